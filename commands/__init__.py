@@ -1,0 +1,1 @@
+"""The ``kd`` command line: a thin click layer over ``kdstore``."""

@@ -1,0 +1,102 @@
+"""Options every command shares, and the one place library errors become click errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+
+from kdstore import config as kdconfig
+from kdstore.errors import KdError
+from kdstore.runs import resolve_run_id
+from kdstore.store import Store
+
+
+class KdGroup(click.Group):
+    """A group whose commands' ``KdError`` s become one-line ``click.ClickException`` s."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KdError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    path = kdconfig.config_path(value)
+    if path is None:
+        return value
+    try:
+        data = kdconfig.load(path)
+        options = {p.name for p in ctx.command.params if p.name}
+        command_path = ctx.command_path.split()[1:]
+        defaults = kdconfig.defaults_for(data, command_path, options)
+    except KdError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=_param) from None
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _resolve_run(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    try:
+        return resolve_run_id(value)
+    except KdError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def store_options(f: Callable) -> Callable:
+    """``--db`` and ``--config`` (eager, so the config file's defaults reach every other option)."""
+    f = click.option(
+        "--db",
+        envvar="KD_DB",
+        metavar="PATH|URL",
+        help="Store: a SQLite file (default kd.db) or a SQLAlchemy URL. Env: KD_DB.",
+    )(f)
+    f = click.option(
+        "--config",
+        "config_file",
+        metavar="FILE",
+        is_eager=True,
+        expose_value=False,
+        callback=_apply_config,
+        help="TOML file of option defaults (default: ./kd.toml if present). Env: KD_CONFIG.",
+    )(f)
+    return f
+
+
+def run_option(f: Callable) -> Callable:
+    return click.option(
+        "--run",
+        callback=_resolve_run,
+        metavar="UNIQID",
+        help="Run id: letters, digits, '-', '_'; '${time}' means today (YYYYMMDD). Default: default.",
+    )(f)
+
+
+def json_option(f: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def overwrite_option(f: Callable) -> Callable:
+    return click.option(
+        "--overwrite", is_flag=True, help="Replace a stage of the same name that already succeeded."
+    )(f)
+
+
+def open_store(db: str | None, *, create: bool = False) -> Store:
+    return Store.open(db, create=create)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def console() -> Console:
+    return Console(file=sys.stdout, soft_wrap=True)
+
+
+def err_console() -> Console:
+    return Console(file=sys.stderr, soft_wrap=True)

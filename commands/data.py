@@ -1,0 +1,150 @@
+"""``kd ingest``, ``kd samples`` and ``kd classes``: getting text into the store and looking at it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from kdstore.ingest import FORMATS, IngestOptions, format_class_file, ingest as ingest_data, read_class_file
+from kdstore.schema import SPLITS
+
+from .common import console, json_option, open_store, print_json, store_options
+
+
+@click.command()
+@click.argument("path", metavar="PATH|-")
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the extension; stdin: tsv.")
+@click.option("--text-col", help="Text column: 0-based index (headerless) or name (with a header).")
+@click.option("--label-col", help="Label column, likewise. Ignored for --split unlabeled.")
+@click.option("--header/--no-header", default=None, help="Whether the first row names the columns (default: detect).")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False), help="class_id.txt pinning the label set.")
+@click.option("--source", help="Source name recorded on each sample (default: the file name).")
+@store_options
+@json_option
+def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, db, as_json):
+    """Load labeled or unlabeled text into the store, all or nothing.
+
+    \b
+    Example:
+      kd ingest train.tsv                      # headerless label<TAB>text
+      kd ingest pool.txt --split unlabeled     # one text a line
+      cat more.jsonl | kd ingest - --format jsonl --split dev
+
+    Duplicates (same normalized text) are skipped and counted; the same text with another label is
+    listed as a conflict. Any bad row stops the ingest with file, line and field, and nothing changes.
+    """
+    data = sys.stdin.buffer.read() if path == "-" else _read(path)
+    name = "<stdin>" if path == "-" else path
+    opts = IngestOptions(
+        split=split,
+        format=fmt,
+        text_col=text_col,
+        label_col=label_col,
+        header=header,
+        classes=read_class_file(Path(classes_file)) if classes_file else None,
+        source=source or ("stdin" if path == "-" else Path(path).name),
+    )
+    store = open_store(db, create=True)
+    report = ingest_data(store, data, name, opts)
+    counts = store.counts()
+    if as_json:
+        print_json({**report.as_dict(), "store": counts})
+        return
+    out = console()
+    out.print(
+        f"{name}: read {report.read}, added {report.added} to [bold]{split}[/], "
+        f"skipped {report.duplicates} duplicates, {len(report.conflicts)} conflicts"
+    )
+    for c in report.conflicts[:20]:
+        out.print(
+            f"  conflict line {c['line']}: label {c['label']!r} but {c['kept_from']} has "
+            f"{c['kept_label']!r}: {c['text'][:60]}",
+            markup=False,
+        )
+    if len(report.conflicts) > 20:
+        out.print(f"  ... {len(report.conflicts) - 20} more (use --json for all)")
+    out.print(counts_table(counts))
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def counts_table(counts: dict[str, dict[str, int]]) -> Table:
+    labels = sorted({lab for per in counts.values() for lab in per})
+    table = Table(title="samples in the store")
+    table.add_column("split")
+    for lab in labels:
+        table.add_column(lab, justify="right")
+    table.add_column("total", justify="right")
+    for split in SPLITS:
+        if split in counts:
+            per = counts[split]
+            table.add_row(split, *[str(per.get(l, 0)) for l in labels], str(sum(per.values())))
+    return table
+
+
+@click.command()
+@click.option("--split", type=click.Choice(SPLITS))
+@click.option("--label", help="Only samples with this (current) label.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--dropped", is_flag=True, help="Include samples dropped by `kd labels clean`.")
+@store_options
+@json_option
+def samples(split, label, limit, dropped, db, as_json):
+    """Show samples from the store.
+
+    \b
+    Example:
+      kd samples --split train --label neg --limit 5
+    """
+    store = open_store(db)
+    names = store.class_names()
+    where = None
+    if label is not None:
+        if label not in names:
+            raise click.ClickException(f"no class {label!r} (classes: {', '.join(names)})")
+        where = f"label_id = {names.index(label)}"
+    rows = store.samples(
+        splits=[split] if split else None, where=where, include_dropped=dropped, limit=limit
+    )
+    items = [
+        {"id": int(i), "split": s, "label": names[y] if y >= 0 else None, "text": t}
+        for i, t, y, s in zip(rows.ids, rows.texts, rows.labels, rows.splits)
+    ]
+    if as_json:
+        print_json(items)
+        return
+    table = Table()
+    for col in ("id", "split", "label", "text"):
+        table.add_column(col)
+    for it in items:
+        table.add_row(str(it["id"]), it["split"], it["label"] or "", it["text"])
+    console().print(table)
+
+
+@click.command()
+@click.option("--export", "export_path", type=click.Path(dir_okay=False), help="Write class_id.txt here.")
+@store_options
+@json_option
+def classes(export_path, db, as_json):
+    """List the classes with their stable ids; export them as class_id.txt.
+
+    \b
+    Example:
+      kd classes --export class_id.txt
+    """
+    names = open_store(db).class_names()
+    if export_path:
+        Path(export_path).write_text(format_class_file(names), encoding="utf-8")
+    if as_json:
+        print_json([{"id": i, "name": n} for i, n in enumerate(names)])
+    else:
+        click.echo(format_class_file(names), nl=False)

@@ -1,0 +1,46 @@
+"""``kd db``: the store's schema revision."""
+
+from __future__ import annotations
+
+import click
+
+from kdstore import migrate
+from kdstore.store import Store
+
+from .common import json_option, print_json, store_options
+
+
+@click.group()
+def db():
+    """Schema migrations of the store.
+
+    \b
+    Example:
+      kd db current
+      kd db upgrade
+    """
+
+
+@db.command()
+@store_options
+def upgrade(db):
+    """Bring the store's schema up to this kd's revision (creates a new store)."""
+    store = Store.open(db, create=True, check=False)
+    before = migrate.current_revision(store.engine)
+    migrate.upgrade(store.engine)
+    after = migrate.current_revision(store.engine)
+    click.echo(f"{store.url}: {before or 'empty'} -> {after}")
+
+
+@db.command()
+@store_options
+@json_option
+def current(db, as_json):
+    """Show the store's schema revision and the one this kd needs."""
+    store = Store.open(db, create=False, check=False)
+    cur, head = migrate.current_revision(store.engine), migrate.head_revision()
+    if as_json:
+        print_json({"db": store.url, "current": cur, "head": head, "up_to_date": cur == head})
+    else:
+        state = "up to date" if cur == head else "run `kd db upgrade`"
+        click.echo(f"{store.url}: revision {cur or 'none'} (head {head}, {state})")

@@ -1,0 +1,91 @@
+"""``kd runs`` and ``kd report``: what ran, how it went, and its figures."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from kdstore.report import run_report, runs_overview
+
+from .common import console, json_option, open_store, print_json, run_option, store_options
+
+_STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "yellow"}
+
+
+@click.command()
+@store_options
+@json_option
+def runs(db, as_json):
+    """List runs and their stages.
+
+    \b
+    Example:
+      kd runs --json
+    """
+    data = runs_overview(open_store(db))
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title="runs")
+    for col in ("run", "stage", "kind", "status", "started", "seconds", "error"):
+        table.add_column(col)
+    for run in data:
+        for i, st in enumerate(run["stages"] or [None]):
+            if st is None:
+                table.add_row(run["run"], "", "", "", "", "", "")
+                continue
+            style = _STATUS_STYLE.get(st["status"], "")
+            table.add_row(
+                run["run"] if i == 0 else "",
+                st["name"],
+                st["kind"],
+                f"[{style}]{st['status']}[/]",
+                st["started_at"],
+                "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
+                (st["error"] or "")[:80],
+            )
+    console().print(table)
+
+
+@click.command()
+@run_option
+@store_options
+@json_option
+def report(run, db, as_json):
+    """Show every stage and metric of a run.
+
+    \b
+    Example:
+      kd report --run 20240101
+      kd report --json | jq '.stages[] | {name, metrics}'
+    """
+    data = run_report(open_store(db), run)
+    if as_json:
+        print_json(data)
+        return
+    out = console()
+    out.print(f"[bold]run {data['run']}[/]")
+    for st in data["stages"]:
+        style = _STATUS_STYLE.get(st["status"], "")
+        dur = "" if st["duration_s"] is None else f", {st['duration_s']:.1f} s"
+        out.print(f"\n[bold]{st['name']}[/] ({st['kind']}) [{style}]{st['status']}[/]{dur}")
+        if st["error"]:
+            out.print(f"  error: {st['error']}", markup=False)
+        shown = {k: v for k, v in st["config"].items() if not isinstance(v, (dict, list))}
+        if shown:
+            out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
+        if st["metrics"]:
+            names = sorted({n for per in st["metrics"].values() for n in per})
+            table = Table()
+            table.add_column("split")
+            for n in names:
+                table.add_column(n, justify="right")
+            for split, per in st["metrics"].items():
+                table.add_row(split, *[_fmt(per.get(n)) for n in names])
+            out.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"

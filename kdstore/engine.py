@@ -1,0 +1,44 @@
+"""Turning a ``--db`` value into a SQLAlchemy engine, with SQLite tuned for one writer and many readers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+DEFAULT_DB = "kd.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def resolve_url(db: str | None) -> str:
+    """``None`` → ``$KD_DB`` or ``kd.db``; a plain path → a SQLite URL; anything with ``://`` as is."""
+    value = db or os.environ.get("KD_DB") or DEFAULT_DB
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, ``None`` for in-memory or other backends."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _tune_sqlite(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _tune_sqlite)
+    return engine

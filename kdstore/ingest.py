@@ -1,0 +1,360 @@
+"""Loading labeled and unlabeled text (TSV, CSV, JSONL) into the store, all or nothing.
+
+``parse`` is pure: bytes in, records out, and any problem raises ``KdError`` naming the file, the
+line and the field. ``ingest`` then de-duplicates against the store and inserts everything in one
+transaction, so a bad row anywhere leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from sqlalchemy import insert, select
+
+from .errors import KdError
+from .schema import SPLITS, KdClass, Sample
+from .store import Store, chunks
+from .textkey import text_hash
+
+FORMATS = ("tsv", "csv", "jsonl")
+_EXTENSIONS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+_HEADER_WORDS = {"text", "label", "sentence", "content", "query"}
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    split: str = "train"
+    format: str | None = None  # None: from the file extension (stdin: tsv)
+    text_col: str | None = None  # a 0-based index for headerless files, a name otherwise
+    label_col: str | None = None
+    header: bool | None = None  # None: detect
+    classes: tuple[str, ...] | None = None  # pinned class set (from class_id.txt)
+    source: str | None = None  # recorded on every sample; default: the file name
+
+
+@dataclass(frozen=True)
+class Record:
+    text: str
+    label: str | None
+    line: int
+    meta: dict[str, Any] | None = None
+
+
+@dataclass
+class IngestReport:
+    source: str
+    split: str
+    read: int = 0
+    added: int = 0
+    duplicates: int = 0
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    new_classes: list[str] = field(default_factory=list)
+    added_per_class: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "split": self.split,
+            "read": self.read,
+            "added": self.added,
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "new_classes": self.new_classes,
+            "added_per_class": self.added_per_class,
+        }
+
+
+# parsing (pure) ------------------------------------------------------------------------------
+def detect_format(name: str, explicit: str | None) -> str:
+    if explicit:
+        if explicit not in FORMATS:
+            raise KdError(f"unknown format {explicit!r}: choose from {', '.join(FORMATS)}")
+        return explicit
+    return _EXTENSIONS.get(Path(name).suffix.lower(), "tsv")
+
+
+def decode(data: bytes, name: str, fmt: str) -> str:
+    """UTF-8 text of a file (a BOM is dropped); a binary or mis-encoded file is refused."""
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise KdError(f"{name}: line {line}: binary data (NUL byte): not a text file")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = ""
+        if fmt in ("tsv", "csv"):
+            sep = b"\t" if fmt == "tsv" else b","
+            where = f" field {data.count(sep, line_start, exc.start)}:"
+        raise KdError(
+            f"{name}: line {line}:{where} not valid UTF-8 "
+            f"(byte 0x{data[exc.start]:02x}); convert the file to UTF-8 first"
+        ) from None
+
+
+def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
+    fmt = detect_format(name, opts.format)
+    content = decode(data, name, fmt)
+    want_label = opts.split != "unlabeled"
+    if fmt == "jsonl":
+        records = _parse_jsonl(content, name, opts, want_label)
+    else:
+        records = _parse_delimited(content, name, fmt, opts, want_label)
+    if not records:
+        raise KdError(f"{name}: no rows to ingest")
+    if opts.classes is not None and want_label:
+        pinned = set(opts.classes)
+        for r in records:
+            if r.label not in pinned:
+                raise KdError(
+                    f"{name}: line {r.line}: field 'label': unknown label {r.label!r} "
+                    f"(pinned classes: {', '.join(opts.classes)})"
+                )
+    return records
+
+
+def _rows(content: str, fmt: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank row."""
+    if fmt == "tsv":
+        out = []
+        for i, raw in enumerate(content.split("\n"), start=1):
+            raw = raw.rstrip("\r")
+            if raw.strip():
+                out.append((i, raw.split("\t")))
+        return out
+    reader = csv.reader(io.StringIO(content, newline=""))
+    out, line = [], 1
+    for fields in reader:
+        if any(f.strip() for f in fields):
+            out.append((line, fields))
+        line = reader.line_num + 1
+    return out
+
+
+def _column(spec: str | None, header: list[str] | None, what: str, name: str) -> int | None:
+    if spec is None:
+        return None
+    if header is None:
+        if not spec.isdigit():
+            raise KdError(f"{name}: line 1: field {spec!r}: the file has no header, give --{what}-col as a 0-based index")
+        return int(spec)
+    if spec in header:
+        return header.index(spec)
+    if spec.isdigit() and int(spec) < len(header):
+        return int(spec)
+    raise KdError(f"{name}: line 1: field {spec!r}: no such column (columns: {', '.join(header)})")
+
+
+def _parse_delimited(
+    content: str, name: str, fmt: str, opts: IngestOptions, want_label: bool
+) -> list[Record]:
+    rows = _rows(content, fmt)
+    if not rows:
+        raise KdError(f"{name}: no rows to ingest")
+    first = [c.strip() for c in rows[0][1]]
+    has_header = opts.header
+    if has_header is None:
+        named = [s for s in (opts.text_col, opts.label_col) if s is not None]
+        if named:
+            has_header = not all(s.isdigit() for s in named)
+        else:
+            has_header = any(c.lower() in _HEADER_WORDS for c in first)
+    header = first if has_header else None
+    body = rows[1:] if has_header else rows
+    width = len(rows[0][1])
+
+    text_i = _column(opts.text_col, header, "text", name)
+    label_i = _column(opts.label_col, header, "label", name)
+    if text_i is None:
+        if header is not None:
+            text_i = _column("text", header, "text", name)
+        else:
+            text_i = 1 if width >= 2 else 0
+    if label_i is None and want_label:
+        if header is not None:
+            if "label" not in header:
+                raise KdError(f"{name}: line 1: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)})")
+            label_i = header.index("label")
+        elif width >= 2:
+            label_i = 0 if text_i != 0 else 1
+        else:
+            raise KdError(f"{name}: line {rows[0][0]}: field 'label': missing: split '{opts.split}' needs a label column")
+    if not want_label:
+        label_i = None
+    for i, what in ((text_i, "text"), (label_i, "label")):
+        if i is not None and i >= width:
+            raise KdError(f"{name}: line {rows[0][0]}: field {i}: missing {what} column (rows have {width} fields)")
+
+    names = header or [str(i) for i in range(width)]
+    text_name = names[text_i]
+    label_name = names[label_i] if label_i is not None else "label"
+    extra = [i for i in range(width) if i not in (text_i, label_i)]
+    records = []
+    for line, fields in body:
+        if len(fields) != width:
+            raise KdError(f"{name}: line {line}: expected {width} fields, found {len(fields)} (ragged row)")
+        text = fields[text_i].strip()
+        if not text:
+            raise KdError(f"{name}: line {line}: field '{text_name}': empty text")
+        label = None
+        if label_i is not None:
+            label = fields[label_i].strip()
+            if not label:
+                raise KdError(f"{name}: line {line}: field '{label_name}': empty label")
+        meta = {names[i]: fields[i] for i in extra} or None
+        records.append(Record(text=text, label=label, line=line, meta=meta))
+    return records
+
+
+def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool) -> list[Record]:
+    text_key = opts.text_col or "text"
+    label_key = opts.label_col or "label"
+    records = []
+    for line, raw in enumerate(content.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise KdError(f"{name}: line {line}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise KdError(f"{name}: line {line}: expected a JSON object, found {type(obj).__name__}")
+        value = obj.get(text_key)
+        if value is None:
+            raise KdError(f"{name}: line {line}: field '{text_key}': missing")
+        if not isinstance(value, str):
+            raise KdError(f"{name}: line {line}: field '{text_key}': expected a string")
+        text = value.strip()
+        if not text:
+            raise KdError(f"{name}: line {line}: field '{text_key}': empty text")
+        label = None
+        if want_label:
+            raw_label = obj.get(label_key)
+            if raw_label is None or str(raw_label).strip() == "":
+                raise KdError(f"{name}: line {line}: field '{label_key}': missing label")
+            label = str(raw_label).strip()
+        meta = {k: v for k, v in obj.items() if k not in (text_key, label_key)} or None
+        records.append(Record(text=text, label=label, line=line, meta=meta))
+    return records
+
+
+def read_class_file(path: Path) -> tuple[str, ...]:
+    """Class names in id order from ``class_id.txt``: ``id<TAB>name`` lines, or one name a line."""
+    try:
+        lines = [l.strip() for l in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KdError(f"{path}: cannot read class file: {exc}") from None
+    names: dict[int, str] = {}
+    for n, line in enumerate((l for l in lines if l), start=0):
+        parts = line.split("\t")
+        if len(parts) == 2 and parts[0].strip().isdigit():
+            names[int(parts[0])] = parts[1].strip()
+        elif len(parts) == 2 and parts[1].strip().isdigit():
+            names[int(parts[1])] = parts[0].strip()
+        else:
+            names[n] = line
+    if sorted(names) != list(range(len(names))) or len(set(names.values())) != len(names):
+        raise KdError(f"{path}: class ids must be 0..K-1 with distinct names")
+    return tuple(names[i] for i in range(len(names)))
+
+
+def format_class_file(names: Sequence[str]) -> str:
+    return "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
+
+
+# writing to the store ------------------------------------------------------------------------
+def ingest(store: Store, data: bytes, name: str, opts: IngestOptions) -> IngestReport:
+    """Parse ``data`` and add its new samples to the store in one transaction."""
+    if opts.split not in SPLITS:
+        raise KdError(f"unknown split {opts.split!r}: choose from {', '.join(SPLITS)}")
+    records = parse(data, name, opts)
+    source = opts.source or name
+    report = IngestReport(source=source, split=opts.split, read=len(records))
+    with store.engine.begin() as conn:
+        classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())
+        if opts.classes is not None:
+            _pin_classes(conn, classes, opts.classes, name)
+        seen: dict[str, tuple[int | None, str]] = {
+            h: (label_id, f"{src}:{line}" if line else src)
+            for h, label_id, src, line in conn.execute(
+                select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line)
+            )
+        }
+        names_by_id = {i: n for n, i in classes.items()}
+        rows = []
+        for r in records:
+            h = text_hash(r.text)
+            prior = seen.get(h)
+            if prior is not None:
+                prior_label, where = prior
+                prior_name = None if prior_label is None else names_by_id[prior_label]
+                if r.label is not None and prior_name is not None and prior_name != r.label:
+                    report.conflicts.append(
+                        {
+                            "line": r.line,
+                            "text": r.text,
+                            "label": r.label,
+                            "kept_label": prior_name,
+                            "kept_from": where,
+                        }
+                    )
+                else:
+                    report.duplicates += 1
+                continue
+            label_id = None
+            if r.label is not None:
+                label_id = classes.get(r.label)
+                if label_id is None:
+                    label_id = len(classes)
+                    classes[r.label] = label_id
+                    names_by_id[label_id] = r.label
+                    report.new_classes.append(r.label)
+            seen[h] = (label_id, f"{source}:{r.line}")
+            rows.append(
+                {
+                    "text": r.text,
+                    "text_hash": h,
+                    "split": opts.split,
+                    "label_id": label_id,
+                    "orig_label_id": label_id,
+                    "dropped": False,
+                    "source": source,
+                    "line": r.line,
+                    "meta": r.meta,
+                }
+            )
+            if r.label is not None:
+                report.added_per_class[r.label] = report.added_per_class.get(r.label, 0) + 1
+        if report.new_classes:
+            conn.execute(
+                insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes]
+            )
+        for part in chunks(rows):
+            conn.execute(insert(Sample), part)
+        report.added = len(rows)
+    return report
+
+
+def _pin_classes(conn, classes: dict[str, int], pinned: tuple[str, ...], name: str) -> None:
+    """Make the store's class table agree with a pinned class file, adding its classes in order."""
+    for i, n in enumerate(pinned):
+        have = classes.get(n)
+        if have is not None and have != i:
+            raise KdError(
+                f"{name}: class {n!r} has id {have} in the store but {i} in the class file"
+            )
+        if have is None and i in classes.values():
+            raise KdError(f"{name}: class id {i} is already taken in the store by another class")
+    new = [{"id": i, "name": n} for i, n in enumerate(pinned) if n not in classes]
+    if new:
+        conn.execute(insert(KdClass), new)
+        classes.update({r["name"]: r["id"] for r in new})

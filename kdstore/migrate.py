@@ -1,0 +1,66 @@
+"""Alembic wiring: the migration chain ships in the ``migrations`` package; no ini file is needed.
+
+A new database walks the same chain as an old one. An out-of-date database is refused with the
+command that upgrades it, never upgraded behind the user's back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+import migrations
+
+from .errors import KdError
+
+
+def _config(connection=None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), revision)
+
+
+def is_empty(engine: Engine) -> bool:
+    return not inspect(engine).get_table_names()
+
+
+def ensure_current(engine: Engine, *, create: bool = True) -> None:
+    """Create an empty database by migrating it; refuse one whose revision is not the head."""
+    if create and is_empty(engine):
+        upgrade(engine)
+        return
+    current, head = current_revision(engine), head_revision()
+    if current == head:
+        return
+    known = {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
+    where = engine.url.render_as_string(hide_password=True)
+    if current is None:
+        raise KdError(f"{where} is not a kd store (no schema revision found)")
+    if current not in known:
+        raise KdError(
+            f"{where} is at schema revision {current}, newer than this kd knows ({head}): upgrade kd"
+        )
+    raise KdError(
+        f"{where} is at schema revision {current}, kd needs {head}: run `kd db upgrade` first"
+    )

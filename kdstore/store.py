@@ -1,0 +1,279 @@
+"""The kd store: one database holding samples, classes, runs, stages and everything stages produce.
+
+``Store`` does the work; the CLI in ``commands/`` is a thin layer over it. Bulk paths (samples,
+logits, predictions) use chunked Core ``executemany`` inside one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy.orm import Session
+
+from . import vectors
+from .engine import make_engine, resolve_url, sqlite_path
+from .errors import KdError
+from .migrate import ensure_current
+from .schema import SPLITS, KdClass, Logit, Metric, Prediction, Run, Sample, Stage
+
+CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Samples as parallel arrays; ``labels`` holds class ids, -1 where a sample has no label."""
+
+    ids: np.ndarray
+    texts: list[str]
+    labels: np.ndarray
+    splits: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, mask: np.ndarray) -> "SampleSet":
+        idx = np.flatnonzero(mask)
+        return SampleSet(
+            ids=self.ids[idx],
+            texts=[self.texts[i] for i in idx],
+            labels=self.labels[idx],
+            splits=[self.splits[i] for i in idx],
+        )
+
+    def of_split(self, *splits: str) -> "SampleSet":
+        wanted = set(splits)
+        return self.subset(np.array([s in wanted for s in self.splits], dtype=bool))
+
+
+def chunks(rows: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+class Store:
+    def __init__(self, engine: Engine, artifact_root: Path):
+        self.engine = engine
+        self.artifact_root = artifact_root
+
+    @classmethod
+    def open(cls, db: str | None = None, *, create: bool = True, check: bool = True) -> "Store":
+        """Open (and, when new, create) the store at ``db``: a path, a SQLAlchemy URL, or ``$KD_DB``."""
+        url = resolve_url(db)
+        path = sqlite_path(url)
+        if path is not None:
+            if not path.exists() and not create:
+                raise KdError(f"no kd store at {path}: run `kd ingest` first, or pass --db")
+            if path.parent and not path.parent.exists():
+                raise KdError(f"cannot create {path}: folder {path.parent} does not exist")
+        engine = make_engine(url)
+        if check:
+            ensure_current(engine, create=create)
+        return cls(engine, _artifact_root(path))
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # classes ---------------------------------------------------------------------------------
+    def class_names(self) -> list[str]:
+        """Class names in id order; a model's output index ``i`` is class ``class_names()[i]``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(KdClass.id, KdClass.name).order_by(KdClass.id)).all()
+        names = [name for _id, name in rows]
+        if [i for i, _ in rows] != list(range(len(rows))):
+            raise KdError("class ids in the store are not 0..K-1; the store is damaged")
+        return names
+
+    # samples ---------------------------------------------------------------------------------
+    def samples(
+        self,
+        *,
+        splits: Iterable[str] | None = None,
+        labeled: bool | None = None,
+        where: str | None = None,
+        include_dropped: bool = False,
+        ids: Sequence[int] | None = None,
+        limit: int | None = None,
+    ) -> SampleSet:
+        """Samples in id order, filtered by split, labeled-ness, a SQL ``where`` fragment on ``samples``."""
+        query = select(Sample.id, Sample.text, Sample.label_id, Sample.split).order_by(Sample.id)
+        if splits is not None:
+            splits = list(splits)
+            bad = [s for s in splits if s not in SPLITS]
+            if bad:
+                raise KdError(f"unknown split {bad[0]!r}: choose from {', '.join(SPLITS)}")
+            query = query.where(Sample.split.in_(splits))
+        if labeled is True:
+            query = query.where(Sample.label_id.is_not(None))
+        elif labeled is False:
+            query = query.where(Sample.label_id.is_(None))
+        if not include_dropped:
+            query = query.where(Sample.dropped.is_(False))
+        if where:
+            query = query.where(text(where))
+        if ids is not None:
+            query = query.where(Sample.id.in_(list(ids)))
+        if limit is not None:
+            query = query.limit(limit)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+        except Exception as exc:  # a bad --where fragment is the usual cause
+            if where:
+                raise KdError(f"--where {where!r} failed: {_first_line(exc)}") from exc
+            raise
+        return SampleSet(
+            ids=np.array([r[0] for r in rows], dtype=np.int64),
+            texts=[r[1] for r in rows],
+            labels=np.array([-1 if r[2] is None else r[2] for r in rows], dtype=np.int64),
+            splits=[r[3] for r in rows],
+        )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{split: {class name or '(none)': count}}`` over samples that are not dropped."""
+        names = self.class_names()
+        query = (
+            select(Sample.split, Sample.label_id, func.count())
+            .where(Sample.dropped.is_(False))
+            .group_by(Sample.split, Sample.label_id)
+        )
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for split, label_id, n in conn.execute(query):
+                label = "(none)" if label_id is None else names[label_id]
+                out.setdefault(split, {})[label] = n
+        return out
+
+    # stage outputs ---------------------------------------------------------------------------
+    def write_logits(self, stage_id: int, sample_ids: Sequence[int], matrix: np.ndarray) -> int:
+        """Store one float32 vector per sample for a stage, in one transaction; returns rows written."""
+        if len(sample_ids) != len(matrix):
+            raise ValueError(f"{len(sample_ids)} sample ids but {len(matrix)} logit rows")
+        blobs = vectors.encode_rows(np.asarray(matrix))
+        rows = [
+            {"stage_id": stage_id, "sample_id": int(s), "vector": b}
+            for s, b in zip(sample_ids, blobs)
+        ]
+        with self.engine.begin() as conn:
+            for part in chunks(rows):
+                conn.execute(insert(Logit), part)
+        return len(rows)
+
+    def read_logits(self, stage_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(sample_ids, matrix)`` of a stage's logits, in sample id order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Logit.sample_id, Logit.vector)
+                .where(Logit.stage_id == stage_id)
+                .order_by(Logit.sample_id)
+            ).all()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        width = len(rows[0][1]) // vectors.DTYPE.itemsize
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        return ids, vectors.decode_rows([r[1] for r in rows], width)
+
+    def write_predictions(
+        self,
+        stage_id: int,
+        sample_ids: Sequence[int],
+        label_ids: Sequence[int],
+        confidences: Sequence[float],
+    ) -> int:
+        rows = [
+            {"stage_id": stage_id, "sample_id": int(s), "label_id": int(y), "confidence": float(c)}
+            for s, y, c in zip(sample_ids, label_ids, confidences)
+        ]
+        with self.engine.begin() as conn:
+            for part in chunks(rows):
+                conn.execute(insert(Prediction), part)
+        return len(rows)
+
+    def add_metrics(
+        self, stage_id: int, split: str, values: dict[str, float], *, step: int | None = None
+    ) -> None:
+        rows = [
+            {"stage_id": stage_id, "split": split, "name": k, "value": float(v), "step": step}
+            for k, v in values.items()
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(insert(Metric), rows)
+
+    def metrics(self, stage_id: int, *, final: bool = True) -> list[Metric]:
+        query = select(Metric).where(Metric.stage_id == stage_id).order_by(Metric.id)
+        if final:
+            query = query.where(Metric.step.is_(None))
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    def clear_outputs(self, stage_id: int) -> None:
+        """Remove a stage's logits and predictions (used when a stage fails half-way)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(Logit).where(Logit.stage_id == stage_id))
+            conn.execute(delete(Prediction).where(Prediction.stage_id == stage_id))
+
+    # runs and stages -------------------------------------------------------------------------
+    def runs(self) -> list[tuple[Run, list[Stage]]]:
+        with self.session() as s:
+            runs = list(s.scalars(select(Run).order_by(Run.created_at, Run.id)))
+            stages = list(s.scalars(select(Stage).order_by(Stage.started_at, Stage.id)))
+        by_run: dict[int, list[Stage]] = {}
+        for st in stages:
+            by_run.setdefault(st.run_id, []).append(st)
+        return [(r, by_run.get(r.id, [])) for r in runs]
+
+    def stages_of(self, run: str) -> list[Stage]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Stage)
+                    .join(Run, Run.id == Stage.run_id)
+                    .where(Run.uniqid == run)
+                    .order_by(Stage.started_at, Stage.id)
+                )
+            )
+
+    def find_stage(self, run: str, name_or_kind: str, *, succeeded: bool = True) -> Stage:
+        """The stage named ``name_or_kind`` in ``run``, else the latest stage of that kind."""
+        stages = self.stages_of(run)
+        if not stages and not self.run_exists(run):
+            raise KdError(f"no run {run!r} in {self.url}: `kd runs` lists the runs")
+        matches = [s for s in stages if s.name == name_or_kind] or [
+            s for s in stages if s.kind == name_or_kind
+        ]
+        if succeeded:
+            matches = [s for s in matches if s.status == "succeeded"]
+        if not matches:
+            have = ", ".join(f"{s.name} ({s.status})" for s in stages) or "none"
+            raise KdError(
+                f"run {run!r} has no succeeded {name_or_kind!r} stage (stages: {have})"
+            )
+        return matches[-1]
+
+    def run_exists(self, run: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(Run.id).where(Run.uniqid == run)).first() is not None
+
+
+def _artifact_root(db_path: Path | None) -> Path:
+    env = os.environ.get("KD_ARTIFACTS")
+    if env:
+        return Path(env)
+    base = db_path.parent if db_path is not None else Path.cwd()
+    return base / "kd-artifacts"
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(getattr(exc, "orig", exc)) or type(exc).__name__
+    return msg.strip().splitlines()[0]

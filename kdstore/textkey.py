@@ -1,0 +1,19 @@
+"""Normalizing a text and hashing it, so that exact duplicates are found whatever their width or spacing."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize(text: str) -> str:
+    """NFKC (full-width → half-width), case-folded, runs of white space collapsed, ends stripped."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def text_hash(text: str) -> str:
+    """A 32-hex-digit key of the normalized text."""
+    return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=16).hexdigest()
