@@ -9,7 +9,9 @@ from kdstore import __version__
 from .common import KdGroup
 from .data import classes, ingest, samples
 from .db import db
+from .predict import predict
 from .runs import report, runs
+from .train import distill, pretrain, teach
 
 
 @click.group(cls=KdGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +20,7 @@ def cli():
     """kd: distill a slow, accurate text classifier into a fast one, and fix wrong labels.
 
     \b
-    A pipeline, each step storing its results under one run id:
+    Example: a pipeline, each step storing its results under one run id:
       kd ingest train.tsv && kd ingest dev.tsv --split dev
       kd pretrain --run r1 --minutes 5        # only when no pretrained model is at hand
       kd teach --run r1 --model pretrain:r1
@@ -28,7 +30,7 @@ def cli():
     """
 
 
-for command in (ingest, samples, classes, db, runs, report):
+for command in (ingest, samples, classes, pretrain, teach, distill, predict, report, runs, db):
     cli.add_command(command)
 
 

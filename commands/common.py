@@ -31,13 +31,25 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
         return value
     try:
         data = kdconfig.load(path)
-        options = {p.name for p in ctx.command.params if p.name}
         command_path = ctx.command_path.split()[1:]
-        defaults = kdconfig.defaults_for(data, command_path, options)
+        defaults = kdconfig.defaults_for(data, command_path, _option_names(ctx.command))
     except KdError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=_param) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
+
+
+def _option_names(command: click.Command) -> dict[str, str]:
+    """Config key (option name, ``-`` as ``_``) → click parameter name, e.g. ``format`` → ``fmt``."""
+    names: dict[str, str] = {}
+    for p in command.params:
+        if not p.name or p.name == "config_file":
+            continue
+        names[p.name] = p.name
+        for opt in getattr(p, "opts", []):
+            if opt.startswith("--"):
+                names[opt[2:].replace("-", "_")] = p.name
+    return names
 
 
 def _resolve_run(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:

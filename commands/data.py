@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from kdstore.ingest import FORMATS, IngestOptions, format_class_file, ingest as ingest_data, read_class_file
+from kdstore.ingest import FORMATS, IngestOptions, add_records, format_class_file, parse, read_class_file
 from kdstore.schema import SPLITS
 
 from .common import console, json_option, open_store, print_json, store_options
@@ -48,8 +48,9 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         classes=read_class_file(Path(classes_file)) if classes_file else None,
         source=source or ("stdin" if path == "-" else Path(path).name),
     )
+    records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing
     store = open_store(db, create=True)
-    report = ingest_data(store, data, name, opts)
+    report = add_records(store, records, name, opts)
     counts = store.counts()
     if as_json:
         print_json({**report.as_dict(), "store": counts})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kdstore import migrate
+from kdstore.errors import KdError
 from kdstore.store import Store
 
 from .common import json_option, print_json, store_options
@@ -24,9 +25,16 @@ def db():
 @db.command()
 @store_options
 def upgrade(db):
-    """Bring the store's schema up to this kd's revision (creates a new store)."""
+    """Bring the store's schema up to this kd's revision (creates a new store).
+
+    \b
+    Example:
+      kd db upgrade --db old.db
+    """
     store = Store.open(db, create=True, check=False)
     before = migrate.current_revision(store.engine)
+    if before is None and not migrate.is_empty(store.engine):
+        raise KdError(f"{store.url} is not a kd store (it has tables but no kd schema revision): not touching it")
     migrate.upgrade(store.engine)
     after = migrate.current_revision(store.engine)
     click.echo(f"{store.url}: {before or 'empty'} -> {after}")
@@ -36,7 +44,12 @@ def upgrade(db):
 @store_options
 @json_option
 def current(db, as_json):
-    """Show the store's schema revision and the one this kd needs."""
+    """Show the store's schema revision and the one this kd needs.
+
+    \b
+    Example:
+      kd db current --json
+    """
     store = Store.open(db, create=False, check=False)
     cur, head = migrate.current_revision(store.engine), migrate.head_revision()
     if as_json:

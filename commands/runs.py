@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from kdstore.report import run_report, runs_overview
@@ -75,17 +76,25 @@ def report(run, db, as_json):
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
         if st["metrics"]:
-            names = sorted({n for per in st["metrics"].values() for n in per})
+            splits = list(st["metrics"])
+            names = sorted({n for per in st["metrics"].values() for n in per}, key=_metric_order)
             table = Table()
-            table.add_column("split")
+            table.add_column("metric")
+            for split in splits:
+                table.add_column(split, justify="right")
             for n in names:
-                table.add_column(n, justify="right")
-            for split, per in st["metrics"].items():
-                table.add_row(split, *[_fmt(per.get(n)) for n in names])
+                table.add_row(escape(n), *[_fmt(st["metrics"][split].get(n)) for split in splits])
             out.print(table)
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    first = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1", "n")
+    return (first.index(name), "") if name in first else (len(first), name)
 
 
 def _fmt(value: float | None) -> str:
     if value is None:
         return ""
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"

@@ -42,17 +42,21 @@ def load(path: Path) -> dict[str, Any]:
         raise KdError(f"{path}: not valid TOML: {exc}") from None
 
 
-def defaults_for(config: dict[str, Any], command_path: list[str], options: set[str]) -> dict[str, Any]:
+def defaults_for(
+    config: dict[str, Any], command_path: list[str], options: dict[str, str] | set[str]
+) -> dict[str, Any]:
     """The defaults ``config`` gives the command at ``command_path`` (e.g. ``['labels', 'detect']``).
 
-    Keys may use ``-`` or ``_``. A key in the command's own table that is not one of its options is an
+    ``options`` maps each accepted key (with ``_`` for ``-``) to the parameter it sets. A key in the command's own table that is not one of its options is an
     error (a typo would otherwise be ignored); unknown top-level keys are ignored since they may be
     meant for other commands.
     """
+    if not isinstance(options, dict):
+        options = {o: o for o in options}
     out: dict[str, Any] = {}
     for key, value in config.items():
         if not isinstance(value, dict) and key.replace("-", "_") in options:
-            out[key.replace("-", "_")] = value
+            out[options[key.replace("-", "_")]] = value
     table: Any = config
     for part in command_path:
         table = table.get(part) if isinstance(table, dict) else None
@@ -66,5 +70,5 @@ def defaults_for(config: dict[str, Any], command_path: list[str], options: set[s
                     f"config [{'.'.join(command_path)}]: {key!r} is not an option of "
                     f"`kd {' '.join(command_path)}`"
                 )
-            out[name] = value
+            out[options[name]] = value
     return out

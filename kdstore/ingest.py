@@ -23,7 +23,8 @@ from .textkey import text_hash
 
 FORMATS = ("tsv", "csv", "jsonl")
 _EXTENSIONS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
-_HEADER_WORDS = {"text", "label", "sentence", "content", "query"}
+_TEXT_NAMES = ("text", "sentence", "content", "query", "review")
+_HEADER_WORDS = {"label", *_TEXT_NAMES}
 
 
 @dataclass(frozen=True)
@@ -80,28 +81,38 @@ def detect_format(name: str, explicit: str | None) -> str:
 
 def decode(data: bytes, name: str, fmt: str) -> str:
     """UTF-8 text of a file (a BOM is dropped); a binary or mis-encoded file is refused."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise KdError(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
     nul = data.find(b"\0")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
-        raise KdError(f"{name}: line {line}: binary data (NUL byte): not a text file")
+        raise KdError(
+            f"{name}: line {line}:{_field_at(data, nul, fmt)} binary data (NUL byte): not a text file"
+        )
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
         line = data.count(b"\n", 0, exc.start) + 1
-        where = ""
-        if fmt in ("tsv", "csv"):
-            sep = b"\t" if fmt == "tsv" else b","
-            where = f" field {data.count(sep, line_start, exc.start)}:"
         raise KdError(
-            f"{name}: line {line}:{where} not valid UTF-8 "
+            f"{name}: line {line}:{_field_at(data, exc.start, fmt)} not valid UTF-8 "
             f"(byte 0x{data[exc.start]:02x}); convert the file to UTF-8 first"
         ) from None
 
 
+def _field_at(data: bytes, pos: int, fmt: str) -> str:
+    """`` field N:`` for the delimited field holding byte ``pos`` (empty for JSONL)."""
+    if fmt not in ("tsv", "csv"):
+        return ""
+    line_start = data.rfind(b"\n", 0, pos) + 1
+    sep = b"\t" if fmt == "tsv" else b","
+    return f" field {data.count(sep, line_start, pos)}:"
+
+
 def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
+    if opts.split not in SPLITS:
+        raise KdError(f"unknown split {opts.split!r}: choose from {', '.join(SPLITS)}")
     fmt = detect_format(name, opts.format)
     content = decode(data, name, fmt)
     want_label = opts.split != "unlabeled"
@@ -174,16 +185,20 @@ def _parse_delimited(
 
     text_i = _column(opts.text_col, header, "text", name)
     label_i = _column(opts.label_col, header, "label", name)
+    lowered = [c.lower() for c in header] if header is not None else []
     if text_i is None:
         if header is not None:
-            text_i = _column("text", header, "text", name)
+            found = [lowered.index(n) for n in _TEXT_NAMES if n in lowered]
+            if not found:
+                raise KdError(f"{name}: line 1: field 'text': no text column (columns: {', '.join(header)}); name it with --text-col")
+            text_i = found[0]
         else:
             text_i = 1 if width >= 2 else 0
     if label_i is None and want_label:
         if header is not None:
-            if "label" not in header:
+            if "label" not in lowered:
                 raise KdError(f"{name}: line 1: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)})")
-            label_i = header.index("label")
+            label_i = lowered.index("label")
         elif width >= 2:
             label_i = 0 if text_i != 0 else 1
         else:
@@ -274,9 +289,11 @@ def format_class_file(names: Sequence[str]) -> str:
 # writing to the store ------------------------------------------------------------------------
 def ingest(store: Store, data: bytes, name: str, opts: IngestOptions) -> IngestReport:
     """Parse ``data`` and add its new samples to the store in one transaction."""
-    if opts.split not in SPLITS:
-        raise KdError(f"unknown split {opts.split!r}: choose from {', '.join(SPLITS)}")
-    records = parse(data, name, opts)
+    return add_records(store, parse(data, name, opts), name, opts)
+
+
+def add_records(store: Store, records: list[Record], name: str, opts: IngestOptions) -> IngestReport:
+    """Add parsed records to the store in one transaction: duplicates skipped, conflicts listed."""
     source = opts.source or name
     report = IngestReport(source=source, split=opts.split, read=len(records))
     with store.engine.begin() as conn:

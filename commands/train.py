@@ -1,0 +1,176 @@
+"""``kd pretrain``, ``kd teach`` and ``kd distill``: the training stages of a run."""
+
+from __future__ import annotations
+
+import click
+
+from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
+from kdstore.losses import SOFT_LOSSES
+from kdstore.pretrain import PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
+from kdstore.report import run_report
+from kdstore.runs import stage_scope
+from kdstore.students import KINDS
+from kdstore.teacher import TeachConfig, config_dict as teach_config, score_missing, train_teacher
+from kdstore.torchutil import DEVICES
+
+from .common import json_option, open_store, overwrite_option, print_json, run_option, store_options
+
+
+def _device_option(f):
+    return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)(f)
+
+
+def _seed_option(f):
+    return click.option("--seed", type=int, default=42, show_default=True)(f)
+
+
+def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
+    stage = next(s for s in run_report(store, run)["stages"] if s["name"] == stage_name)
+    if as_json:
+        print_json(stage)
+        return
+    click.echo(f"run {run}: stage {stage_name} {stage['status']} in {stage['duration_s']:.1f} s")
+    if stage["artifact_path"]:
+        click.echo(f"  model: {stage['artifact_path']}")
+    for split in ("dev", "test"):
+        m = stage["metrics"].get(split)
+        if m:
+            click.echo(f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])})")
+
+
+@click.command()
+@run_option
+@click.option("--layers", type=int, default=6, show_default=True)
+@click.option("--hidden", type=int, default=384, show_default=True)
+@click.option("--heads", type=int, default=0, help="Attention heads (default hidden/64).")
+@click.option("--max-len", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--steps", type=int, default=0, help="Training steps (or use --minutes).")
+@click.option("--minutes", type=float, default=0.0, help="Wall-clock budget in minutes.")
+@click.option("--mask-prob", type=float, default=0.15, show_default=True)
+@click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often.")
+@click.option("--corpus", multiple=True, type=click.Path(dir_okay=False), help="Extra plain-text file(s), one text a line.")
+@_seed_option
+@_device_option
+@overwrite_option
+@store_options
+@json_option
+def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, min_count, corpus, seed, device, overwrite, db, as_json):
+    """Pre-train a BERT-style encoder by masked-LM on the store's own text.
+
+    For machines without a model hub: the result is a Hugging Face directory that
+    `kd teach --model pretrain:RUN` fine-tunes.
+
+    \b
+    Example:
+      kd pretrain --run r1 --layers 4 --hidden 256 --minutes 10 --corpus news.txt
+      kd teach --run r1 --model pretrain:r1
+    """
+    cfg = PretrainConfig(
+        layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,
+        steps=steps, minutes=minutes, mask_prob=mask_prob, min_count=min_count, corpus=tuple(corpus),
+        seed=seed, device=device,
+    )
+    cfg.validate()
+    store = open_store(db)
+    with stage_scope(store, run=run, kind="pretrain", config=pretrain_config(cfg), overwrite=overwrite) as stage:
+        run_pretrain(store, stage, cfg)
+    _finish(store, run, "pretrain", as_json)
+
+
+@click.command()
+@run_option
+@click.option("--model", help="Hugging Face model name or directory; pretrain:RUN for `kd pretrain`'s model.")
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--max-len", type=int, default=128, show_default=True)
+@click.option("--warmup", type=float, default=0.1, show_default=True, help="Warm-up fraction of the steps.")
+@click.option("--patience", type=int, default=2, show_default=True, help="Epochs without dev gain before stopping.")
+@click.option("--where", help="SQL condition on samples selecting the train rows, e.g. \"source = 'a.tsv'\".")
+@click.option("--logits-only", is_flag=True, help="Only score samples that have no logits yet, with the run's teacher.")
+@_seed_option
+@_device_option
+@overwrite_option
+@store_options
+@json_option
+def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, logits_only, seed, device, overwrite, db, as_json):
+    """Fine-tune a transformer teacher and store its logits for every sample.
+
+    \b
+    Example:
+      kd teach --run r1 --model bert-base-chinese --epochs 3
+      kd teach --run r1 --model ./my-ernie --max-len 256
+      kd teach --run r1 --logits-only          # score samples ingested later
+    """
+    store = open_store(db)
+    if logits_only:
+        n = score_missing(store, run, device=device)
+        if as_json:
+            print_json({"run": run, "scored": n})
+        else:
+            click.echo(f"run {run}: scored {n} samples that had no teacher logits")
+        return
+    if not model:
+        raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
+    cfg = TeachConfig(
+        model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
+        patience=patience, where=where, seed=seed, device=device,
+    )
+    cfg.validate()
+    config = {**teach_config(cfg), "classes": store.class_names()}
+    with stage_scope(store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
+        train_teacher(store, stage, cfg)
+    _finish(store, run, "teach", as_json)
+
+
+@click.command()
+@run_option
+@click.option("--student", type=click.Choice(KINDS), default="textcnn", show_default=True)
+@click.option("--teacher-run", "teacher_runs", multiple=True, help="Run(s) whose teacher logits to use (averaged); default: --run.")
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples.")
+@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
+@click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--max-len", type=int, default=128, show_default=True)
+@click.option("--patience", type=int, default=3, show_default=True)
+@click.option("--embed-dim", type=int, default=128, show_default=True)
+@click.option("--kernel-sizes", default="2,3,4", show_default=True, help="TextCNN kernel widths.")
+@click.option("--num-filters", type=int, default=128, show_default=True)
+@click.option("--hidden", type=int, default=128, show_default=True, help="BiGRU/BiLSTM hidden size.")
+@click.option("--dropout", type=float, default=0.3, show_default=True)
+@click.option("--name", "stage_name", help="Stage name (default: distill-STUDENT).")
+@_seed_option
+@_device_option
+@overwrite_option
+@store_options
+@json_option
+def distill(run, student, teacher_runs, alpha, temperature, soft_loss, unlabeled, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, stage_name, seed, device, overwrite, db, as_json):
+    """Train a small student from the teacher logits in the store.
+
+    \b
+    Example:
+      kd distill --run r1 --student textcnn
+      kd distill --run r1 --student bilstm --soft-loss mse --alpha 1
+      kd distill --run r2 --teacher-run r1 --teacher-run r1b   # two teachers, averaged
+    """
+    try:
+        kernels = tuple(int(k) for k in kernel_sizes.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{kernel_sizes!r}: give widths like 2,3,4", param_hint="--kernel-sizes") from None
+    cfg = DistillConfig(
+        student=student, teacher_runs=tuple(teacher_runs), alpha=alpha, temperature=temperature,
+        soft_loss=soft_loss, unlabeled=unlabeled, epochs=epochs, lr=lr, batch_size=batch_size,
+        max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
+        num_filters=num_filters, hidden=hidden, dropout=dropout, seed=seed, device=device,
+    )
+    cfg.validate()
+    store = open_store(db)
+    name = stage_name or f"distill-{student}"
+    with stage_scope(store, run=run, kind="distill", name=name, config=distill_config(cfg), overwrite=overwrite) as stage:
+        run_distill(store, stage, cfg)
+    _finish(store, run, name, as_json)

@@ -1,0 +1,71 @@
+"""Turning texts into padded id batches: length-bucketed for training, length-sorted for scoring."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:
+    """Token ids per text (no padding), truncated to ``max_len``, in one batched tokenizer call."""
+    if not texts:
+        return []
+    out = tokenizer(
+        list(texts),
+        add_special_tokens=special_tokens,
+        truncation=True,
+        max_length=max_len,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    return out["input_ids"]
+
+
+def bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: np.random.Generator, *, bucket_factor: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of indices whose members have similar lengths (less padding, same randomness).
+
+    Indices are shuffled, cut into pools of ``batch_size * bucket_factor``, each pool sorted by
+    length and cut into batches; the batches are then shuffled.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    lengths = np.asarray(lengths)
+    order = rng.permutation(len(lengths))
+    pool = batch_size * bucket_factor
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Batches of indices in length order, for inference (results are put back by index)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad(ids: Sequence[Sequence[int]], pad_id: int, *, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` padded on the right to the longest row (at least ``min_len``)."""
+    width = max(min_len, max((len(x) for x in ids), default=0))
+    out = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return out, mask
+
+
+def iter_padded(
+    ids: Sequence[Sequence[int]], batches: list[np.ndarray], pad_id: int, *, min_len: int = 1
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    for idx in batches:
+        input_ids, mask = pad([ids[i] for i in idx], pad_id, min_len=min_len)
+        yield idx, input_ids, mask

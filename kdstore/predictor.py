@@ -1,0 +1,114 @@
+"""Loading a trained model (a teacher directory or a student) once and predicting labels for texts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .batching import encode, iter_padded, sorted_batches
+from .errors import KdError
+from .outputs import softmax
+from .store import Store
+from .torchutil import pick_device
+
+STUDENT_WEIGHTS = "student.pt"
+STUDENT_CONFIG = "student.json"
+
+
+@torch.no_grad()
+def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, batch_size: int = 512) -> np.ndarray:
+    """A student's logits for ``texts`` (in order), computed in length-sorted batches."""
+    model.eval()
+    ids = encode(tokenizer, texts, max_len=max_len, special_tokens=False)
+    out = None
+    for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id, min_len=model.min_len):
+        logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def load_student(directory: Path, device) -> tuple[Any, Any, dict]:
+    """``(model, tokenizer, meta)`` from a directory written by ``distill.save_student``."""
+    from transformers import AutoTokenizer
+
+    from .students import StudentConfig, build_student
+
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / STUDENT_CONFIG).read_text(encoding="utf-8"))
+        model = build_student(StudentConfig.from_dict(meta["student"]))
+        model.load_state_dict(torch.load(directory / STUDENT_WEIGHTS, map_location="cpu", weights_only=True))
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except (OSError, KeyError, ValueError) as exc:
+        raise KdError(f"cannot load the student in {directory}: {exc}") from None
+    return model.to(device).eval(), tokenizer, meta
+
+
+@dataclass
+class Predictor:
+    """A loaded model with its class names; ``logits(texts)`` works for teachers and students alike."""
+
+    kind: str  # "teacher" or "student"
+    stage_name: str
+    model: Any
+    tokenizer: Any
+    class_names: list[str]
+    max_len: int
+    device: torch.device
+
+    @classmethod
+    def from_run(cls, store: Store, run: str, which: str = "student", device: str = "auto") -> "Predictor":
+        """``which``: ``student`` (latest distill stage, else the teacher), ``teacher``, or a stage name."""
+        dev = pick_device(device)
+        if which == "student":
+            try:
+                stage = store.find_stage(run, "distill")
+            except KdError:
+                stage = store.find_stage(run, "teach")
+        elif which == "teacher":
+            stage = store.find_stage(run, "teach")
+        else:
+            stage = store.find_stage(run, which)
+        if not stage.artifact_path or not Path(stage.artifact_path).exists():
+            raise KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}")
+        if stage.kind == "distill":
+            model, tokenizer, meta = load_student(Path(stage.artifact_path), dev)
+            return cls("student", stage.name, model, tokenizer, meta["classes"], meta["max_len"], dev)
+        if stage.kind == "teach":
+            from .teacher import load_classifier
+
+            names = stage.config.get("classes") or store.class_names()
+            tokenizer, model = load_classifier(stage.artifact_path, names)
+            return cls("teacher", stage.name, model.to(dev).eval(), tokenizer, names, stage.config.get("max_len", 128), dev)
+        raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
+
+    def logits(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
+        if self.kind == "student":
+            return student_logits(self.model, self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size)
+        from .teacher import score
+
+        return score(self.model, self.tokenizer, texts, max_len=self.max_len, batch_size=batch_size, device=self.device, label="predict")
+
+    def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
+        """One dict per text: label, confidence and per-class probabilities."""
+        if not texts:
+            return []
+        probs = softmax(self.logits(texts, batch_size=batch_size))
+        return [
+            {
+                "label": self.class_names[int(p.argmax())],
+                "confidence": float(p.max()),
+                "probs": {n: float(v) for n, v in zip(self.class_names, p)},
+            }
+            for p in probs
+        ]
+
+    def token_count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

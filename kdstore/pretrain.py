@@ -1,0 +1,162 @@
+"""``kd pretrain``: a BERT-style encoder pre-trained by masked-LM on the store's own text.
+
+This is what makes kd work end to end where no pretrained model can be downloaded: the result is a
+Hugging Face directory (config, weights, tokenizer) that ``kd teach --model pretrain:RUN`` fine-tunes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .batching import bucketed_batches, encode, iter_padded
+from .errors import KdError
+from .masking import mask_tokens
+from .progress import progress
+from .runs import StageHandle
+from .schedules import warmup_linear_decay
+from .store import Store
+from .torchutil import autocast, count_parameters, pick_device, set_seed
+from .vocab import SPECIALS, build_vocab, make_tokenizer
+
+MODEL_SUBDIR = "model"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    layers: int = 6
+    hidden: int = 384
+    heads: int = 0  # 0: hidden // 64 (at least 1)
+    intermediate: int = 0  # 0: 4 * hidden
+    max_len: int = 128
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    steps: int = 0  # 0: run for ``minutes``
+    minutes: float = 0.0
+    mask_prob: float = 0.15
+    min_count: int = 2
+    max_vocab: int = 21128
+    corpus: tuple[str, ...] = field(default_factory=tuple)
+    seed: int = 42
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.steps <= 0 and self.minutes <= 0:
+            raise KdError("give a training budget: --steps N or --minutes M")
+        if self.hidden % self.n_heads:
+            raise KdError(f"--hidden {self.hidden} is not divisible by {self.n_heads} heads")
+        if self.layers < 1 or self.max_len < 8:
+            raise KdError("--layers must be at least 1 and --max-len at least 8")
+
+    @property
+    def n_heads(self) -> int:
+        return self.heads or max(1, self.hidden // 64)
+
+
+def read_corpus(paths: tuple[str, ...]) -> list[str]:
+    lines: list[str] = []
+    for p in paths:
+        try:
+            text = Path(p).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KdError(f"{p}: cannot read corpus: {exc}") from None
+        lines.extend(l.strip() for l in text.splitlines() if l.strip())
+    return lines
+
+
+def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
+    """Build a vocabulary, pre-train a masked LM within the budget, save it; returns its directory."""
+    from transformers import BertConfig, BertForMaskedLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    cfg.validate()
+    rng = set_seed(cfg.seed)
+    device = pick_device(cfg.device)
+
+    texts = store.samples(include_dropped=True).texts + read_corpus(cfg.corpus)
+    if len(texts) < 2:
+        raise KdError("the store has fewer than 2 texts to pre-train on: ingest some text first")
+    tokens = build_vocab(texts, min_count=cfg.min_count, max_size=cfg.max_vocab)
+    tokenizer = make_tokenizer(tokens)
+    ids = encode(tokenizer, texts, max_len=cfg.max_len)
+    lengths = [len(x) for x in ids]
+
+    model_cfg = BertConfig(
+        vocab_size=len(tokens),
+        hidden_size=cfg.hidden,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.n_heads,
+        intermediate_size=cfg.intermediate or 4 * cfg.hidden,
+        max_position_embeddings=max(512, cfg.max_len),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = BertForMaskedLM(model_cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
+
+    budget_s = cfg.minutes * 60.0
+    start, step, recent = time.monotonic(), 0, []
+    model.train()
+    with progress(extra="loss {task.fields[loss]}") as bar:
+        task = bar.add_task("pre-train", total=cfg.steps or None, loss="-", unit="step")
+        done = False
+        while not done:
+            for _idx, input_ids, mask in iter_padded(ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id):
+                elapsed = time.monotonic() - start
+                frac = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s if budget_s else 0.0)
+                if frac >= 1.0:
+                    done = True
+                    break
+                special = torch.isin(input_ids, special_ids)
+                corrupted, labels = mask_tokens(
+                    input_ids, special, mask_id=tokenizer.mask_token_id, vocab_size=len(tokens),
+                    probability=cfg.mask_prob, generator=gen, first_regular_id=len(SPECIALS),
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * warmup_linear_decay(frac, warmup=cfg.warmup)
+                with autocast(device):
+                    loss = model(
+                        input_ids=corrupted.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+                    ).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                recent.append(loss.item())
+                if step % 50 == 0:
+                    store.add_metrics(stage.id, "train", {"mlm_loss": float(np.mean(recent[-50:]))}, step=step)
+                bar.update(task, advance=1, loss=f"{loss.item():.3f}")
+
+    out = stage.artifact_dir / MODEL_SUBDIR
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    stage.record_artifact(out)
+    store.add_metrics(
+        stage.id,
+        "train",
+        {
+            "mlm_loss": float(np.mean(recent[-50:])) if recent else float("nan"),
+            "steps": step,
+            "seconds": time.monotonic() - start,
+            "texts": len(texts),
+            "vocab_size": len(tokens),
+            "parameters": count_parameters(model),
+        },
+    )
+    return out
+
+
+def config_dict(cfg: PretrainConfig) -> dict:
+    d = asdict(cfg)
+    d["corpus"] = list(cfg.corpus)
+    return d

@@ -1,0 +1,242 @@
+"""``kd teach``: fine-tune a Hugging Face encoder on the store's labels and cache its logits for every sample.
+
+The training function reads top to bottom in pipeline order: check inputs, load data and model,
+train with early stopping on dev macro-F1, save the best model, score every sample, store metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .batching import bucketed_batches, encode, iter_padded, sorted_batches
+from .errors import KdError
+from .metrics import classification_metrics
+from .outputs import softmax, store_outputs
+from .progress import progress
+from .runs import StageHandle
+from .schedules import warmup_linear_decay
+from .store import Store
+from .torchutil import autocast, count_parameters, pick_device, set_seed
+
+MODEL_SUBDIR = "model"
+
+
+@dataclass(frozen=True)
+class TeachConfig:
+    model: str
+    epochs: int = 3
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_len: int = 128
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    patience: int = 2
+    seed: int = 42
+    device: str = "auto"
+    where: str | None = None
+    score_batch_size: int = 256
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.max_len < 2 or self.lr <= 0:
+            raise KdError("--epochs, --batch-size must be >= 1, --max-len >= 2 and --lr > 0")
+
+
+def resolve_model(store: Store, name: str) -> str:
+    """``pretrain:RUN`` → that run's pre-trained model directory; anything else is a hub name or path."""
+    if name.startswith("pretrain:"):
+        stage = store.find_stage(name.split(":", 1)[1], "pretrain")
+        return stage.artifact_path
+    if name.startswith("teach:"):
+        return store.find_stage(name.split(":", 1)[1], "teach").artifact_path
+    return name
+
+
+def load_classifier(path: str, class_names: list[str]):
+    """``(tokenizer, model)`` for ``path`` with a head of ``len(class_names)`` outputs, or a KdError."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise KdError(f"cannot load model {path!r}: {_first_line(exc)}") from None
+    trained = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+    is_generic = all(str(n).startswith("LABEL_") for n in trained)
+    if trained and not is_generic and trained != list(class_names):
+        raise KdError(
+            f"model {path!r} was fine-tuned for classes {trained}, the store has {list(class_names)}: "
+            "start from the base model instead"
+        )
+    if len(tokenizer) > config.vocab_size:
+        raise KdError(
+            f"tokenizer of {path!r} has {len(tokenizer)} tokens but the model only {config.vocab_size}: "
+            "they do not belong together"
+        )
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(class_names),
+            id2label=dict(enumerate(class_names)),
+            label2id={n: i for i, n in enumerate(class_names)},
+            ignore_mismatched_sizes=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise KdError(f"cannot load {path!r} as a sequence classifier: {_first_line(exc)}") from None
+    return tokenizer, model
+
+
+@torch.no_grad()
+def score(model, tokenizer, texts: list[str], *, max_len: int, batch_size: int, device, label: str = "score") -> np.ndarray:
+    """Logits ``(len(texts), num_labels)`` in the order of ``texts``, computed in length-sorted batches."""
+    model.eval()
+    ids = encode(tokenizer, texts, max_len=max_len)
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    batches = sorted_batches([len(x) for x in ids], batch_size)
+    with progress() as bar:
+        task = bar.add_task(label, total=len(texts), unit="samples")
+        for idx, input_ids, mask in iter_padded(ids, batches, tokenizer.pad_token_id):
+            with autocast(device):
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            out[idx] = logits.float().cpu().numpy()
+            bar.update(task, advance=len(idx))
+    return out
+
+
+def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig) -> Path:
+    """Fine-tune, keep the best epoch by dev macro-F1, save it, and store logits for every sample."""
+    cfg.validate()
+    rng = set_seed(cfg.seed)
+    device = pick_device(cfg.device)
+
+    # 1. data: current labels, dropped samples excluded
+    names = store.class_names()
+    train = store.samples(splits=["train"], labeled=True, where=cfg.where)
+    dev = store.samples(splits=["dev"], labeled=True)
+    if len(train) == 0:
+        where = f" matching --where {cfg.where!r}" if cfg.where else ""
+        raise KdError(f"no labeled train samples{where}: ingest some with `kd ingest FILE`")
+    if len(set(train.labels.tolist())) < 2:
+        raise KdError("the train samples have a single class: a classifier needs at least two")
+
+    # 2. model
+    tokenizer, model = load_classifier(resolve_model(store, cfg.model), names)
+    model.to(device)
+    train_ids = encode(tokenizer, train.texts, max_len=cfg.max_len)
+    lengths = [len(x) for x in train_ids]
+    labels = torch.as_tensor(train.labels)
+
+    # 3. optimisation
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_linear_decay(s / total_steps, warmup=cfg.warmup)
+    )
+
+    # 4. train with early stopping on dev macro-F1
+    best_f1, best_state, best_epoch, stale = -1.0, None, 0, 0
+    start = time.monotonic()
+    with progress(extra="loss {task.fields[loss]}") as bar:
+        task = bar.add_task("teach", total=total_steps, loss="-", unit="step")
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            losses = []
+            for idx, input_ids, mask in iter_padded(train_ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id):
+                with autocast(device):
+                    out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels[idx].to(device))
+                out.loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(out.loss.item())
+                bar.update(task, advance=1, loss=f"{out.loss.item():.3f}")
+            store.add_metrics(stage.id, "train", {"loss": float(np.mean(losses))}, step=epoch)
+            if len(dev) == 0:
+                best_state, best_epoch = None, epoch
+                continue
+            dev_logits = score(model, tokenizer, dev.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="dev")
+            m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
+            store.add_metrics(stage.id, "dev", {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}, step=epoch)
+            if m["macro_f1"] > best_f1:
+                best_f1, best_epoch, stale = m["macro_f1"], epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+    train_seconds = time.monotonic() - start
+    if best_state is not None:
+        model.load_state_dict(best_state)
+
+    # 5. save the chosen model
+    out_dir = stage.artifact_dir / MODEL_SUBDIR
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    stage.record_artifact(out_dir)
+
+    # 6. logits for every sample in the store, then figures
+    everything = store.samples(include_dropped=True)
+    started = time.monotonic()
+    logits = score(model, tokenizer, everything.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="logits")
+    score_seconds = time.monotonic() - started
+    store_outputs(store, stage.id, everything, logits, names)
+    store.add_metrics(
+        stage.id,
+        "all",
+        {
+            "best_epoch": best_epoch,
+            "train_seconds": train_seconds,
+            "score_samples_per_s": len(everything) / max(score_seconds, 1e-9),
+            "parameters": count_parameters(model),
+        },
+    )
+    return out_dir
+
+
+def config_dict(cfg: TeachConfig) -> dict:
+    return asdict(cfg)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def score_missing(store: Store, run: str, *, batch_size: int = 256, device: str = "auto") -> int:
+    """``--logits-only``: score, with the run's existing teacher, the samples that have no logits yet."""
+    from sqlalchemy import select
+
+    from .schema import Logit
+
+    stage = store.find_stage(run, "teach")
+    names = store.class_names()
+    if stage.config.get("classes") not in (None, names):
+        raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run `kd teach`")
+    with store.engine.connect() as conn:
+        have = {r[0] for r in conn.execute(select(Logit.sample_id).where(Logit.stage_id == stage.id))}
+    everything = store.samples(include_dropped=True)
+    todo = everything.subset(np.array([int(i) not in have for i in everything.ids], dtype=bool))
+    if len(todo) == 0:
+        return 0
+    dev = pick_device(device)
+    tokenizer, model = load_classifier(stage.artifact_path, names)
+    model.to(dev)
+    logits = score(model, tokenizer, todo.texts, max_len=stage.config.get("max_len", 128), batch_size=batch_size, device=dev, label="logits")
+    probs = softmax(logits)
+    store.write_logits(stage.id, todo.ids, logits)
+    store.write_predictions(stage.id, todo.ids, probs.argmax(1), probs.max(1))
+    return len(todo)

@@ -1,0 +1,41 @@
+"""Seeding and device choice, shared by every training stage."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from .errors import KdError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def set_seed(seed: int) -> np.random.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KdError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    if name not in DEVICES:
+        raise KdError(f"unknown device {name!r}: choose from {', '.join(DEVICES)}")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU that supports it, fp16 on one that does not, nothing on the CPU."""
+    if device.type != "cuda":
+        return torch.autocast("cpu", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

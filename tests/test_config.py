@@ -1,0 +1,137 @@
+"""``kd.toml``: defaults for command-line options, from ./kd.toml, ``--config`` or ``$KD_CONFIG``."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdstore import config as kdconfig
+from kdstore.errors import KdError
+
+TRAIN = "pos\tgood one\nneg\tbad one\npos\tgood two\n"
+
+
+@pytest.fixture
+def other_db(tmp_path, invoke, write_file):
+    """``other.db`` in the working directory, holding three samples."""
+    write_file("train.tsv", TRAIN)
+    invoke(["ingest", "train.tsv"], db=tmp_path / "other.db")
+    return tmp_path / "other.db"
+
+
+def test_kd_toml_in_cwd_gives_defaults(other_db, invoke, write_file, tmp_path):
+    write_file("kd.toml", 'db = "other.db"\n\n[samples]\nlimit = 1\n')
+    rows = invoke.json(["samples"], db=None)
+    assert rows == [{"id": 1, "split": "train", "label": "pos", "text": "good one"}]
+    # nothing was created where the default kd.db would be
+    assert not (tmp_path / "kd.db").exists()
+
+
+def test_command_line_wins_over_config(other_db, invoke, write_file, tmp_path):
+    write_file("kd.toml", 'db = "other.db"\n\n[samples]\nlimit = 1\n')
+    assert len(invoke.json(["samples", "--limit", "3"], db=None)) == 3
+    # --db on the command line beats the config's db
+    write_file("mine.tsv", "neg\tonly here\n")
+    invoke(["ingest", "mine.tsv"], db=tmp_path / "mine.db")
+    rows = invoke.json(["samples"], db=tmp_path / "mine.db")
+    assert [r["text"] for r in rows] == ["only here"]
+
+
+def test_config_table_applies_to_its_command_only(other_db, invoke, write_file):
+    write_file("kd.toml", 'db = "other.db"\n\n[ingest]\nsplit = "dev"\n\n[samples]\nlimit = 2\n')
+    write_file("dev.tsv", "neg\tfrom dev\n")
+    report = invoke.json(["ingest", "dev.tsv"], db=None)
+    assert report["split"] == "dev"
+    rows = invoke.json(["samples", "--split", "dev"], db=None)
+    assert [r["text"] for r in rows] == ["from dev"]
+    # keys may be written with '-' as on the command line
+    write_file("kd.toml", 'db = "other.db"\n\n[ingest]\nlabel-col = "0"\ntext-col = "1"\n')
+    write_file("more.tsv", "neg\tby index\n")
+    invoke(["ingest", "more.tsv"], db=None)
+    assert "by index" in [r["text"] for r in invoke.json(["samples", "--limit", "10"], db=None)]
+
+
+def test_explicit_config_file(other_db, invoke, write_file):
+    write_file("settings.toml", 'db = "other.db"\n\n[samples]\nlimit = 2\n')
+    rows = invoke.json(["samples", "--config", "settings.toml"], db=None)
+    assert len(rows) == 2
+    # --config beats ./kd.toml
+    write_file("kd.toml", 'db = "other.db"\n\n[samples]\nlimit = 1\n')
+    assert len(invoke.json(["samples", "--config", "settings.toml"], db=None)) == 2
+
+
+def test_kd_config_env(other_db, invoke, write_file, monkeypatch, tmp_path):
+    write_file("env.toml", 'db = "other.db"\n\n[samples]\nlimit = 2\n')
+    monkeypatch.setenv("KD_CONFIG", str(tmp_path / "env.toml"))
+    assert len(invoke.json(["samples"], db=None)) == 2
+
+
+def test_nested_command_table(other_db, invoke, write_file):
+    write_file("kd.toml", '[db.current]\ndb = "other.db"\n')
+    state = invoke.json(["db", "current"], db=None)
+    assert state["db"].endswith("other.db") and state["up_to_date"] is True
+
+
+def test_unknown_key_in_command_table_is_an_error(other_db, invoke, write_file):
+    write_file("kd.toml", 'db = "other.db"\n\n[samples]\nlimt = 1\n')
+    result = invoke(["samples"], db=None, ok=False)
+    assert "'limt'" in result.stderr
+    assert "is not an option of `kd samples`" in result.stderr
+
+
+def test_unknown_top_level_key_is_ignored(other_db, invoke, write_file):
+    write_file("kd.toml", 'db = "other.db"\nstudent = "textcnn"\n')
+    assert len(invoke.json(["samples"], db=None)) == 3
+
+
+def test_invalid_toml_is_a_clear_error(invoke, write_file):
+    write_file("kd.toml", "db = \n[samples\n")
+    result = invoke(["samples"], db=None, ok=False)
+    assert "kd.toml" in result.stderr and "not valid TOML" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_explicit_config_is_a_clear_error(invoke):
+    result = invoke(["samples", "--config", "absent.toml"], db=None, ok=False)
+    assert "absent.toml" in result.stderr and "not found" in result.stderr
+
+
+def test_defaults_for_unit():
+    cfg = {"db": "x.db", "seed": 3, "labels": {"detect": {"top-k": 5}}, "teach": {"epochs": 2}}
+    assert kdconfig.defaults_for(cfg, ["labels", "detect"], {"db", "top_k"}) == {
+        "db": "x.db",
+        "top_k": 5,
+    }
+    assert kdconfig.defaults_for(cfg, ["teach"], {"epochs", "seed"}) == {"seed": 3, "epochs": 2}
+    with pytest.raises(KdError, match="'epochs' is not an option of `kd teach`"):
+        kdconfig.defaults_for(cfg, ["teach"], {"seed"})
+
+
+def test_config_path_precedence(tmp_path, monkeypatch):
+    assert kdconfig.config_path(None) is None
+    (tmp_path / "kd.toml").write_text("", encoding="utf-8")
+    assert kdconfig.config_path(None).name == "kd.toml"
+    monkeypatch.setenv("KD_CONFIG", "env.toml")
+    assert str(kdconfig.config_path(None)) == "env.toml"
+    assert str(kdconfig.config_path("cli.toml")) == "cli.toml"
+
+
+def test_config_key_for_renamed_option(other_db, invoke, write_file):
+    write_file("kd.toml", 'db = "other.db"\n\n[ingest]\nformat = "jsonl"\n')
+    write_file("data.txt", '{"text": "jsonl in a .txt file", "label": "pos"}\n')
+    report = invoke.json(["ingest", "data.txt"], db=None)
+    assert report["added"] == 1
+
+
+def test_config_run_goes_through_the_run_rule(other_db, invoke, write_file):
+    from kdstore.runs import stage_scope
+    from kdstore.store import Store
+
+    store = Store.open(str(other_db), create=False)
+    with stage_scope(store, run="r7", kind="teach", config={}):
+        pass
+    store.close()
+    write_file("kd.toml", 'db = "other.db"\nrun = " r7 "\n')
+    assert invoke.json(["report"], db=None)["run"] == "r7"
+    write_file("kd.toml", 'db = "other.db"\nrun = "a b"\n')
+    result = invoke(["report"], db=None, ok=False)
+    assert "is not valid" in result.stderr

@@ -1,0 +1,485 @@
+"""Ingest: ``parse`` on its own, then ``kd ingest`` through the real CLI into a real SQLite store.
+
+Every bad input must stop with a one-line error naming the file, the line and the field, and leave
+every table of the store exactly as it was (all or nothing).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kdstore.errors import KdError
+from kdstore.ingest import (
+    IngestOptions,
+    Record,
+    detect_format,
+    format_class_file,
+    parse,
+    read_class_file,
+)
+from kdstore.textkey import normalize, text_hash
+
+# parse (pure) --------------------------------------------------------------------------------
+
+
+def test_parse_headerless_tsv_label_then_text_keeps_line_numbers():
+    data = "pos\tgood phone\r\n\n  \nneg\t bad battery \nmid\tso so\n".encode()
+    records = parse(data, "train.tsv", IngestOptions())
+    assert records == [
+        Record(text="good phone", label="pos", line=1),
+        Record(text="bad battery", label="neg", line=4),
+        Record(text="so so", label="mid", line=5),
+    ]
+
+
+def test_parse_drops_utf8_bom_and_detects_header():
+    data = "\ufefflabel\ttext\nneg\t差评\npos\t好评\n".encode()
+    records = parse(data, "d.tsv", IngestOptions())
+    assert [(r.label, r.text, r.line) for r in records] == [("neg", "差评", 2), ("pos", "好评", 3)]
+
+
+def test_parse_csv_by_column_name_extra_columns_into_meta_and_multiline_field():
+    data = (
+        'id,review,sentiment,lang\n'
+        '1,"Nice, really nice",pos,en\n'
+        '2,"two\nlines",neg,fr\n'
+        '3,plain,pos,de\n'
+    ).encode()
+    opts = IngestOptions(text_col="review", label_col="sentiment")
+    records = parse(data, "r.csv", opts)
+    assert records == [
+        Record(text="Nice, really nice", label="pos", line=2, meta={"id": "1", "lang": "en"}),
+        Record(text="two\nlines", label="neg", line=3, meta={"id": "2", "lang": "fr"}),
+        Record(text="plain", label="pos", line=5, meta={"id": "3", "lang": "de"}),
+    ]
+
+
+def test_parse_headerless_columns_by_index():
+    data = b"x1\tgood\tpos\nx2\tbad\tneg\n"
+    records = parse(data, "t.tsv", IngestOptions(text_col="1", label_col="2"))
+    assert records == [
+        Record(text="good", label="pos", line=1, meta={"0": "x1"}),
+        Record(text="bad", label="neg", line=2, meta={"0": "x2"}),
+    ]
+
+
+def test_parse_jsonl_label_as_string_and_other_keys_as_meta():
+    data = b'{"text": "a", "label": 1, "user": 7}\n\n{"text": " b ", "label": "x"}\n'
+    records = parse(data, "d.jsonl", IngestOptions())
+    assert records == [
+        Record(text="a", label="1", line=1, meta={"user": 7}),
+        Record(text="b", label="x", line=3, meta=None),
+    ]
+
+
+def test_parse_unlabeled_one_and_two_columns():
+    one = parse("first text\nsecond text\n".encode(), "pool.txt", IngestOptions(split="unlabeled"))
+    assert [(r.text, r.label) for r in one] == [("first text", None), ("second text", None)]
+    two = parse(b"pos\tfirst\nneg\tsecond\n", "pool.tsv", IngestOptions(split="unlabeled"))
+    assert [(r.text, r.label) for r in two] == [("first", None), ("second", None)]
+
+
+def test_parse_pinned_classes_rejects_unknown_label():
+    opts = IngestOptions(classes=("neg", "pos"))
+    assert len(parse(b"pos\ta\nneg\tb\n", "t.tsv", opts)) == 2
+    with pytest.raises(KdError, match=r"t\.tsv: line 2: field 'label': unknown label 'meh'"):
+        parse(b"pos\ta\nmeh\tb\n", "t.tsv", opts)
+
+
+@pytest.mark.parametrize("data", [b"", b"\n \n", b"\xef\xbb\xbf"])
+def test_parse_empty_file_is_refused(data):
+    with pytest.raises(KdError, match="e.tsv: no rows to ingest"):
+        parse(data, "e.tsv", IngestOptions())
+
+
+def test_detect_format():
+    assert detect_format("a.CSV", None) == "csv"
+    assert detect_format("a.jsonl", None) == "jsonl"
+    assert detect_format("a.txt", None) == "tsv"
+    assert detect_format("<stdin>", None) == "tsv"
+    assert detect_format("a.tsv", "csv") == "csv"
+    with pytest.raises(KdError, match="unknown format 'xml'"):
+        detect_format("a.tsv", "xml")
+
+
+def test_read_class_file_forms(tmp_path):
+    (tmp_path / "a.txt").write_text("0\tneg\n1\tpos\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("neg\t0\npos\t1\n", encoding="utf-8")
+    (tmp_path / "c.txt").write_text("neg\n\npos\n", encoding="utf-8")
+    for name in ("a.txt", "b.txt", "c.txt"):
+        assert read_class_file(tmp_path / name) == ("neg", "pos")
+    (tmp_path / "gap.txt").write_text("0\tneg\n2\tpos\n", encoding="utf-8")
+    with pytest.raises(KdError, match="0..K-1"):
+        read_class_file(tmp_path / "gap.txt")
+    (tmp_path / "dup.txt").write_text("neg\nneg\n", encoding="utf-8")
+    with pytest.raises(KdError, match="distinct"):
+        read_class_file(tmp_path / "dup.txt")
+    assert format_class_file(["neg", "pos"]) == "0\tneg\n1\tpos\n"
+    (tmp_path / "round.txt").write_text(format_class_file(["b", "a", "c"]), encoding="utf-8")
+    assert read_class_file(tmp_path / "round.txt") == ("b", "a", "c")
+
+
+def test_normalize_and_text_hash():
+    assert normalize("  ＨＥＬＬＯ\u3000 World！ ") == "hello world!"
+    assert text_hash("Hello World!") == text_hash("ＨＥＬＬＯ\u3000\u00a0world！")
+    assert text_hash("hello world") != text_hash("hello  worlds")
+    assert len(text_hash("x")) == 32
+
+
+# kd ingest through the CLI -------------------------------------------------------------------
+
+
+def test_headerless_tsv_round_trip(invoke, write_file, read_samples, read_classes, counts):
+    write_file("train.tsv", "pos\tgood phone\nneg\tbad battery\n\nmid\tso so\npos\tgreat screen\n")
+    report = invoke.json(["ingest", "train.tsv"])
+    assert report["read"] == 4 and report["added"] == 4 and report["duplicates"] == 0
+    assert report["split"] == "train" and report["source"] == "train.tsv"
+    assert report["new_classes"] == ["pos", "neg", "mid"]
+    assert report["added_per_class"] == {"pos": 2, "neg": 1, "mid": 1}
+    assert report["store"] == {"train": {"pos": 2, "neg": 1, "mid": 1}}
+
+    assert read_classes() == [(0, "pos"), (1, "neg"), (2, "mid")]
+    rows = read_samples()
+    assert [(r["text"], r["label"], r["split"], r["source"], r["line"]) for r in rows] == [
+        ("good phone", "pos", "train", "train.tsv", 1),
+        ("bad battery", "neg", "train", "train.tsv", 2),
+        ("so so", "mid", "train", "train.tsv", 4),
+        ("great screen", "pos", "train", "train.tsv", 5),
+    ]
+    assert all(r["orig_label_id"] == r["label_id"] for r in rows)
+    assert all(r["dropped"] is False and r["meta"] is None for r in rows)
+    assert all(r["text_hash"] == text_hash(r["text"]) for r in rows)
+
+    # a second file keeps the class ids and adds new ones after them
+    write_file("dev.tsv", "neg\tnot good\nnew\tbrand new class\n")
+    report = invoke.json(["ingest", "dev.tsv", "--split", "dev"])
+    assert report["new_classes"] == ["new"]
+    assert read_classes() == [(0, "pos"), (1, "neg"), (2, "mid"), (3, "new")]
+    assert [r["split"] for r in read_samples()][-2:] == ["dev", "dev"]
+    assert counts()["samples"] == 6
+
+
+def test_plain_output_summarizes(invoke, write_file):
+    write_file("train.tsv", "pos\tgood\nneg\tbad\n")
+    out = invoke(["ingest", "train.tsv"]).stdout
+    assert "read 2, added 2" in out and "0 duplicates" in out
+
+
+def test_csv_with_header_by_column_name(invoke, write_file, read_samples, read_classes):
+    write_file(
+        "reviews.csv",
+        'id,review,sentiment,lang\n1,"Nice, really nice",pos,en\n2,Awful,neg,en\n',
+    )
+    report = invoke.json(
+        ["ingest", "reviews.csv", "--text-col", "review", "--label-col", "sentiment"]
+    )
+    assert report["added"] == 2
+    rows = read_samples()
+    assert [(r["text"], r["label"], r["line"], r["meta"]) for r in rows] == [
+        ("Nice, really nice", "pos", 2, {"id": "1", "lang": "en"}),
+        ("Awful", "neg", 3, {"id": "2", "lang": "en"}),
+    ]
+    assert read_classes() == [(0, "pos"), (1, "neg")]
+
+
+def test_csv_default_text_and_label_columns(invoke, write_file, read_samples):
+    write_file("d.csv", "label,text,who\nneg,meh,ann\n")
+    invoke(["ingest", "d.csv"])
+    [row] = read_samples()
+    assert (row["text"], row["label"], row["meta"]) == ("meh", "neg", {"who": "ann"})
+
+
+def test_jsonl(invoke, write_file, read_samples):
+    write_file(
+        "d.jsonl",
+        '{"text": "first", "label": "pos", "user": 7}\n{"text": "second", "label": "neg"}\n',
+    )
+    report = invoke.json(["ingest", "d.jsonl", "--split", "test"])
+    assert report["added"] == 2
+    rows = read_samples()
+    assert [(r["text"], r["label"], r["split"], r["line"], r["meta"]) for r in rows] == [
+        ("first", "pos", "test", 1, {"user": 7}),
+        ("second", "neg", "test", 2, None),
+    ]
+
+
+def test_stdin(invoke, read_samples):
+    report = invoke.json(["ingest", "-"], input="pos\tfrom stdin\nneg\talso stdin\n")
+    assert report["added"] == 2 and report["source"] == "stdin"
+    invoke(["ingest", "-", "--format", "jsonl", "--source", "pipe"], input='{"text": "j", "label": "pos"}\n')
+    rows = read_samples()
+    assert [(r["text"], r["label"], r["source"], r["line"]) for r in rows] == [
+        ("from stdin", "pos", "stdin", 1),
+        ("also stdin", "neg", "stdin", 2),
+        ("j", "pos", "pipe", 1),
+    ]
+
+
+def test_stdin_error_names_stdin(invoke, write_file, counts, error_line):
+    write_file("train.tsv", "pos\tgood\n")
+    invoke(["ingest", "train.tsv"])
+    before = counts()
+    result = invoke(["ingest", "-"], input="pos\tok\nneg\t\n", ok=False)
+    line = error_line(result)
+    assert "<stdin>" in line and "line 2" in line and "empty text" in line
+    assert counts() == before
+
+
+def test_unlabeled_one_column(invoke, write_file, read_samples, read_classes):
+    write_file("pool.txt", "第一条文本\nsecond text\n")
+    report = invoke.json(["ingest", "pool.txt", "--split", "unlabeled"])
+    assert report["added"] == 2 and report["new_classes"] == []
+    rows = read_samples()
+    assert [(r["text"], r["label_id"], r["orig_label_id"], r["split"]) for r in rows] == [
+        ("第一条文本", None, None, "unlabeled"),
+        ("second text", None, None, "unlabeled"),
+    ]
+    assert read_classes() == []
+    assert report["store"] == {"unlabeled": {"(none)": 2}}
+
+
+def test_unlabeled_two_columns_drops_label(invoke, write_file, read_samples, read_classes):
+    write_file("pool.tsv", "pos\tfirst text\nneg\tsecond text\n")
+    invoke(["ingest", "pool.tsv", "--split", "unlabeled"])
+    rows = read_samples()
+    assert [(r["text"], r["label_id"]) for r in rows] == [("first text", None), ("second text", None)]
+    assert read_classes() == []
+
+
+def test_exact_duplicates_are_skipped_and_counted(invoke, write_file, read_samples):
+    write_file(
+        "train.tsv",
+        "pos\tHello World!\n"
+        "pos\tＨＥＬＬＯ　ＷＯＲＬＤ！\n"  # full-width letters, ideographic space, full-width '!'
+        "pos\t  hello    world!  \n"  # case, runs of spaces, padding
+        "neg\t质量很好！\n"
+        "neg\t质量很好!\n",
+    )
+    report = invoke.json(["ingest", "train.tsv"])
+    assert (report["read"], report["added"], report["duplicates"]) == (5, 2, 3)
+    assert report["conflicts"] == []
+    assert [r["text"] for r in read_samples()] == ["Hello World!", "质量很好！"]
+
+    # ingesting the same file again adds nothing and changes nothing
+    before = read_samples()
+    report = invoke.json(["ingest", "train.tsv"])
+    assert (report["added"], report["duplicates"]) == (0, 5)
+    assert read_samples() == before
+
+    # a duplicate in another split is still a duplicate (the first occurrence wins)
+    write_file("dev.tsv", "pos\thello world!\n")
+    report = invoke.json(["ingest", "dev.tsv", "--split", "dev"])
+    assert (report["added"], report["duplicates"]) == (0, 1)
+
+
+def test_conflict_is_listed_and_first_label_kept(invoke, write_file, read_samples, read_classes):
+    write_file("train.tsv", "pos\tnice phone\nneg\tNICE  PHONE\nneg\tbad\n")
+    report = invoke.json(["ingest", "train.tsv"])
+    assert report["added"] == 2 and report["duplicates"] == 0
+    assert report["conflicts"] == [
+        {
+            "line": 2,
+            "text": "NICE  PHONE",
+            "label": "neg",
+            "kept_label": "pos",
+            "kept_from": "train.tsv:1",
+        }
+    ]
+    # and against the store, from another file
+    write_file("more.tsv", "mid\tnice phone\n")
+    report = invoke.json(["ingest", "more.tsv"])
+    assert report["added"] == 0
+    assert [(c["line"], c["label"], c["kept_label"], c["kept_from"]) for c in report["conflicts"]] == [
+        (1, "mid", "pos", "train.tsv:1")
+    ]
+    assert [(r["text"], r["label"]) for r in read_samples()] == [("nice phone", "pos"), ("bad", "neg")]
+    # a label seen only in a conflicting row does not become a class
+    assert read_classes() == [(0, "pos"), (1, "neg")]
+
+
+def test_conflict_plain_output(invoke, write_file):
+    write_file("train.tsv", "pos\tnice\nneg\tnice\n")
+    out = invoke(["ingest", "train.tsv"]).stdout
+    assert "1 conflicts" in out
+    assert "conflict line 2" in out and "train.tsv:1" in out
+
+
+def test_pinned_classes_from_class_file(invoke, write_file, read_classes, read_samples, counts, error_line):
+    write_file("class_id.txt", "0\tneg\n1\tpos\n2\tmid\n")
+    write_file("train.tsv", "pos\tgood\nneg\tbad\n")
+    invoke(["ingest", "train.tsv", "--classes", "class_id.txt"])
+    # the ids are the file's, not the order of first appearance; unused 'mid' exists too
+    assert read_classes() == [(0, "neg"), (1, "pos"), (2, "mid")]
+    assert [(r["text"], r["label_id"]) for r in read_samples()] == [("good", 1), ("bad", 0)]
+
+    before = counts()
+    write_file("more.tsv", "pos\tfine\nmeh\tunknown one\n")
+    result = invoke(["ingest", "more.tsv", "--classes", "class_id.txt"], ok=False)
+    line = error_line(result)
+    assert "more.tsv" in line and "line 2" in line and "'label'" in line and "'meh'" in line
+    assert counts() == before
+
+
+def test_class_file_disagreeing_with_store_is_refused(invoke, write_file, read_classes, counts, error_line):
+    write_file("train.tsv", "pos\tgood\nneg\tbad\n")
+    invoke(["ingest", "train.tsv"])  # pos=0, neg=1
+    before = counts()
+    write_file("class_id.txt", "0\tneg\n1\tpos\n")
+    write_file("dev.tsv", "pos\tfine\n")
+    result = invoke(["ingest", "dev.tsv", "--split", "dev", "--classes", "class_id.txt"], ok=False)
+    assert "'neg' has id 1 in the store but 0 in the class file" in error_line(result)
+    assert counts() == before
+    assert read_classes() == [(0, "pos"), (1, "neg")]
+
+
+# bad inputs: one-line error with file, line and field; the store is unchanged ---------------
+
+GOOD = "pos\talready here one\nneg\talready here two\n"
+
+BAD_INPUTS = [
+    pytest.param(
+        "gbk.tsv",
+        "pos\tfine text\n".encode() + b"neg\t" + "质量很好".encode("gbk") + b"\n",
+        [],
+        ["line 2", "field 1", "not valid UTF-8"],
+        id="wrong-encoding-gbk",
+    ),
+    pytest.param(
+        "cols.csv",
+        b"text,category\nfine text,pos\nother,neg\n",
+        ["--label-col", "sentiment"],
+        ["line 1", "field 'sentiment'", "no such column"],
+        id="missing-named-column",
+    ),
+    pytest.param(
+        "nolabel.csv",
+        b"text,category\nfine text,pos\n",
+        [],
+        ["line 1", "field 'label'"],
+        id="header-without-label-column",
+    ),
+    pytest.param(
+        "one.tsv",
+        b"just a text\nanother text\n",
+        [],
+        ["line 1", "field 'label'", "missing"],
+        id="headerless-one-column-for-train",
+    ),
+    pytest.param(
+        "empty_text.tsv",
+        b"pos\tfine text\nmid\tnew class text\nneg\t   \n",
+        [],
+        ["line 3", "field '1'", "empty text"],
+        id="empty-text",
+    ),
+    pytest.param(
+        "empty_label.csv",
+        b"label,text\npos,fine text\n  ,no label here\n",
+        [],
+        ["line 3", "field 'label'", "empty label"],
+        id="empty-label",
+    ),
+    pytest.param(
+        "unknown.tsv",
+        b"pos\tfine text\nneg\tother text\nmeh\tunknown label\n",
+        ["--classes", "class_id.txt"],
+        ["line 3", "field 'label'", "unknown label 'meh'"],
+        id="unknown-label-under-classes",
+    ),
+    pytest.param(
+        "ragged.tsv",
+        b"pos\tfine text\nmid\tnew class text\nneg\tthree\tfields\npos\tafter the bad row\n",
+        [],
+        ["line 3", "expected 2 fields, found 3", "ragged"],
+        id="ragged-row-in-the-middle",
+    ),
+    pytest.param(
+        "binary.tsv",
+        b"pos\tfine text\nneg\tbad\x00bytes\n",
+        [],
+        ["line 2", "NUL"],
+        id="binary-nul",
+    ),
+    pytest.param(
+        "bad.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"text": "broken", "label": \n',
+        [],
+        ["line 2", "not valid JSON", "column"],
+        id="invalid-json-line",
+    ),
+    pytest.param(
+        "nokey.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"body": "no text key", "label": "neg"}\n',
+        [],
+        ["line 2", "field 'text'", "missing"],
+        id="jsonl-missing-text-key",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, content, args, expected", BAD_INPUTS)
+def test_bad_input_fails_with_one_line_and_changes_nothing(
+    name, content, args, expected, invoke, write_file, counts, read_samples, read_classes, error_line
+):
+    write_file("class_id.txt", "0\tpos\n1\tneg\n")
+    write_file("good.tsv", GOOD)
+    invoke(["ingest", "good.tsv"] + (["--classes", "class_id.txt"] if "--classes" in args else []))
+    before = (counts(), read_samples(), read_classes())
+    assert before[0]["samples"] == 2
+
+    write_file(name, content)
+    result = invoke(["ingest", name] + args, ok=False)
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert name in line
+    for part in expected:
+        assert part in line, f"{part!r} not in {line!r}"
+    assert "Traceback" not in result.output
+    assert (counts(), read_samples(), read_classes()) == before
+
+
+def test_all_or_nothing_good_rows_before_a_bad_row_are_not_kept(invoke, write_file, read_samples):
+    """The good rows in front of the bad one parse fine; none of them may reach the store."""
+    write_file("good.tsv", GOOD)
+    invoke(["ingest", "good.tsv"])
+    rows = "".join(f"pos\tgood row {i}\n" for i in range(50)) + "neg\tx\ty\n"
+    write_file("big.tsv", rows + "pos\tafter\n")
+    invoke(["ingest", "big.tsv"], ok=False)
+    assert [r["text"] for r in read_samples()] == ["already here one", "already here two"]
+
+
+def test_ingest_into_missing_folder_fails_cleanly(tmp_path, invoke, write_file, error_line):
+    write_file("train.tsv", GOOD)
+    target = tmp_path / "nowhere" / "kd.db"
+    result = invoke(["ingest", "train.tsv"], db=target, ok=False)
+    line = error_line(result)
+    assert "does not exist" in line and str(target.parent) in line
+    assert not target.parent.exists()
+
+
+def test_missing_input_file_fails_cleanly(invoke, db_path, error_line):
+    result = invoke(["ingest", "absent.tsv"], ok=False)
+    line = error_line(result)
+    assert "absent.tsv" in line and "cannot read" in line
+    assert not db_path.exists()
+
+
+def test_failed_first_ingest_leaves_no_store_behind(invoke, write_file, db_path):
+    write_file("bad.tsv", b"pos\tok\nneg\t\n")
+    invoke(["ingest", "bad.tsv"], ok=False)
+    assert not db_path.exists()
+    # so a later read still says there is no store, instead of silently showing an empty one
+    invoke(["samples"], ok=False)
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        pytest.param("sst.tsv", "sentence\tlabel\nhello there\t1\n", id="sentence-label"),  # SST-2
+        pytest.param("cap.csv", "Label,Text\n1,hello there\n", id="capitalized"),
+    ],
+)
+def test_detected_header_gives_default_columns(name, content, invoke, write_file, read_samples):
+    write_file(name, content)
+    invoke(["ingest", name])
+    assert [(r["text"], r["label"]) for r in read_samples()] == [("hello there", "1")]

@@ -1,0 +1,125 @@
+"""The pure functions: losses against hand-computed values, metrics, masking, batching, schedules, vocab."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kdstore.batching import bucketed_batches, pad, sorted_batches
+from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
+from kdstore.masking import IGNORE, mask_tokens
+from kdstore.metrics import classification_metrics, confusion_matrix
+from kdstore.schedules import linear, warmup_linear_decay
+from kdstore.textkey import normalize, text_hash
+from kdstore.vocab import SPECIALS, build_vocab
+
+UNIFORM = torch.tensor([[0.0, 0.0]])
+LN3 = torch.tensor([[math.log(3.0), 0.0]])  # softmax = (0.75, 0.25)
+
+
+def test_kl_soft_matches_hand_computation():
+    expected_t1 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert kl_soft(UNIFORM, LN3, temperature=1.0).item() == pytest.approx(expected_t1, abs=1e-6)
+    # T = 2: teacher logits halved, result scaled by T^2 = 4
+    p = math.sqrt(3) / (math.sqrt(3) + 1)
+    expected_t2 = 4 * (p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5))
+    assert kl_soft(UNIFORM, LN3, temperature=2.0).item() == pytest.approx(expected_t2, abs=1e-6)
+    assert kl_soft(LN3, LN3, temperature=3.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_soft_cross_entropy_and_mse():
+    assert soft_cross_entropy(UNIFORM, LN3, temperature=1.0).item() == pytest.approx(math.log(2), abs=1e-6)
+    assert logit_mse(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)).item() == pytest.approx(2.5)
+
+
+def test_distillation_loss_mixes_hard_and_soft_and_skips_hard_for_unlabeled():
+    student = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    teacher = torch.tensor([[math.log(3.0), 0.0], [1.0, 2.0]])
+    labels = torch.tensor([0, -1])
+    kl_a = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    expected = (0.5 * kl_a + 0.5 * math.log(2) + 0.0) / 2  # sample B: soft only, and KL(p||p) = 0
+    got = distillation_loss(student, teacher, labels, alpha=0.5, temperature=1.0)
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+    hard_only = distillation_loss(student[:1], teacher[:1], labels[:1], alpha=0.0, temperature=1.0)
+    assert hard_only.item() == pytest.approx(math.log(2), abs=1e-6)
+    with pytest.raises(ValueError):
+        distillation_loss(student, teacher, labels, alpha=1.5, temperature=1.0)
+
+
+def test_distillation_loss_gradients_flow_to_student_only():
+    student = torch.zeros(2, 3, requires_grad=True)
+    teacher = torch.randn(2, 3)
+    distillation_loss(student, teacher, torch.tensor([1, -1]), alpha=0.3, temperature=2.0).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_metrics_against_hand_computation():
+    y_true, y_pred = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0])
+    m = classification_metrics(y_true, y_pred, num_classes=3, class_names=["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["f1[a]"] == pytest.approx(0.5) and m["f1[b]"] == pytest.approx(0.8) and m["f1[c]"] == 0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
+    assert m["macro_precision"] == pytest.approx((0.5 + 2 / 3 + 0) / 3)
+    assert m["macro_recall"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert confusion_matrix(y_true, y_pred, num_classes=3).tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    with pytest.raises(ValueError, match="outside"):
+        classification_metrics(np.array([0, 3]), np.array([0, 1]), num_classes=3)
+
+
+def test_macro_average_skips_classes_absent_from_both():
+    m = classification_metrics(np.array([0, 1]), np.array([0, 1]), num_classes=3)
+    assert m["macro_f1"] == pytest.approx(1.0)
+
+
+def test_mask_tokens_rules():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (64, 40))
+    ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP]
+    special = (ids == 2) | (ids == 3)
+    corrupted, labels = mask_tokens(ids, special, mask_id=4, vocab_size=100, probability=0.15, generator=gen, first_regular_id=5)
+    chosen = labels != IGNORE
+    assert not (chosen & special).any()
+    assert chosen.any(dim=1).all()  # every row contributes
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(corrupted[~chosen], ids[~chosen])
+    rate = chosen.float().mean().item()
+    assert 0.10 < rate < 0.22
+    masked_share = (corrupted[chosen] == 4).float().mean().item()
+    assert 0.65 < masked_share < 0.95
+    again, _ = mask_tokens(ids, special, mask_id=4, vocab_size=100, probability=0.15, generator=torch.Generator().manual_seed(0), first_regular_id=5)
+    assert torch.equal(again, corrupted)  # deterministic under a seed
+
+
+def test_batching_covers_every_index_once_and_groups_lengths():
+    lengths = np.random.default_rng(0).integers(1, 100, size=1000)
+    batches = bucketed_batches(lengths, 32, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    assert spread < 10  # random batches would spread ~90
+    ordered = sorted_batches(lengths, 100)
+    assert all(np.all(np.diff(lengths[np.concatenate(ordered)]) >= 0) for _ in [0])
+    ids, mask = pad([[5, 6, 7], [8]], 0, min_len=4)
+    assert ids.tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]] and mask.sum().item() == 4
+
+
+def test_schedules():
+    assert warmup_linear_decay(0.0, warmup=0.1) == 0.0
+    assert warmup_linear_decay(0.05, warmup=0.1) == pytest.approx(0.5)
+    assert warmup_linear_decay(0.1, warmup=0.1) == pytest.approx(1.0)
+    assert warmup_linear_decay(0.55, warmup=0.1) == pytest.approx(0.5)
+    assert warmup_linear_decay(1.0, warmup=0.1) == 0.0
+    assert linear(4.0, 1.0, 0.5) == pytest.approx(2.5) and linear(4.0, 1.0, 2.0) == 1.0
+
+
+def test_vocab_and_text_keys():
+    tokens = build_vocab(["好好好 ab", "好差", "罕"], min_count=1)
+    assert tokens[: len(SPECIALS)] == SPECIALS
+    assert tokens[len(SPECIALS)] == "好"  # most frequent first
+    assert {"a", "##a", "b", "##b", "差", "罕"} <= set(tokens) and "##好" not in tokens
+    assert "罕" not in build_vocab(["好好", "罕"], min_count=2)
+    assert normalize("  ＡＢＣ　好\t\n") == "abc 好"
+    assert text_hash("ＡＢＣ 好") == text_hash("abc  好") != text_hash("abc 差")

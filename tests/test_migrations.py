@@ -1,0 +1,179 @@
+"""The migration chain: a new store walks 0001 → head, its schema equals the ORM models, and an
+out-of-date or foreign database is refused with a message that says what to do."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from kdstore import migrate
+from kdstore.engine import make_engine, resolve_url
+from kdstore.errors import KdError
+from kdstore.schema import Base
+from kdstore.store import Store
+
+
+def test_chain_is_linear_from_0001_to_head():
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate._config())
+    chain = [s.revision for s in reversed(list(script.walk_revisions()))]
+    assert chain == ["0001", "0002"]
+    assert migrate.head_revision() == "0002"
+
+
+def test_new_store_is_migrated_to_head_and_matches_models(db_path):
+    assert not db_path.exists()
+    store = Store.open(str(db_path))
+    try:
+        assert db_path.is_file()
+        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0002"
+        tables = set(inspect(store.engine).get_table_names())
+        assert tables == set(Base.metadata.tables) | {"alembic_version"}
+        with store.engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(ctx, Base.metadata)
+        assert diff == []
+    finally:
+        store.close()
+
+
+def test_engine_turns_on_foreign_keys_and_wal(db_path):
+    """SQLite foreign keys are on (ON DELETE CASCADE relies on it) and the journal is WAL."""
+    store = Store.open(str(db_path))
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        store.close()
+
+
+def _engine_at(db_path, revision):
+    engine = make_engine(resolve_url(str(db_path)))
+    migrate.upgrade(engine, revision)
+    return engine
+
+
+def test_store_at_0001_is_refused_then_upgraded_by_cli(db_path, invoke, counts):
+    engine = _engine_at(db_path, "0001")
+    assert migrate.current_revision(engine) == "0001"
+    assert "logits" not in inspect(engine).get_table_names()
+    engine.dispose()
+
+    with pytest.raises(KdError) as info:
+        Store.open(str(db_path))
+    message = str(info.value)
+    assert "`kd db upgrade`" in message
+    assert "0001" in message and "0002" in message
+
+    # the CLI refuses it too, as a one-line error, and does not upgrade it behind the user's back
+    result = invoke(["samples"], ok=False)
+    assert "kd db upgrade" in result.stderr
+    state = invoke.json(["db", "current"])
+    assert state["current"] == "0001" and state["head"] == "0002"
+    assert state["up_to_date"] is False
+
+    result = invoke(["db", "upgrade"])
+    assert "0001 -> 0002" in result.stdout
+
+    store = Store.open(str(db_path), create=False)
+    try:
+        assert migrate.current_revision(store.engine) == "0002"
+        with store.engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(ctx, Base.metadata) == []
+    finally:
+        store.close()
+    assert set(counts()) == set(Base.metadata.tables)
+    assert all(n == 0 for n in counts().values())
+
+
+def test_upgrade_keeps_rows_written_at_0001(db_path, invoke, read_samples):
+    engine = _engine_at(db_path, "0001")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO classes (id, name) VALUES (0, 'pos')")
+        conn.exec_driver_sql(
+            "INSERT INTO samples (text, text_hash, split, label_id, orig_label_id, dropped, source, line)"
+            " VALUES ('good', 'h1', 'train', 0, 0, 0, 'old.tsv', 1)"
+        )
+    engine.dispose()
+    invoke(["db", "upgrade"])
+    rows = read_samples()
+    assert [(r["text"], r["label"], r["source"]) for r in rows] == [("good", "pos", "old.tsv")]
+
+
+def test_db_current_json_reports_current_and_head(db_path, invoke):
+    invoke(["db", "upgrade"])  # creates the store
+    state = invoke.json(["db", "current"])
+    assert state == {
+        "db": resolve_url(str(db_path)),
+        "current": "0002",
+        "head": "0002",
+        "up_to_date": True,
+    }
+    text = invoke(["db", "current"]).stdout
+    assert "revision 0002" in text and "up to date" in text
+
+
+def test_db_upgrade_on_new_path_creates_store(db_path, invoke):
+    result = invoke(["db", "upgrade"])
+    assert "empty -> 0002" in result.stdout
+    assert db_path.is_file()
+    # running it again is harmless
+    assert "0002 -> 0002" in invoke(["db", "upgrade"]).stdout
+
+
+def test_db_current_on_missing_store_fails_cleanly(db_path, invoke, error_line):
+    result = invoke(["db", "current"], ok=False)
+    line = error_line(result)
+    assert str(db_path) in line and "no kd store" in line
+    assert not db_path.exists()
+
+
+def test_non_kd_sqlite_file_is_refused(db_path, invoke, error_line, write_file):
+    con = sqlite3.connect(db_path)
+    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("INSERT INTO customers (name) VALUES ('ann')")
+    con.commit()
+    con.close()
+
+    with pytest.raises(KdError, match="not a kd store"):
+        Store.open(str(db_path))
+    result = invoke(["samples"], ok=False)
+    assert "not a kd store" in error_line(result)
+    write_file("train.tsv", "pos\tgood\n")
+    result = invoke(["ingest", "train.tsv"], ok=False)
+    assert "not a kd store" in error_line(result)
+
+    # nothing was created in the foreign database
+    con = sqlite3.connect(db_path)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    con.close()
+    assert tables == {"customers"}
+
+
+def test_newer_revision_than_kd_knows_is_refused(db_path):
+    engine = _engine_at(db_path, "head")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    engine.dispose()
+    with pytest.raises(KdError, match="newer than this kd knows"):
+        Store.open(str(db_path))
+
+
+def test_db_upgrade_refuses_non_kd_database(db_path, invoke):
+    con = sqlite3.connect(db_path)
+    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    con.commit()
+    con.close()
+    result = invoke(["db", "upgrade"], ok=False)
+    assert "not a kd store" in result.stderr
+    con = sqlite3.connect(db_path)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    con.close()
+    assert tables == {"customers"}

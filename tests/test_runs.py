@@ -1,0 +1,341 @@
+"""Runs and stages: the ``--run`` rule, a stage's life in ``stage_scope``, stored logits and metrics,
+and ``kd runs`` / ``kd report`` through the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from kdstore import vectors
+from kdstore.errors import KdError
+from kdstore.runs import resolve_run_id, stage_scope
+from kdstore.schema import Metric, Run, Stage
+from kdstore.store import Store
+
+TODAY = dt.date(2024, 3, 7)
+
+
+# resolve_run_id ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_run_id_default(value):
+    assert resolve_run_id(value, today=TODAY) == "default"
+
+
+@pytest.mark.parametrize("value", ["${time}", "time", "$time", " time "])
+def test_run_id_time_is_today(value):
+    assert resolve_run_id(value, today=TODAY) == "20240307"
+
+
+def test_run_id_time_without_today_uses_the_clock():
+    assert resolve_run_id("${time}") == dt.date.today().strftime("%Y%m%d")
+
+
+@pytest.mark.parametrize("value", ["r1", "A-b_9", "x" * 64, "20240101"])
+def test_run_id_valid_literal(value):
+    assert resolve_run_id(value, today=TODAY) == value
+
+
+@pytest.mark.parametrize("value", ["a b", "x/y", "x" * 65, "ü", "../up", "a.b", "${date}"])
+def test_run_id_invalid(value):
+    with pytest.raises(KdError, match="is not valid"):
+        resolve_run_id(value, today=TODAY)
+
+
+def test_cli_rejects_invalid_run_id(invoke, write_file):
+    write_file("train.tsv", "pos\tgood\n")
+    invoke(["ingest", "train.tsv"])
+    result = invoke(["report", "--run", "x/y"], ok=False)
+    assert result.exit_code == 2
+    assert "is not valid" in result.stderr
+
+
+# stage_scope ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(db_path, invoke, write_file):
+    """A store with four labeled train samples (ids 1..4), classes pos=0, neg=1."""
+    write_file("train.tsv", "pos\ta\nneg\tb\npos\tc\nneg\td\n")
+    invoke(["ingest", "train.tsv"])
+    s = Store.open(str(db_path), create=False)
+    yield s
+    s.close()
+
+
+def _stage(store: Store, run: str, name: str) -> Stage:
+    with store.session() as s:
+        return s.scalars(
+            select(Stage).join(Run, Run.id == Stage.run_id).where(Run.uniqid == run, Stage.name == name)
+        ).one()
+
+
+def _logits(n: int, k: int = 2, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
+
+
+def test_stage_success_is_marked_succeeded(store):
+    ids = store.samples().ids
+    with stage_scope(store, run="r1", kind="teach", config={"lr": 0.1, "model": "m"}) as st:
+        assert st.name == "teach" and st.run == "r1" and st.kind == "teach"
+        assert _stage(store, "r1", "teach").status == "running"
+        store.write_logits(st.id, ids, _logits(len(ids)))
+    stage = _stage(store, "r1", "teach")
+    assert stage.status == "succeeded"
+    assert stage.error is None
+    assert stage.ended_at is not None and stage.ended_at >= stage.started_at
+    assert stage.config == {"lr": 0.1, "model": "m"}
+    assert stage.host
+    assert len(store.read_logits(stage.id)[0]) == 4
+
+
+def test_stage_exception_marks_failed_and_removes_partial_outputs(store):
+    ids = store.samples().ids
+    with pytest.raises(RuntimeError, match="boom"):
+        with stage_scope(store, run="r1", kind="teach", config={}) as st:
+            store.write_logits(st.id, ids[:2], _logits(2))
+            store.write_predictions(st.id, ids[:2], [0, 1], [0.9, 0.8])
+            assert len(store.read_logits(st.id)[0]) == 2
+            raise RuntimeError("boom")
+    stage = _stage(store, "r1", "teach")
+    assert stage.status == "failed"
+    assert "RuntimeError: boom" in stage.error
+    assert stage.ended_at is not None
+    got_ids, matrix = store.read_logits(stage.id)
+    assert len(got_ids) == 0 and matrix.shape[0] == 0
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM predictions").scalar() == 0
+
+
+def test_stage_kderror_message_is_kept_verbatim(store):
+    with pytest.raises(KdError):
+        with stage_scope(store, run="r1", kind="distill", config={}):
+            raise KdError("teacher logits missing")
+    assert _stage(store, "r1", "distill").error == "teacher logits missing"
+
+
+def test_keyboard_interrupt_marks_failed_interrupted(store):
+    ids = store.samples().ids
+    with pytest.raises(KeyboardInterrupt):
+        with stage_scope(store, run="r1", kind="distill", config={}) as st:
+            store.write_logits(st.id, ids, _logits(len(ids)))
+            raise KeyboardInterrupt
+    stage = _stage(store, "r1", "distill")
+    assert stage.status == "failed"
+    assert "interrupted" in stage.error
+    assert len(store.read_logits(stage.id)[0]) == 0
+
+
+def test_succeeded_stage_is_not_replaced_without_overwrite(store):
+    ids = store.samples().ids
+    with stage_scope(store, run="r1", kind="teach", config={"v": 1}) as st:
+        store.write_logits(st.id, ids, _logits(len(ids), seed=1))
+    first = _stage(store, "r1", "teach")
+
+    with pytest.raises(KdError, match="--overwrite"):
+        with stage_scope(store, run="r1", kind="teach", config={"v": 2}):
+            pytest.fail("the body must not run")
+    same = _stage(store, "r1", "teach")
+    assert (same.id, same.status, same.config) == (first.id, "succeeded", {"v": 1})
+    assert len(store.read_logits(first.id)[0]) == 4
+
+    # another run is independent
+    with stage_scope(store, run="r2", kind="teach", config={}):
+        pass
+    assert _stage(store, "r2", "teach").status == "succeeded"
+
+
+def test_overwrite_replaces_stage_and_its_outputs(store):
+    ids = store.samples().ids
+    old_matrix = _logits(len(ids), seed=1)
+    with stage_scope(store, run="r1", kind="teach", config={"v": 1}) as st:
+        store.write_logits(st.id, ids, old_matrix)
+        store.add_metrics(st.id, "dev", {"acc": 0.5})
+    old_id = st.id
+
+    new_matrix = _logits(2, seed=2)
+    with stage_scope(store, run="r1", kind="teach", config={"v": 2}, overwrite=True) as st:
+        # nothing of the old stage is visible, even if SQLite reuses its id
+        assert len(store.read_logits(st.id)[0]) == 0
+        store.write_logits(st.id, ids[:2], new_matrix)
+    stage = _stage(store, "r1", "teach")
+    assert stage.status == "succeeded" and stage.config == {"v": 2}
+    got_ids, got = store.read_logits(stage.id)
+    assert got_ids.tolist() == ids[:2].tolist()
+    np.testing.assert_array_equal(got, new_matrix)
+    with store.session() as s:
+        stages = s.scalars(select(Stage)).all()
+        metrics = s.scalars(select(Metric)).all()
+    assert len(stages) == 1
+    assert metrics == []
+    if stage.id != old_id:
+        assert len(store.read_logits(old_id)[0]) == 0
+
+
+def test_failed_stage_may_be_rerun_without_overwrite(store):
+    with pytest.raises(ValueError):
+        with stage_scope(store, run="r1", kind="teach", config={}):
+            raise ValueError("first try")
+    assert _stage(store, "r1", "teach").status == "failed"
+    with stage_scope(store, run="r1", kind="teach", config={"try": 2}):
+        pass
+    stage = _stage(store, "r1", "teach")
+    assert stage.status == "succeeded" and stage.error is None and stage.config == {"try": 2}
+
+
+def test_running_stage_is_not_replaced_without_overwrite(store):
+    """A stage still marked running (or left so by a crash) needs --overwrite too."""
+    with pytest.raises(KdError, match="still running.*--overwrite"):
+        with stage_scope(store, run="r1", kind="teach", config={}):
+            with stage_scope(store, run="r1", kind="teach", config={}):
+                pytest.fail("the inner body must not run")
+    # the outer stage saw the inner error and is failed; a re-run needs no --overwrite
+    assert _stage(store, "r1", "teach").status == "failed"
+    with stage_scope(store, run="r1", kind="teach", config={}):
+        pass
+    assert _stage(store, "r1", "teach").status == "succeeded"
+
+
+def test_named_stages_of_one_kind_coexist(store):
+    with stage_scope(store, run="r1", kind="teach", name="teach-a", config={}):
+        pass
+    with stage_scope(store, run="r1", kind="teach", name="teach-b", config={}):
+        pass
+    assert [s.name for s in store.stages_of("r1")] == ["teach-a", "teach-b"]
+    assert store.find_stage("r1", "teach").name == "teach-b"
+    assert store.find_stage("r1", "teach-a").name == "teach-a"
+
+
+def test_unknown_stage_kind_is_refused(store):
+    with pytest.raises(ValueError, match="unknown stage kind"):
+        with stage_scope(store, run="r1", kind="bake", config={}):
+            pass
+    assert store.runs() == []
+
+
+# logits and vectors --------------------------------------------------------------------------
+
+
+def test_write_read_logits_round_trip_is_exact(store):
+    ids = store.samples().ids
+    matrix = _logits(len(ids), k=5, seed=3)
+    matrix[0, 0] = np.float32(1e-38)
+    matrix[1, 1] = np.float32(-3.4e38)
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        # written out of id order, read back in id order
+        order = np.array([2, 0, 3, 1])
+        assert store.write_logits(st.id, ids[order], matrix[order]) == 4
+    got_ids, got = store.read_logits(st.id)
+    assert got_ids.tolist() == ids.tolist()
+    assert got.dtype == np.float32 and got.shape == (4, 5)
+    np.testing.assert_array_equal(got, matrix)
+    assert got.tobytes() == matrix.tobytes()
+
+
+def test_write_logits_length_mismatch(store):
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        with pytest.raises(ValueError, match="3 sample ids but 2 logit rows"):
+            store.write_logits(st.id, [1, 2, 3], _logits(2))
+
+
+def test_encode_decode_rows():
+    m = np.arange(12, dtype=np.float64).reshape(3, 4) / 3
+    blobs = vectors.encode_rows(m)
+    assert len(blobs) == 3 and all(len(b) == 16 for b in blobs)
+    assert blobs[1] == np.array(m[1], dtype="<f4").tobytes()
+    back = vectors.decode_rows(blobs, 4)
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, m.astype(np.float32))
+    # a non-contiguous (transposed) view is encoded by rows as seen
+    t = np.arange(6, dtype=np.float32).reshape(2, 3).T
+    np.testing.assert_array_equal(vectors.decode_rows(vectors.encode_rows(t), 2), t)
+    assert vectors.encode(np.array([1.0, 2.0])) == np.array([1, 2], dtype="<f4").tobytes()
+
+
+def test_decode_rows_edge_cases():
+    assert vectors.decode_rows([], 3).shape == (0, 3)
+    with pytest.raises(ValueError, match="2-D"):
+        vectors.encode_rows(np.zeros(3))
+    blobs = vectors.encode_rows(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="not all 4"):
+        vectors.decode_rows(blobs, 4)
+    with pytest.raises(ValueError):
+        vectors.decode_rows([blobs[0], blobs[1][:-4]], 3)
+
+
+def test_decode_rows_returns_a_writable_copy():
+    back = vectors.decode_rows(vectors.encode_rows(np.ones((2, 2))), 2)
+    back[0, 0] = 5.0  # np.frombuffer alone would give a read-only array
+    assert back[0, 0] == 5.0
+
+
+# kd runs / kd report -------------------------------------------------------------------------
+
+
+def teach_id(store: Store) -> int:
+    return store.find_stage("r1", "teach").id
+
+
+
+def test_runs_and_report_json(store, invoke):
+    with stage_scope(store, run="r1", kind="teach", config={"lr": 0.01, "epochs": 2}) as st:
+        store.add_metrics(st.id, "dev", {"loss": 0.9, "acc": 0.6}, step=1)
+        store.add_metrics(st.id, "dev", {"loss": 0.5, "acc": 0.8}, step=2)
+        store.add_metrics(st.id, "dev", {"acc": 0.8, "macro_f1": 0.75})
+        store.add_metrics(st.id, "test", {"acc": 0.7})
+    with pytest.raises(RuntimeError):
+        with stage_scope(store, run="r1", kind="distill", config={}):
+            raise RuntimeError("out of memory")
+    with stage_scope(store, run="r2", kind="teach", config={}):
+        pass
+
+    runs = invoke.json(["runs"])
+    assert [r["run"] for r in runs] == ["r1", "r2"]
+    r1 = runs[0]["stages"]
+    assert [(s["name"], s["kind"], s["status"]) for s in r1] == [
+        ("teach", "teach", "succeeded"),
+        ("distill", "distill", "failed"),
+    ]
+    assert "RuntimeError: out of memory" in r1[1]["error"]
+    assert r1[0]["duration_s"] is not None and r1[0]["duration_s"] >= 0
+
+    report = invoke.json(["report", "--run", "r1"])
+    assert report["run"] == "r1"
+    teach, distill = report["stages"]
+    assert teach["config"] == {"lr": 0.01, "epochs": 2}
+    assert teach["metrics"] == {"dev": {"acc": 0.8, "macro_f1": 0.75}, "test": {"acc": 0.7}}
+    assert teach["history"] == [
+        {"step": 1, "split": "dev", "name": "loss", "value": 0.9},
+        {"step": 1, "split": "dev", "name": "acc", "value": 0.6},
+        {"step": 2, "split": "dev", "name": "loss", "value": 0.5},
+        {"step": 2, "split": "dev", "name": "acc", "value": 0.8},
+    ]
+    assert distill["status"] == "failed" and distill["metrics"] == {} and distill["history"] == []
+
+    # the library agrees: final figures only by default
+    assert sorted((m.split, m.name) for m in store.metrics(teach_id(store))) == [
+        ("dev", "acc"), ("dev", "macro_f1"), ("test", "acc"),
+    ]
+
+    text = invoke(["report", "--run", "r1"]).stdout
+    assert "teach" in text and "macro_f1" in text and "out of memory" in text
+    assert "r1" in invoke(["runs"]).stdout
+
+
+def test_report_of_missing_run(store, invoke, error_line):
+    result = invoke(["report", "--run", "nope"], ok=False)
+    assert "no run 'nope'" in error_line(result)
+
+
+def test_report_default_run(store, invoke):
+    with stage_scope(store, run="default", kind="teach", config={}):
+        pass
+    assert invoke.json(["report"])["run"] == "default"
+
+
+def test_runs_on_empty_store(store, invoke):
+    assert invoke.json(["runs"]) == []

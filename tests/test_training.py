@@ -1,0 +1,224 @@
+"""End to end on CPU: pretrain, teach, distill and predict through the real CLI on a real SQLite file.
+
+The data is synthetic and separable (a marker word decides the label) so a 2-layer BERT learns it in a
+few steps; the model is built and saved by the test, then loaded by kd with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from commands.cli import cli
+from kdstore.schema import Logit, Prediction, Sample, Stage
+from kdstore.store import Store
+from kdstore.vocab import build_vocab, make_tokenizer
+
+FILLER = "今天我们的这个东西那里时候大家已经可以还是觉得非常一般比较"
+
+
+def _texts(rng: random.Random, marker: str, n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        left = "".join(rng.choice(FILLER) for _ in range(rng.randint(3, 10)))
+        right = "".join(rng.choice(FILLER) for _ in range(rng.randint(0, 6)))
+        out.append(f"{left}{marker}{right}")
+    return out
+
+
+def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    rng = random.Random(0)
+    d = tmp_path_factory.mktemp("corpus")
+    files = {}
+    for split, n in (("train", 60), ("dev", 20), ("test", 20)):
+        rows = [("pos", t) for t in _texts(rng, "很好", n // 2)] + [("neg", t) for t in _texts(rng, "太差", n // 2)]
+        rng.shuffle(rows)
+        files[split] = _write(d / f"{split}.tsv", rows)
+    pool = _texts(rng, "很好", 15) + _texts(rng, "太差", 15)
+    files["unlabeled"] = d / "pool.txt"
+    files["unlabeled"].write_text("\n".join(pool) + "\n", encoding="utf-8")
+    return files
+
+
+@pytest.fixture(scope="module")
+def tiny_model(corpus, tmp_path_factory) -> Path:
+    """A 2-layer BERT with a character vocabulary, saved as a Hugging Face directory."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
+    tokens = build_vocab(texts)
+    tokenizer = make_tokenizer(tokens)
+    config = BertConfig(
+        vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    out = tmp_path_factory.mktemp("tiny-bert")
+    BertForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def kd(*args: str, input: str | None = None, ok: bool = True):
+    result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code != 0, result.output
+    return result
+
+
+@pytest.fixture
+def sample_store(tmp_path, corpus) -> Path:
+    db = tmp_path / "kd.db"
+    for split, path in corpus.items():
+        kd("ingest", str(path), "--split", split, "--db", str(db))
+    return db
+
+
+def _count(db: Path, model, **where) -> int:
+    store = Store.open(str(db), create=False)
+    q = select(func.count()).select_from(model)
+    for k, v in where.items():
+        q = q.where(getattr(model, k) == v)
+    with store.engine.connect() as conn:
+        return conn.execute(q).scalar_one()
+
+
+def _stage(db: Path, run: str, name: str):
+    store = Store.open(str(db), create=False)
+    return next(s for s in store.stages_of(run) if s.name == name)
+
+
+def test_teach_end_to_end_stores_logits_for_every_sample(sample_store, tiny_model):
+    db = str(sample_store)
+    out = kd("teach", "--run", "t1", "--model", str(tiny_model), "--epochs", "10", "--patience", "10", "--lr", "2e-3",
+             "--batch-size", "8", "--max-len", "32", "--db", db, "--json")
+    report = json.loads(out.output)
+    assert report["status"] == "succeeded"
+    stage = _stage(sample_store, "t1", "teach")
+    n_samples = _count(sample_store, Sample)
+    assert n_samples == 130
+    assert _count(sample_store, Logit, stage_id=stage.id) == n_samples  # unlabeled pool included
+    assert _count(sample_store, Prediction, stage_id=stage.id) == n_samples
+    assert stage.config["classes"] == ["pos", "neg"] or stage.config["classes"] == ["neg", "pos"]
+    assert len(stage.artifact_sha256) == 64 and Path(stage.artifact_path, "config.json").exists()
+    # a separable task: the tiny teacher must have learned it
+    assert report["metrics"]["test"]["accuracy"] >= 0.8
+    assert {h["split"] for h in report["history"]} >= {"train", "dev"}
+    ids, logits = Store.open(db).read_logits(stage.id)
+    assert logits.shape == (n_samples, 2) and np.isfinite(logits).all()
+    # refusing to overwrite a succeeded stage, then --overwrite replaces it
+    again = kd("teach", "--run", "t1", "--model", str(tiny_model), "--epochs", "1", "--db", db, ok=False)
+    assert "--overwrite" in again.output
+    kd("teach", "--run", "t1", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db, "--overwrite")
+    assert _count(sample_store, Stage) == 1
+    assert _count(sample_store, Logit) == n_samples
+
+
+def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp_path):
+    db = str(sample_store)
+    kd("teach", "--run", "t2", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    late = tmp_path / "late.txt"
+    late.write_text("这个很好用\n那个太差了\n", encoding="utf-8")
+    kd("ingest", str(late), "--split", "unlabeled", "--db", db)
+    out = kd("teach", "--run", "t2", "--logits-only", "--db", db, "--json")
+    assert json.loads(out.output)["scored"] == 2
+    stage = _stage(sample_store, "t2", "teach")
+    assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "/no/such/model-dir"], "cannot load model"),
+        (["--where", "source = 'nothing'"], "no labeled train samples"),
+    ],
+)
+def test_teach_bad_input_is_recorded_as_failed(sample_store, tiny_model, args, message):
+    db = str(sample_store)
+    args = ["--model", str(tiny_model), *args] if args[0] != "--model" else args
+    result = kd("teach", "--run", "bad", *args, "--db", db, ok=False)
+    assert message in result.output
+    stage = _stage(sample_store, "bad", "teach")
+    assert stage.status == "failed" and message in stage.error
+    assert _count(sample_store, Logit) == 0
+
+
+def test_teach_refuses_a_single_class(tmp_path, tiny_model):
+    db = str(tmp_path / "one.db")
+    _write(tmp_path / "one.tsv", [("pos", "很好很好"), ("pos", "非常很好")])
+    kd("ingest", str(tmp_path / "one.tsv"), "--db", db)
+    result = kd("teach", "--model", str(tiny_model), "--db", db, ok=False)
+    assert "single class" in result.output
+    assert Store.open(db).stages_of("default")[0].status == "failed"
+
+
+def test_pretrain_produces_a_model_teach_loads(sample_store):
+    db = str(sample_store)
+    kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3",
+       "--batch-size", "16", "--min-count", "1", "--db", db)
+    stage = _stage(sample_store, "p", "pretrain")
+    assert stage.status == "succeeded" and Path(stage.artifact_path, "vocab.txt").exists() or Path(stage.artifact_path, "tokenizer.json").exists()
+    kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db)
+    assert _stage(sample_store, "p", "teach").status == "succeeded"
+
+
+@pytest.fixture
+def taught_store(sample_store, tiny_model) -> Path:
+    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "10", "--patience", "10", "--lr", "2e-3",
+       "--batch-size", "8", "--max-len", "32", "--db", str(sample_store))
+    return sample_store
+
+
+@pytest.mark.parametrize("student", ["textcnn", "bigru", "bilstm"])
+def test_distill_each_student_stores_predictions_and_metrics(taught_store, student):
+    db = str(taught_store)
+    out = kd("distill", "--run", "r", "--student", student, "--epochs", "2", "--batch-size", "16",
+             "--embed-dim", "16", "--num-filters", "8", "--hidden", "16", "--max-len", "32", "--db", db, "--json")
+    report = json.loads(out.output)
+    assert report["status"] == "succeeded" and report["name"] == f"distill-{student}"
+    assert report["metrics"]["all"]["pool_samples"] == 30  # the unlabeled pool was used
+    assert set(report["metrics"]) >= {"train", "dev", "test", "all"}
+    stage = _stage(taught_store, "r", f"distill-{student}")
+    assert _count(taught_store, Prediction, stage_id=stage.id) == _count(taught_store, Sample)
+
+
+def test_distill_without_pool_and_with_mse(taught_store):
+    out = kd("distill", "--run", "r", "--no-unlabeled", "--soft-loss", "mse", "--epochs", "1",
+             "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", str(taught_store), "--json")
+    assert json.loads(out.output)["metrics"]["all"]["pool_samples"] == 0
+
+
+def test_distill_bad_input(taught_store, sample_store):
+    db = str(taught_store)
+    no_teacher = kd("distill", "--run", "elsewhere", "--db", db, ok=False)
+    assert "no succeeded 'teach' stage" in no_teacher.output or "no run" in no_teacher.output
+    wide = kd("distill", "--run", "r", "--kernel-sizes", "2,40", "--max-len", "32", "--db", db, ok=False)
+    assert "wider than --max-len" in wide.output
+    assert _stage(taught_store, "r", "distill-textcnn").status == "failed"
+
+
+def test_predict_stdin_file_and_json(taught_store, tmp_path):
+    db = str(taught_store)
+    kd("distill", "--run", "r", "--epochs", "2", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    out = kd("predict", "--run", "r", "--db", db, input="这个很好\n\n那个太差\n")
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(l.split("\t")[0] in ("pos", "neg") for l in lines)
+    assert "line 2: empty text" in out.stderr
+    f = tmp_path / "in.txt"
+    f.write_text("这个很好\n那个太差\n", encoding="utf-8")
+    rows = [json.loads(l) for l in kd("predict", str(f), "--run", "r", "--model", "teacher", "--json", "--db", db).stdout.splitlines()]
+    assert [r["line"] for r in rows] == [1, 2]
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-5 and r["label"] in r["probs"] for r in rows)
