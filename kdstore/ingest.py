@@ -18,11 +18,12 @@ from sqlalchemy import insert, select
 
 from .errors import KdError
 from .schema import SPLITS, KdClass, Sample
-from .store import Store, chunks
+from .store import Store, bulk_insert
 from .textkey import text_hash
 
 FORMATS = ("tsv", "csv", "jsonl")
 _EXTENSIONS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+_SAMPLE_COLUMNS = ("text", "text_hash", "split", "label_id", "orig_label_id", "dropped", "source", "line", "meta")
 _TEXT_NAMES = ("text", "sentence", "content", "query", "review")
 _HEADER_WORDS = {"label", *_TEXT_NAMES}
 
@@ -336,27 +337,14 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                     names_by_id[label_id] = r.label
                     report.new_classes.append(r.label)
             seen[h] = (label_id, f"{source}:{r.line}")
-            rows.append(
-                {
-                    "text": r.text,
-                    "text_hash": h,
-                    "split": opts.split,
-                    "label_id": label_id,
-                    "orig_label_id": label_id,
-                    "dropped": False,
-                    "source": source,
-                    "line": r.line,
-                    "meta": r.meta,
-                }
-            )
+            rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta))
             if r.label is not None:
                 report.added_per_class[r.label] = report.added_per_class.get(r.label, 0) + 1
         if report.new_classes:
             conn.execute(
                 insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes]
             )
-        for part in chunks(rows):
-            conn.execute(insert(Sample), part)
+        bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows)
         report.added = len(rows)
     return report
 

@@ -6,13 +6,15 @@ logits, predictions) use chunked Core ``executemany`` inside one transaction.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy import JSON, Connection, Engine, Table, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from . import vectors
@@ -53,6 +55,25 @@ class SampleSet:
 def chunks(rows: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
+
+
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """Insert tuples of ``columns`` in chunks, inside the caller's transaction.
+
+    On SQLite the rows go straight to the driver's ``executemany`` (SQLAlchemy's per-row parameter
+    processing costs more than the insert itself there), with JSON columns encoded here; other
+    backends take a Core insert, which processes each value by its column type.
+    """
+    if conn.dialect.name == "sqlite":
+        json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+        if json_at:
+            rows = [_encode_json(r, json_at) for r in rows]
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        for part in chunks(rows):
+            conn.exec_driver_sql(sql, part)
+        return
+    for part in chunks(rows):
+        conn.execute(insert(table), [dict(zip(columns, r)) for r in part])
 
 
 class Store:
@@ -161,13 +182,9 @@ class Store:
         if len(sample_ids) != len(matrix):
             raise ValueError(f"{len(sample_ids)} sample ids but {len(matrix)} logit rows")
         blobs = vectors.encode_rows(np.asarray(matrix))
-        rows = [
-            {"stage_id": stage_id, "sample_id": int(s), "vector": b}
-            for s, b in zip(sample_ids, blobs)
-        ]
+        rows = list(zip(repeat(int(stage_id)), np.asarray(sample_ids).tolist(), blobs))
         with self.engine.begin() as conn:
-            for part in chunks(rows):
-                conn.execute(insert(Logit), part)
+            bulk_insert(conn, Logit.__table__, ("stage_id", "sample_id", "vector"), rows)
         return len(rows)
 
     def read_logits(self, stage_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,13 +208,16 @@ class Store:
         label_ids: Sequence[int],
         confidences: Sequence[float],
     ) -> int:
-        rows = [
-            {"stage_id": stage_id, "sample_id": int(s), "label_id": int(y), "confidence": float(c)}
-            for s, y, c in zip(sample_ids, label_ids, confidences)
-        ]
+        rows = list(
+            zip(
+                repeat(int(stage_id)),
+                np.asarray(sample_ids).tolist(),
+                np.asarray(label_ids).tolist(),
+                np.asarray(confidences, dtype=float).tolist(),
+            )
+        )
         with self.engine.begin() as conn:
-            for part in chunks(rows):
-                conn.execute(insert(Prediction), part)
+            bulk_insert(conn, Prediction.__table__, ("stage_id", "sample_id", "label_id", "confidence"), rows)
         return len(rows)
 
     def add_metrics(
@@ -264,6 +284,14 @@ class Store:
     def run_exists(self, run: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(Run.id).where(Run.uniqid == run)).first() is not None
+
+
+def _encode_json(row: tuple, positions: list[int]) -> tuple:
+    values = list(row)
+    for i in positions:
+        if values[i] is not None:
+            values[i] = json.dumps(values[i], ensure_ascii=False)
+    return tuple(values)
 
 
 def _artifact_root(db_path: Path | None) -> Path:
