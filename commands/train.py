@@ -49,6 +49,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
 @click.option("--steps", type=int, default=0, help="Training steps (or use --minutes).")
 @click.option("--minutes", type=float, default=0.0, help="Wall-clock budget in minutes.")
 @click.option("--mask-prob", type=float, default=0.15, show_default=True)
+@click.option("--wwm/--no-wwm", default=True, show_default=True, help="Whole-word masking over jieba's word segmentation.")
 @click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often.")
 @click.option("--corpus", multiple=True, type=click.Path(dir_okay=False), help="Extra plain-text file(s), one text a line.")
 @_seed_option
@@ -56,7 +57,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
 @overwrite_option
 @store_options
 @json_option
-def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, min_count, corpus, seed, device, overwrite, db, as_json):
+def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, wwm, min_count, corpus, seed, device, overwrite, db, as_json):
     """Pre-train a BERT-style encoder by masked-LM on the store's own text.
 
     For machines without a model hub: the result is a Hugging Face directory that
@@ -69,7 +70,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
     """
     cfg = PretrainConfig(
         layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,
-        steps=steps, minutes=minutes, mask_prob=mask_prob, min_count=min_count, corpus=tuple(corpus),
+        steps=steps, minutes=minutes, mask_prob=mask_prob, wwm=wwm, min_count=min_count, corpus=tuple(corpus),
         seed=seed, device=device,
     )
     cfg.validate()
@@ -89,13 +90,14 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @click.option("--warmup", type=float, default=0.1, show_default=True, help="Warm-up fraction of the steps.")
 @click.option("--patience", type=int, default=2, show_default=True, help="Epochs without dev gain before stopping.")
 @click.option("--where", help="SQL condition on samples selecting the train rows, e.g. \"source = 'a.tsv'\".")
+@click.option("--folds", type=int, default=0, help="Train K teachers on K stratified folds: out-of-fold logits for train samples.")
 @click.option("--logits-only", is_flag=True, help="Only score samples that have no logits yet, with the run's teacher.")
 @_seed_option
 @_device_option
 @overwrite_option
 @store_options
 @json_option
-def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, logits_only, seed, device, overwrite, db, as_json):
+def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, folds, logits_only, seed, device, overwrite, db, as_json):
     """Fine-tune a transformer teacher and store its logits for every sample.
 
     \b
@@ -103,6 +105,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
       kd teach --run r1 --model bert-base-chinese --epochs 3
       kd teach --run r1 --model ./my-ernie --max-len 256
       kd teach --run r1 --logits-only          # score samples ingested later
+      kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold, for `kd labels detect`
     """
     store = open_store(db)
     if logits_only:
@@ -116,7 +119,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
         raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
     cfg = TeachConfig(
         model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
-        patience=patience, where=where, seed=seed, device=device,
+        patience=patience, where=where, folds=folds, seed=seed, device=device,
     )
     cfg.validate()
     config = {**teach_config(cfg), "classes": store.class_names()}

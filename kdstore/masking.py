@@ -16,6 +16,7 @@ def mask_tokens(
     probability: float,
     generator: torch.Generator,
     first_regular_id: int = 0,
+    groups: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(corrupted ids, labels)``: each non-special position is chosen with ``probability``; a
     chosen one becomes ``[MASK]`` 80% of the time, a random regular token 10%, itself 10%. Labels
@@ -27,12 +28,18 @@ def mask_tokens(
     ids = input_ids.clone()
     candidates = ~special
     draw = torch.rand(ids.shape, generator=generator)
+    if groups is not None:
+        draw = draw.gather(1, groups.clamp(min=0))
     chosen = (draw < probability) & candidates
-    # guarantee one choice per row: the candidate with the smallest draw
+    # guarantee one choice per row: the candidate with the smallest draw (its whole word)
     forced = torch.where(candidates, draw, torch.full_like(draw, 2.0)).argmin(dim=1)
     has_candidate = candidates.any(dim=1)
     rows = torch.arange(ids.shape[0])[has_candidate]
-    chosen[rows, forced[has_candidate]] = True
+    if groups is None:
+        chosen[rows, forced[has_candidate]] = True
+    else:
+        word = groups[rows, forced[has_candidate]].unsqueeze(1)
+        chosen[rows] |= (groups[rows] == word) & candidates[rows]
     labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
     action = torch.rand(ids.shape, generator=generator)
     to_mask = chosen & (action < 0.8)

@@ -14,6 +14,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def average_probs_as_logits(parts: list[np.ndarray]) -> np.ndarray:
+    """Logits whose softmax is the mean of the parts' softmax (an ensemble's probabilities)."""
+    mean = np.mean([softmax(p) for p in parts], axis=0)
+    return np.log(np.clip(mean, 1e-12, None)).astype(np.float32)
+
+
 def store_outputs(store: Store, stage_id: int, samples: SampleSet, logits: np.ndarray, names: list[str]) -> dict:
     """Write logits and predictions for ``samples`` and final metrics for each labeled split.
 

@@ -12,7 +12,7 @@ import torch
 
 from .batching import encode, iter_padded, sorted_batches
 from .errors import KdError
-from .outputs import softmax
+from .outputs import average_probs_as_logits, softmax
 from .store import Store
 from .torchutil import pick_device
 
@@ -57,7 +57,7 @@ class Predictor:
 
     kind: str  # "teacher" or "student"
     stage_name: str
-    model: Any
+    models: list[Any]  # several for an out-of-fold teacher: their probabilities are averaged
     tokenizer: Any
     class_names: list[str]
     max_len: int
@@ -80,21 +80,23 @@ class Predictor:
             raise KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}")
         if stage.kind == "distill":
             model, tokenizer, meta = load_student(Path(stage.artifact_path), dev)
-            return cls("student", stage.name, model, tokenizer, meta["classes"], meta["max_len"], dev)
+            return cls("student", stage.name, [model], tokenizer, meta["classes"], meta["max_len"], dev)
         if stage.kind == "teach":
-            from .teacher import load_classifier
+            from .teacher import load_classifier, model_dirs
 
             names = stage.config.get("classes") or store.class_names()
-            tokenizer, model = load_classifier(stage.artifact_path, names)
-            return cls("teacher", stage.name, model.to(dev).eval(), tokenizer, names, stage.config.get("max_len", 128), dev)
+            loaded = [load_classifier(d, names) for d in model_dirs(stage)]
+            models = [m.to(dev).eval() for _, m in loaded]
+            return cls("teacher", stage.name, models, loaded[0][0], names, stage.config.get("max_len", 128), dev)
         raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
 
     def logits(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
         if self.kind == "student":
-            return student_logits(self.model, self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size)
+            return student_logits(self.models[0], self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size)
         from .teacher import score
 
-        return score(self.model, self.tokenizer, texts, max_len=self.max_len, batch_size=batch_size, device=self.device, label="predict")
+        parts = [score(m, self.tokenizer, texts, max_len=self.max_len, batch_size=batch_size, device=self.device, label="predict") for m in self.models]
+        return parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
 
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
         """One dict per text: label, confidence and per-class probabilities."""

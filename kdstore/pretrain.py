@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode, iter_padded
+from .batching import bucketed_batches, encode, iter_padded, pad
 from .errors import KdError
 from .masking import mask_tokens
 from .progress import progress
 from .runs import StageHandle
 from .schedules import warmup_linear_decay
+from .segment import token_groups, word_starts
 from .store import Store
 from .torchutil import autocast, count_parameters, pick_device, set_seed
 from .vocab import SPECIALS, build_vocab, make_tokenizer
@@ -40,6 +41,7 @@ class PretrainConfig:
     steps: int = 0  # 0: run for ``minutes``
     minutes: float = 0.0
     mask_prob: float = 0.15
+    wwm: bool = True  # whole-word masking over jieba's segmentation
     min_count: int = 2
     max_vocab: int = 21128
     corpus: tuple[str, ...] = field(default_factory=tuple)
@@ -86,7 +88,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
         raise KdError("the store has fewer than 2 texts to pre-train on: ingest some text first")
     tokens = build_vocab(texts, min_count=cfg.min_count, max_size=cfg.max_vocab)
     tokenizer = make_tokenizer(tokens)
-    ids = encode(tokenizer, texts, max_len=cfg.max_len)
+    ids, groups = _encode_with_groups(tokenizer, texts, cfg)
     lengths = [len(x) for x in ids]
 
     model_cfg = BertConfig(
@@ -110,7 +112,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
         task = bar.add_task("pre-train", total=cfg.steps or None, loss="-", unit="step")
         done = False
         while not done:
-            for _idx, input_ids, mask in iter_padded(ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id):
+            for idx, input_ids, mask in iter_padded(ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id):
                 elapsed = time.monotonic() - start
                 frac = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s if budget_s else 0.0)
                 if frac >= 1.0:
@@ -120,6 +122,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
                 corrupted, labels = mask_tokens(
                     input_ids, special, mask_id=tokenizer.mask_token_id, vocab_size=len(tokens),
                     probability=cfg.mask_prob, generator=gen, first_regular_id=len(SPECIALS),
+                    groups=None if groups is None else pad([groups[i] for i in idx], -1)[0],
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * warmup_linear_decay(frac, warmup=cfg.warmup)
@@ -154,6 +157,23 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
         },
     )
     return out
+
+
+def _encode_with_groups(tokenizer, texts: list[str], cfg: PretrainConfig):
+    """Token ids per text and, for whole-word masking, a word-group id per token."""
+    if not cfg.wwm:
+        return encode(tokenizer, texts, max_len=cfg.max_len), None
+    enc = tokenizer(
+        texts, truncation=True, max_length=cfg.max_len, return_offsets_mapping=True,
+        return_attention_mask=False, return_token_type_ids=False,
+    )
+    groups = []
+    with progress() as bar:
+        task = bar.add_task("segment (jieba)", total=len(texts), unit="texts")
+        for text, offsets in zip(texts, enc["offset_mapping"]):
+            groups.append(token_groups(offsets, word_starts(text)))
+            bar.advance(task)
+    return enc["input_ids"], groups
 
 
 def config_dict(cfg: PretrainConfig) -> dict:

@@ -159,3 +159,16 @@ class LabelEdit(Base):
     reason: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     reverted_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
+class SampleFold(Base):
+    """Which cross-validation fold a train sample was held out in, for a ``teach --folds K`` stage."""
+
+    __tablename__ = "sample_folds"
+    stage_id: Mapped[int] = mapped_column(
+        ForeignKey("stages.id", ondelete="CASCADE"), primary_key=True
+    )
+    sample_id: Mapped[int] = mapped_column(
+        ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True
+    )
+    fold: Mapped[int] = mapped_column(Integer)

@@ -21,7 +21,7 @@ from . import vectors
 from .engine import make_engine, resolve_url, sqlite_path
 from .errors import KdError
 from .migrate import ensure_current
-from .schema import SPLITS, KdClass, Logit, Metric, Prediction, Run, Sample, Stage
+from .schema import SPLITS, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
 
 CHUNK = 20_000
 
@@ -237,11 +237,23 @@ class Store:
         with self.session() as s:
             return list(s.scalars(query))
 
+    def write_folds(self, stage_id: int, sample_ids: Sequence[int], folds: Sequence[int]) -> None:
+        rows = list(zip(repeat(int(stage_id)), np.asarray(sample_ids).tolist(), np.asarray(folds).tolist()))
+        with self.engine.begin() as conn:
+            bulk_insert(conn, SampleFold.__table__, ("stage_id", "sample_id", "fold"), rows)
+
+    def read_folds(self, stage_id: int) -> dict[int, int]:
+        """``{sample_id: fold}`` of an out-of-fold teach stage (empty for an ordinary one)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(SampleFold.sample_id, SampleFold.fold).where(SampleFold.stage_id == stage_id))
+            return {int(s): int(f) for s, f in rows}
+
     def clear_outputs(self, stage_id: int) -> None:
         """Remove a stage's logits and predictions (used when a stage fails half-way)."""
         with self.engine.begin() as conn:
             conn.execute(delete(Logit).where(Logit.stage_id == stage_id))
             conn.execute(delete(Prediction).where(Prediction.stage_id == stage_id))
+            conn.execute(delete(SampleFold).where(SampleFold.stage_id == stage_id))
 
     # runs and stages -------------------------------------------------------------------------
     def runs(self) -> list[tuple[Run, list[Stage]]]:

@@ -6,7 +6,6 @@ train with early stopping on dev macro-F1, save the best model, score every samp
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,11 +16,12 @@ import torch
 from .batching import bucketed_batches, encode, iter_padded, sorted_batches
 from .errors import KdError
 from .metrics import classification_metrics
-from .outputs import softmax, store_outputs
+from .outputs import average_probs_as_logits, softmax, store_outputs
 from .progress import progress
 from .runs import StageHandle
 from .schedules import warmup_linear_decay
-from .store import Store
+from .folds import stratified_folds
+from .store import SampleSet, Store
 from .torchutil import autocast, count_parameters, pick_device, set_seed
 
 MODEL_SUBDIR = "model"
@@ -41,10 +41,13 @@ class TeachConfig:
     device: str = "auto"
     where: str | None = None
     score_batch_size: int = 256
+    folds: int = 0  # K >= 2: out-of-fold logits for the train samples
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.max_len < 2 or self.lr <= 0:
             raise KdError("--epochs, --batch-size must be >= 1, --max-len >= 2 and --lr > 0")
+        if self.folds == 1 or self.folds < 0:
+            raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
 
 
 def resolve_model(store: Store, name: str) -> str:
@@ -112,12 +115,17 @@ def score(model, tokenizer, texts: list[str], *, max_len: int, batch_size: int, 
 
 
 def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig) -> Path:
-    """Fine-tune, keep the best epoch by dev macro-F1, save it, and store logits for every sample."""
+    """Fine-tune (K times with ``folds``), save, and store logits for every sample in the store.
+
+    With ``folds = K`` each train sample's logits come from the teacher that did not train on it
+    (out-of-fold, what confident learning needs) and every other sample gets the K teachers' average
+    probability; the fold of each train sample is stored.
+    """
     cfg.validate()
     rng = set_seed(cfg.seed)
     device = pick_device(cfg.device)
 
-    # 1. data: current labels, dropped samples excluded
+    # 1. data: current labels, dropped samples excluded from training
     names = store.class_names()
     train = store.samples(splits=["train"], labeled=True, where=cfg.where)
     dev = store.samples(splits=["dev"], labeled=True)
@@ -126,32 +134,68 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig) -> Path:
         raise KdError(f"no labeled train samples{where}: ingest some with `kd ingest FILE`")
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train samples have a single class: a classifier needs at least two")
+    folds = stratified_folds(train.labels, cfg.folds, seed=cfg.seed) if cfg.folds else None
+    path = resolve_model(store, cfg.model)
+    load_classifier(path, names)  # every model problem surfaces before any training starts
+    everything = store.samples(include_dropped=True)
 
-    # 2. model
-    tokenizer, model = load_classifier(resolve_model(store, cfg.model), names)
+    # 2. train one teacher, or one per fold, and score what each is responsible for
+    if folds is None:
+        model, tokenizer = _fit(store, stage, cfg, path, names, train, dev, device, rng, tag="")
+        out_dir = _save(model, tokenizer, stage.artifact_dir / MODEL_SUBDIR)
+        started = time.monotonic()
+        logits = score(model, tokenizer, everything.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="logits")
+        rate = len(everything) / max(time.monotonic() - started, 1e-9)
+    else:
+        out_dir = stage.artifact_dir
+        position = {int(s): i for i, s in enumerate(everything.ids)}
+        held_out = {int(s): int(f) for s, f in zip(train.ids, folds)}
+        others = np.array([int(s) not in held_out for s in everything.ids], dtype=bool)
+        logits = np.zeros((len(everything), len(names)), dtype=np.float32)
+        other_parts = []
+        started = time.monotonic()
+        for k in range(cfg.folds):
+            model, tokenizer = _fit(store, stage, cfg, path, names, train.subset(folds != k), dev, device, rng, tag=f"fold{k}/")
+            _save(model, tokenizer, out_dir / f"fold-{k}")
+            held = train.subset(folds == k)
+            texts = held.texts + [t for t, o in zip(everything.texts, others) if o]
+            fold_logits = score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"fold {k} logits")
+            logits[[position[int(s)] for s in held.ids]] = fold_logits[: len(held)]
+            other_parts.append(fold_logits[len(held):])
+        logits[others] = average_probs_as_logits(other_parts)
+        rate = len(everything) / max(time.monotonic() - started, 1e-9)
+        store.write_folds(stage.id, train.ids, folds)
+    stage.record_artifact(out_dir)
+
+    # 3. logits, predictions and figures into the store
+    store_outputs(store, stage.id, everything, logits, names)
+    store.add_metrics(stage.id, "all", {"score_samples_per_s": rate, "parameters": count_parameters(model)})
+    return out_dir
+
+
+def _fit(store, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev: SampleSet, device, rng, *, tag: str):
+    """Fine-tune a fresh copy of the model at ``path`` on ``train``; return the best epoch's model."""
+    tokenizer, model = load_classifier(path, names)
     model.to(device)
     train_ids = encode(tokenizer, train.texts, max_len=cfg.max_len)
     lengths = [len(x) for x in train_ids]
     labels = torch.as_tensor(train.labels)
 
-    # 3. optimisation
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = -(-len(train) // cfg.batch_size) * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_linear_decay(s / total_steps, warmup=cfg.warmup)
     )
 
-    # 4. train with early stopping on dev macro-F1
-    best_f1, best_state, best_epoch, stale = -1.0, None, 0, 0
+    best_f1, best_state, best_epoch, stale = -1.0, None, cfg.epochs, 0
     start = time.monotonic()
     with progress(extra="loss {task.fields[loss]}") as bar:
-        task = bar.add_task("teach", total=total_steps, loss="-", unit="step")
+        task = bar.add_task(f"teach {tag}".strip(), total=total_steps, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             losses = []
@@ -165,13 +209,12 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig) -> Path:
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(out.loss.item())
                 bar.update(task, advance=1, loss=f"{out.loss.item():.3f}")
-            store.add_metrics(stage.id, "train", {"loss": float(np.mean(losses))}, step=epoch)
+            store.add_metrics(stage.id, "train", {f"{tag}loss": float(np.mean(losses))}, step=epoch)
             if len(dev) == 0:
-                best_state, best_epoch = None, epoch
                 continue
             dev_logits = score(model, tokenizer, dev.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="dev")
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
-            store.add_metrics(stage.id, "dev", {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}, step=epoch)
+            store.add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"]}, step=epoch)
             if m["macro_f1"] > best_f1:
                 best_f1, best_epoch, stale = m["macro_f1"], epoch, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -179,33 +222,24 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig) -> Path:
                 stale += 1
                 if stale >= cfg.patience:
                     break
-    train_seconds = time.monotonic() - start
     if best_state is not None:
         model.load_state_dict(best_state)
+    store.add_metrics(stage.id, "all", {f"{tag}best_epoch": best_epoch, f"{tag}train_seconds": time.monotonic() - start})
+    return model, tokenizer
 
-    # 5. save the chosen model
-    out_dir = stage.artifact_dir / MODEL_SUBDIR
+
+def _save(model, tokenizer, out_dir: Path) -> Path:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    stage.record_artifact(out_dir)
-
-    # 6. logits for every sample in the store, then figures
-    everything = store.samples(include_dropped=True)
-    started = time.monotonic()
-    logits = score(model, tokenizer, everything.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="logits")
-    score_seconds = time.monotonic() - started
-    store_outputs(store, stage.id, everything, logits, names)
-    store.add_metrics(
-        stage.id,
-        "all",
-        {
-            "best_epoch": best_epoch,
-            "train_seconds": train_seconds,
-            "score_samples_per_s": len(everything) / max(score_seconds, 1e-9),
-            "parameters": count_parameters(model),
-        },
-    )
     return out_dir
+
+
+def model_dirs(stage) -> list[str]:
+    """The model directories of a teach stage: one, or one per fold for an out-of-fold teacher."""
+    k = int(stage.config.get("folds") or 0)
+    if k:
+        return [str(Path(stage.artifact_path) / f"fold-{i}") for i in range(k)]
+    return [stage.artifact_path]
 
 
 def config_dict(cfg: TeachConfig) -> dict:
@@ -233,9 +267,12 @@ def score_missing(store: Store, run: str, *, batch_size: int = 256, device: str 
     if len(todo) == 0:
         return 0
     dev = pick_device(device)
-    tokenizer, model = load_classifier(stage.artifact_path, names)
-    model.to(dev)
-    logits = score(model, tokenizer, todo.texts, max_len=stage.config.get("max_len", 128), batch_size=batch_size, device=dev, label="logits")
+    parts = []
+    for directory in model_dirs(stage):
+        tokenizer, model = load_classifier(directory, names)
+        model.to(dev)
+        parts.append(score(model, tokenizer, todo.texts, max_len=stage.config.get("max_len", 128), batch_size=batch_size, device=dev, label="logits"))
+    logits = parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
     probs = softmax(logits)
     store.write_logits(stage.id, todo.ids, logits)
     store.write_predictions(stage.id, todo.ids, probs.argmax(1), probs.max(1))

@@ -123,3 +123,27 @@ def test_vocab_and_text_keys():
     assert "罕" not in build_vocab(["好好", "罕"], min_count=2)
     assert normalize("  ＡＢＣ　好\t\n") == "abc 好"
     assert text_hash("ＡＢＣ 好") == text_hash("abc  好") != text_hash("abc 差")
+
+
+def test_whole_word_masking_chooses_words_whole():
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 50, (32, 12))
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, 0] = True
+    # words of two tokens: positions (1,2), (3,4), ... share the group of their first token
+    groups = torch.tensor([-1] + [1 + 2 * (i // 2) for i in range(11)]).repeat(32, 1)
+    _, labels = mask_tokens(ids, special, mask_id=4, vocab_size=50, probability=0.3, generator=gen, groups=groups)
+    chosen = labels != IGNORE
+    assert chosen.any(dim=1).all()
+    for a in range(1, 11, 2):
+        assert torch.equal(chosen[:, a], chosen[:, a + 1])  # both tokens of a word or neither
+
+
+def test_token_groups_follow_word_boundaries():
+    from kdstore.segment import token_groups, word_starts
+
+    # [CLS] 质 量 很 好 [SEP] with words 质量 | 很 | 好
+    offsets = [(0, 0), (0, 1), (1, 2), (2, 3), (3, 4), (0, 0)]
+    assert token_groups(offsets, [0, 2, 3]) == [-1, 1, 1, 3, 4, -1]
+    starts = word_starts("质量很好")
+    assert starts[0] == 0 and all(a < b for a, b in zip(starts, starts[1:]))

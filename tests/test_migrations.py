@@ -22,8 +22,8 @@ def test_chain_is_linear_from_0001_to_head():
 
     script = ScriptDirectory.from_config(migrate._config())
     chain = [s.revision for s in reversed(list(script.walk_revisions()))]
-    assert chain == ["0001", "0002"]
-    assert migrate.head_revision() == "0002"
+    assert chain == ["0001", "0002", "0003"]
+    assert migrate.head_revision() == "0003"
 
 
 def test_new_store_is_migrated_to_head_and_matches_models(db_path):
@@ -31,7 +31,7 @@ def test_new_store_is_migrated_to_head_and_matches_models(db_path):
     store = Store.open(str(db_path))
     try:
         assert db_path.is_file()
-        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0002"
+        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0003"
         tables = set(inspect(store.engine).get_table_names())
         assert tables == set(Base.metadata.tables) | {"alembic_version"}
         with store.engine.connect() as conn:
@@ -69,21 +69,21 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db_path, invoke, counts):
         Store.open(str(db_path))
     message = str(info.value)
     assert "`kd db upgrade`" in message
-    assert "0001" in message and "0002" in message
+    assert "0001" in message and "0003" in message
 
     # the CLI refuses it too, as a one-line error, and does not upgrade it behind the user's back
     result = invoke(["samples"], ok=False)
     assert "kd db upgrade" in result.stderr
     state = invoke.json(["db", "current"])
-    assert state["current"] == "0001" and state["head"] == "0002"
+    assert state["current"] == "0001" and state["head"] == "0003"
     assert state["up_to_date"] is False
 
     result = invoke(["db", "upgrade"])
-    assert "0001 -> 0002" in result.stdout
+    assert "0001 -> 0003" in result.stdout
 
     store = Store.open(str(db_path), create=False)
     try:
-        assert migrate.current_revision(store.engine) == "0002"
+        assert migrate.current_revision(store.engine) == "0003"
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(ctx, Base.metadata) == []
@@ -112,20 +112,20 @@ def test_db_current_json_reports_current_and_head(db_path, invoke):
     state = invoke.json(["db", "current"])
     assert state == {
         "db": resolve_url(str(db_path)),
-        "current": "0002",
-        "head": "0002",
+        "current": "0003",
+        "head": "0003",
         "up_to_date": True,
     }
     text = invoke(["db", "current"]).stdout
-    assert "revision 0002" in text and "up to date" in text
+    assert "revision 0003" in text and "up to date" in text
 
 
 def test_db_upgrade_on_new_path_creates_store(db_path, invoke):
     result = invoke(["db", "upgrade"])
-    assert "empty -> 0002" in result.stdout
+    assert "empty -> 0003" in result.stdout
     assert db_path.is_file()
     # running it again is harmless
-    assert "0002 -> 0002" in invoke(["db", "upgrade"]).stdout
+    assert "0003 -> 0003" in invoke(["db", "upgrade"]).stdout
 
 
 def test_db_current_on_missing_store_fails_cleanly(db_path, invoke, error_line):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
@@ -222,3 +223,45 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     rows = [json.loads(l) for l in kd("predict", str(f), "--run", "r", "--model", "teacher", "--json", "--db", db).stdout.splitlines()]
     assert [r["line"] for r in rows] == [1, 2]
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-5 and r["label"] in r["probs"] for r in rows)
+
+
+def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_model):
+    from kdstore.schema import SampleFold
+    from kdstore.teacher import load_classifier, model_dirs, score
+
+    db = str(sample_store)
+    kd("teach", "--run", "oof", "--model", str(tiny_model), "--folds", "3", "--epochs", "2", "--lr", "2e-3",
+       "--batch-size", "8", "--max-len", "32", "--db", db)
+    store = Store.open(db)
+    stage = _stage(sample_store, "oof", "teach")
+    folds = store.read_folds(stage.id)
+    train = store.samples(splits=["train"], labeled=True)
+    assert sorted(folds) == sorted(train.ids.tolist())  # every train sample has a fold
+    assert sorted(set(folds.values())) == [0, 1, 2]
+    per_fold = np.bincount(list(folds.values()))
+    assert per_fold.max() - per_fold.min() <= 1  # stratified, balanced
+    ids, logits = store.read_logits(stage.id)
+    stored = dict(zip(ids.tolist(), logits))
+    assert len(stored) == _count(sample_store, Sample)  # every sample has logits
+    dirs = model_dirs(stage)
+    assert len(dirs) == 3
+    for k, directory in enumerate(dirs):
+        tokenizer, model = load_classifier(directory, stage.config["classes"])
+        held = [i for i, f in folds.items() if f == k]
+        texts = store.samples(ids=held).texts
+        fresh = score(model, tokenizer, texts, max_len=32, batch_size=64, device=torch.device("cpu"))
+        # each train sample was scored by the one teacher whose training folds excluded it
+        np.testing.assert_allclose(np.stack([stored[i] for i in sorted(held)]), fresh, atol=1e-4)
+    # a teacher of the run predicts with the 3-model ensemble
+    out = kd("predict", "--run", "oof", "--model", "teacher", "--db", db, input="这个很好\n")
+    assert out.stdout.split("\t")[0] in ("pos", "neg")
+    assert _count(sample_store, SampleFold) == len(train)
+
+
+def test_folds_bad_values(sample_store, tiny_model):
+    db = str(sample_store)
+    one = kd("teach", "--run", "f1", "--model", str(tiny_model), "--folds", "1", "--db", db, ok=False)
+    assert "--folds must be" in one.output
+    many = kd("teach", "--run", "f2", "--model", str(tiny_model), "--folds", "40", "--db", db, ok=False)
+    assert "fewer than 40 train samples" in many.output
+    assert _stage(sample_store, "f2", "teach").status == "failed"
