@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # ``python bench/ingest.py`` from a checkout that is not installed
     sys.path.insert(0, str(ROOT))
 
+from bench.common import machine_info, shared_dir  # noqa: E402
+
 SEED = 0
 STEPS = ("ingest", "write_logits", "read_logits")
 STEP_TITLES = {
@@ -60,11 +62,6 @@ TARGETS = {"ingest": ("seconds", 20.0), "write_logits": ("rows_per_s", 200_000.0
 
 
 # the pool ------------------------------------------------------------------------------------
-def shared_dir() -> Path:
-    env = os.environ.get("KD_SHARED")
-    return Path(env) if env else ROOT.parent / "shared"
-
-
 def _lines(path: Path) -> list[str]:
     return [l.strip() for l in path.read_text(encoding="utf-8").split("\n") if l.strip()]
 
@@ -254,55 +251,6 @@ def _child(step: str, args: list[str], rows: int) -> dict:
 
 
 # reporting -----------------------------------------------------------------------------------
-def _sh(*cmd: str) -> str:
-    try:
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
-def machine_info() -> dict:
-    import sqlite3
-
-    import numpy
-    import sqlalchemy
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    mem = ""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / (1 << 20):.0f} GiB"
-    except OSError:
-        pass
-    commit = _sh("git", "rev-parse", "--short", "HEAD") or "unknown"
-    dirty = _sh("git", "status", "--porcelain", "--untracked-files=no", "--", "kdstore", "migrations")
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cores_usable": usable,
-        "memory": mem,
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "sqlalchemy": sqlalchemy.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "numpy": numpy.__version__,
-        "commit": commit,
-        "kdstore_dirty": bool(dirty),
-    }
-
-
 def _median_or_none(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None

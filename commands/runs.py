@@ -76,7 +76,8 @@ def report(run, db, as_json):
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
         if st["metrics"]:
-            splits = list(st["metrics"])
+            order = ("train", "dev", "test", "unlabeled", "all")
+            splits = sorted(st["metrics"], key=lambda x: order.index(x) if x in order else len(order))
             names = sorted({n for per in st["metrics"].values() for n in per}, key=_metric_order)
             table = Table()
             table.add_column("metric")

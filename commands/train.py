@@ -132,10 +132,19 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @run_option
 @click.option("--student", type=click.Choice(KINDS), default="textcnn", show_default=True)
 @click.option("--teacher-run", "teacher_runs", multiple=True, help="Run(s) whose teacher logits to use (averaged); default: --run.")
+@click.option("--teacher-weight", "teacher_weights", multiple=True, type=float, help="Weight of each --teacher-run (default: equal).")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples.")
+@click.option("--alpha-end", type=float, help="Move alpha linearly to this value over training.")
 @click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--temperature-end", type=float, help="Move the temperature linearly to this value over training.")
+@click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (needs --embed-dim = teacher hidden size).")
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
+@click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only).")
+@click.option("--augment-n", type=int, default=4, show_default=True, help="Augmented variants per train text.")
+@click.option("--p-mask", type=float, default=0.1, show_default=True, help="Augmentation: chance a word becomes [UNK].")
+@click.option("--p-pos", type=float, default=0.1, show_default=True, help="Augmentation: chance a word is swapped for one of the same part of speech.")
+@click.option("--p-ngram", type=float, default=0.25, show_default=True, help="Augmentation: chance a text is cut to a random n-gram.")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -152,7 +161,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @overwrite_option
 @store_options
 @json_option
-def distill(run, student, teacher_runs, alpha, temperature, soft_loss, unlabeled, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, stage_name, seed, device, overwrite, db, as_json):
+def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -160,14 +169,19 @@ def distill(run, student, teacher_runs, alpha, temperature, soft_loss, unlabeled
       kd distill --run r1 --student textcnn
       kd distill --run r1 --student bilstm --soft-loss mse --alpha 1
       kd distill --run r2 --teacher-run r1 --teacher-run r1b   # two teachers, averaged
+      kd distill --run r1 --alpha 0.9 --alpha-end 0.1 --temperature 4 --temperature-end 1
+      kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
     """
     try:
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
     except ValueError:
         raise click.BadParameter(f"{kernel_sizes!r}: give widths like 2,3,4", param_hint="--kernel-sizes") from None
     cfg = DistillConfig(
-        student=student, teacher_runs=tuple(teacher_runs), alpha=alpha, temperature=temperature,
-        soft_loss=soft_loss, unlabeled=unlabeled, epochs=epochs, lr=lr, batch_size=batch_size,
+        student=student, teacher_runs=tuple(teacher_runs), teacher_weights=tuple(teacher_weights),
+        alpha=alpha, alpha_end=alpha_end, temperature=temperature, temperature_end=temperature_end,
+        init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
+        augment=tuple(m.strip() for m in augment.split(",") if m.strip()), augment_n=augment_n,
+        p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, batch_size=batch_size,
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, seed=seed, device=device,
     )

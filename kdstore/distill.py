@@ -25,7 +25,11 @@ from .progress import progress
 from .runs import StageHandle
 from .schema import Stage
 from .store import SampleSet, Store
-from .students import StudentConfig, build_student
+from .augment import METHODS
+from .augmented import Recipe, ensure_augmented
+from .schedules import linear
+from .students import StudentConfig, build_student, flops_per_sample, init_embeddings
+from .teacher import score_missing
 from .torchutil import count_parameters, pick_device, set_seed
 
 
@@ -33,10 +37,19 @@ from .torchutil import count_parameters, pick_device, set_seed
 class DistillConfig:
     student: str = "textcnn"
     teacher_runs: tuple[str, ...] = ()  # empty: the distill stage's own run
+    teacher_weights: tuple[float, ...] = ()  # one per teacher run; empty: equal weights
     alpha: float = 0.5
+    alpha_end: float | None = None  # set: alpha moves linearly to this over training
     temperature: float = 2.0
+    temperature_end: float | None = None  # set: temperature moves linearly to this
     soft_loss: str = "kl"
+    init_embeddings: str = "random"  # or "teacher": copy the teacher's token embeddings
     unlabeled: bool | None = None  # None: use the pool when the store has one
+    augment: tuple[str, ...] = ()  # e.g. ("mask", "pos", "ngram"): augmented train texts, soft targets only
+    augment_n: int = 4
+    p_mask: float = 0.1
+    p_pos: float = 0.1
+    p_ngram: float = 0.25
     epochs: int = 10
     lr: float = 1e-3
     batch_size: int = 64
@@ -51,10 +64,23 @@ class DistillConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise KdError(f"--alpha must be in [0, 1], got {self.alpha}")
-        if self.temperature <= 0:
-            raise KdError(f"--temperature must be positive, got {self.temperature}")
+        for name, a in (("--alpha", self.alpha), ("--alpha-end", self.alpha_end)):
+            if a is not None and not 0.0 <= a <= 1.0:
+                raise KdError(f"{name} must be in [0, 1], got {a}")
+        for name, t in (("--temperature", self.temperature), ("--temperature-end", self.temperature_end)):
+            if t is not None and t <= 0:
+                raise KdError(f"{name} must be positive, got {t}")
+        if self.teacher_weights and len(self.teacher_weights) != max(1, len(self.teacher_runs)):
+            raise KdError(f"{len(self.teacher_weights)} --teacher-weight values for {max(1, len(self.teacher_runs))} teacher run(s)")
+        if any(w < 0 for w in self.teacher_weights) or (self.teacher_weights and sum(self.teacher_weights) <= 0):
+            raise KdError("--teacher-weight values must be non-negative and not all zero")
+        bad = [m for m in self.augment if m not in METHODS]
+        if bad:
+            raise KdError(f"unknown augmentation method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}")
+        if self.augment and self.augment_n < 1:
+            raise KdError("--augment-n must be at least 1")
+        if self.init_embeddings not in ("random", "teacher"):
+            raise KdError("--init-embeddings must be random or teacher")
         if self.soft_loss not in SOFT_LOSSES:
             raise KdError(f"--soft-loss must be one of {', '.join(SOFT_LOSSES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -72,8 +98,8 @@ class TeacherLogits:
         return self.logits[[self.by_id[int(i)] for i in sample_ids]]
 
 
-def load_teachers(store: Store, runs: list[str], names: list[str]) -> TeacherLogits:
-    """The (averaged) logits of the teach stages of ``runs``, checked against the store's classes."""
+def load_teachers(store: Store, runs: list[str], names: list[str], weights: tuple[float, ...] = ()) -> TeacherLogits:
+    """The (weighted-average) logits of the teach stages of ``runs``, checked against the store's classes."""
     stages, mats = [], []
     for run in runs:
         stage = store.find_stage(run, "teach")
@@ -91,13 +117,24 @@ def load_teachers(store: Store, runs: list[str], names: list[str]) -> TeacherLog
         stages.append(stage)
         mats.append(dict(zip(ids.tolist(), logits)))
     common = sorted(set.intersection(*(set(m) for m in mats)))
-    avg = np.stack([np.mean([m[i] for m in mats], axis=0) for i in common]) if common else np.zeros((0, len(names)), np.float32)
+    w = np.asarray(weights or [1.0] * len(mats), dtype=np.float64)
+    w = w / w.sum()
+    avg = (
+        np.stack([np.tensordot(w, np.stack([m[i] for m in mats]), axes=1) for i in common])
+        if common
+        else np.zeros((0, len(names)), np.float32)
+    )
     ids = np.array(common, dtype=np.int64)
     return TeacherLogits(stages=stages, ids=ids, logits=avg.astype(np.float32), by_id={int(i): k for k, i in enumerate(ids)})
 
 
-def training_set(store: Store, teachers: TeacherLogits, *, use_pool: bool | None, run: str) -> tuple[SampleSet, bool]:
-    """Labeled train samples plus (optionally) the unlabeled pool, all with teacher logits."""
+def training_set(
+    store: Store, teachers: TeacherLogits, *, use_pool: bool | None, run: str, augmented: str | None = None
+) -> tuple[SampleSet, dict[str, int]]:
+    """Labeled train samples, plus the unlabeled pool and augmented samples if asked, with teacher logits.
+
+    Returns the joined set and how many samples each part contributed.
+    """
     train = store.samples(splits=["train"], labeled=True)
     if len(train) == 0:
         raise KdError("no labeled train samples in the store")
@@ -107,19 +144,20 @@ def training_set(store: Store, teachers: TeacherLogits, *, use_pool: bool | None
             f"{len(missing)} train samples have no teacher logits (ingested after the teacher ran?): "
             f"run `kd teach --run {run} --logits-only` first"
         )
-    pool = store.samples(splits=["unlabeled"])
+    pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL")
     if use_pool is None:
         use_pool = len(pool) > 0
-    if use_pool and len(pool):
-        pool = pool.subset(np.array([int(i) in teachers.by_id for i in pool.ids], dtype=bool))
-        joined = SampleSet(
-            ids=np.concatenate([train.ids, pool.ids]),
-            texts=train.texts + pool.texts,
-            labels=np.concatenate([train.labels, np.full(len(pool), -1, dtype=np.int64)]),
-            splits=train.splits + pool.splits,
-        )
-        return joined, True
-    return train, False
+    aug = store.samples(splits=["unlabeled"], where=f"source = '{augmented}'") if augmented else pool.subset(np.zeros(len(pool), bool))
+    if not use_pool:
+        pool = pool.subset(np.zeros(len(pool), bool))
+    parts = [train] + [p.subset(np.array([int(i) in teachers.by_id for i in p.ids], dtype=bool)) for p in (pool, aug)]
+    joined = SampleSet(
+        ids=np.concatenate([p.ids for p in parts]),
+        texts=[t for p in parts for t in p.texts],
+        labels=np.concatenate([train.labels] + [np.full(len(p), -1, dtype=np.int64) for p in parts[1:]]),
+        splits=[s for p in parts for s in p.splits],
+    )
+    return joined, {"labeled": len(parts[0]), "pool": len(parts[1]), "augmented": len(parts[2])}
 
 
 def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
@@ -132,8 +170,16 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
 
     # 1. teacher logits and data
     names = store.class_names()
-    teachers = load_teachers(store, list(cfg.teacher_runs) or [stage.run], names)
-    data, used_pool = training_set(store, teachers, use_pool=cfg.unlabeled, run=stage.run)
+    teacher_runs = list(cfg.teacher_runs) or [stage.run]
+    augmented = None
+    if cfg.augment:
+        recipe = Recipe(methods=cfg.augment, n=cfg.augment_n, seed=cfg.seed, p_mask=cfg.p_mask, p_pos=cfg.p_pos, p_ngram=cfg.p_ngram)
+        augmented, added = ensure_augmented(store, recipe)
+        store.add_metrics(stage.id, "all", {"augmented_added": added})
+        for run in teacher_runs:  # the teachers score the new texts once; later runs reuse the logits
+            score_missing(store, run, device=cfg.device)
+    teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
+    data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, run=stage.run, augmented=augmented)
     dev = store.samples(splits=["dev"], labeled=True)
     tokenizer = AutoTokenizer.from_pretrained(teachers.stages[0].artifact_path)
 
@@ -144,7 +190,10 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
         hidden=cfg.hidden, dropout=cfg.dropout,
     )
     scfg.validate(max_len=cfg.max_len)
-    model = build_student(scfg).to(device)
+    model = build_student(scfg)
+    if cfg.init_embeddings == "teacher":
+        init_embeddings(model, teacher_embeddings(teachers.stages[0]))
+    model.to(device)
     ids = encode(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=False)
     lengths = [len(x) for x in ids]
     labels = torch.as_tensor(data.labels)
@@ -154,6 +203,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
     # 3. train, early stopping on dev macro-F1
     best_f1, best_state, best_epoch, stale = -1.0, None, 0, 0
     steps_per_epoch = -(-len(data) // cfg.batch_size)
+    total_steps, step = steps_per_epoch * cfg.epochs, 0
     start = time.monotonic()
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task(f"distill {cfg.student}", total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
@@ -161,11 +211,15 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
             model.train()
             losses = []
             for idx, input_ids, mask in iter_padded(ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id, min_len=model.min_len):
+                progress_frac = step / total_steps
+                alpha = cfg.alpha if cfg.alpha_end is None else linear(cfg.alpha, cfg.alpha_end, progress_frac)
+                temperature = cfg.temperature if cfg.temperature_end is None else linear(cfg.temperature, cfg.temperature_end, progress_frac)
                 logits = model(input_ids.to(device), mask.to(device))
                 loss = distillation_loss(
                     logits, soft_targets[idx].to(device), labels[idx].to(device),
-                    alpha=cfg.alpha, temperature=cfg.temperature, kind=cfg.soft_loss,
+                    alpha=alpha, temperature=temperature, kind=cfg.soft_loss,
                 )
+                step += 1
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 optimizer.step()
@@ -206,12 +260,24 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
             "best_epoch": best_epoch,
             "train_seconds": train_seconds,
             "parameters": count_parameters(model),
-            "train_samples": len(data),
-            "pool_samples": int((data.labels < 0).sum()),
-            "used_pool": float(used_pool),
+            "flops_per_sample": flops_per_sample(scfg, int(np.mean(lengths))),
+            "mean_tokens": float(np.mean(lengths)),
+            "train_samples": parts["labeled"],
+            "pool_samples": parts["pool"],
+            "augmented_samples": parts["augmented"],
         },
     )
     return out_dir
+
+
+def teacher_embeddings(stage: Stage) -> torch.Tensor:
+    """The token-embedding matrix of a teach stage's (first) model."""
+    from transformers import AutoModel
+
+    from .teacher import model_dirs
+
+    encoder = AutoModel.from_pretrained(model_dirs(stage)[0])
+    return encoder.get_input_embeddings().weight.detach().cpu()
 
 
 def save_student(out_dir: Path, model, scfg: StudentConfig, tokenizer, *, max_len: int, class_names: list[str]) -> None:
@@ -225,5 +291,7 @@ def save_student(out_dir: Path, model, scfg: StudentConfig, tokenizer, *, max_le
 def config_dict(cfg: DistillConfig) -> dict:
     d = asdict(cfg)
     d["teacher_runs"] = list(cfg.teacher_runs)
+    d["teacher_weights"] = list(cfg.teacher_weights)
     d["kernel_sizes"] = list(cfg.kernel_sizes)
+    d["augment"] = list(cfg.augment)
     return d

@@ -23,7 +23,7 @@ from .textkey import text_hash
 
 FORMATS = ("tsv", "csv", "jsonl")
 _EXTENSIONS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
-_SAMPLE_COLUMNS = ("text", "text_hash", "split", "label_id", "orig_label_id", "dropped", "source", "line", "meta")
+_SAMPLE_COLUMNS = ("text", "text_hash", "split", "label_id", "orig_label_id", "dropped", "source", "line", "meta", "parent_id")
 _TEXT_NAMES = ("text", "sentence", "content", "query", "review")
 _HEADER_WORDS = {"label", *_TEXT_NAMES}
 
@@ -43,8 +43,9 @@ class IngestOptions:
 class Record:
     text: str
     label: str | None
-    line: int
+    line: int | None
     meta: dict[str, Any] | None = None
+    parent_id: int | None = None  # the sample an augmented text was made from
 
 
 @dataclass
@@ -336,8 +337,8 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                     classes[r.label] = label_id
                     names_by_id[label_id] = r.label
                     report.new_classes.append(r.label)
-            seen[h] = (label_id, f"{source}:{r.line}")
-            rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta))
+            seen[h] = (label_id, f"{source}:{r.line}" if r.line else source)
+            rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta, r.parent_id))
             if r.label is not None:
                 report.added_per_class[r.label] = report.added_per_class.get(r.label, 0) + 1
         if report.new_classes:

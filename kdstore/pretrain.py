@@ -15,7 +15,7 @@ import torch
 
 from .batching import bucketed_batches, encode, iter_padded, pad
 from .errors import KdError
-from .masking import mask_tokens
+from .masking import IGNORE, mask_tokens
 from .progress import progress
 from .runs import StageHandle
 from .schedules import warmup_linear_decay
@@ -127,9 +127,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * warmup_linear_decay(frac, warmup=cfg.warmup)
                 with autocast(device):
-                    loss = model(
-                        input_ids=corrupted.to(device), attention_mask=mask.to(device), labels=labels.to(device)
-                    ).loss
+                    loss = masked_lm_loss(model, corrupted.to(device), mask.to(device), labels.to(device))
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -157,6 +155,18 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
         },
     )
     return out
+
+
+def masked_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MLM cross entropy with the vocabulary head applied to the masked positions only.
+
+    Same loss as ``BertForMaskedLM(labels=...)``, but the ``hidden x vocab`` projection runs on
+    ~15% of the positions instead of all of them, which is most of a small model's step time.
+    """
+    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    chosen = labels != IGNORE
+    logits = model.cls(hidden[chosen])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
 
 
 def _encode_with_groups(tokenizer, texts: list[str], cfg: PretrainConfig):

@@ -101,3 +101,25 @@ def build_student(cfg: StudentConfig) -> nn.Module:
     if cfg.kind in ("bigru", "bilstm"):
         return BiRNN(cfg)
     raise KdError(f"unknown student {cfg.kind!r}: choose from {', '.join(KINDS)}")
+
+
+def flops_per_sample(cfg: StudentConfig, length: int) -> int:
+    """Multiply-adds × 2 of one forward pass over ``length`` tokens (embedding lookups are free)."""
+    if cfg.kind == "textcnn":
+        convs = sum(2 * cfg.embed_dim * cfg.num_filters * k * max(1, length - k + 1) for k in cfg.kernel_sizes)
+        return convs + 2 * cfg.num_filters * len(cfg.kernel_sizes) * cfg.num_classes
+    gates = 3 if cfg.kind == "bigru" else 4
+    recurrent = 2 * gates * 2 * (cfg.embed_dim * cfg.hidden + cfg.hidden * cfg.hidden) * length
+    return recurrent + 2 * (2 * cfg.hidden * cfg.hidden + cfg.hidden * cfg.num_classes)
+
+
+def init_embeddings(model: nn.Module, weights: torch.Tensor) -> None:
+    """Copy a teacher's token-embedding matrix into a student's embedding table (same shape)."""
+    table = model.embed.weight
+    if tuple(weights.shape) != tuple(table.shape):
+        raise KdError(
+            f"teacher embeddings are {tuple(weights.shape)}, the student's table {tuple(table.shape)}: "
+            f"use --embed-dim {weights.shape[1]} with --init-embeddings teacher"
+        )
+    with torch.no_grad():
+        table.copy_(weights)

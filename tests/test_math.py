@@ -147,3 +147,29 @@ def test_token_groups_follow_word_boundaries():
     assert token_groups(offsets, [0, 2, 3]) == [-1, 1, 1, 3, 4, -1]
     starts = word_starts("质量很好")
     assert starts[0] == 0 and all(a < b for a, b in zip(starts, starts[1:]))
+
+
+def test_student_flops_by_hand():
+    from kdstore.students import StudentConfig, flops_per_sample
+
+    cnn = StudentConfig(kind="textcnn", vocab_size=10, num_classes=2, embed_dim=4, kernel_sizes=(2,), num_filters=3)
+    # one conv of width 2 over 5 tokens: 4 windows x (4*3*2) MACs, x2 for FLOPs; then 3 -> 2 linear
+    assert flops_per_sample(cnn, 5) == 2 * 4 * 3 * 2 * 4 + 2 * 3 * 2
+    gru = StudentConfig(kind="bigru", vocab_size=10, num_classes=2, embed_dim=4, hidden=3)
+    assert flops_per_sample(gru, 5) == 2 * 3 * 2 * (4 * 3 + 3 * 3) * 5 + 2 * (2 * 3 * 3 + 3 * 2)
+
+
+def test_masked_lm_loss_equals_the_full_head_loss():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from kdstore.pretrain import masked_lm_loss
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=20)).eval()
+    ids = torch.randint(5, 30, (3, 10))
+    mask = torch.ones_like(ids)
+    labels = torch.full_like(ids, IGNORE)
+    labels[:, 2], labels[1, 5] = ids[:, 2], ids[1, 5]
+    full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert masked_lm_loss(model, ids, mask, labels).item() == pytest.approx(full.item(), abs=1e-5)

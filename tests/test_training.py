@@ -265,3 +265,77 @@ def test_folds_bad_values(sample_store, tiny_model):
     many = kd("teach", "--run", "f2", "--model", str(tiny_model), "--folds", "40", "--db", db, ok=False)
     assert "fewer than 40 train samples" in many.output
     assert _stage(sample_store, "f2", "teach").status == "failed"
+
+
+def test_teach_refuses_mismatched_tokenizer_and_foreign_head(sample_store, tiny_model, tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification, BertForMaskedLM
+
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    db = str(sample_store)
+    # a tokenizer with more tokens than the model's embedding table
+    small = tmp_path / "small-vocab-model"
+    BertForMaskedLM(BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+                               intermediate_size=16, max_position_embeddings=40)).save_pretrained(small)
+    make_tokenizer(build_vocab(["这是一个很长的词表测试句子"])).save_pretrained(small)
+    mismatch = kd("teach", "--run", "tok", "--model", str(small), "--db", db, ok=False)
+    assert "do not belong together" in mismatch.output
+    # a classifier fine-tuned for other classes
+    foreign = tmp_path / "foreign-head"
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(tiny_model)
+    cfg.id2label, cfg.label2id = {0: "spam", 1: "ham"}, {"spam": 0, "ham": 1}
+    BertForSequenceClassification(cfg).save_pretrained(foreign)
+    make_tokenizer(build_vocab(["很好"])).save_pretrained(foreign)
+    head = kd("teach", "--run", "head", "--model", str(foreign), "--db", db, ok=False)
+    assert "fine-tuned for classes ['spam', 'ham']" in head.output
+    assert _stage(sample_store, "tok", "teach").status == "failed"
+    assert _stage(sample_store, "head", "teach").status == "failed"
+    assert _count(sample_store, Logit) == 0
+
+
+def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_model):
+    db = str(taught_store)
+    common = ["--epochs", "1", "--num-filters", "8", "--max-len", "32", "--db", db]
+    wrong_dim = kd("distill", "--run", "r", "--init-embeddings", "teacher", "--embed-dim", "16", *common, ok=False)
+    assert "--embed-dim 32" in wrong_dim.output
+    out = kd("distill", "--run", "r", "--init-embeddings", "teacher", "--embed-dim", "32", "--alpha", "0.9",
+             "--alpha-end", "0.1", "--temperature", "4", "--temperature-end", "1", "--overwrite", *common, "--json")
+    report = json.loads(out.output)
+    assert report["status"] == "succeeded"
+    assert report["config"]["alpha_end"] == 0.1 and report["config"]["init_embeddings"] == "teacher"
+    assert report["metrics"]["all"]["flops_per_sample"] > 0
+    # two teachers (the same run twice), weighted; a weight count that does not match is refused
+    kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "r", "--teacher-weight", "3",
+       "--teacher-weight", "1", "--name", "two-teachers", *common)
+    bad = kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-weight", "1", "--teacher-weight", "2",
+             "--name", "bad-weights", *common, ok=False)
+    assert "--teacher-weight values for 1 teacher run" in bad.output
+
+
+def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_store):
+    db = str(taught_store)
+    common = ["--run", "r", "--augment", "mask,pos,ngram", "--augment-n", "2", "--no-unlabeled", "--epochs", "1",
+              "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db, "--json"]
+    first = json.loads(kd("distill", *common).output)["metrics"]["all"]
+    assert first["augmented_added"] > 0 and first["augmented_samples"] == first["augmented_added"]
+    assert first["pool_samples"] == 0
+    store = Store.open(db)
+    with store.session() as s:
+        augmented = list(s.scalars(select(Sample).where(Sample.parent_id.is_not(None))))
+        parents = {p.id: p for p in s.scalars(select(Sample).where(Sample.split == "train"))}
+    names = store.class_names()
+    assert len(augmented) == first["augmented_added"]
+    for a in augmented:
+        parent = parents[a.parent_id]
+        assert a.split == "unlabeled" and a.label_id is None and a.text.strip()
+        assert a.meta["parent_label"] == names[parent.label_id]  # the parent's label is kept
+        assert a.source.startswith("augment:mask+pos+ngram:n2")
+    teacher = _stage(taught_store, "r", "teach")
+    ids, _ = store.read_logits(teacher.id)
+    assert {a.id for a in augmented} <= set(ids.tolist())  # scored by the teacher
+    again = json.loads(kd("distill", *common, "--name", "again").output)["metrics"]["all"]
+    assert again["augmented_added"] == 0 and again["augmented_samples"] == first["augmented_samples"]
+    bad = kd("distill", "--run", "r", "--augment", "synonym", "--db", db, ok=False)
+    assert "unknown augmentation method" in bad.output

@@ -1,0 +1,73 @@
+"""What every benchmark script shares: where the shared data is, and the machine and commit it ran on."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout, or ``$KD_SHARED``."""
+    env = os.environ.get("KD_SHARED")
+    return Path(env) if env else ROOT.parent / "shared"
+
+
+def _sh(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def machine_info() -> dict:
+    """CPU model, cores, memory, GPU (when torch sees one), library versions and the git commit."""
+    import sqlite3
+
+    import numpy
+    import sqlalchemy
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    mem = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / (1 << 20):.0f} GiB"
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": usable,
+        "memory": mem,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "sqlalchemy": sqlalchemy.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "numpy": numpy.__version__,
+        "commit": _sh("git", "rev-parse", "--short", "HEAD") or "unknown",
+        "kdstore_dirty": bool(_sh("git", "status", "--porcelain", "--untracked-files=no", "--", "kdstore", "migrations", "commands")),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info

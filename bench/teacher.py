@@ -1,0 +1,172 @@
+"""B1/B2 teacher figures: a kd-pretrained teacher's test accuracy and macro-F1, and its logit rate.
+
+    python bench/teacher.py --quick                       # CPU-sized: 2 layers x 128, 3 min MLM
+    python bench/teacher.py --device cuda --seeds 1,2,3   # protocol size (6 x 384)
+
+Everything goes through kd's own CLI (in-process), the same code a user runs:
+  1. a pre-training store holding the train texts only (no dev/test text is ever seen by MLM), plus
+     the People's Daily corpus via ``--corpus``: ``kd pretrain``;
+  2. per setting, a fresh store: B1 = all 14,363 train rows labeled; B2 = the first 1,000 labeled and
+     the other 13,363 ingested as unlabeled text (labels dropped); dev and test as given;
+  3. ``kd teach --model DIR`` on that store; its dev-selected epoch is scored on test.
+Figures are read back from the store (``kd report --json``). Quality: mean and min-max over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import machine_info, shared_dir  # noqa: E402
+
+QUICK = {"layers": 2, "hidden": 128, "minutes": 3.0, "epochs": 3, "lr": 3e-4, "batch_size": 32}
+FULL = {"layers": 6, "hidden": 384, "minutes": 4.0, "epochs": 4, "lr": 1e-4, "batch_size": 64}
+B2_LABELED = 1000
+
+
+def kd(*args: str) -> str:
+    """Run one kd command in-process and return its standard output (raises on failure)."""
+    from click.testing import CliRunner
+
+    from commands.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    if result.exit_code != 0:
+        raise RuntimeError(f"kd {' '.join(args)} failed:\n{result.output}")
+    return result.stdout
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(l + "\n" for l in lines), encoding="utf-8")
+    return path
+
+
+def prepare(work: Path, data: Path) -> dict[str, Path]:
+    """The pre-training store and one store per setting, ingested through `kd ingest`."""
+    train = (data / "train.tsv").read_text(encoding="utf-8").splitlines()
+    texts_only = [l.split("\t", 1)[1] for l in train]
+    stores = {"pretrain": work / "pretrain.db", "B1": work / "b1.db", "B2": work / "b2.db"}
+    kd("ingest", str(write_lines(work / "train-texts.txt", texts_only)), "--split", "unlabeled", "--db", str(stores["pretrain"]))
+    kd("ingest", str(data / "train.tsv"), "--db", str(stores["B1"]))
+    kd("ingest", str(write_lines(work / "train-1k.tsv", train[:B2_LABELED])), "--db", str(stores["B2"]))
+    kd("ingest", str(write_lines(work / "pool.txt", texts_only[B2_LABELED:])), "--split", "unlabeled", "--db", str(stores["B2"]))
+    for setting in ("B1", "B2"):
+        kd("ingest", str(data / "dev.tsv"), "--split", "dev", "--db", str(stores[setting]))
+        kd("ingest", str(data / "test.tsv"), "--split", "test", "--db", str(stores[setting]))
+    return stores
+
+
+def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device: str) -> dict:
+    run = f"seed{seed}"
+    t0 = time.monotonic()
+    out = json.loads(kd(
+        "pretrain", "--run", run, "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
+        "--minutes", str(cfg["minutes"]), "--corpus", str(corpus), "--seed", str(seed), "--device", device,
+        "--db", str(stores["pretrain"]), "--json",
+    ))
+    model_dir = out["artifact_path"]
+    result = {"seed": seed, "pretrain_seconds": time.monotonic() - t0, "mlm_loss": out["metrics"]["train"]["mlm_loss"]}
+    for setting in ("B1", "B2"):
+        t0 = time.monotonic()
+        rep = json.loads(kd(
+            "teach", "--run", run, "--model", model_dir, "--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]),
+            "--batch-size", str(cfg["batch_size"]), "--seed", str(seed), "--device", device,
+            "--db", str(stores[setting]), "--json",
+        ))
+        m = rep["metrics"]
+        result[setting] = {
+            "test_accuracy": m["test"]["accuracy"],
+            "test_macro_f1": m["test"]["macro_f1"],
+            "dev_accuracy": m["dev"]["accuracy"],
+            "logit_samples_per_s": m["all"]["score_samples_per_s"],
+            "teach_seconds": time.monotonic() - t0,
+        }
+    return result
+
+
+def summarize(results: list[dict]) -> dict:
+    out = {}
+    for setting in ("B1", "B2"):
+        out[setting] = {}
+        for key in ("test_accuracy", "test_macro_f1", "logit_samples_per_s", "teach_seconds"):
+            values = [r[setting][key] for r in results]
+            out[setting][key] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+    return out
+
+
+def markdown(summary: dict, cfg: dict, args, info: dict, command: str) -> str:
+    target = {"B1": 0.88, "B2": None}
+    lines = [
+        f"Teacher: {cfg['layers']} layers x {cfg['hidden']}, {cfg['minutes']} min masked-LM pre-training "
+        f"(train texts + People's Daily), then {cfg['epochs']} epochs fine-tuning at lr {cfg['lr']}; "
+        f"device {args.device}; seeds {args.seeds}.",
+        "",
+        "| setting | test accuracy (mean, min-max) | test macro-F1 | logits samples/s | fine-tune + scoring s | target |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for setting, s in summary.items():
+        acc = s["test_accuracy"]
+        t = target[setting]
+        verdict = "—" if t is None else (f"≥ {t:.0%}: **{'met' if acc['mean'] >= t else 'not met'}**")
+        lines.append(
+            f"| {setting} | {acc['mean']:.2%} ({acc['min']:.2%}–{acc['max']:.2%}) | {s['test_macro_f1']['mean']:.4f} | "
+            f"{s['logit_samples_per_s']['mean']:,.0f} | {s['teach_seconds']['mean']:.0f} | {verdict} |"
+        )
+    gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
+    lines += [
+        "",
+        f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; torch {info.get('torch')}",
+        f"- commit: `{info['commit']}`",
+        f"- command: `{command}`",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CPU-sized teacher (minutes, not hours)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seeds", default="1", help="comma-separated seeds (protocol: 3)")
+    parser.add_argument("--minutes", type=float, help="override the pre-training budget")
+    parser.add_argument("--layers", type=int)
+    parser.add_argument("--hidden", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--json", type=Path, help="write the raw figures here")
+    args = parser.parse_args(argv)
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in ("minutes", "layers", "hidden", "epochs"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    data = shared_dir() / "data" / "reviews"
+    if not (data / "train.tsv").exists():
+        print(f"benchmark data not found under {data} (set KD_SHARED)", file=sys.stderr)
+        return 2
+    import os
+
+    os.environ.setdefault("KD_NO_PROGRESS", "1")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    with tempfile.TemporaryDirectory(prefix="kd-bench-teacher-") as tmp:
+        os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
+        stores = prepare(Path(tmp), data)
+        results = [run_seed(stores, data / "corpus-peoples-daily-1998.txt", cfg, s, args.device) for s in seeds]
+    info = machine_info()
+    summary = summarize(results)
+    command = "python bench/teacher.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(markdown(summary, cfg, args, info, command))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"config": cfg, "runs": results, "summary": summary, "machine": info}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Data augmentation (Tang et al. 2019 / ERNIE-Tiny): pure functions on real jieba output, no mocks."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdstore.augment import (
+    METHODS,
+    augment,
+    augment_text,
+    build_pos_vocab,
+    is_punct,
+    mask_words,
+    ngram_sample,
+    segment_pos,
+    swap_same_pos,
+)
+from kdstore.errors import KdError
+from kdstore.textkey import normalize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# review sentences from examples/reviews/train.tsv
+TEXTS = [
+    "2，房间通风不好，气味有点大",
+    "1.外观很沉稳，干练。acer 的本外观不错",
+    "房间超大，不是一般的大。哈哈哈哈哈哈哈哈哈哈",
+    "没加内存。VISTA慢些",
+    "这种酒店千万别去。",
+    "酒店很干净，服务不错，所以决定今晚再次来入住。",
+    "方便，速度也还可以，一般的办公可以了。",
+    "自带的摄像头省了外接的麻烦，机器能够应付一般的应用，磨砂的手感很好，机器很轻，比我之前的Dell D430用起来感觉好很多。",
+    "本本比我想象的要好，装的是win7，没有遇到暴风影音黑屏的现象。运行速度很快，散热也不错。",
+]
+
+
+@pytest.fixture(scope="module")
+def tagged():
+    return [segment_pos(t) for t in TEXTS]
+
+
+@pytest.fixture(scope="module")
+def vocab(tagged):
+    return build_pos_vocab(tagged)
+
+
+def by_parent(out):
+    groups: dict[int, list[str]] = {}
+    for index, text, _ in out:
+        groups.setdefault(index, []).append(text)
+    return groups
+
+
+# segmenting and the POS vocabulary -------------------------------------------------------------
+
+
+def test_segment_pos_gives_back_the_text(tagged):
+    for text, pairs in zip(TEXTS, tagged):
+        assert "".join(w for w, _ in pairs) == text
+        assert all(isinstance(tag, str) and tag for _, tag in pairs)
+    assert ("acer", "eng") in tagged[1]
+
+
+def test_pos_vocab_excludes_punctuation_and_is_sorted_by_count(tagged, vocab):
+    assert "x" not in vocab and "w" not in vocab
+    words = [w for ws in vocab.values() for w in ws]
+    assert words and not any(is_punct(w) for w in words)
+    assert not {"，", "。", " ", "、"} & set(words)
+    seen = {(w, t) for pairs in tagged for w, t in pairs}
+    for tag, ws in vocab.items():
+        assert len(ws) == len(set(ws))
+        assert all((w, tag) in seen for w in ws)
+    # 的 is by far the most frequent particle: first of its tag
+    assert vocab["uj"][0] == "的"
+    assert list(vocab) == sorted(vocab)
+
+
+def test_pos_vocab_min_count_and_handmade_input():
+    pairs = [[("好", "a"), ("，", "x"), ("大", "a"), ("好", "a"), ("  ", "a"), ("!!", "a")]]
+    assert build_pos_vocab(pairs) == {"a": ["好", "大"]}
+    assert build_pos_vocab(pairs, min_count=2) == {"a": ["好"]}
+    with pytest.raises(ValueError):
+        build_pos_vocab(pairs, min_count=0)
+
+
+# the three operations --------------------------------------------------------------------------
+
+
+def test_mask_words_masks_words_but_not_punctuation():
+    words = ["房间", "，", "超大", " ", "acer"]
+    rng = random.Random(0)
+    assert mask_words(words, p=0.0, rng=rng) == words
+    assert mask_words(words, p=1.0, rng=rng) == ["[UNK]", "，", "[UNK]", " ", "[UNK]"]
+    assert mask_words(words, p=1.0, rng=rng, unk="<unk>")[0] == "<unk>"
+
+
+def test_swap_same_pos_only_uses_words_of_the_same_tag(tagged, vocab):
+    seen = {(w, t) for pairs in (segment_pos(t) for t in TEXTS) for w, t in pairs}  # re-tagged
+    rng = random.Random(3)
+    swaps = 0
+    for pairs in tagged:
+        out = swap_same_pos(pairs, p=1.0, rng=rng, pos_vocab=vocab)
+        assert len(out) == len(pairs)
+        for new, (old, tag) in zip(out, pairs):
+            if tag in ("x", "w") or is_punct(old):
+                assert new == old
+            elif new != old:
+                swaps += 1
+                assert (new, tag) in seen, (old, tag, new)
+            else:  # unchanged only when the tag has no other word
+                assert [w for w in vocab.get(tag, []) if w != old] == []
+    assert swaps > 20
+
+
+def test_ngram_sample_is_a_contiguous_span():
+    words = list("一二三四五六七八九十")
+    rng = random.Random(1)
+    lengths = set()
+    for _ in range(300):
+        span = ngram_sample(words, rng=rng)
+        lengths.add(len(span))
+        start = words.index(span[0])
+        assert words[start : start + len(span)] == span
+    assert lengths == {1, 2, 3, 4, 5}
+    assert {len(ngram_sample(words, rng=rng, n_min=2, n_max=3)) for _ in range(100)} == {2, 3}
+    assert ngram_sample(["好"], rng=rng, n_min=2) == ["好"]
+    assert ngram_sample([], rng=rng) == []
+    with pytest.raises(ValueError):
+        ngram_sample(words, rng=rng, n_min=3, n_max=2)
+
+
+# augment_text ----------------------------------------------------------------------------------
+
+
+def test_augment_text_unchanged_keeps_the_source_spacing():
+    text = "装的是win7 i5，2.5GHz的Dell D430"
+    pairs = segment_pos(text)
+    same = augment_text(pairs, rng=random.Random(0), pos_vocab={}, p_mask=0, p_pos=0, p_ngram=0)
+    assert same == text
+
+
+def test_latin_words_stay_separated():
+    pairs = [("我", "r"), ("用", "v"), ("Intel", "eng"), ("CPU", "eng"), ("和", "c"), ("SSD", "eng")]
+    vocab = {"eng": ["Intel", "AMD"]}
+    out = augment_text(pairs, rng=random.Random(0), pos_vocab=vocab, p_mask=0, p_pos=1, p_ngram=0)
+    # Intel → AMD; CPU and SSD → Intel or AMD: never fused with a Latin neighbour
+    assert re.fullmatch(r"我用AMD (Intel|AMD)和(Intel|AMD)", out), out
+    masked = augment_text(pairs, rng=random.Random(0), pos_vocab=vocab, p_mask=1, p_pos=0, p_ngram=0)
+    assert masked == "[UNK]" * 6
+    # real jieba output: every run of Latin letters/digits in the output is a whole source or vocab word
+    text = "比我之前的Dell D430用起来好，2.5GHz的i5 CPU。It's not as interesting as I expected."
+    pairs = segment_pos(text)
+    vocab = {"eng": ["Intel", "AMD", "GPU"], "m": ["3", "4"]}
+    allowed = {run for w, _ in pairs for run in re.findall(r"[A-Za-z0-9]+", w)}
+    allowed |= {"Intel", "AMD", "GPU", "3", "4", "UNK"}
+    for seed in range(30):
+        new = augment_text(pairs, rng=random.Random(seed), pos_vocab=vocab, p_mask=0.3, p_pos=0.5, p_ngram=0.3)
+        assert set(re.findall(r"[A-Za-z0-9]+", new)) <= allowed, new
+
+
+def test_augment_text_validates_options(vocab, tagged):
+    rng = random.Random(0)
+    with pytest.raises(KdError, match="p_pos must be a probability between 0 and 1"):
+        augment_text(tagged[0], rng=rng, pos_vocab=vocab, p_pos=1.5)
+    with pytest.raises(KdError, match="'shuffle'.*choose from 'mask', 'pos', 'ngram'"):
+        augment_text(tagged[0], rng=rng, pos_vocab=vocab, methods=("mask", "shuffle"))
+
+
+# augment ---------------------------------------------------------------------------------------
+
+
+def test_augment_is_deterministic_under_a_seed():
+    first = augment(TEXTS, n=4, seed=7)
+    assert first == augment(TEXTS, n=4, seed=7)
+    assert first != augment(TEXTS, n=4, seed=8)
+    # a set of methods in any order, or a prebuilt vocabulary, gives the same result
+    vocab = build_pos_vocab(segment_pos(t) for t in TEXTS)
+    assert augment(TEXTS, n=4, seed=7, methods={"ngram", "pos", "mask"}, pos_vocab=vocab) == first
+
+
+def test_augment_does_not_depend_on_the_hash_seed():
+    code = (
+        "import json, sys; from kdstore.augment import augment; "
+        "print(json.dumps(augment(json.loads(sys.argv[1]), n=3, seed=5)))"
+    )
+    texts = TEXTS[:5]
+    expected = [list(row) for row in augment(texts, n=3, seed=5)]
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    run = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(texts)], cwd=ROOT, env=env,
+        capture_output=True, text=True, check=True,
+    )
+    assert json.loads(run.stdout) == expected
+
+
+def test_augment_outputs_are_new_non_empty_and_distinct():
+    out = augment(TEXTS, n=4, seed=0)
+    assert {i for i, _, _ in out} == set(range(len(TEXTS)))
+    for index, texts in by_parent(out).items():
+        assert len(texts) <= 4
+        keys = [normalize(t) for t in texts]
+        assert len(set(keys)) == len(keys)
+        assert normalize(TEXTS[index]) not in keys
+    for index, text, label in out:
+        assert text.strip() and text == text.strip()
+        assert not is_punct(text.replace("[UNK]", ""))
+        assert label and set(label.split("+")) <= set(METHODS)
+        assert label.split("+") == [m for m in METHODS if m in label.split("+")]
+    assert sum(1 for _, _, label in out if "+" in label) > 0
+
+
+def test_mask_only_differs_from_the_parent_by_unk_replacements(tagged):
+    out = augment(TEXTS, n=4, seed=1, methods=["mask"], p_mask=0.3)
+    assert len(out) == 4 * len(TEXTS)
+    for index, text, label in out:
+        assert label == "mask" and "[UNK]" in text
+        assert aligns_with_masks([w for w, _ in tagged[index]], text), (TEXTS[index], text)
+
+
+def aligns_with_masks(words, text, unk="[UNK]"):
+    """True when ``text`` is ``words`` joined, some non-punctuation words replaced by ``unk``."""
+
+    @functools.lru_cache(maxsize=None)
+    def walk(i, j):
+        if i == len(words):
+            return j == len(text)
+        if text.startswith(words[i], j) and walk(i + 1, j + len(words[i])):
+            return True
+        return not is_punct(words[i]) and text.startswith(unk, j) and walk(i + 1, j + len(unk))
+
+    return walk(0, 0)
+
+
+def test_ngram_only_gives_substrings_of_the_parent():
+    out = augment(TEXTS, n=4, seed=2, methods=("ngram",), p_ngram=1.0)
+    assert out
+    for index, text, label in out:
+        assert label == "ngram"
+        assert text in TEXTS[index] and text != TEXTS[index]
+
+
+def test_pos_only_labels_and_lengths():
+    out = augment(TEXTS, n=2, seed=3, methods=("pos",), p_pos=0.5)
+    assert out and {label for _, _, label in out} == {"pos"}
+    assert all("[UNK]" not in text for _, text, _ in out)
+
+
+def test_a_text_that_cannot_change_yields_fewer_variants():
+    assert augment(["好"], n=3, seed=0, methods=("mask",), p_mask=1.0) == []  # "[UNK]" alone is no text
+    assert augment(["，。"], n=3, seed=0) == []
+    assert augment([""], n=3, seed=0) == []
+    out = augment(["酒店很干净"], n=50, seed=0, methods=("ngram",), p_ngram=1.0, max_tries=5)
+    assert 0 < len(out) < 50
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n": 0}, "at least 1, got 0"),
+        ({"p_mask": -0.1}, "p_mask must be a probability between 0 and 1, got -0.1"),
+        ({"p_pos": 2}, "p_pos must be a probability between 0 and 1, got 2"),
+        ({"p_ngram": 1.01}, "p_ngram must be a probability between 0 and 1"),
+        ({"p_mask": 0.6, "p_pos": 0.6}, "p_mask \\+ p_pos must be at most 1"),
+        ({"methods": ("mask",), "p_mask": 0}, "nothing would change"),
+        ({"methods": ()}, "no augmentation method given"),
+        ({"max_tries": 0}, "max_tries must be at least 1"),
+    ],
+)
+def test_augment_validates_options(kwargs, message):
+    args = {"n": 2, "seed": 0, **kwargs}
+    with pytest.raises(KdError, match=message):
+        augment(TEXTS[:1], **args)
+
+
+def test_unknown_method_lists_the_allowed_ones():
+    with pytest.raises(KdError) as err:
+        augment(TEXTS[:1], n=1, seed=0, methods=("mask", "synonym"))
+    assert str(err.value) == "unknown augmentation method(s) 'synonym': choose from 'mask', 'pos', 'ngram'"
+    with pytest.raises(KdError, match="choose from"):
+        augment(TEXTS[:1], n=1, seed=0, methods="masks")
