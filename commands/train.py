@@ -146,7 +146,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--p-pos", type=float, default=0.1, show_default=True, help="Augmentation: chance a word is swapped for one of the same part of speech.")
 @click.option("--p-ngram", type=float, default=0.25, show_default=True, help="Augmentation: chance a text is cut to a random n-gram.")
 @click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, help="Learning rate (default 1e-3; 1e-4 for a transformer student).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--max-len", type=int, default=128, show_default=True)
 @click.option("--patience", type=int, default=3, show_default=True)
@@ -155,13 +155,20 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--num-filters", type=int, default=128, show_default=True)
 @click.option("--hidden", type=int, default=128, show_default=True, help="BiGRU/BiLSTM hidden size.")
 @click.option("--dropout", type=float, default=0.3, show_default=True)
+@click.option("--layers", type=int, default=4, show_default=True, help="Transformer student: layers.")
+@click.option("--width", type=int, default=0, help="Transformer student: hidden size (default: the teacher's).")
+@click.option("--init-from-teacher/--no-init-from-teacher", default=True, show_default=True, help="Transformer student: start from evenly spaced teacher layers.")
+@click.option("--hidden-mse", type=float, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers.")
+@click.option("--attention-kl", type=float, default=0.0, help="Transformer student: weight of attention-distribution KL.")
+@click.option("--value-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM value-relation KL (last layer).")
+@click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation (default: the smaller head count).")
 @click.option("--name", "stage_name", help="Stage name (default: distill-STUDENT).")
 @_seed_option
 @_device_option
 @overwrite_option
 @store_options
 @json_option
-def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, stage_name, seed, device, overwrite, db, as_json):
+def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, attention_kl, value_relation, relation_heads, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -171,6 +178,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
       kd distill --run r2 --teacher-run r1 --teacher-run r1b   # two teachers, averaged
       kd distill --run r1 --alpha 0.9 --alpha-end 0.1 --temperature 4 --temperature-end 1
       kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
+      kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1
     """
     try:
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
@@ -183,7 +191,9 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         augment=tuple(m.strip() for m in augment.split(",") if m.strip()), augment_n=augment_n,
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, batch_size=batch_size,
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
-        num_filters=num_filters, hidden=hidden, dropout=dropout, seed=seed, device=device,
+        num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, width=width,
+        init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, attention_kl=attention_kl,
+        value_relation=value_relation, relation_heads=relation_heads, seed=seed, device=device,
     )
     cfg.validate()
     store = open_store(db)

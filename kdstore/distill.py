@@ -17,7 +17,7 @@ import torch
 
 from .batching import bucketed_batches, encode, iter_padded
 from .errors import KdError
-from .losses import SOFT_LOSSES, distillation_loss
+from .losses import SOFT_LOSSES, attention_kl, distillation_loss, hidden_mse, relation_kl
 from .metrics import classification_metrics
 from .outputs import store_outputs
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
@@ -28,7 +28,15 @@ from .store import SampleSet, Store
 from .augment import METHODS
 from .augmented import Recipe, ensure_augmented
 from .schedules import linear
-from .students import StudentConfig, build_student, flops_per_sample, init_embeddings
+from .students import (
+    StudentConfig,
+    build_student,
+    flops_per_sample,
+    init_embeddings,
+    init_from_teacher,
+    layer_map,
+    student_bert_config,
+)
 from .teacher import score_missing
 from .torchutil import count_parameters, pick_device, set_seed
 
@@ -51,7 +59,7 @@ class DistillConfig:
     p_pos: float = 0.1
     p_ngram: float = 0.25
     epochs: int = 10
-    lr: float = 1e-3
+    lr: float | None = None  # None: 1e-3, or 1e-4 for a transformer student
     batch_size: int = 64
     max_len: int = 128
     patience: int = 3
@@ -60,6 +68,13 @@ class DistillConfig:
     num_filters: int = 128
     hidden: int = 128
     dropout: float = 0.3
+    layers: int = 4  # transformer student
+    width: int = 0  # transformer student; 0: the teacher's hidden size
+    init_from_teacher: bool = True  # transformer of the teacher's width: copy evenly spaced teacher layers
+    hidden_mse: float = 0.0  # weights of intermediate losses (transformer student)
+    attention_kl: float = 0.0
+    value_relation: float = 0.0
+    relation_heads: int = 0  # 0: the smaller of the two head counts
     seed: int = 42
     device: str = "auto"
 
@@ -83,8 +98,20 @@ class DistillConfig:
             raise KdError("--init-embeddings must be random or teacher")
         if self.soft_loss not in SOFT_LOSSES:
             raise KdError(f"--soft-loss must be one of {', '.join(SOFT_LOSSES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        if self.intermediate and self.student != "transformer":
+            raise KdError("--hidden-mse/--attention-kl/--value-relation need --student transformer")
+        if min(self.hidden_mse, self.attention_kl, self.value_relation) < 0:
+            raise KdError("intermediate loss weights must be non-negative")
+
+    @property
+    def intermediate(self) -> bool:
+        return max(self.hidden_mse, self.attention_kl, self.value_relation) > 0
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (1e-4 if self.student == "transformer" else 1e-3)
 
 
 @dataclass
@@ -183,22 +210,32 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
     dev = store.samples(splits=["dev"], labeled=True)
     tokenizer = AutoTokenizer.from_pretrained(teachers.stages[0].artifact_path)
 
-    # 2. student
+    # 2. student (and, for intermediate losses, the teacher network itself)
     scfg = StudentConfig(
         kind=cfg.student, vocab_size=len(tokenizer), num_classes=len(names), pad_id=tokenizer.pad_token_id,
         embed_dim=cfg.embed_dim, kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters,
-        hidden=cfg.hidden, dropout=cfg.dropout,
+        hidden=cfg.hidden, dropout=cfg.dropout, layers=cfg.layers,
+        bert=_student_bert(teachers.stages[0], cfg, len(names)) if cfg.student == "transformer" else None,
     )
     scfg.validate(max_len=cfg.max_len)
     model = build_student(scfg)
+    teacher_net, extra = None, {}
     if cfg.init_embeddings == "teacher":
         init_embeddings(model, teacher_embeddings(teachers.stages[0]))
+    if cfg.student == "transformer" and (cfg.intermediate or (cfg.init_from_teacher and not cfg.width)):
+        teacher_net = _teacher_network(teachers.stages[0])
+        if cfg.init_from_teacher and not cfg.width:
+            extra["teacher_layers"] = init_from_teacher(model, teacher_net)
+        if not cfg.intermediate:
+            teacher_net = None
     model.to(device)
-    ids = encode(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=False)
+    matcher = IntermediateMatcher(model, teacher_net, cfg).to(device) if teacher_net is not None else None
+    ids = encode(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
     lengths = [len(x) for x in ids]
     labels = torch.as_tensor(data.labels)
     soft_targets = torch.as_tensor(teachers.rows(data.ids))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    params = list(model.parameters()) + (list(matcher.proj.parameters()) if matcher is not None else [])
+    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
 
     # 3. train, early stopping on dev macro-F1
     best_f1, best_state, best_epoch, stale = -1.0, None, 0, 0
@@ -214,14 +251,18 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
                 progress_frac = step / total_steps
                 alpha = cfg.alpha if cfg.alpha_end is None else linear(cfg.alpha, cfg.alpha_end, progress_frac)
                 temperature = cfg.temperature if cfg.temperature_end is None else linear(cfg.temperature, cfg.temperature_end, progress_frac)
-                logits = model(input_ids.to(device), mask.to(device))
+                input_ids, mask = input_ids.to(device), mask.to(device)
+                if matcher is None:
+                    logits, matched = model(input_ids, mask), 0.0
+                else:
+                    logits, matched = matcher(input_ids, mask)
                 loss = distillation_loss(
                     logits, soft_targets[idx].to(device), labels[idx].to(device),
                     alpha=alpha, temperature=temperature, kind=cfg.soft_loss,
-                )
+                ) + matched
                 step += 1
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                torch.nn.utils.clip_grad_norm_(params, 5.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.item())
@@ -262,12 +303,68 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
             "parameters": count_parameters(model),
             "flops_per_sample": flops_per_sample(scfg, int(np.mean(lengths))),
             "mean_tokens": float(np.mean(lengths)),
+            **{f"teacher_layer[{i}]": j for i, j in enumerate(extra.get("teacher_layers", []))},
             "train_samples": parts["labeled"],
             "pool_samples": parts["pool"],
             "augmented_samples": parts["augmented"],
         },
     )
     return out_dir
+
+
+class IntermediateMatcher(torch.nn.Module):
+    """Student logits plus the weighted intermediate losses against a frozen teacher network:
+    hidden-state MSE (through a learned projection when widths differ), attention KL on mapped
+    layers, and MiniLM value-relation KL on the last layer."""
+
+    def __init__(self, student, teacher, cfg: DistillConfig):
+        super().__init__()
+        self.student, self.cfg = student, cfg
+        self.teacher = [teacher]  # a list: not a sub-module, so not trained or saved
+        teacher.eval().requires_grad_(False)
+        s_cfg, t_cfg = student.net.config, teacher.config
+        self.map = layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
+        self.proj = torch.nn.Linear(s_cfg.hidden_size, t_cfg.hidden_size) if s_cfg.hidden_size != t_cfg.hidden_size else torch.nn.Identity()
+        self.heads = cfg.relation_heads or min(s_cfg.num_attention_heads, t_cfg.num_attention_heads)
+        self._t_values: list[torch.Tensor] = []
+        teacher.bert.encoder.layer[-1].attention.self.value.register_forward_hook(lambda _m, _i, out: self._t_values.append(out))
+
+    def forward(self, input_ids, mask):
+        logits, s_hidden, s_att, s_val = self.student.internals(input_ids, mask)
+        with torch.no_grad():
+            self._t_values.clear()
+            t = self.teacher[0](input_ids=input_ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+        loss = logits.new_zeros(())
+        pairs = list(enumerate(self.map))
+        if self.cfg.hidden_mse:
+            terms = [hidden_mse(self.proj(s_hidden[0]), t.hidden_states[0], mask)]
+            terms += [hidden_mse(self.proj(s_hidden[i + 1]), t.hidden_states[j + 1], mask) for i, j in pairs]
+            loss = loss + self.cfg.hidden_mse * torch.stack(terms).mean()
+        if self.cfg.attention_kl:
+            terms = [attention_kl(s_att[i], t.attentions[j], mask) for i, j in pairs]
+            loss = loss + self.cfg.attention_kl * torch.stack(terms).mean()
+        if self.cfg.value_relation:
+            loss = loss + self.cfg.value_relation * relation_kl(s_val, self._t_values[-1], mask, heads=self.heads)
+        return logits, loss
+
+
+def _teacher_network(stage: Stage):
+    from transformers import AutoModelForSequenceClassification
+
+    from .teacher import model_dirs
+
+    return AutoModelForSequenceClassification.from_pretrained(model_dirs(stage)[0], attn_implementation="eager")
+
+
+def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:
+    from transformers import AutoConfig
+
+    from .teacher import model_dirs
+
+    teacher_config = AutoConfig.from_pretrained(model_dirs(stage)[0])
+    if teacher_config.model_type != "bert":
+        raise KdError(f"a transformer student is built from a BERT teacher; this teacher is {teacher_config.model_type!r}")
+    return student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width or None, num_classes=num_classes)
 
 
 def teacher_embeddings(stage: Stage) -> torch.Tensor:
@@ -294,4 +391,5 @@ def config_dict(cfg: DistillConfig) -> dict:
     d["teacher_weights"] = list(cfg.teacher_weights)
     d["kernel_sizes"] = list(cfg.kernel_sizes)
     d["augment"] = list(cfg.augment)
+    d["lr"] = cfg.learning_rate
     return d

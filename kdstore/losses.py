@@ -6,6 +6,8 @@ ids with -1 where a sample has no gold label (unlabeled or augmented samples).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -64,3 +66,50 @@ def distillation_loss(
     per_sample = torch.where(labeled, alpha * soft + (1.0 - alpha) * hard, soft)
     return per_sample.mean()
 
+
+
+# intermediate-layer matching (transformer students) -------------------------------------------
+def _token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``(B, L)`` per-token values over the real tokens (``mask`` 1)."""
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp(min=1.0)
+
+
+def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of ``(B, L, D)`` hidden states over real tokens (project the student first
+    when the widths differ, as TinyBERT does)."""
+    return _token_mean(((student - teacher) ** 2).mean(dim=-1), mask)
+
+
+def _row_kl(p_teacher: torch.Tensor, log_q_student: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(p||q) per query row of ``(B, L, L)`` distributions, averaged over real query tokens."""
+    p = p_teacher.clamp(min=1e-12)
+    kl = (p * (p.log() - log_q_student)).sum(dim=-1)
+    return _token_mean(kl, mask)
+
+
+def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL between head-averaged attention distributions ``(B, H, L, L)``; head counts may differ."""
+    s = student.mean(dim=1).clamp(min=1e-12)
+    return _row_kl(teacher.mean(dim=1), s.log(), mask)
+
+
+def relation_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, *, heads: int) -> torch.Tensor:
+    """MiniLM's self-attention relation transfer on ``(B, L, D)`` vectors (e.g. the values of the
+    last layer): each side is split into ``heads`` relation heads, ``softmax(x x^T / sqrt(d))`` is
+    taken over real key tokens, and KL(teacher || student) is averaged over heads and real queries.
+    Widths may differ; each must be divisible by ``heads``.
+    """
+
+    def relations(x: torch.Tensor) -> torch.Tensor:
+        b, l, d = x.shape
+        if d % heads:
+            raise ValueError(f"width {d} is not divisible by {heads} relation heads")
+        xh = x.view(b, l, heads, d // heads).transpose(1, 2)  # (B, R, L, d)
+        scores = xh @ xh.transpose(-1, -2) / math.sqrt(d // heads)
+        keep = mask[:, None, None, :].bool()
+        return torch.log_softmax(scores.masked_fill(~keep, -1e9), dim=-1)  # finite: no NaN gradients
+
+    log_s, log_t = relations(student), relations(teacher)
+    kl = (log_t.exp() * (log_t - log_s)).sum(dim=-1)  # (B, R, L)
+    return _token_mean(kl.mean(dim=1), mask)

@@ -24,7 +24,7 @@ STUDENT_CONFIG = "student.json"
 def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, batch_size: int = 512) -> np.ndarray:
     """A student's logits for ``texts`` (in order), computed in length-sorted batches."""
     model.eval()
-    ids = encode(tokenizer, texts, max_len=max_len, special_tokens=False)
+    ids = encode(tokenizer, texts, max_len=max_len, special_tokens=model.special_tokens)
     out = None
     for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id, min_len=model.min_len):
         logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
@@ -113,4 +113,4 @@ class Predictor:
         ]
 
     def token_count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=getattr(self.models[0], "special_tokens", True))["input_ids"])

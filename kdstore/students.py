@@ -1,4 +1,4 @@
-"""Small student models that read the teacher's token ids: TextCNN, BiGRU and BiLSTM.
+"""Small student models that read the teacher's token ids: TextCNN, BiGRU, BiLSTM and a small transformer.
 
 Every student takes ``(input_ids, attention_mask)`` and returns ``(batch, classes)`` logits, and is
 rebuilt from its ``StudentConfig`` alone, which is stored beside its weights.
@@ -13,7 +13,7 @@ from torch import nn
 
 from .errors import KdError
 
-KINDS = ("textcnn", "bigru", "bilstm")
+KINDS = ("textcnn", "bigru", "bilstm", "transformer")
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,15 @@ class StudentConfig:
     num_filters: int = 128
     hidden: int = 128
     dropout: float = 0.3
+    layers: int = 4  # transformer
+    bert: dict | None = None  # transformer: the full BERT configuration, so the student rebuilds alone
+
 
     def validate(self, *, max_len: int) -> None:
         if self.kind not in KINDS:
             raise KdError(f"unknown student {self.kind!r}: choose from {', '.join(KINDS)}")
+        if self.kind == "transformer" and self.bert and max_len > self.bert["max_position_embeddings"]:
+            raise KdError(f"--max-len {max_len} exceeds the teacher's {self.bert['max_position_embeddings']} positions")
         if self.kind == "textcnn" and max(self.kernel_sizes) > max_len:
             raise KdError(
                 f"kernel width {max(self.kernel_sizes)} is wider than --max-len {max_len}"
@@ -50,6 +55,8 @@ class StudentConfig:
 
 class TextCNN(nn.Module):
     """Kim (2014): parallel convolutions of several widths, max-over-time pooling, one linear layer."""
+
+    special_tokens = False  # inputs without [CLS]/[SEP]
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
@@ -74,6 +81,8 @@ class TextCNN(nn.Module):
 class BiRNN(nn.Module):
     """Tang et al. (2019): one bidirectional GRU/LSTM layer, final states of both directions, MLP."""
 
+    special_tokens = False
+
     def __init__(self, cfg: StudentConfig):
         super().__init__()
         rnn = nn.GRU if cfg.kind == "bigru" else nn.LSTM
@@ -95,11 +104,86 @@ class BiRNN(nn.Module):
         return self.mlp(torch.cat([h[0], h[1]], dim=1))
 
 
+class TransformerStudent(nn.Module):
+    """A shallow BERT classifier (eager attention, so attentions can be matched to the teacher's).
+
+    ``forward`` returns logits; ``internals`` returns logits with hidden states, attentions and the
+    last layer's value vectors, for intermediate-layer distillation.
+    """
+
+    special_tokens = True  # the pooled [CLS] needs them
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        from transformers import BertConfig, BertForSequenceClassification
+
+        if cfg.bert is None:
+            raise KdError("a transformer student needs the teacher's configuration")
+        self.net = BertForSequenceClassification._from_config(BertConfig.from_dict(cfg.bert), attn_implementation="eager")
+        self.min_len = 1
+        self._values: list[torch.Tensor] = []
+        self.net.bert.encoder.layer[-1].attention.self.value.register_forward_hook(
+            lambda _m, _i, out: self._values.append(out)
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self._values.clear()
+        return self.net(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def internals(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        self._values.clear()
+        out = self.net(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, output_attentions=True)
+        return out.logits, out.hidden_states, out.attentions, self._values[-1]
+
+
+def student_bert_config(teacher_config, *, layers: int, hidden: int | None, num_classes: int) -> dict:
+    """A BERT configuration like the teacher's with ``layers`` layers (and optionally another width)."""
+    cfg = teacher_config.to_dict()
+    width = hidden or teacher_config.hidden_size
+    heads = teacher_config.num_attention_heads if width == teacher_config.hidden_size else max(1, width // 64)
+    if width % heads:
+        raise KdError(f"transformer student width {width} is not divisible by {heads} heads")
+    cfg.update(
+        num_hidden_layers=layers, hidden_size=width, num_attention_heads=heads,
+        intermediate_size=4 * width if width != teacher_config.hidden_size else teacher_config.intermediate_size,
+        num_labels=num_classes, architectures=["BertForSequenceClassification"],
+    )
+    for key in ("id2label", "label2id"):
+        cfg.pop(key, None)
+    cfg["id2label"] = {i: f"LABEL_{i}" for i in range(num_classes)}
+    cfg["label2id"] = {f"LABEL_{i}": i for i in range(num_classes)}
+    return cfg
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer (0-based) matched to each student layer: evenly spaced, ending at the last."""
+    return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+def init_from_teacher(student: TransformerStudent, teacher) -> list[int]:
+    """Copy the teacher's embeddings, every ``layer_map`` layer, pooler and head into the student
+    (same width only); returns the teacher layers used."""
+    s_bert, t_bert = student.net.bert, teacher.bert
+    if s_bert.config.hidden_size != t_bert.config.hidden_size:
+        raise KdError("--init-from-teacher needs the student's width to equal the teacher's")
+    mapping = layer_map(len(s_bert.encoder.layer), len(t_bert.encoder.layer))
+    with torch.no_grad():
+        s_bert.embeddings.load_state_dict(t_bert.embeddings.state_dict())
+        for i, j in enumerate(mapping):
+            s_bert.encoder.layer[i].load_state_dict(t_bert.encoder.layer[j].state_dict())
+        if s_bert.pooler is not None and t_bert.pooler is not None:
+            s_bert.pooler.load_state_dict(t_bert.pooler.state_dict())
+        student.net.classifier.load_state_dict(teacher.classifier.state_dict())
+    return mapping
+
+
 def build_student(cfg: StudentConfig) -> nn.Module:
     if cfg.kind == "textcnn":
         return TextCNN(cfg)
     if cfg.kind in ("bigru", "bilstm"):
         return BiRNN(cfg)
+    if cfg.kind == "transformer":
+        return TransformerStudent(cfg)
     raise KdError(f"unknown student {cfg.kind!r}: choose from {', '.join(KINDS)}")
 
 
@@ -108,6 +192,11 @@ def flops_per_sample(cfg: StudentConfig, length: int) -> int:
     if cfg.kind == "textcnn":
         convs = sum(2 * cfg.embed_dim * cfg.num_filters * k * max(1, length - k + 1) for k in cfg.kernel_sizes)
         return convs + 2 * cfg.num_filters * len(cfg.kernel_sizes) * cfg.num_classes
+    if cfg.kind == "transformer":
+        b = cfg.bert
+        h, inter, layers = b["hidden_size"], b["intermediate_size"], b["num_hidden_layers"]
+        per_layer = 2 * length * (4 * h * h + 2 * h * inter) + 2 * 2 * length * length * h
+        return layers * per_layer + 2 * (h * h + h * cfg.num_classes)
     gates = 3 if cfg.kind == "bigru" else 4
     recurrent = 2 * gates * 2 * (cfg.embed_dim * cfg.hidden + cfg.hidden * cfg.hidden) * length
     return recurrent + 2 * (2 * cfg.hidden * cfg.hidden + cfg.hidden * cfg.num_classes)
@@ -115,6 +204,8 @@ def flops_per_sample(cfg: StudentConfig, length: int) -> int:
 
 def init_embeddings(model: nn.Module, weights: torch.Tensor) -> None:
     """Copy a teacher's token-embedding matrix into a student's embedding table (same shape)."""
+    if not hasattr(model, "embed"):
+        raise KdError("--init-embeddings teacher is for textcnn/bigru/bilstm; a transformer uses --init-from-teacher")
     table = model.embed.weight
     if tuple(weights.shape) != tuple(table.shape):
         raise KdError(

@@ -173,3 +173,29 @@ def test_masked_lm_loss_equals_the_full_head_loss():
     labels[:, 2], labels[1, 5] = ids[:, 2], ids[1, 5]
     full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     assert masked_lm_loss(model, ids, mask, labels).item() == pytest.approx(full.item(), abs=1e-5)
+
+
+def test_intermediate_losses():
+    from kdstore.losses import attention_kl, hidden_mse, relation_kl
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 0]])
+    h = torch.randn(1, 4, 6)
+    assert hidden_mse(h, h, mask).item() == 0.0
+    other = h.clone()
+    other[0, 3] += 100.0  # a padding position does not count
+    assert hidden_mse(h, other, mask).item() == 0.0
+    other[0, 0] += 1.0  # one real token off by 1 in every feature: mean over 3 tokens = 1/3
+    assert hidden_mse(h, other, mask).item() == pytest.approx(1 / 3)
+    att = torch.softmax(torch.randn(1, 2, 4, 4), dim=-1)
+    assert attention_kl(att, att, mask).item() == pytest.approx(0.0, abs=1e-6)
+    uniform = torch.full((1, 3, 4, 4), 0.25)
+    point = torch.zeros(1, 1, 4, 4)
+    point[..., 0] = 1.0  # teacher puts everything on key 0: KL(point || uniform) = log 4
+    assert attention_kl(uniform, point, mask).item() == pytest.approx(math.log(4), abs=1e-5)
+    v = torch.randn(1, 4, 8)
+    assert relation_kl(v, v, mask, heads=2).item() == pytest.approx(0.0, abs=1e-6)
+    assert relation_kl(torch.randn(1, 4, 4), v, mask, heads=2).item() > 0  # widths may differ
+    w = torch.randn(1, 4, 8, requires_grad=True)
+    relation_kl(w, v, mask, heads=4).backward()
+    assert torch.isfinite(w.grad).all()

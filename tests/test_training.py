@@ -339,3 +339,20 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     assert again["augmented_added"] == 0 and again["augmented_samples"] == first["augmented_samples"]
     bad = kd("distill", "--run", "r", "--augment", "synonym", "--db", db, ok=False)
     assert "unknown augmentation method" in bad.output
+
+
+def test_transformer_student_with_intermediate_losses(taught_store):
+    db = str(taught_store)
+    out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--hidden-mse", "1",
+             "--attention-kl", "1", "--value-relation", "1", "--epochs", "2", "--batch-size", "16",
+             "--max-len", "32", "--db", db, "--json")
+    report = json.loads(out.output)
+    assert report["status"] == "succeeded" and report["config"]["lr"] == 1e-4
+    assert report["metrics"]["all"]["teacher_layer[0]"] == 1  # 1 student layer <- the teacher's last of 2
+    narrow = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
+                "--hidden-mse", "1", "--epochs", "1", "--max-len", "32", "--name", "narrow", "--db", db, "--json")
+    assert json.loads(narrow.output)["status"] == "succeeded"  # a learned projection 16 -> 32
+    preds = kd("predict", "--run", "r", "--model", "narrow", "--json", "--db", db, input="这个很好\n")
+    assert json.loads(preds.stdout)["label"] in ("pos", "neg")
+    wrong = kd("distill", "--run", "r", "--student", "textcnn", "--hidden-mse", "1", "--db", db, ok=False)
+    assert "need --student transformer" in wrong.output
