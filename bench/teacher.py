@@ -65,7 +65,7 @@ def prepare(work: Path, data: Path) -> dict[str, Path]:
     return stores
 
 
-def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device: str) -> dict:
+def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device: str, settings=("B1", "B2")) -> dict:
     run = f"seed{seed}"
     t0 = time.monotonic()
     out = json.loads(kd(
@@ -75,7 +75,7 @@ def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device
     ))
     model_dir = out["artifact_path"]
     result = {"seed": seed, "pretrain_seconds": time.monotonic() - t0, "mlm_loss": out["metrics"]["train"]["mlm_loss"]}
-    for setting in ("B1", "B2"):
+    for setting in settings:
         t0 = time.monotonic()
         rep = json.loads(kd(
             "teach", "--run", run, "--model", model_dir, "--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]),

@@ -9,6 +9,7 @@ from kdstore import __version__
 from .common import KdGroup
 from .data import classes, ingest, samples
 from .db import db
+from .labels import labels
 from .predict import predict
 from .runs import report, runs
 from .train import distill, pretrain, teach
@@ -25,12 +26,13 @@ def cli():
       kd pretrain --run r1 --minutes 5        # only when no pretrained model is at hand
       kd teach --run r1 --model pretrain:r1
       kd distill --run r1 --student textcnn
+      kd labels detect --run r1 && kd labels clean --run r1
       echo "质量很好" | kd predict --run r1
       kd report --run r1
     """
 
 
-for command in (ingest, samples, classes, pretrain, teach, distill, predict, report, runs, db):
+for command in (ingest, samples, classes, pretrain, teach, distill, labels, predict, report, runs, db):
     cli.add_command(command)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
+from kdstore.labels import labels_version
 from kdstore.losses import SOFT_LOSSES
 from kdstore.pretrain import PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
@@ -122,7 +123,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
         patience=patience, where=where, folds=folds, seed=seed, device=device,
     )
     cfg.validate()
-    config = {**teach_config(cfg), "classes": store.class_names()}
+    config = {**teach_config(cfg), "classes": store.class_names(), "labels_from": labels_version(store)}
     with stage_scope(store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
         train_teacher(store, stage, cfg)
     _finish(store, run, "teach", as_json)
@@ -198,6 +199,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     cfg.validate()
     store = open_store(db)
     name = stage_name or f"distill-{student}"
-    with stage_scope(store, run=run, kind="distill", name=name, config=distill_config(cfg), overwrite=overwrite) as stage:
+    config = {**distill_config(cfg), "labels_from": labels_version(store)}
+    with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
         run_distill(store, stage, cfg)
     _finish(store, run, name, as_json)

@@ -28,6 +28,7 @@ from .store import SampleSet, Store
 from .augment import METHODS
 from .augmented import Recipe, ensure_augmented
 from .schedules import linear
+from .speed import measure, speed_texts
 from .students import (
     StudentConfig,
     build_student,
@@ -37,7 +38,7 @@ from .students import (
     layer_map,
     student_bert_config,
 )
-from .teacher import score_missing
+from .teacher import model_dirs, score_missing
 from .torchutil import count_parameters, pick_device, set_seed
 
 
@@ -208,7 +209,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
     teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
     data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, run=stage.run, augmented=augmented)
     dev = store.samples(splits=["dev"], labeled=True)
-    tokenizer = AutoTokenizer.from_pretrained(teachers.stages[0].artifact_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_dirs(teachers.stages[0])[0])
 
     # 2. student (and, for intermediate losses, the teacher network itself)
     scfg = StudentConfig(
@@ -294,6 +295,12 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
     everything = store.samples(include_dropped=True)
     logits = student_logits(model, tokenizer, everything.texts, max_len=cfg.max_len, device=device)
     store_outputs(store, stage.id, everything, logits, names)
+    cpu = torch.device("cpu")
+    model.to(cpu)
+    store.add_metrics(stage.id, "all", measure(
+        lambda texts, bs: student_logits(model, tokenizer, texts, max_len=cfg.max_len, device=cpu, batch_size=bs),
+        speed_texts(everything),
+    ))
     store.add_metrics(
         stage.id,
         "all",
@@ -351,15 +358,11 @@ class IntermediateMatcher(torch.nn.Module):
 def _teacher_network(stage: Stage):
     from transformers import AutoModelForSequenceClassification
 
-    from .teacher import model_dirs
-
     return AutoModelForSequenceClassification.from_pretrained(model_dirs(stage)[0], attn_implementation="eager")
 
 
 def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:
     from transformers import AutoConfig
-
-    from .teacher import model_dirs
 
     teacher_config = AutoConfig.from_pretrained(model_dirs(stage)[0])
     if teacher_config.model_type != "bert":
@@ -370,8 +373,6 @@ def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:
 def teacher_embeddings(stage: Stage) -> torch.Tensor:
     """The token-embedding matrix of a teach stage's (first) model."""
     from transformers import AutoModel
-
-    from .teacher import model_dirs
 
     encoder = AutoModel.from_pretrained(model_dirs(stage)[0])
     return encoder.get_input_embeddings().weight.detach().cpu()

@@ -16,7 +16,8 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, *, num_classes: int
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, *, num_classes: int, class_names: list[str] | None = None
 ) -> dict[str, float]:
-    """Accuracy, macro precision/recall/F1, micro F1, and per-class F1 as ``f1[name]``.
+    """Accuracy, macro precision/recall/F1, micro F1, and per-class ``precision[name]``,
+    ``recall[name]``, ``f1[name]`` and ``support[name]``.
 
     A class absent from both ``y_true`` and ``y_pred`` is left out of the macro averages, so a dev
     set that lacks a rare class is not scored as if the model failed on it.
@@ -40,7 +41,10 @@ def classification_metrics(
     }
     names = class_names or [str(i) for i in range(num_classes)]
     for i, name in enumerate(names):
+        out[f"precision[{name}]"] = float(precision[i])
+        out[f"recall[{name}]"] = float(recall[i])
         out[f"f1[{name}]"] = float(f1[i])
+        out[f"support[{name}]"] = float(support[i])
     return out
 
 

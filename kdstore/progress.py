@@ -26,7 +26,7 @@ class RateColumn(ProgressColumn):
         return Text("-" if speed is None else f"{speed:,.1f} {unit}/s", style="progress.data.speed")
 
 
-def progress(*, extra: str = "") -> Progress:
+def progress(*, extra: str = "", disable: bool = False) -> Progress:
     """A progress bar: description, bar, done/total, rate, elapsed, ETA and an optional extra field."""
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -42,6 +42,6 @@ def progress(*, extra: str = "") -> Progress:
     return Progress(
         *columns,
         console=Console(stderr=True),
-        disable=bool(os.environ.get("KD_NO_PROGRESS")),
+        disable=disable or bool(os.environ.get("KD_NO_PROGRESS")),
         transient=False,
     )

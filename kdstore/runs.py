@@ -58,7 +58,11 @@ class StageHandle:
         return path
 
     def record_artifact(self, path: Path) -> str:
+        """Record the stage's model (file or directory) with its sha256 and its size on disk."""
         digest = sha256_path(path)
+        path = Path(path)
+        size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        self.store.add_metrics(self.id, "all", {"size_mb": size / 2**20})
         with self.store.session() as s, s.begin():
             stage = s.get(Stage, self.id)
             stage.artifact_path = str(Path(path).resolve())

@@ -20,6 +20,7 @@ from .outputs import average_probs_as_logits, softmax, store_outputs
 from .progress import progress
 from .runs import StageHandle
 from .schedules import warmup_linear_decay
+from .speed import measure, speed_texts
 from .folds import stratified_folds
 from .store import SampleSet, Store
 from .torchutil import autocast, count_parameters, pick_device, set_seed
@@ -104,7 +105,7 @@ def score(model, tokenizer, texts: list[str], *, max_len: int, batch_size: int, 
     ids = encode(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     batches = sorted_batches([len(x) for x in ids], batch_size)
-    with progress() as bar:
+    with progress(disable=len(texts) <= batch_size) as bar:  # no bar for a single batch
         task = bar.add_task(label, total=len(texts), unit="samples")
         for idx, input_ids, mask in iter_padded(ids, batches, tokenizer.pad_token_id):
             with autocast(device):
@@ -170,6 +171,12 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig) -> Path:
     # 3. logits, predictions and figures into the store
     store_outputs(store, stage.id, everything, logits, names)
     store.add_metrics(stage.id, "all", {"score_samples_per_s": rate, "parameters": count_parameters(model)})
+    cpu = torch.device("cpu")
+    model.to(cpu)
+    store.add_metrics(stage.id, "all", measure(
+        lambda texts, bs: score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu),
+        speed_texts(everything),
+    ))
     return out_dir
 
 

@@ -13,71 +13,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from sqlalchemy import func, select
+from synthetic import kd, labeled_rows, save_tiny_bert, texts, write_tsv
 
-from commands.cli import cli
 from kdstore.schema import Logit, Prediction, Sample, Stage
 from kdstore.store import Store
-from kdstore.vocab import build_vocab, make_tokenizer
-
-FILLER = "今天我们的这个东西那里时候大家已经可以还是觉得非常一般比较"
-
-
-def _texts(rng: random.Random, marker: str, n: int) -> list[str]:
-    out = []
-    for _ in range(n):
-        left = "".join(rng.choice(FILLER) for _ in range(rng.randint(3, 10)))
-        right = "".join(rng.choice(FILLER) for _ in range(rng.randint(0, 6)))
-        out.append(f"{left}{marker}{right}")
-    return out
-
-
-def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
-    path.write_text("".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
-    return path
-
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, Path]:
     rng = random.Random(0)
     d = tmp_path_factory.mktemp("corpus")
-    files = {}
-    for split, n in (("train", 60), ("dev", 20), ("test", 20)):
-        rows = [("pos", t) for t in _texts(rng, "很好", n // 2)] + [("neg", t) for t in _texts(rng, "太差", n // 2)]
-        rng.shuffle(rows)
-        files[split] = _write(d / f"{split}.tsv", rows)
-    pool = _texts(rng, "很好", 15) + _texts(rng, "太差", 15)
+    files = {split: write_tsv(d / f"{split}.tsv", labeled_rows(rng, n)) for split, n in (("train", 60), ("dev", 20), ("test", 20))}
     files["unlabeled"] = d / "pool.txt"
-    files["unlabeled"].write_text("\n".join(pool) + "\n", encoding="utf-8")
+    files["unlabeled"].write_text("\n".join(texts(rng, "很好", 15) + texts(rng, "太差", 15)) + "\n", encoding="utf-8")
     return files
 
 
 @pytest.fixture(scope="module")
 def tiny_model(corpus, tmp_path_factory) -> Path:
     """A 2-layer BERT with a character vocabulary, saved as a Hugging Face directory."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
-    tokens = build_vocab(texts)
-    tokenizer = make_tokenizer(tokens)
-    config = BertConfig(
-        vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )
-    out = tmp_path_factory.mktemp("tiny-bert")
-    BertForMaskedLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def kd(*args: str, input: str | None = None, ok: bool = True):
-    result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    else:
-        assert result.exit_code != 0, result.output
-    return result
+    all_texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
+    return save_tiny_bert(all_texts, tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture
@@ -159,7 +115,7 @@ def test_teach_bad_input_is_recorded_as_failed(sample_store, tiny_model, args, m
 
 def test_teach_refuses_a_single_class(tmp_path, tiny_model):
     db = str(tmp_path / "one.db")
-    _write(tmp_path / "one.tsv", [("pos", "很好很好"), ("pos", "非常很好")])
+    write_tsv(tmp_path / "one.tsv", [("pos", "很好很好"), ("pos", "非常很好")])
     kd("ingest", str(tmp_path / "one.tsv"), "--db", db)
     result = kd("teach", "--model", str(tiny_model), "--db", db, ok=False)
     assert "single class" in result.output

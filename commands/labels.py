@@ -1,0 +1,209 @@
+"""``kd labels``: find likely wrong labels, review them, clean them, and undo a clean."""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from kdstore import labels as lab
+from kdstore import noise
+from kdstore.runs import stage_scope
+
+from .common import console, json_option, open_store, overwrite_option, print_json, run_option, store_options
+
+
+@click.group()
+def labels():
+    """Wrong labels: detect, show, export/import a review sheet, clean, undo, history.
+
+    \b
+    Example:
+      kd teach --run r1 --model pretrain:r1 --folds 5
+      kd labels detect --run r1
+      kd labels show --run r1 --top 20
+      kd labels clean --run r1 --action relabel --min-score 0.8 --dry-run
+    """
+
+
+@labels.command()
+@run_option
+@click.option("--teacher-run", help="Run whose (out-of-fold) teacher to use; default: --run.")
+@click.option("--method", "methods", default=",".join(noise.DEFAULT_METHODS), show_default=True, help=f"Comma-separated, from: {', '.join(noise.METHODS)}.")
+@click.option("--combine", type=click.Choice(noise.COMBINES), default=noise.DEFAULT_COMBINE, show_default=True, help="How the methods' flags are combined.")
+@click.option("--filter-by", default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by.")
+@click.option("--frac-noise", type=float, default=1.0, show_default=True, help="cleanlab frac_noise.")
+@click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True)
+@click.option("--student-votes", multiple=True, help="Distill stage(s) of the run whose probabilities join the ensemble (useful only for students that did not train on these labels).")
+@click.option("--allow-in-sample", is_flag=True, help="Accept a teacher that saw the samples it scores (not recommended).")
+@overwrite_option
+@store_options
+@json_option
+def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_method, student_votes, allow_in_sample, overwrite, db, as_json):
+    """Flag train samples whose label the out-of-fold teacher disputes (cleanlab + disagreement).
+
+    \b
+    Example:
+      kd labels detect --run r1 --method cleanlab,disagree --json
+    """
+    cfg = lab.DetectConfig(
+        teacher_run=teacher_run, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        combine=combine, filter_by=filter_by, frac_noise=frac_noise, quality_method=quality_method,
+        student_votes=tuple(student_votes), allow_in_sample=allow_in_sample,
+    )
+    store = open_store(db)
+    with stage_scope(store, run=run, kind="detect", config=lab.config_dict(cfg), overwrite=overwrite) as stage:
+        n = lab.detect(store, stage, cfg)
+    if as_json:
+        print_json({"run": run, "flagged": n, "top": lab.issues(store, run, top=10)})
+    else:
+        click.echo(f"run {run}: {n} likely wrong labels flagged; `kd labels show --run {run}` lists them")
+
+
+@labels.command()
+@run_option
+@click.option("--top", type=int, default=20, show_default=True)
+@click.option("--status", type=click.Choice(["open", "applied", "rejected", "flagged"]))
+@store_options
+@json_option
+def show(run, top, status, db, as_json):
+    """List a run's flagged samples, most likely wrong first.
+
+    \b
+    Example:
+      kd labels show --run r1 --top 50 --json
+    """
+    items = lab.issues(open_store(db), run, top=top, status=status)
+    if as_json:
+        print_json(items)
+        return
+    table = Table(title=f"label issues of run {run}")
+    for col in ("sample", "score", "given", "suggested", "methods", "status", "text"):
+        table.add_column(col)
+    for i in items:
+        table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", escape(i["given"]), escape(i["suggested"]),
+                      i["methods"], i["status"], escape(i["text"]))
+    console().print(table)
+
+
+@labels.command()
+@run_option
+@click.argument("path", type=click.Path(dir_okay=False))
+@store_options
+def export(run, path, db):
+    """Write the open issues as a review sheet (CSV, or JSONL by extension).
+
+    Fill the decision column with accept, reject, drop or a class name, then `kd labels import`.
+
+    \b
+    Example:
+      kd labels export --run r1 review.csv
+    """
+    n = lab.export_sheet(open_store(db), run, path)
+    click.echo(f"{path}: {n} issues to review")
+
+
+@labels.command(name="import")
+@run_option
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", "stage_name", default="review", show_default=True, help="Name of the clean stage it records.")
+@overwrite_option
+@store_options
+@json_option
+def import_(run, path, stage_name, overwrite, db, as_json):
+    """Apply an edited review sheet: exactly the rows with a decision, as one undoable clean stage.
+
+    \b
+    Example:
+      kd labels import --run r1 review.csv
+    """
+    store = open_store(db)
+    decisions = lab.read_sheet(store, path)  # every row checked before anything changes
+    with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(decisions)}, overwrite=overwrite) as stage:
+        counts = lab.apply(store, stage.id, decisions, reason=f"review sheet {path}")
+        store.add_metrics(stage.id, "train", counts)
+    _print_counts(run, stage_name, counts, as_json)
+
+
+@labels.command()
+@run_option
+@click.option("--action", type=click.Choice(lab.ACTIONS), default="relabel", show_default=True)
+@click.option("--min-score", type=float, default=0.0, show_default=True, help="Only issues scoring at least this.")
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--name", "stage_name", default="clean", show_default=True)
+@overwrite_option
+@store_options
+@json_option
+def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
+    """Relabel, drop (exclude, never delete) or flag the run's detected issues, with an audit trail.
+
+    \b
+    Example:
+      kd labels clean --run r1 --action relabel --min-score 0.7
+      kd labels undo --run r1
+    """
+    store = open_store(db)
+    plan = lab.plan_clean(store, run, action=action, min_score=min_score)
+    if dry_run:
+        names = store.class_names()
+        items = [{"sample_id": d.sample_id, "action": d.action, "new": None if d.new_label is None else names[d.new_label]} for d in plan]
+        if as_json:
+            print_json({"dry_run": True, "changes": items})
+        else:
+            for i in items:
+                click.echo(f"would {i['action']} sample {i['sample_id']}" + (f" -> {i['new']}" if i["new"] else ""))
+            click.echo(f"{len(items)} changes (dry run: nothing written)")
+        return
+    config = {"action": action, "min_score": min_score, "detect": store.find_stage(run, "detect").name}
+    with stage_scope(store, run=run, kind="clean", name=stage_name, config=config, overwrite=overwrite) as stage:
+        counts = lab.apply(store, stage.id, plan, reason=f"kd labels clean --action {action} --min-score {min_score}")
+        store.add_metrics(stage.id, "train", counts)
+    _print_counts(run, stage_name, counts, as_json)
+
+
+@labels.command()
+@run_option
+@click.option("--stage", "stage_name", help="Clean stage to undo (default: the latest with edits).")
+@store_options
+@json_option
+def undo(run, stage_name, db, as_json):
+    """Revert exactly one clean stage's label edits.
+
+    \b
+    Example:
+      kd labels undo --run r1
+    """
+    n = lab.undo(open_store(db), run, stage_name)
+    if as_json:
+        print_json({"run": run, "reverted": n})
+    else:
+        click.echo(f"run {run}: reverted {n} label edits")
+
+
+@labels.command()
+@click.argument("sample_id", type=int)
+@store_options
+@json_option
+def history(sample_id, db, as_json):
+    """Show a sample's original label, current label and every edit.
+
+    \b
+    Example:
+      kd labels history 42
+    """
+    h = lab.history(open_store(db), sample_id)
+    if as_json:
+        print_json(h)
+        return
+    click.echo(f"sample {sample_id}: original {h['original']}, now {h['current']}{' (dropped)' if h['dropped'] else ''}")
+    click.echo(f"  {h['text']}")
+    for e in h["edits"]:
+        undone = f", reverted {e['reverted_at']}" if e["reverted_at"] else ""
+        click.echo(f"  {e['at']} {e['stage']}: {e['action']} {e['old']} -> {e['new']} ({e['reason']}){undone}")
+
+
+def _print_counts(run: str, stage: str, counts: dict, as_json: bool) -> None:
+    if as_json:
+        print_json({"run": run, "stage": stage, **counts})
+    else:
+        click.echo(f"run {run}, stage {stage}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

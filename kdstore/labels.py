@@ -1,0 +1,349 @@
+"""Wrong labels in the store: detect them from out-of-fold teacher probabilities, review, clean, undo.
+
+The scoring itself is the pure ``noise`` module; this module reads its inputs from the store and
+writes its results back. Every label change is a ``label_edits`` row (old, new, reason, stage, time)
+made in one transaction with the change itself, and ``undo`` reverts exactly one stage's edits. The
+original label of every sample (``samples.orig_label_id``) is never touched.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from sqlalchemy import select, update
+
+from . import noise
+from .errors import KdError
+from .outputs import softmax
+from .runs import StageHandle
+from .schema import LabelEdit, LabelIssue, Sample, Stage, utcnow
+from .store import Store, bulk_insert
+
+ACTIONS = ("relabel", "drop", "flag")
+SHEET_COLUMNS = ("issue_id", "sample_id", "text", "given", "suggested", "score", "methods", "decision")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    teacher_run: str | None = None  # default: the detect stage's own run
+    methods: tuple[str, ...] = noise.DEFAULT_METHODS
+    combine: str = noise.DEFAULT_COMBINE
+    filter_by: str = "prune_by_noise_rate"
+    frac_noise: float = 1.0
+    quality_method: str = "self_confidence"
+    student_votes: tuple[str, ...] = field(default_factory=tuple)  # distill stage names of the run
+    allow_in_sample: bool = False
+
+
+def labels_version(store: Store) -> str:
+    """Which clean stage the current labels come from (``run/stage``), or ``original``."""
+    with store.session() as s:
+        row = s.execute(
+            select(Stage.name, Stage.run_id)
+            .join(LabelEdit, LabelEdit.stage_id == Stage.id)
+            .where(LabelEdit.reverted_at.is_(None), LabelEdit.action != "flag")
+            .order_by(LabelEdit.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return "original"
+        from .schema import Run
+
+        run = s.get(Run, row.run_id)
+        return f"{run.uniqid}/{row.name}"
+
+
+# detect --------------------------------------------------------------------------------------
+def detect(store: Store, stage: StageHandle, cfg: DetectConfig) -> int:
+    """Score the train labels against the teacher's probabilities; store one issue row per flag."""
+    names = store.class_names()
+    teacher_run = cfg.teacher_run or stage.run
+    teacher = store.find_stage(teacher_run, "teach")
+    if teacher.config.get("classes") not in (None, names):
+        raise KdError(f"the classes changed since the teacher of run {teacher_run!r} ran: re-run `kd teach`")
+    train = store.samples(splits=["train"], labeled=True)
+    if len(set(train.labels.tolist())) < 2:
+        raise KdError("the train labels have a single class: there is nothing to tell apart")
+    folds = store.read_folds(teacher.id)
+    in_sample = [int(i) for i in train.ids if int(i) not in folds]
+    if in_sample and not cfg.allow_in_sample:
+        raise KdError(
+            f"{len(in_sample)} train samples have in-sample teacher probabilities: confident learning needs "
+            f"out-of-sample ones. Run `kd teach --run {teacher_run} --folds 5 ...` (or pass --allow-in-sample)"
+        )
+    ids, logits = store.read_logits(teacher.id)
+    row = {int(i): k for k, i in enumerate(ids)}
+    missing = [int(i) for i in train.ids if int(i) not in row]
+    if missing:
+        raise KdError(f"{len(missing)} train samples have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
+    probs = softmax(logits[[row[int(i)] for i in train.ids]])
+    votes = [_student_votes(store, stage.run, name, train.ids) for name in cfg.student_votes]
+    found = noise.detect(
+        train.labels, probs, methods=cfg.methods, combine=cfg.combine, filter_by=cfg.filter_by,
+        frac_noise=cfg.frac_noise, quality_method=cfg.quality_method, extra_votes=votes or None,
+    )
+    flagged = np.flatnonzero(found.flagged)
+    rows = [
+        (stage.id, int(train.ids[i]), int(train.labels[i]), int(found.suggested[i]), float(found.score[i]), str(found.methods[i]), "open")
+        for i in flagged[np.argsort(-found.score[flagged], kind="stable")]
+    ]
+    with store.engine.begin() as conn:
+        bulk_insert(conn, LabelIssue.__table__, ("stage_id", "sample_id", "given_label_id", "suggested_label_id", "score", "methods", "status"), rows)
+    figures = {"flagged": len(rows), "train_samples": len(train), "in_sample": len(in_sample)}
+    figures.update({f"flagged[{m}]": int(mask.sum()) for m, mask in found.masks.items()})
+    store.add_metrics(stage.id, "train", figures)
+    return len(rows)
+
+
+def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray) -> np.ndarray:
+    """A distill stage's probabilities for the samples, to join the ensemble. Only useful when the
+    student did not train on those labels (e.g. trained on another run's data)."""
+    stage = store.find_stage(run, name)
+    if stage.kind != "distill":
+        raise KdError(f"--student-votes takes distill stages; {name!r} is a {stage.kind} stage")
+    ids, logits = store.read_logits(stage.id)
+    row = {int(i): k for k, i in enumerate(ids)}
+    return softmax(logits[[row[int(i)] for i in sample_ids]])  # probabilities beat hard votes
+
+
+# reading issues --------------------------------------------------------------------------------
+def issues(store: Store, run: str, *, top: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    """The run's label issues, highest score first, with text and label names."""
+    stage = store.find_stage(run, "detect")
+    names = store.class_names()
+    query = (
+        select(LabelIssue, Sample.text, Sample.label_id)
+        .join(Sample, Sample.id == LabelIssue.sample_id)
+        .where(LabelIssue.stage_id == stage.id)
+        .order_by(LabelIssue.score.desc(), LabelIssue.id)
+    )
+    if status:
+        query = query.where(LabelIssue.status == status)
+    if top:
+        query = query.limit(top)
+    with store.session() as s:
+        rows = s.execute(query).all()
+    return [
+        {
+            "issue_id": issue.id,
+            "sample_id": issue.sample_id,
+            "text": text,
+            "given": names[issue.given_label_id],
+            "current": None if current is None else names[current],
+            "suggested": names[issue.suggested_label_id],
+            "score": round(issue.score, 6),
+            "methods": issue.methods,
+            "status": issue.status,
+        }
+        for issue, text, current in rows
+    ]
+
+
+def export_sheet(store: Store, run: str, path: Path) -> int:
+    """Write the open issues as a review sheet (CSV, or JSONL by extension) with an empty decision."""
+    rows = issues(store, run, status="open")
+    items = [{k: r[k] for k in SHEET_COLUMNS if k != "decision"} | {"decision": ""} for r in rows]
+    path = Path(path)
+    if path.suffix.lower() in (".jsonl", ".json"):
+        path.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=SHEET_COLUMNS)
+        writer.writeheader()
+        writer.writerows(items)
+        path.write_text(buf.getvalue(), encoding="utf-8")
+    return len(items)
+
+
+@dataclass(frozen=True)
+class Decision:
+    sample_id: int
+    issue_id: int | None
+    action: str  # relabel, drop or reject
+    new_label: int | None
+
+
+def read_sheet(store: Store, path: Path) -> list[Decision]:
+    """Parse an edited review sheet; every row is checked before anything changes.
+
+    ``decision``: empty (skip), ``accept`` (the suggested label), ``reject``, ``drop``, or a class name.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KdError(f"{path}: cannot read: {exc}") from None
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for n, line in enumerate(raw.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((n, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise KdError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+    else:
+        reader = csv.DictReader(io.StringIO(raw))
+        rows = [(reader.line_num, r) for r in reader]
+        missing = {"sample_id", "decision"} - set(reader.fieldnames or [])
+        if missing:
+            raise KdError(f"{path}: line 1: missing column(s) {', '.join(sorted(missing))}")
+    names = store.class_names()
+    with store.engine.connect() as conn:
+        existing = {int(i) for (i,) in conn.execute(select(Sample.id))}
+        latest_suggestion = dict(conn.execute(select(LabelIssue.sample_id, LabelIssue.suggested_label_id).order_by(LabelIssue.id)).all())
+    decisions = []
+    for line, r in rows:
+        decision = str(r.get("decision") or "").strip()
+        if not decision:
+            continue
+        try:
+            sample_id = int(r.get("sample_id"))
+        except (TypeError, ValueError):
+            raise KdError(f"{path}: line {line}: field 'sample_id': not a number: {r.get('sample_id')!r}") from None
+        if sample_id not in existing:
+            raise KdError(f"{path}: line {line}: field 'sample_id': no sample {sample_id} in the store")
+        issue_id = int(r["issue_id"]) if str(r.get("issue_id") or "").strip() else None
+        low = decision.lower()
+        if low == "accept":
+            suggested = str(r.get("suggested") or "").strip()
+            if suggested:
+                if suggested not in names:
+                    raise KdError(f"{path}: line {line}: field 'suggested': unknown label {suggested!r}")
+                new = names.index(suggested)
+            elif sample_id in latest_suggestion:  # a sheet without the suggested column
+                new = latest_suggestion[sample_id]
+            else:
+                raise KdError(f"{path}: line {line}: field 'decision': no detected issue of sample {sample_id} to accept")
+            decisions.append(Decision(sample_id, issue_id, "relabel", new))
+        elif low in ("reject", "drop"):
+            decisions.append(Decision(sample_id, issue_id, low, None))
+        elif decision in names:
+            decisions.append(Decision(sample_id, issue_id, "relabel", names.index(decision)))
+        else:
+            raise KdError(
+                f"{path}: line {line}: field 'decision': {decision!r} is not accept, reject, drop or a class "
+                f"({', '.join(names)})"
+            )
+    return decisions
+
+
+# clean, undo, history ----------------------------------------------------------------------
+def plan_clean(store: Store, run: str, *, action: str, min_score: float) -> list[Decision]:
+    """The decisions ``kd labels clean`` would apply: the run's open issues scoring at least ``min_score``."""
+    if action not in ACTIONS:
+        raise KdError(f"--action must be one of {', '.join(ACTIONS)}")
+    chosen = [i for i in issues(store, run, status="open") if i["score"] >= min_score]
+    names = store.class_names()
+    act = {"relabel": "relabel", "drop": "drop", "flag": "flag"}[action]
+    return [
+        Decision(i["sample_id"], i["issue_id"], act, names.index(i["suggested"]) if act == "relabel" else None)
+        for i in chosen
+    ]
+
+
+def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason: str) -> dict[str, int]:
+    """Apply decisions in one transaction, one ``label_edits`` row per change; returns counts."""
+    counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0}
+    now = utcnow()
+    with store.session() as s, s.begin():
+        for d in decisions:
+            sample = s.get(Sample, d.sample_id)
+            if d.action == "reject":
+                counts["reject"] += 1
+            elif d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped):
+                counts["unchanged"] += 1
+            else:
+                old = sample.label_id
+                if d.action == "relabel":
+                    sample.label_id, sample.dropped = d.new_label, False
+                elif d.action == "drop":
+                    sample.dropped = True
+                s.add(LabelEdit(
+                    sample_id=d.sample_id, stage_id=stage_id, action=d.action, old_label_id=old,
+                    new_label_id=sample.label_id if d.action != "drop" else None, reason=reason, created_at=now,
+                ))
+                counts[d.action] += 1
+            if d.issue_id is not None:
+                status = {"reject": "rejected", "flag": "flagged"}.get(d.action, "applied")
+                s.execute(update(LabelIssue).where(LabelIssue.id == d.issue_id).values(status=status))
+    return counts
+
+
+def undo(store: Store, run: str, stage_name: str | None = None) -> int:
+    """Revert the edits of the run's latest clean stage (or ``stage_name``); refuses when a later edit
+    touched the same samples, naming them. Returns the number of edits reverted."""
+    stages = [s for s in store.stages_of(run) if s.kind == "clean" and (stage_name is None or s.name == stage_name)]
+    if not stages:
+        raise KdError(f"run {run!r} has no clean stage to undo")
+    with store.session() as s, s.begin():
+        for stage in reversed(stages):
+            edits = list(s.scalars(select(LabelEdit).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None)).order_by(LabelEdit.id.desc())))
+            if edits:
+                break
+        else:
+            raise KdError(f"the clean stage(s) of run {run!r} have nothing left to undo")
+        touched = {e.sample_id for e in edits}
+        later = s.scalars(
+            select(LabelEdit.sample_id).where(
+                LabelEdit.sample_id.in_(touched), LabelEdit.id > min(e.id for e in edits),
+                LabelEdit.stage_id != stage.id, LabelEdit.reverted_at.is_(None),
+            )
+        ).all()
+        if later:
+            shown = ", ".join(str(i) for i in sorted(set(later))[:20])
+            raise KdError(f"later edits touched samples {shown} after stage {stage.name!r}: undo those first")
+        now = utcnow()
+        for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old label
+            sample = s.get(Sample, e.sample_id)
+            if e.action == "drop":
+                sample.dropped = False
+            elif e.action == "relabel":
+                sample.label_id = e.old_label_id
+            e.reverted_at = now
+        s.execute(
+            update(LabelIssue).where(LabelIssue.sample_id.in_(touched), LabelIssue.status.in_(("applied", "flagged"))).values(status="open")
+        )
+    return len(edits)
+
+
+def history(store: Store, sample_id: int) -> dict[str, Any]:
+    names = store.class_names()
+    with store.session() as s:
+        sample = s.get(Sample, sample_id)
+        if sample is None:
+            raise KdError(f"no sample {sample_id} in the store")
+        rows = s.execute(
+            select(LabelEdit, Stage.name).outerjoin(Stage, Stage.id == LabelEdit.stage_id)
+            .where(LabelEdit.sample_id == sample_id).order_by(LabelEdit.id)
+        ).all()
+
+    def name(i):
+        return None if i is None else names[i]
+
+    return {
+        "sample_id": sample_id,
+        "text": sample.text,
+        "original": name(sample.orig_label_id),
+        "current": name(sample.label_id),
+        "dropped": sample.dropped,
+        "edits": [
+            {
+                "id": e.id, "stage": stage, "action": e.action, "old": name(e.old_label_id), "new": name(e.new_label_id),
+                "reason": e.reason, "at": e.created_at.isoformat(timespec="seconds"),
+                "reverted_at": e.reverted_at.isoformat(timespec="seconds") if e.reverted_at else None,
+            }
+            for e, stage in rows
+        ],
+    }
+
+
+def config_dict(cfg: DetectConfig) -> dict:
+    d = asdict(cfg)
+    d["methods"], d["student_votes"] = list(cfg.methods), list(cfg.student_votes)
+    return d

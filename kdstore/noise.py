@@ -1,0 +1,411 @@
+"""Wrong-label detection as pure functions of the given labels and out-of-fold probabilities.
+
+The functional core of ``kd labels detect``, cleanlab style: arrays in, arrays out, no I/O, fully
+deterministic. ``labels`` are class ids ``0..K-1`` (one per sample); ``pred_probs`` is an ``(N, K)``
+matrix of *out-of-fold* probabilities (each row from a model that did not train on that sample).
+
+Detection methods, each a boolean mask:
+
+- ``"cleanlab"``: :func:`cleanlab.filter.find_label_issues` (confident learning, ``filter_by``);
+- ``"disagree"``: another class beats the given label by more than ``min_margin``;
+- ``"votes"``: a strict majority of the extra ensemble members (``extra_votes``) predict a class
+  other than the given one.
+
+Combination rules (``combine``) turn the masks into the flagged set:
+
+- ``"ranked"`` (default): rank the samples any method flags by ``score`` and keep the top
+  ``num_issues`` times ``frac_noise``, where ``num_issues`` is cleanlab's own estimate of how many
+  labels are wrong (:func:`estimate_issue_count`, from the confident joint). The cut comes from the
+  probabilities, never from a threshold tuned on known errors. In ``bench/noise_research.py`` it is
+  within 0.01 F1 of the best rule on B3 at both noise levels for every model tried (and above the
+  cleanlab default), and within 0.03 of the best rule at every model strength of a synthetic sweep,
+  where each alternative fell 0.05-0.06 short somewhere;
+- ``"union"``: flagged by any method; ``"intersection"``: by all; ``"majority"``: by more than half.
+
+Extra ensemble members (``extra_votes``, e.g. the students' out-of-fold predictions) are either
+``(N,)`` predicted class ids (a hard vote, counted as a one-hot row) or ``(N, K)`` probabilities.
+All members are averaged, with weight 1 for ``pred_probs`` and ``vote_weight`` for each extra
+member, into the ensemble probabilities that give ``score``, ``"disagree"`` and ``suggested``.
+Confident learning (``"cleanlab"`` and the ``"ranked"`` count) uses only the probability members
+(``pred_probs`` and any ``(N, K)`` extra), since one-hot votes would distort its per-class
+confidence thresholds.
+
+With ``calibrate=True`` (default) every probability member is first temperature-scaled to the given
+labels (:func:`temperature_scale`, one scalar per member, class ranking unchanged). Confident
+learning's thresholds and issue count depend on the confidence scale; after calibration they do
+not, so the same rule serves an under-confident linear model and an over-confident transformer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import KdError
+
+FILTERS = (
+    "prune_by_noise_rate",
+    "prune_by_class",
+    "both",
+    "confident_learning",
+    "predicted_neq_given",
+    "low_normalized_margin",
+    "low_self_confidence",
+)
+QUALITY_METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+METHODS = ("cleanlab", "disagree", "votes")
+COMBINES = ("ranked", "union", "intersection", "majority")
+DEFAULT_METHODS = ("cleanlab", "disagree")
+DEFAULT_COMBINE = "ranked"
+ISSUE_COUNTS = ("mean", "off_diagonal", "off_diagonal_calibrated")
+DEFAULT_ISSUE_COUNT = "mean"
+ROW_SUM_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The result of :func:`detect`; every array has one entry per sample and is read-only.
+
+    - ``flagged``: bool, the samples whose given label is judged wrong;
+    - ``score``: float in ``[0, 1]``, higher = more likely wrong (``1 -`` cleanlab's label quality
+      of the ensemble probabilities), comparable across samples for ranking;
+    - ``suggested``: int, the ensemble's most probable class, or the given label where no class is
+      more probable than it;
+    - ``methods``: str, the names of the methods that flag the sample joined by ``","`` in
+      ``METHODS`` order (``""`` when none);
+    - ``margin``: float in ``[0, 1]``, ensemble ``p(best) - p(given)`` (0 where the given label is best);
+    - ``masks``: ``{method: bool array}`` for every method that ran;
+    - ``num_issues``: the estimated number of wrong labels (:func:`estimate_issue_count`; the cut
+      ``"ranked"`` uses, before ``frac_noise``);
+    - ``combine``: the combination rule that produced ``flagged``;
+    - ``temperatures``: the fitted temperature of ``pred_probs`` and of each ``(N, K)`` extra member,
+      in that order (empty with ``calibrate=False``).
+    """
+
+    flagged: np.ndarray
+    score: np.ndarray
+    suggested: np.ndarray
+    methods: np.ndarray
+    margin: np.ndarray
+    masks: Mapping[str, np.ndarray]
+    num_issues: int
+    combine: str
+    temperatures: tuple[float, ...] = ()
+
+    def ranked_indices(self) -> np.ndarray:
+        """Indices of the flagged samples, highest ``score`` first (ties: lower index first)."""
+        idx = np.flatnonzero(self.flagged)
+        return idx[np.argsort(-self.score[idx], kind="stable")]
+
+
+def validate(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
+    """Check the inputs and return them as ``(int64 labels, float64 pred_probs)``.
+
+    ``pred_probs`` must be ``(N, K)`` with ``K >= 2``, finite, in ``[0, 1]``, rows summing to 1
+    (within ``ROW_SUM_TOL``; they are renormalized exactly); ``labels`` must be ``N`` class ids in
+    ``0..K-1`` with every class present (confident learning estimates a noise rate per class).
+    """
+    probs = _as_probs(pred_probs, "pred_probs")
+    n, k = probs.shape
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise KdError(f"labels must be a 1-D array of class ids, got shape {y.shape}")
+    if len(y) != n:
+        raise KdError(f"{len(y)} labels but {n} pred_probs rows; they must be one per sample")
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+        raise KdError(f"labels must be integer class ids 0..{k - 1}, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.min() < 0 or y.max() >= k:
+        raise KdError(
+            f"labels must be class ids 0..{k - 1} (pred_probs has {k} columns), found {y.min()}..{y.max()}"
+        )
+    missing = np.flatnonzero(np.bincount(y, minlength=k) == 0)
+    if len(missing):
+        raise KdError(
+            f"class id(s) {missing.tolist()} have no sample with that given label; every class needs "
+            "at least one to estimate its noise rate"
+        )
+    return y, probs
+
+
+def cleanlab_issues(
+    labels, pred_probs, *, filter_by: str = "prune_by_noise_rate", frac_noise: float = 1.0
+) -> np.ndarray:
+    """Bool mask of label issues from :func:`cleanlab.filter.find_label_issues` (single process)."""
+    from cleanlab.filter import find_label_issues
+
+    y, probs = validate(labels, pred_probs)
+    _check_choice("filter_by", filter_by, FILTERS)
+    _check_frac_noise(frac_noise)
+    mask = find_label_issues(y, probs, filter_by=filter_by, frac_noise=frac_noise, n_jobs=1)
+    return np.asarray(mask, dtype=bool)
+
+
+def quality_scores(labels, pred_probs, *, method: str = "self_confidence") -> np.ndarray:
+    """cleanlab's label quality per sample, in ``[0, 1]``; lower = more likely mislabeled."""
+    from cleanlab.rank import get_label_quality_scores
+
+    y, probs = validate(labels, pred_probs)
+    _check_choice("quality method", method, QUALITY_METHODS)
+    q = get_label_quality_scores(y, probs, method=method)
+    return np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
+
+
+def disagreement(labels, pred_probs, *, min_margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask, margin)``: ``margin = p(argmax) - p(given)`` (``>= 0``); ``mask = margin > min_margin``.
+
+    With ``min_margin=0`` the mask is "the argmax is another class" (a tie with the given label is
+    not a disagreement).
+    """
+    y, probs = validate(labels, pred_probs)
+    if not (0.0 <= min_margin < 1.0):
+        raise KdError(f"min_margin must be in [0, 1), got {min_margin}")
+    return _disagree(y, probs, min_margin)
+
+
+def estimate_issue_count(labels, pred_probs, *, method: str = DEFAULT_ISSUE_COUNT) -> int:
+    """How many labels are wrong, from cleanlab's confident joint (:func:`cleanlab.count.num_label_issues`).
+
+    ``"off_diagonal"`` counts only the confidently-counted off-diagonal examples (a lower bound:
+    best when the model is weak, too few when it is strong); ``"off_diagonal_calibrated"`` rescales
+    the confident joint to the class counts (right for a strong model, counts a weak model's own
+    errors as noise); ``"mean"`` (default) is the midpoint, within about 0.03 F1 of the better of the
+    two in every regime ``bench/noise_research.py`` measured, where either alone lost up to 0.06.
+    """
+    from cleanlab.count import num_label_issues
+
+    y, probs = validate(labels, pred_probs)
+    _check_choice("issue count", method, ISSUE_COUNTS)
+    if method != "mean":
+        return int(num_label_issues(y, probs, estimation_method=method))
+    low = num_label_issues(y, probs, estimation_method="off_diagonal")
+    high = num_label_issues(y, probs, estimation_method="off_diagonal_calibrated")
+    return int(np.floor((low + high) / 2 + 0.5))
+
+
+def temperature_scale(labels, pred_probs) -> tuple[np.ndarray, float]:
+    """``(probs, T)``: ``pred_probs`` rescaled as ``softmax(log(p) / T)``, ``T`` fitted to the labels.
+
+    ``T`` minimizes the negative log-likelihood of the given labels (one scalar, so the ranking of
+    a sample's classes never changes). Over-confident probabilities (a fine-tuned transformer) get
+    ``T > 1``, under-confident ones ``T < 1``; confident learning's per-class thresholds and its
+    issue count then no longer depend on the model's confidence scale.
+    """
+    y, probs = validate(labels, pred_probs)
+    return _temperature_fit(y, probs)
+
+
+def detect(
+    labels,
+    pred_probs,
+    *,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    combine: str = DEFAULT_COMBINE,
+    filter_by: str = "prune_by_noise_rate",
+    frac_noise: float = 1.0,
+    quality_method: str = "self_confidence",
+    min_margin: float = 0.0,
+    extra_votes: Sequence[np.ndarray] | None = None,
+    vote_weight: float = 1.0,
+    calibrate: bool = True,
+    issue_count: str = DEFAULT_ISSUE_COUNT,
+) -> Detection:
+    """Flag wrong labels by combining detection methods; see the module docstring for the rules."""
+    y, probs = validate(labels, pred_probs)
+    n, k = probs.shape
+    methods = tuple(methods)
+    if not methods:
+        raise KdError(f"choose at least one detection method of {', '.join(METHODS)}")
+    for m in methods:
+        _check_choice("detection method", m, METHODS)
+    if len(set(methods)) != len(methods):
+        raise KdError(f"detection methods repeat: {', '.join(methods)}")
+    _check_choice("combine rule", combine, COMBINES)
+    _check_choice("filter_by", filter_by, FILTERS)
+    _check_choice("quality method", quality_method, QUALITY_METHODS)
+    _check_choice("issue count", issue_count, ISSUE_COUNTS)
+    _check_frac_noise(frac_noise)
+    if not (0.0 <= min_margin < 1.0):
+        raise KdError(f"min_margin must be in [0, 1), got {min_margin}")
+    if not (np.isfinite(vote_weight) and vote_weight > 0):
+        raise KdError(f"vote_weight must be a positive number, got {vote_weight}")
+    extras = _members(extra_votes, n, k)
+    if "votes" in methods and not extras:
+        raise KdError("the 'votes' method needs extra_votes (other models' predictions)")
+
+    temperatures: list[float] = []
+    if calibrate:
+        probs, t = _temperature_fit(y, probs)
+        temperatures.append(t)
+        for j, e in enumerate(extras):
+            if e.ndim == 2:
+                extras[j], t = _temperature_fit(y, e)
+                temperatures.append(t)
+    soft = [probs] + [e for e in extras if e.ndim == 2]
+    cl_probs = soft[0] if len(soft) == 1 else np.mean(soft, axis=0)
+    members = [probs] + [e if e.ndim == 2 else np.eye(k)[e] for e in extras]
+    weights = np.array([1.0] + [vote_weight] * len(extras))
+    ens = np.tensordot(weights / weights.sum(), np.stack(members), axes=1) if extras else probs
+
+    masks: dict[str, np.ndarray] = {}
+    margin = _disagree(y, ens, 0.0)[1]
+    for m in methods:
+        if m == "cleanlab":
+            masks[m] = cleanlab_issues(y, cl_probs, filter_by=filter_by, frac_noise=frac_noise)
+        elif m == "disagree":
+            masks[m] = margin > min_margin
+        else:  # votes
+            against = [_disagree(y, e if e.ndim == 2 else np.eye(k)[e], 0.0)[0] for e in extras]
+            masks[m] = 2 * np.sum(against, axis=0) > len(extras)
+
+    score = 1.0 - quality_scores(y, ens, method=quality_method)
+    num_issues = estimate_issue_count(y, cl_probs, method=issue_count)
+    stack = np.stack([masks[m] for m in methods])
+    hits = stack.sum(axis=0)
+    if combine == "union":
+        flagged = hits > 0
+    elif combine == "intersection":
+        flagged = hits == len(methods)
+    elif combine == "majority":
+        flagged = 2 * hits > len(methods)
+    else:  # ranked
+        cand = np.flatnonzero(hits > 0)
+        keep = int(round(frac_noise * num_issues))
+        top = cand[np.argsort(-score[cand], kind="stable")[:keep]]
+        flagged = np.zeros(n, dtype=bool)
+        flagged[top] = True
+
+    best = ens.argmax(axis=1)
+    suggested = np.where(ens[np.arange(n), y] >= ens[np.arange(n), best], y, best)
+    order = [m for m in METHODS if m in masks]
+    names = np.array([",".join(m for m in order if masks[m][i]) for i in range(n)], dtype=object)
+    frozen = {m: _ro(masks[m]) for m in order}
+    return Detection(
+        flagged=_ro(flagged),
+        score=_ro(score),
+        suggested=_ro(suggested.astype(np.int64)),
+        methods=_ro(names),
+        margin=_ro(margin),
+        masks=MappingProxyType(frozen),
+        num_issues=num_issues,
+        combine=combine,
+        temperatures=tuple(temperatures),
+    )
+
+
+def _as_probs(pred_probs, what: str) -> np.ndarray:
+    probs = np.asarray(pred_probs)
+    if probs.ndim != 2:
+        raise KdError(f"{what} must be a 2-D (samples, classes) matrix, got shape {probs.shape}")
+    if not (np.issubdtype(probs.dtype, np.floating) or np.issubdtype(probs.dtype, np.integer)):
+        raise KdError(f"{what} must be numeric, got dtype {probs.dtype}")
+    n, k = probs.shape
+    if k < 2:
+        raise KdError(f"{what} has {k} column(s); label detection needs at least 2 classes")
+    if n == 0:
+        raise KdError(f"no samples: {what} has 0 rows")
+    probs = probs.astype(np.float64)
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        raise KdError(
+            f"{what} has non-finite values (NaN or inf) in {int(bad.sum())} row(s), "
+            f"first row {int(np.argmax(bad))}"
+        )
+    if probs.min() < 0 or probs.max() > 1:
+        raise KdError(
+            f"{what} must lie in [0, 1] (found {probs.min():.4g}..{probs.max():.4g}); "
+            "pass softmax probabilities, not logits"
+        )
+    sums = probs.sum(axis=1)
+    off = np.abs(sums - 1.0) > ROW_SUM_TOL
+    if off.any():
+        i = int(np.argmax(off))
+        raise KdError(
+            f"{what} rows must sum to 1 (±{ROW_SUM_TOL}): {int(off.sum())} row(s) do not, "
+            f"first row {i} sums to {sums[i]:.6g}"
+        )
+    return probs / sums[:, None]
+
+
+def _temperature_fit(y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, float]:
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    rows = np.arange(len(y))
+
+    def scaled(beta: float) -> np.ndarray:
+        z = logp * beta
+        z -= z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def nll(log_beta: float) -> float:
+        return float(-scaled(np.exp(log_beta))[rows, y].mean())
+
+    # The NLL is convex in the inverse temperature beta, so unimodal in log(beta): golden section.
+    lo, hi = np.log(1 / 50), np.log(50.0)
+    g = (np.sqrt(5.0) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(b)
+    beta = float(np.exp((lo + hi) / 2))
+    return np.exp(scaled(beta)), 1.0 / beta
+
+
+def _disagree(y: np.ndarray, probs: np.ndarray, min_margin: float) -> tuple[np.ndarray, np.ndarray]:
+    margin = probs.max(axis=1) - probs[np.arange(len(y)), y]
+    margin = np.clip(margin, 0.0, 1.0)
+    return margin > min_margin, margin
+
+
+def _members(extra_votes, n: int, k: int) -> list[np.ndarray]:
+    if extra_votes is None:
+        return []
+    if isinstance(extra_votes, np.ndarray):
+        raise KdError("extra_votes must be a list of arrays (one per model), not a single array")
+    out = []
+    for j, v in enumerate(extra_votes):
+        a = np.asarray(v)
+        if a.ndim == 1:
+            if len(a) != n:
+                raise KdError(f"extra_votes[{j}] has {len(a)} predictions for {n} samples")
+            if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+                raise KdError(f"extra_votes[{j}] must hold integer class ids, got dtype {a.dtype}")
+            if len(a) and (a.min() < 0 or a.max() >= k):
+                raise KdError(f"extra_votes[{j}] has class ids outside 0..{k - 1}")
+            out.append(a.astype(np.int64))
+        elif a.ndim == 2:
+            if a.shape != (n, k):
+                raise KdError(
+                    f"extra_votes[{j}] has shape {a.shape}; probabilities must be ({n}, {k})"
+                )
+            out.append(_as_probs(a, f"extra_votes[{j}]"))
+        else:
+            raise KdError(
+                f"extra_votes[{j}] must be (N,) class ids or (N, K) probabilities, got shape {a.shape}"
+            )
+    return out
+
+
+def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise KdError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def _check_frac_noise(frac_noise: float) -> None:
+    if not (0.0 < frac_noise <= 1.0):
+        raise KdError(f"frac_noise must be in (0, 1], got {frac_noise}")
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    a.flags.writeable = False
+    return a

@@ -1,0 +1,69 @@
+"""Synthetic, separable review-like data and a tiny BERT for the end-to-end tests.
+
+A marker word decides the label (很好 → pos, 太差 → neg) inside random filler characters, so a 2-layer
+BERT learns the task in a few steps on a CPU. ``flip`` injects label noise at known rows.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from commands.cli import cli
+from kdstore.vocab import build_vocab, make_tokenizer
+
+FILLER = "今天我们的这个东西那里时候大家已经可以还是觉得非常一般比较"
+MARKERS = {"pos": "很好", "neg": "太差"}
+
+
+def texts(rng: random.Random, marker: str, n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        left = "".join(rng.choice(FILLER) for _ in range(rng.randint(3, 10)))
+        right = "".join(rng.choice(FILLER) for _ in range(rng.randint(0, 6)))
+        out.append(f"{left}{marker}{right}")
+    return out
+
+
+def labeled_rows(rng: random.Random, n: int) -> list[tuple[str, str]]:
+    rows = [(label, t) for label, marker in MARKERS.items() for t in texts(rng, marker, n // 2)]
+    rng.shuffle(rows)
+    return rows
+
+
+def flip(rows: list[tuple[str, str]], rng: random.Random, fraction: float) -> tuple[list[tuple[str, str]], set[int]]:
+    """The rows with ``fraction`` of their binary labels flipped, and the flipped row indices."""
+    flipped = {i for i in range(len(rows)) if rng.random() < fraction}
+    other = {"pos": "neg", "neg": "pos"}
+    return [(other[l] if i in flipped else l, t) for i, (l, t) in enumerate(rows)], flipped
+
+
+def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(f"{label}\t{text}\n" for label, text in rows), encoding="utf-8")
+    return path
+
+
+def save_tiny_bert(all_texts: list[str], out: Path) -> Path:
+    """A 2-layer, 32-wide BERT with a character vocabulary of ``all_texts``, as a Hugging Face dir."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokens = build_vocab(all_texts)
+    config = BertConfig(
+        vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    BertForMaskedLM(config).save_pretrained(out)
+    make_tokenizer(tokens).save_pretrained(out)
+    return out
+
+
+def kd(*args: str, input: str | None = None, ok: bool = True):
+    """Run the real CLI in-process and check its exit status."""
+    result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code != 0, result.output
+    return result
