@@ -35,11 +35,12 @@ def labels():
 @click.option("--frac-noise", type=float, default=1.0, show_default=True, help="cleanlab frac_noise.")
 @click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True)
 @click.option("--student-votes", multiple=True, help="Distill stage(s) of the run whose probabilities join the ensemble (useful only for students that did not train on these labels).")
+@click.option("--tfidf-member", is_flag=True, help="Add out-of-fold TF-IDF + logistic-regression probabilities to the ensemble.")
 @click.option("--allow-in-sample", is_flag=True, help="Accept a teacher that saw the samples it scores (not recommended).")
 @overwrite_option
 @store_options
 @json_option
-def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_method, student_votes, allow_in_sample, overwrite, db, as_json):
+def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_method, student_votes, tfidf_member, allow_in_sample, overwrite, db, as_json):
     """Flag train samples whose label the out-of-fold teacher disputes (cleanlab + disagreement).
 
     \b
@@ -49,7 +50,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     cfg = lab.DetectConfig(
         teacher_run=teacher_run, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         combine=combine, filter_by=filter_by, frac_noise=frac_noise, quality_method=quality_method,
-        student_votes=tuple(student_votes), allow_in_sample=allow_in_sample,
+        student_votes=tuple(student_votes), tfidf_member=tfidf_member, allow_in_sample=allow_in_sample,
     )
     store = open_store(db)
     with stage_scope(store, run=run, kind="detect", config=lab.config_dict(cfg), overwrite=overwrite) as stage:

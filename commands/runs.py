@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from kdstore.report import run_report, runs_overview
+from kdstore.plots import write_plots
+from kdstore.report import compare, run_report, runs_overview
 
 from .common import console, json_option, open_store, print_json, run_option, store_options
 
@@ -50,17 +53,36 @@ def runs(db, as_json):
 
 @click.command()
 @run_option
+@click.option("--compare", "compare_runs", multiple=True, metavar="RUN", help="Put these runs' models side by side (repeat).")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG charts here (needs matplotlib).")
 @store_options
 @json_option
-def report(run, db, as_json):
-    """Show every stage and metric of a run.
+def report(run, compare_runs, plot_dir, db, as_json):
+    """Show every stage and metric of a run, or compare the models of several runs.
 
     \b
     Example:
       kd report --run 20240101
-      kd report --json | jq '.stages[] | {name, metrics}'
+      kd report --compare teacher-only --compare distilled --compare distilled-aug
+      kd report --run r1 --plot charts/ --json | jq '.stages[] | {name, metrics}'
     """
-    data = run_report(open_store(db), run)
+    store = open_store(db)
+    if compare_runs:
+        rows = compare(store, list(compare_runs))
+        if as_json:
+            print_json(rows)
+            return
+        table = Table(title="runs compared")
+        cols = [c for c in (rows[0].keys() if rows else ["run", "stage"])]
+        for c in cols:
+            table.add_column(c, justify="left" if c in ("run", "stage", "kind") else "right")
+        for r in rows:
+            table.add_row(*[v if isinstance(v, str) else _fmt(v) for v in r.values()])
+        console().print(table)
+        return
+    data = run_report(store, run)
+    if plot_dir:
+        data["plots"] = [str(p) for p in write_plots(data, Path(plot_dir))]
     if as_json:
         print_json(data)
         return
@@ -69,7 +91,7 @@ def report(run, db, as_json):
     for st in data["stages"]:
         style = _STATUS_STYLE.get(st["status"], "")
         dur = "" if st["duration_s"] is None else f", {st['duration_s']:.1f} s"
-        out.print(f"\n[bold]{st['name']}[/] ({st['kind']}) [{style}]{st['status']}[/]{dur}")
+        out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{dur}")
         if st["error"]:
             out.print(f"  error: {st['error']}", markup=False)
         shown = {k: v for k, v in st["config"].items() if not isinstance(v, (dict, list))}
@@ -86,6 +108,16 @@ def report(run, db, as_json):
             for n in names:
                 table.add_row(escape(n), *[_fmt(st["metrics"][split].get(n)) for split in splits])
             out.print(table)
+        for split, matrix in st.get("confusion", {}).items():
+            cm = Table(title=f"{split} confusion (rows: label, columns: predicted)")
+            cm.add_column("")
+            for name in data["classes"]:
+                cm.add_column(escape(name), justify="right")
+            for name, row in zip(data["classes"], matrix):
+                cm.add_row(escape(name), *[str(v) for v in row])
+            out.print(cm)
+    for p in data.get("plots", []):
+        out.print(f"wrote {p}", markup=False)
 
 
 def _metric_order(name: str) -> tuple[int, str]:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from sqlalchemy import select, update
 
-from . import noise
+from . import noise, tfidf
 from .errors import KdError
 from .outputs import softmax
 from .runs import StageHandle
@@ -38,6 +38,7 @@ class DetectConfig:
     frac_noise: float = 1.0
     quality_method: str = "self_confidence"
     student_votes: tuple[str, ...] = field(default_factory=tuple)  # distill stage names of the run
+    tfidf_member: bool = False  # add out-of-fold TF-IDF + LR probabilities to the ensemble
     allow_in_sample: bool = False
 
 
@@ -84,6 +85,8 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig) -> int:
         raise KdError(f"{len(missing)} train samples have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
     probs = softmax(logits[[row[int(i)] for i in train.ids]])
     votes = [_student_votes(store, stage.run, name, train.ids) for name in cfg.student_votes]
+    if cfg.tfidf_member:
+        votes.append(tfidf.oof_probs(train.texts, train.labels, num_classes=len(names)))
     found = noise.detect(
         train.labels, probs, methods=cfg.methods, combine=cfg.combine, filter_by=cfg.filter_by,
         frac_noise=cfg.frac_noise, quality_method=cfg.quality_method, extra_votes=votes or None,

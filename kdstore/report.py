@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schema import Stage
+import numpy as np
+from sqlalchemy import select
+
+from .errors import KdError
+from .metrics import confusion_matrix
+from .schema import LabelIssue, Prediction, Sample, Stage
 from .store import Store
 
 
@@ -41,8 +46,6 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
     """Every stage of ``run`` with its config, final metrics ``{split: {name: value}}`` and history."""
     stages = store.stages_of(run)
     if not stages and not store.run_exists(run):
-        from .errors import KdError
-
         raise KdError(f"no run {run!r} in {store.url}: `kd runs` lists the runs")
     out = []
     for stage in stages:
@@ -53,5 +56,51 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
                 final.setdefault(m.split, {})[m.name] = m.value
             else:
                 history.append({"step": m.step, "split": m.split, "name": m.name, "value": m.value})
-        out.append({**stage_summary(stage), "config": stage.config, "metrics": final, "history": history})
-    return {"run": run, "stages": out}
+        entry = {**stage_summary(stage), "config": stage.config, "metrics": final, "history": history}
+        if stage.kind in MODEL_KINDS and stage.status == "succeeded":
+            entry["confusion"] = {split: confusion(store, stage.id, split).tolist() for split in ("dev", "test") if split in final}
+        if stage.kind == "detect" and stage.status == "succeeded":
+            entry["issue_scores"] = issue_scores(store, stage.id)
+        out.append(entry)
+    return {"run": run, "classes": store.class_names(), "stages": out}
+
+
+MODEL_KINDS = ("teach", "distill", "predict")
+COMPARE_FIGURES = (
+    ("test", "accuracy"), ("test", "macro_f1"), ("dev", "accuracy"), ("all", "parameters"), ("all", "size_mb"),
+    ("all", "latency_p50_ms"), ("all", "latency_p99_ms"), ("all", "throughput_samples_per_s"),
+)
+
+
+def confusion(store: Store, stage_id: int, split: str) -> np.ndarray:
+    """Confusion matrix (rows: current label, columns: prediction) of a stage on a split."""
+    names = store.class_names()
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(Sample.label_id, Prediction.label_id)
+            .join(Prediction, Prediction.sample_id == Sample.id)
+            .where(Prediction.stage_id == stage_id, Sample.split == split, Sample.label_id.is_not(None))
+        ).all()
+    if not rows:
+        return np.zeros((len(names), len(names)), dtype=np.int64)
+    y, p = np.array(rows).T
+    return confusion_matrix(y, p, num_classes=len(names))
+
+
+def issue_scores(store: Store, stage_id: int) -> list[float]:
+    with store.engine.connect() as conn:
+        return [float(v) for (v,) in conn.execute(select(LabelIssue.score).where(LabelIssue.stage_id == stage_id))]
+
+
+def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
+    """One row per model stage (teach, distill) of each run, with the figures that compare them."""
+    rows = []
+    for run in runs:
+        for stage in run_report(store, run)["stages"]:
+            if stage["kind"] not in ("teach", "distill") or stage["status"] != "succeeded":
+                continue
+            m = stage["metrics"]
+            row = {"run": run, "stage": stage["name"], "kind": stage["kind"]}
+            row.update({f"{split}_{name}" if split != "all" else name: m.get(split, {}).get(name) for split, name in COMPARE_FIGURES})
+            rows.append(row)
+    return rows

@@ -187,3 +187,15 @@ def test_undo_refuses_when_a_later_edit_touched_the_same_samples(db, tmp_path):
     assert f"touched samples {touched}" in refused.output
     kd("labels", "undo", "--run", "later", "--db", db)
     kd("labels", "undo", "--run", "r", "--db", db)
+
+
+def test_tfidf_member_oof_probabilities_and_detect(db):
+    from kdstore.tfidf import oof_probs
+
+    store = Store.open(db)
+    train = store.samples(splits=["train"], labeled=True)
+    probs = oof_probs(train.texts, train.labels, num_classes=2, folds=3)
+    assert probs.shape == (len(train), 2) and abs(probs.sum(1) - 1).max() < 1e-9
+    assert ((probs.argmax(1) == train.labels).mean()) > 0.6  # the marker words are learnable
+    out = json.loads(kd("labels", "detect", "--run", "r", "--tfidf-member", "--db", db, "--json").stdout)
+    assert out["flagged"] > 0

@@ -312,3 +312,24 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     assert json.loads(preds.stdout)["label"] in ("pos", "neg")
     wrong = kd("distill", "--run", "r", "--student", "textcnn", "--hidden-mse", "1", "--db", db, ok=False)
     assert "need --student transformer" in wrong.output
+
+
+def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path):
+    db = str(taught_store)
+    kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    data = json.loads(kd("report", "--run", "r", "--plot", str(tmp_path / "charts"), "--db", db, "--json").stdout)
+    student = next(s for s in data["stages"] if s["name"] == "distill-textcnn")
+    test = student["metrics"]["test"]
+    for name in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "precision[pos]", "recall[neg]", "f1[pos]", "support[neg]"):
+        assert name in test, name
+    for name in ("parameters", "size_mb", "latency_p50_ms", "latency_p99_ms", "throughput_samples_per_s", "flops_per_sample"):
+        assert student["metrics"]["all"][name] > 0, name
+    matrix = np.array(student["confusion"]["test"])
+    assert matrix.shape == (2, 2) and matrix.sum() == test["n"]
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(test["accuracy"])
+    assert data["plots"] and all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in data["plots"])
+    text = kd("report", "--run", "r", "--db", db).stdout
+    assert "test confusion" in text and "latency_p99_ms" in text
+    rows = json.loads(kd("report", "--compare", "r", "--compare", "r", "--db", db, "--json").stdout)
+    assert {r["stage"] for r in rows} >= {"teach", "distill-textcnn"}
+    assert all(r["test_accuracy"] is not None for r in rows)

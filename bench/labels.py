@@ -1,0 +1,176 @@
+"""B3: wrong-label detection and cleaning against injected flips, through kd's own commands.
+
+    python bench/labels.py --quick                 # CPU-sized teacher
+    python bench/labels.py --device cuda           # protocol-sized teacher
+
+For each noise level of BENCHMARK.md B3 (uniform 10 % with default_rng(1), 20 % with default_rng(2);
+a flipped binary label becomes the other class, N = 14,363 in file order):
+  1. the noisy train file, dev and test are ingested into a fresh store (`kd ingest`);
+  2. `kd teach --folds 5` from a `kd pretrain` model (pre-trained once, on the train texts + People's
+     Daily, in a separate store) gives out-of-fold probabilities;
+  3. `kd labels detect` with each method alone and the default combination (and with the TF-IDF member);
+     flagged samples are compared with the injected flips: precision, recall, F1;
+  4. the default student (TextCNN) is distilled on the noisy labels, then `kd labels clean` (relabel)
+     runs and the same student is distilled again on the cleaned labels: test accuracy of both.
+The peer baseline (cleanlab find_label_issues over 5-fold TF-IDF+LR) is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import machine_info, shared_dir  # noqa: E402
+from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
+
+LEVELS = ((0.10, 1), (0.20, 2))
+TARGET_F1 = {0.10: 0.65, 0.20: 0.74}
+DETECTORS = {
+    "cleanlab alone": ["--method", "cleanlab", "--combine", "union"],
+    "disagree alone": ["--method", "disagree", "--combine", "union"],
+    "combined (default)": [],
+    "combined + TF-IDF member": ["--tfidf-member"],
+}
+STUDENT = {True: ["--epochs", "4", "--embed-dim", "64", "--num-filters", "64"], False: ["--epochs", "10"]}
+
+
+def inject(lines: list[str], rate: float, seed: int) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    flip = rng.random(len(lines)) < rate
+    other = {"pos": "neg", "neg": "pos"}
+    out = []
+    for line, f in zip(lines, flip):
+        label, text = line.split("\t", 1)
+        out.append(f"{other[label] if f else label}\t{text}")
+    return out, flip
+
+
+def peer_baseline(texts: list[str], noisy: np.ndarray, flip: np.ndarray) -> dict:
+    from cleanlab.filter import find_label_issues
+
+    from kdstore.tfidf import oof_probs
+
+    probs = oof_probs(texts, noisy, num_classes=2, folds=5, seed=0)
+    return prf(find_label_issues(noisy, probs), flip)
+
+
+def prf(flagged: np.ndarray, flip: np.ndarray) -> dict:
+    tp = int((flagged & flip).sum())
+    p = tp / max(int(flagged.sum()), 1)
+    r = tp / max(int(flip.sum()), 1)
+    return {"flagged": int(flagged.sum()), "precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-12)}
+
+
+def flagged_lines(db: Path, run: str) -> set[int]:
+    from sqlalchemy import select
+
+    from kdstore import labels as lab
+    from kdstore.schema import Sample
+    from kdstore.store import Store
+
+    store = Store.open(str(db))
+    with store.engine.connect() as conn:
+        line_of = dict(conn.execute(select(Sample.id, Sample.line).where(Sample.split == "train")).all())
+    return {line_of[i["sample_id"]] for i in lab.issues(store, run)}
+
+
+def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cfg: dict, args) -> dict:
+    lines = (data / "train.tsv").read_text(encoding="utf-8").splitlines()
+    noisy_lines, flip = inject(lines, rate, seed)
+    db = work / f"noise{int(rate * 100)}.db"
+    kd("ingest", str(write_lines(work / f"train-noise{int(rate * 100)}.tsv", noisy_lines)), "--db", str(db))
+    kd("ingest", str(data / "dev.tsv"), "--split", "dev", "--db", str(db))
+    kd("ingest", str(data / "test.tsv"), "--split", "test", "--db", str(db))
+    kd("teach", "--run", "oof", "--model", model_dir, "--folds", "5", "--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]),
+       "--batch-size", str(cfg["batch_size"]), "--device", args.device, "--db", str(db))
+    result = {"rate": rate, "flips": int(flip.sum()), "detectors": {}}
+    texts = [l.split("\t", 1)[1] for l in noisy_lines]
+    noisy = np.array([0 if l.startswith("pos\t") else 1 for l in noisy_lines])
+    result["detectors"]["peer: cleanlab over TF-IDF+LR"] = peer_baseline(texts, noisy, flip)
+    for name, flags in DETECTORS.items():
+        run = "det-" + name.split()[0] + ("-tfidf" if "TF-IDF" in name else "")
+        kd("labels", "detect", "--run", run, "--teacher-run", "oof", *flags, "--db", str(db))
+        mask = np.zeros(len(lines), dtype=bool)
+        mask[[line - 1 for line in flagged_lines(db, run)]] = True
+        result["detectors"][name] = prf(mask, flip)
+    student = STUDENT[args.quick]
+    noisy_out = json.loads(kd("distill", "--run", "oof", "--name", "noisy", *student, "--device", args.device, "--db", str(db), "--json"))
+    kd("labels", "clean", "--run", "det-combined", "--db", str(db))
+    clean_out = json.loads(kd("distill", "--run", "oof", "--name", "cleaned", *student, "--device", args.device, "--db", str(db), "--json"))
+    result["student_noisy"] = noisy_out["metrics"]["test"]["accuracy"]
+    result["student_cleaned"] = clean_out["metrics"]["test"]["accuracy"]
+    return result
+
+
+def markdown(results: list[dict], cfg: dict, info: dict, command: str) -> str:
+    lines = ["| noise | detector | flagged | precision | recall | F1 | target |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in results:
+        for name, m in r["detectors"].items():
+            target = ""
+            if name == "combined (default)":
+                t = TARGET_F1[r["rate"]]
+                target = f"≥ {t}: **{'met' if m['f1'] >= t else 'not met'}**"
+            lines.append(f"| {r['rate']:.0%} ({r['flips']} flips) | {name} | {m['flagged']} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {target} |")
+    lines += ["", "| noise | TextCNN on noisy labels | after `kd labels clean` | gain | target (20 %) |", "| --- | ---: | ---: | ---: | --- |"]
+    for r in results:
+        gain = r["student_cleaned"] - r["student_noisy"]
+        target = f"≥ +1 pt: **{'met' if gain >= 0.01 else 'not met'}**" if r["rate"] == 0.20 else ""
+        lines.append(f"| {r['rate']:.0%} | {r['student_noisy']:.2%} | {r['student_cleaned']:.2%} | {gain * 100:+.2f} pt | {target} |")
+    gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
+    lines += [
+        "",
+        f"- teacher: {cfg['layers']} x {cfg['hidden']}, {cfg['minutes']} min MLM, 5 folds x {cfg['epochs']} epochs; one seed",
+        f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit `{info['commit']}`",
+        f"- command: `{command}`",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--levels", default="0.1,0.2")
+    parser.add_argument("--minutes", type=float)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    data = shared_dir() / "data" / "reviews"
+    if not (data / "train.tsv").exists():
+        print("benchmark data not found (set KD_SHARED)", file=sys.stderr)
+        return 2
+    os.environ.setdefault("KD_NO_PROGRESS", "1")
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.minutes is not None:
+        cfg["minutes"] = args.minutes
+    wanted = {float(x) for x in args.levels.split(",")}
+    with tempfile.TemporaryDirectory(prefix="kd-bench-labels-") as tmp:
+        work = Path(tmp)
+        os.environ["KD_ARTIFACTS"] = str(work / "artifacts")
+        texts = [l.split("\t", 1)[1] for l in (data / "train.tsv").read_text(encoding="utf-8").splitlines()]
+        pre_db = work / "pretrain.db"
+        kd("ingest", str(write_lines(work / "texts.txt", texts)), "--split", "unlabeled", "--db", str(pre_db))
+        out = json.loads(kd("pretrain", "--run", "p", "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
+                            "--minutes", str(cfg["minutes"]), "--corpus", str(data / "corpus-peoples-daily-1998.txt"),
+                            "--device", args.device, "--db", str(pre_db), "--json"))
+        results = [run_level(work, data, out["artifact_path"], rate, seed, cfg, args) for rate, seed in LEVELS if rate in wanted]
+    info = machine_info()
+    command = "python bench/labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(markdown(results, cfg, info, command))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"config": cfg, "results": results, "machine": info}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

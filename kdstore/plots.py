@@ -1,0 +1,72 @@
+"""PNG charts of a run for ``kd report --plot DIR``: confusion matrices, the early-exit speed/accuracy
+curve, and the histogram of label-quality scores. Needs matplotlib (``pip install 'kd[plot]'``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import KdError
+
+_SPEED = re.compile(r"^accuracy@([0-9.]+)$")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise KdError("--plot needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Every chart the run's report supports, as PNG files in ``out_dir``; returns their paths."""
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    names = report["classes"]
+    for stage in report["stages"]:
+        for split, matrix in stage.get("confusion", {}).items():
+            fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(names), 1.0 + 0.6 * len(names)))
+            ax.imshow(matrix, cmap="Blues")
+            ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+            ax.set_yticks(range(len(names)), names)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("label")
+            for i, row in enumerate(matrix):
+                for j, v in enumerate(row):
+                    ax.text(j, i, str(v), ha="center", va="center")
+            ax.set_title(f"{stage['name']} — {split}")
+            written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-confusion-{split}.png", plt))
+        for split in ("test", "dev"):
+            m = stage["metrics"].get(split, {})
+            points = sorted((float(k.group(1)), v, m.get(f"speedup@{k.group(1)}")) for k, v in ((_SPEED.match(n), v) for n, v in m.items()) if k)
+            if points:
+                fig, ax = plt.subplots(figsize=(5, 3.5))
+                ax.plot([p[2] or 1.0 for p in points], [100 * p[1] for p in points], marker="o")
+                for speed, acc, up in points:
+                    ax.annotate(f"speed {speed}", (up or 1.0, 100 * acc), fontsize=8)
+                ax.set_xlabel("wall-clock speedup")
+                ax.set_ylabel(f"{split} accuracy (%)")
+                ax.set_title(f"{stage['name']}: early exit")
+                written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-early-exit-{split}.png", plt))
+                break
+        if stage.get("issue_scores"):
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+            ax.hist(stage["issue_scores"], bins=20, range=(0, 1))
+            ax.set_xlabel("score (higher: more likely wrong)")
+            ax.set_ylabel("flagged samples")
+            ax.set_title(f"{stage['name']}: label-quality scores")
+            written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-label-scores.png", plt))
+    return written
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
