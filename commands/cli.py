@@ -1,21 +1,49 @@
-"""The ``kd`` entry point: one group, each command a few lines over the library."""
+"""The ``kd`` entry point: one group, each command a few lines over the library.
+
+Commands are imported when they are used, so ``kd predict --artifact`` starts without loading the
+training code (torch, transformers, the store) it does not need.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from kdstore import __version__
 
 from .common import KdGroup
-from .data import classes, ingest, samples
-from .db import db
-from .labels import labels
-from .predict import predict
-from .runs import report, runs
-from .train import distill, pretrain, teach
+
+# name -> "module:attribute", in the order `kd --help` lists them
+COMMANDS = {
+    "ingest": "commands.data:ingest",
+    "samples": "commands.data:samples",
+    "classes": "commands.data:classes",
+    "pretrain": "commands.train:pretrain",
+    "teach": "commands.train:teach",
+    "distill": "commands.train:distill",
+    "labels": "commands.labels:labels",
+    "predict": "commands.predict:predict",
+    "export": "commands.export:export",
+    "report": "commands.runs:report",
+    "runs": "commands.runs:runs",
+    "db": "commands.db:db",
+}
 
 
-@click.group(cls=KdGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(KdGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kd")
 def cli():
     """kd: distill a slow, accurate text classifier into a fast one, and fix wrong labels.
@@ -28,12 +56,9 @@ def cli():
       kd distill --run r1 --student textcnn
       kd labels detect --run r1 && kd labels clean --run r1
       echo "质量很好" | kd predict --run r1
+      kd export --run r1 --format onnx && kd predict --artifact DIR
       kd report --run r1
     """
-
-
-for command in (ingest, samples, classes, pretrain, teach, distill, labels, predict, report, runs, db):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,38 +1,85 @@
-"""``kd predict``: labels for new text from stdin or a file, with a run's student or teacher."""
+"""``kd predict``: labels for new text from stdin or a file, with a run's student or teacher, or with an
+exported folder (``--artifact``); ``--store`` predicts the store's own samples and saves them as a stage.
+
+The ``--artifact`` path imports ``kdstore.serving`` only: no store, no torch (for ONNX), no training code.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
+from click.core import ParameterSource
 
-from kdstore.predictor import Predictor
-from kdstore.torchutil import DEVICES
+from kdstore.errors import KdError
+from kdstore.schema import SPLITS
 
-from .common import open_store, run_option, store_options
+from .common import open_store, overwrite_option, print_json, run_option, store_options
+
+DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importing torch here
 
 
 @click.command()
 @click.argument("path", required=False, default="-", metavar="[FILE|-]")
 @run_option
 @click.option("--model", "which", default="student", show_default=True, help="student, teacher, or a stage name.")
+@click.option("--artifact", type=click.Path(file_okay=False), help="Serve from a `kd export` folder instead: no store is opened.")
+@click.option("--store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE of the run.")
+@click.option("--split", type=click.Choice(SPLITS), help="With --store: only the samples of this split.")
+@click.option("--speed", type=float, help="Early-exit model: exit at the first layer whose uncertainty <= SPEED (default: as trained; 0 = the full teacher).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@overwrite_option
 @store_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line: label, confidence, probs.")
-def predict(path, run, which, batch_size, device, db, as_json):
+def predict(path, run, which, artifact, from_store, split, speed, batch_size, device, overwrite, db, as_json):
     """Predict a label for each line of text (stdin or FILE).
 
     Reading stdin, each line is answered as soon as it arrives (the model is loaded once); a FILE is
     predicted in length-sorted batches. Output: label<TAB>confidence<TAB>text, or JSON lines.
 
+    --artifact DIR serves a folder written by `kd export` (ONNX Runtime or TorchScript) without the
+    store. --store predicts the samples already in the store (all, or --split) and records them as a
+    stage named predict-STAGE, with metrics for each labeled split.
+
     \b
     Example:
       echo "质量很好" | kd predict --run r1
       kd predict --run r1 --model teacher --json reviews.txt
+      kd predict --artifact kd-artifacts/r1/export-distill-textcnn-onnx reviews.txt
+      kd predict --run r1 --store --split test
+      echo "质量很好" | kd predict --run r1 --model distill-early-exit --speed 0.5 --json
     """
-    predictor = Predictor.from_run(open_store(db), run, which, device=device)
+    ctx = click.get_current_context()
+    given = [p for p in ("run", "which") if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE]
+    if batch_size < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--batch-size")
+    if split and not from_store:
+        raise click.UsageError("--split goes with --store")
+    if from_store:
+        if artifact:
+            raise click.UsageError("--store predicts with a run's model: leave out --artifact")
+        if path != "-":
+            raise click.UsageError("--store predicts the store's samples: leave out FILE")
+        _predict_store(run, which, split, batch_size, device, overwrite, db, as_json, speed)
+        return
+    if artifact and speed is not None:
+        raise click.UsageError("--speed is for an early-exit model of a run; an export serves the full model")
+    if artifact:
+        if given:
+            raise click.UsageError("--artifact is the model: leave out --run and --model")
+        from kdstore.serving import Artifact
+
+        try:
+            predictor = Artifact.load(artifact, device=device)
+        except KdError as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        from kdstore.predictor import Predictor
+
+        predictor = Predictor.from_run(open_store(db), run, which, device=device, speed=speed)
     if path == "-":
         for n, raw in enumerate(sys.stdin, start=1):
             _emit(predictor, [(n, raw)], batch_size, as_json)
@@ -46,7 +93,8 @@ def predict(path, run, which, batch_size, device, db, as_json):
         _emit(predictor, lines, batch_size, as_json)
 
 
-def _emit(predictor: Predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool) -> None:
+def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool) -> None:
+    """``predictor``: a ``kdstore.predictor.Predictor`` or a ``kdstore.serving.Artifact``."""
     items = [(n, raw.rstrip("\r\n").strip()) for n, raw in lines]
     texts = [t for _, t in items if t]
     results = iter(predictor.predict(texts, batch_size=batch_size))
@@ -65,3 +113,49 @@ def _emit(predictor: Predictor, lines: list[tuple[int, str]], batch_size: int, a
             if truncated:
                 click.echo(f"line {n}: longer than {predictor.max_len} tokens, truncated", err=True)
             click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text}")
+
+
+def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool, speed: float | None = None) -> None:
+    """Logits, predictions and per-split metrics of the store's samples, as stage ``predict-STAGE``."""
+    from kdstore.outputs import store_outputs
+    from kdstore.predictor import Predictor
+    from kdstore.report import run_report
+    from kdstore.runs import stage_scope
+
+    store = open_store(db)
+    predictor = Predictor.from_run(store, run, which, device=device, speed=speed)
+    names = store.class_names()
+    if list(predictor.class_names) != names:
+        raise KdError(
+            f"stage {predictor.stage_name!r} was trained on classes {predictor.class_names}, the store now has "
+            f"{names}: its predictions cannot be stored against the store's labels"
+        )
+    model_stage = store.find_stage(run, predictor.stage_name)
+    samples = store.samples(splits=[split] if split else None, include_dropped=True)
+    if len(samples) == 0:
+        raise KdError(f"no samples{f' in split {split!r}' if split else ''} in the store")
+    name = f"predict-{model_stage.name}"
+    config = {
+        "model_stage": model_stage.name,
+        "model_kind": predictor.kind,
+        "model_sha256": model_stage.artifact_sha256,
+        "split": split,
+        "max_len": predictor.max_len,
+        "batch_size": batch_size,
+        "classes": names,
+    }
+    with stage_scope(store, run=run, kind="predict", name=name, config=config, overwrite=overwrite) as stage:
+        started = time.monotonic()
+        logits = predictor.logits(samples.texts, batch_size=batch_size)
+        rate = len(samples) / max(time.monotonic() - started, 1e-9)
+        store_outputs(store, stage.id, samples, logits, names)
+        store.add_metrics(stage.id, "all", {"samples": len(samples), "samples_per_s": rate})
+    report = next(s for s in run_report(store, run)["stages"] if s["name"] == name)
+    if as_json:
+        print_json(report)
+        return
+    click.echo(f"run {run}: stage {name} {report['status']}: {len(samples)} samples predicted with {model_stage.name}")
+    for part in ("train", "dev", "test"):
+        m = report["metrics"].get(part)
+        if m:
+            click.echo(f"  {part}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])})")

@@ -131,7 +131,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 
 @click.command()
 @run_option
-@click.option("--student", type=click.Choice(KINDS), default="textcnn", show_default=True)
+@click.option("--student", type=click.Choice(KINDS + ("early-exit",)), default="textcnn", show_default=True, help="early-exit: FastBERT branches on the teacher's own layers.")
 @click.option("--teacher-run", "teacher_runs", multiple=True, help="Run(s) whose teacher logits to use (averaged); default: --run.")
 @click.option("--teacher-weight", "teacher_weights", multiple=True, type=float, help="Weight of each --teacher-run (default: equal).")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples.")
@@ -163,13 +163,17 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--attention-kl", type=float, default=0.0, help="Transformer student: weight of attention-distribution KL.")
 @click.option("--value-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM value-relation KL (last layer).")
 @click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation (default: the smaller head count).")
+@click.option("--speed", type=float, default=0.3, show_default=True, help="Early exit: default uncertainty threshold for serving.")
+@click.option("--uncertainty", type=click.Choice(["entropy", "max_prob"]), default="entropy", show_default=True, help="Early exit: normalized entropy (FastBERT) or 1 - max probability (steady with many classes).")
+@click.option("--branch-dim", type=int, default=128, show_default=True, help="Early exit: width of each layer's classifier.")
+@click.option("--pooling", type=click.Choice(["mean", "cls"]), default="mean", show_default=True, help="Early exit: how each branch pools a layer.")
 @click.option("--name", "stage_name", help="Stage name (default: distill-STUDENT).")
 @_seed_option
 @_device_option
 @overwrite_option
 @store_options
 @json_option
-def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, attention_kl, value_relation, relation_heads, stage_name, seed, device, overwrite, db, as_json):
+def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, attention_kl, value_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -180,7 +184,12 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
       kd distill --run r1 --alpha 0.9 --alpha-end 0.1 --temperature 4 --temperature-end 1
       kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
       kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1
+      kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
     """
+    if student == "early-exit":
+        _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,
+                            temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
+        return
     try:
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
     except ValueError:
@@ -202,4 +211,34 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     config = {**distill_config(cfg), "labels_from": labels_version(store)}
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
         run_distill(store, stage, cfg)
+    _finish(store, run, name, as_json)
+
+
+def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,
+                        temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json):
+    """FastBERT: classifiers after every teacher layer, trained by self-distillation (backbone frozen)."""
+    from click.core import ParameterSource
+
+    from kdstore.early_exit import EarlyExitConfig, config_dict as early_exit_config, train_early_exit
+
+    source = click.get_current_context().get_parameter_source
+
+    def given(name: str) -> bool:
+        return source(name) not in (ParameterSource.DEFAULT, None)
+
+    if len(teacher_runs) > 1 or augment or teacher_weights:
+        raise click.UsageError("--student early-exit extends one teacher: at most one --teacher-run, no --augment/--teacher-weight")
+    cfg = EarlyExitConfig(
+        epochs=epochs, lr=lr or 1e-3, batch_size=batch_size,
+        max_len=max_len if given("max_len") else None,  # None: the teacher's, so speed 0 is the teacher
+        speed=speed, uncertainty=uncertainty, temperature=temperature if given("temperature") else 1.0,
+        unlabeled=unlabeled, branch_dim=branch_dim, pooling=pooling, dropout=dropout if given("dropout") else 0.1,
+        patience=patience, seed=seed, device=device,
+    )
+    cfg.validate()
+    store = open_store(db)
+    name = stage_name or "distill-early-exit"
+    config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), "labels_from": labels_version(store)}
+    with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
+        train_early_exit(store, stage, cfg, teacher_run=teacher_runs[0] if teacher_runs else None)
     _finish(store, run, name, as_json)

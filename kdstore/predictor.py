@@ -64,8 +64,14 @@ class Predictor:
     device: torch.device
 
     @classmethod
-    def from_run(cls, store: Store, run: str, which: str = "student", device: str = "auto") -> "Predictor":
-        """``which``: ``student`` (latest distill stage, else the teacher), ``teacher``, or a stage name."""
+    def from_run(
+        cls, store: Store, run: str, which: str = "student", device: str = "auto", *,
+        speed: float | None = None, uncertainty: str | None = None,
+    ) -> "Predictor":
+        """``which``: ``student`` (latest distill stage, else the teacher), ``teacher``, or a stage name.
+
+        An early-exit stage gives an ``EarlyExitPredictor`` (same interface) at ``speed``.
+        """
         dev = pick_device(device)
         if which == "student":
             try:
@@ -76,8 +82,16 @@ class Predictor:
             stage = store.find_stage(run, "teach")
         else:
             stage = store.find_stage(run, which)
+        if stage.kind not in ("teach", "distill"):
+            raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
         if not stage.artifact_path or not Path(stage.artifact_path).exists():
             raise KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}")
+        from .early_exit import EarlyExitPredictor, is_early_exit
+
+        if stage.kind == "distill" and is_early_exit(stage.artifact_path):
+            return EarlyExitPredictor.from_directory(stage.artifact_path, device=device, speed=speed, uncertainty=uncertainty, stage_name=stage.name)
+        if speed is not None:
+            raise KdError("--speed needs an early-exit model (kd distill --student early-exit)")
         if stage.kind == "distill":
             model, tokenizer, meta = load_student(Path(stage.artifact_path), dev)
             return cls("student", stage.name, [model], tokenizer, meta["classes"], meta["max_len"], dev)

@@ -1,0 +1,51 @@
+"""``kd export``: a run's student or teacher as a folder that serves on its own (ONNX or TorchScript)."""
+
+from __future__ import annotations
+
+import click
+
+from kdstore.errors import KdError
+from kdstore.serving import MODEL_FILES
+
+from .common import json_option, open_store, print_json, run_option, store_options
+
+
+@click.command()
+@run_option
+@click.option("--format", "fmt", type=click.Choice(tuple(MODEL_FILES)), default="onnx", show_default=True, help="onnx: model.onnx for ONNX Runtime; torchscript: model.pt for torch.jit.")
+@click.option("--model", "which", default="student", show_default=True, help="student, teacher, or a stage name.")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder to write (default: the store's artifacts/RUN/export-STAGE-FORMAT).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in that folder.")
+@store_options
+@json_option
+def export(run, fmt, which, out, overwrite, db, as_json):
+    """Export a trained model as a self-contained folder for serving.
+
+    The folder holds the model (model.onnx with dynamic batch and sequence axes, or model.pt), the
+    tokenizer, classes.txt and manifest.json (stage, config, max_len, dev/test figures, the sha256 of
+    every file). The export is checked against the PyTorch model on the store's texts before it is
+    written. `kd predict --artifact DIR` serves it without the store; --json prints the manifest
+    (with the folder as "path").
+
+    \b
+    Example:
+      kd export --run r1                                   # the latest student, as ONNX
+      kd export --run r1 --model teacher --format torchscript --out serve/teacher
+      kd predict --artifact kd-artifacts/r1/export-distill-textcnn-onnx reviews.txt
+    """
+    from kdstore.export import export_model
+
+    try:
+        path, manifest = export_model(open_store(db), run, which=which, fmt=fmt, out=out, overwrite=overwrite)
+    except KdError as exc:  # also one line when the command is invoked outside the kd group
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        print_json({**manifest, "path": str(path)})
+        return
+    check = manifest["verification"]
+    click.echo(
+        f"exported stage {manifest['stage']['name']} of run {run} as {fmt}: max |logit difference| "
+        f"{check['max_abs_logit_diff']:.2e} on {check['texts']} store texts",
+        err=True,
+    )
+    click.echo(str(path))

@@ -1,0 +1,620 @@
+"""FastBERT-style early exit (Liu et al. 2020, "FastBERT: a Self-distilling BERT with Adaptive Inference Time").
+
+The fine-tuned teacher (a Hugging Face BERT sequence classifier) gets a small classifier, a *branch*,
+after every transformer layer but the last; the last layer keeps the teacher's own head (pooler and
+classifier). Training is self-distillation: the backbone and the teacher head are frozen, and each
+branch learns ``KL(teacher final distribution || branch distribution)`` (× T², temperature ``T``) on
+the labeled train samples and, optionally, the unlabeled pool; no gold label is used.
+
+At inference the layers run one by one. After layer ``i`` the branch's distribution is scored by an
+uncertainty in ``[0, 1]``; samples whose uncertainty is ``<= speed`` exit with that branch's logits and
+leave the batch, so the remaining layers run on the remaining rows only (and on fewer padding columns
+when the longest rows have left). ``speed = 0`` computes no branch at all: every sample runs the whole
+teacher and gets exactly its logits.
+
+Uncertainties (pure functions of ``(n, classes)`` probabilities, below):
+
+- ``entropy``: FastBERT's normalized entropy ``-sum p log p / log C``. Its value for the same top-class
+  probability depends on the number of classes and on how the rest of the mass is spread: with
+  ``p_max = 0.9`` it is 0.47 for 2 classes, 0.07 for 100 classes with the rest on one class, 0.17 for
+  100 classes with the rest spread flat. With many classes a thin, flat tail of tiny probabilities
+  dominates the sum, so one threshold means different things on different tasks and for samples of
+  the same task.
+- ``max_prob``: ``1 - max p`` (as in Schwartz et al. 2020, "The Right Tool for the Job"). It reads the
+  same for 2 or 2,000 classes and ignores how the tail is spread: ``speed = 0.1`` means "exit once
+  the branch gives its top class at least 90 %". Its range is ``[0, 1 - 1/C]``: for a binary task
+  any ``speed >= 0.5`` exits every sample at the first layer. Chosen over a top-k entropy because it
+  needs no ``k`` and is what a user can state as a requirement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .batching import bucketed_batches, encode, iter_padded, pad, sorted_batches
+from .errors import KdError
+from .losses import kl_soft
+from .metrics import classification_metrics
+from .outputs import softmax, store_outputs
+from .progress import progress
+from .runs import StageHandle
+from .store import Store
+from .torchutil import autocast, count_parameters, pick_device, set_seed
+
+SUBDIR = "early-exit"
+BRANCHES_FILE = "branches.pt"
+CONFIG_FILE = "early_exit.json"
+SPEEDS = (0.0, 0.1, 0.3, 0.5, 0.8)
+POOLINGS = ("mean", "cls")
+
+
+# uncertainty: pure functions ------------------------------------------------------------------
+def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """FastBERT's uncertainty: ``-sum_i p_i log p_i / log C`` per row of ``(n, C)`` probabilities, in [0, 1].
+
+    ``0 log 0`` counts as 0; with a single class the uncertainty is 0.
+    """
+    probs = probs.float()
+    c = probs.shape[-1]
+    if c < 2:
+        return probs.new_zeros(probs.shape[:-1])
+    plogp = torch.where(probs > 0, probs * torch.log(probs.clamp(min=1e-30)), torch.zeros_like(probs))
+    return (-plogp.sum(dim=-1) / math.log(c)).clamp(0.0, 1.0)
+
+
+def max_prob_uncertainty(probs: torch.Tensor) -> torch.Tensor:
+    """``1 - max_i p_i`` per row, in ``[0, 1 - 1/C]``: independent of the class count and of the tail."""
+    return (1.0 - probs.float().max(dim=-1).values).clamp(min=0.0)
+
+
+UNCERTAINTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "entropy": normalized_entropy,
+    "max_prob": max_prob_uncertainty,
+}
+
+
+def _uncertainty_fn(uncertainty: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    if callable(uncertainty):
+        return uncertainty
+    try:
+        return UNCERTAINTIES[uncertainty]
+    except KeyError:
+        raise KdError(f"unknown uncertainty {uncertainty!r}: choose from {', '.join(UNCERTAINTIES)}") from None
+
+
+# configuration --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EarlyExitConfig:
+    epochs: int = 5
+    lr: float = 1e-3  # branches only; the backbone is frozen
+    batch_size: int = 32
+    max_len: int | None = None  # None: the teacher's --max-len (speed 0 then reproduces its logits)
+    speed: float = 0.3  # default exit threshold: model selection, stored outputs, serving
+    uncertainty: str = "entropy"  # or "max_prob"
+    temperature: float = 1.0
+    unlabeled: bool | None = None  # None: use the unlabeled pool when the store has one
+    branch_dim: int = 128
+    pooling: str = "mean"  # "mean" over real tokens, or "cls"
+    dropout: float = 0.1
+    patience: int = 2
+    eval_batch_size: int = 64  # scoring, and the batch size of the speed-up measurements
+    timing_repeats: int = 3  # speed-ups: the fastest of this many side-by-side passes
+    seed: int = 42
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
+            raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        if self.max_len is not None and self.max_len < 2:
+            raise KdError("--max-len must be at least 2")
+        if not 0.0 <= self.speed <= 1.0:
+            raise KdError(f"--speed must be in [0, 1], got {self.speed}")
+        if self.uncertainty not in UNCERTAINTIES:
+            raise KdError(f"--uncertainty must be one of {', '.join(UNCERTAINTIES)}")
+        if self.temperature <= 0:
+            raise KdError(f"--temperature must be positive, got {self.temperature}")
+        if self.pooling not in POOLINGS:
+            raise KdError(f"--pooling must be one of {', '.join(POOLINGS)}")
+        if self.branch_dim < 1 or not 0.0 <= self.dropout < 1.0:
+            raise KdError("--branch-dim must be positive and --dropout in [0, 1)")
+        if self.patience < 1 or self.timing_repeats < 1:
+            raise KdError("--patience must be at least 1")
+
+
+def config_dict(cfg: EarlyExitConfig) -> dict:
+    return asdict(cfg)
+
+
+# the model --------------------------------------------------------------------------------------
+class Branch(nn.Module):
+    """FastBERT's student classifier, kept small and without self-attention: pool the layer's hidden
+    states (mean over real tokens, or [CLS]), project to ``dim`` with tanh, then a linear layer."""
+
+    def __init__(self, hidden: int, dim: int, num_classes: int, *, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        self.pooling = pooling
+        self.proj = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(dim, num_classes)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            x = hidden[:, 0]
+        else:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            x = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        return self.out(self.dropout(torch.tanh(self.proj(x))))
+
+
+class EarlyExitModel(nn.Module):
+    """A BERT sequence classifier (``teacher``) with a branch after each of its first L-1 layers.
+
+    Layer numbers are 1-based: a sample that exits after layer ``k`` used ``k`` layers; layer ``L``
+    is the teacher's own head. The teacher always stays in eval mode and is never trained.
+    """
+
+    def __init__(self, teacher, *, branch_dim: int = 128, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        if getattr(teacher.config, "model_type", None) != "bert" or not hasattr(teacher, "bert"):
+            raise KdError(
+                f"early exit needs a BERT teacher (BertForSequenceClassification); this one is "
+                f"{getattr(teacher.config, 'model_type', type(teacher).__name__)!r}"
+            )
+        if teacher.bert.pooler is None:
+            raise KdError("the teacher has no pooler: it is not a BERT sequence classifier")
+        self.teacher = teacher
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        cfg = teacher.config
+        self.branch_dim, self.pooling, self.branch_dropout = branch_dim, pooling, dropout
+        self.branches = nn.ModuleList(
+            Branch(cfg.hidden_size, branch_dim, cfg.num_labels, pooling=pooling, dropout=dropout)
+            for _ in range(cfg.num_hidden_layers - 1)
+        )
+
+    # pieces ---------------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.teacher.config
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.teacher.bert.encoder.layer)
+
+    @property
+    def num_classes(self) -> int:
+        return self.teacher.config.num_labels
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # frozen: no dropout in the backbone, the targets stay the teacher's
+        return self
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.teacher.bert.embeddings(input_ids=input_ids)
+
+    def attention_mask(self, mask: torch.Tensor, hidden: torch.Tensor):
+        """The 4-D mask the encoder layers expect, built exactly as ``BertModel.forward`` builds it
+        (for the configured attention implementation; ``None`` when nothing is padded)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=self.teacher.bert.config, inputs_embeds=hidden, attention_mask=mask)
+
+    def layer(self, i: int, hidden: torch.Tensor, mask4d) -> torch.Tensor:
+        """Encoder layer ``i`` (0-based); ``BertLayer.forward(hidden_states, attention_mask)`` returns a tensor."""
+        return self.teacher.bert.encoder.layer[i](hidden, mask4d)
+
+    def teacher_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The teacher's own head on the last layer's states: pooler, dropout (off in eval), classifier."""
+        t = self.teacher
+        return t.classifier(t.dropout(t.bert.pooler(hidden)))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Training view: ``(branch logits of layers 1..L-1, teacher logits)`` for the whole batch.
+
+        The backbone runs without gradients; only the branches build a graph.
+        """
+        with torch.no_grad():
+            hidden = self.embed(input_ids)
+            mask4d = self.attention_mask(attention_mask, hidden)
+            states = []
+            for i in range(self.num_layers):
+                hidden = self.layer(i, hidden, mask4d)
+                states.append(hidden)
+            teacher_logits = self.teacher_head(hidden)
+        branch_logits = [b(h, attention_mask) for b, h in zip(self.branches, states)]
+        return branch_logits, teacher_logits
+
+    # save / load ------------------------------------------------------------------------------
+    def save(self, directory: Path, *, tokenizer=None, **meta: Any) -> Path:
+        """Backbone (``save_pretrained``), branches (``torch.save``) and a JSON config in ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.teacher.save_pretrained(directory)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        torch.save({k: v.detach().cpu() for k, v in self.branches.state_dict().items()}, directory / BRANCHES_FILE)
+        info = {
+            "branch_dim": self.branch_dim,
+            "pooling": self.pooling,
+            "dropout": self.branch_dropout,
+            "num_layers": self.num_layers,
+            "classes": [self.config.id2label[i] for i in range(self.num_classes)],
+            **meta,
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> "EarlyExitModel":
+        """The model saved by ``save`` (on the CPU, in eval mode); its JSON config is ``model.meta``."""
+        return load_early_exit(directory)[0]
+
+
+def is_early_exit(directory: str | Path | None) -> bool:
+    """Whether ``directory`` holds a model written by ``EarlyExitModel.save``."""
+    return directory is not None and (Path(directory) / CONFIG_FILE).is_file()
+
+
+def load_early_exit(directory: str | Path, device: str | torch.device = "cpu") -> tuple[EarlyExitModel, Any, dict]:
+    """``(model, tokenizer, meta)`` from a directory written by ``EarlyExitModel.save``."""
+    from transformers import AutoTokenizer
+
+    from .teacher import load_classifier
+
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        _, teacher = load_classifier(str(directory), meta["classes"])
+        model = EarlyExitModel(teacher, branch_dim=meta["branch_dim"], pooling=meta["pooling"], dropout=meta.get("dropout", 0.1))
+        model.branches.load_state_dict(torch.load(directory / BRANCHES_FILE, map_location="cpu", weights_only=True))
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise KdError(f"cannot load the early-exit model in {directory}: {exc}") from None
+    model.meta = meta
+    return model.to(device).eval(), tokenizer, meta
+
+
+# inference ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def predict_logits(
+    model: EarlyExitModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    speed: float,
+    uncertainty: str | Callable[[torch.Tensor], torch.Tensor] = "entropy",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (B, C) float32, exit_layer (B,) long, 1-based)`` with adaptive depth.
+
+    After each layer but the last, the branch's uncertainty is computed for the rows still in the
+    batch; rows with ``uncertainty <= speed`` take that branch's logits and are removed, and the next
+    layers run on the rest only (trailing padding columns that no remaining row uses are cut too).
+    ``speed <= 0`` computes no branch: the result is exactly the teacher's logits, every row at layer L.
+    """
+    score = _uncertainty_fn(uncertainty)
+    n_layers = model.num_layers
+    batch = input_ids.shape[0]
+    device = input_ids.device
+    logits_out = torch.zeros((batch, model.num_classes), dtype=torch.float32, device=device)
+    exit_layer = torch.full((batch,), n_layers, dtype=torch.long, device=device)
+    if batch == 0:
+        return logits_out, exit_layer
+    rows = torch.arange(batch, device=device)
+    mask = attention_mask
+    hidden = model.embed(input_ids)
+    mask4d = model.attention_mask(mask, hidden)
+    for i in range(n_layers):
+        hidden = model.layer(i, hidden, mask4d)
+        if i == n_layers - 1:
+            logits_out[rows] = model.teacher_head(hidden).float()
+            break
+        if speed <= 0:
+            continue
+        logits = model.branches[i](hidden, mask).float()
+        done = score(torch.softmax(logits, dim=-1)) <= speed
+        if not bool(done.any()):
+            continue
+        logits_out[rows[done]] = logits[done]
+        exit_layer[rows[done]] = i + 1
+        keep = ~done
+        if not bool(keep.any()):
+            break
+        rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
+        used = torch.nonzero(mask.any(dim=0)).flatten()
+        width = int(used.max()) + 1 if len(used) else 1
+        if width < mask.shape[1]:
+            hidden, mask = hidden[:, :width], mask[:, :width]
+        mask4d = model.attention_mask(mask, hidden)
+    return logits_out, exit_layer
+
+
+def early_exit_logits(
+    model: EarlyExitModel,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_len: int,
+    speed: float,
+    uncertainty: str = "entropy",
+    batch_size: int = 64,
+    device=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits (n, C), exit layers (n,))`` for ``texts`` in order, in length-sorted batches."""
+    model.eval()
+    device = device or next(model.parameters()).device
+    ids = encode(tokenizer, texts, max_len=max_len)
+    out = np.zeros((len(texts), model.num_classes), dtype=np.float32)
+    layers = np.zeros(len(texts), dtype=np.int64)
+    for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id):
+        with autocast(device):
+            logits, used = predict_logits(model, input_ids.to(device), mask.to(device), speed=speed, uncertainty=uncertainty)
+        out[idx] = logits.float().cpu().numpy()
+        layers[idx] = used.cpu().numpy()
+    return out, layers
+
+
+@torch.no_grad()
+def branch_kl(model: EarlyExitModel, tokenizer, texts: list[str], *, max_len: int, temperature: float = 1.0,
+              batch_size: int = 64, device=None) -> float:
+    """Mean over samples and branches of ``KL(teacher || branch)`` × T²: the training loss, on ``texts``."""
+    model.eval()
+    device = device or next(model.parameters()).device
+    ids = encode(tokenizer, texts, max_len=max_len)
+    total = 0.0
+    for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id):
+        with autocast(device):
+            branch_logits, teacher_logits = model(input_ids.to(device), mask.to(device))
+        per = torch.stack([kl_soft(b.float(), teacher_logits.float(), temperature=temperature) for b in branch_logits])
+        total += float(per.mean(dim=0).sum())
+    return total / max(len(texts), 1)
+
+
+def measure_speeds(
+    model: EarlyExitModel,
+    tokenizer,
+    texts: list[str],
+    *,
+    speeds: tuple[float, ...] = SPEEDS,
+    max_len: int,
+    uncertainty: str = "entropy",
+    batch_size: int = 64,
+    repeats: int = 3,
+    device=None,
+) -> dict[float, dict[str, Any]]:
+    """For each speed: logits, exit layers and wall-clock seconds over ``texts``, measured side by side.
+
+    The same padded batches are run at every speed, speeds interleaved batch by batch so that all
+    of them see the same machine state; each speed's time is the fastest of ``repeats`` passes (after
+    one warm-up batch). ``seconds`` includes tokenized-batch transfer but not tokenization.
+    """
+    model.eval()
+    device = device or next(model.parameters()).device
+    ids = encode(tokenizer, texts, max_len=max_len)
+    batches = [(idx, *pad([ids[i] for i in idx], tokenizer.pad_token_id)) for idx in sorted_batches([len(x) for x in ids], batch_size)]
+    out = {s: {"logits": np.zeros((len(texts), model.num_classes), np.float32), "layers": np.zeros(len(texts), np.int64), "seconds": math.inf} for s in speeds}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def run(input_ids, mask, speed):
+        with autocast(device):
+            return predict_logits(model, input_ids.to(device), mask.to(device), speed=speed, uncertainty=uncertainty)
+
+    if batches:
+        for s in speeds:  # warm-up
+            run(batches[0][1], batches[0][2], s)
+    for r in range(repeats):
+        total = dict.fromkeys(speeds, 0.0)
+        for idx, input_ids, mask in batches:
+            for s in speeds:
+                sync()
+                start = time.perf_counter()
+                logits, used = run(input_ids, mask, s)
+                sync()
+                total[s] += time.perf_counter() - start
+                if r == 0:
+                    out[s]["logits"][idx] = logits.float().cpu().numpy()
+                    out[s]["layers"][idx] = used.cpu().numpy()
+        for s in speeds:
+            out[s]["seconds"] = min(out[s]["seconds"], total[s])
+    return out
+
+
+def speed_metrics(measured: dict[float, dict[str, Any]], labels: np.ndarray, names: list[str]) -> dict[str, float]:
+    """``accuracy@S``, ``macro_f1@S``, ``agreement@S`` (with speed 0), ``layers@S``, ``speedup@S`` per speed.
+
+    ``speedup@S`` is wall-clock time at speed 0 over time at speed S (needs speed 0 among the speeds).
+    """
+    base = measured.get(0.0)
+    out: dict[str, float] = {}
+    for s, m in measured.items():
+        pred = m["logits"].argmax(1)
+        tag = f"{s:g}"
+        if len(labels):
+            cm = classification_metrics(labels, pred, num_classes=len(names), class_names=names)
+            out[f"accuracy@{tag}"], out[f"macro_f1@{tag}"] = cm["accuracy"], cm["macro_f1"]
+        out[f"layers@{tag}"] = float(m["layers"].mean()) if len(pred) else 0.0
+        if base is not None:
+            out[f"agreement@{tag}"] = float((pred == base["logits"].argmax(1)).mean()) if len(pred) else 0.0
+            out[f"speedup@{tag}"] = base["seconds"] / max(m["seconds"], 1e-12)
+    return out
+
+
+# training -------------------------------------------------------------------------------------------
+def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, teacher_run: str | None = None) -> Path:
+    """Self-distil the branches of the teacher of ``teacher_run`` (default: the stage's run), keep
+    the best epoch, save the model, store outputs at ``cfg.speed`` and per-speed figures on dev/test.
+
+    The targets come from the teacher network itself, not from the stored logits; for an
+    out-of-fold teacher (``kd teach --folds K``) the backbone is its first fold's model.
+    """
+    from .distill import load_teachers, training_set
+    from .teacher import load_classifier, model_dirs
+
+    cfg.validate()
+    rng = set_seed(cfg.seed)
+    device = pick_device(cfg.device)
+
+    # 1. the teacher (classes checked against the store) and the data: train + pool, no labels needed
+    names = store.class_names()
+    run = teacher_run or stage.run
+    teachers = load_teachers(store, [run], names)
+    teacher_stage = teachers.stages[0]
+    max_len = cfg.max_len or int(teacher_stage.config.get("max_len") or 128)
+    data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, run=stage.run)
+    dev = store.samples(splits=["dev"], labeled=True)
+    tokenizer, teacher = load_classifier(model_dirs(teacher_stage)[0], names)
+    model = EarlyExitModel(teacher, branch_dim=cfg.branch_dim, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
+    if model.num_layers < 2:
+        raise KdError("the teacher has a single layer: there is nothing to exit early from")
+    ids = encode(tokenizer, data.texts, max_len=max_len)
+    lengths = [len(x) for x in ids]
+    params = list(model.branches.parameters())
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    dev_teacher = None
+    if len(dev):
+        dev_teacher = early_exit_logits(model, tokenizer, dev.texts, max_len=max_len, speed=0.0, batch_size=cfg.eval_batch_size, device=device)[0].argmax(1)
+
+    # 2. train the branches; keep the epoch with the best dev accuracy at cfg.speed
+    #    (ties: higher agreement with the teacher, then fewer layers, then lower branch KL on dev,
+    #    which decides when no sample exits at cfg.speed yet)
+    best_key, best_state, best_epoch, stale = None, None, 0, 0
+    steps_per_epoch = -(-len(data) // cfg.batch_size)
+    start = time.monotonic()
+    with progress(extra="loss {task.fields[loss]}") as bar:
+        task = bar.add_task("early-exit branches", total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            losses = []
+            for _idx, input_ids, mask in iter_padded(ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id):
+                with autocast(device):
+                    branch_logits, teacher_logits = model(input_ids.to(device), mask.to(device))
+                target = teacher_logits.float()
+                loss = torch.stack([kl_soft(b.float(), target, temperature=cfg.temperature).mean() for b in branch_logits]).mean()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 5.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                bar.update(task, advance=1, loss=f"{loss.item():.4f}")
+            store.add_metrics(stage.id, "train", {"loss": float(np.mean(losses))}, step=epoch)
+            if not len(dev):
+                best_epoch = epoch
+                continue
+            logits, used = early_exit_logits(model, tokenizer, dev.texts, max_len=max_len, speed=cfg.speed, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, device=device)
+            pred = logits.argmax(1)
+            m = classification_metrics(dev.labels, pred, num_classes=len(names), class_names=names)
+            agreement, layers = float((pred == dev_teacher).mean()), float(used.mean())
+            kl = branch_kl(model, tokenizer, dev.texts, max_len=max_len, temperature=cfg.temperature, batch_size=cfg.eval_batch_size, device=device)
+            store.add_metrics(stage.id, "dev", {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "agreement": agreement, "layers": layers, "kl": kl}, step=epoch)
+            key = (m["accuracy"], agreement, -layers, -kl)
+            if best_key is None or key > best_key:
+                best_key, best_epoch, stale = key, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.branches.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+    train_seconds = time.monotonic() - start
+    if best_state is not None:
+        model.branches.load_state_dict(best_state)
+    model.eval()
+
+    # 3. save: backbone, branches, tokenizer and the serving defaults, so the directory serves alone
+    out_dir = stage.artifact_dir / SUBDIR
+    model.save(out_dir, tokenizer=tokenizer, max_len=max_len, speed=cfg.speed, uncertainty=cfg.uncertainty,
+               teacher_run=run, teacher_dir=model_dirs(teacher_stage)[0])
+    stage.record_artifact(out_dir)
+
+    # 4. outputs for every sample at cfg.speed; per-speed figures on dev and test
+    everything = store.samples(include_dropped=True)
+    logits, used = early_exit_logits(model, tokenizer, everything.texts, max_len=max_len, speed=cfg.speed, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, device=device)
+    store_outputs(store, stage.id, everything, logits, names)
+    speeds = tuple(sorted(set(SPEEDS) | {float(cfg.speed)}))
+    for split in ("dev", "test"):
+        part = store.samples(splits=[split], labeled=True)
+        if len(part):
+            measured = measure_speeds(model, tokenizer, part.texts, speeds=speeds, max_len=max_len, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, repeats=cfg.timing_repeats, device=device)
+            store.add_metrics(stage.id, split, speed_metrics(measured, part.labels, names))
+    store.add_metrics(
+        stage.id,
+        "all",
+        {
+            "best_epoch": best_epoch,
+            "train_seconds": train_seconds,
+            "parameters": count_parameters(model),
+            "branch_parameters": sum(p.numel() for p in params),
+            "num_layers": model.num_layers,
+            "layers": float(used.mean()) if len(used) else 0.0,
+            "max_len": max_len,
+            "train_samples": parts["labeled"],
+            "pool_samples": parts["pool"],
+        },
+    )
+    return out_dir
+
+
+# serving --------------------------------------------------------------------------------------------
+class EarlyExitPredictor:
+    """A loaded early-exit model with the interface of ``predictor.Predictor`` (``logits``, ``predict``,
+    ``token_count``, ``class_names``, ``max_len``), plus a ``speed`` and the exit layer of each answer.
+
+    ``predict`` dicts carry ``layer`` (1-based exit layer) and ``layers`` (the model's depth).
+    """
+
+    kind = "early-exit"
+
+    def __init__(self, model: EarlyExitModel, tokenizer, meta: dict, *, stage_name: str = SUBDIR,
+                 speed: float | None = None, uncertainty: str | None = None, device: torch.device | None = None):
+        self.model, self.tokenizer, self.meta, self.stage_name = model, tokenizer, meta, stage_name
+        self.models = [model]
+        self.class_names: list[str] = list(meta["classes"])
+        self.max_len: int = int(meta.get("max_len", 128))
+        self.speed = float(meta.get("speed", 0.0) if speed is None else speed)
+        self.uncertainty = uncertainty or meta.get("uncertainty", "entropy")
+        self.device = device or next(model.parameters()).device
+        _uncertainty_fn(self.uncertainty)
+        if not 0.0 <= self.speed <= 1.0:
+            raise KdError(f"--speed must be in [0, 1], got {self.speed}")
+        self.last_layers = np.zeros(0, dtype=np.int64)
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, *, device: str = "auto", speed: float | None = None,
+                       uncertainty: str | None = None, stage_name: str = SUBDIR) -> "EarlyExitPredictor":
+        dev = pick_device(device)
+        model, tokenizer, meta = load_early_exit(directory, dev)
+        return cls(model, tokenizer, meta, stage_name=stage_name, speed=speed, uncertainty=uncertainty, device=dev)
+
+    def logits_and_layers(self, texts: list[str], *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        return early_exit_logits(self.model, self.tokenizer, texts, max_len=self.max_len, speed=self.speed,
+                                 uncertainty=self.uncertainty, batch_size=batch_size, device=self.device)
+
+    def logits(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
+        logits, self.last_layers = self.logits_and_layers(texts, batch_size=batch_size)
+        return logits
+
+    def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
+        if not texts:
+            return []
+        probs = softmax(self.logits(texts, batch_size=batch_size))
+        return [
+            {
+                "label": self.class_names[int(p.argmax())],
+                "confidence": float(p.max()),
+                "probs": {n: float(v) for n, v in zip(self.class_names, p)},
+                "layer": int(k),
+                "layers": self.model.num_layers,
+            }
+            for p, k in zip(probs, self.last_layers)
+        ]
+
+    def token_count(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])

@@ -1,0 +1,388 @@
+"""``kd export``: a trained student or teacher as a self-contained folder that serves without kd's store.
+
+The folder holds the model as a static graph (``model.onnx`` with dynamic batch and sequence axes, or
+``model.pt`` TorchScript), the tokenizer, ``classes.txt`` and ``manifest.json`` (what the model is, how
+its inputs are built, its dev/test figures, the sha256 of every file). ``kdstore.serving`` loads it.
+
+Before the folder is put in place the exported model is run through ``kdstore.serving`` on texts from
+the store and compared with the PyTorch model kd predicts with; an export that disagrees is refused.
+The folder is written beside its destination and renamed into place, so a failed export leaves nothing.
+
+* BiGRU/BiLSTM students run their RNN on packed sequences, which static graphs cannot hold; they are
+  exported through ``UnpackedBiRNN``: the same weights, two one-direction RNNs over the padded batch
+  (the backward one over each row reversed within its length) and the final states gathered at each
+  row's last real token. Identical outputs, no packing.
+* An out-of-fold teacher (``kd teach --folds K``) is exported whole: the K fold models in one graph,
+  their probabilities averaged, exactly what ``kd predict --model teacher`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import KdError
+from .predictor import STUDENT_CONFIG, Predictor
+from .serving import (
+    CLASSES,
+    FORMAT_VERSION,
+    INPUT_NAMES,
+    MANIFEST,
+    MODEL_FILES,
+    OUTPUT_NAME,
+    Artifact,
+    sha256_file,
+)
+from .store import Store
+
+FORMATS = tuple(MODEL_FILES)
+TOLERANCE = 1e-3  # largest |logit difference| between the export and the PyTorch model that is accepted
+VERIFY_TEXTS = 128  # store texts the export is checked on
+ONNX_SINGLE_FILE_LIMIT = 1_800_000_000  # bytes of weights above which ONNX weights go to model.onnx.data
+
+
+class HFLogits(nn.Module):
+    """Logits of one Hugging Face sequence classifier, or of several as their averaged probabilities
+    (``log(mean(softmax))``, as ``kdstore.outputs.average_probs_as_logits``)."""
+
+    def __init__(self, nets: list[nn.Module]):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        outs = [net(input_ids=input_ids, attention_mask=attention_mask).logits.float() for net in self.nets]
+        if len(outs) == 1:
+            return outs[0]
+        probs = torch.stack([torch.softmax(o, dim=-1) for o in outs]).mean(0)
+        return torch.log(probs.clamp_min(1e-12))
+
+
+class UnpackedBiRNN(nn.Module):
+    """A ``students.BiRNN`` without packed sequences: same weights, same outputs, exportable.
+
+    The forward direction runs over the right-padded batch and is read at each row's last real token;
+    the backward direction runs over each row reversed within its length and is read there too, so
+    neither ever sees a pad token (exactly what packing achieves).
+    """
+
+    def __init__(self, birnn: nn.Module):
+        super().__init__()
+        rnn = birnn.rnn
+        if rnn.num_layers != 1 or not rnn.bidirectional or not rnn.batch_first:
+            raise KdError("only one-layer, bidirectional, batch-first RNN students can be exported")
+        self.embed, self.mlp = birnn.embed, birnn.mlp
+        cls = type(rnn)
+        self.fwd = cls(rnn.input_size, rnn.hidden_size, batch_first=True, bias=rnn.bias)
+        self.bwd = cls(rnn.input_size, rnn.hidden_size, batch_first=True, bias=rnn.bias)
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if rnn.bias else ())
+        with torch.no_grad():
+            for n in names:
+                getattr(self.fwd, f"{n}_l0").copy_(getattr(rnn, f"{n}_l0"))
+                getattr(self.bwd, f"{n}_l0").copy_(getattr(rnn, f"{n}_l0_reverse"))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids)  # (B, L, E)
+        last = (attention_mask.sum(1).clamp(min=1) - 1).view(-1, 1)  # (B, 1) index of the last real token
+        pos = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        rev = torch.where(pos <= last, last - pos, pos)  # each row reversed within its length
+        x_rev = torch.gather(x, 1, rev.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+        out_f, _ = self.fwd(x)
+        out_b, _ = self.bwd(x_rev)
+        at = last.unsqueeze(-1).expand(-1, 1, out_f.shape[2])
+        h_f = torch.gather(out_f, 1, at).squeeze(1)
+        h_b = torch.gather(out_b, 1, at).squeeze(1)
+        return self.mlp(torch.cat([h_f, h_b], dim=1))
+
+
+def default_dir(store: Store, run: str, stage_name: str, fmt: str) -> Path:
+    return store.artifact_root / run / f"export-{stage_name}-{fmt}"
+
+
+def export_model(
+    store: Store, run: str, *, which: str = "student", fmt: str = "onnx", out: str | Path | None = None, overwrite: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """Export the model ``which`` of ``run`` (as ``kd predict --model`` picks it); returns (folder, manifest)."""
+    if fmt not in FORMATS:
+        raise KdError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        _require_onnx()
+    if which not in ("student", "teacher"):
+        named = store.find_stage(run, which)
+        if named.kind not in ("teach", "distill"):
+            raise KdError(f"stage {named.name!r} is a {named.kind} stage, not a model: export a teach or distill stage")
+    predictor = Predictor.from_run(store, run, which, device="cpu")
+    stage = store.find_stage(run, predictor.stage_name)
+    out_dir = Path(out) if out else default_dir(store, run, stage.name, fmt)
+    _check_target(out_dir, overwrite)
+    module, model_info = _exportable(predictor, stage)
+    module.eval()
+    min_len = int(getattr(predictor.models[0], "min_len", 1))
+    special = bool(getattr(predictor.models[0], "special_tokens", True))
+    pad_id = predictor.tokenizer.pad_token_id
+    if pad_id is None:
+        raise KdError(f"the tokenizer of stage {stage.name!r} has no pad token: it cannot be exported")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
+    try:
+        example = _example(len(predictor.tokenizer), pad_id, min_len)
+        model_file = MODEL_FILES[fmt]
+        exporter = _write_onnx(module, example, tmp / model_file) if fmt == "onnx" else _write_torchscript(module, example, tmp / model_file)
+        predictor.tokenizer.save_pretrained(tmp)
+        (tmp / CLASSES).write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(predictor.class_names)), encoding="utf-8")
+        texts = _verify_texts(store, predictor.max_len)
+        manifest = _manifest(
+            run=run, stage=stage, fmt=fmt, model_file=model_file, model_info=model_info, predictor=predictor,
+            special=special, pad_id=pad_id, min_len=min_len, exporter=exporter,
+            tokenizer_runtime=_tokenizer_runtime(tmp, predictor.tokenizer, texts, predictor.max_len, special),
+            metrics=_final_metrics(store, stage.id),
+        )
+        manifest["verification"] = _verify(tmp, manifest, predictor, texts)
+        manifest["files"] = {
+            p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        _put_in_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir.resolve(), manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _require_onnx() -> None:
+    missing = []
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise KdError(f"--format onnx needs {', '.join(missing)}: pip install 'kd[serve]' (or use --format torchscript)")
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise KdError(f"{out_dir} exists and is not a folder: pass another --out")
+    if not any(out_dir.iterdir()):
+        return
+    if not (out_dir / MANIFEST).is_file():
+        raise KdError(f"{out_dir} is not empty and is not a kd export: pass another --out (kd will not replace it)")
+    if not overwrite:
+        raise KdError(f"{out_dir} already holds an export: pass --overwrite to replace it, or another --out")
+
+
+def _put_in_place(tmp: Path, out_dir: Path) -> None:
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{dt.datetime.now():%Y%m%d%H%M%S%f}")
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _exportable(predictor: Predictor, stage) -> tuple[nn.Module, dict[str, Any]]:
+    """The module to trace (``forward(input_ids, attention_mask) -> logits``) and what it is."""
+    if predictor.kind == "student":
+        model = predictor.models[0]
+        meta = json.loads((Path(stage.artifact_path) / STUDENT_CONFIG).read_text(encoding="utf-8"))
+        kind = meta["student"]["kind"]
+        info = {"kind": "student", "student": meta["student"]}
+        if kind in ("bigru", "bilstm"):
+            return UnpackedBiRNN(model), info
+        if kind == "transformer":
+            return HFLogits([model.net]), info
+        return model, info
+    nets = predictor.models
+    cfg = nets[0].config
+    teacher = {
+        "source": stage.config.get("model"),
+        "model_type": cfg.model_type,
+        "architectures": list(cfg.architectures or []),
+        "vocab_size": cfg.vocab_size,
+        **{k: getattr(cfg, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings") if hasattr(cfg, k)},
+        "parameters": int(sum(p.numel() for p in nets[0].parameters())),
+        "folds": len(nets) if len(nets) > 1 else 0,
+    }
+    if len(nets) > 1:
+        teacher["ensemble"] = f"all {len(nets)} fold models in one graph, their probabilities averaged (as kd predict --model teacher)"
+    return HFLogits(list(nets)), {"kind": "teacher", "teacher": teacher}
+
+
+def _example(vocab_size: int, pad_id: int, min_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch to trace with: 3 rows (full, half, one token), width distinct from the batch size."""
+    width = min_len + 4
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, max(vocab_size, 1), (3, width), generator=g)
+    mask = torch.ones_like(ids)
+    for row, n in ((1, max(1, width // 2)), (2, 1)):
+        mask[row, n:] = 0
+        ids[row, n:] = pad_id
+    return ids, mask
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters print progress to stdout and warnings to stderr; kd's stdout is for kd's output."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _write_onnx(module: nn.Module, example, path: Path) -> dict[str, Any]:
+    import onnx
+
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    big = sum(p.numel() * p.element_size() for p in module.parameters()) > ONNX_SINGLE_FILE_LIMIT
+    try:
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(
+                module, example, str(path), input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                dynamo=True, external_data=big, verbose=False,
+            )
+    except Exception as exc:  # TorchExportError and friends
+        raise KdError(f"torch.onnx could not export this model ({type(exc).__name__}: {_summary(exc)}): try --format torchscript") from None
+    proto = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"tool": "torch.onnx.export (dynamo)", "torch": torch.__version__, "onnx_opset": opset, "external_data": big}
+
+
+def _write_torchscript(module: nn.Module, example, path: Path) -> dict[str, Any]:
+    try:
+        with _quiet(), torch.no_grad():
+            traced = torch.jit.trace(module, example, check_trace=False, strict=False)
+            traced.save(str(path))
+    except Exception as exc:
+        raise KdError(f"torch.jit.trace could not trace this model ({type(exc).__name__}: {_summary(exc)}): try --format onnx") from None
+    return {"tool": "torch.jit.trace", "torch": torch.__version__}
+
+
+def _verify_texts(store: Store, max_len: int) -> list[str]:
+    """Dev and test texts first, then any, plus one longer than ``max_len`` and a one-character one."""
+    texts = store.samples(splits=["dev", "test"], limit=VERIFY_TEXTS, include_dropped=True).texts
+    if len(texts) < VERIFY_TEXTS:
+        texts += store.samples(limit=VERIFY_TEXTS - len(texts), include_dropped=True).texts
+    texts = [t for t in texts if t.strip()]
+    if texts:
+        long = "".join(texts)
+        while len(long) < 2 * max_len + 8:
+            long += long
+        texts += [long, texts[0][:1]]
+    return texts or ["好"]
+
+
+def _tokenizer_runtime(directory: Path, tokenizer, texts: list[str], max_len: int, special: bool) -> str:
+    """``tokenizers`` when the saved ``tokenizer.json`` gives exactly the ids kd trains with, else ``transformers``."""
+    from .batching import encode
+
+    if not (directory / "tokenizer.json").is_file():
+        return "transformers"
+    try:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        tok.no_padding()
+        tok.enable_truncation(max_len)
+        ours = [e.ids for e in tok.encode_batch(texts, add_special_tokens=special)]
+    except Exception:  # an unreadable or unusual tokenizer.json: let transformers read the folder
+        return "transformers"
+    return "tokenizers" if ours == encode(tokenizer, texts, max_len=max_len, special_tokens=special) else "transformers"
+
+
+def _verify(directory: Path, manifest: dict[str, Any], predictor: Predictor, texts: list[str]) -> dict[str, Any]:
+    """Run the export through ``kdstore.serving`` and compare with the PyTorch model on ``texts``."""
+    artifact = Artifact(directory, manifest, device="cpu")
+    ours = artifact.logits(texts)
+    reference = predictor.logits(texts)
+    diff = float(np.abs(ours - reference).max()) if len(texts) else 0.0
+    agree = float((ours.argmax(1) == reference.argmax(1)).mean()) if len(texts) else 1.0
+    if not np.isfinite(diff) or diff > TOLERANCE:
+        raise KdError(
+            f"the exported model's logits differ from the PyTorch model's by up to {diff:.3g} on {len(texts)} "
+            f"store texts (more than {TOLERANCE:g}): not exported"
+        )
+    return {"texts": len(texts), "max_abs_logit_diff": diff, "argmax_agreement": agree, "tolerance": TOLERANCE}
+
+
+def _final_metrics(store: Store, stage_id: int) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for m in store.metrics(stage_id, final=True):
+        if m.split in ("dev", "test"):
+            out.setdefault(m.split, {})[m.name] = m.value
+    return out
+
+
+def _manifest(*, run, stage, fmt, model_file, model_info, predictor, special, pad_id, min_len, exporter, tokenizer_runtime, metrics) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "kd_version": __version__,
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "run": run,
+        "stage": {
+            "name": stage.name,
+            "kind": stage.kind,
+            "artifact_sha256": stage.artifact_sha256,
+            "ended_at": stage.ended_at.isoformat(timespec="seconds") if stage.ended_at else None,
+        },
+        "model": model_info,
+        "format": fmt,
+        "model_file": model_file,
+        "exporter": exporter,
+        "classes": list(predictor.class_names),
+        "max_len": int(predictor.max_len),
+        "inputs": {
+            "names": list(INPUT_NAMES),
+            "dtype": "int64",
+            "shape": ["batch", "sequence"],
+            "special_tokens": special,
+            "pad_id": int(pad_id),
+            "padding": "right",
+            "min_len": min_len,
+            "truncation": f"to max_len ({int(predictor.max_len)}) tokens, special tokens included",
+        },
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(predictor.class_names)], "dtype": "float32"},
+        "tokenizer": {"runtime": tokenizer_runtime},
+        "metrics": metrics,
+    }
+
+
+def _summary(exc: BaseException) -> str:
+    """The informative line of an exporter error (torch.export puts it under 'Exception summary')."""
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    for i, line in enumerate(lines):
+        if "Exception summary" in line and i + 1 < len(lines):
+            return lines[i + 1][:300]
+    return (lines or [type(exc).__name__])[0][:300]

@@ -1,0 +1,244 @@
+"""Serving an exported model directory (``kd export``) with nothing but numpy, a runtime and a tokenizer.
+
+The directory holds the model (``model.onnx`` for ONNX Runtime, or ``model.pt`` for TorchScript), the
+tokenizer (``tokenizer.json``, read with the ``tokenizers`` library), ``classes.txt`` and
+``manifest.json``, which says how inputs are built (special tokens, ``max_len``, pad id, minimum width)
+and holds the sha256 of every file. This module never opens a store and never imports kd's training
+code, torch (for ONNX) or transformers (unless the manifest asks for its tokenizer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import KdError
+
+MANIFEST = "manifest.json"
+CLASSES = "classes.txt"
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
+FORMAT_VERSION = 1
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "logits"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise KdError(f"no exported model at {directory}: the folder does not exist (make one with `kd export`)")
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KdError(f"{directory} is not a kd export: {MANIFEST} is missing (make one with `kd export`)") from None
+    except (OSError, ValueError) as exc:
+        raise KdError(f"{path}: cannot read: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise KdError(f"{path}: not a kd export manifest of version {FORMAT_VERSION}: re-export with this kd")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Every file the manifest lists exists and has its recorded sha256."""
+    for name, digest in sorted(manifest.get("files", {}).items()):
+        path = Path(directory) / name
+        if not path.is_file():
+            raise KdError(f"{path} is missing from the export: re-run `kd export`")
+        if sha256_file(path) != digest:
+            raise KdError(f"{path} does not match its sha256 in {MANIFEST} (corrupted or replaced): re-run `kd export`")
+
+
+class _Tokenizer:
+    """Token ids as ``kdstore.batching.encode`` gives them: truncated to ``max_len``, no padding."""
+
+    def __init__(self, directory: Path, runtime: str, *, max_len: int, special_tokens: bool):
+        self.special_tokens = special_tokens
+        self.max_len = max_len
+        if runtime == "tokenizers":
+            from tokenizers import Tokenizer
+
+            path = Path(directory) / "tokenizer.json"
+            try:
+                self._full = Tokenizer.from_file(str(path))
+                self._cut = Tokenizer.from_file(str(path))
+            except Exception as exc:  # the Rust library raises its own exception type
+                raise KdError(f"cannot load the tokenizer {path}: {_first_line(exc)}") from None
+            for t in (self._full, self._cut):
+                t.no_padding()
+                t.no_truncation()
+            self._cut.enable_truncation(max_len)
+            self._hf = None
+        elif runtime == "transformers":
+            from transformers import AutoTokenizer
+
+            try:
+                self._hf = AutoTokenizer.from_pretrained(directory)
+            except (OSError, ValueError) as exc:
+                raise KdError(f"cannot load the tokenizer in {directory}: {_first_line(exc)}") from None
+        else:
+            raise KdError(f"unknown tokenizer runtime {runtime!r} in {MANIFEST}")
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        if self._hf is not None:
+            return self._hf(
+                list(texts), add_special_tokens=self.special_tokens, truncation=True, max_length=self.max_len,
+                padding=False, return_attention_mask=False, return_token_type_ids=False,
+            )["input_ids"]
+        return [e.ids for e in self._cut.encode_batch(list(texts), add_special_tokens=self.special_tokens)]
+
+    def count(self, text: str) -> int:
+        if self._hf is not None:
+            return len(self._hf(text, add_special_tokens=self.special_tokens)["input_ids"])
+        return len(self._full.encode(text, add_special_tokens=self.special_tokens).ids)
+
+
+class Artifact:
+    """An exported model, loaded once: ``logits``/``predict`` for texts, like ``kdstore.predictor.Predictor``."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], *, device: str = "auto"):
+        self.directory = Path(directory)
+        self.manifest = manifest
+        try:
+            inputs = manifest["inputs"]
+            self.format = manifest["format"]
+            self.class_names: list[str] = list(manifest["classes"])
+            self.max_len = int(manifest["max_len"])
+            self.special_tokens = bool(inputs["special_tokens"])
+            self.pad_id = int(inputs["pad_id"])
+            self.min_len = int(inputs.get("min_len", 1))
+            self.stage_name = manifest["stage"]["name"]
+            self.kind = manifest["model"]["kind"]
+            runtime = manifest["tokenizer"]["runtime"]
+            model_path = self.directory / manifest["model_file"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KdError(f"{self.directory / MANIFEST} is incomplete ({type(exc).__name__}: {exc}): re-run `kd export`") from None
+        self.tokenizer = _Tokenizer(self.directory, runtime, max_len=self.max_len, special_tokens=self.special_tokens)
+        if self.format == "onnx":
+            self._run = _onnx_runner(model_path, device)
+        elif self.format == "torchscript":
+            self._run = _torchscript_runner(model_path, device)
+        else:
+            raise KdError(f"unknown export format {self.format!r} in {MANIFEST}")
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str = "auto", verify: bool = True) -> "Artifact":
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        model_file = manifest.get("model_file")
+        if not model_file or not (directory / model_file).is_file():
+            raise KdError(f"{directory / (model_file or 'model')} is missing from the export: re-run `kd export`")
+        if model_file not in manifest.get("files", {}):
+            raise KdError(f"{directory / MANIFEST} lists no sha256 for {model_file}: re-run `kd export`")
+        if verify:
+            verify_files(directory, manifest)
+        return cls(directory, manifest, device=device)
+
+    def logits(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
+        """Logits for ``texts`` (in order), computed in length-sorted batches."""
+        width = len(self.class_names)
+        out = np.zeros((len(texts), width), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenizer.encode(texts)
+        order = np.argsort(np.asarray([len(x) for x in ids]), kind="stable")
+        for start in range(0, len(order), max(1, batch_size)):
+            idx = order[start : start + batch_size]
+            input_ids, mask = self._pad([ids[i] for i in idx])
+            out[idx] = self._run(input_ids, mask)
+        return out
+
+    def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
+        """One dict per text: label, confidence and per-class probabilities."""
+        if not texts:
+            return []
+        probs = softmax(self.logits(texts, batch_size=batch_size))
+        return [
+            {
+                "label": self.class_names[int(p.argmax())],
+                "confidence": float(p.max()),
+                "probs": {n: float(v) for n, v in zip(self.class_names, p)},
+            }
+            for p in probs
+        ]
+
+    def token_count(self, text: str) -> int:
+        return self.tokenizer.count(text)
+
+    def _pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(self.min_len, max((len(r) for r in rows), default=0))
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return input_ids, mask
+
+
+def _onnx_runner(path: Path, device: str):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise KdError("serving an ONNX export needs onnxruntime: pip install 'kd[serve]'") from None
+    available = ort.get_available_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise KdError("--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu, or use --device cpu)")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device != "cpu" and "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: kd's stderr stays for kd's own messages
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own (pybind) exception types
+        raise KdError(f"cannot load {path}: {_first_line(exc)}") from None
+    names = [i.name for i in session.get_inputs()]
+    if sorted(names) != sorted(INPUT_NAMES):
+        raise KdError(f"{path} takes inputs {names}, not {list(INPUT_NAMES)}: not a kd export")
+
+    def run(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0].astype(np.float32, copy=False)
+
+    return run
+
+
+def _torchscript_runner(path: Path, device: str):
+    try:
+        import torch
+    except ImportError:
+        raise KdError("serving a TorchScript export needs torch") from None
+    if device == "cuda" and not torch.cuda.is_available():
+        raise KdError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        module = torch.jit.load(str(path), map_location=dev).eval()
+    except Exception as exc:  # torch.jit raises RuntimeError and friends
+        raise KdError(f"cannot load {path}: {_first_line(exc)}") from None
+
+    @torch.no_grad()
+    def run(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = module(torch.from_numpy(input_ids).to(dev), torch.from_numpy(mask).to(dev))
+        return out.float().cpu().numpy()
+
+    return run
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

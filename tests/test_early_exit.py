@@ -1,0 +1,284 @@
+"""FastBERT-style early exit on CPU: a 4-layer BERT teacher taught through the real CLI, branches
+self-distilled with ``train_early_exit`` in a real stage, then checked against the teacher itself.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from synthetic import kd, labeled_rows, texts, write_tsv
+
+from kdstore.batching import encode, pad
+from kdstore.early_exit import (
+    SPEEDS,
+    EarlyExitConfig,
+    EarlyExitModel,
+    EarlyExitPredictor,
+    config_dict,
+    early_exit_logits,
+    is_early_exit,
+    load_early_exit,
+    max_prob_uncertainty,
+    normalized_entropy,
+    predict_logits,
+    train_early_exit,
+)
+from kdstore.errors import KdError
+from kdstore.runs import stage_scope
+from kdstore.store import Store
+from kdstore.vocab import build_vocab, make_tokenizer
+
+LAYERS = 4
+
+
+def save_tiny_bert_layers(all_texts: list[str], out: Path, layers: int = LAYERS) -> Path:
+    """Like ``synthetic.save_tiny_bert``, with ``layers`` layers (early exit needs some depth)."""
+    from transformers import BertConfig, BertForMaskedLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    tokens = build_vocab(all_texts)
+    config = BertConfig(
+        vocab_size=len(tokens), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(out)
+    make_tokenizer(tokens).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A store with a taught 4-layer teacher (run ``r``) and a trained early-exit stage."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS"):
+            mp.delenv(name, raising=False)
+        mp.setenv("KD_NO_PROGRESS", "1")
+        d = tmp_path_factory.mktemp("early-exit")
+        mp.chdir(d)
+        rng = random.Random(0)
+        files = {s: write_tsv(d / f"{s}.tsv", labeled_rows(rng, n)) for s, n in (("train", 60), ("dev", 20), ("test", 20))}
+        files["unlabeled"] = d / "pool.txt"
+        files["unlabeled"].write_text("\n".join(texts(rng, "很好", 15) + texts(rng, "太差", 15)) + "\n", encoding="utf-8")
+        all_texts = [line.split("\t")[-1] for p in files.values() for line in p.read_text(encoding="utf-8").splitlines()]
+        model_dir = save_tiny_bert_layers(all_texts, d / "tiny-bert")
+        db = str(d / "kd.db")
+        for split, path in files.items():
+            kd("ingest", str(path), "--split", split, "--db", db)
+        kd("teach", "--run", "r", "--model", str(model_dir), "--epochs", "20", "--patience", "20", "--lr", "3e-3",
+           "--batch-size", "8", "--max-len", "32", "--db", db)
+        store = Store.open(db)
+        cfg = EarlyExitConfig(epochs=4, lr=5e-3, batch_size=16, speed=0.3, timing_repeats=2, device="cpu")
+        with stage_scope(store, run="r", kind="distill", name="early-exit", config=config_dict(cfg)) as stage:
+            out_dir = train_early_exit(store, stage, cfg, teacher_run="r")
+        yield {"store": store, "db": db, "out_dir": out_dir, "cfg": cfg, "stage_id": stage.id}
+
+
+def _stage(store: Store, name: str):
+    return next(s for s in store.stages_of("r") if s.name == name)
+
+
+def _batch(tokenizer, texts_: list[str], max_len: int = 32):
+    return pad(encode(tokenizer, texts_, max_len=max_len), tokenizer.pad_token_id)
+
+
+# pure helpers ----------------------------------------------------------------------------------
+def test_normalized_entropy_by_hand():
+    got = normalized_entropy(torch.tensor([[0.5, 0.5], [1.0, 0.0], [0.9, 0.1]]))
+    h = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) / math.log(2)  # 0.4690
+    assert got.tolist() == pytest.approx([1.0, 0.0, h], abs=1e-6)
+    assert h == pytest.approx(0.4690, abs=1e-4)
+    four = normalized_entropy(torch.tensor([[0.25] * 4, [0.7, 0.1, 0.1, 0.1]]))
+    h4 = -(0.7 * math.log(0.7) + 3 * 0.1 * math.log(0.1)) / math.log(4)  # 0.6568
+    assert four.tolist() == pytest.approx([1.0, h4], abs=1e-6)
+    # the many-class effect the alternative avoids: p_max 0.9 with a flat tail over 99 classes
+    flat = torch.tensor([[0.9] + [0.1 / 99] * 99])
+    assert normalized_entropy(flat).item() == pytest.approx((-(0.9 * math.log(0.9)) - 0.1 * math.log(0.1 / 99)) / math.log(100), abs=1e-5)
+    assert normalized_entropy(flat).item() == pytest.approx(0.1705, abs=1e-3)
+    assert normalized_entropy(torch.tensor([[1.0]])).item() == 0.0
+
+
+def test_max_prob_uncertainty_by_hand():
+    p = torch.tensor([[0.5, 0.5], [1.0, 0.0], [0.9, 0.1]])
+    assert max_prob_uncertainty(p).tolist() == pytest.approx([0.5, 0.0, 0.1], abs=1e-6)
+    flat = torch.tensor([[0.9] + [0.1 / 99] * 99])
+    assert max_prob_uncertainty(flat).item() == pytest.approx(0.1, abs=1e-6)  # same as the binary 0.9
+    assert max_prob_uncertainty(torch.tensor([[0.4, 0.35, 0.25]])).item() == pytest.approx(0.6, abs=1e-6)
+
+
+def test_config_validation():
+    EarlyExitConfig().validate()
+    for bad in (dict(speed=1.5), dict(uncertainty="margin"), dict(temperature=0), dict(pooling="max"), dict(epochs=0)):
+        with pytest.raises(KdError):
+            EarlyExitConfig(**bad).validate()
+
+
+# the trained stage ---------------------------------------------------------------------------------
+def test_speed_zero_is_exactly_the_teacher(trained):
+    store = trained["store"]
+    model, tokenizer, meta = load_early_exit(trained["out_dir"])
+    assert meta["max_len"] == 32 and model.num_layers == LAYERS
+    everything = store.samples(include_dropped=True)
+    # on one batch, bit-for-bit the Hugging Face forward
+    input_ids, mask = _batch(tokenizer, everything.texts[:40])
+    full = model.teacher(input_ids=input_ids, attention_mask=mask).logits
+    logits, layers = predict_logits(model, input_ids, mask, speed=0.0)
+    assert torch.equal(logits, full)
+    assert (layers == LAYERS).all()
+    # over the store, the teacher stage's stored logits
+    teacher_ids, teacher_logits = store.read_logits(_stage(store, "teach").id)
+    ours, used = early_exit_logits(model, tokenizer, everything.texts, max_len=32, speed=0.0)
+    order = {int(i): k for k, i in enumerate(everything.ids)}
+    np.testing.assert_allclose(ours[[order[int(i)] for i in teacher_ids]], teacher_logits, atol=1e-5)
+    assert (used == LAYERS).all()
+
+
+def test_high_speed_uses_fewer_layers(trained):
+    model, tokenizer, _ = load_early_exit(trained["out_dir"])
+    dev = trained["store"].samples(splits=["dev", "test"], labeled=True)
+    _, at_zero = early_exit_logits(model, tokenizer, dev.texts, max_len=32, speed=0.0)
+    _, at_high = early_exit_logits(model, tokenizer, dev.texts, max_len=32, speed=0.9)
+    _, at_one = early_exit_logits(model, tokenizer, dev.texts, max_len=32, speed=1.0)
+    assert at_zero.mean() == LAYERS
+    assert at_high.mean() < LAYERS
+    assert (at_one == 1).all()  # normalized entropy is never above 1: everyone exits at the first branch
+    _, by_max_prob = early_exit_logits(model, tokenizer, dev.texts, max_len=32, speed=0.5, uncertainty="max_prob")
+    assert (by_max_prob == 1).all()  # binary: 1 - p_max <= 0.5 always
+
+
+def test_stage_outputs_and_metrics_are_stored(trained):
+    store = trained["store"]
+    stage = _stage(store, "early-exit")
+    assert stage.status == "succeeded" and is_early_exit(stage.artifact_path) and len(stage.artifact_sha256) == 64
+    n = len(store.samples(include_dropped=True))
+    ids, logits = store.read_logits(stage.id)
+    assert len(ids) == n and np.isfinite(logits).all()
+    final: dict[str, dict[str, float]] = {}
+    for m in store.metrics(stage.id):
+        final.setdefault(m.split, {})[m.name] = m.value
+    for split in ("dev", "test"):
+        assert {"accuracy", "macro_f1"} <= set(final[split])  # at the configured speed
+        for s in SPEEDS:
+            tag = f"{s:g}"
+            assert {f"accuracy@{tag}", f"macro_f1@{tag}", f"layers@{tag}", f"speedup@{tag}", f"agreement@{tag}"} <= set(final[split])
+        assert final[split]["layers@0"] == LAYERS and final[split]["agreement@0"] == 1.0
+        assert final[split]["speedup@0"] == 1.0
+        assert final[split]["layers@0.8"] <= final[split]["layers@0.1"] <= LAYERS
+        assert final[split]["accuracy@0"] >= 0.8  # the teacher learned the separable task
+    assert final["all"]["num_layers"] == LAYERS and final["all"]["pool_samples"] == 30
+    assert 1 <= final["all"]["layers"] <= LAYERS
+    history = [m for m in store.metrics(stage.id, final=False) if m.step is not None]
+    assert {m.name for m in history if m.split == "dev"} >= {"accuracy", "agreement", "layers", "kl"}
+    print("\nCPU speed-ups (tiny 4-layer, 32-wide BERT; not representative):",
+          {k: round(v, 2) for k, v in final["test"].items() if k.startswith(("speedup@", "layers@"))})
+
+
+def test_saved_model_reloads_with_identical_outputs(trained, tmp_path):
+    model, tokenizer, meta = load_early_exit(trained["out_dir"])
+    texts_ = trained["store"].samples(splits=["test"]).texts
+    before = early_exit_logits(model, tokenizer, texts_, max_len=32, speed=0.3)
+    again = EarlyExitModel.load(model.save(tmp_path / "copy", tokenizer=tokenizer, **{k: meta[k] for k in ("max_len", "speed", "uncertainty")}))
+    after = early_exit_logits(again, tokenizer, texts_, max_len=32, speed=0.3)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    for a, b in zip(model.branches.state_dict().values(), again.branches.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_predictor_one_sample_at_a_time(trained):
+    slow = EarlyExitPredictor.from_directory(trained["out_dir"], device="cpu", speed=0.0)
+    fast = EarlyExitPredictor.from_directory(trained["out_dir"], device="cpu", speed=1.0)
+    assert fast.class_names == slow.class_names and fast.max_len == 32
+    for text in ("这个很好", "那个太差了"):
+        a, b = slow.predict([text])[0], fast.predict([text])[0]
+        assert a["layer"] == LAYERS and b["layer"] == 1 and a["layers"] == LAYERS
+        assert a["label"] in a["probs"] and abs(sum(b["probs"].values()) - 1) < 1e-5
+    default = EarlyExitPredictor.from_directory(trained["out_dir"], device="cpu")
+    assert default.speed == trained["cfg"].speed and default.uncertainty == "entropy"
+
+
+# leaving the batch ---------------------------------------------------------------------------------
+class LengthBranch(torch.nn.Module):
+    """A test branch: certain (class 0) for rows with at most ``cut`` real tokens (or, with
+    ``longer``, more than ``cut``), uniform otherwise."""
+
+    def __init__(self, cut: int, *, longer: bool = False):
+        super().__init__()
+        self.cut, self.longer = cut, longer
+
+    def forward(self, hidden, mask):
+        n = mask.sum(dim=1)
+        pick = (n > self.cut if self.longer else n <= self.cut).unsqueeze(1)
+        certain = torch.tensor([20.0, -20.0], dtype=hidden.dtype).expand(len(mask), 2)
+        return torch.where(pick, certain, torch.zeros_like(certain))
+
+
+def test_exited_rows_leave_the_batch(trained):
+    model, tokenizer, _ = load_early_exit(trained["out_dir"])
+    model.branches = torch.nn.ModuleList(LengthBranch(cut=6) for _ in range(LAYERS - 1))
+    seen: list[tuple[int, int]] = []
+    hooks = [layer.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape[:2]))) for layer in model.teacher.bert.encoder.layer]
+    try:
+        short = ["很好的", "太差了", "很好啊", "太差吧"]  # 3 characters: 5 tokens with [CLS] and [SEP]
+        long_ = ["今天这个东西很好", "大家觉得那里太差", "我们已经可以很好", "这个时候比较太差"]  # 8 characters: 10 tokens
+        input_ids, mask = _batch(tokenizer, short + long_)
+        full = model.teacher(input_ids=input_ids, attention_mask=mask).logits
+        seen.clear()
+        logits, layers = predict_logits(model, input_ids, mask, speed=0.5)
+        # layer 1 sees all 8 rows; the 4 short rows exit there and layers 2..4 see the 4 long rows only
+        assert [rows for rows, _ in seen] == [8, 4, 4, 4]
+        assert layers.tolist() == [1] * 4 + [LAYERS] * 4
+        assert torch.equal(logits[:4], torch.tensor([[20.0, -20.0]] * 4))
+        torch.testing.assert_close(logits[4:], full[4:], atol=1e-5, rtol=0)
+        # when the long rows exit instead, the rest run on fewer padding columns too
+        model.branches = torch.nn.ModuleList(LengthBranch(cut=100) if i == 0 else LengthBranch(cut=0) for i in range(LAYERS - 1))
+        mixed = ["今天这个东西很好", "很好的", "太差了"]
+        input_ids, mask = _batch(tokenizer, mixed)
+        seen.clear()
+        logits, layers = predict_logits(model, input_ids, mask, speed=0.5)
+        assert layers.tolist() == [1, 1, 1] and [rows for rows, _ in seen] == [3]
+        model.branches = torch.nn.ModuleList(LengthBranch(6, longer=i == 0) if i == 0 else LengthBranch(cut=0) for i in range(LAYERS - 1))
+        full = model.teacher(input_ids=input_ids, attention_mask=mask).logits
+        seen.clear()
+        logits, layers = predict_logits(model, input_ids, mask, speed=0.5)
+        assert layers.tolist() == [1, LAYERS, LAYERS]
+        assert seen == [(3, 10), (2, 5), (2, 5), (2, 5)]  # 2 rows, trimmed from 10 to 5 columns
+        torch.testing.assert_close(logits[1:], full[1:], atol=1e-5, rtol=0)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def test_early_exit_refuses_a_classifier_that_is_not_bert():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    net = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=20, dim=16, n_layers=1, n_heads=2, hidden_dim=16))
+    with pytest.raises(KdError, match="needs a BERT teacher"):
+        EarlyExitModel(net)
+
+
+def test_cli_distill_early_exit_and_predict_with_speed(trained):
+    import json
+
+    db = trained["db"]
+    out = json.loads(kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--speed", "0.5",
+                        "--db", db, "--json").stdout)
+    assert out["status"] == "succeeded" and out["name"] == "distill-early-exit"
+    assert "layers@0.5" in out["metrics"]["test"] and "speedup@0.8" in out["metrics"]["test"]
+    full = json.loads(kd("predict", "--run", "r", "--model", "distill-early-exit", "--speed", "0", "--json",
+                         "--db", db, input="这个很好\n").stdout)
+    assert full["layer"] == LAYERS  # speed 0: every layer, the teacher's own head
+    fast = json.loads(kd("predict", "--run", "r", "--model", "distill-early-exit", "--speed", "1", "--json",
+                         "--db", db, input="这个很好\n").stdout)
+    assert fast["layer"] == 1
+    refused = kd("predict", "--run", "r", "--model", "teacher", "--speed", "0.5", "--db", db, ok=False)
+    assert "--speed needs an early-exit model" in refused.output
+    mixed = kd("distill", "--run", "r", "--student", "early-exit", "--augment", "mask", "--name", "x", "--db", db, ok=False)
+    assert "extends one teacher" in mixed.output

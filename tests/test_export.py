@@ -1,0 +1,295 @@
+"""``kd export`` and serving from the exported folder (``kd predict --artifact``), and ``kd predict --store``.
+
+One store is built for the module through the real CLI (tiny BERT teacher, an out-of-fold teacher,
+every student kind); each export is served through ``kdstore.serving`` and compared with the PyTorch
+model kd predicts with. ``export`` is invoked as a command object, so these tests do not depend on it
+being registered in ``commands.cli`` (they work the same once it is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from synthetic import kd, labeled_rows, save_tiny_bert, texts, write_tsv
+
+from commands.export import export
+from kdstore.predictor import Predictor
+from kdstore.serving import Artifact
+from kdstore.store import Store
+
+RUN = "r"
+STUDENT_ARGS = ["--epochs", "1", "--batch-size", "16", "--embed-dim", "16", "--num-filters", "8", "--hidden", "16", "--max-len", "32"]
+STUDENTS = ["textcnn", "bigru", "bilstm", "transformer"]
+
+
+def kd_export(*args: str, ok: bool = True):
+    """Run ``kd export`` (the command object itself: registered in ``kd`` or not)."""
+    result = CliRunner().invoke(export, list(args), catch_exceptions=False)
+    assert (result.exit_code == 0) == ok, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A store with run ``r`` (teacher + every student) and run ``oof`` (a 2-fold teacher)."""
+    root = tmp_path_factory.mktemp("export-store")
+    with pytest.MonkeyPatch.context() as mp:  # the autouse env fixture is per test; this one is per module
+        for name in ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS"):
+            mp.delenv(name, raising=False)
+        mp.setenv("KD_NO_PROGRESS", "1")
+        mp.chdir(root)
+        rng = random.Random(1)
+        files = {split: write_tsv(root / f"{split}.tsv", labeled_rows(rng, n)) for split, n in (("train", 48), ("dev", 16), ("test", 16))}
+        pool = root / "pool.txt"
+        pool.write_text("\n".join(texts(rng, "很好", 5) + texts(rng, "太差", 5)) + "\n", encoding="utf-8")
+        all_texts = [l.split("\t")[-1] for p in files.values() for l in p.read_text(encoding="utf-8").splitlines()]
+        model = save_tiny_bert(all_texts + pool.read_text(encoding="utf-8").split(), root / "tiny-bert")
+        db = str(root / "store" / "kd.db")
+        (root / "store").mkdir()
+        for split, path in [*files.items(), ("unlabeled", pool)]:
+            kd("ingest", str(path), "--split", split, "--db", db)
+        kd("teach", "--run", RUN, "--model", str(model), "--epochs", "8", "--lr", "2e-3", "--batch-size", "8", "--max-len", "32", "--db", db)
+        for student in STUDENTS:
+            extra = ["--layers", "1"] if student == "transformer" else []
+            kd("distill", "--run", RUN, "--student", student, *STUDENT_ARGS, *extra, "--db", db)
+        kd("teach", "--run", "oof", "--model", str(model), "--folds", "2", "--epochs", "1", "--lr", "2e-3", "--batch-size", "8", "--max-len", "32", "--db", db)
+    return root / "store" / "kd.db"
+
+
+def fresh_texts() -> list[str]:
+    """Texts the models never saw: short, long (truncated at 32 tokens), Latin, unknown characters."""
+    rng = random.Random(7)
+    out = texts(rng, "很好", 6) + texts(rng, "太差", 6)
+    return out + ["好", "这个东西太差了" * 12, "Hello WORLD 很好 123", "🙂🙂 太差 ¥", "很好" * 40]
+
+
+# (run, --model, format, stage name)
+CASES = [
+    (RUN, "distill-textcnn", "onnx", "distill-textcnn"),
+    (RUN, "distill-transformer", "onnx", "distill-transformer"),
+    (RUN, "teacher", "onnx", "teach"),
+    (RUN, "distill-bigru", "onnx", "distill-bigru"),
+    (RUN, "distill-bilstm", "onnx", "distill-bilstm"),
+    ("oof", "teacher", "onnx", "teach"),
+    (RUN, "distill-textcnn", "torchscript", "distill-textcnn"),
+    (RUN, "teacher", "torchscript", "teach"),
+    (RUN, "distill-transformer", "torchscript", "distill-transformer"),
+    (RUN, "distill-bigru", "torchscript", "distill-bigru"),
+]
+
+
+@pytest.mark.parametrize("run, which, fmt, stage_name", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
+def test_export_serves_the_same_logits_as_pytorch(built, tmp_path, run, which, fmt, stage_name):
+    db = str(built)
+    out = kd_export("--run", run, "--model", which, "--format", fmt, "--db", db, "--overwrite")
+    path = Path(out.stdout.strip())
+    store = Store.open(db)
+    assert path == (store.artifact_root / run / f"export-{stage_name}-{fmt}").resolve()
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["verification"]["max_abs_logit_diff"] < 1e-4
+
+    sample = fresh_texts()
+    reference = Predictor.from_run(store, run, which, device="cpu").logits(sample)
+    served = Artifact.load(path, device="cpu").logits(sample)
+    diff = float(np.abs(served - reference).max())
+    print(f"\n{run}/{which}/{fmt}: max |logit difference| {diff:.3e} over {len(sample)} texts")
+    assert diff < 1e-4, f"{run}/{which}/{fmt}: exported logits differ by {diff:.3e}"
+    assert (served.argmax(1) == reference.argmax(1)).all()
+
+    # the CLI: same lines, labels and probabilities as `kd predict --run`, file (batched) and stdin
+    f = tmp_path / "in.txt"
+    f.write_text("\n".join(sample[:3]) + "\n\n" + "\n".join(sample[3:]) + "\n", encoding="utf-8")
+    ours = [json.loads(l) for l in kd("predict", "--artifact", str(path), "--json", str(f)).stdout.splitlines()]
+    theirs = [json.loads(l) for l in kd("predict", "--run", run, "--model", which, "--json", str(f), "--db", db).stdout.splitlines()]
+    assert [r["line"] for r in ours] == [r["line"] for r in theirs] == list(range(1, len(sample) + 2))
+    assert ours[3] == {"line": 4, "error": "empty text"}
+    for a, b in zip(ours, theirs):
+        exact = lambda r: {k: v for k, v in r.items() if k not in ("probs", "confidence")}  # noqa: E731
+        assert a.keys() == b.keys() and exact(a) == exact(b)
+        if "probs" in a:
+            assert abs(a["confidence"] - b["confidence"]) < 1e-5
+            assert max(abs(a["probs"][k] - b["probs"][k]) for k in b["probs"]) < 1e-5
+    assert any(r.get("truncated") for r in ours)
+    tsv = kd("predict", "--artifact", str(path), input="很好很好\n\n太差\n")
+    lines = tsv.stdout.strip().splitlines()
+    assert len(lines) == 2 and [l.split("\t")[2] for l in lines] == ["很好很好", "太差"]
+    assert all(l.split("\t")[0] in ("pos", "neg") and 0 < float(l.split("\t")[1]) <= 1 for l in lines)
+    assert "line 2: empty text, skipped" in tsv.stderr
+
+
+def test_manifest_files_and_hashes(built):
+    db = str(built)
+    out = kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(built.parent / "serve" / "cnn"), "--db", db, "--json")
+    printed = json.loads(out.stdout)
+    path = Path(printed.pop("path"))
+    assert path == (built.parent / "serve" / "cnn").resolve()
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    assert printed == manifest
+
+    store = Store.open(db)
+    stage = store.find_stage(RUN, "distill-textcnn")
+    assert manifest["run"] == RUN and manifest["format"] == "onnx" and manifest["model_file"] == "model.onnx"
+    assert manifest["stage"] == {
+        "name": "distill-textcnn", "kind": "distill", "artifact_sha256": stage.artifact_sha256,
+        "ended_at": stage.ended_at.isoformat(timespec="seconds"),
+    }
+    assert manifest["model"]["kind"] == "student" and manifest["model"]["student"]["kind"] == "textcnn"
+    assert manifest["model"]["student"]["num_filters"] == 8
+    assert manifest["max_len"] == 32 and manifest["inputs"]["special_tokens"] is False
+    assert manifest["inputs"]["min_len"] == 4 and manifest["inputs"]["pad_id"] == 0
+    assert manifest["kd_version"] and manifest["exported_at"] and manifest["exporter"]["onnx_opset"] >= 17
+    assert manifest["tokenizer"]["runtime"] == "tokenizers"
+    names = store.class_names()
+    assert manifest["classes"] == names
+    assert (path / "classes.txt").read_text(encoding="utf-8") == "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
+    final = {}
+    for m in store.metrics(stage.id):
+        if m.split in ("dev", "test"):
+            final.setdefault(m.split, {})[m.name] = m.value
+    assert manifest["metrics"] == final and set(final) == {"dev", "test"}
+
+    # every file but the manifest is listed, with its sha256
+    on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk and {"model.onnx", "tokenizer.json", "classes.txt"} <= on_disk
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((path / name).read_bytes()).hexdigest() == digest
+
+    # dynamic batch and sequence axes
+    import onnx
+
+    graph = onnx.load(str(path / "model.onnx")).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in [*graph.input, *graph.output]}
+    assert isinstance(dims["input_ids"][0], str) and isinstance(dims["input_ids"][1], str)
+    assert dims["attention_mask"] == dims["input_ids"] and dims["logits"] == [dims["input_ids"][0], len(names)]
+
+    teacher = json.loads(kd_export("--run", "oof", "--model", "teacher", "--format", "torchscript", "--out", str(built.parent / "serve" / "oof"), "--db", db, "--json").stdout)
+    assert teacher["model"]["kind"] == "teacher" and teacher["model"]["teacher"]["folds"] == 2
+    assert "averaged" in teacher["model"]["teacher"]["ensemble"]
+    assert teacher["inputs"]["special_tokens"] is True and teacher["model_file"] == "model.pt"
+    assert teacher["model"]["teacher"]["num_hidden_layers"] == 2
+
+
+def test_artifact_serves_without_the_store(built, tmp_path):
+    """Export from a copy of the store, move the folder away, delete the store and all its artifacts."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built.parent, copy)
+    out = Path(kd_export("--run", RUN, "--model", "distill-bilstm", "--overwrite", "--db", str(copy / "kd.db")).stdout.strip())
+    served = tmp_path / "served"
+    shutil.move(str(out), served)
+    expected = kd("predict", "--run", RUN, "--model", "distill-bilstm", "--json", "--db", str(copy / "kd.db"), input="这个很好\n那个太差\n").stdout
+    shutil.rmtree(copy)
+    assert not copy.exists()
+    got = kd("predict", "--artifact", str(served), "--json", "--db", str(copy / "kd.db"), input="这个很好\n那个太差\n").stdout
+    assert [json.loads(l)["label"] for l in got.splitlines()] == [json.loads(l)["label"] for l in expected.splitlines()]
+    assert not copy.exists()  # --db was ignored, nothing was created
+
+    # the serving path needs neither the store nor kd's training code, nor torch or transformers for ONNX
+    code = (
+        "import sys; from click.testing import CliRunner; from commands.predict import predict\n"
+        f"r = CliRunner().invoke(predict, ['--artifact', {str(served)!r}], input='很好\\n')\n"
+        "assert r.exit_code == 0, r.output\n"
+        "bad = ['kdstore.distill', 'kdstore.teacher', 'kdstore.students', 'kdstore.predictor', 'kdstore.export', 'torch', 'transformers']\n"
+        "print(r.stdout.strip()); print('loaded:', [m for m in bad if m in sys.modules])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "loaded: []", proc.stdout
+
+
+def test_bad_inputs_are_one_line_errors(built, tmp_path, error_line):
+    db = str(built)
+    unknown = kd_export("--run", RUN, "--model", "distill-nothing", "--db", db, ok=False)
+    assert "no succeeded 'distill-nothing' stage" in error_line(unknown)
+    no_run = kd_export("--run", "nosuchrun", "--db", db, ok=False)
+    assert "no run 'nosuchrun'" in error_line(no_run)
+    missing = kd("predict", "--artifact", str(tmp_path / "nowhere"), ok=False)
+    assert "does not exist" in error_line(missing)
+    (tmp_path / "empty").mkdir()
+    assert "manifest.json is missing" in error_line(kd("predict", "--artifact", str(tmp_path / "empty"), ok=False))
+
+    good = Path(kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(tmp_path / "good"), "--db", db).stdout.strip())
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(good, corrupt)
+    with open(corrupt / "model.onnx", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00garbage\x00")
+    assert "does not match its sha256" in error_line(kd("predict", "--artifact", str(corrupt), input="很好\n", ok=False))
+    (corrupt / "model.onnx").unlink()
+    assert "model.onnx is missing" in error_line(kd("predict", "--artifact", str(corrupt), input="很好\n", ok=False))
+    shutil.copytree(good, tmp_path / "no-tokenizer")
+    (tmp_path / "no-tokenizer" / "tokenizer.json").unlink()
+    assert "tokenizer.json is missing" in error_line(kd("predict", "--artifact", str(tmp_path / "no-tokenizer"), input="很好\n", ok=False))
+
+    # the transformers tokenizer (used when tokenizer.json would not give kd's ids) serves the same
+    slow = tmp_path / "hf-tokenizer"
+    shutil.copytree(good, slow)
+    manifest = json.loads((slow / "manifest.json").read_text(encoding="utf-8"))
+    manifest["tokenizer"]["runtime"] = "transformers"
+    (slow / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    sample = fresh_texts()
+    np.testing.assert_array_equal(Artifact.load(slow).logits(sample), Artifact.load(good).logits(sample))
+    del manifest["inputs"]
+    (slow / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert "is incomplete" in error_line(kd("predict", "--artifact", str(slow), input="很好\n", ok=False))
+
+    # an existing export is replaced only with --overwrite; a folder that is not an export never
+    again = kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(good), "--db", db, ok=False)
+    assert "--overwrite" in error_line(again)
+    kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(good), "--db", db, "--overwrite")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folders left
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me", encoding="utf-8")
+    refused = kd_export("--run", RUN, "--out", str(other), "--db", db, "--overwrite", ok=False)
+    assert "not a kd export" in error_line(refused) and (other / "notes.txt").exists()
+    assert "leave out --run" in kd("predict", "--artifact", str(good), "--run", RUN, ok=False).output
+
+
+def test_predict_store_writes_a_predict_stage(built, tmp_path):
+    copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
+    shutil.copytree(built.parent, copy)
+    db = str(copy / "kd.db")
+    report = json.loads(kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, "--json").stdout)
+    assert report["name"] == "predict-distill-textcnn" and report["kind"] == "predict" and report["status"] == "succeeded"
+    assert set(report["metrics"]) == {"train", "dev", "test", "all"}
+    assert report["config"]["model_stage"] == "distill-textcnn" and report["config"]["split"] is None
+    store = Store.open(db)
+    stage = store.find_stage(RUN, "predict-distill-textcnn")
+    everything = store.samples(include_dropped=True)
+    ids, logits = store.read_logits(stage.id)
+    assert ids.tolist() == everything.ids.tolist()
+    assert report["metrics"]["all"]["samples"] == len(everything) == 90
+    # the same model over the same texts: the distill stage's own stored outputs
+    distill_ids, distill_logits = store.read_logits(store.find_stage(RUN, "distill-textcnn").id)
+    assert distill_ids.tolist() == ids.tolist()
+    np.testing.assert_allclose(logits, distill_logits, atol=1e-4)
+    from sqlalchemy import func, select
+
+    from kdstore.schema import Prediction
+
+    with store.engine.connect() as conn:
+        n = conn.execute(select(func.count()).select_from(Prediction).where(Prediction.stage_id == stage.id)).scalar_one()
+    assert n == len(everything)
+
+    test_only = kd("predict", "--run", RUN, "--model", "teacher", "--store", "--split", "test", "--db", db)
+    assert "stage predict-teach succeeded: 16 samples" in test_only.stdout and "test: accuracy" in test_only.stdout
+    assert len(store.read_logits(store.find_stage(RUN, "predict-teach").id)[0]) == 16
+    again = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, ok=False)
+    assert "--overwrite" in again.output
+    kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--split", "dev", "--overwrite", "--db", db)
+    assert len(store.read_logits(store.find_stage(RUN, "predict-distill-textcnn").id)[0]) == 16
+    assert "goes with --store" in kd("predict", "--run", RUN, "--split", "dev", "--db", db, ok=False).output
+    assert "leave out FILE" in kd("predict", "somefile.txt", "--run", RUN, "--store", "--db", db, ok=False).output
+    # a predict stage is not a model
+    assert "not a model" in kd_export("--run", RUN, "--model", "predict-teach", "--db", db, ok=False).output
