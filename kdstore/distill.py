@@ -39,7 +39,7 @@ from .students import (
     student_bert_config,
 )
 from .teacher import model_dirs, score_missing
-from .torchutil import count_parameters, pick_device, set_seed
+from .torchutil import BestCheckpoint, count_parameters, pick_device, set_seed
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
 
     # 3. train, early stopping on dev macro-F1
-    best_f1, best_state, best_epoch, stale = -1.0, None, 0, 0
+    best, last_epoch = BestCheckpoint(cfg.patience), 0
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     total_steps, step = steps_per_epoch * cfg.epochs, 0
     start = time.monotonic()
@@ -269,22 +269,17 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
                 losses.append(loss.item())
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
             store.add_metrics(stage.id, "train", {"loss": float(np.mean(losses))}, step=epoch)
+            last_epoch = epoch
             if len(dev) == 0:
-                best_epoch = epoch
                 continue
             dev_pred = student_logits(model, tokenizer, dev.texts, max_len=cfg.max_len, device=device).argmax(1)
             m = classification_metrics(dev.labels, dev_pred, num_classes=len(names), class_names=names)
             store.add_metrics(stage.id, "dev", {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}, step=epoch)
-            if m["macro_f1"] > best_f1:
-                best_f1, best_epoch, stale = m["macro_f1"], epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
+            if best.update(m["macro_f1"], model, epoch):
+                break
     train_seconds = time.monotonic() - start
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    best.restore(model)
+    best_epoch = best.epoch or last_epoch  # no dev split: the last epoch
 
     # 4. save: weights, config, class names and the tokenizer, so the directory serves on its own
     out_dir = stage.artifact_dir / "student"

@@ -44,7 +44,8 @@ from .batching import bucketed_batches, encode, iter_padded, pad, sorted_batches
 from .errors import KdError
 from .losses import kl_soft
 from .metrics import classification_metrics
-from .outputs import softmax, store_outputs
+from .outputs import store_outputs
+from .probs import answers, softmax
 from .progress import progress
 from .runs import StageHandle
 from .store import Store
@@ -604,17 +605,8 @@ class EarlyExitPredictor:
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
         if not texts:
             return []
-        probs = softmax(self.logits(texts, batch_size=batch_size))
-        return [
-            {
-                "label": self.class_names[int(p.argmax())],
-                "confidence": float(p.max()),
-                "probs": {n: float(v) for n, v in zip(self.class_names, p)},
-                "layer": int(k),
-                "layers": self.model.num_layers,
-            }
-            for p, k in zip(probs, self.last_layers)
-        ]
+        found = answers(softmax(self.logits(texts, batch_size=batch_size)), self.class_names)
+        return [{**a, "layer": int(k), "layers": self.model.num_layers} for a, k in zip(found, self.last_layers)]
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])

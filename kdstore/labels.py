@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from . import noise, tfidf
 from .errors import KdError
-from .outputs import softmax
+from .probs import softmax
 from .runs import StageHandle
 from .schema import LabelEdit, LabelIssue, Sample, Stage, utcnow
 from .store import Store, bulk_insert

@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .metrics import classification_metrics
+from .probs import softmax
 from .store import SampleSet, Store
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def average_probs_as_logits(parts: list[np.ndarray]) -> np.ndarray:

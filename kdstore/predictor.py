@@ -12,7 +12,8 @@ import torch
 
 from .batching import encode, iter_padded, sorted_batches
 from .errors import KdError
-from .outputs import average_probs_as_logits, softmax
+from .outputs import average_probs_as_logits
+from .probs import answers, softmax
 from .store import Store
 from .torchutil import pick_device
 
@@ -116,15 +117,7 @@ class Predictor:
         """One dict per text: label, confidence and per-class probabilities."""
         if not texts:
             return []
-        probs = softmax(self.logits(texts, batch_size=batch_size))
-        return [
-            {
-                "label": self.class_names[int(p.argmax())],
-                "confidence": float(p.max()),
-                "probs": {n: float(v) for n, v in zip(self.class_names, p)},
-            }
-            for p in probs
-        ]
+        return answers(softmax(self.logits(texts, batch_size=batch_size)), self.class_names)
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=getattr(self.models[0], "special_tokens", True))["input_ids"])

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import KdError
+from .probs import answers, softmax
 
 MANIFEST = "manifest.json"
 CLASSES = "classes.txt"
@@ -32,12 +33,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -171,15 +166,7 @@ class Artifact:
         """One dict per text: label, confidence and per-class probabilities."""
         if not texts:
             return []
-        probs = softmax(self.logits(texts, batch_size=batch_size))
-        return [
-            {
-                "label": self.class_names[int(p.argmax())],
-                "confidence": float(p.max()),
-                "probs": {n: float(v) for n, v in zip(self.class_names, p)},
-            }
-            for p in probs
-        ]
+        return answers(softmax(self.logits(texts, batch_size=batch_size)), self.class_names)
 
     def token_count(self, text: str) -> int:
         return self.tokenizer.count(text)

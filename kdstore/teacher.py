@@ -16,14 +16,15 @@ import torch
 from .batching import bucketed_batches, encode, iter_padded, sorted_batches
 from .errors import KdError
 from .metrics import classification_metrics
-from .outputs import average_probs_as_logits, softmax, store_outputs
+from .outputs import average_probs_as_logits, store_outputs
+from .probs import softmax
 from .progress import progress
 from .runs import StageHandle
 from .schedules import warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
 from .store import SampleSet, Store
-from .torchutil import autocast, count_parameters, pick_device, set_seed
+from .torchutil import BestCheckpoint, autocast, count_parameters, pick_device, set_seed
 
 MODEL_SUBDIR = "model"
 
@@ -199,7 +200,7 @@ def _fit(store, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev
         optimizer, lambda s: warmup_linear_decay(s / total_steps, warmup=cfg.warmup)
     )
 
-    best_f1, best_state, best_epoch, stale = -1.0, None, cfg.epochs, 0
+    best = BestCheckpoint(cfg.patience)
     start = time.monotonic()
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task(f"teach {tag}".strip(), total=total_steps, loss="-", unit="step")
@@ -222,15 +223,10 @@ def _fit(store, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev
             dev_logits = score(model, tokenizer, dev.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="dev")
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
             store.add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"]}, step=epoch)
-            if m["macro_f1"] > best_f1:
-                best_f1, best_epoch, stale = m["macro_f1"], epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            if best.update(m["macro_f1"], model, epoch):
+                break
+    best.restore(model)
+    best_epoch = best.epoch or cfg.epochs  # no dev split: the last epoch
     store.add_metrics(stage.id, "all", {f"{tag}best_epoch": best_epoch, f"{tag}train_seconds": time.monotonic() - start})
     return model, tokenizer
 

@@ -39,3 +39,27 @@ def autocast(device: torch.device):
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class BestCheckpoint:
+    """Early stopping: keeps the weights of the best-scoring epoch and says when patience runs out."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.score = float("-inf")
+        self.epoch = 0
+        self.state: dict | None = None
+        self._stale = 0
+
+    def update(self, score: float, model: torch.nn.Module, epoch: int) -> bool:
+        """Record an epoch's dev score; returns True when training should stop."""
+        if score > self.score:
+            self.score, self.epoch, self._stale = score, epoch, 0
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            return False
+        self._stale += 1
+        return self._stale >= self.patience
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)

@@ -199,3 +199,17 @@ def test_intermediate_losses():
     w = torch.randn(1, 4, 8, requires_grad=True)
     relation_kl(w, v, mask, heads=4).backward()
     assert torch.isfinite(w.grad).all()
+
+
+def test_best_checkpoint_keeps_the_best_epoch_and_stops_on_patience():
+    from kdstore.torchutil import BestCheckpoint
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    best = BestCheckpoint(patience=2)
+    stops = []
+    for epoch, (score, weight) in enumerate([(0.5, 1.0), (0.7, 2.0), (0.6, 3.0), (0.7, 4.0)], start=1):
+        model.weight.data.fill_(weight)
+        stops.append(best.update(score, model, epoch))
+    assert stops == [False, False, False, True]  # a tie is no improvement
+    best.restore(model)
+    assert best.epoch == 2 and model.weight.item() == 2.0
