@@ -20,6 +20,7 @@ from typing import Any, Iterator
 from sqlalchemy import select
 
 from .errors import KdError
+from .serving import sha256_file  # numpy-free, shared with the ONNX serving path
 from .schema import STAGE_KINDS, Run, Stage, utcnow
 from .store import Store
 
@@ -74,21 +75,13 @@ def sha256_path(path: Path) -> str:
     """sha256 of a file, or of a directory as the sorted list of (relative path, file sha256)."""
     path = Path(path)
     if path.is_file():
-        return _sha256_file(path)
+        return sha256_file(path)
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(f.relative_to(path).as_posix().encode())
         h.update(b"\0")
-        h.update(_sha256_file(f).encode())
+        h.update(sha256_file(f).encode())
         h.update(b"\n")
-    return h.hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()
 
 
