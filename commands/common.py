@@ -16,13 +16,19 @@ from kdstore.store import Store
 
 
 class KdGroup(click.Group):
-    """A group whose commands' ``KdError`` s become one-line ``click.ClickException`` s."""
+    """A group whose commands' ``KdError`` s (and database driver errors) become one-line
+    ``click.ClickException`` s."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import DBAPIError
+
         try:
             return super().invoke(ctx)
         except KdError as exc:
             raise click.ClickException(str(exc)) from None
+        except DBAPIError as exc:  # the driver's own errors (connection lost, constraint, lock timeout)
+            first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
+            raise click.ClickException(f"database error: {first}") from None
 
 
 def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

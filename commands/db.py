@@ -51,6 +51,8 @@ def current(db, as_json):
       kd db current --json
     """
     store = Store.open(db, create=False, check=False)
+    if migrate.is_empty(store.engine):
+        raise KdError(f"no kd store at {store.url} (the database is empty): run `kd ingest` or `kd db upgrade`")
     cur, head = migrate.current_revision(store.engine), migrate.head_revision()
     if as_json:
         print_json({"db": store.url, "current": cur, "head": head, "up_to_date": cur == head})

@@ -28,7 +28,13 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+WRITE_LOCK = "kd_write_lock"  # execution option: take the writer lock when the transaction begins
+
+
 def _tune_sqlite(dbapi_connection, _record) -> None:
+    # The driver's own implicit transactions are turned off; ``_begin_sqlite`` emits BEGIN itself, so
+    # a transaction can start with the write lock held (and DDL in migrations is transactional).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -37,8 +43,15 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _begin_sqlite(conn) -> None:
+    """``BEGIN IMMEDIATE`` for writers that read before they write (ingest, run creation): a second
+    such writer waits on the busy timeout instead of failing on a stale snapshot; ``BEGIN`` otherwise."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
+
+
 def make_engine(url: str) -> Engine:
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
     return engine

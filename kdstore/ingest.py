@@ -298,7 +298,7 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
     """Add parsed records to the store in one transaction: duplicates skipped, conflicts listed."""
     source = opts.source or name
     report = IngestReport(source=source, split=opts.split, read=len(records))
-    with store.engine.begin() as conn:
+    with store.write_transaction("classes", "samples") as conn:
         classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())
         if opts.classes is not None:
             _pin_classes(conn, classes, opts.classes, name)

@@ -254,7 +254,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
     """Apply decisions in one transaction, one ``label_edits`` row per change; returns counts."""
     counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0}
     now = utcnow()
-    with store.session() as s, s.begin():
+    with store.write_session("samples", "label_edits", "label_issues") as s:
         for d in decisions:
             sample = s.get(Sample, d.sample_id)
             if d.action == "reject":
@@ -284,7 +284,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> int:
     stages = [s for s in store.stages_of(run) if s.kind == "clean" and (stage_name is None or s.name == stage_name)]
     if not stages:
         raise KdError(f"run {run!r} has no clean stage to undo")
-    with store.session() as s, s.begin():
+    with store.write_session("samples", "label_edits") as s:
         for stage in reversed(stages):
             edits = list(s.scalars(select(LabelEdit).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None)).order_by(LabelEdit.id.desc())))
             if edits:

@@ -12,10 +12,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, func, inspect, select
 
 import migrations
 
+from .engine import WRITE_LOCK
 from .errors import KdError
 
 
@@ -36,8 +37,16 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+# Any fixed number: the PostgreSQL advisory lock that serialises concurrent migrations of one store.
+_MIGRATION_LOCK = 0x6B64_0001
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as conn:
+    """Migrate to ``revision`` in one transaction holding the store's migration lock, so two
+    processes opening a new store at once create it once (the second finds it at the head)."""
+    with engine.execution_options(**{WRITE_LOCK: True}).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
         command.upgrade(_config(conn), revision)
 
 
@@ -47,14 +56,16 @@ def is_empty(engine: Engine) -> bool:
 
 def ensure_current(engine: Engine, *, create: bool = True) -> None:
     """Create an empty database by migrating it; refuse one whose revision is not the head."""
-    if create and is_empty(engine):
+    where = engine.url.render_as_string(hide_password=True)
+    if is_empty(engine):
+        if not create:
+            raise KdError(f"no kd store at {where} (the database is empty): run `kd ingest` first")
         upgrade(engine)
         return
     current, head = current_revision(engine), head_revision()
     if current == head:
         return
     known = {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
-    where = engine.url.render_as_string(hide_password=True)
     if current is None:
         raise KdError(f"{where} is not a kd store (no schema revision found)")
     if current not in known:

@@ -112,7 +112,7 @@ def stage_scope(
 
 def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool) -> int:
     old_artifact = None
-    with store.session() as s, s.begin():
+    with store.write_session("runs", "stages") as s:
         run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
         if run_row is None:
             run_row = Run(uniqid=run)

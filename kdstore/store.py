@@ -1,13 +1,14 @@
 """The kd store: one database holding samples, classes, runs, stages and everything stages produce.
 
 ``Store`` does the work; the CLI in ``commands/`` is a thin layer over it. Bulk paths (samples,
-logits, predictions) use chunked Core ``executemany`` inside one transaction.
+logits, predictions) take each backend's fast path (``bulk_insert``) inside one transaction.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -15,10 +16,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import JSON, Connection, Engine, Table, delete, func, insert, select, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from . import vectors
-from .engine import make_engine, resolve_url, sqlite_path
+from .engine import WRITE_LOCK, make_engine, resolve_url, sqlite_path
 from .errors import KdError
 from .migrate import ensure_current
 from .schema import SPLITS, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
@@ -58,22 +60,36 @@ def chunks(rows: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
 
 
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
-    """Insert tuples of ``columns`` in chunks, inside the caller's transaction.
+    """Insert tuples of ``columns`` inside the caller's transaction, by each backend's fast path.
 
-    On SQLite the rows go straight to the driver's ``executemany`` (SQLAlchemy's per-row parameter
-    processing costs more than the insert itself there), with JSON columns encoded here; other
-    backends take a Core insert, which processes each value by its column type.
+    SQLite: chunked driver-level ``executemany`` (SQLAlchemy's per-row parameter processing costs
+    more than the insert itself there). PostgreSQL through psycopg 3: one ``COPY ... FROM STDIN``
+    stream. JSON columns are encoded here for both. Any other backend: chunked Core inserts.
     """
+    json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
     if conn.dialect.name == "sqlite":
-        json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
         if json_at:
             rows = [_encode_json(r, json_at) for r in rows]
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         for part in chunks(rows):
             conn.exec_driver_sql(sql, part)
         return
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        _copy_rows(conn, table, columns, [_encode_json(r, json_at) for r in rows] if json_at else rows)
+        return
     for part in chunks(rows):
         conn.execute(insert(table), [dict(zip(columns, r)) for r in part])
+
+
+def _copy_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """PostgreSQL ``COPY FROM STDIN`` on the connection's own transaction (psycopg 3 adapts each value)."""
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
 
 
 class Store:
@@ -93,12 +109,37 @@ class Store:
                 raise KdError(f"cannot create {path}: folder {path.parent} does not exist")
         engine = make_engine(url)
         if check:
-            ensure_current(engine, create=create)
+            try:
+                ensure_current(engine, create=create)
+            except (OperationalError, InterfaceError) as exc:  # no server, no database, bad password
+                engine.dispose()
+                raise KdError(f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: {_first_line(exc)}") from None
         return cls(engine, _artifact_root(path))
 
     @property
     def url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def write_transaction(self, *tables: str) -> Iterator[Connection]:
+        """A Core transaction for a writer that reads before it writes (e.g. ingest checks which
+        texts exist, then inserts): it holds the store's writer lock on ``tables`` from its first
+        statement, so concurrent writers queue instead of failing on each other's rows. Readers are
+        never blocked. SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``LOCK TABLE`` in SHARE ROW
+        EXCLUSIVE mode (conflicts with itself and with writes, not with reads)."""
+        with self.engine.execution_options(**self._lock_option()).begin() as conn:
+            _lock_tables(conn, tables)
+            yield conn
+
+    @contextmanager
+    def write_session(self, *tables: str) -> Iterator[Session]:
+        """``write_transaction`` for ORM code: a session whose transaction holds the writer lock."""
+        with self.session() as s, s.begin():
+            _lock_tables(s.connection(execution_options=self._lock_option()), tables)
+            yield s
+
+    def _lock_option(self) -> dict:
+        return {WRITE_LOCK: True} if self.engine.dialect.name == "sqlite" else {}
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -296,6 +337,11 @@ class Store:
     def run_exists(self, run: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(Run.id).where(Run.uniqid == run)).first() is not None
+
+
+def _lock_tables(conn: Connection, tables: Sequence[str]) -> None:
+    if conn.dialect.name == "postgresql" and tables:
+        conn.execute(text(f"LOCK TABLE {', '.join(tables)} IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def _encode_json(row: tuple, positions: list[int]) -> tuple:

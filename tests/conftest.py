@@ -1,5 +1,10 @@
-"""Shared fixtures: a real SQLite store file per test, the real click CLI, and row counts read back
-through the library.
+"""Shared fixtures: a real store per test, the real click CLI, and row counts read back through the
+library.
+
+The store tests run on every backend: ``db`` is a fresh SQLite file, and, when ``KD_TEST_PG_URL``
+names a PostgreSQL server (``.ci/postgres.sh`` starts one), a fresh PostgreSQL database created
+for the test and dropped after it. Tests about SQLite files as such take ``db_path`` and carry
+``@pytest.mark.sqlite_only``.
 
 Every test runs in its own ``tmp_path`` as the working directory, with the kd environment variables
 cleared, so a stray ``kd.toml`` or ``kd.db`` (or a developer's ``KD_DB``) is never picked up.
@@ -8,18 +13,71 @@ cleared, so a stray ``kd.toml`` or ``kd.db`` (or a developer's ``KD_DB``) is nev
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy.engine import make_url
 
 from commands.cli import cli
+from kdstore.engine import resolve_url, sqlite_path
 from kdstore.schema import Base, KdClass, Sample
 from kdstore.store import Store
 
 KD_ENV = ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS")
+PG_URL = os.environ.get("KD_TEST_PG_URL")
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="KD_TEST_PG_URL not set (bash .ci/postgres.sh starts a server)")),
+]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: the test is about SQLite files; it runs on the sqlite backend only")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the postgresql instance of tests marked ``sqlite_only`` (rather than listing them as skipped)."""
+    keep = []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is not None and spec.params.get("db") == "postgresql" and item.get_closest_marker("sqlite_only"):
+            continue
+        keep.append(item)
+    items[:] = keep
+
+
+class PgServer:
+    """Creates and drops throw-away databases on the test server (``DROP ... WITH (FORCE)`` ends any
+    connection a command left open)."""
+
+    def __init__(self, url: str):
+        self.url = make_url(url)
+        self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT")
+
+    def create(self) -> str:
+        name = f"kd_test_{uuid.uuid4().hex[:12]}"
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def drop(self, url: str) -> None:
+        name = make_url(url).database
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> PgServer:
+    if not PG_URL:
+        pytest.skip("KD_TEST_PG_URL not set")
+    server = PgServer(PG_URL)
+    yield server
+    server.admin.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +99,18 @@ def db_path(tmp_path: Path) -> Path:
     return folder / "kd.db"
 
 
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The test's store as a ``--db`` value: the SQLite file ``db_path``, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(db_path)
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    url = server.create()
+    yield url
+    server.drop(url)
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
@@ -53,9 +123,9 @@ class Invoke:
     asserts a non-zero exit. ``db=None`` leaves ``--db`` off (for config tests).
     """
 
-    def __init__(self, runner: CliRunner, db_path: Path):
+    def __init__(self, runner: CliRunner, db: str):
         self.runner = runner
-        self.db_path = db_path
+        self.db = db
 
     def __call__(
         self,
@@ -67,7 +137,7 @@ class Invoke:
     ) -> Result:
         argv = [str(a) for a in args]
         if db is True:
-            argv += ["--db", str(self.db_path)]
+            argv += ["--db", self.db]
         elif db not in (None, False):
             argv += ["--db", str(db)]
         result = self.runner.invoke(cli, argv, input=input, catch_exceptions=True)
@@ -88,11 +158,23 @@ class Invoke:
 
 
 @pytest.fixture
-def invoke(runner: CliRunner, db_path: Path) -> Invoke:
-    return Invoke(runner, db_path)
+def invoke(runner: CliRunner, db: str) -> Invoke:
+    return Invoke(runner, db)
 
 
 TABLES = sorted(Base.metadata.tables)
+
+
+def store_exists(db: str | Path) -> bool:
+    """Whether a store was created at ``db``: the SQLite file exists, or the database has tables."""
+    path = sqlite_path(resolve_url(str(db)))
+    if path is not None:
+        return path.exists()
+    engine = create_engine(resolve_url(str(db)))
+    try:
+        return bool(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def table_counts(db: str | Path) -> dict[str, int]:
@@ -109,9 +191,9 @@ def table_counts(db: str | Path) -> dict[str, int]:
 
 
 @pytest.fixture
-def counts(db_path: Path) -> Callable[..., dict[str, int]]:
+def counts(db: str) -> Callable[..., dict[str, int]]:
     """``counts()``: row count of each table of the test's store (or of ``counts(other_db)``)."""
-    return lambda db=None: table_counts(db or db_path)
+    return lambda other=None: table_counts(other or db)
 
 
 def _sample_rows(db: str | Path) -> list[dict[str, Any]]:
@@ -131,9 +213,9 @@ def _sample_rows(db: str | Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def read_samples(db_path: Path) -> Callable[..., list[dict[str, Any]]]:
+def read_samples(db: str) -> Callable[..., list[dict[str, Any]]]:
     """``read_samples()``: every ``samples`` row of the store as a dict (plus its ``label`` name)."""
-    return lambda db=None: _sample_rows(db or db_path)
+    return lambda other=None: _sample_rows(other or db)
 
 
 def _class_rows(db: str | Path) -> list[tuple[int, str]]:
@@ -146,9 +228,9 @@ def _class_rows(db: str | Path) -> list[tuple[int, str]]:
 
 
 @pytest.fixture
-def read_classes(db_path: Path) -> Callable[..., list[tuple[int, str]]]:
+def read_classes(db: str) -> Callable[..., list[tuple[int, str]]]:
     """``read_classes()``: ``[(id, name), ...]`` of the ``classes`` table in id order."""
-    return lambda db=None: _class_rows(db or db_path)
+    return lambda other=None: _class_rows(other or db)
 
 
 def write(path: Path | str, content: str | bytes) -> Path:

@@ -18,6 +18,7 @@ from kdstore.ingest import (
     read_class_file,
 )
 from kdstore.textkey import normalize, text_hash
+from conftest import store_exists
 
 # parse (pure) --------------------------------------------------------------------------------
 
@@ -457,17 +458,17 @@ def test_ingest_into_missing_folder_fails_cleanly(tmp_path, invoke, write_file, 
     assert not target.parent.exists()
 
 
-def test_missing_input_file_fails_cleanly(invoke, db_path, error_line):
+def test_missing_input_file_fails_cleanly(invoke, db, error_line):
     result = invoke(["ingest", "absent.tsv"], ok=False)
     line = error_line(result)
     assert "absent.tsv" in line and "cannot read" in line
-    assert not db_path.exists()
+    assert not store_exists(db)
 
 
-def test_failed_first_ingest_leaves_no_store_behind(invoke, write_file, db_path):
+def test_failed_first_ingest_leaves_no_store_behind(invoke, write_file, db):
     write_file("bad.tsv", b"pos\tok\nneg\t\n")
     invoke(["ingest", "bad.tsv"], ok=False)
-    assert not db_path.exists()
+    assert not store_exists(db)
     # so a later read still says there is no store, instead of silently showing an empty one
     invoke(["samples"], ok=False)
 

@@ -3,18 +3,18 @@ out-of-date or foreign database is refused with a message that says what to do."
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from kdstore import migrate
 from kdstore.engine import make_engine, resolve_url
 from kdstore.errors import KdError
 from kdstore.schema import Base
 from kdstore.store import Store
+
+from conftest import store_exists
 
 
 def test_chain_is_linear_from_0001_to_head():
@@ -26,11 +26,11 @@ def test_chain_is_linear_from_0001_to_head():
     assert migrate.head_revision() == "0003"
 
 
-def test_new_store_is_migrated_to_head_and_matches_models(db_path):
-    assert not db_path.exists()
-    store = Store.open(str(db_path))
+def test_new_store_is_migrated_to_head_and_matches_models(db):
+    assert not store_exists(db)
+    store = Store.open(db)
     try:
-        assert db_path.is_file()
+        assert store_exists(db)
         assert migrate.current_revision(store.engine) == migrate.head_revision() == "0003"
         tables = set(inspect(store.engine).get_table_names())
         assert tables == set(Base.metadata.tables) | {"alembic_version"}
@@ -42,6 +42,7 @@ def test_new_store_is_migrated_to_head_and_matches_models(db_path):
         store.close()
 
 
+@pytest.mark.sqlite_only
 def test_engine_turns_on_foreign_keys_and_wal(db_path):
     """SQLite foreign keys are on (ON DELETE CASCADE relies on it) and the journal is WAL."""
     store = Store.open(str(db_path))
@@ -53,20 +54,20 @@ def test_engine_turns_on_foreign_keys_and_wal(db_path):
         store.close()
 
 
-def _engine_at(db_path, revision):
-    engine = make_engine(resolve_url(str(db_path)))
+def _engine_at(db, revision):
+    engine = make_engine(resolve_url(str(db)))
     migrate.upgrade(engine, revision)
     return engine
 
 
-def test_store_at_0001_is_refused_then_upgraded_by_cli(db_path, invoke, counts):
-    engine = _engine_at(db_path, "0001")
+def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
+    engine = _engine_at(db, "0001")
     assert migrate.current_revision(engine) == "0001"
     assert "logits" not in inspect(engine).get_table_names()
     engine.dispose()
 
     with pytest.raises(KdError) as info:
-        Store.open(str(db_path))
+        Store.open(db)
     message = str(info.value)
     assert "`kd db upgrade`" in message
     assert "0001" in message and "0003" in message
@@ -81,7 +82,7 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db_path, invoke, counts):
     result = invoke(["db", "upgrade"])
     assert "0001 -> 0003" in result.stdout
 
-    store = Store.open(str(db_path), create=False)
+    store = Store.open(db, create=False)
     try:
         assert migrate.current_revision(store.engine) == "0003"
         with store.engine.connect() as conn:
@@ -93,13 +94,13 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db_path, invoke, counts):
     assert all(n == 0 for n in counts().values())
 
 
-def test_upgrade_keeps_rows_written_at_0001(db_path, invoke, read_samples):
-    engine = _engine_at(db_path, "0001")
+def test_upgrade_keeps_rows_written_at_0001(db, invoke, read_samples):
+    engine = _engine_at(db, "0001")
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO classes (id, name) VALUES (0, 'pos')")
         conn.exec_driver_sql(
             "INSERT INTO samples (text, text_hash, split, label_id, orig_label_id, dropped, source, line)"
-            " VALUES ('good', 'h1', 'train', 0, 0, 0, 'old.tsv', 1)"
+            " VALUES ('good', 'h1', 'train', 0, 0, FALSE, 'old.tsv', 1)"
         )
     engine.dispose()
     invoke(["db", "upgrade"])
@@ -107,11 +108,11 @@ def test_upgrade_keeps_rows_written_at_0001(db_path, invoke, read_samples):
     assert [(r["text"], r["label"], r["source"]) for r in rows] == [("good", "pos", "old.tsv")]
 
 
-def test_db_current_json_reports_current_and_head(db_path, invoke):
+def test_db_current_json_reports_current_and_head(db, invoke):
     invoke(["db", "upgrade"])  # creates the store
     state = invoke.json(["db", "current"])
     assert state == {
-        "db": resolve_url(str(db_path)),
+        "db": resolve_url(db),
         "current": "0003",
         "head": "0003",
         "up_to_date": True,
@@ -120,30 +121,34 @@ def test_db_current_json_reports_current_and_head(db_path, invoke):
     assert "revision 0003" in text and "up to date" in text
 
 
-def test_db_upgrade_on_new_path_creates_store(db_path, invoke):
+def test_db_upgrade_on_new_path_creates_store(db, invoke):
     result = invoke(["db", "upgrade"])
     assert "empty -> 0003" in result.stdout
-    assert db_path.is_file()
+    assert store_exists(db)
     # running it again is harmless
     assert "0003 -> 0003" in invoke(["db", "upgrade"]).stdout
 
 
-def test_db_current_on_missing_store_fails_cleanly(db_path, invoke, error_line):
+def test_db_current_on_missing_store_fails_cleanly(db, invoke, error_line):
     result = invoke(["db", "current"], ok=False)
     line = error_line(result)
-    assert str(db_path) in line and "no kd store" in line
-    assert not db_path.exists()
+    assert db.split("://")[-1].split("@")[-1] in line and "no kd store" in line
+    assert not store_exists(db)
 
 
-def test_non_kd_sqlite_file_is_refused(db_path, invoke, error_line, write_file):
-    con = sqlite3.connect(db_path)
-    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
-    con.execute("INSERT INTO customers (name) VALUES ('ann')")
-    con.commit()
-    con.close()
+def _foreign_database(db):
+    """Make ``db`` someone else's database: one table of theirs, one row."""
+    engine = make_engine(resolve_url(db))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)"))
+        conn.execute(text("INSERT INTO customers (id, name) VALUES (1, 'ann')"))
+    return engine
 
+
+def test_non_kd_database_is_refused(db, invoke, error_line, write_file):
+    engine = _foreign_database(db)
     with pytest.raises(KdError, match="not a kd store"):
-        Store.open(str(db_path))
+        Store.open(db)
     result = invoke(["samples"], ok=False)
     assert "not a kd store" in error_line(result)
     write_file("train.tsv", "pos\tgood\n")
@@ -151,29 +156,22 @@ def test_non_kd_sqlite_file_is_refused(db_path, invoke, error_line, write_file):
     assert "not a kd store" in error_line(result)
 
     # nothing was created in the foreign database
-    con = sqlite3.connect(db_path)
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    con.close()
-    assert tables == {"customers"}
+    assert set(inspect(engine).get_table_names()) == {"customers"}
+    engine.dispose()
 
 
-def test_newer_revision_than_kd_knows_is_refused(db_path):
-    engine = _engine_at(db_path, "head")
+def test_newer_revision_than_kd_knows_is_refused(db):
+    engine = _engine_at(db, "head")
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
     engine.dispose()
     with pytest.raises(KdError, match="newer than this kd knows"):
-        Store.open(str(db_path))
+        Store.open(db)
 
 
-def test_db_upgrade_refuses_non_kd_database(db_path, invoke):
-    con = sqlite3.connect(db_path)
-    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
-    con.commit()
-    con.close()
+def test_db_upgrade_refuses_non_kd_database(db, invoke):
+    engine = _foreign_database(db)
     result = invoke(["db", "upgrade"], ok=False)
     assert "not a kd store" in result.stderr
-    con = sqlite3.connect(db_path)
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    con.close()
-    assert tables == {"customers"}
+    assert set(inspect(engine).get_table_names()) == {"customers"}
+    engine.dispose()

@@ -58,11 +58,11 @@ def test_cli_rejects_invalid_run_id(invoke, write_file):
 
 
 @pytest.fixture
-def store(db_path, invoke, write_file):
+def store(db, invoke, write_file):
     """A store with four labeled train samples (ids 1..4), classes pos=0, neg=1."""
     write_file("train.tsv", "pos\ta\nneg\tb\npos\tc\nneg\td\n")
     invoke(["ingest", "train.tsv"])
-    s = Store.open(str(db_path), create=False)
+    s = Store.open(db, create=False)
     yield s
     s.close()
 

@@ -1,0 +1,154 @@
+"""The store on every backend: concurrent processes sharing one store, each backend's bulk-write
+path, and the whole pipeline (teach, labels, distill, predict, report) end to end.
+
+Runs on SQLite always and on PostgreSQL when ``KD_TEST_PG_URL`` is set (see ``conftest.db``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from synthetic import labeled_rows, save_tiny_bert, texts, write_tsv
+
+from kdstore.schema import LabelEdit, Logit, Prediction, Sample, SampleFold
+from kdstore.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _kd_process(db: str, *args: str) -> subprocess.Popen:
+    """The real ``kd`` in its own process (``python -m commands.cli``), output captured."""
+    env = {**os.environ, "KD_DB": db, "KD_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "commands.cli", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _count(db: str, model, *conditions) -> int:
+    store = Store.open(db, create=False)
+    try:
+        with store.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(model).where(*conditions)).scalar_one()
+    finally:
+        store.close()
+
+
+# several processes, one store -----------------------------------------------------------------
+
+
+def test_concurrent_ingests_and_a_reader_share_one_store(db, tmp_path):
+    """Two ingests of overlapping files and a reader start at once on a new store: the store is
+    created once, both ingests succeed (the writer lock queues them), every distinct text is stored
+    exactly once, and the duplicates are counted on whichever ingest came second."""
+    rng = random.Random(7)
+    shared = labeled_rows(rng, 400)
+    a_rows, b_rows = shared + labeled_rows(rng, 1500), shared + labeled_rows(rng, 1500)
+    write_tsv(tmp_path / "a.tsv", a_rows)
+    write_tsv(tmp_path / "b.tsv", b_rows)
+    distinct = {t for _, t in a_rows} | {t for _, t in b_rows}
+
+    procs = [
+        _kd_process(db, "ingest", str(tmp_path / "a.tsv"), "--json"),
+        _kd_process(db, "ingest", str(tmp_path / "b.tsv"), "--json"),
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    reports = [json.loads(out) for out, _ in outs]
+    reader = _kd_process(db, "samples", "--json", "--limit", "5")
+    more = _kd_process(db, "ingest", str(tmp_path / "a.tsv"), "--json")  # all duplicates now
+    r_out, r_err = reader.communicate(timeout=120)
+    m_out, m_err = more.communicate(timeout=120)
+    assert reader.returncode == 0, r_err
+    assert more.returncode == 0, m_err
+
+    assert sum(r["added"] for r in reports) == len(distinct) == _count(db, Sample)
+    assert sum(r["duplicates"] for r in reports) == len(a_rows) + len(b_rows) - len(distinct)
+    again = json.loads(m_out)
+    assert again["added"] == 0 and again["duplicates"] == len(a_rows)
+    assert len(json.loads(r_out)) == 5
+
+
+# bulk writes ----------------------------------------------------------------------------------
+
+
+def test_bulk_logit_write_round_trips_on_each_backend(db, invoke, write_file):
+    """``write_logits`` takes the backend's fast path (COPY on PostgreSQL) and reads back bit-exact."""
+    write_file("pool.txt", "".join(f"样本{i}\n" for i in range(3000)))
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    store = Store.open(db, create=False)
+    try:
+        from kdstore.runs import stage_scope
+
+        ids = store.samples().ids
+        matrix = np.random.default_rng(0).standard_normal((len(ids), 7)).astype(np.float32)
+        with stage_scope(store, run="w", kind="teach", config={}) as stage:
+            assert store.write_logits(stage.id, ids, matrix) == len(ids)
+        got_ids, got = store.read_logits(stage.id)
+    finally:
+        store.close()
+    assert np.array_equal(got_ids, ids)
+    assert np.array_equal(got, matrix)
+
+
+# the pipeline ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    rng = random.Random(3)
+    d = tmp_path_factory.mktemp("corpus")
+    files = {s: write_tsv(d / f"{s}.tsv", labeled_rows(rng, n)) for s, n in (("train", 60), ("dev", 20), ("test", 20))}
+    files["unlabeled"] = d / "pool.txt"
+    files["unlabeled"].write_text("\n".join(texts(rng, "很好", 10) + texts(rng, "太差", 10)) + "\n", encoding="utf-8")
+    return files
+
+
+@pytest.fixture(scope="module")
+def tiny_model(corpus, tmp_path_factory) -> Path:
+    all_texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
+    return save_tiny_bert(all_texts, tmp_path_factory.mktemp("tiny-bert"))
+
+
+def test_pipeline_end_to_end_on_each_backend(db, invoke, corpus, tiny_model):
+    """teach (out-of-fold) → labels detect → clean → undo → distill with augmentation → predict
+    --store → report, every row checked through the library."""
+    for split, path in corpus.items():
+        invoke(["ingest", str(path), "--split", split])
+    n = _count(db, Sample)
+    small = ["--max-len", "32", "--batch-size", "8"]
+
+    invoke(["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--folds", "2", *small])
+    stage = next(s for s in Store.open(db, create=False).stages_of("r") if s.name == "teach")
+    assert stage.status == "succeeded"
+    assert _count(db, Logit, Logit.stage_id == stage.id) == n
+    assert _count(db, SampleFold, SampleFold.stage_id == stage.id) == 60
+
+    found = invoke.json(["labels", "detect", "--run", "r"])
+    assert found["run"] == "r" and found["flagged"] >= 0
+    invoke(["labels", "clean", "--run", "r", "--action", "relabel", "--min-score", "0"])
+    edits = _count(db, LabelEdit)
+    invoke(["labels", "undo", "--run", "r"])
+    if edits:
+        assert _count(db, LabelEdit, LabelEdit.reverted_at.is_not(None)) == edits
+
+    out = invoke.json(["distill", "--run", "r", "--student", "textcnn", "--epochs", "1", "--embed-dim", "16",
+                       "--num-filters", "8", "--augment", "mask", "--augment-n", "1", *small])
+    assert out["status"] == "succeeded"
+    invoke(["predict", "--run", "r", "--store", "--split", "test"])
+    report = invoke.json(["report", "--run", "r"])
+    assert [s["name"] for s in report["stages"]] == ["teach", "detect", "clean", "distill-textcnn", "predict-distill-textcnn"]
+    assert all(s["status"] == "succeeded" for s in report["stages"])
+    predicted = next(s for s in Store.open(db, create=False).stages_of("r") if s.name == "predict-distill-textcnn")
+    assert _count(db, Prediction, Prediction.stage_id == predicted.id) == 20
+    distill = report["stages"][3]
+    assert 0.0 <= distill["metrics"]["test"]["accuracy"] <= 1.0
