@@ -6,7 +6,9 @@
 #   bash .ci/postgres.sh stop               # stop it and remove its data folder
 #
 # The server runs as the `postgres` system user (initdb refuses root), keeps its data in
-# $KD_PG_DIR (default /tmp/kd-pg) and listens on 127.0.0.1:$KD_PG_PORT (default 54329).
+# $KD_PG_DIR (default /tmp/kd-pg) and listens on 127.0.0.1:$KD_PG_PORT (default 54329). For tests it
+# runs with durability off (fsync, synchronous_commit); KD_PG_DURABLE=1 keeps the server defaults
+# (what bench/ingest.py --postgres should measure).
 set -euo pipefail
 DIR="${KD_PG_DIR:-/tmp/kd-pg}"
 PORT="${KD_PG_PORT:-54329}"
@@ -50,9 +52,11 @@ else
   mkdir -p "$DIR"
   [ "$(id -u)" = 0 ] && chown postgres "$DIR"
   as_pg "$BIN/initdb" -D "$DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-  # Tests create and drop many small databases: durability off, enough connections for parallel use.
-  as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 start -o \
-    "-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$DIR -c fsync=off \
-     -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >/dev/null
+  OPTS="-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$DIR -c max_connections=200"
+  if [ "${KD_PG_DURABLE:-0}" != 1 ]; then
+    # Tests create and drop many small databases: durability buys them nothing.
+    OPTS="$OPTS -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  fi
+  as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 start -o "$OPTS" >/dev/null
 fi
 echo "postgresql+psycopg://postgres@127.0.0.1:$PORT/postgres"

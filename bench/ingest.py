@@ -2,8 +2,10 @@
 
     python bench/ingest.py                       # 500,000 rows, 3 repeats
     python bench/ingest.py --rows 50000 --repeat 5 --json bench/out/ingest.json
+    python bench/ingest.py --postgres postgresql+psycopg://postgres@127.0.0.1:54329/postgres
 
-Each repeat uses a fresh SQLite file in a temporary folder and two fresh Python processes, as a user
+Each repeat uses a fresh store: a SQLite file in a temporary folder, or with ``--postgres URL`` a new
+database created on that server (and dropped after), and two fresh Python processes, as a user
 runs ``kd ingest`` and then a command that writes logits:
 
 1. ingest: read the pool file and ``kdstore.ingest.ingest(..., IngestOptions(split="unlabeled"))``,
@@ -170,7 +172,15 @@ def _peak_mib() -> float:
     return hwm if hwm is not None else _maxrss_mib()
 
 
-def _sizes(db: Path) -> dict[str, int]:
+def _sizes(db: str) -> dict[str, int]:
+    if "://" in db:  # PostgreSQL: the database's size on disk as the server reports it
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(db)
+        with engine.connect() as conn:
+            size = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+        engine.dispose()
+        return {"db": int(size), "wal": 0}
     out = {}
     for suffix in ("", "-wal"):
         p = Path(f"{db}{suffix}")
@@ -178,12 +188,12 @@ def _sizes(db: Path) -> dict[str, int]:
     return out
 
 
-def run_ingest(pool: Path, db: Path, rows: int) -> dict:
+def run_ingest(pool: Path, db: str, rows: int) -> dict:
     """Step 1, in its own process, as ``kd ingest pool.txt --split unlabeled`` runs it."""
     from kdstore.ingest import IngestOptions, ingest
     from kdstore.store import Store
 
-    store = Store.open(str(db))  # creates the schema (not timed)
+    store = Store.open(db)  # creates the schema (not timed)
     out: dict = {"peak_reset": _reset_peak()}
     start = _rss_mib()
     t0 = time.perf_counter()
@@ -199,7 +209,7 @@ def run_ingest(pool: Path, db: Path, rows: int) -> dict:
     return out
 
 
-def run_logits(db: Path, rows: int) -> dict:
+def run_logits(db: str, rows: int) -> dict:
     """Steps 2 and 3, in a second process, as a later command (``kd teach``) would run them."""
     import numpy as np
     from sqlalchemy import select
@@ -208,7 +218,7 @@ def run_logits(db: Path, rows: int) -> dict:
     from kdstore.schema import Sample
     from kdstore.store import Store
 
-    store = Store.open(str(db), create=False)
+    store = Store.open(db, create=False)
     with store.engine.connect() as conn:
         ids = conn.execute(select(Sample.id).order_by(Sample.id)).scalars().all()
     if len(ids) != rows:
@@ -236,6 +246,45 @@ def run_logits(db: Path, rows: int) -> dict:
     store.close()
     out["size_after_close"] = _sizes(db)
     return out
+
+
+def _admin(url: str):
+    from sqlalchemy import create_engine
+
+    return create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+def _new_pg_database(url: str, i: int) -> str:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    name = f"kd_bench_{os.getpid()}_{i}"
+    engine = _admin(url)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(url: str, db: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    engine = _admin(url)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(db).database}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def _pg_version(url: str) -> str:
+    from sqlalchemy import text
+
+    engine = _admin(url)
+    with engine.connect() as conn:
+        version = conn.execute(text("SHOW server_version")).scalar_one()
+    engine.dispose()
+    return f"PostgreSQL {version}"
 
 
 def _child(step: str, args: list[str], rows: int) -> dict:
@@ -296,7 +345,7 @@ def _start(x: dict) -> str:
 def markdown(result: dict) -> str:
     s, m, a = result["summary"], result["machine"], result["args"]
     lines = [
-        f"{a['rows']:,} rows, {a['repeat']} repeat{'s' if a['repeat'] != 1 else ''} (each a fresh SQLite file; ingest in one fresh process, "
+        f"{a['rows']:,} rows, {a['repeat']} repeat{'s' if a['repeat'] != 1 else ''} (each a fresh {result['backend']} store; ingest in one fresh process, "
         "logit writes and reads in a second); "
         "median, with min–max over the repeats.",
         "",
@@ -316,10 +365,16 @@ def markdown(result: dict) -> str:
             f"{x['peak_rss_mib_max']:.0f} MiB{_start(x)} | {target} |"
         )
     ing, fin = s["size_after_ingest"], s["size_after_close"]
+    size_line = (
+        f"- SQLite file: {_mib(ing['db'])} after ingest, {_mib(fin['db'])} with the logits "
+        "(each measured after closing the store, which checkpoints the WAL into the file)."
+        if result["backend"] == "SQLite" else
+        f"- PostgreSQL database (`pg_database_size`): {_mib(ing['db'])} after ingest, {_mib(fin['db'])} with the logits; "
+        f"server {result.get('server', '?')} on loopback, same machine (its CPU time is not in the peak RSS figures)."
+    )
     lines += [
         "",
-        f"- SQLite file: {_mib(ing['db'])} after ingest, {_mib(fin['db'])} with the logits "
-        "(each measured after closing the store, which checkpoints the WAL into the file).",
+        size_line,
         f"- pool: {result['pool']['origin']}; mean {result['pool']['mean_chars']:.1f} characters, "
         f"{_mib(result['pool']['bytes'])} as a text file; built in {result['pool']['build_seconds']:.1f} s (not timed).",
         f"- peak RSS: {'during the step (VmHWM, reset through /proc/self/clear_refs)' if result['peak_reset'] else 'process peak so far (getrusage; no reset available)'}, "
@@ -340,15 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="fresh-database repeats (default: 3)")
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write the full results here")
     ap.add_argument("--dir", type=Path, help="parent of the temporary folder (default: the system temp)")
+    ap.add_argument("--postgres", metavar="URL", help="benchmark PostgreSQL: a server URL whose user may CREATE DATABASE")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
         step, *paths = args.child
         if step == "ingest":
-            print(json.dumps(run_ingest(Path(paths[0]), Path(paths[1]), args.rows)))
+            print(json.dumps(run_ingest(Path(paths[0]), paths[1], args.rows)))
         else:
-            print(json.dumps(run_logits(Path(paths[0]), args.rows)))
+            print(json.dumps(run_logits(paths[0], args.rows)))
         return 0
     if args.rows < 1 or args.repeat < 1:
         ap.error("--rows and --repeat must be at least 1")
@@ -375,9 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             work = tmp / f"run{i}"
             work.mkdir()
-            db = work / "kd.db"
-            run = _child("ingest", [str(pool_path), str(db)], args.rows)
-            logits = _child("logits", [str(db)], args.rows)
+            db = _new_pg_database(args.postgres, i) if args.postgres else str(work / "kd.db")
+            run = _child("ingest", [str(pool_path), db], args.rows)
+            logits = _child("logits", [db], args.rows)
+            if args.postgres:
+                _drop_pg_database(args.postgres, db)
             run["peak_reset"] = run["peak_reset"] and logits.pop("peak_reset")
             run.update(logits)
             runs.append(run)
@@ -394,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "machine": machine,
         "pool": pool,
+        "backend": "PostgreSQL" if args.postgres else "SQLite",
+        **({"server": _pg_version(args.postgres)} if args.postgres else {}),
         "peak_reset": all(r["peak_reset"] for r in runs),
         "runs": runs,
         "summary": summarize(runs),
