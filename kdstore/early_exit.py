@@ -49,7 +49,7 @@ from .probs import answers, softmax
 from .progress import progress
 from .runs import StageHandle
 from .store import Store
-from .torchutil import autocast, count_parameters, pick_device, set_seed
+from .torchutil import autocast, count_parameters, ensure_eval, pick_device, set_seed
 
 SUBDIR = "early-exit"
 BRANCHES_FILE = "branches.pt"
@@ -351,7 +351,7 @@ def early_exit_logits(
     device=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(logits (n, C), exit layers (n,))`` for ``texts`` in order, in length-sorted batches."""
-    model.eval()
+    ensure_eval(model)
     device = device or next(model.parameters()).device
     ids = encode(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.num_classes), dtype=np.float32)
@@ -368,7 +368,7 @@ def early_exit_logits(
 def branch_kl(model: EarlyExitModel, tokenizer, texts: list[str], *, max_len: int, temperature: float = 1.0,
               batch_size: int = 64, device=None) -> float:
     """Mean over samples and branches of ``KL(teacher || branch)`` × T²: the training loss, on ``texts``."""
-    model.eval()
+    ensure_eval(model)
     device = device or next(model.parameters()).device
     ids = encode(tokenizer, texts, max_len=max_len)
     total = 0.0
@@ -398,7 +398,7 @@ def measure_speeds(
     of them see the same machine state; each speed's time is the fastest of ``repeats`` passes (after
     one warm-up batch). ``seconds`` includes tokenized-batch transfer but not tokenization.
     """
-    model.eval()
+    ensure_eval(model)
     device = device or next(model.parameters()).device
     ids = encode(tokenizer, texts, max_len=max_len)
     batches = [(idx, *pad([ids[i] for i in idx], tokenizer.pad_token_id)) for idx in sorted_batches([len(x) for x in ids], batch_size)]
@@ -527,7 +527,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     train_seconds = time.monotonic() - start
     if best_state is not None:
         model.branches.load_state_dict(best_state)
-    model.eval()
+    ensure_eval(model)
 
     # 3. save: backbone, branches, tokenizer and the serving defaults, so the directory serves alone
     out_dir = stage.artifact_dir / SUBDIR

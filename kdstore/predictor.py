@@ -15,7 +15,7 @@ from .errors import KdError
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax
 from .store import Store
-from .torchutil import pick_device
+from .torchutil import ensure_eval, pick_device
 
 STUDENT_WEIGHTS = "student.pt"
 STUDENT_CONFIG = "student.json"
@@ -24,7 +24,7 @@ STUDENT_CONFIG = "student.json"
 @torch.no_grad()
 def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, batch_size: int = 512) -> np.ndarray:
     """A student's logits for ``texts`` (in order), computed in length-sorted batches."""
-    model.eval()
+    ensure_eval(model)
     ids = encode(tokenizer, texts, max_len=max_len, special_tokens=model.special_tokens)
     out = None
     for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id, min_len=model.min_len):

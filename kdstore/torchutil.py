@@ -63,3 +63,11 @@ class BestCheckpoint:
     def restore(self, model: torch.nn.Module) -> None:
         if self.state is not None:
             model.load_state_dict(self.state)
+
+
+def ensure_eval(model: torch.nn.Module) -> torch.nn.Module:
+    """``model.eval()`` only when the model is in training mode: ``eval()`` walks every sub-module,
+    which costs about half a millisecond on a 6-layer BERT, a large share of a one-text prediction."""
+    if model.training:
+        model.eval()
+    return model
