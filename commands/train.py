@@ -1,9 +1,15 @@
-"""``kd pretrain``, ``kd teach`` and ``kd distill``: the training stages of a run."""
+"""``kd pretrain``, ``kd teach`` and ``kd distill``: the training stages of a run.
+
+Each also runs under ``torchrun`` (one process per GPU, or per CPU slot with gloo): every rank
+trains on its share of each global batch and scores its shard of the samples; rank 0 alone opens
+the stage, writes figures and artifacts, and prints the result.
+"""
 
 from __future__ import annotations
 
 import click
 
+from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
 from kdstore.labels import labels_version
 from kdstore.losses import SOFT_LOSSES
@@ -76,9 +82,11 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
     )
     cfg.validate()
     store = open_store(db)
-    with stage_scope(store, run=run, kind="pretrain", config=pretrain_config(cfg), overwrite=overwrite) as stage:
-        run_pretrain(store, stage, cfg)
-    _finish(store, run, "pretrain", as_json)
+    with process_group(device) as dist:
+        with shared_stage(dist, store, run=run, kind="pretrain", config=pretrain_config(cfg), overwrite=overwrite) as stage:
+            run_pretrain(store, stage, cfg, dist)
+    if dist.is_main:
+        _finish(store, run, "pretrain", as_json)
 
 
 @click.command()
@@ -109,24 +117,28 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
       kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold, for `kd labels detect`
     """
     store = open_store(db)
-    if logits_only:
-        n = score_missing(store, run, device=device)
-        if as_json:
-            print_json({"run": run, "scored": n})
-        else:
-            click.echo(f"run {run}: scored {n} samples that had no teacher logits")
-        return
-    if not model:
+    if not logits_only and not model:
         raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
-    cfg = TeachConfig(
-        model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
-        patience=patience, where=where, folds=folds, seed=seed, device=device,
-    )
-    cfg.validate()
-    config = {**teach_config(cfg), "classes": store.class_names(), "labels_from": labels_version(store)}
-    with stage_scope(store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
-        train_teacher(store, stage, cfg)
-    _finish(store, run, "teach", as_json)
+    with process_group(device) as dist:
+        if logits_only:
+            n = score_missing(store, run, device=device, dist=dist)
+            if not dist.is_main:
+                return
+            if as_json:
+                print_json({"run": run, "scored": n})
+            else:
+                click.echo(f"run {run}: scored {n} samples that had no teacher logits")
+            return
+        cfg = TeachConfig(
+            model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
+            patience=patience, where=where, folds=folds, seed=seed, device=device,
+        )
+        cfg.validate()
+        config = {**teach_config(cfg), "classes": store.class_names(), "labels_from": labels_version(store)}
+        with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
+            train_teacher(store, stage, cfg, dist)
+    if dist.is_main:
+        _finish(store, run, "teach", as_json)
 
 
 @click.command()
@@ -187,6 +199,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
       kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
     """
     if student == "early-exit":
+        if Dist.from_env().active:
+            raise click.UsageError("--student early-exit trains in one process: run it without torchrun")
         _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,
                             temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
         return
@@ -209,9 +223,11 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     store = open_store(db)
     name = stage_name or f"distill-{student}"
     config = {**distill_config(cfg), "labels_from": labels_version(store)}
-    with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
-        run_distill(store, stage, cfg)
-    _finish(store, run, name, as_json)
+    with process_group(device) as dist:
+        with shared_stage(dist, store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
+            run_distill(store, stage, cfg, dist)
+    if dist.is_main:
+        _finish(store, run, name, as_json)
 
 
 def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,

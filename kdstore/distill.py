@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode, iter_padded
+from .batching import bucketed_batches, encode, pad
+from .distributed import SINGLE, Dist
 from .errors import KdError
 from .losses import SOFT_LOSSES, attention_kl, distillation_loss, hidden_mse, relation_kl
 from .metrics import classification_metrics
-from .outputs import store_outputs
+from .outputs import store_split_metrics, unscored, write_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
 from .progress import progress
 from .runs import StageHandle
@@ -188,13 +189,19 @@ def training_set(
     return joined, {"labeled": len(parts[0]), "pool": len(parts[1]), "augmented": len(parts[2])}
 
 
-def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
-    """Train the student, keep its best epoch, save it, and store its outputs for every sample."""
+def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = SINGLE) -> Path | None:
+    """Train the student, keep its best epoch, save it, and store its outputs for every sample.
+
+    Under torchrun every rank reads the teacher logits, trains the student on its share of each
+    global batch (DDP) and scores its shard of the samples; rank 0 alone stores augmented texts,
+    saves the student and records figures. Returns the student directory (``None`` on other ranks).
+    """
     from transformers import AutoTokenizer
 
     cfg.validate()
     rng = set_seed(cfg.seed)
     device = pick_device(cfg.device)
+    add_metrics = dist.on_main(store.add_metrics)
 
     # 1. teacher logits and data
     names = store.class_names()
@@ -202,10 +209,10 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
     augmented = None
     if cfg.augment:
         recipe = Recipe(methods=cfg.augment, n=cfg.augment_n, seed=cfg.seed, p_mask=cfg.p_mask, p_pos=cfg.p_pos, p_ngram=cfg.p_ngram)
-        augmented, added = ensure_augmented(store, recipe)
-        store.add_metrics(stage.id, "all", {"augmented_added": added})
+        augmented, added = dist.broadcast_object(ensure_augmented(store, recipe) if dist.is_main else None)
+        add_metrics(stage.id, "all", {"augmented_added": added})
         for run in teacher_runs:  # the teachers score the new texts once; later runs reuse the logits
-            score_missing(store, run, device=cfg.device)
+            score_missing(store, run, device=cfg.device, dist=dist)
     teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
     data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, run=stage.run, augmented=augmented)
     dev = store.samples(splits=["dev"], labeled=True)
@@ -231,14 +238,16 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
             teacher_net = None
     model.to(device)
     matcher = IntermediateMatcher(model, teacher_net, cfg).to(device) if teacher_net is not None else None
+    net = dist.wrap(model) if matcher is None else dist.wrap(matcher, find_unused=True)
     ids = encode(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
     lengths = [len(x) for x in ids]
     labels = torch.as_tensor(data.labels)
     soft_targets = torch.as_tensor(teachers.rows(data.ids))
     params = list(model.parameters()) + (list(matcher.proj.parameters()) if matcher is not None else [])
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+    dev_mine = dev.subset(dist.shard(len(dev)))
 
-    # 3. train, early stopping on dev macro-F1
+    # 3. train on this rank's share of each global batch, early stopping on dev macro-F1
     best, last_epoch = BestCheckpoint(cfg.patience), 0
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     total_steps, step = steps_per_epoch * cfg.epochs, 0
@@ -246,50 +255,63 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task(f"distill {cfg.student}", total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
-            model.train()
+            net.train()
             losses = []
-            for idx, input_ids, mask in iter_padded(ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id, min_len=model.min_len):
+            for batch in bucketed_batches(lengths, cfg.batch_size, rng):
+                idx, weight = dist.split_batch(batch)
+                input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, min_len=model.min_len)
                 progress_frac = step / total_steps
                 alpha = cfg.alpha if cfg.alpha_end is None else linear(cfg.alpha, cfg.alpha_end, progress_frac)
                 temperature = cfg.temperature if cfg.temperature_end is None else linear(cfg.temperature, cfg.temperature_end, progress_frac)
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 if matcher is None:
-                    logits, matched = model(input_ids, mask), 0.0
+                    logits, matched = net(input_ids, mask), 0.0
                 else:
-                    logits, matched = matcher(input_ids, mask)
+                    logits, matched = net(input_ids, mask)
                 loss = distillation_loss(
                     logits, soft_targets[idx].to(device), labels[idx].to(device),
                     alpha=alpha, temperature=temperature, kind=cfg.soft_loss,
                 ) + matched
                 step += 1
-                loss.backward()
+                (loss * weight).backward()
                 torch.nn.utils.clip_grad_norm_(params, 5.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                if weight:
+                    losses.append(loss.item())
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
-            store.add_metrics(stage.id, "train", {"loss": float(np.mean(losses))}, step=epoch)
+            add_metrics(stage.id, "train", {"loss": dist.mean_of(losses)}, step=epoch)
             last_epoch = epoch
             if len(dev) == 0:
                 continue
-            dev_pred = student_logits(model, tokenizer, dev.texts, max_len=cfg.max_len, device=device).argmax(1)
-            m = classification_metrics(dev.labels, dev_pred, num_classes=len(names), class_names=names)
-            store.add_metrics(stage.id, "dev", {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}, step=epoch)
-            if best.update(m["macro_f1"], model, epoch):
+            mine = student_logits(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, device=device)
+            _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
+            m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
+            add_metrics(stage.id, "dev", {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}, step=epoch)
+            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch)):  # rank 0 decides for all
                 break
     train_seconds = time.monotonic() - start
     best.restore(model)
     best_epoch = best.epoch or last_epoch  # no dev split: the last epoch
 
-    # 4. save: weights, config, class names and the tokenizer, so the directory serves on its own
-    out_dir = stage.artifact_dir / "student"
-    save_student(out_dir, model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
-    stage.record_artifact(out_dir)
+    # 4. save (rank 0): weights, config, class names and the tokenizer, so the directory serves on its own
+    out_dir = stage.artifact_dir / "student" if dist.is_main else None
+    if out_dir is not None:
+        save_student(out_dir, model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
 
-    # 5. outputs for every sample, figures
+    # 5. outputs: each rank stores its shard's; rank 0 checks that every sample has them, then figures
     everything = store.samples(include_dropped=True)
-    logits = student_logits(model, tokenizer, everything.texts, max_len=cfg.max_len, device=device)
-    store_outputs(store, stage.id, everything, logits, names)
+    shard = everything.subset(dist.shard(len(everything)))
+    logits = student_logits(model, tokenizer, shard.texts, max_len=cfg.max_len, device=device)
+    dist.all_succeed(lambda: write_scores(store, stage.id, shard.ids, logits))
+    ids_all, logits = dist.gather_rows(shard.ids, logits)
+    if not dist.is_main:
+        return None
+    missing = unscored(store, stage.id, everything.ids)
+    if len(missing) or not np.array_equal(ids_all, everything.ids):
+        raise KdError(f"{len(missing)} of {len(everything)} samples have no student logits: a shard of the scoring did not finish")
+    stage.record_artifact(out_dir)
+    store_split_metrics(store, stage.id, everything, logits, names)
     cpu = torch.device("cpu")
     model.to(cpu)
     store.add_metrics(stage.id, "all", measure(
@@ -309,6 +331,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig) -> Path:
             "train_samples": parts["labeled"],
             "pool_samples": parts["pool"],
             "augmented_samples": parts["augmented"],
+            **({"processes": dist.world} if dist.active else {}),
         },
     )
     return out_dir

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from itertools import repeat
 
+import numpy as np
+from sqlalchemy import exists, select
+
+from . import vectors
 from .metrics import classification_metrics
 from .probs import softmax
-from .store import SampleSet, Store
+from .schema import Logit, Prediction, Sample
+from .store import SampleSet, Store, bulk_insert
 
 
 def average_probs_as_logits(parts: list[np.ndarray]) -> np.ndarray:
@@ -20,9 +25,31 @@ def store_outputs(store: Store, stage_id: int, samples: SampleSet, logits: np.nd
 
     Returns the metrics by split.
     """
-    probs = softmax(logits)
-    store.write_logits(stage_id, samples.ids, logits)
-    store.write_predictions(stage_id, samples.ids, probs.argmax(1), probs.max(1))
+    write_scores(store, stage_id, samples.ids, logits)
+    return store_split_metrics(store, stage_id, samples, logits, names)
+
+
+def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np.ndarray) -> int:
+    """Logits and the predictions they make for ``sample_ids``, in one transaction: a sample has
+    both or neither, so "has logits" can mean "is scored". Returns the rows written."""
+    if len(sample_ids) != len(logits):
+        raise ValueError(f"{len(sample_ids)} sample ids but {len(logits)} logit rows")
+    if len(sample_ids) == 0:
+        return 0
+    probs = softmax(np.asarray(logits))
+    ids = np.asarray(sample_ids).tolist()
+    stage = repeat(int(stage_id))
+    with store.engine.begin() as conn:
+        bulk_insert(conn, Logit.__table__, ("stage_id", "sample_id", "vector"), list(zip(stage, ids, vectors.encode_rows(np.asarray(logits)))))
+        bulk_insert(
+            conn, Prediction.__table__, ("stage_id", "sample_id", "label_id", "confidence"),
+            list(zip(repeat(int(stage_id)), ids, probs.argmax(1).tolist(), probs.max(1).astype(float).tolist())),
+        )
+    return len(ids)
+
+
+def store_split_metrics(store: Store, stage_id: int, samples: SampleSet, logits: np.ndarray, names: list[str]) -> dict:
+    """Final metrics of ``logits`` (rows of ``samples``) for each labeled split; returns them by split."""
     figures = {}
     for split in ("train", "dev", "test"):
         part = np.array([s == split for s in samples.splits], dtype=bool) & (samples.labels >= 0)
@@ -32,3 +59,15 @@ def store_outputs(store: Store, stage_id: int, samples: SampleSet, logits: np.nd
             )
             store.add_metrics(stage_id, split, figures[split])
     return figures
+
+
+def unscored(store: Store, stage_id: int, sample_ids: np.ndarray | None = None) -> np.ndarray:
+    """The samples (of ``sample_ids``, or of the whole store) that have no logits from the stage, in id order."""
+    query = (
+        select(Sample.id)
+        .where(~exists().where(Logit.stage_id == stage_id, Logit.sample_id == Sample.id))
+        .order_by(Sample.id)
+    )
+    with store.engine.connect() as conn:
+        missing = np.array(conn.execute(query).scalars().all(), dtype=np.int64)
+    return missing if sample_ids is None else np.intersect1d(missing, np.asarray(sample_ids, dtype=np.int64))

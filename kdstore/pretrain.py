@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode, iter_padded, pad
+from .batching import bucketed_batches, encode, pad
+from .distributed import SINGLE, Dist
 from .errors import KdError
 from .masking import IGNORE, mask_tokens
 from .progress import progress
@@ -72,8 +73,13 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
-    """Build a vocabulary, pre-train a masked LM within the budget, save it; returns its directory."""
+def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist = SINGLE) -> Path | None:
+    """Build a vocabulary, pre-train a masked LM within the budget, save it; returns its directory.
+
+    Under torchrun every rank builds the same vocabulary and batches and trains on its share of each
+    global batch (DDP); rank 0 decides when the time budget is spent, saves the model and records
+    figures (``None`` is returned on the other ranks).
+    """
     from transformers import BertConfig, BertForMaskedLM
     from transformers.utils import logging as hf_logging
 
@@ -82,6 +88,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
     cfg.validate()
     rng = set_seed(cfg.seed)
     device = pick_device(cfg.device)
+    add_metrics = dist.on_main(store.add_metrics)
 
     texts = store.samples(include_dropped=True).texts + read_corpus(cfg.corpus)
     if len(texts) < 2:
@@ -101,23 +108,28 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     model = BertForMaskedLM(model_cfg).to(device)
+    net = dist.wrap(MaskedLMLoss(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + dist.rank)  # each rank masks its own share
     special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
 
     budget_s = cfg.minutes * 60.0
     start, step, recent = time.monotonic(), 0, []
-    model.train()
+    net.train()
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task("pre-train", total=cfg.steps or None, loss="-", unit="step")
         done = False
         while not done:
-            for idx, input_ids, mask in iter_padded(ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id):
+            for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 elapsed = time.monotonic() - start
                 frac = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s if budget_s else 0.0)
+                if budget_s:
+                    frac = dist.broadcast_object(frac)  # rank 0's clock: every rank stops at the same step
                 if frac >= 1.0:
                     done = True
                     break
+                idx, weight = dist.split_batch(batch)
+                input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id)
                 special = torch.isin(input_ids, special_ids)
                 corrupted, labels = mask_tokens(
                     input_ids, special, mask_id=tokenizer.mask_token_id, vocab_size=len(tokens),
@@ -127,17 +139,19 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * warmup_linear_decay(frac, warmup=cfg.warmup)
                 with autocast(device):
-                    loss = masked_lm_loss(model, corrupted.to(device), mask.to(device), labels.to(device))
-                loss.backward()
+                    loss = net(corrupted.to(device), mask.to(device), labels.to(device))
+                (loss * weight).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 recent.append(loss.item())
                 if step % 50 == 0:
-                    store.add_metrics(stage.id, "train", {"mlm_loss": float(np.mean(recent[-50:]))}, step=step)
+                    add_metrics(stage.id, "train", {"mlm_loss": float(np.mean(recent[-50:]))}, step=step)
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
 
+    if not dist.is_main:
+        return None
     out = stage.artifact_dir / MODEL_SUBDIR
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -152,9 +166,21 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig) -> Path:
             "texts": len(texts),
             "vocab_size": len(tokens),
             "parameters": count_parameters(model),
+            **({"processes": dist.world} if dist.active else {}),
         },
     )
     return out
+
+
+class MaskedLMLoss(torch.nn.Module):
+    """``masked_lm_loss`` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return masked_lm_loss(self.model, input_ids, attention_mask, labels)
 
 
 def masked_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode, iter_padded, sorted_batches
+from .batching import bucketed_batches, encode, iter_padded, pad, sorted_batches
+from .distributed import SINGLE, Dist
 from .errors import KdError
 from .metrics import classification_metrics
-from .outputs import average_probs_as_logits, store_outputs
-from .probs import softmax
+from .outputs import average_probs_as_logits, store_split_metrics, unscored, write_scores
 from .progress import progress
 from .runs import StageHandle
 from .schedules import warmup_linear_decay
@@ -27,6 +27,7 @@ from .store import SampleSet, Store
 from .torchutil import BestCheckpoint, autocast, count_parameters, pick_device, set_seed
 
 MODEL_SUBDIR = "model"
+SCORE_CHUNK = 4096  # --logits-only commits every this many samples
 
 
 @dataclass(frozen=True)
@@ -100,32 +101,39 @@ def load_classifier(path: str, class_names: list[str]):
 
 
 @torch.no_grad()
-def score(model, tokenizer, texts: list[str], *, max_len: int, batch_size: int, device, label: str = "score") -> np.ndarray:
+def score(
+    model, tokenizer, texts: list[str], *, max_len: int, batch_size: int, device, label: str = "score", bar: bool = True
+) -> np.ndarray:
     """Logits ``(len(texts), num_labels)`` in the order of ``texts``, computed in length-sorted batches."""
     model.eval()
     ids = encode(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     batches = sorted_batches([len(x) for x in ids], batch_size)
-    with progress(disable=len(texts) <= batch_size) as bar:  # no bar for a single batch
-        task = bar.add_task(label, total=len(texts), unit="samples")
+    with progress(disable=not bar or len(texts) <= batch_size) as bars:  # no bar for a single batch
+        task = bars.add_task(label, total=len(texts), unit="samples")
         for idx, input_ids, mask in iter_padded(ids, batches, tokenizer.pad_token_id):
             with autocast(device):
                 logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
             out[idx] = logits.float().cpu().numpy()
-            bar.update(task, advance=len(idx))
+            bars.update(task, advance=len(idx))
     return out
 
 
-def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig) -> Path:
+def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist = SINGLE) -> Path | None:
     """Fine-tune (K times with ``folds``), save, and store logits for every sample in the store.
 
     With ``folds = K`` each train sample's logits come from the teacher that did not train on it
     (out-of-fold, what confident learning needs) and every other sample gets the K teachers' average
     probability; the fold of each train sample is stored.
+
+    Under torchrun every rank trains on its share of each global batch (DDP) and scores its shard of
+    the samples; rank 0 alone saves the model and records figures, after checking that every sample
+    has its logits. Returns the model directory (``None`` on the other ranks).
     """
     cfg.validate()
     rng = set_seed(cfg.seed)
     device = pick_device(cfg.device)
+    add_metrics = dist.on_main(store.add_metrics)
 
     # 1. data: current labels, dropped samples excluded from training
     names = store.class_names()
@@ -141,37 +149,51 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig) -> Path:
     load_classifier(path, names)  # every model problem surfaces before any training starts
     everything = store.samples(include_dropped=True)
 
-    # 2. train one teacher, or one per fold, and score what each is responsible for
+    # 2. train one teacher, or one per fold, and score this rank's shard of what each is responsible for
+    started = time.monotonic()
     if folds is None:
-        model, tokenizer = _fit(store, stage, cfg, path, names, train, dev, device, rng, tag="")
-        out_dir = _save(model, tokenizer, stage.artifact_dir / MODEL_SUBDIR)
+        model, tokenizer = _fit(add_metrics, stage, cfg, path, names, train, dev, device, rng, dist, tag="")
+        out_dir = _save(model, tokenizer, stage.artifact_dir / MODEL_SUBDIR) if dist.is_main else None
         started = time.monotonic()
-        logits = score(model, tokenizer, everything.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="logits")
-        rate = len(everything) / max(time.monotonic() - started, 1e-9)
+        mine = everything.subset(dist.shard(len(everything)))
+        ids = mine.ids
+        logits = score(model, tokenizer, mine.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="logits")
     else:
-        out_dir = stage.artifact_dir
-        position = {int(s): i for i, s in enumerate(everything.ids)}
-        held_out = {int(s): int(f) for s, f in zip(train.ids, folds)}
-        others = np.array([int(s) not in held_out for s in everything.ids], dtype=bool)
-        logits = np.zeros((len(everything), len(names)), dtype=np.float32)
-        other_parts = []
-        started = time.monotonic()
+        out_dir = stage.artifact_dir if dist.is_main else None
+        held_out = {int(s) for s in train.ids}
+        others = everything.subset(np.array([int(s) not in held_out for s in everything.ids], dtype=bool))
+        others = others.subset(dist.shard(len(others)))
+        id_parts, logit_parts, other_parts = [], [], []
         for k in range(cfg.folds):
-            model, tokenizer = _fit(store, stage, cfg, path, names, train.subset(folds != k), dev, device, rng, tag=f"fold{k}/")
-            _save(model, tokenizer, out_dir / f"fold-{k}")
+            model, tokenizer = _fit(add_metrics, stage, cfg, path, names, train.subset(folds != k), dev, device, rng, dist, tag=f"fold{k}/")
+            if dist.is_main:
+                _save(model, tokenizer, out_dir / f"fold-{k}")
             held = train.subset(folds == k)
-            texts = held.texts + [t for t, o in zip(everything.texts, others) if o]
-            fold_logits = score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"fold {k} logits")
-            logits[[position[int(s)] for s in held.ids]] = fold_logits[: len(held)]
+            held = held.subset(dist.shard(len(held)))
+            fold_logits = score(model, tokenizer, held.texts + others.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"fold {k} logits")
+            id_parts.append(held.ids)
+            logit_parts.append(fold_logits[: len(held)])
             other_parts.append(fold_logits[len(held):])
-        logits[others] = average_probs_as_logits(other_parts)
-        rate = len(everything) / max(time.monotonic() - started, 1e-9)
-        store.write_folds(stage.id, train.ids, folds)
-    stage.record_artifact(out_dir)
+        ids = np.concatenate(id_parts + [others.ids])
+        logits = np.concatenate(logit_parts + [average_probs_as_logits(other_parts)])
+        if dist.is_main:
+            store.write_folds(stage.id, train.ids, folds)
 
-    # 3. logits, predictions and figures into the store
-    store_outputs(store, stage.id, everything, logits, names)
+    # 3. each rank stores its logits and predictions; rank 0 checks that every sample has them,
+    #    records the model and the figures
+    dist.all_succeed(lambda: write_scores(store, stage.id, ids, logits))
+    ids, logits = dist.gather_rows(ids, logits)
+    rate = len(everything) / max(time.monotonic() - started, 1e-9)
+    if not dist.is_main:
+        return None
+    missing = unscored(store, stage.id, everything.ids)
+    if len(missing) or not np.array_equal(ids, everything.ids):
+        raise KdError(f"{len(missing)} of {len(everything)} samples have no teacher logits: a shard of the scoring did not finish")
+    stage.record_artifact(out_dir)
+    store_split_metrics(store, stage.id, everything, logits, names)
     store.add_metrics(stage.id, "all", {"score_samples_per_s": rate, "parameters": count_parameters(model)})
+    if dist.active:
+        store.add_metrics(stage.id, "all", {"processes": dist.world})
     cpu = torch.device("cpu")
     model.to(cpu)
     store.add_metrics(stage.id, "all", measure(
@@ -181,13 +203,19 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig) -> Path:
     return out_dir
 
 
-def _fit(store, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev: SampleSet, device, rng, *, tag: str):
-    """Fine-tune a fresh copy of the model at ``path`` on ``train``; return the best epoch's model."""
+def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev: SampleSet, device, rng, dist: Dist, *, tag: str):
+    """Fine-tune a fresh copy of the model at ``path`` on ``train``; return the best epoch's model.
+
+    Every rank draws the same global batches and trains on its share of each (DDP); dev is scored
+    in shards and gathered, so every rank takes the same early-stopping decision.
+    """
     tokenizer, model = load_classifier(path, names)
     model.to(device)
+    net = dist.wrap(model)
     train_ids = encode(tokenizer, train.texts, max_len=cfg.max_len)
     lengths = [len(x) for x in train_ids]
     labels = torch.as_tensor(train.labels)
+    dev_mine = dev.subset(dist.shard(len(dev)))
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     groups = [
@@ -205,29 +233,33 @@ def _fit(store, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task(f"teach {tag}".strip(), total=total_steps, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
-            model.train()
+            net.train()
             losses = []
-            for idx, input_ids, mask in iter_padded(train_ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id):
+            for batch in bucketed_batches(lengths, cfg.batch_size, rng):
+                idx, weight = dist.split_batch(batch)
+                input_ids, mask = pad([train_ids[i] for i in idx], tokenizer.pad_token_id)
                 with autocast(device):
-                    out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels[idx].to(device))
-                out.loss.backward()
+                    out = net(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels[idx].to(device))
+                (out.loss * weight).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(out.loss.item())
+                if weight:
+                    losses.append(out.loss.item())
                 bar.update(task, advance=1, loss=f"{out.loss.item():.3f}")
-            store.add_metrics(stage.id, "train", {f"{tag}loss": float(np.mean(losses))}, step=epoch)
+            add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
             if len(dev) == 0:
                 continue
-            dev_logits = score(model, tokenizer, dev.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="dev")
+            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="dev")
+            _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
-            store.add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"]}, step=epoch)
-            if best.update(m["macro_f1"], model, epoch):
+            add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"]}, step=epoch)
+            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch)):  # rank 0 decides for all
                 break
     best.restore(model)
     best_epoch = best.epoch or cfg.epochs  # no dev split: the last epoch
-    store.add_metrics(stage.id, "all", {f"{tag}best_epoch": best_epoch, f"{tag}train_seconds": time.monotonic() - start})
+    add_metrics(stage.id, "all", {f"{tag}best_epoch": best_epoch, f"{tag}train_seconds": time.monotonic() - start})
     return model, tokenizer
 
 
@@ -253,30 +285,48 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def score_missing(store: Store, run: str, *, batch_size: int = 256, device: str = "auto") -> int:
-    """``--logits-only``: score, with the run's existing teacher, the samples that have no logits yet."""
-    from sqlalchemy import select
+def score_missing(
+    store: Store, run: str, *, batch_size: int = 256, device: str = "auto", dist: Dist = SINGLE, chunk: int = SCORE_CHUNK
+) -> int:
+    """``--logits-only``: score, with the run's existing teacher, the samples that have no logits yet.
 
-    from .schema import Logit
-
+    Rank 0 lists the missing samples, each rank scores its shard of them and commits every ``chunk``
+    samples as it goes: a crashed rank keeps what it finished, and a re-run scores only what is still
+    missing. Returns how many samples all ranks scored; raises when some are still missing.
+    """
     stage = store.find_stage(run, "teach")
     names = store.class_names()
     if stage.config.get("classes") not in (None, names):
         raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run `kd teach`")
-    with store.engine.connect() as conn:
-        have = {r[0] for r in conn.execute(select(Logit.sample_id).where(Logit.stage_id == stage.id))}
-    everything = store.samples(include_dropped=True)
-    todo = everything.subset(np.array([int(i) not in have for i in everything.ids], dtype=bool))
-    if len(todo) == 0:
+    todo_ids = dist.broadcast_object(unscored(store, stage.id) if dist.is_main else None)
+    if len(todo_ids) == 0:
         return 0
+    everything = store.samples(include_dropped=True)  # read after rank 0's list: it has every listed sample
+    todo = everything.subset(np.isin(everything.ids, todo_ids))
+    mine = todo.subset(dist.shard(len(todo)))
     dev = pick_device(device)
-    parts = []
+    models = []
     for directory in model_dirs(stage):
         tokenizer, model = load_classifier(directory, names)
-        model.to(dev)
-        parts.append(score(model, tokenizer, todo.texts, max_len=stage.config.get("max_len", 128), batch_size=batch_size, device=dev, label="logits"))
-    logits = parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
-    probs = softmax(logits)
-    store.write_logits(stage.id, todo.ids, logits)
-    store.write_predictions(stage.id, todo.ids, probs.argmax(1), probs.max(1))
-    return len(todo)
+        models.append(model.to(dev))
+    max_len = stage.config.get("max_len", 128)
+    shard = lambda: _score_in_chunks(store, stage.id, models, tokenizer, mine, max_len=max_len, batch_size=batch_size, device=dev, chunk=chunk)
+    scored = sum(dist.all_gather_object(dist.all_succeed(shard)))
+    still = unscored(store, stage.id, todo_ids) if dist.is_main else np.zeros(0)
+    if len(still):
+        raise KdError(f"{len(still)} of {len(todo_ids)} samples still have no teacher logits: run `kd teach --run {run} --logits-only` again")
+    return scored
+
+
+def _score_in_chunks(store: Store, stage_id: int, models: list, tokenizer, samples: SampleSet, *, max_len: int, batch_size: int, device, chunk: int) -> int:
+    """Score ``samples`` with the models (their probabilities averaged) and store every ``chunk`` of
+    them in its own transaction; returns how many were stored."""
+    with progress(disable=len(samples) <= batch_size) as bar:
+        task = bar.add_task("logits", total=len(samples), unit="samples")
+        block = np.arange(len(samples)) // chunk
+        for b in range(-(-len(samples) // chunk)):
+            part = samples.subset(block == b)
+            parts = [score(m, tokenizer, part.texts, max_len=max_len, batch_size=batch_size, device=device, bar=False) for m in models]
+            write_scores(store, stage_id, part.ids, parts[0] if len(parts) == 1 else average_probs_as_logits(parts))
+            bar.update(task, advance=len(part))
+    return len(samples)

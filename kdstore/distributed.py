@@ -1,0 +1,238 @@
+"""The process group: which rank this process is under ``torchrun`` (or ``accelerate launch``) and
+the few collective steps the training stages need.
+
+``Dist`` is read from the variables the launcher sets (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``).
+With one process, the default, every helper is a no-op that hands its input back, so a stage
+computes exactly what it computes without a launcher.
+
+Conventions the stages follow:
+
+- every rank loads the same data and, from the same seed, draws the same global batches;
+  ``--batch-size`` stays the *global* batch size, and ``split_batch`` gives each rank its share
+  with a loss weight that makes DDP's averaged gradient the gradient of the whole batch;
+- samples to score are sharded (``shard``), each rank writes its own rows, ``gather_rows``
+  collects them where all are needed (dev metrics, final figures);
+- only rank 0 writes run state, metrics and artifacts (``on_main``, ``shared_stage``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+import numpy as np
+import torch
+
+from .errors import KdError
+from .runs import StageHandle, stage_scope
+from .store import Store
+from .torchutil import pick_device
+
+T = TypeVar("T")
+
+# How long a rank waits in a collective (a barrier while another rank saves, scores or fails)
+# before the group gives up with an error; scoring shards are balanced, so waits are short.
+TIMEOUT = dt.timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the group: ``world`` processes, this one is ``rank``."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Dist":
+        try:
+            world, rank = int(env.get("WORLD_SIZE", "1")), int(env.get("RANK", "0"))
+            local_rank = int(env.get("LOCAL_RANK", "0"))
+        except ValueError as exc:
+            raise KdError(f"bad WORLD_SIZE/RANK/LOCAL_RANK in the environment: {exc}") from None
+        if world < 1 or not 0 <= rank < world:
+            raise KdError(f"RANK {rank} is not within WORLD_SIZE {world}")
+        return cls(world=world, rank=rank, local_rank=local_rank)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    # the group's life --------------------------------------------------------------------
+    def init(self, device: torch.device) -> None:
+        """Join the group (nccl on CUDA, gloo otherwise) when there is more than one process.
+
+        Also: the CUDA device is this rank's ``LOCAL_RANK``; progress bars stay on rank 0; SIGTERM
+        (what torchrun sends the survivors when a rank fails) raises, so rank 0's stage ends failed.
+        """
+        if not self.active:
+            return
+        if device.type == "cuda":
+            torch.cuda.set_device(self.local_rank)
+        if not self.is_main:
+            os.environ["KD_NO_PROGRESS"] = "1"
+        signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        torch.distributed.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", rank=self.rank, world_size=self.world, timeout=TIMEOUT
+        )
+
+    def close(self) -> None:
+        """Leave the group. Gloo's worker threads free the buffers of the last collective after it
+        returns, and need the GIL for it: a process that went straight on to exit could be aborted
+        ("terminate called without an active exception"), so the GIL is given up for a moment."""
+        if self.active and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+            time.sleep(0.1)
+
+    # collectives -------------------------------------------------------------------------
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+    def broadcast_object(self, obj: T) -> T:
+        """Rank 0's ``obj`` on every rank (the others pass anything, e.g. ``None``)."""
+        if not self.active:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def all_succeed(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on every rank, then a check that it succeeded on all of them: a rank whose ``fn``
+        raised re-raises its error, the others raise a KdError naming that rank and its error (so rank
+        0 records the real cause in the stage, not just that the group broke)."""
+        if not self.active:
+            return fn()
+        try:
+            result, error, failure = fn(), None, None
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after every rank has heard of it
+            result, error, failure = None, exc, _one_line(exc)
+        failures = self.all_gather_object(failure)
+        if error is not None:
+            raise error
+        for rank, message in enumerate(failures):
+            if message is not None:
+                raise KdError(f"rank {rank} failed: {message}")
+        return result
+
+    def mean_of(self, values: list[float]) -> float:
+        """The mean of every rank's ``values`` together (e.g. the losses of an epoch)."""
+        if not self.active:
+            return float(np.mean(values))
+        return float(np.mean([v for part in self.all_gather_object(list(values)) for v in part]))
+
+    def gather_rows(self, ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every rank's ``(id, row)`` pairs together, in id order, on every rank."""
+        parts = self.all_gather_object((np.asarray(ids), np.asarray(rows))) if self.active else [(np.asarray(ids), np.asarray(rows))]
+        parts = [p for p in parts if len(p[0])] or parts[:1]  # an empty shard may have no row width
+        all_ids = np.concatenate([i for i, _ in parts])
+        all_rows = np.concatenate([r for _, r in parts])
+        order = np.argsort(all_ids, kind="stable")
+        return all_ids[order], all_rows[order]
+
+    # who does what -----------------------------------------------------------------------
+    def shard(self, n: int) -> np.ndarray:
+        """Boolean mask of the ``n`` items this rank owns: every ``world``-th, from ``rank``.
+
+        Strided rather than contiguous, so each rank gets a like mix when the items are ordered by
+        source (a labeled file first, a pool of long texts after).
+        """
+        return np.arange(n) % self.world == self.rank
+
+    def split_batch(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """This rank's share of one global batch and the weight of its mean loss.
+
+        DDP averages the ranks' gradients; weighting each share's mean loss by
+        ``len(share) * world / len(batch)`` makes that average the gradient of the whole batch's mean
+        loss, as in one process. A rank left without a sample (a batch smaller than ``world``)
+        runs the batch's first sample at weight 0, so every rank takes every optimizer step.
+        """
+        if not self.active:
+            return batch, 1.0
+        share = batch[self.rank :: self.world]
+        if len(share) == 0:
+            return batch[:1], 0.0
+        return share, len(share) * self.world / len(batch)
+
+    def wrap(self, model: torch.nn.Module, *, find_unused: bool = False) -> torch.nn.Module:
+        """``model`` under DistributedDataParallel (gradients averaged across ranks), or as it is."""
+        if not self.active:
+            return model
+        on_cuda = next(model.parameters()).is_cuda
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.local_rank] if on_cuda else None, find_unused_parameters=find_unused
+        )
+
+    def on_main(self, fn: Callable[..., T]) -> Callable[..., T | None]:
+        """``fn`` on rank 0, a no-op returning ``None`` on the other ranks (e.g. ``store.add_metrics``)."""
+        if self.is_main:
+            return fn
+        return lambda *args, **kwargs: None
+
+
+SINGLE = Dist()
+
+
+@contextmanager
+def process_group(device: str) -> Iterator[Dist]:
+    """The launcher's group, joined for the block on ``device`` (``--device``); one process joins nothing."""
+    dist = Dist.from_env()
+    if dist.active:
+        dist.init(pick_device(device))
+    try:
+        yield dist
+    finally:
+        dist.close()
+
+
+@contextmanager
+def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | None = None, **scope: Any) -> Iterator[StageHandle]:
+    """``stage_scope`` on rank 0, which sends the stage's id to the other ranks; they work in the
+    same stage without recording anything. A stage rank 0 cannot open stops every rank."""
+    name = name or kind
+    if not dist.is_main:
+        stage_id = dist.broadcast_object(None)
+        if stage_id is None:
+            raise KdError(f"rank 0 could not start stage {name!r} of run {run!r} (its error says why)")
+        yield StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
+        return
+    opened = False
+    try:
+        with stage_scope(store, run=run, kind=kind, name=name, **scope) as stage:
+            opened = True
+            dist.broadcast_object(stage.id)
+            yield stage
+    finally:
+        if not opened:
+            dist.broadcast_object(None)
+
+
+def _raise_on_sigterm(_signum: int, _frame: Any) -> None:
+    """SIGTERM as an error, once; none while an error is being handled (rank 0 recording its stage
+    as failed), where raising would cut the record short. The launcher kills what lingers."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.exc_info()[1] is None:
+        raise KdError("terminated (SIGTERM): under torchrun this means another rank failed, see its error")
+
+
+def _one_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return first if isinstance(exc, KdError) else f"{type(exc).__name__}: {first}"

@@ -1,0 +1,306 @@
+"""``kd teach`` / ``kd distill`` under torchrun: 2 CPU processes (gloo) against 1, on real SQLite stores.
+
+The 2-process runs are real subprocesses (``python -m torch.distributed.run --standalone
+--nproc-per-node 2 -m commands.cli -- ...``); the 1-process runs go through the same CLI in-process.
+The tiny BERT has its dropout off, so both runs compute the same thing: every rank draws the same
+global batches and ``split_batch`` weights each share's loss so DDP's averaged gradient is the whole
+batch's. With ``--batch-size 9`` on 64 train samples, shares are uneven (5/4) and the last global
+batch has one sample, so one rank runs a zero-weight step: both are exercised.
+
+Tolerance: measured, the 1- and 2-process logits differ by < 1e-6 (float summation order: gloo's
+all-reduce, pad widths of the shares). Dropping the share weights (a plain DDP mean) moved them by
+~0.1 on the same data, so ``atol=1e-3`` separates "the same training" from "a different one" with
+two orders of magnitude on each side.
+
+A crashed shard is made with a store state, not a hook: a SQLite trigger that refuses the logits row
+of one sample that rank 1 owns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import func, select
+from synthetic import MARKERS, kd, save_tiny_bert, texts, write_tsv
+
+from kdstore.distributed import Dist
+from kdstore.schema import Logit, Prediction, Sample
+from kdstore.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+TEACH = ["--epochs", "5", "--lr", "5e-3", "--batch-size", "9", "--max-len", "32", "--patience", "9"]
+DISTILL = ["--student", "textcnn", "--epochs", "3", "--batch-size", "9", "--embed-dim", "16", "--num-filters", "8",
+           "--max-len", "32", "--dropout", "0"]
+LATE = ["这个很好用", "那个太差了", "还可以很好", "大家觉得太差", "今天很好", "东西太差"]
+ATOL = 1e-3
+
+
+# the two ways of running kd ------------------------------------------------------------------
+def torchrun(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    """``kd ARGS`` as 2 CPU processes under torch's own launcher (``--`` keeps torchrun's argument
+    parser off kd's options: ``--run`` would be an ambiguous prefix of its ``--run-path``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS")}
+    env.update(KD_NO_PROGRESS="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "commands.cli", "--", *args]
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert (done.returncode == 0) == ok, f"torchrun kd {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr[-4000:]}"
+    return done
+
+
+def copy_store(src: Path, dst_dir: Path) -> Path:
+    """A copy of a SQLite store (WAL included, through SQLite's backup); its stages keep pointing at
+    the original's model directories, which the tests only read."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / "kd.db"
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    return dst
+
+
+def add_trigger(db: Path, sample_id: int) -> None:
+    """A store in which writing the logits of ``sample_id`` fails (a broken shard)."""
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            f"CREATE TRIGGER broken_shard BEFORE INSERT ON logits WHEN NEW.sample_id = {int(sample_id)} "
+            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+
+
+def drop_trigger(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER broken_shard")
+
+
+@contextmanager
+def one_thread():
+    """In-process runs use one torch thread, as each torchrun rank does (OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# reading stores back ---------------------------------------------------------------------------
+def stage_of(db: Path, run: str, name: str):
+    store = Store.open(str(db), create=False)
+    try:
+        return next(s for s in store.stages_of(run) if s.name == name)
+    finally:
+        store.close()
+
+
+def logits_of(db: Path, stage_id: int) -> tuple[np.ndarray, np.ndarray]:
+    store = Store.open(str(db), create=False)
+    try:
+        return store.read_logits(stage_id)
+    finally:
+        store.close()
+
+
+def count(db: Path, table, **where) -> int:
+    store = Store.open(str(db), create=False)
+    query = select(func.count()).select_from(table)
+    for column, value in where.items():
+        query = query.where(getattr(table, column) == value)
+    try:
+        with store.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+    finally:
+        store.close()
+
+
+def metrics_of(db: Path, stage_id: int) -> dict[str, float]:
+    store = Store.open(str(db), create=False)
+    try:
+        return {m.name: m.value for m in store.metrics(stage_id) if m.split == "all"}
+    finally:
+        store.close()
+
+
+def sample_ids(db: Path) -> np.ndarray:
+    store = Store.open(str(db), create=False)
+    try:
+        return store.samples(include_dropped=True).ids
+    finally:
+        store.close()
+
+
+def ingest_late(db: Path, folder: Path) -> np.ndarray:
+    """Ingest ``LATE`` into the pool; returns the new samples' ids."""
+    before = set(sample_ids(db).tolist())
+    late = folder / "late.txt"
+    late.write_text("\n".join(LATE) + "\n", encoding="utf-8")
+    kd("ingest", str(late), "--split", "unlabeled", "--db", str(db))
+    new = np.array(sorted(set(sample_ids(db).tolist()) - before), dtype=np.int64)
+    assert len(new) == len(LATE)
+    return new
+
+
+# fixtures ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    rng = random.Random(0)
+    d = tmp_path_factory.mktemp("corpus")
+    unique: dict[str, str] = {}
+    while len(unique) < 64 + 20 + 20:  # distinct texts: ingest would skip duplicates
+        label = rng.choice(list(MARKERS))
+        unique.setdefault(texts(rng, MARKERS[label], 1)[0], label)
+    rows = [(label, text) for text, label in unique.items()]
+    files = {split: write_tsv(d / f"{split}.tsv", part) for split, part in (("train", rows[:64]), ("dev", rows[64:84]), ("test", rows[84:]))}
+    files["unlabeled"] = d / "pool.txt"
+    files["unlabeled"].write_text("\n".join(texts(rng, "很好", 15) + texts(rng, "太差", 15)) + "\n", encoding="utf-8")
+    return files
+
+
+@pytest.fixture(scope="module")
+def tiny_model(corpus, tmp_path_factory) -> Path:
+    """The tests' 2-layer BERT with dropout off, so 1- and 2-process training are comparable."""
+    from transformers import AutoConfig
+
+    all_texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()] + LATE
+    out = save_tiny_bert(all_texts, tmp_path_factory.mktemp("tiny-bert"))
+    config = AutoConfig.from_pretrained(out)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def taught(corpus, tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """Two stores with the same samples: run ``r`` taught by 1 process in ``one``, by 2 in ``two``."""
+    stores = {}
+    with pytest.MonkeyPatch.context() as mp, one_thread():
+        mp.setenv("KD_NO_PROGRESS", "1")
+        for name in ("one", "two"):
+            db = tmp_path_factory.mktemp(name) / "kd.db"
+            for split, path in corpus.items():
+                kd("ingest", str(path), "--split", split, "--db", str(db))
+            stores[name] = db
+        kd("teach", "--run", "r", "--model", str(tiny_model), *TEACH, "--db", str(stores["one"]))
+    torchrun("teach", "--run", "r", "--model", str(tiny_model), *TEACH, "--db", str(stores["two"]))
+    return stores
+
+
+# the pure helpers --------------------------------------------------------------------------------
+def test_shards_partition_and_share_weights_give_the_whole_batch_mean():
+    rng = np.random.default_rng(0)
+    for world in (1, 2, 3, 4):
+        ranks = [Dist(world=world, rank=r, local_rank=r) for r in range(world)]
+        for n in (0, 1, 5, 17):
+            owned = np.stack([d.shard(n) for d in ranks])
+            assert (owned.sum(0) == 1).all()  # every item has exactly one owner
+        for size in range(1, 12):
+            batch = rng.permutation(100)[:size]
+            losses = rng.random(100)
+            shares = [d.split_batch(batch) for d in ranks]
+            # what DDP computes: the mean over ranks of each share's weighted mean loss
+            ddp = np.mean([w * losses[s].mean() for s, w in shares])
+            assert ddp == pytest.approx(losses[batch].mean())
+            real = np.concatenate([s for s, w in shares if w > 0])
+            assert sorted(real.tolist()) == sorted(batch.tolist())  # each sample trained once
+            assert all(len(s) >= 1 for s, _ in shares)  # no rank is left without a step
+    assert Dist.from_env({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"}) == Dist(world=4, rank=2, local_rank=0)
+    assert Dist.from_env({}) == Dist()
+
+
+# teach ---------------------------------------------------------------------------------------------
+def test_two_processes_teach_the_same_logits_as_one(taught):
+    one, two = stage_of(taught["one"], "r", "teach"), stage_of(taught["two"], "r", "teach")
+    assert one.status == two.status == "succeeded"
+    n = len(sample_ids(taught["one"]))
+    assert n == 134
+    for db, stage in ((taught["one"], one), (taught["two"], two)):
+        assert count(db, Logit, stage_id=stage.id) == n  # every sample, the pool included
+        assert count(db, Prediction, stage_id=stage.id) == n
+    ids1, logits1 = logits_of(taught["one"], one.id)
+    ids2, logits2 = logits_of(taught["two"], two.id)
+    assert np.array_equal(ids1, ids2)
+    np.testing.assert_allclose(logits2, logits1, atol=ATOL, rtol=0)
+    assert np.array_equal(logits1.argmax(1), logits2.argmax(1))
+    assert metrics_of(taught["two"], two.id)["processes"] == 2 and "processes" not in metrics_of(taught["one"], one.id)
+    assert metrics_of(taught["two"], two.id)["best_epoch"] == metrics_of(taught["one"], one.id)["best_epoch"]
+    assert Path(two.artifact_path, "config.json").exists() and len(two.artifact_sha256) == 64
+
+
+def test_logits_only_under_two_processes_scores_exactly_the_missing_samples(taught, tmp_path):
+    db = copy_store(taught["two"], tmp_path / "store")
+    stage = stage_of(db, "r", "teach")
+    _, before = logits_of(db, stage.id)
+    new = ingest_late(db, tmp_path)
+    out = torchrun("teach", "--run", "r", "--logits-only", "--json", "--db", str(db))
+    assert json.loads(out.stdout) == {"run": "r", "scored": len(LATE)}  # rank 0 alone prints
+    ids, logits = logits_of(db, stage.id)
+    assert np.array_equal(ids, sample_ids(db)) and count(db, Prediction, stage_id=stage.id) == len(ids)
+    np.testing.assert_array_equal(logits[~np.isin(ids, new)], before)  # the old rows are untouched
+    # the new rows are what the saved teacher says in one process
+    from kdstore.teacher import load_classifier, score
+
+    tokenizer, model = load_classifier(stage.artifact_path, stage.config["classes"])
+    fresh = score(model, tokenizer, LATE, max_len=32, batch_size=64, device=torch.device("cpu"))
+    np.testing.assert_allclose(logits[np.isin(ids, new)], fresh, atol=1e-4, rtol=0)
+    again = kd("teach", "--run", "r", "--logits-only", "--json", "--db", str(db))
+    assert json.loads(again.output)["scored"] == 0
+
+
+def test_a_crashed_shard_keeps_the_others_and_a_rerun_scores_only_what_is_missing(taught, tmp_path):
+    db = copy_store(taught["one"], tmp_path / "store")
+    stage = stage_of(db, "r", "teach")
+    new = ingest_late(db, tmp_path)
+    rank1 = new[Dist(world=2, rank=1).shard(len(new))]
+    add_trigger(db, rank1[0])
+    failed = torchrun("teach", "--run", "r", "--logits-only", "--db", str(db), ok=False)
+    assert "rank 1 failed" in failed.stderr and "disk on fire" in failed.stderr
+    ids, _ = logits_of(db, stage.id)
+    assert set(new.tolist()) - set(ids.tolist()) == set(rank1.tolist())  # rank 0's shard was kept
+    assert count(db, Prediction, stage_id=stage.id) == len(ids)  # logits and predictions together
+    drop_trigger(db)
+    with one_thread():
+        rerun = kd("teach", "--run", "r", "--logits-only", "--json", "--db", str(db))
+    assert json.loads(rerun.output)["scored"] == len(rank1)
+    assert np.array_equal(logits_of(db, stage.id)[0], sample_ids(db))
+
+
+def test_a_crashed_rank_fails_the_teach_stage(taught, tiny_model, tmp_path):
+    db = copy_store(taught["one"], tmp_path / "store")
+    everything = sample_ids(db)
+    add_trigger(db, everything[Dist(world=2, rank=1).shard(len(everything))][0])
+    args = ["teach", "--run", "crash", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db)]
+    torchrun(*args, ok=False)
+    stage = stage_of(db, "crash", "teach")
+    assert stage.status == "failed"
+    assert "rank 1 failed" in stage.error and "disk on fire" in stage.error  # rank 0 recorded rank 1's cause
+    assert count(db, Logit, stage_id=stage.id) == 0 and count(db, Prediction, stage_id=stage.id) == 0
+
+
+# distill ---------------------------------------------------------------------------------------------
+def test_two_processes_distill_the_same_student_as_one(taught, tmp_path):
+    one = copy_store(taught["one"], tmp_path / "one")
+    two = copy_store(taught["one"], tmp_path / "two")  # the same teacher logits for both
+    with one_thread():
+        kd("distill", "--run", "r", *DISTILL, "--db", str(one))
+    out = torchrun("distill", "--run", "r", *DISTILL, "--json", "--db", str(two))
+    report = json.loads(out.stdout)
+    assert report["status"] == "succeeded" and report["metrics"]["all"]["processes"] == 2
+    assert report["metrics"]["all"]["pool_samples"] == 30
+    s1, s2 = stage_of(one, "r", "distill-textcnn"), stage_of(two, "r", "distill-textcnn")
+    n = len(sample_ids(two))
+    assert count(two, Logit, stage_id=s2.id) == count(one, Logit, stage_id=s1.id) == n
+    assert count(two, Prediction, stage_id=s2.id) == n
+    (ids1, logits1), (ids2, logits2) = logits_of(one, s1.id), logits_of(two, s2.id)
+    assert np.array_equal(ids1, ids2)
+    np.testing.assert_allclose(logits2, logits1, atol=ATOL, rtol=0)
+    assert Path(s2.artifact_path, "student.pt").exists()
