@@ -12,6 +12,9 @@ Daily, then kd teach in each setting's store). Then, through `kd distill` on the
   +pool+aug    --unlabeled --augment mask,pos,ngram   (B2 only)
 A TF-IDF (char 1-3-gram) + logistic regression peer is trained on the same labeled rows.
 "Gap closed" = (variant - alone) / (teacher - alone). Test accuracy is read back from the store.
+Targets (BENCHMARK.md): B1 teacher >= 88 %; B1 TextCNN distilled closes >= 75 % of the gap; B2 TextCNN
+distilled with the pool >= the teacher. ``--train-rows``, ``--student-epochs``, ``--teacher-epochs`` and
+``--augment-n`` shrink the run for a smaller check of the same table (not the protocol).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import machine_info, shared_dir  # noqa: E402
-from bench.teacher import FULL, QUICK, kd, prepare, run_seed  # noqa: E402
+from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
 VARIANTS = {
@@ -42,6 +45,21 @@ VARIANTS = {
 B1_VARIANTS = ("alone", "distilled", "+aug")
 STUDENT_QUICK = ["--epochs", "4", "--embed-dim", "64", "--num-filters", "64", "--hidden", "64", "--layers", "2"]
 STUDENT_FULL = ["--epochs", "10"]
+DEFAULT_STUDENT = "textcnn"
+TARGET_GAP_B1 = 0.75  # B1: TextCNN distilled (labels only) closes >= 75 % of the teacher-alone gap
+# B2: TextCNN distilled with the unlabeled pool >= the teacher
+
+
+def with_epochs(student_args: list[str], epochs: int | None) -> list[str]:
+    """``student_args`` with ``--epochs`` set to ``epochs`` (unchanged when None)."""
+    if epochs is None:
+        return list(student_args)
+    out = list(student_args)
+    if "--epochs" in out:
+        out[out.index("--epochs") + 1] = str(epochs)
+    else:
+        out += ["--epochs", str(epochs)]
+    return out
 
 
 def tfidf_peer(store_db: Path) -> float:
@@ -61,16 +79,20 @@ def run(args) -> dict:
     cfg = dict(QUICK if args.quick else FULL)
     if args.minutes is not None:
         cfg["minutes"] = args.minutes
-    student_args = STUDENT_QUICK if args.quick else STUDENT_FULL
+    if getattr(args, "teacher_epochs", None) is not None:
+        cfg["epochs"] = args.teacher_epochs
+    student_args = with_epochs(STUDENT_QUICK if args.quick else STUDENT_FULL, getattr(args, "student_epochs", None))
     data = shared_dir() / "data" / "reviews"
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
     rows: dict = {}
+    teachers: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="kd-bench-distill-") as tmp:
         os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
-        stores = prepare(Path(tmp), data)
+        stores = prepare(Path(tmp), data, getattr(args, "train_rows", None))
         for seed in seeds:
             teacher = run_seed(stores, data / "corpus-peoples-daily-1998.txt", cfg, seed, args.device, settings=settings)
+            teachers.append(teacher)
             for setting in settings:
                 db = str(stores[setting])
                 table = rows.setdefault(setting, {})
@@ -81,20 +103,58 @@ def run(args) -> dict:
                     for variant, flags in VARIANTS.items():
                         if setting == "B1" and variant not in B1_VARIANTS:
                             continue
+                        if getattr(args, "augment_n", None) is not None and "--augment-n" in flags:
+                            flags = list(flags)
+                            flags[flags.index("--augment-n") + 1] = str(args.augment_n)
                         out = json.loads(kd(
                             "distill", "--run", f"seed{seed}", "--student", student, *flags, *student_args,
                             "--seed", str(seed), "--device", args.device, "--name", f"{student}-{variant}",
                             "--db", db, "--json",
                         ))
                         table.setdefault(f"{student} {variant}", []).append(out["metrics"]["test"]["accuracy"])
-    return {"config": cfg, "student_args": student_args, "seeds": seeds, "rows": rows}
+    return {
+        "config": cfg, "student_args": student_args, "seeds": seeds, "rows": rows, "teacher": teachers,
+        "device": args.device, "settings": settings, "students": args.students.split(","),
+        "quick": bool(args.quick), "train_rows": getattr(args, "train_rows", None),
+        "augment_n": getattr(args, "augment_n", None) or int(AUG[AUG.index("--augment-n") + 1]),
+    }
 
 
-def markdown(result: dict, info: dict, command: str) -> str:
+def gap_closed(table: dict, student: str, variant: str) -> float | None:
+    """(variant - alone) / (teacher - alone) on the mean test accuracies; None when undefined."""
+    if f"{student} {variant}" not in table or f"{student} alone" not in table:
+        return None
+    teacher, base = statistics.fmean(table["teacher"]), statistics.fmean(table[f"{student} alone"])
+    if teacher <= base:
+        return None
+    return (statistics.fmean(table[f"{student} {variant}"]) - base) / (teacher - base)
+
+
+def target_cell(setting: str, name: str, table: dict, not_judged: str | None = None) -> str:
+    """The B1/B2 target next to its figure: 'TARGET: met|not met', or not judged with the reason."""
+    mean = statistics.fmean(table[name])
+    teacher = statistics.fmean(table["teacher"])
+    if name == "teacher" and TARGET_ACCURACY.get(setting) is not None:
+        target, met = f"≥ {TARGET_ACCURACY[setting]:.0%}", mean >= TARGET_ACCURACY[setting]
+    elif setting == "B1" and name == f"{DEFAULT_STUDENT} distilled":
+        gap = gap_closed(table, DEFAULT_STUDENT, "distilled")
+        target, met = f"gap closed ≥ {TARGET_GAP_B1:.0%}", gap is not None and gap >= TARGET_GAP_B1
+        if gap is None and not not_judged:
+            return f"{target}: **not met** (teacher ≤ alone)"
+    elif setting == "B2" and name == f"{DEFAULT_STUDENT} +pool":
+        target, met = "≥ teacher", mean >= teacher
+    else:
+        return ""
+    if not_judged:
+        return f"{target}: not judged ({not_judged})"
+    return f"{target}: **{'met' if met else 'not met'}**"
+
+
+def markdown(result: dict, info: dict, command: str, not_judged: str | None = None) -> str:
     lines = []
     for setting, table in result["rows"].items():
         teacher = statistics.fmean(table["teacher"])
-        lines += [f"**{setting}**", "", "| model | test accuracy (mean, min-max) | gap closed |", "| --- | ---: | ---: |"]
+        lines += [f"**{setting}**", "", "| model | test accuracy (mean, min-max) | gap closed | target |", "| --- | ---: | ---: | --- |"]
         for name, values in table.items():
             mean = statistics.fmean(values)
             student, _, variant = name.partition(" ")
@@ -103,17 +163,33 @@ def markdown(result: dict, info: dict, command: str) -> str:
             if variant and variant != "alone" and alone:
                 base = statistics.fmean(alone)
                 gap = f"{(mean - base) / (teacher - base):.0%}" if teacher > base else "n/a (teacher ≤ alone)"
-            lines.append(f"| {name} | {mean:.2%} ({min(values):.2%}–{max(values):.2%}) | {gap} |")
+            target = target_cell(setting, name, table, not_judged)
+            lines.append(f"| {name} | {mean:.2%} ({min(values):.2%}–{max(values):.2%}) | {gap} | {target} |")
         lines.append("")
     cfg = result["config"]
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
     lines += [
         f"- teacher: {cfg['layers']} x {cfg['hidden']}, {cfg['minutes']} min MLM, {cfg['epochs']} fine-tuning epochs; "
-        f"students: `{' '.join(result['student_args'])}`; seeds {result['seeds']}",
+        f"students: `{' '.join(result['student_args'])}`; augmentation `mask,pos,ngram` x {result.get('augment_n', 4)}; seeds {result['seeds']}",
         f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit `{info['commit']}`",
         f"- command: `{command}`",
     ]
     return "\n".join(lines)
+
+
+def markdown_from_json(data: dict, not_judged: str | None = None) -> str:
+    """The distillation table from what ``--json`` wrote (the suite renders it this way)."""
+    return markdown(data, data["machine"], data.get("command", "?"), not_judged)
+
+
+def teacher_markdown_from_json(data: dict, not_judged: str | None = None) -> str:
+    """bench/teacher.py's table for the teachers this run trained (per seed, in each setting)."""
+    from types import SimpleNamespace
+
+    from bench.teacher import markdown as teacher_markdown, summarize
+
+    args = SimpleNamespace(device=data.get("device", "?"), seeds=",".join(map(str, data["seeds"])))
+    return teacher_markdown(summarize(data["teacher"]), data["config"], args, data["machine"], data.get("command", "?"), not_judged)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="B1,B2")
     parser.add_argument("--students", default="textcnn,bigru,bilstm,transformer")
     parser.add_argument("--minutes", type=float, help="override the teacher's pre-training budget")
+    parser.add_argument("--teacher-epochs", type=int, help="override the teacher's fine-tuning epochs")
+    parser.add_argument("--student-epochs", type=int, help="override the students' epochs")
+    parser.add_argument("--augment-n", type=int, help="augmented variants per text for the +aug rows (default 4)")
+    parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if not (shared_dir() / "data" / "reviews" / "train.tsv").exists():
@@ -136,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(result, info, command))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**result, "machine": info}, indent=2))
+        args.json.write_text(json.dumps({**result, "machine": info, "command": command}, indent=2))
     return 0
 
 

@@ -1,0 +1,547 @@
+"""Every benchmark table in one run: ``python -m bench all [--quick|--smoke] [--device cpu|cuda|auto] ...``.
+
+Each table is its own script in bench/, run as a subprocess with this interpreter (``sys.executable``),
+exactly as its command line is printed, and writing its raw figures with ``--json``; every script drives
+kd through its CLI or library, the code users run. The suite then
+
+- collects those figures into ``OUT/results.json``, with the machine, the commit, the exact command and
+  the wall time of each table and of the whole run, and every target of BENCHMARK.md with its verdict;
+- renders one Markdown document from that file, each table through its own script's
+  ``markdown_from_json`` (so a table reads the same as when its script prints it), each under its
+  machine, commit and command, and a summary of the targets: met, not met, or not judged (and why).
+
+Sizes (``--quick`` and ``--smoke`` keep every table's rows and columns, on less data and smaller models):
+
+- full (default): the protocol; 3 seeds for quality; writes docs/BENCHMARKS.md. Meant for a GPU machine.
+- ``--quick``: CPU-sized, every student, less data and smaller models; targets are shown but not judged. About an
+  hour on 2 busy cores (the BiGRU/BiLSTM students dominate).
+- ``--smoke``: a pipeline check (B1/B2 with the TextCNN student only); 23 minutes on 2 busy cores, about half of
+  that on 2 idle ones. Nothing in it means anything.
+
+    python -m bench all --device cuda                   # the protocol, writes docs/BENCHMARKS.md
+    python -m bench all --quick --device cpu            # bench/out/quick/{results.json,BENCHMARKS.md}
+    python -m bench B4 --quick                          # one table (same as: all --only B4)
+    python -m bench all --only B1,B5 --keep             # re-run two tables, keep the others' figures
+    python -m bench render --out bench/out/quick        # re-render the document from results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TABLES = ("B1", "B2", "B3", "B4", "B5")
+PROFILES = ("full", "quick", "smoke")
+DEFAULT_SEEDS = {"full": "1,2,3", "quick": "1", "smoke": "1"}
+
+# The jobs, in the order they run: key -> (tables it covers, script, section title)
+JOBS = {
+    "B1B2": (("B1", "B2"), "bench/distill.py", "B1/B2: teacher and distillation quality"),
+    "B3": (("B3",), "bench/labels.py", "B3: wrong-label detection and cleaning"),
+    "B4": (("B4",), "bench/speed.py", "B4: speed"),
+    "B5": (("B5",), "bench/scale.py", "B5: scale, the pool through kd"),
+    "B5-store": (("B5",), "bench/ingest.py", "B5: scale, the store alone"),
+}
+
+# Per profile, the options each script gets besides --device/--seeds/--json (see plan()).
+PROFILE_ARGS: dict[str, dict[str, list[str]]] = {
+    "full": {
+        "B1B2": [],
+        "B3": [],
+        # a teacher trained for real, so that early exit can be judged; every timing stays on the CPU
+        "B4": ["--train-rows", "14363", "--dev-rows", "1000", "--test-rows", "2000", "--pretrain-steps", "2000",
+               "--teach-epochs", "3", "--student-epochs", "10", "--ee-epochs", "3"],
+        "B5": [],
+        "B5-store": ["--repeat", "5"],
+    },
+    "quick": {
+        "B1B2": ["--quick", "--train-rows", "2000", "--minutes", "1", "--teacher-epochs", "2", "--student-epochs", "1",
+                 "--augment-n", "1"],
+        "B3": ["--quick", "--train-rows", "2000", "--minutes", "1", "--teacher-epochs", "2"],
+        "B4": ["--train-rows", "500", "--dev-rows", "200", "--test-rows", "300", "--pretrain-steps", "10",
+               "--batch-texts", "500", "--single-texts", "100", "--ee-texts", "100", "--repeats", "3"],
+        "B5": ["--quick", "--rows", "10000"],
+        "B5-store": ["--rows", "50000", "--repeat", "3"],
+    },
+    "smoke": {
+        "B1B2": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1", "--student-epochs", "1",
+                 "--augment-n", "1", "--students", "textcnn"],
+        "B3": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1"],
+        "B4": ["--layers", "2", "--hidden", "128", "--transformer-layers", "1", "--train-rows", "200", "--dev-rows", "100",
+               "--test-rows", "100", "--pretrain-steps", "5", "--batch-texts", "200", "--single-texts", "30",
+               "--ee-texts", "30", "--repeats", "2"],
+        "B5": ["--quick", "--rows", "3000", "--repeat", "1"],
+        "B5-store": ["--rows", "10000", "--repeat", "2"],
+    },
+}
+
+
+# planning -------------------------------------------------------------------------------------------------
+def parse_only(text: str | None) -> list[str]:
+    """``"B1,b4"`` -> ``["B1", "B4"]`` (protocol order, no repeats); empty or ``all`` -> every table."""
+    if text is None or not text.strip() or text.strip().lower() == "all":
+        return list(TABLES)
+    wanted = set()
+    for part in text.split(","):
+        name = part.strip().upper()
+        if not name:
+            continue
+        if name not in TABLES:
+            raise ValueError(f"unknown table {part.strip()!r}: choose from {', '.join(TABLES)} (or all)")
+        wanted.add(name)
+    if not wanted:
+        raise ValueError("no table named")
+    return [t for t in TABLES if t in wanted]
+
+
+def plan(tables: list[str], profile: str, device: str, seeds: str, out: Path) -> list[dict]:
+    """The jobs to run for ``tables``: each with its script, its argv (without the interpreter) and its JSON path."""
+    jobs = []
+    for key, (covers, script, title) in JOBS.items():
+        chosen = [t for t in covers if t in tables]
+        if not chosen:
+            continue
+        json_path = _rel(out / "tables" / f"{key}.json")
+        argv = [script, *PROFILE_ARGS[profile][key]]
+        if key == "B1B2":
+            argv += ["--device", device, "--seeds", seeds, "--settings", ",".join(chosen)]
+        elif key in ("B3", "B5"):
+            argv += ["--device", device]
+        elif key == "B4":
+            argv += ["--train-device", device, "--plot", str(_rel(out / "speed-early-exit.png"))]
+        argv += ["--json", str(json_path)]
+        jobs.append({"key": key, "tables": chosen, "script": script, "title": title, "argv": argv, "json": str(json_path)})
+    return jobs
+
+
+def _rel(path: Path) -> Path:
+    """``path`` relative to the repository root when it lies under it (the scripts run from there)."""
+    path = Path(path)
+    return path.relative_to(ROOT) if path.is_absolute() and path.is_relative_to(ROOT) else path
+
+
+def display_command(argv: list[str]) -> str:
+    """The command as a user types it from the repository root (``python`` for this interpreter)."""
+    parts = []
+    for a in argv:
+        p = Path(a)
+        if p.is_absolute() and p.is_relative_to(ROOT):
+            a = str(p.relative_to(ROOT))
+        parts.append(a)
+    return "python " + shlex.join(parts)
+
+
+def default_paths(profile: str, out: str | None, doc: str | None) -> tuple[Path, Path]:
+    """Output folder and document. Only a full run writes docs/BENCHMARKS.md unless ``--doc`` says so."""
+    out_dir = Path(out) if out else ROOT / "bench" / "out" / profile
+    if doc:
+        doc_path = Path(doc)
+    elif profile == "full":
+        doc_path = ROOT / "docs" / "BENCHMARKS.md"
+    else:
+        doc_path = out_dir / "BENCHMARKS.md"
+    return out_dir, doc_path
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# targets --------------------------------------------------------------------------------------------------
+def verdict(ok: bool, not_judged: str | None) -> str:
+    return f"not judged ({not_judged})" if not_judged else ("met" if ok else "not met")
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2%}"
+
+
+def _mean_range(values: list[float]) -> str:
+    m = statistics.fmean(values)
+    return _pct(m) if len(values) == 1 else f"{_pct(m)} ({_pct(min(values))}–{_pct(max(values))})"
+
+
+def targets_b1b2(data: dict, not_judged: str | None) -> list[dict]:
+    from bench.distill import DEFAULT_STUDENT, TARGET_GAP_B1, gap_closed
+    from bench.teacher import TARGET_ACCURACY
+
+    out = []
+    rows = data["rows"]
+    if "B1" in rows:
+        t = rows["B1"]
+        acc = statistics.fmean(t["teacher"])
+        out.append({"table": "B1", "figure": "teacher, test accuracy", "target": f"≥ {TARGET_ACCURACY['B1']:.0%}",
+                    "measured": _mean_range(t["teacher"]), "verdict": verdict(acc >= TARGET_ACCURACY["B1"], not_judged)})
+        name = f"{DEFAULT_STUDENT} distilled"
+        if name in t:
+            gap = gap_closed(t, DEFAULT_STUDENT, "distilled")
+            measured = (f"{gap:.0%}" if gap is not None else "undefined (teacher ≤ alone)") + (
+                f" (distilled {_pct(statistics.fmean(t[name]))}, alone {_pct(statistics.fmean(t[f'{DEFAULT_STUDENT} alone']))}, "
+                f"teacher {_pct(acc)})")
+            out.append({"table": "B1", "figure": "TextCNN distilled (labels only): gap closed", "target": f"≥ {TARGET_GAP_B1:.0%}",
+                        "measured": measured, "verdict": verdict(gap is not None and gap >= TARGET_GAP_B1, not_judged)})
+    if "B2" in rows:
+        t = rows["B2"]
+        name = f"{DEFAULT_STUDENT} +pool"
+        if name in t:
+            mine, teacher = statistics.fmean(t[name]), statistics.fmean(t["teacher"])
+            out.append({"table": "B2", "figure": "TextCNN distilled with the pool vs the teacher", "target": "≥ teacher",
+                        "measured": f"{_mean_range(t[name])} vs teacher {_mean_range(t['teacher'])}",
+                        "verdict": verdict(mine >= teacher, not_judged)})
+    return out
+
+
+def targets_b3(data: dict, not_judged: str | None) -> list[dict]:
+    from bench.labels import TARGET_F1, TARGET_GAIN
+
+    out = []
+    for r in data["results"]:
+        m = r["detectors"]["combined (default)"]
+        peer = r["detectors"].get("peer: cleanlab over TF-IDF+LR")
+        t = TARGET_F1[r["rate"]]
+        out.append({"table": "B3", "figure": f"default detector F1 at {r['rate']:.0%} noise", "target": f"≥ {t}",
+                    "measured": f"{m['f1']:.3f}" + (f" (peer cleanlab over TF-IDF+LR: {peer['f1']:.3f})" if peer else ""),
+                    "verdict": verdict(m["f1"] >= t, not_judged)})
+        if r["rate"] == 0.20:
+            gain = r["student_cleaned"] - r["student_noisy"]
+            out.append({"table": "B3", "figure": "TextCNN after `kd labels clean` at 20 % noise", "target": f"≥ +{TARGET_GAIN * 100:g} pt",
+                        "measured": f"{gain * 100:+.2f} pt ({_pct(r['student_noisy'])} → {_pct(r['student_cleaned'])})",
+                        "verdict": verdict(gain >= TARGET_GAIN, not_judged)})
+    return out
+
+
+def targets_b4(data: dict, not_judged: str | None) -> list[dict]:
+    from bench.speed import DEFAULT_STUDENT, EE_TARGET_LOSS_PT, EE_TARGET_SPEEDUP, SPEEDS, TARGET_P99_MS, TARGET_RATIO
+
+    t = data["timing"]
+    d = t.get(f"{DEFAULT_STUDENT}/onnx")
+    out = []
+    if d is not None:
+        r_onnx = d["samples_per_s"] / t["teacher/onnx"]["samples_per_s"]
+        r_eager = d["samples_per_s"] / t["teacher/eager"]["samples_per_s"]
+        out += [
+            {"table": "B4", "figure": "TextCNN (ONNX) vs teacher (ONNX), CPU batch throughput", "target": f"≥ {TARGET_RATIO:g}×",
+             "measured": f"{r_onnx:,.1f}×", "verdict": verdict(r_onnx >= TARGET_RATIO, not_judged)},
+            {"table": "B4", "figure": "TextCNN (ONNX) vs teacher (PyTorch eager), CPU batch throughput", "target": f"≥ {TARGET_RATIO:g}×",
+             "measured": f"{r_eager:,.1f}×", "verdict": verdict(r_eager >= TARGET_RATIO, not_judged)},
+            {"table": "B4", "figure": "TextCNN (ONNX), one-sample p99 latency on the CPU", "target": f"≤ {TARGET_P99_MS:g} ms",
+             "measured": f"{d['p99_ms']:.2f} ms", "verdict": verdict(d["p99_ms"] <= TARGET_P99_MS, not_judged)},
+        ]
+    ee = data.get("early_exit")
+    if ee:
+        one = ee["one_at_a_time"]
+        base = one["0"]["accuracy"]
+        best = None
+        for s in SPEEDS:
+            e = one.get(f"{s:g}")
+            if e is None or s == 0:
+                continue
+            delta = 100 * (e["accuracy"] - base)
+            if delta >= -EE_TARGET_LOSS_PT and (best is None or e["speedup"] > best[1]):
+                best = (s, e["speedup"], delta)
+        measured = f"{best[1]:.2f}× at speed {best[0]:g} ({best[2]:+.1f} pt)" if best else f"no speed within {EE_TARGET_LOSS_PT} pt"
+        if all(one[f"{s:g}"]["mean_layers"] >= one["num_layers"] for s in SPEEDS if f"{s:g}" in one):
+            measured += "; no sample exited early"
+        out.append({"table": "B4", "figure": "early exit (FastBERT), one text at a time", "target": f"≥ {EE_TARGET_SPEEDUP:g}× at ≤ {EE_TARGET_LOSS_PT} pt",
+                    "measured": measured, "verdict": verdict(best is not None and best[1] >= EE_TARGET_SPEEDUP, not_judged)})
+    return out
+
+
+def targets_b5(data: dict, not_judged: str | None) -> list[dict]:
+    from bench.scale import targets
+
+    return [{"table": "B5", **{k: v for k, v in t.items() if k != "step"}} for t in targets(data, not_judged)]
+
+
+def targets_b5_store(data: dict, not_judged: str | None) -> list[dict]:
+    from bench.ingest import STEP_TITLES, TARGET_ROWS
+
+    out = []
+    for step, x in data["summary"].items():
+        if not isinstance(x, dict) or "target" not in x:
+            continue
+        value = f"{x['seconds_median']:.2f} s" if "s" == x["target"].split()[-1] else f"{x['rows_per_s_median']:,.0f} rows/s"
+        reason = not_judged or (None if x.get("target_met") is not None else f"{x['rows']:,} rows, the target is for {TARGET_ROWS:,}")
+        out.append({"table": "B5", "figure": f"store alone: {STEP_TITLES[step]} ({data['backend']})", "target": x["target"],
+                    "measured": value, "verdict": verdict(bool(x.get("target_met")), reason)})
+    return out
+
+
+TARGETS = {"B1B2": targets_b1b2, "B3": targets_b3, "B4": targets_b4, "B5": targets_b5, "B5-store": targets_b5_store}
+
+
+def not_judged_reason(profile: str) -> str | None:
+    return None if profile == "full" else f"{profile} scale"
+
+
+def collect_targets(results: dict) -> list[dict]:
+    """Every target of the jobs in ``results``, with its verdict; a failed job's are 'not measured'."""
+    reason = not_judged_reason(results["suite"]["profile"])
+    out = []
+    for key, job in results["jobs"].items():
+        if job.get("data") is None:
+            out.append({"table": "/".join(job["tables"]), "figure": f"every target of {job['script']}", "target": "—",
+                        "measured": "—", "verdict": f"not measured (the script failed, exit {job.get('returncode')})"})
+            continue
+        try:
+            out += TARGETS[key](job["data"], reason)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            out.append({"table": "/".join(job["tables"]), "figure": f"targets of {job['script']}", "target": "—", "measured": "—",
+                        "verdict": f"not measured (cannot read its figures: {type(exc).__name__}: {exc})"})
+    order = {t: i for i, t in enumerate(TABLES)}
+    return sorted(out, key=lambda t: order.get(t["table"].split("/")[0], 99))
+
+
+# rendering ------------------------------------------------------------------------------------------------
+def _bold(v: str) -> str:
+    return f"**{v}**" if v in ("met", "not met") else v
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def render_targets(targets: list[dict]) -> str:
+    lines = ["| table | figure | target | measured | verdict |", "| --- | --- | --- | --- | --- |"]
+    for t in targets:
+        lines.append(f"| {t['table']} | {t['figure']} | {t['target']} | {t['measured']} | {_bold(t['verdict'])} |")
+    return "\n".join(lines)
+
+
+def render_job(key: str, job: dict, results: dict) -> str:
+    """One job's section: its command, wall time and machine/commit line, then its script's own tables."""
+    suite = results["suite"]
+    reason = not_judged_reason(suite["profile"])
+    lines = [f"- **Script:** `{job['script']}`; **command:** `{job['command']}`; wall time {_fmt_seconds(job['wall_seconds'])}"]
+    data = job.get("data")
+    if data is None:
+        lines += [f"- **failed** (exit {job.get('returncode')}); the last lines of its output (`{job.get('log', '?')}`):", "",
+                  "```", job.get("error", "").rstrip(), "```"]
+        return "\n".join(lines)
+    commit = data.get("machine", {}).get("commit")
+    if commit and commit != suite["machine"]["commit"]:
+        lines.append(f"- **Commit:** `{commit}` (not the run's `{suite['machine']['commit']}`: kept from an earlier run with --keep)")
+    lines.append("")
+    if key == "B1B2":
+        from bench.distill import markdown_from_json, teacher_markdown_from_json
+
+        lines += ["**Teacher**", "", teacher_markdown_from_json(data, reason), "", "**Distillation**", "", markdown_from_json(data, reason)]
+    elif key == "B3":
+        from bench.labels import markdown_from_json
+
+        lines.append(markdown_from_json(data, reason))
+    elif key == "B4":
+        from bench.speed import markdown_from_json
+
+        lines.append(markdown_from_json(data, reason))
+    elif key == "B5":
+        from bench.scale import markdown_from_json
+
+        lines.append(markdown_from_json(data, reason))
+    elif key == "B5-store":
+        from bench.ingest import markdown
+
+        lines.append(markdown(data))  # judges by its own row count (500,000 rows or not judged)
+    return "\n".join(lines)
+
+
+def render(results: dict) -> str:
+    """The whole document from ``results`` (what results.json holds)."""
+    suite = results["suite"]
+    m = suite["machine"]
+    profile = suite["profile"]
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    scale = {
+        "full": "This is the protocol-sized run: its targets are judged.",
+        "quick": "This is the **quick** run: a CPU-sized version that keeps every table's shape on less data and smaller, "
+                 "briefly trained models. It checks the pipeline; its figures say nothing about quality, and no target is judged.",
+        "smoke": "This is a **smoke** run: the smallest version of every table, a pipeline check only. No target is judged.",
+    }[profile]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every figure on this page comes from one run of `python -m bench` (bench/suite.py), which runs each table's "
+        "script in bench/ as a subprocess and renders this page from the raw figures in `results.json`. "
+        "The protocol, with its tasks, data and targets, is `../shared/BENCHMARK.md`. " + scale,
+        "",
+        f"- **Run:** `{suite['command']}` ({profile}; device {suite['device']}; quality seeds {suite['seeds']}); "
+        f"{suite['started']} to {suite['finished']}, {_fmt_seconds(suite['wall_seconds'])} in all.",
+        f"- **Commit:** `{m['commit']}`" + (" (with uncommitted changes in kdstore/, migrations/ or commands/)" if m.get("kdstore_dirty") else ""),
+        f"- **Machine:** {m['cpu']}, {m['cores_usable']} cores ({m['cores']} online), {m['memory']} RAM{gpu}; {m['os']}; "
+        f"Python {m['python']}, torch {m.get('torch')}, NumPy {m['numpy']}, SQLAlchemy {m['sqlalchemy']}, SQLite {m['sqlite']}.",
+        "- Quality figures: mean over the seeds with the min–max; timings: median over the repeats with the min–max.",
+        "",
+        "## Targets",
+        "",
+        render_targets(results.get("targets") or collect_targets(results)),
+        "",
+        "| table | script | command | wall time | exit |",
+        "| --- | --- | --- | ---: | ---: |",
+    ]
+    for key, job in results["jobs"].items():
+        lines.append(f"| {'/'.join(job['tables'])} | `{job['script']}` | `{job['command']}` | {_fmt_seconds(job['wall_seconds'])} | {job.get('returncode')} |")
+    for key, job in results["jobs"].items():
+        lines += ["", f"## {JOBS[key][2]}", "", render_job(key, job, results)]
+    return "\n".join(lines) + "\n"
+
+
+# running --------------------------------------------------------------------------------------------------
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def run_job(job: dict, out: Path) -> dict:
+    log = out / "logs" / f"{job['key']}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    json_path = ROOT / job["json"]  # relative paths are the repository root's, as for the script
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    if json_path.exists():
+        json_path.unlink()  # never report a stale table
+    command = display_command(job["argv"])
+    print(f"[bench] {job['key']}: {command}", file=sys.stderr, flush=True)
+    env = {**os.environ, "KD_NO_PROGRESS": "1"}
+    t0 = time.monotonic()
+    with open(log, "w", encoding="utf-8") as fh:
+        fh.write(f"$ {command}\n")
+        fh.flush()
+        proc = subprocess.run([sys.executable, *job["argv"]], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    wall = time.monotonic() - t0
+    rec = {
+        "tables": job["tables"], "script": job["script"], "command": command,
+        "argv": [sys.executable, *job["argv"]], "returncode": proc.returncode, "wall_seconds": wall,
+        "json": os.path.relpath(json_path, out), "log": os.path.relpath(log, out), "data": None,
+    }
+    if proc.returncode == 0 and json_path.exists():
+        rec["data"] = json.loads(json_path.read_text(encoding="utf-8"))
+    else:
+        rec["error"] = _tail(log)
+        if proc.returncode == 0:
+            rec["returncode"] = -1
+            rec["error"] += f"\n(the script exited 0 but wrote no {json_path})"
+    state = "done" if rec["data"] is not None else f"FAILED (exit {rec['returncode']}, see {log})"
+    print(f"[bench] {job['key']}: {state} in {_fmt_seconds(wall)}", file=sys.stderr, flush=True)
+    return rec
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def write_outputs(results: dict, out: Path, doc: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(render(results), encoding="utf-8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", default="all",
+                   help="all (default), render (re-render the document from OUT/results.json), or tables, e.g. B4 or B1,B5")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="CPU-sized, every table's shape (about an hour on 2 cores); targets not judged")
+    size.add_argument("--smoke", action="store_true", help="smallest: a pipeline check (about 20 min on 2 cores); targets not judged")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="training and scoring device (B4 times on the CPU)")
+    p.add_argument("--seeds", help="quality seeds, comma-separated (default: 1,2,3; --quick/--smoke: 1)")
+    p.add_argument("--only", help="tables to run, e.g. B1,B4 (default: all five)")
+    p.add_argument("--out", help="folder for results.json, each table's JSON and log (default: bench/out/full|quick|smoke)")
+    p.add_argument("--doc", help="the Markdown document (default: docs/BENCHMARKS.md for a full run, else OUT/BENCHMARKS.md)")
+    p.add_argument("--keep", action="store_true", help="keep the tables of OUT/results.json that this run does not re-run")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    profile = "quick" if args.quick else "smoke" if args.smoke else "full"
+    out, doc = default_paths(profile, args.out, args.doc)
+    out, doc = out.resolve(), doc.resolve()  # the scripts run from the repository root
+
+    if args.what == "render":
+        src = out / "results.json"
+        if not src.exists():
+            print(f"no {src}: run the suite first", file=sys.stderr)
+            return 2
+        results = json.loads(src.read_text(encoding="utf-8"))
+        if not args.doc and results["suite"]["profile"] != "full":
+            doc = out / "BENCHMARKS.md"
+        results["targets"] = collect_targets(results)
+        write_outputs(results, out, doc)
+        print(f"[bench] wrote {doc}", file=sys.stderr)
+        return 0
+
+    try:
+        only = parse_only(args.only) if args.what == "all" else parse_only(args.what)
+        if args.what != "all" and args.only:
+            only = [t for t in only if t in parse_only(args.only)]
+    except ValueError as exc:
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 2
+    seeds = args.seeds or DEFAULT_SEEDS[profile]
+    try:
+        [int(s) for s in seeds.split(",")]
+    except ValueError:
+        print(f"python -m bench: --seeds wants comma-separated integers, not {seeds!r}", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    jobs = plan(only, profile, device, seeds, out)
+    if args.dry_run:
+        for job in jobs:
+            print(display_command(job["argv"]))
+        return 0
+    from bench.common import machine_info
+
+    if not (Path(os.environ.get("KD_SHARED") or ROOT.parent / "shared") / "data" / "reviews" / "train.tsv").exists():
+        print("benchmark data not found under ../shared (set KD_SHARED)", file=sys.stderr)
+        return 2
+    started, t0 = _now(), time.monotonic()
+    suite = {
+        "command": "python -m bench " + shlex.join(argv),
+        "profile": profile, "device": device, "device_requested": args.device, "seeds": seeds, "tables": only,
+        "started": started, "machine": machine_info(), "out": str(out), "doc": str(doc),
+    }
+    jobs_done: dict = {}
+    if args.keep and (out / "results.json").exists():
+        old = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        if old["suite"]["profile"] == profile:
+            jobs_done = {k: v for k, v in old["jobs"].items() if k not in {j["key"] for j in jobs}}
+    for job in jobs:
+        jobs_done[job["key"]] = run_job(job, out)
+        # the document after every table: a long run shows its progress, and a crash loses nothing
+        partial = {"suite": {**suite, "finished": "(running)", "wall_seconds": time.monotonic() - t0},
+                   "jobs": {k: jobs_done[k] for k in JOBS if k in jobs_done}}
+        partial["targets"] = collect_targets(partial)
+        write_outputs(partial, out, doc)
+    suite.update(finished=_now(), wall_seconds=time.monotonic() - t0)
+    results = {"suite": suite, "jobs": {k: jobs_done[k] for k in JOBS if k in jobs_done}}
+    results["targets"] = collect_targets(results)
+    write_outputs(results, out, doc)
+    failed = [k for k, j in results["jobs"].items() if j.get("data") is None]
+    print(f"[bench] wrote {out / 'results.json'} and {doc} in {_fmt_seconds(suite['wall_seconds'])}"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The benchmark suite's pure parts (bench/suite.py): table selection, planning, targets and rendering.
+
+Nothing here trains or runs a script: the results are written by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import suite  # noqa: E402
+
+MACHINE = {
+    "cpu": "Test CPU", "cores": 2, "cores_usable": 2, "memory": "4 GiB", "os": "Linux 6", "python": "3.11.7",
+    "sqlalchemy": "2.0", "sqlite": "3.40.1", "numpy": "2.0", "commit": "abc1234", "kdstore_dirty": False, "torch": "2.3",
+}
+
+
+def labels_data(f1_10: float, f1_20: float, noisy: float, cleaned: float) -> dict:
+    """What bench/labels.py --json writes, for the two noise levels."""
+    def det(f1):
+        return {"flagged": 100, "precision": f1, "recall": f1, "f1": f1}
+
+    return {
+        "config": {"layers": 2, "hidden": 128, "minutes": 1.0, "epochs": 2},
+        "machine": MACHINE,
+        "command": "python bench/labels.py --json x.json",
+        "results": [
+            {"rate": 0.10, "flips": 140, "detectors": {"peer: cleanlab over TF-IDF+LR": det(0.55), "combined (default)": det(f1_10)},
+             "student_noisy": 0.80, "student_cleaned": 0.81},
+            {"rate": 0.20, "flips": 290, "detectors": {"peer: cleanlab over TF-IDF+LR": det(0.63), "combined (default)": det(f1_20)},
+             "student_noisy": noisy, "student_cleaned": cleaned},
+        ],
+    }
+
+
+def results_for(profile: str, data: dict | None, returncode: int = 0) -> dict:
+    job = {"tables": ["B3"], "script": "bench/labels.py", "command": "python bench/labels.py --json x.json",
+           "returncode": returncode, "wall_seconds": 12.0, "json": "tables/B3.json", "log": "logs/B3.log", "data": data}
+    if data is None:
+        job["error"] = "Traceback: boom"
+    return {
+        "suite": {"command": "python -m bench B3", "profile": profile, "device": "cpu", "seeds": "1", "started": "t0",
+                  "finished": "t1", "wall_seconds": 12.5, "machine": MACHINE},
+        "jobs": {"B3": job},
+    }
+
+
+def test_parse_only():
+    assert suite.parse_only("B4,b1") == ["B1", "B4"]
+    assert suite.parse_only(" B5 , B2 ,B5") == ["B2", "B5"]
+    assert suite.parse_only(None) == list(suite.TABLES)
+    assert suite.parse_only("all") == list(suite.TABLES)
+    for bad in ("B6", "B1,x", ","):
+        with pytest.raises(ValueError):
+            suite.parse_only(bad)
+
+
+def test_plan_maps_tables_to_scripts(tmp_path):
+    jobs = suite.plan(["B2", "B5"], "quick", "cpu", "1", tmp_path)
+    assert [j["key"] for j in jobs] == ["B1B2", "B5", "B5-store"]
+    distill = jobs[0]["argv"]
+    assert distill[0] == "bench/distill.py" and "--quick" in distill
+    assert distill[distill.index("--settings") + 1] == "B2"
+    assert distill[distill.index("--seeds") + 1] == "1"
+    assert all(j["argv"][-2:] == ["--json", j["json"]] for j in jobs)
+    full = suite.plan(["B3"], "full", "cuda", "1,2,3", tmp_path)
+    assert [j["key"] for j in full] == ["B3"] and "--quick" not in full[0]["argv"]
+    assert full[0]["argv"][full[0]["argv"].index("--device") + 1] == "cuda"
+
+
+def test_default_paths_never_write_the_docs_from_a_quick_run(tmp_path):
+    out, doc = suite.default_paths("quick", None, None)
+    assert doc == out / "BENCHMARKS.md" and out.name == "quick"
+    assert suite.default_paths("full", None, None)[1] == suite.ROOT / "docs" / "BENCHMARKS.md"
+    assert suite.default_paths("quick", str(tmp_path), "docs/BENCHMARKS.md")[1] == Path("docs/BENCHMARKS.md")
+
+
+def test_render_marks_met_and_not_met():
+    results = results_for("full", labels_data(f1_10=0.70, f1_20=0.50, noisy=0.75, cleaned=0.78))
+    targets = suite.collect_targets(results)
+    verdicts = {t["figure"]: t["verdict"] for t in targets}
+    assert verdicts["default detector F1 at 10% noise"] == "met"
+    assert verdicts["default detector F1 at 20% noise"] == "not met"
+    assert verdicts["TextCNN after `kd labels clean` at 20 % noise"] == "met"  # +3 pt
+    results["targets"] = targets
+    doc = suite.render(results)
+    assert "| B3 | default detector F1 at 10% noise | ≥ 0.65 | 0.700 (peer cleanlab over TF-IDF+LR: 0.550) | **met** |" in doc
+    assert "| B3 | default detector F1 at 20% noise | ≥ 0.74 | 0.500 (peer cleanlab over TF-IDF+LR: 0.630) | **not met** |" in doc
+    # the script's own table, rendered by its markdown_from_json, carries the same verdicts
+    assert "≥ 0.65: **met**" in doc and "≥ 0.74: **not met**" in doc
+    assert "`python bench/labels.py --json x.json`" in doc and "abc1234" in doc and "Test CPU" in doc
+
+
+def test_quick_run_judges_nothing():
+    results = results_for("quick", labels_data(f1_10=0.70, f1_20=0.50, noisy=0.75, cleaned=0.78))
+    targets = suite.collect_targets(results)
+    assert targets and all(t["verdict"] == "not judged (quick scale)" for t in targets)
+    doc = suite.render(results)
+    assert "**met**" not in doc and "**not met**" not in doc
+    assert "≥ 0.65: not judged (quick scale)" in doc
+
+
+def test_failed_table_is_reported_not_hidden():
+    results = results_for("full", None, returncode=1)
+    targets = suite.collect_targets(results)
+    assert targets == [{"table": "B3", "figure": "every target of bench/labels.py", "target": "—", "measured": "—",
+                        "verdict": "not measured (the script failed, exit 1)"}]
+    doc = suite.render(results)
+    assert "**failed** (exit 1)" in doc and "Traceback: boom" in doc
+
+
+def test_b5_store_targets_judge_only_at_full_size():
+    def data(rows, met):
+        step = {"rows": rows, "seconds_median": 12.0, "rows_per_s_median": rows / 12.0}
+        return {"backend": "SQLite", "summary": {
+            "ingest": {**step, "target": "≤ 20 s", "target_met": met},
+            "write_logits": {**step, "target": "≥ 200,000 rows/s", "target_met": (not met) if met is not None else None},
+            "read_logits": step, "size_after_ingest": {"db": 1, "wal": 0},
+        }}
+
+    full = suite.targets_b5_store(data(500_000, True), None)
+    assert [t["verdict"] for t in full] == ["met", "not met"]
+    small = suite.targets_b5_store(data(50_000, None), None)
+    assert all(t["verdict"].startswith("not judged (50,000 rows") for t in small)
