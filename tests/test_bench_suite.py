@@ -129,3 +129,31 @@ def test_b5_store_targets_judge_only_at_full_size():
     assert [t["verdict"] for t in full] == ["met", "not met"]
     small = suite.targets_b5_store(data(50_000, None), None)
     assert all(t["verdict"].startswith("not judged (50,000 rows") for t in small)
+
+
+def test_b5_scale_targets():
+    from bench import scale
+
+    def spread(x):
+        return {"median": x, "min": x, "max": x}
+
+    def result(rows, device, layers=6, hidden=384):
+        return {
+            "config": {"rows": rows, "layers": layers, "hidden": hidden},
+            "device": device,
+            "summary": {
+                "ingest": {"seconds": spread(25.0)},
+                "write": {"rows_per_s": spread(450_000.0)},
+                "tokenize": {"seconds": spread(2.5)},
+                "teach": {"rows_per_s": spread(120_000.0)},
+                "score": {"rows_per_s": spread(150_000.0)},
+            },
+        }
+
+    got = {t["step"]: t["verdict"] for t in scale.targets(result(500_000, "cuda"))}
+    assert got == {"ingest": "not met", "write": "met", "tokenize": "met", "teach": "met"}
+    on_cpu = {t["step"]: t["verdict"] for t in scale.targets(result(500_000, "cpu"))}
+    assert on_cpu["teach"].startswith("not judged (CPU run") and on_cpu["ingest"] == "not met"
+    small = scale.targets(result(20_000, "cuda"))
+    assert all(t["verdict"].startswith("not judged (20,000 rows") for t in small)
+    assert all(t["verdict"] == "not judged (quick scale)" for t in scale.targets(result(500_000, "cuda"), "quick scale"))
