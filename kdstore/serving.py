@@ -99,7 +99,9 @@ class _Tokenizer:
                 list(texts), add_special_tokens=self.special_tokens, truncation=True, max_length=self.max_len,
                 padding=False, return_attention_mask=False, return_token_type_ids=False,
             )["input_ids"]
-        return [e.ids for e in self._cut.encode_batch(list(texts), add_special_tokens=self.special_tokens)]
+        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets: same ids, ~15 % faster
+        encode_batch = getattr(self._cut, "encode_batch_fast", self._cut.encode_batch)
+        return [e.ids for e in encode_batch(list(texts), add_special_tokens=self.special_tokens)]
 
     def count(self, text: str) -> int:
         if self._hf is not None:
