@@ -24,7 +24,7 @@ from .schedules import warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
 from .store import SampleSet, Store
-from .torchutil import BestCheckpoint, autocast, count_parameters, pick_device, set_seed
+from .torchutil import BestCheckpoint, autocast, count_parameters, ensure_eval, pick_device, set_seed
 
 MODEL_SUBDIR = "model"
 SCORE_CHUNK = 4096  # --logits-only commits every this many samples
@@ -105,7 +105,7 @@ def score(
     model, tokenizer, texts: list[str], *, max_len: int, batch_size: int, device, label: str = "score", bar: bool = True
 ) -> np.ndarray:
     """Logits ``(len(texts), num_labels)`` in the order of ``texts``, computed in length-sorted batches."""
-    model.eval()
+    ensure_eval(model)
     ids = encode(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     batches = sorted_batches([len(x) for x in ids], batch_size)
