@@ -13,6 +13,8 @@ a flipped binary label becomes the other class, N = 14,363 in file order):
   4. the default student (TextCNN) is distilled on the noisy labels, then `kd labels clean` (relabel)
      runs and the same student is distilled again on the cleaned labels: test accuracy of both.
 The peer baseline (cleanlab find_label_issues over 5-fold TF-IDF+LR) is measured in the same run.
+``--seeds 1,2,3`` repeats steps 2–4 (pre-training included) with each training seed, the injected flips
+staying the protocol's; figures are the mean over the seeds, with the min–max.
 ``--train-rows N`` keeps the first N rows of train.tsv (the flips are the first N draws of the same
 generator, so they match the full run's on those rows) and ``--teacher-epochs`` the folds' epochs:
 a smaller check of the same table, not the protocol.
@@ -88,15 +90,17 @@ def flagged_lines(db: Path, run: str) -> set[int]:
     return {line_of[i["sample_id"]] for i in lab.issues(store, run)}
 
 
-def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cfg: dict, args) -> dict:
+def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cfg: dict, args, train_seed: int = 42) -> dict:
+    """One noise level (flips drawn with ``seed``), trained with ``train_seed``."""
     lines = (data / "train.tsv").read_text(encoding="utf-8").splitlines()[: getattr(args, "train_rows", None)]
     noisy_lines, flip = inject(lines, rate, seed)
     db = work / f"noise{int(rate * 100)}.db"
+    seed_opt = ("--seed", str(train_seed))
     kd("ingest", str(write_lines(work / f"train-noise{int(rate * 100)}.tsv", noisy_lines)), "--db", str(db))
     kd("ingest", str(data / "dev.tsv"), "--split", "dev", "--db", str(db))
     kd("ingest", str(data / "test.tsv"), "--split", "test", "--db", str(db))
     kd("teach", "--run", "oof", "--model", model_dir, "--folds", "5", "--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]),
-       "--batch-size", str(cfg["batch_size"]), "--device", args.device, "--db", str(db))
+       "--batch-size", str(cfg["batch_size"]), "--device", args.device, *seed_opt, "--db", str(db))
     result = {"rate": rate, "flips": int(flip.sum()), "detectors": {}}
     texts = [l.split("\t", 1)[1] for l in noisy_lines]
     noisy = np.array([0 if l.startswith("pos\t") else 1 for l in noisy_lines])
@@ -108,12 +112,48 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
         mask[[line - 1 for line in flagged_lines(db, run)]] = True
         result["detectors"][name] = prf(mask, flip)
     student = STUDENT[args.quick]
-    noisy_out = json.loads(kd("distill", "--run", "oof", "--name", "noisy", *student, "--device", args.device, "--db", str(db), "--json"))
+    noisy_out = json.loads(kd("distill", "--run", "oof", "--name", "noisy", *student, "--device", args.device, *seed_opt, "--db", str(db), "--json"))
     kd("labels", "clean", "--run", "det-combined", "--db", str(db))
-    clean_out = json.loads(kd("distill", "--run", "oof", "--name", "cleaned", *student, "--device", args.device, "--db", str(db), "--json"))
+    clean_out = json.loads(kd("distill", "--run", "oof", "--name", "cleaned", *student, "--device", args.device, *seed_opt, "--db", str(db), "--json"))
     result["student_noisy"] = noisy_out["metrics"]["test"]["accuracy"]
     result["student_cleaned"] = clean_out["metrics"]["test"]["accuracy"]
     return result
+
+
+def aggregate(per_seed: list[list[dict]]) -> list[dict]:
+    """One result per noise level from each seed's results (same levels, same order): every figure
+    is the mean over the seeds, and ``spread`` holds the min and max of the judged ones (each
+    detector's F1, the students' accuracies and the cleaning gain). One seed comes back unchanged
+    apart from ``seeds`` and ``spread``."""
+    if not per_seed or any(len(r) != len(per_seed[0]) for r in per_seed):
+        raise ValueError("every seed needs a result for each noise level")
+    out = []
+    for level in zip(*per_seed):
+        if len({r["rate"] for r in level}) != 1:
+            raise ValueError("the seeds' results are not in the same level order")
+        first = level[0]
+        detectors, spread = {}, {}
+        for name in first["detectors"]:
+            runs = [r["detectors"][name] for r in level]
+            detectors[name] = {k: float(np.mean([m[k] for m in runs])) for k in runs[0]}
+            spread[name] = [min(m["f1"] for m in runs), max(m["f1"] for m in runs)]
+        noisy = [r["student_noisy"] for r in level]
+        cleaned = [r["student_cleaned"] for r in level]
+        gains = [c - n for n, c in zip(noisy, cleaned)]
+        spread.update(student_noisy=[min(noisy), max(noisy)], student_cleaned=[min(cleaned), max(cleaned)],
+                      gain=[min(gains), max(gains)])
+        out.append({"rate": first["rate"], "flips": first["flips"], "detectors": detectors,
+                    "student_noisy": float(np.mean(noisy)), "student_cleaned": float(np.mean(cleaned)),
+                    "seeds": len(level), "spread": spread})
+    return out
+
+
+def _span(r: dict, key: str, fmt: str) -> str:
+    """`` (min–max)`` over the seeds when there is more than one."""
+    lo_hi = r.get("spread", {}).get(key)
+    if not lo_hi or r.get("seeds", 1) < 2:
+        return ""
+    return f" ({format(lo_hi[0], fmt)}–{format(lo_hi[1], fmt)})"
 
 
 def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judged: str | None = None) -> str:
@@ -125,18 +165,25 @@ def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judge
             if name == "combined (default)":
                 t = TARGET_F1[r["rate"]]
                 target = f"≥ {t}: not judged ({not_judged})" if not_judged else f"≥ {t}: **{'met' if m['f1'] >= t else 'not met'}**"
-            lines.append(f"| {r['rate']:.0%} ({r['flips']} flips) | {name} | {m['flagged']} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {target} |")
+            flagged = f"{m['flagged']:.0f}" if isinstance(m["flagged"], float) else str(m["flagged"])
+            lines.append(f"| {r['rate']:.0%} ({r['flips']} flips) | {name} | {flagged} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f}{_span(r, name, '.3f')} | {target} |")
     lines += ["", "| noise | TextCNN on noisy labels | after `kd labels clean` | gain | target (20 %) |", "| --- | ---: | ---: | ---: | --- |"]
     for r in results:
         gain = r["student_cleaned"] - r["student_noisy"]
         target = ""
         if r["rate"] == 0.20:
             target = f"≥ +1 pt: not judged ({not_judged})" if not_judged else f"≥ +1 pt: **{'met' if gain >= TARGET_GAIN else 'not met'}**"
-        lines.append(f"| {r['rate']:.0%} | {r['student_noisy']:.2%} | {r['student_cleaned']:.2%} | {gain * 100:+.2f} pt | {target} |")
+        gain_span = ""
+        if r.get("seeds", 1) > 1:
+            lo, hi = r["spread"]["gain"]
+            gain_span = f" ({lo * 100:+.2f}–{hi * 100:+.2f})"
+        lines.append(f"| {r['rate']:.0%} | {r['student_noisy']:.2%}{_span(r, 'student_noisy', '.2%')} | "
+                     f"{r['student_cleaned']:.2%}{_span(r, 'student_cleaned', '.2%')} | {gain * 100:+.2f} pt{gain_span} | {target} |")
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
     lines += [
         "",
-        f"- teacher: {cfg['layers']} x {cfg['hidden']}, {cfg['minutes']} min MLM, 5 folds x {cfg['epochs']} epochs; one seed",
+        f"- teacher: {cfg['layers']} x {cfg['hidden']}, {cfg['minutes']} min MLM, 5 folds x {cfg['epochs']} epochs; "
+        + (f"mean over {results[0]['seeds']} training seeds (min–max in brackets)" if results and results[0].get("seeds", 1) > 1 else "one seed"),
         f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit `{info['commit']}`",
         f"- command: `{command}`",
     ]
@@ -156,8 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float)
     parser.add_argument("--teacher-epochs", type=int, help="override the folds' fine-tuning epochs")
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
+    parser.add_argument("--seeds", default="1", help="comma-separated training seeds (protocol: 3); the flips stay fixed")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds wants comma-separated integers, not {args.seeds!r}")
     data = shared_dir() / "data" / "reviews"
     if not (data / "train.tsv").exists():
         print("benchmark data not found (set KD_SHARED)", file=sys.stderr)
@@ -169,23 +221,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher_epochs is not None:
         cfg["epochs"] = args.teacher_epochs
     wanted = {float(x) for x in args.levels.split(",")}
+    per_seed = []
     with tempfile.TemporaryDirectory(prefix="kd-bench-labels-") as tmp:
-        work = Path(tmp)
-        os.environ["KD_ARTIFACTS"] = str(work / "artifacts")
         texts = [l.split("\t", 1)[1] for l in (data / "train.tsv").read_text(encoding="utf-8").splitlines()[: args.train_rows]]
-        pre_db = work / "pretrain.db"
-        kd("ingest", str(write_lines(work / "texts.txt", texts)), "--split", "unlabeled", "--db", str(pre_db))
-        out = json.loads(kd("pretrain", "--run", "p", "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
-                            "--minutes", str(cfg["minutes"]), "--corpus", str(data / "corpus-peoples-daily-1998.txt"),
-                            "--device", args.device, "--db", str(pre_db), "--json"))
-        results = [run_level(work, data, out["artifact_path"], rate, seed, cfg, args) for rate, seed in LEVELS if rate in wanted]
+        for train_seed in seeds:
+            work = Path(tmp) / f"seed{train_seed}"
+            work.mkdir()
+            os.environ["KD_ARTIFACTS"] = str(work / "artifacts")
+            pre_db = work / "pretrain.db"
+            kd("ingest", str(write_lines(work / "texts.txt", texts)), "--split", "unlabeled", "--db", str(pre_db))
+            out = json.loads(kd("pretrain", "--run", "p", "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
+                                "--minutes", str(cfg["minutes"]), "--corpus", str(data / "corpus-peoples-daily-1998.txt"),
+                                "--seed", str(train_seed), "--device", args.device, "--db", str(pre_db), "--json"))
+            per_seed.append([run_level(work, data, out["artifact_path"], rate, seed, cfg, args, train_seed)
+                             for rate, seed in LEVELS if rate in wanted])
+    results = aggregate(per_seed)
     info = machine_info()
     command = "python bench/labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(markdown(results, cfg, info, command))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "config": cfg, "results": results, "machine": info, "command": command, "device": args.device,
+            "config": cfg, "results": results, "per_seed": dict(zip(map(str, seeds), per_seed)), "seeds": seeds, "machine": info, "command": command, "device": args.device,
             "quick": args.quick, "train_rows": args.train_rows,
         }, indent=2))
     return 0

@@ -117,7 +117,9 @@ def plan(tables: list[str], profile: str, device: str, seeds: str, out: Path) ->
         argv = [script, *PROFILE_ARGS[profile][key]]
         if key == "B1B2":
             argv += ["--device", device, "--seeds", seeds, "--settings", ",".join(chosen)]
-        elif key in ("B3", "B5"):
+        elif key == "B3":
+            argv += ["--device", device, "--seeds", seeds]
+        elif key == "B5":
             argv += ["--device", device]
         elif key == "B4":
             argv += ["--train-device", device, "--plot", str(_rel(out / "speed-early-exit.png"))]

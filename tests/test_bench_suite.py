@@ -157,3 +157,26 @@ def test_b5_scale_targets():
     small = scale.targets(result(20_000, "cuda"))
     assert all(t["verdict"].startswith("not judged (20,000 rows") for t in small)
     assert all(t["verdict"] == "not judged (quick scale)" for t in scale.targets(result(500_000, "cuda"), "quick scale"))
+
+
+def test_b3_seeds_aggregate_to_means_with_their_spread():
+    from bench.labels import aggregate, markdown
+
+    one = labels_data(f1_10=0.60, f1_20=0.70, noisy=0.70, cleaned=0.72)["results"]
+    two = labels_data(f1_10=0.70, f1_20=0.80, noisy=0.74, cleaned=0.74)["results"]
+    got = aggregate([one, two])
+    assert [r["rate"] for r in got] == [0.10, 0.20] and all(r["seeds"] == 2 for r in got)
+    default = got[1]["detectors"]["combined (default)"]
+    assert default["f1"] == pytest.approx(0.75) and default["flagged"] == 100
+    assert got[1]["spread"]["combined (default)"] == [0.70, 0.80]
+    assert got[1]["student_noisy"] == pytest.approx(0.72) and got[1]["student_cleaned"] == pytest.approx(0.73)
+    assert got[1]["spread"]["gain"] == pytest.approx([0.0, 0.02])
+    text = markdown(got, {"layers": 2, "hidden": 128, "minutes": 1.0, "epochs": 2}, MACHINE, "python bench/labels.py --seeds 1,2")
+    assert "0.750 (0.700–0.800)" in text and "mean over 2 training seeds" in text
+    assert "+1.00 pt (+0.00–+2.00)" in text
+    # one seed: the same figures, no spread shown
+    single = aggregate([one])
+    assert single[0]["detectors"]["combined (default)"]["f1"] == pytest.approx(0.60)
+    assert "(0.600–0.600)" not in markdown(single, {"layers": 2, "hidden": 128, "minutes": 1.0, "epochs": 2}, MACHINE, "x")
+    with pytest.raises(ValueError):
+        aggregate([one, two[:1]])
