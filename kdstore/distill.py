@@ -20,7 +20,7 @@ from .distributed import SINGLE, Dist
 from .errors import KdError
 from .losses import SOFT_LOSSES, attention_kl, distillation_loss, hidden_mse, relation_kl
 from .metrics import classification_metrics
-from .outputs import store_split_metrics, unscored, write_scores
+from .outputs import store_split_metrics, write_sharded_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
 from .progress import progress
 from .runs import StageHandle
@@ -303,13 +303,9 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     everything = store.samples(include_dropped=True)
     shard = everything.subset(dist.shard(len(everything)))
     logits = student_logits(model, tokenizer, shard.texts, max_len=cfg.max_len, device=device)
-    dist.all_succeed(lambda: write_scores(store, stage.id, shard.ids, logits))
-    ids_all, logits = dist.gather_rows(shard.ids, logits)
+    logits = write_sharded_scores(store, stage.id, dist, everything, shard.ids, logits, model="student")
     if not dist.is_main:
         return None
-    missing = unscored(store, stage.id, everything.ids)
-    if len(missing) or not np.array_equal(ids_all, everything.ids):
-        raise KdError(f"{len(missing)} of {len(everything)} samples have no student logits: a shard of the scoring did not finish")
     stage.record_artifact(out_dir)
     store_split_metrics(store, stage.id, everything, logits, names)
     cpu = torch.device("cpu")

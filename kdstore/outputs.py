@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from itertools import repeat
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import exists, select
 
 from . import vectors
+from .errors import KdError
 from .metrics import classification_metrics
 from .probs import softmax
 from .schema import Logit, Prediction, Sample
 from .store import SampleSet, Store, bulk_insert
+
+if TYPE_CHECKING:
+    from .distributed import Dist
 
 
 def average_probs_as_logits(parts: list[np.ndarray]) -> np.ndarray:
@@ -71,3 +76,19 @@ def unscored(store: Store, stage_id: int, sample_ids: np.ndarray | None = None) 
     with store.engine.connect() as conn:
         missing = np.array(conn.execute(query).scalars().all(), dtype=np.int64)
     return missing if sample_ids is None else np.intersect1d(missing, np.asarray(sample_ids, dtype=np.int64))
+
+
+def write_sharded_scores(
+    store: Store, stage_id: int, dist: "Dist", everything: SampleSet, ids: np.ndarray, logits: np.ndarray, *, model: str
+) -> np.ndarray | None:
+    """Each rank writes the scores of its shard (``ids``, ``logits``) and every rank learns whether one
+    failed. On rank 0, after checking that every sample of ``everything`` has its logits, returns the
+    logits of all of them in ``everything``'s order; ``None`` on the other ranks."""
+    dist.all_succeed(lambda: write_scores(store, stage_id, ids, logits))
+    ids, logits = dist.gather_rows(ids, logits)
+    if not dist.is_main:
+        return None
+    missing = unscored(store, stage_id, everything.ids)
+    if len(missing) or not np.array_equal(ids, everything.ids):
+        raise KdError(f"{len(missing)} of {len(everything)} samples have no {model} logits: a shard of the scoring did not finish")
+    return logits

@@ -45,6 +45,22 @@ def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
+def corpus_files(folder: Path, seed: int, *, pool_per_class: int) -> dict[str, Path]:
+    """train/dev/test TSVs (60/20/20 rows) and an unlabeled pool file in ``folder``, keyed by split."""
+    rng = random.Random(seed)
+    files = {split: write_tsv(folder / f"{split}.tsv", labeled_rows(rng, n)) for split, n in (("train", 60), ("dev", 20), ("test", 20))}
+    files["unlabeled"] = folder / "pool.txt"
+    pool = texts(rng, MARKERS["pos"], pool_per_class) + texts(rng, MARKERS["neg"], pool_per_class)
+    files["unlabeled"].write_text("\n".join(pool) + "\n", encoding="utf-8")
+    return files
+
+
+def tiny_bert_for(files: dict[str, Path], out: Path) -> Path:
+    """``save_tiny_bert`` with the vocabulary of every text in ``files``."""
+    all_texts = [line.split("\t")[-1] for p in files.values() for line in p.read_text(encoding="utf-8").splitlines()]
+    return save_tiny_bert(all_texts, out)
+
+
 def save_tiny_bert(all_texts: list[str], out: Path) -> Path:
     """A 2-layer, 32-wide BERT with a character vocabulary of ``all_texts``, as a Hugging Face dir."""
     from transformers import BertConfig, BertForMaskedLM

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from synthetic import labeled_rows, save_tiny_bert, texts, write_tsv
+from synthetic import corpus_files, labeled_rows, tiny_bert_for, write_tsv
 
 from kdstore.schema import LabelEdit, Logit, Prediction, Sample, SampleFold
 from kdstore.store import Store
@@ -105,18 +105,12 @@ def test_bulk_logit_write_round_trips_on_each_backend(db, invoke, write_file):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, Path]:
-    rng = random.Random(3)
-    d = tmp_path_factory.mktemp("corpus")
-    files = {s: write_tsv(d / f"{s}.tsv", labeled_rows(rng, n)) for s, n in (("train", 60), ("dev", 20), ("test", 20))}
-    files["unlabeled"] = d / "pool.txt"
-    files["unlabeled"].write_text("\n".join(texts(rng, "很好", 10) + texts(rng, "太差", 10)) + "\n", encoding="utf-8")
-    return files
+    return corpus_files(tmp_path_factory.mktemp("corpus"), 3, pool_per_class=10)
 
 
 @pytest.fixture(scope="module")
 def tiny_model(corpus, tmp_path_factory) -> Path:
-    all_texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
-    return save_tiny_bert(all_texts, tmp_path_factory.mktemp("tiny-bert"))
+    return tiny_bert_for(corpus, tmp_path_factory.mktemp("tiny-bert"))
 
 
 def test_pipeline_end_to_end_on_each_backend(db, invoke, corpus, tiny_model):

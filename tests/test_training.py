@@ -7,33 +7,26 @@ few steps; the model is built and saved by the test, then loaded by kd with ``fr
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
-from synthetic import kd, labeled_rows, save_tiny_bert, texts, write_tsv
+from synthetic import corpus_files, kd, tiny_bert_for, write_tsv
 
 from kdstore.schema import Logit, Prediction, Sample, Stage
 from kdstore.store import Store
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, Path]:
-    rng = random.Random(0)
-    d = tmp_path_factory.mktemp("corpus")
-    files = {split: write_tsv(d / f"{split}.tsv", labeled_rows(rng, n)) for split, n in (("train", 60), ("dev", 20), ("test", 20))}
-    files["unlabeled"] = d / "pool.txt"
-    files["unlabeled"].write_text("\n".join(texts(rng, "很好", 15) + texts(rng, "太差", 15)) + "\n", encoding="utf-8")
-    return files
+    return corpus_files(tmp_path_factory.mktemp("corpus"), 0, pool_per_class=15)
 
 
 @pytest.fixture(scope="module")
 def tiny_model(corpus, tmp_path_factory) -> Path:
     """A 2-layer BERT with a character vocabulary, saved as a Hugging Face directory."""
-    all_texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
-    return save_tiny_bert(all_texts, tmp_path_factory.mktemp("tiny-bert"))
+    return tiny_bert_for(corpus, tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture
