@@ -54,7 +54,17 @@ class StudentConfig:
 
 
 class TextCNN(nn.Module):
-    """Kim (2014): parallel convolutions of several widths, max-over-time pooling, one linear layer."""
+    """Kim (2014): parallel convolutions of several widths, max-over-time pooling, one linear layer.
+
+    Pooling skips windows that end on padding. After a ReLU every value is >= 0, so multiplying
+    those windows by 0 before the max gives exactly the max over the real windows, and a multiply is
+    much cheaper than filling with -inf (ONNX Runtime's ``Where`` took a fifth of the model's time).
+
+    ``as_matmul`` (set by ``kd export`` for ONNX) computes a convolution of width ``k`` as one matrix
+    product: the windows (``k`` shifted slices of the embeddings side by side, ``(B, L-k+1, k*E)``)
+    times the kernel flattened to ``(k*E, F)``. Same numbers to float rounding; ONNX Runtime's GEMM
+    runs it faster than its Conv, PyTorch's oneDNN convolution is faster in eager mode.
+    """
 
     special_tokens = False  # inputs without [CLS]/[SEP]
 
@@ -65,16 +75,25 @@ class TextCNN(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.num_filters * len(cfg.kernel_sizes), cfg.num_classes)
         self.min_len = max(cfg.kernel_sizes)
+        self.as_matmul = False
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = self.embed(input_ids).transpose(1, 2)  # (B, E, L)
+        x = self.embed(input_ids)  # (B, L, E)
+        real = attention_mask.sum(1)
         pooled = []
         for conv in self.convs:
-            h = torch.relu(conv(x))  # (B, F, L - k + 1)
             k = conv.kernel_size[0]
-            valid = attention_mask[:, k - 1 :].unsqueeze(1).bool()  # window ends on a real token
-            valid = valid | (attention_mask.sum(1) < k).view(-1, 1, 1)  # too-short rows: keep all
-            pooled.append(h.masked_fill(~valid, float("-inf")).max(dim=2).values)
+            valid = attention_mask[:, k - 1 :].bool()  # (B, L-k+1): the window ends on a real token
+            valid = (valid | (real < k).view(-1, 1)).to(x.dtype)  # too-short rows: keep all
+            if self.as_matmul:
+                length = x.shape[1]
+                windows = torch.cat([x[:, j : length - k + 1 + j] for j in range(k)], dim=2)  # (B, L-k+1, k*E)
+                weight = conv.weight.permute(2, 1, 0).reshape(k * x.shape[2], -1)  # (k*E, F), offset-major
+                h = torch.relu(windows @ weight + conv.bias)  # (B, L-k+1, F)
+                pooled.append((h * valid.unsqueeze(2)).max(dim=1).values)
+            else:
+                h = torch.relu(conv(x.transpose(1, 2)))  # (B, F, L-k+1)
+                pooled.append((h * valid.unsqueeze(1)).max(dim=2).values)
         return self.out(self.dropout(torch.cat(pooled, dim=1)))
 
 

@@ -159,6 +159,37 @@ def test_student_flops_by_hand():
     assert flops_per_sample(gru, 5) == 2 * 3 * 2 * (4 * 3 + 3 * 3) * 5 + 2 * (2 * 3 * 3 + 3 * 2)
 
 
+def test_textcnn_pools_over_real_windows_only_in_both_forms():
+    """TextCNN (conv1d and the as_matmul form that ONNX exports use) against -inf masked max pooling."""
+    from kdstore.students import StudentConfig, TextCNN
+
+    torch.manual_seed(0)
+    model = TextCNN(StudentConfig(kind="textcnn", vocab_size=50, num_classes=3, embed_dim=6, num_filters=5)).eval()
+    ids = torch.randint(1, 50, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0  # padded row
+    mask[2, 2:] = 0  # shorter than the widest kernel (4): every window counts
+    ids[mask == 0] = 0
+
+    def reference(input_ids, attention_mask):
+        x = model.embed(input_ids).transpose(1, 2)
+        pooled = []
+        for conv in model.convs:
+            k = conv.kernel_size[0]
+            h = torch.relu(torch.nn.functional.conv1d(x, conv.weight, conv.bias))
+            valid = attention_mask[:, k - 1 :].unsqueeze(1).bool() | (attention_mask.sum(1) < k).view(-1, 1, 1)
+            pooled.append(h.masked_fill(~valid, float("-inf")).max(dim=2).values)
+        return model.out(torch.cat(pooled, dim=1))
+
+    with torch.no_grad():
+        expected = reference(ids, mask)
+        for as_matmul in (False, True):
+            model.as_matmul = as_matmul
+            assert torch.allclose(model(ids, mask), expected, atol=1e-5)
+            # padding never changes a row's logits
+            assert torch.allclose(model(ids[1:2, :5], mask[1:2, :5]), model(ids[1:2], mask[1:2]), atol=1e-5)
+
+
 def test_masked_lm_loss_equals_the_full_head_loss():
     from transformers import BertConfig, BertForMaskedLM
 
