@@ -71,3 +71,22 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
+
+
+def seed_parts(data: dict) -> list[dict]:
+    """The runs a table's figures come from: ``[{seeds, commit, machine, command}]`` (one unless merged)."""
+    if data.get("parts"):
+        return list(data["parts"])
+    machine = data.get("machine", {})
+    return [{"seeds": list(data.get("seeds", [])), "commit": machine.get("commit"), "command": data.get("command"),
+             "machine": ", ".join(str(machine[k]) for k in ("cpu", "gpu") if machine.get(k))}]
+
+
+def check_mergeable(a: dict, b: dict, keys: tuple[str, ...], what: str) -> None:
+    """Refuse to merge two seed runs of ``what`` that differ in anything but their seeds."""
+    for key in keys:
+        if a.get(key) != b.get(key):
+            raise ValueError(f"cannot merge {what} runs: {key} differs ({a.get(key)!r} vs {b.get(key)!r})")
+    both = sorted(set(map(int, a.get("seeds", []))) & set(map(int, b.get("seeds", []))))
+    if both:
+        raise ValueError(f"cannot merge {what} runs: seed(s) {', '.join(map(str, both))} are in both")

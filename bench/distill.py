@@ -98,7 +98,7 @@ def run(args) -> dict:
                 table = rows.setdefault(setting, {})
                 table.setdefault("teacher", []).append(teacher[setting]["test_accuracy"])
                 if seed == seeds[0]:
-                    table["TF-IDF+LR"] = [tfidf_peer(stores[setting])]
+                    table[PEER] = [tfidf_peer(stores[setting])]
                 for student in args.students.split(","):
                     for variant, flags in VARIANTS.items():
                         if setting == "B1" and variant not in B1_VARIANTS:
@@ -118,6 +118,26 @@ def run(args) -> dict:
         "quick": bool(args.quick), "train_rows": getattr(args, "train_rows", None),
         "augment_n": getattr(args, "augment_n", None) or int(AUG[AUG.index("--augment-n") + 1]),
     }
+
+
+PEER = "TF-IDF+LR"  # deterministic: measured once per run, not per seed
+SAME_FOR_MERGE = ("config", "student_args", "device", "settings", "students", "quick", "train_rows", "augment_n")
+
+
+def merge_seeds(a: dict, b: dict) -> dict:
+    """Two ``--json`` results of the same command with different ``--seeds`` as one result over all of
+    their seeds (a full-size run that does not fit in one sitting is run a seed at a time)."""
+    from bench.common import check_mergeable, seed_parts
+
+    check_mergeable(a, b, SAME_FOR_MERGE, "B1/B2")
+    rows = {}
+    for setting, table in a["rows"].items():
+        other = b["rows"].get(setting, {})
+        if set(other) != set(table):
+            raise ValueError(f"cannot merge B1/B2 runs: the {setting} rows differ")
+        rows[setting] = {name: values if name == PEER else values + other[name] for name, values in table.items()}
+    return {**a, "seeds": a["seeds"] + b["seeds"], "rows": rows, "teacher": a["teacher"] + b["teacher"],
+            "parts": seed_parts(a) + seed_parts(b)}
 
 
 def gap_closed(table: dict, student: str, variant: str) -> float | None:

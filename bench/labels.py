@@ -120,6 +120,18 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     return result
 
 
+def merge_seeds(a: dict, b: dict) -> dict:
+    """Two ``--json`` results of the same command with different ``--seeds`` as one: the per-seed
+    figures together, aggregated again (the flips are the protocol's whatever the seed)."""
+    from bench.common import check_mergeable, seed_parts
+
+    check_mergeable(a, b, ("config", "device", "quick", "train_rows"), "B3")
+    per_seed = {**a["per_seed"], **b["per_seed"]}
+    seeds = a["seeds"] + b["seeds"]
+    return {**a, "seeds": seeds, "per_seed": per_seed, "results": aggregate([per_seed[str(s)] for s in seeds]),
+            "parts": seed_parts(a) + seed_parts(b)}
+
+
 def aggregate(per_seed: list[list[dict]]) -> list[dict]:
     """One result per noise level from each seed's results (same levels, same order): every figure
     is the mean over the seeds, and ``spread`` holds the min and max of the judged ones (each

@@ -23,6 +23,12 @@ Sizes (``--quick`` and ``--smoke`` keep every table's rows and columns, on less 
     python -m bench B4 --quick                          # one table (same as: all --only B4)
     python -m bench all --only B1,B5 --keep             # re-run two tables, keep the others' figures
     python -m bench render --out bench/out/quick        # re-render the document from results.json
+    python -m bench B1,B2,B3 --seeds 2 --add-seeds      # a seed more for the kept quality tables
+
+A full-size run rarely fits in one sitting (a lent GPU has minutes, not hours). ``--add-seeds`` runs the
+quality tables (B1/B2, B3) for the given seeds only and merges them with the seeds OUT/results.json
+already holds for the same command; every figure is then over all of them, and the document names
+each seed's commit and command.
 """
 
 from __future__ import annotations
@@ -337,7 +343,11 @@ def render_job(key: str, job: dict, results: dict) -> str:
                   "```", job.get("error", "").rstrip(), "```"]
         return "\n".join(lines)
     commit = data.get("machine", {}).get("commit")
-    if commit and commit != suite["machine"]["commit"]:
+    if data.get("parts"):
+        lines.append("- **Seeds merged** (`--add-seeds`): " + "; ".join(
+            f"seed {', '.join(map(str, p['seeds']))} at `{p['commit']}`" + (f" on {p['machine']}" if p.get("machine") else "")
+            for p in data["parts"]))
+    elif commit and commit != suite["machine"]["commit"]:
         lines.append(f"- **Commit:** `{commit}` (not the run's `{suite['machine']['commit']}`: kept from an earlier run with --keep)")
     lines.append("")
     if key == "B1B2":
@@ -428,7 +438,7 @@ def run_job(job: dict, out: Path) -> dict:
         proc = subprocess.run([sys.executable, *job["argv"]], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
     wall = time.monotonic() - t0
     rec = {
-        "tables": job["tables"], "script": job["script"], "command": command,
+        "key": job["key"], "tables": job["tables"], "script": job["script"], "command": command,
         "argv": [sys.executable, *job["argv"]], "returncode": proc.returncode, "wall_seconds": wall,
         "json": os.path.relpath(json_path, out), "log": os.path.relpath(log, out), "data": None,
     }
@@ -442,6 +452,35 @@ def run_job(job: dict, out: Path) -> dict:
     state = "done" if rec["data"] is not None else f"FAILED (exit {rec['returncode']}, see {log})"
     print(f"[bench] {job['key']}: {state} in {_fmt_seconds(wall)}", file=sys.stderr, flush=True)
     return rec
+
+
+MERGERS = {"B1B2": ("bench.distill", "merge_seeds"), "B3": ("bench.labels", "merge_seeds")}
+
+
+def _without_seeds(argv: list[str]) -> list[str]:
+    """A job's argv without its ``--seeds`` and ``--json`` values: what two runs to merge must share."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--seeds", "--json"):
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+def merge_job(old: dict, rec: dict, json_path: Path) -> dict:
+    """``rec`` (a job just run) with the seeds of ``old`` (the same job, kept) added to its figures."""
+    import importlib
+
+    module, name = MERGERS[rec["key"]]
+    if _without_seeds(old["argv"][1:]) != _without_seeds(rec["argv"][1:]):
+        raise ValueError(f"{rec['key']}: the kept run's command differs beyond --seeds:\n  {old['command']}\n  {rec['command']}")
+    merged = getattr(importlib.import_module(module), name)(old["data"], rec["data"])
+    json_path.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {**rec, "data": merged, "wall_seconds": old["wall_seconds"] + rec["wall_seconds"],
+            "commands": old.get("commands", [old["command"]]) + [rec["command"]]}
 
 
 def _now() -> str:
@@ -469,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for results.json, each table's JSON and log (default: bench/out/full|quick|smoke)")
     p.add_argument("--doc", help="the Markdown document (default: docs/BENCHMARKS.md for a full run, else OUT/BENCHMARKS.md)")
     p.add_argument("--keep", action="store_true", help="keep the tables of OUT/results.json that this run does not re-run")
+    p.add_argument("--add-seeds", action="store_true",
+                   help="B1/B2/B3: merge these --seeds with the seeds OUT/results.json holds for the same command (implies --keep)")
     p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     return p
 
@@ -508,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = resolve_device(args.device)
     jobs = plan(only, profile, device, seeds, out)
+    if args.add_seeds and any(j["key"] not in MERGERS for j in jobs):
+        print("python -m bench: --add-seeds is for the quality tables (B1, B2, B3); run B4/B5 on their own", file=sys.stderr)
+        return 2
     if args.dry_run:
         for job in jobs:
             print(display_command(job["argv"]))
@@ -524,12 +568,24 @@ def main(argv: list[str] | None = None) -> int:
         "started": started, "machine": machine_info(), "out": str(out), "doc": str(doc),
     }
     jobs_done: dict = {}
-    if args.keep and (out / "results.json").exists():
+    kept: dict = {}
+    not_merged: list[str] = []
+    if (args.keep or args.add_seeds) and (out / "results.json").exists():
         old = json.loads((out / "results.json").read_text(encoding="utf-8"))
         if old["suite"]["profile"] == profile:
-            jobs_done = {k: v for k, v in old["jobs"].items() if k not in {j["key"] for j in jobs}}
+            kept = old["jobs"]
+            jobs_done = {k: v for k, v in kept.items() if k not in {j["key"] for j in jobs}}
     for job in jobs:
-        jobs_done[job["key"]] = run_job(job, out)
+        rec = run_job(job, out)
+        before = kept.get(job["key"]) if args.add_seeds else None
+        if before is not None and before.get("data") is not None and rec["data"] is not None:
+            try:
+                rec = merge_job(before, rec, ROOT / job["json"])
+            except ValueError as exc:  # keep the kept seeds; this run's figures stay in its log only
+                print(f"[bench] {job['key']}: NOT merged, the kept figures stay: {exc}", file=sys.stderr)
+                not_merged.append(job["key"])
+                rec = before
+        jobs_done[job["key"]] = rec
         # the document after every table: a long run shows its progress, and a crash loses nothing
         partial = {"suite": {**suite, "finished": "(running)", "wall_seconds": time.monotonic() - t0},
                    "jobs": {k: jobs_done[k] for k in JOBS if k in jobs_done}}
@@ -539,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"suite": suite, "jobs": {k: jobs_done[k] for k in JOBS if k in jobs_done}}
     results["targets"] = collect_targets(results)
     write_outputs(results, out, doc)
-    failed = [k for k, j in results["jobs"].items() if j.get("data") is None]
+    failed = [k for k, j in results["jobs"].items() if j.get("data") is None] + not_merged
     print(f"[bench] wrote {out / 'results.json'} and {doc} in {_fmt_seconds(suite['wall_seconds'])}"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0

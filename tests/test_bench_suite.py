@@ -180,3 +180,75 @@ def test_b3_seeds_aggregate_to_means_with_their_spread():
     assert "(0.600–0.600)" not in markdown(single, {"layers": 2, "hidden": 128, "minutes": 1.0, "epochs": 2}, MACHINE, "x")
     with pytest.raises(ValueError):
         aggregate([one, two[:1]])
+
+
+def distill_data(seeds: list[int], accs: dict[str, list[float]], commit: str = "abc1234", **over) -> dict:
+    """What bench/distill.py --json writes (B1 only, TextCNN), one value per seed in each row."""
+    teacher = [{"seed": s, "B1": {"test_accuracy": a, "test_macro_f1": a, "dev_accuracy": a, "logit_samples_per_s": 100.0,
+                                  "teach_seconds": 60.0}} for s, a in zip(seeds, accs["teacher"])]
+    return {
+        "config": {"layers": 2, "hidden": 128, "minutes": 1.0, "epochs": 2, "lr": 3e-4}, "student_args": ["--epochs", "1"],
+        "seeds": seeds, "rows": {"B1": {"teacher": accs["teacher"], "TF-IDF+LR": [0.80], "textcnn alone": accs["alone"],
+                                        "textcnn distilled": accs["distilled"]}},
+        "teacher": teacher, "device": "cuda", "settings": ["B1"], "students": ["textcnn"], "quick": False, "train_rows": None,
+        "augment_n": 4, "machine": {**MACHINE, "commit": commit}, "command": f"python bench/distill.py --seeds {','.join(map(str, seeds))}",
+        **over,
+    }
+
+
+def test_b1b2_seeds_run_apart_merge_into_one_table():
+    from bench.distill import markdown_from_json, merge_seeds, teacher_markdown_from_json
+
+    a = distill_data([1], {"teacher": [0.88], "alone": [0.84], "distilled": [0.86]})
+    b = distill_data([2, 3], {"teacher": [0.90, 0.86], "alone": [0.82, 0.86], "distilled": [0.87, 0.87]}, commit="def5678")
+    m = merge_seeds(a, b)
+    assert m["seeds"] == [1, 2, 3] and [t["seed"] for t in m["teacher"]] == [1, 2, 3]
+    assert m["rows"]["B1"]["teacher"] == [0.88, 0.90, 0.86] and m["rows"]["B1"]["textcnn alone"] == [0.84, 0.82, 0.86]
+    assert m["rows"]["B1"]["TF-IDF+LR"] == [0.80]  # the peer is deterministic: measured once
+    assert [(p["seeds"], p["commit"]) for p in m["parts"]] == [([1], "abc1234"), ([2, 3], "def5678")]
+    text = markdown_from_json(m)
+    assert "| teacher | 88.00% (86.00%–90.00%) |" in text and "| textcnn distilled | 86.67% (86.00%–87.00%) | 67% |" in text
+    assert "88.00%" in teacher_markdown_from_json(m)
+    # a third run merges onto the merged one, and its parts are kept in order
+    c = distill_data([4], {"teacher": [0.88], "alone": [0.84], "distilled": [0.86]})
+    assert [p["seeds"] for p in merge_seeds(m, c)["parts"]] == [[1], [2, 3], [4]]
+    with pytest.raises(ValueError, match="seed\\(s\\) 1 are in both"):
+        merge_seeds(a, a)
+    with pytest.raises(ValueError, match="config differs"):
+        merge_seeds(a, distill_data([2], {"teacher": [0.9], "alone": [0.8], "distilled": [0.8]}, config={"layers": 6}))
+
+
+def test_b3_seeds_run_apart_merge_and_aggregate_again():
+    from bench.labels import aggregate, merge_seeds
+
+    one = labels_data(f1_10=0.60, f1_20=0.70, noisy=0.70, cleaned=0.72)
+    two = labels_data(f1_10=0.70, f1_20=0.80, noisy=0.74, cleaned=0.74)
+    a = {**one, "seeds": [1], "per_seed": {"1": one["results"]}, "device": "cuda", "quick": False, "train_rows": None}
+    b = {**two, "seeds": [2], "per_seed": {"2": two["results"]}, "device": "cuda", "quick": False, "train_rows": None}
+    m = merge_seeds(a, b)
+    assert m["seeds"] == [1, 2] and m["results"] == aggregate([one["results"], two["results"]])
+    assert m["results"][1]["detectors"]["combined (default)"]["f1"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="device differs"):
+        merge_seeds(a, {**b, "device": "cpu"})
+
+
+def test_add_seeds_merges_only_the_same_command(tmp_path):
+    old = {"key": "B1B2", "argv": ["py", "bench/distill.py", "--device", "cuda", "--seeds", "1", "--settings", "B1", "--json", "x"],
+           "command": "python bench/distill.py --seeds 1", "wall_seconds": 10.0,
+           "data": distill_data([1], {"teacher": [0.88], "alone": [0.84], "distilled": [0.86]})}
+    new = {**old, "argv": ["py", "bench/distill.py", "--device", "cuda", "--seeds", "2", "--settings", "B1", "--json", "y"],
+           "command": "python bench/distill.py --seeds 2", "wall_seconds": 5.0,
+           "data": distill_data([2], {"teacher": [0.90], "alone": [0.82], "distilled": [0.87]})}
+    merged = suite.merge_job(old, new, tmp_path / "B1B2.json")
+    assert merged["data"]["seeds"] == [1, 2] and merged["wall_seconds"] == 15.0
+    assert merged["commands"] == ["python bench/distill.py --seeds 1", "python bench/distill.py --seeds 2"]
+    assert (tmp_path / "B1B2.json").exists()
+    other = {**new, "argv": ["py", "bench/distill.py", "--device", "cpu", "--seeds", "2", "--settings", "B1", "--json", "y"]}
+    with pytest.raises(ValueError, match="differs beyond --seeds"):
+        suite.merge_job(old, other, tmp_path / "B1B2.json")
+    results = {"suite": {"command": "python -m bench B1 --add-seeds", "profile": "full", "device": "cuda", "seeds": "2",
+                         "started": "t0", "finished": "t1", "wall_seconds": 15.0, "machine": MACHINE},
+               "jobs": {"B1B2": {**merged, "tables": ["B1"], "script": "bench/distill.py", "returncode": 0}}}
+    text = suite.render_job("B1B2", results["jobs"]["B1B2"], results)
+    assert "**Seeds merged** (`--add-seeds`): seed 1 at `abc1234`" in text and "seed 2 at `abc1234`" in text
+    assert suite.main(["B4", "--add-seeds", "--out", str(tmp_path), "--dry-run"]) == 2
