@@ -235,7 +235,7 @@ def targets_b3(data: dict, not_judged: str | None) -> list[dict]:
 
 
 def targets_b4(data: dict, not_judged: str | None) -> list[dict]:
-    from bench.speed import DEFAULT_STUDENT, EE_TARGET_LOSS_PT, EE_TARGET_SPEEDUP, SPEEDS, TARGET_P99_MS, TARGET_RATIO
+    from bench.speed import DEFAULT_STUDENT, EE_TARGET_LOSS_PT, EE_TARGET_SPEEDUP, GRID, SPEEDS, TARGET_P99_MS, TARGET_RATIO
 
     t = data["timing"]
     d = t.get(f"{DEFAULT_STUDENT}/onnx")
@@ -256,7 +256,7 @@ def targets_b4(data: dict, not_judged: str | None) -> list[dict]:
         one = ee["one_at_a_time"]
         base = one["0"]["accuracy"]
         best = None
-        for s in SPEEDS:
+        for s in GRID:
             e = one.get(f"{s:g}")
             if e is None or s == 0:
                 continue
