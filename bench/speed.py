@@ -353,7 +353,8 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
         met = best is not None and best[1] >= EE_TARGET_SPEEDUP
         never = all(one[f"{s:g}"]["mean_layers"] >= one["num_layers"] for s in SPEEDS)
         got = f"{best[1]:.2f}× at speed {best[0]:g} ({best[2]:+.1f} pt)" if best else "no speed within 0.5 pt"
-        lines += ["", f"Early-exit target ≥ {EE_TARGET_SPEEDUP:g}× at ≤ {EE_TARGET_LOSS_PT} pt loss (one at a time): best within the loss budget {got}: "
+        lines += ["", f"Early-exit target ≥ {EE_TARGET_SPEEDUP:g}× at ≤ {EE_TARGET_LOSS_PT} pt loss (one at a time): best within the loss budget "
+                      f"(among the speeds {', '.join(f'{g:g}' for g in GRID[1:])}, on these same texts) {got}: "
                       f"{verdict(met)}{' (not measurable with this teacher)' if never else ''}. Unlike the table above, early exit depends on training quality: "
                       f"a sample leaves only when its branch is confident."]
         if never:
