@@ -29,10 +29,10 @@ def labels():
 @labels.command()
 @run_option
 @click.option("--teacher-run", help="Run whose (out-of-fold) teacher to use; default: --run.")
-@click.option("--method", "methods", default=",".join(noise.DEFAULT_METHODS), show_default=True, help=f"Comma-separated, from: {', '.join(noise.METHODS)}.")
+@click.option("--method", "methods", default=",".join(noise.DEFAULT_METHODS), show_default=True, help=f"Comma-separated, from: {', '.join(noise.METHODS)} (ensemble: most --student-votes/--tfidf-member models disagree with the label; alias: votes).")
 @click.option("--combine", type=click.Choice(noise.COMBINES), default=noise.DEFAULT_COMBINE, show_default=True, help="How the methods' flags are combined.")
 @click.option("--filter-by", default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by.")
-@click.option("--frac-noise", type=float, default=1.0, show_default=True, help="cleanlab frac_noise.")
+@click.option("--frac-noise", type=float, default=1.0, show_default=True, help="Scale the estimated number of wrong labels by this (cleanlab frac_noise).")
 @click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True)
 @click.option("--student-votes", multiple=True, help="Distill stage(s) of the run whose probabilities join the ensemble (useful only for students that did not train on these labels).")
 @click.option("--tfidf-member", is_flag=True, help="Add out-of-fold TF-IDF + logistic-regression probabilities to the ensemble.")
@@ -119,7 +119,7 @@ def import_(run, path, stage_name, overwrite, db, as_json):
       kd labels import --run r1 review.csv
     """
     store = open_store(db)
-    decisions = lab.read_sheet(store, path)  # every row checked before anything changes
+    decisions = lab.read_sheet(store, path, run)  # every row checked before anything changes
     with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(decisions)}, overwrite=overwrite) as stage:
         counts = lab.apply(store, stage.id, decisions, reason=f"review sheet {path}")
         store.add_metrics(stage.id, "train", counts)

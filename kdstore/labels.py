@@ -1,9 +1,10 @@
 """Wrong labels in the store: detect them from out-of-fold teacher probabilities, review, clean, undo.
 
 The scoring itself is the pure ``noise`` module; this module reads its inputs from the store and
-writes its results back. Every label change is a ``label_edits`` row (old, new, reason, stage, time)
-made in one transaction with the change itself, and ``undo`` reverts exactly one stage's edits. The
-original label of every sample (``samples.orig_label_id``) is never touched.
+writes its results back. Every label change is a ``label_edits`` row (old and new label and dropped
+flag, reason, stage, time) made in one transaction with the change itself, and ``undo`` restores
+exactly the state before one stage's edits. The original label of every sample
+(``samples.orig_label_id``) is never touched.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from . import noise, tfidf
 from .errors import KdError
 from .probs import softmax
 from .runs import StageHandle
-from .schema import LabelEdit, LabelIssue, Sample, Stage, utcnow
+from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, utcnow
 from .store import Store, bulk_insert
 
 ACTIONS = ("relabel", "drop", "flag")
@@ -54,8 +55,6 @@ def labels_version(store: Store) -> str:
         ).first()
         if row is None:
             return "original"
-        from .schema import Run
-
         run = s.get(Run, row.run_id)
         return f"{run.uniqid}/{row.name}"
 
@@ -78,12 +77,7 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig) -> int:
             f"{len(in_sample)} train samples have in-sample teacher probabilities: confident learning needs "
             f"out-of-sample ones. Run `kd teach --run {teacher_run} --folds 5 ...` (or pass --allow-in-sample)"
         )
-    ids, logits = store.read_logits(teacher.id)
-    row = {int(i): k for k, i in enumerate(ids)}
-    missing = [int(i) for i in train.ids if int(i) not in row]
-    if missing:
-        raise KdError(f"{len(missing)} train samples have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
-    probs = softmax(logits[[row[int(i)] for i in train.ids]])
+    probs = _probs(store, teacher.id, train.ids, missing=f"have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
     votes = [_student_votes(store, stage.run, name, train.ids) for name in cfg.student_votes]
     if cfg.tfidf_member:
         votes.append(tfidf.oof_probs(train.texts, train.labels, num_classes=len(names)))
@@ -110,9 +104,21 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray) ->
     stage = store.find_stage(run, name)
     if stage.kind != "distill":
         raise KdError(f"--student-votes takes distill stages; {name!r} is a {stage.kind} stage")
-    ids, logits = store.read_logits(stage.id)
+    return _probs(  # probabilities beat hard votes
+        store, stage.id, sample_ids,
+        missing=f"have no logits from distill stage {name!r} of run {run!r} (ingested after it ran?): re-run it or leave it out of --student-votes",
+    )
+
+
+def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str) -> np.ndarray:
+    """The stage's softmax probabilities for the train samples, in their order; refuses (``N train
+    samples`` + ``missing``) when some have no logits from it."""
+    ids, logits = store.read_logits(stage_id)
     row = {int(i): k for k, i in enumerate(ids)}
-    return softmax(logits[[row[int(i)] for i in sample_ids]])  # probabilities beat hard votes
+    absent = [int(i) for i in sample_ids if int(i) not in row]
+    if absent:
+        raise KdError(f"{len(absent)} train samples {missing}")
+    return softmax(logits[[row[int(i)] for i in sample_ids]])
 
 
 # reading issues --------------------------------------------------------------------------------
@@ -172,10 +178,11 @@ class Decision:
     new_label: int | None
 
 
-def read_sheet(store: Store, path: Path) -> list[Decision]:
+def read_sheet(store: Store, path: Path, run: str) -> list[Decision]:
     """Parse an edited review sheet; every row is checked before anything changes.
 
     ``decision``: empty (skip), ``accept`` (the suggested label), ``reject``, ``drop``, or a class name.
+    ``issue_id`` (optional) must be an issue of the row's sample that ``run`` detected.
     """
     path = Path(path)
     try:
@@ -187,12 +194,18 @@ def read_sheet(store: Store, path: Path) -> list[Decision]:
         for n, line in enumerate(raw.splitlines(), start=1):
             if line.strip():
                 try:
-                    rows.append((n, json.loads(line)))
+                    item = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise KdError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+                if not isinstance(item, dict):
+                    raise KdError(f"{path}: line {n}: not a JSON object of the sheet's fields ({', '.join(SHEET_COLUMNS)})")
+                rows.append((n, item))
     else:
         reader = csv.DictReader(io.StringIO(raw))
-        rows = [(reader.line_num, r) for r in reader]
+        try:
+            rows = [(reader.line_num, r) for r in reader]
+        except csv.Error as exc:
+            raise KdError(f"{path}: line {reader.reader.line_num}: not valid CSV ({exc})") from None
         missing = {"sample_id", "decision"} - set(reader.fieldnames or [])
         if missing:
             raise KdError(f"{path}: line 1: missing column(s) {', '.join(sorted(missing))}")
@@ -200,18 +213,23 @@ def read_sheet(store: Store, path: Path) -> list[Decision]:
     with store.engine.connect() as conn:
         existing = {int(i) for (i,) in conn.execute(select(Sample.id))}
         latest_suggestion = dict(conn.execute(select(LabelIssue.sample_id, LabelIssue.suggested_label_id).order_by(LabelIssue.id)).all())
+        sample_of_issue = dict(conn.execute(
+            select(LabelIssue.id, LabelIssue.sample_id).join(Stage, Stage.id == LabelIssue.stage_id)
+            .join(Run, Run.id == Stage.run_id).where(Run.uniqid == run)
+        ).all())
     decisions = []
     for line, r in rows:
         decision = str(r.get("decision") or "").strip()
         if not decision:
             continue
-        try:
-            sample_id = int(r.get("sample_id"))
-        except (TypeError, ValueError):
-            raise KdError(f"{path}: line {line}: field 'sample_id': not a number: {r.get('sample_id')!r}") from None
+        sample_id = _sheet_id(path, line, r, "sample_id")
+        if sample_id is None:
+            raise KdError(f"{path}: line {line}: field 'sample_id': empty")
         if sample_id not in existing:
             raise KdError(f"{path}: line {line}: field 'sample_id': no sample {sample_id} in the store")
-        issue_id = int(r["issue_id"]) if str(r.get("issue_id") or "").strip() else None
+        issue_id = _sheet_id(path, line, r, "issue_id")
+        if issue_id is not None and sample_of_issue.get(issue_id) != sample_id:
+            raise KdError(f"{path}: line {line}: field 'issue_id': {issue_id} is not an issue of sample {sample_id} detected in run {run!r}")
         low = decision.lower()
         if low == "accept":
             suggested = str(r.get("suggested") or "").strip()
@@ -236,6 +254,17 @@ def read_sheet(store: Store, path: Path) -> list[Decision]:
     return decisions
 
 
+def _sheet_id(path: Path, line: int, row: dict, name: str) -> int | None:
+    """A sheet row's id field as an int; None when it is empty."""
+    value = row.get(name)
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
+        raise KdError(f"{path}: line {line}: field {name!r}: not an id (a whole number): {value!r}")
+    return int(text)
+
+
 # clean, undo, history ----------------------------------------------------------------------
 def plan_clean(store: Store, run: str, *, action: str, min_score: float) -> list[Decision]:
     """The decisions ``kd labels clean`` would apply: the run's open issues scoring at least ``min_score``."""
@@ -257,19 +286,22 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
     with store.write_session("samples", "label_edits", "label_issues") as s:
         for d in decisions:
             sample = s.get(Sample, d.sample_id)
+            if sample is None:
+                raise KdError(f"no sample {d.sample_id} in the store: no label was changed")
             if d.action == "reject":
                 counts["reject"] += 1
             elif d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped):
                 counts["unchanged"] += 1
             else:
-                old = sample.label_id
+                old, was_dropped = sample.label_id, sample.dropped
                 if d.action == "relabel":
                     sample.label_id, sample.dropped = d.new_label, False
                 elif d.action == "drop":
                     sample.dropped = True
                 s.add(LabelEdit(
                     sample_id=d.sample_id, stage_id=stage_id, action=d.action, old_label_id=old,
-                    new_label_id=sample.label_id if d.action != "drop" else None, reason=reason, created_at=now,
+                    new_label_id=sample.label_id if d.action != "drop" else None, old_dropped=was_dropped,
+                    new_dropped=sample.dropped, reason=reason, created_at=now,
                 ))
                 counts[d.action] += 1
             if d.issue_id is not None:
@@ -295,19 +327,21 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> int:
         later = s.scalars(
             select(LabelEdit.sample_id).where(
                 LabelEdit.sample_id.in_(touched), LabelEdit.id > min(e.id for e in edits),
-                LabelEdit.stage_id != stage.id, LabelEdit.reverted_at.is_(None),
+                LabelEdit.stage_id.is_distinct_from(stage.id), LabelEdit.reverted_at.is_(None),  # NULL: a deleted stage
             )
         ).all()
         if later:
             shown = ", ".join(str(i) for i in sorted(set(later))[:20])
             raise KdError(f"later edits touched samples {shown} after stage {stage.name!r}: undo those first")
         now = utcnow()
-        for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old label
+        for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old state
             sample = s.get(Sample, e.sample_id)
-            if e.action == "drop":
-                sample.dropped = False
-            elif e.action == "relabel":
+            if e.action == "relabel":
                 sample.label_id = e.old_label_id
+            if e.old_dropped is not None:
+                sample.dropped = e.old_dropped
+            elif e.action == "drop":  # an edit made before kd recorded the dropped flag
+                sample.dropped = False
             e.reverted_at = now
         s.execute(
             update(LabelIssue).where(LabelIssue.sample_id.in_(touched), LabelIssue.status.in_(("applied", "flagged"))).values(status="open")

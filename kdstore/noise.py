@@ -8,14 +8,16 @@ Detection methods, each a boolean mask:
 
 - ``"cleanlab"``: :func:`cleanlab.filter.find_label_issues` (confident learning, ``filter_by``);
 - ``"disagree"``: another class beats the given label by more than ``min_margin``;
-- ``"votes"``: a strict majority of the extra ensemble members (``extra_votes``) predict a class
-  other than the given one.
+- ``"ensemble"`` (alias ``"votes"``): a strict majority of the extra ensemble members
+  (``extra_votes``) predict a class other than the given one.
 
 Combination rules (``combine``) turn the masks into the flagged set:
 
 - ``"ranked"`` (default): rank the samples any method flags by ``score`` and keep the top
   ``num_issues`` times ``frac_noise``, where ``num_issues`` is cleanlab's own estimate of how many
-  labels are wrong (:func:`estimate_issue_count`, from the confident joint). The cut comes from the
+  labels are wrong (:func:`estimate_issue_count`, from the confident joint). ``frac_noise`` scales
+  that count once: the ``"cleanlab"`` candidates are found with ``frac_noise=1`` under this rule
+  (under the other rules it is passed to cleanlab, which scales its own count). The cut comes from the
   probabilities, never from a threshold tuned on known errors. In ``bench/noise_research.py`` it is
   within 0.01 F1 of the best rule on B3 at both noise levels for every model tried (and above the
   cleanlab default), and within 0.03 of the best rule at every model strength of a synthetic sweep,
@@ -56,7 +58,8 @@ FILTERS = (
     "low_self_confidence",
 )
 QUALITY_METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
-METHODS = ("cleanlab", "disagree", "votes")
+METHODS = ("cleanlab", "disagree", "ensemble")
+METHOD_ALIASES = {"votes": "ensemble"}
 COMBINES = ("ranked", "union", "intersection", "majority")
 DEFAULT_METHODS = ("cleanlab", "disagree")
 DEFAULT_COMBINE = "ranked"
@@ -216,7 +219,7 @@ def detect(
     """Flag wrong labels by combining detection methods; see the module docstring for the rules."""
     y, probs = validate(labels, pred_probs)
     n, k = probs.shape
-    methods = tuple(methods)
+    methods = tuple(METHOD_ALIASES.get(m, m) for m in methods)
     if not methods:
         raise KdError(f"choose at least one detection method of {', '.join(METHODS)}")
     for m in methods:
@@ -233,8 +236,8 @@ def detect(
     if not (np.isfinite(vote_weight) and vote_weight > 0):
         raise KdError(f"vote_weight must be a positive number, got {vote_weight}")
     extras = _members(extra_votes, n, k)
-    if "votes" in methods and not extras:
-        raise KdError("the 'votes' method needs extra_votes (other models' predictions)")
+    if "ensemble" in methods and not extras:
+        raise KdError("the 'ensemble' method needs extra_votes (other models' predictions)")
 
     temperatures: list[float] = []
     if calibrate:
@@ -254,10 +257,11 @@ def detect(
     margin = _disagree(y, ens, 0.0)[1]
     for m in methods:
         if m == "cleanlab":
-            masks[m] = cleanlab_issues(y, cl_probs, filter_by=filter_by, frac_noise=frac_noise)
+            frac = 1.0 if combine == "ranked" else frac_noise  # "ranked" applies frac_noise to its cut
+            masks[m] = cleanlab_issues(y, cl_probs, filter_by=filter_by, frac_noise=frac)
         elif m == "disagree":
             masks[m] = margin > min_margin
-        else:  # votes
+        else:  # ensemble
             against = [_disagree(y, e if e.ndim == 2 else np.eye(k)[e], 0.0)[0] for e in extras]
             masks[m] = 2 * np.sum(against, axis=0) > len(extras)
 

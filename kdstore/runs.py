@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from .errors import KdError
 from .serving import sha256_file  # numpy-free, shared with the ONNX serving path
-from .schema import STAGE_KINDS, Run, Stage, utcnow
+from .schema import STAGE_KINDS, LabelEdit, Run, Stage, utcnow
 from .store import Store
 
 DEFAULT_RUN = "default"
@@ -128,6 +129,7 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
                     f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: "
                     "pass --overwrite to replace it, or use another --run"
                 )
+            _refuse_live_edits(s, old, run)
             old_artifact = old.artifact_path
             s.delete(old)
             s.flush()
@@ -146,6 +148,19 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
     if old_artifact:
         _remove_artifact(store, Path(old_artifact))
     return stage_id
+
+
+def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:
+    """A stage whose label edits still stand is never replaced: deleting it would orphan them (their
+    labels stay changed, and ``kd labels undo`` could no longer find them)."""
+    live = s.scalar(
+        select(func.count()).select_from(LabelEdit).where(LabelEdit.stage_id == old.id, LabelEdit.reverted_at.is_(None))
+    )
+    if live:
+        raise KdError(
+            f"stage {old.name!r} of run {run!r} has {live} label edits that are not undone: "
+            f"run `kd labels undo --run {run} --stage {old.name}` first"
+        )
 
 
 def _remove_artifact(store: Store, path: Path) -> None:

@@ -147,7 +147,9 @@ class LabelIssue(Base):
 
 
 class LabelEdit(Base):
-    """Audit trail of every label change. ``new_label_id`` NULL with action 'drop' excludes a sample."""
+    """Audit trail of every label change. ``new_label_id`` NULL with action 'drop' excludes a sample.
+    ``old_dropped``/``new_dropped``: the sample's ``dropped`` flag before and after the edit (NULL on
+    edits made before kd recorded it), so that an undo restores it exactly."""
 
     __tablename__ = "label_edits"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -156,6 +158,8 @@ class LabelEdit(Base):
     action: Mapped[str] = mapped_column(String(16))
     old_label_id: Mapped[Optional[int]] = mapped_column(ForeignKey("classes.id"))
     new_label_id: Mapped[Optional[int]] = mapped_column(ForeignKey("classes.id"))
+    old_dropped: Mapped[Optional[bool]] = mapped_column()
+    new_dropped: Mapped[Optional[bool]] = mapped_column()
     reason: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     reverted_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)

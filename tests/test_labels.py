@@ -1,5 +1,6 @@
 """Wrong labels end to end: an out-of-fold tiny teacher on synthetic data with seeded flips, then
-detect, show, clean, undo, export/import and history through the real CLI on a real SQLite file."""
+detect, show, clean, undo, export/import and history through the real CLI, on a copy of the taught
+store in a real SQLite file and in a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import random
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from conftest import BACKENDS
+from sqlalchemy import delete, func, select, text, update
 from synthetic import flip, kd, labeled_rows, save_tiny_bert, write_tsv
 
 from kdstore import labels as lab
-from kdstore.schema import LabelEdit, LabelIssue, Sample
+from kdstore.errors import KdError
+from kdstore.schema import Base, LabelEdit, LabelIssue, Sample, Stage
 from kdstore.store import Store
 
 TEACH = ["--epochs", "8", "--patience", "8", "--lr", "2e-3", "--batch-size", "8", "--max-len", "32"]
@@ -37,26 +40,86 @@ def noisy(tmp_path_factory) -> dict:
     return {"db": db, "flipped_lines": {i + 1 for i in flipped}, "model": model, "rows": rows}
 
 
-@pytest.fixture
-def db(noisy, tmp_path) -> str:
-    """A private copy of the taught store (SQLite file copied after a checkpoint)."""
-    store = Store.open(str(noisy["db"]))
-    with store.engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    store.close()
-    copy = tmp_path / "kd.db"
-    copy.write_bytes(Path(noisy["db"]).read_bytes())
-    return str(copy)
+@pytest.fixture(params=BACKENDS)
+def db(request, noisy, tmp_path) -> str:
+    """A private copy of the taught store: the SQLite file copied after a checkpoint, or every row
+    copied into a new PostgreSQL database."""
+    if request.param == "sqlite":
+        store = Store.open(str(noisy["db"]))
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.close()
+        copy = tmp_path / "kd.db"
+        copy.write_bytes(Path(noisy["db"]).read_bytes())
+        yield str(copy)
+        return
+    server = request.getfixturevalue("pg_server")
+    url = server.create()
+    _copy_rows(str(noisy["db"]), url)
+    yield url
+    server.drop(url)
+
+
+def _copy_rows(src: str, dst: str) -> None:
+    """Every row of the store at ``src`` into the new store at ``dst``, ids kept (and PostgreSQL's id
+    sequences moved past them)."""
+    source, target = Store.open(src), Store.open(dst)
+    with source.engine.connect() as read, target.engine.begin() as write:
+        for table in Base.metadata.sorted_tables:
+            rows = [dict(r) for r in read.execute(select(table).order_by(*table.primary_key.columns)).mappings()]
+            if rows:
+                write.execute(table.insert(), rows)
+            if "id" in table.c:
+                write.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), (SELECT max(id) FROM {table.name}))"))
+    source.close()
+    target.close()
+
+
+def _read(db: str, query) -> list:
+    store = Store.open(db)
+    try:
+        with store.engine.connect() as conn:
+            return conn.execute(query).all()
+    finally:
+        store.close()
 
 
 def _labels(db: str) -> dict[int, int | None]:
-    with Store.open(db).engine.connect() as conn:
-        return dict(conn.execute(select(Sample.id, Sample.label_id)).all())
+    return dict(_read(db, select(Sample.id, Sample.label_id)))
+
+
+def _state(db: str) -> dict[int, tuple]:
+    """Every sample's (label, dropped, original label)."""
+    return {i: tuple(rest) for i, *rest in _read(db, select(Sample.id, Sample.label_id, Sample.dropped, Sample.orig_label_id))}
 
 
 def _count(db: str, model) -> int:
-    with Store.open(db).engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(model)).scalar_one()
+    return _read(db, select(func.count()).select_from(model))[0][0]
+
+
+def _issues(db: str, run: str = "r") -> list[dict]:
+    store = Store.open(db)
+    try:
+        return lab.issues(store, run)
+    finally:
+        store.close()
+
+
+def _sheet(path: Path, rows: list[dict]) -> Path:
+    """A review sheet: CSV with the columns of the first row, or JSONL by extension."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        return path
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=rows[0].keys())
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _add_class_mid(db: str, tmp_path: Path) -> None:
+    """A third class, ``mid``, that the teacher never saw (one dev sample)."""
+    kd("ingest", str(write_tsv(tmp_path / "mid.tsv", [("mid", "不好也不差的一个东西")])), "--split", "dev", "--db", db)
 
 
 def test_detect_finds_most_injected_flips(db, noisy):
@@ -129,9 +192,10 @@ def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):
     before = _labels(db)
     plan = lab.plan_clean(store, "r", action="relabel", min_score=0.0)
     broken = plan + [lab.Decision(sample_id=10**9, issue_id=None, action="relabel", new_label=0)]
-    with pytest.raises(AttributeError):
+    with pytest.raises(KdError, match=f"no sample {10**9} in the store"):
         lab.apply(store, None, broken, reason="test")  # fails on the last decision
     assert _labels(db) == before and _count(db, LabelEdit) == 0
+    assert {i["status"] for i in _issues(db)} == {"open"}
 
 
 def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
@@ -145,10 +209,7 @@ def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
     decisions = {0: "accept", 1: "reject", 2: "drop", 3: rows[3]["given"]}
     for i, d in decisions.items():
         rows[i]["decision"] = d
-    with sheet.open("w", encoding="utf-8", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=rows[0].keys())
-        w.writeheader()
-        w.writerows(rows)
+    _sheet(sheet, rows)
     counts = json.loads(kd("labels", "import", "--run", "r", str(sheet), "--db", db, "--json").stdout)
     assert (counts["relabel"], counts["reject"], counts["drop"], counts["unchanged"]) == (1, 1, 1, 1)
     after = _labels(db)
@@ -162,18 +223,148 @@ def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
     assert statuses[int(rows[1]["sample_id"])] == "rejected" and statuses[accepted] == "applied"
 
 
-def test_import_refuses_bad_sheets_without_changes(db, tmp_path):
+def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
     kd("labels", "detect", "--run", "r", "--db", db)
-    before = _labels(db)
-    bad_id = tmp_path / "bad-id.csv"
-    bad_id.write_text("sample_id,decision\n1,neg\n999999,drop\n", encoding="utf-8")
-    out = kd("labels", "import", "--run", "r", str(bad_id), "--db", db, ok=False).output
-    assert "line 3" in out and "no sample 999999" in out
-    bad_label = tmp_path / "bad-label.jsonl"
-    bad_label.write_text('{"sample_id": 1, "decision": "maybe"}\n', encoding="utf-8")
-    out = kd("labels", "import", "--run", "r", str(bad_label), "--db", db, ok=False).output
-    assert "'maybe' is not accept, reject, drop or a class" in out
+    before, issues = _labels(db), _issues(db)
+    (i1, s1), (i2, _) = [(i["issue_id"], i["sample_id"]) for i in issues[:2]]
+    bad = [  # (sheet, content, run, what the error names)
+        ("bad-id.csv", "sample_id,decision\n1,neg\n999999,drop\n", "r", ("line 3", "field 'sample_id'", "no sample 999999")),
+        ("empty-id.csv", "sample_id,decision\n,drop\n", "r", ("line 2", "field 'sample_id'", "empty")),
+        ("float-id.jsonl", '{"sample_id": 1.5, "decision": "drop"}\n', "r", ("line 1", "field 'sample_id'", "not an id")),
+        ("bad-label.jsonl", '{"sample_id": 1, "decision": "maybe"}\n', "r", ("line 1", "field 'decision'", "'maybe' is not accept, reject, drop or a class")),
+        ("text-issue.csv", f"issue_id,sample_id,decision\nabc,{s1},drop\n", "r", ("line 2", "field 'issue_id'", "not an id")),
+        ("other-issue.csv", f"issue_id,sample_id,decision\n{i1},{s1},drop\n{i2},{s1},drop\n", "r", ("line 3", "field 'issue_id'", f"not an issue of sample {s1}")),
+        ("other-run.csv", f"issue_id,sample_id,decision\n{i1},{s1},drop\n", "other", ("line 2", "field 'issue_id'", "detected in run 'other'")),
+        ("not-object.jsonl", f'{{"sample_id": {s1}, "decision": "drop"}}\n[{s1}, "drop"]\n', "r", ("line 2", "not a JSON object")),
+        ("huge.csv", f"sample_id,decision,text\n{s1},drop,{'x' * 200_000}\n", "r", ("line 2", "not valid CSV")),
+    ]
+    for name, content, run, expected in bad:
+        sheet = tmp_path / name
+        sheet.write_text(content, encoding="utf-8")
+        line = error_line(kd("labels", "import", "--run", run, str(sheet), "--db", db, ok=False))
+        assert str(sheet) in line and all(e in line for e in expected), (name, line)
     assert _labels(db) == before and _count(db, LabelEdit) == 0
+    assert {i["status"] for i in _issues(db)} == {"open"}
+    store = Store.open(db)
+    assert [s.kind for s in store.stages_of("r")] == ["teach", "detect"] and not store.run_exists("other")
+
+
+def test_jsonl_export_edit_import_round_trip_with_another_class(db, tmp_path):
+    kd("labels", "detect", "--run", "r", "--db", db)
+    _add_class_mid(db, tmp_path)
+    names = Store.open(db).class_names()
+    assert names[-1] == "mid"
+    sheet = tmp_path / "review.jsonl"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = [json.loads(line) for line in sheet.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 4 and all(r["decision"] == "" and isinstance(r["issue_id"], int) for r in rows)
+    for r, decision in zip(rows, ("mid", "accept", "reject", "drop")):
+        r["decision"] = decision
+    before = _state(db)
+    counts = json.loads(kd("labels", "import", "--run", "r", str(_sheet(sheet, rows)), "--db", db, "--json").stdout)
+    assert (counts["relabel"], counts["reject"], counts["drop"], counts["unchanged"]) == (2, 1, 1, 0)
+    after = _state(db)
+    ids = [r["sample_id"] for r in rows[:4]]
+    assert after[ids[0]][0] == names.index("mid") != before[ids[0]][0]  # neither given nor suggested
+    assert after[ids[1]][0] == names.index(rows[1]["suggested"]) != before[ids[1]][0]
+    assert after[ids[2]] == before[ids[2]] and after[ids[3]][1] is True
+    assert {i for i in before if before[i] != after[i]} == {ids[0], ids[1], ids[3]}
+    statuses = {i["sample_id"]: i["status"] for i in _issues(db)}
+    assert [statuses[i] for i in ids] == ["applied", "applied", "rejected", "applied"]
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)["reverted"] == 3
+    assert _state(db) == before
+
+
+def test_detect_refuses_a_single_train_class_and_a_changed_class_set(db, tmp_path, error_line):
+    ones = _read(db, select(Sample.id).where(Sample.split == "train", Sample.label_id == 1))
+    sheet = _sheet(tmp_path / "drop-ones.csv", [{"sample_id": i, "decision": "drop"} for (i,) in ones])
+    kd("labels", "import", "--run", "r", str(sheet), "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
+    assert "single class" in line and _count(db, LabelIssue) == 0
+    kd("labels", "undo", "--run", "r", "--db", db)
+    _add_class_mid(db, tmp_path)
+    before = _state(db)
+    line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
+    assert "the classes changed since the teacher of run 'r' ran" in line and "kd teach" in line
+    assert _count(db, LabelIssue) == 0 and _state(db) == before
+
+
+def test_drop_and_flag_cleans_undo_exactly(db):
+    kd("labels", "detect", "--run", "r", "--db", db)
+    before, flagged = _state(db), {i["sample_id"] for i in _issues(db)}
+    counts = json.loads(kd("labels", "clean", "--run", "r", "--action", "drop", "--db", db, "--json").stdout)
+    after = _state(db)
+    assert counts["drop"] == len(flagged) == _count(db, LabelEdit)
+    assert {i for i in before if before[i] != after[i]} == flagged and all(after[i][1] for i in flagged)
+    store = Store.open(db)
+    with store.engine.begin() as conn:  # as an edit recorded before kd kept the dropped flag (migration 0004)
+        conn.execute(update(LabelEdit).where(LabelEdit.sample_id == min(flagged)).values(old_dropped=None, new_dropped=None))
+    kd("labels", "undo", "--run", "r", "--db", db)
+    assert _state(db) == before and {i["status"] for i in _issues(db)} == {"open"}
+    counts = json.loads(kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "flag", "--db", db, "--json").stdout)
+    assert counts["flag"] == len(flagged) and _state(db) == before
+    assert {i["status"] for i in _issues(db)} == {"flagged"}
+    assert json.loads(kd("labels", "undo", "--run", "r", "--stage", "flag", "--db", db, "--json").stdout)["reverted"] == len(flagged)
+    assert _state(db) == before and {i["status"] for i in _issues(db)} == {"open"}
+
+
+def test_undo_restores_the_dropped_flag_exactly(db, tmp_path):
+    a, b, c = Store.open(db).samples(splits=["train"]).ids[:3].tolist()
+    names = Store.open(db).class_names()
+    start = _state(db)
+    other = names[1 - start[b][0]]
+    kd("labels", "import", "--run", "r", "--name", "first", str(_sheet(tmp_path / "first.csv", [
+        {"sample_id": b, "decision": "drop"}, {"sample_id": c, "decision": "drop"}])), "--db", db)
+    first = _state(db)
+    assert first[b][1] and first[c][1]
+    kd("labels", "import", "--run", "r", "--name", "second", str(_sheet(tmp_path / "second.csv", [
+        {"sample_id": a, "decision": "drop"}, {"sample_id": b, "decision": other}, {"sample_id": c, "decision": "drop"}])), "--db", db)
+    second = _state(db)
+    assert second[a][1] and second[b] == (names.index(other), False, start[b][2]) and second[c][1]
+    kd("labels", "undo", "--run", "r", "--stage", "second", "--db", db)
+    assert _state(db) == first  # b dropped again with its old label; c, dropped before, still dropped
+    kd("labels", "undo", "--run", "r", "--stage", "first", "--db", db)
+    assert _state(db) == start  # samples.orig_label_id included: never touched
+
+
+def test_overwrite_refuses_a_stage_whose_edits_stand(db, tmp_path, error_line):
+    kd("labels", "detect", "--run", "r", "--db", db)
+    before = _state(db)
+    kd("labels", "clean", "--run", "r", "--db", db)
+    cleaned, edits = _state(db), _count(db, LabelEdit)
+    stage = Store.open(db).find_stage("r", "clean")
+    line = error_line(kd("labels", "clean", "--run", "r", "--overwrite", "--db", db, ok=False))
+    assert f"{edits} label edits that are not undone" in line and "`kd labels undo --run r --stage clean` first" in line
+    assert _state(db) == cleaned and _count(db, LabelEdit) == edits and Store.open(db).find_stage("r", "clean").id == stage.id
+    some = next(i for i in before if before[i] != cleaned[i])
+    sheet = _sheet(tmp_path / "review.csv", [{"sample_id": some, "decision": "drop"}])
+    kd("labels", "import", "--run", "r", str(sheet), "--db", db)
+    line = error_line(kd("labels", "import", "--run", "r", str(sheet), "--overwrite", "--db", db, ok=False))
+    assert "--stage review` first" in line
+    kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)
+    kd("labels", "import", "--run", "r", str(sheet), "--overwrite", "--db", db)  # undone: may be replaced
+    kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)
+    kd("labels", "undo", "--run", "r", "--db", db)
+    assert _state(db) == before
+    kd("labels", "clean", "--run", "r", "--overwrite", "--db", db)
+    assert _state(db) == cleaned and lab.labels_version(Store.open(db)) == "r/clean"
+    kd("labels", "undo", "--run", "r", "--db", db)
+    assert _state(db) == before
+
+
+def test_undo_refuses_when_a_later_edit_lost_its_stage(db, tmp_path):
+    """A later edit whose stage is gone (a store an older kd's --overwrite orphaned) still blocks."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r", "--db", db)
+    touched = _issues(db)[0]["sample_id"]
+    kd("labels", "import", "--run", "later", str(_sheet(tmp_path / "later.csv", [{"sample_id": touched, "decision": "drop"}])), "--db", db)
+    store = Store.open(db)
+    with store.engine.begin() as conn:
+        conn.execute(delete(Stage).where(Stage.id == store.find_stage("later", "review").id))
+    assert _read(db, select(LabelEdit.stage_id).where(LabelEdit.sample_id == touched, LabelEdit.action == "drop")) == [(None,)]
+    cleaned = _state(db)
+    refused = kd("labels", "undo", "--run", "r", "--db", db, ok=False)
+    assert f"touched samples {touched}" in refused.output and _state(db) == cleaned
 
 
 def test_undo_refuses_when_a_later_edit_touched_the_same_samples(db, tmp_path):
@@ -197,5 +388,17 @@ def test_tfidf_member_oof_probabilities_and_detect(db):
     probs = oof_probs(train.texts, train.labels, num_classes=2, folds=3)
     assert probs.shape == (len(train), 2) and abs(probs.sum(1) - 1).max() < 1e-9
     assert ((probs.argmax(1) == train.labels).mean()) > 0.6  # the marker words are learnable
-    out = json.loads(kd("labels", "detect", "--run", "r", "--tfidf-member", "--db", db, "--json").stdout)
+    out = json.loads(kd("labels", "detect", "--run", "r", "--tfidf-member", "--method", "cleanlab,disagree,ensemble", "--db", db, "--json").stdout)
     assert out["flagged"] > 0
+    methods = {m for i in _issues(db) for m in i["methods"].split(",")}
+    assert "ensemble" in methods and methods <= {"cleanlab", "disagree", "ensemble"}
+
+
+def test_student_votes_refuse_a_student_without_logits_for_every_train_sample(db, tmp_path, error_line):
+    kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "late.tsv", [("pos", "后来才来的一条很好")])), "--db", db)
+    kd("teach", "--run", "r", "--logits-only", "--db", db)
+    refused = kd("labels", "detect", "--run", "r", "--student-votes", "distill-textcnn", "--allow-in-sample", "--db", db, ok=False)
+    line = error_line(refused)
+    assert "1 train samples have no logits from distill stage 'distill-textcnn' of run 'r'" in line
+    assert _count(db, LabelIssue) == 0

@@ -117,9 +117,9 @@ def test_detection_is_deterministic_and_read_only(problem):
 
 
 def test_methods_column_matches_the_masks(problem):
-    det = detect(problem["given"], problem["probs"], methods=("cleanlab", "disagree", "votes"),
+    det = detect(problem["given"], problem["probs"], methods=("cleanlab", "disagree", "ensemble"),
                  extra_votes=[problem["votes"]])
-    assert list(det.masks) == ["cleanlab", "disagree", "votes"]
+    assert list(det.masks) == ["cleanlab", "disagree", "ensemble"]
     for i in range(len(det.flagged)):
         names = det.methods[i].split(",") if det.methods[i] else []
         assert names == [m for m in METHODS if det.masks[m][i]]
@@ -129,7 +129,7 @@ def test_methods_column_matches_the_masks(problem):
 
 def test_combine_rules_relate_as_sets(problem):
     given, probs = problem["given"], problem["probs"]
-    kw = dict(methods=("cleanlab", "disagree", "votes"), extra_votes=[problem["votes"]])
+    kw = dict(methods=("cleanlab", "disagree", "ensemble"), extra_votes=[problem["votes"]])
     union = np.asarray(detect(given, probs, combine="union", **kw).flagged)
     inter = np.asarray(detect(given, probs, combine="intersection", **kw).flagged)
     major = detect(given, probs, combine="majority", **kw)
@@ -192,13 +192,30 @@ def test_disagreement_margins_on_a_hand_made_example():
     assert not mask.any()
 
 
-def test_votes_are_a_strict_majority_of_extra_members():
+def test_ensemble_is_a_strict_majority_of_extra_members():
     probs = np.array([[0.6, 0.4], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
     labels = np.array([0, 0, 1, 1])
     votes = [np.array([1, 0, 1, 1]), np.array([1, 1, 1, 1]), np.array([0, 0, 1, 0])]
-    det = detect(labels, probs, methods=("votes",), combine="union", extra_votes=votes, calibrate=False)
-    np.testing.assert_array_equal(det.masks["votes"], [True, False, False, False])
-    np.testing.assert_array_equal(det.methods, ["votes", "", "", ""])
+    det = detect(labels, probs, methods=("ensemble",), combine="union", extra_votes=votes, calibrate=False)
+    np.testing.assert_array_equal(det.masks["ensemble"], [True, False, False, False])
+    np.testing.assert_array_equal(det.methods, ["ensemble", "", "", ""])
+    old = detect(labels, probs, methods=("votes",), combine="union", extra_votes=votes, calibrate=False)
+    np.testing.assert_array_equal(old.masks["ensemble"], det.masks["ensemble"])  # "votes": its old name
+
+
+def test_frac_noise_scales_the_ranked_cut_once(problem):
+    given, probs = problem["given"], problem["probs"]
+    for methods in (("cleanlab",), ("cleanlab", "disagree")):
+        full = detect(given, probs, methods=methods)
+        half = detect(given, probs, methods=methods, frac_noise=0.5)
+        keep = round(0.5 * full.num_issues)
+        assert half.num_issues == full.num_issues and 0 < keep < full.flagged.sum()
+        # the same candidates, cut at half the estimated count: the top half of the full ranking
+        np.testing.assert_array_equal(half.masks["cleanlab"], full.masks["cleanlab"])
+        np.testing.assert_array_equal(half.ranked_indices(), full.ranked_indices()[:keep])
+    # the other rules pass frac_noise to cleanlab, once
+    union = detect(given, probs, methods=("cleanlab",), combine="union", frac_noise=0.5)
+    np.testing.assert_array_equal(union.flagged, cleanlab_issues(given, probs, frac_noise=0.5))
 
 
 @pytest.mark.parametrize(
@@ -236,7 +253,7 @@ def test_validate_returns_normalized_arrays():
         (dict(methods=("cleanlab", "knn")), "unknown detection method 'knn'"),
         (dict(methods=()), "at least one detection method"),
         (dict(methods=("cleanlab", "cleanlab")), "repeat"),
-        (dict(methods=("votes",)), "needs extra_votes"),
+        (dict(methods=("ensemble",)), "needs extra_votes"),
         (dict(filter_by="best"), "unknown filter_by 'best'"),
         (dict(quality_method="entropy"), "unknown quality method"),
         (dict(issue_count="exact"), "unknown issue count"),
