@@ -174,7 +174,8 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--hidden-mse", type=float, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers.")
 @click.option("--attention-kl", type=float, default=0.0, help="Transformer student: weight of attention-distribution KL.")
 @click.option("--value-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM value-relation KL (last layer).")
-@click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation (default: the smaller head count).")
+@click.option("--qk-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM query-key (attention distribution) KL (last layer).")
+@click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation/--qk-relation (default: the smaller head count).")
 @click.option("--speed", type=float, default=0.3, show_default=True, help="Early exit: default uncertainty threshold for serving.")
 @click.option("--uncertainty", type=click.Choice(["entropy", "max_prob"]), default="entropy", show_default=True, help="Early exit: normalized entropy (FastBERT) or 1 - max probability (steady with many classes).")
 @click.option("--branch-dim", type=int, default=128, show_default=True, help="Early exit: width of each layer's classifier.")
@@ -185,7 +186,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @overwrite_option
 @store_options
 @json_option
-def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, attention_kl, value_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, attention_kl, value_relation, qk_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -195,7 +196,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
       kd distill --run r2 --teacher-run r1 --teacher-run r1b   # two teachers, averaged
       kd distill --run r1 --alpha 0.9 --alpha-end 0.1 --temperature 4 --temperature-end 1
       kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
-      kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1
+      kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1 --qk-relation 1
       kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
     """
     if student == "early-exit":
@@ -217,7 +218,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, width=width,
         init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, attention_kl=attention_kl,
-        value_relation=value_relation, relation_heads=relation_heads, seed=seed, device=device,
+        value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, seed=seed, device=device,
     )
     cfg.validate()
     store = open_store(db)

@@ -277,6 +277,7 @@ def augment(
     max_tries: int = 20,
     hmm: bool = True,
     unk: str = UNK,
+    keys: Sequence[int | str] | None = None,
 ) -> list[tuple[int, str, str]]:
     """Up to ``n`` new texts per text: ``(index of the parent in texts, new text, method label)``.
 
@@ -286,12 +287,16 @@ def augment(
     :func:`kdstore.textkey.normalize`). Each parent gets at most ``max_tries * n`` passes (Tang et
     al. made 20 per text), so a text that can hardly change yields fewer than ``n``. Each text is
     segmented once; when ``pos_vocab`` is None it is built from ``texts``. The same arguments give
-    the same result.
+    the same result. Each text's random stream is seeded by ``seed`` and its key (``keys``, default
+    its index), so with stable keys (sample ids) a text gets the same new texts whichever other
+    texts are augmented with it.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise KdError(f"the number of new texts per text must be at least 1, got {n!r}")
     if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
         raise KdError(f"max_tries must be at least 1, got {max_tries!r}")
+    if keys is not None and len(keys) != len(texts):
+        raise KdError(f"{len(keys)} keys for {len(texts)} texts: give one key per text")
     chosen = _check_options(methods, p_mask, p_pos, p_ngram)
     active = {"mask": p_mask, "pos": p_pos, "ngram": p_ngram}
     if all(active[m] == 0.0 for m in chosen):
@@ -303,7 +308,7 @@ def augment(
         pos_vocab = build_pos_vocab(tagged_texts)
     out: list[tuple[int, str, str]] = []
     for index, (text, tagged) in enumerate(zip(texts, tagged_texts)):
-        rng = random.Random(f"kd-augment:{seed}:{index}")
+        rng = random.Random(f"kd-augment:{seed}:{index if keys is None else keys[index]}")
         seen = {normalize(text)}
         made = 0
         for _ in range(max_tries * n):

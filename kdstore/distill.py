@@ -18,7 +18,7 @@ import torch
 from .batching import bucketed_batches, encode, pad
 from .distributed import SINGLE, Dist
 from .errors import KdError
-from .losses import SOFT_LOSSES, attention_kl, distillation_loss, hidden_mse, relation_kl
+from .losses import SOFT_LOSSES, attention_kl, distillation_loss, hidden_mse, query_key_relation_kl, relation_kl
 from .metrics import classification_metrics
 from .outputs import store_split_metrics, write_sharded_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
@@ -26,11 +26,12 @@ from .progress import progress
 from .runs import StageHandle
 from .schema import Stage
 from .store import SampleSet, Store
-from .augment import METHODS
+from .augment import METHODS, UNK
 from .augmented import Recipe, ensure_augmented
 from .schedules import linear
 from .speed import measure, speed_texts
 from .students import (
+    LastLayerVectors,
     StudentConfig,
     build_student,
     flops_per_sample,
@@ -76,6 +77,7 @@ class DistillConfig:
     hidden_mse: float = 0.0  # weights of intermediate losses (transformer student)
     attention_kl: float = 0.0
     value_relation: float = 0.0
+    qk_relation: float = 0.0  # MiniLM attention-distribution (query-key) transfer, last layer
     relation_heads: int = 0  # 0: the smaller of the two head counts
     seed: int = 42
     device: str = "auto"
@@ -103,13 +105,13 @@ class DistillConfig:
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if self.intermediate and self.student != "transformer":
-            raise KdError("--hidden-mse/--attention-kl/--value-relation need --student transformer")
-        if min(self.hidden_mse, self.attention_kl, self.value_relation) < 0:
+            raise KdError("--hidden-mse/--attention-kl/--value-relation/--qk-relation need --student transformer")
+        if min(self.hidden_mse, self.attention_kl, self.value_relation, self.qk_relation) < 0:
             raise KdError("intermediate loss weights must be non-negative")
 
     @property
     def intermediate(self) -> bool:
-        return max(self.hidden_mse, self.attention_kl, self.value_relation) > 0
+        return max(self.hidden_mse, self.attention_kl, self.value_relation, self.qk_relation) > 0
 
     @property
     def learning_rate(self) -> float:
@@ -119,6 +121,8 @@ class DistillConfig:
 @dataclass
 class TeacherLogits:
     stages: list[Stage]
+    runs: list[str]
+    scored: list[set[int]]  # per teacher run: the samples it has logits for
     ids: np.ndarray
     logits: np.ndarray
     by_id: dict[int, int] = field(default_factory=dict)
@@ -154,39 +158,42 @@ def load_teachers(store: Store, runs: list[str], names: list[str], weights: tupl
         else np.zeros((0, len(names)), np.float32)
     )
     ids = np.array(common, dtype=np.int64)
-    return TeacherLogits(stages=stages, ids=ids, logits=avg.astype(np.float32), by_id={int(i): k for k, i in enumerate(ids)})
+    return TeacherLogits(stages=stages, runs=list(runs), scored=[set(m) for m in mats], ids=ids, logits=avg.astype(np.float32), by_id={int(i): k for k, i in enumerate(ids)})
 
 
 def training_set(
-    store: Store, teachers: TeacherLogits, *, use_pool: bool | None, run: str, augmented: str | None = None
+    store: Store, teachers: TeacherLogits, *, use_pool: bool | None, augmented: str | None = None
 ) -> tuple[SampleSet, dict[str, int]]:
     """Labeled train samples, plus the unlabeled pool and augmented samples if asked, with teacher logits.
 
-    Returns the joined set and how many samples each part contributed.
+    Returns the joined set and how many samples each part contributed (and how many pool samples
+    were left out for want of teacher logits).
     """
     train = store.samples(splits=["train"], labeled=True)
     if len(train) == 0:
         raise KdError("no labeled train samples in the store")
     missing = [int(i) for i in train.ids if int(i) not in teachers.by_id]
     if missing:
-        raise KdError(
-            f"{len(missing)} train samples have no teacher logits (ingested after the teacher ran?): "
-            f"run `kd teach --run {run} --logits-only` first"
-        )
+        lacking = [r for r, seen in zip(teachers.runs, teachers.scored) if not seen.issuperset(missing)]
+        fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
+        raise KdError(f"{len(missing)} train samples have no teacher logits (ingested after the teacher ran?): run {fix} first")
     pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL")
     if use_pool is None:
         use_pool = len(pool) > 0
     aug = store.samples(splits=["unlabeled"], where=f"source = '{augmented}'") if augmented else pool.subset(np.zeros(len(pool), bool))
     if not use_pool:
         pool = pool.subset(np.zeros(len(pool), bool))
-    parts = [train] + [p.subset(np.array([int(i) in teachers.by_id for i in p.ids], dtype=bool)) for p in (pool, aug)]
+    scored = [np.array([int(i) in teachers.by_id for i in p.ids], dtype=bool) for p in (pool, aug)]
+    parts = [train] + [p.subset(keep) for p, keep in zip((pool, aug), scored)]
     joined = SampleSet(
         ids=np.concatenate([p.ids for p in parts]),
         texts=[t for p in parts for t in p.texts],
         labels=np.concatenate([train.labels] + [np.full(len(p), -1, dtype=np.int64) for p in parts[1:]]),
         splits=[s for p in parts for s in p.splits],
     )
-    return joined, {"labeled": len(parts[0]), "pool": len(parts[1]), "augmented": len(parts[2])}
+    counts = {"labeled": len(parts[0]), "pool": len(parts[1]), "augmented": len(parts[2])}
+    counts["pool_without_logits"] = int((~scored[0]).sum())  # skipped: `kd teach --logits-only` scores them
+    return joined, counts
 
 
 def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = SINGLE) -> Path | None:
@@ -207,20 +214,23 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     names = store.class_names()
     teacher_runs = list(cfg.teacher_runs) or [stage.run]
     augmented = None
+    tokenizer = AutoTokenizer.from_pretrained(model_dirs(store.find_stage(teacher_runs[0], "teach"))[0])
     if cfg.augment:
-        recipe = Recipe(methods=cfg.augment, n=cfg.augment_n, seed=cfg.seed, p_mask=cfg.p_mask, p_pos=cfg.p_pos, p_ngram=cfg.p_ngram)
+        recipe = Recipe(methods=cfg.augment, n=cfg.augment_n, seed=cfg.seed, p_mask=cfg.p_mask, p_pos=cfg.p_pos,
+                        p_ngram=cfg.p_ngram, unk=tokenizer.unk_token or UNK)
         augmented, added = dist.broadcast_object(ensure_augmented(store, recipe) if dist.is_main else None)
         add_metrics(stage.id, "all", {"augmented_added": added})
         for run in teacher_runs:  # the teachers score the new texts once; later runs reuse the logits
             score_missing(store, run, device=cfg.device, dist=dist)
     teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
-    data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, run=stage.run, augmented=augmented)
+    data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented)
     dev = store.samples(splits=["dev"], labeled=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_dirs(teachers.stages[0])[0])
 
     # 2. student (and, for intermediate losses, the teacher network itself)
+    embeddings = teacher_embeddings(teachers.stages[0]) if cfg.init_embeddings == "teacher" else None
     scfg = StudentConfig(
-        kind=cfg.student, vocab_size=len(tokenizer), num_classes=len(names), pad_id=tokenizer.pad_token_id,
+        # the teacher's table may have more rows than the tokenizer has tokens (padded vocabularies)
+        kind=cfg.student, vocab_size=len(tokenizer) if embeddings is None else max(len(tokenizer), embeddings.shape[0]), num_classes=len(names), pad_id=tokenizer.pad_token_id,
         embed_dim=cfg.embed_dim, kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters,
         hidden=cfg.hidden, dropout=cfg.dropout, layers=cfg.layers,
         bert=_student_bert(teachers.stages[0], cfg, len(names)) if cfg.student == "transformer" else None,
@@ -228,15 +238,17 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     scfg.validate(max_len=cfg.max_len)
     model = build_student(scfg)
     teacher_net, extra = None, {}
-    if cfg.init_embeddings == "teacher":
-        init_embeddings(model, teacher_embeddings(teachers.stages[0]))
-    if cfg.student == "transformer" and (cfg.intermediate or (cfg.init_from_teacher and not cfg.width)):
+    if embeddings is not None:
+        init_embeddings(model, embeddings)
+    if cfg.student == "transformer" and (cfg.intermediate or cfg.init_from_teacher):
         teacher_net = _teacher_network(teachers.stages[0])
-        if cfg.init_from_teacher and not cfg.width:
+        if cfg.init_from_teacher and scfg.bert["hidden_size"] == teacher_net.config.hidden_size:
             extra["teacher_layers"] = init_from_teacher(model, teacher_net)
         if not cfg.intermediate:
             teacher_net = None
     model.to(device)
+    if teacher_net is not None:
+        teacher_net.to(device)  # the matcher holds it outside its sub-modules: moved here, not by .to()
     matcher = IntermediateMatcher(model, teacher_net, cfg).to(device) if teacher_net is not None else None
     net = dist.wrap(model) if matcher is None else dist.wrap(matcher, find_unused=True)
     ids = encode(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
@@ -327,6 +339,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
             "train_samples": parts["labeled"],
             "pool_samples": parts["pool"],
             "augmented_samples": parts["augmented"],
+            "pool_without_logits": parts["pool_without_logits"],
             **({"processes": dist.world} if dist.active else {}),
         },
     )
@@ -336,7 +349,8 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
 class IntermediateMatcher(torch.nn.Module):
     """Student logits plus the weighted intermediate losses against a frozen teacher network:
     hidden-state MSE (through a learned projection when widths differ), attention KL on mapped
-    layers, and MiniLM value-relation KL on the last layer."""
+    layers, and MiniLM's value-relation and query-key (attention distribution) KL on the last layer,
+    over ``relation_heads`` relation heads so that head counts and widths may differ."""
 
     def __init__(self, student, teacher, cfg: DistillConfig):
         super().__init__()
@@ -347,13 +361,14 @@ class IntermediateMatcher(torch.nn.Module):
         self.map = layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
         self.proj = torch.nn.Linear(s_cfg.hidden_size, t_cfg.hidden_size) if s_cfg.hidden_size != t_cfg.hidden_size else torch.nn.Identity()
         self.heads = cfg.relation_heads or min(s_cfg.num_attention_heads, t_cfg.num_attention_heads)
-        self._t_values: list[torch.Tensor] = []
-        teacher.bert.encoder.layer[-1].attention.self.value.register_forward_hook(lambda _m, _i, out: self._t_values.append(out))
+        for side, width in (("student", s_cfg.hidden_size), ("teacher", t_cfg.hidden_size)):
+            if (cfg.value_relation or cfg.qk_relation) and width % self.heads:
+                raise KdError(f"--relation-heads {self.heads} does not divide the {side}'s width {width}")
+        self._t_last = LastLayerVectors(teacher.bert)
 
     def forward(self, input_ids, mask):
-        logits, s_hidden, s_att, s_val = self.student.internals(input_ids, mask)
+        logits, s_hidden, s_att, s_last = self.student.internals(input_ids, mask)
         with torch.no_grad():
-            self._t_values.clear()
             t = self.teacher[0](input_ids=input_ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
         loss = logits.new_zeros(())
         pairs = list(enumerate(self.map))
@@ -364,8 +379,13 @@ class IntermediateMatcher(torch.nn.Module):
         if self.cfg.attention_kl:
             terms = [attention_kl(s_att[i], t.attentions[j], mask) for i, j in pairs]
             loss = loss + self.cfg.attention_kl * torch.stack(terms).mean()
+        t_last = self._t_last.take()
         if self.cfg.value_relation:
-            loss = loss + self.cfg.value_relation * relation_kl(s_val, self._t_values[-1], mask, heads=self.heads)
+            loss = loss + self.cfg.value_relation * relation_kl(s_last["value"], t_last["value"], mask, heads=self.heads)
+        if self.cfg.qk_relation:
+            loss = loss + self.cfg.qk_relation * query_key_relation_kl(
+                s_last["query"], s_last["key"], t_last["query"], t_last["key"], mask, heads=self.heads
+            )
         return logits, loss
 
 

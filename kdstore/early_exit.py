@@ -477,7 +477,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     teachers = load_teachers(store, [run], names)
     teacher_stage = teachers.stages[0]
     max_len = cfg.max_len or int(teacher_stage.config.get("max_len") or 128)
-    data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, run=stage.run)
+    data, parts = training_set(store, teachers, use_pool=cfg.unlabeled)
     dev = store.samples(splits=["dev"], labeled=True)
     tokenizer, teacher = load_classifier(model_dirs(teacher_stage)[0], names)
     model = EarlyExitModel(teacher, branch_dim=cfg.branch_dim, pooling=cfg.pooling, dropout=cfg.dropout).to(device)

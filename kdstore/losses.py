@@ -94,22 +94,37 @@ def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tenso
     return _row_kl(teacher.mean(dim=1), s.log(), mask)
 
 
+def _log_relations(queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """``log softmax(q k^T / sqrt(d))`` of ``(B, L, D)`` vectors split into ``heads`` relation heads,
+    over the real key tokens: ``(B, heads, L, L)``."""
+    b, l, d = queries.shape
+    if d % heads:
+        raise ValueError(f"width {d} is not divisible by {heads} relation heads")
+    qh = queries.view(b, l, heads, d // heads).transpose(1, 2)  # (B, R, L, d)
+    kh = keys.view(b, l, heads, d // heads).transpose(1, 2)
+    scores = qh @ kh.transpose(-1, -2) / math.sqrt(d // heads)
+    keep = mask[:, None, None, :].bool()
+    return torch.log_softmax(scores.masked_fill(~keep, -1e9), dim=-1)  # finite: no NaN gradients
+
+
+def _relations_kl(log_s: torch.Tensor, log_t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    kl = (log_t.exp() * (log_t - log_s)).sum(dim=-1)  # (B, R, L)
+    return _token_mean(kl.mean(dim=1), mask)
+
+
 def relation_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, *, heads: int) -> torch.Tensor:
     """MiniLM's self-attention relation transfer on ``(B, L, D)`` vectors (e.g. the values of the
     last layer): each side is split into ``heads`` relation heads, ``softmax(x x^T / sqrt(d))`` is
     taken over real key tokens, and KL(teacher || student) is averaged over heads and real queries.
     Widths may differ; each must be divisible by ``heads``.
     """
+    return _relations_kl(_log_relations(student, student, mask, heads), _log_relations(teacher, teacher, mask, heads), mask)
 
-    def relations(x: torch.Tensor) -> torch.Tensor:
-        b, l, d = x.shape
-        if d % heads:
-            raise ValueError(f"width {d} is not divisible by {heads} relation heads")
-        xh = x.view(b, l, heads, d // heads).transpose(1, 2)  # (B, R, L, d)
-        scores = xh @ xh.transpose(-1, -2) / math.sqrt(d // heads)
-        keep = mask[:, None, None, :].bool()
-        return torch.log_softmax(scores.masked_fill(~keep, -1e9), dim=-1)  # finite: no NaN gradients
 
-    log_s, log_t = relations(student), relations(teacher)
-    kl = (log_t.exp() * (log_t - log_s)).sum(dim=-1)  # (B, R, L)
-    return _token_mean(kl.mean(dim=1), mask)
+def query_key_relation_kl(
+    student_q: torch.Tensor, student_k: torch.Tensor, teacher_q: torch.Tensor, teacher_k: torch.Tensor, mask: torch.Tensor, *, heads: int
+) -> torch.Tensor:
+    """MiniLM's attention-distribution transfer: KL between ``softmax(q k^T / sqrt(d))`` of the
+    teacher's and the student's queries and keys (last layer), both split into ``heads`` relation
+    heads, so the two head counts and widths may differ; averaged over heads and real queries."""
+    return _relations_kl(_log_relations(student_q, student_k, mask, heads), _log_relations(teacher_q, teacher_k, mask, heads), mask)

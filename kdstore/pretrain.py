@@ -22,7 +22,7 @@ from .runs import StageHandle
 from .schedules import warmup_linear_decay
 from .segment import token_groups, word_starts
 from .store import Store
-from .torchutil import autocast, count_parameters, pick_device, set_seed
+from .torchutil import autocast, count_parameters, grad_scaler, pick_device, scaled_step, set_seed
 from .vocab import SPECIALS, build_vocab, make_tokenizer
 
 MODEL_SUBDIR = "model"
@@ -56,6 +56,8 @@ class PretrainConfig:
             raise KdError(f"--hidden {self.hidden} is not divisible by {self.n_heads} heads")
         if self.layers < 1 or self.max_len < 8:
             raise KdError("--layers must be at least 1 and --max-len at least 8")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise KdError(f"--mask-prob must be in (0, 1), got {self.mask_prob}")
 
     @property
     def n_heads(self) -> int:
@@ -113,6 +115,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     gen = torch.Generator().manual_seed(cfg.seed + dist.rank)  # each rank masks its own share
     special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
 
+    scaler = grad_scaler(device)
     budget_s = cfg.minutes * 60.0
     start, step, recent = time.monotonic(), 0, []
     net.train()
@@ -140,9 +143,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     group["lr"] = cfg.lr * warmup_linear_decay(frac, warmup=cfg.warmup)
                 with autocast(device):
                     loss = net(corrupted.to(device), mask.to(device), labels.to(device))
-                (loss * weight).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
+                scaled_step(scaler, loss * weight, optimizer, model.parameters(), max_norm=1.0)
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 recent.append(loss.item())

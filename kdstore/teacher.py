@@ -24,7 +24,7 @@ from .schedules import warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
 from .store import SampleSet, Store
-from .torchutil import BestCheckpoint, autocast, count_parameters, ensure_eval, pick_device, set_seed
+from .torchutil import BestCheckpoint, autocast, count_parameters, ensure_eval, grad_scaler, pick_device, scaled_step, set_seed
 
 MODEL_SUBDIR = "model"
 SCORE_CHUNK = 4096  # --logits-only commits every this many samples
@@ -146,11 +146,13 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         raise KdError("the train samples have a single class: a classifier needs at least two")
     folds = stratified_folds(train.labels, cfg.folds, seed=cfg.seed) if cfg.folds else None
     path = resolve_model(store, cfg.model)
-    load_classifier(path, names)  # every model problem surfaces before any training starts
+    _, probe = load_classifier(path, names)  # every model problem surfaces before any training starts
+    check_max_len(probe.config, cfg.max_len, path)
+    del probe
     everything = store.samples(include_dropped=True)
 
     # 2. train one teacher, or one per fold, and score this rank's shard of what each is responsible for
-    started = time.monotonic()
+    scoring = 0.0  # seconds spent scoring and writing logits (the stored rate), training excluded
     if folds is None:
         model, tokenizer = _fit(add_metrics, stage, cfg, path, names, train, dev, device, rng, dist, tag="")
         out_dir = _save(model, tokenizer, stage.artifact_dir / MODEL_SUBDIR) if dist.is_main else None
@@ -158,6 +160,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         mine = everything.subset(dist.shard(len(everything)))
         ids = mine.ids
         logits = score(model, tokenizer, mine.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="logits")
+        scoring += time.monotonic() - started
     else:
         out_dir = stage.artifact_dir if dist.is_main else None
         held_out = {int(s) for s in train.ids}
@@ -170,7 +173,9 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
                 _save(model, tokenizer, out_dir / f"fold-{k}")
             held = train.subset(folds == k)
             held = held.subset(dist.shard(len(held)))
+            started = time.monotonic()
             fold_logits = score(model, tokenizer, held.texts + others.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"fold {k} logits")
+            scoring += time.monotonic() - started
             id_parts.append(held.ids)
             logit_parts.append(fold_logits[: len(held)])
             other_parts.append(fold_logits[len(held):])
@@ -181,8 +186,9 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
 
     # 3. each rank stores its logits and predictions; rank 0 checks that every sample has them,
     #    records the model and the figures
+    started = time.monotonic()
     logits = write_sharded_scores(store, stage.id, dist, everything, ids, logits, model="teacher")
-    rate = len(everything) / max(time.monotonic() - started, 1e-9)
+    rate = len(everything) / max(scoring + time.monotonic() - started, 1e-9)
     if not dist.is_main:
         return None
     stage.record_artifact(out_dir)
@@ -225,6 +231,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     )
 
     best = BestCheckpoint(cfg.patience)
+    scaler = grad_scaler(device)
     start = time.monotonic()
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task(f"teach {tag}".strip(), total=total_steps, loss="-", unit="step")
@@ -236,9 +243,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 input_ids, mask = pad([train_ids[i] for i in idx], tokenizer.pad_token_id)
                 with autocast(device):
                     out = net(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels[idx].to(device))
-                (out.loss * weight).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
+                scaled_step(scaler, out.loss * weight, optimizer, model.parameters(), max_norm=1.0)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 if weight:
@@ -275,6 +280,19 @@ def model_dirs(stage) -> list[str]:
 
 def config_dict(cfg: TeachConfig) -> dict:
     return asdict(cfg)
+
+
+ABSOLUTE_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}  # positions start after the pad id
+
+
+def check_max_len(config, max_len: int, path: str) -> None:
+    """Refuse a ``--max-len`` longer than the model's position embeddings (it would fail mid-training)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not positions:
+        return
+    limit = positions - ABSOLUTE_POSITION_OFFSET.get(getattr(config, "model_type", ""), 0)
+    if max_len > limit:
+        raise KdError(f"--max-len {max_len} is longer than model {path!r} can read ({limit} positions): use --max-len {limit} or less")
 
 
 def _first_line(exc: BaseException) -> str:

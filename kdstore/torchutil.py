@@ -39,6 +39,22 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for the fp16 autocast of :func:`autocast` (a GPU without bf16), so small
+    gradients do not underflow; a pass-through everywhere else (bf16 and fp32 need none)."""
+    enabled = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda", enabled=enabled)
+
+
+def scaled_step(scaler: torch.amp.GradScaler, loss: torch.Tensor, optimizer, params, *, max_norm: float) -> None:
+    """``backward``, gradient clipping to ``max_norm`` and ``optimizer.step`` through ``scaler``."""
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

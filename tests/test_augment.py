@@ -185,6 +185,11 @@ def test_augment_is_deterministic_under_a_seed():
     # a set of methods in any order, or a prebuilt vocabulary, gives the same result
     vocab = build_pos_vocab(segment_pos(t) for t in TEXTS)
     assert augment(TEXTS, n=4, seed=7, methods={"ngram", "pos", "mask"}, pos_vocab=vocab) == first
+    # keyed by stable ids, a text gets the same new texts whichever other texts come with it
+    part = augment(TEXTS[3:5], n=4, seed=7, pos_vocab=vocab, keys=[3, 4])
+    assert [(i + 3, t, m) for i, t, m in part] == [row for row in first if row[0] in (3, 4)]
+    with pytest.raises(KdError, match="one key per text"):
+        augment(TEXTS, n=1, seed=7, keys=[1])
 
 
 def test_augment_does_not_depend_on_the_hash_seed():

@@ -32,6 +32,13 @@ def test_kl_soft_matches_hand_computation():
 
 def test_soft_cross_entropy_and_mse():
     assert soft_cross_entropy(UNIFORM, LN3, temperature=1.0).item() == pytest.approx(math.log(2), abs=1e-6)
+    # T = 2: a uniform student's log-probabilities stay log 0.5 whatever the teacher, so the cross
+    # entropy is still log 2, scaled by T^2 = 4
+    assert soft_cross_entropy(UNIFORM, LN3, temperature=2.0).item() == pytest.approx(4 * math.log(2), abs=1e-6)
+    # a non-uniform student at T = 2: logits (log 9, 0) / 2 -> probabilities (0.75, 0.25)
+    p = math.sqrt(3) / (math.sqrt(3) + 1)  # teacher (log 3, 0) / 2
+    expected = -4 * (p * math.log(0.75) + (1 - p) * math.log(0.25))
+    assert soft_cross_entropy(torch.tensor([[math.log(9.0), 0.0]]), LN3, temperature=2.0).item() == pytest.approx(expected, abs=1e-6)
     assert logit_mse(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)).item() == pytest.approx(2.5)
 
 
@@ -230,6 +237,30 @@ def test_intermediate_losses():
     w = torch.randn(1, 4, 8, requires_grad=True)
     relation_kl(w, v, mask, heads=4).backward()
     assert torch.isfinite(w.grad).all()
+
+
+def test_relation_losses_against_hand_computation():
+    """One relation head of width 1, three tokens, the last one padding (never a key or a query)."""
+    from kdstore.losses import query_key_relation_kl, relation_kl
+
+    mask = torch.tensor([[1, 1, 0]])
+    pad = 50.0  # a large value on the padding token: it must change nothing
+    sig = 1 / (1 + math.exp(-1))  # softmax([1, 0])[0]
+    kl_row = sig * math.log(2 * sig) + (1 - sig) * math.log(2 * (1 - sig))  # KL(softmax([1, 0]) || uniform)
+    zeros = torch.tensor([[[0.0], [0.0], [pad]]])
+    # values (1, 0): relations x x^T = [[1, 0], [0, 0]]; a zero student relates uniformly
+    values = torch.tensor([[[1.0], [0.0], [pad]]])
+    assert relation_kl(zeros, values, mask, heads=1).item() == pytest.approx(kl_row / 2, abs=1e-6)
+    # queries (1, 1), keys (1, 0): both rows are softmax([1, 0]); with the queries as keys too
+    # (the value-relation form) every row would be uniform and the loss 0
+    q, k = torch.tensor([[[1.0], [1.0], [pad]]]), torch.tensor([[[1.0], [0.0], [pad]]])
+    assert query_key_relation_kl(zeros, zeros, q, k, mask, heads=1).item() == pytest.approx(kl_row, abs=1e-6)
+    assert query_key_relation_kl(zeros, zeros, q, q, mask, heads=1).item() == pytest.approx(0.0, abs=1e-6)
+    # two relation heads over width 2, each head a copy of the case above: the same figure
+    q2, k2, z2 = (torch.cat([x, x], dim=2) for x in (q, k, zeros))
+    assert query_key_relation_kl(z2, z2, q2, k2, mask, heads=2).item() == pytest.approx(kl_row, abs=1e-6)
+    with pytest.raises(ValueError, match="not divisible"):
+        query_key_relation_kl(zeros, zeros, q2, k2, mask, heads=2)
 
 
 def test_best_checkpoint_keeps_the_best_epoch_and_stops_on_patience():

@@ -93,7 +93,9 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
     "args, message",
     [
         (["--model", "/no/such/model-dir"], "cannot load model"),
+        (["--model", str(Path(__file__).parent)], "cannot load model"),  # a folder without config.json
         (["--where", "source = 'nothing'"], "no labeled train samples"),
+        (["--max-len", "100"], "is longer than model"),  # the tiny model has 64 positions
     ],
 )
 def test_teach_bad_input_is_recorded_as_failed(sample_store, tiny_model, args, message):
@@ -175,6 +177,7 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
 
 
 def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_model):
+    from kdstore.outputs import average_probs_as_logits
     from kdstore.schema import SampleFold
     from kdstore.teacher import load_classifier, model_dirs, score
 
@@ -194,6 +197,9 @@ def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_mode
     assert len(stored) == _count(sample_store, Sample)  # every sample has logits
     dirs = model_dirs(stage)
     assert len(dirs) == 3
+    others = store.samples(splits=["dev", "test", "unlabeled"])
+    assert len(others) > 0
+    other_parts = []
     for k, directory in enumerate(dirs):
         tokenizer, model = load_classifier(directory, stage.config["classes"])
         held = [i for i, f in folds.items() if f == k]
@@ -201,6 +207,10 @@ def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_mode
         fresh = score(model, tokenizer, texts, max_len=32, batch_size=64, device=torch.device("cpu"))
         # each train sample was scored by the one teacher whose training folds excluded it
         np.testing.assert_allclose(np.stack([stored[i] for i in sorted(held)]), fresh, atol=1e-4)
+        other_parts.append(score(model, tokenizer, others.texts, max_len=32, batch_size=64, device=torch.device("cpu")))
+    # every other sample holds the 3 teachers' averaged probabilities (as logits)
+    expected = average_probs_as_logits(other_parts)
+    np.testing.assert_allclose(np.stack([stored[int(i)] for i in others.ids]), expected, atol=1e-4)
     # a teacher of the run predicts with the 3-model ensemble
     out = kd("predict", "--run", "oof", "--model", "teacher", "--db", db, input="这个很好\n")
     assert out.stdout.split("\t")[0] in ("pos", "neg")
@@ -263,7 +273,7 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
     assert "--teacher-weight values for 1 teacher run" in bad.output
 
 
-def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_store):
+def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_store, tmp_path):
     db = str(taught_store)
     common = ["--run", "r", "--augment", "mask,pos,ngram", "--augment-n", "2", "--no-unlabeled", "--epochs", "1",
               "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db, "--json"]
@@ -286,6 +296,16 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     assert {a.id for a in augmented} <= set(ids.tolist())  # scored by the teacher
     again = json.loads(kd("distill", *common, "--name", "again").output)["metrics"]["all"]
     assert again["augmented_added"] == 0 and again["augmented_samples"] == first["augmented_samples"]
+    # a train sample ingested later is augmented (and scored) by the next run of the same recipe
+    write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条评论，质量不错，物流也很快")])
+    kd("ingest", str(tmp_path / "late.tsv"), "--db", db)
+    later = json.loads(kd("distill", *common, "--name", "later").output)["metrics"]["all"]
+    assert later["augmented_added"] > 0
+    assert later["augmented_samples"] == first["augmented_samples"] + later["augmented_added"]
+    with store.session() as s:
+        late_id = s.scalar(select(Sample.id).where(Sample.source != augmented[0].source).order_by(Sample.id.desc()).limit(1))
+        children = s.scalars(select(Sample.parent_id).where(Sample.id > late_id)).all()
+    assert set(children) == {late_id} and len(children) == later["augmented_added"]
     bad = kd("distill", "--run", "r", "--augment", "synonym", "--db", db, ok=False)
     assert "unknown augmentation method" in bad.output
 
@@ -293,7 +313,7 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
 def test_transformer_student_with_intermediate_losses(taught_store):
     db = str(taught_store)
     out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--hidden-mse", "1",
-             "--attention-kl", "1", "--value-relation", "1", "--epochs", "2", "--batch-size", "16",
+             "--attention-kl", "1", "--value-relation", "1", "--qk-relation", "1", "--epochs", "2", "--batch-size", "16",
              "--max-len", "32", "--db", db, "--json")
     report = json.loads(out.output)
     assert report["status"] == "succeeded" and report["config"]["lr"] == 1e-4
@@ -301,6 +321,13 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     narrow = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
                 "--hidden-mse", "1", "--epochs", "1", "--max-len", "32", "--name", "narrow", "--db", db, "--json")
     assert json.loads(narrow.output)["status"] == "succeeded"  # a learned projection 16 -> 32
+    relations = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
+                   "--qk-relation", "1", "--value-relation", "1", "--relation-heads", "2", "--epochs", "1",
+                   "--max-len", "32", "--name", "relations", "--db", db, "--json")
+    assert json.loads(relations.output)["status"] == "succeeded"  # 2 relation heads over widths 16 and 32
+    odd = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--qk-relation", "1",
+             "--relation-heads", "3", "--epochs", "1", "--max-len", "32", "--name", "odd", "--db", db, ok=False)
+    assert "--relation-heads 3 does not divide" in odd.output
     preds = kd("predict", "--run", "r", "--model", "narrow", "--json", "--db", db, input="这个很好\n")
     assert json.loads(preds.stdout)["label"] in ("pos", "neg")
     wrong = kd("distill", "--run", "r", "--student", "textcnn", "--hidden-mse", "1", "--db", db, ok=False)
