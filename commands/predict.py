@@ -81,16 +81,26 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
 
         predictor = Predictor.from_run(open_store(db), run, which, device=device, speed=speed)
     if path == "-":
-        for n, raw in enumerate(sys.stdin, start=1):
-            _emit(predictor, [(n, raw)], batch_size, as_json)
+        for line in _numbered(click.get_binary_stream("stdin"), "<stdin>"):
+            _emit(predictor, [line], batch_size, as_json)
             sys.stdout.flush()
     else:
         try:
-            with open(path, encoding="utf-8") as fh:
-                lines = list(enumerate(fh, start=1))
-        except (OSError, UnicodeDecodeError) as exc:
+            with open(path, "rb") as fh:
+                lines = list(_numbered(fh, path))
+        except OSError as exc:
             raise click.ClickException(f"{path}: cannot read: {exc}") from None
         _emit(predictor, lines, batch_size, as_json)
+
+
+def _numbered(fh, name: str):
+    """``(line number, text)`` for each line of the binary stream ``fh``, decoded as UTF-8; a line that
+    is not valid UTF-8 is a one-line error naming ``name`` and the line."""
+    for n, raw in enumerate(fh, start=1):
+        try:
+            yield n, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(f"{name}: line {n}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}): convert it to UTF-8 first") from None
 
 
 def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool) -> None:

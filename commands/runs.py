@@ -52,22 +52,27 @@ def runs(db, as_json):
 
 
 @click.command()
+@click.argument("compare_runs", nargs=-1, metavar="[RUN]...")
 @run_option
-@click.option("--compare", "compare_runs", multiple=True, metavar="RUN", help="Put these runs' models side by side (repeat).")
+@click.option("--compare", "comparing", is_flag=True, help="Put the models of the RUNs given as arguments side by side.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG charts here (needs matplotlib).")
 @store_options
 @json_option
-def report(run, compare_runs, plot_dir, db, as_json):
+def report(compare_runs, run, comparing, plot_dir, db, as_json):
     """Show every stage and metric of a run, or compare the models of several runs.
 
     \b
     Example:
       kd report --run 20240101
-      kd report --compare teacher-only --compare distilled --compare distilled-aug
+      kd report --compare teacher-only distilled distilled-aug   # or: --compare A --compare B
       kd report --run r1 --plot charts/ --json | jq '.stages[] | {name, metrics}'
     """
+    if compare_runs and not comparing:
+        raise click.UsageError("runs as arguments go with --compare: kd report --compare A B (one run: --run A)")
+    if comparing and not compare_runs:
+        raise click.UsageError("--compare needs the runs to compare: kd report --compare A B")
     store = open_store(db)
-    if compare_runs:
+    if comparing:
         rows = compare(store, list(compare_runs))
         if as_json:
             print_json(rows)
@@ -121,7 +126,7 @@ def report(run, compare_runs, plot_dir, db, as_json):
 
 
 def _metric_order(name: str) -> tuple[int, str]:
-    first = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1", "n")
+    first = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1", "micro_precision", "micro_recall", "n")
     return (first.index(name), "") if name in first else (len(first), name)
 
 

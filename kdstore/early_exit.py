@@ -48,6 +48,7 @@ from .outputs import store_outputs
 from .probs import answers, softmax
 from .progress import progress
 from .runs import StageHandle
+from .speed import measure, speed_texts
 from .store import Store
 from .torchutil import autocast, count_parameters, ensure_eval, pick_device, set_seed
 
@@ -552,6 +553,12 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
         if len(part):
             measured = measure_speeds(model, tokenizer, part.texts, speeds=speeds, max_len=max_len, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, repeats=cfg.timing_repeats, device=device)
             store.add_metrics(stage.id, split, speed_metrics(measured, part.labels, names))
+    cpu = torch.device("cpu")  # CPU latency and throughput as every model stage has them, at full depth
+    model.to(cpu)
+    store.add_metrics(stage.id, "all", measure(
+        lambda texts, bs: early_exit_logits(model, tokenizer, texts, max_len=max_len, speed=0.0, batch_size=bs, device=cpu)[0],
+        speed_texts(everything),
+    ))
     store.add_metrics(
         stage.id,
         "all",

@@ -14,6 +14,8 @@ The folder is written beside its destination and renamed into place, so a failed
   row's last real token. Identical outputs, no packing.
 * An out-of-fold teacher (``kd teach --folds K``) is exported whole: the K fold models in one graph,
   their probabilities averaged, exactly what ``kd predict --model teacher`` does.
+* An early-exit stage (``kd distill --student early-exit``) is refused, naming the run's models that
+  can be exported: its depth changes with each text, which a static graph cannot hold.
 """
 
 from __future__ import annotations
@@ -126,6 +128,15 @@ def export_model(
             raise KdError(f"stage {named.name!r} is a {named.kind} stage, not a model: export a teach or distill stage")
     predictor = Predictor.from_run(store, run, which, device="cpu")
     stage = store.find_stage(run, predictor.stage_name)
+    if predictor.kind == "early-exit":
+        from .early_exit import is_early_exit
+
+        models = [s.name for s in store.stages_of(run) if s.kind in ("teach", "distill") and s.status == "succeeded" and not is_early_exit(s.artifact_path)]
+        raise KdError(
+            f"stage {stage.name!r} is an early-exit model, whose depth changes with each text: it cannot be exported "
+            f"(kd predict --model {stage.name} serves it); export another model of run {run!r} with --model: "
+            f"{', '.join(models) or 'none yet'}"
+        )
     out_dir = Path(out) if out else default_dir(store, run, stage.name, fmt)
     _check_target(out_dir, overwrite)
     module, model_info = _exportable(predictor, stage, fmt)

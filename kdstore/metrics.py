@@ -16,8 +16,11 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, *, num_classes: int
 def classification_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, *, num_classes: int, class_names: list[str] | None = None
 ) -> dict[str, float]:
-    """Accuracy, macro precision/recall/F1, micro F1, and per-class ``precision[name]``,
+    """Accuracy, macro and micro precision/recall/F1, and per-class ``precision[name]``,
     ``recall[name]``, ``f1[name]`` and ``support[name]``.
+
+    With one label per sample, micro precision, recall and F1 all equal accuracy (every wrong
+    prediction is one false positive and one false negative); they are reported all the same.
 
     A class absent from both ``y_true`` and ``y_pred`` is left out of the macro averages, so a dev
     set that lacks a rare class is not scored as if the model failed on it.
@@ -31,12 +34,15 @@ def classification_metrics(
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     present = (support + predicted) > 0
     total = m.sum()
+    micro = float(tp.sum() / total) if total else 0.0
     out = {
-        "accuracy": float(tp.sum() / total) if total else 0.0,
+        "accuracy": micro,
         "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
         "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "micro_f1": float(tp.sum() / total) if total else 0.0,
+        "micro_precision": micro,
+        "micro_recall": micro,
+        "micro_f1": micro,
         "n": float(total),
     }
     names = class_names or [str(i) for i in range(num_classes)]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from .errors import KdError
 from .metrics import confusion_matrix
-from .schema import LabelIssue, Prediction, Sample, Stage
+from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage
 from .store import Store
 
 
@@ -58,7 +58,7 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
                 history.append({"step": m.step, "split": m.split, "name": m.name, "value": m.value})
         entry = {**stage_summary(stage), "config": stage.config, "metrics": final, "history": history}
         if stage.kind in MODEL_KINDS and stage.status == "succeeded":
-            entry["confusion"] = {split: confusion(store, stage.id, split).tolist() for split in ("dev", "test") if split in final}
+            entry["confusion"] = {split: confusion(store, stage, split).tolist() for split in ("dev", "test") if split in final}
         if stage.kind == "detect" and stage.status == "succeeded":
             entry["issue_scores"] = issue_scores(store, stage.id)
         out.append(entry)
@@ -72,18 +72,40 @@ COMPARE_FIGURES = (
 )
 
 
-def confusion(store: Store, stage_id: int, split: str) -> np.ndarray:
-    """Confusion matrix (rows: current label, columns: prediction) of a stage on a split."""
+def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
+    """Confusion matrix (rows: label, columns: prediction) of a stage on a split.
+
+    The labels are the ones the stage's metrics were computed with: each sample's label as it was
+    when the stage started (the label edits made before then, and not undone by then, replayed over
+    the ingested label), so later edits do not change it; samples dropped by then are left out.
+    """
     names = store.class_names()
+    when = stage.started_at
     with store.engine.connect() as conn:
         rows = conn.execute(
-            select(Sample.label_id, Prediction.label_id)
+            select(Sample.id, Sample.orig_label_id, Prediction.label_id)
             .join(Prediction, Prediction.sample_id == Sample.id)
-            .where(Prediction.stage_id == stage_id, Sample.split == split, Sample.label_id.is_not(None))
+            .where(Prediction.stage_id == stage.id, Sample.split == split)
         ).all()
-    if not rows:
+        edits = conn.execute(
+            select(LabelEdit.sample_id, LabelEdit.action, LabelEdit.new_label_id)
+            .join(Sample, Sample.id == LabelEdit.sample_id)
+            .where(Sample.split == split, LabelEdit.created_at <= when)
+            .where(or_(LabelEdit.reverted_at.is_(None), LabelEdit.reverted_at > when))
+            .order_by(LabelEdit.id)
+        ).all()
+    label = {sid: orig for sid, orig, _ in rows}
+    dropped = set()
+    for sid, action, new in edits:
+        if action == "relabel":
+            label[sid] = new
+            dropped.discard(sid)
+        elif action == "drop":
+            dropped.add(sid)
+    pairs = [(label[sid], pred) for sid, _, pred in rows if label[sid] is not None and sid not in dropped]
+    if not pairs:
         return np.zeros((len(names), len(names)), dtype=np.int64)
-    y, p = np.array(rows).T
+    y, p = np.array(pairs).T
     return confusion_matrix(y, p, num_classes=len(names))
 
 

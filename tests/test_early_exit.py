@@ -1,5 +1,6 @@
 """FastBERT-style early exit on CPU: a 4-layer BERT teacher taught through the real CLI, branches
-self-distilled with ``train_early_exit`` in a real stage, then checked against the teacher itself.
+self-distilled with ``train_early_exit`` in a real stage, then checked against the teacher itself;
+and ``kd report`` on the teacher and early-exit stages (figures, confusion matrices, charts).
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ def test_stage_outputs_and_metrics_are_stored(trained):
         assert final[split]["layers@0.8"] <= final[split]["layers@0.1"] <= LAYERS
         assert final[split]["accuracy@0"] >= 0.8  # the teacher learned the separable task
     assert final["all"]["num_layers"] == LAYERS and final["all"]["pool_samples"] == 30
+    for name in ("parameters", "size_mb", "latency_p50_ms", "latency_p99_ms", "throughput_samples_per_s"):
+        assert final["all"][name] > 0, name  # CPU speed at full depth, as every model stage records it
+    assert final["all"]["latency_p99_ms"] >= final["all"]["latency_p50_ms"]
     assert 1 <= final["all"]["layers"] <= LAYERS
     history = [m for m in store.metrics(stage.id, final=False) if m.step is not None]
     assert {m.name for m in history if m.split == "dev"} >= {"accuracy", "agreement", "layers", "kl"}
@@ -282,3 +286,78 @@ def test_cli_distill_early_exit_and_predict_with_speed(trained):
     assert "--speed needs an early-exit model" in refused.output
     mixed = kd("distill", "--run", "r", "--student", "early-exit", "--augment", "mask", "--name", "x", "--db", db, ok=False)
     assert "extends one teacher" in mixed.output
+
+
+# kd report on these stages --------------------------------------------------------------------------
+PNG = b"\x89PNG\r\n\x1a\n"
+FIGURES = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_precision", "micro_recall", "micro_f1", "n")
+SPEED = ("parameters", "size_mb", "latency_p50_ms", "latency_p99_ms", "throughput_samples_per_s")
+
+
+def _report(db: str, *args: str) -> dict[str, dict]:
+    import json
+
+    data = json.loads(kd("report", "--run", "r", *args, "--db", db, "--json").stdout)
+    return {"classes": data["classes"], "plots": data.get("plots", []), **{s["name"]: s for s in data["stages"]}}
+
+
+def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(trained, tmp_path):
+    """After label edits (6 train labels flipped, a dev sample relabeled, another dropped), every model
+    stage still shows its figures with the confusion matrix of the labels its metrics used; a stage
+    run after the edits uses the new labels without the dropped sample. Detect flags the flips, and
+    --plot draws confusion matrices, the speed/accuracy curve and the score histogram."""
+    import json
+    import shutil
+
+    from kdstore.metrics import confusion_matrix
+
+    copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
+    shutil.copytree(Path(trained["db"]).parent, copy)
+    db = str(copy / "kd.db")
+    store = Store.open(db)
+    names = store.class_names()
+    train, dev = store.samples(splits=["train"], labeled=True), store.samples(splits=["dev"], labeled=True)
+    rows = [(int(i), names[1 - int(y)]) for i, y in zip(train.ids[:6], train.labels[:6])]
+    rows += [(int(dev.ids[0]), names[1 - int(dev.labels[0])]), (int(dev.ids[1]), "drop")]
+    (tmp_path / "sheet.csv").write_text("sample_id,decision\n" + "".join(f"{i},{d}\n" for i, d in rows), encoding="utf-8")
+    kd("labels", "import", str(tmp_path / "sheet.csv"), "--run", "r", "--db", db)
+    kd("labels", "detect", "--run", "r", "--allow-in-sample", "--db", db)
+    kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--db", db)
+
+    charts = tmp_path / "charts"
+    report = _report(db, "--plot", str(charts))
+    for name in ("teach", "early-exit"):
+        st = report[name]
+        for split in ("dev", "test"):
+            m = st["metrics"][split]
+            assert all(f in m for f in FIGURES), (name, split)
+            assert m["micro_precision"] == m["micro_recall"] == m["micro_f1"] == m["accuracy"]  # one label a sample
+            assert all(f"{f}[{c}]" in m for f in ("precision", "recall", "f1", "support") for c in names), (name, split)
+            matrix = np.array(st["confusion"][split])
+            assert matrix.shape == (2, 2) and matrix.sum() == m["n"] == 20
+            assert np.trace(matrix) / matrix.sum() == pytest.approx(m["accuracy"])
+            assert matrix.sum(axis=1).tolist() == [m[f"support[{c}]"] for c in names]
+        assert all(st["metrics"]["all"][f] > 0 for f in SPEED), name
+        assert st["metrics"]["all"]["latency_p99_ms"] >= st["metrics"]["all"]["latency_p50_ms"]
+    after = np.array(report["predict-teach"]["confusion"]["dev"])
+    now = store.samples(splits=["dev"], labeled=True)  # current labels, the dropped sample left out
+    ids, logits = store.read_logits(store.find_stage("r", "predict-teach").id)
+    pred = dict(zip(ids.tolist(), logits.argmax(1).tolist()))
+    assert len(now) == 19 and after.tolist() == confusion_matrix(now.labels, np.array([pred[int(i)] for i in now.ids]), num_classes=2).tolist()
+    scores = report["detect"]["issue_scores"]
+    assert scores and all(0 <= v <= 1 for v in scores)
+
+    written = {Path(p).name for p in report["plots"]}
+    assert {"r-teach-confusion-test.png", "r-early-exit-confusion-dev.png", "r-early-exit-early-exit-test.png",
+            "r-detect-label-scores.png"} <= written == {p.name for p in charts.iterdir()}
+    assert all((charts / p).read_bytes()[:8] == PNG for p in written)
+    text = kd("report", "--run", "r", "--db", db).stdout
+    assert "micro_recall" in text and "latency_p99_ms" in text and "dev confusion" in text
+
+    # --compare: the runs after one flag, or the flag repeated
+    one = json.loads(kd("report", "--compare", "r", "r", "--db", db, "--json").stdout)
+    assert one == json.loads(kd("report", "--compare", "r", "--compare", "r", "--db", db, "--json").stdout)
+    assert {r["stage"] for r in one} >= {"teach", "early-exit"} and all(r["latency_p50_ms"] > 0 for r in one)
+    assert "go with --compare" in kd("report", "r", "--db", db, ok=False).stderr
+    assert "needs the runs" in kd("report", "--compare", "--db", db, ok=False).stderr
+    assert "no run 'nope'" in kd("report", "--compare", "r", "nope", "--db", db, ok=False).stderr

@@ -293,3 +293,32 @@ def test_predict_store_writes_a_predict_stage(built, tmp_path):
     assert "leave out FILE" in kd("predict", "somefile.txt", "--run", RUN, "--store", "--db", db, ok=False).output
     # a predict stage is not a model
     assert "not a model" in kd_export("--run", RUN, "--model", "predict-teach", "--db", db, ok=False).output
+
+
+def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path, error_line):
+    copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
+    shutil.copytree(built.parent, copy)
+    db = str(copy / "kd.db")
+    kd("distill", "--run", RUN, "--student", "early-exit", "--epochs", "1", "--db", db)
+    for which in ("student", "distill-early-exit"):  # the latest distill stage, or by name
+        line = error_line(kd_export("--run", RUN, "--model", which, "--format", "torchscript", "--db", db, ok=False))
+        assert "'distill-early-exit' is an early-exit model" in line and "kd predict --model distill-early-exit" in line
+        assert "teach, distill-textcnn, distill-bigru, distill-bilstm, distill-transformer" in line
+    assert not list((copy / "kd-artifacts" / RUN).glob("export-distill-early-exit*"))
+    kd_export("--run", RUN, "--model", "teach", "--format", "torchscript", "--overwrite", "--db", db)  # what it names exports
+
+
+def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, tmp_path, error_line):
+    db = str(built)
+    bad = "很好\n".encode() + b"\xff\xfe\xe5\n"
+    out = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--db", db, input=bad, ok=False)
+    assert error_line(out) == "Error: <stdin>: line 2: not valid UTF-8 (byte 0xff): convert it to UTF-8 first"
+    assert out.stdout.count("\t") == 2  # line 1 was answered before line 2 arrived
+    f = tmp_path / "in.txt"
+    f.write_bytes("很好\n太差\n".encode() + b"ok \xe5\xbe\n")
+    out = kd("predict", str(f), "--run", RUN, "--model", "distill-textcnn", "--db", db, ok=False)
+    assert error_line(out) == f"Error: {f}: line 3: not valid UTF-8 (byte 0xe5): convert it to UTF-8 first"
+    assert out.stdout == ""  # a file is read whole before anything is predicted
+    served = Path(kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(tmp_path / "cnn"), "--db", db).stdout.strip())
+    out = kd("predict", "--artifact", str(served), input=b"\xc3\n", ok=False)
+    assert "<stdin>: line 1: not valid UTF-8" in error_line(out)

@@ -1,0 +1,29 @@
+"""The figures ``kd report`` shows, as pure functions: classification metrics by hand. (``kd report``
+itself on teacher and early-exit stages is tested in ``test_early_exit.py``, on its store.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdstore.metrics import classification_metrics, confusion_matrix
+
+
+def test_metrics_by_hand():
+    # labels a a a b b c, predicted a a b b c c; class d appears in neither
+    y_true, y_pred = np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 2, 2])
+    m = classification_metrics(y_true, y_pred, num_classes=4, class_names=["a", "b", "c", "d"])
+    assert confusion_matrix(y_true, y_pred, num_classes=4).tolist() == [[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    # per class: precision tp/predicted, recall tp/support, F1 their harmonic mean
+    assert [m[f"precision[{c}]"] for c in "abc"] == pytest.approx([1, 1 / 2, 1 / 2])
+    assert [m[f"recall[{c}]"] for c in "abc"] == pytest.approx([2 / 3, 1 / 2, 1])
+    assert [m[f"f1[{c}]"] for c in "abc"] == pytest.approx([4 / 5, 1 / 2, 2 / 3])
+    assert [m[f"support[{c}]"] for c in "abcd"] == [3, 2, 1, 0]
+    # macro: the mean over the classes present (d is left out); micro: pooled counts, 4 right of 6
+    assert m["macro_precision"] == pytest.approx(2 / 3)
+    assert m["macro_recall"] == pytest.approx(13 / 18)
+    assert m["macro_f1"] == pytest.approx(59 / 90)
+    assert m["accuracy"] == m["micro_precision"] == m["micro_recall"] == m["micro_f1"] == pytest.approx(2 / 3)
+    assert m["n"] == 6
+    empty = classification_metrics(np.array([], dtype=int), np.array([], dtype=int), num_classes=2)
+    assert empty["micro_precision"] == empty["micro_recall"] == empty["accuracy"] == 0.0
