@@ -54,10 +54,14 @@ def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np
 
 
 def store_split_metrics(store: Store, stage_id: int, samples: SampleSet, logits: np.ndarray, names: list[str]) -> dict:
-    """Final metrics of ``logits`` (rows of ``samples``) for each labeled split; returns them by split."""
+    """Final metrics of ``logits`` (rows of ``samples``) for each labeled split, dropped samples left
+    out (as in ``kd report``'s confusion matrices); returns them by split."""
+    with store.engine.connect() as conn:
+        dropped = np.array(conn.execute(select(Sample.id).where(Sample.dropped.is_(True))).scalars().all(), dtype=np.int64)
+    kept = ~np.isin(samples.ids, dropped)
     figures = {}
     for split in ("train", "dev", "test"):
-        part = np.array([s == split for s in samples.splits], dtype=bool) & (samples.labels >= 0)
+        part = np.array([s == split for s in samples.splits], dtype=bool) & (samples.labels >= 0) & kept
         if part.any():
             figures[split] = classification_metrics(
                 samples.labels[part], logits[part].argmax(1), num_classes=len(names), class_names=names

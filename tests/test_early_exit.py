@@ -344,6 +344,7 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
     ids, logits = store.read_logits(store.find_stage("r", "predict-teach").id)
     pred = dict(zip(ids.tolist(), logits.argmax(1).tolist()))
     assert len(now) == 19 and after.tolist() == confusion_matrix(now.labels, np.array([pred[int(i)] for i in now.ids]), num_classes=2).tolist()
+    assert report["predict-teach"]["metrics"]["dev"]["n"] == 19  # the stored figures leave the dropped sample out too
     scores = report["detect"]["issue_scores"]
     assert scores and all(0 <= v <= 1 for v in scores)
 

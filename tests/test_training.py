@@ -162,6 +162,26 @@ def test_distill_bad_input(taught_store, sample_store):
     assert _stage(taught_store, "r", "distill-textcnn").status == "failed"
 
 
+def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught_store, tmp_path):
+    db = str(taught_store)
+    store = Store.open(db)
+    teacher = _stage(taught_store, "r", "teach")
+    with store.engine.begin() as conn:  # a teacher whose logits were lost
+        saved = conn.execute(select(Logit.__table__)).all()
+        conn.execute(Logit.__table__.delete())
+    lost = kd("distill", "--run", "r", "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
+    assert "teacher of run 'r' has no logits" in lost.output
+    with store.engine.begin() as conn:
+        conn.execute(Logit.__table__.insert(), [row._asdict() for row in saved])
+    write_tsv(tmp_path / "mid.tsv", [("mid", "不好不坏，一般般吧")])  # a third class after the teacher ran
+    kd("ingest", str(tmp_path / "mid.tsv"), "--db", db)
+    other = kd("distill", "--run", "r", "--epochs", "1", "--max-len", "32", "--overwrite", "--db", db, ok=False)
+    assert "was trained on classes" in other.output and "re-run `kd teach`" in other.output
+    failed = _stage(taught_store, "r", "distill-textcnn")
+    assert failed.status == "failed" and "was trained on classes" in failed.error
+    assert _count(taught_store, Logit, stage_id=failed.id) == 0 and teacher.status == "succeeded"
+
+
 def test_predict_stdin_file_and_json(taught_store, tmp_path):
     db = str(taught_store)
     kd("distill", "--run", "r", "--epochs", "2", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
