@@ -16,6 +16,15 @@ def shared_dir() -> Path:
     return Path(env) if env else ROOT.parent / "shared"
 
 
+def progress_line(message: str) -> None:
+    """One line on standard error as soon as a figure exists, so a run cut off by a time limit (a lent
+    GPU's command limit) still leaves every figure it measured in its log."""
+    import sys
+    import time
+
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def _sh(*cmd: str) -> str:
     try:
         return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, shared_dir  # noqa: E402
+from bench.common import machine_info, progress_line, shared_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
@@ -97,6 +97,7 @@ def run(args) -> dict:
                 db = str(stores[setting])
                 table = rows.setdefault(setting, {})
                 table.setdefault("teacher", []).append(teacher[setting]["test_accuracy"])
+                progress_line(f"seed {seed} {setting} teacher: test accuracy {teacher[setting]['test_accuracy']:.4f}")
                 if seed == seeds[0]:
                     table[PEER] = [tfidf_peer(stores[setting])]
                 for student in args.students.split(","):
@@ -112,6 +113,7 @@ def run(args) -> dict:
                             "--db", db, "--json",
                         ))
                         table.setdefault(f"{student} {variant}", []).append(out["metrics"]["test"]["accuracy"])
+                        progress_line(f"seed {seed} {setting} {student} {variant}: test accuracy {out['metrics']['test']['accuracy']:.4f}")
     return {
         "config": cfg, "student_args": student_args, "seeds": seeds, "rows": rows, "teacher": teachers,
         "device": args.device, "settings": settings, "students": args.students.split(","),

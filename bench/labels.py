@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, shared_dir  # noqa: E402
+from bench.common import machine_info, progress_line, shared_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
 
 LEVELS = ((0.10, 1), (0.20, 2))
@@ -111,12 +111,14 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
         mask = np.zeros(len(lines), dtype=bool)
         mask[[line - 1 for line in flagged_lines(db, run)]] = True
         result["detectors"][name] = prf(mask, flip)
+        progress_line(f"noise {rate:.0%} seed {train_seed} {name}: F1 {result['detectors'][name]['f1']:.3f}")
     student = STUDENT[args.quick]
     noisy_out = json.loads(kd("distill", "--run", "oof", "--name", "noisy", *student, "--device", args.device, *seed_opt, "--db", str(db), "--json"))
     kd("labels", "clean", "--run", "det-combined", "--db", str(db))
     clean_out = json.loads(kd("distill", "--run", "oof", "--name", "cleaned", *student, "--device", args.device, *seed_opt, "--db", str(db), "--json"))
     result["student_noisy"] = noisy_out["metrics"]["test"]["accuracy"]
     result["student_cleaned"] = clean_out["metrics"]["test"]["accuracy"]
+    progress_line(f"noise {rate:.0%} seed {train_seed} student: noisy {result['student_noisy']:.4f}, cleaned {result['student_cleaned']:.4f}")
     return result
 
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One sitting on a lent GPU machine (the `device` tool: one command of at most 10 minutes, about 15
+# minutes of device time a session, start-up included), prepared so that it cannot be wasted:
+#
+#   bash bench/lent.sh --prepare        # here, once: fills .whl/ (../shared/tools/gpu-wheels.sh) and
+#                                       # copies ../shared's data into .kd-shared/ (both git-ignored)
+#   device run: command "bash bench/lent.sh B1B2", carry [".whl", ".kd-shared"], timeout_s 600
+#
+# Tables (one a call; each stops itself before the command limit):
+#   B1B2    bench/distill.py, one seed, the default student (TextCNN): teacher >= 88 % (issue 4), gap
+#           closed and distilled-with-pool vs teacher (issue 5). The default.
+#   B3      bench/labels.py, one seed, both noise levels: detection F1 and the clean gain (issue 6).
+#   teacher bench/teacher.py, one seed: the teacher alone, for a pre-training recipe (set KD_LENT_ARGS,
+#           e.g. "--minutes 6 --layers 8 --hidden 512").
+# KD_LENT_SEED (default 1) picks the seed, KD_LENT_ARGS adds arguments to the table's script,
+# KD_LENT_SECONDS (default 540) is the time the table gets, KD_LENT_DEVICE (default cuda) the device.
+# Everything lands in $OUT: TABLE.json (raw figures, merge seeds later with `python -m bench ...
+# --add-seeds`), TABLE.md (the table), TABLE.log (every figure the moment it exists, so a run cut
+# off by the limit still shows what it measured) and gpu.txt.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = --prepare ]; then
+  set -e
+  for ignored in /.whl/ /.kd-shared/; do
+    grep -qx "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
+  done
+  [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 || bash ../shared/tools/gpu-wheels.sh
+  mkdir -p .kd-shared/data
+  cp -r ../shared/data/reviews .kd-shared/data/
+  cp ../shared/BENCHMARK.md .kd-shared/
+  du -sh .whl .kd-shared
+  exit 0
+fi
+
+table=${1:-B1B2}
+case "$table" in
+  B1B2) script=(bench/distill.py --students textcnn) ;;
+  B3) script=(bench/labels.py) ;;
+  teacher) script=(bench/teacher.py) ;;
+  *) echo "unknown table $table: choose B1B2, B3 or teacher" >&2; exit 2 ;;
+esac
+: "${OUT:?set OUT to the folder the figures go to}"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site:$PWD"
+fi
+export KD_SHARED="${KD_SHARED:-$PWD/.kd-shared}" KD_NO_PROGRESS=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
+# shellcheck disable=SC2086  # KD_LENT_ARGS is a list of arguments
+timeout --signal=INT --kill-after=20 "${KD_LENT_SECONDS:-540}" \
+  python3 "${script[@]}" --device "${KD_LENT_DEVICE:-cuda}" --seeds "${KD_LENT_SEED:-1}" ${KD_LENT_ARGS:-} \
+  --json "$OUT/$table.json" > "$OUT/$table.md" 2> "$OUT/$table.log"
+rc=$?
+echo "exit status $rc$([ $rc = 124 ] && echo ' (stopped at the time limit: the figures so far are in the log)')" >> "$OUT/$table.log"
+grep -E '^\[' "$OUT/$table.log" | tail -30
+cat "$OUT/$table.md"
+exit $rc
