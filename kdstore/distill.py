@@ -368,6 +368,7 @@ class IntermediateMatcher(torch.nn.Module):
 
     def forward(self, input_ids, mask):
         logits, s_hidden, s_att, s_last = self.student.internals(input_ids, mask)
+        self._t_last.arm()
         with torch.no_grad():
             t = self.teacher[0](input_ids=input_ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
         loss = logits.new_zeros(())

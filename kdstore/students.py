@@ -64,7 +64,7 @@ class TextCNN(nn.Module):
     product: the windows ``(B, L-k+1, k*E)`` times the kernel flattened to ``(k*E, F)``. The windows
     are gathered from the embedding table in one step (token ids of every window, ``(B, L-k+1, k)``,
     looked up at once), not built from shifted slices of the embedded text, which ONNX Runtime
-    copies twice (slice, then concat: 40 % of the model's time). Bias and ReLU come after the
+    copies twice (slice, then concat). Bias and ReLU come after the
     max-over-time (``relu(max(h) + b) == max(relu(h + b))``: both are monotone), with windows that
     end on padding pushed far below any real one, so they run on ``(B, F)`` rather than on every
     window. Same numbers to float rounding; ONNX Runtime's GEMM runs this faster than its Conv,
@@ -154,31 +154,37 @@ class TransformerStudent(nn.Module):
 
     def internals(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """``(logits, hidden_states, attentions, {"query"|"key"|"value": (B, L, D)})``."""
+        self.last.arm()
         out = self.net(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, output_attentions=True)
         return out.logits, out.hidden_states, out.attentions, self.last.take()
 
 
 class LastLayerVectors:
     """Forward hooks on a BERT encoder's last self-attention: the query, key and value vectors of
-    its latest forward pass (MiniLM's relation losses read them). ``take`` hands them over and
-    forgets them, so no tensor outlives its step."""
+    the forward pass after ``arm`` (MiniLM's relation losses read them). ``take`` hands them over and
+    disarms, so plain forward passes (serving, training without relation losses) keep nothing."""
 
     NAMES = ("query", "key", "value")
 
     def __init__(self, bert):
         attention = bert.encoder.layer[-1].attention.self
         self._seen: dict[str, torch.Tensor] = {}
+        self._armed = False
         for name in self.NAMES:
             getattr(attention, name).register_forward_hook(self._keeper(name))
 
     def _keeper(self, name: str):
         def keep(_module, _inputs, out):
-            self._seen[name] = out
+            if self._armed:
+                self._seen[name] = out
 
         return keep
 
+    def arm(self) -> None:
+        self._seen, self._armed = {}, True
+
     def take(self) -> dict[str, torch.Tensor]:
-        seen, self._seen = self._seen, {}
+        seen, self._seen, self._armed = self._seen, {}, False
         return seen
 
 
