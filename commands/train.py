@@ -17,7 +17,7 @@ from kdstore.pretrain import PretrainConfig, config_dict as pretrain_config, pre
 from kdstore.report import run_report
 from kdstore.runs import stage_scope
 from kdstore.students import KINDS
-from kdstore.teacher import TeachConfig, config_dict as teach_config, score_missing, train_teacher
+from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher
 from kdstore.torchutil import DEVICES
 
 from .common import json_option, open_store, overwrite_option, print_json, run_option, store_options
@@ -99,6 +99,8 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @click.option("--warmup", type=float, default=0.1, show_default=True, help="Warm-up fraction of the steps.")
 @click.option("--patience", type=int, default=2, show_default=True, help="Epochs without dev gain before stopping.")
 @click.option("--where", help="SQL condition on samples selecting the train rows, e.g. \"source = 'a.tsv'\".")
+@click.option("--split", "splits", multiple=True, type=click.Choice(TRAINABLE_SPLITS), help="Split(s) whose labeled rows train the teacher (repeatable; default: train). With dev among them no dev rows judge the epochs: the last one is kept.")
+@click.option("--label", "labels", multiple=True, help="Train (and judge on dev) only rows with this label (repeatable; default: all).")
 @click.option("--folds", type=int, default=0, help="Train K teachers on K stratified folds: out-of-fold logits for train samples.")
 @click.option("--logits-only", is_flag=True, help="Only score samples that have no logits yet, with the run's teacher.")
 @_seed_option
@@ -106,7 +108,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @overwrite_option
 @store_options
 @json_option
-def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, folds, logits_only, seed, device, overwrite, db, as_json):
+def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, splits, labels, folds, logits_only, seed, device, overwrite, db, as_json):
     """Fine-tune a transformer teacher and store its logits for every sample.
 
     \b
@@ -115,6 +117,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
       kd teach --run r1 --model ./my-ernie --max-len 256
       kd teach --run r1 --logits-only          # score samples ingested later
       kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold, for `kd labels detect`
+      kd teach --run r1 --model pretrain:r1 --split train --split dev --where "source = 'shop.tsv'"
     """
     store = open_store(db)
     if not logits_only and not model:
@@ -131,7 +134,8 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
             return
         cfg = TeachConfig(
             model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
-            patience=patience, where=where, folds=folds, seed=seed, device=device,
+            patience=patience, where=where, splits=tuple(splits) or ("train",), labels=tuple(labels),
+            folds=folds, seed=seed, device=device,
         )
         cfg.validate()
         config = {**teach_config(cfg), "classes": store.class_names(), "labels_from": labels_version(store)}

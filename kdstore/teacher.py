@@ -27,6 +27,7 @@ from .store import SampleSet, Store
 from .torchutil import BestCheckpoint, autocast, count_parameters, ensure_eval, grad_scaler, pick_device, scaled_step, set_seed
 
 MODEL_SUBDIR = "model"
+TRAINABLE_SPLITS = ("train", "dev", "test")
 SCORE_CHUNK = 4096  # --logits-only commits every this many samples
 
 
@@ -43,12 +44,19 @@ class TeachConfig:
     seed: int = 42
     device: str = "auto"
     where: str | None = None
+    splits: tuple[str, ...] = ("train",)  # the labeled rows of these splits train the teacher
+    labels: tuple[str, ...] = ()  # only rows with these labels train it and judge it on dev (empty: all)
     score_batch_size: int = 256
     folds: int = 0  # K >= 2: out-of-fold logits for the train samples
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.max_len < 2 or self.lr <= 0:
             raise KdError("--epochs, --batch-size must be >= 1, --max-len >= 2 and --lr > 0")
+        if not self.splits:
+            raise KdError("--split needs at least one split")
+        for split in self.splits:
+            if split not in TRAINABLE_SPLITS:
+                raise KdError(f"--split {split!r}: choose from {', '.join(TRAINABLE_SPLITS)} (unlabeled samples have no labels to learn)")
         if self.folds == 1 or self.folds < 0:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
 
@@ -137,13 +145,10 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
 
     # 1. data: current labels, dropped samples excluded from training
     names = store.class_names()
-    train = store.samples(splits=["train"], labeled=True, where=cfg.where)
-    dev = store.samples(splits=["dev"], labeled=True)
-    if len(train) == 0:
-        where = f" matching --where {cfg.where!r}" if cfg.where else ""
-        raise KdError(f"no labeled train samples{where}: ingest some with `kd ingest FILE`")
+    train, dev = training_rows(store, cfg, names)
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train samples have a single class: a classifier needs at least two")
+    add_metrics(stage.id, "all", {"train_samples": len(train), "dev_samples": len(dev)})
     folds = stratified_folds(train.labels, cfg.folds, seed=cfg.seed) if cfg.folds else None
     path = resolve_model(store, cfg.model)
     _, probe = load_classifier(path, names)  # every model problem surfaces before any training starts
@@ -203,6 +208,28 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         speed_texts(everything),
     ))
     return out_dir
+
+
+def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[SampleSet, SampleSet]:
+    """``(train, dev)``: the labeled rows of ``cfg.splits`` matching ``--where``, and the dev rows
+    that judge the epochs (none when dev itself trains); both limited to ``cfg.labels`` if given."""
+    unknown = [name for name in cfg.labels if name not in names]
+    if unknown:
+        raise KdError(f"--label {unknown[0]!r} is not a class of the store (classes: {', '.join(names)})")
+    train = store.samples(splits=list(cfg.splits), labeled=True, where=cfg.where)
+    dev = store.samples(splits=["dev"], labeled=True) if "dev" not in cfg.splits else store.samples(ids=[])
+    if cfg.labels:
+        keep = [names.index(name) for name in cfg.labels]
+        train = train.subset(np.isin(train.labels, keep))
+        dev = dev.subset(np.isin(dev.labels, keep))
+    if len(train) == 0:
+        query = [f"split {'/'.join(cfg.splits)}"]
+        if cfg.where:
+            query.append(f"--where {cfg.where!r}")
+        if cfg.labels:
+            query.append(f"labels {'/'.join(cfg.labels)}")
+        raise KdError(f"no labeled samples for the teacher ({', '.join(query)}): ingest some with `kd ingest FILE`")
+    return train, dev
 
 
 def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev: SampleSet, device, rng, dist: Dist, *, tag: str):

@@ -94,7 +94,9 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
     [
         (["--model", "/no/such/model-dir"], "cannot load model"),
         (["--model", str(Path(__file__).parent)], "cannot load model"),  # a folder without config.json
-        (["--where", "source = 'nothing'"], "no labeled train samples"),
+        (["--where", "source = 'nothing'"], "no labeled samples for the teacher (split train, --where"),
+        (["--label", "nope"], "--label 'nope' is not a class of the store"),
+        (["--label", "pos"], "single class"),
         (["--max-len", "100"], "is longer than model"),  # the tiny model has 64 positions
     ],
 )
@@ -106,6 +108,26 @@ def test_teach_bad_input_is_recorded_as_failed(sample_store, tiny_model, args, m
     stage = _stage(sample_store, "bad", "teach")
     assert stage.status == "failed" and message in stage.error
     assert _count(sample_store, Logit) == 0
+
+
+def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, tiny_model):
+    db = str(sample_store)
+    store = Store.open(db)
+    n_train, n_dev = len(store.samples(splits=["train"], labeled=True)), len(store.samples(splits=["dev"], labeled=True))
+    out = kd("teach", "--run", "sd", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--label", "pos",
+             "--label", "neg", "--epochs", "2", "--max-len", "32", "--db", db, "--json")
+    report = json.loads(out.output)
+    assert report["metrics"]["all"]["train_samples"] == n_train + n_dev
+    assert report["metrics"]["all"]["dev_samples"] == 0
+    assert "dev" not in {h["split"] for h in report["history"]}  # dev trained, so nothing judged the epochs
+    stage = _stage(sample_store, "sd", "teach")
+    assert stage.config["splits"] == ["train", "dev"] and stage.config["labels"] == ["pos", "neg"]
+    assert stage.config["where"] is None
+    out = kd("teach", "--run", "w", "--model", str(tiny_model), "--where", "id % 2 = 0", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
+    even = [i for i in store.samples(splits=["train"], labeled=True).ids if i % 2 == 0]
+    assert json.loads(out.output)["metrics"]["all"]["train_samples"] == len(even)
+    bad = kd("teach", "--run", "u", "--model", str(tiny_model), "--split", "unlabeled", "--db", db, ok=False)
+    assert "Invalid value for '--split'" in bad.output
 
 
 def test_teach_refuses_a_single_class(tmp_path, tiny_model):
