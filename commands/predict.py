@@ -116,11 +116,10 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
                 click.echo(f"line {n}: empty text, skipped", err=True)
             continue
         r = next(results)
-        truncated = predictor.token_count(text) > predictor.max_len
         if as_json:
-            click.echo(json.dumps({"line": n, "text": text, **r, "truncated": truncated}, ensure_ascii=False))
+            click.echo(json.dumps({"line": n, "text": text, **r}, ensure_ascii=False))
         else:
-            if truncated:
+            if r["truncated"]:
                 click.echo(f"line {n}: longer than {predictor.max_len} tokens, truncated", err=True)
             click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text}")
 

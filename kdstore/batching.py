@@ -10,8 +10,17 @@ import torch
 
 def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:
     """Token ids per text (no padding), truncated to ``max_len``, in one batched tokenizer call."""
+    return encode_flagged(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)[0]
+
+
+def encode_flagged(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> tuple[list[list[int]], list[bool]]:
+    """``encode``, plus whether each text was cut to fit ``max_len``.
+
+    A fast (Rust) tokenizer says so from the same call (the tokens it cut off are kept as the
+    encoding's ``overflowing`` part); a slow one is asked again without truncation.
+    """
     if not texts:
-        return []
+        return [], []
     out = tokenizer(
         list(texts),
         add_special_tokens=special_tokens,
@@ -21,7 +30,12 @@ def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: boo
         return_attention_mask=False,
         return_token_type_ids=False,
     )
-    return out["input_ids"]
+    ids = out["input_ids"]
+    encodings = getattr(out, "encodings", None)
+    if encodings is not None:
+        return ids, [bool(e.overflowing) for e in encodings]
+    full = tokenizer(list(texts), add_special_tokens=special_tokens, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    return ids, [len(f) > max_len for f in full]
 
 
 def bucketed_batches(

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import bucketed_batches, encode, iter_padded, pad, sorted_batches
+from .batching import bucketed_batches, encode, encode_flagged, iter_padded, pad, sorted_batches
 from .errors import KdError
 from .losses import kl_soft
 from .metrics import classification_metrics
@@ -357,11 +357,14 @@ def early_exit_logits(
     uncertainty: str = "entropy",
     batch_size: int = 64,
     device=None,
+    ids: list[list[int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits (n, C), exit layers (n,))`` for ``texts`` in order, in length-sorted batches."""
+    """``(logits (n, C), exit layers (n,))`` for ``texts`` in order, in length-sorted batches;
+    ``ids``: the texts already encoded."""
     ensure_eval(model)
     device = device or next(model.parameters()).device
-    ids = encode(tokenizer, texts, max_len=max_len)
+    if ids is None:
+        ids = encode(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.num_classes), dtype=np.float32)
     layers = np.zeros(len(texts), dtype=np.int64)
     for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id):
@@ -580,7 +583,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
 # serving --------------------------------------------------------------------------------------------
 class EarlyExitPredictor:
     """A loaded early-exit model with the interface of ``predictor.Predictor`` (``logits``, ``predict``,
-    ``token_count``, ``class_names``, ``max_len``), plus a ``speed`` and the exit layer of each answer.
+    ``encode``, ``class_names``, ``max_len``), plus a ``speed`` and the exit layer of each answer.
 
     ``predict`` dicts carry ``layer`` (1-based exit layer) and ``layers`` (the model's depth).
     """
@@ -608,19 +611,23 @@ class EarlyExitPredictor:
         model, tokenizer, meta = load_early_exit(directory, dev)
         return cls(model, tokenizer, meta, stage_name=stage_name, speed=speed, uncertainty=uncertainty, device=dev)
 
-    def logits_and_layers(self, texts: list[str], *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    def logits_and_layers(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         return early_exit_logits(self.model, self.tokenizer, texts, max_len=self.max_len, speed=self.speed,
-                                 uncertainty=self.uncertainty, batch_size=batch_size, device=self.device)
+                                 uncertainty=self.uncertainty, batch_size=batch_size, device=self.device, ids=ids)
 
     def logits(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
         logits, self.last_layers = self.logits_and_layers(texts, batch_size=batch_size)
         return logits
 
+    def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids as the model reads them, and whether each text was cut to ``max_len``."""
+        return encode_flagged(self.tokenizer, texts, max_len=self.max_len)
+
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
+        """As ``Predictor.predict``, plus the exit ``layer`` of each answer and the model's ``layers``."""
         if not texts:
             return []
-        found = answers(softmax(self.logits(texts, batch_size=batch_size)), self.class_names)
-        return [{**a, "layer": int(k), "layers": self.model.num_layers} for a, k in zip(found, self.last_layers)]
-
-    def token_count(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        ids, cut = self.encode(texts)
+        logits, self.last_layers = self.logits_and_layers(texts, batch_size=batch_size, ids=ids)
+        found = answers(softmax(logits), self.class_names)
+        return [{**a, "truncated": c, "layer": int(k), "layers": self.model.num_layers} for a, c, k in zip(found, cut, self.last_layers)]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import encode, iter_padded, sorted_batches
+from .batching import encode, encode_flagged, iter_padded, sorted_batches
 from .errors import KdError
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax
@@ -22,10 +22,13 @@ STUDENT_CONFIG = "student.json"
 
 
 @torch.no_grad()
-def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, batch_size: int = 512) -> np.ndarray:
-    """A student's logits for ``texts`` (in order), computed in length-sorted batches."""
+def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, batch_size: int = 512,
+                   ids: list[list[int]] | None = None) -> np.ndarray:
+    """A student's logits for ``texts`` (in order), computed in length-sorted batches; ``ids``: the
+    texts already encoded (``encode(..., special_tokens=model.special_tokens)``)."""
     ensure_eval(model)
-    ids = encode(tokenizer, texts, max_len=max_len, special_tokens=model.special_tokens)
+    if ids is None:
+        ids = encode(tokenizer, texts, max_len=max_len, special_tokens=model.special_tokens)
     out = None
     for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id, min_len=model.min_len):
         logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
@@ -105,19 +108,25 @@ class Predictor:
             return cls("teacher", stage.name, models, loaded[0][0], names, stage.config.get("max_len", 128), dev)
         raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
 
-    def logits(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
+    def logits(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> np.ndarray:
+        """Logits for ``texts`` (in order); ``ids``: the texts already encoded by ``encode``."""
         if self.kind == "student":
-            return student_logits(self.models[0], self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size)
+            return student_logits(self.models[0], self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size, ids=ids)
         from .teacher import score
 
-        parts = [score(m, self.tokenizer, texts, max_len=self.max_len, batch_size=batch_size, device=self.device, label="predict") for m in self.models]
+        parts = [score(m, self.tokenizer, texts, max_len=self.max_len, batch_size=batch_size, device=self.device, label="predict", ids=ids) for m in self.models]
         return parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
 
+    def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids as the model reads them, and whether each text was cut to ``max_len``."""
+        special = getattr(self.models[0], "special_tokens", True)
+        return encode_flagged(self.tokenizer, texts, max_len=self.max_len, special_tokens=special)
+
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
-        """One dict per text: label, confidence and per-class probabilities."""
+        """One dict per text: label, confidence, per-class probabilities, and ``truncated`` (the text
+        was longer than ``max_len`` tokens and only its start was read). Each text is tokenized once."""
         if not texts:
             return []
-        return answers(softmax(self.logits(texts, batch_size=batch_size)), self.class_names)
-
-    def token_count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=getattr(self.models[0], "special_tokens", True))["input_ids"])
+        ids, cut = self.encode(texts)
+        found = answers(softmax(self.logits(texts, batch_size=batch_size, ids=ids)), self.class_names)
+        return [{**a, "truncated": c} for a, c in zip(found, cut)]

@@ -72,13 +72,10 @@ class _Tokenizer:
 
             path = Path(directory) / "tokenizer.json"
             try:
-                self._full = Tokenizer.from_file(str(path))
                 self._cut = Tokenizer.from_file(str(path))
             except Exception as exc:  # the Rust library raises its own exception type
                 raise KdError(f"cannot load the tokenizer {path}: {_first_line(exc)}") from None
-            for t in (self._full, self._cut):
-                t.no_padding()
-                t.no_truncation()
+            self._cut.no_padding()
             self._cut.enable_truncation(max_len)
             self._hf = None
         elif runtime == "transformers":
@@ -92,21 +89,26 @@ class _Tokenizer:
             raise KdError(f"unknown tokenizer runtime {runtime!r} in {MANIFEST}")
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.encode_flagged(texts)[0]
+
+    def encode_flagged(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids, and whether each text was cut to ``max_len``, from one tokenizer call."""
         if not texts:
-            return []
+            return [], []
         if self._hf is not None:
-            return self._hf(
+            out = self._hf(
                 list(texts), add_special_tokens=self.special_tokens, truncation=True, max_length=self.max_len,
                 padding=False, return_attention_mask=False, return_token_type_ids=False,
-            )["input_ids"]
-        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets: same ids, ~15 % faster
+            )
+            if out.encodings is not None:  # a fast tokenizer keeps what it cut off
+                return out["input_ids"], [bool(e.overflowing) for e in out.encodings]
+            full = self._hf(list(texts), add_special_tokens=self.special_tokens)["input_ids"]
+            return out["input_ids"], [len(f) > self.max_len for f in full]
+        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets: same ids, ~15 % faster;
+        # what truncation cut off is kept in ``overflowing``
         encode_batch = getattr(self._cut, "encode_batch_fast", self._cut.encode_batch)
-        return [e.ids for e in encode_batch(list(texts), add_special_tokens=self.special_tokens)]
-
-    def count(self, text: str) -> int:
-        if self._hf is not None:
-            return len(self._hf(text, add_special_tokens=self.special_tokens)["input_ids"])
-        return len(self._full.encode(text, add_special_tokens=self.special_tokens).ids)
+        found = encode_batch(list(texts), add_special_tokens=self.special_tokens)
+        return [e.ids for e in found], [bool(e.overflowing) for e in found]
 
 
 class Artifact:
@@ -150,13 +152,15 @@ class Artifact:
             verify_files(directory, manifest)
         return cls(directory, manifest, device=device)
 
-    def logits(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
-        """Logits for ``texts`` (in order), computed in length-sorted batches."""
+    def logits(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> np.ndarray:
+        """Logits for ``texts`` (in order), computed in length-sorted batches; ``ids``: the texts
+        already encoded by ``self.tokenizer``."""
         width = len(self.class_names)
         out = np.zeros((len(texts), width), dtype=np.float32)
         if not texts:
             return out
-        ids = self.tokenizer.encode(texts)
+        if ids is None:
+            ids = self.tokenizer.encode(texts)
         order = np.argsort(np.asarray([len(x) for x in ids]), kind="stable")
         for start in range(0, len(order), max(1, batch_size)):
             idx = order[start : start + batch_size]
@@ -165,13 +169,13 @@ class Artifact:
         return out
 
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
-        """One dict per text: label, confidence and per-class probabilities."""
+        """One dict per text: label, confidence, per-class probabilities and ``truncated`` (longer
+        than ``max_len`` tokens: only the start was read). Each text is tokenized once."""
         if not texts:
             return []
-        return answers(softmax(self.logits(texts, batch_size=batch_size)), self.class_names)
-
-    def token_count(self, text: str) -> int:
-        return self.tokenizer.count(text)
+        ids, cut = self.tokenizer.encode_flagged(texts)
+        found = answers(softmax(self.logits(texts, batch_size=batch_size, ids=ids)), self.class_names)
+        return [{**a, "truncated": c} for a, c in zip(found, cut)]
 
     def _pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         width = max(self.min_len, max((len(r) for r in rows), default=0))

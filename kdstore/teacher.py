@@ -110,11 +110,14 @@ def load_classifier(path: str, class_names: list[str]):
 
 @torch.no_grad()
 def score(
-    model, tokenizer, texts: list[str], *, max_len: int, batch_size: int, device, label: str = "score", bar: bool = True
+    model, tokenizer, texts: list[str], *, max_len: int, batch_size: int, device, label: str = "score", bar: bool = True,
+    ids: list[list[int]] | None = None,
 ) -> np.ndarray:
-    """Logits ``(len(texts), num_labels)`` in the order of ``texts``, computed in length-sorted batches."""
+    """Logits ``(len(texts), num_labels)`` in the order of ``texts``, computed in length-sorted batches;
+    ``ids``: the texts already encoded (``encode(tokenizer, texts, max_len=max_len)``)."""
     ensure_eval(model)
-    ids = encode(tokenizer, texts, max_len=max_len)
+    if ids is None:
+        ids = encode(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     batches = sorted_batches([len(x) for x in ids], batch_size)
     with progress(disable=not bar or len(texts) <= batch_size) as bars:  # no bar for a single batch

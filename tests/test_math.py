@@ -275,3 +275,30 @@ def test_best_checkpoint_keeps_the_best_epoch_and_stops_on_patience():
     assert stops == [False, False, False, True]  # a tie is no improvement
     best.restore(model)
     assert best.epoch == 2 and model.weight.item() == 2.0
+
+
+def test_encode_flags_truncated_texts_from_one_call_fast_or_slow(tmp_path):
+    from synthetic import save_tiny_bert
+    from transformers import AutoTokenizer
+
+    from kdstore.batching import encode, encode_flagged
+
+    texts = ["很好", "很好" * 20, "质量很好，物流也快" * 3, "abc def", "很" * 14, "很" * 15]
+    tokenizer = AutoTokenizer.from_pretrained(save_tiny_bert(texts, tmp_path / "tok"))
+    full = [len(x) for x in tokenizer(texts)["input_ids"]]
+    expected = [n > 16 for n in full]
+    ids, cut = encode_flagged(tokenizer, texts, max_len=16)
+    assert ids == encode(tokenizer, texts, max_len=16) and all(len(x) <= 16 for x in ids)
+    assert cut == expected and cut[:2] == [False, True] and cut[-2:] == [False, True]  # 14 + 2 fit, 15 + 2 do not
+
+    class Slow:  # a tokenizer without Rust encodings: answered by a second, untruncated call
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __call__(self, *args, **kwargs):
+            self.calls += 1
+            return dict(self.inner(*args, **kwargs))
+
+    slow = Slow(tokenizer)
+    assert encode_flagged(slow, texts, max_len=16) == (ids, expected) and slow.calls == 2
+    assert encode_flagged(tokenizer, [], max_len=16) == ([], [])
