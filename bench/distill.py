@@ -14,7 +14,8 @@ A TF-IDF (char 1-3-gram) + logistic regression peer is trained on the same label
 "Gap closed" = (variant - alone) / (teacher - alone). Test accuracy is read back from the store.
 Targets (BENCHMARK.md): B1 teacher >= 88 %; B1 TextCNN distilled closes >= 75 % of the gap; B2 TextCNN
 distilled with the pool >= the teacher. ``--train-rows``, ``--student-epochs``, ``--teacher-epochs`` and
-``--augment-n`` shrink the run for a smaller check of the same table (not the protocol).
+``--augment-n`` shrink the run for a smaller check of the same table (not the protocol); ``--layers``,
+``--hidden`` and ``--teacher-lr`` size the teacher for a CPU (not the protocol either).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def run(args) -> dict:
     cfg = dict(QUICK if args.quick else FULL)
     if args.minutes is not None:
         cfg["minutes"] = args.minutes
-    if getattr(args, "teacher_epochs", None) is not None:
-        cfg["epochs"] = args.teacher_epochs
+    for key, attr in (("epochs", "teacher_epochs"), ("layers", "layers"), ("hidden", "hidden"), ("lr", "teacher_lr")):
+        if getattr(args, attr, None) is not None:
+            cfg[key] = getattr(args, attr)
     student_args = with_epochs(STUDENT_QUICK if args.quick else STUDENT_FULL, getattr(args, "student_epochs", None))
     data = shared_dir() / "data" / "reviews"
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -223,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--students", default="textcnn,bigru,bilstm,transformer")
     parser.add_argument("--minutes", type=float, help="override the teacher's pre-training budget")
     parser.add_argument("--teacher-epochs", type=int, help="override the teacher's fine-tuning epochs")
+    parser.add_argument("--layers", type=int, help="override the teacher's layers")
+    parser.add_argument("--hidden", type=int, help="override the teacher's hidden size")
+    parser.add_argument("--teacher-lr", type=float, help="override the teacher's fine-tuning learning rate")
     parser.add_argument("--student-epochs", type=int, help="override the students' epochs")
     parser.add_argument("--augment-n", type=int, help="augmented variants per text for the +aug rows (default 4)")
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
