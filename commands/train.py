@@ -12,7 +12,7 @@ import click
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
 from kdstore.labels import labels_version
-from kdstore.losses import SOFT_LOSSES
+from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.pretrain import PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
 from kdstore.runs import stage_scope
@@ -154,6 +154,9 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--alpha-end", type=float, help="Move alpha linearly to this value over training.")
 @click.option("--temperature", type=float, default=2.0, show_default=True)
 @click.option("--temperature-end", type=float, help="Move the temperature linearly to this value over training.")
+@click.option("--temperature-schedule", type=click.Choice(TEMPERATURE_SCHEDULES), default="constant", show_default=True, help="flsw | cwsm: a temperature per sample around the scheduled one (Wen et al. 2019, as TextBrewer): lower where the student disagrees with the teacher (flsw) or is unsure (cwsm).")
+@click.option("--temperature-beta", type=float, default=1.0, show_default=True, help="flsw/cwsm: how far a sample's temperature moves from the scheduled one.")
+@click.option("--temperature-gamma", type=float, default=2.0, show_default=True, help="flsw: exponent on (1 - cosine(student, teacher)).")
 @click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (needs --embed-dim = teacher hidden size).")
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
@@ -190,7 +193,8 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @overwrite_option
 @store_options
 @json_option
-def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, attention_kl, value_relation, qk_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end,
+            temperature_schedule, temperature_beta, temperature_gamma, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, attention_kl, value_relation, qk_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -199,6 +203,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
       kd distill --run r1 --student bilstm --soft-loss mse --alpha 1
       kd distill --run r2 --teacher-run r1 --teacher-run r1b   # two teachers, averaged
       kd distill --run r1 --alpha 0.9 --alpha-end 0.1 --temperature 4 --temperature-end 1
+      kd distill --run r1 --temperature 4 --temperature-schedule flsw --temperature-beta 1
       kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
       kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1 --qk-relation 1
       kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
@@ -206,6 +211,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     if student == "early-exit":
         if Dist.from_env().active:
             raise click.UsageError("--student early-exit trains in one process: run it without torchrun")
+        if temperature_schedule != "constant":
+            raise click.UsageError("--temperature-schedule is for students: early-exit branches learn at one --temperature")
         _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,
                             temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
         return
@@ -216,6 +223,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     cfg = DistillConfig(
         student=student, teacher_runs=tuple(teacher_runs), teacher_weights=tuple(teacher_weights),
         alpha=alpha, alpha_end=alpha_end, temperature=temperature, temperature_end=temperature_end,
+        temperature_schedule=temperature_schedule, temperature_beta=temperature_beta, temperature_gamma=temperature_gamma,
         init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
         augment=tuple(m.strip() for m in augment.split(",") if m.strip()), augment_n=augment_n,
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, batch_size=batch_size,

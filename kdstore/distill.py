@@ -18,7 +18,10 @@ import torch
 from .batching import bucketed_batches, encode, pad
 from .distributed import SINGLE, Dist
 from .errors import KdError
-from .losses import SOFT_LOSSES, attention_kl, distillation_loss, hidden_mse, query_key_relation_kl, relation_kl
+from .losses import (
+    SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, distillation_loss, hidden_mse, query_key_relation_kl, relation_kl,
+    sample_temperatures,
+)
 from .metrics import classification_metrics
 from .outputs import store_split_metrics, write_sharded_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
@@ -53,6 +56,9 @@ class DistillConfig:
     alpha_end: float | None = None  # set: alpha moves linearly to this over training
     temperature: float = 2.0
     temperature_end: float | None = None  # set: temperature moves linearly to this
+    temperature_schedule: str = "constant"  # flsw | cwsm: per-sample temperatures around the scheduled one
+    temperature_beta: float = 1.0
+    temperature_gamma: float = 2.0
     soft_loss: str = "kl"
     init_embeddings: str = "random"  # or "teacher": copy the teacher's token embeddings
     unlabeled: bool | None = None  # None: use the pool when the store has one
@@ -102,6 +108,12 @@ class DistillConfig:
             raise KdError("--init-embeddings must be random or teacher")
         if self.soft_loss not in SOFT_LOSSES:
             raise KdError(f"--soft-loss must be one of {', '.join(SOFT_LOSSES)}")
+        if self.temperature_schedule not in TEMPERATURE_SCHEDULES:
+            raise KdError(f"--temperature-schedule must be one of {', '.join(TEMPERATURE_SCHEDULES)}")
+        if self.temperature_schedule != "constant" and self.soft_loss == "mse":
+            raise KdError(f"--temperature-schedule {self.temperature_schedule} needs a softened loss (--soft-loss kl or soft_ce): mse reads raw logits")
+        if self.temperature_beta < 0 or self.temperature_gamma <= 0:
+            raise KdError("--temperature-beta must be >= 0 and --temperature-gamma > 0")
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if self.intermediate and self.student != "transformer":
@@ -280,8 +292,12 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                     logits, matched = net(input_ids, mask), 0.0
                 else:
                     logits, matched = net(input_ids, mask)
+                targets = soft_targets[idx].to(device)
+                if cfg.temperature_schedule != "constant":
+                    temperature = sample_temperatures(logits, targets, base=temperature, kind=cfg.temperature_schedule,
+                                                      beta=cfg.temperature_beta, gamma=cfg.temperature_gamma)
                 loss = distillation_loss(
-                    logits, soft_targets[idx].to(device), labels[idx].to(device),
+                    logits, targets, labels[idx].to(device),
                     alpha=alpha, temperature=temperature, kind=cfg.soft_loss,
                 ) + matched
                 step += 1

@@ -12,21 +12,62 @@ import torch
 import torch.nn.functional as F
 
 SOFT_LOSSES = ("kl", "soft_ce", "mse")
+TEMPERATURE_SCHEDULES = ("constant", "flsw", "cwsm")
+MIN_TEMPERATURE = 0.1  # floor of a per-sample temperature
 
 
-def kl_soft(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float) -> torch.Tensor:
-    """Per-sample KL(teacher_T || student_T) × T² (Hinton et al.), so gradients keep their scale."""
-    t = temperature
+def _column(temperature: float | torch.Tensor, like: torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """``(divisor, T²)`` for one temperature (a number) or one per sample (a ``(B,)`` tensor)."""
+    if isinstance(temperature, torch.Tensor):
+        t = temperature.to(dtype=like.dtype, device=like.device).reshape(-1)
+        return t.unsqueeze(-1), t * t
+    return temperature, temperature * temperature
+
+
+def kl_soft(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float | torch.Tensor) -> torch.Tensor:
+    """Per-sample KL(teacher_T || student_T) × T² (Hinton et al.), so gradients keep their scale.
+
+    ``temperature``: one number, or a ``(B,)`` tensor of per-sample temperatures (``sample_temperatures``)."""
+    t, t2 = _column(temperature, student)
     log_p_s = F.log_softmax(student / t, dim=-1)
     log_p_t = F.log_softmax(teacher / t, dim=-1)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1) * (t * t)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1) * t2
 
 
-def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float) -> torch.Tensor:
+def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float | torch.Tensor) -> torch.Tensor:
     """Per-sample cross entropy of the student against the teacher's softened distribution, × T²."""
-    t = temperature
+    t, t2 = _column(temperature, student)
     p_t = F.softmax(teacher / t, dim=-1)
-    return -(p_t * F.log_softmax(student / t, dim=-1)).sum(dim=-1) * (t * t)
+    return -(p_t * F.log_softmax(student / t, dim=-1)).sum(dim=-1) * t2
+
+
+@torch.no_grad()
+def sample_temperatures(
+    student: torch.Tensor, teacher: torch.Tensor, *, base: float, kind: str, beta: float = 1.0, gamma: float = 2.0,
+) -> torch.Tensor:
+    """Per-sample temperatures ``(B,)`` around ``base`` (Wen et al. 2019, arXiv:1911.07471; TextBrewer's
+    ``flsw`` and ``cwsm`` temperature schedulers), from logits, without gradients.
+
+    Each sample gets a weight ``w`` and the temperature ``base + beta * (mean(w) - w)``, floored at
+    ``MIN_TEMPERATURE``: samples with a larger ``w`` than the batch's mean learn from sharper targets.
+
+    - ``flsw``: ``w = (1 - cos(student, teacher)) ** gamma``, large where the student's logits point
+      away from the teacher's;
+    - ``cwsm``: ``w = 1 / (max student probability + 1e-3)``, large where the student is unsure;
+    - ``constant``: ``base`` for every sample.
+    """
+    if kind not in TEMPERATURE_SCHEDULES:
+        raise ValueError(f"unknown temperature schedule {kind!r}: choose from {', '.join(TEMPERATURE_SCHEDULES)}")
+    s = student.detach().float()
+    if kind == "constant":
+        return torch.full((s.shape[0],), float(base), device=s.device)
+    if kind == "flsw":
+        t = teacher.detach().float()
+        cos = (s / (s.norm(dim=-1, keepdim=True) + 1e-4) * (t / (t.norm(dim=-1, keepdim=True) + 1e-4))).sum(dim=-1)
+        w = (1.0 - cos).clamp(min=0.0) ** gamma
+    else:
+        w = 1.0 / (torch.softmax(s, dim=-1).max(dim=-1).values + 1e-3)
+    return (base + beta * (w.mean() - w)).clamp(min=MIN_TEMPERATURE)
 
 
 def logit_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -50,7 +91,7 @@ def distillation_loss(
     labels: torch.Tensor,
     *,
     alpha: float,
-    temperature: float,
+    temperature: float | torch.Tensor,
     kind: str = "kl",
 ) -> torch.Tensor:
     """Batch mean of ``alpha * soft + (1 - alpha) * hard`` for labeled samples and ``soft`` alone for

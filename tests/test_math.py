@@ -302,3 +302,35 @@ def test_encode_flags_truncated_texts_from_one_call_fast_or_slow(tmp_path):
     slow = Slow(tokenizer)
     assert encode_flagged(slow, texts, max_len=16) == (ids, expected) and slow.calls == 2
     assert encode_flagged(tokenizer, [], max_len=16) == ([], [])
+
+
+def test_per_sample_temperatures_by_hand():
+    from kdstore.losses import MIN_TEMPERATURE, sample_temperatures
+
+    student = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    teacher = torch.tensor([[3.0, 0.0], [3.0, 0.0], [3.0, 0.0]])
+    # flsw: cosines 1, 0, 1/sqrt(2) (up to the 1e-4 in the norms); w = (1 - cos)^2
+    w = torch.tensor([0.0, 1.0, (1 - 2 ** -0.5) ** 2])
+    flsw = sample_temperatures(student, teacher, base=2.0, kind="flsw", beta=1.0, gamma=2.0)
+    assert torch.allclose(flsw, 2.0 + (w.mean() - w), atol=1e-3)
+    assert flsw[1] < flsw[2] < flsw[0]  # the sample pointing away from the teacher gets the sharpest targets
+    # cwsm: w = 1 / (max student probability + 1e-3)
+    p = torch.tensor([1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-2)), 0.5])
+    w = 1 / (p + 1e-3)
+    assert torch.allclose(sample_temperatures(student, teacher, base=2.0, kind="cwsm", beta=0.5), 2.0 + 0.5 * (w.mean() - w), atol=1e-5)
+    assert torch.equal(sample_temperatures(student, teacher, base=3.0, kind="constant"), torch.full((3,), 3.0))
+    assert sample_temperatures(student, teacher, base=0.2, kind="flsw", beta=100.0).min() == MIN_TEMPERATURE
+    with pytest.raises(ValueError, match="unknown temperature schedule"):
+        sample_temperatures(student, teacher, base=1.0, kind="fancy")
+
+
+def test_soft_losses_take_one_temperature_per_sample():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3)
+    temps = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    for fn in (kl_soft, soft_cross_entropy):
+        rows = torch.stack([fn(student[i : i + 1], teacher[i : i + 1], temperature=float(t))[0] for i, t in enumerate(temps)])
+        assert torch.allclose(fn(student, teacher, temperature=temps), rows, atol=1e-6)
+    loss = distillation_loss(student, teacher, torch.tensor([0, -1, 2, -1]), alpha=0.5, temperature=temps)
+    loss.backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all()

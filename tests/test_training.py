@@ -307,6 +307,12 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
     assert report["status"] == "succeeded"
     assert report["config"]["alpha_end"] == 0.1 and report["config"]["init_embeddings"] == "teacher"
     assert report["metrics"]["all"]["flops_per_sample"] > 0
+    for schedule in ("flsw", "cwsm"):
+        out = kd("distill", "--run", "r", "--temperature", "3", "--temperature-schedule", schedule, "--temperature-beta", "0.5",
+                 "--name", f"t-{schedule}", *common, "--json")
+        assert json.loads(out.output)["config"]["temperature_schedule"] == schedule
+    mse = kd("distill", "--run", "r", "--soft-loss", "mse", "--temperature-schedule", "flsw", "--name", "t-mse", *common, ok=False)
+    assert "needs a softened loss" in mse.output
     # two teachers (the same run twice), weighted; a weight count that does not match is refused
     kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "r", "--teacher-weight", "3",
        "--teacher-weight", "1", "--name", "two-teachers", *common)
