@@ -179,6 +179,8 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--width", type=int, default=0, help="Transformer student: hidden size (default: the teacher's).")
 @click.option("--init-from-teacher/--no-init-from-teacher", default=True, show_default=True, help="Transformer student: start from evenly spaced teacher layers.")
 @click.option("--hidden-mse", type=float, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers.")
+@click.option("--hidden-cos", type=float, default=0.0, help="Transformer student: weight of hidden-state cosine distance (1 - cos) to mapped teacher layers.")
+@click.option("--pkd", type=float, default=0.0, help="Transformer student: weight of Patient KD (normalised [CLS] vectors of mapped layers).")
 @click.option("--attention-kl", type=float, default=0.0, help="Transformer student: weight of attention-distribution KL.")
 @click.option("--value-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM value-relation KL (last layer).")
 @click.option("--qk-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM query-key (attention distribution) KL (last layer).")
@@ -194,7 +196,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, attention_kl, value_relation, qk_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -229,7 +231,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, batch_size=batch_size,
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, width=width,
-        init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, attention_kl=attention_kl,
+        init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, hidden_cos=hidden_cos, pkd=pkd, attention_kl=attention_kl,
         value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, seed=seed, device=device,
     )
     cfg.validate()

@@ -19,8 +19,8 @@ from .batching import bucketed_batches, encode, pad
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .losses import (
-    SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, distillation_loss, hidden_mse, query_key_relation_kl, relation_kl,
-    sample_temperatures,
+    SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, distillation_loss, hidden_cosine, hidden_mse, patient_kd,
+    query_key_relation_kl, relation_kl, sample_temperatures,
 )
 from .metrics import classification_metrics
 from .outputs import store_split_metrics, write_sharded_scores
@@ -84,6 +84,8 @@ class DistillConfig:
     attention_kl: float = 0.0
     value_relation: float = 0.0
     qk_relation: float = 0.0  # MiniLM attention-distribution (query-key) transfer, last layer
+    hidden_cos: float = 0.0  # 1 - cosine of hidden states on mapped layers (TextBrewer's cos)
+    pkd: float = 0.0  # Patient KD: normalised [CLS] vectors of mapped layers
     relation_heads: int = 0  # 0: the smaller of the two head counts
     seed: int = 42
     device: str = "auto"
@@ -117,13 +119,17 @@ class DistillConfig:
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if self.intermediate and self.student != "transformer":
-            raise KdError("--hidden-mse/--attention-kl/--value-relation/--qk-relation need --student transformer")
-        if min(self.hidden_mse, self.attention_kl, self.value_relation, self.qk_relation) < 0:
+            raise KdError("--hidden-mse/--hidden-cos/--pkd/--attention-kl/--value-relation/--qk-relation need --student transformer")
+        if min(self._intermediate_weights) < 0:
             raise KdError("intermediate loss weights must be non-negative")
 
     @property
+    def _intermediate_weights(self) -> tuple[float, ...]:
+        return (self.hidden_mse, self.hidden_cos, self.pkd, self.attention_kl, self.value_relation, self.qk_relation)
+
+    @property
     def intermediate(self) -> bool:
-        return max(self.hidden_mse, self.attention_kl, self.value_relation, self.qk_relation) > 0
+        return max(self._intermediate_weights) > 0
 
     @property
     def learning_rate(self) -> float:
@@ -364,8 +370,8 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
 
 class IntermediateMatcher(torch.nn.Module):
     """Student logits plus the weighted intermediate losses against a frozen teacher network:
-    hidden-state MSE (through a learned projection when widths differ), attention KL on mapped
-    layers, and MiniLM's value-relation and query-key (attention distribution) KL on the last layer,
+    hidden-state MSE and cosine, Patient KD on [CLS] (through a learned projection when widths
+    differ), attention KL on mapped layers, and MiniLM's value-relation and query-key (attention distribution) KL on the last layer,
     over ``relation_heads`` relation heads so that head counts and widths may differ."""
 
     def __init__(self, student, teacher, cfg: DistillConfig):
@@ -393,6 +399,12 @@ class IntermediateMatcher(torch.nn.Module):
             terms = [hidden_mse(self.proj(s_hidden[0]), t.hidden_states[0], mask)]
             terms += [hidden_mse(self.proj(s_hidden[i + 1]), t.hidden_states[j + 1], mask) for i, j in pairs]
             loss = loss + self.cfg.hidden_mse * torch.stack(terms).mean()
+        if self.cfg.hidden_cos:
+            terms = [hidden_cosine(self.proj(s_hidden[i + 1]), t.hidden_states[j + 1], mask) for i, j in pairs]
+            loss = loss + self.cfg.hidden_cos * torch.stack(terms).mean()
+        if self.cfg.pkd:
+            terms = [patient_kd(self.proj(s_hidden[i + 1][:, 0]), t.hidden_states[j + 1][:, 0]) for i, j in pairs]
+            loss = loss + self.cfg.pkd * torch.stack(terms).mean()
         if self.cfg.attention_kl:
             terms = [attention_kl(s_att[i], t.attentions[j], mask) for i, j in pairs]
             loss = loss + self.cfg.attention_kl * torch.stack(terms).mean()

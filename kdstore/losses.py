@@ -122,6 +122,20 @@ def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor)
     return _token_mean(((student - teacher) ** 2).mean(dim=-1), mask)
 
 
+def hidden_cosine(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``1 - cos`` between the student's and the teacher's ``(B, L, D)`` hidden states per token,
+    averaged over real tokens (TextBrewer's ``cos`` match): the direction of each state, not its scale."""
+    return _token_mean(1.0 - F.cosine_similarity(student, teacher, dim=-1, eps=1e-8), mask)
+
+
+def patient_kd(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Patient KD (Sun et al. 2019): squared distance between the L2-normalised ``(B, D)`` [CLS]
+    vectors of a student layer and its teacher layer, averaged over the batch."""
+    s = F.normalize(student, dim=-1, eps=1e-8)
+    t = F.normalize(teacher, dim=-1, eps=1e-8)
+    return ((s - t) ** 2).sum(dim=-1).mean()
+
+
 def _row_kl(p_teacher: torch.Tensor, log_q_student: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """KL(p||q) per query row of ``(B, L, L)`` distributions, averaged over real query tokens."""
     p = p_teacher.clamp(min=1e-12)

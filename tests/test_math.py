@@ -334,3 +334,16 @@ def test_soft_losses_take_one_temperature_per_sample():
     loss = distillation_loss(student, teacher, torch.tensor([0, -1, 2, -1]), alpha=0.5, temperature=temps)
     loss.backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
+
+
+def test_hidden_cosine_and_patient_kd_by_hand():
+    from kdstore.losses import hidden_cosine, patient_kd
+
+    mask = torch.tensor([[1, 1, 0]])
+    s = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [5.0, 5.0]]])
+    t = torch.tensor([[[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]]])  # token 1: same direction; token 2: 45 degrees; token 3 padded
+    assert hidden_cosine(s, t, mask).item() == pytest.approx((0.0 + (1 - 2 ** -0.5)) / 2, abs=1e-6)
+    assert hidden_cosine(3 * t, t, torch.ones(1, 3)).item() == pytest.approx(0.0, abs=1e-6)  # scale does not count
+    cls_s, cls_t = torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[6.0, 8.0], [0.0, 2.0]])
+    # row 1: same direction -> 0; row 2: (1,0) vs (0,1) -> squared distance 2; mean 1
+    assert patient_kd(cls_s, cls_t).item() == pytest.approx(1.0, abs=1e-6)

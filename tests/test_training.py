@@ -367,8 +367,10 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     assert report["status"] == "succeeded" and report["config"]["lr"] == 1e-4
     assert report["metrics"]["all"]["teacher_layer[0]"] == 1  # 1 student layer <- the teacher's last of 2
     narrow = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
-                "--hidden-mse", "1", "--epochs", "1", "--max-len", "32", "--name", "narrow", "--db", db, "--json")
-    assert json.loads(narrow.output)["status"] == "succeeded"  # a learned projection 16 -> 32
+                "--hidden-mse", "1", "--hidden-cos", "1", "--pkd", "1", "--epochs", "1", "--max-len", "32", "--name", "narrow", "--db", db, "--json")
+    narrow = json.loads(narrow.output)
+    assert narrow["status"] == "succeeded"  # a learned projection 16 -> 32
+    assert narrow["config"]["hidden_cos"] == 1 and narrow["config"]["pkd"] == 1
     relations = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
                    "--qk-relation", "1", "--value-relation", "1", "--relation-heads", "2", "--epochs", "1",
                    "--max-len", "32", "--name", "relations", "--db", db, "--json")
