@@ -157,6 +157,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--temperature-schedule", type=click.Choice(TEMPERATURE_SCHEDULES), default="constant", show_default=True, help="flsw | cwsm: a temperature per sample around the scheduled one (Wen et al. 2019, as TextBrewer): lower where the student disagrees with the teacher (flsw) or is unsure (cwsm).")
 @click.option("--temperature-beta", type=float, default=1.0, show_default=True, help="flsw/cwsm: how far a sample's temperature moves from the scheduled one.")
 @click.option("--temperature-gamma", type=float, default=2.0, show_default=True, help="flsw: exponent on (1 - cosine(student, teacher)).")
+@click.option("--probability-shift", is_flag=True, help="Where the teacher is wrong on a labeled sample, swap its top logit with the gold class's (Wen et al. 2019, as TextBrewer). Clean labels first: it trusts them.")
 @click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (needs --embed-dim = teacher hidden size).")
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
@@ -196,7 +197,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -213,8 +214,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     if student == "early-exit":
         if Dist.from_env().active:
             raise click.UsageError("--student early-exit trains in one process: run it without torchrun")
-        if temperature_schedule != "constant":
-            raise click.UsageError("--temperature-schedule is for students: early-exit branches learn at one --temperature")
+        if temperature_schedule != "constant" or probability_shift:
+            raise click.UsageError("--temperature-schedule and --probability-shift are for students: early-exit branches copy the teacher at one --temperature")
         _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,
                             temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
         return
@@ -226,6 +227,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         student=student, teacher_runs=tuple(teacher_runs), teacher_weights=tuple(teacher_weights),
         alpha=alpha, alpha_end=alpha_end, temperature=temperature, temperature_end=temperature_end,
         temperature_schedule=temperature_schedule, temperature_beta=temperature_beta, temperature_gamma=temperature_gamma,
+        probability_shift=probability_shift,
         init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
         augment=tuple(m.strip() for m in augment.split(",") if m.strip()), augment_n=augment_n,
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, batch_size=batch_size,

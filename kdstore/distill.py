@@ -20,7 +20,7 @@ from .distributed import SINGLE, Dist
 from .errors import KdError
 from .losses import (
     SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, distillation_loss, hidden_cosine, hidden_mse, patient_kd,
-    query_key_relation_kl, relation_kl, sample_temperatures,
+    probability_shift, query_key_relation_kl, relation_kl, sample_temperatures,
 )
 from .metrics import classification_metrics
 from .outputs import store_split_metrics, write_sharded_scores
@@ -59,6 +59,7 @@ class DistillConfig:
     temperature_schedule: str = "constant"  # flsw | cwsm: per-sample temperatures around the scheduled one
     temperature_beta: float = 1.0
     temperature_gamma: float = 2.0
+    probability_shift: bool = False  # labeled samples: swap the teacher's wrong top logit with the gold one
     soft_loss: str = "kl"
     init_embeddings: str = "random"  # or "teacher": copy the teacher's token embeddings
     unlabeled: bool | None = None  # None: use the pool when the store has one
@@ -299,6 +300,8 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                 else:
                     logits, matched = net(input_ids, mask)
                 targets = soft_targets[idx].to(device)
+                if cfg.probability_shift:
+                    targets = probability_shift(targets, labels[idx].to(device))
                 if cfg.temperature_schedule != "constant":
                     temperature = sample_temperatures(logits, targets, base=temperature, kind=cfg.temperature_schedule,
                                                       beta=cfg.temperature_beta, gamma=cfg.temperature_gamma)

@@ -41,6 +41,21 @@ def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, *, temperat
     return -(p_t * F.log_softmax(student / t, dim=-1)).sum(dim=-1) * t2
 
 
+def probability_shift(teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Teacher logits with, for each labeled sample the teacher gets wrong, its top logit and the gold
+    class's logit swapped (Wen et al. 2019, TextBrewer's ``probability_shift``): the soft target then
+    names the gold class and keeps the teacher's shape. Rows with label -1 or a right teacher are unchanged."""
+    out = teacher.clone()
+    labeled = labels >= 0
+    top = teacher.argmax(dim=-1)
+    rows = torch.nonzero(labeled & (top != labels)).flatten()
+    if len(rows):
+        gold, wrong = labels[rows], top[rows]
+        out[rows, gold] = teacher[rows, wrong]
+        out[rows, wrong] = teacher[rows, gold]
+    return out
+
+
 @torch.no_grad()
 def sample_temperatures(
     student: torch.Tensor, teacher: torch.Tensor, *, base: float, kind: str, beta: float = 1.0, gamma: float = 2.0,

@@ -347,3 +347,15 @@ def test_hidden_cosine_and_patient_kd_by_hand():
     cls_s, cls_t = torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[6.0, 8.0], [0.0, 2.0]])
     # row 1: same direction -> 0; row 2: (1,0) vs (0,1) -> squared distance 2; mean 1
     assert patient_kd(cls_s, cls_t).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_probability_shift_swaps_only_where_the_teacher_is_wrong():
+    from kdstore.losses import probability_shift
+
+    teacher = torch.tensor([[3.0, 1.0, 0.0], [3.0, 1.0, 0.0], [0.0, 2.0, 5.0], [4.0, 0.0, 1.0]])
+    labels = torch.tensor([0, 1, 0, -1])  # right; wrong (gold 1); wrong (gold 0); unlabeled
+    out = probability_shift(teacher, labels)
+    expected = torch.tensor([[3.0, 1.0, 0.0], [1.0, 3.0, 0.0], [5.0, 2.0, 0.0], [4.0, 0.0, 1.0]])
+    assert torch.equal(out, expected)
+    assert torch.equal(out.argmax(1)[:3], labels[:3])
+    assert torch.equal(teacher[1], torch.tensor([3.0, 1.0, 0.0]))  # the input is not changed

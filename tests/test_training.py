@@ -311,6 +311,8 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
         out = kd("distill", "--run", "r", "--temperature", "3", "--temperature-schedule", schedule, "--temperature-beta", "0.5",
                  "--name", f"t-{schedule}", *common, "--json")
         assert json.loads(out.output)["config"]["temperature_schedule"] == schedule
+    shifted = kd("distill", "--run", "r", "--probability-shift", "--name", "shifted", *common, "--json")
+    assert json.loads(shifted.output)["config"]["probability_shift"] is True
     mse = kd("distill", "--run", "r", "--soft-loss", "mse", "--temperature-schedule", "flsw", "--name", "t-mse", *common, ok=False)
     assert "needs a softened loss" in mse.output
     # two teachers (the same run twice), weighted; a weight count that does not match is refused
