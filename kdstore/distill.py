@@ -20,7 +20,7 @@ from .distributed import SINGLE, Dist
 from .errors import KdError
 from .losses import (
     SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, distillation_loss, hidden_cosine, hidden_mse, patient_kd,
-    probability_shift, query_key_relation_kl, relation_kl, sample_temperatures,
+    probability_shift, query_key_relation_kl, relation_kl, sample_temperatures, temperature_weights,
 )
 from .metrics import classification_metrics
 from .outputs import store_split_metrics, write_sharded_scores
@@ -117,6 +117,8 @@ class DistillConfig:
             raise KdError(f"--temperature-schedule {self.temperature_schedule} needs a softened loss (--soft-loss kl or soft_ce): mse reads raw logits")
         if self.temperature_beta < 0 or self.temperature_gamma <= 0:
             raise KdError("--temperature-beta must be >= 0 and --temperature-gamma > 0")
+        if self.temperature_schedule == "constant" and (self.temperature_beta, self.temperature_gamma) != (1.0, 2.0):
+            raise KdError("--temperature-beta and --temperature-gamma shape a per-sample temperature: add --temperature-schedule flsw or cwsm")
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if self.intermediate and self.student != "transformer":
@@ -302,12 +304,16 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                 targets = soft_targets[idx].to(device)
                 if cfg.probability_shift:
                     targets = probability_shift(targets, labels[idx].to(device))
-                if cfg.temperature_schedule != "constant":
-                    temperature = sample_temperatures(logits, targets, base=temperature, kind=cfg.temperature_schedule,
-                                                      beta=cfg.temperature_beta, gamma=cfg.temperature_gamma)
+                scale = None
+                if cfg.temperature_schedule != "constant":  # per sample, around the whole batch's mean weight
+                    w = temperature_weights(logits, targets, kind=cfg.temperature_schedule, gamma=cfg.temperature_gamma)
+                    scale, temperature = temperature * temperature, sample_temperatures(
+                        logits, targets, base=temperature, kind=cfg.temperature_schedule, beta=cfg.temperature_beta,
+                        gamma=cfg.temperature_gamma, mean_weight=dist.batch_mean(w, counted=weight > 0),
+                    )
                 loss = distillation_loss(
                     logits, targets, labels[idx].to(device),
-                    alpha=alpha, temperature=temperature, kind=cfg.soft_loss,
+                    alpha=alpha, temperature=temperature, kind=cfg.soft_loss, scale=scale,
                 ) + matched
                 step += 1
                 (loss * weight).backward()

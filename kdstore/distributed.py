@@ -139,6 +139,17 @@ class Dist:
             return float(np.mean(values))
         return float(np.mean([v for part in self.all_gather_object(list(values)) for v in part]))
 
+    def batch_mean(self, values: torch.Tensor, *, counted: bool = True) -> torch.Tensor:
+        """The mean of ``values`` over every rank's share of one global batch (a float32 scalar on
+        ``values``' device); a rank whose share is only filler (``counted=False``) adds nothing."""
+        if not self.active:
+            return values.float().mean()
+        pair = torch.stack([values.float().sum(), values.new_tensor(float(len(values)), dtype=torch.float32)])
+        if not counted:
+            pair = torch.zeros_like(pair)
+        torch.distributed.all_reduce(pair)
+        return pair[0] / pair[1].clamp(min=1.0)
+
     def gather_rows(self, ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every rank's ``(id, row)`` pairs together, in id order, on every rank."""
         parts = self.all_gather_object((np.asarray(ids), np.asarray(rows))) if self.active else [(np.asarray(ids), np.asarray(rows))]

@@ -16,73 +16,87 @@ TEMPERATURE_SCHEDULES = ("constant", "flsw", "cwsm")
 MIN_TEMPERATURE = 0.1  # floor of a per-sample temperature
 
 
-def _column(temperature: float | torch.Tensor, like: torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
-    """``(divisor, T²)`` for one temperature (a number) or one per sample (a ``(B,)`` tensor)."""
+def _column(temperature: float | torch.Tensor, scale: float | None) -> tuple[float | torch.Tensor, float]:
+    """``(divisor, factor)``: one temperature (a number) or one per sample (a ``(B,)`` tensor, as a
+    float32 column), and the loss factor: ``scale``, else ``T²`` of the one temperature, else the
+    square of the per-sample temperatures' mean (one number for the batch, see ``kl_soft``)."""
     if isinstance(temperature, torch.Tensor):
-        t = temperature.to(dtype=like.dtype, device=like.device).reshape(-1)
-        return t.unsqueeze(-1), t * t
-    return temperature, temperature * temperature
+        t = temperature.detach().float().reshape(-1, 1)
+        return t, float(scale) if scale is not None else float(t.mean()) ** 2
+    return temperature, float(scale) if scale is not None else temperature * temperature
 
 
-def kl_soft(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float | torch.Tensor) -> torch.Tensor:
+def kl_soft(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float | torch.Tensor, scale: float | None = None) -> torch.Tensor:
     """Per-sample KL(teacher_T || student_T) × T² (Hinton et al.), so gradients keep their scale.
 
-    ``temperature``: one number, or a ``(B,)`` tensor of per-sample temperatures (``sample_temperatures``)."""
-    t, t2 = _column(temperature, student)
+    ``temperature``: one number, or a ``(B,)`` tensor of per-sample temperatures (``sample_temperatures``).
+    The factor is one number for the whole batch (``scale``, default ``T²`` of the scheduled
+    temperature): a sample given a lower temperature then gets the larger gradient (about ``1/T``),
+    which is what a per-sample temperature is for; a per-sample ``T²`` would turn that around.
+    A per-sample temperature makes the loss float32."""
+    t, factor = _column(temperature, scale)
     log_p_s = F.log_softmax(student / t, dim=-1)
     log_p_t = F.log_softmax(teacher / t, dim=-1)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1) * t2
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1) * factor
 
 
-def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float | torch.Tensor) -> torch.Tensor:
-    """Per-sample cross entropy of the student against the teacher's softened distribution, × T²."""
-    t, t2 = _column(temperature, student)
+def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float | torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Per-sample cross entropy of the student against the teacher's softened distribution, × T²
+    (``temperature`` and ``scale`` as in ``kl_soft``)."""
+    t, factor = _column(temperature, scale)
     p_t = F.softmax(teacher / t, dim=-1)
-    return -(p_t * F.log_softmax(student / t, dim=-1)).sum(dim=-1) * t2
+    return -(p_t * F.log_softmax(student / t, dim=-1)).sum(dim=-1) * factor
 
 
 def probability_shift(teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Teacher logits with, for each labeled sample the teacher gets wrong, its top logit and the gold
     class's logit swapped (Wen et al. 2019, TextBrewer's ``probability_shift``): the soft target then
     names the gold class and keeps the teacher's shape. Rows with label -1 or a right teacher are unchanged."""
-    out = teacher.clone()
-    labeled = labels >= 0
-    top = teacher.argmax(dim=-1)
-    rows = torch.nonzero(labeled & (top != labels)).flatten()
-    if len(rows):
-        gold, wrong = labels[rows], top[rows]
-        out[rows, gold] = teacher[rows, wrong]
-        out[rows, wrong] = teacher[rows, gold]
-    return out
+    top = teacher.argmax(dim=-1, keepdim=True)
+    gold = labels.clamp(min=0).unsqueeze(-1)
+    wrong = ((labels >= 0) & (top.squeeze(-1) != labels)).unsqueeze(-1)
+    cols = torch.arange(teacher.shape[-1], device=teacher.device).unsqueeze(0)
+    out = torch.where(wrong & (cols == gold), teacher.gather(-1, top), teacher)
+    return torch.where(wrong & (cols == top), teacher.gather(-1, gold), out)
 
 
 @torch.no_grad()
-def sample_temperatures(
-    student: torch.Tensor, teacher: torch.Tensor, *, base: float, kind: str, beta: float = 1.0, gamma: float = 2.0,
-) -> torch.Tensor:
-    """Per-sample temperatures ``(B,)`` around ``base`` (Wen et al. 2019, arXiv:1911.07471; TextBrewer's
-    ``flsw`` and ``cwsm`` temperature schedulers), from logits, without gradients.
+def temperature_weights(student: torch.Tensor, teacher: torch.Tensor, *, kind: str, gamma: float = 2.0) -> torch.Tensor:
+    """The per-sample weights ``w`` (float32, ``(B,)``) behind ``sample_temperatures``:
 
-    Each sample gets a weight ``w`` and the temperature ``base + beta * (mean(w) - w)``, floored at
-    ``MIN_TEMPERATURE``: samples with a larger ``w`` than the batch's mean learn from sharper targets.
-
-    - ``flsw``: ``w = (1 - cos(student, teacher)) ** gamma``, large where the student's logits point
-      away from the teacher's;
-    - ``cwsm``: ``w = 1 / (max student probability + 1e-3)``, large where the student is unsure;
-    - ``constant``: ``base`` for every sample.
+    - ``flsw``: ``(1 - cos(student, teacher)) ** gamma``, large where the student's logits point away
+      from the teacher's;
+    - ``cwsm``: ``1 / (max student probability + 1e-3)``, large where the student is unsure;
+    - ``constant``: zeros.
     """
     if kind not in TEMPERATURE_SCHEDULES:
         raise ValueError(f"unknown temperature schedule {kind!r}: choose from {', '.join(TEMPERATURE_SCHEDULES)}")
     s = student.detach().float()
     if kind == "constant":
-        return torch.full((s.shape[0],), float(base), device=s.device)
+        return s.new_zeros(s.shape[0])
     if kind == "flsw":
         t = teacher.detach().float()
         cos = (s / (s.norm(dim=-1, keepdim=True) + 1e-4) * (t / (t.norm(dim=-1, keepdim=True) + 1e-4))).sum(dim=-1)
-        w = (1.0 - cos).clamp(min=0.0) ** gamma
-    else:
-        w = 1.0 / (torch.softmax(s, dim=-1).max(dim=-1).values + 1e-3)
-    return (base + beta * (w.mean() - w)).clamp(min=MIN_TEMPERATURE)
+        return (1.0 - cos).clamp(min=0.0) ** gamma
+    return 1.0 / (torch.softmax(s, dim=-1).max(dim=-1).values + 1e-3)
+
+
+@torch.no_grad()
+def sample_temperatures(
+    student: torch.Tensor, teacher: torch.Tensor, *, base: float, kind: str, beta: float = 1.0, gamma: float = 2.0,
+    mean_weight: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample temperatures ``(B,)`` around ``base`` (Wen et al. 2019, arXiv:1911.07471; TextBrewer's
+    ``flsw`` and ``cwsm`` temperature schedulers), from logits, without gradients.
+
+    Each sample's weight ``w`` (``temperature_weights``) gives it the temperature
+    ``base + beta * (mean(w) - w)``, floored at ``MIN_TEMPERATURE``: samples with a larger ``w`` than
+    the batch's mean learn from sharper targets. ``mean_weight``: the mean over the whole batch when
+    this call sees only part of it (one rank's share under torchrun); default: the mean of these rows.
+    """
+    w = temperature_weights(student, teacher, kind=kind, gamma=gamma)
+    m = w.mean() if mean_weight is None else mean_weight
+    return (base + beta * (m - w)).clamp(min=MIN_TEMPERATURE)
 
 
 def logit_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -90,11 +104,12 @@ def logit_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return ((student - teacher) ** 2).mean(dim=-1)
 
 
-def soft_loss(student: torch.Tensor, teacher: torch.Tensor, *, kind: str, temperature: float) -> torch.Tensor:
+def soft_loss(student: torch.Tensor, teacher: torch.Tensor, *, kind: str, temperature: float | torch.Tensor,
+              scale: float | None = None) -> torch.Tensor:
     if kind == "kl":
-        return kl_soft(student, teacher, temperature=temperature)
+        return kl_soft(student, teacher, temperature=temperature, scale=scale)
     if kind == "soft_ce":
-        return soft_cross_entropy(student, teacher, temperature=temperature)
+        return soft_cross_entropy(student, teacher, temperature=temperature, scale=scale)
     if kind == "mse":
         return logit_mse(student, teacher)
     raise ValueError(f"unknown soft loss {kind!r}: choose from {', '.join(SOFT_LOSSES)}")
@@ -108,17 +123,19 @@ def distillation_loss(
     alpha: float,
     temperature: float | torch.Tensor,
     kind: str = "kl",
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Batch mean of ``alpha * soft + (1 - alpha) * hard`` for labeled samples and ``soft`` alone for
     unlabeled ones (label -1): a sample without a gold label learns from the teacher only.
+    ``temperature`` and ``scale``: as in ``kl_soft``.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    soft = soft_loss(student, teacher, kind=kind, temperature=temperature)
+    soft = soft_loss(student, teacher, kind=kind, temperature=temperature, scale=scale)
     labeled = labels >= 0
     hard = torch.zeros_like(soft)
     if labeled.any():
-        hard[labeled] = F.cross_entropy(student[labeled], labels[labeled], reduction="none")
+        hard[labeled] = F.cross_entropy(student[labeled], labels[labeled], reduction="none").to(hard.dtype)
     per_sample = torch.where(labeled, alpha * soft + (1.0 - alpha) * hard, soft)
     return per_sample.mean()
 

@@ -287,12 +287,14 @@ def test_a_crashed_rank_fails_the_teach_stage(taught, tiny_model, tmp_path):
 
 
 # distill ---------------------------------------------------------------------------------------------
-def test_two_processes_distill_the_same_student_as_one(taught, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--temperature-schedule", "cwsm", "--temperature-beta", "0.5"]], ids=["plain", "per-sample-temperature"])
+def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
+    """Per-sample temperatures are set against the whole global batch's mean weight, not a rank's share."""
     one = copy_store(taught["one"], tmp_path / "one")
     two = copy_store(taught["one"], tmp_path / "two")  # the same teacher logits for both
     with one_thread():
-        kd("distill", "--run", "r", *DISTILL, "--db", str(one))
-    out = torchrun("distill", "--run", "r", *DISTILL, "--json", "--db", str(two))
+        kd("distill", "--run", "r", *DISTILL, *extra, "--db", str(one))
+    out = torchrun("distill", "--run", "r", *DISTILL, *extra, "--json", "--db", str(two))
     report = json.loads(out.stdout)
     assert report["status"] == "succeeded" and report["metrics"]["all"]["processes"] == 2
     assert report["metrics"]["all"]["pool_samples"] == 30

@@ -329,11 +329,22 @@ def test_soft_losses_take_one_temperature_per_sample():
     student, teacher = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3)
     temps = torch.tensor([0.5, 1.0, 2.0, 4.0])
     for fn in (kl_soft, soft_cross_entropy):
-        rows = torch.stack([fn(student[i : i + 1], teacher[i : i + 1], temperature=float(t))[0] for i, t in enumerate(temps)])
-        assert torch.allclose(fn(student, teacher, temperature=temps), rows, atol=1e-6)
-    loss = distillation_loss(student, teacher, torch.tensor([0, -1, 2, -1]), alpha=0.5, temperature=temps)
+        # each row as with its own scalar temperature, but the T^2 factor is one number for the batch
+        rows = torch.stack([fn(student[i : i + 1], teacher[i : i + 1], temperature=float(t))[0] / float(t) ** 2 for i, t in enumerate(temps)])
+        assert torch.allclose(fn(student, teacher, temperature=temps, scale=9.0), 9.0 * rows, atol=1e-5)
+        assert torch.allclose(fn(student, teacher, temperature=temps), float(temps.mean()) ** 2 * rows, atol=1e-5)
+        assert torch.allclose(fn(student, teacher, temperature=2.0, scale=1.0), fn(student, teacher, temperature=2.0) / 4, atol=1e-6)
+    loss = distillation_loss(student, teacher, torch.tensor([0, -1, 2, -1]), alpha=0.5, temperature=temps, scale=4.0)
     loss.backward()
     assert student.grad is not None and torch.isfinite(student.grad).all()
+
+
+def test_a_lower_per_sample_temperature_gets_the_larger_gradient():
+    s = torch.tensor([[1.0, 0.0, -1.0]] * 3, requires_grad=True)
+    t = torch.tensor([[0.0, 2.0, 0.0]] * 3)
+    kl_soft(s, t, temperature=torch.tensor([0.5, 2.0, 3.5]), scale=4.0).sum().backward()
+    norms = s.grad.norm(dim=-1)
+    assert norms[0] > norms[1] > norms[2]  # the sample meant to get sharper targets learns the most
 
 
 def test_hidden_cosine_and_patient_kd_by_hand():

@@ -315,6 +315,8 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
     assert json.loads(shifted.output)["config"]["probability_shift"] is True
     mse = kd("distill", "--run", "r", "--soft-loss", "mse", "--temperature-schedule", "flsw", "--name", "t-mse", *common, ok=False)
     assert "needs a softened loss" in mse.output
+    idle = kd("distill", "--run", "r", "--temperature-beta", "2", "--name", "t-idle", *common, ok=False)
+    assert "add --temperature-schedule flsw or cwsm" in idle.output
     # two teachers (the same run twice), weighted; a weight count that does not match is refused
     kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "r", "--teacher-weight", "3",
        "--teacher-weight", "1", "--name", "two-teachers", *common)
