@@ -99,7 +99,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{dur}")
         if st["error"]:
             out.print(f"  error: {st['error']}", markup=False)
-        shown = {k: v for k, v in st["config"].items() if not isinstance(v, (dict, list))}
+        shown = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in st["config"].items()
+                 if not isinstance(v, dict) and not (isinstance(v, list) and (len(v) > 8 or any(isinstance(x, (dict, list)) for x in v)))}
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
         if st["metrics"]:

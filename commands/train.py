@@ -181,7 +181,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--init-from-teacher/--no-init-from-teacher", default=True, show_default=True, help="Transformer student: start from evenly spaced teacher layers.")
 @click.option("--hidden-mse", type=float, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers.")
 @click.option("--hidden-cos", type=float, default=0.0, help="Transformer student: weight of hidden-state cosine distance (1 - cos) to mapped teacher layers.")
-@click.option("--pkd", type=float, default=0.0, help="Transformer student: weight of Patient KD (normalised [CLS] vectors of mapped layers).")
+@click.option("--pkd", type=float, default=0.0, help="Transformer student: weight of Patient KD (normalised [CLS] vectors of mapped layers; the last one included, as in TextBrewer, where BERT-PKD leaves it to the logit loss).")
 @click.option("--attention-kl", type=float, default=0.0, help="Transformer student: weight of attention-distribution KL.")
 @click.option("--value-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM value-relation KL (last layer).")
 @click.option("--qk-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM query-key (attention distribution) KL (last layer).")

@@ -10,7 +10,21 @@ import torch
 
 def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:
     """Token ids per text (no padding), truncated to ``max_len``, in one batched tokenizer call."""
-    return encode_flagged(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)[0]
+    if not texts:
+        return []
+    return _call(tokenizer, texts, max_len, special_tokens)["input_ids"]
+
+
+def _call(tokenizer, texts: Sequence[str], max_len: int, special_tokens: bool):
+    return tokenizer(
+        list(texts),
+        add_special_tokens=special_tokens,
+        truncation=True,
+        max_length=max_len,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
 
 
 def encode_flagged(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> tuple[list[list[int]], list[bool]]:
@@ -21,15 +35,7 @@ def encode_flagged(tokenizer, texts: Sequence[str], *, max_len: int, special_tok
     """
     if not texts:
         return [], []
-    out = tokenizer(
-        list(texts),
-        add_special_tokens=special_tokens,
-        truncation=True,
-        max_length=max_len,
-        padding=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )
+    out = _call(tokenizer, texts, max_len, special_tokens)
     ids = out["input_ids"]
     encodings = getattr(out, "encodings", None)
     if encodings is not None:

@@ -43,7 +43,7 @@ from .students import (
     layer_map,
     student_bert_config,
 )
-from .teacher import model_dirs, score_missing
+from .teacher import check_learned_every_class, model_dirs, score_missing
 from .torchutil import BestCheckpoint, count_parameters, pick_device, set_seed
 
 
@@ -163,6 +163,7 @@ def load_teachers(store: Store, runs: list[str], names: list[str], weights: tupl
                 f"teacher of run {run!r} was trained on classes {teacher_classes}, the store now has "
                 f"{names}: re-run `kd teach`"
             )
+        check_learned_every_class(stage, names, run=run, purpose="distillation")
         ids, logits = store.read_logits(stage.id)
         if len(ids) == 0:
             raise KdError(f"teacher of run {run!r} has no logits in the store: re-run `kd teach`")

@@ -615,8 +615,8 @@ class EarlyExitPredictor:
         return early_exit_logits(self.model, self.tokenizer, texts, max_len=self.max_len, speed=self.speed,
                                  uncertainty=self.uncertainty, batch_size=batch_size, device=self.device, ids=ids)
 
-    def logits(self, texts: list[str], *, batch_size: int = 256) -> np.ndarray:
-        logits, self.last_layers = self.logits_and_layers(texts, batch_size=batch_size)
+    def logits(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> np.ndarray:
+        logits, self.last_layers = self.logits_and_layers(texts, batch_size=batch_size, ids=ids)
         return logits
 
     def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:

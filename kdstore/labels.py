@@ -62,6 +62,8 @@ def labels_version(store: Store) -> str:
 # detect --------------------------------------------------------------------------------------
 def detect(store: Store, stage: StageHandle, cfg: DetectConfig) -> int:
     """Score the train labels against the teacher's probabilities; store one issue row per flag."""
+    from .teacher import check_learned_every_class, trained_on
+
     names = store.class_names()
     teacher_run = cfg.teacher_run or stage.run
     teacher = store.find_stage(teacher_run, "teach")
@@ -70,8 +72,9 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig) -> int:
     train = store.samples(splits=["train"], labeled=True)
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train labels have a single class: there is nothing to tell apart")
-    folds = store.read_folds(teacher.id)
-    in_sample = [int(i) for i in train.ids if int(i) not in folds]
+    check_learned_every_class(teacher, names, run=teacher_run, purpose="label-noise detection")
+    folds, seen = store.read_folds(teacher.id), trained_on(store, teacher)
+    in_sample = [int(i) for i in train.ids if int(i) in seen and int(i) not in folds]
     if in_sample and not cfg.allow_in_sample:
         raise KdError(
             f"{len(in_sample)} train samples have in-sample teacher probabilities: confident learning needs "

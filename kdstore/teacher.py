@@ -27,7 +27,7 @@ from .store import SampleSet, Store
 from .torchutil import BestCheckpoint, autocast, count_parameters, ensure_eval, grad_scaler, pick_device, scaled_step, set_seed
 
 MODEL_SUBDIR = "model"
-TRAINABLE_SPLITS = ("train", "dev", "test")
+TRAINABLE_SPLITS = ("train", "dev")  # test stays held out: its figures are what a run is judged by
 SCORE_CHUNK = 4096  # --logits-only commits every this many samples
 
 
@@ -231,8 +231,33 @@ def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[Sam
             query.append(f"--where {cfg.where!r}")
         if cfg.labels:
             query.append(f"labels {'/'.join(cfg.labels)}")
-        raise KdError(f"no labeled samples for the teacher ({', '.join(query)}): ingest some with `kd ingest FILE`")
+        hint = "loosen the filters" if cfg.where or cfg.labels else "ingest some with `kd ingest FILE`"
+        raise KdError(f"no labeled samples for the teacher ({', '.join(query)}): {hint}")
     return train, dev
+
+
+def check_learned_every_class(stage, names: list[str], *, run: str, purpose: str) -> None:
+    """Refuse a teacher trained on some classes only (``kd teach --label``) for ``purpose``: its
+    outputs for the other classes were never taught. Stages from before ``--label`` learned all."""
+    learned = list(stage.config.get("labels") or [])
+    if learned and set(learned) != set(names):
+        missing = [n for n in names if n not in learned]
+        raise KdError(
+            f"the teacher of run {run!r} learned only classes "
+            f"{', '.join(learned)} (kd teach --label), not {', '.join(missing)}: {purpose} needs a teacher of every class"
+        )
+
+
+def trained_on(store: Store, stage) -> set[int]:
+    """Ids of the samples a teach stage learned from, as its query selects them now: the labeled
+    rows of its ``splits`` (train before ``--split`` existed) matching its ``--where`` and ``--label``,
+    dropped ones included (they may have been dropped after it ran)."""
+    cfg = stage.config
+    rows = store.samples(splits=list(cfg.get("splits") or ["train"]), labeled=True, where=cfg.get("where"), include_dropped=True)
+    if cfg.get("labels"):
+        names = store.class_names()
+        rows = rows.subset(np.isin(rows.labels, [names.index(n) for n in cfg["labels"] if n in names]))
+    return {int(i) for i in rows.ids}
 
 
 def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev: SampleSet, device, rng, dist: Dist, *, tag: str):

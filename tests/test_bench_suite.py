@@ -252,3 +252,19 @@ def test_add_seeds_merges_only_the_same_command(tmp_path):
     text = suite.render_job("B1B2", results["jobs"]["B1B2"], results)
     assert "**Seeds merged** (`--add-seeds`): seed 1 at `abc1234`" in text and "seed 2 at `abc1234`" in text
     assert suite.main(["B4", "--add-seeds", "--out", str(tmp_path), "--dry-run"]) == 2
+
+
+def test_b2_pool_target_needs_the_teacher_and_the_student_alone():
+    from bench.distill import target_cell
+
+    def table(teacher: float, alone: float, pool: float) -> dict:
+        return {"teacher": [teacher], "textcnn alone": [alone], "textcnn +pool": [pool]}
+
+    assert target_cell("B2", "textcnn +pool", table(0.81, 0.77, 0.815)).endswith("**met**")
+    assert target_cell("B2", "textcnn +pool", table(0.81, 0.77, 0.80)).endswith("**not met**")
+    # a teacher below the student alone: matching it is no result (a CPU-sized teacher did this)
+    assert target_cell("B2", "textcnn +pool", table(0.71, 0.776, 0.746)).endswith("**not met**")
+    rows = {"B2": table(0.71, 0.776, 0.746)}
+    (b2,) = suite.targets_b1b2({"rows": rows}, None)
+    assert "not met" in b2["verdict"]
+    assert "alone 77.60%" in b2["measured"]

@@ -206,6 +206,10 @@ def test_predictor_one_sample_at_a_time(trained):
         assert a["label"] in a["probs"] and abs(sum(b["probs"].values()) - 1) < 1e-5
     default = EarlyExitPredictor.from_directory(trained["out_dir"], device="cpu")
     assert default.speed == trained["cfg"].speed and default.uncertainty == "entropy"
+    long, short = "很好" * 40, "这个很好"  # 80 characters: past max_len 32
+    found = slow.predict([long, short])
+    assert [r["truncated"] for r in found] == [True, False]
+    assert np.allclose(slow.logits([long, short]), slow.logits([long, short], ids=slow.encode([long, short])[0]))
 
 
 # leaving the batch ---------------------------------------------------------------------------------

@@ -149,6 +149,29 @@ def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     assert "no succeeded 'teach' stage" in nothing.output
 
 
+def test_detect_knows_which_rows_a_filtered_teacher_learned_from(db, noisy, tmp_path):
+    model, short = str(noisy["model"]), [*TEACH[:2], "--max-len", "32"]
+    n_train = len(noisy["rows"])
+    # trained on dev alone: every train row's probabilities are out-of-sample
+    kd("teach", "--run", "devonly", "--model", model, "--split", "dev", *short, "--db", db)
+    kd("labels", "detect", "--run", "devonly", "--db", db)
+    store = Store.open(db)
+    figures = {m.name: m.value for m in store.metrics(store.find_stage("devonly", "detect").id)}
+    store.close()
+    assert figures["in_sample"] == 0 and figures["train_samples"] == n_train
+    # trained on half the train rows: that half is in-sample, and only that half is counted
+    kd("teach", "--run", "half", "--model", model, "--where", "id % 2 = 0", *short, "--db", db)
+    half = kd("labels", "detect", "--run", "half", "--db", db, ok=False)
+    even = sum(1 for i in _labels(db) if i % 2 == 0 and i <= n_train)
+    assert f"{even} train samples have in-sample teacher probabilities" in half.output
+    # a teacher of some classes only is refused by detect and by distill
+    _add_class_mid(db, tmp_path)
+    kd("teach", "--run", "two", "--model", model, "--label", "pos", "--label", "neg", *short, "--db", db)
+    for command in (["labels", "detect", "--allow-in-sample"], ["distill", "--epochs", "1"]):
+        refused = kd(*command, "--run", "two", "--db", db, ok=False)
+        assert "learned only classes pos, neg (kd teach --label), not mid" in refused.output
+
+
 def test_clean_then_undo_restores_every_label_exactly(db):
     before = _labels(db)
     kd("labels", "detect", "--run", "r", "--db", db)

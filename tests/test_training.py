@@ -94,7 +94,7 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
     [
         (["--model", "/no/such/model-dir"], "cannot load model"),
         (["--model", str(Path(__file__).parent)], "cannot load model"),  # a folder without config.json
-        (["--where", "source = 'nothing'"], "no labeled samples for the teacher (split train, --where"),
+        (["--where", "source = 'nothing'"], "no labeled samples for the teacher (split train, --where \"source = 'nothing'\"): loosen the filters"),
         (["--label", "nope"], "--label 'nope' is not a class of the store"),
         (["--label", "pos"], "single class"),
         (["--max-len", "100"], "is longer than model"),  # the tiny model has 64 positions
@@ -123,11 +123,13 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
     stage = _stage(sample_store, "sd", "teach")
     assert stage.config["splits"] == ["train", "dev"] and stage.config["labels"] == ["pos", "neg"]
     assert stage.config["where"] is None
+    assert "splits=train,dev" in kd("report", "--run", "sd", "--db", db).stdout  # the text report shows them
     out = kd("teach", "--run", "w", "--model", str(tiny_model), "--where", "id % 2 = 0", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
     even = [i for i in store.samples(splits=["train"], labeled=True).ids if i % 2 == 0]
     assert json.loads(out.output)["metrics"]["all"]["train_samples"] == len(even)
-    bad = kd("teach", "--run", "u", "--model", str(tiny_model), "--split", "unlabeled", "--db", db, ok=False)
-    assert "Invalid value for '--split'" in bad.output
+    for split in ("unlabeled", "test"):
+        bad = kd("teach", "--run", "u", "--model", str(tiny_model), "--split", split, "--db", db, ok=False)
+        assert "Invalid value for '--split'" in bad.output
 
 
 def test_teach_refuses_a_single_class(tmp_path, tiny_model):
