@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, progress_line, shared_dir  # noqa: E402
-from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, run_seed  # noqa: E402
+from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, shared_dir  # noqa: E402
+from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
 VARIANTS = {
@@ -76,52 +76,71 @@ def tfidf_peer(store_db: Path) -> float:
     return float((clf.predict(vec.transform(test.texts)) == test.labels).mean())
 
 
-def run(args) -> dict:
-    cfg = dict(QUICK if args.quick else FULL)
-    if args.minutes is not None:
-        cfg["minutes"] = args.minutes
-    for key, attr in (("epochs", "teacher_epochs"), ("layers", "layers"), ("hidden", "hidden"), ("lr", "teacher_lr")):
-        if getattr(args, attr, None) is not None:
-            cfg[key] = getattr(args, attr)
+ORDER = ("alone", "distilled", "+pool", "+aug", "+pool+aug")  # the judged rows first: a time limit cuts the rest
+
+
+def run(args, partial=None) -> dict:
+    """The table, measured in the order that gets the judged figures out first under a time limit:
+    per seed, pre-training, each setting's teacher, then variant by variant (alone, distilled,
+    +pool, then the augmented rows) across the settings; the TF-IDF peers last. ``partial``
+    (``bench.common.Partial``) gets the result after every figure."""
+    cfg = apply_recipe(QUICK if args.quick else FULL, args)
     student_args = with_epochs(STUDENT_QUICK if args.quick else STUDENT_FULL, getattr(args, "student_epochs", None))
     data = shared_dir() / "data" / "reviews"
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
-    rows: dict = {}
+    students = args.students.split(",")
+    rows: dict = {setting: {} for setting in settings}
     teachers: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="kd-bench-distill-") as tmp:
-        os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
-        stores = prepare(Path(tmp), data, getattr(args, "train_rows", None))
-        for seed in seeds:
-            teacher = run_seed(stores, data / "corpus-peoples-daily-1998.txt", cfg, seed, args.device, settings=settings)
-            teachers.append(teacher)
-            for setting in settings:
-                db = str(stores[setting])
-                table = rows.setdefault(setting, {})
-                table.setdefault("teacher", []).append(teacher[setting]["test_accuracy"])
-                progress_line(f"seed {seed} {setting} teacher: test accuracy {teacher[setting]['test_accuracy']:.4f}")
-                if seed == seeds[0]:
-                    table[PEER] = [tfidf_peer(stores[setting])]
-                for student in args.students.split(","):
-                    for variant, flags in VARIANTS.items():
-                        if setting == "B1" and variant not in B1_VARIANTS:
-                            continue
-                        if getattr(args, "augment_n", None) is not None and "--augment-n" in flags:
-                            flags = list(flags)
-                            flags[flags.index("--augment-n") + 1] = str(args.augment_n)
-                        out = json.loads(kd(
-                            "distill", "--run", f"seed{seed}", "--student", student, *flags, *student_args,
-                            "--seed", str(seed), "--device", args.device, "--name", f"{student}-{variant}",
-                            "--db", db, "--json",
-                        ))
-                        table.setdefault(f"{student} {variant}", []).append(out["metrics"]["test"]["accuracy"])
-                        progress_line(f"seed {seed} {setting} {student} {variant}: test accuracy {out['metrics']['test']['accuracy']:.4f}")
-    return {
+    result = {
         "config": cfg, "student_args": student_args, "seeds": seeds, "rows": rows, "teacher": teachers,
-        "device": args.device, "settings": settings, "students": args.students.split(","),
+        "device": args.device, "settings": settings, "students": students,
         "quick": bool(args.quick), "train_rows": getattr(args, "train_rows", None),
         "augment_n": getattr(args, "augment_n", None) or int(AUG[AUG.index("--augment-n") + 1]),
     }
+    save = (lambda: partial.save(**result)) if partial is not None else (lambda: None)
+    with tempfile.TemporaryDirectory(prefix="kd-bench-distill-") as tmp:
+        os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
+        stores = prepare(Path(tmp), data, getattr(args, "train_rows", None))
+        corpus = data / "corpus-peoples-daily-1998.txt"
+        for seed in seeds:
+            pre = pretrain_seed(stores, corpus, cfg, seed, args.device)
+            teacher = {k: v for k, v in pre.items() if k != "model_dir"}
+            teachers.append(teacher)
+            for setting in settings:
+                teacher[setting] = run_seed(stores, corpus, cfg, seed, args.device, settings=[setting], pretrained=pre)[setting]
+                rows[setting].setdefault("teacher", []).append(teacher[setting]["test_accuracy"])
+                save()
+            for variant in ORDER:
+                flags = list(VARIANTS[variant])
+                if getattr(args, "augment_n", None) is not None and "--augment-n" in flags:
+                    flags[flags.index("--augment-n") + 1] = str(args.augment_n)
+                for setting in settings:
+                    if setting == "B1" and variant not in B1_VARIANTS:
+                        continue
+                    for student in students:
+                        out = json.loads(kd(
+                            "distill", "--run", f"seed{seed}", "--student", student, *flags, *student_args,
+                            "--seed", str(seed), "--device", args.device, "--name", f"{student}-{variant}",
+                            "--db", str(stores[setting]), "--json",
+                        ))
+                        accuracy = out["metrics"]["test"]["accuracy"]
+                        rows[setting].setdefault(f"{student} {variant}", []).append(accuracy)
+                        progress_line(f"seed {seed} {setting} {student} {variant}: test accuracy {accuracy:.4f}")
+                        save()
+        for setting in settings:
+            rows[setting][PEER] = [tfidf_peer(stores[setting])]
+            progress_line(f"{setting} {PEER}: test accuracy {rows[setting][PEER][0]:.4f}")
+            save()
+    result["rows"] = {setting: canonical(table) for setting, table in rows.items()}
+    return result
+
+
+def canonical(table: dict) -> dict:
+    """The rows in reading order: teacher, the peer, then each student's variants."""
+    first = [name for name in ("teacher", PEER) if name in table]
+    rest = sorted((n for n in table if n not in first), key=lambda n: (n.split(" ")[0], list(VARIANTS).index(n.split(" ", 1)[1])))
+    return {name: table[name] for name in first + rest}
 
 
 PEER = "TF-IDF+LR"  # deterministic: measured once per run, not per seed
@@ -238,11 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--settings", default="B1,B2")
     parser.add_argument("--students", default="textcnn,bigru,bilstm,transformer")
-    parser.add_argument("--minutes", type=float, help="override the teacher's pre-training budget")
-    parser.add_argument("--teacher-epochs", type=int, help="override the teacher's fine-tuning epochs")
-    parser.add_argument("--layers", type=int, help="override the teacher's layers")
-    parser.add_argument("--hidden", type=int, help="override the teacher's hidden size")
-    parser.add_argument("--teacher-lr", type=float, help="override the teacher's fine-tuning learning rate")
+    add_recipe_options(parser)
     parser.add_argument("--student-epochs", type=int, help="override the students' epochs")
     parser.add_argument("--augment-n", type=int, help="augmented variants per text for the +aug rows (default 4)")
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
@@ -252,9 +267,18 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmark data not found (set KD_SHARED)", file=sys.stderr)
         return 2
     os.environ.setdefault("KD_NO_PROGRESS", "1")
-    result = run(args)
     info = machine_info()
     command = "python bench/distill.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    partial = Partial(args.json, {"machine": info, "command": command})
+    try:
+        result = run(args, partial)
+    except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
+        progress_line(f"stopped: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+        got = partial.data
+        tables = {setting: canonical(t) for setting, t in got.get("rows", {}).items() if t.get("teacher")}
+        if tables:
+            print(markdown({**got, "rows": tables}, info, command, "stopped before the end"))
+        return 1
     print(markdown(result, info, command, off_protocol(args)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

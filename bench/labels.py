@@ -35,10 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, progress_line, shared_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, shared_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
 
-LEVELS = ((0.10, 1), (0.20, 2))
+LEVELS = ((0.10, 1), (0.20, 2))  # (noise rate, seed of its flips)
+PEER = "peer: cleanlab over TF-IDF+LR"
 TARGET_F1 = {0.10: 0.65, 0.20: 0.74}
 TARGET_GAIN = 0.01  # at 20 % noise: cleaning lifts the default student by >= 1 pt
 DETECTORS = {
@@ -104,14 +105,19 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     result = {"rate": rate, "flips": int(flip.sum()), "detectors": {}}
     texts = [l.split("\t", 1)[1] for l in noisy_lines]
     noisy = np.array([0 if l.startswith("pos\t") else 1 for l in noisy_lines])
-    result["detectors"]["peer: cleanlab over TF-IDF+LR"] = peer_baseline(texts, noisy, flip)
-    for name, flags in DETECTORS.items():
+    found: dict[str, dict] = {}
+
+    def detect(name: str) -> None:
+        flags = DETECTORS[name]
         run = "det-" + name.split()[0] + ("-tfidf" if "TF-IDF" in name else "")
         kd("labels", "detect", "--run", run, "--teacher-run", "oof", *flags, "--db", str(db))
         mask = np.zeros(len(lines), dtype=bool)
         mask[[line - 1 for line in flagged_lines(db, run)]] = True
-        result["detectors"][name] = prf(mask, flip)
-        progress_line(f"noise {rate:.0%} seed {train_seed} {name}: F1 {result['detectors'][name]['f1']:.3f}")
+        found[name] = prf(mask, flip)
+        progress_line(f"noise {rate:.0%} seed {train_seed} {name}: F1 {found[name]['f1']:.3f}")
+
+    # the judged figures first (the default detector, then the students), the rest after
+    detect("combined (default)")
     student = STUDENT[args.quick]
     noisy_out = json.loads(kd("distill", "--run", "oof", "--name", "noisy", *student, "--device", args.device, *seed_opt, "--db", str(db), "--json"))
     kd("labels", "clean", "--run", "det-combined", "--db", str(db))
@@ -119,6 +125,12 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     result["student_noisy"] = noisy_out["metrics"]["test"]["accuracy"]
     result["student_cleaned"] = clean_out["metrics"]["test"]["accuracy"]
     progress_line(f"noise {rate:.0%} seed {train_seed} student: noisy {result['student_noisy']:.4f}, cleaned {result['student_cleaned']:.4f}")
+    for name in DETECTORS:
+        if name not in found:
+            detect(name)
+    found[PEER] = peer_baseline(texts, noisy, flip)
+    progress_line(f"noise {rate:.0%} seed {train_seed} {PEER}: F1 {found[PEER]['f1']:.3f}")
+    result["detectors"] = {name: found[name] for name in (PEER, *DETECTORS)}  # reading order
     return result
 
 
@@ -213,52 +225,62 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--levels", default="0.1,0.2")
-    parser.add_argument("--minutes", type=float)
-    parser.add_argument("--teacher-epochs", type=int, help="override the folds' fine-tuning epochs")
+    parser.add_argument("--levels", default="0.1,0.2", help="noise levels, measured in this order (e.g. 0.2,0.1: the 20 %% targets first)")
+    add_recipe_options(parser)
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
     parser.add_argument("--seeds", default="1", help="comma-separated training seeds (protocol: 3); the flips stay fixed")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     try:
         seeds = [int(x) for x in args.seeds.split(",")]
+        order = [float(x) for x in args.levels.split(",")]
     except ValueError:
-        parser.error(f"--seeds wants comma-separated integers, not {args.seeds!r}")
+        parser.error(f"--seeds wants comma-separated integers and --levels numbers, not {args.seeds!r} / {args.levels!r}")
+    levels = [(rate, seed) for wanted in order for rate, seed in LEVELS if rate == wanted]
+    if len(levels) != len(order):
+        parser.error(f"--levels: choose among {', '.join(str(r) for r, _ in LEVELS)}")
     data = shared_dir() / "data" / "reviews"
     if not (data / "train.tsv").exists():
         print("benchmark data not found (set KD_SHARED)", file=sys.stderr)
         return 2
     os.environ.setdefault("KD_NO_PROGRESS", "1")
-    cfg = dict(QUICK if args.quick else FULL)
-    if args.minutes is not None:
-        cfg["minutes"] = args.minutes
-    if args.teacher_epochs is not None:
-        cfg["epochs"] = args.teacher_epochs
-    wanted = {float(x) for x in args.levels.split(",")}
-    per_seed = []
-    with tempfile.TemporaryDirectory(prefix="kd-bench-labels-") as tmp:
-        texts = [l.split("\t", 1)[1] for l in (data / "train.tsv").read_text(encoding="utf-8").splitlines()[: args.train_rows]]
-        for train_seed in seeds:
-            work = Path(tmp) / f"seed{train_seed}"
-            work.mkdir()
-            os.environ["KD_ARTIFACTS"] = str(work / "artifacts")
-            pre_db = work / "pretrain.db"
-            kd("ingest", str(write_lines(work / "texts.txt", texts)), "--split", "unlabeled", "--db", str(pre_db))
-            out = json.loads(kd("pretrain", "--run", "p", "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
-                                "--minutes", str(cfg["minutes"]), "--corpus", str(data / "corpus-peoples-daily-1998.txt"),
-                                "--seed", str(train_seed), "--device", args.device, "--db", str(pre_db), "--json"))
-            per_seed.append([run_level(work, data, out["artifact_path"], rate, seed, cfg, args, train_seed)
-                             for rate, seed in LEVELS if rate in wanted])
-    results = aggregate(per_seed)
+    cfg = apply_recipe(QUICK if args.quick else FULL, args)
     info = machine_info()
     command = "python bench/labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    fields = {"config": cfg, "seeds": seeds, "machine": info, "command": command, "device": args.device,
+              "quick": args.quick, "train_rows": args.train_rows}
+    partial = Partial(args.json, fields)
+    per_seed: list[list[dict]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="kd-bench-labels-") as tmp:
+            texts = [l.split("\t", 1)[1] for l in (data / "train.tsv").read_text(encoding="utf-8").splitlines()[: args.train_rows]]
+            for train_seed in seeds:
+                work = Path(tmp) / f"seed{train_seed}"
+                work.mkdir()
+                os.environ["KD_ARTIFACTS"] = str(work / "artifacts")
+                pre_db = work / "pretrain.db"
+                kd("ingest", str(write_lines(work / "texts.txt", texts)), "--split", "unlabeled", "--db", str(pre_db))
+                out = json.loads(kd("pretrain", "--run", "p", "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
+                                    "--minutes", str(cfg["minutes"]), "--batch-size", str(cfg.get("pretrain_batch_size", 64)),
+                                    "--lr", str(cfg.get("pretrain_lr", 5e-4)), "--corpus", str(data / "corpus-peoples-daily-1998.txt"),
+                                    "--seed", str(train_seed), "--device", args.device, "--db", str(pre_db), "--json"))
+                progress_line(f"seed {train_seed} pre-training: MLM loss {out['metrics']['train']['mlm_loss']:.3f}")
+                per_seed.append([])
+                for rate, seed in levels:
+                    per_seed[-1].append(run_level(work, data, out["artifact_path"], rate, seed, cfg, args, train_seed))
+                    partial.save(per_seed=dict(zip(map(str, seeds), per_seed)))
+    except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
+        progress_line(f"stopped: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+        done = [levels_done for levels_done in per_seed if levels_done]
+        n = min((len(x) for x in done), default=0)
+        if n:
+            print(markdown(aggregate([x[:n] for x in done]), cfg, info, command))
+        return 1
+    results = aggregate(per_seed)
     print(markdown(results, cfg, info, command))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "config": cfg, "results": results, "per_seed": dict(zip(map(str, seeds), per_seed)), "seeds": seeds, "machine": info, "command": command, "device": args.device,
-            "quick": args.quick, "train_rows": args.train_rows,
-        }, indent=2))
+        args.json.write_text(json.dumps({**fields, "results": results, "per_seed": dict(zip(map(str, seeds), per_seed))}, indent=2))
     return 0
 
 

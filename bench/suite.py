@@ -24,6 +24,7 @@ Sizes (``--quick`` and ``--smoke`` keep every table's rows and columns, on less 
     python -m bench all --only B1,B5 --keep             # re-run two tables, keep the others' figures
     python -m bench render --out bench/out/quick        # re-render the document from results.json
     python -m bench B1,B2,B3 --seeds 2 --add-seeds      # a seed more for the kept quality tables
+    python -m bench merge s1.json s2.json -o B1B2.json  # one script's --json files, a seed each, as one
 
 A full-size run rarely fits in one sitting (a lent GPU has minutes, not hours). ``--add-seeds`` runs the
 quality tables (B1/B2, B3) for the given seeds only and merges them with the seeds OUT/results.json
@@ -487,6 +488,47 @@ def merge_job(old: dict, rec: dict, json_path: Path) -> dict:
             "commands": old.get("commands", [old["command"]]) + [rec["command"]]}
 
 
+def merge_files(paths: list[Path]) -> dict:
+    """The ``--json`` files of one script's runs with different seeds (e.g. lent GPU sittings, a seed
+    each) as one result: B1/B2 (bench/distill.py) or B3 (bench/labels.py), told apart by their keys.
+    A file still marked ``partial`` (its run was stopped) is refused."""
+    import importlib
+
+    datas = []
+    for path in paths:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("partial"):
+            raise ValueError(f"{path}: a partial result (its run was stopped before the end): re-run that seed")
+        datas.append(data)
+    kinds = {"B1B2" if "rows" in d else "B3" if "per_seed" in d else "?" for d in datas}
+    if len(kinds) != 1 or "?" in kinds:
+        raise ValueError("merge takes the JSON of bench/distill.py runs or of bench/labels.py runs, not a mix")
+    module, name = MERGERS[kinds.pop()]
+    merge = getattr(importlib.import_module(module), name)
+    merged = datas[0]
+    for other in datas[1:]:
+        merged = merge(merged, other)
+    return merged
+
+
+def merge_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench merge", description="Merge the --json files of one table's runs with different seeds.")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="write the merged JSON here (default: standard output)")
+    args = p.parse_args(argv)
+    try:
+        merged = merge_files(args.files)
+    except ValueError as exc:
+        print(f"python -m bench merge: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _now() -> str:
     return dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
@@ -520,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
     profile = "quick" if args.quick else "smoke" if args.smoke else "full"
     out, doc = default_paths(profile, args.out, args.doc)

@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, shared_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, shared_dir  # noqa: E402
 
-QUICK = {"layers": 2, "hidden": 128, "minutes": 3.0, "epochs": 3, "lr": 3e-4, "batch_size": 32}
-FULL = {"layers": 6, "hidden": 384, "minutes": 4.0, "epochs": 4, "lr": 1e-4, "batch_size": 64}
+# pretrain_batch_size / pretrain_lr: kd pretrain's defaults
+QUICK = {"layers": 2, "hidden": 128, "minutes": 3.0, "epochs": 3, "lr": 3e-4, "batch_size": 32, "pretrain_batch_size": 64, "pretrain_lr": 5e-4}
+FULL = {"layers": 6, "hidden": 384, "minutes": 4.0, "epochs": 4, "lr": 1e-4, "batch_size": 64, "pretrain_batch_size": 64, "pretrain_lr": 5e-4}
 B2_LABELED = 1000
 TARGET_ACCURACY = {"B1": 0.88, "B2": None}  # BENCHMARK.md: B1 teacher >= 88 %
 
@@ -65,7 +66,8 @@ def prepare(work: Path, data: Path, train_rows: int | None = None) -> dict[str, 
     texts_only = [l.split("\t", 1)[1] for l in train]
     stores = {"pretrain": work / "pretrain.db", "B1": work / "b1.db", "B2": work / "b2.db"}
     kd("ingest", str(write_lines(work / "train-texts.txt", texts_only)), "--split", "unlabeled", "--db", str(stores["pretrain"]))
-    kd("ingest", str(data / "train.tsv"), "--db", str(stores["B1"]))
+    b1_train = data / "train.tsv" if train_rows is None else write_lines(work / "train-rows.tsv", train)
+    kd("ingest", str(b1_train), "--db", str(stores["B1"]))
     kd("ingest", str(write_lines(work / "train-1k.tsv", train[:B2_LABELED])), "--db", str(stores["B2"]))
     kd("ingest", str(write_lines(work / "pool.txt", texts_only[B2_LABELED:])), "--split", "unlabeled", "--db", str(stores["B2"]))
     for setting in ("B1", "B2"):
@@ -74,16 +76,29 @@ def prepare(work: Path, data: Path, train_rows: int | None = None) -> dict[str, 
     return stores
 
 
-def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device: str, settings=("B1", "B2")) -> dict:
-    run = f"seed{seed}"
+def pretrain_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device: str) -> dict:
+    """``kd pretrain`` of one seed's teacher: ``{seed, pretrain_seconds, mlm_loss, mlm_steps, model_dir}``."""
     t0 = time.monotonic()
+    recipe = ["--batch-size", str(cfg.get("pretrain_batch_size", 64)), "--lr", str(cfg.get("pretrain_lr", 5e-4))]
     out = json.loads(kd(
-        "pretrain", "--run", run, "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
-        "--minutes", str(cfg["minutes"]), "--corpus", str(corpus), "--seed", str(seed), "--device", device,
+        "pretrain", "--run", f"seed{seed}", "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
+        "--minutes", str(cfg["minutes"]), *recipe, "--corpus", str(corpus), "--seed", str(seed), "--device", device,
         "--db", str(stores["pretrain"]), "--json",
     ))
-    model_dir = out["artifact_path"]
-    result = {"seed": seed, "pretrain_seconds": time.monotonic() - t0, "mlm_loss": out["metrics"]["train"]["mlm_loss"]}
+    train = out["metrics"]["train"]
+    result = {"seed": seed, "pretrain_seconds": time.monotonic() - t0, "mlm_loss": train["mlm_loss"],
+              "mlm_steps": train.get("steps"), "model_dir": out["artifact_path"]}
+    progress_line(f"seed {seed} pre-training: {int(result['mlm_steps'] or 0)} steps in {result['pretrain_seconds']:.0f} s, MLM loss {result['mlm_loss']:.3f}")
+    return result
+
+
+def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device: str, settings=("B1", "B2"),
+             pretrained: dict | None = None) -> dict:
+    """Pre-train (unless ``pretrained`` is ``pretrain_seed``'s result) and fine-tune the seed's
+    teacher in each setting, logging each figure as it exists."""
+    run = f"seed{seed}"
+    result = dict(pretrained or pretrain_seed(stores, corpus, cfg, seed, device))
+    model_dir = result.pop("model_dir")
     for setting in settings:
         t0 = time.monotonic()
         rep = json.loads(kd(
@@ -99,6 +114,8 @@ def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device
             "logit_samples_per_s": m["all"]["score_samples_per_s"],
             "teach_seconds": time.monotonic() - t0,
         }
+        r = result[setting]
+        progress_line(f"seed {seed} {setting} teacher: test accuracy {r['test_accuracy']:.4f}, dev {r['dev_accuracy']:.4f}, {r['teach_seconds']:.0f} s")
     return result
 
 
@@ -159,17 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CPU-sized teacher (minutes, not hours)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seeds", default="1", help="comma-separated seeds (protocol: 3)")
-    parser.add_argument("--minutes", type=float, help="override the pre-training budget")
-    parser.add_argument("--layers", type=int)
-    parser.add_argument("--hidden", type=int)
-    parser.add_argument("--epochs", type=int)
+    add_recipe_options(parser)
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args(argv)
-    cfg = dict(QUICK if args.quick else FULL)
-    for key in ("minutes", "layers", "hidden", "epochs"):
-        if getattr(args, key) is not None:
-            cfg[key] = getattr(args, key)
+    cfg = apply_recipe(QUICK if args.quick else FULL, args)
     data = shared_dir() / "data" / "reviews"
     if not (data / "train.tsv").exists():
         print(f"benchmark data not found under {data} (set KD_SHARED)", file=sys.stderr)
@@ -178,21 +189,30 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("KD_NO_PROGRESS", "1")
     seeds = [int(s) for s in args.seeds.split(",")]
-    with tempfile.TemporaryDirectory(prefix="kd-bench-teacher-") as tmp:
-        os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
-        stores = prepare(Path(tmp), data, args.train_rows)
-        results = [run_seed(stores, data / "corpus-peoples-daily-1998.txt", cfg, s, args.device) for s in seeds]
-    info = machine_info()
-    summary = summarize(results)
     command = "python bench/teacher.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(markdown(summary, cfg, args, info, command))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "config": cfg, "runs": results, "summary": summary, "machine": info, "command": command,
-            "device": args.device, "seeds": args.seeds, "quick": args.quick, "train_rows": args.train_rows,
-        }, indent=2))
-    return 0
+    info = machine_info()
+    partial = Partial(args.json, {"config": cfg, "runs": [], "machine": info, "command": command, "device": args.device,
+                                  "seeds": args.seeds, "quick": args.quick, "train_rows": args.train_rows})
+    results: list[dict] = []
+    stopped = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="kd-bench-teacher-") as tmp:
+            os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
+            stores = prepare(Path(tmp), data, args.train_rows)
+            for s in seeds:
+                results.append(run_seed(stores, data / "corpus-peoples-daily-1998.txt", cfg, s, args.device))
+                partial.save(runs=results)
+    except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
+        stopped = f"stopped: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        progress_line(stopped)
+    complete = [r for r in results if all(k in r for k in ("B1", "B2"))]
+    if complete:
+        summary = summarize(complete)
+        print(markdown(summary, cfg, args, info, command))
+        partial.save(runs=results, summary=summary)
+    if args.json and stopped is None:
+        args.json.write_text(json.dumps({**partial.data, "runs": results}, indent=2))  # complete: no "partial"
+    return 0 if stopped is None else 1
 
 
 if __name__ == "__main__":

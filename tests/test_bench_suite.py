@@ -5,6 +5,7 @@ Nothing here trains or runs a script: the results are written by hand.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -268,3 +269,31 @@ def test_b2_pool_target_needs_the_teacher_and_the_student_alone():
     (b2,) = suite.targets_b1b2({"rows": rows}, None)
     assert "not met" in b2["verdict"]
     assert "alone 77.60%" in b2["measured"]
+
+
+def test_merge_files_of_lent_sittings(tmp_path):
+    one = tmp_path / "s1.json"
+    two = tmp_path / "s2.json"
+    one.write_text(json.dumps(distill_data([1], {"teacher": [0.86], "alone": [0.84], "distilled": [0.85]})))
+    two.write_text(json.dumps(distill_data([2], {"teacher": [0.88], "alone": [0.83], "distilled": [0.86]}, commit="def5678")))
+    merged = suite.merge_files([one, two])
+    assert merged["seeds"] == [1, 2] and merged["rows"]["B1"]["teacher"] == [0.86, 0.88]
+    assert suite.main(["merge", str(one), str(two), "-o", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["rows"]["B1"]["textcnn alone"] == [0.84, 0.83]
+    stopped = tmp_path / "s3.json"
+    stopped.write_text(json.dumps({**distill_data([3], {"teacher": [0.8], "alone": [0.8], "distilled": [0.8]}), "partial": True}))
+    with pytest.raises(ValueError, match="partial result"):
+        suite.merge_files([one, stopped])
+    assert suite.main(["merge", str(one), str(stopped)]) == 2
+
+
+def test_partial_results_are_rewritten_after_each_figure(tmp_path):
+    from bench.common import Partial
+
+    path = tmp_path / "out" / "B1B2.json"
+    partial = Partial(path, {"command": "x"})
+    partial.save(rows={"B1": {"teacher": [0.8]}})
+    assert json.loads(path.read_text()) == {"command": "x", "rows": {"B1": {"teacher": [0.8]}}, "partial": True}
+    partial.save(rows={"B1": {"teacher": [0.8], "textcnn alone": [0.79]}})
+    assert json.loads(path.read_text())["rows"]["B1"]["textcnn alone"] == [0.79]
+    Partial(None, {}).save(rows={})  # no --json: nothing written, no error
