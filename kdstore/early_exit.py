@@ -84,11 +84,34 @@ UNCERTAINTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def entropy_of_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``normalized_entropy(softmax(logits))`` in fewer operations (the serving loop runs it after
+    every layer): ``-sum p log p / log C`` with ``log p`` from ``log_softmax``."""
+    c = logits.shape[-1]
+    if c < 2:
+        return logits.new_zeros(logits.shape[:-1], dtype=torch.float32)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return (logp.exp() * logp).sum(dim=-1).mul_(-1.0 / math.log(c)).clamp_(0.0, 1.0)
+
+
+def max_prob_of_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``max_prob_uncertainty(softmax(logits))``: ``1 - exp(max log p)``."""
+    return (1.0 - torch.log_softmax(logits.float(), dim=-1).max(dim=-1).values.exp()).clamp_(min=0.0)
+
+
+LOGIT_UNCERTAINTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "entropy": entropy_of_logits,
+    "max_prob": max_prob_of_logits,
+}
+
+
 def _uncertainty_fn(uncertainty: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The uncertainty as a function of a branch's *logits*: a name's logit form, or a function of
+    probabilities (``UNCERTAINTIES``' signature) applied after a softmax."""
     if callable(uncertainty):
-        return uncertainty
+        return lambda logits: uncertainty(torch.softmax(logits.float(), dim=-1))
     try:
-        return UNCERTAINTIES[uncertainty]
+        return LOGIT_UNCERTAINTIES[uncertainty]
     except KeyError:
         raise KdError(f"unknown uncertainty {uncertainty!r}: choose from {', '.join(UNCERTAINTIES)}") from None
 
@@ -155,6 +178,19 @@ class Branch(nn.Module):
             m = mask.unsqueeze(-1).to(hidden.dtype)
             x = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
         return self.out(self.dropout(torch.tanh(self.proj(x))))
+
+    def infer(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``forward`` in eval mode, for the serving loop: ``mask=None`` means no position is padded
+        (one text, or equal lengths), so the mean is a plain one; no module calls, no dropout."""
+        if self.pooling == "cls":
+            x = hidden[:, 0]
+        elif mask is None:
+            x = hidden.mean(dim=1)
+        else:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            x = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        x = torch.tanh(torch.nn.functional.linear(x, self.proj.weight, self.proj.bias))
+        return torch.nn.functional.linear(x, self.out.weight, self.out.bias)
 
 
 class EarlyExitModel(nn.Module):
@@ -322,8 +358,9 @@ def predict_logits(
             break
         if speed <= 0:
             continue
-        logits = model.branches[i](hidden, mask).float()
-        done = score(torch.softmax(logits, dim=-1)) <= speed
+        branch = model.branches[i]
+        logits = branch.infer(hidden, None if mask4d is None else mask) if isinstance(branch, Branch) else branch(hidden, mask)
+        done = score(logits) <= speed
         if not bool(done.any()):
             continue
         logits_out[rows[done]] = logits[done]

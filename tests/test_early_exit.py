@@ -366,3 +366,22 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
     assert "go with --compare" in kd("report", "r", "--db", db, ok=False).stderr
     assert "needs the runs" in kd("report", "--compare", "--db", db, ok=False).stderr
     assert "no run 'nope'" in kd("report", "--compare", "r", "nope", "--db", db, ok=False).stderr
+
+
+def test_serving_forms_of_the_branch_and_the_uncertainties_match_the_training_ones():
+    from kdstore.early_exit import Branch, entropy_of_logits, max_prob_of_logits, max_prob_uncertainty, normalized_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5) * 4
+    logits[0] = torch.tensor([80.0, -80.0, 0.0, 0.0, 0.0])  # probabilities that underflow to 0
+    probs = torch.softmax(logits, dim=-1)
+    assert torch.allclose(entropy_of_logits(logits), normalized_entropy(probs), atol=1e-6)
+    assert torch.allclose(max_prob_of_logits(logits), max_prob_uncertainty(probs), atol=1e-6)
+    assert torch.equal(entropy_of_logits(torch.randn(3, 1)), torch.zeros(3))
+    for pooling in ("mean", "cls"):
+        branch = Branch(8, 4, 3, pooling=pooling).eval()
+        hidden = torch.randn(2, 5, 8)
+        mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+        assert torch.allclose(branch.infer(hidden, mask), branch(hidden, mask), atol=1e-6)
+        full = torch.ones(2, 5, dtype=torch.long)
+        assert torch.allclose(branch.infer(hidden, None), branch(hidden, full), atol=1e-6)  # no padding: a plain mean
