@@ -103,14 +103,18 @@ def train_everything(work: Path, data: Path, args, phases: dict) -> Path:
         phases[f"distill-{student}"] = time.monotonic() - t0
 
     if args.early_exit:
-        t0 = time.monotonic()
-        log("kd distill --student early-exit")
-        kd("distill", "--run", RUN, "--student", "early-exit", "--epochs", str(args.ee_epochs), "--seed", str(args.seed),
-           "--device", args.train_device, "--db", str(db))
-        phases["distill-early-exit"] = time.monotonic() - t0
+        train_early_exit(db, args, phases)
 
     export_all(work, db, args, phases)
     return db
+
+
+def train_early_exit(db: Path, args, phases: dict, *, overwrite: bool = False) -> None:
+    t0 = time.monotonic()
+    log(f"kd distill --student early-exit ({args.ee_epochs} epoch(s))")
+    kd("distill", "--run", RUN, "--student", "early-exit", "--epochs", str(args.ee_epochs), "--seed", str(args.seed),
+       "--device", args.train_device, "--db", str(db), *(["--overwrite"] if overwrite else []))
+    phases["distill-early-exit"] = time.monotonic() - t0
 
 
 def export_all(work: Path, db: Path, args, phases: dict) -> None:
@@ -440,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="device for the training steps only (pretrain, teach, distill); every timing is on the CPU")
     p.add_argument("--work", type=Path, help="keep stores, models and exports here (default: a temporary folder)")
     p.add_argument("--skip-training", action="store_true", help="reuse the models of an earlier run with the same --work (exported again)")
+    p.add_argument("--retrain-early-exit", type=int, metavar="EPOCHS", help="with --skip-training: train the early-exit branches again, for EPOCHS epochs, on the same teacher")
     p.add_argument("--plot", type=Path, default=ROOT / "bench" / "out" / "speed-early-exit.png")
     p.add_argument("--json", type=Path, help="write the raw figures here")
     args = p.parse_args(argv)
@@ -465,8 +470,13 @@ def main(argv: list[str] | None = None) -> int:
                 "dev_rows", "test_rows", "students", "student_epochs", "transformer_layers", "ee_epochs", "early_exit", "seed",
                 "train_device")
         if args.skip_training:
+            retrain = args.retrain_early_exit
             for k, v in json.loads(trained.read_text()).items():
                 setattr(args, k, v)
+            if retrain is not None:  # the same teacher, the branches trained again for this many epochs
+                args.ee_epochs = retrain
+                train_early_exit(db, args, phases, overwrite=True)
+                trained.write_text(json.dumps({k: getattr(args, k) for k in keys}))
             export_all(work, db, args, phases)
         else:
             db = train_everything(work, data, args, phases)
