@@ -532,9 +532,10 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     if len(dev):
         dev_teacher = early_exit_logits(model, tokenizer, dev.texts, max_len=max_len, speed=0.0, batch_size=cfg.eval_batch_size, device=device)[0].argmax(1)
 
-    # 2. train the branches; keep the epoch with the best dev accuracy at cfg.speed
-    #    (ties: higher agreement with the teacher, then fewer layers, then lower branch KL on dev,
-    #    which decides when no sample exits at cfg.speed yet)
+    # 2. train the branches; keep the epoch with the best dev accuracy at cfg.speed (ties: higher
+    #    agreement with the teacher, then the lower branch KL on dev: the faithful branches serve
+    #    every speed, while the layers used at this one speed would pick a less trained epoch
+    #    for a few more early exits)
     best_key, best_state, best_epoch, stale = None, None, 0, 0
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     start = time.monotonic()
@@ -564,7 +565,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
             agreement, layers = float((pred == dev_teacher).mean()), float(used.mean())
             kl = branch_kl(model, tokenizer, dev.texts, max_len=max_len, temperature=cfg.temperature, batch_size=cfg.eval_batch_size, device=device)
             store.add_metrics(stage.id, "dev", {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "agreement": agreement, "layers": layers, "kl": kl}, step=epoch)
-            key = (m["accuracy"], agreement, -layers, -kl)
+            key = (m["accuracy"], agreement, -kl)
             if best_key is None or key > best_key:
                 best_key, best_epoch, stale = key, epoch, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.branches.state_dict().items()}
