@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     complete = [r for r in results if all(k in r for k in ("B1", "B2"))]
     if complete:
         summary = summarize(complete)
-        print(markdown(summary, cfg, args, info, command))
+        not_judged = "stopped before the end" if stopped else "quick scale" if args.quick else None
+        print(markdown(summary, cfg, args, info, command, not_judged))
         partial.save(runs=results, summary=summary)
     if args.json and stopped is None:
         args.json.write_text(json.dumps({**partial.data, "runs": results}, indent=2))  # complete: no "partial"
