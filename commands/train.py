@@ -214,8 +214,9 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     if student == "early-exit":
         if Dist.from_env().active:
             raise click.UsageError("--student early-exit trains in one process: run it without torchrun")
-        if temperature_schedule != "constant" or probability_shift:
-            raise click.UsageError("--temperature-schedule and --probability-shift are for students: early-exit branches copy the teacher at one --temperature")
+        ignored = _student_only_options_given()
+        if ignored:
+            raise click.UsageError(f"{', '.join(ignored)}: for students, not --student early-exit (its branches copy the teacher at one --temperature)")
         _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,
                             temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
         return
@@ -245,6 +246,23 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
             run_distill(store, stage, cfg, dist)
     if dist.is_main:
         _finish(store, run, name, as_json)
+
+
+# options a student uses and the early-exit branches do not (they self-distil at one --temperature)
+STUDENT_ONLY = (
+    "alpha", "alpha_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
+    "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
+    "hidden", "layers", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "value_relation",
+    "qk_relation", "relation_heads",
+)
+
+
+def _student_only_options_given() -> list[str]:
+    """The student-only options given on the command line (a config file's defaults do not count)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return [f"--{name.replace('_', '-')}" for name in STUDENT_ONLY if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
 
 
 def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,
