@@ -51,6 +51,21 @@ def runs(db, as_json):
     console().print(table)
 
 
+_HIDDEN = object()
+
+
+def _config_value(value):
+    """A config value as the text report shows it: short lists of plain values joined by commas;
+    ``_HIDDEN`` for what it leaves out (nested or long structures: ``--json`` has them)."""
+    if isinstance(value, dict):
+        return _HIDDEN
+    if isinstance(value, list):
+        if len(value) > 8 or any(isinstance(x, (dict, list)) for x in value):
+            return _HIDDEN
+        return ",".join(map(str, value))
+    return value
+
+
 @click.command()
 @click.argument("compare_runs", nargs=-1, metavar="[RUN]...")
 @run_option
@@ -99,8 +114,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{dur}")
         if st["error"]:
             out.print(f"  error: {st['error']}", markup=False)
-        shown = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in st["config"].items()
-                 if not isinstance(v, dict) and not (isinstance(v, list) and (len(v) > 8 or any(isinstance(x, (dict, list)) for x in v)))}
+        shown = {k: v for k, v in ((k, _config_value(v)) for k, v in st["config"].items()) if v is not _HIDDEN}
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
         if st["metrics"]:

@@ -20,7 +20,7 @@ from .distributed import SINGLE, Dist
 from .errors import KdError
 from .losses import (
     SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, distillation_loss, hidden_cosine, hidden_mse, patient_kd,
-    probability_shift, query_key_relation_kl, relation_kl, sample_temperatures, temperature_weights,
+    probability_shift, query_key_relation_kl, relation_kl, temperature_weights, temperatures_from_weights,
 )
 from .metrics import classification_metrics
 from .outputs import store_split_metrics, write_sharded_scores
@@ -308,9 +308,9 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                 scale = None
                 if cfg.temperature_schedule != "constant":  # per sample, around the whole batch's mean weight
                     w = temperature_weights(logits, targets, kind=cfg.temperature_schedule, gamma=cfg.temperature_gamma)
-                    scale, temperature = temperature * temperature, sample_temperatures(
-                        logits, targets, base=temperature, kind=cfg.temperature_schedule, beta=cfg.temperature_beta,
-                        gamma=cfg.temperature_gamma, mean_weight=dist.batch_mean(w, counted=weight > 0),
+                    scale = temperature * temperature  # one T² factor for the batch: the scheduled temperature's
+                    temperature = temperatures_from_weights(
+                        w, base=temperature, beta=cfg.temperature_beta, mean_weight=dist.batch_mean(w, counted=weight > 0),
                     )
                 loss = distillation_loss(
                     logits, targets, labels[idx].to(device),

@@ -171,25 +171,22 @@ class Branch(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(dim, num_classes)
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """[CLS], or the mean over real tokens (``mask=None``: nothing is padded, a plain mean)."""
         if self.pooling == "cls":
-            x = hidden[:, 0]
-        else:
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            x = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-        return self.out(self.dropout(torch.tanh(self.proj(x))))
+            return hidden[:, 0]
+        if mask is None:
+            return hidden.mean(dim=1)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(torch.tanh(self.proj(self.pool(hidden, mask)))))
 
     def infer(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``forward`` in eval mode, for the serving loop: ``mask=None`` means no position is padded
-        (one text, or equal lengths), so the mean is a plain one; no module calls, no dropout."""
-        if self.pooling == "cls":
-            x = hidden[:, 0]
-        elif mask is None:
-            x = hidden.mean(dim=1)
-        else:
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            x = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-        x = torch.tanh(torch.nn.functional.linear(x, self.proj.weight, self.proj.bias))
+        """``forward`` in eval mode, for the serving loop: no module calls, no dropout
+        (``mask=None``: nothing is padded, as for one text)."""
+        x = torch.tanh(torch.nn.functional.linear(self.pool(hidden, mask), self.proj.weight, self.proj.bias))
         return torch.nn.functional.linear(x, self.out.weight, self.out.bias)
 
 

@@ -95,8 +95,16 @@ def sample_temperatures(
     this call sees only part of it (one rank's share under torchrun); default: the mean of these rows.
     """
     w = temperature_weights(student, teacher, kind=kind, gamma=gamma)
-    m = w.mean() if mean_weight is None else mean_weight
-    return (base + beta * (m - w)).clamp(min=MIN_TEMPERATURE)
+    return temperatures_from_weights(w, base=base, beta=beta, mean_weight=mean_weight)
+
+
+def temperatures_from_weights(
+    weights: torch.Tensor, *, base: float, beta: float = 1.0, mean_weight: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``base + beta * (mean_weight - w)`` per sample, floored at ``MIN_TEMPERATURE`` (``mean_weight``
+    defaults to the mean of ``weights``): ``sample_temperatures`` from weights already computed."""
+    m = weights.mean() if mean_weight is None else mean_weight
+    return (base + beta * (m - weights)).clamp(min=MIN_TEMPERATURE)
 
 
 def logit_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
