@@ -240,7 +240,7 @@ def targets_b3(data: dict, not_judged: str | None) -> list[dict]:
 
 
 def targets_b4(data: dict, not_judged: str | None) -> list[dict]:
-    from bench.speed import DEFAULT_STUDENT, EE_TARGET_LOSS_PT, EE_TARGET_SPEEDUP, GRID, SPEEDS, TARGET_P99_MS, TARGET_RATIO
+    from bench.speed import DEFAULT_STUDENT, EE_TARGET_LOSS_PT, EE_TARGET_SPEEDUP, TARGET_P99_MS, TARGET_RATIO, early_exit_judgement
 
     t = data["timing"]
     d = t.get(f"{DEFAULT_STUDENT}/onnx")
@@ -258,21 +258,9 @@ def targets_b4(data: dict, not_judged: str | None) -> list[dict]:
         ]
     ee = data.get("early_exit")
     if ee:
-        one = ee["one_at_a_time"]
-        base = one["0"]["accuracy"]
-        best = None
-        for s in GRID:
-            e = one.get(f"{s:g}")
-            if e is None or s == 0:
-                continue
-            delta = 100 * (e["accuracy"] - base)
-            if delta >= -EE_TARGET_LOSS_PT and (best is None or e["speedup"] > best[1]):
-                best = (s, e["speedup"], delta)
-        measured = f"{best[1]:.2f}× at speed {best[0]:g} ({best[2]:+.1f} pt)" if best else f"no speed within {EE_TARGET_LOSS_PT} pt"
-        if all(one[f"{s:g}"]["mean_layers"] >= one["num_layers"] for s in SPEEDS if f"{s:g}" in one):
-            measured += "; no sample exited early"
+        judged = early_exit_judgement(ee)
         out.append({"table": "B4", "figure": "early exit (FastBERT), one text at a time", "target": f"≥ {EE_TARGET_SPEEDUP:g}× at ≤ {EE_TARGET_LOSS_PT} pt",
-                    "measured": measured, "verdict": verdict(best is not None and best[1] >= EE_TARGET_SPEEDUP, not_judged)})
+                    "measured": judged["measured"], "verdict": verdict(judged["met"], not_judged)})
     return out
 
 

@@ -187,6 +187,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--qk-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM query-key (attention distribution) KL (last layer).")
 @click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation/--qk-relation (default: the smaller head count).")
 @click.option("--speed", type=float, default=0.3, show_default=True, help="Early exit: default uncertainty threshold for serving.")
+@click.option("--max-loss", type=float, help="Early exit: serve at the speed chosen on dev instead: the fewest layers whose dev accuracy loss, plus one standard error, is at most this many points (e.g. 0.5).")
 @click.option("--uncertainty", type=click.Choice(["entropy", "max_prob"]), default="entropy", show_default=True, help="Early exit: normalized entropy (FastBERT) or 1 - max probability (steady with many classes).")
 @click.option("--branch-dim", type=int, default=128, show_default=True, help="Early exit: width of each layer's classifier.")
 @click.option("--pooling", type=click.Choice(["mean", "cls"]), default="mean", show_default=True, help="Early exit: how each branch pools a layer.")
@@ -197,7 +198,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -210,16 +211,20 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
       kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
       kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1 --qk-relation 1
       kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
+      kd distill --run r1 --student early-exit --max-loss 0.5   # the fastest speed within 0.5 pt on dev
     """
     if student == "early-exit":
         if Dist.from_env().active:
             raise click.UsageError("--student early-exit trains in one process: run it without torchrun")
-        ignored = _student_only_options_given()
+        ignored = _options_given(STUDENT_ONLY)
         if ignored:
             raise click.UsageError(f"{', '.join(ignored)}: for students, not --student early-exit (its branches copy the teacher at one --temperature)")
-        _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,
+        _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
                             temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
         return
+    ignored = _options_given(EARLY_EXIT_ONLY)
+    if ignored:
+        raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}")
     try:
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
     except ValueError:
@@ -256,16 +261,19 @@ STUDENT_ONLY = (
     "qk_relation", "relation_heads",
 )
 
+# and the reverse: options only the early-exit branches use
+EARLY_EXIT_ONLY = ("speed", "max_loss", "uncertainty", "branch_dim", "pooling")
 
-def _student_only_options_given() -> list[str]:
-    """The student-only options given on the command line (a config file's defaults do not count)."""
+
+def _options_given(names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` given on the command line (a config file's defaults do not count)."""
     from click.core import ParameterSource
 
     ctx = click.get_current_context()
-    return [f"--{name.replace('_', '-')}" for name in STUDENT_ONLY if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    return [f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
 
 
-def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, uncertainty,
+def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
                         temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json):
     """FastBERT: classifiers after every teacher layer, trained by self-distillation (backbone frozen)."""
     from click.core import ParameterSource
@@ -282,7 +290,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     cfg = EarlyExitConfig(
         epochs=epochs, lr=lr or 1e-3, batch_size=batch_size,
         max_len=max_len if given("max_len") else None,  # None: the teacher's, so speed 0 is the teacher
-        speed=speed, uncertainty=uncertainty, temperature=temperature if given("temperature") else 1.0,
+        speed=speed, max_loss=max_loss, uncertainty=uncertainty, temperature=temperature if given("temperature") else 1.0,
         unlabeled=unlabeled, branch_dim=branch_dim, pooling=pooling, dropout=dropout if given("dropout") else 0.1,
         patience=patience, seed=seed, device=device,
     )

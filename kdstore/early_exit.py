@@ -105,6 +105,30 @@ LOGIT_UNCERTAINTIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def entropy_of_row(logits: list[float]) -> float:
+    """``entropy_of_logits`` for one row given as Python floats: with a single text in the batch, the
+    serving loop decides in plain Python instead of paying for six tensor operations per layer."""
+    c = len(logits)
+    if c < 2:
+        return 0.0
+    top = max(logits)
+    log_z = math.log(sum(math.exp(x - top) for x in logits))
+    h = -sum(math.exp(x - top - log_z) * (x - top - log_z) for x in logits) / math.log(c)
+    return min(max(h, 0.0), 1.0)
+
+
+def max_prob_of_row(logits: list[float]) -> float:
+    """``max_prob_of_logits`` for one row given as Python floats."""
+    top = max(logits)
+    return max(1.0 - 1.0 / sum(math.exp(x - top) for x in logits), 0.0)
+
+
+ROW_UNCERTAINTIES: dict[str, Callable[[list[float]], float]] = {
+    "entropy": entropy_of_row,
+    "max_prob": max_prob_of_row,
+}
+
+
 def _uncertainty_fn(uncertainty: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
     """The uncertainty as a function of a branch's *logits*: a name's logit form, or a function of
     probabilities (``UNCERTAINTIES``' signature) applied after a softmax."""
@@ -124,6 +148,7 @@ class EarlyExitConfig:
     batch_size: int = 32
     max_len: int | None = None  # None: the teacher's --max-len (speed 0 then reproduces its logits)
     speed: float = 0.3  # default exit threshold: model selection, stored outputs, serving
+    max_loss: float | None = None  # points: serve at the speed chosen on dev for this budget instead
     uncertainty: str = "entropy"  # or "max_prob"
     temperature: float = 1.0
     unlabeled: bool | None = None  # None: use the unlabeled pool when the store has one
@@ -151,6 +176,8 @@ class EarlyExitConfig:
             raise KdError(f"--pooling must be one of {', '.join(POOLINGS)}")
         if self.branch_dim < 1 or not 0.0 <= self.dropout < 1.0:
             raise KdError("--branch-dim must be positive and --dropout in [0, 1)")
+        if self.max_loss is not None and not 0.0 <= self.max_loss <= 100.0:
+            raise KdError(f"--max-loss is in accuracy points, in [0, 100]; got {self.max_loss}")
         if self.patience < 1 or self.timing_repeats < 1:
             raise KdError("--patience must be at least 1")
 
@@ -337,6 +364,7 @@ def predict_logits(
     ``speed <= 0`` computes no branch: the result is exactly the teacher's logits, every row at layer L.
     """
     score = _uncertainty_fn(uncertainty)
+    score_row = ROW_UNCERTAINTIES.get(uncertainty) if isinstance(uncertainty, str) else None
     n_layers = model.num_layers
     batch = input_ids.shape[0]
     device = input_ids.device
@@ -356,6 +384,14 @@ def predict_logits(
         if speed <= 0:
             continue
         branch = model.branches[i]
+        if score_row is not None and len(rows) == 1 and isinstance(branch, Branch):
+            # one text left (always so when serving one at a time): decide on Python floats
+            logits = branch.infer(hidden, None if mask4d is None else mask)
+            if score_row(logits[0].tolist()) <= speed:
+                logits_out[rows] = logits.float()
+                exit_layer[rows] = i + 1
+                break
+            continue
         logits = branch.infer(hidden, None if mask4d is None else mask) if isinstance(branch, Branch) else branch(hidden, mask)
         done = score(logits) <= speed
         if not bool(done.any()):
@@ -423,6 +459,35 @@ def branch_kl(model: EarlyExitModel, tokenizer, texts: list[str], *, max_len: in
         per = torch.stack([kl_soft(b.float(), teacher_logits.float(), temperature=temperature) for b in branch_logits])
         total += float(per.mean(dim=0).sum())
     return total / max(len(texts), 1)
+
+
+@torch.no_grad()
+def all_exit_logits(model: EarlyExitModel, tokenizer, texts: list[str], *, max_len: int, batch_size: int = 64,
+                    device=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(branch logits (n, L-1, C), full-model logits (n, C))`` for ``texts``: every exit in one pass."""
+    ensure_eval(model)
+    device = device or next(model.parameters()).device
+    ids = encode(tokenizer, texts, max_len=max_len)
+    branches = np.zeros((len(texts), model.num_layers - 1, model.num_classes), dtype=np.float32)
+    final = np.zeros((len(texts), model.num_classes), dtype=np.float32)
+    for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id):
+        with autocast(device):
+            branch_logits, teacher_logits = model(input_ids.to(device), mask.to(device))
+        branches[idx] = torch.stack(branch_logits, dim=1).float().cpu().numpy()
+        final[idx] = teacher_logits.float().cpu().numpy()
+    return branches, final
+
+
+def calibrate_speed(model: EarlyExitModel, tokenizer, texts: list[str], labels: np.ndarray, *, max_len: int,
+                    max_loss: float, uncertainty: str = "entropy", z: float = 1.0, batch_size: int = 64,
+                    device=None) -> dict[str, float]:
+    """The speed ``exit_speed.pick_speed`` chooses on ``texts`` (held out, labeled) for ``max_loss``
+    points: the fewest layers whose accuracy loss plus ``z`` standard errors stays within it."""
+    from .exit_speed import pick_speed
+
+    branches, final = all_exit_logits(model, tokenizer, texts, max_len=max_len, batch_size=batch_size, device=device)
+    u = _uncertainty_fn(uncertainty)(torch.from_numpy(branches.reshape(-1, branches.shape[-1]))).numpy().reshape(branches.shape[:2])
+    return pick_speed(u, branches.argmax(-1), final.argmax(-1), np.asarray(labels), max_loss=max_loss, z=z)
 
 
 def measure_speeds(
@@ -497,7 +562,8 @@ def speed_metrics(measured: dict[float, dict[str, Any]], labels: np.ndarray, nam
 # training -------------------------------------------------------------------------------------------
 def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, teacher_run: str | None = None) -> Path:
     """Self-distil the branches of the teacher of ``teacher_run`` (default: the stage's run), keep
-    the best epoch, save the model, store outputs at ``cfg.speed`` and per-speed figures on dev/test.
+    the best epoch, save the model, store outputs at the serving speed (``cfg.speed``, or the one
+    chosen on dev for ``cfg.max_loss`` points) and per-speed figures on dev/test.
 
     The targets come from the teacher network itself, not from the stored logits; for an
     out-of-fold teacher (``kd teach --folds K``) the backbone is its first fold's model.
@@ -517,6 +583,8 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     max_len = cfg.max_len or int(teacher_stage.config.get("max_len") or 128)
     data, parts = training_set(store, teachers, use_pool=cfg.unlabeled)
     dev = store.samples(splits=["dev"], labeled=True)
+    if cfg.max_loss is not None and not len(dev):
+        raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
     tokenizer, teacher = load_classifier(model_dirs(teacher_stage)[0], names)
     model = EarlyExitModel(teacher, branch_dim=cfg.branch_dim, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
     if model.num_layers < 2:
@@ -575,17 +643,25 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
         model.branches.load_state_dict(best_state)
     ensure_eval(model)
 
-    # 3. save: backbone, branches, tokenizer and the serving defaults, so the directory serves alone
+    # 3. the serving speed: --speed, or the one chosen on dev for --max-loss points
+    speed = cfg.speed
+    if cfg.max_loss is not None:
+        chosen = calibrate_speed(model, tokenizer, dev.texts, dev.labels, max_len=max_len, max_loss=cfg.max_loss,
+                                 uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, device=device)
+        speed = chosen["speed"]
+        store.add_metrics(stage.id, "dev", {f"chosen_{k}": v for k, v in chosen.items()})
+
+    # 4. save: backbone, branches, tokenizer and the serving defaults, so the directory serves alone
     out_dir = stage.artifact_dir / SUBDIR
-    model.save(out_dir, tokenizer=tokenizer, max_len=max_len, speed=cfg.speed, uncertainty=cfg.uncertainty,
+    model.save(out_dir, tokenizer=tokenizer, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty,
                teacher_run=run, teacher_dir=model_dirs(teacher_stage)[0])
     stage.record_artifact(out_dir)
 
-    # 4. outputs for every sample at cfg.speed; per-speed figures on dev and test
+    # 5. outputs for every sample at the serving speed; per-speed figures on dev and test
     everything = store.samples(include_dropped=True)
-    logits, used = early_exit_logits(model, tokenizer, everything.texts, max_len=max_len, speed=cfg.speed, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, device=device)
+    logits, used = early_exit_logits(model, tokenizer, everything.texts, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, device=device)
     store_outputs(store, stage.id, everything, logits, names)
-    speeds = tuple(sorted(set(SPEEDS) | {float(cfg.speed)}))
+    speeds = tuple(sorted(set(SPEEDS) | {float(speed)}))
     for split in ("dev", "test"):
         part = store.samples(splits=[split], labeled=True)
         if len(part):
@@ -602,6 +678,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
         "all",
         {
             "best_epoch": best_epoch,
+            "speed": speed,
             "train_seconds": train_seconds,
             "parameters": count_parameters(model),
             "branch_parameters": sum(p.numel() for p in params),

@@ -297,3 +297,22 @@ def test_partial_results_are_rewritten_after_each_figure(tmp_path):
     partial.save(rows={"B1": {"teacher": [0.8], "textcnn alone": [0.79]}})
     assert json.loads(path.read_text())["rows"]["B1"]["textcnn alone"] == [0.79]
     Partial(None, {}).save(rows={})  # no --json: nothing written, no error
+
+
+def test_early_exit_is_judged_at_the_speed_chosen_on_dev():
+    from bench.speed import early_exit_judgement
+
+    def row(acc, speedup, layers):
+        return {"accuracy": acc, "speedup": speedup, "mean_layers": layers}
+
+    one = {"0": row(0.80, 1.0, 12), "0.1": row(0.80, 0.9, 12), "0.3": row(0.80, 1.0, 11), "0.5": row(0.80, 1.3, 8),
+           "0.8": row(0.799, 2.6, 3.3), "0.9": row(0.798, 3.6, 2.4), "0.93": row(0.796, 4.2, 2.1),
+           "0.95": row(0.790, 4.6, 1.8), "num_layers": 12}
+    # picked on the test texts, 0.95 loses 1 pt and 0.9 is the best within 0.5 pt (without the dev choice: 3.6x, not met)
+    old = early_exit_judgement({"one_at_a_time": one})
+    assert old["best_on_test"] == (0.9, 3.6, pytest.approx(-0.2)) and not old["met"]
+    assert old["measured"].startswith("3.60× at speed 0.9")
+    chosen = early_exit_judgement({"one_at_a_time": one, "dev_choice": {"speed": 0.93}})
+    assert chosen["met"] and chosen["measured"] == "4.20× at speed 0.93, chosen on dev (-0.4 pt on test)"
+    too_far = early_exit_judgement({"one_at_a_time": one, "dev_choice": {"speed": 0.95}})
+    assert not too_far["met"]  # 4.6x, but 1 pt lost on test

@@ -116,7 +116,8 @@ def test_max_prob_uncertainty_by_hand():
 
 def test_config_validation():
     EarlyExitConfig().validate()
-    for bad in (dict(speed=1.5), dict(uncertainty="margin"), dict(temperature=0), dict(pooling="max"), dict(epochs=0)):
+    for bad in (dict(speed=1.5), dict(uncertainty="margin"), dict(temperature=0), dict(pooling="max"), dict(epochs=0),
+                dict(max_loss=-0.5), dict(max_loss=101.0)):
         with pytest.raises(KdError):
             EarlyExitConfig(**bad).validate()
 
@@ -371,7 +372,15 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
 
 
 def test_serving_forms_of_the_branch_and_the_uncertainties_match_the_training_ones():
-    from kdstore.early_exit import Branch, entropy_of_logits, max_prob_of_logits, max_prob_uncertainty, normalized_entropy
+    from kdstore.early_exit import (
+        Branch,
+        entropy_of_logits,
+        entropy_of_row,
+        max_prob_of_logits,
+        max_prob_of_row,
+        max_prob_uncertainty,
+        normalized_entropy,
+    )
 
     torch.manual_seed(0)
     logits = torch.randn(6, 5) * 4
@@ -380,6 +389,10 @@ def test_serving_forms_of_the_branch_and_the_uncertainties_match_the_training_on
     assert torch.allclose(entropy_of_logits(logits), normalized_entropy(probs), atol=1e-6)
     assert torch.allclose(max_prob_of_logits(logits), max_prob_uncertainty(probs), atol=1e-6)
     assert torch.equal(entropy_of_logits(torch.randn(3, 1)), torch.zeros(3))
+    for row in logits.tolist() + [[0.0, 0.0], [3.0, -1.0], [7.0]]:  # the one-text forms, on Python floats
+        t = torch.tensor([row])
+        assert entropy_of_row(row) == pytest.approx(float(entropy_of_logits(t)[0]), abs=1e-6)
+        assert max_prob_of_row(row) == pytest.approx(float(max_prob_of_logits(t)[0]), abs=1e-6)
     for pooling in ("mean", "cls"):
         branch = Branch(8, 4, 3, pooling=pooling).eval()
         hidden = torch.randn(2, 5, 8)
@@ -387,3 +400,83 @@ def test_serving_forms_of_the_branch_and_the_uncertainties_match_the_training_on
         assert torch.allclose(branch.infer(hidden, mask), branch(hidden, mask), atol=1e-6)
         full = torch.ones(2, 5, dtype=torch.long)
         assert torch.allclose(branch.infer(hidden, None), branch(hidden, full), atol=1e-6)  # no padding: a plain mean
+
+
+def test_one_text_at_a_time_exits_where_the_batch_does(trained):
+    """The serving loop decides on Python floats when one text is left; same layers and answers as
+    the tensor path a padded batch takes."""
+    model, tokenizer, _ = load_early_exit(trained["out_dir"])
+    texts_ = trained["store"].samples(splits=["dev", "test"]).texts
+    for uncertainty in ("entropy", "max_prob"):
+        for speed in (0.05, 0.2, 0.4, 0.9):
+            batch_logits, batch_layers = early_exit_logits(model, tokenizer, texts_, max_len=32, speed=speed, uncertainty=uncertainty)
+            one = [early_exit_logits(model, tokenizer, [t], max_len=32, speed=speed, uncertainty=uncertainty, batch_size=1) for t in texts_]
+            np.testing.assert_array_equal(np.concatenate([layers for _, layers in one]), batch_layers)
+            np.testing.assert_allclose(np.concatenate([logits for logits, _ in one]), batch_logits, atol=1e-4)
+
+
+# choosing the speed on dev ----------------------------------------------------------------------------
+def test_exit_speed_curve_and_pick_by_hand():
+    from kdstore.exit_speed import exit_layers, exit_predictions, pick_speed, speed_curve
+
+    # 4 rows, 2 branches (3 layers): uncertainties per branch, branch answers, full-model answers
+    u = np.array([[0.1, 0.05], [0.6, 0.2], [0.9, 0.8], [0.3, 0.9]])
+    branch = np.array([[1, 0], [0, 1], [0, 0], [1, 1]])
+    final = np.array([0, 1, 1, 1])
+    labels = np.array([0, 1, 1, 1])  # the full model is right everywhere
+    assert exit_layers(u, 0.0).tolist() == [3, 3, 3, 3]
+    assert exit_layers(u, 0.25).tolist() == [1, 2, 3, 3]
+    assert exit_layers(u, 0.35).tolist() == [1, 2, 3, 1]
+    assert exit_predictions(branch, final, exit_layers(u, 0.35)).tolist() == [1, 1, 1, 1]
+    curve = {r["speed"]: r for r in speed_curve(u, branch, final, labels, speeds=(0.0, 0.25, 0.35, 0.95))}
+    assert curve[0.0]["loss_pt"] == 0.0 and curve[0.0]["layers"] == 3.0 and curve[0.0]["changed"] == 0
+    assert curve[0.25]["loss_pt"] == 25.0 and curve[0.25]["layers"] == 2.25 and curve[0.25]["changed"] == 1
+    # the paired differences are (1, 0, 0, 0): standard deviation 0.5, standard error 0.25
+    assert curve[0.25]["se_pt"] == pytest.approx(25.0)
+    assert curve[0.35]["layers"] == 1.75 and curve[0.35]["loss_pt"] == 25.0  # row 3 leaves at branch 1, rightly
+    assert curve[0.95]["layers"] == 1.0 and curve[0.95]["loss_pt"] == 75.0  # rows 0-2 wrong at branch 1
+    grid = (0.0, 0.25, 0.35, 0.95)
+    assert pick_speed(u, branch, final, labels, max_loss=0.5, speeds=grid)["speed"] == 0.0
+    assert pick_speed(u, branch, final, labels, max_loss=49.0, speeds=grid)["speed"] == 0.0  # 25 + 1 x 25 > 49
+    assert pick_speed(u, branch, final, labels, max_loss=50.0, speeds=grid)["speed"] == 0.35  # fewer layers than 0.25
+    assert pick_speed(u, branch, final, labels, max_loss=25.0, z=0.0, speeds=grid)["speed"] == 0.35
+    assert pick_speed(u, branch, final, labels, max_loss=99.0, speeds=grid)["speed"] == 0.35  # 75 + 25 > 99
+    assert pick_speed(u, branch, final, labels, max_loss=75.0, z=0.0, speeds=grid)["speed"] == 0.95
+    with pytest.raises(ValueError, match="must match"):
+        speed_curve(u, branch[:, :1], final, labels)
+    with pytest.raises(ValueError, match=">= 0"):
+        pick_speed(u, branch, final, labels, max_loss=-1.0)
+
+
+def test_cli_max_loss_serves_at_the_speed_chosen_on_dev(trained):
+    import json
+
+    from kdstore.early_exit import all_exit_logits, calibrate_speed
+
+    db = trained["db"]
+    out = json.loads(kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--max-loss", "5",
+                        "--name", "ee-budget", "--db", db, "--json").stdout)
+    assert out["status"] == "succeeded"
+    dev_metrics = out["metrics"]["dev"]
+    chosen = dev_metrics["chosen_speed"]
+    assert dev_metrics["chosen_loss_pt"] + dev_metrics["chosen_se_pt"] <= 5.0
+    assert out["metrics"]["all"]["speed"] == chosen
+    store = Store.open(db)
+    stage = _stage(store, "ee-budget")
+    model, tokenizer, meta = load_early_exit(Path(stage.artifact_path))
+    assert meta["speed"] == chosen  # kd predict serves at it by default
+    dev = store.samples(splits=["dev"], labeled=True)
+    again = calibrate_speed(model, tokenizer, dev.texts, dev.labels, max_len=32, max_loss=5.0)
+    assert again["speed"] == chosen and again["layers"] == pytest.approx(dev_metrics["chosen_layers"])
+    # what the one-pass simulation says a speed does is what the serving loop does
+    branches, final = all_exit_logits(model, tokenizer, dev.texts, max_len=32)
+    from kdstore.exit_speed import exit_layers, exit_predictions
+
+    u = normalized_entropy(torch.softmax(torch.from_numpy(branches), dim=-1)).numpy()
+    for speed in (0.1, 0.3, 0.6, 0.9, chosen):
+        logits, layers = early_exit_logits(model, tokenizer, dev.texts, max_len=32, speed=speed)
+        sim = exit_layers(u, speed)
+        np.testing.assert_array_equal(sim, layers)
+        np.testing.assert_array_equal(exit_predictions(branches.argmax(-1), final.argmax(-1), sim), logits.argmax(1))
+    refused = kd("distill", "--run", "r", "--student", "textcnn", "--speed", "0.5", "--max-loss", "1", "--db", db, ok=False)
+    assert "--speed, --max-loss: for --student early-exit, not textcnn" in refused.output
