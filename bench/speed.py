@@ -438,7 +438,9 @@ def plot_early_exit(ee: dict, path: Path) -> Path | None:
         return None
     one, stored = ee["one_at_a_time"], ee["stored_test"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    grid = [s for s in GRID if f"{s:g}" in one]  # runs before FINE_SPEEDS existed have SPEEDS only
+    chosen = ee.get("dev_choice")
+    timed = set(GRID) | ({chosen["speed"]} if chosen else set())
+    grid = [s for s in sorted(timed) if f"{s:g}" in one]  # runs before FINE_SPEEDS existed have SPEEDS only
     xs = [one[f"{s:g}"]["speedup"] for s in grid]
     ys = [100 * one[f"{s:g}"]["accuracy"] for s in grid]
     ax.plot(xs, ys, marker="o", label=f"one text at a time ({one['texts']:,} test texts)")
@@ -452,7 +454,6 @@ def plot_early_exit(ee: dict, path: Path) -> Path | None:
     if bound:
         ax.plot([bound["speedup"]], [100 * bound["accuracy"]], marker="x", linestyle="none", color="black",
                 label=f"speed {BOUND_SPEED:g}: all exit after layer 1 (ceiling)")
-    chosen = ee.get("dev_choice")
     if chosen and f"{chosen['speed']:g}" in one:
         c = one[f"{chosen['speed']:g}"]
         ax.plot([c["speedup"]], [100 * c["accuracy"]], marker="*", markersize=12, linestyle="none", color="tab:red",
