@@ -399,9 +399,9 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
         judged = early_exit_judgement(ee)
         never = all(one[f"{s:g}"]["mean_layers"] >= one["num_layers"] for s in SPEEDS)
         if chosen:
-            lines += ["", f"The speed is chosen on the first {chosen['texts']:,} texts of dev.tsv, as `kd distill --max-loss {chosen['max_loss']:g}` "
-                          f"chooses it: the fewest mean layers whose dev accuracy loss plus one standard error of that paired difference "
-                          f"is at most {chosen['max_loss']:g} pt (on dev: {chosen['loss_pt']:+.1f} pt loss, standard error {chosen['se_pt']:.1f} pt, "
+            lines += ["", f"The speed is chosen on the first {chosen['texts']:,} texts of dev.tsv by the rule of `kd distill --max-loss {chosen['max_loss']:g}`: "
+                          f"the speeds from 0 to 0.99 are walked upwards while the dev accuracy loss plus one standard error of that paired "
+                          f"difference stays at most {chosen['max_loss']:g} pt, and the one with the fewest mean layers is kept (on dev: {chosen['loss_pt']:+.1f} pt loss, standard error {chosen['se_pt']:.1f} pt, "
                           f"{chosen['changed']} answers changed, {chosen['layers']:.2f} layers)."]
         best = judged["best_on_test"]
         ref = f"{best[1]:.2f}× at speed {best[0]:g} ({best[2]:+.1f} pt)" if best else "none"

@@ -187,7 +187,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
 @click.option("--qk-relation", type=float, default=0.0, help="Transformer student: weight of MiniLM query-key (attention distribution) KL (last layer).")
 @click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation/--qk-relation (default: the smaller head count).")
 @click.option("--speed", type=float, default=0.3, show_default=True, help="Early exit: default uncertainty threshold for serving.")
-@click.option("--max-loss", type=float, help="Early exit: serve at the speed chosen on dev instead: the fewest layers whose dev accuracy loss, plus one standard error, is at most this many points (e.g. 0.5).")
+@click.option("--max-loss", type=float, help="Early exit: serve at the speed chosen on dev instead: speeds are raised while the dev accuracy loss, plus one standard error, stays at most this many points (e.g. 0.5).")
 @click.option("--uncertainty", type=click.Choice(["entropy", "max_prob"]), default="entropy", show_default=True, help="Early exit: normalized entropy (FastBERT) or 1 - max probability (steady with many classes).")
 @click.option("--branch-dim", type=int, default=128, show_default=True, help="Early exit: width of each layer's classifier.")
 @click.option("--pooling", type=click.Choice(["mean", "cls"]), default="mean", show_default=True, help="Early exit: how each branch pools a layer.")
@@ -287,6 +287,8 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
 
     if len(teacher_runs) > 1 or augment or teacher_weights:
         raise click.UsageError("--student early-exit extends one teacher: at most one --teacher-run, no --augment/--teacher-weight")
+    if max_loss is not None and given("speed"):
+        raise click.UsageError("--speed or --max-loss, not both: --max-loss chooses the serving speed on dev")
     cfg = EarlyExitConfig(
         epochs=epochs, lr=lr or 1e-3, batch_size=batch_size,
         max_len=max_len if given("max_len") else None,  # None: the teacher's, so speed 0 is the teacher

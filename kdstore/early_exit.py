@@ -464,15 +464,15 @@ def branch_kl(model: EarlyExitModel, tokenizer, texts: list[str], *, max_len: in
 @torch.no_grad()
 def all_exit_logits(model: EarlyExitModel, tokenizer, texts: list[str], *, max_len: int, batch_size: int = 64,
                     device=None) -> tuple[np.ndarray, np.ndarray]:
-    """``(branch logits (n, L-1, C), full-model logits (n, C))`` for ``texts``: every exit in one pass."""
+    """``(branch logits (n, L-1, C), full-model logits (n, C))`` for ``texts``: every exit in one pass,
+    in float32 (no autocast: a speed chosen from these logits is served on the CPU in float32)."""
     ensure_eval(model)
     device = device or next(model.parameters()).device
     ids = encode(tokenizer, texts, max_len=max_len)
     branches = np.zeros((len(texts), model.num_layers - 1, model.num_classes), dtype=np.float32)
     final = np.zeros((len(texts), model.num_classes), dtype=np.float32)
     for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id):
-        with autocast(device):
-            branch_logits, teacher_logits = model(input_ids.to(device), mask.to(device))
+        branch_logits, teacher_logits = model(input_ids.to(device), mask.to(device))
         branches[idx] = torch.stack(branch_logits, dim=1).float().cpu().numpy()
         final[idx] = teacher_logits.float().cpu().numpy()
     return branches, final
@@ -482,9 +482,11 @@ def calibrate_speed(model: EarlyExitModel, tokenizer, texts: list[str], labels: 
                     max_loss: float, uncertainty: str = "entropy", z: float = 1.0, batch_size: int = 64,
                     device=None) -> dict[str, float]:
     """The speed ``exit_speed.pick_speed`` chooses on ``texts`` (held out, labeled) for ``max_loss``
-    points: the fewest layers whose accuracy loss plus ``z`` standard errors stays within it."""
+    points: speeds are raised while the accuracy loss plus ``z`` standard errors stays within it."""
     from .exit_speed import pick_speed
 
+    if not len(texts):
+        raise KdError("choosing a speed needs labeled held-out texts, and none were given")
     branches, final = all_exit_logits(model, tokenizer, texts, max_len=max_len, batch_size=batch_size, device=device)
     u = _uncertainty_fn(uncertainty)(torch.from_numpy(branches.reshape(-1, branches.shape[-1]))).numpy().reshape(branches.shape[:2])
     return pick_speed(u, branches.argmax(-1), final.argmax(-1), np.asarray(labels), max_loss=max_loss, z=z)

@@ -407,12 +407,15 @@ def test_one_text_at_a_time_exits_where_the_batch_does(trained):
     the tensor path a padded batch takes."""
     model, tokenizer, _ = load_early_exit(trained["out_dir"])
     texts_ = trained["store"].samples(splits=["dev", "test"]).texts
-    for uncertainty in ("entropy", "max_prob"):
-        for speed in (0.05, 0.2, 0.4, 0.9):
+    mixed = 0
+    for uncertainty, speeds in (("entropy", (0.7, 0.8, 0.85, 0.9)), ("max_prob", (0.2, 0.25, 0.3, 0.35))):
+        for speed in speeds:
             batch_logits, batch_layers = early_exit_logits(model, tokenizer, texts_, max_len=32, speed=speed, uncertainty=uncertainty)
+            mixed += 1 < batch_layers.mean() < LAYERS
             one = [early_exit_logits(model, tokenizer, [t], max_len=32, speed=speed, uncertainty=uncertainty, batch_size=1) for t in texts_]
             np.testing.assert_array_equal(np.concatenate([layers for _, layers in one]), batch_layers)
             np.testing.assert_allclose(np.concatenate([logits for logits, _ in one]), batch_logits, atol=1e-4)
+    assert mixed >= 4  # some texts leave early and some go deeper: both kinds of decision were compared
 
 
 # choosing the speed on dev ----------------------------------------------------------------------------
@@ -442,8 +445,17 @@ def test_exit_speed_curve_and_pick_by_hand():
     assert pick_speed(u, branch, final, labels, max_loss=25.0, z=0.0, speeds=grid)["speed"] == 0.35
     assert pick_speed(u, branch, final, labels, max_loss=99.0, speeds=grid)["speed"] == 0.35  # 75 + 25 > 99
     assert pick_speed(u, branch, final, labels, max_loss=75.0, z=0.0, speeds=grid)["speed"] == 0.95
+    # the walk stops at the first speed that fails: a later one that passes by luck is not taken
+    u1, b1, f1, y1 = np.array([[0.2], [0.5], [0.5], [0.6]]), np.array([[1], [0], [0], [0]]), np.array([0, 0, 0, 1]), np.zeros(4, int)
+    c1 = {r["speed"]: r for r in speed_curve(u1, b1, f1, y1, speeds=(0.2, 0.6))}
+    assert (c1[0.2]["loss_pt"], c1[0.2]["se_pt"]) == (25.0, pytest.approx(25.0))
+    assert c1[0.6]["loss_pt"] == 0.0 and c1[0.6]["se_pt"] == pytest.approx(100 * math.sqrt(2 / 3) / 2)  # 40.8
+    assert pick_speed(u1, b1, f1, y1, max_loss=45.0, speeds=(0.2, 0.6))["speed"] == 0.0  # 0.2 fails (50 > 45)
+    assert pick_speed(u1, b1, f1, y1, max_loss=25.0, z=0.0, speeds=(0.2, 0.6))["speed"] == 0.6
     with pytest.raises(ValueError, match="must match"):
         speed_curve(u, branch[:, :1], final, labels)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        pick_speed(u, branch, final, labels, max_loss=1.0, speeds=(0.5, 1.5))
     with pytest.raises(ValueError, match=">= 0"):
         pick_speed(u, branch, final, labels, max_loss=-1.0)
 
@@ -454,20 +466,26 @@ def test_cli_max_loss_serves_at_the_speed_chosen_on_dev(trained):
     from kdstore.early_exit import all_exit_logits, calibrate_speed
 
     db = trained["db"]
-    out = json.loads(kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--max-loss", "5",
+    # a budget of 100 points lets every speed pass: the walk ends at the fastest one
+    out = json.loads(kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--max-loss", "100",
                         "--name", "ee-budget", "--db", db, "--json").stdout)
     assert out["status"] == "succeeded"
     dev_metrics = out["metrics"]["dev"]
     chosen = dev_metrics["chosen_speed"]
-    assert dev_metrics["chosen_loss_pt"] + dev_metrics["chosen_se_pt"] <= 5.0
+    assert chosen > 0.5 and dev_metrics["chosen_layers"] < LAYERS
+    assert dev_metrics["chosen_loss_pt"] + dev_metrics["chosen_se_pt"] <= 100.0
     assert out["metrics"]["all"]["speed"] == chosen
     store = Store.open(db)
     stage = _stage(store, "ee-budget")
     model, tokenizer, meta = load_early_exit(Path(stage.artifact_path))
     assert meta["speed"] == chosen  # kd predict serves at it by default
     dev = store.samples(splits=["dev"], labeled=True)
-    again = calibrate_speed(model, tokenizer, dev.texts, dev.labels, max_len=32, max_loss=5.0)
+    again = calibrate_speed(model, tokenizer, dev.texts, dev.labels, max_len=32, max_loss=100.0)
     assert again["speed"] == chosen and again["layers"] == pytest.approx(dev_metrics["chosen_layers"])
+    strict = calibrate_speed(model, tokenizer, dev.texts, dev.labels, max_len=32, max_loss=0.0, z=0.0)
+    assert strict["loss_pt"] <= 0.0 and strict["layers"] >= again["layers"]
+    with pytest.raises(KdError, match="held-out texts"):
+        calibrate_speed(model, tokenizer, [], np.zeros(0, int), max_len=32, max_loss=0.5)
     # what the one-pass simulation says a speed does is what the serving loop does
     branches, final = all_exit_logits(model, tokenizer, dev.texts, max_len=32)
     from kdstore.exit_speed import exit_layers, exit_predictions
@@ -480,3 +498,5 @@ def test_cli_max_loss_serves_at_the_speed_chosen_on_dev(trained):
         np.testing.assert_array_equal(exit_predictions(branches.argmax(-1), final.argmax(-1), sim), logits.argmax(1))
     refused = kd("distill", "--run", "r", "--student", "textcnn", "--speed", "0.5", "--max-loss", "1", "--db", db, ok=False)
     assert "--speed, --max-loss: for --student early-exit, not textcnn" in refused.output
+    both = kd("distill", "--run", "r", "--student", "early-exit", "--speed", "0.5", "--max-loss", "1", "--name", "x", "--db", db, ok=False)
+    assert "--speed or --max-loss, not both" in both.output
