@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from .char_encoder import CharEncoder
+from .char_encoder import encode_flagged as chars_or_tokenizer
+
 
 def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:
-    """Token ids per text (no padding), truncated to ``max_len``, in one batched tokenizer call."""
+    """Token ids per text (no padding), truncated to ``max_len``: for a character-level BERT
+    tokenizer (kd's own) a lookup per character (``kdstore.char_encoder``, the same ids), else one
+    batched tokenizer call."""
     if not texts:
         return []
-    return _call(tokenizer, texts, max_len, special_tokens)["input_ids"]
+    chars = char_encoder(tokenizer)
+    if chars is None:
+        return _call(tokenizer, texts, max_len, special_tokens)["input_ids"]
+    return encode_flagged(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)[0]
+
+
+def tokenizer_encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:
+    """``encode`` through the tokenizer itself, always (the reference the character path is held to)."""
+    return _call(tokenizer, texts, max_len, special_tokens)["input_ids"] if texts else []
+
+
+_CHAR_ENCODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def char_encoder(tokenizer) -> CharEncoder | None:
+    """The ``CharEncoder`` of ``tokenizer`` (made once), or ``None`` when it is not a character-level
+    BERT tokenizer."""
+    try:
+        return _CHAR_ENCODERS[tokenizer]
+    except KeyError:
+        pass
+    except TypeError:  # not weak-referenceable: no cache, no character path
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    found = CharEncoder.for_backend(backend) if backend is not None else None
+    _CHAR_ENCODERS[tokenizer] = found
+    return found
 
 
 def _call(tokenizer, texts: Sequence[str], max_len: int, special_tokens: bool):
@@ -35,6 +67,11 @@ def encode_flagged(tokenizer, texts: Sequence[str], *, max_len: int, special_tok
     """
     if not texts:
         return [], []
+    return chars_or_tokenizer(char_encoder(tokenizer), texts, lambda rest: _tokenizer_flagged(tokenizer, rest, max_len, special_tokens),
+                              max_len=max_len, special_tokens=special_tokens)
+
+
+def _tokenizer_flagged(tokenizer, texts: list[str], max_len: int, special_tokens: bool) -> tuple[list[list[int]], list[bool]]:
     out = _call(tokenizer, texts, max_len, special_tokens)
     ids = out["input_ids"]
     encodings = getattr(out, "encodings", None)

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .char_encoder import CharEncoder
+from .char_encoder import encode_flagged as chars_or_tokenizer
 from .errors import KdError
 from .probs import answers, softmax
 
@@ -78,6 +80,7 @@ class _Tokenizer:
             self._cut.no_padding()
             self._cut.enable_truncation(max_len)
             self._hf = None
+            self._chars = CharEncoder.for_backend(self._cut)
         elif runtime == "transformers":
             from transformers import AutoTokenizer
 
@@ -85,6 +88,8 @@ class _Tokenizer:
                 self._hf = AutoTokenizer.from_pretrained(directory)
             except (OSError, ValueError) as exc:
                 raise KdError(f"cannot load the tokenizer in {directory}: {_first_line(exc)}") from None
+            backend = getattr(self._hf, "backend_tokenizer", None)
+            self._chars = CharEncoder.for_backend(backend) if backend is not None else None
         else:
             raise KdError(f"unknown tokenizer runtime {runtime!r} in {MANIFEST}")
 
@@ -92,9 +97,13 @@ class _Tokenizer:
         return self.encode_flagged(texts)[0]
 
     def encode_flagged(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
-        """Token ids, and whether each text was cut to ``max_len``, from one tokenizer call."""
+        """Token ids, and whether each text was cut to ``max_len``: a lookup per character for a
+        character-level BERT tokenizer (``kdstore.char_encoder``), else one tokenizer call."""
         if not texts:
             return [], []
+        return chars_or_tokenizer(self._chars, texts, self._tokenizer_flagged, max_len=self.max_len, special_tokens=self.special_tokens)
+
+    def _tokenizer_flagged(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         if self._hf is not None:
             out = self._hf(
                 list(texts), add_special_tokens=self.special_tokens, truncation=True, max_length=self.max_len,

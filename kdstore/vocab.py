@@ -30,7 +30,7 @@ def build_vocab(texts: Iterable[str], *, min_count: int = 1, max_size: int = 211
         raise ValueError("min_count must be at least 1")
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(ch.lower() for ch in text if not ch.isspace())
+        counts.update(ch for ch in text.lower() if not ch.isspace())  # "İ".lower() is two characters
     ranked = sorted(
         (c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c)
     )

@@ -1,0 +1,87 @@
+"""The character path of ``kdstore.batching.encode`` gives exactly the ids (and cut flags) of the
+tokenizer itself: on kd's own tokenizers over text with every kind of character, on the shared
+corpus where it exists; other tokenizers are left to themselves."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from kdstore.batching import _tokenizer_flagged, char_encoder, encode, encode_flagged, tokenizer_encode
+from kdstore.char_encoder import CharEncoder
+from kdstore.vocab import build_vocab, make_tokenizer
+
+EDGE = [
+    "", " ", "\t\n", "Hello World", "héllo ÀÉÎ", "naïve café", "ΣΑΣ σας", "İstanbul", "ﬁne", "a\x00b", "a\u200bb",
+    "a\u0301b", "e\u0301", "[MASK] 好", "[UNK]", "a[b]c", "😀好😀", "a😀", "１２３ＡＢＣ", "2k字", "x" * 150, "好" * 300,
+    "中文English混合123", "\u3000全角空格", "©®™", "a-b_c.d", "don't", "ñandú", "ÅNGSTRÖM", "好，很好！", "《书》【荐】",
+    "tab\there", "line\r\nbreak", "\x7f\x1b", "zzz未见过的字qqq",
+]
+POOL = "好很差的了书酒店服务一般，。！？、…“”《》【】()[]-_.:;'\"/ \t\n\u3000abcXYZ0123456789éüñÅΣσ😀©\x00\u200b\u0301１２Ａ"
+
+
+def random_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(POOL) for _ in range(rng.randint(0, 60))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    # the vocabulary leaves some characters out ("未见过", "q", the emoji), as a real one does
+    seen = [t for t in EDGE if "未" not in t] + ["好很差的了书酒店服务一般 abc XYZ 0123456789 ñandú"]
+    return make_tokenizer(build_vocab(seen))
+
+
+def test_kd_tokenizers_take_the_character_path(tokenizer):
+    assert isinstance(char_encoder(tokenizer), CharEncoder)
+    assert char_encoder(tokenizer) is char_encoder(tokenizer)  # made once per tokenizer
+
+
+@pytest.mark.parametrize("special_tokens", [True, False])
+@pytest.mark.parametrize("max_len", [3, 16, 128])
+def test_same_ids_and_cut_flags_as_the_tokenizer(tokenizer, special_tokens, max_len):
+    texts = EDGE + random_texts(1500)
+    assert encode(tokenizer, texts, max_len=max_len, special_tokens=special_tokens) == \
+        tokenizer_encode(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)
+    ids, cut = encode_flagged(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)
+    ref_ids, ref_cut = _tokenizer_flagged(tokenizer, texts, max_len, special_tokens)
+    assert ids == ref_ids and cut == ref_cut
+    if max_len == 16:
+        assert any(cut) and not all(cut)
+
+
+def test_texts_it_cannot_decide_alone_go_to_the_tokenizer(tokenizer):
+    enc = char_encoder(tokenizer)
+    ids, _ = enc.encode_flagged(["[MASK] 好", "e\u0301", "ΣΑΣ", "好书", "abc dqe"], max_len=32)
+    assert ids[:3] == [None, None, None]  # a special token's first character, a combining mark, capital sigma
+    assert ids[3] is not None and ids[4] is not None
+    # the word "abc" is its first letter then ## continuations; an unknown character in a word makes it one [UNK]
+    vocab = tokenizer.get_vocab()
+    assert "q" not in vocab and ids[4][1:-1] == [vocab["a"], vocab["##b"], vocab["##c"], vocab["[UNK]"]]
+
+
+def test_other_tokenizers_are_left_to_themselves(tmp_path):
+    from transformers import BertTokenizerFast
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "好", "书", "ab", "##c", "a", "##b"]
+    wordpiece = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
+    assert char_encoder(wordpiece) is None  # "ab" is a token of two characters: WordPiece has a choice to make
+    assert encode(wordpiece, ["abc 好书"], max_len=16) == tokenizer_encode(wordpiece, ["abc 好书"], max_len=16)
+
+
+def test_the_shared_corpus_encodes_identically():
+    root = Path(os.environ.get("KD_SHARED") or Path(__file__).resolve().parents[2] / "shared") / "data" / "reviews"
+    if not (root / "train.tsv").exists():
+        pytest.skip(f"no shared benchmark data under {root}")
+    texts = []
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        texts += [line.split("\t", 1)[-1] for line in (root / name).read_text(encoding="utf-8").splitlines()]
+    corpus = root / "corpus-peoples-daily-1998.txt"
+    if corpus.exists():
+        texts += corpus.read_text(encoding="utf-8").splitlines()
+    tokenizer = make_tokenizer(build_vocab(texts[: len(texts) // 2]))  # the other half has characters it lacks
+    assert char_encoder(tokenizer) is not None
+    assert encode(tokenizer, texts, max_len=128) == tokenizer_encode(tokenizer, texts, max_len=128)
