@@ -1,7 +1,7 @@
 """B5's tokenization figure on its own: the 500,000-text pool through ``kdstore.batching.encode``.
 
-    python bench/tokenize.py --json bench/out/tokenize.json          # 500,000 texts, 3 rounds
-    python bench/tokenize.py --rows 20000 --repeat 2                 # a quick look
+    python bench/tokenization.py --json bench/out/tokenization.json          # 500,000 texts, 3 rounds
+    python bench/tokenization.py --rows 20000 --repeat 2                 # a quick look
 
 The pool is bench/ingest.py's (``build_pool``, seed 0), the one bench/scale.py scores. The tokenizer is
 kd's own, built as ``kd pretrain`` builds it (``kdstore.vocab``: characters of the labeled review texts,
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "identical_ids": True,
         "seconds": {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "rounds": v} for k, v in seconds.items()},
         "machine": machine_info(),
-        "command": "python bench/tokenize.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python bench/tokenization.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     print(markdown(res))
     if args.json:
