@@ -23,8 +23,15 @@ from __future__ import annotations
 import unicodedata
 from typing import Sequence
 
+import numpy as np
+
 _STANDALONE, _WORD, _SPACE, _REMOVED = 0, 1, 2, 3
 _CONTEXT_CASED = {"\u03a3"}  # capital sigma: its lowercase depends on the next character
+# a character's code in the lookup table of the batch path: a token id (>= 0), or one of these, or
+# _WORD0 - k for the k-th word character (its first and continuation ids in the word tables)
+_UNSEEN, _FALLBACK, _SPACE_CODE, _REMOVED_CODE, _WORD0 = np.iinfo(np.int32).min, -1, -2, -3, -4
+_SMALL = 4096  # characters: fewer go through the per-character loop (less fixed cost than the batch path)
+_CHUNK = 65536  # texts per batch-path step (bounds its memory)
 
 
 class CharEncoder:
@@ -39,6 +46,9 @@ class CharEncoder:
         self._prefix, self._suffix = prefix, suffix
         self._max_word = max_word
         self._kinds: dict[str, tuple | None] = {c: None for c in special_starts}  # texts with these go to the tokenizer
+        self._table: np.ndarray | None = None  # code point -> code, for the batch path (made on first use)
+        self._word_first: list[int] = []  # per word character: its id as a word's first character (-1: none)
+        self._word_cont: list[int] = []  # and as a ## continuation
 
     @classmethod
     def for_backend(cls, backend) -> "CharEncoder | None":
@@ -71,8 +81,8 @@ class CharEncoder:
 
     # one character, classified by the tokenizer's own normalizer and pre-tokenizer -----------------
     def _classify(self, c: str) -> tuple | None:
-        if c in _CONTEXT_CASED or unicodedata.combining(c):
-            return None
+        if c in _CONTEXT_CASED or unicodedata.combining(c) or unicodedata.category(c) == "Cs":
+            return None  # lone surrogates too: the tokenizer cannot take them either
         n = self._normalizer.normalize_str(c)
         if n == "":
             return (_REMOVED,)
@@ -118,18 +128,92 @@ class CharEncoder:
         ``None`` (and ``False``) for a text the tokenizer must encode itself."""
         prefix, suffix = (self._prefix, self._suffix) if special_tokens else ([], [])
         room = max(max_len - len(prefix) - len(suffix), 0)
+        if sum(map(len, texts)) < _SMALL:
+            bodies = [self._body(t) for t in texts]
+        else:
+            bodies = []
+            for at in range(0, len(texts), _CHUNK):
+                bodies += self._bodies(texts[at:at + _CHUNK])
         ids: list[list[int] | None] = []
         cut: list[bool] = []
-        for text in texts:
-            body = self._body(text)
+        for body in bodies:
             if body is None:
                 ids.append(None)
                 cut.append(False)
-                continue
-            cut.append(len(body) > room)
-            ids.append(prefix + body[:room] + suffix)
+            else:
+                cut.append(len(body) > room)
+                ids.append(prefix + body[:room] + suffix)
         return ids, cut
 
+    # the batch path: every character of every text at once, in numpy --------------------------------
+    def _code(self, c: str) -> int:
+        k = self._kinds.get(c, False)
+        if k is False:
+            k = self._kinds[c] = self._classify(c)
+        if k is None:
+            return _FALLBACK
+        if k[0] == _STANDALONE:
+            return k[1]
+        if k[0] == _SPACE:
+            return _SPACE_CODE
+        if k[0] == _REMOVED:
+            return _REMOVED_CODE
+        self._word_first.append(-1 if k[1] is None else k[1])
+        self._word_cont.append(-1 if k[2] is None else k[2])
+        return _WORD0 - (len(self._word_first) - 1)
+
+    def _codes(self, text: str) -> np.ndarray | None:
+        """The code of every character of ``text`` (``None``: it cannot be read as code points)."""
+        try:
+            points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        except UnicodeEncodeError:  # a lone surrogate
+            return None
+        if self._table is None:
+            self._table = np.full(0x110000, _UNSEEN, dtype=np.int32)
+        codes = self._table[points]
+        unseen = codes == _UNSEEN
+        if unseen.any():
+            for cp in np.unique(points[unseen]).tolist():
+                self._table[cp] = self._code(chr(cp))
+            codes = self._table[points]
+        return codes
+
+    def _bodies(self, texts: Sequence[str]) -> list[list[int] | None]:
+        """``_body`` of every text, computed over all their characters at once."""
+        n = len(texts)
+        codes = self._codes("".join(texts))
+        if codes is None:
+            return [self._body(t) for t in texts]
+        owner = np.repeat(np.arange(n, dtype=np.int32), np.fromiter(map(len, texts), dtype=np.int64, count=n))
+        fallback = np.zeros(n, dtype=bool)
+        fallback[owner[codes == _FALLBACK]] = True
+        keep = codes != _REMOVED_CODE  # a removed character does not split a word
+        codes, owner = codes[keep], owner[keep]
+        word = codes <= _WORD0
+        # a word starts at a word character whose predecessor is not one, or is another text's
+        joined = np.zeros(len(codes), dtype=bool)
+        joined[1:] = word[:-1] & (owner[1:] == owner[:-1])
+        start = word & ~joined
+        where = np.flatnonzero(word)
+        k = _WORD0 - codes[where]
+        first, cont = np.asarray(self._word_first, dtype=np.int64), np.asarray(self._word_cont, dtype=np.int64)
+        tok = np.where(start[where], first[k], cont[k])
+        run = np.cumsum(start)[where] - 1
+        runs = int(start.sum())
+        bad = (np.bincount(run, weights=(tok < 0), minlength=runs) > 0) | (np.bincount(run, minlength=runs) > self._max_word)
+        # a bad word is one [UNK], at its start
+        values = np.where(codes >= 0, codes, -1).astype(np.int64)
+        values[where] = np.where(bad[run], np.where(start[where], self._unk, -1), tok)
+        emit = values >= 0
+        tokens, owner = values[emit], owner[emit]
+        ends = np.cumsum(np.bincount(owner, minlength=n)).tolist()
+        flat = tokens.tolist()
+        out: list[list[int] | None] = []
+        begin = 0
+        for i, end in enumerate(ends):
+            out.append(None if fallback[i] else flat[begin:end])
+            begin = end
+        return out
 
 def encode_flagged(encoder: CharEncoder | None, texts: Sequence[str], fallback, *, max_len: int,
                    special_tokens: bool = True) -> tuple[list[list[int]], list[bool]]:

@@ -46,9 +46,12 @@ def test_same_ids_and_cut_flags_as_the_tokenizer(tokenizer, special_tokens, max_
     texts = EDGE + random_texts(1500)
     assert encode(tokenizer, texts, max_len=max_len, special_tokens=special_tokens) == \
         tokenizer_encode(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)
-    ids, cut = encode_flagged(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)
+    ids, cut = encode_flagged(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)  # the batch path
     ref_ids, ref_cut = _tokenizer_flagged(tokenizer, texts, max_len, special_tokens)
     assert ids == ref_ids and cut == ref_cut
+    # one text at a time: the per-character loop
+    one = [encode_flagged(tokenizer, [t], max_len=max_len, special_tokens=special_tokens) for t in texts[:400]]
+    assert [x[0][0] for x in one] == ref_ids[:400] and [x[1][0] for x in one] == ref_cut[:400]
     if max_len == 16:
         assert any(cut) and not all(cut)
 
