@@ -20,8 +20,10 @@ exported artifacts use it too.
 
 from __future__ import annotations
 
+import gc
 import unicodedata
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -31,7 +33,18 @@ _CONTEXT_CASED = {"\u03a3"}  # capital sigma: its lowercase depends on the next 
 # _WORD0 - k for the k-th word character (its first and continuation ids in the word tables)
 _UNSEEN, _FALLBACK, _SPACE_CODE, _REMOVED_CODE, _WORD0 = np.iinfo(np.int32).min, -1, -2, -3, -4
 _SMALL = 4096  # characters: fewer go through the per-character loop (less fixed cost than the batch path)
-_CHUNK = 65536  # texts per batch-path step (bounds its memory)
+_CHUNK = 4096  # texts per batch-path step: small enough for the CPU caches (about 1.4x faster than 65,536)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class CharEncoder:
@@ -128,15 +141,17 @@ class CharEncoder:
         ``None`` (and ``False``) for a text the tokenizer must encode itself."""
         prefix, suffix = (self._prefix, self._suffix) if special_tokens else ([], [])
         room = max(max_len - len(prefix) - len(suffix), 0)
-        if sum(map(len, texts)) < _SMALL:
-            bodies = [self._body(t) for t in texts]
-        else:
-            bodies = []
+        if sum(map(len, texts)) >= _SMALL:
+            ids: list[list[int] | None] = []
+            cut: list[bool] = []
             for at in range(0, len(texts), _CHUNK):
-                bodies += self._bodies(texts[at:at + _CHUNK])
-        ids: list[list[int] | None] = []
-        cut: list[bool] = []
-        for body in bodies:
+                more, more_cut = self._batch(texts[at:at + _CHUNK], prefix, suffix, room)
+                ids += more
+                cut += more_cut
+            return ids, cut
+        ids, cut = [], []
+        for text in texts:
+            body = self._body(text)
             if body is None:
                 ids.append(None)
                 cut.append(False)
@@ -178,42 +193,64 @@ class CharEncoder:
             codes = self._table[points]
         return codes
 
-    def _bodies(self, texts: Sequence[str]) -> list[list[int] | None]:
-        """``_body`` of every text, computed over all their characters at once."""
+    def _batch(self, texts: Sequence[str], prefix: list[int], suffix: list[int], room: int) -> tuple[list[list[int] | None], list[bool]]:
+        """``encode_flagged`` over all the characters of ``texts`` at once. Most characters stand alone
+        (CJK, punctuation), so only a few passes touch every character; words, spaces and the rest are
+        handled on their positions alone, and the special tokens are put in before the one conversion
+        to Python ints, so that each text's list is a single slice."""
         n = len(texts)
         codes = self._codes("".join(texts))
         if codes is None:
-            return [self._body(t) for t in texts]
-        owner = np.repeat(np.arange(n, dtype=np.int32), np.fromiter(map(len, texts), dtype=np.int64, count=n))
+            bodies = [self._body(t) for t in texts]
+            return ([None if b is None else prefix + b[:room] + suffix for b in bodies],
+                    [b is not None and len(b) > room for b in bodies])
+        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n))
         fallback = np.zeros(n, dtype=bool)
-        fallback[owner[codes == _FALLBACK]] = True
-        keep = codes != _REMOVED_CODE  # a removed character does not split a word
-        codes, owner = codes[keep], owner[keep]
-        word = codes <= _WORD0
-        # a word starts at a word character whose predecessor is not one, or is another text's
-        joined = np.zeros(len(codes), dtype=bool)
-        joined[1:] = word[:-1] & (owner[1:] == owner[:-1])
-        start = word & ~joined
-        where = np.flatnonzero(word)
-        k = _WORD0 - codes[where]
-        first, cont = np.asarray(self._word_first, dtype=np.int64), np.asarray(self._word_cont, dtype=np.int64)
-        tok = np.where(start[where], first[k], cont[k])
-        run = np.cumsum(start)[where] - 1
-        runs = int(start.sum())
-        bad = (np.bincount(run, weights=(tok < 0), minlength=runs) > 0) | (np.bincount(run, minlength=runs) > self._max_word)
-        # a bad word is one [UNK], at its start
-        values = np.where(codes >= 0, codes, -1).astype(np.int64)
-        values[where] = np.where(bad[run], np.where(start[where], self._unk, -1), tok)
-        emit = values >= 0
-        tokens, owner = values[emit], owner[emit]
-        ends = np.cumsum(np.bincount(owner, minlength=n)).tolist()
-        flat = tokens.tolist()
-        out: list[list[int] | None] = []
-        begin = 0
-        for i, end in enumerate(ends):
-            out.append(None if fallback[i] else flat[begin:end])
-            begin = end
-        return out
+        fallback[np.searchsorted(ends, np.flatnonzero(codes == _FALLBACK), side="right")] = True
+        removed = codes == _REMOVED_CODE  # a removed character does not split a word: take it out first
+        if removed.any():
+            ends = ends - np.concatenate(([0], np.cumsum(removed)))[ends]
+            codes = codes[~removed]
+        where = np.flatnonzero(codes <= _WORD0)
+        if len(where):
+            owner = np.searchsorted(ends, where, side="right")
+            # a word starts at a word character whose predecessor is not one, or is another text's
+            joined = np.zeros(len(where), dtype=bool)
+            joined[1:] = (where[1:] == where[:-1] + 1) & (owner[1:] == owner[:-1])
+            start = ~joined
+            k = _WORD0 - codes[where]
+            first, cont = np.asarray(self._word_first, dtype=np.int32), np.asarray(self._word_cont, dtype=np.int32)
+            tok = np.where(start, first[k], cont[k])
+            run = np.cumsum(start) - 1
+            runs = int(run[-1]) + 1
+            bad = (np.bincount(run, weights=(tok < 0), minlength=runs) > 0) | (np.bincount(run, minlength=runs) > self._max_word)
+            codes = codes.copy()
+            codes[where] = np.where(bad[run], np.where(start, self._unk, -1), tok)  # a bad word is one [UNK]
+        dropped = np.flatnonzero(codes < 0)  # spaces, the rest of bad words, characters left to the tokenizer
+        if len(dropped):
+            counts = np.diff(ends, prepend=0) - np.bincount(np.searchsorted(ends, dropped, side="right"), minlength=n)[:n]
+            codes = np.delete(codes, dropped)
+        else:
+            counts = np.diff(ends, prepend=0)
+        # the output, flat: per text its prefix, its first `room` tokens, its suffix
+        kept = np.minimum(counts, room)
+        width = kept + len(prefix) + len(suffix)
+        out_start = np.cumsum(width) - width
+        tok_start = np.cumsum(counts) - counts
+        owner = np.repeat(np.arange(n), counts)
+        rank = np.arange(len(codes)) - tok_start[owner]
+        keep = rank < room
+        flat = np.empty(int(width.sum()), dtype=np.int64)
+        flat[out_start[owner[keep]] + len(prefix) + rank[keep]] = codes[keep]
+        for j, t in enumerate(prefix):
+            flat[out_start + j] = t
+        for j, t in enumerate(suffix):
+            flat[out_start + len(prefix) + kept + j] = t
+        with _gc_paused():  # a collection per few hundred new lists would cost more than the lists
+            values = flat.tolist()
+            ids = [None if f else values[b:b + w] for b, w, f in zip(out_start.tolist(), width.tolist(), fallback.tolist())]
+        cut = ((counts > room) & ~fallback).tolist()
+        return ids, cut
 
 def encode_flagged(encoder: CharEncoder | None, texts: Sequence[str], fallback, *, max_len: int,
                    special_tokens: bool = True) -> tuple[list[list[int]], list[bool]]:
