@@ -20,6 +20,7 @@ the character path one.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -68,21 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer_encode(tokenizer, texts[:1000], max_len=args.max_len)
     seconds: dict[str, list[float]] = {k: [] for k in ways}
     outputs: dict[str, list] = {}
+    lengths = None
     for r in range(args.repeat):
         for name, fn in (ways.items() if r % 2 == 0 else reversed(ways.items())):
+            gc.collect()  # each path starts with the same heap, none pays for the other's garbage
             start = time.perf_counter()
             ids = fn()
             seconds[name].append(time.perf_counter() - start)
             if r == 0:
                 outputs[name] = ids
             del ids
+        if r == 0:  # the same ids from both paths, checked once, then let go before the next rounds
+            first, second = outputs.values()
+            differ = sum(a != b for a, b in zip(first, second))
+            if differ:
+                print(f"{differ} texts got different ids from the two paths: no figures", file=sys.stderr)
+                return 1
+            lengths = np.array([len(x) for x in first])
+            del first, second
+            outputs.clear()
         print(f"round {r + 1}/{args.repeat}: " + ", ".join(f"{k.split()[0]} {v[-1]:.2f} s" for k, v in seconds.items()), file=sys.stderr)
-    first, second = outputs.values()
-    differ = sum(a != b for a, b in zip(first, second))
-    if differ:
-        print(f"{differ} texts got different ids from the two paths: no figures", file=sys.stderr)
-        return 1
-    lengths = np.array([len(x) for x in first])
     res = {
         "rows": len(texts),
         "pool": origin,
