@@ -21,6 +21,7 @@ exported artifacts use it too.
 from __future__ import annotations
 
 import gc
+import threading
 import unicodedata
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -62,11 +63,20 @@ class CharEncoder:
         self._table: np.ndarray | None = None  # code point -> code, for the batch path (made on first use)
         self._word_first: list[int] = []  # per word character: its id as a word's first character (-1: none)
         self._word_cont: list[int] = []  # and as a ## continuation
+        self._lock = threading.Lock()  # the batch path's tables grow under it (a server may encode from threads)
 
     @classmethod
     def for_backend(cls, backend) -> "CharEncoder | None":
         """An encoder for ``backend`` when it is a BERT WordPiece tokenizer with a character-level
-        vocabulary, else ``None``."""
+        vocabulary, else ``None`` (also when ``backend`` cannot be inspected: the tokenizer then
+        encodes everything itself)."""
+        try:
+            return cls._inspect(backend)
+        except Exception:  # another tokenizers version, another kind of backend: not for this path
+            return None
+
+    @classmethod
+    def _inspect(cls, backend) -> "CharEncoder | None":
         model, norm, pre = backend.model, backend.normalizer, backend.pre_tokenizer
         if (type(model).__name__, type(norm).__name__, type(pre).__name__) != ("WordPiece", "BertNormalizer", "BertPreTokenizer"):
             return None
@@ -184,12 +194,16 @@ class CharEncoder:
         except UnicodeEncodeError:  # a lone surrogate
             return None
         if self._table is None:
-            self._table = np.full(0x110000, _UNSEEN, dtype=np.int32)
+            with self._lock:
+                if self._table is None:
+                    self._table = np.full(0x110000, _UNSEEN, dtype=np.int32)
         codes = self._table[points]
         unseen = codes == _UNSEEN
         if unseen.any():
-            for cp in np.unique(points[unseen]).tolist():
-                self._table[cp] = self._code(chr(cp))
+            with self._lock:
+                for cp in np.unique(points[unseen]).tolist():
+                    if self._table[cp] == _UNSEEN:
+                        self._table[cp] = self._code(chr(cp))
             codes = self._table[points]
         return codes
 

@@ -88,3 +88,16 @@ def test_the_shared_corpus_encodes_identically():
     tokenizer = make_tokenizer(build_vocab(texts[: len(texts) // 2]))  # the other half has characters it lacks
     assert char_encoder(tokenizer) is not None
     assert encode(tokenizer, texts, max_len=128) == tokenizer_encode(tokenizer, texts, max_len=128)
+
+
+def test_threads_sharing_a_fresh_encoder_get_the_tokenizers_ids():
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokenizer = make_tokenizer(build_vocab(random_texts(300, seed=1)))
+    texts = random_texts(3000, seed=2)  # many characters the tables have not seen yet, in every thread
+    ref = tokenizer_encode(tokenizer, texts, max_len=64)
+    parts = [texts[i::4] for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda part: encode(tokenizer, part, max_len=64), parts))
+    for i, part in enumerate(got):
+        assert part == ref[i::4]
