@@ -33,17 +33,24 @@ _CHAR_ENCODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def char_encoder(tokenizer) -> CharEncoder | None:
-    """The ``CharEncoder`` of ``tokenizer`` (made once), or ``None`` when it is not a character-level
-    BERT tokenizer."""
-    try:
-        return _CHAR_ENCODERS[tokenizer]
-    except KeyError:
-        pass
-    except TypeError:  # not weak-referenceable: no cache, no character path
+    """The ``CharEncoder`` of ``tokenizer``, or ``None`` when it is not a character-level BERT
+    tokenizer truncating on the right. Made once, and again when tokens were added to it since."""
+    if getattr(tokenizer, "truncation_side", "right") != "right":
         return None
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    found = CharEncoder.for_backend(backend) if backend is not None else None
-    _CHAR_ENCODERS[tokenizer] = found
+    if backend is None:
+        return None
+    try:
+        key = backend.get_vocab_size(with_added_tokens=True)
+        cached = _CHAR_ENCODERS.get(tokenizer)
+    except TypeError:  # not weak-referenceable: no cache, no character path
+        return None
+    except Exception:  # a backend that cannot say its size: the tokenizer encodes everything
+        return None
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    found = CharEncoder.for_backend(backend)
+    _CHAR_ENCODERS[tokenizer] = (key, found)
     return found
 
 

@@ -82,7 +82,10 @@ class CharEncoder:
             return None
         if getattr(model, "continuing_subword_prefix", None) != "##":
             return None
-        added = [t.content for t in backend.get_added_tokens_decoder().values()]
+        tokens = list(backend.get_added_tokens_decoder().values())
+        if any(t.normalized or not t.special for t in tokens):  # matched after normalization, or a word of its own
+            return None
+        added = [t.content for t in tokens]
         vocab = backend.get_vocab(with_added_tokens=False)
         specials = set(added)
         if any(not (len(t) == 1 or (len(t) == 3 and t.startswith("##")) or t in specials) for t in vocab):
@@ -151,6 +154,8 @@ class CharEncoder:
         ``None`` (and ``False``) for a text the tokenizer must encode itself."""
         prefix, suffix = (self._prefix, self._suffix) if special_tokens else ([], [])
         room = max(max_len - len(prefix) - len(suffix), 0)
+        if max_len < len(prefix) + len(suffix):  # no room even for the special tokens: the tokenizer's call
+            return [None] * len(texts), [False] * len(texts)
         if sum(map(len, texts)) >= _SMALL:
             ids: list[list[int] | None] = []
             cut: list[bool] = []

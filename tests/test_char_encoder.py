@@ -101,3 +101,23 @@ def test_threads_sharing_a_fresh_encoder_get_the_tokenizers_ids():
         got = list(pool.map(lambda part: encode(tokenizer, part, max_len=64), parts))
     for i, part in enumerate(got):
         assert part == ref[i::4]
+
+
+def test_a_tokenizer_changed_or_set_otherwise_is_left_to_itself():
+    tokenizer = make_tokenizer(build_vocab(["hello world abc 好书"]))
+    texts = ["HELLO world", "hello world", "a<e>b", "abc defgh 好书"] * 800  # past the batch-path threshold
+    assert char_encoder(tokenizer) is not None
+    tokenizer.add_tokens(["hello"])  # an added word, matched after lowercasing: no character path any more
+    assert char_encoder(tokenizer) is None
+    assert encode(tokenizer, texts, max_len=16) == tokenizer_encode(tokenizer, texts, max_len=16)
+    special = make_tokenizer(build_vocab(["hello world abc"]))
+    encode(special, texts, max_len=16)
+    special.add_special_tokens({"additional_special_tokens": ["<e>"]})  # after first use: the cache notices
+    assert encode(special, texts, max_len=16) == tokenizer_encode(special, texts, max_len=16)
+    left = make_tokenizer(build_vocab(["hello world abc"]))
+    left.truncation_side = "left"
+    assert char_encoder(left) is None
+    assert encode(left, texts, max_len=4) == tokenizer_encode(left, texts, max_len=4)
+    plain = make_tokenizer(build_vocab(["hello world abc"]))  # no room for the text, or even the special tokens
+    for max_len in (1, 2):
+        assert encode_flagged(plain, texts[:4], max_len=max_len) == _tokenizer_flagged(plain, texts[:4], max_len, True)
