@@ -259,7 +259,8 @@ def time_early_exit(directory: str, texts: list[str], labels: list[int], *, spee
 def early_exit_judgement(ee: dict) -> dict:
     """The early-exit figure against the target: at the speed chosen on dev when the run chose one
     (``measured``, ``met``), and, for reference, the best speed of the grid within the loss budget on
-    these same test texts (``best_on_test``: ``(speed, speedup, delta_pt)`` or None)."""
+    these same test texts (``best_on_test``: ``(speed, speedup, delta_pt)`` or None); ``never_exited``:
+    no sample left early at any of the protocol's speeds."""
     one = ee["one_at_a_time"]
     base = one["0"]["accuracy"]
     best = None
@@ -280,9 +281,10 @@ def early_exit_judgement(ee: dict) -> dict:
     else:  # runs from before the dev choice: the best of the grid, picked on the test texts themselves
         measured = f"{best[1]:.2f}× at speed {best[0]:g} ({best[2]:+.1f} pt)" if best else f"no speed within {EE_TARGET_LOSS_PT} pt"
         met = best is not None and best[1] >= EE_TARGET_SPEEDUP
-    if all(one[f"{s:g}"]["mean_layers"] >= one["num_layers"] for s in SPEEDS if f"{s:g}" in one):
+    never = all(one[f"{s:g}"]["mean_layers"] >= one["num_layers"] for s in SPEEDS if f"{s:g}" in one)
+    if never:
         measured += "; no sample exited early"
-    return {"measured": measured, "met": met, "best_on_test": best}
+    return {"measured": measured, "met": met, "best_on_test": best, "never_exited": never}
 
 
 def fmt_rate(x: float) -> str:
@@ -397,7 +399,7 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
                 f"{'' if sacc is None else f'{sacc:.2%}'} | {'' if sup is None else f'{sup:.2f}×'} |"
             )
         judged = early_exit_judgement(ee)
-        never = all(one[f"{s:g}"]["mean_layers"] >= one["num_layers"] for s in SPEEDS)
+        never = judged["never_exited"]
         if chosen:
             lines += ["", f"The speed is chosen on the first {chosen['texts']:,} texts of dev.tsv by the rule of `kd distill --max-loss {chosen['max_loss']:g}`: "
                           f"the speeds from 0 to 0.99 are walked upwards while the dev accuracy loss plus one standard error of that paired "

@@ -16,12 +16,11 @@ def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: boo
     """Token ids per text (no padding), truncated to ``max_len``: for a character-level BERT
     tokenizer (kd's own) a lookup per character (``kdstore.char_encoder``, the same ids), else one
     batched tokenizer call."""
-    if not texts:
-        return []
-    chars = char_encoder(tokenizer)
+    chars = char_encoder(tokenizer) if texts else None
     if chars is None:
-        return _call(tokenizer, texts, max_len, special_tokens)["input_ids"]
-    return encode_flagged(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)[0]
+        return tokenizer_encode(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)
+    return chars_or_tokenizer(chars, texts, lambda rest: _tokenizer_flagged(tokenizer, rest, max_len, special_tokens),
+                              max_len=max_len, special_tokens=special_tokens)[0]
 
 
 def tokenizer_encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:
@@ -33,23 +32,19 @@ _CHAR_ENCODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def char_encoder(tokenizer) -> CharEncoder | None:
-    """The ``CharEncoder`` of ``tokenizer``, or ``None`` when it is not a character-level BERT
-    tokenizer truncating on the right. Made once, and again when tokens were added to it since."""
-    if getattr(tokenizer, "truncation_side", "right") != "right":
-        return None
+    """``CharEncoder.for_tokenizer(tokenizer)``, made once, and again when tokens were added to the
+    tokenizer or its truncation side changed since."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
     try:
-        key = backend.get_vocab_size(with_added_tokens=True)
+        key = (getattr(tokenizer, "truncation_side", "right"), backend.get_vocab_size(with_added_tokens=True))
         cached = _CHAR_ENCODERS.get(tokenizer)
-    except TypeError:  # not weak-referenceable: no cache, no character path
-        return None
-    except Exception:  # a backend that cannot say its size: the tokenizer encodes everything
+    except Exception:  # not weak-referenceable, or a backend that cannot say its size: no character path
         return None
     if cached is not None and cached[0] == key:
         return cached[1]
-    found = CharEncoder.for_backend(backend)
+    found = CharEncoder.for_tokenizer(tokenizer)
     _CHAR_ENCODERS[tokenizer] = (key, found)
     return found
 

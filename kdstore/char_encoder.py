@@ -66,6 +66,15 @@ class CharEncoder:
         self._lock = threading.Lock()  # the batch path's tables grow under it (a server may encode from threads)
 
     @classmethod
+    def for_tokenizer(cls, tokenizer) -> "CharEncoder | None":
+        """``for_backend`` of a Hugging Face tokenizer's backend; ``None`` for a slow tokenizer or one
+        that truncates on the left."""
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or getattr(tokenizer, "truncation_side", "right") != "right":
+            return None
+        return cls.for_backend(backend)
+
+    @classmethod
     def for_backend(cls, backend) -> "CharEncoder | None":
         """An encoder for ``backend`` when it is a BERT WordPiece tokenizer with a character-level
         vocabulary, else ``None`` (also when ``backend`` cannot be inspected: the tokenizer then
@@ -164,16 +173,13 @@ class CharEncoder:
                 ids += more
                 cut += more_cut
             return ids, cut
-        ids, cut = [], []
-        for text in texts:
-            body = self._body(text)
-            if body is None:
-                ids.append(None)
-                cut.append(False)
-            else:
-                cut.append(len(body) > room)
-                ids.append(prefix + body[:room] + suffix)
-        return ids, cut
+        return self._loop(texts, prefix, suffix, room)
+
+    def _loop(self, texts: Sequence[str], prefix: list[int], suffix: list[int], room: int) -> tuple[list[list[int] | None], list[bool]]:
+        """``encode_flagged`` text by text, through ``_body``."""
+        bodies = [self._body(t) for t in texts]
+        return ([None if b is None else prefix + b[:room] + suffix for b in bodies],
+                [b is not None and len(b) > room for b in bodies])
 
     # the batch path: every character of every text at once, in numpy --------------------------------
     def _code(self, c: str) -> int:
@@ -220,9 +226,7 @@ class CharEncoder:
         n = len(texts)
         codes = self._codes("".join(texts))
         if codes is None:
-            bodies = [self._body(t) for t in texts]
-            return ([None if b is None else prefix + b[:room] + suffix for b in bodies],
-                    [b is not None and len(b) > room for b in bodies])
+            return self._loop(texts, prefix, suffix, room)
         ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n))
         fallback = np.zeros(n, dtype=bool)
         fallback[np.searchsorted(ends, np.flatnonzero(codes == _FALLBACK), side="right")] = True

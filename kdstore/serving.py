@@ -88,9 +88,7 @@ class _Tokenizer:
                 self._hf = AutoTokenizer.from_pretrained(directory)
             except (OSError, ValueError) as exc:
                 raise KdError(f"cannot load the tokenizer in {directory}: {_first_line(exc)}") from None
-            backend = getattr(self._hf, "backend_tokenizer", None)
-            right = getattr(self._hf, "truncation_side", "right") == "right"
-            self._chars = CharEncoder.for_backend(backend) if backend is not None and right else None
+            self._chars = CharEncoder.for_tokenizer(self._hf)
         else:
             raise KdError(f"unknown tokenizer runtime {runtime!r} in {MANIFEST}")
 
