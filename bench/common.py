@@ -31,6 +31,7 @@ RECIPE_OPTIONS = {  # the teacher's recipe: the user's call (the B1 target says 
     "hidden": (int, "teacher hidden size"),
     "pretrain_batch_size": (int, "masked-LM batch size (kd pretrain --batch-size)"),
     "pretrain_lr": (float, "masked-LM peak learning rate (kd pretrain --lr)"),
+    "objective": (str, "pre-training objective, mlm or electra (kd pretrain --objective)"),
     "teacher_epochs": (int, "teacher fine-tuning epochs"),
     "teacher_lr": (float, "teacher fine-tuning learning rate"),
 }

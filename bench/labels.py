@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 kd("ingest", str(write_lines(work / "texts.txt", texts)), "--split", "unlabeled", "--db", str(pre_db))
                 out = json.loads(kd("pretrain", "--run", "p", "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
                                     "--minutes", str(cfg["minutes"]), "--batch-size", str(cfg.get("pretrain_batch_size", 64)),
-                                    "--lr", str(cfg.get("pretrain_lr", 5e-4)), "--corpus", str(data / "corpus-peoples-daily-1998.txt"),
+                                    "--lr", str(cfg.get("pretrain_lr", 5e-4)), "--objective", cfg.get("objective", "mlm"), "--corpus", str(data / "corpus-peoples-daily-1998.txt"),
                                     "--seed", str(train_seed), "--device", args.device, "--db", str(pre_db), "--json"))
                 progress_line(f"seed {train_seed} pre-training: MLM loss {out['metrics']['train']['mlm_loss']:.3f}")
                 per_seed.append([])

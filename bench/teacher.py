@@ -79,7 +79,8 @@ def prepare(work: Path, data: Path, train_rows: int | None = None) -> dict[str, 
 def pretrain_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device: str) -> dict:
     """``kd pretrain`` of one seed's teacher: ``{seed, pretrain_seconds, mlm_loss, mlm_steps, model_dir}``."""
     t0 = time.monotonic()
-    recipe = ["--batch-size", str(cfg.get("pretrain_batch_size", 64)), "--lr", str(cfg.get("pretrain_lr", 5e-4))]
+    recipe = ["--batch-size", str(cfg.get("pretrain_batch_size", 64)), "--lr", str(cfg.get("pretrain_lr", 5e-4)),
+              "--objective", cfg.get("objective", "mlm")]
     out = json.loads(kd(
         "pretrain", "--run", f"seed{seed}", "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),
         "--minutes", str(cfg["minutes"]), *recipe, "--corpus", str(corpus), "--seed", str(seed), "--device", device,

@@ -13,7 +13,7 @@ from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
 from kdstore.labels import labels_version
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
-from kdstore.pretrain import PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
+from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
 from kdstore.runs import stage_scope
 from kdstore.students import KINDS
@@ -56,6 +56,10 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
 @click.option("--steps", type=int, default=0, help="Training steps (or use --minutes).")
 @click.option("--minutes", type=float, default=0.0, help="Wall-clock budget in minutes.")
 @click.option("--mask-prob", type=float, default=0.15, show_default=True)
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="mlm", show_default=True,
+              help="mlm: masked-LM. electra: replaced-token detection (a small generator fills the masks, the encoder "
+                   "learns from every token whether it was replaced).")
+@click.option("--generator-layers", type=int, default=0, help="ELECTRA generator layers (default a third of --layers).")
 @click.option("--wwm/--no-wwm", default=True, show_default=True, help="Whole-word masking over jieba's word segmentation.")
 @click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often.")
 @click.option("--corpus", multiple=True, type=click.Path(dir_okay=False), help="Extra plain-text file(s), one text a line.")
@@ -64,8 +68,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
 @overwrite_option
 @store_options
 @json_option
-def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, wwm, min_count, corpus, seed, device, overwrite, db, as_json):
-    """Pre-train a BERT-style encoder by masked-LM on the store's own text.
+def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, objective, generator_layers, wwm, min_count, corpus, seed, device, overwrite, db, as_json):
+    """Pre-train a BERT-style encoder by masked-LM (or ELECTRA) on the store's own text.
 
     For machines without a model hub: the result is a Hugging Face directory that
     `kd teach --model pretrain:RUN` fine-tunes.
@@ -73,11 +77,12 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
     \b
     Example:
       kd pretrain --run r1 --layers 4 --hidden 256 --minutes 10 --corpus news.txt
+      kd pretrain --run r2 --objective electra --minutes 10
       kd teach --run r1 --model pretrain:r1
     """
     cfg = PretrainConfig(
         layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,
-        steps=steps, minutes=minutes, mask_prob=mask_prob, wwm=wwm, min_count=min_count, corpus=tuple(corpus),
+        steps=steps, minutes=minutes, mask_prob=mask_prob, objective=objective, generator_layers=generator_layers, wwm=wwm, min_count=min_count, corpus=tuple(corpus),
         seed=seed, device=device,
     )
     cfg.validate()

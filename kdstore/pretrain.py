@@ -1,4 +1,5 @@
-"""``kd pretrain``: a BERT-style encoder pre-trained by masked-LM on the store's own text.
+"""``kd pretrain``: a BERT-style encoder pre-trained on the store's own text, by masked-LM or by
+ELECTRA's replaced-token detection (``--objective electra``, :mod:`kdstore.electra`).
 
 This is what makes kd work end to end where no pretrained model can be downloaded: the result is a
 Hugging Face directory (config, weights, tokenizer) that ``kd teach --model pretrain:RUN`` fine-tunes.
@@ -15,6 +16,7 @@ import torch
 
 from .batching import bucketed_batches, encode, pad
 from .distributed import SINGLE, Dist
+from .electra import ReplacedTokenDetection
 from .errors import KdError
 from .masking import IGNORE, mask_tokens
 from .progress import progress
@@ -26,6 +28,7 @@ from .torchutil import autocast, count_parameters, grad_scaler, pick_device, sca
 from .vocab import SPECIALS, build_vocab, make_tokenizer
 
 MODEL_SUBDIR = "model"
+OBJECTIVES = ("mlm", "electra")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class PretrainConfig:
     steps: int = 0  # 0: run for ``minutes``
     minutes: float = 0.0
     mask_prob: float = 0.15
+    objective: str = "mlm"  # or "electra": replaced-token detection with a small generator
+    generator_layers: int = 0  # electra: 0 = a third of --layers (at least 1), same width
+    rtd_weight: float = 50.0  # electra: weight of the detection loss (the paper's lambda)
     wwm: bool = True  # whole-word masking over jieba's segmentation
     min_count: int = 2
     max_vocab: int = 21128
@@ -58,6 +64,14 @@ class PretrainConfig:
             raise KdError("--layers must be at least 1 and --max-len at least 8")
         if not 0.0 < self.mask_prob < 1.0:
             raise KdError(f"--mask-prob must be in (0, 1), got {self.mask_prob}")
+        if self.objective not in OBJECTIVES:
+            raise KdError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.generator_layers < 0 or self.rtd_weight <= 0:
+            raise KdError("--generator-layers must be 0 (auto) or more, and the detection weight positive")
+
+    @property
+    def n_generator_layers(self) -> int:
+        return self.generator_layers or max(1, self.layers // 3)
 
     @property
     def n_heads(self) -> int:
@@ -76,7 +90,8 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
 
 
 def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist = SINGLE) -> Path | None:
-    """Build a vocabulary, pre-train a masked LM within the budget, save it; returns its directory.
+    """Build a vocabulary, pre-train an encoder within the budget (masked LM, or ELECTRA's
+    discriminator with ``objective="electra"``), save it; returns its directory.
 
     Under torchrun every rank builds the same vocabulary and batches and trains on its share of each
     global batch (DDP); rank 0 decides when the time budget is spent, saves the model and records
@@ -109,15 +124,25 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         max_position_embeddings=max(512, cfg.max_len),
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = BertForMaskedLM(model_cfg).to(device)
-    net = dist.wrap(MaskedLMLoss(model))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.objective == "electra":
+        from transformers import BertModel
+
+        gen_cfg = BertConfig.from_dict({**model_cfg.to_dict(), "num_hidden_layers": cfg.n_generator_layers})
+        objective = ReplacedTokenDetection(
+            BertModel(model_cfg, add_pooling_layer=False), BertForMaskedLM(gen_cfg), weight=cfg.rtd_weight
+        ).to(device)
+        model = objective.discriminator  # what is kept and saved
+    else:
+        objective = MaskedLMLoss(BertForMaskedLM(model_cfg).to(device))
+        model = objective.model
+    net = dist.wrap(objective)
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed + dist.rank)  # each rank masks its own share
     special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
 
     scaler = grad_scaler(device)
     budget_s = cfg.minutes * 60.0
-    start, step, recent = time.monotonic(), 0, []
+    start, step, recent, recent_rtd = time.monotonic(), 0, [], []
     net.train()
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task("pre-train", total=cfg.steps or None, loss="-", unit="step")
@@ -142,13 +167,18 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * warmup_linear_decay(frac, warmup=cfg.warmup)
                 with autocast(device):
-                    loss = net(corrupted.to(device), mask.to(device), labels.to(device))
-                scaled_step(scaler, loss * weight, optimizer, model.parameters(), max_norm=1.0)
+                    if cfg.objective == "electra":
+                        loss, mlm, rtd = net(corrupted.to(device), mask.to(device), labels.to(device),
+                                             input_ids.to(device), (~special).to(device))
+                        recent_rtd.append(rtd.item())
+                    else:
+                        loss = mlm = net(corrupted.to(device), mask.to(device), labels.to(device))
+                scaled_step(scaler, loss * weight, optimizer, objective.parameters(), max_norm=1.0)
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                recent.append(loss.item())
+                recent.append(mlm.item())
                 if step % 50 == 0:
-                    add_metrics(stage.id, "train", {"mlm_loss": float(np.mean(recent[-50:]))}, step=step)
+                    add_metrics(stage.id, "train", _loss_figures(recent, recent_rtd), step=step)
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
 
     if not dist.is_main:
@@ -161,7 +191,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         stage.id,
         "train",
         {
-            "mlm_loss": float(np.mean(recent[-50:])) if recent else float("nan"),
+            **_loss_figures(recent, recent_rtd),
             "steps": step,
             "seconds": time.monotonic() - start,
             "texts": len(texts),
@@ -170,6 +200,14 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
             **({"processes": dist.world} if dist.active else {}),
         },
     )
+    return out
+
+
+def _loss_figures(recent: list[float], recent_rtd: list[float]) -> dict[str, float]:
+    """The mean of the last 50 steps: the (generator's) masked-LM loss, and ELECTRA's detection loss."""
+    out = {"mlm_loss": float(np.mean(recent[-50:])) if recent else float("nan")}
+    if recent_rtd:
+        out["rtd_loss"] = float(np.mean(recent_rtd[-50:]))
     return out
 
 
