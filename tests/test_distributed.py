@@ -306,3 +306,14 @@ def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
     assert np.array_equal(ids1, ids2)
     np.testing.assert_allclose(logits2, logits1, atol=ATOL, rtol=0)
     assert Path(s2.artifact_path, "student.pt").exists()
+
+
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_two_processes_pretrain(taught, tmp_path, objective):
+    db = copy_store(taught["two"], tmp_path)
+    out = torchrun("pretrain", "--run", "p", "--objective", objective, "--layers", "2", "--hidden", "32", "--heads", "2",
+                   "--steps", "3", "--batch-size", "8", "--min-count", "1", "--json", "--db", str(db))
+    train = json.loads(out.stdout)["metrics"]["train"]
+    assert train["processes"] == 2 and train["steps"] == 3
+    assert ("rtd_loss" in train) == (objective == "electra")
+    assert stage_of(db, "p", "pretrain").status == "succeeded"

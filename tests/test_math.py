@@ -213,6 +213,61 @@ def test_masked_lm_loss_equals_the_full_head_loss():
     assert masked_lm_loss(model, ids, mask, labels).item() == pytest.approx(full.item(), abs=1e-5)
 
 
+def test_replace_tokens_marks_only_real_replacements():
+    from kdstore.electra import replace_tokens
+
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 9, 3, 0]])
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 1], labels[0, 3], labels[1, 2] = 5, 7, 9  # chosen positions, row-major: (0,1), (0,3), (1,2)
+    disc, replaced = replace_tokens(ids, labels, torch.tensor([11, 7, 12]))
+    assert disc.tolist() == [[2, 11, 6, 7, 3], [2, 8, 12, 3, 0]]  # the sample 7 equals the original
+    assert replaced.tolist() == [[False, True, False, False, False], [False, False, True, False, False]]
+    assert ids.tolist()[0] == [2, 5, 6, 7, 3]  # the input is not modified
+    with pytest.raises(ValueError, match="2 samples for 3 chosen"):
+        replace_tokens(ids, labels, torch.tensor([1, 2]))
+
+
+def test_replaced_token_detection_shares_embeddings_and_learns():
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    from kdstore.electra import ReplacedTokenDetection
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=20)
+    gen_cfg = BertConfig.from_dict({**cfg.to_dict(), "num_hidden_layers": 1})
+    rtd = ReplacedTokenDetection(BertModel(cfg, add_pooling_layer=False), BertForMaskedLM(gen_cfg), weight=50.0)
+    disc = rtd.discriminator
+    assert rtd.generator.bert.embeddings is disc.embeddings
+    assert rtd.generator.cls.predictions.decoder.weight is disc.embeddings.word_embeddings.weight
+    names = {n for n, _ in rtd.named_parameters()}  # shared weights are counted once
+    assert not any(n.startswith("generator.bert.embeddings") for n in names)
+
+    ids = torch.randint(5, 30, (8, 12))
+    ids[:, 0], ids[:, -1] = 2, 3
+    regular = torch.ones_like(ids, dtype=torch.bool)
+    regular[:, 0] = regular[:, -1] = False
+    mask = torch.ones_like(ids)
+    corrupted, labels = mask_tokens(ids, ~regular, mask_id=4, vocab_size=30, probability=0.3,
+                                    generator=torch.Generator().manual_seed(1), first_regular_id=5)
+    total, mlm, det = rtd(corrupted, mask, labels, ids, regular)
+    assert total.item() == pytest.approx(mlm.item() + 50.0 * det.item(), rel=1e-5)
+    assert 0 < det.item() < 2 and mlm.item() > 0
+    total.backward()
+    for part in (disc.encoder, rtd.generator.bert.encoder, rtd.head, disc.embeddings):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+    opt = torch.optim.AdamW(rtd.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        opt.zero_grad()
+        loss = rtd(corrupted, mask, labels, ids, regular)[0]
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first  # both parts learn on a fixed batch
+
+
 def test_intermediate_losses():
     from kdstore.losses import attention_kl, hidden_mse, relation_kl
 

@@ -151,6 +151,28 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     assert _stage(sample_store, "p", "teach").status == "succeeded"
 
 
+def test_pretrain_electra_saves_the_discriminator_teach_starts_from(sample_store):
+    from transformers import BertModel
+
+    db = str(sample_store)
+    out = kd("pretrain", "--run", "e", "--objective", "electra", "--layers", "2", "--hidden", "32", "--heads", "2",
+             "--steps", "3", "--batch-size", "16", "--min-count", "1", "--db", db, "--json")
+    report = json.loads(out.output)
+    assert report["config"]["objective"] == "electra" and report["config"]["generator_layers"] == 0
+    train = report["metrics"]["train"]
+    assert train["steps"] == 3 and train["rtd_loss"] > 0 and train["mlm_loss"] > 0
+    saved = BertModel.from_pretrained(report["artifact_path"])  # the discriminator alone, no generator
+    assert saved.config.num_hidden_layers == 2
+    kd("teach", "--run", "e", "--model", "pretrain:e", "--epochs", "1", "--lr", "1e-12", "--max-len", "32", "--db", db)
+    teach = _stage(sample_store, "e", "teach")
+    assert teach.status == "succeeded"
+    tuned = BertModel.from_pretrained(teach.artifact_path)  # the teacher started from the discriminator
+    a, b = saved.encoder.layer[1].output.dense.weight, tuned.encoder.layer[1].output.dense.weight
+    assert torch.allclose(a, b, atol=1e-6)
+    bad = kd("pretrain", "--run", "x", "--objective", "bert", "--steps", "1", "--db", db, ok=False)
+    assert "Invalid value for '--objective'" in bad.output
+
+
 @pytest.fixture
 def taught_store(sample_store, tiny_model) -> Path:
     kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "10", "--patience", "10", "--lr", "2e-3",
