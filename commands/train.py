@@ -103,6 +103,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @click.option("--max-len", type=int, default=128, show_default=True)
 @click.option("--warmup", type=float, default=0.1, show_default=True, help="Warm-up fraction of the steps.")
 @click.option("--patience", type=int, default=2, show_default=True, help="Epochs without dev gain before stopping.")
+@click.option("--layer-decay", type=float, default=1.0, show_default=True, help="Layer-wise learning-rate decay: the head trains at --lr, the top layer at lr x d, the one below at lr x d^2, ... (e.g. 0.8; 1 = off).")
 @click.option("--where", help="SQL condition on samples selecting the train rows, e.g. \"source = 'a.tsv'\".")
 @click.option("--split", "splits", multiple=True, type=click.Choice(TRAINABLE_SPLITS), help="Split(s) whose labeled rows train the teacher (repeatable; default: train). With dev among them no dev rows judge the epochs: the last one is kept.")
 @click.option("--label", "labels", multiple=True, help="Train (and judge on dev) only rows with this label (repeatable; default: all).")
@@ -113,7 +114,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @overwrite_option
 @store_options
 @json_option
-def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, splits, labels, folds, logits_only, seed, device, overwrite, db, as_json):
+def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_decay, where, splits, labels, folds, logits_only, seed, device, overwrite, db, as_json):
     """Fine-tune a transformer teacher and store its logits for every sample.
 
     \b
@@ -139,7 +140,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, where, 
             return
         cfg = TeachConfig(
             model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
-            patience=patience, where=where, splits=tuple(splits) or ("train",), labels=tuple(labels),
+            patience=patience, layer_decay=layer_decay, where=where, splits=tuple(splits) or ("train",), labels=tuple(labels),
             folds=folds, seed=seed, device=device,
         )
         cfg.validate()

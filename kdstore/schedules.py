@@ -15,3 +15,25 @@ def warmup_linear_decay(progress: float, *, warmup: float) -> float:
     if warmup > 0 and progress < warmup:
         return progress / warmup
     return max(0.0, (1.0 - progress) / max(1e-12, 1.0 - warmup))
+
+
+def layer_depths(names: list[str]) -> list[int]:
+    """Depth of each parameter of a transformer by name: 0 for the embeddings, ``i + 1`` for encoder
+    layer ``i`` (``...layer.i....`` or ``...layers.i....``), and one above the deepest layer for
+    everything else (pooler, classification head)."""
+    import re
+
+    found = [re.search(r"\.layers?\.(\d+)\.", "." + n) for n in names]
+    top = max((int(m.group(1)) for m in found if m), default=-1) + 2
+    return [0 if "embeddings" in n and not m else int(m.group(1)) + 1 if m else top for n, m in zip(names, found)]
+
+
+def layer_decay_scales(names: list[str], decay: float) -> list[float]:
+    """Learning-rate factor per parameter for layer-wise decay: 1 for the head, ``decay`` for the
+    last encoder layer, ``decay**2`` for the one below it, ..., ``decay**(L + 1)`` for the embeddings
+    (ELECTRA's fine-tuning recipe: the lower layers keep more of what pre-training taught them)."""
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"layer decay must be in (0, 1], got {decay}")
+    depths = layer_depths(names)
+    top = max(depths, default=0)
+    return [decay ** (top - d) for d in depths]

@@ -20,7 +20,7 @@ from .metrics import classification_metrics
 from .outputs import average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .progress import progress
 from .runs import StageHandle
-from .schedules import warmup_linear_decay
+from .schedules import layer_decay_scales, warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
 from .store import SampleSet, Store
@@ -48,6 +48,7 @@ class TeachConfig:
     labels: tuple[str, ...] = ()  # only rows with these labels train it and judge it on dev (empty: all)
     score_batch_size: int = 256
     folds: int = 0  # K >= 2: out-of-fold logits for the train samples
+    layer_decay: float = 1.0  # < 1: layer-wise learning-rate decay (head lr, top layer x d, next x d^2, ...)
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.max_len < 2 or self.lr <= 0:
@@ -59,6 +60,8 @@ class TeachConfig:
                 raise KdError(f"--split {split!r}: choose from {', '.join(TRAINABLE_SPLITS)} (unlabeled samples have no labels to learn)")
         if self.folds == 1 or self.folds < 0:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise KdError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
 
 
 def resolve_model(store: Store, name: str) -> str:
@@ -260,6 +263,21 @@ def trained_on(store: Store, stage) -> set[int]:
     return {int(i) for i in rows.ids}
 
 
+def _param_groups(model, cfg: TeachConfig) -> list[dict]:
+    """AdamW groups: no weight decay on biases and LayerNorm weights; with ``layer_decay`` < 1 each
+    parameter's learning rate is scaled by its depth (:func:`layer_decay_scales`)."""
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    named = list(model.named_parameters())
+    scales = layer_decay_scales([n for n, _ in named], cfg.layer_decay)
+    groups: dict[tuple[float, bool], list] = {}
+    for (name, param), scale in zip(named, scales):
+        groups.setdefault((scale, name.endswith(no_decay)), []).append(param)
+    return [
+        {"params": params, "lr": cfg.lr * scale, "weight_decay": 0.0 if exempt else cfg.weight_decay}
+        for (scale, exempt), params in groups.items()
+    ]
+
+
 def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev: SampleSet, device, rng, dist: Dist, *, tag: str):
     """Fine-tune a fresh copy of the model at ``path`` on ``train``; return the best epoch's model.
 
@@ -274,12 +292,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     labels = torch.as_tensor(train.labels)
     dev_mine = dev.subset(dist.shard(len(dev)))
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
     total_steps = -(-len(train) // cfg.batch_size) * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_linear_decay(s / total_steps, warmup=cfg.warmup)

@@ -12,7 +12,7 @@ from kdstore.batching import bucketed_batches, pad, sorted_batches
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
 from kdstore.metrics import classification_metrics, confusion_matrix
-from kdstore.schedules import linear, warmup_linear_decay
+from kdstore.schedules import layer_decay_scales, layer_depths, linear, warmup_linear_decay
 from kdstore.textkey import normalize, text_hash
 from kdstore.vocab import SPECIALS, build_vocab
 
@@ -120,6 +120,22 @@ def test_schedules():
     assert warmup_linear_decay(0.55, warmup=0.1) == pytest.approx(0.5)
     assert warmup_linear_decay(1.0, warmup=0.1) == 0.0
     assert linear(4.0, 1.0, 0.5) == pytest.approx(2.5) and linear(4.0, 1.0, 2.0) == 1.0
+
+
+def test_layer_decay_scales_follow_depth():
+    names = [
+        "bert.embeddings.word_embeddings.weight", "bert.embeddings.LayerNorm.bias",
+        "bert.encoder.layer.0.attention.self.query.weight", "bert.encoder.layer.1.output.dense.bias",
+        "bert.encoder.layer.10.output.dense.bias", "bert.pooler.dense.weight", "classifier.weight",
+    ]
+    assert layer_depths(names) == [0, 0, 1, 2, 11, 12, 12]
+    scales = layer_decay_scales(names, 0.5)
+    assert scales == [0.5 ** 12, 0.5 ** 12, 0.5 ** 11, 0.5 ** 10, 0.5, 1.0, 1.0]
+    assert layer_decay_scales(names, 1.0) == [1.0] * len(names)
+    # other architectures' names: "layers.i" (e.g. DistilBERT-like) and position embeddings
+    assert layer_depths(["embeddings.position_embeddings.weight", "transformer.layers.0.ffn.weight", "head.bias"]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="layer decay"):
+        layer_decay_scales(names, 0.0)
 
 
 def test_vocab_and_text_keys():

@@ -132,6 +132,24 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
         assert "Invalid value for '--split'" in bad.output
 
 
+def test_teach_layer_decay_scales_each_layers_learning_rate(sample_store, tiny_model):
+    from kdstore.teacher import TeachConfig, _param_groups, load_classifier
+
+    _, model = load_classifier(str(tiny_model), ["pos", "neg"])
+    layers = model.config.num_hidden_layers
+    lr_of = {id(p): g["lr"] for g in _param_groups(model, TeachConfig(model="m", lr=1e-3, layer_decay=0.5)) for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(lr_of) == len(named)  # every parameter in exactly one group
+    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named[f"bert.encoder.layer.{layers - 1}.output.dense.weight"])] == pytest.approx(1e-3 * 0.5)
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == pytest.approx(1e-3 * 0.5 ** (layers + 1))
+    db = str(sample_store)
+    out = kd("teach", "--run", "ld", "--model", str(tiny_model), "--layer-decay", "0.8", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
+    assert json.loads(out.output)["config"]["layer_decay"] == 0.8
+    bad = kd("teach", "--run", "ld2", "--model", str(tiny_model), "--layer-decay", "1.5", "--db", db, ok=False)
+    assert "--layer-decay must be in (0, 1], got 1.5" in bad.output
+
+
 def test_teach_refuses_a_single_class(tmp_path, tiny_model):
     db = str(tmp_path / "one.db")
     write_tsv(tmp_path / "one.tsv", [("pos", "很好很好"), ("pos", "非常很好")])
