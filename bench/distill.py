@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, shared_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, recipe_words, shared_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
@@ -214,7 +214,7 @@ def markdown(result: dict, info: dict, command: str, not_judged: str | None = No
     cfg = result["config"]
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
     lines += [
-        f"- teacher: {cfg['layers']} x {cfg['hidden']}, {cfg['minutes']} min MLM, {cfg['epochs']} fine-tuning epochs at lr {cfg['lr']}; "
+        f"- teacher: {cfg['layers']} x {cfg['hidden']}, {recipe_words(cfg)}, {cfg['epochs']} fine-tuning epochs at lr {cfg['lr']}; "
         f"students: `{' '.join(result['student_args'])}`; augmentation `mask,pos,ngram` x {result.get('augment_n', 4)}; seeds {result['seeds']}",
         f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit `{info['commit']}`",
         f"- command: `{command}`",

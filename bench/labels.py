@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, shared_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, recipe_words, shared_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
 
 LEVELS = ((0.10, 1), (0.20, 2))  # (noise rate, seed of its flips)
@@ -101,6 +101,7 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     kd("ingest", str(data / "dev.tsv"), "--split", "dev", "--db", str(db))
     kd("ingest", str(data / "test.tsv"), "--split", "test", "--db", str(db))
     kd("teach", "--run", "oof", "--model", model_dir, "--folds", "5", "--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]),
+       "--layer-decay", str(cfg.get("layer_decay", 1.0)),
        "--batch-size", str(cfg["batch_size"]), "--device", args.device, *seed_opt, "--db", str(db))
     result = {"rate": rate, "flips": int(flip.sum()), "detectors": {}}
     texts = [l.split("\t", 1)[1] for l in noisy_lines]
@@ -208,7 +209,7 @@ def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judge
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
     lines += [
         "",
-        f"- teacher: {cfg['layers']} x {cfg['hidden']}, {cfg['minutes']} min MLM, 5 folds x {cfg['epochs']} epochs; "
+        f"- teacher: {cfg['layers']} x {cfg['hidden']}, {recipe_words(cfg)}, 5 folds x {cfg['epochs']} epochs; "
         + (f"mean over {results[0]['seeds']} training seeds (min–max in brackets)" if results and results[0].get("seeds", 1) > 1 else "one seed"),
         f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit `{info['commit']}`",
         f"- command: `{command}`",

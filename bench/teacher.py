@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, shared_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, recipe_words, shared_dir  # noqa: E402
 
 # pretrain_batch_size / pretrain_lr: kd pretrain's defaults
 QUICK = {"layers": 2, "hidden": 128, "minutes": 3.0, "epochs": 3, "lr": 3e-4, "batch_size": 32, "pretrain_batch_size": 64, "pretrain_lr": 5e-4}
@@ -104,6 +104,7 @@ def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device
         t0 = time.monotonic()
         rep = json.loads(kd(
             "teach", "--run", run, "--model", model_dir, "--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]),
+            "--layer-decay", str(cfg.get("layer_decay", 1.0)),
             "--batch-size", str(cfg["batch_size"]), "--seed", str(seed), "--device", device,
             "--db", str(stores[setting]), "--json",
         ))
@@ -134,7 +135,7 @@ def markdown(summary: dict, cfg: dict, args, info: dict, command: str, not_judge
     """The table; with ``not_judged`` (a reason) the targets are shown but not judged."""
     target = TARGET_ACCURACY
     lines = [
-        f"Teacher: {cfg['layers']} layers x {cfg['hidden']}, {cfg['minutes']} min masked-LM pre-training "
+        f"Teacher: {cfg['layers']} layers x {cfg['hidden']}, {recipe_words(cfg)} pre-training "
         f"(train texts + People's Daily), then {cfg['epochs']} epochs fine-tuning at lr {cfg['lr']}; "
         f"device {args.device}; seeds {args.seeds}.",
         "",
