@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,8 @@ RECIPE_OPTIONS = {  # the teacher's recipe: the user's call (the B1 target says 
     "teacher_lr": (float, "teacher fine-tuning learning rate"),
     "teacher_layer_decay": (float, "teacher layer-wise learning-rate decay (kd teach --layer-decay)"),
 }
+
+
 def recipe_words(cfg: dict) -> str:
     """The pre-training and fine-tuning recipe in a few words, for the tables' teacher line."""
     words = f"{cfg['minutes']} min {'ELECTRA' if cfg.get('objective') == 'electra' else 'MLM'}"
@@ -48,7 +52,7 @@ RECIPE_KEYS = {"teacher_epochs": "epochs", "teacher_lr": "lr", "teacher_layer_de
 
 
 def add_recipe_options(parser) -> None:
-    """``--minutes --layers --hidden --pretrain-batch-size --pretrain-lr --teacher-epochs --teacher-lr``."""
+    """One ``--option`` per entry of ``RECIPE_OPTIONS`` (``--minutes``, ``--objective``, ...)."""
     for name, (kind, text) in RECIPE_OPTIONS.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, help=f"override the {text}")
 
@@ -61,6 +65,25 @@ def apply_recipe(cfg: dict, args) -> dict:
         if value is not None:
             out[RECIPE_KEYS.get(name, name)] = value
     return out
+
+
+def add_work_option(parser) -> None:
+    """``--work DIR``: keep the run's stores and models (to inspect them, or fine-tune them again)."""
+    parser.add_argument("--work", type=Path, help="keep the stores and models here, a new or empty folder (default: a temporary one)")
+
+
+@contextlib.contextmanager
+def work_dir(keep: Path | None, prefix: str):
+    """The folder a run's stores and models live in: ``keep`` when given (created, and refused unless
+    empty: a store ingested twice would hold every text twice), else a temporary folder removed after."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            yield Path(tmp)
+        return
+    keep.mkdir(parents=True, exist_ok=True)
+    if any(keep.iterdir()):
+        raise SystemExit(f"--work {keep}: not empty; give a new folder")
+    yield keep
 
 
 class Partial:

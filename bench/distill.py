@@ -25,14 +25,13 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, recipe_words, shared_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
@@ -99,7 +98,7 @@ def run(args, partial=None) -> dict:
         "augment_n": getattr(args, "augment_n", None) or int(AUG[AUG.index("--augment-n") + 1]),
     }
     save = (lambda: partial.save(**result)) if partial is not None else (lambda: None)
-    with tempfile.TemporaryDirectory(prefix="kd-bench-distill-") as tmp:
+    with work_dir(getattr(args, "work", None), "kd-bench-distill-") as tmp:
         os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
         stores = prepare(Path(tmp), data, getattr(args, "train_rows", None))
         corpus = data / "corpus-peoples-daily-1998.txt"
@@ -258,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="B1,B2")
     parser.add_argument("--students", default="textcnn,bigru,bilstm,transformer")
     add_recipe_options(parser)
+    add_work_option(parser)
     parser.add_argument("--student-epochs", type=int, help="override the students' epochs")
     parser.add_argument("--augment-n", type=int, help="augmented variants per text for the +aug rows (default 4)")
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, recipe_words, shared_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
 
 LEVELS = ((0.10, 1), (0.20, 2))  # (noise rate, seed of its flips)
@@ -228,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--levels", default="0.1,0.2", help="noise levels, measured in this order (e.g. 0.2,0.1: the 20 %% targets first)")
     add_recipe_options(parser)
+    add_work_option(parser)
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
     parser.add_argument("--seeds", default="1", help="comma-separated training seeds (protocol: 3); the flips stay fixed")
     parser.add_argument("--json", type=Path)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     partial = Partial(args.json, fields)
     per_seed: list[list[dict]] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="kd-bench-labels-") as tmp:
+        with work_dir(getattr(args, "work", None), "kd-bench-labels-") as tmp:
             texts = [l.split("\t", 1)[1] for l in (data / "train.tsv").read_text(encoding="utf-8").splitlines()[: args.train_rows]]
             for train_seed in seeds:
                 work = Path(tmp) / f"seed{train_seed}"

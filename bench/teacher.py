@@ -20,7 +20,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, apply_recipe, machine_info, progress_line, recipe_words, shared_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
 
 # pretrain_batch_size / pretrain_lr: kd pretrain's defaults
 QUICK = {"layers": 2, "hidden": 128, "minutes": 3.0, "epochs": 3, "lr": 3e-4, "batch_size": 32, "pretrain_batch_size": 64, "pretrain_lr": 5e-4}
@@ -179,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seeds", default="1", help="comma-separated seeds (protocol: 3)")
     add_recipe_options(parser)
+    add_work_option(parser)
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args(argv)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     stopped = None
     try:
-        with tempfile.TemporaryDirectory(prefix="kd-bench-teacher-") as tmp:
+        with work_dir(getattr(args, "work", None), "kd-bench-teacher-") as tmp:
             os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
             stores = prepare(Path(tmp), data, args.train_rows)
             for s in seeds:

@@ -299,6 +299,21 @@ def test_partial_results_are_rewritten_after_each_figure(tmp_path):
     Partial(None, {}).save(rows={})  # no --json: nothing written, no error
 
 
+def test_work_folder_is_kept_and_must_start_empty(tmp_path):
+    from bench.common import work_dir
+
+    with work_dir(None, "kd-test-") as tmp:
+        (tmp / "store.db").write_text("x")
+    assert not tmp.exists()  # no --work: a temporary folder, removed after
+    kept = tmp_path / "work"
+    with work_dir(kept, "kd-test-") as folder:
+        (folder / "store.db").write_text("x")
+    assert (kept / "store.db").read_text() == "x"  # --work: kept for inspection or a second fine-tuning
+    with pytest.raises(SystemExit, match="not empty"):  # a second run would ingest into the same stores
+        with work_dir(kept, "kd-test-"):
+            pass
+
+
 def test_early_exit_is_judged_at_the_speed_chosen_on_dev():
     from bench.speed import early_exit_judgement
 
