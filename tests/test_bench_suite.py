@@ -299,6 +299,17 @@ def test_partial_results_are_rewritten_after_each_figure(tmp_path):
     Partial(None, {}).save(rows={})  # no --json: nothing written, no error
 
 
+def test_wrong_label_ceiling_counts_real_noise_against_the_flips():
+    from bench.noise_research import wrong_label_ceiling
+
+    assert wrong_label_ceiling(0.0, 0.1) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    c = wrong_label_ceiling(0.1, 0.1)  # 9 % of texts flipped and now wrong, 9 % wrong all along
+    assert c["precision"] == pytest.approx(0.5) and c["recall"] == pytest.approx(0.9)
+    assert c["f1"] == pytest.approx(2 * 0.5 * 0.9 / 1.4)
+    with pytest.raises(ValueError):
+        wrong_label_ceiling(0.1, 0.0)
+
+
 def test_work_folder_is_kept_and_must_start_empty(tmp_path):
     from bench.common import work_dir
 
