@@ -110,7 +110,9 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     def detect(name: str) -> None:
         flags = DETECTORS[name]
         run = "det-" + name.split()[0] + ("-tfidf" if "TF-IDF" in name else "")
-        kd("labels", "detect", "--run", run, "--teacher-run", "oof", *flags, "--db", str(db))
+        out = json.loads(kd("labels", "detect", "--run", run, "--teacher-run", "oof", *flags, "--db", str(db), "--json"))
+        for warning in out["warnings"]:
+            progress_line(f"noise {rate:.0%} seed {train_seed} {name}: warning: {warning}")
         mask = np.zeros(len(lines), dtype=bool)
         mask[[line - 1 for line in flagged_lines(db, run)]] = True
         found[name] = prf(mask, flip)
@@ -125,6 +127,7 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     result["student_noisy"] = noisy_out["metrics"]["test"]["accuracy"]
     result["student_cleaned"] = clean_out["metrics"]["test"]["accuracy"]
     progress_line(f"noise {rate:.0%} seed {train_seed} student: noisy {result['student_noisy']:.4f}, cleaned {result['student_cleaned']:.4f}")
+    kd("labels", "undo", "--run", "det-combined", "--db", str(db))  # the other detectors see the noisy labels again
     for name in DETECTORS:
         if name not in found:
             detect(name)
@@ -216,6 +219,12 @@ def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judge
     return "\n".join(lines)
 
 
+def off_protocol(args) -> str | None:
+    """Why the targets are not judged (a shrunken run), or None; the teacher's recipe is the user's call."""
+    changed = [flag for flag, on in (("--quick", args.quick), ("--train-rows", args.train_rows is not None)) if on]
+    return f"not the protocol: {' '.join(changed)}" if changed else None
+
+
 def markdown_from_json(data: dict, not_judged: str | None = None) -> str:
     """The tables from what ``--json`` wrote (the suite renders them this way)."""
     return markdown(data["results"], data["config"], data["machine"], data.get("command", "?"), not_judged)
@@ -275,10 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         done = [levels_done for levels_done in per_seed if levels_done]
         n = min((len(x) for x in done), default=0)
         if n:
-            print(markdown(aggregate([x[:n] for x in done]), cfg, info, command))
+            print(markdown(aggregate([x[:n] for x in done]), cfg, info, command, "stopped before the end"))
         return 1
     results = aggregate(per_seed)
-    print(markdown(results, cfg, info, command))
+    print(markdown(results, cfg, info, command, off_protocol(args)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**fields, "results": results, "per_seed": dict(zip(map(str, seeds), per_seed))}, indent=2))

@@ -55,8 +55,9 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     store = open_store(db)
     with stage_scope(store, run=run, kind="detect", config=lab.config_dict(cfg), overwrite=overwrite) as stage:
         n = lab.detect(store, stage, cfg)
+    warned = _warn(lab.detect_warnings(store, run))
     if as_json:
-        print_json({"run": run, "flagged": n, "top": lab.issues(store, run, top=10)})
+        print_json({"run": run, "flagged": n, "warnings": warned, "top": lab.issues(store, run, top=10)})
     else:
         click.echo(f"run {run}: {n} likely wrong labels flagged; `kd labels show --run {run}` lists them")
 
@@ -145,6 +146,8 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
     """
     store = open_store(db)
     plan = lab.plan_clean(store, run, action=action, min_score=min_score)
+    if action != "flag":  # flagging changes no label
+        _warn(lab.detect_warnings(store, run, changes=len(plan)))
     if dry_run:
         names = store.class_names()
         items = [{"sample_id": d.sample_id, "action": d.action, "new": None if d.new_label is None else names[d.new_label]} for d in plan]
@@ -201,6 +204,13 @@ def history(sample_id, db, as_json):
     for e in h["edits"]:
         undone = f", reverted {e['reverted_at']}" if e["reverted_at"] else ""
         click.echo(f"  {e['at']} {e['stage']}: {e['action']} {e['old']} -> {e['new']} ({e['reason']}){undone}")
+
+
+def _warn(messages: list[str]) -> list[str]:
+    """Each message on standard error as ``warning: ...`` (stdout stays the result); returned for --json."""
+    for m in messages:
+        click.echo(f"warning: {m}", err=True)
+    return messages
 
 
 def _print_counts(run: str, stage: str, counts: dict, as_json: bool) -> None:

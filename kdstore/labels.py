@@ -95,10 +95,26 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig) -> int:
     ]
     with store.engine.begin() as conn:
         bulk_insert(conn, LabelIssue.__table__, ("stage_id", "sample_id", "given_label_id", "suggested_label_id", "score", "methods", "status"), rows)
-    figures = {"flagged": len(rows), "train_samples": len(train), "in_sample": len(in_sample)}
+    figures = {"flagged": len(rows), "train_samples": len(train), "in_sample": len(in_sample),
+               "oof_accuracy": float(np.mean(probs.argmax(axis=1) == train.labels)),
+               "majority_rate": float(np.bincount(train.labels).max() / len(train))}
     figures.update({f"flagged[{m}]": int(mask.sum()) for m, mask in found.masks.items()})
     store.add_metrics(stage.id, "train", figures)
     return len(rows)
+
+
+def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> list[str]:
+    """Why the run's latest detection should not be trusted (``noise.reliability_warnings``), from
+    the figures its detect stage stored; ``changes``: judge that many planned edits instead of the
+    flagged count (``kd labels clean --min-score`` applies only some)."""
+    stage = store.find_stage(run, "detect")
+    m = {x.name: x.value for x in store.metrics(stage.id) if x.split == "train"}
+    if not m.get("train_samples"):
+        return []
+    return noise.reliability_warnings(
+        flagged=int(m.get("flagged", 0) if changes is None else changes), samples=int(m["train_samples"]),
+        accuracy=m.get("oof_accuracy"), majority=m.get("majority_rate"),  # absent in stores older than these figures
+    )
 
 
 def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray) -> np.ndarray:

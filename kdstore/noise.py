@@ -64,6 +64,8 @@ COMBINES = ("ranked", "union", "intersection", "majority")
 DEFAULT_METHODS = ("cleanlab", "disagree")
 DEFAULT_COMBINE = "ranked"
 ISSUE_COUNTS = ("mean", "off_diagonal", "off_diagonal_calibrated")
+MAX_PLAUSIBLE_FRACTION = 0.3  # a larger flagged share is far more often a weak model than real noise
+MIN_LEAD_OVER_MAJORITY = 0.05  # out-of-fold accuracy must beat always-the-majority-class by this
 DEFAULT_ISSUE_COUNT = "mean"
 ROW_SUM_TOL = 1e-3
 
@@ -298,6 +300,40 @@ def detect(
         combine=combine,
         temperatures=tuple(temperatures),
     )
+
+
+def reliability_warnings(
+    *, flagged: int, samples: int, accuracy: float | None, majority: float | None,
+    max_fraction: float = MAX_PLAUSIBLE_FRACTION,
+) -> list[str]:
+    """Why a detection should not be trusted, one sentence each (empty when nothing is amiss).
+
+    ``flagged`` of ``samples`` labels are flagged (or about to be changed); ``accuracy`` is how often
+    the out-of-fold prediction agrees with the given label and ``majority`` the share of the most
+    frequent given label (``None``: unknown, not checked). Probabilities that barely beat always
+    answering the majority class flag mostly their own errors; more than ``max_fraction`` of the
+    labels flagged is, for a corpus someone labeled with care, the sign of a weak model.
+    """
+    if samples <= 0 or not 0 <= flagged <= samples:
+        raise KdError(f"flagged must be in [0, samples] and samples positive, got {flagged} of {samples}")
+    if not 0.0 < max_fraction <= 1.0:
+        raise KdError(f"max_fraction must be in (0, 1], got {max_fraction}")
+    for name, value in (("accuracy", accuracy), ("majority", majority)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise KdError(f"{name} must be in [0, 1], got {value}")
+    out = []
+    if accuracy is not None and majority is not None and accuracy < majority + MIN_LEAD_OVER_MAJORITY - 1e-9:
+        out.append(
+            f"the teacher's out-of-fold predictions agree with {accuracy:.1%} of the given labels, hardly more than "
+            f"always answering the most frequent class ({majority:.1%}): most flags are its own errors; train a "
+            "stronger teacher (or detect with --tfidf-member) before cleaning"
+        )
+    if flagged > max_fraction * samples:
+        out.append(
+            f"{flagged} of {samples} train labels ({flagged / samples:.0%}) flagged, more than {max_fraction:.0%}: "
+            "far more often a weak teacher than real noise; review them (`kd labels show`) or clean with --min-score"
+        )
+    return out
 
 
 def _as_probs(pred_probs, what: str) -> np.ndarray:

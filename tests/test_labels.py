@@ -139,6 +139,29 @@ def test_detect_finds_most_injected_flips(db, noisy):
     assert [s["score"] for s in shown] == sorted((s["score"] for s in shown), reverse=True)
 
 
+def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):
+    out = json.loads(kd("labels", "detect", "--run", "r", "--db", db, "--json").stdout)
+    assert out["warnings"] == []  # the trained teacher on 12 % flips: nothing amiss
+    store = Store.open(db)
+    figures = {m.name: m.value for m in store.metrics(store.find_stage("r", "detect").id)}
+    store.close()
+    assert 0.8 <= figures["oof_accuracy"] <= 1.0 and 0.3 <= figures["majority_rate"] <= 0.7
+    # every binary label turned over after the teacher ran: its folds now disagree with most labels
+    store = Store.open(db)
+    with store.engine.begin() as conn:
+        conn.execute(update(Sample).where(Sample.split == "train").values(label_id=1 - Sample.label_id))
+    store.close()
+    result = kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, "--json")
+    out = json.loads(result.stdout)  # the warnings go to stderr: stdout stays the JSON
+    assert len(out["warnings"]) == 2 and "stronger teacher" in out["warnings"][0]
+    assert "flagged, more than 30%" in out["warnings"][1]
+    assert result.stderr.count("warning: ") == 2
+    dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db)
+    assert "stronger teacher" in dry.stderr and "nothing written" in dry.stdout
+    flag = kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db)
+    assert flag.stderr == ""  # flagging changes no label: nothing to warn about
+
+
 def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     kd("teach", "--run", "plain", "--model", str(noisy["model"]), *TEACH[:2], "--max-len", "32", "--db", db)
     refused = kd("labels", "detect", "--run", "plain", "--db", db, ok=False)

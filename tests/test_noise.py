@@ -29,6 +29,7 @@ from kdstore.noise import (
     disagreement,
     estimate_issue_count,
     quality_scores,
+    reliability_warnings,
     temperature_scale,
     validate,
 )
@@ -273,3 +274,32 @@ def test_option_messages(kwargs, message):
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
     with pytest.raises(KdError, match=message):
         detect(labels, probs, **kwargs)
+
+
+def test_reliability_warnings_name_a_weak_model_and_an_implausible_share(problem):
+    y, probs = problem["given"], problem["probs"]
+    found = detect(y, probs)
+    accuracy = float(np.mean(probs.argmax(1) == y))
+    majority = float(np.bincount(y).max() / len(y))
+    assert reliability_warnings(flagged=int(found.flagged.sum()), samples=len(y), accuracy=accuracy, majority=majority) == []
+    weak = reliability_warnings(flagged=40, samples=100, accuracy=0.56, majority=0.55)
+    assert len(weak) == 2
+    assert "56.0%" in weak[0] and "55.0%" in weak[0] and "stronger teacher" in weak[0]
+    assert weak[1].startswith("40 of 100 train labels (40%) flagged, more than 30%")
+    assert reliability_warnings(flagged=30, samples=100, accuracy=None, majority=None) == []  # 30 % is not more than 30 %
+    assert len(reliability_warnings(flagged=31, samples=100, accuracy=None, majority=0.5)) == 1  # unknown accuracy: not judged
+    assert reliability_warnings(flagged=5, samples=100, accuracy=0.60, majority=0.55) == []  # 5 points over the majority: enough
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"flagged": 3, "samples": 0, "accuracy": None, "majority": None}, "samples positive"),
+        ({"flagged": 11, "samples": 10, "accuracy": None, "majority": None}, "11 of 10"),
+        ({"flagged": 1, "samples": 10, "accuracy": 1.5, "majority": 0.5}, "accuracy must be in"),
+        ({"flagged": 1, "samples": 10, "accuracy": 0.5, "majority": 0.5, "max_fraction": 0.0}, "max_fraction"),
+    ],
+)
+def test_reliability_warnings_validate_their_figures(kwargs, message):
+    with pytest.raises(KdError, match=message):
+        reliability_warnings(**kwargs)
