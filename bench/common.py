@@ -80,6 +80,7 @@ def work_dir(keep: Path | None, prefix: str):
         with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             yield Path(tmp)
         return
+    keep = keep.resolve()  # the stores record artifact paths: absolute, so they resolve from anywhere
     keep.mkdir(parents=True, exist_ok=True)
     if any(keep.iterdir()):
         raise SystemExit(f"--work {keep}: not empty; give a new folder")

@@ -122,12 +122,13 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     detect("combined (default)")
     student = STUDENT[args.quick]
     noisy_out = json.loads(kd("distill", "--run", "oof", "--name", "noisy", *student, "--device", args.device, *seed_opt, "--db", str(db), "--json"))
-    kd("labels", "clean", "--run", "det-combined", "--db", str(db))
+    cleaned = json.loads(kd("labels", "clean", "--run", "det-combined", "--db", str(db), "--json"))
     clean_out = json.loads(kd("distill", "--run", "oof", "--name", "cleaned", *student, "--device", args.device, *seed_opt, "--db", str(db), "--json"))
     result["student_noisy"] = noisy_out["metrics"]["test"]["accuracy"]
     result["student_cleaned"] = clean_out["metrics"]["test"]["accuracy"]
     progress_line(f"noise {rate:.0%} seed {train_seed} student: noisy {result['student_noisy']:.4f}, cleaned {result['student_cleaned']:.4f}")
-    kd("labels", "undo", "--run", "det-combined", "--db", str(db))  # the other detectors see the noisy labels again
+    if cleaned.get("relabel", 0) + cleaned.get("drop", 0):  # the other detectors see the noisy labels again
+        kd("labels", "undo", "--run", "det-combined", "--db", str(db))
     for name in DETECTORS:
         if name not in found:
             detect(name)
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "--minutes", str(cfg["minutes"]), "--batch-size", str(cfg.get("pretrain_batch_size", 64)),
                                     "--lr", str(cfg.get("pretrain_lr", 5e-4)), "--objective", cfg.get("objective", "mlm"), "--corpus", str(data / "corpus-peoples-daily-1998.txt"),
                                     "--seed", str(train_seed), "--device", args.device, "--db", str(pre_db), "--json"))
-                progress_line(f"seed {train_seed} pre-training: MLM loss {out['metrics']['train']['mlm_loss']:.3f}")
+                progress_line(f"seed {train_seed} pre-training: {'generator ' if cfg.get('objective') == 'electra' else ''}MLM loss {out['metrics']['train']['mlm_loss']:.3f}")
                 per_seed.append([])
                 for rate, seed in levels:
                     per_seed[-1].append(run_level(work, data, out["artifact_path"], rate, seed, cfg, args, train_seed))

@@ -88,7 +88,7 @@ def pretrain_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, d
     train = out["metrics"]["train"]
     result = {"seed": seed, "pretrain_seconds": time.monotonic() - t0, "mlm_loss": train["mlm_loss"],
               "mlm_steps": train.get("steps"), "model_dir": out["artifact_path"]}
-    progress_line(f"seed {seed} pre-training: {int(result['mlm_steps'] or 0)} steps in {result['pretrain_seconds']:.0f} s, MLM loss {result['mlm_loss']:.3f}")
+    progress_line(f"seed {seed} pre-training: {int(result['mlm_steps'] or 0)} steps in {result['pretrain_seconds']:.0f} s, {'generator ' if cfg.get('objective') == 'electra' else ''}MLM loss {result['mlm_loss']:.3f}")
     return result
 
 

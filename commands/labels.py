@@ -146,13 +146,12 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
     """
     store = open_store(db)
     plan = lab.plan_clean(store, run, action=action, min_score=min_score)
-    if action != "flag":  # flagging changes no label
-        _warn(lab.detect_warnings(store, run, changes=len(plan)))
+    warned = _warn(lab.detect_warnings(store, run, changes=len(plan))) if action != "flag" else []  # flagging changes no label
     if dry_run:
         names = store.class_names()
         items = [{"sample_id": d.sample_id, "action": d.action, "new": None if d.new_label is None else names[d.new_label]} for d in plan]
         if as_json:
-            print_json({"dry_run": True, "changes": items})
+            print_json({"dry_run": True, "changes": items, "warnings": warned})
         else:
             for i in items:
                 click.echo(f"would {i['action']} sample {i['sample_id']}" + (f" -> {i['new']}" if i["new"] else ""))
@@ -162,7 +161,7 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
     with stage_scope(store, run=run, kind="clean", name=stage_name, config=config, overwrite=overwrite) as stage:
         counts = lab.apply(store, stage.id, plan, reason=f"kd labels clean --action {action} --min-score {min_score}")
         store.add_metrics(stage.id, "train", counts)
-    _print_counts(run, stage_name, counts, as_json)
+    _print_counts(run, stage_name, counts, as_json, warnings=warned)
 
 
 @labels.command()
@@ -213,8 +212,8 @@ def _warn(messages: list[str]) -> list[str]:
     return messages
 
 
-def _print_counts(run: str, stage: str, counts: dict, as_json: bool) -> None:
+def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] | None = None) -> None:
     if as_json:
-        print_json({"run": run, "stage": stage, **counts})
+        print_json({"run": run, "stage": stage, **counts, **({} if warnings is None else {"warnings": warnings})})
     else:
         click.echo(f"run {run}, stage {stage}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

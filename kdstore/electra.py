@@ -58,12 +58,20 @@ class ReplacedTokenDetection(torch.nn.Module):
         chosen = labels != IGNORE
         gen_hidden = self.generator.bert(input_ids=corrupted, attention_mask=attention_mask).last_hidden_state
         gen_logits = self.generator.cls(gen_hidden[chosen]).float()
-        mlm_loss = torch.nn.functional.cross_entropy(gen_logits, labels[chosen])
-        with torch.no_grad():  # the sample is not differentiated through (the paper's choice)
-            sampled = torch.multinomial(torch.softmax(gen_logits, dim=-1), 1).squeeze(1)
+        # a batch of special tokens only has nothing to predict or score: zero losses, not NaN (every
+        # rank still takes its step, so torchrun's processes stay in step)
+        if chosen.any():
+            mlm_loss = torch.nn.functional.cross_entropy(gen_logits, labels[chosen])
+            with torch.no_grad():  # the sample is not differentiated through (the paper's choice)
+                sampled = torch.multinomial(torch.softmax(gen_logits, dim=-1), 1).squeeze(1)
+        else:
+            mlm_loss, sampled = self.generator.cls(gen_hidden[:, :1]).sum() * 0.0, labels.new_empty(0)
         disc_input, replaced = replace_tokens(input_ids, labels, sampled)
         hidden = self.discriminator(input_ids=disc_input, attention_mask=attention_mask).last_hidden_state
         scored = regular & attention_mask.bool()
         logits = self.head(hidden[scored]).squeeze(-1).float()
-        rtd_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, replaced[scored].float())
+        if scored.any():
+            rtd_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, replaced[scored].float())
+        else:
+            rtd_loss = self.head(hidden[:, :1]).sum() * 0.0
         return mlm_loss + self.weight * rtd_loss, mlm_loss.detach(), rtd_loss.detach()

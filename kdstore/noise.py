@@ -65,7 +65,7 @@ DEFAULT_METHODS = ("cleanlab", "disagree")
 DEFAULT_COMBINE = "ranked"
 ISSUE_COUNTS = ("mean", "off_diagonal", "off_diagonal_calibrated")
 MAX_PLAUSIBLE_FRACTION = 0.3  # a larger flagged share is far more often a weak model than real noise
-MIN_LEAD_OVER_MAJORITY = 0.05  # out-of-fold accuracy must beat always-the-majority-class by this
+MIN_SHARE_OF_ROOM = 0.1  # out-of-fold accuracy must close this share of the way from the majority rate to 1
 DEFAULT_ISSUE_COUNT = "mean"
 ROW_SUM_TOL = 1e-3
 
@@ -310,8 +310,9 @@ def reliability_warnings(
 
     ``flagged`` of ``samples`` labels are flagged (or about to be changed); ``accuracy`` is how often
     the out-of-fold prediction agrees with the given label and ``majority`` the share of the most
-    frequent given label (``None``: unknown, not checked). Probabilities that barely beat always
-    answering the majority class flag mostly their own errors; more than ``max_fraction`` of the
+    frequent given label (``None``: unknown, not checked). Probabilities that close less than a
+    tenth of the way from always answering the majority class to a perfect score (5 points on a
+    balanced binary task, 0.5 on a 95 % majority) flag mostly their own errors; more than ``max_fraction`` of the
     labels flagged is, for a corpus someone labeled with care, the sign of a weak model.
     """
     if samples <= 0 or not 0 <= flagged <= samples:
@@ -322,7 +323,7 @@ def reliability_warnings(
         if value is not None and not 0.0 <= value <= 1.0:
             raise KdError(f"{name} must be in [0, 1], got {value}")
     out = []
-    if accuracy is not None and majority is not None and accuracy < majority + MIN_LEAD_OVER_MAJORITY - 1e-9:
+    if accuracy is not None and majority is not None and accuracy - majority < MIN_SHARE_OF_ROOM * (1.0 - majority) - 1e-9:
         out.append(
             f"the teacher's out-of-fold predictions agree with {accuracy:.1%} of the given labels, hardly more than "
             f"always answering the most frequent class ({majority:.1%}): most flags are its own errors; train a "

@@ -230,6 +230,8 @@ def masked_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """
     hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     chosen = labels != IGNORE
+    if not chosen.any():  # a batch of special tokens only: a zero loss, still a step on every rank
+        return model.cls(hidden[:, :1]).sum() * 0.0
     logits = model.cls(hidden[chosen])
     return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
 

@@ -19,13 +19,15 @@ def warmup_linear_decay(progress: float, *, warmup: float) -> float:
 
 def layer_depths(names: list[str]) -> list[int]:
     """Depth of each parameter of a transformer by name: 0 for the embeddings, ``i + 1`` for encoder
-    layer ``i`` (``...layer.i....`` or ``...layers.i....``), and one above the deepest layer for
-    everything else (pooler, classification head)."""
+    layer ``i`` (``...layer.i.``, ``...layers.i.``, ``...h.i.``, ``...blocks.i.`` or
+    ``...albert_layers.i.``), and one above the deepest layer for everything else (pooler,
+    classification head)."""
     import re
 
-    found = [re.search(r"\.layers?\.(\d+)\.", "." + n) for n in names]
+    found = [re.search(r"\.(?:layers?|h|blocks|albert_layers)\.(\d+)\.", "." + n) for n in names]
     top = max((int(m.group(1)) for m in found if m), default=-1) + 2
-    return [0 if "embeddings" in n and not m else int(m.group(1)) + 1 if m else top for n, m in zip(names, found)]
+    embedding = re.compile(r"embed|(?:^|\.)(?:wte|wpe)\.")
+    return [0 if embedding.search(n) and not m else int(m.group(1)) + 1 if m else top for n, m in zip(names, found)]
 
 
 def layer_decay_scales(names: list[str], decay: float) -> list[float]:
@@ -36,4 +38,6 @@ def layer_decay_scales(names: list[str], decay: float) -> list[float]:
         raise ValueError(f"layer decay must be in (0, 1], got {decay}")
     depths = layer_depths(names)
     top = max(depths, default=0)
+    if decay < 1.0 and top < 2:
+        raise ValueError("layer decay needs numbered encoder layers (e.g. encoder.layer.0.), and no parameter name has one")
     return [decay ** (top - d) for d in depths]

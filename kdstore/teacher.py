@@ -268,7 +268,10 @@ def _param_groups(model, cfg: TeachConfig) -> list[dict]:
     parameter's learning rate is scaled by its depth (:func:`layer_decay_scales`)."""
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     named = list(model.named_parameters())
-    scales = layer_decay_scales([n for n, _ in named], cfg.layer_decay)
+    try:
+        scales = layer_decay_scales([n for n, _ in named], cfg.layer_decay)
+    except ValueError as exc:
+        raise KdError(f"--layer-decay {cfg.layer_decay}: {exc}") from None
     groups: dict[tuple[float, bool], list] = {}
     for (name, param), scale in zip(named, scales):
         groups.setdefault((scale, name.endswith(no_decay)), []).append(param)

@@ -134,8 +134,14 @@ def test_layer_decay_scales_follow_depth():
     assert layer_decay_scales(names, 1.0) == [1.0] * len(names)
     # other architectures' names: "layers.i" (e.g. DistilBERT-like) and position embeddings
     assert layer_depths(["embeddings.position_embeddings.weight", "transformer.layers.0.ffn.weight", "head.bias"]) == [0, 1, 2]
+    # ALBERT's shared group, GPT-2's blocks and token embeddings
+    assert layer_depths(["albert.embeddings.word_embeddings.weight", "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight", "classifier.bias"]) == [0, 1, 2]
+    assert layer_depths(["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight", "transformer.h.1.mlp.c_fc.bias", "score.weight"]) == [0, 0, 1, 2, 3]
     with pytest.raises(ValueError, match="layer decay"):
         layer_decay_scales(names, 0.0)
+    with pytest.raises(ValueError, match="numbered encoder layers"):  # names it cannot place: refused, not guessed
+        layer_decay_scales(["word_vectors.weight", "encoder.rnn.weight", "classifier.weight"], 0.8)
+    assert layer_decay_scales(["word_vectors.weight", "classifier.weight"], 1.0) == [1.0, 1.0]  # no decay: nothing to place
 
 
 def test_vocab_and_text_keys():
@@ -227,6 +233,8 @@ def test_masked_lm_loss_equals_the_full_head_loss():
     labels[:, 2], labels[1, 5] = ids[:, 2], ids[1, 5]
     full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     assert masked_lm_loss(model, ids, mask, labels).item() == pytest.approx(full.item(), abs=1e-5)
+    empty = masked_lm_loss(model, ids, mask, torch.full_like(ids, IGNORE))  # nothing masked: zero, not NaN
+    assert empty.item() == 0.0 and empty.requires_grad
 
 
 def test_replace_tokens_marks_only_real_replacements():
@@ -282,6 +290,13 @@ def test_replaced_token_detection_shares_embeddings_and_learns():
         loss.backward()
         opt.step()
     assert loss.item() < 0.7 * first  # both parts learn on a fixed batch
+
+    # a batch with nothing chosen and nothing to score (special tokens only): zero losses, no NaN
+    nothing = torch.full_like(ids, -100)
+    total, mlm, det = rtd(ids, mask, nothing, ids, torch.zeros_like(regular))
+    assert total.item() == mlm.item() == det.item() == 0.0
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in rtd.parameters() if p.grad is not None)
 
 
 def test_intermediate_losses():

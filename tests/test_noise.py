@@ -288,7 +288,9 @@ def test_reliability_warnings_name_a_weak_model_and_an_implausible_share(problem
     assert weak[1].startswith("40 of 100 train labels (40%) flagged, more than 30%")
     assert reliability_warnings(flagged=30, samples=100, accuracy=None, majority=None) == []  # 30 % is not more than 30 %
     assert len(reliability_warnings(flagged=31, samples=100, accuracy=None, majority=0.5)) == 1  # unknown accuracy: not judged
-    assert reliability_warnings(flagged=5, samples=100, accuracy=0.60, majority=0.55) == []  # 5 points over the majority: enough
+    assert reliability_warnings(flagged=5, samples=100, accuracy=0.55, majority=0.50) == []  # a tenth of the way to 100 %: enough
+    assert reliability_warnings(flagged=2, samples=100, accuracy=0.99, majority=0.96) == []  # imbalanced: judged on the room left
+    assert len(reliability_warnings(flagged=2, samples=100, accuracy=0.962, majority=0.96)) == 1
 
 
 @pytest.mark.parametrize(
