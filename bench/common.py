@@ -67,6 +67,16 @@ def apply_recipe(cfg: dict, args) -> dict:
     return out
 
 
+def off_protocol(args, shrinking: tuple[str, ...]) -> str | None:
+    """Why a run's targets are not judged, or None: ``--quick`` or any of the ``shrinking`` options
+    (attribute names) given. The teacher's recipe (``RECIPE_OPTIONS``) is the user's call, as the B1
+    target says, so changing it keeps a run judged."""
+    changed = [f"--{name.replace('_', '-')}" for name in shrinking if getattr(args, name, None) is not None]
+    if args.quick:
+        changed.insert(0, "--quick")
+    return f"not the protocol: {' '.join(changed)}" if changed else None
+
+
 def add_work_option(parser) -> None:
     """``--work DIR``: keep the run's stores and models (to inspect them, or fine-tune them again)."""
     parser.add_argument("--work", type=Path, help="keep the stores and models here, a new or empty folder (default: a temporary one)")

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
@@ -239,16 +239,6 @@ def teacher_markdown_from_json(data: dict, not_judged: str | None = None) -> str
 OFF_PROTOCOL = ("student_epochs", "augment_n", "train_rows")  # shrink the table; the teacher's recipe is free
 
 
-def off_protocol(args) -> str | None:
-    """Why the targets are not judged (a shrunken run), or None. The teacher's recipe (``--minutes``,
-    ``--layers``, ``--hidden``, ``--teacher-epochs``, ``--teacher-lr``) is the user's call, as the
-    B1 target says, so changing it keeps the run judged."""
-    changed = [f"--{name.replace('_', '-')}" for name in OFF_PROTOCOL if getattr(args, name, None) is not None]
-    if args.quick:
-        changed.insert(0, "--quick")
-    return f"not the protocol: {' '.join(changed)}" if changed else None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -279,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         if tables:
             print(markdown({**got, "rows": tables}, info, command, "stopped before the end"))
         return 1
-    print(markdown(result, info, command, off_protocol(args)))
+    print(markdown(result, info, command, off_protocol(args, OFF_PROTOCOL)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**result, "machine": info, "command": command}, indent=2))

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
 
 LEVELS = ((0.10, 1), (0.20, 2))  # (noise rate, seed of its flips)
@@ -220,12 +220,6 @@ def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judge
     return "\n".join(lines)
 
 
-def off_protocol(args) -> str | None:
-    """Why the targets are not judged (a shrunken run), or None; the teacher's recipe is the user's call."""
-    changed = [flag for flag, on in (("--quick", args.quick), ("--train-rows", args.train_rows is not None)) if on]
-    return f"not the protocol: {' '.join(changed)}" if changed else None
-
-
 def markdown_from_json(data: dict, not_judged: str | None = None) -> str:
     """The tables from what ``--json`` wrote (the suite renders them this way)."""
     return markdown(data["results"], data["config"], data["machine"], data.get("command", "?"), not_judged)
@@ -288,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown(aggregate([x[:n] for x in done]), cfg, info, command, "stopped before the end"))
         return 1
     results = aggregate(per_seed)
-    print(markdown(results, cfg, info, command, off_protocol(args)))
+    print(markdown(results, cfg, info, command, off_protocol(args, ("train_rows",))))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**fields, "results": results, "per_seed": dict(zip(map(str, seeds), per_seed))}, indent=2))

@@ -4,9 +4,9 @@ every position of a text, not only the ~15 % that masked-LM predicts.
 A small generator (a masked LM) fills the masked positions with tokens sampled from its own
 predictions; the discriminator, the encoder kept afterwards, tells for every token whether it is the
 original or a replacement. Both train together on ``generator MLM loss + weight x detection loss``
-and share their embeddings. For the same compute ELECTRA's discriminator fine-tunes better than a
-masked LM (the paper's GLUE results, and HFL's Chinese ELECTRA models), which is what a teacher
-pre-trained on one machine's text in minutes needs.
+and share their embeddings. The paper (and HFL's Chinese ELECTRA models) found the discriminator
+fine-tunes better than a masked LM of the same compute; on a 2-core CPU's 10 minutes kd measured the
+opposite (docs/BENCHMARKS.md), so masked-LM stays ``kd pretrain``'s default and this is an option.
 
 The discriminator is a plain ``BertModel``, so the saved directory loads exactly like a masked-LM
 one (``AutoModelForSequenceClassification``), and early exit, the transformer student's layer
@@ -69,8 +69,8 @@ class ReplacedTokenDetection(torch.nn.Module):
         disc_input, replaced = replace_tokens(input_ids, labels, sampled)
         hidden = self.discriminator(input_ids=disc_input, attention_mask=attention_mask).last_hidden_state
         scored = regular & attention_mask.bool()
-        logits = self.head(hidden[scored]).squeeze(-1).float()
         if scored.any():
+            logits = self.head(hidden[scored]).squeeze(-1).float()
             rtd_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, replaced[scored].float())
         else:
             rtd_loss = self.head(hidden[:, :1]).sum() * 0.0
