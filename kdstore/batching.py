@@ -111,9 +111,11 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad(ids: Sequence[Sequence[int]], pad_id: int, *, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` padded on the right to the longest row (at least ``min_len``)."""
+def pad(ids: Sequence[Sequence[int]], pad_id: int, *, min_len: int = 1, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` padded on the right to the longest row (at least ``min_len``),
+    rounded up to a multiple of ``multiple``."""
     width = max(min_len, max((len(x) for x in ids), default=0))
+    width = -(-width // multiple) * multiple
     out = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for i, row in enumerate(ids):
@@ -123,8 +125,8 @@ def pad(ids: Sequence[Sequence[int]], pad_id: int, *, min_len: int = 1) -> tuple
 
 
 def iter_padded(
-    ids: Sequence[Sequence[int]], batches: list[np.ndarray], pad_id: int, *, min_len: int = 1
+    ids: Sequence[Sequence[int]], batches: list[np.ndarray], pad_id: int, *, min_len: int = 1, multiple: int = 1
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     for idx in batches:
-        input_ids, mask = pad([ids[i] for i in idx], pad_id, min_len=min_len)
+        input_ids, mask = pad([ids[i] for i in idx], pad_id, min_len=min_len, multiple=multiple)
         yield idx, input_ids, mask

@@ -293,7 +293,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
             losses = []
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 idx, weight = dist.split_batch(batch)
-                input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, min_len=model.min_len)
+                input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, min_len=model.min_len, multiple=model.pad_multiple)
                 progress_frac = step / total_steps
                 alpha = cfg.alpha if cfg.alpha_end is None else linear(cfg.alpha, cfg.alpha_end, progress_frac)
                 temperature = cfg.temperature if cfg.temperature_end is None else linear(cfg.temperature, cfg.temperature_end, progress_frac)

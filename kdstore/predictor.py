@@ -30,7 +30,8 @@ def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, 
     if ids is None:
         ids = encode(tokenizer, texts, max_len=max_len, special_tokens=model.special_tokens)
     out = None
-    for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id, min_len=model.min_len):
+    for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id,
+                                         min_len=model.min_len, multiple=model.pad_multiple):
         logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
         if out is None:
             out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)

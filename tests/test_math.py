@@ -111,6 +111,8 @@ def test_batching_covers_every_index_once_and_groups_lengths():
     assert all(np.all(np.diff(lengths[np.concatenate(ordered)]) >= 0) for _ in [0])
     ids, mask = pad([[5, 6, 7], [8]], 0, min_len=4)
     assert ids.tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]] and mask.sum().item() == 4
+    ids, mask = pad([[5, 6, 7, 1, 2], [8]], 0, multiple=4)  # rounded up: 5 -> 8
+    assert ids.shape == (2, 8) and mask.sum().item() == 6 and pad([[5] * 8], 0, multiple=4)[0].shape == (1, 8)
 
 
 def test_schedules():
@@ -197,7 +199,7 @@ def test_textcnn_pools_over_real_windows_only_in_both_forms():
     ids = torch.randint(1, 50, (4, 9))
     mask = torch.ones_like(ids)
     mask[1, 5:] = 0  # padded row
-    mask[2, 2:] = 0  # shorter than the widest kernel (4): every window counts
+    mask[2, 2:] = 0  # shorter than the wider kernels: their first window alone (the text, then padding)
     ids[mask == 0] = 0
 
     def reference(input_ids, attention_mask):
@@ -206,7 +208,9 @@ def test_textcnn_pools_over_real_windows_only_in_both_forms():
         for conv in model.convs:
             k = conv.kernel_size[0]
             h = torch.relu(torch.nn.functional.conv1d(x, conv.weight, conv.bias))
-            valid = attention_mask[:, k - 1 :].unsqueeze(1).bool() | (attention_mask.sum(1) < k).view(-1, 1, 1)
+            first = torch.zeros(input_ids.shape[1] - k + 1, dtype=torch.bool)
+            first[0] = True
+            valid = attention_mask[:, k - 1 :].unsqueeze(1).bool() | ((attention_mask.sum(1) < k).view(-1, 1, 1) & first)
             pooled.append(h.masked_fill(~valid, float("-inf")).max(dim=2).values)
         return model.out(torch.cat(pooled, dim=1))
 
@@ -215,8 +219,11 @@ def test_textcnn_pools_over_real_windows_only_in_both_forms():
         for as_matmul in (False, True):
             model.as_matmul = as_matmul
             assert torch.allclose(model(ids, mask), expected, atol=1e-5)
-            # padding never changes a row's logits
+            # padding never changes a row's logits, a row shorter than a kernel's width included
             assert torch.allclose(model(ids[1:2, :5], mask[1:2, :5]), model(ids[1:2], mask[1:2]), atol=1e-5)
+            short = model(ids[2:3, : model.min_len], mask[2:3, : model.min_len])
+            assert torch.allclose(short, model(ids[2:3], mask[2:3]), atol=1e-5)
+            assert torch.allclose(short, expected[2:3], atol=1e-5)
 
 
 def test_masked_lm_loss_equals_the_full_head_loss():
