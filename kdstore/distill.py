@@ -337,6 +337,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     train_seconds = time.monotonic() - start
     best.restore(model)
     best_epoch = best.epoch or last_epoch  # no dev split: the last epoch
+    del ids, data  # the training texts' token ids (about 1.5 KB a text) are not needed to score every sample
 
     # 4. save (rank 0): weights, config, class names and the tokenizer, so the directory serves on its own
     out_dir = stage.artifact_dir / "student" if dist.is_main else None
