@@ -95,10 +95,10 @@ class TextCNN(nn.Module):
             valid = attention_mask[:, k - 1 :].bool()  # (B, L-k+1): the window ends on a real token
             # a row shorter than k has no such window: it keeps the first one alone (the text, then
             # padding), so that its logits do not depend on how wide its batch was padded
-            first = torch.arange(length - k + 1, device=input_ids.device) == 0
-            valid = (valid | ((real < k).view(-1, 1) & first)).to(self.embed.weight.dtype)
+            starts = torch.arange(length - k + 1, device=input_ids.device)  # of the windows
+            valid = (valid | ((real < k).view(-1, 1) & (starts == 0))).to(self.embed.weight.dtype)
             if self.as_matmul:
-                starts = torch.arange(length - k + 1, device=input_ids.device).unsqueeze(1)
+                starts = starts.unsqueeze(1)
                 window_ids = input_ids[:, starts + torch.arange(k, device=input_ids.device)]  # (B, L-k+1, k)
                 windows = self.embed(window_ids).flatten(2)  # (B, L-k+1, k*E), offset-major
                 weight = conv.weight.permute(2, 1, 0).reshape(k * dim, -1)  # (k*E, F), offset-major
