@@ -1,7 +1,10 @@
 """Runs and their stages: the ``--run`` naming rule and a stage's life from running to succeeded/failed.
 
 A stage that raises (Ctrl-C included) is marked failed with its error and its partial logits and
-predictions are removed; a stage that already succeeded is never replaced without ``overwrite``.
+predictions are removed; a stage that already succeeded is never replaced without ``overwrite``, and
+with it only once the replacement succeeds: until then the old stage is parked (renamed
+``NAME~parked-ID``, its artifact folder moved alongside), and a replacement that fails gives the
+name back to it, keeping its own record as ``NAME~failed-ID``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ import datetime as dt
 import hashlib
 import re
 import shutil
+import signal
 import socket
+import sys
+import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,12 +109,39 @@ def stage_scope(
     stage_id = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite)
     handle = StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
     try:
-        yield handle
+        with _sigterm_raises():
+            yield handle
     except BaseException as exc:
         store.clear_outputs(stage_id)
         _finish(store, stage_id, "failed", _describe(exc))
+        _give_back(store, run=run, name=name, failed_id=stage_id)
         raise
     _finish(store, stage_id, "succeeded", None)
+    _drop_replaced(store, run=run, name=name)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While a stage runs, ``kill`` (SIGTERM) raises like Ctrl-C does, so the stage ends failed
+    instead of staying "running" with partial outputs. A handler already installed (torchrun's
+    ranks, see ``distributed``) is left alone; so is a thread other than the main one."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _terminated(_signum: int, _frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second signal must not cut the failure's record short
+    if sys.exc_info()[1] is None:
+        raise KdError("terminated (SIGTERM)")
+
+
+PARKED, FAILED = "~parked-", "~failed-"  # suffixes no stage a user names carries (see module docstring)
 
 
 def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool) -> int:
@@ -130,8 +163,11 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
                     "pass --overwrite to replace it, or use another --run"
                 )
             _refuse_live_edits(s, old, run)
-            old_artifact = old.artifact_path
-            s.delete(old)
+            if old.status == "succeeded":  # kept until the replacement succeeds
+                _park(store, s, old, run)
+            else:
+                old_artifact = old.artifact_path
+                s.delete(old)
             s.flush()
         stage = Stage(
             run_id=run_row.id,
@@ -161,6 +197,73 @@ def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:
             f"stage {old.name!r} of run {run!r} has {live} label edits that are not undone: "
             f"run `kd labels undo --run {run} --stage {old.name}` first"
         )
+
+
+def _park(store: Store, s: Session, old: Stage, run: str) -> None:
+    """Rename a stage being replaced to ``NAME~parked-ID`` and move its artifact folder alongside, so
+    that the replacement starts from an empty folder and a failure can restore both."""
+    folder = store.artifact_root / run / old.name
+    parked = folder.with_name(f"{old.name}{PARKED}{old.id}")
+    if folder.exists():
+        if parked.exists():
+            shutil.rmtree(parked)
+        folder.rename(parked)
+        old.artifact_path = _moved(old.artifact_path, folder, parked)
+    old.name = parked.name
+
+
+def _moved(path: str | None, src: Path, dst: Path) -> str | None:
+    """``path`` (an artifact path) with the folder ``src`` it lies in renamed ``dst``."""
+    if not path:
+        return path
+    try:
+        return str(dst.resolve() / Path(path).relative_to(src.resolve()))
+    except ValueError:  # outside the stage's folder (not where kd puts artifacts): left where it is
+        return path
+
+
+def _replaced(s: Session, run: str, name: str) -> tuple[list[Stage], list[Stage]]:
+    """The run's parked stages for ``name`` (oldest first) and its failed replacement attempts."""
+    rows = s.scalars(
+        select(Stage).join(Run, Run.id == Stage.run_id).where(Run.uniqid == run, Stage.name.startswith(name + "~", autoescape=True))
+        .order_by(Stage.id)
+    ).all()
+    parked = [r for r in rows if r.name == f"{name}{PARKED}{r.id}"]
+    return parked, [r for r in rows if r.name.startswith(name + FAILED)]
+
+
+def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
+    """A replacement failed: it keeps its record as ``NAME~failed-ID`` (its partial artifacts
+    removed), and the stage it was to replace gets its name and its artifact folder back."""
+    with store.write_session("stages") as s:
+        parked, _ = _replaced(s, run, name)
+        if not parked:  # nothing was replaced: the failed stage keeps its own name
+            return
+        back = parked[-1]
+        failed = s.get(Stage, failed_id)
+        failed.name, failed.artifact_path, failed.artifact_sha256 = f"{name}{FAILED}{failed_id}", None, None
+        s.flush()
+        folder = store.artifact_root / run / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        source = folder.with_name(back.name)
+        if source.exists():
+            source.rename(folder)
+            back.artifact_path = _moved(back.artifact_path, source, folder)
+        back.name = name
+
+
+def _drop_replaced(store: Store, *, run: str, name: str) -> None:
+    """The replacement succeeded: delete the stages it replaced (with their outputs and artifacts)
+    and the records of earlier failed attempts."""
+    with store.write_session("stages") as s:
+        parked, failed = _replaced(s, run, name)
+        folders = [store.artifact_root / run / p.name for p in parked]
+        for row in parked + failed:
+            s.delete(row)
+    for folder in folders:
+        if folder.exists():
+            shutil.rmtree(folder)
 
 
 def _remove_artifact(store: Store, path: Path) -> None:

@@ -4,6 +4,9 @@ and ``kd runs`` / ``kd report`` through the CLI."""
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -130,6 +133,36 @@ def test_keyboard_interrupt_marks_failed_interrupted(store):
     assert len(store.read_logits(stage.id)[0]) == 0
 
 
+def test_sigterm_marks_the_stage_failed(db, tmp_path):
+    """``kill`` of a single kd process (no torchrun) ends its stage failed, outputs removed."""
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import sys, time\n"
+        "from kdstore.runs import stage_scope\n"
+        "from kdstore.store import Store\n"
+        "store = Store.open(sys.argv[1])\n"
+        "ids = store.samples().ids\n"
+        "with stage_scope(store, run='r1', kind='teach', config={}) as st:\n"
+        "    store.write_logits(st.id, ids, __import__('numpy').zeros((len(ids), 2), 'float32'))\n"
+        "    print('open', flush=True)\n"
+        "    time.sleep(120)\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "open", proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "terminated (SIGTERM)" in err
+    store = Store.open(db, create=False)
+    stage = store.find_stage("r1", "teach", succeeded=False)
+    assert (stage.status, stage.error) == ("failed", "terminated (SIGTERM)")
+    assert len(store.read_logits(stage.id)[0]) == 0
+    store.close()
+
+
 def test_succeeded_stage_is_not_replaced_without_overwrite(store):
     ids = store.samples().ids
     with stage_scope(store, run="r1", kind="teach", config={"v": 1}) as st:
@@ -174,6 +207,43 @@ def test_overwrite_replaces_stage_and_its_outputs(store):
     assert metrics == []
     if stage.id != old_id:
         assert len(store.read_logits(old_id)[0]) == 0
+
+
+def test_a_failed_overwrite_keeps_the_stage_it_was_to_replace(store):
+    """--overwrite replaces a stage only once the replacement succeeds: a failed one gives the name,
+    outputs and artifacts back to the old stage and keeps its own record; a later success clears both."""
+    ids = store.samples().ids
+    old_matrix = _logits(len(ids), seed=1)
+    with stage_scope(store, run="r1", kind="teach", config={"v": 1}) as st:
+        store.write_logits(st.id, ids, old_matrix)
+        store.add_metrics(st.id, "dev", {"acc": 0.5})
+        (st.artifact_dir / "model.bin").write_bytes(b"old")
+        st.record_artifact(st.artifact_dir / "model.bin")
+    old_id = st.id
+    folder = store.artifact_root / "r1" / "teach"
+
+    with pytest.raises(KdError, match="bad input"):
+        with stage_scope(store, run="r1", kind="teach", config={"v": 2}, overwrite=True) as st:
+            assert not (folder / "model.bin").exists()  # the replacement starts from an empty folder
+            store.write_logits(st.id, ids[:2], _logits(2, seed=2))
+            (st.artifact_dir / "model.bin").write_bytes(b"half")
+            raise KdError("bad input")
+    failed_id = st.id
+    back = _stage(store, "r1", "teach")
+    assert (back.id, back.status, back.config) == (old_id, "succeeded", {"v": 1})
+    assert back.artifact_path == str((folder / "model.bin").resolve()) and (folder / "model.bin").read_bytes() == b"old"
+    np.testing.assert_array_equal(store.read_logits(old_id)[1], old_matrix)
+    assert [(m.name, m.value) for m in store.metrics(old_id) if m.split == "dev"] == [("acc", 0.5)]
+    attempt = _stage(store, "r1", f"teach~failed-{failed_id}")
+    assert attempt.status == "failed" and attempt.error == "bad input" and attempt.artifact_path is None
+    assert len(store.read_logits(failed_id)[0]) == 0
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["teach"]
+
+    with stage_scope(store, run="r1", kind="teach", config={"v": 3}, overwrite=True) as st:
+        store.write_logits(st.id, ids[:2], _logits(2, seed=3))
+    assert [(s.name, s.status) for s in store.stages_of("r1")] == [("teach", "succeeded")]
+    assert _stage(store, "r1", "teach").config == {"v": 3} and len(store.read_logits(old_id)[0]) == 0
+    assert not folder.exists() or not any(folder.iterdir())
 
 
 def test_failed_stage_may_be_rerun_without_overwrite(store):
