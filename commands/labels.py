@@ -31,7 +31,7 @@ def labels():
 @click.option("--teacher-run", help="Run whose (out-of-fold) teacher to use; default: --run.")
 @click.option("--method", "methods", default=",".join(noise.DEFAULT_METHODS), show_default=True, help=f"Comma-separated, from: {', '.join(noise.METHODS)} (ensemble: most --student-votes/--tfidf-member models disagree with the label; alias: votes).")
 @click.option("--combine", type=click.Choice(noise.COMBINES), default=noise.DEFAULT_COMBINE, show_default=True, help="How the methods' flags are combined.")
-@click.option("--filter-by", default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by.")
+@click.option("--filter-by", type=click.Choice(noise.FILTERS), default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by.")
 @click.option("--frac-noise", type=float, default=1.0, show_default=True, help="Scale the estimated number of wrong labels by this (cleanlab frac_noise).")
 @click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True)
 @click.option("--student-votes", multiple=True, help="Distill stage(s) of the run whose probabilities join the ensemble (useful only for students that did not train on these labels).")
@@ -53,8 +53,9 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
         student_votes=tuple(student_votes), tfidf_member=tfidf_member, allow_in_sample=allow_in_sample,
     )
     store = open_store(db)
+    inputs = lab.detect_inputs(store, run, cfg)  # bad input is refused before anything is written
     with stage_scope(store, run=run, kind="detect", config=lab.config_dict(cfg), overwrite=overwrite) as stage:
-        n = lab.detect(store, stage, cfg)
+        n = lab.detect(store, stage, cfg, inputs)
     warned = _warn(lab.detect_warnings(store, run))
     if as_json:
         print_json({"run": run, "flagged": n, "warnings": warned, "top": lab.issues(store, run, top=10)})
@@ -115,14 +116,20 @@ def export(run, path, db):
 def import_(run, path, stage_name, overwrite, db, as_json):
     """Apply an edited review sheet: exactly the rows with a decision, as one undoable clean stage.
 
+    The run is the one the sheet names (its run column); --run, when given, must match it.
+
     \b
     Example:
-      kd labels import --run r1 review.csv
+      kd labels import review.csv
     """
+    from click.core import ParameterSource
+
     store = open_store(db)
-    decisions = lab.read_sheet(store, path, run)  # every row checked before anything changes
-    with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(decisions)}, overwrite=overwrite) as stage:
-        counts = lab.apply(store, stage.id, decisions, reason=f"review sheet {path}")
+    given = click.get_current_context().get_parameter_source("run") not in (ParameterSource.DEFAULT, None)
+    sheet = lab.read_sheet(store, path, run if given else None)  # every row checked before anything changes
+    run = sheet.run
+    with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(sheet.decisions)}, overwrite=overwrite) as stage:
+        counts = lab.apply(store, stage.id, sheet.decisions, reason=f"review sheet {path}")
         store.add_metrics(stage.id, "train", counts)
     _print_counts(run, stage_name, counts, as_json)
 
@@ -148,13 +155,17 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
     plan = lab.plan_clean(store, run, action=action, min_score=min_score)
     warned = _warn(lab.detect_warnings(store, run, changes=len(plan))) if action != "flag" else []  # flagging changes no label
     if dry_run:
-        names = store.class_names()
-        items = [{"sample_id": d.sample_id, "action": d.action, "new": None if d.new_label is None else names[d.new_label]} for d in plan]
+        items = lab.preview_clean(store, run, action=action, min_score=min_score)
         if as_json:
             print_json({"dry_run": True, "changes": items, "warnings": warned})
         else:
+            table = Table(title=f"kd labels clean --action {action} would change (dry run: nothing written)")
+            for col in ("sample", "score", "action", "label now", "new", "text"):
+                table.add_column(col)
             for i in items:
-                click.echo(f"would {i['action']} sample {i['sample_id']}" + (f" -> {i['new']}" if i["new"] else ""))
+                table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", i["action"], escape(i["current"] or ""),
+                              escape(i["new"] or ""), escape(i["text"]))
+            console().print(table)
             click.echo(f"{len(items)} changes (dry run: nothing written)")
         return
     config = {"action": action, "min_score": min_score, "detect": store.find_stage(run, "detect").name}
@@ -176,11 +187,11 @@ def undo(run, stage_name, db, as_json):
     Example:
       kd labels undo --run r1
     """
-    n = lab.undo(open_store(db), run, stage_name)
+    done = lab.undo(open_store(db), run, stage_name)
     if as_json:
-        print_json({"run": run, "reverted": n})
+        print_json({"run": run, **done})
     else:
-        click.echo(f"run {run}: reverted {n} label edits")
+        click.echo(f"run {run}: reverted {done['reverted']} label edits, reopened {done['reopened']} issues")
 
 
 @labels.command()

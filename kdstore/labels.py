@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from . import noise, tfidf
 from .errors import KdError
@@ -27,7 +27,7 @@ from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, utcnow
 from .store import Store, bulk_insert
 
 ACTIONS = ("relabel", "drop", "flag")
-SHEET_COLUMNS = ("issue_id", "sample_id", "text", "given", "suggested", "score", "methods", "decision")
+SHEET_COLUMNS = ("run", "issue_id", "sample_id", "text", "given", "suggested", "score", "methods", "decision")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,23 @@ class DetectConfig:
     student_votes: tuple[str, ...] = field(default_factory=tuple)  # distill stage names of the run
     tfidf_member: bool = False  # add out-of-fold TF-IDF + LR probabilities to the ensemble
     allow_in_sample: bool = False
+
+    def validate(self) -> None:
+        methods = noise.check_options(methods=self.methods, combine=self.combine, filter_by=self.filter_by,
+                                      quality_method=self.quality_method, frac_noise=self.frac_noise)
+        if "ensemble" in methods and not (self.student_votes or self.tfidf_member):
+            raise KdError("the ensemble method needs other models' votes: add --student-votes STAGE or --tfidf-member")
+
+
+@dataclass(frozen=True)
+class DetectInputs:
+    """What ``detect`` scores, read and checked before its stage opens (a refusal changes nothing)."""
+
+    teacher_run: str
+    train: Any  # the labeled train samples (``Store.samples``)
+    probs: np.ndarray  # the teacher's (out-of-fold) probabilities, in the samples' order
+    votes: list[np.ndarray]  # the students' probabilities for --student-votes
+    in_sample: int  # train samples the teacher saw (accepted only with allow_in_sample)
 
 
 def labels_version(store: Store) -> str:
@@ -60,12 +77,13 @@ def labels_version(store: Store) -> str:
 
 
 # detect --------------------------------------------------------------------------------------
-def detect(store: Store, stage: StageHandle, cfg: DetectConfig) -> int:
-    """Score the train labels against the teacher's probabilities; store one issue row per flag."""
+def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
+    """Every check ``detect`` makes, and the probabilities it scores, without writing anything."""
     from .teacher import check_learned_every_class, trained_on
 
+    cfg.validate()
     names = store.class_names()
-    teacher_run = cfg.teacher_run or stage.run
+    teacher_run = cfg.teacher_run or run
     teacher = store.find_stage(teacher_run, "teach")
     if teacher.config.get("classes") not in (None, names):
         raise KdError(f"the classes changed since the teacher of run {teacher_run!r} ran: re-run `kd teach`")
@@ -81,9 +99,18 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig) -> int:
             f"out-of-sample ones. Run `kd teach --run {teacher_run} --folds 5 ...` (or pass --allow-in-sample)"
         )
     probs = _probs(store, teacher.id, train.ids, missing=f"have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
-    votes = [_student_votes(store, stage.run, name, train.ids) for name in cfg.student_votes]
+    votes = [_student_votes(store, run, name, train.ids) for name in cfg.student_votes]
+    return DetectInputs(teacher_run=teacher_run, train=train, probs=probs, votes=votes, in_sample=len(in_sample))
+
+
+def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectInputs | None = None) -> int:
+    """Score the train labels against the teacher's probabilities; store one issue row per flag.
+    ``inputs``: ``detect_inputs(store, stage.run, cfg)``, read before the stage opened."""
+    if inputs is None:
+        inputs = detect_inputs(store, stage.run, cfg)
+    train, probs, votes = inputs.train, inputs.probs, list(inputs.votes)
     if cfg.tfidf_member:
-        votes.append(tfidf.oof_probs(train.texts, train.labels, num_classes=len(names)))
+        votes.append(tfidf.oof_probs(train.texts, train.labels, num_classes=len(store.class_names())))
     found = noise.detect(
         train.labels, probs, methods=cfg.methods, combine=cfg.combine, filter_by=cfg.filter_by,
         frac_noise=cfg.frac_noise, quality_method=cfg.quality_method, extra_votes=votes or None,
@@ -95,7 +122,7 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig) -> int:
     ]
     with store.engine.begin() as conn:
         bulk_insert(conn, LabelIssue.__table__, ("stage_id", "sample_id", "given_label_id", "suggested_label_id", "score", "methods", "status"), rows)
-    figures = {"flagged": len(rows), "train_samples": len(train), "in_sample": len(in_sample),
+    figures = {"flagged": len(rows), "train_samples": len(train), "in_sample": inputs.in_sample,
                "oof_accuracy": float(np.mean(probs.argmax(axis=1) == train.labels)),
                "majority_rate": float(np.bincount(train.labels).max() / len(train))}
     figures.update({f"flagged[{m}]": int(mask.sum()) for m, mask in found.masks.items()})
@@ -174,19 +201,31 @@ def issues(store: Store, run: str, *, top: int | None = None, status: str | None
 
 
 def export_sheet(store: Store, run: str, path: Path) -> int:
-    """Write the open issues as a review sheet (CSV, or JSONL by extension) with an empty decision."""
+    """Write the open issues as a review sheet (CSV, or JSONL by extension) with an empty decision.
+    The CSV starts with a UTF-8 byte-order mark, so that spreadsheet programs read its Chinese text
+    as UTF-8; each row names its run, so that ``import`` needs no ``--run``."""
     rows = issues(store, run, status="open")
-    items = [{k: r[k] for k in SHEET_COLUMNS if k != "decision"} | {"decision": ""} for r in rows]
+    items = [{"run": run} | {k: r[k] for k in SHEET_COLUMNS if k not in ("run", "decision")} | {"decision": ""} for r in rows]
     path = Path(path)
     if path.suffix.lower() in (".jsonl", ".json"):
-        path.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+        text, encoding = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), "utf-8"
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=SHEET_COLUMNS)
         writer.writeheader()
         writer.writerows(items)
-        path.write_text(buf.getvalue(), encoding="utf-8")
+        text, encoding = buf.getvalue(), "utf-8-sig"
+    try:
+        path.write_text(text, encoding=encoding)
+    except OSError as exc:
+        raise KdError(f"{path}: cannot write the review sheet: {exc.strerror or exc}") from None
     return len(items)
+
+
+@dataclass(frozen=True)
+class Sheet:
+    run: str  # the run whose issues the decisions answer
+    decisions: list["Decision"]
 
 
 @dataclass(frozen=True)
@@ -197,15 +236,17 @@ class Decision:
     new_label: int | None
 
 
-def read_sheet(store: Store, path: Path, run: str) -> list[Decision]:
+def read_sheet(store: Store, path: Path, run: str | None = None) -> Sheet:
     """Parse an edited review sheet; every row is checked before anything changes.
 
     ``decision``: empty (skip), ``accept`` (the suggested label), ``reject``, ``drop``, or a class name.
-    ``issue_id`` (optional) must be an issue of the row's sample that ``run`` detected.
+    ``issue_id`` (optional) must be an issue of the row's sample that the run detected. The run is
+    ``run``, else the one the sheet's ``run`` column names, else ``default``; a sheet naming another
+    run than ``run``, or two runs, is refused.
     """
     path = Path(path)
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_text(encoding="utf-8-sig")  # a spreadsheet program may add a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise KdError(f"{path}: cannot read: {exc}") from None
     if path.suffix.lower() in (".jsonl", ".json"):
@@ -228,6 +269,7 @@ def read_sheet(store: Store, path: Path, run: str) -> list[Decision]:
         missing = {"sample_id", "decision"} - set(reader.fieldnames or [])
         if missing:
             raise KdError(f"{path}: line 1: missing column(s) {', '.join(sorted(missing))}")
+    run = _sheet_run(path, rows, run)
     names = store.class_names()
     with store.engine.connect() as conn:
         existing = {int(i) for (i,) in conn.execute(select(Sample.id))}
@@ -270,7 +312,21 @@ def read_sheet(store: Store, path: Path, run: str) -> list[Decision]:
                 f"{path}: line {line}: field 'decision': {decision!r} is not accept, reject, drop or a class "
                 f"({', '.join(names)})"
             )
-    return decisions
+    return Sheet(run, decisions)
+
+
+def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None) -> str:
+    """The run a sheet's decisions answer: ``given``, else the sheet's ``run`` column, else ``default``."""
+    from .runs import DEFAULT_RUN
+
+    named = [(line, str(r.get("run") or "").strip()) for line, r in rows]
+    named = [(line, v) for line, v in named if v]
+    for line, value in named:
+        if given is not None and value != given:
+            raise KdError(f"{path}: line {line}: field 'run': the row is of run {value!r}, not --run {given!r}")
+        if value != named[0][1]:
+            raise KdError(f"{path}: line {line}: field 'run': {value!r}, where line {named[0][0]} says {named[0][1]!r}: one run per sheet")
+    return given if given is not None else named[0][1] if named else DEFAULT_RUN
 
 
 def _sheet_id(path: Path, line: int, row: dict, name: str) -> int | None:
@@ -287,14 +343,26 @@ def _sheet_id(path: Path, line: int, row: dict, name: str) -> int | None:
 # clean, undo, history ----------------------------------------------------------------------
 def plan_clean(store: Store, run: str, *, action: str, min_score: float) -> list[Decision]:
     """The decisions ``kd labels clean`` would apply: the run's open issues scoring at least ``min_score``."""
+    return [d for d, _ in _planned(store, run, action=action, min_score=min_score)]
+
+
+def preview_clean(store: Store, run: str, *, action: str, min_score: float) -> list[dict[str, Any]]:
+    """``plan_clean`` for a person to judge (``--dry-run``): each change with the sample's text, its
+    current label, the new one and the issue's score."""
+    return [
+        {"sample_id": d.sample_id, "issue_id": d.issue_id, "action": d.action, "current": i["current"],
+         "new": i["suggested"] if d.action == "relabel" else None, "score": i["score"], "text": i["text"]}
+        for d, i in _planned(store, run, action=action, min_score=min_score)
+    ]
+
+
+def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[tuple[Decision, dict[str, Any]]]:
     if action not in ACTIONS:
         raise KdError(f"--action must be one of {', '.join(ACTIONS)}")
-    chosen = [i for i in issues(store, run, status="open") if i["score"] >= min_score]
     names = store.class_names()
-    act = {"relabel": "relabel", "drop": "drop", "flag": "flag"}[action]
     return [
-        Decision(i["sample_id"], i["issue_id"], act, names.index(i["suggested"]) if act == "relabel" else None)
-        for i in chosen
+        (Decision(i["sample_id"], i["issue_id"], action, names.index(i["suggested"]) if action == "relabel" else None), i)
+        for i in issues(store, run, status="open") if i["score"] >= min_score
     ]
 
 
@@ -325,25 +393,27 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                 counts[d.action] += 1
             if d.issue_id is not None:
                 status = {"reject": "rejected", "flag": "flagged"}.get(d.action, "applied")
-                s.execute(update(LabelIssue).where(LabelIssue.id == d.issue_id).values(status=status))
+                s.execute(update(LabelIssue).where(LabelIssue.id == d.issue_id).values(status=status, decided_stage_id=stage_id))
     return counts
 
 
-def undo(store: Store, run: str, stage_name: str | None = None) -> int:
-    """Revert the edits of the run's latest clean stage (or ``stage_name``); refuses when a later edit
-    touched the same samples, naming them. Returns the number of edits reverted."""
+def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int]:
+    """Revert the edits of the run's latest clean stage (or ``stage_name``) and reopen the issues it
+    decided (rejections included); refuses when a later edit touched the same samples, naming them.
+    Returns ``{"reverted": edits reverted, "reopened": issues reopened}``."""
     stages = [s for s in store.stages_of(run) if s.kind == "clean" and (stage_name is None or s.name == stage_name)]
     if not stages:
         raise KdError(f"run {run!r} has no clean stage to undo")
-    with store.write_session("samples", "label_edits") as s:
+    with store.write_session("samples", "label_edits", "label_issues") as s:
         for stage in reversed(stages):
             edits = list(s.scalars(select(LabelEdit).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None)).order_by(LabelEdit.id.desc())))
-            if edits:
+            decided = s.scalar(select(func.count()).select_from(LabelIssue).where(LabelIssue.decided_stage_id == stage.id))
+            if edits or decided:
                 break
         else:
             raise KdError(f"the clean stage(s) of run {run!r} have nothing left to undo")
         touched = {e.sample_id for e in edits}
-        later = s.scalars(
+        later = [] if not edits else s.scalars(
             select(LabelEdit.sample_id).where(
                 LabelEdit.sample_id.in_(touched), LabelEdit.id > min(e.id for e in edits),
                 LabelEdit.stage_id.is_distinct_from(stage.id), LabelEdit.reverted_at.is_(None),  # NULL: a deleted stage
@@ -362,10 +432,18 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> int:
             elif e.action == "drop":  # an edit made before kd recorded the dropped flag
                 sample.dropped = False
             e.reverted_at = now
-        s.execute(
-            update(LabelIssue).where(LabelIssue.sample_id.in_(touched), LabelIssue.status.in_(("applied", "flagged"))).values(status="open")
-        )
-    return len(edits)
+        reopened = s.execute(
+            update(LabelIssue).where(LabelIssue.decided_stage_id == stage.id).values(status="open", decided_stage_id=None)
+        ).rowcount
+        if touched:  # issues decided before kd recorded the deciding stage: those of the same samples in this run
+            reopened += s.execute(
+                update(LabelIssue).where(
+                    LabelIssue.decided_stage_id.is_(None), LabelIssue.sample_id.in_(touched),
+                    LabelIssue.status.in_(("applied", "flagged")),
+                    LabelIssue.stage_id.in_(select(Stage.id).where(Stage.run_id == stage.run_id)),
+                ).values(status="open")
+            ).rowcount
+    return {"reverted": len(edits), "reopened": reopened}
 
 
 def history(store: Store, sample_id: int) -> dict[str, Any]:

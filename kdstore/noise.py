@@ -203,6 +203,27 @@ def temperature_scale(labels, pred_probs) -> tuple[np.ndarray, float]:
     return _temperature_fit(y, probs)
 
 
+def check_options(
+    *, methods: Sequence[str], combine: str, filter_by: str, quality_method: str, frac_noise: float,
+    issue_count: str = DEFAULT_ISSUE_COUNT,
+) -> tuple[str, ...]:
+    """``detect``'s choices checked without any data (so a caller can refuse before it starts):
+    the methods with aliases resolved."""
+    methods = tuple(METHOD_ALIASES.get(m, m) for m in methods)
+    if not methods:
+        raise KdError(f"choose at least one detection method of {', '.join(METHODS)}")
+    for m in methods:
+        _check_choice("detection method", m, METHODS)
+    if len(set(methods)) != len(methods):
+        raise KdError(f"detection methods repeat: {', '.join(methods)}")
+    _check_choice("combine rule", combine, COMBINES)
+    _check_choice("filter_by", filter_by, FILTERS)
+    _check_choice("quality method", quality_method, QUALITY_METHODS)
+    _check_choice("issue count", issue_count, ISSUE_COUNTS)
+    _check_frac_noise(frac_noise)
+    return methods
+
+
 def detect(
     labels,
     pred_probs,
@@ -221,18 +242,8 @@ def detect(
     """Flag wrong labels by combining detection methods; see the module docstring for the rules."""
     y, probs = validate(labels, pred_probs)
     n, k = probs.shape
-    methods = tuple(METHOD_ALIASES.get(m, m) for m in methods)
-    if not methods:
-        raise KdError(f"choose at least one detection method of {', '.join(METHODS)}")
-    for m in methods:
-        _check_choice("detection method", m, METHODS)
-    if len(set(methods)) != len(methods):
-        raise KdError(f"detection methods repeat: {', '.join(methods)}")
-    _check_choice("combine rule", combine, COMBINES)
-    _check_choice("filter_by", filter_by, FILTERS)
-    _check_choice("quality method", quality_method, QUALITY_METHODS)
-    _check_choice("issue count", issue_count, ISSUE_COUNTS)
-    _check_frac_noise(frac_noise)
+    methods = check_options(methods=methods, combine=combine, filter_by=filter_by, quality_method=quality_method,
+                            frac_noise=frac_noise, issue_count=issue_count)
     if not (0.0 <= min_margin < 1.0):
         raise KdError(f"min_margin must be in [0, 1), got {min_margin}")
     if not (np.isfinite(vote_weight) and vote_weight > 0):

@@ -144,6 +144,8 @@ class LabelIssue(Base):
     score: Mapped[float] = mapped_column(Float)
     methods: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="open")
+    # the clean stage whose decision set ``status`` (NULL while open): what its undo reopens
+    decided_stage_id: Mapped[Optional[int]] = mapped_column(ForeignKey("stages.id", ondelete="SET NULL"))
 
 
 class LabelEdit(Base):

@@ -169,7 +169,7 @@ def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     assert _count(db, LabelIssue) == 0
     kd("labels", "detect", "--run", "plain", "--allow-in-sample", "--db", db)
     nothing = kd("labels", "detect", "--run", "nowhere", "--db", db, ok=False)
-    assert "no succeeded 'teach' stage" in nothing.output
+    assert "no run 'nowhere'" in nothing.output  # refused before a run or stage is recorded
 
 
 def test_detect_knows_which_rows_a_filtered_teacher_learned_from(db, noisy, tmp_path):
@@ -199,7 +199,14 @@ def test_clean_then_undo_restores_every_label_exactly(db):
     before = _labels(db)
     kd("labels", "detect", "--run", "r", "--db", db)
     dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stdout
-    assert "would relabel sample" in dry and "nothing written" in dry
+    assert "would change" in dry and "nothing written" in dry
+    preview = json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json").stdout)["changes"]
+    planned = {i["sample_id"]: i for i in _issues(db)}
+    assert len(preview) == len(planned) and all(
+        (c["action"], c["current"], c["new"], c["score"], c["text"]) == ("relabel", planned[c["sample_id"]]["given"],
+         planned[c["sample_id"]]["suggested"], planned[c["sample_id"]]["score"], planned[c["sample_id"]]["text"])
+        for c in preview
+    )  # what a reviewer needs to judge each change
     assert _labels(db) == before and _count(db, LabelEdit) == 0  # a dry run writes nothing
     counts = json.loads(kd("labels", "clean", "--run", "r", "--db", db, "--json").stdout)
     assert counts["relabel"] > 0
@@ -448,3 +455,66 @@ def test_student_votes_refuse_a_student_without_logits_for_every_train_sample(db
     line = error_line(refused)
     assert "1 train samples have no logits from distill stage 'distill-textcnn' of run 'r'" in line
     assert _count(db, LabelIssue) == 0
+
+
+def test_a_refused_detect_writes_nothing_and_keeps_the_last_detection(db, tmp_path, error_line):
+    kd("labels", "detect", "--run", "r", "--db", db)
+    found = _issues(db)
+    store = Store.open(db)
+    stages = [(s.id, s.name, s.status) for s in store.stages_of("r")]
+    refused = kd("labels", "detect", "--run", "nowhere", "--db", db, ok=False)
+    assert "no run 'nowhere'" in error_line(refused) and not store.run_exists("nowhere")
+    bogus = kd("labels", "detect", "--run", "r", "--filter-by", "bogus", "--overwrite", "--db", db, ok=False)
+    assert "--filter-by" in bogus.output
+    lonely = kd("labels", "detect", "--run", "r", "--method", "ensemble", "--overwrite", "--db", db, ok=False)
+    assert "--student-votes STAGE or --tfidf-member" in error_line(lonely)
+    _add_class_mid(db, tmp_path)
+    changed = kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False)
+    assert "the classes changed" in error_line(changed)
+    assert [(s.id, s.name, s.status) for s in store.stages_of("r")] == stages  # no failed stage either
+    assert _issues(db) == found  # the detection it was to replace stands
+
+
+def test_a_sheet_names_its_run_and_import_follows_it(db, tmp_path, error_line):
+    kd("labels", "detect", "--run", "r", "--db", db)
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    assert sheet.read_bytes().startswith(b"\xef\xbb\xbf")  # a byte-order mark: spreadsheets read it as UTF-8
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
+    assert {r["run"] for r in rows} == {"r"} and list(rows[0])[:2] == ["run", "issue_id"]
+    rows[0]["decision"] = "reject"
+    with sheet.open("w", encoding="utf-8-sig", newline="") as fh:  # as a spreadsheet saves "CSV UTF-8"
+        w = csv.DictWriter(fh, fieldnames=rows[0].keys())
+        w.writeheader()
+        w.writerows(rows)
+    line = error_line(kd("labels", "import", "--run", "other", str(sheet), "--db", db, ok=False))
+    assert str(sheet) in line and "line 2" in line and "field 'run'" in line and "not --run 'other'" in line
+    counts = json.loads(kd("labels", "import", str(sheet), "--db", db, "--json").stdout)  # no --run: the sheet's
+    assert counts["run"] == "r" and counts["reject"] == 1
+    assert {i["issue_id"]: i["status"] for i in _issues(db)}[int(rows[0]["issue_id"])] == "rejected"
+    mixed = _sheet(tmp_path / "mixed.csv", [dict(rows[1], run="r", decision="drop"), dict(rows[2], run="s", decision="drop")])
+    line = error_line(kd("labels", "import", str(mixed), "--db", db, ok=False))
+    assert "line 3" in line and "one run per sheet" in line
+    missing = error_line(kd("labels", "export", "--run", "r", str(tmp_path / "no" / "such" / "dir.csv"), "--db", db, ok=False))
+    assert "dir.csv" in missing and "cannot write" in missing
+
+
+def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--db", db)
+    assert {i["sample_id"] for i in _issues(db, "r2")} == {i["sample_id"] for i in _issues(db, "r")}
+    kd("labels", "clean", "--run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r2", "--action", "flag", "--db", db)
+    undone = json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout)
+    assert undone["reopened"] == len(_issues(db, "r2"))
+    assert {i["status"] for i in _issues(db, "r2")} == {"open"}
+    assert {i["status"] for i in _issues(db, "r")} == {"applied"}  # another run's decisions stand
+    # a review that only rejects changes no label, yet its undo reopens what it rejected
+    first = _issues(db, "r2")[0]
+    sheet = _sheet(tmp_path / "reject.csv", [{"run": "r2", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"}])
+    kd("labels", "import", str(sheet), "--name", "rejects", "--db", db)
+    assert _issues(db, "r2")[0]["status"] == "rejected"
+    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "reverted": 0, "reopened": 1}
+    assert {i["status"] for i in _issues(db, "r2")} == {"open"}
+    kd("labels", "undo", "--run", "r", "--db", db)
+    assert {i["status"] for i in _issues(db, "r")} == {"open"}
