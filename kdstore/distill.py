@@ -202,7 +202,7 @@ def training_set(
     pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL")
     if use_pool is None:
         use_pool = len(pool) > 0
-    aug = store.samples(splits=["unlabeled"], where=f"source = '{augmented}'") if augmented else pool.subset(np.zeros(len(pool), bool))
+    aug = store.samples(splits=["unlabeled"], source=augmented) if augmented else pool.subset(np.zeros(len(pool), bool))
     if not use_pool:
         pool = pool.subset(np.zeros(len(pool), bool))
     scored = [np.array([int(i) in teachers.by_id for i in p.ids], dtype=bool) for p in (pool, aug)]

@@ -164,11 +164,13 @@ class Store:
         splits: Iterable[str] | None = None,
         labeled: bool | None = None,
         where: str | None = None,
+        source: str | None = None,
         include_dropped: bool = False,
         ids: Sequence[int] | None = None,
         limit: int | None = None,
     ) -> SampleSet:
-        """Samples in id order, filtered by split, labeled-ness, a SQL ``where`` fragment on ``samples``."""
+        """Samples in id order, filtered by split, labeled-ness, a SQL ``where`` fragment on ``samples``
+        (the user's ``--where``) and the exact ``source`` they came from."""
         query = select(Sample.id, Sample.text, Sample.label_id, Sample.split).order_by(Sample.id)
         if splits is not None:
             splits = list(splits)
@@ -184,6 +186,8 @@ class Store:
             query = query.where(Sample.dropped.is_(False))
         if where:
             query = query.where(text(where))
+        if source is not None:
+            query = query.where(Sample.source == source)
         if ids is not None:
             query = query.where(Sample.id.in_(list(ids)))
         if limit is not None:

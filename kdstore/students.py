@@ -40,8 +40,8 @@ class StudentConfig:
             raise KdError(
                 f"kernel width {max(self.kernel_sizes)} is wider than --max-len {max_len}"
             )
-        if min(self.embed_dim, self.hidden, self.num_filters) < 1 or not 0 <= self.dropout < 1:
-            raise KdError("student sizes must be positive and --dropout in [0, 1)")
+        if min(self.embed_dim, self.hidden, self.num_filters, self.layers, *self.kernel_sizes) < 1 or not 0 <= self.dropout < 1:
+            raise KdError("student sizes (--embed-dim, --hidden, --num-filters, --layers, --kernel-sizes) must be positive and --dropout in [0, 1)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -216,8 +216,11 @@ def student_bert_config(teacher_config, *, layers: int, hidden: int | None, num_
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
-    """Teacher layer (0-based) matched to each student layer: evenly spaced, ending at the last."""
-    return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+    """Teacher layer (0-based) matched to each student layer: evenly spaced, ending at the last
+    (12 → 4: 2, 5, 8, 11); a student deeper than its teacher repeats layers (2 → 4: 0, 0, 1, 1)."""
+    if student_layers < 1 or teacher_layers < 1:
+        raise KdError(f"cannot map {student_layers} student layers onto {teacher_layers} teacher layers")
+    return [-(-(i + 1) * teacher_layers // student_layers) - 1 for i in range(student_layers)]
 
 
 def init_from_teacher(student: TransformerStudent, teacher) -> list[int]:

@@ -463,3 +463,16 @@ def test_probability_shift_swaps_only_where_the_teacher_is_wrong():
     assert torch.equal(out, expected)
     assert torch.equal(out.argmax(1)[:3], labels[:3])
     assert torch.equal(teacher[1], torch.tensor([3.0, 1.0, 0.0]))  # the input is not changed
+
+
+def test_layer_map_spreads_student_layers_evenly_over_the_teacher():
+    from kdstore.students import layer_map
+
+    assert layer_map(4, 12) == [2, 5, 8, 11]
+    assert layer_map(3, 6) == [1, 3, 5]
+    assert layer_map(4, 2) == [0, 0, 1, 1]  # deeper than its teacher: layers repeat, none before the first
+    assert layer_map(1, 12) == [11]
+    for s in range(1, 9):
+        for t in range(1, 13):
+            m = layer_map(s, t)
+            assert m[0] >= 0 and m[-1] == t - 1 and m == sorted(m), (s, t, m)

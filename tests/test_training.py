@@ -224,6 +224,9 @@ def test_distill_bad_input(taught_store, sample_store):
     wide = kd("distill", "--run", "r", "--kernel-sizes", "2,40", "--max-len", "32", "--db", db, ok=False)
     assert "wider than --max-len" in wide.output
     assert _stage(taught_store, "r", "distill-textcnn").status == "failed"
+    for student, option in (("textcnn", ["--kernel-sizes", "0,3"]), ("transformer", ["--layers", "0"])):
+        bad = kd("distill", "--run", "r", "--student", student, *option, "--max-len", "32", "--db", db, ok=False)
+        assert "student sizes" in bad.output and "must be positive" in bad.output, bad.output
 
 
 def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught_store, tmp_path):
