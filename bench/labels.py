@@ -8,7 +8,8 @@ a flipped binary label becomes the other class, N = 14,363 in file order):
   1. the noisy train file, dev and test are ingested into a fresh store (`kd ingest`);
   2. `kd teach --folds 5` from a `kd pretrain` model (pre-trained once, on the train texts + People's
      Daily, in a separate store) gives out-of-fold probabilities;
-  3. `kd labels detect` with each method alone and the default combination (and with the TF-IDF member);
+  3. `kd labels detect` with each method alone (the ensemble's votes: the TF-IDF member) and the default
+     combination (and with the TF-IDF member);
      flagged samples are compared with the injected flips: precision, recall, F1;
   4. the default student (TextCNN) is distilled on the noisy labels, then `kd labels clean` (relabel)
      runs and the same student is distilled again on the cleaned labels: test accuracy of both.
@@ -45,6 +46,7 @@ DETECTORS = {
     "cleanlab alone": ["--method", "cleanlab", "--combine", "union"],
     "disagree alone": ["--method", "disagree", "--combine", "union"],
     "combined (default)": [],
+    "ensemble alone (TF-IDF member)": ["--method", "ensemble", "--tfidf-member", "--combine", "union"],
     "combined + TF-IDF member": ["--tfidf-member"],
 }
 STUDENT = {True: ["--epochs", "4", "--embed-dim", "64", "--num-filters", "64"], False: ["--epochs", "10"]}

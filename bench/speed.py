@@ -3,6 +3,7 @@ latency, measured side by side in one process; plus FastBERT early exit one samp
 
     python bench/speed.py --json bench/out/speed.json            # CPU, about 15 minutes on 2 cores
     python bench/speed.py --train-rows 14363 --pretrain-steps 2000  # the same table with a real teacher (hours on CPU)
+    python bench/speed.py --train-device cuda --time-device cuda   # on a GPU machine: a GPU table next to the CPU one
 
 Speed depends on the size of a model, not on how well it is trained, so the models are trained briefly,
 everything through kd's own CLI (in-process), the code a user runs:
@@ -175,6 +176,24 @@ def time_models(models: dict[str, object], batch_texts: list[str], single_texts:
     return result, outputs
 
 
+def gpu_forms(time_device: str) -> list[str]:
+    """The GPU forms ``--time-device`` asks for and this machine has: eager PyTorch on CUDA, and ONNX
+    Runtime's CUDA provider where onnxruntime-gpu is installed."""
+    import onnxruntime as ort
+    import torch
+
+    if time_device == "cpu" or (time_device == "auto" and not torch.cuda.is_available()):
+        return []
+    if not torch.cuda.is_available():
+        raise SystemExit("--time-device cuda: no CUDA device here")
+    forms = ["eager-cuda"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        forms.append("onnx-cuda")
+    else:
+        log("--time-device: this onnxruntime has no CUDA provider; the GPU rows are PyTorch eager only")
+    return forms
+
+
 def time_tokenization(encoders: dict[str, object], texts: list[str], repeats: int) -> dict:
     """Seconds (median over ``repeats``) to tokenize ``texts`` with each encoder: the part of every batch
     timing that no model can make faster."""
@@ -302,7 +321,7 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
         f"- **Command:** `{command}`",
         f"- **Commit:** `{info['commit']}`" + (" (kdstore/ had uncommitted changes)" if info.get("kdstore_dirty") else "") + f"; seed {args.seed}",
         f"- **Machine:** {info['cpu']}, {info['cores_usable']} cores ({info['cores']} online), {info['memory']}, {info['os']}; "
-        f"CPU only. torch {info.get('torch')} with {res['threads']['torch']} intra-op threads "
+        f"{'CPU table below; GPU table after it' if res['threads'].get('gpu_forms') else 'CPU only'}. torch {info.get('torch')} with {res['threads']['torch']} intra-op threads "
         f"({res['threads']['torch_interop']} inter-op); onnxruntime {res['threads']['onnxruntime_version']} "
         f"({', '.join(res['threads']['onnxruntime_providers'])}, default intra-op threads = {res['threads']['onnxruntime_intra_op']}); "
         f"Python {info['python']}, numpy {info['numpy']}.",
@@ -337,6 +356,26 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
                 f"{rate / same:,.1f}× | {rate / teacher_eager:,.1f}× | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
                 f"{res['accuracy'].get(model, float('nan')):.2%} |"
             )
+    gpu = res["threads"].get("gpu_forms") or []
+    if gpu:
+        lines += [
+            "",
+            f"On the GPU ({res['threads']['gpu']}), timed in the same rounds as the CPU rows above, texts in and logits out "
+            "(tokenization on the CPU, included):",
+            "",
+            "| model | form | batch samples/s (median; min-max) | × teacher, same form | one-at-a-time p50 ms | p99 ms |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for form in gpu:
+            same = t[f"teacher/{form}"]["samples_per_s"]
+            for model in ["teacher"] + cfg["students"]:
+                m = t[f"{model}/{form}"]
+                label = f"transformer ({cfg['transformer_layers']} layers)" if model == "transformer" else model
+                lines.append(
+                    f"| {label} | {'PyTorch eager, CUDA' if form == 'eager-cuda' else 'ONNX Runtime, CUDA provider'} | "
+                    f"{fmt_rate(m['samples_per_s'])} ({fmt_rate(m['samples_per_s_min'])}–{fmt_rate(m['samples_per_s_max'])}) | "
+                    f"{m['samples_per_s'] / same:,.1f}× | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
+                )
     d = t[f"{DEFAULT_STUDENT}/onnx"]
     r_onnx, r_eager = d["samples_per_s"] / teacher_onnx, d["samples_per_s"] / teacher_eager
     verdict = lambda ok: f"not judged ({not_judged})" if not_judged else ("**met**" if ok else "**not met**")  # noqa: E731
@@ -498,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ee-max-loss", type=float, default=EE_TARGET_LOSS_PT, help="loss budget (points) the early-exit speed is chosen for on dev")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--time-device", default="cpu", choices=("auto", "cpu", "cuda"),
+                   help="cuda (auto: when there is one): also time every model on the GPU, eager and (with onnxruntime-gpu) ONNX; the CPU table stays")
     p.add_argument("--train-device", default="cpu", choices=("auto", "cpu", "cuda"),
                    help="device for the training steps only (pretrain, teach, distill); every timing is on the CPU")
     p.add_argument("--work", type=Path, help="keep stores, models and exports here (default: a temporary folder)")
@@ -570,6 +611,7 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
     batch_texts = [t for _, t in test_rows[: args.batch_texts]]
     single_texts = [t for _, t in test_rows[: args.single_texts]]
 
+    gpu = gpu_forms(args.time_device)
     models, params, accuracy = {}, {}, {}
     predictors = {}
     for model in ["teacher"] + args.students:
@@ -579,6 +621,10 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
         predictors[model] = pred
         models[f"{model}/eager"] = pred.logits
         models[f"{model}/onnx"] = art.logits
+        if "eager-cuda" in gpu:
+            models[f"{model}/eager-cuda"] = Predictor.from_run(store, RUN, stage, device="cuda").logits
+        if "onnx-cuda" in gpu:
+            models[f"{model}/onnx-cuda"] = Artifact.load(work / "export" / stage, device="cuda").logits
         params[model] = int(sum(p.numel() for m in pred.models for p in m.parameters()))
         st = teach if model == "teacher" else stages[stage]
         accuracy[model] = st["metrics"].get("test", {}).get("accuracy", float("nan"))
@@ -615,7 +661,7 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
         "config": {
             **{k: getattr(args, k) for k in ("layers", "hidden", "max_len", "pretrain_steps", "teach_epochs", "teach_lr", "train_rows",
                                              "dev_rows", "test_rows", "students", "student_epochs", "transformer_layers", "ee_epochs",
-                                             "batch_texts", "batch_size", "single_texts", "ee_texts", "ee_dev_texts", "ee_max_loss", "repeats", "seed", "train_device")},
+                                             "batch_texts", "batch_size", "single_texts", "ee_texts", "ee_dev_texts", "ee_max_loss", "repeats", "seed", "train_device", "time_device")},
         },
         "threads": {
             "torch": torch.get_num_threads(),
@@ -623,6 +669,8 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
             "onnxruntime_version": ort.__version__,
             "onnxruntime_providers": ["CPUExecutionProvider"],
             "onnxruntime_intra_op": ort.SessionOptions().intra_op_num_threads or "physical cores",
+            "gpu": torch.cuda.get_device_name() if gpu else None,
+            "gpu_forms": gpu,
         },
         "texts": texts_info,
         "params": params,

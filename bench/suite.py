@@ -129,7 +129,7 @@ def plan(tables: list[str], profile: str, device: str, seeds: str, out: Path) ->
         elif key == "B5":
             argv += ["--device", device]
         elif key == "B4":
-            argv += ["--train-device", device, "--plot", str(_rel(out / "speed-early-exit.png"))]
+            argv += ["--train-device", device, "--time-device", "cpu" if device == "cpu" else "auto", "--plot", str(_rel(out / "speed-early-exit.png"))]
         argv += ["--json", str(json_path)]
         jobs.append({"key": key, "tables": chosen, "script": script, "title": title, "argv": argv, "json": str(json_path)})
     return jobs
@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="CPU-sized, every table's shape (about an hour on 2 cores); targets not judged")
     size.add_argument("--smoke", action="store_true", help="smallest: a pipeline check (about 20 min on 2 cores); targets not judged")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="training and scoring device (B4 times on the CPU)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="training and scoring device (B4 times on the CPU, and also on the GPU when there is one)")
     p.add_argument("--seeds", help="quality seeds, comma-separated (default: 1,2,3; --quick/--smoke: 1)")
     p.add_argument("--only", help="tables to run, e.g. B1,B4 (default: all five)")
     p.add_argument("--out", help="folder for results.json, each table's JSON and log (default: bench/out/full|quick|smoke)")

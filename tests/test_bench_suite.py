@@ -342,3 +342,33 @@ def test_early_exit_is_judged_at_the_speed_chosen_on_dev():
     assert chosen["met"] and chosen["measured"] == "4.20× at speed 0.93, chosen on dev (-0.4 pt on test)"
     too_far = early_exit_judgement({"one_at_a_time": one, "dev_choice": {"speed": 0.95}})
     assert not too_far["met"]  # 4.6x, but 1 pt lost on test
+
+
+def test_b4_renders_a_gpu_table_next_to_the_cpu_one():
+    """GPU rows only exist on a lent GPU: their rendering is checked here, from figures written by hand."""
+    from bench.speed import markdown_from_json
+
+    def timing(rate):
+        return {"samples_per_s": rate, "samples_per_s_min": rate * 0.9, "samples_per_s_max": rate * 1.1, "p50_ms": 1000 / rate, "p99_ms": 2000 / rate,
+                "p99_ms_min": 1.0, "p99_ms_max": 3.0}
+
+    res = {
+        "config": {"layers": 6, "hidden": 384, "max_len": 128, "pretrain_steps": 20, "teach_epochs": 1, "train_rows": 1000, "dev_rows": 300,
+                   "test_rows": 500, "students": ["textcnn"], "student_epochs": 1, "transformer_layers": 3, "ee_epochs": 1,
+                   "batch_texts": 2000, "batch_size": 256, "single_texts": 300, "repeats": 5, "seed": 1},
+        "threads": {"torch": 2, "torch_interop": 2, "onnxruntime_version": "1.20", "onnxruntime_providers": ["CPUExecutionProvider"],
+                    "onnxruntime_intra_op": "physical cores", "gpu": "Test GPU", "gpu_forms": ["eager-cuda"]},
+        "texts": {"batch_mean_chars": 100.0, "batch_truncated_pct": 5.0, "batch_mean_tokens_after_cut": 90.0},
+        "params": {"teacher": 20_000_000, "textcnn": 2_000_000},
+        "accuracy": {"teacher": 0.9, "textcnn": 0.88},
+        "timing": {"teacher/eager": timing(100.0), "teacher/onnx": timing(120.0), "textcnn/eager": timing(5000.0), "textcnn/onnx": timing(7200.0),
+                   "teacher/eager-cuda": timing(4000.0), "textcnn/eager-cuda": timing(40000.0)},
+        "phases": {"timing": 10.0},
+        "machine": MACHINE,
+    }
+    text = markdown_from_json(res)
+    assert "CPU table below; GPU table after it" in text
+    assert "On the GPU (Test GPU)" in text and "| textcnn | PyTorch eager, CUDA | 40,000 (36,000–44,000) | 10.0× |" in text
+    assert "| CPU batch throughput ≥ 50× the teacher's, teacher also in ONNX Runtime | 60.0× | **met** |" in text
+    del res["threads"]["gpu_forms"]  # a CPU run (and JSON written before GPU timing existed): no GPU table
+    assert "On the GPU" not in markdown_from_json(res) and "CPU only" in markdown_from_json(res)
