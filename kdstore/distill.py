@@ -397,7 +397,7 @@ class IntermediateMatcher(torch.nn.Module):
         for side, width in (("student", s_cfg.hidden_size), ("teacher", t_cfg.hidden_size)):
             if (cfg.value_relation or cfg.qk_relation) and width % self.heads:
                 raise KdError(f"--relation-heads {self.heads} does not divide the {side}'s width {width}")
-        self._t_last = LastLayerVectors(teacher.bert)
+        self._t_last = LastLayerVectors(teacher.base_model)
 
     def forward(self, input_ids, mask):
         logits, s_hidden, s_att, s_last = self.student.internals(input_ids, mask)
@@ -439,8 +439,6 @@ def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:
     from transformers import AutoConfig
 
     teacher_config = AutoConfig.from_pretrained(model_dirs(stage)[0])
-    if teacher_config.model_type != "bert":
-        raise KdError(f"a transformer student is built from a BERT teacher; this teacher is {teacher_config.model_type!r}")
     return student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width or None, num_classes=num_classes)
 
 

@@ -34,8 +34,8 @@ class StudentConfig:
     def validate(self, *, max_len: int) -> None:
         if self.kind not in KINDS:
             raise KdError(f"unknown student {self.kind!r}: choose from {', '.join(KINDS)}")
-        if self.kind == "transformer" and self.bert and max_len > self.bert["max_position_embeddings"]:
-            raise KdError(f"--max-len {max_len} exceeds the teacher's {self.bert['max_position_embeddings']} positions")
+        if self.kind == "transformer" and self.bert and max_len > readable_positions(self.bert):
+            raise KdError(f"--max-len {max_len} exceeds the teacher's {readable_positions(self.bert)} positions")
         if self.kind == "textcnn" and max(self.kernel_sizes) > max_len:
             raise KdError(
                 f"kernel width {max(self.kernel_sizes)} is wider than --max-len {max_len}"
@@ -149,13 +149,13 @@ class TransformerStudent(nn.Module):
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
-        from transformers import BertConfig, BertForSequenceClassification
+        from transformers import AutoModelForSequenceClassification
 
         if cfg.bert is None:
             raise KdError("a transformer student needs the teacher's configuration")
-        self.net = BertForSequenceClassification._from_config(BertConfig.from_dict(cfg.bert), attn_implementation="eager")
+        self.net = AutoModelForSequenceClassification.from_config(hf_config(cfg.bert), attn_implementation="eager")
         self.min_len = 1
-        self.last = LastLayerVectors(self.net.bert)
+        self.last = LastLayerVectors(self.net.base_model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.net(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -174,8 +174,8 @@ class LastLayerVectors:
 
     NAMES = ("query", "key", "value")
 
-    def __init__(self, bert):
-        attention = bert.encoder.layer[-1].attention.self
+    def __init__(self, encoder_model):
+        attention = _self_attention(encoder_model)
         self._seen: dict[str, torch.Tensor] = {}
         self._armed = False
         for name in self.NAMES:
@@ -196,8 +196,44 @@ class LastLayerVectors:
         return seen
 
 
+def _self_attention(encoder_model) -> nn.Module:
+    """The last layer's self-attention of a BERT-layout encoder (BERT, RoBERTa, XLM-R, ERNIE, ELECTRA:
+    ``encoder.layer[i].attention.self`` with query, key and value projections)."""
+    try:
+        attention = encoder_model.encoder.layer[-1].attention.self
+        for name in LastLayerVectors.NAMES:
+            getattr(attention, name)
+    except (AttributeError, IndexError, TypeError):
+        kind = getattr(encoder_model.config, "model_type", type(encoder_model).__name__)
+        raise KdError(
+            f"a transformer student copies a BERT-layout encoder (BERT, RoBERTa, XLM-R, ERNIE, ELECTRA); "
+            f"this teacher's {kind!r} is laid out otherwise: choose --student textcnn, bigru or bilstm"
+        ) from None
+    return attention
+
+
+def hf_config(d: dict):
+    """The Hugging Face configuration a student's stored ``bert`` dictionary describes (its own
+    ``model_type``; BERT for dictionaries stored without one)."""
+    from transformers import CONFIG_MAPPING
+
+    kind = d.get("model_type") or "bert"
+    if kind not in CONFIG_MAPPING:
+        raise KdError(f"this transformers has no model type {kind!r} (the teacher's): upgrade transformers")
+    return CONFIG_MAPPING[kind].from_dict(d)
+
+
+def readable_positions(d: dict) -> int:
+    """Tokens a model of configuration ``d`` (a dictionary) can read: RoBERTa-style models number
+    positions after the padding id."""
+    from .teacher import ABSOLUTE_POSITION_OFFSET
+
+    return d["max_position_embeddings"] - ABSOLUTE_POSITION_OFFSET.get(d.get("model_type", ""), 0)
+
+
 def student_bert_config(teacher_config, *, layers: int, hidden: int | None, num_classes: int) -> dict:
-    """A BERT configuration like the teacher's with ``layers`` layers (and optionally another width)."""
+    """A configuration like the teacher's (same model type) with ``layers`` layers (and optionally
+    another width)."""
     cfg = teacher_config.to_dict()
     width = hidden or teacher_config.hidden_size
     heads = teacher_config.num_attention_heads if width == teacher_config.hidden_size else max(1, width // 64)
@@ -206,7 +242,7 @@ def student_bert_config(teacher_config, *, layers: int, hidden: int | None, num_
     cfg.update(
         num_hidden_layers=layers, hidden_size=width, num_attention_heads=heads,
         intermediate_size=4 * width if width != teacher_config.hidden_size else teacher_config.intermediate_size,
-        num_labels=num_classes, architectures=["BertForSequenceClassification"],
+        num_labels=num_classes, architectures=None,
     )
     for key in ("id2label", "label2id"):
         cfg.pop(key, None)
@@ -224,18 +260,21 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
 
 
 def init_from_teacher(student: TransformerStudent, teacher) -> list[int]:
-    """Copy the teacher's embeddings, every ``layer_map`` layer, pooler and head into the student
-    (same width only); returns the teacher layers used."""
-    s_bert, t_bert = student.net.bert, teacher.bert
-    if s_bert.config.hidden_size != t_bert.config.hidden_size:
+    """Copy the teacher's embeddings, every ``layer_map`` layer, whatever else its encoder holds
+    (pooler, embedding projection) and its head into the student (same model type and width only);
+    returns the teacher layers used."""
+    s_base, t_base = student.net.base_model, teacher.base_model
+    if s_base.config.hidden_size != t_base.config.hidden_size:
         raise KdError("--init-from-teacher needs the student's width to equal the teacher's")
-    mapping = layer_map(len(s_bert.encoder.layer), len(t_bert.encoder.layer))
+    if type(s_base) is not type(t_base):
+        raise KdError(f"--init-from-teacher: the student is a {type(s_base).__name__}, the teacher a {type(t_base).__name__}")
+    mapping = layer_map(len(s_base.encoder.layer), len(t_base.encoder.layer))
+    layers = "encoder.layer."
+    t_state = t_base.state_dict()
     with torch.no_grad():
-        s_bert.embeddings.load_state_dict(t_bert.embeddings.state_dict())
+        s_base.load_state_dict({k: t_state[k] for k in s_base.state_dict() if not k.startswith(layers)}, strict=False)
         for i, j in enumerate(mapping):
-            s_bert.encoder.layer[i].load_state_dict(t_bert.encoder.layer[j].state_dict())
-        if s_bert.pooler is not None and t_bert.pooler is not None:
-            s_bert.pooler.load_state_dict(t_bert.pooler.state_dict())
+            s_base.encoder.layer[i].load_state_dict(t_base.encoder.layer[j].state_dict())
         student.net.classifier.load_state_dict(teacher.classifier.state_dict())
     return mapping
 

@@ -75,6 +75,24 @@ def save_tiny_bert(all_texts: list[str], out: Path) -> Path:
     return out
 
 
+def tiny_roberta_for(files: dict[str, Path], out: Path) -> Path:
+    """A 2-layer, 32-wide RoBERTa (positions numbered after the padding id, no pooler, a two-layer
+    head) over the same character vocabulary as ``tiny_bert_for``: a teacher that is not BERT."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    all_texts = [line.split("\t")[-1] for p in files.values() for line in p.read_text(encoding="utf-8").splitlines()]
+    tokens = build_vocab(all_texts)
+    tokenizer = make_tokenizer(tokens)
+    config = RobertaConfig(
+        vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64 + 2, type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+    )
+    RobertaForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def kd(*args: str, input: str | None = None, ok: bool = True):
     """Run the real CLI in-process and check its exit status."""
     result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)

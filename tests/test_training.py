@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
-from synthetic import corpus_files, kd, tiny_bert_for, write_tsv
+from synthetic import corpus_files, kd, tiny_bert_for, tiny_roberta_for, write_tsv
 
 from kdstore.schema import Logit, Prediction, Sample, Stage
 from kdstore.store import Store
@@ -431,6 +431,30 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     assert json.loads(preds.stdout)["label"] in ("pos", "neg")
     wrong = kd("distill", "--run", "r", "--student", "textcnn", "--hidden-mse", "1", "--db", db, ok=False)
     assert "need --student transformer" in wrong.output
+
+
+def test_a_roberta_teacher_and_its_transformer_student(sample_store, corpus, tmp_path):
+    """Not only BERT: a RoBERTa teacher is fine-tuned, and a transformer student of its own type is
+    built from it, initialised from its layers and matched to its internals, then served."""
+    model = tiny_roberta_for(corpus, tmp_path / "roberta")
+    db = str(sample_store)
+    too_long = kd("teach", "--run", "rb", "--model", str(model), "--max-len", "65", "--db", db, ok=False)
+    assert "can read (64 positions)" in too_long.output  # 66 position embeddings, numbered after the pad id
+    taught = json.loads(kd("teach", "--run", "rb", "--model", str(model), "--epochs", "10", "--patience", "10", "--lr", "2e-3", "--batch-size", "8",
+                           "--max-len", "32", "--db", db, "--json").output)
+    assert taught["status"] == "succeeded" and taught["metrics"]["test"]["accuracy"] >= 0.8
+    out = json.loads(kd("distill", "--run", "rb", "--student", "transformer", "--layers", "1", "--hidden-mse", "1", "--attention-kl", "1",
+                        "--value-relation", "1", "--qk-relation", "1", "--epochs", "2", "--batch-size", "16", "--max-len", "32",
+                        "--db", db, "--json").output)
+    assert out["status"] == "succeeded" and out["metrics"]["all"]["teacher_layer[0]"] == 1
+    stage = _stage(sample_store, "rb", "distill-transformer")
+    meta = json.loads(Path(stage.artifact_path, "student.json").read_text(encoding="utf-8"))
+    assert meta["student"]["bert"]["model_type"] == "roberta"
+    preds = kd("predict", "--run", "rb", "--model", "distill-transformer", "--json", "--db", db, input="这个很好\n")
+    assert json.loads(preds.stdout)["label"] in ("pos", "neg")
+    exported = Path(kd("export", "--run", "rb", "--model", "distill-transformer", "--format", "onnx", "--db", db).stdout.strip())
+    manifest = json.loads((exported / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["verification"]["max_abs_logit_diff"] < 1e-4  # kd export checks ONNX against PyTorch
 
 
 def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path):
