@@ -476,3 +476,27 @@ def test_layer_map_spreads_student_layers_evenly_over_the_teacher():
         for t in range(1, 13):
             m = layer_map(s, t)
             assert m[0] >= 0 and m[-1] == t - 1 and m == sorted(m), (s, t, m)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "ernie", "electra"])
+def test_a_full_depth_student_initialised_from_its_teacher_computes_the_teacher(kind):
+    """--init-from-teacher copies every part (embeddings, their projection, layers, pooler, head) for
+    each BERT-layout family: at the teacher's depth the student is the teacher, logit for logit."""
+    from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification
+
+    from kdstore.students import StudentConfig, TransformerStudent, init_from_teacher, student_bert_config
+
+    extra = {"embedding_size": 16} if kind == "electra" else {}
+    config = CONFIG_MAPPING[kind](vocab_size=60, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=70, num_labels=3, pad_token_id=0, **extra)
+    torch.manual_seed(0)
+    teacher = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
+    bert = student_bert_config(config, layers=3, hidden=None, num_classes=3)
+    student = TransformerStudent(StudentConfig(kind="transformer", vocab_size=60, num_classes=3, bert=bert)).eval()
+    assert init_from_teacher(student, teacher) == [0, 1, 2]
+    ids = torch.randint(1, 60, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[0, 5:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(student(ids, mask), teacher(input_ids=ids, attention_mask=mask).logits, rtol=0, atol=1e-6)
+        assert set(student.internals(ids, mask)[3]) == {"query", "key", "value"}  # MiniLM's relation losses read them
