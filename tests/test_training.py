@@ -110,6 +110,26 @@ def test_teach_bad_input_is_recorded_as_failed(sample_store, tiny_model, args, m
     assert _count(sample_store, Logit) == 0
 
 
+def test_teach_an_unknown_hub_name_is_one_line_and_a_failed_stage(sample_store):
+    """A name that is no local folder goes to the Hugging Face hub; unknown there (here: offline, as
+    this machine is), it is one error line and a failed stage. A fresh process, so that the hub
+    library reads HF_HUB_OFFLINE at import."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KD_NO_PROGRESS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from commands.cli import main; main()", "teach", "--run", "hub", "--model", "no-such-org/no-such-model",
+         "--db", str(sample_store)], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot load model 'no-such-org/no-such-model'"), result.stderr
+    stage = _stage(sample_store, "hub", "teach")
+    assert stage.status == "failed" and "no-such-org/no-such-model" in stage.error
+
+
 def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, tiny_model):
     db = str(sample_store)
     store = Store.open(db)
@@ -167,6 +187,23 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     assert stage.status == "succeeded" and Path(stage.artifact_path, "vocab.txt").exists() or Path(stage.artifact_path, "tokenizer.json").exists()
     kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db)
     assert _stage(sample_store, "p", "teach").status == "succeeded"
+
+
+def test_pretrain_reads_extra_corpora_and_refuses_unreadable_ones(sample_store, tmp_path):
+    from transformers import AutoTokenizer
+
+    db = str(sample_store)
+    corpus = tmp_path / "news.txt"
+    corpus.write_text("龘靐齉爩\n\n  \n鱻麤龘靐\n", encoding="utf-8")  # characters no stored text has; blank lines skipped
+    out = json.loads(kd("pretrain", "--run", "c", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--batch-size", "16",
+                        "--min-count", "1", "--corpus", str(corpus), "--db", db, "--json").output)
+    assert out["metrics"]["train"]["texts"] == 130 + 2 and out["config"]["corpus"] == [str(corpus)]
+    vocab = AutoTokenizer.from_pretrained(out["artifact_path"]).get_vocab()
+    assert all(c in vocab for c in "龘靐齉爩鱻麤")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    for bad in (tmp_path / "missing.txt", tmp_path / "latin1.txt"):
+        line = kd("pretrain", "--run", "c2", "--steps", "1", "--corpus", str(bad), "--db", db, ok=False).output.strip()
+        assert line.startswith(f"Error: {bad}: cannot read corpus") and "\n" not in line
 
 
 def test_pretrain_electra_saves_the_discriminator_teach_starts_from(sample_store):
