@@ -184,6 +184,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--dropout", type=float, default=0.3, show_default=True)
 @click.option("--layers", type=int, default=4, show_default=True, help="Transformer student: layers.")
 @click.option("--width", type=int, default=0, help="Transformer student: hidden size (default: the teacher's).")
+@click.option("--folds", type=int, default=0, help="Train K students, each blind to one fold's train labels: out-of-fold votes for `kd labels detect --student-votes` (kd predict averages the K).")
 @click.option("--init-from-teacher/--no-init-from-teacher", default=True, show_default=True, help="Transformer student: start from evenly spaced teacher layers.")
 @click.option("--hidden-mse", type=float, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers.")
 @click.option("--hidden-cos", type=float, default=0.0, help="Transformer student: weight of hidden-state cosine distance (1 - cos) to mapped teacher layers.")
@@ -204,7 +205,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, width, init_from_teacher, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -216,6 +217,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
       kd distill --run r1 --temperature 4 --temperature-schedule flsw --temperature-beta 1
       kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
       kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1 --qk-relation 1
+      kd distill --run r1 --folds 5 --name votes   # out-of-fold students for kd labels detect --student-votes votes
       kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
       kd distill --run r1 --student early-exit --max-loss 0.5   # the fastest speed within 0.5 pt on dev
     """
@@ -244,7 +246,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         augment=tuple(m.strip() for m in augment.split(",") if m.strip()), augment_n=augment_n,
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, batch_size=batch_size,
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
-        num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, width=width,
+        num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, folds=folds, width=width,
         init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, hidden_cos=hidden_cos, pkd=pkd, attention_kl=attention_kl,
         value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, seed=seed, device=device,
     )
@@ -263,7 +265,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
 STUDENT_ONLY = (
     "alpha", "alpha_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
     "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
-    "hidden", "layers", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "value_relation",
+    "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "value_relation",
     "qk_relation", "relation_heads",
 )
 

@@ -23,7 +23,7 @@ from .losses import (
     probability_shift, query_key_relation_kl, relation_kl, temperature_weights, temperatures_from_weights,
 )
 from .metrics import classification_metrics
-from .outputs import store_split_metrics, write_sharded_scores
+from .outputs import average_probs_as_logits, store_split_metrics, write_sharded_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
 from .progress import progress
 from .runs import StageHandle
@@ -43,6 +43,7 @@ from .students import (
     layer_map,
     student_bert_config,
 )
+from .folds import stratified_folds
 from .teacher import check_learned_every_class, model_dirs, score_missing
 from .torchutil import BestCheckpoint, count_parameters, pick_device, set_seed
 
@@ -79,6 +80,7 @@ class DistillConfig:
     hidden: int = 128
     dropout: float = 0.3
     layers: int = 4  # transformer student
+    folds: int = 0  # K >= 2: K students, each blind to one fold's train labels: out-of-fold votes for `kd labels detect`
     width: int = 0  # transformer student; 0: the teacher's hidden size
     init_from_teacher: bool = True  # transformer of the teacher's width: copy evenly spaced teacher layers
     hidden_mse: float = 0.0  # weights of intermediate losses (transformer student)
@@ -119,6 +121,8 @@ class DistillConfig:
             raise KdError("--temperature-beta must be >= 0 and --temperature-gamma > 0")
         if self.temperature_schedule == "constant" and (self.temperature_beta, self.temperature_gamma) != (1.0, 2.0):
             raise KdError("--temperature-beta and --temperature-gamma shape a per-sample temperature: add --temperature-schedule flsw or cwsm")
+        if self.folds == 1 or self.folds < 0:
+            raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if self.intermediate and self.student != "transformer":
@@ -248,7 +252,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented)
     dev = store.samples(splits=["dev"], labeled=True)
 
-    # 2. student (and, for intermediate losses, the teacher network itself)
+    # 2. the student's shape (every fold's too) and, for a transformer, the teacher network it may copy
     embeddings = teacher_embeddings(teachers.stages[0]) if cfg.init_embeddings == "teacher" else None
     scfg = StudentConfig(
         # the teacher's table may have more rows than the tokenizer has tokens (padded vocabularies)
@@ -258,20 +262,122 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         bert=_student_bert(teachers.stages[0], cfg, len(names)) if cfg.student == "transformer" else None,
     )
     scfg.validate(max_len=cfg.max_len)
+    teacher_net = _teacher_network(teachers.stages[0]) if cfg.student == "transformer" and (cfg.intermediate or cfg.init_from_teacher) else None
+    fit = lambda rows, tag: _fit(add_metrics, stage, cfg, scfg, tokenizer, names, rows, dev, teachers, embeddings, teacher_net, device, rng, dist, tag=tag)  # noqa: E731
+
+    # 3. train one student, or one per fold, and score this rank's shard of what each is responsible for
+    if not cfg.folds:
+        model, fitted = fit(data, "")
+        models, fold_fits = [model], [fitted]
+        del data  # the training texts' token ids went with it; scoring every sample needs the memory
+        out_dir = stage.artifact_dir / "student" if dist.is_main else None
+        if out_dir is not None:
+            save_student(out_dir, model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
+        everything = store.samples(include_dropped=True)
+        mine = everything.subset(dist.shard(len(everything)))
+        ids, logits = mine.ids, student_logits(model, tokenizer, mine.texts, max_len=cfg.max_len, device=device)
+    else:
+        n_labeled = parts["labeled"]
+        folds = stratified_folds(data.labels[:n_labeled], cfg.folds, seed=cfg.seed)
+        row_fold = _row_folds(store, data, n_labeled, folds)
+        out_dir = stage.artifact_dir if dist.is_main else None
+        everything = store.samples(include_dropped=True)
+        held_out = {int(i) for i in data.ids[:n_labeled]}
+        others = everything.subset(np.array([int(i) not in held_out for i in everything.ids], dtype=bool))
+        others = others.subset(dist.shard(len(others)))
+        models, fold_fits, id_parts, logit_parts, other_parts = [], [], [], [], []
+        for k in range(cfg.folds):
+            model, fitted = fit(data.subset(row_fold != k), f"fold{k}/")
+            models.append(model.to(torch.device("cpu")))
+            fold_fits.append(fitted)
+            if dist.is_main:
+                save_student(out_dir / f"fold-{k}", model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
+            held = data.subset(np.arange(len(data)) < n_labeled).subset(folds == k)
+            held = held.subset(dist.shard(len(held)))
+            fold_logits = student_logits(model.to(device), tokenizer, held.texts + others.texts, max_len=cfg.max_len, device=device)
+            model.to(torch.device("cpu"))
+            id_parts.append(held.ids)
+            logit_parts.append(fold_logits[: len(held)])
+            other_parts.append(fold_logits[len(held):])
+        ids = np.concatenate(id_parts + [others.ids])
+        logits = np.concatenate(logit_parts + [average_probs_as_logits(other_parts)])
+        if dist.is_main:
+            store.write_folds(stage.id, data.ids[:n_labeled], folds)
+        del data
+    fit = teacher_net = None  # the teacher network, if one was loaded, is not needed to score or measure
+
+    # 4. each rank stores its logits and predictions; rank 0 checks that every sample has them,
+    #    records the model and the figures
+    logits = write_sharded_scores(store, stage.id, dist, everything, ids, logits, model="student")
+    if not dist.is_main:
+        return None
+    stage.record_artifact(out_dir)
+    store_split_metrics(store, stage.id, everything, logits, names)
+    cpu = torch.device("cpu")
+    for m in models:
+        m.to(cpu)
+    store.add_metrics(stage.id, "all", measure(  # what kd predict serves: the one student, or the folds' ensemble
+        lambda texts, bs: _ensemble_logits(models, tokenizer, texts, max_len=cfg.max_len, device=cpu, batch_size=bs),
+        speed_texts(everything),
+    ))
+    first = fold_fits[0]
+    store.add_metrics(
+        stage.id,
+        "all",
+        {
+            **({"best_epoch": first["best_epoch"], "train_seconds": first["train_seconds"]} if not cfg.folds else
+               {"train_seconds": sum(f["train_seconds"] for f in fold_fits), "folds": cfg.folds}),
+            "parameters": count_parameters(models[0]),
+            "flops_per_sample": flops_per_sample(scfg, int(first["mean_tokens"])),
+            "mean_tokens": first["mean_tokens"],
+            **{f"teacher_layer[{i}]": j for i, j in enumerate(first.get("teacher_layers", []))},
+            "train_samples": parts["labeled"],
+            "pool_samples": parts["pool"],
+            "augmented_samples": parts["augmented"],
+            "pool_without_logits": parts["pool_without_logits"],
+            **({"processes": dist.world} if dist.active else {}),
+        },
+    )
+    return out_dir
+
+
+def _row_folds(store: Store, data: SampleSet, n_labeled: int, folds: np.ndarray) -> np.ndarray:
+    """The fold each training row belongs to: a labeled train sample's own, an augmented text's
+    parent's (it carries its parent's content), -1 for the unlabeled pool (in every fold's training)."""
+    fold_of = {int(i): int(f) for i, f in zip(data.ids[:n_labeled], folds)}
+    parents = store.parents()
+    out = np.full(len(data), -1, dtype=np.int64)
+    out[:n_labeled] = folds
+    for r in range(n_labeled, len(data)):
+        parent = parents.get(int(data.ids[r]))
+        if parent is not None:
+            out[r] = fold_of.get(parent, -1)
+    return out
+
+
+def _ensemble_logits(models: list, tokenizer, texts: list[str], *, max_len: int, device, batch_size: int) -> np.ndarray:
+    """One student's logits, or the folds' average probability as logits (as ``kd predict`` serves them)."""
+    parts = [student_logits(m, tokenizer, texts, max_len=max_len, device=device, batch_size=batch_size) for m in models]
+    return parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
+
+
+def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, scfg: StudentConfig, tokenizer, names: list[str], data: SampleSet, dev: SampleSet,
+         teachers: TeacherLogits, embeddings, teacher_net, device, rng, dist: Dist, *, tag: str):
+    """Build a student and train it on ``data`` (rows with label -1 learn from the teacher alone) on
+    this rank's share of each global batch, early stopping on dev macro-F1; returns the model at its
+    best epoch and ``{"best_epoch", "train_seconds", "mean_tokens", "teacher_layers"?}``. Figures are
+    recorded per epoch under ``tag`` (``fold0/``...)."""
     model = build_student(scfg)
-    teacher_net, extra = None, {}
+    fitted: dict = {}
     if embeddings is not None:
         init_embeddings(model, embeddings)
-    if cfg.student == "transformer" and (cfg.intermediate or cfg.init_from_teacher):
-        teacher_net = _teacher_network(teachers.stages[0])
-        if cfg.init_from_teacher and scfg.bert["hidden_size"] == teacher_net.config.hidden_size:
-            extra["teacher_layers"] = init_from_teacher(model, teacher_net)
-        if not cfg.intermediate:
-            teacher_net = None
+    if teacher_net is not None and cfg.init_from_teacher and scfg.bert["hidden_size"] == teacher_net.config.hidden_size:
+        fitted["teacher_layers"] = init_from_teacher(model, teacher_net)
+    matched_net = teacher_net if cfg.intermediate else None
     model.to(device)
-    if teacher_net is not None:
-        teacher_net.to(device)  # the matcher holds it outside its sub-modules: moved here, not by .to()
-    matcher = IntermediateMatcher(model, teacher_net, cfg).to(device) if teacher_net is not None else None
+    if matched_net is not None:
+        matched_net.to(device)  # the matcher holds it outside its sub-modules: moved here, not by .to()
+    matcher = IntermediateMatcher(model, matched_net, cfg).to(device) if matched_net is not None else None
     net = dist.wrap(model) if matcher is None else dist.wrap(matcher, find_unused=True)
     ids = encode(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
     lengths = [len(x) for x in ids]
@@ -281,13 +387,12 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
     dev_mine = dev.subset(dist.shard(len(dev)))
 
-    # 3. train on this rank's share of each global batch, early stopping on dev macro-F1
     best, last_epoch = BestCheckpoint(cfg.patience), 0
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     total_steps, step = steps_per_epoch * cfg.epochs, 0
     start = time.monotonic()
     with progress(extra="loss {task.fields[loss]}") as bar:
-        task = bar.add_task(f"distill {cfg.student}", total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
+        task = bar.add_task(f"distill {cfg.student} {tag}".strip(), total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             losses = []
@@ -324,59 +429,21 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                 if weight:
                     losses.append(loss.item())
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
-            add_metrics(stage.id, "train", {"loss": dist.mean_of(losses)}, step=epoch)
+            add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
             last_epoch = epoch
             if len(dev) == 0:
                 continue
             mine = student_logits(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, device=device)
             _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
-            add_metrics(stage.id, "dev", {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}, step=epoch)
+            add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"]}, step=epoch)
             if dist.broadcast_object(best.update(m["macro_f1"], model, epoch)):  # rank 0 decides for all
                 break
-    train_seconds = time.monotonic() - start
+    fitted["train_seconds"] = time.monotonic() - start
     best.restore(model)
-    best_epoch = best.epoch or last_epoch  # no dev split: the last epoch
-    del ids, data  # the training texts' token ids (about 1.5 KB a text) are not needed to score every sample
-
-    # 4. save (rank 0): weights, config, class names and the tokenizer, so the directory serves on its own
-    out_dir = stage.artifact_dir / "student" if dist.is_main else None
-    if out_dir is not None:
-        save_student(out_dir, model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
-
-    # 5. outputs: each rank stores its shard's; rank 0 checks that every sample has them, then figures
-    everything = store.samples(include_dropped=True)
-    shard = everything.subset(dist.shard(len(everything)))
-    logits = student_logits(model, tokenizer, shard.texts, max_len=cfg.max_len, device=device)
-    logits = write_sharded_scores(store, stage.id, dist, everything, shard.ids, logits, model="student")
-    if not dist.is_main:
-        return None
-    stage.record_artifact(out_dir)
-    store_split_metrics(store, stage.id, everything, logits, names)
-    cpu = torch.device("cpu")
-    model.to(cpu)
-    store.add_metrics(stage.id, "all", measure(
-        lambda texts, bs: student_logits(model, tokenizer, texts, max_len=cfg.max_len, device=cpu, batch_size=bs),
-        speed_texts(everything),
-    ))
-    store.add_metrics(
-        stage.id,
-        "all",
-        {
-            "best_epoch": best_epoch,
-            "train_seconds": train_seconds,
-            "parameters": count_parameters(model),
-            "flops_per_sample": flops_per_sample(scfg, int(np.mean(lengths))),
-            "mean_tokens": float(np.mean(lengths)),
-            **{f"teacher_layer[{i}]": j for i, j in enumerate(extra.get("teacher_layers", []))},
-            "train_samples": parts["labeled"],
-            "pool_samples": parts["pool"],
-            "augmented_samples": parts["augmented"],
-            "pool_without_logits": parts["pool_without_logits"],
-            **({"processes": dist.world} if dist.active else {}),
-        },
-    )
-    return out_dir
+    fitted["best_epoch"] = best.epoch or last_epoch  # no dev split: the last epoch
+    fitted["mean_tokens"] = float(np.mean(lengths)) if lengths else 0.0
+    return model, fitted
 
 
 class IntermediateMatcher(torch.nn.Module):

@@ -218,6 +218,9 @@ def _put_in_place(tmp: Path, out_dir: Path) -> None:
 def _exportable(predictor: Predictor, stage, fmt: str) -> tuple[nn.Module, dict[str, Any]]:
     """The module to trace (``forward(input_ids, attention_mask) -> logits``) and what it is."""
     if predictor.kind == "student":
+        if len(predictor.models) > 1:
+            raise KdError(f"stage {stage.name!r} holds {len(predictor.models)} fold students (kd distill --folds), made for "
+                          "out-of-fold votes: export a student distilled without --folds")
         model = predictor.models[0]
         meta = json.loads((Path(stage.artifact_path) / STUDENT_CONFIG).read_text(encoding="utf-8"))
         kind = meta["student"]["kind"]

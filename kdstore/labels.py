@@ -99,7 +99,7 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
             f"out-of-sample ones. Run `kd teach --run {teacher_run} --folds 5 ...` (or pass --allow-in-sample)"
         )
     probs = _probs(store, teacher.id, train.ids, missing=f"have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
-    votes = [_student_votes(store, run, name, train.ids) for name in cfg.student_votes]
+    votes = [_student_votes(store, run, name, train.ids, allow_in_sample=cfg.allow_in_sample) for name in cfg.student_votes]
     return DetectInputs(teacher_run=teacher_run, train=train, probs=probs, votes=votes, in_sample=len(in_sample))
 
 
@@ -144,16 +144,25 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
     )
 
 
-def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray) -> np.ndarray:
-    """A distill stage's probabilities for the samples, to join the ensemble. Only useful when the
-    student did not train on those labels (e.g. trained on another run's data)."""
+def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *, allow_in_sample: bool) -> np.ndarray:
+    """A distill stage's probabilities for the samples, to join the ensemble: out-of-fold ones, from
+    ``kd distill --folds K`` (a student that learned the labels it would judge only echoes them)."""
     stage = store.find_stage(run, name)
     if stage.kind != "distill":
         raise KdError(f"--student-votes takes distill stages; {name!r} is a {stage.kind} stage")
-    return _probs(  # probabilities beat hard votes
+    probs = _probs(  # probabilities beat hard votes
         store, stage.id, sample_ids,
         missing=f"have no logits from distill stage {name!r} of run {run!r} (ingested after it ran?): re-run it or leave it out of --student-votes",
     )
+    folds = store.read_folds(stage.id)
+    seen = [int(i) for i in sample_ids if int(i) not in folds]  # scored, so present when it trained: it learned them
+    if seen and not allow_in_sample:
+        raise KdError(
+            f"distill stage {name!r} of run {run!r} learned the labels of {len(seen)} of these train samples: its votes are "
+            f"in-sample. Distill out-of-fold students (`kd distill --run {run} --folds 5 --name {name}-oof`) and pass those "
+            "(or pass --allow-in-sample)"
+        )
+    return probs
 
 
 def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str) -> np.ndarray:

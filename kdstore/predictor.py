@@ -98,8 +98,10 @@ class Predictor:
         if speed is not None:
             raise KdError("--speed needs an early-exit model (kd distill --student early-exit)")
         if stage.kind == "distill":
-            model, tokenizer, meta = load_student(Path(stage.artifact_path), dev)
-            return cls("student", stage.name, [model], tokenizer, meta["classes"], meta["max_len"], dev)
+            k = int(stage.config.get("folds") or 0)  # --folds K: K students, their probabilities averaged
+            loaded = [load_student(Path(stage.artifact_path) / f"fold-{i}" if k else Path(stage.artifact_path), dev) for i in range(max(k, 1))]
+            _, tokenizer, meta = loaded[0]
+            return cls("student", stage.name, [m for m, _, _ in loaded], tokenizer, meta["classes"], meta["max_len"], dev)
         if stage.kind == "teach":
             from .teacher import load_classifier, model_dirs
 
@@ -112,10 +114,11 @@ class Predictor:
     def logits(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> np.ndarray:
         """Logits for ``texts`` (in order); ``ids``: the texts already encoded by ``encode``."""
         if self.kind == "student":
-            return student_logits(self.models[0], self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size, ids=ids)
-        from .teacher import score
+            parts = [student_logits(m, self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size, ids=ids) for m in self.models]
+        else:
+            from .teacher import score
 
-        parts = [score(m, self.tokenizer, texts, max_len=self.max_len, batch_size=batch_size, device=self.device, label="predict", ids=ids) for m in self.models]
+            parts = [score(m, self.tokenizer, texts, max_len=self.max_len, batch_size=batch_size, device=self.device, label="predict", ids=ids) for m in self.models]
         return parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
 
     def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:

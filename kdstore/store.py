@@ -282,13 +282,19 @@ class Store:
         with self.session() as s:
             return list(s.scalars(query))
 
+    def parents(self) -> dict[int, int]:
+        """``{sample_id: parent_id}`` of every sample made from another (augmented texts)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Sample.id, Sample.parent_id).where(Sample.parent_id.is_not(None)))
+            return {int(i): int(p) for i, p in rows}
+
     def write_folds(self, stage_id: int, sample_ids: Sequence[int], folds: Sequence[int]) -> None:
         rows = list(zip(repeat(int(stage_id)), np.asarray(sample_ids).tolist(), np.asarray(folds).tolist()))
         with self.engine.begin() as conn:
             bulk_insert(conn, SampleFold.__table__, ("stage_id", "sample_id", "fold"), rows)
 
     def read_folds(self, stage_id: int) -> dict[int, int]:
-        """``{sample_id: fold}`` of an out-of-fold teach stage (empty for an ordinary one)."""
+        """``{sample_id: fold}`` of an out-of-fold teach or distill stage (empty for an ordinary one)."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(SampleFold.sample_id, SampleFold.fold).where(SampleFold.stage_id == stage_id))
             return {int(s): int(f) for s, f in rows}

@@ -287,9 +287,11 @@ def test_a_crashed_rank_fails_the_teach_stage(taught, tiny_model, tmp_path):
 
 
 # distill ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("extra", [[], ["--temperature-schedule", "cwsm", "--temperature-beta", "0.5"]], ids=["plain", "per-sample-temperature"])
+@pytest.mark.parametrize("extra", [[], ["--temperature-schedule", "cwsm", "--temperature-beta", "0.5"], ["--folds", "2"]],
+                         ids=["plain", "per-sample-temperature", "folds"])
 def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
-    """Per-sample temperatures are set against the whole global batch's mean weight, not a rank's share."""
+    """Per-sample temperatures are set against the whole global batch's mean weight, not a rank's share;
+    fold students score their held-out shards and the rest on every rank alike."""
     one = copy_store(taught["one"], tmp_path / "one")
     two = copy_store(taught["one"], tmp_path / "two")  # the same teacher logits for both
     with one_thread():
@@ -305,7 +307,7 @@ def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
     (ids1, logits1), (ids2, logits2) = logits_of(one, s1.id), logits_of(two, s2.id)
     assert np.array_equal(ids1, ids2)
     np.testing.assert_allclose(logits2, logits1, atol=ATOL, rtol=0)
-    assert Path(s2.artifact_path, "student.pt").exists()
+    assert Path(s2.artifact_path, *(["fold-1"] if "--folds" in extra else []), "student.pt").exists()
 
 
 @pytest.mark.parametrize("objective", ["mlm", "electra"])

@@ -9,7 +9,9 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from conftest import BACKENDS
 from sqlalchemy import delete, func, select, text, update
 from synthetic import flip, kd, labeled_rows, save_tiny_bert, write_tsv
@@ -518,3 +520,30 @@ def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
     assert {i["status"] for i in _issues(db, "r2")} == {"open"}
     kd("labels", "undo", "--run", "r", "--db", db)
     assert {i["status"] for i in _issues(db, "r")} == {"open"}
+
+
+def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(db, error_line):
+    from kdstore.predictor import load_student, student_logits
+
+    small = ["--epochs", "2", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db]
+    out = json.loads(kd("distill", "--run", "r", "--folds", "3", "--name", "votes", *small, "--json").stdout)
+    assert out["status"] == "succeeded" and out["metrics"]["all"]["folds"] == 3
+    store = Store.open(db)
+    stage = store.find_stage("r", "votes")
+    folds, train = store.read_folds(stage.id), store.samples(splits=["train"], labeled=True)
+    assert set(folds) == set(train.ids.tolist()) and sorted(set(folds.values())) == [0, 1, 2]
+    ids, logits = store.read_logits(stage.id)
+    assert len(ids) == len(store.samples(include_dropped=True))  # every sample: the others get the folds' average
+    row = {int(i): k for k, i in enumerate(ids)}
+    held = [int(i) for i in train.ids if folds[int(i)] == 1]
+    model, tokenizer, _ = load_student(Path(stage.artifact_path) / "fold-1", "cpu")
+    again = student_logits(model, tokenizer, store.samples(ids=held).texts, max_len=32, device=torch.device("cpu"))
+    np.testing.assert_allclose(logits[[row[i] for i in held]], again, atol=1e-5)  # fold 1's train rows: scored by the student blind to them
+    found = json.loads(kd("labels", "detect", "--run", "r", "--student-votes", "votes", "--method", "cleanlab,disagree,ensemble",
+                          "--db", db, "--json").stdout)
+    assert found["flagged"] > 0 and "ensemble" in {m for i in _issues(db) for m in i["methods"].split(",")}
+    kd("distill", "--run", "r", "--name", "plain", *small)
+    refused = error_line(kd("labels", "detect", "--run", "r", "--student-votes", "plain", "--overwrite", "--db", db, ok=False))
+    assert "learned the labels of 150 of these train samples" in refused and "--folds 5" in refused
+    assert json.loads(kd("predict", "--run", "r", "--model", "votes", "--json", "--db", db, input="这个很好\n").stdout)["label"] in ("pos", "neg")
+    assert "fold students" in error_line(kd("export", "--run", "r", "--model", "votes", "--db", db, ok=False))
