@@ -1,8 +1,8 @@
 """FastBERT-style early exit (Liu et al. 2020, "FastBERT: a Self-distilling BERT with Adaptive Inference Time").
 
-The fine-tuned teacher (a Hugging Face BERT sequence classifier) gets a small classifier, a *branch*,
-after every transformer layer but the last; the last layer keeps the teacher's own head (pooler and
-classifier). Training is self-distillation: the backbone and the teacher head are frozen, and each
+The fine-tuned teacher (a Hugging Face sequence classifier of BERT's layout: BERT, RoBERTa, XLM-R,
+ERNIE, ELECTRA) gets a small classifier, a *branch*, after every transformer layer but the last; the
+last layer keeps the teacher's own head. Training is self-distillation: the backbone and the teacher head are frozen, and each
 branch learns ``KL(teacher final distribution || branch distribution)`` (× T², temperature ``T``) on
 the labeled train samples and, optionally, the unlabeled pool; no gold label is used.
 
@@ -218,7 +218,8 @@ class Branch(nn.Module):
 
 
 class EarlyExitModel(nn.Module):
-    """A BERT sequence classifier (``teacher``) with a branch after each of its first L-1 layers.
+    """A BERT-layout sequence classifier (``teacher``: BERT, RoBERTa, XLM-R, ERNIE, ELECTRA) with a
+    branch after each of its first L-1 layers.
 
     Layer numbers are 1-based: a sample that exits after layer ``k`` used ``k`` layers; layer ``L``
     is the teacher's own head. The teacher always stays in eval mode and is never trained.
@@ -226,13 +227,12 @@ class EarlyExitModel(nn.Module):
 
     def __init__(self, teacher, *, branch_dim: int = 128, pooling: str = "mean", dropout: float = 0.1):
         super().__init__()
-        if getattr(teacher.config, "model_type", None) != "bert" or not hasattr(teacher, "bert"):
+        base = getattr(teacher, "base_model", None)
+        if not (hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer") and hasattr(teacher, "classifier")):
             raise KdError(
-                f"early exit needs a BERT teacher (BertForSequenceClassification); this one is "
+                f"early exit needs a BERT-layout sequence classifier (BERT, RoBERTa, XLM-R, ERNIE, ELECTRA); this one is "
                 f"{getattr(teacher.config, 'model_type', type(teacher).__name__)!r}"
             )
-        if teacher.bert.pooler is None:
-            raise KdError("the teacher has no pooler: it is not a BERT sequence classifier")
         self.teacher = teacher
         self.teacher.requires_grad_(False)
         self.teacher.eval()
@@ -250,7 +250,7 @@ class EarlyExitModel(nn.Module):
 
     @property
     def num_layers(self) -> int:
-        return len(self.teacher.bert.encoder.layer)
+        return len(self.teacher.base_model.encoder.layer)
 
     @property
     def num_classes(self) -> int:
@@ -262,23 +262,33 @@ class EarlyExitModel(nn.Module):
         return self
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.teacher.bert.embeddings(input_ids=input_ids)
+        """The encoder's input: embeddings (RoBERTa-style models number positions from the ids), then
+        ELECTRA's projection to the hidden size where there is one."""
+        base = self.teacher.base_model
+        hidden = base.embeddings(input_ids=input_ids)
+        project = getattr(base, "embeddings_project", None)
+        return hidden if project is None else project(hidden)
 
     def attention_mask(self, mask: torch.Tensor, hidden: torch.Tensor):
         """The 4-D mask the encoder layers expect, built exactly as ``BertModel.forward`` builds it
         (for the configured attention implementation; ``None`` when nothing is padded)."""
         from transformers.masking_utils import create_bidirectional_mask
 
-        return create_bidirectional_mask(config=self.teacher.bert.config, inputs_embeds=hidden, attention_mask=mask)
+        return create_bidirectional_mask(config=self.teacher.base_model.config, inputs_embeds=hidden, attention_mask=mask)
 
     def layer(self, i: int, hidden: torch.Tensor, mask4d) -> torch.Tensor:
         """Encoder layer ``i`` (0-based); ``BertLayer.forward(hidden_states, attention_mask)`` returns a tensor."""
-        return self.teacher.bert.encoder.layer[i](hidden, mask4d)
+        return self.teacher.base_model.encoder.layer[i](hidden, mask4d)
 
     def teacher_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The teacher's own head on the last layer's states: pooler, dropout (off in eval), classifier."""
+        """The teacher's own head on the last layer's states: BERT's and ERNIE's pooler, dropout (off in
+        eval) and classifier; RoBERTa's, XLM-R's and ELECTRA's classification head reads the first
+        token's states itself."""
         t = self.teacher
-        return t.classifier(t.dropout(t.bert.pooler(hidden)))
+        pooler = getattr(t.base_model, "pooler", None)
+        if pooler is not None and hasattr(t, "dropout"):
+            return t.classifier(t.dropout(pooler(hidden)))
+        return t.classifier(hidden)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Training view: ``(branch logits of layers 1..L-1, teacher logits)`` for the whole batch.

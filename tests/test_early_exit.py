@@ -265,12 +265,37 @@ def test_exited_rows_leave_the_batch(trained):
             h.remove()
 
 
-def test_early_exit_refuses_a_classifier_that_is_not_bert():
+def test_early_exit_refuses_a_classifier_that_is_not_bert_layout():
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     net = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=20, dim=16, n_layers=1, n_heads=2, hidden_dim=16))
-    with pytest.raises(KdError, match="needs a BERT teacher"):
+    with pytest.raises(KdError, match="needs a BERT-layout sequence classifier"):
         EarlyExitModel(net)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "ernie", "electra"])
+def test_speed_zero_is_the_teacher_for_every_bert_layout_family(kind):
+    """The layer-by-layer path (embeddings, ELECTRA's projection, RoBERTa's positions after the pad id,
+    each family's head) gives the Hugging Face forward's logits, padded rows included; a high speed
+    still answers from the first branch."""
+    from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification
+
+    extra = {"embedding_size": 16} if kind == "electra" else {}
+    config = CONFIG_MAPPING[kind](vocab_size=40, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=40, num_labels=2, pad_token_id=0, **extra)
+    torch.manual_seed(0)
+    teacher = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
+    model = EarlyExitModel(teacher).eval()
+    ids = torch.randint(1, 40, (3, 8))
+    mask = torch.ones_like(ids)
+    ids[1, 5:], mask[1, 5:] = 0, 0
+    with torch.no_grad():
+        full = teacher(input_ids=ids, attention_mask=mask).logits
+        logits, layers = predict_logits(model, ids, mask, speed=0.0)
+        torch.testing.assert_close(logits, full, atol=1e-5, rtol=0)
+        assert (layers == 3).all()
+        _, layers = predict_logits(model, ids, mask, speed=1.0)
+        assert (layers == 1).all()
 
 
 def test_cli_distill_early_exit_and_predict_with_speed(trained):

@@ -492,6 +492,11 @@ def test_a_roberta_teacher_and_its_transformer_student(sample_store, corpus, tmp
     exported = Path(kd("export", "--run", "rb", "--model", "distill-transformer", "--format", "onnx", "--db", db).stdout.strip())
     manifest = json.loads((exported / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["verification"]["max_abs_logit_diff"] < 1e-4  # kd export checks ONNX against PyTorch
+    fast = json.loads(kd("distill", "--run", "rb", "--student", "early-exit", "--epochs", "1", "--db", db, "--json").output)
+    assert fast["status"] == "succeeded" and "speedup@0.5" in fast["metrics"]["test"]
+    full = json.loads(kd("predict", "--run", "rb", "--model", "distill-early-exit", "--speed", "0", "--json", "--db", db, input="这个很好\n").stdout)
+    taught_answer = json.loads(kd("predict", "--run", "rb", "--model", "teacher", "--json", "--db", db, input="这个很好\n").stdout)
+    assert full["layer"] == 2 and full["probs"] == pytest.approx(taught_answer["probs"], abs=1e-5)  # speed 0 is the teacher
 
 
 def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path):
