@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode, pad
+from .batching import bucketed_batches, encode_packed, pad
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .losses import (
@@ -379,8 +379,8 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, scfg: StudentConfi
         matched_net.to(device)  # the matcher holds it outside its sub-modules: moved here, not by .to()
     matcher = IntermediateMatcher(model, matched_net, cfg).to(device) if matched_net is not None else None
     net = dist.wrap(model) if matcher is None else dist.wrap(matcher, find_unused=True)
-    ids = encode(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
-    lengths = [len(x) for x in ids]
+    ids = encode_packed(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
+    lengths = ids.lengths
     labels = torch.as_tensor(data.labels)
     soft_targets = torch.as_tensor(teachers.rows(data.ids))
     params = list(model.parameters()) + (list(matcher.proj.parameters()) if matcher is not None else [])
@@ -442,7 +442,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, scfg: StudentConfi
     fitted["train_seconds"] = time.monotonic() - start
     best.restore(model)
     fitted["best_epoch"] = best.epoch or last_epoch  # no dev split: the last epoch
-    fitted["mean_tokens"] = float(np.mean(lengths)) if lengths else 0.0
+    fitted["mean_tokens"] = float(np.mean(lengths)) if len(lengths) else 0.0
     return model, fitted
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import bucketed_batches, encode, encode_flagged, iter_padded, pad, sorted_batches
+from .batching import bucketed_batches, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
 from .errors import KdError
 from .losses import kl_soft
 from .metrics import classification_metrics
@@ -444,10 +444,10 @@ def early_exit_logits(
     ensure_eval(model)
     device = device or next(model.parameters()).device
     if ids is None:
-        ids = encode(tokenizer, texts, max_len=max_len)
+        ids = encode_packed(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.num_classes), dtype=np.float32)
     layers = np.zeros(len(texts), dtype=np.int64)
-    for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id):
+    for idx, input_ids, mask in iter_padded(ids, sorted_batches(lengths_of(ids), batch_size), tokenizer.pad_token_id):
         with autocast(device):
             logits, used = predict_logits(model, input_ids.to(device), mask.to(device), speed=speed, uncertainty=uncertainty)
         out[idx] = logits.float().cpu().numpy()
@@ -601,8 +601,8 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     model = EarlyExitModel(teacher, branch_dim=cfg.branch_dim, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
     if model.num_layers < 2:
         raise KdError("the teacher has a single layer: there is nothing to exit early from")
-    ids = encode(tokenizer, data.texts, max_len=max_len)
-    lengths = [len(x) for x in ids]
+    ids = encode_packed(tokenizer, data.texts, max_len=max_len)
+    lengths = ids.lengths
     params = list(model.branches.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     dev_teacher = None

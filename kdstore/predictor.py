@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import encode, encode_flagged, iter_padded, sorted_batches
+from .batching import encode, encode_flagged, encode_packed, iter_padded, lengths_of, sorted_batches
 from .errors import KdError
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax
@@ -28,9 +28,9 @@ def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, 
     texts already encoded (``encode(..., special_tokens=model.special_tokens)``)."""
     ensure_eval(model)
     if ids is None:
-        ids = encode(tokenizer, texts, max_len=max_len, special_tokens=model.special_tokens)
+        ids = encode_packed(tokenizer, texts, max_len=max_len, special_tokens=model.special_tokens)
     out = None
-    for idx, input_ids, mask in iter_padded(ids, sorted_batches([len(x) for x in ids], batch_size), tokenizer.pad_token_id,
+    for idx, input_ids, mask in iter_padded(ids, sorted_batches(lengths_of(ids), batch_size), tokenizer.pad_token_id,
                                          min_len=model.min_len, multiple=model.pad_multiple):
         logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
         if out is None:

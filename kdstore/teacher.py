@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode, iter_padded, pad, sorted_batches
+from .batching import bucketed_batches, encode, encode_packed, iter_padded, lengths_of, pad, sorted_batches
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .metrics import classification_metrics
@@ -120,9 +120,9 @@ def score(
     ``ids``: the texts already encoded (``encode(tokenizer, texts, max_len=max_len)``)."""
     ensure_eval(model)
     if ids is None:
-        ids = encode(tokenizer, texts, max_len=max_len)
+        ids = encode_packed(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    batches = sorted_batches([len(x) for x in ids], batch_size)
+    batches = sorted_batches(lengths_of(ids), batch_size)
     with progress(disable=not bar or len(texts) <= batch_size) as bars:  # no bar for a single batch
         task = bars.add_task(label, total=len(texts), unit="samples")
         for idx, input_ids, mask in iter_padded(ids, batches, tokenizer.pad_token_id):

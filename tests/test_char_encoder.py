@@ -121,3 +121,26 @@ def test_a_tokenizer_changed_or_set_otherwise_is_left_to_itself():
     plain = make_tokenizer(build_vocab(["hello world abc"]))  # no room for the text, or even the special tokens
     for max_len in (1, 2):
         assert encode_flagged(plain, texts[:4], max_len=max_len) == _tokenizer_flagged(plain, texts[:4], max_len, True)
+
+
+def test_packed_ids_hold_exactly_the_encoded_rows(tokenizer):
+    """``encode_packed`` (chunked, one flat int32 array) gives ``encode``'s ids row for row, and
+    batches padded from it equal batches padded from the lists."""
+    import numpy as np
+    import torch
+
+    from kdstore.batching import PackedIds, encode_packed, lengths_of, pad
+
+    texts = random_texts(50, seed=3) + ["", "好"]
+    lists = encode(tokenizer, texts, max_len=16)
+    packed = encode_packed(tokenizer, texts, max_len=16, chunk=7)  # chunks of 7: the last one short
+    assert len(packed) == len(lists) and packed.flat.dtype == np.int32
+    assert [row.tolist() for row in packed] == lists and packed[-1].tolist() == lists[-1]
+    assert lengths_of(packed).tolist() == lengths_of(lists).tolist() == [len(r) for r in lists]
+    rows = [0, 5, 50, 51, 17]
+    for a, b in zip(pad([packed[i] for i in rows], 0, multiple=8), pad([lists[i] for i in rows], 0, multiple=8)):
+        assert a.dtype == torch.long and torch.equal(a, b)
+    with pytest.raises(ValueError):
+        packed.flat[0] = 1  # views of one shared array: read-only
+    empty = encode_packed(tokenizer, [], max_len=16)
+    assert len(empty) == 0 and PackedIds.concat([]).lengths.tolist() == []
