@@ -667,7 +667,7 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
             "torch": torch.get_num_threads(),
             "torch_interop": torch.get_num_interop_threads(),
             "onnxruntime_version": ort.__version__,
-            "onnxruntime_providers": ["CPUExecutionProvider"],
+            "onnxruntime_providers": ["CPUExecutionProvider"] + (["CUDAExecutionProvider"] if "onnx-cuda" in gpu else []),
             "onnxruntime_intra_op": ort.SessionOptions().intra_op_num_threads or "physical cores",
             "gpu": torch.cuda.get_device_name() if gpu else None,
             "gpu_forms": gpu,

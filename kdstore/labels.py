@@ -154,11 +154,9 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
         store, stage.id, sample_ids,
         missing=f"have no logits from distill stage {name!r} of run {run!r} (ingested after it ran?): re-run it or leave it out of --student-votes",
     )
-    folds = store.read_folds(stage.id)
-    seen = [int(i) for i in sample_ids if int(i) not in folds]  # scored, so present when it trained: it learned them
-    if seen and not allow_in_sample:
+    if not store.read_folds(stage.id) and not allow_in_sample:  # --folds students score each train sample blind to it
         raise KdError(
-            f"distill stage {name!r} of run {run!r} learned the labels of {len(seen)} of these train samples: its votes are "
+            f"distill stage {name!r} of run {run!r} learned the labels of the {len(sample_ids)} train samples: its votes are "
             f"in-sample. Distill out-of-fold students (`kd distill --run {run} --folds 5 --name {name}-oof`) and pass those "
             "(or pass --allow-in-sample)"
         )

@@ -106,39 +106,62 @@ def stage_scope(
     if kind not in STAGE_KINDS:
         raise ValueError(f"unknown stage kind {kind!r}")
     name = name or kind
+    check_stage_name(name)
     stage_id = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite)
     handle = StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
+    guard = _SigtermGuard()
     try:
-        with _sigterm_raises():
+        try:
             yield handle
-    except BaseException as exc:
-        store.clear_outputs(stage_id)
-        _finish(store, stage_id, "failed", _describe(exc))
-        _give_back(store, run=run, name=name, failed_id=stage_id)
-        raise
-    _finish(store, stage_id, "succeeded", None)
-    _drop_replaced(store, run=run, name=name)
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While a stage runs, ``kill`` (SIGTERM) raises like Ctrl-C does, so the stage ends failed
-    instead of staying "running" with partial outputs. A handler already installed (torchrun's
-    ranks, see ``distributed``) is left alone; so is a thread other than the main one."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-    signal.signal(signal.SIGTERM, _terminated)
-    try:
-        yield
+        except BaseException as exc:
+            guard.bookkeeping = True  # from here on a kill waits: the failure's record is not cut short
+            store.clear_outputs(stage_id)
+            _finish(store, stage_id, "failed", _describe(exc))
+            _give_back(store, run=run, name=name, failed_id=stage_id)
+            raise
+        guard.bookkeeping = True
+        _finish(store, stage_id, "succeeded", None)
+        _drop_replaced(store, run=run, name=name)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        guard.close()
 
 
-def _terminated(_signum: int, _frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second signal must not cut the failure's record short
-    if sys.exc_info()[1] is None:
+_STAGE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_stage_name(name: str) -> None:
+    """A stage name is also a folder name (its artifacts) and a suffix away from the names kd gives
+    the stages it keeps while replacing them (``~parked-ID``, ``~failed-ID``); kd's own names are
+    ``predict-`` plus one."""
+    if not _STAGE_RE.match(name.removeprefix("predict-")):
+        raise KdError(f"stage name {name!r} is not valid: use 1-64 letters, digits, '-', '_' or '.' (not first)")
+
+
+class _SigtermGuard:
+    """While a stage runs, ``kill`` (SIGTERM) raises like Ctrl-C does, so the stage ends failed
+    instead of staying "running" with partial outputs; while kd records how the stage ended
+    (``bookkeeping``), a kill is held back and raised once the record is complete. A handler already
+    installed (torchrun's ranks, see ``distributed``) is left alone; so is a thread other than the
+    main one."""
+
+    def __init__(self) -> None:
+        self.bookkeeping, self.held = False, False
+        self.active = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        if self.active:
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        if self.bookkeeping:
+            self.held = True
+            return
         raise KdError("terminated (SIGTERM)")
+
+    def close(self) -> None:
+        if not self.active:
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self.held and sys.exc_info()[1] is None:  # a kill that came while the success was recorded
+            raise KdError("terminated (SIGTERM) after the stage was recorded")
 
 
 PARKED, FAILED = "~parked-", "~failed-"  # suffixes no stage a user names carries (see module docstring)
@@ -163,6 +186,8 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
                     "pass --overwrite to replace it, or use another --run"
                 )
             _refuse_live_edits(s, old, run)
+            for attempt in _replaced(s, run, name)[1]:  # a failed attempt's edits that stand (committed before it failed)
+                _refuse_live_edits(s, attempt, run)
             if old.status == "succeeded":  # kept until the replacement succeeds
                 _park(store, s, old, run)
             else:
@@ -189,9 +214,7 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
 def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:
     """A stage whose label edits still stand is never replaced: deleting it would orphan them (their
     labels stay changed, and ``kd labels undo`` could no longer find them)."""
-    live = s.scalar(
-        select(func.count()).select_from(LabelEdit).where(LabelEdit.stage_id == old.id, LabelEdit.reverted_at.is_(None))
-    )
+    live = _live_edits(s, old)
     if live:
         raise KdError(
             f"stage {old.name!r} of run {run!r} has {live} label edits that are not undone: "
@@ -259,11 +282,17 @@ def _drop_replaced(store: Store, *, run: str, name: str) -> None:
     with store.write_session("stages") as s:
         parked, failed = _replaced(s, run, name)
         folders = [store.artifact_root / run / p.name for p in parked]
-        for row in parked + failed:
+        for row in parked + [f for f in failed if not _live_edits(s, f)]:  # edits that stand keep their stage
             s.delete(row)
     for folder in folders:
         if folder.exists():
             shutil.rmtree(folder)
+
+
+def _live_edits(s: Session, stage: Stage) -> int:
+    return s.scalar(
+        select(func.count()).select_from(LabelEdit).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None))
+    )
 
 
 def _remove_artifact(store: Store, path: Path) -> None:

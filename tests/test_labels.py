@@ -544,6 +544,6 @@ def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(d
     assert found["flagged"] > 0 and "ensemble" in {m for i in _issues(db) for m in i["methods"].split(",")}
     kd("distill", "--run", "r", "--name", "plain", *small)
     refused = error_line(kd("labels", "detect", "--run", "r", "--student-votes", "plain", "--overwrite", "--db", db, ok=False))
-    assert "learned the labels of 150 of these train samples" in refused and "--folds 5" in refused
+    assert "learned the labels of the 150 train samples" in refused and "--folds 5" in refused
     assert json.loads(kd("predict", "--run", "r", "--model", "votes", "--json", "--db", db, input="这个很好\n").stdout)["label"] in ("pos", "neg")
     assert "fold students" in error_line(kd("export", "--run", "r", "--model", "votes", "--db", db, ok=False))

@@ -144,8 +144,11 @@ def test_sigterm_marks_the_stage_failed(db, tmp_path):
         "ids = store.samples().ids\n"
         "with stage_scope(store, run='r1', kind='teach', config={}) as st:\n"
         "    store.write_logits(st.id, ids, __import__('numpy').zeros((len(ids), 2), 'float32'))\n"
-        "    print('open', flush=True)\n"
-        "    time.sleep(120)\n",
+        "    try:\n"
+        "        raise ValueError('handled')\n"
+        "    except ValueError:\n"  # a kill while the stage's code handles an error of its own still ends it
+        "        print('open', flush=True)\n"
+        "        time.sleep(120)\n",
         encoding="utf-8",
     )
     proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -244,6 +247,44 @@ def test_a_failed_overwrite_keeps_the_stage_it_was_to_replace(store):
     assert [(s.name, s.status) for s in store.stages_of("r1")] == [("teach", "succeeded")]
     assert _stage(store, "r1", "teach").config == {"v": 3} and len(store.read_logits(old_id)[0]) == 0
     assert not folder.exists() or not any(folder.iterdir())
+
+
+@pytest.mark.parametrize("name", ["exp/v1", ".", "..", ".hidden", "a~b", "x" * 65, "tab\tname", ""])
+def test_stage_names_are_folder_names(store, name):
+    """A stage name names its artifact folder too: no separators, no dot first, at most 64 characters."""
+    from kdstore.runs import check_stage_name
+
+    with pytest.raises(KdError, match="stage name .* is not valid"):
+        check_stage_name(name)
+    if name:
+        with pytest.raises(KdError, match="stage name .* is not valid"):
+            with stage_scope(store, run="r1", kind="distill", name=name, config={}):
+                pytest.fail("the body must not run")
+        assert not store.run_exists("r1")
+    for fine in ("distill-textcnn", "v1.2_b", "x" * 64, "predict-" + "x" * 64):
+        check_stage_name(fine)
+
+
+def test_a_failed_clean_whose_edits_stand_blocks_the_next_overwrite(store):
+    """A clean stage that changed labels and then failed keeps its edits on record under its own name
+    (``NAME~failed-ID``): a later --overwrite asks for its undo first, and never deletes it."""
+    from kdstore import labels as lab
+
+    with stage_scope(store, run="r1", kind="clean", name="review", config={}):
+        pass
+    with pytest.raises(RuntimeError, match="after the edits"):
+        with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True) as st:
+            lab.apply(store, st.id, [lab.Decision(sample_id=1, issue_id=None, action="drop", new_label=None)], reason="test")
+            raise RuntimeError("after the edits")
+    failed = f"review~failed-{st.id}"
+    assert _stage(store, "r1", failed).status == "failed" and _stage(store, "r1", "review").status == "succeeded"
+    with pytest.raises(KdError, match=f"`kd labels undo --run r1 --stage {failed}` first"):
+        with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True):
+            pytest.fail("the body must not run")
+    assert lab.undo(store, "r1", failed) == {"reverted": 1, "reopened": 0}
+    with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True):
+        pass
+    assert [s.name for s in store.stages_of("r1")] == ["review"]
 
 
 def test_failed_stage_may_be_rerun_without_overwrite(store):
