@@ -14,6 +14,10 @@
 #           KD_LENT_ARGS="--levels 0.1" for the other level in another sitting.
 #   teacher bench/teacher.py, one seed: the teacher alone, for a pre-training recipe (set KD_LENT_ARGS,
 #           e.g. "--minutes 6 --layers 8 --hidden 512").
+#   B4      bench/speed.py --no-onnx (the image has no onnxruntime): the teacher and every student in
+#           PyTorch eager, timed on this machine's CPU and on the GPU (the protocol's "where available,
+#           on a GPU" rows); briefly trained models, as speed does not depend on training. Writes its
+#           JSON only at the end: keep KD_LENT_ARGS small enough for the time limit.
 # KD_LENT_SEED (default 1) picks the seed, KD_LENT_ARGS adds arguments to the table's script
 # (default "--pretrain-batch-size 256": a GPU's MLM steps cost about the same at 64 or 256 texts,
 # so 4 minutes see about 4 times the text of kd pretrain's default batch; the protocol's reference,
@@ -45,7 +49,8 @@ case "$table" in
   B1B2) script=(bench/distill.py --students textcnn); default_args="--pretrain-batch-size 256" ;;
   B3) script=(bench/labels.py); default_args="--levels 0.2 --pretrain-batch-size 256" ;;
   teacher) script=(bench/teacher.py); default_args="--pretrain-batch-size 256" ;;
-  *) echo "unknown table $table: choose B1B2, B3 or teacher" >&2; exit 2 ;;
+  B4) script=(bench/speed.py --no-onnx); default_args="" ;;
+  *) echo "unknown table $table: choose B1B2, B3, teacher or B4" >&2; exit 2 ;;
 esac
 : "${OUT:?set OUT to the folder the figures go to}"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -58,8 +63,13 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONWARNINGS="ignore::SyntaxWar
 [ -f "$KD_SHARED/COMMIT" ] && export KD_COMMIT="${KD_COMMIT:-$(cat "$KD_SHARED/COMMIT")}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
 # shellcheck disable=SC2086  # KD_LENT_ARGS is a list of arguments
+if [ "$table" = B4 ]; then  # speed.py trains on one device and times on the CPU and, here, the GPU
+  common=(--train-device "${KD_LENT_DEVICE:-cuda}" --time-device "${KD_LENT_DEVICE:-cuda}" --seed "${KD_LENT_SEED:-1}" --plot "$OUT/B4-early-exit.png")
+else
+  common=(--device "${KD_LENT_DEVICE:-cuda}" --seeds "${KD_LENT_SEED:-1}")
+fi
 timeout --signal=INT --kill-after=20 "${KD_LENT_SECONDS:-540}" \
-  python3 "${script[@]}" --device "${KD_LENT_DEVICE:-cuda}" --seeds "${KD_LENT_SEED:-1}" ${KD_LENT_ARGS-$default_args} \
+  python3 "${script[@]}" "${common[@]}" ${KD_LENT_ARGS-$default_args} \
   --json "$OUT/$table.json" > "$OUT/$table.md" 2> "$OUT/$table.log"
 rc=$?
 case $rc in

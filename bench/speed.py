@@ -122,7 +122,9 @@ def train_early_exit(db: Path, args, phases: dict, *, overwrite: bool = False) -
 
 def export_all(work: Path, db: Path, args, phases: dict) -> None:
     """``kd export`` (ONNX) of the teacher and every student: redone with --skip-training too, so the
-    timed exports are always the current code's."""
+    timed exports are always the current code's (none with --no-onnx)."""
+    if not args.onnx:
+        return
     for stage in ["teacher"] + [f"distill-{s}" for s in args.students]:
         t0 = time.monotonic()
         log(f"kd export --model {stage}")
@@ -176,10 +178,9 @@ def time_models(models: dict[str, object], batch_texts: list[str], single_texts:
     return result, outputs
 
 
-def gpu_forms(time_device: str) -> list[str]:
+def gpu_forms(time_device: str, onnx: bool = True) -> list[str]:
     """The GPU forms ``--time-device`` asks for and this machine has: eager PyTorch on CUDA, and ONNX
-    Runtime's CUDA provider where onnxruntime-gpu is installed."""
-    import onnxruntime as ort
+    Runtime's CUDA provider where onnxruntime-gpu is installed (and ``onnx``)."""
     import torch
 
     if time_device == "cpu" or (time_device == "auto" and not torch.cuda.is_available()):
@@ -187,6 +188,10 @@ def gpu_forms(time_device: str) -> list[str]:
     if not torch.cuda.is_available():
         raise SystemExit("--time-device cuda: no CUDA device here")
     forms = ["eager-cuda"]
+    if not onnx:
+        return forms
+    import onnxruntime as ort
+
     if "CUDAExecutionProvider" in ort.get_available_providers():
         forms.append("onnx-cuda")
     else:
@@ -315,15 +320,17 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
     cfg = res["config"]
     t = res["timing"]
     teacher_eager = t["teacher/eager"]["samples_per_s"]
-    teacher_onnx = t["teacher/onnx"]["samples_per_s"]
+    has_onnx = "teacher/onnx" in t  # not with --no-onnx
+    teacher_onnx = t["teacher/onnx"]["samples_per_s"] if has_onnx else None
+    ort_line = (f"onnxruntime {res['threads']['onnxruntime_version']} ({', '.join(res['threads']['onnxruntime_providers'])}, "
+                f"default intra-op threads = {res['threads']['onnxruntime_intra_op']})") if has_onnx else "no ONNX Runtime (--no-onnx)"
     lines = [
         f"- **Script:** `bench/speed.py`",
         f"- **Command:** `{command}`",
         f"- **Commit:** `{info['commit']}`" + (" (kdstore/ had uncommitted changes)" if info.get("kdstore_dirty") else "") + f"; seed {args.seed}",
         f"- **Machine:** {info['cpu']}, {info['cores_usable']} cores ({info['cores']} online), {info['memory']}, {info['os']}; "
         f"{'CPU table below; GPU table after it' if res['threads'].get('gpu_forms') else 'CPU only'}. torch {info.get('torch')} with {res['threads']['torch']} intra-op threads "
-        f"({res['threads']['torch_interop']} inter-op); onnxruntime {res['threads']['onnxruntime_version']} "
-        f"({', '.join(res['threads']['onnxruntime_providers'])}, default intra-op threads = {res['threads']['onnxruntime_intra_op']}); "
+        f"({res['threads']['torch_interop']} inter-op); {ort_line}; "
         f"Python {info['python']}, numpy {info['numpy']}.",
         f"- **Models:** teacher {cfg['layers']} layers x {cfg['hidden']} (BERT, {res['params']['teacher']:,} parameters), "
         f"max length {cfg['max_len']} tokens; students at kd's default sizes, the transformer student with "
@@ -346,7 +353,7 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
     ]
     for model in ["teacher"] + cfg["students"]:
         label = f"transformer ({cfg['transformer_layers']} layers)" if model == "transformer" else model
-        for form in ("eager", "onnx"):
+        for form in ("eager", "onnx") if has_onnx else ("eager",):
             m = t[f"{model}/{form}"]
             same = teacher_eager if form == "eager" else teacher_onnx
             rate = m["samples_per_s"]
@@ -376,17 +383,20 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
                     f"{fmt_rate(m['samples_per_s'])} ({fmt_rate(m['samples_per_s_min'])}–{fmt_rate(m['samples_per_s_max'])}) | "
                     f"{m['samples_per_s'] / same:,.1f}× | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
                 )
-    d = t[f"{DEFAULT_STUDENT}/onnx"]
-    r_onnx, r_eager = d["samples_per_s"] / teacher_onnx, d["samples_per_s"] / teacher_eager
     verdict = lambda ok: f"not judged ({not_judged})" if not_judged else ("**met**" if ok else "**not met**")  # noqa: E731
-    lines += [
-        "",
-        f"| B4 target (default student = TextCNN, exported to ONNX) | measured | |",
-        "| --- | ---: | --- |",
-        f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher also in ONNX Runtime | {r_onnx:,.1f}× | {verdict(r_onnx >= TARGET_RATIO)} |",
-        f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher in PyTorch eager | {r_eager:,.1f}× | {verdict(r_eager >= TARGET_RATIO)} |",
-        f"| p99 one-sample latency ≤ {TARGET_P99_MS:g} ms | {d['p99_ms']:.2f} ms (rounds {d['p99_ms_min']:.2f}–{d['p99_ms_max']:.2f}) | {verdict(d['p99_ms'] <= TARGET_P99_MS)} |",
-    ]
+    d = t.get(f"{DEFAULT_STUDENT}/onnx")
+    if d is None:
+        lines += ["", "The B4 targets are for the default student exported to ONNX: not measured in this run (--no-onnx)."]
+    else:
+        r_onnx, r_eager = d["samples_per_s"] / teacher_onnx, d["samples_per_s"] / teacher_eager
+        lines += [
+            "",
+            f"| B4 target (default student = TextCNN, exported to ONNX) | measured | |",
+            "| --- | ---: | --- |",
+            f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher also in ONNX Runtime | {r_onnx:,.1f}× | {verdict(r_onnx >= TARGET_RATIO)} |",
+            f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher in PyTorch eager | {r_eager:,.1f}× | {verdict(r_eager >= TARGET_RATIO)} |",
+            f"| p99 one-sample latency ≤ {TARGET_P99_MS:g} ms | {d['p99_ms']:.2f} ms (rounds {d['p99_ms_min']:.2f}–{d['p99_ms_max']:.2f}) | {verdict(d['p99_ms'] <= TARGET_P99_MS)} |",
+        ]
     agree = res.get("onnx_vs_eager", {})
     if agree:
         worst = max(v["max_abs_logit_diff"] for v in agree.values())
@@ -398,7 +408,7 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
         parts = [f"{name}: {v['seconds'] * 1000:.0f} ms ({v['texts_per_s']:,.0f} texts/s)" for name, v in tok.items()]
         onnx_tok = next((v for name, v in tok.items() if name.startswith("onnx")), None)
         share = ""
-        if onnx_tok:
+        if onnx_tok and d is not None:
             batch_s = cfg["batch_texts"] / d["samples_per_s"]
             share = (f" Tokenization alone is {100 * onnx_tok['seconds'] / batch_s:.0f} % of the ONNX TextCNN's batch time and caps "
                      f"any model served this way at {onnx_tok['texts_per_s'] / teacher_onnx:,.0f}× the ONNX teacher's throughput.")
@@ -537,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ee-max-loss", type=float, default=EE_TARGET_LOSS_PT, help="loss budget (points) the early-exit speed is chosen for on dev")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-onnx", dest="onnx", action="store_false",
+                   help="PyTorch eager only: no kd export, no ONNX Runtime rows (for a machine without onnxruntime, e.g. a lent GPU)")
     p.add_argument("--time-device", default="cpu", choices=("auto", "cpu", "cuda"),
                    help="cuda (auto: when there is one): also time every model on the GPU, eager and (with onnxruntime-gpu) ONNX; the CPU table stays")
     p.add_argument("--train-device", default="cpu", choices=("auto", "cpu", "cuda"),
@@ -595,8 +607,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
     import numpy as np
-    import onnxruntime as ort
     import torch
+
+    ort = None
+    if args.onnx:
+        import onnxruntime as ort
 
     from kdstore.predictor import Predictor
     from kdstore.serving import Artifact
@@ -611,16 +626,16 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
     batch_texts = [t for _, t in test_rows[: args.batch_texts]]
     single_texts = [t for _, t in test_rows[: args.single_texts]]
 
-    gpu = gpu_forms(args.time_device)
+    gpu = gpu_forms(args.time_device, args.onnx)
     models, params, accuracy = {}, {}, {}
     predictors = {}
     for model in ["teacher"] + args.students:
         stage = "teacher" if model == "teacher" else f"distill-{model}"
         pred = Predictor.from_run(store, RUN, stage, device="cpu")
-        art = Artifact.load(work / "export" / stage, device="cpu")
         predictors[model] = pred
         models[f"{model}/eager"] = pred.logits
-        models[f"{model}/onnx"] = art.logits
+        if args.onnx:
+            models[f"{model}/onnx"] = Artifact.load(work / "export" / stage, device="cpu").logits
         if "eager-cuda" in gpu:
             models[f"{model}/eager-cuda"] = Predictor.from_run(store, RUN, stage, device="cuda").logits
         if "onnx-cuda" in gpu:
@@ -643,32 +658,32 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
     timing, outputs = time_models(models, batch_texts, single_texts, batch_size=args.batch_size, repeats=args.repeats)
     phases["timing"] = time.monotonic() - t0
     onnx_vs_eager = {}
-    for model in ["teacher"] + args.students:
+    for model in ["teacher"] + args.students if args.onnx else []:
         a, b = outputs[f"{model}/eager"], outputs[f"{model}/onnx"]
         onnx_vs_eager[model] = {"max_abs_logit_diff": float(np.abs(a - b).max()), "argmax_agreement": float((a.argmax(1) == b.argmax(1)).mean())}
 
     from kdstore.batching import encode
 
     student = predictors[DEFAULT_STUDENT] if DEFAULT_STUDENT in predictors else predictors["teacher"]
-    art = Artifact.load(work / "export" / ("teacher" if student is predictors["teacher"] else f"distill-{DEFAULT_STUDENT}"), device="cpu")
     special = getattr(student.models[0], "special_tokens", True)
-    tokenization = time_tokenization({
-        "eager (transformers tokenizer, kdstore.batching.encode)": lambda ts: encode(student.tokenizer, ts, max_len=args.max_len, special_tokens=special),
-        "onnx (tokenizers, kdstore.serving)": art.tokenizer.encode,
-    }, batch_texts, args.repeats)
+    encoders = {"eager (transformers tokenizer, kdstore.batching.encode)": lambda ts: encode(student.tokenizer, ts, max_len=args.max_len, special_tokens=special)}
+    if args.onnx:
+        art = Artifact.load(work / "export" / ("teacher" if student is predictors["teacher"] else f"distill-{DEFAULT_STUDENT}"), device="cpu")
+        encoders["onnx (tokenizers, kdstore.serving)"] = art.tokenizer.encode
+    tokenization = time_tokenization(encoders, batch_texts, args.repeats)
 
     res = {
         "config": {
             **{k: getattr(args, k) for k in ("layers", "hidden", "max_len", "pretrain_steps", "teach_epochs", "teach_lr", "train_rows",
                                              "dev_rows", "test_rows", "students", "student_epochs", "transformer_layers", "ee_epochs",
-                                             "batch_texts", "batch_size", "single_texts", "ee_texts", "ee_dev_texts", "ee_max_loss", "repeats", "seed", "train_device", "time_device")},
+                                             "batch_texts", "batch_size", "single_texts", "ee_texts", "ee_dev_texts", "ee_max_loss", "repeats", "seed", "train_device", "time_device", "onnx")},
         },
         "threads": {
             "torch": torch.get_num_threads(),
             "torch_interop": torch.get_num_interop_threads(),
-            "onnxruntime_version": ort.__version__,
-            "onnxruntime_providers": ["CPUExecutionProvider"] + (["CUDAExecutionProvider"] if "onnx-cuda" in gpu else []),
-            "onnxruntime_intra_op": ort.SessionOptions().intra_op_num_threads or "physical cores",
+            "onnxruntime_version": ort.__version__ if ort else None,
+            "onnxruntime_providers": (["CPUExecutionProvider"] + (["CUDAExecutionProvider"] if "onnx-cuda" in gpu else [])) if ort else [],
+            "onnxruntime_intra_op": (ort.SessionOptions().intra_op_num_threads or "physical cores") if ort else None,
             "gpu": torch.cuda.get_device_name() if gpu else None,
             "gpu_forms": gpu,
         },

@@ -372,3 +372,10 @@ def test_b4_renders_a_gpu_table_next_to_the_cpu_one():
     assert "| CPU batch throughput ≥ 50× the teacher's, teacher also in ONNX Runtime | 60.0× | **met** |" in text
     del res["threads"]["gpu_forms"]  # a CPU run (and JSON written before GPU timing existed): no GPU table
     assert "On the GPU" not in markdown_from_json(res) and "CPU only" in markdown_from_json(res)
+    # --no-onnx (a lent GPU has no onnxruntime): eager rows only, and the ONNX targets are not measured
+    res["threads"].update(gpu_forms=["eager-cuda"], onnxruntime_version=None, onnxruntime_providers=[], onnxruntime_intra_op=None)
+    for key in ("teacher/onnx", "textcnn/onnx"):
+        del res["timing"][key]
+    text = markdown_from_json(res)
+    assert "no ONNX Runtime (--no-onnx)" in text and "ONNX Runtime |" not in text and "| textcnn | PyTorch eager, CUDA |" in text
+    assert "not measured in this run (--no-onnx)" in text and "**met**" not in text
