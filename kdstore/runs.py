@@ -126,7 +126,7 @@ def stage_scope(
         guard.close()
 
 
-_STAGE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+_STAGE_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,63}$")
 
 
 def check_stage_name(name: str) -> None:
@@ -134,7 +134,7 @@ def check_stage_name(name: str) -> None:
     the stages it keeps while replacing them (``~parked-ID``, ``~failed-ID``); kd's own names are
     ``predict-`` plus one."""
     if not _STAGE_RE.match(name.removeprefix("predict-")):
-        raise KdError(f"stage name {name!r} is not valid: use 1-64 letters, digits, '-', '_' or '.' (not first)")
+        raise KdError(f"stage name {name!r} is not valid: use 1-64 letters, digits, '-', '_', '+' or '.' (not first)")
 
 
 class _SigtermGuard:

@@ -261,7 +261,7 @@ def test_stage_names_are_folder_names(store, name):
             with stage_scope(store, run="r1", kind="distill", name=name, config={}):
                 pytest.fail("the body must not run")
         assert not store.run_exists("r1")
-    for fine in ("distill-textcnn", "v1.2_b", "x" * 64, "predict-" + "x" * 64):
+    for fine in ("distill-textcnn", "v1.2_b", "textcnn-+pool", "x" * 64, "predict-" + "x" * 64):
         check_stage_name(fine)
 
 
