@@ -525,13 +525,24 @@ def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
 def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(db, error_line):
     from kdstore.predictor import load_student, student_logits
 
+    from kdstore.distill import _row_folds, load_teachers, training_set
+
     small = ["--epochs", "2", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db]
-    out = json.loads(kd("distill", "--run", "r", "--folds", "3", "--name", "votes", *small, "--json").stdout)
-    assert out["status"] == "succeeded" and out["metrics"]["all"]["folds"] == 3
+    out = json.loads(kd("distill", "--run", "r", "--folds", "3", "--name", "votes", "--augment", "mask", "--augment-n", "1",
+                        *small, "--json").stdout)
+    assert out["status"] == "succeeded" and out["metrics"]["all"]["folds"] == 3 and out["metrics"]["all"]["augmented_samples"] > 0
     store = Store.open(db)
     stage = store.find_stage("r", "votes")
     folds, train = store.read_folds(stage.id), store.samples(splits=["train"], labeled=True)
     assert set(folds) == set(train.ids.tolist()) and sorted(set(folds.values())) == [0, 1, 2]
+    # an augmented text trains only the students its parent's fold does not hold out
+    data, parts = training_set(store, load_teachers(store, ["r"], store.class_names()), use_pool=True,
+                               augmented=_recipe_source(store))
+    n = parts["labeled"]
+    rows = _row_folds(store, data, n, np.array([folds[int(i)] for i in data.ids[:n]]))
+    parents = store.parents()
+    augmented = [k for k in range(n, len(data)) if int(data.ids[k]) in parents]
+    assert augmented and all(rows[k] == folds[parents[int(data.ids[k])]] for k in augmented)
     ids, logits = store.read_logits(stage.id)
     assert len(ids) == len(store.samples(include_dropped=True))  # every sample: the others get the folds' average
     row = {int(i): k for k, i in enumerate(ids)}
@@ -547,3 +558,9 @@ def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(d
     assert "learned the labels of the 150 train samples" in refused and "--folds 5" in refused
     assert json.loads(kd("predict", "--run", "r", "--model", "votes", "--json", "--db", db, input="这个很好\n").stdout)["label"] in ("pos", "neg")
     assert "fold students" in error_line(kd("export", "--run", "r", "--model", "votes", "--db", db, ok=False))
+
+
+def _recipe_source(store: Store) -> str:
+    """The source of the store's augmented samples (one recipe in these tests)."""
+    with store.engine.connect() as conn:
+        return conn.execute(select(Sample.source).where(Sample.parent_id.is_not(None)).limit(1)).scalar_one()
