@@ -10,13 +10,15 @@ kd through its CLI or library, the code users run. The suite then
   ``markdown_from_json`` (so a table reads the same as when its script prints it), each under its
   machine, commit and command, and a summary of the targets: met, not met, or not judged (and why).
 
-Sizes (``--quick`` and ``--smoke`` keep every table's rows and columns, on less data and smaller models):
+Sizes (``--medium``, ``--quick`` and ``--smoke`` keep every table's rows and columns, on less data and smaller
+models; ``--smoke`` alone drops the students other than TextCNN):
 
 - full (default): the protocol; 3 seeds for quality; writes docs/BENCHMARKS.md. Meant for a GPU machine.
-- ``--quick``: CPU-sized, every student, less data and smaller models; targets are shown but not judged. About an
-  hour on 2 busy cores (the BiGRU/BiLSTM students dominate).
-- ``--smoke``: a pipeline check (B1/B2 with the TextCNN student only); 23 minutes on 2 busy cores, about half of
-  that on 2 idle ones. Nothing in it means anything.
+- ``--medium``: CPU-sized, every student, more data and longer training than --quick; targets shown, not judged.
+  About an hour on 2 busy cores (the BiGRU/BiLSTM students dominate).
+- ``--quick``: the smallest data and models with every table's shape and every student; minutes (about 12 on 2
+  cores). A pipeline check: its figures say nothing about quality.
+- ``--smoke``: --quick with the TextCNN student only (B1/B2); about 10 minutes on 2 cores.
 
     python -m bench all --device cuda                   # the protocol, writes docs/BENCHMARKS.md
     python -m bench all --quick --device cpu            # bench/out/quick/{results.json,BENCHMARKS.md}
@@ -50,8 +52,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TABLES = ("B1", "B2", "B3", "B4", "B5")
-PROFILES = ("full", "quick", "smoke")
-DEFAULT_SEEDS = {"full": "1,2,3", "quick": "1", "smoke": "1"}
+PROFILES = ("full", "medium", "quick", "smoke")
+DEFAULT_SEEDS = {"full": "1,2,3", "medium": "1", "quick": "1", "smoke": "1"}
 
 # The jobs, in the order they run: key -> (tables it covers, script, section title)
 JOBS = {
@@ -73,7 +75,7 @@ PROFILE_ARGS: dict[str, dict[str, list[str]]] = {
         "B5": [],
         "B5-store": ["--repeat", "5"],
     },
-    "quick": {
+    "medium": {
         "B1B2": ["--quick", "--train-rows", "2000", "--minutes", "1", "--teacher-epochs", "2", "--student-epochs", "1",
                  "--augment-n", "1"],
         "B3": ["--quick", "--train-rows", "2000", "--minutes", "1", "--teacher-epochs", "2"],
@@ -81,6 +83,16 @@ PROFILE_ARGS: dict[str, dict[str, list[str]]] = {
                "--batch-texts", "500", "--single-texts", "100", "--ee-texts", "100", "--ee-dev-texts", "300", "--repeats", "3"],
         "B5": ["--quick", "--rows", "10000"],
         "B5-store": ["--rows", "50000", "--repeat", "3"],
+    },
+    "quick": {
+        "B1B2": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1", "--student-epochs", "1",
+                 "--augment-n", "1"],
+        "B3": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1"],
+        "B4": ["--layers", "2", "--hidden", "128", "--transformer-layers", "1", "--train-rows", "200", "--dev-rows", "100",
+               "--test-rows", "100", "--pretrain-steps", "5", "--batch-texts", "200", "--single-texts", "30",
+               "--ee-texts", "30", "--ee-dev-texts", "50", "--repeats", "2"],
+        "B5": ["--quick", "--rows", "3000", "--repeat", "1"],
+        "B5-store": ["--rows", "10000", "--repeat", "2"],
     },
     "smoke": {
         "B1B2": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1", "--student-epochs", "1",
@@ -374,8 +386,10 @@ def render(results: dict) -> str:
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
     scale = {
         "full": "This is the protocol-sized run: its targets are judged.",
-        "quick": "This is the **quick** run: a CPU-sized version that keeps every table's shape on less data and smaller, "
-                 "briefly trained models. It checks the pipeline; its figures say nothing about quality, and no target is judged.",
+        "medium": "This is the **medium** run: a CPU-sized version that keeps every table's shape on less data and smaller, "
+                  "briefly trained models. Its figures say little about quality, and no target is judged.",
+        "quick": "This is the **quick** run: the smallest data and models with every table's shape and every student, minutes "
+                 "on a CPU. It checks the pipeline; its figures say nothing about quality, and no target is judged.",
         "smoke": "This is a **smoke** run: the smallest version of every table, a pipeline check only. No target is judged.",
     }[profile]
     lines = [
@@ -534,12 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", nargs="?", default="all",
                    help="all (default), render (re-render the document from OUT/results.json), or tables, e.g. B4 or B1,B5")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="CPU-sized, every table's shape (about an hour on 2 cores); targets not judged")
-    size.add_argument("--smoke", action="store_true", help="smallest: a pipeline check (about 20 min on 2 cores); targets not judged")
+    size.add_argument("--medium", action="store_true", help="CPU-sized, every table's shape, more data (about an hour on 2 cores); targets not judged")
+    size.add_argument("--quick", action="store_true", help="smallest with every table's shape and every student (minutes on 2 cores); targets not judged")
+    size.add_argument("--smoke", action="store_true", help="--quick with the TextCNN student only; targets not judged")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="training and scoring device (B4 times on the CPU, and also on the GPU when there is one)")
-    p.add_argument("--seeds", help="quality seeds, comma-separated (default: 1,2,3; --quick/--smoke: 1)")
+    p.add_argument("--seeds", help="quality seeds, comma-separated (default: 1,2,3; --medium/--quick/--smoke: 1)")
     p.add_argument("--only", help="tables to run, e.g. B1,B4 (default: all five)")
-    p.add_argument("--out", help="folder for results.json, each table's JSON and log (default: bench/out/full|quick|smoke)")
+    p.add_argument("--out", help="folder for results.json, each table's JSON and log (default: bench/out/full|medium|quick|smoke)")
     p.add_argument("--doc", help="the Markdown document (default: docs/BENCHMARKS.md for a full run, else OUT/BENCHMARKS.md)")
     p.add_argument("--keep", action="store_true", help="keep the tables of OUT/results.json that this run does not re-run")
     p.add_argument("--add-seeds", action="store_true",
@@ -553,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
-    profile = "quick" if args.quick else "smoke" if args.smoke else "full"
+    profile = "medium" if args.medium else "quick" if args.quick else "smoke" if args.smoke else "full"
     out, doc = default_paths(profile, args.out, args.doc)
     out, doc = out.resolve(), doc.resolve()  # the scripts run from the repository root
 
