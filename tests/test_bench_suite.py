@@ -74,6 +74,13 @@ def test_plan_maps_tables_to_scripts(tmp_path):
     full = suite.plan(["B3"], "full", "cuda", "1,2,3", tmp_path)
     assert [j["key"] for j in full] == ["B3"] and "--quick" not in full[0]["argv"]
     assert full[0]["argv"][full[0]["argv"].index("--device") + 1] == "cuda"
+    # --quick and --medium distil every student (every row of B1/B2); --smoke the TextCNN alone
+    for profile, students in (("medium", None), ("quick", None), ("smoke", "textcnn")):
+        argv = suite.plan(["B1"], profile, "cpu", "1", tmp_path)[0]["argv"]
+        assert (argv[argv.index("--students") + 1] if "--students" in argv else None) == students, profile
+    b4 = suite.plan(["B4"], "full", "cuda", "1", tmp_path)[0]["argv"]
+    assert b4[b4.index("--time-device") + 1] == "auto"  # a GPU run times on the GPU too
+    assert suite.build_parser().parse_args(["--medium"]).medium
 
 
 def test_default_paths_never_write_the_docs_from_a_quick_run(tmp_path):
