@@ -16,9 +16,9 @@ models; ``--smoke`` alone drops the students other than TextCNN):
 - full (default): the protocol; 3 seeds for quality; writes docs/BENCHMARKS.md. Meant for a GPU machine.
 - ``--medium``: CPU-sized, every student, more data and longer training than --quick; targets shown, not judged.
   About an hour on 2 busy cores (the BiGRU/BiLSTM students dominate).
-- ``--quick``: the smallest data and models with every table's shape and every student; minutes (about 12 on 2
-  cores). A pipeline check: its figures say nothing about quality.
-- ``--smoke``: --quick with the TextCNN student only (B1/B2); about 10 minutes on 2 cores.
+- ``--quick``: the smallest data and models with every table's shape and every student; 5.0 minutes on 2 idle
+  cores (commit e829582). A pipeline check: its figures say nothing about quality.
+- ``--smoke``: --quick with the TextCNN student only (B1/B2); a little faster.
 
     python -m bench all --device cuda                   # the protocol, writes docs/BENCHMARKS.md
     python -m bench all --quick --device cpu            # bench/out/quick/{results.json,BENCHMARKS.md}
