@@ -18,7 +18,7 @@ models; ``--smoke`` alone drops the students other than TextCNN):
   About an hour on 2 busy cores (the BiGRU/BiLSTM students dominate).
 - ``--quick``: the smallest data and models with every table's shape and every student; 5.0 minutes on 2 idle
   cores (commit e829582). A pipeline check: its figures say nothing about quality.
-- ``--smoke``: --quick with the TextCNN student only (B1/B2); a little faster.
+- ``--smoke``: --quick with the TextCNN student only (B1/B2 and B4); a little faster.
 
     python -m bench all --device cuda                   # the protocol, writes docs/BENCHMARKS.md
     python -m bench all --quick --device cpu            # bench/out/quick/{results.json,BENCHMARKS.md}
@@ -100,7 +100,7 @@ PROFILE_ARGS: dict[str, dict[str, list[str]]] = {
         "B3": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1"],
         "B4": ["--layers", "2", "--hidden", "128", "--transformer-layers", "1", "--train-rows", "200", "--dev-rows", "100",
                "--test-rows", "100", "--pretrain-steps", "5", "--batch-texts", "200", "--single-texts", "30",
-               "--ee-texts", "30", "--ee-dev-texts", "50", "--repeats", "2"],
+               "--ee-texts", "30", "--ee-dev-texts", "50", "--repeats", "2", "--students", "textcnn"],
         "B5": ["--quick", "--rows", "3000", "--repeat", "1"],
         "B5-store": ["--rows", "10000", "--repeat", "2"],
     },

@@ -56,8 +56,10 @@ class PackedIds(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             raise TypeError("PackedIds takes one index at a time")
-        if i < 0:
-            i += len(self)
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"row {i} of {n}")
+        i = i + n if i < 0 else i
         return self.flat[self.offsets[i] : self.offsets[i + 1]]
 
     def __iter__(self):

@@ -263,11 +263,16 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     )
     scfg.validate(max_len=cfg.max_len)
     teacher_net = _teacher_network(teachers.stages[0]) if cfg.student == "transformer" and (cfg.intermediate or cfg.init_from_teacher) else None
-    fit = lambda rows, tag: _fit(add_metrics, stage, cfg, scfg, tokenizer, names, rows, dev, teachers, embeddings, teacher_net, device, rng, dist, tag=tag)  # noqa: E731
+    new = lambda: _new_student(cfg, scfg, embeddings, teacher_net)  # noqa: E731
+    fit = lambda built, rows, tag: _fit(add_metrics, stage, cfg, built, tokenizer, names, rows, dev, teachers,  # noqa: E731
+                                        teacher_net if cfg.intermediate else None, device, rng, dist, tag=tag)
 
     # 3. train one student, or one per fold, and score this rank's shard of what each is responsible for
     if not cfg.folds:
-        model, fitted = fit(data, "")
+        built = new()
+        if not cfg.intermediate:
+            teacher_net = None  # copied from (--init-from-teacher) and no longer needed: not held while training
+        model, fitted = fit(built, data, "")
         models, fold_fits = [model], [fitted]
         del data  # the training texts' token ids went with it; scoring every sample needs the memory
         out_dir = stage.artifact_dir / "student" if dist.is_main else None
@@ -287,7 +292,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         others = others.subset(dist.shard(len(others)))
         models, fold_fits, id_parts, logit_parts, other_parts = [], [], [], [], []
         for k in range(cfg.folds):
-            model, fitted = fit(data.subset(row_fold != k), f"fold{k}/")
+            model, fitted = fit(new(), data.subset(row_fold != k), f"fold{k}/")
             models.append(model.to(torch.device("cpu")))
             fold_fits.append(fitted)
             if dist.is_main:
@@ -304,7 +309,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         if dist.is_main:
             store.write_folds(stage.id, data.ids[:n_labeled], folds)
         del data
-    fit = teacher_net = None  # the teacher network, if one was loaded, is not needed to score or measure
+    new = fit = teacher_net = None  # the teacher network, if one was loaded, is not needed to score or measure
 
     # 4. each rank stores its logits and predictions; rank 0 checks that every sample has them,
     #    records the model and the figures
@@ -361,19 +366,26 @@ def _ensemble_logits(models: list, tokenizer, texts: list[str], *, max_len: int,
     return parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
 
 
-def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, scfg: StudentConfig, tokenizer, names: list[str], data: SampleSet, dev: SampleSet,
-         teachers: TeacherLogits, embeddings, teacher_net, device, rng, dist: Dist, *, tag: str):
-    """Build a student and train it on ``data`` (rows with label -1 learn from the teacher alone) on
-    this rank's share of each global batch, early stopping on dev macro-F1; returns the model at its
-    best epoch and ``{"best_epoch", "train_seconds", "mean_tokens", "teacher_layers"?}``. Figures are
-    recorded per epoch under ``tag`` (``fold0/``...)."""
+def _new_student(cfg: DistillConfig, scfg: StudentConfig, embeddings, teacher_net) -> tuple[torch.nn.Module, dict]:
+    """A fresh student, with the teacher's token embeddings or layers copied in where asked;
+    ``{"teacher_layers": ...}`` says which layers."""
     model = build_student(scfg)
     fitted: dict = {}
     if embeddings is not None:
         init_embeddings(model, embeddings)
     if teacher_net is not None and cfg.init_from_teacher and scfg.bert["hidden_size"] == teacher_net.config.hidden_size:
         fitted["teacher_layers"] = init_from_teacher(model, teacher_net)
-    matched_net = teacher_net if cfg.intermediate else None
+    return model, fitted
+
+
+def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch.nn.Module, dict], tokenizer, names: list[str],
+         data: SampleSet, dev: SampleSet, teachers: TeacherLogits, matched_net, device, rng, dist: Dist, *, tag: str):
+    """Train the student ``built`` (``_new_student``) on ``data`` (rows with label -1 learn from the
+    teacher alone) on this rank's share of each global batch, matched to ``matched_net``'s internals
+    if given, early stopping on dev macro-F1; returns the model at its best epoch and
+    ``{"best_epoch", "train_seconds", "mean_tokens", "teacher_layers"?}``. Figures are recorded per
+    epoch under ``tag`` (``fold0/``...)."""
+    model, fitted = built
     model.to(device)
     if matched_net is not None:
         matched_net.to(device)  # the matcher holds it outside its sub-modules: moved here, not by .to()

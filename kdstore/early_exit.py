@@ -217,6 +217,11 @@ class Branch(nn.Module):
         return torch.nn.functional.linear(x, self.out.weight, self.out.bias)
 
 
+# model types whose layer-by-layer run (embeddings, encoder layers, head) is checked to equal their own
+# forward (tests/test_early_exit.py); others, e.g. pre-LayerNorm XLM-R-XL or DeBERTa, are refused
+LAYERWISE_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "ernie", "electra")
+
+
 class EarlyExitModel(nn.Module):
     """A BERT-layout sequence classifier (``teacher``: BERT, RoBERTa, XLM-R, ERNIE, ELECTRA) with a
     branch after each of its first L-1 layers.
@@ -227,11 +232,10 @@ class EarlyExitModel(nn.Module):
 
     def __init__(self, teacher, *, branch_dim: int = 128, pooling: str = "mean", dropout: float = 0.1):
         super().__init__()
-        base = getattr(teacher, "base_model", None)
-        if not (hasattr(base, "embeddings") and hasattr(getattr(base, "encoder", None), "layer") and hasattr(teacher, "classifier")):
+        kind = getattr(teacher.config, "model_type", type(teacher).__name__)
+        if kind not in LAYERWISE_TYPES:  # run layer by layer, a model of another family may differ from its own forward
             raise KdError(
-                f"early exit needs a BERT-layout sequence classifier (BERT, RoBERTa, XLM-R, ERNIE, ELECTRA); this one is "
-                f"{getattr(teacher.config, 'model_type', type(teacher).__name__)!r}"
+                f"early exit needs a BERT-layout sequence classifier ({', '.join(LAYERWISE_TYPES)}); this one is {kind!r}"
             )
         self.teacher = teacher
         self.teacher.requires_grad_(False)

@@ -142,5 +142,8 @@ def test_packed_ids_hold_exactly_the_encoded_rows(tokenizer):
         assert a.dtype == torch.long and torch.equal(a, b)
     with pytest.raises(ValueError):
         packed.flat[0] = 1  # views of one shared array: read-only
+    for outside in (len(lists), -len(lists) - 1):
+        with pytest.raises(IndexError):
+            packed[outside]
     empty = encode_packed(tokenizer, [], max_len=16)
     assert len(empty) == 0 and PackedIds.concat([]).lengths.tolist() == []

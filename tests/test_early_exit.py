@@ -271,9 +271,15 @@ def test_early_exit_refuses_a_classifier_that_is_not_bert_layout():
     net = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=20, dim=16, n_layers=1, n_heads=2, hidden_dim=16))
     with pytest.raises(KdError, match="needs a BERT-layout sequence classifier"):
         EarlyExitModel(net)
+    from transformers import XLMRobertaXLConfig, XLMRobertaXLForSequenceClassification
+
+    xl = XLMRobertaXLForSequenceClassification(XLMRobertaXLConfig(vocab_size=20, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                                                  intermediate_size=32, max_position_embeddings=20))
+    with pytest.raises(KdError, match="this one is 'xlm-roberta-xl'"):  # its layout, but a final LayerNorm the layer-by-layer run would skip
+        EarlyExitModel(xl)
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "ernie", "electra"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "camembert", "ernie", "electra"])
 def test_speed_zero_is_the_teacher_for_every_bert_layout_family(kind):
     """The layer-by-layer path (embeddings, ELECTRA's projection, RoBERTa's positions after the pad id,
     each family's head) gives the Hugging Face forward's logits, padded rows included; a high speed
