@@ -14,6 +14,8 @@ a flipped binary label becomes the other class, N = 14,363 in file order):
   4. the default student (TextCNN) is distilled on the noisy labels, then `kd labels clean` (relabel)
      runs and the same student is distilled again on the cleaned labels: test accuracy of both.
 The peer baseline (cleanlab find_label_issues over 5-fold TF-IDF+LR) is measured in the same run.
+``--student-votes-folds K`` adds two rows: out-of-fold TextCNN students (`kd distill --folds K`) voting
+in the ensemble, alone (with the TF-IDF member) and with the default combination.
 ``--seeds 1,2,3`` repeats steps 2–4 (pre-training included) with each training seed, the injected flips
 staying the protocol's; figures are the mean over the seeds, with the min–max.
 ``--train-rows N`` keeps the first N rows of train.tsv (the flips are the first N draws of the same
@@ -50,6 +52,11 @@ DETECTORS = {
     "combined + TF-IDF member": ["--tfidf-member"],
 }
 STUDENT = {True: ["--epochs", "4", "--embed-dim", "64", "--num-filters", "64"], False: ["--epochs", "10"]}
+VOTES = "oof:votes"  # with --student-votes-folds: `kd distill --run oof --folds K --name votes`
+STUDENT_DETECTORS = {
+    "ensemble alone (TF-IDF + out-of-fold TextCNN)": ["--method", "ensemble", "--tfidf-member", "--student-votes", VOTES, "--combine", "union"],
+    "combined + TF-IDF + out-of-fold TextCNN": ["--tfidf-member", "--student-votes", VOTES],
+}
 
 
 def inject(lines: list[str], rate: float, seed: int) -> tuple[list[str], np.ndarray]:
@@ -109,9 +116,12 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     noisy = np.array([0 if l.startswith("pos\t") else 1 for l in noisy_lines])
     found: dict[str, dict] = {}
 
+    folds = getattr(args, "student_votes_folds", 0)
+    detectors = {**DETECTORS, **(STUDENT_DETECTORS if folds else {})}
+
     def detect(name: str) -> None:
-        flags = DETECTORS[name]
-        run = "det-" + name.split()[0] + ("-tfidf" if "TF-IDF" in name else "")
+        flags = detectors[name]
+        run = "det-" + name.split()[0] + ("-tfidf" if "TF-IDF" in name else "") + ("-students" if "TextCNN" in name else "")
         out = json.loads(kd("labels", "detect", "--run", run, "--teacher-run", "oof", *flags, "--db", str(db), "--json"))
         for warning in out["warnings"]:
             progress_line(f"noise {rate:.0%} seed {train_seed} {name}: warning: {warning}")
@@ -131,12 +141,15 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     progress_line(f"noise {rate:.0%} seed {train_seed} student: noisy {result['student_noisy']:.4f}, cleaned {result['student_cleaned']:.4f}")
     if cleaned.get("relabel", 0) + cleaned.get("drop", 0):  # the other detectors see the noisy labels again
         kd("labels", "undo", "--run", "det-combined", "--db", str(db))
-    for name in DETECTORS:
+    if folds:  # K students, each blind to one fold's labels: votes for the ensemble
+        kd("distill", "--run", "oof", "--name", "votes", "--folds", str(folds), *student, "--device", args.device,
+           *seed_opt, "--db", str(db))
+    for name in detectors:
         if name not in found:
             detect(name)
     found[PEER] = peer_baseline(texts, noisy, flip)
     progress_line(f"noise {rate:.0%} seed {train_seed} {PEER}: F1 {found[PEER]['f1']:.3f}")
-    result["detectors"] = {name: found[name] for name in (PEER, *DETECTORS)}  # reading order
+    result["detectors"] = {name: found[name] for name in (PEER, *detectors)}  # reading order
     return result
 
 
@@ -236,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     add_work_option(parser)
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
     parser.add_argument("--seeds", default="1", help="comma-separated training seeds (protocol: 3); the flips stay fixed")
+    parser.add_argument("--student-votes-folds", type=int, default=0, metavar="K",
+                        help="also distil K out-of-fold TextCNN students (kd distill --folds K) and detect with their votes (2 more rows)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     try:

@@ -10,8 +10,9 @@
 #   B1B2    bench/distill.py, one seed, the default student (TextCNN): teacher >= 88 % (issue 4), gap
 #           closed and distilled-with-pool vs teacher (issue 5). The default. Measured in the order
 #           pre-training, B1 teacher, B2 teacher, alone, distilled, +pool, augmented rows, peers.
-#   B3      bench/labels.py, one seed, the 20 % level (its targets: F1 >= 0.74, clean gain >= 1 pt);
-#           KD_LENT_ARGS="--levels 0.1" for the other level in another sitting.
+#   B3      bench/labels.py, one seed, the 20 % level (its targets: F1 >= 0.74, clean gain >= 1 pt), then
+#           the other detectors, out-of-fold TextCNN students voting last (--student-votes-folds 5);
+#           KD_LENT_ARGS="--levels 0.1 --student-votes-folds 5" for the other level in another sitting.
 #   teacher bench/teacher.py, one seed: the teacher alone, for a pre-training recipe (set KD_LENT_ARGS,
 #           e.g. "--minutes 6 --layers 8 --hidden 512").
 #   B4      bench/speed.py --no-onnx (the image has no onnxruntime): the teacher and every student in
@@ -47,7 +48,7 @@ fi
 table=${1:-B1B2}
 case "$table" in
   B1B2) script=(bench/distill.py --students textcnn); default_args="--pretrain-batch-size 256" ;;
-  B3) script=(bench/labels.py); default_args="--levels 0.2 --pretrain-batch-size 256" ;;
+  B3) script=(bench/labels.py); default_args="--levels 0.2 --pretrain-batch-size 256 --student-votes-folds 5" ;;
   teacher) script=(bench/teacher.py); default_args="--pretrain-batch-size 256" ;;
   B4) script=(bench/speed.py --no-onnx); default_args="" ;;
   *) echo "unknown table $table: choose B1B2, B3, teacher or B4" >&2; exit 2 ;;

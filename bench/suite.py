@@ -68,7 +68,7 @@ JOBS = {
 PROFILE_ARGS: dict[str, dict[str, list[str]]] = {
     "full": {
         "B1B2": [],
-        "B3": [],
+        "B3": ["--student-votes-folds", "5"],  # out-of-fold students in the ensemble: measured after the judged rows
         # a teacher trained for real, so that early exit can be judged; every timing stays on the CPU
         "B4": ["--train-rows", "14363", "--dev-rows", "1000", "--test-rows", "2000", "--pretrain-steps", "2000",
                "--teach-epochs", "3", "--student-epochs", "10", "--ee-epochs", "3", "--ee-texts", "2000"],

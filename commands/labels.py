@@ -34,7 +34,7 @@ def labels():
 @click.option("--filter-by", type=click.Choice(noise.FILTERS), default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by.")
 @click.option("--frac-noise", type=float, default=1.0, show_default=True, help="Scale the estimated number of wrong labels by this (cleanlab frac_noise).")
 @click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True)
-@click.option("--student-votes", multiple=True, help="Distill stage(s) of the run whose out-of-fold probabilities join the ensemble (kd distill --folds K; others are refused as in-sample unless --allow-in-sample).")
+@click.option("--student-votes", multiple=True, help="Distill stage(s) whose out-of-fold probabilities join the ensemble: STAGE of --run, or RUN:STAGE (kd distill --folds K; others are refused as in-sample unless --allow-in-sample).")
 @click.option("--tfidf-member", is_flag=True, help="Add out-of-fold TF-IDF + logistic-regression probabilities to the ensemble.")
 @click.option("--allow-in-sample", is_flag=True, help="Accept a teacher that saw the samples it scores (not recommended).")
 @overwrite_option

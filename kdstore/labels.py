@@ -146,7 +146,10 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
 
 def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *, allow_in_sample: bool) -> np.ndarray:
     """A distill stage's probabilities for the samples, to join the ensemble: out-of-fold ones, from
-    ``kd distill --folds K`` (a student that learned the labels it would judge only echoes them)."""
+    ``kd distill --folds K`` (a student that learned the labels it would judge only echoes them).
+    ``name``: a stage of ``run``, or ``RUN:STAGE`` for another run's."""
+    if ":" in name:
+        run, name = name.split(":", 1)
     stage = store.find_stage(run, name)
     if stage.kind != "distill":
         raise KdError(f"--student-votes takes distill stages; {name!r} is a {stage.kind} stage")

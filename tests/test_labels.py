@@ -553,6 +553,9 @@ def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(d
     found = json.loads(kd("labels", "detect", "--run", "r", "--student-votes", "votes", "--method", "cleanlab,disagree,ensemble",
                           "--db", db, "--json").stdout)
     assert found["flagged"] > 0 and "ensemble" in {m for i in _issues(db) for m in i["methods"].split(",")}
+    other = json.loads(kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--student-votes", "r:votes", "--method", "ensemble",
+                          "--db", db, "--json").stdout)  # another run's students, by RUN:STAGE
+    assert other["flagged"] > 0 and {i["methods"] for i in _issues(db, "r2")} == {"ensemble"}
     kd("distill", "--run", "r", "--name", "plain", *small)
     refused = error_line(kd("labels", "detect", "--run", "r", "--student-votes", "plain", "--overwrite", "--db", db, ok=False))
     assert "learned the labels of the 150 train samples" in refused and "--folds 5" in refused
