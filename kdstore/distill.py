@@ -23,7 +23,7 @@ from .losses import (
     probability_shift, query_key_relation_kl, relation_kl, temperature_weights, temperatures_from_weights,
 )
 from .metrics import classification_metrics
-from .outputs import average_probs_as_logits, store_split_metrics, write_sharded_scores
+from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, write_sharded_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
 from .progress import progress
 from .runs import StageHandle
@@ -287,25 +287,16 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         row_fold = _row_folds(store, data, n_labeled, folds)
         out_dir = stage.artifact_dir if dist.is_main else None
         everything = store.samples(include_dropped=True)
-        held_out = {int(i) for i in data.ids[:n_labeled]}
-        others = everything.subset(np.array([int(i) not in held_out for i in everything.ids], dtype=bool))
-        others = others.subset(dist.shard(len(others)))
-        models, fold_fits, id_parts, logit_parts, other_parts = [], [], [], [], []
+        oof = OutOfFold(everything, data.subset(np.arange(len(data)) < n_labeled), folds, dist)
+        models, fold_fits = [], []
         for k in range(cfg.folds):
             model, fitted = fit(new(), data.subset(row_fold != k), f"fold{k}/")
-            models.append(model.to(torch.device("cpu")))
             fold_fits.append(fitted)
             if dist.is_main:
                 save_student(out_dir / f"fold-{k}", model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
-            held = data.subset(np.arange(len(data)) < n_labeled).subset(folds == k)
-            held = held.subset(dist.shard(len(held)))
-            fold_logits = student_logits(model.to(device), tokenizer, held.texts + others.texts, max_len=cfg.max_len, device=device)
-            model.to(torch.device("cpu"))
-            id_parts.append(held.ids)
-            logit_parts.append(fold_logits[: len(held)])
-            other_parts.append(fold_logits[len(held):])
-        ids = np.concatenate(id_parts + [others.ids])
-        logits = np.concatenate(logit_parts + [average_probs_as_logits(other_parts)])
+            oof.add(student_logits(model, tokenizer, oof.texts(k), max_len=cfg.max_len, device=device))
+            models.append(model.to(torch.device("cpu")))
+        ids, logits = oof.result()
         if dist.is_main:
             store.write_folds(stage.id, data.ids[:n_labeled], folds)
         del data

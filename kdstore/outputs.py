@@ -25,6 +25,39 @@ def average_probs_as_logits(parts: list[np.ndarray]) -> np.ndarray:
     return np.log(np.clip(mean, 1e-12, None)).astype(np.float32)
 
 
+class OutOfFold:
+    """The scores of K fold models put together: each fold's held-out samples get that fold's model's
+    logits (out-of-fold), every other sample of ``everything`` the K models' average probability.
+    Each rank scores its shard of each part (``dist``)."""
+
+    def __init__(self, everything: SampleSet, held_out: SampleSet, folds: np.ndarray, dist: "Dist"):
+        ids = {int(i) for i in held_out.ids}
+        others = everything.subset(np.array([int(i) not in ids for i in everything.ids], dtype=bool))
+        self.others = others.subset(dist.shard(len(others)))
+        self.held_out, self.folds, self.dist = held_out, folds, dist
+        self._ids: list[np.ndarray] = []
+        self._logits: list[np.ndarray] = []
+        self._others: list[np.ndarray] = []
+
+    def texts(self, k: int) -> list[str]:
+        """What fold ``k``'s model scores on this rank: its held-out samples, then the others."""
+        self._held = self.held_out.subset(self.folds == k)
+        self._held = self._held.subset(self.dist.shard(len(self._held)))
+        return self._held.texts + self.others.texts
+
+    def add(self, logits: np.ndarray) -> None:
+        """Fold ``k``'s logits for ``texts(k)``, in that order."""
+        n = len(self._held)
+        self._ids.append(self._held.ids)
+        self._logits.append(logits[:n])
+        self._others.append(logits[n:])
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(sample ids, logits)`` of this rank's share of every sample."""
+        ids = np.concatenate(self._ids + [self.others.ids])
+        return ids, np.concatenate(self._logits + [average_probs_as_logits(self._others)])
+
+
 def store_outputs(store: Store, stage_id: int, samples: SampleSet, logits: np.ndarray, names: list[str]) -> dict:
     """Write logits and predictions for ``samples`` and final metrics for each labeled split.
 

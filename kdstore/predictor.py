@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import encode, encode_flagged, encode_packed, iter_padded, lengths_of, sorted_batches
+from .batching import encode_flagged, encode_packed, iter_padded, lengths_of, sorted_batches
 from .errors import KdError
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax

@@ -17,7 +17,7 @@ from .batching import bucketed_batches, encode, encode_packed, iter_padded, leng
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .metrics import classification_metrics
-from .outputs import average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
+from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .progress import progress
 from .runs import StageHandle
 from .schedules import layer_decay_scales, warmup_linear_decay
@@ -174,24 +174,16 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         scoring += time.monotonic() - started
     else:
         out_dir = stage.artifact_dir if dist.is_main else None
-        held_out = {int(s) for s in train.ids}
-        others = everything.subset(np.array([int(s) not in held_out for s in everything.ids], dtype=bool))
-        others = others.subset(dist.shard(len(others)))
-        id_parts, logit_parts, other_parts = [], [], []
+        oof = OutOfFold(everything, train, folds, dist)
         for k in range(cfg.folds):
             model, tokenizer = _fit(add_metrics, stage, cfg, path, names, train.subset(folds != k), dev, device, rng, dist, tag=f"fold{k}/")
             if dist.is_main:
                 _save(model, tokenizer, out_dir / f"fold-{k}")
-            held = train.subset(folds == k)
-            held = held.subset(dist.shard(len(held)))
+            texts = oof.texts(k)
             started = time.monotonic()
-            fold_logits = score(model, tokenizer, held.texts + others.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"fold {k} logits")
+            oof.add(score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"fold {k} logits"))
             scoring += time.monotonic() - started
-            id_parts.append(held.ids)
-            logit_parts.append(fold_logits[: len(held)])
-            other_parts.append(fold_logits[len(held):])
-        ids = np.concatenate(id_parts + [others.ids])
-        logits = np.concatenate(logit_parts + [average_probs_as_logits(other_parts)])
+        ids, logits = oof.result()
         if dist.is_main:
             store.write_folds(stage.id, train.ids, folds)
 
