@@ -16,8 +16,8 @@ from kdstore.store import Store
 
 
 class KdGroup(click.Group):
-    """A group whose commands' ``KdError`` s (and database driver errors) become one-line
-    ``click.ClickException`` s."""
+    """A group whose commands' ``KdError`` s, database driver errors and file-system errors become
+    one-line ``click.ClickException`` s."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from sqlalchemy.exc import DBAPIError
@@ -26,6 +26,11 @@ class KdGroup(click.Group):
             return super().invoke(ctx)
         except KdError as exc:
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a path kd was told to write or read (``--export``, ``--plot`` ...)
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
         except DBAPIError as exc:  # the driver's own errors (connection lost, constraint, lock timeout)
             first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
             raise click.ClickException(f"database error: {first}") from None
@@ -90,7 +95,7 @@ def run_option(f: Callable) -> Callable:
         "--run",
         callback=_resolve_run,
         metavar="UNIQID",
-        help="Run id: letters, digits, '-', '_'; '${time}' means today (YYYYMMDD). Default: default.",
+        help="Run id: letters, digits, '-', '_'; '${time}' (or 'time') means today (YYYYMMDD). Default: default.",
     )(f)
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from kdstore.ingest import FORMATS, IngestOptions, add_records, format_class_file, parse, read_class_file
@@ -57,13 +58,13 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         return
     out = console()
     out.print(
-        f"{name}: read {report.read}, added {report.added} to [bold]{split}[/], "
+        f"{escape(name)}: read {report.read}, added {report.added} to [bold]{split}[/], "
         f"skipped {report.duplicates} duplicates, {len(report.conflicts)} conflicts"
     )
     for c in report.conflicts[:20]:
+        kept = "no label" if c["kept_label"] is None else repr(c["kept_label"])
         out.print(
-            f"  conflict line {c['line']}: label {c['label']!r} but {c['kept_from']} has "
-            f"{c['kept_label']!r}: {c['text'][:60]}",
+            f"  conflict line {c['line']}: label {c['label']!r} but {c['kept_from']} has {kept}: {c['text'][:60]}",
             markup=False,
         )
     if len(report.conflicts) > 20:
@@ -83,7 +84,7 @@ def counts_table(counts: dict[str, dict[str, int]]) -> Table:
     table = Table(title="samples in the store")
     table.add_column("split")
     for lab in labels:
-        table.add_column(lab, justify="right")
+        table.add_column(escape(lab), justify="right")
     table.add_column("total", justify="right")
     for split in SPLITS:
         if split in counts:
@@ -95,7 +96,7 @@ def counts_table(counts: dict[str, dict[str, int]]) -> Table:
 @click.command()
 @click.option("--split", type=click.Choice(SPLITS))
 @click.option("--label", help="Only samples with this (current) label.")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="At most this many (0: all).")
 @click.option("--dropped", is_flag=True, help="Include samples dropped by `kd labels clean`.")
 @store_options
 @json_option
@@ -114,7 +115,7 @@ def samples(split, label, limit, dropped, db, as_json):
             raise click.ClickException(f"no class {label!r} (classes: {', '.join(names)})")
         where = f"label_id = {names.index(label)}"
     rows = store.samples(
-        splits=[split] if split else None, where=where, include_dropped=dropped, limit=limit
+        splits=[split] if split else None, where=where, include_dropped=dropped, limit=limit or None
     )
     items = [
         {"id": int(i), "split": s, "label": names[y] if y >= 0 else None, "text": t}
@@ -127,7 +128,7 @@ def samples(split, label, limit, dropped, db, as_json):
     for col in ("id", "split", "label", "text"):
         table.add_column(col)
     for it in items:
-        table.add_row(str(it["id"]), it["split"], it["label"] or "", it["text"])
+        table.add_row(str(it["id"]), it["split"], escape(it["label"] or ""), escape(it["text"]))
     console().print(table)
 
 

@@ -32,9 +32,11 @@ def upgrade(db):
       kd db upgrade --db old.db
     """
     store = Store.open(db, create=True, check=False)
-    before = migrate.current_revision(store.engine)
-    if before is None and not migrate.is_empty(store.engine):
+    before, state = migrate.current_revision(store.engine), migrate.state(store.engine)
+    if state == "foreign":
         raise KdError(f"{store.url} is not a kd store (it has tables but no kd schema revision): not touching it")
+    if state == "newer":
+        raise KdError(f"{store.url} is at schema revision {before}, newer than this kd knows ({migrate.head_revision()}): upgrade kd")
     migrate.upgrade(store.engine)
     after = migrate.current_revision(store.engine)
     click.echo(f"{store.url}: {before or 'empty'} -> {after}")
@@ -53,9 +55,10 @@ def current(db, as_json):
     store = Store.open(db, create=False, check=False)
     if migrate.is_empty(store.engine):
         raise KdError(f"no kd store at {store.url} (the database is empty): run `kd ingest` or `kd db upgrade`")
-    cur, head = migrate.current_revision(store.engine), migrate.head_revision()
+    cur, head, state = migrate.current_revision(store.engine), migrate.head_revision(), migrate.state(store.engine)
     if as_json:
-        print_json({"db": store.url, "current": cur, "head": head, "up_to_date": cur == head})
+        print_json({"db": store.url, "current": cur, "head": head, "up_to_date": cur == head, "state": state})
     else:
-        state = "up to date" if cur == head else "run `kd db upgrade`"
-        click.echo(f"{store.url}: revision {cur or 'none'} (head {head}, {state})")
+        advice = {"current": "up to date", "behind": "run `kd db upgrade`", "newer": "newer than this kd: upgrade kd",
+                  "foreign": "not a kd store"}[state]
+        click.echo(f"{store.url}: revision {cur or 'none'} (head {head}, {advice})")

@@ -126,7 +126,7 @@ def import_(run, path, stage_name, overwrite, db, as_json):
 
     store = open_store(db)
     given = click.get_current_context().get_parameter_source("run") not in (ParameterSource.DEFAULT, None)
-    sheet = lab.read_sheet(store, path, run if given else None)  # every row checked before anything changes
+    sheet = lab.read_sheet(store, path, run if given else None, replacing=stage_name if overwrite else None)  # every row checked first
     run = sheet.run
     with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(sheet.decisions)}, overwrite=overwrite) as stage:
         counts = lab.apply(store, stage.id, sheet.decisions, reason=f"review sheet {path}")
@@ -213,7 +213,14 @@ def history(sample_id, db, as_json):
     click.echo(f"  {h['text']}")
     for e in h["edits"]:
         undone = f", reverted {e['reverted_at']}" if e["reverted_at"] else ""
-        click.echo(f"  {e['at']} {e['stage']}: {e['action']} {e['old']} -> {e['new']} ({e['reason']}){undone}")
+        where = f"{e['run']}/{e['stage']}" if e["stage"] else "(a deleted stage)"
+        if e["action"] == "drop":
+            change = f"drop (label {e['old']} kept)"
+        elif e["action"] == "flag":
+            change = "flag"
+        else:
+            change = f"{e['action']} {e['old']} -> {e['new']}" + (", no longer dropped" if e["old_dropped"] and not e["new_dropped"] else "")
+        click.echo(f"  {e['at']} {where}: {change} ({e['reason']}){undone}")
 
 
 def _warn(messages: list[str]) -> list[str]:

@@ -98,7 +98,7 @@ def _numbered(fh, name: str):
     is not valid UTF-8 is a one-line error naming ``name`` and the line."""
     for n, raw in enumerate(fh, start=1):
         try:
-            yield n, raw.decode("utf-8")
+            yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a byte-order mark is not text
         except UnicodeDecodeError as exc:
             raise click.ClickException(f"{name}: line {n}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}): convert it to UTF-8 first") from None
 

@@ -41,12 +41,12 @@ def runs(db, as_json):
             style = _STATUS_STYLE.get(st["status"], "")
             table.add_row(
                 run["run"] if i == 0 else "",
-                st["name"],
+                escape(st["name"]),
                 st["kind"],
                 f"[{style}]{st['status']}[/]",
                 st["started_at"],
                 "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
-                (st["error"] or "")[:80],
+                escape((st["error"] or "")[:80]),
             )
     console().print(table)
 
@@ -97,7 +97,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         for c in cols:
             table.add_column(c, justify="left" if c in ("run", "stage", "kind") else "right")
         for r in rows:
-            table.add_row(*[v if isinstance(v, str) else _fmt(v) for v in r.values()])
+            table.add_row(*[escape(v) if isinstance(v, str) else _fmt(v) for v in r.values()])
         console().print(table)
         return
     data = run_report(store, run)
@@ -107,7 +107,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         print_json(data)
         return
     out = console()
-    out.print(f"[bold]run {data['run']}[/]")
+    out.print(f"[bold]run {escape(data['run'])}[/]")
     for st in data["stages"]:
         style = _STATUS_STYLE.get(st["status"], "")
         dur = "" if st["duration_s"] is None else f", {st['duration_s']:.1f} s"

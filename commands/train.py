@@ -11,7 +11,7 @@ import click
 
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
-from kdstore.labels import labels_version
+from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
@@ -33,6 +33,10 @@ def _seed_option(f):
 
 def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     stage = next(s for s in run_report(store, run)["stages"] if s["name"] == stage_name)
+    unscored = int(stage["metrics"].get("all", {}).get("pool_without_logits") or 0)
+    if unscored:
+        fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in stage["config"].get("teacher_runs") or [run])
+        click.echo(f"warning: {unscored} unlabeled texts have no teacher logits and were left out: run {fix} first", err=True)
     if as_json:
         print_json(stage)
         return
@@ -128,9 +132,14 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
     store = open_store(db)
     if not logits_only and not model:
         raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
+    if logits_only:
+        unused = _options_given(("model", "epochs", "lr", "max_len", "warmup", "patience", "layer_decay", "where", "splits", "labels", "folds", "seed", "overwrite"))
+        if unused:
+            raise click.UsageError(f"{', '.join(unused)}: --logits-only scores with the run's teacher as it was trained (at its --max-len)")
     with process_group(device) as dist:
         if logits_only:
-            n = score_missing(store, run, device=device, dist=dist)
+            scoring = {"batch_size": batch_size} if _options_given(("batch_size",)) else {}
+            n = score_missing(store, run, device=device, dist=dist, **scoring)
             if not dist.is_main:
                 return
             if as_json:
@@ -144,7 +153,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             folds=folds, seed=seed, device=device,
         )
         cfg.validate()
-        config = {**teach_config(cfg), "classes": store.class_names(), "labels_from": labels_version(store)}
+        config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
     if dist.is_main:
@@ -158,7 +167,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--teacher-weight", "teacher_weights", multiple=True, type=float, help="Weight of each --teacher-run (default: equal).")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples.")
 @click.option("--alpha-end", type=float, help="Move alpha linearly to this value over training.")
-@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--temperature", type=float, default=2.0, show_default="2.0; 1.0 for early exit")
 @click.option("--temperature-end", type=float, help="Move the temperature linearly to this value over training.")
 @click.option("--temperature-schedule", type=click.Choice(TEMPERATURE_SCHEDULES), default="constant", show_default=True, help="flsw | cwsm: a temperature per sample around the scheduled one (Wen et al. 2019, as TextBrewer): lower where the student disagrees with the teacher (flsw) or is unsure (cwsm).")
 @click.option("--temperature-beta", type=float, default=1.0, show_default=True, help="flsw/cwsm: how far a sample's temperature moves from the scheduled one.")
@@ -173,7 +182,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--p-pos", type=float, default=0.1, show_default=True, help="Augmentation: chance a word is swapped for one of the same part of speech.")
 @click.option("--p-ngram", type=float, default=0.25, show_default=True, help="Augmentation: chance a text is cut to a random n-gram.")
 @click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--lr", type=float, help="Learning rate (default 1e-3; 1e-4 for a transformer student).")
+@click.option("--lr", type=float, help="Learning rate (default 1e-3; 1e-4 for a transformer student; 1e-3 for early exit).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--max-len", type=int, default=128, show_default=True)
 @click.option("--patience", type=int, default=3, show_default=True)
@@ -181,11 +190,11 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--kernel-sizes", default="2,3,4", show_default=True, help="TextCNN kernel widths.")
 @click.option("--num-filters", type=int, default=128, show_default=True)
 @click.option("--hidden", type=int, default=128, show_default=True, help="BiGRU/BiLSTM hidden size.")
-@click.option("--dropout", type=float, default=0.3, show_default=True)
+@click.option("--dropout", type=float, default=0.3, show_default="0.3; 0.1 for early exit")
 @click.option("--layers", type=int, default=4, show_default=True, help="Transformer student: layers.")
 @click.option("--width", type=int, default=0, help="Transformer student: hidden size (default: the teacher's).")
 @click.option("--folds", type=int, default=0, help="Train K students, each blind to one fold's train labels: out-of-fold votes for `kd labels detect --student-votes` (kd predict averages the K).")
-@click.option("--init-from-teacher/--no-init-from-teacher", default=True, show_default=True, help="Transformer student: start from evenly spaced teacher layers.")
+@click.option("--init-from-teacher/--no-init-from-teacher", default=None, help="Transformer student: start from evenly spaced teacher layers (default: when it has the teacher's width).")
 @click.option("--hidden-mse", type=float, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers.")
 @click.option("--hidden-cos", type=float, default=0.0, help="Transformer student: weight of hidden-state cosine distance (1 - cos) to mapped teacher layers.")
 @click.option("--pkd", type=float, default=0.0, help="Transformer student: weight of Patient KD (normalised [CLS] vectors of mapped layers; the last one included, as in TextBrewer, where BERT-PKD leaves it to the logit loss).")
@@ -233,6 +242,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     ignored = _options_given(EARLY_EXIT_ONLY)
     if ignored:
         raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}")
+    _warn_unused(student, augment, relation=value_relation > 0 or qk_relation > 0)
     try:
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
     except ValueError:
@@ -253,7 +263,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     cfg.validate()
     store = open_store(db)
     name = stage_name or f"distill-{student}"
-    config = {**distill_config(cfg), "labels_from": labels_version(store)}
+    config = {**distill_config(cfg), **labels_state(store)}
     with process_group(device) as dist:
         with shared_stage(dist, store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
             run_distill(store, stage, cfg, dist)
@@ -271,6 +281,33 @@ STUDENT_ONLY = (
 
 # and the reverse: options only the early-exit branches use
 EARLY_EXIT_ONLY = ("speed", "max_loss", "uncertainty", "branch_dim", "pooling")
+
+
+# options that shape some kinds of student only
+FOR_KINDS = {
+    "textcnn": ("kernel_sizes", "num_filters"),
+    "bigru": ("hidden",), "bilstm": ("hidden",),
+    "transformer": ("layers", "width", "init_from_teacher", "relation_heads"),
+}
+for _kind in ("textcnn", "bigru", "bilstm"):
+    FOR_KINDS[_kind] += ("embed_dim", "init_embeddings")
+# augmentation options and the method each needs
+FOR_METHODS = {"augment_n": "", "p_mask": "mask", "p_pos": "pos", "p_ngram": "ngram"}
+
+
+def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
+    """Name, on standard error, each option given on the command line that the chosen student or
+    recipe ignores (a script may pass one set of sizes to every student; a person should know)."""
+    shaped = {name for names in FOR_KINDS.values() for name in names}
+    unused = [o for o in _options_given(tuple(sorted(shaped))) if o[2:].replace("-", "_") not in FOR_KINDS[student]]
+    if unused:
+        click.echo(f"warning: {', '.join(unused)}: not used by --student {student}", err=True)
+    methods = {m.strip() for m in augment.split(",") if m.strip()}
+    unused = [o for o in _options_given(tuple(FOR_METHODS)) if not methods or FOR_METHODS[o[2:].replace("-", "_")] not in methods | {""}]
+    if unused:
+        click.echo(f"warning: {', '.join(unused)}: not used by --augment {augment or '(none)'}", err=True)
+    if student == "transformer" and not relation and _options_given(("relation_heads",)):
+        click.echo("warning: --relation-heads: not used without --value-relation or --qk-relation", err=True)
 
 
 def _options_given(names: tuple[str, ...]) -> list[str]:
@@ -298,7 +335,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     if max_loss is not None and given("speed"):
         raise click.UsageError("--speed or --max-loss, not both: --max-loss chooses the serving speed on dev")
     cfg = EarlyExitConfig(
-        epochs=epochs, lr=lr or 1e-3, batch_size=batch_size,
+        epochs=epochs, lr=1e-3 if lr is None else lr, batch_size=batch_size,
         max_len=max_len if given("max_len") else None,  # None: the teacher's, so speed 0 is the teacher
         speed=speed, max_loss=max_loss, uncertainty=uncertainty, temperature=temperature if given("temperature") else 1.0,
         unlabeled=unlabeled, branch_dim=branch_dim, pooling=pooling, dropout=dropout if given("dropout") else 0.1,
@@ -307,7 +344,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     cfg.validate()
     store = open_store(db)
     name = stage_name or "distill-early-exit"
-    config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), "labels_from": labels_version(store)}
+    config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store)}
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
         train_early_exit(store, stage, cfg, teacher_run=teacher_runs[0] if teacher_runs else None)
     _finish(store, run, name, as_json)

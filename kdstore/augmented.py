@@ -3,7 +3,9 @@
 Each augmented text is an unlabeled sample (soft targets only) whose ``source`` names the recipe
 (methods, n, seed, probabilities, and the unknown token when it is not ``[UNK]``) and whose
 ``parent_id`` is the train sample it came from; the parent's label is kept in its metadata for
-inspection. A train sample is augmented once per recipe: a later run augments only the train samples
+inspection. A text is stored once: ``augmented_texts`` lists every sample each recipe made, so a
+recipe whose texts another recipe stored first (``--augment-n 2`` after ``--augment-n 1``) still
+has all of them. A train sample is augmented once per recipe: a later run augments only the train samples
 ingested since (each text's random stream is keyed by its sample id).
 """
 
@@ -15,8 +17,11 @@ from sqlalchemy import func, select
 
 from .augment import METHODS, UNK, augment, build_pos_vocab, segment_pos
 from .ingest import IngestOptions, Record, add_records
-from .schema import Sample
-from .store import Store
+from .schema import AugmentedText, Sample
+from .store import Store, bulk_insert
+from .textkey import text_hash
+
+_LOOKUP_CHUNK = 5_000  # text hashes per query when the recipe's texts are matched to stored samples
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,9 @@ class Recipe:
     def source(self) -> str:
         ordered = "+".join(m for m in METHODS if m in self.methods)
         unk = "" if self.unk == UNK else f":unk={self.unk}"
-        return f"augment:{ordered}:n{self.n}:s{self.seed}:p{self.p_mask}/{self.p_pos}/{self.p_ngram}{unk}"
+        # a probability of a method the recipe does not use is "-": it changes no text
+        probs = "/".join(str(p) if m in self.methods else "-" for m, p in zip(METHODS, (self.p_mask, self.p_pos, self.p_ngram)))
+        return f"augment:{ordered}:n{self.n}:s{self.seed}:p{probs}{unk}"
 
 
 def ensure_augmented(store: Store, recipe: Recipe) -> tuple[str, int]:
@@ -42,7 +49,10 @@ def ensure_augmented(store: Store, recipe: Recipe) -> tuple[str, int]:
     same-POS vocabulary still comes from every train text."""
     train = store.samples(splits=["train"], labeled=True)
     with store.engine.connect() as conn:
-        newest = conn.execute(select(func.max(Sample.parent_id)).where(Sample.source == recipe.source)).scalar_one()
+        newest = conn.execute(
+            select(func.max(Sample.parent_id)).join(AugmentedText, AugmentedText.sample_id == Sample.id)
+            .where(AugmentedText.source == recipe.source)
+        ).scalar_one()
     # sample ids grow with every ingest: the train samples above the newest parent came later (one
     # below it that yielded no new text was tried already and is not tried again)
     todo = [i for i, sample_id in enumerate(train.ids) if newest is None or int(sample_id) > newest]
@@ -69,4 +79,21 @@ def ensure_augmented(store: Store, recipe: Recipe) -> tuple[str, int]:
     if not records:
         return recipe.source, 0
     report = add_records(store, records, recipe.source, IngestOptions(split="unlabeled", source=recipe.source))
+    _record_texts(store, recipe.source, [text_hash(r.text) for r in records])
     return recipe.source, report.added
+
+
+def _record_texts(store: Store, source: str, hashes: list[str]) -> None:
+    """Note every unlabeled sample whose text the recipe made as one of its texts: those it stored,
+    and those another recipe (or the pool) stored first, which ingest skipped as duplicates. A text
+    that is a labeled sample stays out: it is learned from its label already."""
+    with store.write_transaction("augmented_texts") as conn:
+        known = set(conn.execute(select(AugmentedText.sample_id).where(AugmentedText.source == source)).scalars())
+        found: set[int] = set()
+        unique = sorted(set(hashes))
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start:start + _LOOKUP_CHUNK]
+            found.update(conn.execute(
+                select(Sample.id).where(Sample.text_hash.in_(chunk), Sample.label_id.is_(None))
+            ).scalars())
+        bulk_insert(conn, AugmentedText.__table__, ("source", "sample_id"), [(source, i) for i in sorted(found - known)])

@@ -44,7 +44,7 @@ from .students import (
     student_bert_config,
 )
 from .folds import stratified_folds
-from .teacher import check_learned_every_class, model_dirs, score_missing
+from .teacher import check_learned_every_class, model_dirs, quiet_transformers, score_missing
 from .torchutil import BestCheckpoint, count_parameters, pick_device, set_seed
 
 
@@ -82,7 +82,7 @@ class DistillConfig:
     layers: int = 4  # transformer student
     folds: int = 0  # K >= 2: K students, each blind to one fold's train labels: out-of-fold votes for `kd labels detect`
     width: int = 0  # transformer student; 0: the teacher's hidden size
-    init_from_teacher: bool = True  # transformer of the teacher's width: copy evenly spaced teacher layers
+    init_from_teacher: bool | None = None  # transformer: copy evenly spaced teacher layers (None: when of the teacher's width)
     hidden_mse: float = 0.0  # weights of intermediate losses (transformer student)
     attention_kl: float = 0.0
     value_relation: float = 0.0
@@ -125,6 +125,10 @@ class DistillConfig:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        if self.max_len < 1 or self.patience < 1:
+            raise KdError(f"--max-len and --patience must be at least 1, got {self.max_len} and {self.patience}")
+        if self.soft_loss == "mse" and (self.temperature != 2.0 or self.temperature_end is not None):
+            raise KdError("--temperature and --temperature-end soften the kl and soft_ce losses: --soft-loss mse reads raw logits")
         if self.intermediate and self.student != "transformer":
             raise KdError("--hidden-mse/--hidden-cos/--pkd/--attention-kl/--value-relation/--qk-relation need --student transformer")
         if min(self._intermediate_weights) < 0:
@@ -156,18 +160,24 @@ class TeacherLogits:
         return self.logits[[self.by_id[int(i)] for i in sample_ids]]
 
 
+def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
+    """The teach stage of ``run``, refused when its classes are not the store's."""
+    stage = store.find_stage(run, "teach")
+    teacher_classes = stage.config.get("classes")
+    if teacher_classes is not None and list(teacher_classes) != list(names):
+        raise KdError(
+            f"teacher of run {run!r} was trained on classes {teacher_classes}, the store now has "
+            f"{names}: re-run `kd teach`"
+        )
+    check_learned_every_class(stage, names, run=run, purpose="distillation")
+    return stage
+
+
 def load_teachers(store: Store, runs: list[str], names: list[str], weights: tuple[float, ...] = ()) -> TeacherLogits:
     """The (weighted-average) logits of the teach stages of ``runs``, checked against the store's classes."""
     stages, mats = [], []
     for run in runs:
-        stage = store.find_stage(run, "teach")
-        teacher_classes = stage.config.get("classes")
-        if teacher_classes is not None and list(teacher_classes) != list(names):
-            raise KdError(
-                f"teacher of run {run!r} was trained on classes {teacher_classes}, the store now has "
-                f"{names}: re-run `kd teach`"
-            )
-        check_learned_every_class(stage, names, run=run, purpose="distillation")
+        stage = check_teacher(store, run, names)
         ids, logits = store.read_logits(stage.id)
         if len(ids) == 0:
             raise KdError(f"teacher of run {run!r} has no logits in the store: re-run `kd teach`")
@@ -206,9 +216,14 @@ def training_set(
     pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL")
     if use_pool is None:
         use_pool = len(pool) > 0
-    aug = store.samples(splits=["unlabeled"], source=augmented) if augmented else pool.subset(np.zeros(len(pool), bool))
+    aug = store.samples(splits=["unlabeled"], augmented=augmented) if augmented else pool.subset(np.zeros(len(pool), bool))
+    if len(aug):  # the texts of a train sample dropped by `kd labels clean` go with it
+        parents = store.parents()
+        parent = np.array([parents.get(int(i), -1) for i in aug.ids], dtype=np.int64)  # -1: a pool text the recipe made too
+        aug = aug.subset((parent == -1) | np.isin(parent, train.ids))
     if not use_pool:
         pool = pool.subset(np.zeros(len(pool), bool))
+    aug = aug.subset(~np.isin(aug.ids, pool.ids))  # a recipe's text that is also a pool text is used once
     scored = [np.array([int(i) in teachers.by_id for i in p.ids], dtype=bool) for p in (pool, aug)]
     parts = [train] + [p.subset(keep) for p, keep in zip((pool, aug), scored)]
     joined = SampleSet(
@@ -236,11 +251,25 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     device = pick_device(cfg.device)
     add_metrics = dist.on_main(store.add_metrics)
 
-    # 1. teacher logits and data
+    # 1. the teachers and the student's shape (every fold's too), checked before anything is written
     names = store.class_names()
     teacher_runs = list(cfg.teacher_runs) or [stage.run]
+    first = [check_teacher(store, run, names) for run in teacher_runs][0]
+    tokenizer = AutoTokenizer.from_pretrained(model_dirs(first)[0])
+    embeddings = teacher_embeddings(first) if cfg.init_embeddings == "teacher" else None
+    scfg = StudentConfig(
+        # the teacher's table may have more rows than the tokenizer has tokens (padded vocabularies)
+        kind=cfg.student, vocab_size=len(tokenizer) if embeddings is None else max(len(tokenizer), embeddings.shape[0]), num_classes=len(names), pad_id=tokenizer.pad_token_id,
+        embed_dim=cfg.embed_dim, kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters,
+        hidden=cfg.hidden, dropout=cfg.dropout, layers=cfg.layers,
+        bert=_student_bert(first, cfg, len(names)) if cfg.student == "transformer" else None,
+    )
+    scfg.validate(max_len=cfg.max_len)
+    copy_layers = cfg.student == "transformer" and _copies_layers(cfg, scfg, first)
+    teacher_net = _teacher_network(first) if cfg.student == "transformer" and (cfg.intermediate or copy_layers) else None
+
+    # 2. teacher logits and data
     augmented = None
-    tokenizer = AutoTokenizer.from_pretrained(model_dirs(store.find_stage(teacher_runs[0], "teach"))[0])
     if cfg.augment:
         recipe = Recipe(methods=cfg.augment, n=cfg.augment_n, seed=cfg.seed, p_mask=cfg.p_mask, p_pos=cfg.p_pos,
                         p_ngram=cfg.p_ngram, unk=tokenizer.unk_token or UNK)
@@ -251,19 +280,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
     data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented)
     dev = store.samples(splits=["dev"], labeled=True)
-
-    # 2. the student's shape (every fold's too) and, for a transformer, the teacher network it may copy
-    embeddings = teacher_embeddings(teachers.stages[0]) if cfg.init_embeddings == "teacher" else None
-    scfg = StudentConfig(
-        # the teacher's table may have more rows than the tokenizer has tokens (padded vocabularies)
-        kind=cfg.student, vocab_size=len(tokenizer) if embeddings is None else max(len(tokenizer), embeddings.shape[0]), num_classes=len(names), pad_id=tokenizer.pad_token_id,
-        embed_dim=cfg.embed_dim, kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters,
-        hidden=cfg.hidden, dropout=cfg.dropout, layers=cfg.layers,
-        bert=_student_bert(teachers.stages[0], cfg, len(names)) if cfg.student == "transformer" else None,
-    )
-    scfg.validate(max_len=cfg.max_len)
-    teacher_net = _teacher_network(teachers.stages[0]) if cfg.student == "transformer" and (cfg.intermediate or cfg.init_from_teacher) else None
-    new = lambda: _new_student(cfg, scfg, embeddings, teacher_net)  # noqa: E731
+    new = lambda: _new_student(scfg, embeddings, teacher_net if copy_layers else None)  # noqa: E731
     fit = lambda built, rows, tag: _fit(add_metrics, stage, cfg, built, tokenizer, names, rows, dev, teachers,  # noqa: E731
                                         teacher_net if cfg.intermediate else None, device, rng, dist, tag=tag)
 
@@ -357,16 +374,29 @@ def _ensemble_logits(models: list, tokenizer, texts: list[str], *, max_len: int,
     return parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
 
 
-def _new_student(cfg: DistillConfig, scfg: StudentConfig, embeddings, teacher_net) -> tuple[torch.nn.Module, dict]:
-    """A fresh student, with the teacher's token embeddings or layers copied in where asked;
-    ``{"teacher_layers": ...}`` says which layers."""
+def _new_student(scfg: StudentConfig, embeddings, copy_from) -> tuple[torch.nn.Module, dict]:
+    """A fresh student, with the teacher's token embeddings, or the layers of the teacher network
+    ``copy_from``, copied in; ``{"teacher_layers": ...}`` says which layers."""
     model = build_student(scfg)
     fitted: dict = {}
     if embeddings is not None:
         init_embeddings(model, embeddings)
-    if teacher_net is not None and cfg.init_from_teacher and scfg.bert["hidden_size"] == teacher_net.config.hidden_size:
-        fitted["teacher_layers"] = init_from_teacher(model, teacher_net)
+    if copy_from is not None:
+        fitted["teacher_layers"] = init_from_teacher(model, copy_from)
     return model, fitted
+
+
+def _copies_layers(cfg: DistillConfig, scfg: StudentConfig, teacher: Stage) -> bool:
+    """Whether a transformer student starts from teacher layers: ``--init-from-teacher`` as given,
+    else when it has the teacher's width (a narrower one has no layers to copy)."""
+    from transformers import AutoConfig
+
+    width = AutoConfig.from_pretrained(model_dirs(teacher)[0]).hidden_size
+    same = scfg.bert["hidden_size"] == width
+    if cfg.init_from_teacher and not same:
+        raise KdError(f"--init-from-teacher copies teacher layers of width {width}: the student is {scfg.bert['hidden_size']} wide "
+                      "(leave --width out, or pass --no-init-from-teacher)")
+    return same if cfg.init_from_teacher is None else cfg.init_from_teacher
 
 
 def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch.nn.Module, dict], tokenizer, names: list[str],
@@ -502,6 +532,7 @@ class IntermediateMatcher(torch.nn.Module):
 def _teacher_network(stage: Stage):
     from transformers import AutoModelForSequenceClassification
 
+    quiet_transformers()
     return AutoModelForSequenceClassification.from_pretrained(model_dirs(stage)[0], attn_implementation="eager")
 
 
@@ -516,6 +547,7 @@ def teacher_embeddings(stage: Stage) -> torch.Tensor:
     """The token-embedding matrix of a teach stage's (first) model."""
     from transformers import AutoModel
 
+    quiet_transformers()
     encoder = AutoModel.from_pretrained(model_dirs(stage)[0])
     return encoder.get_input_embeddings().weight.detach().cpu()
 

@@ -585,7 +585,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     out-of-fold teacher (``kd teach --folds K``) the backbone is its first fold's model.
     """
     from .distill import load_teachers, training_set
-    from .teacher import load_classifier, model_dirs
+    from .teacher import check_max_len, load_classifier, model_dirs
 
     cfg.validate()
     rng = set_seed(cfg.seed)
@@ -602,6 +602,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     if cfg.max_loss is not None and not len(dev):
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
     tokenizer, teacher = load_classifier(model_dirs(teacher_stage)[0], names)
+    check_max_len(teacher.config, max_len, model_dirs(teacher_stage)[0])
     model = EarlyExitModel(teacher, branch_dim=cfg.branch_dim, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
     if model.num_layers < 2:
         raise KdError("the teacher has a single layer: there is nothing to exit early from")

@@ -135,7 +135,16 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
     return records
 
 
-def _rows(content: str, fmt: str) -> list[tuple[int, list[str]]]:
+_CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (131,072 characters) is shorter than some texts
+
+
+def allow_long_csv_fields() -> None:
+    """Let the csv module read fields of any length (its limit is process-wide)."""
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+
+
+def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every non-blank row."""
     if fmt == "tsv":
         out = []
@@ -144,12 +153,16 @@ def _rows(content: str, fmt: str) -> list[tuple[int, list[str]]]:
             if raw.strip():
                 out.append((i, raw.split("\t")))
         return out
-    reader = csv.reader(io.StringIO(content, newline=""))
+    allow_long_csv_fields()
+    reader = csv.reader(io.StringIO(content, newline=""), strict=True)  # an unclosed quote is an error, not a text that swallows the rows after it
     out, line = [], 1
-    for fields in reader:
-        if any(f.strip() for f in fields):
-            out.append((line, fields))
-        line = reader.line_num + 1
+    try:
+        for fields in reader:
+            if any(f.strip() for f in fields):
+                out.append((line, fields))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise KdError(f"{name}: line {line}: not valid CSV ({exc})") from None
     return out
 
 
@@ -170,17 +183,15 @@ def _column(spec: str | None, header: list[str] | None, what: str, name: str) ->
 def _parse_delimited(
     content: str, name: str, fmt: str, opts: IngestOptions, want_label: bool
 ) -> list[Record]:
-    rows = _rows(content, fmt)
+    rows = _rows(content, fmt, name)
     if not rows:
         raise KdError(f"{name}: no rows to ingest")
     first = [c.strip() for c in rows[0][1]]
     has_header = opts.header
     if has_header is None:
         named = [s for s in (opts.text_col, opts.label_col) if s is not None]
-        if named:
-            has_header = not all(s.isdigit() for s in named)
-        else:
-            has_header = any(c.lower() in _HEADER_WORDS for c in first)
+        # a column named by a word needs a header; columns given by index say nothing either way
+        has_header = any(not s.isdigit() for s in named) or any(c.lower() in _HEADER_WORDS for c in first)
     header = first if has_header else None
     body = rows[1:] if has_header else rows
     width = len(rows[0][1])
@@ -256,8 +267,13 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         label = None
         if want_label:
             raw_label = obj.get(label_key)
-            if raw_label is None or str(raw_label).strip() == "":
+            if raw_label is None or (isinstance(raw_label, str) and not raw_label.strip()):
                 raise KdError(f"{name}: line {line}: field '{label_key}': missing label")
+            if isinstance(raw_label, bool) or not isinstance(raw_label, (str, int)):
+                raise KdError(
+                    f"{name}: line {line}: field '{label_key}': expected a string or an integer, "
+                    f"found {json.dumps(raw_label)[:40]}"
+                )
             label = str(raw_label).strip()
         meta = {k: v for k, v in obj.items() if k not in (text_key, label_key)} or None
         records.append(Record(text=text, label=label, line=line, meta=meta))
@@ -267,7 +283,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
 def read_class_file(path: Path) -> tuple[str, ...]:
     """Class names in id order from ``class_id.txt``: ``id<TAB>name`` lines, or one name a line."""
     try:
-        lines = [l.strip() for l in Path(path).read_text(encoding="utf-8").splitlines()]
+        lines = [l.strip() for l in Path(path).read_text(encoding="utf-8-sig").splitlines()]
     except (OSError, UnicodeDecodeError) as exc:
         raise KdError(f"{path}: cannot read class file: {exc}") from None
     names: dict[int, str] = {}
@@ -316,7 +332,9 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
             if prior is not None:
                 prior_label, where = prior
                 prior_name = None if prior_label is None else names_by_id[prior_label]
-                if r.label is not None and prior_name is not None and prior_name != r.label:
+                # a labeled row whose text is stored without a label (the pool, an augmented text)
+                # would lose its label unseen if counted as a duplicate: it is a conflict too
+                if r.label is not None and prior_name != r.label:
                     report.conflicts.append(
                         {
                             "line": r.line,

@@ -10,6 +10,7 @@ exactly the state before one stage's edits. The original label of every sample
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, field
@@ -21,10 +22,12 @@ from sqlalchemy import func, select, update
 
 from . import noise, tfidf
 from .errors import KdError
+from .ingest import allow_long_csv_fields
 from .probs import softmax
 from .runs import StageHandle
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, utcnow
 from .store import Store, bulk_insert
+from .textkey import text_hash
 
 ACTIONS = ("relabel", "drop", "flag")
 SHEET_COLUMNS = ("run", "issue_id", "sample_id", "text", "given", "suggested", "score", "methods", "decision")
@@ -76,6 +79,29 @@ def labels_version(store: Store) -> str:
         return f"{run.uniqid}/{row.name}"
 
 
+def labels_state(store: Store) -> dict[str, Any]:
+    """What a training stage records about the labels it learned from: ``labels_from`` (the latest
+    clean stage in force, ``labels_version``), ``labels_stages`` (every clean stage with edits in
+    force, oldest first) and ``labels_digest``, a hash of every sample's label and dropped flag where
+    they differ from the original: two stages with the same digest learned from the same labels."""
+    digest = hashlib.sha256()
+    with store.session() as s:
+        stages = s.execute(
+            select(Run.uniqid, Stage.name).join(Stage, Stage.run_id == Run.id)
+            .where(Stage.id.in_(select(LabelEdit.stage_id).where(LabelEdit.reverted_at.is_(None), LabelEdit.action != "flag")))
+            .order_by(Stage.id)
+        ).all()
+        changed = s.execute(
+            select(Sample.id, Sample.label_id, Sample.dropped)
+            .where((Sample.label_id.is_distinct_from(Sample.orig_label_id)) | Sample.dropped)
+            .order_by(Sample.id)
+        )
+        for sid, label, dropped in changed:
+            digest.update(f"{sid}:{label}:{int(bool(dropped))};".encode())
+    return {"labels_from": labels_version(store), "labels_stages": [f"{r}/{n}" for r, n in stages],
+            "labels_digest": digest.hexdigest()[:16]}
+
+
 # detect --------------------------------------------------------------------------------------
 def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     """Every check ``detect`` makes, and the probabilities it scores, without writing anything."""
@@ -91,6 +117,12 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train labels have a single class: there is nothing to tell apart")
     check_learned_every_class(teacher, names, run=teacher_run, purpose="label-noise detection")
+    empty = [n for i, n in enumerate(names) if not np.any(train.labels == i)]
+    if empty:
+        raise KdError(
+            f"class(es) {', '.join(map(repr, empty))} have no train sample (dropped ones left out): confident "
+            "learning estimates a noise rate for every class"
+        )
     folds, seen = store.read_folds(teacher.id), trained_on(store, teacher)
     in_sample = [int(i) for i in train.ids if int(i) in seen and int(i) not in folds]
     if in_sample and not cfg.allow_in_sample:
@@ -246,13 +278,15 @@ class Decision:
     new_label: int | None
 
 
-def read_sheet(store: Store, path: Path, run: str | None = None) -> Sheet:
+def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: str | None = None) -> Sheet:
     """Parse an edited review sheet; every row is checked before anything changes.
 
     ``decision``: empty (skip), ``accept`` (the suggested label), ``reject``, ``drop``, or a class name.
-    ``issue_id`` (optional) must be an issue of the row's sample that the run detected. The run is
-    ``run``, else the one the sheet's ``run`` column names, else ``default``; a sheet naming another
-    run than ``run``, or two runs, is refused.
+    A decided row's sample must have an open issue in the run's detection (``issue_id``, if given, must
+    be that issue), at most one row per sample, and its ``text``, if given, must be the sample's (as
+    ``kd ingest`` compares texts). The run is ``run``, else the one the sheet's ``run`` column names,
+    else ``default``; a sheet naming another run than ``run``, or two runs, is refused. ``replacing``:
+    the clean stage this import replaces (``--overwrite``), whose decisions count as open.
     """
     path = Path(path)
     try:
@@ -271,7 +305,8 @@ def read_sheet(store: Store, path: Path, run: str | None = None) -> Sheet:
                     raise KdError(f"{path}: line {n}: not a JSON object of the sheet's fields ({', '.join(SHEET_COLUMNS)})")
                 rows.append((n, item))
     else:
-        reader = csv.DictReader(io.StringIO(raw))
+        allow_long_csv_fields()
+        reader = csv.DictReader(io.StringIO(raw, newline=""), strict=True)  # an unclosed quote is an error, not a swallowed row
         try:
             rows = [(reader.line_num, r) for r in reader]
         except csv.Error as exc:
@@ -281,14 +316,20 @@ def read_sheet(store: Store, path: Path, run: str | None = None) -> Sheet:
             raise KdError(f"{path}: line 1: missing column(s) {', '.join(sorted(missing))}")
     run = _sheet_run(path, rows, run)
     names = store.class_names()
+    try:
+        stage = store.find_stage(run, "detect")  # the issues a sheet of this run can decide
+    except KdError as exc:
+        raise KdError(f"{path}: {exc}") from None
     with store.engine.connect() as conn:
         existing = {int(i) for (i,) in conn.execute(select(Sample.id))}
-        latest_suggestion = dict(conn.execute(select(LabelIssue.sample_id, LabelIssue.suggested_label_id).order_by(LabelIssue.id)).all())
-        sample_of_issue = dict(conn.execute(
-            select(LabelIssue.id, LabelIssue.sample_id).join(Stage, Stage.id == LabelIssue.stage_id)
-            .join(Run, Run.id == Stage.run_id).where(Run.uniqid == run)
-        ).all())
-    decisions = []
+        found = conn.execute(
+            select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.suggested_label_id, LabelIssue.status, Stage.name, Sample.text)
+            .join(Sample, Sample.id == LabelIssue.sample_id)
+            .outerjoin(Stage, Stage.id == LabelIssue.decided_stage_id)
+            .where(LabelIssue.stage_id == stage.id)
+        ).all()
+    issue_of_sample = {r.sample_id: r for r in found}
+    decisions, first_line = [], {}
     for line, r in rows:
         decision = str(r.get("decision") or "").strip()
         if not decision:
@@ -298,25 +339,41 @@ def read_sheet(store: Store, path: Path, run: str | None = None) -> Sheet:
             raise KdError(f"{path}: line {line}: field 'sample_id': empty")
         if sample_id not in existing:
             raise KdError(f"{path}: line {line}: field 'sample_id': no sample {sample_id} in the store")
+        issue = issue_of_sample.get(sample_id)
+        if issue is None:
+            raise KdError(
+                f"{path}: line {line}: field 'sample_id': sample {sample_id} has no issue detected in run {run!r}: "
+                "a review sheet decides the issues `kd labels export` listed"
+            )
         issue_id = _sheet_id(path, line, r, "issue_id")
-        if issue_id is not None and sample_of_issue.get(issue_id) != sample_id:
+        if issue_id is not None and issue_id != issue.id:
             raise KdError(f"{path}: line {line}: field 'issue_id': {issue_id} is not an issue of sample {sample_id} detected in run {run!r}")
+        if sample_id in first_line:
+            raise KdError(f"{path}: line {line}: field 'sample_id': sample {sample_id} is decided twice (first on line {first_line[sample_id]})")
+        first_line[sample_id] = line
+        if issue.status != "open" and not (replacing is not None and issue.name == replacing):
+            by = f" by stage {issue.name!r}" if issue.name else ""
+            raise KdError(
+                f"{path}: line {line}: field 'decision': issue {issue.id} (sample {sample_id}) was already "
+                f"{issue.status}{by}: export a fresh sheet with `kd labels export`"
+            )
+        text = str(r.get("text") or "").strip()
+        if text and text_hash(text) != text_hash(issue.text):
+            raise KdError(
+                f"{path}: line {line}: field 'text': not the text of sample {sample_id} in this store "
+                "(a sheet of another store?)"
+            )
         low = decision.lower()
         if low == "accept":
             suggested = str(r.get("suggested") or "").strip()
-            if suggested:
-                if suggested not in names:
-                    raise KdError(f"{path}: line {line}: field 'suggested': unknown label {suggested!r}")
-                new = names.index(suggested)
-            elif sample_id in latest_suggestion:  # a sheet without the suggested column
-                new = latest_suggestion[sample_id]
-            else:
-                raise KdError(f"{path}: line {line}: field 'decision': no detected issue of sample {sample_id} to accept")
-            decisions.append(Decision(sample_id, issue_id, "relabel", new))
+            if suggested and suggested not in names:
+                raise KdError(f"{path}: line {line}: field 'suggested': unknown label {suggested!r}")
+            new = names.index(suggested) if suggested else issue.suggested_label_id
+            decisions.append(Decision(sample_id, issue.id, "relabel", new))
         elif low in ("reject", "drop"):
-            decisions.append(Decision(sample_id, issue_id, low, None))
+            decisions.append(Decision(sample_id, issue.id, low, None))
         elif decision in names:
-            decisions.append(Decision(sample_id, issue_id, "relabel", names.index(decision)))
+            decisions.append(Decision(sample_id, issue.id, "relabel", names.index(decision)))
         else:
             raise KdError(
                 f"{path}: line {line}: field 'decision': {decision!r} is not accept, reject, drop or a class "
@@ -423,15 +480,21 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
         else:
             raise KdError(f"the clean stage(s) of run {run!r} have nothing left to undo")
         touched = {e.sample_id for e in edits}
-        later = [] if not edits else s.scalars(
-            select(LabelEdit.sample_id).where(
+        later = [] if not edits else s.execute(
+            select(LabelEdit.sample_id, Stage.name, Run.uniqid)
+            .outerjoin(Stage, Stage.id == LabelEdit.stage_id).outerjoin(Run, Run.id == Stage.run_id)
+            .where(
                 LabelEdit.sample_id.in_(touched), LabelEdit.id > min(e.id for e in edits),
                 LabelEdit.stage_id.is_distinct_from(stage.id), LabelEdit.reverted_at.is_(None),  # NULL: a deleted stage
             )
         ).all()
         if later:
-            shown = ", ".join(str(i) for i in sorted(set(later))[:20])
-            raise KdError(f"later edits touched samples {shown} after stage {stage.name!r}: undo those first")
+            shown = ", ".join(str(i) for i in sorted({r.sample_id for r in later})[:20])
+            by = sorted({f"{r.uniqid}/{r.name}" if r.name else "a deleted stage" for r in later})
+            raise KdError(
+                f"later edits touched samples {shown} after stage {stage.name!r}: undo those first "
+                f"(stage{'s' if len(by) > 1 else ''} {', '.join(by)})"
+            )
         now = utcnow()
         for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old state
             sample = s.get(Sample, e.sample_id)
@@ -463,7 +526,8 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
         if sample is None:
             raise KdError(f"no sample {sample_id} in the store")
         rows = s.execute(
-            select(LabelEdit, Stage.name).outerjoin(Stage, Stage.id == LabelEdit.stage_id)
+            select(LabelEdit, Stage.name, Run.uniqid).outerjoin(Stage, Stage.id == LabelEdit.stage_id)
+            .outerjoin(Run, Run.id == Stage.run_id)
             .where(LabelEdit.sample_id == sample_id).order_by(LabelEdit.id)
         ).all()
 
@@ -478,11 +542,12 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
         "dropped": sample.dropped,
         "edits": [
             {
-                "id": e.id, "stage": stage, "action": e.action, "old": name(e.old_label_id), "new": name(e.new_label_id),
+                "id": e.id, "run": run, "stage": stage, "action": e.action, "old": name(e.old_label_id), "new": name(e.new_label_id),
+                "old_dropped": e.old_dropped, "new_dropped": e.new_dropped,
                 "reason": e.reason, "at": e.created_at.isoformat(timespec="seconds"),
                 "reverted_at": e.reverted_at.isoformat(timespec="seconds") if e.reverted_at else None,
             }
-            for e, stage in rows
+            for e, stage, run in rows
         ],
     }
 

@@ -50,6 +50,23 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(_config(conn), revision)
 
 
+def known_revisions() -> set[str]:
+    return {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def state(engine: Engine) -> str:
+    """``empty``, ``current`` (at the head), ``behind`` (``kd db upgrade`` brings it up), ``newer``
+    (a revision this kd does not know: a newer kd made it) or ``foreign`` (tables, no kd revision)."""
+    if is_empty(engine):
+        return "empty"
+    current = current_revision(engine)
+    if current is None:
+        return "foreign"
+    if current == head_revision():
+        return "current"
+    return "behind" if current in known_revisions() else "newer"
+
+
 def is_empty(engine: Engine) -> bool:
     return not inspect(engine).get_table_names()
 
@@ -65,10 +82,9 @@ def ensure_current(engine: Engine, *, create: bool = True) -> None:
     current, head = current_revision(engine), head_revision()
     if current == head:
         return
-    known = {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
     if current is None:
         raise KdError(f"{where} is not a kd store (no schema revision found)")
-    if current not in known:
+    if current not in known_revisions():
         raise KdError(
             f"{where} is at schema revision {current}, newer than this kd knows ({head}): upgrade kd"
         )

@@ -58,6 +58,14 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.steps <= 0 and self.minutes <= 0:
             raise KdError("give a training budget: --steps N or --minutes M")
+        if self.steps < 0 or self.minutes < 0:
+            raise KdError("--steps and --minutes cannot be negative")
+        if self.hidden < 1 or self.heads < 0 or self.intermediate < 0:
+            raise KdError("--hidden must be at least 1, and --heads and --intermediate 0 (auto) or more")
+        if self.batch_size < 1 or self.lr <= 0 or not 0.0 <= self.warmup < 1.0 or self.weight_decay < 0:
+            raise KdError("--batch-size must be at least 1, --lr positive, --warmup in [0, 1) and the weight decay >= 0")
+        if self.min_count < 1 or self.max_vocab <= len(SPECIALS):
+            raise KdError(f"--min-count must be at least 1 and the vocabulary larger than its {len(SPECIALS)} special tokens")
         if self.hidden % self.n_heads:
             raise KdError(f"--hidden {self.hidden} is not divisible by {self.n_heads} heads")
         if self.layers < 1 or self.max_len < 8:
@@ -111,6 +119,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     if len(texts) < 2:
         raise KdError("the store has fewer than 2 texts to pre-train on: ingest some text first")
     tokens = build_vocab(texts, min_count=cfg.min_count, max_size=cfg.max_vocab)
+    if len(tokens) == len(SPECIALS):
+        raise KdError(f"no character occurs {cfg.min_count} times in the {len(texts)} texts: lower --min-count")
     tokenizer = make_tokenizer(tokens)
     ids, groups = _encode_with_groups(tokenizer, texts, cfg)
     lengths = [len(x) for x in ids]

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from .errors import KdError
 from .serving import sha256_file  # numpy-free, shared with the ONNX serving path
-from .schema import STAGE_KINDS, LabelEdit, Run, Stage, utcnow
+from .schema import STAGE_KINDS, LabelEdit, LabelIssue, Run, Stage, utcnow
 from .store import Store
 
 DEFAULT_RUN = "default"
@@ -107,6 +107,8 @@ def stage_scope(
         raise ValueError(f"unknown stage kind {kind!r}")
     name = name or kind
     check_stage_name(name)
+    if name in STAGE_KINDS and name != kind:  # ``find_stage`` looks a name up before a kind
+        raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
     stage_id = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite)
     handle = StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
     guard = _SigtermGuard()
@@ -179,6 +181,10 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
             select(Stage).where(Stage.run_id == run_row.id, Stage.name == name)
         ).first()
         if old is not None:
+            if old.kind != kind:  # --overwrite replaces a stage's own kind only, never a teacher by a clean
+                raise KdError(
+                    f"stage {name!r} of run {run!r} is a {old.kind} stage, not a {kind} stage: choose another --name"
+                )
             if old.status in ("succeeded", "running") and not overwrite:
                 verb = "succeeded" if old.status == "succeeded" else "is still running (or crashed)"
                 raise KdError(
@@ -213,13 +219,31 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
 
 def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:
     """A stage whose label edits still stand is never replaced: deleting it would orphan them (their
-    labels stay changed, and ``kd labels undo`` could no longer find them)."""
+    labels stay changed, and ``kd labels undo`` could no longer find them). Nor is a detect stage
+    whose issues a clean stage decided with edits that stand: its issues would go, and undoing the
+    clean would restore labels that no issue lists any more."""
     live = _live_edits(s, old)
     if live:
         raise KdError(
             f"stage {old.name!r} of run {run!r} has {live} label edits that are not undone: "
             f"run `kd labels undo --run {run} --stage {old.name}` first"
         )
+    if old.kind != "detect":
+        return
+    deciders = s.scalars(
+        select(Stage).where(Stage.id.in_(
+            select(LabelIssue.decided_stage_id).where(LabelIssue.stage_id == old.id, LabelIssue.decided_stage_id.is_not(None))
+        )).order_by(Stage.id)
+    ).all()
+    for clean in deciders:
+        live = _live_edits(s, clean)
+        if live:
+            owner = s.get(Run, clean.run_id).uniqid
+            raise KdError(
+                f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r}, whose "
+                f"{live} label edits stand: run `kd labels undo --run {owner} --stage {clean.name}` first, "
+                f"or detect again in another run (`kd labels detect --run NEW --teacher-run {run}`)"
+            )
 
 
 def _park(store: Store, s: Session, old: Stage, run: str) -> None:

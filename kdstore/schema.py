@@ -167,6 +167,17 @@ class LabelEdit(Base):
     reverted_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
 
+class AugmentedText(Base):
+    """A sample an augmentation recipe (``source``) made: stored by it, or by an earlier recipe or
+    ingest that had the same text first."""
+
+    __tablename__ = "augmented_texts"
+    source: Mapped[str] = mapped_column(String(500), primary_key=True)
+    sample_id: Mapped[int] = mapped_column(
+        ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
 class SampleFold(Base):
     """Which cross-validation fold a train sample was held out in, for a ``teach --folds K`` stage."""
 

@@ -23,7 +23,7 @@ from . import vectors
 from .engine import WRITE_LOCK, make_engine, resolve_url, sqlite_path
 from .errors import KdError
 from .migrate import ensure_current
-from .schema import SPLITS, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
+from .schema import SPLITS, AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
 
 CHUNK = 20_000
 
@@ -165,12 +165,14 @@ class Store:
         labeled: bool | None = None,
         where: str | None = None,
         source: str | None = None,
+        augmented: str | None = None,
         include_dropped: bool = False,
         ids: Sequence[int] | None = None,
         limit: int | None = None,
     ) -> SampleSet:
         """Samples in id order, filtered by split, labeled-ness, a SQL ``where`` fragment on ``samples``
-        (the user's ``--where``) and the exact ``source`` they came from."""
+        (the user's ``--where``), the exact ``source`` they came from and the augmentation recipe
+        that made them (``augmented``: a recipe's source, see ``augmented_texts``)."""
         query = select(Sample.id, Sample.text, Sample.label_id, Sample.split).order_by(Sample.id)
         if splits is not None:
             splits = list(splits)
@@ -188,6 +190,8 @@ class Store:
             query = query.where(text(where))
         if source is not None:
             query = query.where(Sample.source == source)
+        if augmented is not None:
+            query = query.where(Sample.id.in_(select(AugmentedText.sample_id).where(AugmentedText.source == augmented)))
         if ids is not None:
             query = query.where(Sample.id.in_(list(ids)))
         if limit is not None:

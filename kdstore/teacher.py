@@ -17,7 +17,8 @@ from .batching import bucketed_batches, encode, encode_packed, iter_padded, leng
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .metrics import classification_metrics
-from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
+from .outputs import (OutOfFold, average_probs_as_logits, refresh_split_metrics, store_split_metrics, unscored, write_scores,
+                      write_sharded_scores)
 from .progress import progress
 from .runs import StageHandle
 from .schedules import layer_decay_scales, warmup_linear_decay
@@ -62,6 +63,8 @@ class TeachConfig:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise KdError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if not 0.0 <= self.warmup < 1.0 or self.patience < 1:
+            raise KdError(f"--warmup must be in [0, 1) and --patience at least 1, got {self.warmup} and {self.patience}")
 
 
 def resolve_model(store: Store, name: str) -> str:
@@ -74,13 +77,19 @@ def resolve_model(store: Store, name: str) -> str:
     return name
 
 
-def load_classifier(path: str, class_names: list[str]):
-    """``(tokenizer, model)`` for ``path`` with a head of ``len(class_names)`` outputs, or a KdError."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def quiet_transformers() -> None:
+    """No load reports or loading bars from transformers: kd shows its own progress."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def load_classifier(path: str, class_names: list[str]):
+    """``(tokenizer, model)`` for ``path`` with a head of ``len(class_names)`` outputs, or a KdError."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_transformers()
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -392,6 +401,8 @@ def score_missing(
     still = unscored(store, stage.id, todo_ids) if dist.is_main else np.zeros(0)
     if len(still):
         raise KdError(f"{len(still)} of {len(todo_ids)} samples still have no teacher logits: run `kd teach --run {run} --logits-only` again")
+    if dist.is_main:  # labeled samples among the new ones change the teacher's dev/test figures
+        refresh_split_metrics(store, stage.id, names)
     return scored
 
 

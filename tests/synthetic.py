@@ -101,3 +101,23 @@ def kd(*args: str, input: str | None = None, ok: bool = True):
     else:
         assert result.exit_code != 0, result.output
     return result
+
+
+def edit_labels(db: str, run: str, name: str, decisions: dict[int, str]) -> None:
+    """Label edits of any samples, flagged or not, as clean stage ``name`` of ``run``: the library
+    path a review sheet's rows take (``stage_scope`` + ``labels.apply``; ``kd labels import``
+    decides detected issues only); ``decisions``: sample id → ``drop`` or a class name."""
+    from kdstore import labels as lab
+    from kdstore.runs import stage_scope
+    from kdstore.store import Store
+
+    store = Store.open(db)
+    names = store.class_names()
+    try:
+        with stage_scope(store, run=run, kind="clean", name=name, config={}) as stage:
+            lab.apply(store, stage.id, [
+                lab.Decision(i, None, "drop", None) if d == "drop" else lab.Decision(i, None, "relabel", names.index(d))
+                for i, d in decisions.items()
+            ], reason="test")
+    finally:
+        store.close()

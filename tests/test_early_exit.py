@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import kd, labeled_rows, texts, write_tsv
+from synthetic import edit_labels, kd, labeled_rows, texts, write_tsv
 
 from kdstore.batching import encode, pad
 from kdstore.early_exit import (
@@ -357,8 +357,7 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
     train, dev = store.samples(splits=["train"], labeled=True), store.samples(splits=["dev"], labeled=True)
     rows = [(int(i), names[1 - int(y)]) for i, y in zip(train.ids[:6], train.labels[:6])]
     rows += [(int(dev.ids[0]), names[1 - int(dev.labels[0])]), (int(dev.ids[1]), "drop")]
-    (tmp_path / "sheet.csv").write_text("sample_id,decision\n" + "".join(f"{i},{d}\n" for i, d in rows), encoding="utf-8")
-    kd("labels", "import", str(tmp_path / "sheet.csv"), "--run", "r", "--db", db)
+    edit_labels(db, "r", "review", dict(rows))
     kd("labels", "detect", "--run", "r", "--allow-in-sample", "--db", db)
     kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--db", db)
 

@@ -118,6 +118,8 @@ def test_read_class_file_forms(tmp_path):
     assert format_class_file(["neg", "pos"]) == "0\tneg\n1\tpos\n"
     (tmp_path / "round.txt").write_text(format_class_file(["b", "a", "c"]), encoding="utf-8")
     assert read_class_file(tmp_path / "round.txt") == ("b", "a", "c")
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf0\tpos\r\n1\tneg\r\n")  # as a spreadsheet or Notepad saves it
+    assert read_class_file(tmp_path / "bom.txt") == ("pos", "neg")
 
 
 def test_normalize_and_text_hash():
@@ -298,6 +300,49 @@ def test_conflict_is_listed_and_first_label_kept(invoke, write_file, read_sample
     assert read_classes() == [(0, "pos"), (1, "neg")]
 
 
+def test_a_labeled_row_whose_text_is_stored_unlabeled_is_a_conflict(invoke, write_file, read_samples):
+    """Counting it as a duplicate would drop its label without a word (a test row equal to a pool
+    text, or to an augmented text, would shrink the test set unseen)."""
+    write_file("pool.txt", "好吃\n还行\n")
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    write_file("test.tsv", "pos\t好吃\nneg\t难吃\n")
+    report = invoke.json(["ingest", "test.tsv", "--split", "test"])
+    assert (report["added"], report["duplicates"]) == (1, 0)
+    assert [(c["line"], c["label"], c["kept_label"], c["kept_from"]) for c in report["conflicts"]] == [(1, "pos", None, "pool.txt:1")]
+    assert "has no label: 好吃" in invoke(["ingest", "test.tsv", "--split", "test"]).stdout
+    # the other way round stays a duplicate: a pool text that is already a labeled sample
+    write_file("more.txt", "难吃\n")
+    again = invoke.json(["ingest", "more.txt", "--split", "unlabeled"])
+    assert (again["added"], again["duplicates"], again["conflicts"]) == (0, 1, [])
+    assert [(r["text"], r["split"], r["label"]) for r in read_samples()] == [
+        ("好吃", "unlabeled", None), ("还行", "unlabeled", None), ("难吃", "test", "neg")]
+
+
+def test_columns_by_index_still_detect_a_header_row(invoke, write_file, read_samples, read_classes):
+    write_file("h.tsv", "label\ttext\npos\t很好\nneg\t很差\n")
+    report = invoke.json(["ingest", "h.tsv", "--text-col", "1", "--label-col", "0"])
+    assert report["added"] == 2 and report["new_classes"] == ["pos", "neg"]
+    assert [r["text"] for r in read_samples()] == ["很好", "很差"]
+
+
+def test_a_csv_text_longer_than_the_csv_module_default_is_read(invoke, write_file, read_samples):
+    write_file("long.csv", "label,text\npos," + "好" * 200_000 + "\n")
+    assert invoke.json(["ingest", "long.csv"])["added"] == 1
+    assert len(read_samples()[0]["text"]) == 200_000
+
+
+def test_square_brackets_in_texts_and_labels_print_as_they_are(invoke, write_file, db):
+    """rich would read ``[bold]`` as markup (and ``[/x]`` as a broken tag: a traceback after the
+    rows were committed); every table prints them verbatim."""
+    write_file("mk.tsv", "[bold]pos\t选项[a]和[b]都差[/b]很\n[/x]\t很差[/x]\n")
+    out = invoke(["ingest", "mk.tsv"]).stdout
+    assert "[bold]pos" in out and "[/x]" in out
+    listed = invoke(["samples"]).stdout
+    assert "选项[a]和[b]都差[/b]很" in listed and "很差[/x]" in listed
+    invoke(["teach", "--run", "mk", "--model", "/nonexistent/[/x]"], ok=False)  # a failed stage whose error has brackets
+    assert "failed" in invoke(["runs"]).stdout  # not rich's MarkupError
+
+
 def test_conflict_plain_output(invoke, write_file):
     write_file("train.tsv", "pos\tnice\nneg\tnice\n")
     out = invoke(["ingest", "train.tsv"]).stdout
@@ -409,6 +454,27 @@ BAD_INPUTS = [
         id="invalid-json-line",
     ),
     pytest.param(
+        "boollabel.jsonl",
+        b'{"text": "fine text", "label": 1}\n{"text": "other", "label": true}\n',
+        [],
+        ["line 2", "field 'label'", "expected a string or an integer", "true"],
+        id="jsonl-label-not-string-or-integer",
+    ),
+    pytest.param(
+        "floatlabel.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"text": "other", "label": 1.0}\n',
+        [],
+        ["line 2", "field 'label'", "expected a string or an integer", "1.0"],
+        id="jsonl-label-float",
+    ),
+    pytest.param(
+        "quote.csv",
+        b'label,text\npos,fine text\nneg,"never closed\n',
+        [],
+        ["line 3", "not valid CSV", "unexpected end of data"],
+        id="csv-unclosed-quote",
+    ),
+    pytest.param(
         "nokey.jsonl",
         b'{"text": "fine text", "label": "pos"}\n{"body": "no text key", "label": "neg"}\n',
         [],
@@ -484,3 +550,11 @@ def test_detected_header_gives_default_columns(name, content, invoke, write_file
     write_file(name, content)
     invoke(["ingest", name])
     assert [(r["text"], r["label"]) for r in read_samples()] == [("hello there", "1")]
+
+
+def test_writing_into_a_missing_folder_is_one_line(invoke, write_file, tmp_path, error_line):
+    write_file("train.tsv", GOOD)
+    invoke(["ingest", "train.tsv"])
+    target = tmp_path / "no" / "such" / "class_id.txt"
+    line = error_line(invoke(["classes", "--export", str(target)], ok=False))
+    assert str(target) in line and "No such file or directory" in line

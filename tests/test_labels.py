@@ -5,6 +5,7 @@ store in a real SQLite file and in a PostgreSQL database."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import torch
 from conftest import BACKENDS
 from sqlalchemy import delete, func, select, text, update
-from synthetic import flip, kd, labeled_rows, save_tiny_bert, write_tsv
+from synthetic import edit_labels, flip, kd, labeled_rows, save_tiny_bert, write_tsv
 
 from kdstore import labels as lab
 from kdstore.errors import KdError
@@ -237,7 +238,14 @@ def test_drop_excludes_samples_from_later_training(db):
     out = json.loads(kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
                         "--max-len", "32", "--db", db, "--json").stdout)
     assert out["metrics"]["all"]["train_samples"] == 150 - counts["drop"]
-    assert out["config"]["labels_from"] == "r/clean"
+    assert out["config"]["labels_from"] == "r/clean" and out["config"]["labels_stages"] == ["r/clean"]
+    # the digest names the label set: a later clean that undoes nothing of the first changes it,
+    # and undoing everything gives back the original labels' digest
+    original = hashlib.sha256().hexdigest()[:16]
+    dropped = out["config"]["labels_digest"]
+    assert dropped != original
+    kd("labels", "undo", "--run", "r", "--db", db)
+    assert lab.labels_state(Store.open(db)) == {"labels_from": "original", "labels_stages": [], "labels_digest": original}
 
 
 def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):
@@ -282,26 +290,64 @@ def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
     kd("labels", "detect", "--run", "r", "--db", db)
     before, issues = _labels(db), _issues(db)
     (i1, s1), (i2, _) = [(i["issue_id"], i["sample_id"]) for i in issues[:2]]
+    unflagged = next(int(i) for i in Store.open(db).samples(splits=["train"]).ids if int(i) not in {x["sample_id"] for x in issues})
+    dev = int(Store.open(db).samples(splits=["dev"]).ids[0])
     bad = [  # (sheet, content, run, what the error names)
-        ("bad-id.csv", "sample_id,decision\n1,neg\n999999,drop\n", "r", ("line 3", "field 'sample_id'", "no sample 999999")),
+        ("bad-id.csv", f"sample_id,decision\n{s1},neg\n999999,drop\n", "r", ("line 3", "field 'sample_id'", "no sample 999999")),
+        ("unflagged.csv", f"sample_id,decision\n{s1},neg\n{unflagged},drop\n", "r", ("line 3", "field 'sample_id'", f"sample {unflagged} has no issue detected in run 'r'")),
+        ("dev.csv", f"sample_id,decision\n{dev},pos\n", "r", ("line 2", "field 'sample_id'", f"sample {dev} has no issue")),
+        ("twice.csv", f"sample_id,decision\n{s1},drop\n{s1},reject\n", "r", ("line 3", "field 'sample_id'", f"sample {s1} is decided twice (first on line 2)")),
+        ("text.csv", f"sample_id,text,decision\n{s1},另一个商店的文字,drop\n", "r", ("line 2", "field 'text'", f"not the text of sample {s1}")),
         ("empty-id.csv", "sample_id,decision\n,drop\n", "r", ("line 2", "field 'sample_id'", "empty")),
         ("float-id.jsonl", '{"sample_id": 1.5, "decision": "drop"}\n', "r", ("line 1", "field 'sample_id'", "not an id")),
-        ("bad-label.jsonl", '{"sample_id": 1, "decision": "maybe"}\n', "r", ("line 1", "field 'decision'", "'maybe' is not accept, reject, drop or a class")),
+        ("bad-label.jsonl", f'{{"sample_id": {s1}, "decision": "maybe"}}\n', "r", ("line 1", "field 'decision'", "'maybe' is not accept, reject, drop or a class")),
         ("text-issue.csv", f"issue_id,sample_id,decision\nabc,{s1},drop\n", "r", ("line 2", "field 'issue_id'", "not an id")),
         ("other-issue.csv", f"issue_id,sample_id,decision\n{i1},{s1},drop\n{i2},{s1},drop\n", "r", ("line 3", "field 'issue_id'", f"not an issue of sample {s1}")),
-        ("other-run.csv", f"issue_id,sample_id,decision\n{i1},{s1},drop\n", "other", ("line 2", "field 'issue_id'", "detected in run 'other'")),
+        ("other-run.csv", f"issue_id,sample_id,decision\n{i1},{s1},drop\n", "other", ("no run 'other'",)),
+        ("bad-run.csv", f"run,issue_id,sample_id,decision\nbad run!,{i1},{s1},drop\n", None, ("no run 'bad run!'",)),
         ("not-object.jsonl", f'{{"sample_id": {s1}, "decision": "drop"}}\n[{s1}, "drop"]\n', "r", ("line 2", "not a JSON object")),
-        ("huge.csv", f"sample_id,decision,text\n{s1},drop,{'x' * 200_000}\n", "r", ("line 2", "not valid CSV")),
+        ("unclosed.csv", f'sample_id,decision,text\n{s1},drop,"a quote never closed\n', "r", ("line 2", "not valid CSV", "unexpected end of data")),
     ]
     for name, content, run, expected in bad:
         sheet = tmp_path / name
         sheet.write_text(content, encoding="utf-8")
-        line = error_line(kd("labels", "import", "--run", run, str(sheet), "--db", db, ok=False))
+        line = error_line(kd("labels", "import", *(["--run", run] if run else []), str(sheet), "--db", db, ok=False))
         assert str(sheet) in line and all(e in line for e in expected), (name, line)
     assert _labels(db) == before and _count(db, LabelEdit) == 0
     assert {i["status"] for i in _issues(db)} == {"open"}
     store = Store.open(db)
     assert [s.kind for s in store.stages_of("r")] == ["teach", "detect"] and not store.run_exists("other")
+    assert not store.run_exists("bad run!")
+
+
+def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, error_line):
+    """A sheet's decided issues cannot be decided again (a second import would move their undo to
+    the wrong stage); ``--name X --overwrite`` replaces a clean stage only, never the teacher; and a
+    detection whose issues a clean decided is not replaced while that clean's edits stand."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first, second = _issues(db)[:2]
+    sheet = _sheet(tmp_path / "review.csv", [
+        {"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"},
+        {"run": "r", "issue_id": second["issue_id"], "sample_id": second["sample_id"], "decision": "drop"}])
+    kd("labels", "import", str(sheet), "--db", db)
+    state, edits = _state(db), _count(db, LabelEdit)
+    line = error_line(kd("labels", "import", str(sheet), "--name", "review2", "--db", db, ok=False))
+    assert "line 2" in line and f"issue {first['issue_id']} (sample {first['sample_id']}) was already rejected by stage 'review'" in line
+    for name in ("teach", "detect"):
+        line = error_line(kd("labels", "clean", "--run", "r", "--name", name, "--overwrite", "--db", db, ok=False))
+        assert f"the stage name {name!r} is kept for {name} stages: choose another --name" in line
+    line = error_line(kd("labels", "clean", "--run", "r", "--name", "distill", "--db", db, ok=False))
+    assert "the stage name 'distill' is kept for distill stages" in line
+    line = error_line(kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False))
+    assert "were decided by stage 'review', whose 1 label edits stand" in line and "kd labels undo --run r --stage review" in line
+    assert _state(db) == state and _count(db, LabelEdit) == edits
+    store = Store.open(db)
+    assert [(s.name, s.kind) for s in store.stages_of("r")] == [("teach", "teach"), ("detect", "detect"), ("review", "clean")]
+    assert store.read_folds(store.find_stage("r", "teach").id)  # the teacher and its folds stand
+    store.close()
+    kd("labels", "undo", "--run", "r", "--db", db)
+    kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)  # nothing of the old detection stands
+    kd("labels", "undo", "--run", "r", "--db", db, ok=False)  # nothing left to undo
 
 
 def test_jsonl_export_edit_import_round_trip_with_another_class(db, tmp_path):
@@ -332,8 +378,7 @@ def test_jsonl_export_edit_import_round_trip_with_another_class(db, tmp_path):
 
 def test_detect_refuses_a_single_train_class_and_a_changed_class_set(db, tmp_path, error_line):
     ones = _read(db, select(Sample.id).where(Sample.split == "train", Sample.label_id == 1))
-    sheet = _sheet(tmp_path / "drop-ones.csv", [{"sample_id": i, "decision": "drop"} for (i,) in ones])
-    kd("labels", "import", "--run", "r", str(sheet), "--db", db)
+    edit_labels(db, "r", "review", {i: "drop" for (i,) in ones})
     line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
     assert "single class" in line and _count(db, LabelIssue) == 0
     kd("labels", "undo", "--run", "r", "--db", db)
@@ -368,14 +413,16 @@ def test_undo_restores_the_dropped_flag_exactly(db, tmp_path):
     names = Store.open(db).class_names()
     start = _state(db)
     other = names[1 - start[b][0]]
-    kd("labels", "import", "--run", "r", "--name", "first", str(_sheet(tmp_path / "first.csv", [
-        {"sample_id": b, "decision": "drop"}, {"sample_id": c, "decision": "drop"}])), "--db", db)
+    edit_labels(db, "r", "first", {b: "drop", c: "drop"})
     first = _state(db)
     assert first[b][1] and first[c][1]
-    kd("labels", "import", "--run", "r", "--name", "second", str(_sheet(tmp_path / "second.csv", [
-        {"sample_id": a, "decision": "drop"}, {"sample_id": b, "decision": other}, {"sample_id": c, "decision": "drop"}])), "--db", db)
+    edit_labels(db, "r", "second", {a: "drop", b: other, c: "drop"})
     second = _state(db)
     assert second[a][1] and second[b] == (names.index(other), False, start[b][2]) and second[c][1]
+    history = json.loads(kd("labels", "history", str(b), "--db", db, "--json").stdout)["edits"]
+    assert [(e["run"], e["stage"], e["action"], e["old_dropped"], e["new_dropped"]) for e in history] == [
+        ("r", "first", "drop", False, True), ("r", "second", "relabel", True, False)]
+    assert ", no longer dropped" in kd("labels", "history", str(b), "--db", db).stdout
     kd("labels", "undo", "--run", "r", "--stage", "second", "--db", db)
     assert _state(db) == first  # b dropped again with its old label; c, dropped before, still dropped
     kd("labels", "undo", "--run", "r", "--stage", "first", "--db", db)
@@ -391,15 +438,16 @@ def test_overwrite_refuses_a_stage_whose_edits_stand(db, tmp_path, error_line):
     line = error_line(kd("labels", "clean", "--run", "r", "--overwrite", "--db", db, ok=False))
     assert f"{edits} label edits that are not undone" in line and "`kd labels undo --run r --stage clean` first" in line
     assert _state(db) == cleaned and _count(db, LabelEdit) == edits and Store.open(db).find_stage("r", "clean").id == stage.id
-    some = next(i for i in before if before[i] != cleaned[i])
-    sheet = _sheet(tmp_path / "review.csv", [{"sample_id": some, "decision": "drop"}])
+    kd("labels", "undo", "--run", "r", "--db", db)
+    assert _state(db) == before
+    first = _issues(db)[0]
+    sheet = _sheet(tmp_path / "review.csv", [{"sample_id": first["sample_id"], "decision": "drop"}])
     kd("labels", "import", "--run", "r", str(sheet), "--db", db)
     line = error_line(kd("labels", "import", "--run", "r", str(sheet), "--overwrite", "--db", db, ok=False))
     assert "--stage review` first" in line
     kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)
     kd("labels", "import", "--run", "r", str(sheet), "--overwrite", "--db", db)  # undone: may be replaced
     kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)
-    kd("labels", "undo", "--run", "r", "--db", db)
     assert _state(db) == before
     kd("labels", "clean", "--run", "r", "--overwrite", "--db", db)
     assert _state(db) == cleaned and lab.labels_version(Store.open(db)) == "r/clean"
@@ -412,7 +460,7 @@ def test_undo_refuses_when_a_later_edit_lost_its_stage(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     kd("labels", "clean", "--run", "r", "--db", db)
     touched = _issues(db)[0]["sample_id"]
-    kd("labels", "import", "--run", "later", str(_sheet(tmp_path / "later.csv", [{"sample_id": touched, "decision": "drop"}])), "--db", db)
+    edit_labels(db, "later", "review", {touched: "drop"})
     store = Store.open(db)
     with store.engine.begin() as conn:
         conn.execute(delete(Stage).where(Stage.id == store.find_stage("later", "review").id))
@@ -426,11 +474,9 @@ def test_undo_refuses_when_a_later_edit_touched_the_same_samples(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     kd("labels", "clean", "--run", "r", "--db", db)
     touched = Store.open(db).samples(ids=[i["sample_id"] for i in lab.issues(Store.open(db), "r")]).ids[0]
-    sheet = tmp_path / "later.csv"
-    sheet.write_text(f"sample_id,decision\n{touched},drop\n", encoding="utf-8")
-    kd("labels", "import", "--run", "later", str(sheet), "--db", db)
+    edit_labels(db, "later", "review", {int(touched): "drop"})
     refused = kd("labels", "undo", "--run", "r", "--db", db, ok=False)
-    assert f"touched samples {touched}" in refused.output
+    assert f"touched samples {touched}" in refused.output and "(stage later/review)" in refused.output
     kd("labels", "undo", "--run", "later", "--db", db)
     kd("labels", "undo", "--run", "r", "--db", db)
 

@@ -22,8 +22,8 @@ def test_chain_is_linear_from_0001_to_head():
 
     script = ScriptDirectory.from_config(migrate._config())
     chain = [s.revision for s in reversed(list(script.walk_revisions()))]
-    assert chain == ["0001", "0002", "0003", "0004", "0005"]
-    assert migrate.head_revision() == "0005"
+    assert chain == ["0001", "0002", "0003", "0004", "0005", "0006"]
+    assert migrate.head_revision() == "0006"
 
 
 def test_new_store_is_migrated_to_head_and_matches_models(db):
@@ -31,7 +31,7 @@ def test_new_store_is_migrated_to_head_and_matches_models(db):
     store = Store.open(db)
     try:
         assert store_exists(db)
-        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0005"
+        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0006"
         tables = set(inspect(store.engine).get_table_names())
         assert tables == set(Base.metadata.tables) | {"alembic_version"}
         with store.engine.connect() as conn:
@@ -70,21 +70,21 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
         Store.open(db)
     message = str(info.value)
     assert "`kd db upgrade`" in message
-    assert "0001" in message and "0005" in message
+    assert "0001" in message and "0006" in message
 
     # the CLI refuses it too, as a one-line error, and does not upgrade it behind the user's back
     result = invoke(["samples"], ok=False)
     assert "kd db upgrade" in result.stderr
     state = invoke.json(["db", "current"])
-    assert state["current"] == "0001" and state["head"] == "0005"
+    assert state["current"] == "0001" and state["head"] == "0006"
     assert state["up_to_date"] is False
 
     result = invoke(["db", "upgrade"])
-    assert "0001 -> 0005" in result.stdout
+    assert "0001 -> 0006" in result.stdout
 
     store = Store.open(db, create=False)
     try:
-        assert migrate.current_revision(store.engine) == "0005"
+        assert migrate.current_revision(store.engine) == "0006"
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(ctx, Base.metadata) == []
@@ -108,25 +108,47 @@ def test_upgrade_keeps_rows_written_at_0001(db, invoke, read_samples):
     assert [(r["text"], r["label"], r["source"]) for r in rows] == [("good", "pos", "old.tsv")]
 
 
+def test_upgrade_to_0006_lists_the_augmented_samples_each_recipe_stored(db, invoke):
+    engine = _engine_at(db, "0005")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO classes (id, name) VALUES (0, 'pos')")
+        conn.exec_driver_sql(
+            "INSERT INTO samples (id, text, text_hash, split, label_id, orig_label_id, dropped, source, line, parent_id) VALUES "
+            "(1, 'good', 'h1', 'train', 0, 0, FALSE, 'a.tsv', 1, NULL), "
+            "(2, 'go[UNK]', 'h2', 'unlabeled', NULL, NULL, FALSE, 'augment:mask:n1', NULL, 1), "
+            "(3, 'pool text', 'h3', 'unlabeled', NULL, NULL, FALSE, 'pool.txt', 1, NULL)"
+        )
+    engine.dispose()
+    invoke(["db", "upgrade"])
+    store = Store.open(db, create=False)
+    try:
+        assert store.samples(augmented="augment:mask:n1").ids.tolist() == [2]
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT source, sample_id FROM augmented_texts")).all() == [("augment:mask:n1", 2)]
+    finally:
+        store.close()
+
+
 def test_db_current_json_reports_current_and_head(db, invoke):
     invoke(["db", "upgrade"])  # creates the store
     state = invoke.json(["db", "current"])
     assert state == {
         "db": resolve_url(db),
-        "current": "0005",
-        "head": "0005",
+        "current": "0006",
+        "head": "0006",
         "up_to_date": True,
+        "state": "current",
     }
     text = invoke(["db", "current"]).stdout
-    assert "revision 0005" in text and "up to date" in text
+    assert "revision 0006" in text and "up to date" in text
 
 
 def test_db_upgrade_on_new_path_creates_store(db, invoke):
     result = invoke(["db", "upgrade"])
-    assert "empty -> 0005" in result.stdout
+    assert "empty -> 0006" in result.stdout
     assert store_exists(db)
     # running it again is harmless
-    assert "0005 -> 0005" in invoke(["db", "upgrade"]).stdout
+    assert "0006 -> 0006" in invoke(["db", "upgrade"]).stdout
 
 
 def test_db_current_on_missing_store_fails_cleanly(db, invoke, error_line):
@@ -160,13 +182,17 @@ def test_non_kd_database_is_refused(db, invoke, error_line, write_file):
     engine.dispose()
 
 
-def test_newer_revision_than_kd_knows_is_refused(db):
+def test_newer_revision_than_kd_knows_is_refused(db, invoke, error_line):
     engine = _engine_at(db, "head")
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
     engine.dispose()
     with pytest.raises(KdError, match="newer than this kd knows"):
         Store.open(db)
+    # `kd db upgrade` cannot downgrade it (one line, not Alembic's traceback), and `current` says so
+    assert "newer than this kd knows (0006): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
+    assert invoke.json(["db", "current"])["state"] == "newer"
+    assert "newer than this kd: upgrade kd" in invoke(["db", "current"]).stdout
 
 
 def test_db_upgrade_refuses_non_kd_database(db, invoke):

@@ -321,6 +321,23 @@ def test_named_stages_of_one_kind_coexist(store):
     assert store.find_stage("r1", "teach-a").name == "teach-a"
 
 
+def test_a_stage_name_belongs_to_one_kind(store):
+    """``--name X --overwrite`` replaces a stage of its own kind only (a clean stage named after a
+    student never deletes the student), and a kind's own name is kept for that kind (``find_stage``
+    looks a name up before a kind)."""
+    with stage_scope(store, run="r1", kind="distill", name="student", config={"epochs": 3}):
+        pass
+    for overwrite in (False, True):
+        with pytest.raises(KdError, match="stage 'student' of run 'r1' is a distill stage, not a clean stage: choose another --name"):
+            with stage_scope(store, run="r1", kind="clean", name="student", config={}, overwrite=overwrite):
+                pass
+    with pytest.raises(KdError, match="the stage name 'teach' is kept for teach stages"):
+        with stage_scope(store, run="r1", kind="clean", name="teach", config={}):
+            pass
+    [stage] = store.stages_of("r1")
+    assert (stage.name, stage.kind, stage.status, stage.config) == ("student", "distill", "succeeded", {"epochs": 3})
+
+
 def test_unknown_stage_kind_is_refused(store):
     with pytest.raises(ValueError, match="unknown stage kind"):
         with stage_scope(store, run="r1", kind="bake", config={}):

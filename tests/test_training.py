@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
-from synthetic import corpus_files, kd, tiny_bert_for, tiny_roberta_for, write_tsv
+from synthetic import corpus_files, edit_labels, kd, tiny_bert_for, tiny_roberta_for, write_tsv
 
 from kdstore.schema import Logit, Prediction, Sample, Stage
 from kdstore.store import Store
@@ -83,10 +83,19 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
     late = tmp_path / "late.txt"
     late.write_text("这个很好用\n那个太差了\n", encoding="utf-8")
     kd("ingest", str(late), "--split", "unlabeled", "--db", db)
-    out = kd("teach", "--run", "t2", "--logits-only", "--db", db, "--json")
-    assert json.loads(out.output)["scored"] == 2
+    write_tsv(tmp_path / "dev2.tsv", [("pos", "后来的验证样本很好"), ("neg", "后来的验证样本太差")])
+    kd("ingest", str(tmp_path / "dev2.tsv"), "--split", "dev", "--db", db)
+    # the training options would be ignored: refused, nothing scored
+    refused = kd("teach", "--run", "t2", "--logits-only", "--epochs", "5", "--max-len", "16", "--db", db, ok=False)
+    assert "--epochs, --max-len: --logits-only scores with the run's teacher as it was trained" in refused.output
+    out = kd("teach", "--run", "t2", "--logits-only", "--batch-size", "3", "--db", db, "--json")
+    assert json.loads(out.output)["scored"] == 4
     stage = _stage(sample_store, "t2", "teach")
     assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample)
+    # the teacher's dev figures now count the two dev samples it scored later, once
+    store = Store.open(db)
+    dev_n = [m.value for m in store.metrics(stage.id) if m.split == "dev" and m.name == "n"]
+    assert dev_n == [len(store.samples(splits=["dev"], labeled=True))] == [22]
 
 
 @pytest.mark.parametrize(
@@ -206,6 +215,19 @@ def test_pretrain_reads_extra_corpora_and_refuses_unreadable_ones(sample_store, 
         assert line.startswith(f"Error: {bad}: cannot read corpus") and "\n" not in line
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--lr", "-1"], "--lr positive"),
+    (["--hidden", "0"], "--hidden must be at least 1"),
+    (["--heads", "-2"], "--heads and --intermediate 0 (auto) or more"),
+    (["--min-count", "100000"], "no character occurs 100000 times"),
+])
+def test_pretrain_bad_values_are_one_line(sample_store, args, message):
+    result = kd("pretrain", "--run", "bad", "--layers", "1", "--hidden", "32", "--steps", "2", *args, "--db", str(sample_store), ok=False)
+    assert result.output.startswith("Error: ") and message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_pretrain_electra_saves_the_discriminator_teach_starts_from(sample_store):
     from transformers import BertModel
 
@@ -240,7 +262,7 @@ def test_distill_each_student_stores_predictions_and_metrics(taught_store, stude
     db = str(taught_store)
     out = kd("distill", "--run", "r", "--student", student, "--epochs", "2", "--batch-size", "16",
              "--embed-dim", "16", "--num-filters", "8", "--hidden", "16", "--max-len", "32", "--db", db, "--json")
-    report = json.loads(out.output)
+    report = json.loads(out.stdout)  # standard error names the sizes this student does not use
     assert report["status"] == "succeeded" and report["name"] == f"distill-{student}"
     assert report["metrics"]["all"]["pool_samples"] == 30  # the unlabeled pool was used
     assert set(report["metrics"]) >= {"train", "dev", "test", "all"}
@@ -294,9 +316,9 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     assert len(lines) == 2 and all(l.split("\t")[0] in ("pos", "neg") for l in lines)
     assert "line 2: empty text" in out.stderr
     f = tmp_path / "in.txt"
-    f.write_text("这个很好\n那个太差\n", encoding="utf-8")
+    f.write_text("\ufeff这个很好\n那个太差\n", encoding="utf-8")  # a byte-order mark is not part of line 1's text
     rows = [json.loads(l) for l in kd("predict", str(f), "--run", "r", "--model", "teacher", "--json", "--db", db).stdout.splitlines()]
-    assert [r["line"] for r in rows] == [1, 2]
+    assert [r["line"] for r in rows] == [1, 2] and rows[0]["text"] == "这个很好"
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-5 and r["label"] in r["probs"] for r in rows)
 
 
@@ -442,6 +464,58 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     assert set(children) == {late_id} and len(children) == later["augmented_added"]
     bad = kd("distill", "--run", "r", "--augment", "synonym", "--db", db, ok=False)
     assert "unknown augmentation method" in bad.output
+
+
+def test_augmentation_recipes_share_their_texts_and_a_dropped_parent_takes_its_own(taught_store):
+    """A text is stored once, so a recipe whose texts an earlier recipe stored (``--augment-n 2``
+    after ``--augment-n 1``) still trains on all of them; a probability of a method the recipe does
+    not use names the same recipe; the texts of a train sample that ``kd labels clean`` dropped are
+    left out with it."""
+    db = str(taught_store)
+    common = ["--run", "r", "--no-unlabeled", "--augment", "ngram", "--epochs", "1", "--embed-dim", "16",
+              "--num-filters", "8", "--max-len", "32", "--db", db, "--json"]
+    figures = lambda *args: json.loads(kd("distill", *common, *args).stdout)["metrics"]["all"]  # noqa: E731
+    one = figures("--augment-n", "1", "--name", "n1")
+    assert one["augmented_added"] == one["augmented_samples"] > 0
+    same = figures("--augment-n", "1", "--p-mask", "0.3", "--name", "n1-again")  # --p-mask changes no ngram text
+    assert (same["augmented_added"], same["augmented_samples"]) == (0, one["augmented_samples"])
+    two = figures("--augment-n", "2", "--name", "n2")
+    assert two["augmented_samples"] > two["augmented_added"]  # texts the first recipe stored count too
+    store = Store.open(db)
+    n1 = store.samples(augmented="augment:ngram:n1:s42:p-/-/0.25")
+    n2 = store.samples(augmented="augment:ngram:n2:s42:p-/-/0.25")
+    assert len(n1) == one["augmented_samples"] and len(n2) == two["augmented_samples"]
+    parents = store.parents()
+    parent = parents[int(n1.ids[0])]
+    children = sum(1 for i in n1.ids if parents.get(int(i)) == parent)
+    edit_labels(db, "r", "review", {parent: "drop"})
+    after = figures("--augment-n", "1", "--name", "n1-dropped")
+    assert after["augmented_added"] == 0 and after["augmented_samples"] == one["augmented_samples"] - children
+
+
+def test_distill_options_are_checked_before_anything_is_written(taught_store, tmp_path):
+    db = str(taught_store)
+    samples = _count(taught_store, Sample)
+    wide = kd("distill", "--run", "r", "--augment", "ngram", "--augment-n", "1", "--kernel-sizes", "2,40", "--max-len", "32",
+              "--name", "k2", "--db", db, ok=False)
+    assert "wider than --max-len" in wide.output and _count(taught_store, Sample) == samples  # no augmented text stored
+    assert _stage(taught_store, "r", "k2").status == "failed"
+    for args, message in (
+        (["--max-len", "0"], "--max-len and --patience must be at least 1"),
+        (["--soft-loss", "mse", "--temperature", "7"], "--soft-loss mse reads raw logits"),
+        (["--student", "transformer", "--layers", "1", "--width", "16", "--init-from-teacher", "--max-len", "32"], "--init-from-teacher copies teacher layers of width 32"),
+        (["--student", "early-exit", "--max-len", "100"], "is longer than model"),
+    ):
+        bad = kd("distill", "--run", "r", "--epochs", "1", *args, "--name", "bad", "--overwrite", "--db", db, ok=False)
+        assert message in bad.output and "Traceback" not in bad.output, (args, bad.output)
+    # options a student or recipe does not use are named; pool texts without teacher logits too
+    (tmp_path / "late.txt").write_text("后来才加进来的一条没有标签的评论\n", encoding="utf-8")
+    kd("ingest", str(tmp_path / "late.txt"), "--split", "unlabeled", "--db", db)
+    out = kd("distill", "--run", "r", "--student", "bigru", "--kernel-sizes", "2,3", "--p-mask", "0.2", "--relation-heads", "2",
+             "--epochs", "1", "--embed-dim", "16", "--hidden", "16", "--max-len", "32", "--name", "warned", "--db", db)
+    assert "warning: --kernel-sizes, --relation-heads: not used by --student bigru" in out.stderr
+    assert "warning: --p-mask: not used by --augment (none)" in out.stderr
+    assert "warning: 1 unlabeled texts have no teacher logits and were left out: run `kd teach --run r --logits-only` first" in out.stderr
 
 
 def test_transformer_student_with_intermediate_losses(taught_store):
