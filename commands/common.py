@@ -40,14 +40,45 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
     path = kdconfig.config_path(value)
     if path is None:
         return value
-    try:
-        data = kdconfig.load(path)
-        command_path = ctx.command_path.split()[1:]
-        defaults = kdconfig.defaults_for(data, command_path, _option_names(ctx.command))
-    except KdError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=_param) from None
+    # a KdError here is one line naming the file (KdGroup prints it), not a usage message about --config
+    data = kdconfig.load(path)
+    command_path = ctx.command_path.split()[1:]
+    defaults = kdconfig.defaults_for(data, command_path, _option_names(ctx.command), tables=_command_tables(ctx), where=str(path))
+    defaults = _typed(ctx, defaults, path)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
+
+
+def _command_tables(ctx: click.Context) -> dict[str, set[str]]:
+    """The command names of each group on ``ctx``'s path, keyed as ``defaults_for`` wants them."""
+    chain = list(reversed(list(_parents(ctx))))  # the root first
+    return {
+        ".".join(c.info_name for c in chain[1:i + 1]): set(g.command.list_commands(g))
+        for i, g in enumerate(chain) if isinstance(g.command, click.Group)
+    }
+
+
+def _parents(ctx: click.Context):
+    while ctx is not None:
+        yield ctx
+        ctx = ctx.parent
+
+
+def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]:
+    """Each config value converted as its option converts a command-line value (a single value for a
+    repeatable option becomes a one-item list), so that a wrong type names the file and the key."""
+    params = {p.name: p for p in ctx.command.params}
+    out = {}
+    for name, value in defaults.items():
+        param = params[name]
+        if getattr(param, "multiple", False) and not isinstance(value, list):
+            value = [value]
+        try:
+            param.type_cast_value(ctx, value)
+        except click.BadParameter as exc:
+            raise KdError(f"{path}: {name.replace('_', '-')} = {value!r}: {exc.message}") from None
+        out[name] = value
+    return out
 
 
 def _option_names(command: click.Command) -> dict[str, str]:

@@ -175,6 +175,32 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
     _print_counts(run, stage_name, counts, as_json, warnings=warned)
 
 
+@labels.command(name="set")
+@run_option
+@click.argument("edits", nargs=-1, required=True, metavar="SAMPLE_ID=LABEL|drop...")
+@click.option("--reason", default="set by hand", show_default=True, help="Recorded with every edit.")
+@click.option("--name", "stage_name", help="Name of the clean stage it records (default: edit-N, the next free N).")
+@store_options
+@json_option
+def set_(run, edits, reason, stage_name, db, as_json):
+    """Relabel or drop samples by hand (any split): one undoable clean stage, every change recorded.
+
+    
+    Example:
+      kd labels set --run r1 1042=neg 2210=drop --reason "checked by hand"
+      kd labels undo --run r1 --stage edit-1
+    """
+    store = open_store(db)
+    decisions = lab.parse_edits(store, edits)  # every pair checked before anything changes
+    if stage_name is None:
+        taken = {s.name for s in store.stages_of(run)} if store.run_exists(run) else set()
+        stage_name = next(f"edit-{n}" for n in range(1, len(taken) + 2) if f"edit-{n}" not in taken)
+    with stage_scope(store, run=run, kind="clean", name=stage_name, config={"edits": list(edits), "reason": reason}) as stage:
+        counts = lab.apply(store, stage.id, decisions, reason=reason)
+        store.add_metrics(stage.id, "all", counts)
+    _print_counts(run, stage_name, counts, as_json)
+
+
 @labels.command()
 @run_option
 @click.option("--stage", "stage_name", help="Clean stage to undo (default: the latest with edits).")

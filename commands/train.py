@@ -17,7 +17,7 @@ from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain
 from kdstore.report import run_report
 from kdstore.runs import stage_scope
 from kdstore.students import KINDS
-from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher
+from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES
 
 from .common import json_option, open_store, overwrite_option, print_json, run_option, store_options
@@ -139,9 +139,14 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
     with process_group(device) as dist:
         if logits_only:
             scoring = {"batch_size": batch_size} if _options_given(("batch_size",)) else {}
+            late = unscored_labeled(store, run)
             n = score_missing(store, run, device=device, dist=dist, **scoring)
             if not dist.is_main:
                 return
+            if late:  # its figures stand as measured when it ran, on the labels of that time
+                shown = ", ".join(f"{k} {split}" for split, k in late.items())
+                click.echo(f"warning: the teacher's stored figures leave out the labeled samples it scored now ({shown}): "
+                           f"`kd predict --run {run} --model teacher --store --split dev` measures it on today's samples", err=True)
             if as_json:
                 print_json({"run": run, "scored": n})
             else:
@@ -290,7 +295,7 @@ FOR_KINDS = {
     "transformer": ("layers", "width", "init_from_teacher", "relation_heads"),
 }
 for _kind in ("textcnn", "bigru", "bilstm"):
-    FOR_KINDS[_kind] += ("embed_dim", "init_embeddings")
+    FOR_KINDS[_kind] += ("embed_dim",)  # (--init-embeddings teacher on a transformer is an error, not a warning)
 # augmentation options and the method each needs
 FOR_METHODS = {"augment_n": "", "p_mask": "mask", "p_pos": "pos", "p_ngram": "ngram"}
 

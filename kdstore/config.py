@@ -43,32 +43,41 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def defaults_for(
-    config: dict[str, Any], command_path: list[str], options: dict[str, str] | set[str]
+    config: dict[str, Any], command_path: list[str], options: dict[str, str] | set[str], *,
+    tables: dict[str, set[str]] | None = None, where: str = "config",
 ) -> dict[str, Any]:
     """The defaults ``config`` gives the command at ``command_path`` (e.g. ``['labels', 'detect']``).
 
-    ``options`` maps each accepted key (with ``_`` for ``-``) to the parameter it sets. A key in the command's own table that is not one of its options is an
-    error (a typo would otherwise be ignored); unknown top-level keys are ignored since they may be
-    meant for other commands.
+    ``options`` maps each accepted key (with ``_`` for ``-``) to the parameter it sets. Plain keys at
+    the top level, and in the table of each group on the path (``[labels]``), apply to every command
+    below that has such an option; a key in the command's own table that is not one of its options
+    is an error (a typo would otherwise be ignored). ``tables``: the command names each group on the
+    path has (``{"": {...kd's commands}, "labels": {...}}``): a table named after no command is an
+    error too. ``where`` (the file) starts every message.
     """
     if not isinstance(options, dict):
         options = {o: o for o in options}
     out: dict[str, Any] = {}
-    for key, value in config.items():
-        if not isinstance(value, dict) and key.replace("-", "_") in options:
-            out[options[key.replace("-", "_")]] = value
     table: Any = config
-    for part in command_path:
-        table = table.get(part) if isinstance(table, dict) else None
-    if isinstance(table, dict):
+    for depth in range(len(command_path) + 1):
+        group = ".".join(command_path[:depth])
+        if tables is not None and group in tables:
+            unknown = [k for k, v in table.items() if isinstance(v, dict) and k not in tables[group]]
+            if unknown:
+                raise KdError(f"{where}: [{'.'.join(command_path[:depth] + [unknown[0]])}] is not a kd command "
+                              f"(tables are named after commands: {', '.join(sorted(tables[group]))})")
+        own = depth == len(command_path)
         for key, value in table.items():
             if isinstance(value, dict):
                 continue
             name = key.replace("-", "_")
-            if name not in options:
-                raise KdError(
-                    f"config [{'.'.join(command_path)}]: {key!r} is not an option of "
-                    f"`kd {' '.join(command_path)}`"
-                )
-            out[options[name]] = value
+            if name in options:
+                out[options[name]] = value
+            elif own and depth > 0:
+                raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`")
+        if own:
+            break
+        table = table.get(command_path[depth])
+        if not isinstance(table, dict):
+            break
     return out

@@ -267,6 +267,11 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     scfg.validate(max_len=cfg.max_len)
     copy_layers = cfg.student == "transformer" and _copies_layers(cfg, scfg, first)
     teacher_net = _teacher_network(first) if cfg.student == "transformer" and (cfg.intermediate or copy_layers) else None
+    if embeddings is not None:  # the table's shape, and a student that has one (a throw-away copy)
+        init_embeddings(build_student(scfg), embeddings)
+    if teacher_net is not None and cfg.intermediate:
+        relation_heads(cfg, (scfg.bert["hidden_size"], scfg.bert["num_attention_heads"]),
+                       (teacher_net.config.hidden_size, teacher_net.config.num_attention_heads))
 
     # 2. teacher logits and data
     augmented = None
@@ -479,6 +484,16 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     return model, fitted
 
 
+def relation_heads(cfg: DistillConfig, student: tuple[int, int], teacher: tuple[int, int]) -> int:
+    """The relation heads of MiniLM's losses for a student and a teacher of ``(width, attention
+    heads)``: ``--relation-heads``, else the smaller head count; refused where one does not divide a width."""
+    heads = cfg.relation_heads or min(student[1], teacher[1])
+    for side, (width, _) in (("student", student), ("teacher", teacher)):
+        if (cfg.value_relation or cfg.qk_relation) and width % heads:
+            raise KdError(f"--relation-heads {heads} does not divide the {side}'s width {width}")
+    return heads
+
+
 class IntermediateMatcher(torch.nn.Module):
     """Student logits plus the weighted intermediate losses against a frozen teacher network:
     hidden-state MSE and cosine, Patient KD on [CLS] (through a learned projection when widths
@@ -493,10 +508,7 @@ class IntermediateMatcher(torch.nn.Module):
         s_cfg, t_cfg = student.net.config, teacher.config
         self.map = layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
         self.proj = torch.nn.Linear(s_cfg.hidden_size, t_cfg.hidden_size) if s_cfg.hidden_size != t_cfg.hidden_size else torch.nn.Identity()
-        self.heads = cfg.relation_heads or min(s_cfg.num_attention_heads, t_cfg.num_attention_heads)
-        for side, width in (("student", s_cfg.hidden_size), ("teacher", t_cfg.hidden_size)):
-            if (cfg.value_relation or cfg.qk_relation) and width % self.heads:
-                raise KdError(f"--relation-heads {self.heads} does not divide the {side}'s width {width}")
+        self.heads = relation_heads(cfg, (s_cfg.hidden_size, s_cfg.num_attention_heads), (t_cfg.hidden_size, t_cfg.num_attention_heads))
         self._t_last = LastLayerVectors(teacher.base_model)
 
     def forward(self, input_ids, mask):

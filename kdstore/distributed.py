@@ -28,9 +28,11 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import torch
+from sqlalchemy import update
 
 from .errors import KdError
 from .runs import StageHandle, stage_scope
+from .schema import Stage
 from .store import Store
 from .torchutil import pick_device
 
@@ -223,7 +225,11 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
         stage_id = dist.broadcast_object(None)
         if stage_id is None:
             raise KdError(f"rank 0 could not start stage {name!r} of run {run!r} (its error says why)")
-        yield StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
+        try:
+            yield StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
+        except BaseException as exc:
+            _note_error(store, stage_id, dist.rank, exc)
+            raise
         return
     opened = False
     try:
@@ -236,12 +242,28 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
             dist.broadcast_object(None)
 
 
+def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> None:
+    """A rank other than 0 failed: its error goes on the stage before the launcher stops rank 0 with
+    SIGTERM, so that the stage rank 0 marks failed keeps the cause (best effort: the store may be
+    what failed). A SIGTERM of its own means another rank failed first: nothing to add."""
+    if isinstance(exc, KdError) and str(exc).startswith(SIGTERM_MESSAGE[:20]):
+        return
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(update(Stage).where(Stage.id == stage_id, Stage.error.is_(None)).values(error=f"rank {rank}: {_one_line(exc)}"))
+    except Exception:  # noqa: BLE001 - the rank's own error is what it raises
+        pass
+
+
+SIGTERM_MESSAGE = "terminated (SIGTERM): under torchrun this means another rank failed, see its error"
+
+
 def _raise_on_sigterm(_signum: int, _frame: Any) -> None:
     """SIGTERM as an error, once; none while an error is being handled (rank 0 recording its stage
     as failed), where raising would cut the record short. The launcher kills what lingers."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.exc_info()[1] is None:
-        raise KdError("terminated (SIGTERM): under torchrun this means another rank failed, see its error")
+        raise KdError(SIGTERM_MESSAGE)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -47,6 +47,7 @@ from .serving import (
     MODEL_FILES,
     OUTPUT_NAME,
     Artifact,
+    read_manifest,
     sha256_file,
 )
 from .store import Store
@@ -199,10 +200,16 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         raise KdError(f"{out_dir} exists and is not a folder: pass another --out")
     if not any(out_dir.iterdir()):
         return
-    if not (out_dir / MANIFEST).is_file():
-        raise KdError(f"{out_dir} is not empty and is not a kd export: pass another --out (kd will not replace it)")
+    try:
+        manifest = read_manifest(out_dir)
+    except KdError:  # no manifest.json, or another program's
+        raise KdError(f"{out_dir} is not empty and is not a kd export: pass another --out (kd will not replace it)") from None
     if not overwrite:
         raise KdError(f"{out_dir} already holds an export: pass --overwrite to replace it, or another --out")
+    listed = set(manifest.get("files") or {}) | {MANIFEST}
+    extra = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() and p.relative_to(out_dir).as_posix() not in listed)
+    if extra:  # replacing the export would delete them with it
+        raise KdError(f"{out_dir} holds files kd export did not write ({', '.join(extra[:5])}): move them out, or pass another --out")
 
 
 def _put_in_place(tmp: Path, out_dir: Path) -> None:

@@ -352,10 +352,12 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             raise KdError(f"{path}: line {line}: field 'sample_id': sample {sample_id} is decided twice (first on line {first_line[sample_id]})")
         first_line[sample_id] = line
         if issue.status != "open" and not (replacing is not None and issue.name == replacing):
-            by = f" by stage {issue.name!r}" if issue.name else ""
+            remedy = (f"`kd labels undo --run {run} --stage {issue.name}` reopens it" if issue.name
+                      else f"its deciding stage is gone; `kd labels detect --run {run} --overwrite` starts afresh")
             raise KdError(
                 f"{path}: line {line}: field 'decision': issue {issue.id} (sample {sample_id}) was already "
-                f"{issue.status}{by}: export a fresh sheet with `kd labels export`"
+                f"{issue.status}{f' by stage {issue.name!r}' if issue.name else ''} (a stale sheet?): {remedy}, "
+                "or leave the row's decision empty"
             )
         text = str(r.get("text") or "").strip()
         if text and text_hash(text) != text_hash(issue.text):
@@ -405,6 +407,36 @@ def _sheet_id(path: Path, line: int, row: dict, name: str) -> int | None:
     if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
         raise KdError(f"{path}: line {line}: field {name!r}: not an id (a whole number): {value!r}")
     return int(text)
+
+
+def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
+    """``SAMPLE_ID=LABEL`` or ``SAMPLE_ID=drop`` pairs (``kd labels set``) as decisions, every pair
+    checked before anything changes: a known sample, a class name, each sample once."""
+    names = store.class_names()
+    decisions, seen = [], set()
+    for pair in pairs:
+        sample, sep, value = pair.partition("=")
+        sample, value = sample.strip(), value.strip()
+        if not sep or not (sample.isascii() and sample.isdigit()) or not value:
+            raise KdError(f"{pair!r}: give SAMPLE_ID=LABEL or SAMPLE_ID=drop (e.g. 42=pos)")
+        sample_id = int(sample)
+        if sample_id in seen:
+            raise KdError(f"{pair!r}: sample {sample_id} is given twice")
+        seen.add(sample_id)
+        if value == "drop":
+            decisions.append(Decision(sample_id, None, "drop", None))
+        elif value in names:
+            decisions.append(Decision(sample_id, None, "relabel", names.index(value)))
+        else:
+            raise KdError(f"{pair!r}: {value!r} is not drop or a class ({', '.join(names)})")
+    with store.engine.connect() as conn:
+        rows = dict(conn.execute(select(Sample.id, Sample.label_id).where(Sample.id.in_(sorted(seen)))).all())
+    for d in decisions:
+        if d.sample_id not in rows:
+            raise KdError(f"no sample {d.sample_id} in the store")
+        if rows[d.sample_id] is None and d.action == "relabel":
+            raise KdError(f"sample {d.sample_id} is unlabeled: kd labels set edits labeled samples (ingest it with a label instead)")
+    return decisions
 
 
 # clean, undo, history ----------------------------------------------------------------------

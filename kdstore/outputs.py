@@ -6,13 +6,13 @@ from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import delete, exists, select
+from sqlalchemy import exists, select
 
 from . import vectors
 from .errors import KdError
 from .metrics import classification_metrics
 from .probs import softmax
-from .schema import Logit, Metric, Prediction, Sample
+from .schema import Logit, Prediction, Sample
 from .store import SampleSet, Store, bulk_insert
 
 if TYPE_CHECKING:
@@ -101,18 +101,6 @@ def store_split_metrics(store: Store, stage_id: int, samples: SampleSet, logits:
             )
             store.add_metrics(stage_id, split, figures[split])
     return figures
-
-
-def refresh_split_metrics(store: Store, stage_id: int, names: list[str]) -> dict:
-    """Recompute a stage's final train/dev/test metrics from every logit it has stored (after
-    ``kd teach --logits-only`` scored labeled samples ingested later), replacing the old ones."""
-    ids, logits = store.read_logits(stage_id)
-    labeled = store.samples(splits=["train", "dev", "test"], labeled=True, include_dropped=True)
-    labeled = labeled.subset(np.isin(labeled.ids, ids))
-    rows = np.searchsorted(ids, labeled.ids)  # read_logits is in sample id order
-    with store.engine.begin() as conn:
-        conn.execute(delete(Metric).where(Metric.stage_id == stage_id, Metric.split.in_(("train", "dev", "test")), Metric.step.is_(None)))
-    return store_split_metrics(store, stage_id, labeled, logits[rows], names)
 
 
 def unscored(store: Store, stage_id: int, sample_ids: np.ndarray | None = None) -> np.ndarray:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .errors import KdError
@@ -303,10 +303,15 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
 def _drop_replaced(store: Store, *, run: str, name: str) -> None:
     """The replacement succeeded: delete the stages it replaced (with their outputs and artifacts)
     and the records of earlier failed attempts."""
-    with store.write_session("stages") as s:
+    with store.write_session("stages", "label_issues") as s:
         parked, failed = _replaced(s, run, name)
         folders = [store.artifact_root / run / p.name for p in parked]
-        for row in parked + [f for f in failed if not _live_edits(s, f)]:  # edits that stand keep their stage
+        gone = parked + [f for f in failed if not _live_edits(s, f)]  # edits that stand keep their stage
+        # issues a replaced review decided (rejections: its edits were undone before it could be
+        # replaced) and the replacement did not decide again are open again, not orphaned
+        s.execute(update(LabelIssue).where(LabelIssue.decided_stage_id.in_([g.id for g in gone]))
+                  .values(status="open", decided_stage_id=None))
+        for row in gone:
             s.delete(row)
     for folder in folders:
         if folder.exists():
@@ -330,7 +335,8 @@ def _finish(store: Store, stage_id: int, status: str, error: str | None) -> None
     with store.session() as s, s.begin():
         stage = s.get(Stage, stage_id)
         stage.status = status
-        stage.error = error
+        if not (status == "failed" and stage.error):  # another torchrun rank's error, noted first, is the cause
+            stage.error = error
         stage.ended_at = utcnow()
 
 

@@ -139,6 +139,12 @@ class Artifact:
             model_path = self.directory / manifest["model_file"]
         except (KeyError, TypeError, ValueError) as exc:
             raise KdError(f"{self.directory / MANIFEST} is incomplete ({type(exc).__name__}: {exc}): re-run `kd export`") from None
+        listed = self.directory / CLASSES  # covered by a sha256 in the manifest; the manifest's own list is not
+        if listed.is_file():
+            names = [line.split("\t", 1)[-1] for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if names != self.class_names:
+                raise KdError(f"{self.directory / MANIFEST} names classes {self.class_names}, {CLASSES} {names}: "
+                              "one of them was edited; re-run `kd export`")
         self.tokenizer = _Tokenizer(self.directory, runtime, max_len=self.max_len, special_tokens=self.special_tokens)
         if self.format == "onnx":
             self._run = _onnx_runner(model_path, device)

@@ -17,8 +17,7 @@ from .batching import bucketed_batches, encode, encode_packed, iter_padded, leng
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .metrics import classification_metrics
-from .outputs import (OutOfFold, average_probs_as_logits, refresh_split_metrics, store_split_metrics, unscored, write_scores,
-                      write_sharded_scores)
+from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .progress import progress
 from .runs import StageHandle
 from .schedules import layer_decay_scales, warmup_linear_decay
@@ -205,13 +204,15 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         return None
     stage.record_artifact(out_dir)
     store_split_metrics(store, stage.id, everything, logits, names)
-    store.add_metrics(stage.id, "all", {"score_samples_per_s": rate, "parameters": count_parameters(model)})
+    cpu = torch.device("cpu")
+    # what `kd predict` serves: the model, or for --folds the K fold models' average (as size_mb counts them)
+    served = [model.to(cpu)] if not cfg.folds else [load_classifier(str(out_dir / f"fold-{k}"), names)[1].to(cpu) for k in range(cfg.folds)]
+    store.add_metrics(stage.id, "all", {"score_samples_per_s": rate, "parameters": sum(count_parameters(m) for m in served)})
     if dist.active:
         store.add_metrics(stage.id, "all", {"processes": dist.world})
-    cpu = torch.device("cpu")
-    model.to(cpu)
     store.add_metrics(stage.id, "all", measure(
-        lambda texts, bs: score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu),
+        lambda texts, bs: score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu) if len(served) == 1 else
+        average_probs_as_logits([score(m, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu) for m in served]),
         speed_texts(everything),
     ))
     return out_dir
@@ -401,9 +402,17 @@ def score_missing(
     still = unscored(store, stage.id, todo_ids) if dist.is_main else np.zeros(0)
     if len(still):
         raise KdError(f"{len(still)} of {len(todo_ids)} samples still have no teacher logits: run `kd teach --run {run} --logits-only` again")
-    if dist.is_main:  # labeled samples among the new ones change the teacher's dev/test figures
-        refresh_split_metrics(store, stage.id, names)
     return scored
+
+
+def unscored_labeled(store: Store, run: str) -> dict[str, int]:
+    """``{split: n}``: the labeled train/dev/test samples the run's teacher has no logits for (its
+    stored figures, computed when it ran, leave them out)."""
+    stage = store.find_stage(run, "teach")
+    labeled = store.samples(splits=["train", "dev", "test"], labeled=True)
+    missing = np.isin(labeled.ids, unscored(store, stage.id))
+    splits = np.asarray(labeled.splits, dtype=object)[missing]
+    return {split: int((splits == split).sum()) for split in ("train", "dev", "test") if (splits == split).any()}
 
 
 def _score_in_chunks(store: Store, stage_id: int, models: list, tokenizer, samples: SampleSet, *, max_len: int, batch_size: int, device, chunk: int) -> int:

@@ -78,6 +78,28 @@ def test_unknown_key_in_command_table_is_an_error(other_db, invoke, write_file):
     assert "is not an option of `kd samples`" in result.stderr
 
 
+def test_config_mistakes_name_the_file_and_the_key(other_db, invoke, write_file, error_line):
+    """A wrong type, a table named after no command (``[distil]``) or a typo inside a group's
+    table are one-line errors naming the file, not a click message about an option nobody typed."""
+    for content, expected in (
+        ('db = "other.db"\n[samples]\nlimit = "many"\n', "kd.toml: limit = 'many': 'many' is not a valid integer"),
+        ('db = "other.db"\n[distil]\nalpha = 0.7\n', "kd.toml: [distil] is not a kd command"),
+        ('db = "other.db"\n[labels.shwo]\ntop = 3\n', "kd.toml: [labels.shwo] is not a kd command"),
+        ('db = "other.db"\n[samples]\nlimt = 1\n', "kd.toml: [samples] 'limt' is not an option of `kd samples`"),
+    ):
+        write_file("kd.toml", content)
+        assert expected in error_line(invoke(["samples"] if "labels" not in content else ["labels", "show"], db=None, ok=False)), content
+
+
+def test_group_tables_and_single_values_for_repeatable_options(other_db, invoke, write_file):
+    """Plain keys of a group's table apply to its commands; a repeatable option takes one value."""
+    write_file("kd.toml", 'db = "other.db"\n[labels]\nrun = "nosuch"\n')
+    assert "no run 'nosuch'" in invoke(["labels", "show"], db=None, ok=False).stderr
+    write_file("kd.toml", 'db = "other.db"\n[teach]\nsplit = "dev"\nmodel = "/nowhere"\n')
+    result = invoke(["teach", "--run", "c"], db=None, ok=False)
+    assert "no labeled samples for the teacher (split dev)" in result.output  # the one value became the list ["dev"]
+
+
 def test_unknown_top_level_key_is_ignored(other_db, invoke, write_file):
     write_file("kd.toml", 'db = "other.db"\nstudent = "textcnn"\n')
     assert len(invoke.json(["samples"], db=None)) == 3

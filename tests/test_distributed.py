@@ -46,14 +46,15 @@ ATOL = 1e-3
 
 
 # the two ways of running kd ------------------------------------------------------------------
-def torchrun(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+def torchrun(*args: str, ok: bool = True, script: Path | None = None) -> subprocess.CompletedProcess:
     """``kd ARGS`` as 2 CPU processes under torch's own launcher (``--`` keeps torchrun's argument
-    parser off kd's options: ``--run`` would be an ambiguous prefix of its ``--run-path``)."""
+    parser off kd's options: ``--run`` would be an ambiguous prefix of its ``--run-path``); ``script``
+    runs instead of ``-m commands.cli`` (a wrapper that breaks one rank)."""
     env = {k: v for k, v in os.environ.items() if k not in ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS")}
     env.update(KD_NO_PROGRESS="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "commands.cli", "--", *args]
+           *(["-m", "commands.cli"] if script is None else [str(script)]), "--", *args]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert (done.returncode == 0) == ok, f"torchrun kd {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr[-4000:]}"
     return done
@@ -282,8 +283,30 @@ def test_a_crashed_rank_fails_the_teach_stage(taught, tiny_model, tmp_path):
     torchrun(*args, ok=False)
     stage = stage_of(db, "crash", "teach")
     assert stage.status == "failed"
-    assert "rank 1 failed" in stage.error and "disk on fire" in stage.error  # rank 0 recorded rank 1's cause
+    assert stage.error.startswith("rank 1") and "disk on fire" in stage.error  # the cause: rank 1 noted it first
     assert count(db, Logit, stage_id=stage.id) == 0 and count(db, Prediction, stage_id=stage.id) == 0
+
+
+def test_a_rank_that_fails_while_training_leaves_its_error_on_the_stage(taught, tiny_model, tmp_path):
+    """Rank 1 fails before any collective could pass its error on; the launcher then stops rank 0
+    with SIGTERM. The stage keeps rank 1's cause, not 'terminated (SIGTERM)'."""
+    db = copy_store(taught["one"], tmp_path / "store")
+    wrapper = tmp_path / "broken_rank.py"
+    wrapper.write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import kdstore.teacher\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise RuntimeError('rank one broke')\n"
+        "    kdstore.teacher._fit = broken\n"
+        "from commands.cli import main\n"
+        "main()\n",
+        encoding="utf-8",
+    )
+    torchrun("teach", "--run", "broken", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
+             ok=False, script=wrapper)
+    stage = stage_of(db, "broken", "teach")
+    assert stage.status == "failed" and stage.error == "rank 1: RuntimeError: rank one broke"
 
 
 # distill ---------------------------------------------------------------------------------------------

@@ -253,6 +253,22 @@ def test_bad_inputs_are_one_line_errors(built, tmp_path, error_line):
     (other / "notes.txt").write_text("keep me", encoding="utf-8")
     refused = kd_export("--run", RUN, "--out", str(other), "--db", db, "--overwrite", ok=False)
     assert "not a kd export" in error_line(refused) and (other / "notes.txt").exists()
+    # another program's manifest.json does not make a folder an export ...
+    (other / "manifest.json").write_text('{"name": "my web app"}', encoding="utf-8")
+    refused = kd_export("--run", RUN, "--out", str(other), "--db", db, "--overwrite", ok=False)
+    assert "not a kd export" in error_line(refused) and (other / "notes.txt").exists()
+    # ... and files put into a real export are not deleted with it
+    (good / "sub").mkdir()
+    (good / "sub" / "NOTES.md").write_text("mine", encoding="utf-8")
+    refused = kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(good), "--db", db, "--overwrite", ok=False)
+    assert "holds files kd export did not write (sub/NOTES.md)" in error_line(refused) and (good / "sub" / "NOTES.md").exists()
+    # the class names served are the sha256-checked classes.txt's: an edited manifest is refused
+    edited = tmp_path / "edited"
+    shutil.copytree(good, edited)
+    manifest = json.loads((edited / "manifest.json").read_text(encoding="utf-8"))
+    manifest["classes"] = manifest["classes"][::-1]
+    (edited / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert "one of them was edited" in error_line(kd("predict", "--artifact", str(edited), input="很好\n", ok=False))
     assert "leave out --run" in kd("predict", "--artifact", str(good), "--run", RUN, ok=False).output
 
 
@@ -283,16 +299,17 @@ def test_predict_store_writes_a_predict_stage(built, tmp_path):
     assert n == len(everything)
 
     test_only = kd("predict", "--run", RUN, "--model", "teacher", "--store", "--split", "test", "--db", db)
-    assert "stage predict-teach succeeded: 16 samples" in test_only.stdout and "test: accuracy" in test_only.stdout
-    assert len(store.read_logits(store.find_stage(RUN, "predict-teach").id)[0]) == 16
+    assert "stage predict-teach-test succeeded: 16 samples" in test_only.stdout and "test: accuracy" in test_only.stdout
+    assert len(store.read_logits(store.find_stage(RUN, "predict-teach-test").id)[0]) == 16
     again = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, ok=False)
     assert "--overwrite" in again.output
-    kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--split", "dev", "--overwrite", "--db", db)
-    assert len(store.read_logits(store.find_stage(RUN, "predict-distill-textcnn").id)[0]) == 16
+    kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--split", "dev", "--db", db)  # beside the whole-store one
+    assert len(store.read_logits(store.find_stage(RUN, "predict-distill-textcnn-dev").id)[0]) == 16
+    assert len(store.read_logits(store.find_stage(RUN, "predict-distill-textcnn").id)[0]) == 90
     assert "goes with --store" in kd("predict", "--run", RUN, "--split", "dev", "--db", db, ok=False).output
     assert "leave out FILE" in kd("predict", "somefile.txt", "--run", RUN, "--store", "--db", db, ok=False).output
     # a predict stage is not a model
-    assert "not a model" in kd_export("--run", RUN, "--model", "predict-teach", "--db", db, ok=False).output
+    assert "not a model" in kd_export("--run", RUN, "--model", "predict-teach-test", "--db", db, ok=False).output
 
 
 def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path, error_line):

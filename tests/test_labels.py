@@ -333,6 +333,7 @@ def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, 
     state, edits = _state(db), _count(db, LabelEdit)
     line = error_line(kd("labels", "import", str(sheet), "--name", "review2", "--db", db, ok=False))
     assert "line 2" in line and f"issue {first['issue_id']} (sample {first['sample_id']}) was already rejected by stage 'review'" in line
+    assert "`kd labels undo --run r --stage review` reopens it, or leave the row's decision empty" in line
     for name in ("teach", "detect"):
         line = error_line(kd("labels", "clean", "--run", "r", "--name", name, "--overwrite", "--db", db, ok=False))
         assert f"the stage name {name!r} is kept for {name} stages: choose another --name" in line
@@ -348,6 +349,23 @@ def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, 
     kd("labels", "undo", "--run", "r", "--db", db)
     kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)  # nothing of the old detection stands
     kd("labels", "undo", "--run", "r", "--db", db, ok=False)  # nothing left to undo
+
+
+def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_open(db, tmp_path):
+    kd("labels", "detect", "--run", "r", "--db", db)
+    three = _issues(db)[:3]
+    rows = [{"run": "r", "issue_id": i["issue_id"], "sample_id": i["sample_id"], "decision": "reject"} for i in three]
+    kd("labels", "import", str(_sheet(tmp_path / "a.csv", rows)), "--db", db)
+    assert [i["status"] for i in _issues(db)[:3]] == ["rejected"] * 3
+    # the replacement decides the first issue again (it was decided by the stage it replaces) and no other
+    kd("labels", "import", str(_sheet(tmp_path / "b.csv", [dict(rows[0], decision="drop")])), "--overwrite", "--db", db)
+    after = {i["issue_id"]: i["status"] for i in _issues(db)}
+    assert [after[i["issue_id"]] for i in three] == ["applied", "open", "open"]
+    exported = tmp_path / "again.csv"
+    kd("labels", "export", "--run", "r", str(exported), "--db", db)
+    assert {int(r["issue_id"]) for r in csv.DictReader(exported.open(encoding="utf-8-sig"))} >= {three[1]["issue_id"], three[2]["issue_id"]}
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "reverted": 1, "reopened": 1}
+    assert {i["status"] for i in _issues(db)} == {"open"}
 
 
 def test_jsonl_export_edit_import_round_trip_with_another_class(db, tmp_path):

@@ -115,16 +115,22 @@ def test_upgrade_to_0006_lists_the_augmented_samples_each_recipe_stored(db, invo
         conn.exec_driver_sql(
             "INSERT INTO samples (id, text, text_hash, split, label_id, orig_label_id, dropped, source, line, parent_id) VALUES "
             "(1, 'good', 'h1', 'train', 0, 0, FALSE, 'a.tsv', 1, NULL), "
-            "(2, 'go[UNK]', 'h2', 'unlabeled', NULL, NULL, FALSE, 'augment:mask:n1', NULL, 1), "
-            "(3, 'pool text', 'h3', 'unlabeled', NULL, NULL, FALSE, 'pool.txt', 1, NULL)"
+            "(2, 'go[UNK]', 'h2', 'unlabeled', NULL, NULL, FALSE, 'augment:mask+pos+ngram:n1:s42:p0.1/0.1/0.25', NULL, 1), "
+            "(3, 'pool text', 'h3', 'unlabeled', NULL, NULL, FALSE, 'pool.txt', 1, NULL), "
+            "(4, 'go', 'h4', 'unlabeled', NULL, NULL, FALSE, 'augment:ngram:n4:s7:p0.3/0.1/0.5:unk=<unk>', NULL, 1)"
         )
     engine.dispose()
     invoke(["db", "upgrade"])
     store = Store.open(db, create=False)
-    try:
-        assert store.samples(augmented="augment:mask:n1").ids.tolist() == [2]
+    try:  # under the names kd gives these recipes now (the probabilities of unused methods are "-")
+        from kdstore.augmented import Recipe
+
+        full = Recipe(methods=("mask", "pos", "ngram"), n=1, seed=42).source
+        ngram = Recipe(methods=("ngram",), n=4, seed=7, p_mask=0.3, p_ngram=0.5, unk="<unk>").source
+        assert (full, ngram) == ("augment:mask+pos+ngram:n1:s42:p0.1/0.1/0.25", "augment:ngram:n4:s7:p-/-/0.5:unk=<unk>")
+        assert store.samples(augmented=full).ids.tolist() == [2] and store.samples(augmented=ngram).ids.tolist() == [4]
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT source, sample_id FROM augmented_texts")).all() == [("augment:mask:n1", 2)]
+            assert sorted(conn.execute(text("SELECT source, sample_id FROM augmented_texts")).all()) == [(full, 2), (ngram, 4)]
     finally:
         store.close()
 

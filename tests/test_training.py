@@ -89,13 +89,13 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
     refused = kd("teach", "--run", "t2", "--logits-only", "--epochs", "5", "--max-len", "16", "--db", db, ok=False)
     assert "--epochs, --max-len: --logits-only scores with the run's teacher as it was trained" in refused.output
     out = kd("teach", "--run", "t2", "--logits-only", "--batch-size", "3", "--db", db, "--json")
-    assert json.loads(out.output)["scored"] == 4
+    assert json.loads(out.stdout)["scored"] == 4
     stage = _stage(sample_store, "t2", "teach")
     assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample)
-    # the teacher's dev figures now count the two dev samples it scored later, once
+    # the teacher's figures stand as measured when it ran, and the output says what they leave out
+    assert "warning: the teacher's stored figures leave out the labeled samples it scored now (2 dev)" in out.stderr
     store = Store.open(db)
-    dev_n = [m.value for m in store.metrics(stage.id) if m.split == "dev" and m.name == "n"]
-    assert dev_n == [len(store.samples(splits=["dev"], labeled=True))] == [22]
+    assert [m.value for m in store.metrics(stage.id) if m.split == "dev" and m.name == "n"] == [20]
 
 
 @pytest.mark.parametrize(
@@ -361,6 +361,9 @@ def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_mode
     out = kd("predict", "--run", "oof", "--model", "teacher", "--db", db, input="这个很好\n")
     assert out.stdout.split("\t")[0] in ("pos", "neg")
     assert _count(sample_store, SampleFold) == len(train)
+    # its figures describe that ensemble: the parameters of the 3 models (as size_mb counts their files)
+    figures = {m.name: m.value for m in store.metrics(stage.id) if m.split == "all"}
+    assert figures["parameters"] == 3 * sum(p.numel() for p in model.parameters())
 
 
 def test_folds_bad_values(sample_store, tiny_model):
@@ -501,6 +504,13 @@ def test_distill_options_are_checked_before_anything_is_written(taught_store, tm
     assert "wider than --max-len" in wide.output and _count(taught_store, Sample) == samples  # no augmented text stored
     assert _stage(taught_store, "r", "k2").status == "failed"
     for args, message in (
+        (["--init-embeddings", "teacher", "--embed-dim", "16"], "use --embed-dim 32 with --init-embeddings teacher"),
+        (["--student", "transformer", "--init-embeddings", "teacher"], "--init-embeddings teacher is for textcnn/bigru/bilstm"),
+        (["--student", "transformer", "--layers", "1", "--value-relation", "1", "--relation-heads", "5"], "--relation-heads 5 does not divide"),
+    ):
+        bad = kd("distill", "--run", "r", "--augment", "ngram", "--augment-n", "1", *args, "--max-len", "32", "--name", "k2", "--overwrite", "--db", db, ok=False)
+        assert message in bad.output and _count(taught_store, Sample) == samples, (args, bad.output)
+    for args, message in (
         (["--max-len", "0"], "--max-len and --patience must be at least 1"),
         (["--soft-loss", "mse", "--temperature", "7"], "--soft-loss mse reads raw logits"),
         (["--student", "transformer", "--layers", "1", "--width", "16", "--init-from-teacher", "--max-len", "32"], "--init-from-teacher copies teacher layers of width 32"),
@@ -592,3 +602,5 @@ def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path)
     rows = json.loads(kd("report", "--compare", "r", "--compare", "r", "--db", db, "--json").stdout)
     assert {r["stage"] for r in rows} >= {"teach", "distill-textcnn"}
     assert all(r["test_accuracy"] is not None for r in rows)
+    table = kd("report", "--compare", "r", "--db", db).stdout  # piped: every figure whole, none cut with "…"
+    assert "…" not in table and all(f"{r['test_accuracy']:.4f}" in table for r in rows if r["test_accuracy"] < 1)
