@@ -285,6 +285,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
     data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented)
     dev = store.samples(splits=["dev"], labeled=True)
+    dist.agree("training rows", data, dev)
     new = lambda: _new_student(scfg, embeddings, teacher_net if copy_layers else None)  # noqa: E731
     fit = lambda built, rows, tag: _fit(add_metrics, stage, cfg, built, tokenizer, names, rows, dev, teachers,  # noqa: E731
                                         teacher_net if cfg.intermediate else None, device, rng, dist, tag=tag)
@@ -301,6 +302,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         if out_dir is not None:
             save_student(out_dir, model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
         everything = store.samples(include_dropped=True)
+        dist.agree("samples to score", everything)
         mine = everything.subset(dist.shard(len(everything)))
         ids, logits = mine.ids, student_logits(model, tokenizer, mine.texts, max_len=cfg.max_len, device=device)
     else:
@@ -309,6 +311,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         row_fold = _row_folds(store, data, n_labeled, folds)
         out_dir = stage.artifact_dir if dist.is_main else None
         everything = store.samples(include_dropped=True)
+        dist.agree("samples to score", everything)
         oof = OutOfFold(everything, data.subset(np.arange(len(data)) < n_labeled), folds, dist)
         models, fold_fits = [], []
         for k in range(cfg.folds):

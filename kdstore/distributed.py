@@ -18,6 +18,7 @@ Conventions the stages follow:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ from sqlalchemy import update
 from .errors import KdError
 from .runs import StageHandle, stage_scope
 from .schema import Stage
-from .store import Store
+from .store import SampleSet, Store
 from .torchutil import pick_device
 
 T = TypeVar("T")
@@ -116,6 +117,20 @@ class Dist:
         out: list[Any] = [None] * self.world
         torch.distributed.all_gather_object(out, obj)
         return out
+
+    def agree(self, what: str, *sets: "SampleSet") -> None:
+        """Refuse to go on unless every rank read the same samples with the same labels (each rank
+        reads the store itself: an ingest or a label edit between their reads would have them train
+        on different rows, and DDP would hang or average unlike gradients)."""
+        if not self.active:
+            return
+        digest = hashlib.sha256()
+        for part in sets:
+            digest.update(np.ascontiguousarray(part.ids, dtype=np.int64).tobytes())
+            digest.update(np.ascontiguousarray(part.labels, dtype=np.int64).tobytes())
+        if len(set(self.all_gather_object(digest.hexdigest()))) > 1:
+            raise KdError(f"the ranks read different {what}: the store changed while they read it (an ingest or a "
+                          "label edit during the run?); run the stage again")
 
     def all_succeed(self, fn: Callable[[], T]) -> T:
         """``fn()`` on every rank, then a check that it succeeded on all of them: a rank whose ``fn``

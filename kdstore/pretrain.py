@@ -115,7 +115,9 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     device = pick_device(cfg.device)
     add_metrics = dist.on_main(store.add_metrics)
 
-    texts = store.samples(include_dropped=True).texts + read_corpus(cfg.corpus)
+    stored = store.samples(include_dropped=True)
+    dist.agree("texts", stored)
+    texts = stored.texts + read_corpus(cfg.corpus)
     if len(texts) < 2:
         raise KdError("the store has fewer than 2 texts to pre-train on: ingest some text first")
     tokens = build_vocab(texts, min_count=cfg.min_count, max_size=cfg.max_vocab)

@@ -169,6 +169,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     check_max_len(probe.config, cfg.max_len, path)
     del probe
     everything = store.samples(include_dropped=True)
+    dist.agree("training rows", train, dev, everything)
 
     # 2. train one teacher, or one per fold, and score this rank's shard of what each is responsible for
     scoring = 0.0  # seconds spent scoring and writing logits (the stored rate), training excluded

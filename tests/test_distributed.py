@@ -309,6 +309,32 @@ def test_a_rank_that_fails_while_training_leaves_its_error_on_the_stage(taught, 
     assert stage.status == "failed" and stage.error == "rank 1: RuntimeError: rank one broke"
 
 
+def test_ranks_that_read_different_rows_stop_before_training(taught, tiny_model, tmp_path):
+    """Each rank reads the store itself: a label edit between their reads (here: rank 1 sees one
+    label flipped) is refused, not trained on with DDP averaging unlike gradients."""
+    db = copy_store(taught["one"], tmp_path / "store")
+    wrapper = tmp_path / "edited_between_reads.py"
+    wrapper.write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import kdstore.teacher\n"
+        "    read = kdstore.teacher.training_rows\n"
+        "    def edited(*args, **kwargs):\n"
+        "        train, dev = read(*args, **kwargs)\n"
+        "        train.labels[0] = 1 - train.labels[0]\n"
+        "        return train, dev\n"
+        "    kdstore.teacher.training_rows = edited\n"
+        "from commands.cli import main\n"
+        "main()\n",
+        encoding="utf-8",
+    )
+    torchrun("teach", "--run", "moved", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
+             ok=False, script=wrapper)
+    stage = stage_of(db, "moved", "teach")
+    assert stage.status == "failed" and "the ranks read different training rows: the store changed while they read it" in stage.error
+    assert count(db, Logit, stage_id=stage.id) == 0
+
+
 # distill ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("extra", [[], ["--temperature-schedule", "cwsm", "--temperature-beta", "0.5"], ["--folds", "2"]],
                          ids=["plain", "per-sample-temperature", "folds"])
