@@ -67,14 +67,26 @@ def apply_recipe(cfg: dict, args) -> dict:
     return out
 
 
+QUALITY_SEEDS = 3  # the issues' quality targets are means over 3 seeds
+
+
+def too_few_seeds(seeds) -> str | None:
+    """Why quality figures over ``seeds`` (a list, or ``--seeds``' "1,2") are not judged, or None."""
+    n = len(seeds) if isinstance(seeds, (list, tuple)) else len([s for s in str(seeds).split(",") if s.strip()])
+    return None if n >= QUALITY_SEEDS else f"{n} seed{'' if n == 1 else 's'}; the targets are means over {QUALITY_SEEDS}"
+
+
 def off_protocol(args, shrinking: tuple[str, ...]) -> str | None:
-    """Why a run's targets are not judged, or None: ``--quick`` or any of the ``shrinking`` options
-    (attribute names) given. The teacher's recipe (``RECIPE_OPTIONS``) is the user's call, as the B1
-    target says, so changing it keeps a run judged."""
+    """Why a run's targets are not judged, or None: ``--quick``, any of the ``shrinking`` options
+    (attribute names) given, or fewer than 3 ``--seeds``. The teacher's recipe (``RECIPE_OPTIONS``)
+    is the user's call, as the B1 target says, so changing it keeps a run judged."""
     changed = [f"--{name.replace('_', '-')}" for name in shrinking if getattr(args, name, None) is not None]
     if args.quick:
         changed.insert(0, "--quick")
-    return f"not the protocol: {' '.join(changed)}" if changed else None
+    reasons = [f"not the protocol: {' '.join(changed)}"] if changed else []
+    if getattr(args, "seeds", None) is not None and too_few_seeds(args.seeds):
+        reasons.append(too_few_seeds(args.seeds))
+    return "; ".join(reasons) or None
 
 
 def add_work_option(parser) -> None:

@@ -522,6 +522,17 @@ def plot_early_exit(ee: dict, path: Path) -> Path | None:
     return path
 
 
+def off_protocol_speed(args) -> str | None:
+    """Why a standalone run's B4 targets are not judged, or None: the throughput ratio is the 6 x 384
+    teacher's and the timings are medians over at least 5 rounds."""
+    reasons = []
+    if (args.layers, args.hidden) != (6, 384):
+        reasons.append(f"teacher {args.layers} x {args.hidden}, the protocol's is 6 x 384")
+    if args.repeats < 5:
+        reasons.append(f"{args.repeats} timing rounds, the protocol's medians are over 5")
+    return "; ".join(reasons) or None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=6, help="teacher layers (protocol in-house size: 6)")
@@ -598,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     res["machine"] = info
     res["command"] = command
-    print(markdown(res, args, info, command))
+    print(markdown(res, args, info, command, off_protocol_speed(args)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2, ensure_ascii=False))

@@ -198,10 +198,18 @@ def _mean_range(values: list[float]) -> str:
     return _pct(m) if len(values) == 1 else f"{_pct(m)} ({_pct(min(values))}–{_pct(max(values))})"
 
 
+def quality_reason(data: dict, not_judged: str | None) -> str | None:
+    """The profile's reason, else fewer than 3 seeds in a quality table's figures (merged ones count)."""
+    from bench.common import too_few_seeds
+
+    return not_judged or too_few_seeds(list(data.get("seeds") or []))
+
+
 def targets_b1b2(data: dict, not_judged: str | None) -> list[dict]:
     from bench.distill import DEFAULT_STUDENT, TARGET_GAP_B1, gap_closed
     from bench.teacher import TARGET_ACCURACY
 
+    not_judged = quality_reason(data, not_judged)
     out = []
     rows = data["rows"]
     if "B1" in rows:
@@ -235,6 +243,7 @@ def targets_b1b2(data: dict, not_judged: str | None) -> list[dict]:
 def targets_b3(data: dict, not_judged: str | None) -> list[dict]:
     from bench.labels import TARGET_F1, TARGET_GAIN
 
+    not_judged = quality_reason(data, not_judged)
     out = []
     for r in data["results"]:
         m = r["detectors"]["combined (default)"]
@@ -358,11 +367,12 @@ def render_job(key: str, job: dict, results: dict) -> str:
     if key == "B1B2":
         from bench.distill import markdown_from_json, teacher_markdown_from_json
 
+        reason = quality_reason(data, reason)
         lines += ["**Teacher**", "", teacher_markdown_from_json(data, reason), "", "**Distillation**", "", markdown_from_json(data, reason)]
     elif key == "B3":
         from bench.labels import markdown_from_json
 
-        lines.append(markdown_from_json(data, reason))
+        lines.append(markdown_from_json(data, quality_reason(data, reason)))
     elif key == "B4":
         from bench.speed import markdown_from_json
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
 
 # pretrain_batch_size / pretrain_lr: kd pretrain's defaults
 QUICK = {"layers": 2, "hidden": 128, "minutes": 3.0, "epochs": 3, "lr": 3e-4, "batch_size": 32, "pretrain_batch_size": 64, "pretrain_lr": 5e-4}
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     complete = [r for r in results if all(k in r for k in ("B1", "B2"))]
     if complete:
         summary = summarize(complete)
-        not_judged = "stopped before the end" if stopped else "quick scale" if args.quick else None
+        not_judged = "stopped before the end" if stopped else off_protocol(args, ("train_rows",))
         print(markdown(summary, cfg, args, info, command, not_judged))
         partial.save(runs=results, summary=summary)
     if args.json and stopped is None:

@@ -71,12 +71,16 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
     out = {}
     for name, value in defaults.items():
         param = params[name]
+        key = next((o[2:] for o in getattr(param, "opts", []) if o.startswith("--")), name.replace("_", "-"))
         if getattr(param, "multiple", False) and not isinstance(value, list):
             value = [value]
+        wholes = value if isinstance(value, list) else [value]
+        if isinstance(param.type, click.types.IntParamType) and any(isinstance(v, float) for v in wholes):
+            raise KdError(f"{path}: {key} = {value!r}: not a whole number")  # click would cut 1.5 to 1
         try:
             param.type_cast_value(ctx, value)
         except click.BadParameter as exc:
-            raise KdError(f"{path}: {name.replace('_', '-')} = {value!r}: {exc.message}") from None
+            raise KdError(f"{path}: {key} = {value!r}: {exc.message}") from None
         out[name] = value
     return out
 

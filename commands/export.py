@@ -31,7 +31,7 @@ def export(run, fmt, which, out, overwrite, db, as_json):
     Example:
       kd export --run r1                                   # the latest student, as ONNX
       kd export --run r1 --model teacher --format torchscript --out serve/teacher
-      kd predict --artifact kd-artifacts/r1/export-distill-textcnn-onnx reviews.txt
+      kd predict --artifact kd-artifacts/kd.db/r1/export-distill-textcnn-onnx reviews.txt
     """
     from kdstore.export import export_model
 

@@ -26,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @run_option
 @click.option("--model", "which", default="student", show_default=True, help="student, teacher, or a stage name.")
 @click.option("--artifact", type=click.Path(file_okay=False), help="Serve from a `kd export` folder instead: no store is opened.")
-@click.option("--store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE (predict-STAGE-SPLIT with --split) of the run.")
+@click.option("--store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE (predict-STAGE@SPLIT with --split) of the run.")
 @click.option("--split", type=click.Choice(SPLITS), help="With --store: only the samples of this split.")
 @click.option("--speed", type=float, help="Early-exit model: exit at the first layer whose uncertainty <= SPEED (default: as trained; 0 = the full teacher).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
@@ -48,7 +48,7 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
     Example:
       echo "质量很好" | kd predict --run r1
       kd predict --run r1 --model teacher --json reviews.txt
-      kd predict --artifact kd-artifacts/r1/export-distill-textcnn-onnx reviews.txt
+      kd predict --artifact kd-artifacts/kd.db/r1/export-distill-textcnn-onnx reviews.txt
       kd predict --run r1 --store --split test
       echo "质量很好" | kd predict --run r1 --model distill-early-exit --speed 0.5 --json
     """
@@ -143,7 +143,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     samples = store.samples(splits=[split] if split else None, include_dropped=True)
     if len(samples) == 0:
         raise KdError(f"no samples{f' in split {split!r}' if split else ''} in the store")
-    name = f"predict-{model_stage.name}" + (f"-{split}" if split else "")  # each split's predictions stand side by side
+    name = f"predict-{model_stage.name}" + (f"@{split}" if split else "")  # each split's predictions stand side by side
     config = {
         "model_stage": model_stage.name,
         "model_kind": predictor.kind,

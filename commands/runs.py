@@ -95,14 +95,13 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         table = Table(title="runs compared")
         cols = [c for c in (rows[0].keys() if rows else ["run", "stage"])]
         cells = [[escape(v) if isinstance(v, str) else _fmt(v) for v in r.values()] for r in rows]
-        for i, c in enumerate(cols):  # numbers are never cut: a column is as wide as its widest cell
-            widest = max([len(c)] + [len(row[i]) for row in cells])
-            table.add_column(c, justify="left" if c in ("run", "stage", "kind") else "right", min_width=widest, no_wrap=True)
+        for c in cols:
+            table.add_column(c, justify="left" if c in ("run", "stage", "kind") else "right")
         for row in cells:
             table.add_row(*row)
         out = console()
-        if not out.is_terminal:  # piped: as wide as the table needs, not 80 columns
-            out.width = max(out.width, sum(len(c) for c in cols) + 3 * len(cols) + sum(max((len(r[i]) for r in cells), default=0) for i in range(len(cols))))
+        if not out.is_terminal:  # piped: as wide as the table needs (nothing cut with "…"), not 80 columns
+            out.width = max(out.width, sum(max([len(c)] + [len(r[i]) for r in cells]) + 3 for i, c in enumerate(cols)) + 1)
         out.print(table)
         return
     data = run_report(store, run)

@@ -288,8 +288,11 @@ def augment(
     al. made 20 per text), so a text that can hardly change yields fewer than ``n``. Each text is
     segmented once; when ``pos_vocab`` is None it is built from ``texts``. The same arguments give
     the same result. Each text's random stream is seeded by ``seed`` and its key (``keys``, default
-    its index), so with stable keys (sample ids) a text gets the same new texts whichever other
-    texts are augmented with it.
+    its index), so with stable keys (sample ids) and the same ``pos_vocab`` a text gets the same new
+    texts whichever other texts are augmented with it. Without ``pos_vocab`` the vocabulary, built
+    from ``texts``, changes with them, and a "pos" swap draws from it: every later draw of that text's
+    stream (masks included) changes too. ``kdstore.augmented`` passes the vocabulary of every train
+    text, so the keys hold there.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise KdError(f"the number of new texts per text must be at least 1, got {n!r}")

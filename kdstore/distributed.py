@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import signal
 import sys
 import time
@@ -261,16 +262,19 @@ def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> N
     """A rank other than 0 failed: its error goes on the stage before the launcher stops rank 0 with
     SIGTERM, so that the stage rank 0 marks failed keeps the cause (best effort: the store may be
     what failed). A SIGTERM of its own means another rank failed first: nothing to add."""
-    if isinstance(exc, KdError) and str(exc).startswith(SIGTERM_MESSAGE[:20]):
+    if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, KdError) and (
+            str(exc).startswith(SIGTERM_MESSAGE[:20]) or ECHO.match(str(exc)))):  # not its own cause
         return
     try:
         with store.engine.begin() as conn:
-            conn.execute(update(Stage).where(Stage.id == stage_id, Stage.error.is_(None)).values(error=f"rank {rank}: {_one_line(exc)}"))
+            conn.execute(update(Stage).where(Stage.id == stage_id, Stage.status == "running", Stage.error.is_(None))
+                         .values(error=f"rank {rank}: {_one_line(exc)}"))
     except Exception:  # noqa: BLE001 - the rank's own error is what it raises
         pass
 
 
 SIGTERM_MESSAGE = "terminated (SIGTERM): under torchrun this means another rank failed, see its error"
+ECHO = re.compile(r"rank \d+ failed: ")  # ``all_succeed``'s report of another rank's error
 
 
 def _raise_on_sigterm(_signum: int, _frame: Any) -> None:

@@ -157,7 +157,7 @@ class EarlyExitConfig:
     dropout: float = 0.1
     patience: int = 2
     eval_batch_size: int = 64  # scoring, and the batch size of the speed-up measurements
-    timing_repeats: int = 3  # speed-ups: the fastest of this many side-by-side passes
+    timing_repeats: int = 5  # speed-ups: the median of this many side-by-side passes (the protocol's timings)
     seed: int = 42
     device: str = "auto"
 
@@ -515,14 +515,14 @@ def measure_speeds(
     max_len: int,
     uncertainty: str = "entropy",
     batch_size: int = 64,
-    repeats: int = 3,
+    repeats: int = 5,
     device=None,
 ) -> dict[float, dict[str, Any]]:
     """For each speed: logits, exit layers and wall-clock seconds over ``texts``, measured side by side.
 
     The same padded batches are run at every speed, speeds interleaved batch by batch so that all
-    of them see the same machine state; each speed's time is the fastest of ``repeats`` passes (after
-    one warm-up batch). ``seconds`` includes tokenized-batch transfer but not tokenization.
+    of them see the same machine state; each speed's time is the median of ``repeats`` passes (after
+    one warm-up batch), and ``spread`` their min and max. ``seconds`` includes tokenized-batch transfer but not tokenization.
     """
     ensure_eval(model)
     device = device or next(model.parameters()).device
@@ -538,6 +538,7 @@ def measure_speeds(
     if batches:
         for s in speeds:  # warm-up
             run(batches[0][1], batches[0][2], s)
+    passes: dict[float, list[float]] = {s: [] for s in speeds}
     for r in range(repeats):
         total = dict.fromkeys(speeds, 0.0)
         for idx, input_ids, mask in batches:
@@ -551,7 +552,11 @@ def measure_speeds(
                     out[s]["logits"][idx] = logits.float().cpu().numpy()
                     out[s]["layers"][idx] = used.cpu().numpy()
         for s in speeds:
-            out[s]["seconds"] = min(out[s]["seconds"], total[s])
+            passes[s].append(total[s])
+    for s in speeds:
+        if passes[s]:
+            out[s]["seconds"] = float(np.median(passes[s]))
+            out[s]["spread"] = (min(passes[s]), max(passes[s]))
     return out
 
 

@@ -47,6 +47,7 @@ from .serving import (
     MODEL_FILES,
     OUTPUT_NAME,
     Artifact,
+    classes_text,
     read_manifest,
     sha256_file,
 )
@@ -156,7 +157,7 @@ def export_model(
         model_file = MODEL_FILES[fmt]
         exporter = _write_onnx(module, example, tmp / model_file) if fmt == "onnx" else _write_torchscript(module, example, tmp / model_file)
         predictor.tokenizer.save_pretrained(tmp)
-        (tmp / CLASSES).write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(predictor.class_names)), encoding="utf-8")
+        (tmp / CLASSES).write_bytes(classes_text(predictor.class_names).encode("utf-8"))
         texts = _verify_texts(store, predictor.max_len)
         manifest = _manifest(
             run=run, stage=stage, fmt=fmt, model_file=model_file, model_info=model_info, predictor=predictor,

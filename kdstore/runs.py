@@ -134,8 +134,9 @@ _STAGE_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,63}$")
 def check_stage_name(name: str) -> None:
     """A stage name is also a folder name (its artifacts) and a suffix away from the names kd gives
     the stages it keeps while replacing them (``~parked-ID``, ``~failed-ID``); kd's own names are
-    ``predict-`` plus one."""
-    if not _STAGE_RE.match(name.removeprefix("predict-")):
+    ``predict-`` plus one, and ``@SPLIT`` after it for a split's predictions."""
+    core = re.sub(r"@(train|dev|test|unlabeled)$", "", name.removeprefix("predict-")) if name.startswith("predict-") else name
+    if not _STAGE_RE.match(core):
         raise KdError(f"stage name {name!r} is not valid: use 1-64 letters, digits, '-', '_', '+' or '.' (not first)")
 
 

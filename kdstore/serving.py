@@ -29,6 +29,11 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
 
 
+def classes_text(names) -> str:
+    """``classes.txt`` as ``kd export`` writes it: ``id<TAB>name`` lines."""
+    return "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -140,10 +145,9 @@ class Artifact:
         except (KeyError, TypeError, ValueError) as exc:
             raise KdError(f"{self.directory / MANIFEST} is incomplete ({type(exc).__name__}: {exc}): re-run `kd export`") from None
         listed = self.directory / CLASSES  # covered by a sha256 in the manifest; the manifest's own list is not
-        if listed.is_file():
-            names = [line.split("\t", 1)[-1] for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
-            if names != self.class_names:
-                raise KdError(f"{self.directory / MANIFEST} names classes {self.class_names}, {CLASSES} {names}: "
+        if listed.is_file():  # compared as kd export writes it: any character may be in a class name
+            if listed.read_bytes().decode("utf-8", "replace") != classes_text(self.class_names):
+                raise KdError(f"{self.directory / MANIFEST} names classes {self.class_names}, which {CLASSES} does not: "
                               "one of them was edited; re-run `kd export`")
         self.tokenizer = _Tokenizer(self.directory, runtime, max_len=self.max_len, special_tokens=self.special_tokens)
         if self.format == "onnx":

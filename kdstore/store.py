@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
@@ -114,7 +115,7 @@ class Store:
             except (OperationalError, InterfaceError) as exc:  # no server, no database, bad password
                 engine.dispose()
                 raise KdError(f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: {_first_line(exc)}") from None
-        return cls(engine, _artifact_root(path))
+        return cls(engine, _artifact_root(path, engine.url))
 
     @property
     def url(self) -> str:
@@ -366,12 +367,17 @@ def _encode_json(row: tuple, positions: list[int]) -> tuple:
     return tuple(values)
 
 
-def _artifact_root(db_path: Path | None) -> Path:
+def _artifact_root(db_path: Path | None, url) -> Path:
+    """``$KD_ARTIFACTS``, else ``kd-artifacts/STORE`` beside the SQLite file (``STORE`` its file name)
+    or in the working directory (``STORE`` the server database's ``NAME@HOST``): two stores in one
+    folder, with runs and stages of the same names, never share a stage's folder."""
     env = os.environ.get("KD_ARTIFACTS")
     if env:
         return Path(env)
-    base = db_path.parent if db_path is not None else Path.cwd()
-    return base / "kd-artifacts"
+    if db_path is not None:
+        return db_path.parent / "kd-artifacts" / db_path.name
+    key = re.sub(r"[^A-Za-z0-9_.@-]", "_", f"{url.database or 'db'}@{url.host or 'local'}")
+    return Path.cwd() / "kd-artifacts" / key
 
 
 def _first_line(exc: BaseException) -> str:

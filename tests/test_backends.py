@@ -140,9 +140,9 @@ def test_pipeline_end_to_end_on_each_backend(db, invoke, corpus, tiny_model):
     assert out["status"] == "succeeded"
     invoke(["predict", "--run", "r", "--store", "--split", "test"])
     report = invoke.json(["report", "--run", "r"])
-    assert [s["name"] for s in report["stages"]] == ["teach", "detect", "clean", "distill-textcnn", "predict-distill-textcnn-test"]
+    assert [s["name"] for s in report["stages"]] == ["teach", "detect", "clean", "distill-textcnn", "predict-distill-textcnn@test"]
     assert all(s["status"] == "succeeded" for s in report["stages"])
-    predicted = next(s for s in Store.open(db, create=False).stages_of("r") if s.name == "predict-distill-textcnn-test")
+    predicted = next(s for s in Store.open(db, create=False).stages_of("r") if s.name == "predict-distill-textcnn@test")
     assert _count(db, Prediction, Prediction.stage_id == predicted.id) == 20
     distill = report["stages"][3]
     assert 0.0 <= distill["metrics"]["test"]["accuracy"] <= 1.0

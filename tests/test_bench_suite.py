@@ -31,6 +31,7 @@ def labels_data(f1_10: float, f1_20: float, noisy: float, cleaned: float) -> dic
     return {
         "config": {"layers": 2, "hidden": 128, "minutes": 1.0, "epochs": 2},
         "machine": MACHINE,
+        "seeds": [1, 2, 3],
         "command": "python bench/labels.py --json x.json",
         "results": [
             {"rate": 0.10, "flips": 140, "detectors": {"peer: cleanlab over TF-IDF+LR": det(0.55), "combined (default)": det(f1_10)},
@@ -104,6 +105,23 @@ def test_render_marks_met_and_not_met():
     # the script's own table, rendered by its markdown_from_json, carries the same verdicts
     assert "≥ 0.65: **met**" in doc and "≥ 0.74: **not met**" in doc
     assert "`python bench/labels.py --json x.json`" in doc and "abc1234" in doc and "Test CPU" in doc
+
+
+def test_a_quality_table_of_fewer_than_3_seeds_is_not_judged():
+    """The quality targets are means over 3 seeds: one lent sitting's seed is shown, not judged,
+    until --add-seeds brings the others; standalone scripts say the same of their --seeds."""
+    from argparse import Namespace
+
+    from bench.common import off_protocol
+
+    results = results_for("full", {**labels_data(f1_10=0.70, f1_20=0.50, noisy=0.75, cleaned=0.78), "seeds": [1]})
+    targets = suite.collect_targets(results)
+    assert targets and all(t["verdict"] == "not judged (1 seed; the targets are means over 3)" for t in targets)
+    assert "≥ 0.65: not judged (1 seed; the targets are means over 3)" in suite.render(results)
+    assert off_protocol(Namespace(quick=False, seeds="1,2", train_rows=None), ("train_rows",)) == "2 seeds; the targets are means over 3"
+    assert off_protocol(Namespace(quick=False, seeds="1,2,3", train_rows=None), ("train_rows",)) is None
+    assert off_protocol(Namespace(quick=True, seeds="1", train_rows=100), ("train_rows",)) == (
+        "not the protocol: --quick --train-rows; 1 seed; the targets are means over 3")
 
 
 def test_quick_run_judges_nothing():
@@ -273,7 +291,7 @@ def test_b2_pool_target_needs_the_teacher_and_the_student_alone():
     # a teacher below the student alone: matching it is no result (a CPU-sized teacher did this)
     assert target_cell("B2", "textcnn +pool", table(0.71, 0.776, 0.746)).endswith("**not met**")
     rows = {"B2": table(0.71, 0.776, 0.746)}
-    (b2,) = suite.targets_b1b2({"rows": rows}, None)
+    (b2,) = suite.targets_b1b2({"rows": rows, "seeds": [1, 2, 3]}, None)
     assert "not met" in b2["verdict"]
     assert "alone 77.60%" in b2["measured"]
 

@@ -84,6 +84,7 @@ def test_config_mistakes_name_the_file_and_the_key(other_db, invoke, write_file,
     for content, expected in (
         ('db = "other.db"\n[samples]\nlimit = "many"\n', "kd.toml: limit = 'many': 'many' is not a valid integer"),
         ('db = "other.db"\n[distil]\nalpha = 0.7\n', "kd.toml: [distil] is not a kd command"),
+        ('db = "other.db"\n[samples]\nlimit = 1.5\n', "kd.toml: limit = 1.5: not a whole number"),
         ('db = "other.db"\n[labels.shwo]\ntop = 3\n', "kd.toml: [labels.shwo] is not a kd command"),
         ('db = "other.db"\n[samples]\nlimt = 1\n', "kd.toml: [samples] 'limt' is not an option of `kd samples`"),
     ):

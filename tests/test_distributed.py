@@ -309,6 +309,26 @@ def test_a_rank_that_fails_while_training_leaves_its_error_on_the_stage(taught, 
     assert stage.status == "failed" and stage.error == "rank 1: RuntimeError: rank one broke"
 
 
+def test_rank_0s_own_failure_is_not_reported_as_the_rank_that_heard_of_it(taught, tiny_model, tmp_path):
+    db = copy_store(taught["one"], tmp_path / "store")
+    wrapper = tmp_path / "broken_rank0.py"
+    wrapper.write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '0':\n"
+        "    import kdstore.outputs\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise RuntimeError('rank zero disk full')\n"
+        "    kdstore.outputs.write_scores = broken\n"
+        "from commands.cli import main\n"
+        "main()\n",
+        encoding="utf-8",
+    )
+    torchrun("teach", "--run", "r0", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
+             ok=False, script=wrapper)
+    stage = stage_of(db, "r0", "teach")
+    assert stage.status == "failed" and stage.error.startswith("RuntimeError: rank zero disk full"), stage.error
+
+
 def test_ranks_that_read_different_rows_stop_before_training(taught, tiny_model, tmp_path):
     """Each rank reads the store itself: a label edit between their reads (here: rank 1 sees one
     label flipped) is refused, not trained on with DDP averaging unlike gradients."""

@@ -376,12 +376,12 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
             assert matrix.sum(axis=1).tolist() == [m[f"support[{c}]"] for c in names]
         assert all(st["metrics"]["all"][f] > 0 for f in SPEED), name
         assert st["metrics"]["all"]["latency_p99_ms"] >= st["metrics"]["all"]["latency_p50_ms"]
-    after = np.array(report["predict-teach-dev"]["confusion"]["dev"])
+    after = np.array(report["predict-teach@dev"]["confusion"]["dev"])
     now = store.samples(splits=["dev"], labeled=True)  # current labels, the dropped sample left out
-    ids, logits = store.read_logits(store.find_stage("r", "predict-teach-dev").id)
+    ids, logits = store.read_logits(store.find_stage("r", "predict-teach@dev").id)
     pred = dict(zip(ids.tolist(), logits.argmax(1).tolist()))
     assert len(now) == 19 and after.tolist() == confusion_matrix(now.labels, np.array([pred[int(i)] for i in now.ids]), num_classes=2).tolist()
-    assert report["predict-teach-dev"]["metrics"]["dev"]["n"] == 19  # the stored figures leave the dropped sample out too
+    assert report["predict-teach@dev"]["metrics"]["dev"]["n"] == 19  # the stored figures leave the dropped sample out too
     scores = report["detect"]["issue_scores"]
     assert scores and all(0 <= v <= 1 for v in scores)
 

@@ -269,6 +269,17 @@ def test_bad_inputs_are_one_line_errors(built, tmp_path, error_line):
     manifest["classes"] = manifest["classes"][::-1]
     (edited / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     assert "one of them was edited" in error_line(kd("predict", "--artifact", str(edited), input="很好\n", ok=False))
+    # any character may be in a class name (JSONL labels): one with a line separator still loads
+    from kdstore.serving import classes_text, sha256_file
+
+    odd = tmp_path / "odd-names"
+    shutil.copytree(good, odd)
+    manifest = json.loads((odd / "manifest.json").read_text(encoding="utf-8"))
+    manifest["classes"] = ["p\ts", "ne\u2028g"]
+    (odd / "classes.txt").write_bytes(classes_text(manifest["classes"]).encode("utf-8"))
+    manifest["files"]["classes.txt"] = sha256_file(odd / "classes.txt")
+    (odd / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert Artifact.load(odd).class_names == ["p\ts", "ne\u2028g"]
     assert "leave out --run" in kd("predict", "--artifact", str(good), "--run", RUN, ok=False).output
 
 
@@ -299,17 +310,17 @@ def test_predict_store_writes_a_predict_stage(built, tmp_path):
     assert n == len(everything)
 
     test_only = kd("predict", "--run", RUN, "--model", "teacher", "--store", "--split", "test", "--db", db)
-    assert "stage predict-teach-test succeeded: 16 samples" in test_only.stdout and "test: accuracy" in test_only.stdout
-    assert len(store.read_logits(store.find_stage(RUN, "predict-teach-test").id)[0]) == 16
+    assert "stage predict-teach@test succeeded: 16 samples" in test_only.stdout and "test: accuracy" in test_only.stdout
+    assert len(store.read_logits(store.find_stage(RUN, "predict-teach@test").id)[0]) == 16
     again = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, ok=False)
     assert "--overwrite" in again.output
     kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--split", "dev", "--db", db)  # beside the whole-store one
-    assert len(store.read_logits(store.find_stage(RUN, "predict-distill-textcnn-dev").id)[0]) == 16
+    assert len(store.read_logits(store.find_stage(RUN, "predict-distill-textcnn@dev").id)[0]) == 16
     assert len(store.read_logits(store.find_stage(RUN, "predict-distill-textcnn").id)[0]) == 90
     assert "goes with --store" in kd("predict", "--run", RUN, "--split", "dev", "--db", db, ok=False).output
     assert "leave out FILE" in kd("predict", "somefile.txt", "--run", RUN, "--store", "--db", db, ok=False).output
     # a predict stage is not a model
-    assert "not a model" in kd_export("--run", RUN, "--model", "predict-teach-test", "--db", db, ok=False).output
+    assert "not a model" in kd_export("--run", RUN, "--model", "predict-teach@test", "--db", db, ok=False).output
 
 
 def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path, error_line):
@@ -321,7 +332,7 @@ def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path
         line = error_line(kd_export("--run", RUN, "--model", which, "--format", "torchscript", "--db", db, ok=False))
         assert "'distill-early-exit' is an early-exit model" in line and "kd predict --model distill-early-exit" in line
         assert "teach, distill-textcnn, distill-bigru, distill-bilstm, distill-transformer" in line
-    assert not list((copy / "kd-artifacts" / RUN).glob("export-distill-early-exit*"))
+    assert not list((copy / "kd-artifacts" / "kd.db" / RUN).glob("export-distill-early-exit*"))
     kd_export("--run", RUN, "--model", "teach", "--format", "torchscript", "--overwrite", "--db", db)  # what it names exports
 
 

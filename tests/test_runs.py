@@ -261,8 +261,11 @@ def test_stage_names_are_folder_names(store, name):
             with stage_scope(store, run="r1", kind="distill", name=name, config={}):
                 pytest.fail("the body must not run")
         assert not store.run_exists("r1")
-    for fine in ("distill-textcnn", "v1.2_b", "textcnn-+pool", "x" * 64, "predict-" + "x" * 64):
+    for fine in ("distill-textcnn", "v1.2_b", "textcnn-+pool", "x" * 64, "predict-" + "x" * 64, "predict-" + "x" * 64 + "@unlabeled"):
         check_stage_name(fine)
+    for bad in ("x@dev", "predict-x@nosplit", "predict-x@dev@dev"):  # '@SPLIT' ends kd's predict names only
+        with pytest.raises(KdError, match="is not valid"):
+            check_stage_name(bad)
 
 
 def test_a_failed_clean_whose_edits_stand_blocks_the_next_overwrite(store):
@@ -467,3 +470,19 @@ def test_report_default_run(store, invoke):
 
 def test_runs_on_empty_store(store, invoke):
     assert invoke.json(["runs"]) == []
+
+
+@pytest.mark.sqlite_only
+def test_two_stores_in_one_folder_keep_their_stage_files_apart(tmp_path, monkeypatch):
+    """Runs and stages of the same names in two SQLite stores side by side: each store's files go
+    under its own name (before, the second store's teacher replaced the first one's)."""
+    monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+    folders = []
+    for name in ("noisy.db", "clean.db"):
+        store = Store.open(str(tmp_path / name))
+        with stage_scope(store, run="r1", kind="teach", config={}) as stage:
+            (stage.artifact_dir / "model.txt").write_text(name, encoding="utf-8")
+            folders.append(stage.artifact_dir)
+        store.close()
+    assert folders == [tmp_path / "kd-artifacts" / "noisy.db" / "r1" / "teach", tmp_path / "kd-artifacts" / "clean.db" / "r1" / "teach"]
+    assert [(f / "model.txt").read_text(encoding="utf-8") for f in folders] == ["noisy.db", "clean.db"]
