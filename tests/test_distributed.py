@@ -287,44 +287,34 @@ def test_a_crashed_rank_fails_the_teach_stage(taught, tiny_model, tmp_path):
     assert count(db, Logit, stage_id=stage.id) == 0 and count(db, Prediction, stage_id=stage.id) == 0
 
 
+def teach_with_one_rank_patched(db: Path, model: Path, run: str, tmp_path: Path, rank: int, patch: str) -> None:
+    """``kd teach`` under torchrun, with ``patch`` (Python, indented 4 spaces) run in rank ``rank``
+    alone before kd starts: a fault that only one process meets."""
+    wrapper = tmp_path / f"patched_rank{rank}.py"
+    wrapper.write_text(f"import os\nif os.environ.get('RANK') == '{rank}':\n{patch}from commands.cli import main\nmain()\n", encoding="utf-8")
+    torchrun("teach", "--run", run, "--model", str(model), "--epochs", "1", "--max-len", "32", "--db", str(db), ok=False, script=wrapper)
+
+
 def test_a_rank_that_fails_while_training_leaves_its_error_on_the_stage(taught, tiny_model, tmp_path):
     """Rank 1 fails before any collective could pass its error on; the launcher then stops rank 0
     with SIGTERM. The stage keeps rank 1's cause, not 'terminated (SIGTERM)'."""
     db = copy_store(taught["one"], tmp_path / "store")
-    wrapper = tmp_path / "broken_rank.py"
-    wrapper.write_text(
-        "import os\n"
-        "if os.environ.get('RANK') == '1':\n"
+    teach_with_one_rank_patched(db, tiny_model, "broken", tmp_path, 1, (
         "    import kdstore.teacher\n"
         "    def broken(*args, **kwargs):\n"
         "        raise RuntimeError('rank one broke')\n"
-        "    kdstore.teacher._fit = broken\n"
-        "from commands.cli import main\n"
-        "main()\n",
-        encoding="utf-8",
-    )
-    torchrun("teach", "--run", "broken", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
-             ok=False, script=wrapper)
+        "    kdstore.teacher._fit = broken\n"))
     stage = stage_of(db, "broken", "teach")
     assert stage.status == "failed" and stage.error == "rank 1: RuntimeError: rank one broke"
 
 
 def test_rank_0s_own_failure_is_not_reported_as_the_rank_that_heard_of_it(taught, tiny_model, tmp_path):
     db = copy_store(taught["one"], tmp_path / "store")
-    wrapper = tmp_path / "broken_rank0.py"
-    wrapper.write_text(
-        "import os\n"
-        "if os.environ.get('RANK') == '0':\n"
+    teach_with_one_rank_patched(db, tiny_model, "r0", tmp_path, 0, (
         "    import kdstore.outputs\n"
         "    def broken(*args, **kwargs):\n"
         "        raise RuntimeError('rank zero disk full')\n"
-        "    kdstore.outputs.write_scores = broken\n"
-        "from commands.cli import main\n"
-        "main()\n",
-        encoding="utf-8",
-    )
-    torchrun("teach", "--run", "r0", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
-             ok=False, script=wrapper)
+        "    kdstore.outputs.write_scores = broken\n"))
     stage = stage_of(db, "r0", "teach")
     assert stage.status == "failed" and stage.error.startswith("RuntimeError: rank zero disk full"), stage.error
 
@@ -333,23 +323,14 @@ def test_ranks_that_read_different_rows_stop_before_training(taught, tiny_model,
     """Each rank reads the store itself: a label edit between their reads (here: rank 1 sees one
     label flipped) is refused, not trained on with DDP averaging unlike gradients."""
     db = copy_store(taught["one"], tmp_path / "store")
-    wrapper = tmp_path / "edited_between_reads.py"
-    wrapper.write_text(
-        "import os\n"
-        "if os.environ.get('RANK') == '1':\n"
+    teach_with_one_rank_patched(db, tiny_model, "moved", tmp_path, 1, (
         "    import kdstore.teacher\n"
         "    read = kdstore.teacher.training_rows\n"
         "    def edited(*args, **kwargs):\n"
         "        train, dev = read(*args, **kwargs)\n"
         "        train.labels[0] = 1 - train.labels[0]\n"
         "        return train, dev\n"
-        "    kdstore.teacher.training_rows = edited\n"
-        "from commands.cli import main\n"
-        "main()\n",
-        encoding="utf-8",
-    )
-    torchrun("teach", "--run", "moved", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
-             ok=False, script=wrapper)
+        "    kdstore.teacher.training_rows = edited\n"))
     stage = stage_of(db, "moved", "teach")
     assert stage.status == "failed" and "the ranks read different training rows: the store changed while they read it" in stage.error
     assert count(db, Logit, stage_id=stage.id) == 0
