@@ -9,7 +9,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 DEFAULT_DB = "kd.db"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_MS = 600_000  # a writer queues behind another (a 3M-row ingest takes a minute) as on PostgreSQL
 
 
 def resolve_url(db: str | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +23,7 @@ from .store import Store, bulk_insert
 from .textkey import text_hash
 
 FORMATS = ("tsv", "csv", "jsonl")
+MAX_LABEL = 200  # classes.name holds this many characters (PostgreSQL refuses more)
 _EXTENSIONS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 _SAMPLE_COLUMNS = ("text", "text_hash", "split", "label_id", "orig_label_id", "dropped", "source", "line", "meta", "parent_id")
 _TEXT_NAMES = ("text", "sentence", "content", "query", "review")
@@ -124,6 +126,9 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
         records = _parse_delimited(content, name, fmt, opts, want_label)
     if not records:
         raise KdError(f"{name}: no rows to ingest")
+    for r in records:
+        if r.label is not None and len(r.label) > MAX_LABEL:
+            raise KdError(f"{name}: line {r.line}: field 'label': longer than {MAX_LABEL} characters")
     if opts.classes is not None and want_label:
         pinned = set(opts.classes)
         for r in records:
@@ -251,9 +256,11 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw, parse_float=_finite_number, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise KdError(f"{name}: line {line}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except ValueError as exc:  # NaN, Infinity, 1e400: no JSON column of a database stores them
+            raise KdError(f"{name}: line {line}: {exc}") from None
         if not isinstance(obj, dict):
             raise KdError(f"{name}: line {line}: expected a JSON object, found {type(obj).__name__}")
         value = obj.get(text_key)
@@ -276,8 +283,32 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
                 )
             label = str(raw_label).strip()
         meta = {k: v for k, v in obj.items() if k not in (text_key, label_key)} or None
+        for field, value in ((text_key, text), (label_key, label), *(meta or {}).items()):
+            if _has_nul(value):  # PostgreSQL stores no NUL in text or JSON
+                raise KdError(f"{name}: line {line}: field {field!r}: contains a NUL character (\\u0000)")
         records.append(Record(text=text, label=label, line=line, meta=meta))
     return records
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _finite_number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_class_file(path: Path) -> tuple[str, ...]:

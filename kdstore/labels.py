@@ -24,9 +24,9 @@ from . import noise, tfidf
 from .errors import KdError
 from .ingest import allow_long_csv_fields
 from .probs import softmax
-from .runs import StageHandle
+from .runs import PARKED, StageHandle
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, utcnow
-from .store import Store, bulk_insert
+from .store import ID_CHUNK, Store, bulk_insert
 from .textkey import text_hash
 
 ACTIONS = ("relabel", "drop", "flag")
@@ -429,8 +429,8 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
             decisions.append(Decision(sample_id, None, "relabel", names.index(value)))
         else:
             raise KdError(f"{pair!r}: {value!r} is not drop or a class ({', '.join(names)})")
-    with store.engine.connect() as conn:
-        rows = dict(conn.execute(select(Sample.id, Sample.label_id).where(Sample.id.in_(sorted(seen)))).all())
+    with store.session() as s:
+        rows = {i: r.label_id for i, r in _rows_by_id(s, Sample, seen).items()}
     for d in decisions:
         if d.sample_id not in rows:
             raise KdError(f"no sample {d.sample_id} in the store")
@@ -470,10 +470,24 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
     counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0}
     now = utcnow()
     with store.write_session("samples", "label_edits", "label_issues") as s:
+        # read under the writer lock: a clean or an import that ran meanwhile has decided its issues
+        stage = s.get(Stage, stage_id) if stage_id is not None else None
+        replaces = f"{stage.name}{PARKED}" if stage is not None else None  # the stage an --overwrite replaces: its decisions are redone
+        samples = _rows_by_id(s, Sample, [d.sample_id for d in decisions])
+        issues = _rows_by_id(s, LabelIssue, [d.issue_id for d in decisions if d.issue_id is not None])
+        deciders = dict(s.execute(select(Stage.id, Stage.name).where(
+            Stage.id.in_({i.decided_stage_id for i in issues.values() if i.decided_stage_id is not None} or {-1}))).all())
         for d in decisions:
-            sample = s.get(Sample, d.sample_id)
+            sample = samples.get(d.sample_id)
             if sample is None:
                 raise KdError(f"no sample {d.sample_id} in the store: no label was changed")
+            issue = issues.get(d.issue_id) if d.issue_id is not None else None
+            if d.issue_id is not None and issue is None:
+                raise KdError(f"issue {d.issue_id} is gone (a detection replaced meanwhile?): no label was changed")
+            if issue is not None and issue.status != "open" and not (replaces and deciders.get(issue.decided_stage_id, "").startswith(replaces)):
+                by = deciders.get(issue.decided_stage_id)
+                raise KdError(f"issue {issue.id} (sample {d.sample_id}) was {issue.status} meanwhile"
+                              f"{f' by stage {by!r}' if by else ''}: no label was changed")
             if d.action == "reject":
                 counts["reject"] += 1
             elif d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped):
@@ -490,10 +504,19 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                     new_dropped=sample.dropped, reason=reason, created_at=now,
                 ))
                 counts[d.action] += 1
-            if d.issue_id is not None:
-                status = {"reject": "rejected", "flag": "flagged"}.get(d.action, "applied")
-                s.execute(update(LabelIssue).where(LabelIssue.id == d.issue_id).values(status=status, decided_stage_id=stage_id))
+            if issue is not None:
+                issue.status = {"reject": "rejected", "flag": "flagged"}.get(d.action, "applied")
+                issue.decided_stage_id = stage_id
     return counts
+
+
+def _rows_by_id(s, model, ids) -> dict[int, Any]:
+    """``{id: row}`` of ``model`` for ``ids``, read in chunks (the rows stay in the session)."""
+    wanted = sorted({int(i) for i in ids})
+    out: dict[int, Any] = {}
+    for start in range(0, len(wanted), ID_CHUNK):
+        out.update((r.id, r) for r in s.scalars(select(model).where(model.id.in_(wanted[start:start + ID_CHUNK]))))
+    return out
 
 
 def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int]:
@@ -512,11 +535,12 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
         else:
             raise KdError(f"the clean stage(s) of run {run!r} have nothing left to undo")
         touched = {e.sample_id for e in edits}
+        mine = select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None))  # = touched
         later = [] if not edits else s.execute(
             select(LabelEdit.sample_id, Stage.name, Run.uniqid)
             .outerjoin(Stage, Stage.id == LabelEdit.stage_id).outerjoin(Run, Run.id == Stage.run_id)
             .where(
-                LabelEdit.sample_id.in_(touched), LabelEdit.id > min(e.id for e in edits),
+                LabelEdit.sample_id.in_(mine), LabelEdit.id > min(e.id for e in edits),
                 LabelEdit.stage_id.is_distinct_from(stage.id), LabelEdit.reverted_at.is_(None),  # NULL: a deleted stage
             )
         ).all()
@@ -528,8 +552,9 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
                 f"(stage{'s' if len(by) > 1 else ''} {', '.join(by)})"
             )
         now = utcnow()
+        samples = _rows_by_id(s, Sample, touched)
         for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old state
-            sample = s.get(Sample, e.sample_id)
+            sample = samples[e.sample_id]
             if e.action == "relabel":
                 sample.label_id = e.old_label_id
             if e.old_dropped is not None:
@@ -543,7 +568,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
         if touched:  # issues decided before kd recorded the deciding stage: those of the same samples in this run
             reopened += s.execute(
                 update(LabelIssue).where(
-                    LabelIssue.decided_stage_id.is_(None), LabelIssue.sample_id.in_(touched),
+                    LabelIssue.decided_stage_id.is_(None), LabelIssue.sample_id.in_(select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage.id)),
                     LabelIssue.status.in_(("applied", "flagged")),
                     LabelIssue.stage_id.in_(select(Stage.id).where(Stage.run_id == stage.run_id)),
                 ).values(status="open")

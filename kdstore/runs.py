@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
 import shutil
 import signal
@@ -71,7 +72,7 @@ class StageHandle:
         path = Path(path)
         size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         self.store.add_metrics(self.id, "all", {"size_mb": size / 2**20})
-        with self.store.session() as s, s.begin():
+        with self.store.write_session("stages") as s:  # a read then a write: under the writer lock (SQLite would not wait)
             stage = s.get(Stage, self.id)
             stage.artifact_path = str(Path(path).resolve())
             stage.artifact_sha256 = digest
@@ -186,8 +187,15 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
                 raise KdError(
                     f"stage {name!r} of run {run!r} is a {old.kind} stage, not a {kind} stage: choose another --name"
                 )
+            if old.status == "running" and _crashed(old):  # its process is gone: failed, as a kill would have left it
+                old.status, old.error, old.ended_at = "failed", f"crashed: process {old.process.split(':')[0]} is gone", utcnow()
+            if old.status == "running" and _alive(old):
+                raise KdError(
+                    f"stage {name!r} of run {run!r} is running (process {old.process.split(':')[0]} on {old.host}, since "
+                    f"{old.started_at:%Y-%m-%d %H:%M}): wait for it, or stop it, then run this again"
+                )
             if old.status in ("succeeded", "running") and not overwrite:
-                verb = "succeeded" if old.status == "succeeded" else "is still running (or crashed)"
+                verb = "succeeded" if old.status == "succeeded" else "is still running on another machine (or crashed there)"
                 raise KdError(
                     f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: "
                     "pass --overwrite to replace it, or use another --run"
@@ -208,6 +216,7 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
             config=config,
             status="running",
             host=socket.gethostname(),
+            process=this_process(),
             started_at=utcnow(),
         )
         s.add(stage)
@@ -216,6 +225,60 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
     if old_artifact:
         _remove_artifact(store, Path(old_artifact))
     return stage_id
+
+
+def this_process() -> str:
+    """``PID:START``: this process, with its start time as Linux counts it (``/proc/PID/stat``, so a
+    reused pid is not taken for it; ``?`` where there is no /proc)."""
+    return f"{os.getpid()}:{_start_time(os.getpid()) or '?'}"
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[19]  # field 22, after the command name in parentheses
+
+
+def _same_host(stage: Stage) -> bool:
+    return bool(stage.process) and stage.host == socket.gethostname()
+
+
+def _alive(stage: Stage) -> bool:
+    """Whether the process that runs ``stage`` on this host is still there (False when unknown)."""
+    if not _same_host(stage):
+        return False
+    pid, _, start = stage.process.partition(":")
+    if start != "?":
+        return _start_time(int(pid)) == start
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _crashed(stage: Stage) -> bool:
+    """A 'running' stage of this host whose process is gone (killed with -9, a power cut)."""
+    return _same_host(stage) and not _alive(stage)
+
+
+def mark_crashed(store: Store) -> int:
+    """Mark failed every stage left 'running' on this host by a process that is gone, so that ``kd
+    runs`` says so and the stage's name can be used again; returns how many."""
+    with store.session() as s:  # a read first: a reader is never held up by the writer lock
+        rows = s.scalars(select(Stage).where(Stage.status == "running", Stage.host == socket.gethostname())).all()
+        gone = {r.id: r.process for r in rows if _crashed(r)}
+    if not gone:
+        return 0
+    with store.write_session("stages") as s:
+        for stage in s.scalars(select(Stage).where(Stage.id.in_(list(gone)), Stage.status == "running")):
+            if stage.process == gone[stage.id]:
+                stage.status, stage.error, stage.ended_at = "failed", f"crashed: process {stage.process.split(':')[0]} is gone", utcnow()
+    return len(gone)
 
 
 def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:
@@ -333,7 +396,7 @@ def _remove_artifact(store: Store, path: Path) -> None:
 
 
 def _finish(store: Store, stage_id: int, status: str, error: str | None) -> None:
-    with store.session() as s, s.begin():
+    with store.write_session("stages") as s:  # a read then a write: under the writer lock (SQLite would not wait)
         stage = s.get(Stage, stage_id)
         stage.status = status
         if not (status == "failed" and stage.error):  # another torchrun rank's error, noted first, is the cause

@@ -90,6 +90,7 @@ class Stage(Base):
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     ended_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     host: Mapped[Optional[str]] = mapped_column(String(200))
+    process: Mapped[Optional[str]] = mapped_column(String(64))  # PID:START of the process running it (see runs.this_process)
     artifact_path: Mapped[Optional[str]] = mapped_column(Text)
     artifact_sha256: Mapped[Optional[str]] = mapped_column(String(64))
 

@@ -82,6 +82,12 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:  # the hub client's own retry warnings ("Retrying in 8s") too: kd says in one line what failed
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def load_classifier(path: str, class_names: list[str]):
@@ -89,6 +95,8 @@ def load_classifier(path: str, class_names: list[str]):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_transformers()
+    if str(path).startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+        raise KdError(f"cannot load model {path!r}: no such directory")  # not a hub name: no download to try
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -468,6 +468,27 @@ BAD_INPUTS = [
         id="jsonl-label-float",
     ),
     pytest.param(
+        "nul.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"text": "escaped \\u0000 nul", "label": "neg"}\n',
+        [],
+        ["line 2", "field 'text'", "NUL character"],
+        id="jsonl-escaped-nul",
+    ),
+    pytest.param(
+        "huge.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"text": "other", "label": "neg", "score": 1e400}\n',
+        [],
+        ["line 2", "the number 1e400 is out of range"],
+        id="jsonl-infinite-number",
+    ),
+    pytest.param(
+        "longlabel.tsv",
+        b"pos\tfine text\n" + b"x" * 201 + b"\tother\n",
+        [],
+        ["line 2", "field 'label'", "longer than 200 characters"],
+        id="label-longer-than-the-class-column",
+    ),
+    pytest.param(
         "quote.csv",
         b'label,text\npos,fine text\nneg,"never closed\n',
         [],

@@ -261,6 +261,23 @@ def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
+def test_two_cleans_at_once_never_decide_an_issue_twice(db):
+    """Each clean plans from the open issues, then applies under the writer lock: the one that comes
+    second finds its issues decided meanwhile and changes nothing."""
+    from kdstore.runs import stage_scope
+
+    kd("labels", "detect", "--run", "r", "--db", db)
+    store = Store.open(db)
+    plan = lab.plan_clean(store, "r", action="drop", min_score=0.0)  # read before the other clean ran
+    kd("labels", "clean", "--run", "r", "--name", "ca", "--db", db)
+    state, edits = _state(db), _count(db, LabelEdit)
+    with pytest.raises(KdError, match="was applied meanwhile by stage 'ca': no label was changed"):
+        with stage_scope(store, run="r", kind="clean", name="cb", config={}) as stage:
+            lab.apply(store, stage.id, plan, reason="test")
+    assert _state(db) == state and _count(db, LabelEdit) == edits
+    assert store.find_stage("r", "cb", succeeded=False).status == "failed"
+
+
 def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     sheet = tmp_path / "review.csv"

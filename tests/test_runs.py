@@ -4,6 +4,7 @@ and ``kd runs`` / ``kd report`` through the CLI."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import subprocess
 import sys
@@ -302,8 +303,8 @@ def test_failed_stage_may_be_rerun_without_overwrite(store):
 
 
 def test_running_stage_is_not_replaced_without_overwrite(store):
-    """A stage still marked running (or left so by a crash) needs --overwrite too."""
-    with pytest.raises(KdError, match="still running.*--overwrite"):
+    """A stage whose process still runs is not replaced, --overwrite or not."""
+    with pytest.raises(KdError, match="is running \\(process .* wait for it, or stop it"):
         with stage_scope(store, run="r1", kind="teach", config={}):
             with stage_scope(store, run="r1", kind="teach", config={}):
                 pytest.fail("the inner body must not run")
@@ -486,3 +487,47 @@ def test_two_stores_in_one_folder_keep_their_stage_files_apart(tmp_path, monkeyp
         store.close()
     assert folders == [tmp_path / "kd-artifacts" / "noisy.db" / "r1" / "teach", tmp_path / "kd-artifacts" / "clean.db" / "r1" / "teach"]
     assert [(f / "model.txt").read_text(encoding="utf-8") for f in folders] == ["noisy.db", "clean.db"]
+
+
+def _left_running(store, name: str, process: str) -> None:
+    """A stage row as a kd process leaves it while it runs (or when killed with -9)."""
+    import socket
+
+    with store.write_session("runs", "stages") as s:
+        run = s.scalars(select(Run).where(Run.uniqid == "r1")).first() or Run(uniqid="r1")
+        s.add(run)
+        s.flush()
+        s.add(Stage(run_id=run.id, kind="teach", name=name, config={}, status="running", host=socket.gethostname(), process=process))
+
+
+def test_a_running_stage_is_never_replaced_and_a_killed_ones_is_marked_failed(store, invoke, error_line):
+    """--overwrite of a stage whose process still runs would delete it under that process: refused.
+    A stage whose process is gone (kill -9) is marked failed by the next kd command, and its name
+    can be used again without --overwrite."""
+    from kdstore.runs import _start_time
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        _left_running(store, "teach", f"{alive.pid}:{_start_time(alive.pid) or '?'}")
+        line = error_line(invoke(["teach", "--run", "r1", "--model", "/nowhere", "--overwrite"], ok=False))
+        assert f"stage 'teach' of run 'r1' is running (process {alive.pid} on" in line and "wait for it, or stop it" in line
+        [stage] = store.stages_of("r1")
+        assert stage.status == "running"
+        _left_running(store, "other", f"{dead.pid}:{_start_time(os.getpid())}")  # the pid is gone (or reused by another start)
+        runs = invoke.json(["runs"])
+        other = next(st for st in runs[0]["stages"] if st["name"] == "other")
+        assert other["status"] == "failed" and other["error"] == f"crashed: process {dead.pid} is gone"
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_id_lists_longer_than_a_statement_takes_are_read_in_chunks(store):
+    """PostgreSQL takes at most 65,535 parameters a statement: 70,000 ids must still work."""
+    from kdstore import labels as lab
+
+    assert store.samples(ids=range(70_000, 0, -1)).ids.tolist() == [1, 2, 3, 4]
+    with pytest.raises(KdError, match="no sample 5 in the store"):  # all 69,999 read, the first missing named
+        lab.parse_edits(store, [f"{i}=pos" for i in range(1, 70_000)])

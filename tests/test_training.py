@@ -101,7 +101,7 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "/no/such/model-dir"], "cannot load model"),
+        (["--model", "/no/such/model-dir"], "cannot load model '/no/such/model-dir': no such directory"),
         (["--model", str(Path(__file__).parent)], "cannot load model"),  # a folder without config.json
         (["--where", "source = 'nothing'"], "no labeled samples for the teacher (split train, --where \"source = 'nothing'\"): loosen the filters"),
         (["--label", "nope"], "--label 'nope' is not a class of the store"),
