@@ -145,12 +145,7 @@ def overwrite_option(f: Callable) -> Callable:
 
 
 def open_store(db: str | None, *, create: bool = False) -> Store:
-    """The store, with the stages a killed kd left 'running' on this host marked failed."""
-    from kdstore.runs import mark_crashed
-
-    store = Store.open(db, create=create)
-    mark_crashed(store)
-    return store
+    return Store.open(db, create=create)
 
 
 def print_json(data: Any) -> None:

@@ -43,7 +43,7 @@ def runs(db, as_json):
                 run["run"] if i == 0 else "",
                 escape(st["name"]),
                 st["kind"],
-                f"[{style}]{st['status']}[/]",
+                f"[{style}]{st['status']}[/]" + (" (process gone)" if st.get("process_gone") else ""),
                 st["started_at"],
                 "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
                 escape((st["error"] or "")[:80]),

@@ -24,6 +24,7 @@ from .textkey import text_hash
 
 FORMATS = ("tsv", "csv", "jsonl")
 MAX_LABEL = 200  # classes.name holds this many characters (PostgreSQL refuses more)
+MAX_SOURCE = 500  # samples.source, likewise
 _EXTENSIONS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 _SAMPLE_COLUMNS = ("text", "text_hash", "split", "label_id", "orig_label_id", "dropped", "source", "line", "meta", "parent_id")
 _TEXT_NAMES = ("text", "sentence", "content", "query", "review")
@@ -284,7 +285,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
             label = str(raw_label).strip()
         meta = {k: v for k, v in obj.items() if k not in (text_key, label_key)} or None
         for field, value in ((text_key, text), (label_key, label), *(meta or {}).items()):
-            if _has_nul(value):  # PostgreSQL stores no NUL in text or JSON
+            if _has_nul(field) or _has_nul(value):  # no NUL anywhere: PostgreSQL's text columns refuse it
                 raise KdError(f"{name}: line {line}: field {field!r}: contains a NUL character (\\u0000)")
         records.append(Record(text=text, label=label, line=line, meta=meta))
     return records
@@ -344,6 +345,8 @@ def ingest(store: Store, data: bytes, name: str, opts: IngestOptions) -> IngestR
 def add_records(store: Store, records: list[Record], name: str, opts: IngestOptions) -> IngestReport:
     """Add parsed records to the store in one transaction: duplicates skipped, conflicts listed."""
     source = opts.source or name
+    if len(source) > MAX_SOURCE:
+        raise KdError(f"{name}: the source name is longer than {MAX_SOURCE} characters: give a shorter --source")
     report = IngestReport(source=source, split=opts.split, read=len(records))
     with store.write_transaction("classes", "samples") as conn:
         classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())

@@ -17,10 +17,13 @@ def stage_summary(stage: Stage) -> dict[str, Any]:
     duration = None
     if stage.ended_at is not None:
         duration = round((stage.ended_at - stage.started_at).total_seconds(), 3)
+    from .runs import process_state
+
     return {
         "name": stage.name,
         "kind": stage.kind,
         "status": stage.status,
+        **({"process_gone": True} if stage.status == "running" and process_state(stage) is False else {}),
         "error": stage.error,
         "started_at": stage.started_at.isoformat(timespec="seconds"),
         "ended_at": stage.ended_at.isoformat(timespec="seconds") if stage.ended_at else None,

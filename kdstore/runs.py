@@ -110,6 +110,7 @@ def stage_scope(
     check_stage_name(name)
     if name in STAGE_KINDS and name != kind:  # ``find_stage`` looks a name up before a kind
         raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
+    mark_crashed(store)
     stage_id = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite)
     handle = StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
     guard = _SigtermGuard()
@@ -188,8 +189,8 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
                     f"stage {name!r} of run {run!r} is a {old.kind} stage, not a {kind} stage: choose another --name"
                 )
             if old.status == "running" and _crashed(old):  # its process is gone: failed, as a kill would have left it
-                old.status, old.error, old.ended_at = "failed", f"crashed: process {old.process.split(':')[0]} is gone", utcnow()
-            if old.status == "running" and _alive(old):
+                old.status, old.error, old.ended_at = "failed", _gone(old), utcnow()
+            if old.status == "running" and process_state(old) is True:
                 raise KdError(
                     f"stage {name!r} of run {run!r} is running (process {old.process.split(':')[0]} on {old.host}, since "
                     f"{old.started_at:%Y-%m-%d %H:%M}): wait for it, or stop it, then run this again"
@@ -228,9 +229,11 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
 
 
 def this_process() -> str:
-    """``PID:START``: this process, with its start time as Linux counts it (``/proc/PID/stat``, so a
-    reused pid is not taken for it; ``?`` where there is no /proc)."""
-    return f"{os.getpid()}:{_start_time(os.getpid()) or '?'}"
+    """``PID:START:MACHINE``: this process, its start time as Linux counts it (``/proc/PID/stat``, so a
+    reused pid is not taken for it) and the machine it sees (the boot id and the pid namespace, so
+    a container sharing the host name, or a stage from before a reboot, is not judged by this
+    process table); ``?`` where there is no /proc."""
+    return f"{os.getpid()}:{_start_time(os.getpid()) or '?'}:{_machine() or '?'}"
 
 
 def _start_time(pid: int) -> str | None:
@@ -241,35 +244,49 @@ def _start_time(pid: int) -> str | None:
     return stat[stat.rindex(")") + 2:].split()[19]  # field 22, after the command name in parentheses
 
 
-def _same_host(stage: Stage) -> bool:
-    return bool(stage.process) and stage.host == socket.gethostname()
-
-
-def _alive(stage: Stage) -> bool:
-    """Whether the process that runs ``stage`` on this host is still there (False when unknown)."""
-    if not _same_host(stage):
-        return False
-    pid, _, start = stage.process.partition(":")
-    if start != "?":
-        return _start_time(int(pid)) == start
+def _machine() -> str | None:
     try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+        return f"{boot}/{os.readlink('/proc/self/ns/pid').strip('pid:[]')}"
+    except OSError:
+        return None
+
+
+def process_state(stage: Stage) -> bool | None:
+    """Whether the process that ran ``stage`` is still alive: True, False (gone: killed, or the
+    machine rebooted), or None when this process cannot tell (another host or container, no /proc,
+    a process hidden from this user)."""
+    if not stage.process or stage.host != socket.gethostname():
+        return None
+    pid, start, machine = (stage.process.split(":") + ["?", "?"])[:3]
+    here = _machine()
+    if machine == "?" or here is None:
+        return None
+    if machine.split("/")[0] != here.split("/")[0]:
+        return False  # started before this machine's last boot
+    if machine != here:
+        return None  # another pid namespace (a container with this host name)
+    seen = _start_time(int(pid))
+    if seen is not None:
+        return seen == start
+    try:  # not in /proc: gone, or hidden from this user (hidepid)
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True
-    return True
+    except OSError:
+        return None
+    return None
 
 
 def _crashed(stage: Stage) -> bool:
-    """A 'running' stage of this host whose process is gone (killed with -9, a power cut)."""
-    return _same_host(stage) and not _alive(stage)
+    return stage.status == "running" and process_state(stage) is False
 
 
 def mark_crashed(store: Store) -> int:
-    """Mark failed every stage left 'running' on this host by a process that is gone, so that ``kd
-    runs`` says so and the stage's name can be used again; returns how many."""
-    with store.session() as s:  # a read first: a reader is never held up by the writer lock
+    """Mark failed every stage left 'running' by a process of this machine that is gone, so that its
+    name can be used again; returns how many. Called by writers only (a stage starting): readers
+    never take the writer lock, ``kd runs`` shows such a stage as ``running (process gone)``."""
+    with store.session() as s:
         rows = s.scalars(select(Stage).where(Stage.status == "running", Stage.host == socket.gethostname())).all()
         gone = {r.id: r.process for r in rows if _crashed(r)}
     if not gone:
@@ -277,8 +294,12 @@ def mark_crashed(store: Store) -> int:
     with store.write_session("stages") as s:
         for stage in s.scalars(select(Stage).where(Stage.id.in_(list(gone)), Stage.status == "running")):
             if stage.process == gone[stage.id]:
-                stage.status, stage.error, stage.ended_at = "failed", f"crashed: process {stage.process.split(':')[0]} is gone", utcnow()
+                stage.status, stage.error, stage.ended_at = "failed", _gone(stage), utcnow()
     return len(gone)
+
+
+def _gone(stage: Stage) -> str:
+    return f"crashed: process {stage.process.split(':')[0]} is gone"
 
 
 def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:

@@ -193,15 +193,13 @@ class Store:
             query = query.where(Sample.source == source)
         if augmented is not None:
             query = query.where(Sample.id.in_(select(AugmentedText.sample_id).where(AugmentedText.source == augmented)))
-        if limit is not None:
-            query = query.limit(limit)
         # ids in chunks: PostgreSQL takes at most 65,535 parameters a statement (rows stay in id order)
         wanted = None if ids is None else sorted({int(i) for i in ids})
-        parts = [query] if wanted is None else [
+        parts = [query if limit is None else query.limit(limit)] if wanted is None else [
             query.where(Sample.id.in_(wanted[k:k + ID_CHUNK])) for k in range(0, len(wanted), ID_CHUNK)]
         try:
             with self.engine.connect() as conn:
-                rows = [r for part in parts for r in conn.execute(part).all()]
+                rows = [r for part in parts for r in conn.execute(part).all()][:limit]
         except Exception as exc:  # a bad --where fragment is the usual cause
             if where:
                 raise KdError(f"--where {where!r} failed: {_first_line(exc)}") from exc

@@ -475,6 +475,20 @@ BAD_INPUTS = [
         id="jsonl-escaped-nul",
     ),
     pytest.param(
+        "nulkey.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"text": "other", "label": "neg", "k\\u0000": 1}\n',
+        [],
+        ["line 2", "NUL character"],
+        id="jsonl-nul-in-a-metadata-key",
+    ),
+    pytest.param(
+        "source.tsv",
+        b"pos\tfine text\nneg\tother\n",
+        ["--source", "s" * 501],
+        ["the source name is longer than 500 characters"],
+        id="source-longer-than-its-column",
+    ),
+    pytest.param(
         "huge.jsonl",
         b'{"text": "fine text", "label": "pos"}\n{"text": "other", "label": "neg", "score": 1e400}\n',
         [],

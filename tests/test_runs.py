@@ -502,23 +502,28 @@ def _left_running(store, name: str, process: str) -> None:
 
 def test_a_running_stage_is_never_replaced_and_a_killed_ones_is_marked_failed(store, invoke, error_line):
     """--overwrite of a stage whose process still runs would delete it under that process: refused.
-    A stage whose process is gone (kill -9) is marked failed by the next kd command, and its name
-    can be used again without --overwrite."""
-    from kdstore.runs import _start_time
+    A stage whose process is gone (kill -9) shows so in `kd runs` (a reader writes nothing) and is
+    marked failed when the next stage starts; one this process cannot judge (another container
+    with this host name) is left as it is."""
+    from kdstore.runs import _machine, _start_time, process_state
 
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    here = _machine()
     try:
-        _left_running(store, "teach", f"{alive.pid}:{_start_time(alive.pid) or '?'}")
+        _left_running(store, "teach", f"{alive.pid}:{_start_time(alive.pid) or '?'}:{here}")
         line = error_line(invoke(["teach", "--run", "r1", "--model", "/nowhere", "--overwrite"], ok=False))
         assert f"stage 'teach' of run 'r1' is running (process {alive.pid} on" in line and "wait for it, or stop it" in line
-        [stage] = store.stages_of("r1")
-        assert stage.status == "running"
-        _left_running(store, "other", f"{dead.pid}:{_start_time(os.getpid())}")  # the pid is gone (or reused by another start)
-        runs = invoke.json(["runs"])
-        other = next(st for st in runs[0]["stages"] if st["name"] == "other")
-        assert other["status"] == "failed" and other["error"] == f"crashed: process {dead.pid} is gone"
+        _left_running(store, "other", f"{dead.pid}:{_start_time(os.getpid())}:{here}")  # the pid is gone (or reused by another start)
+        _left_running(store, "boxed", f"{os.getpid()}:1:{here.split('/')[0]}/1")  # another pid namespace, same boot
+        stages = {st["name"]: st for st in invoke.json(["runs"])[0]["stages"]}
+        assert stages["other"]["status"] == "running" and stages["other"]["process_gone"] is True
+        assert "process_gone" not in stages["teach"] and "process_gone" not in stages["boxed"]
+        invoke(["labels", "set", "--run", "r1", "1=neg"])  # a stage starts: it marks what is gone
+        stages = {st.name: st for st in store.stages_of("r1")}
+        assert (stages["other"].status, stages["other"].error) == ("failed", f"crashed: process {dead.pid} is gone")
+        assert stages["teach"].status == stages["boxed"].status == "running" and process_state(stages["boxed"]) is None
     finally:
         alive.kill()
         alive.wait()
@@ -529,5 +534,6 @@ def test_id_lists_longer_than_a_statement_takes_are_read_in_chunks(store):
     from kdstore import labels as lab
 
     assert store.samples(ids=range(70_000, 0, -1)).ids.tolist() == [1, 2, 3, 4]
+    assert store.samples(ids=list(range(-9_998, 0)) + [4, 3, 2, 1], limit=3).ids.tolist() == [1, 2, 3]  # over every chunk
     with pytest.raises(KdError, match="no sample 5 in the store"):  # all 69,999 read, the first missing named
         lab.parse_edits(store, [f"{i}=pos" for i in range(1, 70_000)])
