@@ -23,7 +23,7 @@ def stage_summary(stage: Stage) -> dict[str, Any]:
         "name": stage.name,
         "kind": stage.kind,
         "status": stage.status,
-        **({"process_gone": True} if stage.status == "running" and process_state(stage) is False else {}),
+        "process_gone": stage.status == "running" and process_state(stage) is False,
         "error": stage.error,
         "started_at": stage.started_at.isoformat(timespec="seconds"),
         "ended_at": stage.ended_at.isoformat(timespec="seconds") if stage.ended_at else None,

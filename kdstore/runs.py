@@ -196,7 +196,8 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
                     f"{old.started_at:%Y-%m-%d %H:%M}): wait for it, or stop it, then run this again"
                 )
             if old.status in ("succeeded", "running") and not overwrite:
-                verb = "succeeded" if old.status == "succeeded" else "is still running on another machine (or crashed there)"
+                verb = "succeeded" if old.status == "succeeded" else (
+                    "is marked running by a process kd cannot check from here (another machine or container, or before a reboot)")
                 raise KdError(
                     f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: "
                     "pass --overwrite to replace it, or use another --run"
@@ -230,9 +231,9 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
 
 def this_process() -> str:
     """``PID:START:MACHINE``: this process, its start time as Linux counts it (``/proc/PID/stat``, so a
-    reused pid is not taken for it) and the machine it sees (the boot id and the pid namespace, so
-    a container sharing the host name, or a stage from before a reboot, is not judged by this
-    process table); ``?`` where there is no /proc."""
+    reused pid is not taken for it) and the process table it is in (the boot id and the pid
+    namespace: a stage of another container or boot with this host name is not judged by this
+    table); ``?`` where there is no /proc."""
     return f"{os.getpid()}:{_start_time(os.getpid()) or '?'}:{_machine() or '?'}"
 
 
@@ -253,19 +254,17 @@ def _machine() -> str | None:
 
 
 def process_state(stage: Stage) -> bool | None:
-    """Whether the process that ran ``stage`` is still alive: True, False (gone: killed, or the
-    machine rebooted), or None when this process cannot tell (another host or container, no /proc,
-    a process hidden from this user)."""
+    """Whether the process that runs ``stage`` is alive: True, False (gone: killed), or None when
+    this process cannot tell: another host, or this host name on another machine, container or boot
+    (a reboot and a cloned machine look alike from here), no /proc, a process hidden from this user.
+    Only a certain False lets kd mark the stage failed; only a certain True refuses --overwrite."""
     if not stage.process or stage.host != socket.gethostname():
         return None
     pid, start, machine = (stage.process.split(":") + ["?", "?"])[:3]
-    here = _machine()
-    if machine == "?" or here is None:
+    if int(pid) == os.getpid() and start == (_start_time(os.getpid()) or "?"):
+        return True  # this very process
+    if machine == "?" or machine != _machine():
         return None
-    if machine.split("/")[0] != here.split("/")[0]:
-        return False  # started before this machine's last boot
-    if machine != here:
-        return None  # another pid namespace (a container with this host name)
     seen = _start_time(int(pid))
     if seen is not None:
         return seen == start

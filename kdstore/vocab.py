@@ -1,12 +1,15 @@
 """A character-level vocabulary for Chinese text, built from the store's own texts.
 
-CJK characters become single tokens; other letters and digits are kept both as a word start and as a
-``##`` continuation, so BERT's WordPiece can spell any Latin word character by character instead of
-turning it into ``[UNK]``.
+Characters are counted as the tokenizer will see them (BERT's normalizer: lowercased, accents
+stripped, control characters removed). CJK characters and punctuation become single tokens (BERT's
+pre-tokenizer splits them off); every other character (letters, digits, symbols such as ℃, ～, ￥
+and emoji) is kept both as a word start and as a ``##`` continuation, so WordPiece can spell any word
+character by character instead of turning the whole word into ``[UNK]``.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from typing import Iterable
 
@@ -19,29 +22,39 @@ def _is_cjk(ch: str) -> bool:
         0x4E00 <= cp <= 0x9FFF
         or 0x3400 <= cp <= 0x4DBF
         or 0x20000 <= cp <= 0x2A6DF
+        or 0x2A700 <= cp <= 0x2CEAF  # extensions C-F, as the tokenizer's handle_chinese_chars
         or 0xF900 <= cp <= 0xFAFF
         or 0x2F800 <= cp <= 0x2FA1F
     )
 
 
+def _is_punctuation(ch: str) -> bool:
+    """BERT's rule: ASCII non-alphanumerics and Unicode punctuation (P*) are words of their own."""
+    cp = ord(ch)
+    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch).startswith("P")
+
+
 def build_vocab(texts: Iterable[str], *, min_count: int = 1, max_size: int = 21128) -> list[str]:
     """Tokens in id order: specials, then characters by descending frequency (ties by code point)."""
+    from tokenizers.normalizers import BertNormalizer
+
     if min_count < 1:
         raise ValueError("min_count must be at least 1")
+    normalize = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True).normalize_str
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(ch for ch in text.lower() if not ch.isspace())  # "İ".lower() is two characters
+        counts.update(ch for ch in normalize(text) if not ch.isspace())  # "é" counts as the "e" it becomes
     ranked = sorted(
         (c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c)
     )
     tokens = list(SPECIALS)
     seen = set(tokens)
     for ch in ranked:
-        forms = [ch] if _is_cjk(ch) or not ch.isalnum() else [ch, "##" + ch]
-        for form in forms:
-            if form not in seen and len(tokens) < max_size:
-                tokens.append(form)
-                seen.add(form)
+        forms = [f for f in ([ch] if _is_cjk(ch) or _is_punctuation(ch) else [ch, "##" + ch]) if f not in seen]
+        if len(tokens) + len(forms) > max_size:  # both forms or neither: a lone "x" would [UNK] every word with x inside
+            continue
+        tokens.extend(forms)
+        seen.update(forms)
     return tokens
 
 

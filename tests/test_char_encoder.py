@@ -12,7 +12,7 @@ import pytest
 
 from kdstore.batching import _tokenizer_flagged, char_encoder, encode, encode_flagged, tokenizer_encode
 from kdstore.char_encoder import CharEncoder
-from kdstore.vocab import build_vocab, make_tokenizer
+from kdstore.vocab import SPECIALS, build_vocab, make_tokenizer
 
 EDGE = [
     "", " ", "\t\n", "Hello World", "héllo ÀÉÎ", "naïve café", "ΣΑΣ σας", "İstanbul", "ﬁne", "a\x00b", "a\u200bb",
@@ -147,3 +147,18 @@ def test_packed_ids_hold_exactly_the_encoded_rows(tokenizer):
             packed[outside]
     empty = encode_packed(tokenizer, [], max_len=16)
     assert len(empty) == 0 and PackedIds.concat([]).lengths.tolist() == []
+
+
+def test_the_vocabulary_spells_symbols_emoji_and_accented_words():
+    """Symbols inside a word (℃, ～, ￥, emoji: BERT's pre-tokenizer does not split them off) need a
+    ## form, and characters are counted as the normalizer leaves them (é becomes e): otherwise the
+    whole word became [UNK]."""
+    texts = ["今天30℃", "100￥", "1＋1", "A±B", "好～～", "哈哈😂😂", "Pokémon 很好玩"] * 2
+    tokens = build_vocab(texts, min_count=2)
+    tok = make_tokenizer(tokens)
+    assert all(tok.unk_token not in tok.tokenize(t) for t in texts)
+    assert tok.tokenize("今天30℃") == ["今", "天", "3", "##0", "##℃"] and tok.tokenize("哈哈😂😂") == ["哈", "哈", "😂", "##😂"]
+    assert "é" not in tokens and "##é" not in tokens and "##e" in tokens
+    # at the size cap a character gets both forms or none (a lone "x" would [UNK] every word with x inside)
+    capped = build_vocab(["ab ab", "c"], max_size=len(SPECIALS) + 3)
+    assert capped[len(SPECIALS):] == ["a", "##a"]  # b and c would need two slots, one is left
