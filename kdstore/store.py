@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
@@ -109,10 +110,14 @@ class Store:
             if path.parent and not path.parent.exists():
                 raise KdError(f"cannot create {path}: folder {path.parent} does not exist")
         engine = make_engine(url)
-        if check:
+        for attempt in range(OPEN_TRIES if check else 0):
             try:
                 ensure_current(engine, create=create)
+                break
             except (OperationalError, InterfaceError) as exc:  # no server, no database, bad password
+                if path is not None and "locked" in str(exc) and attempt < OPEN_TRIES - 1:
+                    time.sleep(0.1 * (attempt + 1))  # another process is creating the same new store: SQLite said
+                    continue  # "locked" at once (a lock it does not wait for), so wait here
                 engine.dispose()
                 raise KdError(f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: {_first_line(exc)}") from None
         return cls(engine, _artifact_root(path, engine.url))
@@ -368,6 +373,7 @@ def _encode_json(row: tuple, positions: list[int]) -> tuple:
 
 
 ID_CHUNK = 10_000  # ids per IN list
+OPEN_TRIES = 20  # opening a SQLite store that another process is creating: about 20 s in all
 
 
 def _artifact_root(db_path: Path | None, url) -> Path:
