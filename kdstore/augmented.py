@@ -18,10 +18,8 @@ from sqlalchemy import func, select
 from .augment import METHODS, UNK, augment, build_pos_vocab, segment_pos
 from .ingest import IngestOptions, Record, add_records
 from .schema import AugmentedText, Sample
-from .store import Store, bulk_insert
+from .store import ID_CHUNK, Store, bulk_insert, chunks
 from .textkey import text_hash
-
-_LOOKUP_CHUNK = 5_000  # text hashes per query when the recipe's texts are matched to stored samples
 
 
 @dataclass(frozen=True)
@@ -90,9 +88,7 @@ def _record_texts(store: Store, source: str, hashes: list[str]) -> None:
     with store.write_transaction("augmented_texts") as conn:
         known = set(conn.execute(select(AugmentedText.sample_id).where(AugmentedText.source == source)).scalars())
         found: set[int] = set()
-        unique = sorted(set(hashes))
-        for start in range(0, len(unique), _LOOKUP_CHUNK):
-            chunk = unique[start:start + _LOOKUP_CHUNK]
+        for chunk in chunks(sorted(set(hashes)), ID_CHUNK):
             found.update(conn.execute(
                 select(Sample.id).where(Sample.text_hash.in_(chunk), Sample.label_id.is_(None))
             ).scalars())

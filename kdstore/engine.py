@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
-import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -30,7 +28,6 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-WAL_SWITCH_TRIES = 400  # x 50 ms: 20 s for another process to finish creating a new store
 WRITE_LOCK = "kd_write_lock"  # execution option: take the writer lock when the transaction begins
 
 
@@ -41,14 +38,7 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    for attempt in range(WAL_SWITCH_TRIES):
-        try:  # switching a new file to WAL needs it alone: SQLite says "locked" without waiting while
-            cursor.execute("PRAGMA journal_mode=WAL")  # another process creates the same new store
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == WAL_SWITCH_TRIES - 1:
-                raise
-            time.sleep(0.05)
+    cursor.execute("PRAGMA journal_mode=WAL")  # a "locked" here, while another process creates the store, Store.open retries
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 

@@ -26,7 +26,7 @@ from .ingest import allow_long_csv_fields
 from .probs import softmax
 from .runs import PARKED, StageHandle
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, utcnow
-from .store import ID_CHUNK, Store, bulk_insert
+from .store import ID_CHUNK, Store, bulk_insert, chunks
 from .textkey import text_hash
 
 ACTIONS = ("relabel", "drop", "flag")
@@ -512,10 +512,9 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
 
 def _rows_by_id(s, model, ids) -> dict[int, Any]:
     """``{id: row}`` of ``model`` for ``ids``, read in chunks (the rows stay in the session)."""
-    wanted = sorted({int(i) for i in ids})
     out: dict[int, Any] = {}
-    for start in range(0, len(wanted), ID_CHUNK):
-        out.update((r.id, r) for r in s.scalars(select(model).where(model.id.in_(wanted[start:start + ID_CHUNK]))))
+    for chunk in chunks(sorted({int(i) for i in ids}), ID_CHUNK):
+        out.update((r.id, r) for r in s.scalars(select(model).where(model.id.in_(chunk))))
     return out
 
 

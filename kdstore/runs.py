@@ -188,9 +188,7 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
                 raise KdError(
                     f"stage {name!r} of run {run!r} is a {old.kind} stage, not a {kind} stage: choose another --name"
                 )
-            if old.status == "running" and _crashed(old):  # its process is gone: failed, as a kill would have left it
-                old.status, old.error, old.ended_at = "failed", _gone(old), utcnow()
-            if old.status == "running" and process_state(old) is True:
+            if old.status == "running" and process_state(old) is True:  # (one whose process is gone: failed by mark_crashed)
                 raise KdError(
                     f"stage {name!r} of run {run!r} is running (process {old.process.split(':')[0]} on {old.host}, since "
                     f"{old.started_at:%Y-%m-%d %H:%M}): wait for it, or stop it, then run this again"

@@ -28,6 +28,7 @@ from .migrate import ensure_current
 from .schema import SPLITS, AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
 
 CHUNK = 20_000
+ID_CHUNK = 10_000  # values per IN list: PostgreSQL takes at most 65,535 parameters a statement
 
 
 @dataclass(frozen=True)
@@ -199,9 +200,8 @@ class Store:
         if augmented is not None:
             query = query.where(Sample.id.in_(select(AugmentedText.sample_id).where(AugmentedText.source == augmented)))
         # ids in chunks: PostgreSQL takes at most 65,535 parameters a statement (rows stay in id order)
-        wanted = None if ids is None else sorted({int(i) for i in ids})
-        parts = [query if limit is None else query.limit(limit)] if wanted is None else [
-            query.where(Sample.id.in_(wanted[k:k + ID_CHUNK])) for k in range(0, len(wanted), ID_CHUNK)]
+        parts = [query if limit is None else query.limit(limit)] if ids is None else [
+            query.where(Sample.id.in_(chunk)) for chunk in chunks(sorted({int(i) for i in ids}), ID_CHUNK)]
         try:
             with self.engine.connect() as conn:
                 rows = [r for part in parts for r in conn.execute(part).all()][:limit]
@@ -372,7 +372,6 @@ def _encode_json(row: tuple, positions: list[int]) -> tuple:
     return tuple(values)
 
 
-ID_CHUNK = 10_000  # ids per IN list
 OPEN_TRIES = 20  # opening a SQLite store that another process is creating: about 20 s in all
 
 
