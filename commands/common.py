@@ -43,7 +43,8 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
     # a KdError here is one line naming the file (KdGroup prints it), not a usage message about --config
     data = kdconfig.load(path)
     command_path = ctx.command_path.split()[1:]
-    defaults = kdconfig.defaults_for(data, command_path, _option_names(ctx.command), tables=_command_tables(ctx), where=str(path))
+    defaults = kdconfig.defaults_for(data, command_path, _option_names(ctx.command), tables=_command_tables(ctx),
+                                     group_keys=_group_keys(ctx), where=str(path))
     defaults = _typed(ctx, defaults, path)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
@@ -54,6 +55,22 @@ def _command_tables(ctx: click.Context) -> dict[str, set[str]]:
     chain = list(reversed(list(_parents(ctx))))  # the root first
     return {
         ".".join(c.info_name for c in chain[1:i + 1]): set(g.command.list_commands(g))
+        for i, g in enumerate(chain) if isinstance(g.command, click.Group)
+    }
+
+
+def _group_keys(ctx: click.Context) -> dict[str, set[str]]:
+    """The option keys some command below each group on ``ctx``'s path accepts, keyed as above."""
+    chain = list(reversed(list(_parents(ctx))))
+
+    def keys(command: click.Command, parent: click.Context) -> set[str]:
+        if not isinstance(command, click.Group):
+            return set(_option_names(command))
+        sub = click.Context(command, parent=parent, info_name=command.name)
+        return set().union(*(keys(command.get_command(sub, n), sub) for n in command.list_commands(sub)))
+
+    return {
+        ".".join(c.info_name for c in chain[1:i + 1]): keys(g.command, g)
         for i, g in enumerate(chain) if isinstance(g.command, click.Group)
     }
 

@@ -44,7 +44,8 @@ def load(path: Path) -> dict[str, Any]:
 
 def defaults_for(
     config: dict[str, Any], command_path: list[str], options: dict[str, str] | set[str], *,
-    tables: dict[str, set[str]] | None = None, where: str = "config",
+    tables: dict[str, set[str]] | None = None, group_keys: dict[str, set[str]] | None = None,
+    where: str = "config",
 ) -> dict[str, Any]:
     """The defaults ``config`` gives the command at ``command_path`` (e.g. ``['labels', 'detect']``).
 
@@ -53,7 +54,9 @@ def defaults_for(
     below that has such an option; a key in the command's own table that is not one of its options
     is an error (a typo would otherwise be ignored). ``tables``: the command names each group on the
     path has (``{"": {...kd's commands}, "labels": {...}}``): a table named after no command is an
-    error too. ``where`` (the file) starts every message.
+    error too. ``group_keys``: the keys some command below each group accepts (``{"": ..., "labels":
+    ...}``): a plain key in a group's table that no command below it takes is an error as well.
+    ``where`` (the file) starts every message.
     """
     if not isinstance(options, dict):
         options = {o: o for o in options}
@@ -75,6 +78,10 @@ def defaults_for(
                 out[options[name]] = value
             elif own and depth > 0:
                 raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`")
+            elif not own and group_keys is not None and group in group_keys and name not in group_keys[group]:
+                scope = f"[{group}]" if group else "top level"
+                below = f"`kd {group.replace('.', ' ')}`" if group else "kd"
+                raise KdError(f"{where}: {scope} {key!r} is not an option of any command of {below}")
         if own:
             break
         table = table.get(command_path[depth])

@@ -87,6 +87,8 @@ def test_config_mistakes_name_the_file_and_the_key(other_db, invoke, write_file,
         ('db = "other.db"\n[samples]\nlimit = 1.5\n', "kd.toml: limit = 1.5: not a whole number"),
         ('db = "other.db"\n[labels.shwo]\ntop = 3\n', "kd.toml: [labels.shwo] is not a kd command"),
         ('db = "other.db"\n[samples]\nlimt = 1\n', "kd.toml: [samples] 'limt' is not an option of `kd samples`"),
+        ('db = "other.db"\n[labels]\nmetod = "disagree"\n', "kd.toml: [labels] 'metod' is not an option of any command of `kd labels`"),
+        ('db = "other.db"\nstudnet = "textcnn"\n', "kd.toml: top level 'studnet' is not an option of any command of kd"),
     ):
         write_file("kd.toml", content)
         assert expected in error_line(invoke(["samples"] if "labels" not in content else ["labels", "show"], db=None, ok=False)), content
@@ -101,8 +103,9 @@ def test_group_tables_and_single_values_for_repeatable_options(other_db, invoke,
     assert "no labeled samples for the teacher (split dev)" in result.output  # the one value became the list ["dev"]
 
 
-def test_unknown_top_level_key_is_ignored(other_db, invoke, write_file):
-    write_file("kd.toml", 'db = "other.db"\nstudent = "textcnn"\n')
+def test_top_level_key_of_another_command_is_ignored(other_db, invoke, write_file):
+    """A key some other command takes (``student`` of ``kd distill``) leaves ``kd samples`` alone."""
+    write_file("kd.toml", 'db = "other.db"\nstudent = "textcnn"\n[labels]\nmethod = "disagree"\n')
     assert len(invoke.json(["samples"], db=None)) == 3
 
 
