@@ -168,6 +168,16 @@ class Dist:
         torch.distributed.all_reduce(pair)
         return pair[0] / pair[1].clamp(min=1.0)
 
+    def share_weights(self, counts: list[int]) -> list[float]:
+        """For each mean this rank took over ``counts[i]`` items (masked tokens, say), the weight that
+        makes DDP's average of the ranks' gradients the gradient of the mean over every rank's items
+        together: ``count * world / total`` (0 where no rank had an item), 1 in one process."""
+        if not self.active:
+            return [1.0] * len(counts)
+        totals = torch.tensor([float(c) for c in counts], dtype=torch.float64)
+        torch.distributed.all_reduce(totals)
+        return [c * self.world / t if t > 0 else 0.0 for c, t in zip(counts, totals.tolist())]
+
     def gather_rows(self, ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every rank's ``(id, row)`` pairs together, in id order, on every rank."""
         parts = self.all_gather_object((np.asarray(ids), np.asarray(rows))) if self.active else [(np.asarray(ids), np.asarray(rows))]

@@ -74,4 +74,4 @@ class ReplacedTokenDetection(torch.nn.Module):
             rtd_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, replaced[scored].float())
         else:
             rtd_loss = self.head(hidden[:, :1]).sum() * 0.0
-        return mlm_loss + self.weight * rtd_loss, mlm_loss.detach(), rtd_loss.detach()
+        return mlm_loss + self.weight * rtd_loss, mlm_loss, rtd_loss

@@ -178,14 +178,20 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * warmup_linear_decay(frac, warmup=cfg.warmup)
+                # each loss is a mean over this rank's masked (and, for ELECTRA, scored) tokens: weigh
+                # it by its share of the whole batch's tokens, so torchrun trains as one process would
+                counts = [int((labels != IGNORE).sum()), int((~special & mask.bool()).sum())]
+                shares = dist.share_weights([c if weight else 0 for c in counts])
                 with autocast(device):
                     if cfg.objective == "electra":
                         loss, mlm, rtd = net(corrupted.to(device), mask.to(device), labels.to(device),
                                              input_ids.to(device), (~special).to(device))
+                        step_loss = mlm * shares[0] + objective.weight * rtd * shares[1]
                         recent_rtd.append(rtd.item())
                     else:
                         loss = mlm = net(corrupted.to(device), mask.to(device), labels.to(device))
-                scaled_step(scaler, loss * weight, optimizer, objective.parameters(), max_norm=1.0)
+                        step_loss = loss * shares[0]
+                scaled_step(scaler, step_loss, optimizer, objective.parameters(), max_norm=1.0)
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 recent.append(mlm.item())

@@ -218,6 +218,36 @@ def test_shards_partition_and_share_weights_give_the_whole_batch_mean():
     assert Dist.from_env({}) == Dist()
 
 
+def _token_mean_worker(rank: int, init: str, result: str) -> None:
+    """One of two gloo ranks: a linear head's cross entropy, a mean over this rank's masked tokens
+    (3 on rank 0, 7 on rank 1, as masking draws them), weighted by ``share_weights``, under DDP."""
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(4, 3)
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    mine = slice(0, 3) if rank == 0 else slice(3, 10)
+    net = torch.nn.parallel.DistributedDataParallel(head)
+    (share,) = Dist(world=2, rank=rank, local_rank=rank).share_weights([len(x[mine])])
+    (torch.nn.functional.cross_entropy(net(x[mine]), y[mine]) * share).backward()
+    if rank == 0:
+        torch.save(head.weight.grad, result)
+    torch.distributed.destroy_process_group()
+
+
+def test_share_weights_make_two_ranks_token_means_the_whole_batch_mean(tmp_path):
+    """``kd pretrain``'s masked-LM loss is a mean over masked tokens, and each rank masks its own
+    count: weighted by ``share_weights`` the ranks' DDP gradient is the one-process gradient of the
+    mean over all the batch's tokens (a plain DDP mean would weigh rank 0's 3 tokens like 7)."""
+    result = tmp_path / "grad.pt"
+    torch.multiprocessing.spawn(_token_mean_worker, args=(f"file://{tmp_path / 'init'}", str(result)), nprocs=2)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(4, 3)
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    torch.nn.functional.cross_entropy(head(x), y).backward()
+    assert torch.allclose(torch.load(result), head.weight.grad, atol=1e-6)
+    assert Dist().share_weights([5, 0]) == [1.0, 1.0]  # one process: the loss as it is
+
+
 # teach ---------------------------------------------------------------------------------------------
 def test_two_processes_teach_the_same_logits_as_one(taught):
     one, two = stage_of(taught["one"], "r", "teach"), stage_of(taught["two"], "r", "teach")
