@@ -31,7 +31,7 @@ from .schema import Stage
 from .store import SampleSet, Store
 from .augment import METHODS, UNK
 from .augmented import Recipe, ensure_augmented
-from .schedules import linear
+from .schedules import over_steps
 from .speed import measure, speed_texts
 from .students import (
     LastLayerVectors,
@@ -440,9 +440,8 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 idx, weight = dist.split_batch(batch)
                 input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, min_len=model.min_len, multiple=model.pad_multiple)
-                progress_frac = step / total_steps
-                alpha = cfg.alpha if cfg.alpha_end is None else linear(cfg.alpha, cfg.alpha_end, progress_frac)
-                temperature = cfg.temperature if cfg.temperature_end is None else linear(cfg.temperature, cfg.temperature_end, progress_frac)
+                alpha = over_steps(cfg.alpha, cfg.alpha_end, step, total_steps)
+                temperature = over_steps(cfg.temperature, cfg.temperature_end, step, total_steps)
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 if matcher is None:
                     logits, matched = net(input_ids, mask), 0.0
@@ -548,7 +547,9 @@ def _teacher_network(stage: Stage):
     from transformers import AutoModelForSequenceClassification
 
     quiet_transformers()
-    return AutoModelForSequenceClassification.from_pretrained(model_dirs(stage)[0], attn_implementation="eager")
+    # float32 as trained, whatever the saved weights are (transformers 5 loads them in their own dtype)
+    return AutoModelForSequenceClassification.from_pretrained(model_dirs(stage)[0], attn_implementation="eager",
+                                                              dtype=torch.float32)
 
 
 def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:
@@ -563,7 +564,7 @@ def teacher_embeddings(stage: Stage) -> torch.Tensor:
     from transformers import AutoModel
 
     quiet_transformers()
-    encoder = AutoModel.from_pretrained(model_dirs(stage)[0])
+    encoder = AutoModel.from_pretrained(model_dirs(stage)[0], dtype=torch.float32)
     return encoder.get_input_embeddings().weight.detach().cpu()
 
 

@@ -195,8 +195,10 @@ def _log_relations(queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor
     b, l, d = queries.shape
     if d % heads:
         raise ValueError(f"width {d} is not divisible by {heads} relation heads")
-    qh = queries.view(b, l, heads, d // heads).transpose(1, 2)  # (B, R, L, d)
-    kh = keys.view(b, l, heads, d // heads).transpose(1, 2)
+    # float32 whatever the network's precision: -1e9 fits no half type, and the KL of two softmaxes
+    # over a sequence is where half precision loses most
+    qh = queries.float().view(b, l, heads, d // heads).transpose(1, 2)  # (B, R, L, d)
+    kh = keys.float().view(b, l, heads, d // heads).transpose(1, 2)
     scores = qh @ kh.transpose(-1, -2) / math.sqrt(d // heads)
     keep = mask[:, None, None, :].bool()
     return torch.log_softmax(scores.masked_fill(~keep, -1e9), dim=-1)  # finite: no NaN gradients

@@ -48,6 +48,7 @@ import numpy as np
 
 from .errors import KdError
 
+FRAC_NOISE_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both")  # those cleanlab scales by frac_noise
 FILTERS = (
     "prune_by_noise_rate",
     "prune_by_class",
@@ -144,7 +145,7 @@ def cleanlab_issues(
 
     y, probs = validate(labels, pred_probs)
     _check_choice("filter_by", filter_by, FILTERS)
-    _check_frac_noise(frac_noise)
+    _check_frac_noise(frac_noise, filter_by)
     mask = find_label_issues(y, probs, filter_by=filter_by, frac_noise=frac_noise, n_jobs=1)
     return np.asarray(mask, dtype=bool)
 
@@ -220,7 +221,7 @@ def check_options(
     _check_choice("filter_by", filter_by, FILTERS)
     _check_choice("quality method", quality_method, QUALITY_METHODS)
     _check_choice("issue count", issue_count, ISSUE_COUNTS)
-    _check_frac_noise(frac_noise)
+    _check_frac_noise(frac_noise, filter_by if "cleanlab" in methods and combine != "ranked" else None)
     return methods
 
 
@@ -452,9 +453,14 @@ def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
         raise KdError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
 
 
-def _check_frac_noise(frac_noise: float) -> None:
+def _check_frac_noise(frac_noise: float, filter_by: str | None = None) -> None:
+    """``frac_noise`` in (0, 1]; below 1 only with a ``filter_by`` that cleanlab scales by it (the
+    others flag as many labels whatever it is, with no more than a warning)."""
     if not (0.0 < frac_noise <= 1.0):
         raise KdError(f"frac_noise must be in (0, 1], got {frac_noise}")
+    if frac_noise < 1.0 and filter_by is not None and filter_by not in FRAC_NOISE_FILTERS:
+        raise KdError(f"frac_noise {frac_noise} has no effect with filter_by {filter_by} (cleanlab scales only "
+                      f"{', '.join(FRAC_NOISE_FILTERS)}; or combine 'ranked', which cuts its own list)")
 
 
 def _ro(a: np.ndarray) -> np.ndarray:

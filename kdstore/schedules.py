@@ -9,6 +9,12 @@ def linear(start: float, end: float, progress: float) -> float:
     return start + (end - start) * progress
 
 
+def over_steps(start: float, end: float | None, step: int, total: int) -> float:
+    """A weight or temperature scheduled over ``total`` steps: ``start`` at the first step (0),
+    ``end`` at the last (``total - 1``), linear between; constant ``start`` when ``end`` is None."""
+    return start if end is None else linear(start, end, step / max(total - 1, 1))
+
+
 def warmup_linear_decay(progress: float, *, warmup: float) -> float:
     """Learning-rate factor: 0 → 1 over the first ``warmup`` fraction, then 1 → 0 linearly."""
     progress = min(max(progress, 0.0), 1.0)

@@ -121,6 +121,10 @@ def load_classifier(path: str, class_names: list[str]):
             id2label=dict(enumerate(class_names)),
             label2id={n: i for i, n in enumerate(class_names)},
             ignore_mismatched_sizes=True,
+            # float32 master weights whatever the checkpoint's dtype (transformers 5 would keep a
+            # float16 checkpoint in float16, and AdamW on half weights loses its small updates);
+            # on a GPU, bf16/fp16 autocast runs on top
+            dtype=torch.float32,
         )
     except (OSError, ValueError) as exc:
         raise KdError(f"cannot load {path!r} as a sequence classifier: {_first_line(exc)}") from None

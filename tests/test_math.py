@@ -12,7 +12,7 @@ from kdstore.batching import bucketed_batches, pad, sorted_batches
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
 from kdstore.metrics import classification_metrics, confusion_matrix
-from kdstore.schedules import layer_decay_scales, layer_depths, linear, warmup_linear_decay
+from kdstore.schedules import layer_decay_scales, layer_depths, linear, over_steps, warmup_linear_decay
 from kdstore.textkey import normalize, text_hash
 from kdstore.vocab import SPECIALS, build_vocab
 
@@ -122,6 +122,9 @@ def test_schedules():
     assert warmup_linear_decay(0.55, warmup=0.1) == pytest.approx(0.5)
     assert warmup_linear_decay(1.0, warmup=0.1) == 0.0
     assert linear(4.0, 1.0, 0.5) == pytest.approx(2.5) and linear(4.0, 1.0, 2.0) == 1.0
+    # --temperature 4 --temperature-end 1 over 4 steps: the last step is at the end value
+    assert [over_steps(4.0, 1.0, s, 4) for s in range(4)] == pytest.approx([4.0, 3.0, 2.0, 1.0])
+    assert over_steps(4.0, 1.0, 0, 1) == 4.0 and over_steps(0.9, None, 3, 4) == 0.9
 
 
 def test_layer_decay_scales_follow_depth():
@@ -330,6 +333,9 @@ def test_intermediate_losses():
     w = torch.randn(1, 4, 8, requires_grad=True)
     relation_kl(w, v, mask, heads=4).backward()
     assert torch.isfinite(w.grad).all()
+    # a half-precision teacher's values (a float16 checkpoint): same loss, no overflow of the mask fill
+    half = relation_kl(w.detach().half(), v.half(), mask, heads=4)
+    assert half.item() == pytest.approx(relation_kl(w.detach().half().float(), v.half().float(), mask, heads=4).item(), rel=1e-4)
 
 
 def test_relation_losses_against_hand_computation():

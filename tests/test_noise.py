@@ -217,6 +217,12 @@ def test_frac_noise_scales_the_ranked_cut_once(problem):
     # the other rules pass frac_noise to cleanlab, once
     union = detect(given, probs, methods=("cleanlab",), combine="union", frac_noise=0.5)
     np.testing.assert_array_equal(union.flagged, cleanlab_issues(given, probs, frac_noise=0.5))
+    # a filter cleanlab does not scale by frac_noise is refused rather than flagging as many as 1.0 would,
+    # except under "ranked", which cuts its own list
+    with pytest.raises(KdError, match="no effect with filter_by low_self_confidence"):
+        cleanlab_issues(given, probs, filter_by="low_self_confidence", frac_noise=0.5)
+    ranked = detect(given, probs, methods=("cleanlab",), filter_by="low_self_confidence", frac_noise=0.5)
+    assert ranked.flagged.sum() <= detect(given, probs, methods=("cleanlab",), filter_by="low_self_confidence").flagged.sum()
 
 
 @pytest.mark.parametrize(
@@ -259,6 +265,8 @@ def test_validate_returns_normalized_arrays():
         (dict(quality_method="entropy"), "unknown quality method"),
         (dict(issue_count="exact"), "unknown issue count"),
         (dict(frac_noise=0.0), r"frac_noise must be in \(0, 1\]"),
+        (dict(combine="union", filter_by="confident_learning", frac_noise=0.3),
+         "frac_noise 0.3 has no effect with filter_by confident_learning"),
         (dict(min_margin=1.0), r"min_margin must be in \[0, 1\)"),
         (dict(vote_weight=0.0), "vote_weight must be a positive"),
         (dict(extra_votes=[np.array([0, 1])]), "2 predictions for 4 samples"),

@@ -179,6 +179,23 @@ def test_teach_layer_decay_scales_each_layers_learning_rate(sample_store, tiny_m
     assert "--layer-decay must be in (0, 1], got 1.5" in bad.output
 
 
+def test_a_half_precision_checkpoint_trains_in_float32(tmp_path, tiny_model):
+    """transformers 5 loads a checkpoint in its own dtype; a float16 one (as many are published)
+    would have AdamW update half-precision weights: kd loads every network it trains or matches in float32."""
+    import shutil
+
+    from transformers import AutoModelForMaskedLM
+
+    from kdstore.teacher import load_classifier
+
+    half = tmp_path / "half"
+    shutil.copytree(tiny_model, half)
+    AutoModelForMaskedLM.from_pretrained(tiny_model).half().save_pretrained(half)
+    assert AutoModelForMaskedLM.from_pretrained(half).dtype == torch.float16  # what kd must not keep
+    _, model = load_classifier(str(half), ["pos", "neg"])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_teach_refuses_a_single_class(tmp_path, tiny_model):
     db = str(tmp_path / "one.db")
     write_tsv(tmp_path / "one.tsv", [("pos", "很好很好"), ("pos", "非常很好")])
