@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, Callable
 
@@ -115,6 +116,22 @@ def _option_names(command: click.Command) -> dict[str, str]:
     return names
 
 
+class FiniteFloat(click.ParamType):
+    """A float option that refuses ``nan`` and ``inf`` (Python's ``float()`` takes them; a stage's
+    config stored as JSON cannot hold them on PostgreSQL, and no kd option means them)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FLOAT = FiniteFloat()
+
+
 def _resolve_run(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
     try:
         return resolve_run_id(value)
@@ -166,7 +183,18 @@ def open_store(db: str | None, *, create: bool = False) -> Store:
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    """``data`` as strict JSON: a float that is not finite becomes ``null`` (``NaN`` is no JSON)."""
+    click.echo(json.dumps(finite_json(data), ensure_ascii=False, indent=2, default=str, allow_nan=False))
+
+
+def finite_json(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    return data
 
 
 def console() -> Console:

@@ -10,7 +10,7 @@ from kdstore import labels as lab
 from kdstore import noise
 from kdstore.runs import stage_scope
 
-from .common import console, json_option, open_store, overwrite_option, print_json, run_option, store_options
+from .common import FLOAT, console, json_option, open_store, overwrite_option, print_json, run_option, store_options
 
 
 @click.group()
@@ -32,7 +32,7 @@ def labels():
 @click.option("--method", "methods", default=",".join(noise.DEFAULT_METHODS), show_default=True, help=f"Comma-separated, from: {', '.join(noise.METHODS)} (ensemble: most --student-votes/--tfidf-member models disagree with the label; alias: votes).")
 @click.option("--combine", type=click.Choice(noise.COMBINES), default=noise.DEFAULT_COMBINE, show_default=True, help="How the methods' flags are combined.")
 @click.option("--filter-by", type=click.Choice(noise.FILTERS), default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by.")
-@click.option("--frac-noise", type=float, default=1.0, show_default=True, help="Scale the estimated number of wrong labels by this (cleanlab frac_noise; with --combine other than ranked, only for --filter-by prune_by_noise_rate, prune_by_class or both).")
+@click.option("--frac-noise", type=FLOAT, default=1.0, show_default=True, help="Scale the estimated number of wrong labels by this (cleanlab frac_noise; with --combine other than ranked, only for --filter-by prune_by_noise_rate, prune_by_class or both).")
 @click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True)
 @click.option("--student-votes", multiple=True, help="Distill stage(s) whose out-of-fold probabilities join the ensemble: STAGE of --run, or RUN:STAGE (kd distill --folds K; others are refused as in-sample unless --allow-in-sample).")
 @click.option("--tfidf-member", is_flag=True, help="Add out-of-fold TF-IDF + logistic-regression probabilities to the ensemble.")
@@ -137,7 +137,7 @@ def import_(run, path, stage_name, overwrite, db, as_json):
 @labels.command()
 @run_option
 @click.option("--action", type=click.Choice(lab.ACTIONS), default="relabel", show_default=True)
-@click.option("--min-score", type=float, default=0.0, show_default=True, help="Only issues scoring at least this.")
+@click.option("--min-score", type=FLOAT, default=0.0, show_default=True, help="Only issues scoring at least this.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
 @click.option("--name", "stage_name", default="clean", show_default=True)
 @overwrite_option

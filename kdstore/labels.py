@@ -26,7 +26,7 @@ from .ingest import allow_long_csv_fields
 from .probs import softmax
 from .runs import PARKED, StageHandle
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, utcnow
-from .store import ID_CHUNK, Store, bulk_insert, chunks
+from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
 from .textkey import text_hash
 
 ACTIONS = ("relabel", "drop", "flag")
@@ -513,7 +513,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
 def _rows_by_id(s, model, ids) -> dict[int, Any]:
     """``{id: row}`` of ``model`` for ``ids``, read in chunks (the rows stay in the session)."""
     out: dict[int, Any] = {}
-    for chunk in chunks(sorted({int(i) for i in ids}), ID_CHUNK):
+    for chunk in chunks(sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID}), ID_CHUNK):  # others name no row
         out.update((r.id, r) for r in s.scalars(select(model).where(model.id.in_(chunk))))
     return out
 
@@ -578,7 +578,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
 def history(store: Store, sample_id: int) -> dict[str, Any]:
     names = store.class_names()
     with store.session() as s:
-        sample = s.get(Sample, sample_id)
+        sample = s.get(Sample, sample_id) if 0 < sample_id <= MAX_ID else None
         if sample is None:
             raise KdError(f"no sample {sample_id} in the store")
         rows = s.execute(

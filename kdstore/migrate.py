@@ -44,10 +44,36 @@ _MIGRATION_LOCK = 0x6B64_0001
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate to ``revision`` in one transaction holding the store's migration lock, so two
     processes opening a new store at once create it once (the second finds it at the head)."""
-    with engine.execution_options(**{WRITE_LOCK: True}).begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-        command.upgrade(_config(conn), revision)
+    _migrate(engine, command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate back to ``revision`` (an older kd's schema), as :func:`upgrade` does forward."""
+    _migrate(engine, command.downgrade, revision)
+
+
+def _migrate(engine: Engine, step, revision: str) -> None:
+    """``step`` (Alembic's upgrade or downgrade) in one locked transaction. On SQLite, foreign keys
+    are off meanwhile: Alembic's batch mode rebuilds a table by copying it and dropping the old
+    one, and with them on, that drop would fire every ``ON DELETE CASCADE`` pointing at the table
+    (a rebuilt ``stages`` would empty logits, predictions and metrics). The pragma only takes
+    effect outside a transaction; the rows are checked against the keys before the commit."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.execution_options(**{WRITE_LOCK: True}).begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+                step(_config(conn), revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    if broken is not None:
+                        raise KdError(f"migration to {revision} left a row of {broken[0]} pointing at no row of {broken[2]}")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 def known_revisions() -> set[str]:

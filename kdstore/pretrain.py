@@ -199,6 +199,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     add_metrics(stage.id, "train", _loss_figures(recent, recent_rtd), step=step)
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
 
+    if step == 0:  # every rank sees it (rank 0's clock decides): an untrained model is no result
+        raise KdError(f"--minutes {cfg.minutes:g} ran out before the first training step: give it more time or --steps")
     if not dist.is_main:
         return None
     out = stage.artifact_dir / MODEL_SUBDIR

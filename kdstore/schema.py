@@ -128,7 +128,7 @@ class Metric(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"))
     split: Mapped[str] = mapped_column(String(16))
-    name: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(255))
     value: Mapped[float] = mapped_column(Float)
     step: Mapped[Optional[int]] = mapped_column(Integer)
 

@@ -7,6 +7,7 @@ logits, predictions) take each backend's fast path (``bulk_insert``) inside one 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -29,6 +30,7 @@ from .schema import SPLITS, AugmentedText, KdClass, Logit, Metric, Prediction, R
 
 CHUNK = 20_000
 ID_CHUNK = 10_000  # values per IN list: PostgreSQL takes at most 65,535 parameters a statement
+MAX_ID = 2**31 - 1  # row ids are PostgreSQL ``integer``s: a larger number names no row (and may not be sent)
 
 
 @dataclass(frozen=True)
@@ -217,18 +219,22 @@ class Store:
         )
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{split: {class name or '(none)': count}}`` over samples that are not dropped."""
+        """``{split: {class name or '(none)': count}}`` over samples that are not dropped, splits in
+        pipeline order (train, dev, test, unlabeled) and classes in id order on every backend."""
         names = self.class_names()
         query = (
             select(Sample.split, Sample.label_id, func.count())
             .where(Sample.dropped.is_(False))
             .group_by(Sample.split, Sample.label_id)
         )
-        out: dict[str, dict[str, int]] = {}
         with self.engine.connect() as conn:
-            for split, label_id, n in conn.execute(query):
-                label = "(none)" if label_id is None else names[label_id]
-                out.setdefault(split, {})[label] = n
+            rows = conn.execute(query).all()
+        order = {s: i for i, s in enumerate(SPLITS)}
+        rows.sort(key=lambda r: (order.get(r[0], len(order)), r[0], -1 if r[1] is None else r[1]))
+        out: dict[str, dict[str, int]] = {}
+        for split, label_id, n in rows:
+            label = "(none)" if label_id is None else names[label_id]
+            out.setdefault(split, {})[label] = n
         return out
 
     # stage outputs ---------------------------------------------------------------------------
@@ -278,10 +284,15 @@ class Store:
     def add_metrics(
         self, stage_id: int, split: str, values: dict[str, float], *, step: int | None = None
     ) -> None:
+        """Store a stage's figures. One that is not a finite number (the mean loss of no step) is
+        left out, on every backend alike: SQLite would refuse NaN, PostgreSQL keep it, and JSON has
+        no spelling for it."""
         rows = [
             {"stage_id": stage_id, "split": split, "name": k, "value": float(v), "step": step}
-            for k, v in values.items()
+            for k, v in values.items() if math.isfinite(float(v))
         ]
+        if not rows:
+            return
         with self.engine.begin() as conn:
             conn.execute(insert(Metric), rows)
 

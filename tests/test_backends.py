@@ -100,6 +100,42 @@ def test_bulk_logit_write_round_trips_on_each_backend(db, invoke, write_file):
     assert np.array_equal(got, matrix)
 
 
+def test_figures_store_alike_on_each_backend(db, invoke, write_file):
+    """Per-class figures of a class name as long as ingest takes (200 characters) fit the metrics
+    table (PostgreSQL enforces its width); a figure that is no finite number is left out on both
+    backends (SQLite refused NaN, PostgreSQL kept it); counts come in pipeline order on both."""
+    long = "好" * 200
+    write_file("train.tsv", f"{long}\tgood\nneg\tbad\n")
+    write_file("dev.tsv", "neg\tfine\n")
+    invoke(["ingest", "train.tsv"])
+    invoke(["ingest", "dev.tsv", "--split", "dev"])
+    store = Store.open(db, create=False)
+    try:
+        from kdstore.runs import stage_scope
+
+        with stage_scope(store, run="m", kind="teach", config={}) as stage:
+            store.add_metrics(stage.id, "dev", {f"precision[{long}]": 0.5, "loss": float("nan"), "rate": float("inf")})
+            store.add_metrics(stage.id, "dev", {"loss": float("nan")})  # nothing left to store
+        assert [(m.name, m.value) for m in store.metrics(stage.id)] == [(f"precision[{long}]", 0.5)]
+        counts = store.counts()
+        assert list(counts) == ["train", "dev"] and list(counts["train"]) == [long, "neg"]
+    finally:
+        store.close()
+
+
+def test_ids_and_numbers_no_backend_can_take_are_one_line_errors(db, invoke, write_file, error_line):
+    """A sample id beyond PostgreSQL's integer names no sample (not "integer out of range"); a
+    non-finite option value is refused before a stage's config (JSON: no NaN on PostgreSQL) is written."""
+    write_file("train.tsv", "pos\tgood\nneg\tbad\n")
+    invoke(["ingest", "train.tsv"])
+    assert error_line(invoke(["labels", "history", "99999999999"], ok=False)) == "Error: no sample 99999999999 in the store"
+    assert error_line(invoke(["labels", "set", "--run", "r", "99999999999=neg"], ok=False)) == "Error: no sample 99999999999 in the store"
+    for option, value in (("--min-score", "inf"), ("--min-score", "nan")):
+        result = invoke(["labels", "clean", "--run", "r", option, value], ok=False)
+        assert f"'{value}' is not a finite number" in result.output
+    assert invoke.json(["runs"]) == []  # nothing recorded
+
+
 # the pipeline ---------------------------------------------------------------------------------
 
 

@@ -22,8 +22,8 @@ def test_chain_is_linear_from_0001_to_head():
 
     script = ScriptDirectory.from_config(migrate._config())
     chain = [s.revision for s in reversed(list(script.walk_revisions()))]
-    assert chain == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
-    assert migrate.head_revision() == "0007"
+    assert chain == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
+    assert migrate.head_revision() == "0008"
 
 
 def test_new_store_is_migrated_to_head_and_matches_models(db):
@@ -31,7 +31,7 @@ def test_new_store_is_migrated_to_head_and_matches_models(db):
     store = Store.open(db)
     try:
         assert store_exists(db)
-        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0007"
+        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0008"
         tables = set(inspect(store.engine).get_table_names())
         assert tables == set(Base.metadata.tables) | {"alembic_version"}
         with store.engine.connect() as conn:
@@ -70,21 +70,21 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
         Store.open(db)
     message = str(info.value)
     assert "`kd db upgrade`" in message
-    assert "0001" in message and "0007" in message
+    assert "0001" in message and "0008" in message
 
     # the CLI refuses it too, as a one-line error, and does not upgrade it behind the user's back
     result = invoke(["samples"], ok=False)
     assert "kd db upgrade" in result.stderr
     state = invoke.json(["db", "current"])
-    assert state["current"] == "0001" and state["head"] == "0007"
+    assert state["current"] == "0001" and state["head"] == "0008"
     assert state["up_to_date"] is False
 
     result = invoke(["db", "upgrade"])
-    assert "0001 -> 0007" in result.stdout
+    assert "0001 -> 0008" in result.stdout
 
     store = Store.open(db, create=False)
     try:
-        assert migrate.current_revision(store.engine) == "0007"
+        assert migrate.current_revision(store.engine) == "0008"
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(ctx, Base.metadata) == []
@@ -135,26 +135,60 @@ def test_upgrade_to_0006_lists_the_augmented_samples_each_recipe_stored(db, invo
         store.close()
 
 
+def test_downgrade_and_upgrade_keep_the_rows_of_rebuilt_tables(db, invoke, write_file):
+    """Going back past 0007 rebuilds ``stages`` on SQLite (Alembic's batch mode copies the table and
+    drops the old one): with foreign keys on, that drop cascaded to logits, predictions and metrics.
+    kd migrates with them off, then checks the keys, on every backend."""
+    import numpy as np
+
+    from kdstore.runs import stage_scope
+
+    write_file("train.tsv", "pos\tgood\nneg\tbad\n")
+    invoke(["ingest", "train.tsv"])
+    store = Store.open(db, create=False)
+    try:
+        with stage_scope(store, run="r", kind="teach", config={}) as stage:
+            store.write_logits(stage.id, store.samples().ids, np.zeros((2, 2), np.float32))
+            store.add_metrics(stage.id, "dev", {"accuracy": 0.5})
+        def counts():  # read as they are, whatever the revision (Store.open refuses an old one)
+            with store.engine.connect() as conn:
+                return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+                        for t in ("samples", "stages", "logits", "metrics")}
+
+        before = counts()
+        assert before == {"samples": 2, "stages": 1, "logits": 2, "metrics": 1}
+        migrate.downgrade(store.engine, "0006")
+        assert migrate.current_revision(store.engine) == "0006"
+        assert counts() == before  # the logits, metrics and stages are all still there
+        migrate.upgrade(store.engine)
+        assert counts() == before and migrate.current_revision(store.engine) == migrate.head_revision()
+        with store.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":  # the pooled connection has its foreign keys back on
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        store.close()
+
+
 def test_db_current_json_reports_current_and_head(db, invoke):
     invoke(["db", "upgrade"])  # creates the store
     state = invoke.json(["db", "current"])
     assert state == {
         "db": resolve_url(db),
-        "current": "0007",
-        "head": "0007",
+        "current": "0008",
+        "head": "0008",
         "up_to_date": True,
         "state": "current",
     }
     text = invoke(["db", "current"]).stdout
-    assert "revision 0007" in text and "up to date" in text
+    assert "revision 0008" in text and "up to date" in text
 
 
 def test_db_upgrade_on_new_path_creates_store(db, invoke):
     result = invoke(["db", "upgrade"])
-    assert "empty -> 0007" in result.stdout
+    assert "empty -> 0008" in result.stdout
     assert store_exists(db)
     # running it again is harmless
-    assert "0007 -> 0007" in invoke(["db", "upgrade"]).stdout
+    assert "0008 -> 0008" in invoke(["db", "upgrade"]).stdout
 
 
 def test_db_current_on_missing_store_fails_cleanly(db, invoke, error_line):
@@ -196,7 +230,7 @@ def test_newer_revision_than_kd_knows_is_refused(db, invoke, error_line):
     with pytest.raises(KdError, match="newer than this kd knows"):
         Store.open(db)
     # `kd db upgrade` cannot downgrade it (one line, not Alembic's traceback), and `current` says so
-    assert "newer than this kd knows (0007): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
+    assert "newer than this kd knows (0008): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
     assert invoke.json(["db", "current"])["state"] == "newer"
     assert "newer than this kd: upgrade kd" in invoke(["db", "current"]).stdout
 
