@@ -13,7 +13,7 @@ from .errors import KdError
 from .metrics import classification_metrics
 from .probs import softmax
 from .schema import Logit, Prediction, Sample
-from .store import SampleSet, Store, bulk_insert
+from .store import ID_CHUNK, SampleSet, Store, bulk_insert, chunks
 
 if TYPE_CHECKING:
     from .distributed import Dist
@@ -67,18 +67,32 @@ def store_outputs(store: Store, stage_id: int, samples: SampleSet, logits: np.nd
     return store_split_metrics(store, stage_id, samples, logits, names)
 
 
-def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np.ndarray) -> int:
+def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np.ndarray, *, missing_only: bool = False) -> int:
     """Logits and the predictions they make for ``sample_ids``, in one transaction: a sample has
-    both or neither, so "has logits" can mean "is scored". Returns the rows written."""
+    both or neither, so "has logits" can mean "is scored". Returns the rows written.
+
+    ``missing_only``: under the writer lock, leave out the samples that have logits by now (two
+    processes scoring what a teacher lacks, e.g. two distills with ``--augment``, score the same
+    samples alike; the second writes what the first did not)."""
     if len(sample_ids) != len(logits):
         raise ValueError(f"{len(sample_ids)} sample ids but {len(logits)} logit rows")
     if len(sample_ids) == 0:
         return 0
-    probs = softmax(np.asarray(logits))
-    ids = np.asarray(sample_ids).tolist()
-    stage = repeat(int(stage_id))
-    with store.engine.begin() as conn:
-        bulk_insert(conn, Logit.__table__, ("stage_id", "sample_id", "vector"), list(zip(stage, ids, vectors.encode_rows(np.asarray(logits)))))
+    logits = np.asarray(logits)
+    sample_ids = np.asarray(sample_ids)
+    with (store.write_transaction("logits", "predictions") if missing_only else store.engine.begin()) as conn:
+        if missing_only:
+            have: list[int] = []
+            for part in chunks(sorted(int(i) for i in sample_ids), ID_CHUNK):
+                have += conn.execute(select(Logit.sample_id).where(Logit.stage_id == int(stage_id), Logit.sample_id.in_(part))).scalars().all()
+            keep = ~np.isin(sample_ids, np.asarray(have, dtype=np.int64))
+            sample_ids, logits = sample_ids[keep], logits[keep]
+            if len(sample_ids) == 0:
+                return 0
+        probs = softmax(logits)
+        ids = sample_ids.tolist()
+        stage = repeat(int(stage_id))
+        bulk_insert(conn, Logit.__table__, ("stage_id", "sample_id", "vector"), list(zip(stage, ids, vectors.encode_rows(logits))))
         bulk_insert(
             conn, Prediction.__table__, ("stage_id", "sample_id", "label_id", "confidence"),
             list(zip(repeat(int(stage_id)), ids, probs.argmax(1).tolist(), probs.max(1).astype(float).tolist())),

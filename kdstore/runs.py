@@ -113,21 +113,27 @@ def stage_scope(
     mark_crashed(store)
     stage_id = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite)
     handle = StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
-    guard = _SigtermGuard()
+    guard = _SignalGuard()
     try:
         try:
             yield handle
         except BaseException as exc:
-            guard.bookkeeping = True  # from here on a kill waits: the failure's record is not cut short
-            store.clear_outputs(stage_id)
-            _finish(store, stage_id, "failed", _describe(exc))
-            _give_back(store, run=run, name=name, failed_id=stage_id)
+            guard.hold()  # from here on a kill or a second Ctrl-C waits: the failure's record is not cut short
+            _fail(store, stage_id, run=run, name=name, error=_describe(exc))
             raise
-        guard.bookkeeping = True
+        guard.hold()
         _finish(store, stage_id, "succeeded", None)
         _drop_replaced(store, run=run, name=name)
     finally:
         guard.close()
+
+
+def _fail(store: Store, stage_id: int, *, run: str, name: str, error: str) -> None:
+    """End a stage failed: its logits, predictions and folds removed, the error recorded, and the
+    stage it was replacing (if any) given back its name and folder; its own partial artifacts go."""
+    store.clear_outputs(stage_id)
+    _finish(store, stage_id, "failed", error)
+    _give_back(store, run=run, name=name, failed_id=stage_id)
 
 
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,63}$")
@@ -142,31 +148,43 @@ def check_stage_name(name: str) -> None:
         raise KdError(f"stage name {name!r} is not valid: use 1-64 letters, digits, '-', '_', '+' or '.' (not first)")
 
 
-class _SigtermGuard:
-    """While a stage runs, ``kill`` (SIGTERM) raises like Ctrl-C does, so the stage ends failed
-    instead of staying "running" with partial outputs; while kd records how the stage ended
-    (``bookkeeping``), a kill is held back and raised once the record is complete. A handler already
-    installed (torchrun's ranks, see ``distributed``) is left alone; so is a thread other than the
-    main one."""
+class _SignalGuard:
+    """While a stage runs, ``kill`` (SIGTERM) and a closed terminal (SIGHUP) raise as Ctrl-C does,
+    so the stage ends failed instead of staying "running" with partial outputs. While kd records how
+    the stage ended (``hold``), those and a second Ctrl-C are held back and raised once the record
+    is complete. A handler already installed (torchrun's ranks, see ``distributed``) is left alone;
+    so is a thread other than the main one."""
+
+    KILLS = (signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
-        self.bookkeeping, self.held = False, False
-        self.active = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-        if self.active:
-            signal.signal(signal.SIGTERM, self._handle)
+        self.bookkeeping, self.held = False, None
+        self.main = threading.current_thread() is threading.main_thread()
+        self.saved: dict[int, Any] = {}
+        if self.main:
+            for sig in self.KILLS:
+                if signal.getsignal(sig) is signal.SIG_DFL:
+                    self.saved[sig] = signal.signal(sig, self._handle)
 
-    def _handle(self, _signum: int, _frame: Any) -> None:
+    def hold(self) -> None:
+        self.bookkeeping = True
+        if self.main and signal.SIGINT not in self.saved:
+            self.saved[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
         if self.bookkeeping:
-            self.held = True
+            self.held = self.held or signum
             return
-        raise KdError("terminated (SIGTERM)")
+        raise KdError(f"terminated ({signal.Signals(signum).name})")
 
     def close(self) -> None:
-        if not self.active:
-            return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if self.held and sys.exc_info()[1] is None:  # a kill that came while the success was recorded
-            raise KdError("terminated (SIGTERM) after the stage was recorded")
+        for sig, previous in reversed(self.saved.items()):
+            signal.signal(sig, previous)
+        self.saved.clear()
+        if self.held and sys.exc_info()[1] is None:  # one that came while the success was recorded
+            if self.held == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise KdError(f"terminated ({signal.Signals(self.held).name}) after the stage was recorded")
 
 
 PARKED, FAILED = "~parked-", "~failed-"  # suffixes no stage a user names carries (see module docstring)
@@ -205,8 +223,8 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
                 _refuse_live_edits(s, attempt, run)
             if old.status == "succeeded":  # kept until the replacement succeeds
                 _park(store, s, old, run)
-            else:
-                old_artifact = old.artifact_path
+            else:  # its folder goes with it, recorded or not: the new stage starts from an empty one
+                old_artifact = old.artifact_path or str(store.artifact_root / run / name)
                 s.delete(old)
             s.flush()
         stage = Stage(
@@ -288,11 +306,18 @@ def mark_crashed(store: Store) -> int:
         gone = {r.id: r.process for r in rows if _crashed(r)}
     if not gone:
         return 0
+    marked = []
     with store.write_session("stages") as s:
-        for stage in s.scalars(select(Stage).where(Stage.id.in_(list(gone)), Stage.status == "running")):
+        for stage, run in s.execute(
+            select(Stage, Run.uniqid).join(Run, Run.id == Stage.run_id).where(Stage.id.in_(list(gone)), Stage.status == "running")
+        ):
             if stage.process == gone[stage.id]:
                 stage.status, stage.error, stage.ended_at = "failed", _gone(stage), utcnow()
-    return len(gone)
+                marked.append((stage.id, run, stage.name))
+    for stage_id, run, name in marked:  # as if it had failed in its own process: outputs gone, a replaced stage back
+        store.clear_outputs(stage_id)
+        _give_back(store, run=run, name=name, failed_id=stage_id)
+    return len(marked)
 
 
 def _gone(stage: Stage) -> str:
@@ -362,19 +387,20 @@ def _replaced(s: Session, run: str, name: str) -> tuple[list[Stage], list[Stage]
 
 
 def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
-    """A replacement failed: it keeps its record as ``NAME~failed-ID`` (its partial artifacts
-    removed), and the stage it was to replace gets its name and its artifact folder back."""
+    """A stage failed: its partial artifacts are removed. If it was replacing one, it keeps its
+    record as ``NAME~failed-ID`` and the stage it was to replace gets its name and folder back."""
     with store.write_session("stages") as s:
         parked, _ = _replaced(s, run, name)
+        failed = s.get(Stage, failed_id)
+        failed.artifact_path, failed.artifact_sha256 = None, None
+        folder = store.artifact_root / run / name
+        if folder.exists():  # the failed stage's partial artifacts (a model, some folds)
+            shutil.rmtree(folder)
         if not parked:  # nothing was replaced: the failed stage keeps its own name
             return
         back = parked[-1]
-        failed = s.get(Stage, failed_id)
-        failed.name, failed.artifact_path, failed.artifact_sha256 = f"{name}{FAILED}{failed_id}", None, None
+        failed.name = f"{name}{FAILED}{failed_id}"
         s.flush()
-        folder = store.artifact_root / run / name
-        if folder.exists():
-            shutil.rmtree(folder)
         source = folder.with_name(back.name)
         if source.exists():
             source.rename(folder)

@@ -357,11 +357,17 @@ def _save(model, tokenizer, out_dir: Path) -> Path:
 
 
 def model_dirs(stage) -> list[str]:
-    """The model directories of a teach stage: one, or one per fold for an out-of-fold teacher."""
+    """The model directories of a teach stage: one, or one per fold for an out-of-fold teacher;
+    refused in one line when one is gone (deleted by hand), before a loader takes the path for a
+    hub name."""
     k = int(stage.config.get("folds") or 0)
-    if k:
-        return [str(Path(stage.artifact_path) / f"fold-{i}") for i in range(k)]
-    return [stage.artifact_path]
+    if not stage.artifact_path:
+        raise KdError(f"stage {stage.name!r} recorded no model")
+    dirs = [str(Path(stage.artifact_path) / f"fold-{i}") for i in range(k)] if k else [stage.artifact_path]
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise KdError(f"the model of stage {stage.name!r} is missing from {d}")
+    return dirs
 
 
 def config_dict(cfg: TeachConfig) -> dict:
@@ -434,9 +440,11 @@ def _score_in_chunks(store: Store, stage_id: int, models: list, tokenizer, sampl
     with progress(disable=len(samples) <= batch_size) as bar:
         task = bar.add_task("logits", total=len(samples), unit="samples")
         block = np.arange(len(samples)) // chunk
+        stored = 0
         for b in range(-(-len(samples) // chunk)):
             part = samples.subset(block == b)
             parts = [score(m, tokenizer, part.texts, max_len=max_len, batch_size=batch_size, device=device, bar=False) for m in models]
-            write_scores(store, stage_id, part.ids, parts[0] if len(parts) == 1 else average_probs_as_logits(parts))
+            # another process may have scored some of them meanwhile (alike: the same teacher): its rows stand
+            stored += write_scores(store, stage_id, part.ids, parts[0] if len(parts) == 1 else average_probs_as_logits(parts), missing_only=True)
             bar.update(task, advance=len(part))
-    return len(samples)
+    return stored

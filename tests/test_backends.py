@@ -136,6 +136,31 @@ def test_ids_and_numbers_no_backend_can_take_are_one_line_errors(db, invoke, wri
     assert invoke.json(["runs"]) == []  # nothing recorded
 
 
+def test_scores_of_what_another_process_scored_meanwhile_are_left_out(db, invoke, write_file):
+    """Two processes filling in a teacher's missing logits (two distills with --augment, or one and
+    `kd teach --logits-only`) both list the same samples: the second writes only what the first did
+    not, instead of failing on the (stage, sample) key."""
+    from kdstore.outputs import write_scores
+    from kdstore.runs import stage_scope
+
+    write_file("train.tsv", "pos\t一\nneg\t二\npos\t三\nneg\t四\n")
+    invoke(["ingest", "train.tsv"])
+    store = Store.open(db, create=False)
+    try:
+        ids = store.samples().ids
+        logits = np.arange(8, dtype=np.float32).reshape(4, 2)
+        with stage_scope(store, run="s", kind="teach", config={}) as stage:
+            assert write_scores(store, stage.id, ids[:2], logits[:2]) == 2  # the other process, first
+            assert write_scores(store, stage.id, ids, logits, missing_only=True) == 2
+            assert write_scores(store, stage.id, ids, logits, missing_only=True) == 0
+            with pytest.raises(Exception, match="(?i)unique|duplicate key"):  # without it, the key refuses a second row
+                write_scores(store, stage.id, ids[:1], logits[:1])
+        got_ids, got = store.read_logits(stage.id)
+        assert got_ids.tolist() == ids.tolist() and np.array_equal(got, logits)
+    finally:
+        store.close()
+
+
 # the pipeline ---------------------------------------------------------------------------------
 
 

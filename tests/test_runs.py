@@ -167,6 +167,83 @@ def test_sigterm_marks_the_stage_failed(db, tmp_path):
     store.close()
 
 
+def test_a_failed_stage_leaves_no_folder_and_a_rerun_starts_from_an_empty_one(store):
+    """A failure's partial artifacts (here: three folds of five) go with it, so the next attempt's
+    recorded artifact (and its sha256) holds only what that attempt wrote."""
+    with pytest.raises(KeyboardInterrupt):
+        with stage_scope(store, run="r1", kind="teach", config={}) as st:
+            for k in range(3):
+                (st.artifact_dir / f"fold-{k}").mkdir()
+            folder = st.artifact_dir
+            raise KeyboardInterrupt
+    assert not folder.exists()
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "fold-0").mkdir()
+        (st.artifact_dir / "fold-0" / "w.bin").write_bytes(b"x")
+        st.record_artifact(st.artifact_dir)
+    assert [p.name for p in folder.iterdir()] == ["fold-0"]
+
+
+def test_a_kill_or_a_second_ctrl_c_while_the_end_is_recorded_waits_for_the_record():
+    """SIGTERM and SIGHUP raise while a stage runs; while its end is recorded they, and a second
+    Ctrl-C, are held and raised after (a guard restores the handlers it replaced)."""
+    from kdstore.runs import _SignalGuard
+
+    before = signal.getsignal(signal.SIGINT)
+    guard = _SignalGuard()
+    with pytest.raises(KdError, match=r"terminated \(SIGHUP\)"):
+        os.kill(os.getpid(), signal.SIGHUP)
+    guard.hold()
+    os.kill(os.getpid(), signal.SIGINT)  # held: no KeyboardInterrupt here
+    with pytest.raises(KeyboardInterrupt):
+        guard.close()
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGHUP) is signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stage_starts(store, db, tmp_path, invoke):
+    """``kill -9`` (or an OOM kill) of a ``--overwrite`` leaves the old stage parked: the next
+    stage that starts finds the process gone and does what the failed process could not: the
+    replacement's outputs and folder go, and the old stage gets its name and its folder back."""
+    from kdstore.runs import _machine
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "model.txt").write_text("old", encoding="utf-8")
+        st.record_artifact(st.artifact_dir / "model.txt")
+        old_id = st.id
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import sys, time, numpy\n"
+        "from kdstore.runs import stage_scope\n"
+        "from kdstore.store import Store\n"
+        "store = Store.open(sys.argv[1])\n"
+        "ids = store.samples().ids\n"
+        "with stage_scope(store, run='r1', kind='teach', config={}, overwrite=True) as st:\n"
+        "    store.write_logits(st.id, ids, numpy.zeros((len(ids), 2), 'float32'))\n"
+        "    (st.artifact_dir / 'model.txt').write_text('partial', encoding='utf-8')\n"
+        "    print(st.id, flush=True)\n"
+        "    time.sleep(120)\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.isdigit(), proc.stderr.read()
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert _stage(store, "r1", "teach~parked-" + str(old_id)).status == "succeeded"  # as the kill left it
+    invoke(["labels", "set", "--run", "r2", "1=neg"])  # any stage that starts
+    back = store.find_stage("r1", "teach")
+    assert back.id == old_id and (store.artifact_root / "r1" / "teach" / "model.txt").read_text(encoding="utf-8") == "old"
+    crashed = _stage(store, "r1", f"teach~failed-{line}")
+    assert crashed.status == "failed" and crashed.error.startswith("crashed: process")
+    assert len(store.read_logits(crashed.id)[0]) == 0
+
+
 def test_succeeded_stage_is_not_replaced_without_overwrite(store):
     ids = store.samples().ids
     with stage_scope(store, run="r1", kind="teach", config={"v": 1}) as st:

@@ -317,6 +317,11 @@ def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught
     assert "teacher of run 'r' has no logits" in lost.output
     with store.engine.begin() as conn:
         conn.execute(Logit.__table__.insert(), [row._asdict() for row in saved])
+    model = Path(teacher.artifact_path)  # a teacher's folder deleted by hand: one line, not a hub-name error
+    model.rename(tmp_path / "moved")
+    gone = kd("distill", "--run", "r", "--name", "g", "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
+    assert f"Error: the model of stage 'teach' is missing from {model}" in gone.output
+    (tmp_path / "moved").rename(model)
     write_tsv(tmp_path / "mid.tsv", [("mid", "不好不坏，一般般吧")])  # a third class after the teacher ran
     kd("ingest", str(tmp_path / "mid.tsv"), "--db", db)
     other = kd("distill", "--run", "r", "--epochs", "1", "--max-len", "32", "--overwrite", "--db", db, ok=False)
