@@ -38,7 +38,8 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
     """Predict a label for each line of text (stdin or FILE).
 
     Reading stdin, each line is answered as soon as it arrives (the model is loaded once); a FILE is
-    predicted in length-sorted batches. Output: label<TAB>confidence<TAB>text, or JSON lines.
+    predicted in length-sorted batches. Output: label<TAB>confidence<TAB>text, or JSON lines; one
+    line for each line read (an empty line gets empty fields, or an "error" in JSON).
 
     --artifact DIR serves a folder written by `kd export` (ONNX Runtime or TorchScript) without the
     store. --store predicts the samples already in the store (all, or --split) and records them as a
@@ -114,6 +115,7 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
                 click.echo(json.dumps({"line": n, "error": "empty text"}))
             else:
                 click.echo(f"line {n}: empty text, skipped", err=True)
+                click.echo("\t\t")  # one output line per input line: `paste` lines them up
             continue
         r = next(results)
         if as_json:
@@ -149,7 +151,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         "model_kind": predictor.kind,
         "model_sha256": model_stage.artifact_sha256,
         "split": split,
-        "speed": speed,
+        "speed": getattr(predictor, "speed", speed),  # an early-exit model's: the one it served at (its default without --speed)
         "max_len": predictor.max_len,
         "batch_size": batch_size,
         "classes": names,
@@ -159,7 +161,9 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         logits = predictor.logits(samples.texts, batch_size=batch_size)
         rate = len(samples) / max(time.monotonic() - started, 1e-9)
         store_outputs(store, stage.id, samples, logits, names)
-        store.add_metrics(stage.id, "all", {"samples": len(samples), "samples_per_s": rate})
+        layers = getattr(predictor, "last_layers", None)  # an early-exit model: where the texts left it
+        store.add_metrics(stage.id, "all", {"samples": len(samples), "samples_per_s": rate,
+                                            **({"mean_exit_layer": float(layers.mean())} if layers is not None and len(layers) else {})})
     report = next(s for s in run_report(store, run)["stages"] if s["name"] == name)
     if as_json:
         print_json(report)

@@ -280,11 +280,34 @@ def encode_flagged(encoder: CharEncoder | None, texts: Sequence[str], fallback, 
     """``(ids, cut)`` per text: ``encoder``'s where it can decide, the rest from one call of
     ``fallback(texts) -> (ids, cut)`` (the tokenizer itself); all from ``fallback`` without an encoder."""
     if encoder is None:
-        return fallback(list(texts))
+        return bounded(fallback, list(texts), max_len=max_len)
     ids, cut = encoder.encode_flagged(texts, max_len=max_len, special_tokens=special_tokens)
     rest = [i for i, x in enumerate(ids) if x is None]
     if rest:
-        more, more_cut = fallback([texts[i] for i in rest])
+        more, more_cut = bounded(fallback, [texts[i] for i in rest], max_len=max_len)
         for i, x, c in zip(rest, more, more_cut):
             ids[i], cut[i] = x, c
     return ids, cut  # type: ignore[return-value]
+
+
+def bounded(fallback, texts: list[str], *, max_len: int) -> tuple[list[list[int]], list[bool]]:
+    """``fallback(texts)`` with each very long text given as its first ``limit`` characters.
+
+    A fast tokenizer that truncates keeps every cut-off piece (``overflowing``): a megabyte line
+    would cost gigabytes to learn that it was cut. Only the first ``max_len`` tokens count, and a
+    tokenizer splits text into words it tokenizes one by one, so a long enough prefix gives them
+    exactly. "Long enough" is checked, not assumed: half the prefix must give the same cut tokens
+    (else the text is tokenized whole, as before).
+    """
+    limit = max(4096, 32 * max_len)
+    long = [i for i, t in enumerate(texts) if len(t) > limit]
+    if not long:
+        return fallback(texts)
+    ids, cut = fallback([t[:limit] for t in texts])
+    half, half_cut = fallback([texts[i][: limit // 2] for i in long])
+    redo = [i for i, h, hc in zip(long, half, half_cut) if not (cut[i] and hc and list(h) == list(ids[i]))]
+    if redo:
+        whole, whole_cut = fallback([texts[i] for i in redo])
+        for i, x, c in zip(redo, whole, whole_cut):
+            ids[i], cut[i] = x, c
+    return ids, cut

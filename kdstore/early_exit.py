@@ -689,10 +689,13 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
         if len(part):
             measured = measure_speeds(model, tokenizer, part.texts, speeds=speeds, max_len=max_len, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, repeats=cfg.timing_repeats, device=device)
             store.add_metrics(stage.id, split, speed_metrics(measured, part.labels, names))
-    cpu = torch.device("cpu")  # CPU latency and throughput as every model stage has them, at full depth
+    # CPU latency and throughput as every model stage has them, at the serving speed (the speed its
+    # accuracy above is at, so `kd report --compare` sets like against like; 0 would be full depth)
+    cpu = torch.device("cpu")
     model.to(cpu)
     store.add_metrics(stage.id, "all", measure(
-        lambda texts, bs: early_exit_logits(model, tokenizer, texts, max_len=max_len, speed=0.0, batch_size=bs, device=cpu)[0],
+        lambda texts, bs: early_exit_logits(model, tokenizer, texts, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty,
+                                            batch_size=bs, device=cpu)[0],
         speed_texts(everything),
     ))
     store.add_metrics(

@@ -56,6 +56,26 @@ def test_same_ids_and_cut_flags_as_the_tokenizer(tokenizer, special_tokens, max_
         assert any(cut) and not all(cut)
 
 
+def test_a_very_long_text_is_tokenized_from_a_prefix_with_the_same_result(tokenizer):
+    """A megabyte line the character path cannot take (a combining mark) reaches the tokenizer as
+    a prefix: the same ids and cut flag as the whole text, without the tokenizer keeping every
+    cut-off piece; a text whose first tokens are not settled by half the prefix goes whole."""
+    from kdstore.char_encoder import bounded
+
+    calls = []
+
+    def fallback(texts):
+        calls.append(max(map(len, texts)))
+        return _tokenizer_flagged(tokenizer, texts, 16, True)
+
+    texts = ["好书 é " * 200_000, "é" + "x" * 5000 + " 好", "短 é", "x" * 9000]
+    got = bounded(fallback, texts, max_len=16)
+    assert got == _tokenizer_flagged(tokenizer, texts, 16, True)
+    assert got[1] == [True, False, False, False]  # the 5,000-letter word is one [UNK]: not cut
+    assert max(calls[:2]) == 4096 and len(calls) == 3  # prefixes, then the two whose prefixes did not settle
+    assert calls[2] == 9000
+
+
 def test_texts_it_cannot_decide_alone_go_to_the_tokenizer(tokenizer):
     enc = char_encoder(tokenizer)
     ids, _ = enc.encode_flagged(["[MASK] 好", "e\u0301", "ΣΑΣ", "好书", "abc dqe"], max_len=32)

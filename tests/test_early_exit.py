@@ -360,6 +360,10 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
     edit_labels(db, "r", "review", dict(rows))
     kd("labels", "detect", "--run", "r", "--allow-in-sample", "--db", db)
     kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--db", db)
+    # an early-exit model's stored predictions say the speed it served at (its own default here) and where texts left
+    served = json.loads(kd("predict", "--run", "r", "--model", "early-exit", "--store", "--split", "dev", "--db", db, "--json").stdout)
+    assert served["config"]["speed"] is not None and 0.0 <= served["config"]["speed"] <= 1.0
+    assert served["metrics"]["all"]["mean_exit_layer"] >= 1
 
     charts = tmp_path / "charts"
     report = _report(db, "--plot", str(charts))

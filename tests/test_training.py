@@ -335,8 +335,8 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     db = str(taught_store)
     kd("distill", "--run", "r", "--epochs", "2", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
     out = kd("predict", "--run", "r", "--db", db, input="这个很好\n\n那个太差\n")
-    lines = out.stdout.strip().splitlines()
-    assert len(lines) == 2 and all(l.split("\t")[0] in ("pos", "neg") for l in lines)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3 and lines[1] == "\t\t" and all(lines[i].split("\t")[0] in ("pos", "neg") for i in (0, 2))
     assert "line 2: empty text" in out.stderr
     f = tmp_path / "in.txt"
     f.write_text("\ufeff这个很好\n那个太差\n", encoding="utf-8")  # a byte-order mark is not part of line 1's text
