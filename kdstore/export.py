@@ -39,6 +39,7 @@ from torch import nn
 
 from .errors import KdError
 from .predictor import STUDENT_CONFIG, Predictor
+from .runs import SignalGuard
 from .serving import (
     CLASSES,
     FORMAT_VERSION,
@@ -150,6 +151,7 @@ def export_model(
         raise KdError(f"the tokenizer of stage {stage.name!r} has no pad token: it cannot be exported")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    guard = SignalGuard()  # a kill (SIGTERM, SIGHUP) raises like Ctrl-C: the half-written folder is removed
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
     try:
@@ -174,6 +176,8 @@ def export_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        guard.close()
     return out_dir.resolve(), manifest
 
 
@@ -300,10 +304,24 @@ def _write_onnx(module: nn.Module, example, path: Path) -> dict[str, Any]:
                 dynamo=True, external_data=big, verbose=False,
             )
     except Exception as exc:  # TorchExportError and friends
+        cause = _interruption(exc)
+        if cause is not None:  # Ctrl-C or a kill while torch exported: that, not "could not export"
+            raise cause from None
         raise KdError(f"torch.onnx could not export this model ({type(exc).__name__}: {_summary(exc)}): try --format torchscript") from None
     proto = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return {"tool": "torch.onnx.export (dynamo)", "torch": torch.__version__, "onnx_opset": opset, "external_data": big}
+
+
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C (or kill) an exporter's own exception wraps, if it wraps one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, KdError) and str(exc).startswith("terminated (")):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _write_torchscript(module: nn.Module, example, path: Path) -> dict[str, Any]:

@@ -113,9 +113,12 @@ def stage_scope(
     mark_crashed(store)
     stage_id = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite)
     handle = StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
-    guard = _SignalGuard()
+    guard = SignalGuard()
     try:
         try:
+            if kind in ("pretrain", "teach", "distill") and not os.access(handle.artifact_dir, os.W_OK):
+                # found now, not after hours of training when the model is saved
+                raise KdError(f"{handle.artifact_dir}: cannot write the stage's model there (KD_ARTIFACTS sets the folder)")
             yield handle
         except BaseException as exc:
             guard.hold()  # from here on a kill or a second Ctrl-C waits: the failure's record is not cut short
@@ -148,7 +151,7 @@ def check_stage_name(name: str) -> None:
         raise KdError(f"stage name {name!r} is not valid: use 1-64 letters, digits, '-', '_', '+' or '.' (not first)")
 
 
-class _SignalGuard:
+class SignalGuard:
     """While a stage runs, ``kill`` (SIGTERM) and a closed terminal (SIGHUP) raise as Ctrl-C does,
     so the stage ends failed instead of staying "running" with partial outputs. While kd records how
     the stage ended (``hold``), those and a second Ctrl-C are held back and raised once the record

@@ -187,10 +187,10 @@ def test_a_failed_stage_leaves_no_folder_and_a_rerun_starts_from_an_empty_one(st
 def test_a_kill_or_a_second_ctrl_c_while_the_end_is_recorded_waits_for_the_record():
     """SIGTERM and SIGHUP raise while a stage runs; while its end is recorded they, and a second
     Ctrl-C, are held and raised after (a guard restores the handlers it replaced)."""
-    from kdstore.runs import _SignalGuard
+    from kdstore.runs import SignalGuard
 
     before = signal.getsignal(signal.SIGINT)
-    guard = _SignalGuard()
+    guard = SignalGuard()
     with pytest.raises(KdError, match=r"terminated \(SIGHUP\)"):
         os.kill(os.getpid(), signal.SIGHUP)
     guard.hold()

@@ -196,6 +196,17 @@ def test_a_half_precision_checkpoint_trains_in_float32(tmp_path, tiny_model):
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
+def test_an_artifact_folder_kd_cannot_write_fails_the_stage_before_training(sample_store, tiny_model, tmp_path, monkeypatch):
+    """Found when the stage starts, not when the trained model is saved (hours later on a real run)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("KD_ARTIFACTS", str(blocker / "arts"))
+    result = kd("teach", "--run", "ro", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(sample_store), ok=False)
+    assert result.output.startswith(f"Error: {blocker}") and len(result.output.strip().splitlines()) == 1
+    stage = _stage(sample_store, "ro", "teach")
+    assert stage.status == "failed" and not Store.open(str(sample_store)).metrics(stage.id, final=False)  # no epoch ran
+
+
 def test_teach_refuses_a_single_class(tmp_path, tiny_model):
     db = str(tmp_path / "one.db")
     write_tsv(tmp_path / "one.tsv", [("pos", "很好很好"), ("pos", "非常很好")])
