@@ -54,17 +54,22 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
       echo "质量很好" | kd predict --run r1 --model distill-early-exit --speed 0.5 --json
     """
     ctx = click.get_current_context()
-    given = [p for p in ("run", "which") if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE]
+    typed = lambda p: ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE  # noqa: E731 (a config file's defaults apply where they can)
+    given = [p for p in ("run", "which") if typed(p)]
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     if split and not from_store:
-        raise click.UsageError("--split goes with --store")
+        if typed("split"):
+            raise click.UsageError("--split goes with --store")
+        split = None
+    if speed is not None and artifact and not typed("speed"):
+        speed = None
     if from_store:
         if artifact:
             raise click.UsageError("--store predicts with a run's model: leave out --artifact")
         if path != "-":
             raise click.UsageError("--store predicts the store's samples: leave out FILE")
-        _predict_store(run, which, split, batch_size, device, overwrite, db, as_json, speed)
+        _predict_store(run, which, split, batch_size, device, overwrite, db, as_json, speed, speed_if_early_exit=not typed("speed"))
         return
     if artifact and speed is not None:
         raise click.UsageError("--speed is for an early-exit model of a run; an export serves the full model")
@@ -80,7 +85,7 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
     else:
         from kdstore.predictor import Predictor
 
-        predictor = Predictor.from_run(open_store(db), run, which, device=device, speed=speed)
+        predictor = Predictor.from_run(open_store(db), run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
     if path == "-":
         for line in _numbered(click.get_binary_stream("stdin"), "<stdin>"):
             _emit(predictor, [line], batch_size, as_json)
@@ -126,7 +131,8 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
             click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text}")
 
 
-def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool, speed: float | None = None) -> None:
+def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool,
+                   speed: float | None = None, *, speed_if_early_exit: bool = False) -> None:
     """Logits, predictions and per-split metrics of the store's samples, as stage ``predict-STAGE``."""
     from kdstore.outputs import store_outputs
     from kdstore.predictor import Predictor
@@ -134,7 +140,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     from kdstore.runs import stage_scope
 
     store = open_store(db)
-    predictor = Predictor.from_run(store, run, which, device=device, speed=speed)
+    predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
     names = store.class_names()
     if list(predictor.class_names) != names:
         raise KdError(
@@ -151,7 +157,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         "model_kind": predictor.kind,
         "model_sha256": model_stage.artifact_sha256,
         "split": split,
-        "speed": getattr(predictor, "speed", speed),  # an early-exit model's: the one it served at (its default without --speed)
+        "speed": getattr(predictor, "speed", None),  # an early-exit model's: the one it served at (its default without --speed)
         "max_len": predictor.max_len,
         "batch_size": batch_size,
         "classes": names,

@@ -21,8 +21,14 @@ def resolve_url(db: str | None) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL, ``None`` for in-memory or other backends."""
-    parsed = make_url(url)
+    """The database file of a SQLite URL, ``None`` for in-memory or other backends (and for a URL
+    that does not parse: ``make_engine`` says what is wrong with it)."""
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     return Path(parsed.database)
@@ -50,7 +56,22 @@ def _begin_sqlite(conn) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    engine = create_engine(url)
+    """The engine for ``url``; a URL SQLAlchemy cannot read, or whose driver is not installed, is a
+    one-line ``KdError``."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from .errors import KdError
+
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        try:
+            shown = make_url(url).render_as_string(hide_password=True)
+        except ArgumentError:
+            shown = url
+        hint = " (SQLAlchemy spells it postgresql+psycopg://)" if shown.startswith("postgres://") else ""
+        raise KdError(f"cannot use the database URL {shown}{hint}: {str(exc).strip().splitlines()[0]}; kd takes a file "
+                      "path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (the driver: pip install 'psycopg[binary]')") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
         event.listen(engine, "begin", _begin_sqlite)

@@ -71,11 +71,13 @@ class Predictor:
     @classmethod
     def from_run(
         cls, store: Store, run: str, which: str = "student", device: str = "auto", *,
-        speed: float | None = None, uncertainty: str | None = None,
+        speed: float | None = None, uncertainty: str | None = None, speed_if_early_exit: bool = False,
     ) -> "Predictor":
         """``which``: ``student`` (latest distill stage, else the teacher), ``teacher``, or a stage name.
 
-        An early-exit stage gives an ``EarlyExitPredictor`` (same interface) at ``speed``.
+        An early-exit stage gives an ``EarlyExitPredictor`` (same interface) at ``speed``; another
+        model refuses a ``speed`` unless ``speed_if_early_exit`` (a config file's default: it applies
+        where it can).
         """
         dev = pick_device(device)
         if which == "student":
@@ -95,7 +97,7 @@ class Predictor:
 
         if stage.kind == "distill" and is_early_exit(stage.artifact_path):
             return EarlyExitPredictor.from_directory(stage.artifact_path, device=device, speed=speed, uncertainty=uncertainty, stage_name=stage.name)
-        if speed is not None:
+        if speed is not None and not speed_if_early_exit:
             raise KdError("--speed needs an early-exit model (kd distill --student early-exit)")
         if stage.kind == "distill":
             k = int(stage.config.get("folds") or 0)  # --folds K: K students, their probabilities averaged

@@ -128,6 +128,23 @@ def test_export_serves_the_same_logits_as_pytorch(built, tmp_path, run, which, f
     assert "line 2: empty text, skipped" in tsv.stderr
 
 
+def test_a_config_files_split_and_speed_apply_only_where_they_can(built, tmp_path, monkeypatch):
+    """Top-level keys apply to every command that has the option: `split` (meant for samples or
+    teach) and `speed` (meant for an early-exit model) do not stop `kd predict` of a file."""
+    db = str(built)
+    path = tmp_path / "textcnn"
+    kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(path), "--db", db)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kd.toml").write_text(f'db = "{db}"\nsplit = "dev"\nspeed = 0.5\n', encoding="utf-8")
+    for args in (["--run", RUN, "--model", "distill-textcnn"], ["--artifact", str(path)]):
+        out = kd("predict", *args, "--json", input="很好很好\n")
+        assert json.loads(out.stdout)["label"] in ("pos", "neg"), args
+    typed = kd("predict", "--run", RUN, "--split", "dev", input="很好\n", ok=False)  # typed, it still has to fit
+    assert "--split goes with --store" in typed.output
+    stored = json.loads(kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--json").stdout)
+    assert stored["name"] == "predict-distill-textcnn@dev" and stored["config"]["speed"] is None
+
+
 def test_manifest_files_and_hashes(built):
     db = str(built)
     out = kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(built.parent / "serve" / "cnn"), "--db", db, "--json")

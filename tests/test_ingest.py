@@ -559,6 +559,16 @@ def test_ingest_into_missing_folder_fails_cleanly(tmp_path, invoke, write_file, 
     assert not target.parent.exists()
 
 
+@pytest.mark.sqlite_only  # the URL is the test's own
+@pytest.mark.parametrize("url, message", [
+    ("postgres://u@h/db", "cannot use the database URL postgres://u@h/db (SQLAlchemy spells it postgresql+psycopg://)"),
+    ("mysql://x@h/kd", "cannot use the database URL mysql://x@h/kd: No module named"),  # no driver installed
+    ("://x", "cannot use the database URL ://x: Could not parse"),
+])
+def test_a_database_url_kd_cannot_use_is_one_line(invoke, url, message, error_line):
+    assert message in error_line(invoke(["runs"], db=url, ok=False))
+
+
 def test_missing_input_file_fails_cleanly(invoke, db, error_line):
     result = invoke(["ingest", "absent.tsv"], ok=False)
     line = error_line(result)
