@@ -86,10 +86,8 @@ def counts_table(counts: dict[str, dict[str, int]]) -> Table:
     for lab in labels:
         table.add_column(escape(lab), justify="right")
     table.add_column("total", justify="right")
-    for split in SPLITS:
-        if split in counts:
-            per = counts[split]
-            table.add_row(split, *[str(per.get(l, 0)) for l in labels], str(sum(per.values())))
+    for split, per in counts.items():  # train, dev, test, unlabeled, then augmented (kd distill --augment's texts)
+        table.add_row(split, *[str(per.get(l, 0)) for l in labels], str(sum(per.values())))
     return table
 
 

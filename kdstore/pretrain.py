@@ -115,7 +115,9 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     device = pick_device(cfg.device)
     add_metrics = dist.on_main(store.add_metrics)
 
-    stored = store.samples(include_dropped=True)
+    # every text as ingested, not the augmented ones (kd distill --augment): their [UNK] spellings and
+    # word swaps are no language to learn, and --augment-n 4 would outweigh the store's own texts
+    stored = store.samples(include_dropped=True, where="parent_id IS NULL")
     dist.agree("texts", stored)
     texts = stored.texts + read_corpus(cfg.corpus)
     if len(texts) < 2:

@@ -220,16 +220,18 @@ class Store:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class name or '(none)': count}}`` over samples that are not dropped, splits in
-        pipeline order (train, dev, test, unlabeled) and classes in id order on every backend."""
+        pipeline order (train, dev, test, unlabeled) and classes in id order on every backend; the
+        texts ``kd distill --augment`` made are counted apart, as ``augmented``."""
         names = self.class_names()
+        made = Sample.parent_id.is_not(None)
         query = (
-            select(Sample.split, Sample.label_id, func.count())
+            select(Sample.split, Sample.label_id, made, func.count())
             .where(Sample.dropped.is_(False))
-            .group_by(Sample.split, Sample.label_id)
+            .group_by(Sample.split, Sample.label_id, made)
         )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        order = {s: i for i, s in enumerate(SPLITS)}
+            rows = [("augmented" if aug else split, label_id, n) for split, label_id, aug, n in conn.execute(query)]
+        order = {s: i for i, s in enumerate((*SPLITS, "augmented"))}
         rows.sort(key=lambda r: (order.get(r[0], len(order)), r[0], -1 if r[1] is None else r[1]))
         out: dict[str, dict[str, int]] = {}
         for split, label_id, n in rows:

@@ -105,7 +105,7 @@ def test_figures_store_alike_on_each_backend(db, invoke, write_file):
     table (PostgreSQL enforces its width); a figure that is no finite number is left out on both
     backends (SQLite refused NaN, PostgreSQL kept it); counts come in pipeline order on both."""
     long = "好" * 200
-    write_file("train.tsv", f"{long}\tgood\nneg\tbad\n")
+    write_file("train.tsv", f"{long}\t这个东西质量很好用起来方便\nneg\t那个太差了完全不值得买\n")
     write_file("dev.tsv", "neg\tfine\n")
     invoke(["ingest", "train.tsv"])
     invoke(["ingest", "dev.tsv", "--split", "dev"])
@@ -119,6 +119,10 @@ def test_figures_store_alike_on_each_backend(db, invoke, write_file):
         assert [(m.name, m.value) for m in store.metrics(stage.id)] == [(f"precision[{long}]", 0.5)]
         counts = store.counts()
         assert list(counts) == ["train", "dev"] and list(counts["train"]) == [long, "neg"]
+        from kdstore.augmented import Recipe, ensure_augmented
+
+        ensure_augmented(store, Recipe(methods=("mask",), n=1, p_mask=0.5))  # kd distill --augment's texts: apart
+        assert list(store.counts()) == ["train", "dev", "augmented"]
     finally:
         store.close()
 

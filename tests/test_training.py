@@ -226,6 +226,23 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     assert _stage(sample_store, "p", "teach").status == "succeeded"
 
 
+def test_pretrain_leaves_out_augmented_texts(sample_store):
+    """The texts kd distill --augment stored (with [UNK] in them) are no text to pre-train on."""
+    from kdstore.augmented import Recipe, ensure_augmented
+
+    store = Store.open(str(sample_store))
+    before = len(store.samples(include_dropped=True))
+    _, added = ensure_augmented(store, Recipe(methods=("mask",), n=2, p_mask=0.5))
+    assert added > 0
+    out = json.loads(kd("pretrain", "--run", "pa", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1",
+                        "--min-count", "1", "--db", str(sample_store), "--json").stdout)
+    assert out["metrics"]["train"]["texts"] == before
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(out["artifact_path"]).get_vocab()
+    assert "[" not in vocab and "##U" not in vocab  # [UNK] written into texts is not spelled out as characters
+
+
 def test_pretrain_reads_extra_corpora_and_refuses_unreadable_ones(sample_store, tmp_path):
     from transformers import AutoTokenizer
 
