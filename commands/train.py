@@ -11,6 +11,7 @@ import click
 
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
+from kdstore.errors import KdError
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
@@ -267,6 +268,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     )
     cfg.validate()
     store = open_store(db)
+    _teacher_runs_exist(store, teacher_runs or (run,))
     name = stage_name or f"distill-{student}"
     config = {**distill_config(cfg), **labels_state(store)}
     with process_group(device) as dist:
@@ -315,6 +317,14 @@ def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
         click.echo("warning: --relation-heads: not used without --value-relation or --qk-relation", err=True)
 
 
+def _teacher_runs_exist(store, runs) -> None:
+    """A teacher run that is not in the store (a typo) is refused before anything is written: no
+    new run holding one failed stage. (A run that exists without a teacher gets its failed stage.)"""
+    for r in runs:
+        if not store.run_exists(r):
+            raise KdError(f"no run {r!r} in {store.url} to take a teacher from: `kd runs` lists the runs")
+
+
 def _options_given(names: tuple[str, ...]) -> list[str]:
     """Those of ``names`` given on the command line (a config file's defaults do not count)."""
     from click.core import ParameterSource
@@ -348,6 +358,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     )
     cfg.validate()
     store = open_store(db)
+    _teacher_runs_exist(store, teacher_runs or (run,))
     name = stage_name or "distill-early-exit"
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store)}
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:

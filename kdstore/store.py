@@ -361,7 +361,8 @@ class Store:
         if succeeded:
             matches = [s for s in matches if s.status == "succeeded"]
         if not matches:
-            have = ", ".join(f"{s.name} ({s.status})" for s in stages) or "none"
+            mine = f"{os.getpid()}:"  # the stage asking (this process's own, still running) is not one to list
+            have = ", ".join(f"{s.name} ({s.status})" for s in stages if not (s.status == "running" and (s.process or "").startswith(mine))) or "none"
             raise KdError(
                 f"run {run!r} has no succeeded {name_or_kind!r} stage (stages: {have})"
             )

@@ -324,8 +324,13 @@ def test_distill_without_pool_and_with_mse(taught_store):
 
 def test_distill_bad_input(taught_store, sample_store):
     db = str(taught_store)
-    no_teacher = kd("distill", "--run", "elsewhere", "--db", db, ok=False)
-    assert "no succeeded 'teach' stage" in no_teacher.output or "no run" in no_teacher.output
+    no_teacher = kd("distill", "--run", "elsewhere", "--db", db, ok=False)  # a typo: nothing written, no new run
+    assert "no run 'elsewhere'" in no_teacher.output and "to take a teacher from" in no_teacher.output
+    assert not Store.open(db).run_exists("elsewhere")
+    kd("labels", "set", "--run", "bare", f"{Store.open(db).samples().ids[0]}=pos", "--db", db)  # a run without a teacher
+    bare = kd("distill", "--run", "bare", "--db", db, ok=False)
+    assert "run 'bare' has no succeeded 'teach' stage (stages: edit-1 (succeeded))" in bare.output  # not itself, "running"
+    assert _stage(taught_store, "bare", "distill-textcnn").status == "failed"
     wide = kd("distill", "--run", "r", "--kernel-sizes", "2,40", "--max-len", "32", "--db", db, ok=False)
     assert "wider than --max-len" in wide.output
     assert _stage(taught_store, "r", "distill-textcnn").status == "failed"
