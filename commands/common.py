@@ -132,6 +132,19 @@ class FiniteFloat(click.ParamType):
 FLOAT = FiniteFloat()
 
 
+def resolve_runs(_ctx: click.Context, _param: click.Parameter, value):
+    """Callback for an option or argument naming other runs (one, several, or none): each through
+    the ``--run`` rule, so ``${time}`` is today there too."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            return resolve_run_id(value)
+        return tuple(resolve_run_id(v) for v in value)
+    except KdError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _resolve_run(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
     try:
         return resolve_run_id(value)

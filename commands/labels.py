@@ -10,7 +10,7 @@ from kdstore import labels as lab
 from kdstore import noise
 from kdstore.runs import stage_scope
 
-from .common import FLOAT, console, json_option, open_store, overwrite_option, print_json, run_option, store_options
+from .common import FLOAT, console, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
 
 
 @click.group()
@@ -28,7 +28,7 @@ def labels():
 
 @labels.command()
 @run_option
-@click.option("--teacher-run", help="Run whose (out-of-fold) teacher to use; default: --run.")
+@click.option("--teacher-run", callback=resolve_runs, help="Run whose (out-of-fold) teacher to use; default: --run.")
 @click.option("--method", "methods", default=",".join(noise.DEFAULT_METHODS), show_default=True, help=f"Comma-separated, from: {', '.join(noise.METHODS)} (ensemble: most --student-votes/--tfidf-member models disagree with the label; alias: votes).")
 @click.option("--combine", type=click.Choice(noise.COMBINES), default=noise.DEFAULT_COMBINE, show_default=True, help="How the methods' flags are combined.")
 @click.option("--filter-by", type=click.Choice(noise.FILTERS), default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by.")

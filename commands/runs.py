@@ -11,7 +11,7 @@ from rich.table import Table
 from kdstore.plots import write_plots
 from kdstore.report import compare, run_report, runs_overview
 
-from .common import console, json_option, open_store, print_json, run_option, store_options
+from .common import console, json_option, open_store, print_json, resolve_runs, run_option, store_options
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "yellow"}
 
@@ -67,7 +67,7 @@ def _config_value(value):
 
 
 @click.command()
-@click.argument("compare_runs", nargs=-1, metavar="[RUN]...")
+@click.argument("compare_runs", nargs=-1, metavar="[RUN]...", callback=resolve_runs)
 @run_option
 @click.option("--compare", "comparing", is_flag=True, help="Put the models of the RUNs given as arguments side by side.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG charts here (needs matplotlib).")

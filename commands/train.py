@@ -21,7 +21,7 @@ from kdstore.students import KINDS
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES
 
-from .common import FLOAT, json_option, open_store, overwrite_option, print_json, run_option, store_options
+from .common import FLOAT, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
 
 
 def _device_option(f):
@@ -169,7 +169,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.command()
 @run_option
 @click.option("--student", type=click.Choice(KINDS + ("early-exit",)), default="textcnn", show_default=True, help="early-exit: FastBERT branches on the teacher's own layers.")
-@click.option("--teacher-run", "teacher_runs", multiple=True, help="Run(s) whose teacher logits to use (averaged); default: --run.")
+@click.option("--teacher-run", "teacher_runs", multiple=True, callback=resolve_runs, help="Run(s) whose teacher logits to use (averaged); default: --run.")
 @click.option("--teacher-weight", "teacher_weights", multiple=True, type=FLOAT, help="Weight of each --teacher-run (default: equal).")
 @click.option("--alpha", type=FLOAT, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples.")
 @click.option("--alpha-end", type=FLOAT, help="Move alpha linearly to this value over training.")

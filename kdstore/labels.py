@@ -24,7 +24,7 @@ from . import noise, tfidf
 from .errors import KdError
 from .ingest import allow_long_csv_fields
 from .probs import softmax
-from .runs import PARKED, StageHandle
+from .runs import PARKED, StageHandle, resolve_run_id
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, utcnow
 from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
 from .textkey import text_hash
@@ -182,6 +182,7 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
     ``name``: a stage of ``run``, or ``RUN:STAGE`` for another run's."""
     if ":" in name:
         run, name = name.split(":", 1)
+        run = resolve_run_id(run)  # RUN may be ${time}, as --run
     stage = store.find_stage(run, name)
     if stage.kind != "distill":
         raise KdError(f"--student-votes takes distill stages; {name!r} is a {stage.kind} stage")

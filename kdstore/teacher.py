@@ -19,7 +19,7 @@ from .errors import KdError
 from .metrics import classification_metrics
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .progress import progress
-from .runs import StageHandle
+from .runs import StageHandle, resolve_run_id
 from .schedules import layer_decay_scales, warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
@@ -68,11 +68,9 @@ class TeachConfig:
 
 def resolve_model(store: Store, name: str) -> str:
     """``pretrain:RUN`` → that run's pre-trained model directory; anything else is a hub name or path."""
-    if name.startswith("pretrain:"):
-        stage = store.find_stage(name.split(":", 1)[1], "pretrain")
-        return stage.artifact_path
-    if name.startswith("teach:"):
-        return store.find_stage(name.split(":", 1)[1], "teach").artifact_path
+    if name.startswith(("pretrain:", "teach:")):  # RUN may be ${time}, as --run
+        kind, run = name.split(":", 1)
+        return store.find_stage(resolve_run_id(run), kind).artifact_path
     return name
 
 

@@ -50,6 +50,22 @@ def test_run_id_invalid(value):
         resolve_run_id(value, today=TODAY)
 
 
+def test_time_names_today_wherever_a_run_is_named(invoke, write_file, error_line):
+    """Not only --run: --teacher-run, report --compare's runs, RUN:STAGE of --student-votes and
+    --model pretrain:RUN take ${time} as today too."""
+    today = dt.date.today().strftime("%Y%m%d")
+    write_file("train.tsv", "pos\tgood\nneg\tbad\npos\tfine\n")
+    invoke(["ingest", "train.tsv"])
+    invoke(["labels", "set", "--run", "${time}", "1=neg"])  # run `today` exists, with no teacher
+    assert error_line(invoke(["distill", "--run", "x", "--teacher-run", "${time}"], ok=False)).startswith(
+        f"Error: run '{today}' has no succeeded 'teach' stage")
+    assert f"run '{today}' has no succeeded 'teach' stage" in error_line(
+        invoke(["labels", "detect", "--run", "x", "--teacher-run", "${time}"], ok=False))
+    assert f"run '{today}' has no succeeded 'pretrain' stage" in error_line(
+        invoke(["teach", "--run", "x", "--model", "pretrain:${time}"], ok=False))
+    assert [r["run"] for r in invoke.json(["report", "--compare", "${time}"])] in ([], [today])
+
+
 def test_cli_rejects_invalid_run_id(invoke, write_file):
     write_file("train.tsv", "pos\tgood\n")
     invoke(["ingest", "train.tsv"])
