@@ -24,7 +24,8 @@ def db():
 
 @db.command()
 @store_options
-def upgrade(db):
+@json_option
+def upgrade(db, as_json):
     """Bring the store's schema up to this kd's revision (creates a new store).
 
     \b
@@ -39,6 +40,9 @@ def upgrade(db):
         raise KdError(f"{store.url} is at schema revision {before}, newer than this kd knows ({migrate.head_revision()}): upgrade kd")
     migrate.upgrade(store.engine)
     after = migrate.current_revision(store.engine)
+    if as_json:
+        print_json({"db": store.url, "before": before, "after": after})
+        return
     click.echo(f"{store.url}: {before or 'empty'} -> {after}")
 
 

@@ -93,7 +93,8 @@ def show(run, top, status, db, as_json):
 @run_option
 @click.argument("path", type=click.Path(dir_okay=False))
 @store_options
-def export(run, path, db):
+@json_option
+def export(run, path, db, as_json):
     """Write the open issues as a review sheet (CSV, or JSONL by extension).
 
     Fill the decision column with accept, reject, drop or a class name, then `kd labels import`.
@@ -103,6 +104,9 @@ def export(run, path, db):
       kd labels export --run r1 review.csv
     """
     n = lab.export_sheet(open_store(db), run, path)
+    if as_json:
+        print_json({"run": run, "path": str(path), "issues": n})
+        return
     click.echo(f"{path}: {n} issues to review")
 
 
@@ -125,7 +129,8 @@ def import_(run, path, stage_name, overwrite, db, as_json):
     from click.core import ParameterSource
 
     store = open_store(db)
-    given = click.get_current_context().get_parameter_source("run") not in (ParameterSource.DEFAULT, None)
+    # typed, --run must match the sheet; a config file's run (a default for every command) does not bind it
+    given = click.get_current_context().get_parameter_source("run") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     sheet = lab.read_sheet(store, path, run if given else None, replacing=stage_name if overwrite else None)  # every row checked first
     run = sheet.run
     with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(sheet.decisions)}, overwrite=overwrite) as stage:

@@ -558,10 +558,11 @@ def test_a_refused_detect_writes_nothing_and_keeps_the_last_detection(db, tmp_pa
     assert _issues(db) == found  # the detection it was to replace stands
 
 
-def test_a_sheet_names_its_run_and_import_follows_it(db, tmp_path, error_line):
+def test_a_sheet_names_its_run_and_import_follows_it(db, tmp_path, error_line, monkeypatch):
     kd("labels", "detect", "--run", "r", "--db", db)
     sheet = tmp_path / "review.csv"
-    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    exported = json.loads(kd("labels", "export", "--run", "r", str(sheet), "--db", db, "--json").stdout)
+    assert exported == {"run": "r", "path": str(sheet), "issues": len(_issues(db))}
     assert sheet.read_bytes().startswith(b"\xef\xbb\xbf")  # a byte-order mark: spreadsheets read it as UTF-8
     rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
     assert {r["run"] for r in rows} == {"r"} and list(rows[0])[:2] == ["run", "issue_id"]
@@ -572,7 +573,11 @@ def test_a_sheet_names_its_run_and_import_follows_it(db, tmp_path, error_line):
         w.writerows(rows)
     line = error_line(kd("labels", "import", "--run", "other", str(sheet), "--db", db, ok=False))
     assert str(sheet) in line and "line 2" in line and "field 'run'" in line and "not --run 'other'" in line
+    config = tmp_path / "kd.toml"  # a config file's run (the README's `run = "exp1"`) is a default, not a --run to match
+    config.write_text('run = "exp1"\n', encoding="utf-8")
+    monkeypatch.setenv("KD_CONFIG", str(config))
     counts = json.loads(kd("labels", "import", str(sheet), "--db", db, "--json").stdout)  # no --run: the sheet's
+    monkeypatch.delenv("KD_CONFIG")
     assert counts["run"] == "r" and counts["reject"] == 1
     assert {i["issue_id"]: i["status"] for i in _issues(db)}[int(rows[0]["issue_id"])] == "rejected"
     mixed = _sheet(tmp_path / "mixed.csv", [dict(rows[1], run="r", decision="drop"), dict(rows[2], run="s", decision="drop")])

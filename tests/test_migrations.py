@@ -189,6 +189,8 @@ def test_db_upgrade_on_new_path_creates_store(db, invoke):
     assert store_exists(db)
     # running it again is harmless
     assert "0008 -> 0008" in invoke(["db", "upgrade"]).stdout
+    again = invoke.json(["db", "upgrade"])
+    assert (again["before"], again["after"]) == ("0008", "0008") and again["db"]
 
 
 def test_db_current_on_missing_store_fails_cleanly(db, invoke, error_line):
