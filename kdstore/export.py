@@ -150,11 +150,14 @@ def export_model(
     if pad_id is None:
         raise KdError(f"the tokenizer of stage {stage.name!r} has no pad token: it cannot be exported")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the folder is written beside --out, then renamed: a failure here names --out, not the temporary name
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise KdError(f"{out_dir}: cannot write the export there: {exc.strerror or exc}") from None
     guard = SignalGuard()  # a kill (SIGTERM, SIGHUP) raises like Ctrl-C: the half-written folder is removed
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
         example = _example(len(predictor.tokenizer), pad_id, min_len)
         model_file = MODEL_FILES[fmt]
         exporter = _write_onnx(module, example, tmp / model_file) if fmt == "onnx" else _write_torchscript(module, example, tmp / model_file)
