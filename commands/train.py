@@ -28,6 +28,14 @@ def _device_option(f):
     return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)(f)
 
 
+def _lacking_pool_logits(store, runs) -> list[str]:
+    """The teacher runs some unlabeled text (not augmented) has no logits from."""
+    from kdstore.outputs import unscored
+
+    pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL").ids
+    return [r for r in runs if len(unscored(store, store.find_stage(r, "teach").id, pool))] or list(runs)
+
+
 def _seed_option(f):
     return click.option("--seed", type=int, default=42, show_default=True)(f)
 
@@ -36,7 +44,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     stage = next(s for s in run_report(store, run)["stages"] if s["name"] == stage_name)
     unscored = int(stage["metrics"].get("all", {}).get("pool_without_logits") or 0)
     if unscored:
-        fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in stage["config"].get("teacher_runs") or [run])
+        lacking = _lacking_pool_logits(store, stage["config"].get("teacher_runs") or [run])
+        fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         click.echo(f"warning: {unscored} unlabeled texts have no teacher logits and were left out: run {fix} first", err=True)
     if as_json:
         print_json(stage)
@@ -270,7 +279,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
     name = stage_name or f"distill-{student}"
-    config = {**distill_config(cfg), **labels_state(store)}
+    config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}
     with process_group(device) as dist:
         with shared_stage(dist, store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
             run_distill(store, stage, cfg, dist)
@@ -297,7 +306,7 @@ FOR_KINDS = {
     "transformer": ("layers", "width", "init_from_teacher", "relation_heads"),
 }
 for _kind in ("textcnn", "bigru", "bilstm"):
-    FOR_KINDS[_kind] += ("embed_dim",)  # (--init-embeddings teacher on a transformer is an error, not a warning)
+    FOR_KINDS[_kind] += ("embed_dim", "dropout")  # (the transformer keeps its teacher's dropout)  # (--init-embeddings teacher on a transformer is an error, not a warning)
 # augmentation options and the method each needs
 FOR_METHODS = {"augment_n": "", "p_mask": "mask", "p_pos": "pos", "p_ngram": "ngram"}
 
@@ -315,6 +324,21 @@ def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
         click.echo(f"warning: {', '.join(unused)}: not used by --augment {augment or '(none)'}", err=True)
     if student == "transformer" and not relation and _options_given(("relation_heads",)):
         click.echo("warning: --relation-heads: not used without --value-relation or --qk-relation", err=True)
+
+
+def _teacher_stages(store, runs) -> list[dict]:
+    """Which teach stage of each run the student learns from (its id, start, the labels it trained
+    on), recorded with the stage: a teacher replaced later (--overwrite) is told from this one. A run
+    without one is left to the stage, which fails with the reason."""
+    out = []
+    for r in runs:
+        try:
+            st = store.find_stage(r, "teach")
+        except KdError:
+            continue
+        out.append({"run": r, "stage_id": st.id, "started_at": st.started_at.isoformat() if st.started_at else None,
+                    "labels_digest": (st.config or {}).get("labels_digest")})
+    return out
 
 
 def _teacher_runs_exist(store, runs) -> None:
@@ -360,7 +384,8 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
     name = stage_name or "distill-early-exit"
-    config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store)}
+    config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
+              "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
         train_early_exit(store, stage, cfg, teacher_run=teacher_runs[0] if teacher_runs else None)
     _finish(store, run, name, as_json)

@@ -6,14 +6,15 @@ Each augmented text is an unlabeled sample (soft targets only) whose ``source`` 
 inspection. A text is stored once: ``augmented_texts`` lists every sample each recipe made, so a
 recipe whose texts another recipe stored first (``--augment-n 2`` after ``--augment-n 1``) still
 has all of them. A train sample is augmented once per recipe: a later run augments only the train samples
-ingested since (each text's random stream is keyed by its sample id).
+that have no text of the recipe yet, those ingested since or restored from a drop (each text's random
+stream is keyed by its sample id, so a sample is augmented alike whenever it is).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from .augment import METHODS, UNK, augment, build_pos_vocab, segment_pos
 from .ingest import IngestOptions, Record, add_records
@@ -47,13 +48,13 @@ def ensure_augmented(store: Store, recipe: Recipe) -> tuple[str, int]:
     same-POS vocabulary still comes from every train text."""
     train = store.samples(splits=["train"], labeled=True)
     with store.engine.connect() as conn:
-        newest = conn.execute(
-            select(func.max(Sample.parent_id)).join(AugmentedText, AugmentedText.sample_id == Sample.id)
-            .where(AugmentedText.source == recipe.source)
-        ).scalar_one()
-    # sample ids grow with every ingest: the train samples above the newest parent came later (one
-    # below it that yielded no new text was tried already and is not tried again)
-    todo = [i for i, sample_id in enumerate(train.ids) if newest is None or int(sample_id) > newest]
+        done = set(conn.execute(
+            select(Sample.parent_id).join(AugmentedText, AugmentedText.sample_id == Sample.id)
+            .where(AugmentedText.source == recipe.source, Sample.parent_id.is_not(None)).distinct()
+        ).scalars())
+    # the train samples none of the recipe's texts came from: ingested since, or back from a drop
+    # (undone); one whose texts were all made by another first is tried again, and adds nothing
+    todo = [i for i, sample_id in enumerate(train.ids) if int(sample_id) not in done]
     if not todo:
         return recipe.source, 0
     names = store.class_names()

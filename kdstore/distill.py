@@ -23,7 +23,7 @@ from .losses import (
     probability_shift, query_key_relation_kl, relation_kl, temperature_weights, temperatures_from_weights,
 )
 from .metrics import classification_metrics
-from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, write_sharded_scores
+from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_sharded_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
 from .progress import progress
 from .runs import StageHandle
@@ -197,6 +197,19 @@ def load_teachers(store: Store, runs: list[str], names: list[str], weights: tupl
     return TeacherLogits(stages=stages, runs=list(runs), scored=[set(m) for m in mats], ids=ids, logits=avg.astype(np.float32), by_id={int(i): k for k, i in enumerate(ids)})
 
 
+def _check_train_scored(store: Store, runs: list[str]) -> None:
+    """Refuse, naming the fix, when a teacher has no logits for some labeled train sample."""
+    train = store.samples(splits=["train"], labeled=True).ids
+    lacking = {r: len(unscored(store, store.find_stage(r, "teach").id, train)) for r in runs}
+    lacking = {r: n for r, n in lacking.items() if n}
+    for r, n in lacking.items():
+        if n == len(train):  # not one: no teacher of this store's samples to speak of
+            raise KdError(f"teacher of run {r!r} has no logits in the store for its train samples: re-run `kd teach`")
+    if lacking:
+        fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
+        raise KdError(f"{max(lacking.values())} train samples have no teacher logits (ingested after the teacher ran?): run {fix} first")
+
+
 def training_set(
     store: Store, teachers: TeacherLogits, *, use_pool: bool | None, augmented: str | None = None
 ) -> tuple[SampleSet, dict[str, int]]:
@@ -273,15 +286,17 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         relation_heads(cfg, (scfg.bert["hidden_size"], scfg.bert["num_attention_heads"]),
                        (teacher_net.config.hidden_size, teacher_net.config.num_attention_heads))
 
-    # 2. teacher logits and data
+    # 2. teacher logits and data (every train sample scored by every teacher: checked before --augment writes)
+    _check_train_scored(store, teacher_runs)
     augmented = None
     if cfg.augment:
         recipe = Recipe(methods=cfg.augment, n=cfg.augment_n, seed=cfg.seed, p_mask=cfg.p_mask, p_pos=cfg.p_pos,
                         p_ngram=cfg.p_ngram, unk=tokenizer.unk_token or UNK)
         augmented, added = dist.broadcast_object(ensure_augmented(store, recipe) if dist.is_main else None)
         add_metrics(stage.id, "all", {"augmented_added": added})
-        for run in teacher_runs:  # the teachers score the new texts once; later runs reuse the logits
-            score_missing(store, run, device=cfg.device, dist=dist)
+        made = dist.broadcast_object(store.samples(splits=["unlabeled"], augmented=augmented).ids if dist.is_main else None)
+        for run in teacher_runs:  # the teachers score the recipe's texts once; later runs reuse the logits
+            score_missing(store, run, device=cfg.device, dist=dist, among=made)
     teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
     data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented)
     dev = store.samples(splits=["dev"], labeled=True)

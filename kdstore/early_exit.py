@@ -712,6 +712,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
             "max_len": max_len,
             "train_samples": parts["labeled"],
             "pool_samples": parts["pool"],
+            "pool_without_logits": parts["pool_without_logits"],  # left out (kd distill warns, naming the fix)
         },
     )
     return out_dir

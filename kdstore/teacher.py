@@ -390,19 +390,22 @@ def _first_line(exc: BaseException) -> str:
 
 
 def score_missing(
-    store: Store, run: str, *, batch_size: int = 256, device: str = "auto", dist: Dist = SINGLE, chunk: int = SCORE_CHUNK
+    store: Store, run: str, *, batch_size: int = 256, device: str = "auto", dist: Dist = SINGLE, chunk: int = SCORE_CHUNK,
+    among: np.ndarray | None = None,
 ) -> int:
     """``--logits-only``: score, with the run's existing teacher, the samples that have no logits yet.
 
     Rank 0 lists the missing samples, each rank scores its shard of them and commits every ``chunk``
     samples as it goes: a crashed rank keeps what it finished, and a re-run scores only what is still
     missing. Returns how many samples all ranks scored; raises when some are still missing.
+    ``among``: only these samples (``kd distill --augment``'s new texts, not a train sample
+    ingested since, which distill refuses until ``--logits-only`` scores it knowingly).
     """
     stage = store.find_stage(run, "teach")
     names = store.class_names()
     if stage.config.get("classes") not in (None, names):
         raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run `kd teach`")
-    todo_ids = dist.broadcast_object(unscored(store, stage.id) if dist.is_main else None)
+    todo_ids = dist.broadcast_object(unscored(store, stage.id, among) if dist.is_main else None)
     if len(todo_ids) == 0:
         return 0
     everything = store.samples(include_dropped=True)  # read after rank 0's list: it has every listed sample

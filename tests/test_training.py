@@ -310,6 +310,8 @@ def test_distill_each_student_stores_predictions_and_metrics(taught_store, stude
              "--embed-dim", "16", "--num-filters", "8", "--hidden", "16", "--max-len", "32", "--db", db, "--json")
     report = json.loads(out.stdout)  # standard error names the sizes this student does not use
     assert report["status"] == "succeeded" and report["name"] == f"distill-{student}"
+    teacher = _stage(taught_store, "r", "teach")  # the teacher it learned from, recorded (a later --overwrite is told apart)
+    assert [(t["run"], t["stage_id"]) for t in report["config"]["teacher_stages"]] == [("r", teacher.id)]
     assert report["metrics"]["all"]["pool_samples"] == 30  # the unlabeled pool was used
     assert set(report["metrics"]) >= {"train", "dev", "test", "all"}
     stage = _stage(taught_store, "r", f"distill-{student}")
@@ -492,6 +494,7 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     db = str(taught_store)
     common = ["--run", "r", "--augment", "mask,pos,ngram", "--augment-n", "2", "--no-unlabeled", "--epochs", "1",
               "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db, "--json"]
+    samples_before = _count(taught_store, Sample)
     first = json.loads(kd("distill", *common).output)["metrics"]["all"]
     assert first["augmented_added"] > 0 and first["augmented_samples"] == first["augmented_added"]
     assert first["pool_samples"] == 0
@@ -514,7 +517,12 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     # a train sample ingested later is augmented (and scored) by the next run of the same recipe
     write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条评论，质量不错，物流也很快")])
     kd("ingest", str(tmp_path / "late.tsv"), "--db", db)
-    later = json.loads(kd("distill", *common, "--name", "later").output)["metrics"]["all"]
+    # --augment scores its own texts only: a train sample the teacher never saw is for --logits-only to score
+    unseen = kd("distill", *common, "--name", "later", ok=False)
+    assert "1 train samples have no teacher logits" in unseen.output
+    assert _count(taught_store, Sample) == first["augmented_samples"] + samples_before + 1  # refused before --augment wrote
+    kd("teach", "--run", "r", "--logits-only", "--db", db)
+    later = json.loads(kd("distill", *common, "--name", "later", "--overwrite").output)["metrics"]["all"]
     assert later["augmented_added"] > 0
     assert later["augmented_samples"] == first["augmented_samples"] + later["augmented_added"]
     with store.session() as s:
@@ -550,6 +558,13 @@ def test_augmentation_recipes_share_their_texts_and_a_dropped_parent_takes_its_o
     edit_labels(db, "r", "review", {parent: "drop"})
     after = figures("--augment-n", "1", "--name", "n1-dropped")
     assert after["augmented_added"] == 0 and after["augmented_samples"] == one["augmented_samples"] - children
+    # dropped while a new recipe first ran, then restored (undo): that recipe's next run augments it
+    three = figures("--augment-n", "3", "--name", "n3")
+    made_by = lambda: {store.parents().get(int(i)) for i in store.samples(augmented="augment:ngram:n3:s42:p-/-/0.25").ids}  # noqa: E731
+    assert three["augmented_samples"] > 0 and parent not in made_by()
+    kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)
+    back = figures("--augment-n", "3", "--name", "n3-back")
+    assert parent in made_by() and back["augmented_samples"] > three["augmented_samples"]
 
 
 def test_distill_options_are_checked_before_anything_is_written(taught_store, tmp_path):
@@ -593,8 +608,10 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     assert report["status"] == "succeeded" and report["config"]["lr"] == 1e-4
     assert report["metrics"]["all"]["teacher_layer[0]"] == 1  # 1 student layer <- the teacher's last of 2
     narrow = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
-                "--hidden-mse", "1", "--hidden-cos", "1", "--pkd", "1", "--epochs", "1", "--max-len", "32", "--name", "narrow", "--db", db, "--json")
-    narrow = json.loads(narrow.output)
+                "--hidden-mse", "1", "--hidden-cos", "1", "--pkd", "1", "--epochs", "1", "--max-len", "32", "--name", "narrow",
+                "--dropout", "0", "--db", db, "--json")
+    assert "warning: --dropout: not used by --student transformer" in narrow.stderr  # it keeps its teacher's
+    narrow = json.loads(narrow.stdout)
     assert narrow["status"] == "succeeded"  # a learned projection 16 -> 32
     assert narrow["config"]["hidden_cos"] == 1 and narrow["config"]["pkd"] == 1
     relations = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
