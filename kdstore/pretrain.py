@@ -207,6 +207,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         return None
     out = stage.artifact_dir / MODEL_SUBDIR
     model.save_pretrained(out)
+    tokenizer.model_max_length = model_cfg.max_position_embeddings  # what plain transformers truncates to
     tokenizer.save_pretrained(out)
     stage.record_artifact(out)
     store.add_metrics(

@@ -195,8 +195,8 @@ class Store:
             query = query.where(Sample.label_id.is_(None))
         if not include_dropped:
             query = query.where(Sample.dropped.is_(False))
-        if where:
-            query = query.where(text(where))
+        if where:  # in parentheses: "a OR b" must not escape the split, label and dropped filters
+            query = query.where(text(f"({where}\n)"))  # (the newline: a trailing -- comment cannot eat the parenthesis)
         if source is not None:
             query = query.where(Sample.source == source)
         if augmented is not None:

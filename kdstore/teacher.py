@@ -70,7 +70,11 @@ def resolve_model(store: Store, name: str) -> str:
     """``pretrain:RUN`` → that run's pre-trained model directory; anything else is a hub name or path."""
     if name.startswith(("pretrain:", "teach:")):  # RUN may be ${time}, as --run
         kind, run = name.split(":", 1)
-        return store.find_stage(resolve_run_id(run), kind).artifact_path
+        stage = store.find_stage(resolve_run_id(run), kind)
+        if kind == "teach" and int(stage.config.get("folds") or 0):
+            raise KdError(f"the teacher of run {run!r} is {stage.config['folds']} fold models (--folds): start from "
+                          f"one of them, {stage.artifact_path}/fold-0, or from a teacher trained without --folds")
+        return stage.artifact_path
     return name
 
 
@@ -107,6 +111,11 @@ def load_classifier(path: str, class_names: list[str]):
             f"model {path!r} was fine-tuned for classes {trained}, the store has {list(class_names)}: "
             "start from the base model instead"
         )
+    if tokenizer.pad_token_id is None:  # a GPT-style tokenizer: batches could not be padded
+        fallback = next((t for t in (tokenizer.eos_token, tokenizer.unk_token) if t is not None), None)
+        if fallback is None:
+            raise KdError(f"the tokenizer of {path!r} has no pad token (nor an end or unknown token to pad with)")
+        tokenizer.pad_token = fallback
     if len(tokenizer) > config.vocab_size:
         raise KdError(
             f"tokenizer of {path!r} has {len(tokenizer)} tokens but the model only {config.vocab_size}: "
@@ -119,6 +128,7 @@ def load_classifier(path: str, class_names: list[str]):
             id2label=dict(enumerate(class_names)),
             label2id={n: i for i, n in enumerate(class_names)},
             ignore_mismatched_sizes=True,
+            problem_type="single_label_classification",  # one class a text, whatever a base model's config said
             # float32 master weights whatever the checkpoint's dtype (transformers 5 would keep a
             # float16 checkpoint in float16, and AdamW on half weights loses its small updates);
             # on a GPU, bf16/fp16 autocast runs on top

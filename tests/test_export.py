@@ -141,8 +141,8 @@ def test_a_config_files_split_and_speed_apply_only_where_they_can(built, tmp_pat
         assert json.loads(out.stdout)["label"] in ("pos", "neg"), args
     typed = kd("predict", "--run", RUN, "--split", "dev", input="很好\n", ok=False)  # typed, it still has to fit
     assert "--split goes with --store" in typed.output
-    stored = json.loads(kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--json").stdout)
-    assert stored["name"] == "predict-distill-textcnn@dev" and stored["config"]["speed"] is None
+    stored = json.loads(kd("predict", "--run", RUN, "--model", "distill-bigru", "--store", "--json").stdout)
+    assert stored["name"] == "predict-distill-bigru@dev" and stored["config"]["speed"] is None
 
 
 def test_manifest_files_and_hashes(built):

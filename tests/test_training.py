@@ -156,6 +156,9 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
     out = kd("teach", "--run", "w", "--model", str(tiny_model), "--where", "id % 2 = 0", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
     even = [i for i in store.samples(splits=["train"], labeled=True).ids if i % 2 == 0]
     assert json.loads(out.output)["metrics"]["all"]["train_samples"] == len(even)
+    # an OR stays inside the filter: it cannot reach test or unlabeled rows (nor past a trailing comment)
+    train = store.samples(splits=["train"], labeled=True)
+    assert store.samples(splits=["train"], labeled=True, where="1 = 1 OR 1 = 1 -- all").ids.tolist() == train.ids.tolist()
     for split in ("unlabeled", "test"):
         bad = kd("teach", "--run", "u", "--model", str(tiny_model), "--split", split, "--db", db, ok=False)
         assert "Invalid value for '--split'" in bad.output
@@ -207,6 +210,30 @@ def test_an_artifact_folder_kd_cannot_write_fails_the_stage_before_training(samp
     assert stage.status == "failed" and not Store.open(str(sample_store)).metrics(stage.id, final=False)  # no epoch ran
 
 
+def test_base_models_of_other_heads_and_tokenizers_without_padding_load_as_classifiers(tmp_path, tiny_model):
+    """A base model whose config says regression (or multi-label) still trains one class a text
+    with cross entropy; a tokenizer without a pad token pads with its unknown token."""
+    import shutil
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from kdstore.teacher import load_classifier
+
+    odd = tmp_path / "odd"
+    shutil.copytree(tiny_model, odd)
+    config = AutoConfig.from_pretrained(odd)
+    config.problem_type, config.num_labels = "regression", 1
+    config.save_pretrained(odd)
+    tokenizer = AutoTokenizer.from_pretrained(odd)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(odd)
+    assert AutoTokenizer.from_pretrained(odd).pad_token_id is None
+    tok, model = load_classifier(str(odd), ["pos", "neg"])
+    assert tok.pad_token == tok.unk_token and model.config.problem_type == "single_label_classification"
+    out = model(input_ids=torch.tensor([[2, 5, 3], [2, 6, 3]]), labels=torch.tensor([0, 1]))
+    assert out.loss.ndim == 0 and out.logits.shape == (2, 2)
+
+
 def test_teach_refuses_a_single_class(tmp_path, tiny_model):
     db = str(tmp_path / "one.db")
     write_tsv(tmp_path / "one.tsv", [("pos", "很好很好"), ("pos", "非常很好")])
@@ -224,6 +251,9 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     assert stage.status == "succeeded" and Path(stage.artifact_path, "vocab.txt").exists() or Path(stage.artifact_path, "tokenizer.json").exists()
     kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db)
     assert _stage(sample_store, "p", "teach").status == "succeeded"
+    from transformers import AutoConfig, AutoTokenizer  # plain transformers truncates to the model's positions
+
+    assert AutoTokenizer.from_pretrained(stage.artifact_path).model_max_length == AutoConfig.from_pretrained(stage.artifact_path).max_position_embeddings
 
 
 def test_pretrain_leaves_out_augmented_texts(sample_store):
@@ -401,6 +431,8 @@ def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_mode
     assert len(stored) == _count(sample_store, Sample)  # every sample has logits
     dirs = model_dirs(stage)
     assert len(dirs) == 3
+    whole = kd("teach", "--run", "from-oof", "--model", "teach:oof", "--db", db, ok=False)  # three models, not one
+    assert "is 3 fold models (--folds): start from one of them" in whole.output
     others = store.samples(splits=["dev", "test", "unlabeled"])
     assert len(others) > 0
     other_parts = []
