@@ -7,6 +7,7 @@ training code (torch, transformers, the store) it does not need.
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -31,9 +32,21 @@ COMMANDS = {
 }
 
 
+DISTRIBUTED = ("pretrain", "teach", "distill")  # the commands that run as torchrun's ranks; the others run once
+
+
 class LazyGroup(KdGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        world = os.environ.get("WORLD_SIZE", "1")
+        if name not in DISTRIBUTED and world.isdigit() and int(world) > 1 and "--help" not in rest:
+            # each rank would run it whole: stages written twice, or refused by the second rank
+            raise click.UsageError(f"`kd {name}` runs in one process: run it without torchrun "
+                                   f"(torchrun runs kd {', '.join(DISTRIBUTED)})")
+        return name, command, rest
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)

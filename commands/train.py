@@ -313,7 +313,10 @@ FOR_METHODS = {"augment_n": "", "p_mask": "mask", "p_pos": "pos", "p_ngram": "ng
 
 def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
     """Name, on standard error, each option given on the command line that the chosen student or
-    recipe ignores (a script may pass one set of sizes to every student; a person should know)."""
+    recipe ignores (a script may pass one set of sizes to every student; a person should know).
+    Under torchrun, rank 0 alone says it."""
+    if not Dist.from_env().is_main:
+        return
     shaped = {name for names in FOR_KINDS.values() for name in names}
     unused = [o for o in _options_given(tuple(sorted(shaped))) if o[2:].replace("-", "_") not in FOR_KINDS[student]]
     if unused:

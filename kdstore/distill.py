@@ -481,8 +481,9 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 torch.nn.utils.clip_grad_norm_(params, 5.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                if weight:
-                    losses.append(loss.item())
+                # each rank's share of the batch's mean (0 for a filler): their mean over ranks and
+                # batches is the mean of the batch means, as in one process
+                losses.append(loss.item() * weight)
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
             add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
             last_epoch = epoch

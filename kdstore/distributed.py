@@ -26,7 +26,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -119,6 +119,33 @@ class Dist:
         torch.distributed.all_gather_object(out, obj)
         return out
 
+    def sum_across(self, values: Sequence[float]) -> np.ndarray:
+        """Element-wise sum of every rank's ``values`` (equal lengths), on every rank."""
+        if not self.active:
+            return np.asarray(values, dtype=np.float64)
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.collective_device())
+        torch.distributed.all_reduce(t)
+        return t.cpu().numpy()
+
+    def collective_device(self) -> torch.device:
+        """Where a tensor for a collective must live: this rank's GPU under NCCL (it reduces no CPU
+        tensor), the CPU under gloo."""
+        if self.active and torch.distributed.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def agree_on(self, what: str, *parts: bytes | str) -> None:
+        """Refuse to go on unless every rank holds the same ``parts`` (texts read from files each
+        rank opens itself, a vocabulary each builds: another host's copy may differ)."""
+        if not self.active:
+            return
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part.encode("utf-8") if isinstance(part, str) else part)
+            digest.update(b"\0")
+        if len(set(self.all_gather_object(digest.hexdigest()))) > 1:
+            raise KdError(f"the ranks hold different {what}: each must read the same files (on every host)")
+
     def agree(self, what: str, *sets: "SampleSet") -> None:
         """Refuse to go on unless every rank read the same samples with the same labels (each rank
         reads the store itself: an ingest or a label edit between their reads would have them train
@@ -174,7 +201,7 @@ class Dist:
         together: ``count * world / total`` (0 where no rank had an item), 1 in one process."""
         if not self.active:
             return [1.0] * len(counts)
-        totals = torch.tensor([float(c) for c in counts], dtype=torch.float64)
+        totals = torch.tensor([float(c) for c in counts], dtype=torch.float64, device=self.collective_device())
         torch.distributed.all_reduce(totals)
         return [c * self.world / t if t > 0 else 0.0 for c, t in zip(counts, totals.tolist())]
 
@@ -272,9 +299,12 @@ def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> N
     """A rank other than 0 failed: its error goes on the stage before the launcher stops rank 0 with
     SIGTERM, so that the stage rank 0 marks failed keeps the cause (best effort: the store may be
     what failed). A SIGTERM of its own means another rank failed first: nothing to add."""
-    if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, KdError) and (
-            str(exc).startswith(SIGTERM_MESSAGE[:20]) or ECHO.match(str(exc)))):  # not its own cause
+    if isinstance(exc, KdError) and ECHO.match(str(exc)):  # another rank's error, passed on: not its own cause
         return
+    if isinstance(exc, KeyboardInterrupt):
+        exc = KdError("interrupted (Ctrl-C)")  # noted only while the stage has no error yet: a first cause
+    elif isinstance(exc, KdError) and str(exc).startswith(SIGTERM_MESSAGE[:20]):
+        exc = KdError("terminated (SIGTERM)")  # the launcher stopping it after another rank failed notes nothing new
     try:
         with store.engine.begin() as conn:
             conn.execute(update(Stage).where(Stage.id == stage_id, Stage.status == "running", Stage.error.is_(None))
@@ -290,6 +320,11 @@ ECHO = re.compile(r"rank \d+ failed: ")  # ``all_succeed``'s report of another r
 def _raise_on_sigterm(_signum: int, _frame: Any) -> None:
     """SIGTERM as an error, once; none while an error is being handled (rank 0 recording its stage
     as failed), where raising would cut the record short. The launcher kills what lingers."""
+    from .runs import HOLD
+
+    if HOLD["on"]:  # rank 0 is recording how its stage ended: raised once the record is complete
+        HOLD["held"] = signal.SIGTERM
+        return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.exc_info()[1] is None:
         raise KdError(SIGTERM_MESSAGE)

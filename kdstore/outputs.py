@@ -134,7 +134,11 @@ def write_sharded_scores(
 ) -> np.ndarray | None:
     """Each rank writes the scores of its shard (``ids``, ``logits``) and every rank learns whether one
     failed. On rank 0, after checking that every sample of ``everything`` has its logits, returns the
-    logits of all of them in ``everything``'s order; ``None`` on the other ranks."""
+    logits of all of them in ``everything``'s order; ``None`` on the other ranks.
+
+    The ranks meet first: a rank 0 that failed on its own (saving the model) never arrives, so no
+    other rank writes rows into a stage rank 0 has already failed and cleared."""
+    dist.barrier()
     dist.all_succeed(lambda: write_scores(store, stage_id, ids, logits))
     ids, logits = dist.gather_rows(ids, logits)
     if not dist.is_main:

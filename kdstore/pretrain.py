@@ -119,10 +119,14 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     # word swaps are no language to learn, and --augment-n 4 would outweigh the store's own texts
     stored = store.samples(include_dropped=True, where="parent_id IS NULL")
     dist.agree("texts", stored)
-    texts = stored.texts + read_corpus(cfg.corpus)
+    corpus = read_corpus(cfg.corpus)
+    texts = stored.texts + corpus
     if len(texts) < 2:
         raise KdError("the store has fewer than 2 texts to pre-train on: ingest some text first")
     tokens = build_vocab(texts, min_count=cfg.min_count, max_size=cfg.max_vocab)
+    # each rank reads --corpus from its own disk: unlike files would give unlike vocabularies, and DDP
+    # would average the gradients of unlike embeddings
+    dist.agree_on("--corpus texts or vocabularies", "\n".join(corpus), "\n".join(tokens))
     if len(tokens) == len(SPECIALS):
         raise KdError(f"no character occurs {cfg.min_count} times in the {len(texts)} texts: lower --min-count")
     tokenizer = make_tokenizer(tokens)
@@ -189,20 +193,21 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                         loss, mlm, rtd = net(corrupted.to(device), mask.to(device), labels.to(device),
                                              input_ids.to(device), (~special).to(device))
                         step_loss = mlm * shares[0] + objective.weight * rtd * shares[1]
-                        recent_rtd.append(rtd.item())
+                        recent_rtd.append(rtd.item() * shares[1])
                     else:
                         loss = mlm = net(corrupted.to(device), mask.to(device), labels.to(device))
                         step_loss = loss * shares[0]
                 scaled_step(scaler, step_loss, optimizer, objective.parameters(), max_norm=1.0)
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                recent.append(mlm.item())
+                recent.append(mlm.item() * shares[0])  # this rank's part of the batch's mean (see _loss_figures)
                 if step % 50 == 0:
-                    add_metrics(stage.id, "train", _loss_figures(recent, recent_rtd), step=step)
+                    add_metrics(stage.id, "train", _loss_figures(recent, recent_rtd, dist), step=step)
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
 
     if step == 0:  # every rank sees it (rank 0's clock decides): an untrained model is no result
         raise KdError(f"--minutes {cfg.minutes:g} ran out before the first training step: give it more time or --steps")
+    losses = _loss_figures(recent, recent_rtd, dist)  # a collective: every rank, before rank 0 goes on alone
     if not dist.is_main:
         return None
     out = stage.artifact_dir / MODEL_SUBDIR
@@ -214,7 +219,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         stage.id,
         "train",
         {
-            **_loss_figures(recent, recent_rtd),
+            **losses,
             "steps": step,
             "seconds": time.monotonic() - start,
             "texts": len(texts),
@@ -226,8 +231,14 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     return out
 
 
-def _loss_figures(recent: list[float], recent_rtd: list[float]) -> dict[str, float]:
-    """The mean of the last 50 steps: the (generator's) masked-LM loss, and ELECTRA's detection loss."""
+def _loss_figures(recent: list[float], recent_rtd: list[float], dist: Dist = SINGLE) -> dict[str, float]:
+    """The mean of the last 50 steps: the (generator's) masked-LM loss, and ELECTRA's detection loss.
+
+    Each entry is one rank's mean times its ``share_weights`` weight: summed over the ranks and
+    divided by their number, that is the step's mean over every rank's tokens (a collective: every
+    rank calls this at the same step)."""
+    recent = (dist.sum_across(recent[-50:]) / dist.world).tolist()
+    recent_rtd = (dist.sum_across(recent_rtd[-50:]) / dist.world).tolist() if recent_rtd else []
     out = {"mlm_loss": float(np.mean(recent[-50:])) if recent else float("nan")}
     if recent_rtd:
         out["rtd_loss"] = float(np.mean(recent_rtd[-50:]))

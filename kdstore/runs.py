@@ -151,6 +151,9 @@ def check_stage_name(name: str) -> None:
         raise KdError(f"stage name {name!r} is not valid: use 1-64 letters, digits, '-', '_', '+' or '.' (not first)")
 
 
+HOLD = {"on": False, "held": None}  # set while a stage's end is recorded: handlers kd did not install (torchrun's) look here
+
+
 class SignalGuard:
     """While a stage runs, ``kill`` (SIGTERM) and a closed terminal (SIGHUP) raise as Ctrl-C does,
     so the stage ends failed instead of staying "running" with partial outputs. While kd records how
@@ -171,6 +174,7 @@ class SignalGuard:
 
     def hold(self) -> None:
         self.bookkeeping = True
+        HOLD["on"] = True  # (a SIGTERM handler of torchrun's ranks, see ``distributed``, defers to it too)
         if self.main and signal.SIGINT not in self.saved:
             self.saved[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
 
@@ -184,6 +188,10 @@ class SignalGuard:
         for sig, previous in reversed(self.saved.items()):
             signal.signal(sig, previous)
         self.saved.clear()
+        if self.bookkeeping:
+            HOLD["on"] = False
+            self.held = self.held or HOLD["held"]
+            HOLD["held"] = None
         if self.held and sys.exc_info()[1] is None:  # one that came while the success was recorded
             if self.held == signal.SIGINT:
                 raise KeyboardInterrupt

@@ -340,8 +340,9 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 scaled_step(scaler, out.loss * weight, optimizer, model.parameters(), max_norm=1.0)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                if weight:
-                    losses.append(out.loss.item())
+                # each rank's share of the batch's mean (0 for a filler): their mean over ranks and
+                # batches is the mean of the batch means, as in one process
+                losses.append(out.loss.item() * weight)
                 bar.update(task, advance=1, loss=f"{out.loss.item():.3f}")
             add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
             if len(dev) == 0:

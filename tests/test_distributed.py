@@ -248,6 +248,20 @@ def test_share_weights_make_two_ranks_token_means_the_whole_batch_mean(tmp_path)
     assert Dist().share_weights([5, 0]) == [1.0, 1.0]  # one process: the loss as it is
 
 
+def test_commands_that_run_once_are_refused_under_torchrun(tmp_path, monkeypatch):
+    """Only pretrain, teach and distill run as ranks: `kd predict --store` under torchrun would have
+    every rank write the same stage (the second refused, torchrun failing)."""
+    from click.testing import CliRunner
+
+    from commands.cli import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(cli, ["predict", "--run", "r", "--store", "--db", str(tmp_path / "kd.db")])
+    assert result.exit_code == 2 and "`kd predict` runs in one process: run it without torchrun" in result.output
+    assert not (tmp_path / "kd.db").exists()
+    assert CliRunner().invoke(cli, ["labels", "detect", "--help"]).exit_code == 0  # help still shows
+
+
 # teach ---------------------------------------------------------------------------------------------
 def test_two_processes_teach_the_same_logits_as_one(taught):
     one, two = stage_of(taught["one"], "r", "teach"), stage_of(taught["two"], "r", "teach")
@@ -265,6 +279,13 @@ def test_two_processes_teach_the_same_logits_as_one(taught):
     assert metrics_of(taught["two"], two.id)["processes"] == 2 and "processes" not in metrics_of(taught["one"], one.id)
     assert metrics_of(taught["two"], two.id)["best_epoch"] == metrics_of(taught["one"], one.id)["best_epoch"]
     assert Path(two.artifact_path, "config.json").exists() and len(two.artifact_sha256) == 64
+    # the epochs' train losses too: the mean of the batch means (shares of 5 and 4 weighed as such)
+    curves = []
+    for db, stage in ((taught["one"], one), (taught["two"], two)):
+        store = Store.open(str(db), create=False)
+        curves.append([m.value for m in store.metrics(stage.id, final=False) if m.split == "train" and m.name == "loss"])
+        store.close()
+    assert len(curves[0]) == 5 and np.allclose(curves[0], curves[1], atol=1e-5), curves
 
 
 def test_logits_only_under_two_processes_scores_exactly_the_missing_samples(taught, tmp_path):
@@ -349,6 +370,21 @@ def test_rank_0s_own_failure_is_not_reported_as_the_rank_that_heard_of_it(taught
     assert stage.status == "failed" and stage.error.startswith("RuntimeError: rank zero disk full"), stage.error
 
 
+def test_a_rank_0_that_fails_saving_leaves_no_rows_of_the_others(taught, tiny_model, tmp_path):
+    """Rank 0 fails alone (saving the model) and clears the stage's outputs: rank 1, which scored
+    its shard meanwhile, must not write its rows into the failed stage afterwards."""
+    db = copy_store(taught["one"], tmp_path / "store")
+    teach_with_one_rank_patched(db, tiny_model, "nosave", tmp_path, 0, (
+        "    import kdstore.teacher\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise RuntimeError('rank zero cannot save')\n"
+        "    kdstore.teacher._save = broken\n"))
+    stage = stage_of(db, "nosave", "teach")
+    assert stage.status == "failed" and "rank zero cannot save" in stage.error
+    with Store.open(str(db), create=False).engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Logit).where(Logit.stage_id == stage.id)).scalar_one() == 0
+
+
 def test_ranks_that_read_different_rows_stop_before_training(taught, tiny_model, tmp_path):
     """Each rank reads the store itself: a label edit between their reads (here: rank 1 sees one
     label flipped) is refused, not trained on with DDP averaging unlike gradients."""
@@ -399,3 +435,21 @@ def test_two_processes_pretrain(taught, tmp_path, objective):
     assert train["processes"] == 2 and train["steps"] == 3
     assert ("rtd_loss" in train) == (objective == "electra")
     assert stage_of(db, "p", "pretrain").status == "succeeded"
+
+
+def test_pretrain_refuses_ranks_that_read_unlike_corpora(taught, tmp_path):
+    """Two hosts, each with its own copy of --corpus: a copy that differs is refused, not averaged."""
+    db = copy_store(taught["two"], tmp_path)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("这个很好用\n那个太差了\n", encoding="utf-8")
+    wrapper = tmp_path / "other_copy.py"
+    wrapper.write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import kdstore.pretrain\n"
+        "    kdstore.pretrain.read_corpus = lambda paths: ['另一台机器上的语料']\n"
+        "from commands.cli import main\nmain()\n", encoding="utf-8")
+    torchrun("pretrain", "--run", "pc", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--min-count", "1",
+             "--corpus", str(corpus), "--db", str(db), ok=False, script=wrapper)
+    stage = stage_of(db, "pc", "pretrain")
+    assert stage.status == "failed" and "the ranks hold different --corpus texts or vocabularies" in stage.error

@@ -217,6 +217,23 @@ def test_a_kill_or_a_second_ctrl_c_while_the_end_is_recorded_waits_for_the_recor
     assert signal.getsignal(signal.SIGHUP) is signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_under_torchrun_a_kill_while_the_end_is_recorded_waits_too():
+    """torchrun's ranks have their own SIGTERM handler (kd's guard leaves it alone): it defers to
+    the guard's hold as well, so rank 0 completes the record of its stage first."""
+    from kdstore.distributed import _raise_on_sigterm
+    from kdstore.runs import SignalGuard
+
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        guard = SignalGuard()
+        guard.hold()
+        os.kill(os.getpid(), signal.SIGTERM)  # held
+        with pytest.raises(KdError, match=r"terminated \(SIGTERM\) after the stage was recorded"):
+            guard.close()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stage_starts(store, db, tmp_path, invoke):
     """``kill -9`` (or an OOM kill) of a ``--overwrite`` leaves the old stage parked: the next
     stage that starts finds the process gone and does what the failed process could not: the
