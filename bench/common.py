@@ -18,6 +18,24 @@ def shared_dir() -> Path:
     return Path(env) if env else ROOT.parent / "shared"
 
 
+def report_stop(exc: BaseException) -> str:
+    """Say on standard error why a table stopped and return the one-line form: a time limit's
+    interrupt in one line; any other error whole, with its traceback (a kd command's output, a
+    CUDA error: on a lent GPU there is no second look, and the temporary store goes with the run)."""
+    import sys
+    import traceback
+
+    text = str(exc).strip()
+    line = f"stopped: {type(exc).__name__}: {(text.splitlines() or [''])[0]}"
+    progress_line(line)
+    interrupted = isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in text or text.endswith("Aborted!")
+    if not interrupted:
+        print(text, file=sys.stderr)
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+    return line
+
+
 def progress_line(message: str) -> None:
     """One line on standard error as soon as a figure exists, so a run cut off by a time limit (a lent
     GPU's command limit) still leaves every figure it measured in its log."""

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args, partial)
     except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
-        progress_line(f"stopped: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+        report_stop(exc)
         got = partial.data
         tables = {setting: canonical(t) for setting, t in got.get("rows", {}).items() if t.get("teacher")}
         if tables:

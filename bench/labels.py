@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, shared_dir, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
 
 LEVELS = ((0.10, 1), (0.20, 2))  # (noise rate, seed of its flips)
@@ -81,7 +81,7 @@ def peer_baseline(texts: list[str], noisy: np.ndarray, flip: np.ndarray) -> dict
 
     from bench.noise_research import models, oof
 
-    probs = oof(models()["lr"], texts, noisy, jobs=1)
+    probs = oof(models()["lr"], texts, noisy, jobs=min(5, os.cpu_count() or 1))  # the 5 folds side by side where there are cores
     return prf(find_label_issues(noisy, probs), flip)
 
 
@@ -105,8 +105,10 @@ def flagged_lines(db: Path, run: str) -> set[int]:
     return {line_of[i["sample_id"]] for i in lab.issues(store, run)}
 
 
-def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cfg: dict, args, train_seed: int = 42) -> dict:
-    """One noise level (flips drawn with ``seed``), trained with ``train_seed``."""
+def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cfg: dict, args, train_seed: int = 42,
+              save=None) -> dict:
+    """One noise level (flips drawn with ``seed``), trained with ``train_seed``; ``save(result)``
+    after every figure, with what the level has so far (a run cut off mid-level keeps them)."""
     lines = (data / "train.tsv").read_text(encoding="utf-8").splitlines()[: getattr(args, "train_rows", None)]
     noisy_lines, flip = inject(lines, rate, seed)
     db = work / f"noise{int(rate * 100)}.db"
@@ -135,6 +137,11 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
         mask[[line - 1 for line in flagged_lines(db, run)]] = True
         found[name] = prf(mask, flip)
         progress_line(f"noise {rate:.0%} seed {train_seed} {name}: F1 {found[name]['f1']:.3f}")
+        saved()
+
+    def saved() -> None:
+        if save is not None:
+            save({**result, "detectors": dict(found)})
 
     # the judged figures first (the default detector, then the students), the rest after
     detect("combined (default)")
@@ -145,6 +152,7 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     result["student_noisy"] = noisy_out["metrics"]["test"]["accuracy"]
     result["student_cleaned"] = clean_out["metrics"]["test"]["accuracy"]
     progress_line(f"noise {rate:.0%} seed {train_seed} student: noisy {result['student_noisy']:.4f}, cleaned {result['student_cleaned']:.4f}")
+    saved()
     if cleaned.get("relabel", 0) + cleaned.get("drop", 0):  # the other detectors see the noisy labels again
         kd("labels", "undo", "--run", "det-combined", "--db", str(db))
     if folds:  # K students, each blind to one fold's labels: votes for the ensemble
@@ -155,6 +163,7 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
             detect(name)
     found[PEER] = peer_baseline(texts, noisy, flip)
     progress_line(f"noise {rate:.0%} seed {train_seed} {PEER}: F1 {found[PEER]['f1']:.3f}")
+    saved()
     result["detectors"] = {name: found[name] for name in (PEER, *detectors)}  # reading order
     return result
 
@@ -164,7 +173,7 @@ def merge_seeds(a: dict, b: dict) -> dict:
     figures together, aggregated again (the flips are the protocol's whatever the seed)."""
     from bench.common import check_mergeable, seed_parts
 
-    check_mergeable(a, b, ("config", "device", "quick", "train_rows"), "B3")
+    check_mergeable(a, b, ("config", "device", "quick", "train_rows", "levels", "student_votes_folds"), "B3")  # same rows to put together
     per_seed = {**a["per_seed"], **b["per_seed"]}
     seeds = a["seeds"] + b["seeds"]
     return {**a, "seeds": seeds, "per_seed": per_seed, "results": aggregate([per_seed[str(s)] for s in seeds]),
@@ -276,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     command = "python bench/labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
     fields = {"config": cfg, "seeds": seeds, "machine": info, "command": command, "device": args.device,
-              "quick": args.quick, "train_rows": args.train_rows}
+              "quick": args.quick, "train_rows": args.train_rows, "levels": [rate for rate, _ in levels],
+              "student_votes_folds": getattr(args, "student_votes_folds", 0)}
     partial = Partial(args.json, fields)
     per_seed: list[list[dict]] = []
     try:
@@ -295,10 +305,11 @@ def main(argv: list[str] | None = None) -> int:
                 progress_line(f"seed {train_seed} pre-training: {'generator ' if cfg.get('objective') == 'electra' else ''}MLM loss {out['metrics']['train']['mlm_loss']:.3f}")
                 per_seed.append([])
                 for rate, seed in levels:
-                    per_seed[-1].append(run_level(work, data, out["artifact_path"], rate, seed, cfg, args, train_seed))
-                    partial.save(per_seed=dict(zip(map(str, seeds), per_seed)))
+                    level_so_far = lambda r: partial.save(in_progress=r)  # noqa: E731 (each figure as it comes)
+                    per_seed[-1].append(run_level(work, data, out["artifact_path"], rate, seed, cfg, args, train_seed, save=level_so_far))
+                    partial.save(per_seed=dict(zip(map(str, seeds), per_seed)), in_progress=None)
     except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
-        progress_line(f"stopped: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+        report_stop(exc)
         done = [levels_done for levels_done in per_seed if levels_done]
         n = min((len(x) for x in done), default=0)
         if n:

@@ -4,6 +4,8 @@
 #
 #   bash bench/lent.sh --prepare        # here, once: fills .whl/ (../shared/tools/gpu-wheels.sh) and
 #                                       # copies ../shared's data into .kd-shared/ (both git-ignored)
+#   bash bench/lent.sh --stamp          # here, before every device call: the commit (and whether the
+#                                       # tree differs from it) the figures will name
 #   device run: command "bash bench/lent.sh B1B2", carry [".whl", ".kd-shared"], timeout_s 600
 #
 # Tables (one a call; each stops itself before the command limit):
@@ -12,15 +14,17 @@
 #           pre-training, B1 teacher, B2 teacher, alone, distilled, +pool, augmented rows, peers.
 #   B3      bench/labels.py, one seed, the 20 % level (its targets: F1 >= 0.74, clean gain >= 1 pt), then
 #           the other detectors, out-of-fold TextCNN students voting last (--student-votes-folds 5);
-#           KD_LENT_ARGS="--levels 0.1 --student-votes-folds 5" for the other level in another sitting.
+#           KD_LENT_ARGS="--levels 0.1" for the other level in another sitting.
 #   teacher bench/teacher.py, one seed: the teacher alone, for a pre-training recipe (set KD_LENT_ARGS,
 #           e.g. "--minutes 6 --layers 8 --hidden 512").
-#   B4      bench/speed.py --no-onnx (the image has no onnxruntime): the teacher and every student in
-#           PyTorch eager, timed on this machine's CPU and on the GPU (the protocol's "where available,
-#           on a GPU" rows); briefly trained models, as speed does not depend on training. Writes its
-#           JSON only at the end: keep KD_LENT_ARGS small enough for the time limit.
-# KD_LENT_SEED (default 1) picks the seed, KD_LENT_ARGS adds arguments to the table's script
-# (default "--pretrain-batch-size 256": a GPU's MLM steps cost about the same at 64 or 256 texts,
+#   B4      bench/speed.py: the teacher and every student in PyTorch eager and ONNX Runtime (the image
+#           has onnxruntime 1.30, CPU provider; KD_LENT_ARGS=--no-onnx leaves it out), timed on this
+#           machine's CPU and on the GPU (the protocol's "where available, on a GPU" rows); briefly
+#           trained models, as speed does not depend on training. Writes its JSON only at the end:
+#           keep KD_LENT_ARGS small enough for the time limit.
+# KD_LENT_SEED (default 1) picks the seed, KD_LENT_ARGS adds arguments to the table's defaults, after
+# them, so a repeated option overrides its default (the defaults include "--pretrain-batch-size 256":
+# a GPU's MLM steps cost about the same at 64 or 256 texts,
 # so 4 minutes see about 4 times the text of kd pretrain's default batch; the protocol's reference,
 # 85.45 %, is what 4 minutes at a small batch gave), KD_LENT_SECONDS (default 540) is the time the
 # table gets, KD_LENT_DEVICE (default cuda) the device.
@@ -40,8 +44,18 @@ if [ "${1:-}" = --prepare ]; then
   mkdir -p .kd-shared/data
   cp -r ../shared/data/reviews .kd-shared/data/
   cp ../shared/BENCHMARK.md .kd-shared/
-  git rev-parse --short HEAD > .kd-shared/COMMIT  # the device's copy of the tree may have no .git
-  du -sh .whl .kd-shared
+  set -- --stamp
+fi
+if [ "${1:-}" = --stamp ]; then  # the device's copy of the tree has no .git: the commit travels in .kd-shared
+  for ignored in /.whl/ /.kd-shared/; do
+    grep -qx "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
+  done
+  mkdir -p .kd-shared
+  commit=$(git rev-parse --short HEAD)
+  [ -n "$(git status --porcelain --untracked-files=no)" ] && commit="$commit+changes"
+  echo "$commit" > .kd-shared/COMMIT
+  echo "figures will name commit $commit"
+  du -sh .whl .kd-shared 2>/dev/null
   exit 0
 fi
 
@@ -50,7 +64,7 @@ case "$table" in
   B1B2) script=(bench/distill.py --students textcnn); default_args="--pretrain-batch-size 256" ;;
   B3) script=(bench/labels.py); default_args="--levels 0.2 --pretrain-batch-size 256 --student-votes-folds 5" ;;
   teacher) script=(bench/teacher.py); default_args="--pretrain-batch-size 256" ;;
-  B4) script=(bench/speed.py --no-onnx); default_args="" ;;
+  B4) script=(bench/speed.py); default_args="" ;;
   *) echo "unknown table $table: choose B1B2, B3, teacher or B4" >&2; exit 2 ;;
 esac
 : "${OUT:?set OUT to the folder the figures go to}"
@@ -63,6 +77,7 @@ export KD_SHARED="${KD_SHARED:-$PWD/.kd-shared}" KD_NO_PROGRESS=1 PYTHONUNBUFFER
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONWARNINGS="ignore::SyntaxWarning"
 [ -f "$KD_SHARED/COMMIT" ] && export KD_COMMIT="${KD_COMMIT:-$(cat "$KD_SHARED/COMMIT")}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
+echo "commit ${KD_COMMIT:-unknown (run bash bench/lent.sh --stamp before the device call)}" >> "$OUT/gpu.txt"
 # shellcheck disable=SC2086  # KD_LENT_ARGS is a list of arguments
 if [ "$table" = B4 ]; then  # speed.py trains on one device and times on the CPU and, here, the GPU
   common=(--train-device "${KD_LENT_DEVICE:-cuda}" --time-device "${KD_LENT_DEVICE:-cuda}" --seed "${KD_LENT_SEED:-1}" --plot "$OUT/B4-early-exit.png")
@@ -70,7 +85,7 @@ else
   common=(--device "${KD_LENT_DEVICE:-cuda}" --seeds "${KD_LENT_SEED:-1}")
 fi
 timeout --signal=INT --kill-after=20 "${KD_LENT_SECONDS:-540}" \
-  python3 "${script[@]}" "${common[@]}" ${KD_LENT_ARGS-$default_args} \
+  python3 "${script[@]}" "${common[@]}" $default_args ${KD_LENT_ARGS:-} \
   --json "$OUT/$table.json" > "$OUT/$table.md" 2> "$OUT/$table.log"
 rc=$?
 case $rc in

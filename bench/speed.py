@@ -280,6 +280,21 @@ def time_early_exit(directory: str, texts: list[str], labels: list[int], *, spee
 
 
 # 3. the table ------------------------------------------------------------------------------------------
+# the teacher training of the suite's full profile: early exit depends on a teacher whose layers
+# grow confident, so a teacher trained less (a smoke run, a lent GPU's short sitting) is not judged
+EE_FULL_TRAINING = {"pretrain_steps": 2000, "teach_epochs": 3, "train_rows": 14363}
+
+
+def early_exit_not_judged(config: dict, judged: dict) -> str | None:
+    """Why the early-exit target is not judged on this run (its teacher's training, or no sample
+    ever leaving early), or None."""
+    reasons = [f"--{k.replace('_', '-')} {config.get(k)} (the full run's {v})" for k, v in EE_FULL_TRAINING.items()
+               if (config.get(k) or 0) < v]
+    if judged["never_exited"]:
+        reasons.append("no sample exited early: a teacher not confident enough to judge it by")
+    return "; ".join(reasons) or None
+
+
 def early_exit_judgement(ee: dict) -> dict:
     """The early-exit figure against the target: at the speed chosen on dev when the run chose one
     (``measured``, ``met``), and, for reference, the best speed of the grid within the loss budget on
@@ -456,8 +471,10 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
                           f"{chosen['changed']} answers changed, {chosen['layers']:.2f} layers)."]
         best = judged["best_on_test"]
         ref = f"{best[1]:.2f}× at speed {best[0]:g} ({best[2]:+.1f} pt)" if best else "none"
+        ee_reason = "; ".join(filter(None, [not_judged, early_exit_not_judged(cfg, judged)])) or None
+        ee_verdict = f"not judged ({ee_reason})" if ee_reason else ("**met**" if judged["met"] else "**not met**")
         lines += ["", f"Early-exit target ≥ {EE_TARGET_SPEEDUP:g}× at ≤ {EE_TARGET_LOSS_PT} pt loss (one at a time): {judged['measured']}: "
-                      f"{verdict(judged['met'])}{' (not measurable with this teacher)' if never else ''}. For reference, the best of the grid "
+                      f"{ee_verdict}. For reference, the best of the grid "
                       f"within the budget, picked on these same test texts: {ref}. Unlike the table above, early exit depends on training "
                       f"quality: a sample leaves only when its branch is confident."]
         if never:

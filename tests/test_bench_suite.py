@@ -91,6 +91,15 @@ def test_default_paths_never_write_the_docs_from_a_quick_run(tmp_path):
     assert suite.default_paths("quick", str(tmp_path), "docs/BENCHMARKS.md")[1] == Path("docs/BENCHMARKS.md")
 
 
+def test_a_full_run_of_some_tables_leaves_the_published_page_alone(tmp_path, capsys):
+    """`python -m bench B4` (full profile) writes its own page; docs/BENCHMARKS.md, with all five
+    tables and their notes, is written by a run of every table (or by --doc)."""
+    assert suite.main(["B4", "--device", "cpu", "--out", str(tmp_path), "--dry-run"]) == 0
+    assert f"# the document: {tmp_path.resolve() / 'BENCHMARKS.md'}" in capsys.readouterr().out
+    assert suite.main(["all", "--device", "cpu", "--out", str(tmp_path), "--dry-run"]) == 0
+    assert f"# the document: {suite.ROOT.resolve() / 'docs' / 'BENCHMARKS.md'}" in capsys.readouterr().out
+
+
 def test_render_marks_met_and_not_met():
     results = results_for("full", labels_data(f1_10=0.70, f1_20=0.50, noisy=0.75, cleaned=0.78))
     targets = suite.collect_targets(results)
@@ -367,6 +376,14 @@ def test_early_exit_is_judged_at_the_speed_chosen_on_dev():
     assert chosen["met"] and chosen["measured"] == "4.20× at speed 0.93, chosen on dev (-0.4 pt on test)"
     too_far = early_exit_judgement({"one_at_a_time": one, "dev_choice": {"speed": 0.95}})
     assert not too_far["met"]  # 4.6x, but 1 pt lost on test
+    # judged only with a teacher trained as the full run trains it, and one that lets samples leave
+    from bench.speed import early_exit_not_judged
+
+    full = {"pretrain_steps": 2000, "teach_epochs": 3, "train_rows": 14363}
+    assert early_exit_not_judged(full, chosen) is None
+    assert early_exit_not_judged({**full, "pretrain_steps": 20}, chosen) == "--pretrain-steps 20 (the full run's 2000)"
+    stuck = early_exit_judgement({"one_at_a_time": {k: (row(0.8, 0.9, 12) if k != "num_layers" else v) for k, v in one.items()}})
+    assert stuck["never_exited"] and "no sample exited early" in early_exit_not_judged(full, stuck)
 
 
 def test_b4_renders_a_gpu_table_next_to_the_cpu_one():

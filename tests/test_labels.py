@@ -524,6 +524,12 @@ def test_tfidf_member_oof_probabilities_and_detect(db):
     probs = oof_probs(train.texts, train.labels, num_classes=2, folds=3)
     assert probs.shape == (len(train), 2) and abs(probs.sum(1) - 1).max() < 1e-9
     assert ((probs.argmax(1) == train.labels).mean()) > 0.6  # the marker words are learnable
+    from kdstore import tfidf  # the same texts and labels again (another detector): from the cache, equal
+    again = oof_probs(train.texts, train.labels, num_classes=2, folds=3)
+    assert np.array_equal(again, probs) and len(tfidf._CACHE) >= 1
+    flipped = train.labels.copy()
+    flipped[0] = 1 - flipped[0]
+    assert not np.array_equal(oof_probs(train.texts, flipped, num_classes=2, folds=3), probs)  # other labels: fitted anew
     out = json.loads(kd("labels", "detect", "--run", "r", "--tfidf-member", "--method", "cleanlab,disagree,ensemble", "--db", db, "--json").stdout)
     assert out["flagged"] > 0
     methods = {m for i in _issues(db) for m in i["methods"].split(",")}
