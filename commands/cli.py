@@ -42,7 +42,8 @@ class LazyGroup(KdGroup):
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name, command, rest = super().resolve_command(ctx, args)
         world = os.environ.get("WORLD_SIZE", "1")
-        if name not in DISTRIBUTED and world.isdigit() and int(world) > 1 and "--help" not in rest:
+        asks_help = any(a in ctx.help_option_names for a in rest)
+        if name not in DISTRIBUTED and world.isdigit() and int(world) > 1 and not asks_help:
             # each rank would run it whole: stages written twice, or refused by the second rank
             raise click.UsageError(f"`kd {name}` runs in one process: run it without torchrun "
                                    f"(torchrun runs kd {', '.join(DISTRIBUTED)})")

@@ -45,7 +45,7 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
     data = kdconfig.load(path)
     command_path = ctx.command_path.split()[1:]
     defaults = kdconfig.defaults_for(data, command_path, _option_names(ctx.command), tables=_command_tables(ctx),
-                                     group_keys=_group_keys(ctx), where=str(path))
+                                     group_keys=lambda: _group_keys(ctx), where=str(path))  # (imports every command: only if asked)
     defaults = _typed(ctx, defaults, path)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from .augment import METHODS, UNK, augment, build_pos_vocab, segment_pos
 from .ingest import IngestOptions, Record, add_records
-from .schema import AugmentedText, Sample
+from .schema import AugmentedText, LabelEdit, Sample
 from .store import ID_CHUNK, Store, bulk_insert, chunks
 from .textkey import text_hash
 
@@ -52,9 +52,14 @@ def ensure_augmented(store: Store, recipe: Recipe) -> tuple[str, int]:
             select(Sample.parent_id).join(AugmentedText, AugmentedText.sample_id == Sample.id)
             .where(AugmentedText.source == recipe.source, Sample.parent_id.is_not(None)).distinct()
         ).scalars())
-    # the train samples none of the recipe's texts came from: ingested since, or back from a drop
-    # (undone); one whose texts were all made by another first is tried again, and adds nothing
-    todo = [i for i, sample_id in enumerate(train.ids) if int(sample_id) not in done]
+        # a train sample that was dropped at some time may have been left out of an earlier run
+        restored = set(conn.execute(select(LabelEdit.sample_id).where(or_(LabelEdit.new_dropped.is_(True), LabelEdit.action == "drop")).distinct()).scalars())
+    newest = max(done, default=None)
+    # the train samples none of the recipe's texts came from and that no earlier run tried: ingested
+    # since (ids grow with every ingest), or back from a drop; one below the newest parent that gave
+    # no new text was tried already and is not tried again
+    todo = [i for i, sample_id in enumerate(train.ids)
+            if int(sample_id) not in done and (newest is None or int(sample_id) > newest or int(sample_id) in restored)]
     if not todo:
         return recipe.source, 0
     names = store.class_names()

@@ -44,7 +44,7 @@ def load(path: Path) -> dict[str, Any]:
 
 def defaults_for(
     config: dict[str, Any], command_path: list[str], options: dict[str, str] | set[str], *,
-    tables: dict[str, set[str]] | None = None, group_keys: dict[str, set[str]] | None = None,
+    tables: dict[str, set[str]] | None = None, group_keys=None,
     where: str = "config",
 ) -> dict[str, Any]:
     """The defaults ``config`` gives the command at ``command_path`` (e.g. ``['labels', 'detect']``).
@@ -55,7 +55,8 @@ def defaults_for(
     is an error (a typo would otherwise be ignored). ``tables``: the command names each group on the
     path has (``{"": {...kd's commands}, "labels": {...}}``): a table named after no command is an
     error too. ``group_keys``: the keys some command below each group accepts (``{"": ..., "labels":
-    ...}``): a plain key in a group's table that no command below it takes is an error as well.
+    ...}``), or a function giving them, called only for a key the command itself does not take: a
+    plain key in a group's table that no command below it takes is an error as well.
     ``where`` (the file) starts every message.
     """
     if not isinstance(options, dict):
@@ -78,7 +79,7 @@ def defaults_for(
                 out[options[name]] = value
             elif own and depth > 0:
                 raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`")
-            elif not own and group_keys is not None and group in group_keys and name not in group_keys[group]:
+            elif not own and group_keys is not None and name not in (group_keys := _keys(group_keys)).get(group, {name}):
                 scope = f"[{group}]" if group else "top level"
                 below = f"`kd {group.replace('.', ' ')}`" if group else "kd"
                 raise KdError(f"{where}: {scope} {key!r} is not an option of any command of {below}")
@@ -88,3 +89,7 @@ def defaults_for(
         if not isinstance(table, dict):
             break
     return out
+
+
+def _keys(group_keys) -> dict[str, set[str]]:
+    return group_keys() if callable(group_keys) else group_keys

@@ -299,12 +299,10 @@ def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> N
     """A rank other than 0 failed: its error goes on the stage before the launcher stops rank 0 with
     SIGTERM, so that the stage rank 0 marks failed keeps the cause (best effort: the store may be
     what failed). A SIGTERM of its own means another rank failed first: nothing to add."""
-    if isinstance(exc, KdError) and ECHO.match(str(exc)):  # another rank's error, passed on: not its own cause
-        return
+    if isinstance(exc, KdError) and (ECHO.match(str(exc)) or str(exc).startswith(SIGTERM_MESSAGE[:20])):
+        return  # another rank's error passed on, or the launcher stopping this one after another failed: not a cause
     if isinstance(exc, KeyboardInterrupt):
         exc = KdError("interrupted (Ctrl-C)")  # noted only while the stage has no error yet: a first cause
-    elif isinstance(exc, KdError) and str(exc).startswith(SIGTERM_MESSAGE[:20]):
-        exc = KdError("terminated (SIGTERM)")  # the launcher stopping it after another rank failed notes nothing new
     try:
         with store.engine.begin() as conn:
             conn.execute(update(Stage).where(Stage.id == stage_id, Stage.status == "running", Stage.error.is_(None))

@@ -123,14 +123,19 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
             f"class(es) {', '.join(map(repr, empty))} have no train sample (dropped ones left out): confident "
             "learning estimates a noise rate for every class"
         )
-    folds, seen = store.read_folds(teacher.id), trained_on(store, teacher)
-    in_sample = [int(i) for i in train.ids if int(i) in seen and int(i) not in folds]
+    # a sample without logits first (ingested after the teacher ran): scoring it is the fix, not --allow-in-sample
+    probs = _probs(store, teacher.id, train.ids, missing=f"have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
+    folds = store.read_folds(teacher.id)
+    # a --folds teacher gave every row it trained on a fold: a train sample without one came later (or
+    # back from a drop) and was scored by K models none of which saw it. A teacher without folds
+    # learned from what its query selects.
+    seen = set() if folds else trained_on(store, teacher)
+    in_sample = [int(i) for i in train.ids if int(i) in seen]
     if in_sample and not cfg.allow_in_sample:
         raise KdError(
             f"{len(in_sample)} train samples have in-sample teacher probabilities: confident learning needs "
             f"out-of-sample ones. Run `kd teach --run {teacher_run} --folds 5 ...` (or pass --allow-in-sample)"
         )
-    probs = _probs(store, teacher.id, train.ids, missing=f"have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
     votes = [_student_votes(store, run, name, train.ids, allow_in_sample=cfg.allow_in_sample) for name in cfg.student_votes]
     return DetectInputs(teacher_run=teacher_run, train=train, probs=probs, votes=votes, in_sample=len(in_sample))
 

@@ -66,14 +66,22 @@ def _migrate(engine: Engine, step, revision: str) -> None:
             with conn.execution_options(**{WRITE_LOCK: True}).begin():
                 if conn.dialect.name == "postgresql":
                     conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+                before = MigrationContext.configure(conn).get_current_revision()
+                broken = _dangling(conn) if sqlite and before is not None else set()  # rows a store already had
                 step(_config(conn), revision)
-                if sqlite:
-                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
-                    if broken is not None:
-                        raise KdError(f"migration to {revision} left a row of {broken[0]} pointing at no row of {broken[2]}")
+                if sqlite and MigrationContext.configure(conn).get_current_revision() != before:
+                    new = _dangling(conn) - broken
+                    if new:
+                        table, parent = sorted(new)[0][0], sorted(new)[0][2]
+                        raise KdError(f"migration to {revision} left a row of {table} pointing at no row of {parent}: not applied")
         finally:
             if sqlite:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _dangling(conn) -> set[tuple]:
+    """SQLite's ``foreign_key_check``: the rows whose key names no parent row (table, rowid, parent, key)."""
+    return {tuple(r) for r in conn.exec_driver_sql("PRAGMA foreign_key_check").all()}
 
 
 def known_revisions() -> set[str]:

@@ -175,7 +175,8 @@ class SignalGuard:
     def hold(self) -> None:
         self.bookkeeping = True
         HOLD["on"] = True  # (a SIGTERM handler of torchrun's ranks, see ``distributed``, defers to it too)
-        if self.main and signal.SIGINT not in self.saved:
+        # a second Ctrl-C waits too; a process that ignores SIGINT (started with &) keeps ignoring it
+        if self.main and signal.SIGINT not in self.saved and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self.saved[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, _frame: Any) -> None:
@@ -192,10 +193,11 @@ class SignalGuard:
             HOLD["on"] = False
             self.held = self.held or HOLD["held"]
             HOLD["held"] = None
-        if self.held and sys.exc_info()[1] is None:  # one that came while the success was recorded
-            if self.held == signal.SIGINT:
+        held, self.held = self.held, None  # raised once
+        if held and sys.exc_info()[1] is None:  # one that came while the success was recorded
+            if held == signal.SIGINT:
                 raise KeyboardInterrupt
-            raise KdError(f"terminated ({signal.Signals(self.held).name}) after the stage was recorded")
+            raise KdError(f"terminated ({signal.Signals(held).name}) after the stage was recorded")
 
 
 PARKED, FAILED = "~parked-", "~failed-"  # suffixes no stage a user names carries (see module docstring)
@@ -403,6 +405,8 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
     with store.write_session("stages") as s:
         parked, _ = _replaced(s, run, name)
         failed = s.get(Stage, failed_id)
+        if failed is None:  # replaced meanwhile by a new attempt of the same name, which owns the folder now
+            return
         failed.artifact_path, failed.artifact_sha256 = None, None
         folder = store.artifact_root / run / name
         if folder.exists():  # the failed stage's partial artifacts (a model, some folds)

@@ -260,6 +260,7 @@ def test_commands_that_run_once_are_refused_under_torchrun(tmp_path, monkeypatch
     assert result.exit_code == 2 and "`kd predict` runs in one process: run it without torchrun" in result.output
     assert not (tmp_path / "kd.db").exists()
     assert CliRunner().invoke(cli, ["labels", "detect", "--help"]).exit_code == 0  # help still shows
+    assert CliRunner().invoke(cli, ["runs", "-h"]).exit_code == 0
 
 
 # teach ---------------------------------------------------------------------------------------------

@@ -175,6 +175,19 @@ def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     assert "no run 'nowhere'" in nothing.output  # refused before a run or stage is recorded
 
 
+def test_a_train_sample_ingested_after_a_folds_teacher_is_scored_not_refused_as_in_sample(db, tmp_path):
+    """It has no logits yet: the fix is --logits-only (not --allow-in-sample); scored, it is out of
+    sample (none of the K fold models saw it) and detect takes it."""
+    kd("ingest", str(write_tsv(tmp_path / "late.tsv", [("pos", "后来才来的一条很好"), ("neg", "后来才来的一条太差")])), "--db", db)
+    line = kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False).output
+    assert "2 train samples have no teacher logits: run `kd teach --run r --logits-only`" in line and "in-sample" not in line
+    kd("teach", "--run", "r", "--logits-only", "--db", db)
+    kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
+    store = Store.open(db)
+    figures = {m.name: m.value for m in store.metrics(store.find_stage("r", "detect").id)}
+    assert figures["in_sample"] == 0 and figures["train_samples"] == len(store.samples(splits=["train"], labeled=True))
+
+
 def test_detect_knows_which_rows_a_filtered_teacher_learned_from(db, noisy, tmp_path):
     model, short = str(noisy["model"]), [*TEACH[:2], "--max-len", "32"]
     n_train = len(noisy["rows"])

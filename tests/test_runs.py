@@ -205,16 +205,24 @@ def test_a_kill_or_a_second_ctrl_c_while_the_end_is_recorded_waits_for_the_recor
     Ctrl-C, are held and raised after (a guard restores the handlers it replaced)."""
     from kdstore.runs import SignalGuard
 
-    before = signal.getsignal(signal.SIGINT)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)}
+    for sig in (signal.SIGHUP, signal.SIGTERM):  # as a terminal starts a process (nohup would ignore SIGHUP)
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     guard = SignalGuard()
-    with pytest.raises(KdError, match=r"terminated \(SIGHUP\)"):
-        os.kill(os.getpid(), signal.SIGHUP)
-    guard.hold()
-    os.kill(os.getpid(), signal.SIGINT)  # held: no KeyboardInterrupt here
-    with pytest.raises(KeyboardInterrupt):
+    try:
+        with pytest.raises(KdError, match=r"terminated \(SIGHUP\)"):
+            os.kill(os.getpid(), signal.SIGHUP)
+        guard.hold()
+        os.kill(os.getpid(), signal.SIGINT)  # held: no KeyboardInterrupt here
+        with pytest.raises(KeyboardInterrupt):
+            guard.close()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGHUP) is signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
         guard.close()
-    assert signal.getsignal(signal.SIGINT) is before
-    assert signal.getsignal(signal.SIGHUP) is signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def test_under_torchrun_a_kill_while_the_end_is_recorded_waits_too():
