@@ -65,7 +65,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
 
 @labels.command()
 @run_option
-@click.option("--top", type=int, default=20, show_default=True)
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="At most this many, highest scores first (0: all).")
 @click.option("--status", type=click.Choice(["open", "applied", "rejected", "flagged"]))
 @store_options
 @json_option
@@ -76,7 +76,7 @@ def show(run, top, status, db, as_json):
     Example:
       kd labels show --run r1 --top 50 --json
     """
-    items = lab.issues(open_store(db), run, top=top, status=status)
+    items = lab.issues(open_store(db), run, top=top or None, status=status)
     if as_json:
         print_json(items)
         return
@@ -158,26 +158,33 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
     """
     store = open_store(db)
     plan = lab.plan_clean(store, run, action=action, min_score=min_score)
-    warned = _warn(lab.detect_warnings(store, run, changes=len(plan))) if action != "flag" else []  # flagging changes no label
+    items = lab.preview_clean(store, run, action=action, min_score=min_score)
+    changes = sum(i["effect"] == "change" for i in items)
+    warned = _warn(lab.detect_warnings(store, run, changes=changes)) if action != "flag" else []  # flagging changes no label
     if dry_run:
-        items = lab.preview_clean(store, run, action=action, min_score=min_score)
         if as_json:
             print_json({"dry_run": True, "changes": items, "warnings": warned})
         else:
-            table = Table(title=f"kd labels clean --action {action} would change (dry run: nothing written)")
-            for col in ("sample", "score", "action", "label now", "new", "text"):
+            table = Table(title=f"kd labels clean --action {action} would decide (dry run: nothing written)")
+            for col in ("sample", "score", "action", "label now", "new", "effect", "text"):
                 table.add_column(col)
             for i in items:
-                table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", i["action"], escape(i["current"] or ""),
-                              escape(i["new"] or ""), escape(i["text"]))
+                now = (i["current"] or "") + (" (dropped)" if i["dropped"] else "")
+                table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", i["action"], escape(now),
+                              escape(i["new"] or ""), EFFECTS[i["effect"]], escape(i["text"]))
             console().print(table)
-            click.echo(f"{len(items)} changes (dry run: nothing written)")
+            n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
+            click.echo(f"{n['change']} changes, {n['unchanged']} unchanged, {n['edited']} left alone: edited since "
+                       "detection (dry run: nothing written)")
         return
     config = {"action": action, "min_score": min_score, "detect": store.find_stage(run, "detect").name}
     with stage_scope(store, run=run, kind="clean", name=stage_name, config=config, overwrite=overwrite) as stage:
-        counts = lab.apply(store, stage.id, plan, reason=f"kd labels clean --action {action} --min-score {min_score}")
+        counts = lab.apply(store, stage.id, plan, reason=f"kd labels clean --action {action} --min-score {min_score}", skip_edited=True)
         store.add_metrics(stage.id, "train", counts)
     _print_counts(run, stage_name, counts, as_json, warnings=warned)
+
+
+EFFECTS = {"change": "change", "unchanged": "unchanged", "edited": "left alone (edited since detection)"}
 
 
 @labels.command(name="set")

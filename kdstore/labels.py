@@ -30,6 +30,7 @@ from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
 from .textkey import text_hash
 
 ACTIONS = ("relabel", "drop", "flag")
+UNDECIDED = ("open", "flagged")  # issues a clean or a review sheet may still decide (flagging leaves them for a person)
 SHEET_COLUMNS = ("run", "issue_id", "sample_id", "text", "given", "suggested", "score", "methods", "decision")
 
 
@@ -216,19 +217,20 @@ def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str)
 
 
 # reading issues --------------------------------------------------------------------------------
-def issues(store: Store, run: str, *, top: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
-    """The run's label issues, highest score first, with text and label names."""
+def issues(store: Store, run: str, *, top: int | None = None, status: str | tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """The run's label issues, highest score first, with text, label names and whether the sample
+    is dropped now (``status``: one or several)."""
     stage = store.find_stage(run, "detect")
     names = store.class_names()
     query = (
-        select(LabelIssue, Sample.text, Sample.label_id)
+        select(LabelIssue, Sample.text, Sample.label_id, Sample.dropped)
         .join(Sample, Sample.id == LabelIssue.sample_id)
         .where(LabelIssue.stage_id == stage.id)
         .order_by(LabelIssue.score.desc(), LabelIssue.id)
     )
     if status:
-        query = query.where(LabelIssue.status == status)
-    if top:
+        query = query.where(LabelIssue.status.in_((status,) if isinstance(status, str) else status))
+    if top is not None:
         query = query.limit(top)
     with store.session() as s:
         rows = s.execute(query).all()
@@ -243,8 +245,9 @@ def issues(store: Store, run: str, *, top: int | None = None, status: str | None
             "score": round(issue.score, 6),
             "methods": issue.methods,
             "status": issue.status,
+            "dropped": bool(dropped),
         }
-        for issue, text, current in rows
+        for issue, text, current, dropped in rows
     ]
 
 
@@ -252,7 +255,7 @@ def export_sheet(store: Store, run: str, path: Path) -> int:
     """Write the open issues as a review sheet (CSV, or JSONL by extension) with an empty decision.
     The CSV starts with a UTF-8 byte-order mark, so that spreadsheet programs read its Chinese text
     as UTF-8; each row names its run, so that ``import`` needs no ``--run``."""
-    rows = issues(store, run, status="open")
+    rows = issues(store, run, status=UNDECIDED)
     items = [{"run": run} | {k: r[k] for k in SHEET_COLUMNS if k not in ("run", "decision")} | {"decision": ""} for r in rows]
     path = Path(path)
     if path.suffix.lower() in (".jsonl", ".json"):
@@ -357,7 +360,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
         if sample_id in first_line:
             raise KdError(f"{path}: line {line}: field 'sample_id': sample {sample_id} is decided twice (first on line {first_line[sample_id]})")
         first_line[sample_id] = line
-        if issue.status != "open" and not (replacing is not None and issue.name == replacing):
+        if issue.status not in UNDECIDED and not (replacing is not None and issue.name == replacing):
             remedy = (f"`kd labels undo --run {run} --stage {issue.name}` reopens it" if issue.name
                       else f"its deciding stage is gone; `kd labels detect --run {run} --overwrite` starts afresh")
             raise KdError(
@@ -447,33 +450,50 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
 
 # clean, undo, history ----------------------------------------------------------------------
 def plan_clean(store: Store, run: str, *, action: str, min_score: float) -> list[Decision]:
-    """The decisions ``kd labels clean`` would apply: the run's open issues scoring at least ``min_score``."""
-    return [d for d, _ in _planned(store, run, action=action, min_score=min_score)]
+    """The decisions ``kd labels clean`` hands to :func:`apply` (with ``skip_edited``): one for each
+    of the run's undecided (open or flagged) issues scoring at least ``min_score``."""
+    return [d for d, _, _ in _planned(store, run, action=action, min_score=min_score)]
 
 
 def preview_clean(store: Store, run: str, *, action: str, min_score: float) -> list[dict[str, Any]]:
-    """``plan_clean`` for a person to judge (``--dry-run``): each change with the sample's text, its
-    current label, the new one and the issue's score."""
+    """``plan_clean`` for a person to judge (``--dry-run``): each issue it would decide, with the
+    sample's text, its current label, the new one, the issue's score and ``effect``: ``change``,
+    ``unchanged`` (a relabel to the label it has), or ``edited``: its label or dropped flag changed
+    since detection (by hand, or by another run's clean), so clean leaves it to a person."""
     return [
         {"sample_id": d.sample_id, "issue_id": d.issue_id, "action": d.action, "current": i["current"],
-         "new": i["suggested"] if d.action == "relabel" else None, "score": i["score"], "text": i["text"]}
-        for d, i in _planned(store, run, action=action, min_score=min_score)
+         "new": i["suggested"] if d.action == "relabel" else None, "score": i["score"], "text": i["text"],
+         "dropped": i["dropped"], "effect": state}
+        for d, i, state in _planned(store, run, action=action, min_score=min_score)
     ]
 
 
-def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[tuple[Decision, dict[str, Any]]]:
+def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[tuple[Decision, dict[str, Any], str]]:
     if action not in ACTIONS:
         raise KdError(f"--action must be one of {', '.join(ACTIONS)}")
     names = store.class_names()
-    return [
-        (Decision(i["sample_id"], i["issue_id"], action, names.index(i["suggested"]) if action == "relabel" else None), i)
-        for i in issues(store, run, status="open") if i["score"] >= min_score
-    ]
+    out = []
+    for i in issues(store, run, status=UNDECIDED):
+        if i["score"] < min_score:
+            continue
+        d = Decision(i["sample_id"], i["issue_id"], action, names.index(i["suggested"]) if action == "relabel" else None)
+        if action != "flag" and (i["current"] != i["given"] or i["dropped"]):  # (a flag changes no label)
+            state = "edited"
+        elif action == "relabel" and i["current"] == i["suggested"]:
+            state = "unchanged"
+        else:
+            state = "change"
+        out.append((d, i, state))
+    return out
 
 
-def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason: str) -> dict[str, int]:
-    """Apply decisions in one transaction, one ``label_edits`` row per change; returns counts."""
-    counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0}
+def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason: str, skip_edited: bool = False) -> dict[str, int]:
+    """Apply decisions in one transaction, one ``label_edits`` row per change; returns counts.
+
+    ``skip_edited`` (``kd labels clean``): an issue whose sample's label or dropped flag changed
+    since detection (a person's edit, another run's clean) is left undecided and counted as
+    ``skipped_edited``: an automatic rule does not override it (a person's sheet or ``kd labels set`` may)."""
+    counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0, **({"skipped_edited": 0} if skip_edited else {})}
     now = utcnow()
     with store.write_session("samples", "label_edits", "label_issues") as s:
         # read under the writer lock: a clean or an import that ran meanwhile has decided its issues
@@ -490,10 +510,13 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
             issue = issues.get(d.issue_id) if d.issue_id is not None else None
             if d.issue_id is not None and issue is None:
                 raise KdError(f"issue {d.issue_id} is gone (a detection replaced meanwhile?): no label was changed")
-            if issue is not None and issue.status != "open" and not (replaces and deciders.get(issue.decided_stage_id, "").startswith(replaces)):
+            if issue is not None and issue.status not in UNDECIDED and not (replaces and deciders.get(issue.decided_stage_id, "").startswith(replaces)):
                 by = deciders.get(issue.decided_stage_id)
                 raise KdError(f"issue {issue.id} (sample {d.sample_id}) was {issue.status} meanwhile"
                               f"{f' by stage {by!r}' if by else ''}: no label was changed")
+            if skip_edited and d.action != "flag" and issue is not None and (sample.label_id != issue.given_label_id or sample.dropped):
+                counts["skipped_edited"] += 1  # (read under the writer lock: an edit made since the plan counts too)
+                continue
             if d.action == "reject":
                 counts["reject"] += 1
             elif d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped):
@@ -549,11 +572,18 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
                 LabelEdit.stage_id.is_distinct_from(stage.id), LabelEdit.reverted_at.is_(None),  # NULL: a deleted stage
             )
         ).all()
+        if edits:  # a later stage that judged these labels as they stand (left unchanged, rejected an issue)
+            later += s.execute(
+                select(LabelIssue.sample_id, Stage.name, Run.uniqid)
+                .join(Stage, Stage.id == LabelIssue.decided_stage_id).join(Run, Run.id == Stage.run_id)
+                .where(LabelIssue.sample_id.in_(mine), LabelIssue.decided_stage_id > stage.id,
+                       LabelIssue.status.in_(("applied", "rejected")))
+            ).all()
         if later:
             shown = ", ".join(str(i) for i in sorted({r.sample_id for r in later})[:20])
             by = sorted({f"{r.uniqid}/{r.name}" if r.name else "a deleted stage" for r in later})
             raise KdError(
-                f"later edits touched samples {shown} after stage {stage.name!r}: undo those first "
+                f"later edits or decisions touched samples {shown} after stage {stage.name!r}: undo those first "
                 f"(stage{'s' if len(by) > 1 else ''} {', '.join(by)})"
             )
         now = utcnow()

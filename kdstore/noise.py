@@ -291,7 +291,7 @@ def detect(
         flagged = 2 * hits > len(methods)
     else:  # ranked
         cand = np.flatnonzero(hits > 0)
-        keep = int(round(frac_noise * num_issues))
+        keep = int(np.floor(frac_noise * num_issues + 0.5))  # half up (round() takes 2.5 to 2: 0.3 and 0.5 of 5 alike)
         top = cand[np.argsort(-score[cand], kind="stable")[:keep]]
         flagged = np.zeros(n, dtype=bool)
         flagged[top] = True

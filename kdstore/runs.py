@@ -227,10 +227,11 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
             if old.status in ("succeeded", "running") and not overwrite:
                 verb = "succeeded" if old.status == "succeeded" else (
                     "is marked running by a process kd cannot check from here (another machine or container, or before a reboot)")
-                raise KdError(
-                    f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: "
-                    "pass --overwrite to replace it, or use another --run"
-                )
+                live = _live_edits(s, old) if kind == "clean" else 0
+                advice = (f"name this one with --name (its {live} edits stand; --overwrite would need "
+                          f"`kd labels undo --run {run} --stage {name}` first)" if live
+                          else "pass --overwrite to replace it, or use another --run")
+                raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: {advice}")
             _refuse_live_edits(s, old, run)
             for attempt in _replaced(s, run, name)[1]:  # a failed attempt's edits that stand (committed before it failed)
                 _refuse_live_edits(s, attempt, run)

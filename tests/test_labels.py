@@ -215,7 +215,7 @@ def test_clean_then_undo_restores_every_label_exactly(db):
     before = _labels(db)
     kd("labels", "detect", "--run", "r", "--db", db)
     dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stdout
-    assert "would change" in dry and "nothing written" in dry
+    assert "would decide" in dry and "nothing written" in dry
     preview = json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json").stdout)["changes"]
     planned = {i["sample_id"]: i for i in _issues(db)}
     assert len(preview) == len(planned) and all(
@@ -272,6 +272,61 @@ def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):
         lab.apply(store, None, broken, reason="test")  # fails on the last decision
     assert _labels(db) == before and _count(db, LabelEdit) == 0
     assert {i["status"] for i in _issues(db)} == {"open"}
+
+
+def test_clean_leaves_a_persons_edits_alone_and_its_dry_run_says_so(db):
+    """A sample relabeled or dropped by hand since detection is not overridden by an automatic clean
+    (it would bring a dropped sample back into training); the dry run shows what the clean will do,
+    edited and unchanged rows included."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    flagged = _issues(db)
+    dropped, relabeled = flagged[0]["sample_id"], flagged[1]["sample_id"]
+    names = Store.open(db).class_names()
+    other = next(n for n in names if n != flagged[1]["given"])
+    kd("labels", "set", "--run", "hand", f"{dropped}=drop", f"{relabeled}={other}", "--db", db)
+    preview = {c["sample_id"]: c for c in json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json").stdout)["changes"]}
+    assert preview[dropped]["effect"] == preview[relabeled]["effect"] == "edited" and preview[dropped]["dropped"]
+    counts = json.loads(kd("labels", "clean", "--run", "r", "--db", db, "--json").stdout)
+    assert counts["skipped_edited"] == 2 and counts["relabel"] == sum(c["effect"] == "change" for c in preview.values())
+    assert counts["unchanged"] == sum(c["effect"] == "unchanged" for c in preview.values())
+    history = json.loads(kd("labels", "history", str(dropped), "--db", db, "--json").stdout)["edits"]
+    assert [e["stage"] for e in history] == ["edit-1"]  # the hand edit stands alone
+    left = {i["sample_id"]: i["status"] for i in _issues(db)}
+    assert left[dropped] == left[relabeled] == "open"  # for a person to decide (a sheet, kd labels set)
+
+
+def test_flagged_issues_stay_decidable_and_undo_respects_later_decisions(db, tmp_path):
+    """--action flag marks issues for a person and changes no label: a later relabel still decides
+    them. Another run's clean leaves the samples that clean relabeled alone, and an undo is refused
+    while a later stage judged those samples as they stand (a reviewer's rejection), not only when
+    it edited them."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)  # the same flags, another run
+    kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "fl", "--db", db)
+    assert {i["status"] for i in json.loads(kd("labels", "show", "--run", "r", "--top", "0", "--db", db, "--json").stdout)} == {"flagged"}
+    relabeled = json.loads(kd("labels", "clean", "--run", "r", "--name", "cl", "--db", db, "--json").stdout)
+    assert relabeled["relabel"] > 0
+    again = kd("labels", "clean", "--run", "r", "--name", "cl", "--db", db, ok=False).output
+    assert "name this one with --name" in again  # --overwrite would need an undo first
+    other = json.loads(kd("labels", "clean", "--run", "b", "--db", db, "--json").stdout)
+    assert other["skipped_edited"] == relabeled["relabel"] and other["relabel"] == 0
+    sheet = tmp_path / "b.csv"
+    kd("labels", "export", "--run", "b", str(sheet), "--db", db)
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
+    rows[0]["decision"] = "reject"  # a reviewer finds r's new label right
+    _sheet(tmp_path / "decided.csv", rows)
+    kd("labels", "import", str(tmp_path / "decided.csv"), "--db", db)
+    refused = kd("labels", "undo", "--run", "r", "--stage", "cl", "--db", db, ok=False).output
+    assert "later edits or decisions touched samples" in refused and "b/review" in refused
+    kd("labels", "undo", "--run", "b", "--stage", "review", "--db", db)
+    assert json.loads(kd("labels", "undo", "--run", "r", "--stage", "cl", "--db", db, "--json").stdout)["reverted"] == relabeled["relabel"]
+
+
+def test_show_top(db):
+    kd("labels", "detect", "--run", "r", "--db", db)
+    everything = json.loads(kd("labels", "show", "--run", "r", "--top", "0", "--db", db, "--json").stdout)
+    assert len(everything) == len(_issues(db)) and len(json.loads(kd("labels", "show", "--run", "r", "--top", "2", "--db", db, "--json").stdout)) == 2
+    assert "--top" in kd("labels", "show", "--run", "r", "--top", "-1", "--db", db, ok=False).output
 
 
 def test_two_cleans_at_once_never_decide_an_issue_twice(db):
