@@ -606,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"python -m bench: {exc}", file=sys.stderr)
         return 2
-    if not args.doc and profile == "full" and only != list(TABLES):
+    if not args.doc and profile == "full" and only != list(TABLES) and not (args.keep or args.add_seeds):  # (kept: the others' figures join)
         # some tables only: the published page (all five, with its notes) is not replaced by a part of it
         doc = (out / "BENCHMARKS.md").resolve()
     seeds = args.seeds or DEFAULT_SEEDS[profile]

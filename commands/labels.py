@@ -95,7 +95,7 @@ def show(run, top, status, db, as_json):
 @store_options
 @json_option
 def export(run, path, db, as_json):
-    """Write the open issues as a review sheet (CSV, or JSONL by extension).
+    """Write the open and flagged issues as a review sheet (CSV, or JSONL by extension).
 
     Fill the decision column with accept, reject, drop or a class name, then `kd labels import`.
 
@@ -156,6 +156,8 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
       kd labels clean --run r1 --action relabel --min-score 0.7
       kd labels undo --run r1
     """
+    if not 0.0 <= min_score <= 1.0:
+        raise click.BadParameter(f"{min_score:g} is not a score: scores are in [0, 1]", param_hint="--min-score")
     store = open_store(db)
     plan = lab.plan_clean(store, run, action=action, min_score=min_score)
     items = lab.preview_clean(store, run, action=action, min_score=min_score)

@@ -31,7 +31,8 @@ from .textkey import text_hash
 
 ACTIONS = ("relabel", "drop", "flag")
 UNDECIDED = ("open", "flagged")  # issues a clean or a review sheet may still decide (flagging leaves them for a person)
-SHEET_COLUMNS = ("run", "issue_id", "sample_id", "text", "given", "suggested", "score", "methods", "decision")
+# "current": the sample's label now ("(dropped)" after it when dropped), for the reviewer; import reads only the ids and the decision
+SHEET_COLUMNS = ("run", "issue_id", "sample_id", "text", "given", "current", "suggested", "score", "methods", "decision")
 
 
 @dataclass(frozen=True)
@@ -252,10 +253,12 @@ def issues(store: Store, run: str, *, top: int | None = None, status: str | tupl
 
 
 def export_sheet(store: Store, run: str, path: Path) -> int:
-    """Write the open issues as a review sheet (CSV, or JSONL by extension) with an empty decision.
+    """Write the undecided (open or flagged) issues as a review sheet (CSV, or JSONL by extension) with an empty decision.
     The CSV starts with a UTF-8 byte-order mark, so that spreadsheet programs read its Chinese text
     as UTF-8; each row names its run, so that ``import`` needs no ``--run``."""
     rows = issues(store, run, status=UNDECIDED)
+    for r in rows:
+        r["current"] = f"{r['current'] or ''}{' (dropped)' if r['dropped'] else ''}"
     items = [{"run": run} | {k: r[k] for k in SHEET_COLUMNS if k not in ("run", "decision")} | {"decision": ""} for r in rows]
     path = Path(path)
     if path.suffix.lower() in (".jsonl", ".json"):
@@ -479,7 +482,7 @@ def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[t
         d = Decision(i["sample_id"], i["issue_id"], action, names.index(i["suggested"]) if action == "relabel" else None)
         if action != "flag" and (i["current"] != i["given"] or i["dropped"]):  # (a flag changes no label)
             state = "edited"
-        elif action == "relabel" and i["current"] == i["suggested"]:
+        elif (action == "relabel" and i["current"] == i["suggested"]) or (action == "flag" and i["status"] == "flagged"):
             state = "unchanged"
         else:
             state = "change"
@@ -516,6 +519,9 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                               f"{f' by stage {by!r}' if by else ''}: no label was changed")
             if skip_edited and d.action != "flag" and issue is not None and (sample.label_id != issue.given_label_id or sample.dropped):
                 counts["skipped_edited"] += 1  # (read under the writer lock: an edit made since the plan counts too)
+                continue
+            if d.action == "flag" and issue is not None and issue.status == "flagged":
+                counts["unchanged"] += 1  # flagged already: the first flag stands (and its undo)
                 continue
             if d.action == "reject":
                 counts["reject"] += 1
@@ -570,6 +576,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
             .where(
                 LabelEdit.sample_id.in_(mine), LabelEdit.id > min(e.id for e in edits),
                 LabelEdit.stage_id.is_distinct_from(stage.id), LabelEdit.reverted_at.is_(None),  # NULL: a deleted stage
+                LabelEdit.action != "flag",  # a flag changes no label: undoing under it is no conflict
             )
         ).all()
         if edits:  # a later stage that judged these labels as they stand (left unchanged, rejected an issue)
@@ -597,9 +604,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
             elif e.action == "drop":  # an edit made before kd recorded the dropped flag
                 sample.dropped = False
             e.reverted_at = now
-        reopened = s.execute(
-            update(LabelIssue).where(LabelIssue.decided_stage_id == stage.id).values(status="open", decided_stage_id=None)
-        ).rowcount
+        reopened = reopen(s, LabelIssue.decided_stage_id == stage.id, undoing=stage.id)
         if touched:  # issues decided before kd recorded the deciding stage: those of the same samples in this run
             reopened += s.execute(
                 update(LabelIssue).where(
@@ -609,6 +614,28 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
                 ).values(status="open")
             ).rowcount
     return {"reverted": len(edits), "reopened": reopened}
+
+
+def reopen(s, which, *, undoing: int | None = None) -> int:
+    """Make the issues ``which`` selects undecided again; returns how many. One whose sample a
+    standing flag of its run still marks (the flag stage decided it before a relabel re-decided it)
+    goes back to ``flagged`` by that stage, the others to ``open``. ``undoing``: the stage whose
+    own flags are being reverted (they do not count)."""
+    rows = s.scalars(select(LabelIssue).where(which)).all()
+    if not rows:
+        return 0
+    run_of = dict(s.execute(select(Stage.id, Stage.run_id).where(Stage.id.in_({r.stage_id for r in rows}))).all())
+    flags = s.execute(
+        select(LabelEdit.sample_id, LabelEdit.stage_id, Stage.run_id).join(Stage, Stage.id == LabelEdit.stage_id)
+        .where(LabelEdit.action == "flag", LabelEdit.reverted_at.is_(None), LabelEdit.stage_id.is_distinct_from(undoing),
+               LabelEdit.sample_id.in_({r.sample_id for r in rows}))
+        .order_by(LabelEdit.id)
+    ).all()
+    flagged_by = {(sample, run): stage for sample, stage, run in flags}  # the latest standing flag of each sample in each run
+    for issue in rows:
+        by = flagged_by.get((issue.sample_id, run_of.get(issue.stage_id)))
+        issue.status, issue.decided_stage_id = ("flagged", by) if by is not None else ("open", None)
+    return len(rows)
 
 
 def history(store: Store, sample_id: int) -> dict[str, Any]:

@@ -67,21 +67,26 @@ def _migrate(engine: Engine, step, revision: str) -> None:
                 if conn.dialect.name == "postgresql":
                     conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
                 before = MigrationContext.configure(conn).get_current_revision()
-                broken = _dangling(conn) if sqlite and before is not None else set()  # rows a store already had
+                broken = _dangling(conn) if sqlite and before is not None else {}  # rows a store already had
                 step(_config(conn), revision)
                 if sqlite and MigrationContext.configure(conn).get_current_revision() != before:
-                    new = _dangling(conn) - broken
+                    after = _dangling(conn)
+                    new = sorted(k for k, n in after.items() if n > broken.get(k, 0))
                     if new:
-                        table, parent = sorted(new)[0][0], sorted(new)[0][2]
+                        table, parent = new[0]
                         raise KdError(f"migration to {revision} left a row of {table} pointing at no row of {parent}: not applied")
         finally:
             if sqlite:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
-def _dangling(conn) -> set[tuple]:
-    """SQLite's ``foreign_key_check``: the rows whose key names no parent row (table, rowid, parent, key)."""
-    return {tuple(r) for r in conn.exec_driver_sql("PRAGMA foreign_key_check").all()}
+def _dangling(conn) -> dict[tuple[str, str], int]:
+    """SQLite's ``foreign_key_check`` counted by (table, parent table): rows whose key names no parent
+    row (counted, not listed: a rebuilt table renumbers its rowids and its keys)."""
+    out: dict[tuple[str, str], int] = {}
+    for table, _rowid, parent, _key in conn.exec_driver_sql("PRAGMA foreign_key_check").all():
+        out[(table, parent)] = out.get((table, parent), 0) + 1
+    return out
 
 
 def known_revisions() -> set[str]:

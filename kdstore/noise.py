@@ -204,6 +204,12 @@ def temperature_scale(labels, pred_probs) -> tuple[np.ndarray, float]:
     return _temperature_fit(y, probs)
 
 
+def ranked_keep(frac_noise: float, num_issues: int) -> int:
+    """How many issues the ranked cut keeps: ``frac_noise * num_issues``, rounded half up (Python's
+    ``round`` takes 2.5 to 2, so 0.3 and 0.5 of 5 issues would keep alike)."""
+    return int(np.floor(frac_noise * num_issues + 0.5))
+
+
 def check_options(
     *, methods: Sequence[str], combine: str, filter_by: str, quality_method: str, frac_noise: float,
     issue_count: str = DEFAULT_ISSUE_COUNT,
@@ -291,7 +297,7 @@ def detect(
         flagged = 2 * hits > len(methods)
     else:  # ranked
         cand = np.flatnonzero(hits > 0)
-        keep = int(np.floor(frac_noise * num_issues + 0.5))  # half up (round() takes 2.5 to 2: 0.3 and 0.5 of 5 alike)
+        keep = ranked_keep(frac_noise, num_issues)
         top = cand[np.argsort(-score[cand], kind="stable")[:keep]]
         flagged = np.zeros(n, dtype=bool)
         flagged[top] = True

@@ -105,7 +105,13 @@ def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
             dropped.discard(sid)
         elif action == "drop":
             dropped.add(sid)
-    pairs = [(label[sid], pred) for sid, _, pred in rows if label[sid] is not None and sid not in dropped]
+    kept = sorted((sid, label[sid], pred) for sid, _, pred in rows if label[sid] is not None and sid not in dropped)
+    # the samples the stage's figures counted: a teacher's --logits-only later adds predictions of
+    # samples ingested since, and ids grow with every ingest, so they are the last ones
+    counted = next((int(m.value) for m in store.metrics(stage.id) if m.split == split and m.name == "n"), None)
+    if counted is not None and len(kept) > counted:
+        kept = kept[:counted]
+    pairs = [(y, pred) for _, y, pred in kept]
     if not pairs:
         return np.zeros((len(names), len(names)), dtype=np.int64)
     y, p = np.array(pairs).T

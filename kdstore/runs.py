@@ -433,8 +433,9 @@ def _drop_replaced(store: Store, *, run: str, name: str) -> None:
         gone = parked + [f for f in failed if not _live_edits(s, f)]  # edits that stand keep their stage
         # issues a replaced review decided (rejections: its edits were undone before it could be
         # replaced) and the replacement did not decide again are open again, not orphaned
-        s.execute(update(LabelIssue).where(LabelIssue.decided_stage_id.in_([g.id for g in gone]))
-                  .values(status="open", decided_stage_id=None))
+        from .labels import reopen  # (labels imports this module)
+
+        reopen(s, LabelIssue.decided_stage_id.in_([g.id for g in gone] or [-1]))
         for row in gone:
             s.delete(row)
     for folder in folders:

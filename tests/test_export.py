@@ -223,9 +223,12 @@ def test_artifact_serves_without_the_store(built, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "loaded: []", proc.stdout
-    # a kd.toml with the command's own options changes nothing of it (no other command is looked at)
+    # through the kd group, with a kd.toml of the command's own options: no other command is looked at
     (tmp_path / "kd.toml").write_text("db = 'elsewhere.db'\n[predict]\nbatch_size = 64\n", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    via_group = code.replace("from commands.predict import predict", "from commands.cli import cli").replace(
+        "invoke(predict, ['--artifact'", "invoke(cli, ['predict', '--artifact'")
+    assert via_group != code
+    proc = subprocess.run([sys.executable, "-c", via_group], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "loaded: []", proc.stdout
 

@@ -322,8 +322,34 @@ def test_flagged_issues_stay_decidable_and_undo_respects_later_decisions(db, tmp
     assert json.loads(kd("labels", "undo", "--run", "r", "--stage", "cl", "--db", db, "--json").stdout)["reverted"] == relabeled["relabel"]
 
 
-def test_show_top(db):
+def test_flags_change_no_label_and_an_undo_gives_them_back(db):
+    """Flagging twice adds nothing (the first flag stands); a relabel that re-decided flagged issues,
+    undone, leaves them flagged again, not open; a flag is never a later edit an undo must wait for."""
     kd("labels", "detect", "--run", "r", "--db", db)
+    first = json.loads(kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "fl", "--db", db, "--json").stdout)
+    edits = _count(db, LabelEdit)
+    twice = json.loads(kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "fl2", "--db", db, "--json").stdout)
+    assert twice["flag"] == 0 and twice["unchanged"] == first["flag"] and _count(db, LabelEdit) == edits
+    kd("labels", "clean", "--run", "r", "--name", "cl", "--db", db)
+    kd("labels", "undo", "--run", "r", "--stage", "cl", "--db", db)
+    assert {i["status"] for i in _issues(db)} == {"flagged"}  # as the flag stage left them
+    kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r", "--name", "cl2", "--db", db)
+    kd("labels", "clean", "--run", "b", "--action", "flag", "--db", db)  # another run's flags: no conflict
+    kd("labels", "undo", "--run", "r", "--stage", "cl2", "--db", db)
+    kd("labels", "undo", "--run", "r", "--stage", "fl", "--db", db)
+    assert {i["status"] for i in _issues(db)} == {"open"}
+
+
+def test_show_top_and_the_sheets_current_label(db, tmp_path):
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first = _issues(db)[0]
+    kd("labels", "set", "--run", "hand", f"{first['sample_id']}=drop", "--db", db)
+    sheet = tmp_path / "s.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = {int(r["sample_id"]): r for r in csv.DictReader(sheet.open(encoding="utf-8-sig"))}
+    assert rows[first["sample_id"]]["current"] == f"{first['given']} (dropped)"  # what the reviewer decides about now
+    assert "--min-score" in kd("labels", "clean", "--run", "r", "--min-score", "1.5", "--db", db, ok=False).output
     everything = json.loads(kd("labels", "show", "--run", "r", "--top", "0", "--db", db, "--json").stdout)
     assert len(everything) == len(_issues(db)) and len(json.loads(kd("labels", "show", "--run", "r", "--top", "2", "--db", db, "--json").stdout)) == 2
     assert "--top" in kd("labels", "show", "--run", "r", "--top", "-1", "--db", db, ok=False).output

@@ -24,6 +24,7 @@ from sklearn.naive_bayes import GaussianNB
 from kdstore.errors import KdError
 from kdstore.noise import (
     METHODS,
+    ranked_keep,
     cleanlab_issues,
     detect,
     disagreement,
@@ -209,12 +210,14 @@ def test_frac_noise_scales_the_ranked_cut_once(problem):
     for methods in (("cleanlab",), ("cleanlab", "disagree")):
         full = detect(given, probs, methods=methods)
         half = detect(given, probs, methods=methods, frac_noise=0.5)
-        keep = int(0.5 * full.num_issues + 0.5)  # half up: 0.5 of 5 keeps 3 (Python's round() would keep 2)
+        keep = ranked_keep(0.5, full.num_issues)
         assert half.num_issues == full.num_issues and 0 < keep < full.flagged.sum()
         assert half.flagged.sum() == keep
         # the same candidates, cut at half the estimated count: the top half of the full ranking
         np.testing.assert_array_equal(half.masks["cleanlab"], full.masks["cleanlab"])
         np.testing.assert_array_equal(half.ranked_indices(), full.ranked_indices()[:keep])
+    # half up: 0.5 of 5 keeps 3, 0.3 of 5 keeps 2 (Python's round() would keep 2 and 2)
+    assert [ranked_keep(f, 5) for f in (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)] == [1, 2, 3, 4, 5, 5]
     # the other rules pass frac_noise to cleanlab, once
     union = detect(given, probs, methods=("cleanlab",), combine="union", frac_noise=0.5)
     np.testing.assert_array_equal(union.flagged, cleanlab_issues(given, probs, frac_noise=0.5))

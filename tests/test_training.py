@@ -96,6 +96,9 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
     assert "warning: the teacher's stored figures leave out the labeled samples it scored now (2 dev)" in out.stderr
     store = Store.open(db)
     assert [m.value for m in store.metrics(stage.id) if m.split == "dev" and m.name == "n"] == [20]
+    report = json.loads(kd("report", "--run", "t2", "--db", db, "--json").stdout)  # its matrix counts what its figures did
+    teach = next(st for st in report["stages"] if st["name"] == "teach")
+    assert np.array(teach["confusion"]["dev"]).sum() == 20
 
 
 @pytest.mark.parametrize(
