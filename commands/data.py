@@ -115,8 +115,10 @@ def samples(split, label, limit, dropped, db, as_json):
     rows = store.samples(
         splits=[split] if split else None, where=where, include_dropped=dropped, limit=limit or None
     )
+    kept = set(store.samples(ids=rows.ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
     items = [
-        {"id": int(i), "split": s, "label": names[y] if y >= 0 else None, "text": t}
+        {"id": int(i), "split": s, "label": names[y] if y >= 0 else None, "text": t,
+         "dropped": kept is not None and int(i) not in kept}
         for i, t, y, s in zip(rows.ids, rows.texts, rows.labels, rows.splits)
     ]
     if as_json:
@@ -126,7 +128,7 @@ def samples(split, label, limit, dropped, db, as_json):
     for col in ("id", "split", "label", "text"):
         table.add_column(col)
     for it in items:
-        table.add_row(str(it["id"]), it["split"], escape(it["label"] or ""), escape(it["text"]))
+        table.add_row(str(it["id"]), it["split"], escape(it["label"] or "") + (" (dropped)" if it["dropped"] else ""), escape(it["text"]))
     console().print(table)
 
 

@@ -48,7 +48,18 @@ def runs(db, as_json):
                 "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
                 escape((st["error"] or "")[:80]),
             )
-    console().print(table)
+    wide_when_piped(console(), [["run", "stage", "kind", "status", "started", "seconds", "error"]] + [
+        [run["run"], st["name"], st["kind"], st["status"] + " (process gone)", st["started_at"] or "", "", (st["error"] or "")[:80]]
+        for run in data for st in run["stages"]]).print(table)
+
+
+def wide_when_piped(out, rows: list[list[str]]):
+    """``out`` as wide as a table of ``rows`` needs when the output is not a terminal (piped, or a
+    file): rich would otherwise cut names and figures to 80 columns with "…"."""
+    if not out.is_terminal and rows:
+        widths = [max(len(str(r[i])) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
+        out.width = max(out.width, sum(w + 3 for w in widths) + 1)
+    return out
 
 
 _HIDDEN = object()
@@ -93,16 +104,13 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             print_json(rows)
             return
         table = Table(title="runs compared")
-        cols = [c for c in (rows[0].keys() if rows else ["run", "stage"])]
-        cells = [[escape(v) if isinstance(v, str) else _fmt(v) for v in r.values()] for r in rows]
+        cols = list(dict.fromkeys(k for r in rows for k in r)) or ["run", "stage"]
+        cells = [[escape(v) if isinstance(v, str) else _fmt(v) for v in (r.get(c) for c in cols)] for r in rows]
         for c in cols:
             table.add_column(c, justify="left" if c in ("run", "stage", "kind") else "right")
         for row in cells:
             table.add_row(*row)
-        out = console()
-        if not out.is_terminal:  # piped: as wide as the table needs (nothing cut with "…"), not 80 columns
-            out.width = max(out.width, sum(max([len(c)] + [len(r[i]) for r in cells]) + 3 for i, c in enumerate(cols)) + 1)
-        out.print(table)
+        wide_when_piped(console(), [cols, *cells]).print(table)
         return
     data = run_report(store, run)
     if plot_dir:
@@ -115,7 +123,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
     for st in data["stages"]:
         style = _STATUS_STYLE.get(st["status"], "")
         dur = "" if st["duration_s"] is None else f", {st['duration_s']:.1f} s"
-        out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{dur}")
+        gone = " (process gone)" if st.get("process_gone") else ""
+        out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{gone}{dur}")
         if st["error"]:
             out.print(f"  error: {st['error']}", markup=False)
         shown = {k: v for k, v in ((k, _config_value(v)) for k, v in st["config"].items()) if v is not _HIDDEN}
@@ -139,7 +148,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                 cm.add_column(escape(name), justify="right")
             for name, row in zip(data["classes"], matrix):
                 cm.add_row(escape(name), *[str(v) for v in row])
-            out.print(cm)
+            wide_when_piped(out, [["", *data["classes"]]] + [[n, *map(str, r)] for n, r in zip(data["classes"], matrix)]).print(cm)
     for p in data.get("plots", []):
         out.print(f"wrote {p}", markup=False)
 
@@ -152,6 +161,6 @@ def _metric_order(name: str) -> tuple[int, str]:
 def _fmt(value: float | None) -> str:
     if value is None:
         return ""
-    if float(value).is_integer() and abs(value) >= 1:
+    if float(value).is_integer() and (abs(value) >= 1 or value == 0):
         return f"{int(value):,}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"

@@ -12,20 +12,45 @@ from .errors import KdError
 _SPEED = re.compile(r"^accuracy@([0-9.]+)$")
 
 
+# fonts that draw Chinese, the first one installed is used (matplotlib's default draws none of it)
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+             "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Noto Sans CJK JP", "AR PL UMing CN")
+
+
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
         raise KdError("--plot needs matplotlib: pip install matplotlib") from None
+    import warnings
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
 
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    found = [f for f in CJK_FONTS if f in installed]
+    if found:
+        plt.rcParams["font.sans-serif"] = [found[0], *plt.rcParams["font.sans-serif"]]
+        plt.rcParams["font.family"] = "sans-serif"
+    # without one, Chinese class names show as boxes: one line says so (write_plots), not a warning a glyph
+    warnings.filterwarnings("ignore", message="Glyph .* missing from")
     return plt
+
+
+def _label(name: str) -> str:
+    """A class name as matplotlib should print it: "$" is literal, not the start of mathtext."""
+    return str(name).replace("$", r"\$")
 
 
 def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     """Every chart the run's report supports, as PNG files in ``out_dir``; returns their paths."""
     plt = _pyplot()
+    if any(not str(n).isascii() for n in report["classes"]) and plt.rcParams["font.sans-serif"][0] not in CJK_FONTS:
+        import sys
+
+        print("note: no font that draws Chinese is installed (e.g. fonts-noto-cjk): class names in the charts "
+              "show as boxes", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     names = report["classes"]
@@ -33,8 +58,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
         for split, matrix in stage.get("confusion", {}).items():
             fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(names), 1.0 + 0.6 * len(names)))
             ax.imshow(matrix, cmap="Blues")
-            ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-            ax.set_yticks(range(len(names)), names)
+            ax.set_xticks(range(len(names)), [_label(n) for n in names], rotation=45, ha="right")
+            ax.set_yticks(range(len(names)), [_label(n) for n in names])
             ax.set_xlabel("predicted")
             ax.set_ylabel("label")
             for i, row in enumerate(matrix):

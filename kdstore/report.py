@@ -124,14 +124,23 @@ def issue_scores(store: Store, stage_id: int) -> list[float]:
 
 
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
-    """One row per model stage (teach, distill) of each run, with the figures that compare them."""
+    """One row per model stage (teach, distill) of each run (a run named twice, once), with the
+    figures that compare them, the test samples they were measured on (``test_n``) and the labels
+    they trained on (``labels_digest``: equal digests, equal labels). A run without a succeeded model
+    gets one row that says so (``stage`` None, ``note``), not silence."""
     rows = []
-    for run in runs:
-        for stage in run_report(store, run)["stages"]:
-            if stage["kind"] not in ("teach", "distill") or stage["status"] != "succeeded":
-                continue
+    for run in dict.fromkeys(runs):
+        stages = run_report(store, run)["stages"]
+        models = [st for st in stages if st["kind"] in ("teach", "distill") and st["status"] == "succeeded"]
+        for stage in models:
             m = stage["metrics"]
             row = {"run": run, "stage": stage["name"], "kind": stage["kind"]}
             row.update({f"{split}_{name}" if split != "all" else name: m.get(split, {}).get(name) for split, name in COMPARE_FIGURES})
+            row["test_n"] = m.get("test", {}).get("n")
+            row["labels_digest"] = (stage["config"] or {}).get("labels_digest")
             rows.append(row)
+        if not models:
+            tried = [f"{st['name']} {st['status']}" for st in stages if st["kind"] in ("teach", "distill")]
+            rows.append({"run": run, "stage": None, "kind": None,
+                         "note": "no succeeded model" + (f" ({', '.join(tried)})" if tried else "")})
     return rows

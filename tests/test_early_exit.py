@@ -400,6 +400,14 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
     one = json.loads(kd("report", "--compare", "r", "r", "--db", db, "--json").stdout)
     assert one == json.loads(kd("report", "--compare", "r", "--compare", "r", "--db", db, "--json").stdout)
     assert {r["stage"] for r in one} >= {"teach", "early-exit"} and all(r["latency_p50_ms"] > 0 for r in one)
+    assert len(one) == len({r["stage"] for r in one})  # a run named twice is compared once
+    assert all(r["test_n"] == 20 and r["labels_digest"] is not None for r in one if r["stage"] == "teach")
+    kd("labels", "set", "--run", "bare", f"{now.ids[0]}=drop", "--db", db)  # a run with no model: a row that says so
+    bare = json.loads(kd("report", "--compare", "r", "bare", "--db", db, "--json").stdout)[-1]
+    assert bare == {"run": "bare", "stage": None, "kind": None, "note": "no succeeded model"}
+    piped = kd("report", "--compare", "r", "bare", "--db", db).stdout  # not a terminal: nothing cut to 80 columns
+    assert "…" not in piped and "no succeeded model" in piped and "throughput_samples_per_s" in piped
+    assert "…" not in kd("runs", "--db", db).stdout
     assert "go with --compare" in kd("report", "r", "--db", db, ok=False).stderr
     assert "needs the runs" in kd("report", "--compare", "--db", db, ok=False).stderr
     assert "no run 'nope'" in kd("report", "--compare", "r", "nope", "--db", db, ok=False).stderr

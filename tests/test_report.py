@@ -27,3 +27,14 @@ def test_metrics_by_hand():
     assert m["n"] == 6
     empty = classification_metrics(np.array([], dtype=int), np.array([], dtype=int), num_classes=2)
     assert empty["micro_precision"] == empty["micro_recall"] == empty["accuracy"] == 0.0
+
+
+def test_charts_take_any_class_name(tmp_path, capsys):
+    """A "$" in a class name is no mathtext (it stopped every chart), and Chinese names without a
+    font to draw them are said once, not warned about glyph by glyph."""
+    from kdstore.plots import write_plots
+
+    report = {"run": "r", "classes": ["$_$", "类别甲"], "stages": [{"name": "teach", "metrics": {}, "confusion": {"dev": [[1, 2], [3, 4]]}}]}
+    written = write_plots(report, tmp_path)
+    assert [p.name for p in written] == ["r-teach-confusion-dev.png"] and written[0].read_bytes()[:4] == b"\x89PNG"
+    assert "Glyph" not in capsys.readouterr().err
