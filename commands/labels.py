@@ -159,8 +159,7 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
     if not 0.0 <= min_score <= 1.0:
         raise click.BadParameter(f"{min_score:g} is not a score: scores are in [0, 1]", param_hint="--min-score")
     store = open_store(db)
-    plan = lab.plan_clean(store, run, action=action, min_score=min_score)
-    items = lab.preview_clean(store, run, action=action, min_score=min_score)
+    plan, items = lab.clean_plan(store, run, action=action, min_score=min_score)
     changes = sum(i["effect"] == "change" for i in items)
     warned = _warn(lab.detect_warnings(store, run, changes=changes)) if action != "flag" else []  # flagging changes no label
     if dry_run:

@@ -48,18 +48,15 @@ def runs(db, as_json):
                 "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
                 escape((st["error"] or "")[:80]),
             )
-    wide_when_piped(console(), [["run", "stage", "kind", "status", "started", "seconds", "error"]] + [
-        [run["run"], st["name"], st["kind"], st["status"] + " (process gone)", st["started_at"] or "", "", (st["error"] or "")[:80]]
-        for run in data for st in run["stages"]]).print(table)
+    print_wide(console(), table)
 
 
-def wide_when_piped(out, rows: list[list[str]]):
-    """``out`` as wide as a table of ``rows`` needs when the output is not a terminal (piped, or a
-    file): rich would otherwise cut names and figures to 80 columns with "…"."""
-    if not out.is_terminal and rows:
-        widths = [max(len(str(r[i])) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
-        out.width = max(out.width, sum(w + 3 for w in widths) + 1)
-    return out
+def print_wide(out, table) -> None:
+    """Print ``table``; when the output is not a terminal (piped, or a file), as wide as the table
+    needs: rich would otherwise cut names and figures to 80 columns with "…"."""
+    if not out.is_terminal:
+        out.width = max(out.width, out.measure(table, options=out.options.update_width(10**6)).maximum)
+    out.print(table)
 
 
 _HIDDEN = object()
@@ -110,7 +107,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             table.add_column(c, justify="left" if c in ("run", "stage", "kind") else "right")
         for row in cells:
             table.add_row(*row)
-        wide_when_piped(console(), [cols, *cells]).print(table)
+        print_wide(console(), table)
         return
     data = run_report(store, run)
     if plot_dir:
@@ -148,7 +145,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                 cm.add_column(escape(name), justify="right")
             for name, row in zip(data["classes"], matrix):
                 cm.add_row(escape(name), *[str(v) for v in row])
-            wide_when_piped(out, [["", *data["classes"]]] + [[n, *map(str, r)] for n, r in zip(data["classes"], matrix)]).print(cm)
+            print_wide(out, cm)
     for p in data.get("plots", []):
         out.print(f"wrote {p}", markup=False)
 

@@ -306,7 +306,8 @@ FOR_KINDS = {
     "transformer": ("layers", "width", "init_from_teacher", "relation_heads"),
 }
 for _kind in ("textcnn", "bigru", "bilstm"):
-    FOR_KINDS[_kind] += ("embed_dim", "dropout")  # (the transformer keeps its teacher's dropout)  # (--init-embeddings teacher on a transformer is an error, not a warning)
+    # the transformer keeps its teacher's dropout; --init-embeddings teacher on it is an error, not a warning
+    FOR_KINDS[_kind] += ("embed_dim", "dropout")
 # augmentation options and the method each needs
 FOR_METHODS = {"augment_n": "", "p_mask": "mask", "p_pos": "pos", "p_ngram": "ngram"}
 

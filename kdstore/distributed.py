@@ -143,8 +143,12 @@ class Dist:
         for part in parts:
             digest.update(part.encode("utf-8") if isinstance(part, str) else part)
             digest.update(b"\0")
-        if len(set(self.all_gather_object(digest.hexdigest()))) > 1:
+        if self._differs(digest):
             raise KdError(f"the ranks hold different {what}: each must read the same files (on every host)")
+
+    def _differs(self, digest) -> bool:
+        """Whether the ranks' ``digest`` s (hashlib objects) are not all the same."""
+        return len(set(self.all_gather_object(digest.hexdigest()))) > 1
 
     def agree(self, what: str, *sets: "SampleSet") -> None:
         """Refuse to go on unless every rank read the same samples with the same labels (each rank
@@ -156,7 +160,7 @@ class Dist:
         for part in sets:
             digest.update(np.ascontiguousarray(part.ids, dtype=np.int64).tobytes())
             digest.update(np.ascontiguousarray(part.labels, dtype=np.int64).tobytes())
-        if len(set(self.all_gather_object(digest.hexdigest()))) > 1:
+        if self._differs(digest):
             raise KdError(f"the ranks read different {what}: the store changed while they read it (an ingest or a "
                           "label edit during the run?); run the stage again")
 
@@ -201,9 +205,7 @@ class Dist:
         together: ``count * world / total`` (0 where no rank had an item), 1 in one process."""
         if not self.active:
             return [1.0] * len(counts)
-        totals = torch.tensor([float(c) for c in counts], dtype=torch.float64, device=self.collective_device())
-        torch.distributed.all_reduce(totals)
-        return [c * self.world / t if t > 0 else 0.0 for c, t in zip(counts, totals.tolist())]
+        return [c * self.world / t if t > 0 else 0.0 for c, t in zip(counts, self.sum_across(counts).tolist())]
 
     def gather_rows(self, ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every rank's ``(id, row)`` pairs together, in id order, on every rank."""

@@ -455,20 +455,28 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
 def plan_clean(store: Store, run: str, *, action: str, min_score: float) -> list[Decision]:
     """The decisions ``kd labels clean`` hands to :func:`apply` (with ``skip_edited``): one for each
     of the run's undecided (open or flagged) issues scoring at least ``min_score``."""
-    return [d for d, _, _ in _planned(store, run, action=action, min_score=min_score)]
+    return clean_plan(store, run, action=action, min_score=min_score)[0]
 
 
 def preview_clean(store: Store, run: str, *, action: str, min_score: float) -> list[dict[str, Any]]:
-    """``plan_clean`` for a person to judge (``--dry-run``): each issue it would decide, with the
+    """``plan_clean`` for a person to judge (``--dry-run``); see :func:`clean_plan`."""
+    return clean_plan(store, run, action=action, min_score=min_score)[1]
+
+
+def clean_plan(store: Store, run: str, *, action: str, min_score: float) -> tuple[list[Decision], list[dict[str, Any]]]:
+    """``(decisions, preview)`` read once: the preview has each issue the decisions decide, with the
     sample's text, its current label, the new one, the issue's score and ``effect``: ``change``,
-    ``unchanged`` (a relabel to the label it has), or ``edited``: its label or dropped flag changed
-    since detection (by hand, or by another run's clean), so clean leaves it to a person."""
-    return [
+    ``unchanged`` (a relabel to the label it has, a flag of a flagged issue), or ``edited``: its label
+    or dropped flag changed since detection (by hand, or by another run's clean), so clean leaves it
+    to a person."""
+    planned = _planned(store, run, action=action, min_score=min_score)
+    preview = [
         {"sample_id": d.sample_id, "issue_id": d.issue_id, "action": d.action, "current": i["current"],
          "new": i["suggested"] if d.action == "relabel" else None, "score": i["score"], "text": i["text"],
          "dropped": i["dropped"], "effect": state}
-        for d, i, state in _planned(store, run, action=action, min_score=min_score)
+        for d, i, state in planned
     ]
+    return [d for d, _, _ in planned], preview
 
 
 def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[tuple[Decision, dict[str, Any], str]]:
