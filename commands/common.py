@@ -92,6 +92,12 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
         key = next((o[2:] for o in getattr(param, "opts", []) if o.startswith("--")), name.replace("_", "-"))
         if getattr(param, "multiple", False) and not isinstance(value, list):
             value = [value]
+        elif (isinstance(value, list) and not getattr(param, "multiple", False)
+              and isinstance(param.type, click.types.StringParamType)):
+            # a comma-separated option (augment = ["mask", "pos"], kernel_sizes = [2, 3, 4]) as a TOML array
+            if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+                raise KdError(f"{path}: {key} = {value!r}: expected a string, or an array of strings or whole numbers")
+            value = ",".join(str(v) for v in value)
         wholes = value if isinstance(value, list) else [value]
         if isinstance(param.type, click.types.IntParamType) and any(isinstance(v, float) for v in wholes):
             raise KdError(f"{path}: {key} = {value!r}: not a whole number")  # click would cut 1.5 to 1

@@ -20,7 +20,7 @@ from .common import console, json_option, open_store, print_json, store_options
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the extension; stdin: tsv.")
 @click.option("--text-col", help="Text column: 0-based index (headerless) or name (with a header).")
-@click.option("--label-col", help="Label column, likewise. Ignored for --split unlabeled.")
+@click.option("--label-col", help="Label column, likewise. For --split unlabeled: the column left out (the pool keeps no label).")
 @click.option("--header/--no-header", default=None, help="Whether the first row names the columns (default: detect).")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False), help="class_id.txt pinning the label set.")
 @click.option("--source", help="Source name recorded on each sample (default: the file name).")
@@ -61,6 +61,10 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         f"{escape(name)}: read {report.read}, added {report.added} to [bold]{split}[/], "
         f"skipped {report.duplicates} duplicates, {len(report.conflicts)} conflicts"
     )
+    elsewhere = {k: n for k, n in report.duplicates_in.items() if k != split}
+    if elsewhere:  # e.g. test texts already in train: not added to test, so the test set is smaller
+        out.print("  duplicates already in another split (kept there): "
+                  + ", ".join(f"{n} in {k}" for k, n in sorted(elsewhere.items())))
     for c in report.conflicts[:20]:
         kept = "no label" if c["kept_label"] is None else repr(c["kept_label"])
         out.print(

@@ -48,13 +48,16 @@ def upgrade(db, as_json):
 
 @db.command()
 @store_options
+@click.option("--check", is_flag=True,
+              help="Exit with status 1 unless the store is at this kd's revision (for scripts and deploy checks).")
 @json_option
-def current(db, as_json):
+def current(db, check, as_json):
     """Show the store's schema revision and the one this kd needs.
 
     \b
     Example:
       kd db current --json
+      kd db current --check || kd db upgrade
     """
     store = Store.open(db, create=False, check=False)
     if migrate.is_empty(store.engine):
@@ -66,3 +69,5 @@ def current(db, as_json):
         advice = {"current": "up to date", "behind": "run `kd db upgrade`", "newer": "newer than this kd: upgrade kd",
                   "foreign": "not a kd store"}[state]
         click.echo(f"{store.url}: revision {cur or 'none'} (head {head}, {advice})")
+    if check and state != "current":
+        raise SystemExit(1)

@@ -193,7 +193,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
 @click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only).")
 @click.option("--augment-n", type=int, default=4, show_default=True, help="Augmented variants per train text.")
-@click.option("--p-mask", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word becomes [UNK].")
+@click.option("--p-mask", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word becomes the teacher tokenizer's unknown token ([UNK], <unk>, ...).")
 @click.option("--p-pos", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word is swapped for one of the same part of speech.")
 @click.option("--p-ngram", type=FLOAT, default=0.25, show_default=True, help="Augmentation: chance a text is cut to a random n-gram.")
 @click.option("--epochs", type=int, default=10, show_default=True)
@@ -262,6 +262,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
     except ValueError:
         raise click.BadParameter(f"{kernel_sizes!r}: give widths like 2,3,4", param_hint="--kernel-sizes") from None
+    if augment.strip() and not augment.replace(",", "").strip():
+        raise click.BadParameter(f"{augment!r}: give methods like mask,pos,ngram (or leave it out)", param_hint="--augment")
     cfg = DistillConfig(
         student=student, teacher_runs=tuple(teacher_runs), teacher_weights=tuple(teacher_weights),
         alpha=alpha, alpha_end=alpha_end, temperature=temperature, temperature_end=temperature_end,

@@ -109,6 +109,16 @@ class DistillConfig:
             raise KdError(f"unknown augmentation method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}")
         if self.augment and self.augment_n < 1:
             raise KdError("--augment-n must be at least 1")
+        if self.augment:  # checked here, before a stage is started, not when the texts are made
+            probs = {"mask": self.p_mask, "pos": self.p_pos, "ngram": self.p_ngram}
+            for method, p in probs.items():
+                if not 0.0 <= p <= 1.0:
+                    raise KdError(f"--p-{method} must be a probability between 0 and 1, got {p}")
+            if {"mask", "pos"} <= set(self.augment) and self.p_mask + self.p_pos > 1.0:
+                raise KdError(f"--p-mask + --p-pos must be at most 1, got {self.p_mask} + {self.p_pos}")
+            if all(probs[m] == 0.0 for m in self.augment):
+                raise KdError(f"--augment {','.join(m for m in METHODS if m in self.augment)} would change nothing: "
+                              f"{', '.join(f'--p-{m}' for m in METHODS if m in self.augment)} all 0")
         if self.init_embeddings not in ("random", "teacher"):
             raise KdError("--init-embeddings must be random or teacher")
         if self.soft_loss not in SOFT_LOSSES:

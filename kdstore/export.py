@@ -40,6 +40,7 @@ from torch import nn
 from .errors import KdError
 from .predictor import STUDENT_CONFIG, Predictor
 from .runs import SignalGuard
+from .schema import iso_utc
 from .serving import (
     CLASSES,
     FORMAT_VERSION,
@@ -404,7 +405,7 @@ def _manifest(*, run, stage, fmt, model_file, model_info, predictor, special, pa
             "name": stage.name,
             "kind": stage.kind,
             "artifact_sha256": stage.artifact_sha256,
-            "ended_at": stage.ended_at.isoformat(timespec="seconds") if stage.ended_at else None,
+            "ended_at": iso_utc(stage.ended_at),
         },
         "model": model_info,
         "format": fmt,

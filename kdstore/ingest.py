@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,6 +59,7 @@ class IngestReport:
     read: int = 0
     added: int = 0
     duplicates: int = 0
+    duplicates_in: dict[str, int] = field(default_factory=dict)  # split (or "augmented") holding the kept copy
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     new_classes: list[str] = field(default_factory=list)
     added_per_class: dict[str, int] = field(default_factory=dict)
@@ -69,6 +71,7 @@ class IngestReport:
             "read": self.read,
             "added": self.added,
             "duplicates": self.duplicates,
+            "duplicates_in": self.duplicates_in,
             "conflicts": self.conflicts,
             "new_classes": self.new_classes,
             "added_per_class": self.added_per_class,
@@ -97,13 +100,19 @@ def decode(data: bytes, name: str, fmt: str) -> str:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
-        return data.decode("utf-8")
+        # a BOM starting a later line (files joined by `cat`) is no text either: it would make "pos"
+        # and "\ufeffpos" two classes that print alike
+        return _LINE_BOM.sub("", data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise KdError(
             f"{name}: line {line}:{_field_at(data, exc.start, fmt)} not valid UTF-8 "
             f"(byte 0x{data[exc.start]:02x}); convert the file to UTF-8 first"
         ) from None
+
+
+_LINE_BOM = re.compile(r"^\ufeff", re.MULTILINE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
 def _field_at(data: bytes, pos: int, fmt: str) -> str:
@@ -130,6 +139,8 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
     for r in records:
         if r.label is not None and len(r.label) > MAX_LABEL:
             raise KdError(f"{name}: line {r.line}: field 'label': longer than {MAX_LABEL} characters")
+        if r.label is not None and _CONTROL.search(r.label):  # class_id.txt (one class a line) could not hold it
+            raise KdError(f"{name}: line {r.line}: field 'label': contains a tab, line break or other control character: {r.label!r}")
     if opts.classes is not None and want_label:
         pinned = set(opts.classes)
         for r in records:
@@ -199,6 +210,10 @@ def _parse_delimited(
         # a column named by a word needs a header; columns given by index say nothing either way
         has_header = any(not s.isdigit() for s in named) or any(c.lower() in _HEADER_WORDS for c in first)
     header = first if has_header else None
+    if header is not None:
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:  # the metadata would keep one of them unseen
+            raise KdError(f"{name}: line {rows[0][0]}: field {twice[0]!r}: the header names this column twice")
     body = rows[1:] if has_header else rows
     width = len(rows[0][1])
 
@@ -213,15 +228,20 @@ def _parse_delimited(
             text_i = found[0]
         else:
             text_i = 1 if width >= 2 else 0
-    if label_i is None and want_label:
+    if label_i is None:  # (for --split unlabeled: the column to leave out, found as for a labeled split)
         if header is not None:
-            if "label" not in lowered:
+            if "label" in lowered:
+                label_i = lowered.index("label")
+            elif want_label:
                 raise KdError(f"{name}: line 1: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)})")
-            label_i = lowered.index("label")
         elif width >= 2:
             label_i = 0 if text_i != 0 else 1
-        else:
+        elif want_label:
             raise KdError(f"{name}: line {rows[0][0]}: field 'label': missing: split '{opts.split}' needs a label column")
+    if label_i is not None and label_i == text_i:
+        raise KdError(f"{name}: line {rows[0][0]}: field {_name_at(header, text_i)!r}: the text column is also the label column")
+    # the unlabeled pool carries no label, not even in the metadata
+    extra = [i for i in range(width) if i not in (text_i, label_i)]
     if not want_label:
         label_i = None
     for i, what in ((text_i, "text"), (label_i, "label")):
@@ -231,7 +251,6 @@ def _parse_delimited(
     names = header or [str(i) for i in range(width)]
     text_name = names[text_i]
     label_name = names[label_i] if label_i is not None else "label"
-    extra = [i for i in range(width) if i not in (text_i, label_i)]
     records = []
     for line, fields in body:
         if len(fields) != width:
@@ -249,9 +268,15 @@ def _parse_delimited(
     return records
 
 
+def _name_at(header: list[str] | None, i: int) -> str:
+    return header[i] if header is not None and i < len(header) else str(i)
+
+
 def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool) -> list[Record]:
     text_key = opts.text_col or "text"
     label_key = opts.label_col or "label"
+    if want_label and text_key == label_key:
+        raise KdError(f"{name}: field {text_key!r}: the text key is also the label key")
     records = []
     for line, raw in enumerate(content.split("\n"), start=1):
         if not raw.strip():
@@ -259,11 +284,13 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         try:
             obj = json.loads(raw, parse_float=_finite_number, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
-            raise KdError(f"{name}: line {line}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            hint = " (kd reads JSON Lines: one object a line, not a JSON array)" if raw.lstrip().startswith("[") else ""
+            raise KdError(f"{name}: line {line}: not valid JSON ({exc.msg} at column {exc.colno}){hint}") from None
         except ValueError as exc:  # NaN, Infinity, 1e400: no JSON column of a database stores them
             raise KdError(f"{name}: line {line}: {exc}") from None
         if not isinstance(obj, dict):
-            raise KdError(f"{name}: line {line}: expected a JSON object, found {type(obj).__name__}")
+            hint = " (kd reads JSON Lines: one object a line, not a JSON array)" if isinstance(obj, list) else ""
+            raise KdError(f"{name}: line {line}: expected a JSON object, found {type(obj).__name__}{hint}")
         value = obj.get(text_key)
         if value is None:
             raise KdError(f"{name}: line {line}: field '{text_key}': missing")
@@ -287,6 +314,11 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         for field, value in ((text_key, text), (label_key, label), *(meta or {}).items()):
             if _has_nul(field) or _has_nul(value):  # no NUL anywhere: PostgreSQL's text columns refuse it
                 raise KdError(f"{name}: line {line}: field {field!r}: contains a NUL character (\\u0000)")
+            if _has_surrogate(field) or _has_surrogate(value):  # "\\ud83d" alone: no UTF-8 for it
+                raise KdError(
+                    f"{name}: line {line}: field {field!r}: contains a lone surrogate escape "
+                    f"(\\ud800-\\udfff without its pair, e.g. an emoji cut in half): not valid Unicode"
+                )
         records.append(Record(text=text, label=label, line=line, meta=meta))
     return records
 
@@ -298,6 +330,19 @@ def _has_nul(value: Any) -> bool:
         return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
+    return False
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
     return False
 
 
@@ -319,14 +364,17 @@ def read_class_file(path: Path) -> tuple[str, ...]:
     except (OSError, UnicodeDecodeError) as exc:
         raise KdError(f"{path}: cannot read class file: {exc}") from None
     names: dict[int, str] = {}
-    for n, line in enumerate((l for l in lines if l), start=0):
+    for n, (number, line) in enumerate(((i, l) for i, l in enumerate(lines, start=1) if l), start=0):
         parts = line.split("\t")
         if len(parts) == 2 and parts[0].strip().isdigit():
-            names[int(parts[0])] = parts[1].strip()
+            i, name = int(parts[0]), parts[1].strip()
         elif len(parts) == 2 and parts[1].strip().isdigit():
-            names[int(parts[1])] = parts[0].strip()
+            i, name = int(parts[1]), parts[0].strip()
         else:
-            names[n] = line
+            i, name = n, line
+        if i in names:  # a second line for an id would drop the first line's class unseen
+            raise KdError(f"{path}: line {number}: class id {i} is given twice ({names[i]!r} and {name!r})")
+        names[i] = name
     if sorted(names) != list(range(len(names))) or len(set(names.values())) != len(names):
         raise KdError(f"{path}: class ids must be 0..K-1 with distinct names")
     return tuple(names[i] for i in range(len(names)))
@@ -352,10 +400,10 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
         classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())
         if opts.classes is not None:
             _pin_classes(conn, classes, opts.classes, name)
-        seen: dict[str, tuple[int | None, str]] = {
-            h: (label_id, f"{src}:{line}" if line else src)
-            for h, label_id, src, line in conn.execute(
-                select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line)
+        seen: dict[str, tuple[int | None, str, str]] = {
+            h: (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split)
+            for h, label_id, src, line, split, parent in conn.execute(
+                select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id)
             )
         }
         names_by_id = {i: n for n, i in classes.items()}
@@ -364,7 +412,7 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
             h = text_hash(r.text)
             prior = seen.get(h)
             if prior is not None:
-                prior_label, where = prior
+                prior_label, where, prior_split = prior
                 prior_name = None if prior_label is None else names_by_id[prior_label]
                 # a labeled row whose text is stored without a label (the pool, an augmented text)
                 # would lose its label unseen if counted as a duplicate: it is a conflict too
@@ -380,6 +428,8 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                     )
                 else:
                     report.duplicates += 1
+                    # a test text already in train is not added to test: the user is told where it is
+                    report.duplicates_in[prior_split] = report.duplicates_in.get(prior_split, 0) + 1
                 continue
             label_id = None
             if r.label is not None:
@@ -389,7 +439,8 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                     classes[r.label] = label_id
                     names_by_id[label_id] = r.label
                     report.new_classes.append(r.label)
-            seen[h] = (label_id, f"{source}:{r.line}" if r.line else source)
+            seen[h] = (label_id, f"{source}:{r.line}" if r.line else source,
+                       "augmented" if r.parent_id is not None else opts.split)
             rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta, r.parent_id))
             if r.label is not None:
                 report.added_per_class[r.label] = report.added_per_class.get(r.label, 0) + 1

@@ -25,7 +25,7 @@ from .errors import KdError
 from .ingest import allow_long_csv_fields
 from .probs import softmax
 from .runs import PARKED, StageHandle, resolve_run_id
-from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, utcnow
+from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
 from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
 from .textkey import text_hash
 
@@ -671,8 +671,8 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
             {
                 "id": e.id, "run": run, "stage": stage, "action": e.action, "old": name(e.old_label_id), "new": name(e.new_label_id),
                 "old_dropped": e.old_dropped, "new_dropped": e.new_dropped,
-                "reason": e.reason, "at": e.created_at.isoformat(timespec="seconds"),
-                "reverted_at": e.reverted_at.isoformat(timespec="seconds") if e.reverted_at else None,
+                "reason": e.reason, "at": iso_utc(e.created_at),
+                "reverted_at": iso_utc(e.reverted_at),
             }
             for e, stage, run in rows
         ],

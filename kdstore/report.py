@@ -9,7 +9,7 @@ from sqlalchemy import or_, select
 
 from .errors import KdError
 from .metrics import confusion_matrix
-from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage
+from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
 from .store import Store
 
 
@@ -25,8 +25,8 @@ def stage_summary(stage: Stage) -> dict[str, Any]:
         "status": stage.status,
         "process_gone": stage.status == "running" and process_state(stage) is False,
         "error": stage.error,
-        "started_at": stage.started_at.isoformat(timespec="seconds"),
-        "ended_at": stage.ended_at.isoformat(timespec="seconds") if stage.ended_at else None,
+        "started_at": iso_utc(stage.started_at),
+        "ended_at": iso_utc(stage.ended_at),
         "duration_s": duration,
         "host": stage.host,
         "artifact_path": stage.artifact_path,
@@ -38,7 +38,7 @@ def runs_overview(store: Store) -> list[dict[str, Any]]:
     return [
         {
             "run": run.uniqid,
-            "created_at": run.created_at.isoformat(timespec="seconds"),
+            "created_at": iso_utc(run.created_at),
             "stages": [stage_summary(s) for s in stages],
         }
         for run, stages in store.runs()

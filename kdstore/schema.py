@@ -33,6 +33,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def iso_utc(value: dt.datetime | None) -> str | None:
+    """A stored time (naive, in UTC on every backend) as ISO 8601 that says so: ``...+00:00``."""
+    return None if value is None else value.replace(tzinfo=dt.timezone.utc).isoformat(timespec="seconds")
+
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",

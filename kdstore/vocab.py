@@ -16,18 +16,6 @@ from typing import Iterable
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def _is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2A6DF
-        or 0x2A700 <= cp <= 0x2CEAF  # extensions C-F, as the tokenizer's handle_chinese_chars
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x2F800 <= cp <= 0x2FA1F
-    )
-
-
 def _is_punctuation(ch: str) -> bool:
     """BERT's rule: ASCII non-alphanumerics and Unicode punctuation (P*) are words of their own."""
     cp = ord(ch)
@@ -50,7 +38,10 @@ def build_vocab(texts: Iterable[str], *, min_count: int = 1, max_size: int = 211
     tokens = list(SPECIALS)
     seen = set(tokens)
     for ch in ranked:
-        forms = [f for f in ([ch] if _is_cjk(ch) or _is_punctuation(ch) else [ch, "##" + ch]) if f not in seen]
+        # a character the normalizer pads with spaces (its handle_chinese_chars ranges, whatever they
+        # are in this tokenizers version) is a word of its own, like punctuation
+        alone = normalize(ch) == f" {ch} " or _is_punctuation(ch)
+        forms = [f for f in ([ch] if alone else [ch, "##" + ch]) if f not in seen]
         if len(tokens) + len(forms) > max_size:  # both forms or neither: a lone "x" would [UNK] every word with x inside
             continue
         tokens.extend(forms)

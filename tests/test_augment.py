@@ -292,3 +292,23 @@ def test_unknown_method_lists_the_allowed_ones():
     assert str(err.value) == "unknown augmentation method(s) 'synonym': choose from 'mask', 'pos', 'ngram'"
     with pytest.raises(KdError, match="choose from"):
         augment(TEXTS[:1], n=1, seed=0, methods="masks")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--augment", "mask", "--p-mask", "1.5"], "--p-mask must be a probability between 0 and 1, got 1.5"),
+        (["--augment", "mask,pos", "--p-mask", "0.6", "--p-pos", "0.6"], "--p-mask + --p-pos must be at most 1"),
+        (["--augment", "mask,ngram", "--p-mask", "0", "--p-ngram", "0"], "--augment mask,ngram would change nothing"),
+        (["--augment", " , "], "Invalid value for --augment: ' , ': give methods like mask,pos,ngram"),  # (not: no augmentation)
+    ],
+)
+def test_distill_refuses_bad_augmentation_probabilities_before_starting_a_stage(tmp_path, options, message):
+    """Checked with the other options: no store is opened and no failed stage is left behind (they
+    were found only when the texts were made, after the stage had started)."""
+    from synthetic import kd
+
+    db = tmp_path / "kd.db"
+    out = kd("distill", "--run", "r", *options, "--db", str(db), ok=False)
+    assert f"Error: {message}" in out.output and "Traceback" not in out.output
+    assert not db.exists()

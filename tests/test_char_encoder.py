@@ -182,3 +182,15 @@ def test_the_vocabulary_spells_symbols_emoji_and_accented_words():
     # at the size cap a character gets both forms or none (a lone "x" would [UNK] every word with x inside)
     capped = build_vocab(["ab ab", "c"], max_size=len(SPECIALS) + 3)
     assert capped[len(SPECIALS):] == ["a", "##a"]  # b and c would need two slots, one is left
+
+
+def test_the_vocabulary_stands_alone_exactly_the_characters_the_normalizer_pads():
+    """CJK extension E (U+2B820-U+2B91F) is no Chinese character to the tokenizer's normalizer: it
+    joins words, so it needs its ## form too (the vocabulary's own CJK ranges gave it none, and
+    "好𫠠𫠠" became 好 [UNK])."""
+    rare = "\U0002b820"
+    texts = ["好" + rare + rare, "ab" + rare, "好书"]
+    tok = make_tokenizer(build_vocab(texts))
+    assert all(tok.unk_token not in tok.tokenize(t) for t in texts)
+    assert tok.tokenize(texts[0]) == ["好", rare, "##" + rare]
+    assert "##好" not in tok.get_vocab() and "##书" not in tok.get_vocab()  # padded: alone, as before

@@ -103,6 +103,16 @@ def test_group_tables_and_single_values_for_repeatable_options(other_db, invoke,
     assert "no labeled samples for the teacher (split dev)" in result.output  # the one value became the list ["dev"]
 
 
+def test_a_toml_array_gives_a_comma_separated_option(other_db, invoke, write_file, error_line):
+    """``augment = ["mask", "pos"]`` means ``--augment mask,pos`` (it was read as the one string
+    "['mask', 'pos']", which no method is called)."""
+    write_file("kd.toml", 'db = "other.db"\n[distill]\naugment = ["mask", "nope"]\nkernel_sizes = [2, 3]\n')
+    line = error_line(invoke(["distill", "--run", "c"], db=None, ok=False))
+    assert "unknown augmentation method(s) nope" in line and "[" not in line
+    write_file("kd.toml", 'db = "other.db"\n[distill]\naugment = [1.5]\n')
+    assert "kd.toml: augment = [1.5]: expected a string" in error_line(invoke(["distill", "--run", "c"], db=None, ok=False))
+
+
 def test_top_level_key_of_another_command_is_ignored(other_db, invoke, write_file):
     """A key some other command takes (``student`` of ``kd distill``) leaves ``kd samples`` alone."""
     write_file("kd.toml", 'db = "other.db"\nstudent = "textcnn"\n[labels]\nmethod = "disagree"\n')

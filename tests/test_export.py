@@ -24,6 +24,7 @@ from synthetic import kd, labeled_rows, save_tiny_bert, texts, write_tsv
 
 from commands.export import export
 from kdstore.predictor import Predictor
+from kdstore.schema import iso_utc
 from kdstore.serving import Artifact
 from kdstore.store import Store
 
@@ -159,7 +160,7 @@ def test_manifest_files_and_hashes(built):
     assert manifest["run"] == RUN and manifest["format"] == "onnx" and manifest["model_file"] == "model.onnx"
     assert manifest["stage"] == {
         "name": "distill-textcnn", "kind": "distill", "artifact_sha256": stage.artifact_sha256,
-        "ended_at": stage.ended_at.isoformat(timespec="seconds"),
+        "ended_at": iso_utc(stage.ended_at),
     }
     assert manifest["model"]["kind"] == "student" and manifest["model"]["student"]["kind"] == "textcnn"
     assert manifest["model"]["student"]["num_filters"] == 8

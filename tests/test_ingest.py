@@ -80,6 +80,27 @@ def test_parse_unlabeled_one_and_two_columns():
     assert [(r.text, r.label) for r in two] == [("first", None), ("second", None)]
 
 
+def test_parse_unlabeled_keeps_no_label_in_the_metadata():
+    """README: --split unlabeled drops any label column, as JSONL drops the label key."""
+    for data, name in ((b"pos\tfirst\n", "pool.tsv"), (b"label,text,who\npos,first,ann\n", "pool.csv")):
+        [r] = parse(data, name, IngestOptions(split="unlabeled"))
+        assert (r.text, r.label) == ("first", None)
+        assert "pos" not in (r.meta or {}).values()
+    [r] = parse(b"label,text,who\npos,first,ann\n", "pool.csv", IngestOptions(split="unlabeled"))
+    assert r.meta == {"who": "ann"}
+    [r] = parse(b"text,who\nfirst,ann\n", "pool.csv", IngestOptions(split="unlabeled"))  # no label column: fine
+    assert r.meta == {"who": "ann"}
+
+
+def test_parse_a_bom_starting_a_later_line_is_dropped():
+    """Files joined by `cat`, each saved with a BOM: one class 'pos', not 'pos' and '\\ufeffpos'."""
+    data = b"\xef\xbb\xbfpos\tgood\n" + b"\xef\xbb\xbfpos\tfine\r\n\xef\xbb\xbfneg\tbad\n"
+    assert [(r.label, r.text) for r in parse(data, "t.tsv", IngestOptions())] == [
+        ("pos", "good"), ("pos", "fine"), ("neg", "bad")]
+    data = b'{"text": "a", "label": "pos"}\n\xef\xbb\xbf{"text": "b", "label": "pos"}\n'
+    assert [r.text for r in parse(data, "t.jsonl", IngestOptions())] == ["a", "b"]
+
+
 def test_parse_pinned_classes_rejects_unknown_label():
     opts = IngestOptions(classes=("neg", "pos"))
     assert len(parse(b"pos\ta\nneg\tb\n", "t.tsv", opts)) == 2
@@ -120,6 +141,9 @@ def test_read_class_file_forms(tmp_path):
     assert read_class_file(tmp_path / "round.txt") == ("b", "a", "c")
     (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf0\tpos\r\n1\tneg\r\n")  # as a spreadsheet or Notepad saves it
     assert read_class_file(tmp_path / "bom.txt") == ("pos", "neg")
+    (tmp_path / "twice.txt").write_text("0\ta\n\n0\tb\n1\tc\n", encoding="utf-8")  # was ('b', 'c'): 'a' lost
+    with pytest.raises(KdError, match=r"twice\.txt: line 3: class id 0 is given twice \('a' and 'b'\)"):
+        read_class_file(tmp_path / "twice.txt")
 
 
 def test_normalize_and_text_hash():
@@ -269,10 +293,13 @@ def test_exact_duplicates_are_skipped_and_counted(invoke, write_file, read_sampl
     assert (report["added"], report["duplicates"]) == (0, 5)
     assert read_samples() == before
 
-    # a duplicate in another split is still a duplicate (the first occurrence wins)
-    write_file("dev.tsv", "pos\thello world!\n")
+    # a duplicate in another split is still a duplicate (the first occurrence wins), and the report
+    # says where it is kept: a dev or test set shrunk by texts already in train is not shrunk unseen
+    write_file("dev.tsv", "pos\thello world!\npos\tnew dev text\npos\tnew dev text\n")
     report = invoke.json(["ingest", "dev.tsv", "--split", "dev"])
-    assert (report["added"], report["duplicates"]) == (0, 1)
+    assert (report["added"], report["duplicates"], report["duplicates_in"]) == (1, 2, {"train": 1, "dev": 1})
+    write_file("dev2.tsv", "pos\tHELLO WORLD!\n")
+    assert "1 in train" in invoke(["ingest", "dev2.tsv", "--split", "dev"]).stdout
 
 
 def test_conflict_is_listed_and_first_label_kept(invoke, write_file, read_samples, read_classes):
@@ -510,11 +537,53 @@ BAD_INPUTS = [
         id="csv-unclosed-quote",
     ),
     pytest.param(
+        "surrogate.jsonl",  # an emoji cut in half (text truncated at UTF-16 units): no UTF-8 for it
+        b'{"text": "fine text", "label": "pos"}\n{"text": "cut \\ud83d", "label": "neg"}\n',
+        [],
+        ["line 2", "field 'text'", "lone surrogate"],
+        id="jsonl-lone-surrogate",
+    ),
+    pytest.param(
+        "surrogatemeta.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"text": "other", "label": "neg", "m": ["\\udc00"]}\n',
+        [],
+        ["line 2", "field 'm'", "lone surrogate"],
+        id="jsonl-lone-surrogate-in-metadata",
+    ),
+    pytest.param(
         "nokey.jsonl",
         b'{"text": "fine text", "label": "pos"}\n{"body": "no text key", "label": "neg"}\n',
         [],
         ["line 2", "field 'text'", "missing"],
         id="jsonl-missing-text-key",
+    ),
+    pytest.param(
+        "tablabel.jsonl",  # class_id.txt holds one class a line: it could not hold this one
+        b'{"text": "fine text", "label": "pos"}\n{"text": "other", "label": "ne\\tg"}\n',
+        [],
+        ["line 2", "field 'label'", "control character"],
+        id="label-with-a-tab",
+    ),
+    pytest.param(
+        "twice.csv",
+        b"label,text,x,x\npos,fine text,1,2\n",
+        [],
+        ["line 1", "field 'x'", "names this column twice"],
+        id="header-names-a-column-twice",
+    ),
+    pytest.param(
+        "same.tsv",
+        b"pos\tfine text\n",
+        ["--text-col", "1", "--label-col", "1"],
+        ["line 1", "field '1'", "also the label column"],
+        id="text-column-is-label-column",
+    ),
+    pytest.param(
+        "array.json",
+        b'[{"text": "fine text", "label": "pos"}]\n',
+        [],
+        ["line 1", "JSON Lines"],
+        id="json-array-file",
     ),
 ]
 

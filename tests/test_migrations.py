@@ -78,6 +78,7 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
     state = invoke.json(["db", "current"])
     assert state["current"] == "0001" and state["head"] == "0008"
     assert state["up_to_date"] is False
+    assert invoke(["db", "current", "--check", "--json"], ok=False).exit_code == 1
 
     result = invoke(["db", "upgrade"])
     assert "0001 -> 0008" in result.stdout
@@ -181,6 +182,7 @@ def test_db_current_json_reports_current_and_head(db, invoke):
     }
     text = invoke(["db", "current"]).stdout
     assert "revision 0008" in text and "up to date" in text
+    assert invoke(["db", "current", "--check"]).exit_code == 0
 
 
 def test_db_upgrade_on_new_path_creates_store(db, invoke):
@@ -235,6 +237,8 @@ def test_newer_revision_than_kd_knows_is_refused(db, invoke, error_line):
     assert "newer than this kd knows (0008): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
     assert invoke.json(["db", "current"])["state"] == "newer"
     assert "newer than this kd: upgrade kd" in invoke(["db", "current"]).stdout
+    checked = invoke(["db", "current", "--check"], ok=False)
+    assert checked.exit_code == 1 and "newer than this kd" in checked.stdout
 
 
 def test_db_upgrade_refuses_non_kd_database(db, invoke):

@@ -552,6 +552,10 @@ def test_runs_and_report_json(store, invoke):
     ]
     assert "RuntimeError: out of memory" in r1[1]["error"]
     assert r1[0]["duration_s"] is not None and r1[0]["duration_s"] >= 0
+    # stored times are UTC, and the JSON says so (a reader in another zone is not off by hours)
+    started = dt.datetime.fromisoformat(r1[0]["started_at"])
+    assert started.utcoffset() == dt.timedelta(0) and r1[0]["ended_at"].endswith("+00:00")
+    assert abs(dt.datetime.now(dt.timezone.utc) - started) < dt.timedelta(hours=1)
 
     report = invoke.json(["report", "--run", "r1"])
     assert report["run"] == "r1"
