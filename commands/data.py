@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kdstore.ingest import FORMATS, IngestOptions, add_records, format_class_file, parse, read_class_file
 from kdstore.schema import SPLITS
@@ -57,10 +57,10 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         print_json({**report.as_dict(), "store": counts})
         return
     out = console()
-    out.print(
-        f"{escape(name)}: read {report.read}, added {report.added} to [bold]{split}[/], "
-        f"skipped {report.duplicates} duplicates, {len(report.conflicts)} conflicts"
-    )
+    out.print(Text.assemble(
+        f"{name}: read {report.read}, added {report.added} to ", (split, "bold"),
+        f", skipped {report.duplicates} duplicates, {len(report.conflicts)} conflicts",
+    ))
     elsewhere = {k: n for k, n in report.duplicates_in.items() if k != split}
     if elsewhere:  # e.g. test texts already in train: not added to test, so the test set is smaller
         out.print("  duplicates already in another split (kept there): "
@@ -88,7 +88,7 @@ def counts_table(counts: dict[str, dict[str, int]]) -> Table:
     table = Table(title="samples in the store")
     table.add_column("split")
     for lab in labels:
-        table.add_column(escape(lab), justify="right")
+        table.add_column(Text(lab), justify="right")
     table.add_column("total", justify="right")
     for split, per in counts.items():  # train, dev, test, unlabeled, then augmented (kd distill --augment's texts)
         table.add_row(split, *[str(per.get(l, 0)) for l in labels], str(sum(per.values())))
@@ -132,7 +132,7 @@ def samples(split, label, limit, dropped, db, as_json):
     for col in ("id", "split", "label", "text"):
         table.add_column(col)
     for it in items:
-        table.add_row(str(it["id"]), it["split"], escape(it["label"] or "") + (" (dropped)" if it["dropped"] else ""), escape(it["text"]))
+        table.add_row(str(it["id"]), it["split"], Text((it["label"] or "") + (" (dropped)" if it["dropped"] else "")), Text(it["text"]))
     console().print(table)
 
 

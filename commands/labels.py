@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
+from rich.text import Text
 from rich.table import Table
 
 from kdstore import labels as lab
@@ -84,8 +84,8 @@ def show(run, top, status, db, as_json):
     for col in ("sample", "score", "given", "suggested", "methods", "status", "text"):
         table.add_column(col)
     for i in items:
-        table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", escape(i["given"]), escape(i["suggested"]),
-                      i["methods"], i["status"], escape(i["text"]))
+        table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", Text(i["given"]), Text(i["suggested"]),
+                      i["methods"], i["status"], Text(i["text"]))
     console().print(table)
 
 
@@ -171,8 +171,8 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
                 table.add_column(col)
             for i in items:
                 now = (i["current"] or "") + (" (dropped)" if i["dropped"] else "")
-                table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", i["action"], escape(now),
-                              escape(i["new"] or ""), EFFECTS[i["effect"]], escape(i["text"]))
+                table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", i["action"], Text(now),
+                              Text(i["new"] or ""), EFFECTS[i["effect"]], Text(i["text"]))
             console().print(table)
             n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
             click.echo(f"{n['change']} changes, {n['unchanged']} unchanged, {n['edited']} left alone: edited since "

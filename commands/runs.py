@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kdstore.plots import write_plots
 from kdstore.report import compare, run_report, runs_overview
@@ -41,12 +42,12 @@ def runs(db, as_json):
             style = _STATUS_STYLE.get(st["status"], "")
             table.add_row(
                 run["run"] if i == 0 else "",
-                escape(st["name"]),
+                Text(st["name"]),
                 st["kind"],
                 f"[{style}]{st['status']}[/]" + (" (process gone)" if st.get("process_gone") else ""),
                 st["started_at"],
                 "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
-                escape((st["error"] or "")[:80]),
+                Text((st["error"] or "")[:80]),
             )
     print_wide(console(), table)
 
@@ -102,7 +103,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             return
         table = Table(title="runs compared")
         cols = list(dict.fromkeys(k for r in rows for k in r)) or ["run", "stage"]
-        cells = [[escape(v) if isinstance(v, str) else _fmt(v) for v in (r.get(c) for c in cols)] for r in rows]
+        cells = [[Text(v) if isinstance(v, str) else _fmt(v) for v in (r.get(c) for c in cols)] for r in rows]
         for c in cols:
             table.add_column(c, justify="left" if c in ("run", "stage", "kind") else "right")
         for row in cells:
@@ -136,15 +137,15 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             for split in splits:
                 table.add_column(split, justify="right")
             for n in names:
-                table.add_row(escape(n), *[_fmt(st["metrics"][split].get(n)) for split in splits])
+                table.add_row(Text(n), *[_fmt(st["metrics"][split].get(n)) for split in splits])
             out.print(table)
         for split, matrix in st.get("confusion", {}).items():
             cm = Table(title=f"{split} confusion (rows: label, columns: predicted)")
             cm.add_column("")
             for name in data["classes"]:
-                cm.add_column(escape(name), justify="right")
+                cm.add_column(Text(name), justify="right")
             for name, row in zip(data["classes"], matrix):
-                cm.add_row(escape(name), *[str(v) for v in row])
+                cm.add_row(Text(name), *[str(v) for v in row])
             print_wide(out, cm)
     for p in data.get("plots", []):
         out.print(f"wrote {p}", markup=False)

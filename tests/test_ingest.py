@@ -273,6 +273,18 @@ def test_unlabeled_two_columns_drops_label(invoke, write_file, read_samples, rea
     assert read_classes() == []
 
 
+def test_tables_show_names_and_texts_as_they_are(invoke, write_file):
+    """Rich's markup escape doubles a trailing backslash (meant for a tag after it): a class
+    ``neg\\`` was shown as ``neg\\\\`` in every table, and ``[b]`` in a text is not markup."""
+    write_file("odd.tsv", "neg\\\t[b]bold?\\\npos\tfine\n")
+    invoke(["ingest", "odd.tsv"])
+    out = invoke(["samples"]).stdout
+    assert "neg\\ " in out and "neg\\\\" not in out
+    assert "[b]bold?\\ " in out and "bold?\\\\" not in out
+    counts = invoke(["ingest", "odd.tsv"]).stdout  # the store's counts table: a column per class
+    assert "neg\\ " in counts and "neg\\\\" not in counts
+
+
 def test_exact_duplicates_are_skipped_and_counted(invoke, write_file, read_samples):
     write_file(
         "train.tsv",
