@@ -199,7 +199,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--lr", type=FLOAT, help="Learning rate (default 1e-3; 1e-4 for a transformer student; 1e-3 for early exit).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--max-len", type=int, default=128, show_default=True)
+@click.option("--max-len", type=int, default=128, show_default="128; the teacher's for early exit")
 @click.option("--patience", type=int, default=3, show_default=True)
 @click.option("--embed-dim", type=int, default=128, show_default=True)
 @click.option("--kernel-sizes", default="2,3,4", show_default=True, help="TextCNN kernel widths.")
@@ -378,7 +378,11 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     if len(teacher_runs) > 1 or augment or teacher_weights:
         raise click.UsageError("--student early-exit extends one teacher: at most one --teacher-run, no --augment/--teacher-weight")
     if max_loss is not None and given("speed"):
-        raise click.UsageError("--speed or --max-loss, not both: --max-loss chooses the serving speed on dev")
+        typed = {name for name in ("speed", "max_loss") if source(name) == ParameterSource.COMMANDLINE}
+        if typed == {"speed"}:  # the command line wins over a config file's --max-loss
+            max_loss = None
+        elif typed != {"max_loss"}:  # and over its --speed: a default speed is not a second choice
+            raise click.UsageError("--speed or --max-loss, not both: --max-loss chooses the serving speed on dev")
     cfg = EarlyExitConfig(
         epochs=epochs, lr=1e-3 if lr is None else lr, batch_size=batch_size,
         max_len=max_len if given("max_len") else None,  # None: the teacher's, so speed 0 is the teacher

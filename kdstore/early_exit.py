@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -352,7 +353,11 @@ def load_early_exit(directory: str | Path, device: str | torch.device = "cpu") -
         meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         _, teacher = load_classifier(str(directory), meta["classes"])
         model = EarlyExitModel(teacher, branch_dim=meta["branch_dim"], pooling=meta["pooling"], dropout=meta.get("dropout", 0.1))
-        model.branches.load_state_dict(torch.load(directory / BRANCHES_FILE, map_location="cpu", weights_only=True))
+        try:
+            branches = torch.load(directory / BRANCHES_FILE, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # not a torch.save file: a Git LFS pointer, a damaged copy
+            raise KdError(f"cannot load the early-exit model in {directory}: {BRANCHES_FILE} is not a PyTorch weights file") from None
+        model.branches.load_state_dict(branches)
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise KdError(f"cannot load the early-exit model in {directory}: {exc}") from None

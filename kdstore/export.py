@@ -141,7 +141,8 @@ def export_model(
             f"(kd predict --model {stage.name} serves it); export another model of run {run!r} with --model: "
             f"{', '.join(models) or 'none yet'}"
         )
-    out_dir = Path(out) if out else default_dir(store, run, stage.name, fmt)
+    # resolved: "." or "x/.." has no name to put the new folder beside (and a link is replaced where it points)
+    out_dir = (Path(out) if out else default_dir(store, run, stage.name, fmt)).resolve()
     _check_target(out_dir, overwrite)
     module, model_info = _exportable(predictor, stage, fmt)
     module.eval()

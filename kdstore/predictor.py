@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,13 @@ def load_student(directory: Path, device) -> tuple[Any, Any, dict]:
     try:
         meta = json.loads((directory / STUDENT_CONFIG).read_text(encoding="utf-8"))
         model = build_student(StudentConfig.from_dict(meta["student"]))
-        model.load_state_dict(torch.load(directory / STUDENT_WEIGHTS, map_location="cpu", weights_only=True))
+        try:
+            weights = torch.load(directory / STUDENT_WEIGHTS, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # not a torch.save file: a Git LFS pointer, a damaged copy
+            raise KdError(f"cannot load the student in {directory}: {STUDENT_WEIGHTS} is not a PyTorch weights file") from None
+        model.load_state_dict(weights)
         tokenizer = AutoTokenizer.from_pretrained(directory)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise KdError(f"cannot load the student in {directory}: {exc}") from None
     return model.to(device).eval(), tokenizer, meta
 

@@ -235,9 +235,12 @@ def _torchscript_runner(path: Path, device: str):
         import torch
     except ImportError:
         raise KdError("serving a TorchScript export needs torch") from None
-    if device == "cuda" and not torch.cuda.is_available():
-        raise KdError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
-    dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    # torch.jit.trace records the device of every tensor the model makes (torch.arange, masks) as a
+    # constant: kd export traces on the CPU, so the traced model runs there and nowhere else
+    if device == "cuda":
+        raise KdError("--device cuda: a TorchScript export was traced on the CPU and runs only there "
+                      "(use --device cpu or auto, or export with --format onnx and serve with onnxruntime-gpu)")
+    dev = torch.device("cpu")
     try:
         module = torch.jit.load(str(path), map_location=dev).eval()
     except Exception as exc:  # torch.jit raises RuntimeError and friends

@@ -542,3 +542,54 @@ def test_cli_max_loss_serves_at_the_speed_chosen_on_dev(trained):
     assert "--speed, --max-loss: for --student early-exit, not textcnn" in refused.output
     both = kd("distill", "--run", "r", "--student", "early-exit", "--speed", "0.5", "--max-loss", "1", "--name", "x", "--db", db, ok=False)
     assert "--speed or --max-loss, not both" in both.output
+
+
+def test_a_damaged_branches_file_is_a_one_line_error(tmp_path):
+    """A ``branches.pt`` that is no ``torch.save`` file (a Git LFS pointer checked out without the
+    object, a damaged copy) is a KdError naming the directory, not torch's unpickling traceback."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokens = build_vocab(["很好太差一般"])
+    config = BertConfig(vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=16, num_labels=3, id2label={0: "neg", 1: "mid", 2: "pos"})
+    torch.manual_seed(0)
+    saved = EarlyExitModel(BertForSequenceClassification(config), branch_dim=8).save(
+        tmp_path / "ee", tokenizer=make_tokenizer(tokens), max_len=16, speed=0.3, uncertainty="entropy")
+    model, _, meta = load_early_exit(saved)
+    assert len(model.branches) == 1 and meta["classes"] == ["neg", "mid", "pos"]
+    (saved / "branches.pt").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n", encoding="utf-8")
+    with pytest.raises(KdError, match=r"cannot load the early-exit model in .*: branches.pt is not a PyTorch weights file$"):
+        load_early_exit(saved)
+    with pytest.raises(KdError, match="branches.pt is not a PyTorch weights file"):
+        EarlyExitPredictor.from_directory(saved, device="cpu")
+
+
+def test_a_config_file_speed_or_max_loss_gives_way_to_the_command_line(tmp_path, monkeypatch):
+    """A kd.toml default serving ``speed`` does not turn ``--max-loss`` typed on the command line into
+    "not both", nor a kd.toml ``max_loss`` a typed ``--speed``: the command line wins. Both typed, or
+    both in the file, are still refused."""
+    import kdstore.early_exit as ee
+
+    db = str(tmp_path / "kd.db")
+    with stage_scope(Store.open(db), run="r", kind="teach", name="teach", config={}):
+        pass  # a run to take a teacher from (training itself is replaced below)
+    seen: list[EarlyExitConfig] = []
+    monkeypatch.setattr(ee, "train_early_exit", lambda store, stage, cfg, teacher_run=None: seen.append(cfg))
+    conf = tmp_path / "kd.toml"
+    monkeypatch.setenv("KD_CONFIG", str(conf))
+    conf.write_text("[distill]\nspeed = 0.5\n", encoding="utf-8")
+    kd("distill", "--run", "r", "--student", "early-exit", "--max-loss", "1", "--name", "a", "--db", db)
+    assert seen[-1].max_loss == 1.0
+    conf.write_text("[distill]\nmax_loss = 1.0\n", encoding="utf-8")
+    kd("distill", "--run", "r", "--student", "early-exit", "--speed", "0.2", "--name", "b", "--db", db)
+    assert (seen[-1].speed, seen[-1].max_loss) == (0.2, None)
+    conf.write_text("[distill]\nspeed = 0.5\nmax_loss = 1.0\n", encoding="utf-8")
+    both = kd("distill", "--run", "r", "--student", "early-exit", "--name", "c", "--db", db, ok=False)
+    assert "--speed or --max-loss, not both" in both.output and len(seen) == 2
+
+
+def test_distill_help_says_early_exit_reads_at_the_teachers_max_len():
+    """Without --max-len the branches read at the teacher's own --max-len (so speed 0 is the
+    teacher), not at the students' 128: the help says so."""
+    text = " ".join(kd("distill", "--help").output.split())
+    assert "(128; the teacher's for early exit)" in text

@@ -381,3 +381,28 @@ def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, tmp_path, err
     served = Path(kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(tmp_path / "cnn"), "--db", db).stdout.strip())
     out = kd("predict", "--artifact", str(served), input=b"\xc3\n", ok=False)
     assert "<stdin>: line 1: not valid UTF-8" in error_line(out)
+
+
+def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch):
+    """`--out .` (or a path ending in `..`) has no name of its own: it is the folder it resolves to."""
+    here = tmp_path / "serve"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    out = kd_export("--run", RUN, "--model", "distill-textcnn", "--out", ".", "--db", str(built))
+    assert Path(out.stdout.strip()) == here.resolve()
+    assert (here / "manifest.json").is_file() and (here / "model.onnx").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["serve"]  # no temporary or old folder left beside it
+
+
+def test_torchscript_export_serves_on_the_cpu_it_was_traced_on(built, tmp_path, monkeypatch, error_line):
+    """torch.jit.trace records the CPU as the device of the tensors the model makes (torch.arange,
+    the attention masks): --device auto serves a TorchScript export on the CPU even where CUDA is."""
+    import torch
+
+    path = Path(kd_export("--run", RUN, "--model", "distill-bigru", "--format", "torchscript", "--out", str(tmp_path / "ts"), "--db", str(built)).stdout.strip())
+    sample = fresh_texts()
+    expected = Artifact.load(path, device="cpu").logits(sample)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    np.testing.assert_array_equal(Artifact.load(path, device="auto").logits(sample), expected)
+    line = error_line(kd("predict", "--artifact", str(path), "--device", "cuda", input="很好\n", ok=False))
+    assert "a TorchScript export was traced on the CPU" in line and "--format onnx" in line

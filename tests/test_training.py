@@ -712,3 +712,26 @@ def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path)
     assert all(r["test_accuracy"] is not None for r in rows)
     table = kd("report", "--compare", "r", "--db", db).stdout  # piped: every figure whole, none cut with "…"
     assert "…" not in table and all(f"{r['test_accuracy']:.4f}" in table for r in rows if r["test_accuracy"] < 1)
+
+
+def test_a_damaged_student_weights_file_is_a_one_line_error(tmp_path):
+    """A ``student.pt`` that is no ``torch.save`` file (a Git LFS pointer, a damaged copy) is a
+    KdError naming the directory, not torch's unpickling traceback; a truncated one likewise."""
+    from kdstore.vocab import build_vocab, make_tokenizer
+    from kdstore.distill import save_student
+    from kdstore.errors import KdError
+    from kdstore.predictor import STUDENT_WEIGHTS, load_student
+    from kdstore.students import StudentConfig, build_student
+
+    tokenizer = make_tokenizer(build_vocab(["很好太差"]))
+    scfg = StudentConfig(kind="textcnn", vocab_size=len(tokenizer), num_classes=2, embed_dim=4, kernel_sizes=(2,), num_filters=3)
+    save_student(tmp_path / "s", build_student(scfg), scfg, tokenizer, max_len=8, class_names=["neg", "pos"])
+    assert load_student(tmp_path / "s", "cpu")[2]["classes"] == ["neg", "pos"]
+    weights = tmp_path / "s" / STUDENT_WEIGHTS
+    good = weights.read_bytes()
+    weights.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n", encoding="utf-8")
+    with pytest.raises(KdError, match=rf"cannot load the student in .*: {STUDENT_WEIGHTS} is not a PyTorch weights file$"):
+        load_student(tmp_path / "s", "cpu")
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(KdError, match="cannot load the student in"):
+        load_student(tmp_path / "s", "cpu")
