@@ -45,7 +45,7 @@ from .students import (
 )
 from .folds import stratified_folds
 from .teacher import check_learned_every_class, model_dirs, quiet_transformers, score_missing
-from .torchutil import BestCheckpoint, count_parameters, pick_device, set_seed
+from .torchutil import BestCheckpoint, check_finite, count_parameters, pick_device, set_seed
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,8 @@ class DistillConfig:
             raise KdError(f"--max-len and --patience must be at least 1, got {self.max_len} and {self.patience}")
         if self.soft_loss == "mse" and (self.temperature != 2.0 or self.temperature_end is not None):
             raise KdError("--temperature and --temperature-end soften the kl and soft_ce losses: --soft-loss mse reads raw logits")
+        if self.width < 0 or self.relation_heads < 0:
+            raise KdError(f"--width and --relation-heads must be positive (0: the default), got {self.width} and {self.relation_heads}")
         if self.intermediate and self.student != "transformer":
             raise KdError("--hidden-mse/--hidden-cos/--pkd/--attention-kl/--value-relation/--qk-relation need --student transformer")
         if min(self._intermediate_weights) < 0:
@@ -496,6 +498,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 losses.append(loss.item() * weight)
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
             add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
+            check_finite(model, when=f"in epoch {epoch}" + (f" ({tag.rstrip('/')})" if tag else ""))
             last_epoch = epoch
             if len(dev) == 0:
                 continue

@@ -51,7 +51,7 @@ from .progress import progress
 from .runs import StageHandle
 from .speed import measure, speed_texts
 from .store import Store
-from .torchutil import autocast, count_parameters, ensure_eval, pick_device, set_seed
+from .torchutil import autocast, check_finite, count_parameters, ensure_eval, pick_device, set_seed
 
 SUBDIR = "early-exit"
 BRANCHES_FILE = "branches.pt"
@@ -648,6 +648,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
                 losses.append(loss.item())
                 bar.update(task, advance=1, loss=f"{loss.item():.4f}")
             store.add_metrics(stage.id, "train", {"loss": float(np.mean(losses))}, step=epoch)
+            check_finite(model.branches, when=f"in epoch {epoch}")
             if not len(dev):
                 best_epoch = epoch
                 continue

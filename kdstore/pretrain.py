@@ -24,7 +24,7 @@ from .runs import StageHandle
 from .schedules import warmup_linear_decay
 from .segment import token_groups, word_starts
 from .store import Store
-from .torchutil import autocast, count_parameters, grad_scaler, pick_device, scaled_step, set_seed
+from .torchutil import autocast, check_finite, count_parameters, grad_scaler, pick_device, scaled_step, set_seed
 from .vocab import SPECIALS, build_vocab, make_tokenizer
 
 MODEL_SUBDIR = "model"
@@ -203,10 +203,12 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 recent.append(mlm.item() * shares[0])  # this rank's part of the batch's mean (see _loss_figures)
                 if step % 50 == 0:
                     add_metrics(stage.id, "train", _loss_figures(recent, recent_rtd, dist), step=step)
+                    check_finite(objective, when=f"by step {step}")
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
 
     if step == 0:  # every rank sees it (rank 0's clock decides): an untrained model is no result
         raise KdError(f"--minutes {cfg.minutes:g} ran out before the first training step: give it more time or --steps")
+    check_finite(objective, when=f"by step {step}")
     losses = _loss_figures(recent, recent_rtd, dist)  # a collective: every rank, before rank 0 goes on alone
     if not dist.is_main:
         return None

@@ -55,6 +55,14 @@ def scaled_step(scaler: torch.amp.GradScaler, loss: torch.Tensor, optimizer, par
     scaler.update()
 
 
+def check_finite(module: torch.nn.Module, *, when: str) -> None:
+    """Fail when training has diverged: a weight that is nan or inf (a too high learning rate, a bad
+    batch) would otherwise go on into every logit the stage stores, and argmax of nan is class 0."""
+    bad = next((name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())), None)
+    if bad is not None:
+        raise KdError(f"training diverged {when}: weight {bad} is no longer finite (nan or inf); lower --lr")
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

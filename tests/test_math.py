@@ -506,3 +506,15 @@ def test_a_full_depth_student_initialised_from_its_teacher_computes_the_teacher(
     with torch.no_grad():
         torch.testing.assert_close(student(ids, mask), teacher(input_ids=ids, attention_mask=mask).logits, rtol=0, atol=1e-6)
         assert set(student.internals(ids, mask)[3]) == {"query", "key", "value"}  # MiniLM's relation losses read them
+
+
+def test_check_finite_names_the_first_weight_that_is_not():
+    from kdstore.errors import KdError
+    from kdstore.torchutil import check_finite
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    check_finite(net, when="in epoch 1")  # a healthy model passes
+    with torch.no_grad():
+        net[1].bias.fill_(float("inf"))
+    with pytest.raises(KdError, match=r"^training diverged in epoch 3: weight 1.bias is no longer finite \(nan or inf\); lower --lr$"):
+        check_finite(net, when="in epoch 3")

@@ -374,6 +374,26 @@ def test_distill_bad_input(taught_store, sample_store):
         assert "student sizes" in bad.output and "must be positive" in bad.output, bad.output
 
 
+def test_a_diverged_training_fails_the_stage_instead_of_storing_nan(taught_store):
+    """A learning rate that blows the weights up to nan/inf fails the stage in the epoch it happened
+    (it went on and stored nan logits for every sample: argmax of nan is class 0)."""
+    db = str(taught_store)
+    out = kd("distill", "--run", "r", "--lr", "1e30", "--epochs", "2", "--embed-dim", "16", "--num-filters", "8",
+             "--max-len", "32", "--db", db, ok=False)
+    assert "training diverged in epoch 1: weight" in out.output and "lower --lr" in out.output, out.output
+    stage = _stage(taught_store, "r", "distill-textcnn")
+    assert stage.status == "failed" and "diverged" in stage.error
+    assert _count(taught_store, Prediction, stage_id=stage.id) == 0
+
+
+def test_distill_negative_width_or_relation_heads_is_one_line_before_the_store(tmp_path):
+    db = str(tmp_path / "never.db")
+    for args in (["--width", "-32"], ["--relation-heads", "-1", "--value-relation", "1"]):
+        bad = kd("distill", "--run", "r", "--student", "transformer", *args, "--db", db, ok=False)
+        assert "--width and --relation-heads must be positive (0: the default)" in bad.output, bad.output
+        assert len(bad.output.strip().splitlines()) == 1 and not (tmp_path / "never.db").exists()
+
+
 def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught_store, tmp_path):
     db = str(taught_store)
     store = Store.open(db)
