@@ -201,9 +201,21 @@ def open_store(db: str | None, *, create: bool = False) -> Store:
     return Store.open(db, create=create)
 
 
+JSON_PIECES = 100_000  # encoder pieces (keys, values, punctuation) written at a time
+
+
 def print_json(data: Any) -> None:
     """``data`` as strict JSON: a float that is not finite becomes ``null`` (``NaN`` is no JSON)."""
-    click.echo(json.dumps(finite_json(data), ensure_ascii=False, indent=2, default=str, allow_nan=False))
+    # written in pieces as it is encoded: one string of the whole document (and its UTF-8 copy) took
+    # 1.7 GB instead of 0.7 GB for `kd samples --limit 0 --json` on 700k samples
+    encoder = json.JSONEncoder(ensure_ascii=False, indent=2, default=str, allow_nan=False)
+    part: list[str] = []
+    for piece in encoder.iterencode(finite_json(data)):
+        part.append(piece)
+        if len(part) >= JSON_PIECES:
+            click.echo("".join(part), nl=False)
+            part.clear()
+    click.echo("".join(part))
 
 
 def finite_json(data: Any) -> Any:

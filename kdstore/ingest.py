@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 
 from .errors import KdError
 from .schema import SPLITS, KdClass, Sample
-from .store import Store, bulk_insert
+from .store import ID_CHUNK, Store, bulk_insert, chunks
 from .textkey import text_hash
 
 FORMATS = ("tsv", "csv", "jsonl")
@@ -396,20 +396,23 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
     if len(source) > MAX_SOURCE:
         raise KdError(f"{name}: the source name is longer than {MAX_SOURCE} characters: give a shorter --source")
     report = IngestReport(source=source, split=opts.split, read=len(records))
+    hashes = [text_hash(r.text) for r in records]  # (before the writer lock: seconds for a big pool)
     with store.write_transaction("classes", "samples") as conn:
         classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())
         if opts.classes is not None:
             _pin_classes(conn, classes, opts.classes, name)
-        seen: dict[str, tuple[int | None, str, str]] = {
-            h: (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split)
-            for h, label_id, src, line, split, parent in conn.execute(
-                select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id)
+        # the stored samples with these texts only, looked up by the unique text_hash index (not the
+        # whole table: a 20-row ingest into a 700k-sample store read every row into memory)
+        seen: dict[str, tuple[int | None, str, str]] = {}
+        query = select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id)
+        for part in chunks(sorted(set(hashes)), ID_CHUNK):
+            seen.update(
+                (h, (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split))
+                for h, label_id, src, line, split, parent in conn.execute(query.where(Sample.text_hash.in_(part)))
             )
-        }
         names_by_id = {i: n for n, i in classes.items()}
         rows = []
-        for r in records:
-            h = text_hash(r.text)
+        for r, h in zip(records, hashes):
             prior = seen.get(h)
             if prior is not None:
                 prior_label, where, prior_split = prior

@@ -633,12 +633,14 @@ def reopen(s, which, *, undoing: int | None = None) -> int:
     if not rows:
         return 0
     run_of = dict(s.execute(select(Stage.id, Stage.run_id).where(Stage.id.in_({r.stage_id for r in rows}))).all())
-    flags = s.execute(
-        select(LabelEdit.sample_id, LabelEdit.stage_id, Stage.run_id).join(Stage, Stage.id == LabelEdit.stage_id)
-        .where(LabelEdit.action == "flag", LabelEdit.reverted_at.is_(None), LabelEdit.stage_id.is_distinct_from(undoing),
-               LabelEdit.sample_id.in_({r.sample_id for r in rows}))
-        .order_by(LabelEdit.id)
-    ).all()
+    flags = []
+    for chunk in chunks(sorted({r.sample_id for r in rows}), ID_CHUNK):  # one IN list of 33k ids: "too many SQL variables"
+        flags += s.execute(
+            select(LabelEdit.sample_id, LabelEdit.stage_id, Stage.run_id).join(Stage, Stage.id == LabelEdit.stage_id)
+            .where(LabelEdit.action == "flag", LabelEdit.reverted_at.is_(None), LabelEdit.stage_id.is_distinct_from(undoing),
+                   LabelEdit.sample_id.in_(chunk))
+            .order_by(LabelEdit.id)
+        ).all()  # (each sample's flags in one chunk, in order)
     flagged_by = {(sample, run): stage for sample, stage, run in flags}  # the latest standing flag of each sample in each run
     for issue in rows:
         by = flagged_by.get((issue.sample_id, run_of.get(issue.stage_id)))

@@ -755,3 +755,38 @@ def _recipe_source(store: Store) -> str:
     """The source of the store's augmented samples (one recipe in these tests)."""
     with store.engine.connect() as conn:
         return conn.execute(select(Sample.source).where(Sample.parent_id.is_not(None)).limit(1)).scalar_one()
+
+
+def test_reopen_reads_the_flags_of_many_samples_in_chunks(tmp_path, monkeypatch):
+    """Undoing a clean that decided 33k issues failed with "too many SQL variables" (SQLite's
+    default limit is 32,766; PostgreSQL takes 65,535): the standing flags of their samples were read
+    with one IN list. Read in chunks, each sample still goes back to its run's latest standing flag."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from kdstore.schema import KdClass, Run
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    with store.session() as s, s.begin():
+        s.add_all([KdClass(id=0, name="pos"), KdClass(id=1, name="neg"), Run(id=1, uniqid="r")])
+        s.flush()
+        s.add_all([Stage(id=i, run_id=1, kind=k, name=n, status="succeeded") for i, k, n in
+                   ((1, "detect", "detect"), (2, "clean", "fl"), (3, "clean", "fl2"), (4, "clean", "cl"))])
+        s.flush()
+        s.add_all([Sample(id=i, text=f"t{i}", text_hash=f"h{i}", split="train", label_id=0, orig_label_id=0, source="x") for i in range(1, 7)])
+        s.flush()
+        s.add_all([LabelIssue(id=i, stage_id=1, sample_id=i, given_label_id=0, suggested_label_id=1, score=0.9,
+                              methods="cleanlab", status="applied", decided_stage_id=4) for i in range(1, 7)])
+        s.flush()
+        s.add_all([LabelEdit(sample_id=i, stage_id=by, action="flag", old_label_id=0, new_label_id=0)
+                   for i, by in ((1, 2), (3, 2), (3, 3), (6, 3))])
+    store.engine.dispose()
+    event.listen(store.engine, "connect", lambda conn, _: conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 5))
+    monkeypatch.setattr(lab, "ID_CHUNK", 2)
+    with store.session() as s, s.begin():
+        assert lab.reopen(s, LabelIssue.decided_stage_id == 4, undoing=4) == 6
+    with store.session() as s:
+        got = {i.sample_id: (i.status, i.decided_stage_id) for i in s.scalars(select(LabelIssue))}
+    store.close()
+    assert got == {1: ("flagged", 2), 2: ("open", None), 3: ("flagged", 3), 4: ("open", None), 5: ("open", None), 6: ("flagged", 3)}
