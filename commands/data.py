@@ -100,15 +100,23 @@ def counts_table(counts: dict[str, dict[str, int]]) -> Table:
 @click.option("--label", help="Only samples with this (current) label.")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="At most this many (0: all).")
 @click.option("--dropped", is_flag=True, help="Include samples dropped by `kd labels clean`.")
+@click.option("--tsv", "as_tsv", is_flag=True,
+              help="Print headerless label<TAB>text lines (text only for unlabeled samples), the form `kd ingest` reads: "
+                   "e.g. the cleaned train set for another tool. Tabs and line breaks inside a text become spaces.")
 @store_options
 @json_option
-def samples(split, label, limit, dropped, db, as_json):
+def samples(split, label, limit, dropped, as_tsv, db, as_json):
     """Show samples from the store.
 
     \b
     Example:
       kd samples --split train --label neg --limit 5
+      kd samples --split train --limit 0 --tsv > train.cleaned.tsv   # current labels, dropped samples left out
     """
+    if as_tsv and as_json:
+        raise click.UsageError("--tsv or --json, not both")
+    if as_tsv and not split:
+        raise click.UsageError("--tsv needs --split: its lines do not say which split they are from")
     store = open_store(db)
     names = store.class_names()
     where = None
@@ -128,12 +136,34 @@ def samples(split, label, limit, dropped, db, as_json):
     if as_json:
         print_json(items)
         return
+    if as_tsv:
+        _print_tsv(items)
+        return
     table = Table()
     for col in ("id", "split", "label", "text"):
         table.add_column(col)
     for it in items:
         table.add_row(str(it["id"]), it["split"], Text((it["label"] or "") + (" (dropped)" if it["dropped"] else "")), Text(it["text"]))
     console().print(table)
+
+
+_TSV_BREAKS = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
+
+
+def _print_tsv(items: list[dict]) -> None:
+    """``label<TAB>text`` lines (a bare text for an unlabeled sample), written in blocks."""
+    changed, block = 0, []
+    for it in items:
+        text = it["text"].translate(_TSV_BREAKS)
+        changed += text != it["text"]
+        block.append(text if it["label"] is None else f"{it['label']}\t{text}")
+        if len(block) >= 10_000:
+            click.echo("\n".join(block))
+            block.clear()
+    if block:
+        click.echo("\n".join(block))
+    if changed:
+        click.echo(f"warning: {changed} texts had tabs or line breaks, written as spaces", err=True)
 
 
 @click.command()

@@ -729,3 +729,20 @@ def test_writing_into_a_missing_folder_is_one_line(invoke, write_file, tmp_path,
     target = tmp_path / "no" / "such" / "class_id.txt"
     line = error_line(invoke(["classes", "--export", str(target)], ok=False))
     assert str(target) in line and "No such file or directory" in line
+
+
+def test_samples_tsv_round_trips_through_ingest(invoke, write_file, tmp_path):
+    """``kd samples --split train --limit 0 --tsv`` writes what ``kd ingest`` reads back: current
+    labels, dropped samples left out, a text's tab or line break as a space."""
+    write_file("t.jsonl", '{"text": "好吃", "label": "pos"}\n{"text": "太\\t难\\n吃", "label": "neg"}\n{"text": "一般", "label": "pos"}\n')
+    invoke(["ingest", "t.jsonl"])
+    ids = [r["id"] for r in invoke.json(["samples"])]
+    invoke(["labels", "set", "--run", "fix", f"{ids[2]}=neg", f"{ids[0]}=drop"])
+    result = invoke(["samples", "--split", "train", "--limit", "0", "--tsv"])
+    assert result.stdout == "neg\t太 难 吃\nneg\t一般\n"
+    assert "1 texts had tabs or line breaks" in result.stderr
+    (tmp_path / "out.tsv").write_text(result.stdout, encoding="utf-8")
+    other = tmp_path / "other.db"
+    back = invoke.json(["ingest", str(tmp_path / "out.tsv")], db=other)
+    assert (back["added"], back["added_per_class"]) == (2, {"neg": 2})
+    assert "--tsv needs --split" in invoke(["samples", "--tsv"], ok=False).stderr
