@@ -101,8 +101,9 @@ def counts_table(counts: dict[str, dict[str, int]]) -> Table:
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="At most this many (0: all).")
 @click.option("--dropped", is_flag=True, help="Include samples dropped by `kd labels clean`.")
 @click.option("--tsv", "as_tsv", is_flag=True,
-              help="Print headerless label<TAB>text lines (text only for unlabeled samples), the form `kd ingest` reads: "
-                   "e.g. the cleaned train set for another tool. Tabs and line breaks inside a text become spaces.")
+              help="Print label<TAB>text lines under that header (text only for unlabeled samples), the form `kd ingest` reads: "
+                   "e.g. the cleaned train set for another tool. Tabs and line breaks inside a text become spaces; "
+                   "the texts kd distill --augment made are left out.")
 @store_options
 @json_option
 def samples(split, label, limit, dropped, as_tsv, db, as_json):
@@ -124,8 +125,11 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         if label not in names:
             raise click.ClickException(f"no class {label!r} (classes: {', '.join(names)})")
         where = f"label_id = {names.index(label)}"
+    if as_tsv:  # the texts kd distill --augment made ([UNK]-masked, cut) are no data to hand on
+        where = "parent_id IS NULL" if where is None else f"{where} AND parent_id IS NULL"
+    fetch = limit + 1 if as_tsv and limit else limit  # (one more: --tsv tells when it left samples out)
     rows = store.samples(
-        splits=[split] if split else None, where=where, include_dropped=dropped, limit=limit or None
+        splits=[split] if split else None, where=where, include_dropped=dropped, limit=fetch or None
     )
     kept = set(store.samples(ids=rows.ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
     items = [
@@ -137,7 +141,9 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         print_json(items)
         return
     if as_tsv:
-        _print_tsv(items)
+        _print_tsv(items[:limit or None], labeled=split != "unlabeled")
+        if limit and len(items) > limit:  # `> train.tsv` without --limit 0 would keep 20 lines unseen
+            click.echo(f"warning: wrote the first {limit} samples only (--limit 0 for all)", err=True)
         return
     table = Table()
     for col in ("id", "split", "label", "text"):
@@ -150,9 +156,11 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
 _TSV_BREAKS = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
 
 
-def _print_tsv(items: list[dict]) -> None:
-    """``label<TAB>text`` lines (a bare text for an unlabeled sample), written in blocks."""
-    changed, block = 0, []
+def _print_tsv(items: list[dict], *, labeled: bool) -> None:
+    """A ``label<TAB>text`` header and lines (``text`` alone for the unlabeled pool), in blocks. The
+    header makes ``kd ingest`` read the columns by name: without it a first text or label that is a
+    column word (``query``, ``text``) would be taken for a header and lost."""
+    changed, block = 0, ["label\ttext" if labeled else "text"]
     for it in items:
         text = it["text"].translate(_TSV_BREAKS)
         changed += text != it["text"]

@@ -17,6 +17,7 @@ from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
 from kdstore.runs import stage_scope
+from kdstore.schema import iso_utc
 from kdstore.students import KINDS
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES
@@ -342,7 +343,7 @@ def _teacher_stages(store, runs) -> list[dict]:
             st = store.find_stage(r, "teach")
         except KdError:
             continue
-        out.append({"run": r, "stage_id": st.id, "started_at": st.started_at.isoformat() if st.started_at else None,
+        out.append({"run": r, "stage_id": st.id, "started_at": iso_utc(st.started_at),
                     "labels_digest": (st.config or {}).get("labels_digest")})
     return out
 

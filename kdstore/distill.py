@@ -45,7 +45,7 @@ from .students import (
 )
 from .folds import stratified_folds
 from .teacher import check_learned_every_class, model_dirs, quiet_transformers, score_missing
-from .torchutil import BestCheckpoint, check_finite, count_parameters, pick_device, set_seed
+from .torchutil import BestCheckpoint, count_parameters, pick_device, set_seed, stop_if_diverged
 
 
 @dataclass(frozen=True)
@@ -379,6 +379,8 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
             "flops_per_sample": flops_per_sample(scfg, int(first["mean_tokens"])),
             "mean_tokens": first["mean_tokens"],
             **{f"teacher_layer[{i}]": j for i, j in enumerate(first.get("teacher_layers", []))},
+            **{f"{'' if not cfg.folds else f'fold{k}/'}diverged_epoch": f["diverged_epoch"]
+               for k, f in enumerate(fold_fits) if "diverged_epoch" in f},
             "train_samples": parts["labeled"],
             "pool_samples": parts["pool"],
             "augmented_samples": parts["augmented"],
@@ -498,7 +500,9 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 losses.append(loss.item() * weight)
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
             add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
-            check_finite(model, when=f"in epoch {epoch}" + (f" ({tag.rstrip('/')})" if tag else ""))
+            if stop_if_diverged(model, best, epoch=epoch, tag=tag):
+                fitted["diverged_epoch"] = epoch
+                break
             last_epoch = epoch
             if len(dev) == 0:
                 continue

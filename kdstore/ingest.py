@@ -212,6 +212,10 @@ def _parse_delimited(
     header = first if has_header else None
     if header is not None:
         twice = sorted({c for c in header if header.count(c) > 1})
+        if "" in twice and not any(  # unnamed columns left blank (Excel's trailing ",,"): nothing to lose
+            fields[i].strip() for _, fields in rows[1:] for i, c in enumerate(header) if c == "" and i < len(fields)
+        ):
+            twice.remove("")
         if twice:  # the metadata would keep one of them unseen
             raise KdError(f"{name}: line {rows[0][0]}: field {twice[0]!r}: the header names this column twice")
     body = rows[1:] if has_header else rows

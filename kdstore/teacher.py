@@ -24,7 +24,7 @@ from .schedules import layer_decay_scales, warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
 from .store import SampleSet, Store
-from .torchutil import BestCheckpoint, autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, scaled_step, set_seed
+from .torchutil import BestCheckpoint, autocast, count_parameters, ensure_eval, grad_scaler, pick_device, scaled_step, set_seed, stop_if_diverged
 
 MODEL_SUBDIR = "model"
 TRAINABLE_SPLITS = ("train", "dev")  # test stays held out: its figures are what a run is judged by
@@ -345,7 +345,9 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 losses.append(out.loss.item() * weight)
                 bar.update(task, advance=1, loss=f"{out.loss.item():.3f}")
             add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
-            check_finite(model, when=f"in epoch {epoch}" + (f" ({tag.rstrip('/')})" if tag else ""))
+            if stop_if_diverged(model, best, epoch=epoch, tag=tag):
+                add_metrics(stage.id, "all", {f"{tag}diverged_epoch": epoch})
+                break
             if len(dev) == 0:
                 continue
             mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="dev")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 
 import numpy as np
 import torch
@@ -55,12 +56,35 @@ def scaled_step(scaler: torch.amp.GradScaler, loss: torch.Tensor, optimizer, par
     scaler.update()
 
 
+def nonfinite_weight(module: torch.nn.Module) -> str | None:
+    """The name of the first weight holding a nan or inf (training has diverged), else None."""
+    return next((name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())), None)
+
+
+def diverged(name: str, when: str) -> str:
+    return f"training diverged {when}: weight {name} is no longer finite (nan or inf); lower --lr"
+
+
 def check_finite(module: torch.nn.Module, *, when: str) -> None:
     """Fail when training has diverged: a weight that is nan or inf (a too high learning rate, a bad
     batch) would otherwise go on into every logit the stage stores, and argmax of nan is class 0."""
-    bad = next((name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())), None)
+    bad = nonfinite_weight(module)
     if bad is not None:
-        raise KdError(f"training diverged {when}: weight {bad} is no longer finite (nan or inf); lower --lr")
+        raise KdError(diverged(bad, when))
+
+
+def stop_if_diverged(module: torch.nn.Module, best: "BestCheckpoint", *, epoch: int, tag: str = "") -> bool:
+    """After an epoch: True (stop, keep the best epoch) when the weights are no longer finite but an
+    earlier epoch was scored on dev; a KdError when there is none to fall back on (no dev split, or
+    the first epoch). A teacher that diverges late keeps its best epoch, as early stopping would."""
+    bad = nonfinite_weight(module)
+    if bad is None:
+        return False
+    when = f"in epoch {epoch}" + (f" ({tag.rstrip('/')})" if tag else "")
+    if best.state is None:
+        raise KdError(diverged(bad, when))
+    print(f"warning: {diverged(bad, when)}: stopped, keeping epoch {best.epoch}", file=sys.stderr)
+    return True
 
 
 def count_parameters(model: torch.nn.Module) -> int:

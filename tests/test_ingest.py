@@ -92,6 +92,15 @@ def test_parse_unlabeled_keeps_no_label_in_the_metadata():
     assert r.meta == {"who": "ann"}
 
 
+def test_parse_blank_unnamed_columns_are_no_repeated_header_name():
+    """A spreadsheet's CSV with trailing empty columns (``label,text,,``) has two unnamed columns:
+    blank everywhere, they lose nothing and the file is read as before; with a value, refused."""
+    rows = parse(b"label,text,,\npos,good,,\nneg,bad,,\n", "excel.csv", IngestOptions())
+    assert [(r.label, r.text) for r in rows] == [("pos", "good"), ("neg", "bad")]
+    with pytest.raises(KdError, match="field '': the header names this column twice"):
+        parse(b"label,text,,\npos,good,,x\n", "excel.csv", IngestOptions())
+
+
 def test_parse_a_bom_starting_a_later_line_is_dropped():
     """Files joined by `cat`, each saved with a BOM: one class 'pos', not 'pos' and '\\ufeffpos'."""
     data = b"\xef\xbb\xbfpos\tgood\n" + b"\xef\xbb\xbfpos\tfine\r\n\xef\xbb\xbfneg\tbad\n"
@@ -739,10 +748,39 @@ def test_samples_tsv_round_trips_through_ingest(invoke, write_file, tmp_path):
     ids = [r["id"] for r in invoke.json(["samples"])]
     invoke(["labels", "set", "--run", "fix", f"{ids[2]}=neg", f"{ids[0]}=drop"])
     result = invoke(["samples", "--split", "train", "--limit", "0", "--tsv"])
-    assert result.stdout == "neg\t太 难 吃\nneg\t一般\n"
+    assert result.stdout == "label\ttext\nneg\t太 难 吃\nneg\t一般\n"
     assert "1 texts had tabs or line breaks" in result.stderr
     (tmp_path / "out.tsv").write_text(result.stdout, encoding="utf-8")
     other = tmp_path / "other.db"
     back = invoke.json(["ingest", str(tmp_path / "out.tsv")], db=other)
     assert (back["added"], back["added_per_class"]) == (2, {"neg": 2})
     assert "--tsv needs --split" in invoke(["samples", "--tsv"], ok=False).stderr
+    # under its header, a class or a first text that is a column word is data, not a header
+    write_file("q.tsv", "query\ttext\nlabel\treview\n")
+    invoke(["ingest", "q.tsv", "--no-header"], db=tmp_path / "q.db")
+    (tmp_path / "q.out.tsv").write_text(invoke(["samples", "--split", "train", "--limit", "0", "--tsv"], db=tmp_path / "q.db").stdout, encoding="utf-8")
+    again = invoke.json(["ingest", str(tmp_path / "q.out.tsv")], db=tmp_path / "q2.db")
+    assert again["added_per_class"] == {"query": 1, "label": 1}
+
+
+def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, write_file, db):
+    """The pool written by ``--split unlabeled --tsv`` holds the ingested texts, not the ones
+    ``kd distill --augment`` stored beside them ([UNK]-masked copies of train texts); and a
+    ``--limit`` that leaves samples out says so (``> train.tsv`` without ``--limit 0`` kept 20)."""
+    from kdstore.ingest import Record, add_records
+    from kdstore.store import Store
+
+    write_file("t.tsv", "pos\t好吃\nneg\t难吃\n")
+    invoke(["ingest", "t.tsv"])
+    write_file("pool.txt", "一般\n还行\n")
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    store = Store.open(db)
+    add_records(store, [Record(text="[UNK]吃", label=None, line=None, parent_id=1)], "aug", IngestOptions(split="unlabeled", source="aug"))
+    store.close()
+    assert len(invoke.json(["samples", "--split", "unlabeled"])) == 3
+    pool = invoke(["samples", "--split", "unlabeled", "--limit", "0", "--tsv"])
+    assert pool.stdout == "text\n一般\n还行\n" and pool.stderr == ""
+    cut = invoke(["samples", "--split", "train", "--limit", "1", "--tsv"])
+    assert cut.stdout == "label\ttext\npos\t好吃\n" and "wrote the first 1 samples only (--limit 0 for all)" in cut.stderr
+    whole = invoke(["samples", "--split", "train", "--limit", "2", "--tsv"])
+    assert whole.stdout == "label\ttext\npos\t好吃\nneg\t难吃\n" and whole.stderr == ""

@@ -518,3 +518,26 @@ def test_check_finite_names_the_first_weight_that_is_not():
         net[1].bias.fill_(float("inf"))
     with pytest.raises(KdError, match=r"^training diverged in epoch 3: weight 1.bias is no longer finite \(nan or inf\); lower --lr$"):
         check_finite(net, when="in epoch 3")
+
+
+def test_a_late_divergence_stops_and_keeps_the_best_epoch(capsys):
+    """Diverging after a dev-scored epoch stops training and keeps that epoch (hours of teacher
+    training are not thrown away); with no epoch to fall back on it is an error."""
+    from kdstore.errors import KdError
+    from kdstore.torchutil import BestCheckpoint, stop_if_diverged
+
+    net, best = torch.nn.Linear(2, 2), BestCheckpoint(patience=3)
+    assert stop_if_diverged(net, best, epoch=1) is False
+    with torch.no_grad():
+        net.weight.fill_(float("nan"))
+    with pytest.raises(KdError, match="training diverged in epoch 1 \\(fold0\\): weight weight"):
+        stop_if_diverged(net, best, epoch=1, tag="fold0/")
+    with torch.no_grad():
+        net.weight.fill_(0.5)
+    best.update(0.8, net, 1)
+    with torch.no_grad():
+        net.weight.fill_(float("nan"))
+    assert stop_if_diverged(net, best, epoch=2) is True
+    assert "stopped, keeping epoch 1" in capsys.readouterr().err
+    best.restore(net)
+    assert bool((net.weight == 0.5).all())
