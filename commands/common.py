@@ -137,6 +137,8 @@ class FiniteFloat(click.ParamType):
 
 FLOAT = FiniteFloat()
 
+SQL_INT_MAX = 2**63 - 1  # a --limit/--top above what SQL can hold means no limit (not an OverflowError)
+
 
 def resolve_runs(_ctx: click.Context, _param: click.Parameter, value):
     """Callback for an option or argument naming other runs (one, several, or none): each through
@@ -226,6 +228,14 @@ def finite_json(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [finite_json(v) for v in data]
     return data
+
+
+def binary_stdin():
+    """stdin as bytes; a one-line error when kd was started with stdin closed (``<&-``)."""
+    try:
+        return click.get_binary_stream("stdin")
+    except RuntimeError:  # click finds no sys.stdin
+        raise click.ClickException("stdin is closed: give a FILE, or pipe the text in") from None
 
 
 def console() -> Console:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -12,7 +11,7 @@ from rich.text import Text
 from kdstore.ingest import FORMATS, IngestOptions, add_records, format_class_file, parse, read_class_file
 from kdstore.schema import SPLITS
 
-from .common import console, json_option, open_store, print_json, store_options
+from .common import SQL_INT_MAX, binary_stdin, console, json_option, open_store, print_json, store_options
 
 
 @click.command()
@@ -38,7 +37,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     Duplicates (same normalized text) are skipped and counted; the same text with another label is
     listed as a conflict. Any bad row stops the ingest with file, line and field, and nothing changes.
     """
-    data = sys.stdin.buffer.read() if path == "-" else _read(path)
+    data = binary_stdin().read() if path == "-" else _read(path)
     name = "<stdin>" if path == "-" else path
     opts = IngestOptions(
         split=split,
@@ -129,7 +128,7 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         where = "parent_id IS NULL" if where is None else f"{where} AND parent_id IS NULL"
     fetch = limit + 1 if as_tsv and limit else limit  # (one more: --tsv tells when it left samples out)
     rows = store.samples(
-        splits=[split] if split else None, where=where, include_dropped=dropped, limit=fetch or None
+        splits=[split] if split else None, where=where, include_dropped=dropped, limit=min(fetch, SQL_INT_MAX) or None
     )
     kept = set(store.samples(ids=rows.ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
     items = [

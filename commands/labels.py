@@ -10,7 +10,7 @@ from kdstore import labels as lab
 from kdstore import noise
 from kdstore.runs import stage_scope
 
-from .common import FLOAT, console, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
+from .common import FLOAT, SQL_INT_MAX, console, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
 
 
 @click.group()
@@ -76,7 +76,7 @@ def show(run, top, status, db, as_json):
     Example:
       kd labels show --run r1 --top 50 --json
     """
-    items = lab.issues(open_store(db), run, top=top or None, status=status)
+    items = lab.issues(open_store(db), run, top=min(top, SQL_INT_MAX) or None, status=status)
     if as_json:
         print_json(items)
         return

@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from kdstore.errors import KdError
 from kdstore.schema import SPLITS
 
-from .common import FLOAT, open_store, overwrite_option, print_json, run_option, store_options
+from .common import FLOAT, binary_stdin, open_store, overwrite_option, print_json, run_option, store_options
 
 DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importing torch here
 
@@ -73,6 +73,7 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
         return
     if artifact and speed is not None:
         raise click.UsageError("--speed is for an early-exit model of a run; an export serves the full model")
+    stdin = binary_stdin() if path == "-" else None  # found closed before the model loads
     if artifact:
         if given:
             raise click.UsageError("--artifact is the model: leave out --run and --model")
@@ -87,7 +88,7 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
 
         predictor = Predictor.from_run(open_store(db), run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
     if path == "-":
-        for line in _numbered(click.get_binary_stream("stdin"), "<stdin>"):
+        for line in _numbered(stdin, "<stdin>"):
             _emit(predictor, [line], batch_size, as_json)
             sys.stdout.flush()
     else:

@@ -281,7 +281,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     cfg.validate()
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
-    name = stage_name or f"distill-{student}"
+    name = f"distill-{student}" if stage_name is None else stage_name
     config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}
     with process_group(device) as dist:
         with shared_stage(dist, store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
@@ -394,7 +394,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     cfg.validate()
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
-    name = stage_name or "distill-early-exit"
+    name = "distill-early-exit" if stage_name is None else stage_name
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -581,8 +582,21 @@ def _teacher_network(stage: Stage):
 
     quiet_transformers()
     # float32 as trained, whatever the saved weights are (transformers 5 loads them in their own dtype)
-    return AutoModelForSequenceClassification.from_pretrained(model_dirs(stage)[0], attn_implementation="eager",
-                                                              dtype=torch.float32)
+    with _loading_teacher(stage):
+        return AutoModelForSequenceClassification.from_pretrained(model_dirs(stage)[0], attn_implementation="eager",
+                                                                  dtype=torch.float32)
+
+
+@contextmanager
+def _loading_teacher(stage: Stage):
+    """A teacher folder transformers cannot read (files gone, damaged weights) as a one-line KdError."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise KdError(f"cannot load the teacher of stage {stage.name!r} in {stage.artifact_path}: {lines[0]}") from None
 
 
 def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:
@@ -597,7 +611,8 @@ def teacher_embeddings(stage: Stage) -> torch.Tensor:
     from transformers import AutoModel
 
     quiet_transformers()
-    encoder = AutoModel.from_pretrained(model_dirs(stage)[0], dtype=torch.float32)
+    with _loading_teacher(stage):
+        encoder = AutoModel.from_pretrained(model_dirs(stage)[0], dtype=torch.float32)
     return encoder.get_input_embeddings().weight.detach().cpu()
 
 

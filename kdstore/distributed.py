@@ -275,7 +275,7 @@ def process_group(device: str) -> Iterator[Dist]:
 def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | None = None, **scope: Any) -> Iterator[StageHandle]:
     """``stage_scope`` on rank 0, which sends the stage's id to the other ranks; they work in the
     same stage without recording anything. A stage rank 0 cannot open stops every rank."""
-    name = name or kind
+    name = kind if name is None else name
     if not dist.is_main:
         stage_id = dist.broadcast_object(None)
         if stage_id is None:

@@ -106,7 +106,7 @@ def stage_scope(
     """Record a stage as running, yield it, then mark it succeeded or failed (with the error)."""
     if kind not in STAGE_KINDS:
         raise ValueError(f"unknown stage kind {kind!r}")
-    name = name or kind
+    name = kind if name is None else name  # an empty --name is refused, not taken as the default
     check_stage_name(name)
     if name in STAGE_KINDS and name != kind:  # ``find_stage`` looks a name up before a kind
         raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")

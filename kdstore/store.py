@@ -20,6 +20,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from sqlalchemy import JSON, Connection, Engine, Table, delete, func, insert, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from . import vectors
@@ -107,6 +108,9 @@ class Store:
         """Open (and, when new, create) the store at ``db``: a path, a SQLAlchemy URL, or ``$KD_DB``."""
         url = resolve_url(db)
         path = sqlite_path(url)
+        if _in_memory(url):
+            raise KdError(f"{url}: an in-memory SQLite database, lost with all kd writes to it when kd exits: "
+                          "give a file path or sqlite:///PATH")
         if path is not None:
             if not path.exists() and not create:
                 raise KdError(f"no kd store at {path}: run `kd ingest` first, or pass --db")
@@ -405,3 +409,16 @@ def _artifact_root(db_path: Path | None, url) -> Path:
 def _first_line(exc: BaseException) -> str:
     msg = str(getattr(exc, "orig", exc)) or type(exc).__name__
     return msg.strip().splitlines()[0]
+
+
+def _in_memory(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``:memory:``), which every kd
+    command would fill and lose when it exits."""
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    return parsed.get_backend_name() == "sqlite" and (
+        not parsed.database or ":memory:" in parsed.database or parsed.query.get("mode") == "memory")

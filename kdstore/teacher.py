@@ -121,6 +121,8 @@ def load_classifier(path: str, class_names: list[str]):
             f"tokenizer of {path!r} has {len(tokenizer)} tokens but the model only {config.vocab_size}: "
             "they do not belong together"
         )
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path,
@@ -134,7 +136,7 @@ def load_classifier(path: str, class_names: list[str]):
             # on a GPU, bf16/fp16 autocast runs on top
             dtype=torch.float32,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: damaged weights (a cut copy)
         raise KdError(f"cannot load {path!r} as a sequence classifier: {_first_line(exc)}") from None
     return tokenizer, model
 

@@ -6,6 +6,11 @@ every table of the store exactly as it was (all or nothing).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from kdstore.errors import KdError
@@ -784,3 +789,24 @@ def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, 
     assert cut.stdout == "label\ttext\npos\t好吃\n" and "wrote the first 1 samples only (--limit 0 for all)" in cut.stderr
     whole = invoke(["samples", "--split", "train", "--limit", "2", "--tsv"])
     assert whole.stdout == "label\ttext\npos\t好吃\nneg\t难吃\n" and whole.stderr == ""
+
+
+@pytest.mark.sqlite_only  # the URL is the test's own
+@pytest.mark.parametrize("url", ["sqlite://", ":memory:", "sqlite:///:memory:", "sqlite:///file::memory:?uri=true"])
+def test_an_in_memory_store_is_refused(invoke, write_file, url, error_line):
+    """Every command would write into a database that is gone when kd exits: "added 2" and nothing kept."""
+    write_file("train.tsv", GOOD)
+    line = error_line(invoke(["ingest", "train.tsv"], db=url, ok=False))
+    assert "in-memory SQLite database" in line and "give a file path" in line
+
+
+@pytest.mark.parametrize("args", [["ingest", "-"], ["predict", "--run", "r1"]])
+def test_closed_stdin_is_one_line(tmp_path, args):
+    """``kd ingest - <&-`` (a cron job, a daemon): no stdin at all, not a traceback."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KD_DB": str(tmp_path / "kd.db"), "KD_NO_PROGRESS": "1", "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, "-m", "commands.cli", *args], stdin=subprocess.DEVNULL, close_fds=True,
+                            preexec_fn=lambda: os.close(0), env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "Error: stdin is closed: give a FILE, or pipe the text in"
+    assert not (tmp_path / "kd.db").exists()

@@ -790,3 +790,26 @@ def test_reopen_reads_the_flags_of_many_samples_in_chunks(tmp_path, monkeypatch)
         got = {i.sample_id: (i.status, i.decided_stage_id) for i in s.scalars(select(LabelIssue))}
     store.close()
     assert got == {1: ("flagged", 2), 2: ("open", None), 3: ("flagged", 3), 4: ("open", None), 5: ("open", None), 6: ("flagged", 3)}
+
+
+def test_an_empty_stage_name_is_refused_not_recorded_as_another(db, tmp_path):
+    """``--name ''`` used to record the stage as ``clean`` (``set``: not ``edit-N`` either) while the
+    output said stage ``""``; a later ``kd labels clean`` then found "its" name taken."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first = _issues(db)[0]
+    sheet = _sheet(tmp_path / "s.csv", [{"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "drop"}])
+    state, edits = _state(db), _count(db, LabelEdit)
+    for args in (["clean", "--run", "r"], ["set", "--run", "r", f"{first['sample_id']}=drop"], ["import", str(sheet)]):
+        result = kd("labels", *args, "--name", "", "--db", db, ok=False)
+        assert result.stderr.splitlines()[-1] == "Error: stage name '' is not valid: use 1-64 letters, digits, '-', '_', '+' or '.' (not first)"
+    assert _state(db) == state and _count(db, LabelEdit) == edits
+    assert [s.name for s in Store.open(db).stages_of("r")] == ["teach", "detect"]
+
+
+def test_a_count_beyond_what_sql_holds_means_all(db):
+    """``--top``/``--limit`` 99999999999999999999 was an OverflowError traceback (SQLite's INTEGER)."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    huge = "99999999999999999999"
+    everything = json.loads(kd("labels", "show", "--run", "r", "--top", "0", "--db", db, "--json").stdout)
+    assert json.loads(kd("labels", "show", "--run", "r", "--top", huge, "--db", db, "--json").stdout) == everything
+    assert len(json.loads(kd("samples", "--limit", huge, "--db", db, "--json").stdout)) == _count(db, Sample)

@@ -755,3 +755,27 @@ def test_a_damaged_student_weights_file_is_a_one_line_error(tmp_path):
     weights.write_bytes(good[: len(good) // 2])
     with pytest.raises(KdError, match="cannot load the student in"):
         load_student(tmp_path / "s", "cpu")
+
+
+def test_damaged_teacher_weights_are_a_one_line_error(sample_store, tiny_model, tmp_path):
+    """A cut ``model.safetensors`` (a copy that stopped half-way, a full disk) raised safetensors'
+    own error, which is no OSError: a traceback from kd teach, predict, export and distill."""
+    import shutil
+
+    db = str(sample_store)
+    cut = tmp_path / "cut-model"
+    shutil.copytree(tiny_model, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:300])
+    result = kd("teach", "--run", "c", "--model", str(cut), "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
+    assert result.stderr.splitlines()[-1].startswith(f"Error: cannot load '{cut}' as a sequence classifier: Error while deserializing header")
+    assert _stage(sample_store, "c", "teach").status == "failed"
+
+    kd("teach", "--run", "t", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    served = Path(_stage(sample_store, "t", "teach").artifact_path) / "model.safetensors"
+    served.write_bytes(served.read_bytes()[:300])
+    result = kd("predict", "--run", "t", "--model", "teacher", "--db", db, input="很好\n", ok=False)
+    assert "as a sequence classifier: Error while deserializing header" in result.stderr.splitlines()[-1]
+    result = kd("distill", "--run", "t", "--init-embeddings", "teacher", "--epochs", "1", "--db", db, ok=False)
+    assert result.stderr.splitlines()[-1].startswith("Error: cannot load the teacher of stage 'teach' in ")
+    assert _stage(sample_store, "t", "distill-textcnn").status == "failed"
