@@ -184,6 +184,8 @@ def classes(export_path, db, as_json):
     Example:
       kd classes --export class_id.txt
     """
+    if export_path == "-":  # (not a file called "-")
+        raise click.UsageError("kd classes prints class_id.txt itself: `kd classes > class_id.txt`, or --export FILE")
     names = open_store(db).class_names()
     if export_path:
         Path(export_path).write_text(format_class_file(names), encoding="utf-8")

@@ -367,6 +367,9 @@ def read_class_file(path: Path) -> tuple[str, ...]:
         lines = [l.strip() for l in Path(path).read_text(encoding="utf-8-sig").splitlines()]
     except (OSError, UnicodeDecodeError) as exc:
         raise KdError(f"{path}: cannot read class file: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if _CONTROL.search(line.replace("\t", " ")):  # a binary file, or names no label can have
+            raise KdError(f"{path}: line {number}: a control character (binary data?): not a class file")
     names: dict[int, str] = {}
     for n, (number, line) in enumerate(((i, l) for i, l in enumerate(lines, start=1) if l), start=0):
         parts = line.split("\t")

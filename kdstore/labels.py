@@ -261,6 +261,8 @@ def export_sheet(store: Store, run: str, path: Path) -> int:
         r["current"] = f"{r['current'] or ''}{' (dropped)' if r['dropped'] else ''}"
     items = [{"run": run} | {k: r[k] for k in SHEET_COLUMNS if k not in ("run", "decision")} | {"decision": ""} for r in rows]
     path = Path(path)
+    if str(path) == "-":  # (not a file called "-" in the working folder)
+        raise KdError("kd labels export writes a file: give its name (review.csv, or review.jsonl)")
     if path.suffix.lower() in (".jsonl", ".json"):
         text, encoding = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), "utf-8"
     else:
@@ -567,6 +569,8 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
     Returns ``{"reverted": edits reverted, "reopened": issues reopened}``."""
     stages = [s for s in store.stages_of(run) if s.kind == "clean" and (stage_name is None or s.name == stage_name)]
     if not stages:
+        if not store.run_exists(run):
+            raise KdError(f"no run {run!r} in the store")
         raise KdError(f"run {run!r} has no clean stage to undo")
     with store.write_session("samples", "label_edits", "label_issues") as s:
         for stage in reversed(stages):

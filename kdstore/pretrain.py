@@ -56,10 +56,10 @@ class PretrainConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        if self.steps <= 0 and self.minutes <= 0:
-            raise KdError("give a training budget: --steps N or --minutes M")
         if self.steps < 0 or self.minutes < 0:
-            raise KdError("--steps and --minutes cannot be negative")
+            raise KdError(f"--steps and --minutes cannot be negative, got {self.steps} and {self.minutes:g}")
+        if self.steps == 0 and self.minutes == 0:
+            raise KdError("give a training budget: --steps N or --minutes M")
         if self.hidden < 1 or self.heads < 0 or self.intermediate < 0:
             raise KdError("--hidden must be at least 1, and --heads and --intermediate 0 (auto) or more")
         if self.batch_size < 1 or self.lr <= 0 or not 0.0 <= self.warmup < 1.0 or self.weight_decay < 0:

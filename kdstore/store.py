@@ -116,6 +116,7 @@ class Store:
                 raise KdError(f"no kd store at {path}: run `kd ingest` first, or pass --db")
             if path.parent and not path.parent.exists():
                 raise KdError(f"cannot create {path}: folder {path.parent} does not exist")
+            _check_sqlite_file(path)
         engine = make_engine(url)
         for attempt in range(OPEN_TRIES if check else 0):
             try:
@@ -422,3 +423,22 @@ def _in_memory(url: str) -> bool:
         return False
     return parsed.get_backend_name() == "sqlite" and (
         not parsed.database or ":memory:" in parsed.database or parsed.query.get("mode") == "memory")
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """A --db that names a folder, or a file that is no SQLite database (a TSV given as --db), is
+    refused naming it; SQLite would say "file is not a database" without saying which."""
+    if path.is_dir():
+        raise KdError(f"{path}: is a folder, not a store: give a file path for --db")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise KdError(f"{path}: cannot read the store: {exc.strerror or exc}") from None
+    if head and head != SQLITE_MAGIC:  # (an empty file is a new SQLite database)
+        raise KdError(f"{path}: not a SQLite database (not a kd store): give another --db")

@@ -800,6 +800,30 @@ def test_an_in_memory_store_is_refused(invoke, write_file, url, error_line):
     assert "in-memory SQLite database" in line and "give a file path" in line
 
 
+@pytest.mark.sqlite_only  # the paths are the test's own
+def test_a_db_that_is_a_folder_or_no_sqlite_file_is_named(invoke, write_file, tmp_path, error_line):
+    """SQLite says "file is not a database" without saying which: kd names the --db it was given,
+    and leaves the file as it was."""
+    write_file("train.tsv", GOOD)
+    line = error_line(invoke(["samples"], db=tmp_path / "train.tsv", ok=False))
+    assert line == f"Error: {tmp_path / 'train.tsv'}: not a SQLite database (not a kd store): give another --db"
+    assert (tmp_path / "train.tsv").read_text(encoding="utf-8") == GOOD
+    (tmp_path / "dir.db").mkdir()
+    assert "dir.db: is a folder, not a store" in error_line(invoke(["ingest", "train.tsv"], db=tmp_path / "dir.db", ok=False))
+    (tmp_path / "empty.db").touch()  # an empty file is a new SQLite database: kd makes its store there
+    assert invoke.json(["ingest", "train.tsv"], db=tmp_path / "empty.db")["added"] == 2
+
+
+def test_class_file_of_binary_data_and_export_to_dash_are_refused(invoke, write_file, tmp_path, error_line):
+    write_file("train.tsv", GOOD)
+    (tmp_path / "classes.bin").write_bytes(b"pos\n\x01\x02neg\n")
+    line = error_line(invoke(["ingest", "train.tsv", "--classes", str(tmp_path / "classes.bin")], ok=False))
+    assert "classes.bin: line 2: a control character" in line
+    invoke(["ingest", "train.tsv"])
+    assert "kd classes > class_id.txt" in invoke(["classes", "--export", "-"], ok=False).stderr
+    assert not (tmp_path / "-").exists()
+
+
 @pytest.mark.parametrize("args", [["ingest", "-"], ["predict", "--run", "r1"]])
 def test_closed_stdin_is_one_line(tmp_path, args):
     """``kd ingest - <&-`` (a cron job, a daemon): no stdin at all, not a traceback."""

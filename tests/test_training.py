@@ -300,6 +300,7 @@ def test_pretrain_reads_extra_corpora_and_refuses_unreadable_ones(sample_store, 
     (["--heads", "-2"], "--heads and --intermediate 0 (auto) or more"),
     (["--min-count", "100000"], "no character occurs 100000 times"),
     (["--minutes", "1e-9"], "ran out before the first training step"),  # with --steps 2: the clock ends it first
+    (["--steps", "-1"], "--steps and --minutes cannot be negative, got -1"),  # (not "give a training budget")
 ])
 def test_pretrain_bad_values_are_one_line(sample_store, args, message):
     result = kd("pretrain", "--run", "bad", "--layers", "1", "--hidden", "32", "--steps", "2", *args, "--db", str(sample_store), ok=False)
