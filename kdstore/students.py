@@ -204,12 +204,15 @@ def _self_attention(encoder_model) -> nn.Module:
         for name in LastLayerVectors.NAMES:
             getattr(attention, name)
     except (AttributeError, IndexError, TypeError):
-        kind = getattr(encoder_model.config, "model_type", type(encoder_model).__name__)
-        raise KdError(
-            f"a transformer student copies a BERT-layout encoder (BERT, RoBERTa, XLM-R, ERNIE, ELECTRA); "
-            f"this teacher's {kind!r} is laid out otherwise: choose --student textcnn, bigru or bilstm"
-        ) from None
+        raise _not_bert_layout(getattr(encoder_model.config, "model_type", type(encoder_model).__name__)) from None
     return attention
+
+
+def _not_bert_layout(kind: str) -> KdError:
+    return KdError(
+        f"a transformer student copies a BERT-layout encoder (BERT, RoBERTa, XLM-R, ERNIE, ELECTRA); "
+        f"this teacher's {kind!r} is laid out otherwise: choose --student textcnn, bigru or bilstm"
+    )
 
 
 def hf_config(d: dict):
@@ -234,6 +237,8 @@ def readable_positions(d: dict) -> int:
 def student_bert_config(teacher_config, *, layers: int, hidden: int | None, num_classes: int) -> dict:
     """A configuration like the teacher's (same model type) with ``layers`` layers (and optionally
     another width)."""
+    if getattr(teacher_config, "is_encoder_decoder", False) or not hasattr(teacher_config, "intermediate_size"):
+        raise _not_bert_layout(getattr(teacher_config, "model_type", type(teacher_config).__name__))  # DistilBERT, T5, BART
     cfg = teacher_config.to_dict()
     width = hidden or teacher_config.hidden_size
     heads = teacher_config.num_attention_heads if width == teacher_config.hidden_size else max(1, width // 64)

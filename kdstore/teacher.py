@@ -123,9 +123,13 @@ def load_classifier(path: str, class_names: list[str]):
         )
     from safetensors import SafetensorError
 
+    # a decoder-only classifier (GPT-2, Llama) reads the last token that is not padding, and with no
+    # pad id in its configuration it refuses batches of more than one text: the tokenizer's pad id
+    pad_id = {"pad_token_id": tokenizer.pad_token_id} if getattr(config, "pad_token_id", None) is None else {}
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path,
+            **pad_id,
             num_labels=len(class_names),
             id2label=dict(enumerate(class_names)),
             label2id={n: i for i, n in enumerate(class_names)},
@@ -292,14 +296,21 @@ def _param_groups(model, cfg: TeachConfig) -> list[dict]:
     """AdamW groups: no weight decay on biases and LayerNorm weights; with ``layer_decay`` < 1 each
     parameter's learning rate is scaled by its depth (:func:`layer_decay_scales`)."""
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    # by module too: GPT-2's ln_1, Llama's RMSNorm and Megatron-BERT's ln are not named LayerNorm
+    norms = {f"{m}.{p}".lstrip(".") for m, module in model.named_modules() if "norm" in type(module).__name__.lower()
+             for p, _ in module.named_parameters(recurse=False)}
     named = list(model.named_parameters())
+    if cfg.layer_decay < 1.0 and getattr(model.config, "is_encoder_decoder", False):
+        # encoder and decoder layers share their numbers, T5 numbers blocks, and the shared embeddings
+        # would get the head's rate: no depth order to decay by
+        raise KdError(f"--layer-decay: {model.config.model_type!r} is an encoder-decoder model, whose layers it cannot order; leave --layer-decay out")
     try:
         scales = layer_decay_scales([n for n, _ in named], cfg.layer_decay)
     except ValueError as exc:
         raise KdError(f"--layer-decay {cfg.layer_decay}: {exc}") from None
     groups: dict[tuple[float, bool], list] = {}
     for (name, param), scale in zip(named, scales):
-        groups.setdefault((scale, name.endswith(no_decay)), []).append(param)
+        groups.setdefault((scale, name.endswith(no_decay) or name in norms), []).append(param)
     return [
         {"params": params, "lr": cfg.lr * scale, "weight_decay": 0.0 if exempt else cfg.weight_decay}
         for (scale, exempt), params in groups.items()

@@ -185,6 +185,62 @@ def test_teach_layer_decay_scales_each_layers_learning_rate(sample_store, tiny_m
     assert "--layer-decay must be in (0, 1], got 1.5" in bad.output
 
 
+def test_layer_decay_refuses_an_encoder_decoder_model_in_one_line():
+    """T5 numbers blocks, BART's encoder and decoder layers share numbers and both keep their token
+    embeddings in ``shared`` (which would get the head's rate): no depth order, so no silent decay."""
+    from transformers import BartConfig, BartForSequenceClassification
+
+    from kdstore.errors import KdError
+    from kdstore.teacher import TeachConfig, _param_groups
+
+    model = BartForSequenceClassification(BartConfig(
+        vocab_size=40, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32, num_labels=2))
+    with pytest.raises(KdError, match="'bart' is an encoder-decoder model"):
+        _param_groups(model, TeachConfig(model="m", layer_decay=0.8))
+    assert {g["lr"] for g in _param_groups(model, TeachConfig(model="m", lr=1e-3))} == {1e-3}  # without decay it trains
+
+
+def test_normalization_weights_of_any_name_have_no_weight_decay():
+    """GPT-2's ``ln_1``/``ln_f`` and Llama's RMSNorm weights are not named LayerNorm: they were decayed."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+    from kdstore.teacher import TeachConfig, _param_groups
+
+    for model in (GPT2ForSequenceClassification(GPT2Config(vocab_size=40, n_embd=16, n_layer=2, n_head=2, n_positions=32)),
+                  LlamaForSequenceClassification(LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                                             intermediate_size=32, max_position_embeddings=32))):
+        decay_of = {id(p): g["weight_decay"] for g in _param_groups(model, TeachConfig(model="m", weight_decay=0.01)) for p in g["params"]}
+        named = dict(model.named_parameters())
+        norms = [n for n in named if "ln_" in n or "norm" in n]
+        assert norms and all(decay_of[id(named[n])] == 0.0 for n in norms)
+        assert decay_of[id(named["score.weight"])] == 0.01
+
+
+def test_a_decoder_only_teacher_without_a_pad_id_classifies_padded_batches(tmp_path, corpus):
+    """GPT-2 and Llama configurations name no pad id, and their classifier, which reads each row's
+    last token that is not padding, refused any batch of more than one text: kd gives it the
+    tokenizer's, and a padded row scores as it does alone."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kdstore.teacher import load_classifier
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    tokens = build_vocab([line.split("\t")[-1] for line in corpus["train"].read_text(encoding="utf-8").splitlines()])
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokens), n_embd=16, n_layer=2, n_head=2, n_positions=32)).save_pretrained(tmp_path / "gpt2")
+    make_tokenizer(tokens).save_pretrained(tmp_path / "gpt2")
+    tok, model = load_classifier(str(tmp_path / "gpt2"), ["pos", "neg"])
+    model.eval()
+    assert model.config.pad_token_id == tok.pad_token_id is not None
+    short, long = tok(["很好"])["input_ids"][0], tok(["今天太差了"])["input_ids"][0]
+    batch = torch.tensor([short + [tok.pad_token_id] * (len(long) - len(short)), long])
+    mask = (batch != tok.pad_token_id).long()
+    with torch.no_grad():
+        both = model(input_ids=batch, attention_mask=mask).logits
+        alone = model(input_ids=torch.tensor([short])).logits
+    assert both[0].tolist() == pytest.approx(alone[0].tolist(), abs=1e-5)
+
+
 def test_a_half_precision_checkpoint_trains_in_float32(tmp_path, tiny_model):
     """transformers 5 loads a checkpoint in its own dtype; a float16 one (as many are published)
     would have AdamW update half-precision weights: kd loads every network it trains or matches in float32."""
@@ -681,6 +737,19 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     assert json.loads(preds.stdout)["label"] in ("pos", "neg")
     wrong = kd("distill", "--run", "r", "--student", "textcnn", "--hidden-mse", "1", "--db", db, ok=False)
     assert "need --student transformer" in wrong.output
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "t5"])
+def test_a_transformer_student_of_a_teacher_not_laid_out_like_bert_is_one_line(kind):
+    """DistilBERT (``dim``/``hidden_dim``) and T5 (an encoder-decoder) stopped with a traceback
+    (``AttributeError: ... has no attribute 'intermediate_size'``) instead of the refusal ALBERT gets."""
+    from transformers import CONFIG_MAPPING
+
+    from kdstore.errors import KdError
+    from kdstore.students import student_bert_config
+
+    with pytest.raises(KdError, match=f"this teacher's {kind!r} is laid out otherwise: choose --student textcnn"):
+        student_bert_config(CONFIG_MAPPING[kind](), layers=1, hidden=None, num_classes=2)
 
 
 def test_a_roberta_teacher_and_its_transformer_student(sample_store, corpus, tmp_path):
