@@ -263,6 +263,8 @@ def export_sheet(store: Store, run: str, path: Path) -> int:
     path = Path(path)
     if str(path) == "-":  # (not a file called "-" in the working folder)
         raise KdError("kd labels export writes a file: give its name (review.csv, or review.jsonl)")
+    if path.suffix.lower() in (".xlsx", ".xls", ".xlsm", ".ods"):  # CSV text under a workbook's name: Excel refuses to open it
+        raise KdError(f"{path}: kd labels export writes CSV or JSONL, not a workbook: name it {path.stem}.csv (Excel opens it)")
     if path.suffix.lower() in (".jsonl", ".json"):
         text, encoding = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), "utf-8"
     else:
@@ -304,9 +306,10 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     """
     path = Path(path)
     try:
-        raw = path.read_text(encoding="utf-8-sig")  # a spreadsheet program may add a byte-order mark
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KdError(f"{path}: cannot read: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KdError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    raw = _sheet_text(path, data)
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
         for n, line in enumerate(raw.splitlines(), start=1):
@@ -328,6 +331,11 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
         missing = {"sample_id", "decision"} - set(reader.fieldnames or [])
         if missing:
             raise KdError(f"{path}: line 1: missing column(s) {', '.join(sorted(missing))}")
+        twice = next((c for c in SHEET_COLUMNS if (reader.fieldnames or []).count(c) > 1), None)
+        if twice:  # csv reads the last of them: the decisions in the first would be dropped unseen
+            raise KdError(f"{path}: line 1: field {twice!r}: the column appears twice: keep one")
+    if not any(str(r.get("decision") or "").strip() for _, r in rows):  # (an empty clean stage would take the name the real import needs)
+        raise KdError(f"{path}: field 'decision': empty on every row (give accept, reject, drop or a class): nothing to import (was the sheet saved?)")
     run = _sheet_run(path, rows, run)
     names = store.class_names()
     try:
@@ -396,6 +404,32 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
                 f"({', '.join(names)})"
             )
     return Sheet(run, decisions)
+
+
+SAVE_UTF8 = 'save it as UTF-8 (Excel: Save As "CSV UTF-8")'
+
+
+def _sheet_text(path: Path, data: bytes) -> str:
+    """A review sheet's bytes as text (UTF-8, a byte-order mark dropped); another encoding (Excel on
+    Chinese Windows saves CSV as GBK) or a workbook is a one-line error naming the line (and field)."""
+    if data.startswith(b"PK\x03\x04"):
+        raise KdError(f"{path}: line 1: an Excel workbook (or other zip file), not a CSV or JSONL sheet: {SAVE_UTF8}")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise KdError(f"{path}: line 1: the sheet is UTF-16 encoded: {SAVE_UTF8}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = ""
+        if line > 1 and path.suffix.lower() not in (".jsonl", ".json"):  # the header names the column
+            header = next(csv.reader([data[:data.find(b"\n")].decode("utf-8-sig", "replace").strip("\r")]), [])
+            column = len(next(csv.reader([data[line_start:exc.start].decode("utf-8", "replace") + "x"]))) - 1
+            where = f" field {header[column]!r}:" if column < len(header) else ""
+        raise KdError(
+            f"{path}: line {line}:{where} not UTF-8 (byte 0x{data[exc.start]:02x}: GBK/GB18030, as Excel saves CSV "
+            f"on Chinese Windows?): {SAVE_UTF8}"
+        ) from None
 
 
 def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None) -> str:
@@ -535,8 +569,8 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                 continue
             if d.action == "reject":
                 counts["reject"] += 1
-            elif d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped):
-                counts["unchanged"] += 1
+            elif (d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped)) or (d.action == "drop" and sample.dropped):
+                counts["unchanged"] += 1  # (a drop of a dropped sample: no edit, which undo would revert to dropped anyway)
             else:
                 old, was_dropped = sample.label_id, sample.dropped
                 if d.action == "relabel":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import random
 from pathlib import Path
@@ -815,3 +816,53 @@ def test_a_count_beyond_what_sql_holds_means_all(db):
     everything = json.loads(kd("labels", "show", "--run", "r", "--top", "0", "--db", db, "--json").stdout)
     assert json.loads(kd("labels", "show", "--run", "r", "--top", huge, "--db", db, "--json").stdout) == everything
     assert len(json.loads(kd("samples", "--limit", huge, "--db", db, "--json").stdout)) == _count(db, Sample)
+
+
+def test_a_sheet_as_spreadsheets_save_it_imports_or_is_refused_in_one_line(db, tmp_path, error_line):
+    """Excel on Chinese Windows saves CSV as GBK (was "cannot read: 'utf-8' codec can't decode byte
+    0xb5 in position 83", no line); a workbook saved under .xlsx; a second ``decision`` column (csv
+    read the last, empty one: every decision dropped unseen, an empty stage recorded); a sheet whose
+    decisions were never saved (an empty ``review`` stage took the name the real import needed). Each
+    is one line naming the file, line and field, and changes nothing; CRLF, quotes around every
+    field, trailing empty columns, an added column and "Accept " / "DROP" import as they are."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
+    rows[0]["decision"], rows[1]["decision"] = "Accept ", "DROP"
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*rows[0], "note", ""], quoting=csv.QUOTE_ALL)  # \r\n line ends
+    w.writeheader()
+    w.writerows([r | {"note": "看过", "": ""} for r in rows])
+    text = buf.getvalue()
+    assert "\r\n" in text
+    state = _state(db)
+    bad = {
+        "gbk.csv": (text.encode("gbk"), ("line 2", "field 'text'", "not UTF-8", 'Save As "CSV UTF-8"')),
+        "utf16.csv": (text.encode("utf-16"), ("line 1", "UTF-16")),
+        "book.csv": (b"PK\x03\x04" + bytes(20), ("line 1", "an Excel workbook")),
+        "twice.csv": (text.replace('"decision"', '"decision","decision"', 1).encode("utf-8-sig"), ("line 1", "field 'decision'", "appears twice")),
+        "unsaved.csv": (sheet.read_bytes(), ("field 'decision'", "empty on every row", "nothing to import")),
+    }
+    for name, (content, expected) in bad.items():
+        (tmp_path / name).write_bytes(content)
+        line = error_line(kd("labels", "import", str(tmp_path / name), "--db", db, ok=False))
+        assert str(tmp_path / name) in line and all(e in line for e in expected), (name, line)
+    assert _state(db) == state and _count(db, LabelEdit) == 0
+    assert [s.kind for s in Store.open(db).stages_of("r")] == ["teach", "detect"]
+    line = error_line(kd("labels", "export", "--run", "r", str(tmp_path / "review.xlsx"), "--db", db, ok=False))
+    assert "not a workbook" in line and not (tmp_path / "review.xlsx").exists()
+    (tmp_path / "excel.csv").write_bytes(text.encode("utf-8-sig"))
+    counts = json.loads(kd("labels", "import", str(tmp_path / "excel.csv"), "--db", db, "--json").stdout)
+    assert (counts["stage"], counts["relabel"] + counts["unchanged"], counts["drop"]) == ("review", 1, 1)
+
+
+def test_dropping_a_dropped_sample_records_no_edit(db):
+    """``kd labels set 5=drop`` twice recorded a second drop edit (counted ``drop 1``) that changed
+    nothing, yet blocked undoing the first stage on its own."""
+    sample = int(Store.open(db).samples(splits=["train"]).ids[0])
+    kd("labels", "set", "--run", "r", f"{sample}=drop", "--db", db)
+    again = json.loads(kd("labels", "set", "--run", "r", f"{sample}=drop", "--db", db, "--json").stdout)
+    assert (again["drop"], again["unchanged"]) == (0, 1) and _count(db, LabelEdit) == 1
+    kd("labels", "undo", "--run", "r", "--stage", "edit-1", "--db", db)
+    assert not _state(db)[sample][1]
