@@ -271,13 +271,22 @@ def export_sheet(store: Store, run: str, path: Path) -> int:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=SHEET_COLUMNS)
         writer.writeheader()
-        writer.writerows(items)
+        writer.writerows({**i, "text": _no_formula(i["text"])} for i in items)
         text, encoding = buf.getvalue(), "utf-8-sig"
     try:
         path.write_text(text, encoding=encoding)
     except OSError as exc:
         raise KdError(f"{path}: cannot write the review sheet: {exc.strerror or exc}") from None
     return len(items)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _no_formula(text: str) -> str:
+    """A text a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``+86 ...``, ``-5折``) with a
+    ``'`` in front, as OWASP advises for CSV: shown as text, and read back as the sample's text."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 @dataclass(frozen=True)
@@ -382,7 +391,8 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
                 "or leave the row's decision empty"
             )
         text = str(r.get("text") or "").strip()
-        if text and text_hash(text) != text_hash(issue.text):
+        if text and text_hash(text) != text_hash(issue.text) and not (
+                text.startswith("'") and text_hash(text[1:]) == text_hash(issue.text)):  # (see _no_formula)
             raise KdError(
                 f"{path}: line {line}: field 'text': not the text of sample {sample_id} in this store "
                 "(a sheet of another store?)"

@@ -830,6 +830,7 @@ def test_a_sheet_as_spreadsheets_save_it_imports_or_is_refused_in_one_line(db, t
     kd("labels", "export", "--run", "r", str(sheet), "--db", db)
     rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
     rows[0]["decision"], rows[1]["decision"] = "Accept ", "DROP"
+    rows[1]["text"] = "'" + rows[1]["text"]  # as kd writes a text a spreadsheet would take for a formula
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=[*rows[0], "note", ""], quoting=csv.QUOTE_ALL)  # \r\n line ends
     w.writeheader()
@@ -866,3 +867,10 @@ def test_dropping_a_dropped_sample_records_no_edit(db):
     assert (again["drop"], again["unchanged"]) == (0, 1) and _count(db, LabelEdit) == 1
     kd("labels", "undo", "--run", "r", "--stage", "edit-1", "--db", db)
     assert not _state(db)[sample][1]
+
+
+def test_texts_a_spreadsheet_would_run_as_formulas_are_quoted():
+    from kdstore.labels import _no_formula
+
+    assert [_no_formula(t) for t in ("=HYPERLINK(\"x\")", "+86 好", "-5折", "@me", "好=1", "")] == [
+        "'=HYPERLINK(\"x\")", "'+86 好", "'-5折", "'@me", "好=1", ""]
