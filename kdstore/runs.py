@@ -4,7 +4,8 @@ A stage that raises (Ctrl-C included) is marked failed with its error and its pa
 predictions are removed; a stage that already succeeded is never replaced without ``overwrite``, and
 with it only once the replacement succeeds: until then the old stage is parked (renamed
 ``NAME~parked-ID``, its artifact folder moved alongside), and a replacement that fails gives the
-name back to it, keeping its own record as ``NAME~failed-ID``.
+name back to it, keeping its own record as ``NAME~failed-ID``. A replaced clean stage whose
+(undone) label edits are on record stays as ``NAME~replaced-ID``, so the audit trail names it.
 """
 
 from __future__ import annotations
@@ -201,6 +202,7 @@ class SignalGuard:
 
 
 PARKED, FAILED = "~parked-", "~failed-"  # suffixes no stage a user names carries (see module docstring)
+REPLACED = "~replaced-"  # a replaced stage whose (undone) label edits stay on record under its name
 
 
 def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool) -> int:
@@ -437,10 +439,19 @@ def _drop_replaced(store: Store, *, run: str, name: str) -> None:
 
         reopen(s, LabelIssue.decided_stage_id.in_([g.id for g in gone] or [-1]))
         for row in gone:
-            s.delete(row)
+            if row in parked and _any_edits(s, row):
+                # the audit trail keeps naming the stage that made (and undid) these edits: not "a deleted stage"
+                row.name = f"{name}{REPLACED}{row.id}"
+                row.artifact_path = None
+            else:
+                s.delete(row)
     for folder in folders:
         if folder.exists():
             shutil.rmtree(folder)
+
+
+def _any_edits(s: Session, stage: Stage) -> bool:
+    return s.scalar(select(LabelEdit.id).where(LabelEdit.stage_id == stage.id).limit(1)) is not None
 
 
 def _live_edits(s: Session, stage: Stage) -> int:

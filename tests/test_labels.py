@@ -243,6 +243,12 @@ def test_clean_then_undo_restores_every_label_exactly(db):
     assert "nothing left to undo" in kd("labels", "undo", "--run", "r", "--db", db, ok=False).output
     assert "Error: no run 'nope' in the store" in kd("labels", "undo", "--run", "nope", "--db", db, ok=False).output
     assert "give its name (review.csv" in kd("labels", "export", "--run", "r", "-", "--db", db, ok=False).output
+    # a clean replaced after its undo keeps its name in the audit trail (its row was deleted: "a deleted stage")
+    first = Store.open(db).find_stage("r", "clean").id
+    kd("labels", "clean", "--run", "r", "--overwrite", "--db", db)
+    hist = json.loads(kd("labels", "history", str(some), "--db", db, "--json").stdout)
+    assert sorted((e["stage"], bool(e["reverted_at"])) for e in hist["edits"]) == [("clean", False), (f"clean~replaced-{first}", True)]
+    assert "(a deleted stage)" not in kd("labels", "history", str(some), "--db", db).output
 
 
 def test_drop_excludes_samples_from_later_training(db):
