@@ -15,7 +15,7 @@ from .common import FLOAT, SQL_INT_MAX, console, json_option, open_store, overwr
 
 @click.group()
 def labels():
-    """Wrong labels: detect, show, export/import a review sheet, clean, undo, history.
+    """Wrong labels: detect, show, export/import a review sheet, clean, set by hand, undo, history.
 
     \b
     Example:

@@ -50,3 +50,58 @@ def test_version(runner):
 
     result = runner.invoke(cli, ["--version"])
     assert result.exit_code == 0 and __version__ in result.output
+
+
+def _example_commands(text: str) -> list[list[str]]:
+    """The ``kd ...`` commands of a help text's "Example" block, as argument lists (comments, pipes
+    ``&&`` and redirections split off)."""
+    import shlex
+
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Example" in line)
+    block = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        block.append(line)
+    out = []
+    for line in block:
+        words = shlex.split(line, comments=True)
+        part: list[str] = []
+        for w in words + ["&&"]:
+            if w in ("&&", "||", "|", ";", ">", ">>", "<"):
+                if part and part[0] == "kd":
+                    out.append(part[1:])
+                part = []
+            else:
+                part.append(w)
+    return out
+
+
+@pytest.mark.parametrize("path", [()] + COMMANDS, ids=lambda p: " ".join(p) or "kd")
+def test_help_examples_name_real_options(runner, path):
+    """Each example parses: its commands exist and every option and choice it uses is one they take."""
+    text = runner.invoke(cli, [*path, "--help"]).output
+    examples = _example_commands(text)
+    assert examples, text
+    for args in examples:
+        command, rest = cli, list(args)
+        while isinstance(command, click.Group):
+            command = command.get_command(click.Context(command), rest[0])
+            assert command is not None, args
+            rest = rest[1:]
+        try:
+            command.make_context(command.name, rest, resilient_parsing=False)
+        except click.UsageError as exc:
+            if "does not exist" in str(exc):  # the example's input files (review.csv, ...)
+                continue
+            pytest.fail(f"kd {' '.join(args)}: {exc}")
+
+
+def test_top_level_example_detects_with_an_out_of_fold_teacher(runner):
+    """`kd labels detect` refuses a teacher that saw the samples it scores: the pipeline example teaches
+    with --folds before it detects."""
+    commands = _example_commands(runner.invoke(cli, ["--help"]).output)
+    teach = next(i for i, a in enumerate(commands) if a[0] == "teach")
+    detect = next(i for i, a in enumerate(commands) if a[:2] == ["labels", "detect"])
+    assert teach < detect and "--folds" in commands[teach]
