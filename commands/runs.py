@@ -95,6 +95,13 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         raise click.UsageError("runs as arguments go with --compare: kd report --compare A B (one run: --run A)")
     if comparing and not compare_runs:
         raise click.UsageError("--compare needs the runs to compare: kd report --compare A B")
+    if comparing:  # (a config file's run is a default for every command: only a typed --run is a mistake)
+        from click.core import ParameterSource
+
+        if click.get_current_context().get_parameter_source("run") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            raise click.UsageError("--compare takes its runs as arguments: kd report --compare A B (leave out --run)")
+        if plot_dir:
+            raise click.UsageError("--plot charts one run: kd report --run A --plot DIR")
     store = open_store(db)
     if comparing:
         rows = compare(store, list(compare_runs))

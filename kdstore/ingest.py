@@ -406,8 +406,9 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
     hashes = [text_hash(r.text) for r in records]  # (before the writer lock: seconds for a big pool)
     with store.write_transaction("classes", "samples") as conn:
         classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())
-        if opts.classes is not None:
-            _pin_classes(conn, classes, opts.classes, name)
+        if opts.classes is not None:  # the class file's classes the store did not have are new too
+            report.new_classes.extend(_pin_classes(conn, classes, opts.classes, name))
+        pinned_new = len(report.new_classes)
         # the stored samples with these texts only, looked up by the unique text_hash index (not the
         # whole table: a 20-row ingest into a 700k-sample store read every row into memory)
         seen: dict[str, tuple[int | None, str, str]] = {}
@@ -454,17 +455,18 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
             rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta, r.parent_id))
             if r.label is not None:
                 report.added_per_class[r.label] = report.added_per_class.get(r.label, 0) + 1
-        if report.new_classes:
+        if report.new_classes[pinned_new:]:
             conn.execute(
-                insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes]
+                insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes[pinned_new:]]
             )
         bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows)
         report.added = len(rows)
     return report
 
 
-def _pin_classes(conn, classes: dict[str, int], pinned: tuple[str, ...], name: str) -> None:
-    """Make the store's class table agree with a pinned class file, adding its classes in order."""
+def _pin_classes(conn, classes: dict[str, int], pinned: tuple[str, ...], name: str) -> list[str]:
+    """Make the store's class table agree with a pinned class file, adding its classes in order;
+    returns the names it added."""
     for i, n in enumerate(pinned):
         have = classes.get(n)
         if have is not None and have != i:
@@ -477,3 +479,4 @@ def _pin_classes(conn, classes: dict[str, int], pinned: tuple[str, ...], name: s
     if new:
         conn.execute(insert(KdClass), new)
         classes.update({r["name"]: r["id"] for r in new})
+    return [r["name"] for r in new]

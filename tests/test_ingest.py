@@ -451,7 +451,8 @@ def test_conflict_plain_output(invoke, write_file):
 def test_pinned_classes_from_class_file(invoke, write_file, read_classes, read_samples, counts, error_line):
     write_file("class_id.txt", "0\tneg\n1\tpos\n2\tmid\n")
     write_file("train.tsv", "pos\tgood\nneg\tbad\n")
-    invoke(["ingest", "train.tsv", "--classes", "class_id.txt"])
+    report = invoke.json(["ingest", "train.tsv", "--classes", "class_id.txt"])
+    assert report["new_classes"] == ["neg", "pos", "mid"]  # made by the class file: new all the same
     # the ids are the file's, not the order of first appearance; unused 'mid' exists too
     assert read_classes() == [(0, "neg"), (1, "pos"), (2, "mid")]
     assert [(r["text"], r["label_id"]) for r in read_samples()] == [("good", 1), ("bad", 0)]

@@ -64,6 +64,9 @@ def test_time_names_today_wherever_a_run_is_named(invoke, write_file, error_line
     assert f"run '{today}' has no succeeded 'pretrain' stage" in error_line(
         invoke(["teach", "--run", "x", "--model", "pretrain:${time}"], ok=False))
     assert [r["run"] for r in invoke.json(["report", "--compare", "${time}"])] in ([], [today])
+    # --run or --plot with --compare were ignored without a word: the runs compared were not the ones asked
+    assert "leave out --run" in invoke(["report", "--compare", "${time}", "--run", "x"], ok=False).stderr
+    assert "--plot charts one run" in invoke(["report", "--compare", "${time}", "--plot", "charts"], ok=False).stderr
 
 
 def test_cli_rejects_invalid_run_id(invoke, write_file):
