@@ -205,13 +205,14 @@ def set_(run, edits, reason, stage_name, db, as_json):
     """
     store = open_store(db)
     decisions = lab.parse_edits(store, edits)  # every pair checked before anything changes
-    if stage_name is None:
-        taken = {s.name for s in store.stages_of(run)} if store.run_exists(run) else set()
-        stage_name = next(f"edit-{n}" for n in range(1, len(taken) + 2) if f"edit-{n}" not in taken)
-    with stage_scope(store, run=run, kind="clean", name=stage_name, config={"edits": list(edits), "reason": reason}) as stage:
+    if stage_name is not None and store.run_exists(run) and any(st.name == stage_name for st in store.stages_of(run)):
+        # (kd labels set has no --overwrite: a hand edit is undone with kd labels undo, not replaced)
+        raise click.ClickException(f"run {run!r} has a stage {stage_name!r}: choose another --name, or leave it out (edit-N)")
+    with stage_scope(store, run=run, kind="clean", name="edit" if stage_name is None else stage_name, numbered=stage_name is None,
+                     config={"edits": list(edits), "reason": reason}) as stage:  # edit-N: N chosen as the stage starts
         counts = lab.apply(store, stage.id, decisions, reason=reason)
         store.add_metrics(stage.id, "all", counts)
-    _print_counts(run, stage_name, counts, as_json)
+    _print_counts(run, stage.name, counts, as_json)
 
 
 @labels.command()

@@ -19,6 +19,7 @@ import torch
 from .batching import bucketed_batches, encode_packed, pad
 from .distributed import SINGLE, Dist
 from .errors import KdError
+from .labels import read_labeled, record_labels_state
 from .losses import (
     SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, distillation_loss, hidden_cosine, hidden_mse, patient_kd,
     probability_shift, query_key_relation_kl, relation_kl, temperature_weights, temperatures_from_weights,
@@ -311,9 +312,10 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         for run in teacher_runs:  # the teachers score the recipe's texts once; later runs reuse the logits
             score_missing(store, run, device=cfg.device, dist=dist, among=made)
     teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
-    data, parts = training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented)
-    dev = store.samples(splits=["dev"], labeled=True)
+    (data, parts, dev), labels = read_labeled(store, lambda: (  # the labels learned from, as they are when read
+        *training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented), store.samples(splits=["dev"], labeled=True)))
     dist.agree("training rows", data, dev)
+    dist.on_main(record_labels_state)(store, stage.id, labels)
     new = lambda: _new_student(scfg, embeddings, teacher_net if copy_layers else None)  # noqa: E731
     fit = lambda built, rows, tag: _fit(add_metrics, stage, cfg, built, tokenizer, names, rows, dev, teachers,  # noqa: E731
                                         teacher_net if cfg.intermediate else None, device, rng, dist, tag=tag)

@@ -43,6 +43,7 @@ from torch import nn
 
 from .batching import bucketed_batches, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
 from .errors import KdError
+from .labels import read_labeled, record_labels_state
 from .losses import kl_soft
 from .metrics import classification_metrics
 from .outputs import store_outputs
@@ -607,8 +608,9 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     teachers = load_teachers(store, [run], names)
     teacher_stage = teachers.stages[0]
     max_len = cfg.max_len or int(teacher_stage.config.get("max_len") or 128)
-    data, parts = training_set(store, teachers, use_pool=cfg.unlabeled)
-    dev = store.samples(splits=["dev"], labeled=True)
+    (data, parts, dev), labels = read_labeled(store, lambda: (  # the labels learned from, as they are when read
+        *training_set(store, teachers, use_pool=cfg.unlabeled), store.samples(splits=["dev"], labeled=True)))
+    record_labels_state(store, stage.id, labels)
     if cfg.max_loss is not None and not len(dev):
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
     tokenizer, teacher = load_classifier(model_dirs(teacher_stage)[0], names)

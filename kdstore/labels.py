@@ -15,7 +15,7 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -102,6 +102,29 @@ def labels_state(store: Store) -> dict[str, Any]:
             digest.update(f"{sid}:{label}:{int(bool(dropped))};".encode())
     return {"labels_from": labels_version(store), "labels_stages": [f"{r}/{n}" for r, n in stages],
             "labels_digest": digest.hexdigest()[:16]}
+
+
+def read_labeled(store: Store, read: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    """``(read(), state)``: what ``read`` returns and the ``labels_state`` of the labels it read. A
+    label edit committed while it read (a clean or ``kd labels set`` in another process) makes it
+    read again, so that a stage records the labels it learned from, not those of its start."""
+    for _ in range(LABEL_READ_TRIES):
+        before = labels_state(store)
+        rows = read()
+        if labels_state(store) == before:
+            return rows, before
+    raise KdError("the labels changed each time they were read (label edits running meanwhile): run this again")
+
+
+LABEL_READ_TRIES = 5
+
+
+def record_labels_state(store: Store, stage_id: int, state: dict[str, Any]) -> None:
+    """Put ``state`` (``read_labeled``'s) in the stage's config where the one taken as it started differs."""
+    with store.write_session("stages") as s:
+        stage = s.get(Stage, stage_id)
+        if any((stage.config or {}).get(k) != v for k, v in state.items()):
+            stage.config = {**(stage.config or {}), **state}
 
 
 # detect --------------------------------------------------------------------------------------

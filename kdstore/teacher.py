@@ -16,6 +16,7 @@ import torch
 from .batching import bucketed_batches, encode, encode_packed, iter_padded, lengths_of, pad, sorted_batches
 from .distributed import SINGLE, Dist
 from .errors import KdError
+from .labels import read_labeled, record_labels_state
 from .metrics import classification_metrics
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .progress import progress
@@ -185,7 +186,8 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
 
     # 1. data: current labels, dropped samples excluded from training
     names = store.class_names()
-    train, dev = training_rows(store, cfg, names)
+    (train, dev), labels = read_labeled(store, lambda: training_rows(store, cfg, names))  # the labels learned from, as read
+    dist.on_main(record_labels_state)(store, stage.id, labels)
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train samples have a single class: a classifier needs at least two")
     add_metrics(stage.id, "all", {"train_samples": len(train), "dev_samples": len(dev)})

@@ -880,3 +880,33 @@ def test_texts_a_spreadsheet_would_run_as_formulas_are_quoted():
 
     assert [_no_formula(t) for t in ("=HYPERLINK(\"x\")", "+86 好", "-5折", "@me", "好=1", "")] == [
         "'=HYPERLINK(\"x\")", "'+86 好", "'-5折", "'@me", "好=1", ""]
+
+
+def test_a_stage_records_the_labels_it_read_not_those_of_its_start(db, noisy, monkeypatch):
+    """A label edit that another process commits after `kd distill` or `kd teach` started but before
+    it read its training rows: the stage learned from the edited labels, and its config says so
+    (labels_digest, labels_from), not the labels of its start."""
+    import kdstore.distill as distill_mod
+    import kdstore.teacher as teacher_mod
+
+    store = Store.open(db)
+    for mod, attr, sample, args in (
+        (distill_mod, "training_set", 1, ("distill", "--run", "r", "--name", "late-read", "--epochs", "1", "--embed-dim", "8",
+                                          "--num-filters", "4", "--max-len", "32")),
+        (teacher_mod, "training_rows", 2, ("teach", "--run", "t", "--model", str(noisy["model"]), "--epochs", "1", "--max-len", "32")),
+    ):
+        read, edited = getattr(mod, attr), []
+
+        def late_edit(*a, read=read, sample=sample, edited=edited, **k):
+            if not edited:  # once: another process's `kd labels set`, between the stage's start and its read
+                edited.append(sample)
+                edit_labels(db, "late", f"drop-{sample}", {sample: "drop"})
+            return read(*a, **k)
+
+        monkeypatch.setattr(mod, attr, late_edit)
+        before = lab.labels_state(store)
+        out = json.loads(kd(*args, "--db", db, "--json").stdout)
+        now = lab.labels_state(store)
+        assert edited and now != before
+        assert {k: out["config"][k] for k in now} == now and now["labels_from"] == f"late/drop-{sample}"
+        assert out["metrics"]["all"]["train_samples"] == 150 - sample

@@ -666,3 +666,34 @@ def test_id_lists_longer_than_a_statement_takes_are_read_in_chunks(store):
     assert store.samples(ids=list(range(-9_998, 0)) + [4, 3, 2, 1], limit=3).ids.tolist() == [1, 2, 3]  # over every chunk
     with pytest.raises(KdError, match="no sample 5 in the store"):  # all 69,999 read, the first missing named
         lab.parse_edits(store, [f"{i}=pos" for i in range(1, 70_000)])
+
+
+def test_labels_set_at_once_take_their_own_edit_numbers(store, db):
+    """Two or three `kd labels set` without --name on one run at once (a team editing by hand):
+    each takes the next free edit-N as its stage starts, under the writer lock; none is refused for
+    a name another took meanwhile ("edit-1 ... is running", "succeeded: pass --overwrite")."""
+    env = {**os.environ, "KD_DB": db, "KD_NO_PROGRESS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    procs = [subprocess.Popen([sys.executable, "-m", "commands.cli", "labels", "set", "--run", "r1", f"{i}=neg", "--json"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2, 3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    import json
+
+    assert sorted(json.loads(out)["stage"] for out, _ in outs) == ["edit-1", "edit-2", "edit-3"]
+    assert sorted((s.name, s.status) for s in store.stages_of("r1")) == [(f"edit-{n}", "succeeded") for n in (1, 2, 3)]
+
+
+def test_a_numbered_stage_takes_the_next_free_number_as_it_starts(store):
+    with stage_scope(store, run="r1", kind="clean", name="edit", numbered=True, config={}) as first:
+        with stage_scope(store, run="r1", kind="clean", name="edit", numbered=True, config={}) as second:
+            assert (first.name, second.name) == ("edit-1", "edit-2")
+    assert _stage(store, "r1", "edit-2").status == "succeeded"
+
+
+def test_labels_set_with_a_taken_name_says_what_to_do(store, db, invoke):
+    """``kd labels set --name X`` where X is taken told to "pass --overwrite", which set does not have."""
+    invoke(["labels", "set", "--run", "r1", "1=neg", "--name", "fix"])
+    result = invoke(["labels", "set", "--run", "r1", "2=neg", "--name", "fix"], ok=False)
+    assert "run 'r1' has a stage 'fix': choose another --name, or leave it out (edit-N)" in result.stderr
+    assert "--overwrite" not in result.stderr
