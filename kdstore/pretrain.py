@@ -22,7 +22,7 @@ from .masking import IGNORE, mask_tokens
 from .progress import progress
 from .runs import StageHandle
 from .schedules import warmup_linear_decay
-from .segment import token_groups, word_starts
+from .segment import _jieba, token_groups, word_starts
 from .store import Store
 from .torchutil import autocast, check_finite, count_parameters, grad_scaler, pick_device, scaled_step, set_seed
 from .vocab import SPECIALS, build_vocab, make_tokenizer
@@ -167,7 +167,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         done = False
         while not done:
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
-                elapsed = time.monotonic() - start
+                elapsed = time.monotonic() - start - (groups.seconds if groups is not None else 0.0)
                 frac = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s if budget_s else 0.0)
                 if budget_s:
                     frac = dist.broadcast_object(frac)  # rank 0's clock: every rank stops at the same step
@@ -180,7 +180,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 corrupted, labels = mask_tokens(
                     input_ids, special, mask_id=tokenizer.mask_token_id, vocab_size=len(tokens),
                     probability=cfg.mask_prob, generator=gen, first_regular_id=len(SPECIALS),
-                    groups=None if groups is None else pad([groups[i] for i in idx], -1)[0],
+                    groups=None if groups is None else pad(groups.batch(idx), -1)[0],
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * warmup_linear_decay(frac, warmup=cfg.warmup)
@@ -223,7 +223,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         {
             **losses,
             "steps": step,
-            "seconds": time.monotonic() - start,
+            "seconds": time.monotonic() - start - (groups.seconds if groups is not None else 0.0),
             "texts": len(texts),
             "vocab_size": len(tokens),
             "parameters": count_parameters(model),
@@ -273,20 +273,36 @@ def masked_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 
 def _encode_with_groups(tokenizer, texts: list[str], cfg: PretrainConfig):
-    """Token ids per text and, for whole-word masking, a word-group id per token."""
-    if not cfg.wwm:
-        return encode(tokenizer, texts, max_len=cfg.max_len), None
-    enc = tokenizer(
-        texts, truncation=True, max_length=cfg.max_len, return_offsets_mapping=True,
-        return_attention_mask=False, return_token_type_ids=False,
-    )
-    groups = []
-    with progress() as bar:
-        task = bar.add_task("segment (jieba)", total=len(texts), unit="texts")
-        for text, offsets in zip(texts, enc["offset_mapping"]):
-            groups.append(token_groups(offsets, word_starts(text)))
-            bar.advance(task)
-    return enc["input_ids"], groups
+    """Token ids per text and, for whole-word masking, a ``_WordGroups`` that gives a batch's
+    word-group ids per token."""
+    ids = encode(tokenizer, texts, max_len=cfg.max_len)
+    return ids, (_WordGroups(tokenizer, texts, cfg.max_len) if cfg.wwm else None)
+
+
+class _WordGroups:
+    """Whole-word masking's group ids (``token_groups``) of the texts a batch draws, segmented by jieba
+    the first time a batch needs them and kept: a run of a few steps over a large store segments the
+    texts it trains on, not all of them. ``seconds`` (spent segmenting) stays out of the training
+    clock, as when every text was segmented before training."""
+
+    def __init__(self, tokenizer, texts: list[str], max_len: int):
+        _jieba()  # a missing jieba stops the stage before training, not at its first step
+        self.tokenizer, self.texts, self.max_len = tokenizer, texts, max_len
+        self.known: dict[int, list[int]] = {}
+        self.seconds = 0.0
+
+    def batch(self, idx) -> list[list[int]]:
+        todo = [i for i in dict.fromkeys(int(i) for i in idx) if i not in self.known]
+        if todo:
+            started = time.monotonic()
+            enc = self.tokenizer(
+                [self.texts[i] for i in todo], truncation=True, max_length=self.max_len, return_offsets_mapping=True,
+                return_attention_mask=False, return_token_type_ids=False,
+            )
+            for i, offsets in zip(todo, enc["offset_mapping"]):
+                self.known[i] = token_groups(offsets, word_starts(self.texts[i]))
+            self.seconds += time.monotonic() - started
+        return [self.known[int(i)] for i in idx]
 
 
 def config_dict(cfg: PretrainConfig) -> dict:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 from typing import Sequence
 
 from .errors import KdError
 
 
+@functools.cache  # once: jieba.setLogLevel clears every logger's cache, a cost per call that grows with the loggers
 def _jieba():
     try:
         import jieba

@@ -183,6 +183,32 @@ def test_token_groups_follow_word_boundaries():
     assert starts[0] == 0 and all(a < b for a, b in zip(starts, starts[1:]))
 
 
+def test_word_groups_segment_only_the_texts_a_batch_draws(monkeypatch):
+    # pre-training segmented every text of the store before its first step (most of a short run's
+    # time), and set jieba's log level once per text (each call clears every logger's cache)
+    import jieba
+
+    from kdstore import segment
+    from kdstore.pretrain import PretrainConfig, _encode_with_groups
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    texts = ["质量很好，物流也快", "屏幕太暗了", "hello world 不错", "价格便宜量又足", "客服态度很差"]
+    tokenizer = make_tokenizer(build_vocab(texts))
+    levels, cuts = [], []
+    segment._jieba.cache_clear()
+    monkeypatch.setattr(jieba, "setLogLevel", lambda level: levels.append(level))
+    real = segment.word_starts
+    monkeypatch.setattr("kdstore.pretrain.word_starts", lambda text: cuts.append(text) or real(text))
+    ids, groups = _encode_with_groups(tokenizer, texts, PretrainConfig(max_len=8))
+    full = tokenizer(texts, truncation=True, max_length=8, return_offsets_mapping=True)
+    assert [list(x) for x in ids] == full["input_ids"]
+    assert cuts == []  # nothing segmented before training
+    assert groups.batch([3, 1, 3]) == [segment.token_groups(full["offset_mapping"][i], real(texts[i])) for i in (3, 1, 3)]
+    groups.batch([1, 0])
+    assert cuts == [texts[3], texts[1], texts[0]]  # each text once, when first drawn
+    assert len(levels) == 1
+
+
 def test_student_flops_by_hand():
     from kdstore.students import StudentConfig, flops_per_sample
 
