@@ -37,8 +37,9 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 def predict(path, run, which, artifact, from_store, split, speed, batch_size, device, overwrite, db, as_json):
     """Predict a label for each line of text (stdin or FILE).
 
-    Reading stdin, each line is answered as soon as it arrives (the model is loaded once); a FILE is
-    predicted in length-sorted batches. Output: label<TAB>confidence<TAB>text, or JSON lines; one
+    Reading stdin, each line is answered as soon as it arrives (the model is loaded once; lines that
+    arrive together, as from a piped file, are predicted together); a FILE is predicted in
+    length-sorted batches. Output: label<TAB>confidence<TAB>text, or JSON lines; one
     line for each line read (an empty line gets empty fields, or an "error" in JSON).
 
     --artifact DIR serves a folder written by `kd export` (ONNX Runtime or TorchScript) without the
@@ -88,8 +89,8 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
 
         predictor = Predictor.from_run(open_store(db), run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
     if path == "-":
-        for line in _numbered(stdin, "<stdin>"):
-            _emit(predictor, [line], batch_size, as_json)
+        for lines in _arriving(stdin, "<stdin>"):
+            _emit(predictor, lines, batch_size, as_json)
             sys.stdout.flush()
     else:
         try:
@@ -104,10 +105,32 @@ def _numbered(fh, name: str):
     """``(line number, text)`` for each line of the binary stream ``fh``, decoded as UTF-8; a line that
     is not valid UTF-8 is a one-line error naming ``name`` and the line."""
     for n, raw in enumerate(fh, start=1):
-        try:
-            yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a byte-order mark is not text
-        except UnicodeDecodeError as exc:
-            raise click.ClickException(f"{name}: line {n}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}): convert it to UTF-8 first") from None
+        yield n, _decoded(n, raw, name)
+
+
+def _decoded(n: int, raw: bytes, name: str) -> str:
+    try:
+        return raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a byte-order mark is not text
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{name}: line {n}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}): convert it to UTF-8 first") from None
+
+
+def _arriving(stream, name: str, chunk: int = 1 << 16):
+    """The complete lines of ``stream`` as they arrive, a list of ``(line number, text)`` at a time:
+    every line one read returns (``read1``: what is there, waiting only when nothing is). A line
+    typed or sent alone is answered at once; a file piped in comes in 64 KiB reads, predicted in
+    batches (one model call a line made ``cat reviews.txt | kd predict`` 5x slower than a FILE)."""
+    n, rest = 0, b""
+    while True:
+        data = stream.read1(chunk)
+        if not data:
+            break
+        *lines, rest = (rest + data).split(b"\n")
+        if lines:
+            yield [(n + i, _decoded(n + i, raw, name)) for i, raw in enumerate(lines, start=1)]
+            n += len(lines)
+    if rest:  # a last line without its line break
+        yield [(n + 1, _decoded(n + 1, rest, name))]
 
 
 def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool) -> None:

@@ -488,6 +488,40 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     rows = [json.loads(l) for l in kd("predict", str(f), "--run", "r", "--model", "teacher", "--json", "--db", db).stdout.splitlines()]
     assert [r["line"] for r in rows] == [1, 2] and rows[0]["text"] == "这个很好"
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-5 and r["label"] in r["probs"] for r in rows)
+    # a line sent alone is answered before the next is sent (a co-process feeding kd one text at a time)
+    import os
+    import select
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KD_DB": db, "KD_NO_PROGRESS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "predict", "--run", "r"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        for text in ("这个很好", "那个太差"):
+            proc.stdin.write(f"{text}\n".encode())
+            proc.stdin.flush()
+            assert select.select([proc.stdout], [], [], 120)[0], "no answer while kd waits for more input"
+            assert proc.stdout.readline().decode().rstrip("\n").endswith(f"\t{text}")
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
+def test_stdin_lines_are_taken_as_they_arrive():
+    """What one read returns is predicted together; a line is never cut, numbers run on, a last
+    line needs no line break, and a byte-order mark is no text."""
+    from commands.predict import _arriving
+
+    class Chunks:
+        def __init__(self, *parts):
+            self.parts = list(parts)
+
+        def read1(self, _n):
+            return self.parts.pop(0) if self.parts else b""
+
+    got = list(_arriving(Chunks("\ufeffa\nb".encode(), b"c\n\n", "好".encode()[:2], "好".encode()[2:] + b"\nd"), "<stdin>"))
+    assert got == [[(1, "a")], [(2, "bc"), (3, "")], [(4, "好")], [(5, "d")]]
 
 
 def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_model):
