@@ -126,9 +126,17 @@ def _arriving(stream, name: str, chunk: int = 1 << 16):
         if not data:
             break
         *lines, rest = (rest + data).split(b"\n")
-        if lines:
-            yield [(n + i, _decoded(n + i, raw, name)) for i, raw in enumerate(lines, start=1)]
-            n += len(lines)
+        batch = []
+        for raw in lines:
+            n += 1
+            try:
+                batch.append((n, _decoded(n, raw, name)))
+            except click.ClickException:
+                if batch:  # the lines before a bad one are answered, as they would be one at a time
+                    yield batch
+                raise
+        if batch:
+            yield batch
     if rest:  # a last line without its line break
         yield [(n + 1, _decoded(n + 1, rest, name))]
 
