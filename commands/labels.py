@@ -205,8 +205,10 @@ def set_(run, edits, reason, stage_name, db, as_json):
     """
     store = open_store(db)
     decisions = lab.parse_edits(store, edits)  # every pair checked before anything changes
-    if stage_name is not None and store.run_exists(run) and any(st.name == stage_name for st in store.stages_of(run)):
-        # (kd labels set has no --overwrite: a hand edit is undone with kd labels undo, not replaced)
+    if stage_name is not None and store.run_exists(run) and any(st.name == stage_name and st.status == "succeeded"
+                                                                for st in store.stages_of(run)):
+        # (kd labels set has no --overwrite: a hand edit is undone with kd labels undo, not replaced;
+        # a failed one's name is taken again, as by every other stage)
         raise click.ClickException(f"run {run!r} has a stage {stage_name!r}: choose another --name, or leave it out (edit-N)")
     with stage_scope(store, run=run, kind="clean", name="edit" if stage_name is None else stage_name, numbered=stage_name is None,
                      config={"edits": list(edits), "reason": reason}) as stage:  # edit-N: N chosen as the stage starts

@@ -120,12 +120,16 @@ def _arriving(stream, name: str, chunk: int = 1 << 16):
     every line one read returns (``read1``: what is there, waiting only when nothing is). A line
     typed or sent alone is answered at once; a file piped in comes in 64 KiB reads, predicted in
     batches (one model call a line made ``cat reviews.txt | kd predict`` 5x slower than a FILE)."""
-    n, rest = 0, b""
+    n, pending = 0, []  # pieces of a line not ended yet (joined once its end comes: a long line is no quadratic copy)
     while True:
         data = stream.read1(chunk)
         if not data:
             break
-        *lines, rest = (rest + data).split(b"\n")
+        if b"\n" not in data:
+            pending.append(data)
+            continue
+        *lines, rest = b"".join([*pending, data]).split(b"\n")
+        pending = [rest]
         batch = []
         for raw in lines:
             n += 1
@@ -137,6 +141,7 @@ def _arriving(stream, name: str, chunk: int = 1 << 16):
                 raise
         if batch:
             yield batch
+    rest = b"".join(pending)
     if rest:  # a last line without its line break
         yield [(n + 1, _decoded(n + 1, rest, name))]
 

@@ -98,9 +98,11 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
     if comparing:  # (a config file's run is a default for every command: only a typed --run is a mistake)
         from click.core import ParameterSource
 
-        if click.get_current_context().get_parameter_source("run") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        typed = lambda name: click.get_current_context().get_parameter_source(name) in (  # noqa: E731
+            ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        if typed("run"):
             raise click.UsageError("--compare takes its runs as arguments: kd report --compare A B (leave out --run)")
-        if plot_dir:
+        if plot_dir and typed("plot_dir"):  # (a config file's [report] plot is for kd report --run)
             raise click.UsageError("--plot charts one run: kd report --run A --plot DIR")
     store = open_store(db)
     if comparing:

@@ -446,9 +446,10 @@ def _drop_replaced(store: Store, *, run: str, name: str) -> None:
 
         reopen(s, LabelIssue.decided_stage_id.in_([g.id for g in gone] or [-1]))
         for row in gone:
-            if row in parked and _any_edits(s, row):
+            if _any_edits(s, row):
                 # the audit trail keeps naming the stage that made (and undid) these edits: not "a deleted stage"
-                row.name = f"{name}{REPLACED}{row.id}"
+                if row in parked:
+                    row.name = f"{name}{REPLACED}{row.id}"  # (a failed attempt keeps its NAME~failed-ID)
                 row.artifact_path = None
             else:
                 s.delete(row)

@@ -67,6 +67,9 @@ def test_time_names_today_wherever_a_run_is_named(invoke, write_file, error_line
     # --run or --plot with --compare were ignored without a word: the runs compared were not the ones asked
     assert "leave out --run" in invoke(["report", "--compare", "${time}", "--run", "x"], ok=False).stderr
     assert "--plot charts one run" in invoke(["report", "--compare", "${time}", "--plot", "charts"], ok=False).stderr
+    # a kd.toml's `[report] plot = "charts"` (charts for every kd report --run) is no typed --plot
+    config = write_file("kd.toml", '[report]\nplot = "charts"\n')
+    assert [r["run"] for r in invoke.json(["report", "--compare", "${time}", "--config", str(config)])] in ([], [today])
 
 
 def test_cli_rejects_invalid_run_id(invoke, write_file):
@@ -409,7 +412,9 @@ def test_a_failed_clean_whose_edits_stand_blocks_the_next_overwrite(store):
     assert lab.undo(store, "r1", failed) == {"reverted": 1, "reopened": 0}
     with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True):
         pass
-    assert [s.name for s in store.stages_of("r1")] == ["review"]
+    # its undone edits stay on record under its name (it was deleted: history said "a deleted stage")
+    assert sorted(s.name for s in store.stages_of("r1")) == ["review", failed]
+    assert [e["stage"] for e in lab.history(store, 1)["edits"]] == [failed]
 
 
 def test_failed_stage_may_be_rerun_without_overwrite(store):
@@ -697,3 +702,13 @@ def test_labels_set_with_a_taken_name_says_what_to_do(store, db, invoke):
     result = invoke(["labels", "set", "--run", "r1", "2=neg", "--name", "fix"], ok=False)
     assert "run 'r1' has a stage 'fix': choose another --name, or leave it out (edit-N)" in result.stderr
     assert "--overwrite" not in result.stderr
+
+
+def test_labels_set_may_rerun_a_failed_name(store, invoke):
+    """A ``kd labels set --name fix`` that failed (Ctrl-C, a lock timeout) is rerun under its name, as
+    any failed stage is: the check for a taken name refused it ("choose another --name")."""
+    with pytest.raises(RuntimeError):
+        with stage_scope(store, run="r1", kind="clean", name="fix", config={}):
+            raise RuntimeError("interrupted")
+    invoke(["labels", "set", "--run", "r1", "1=neg", "--name", "fix"])
+    assert [(s.name, s.status) for s in store.stages_of("r1")] == [("fix", "succeeded")]
