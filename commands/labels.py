@@ -31,16 +31,19 @@ def labels():
 @click.option("--teacher-run", callback=resolve_runs, help="Run whose (out-of-fold) teacher to use; default: --run.")
 @click.option("--method", "methods", default=",".join(noise.DEFAULT_METHODS), show_default=True, help=f"Comma-separated, from: {', '.join(noise.METHODS)} (ensemble: most --student-votes/--tfidf-member models disagree with the label; alias: votes).")
 @click.option("--combine", type=click.Choice(noise.COMBINES), default=noise.DEFAULT_COMBINE, show_default=True, help="How the methods' flags are combined.")
-@click.option("--filter-by", type=click.Choice(noise.FILTERS), default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by.")
+@click.option("--filter-by", type=click.Choice(noise.FILTERS), default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by; cleanlab sees the probabilities temperature-scaled to the given labels (one scalar, class ranking unchanged), so its flags can differ from cleanlab run on the raw ones (see --no-calibrate).")
 @click.option("--frac-noise", type=FLOAT, default=1.0, show_default=True, help="Scale the estimated number of wrong labels by this (cleanlab frac_noise; with --combine other than ranked, only for --filter-by prune_by_noise_rate, prune_by_class or both).")
 @click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True)
 @click.option("--student-votes", multiple=True, help="Distill stage(s) whose out-of-fold probabilities join the ensemble: STAGE of --run, or RUN:STAGE (kd distill --folds K; others are refused as in-sample unless --allow-in-sample).")
 @click.option("--tfidf-member", is_flag=True, help="Add out-of-fold TF-IDF + logistic-regression probabilities to the ensemble.")
 @click.option("--allow-in-sample", is_flag=True, help="Accept a teacher that saw the samples it scores (not recommended).")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Temperature-scale the probabilities to the given labels before cleanlab and the scores; "
+                   "--no-calibrate: cleanlab on the raw ones, exactly as cleanlab.filter.find_label_issues.")
 @overwrite_option
 @store_options
 @json_option
-def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_method, student_votes, tfidf_member, allow_in_sample, overwrite, db, as_json):
+def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_method, student_votes, tfidf_member, allow_in_sample, calibrate, overwrite, db, as_json):
     """Flag train samples whose label the out-of-fold teacher disputes (cleanlab + disagreement).
 
     \b
@@ -51,6 +54,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
         teacher_run=teacher_run, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         combine=combine, filter_by=filter_by, frac_noise=frac_noise, quality_method=quality_method,
         student_votes=tuple(student_votes), tfidf_member=tfidf_member, allow_in_sample=allow_in_sample,
+        calibrate=calibrate,
     )
     store = open_store(db)
     inputs = lab.detect_inputs(store, run, cfg)  # bad input is refused before anything is written

@@ -46,6 +46,7 @@ class DetectConfig:
     student_votes: tuple[str, ...] = field(default_factory=tuple)  # distill stage names of the run
     tfidf_member: bool = False  # add out-of-fold TF-IDF + LR probabilities to the ensemble
     allow_in_sample: bool = False
+    calibrate: bool = True  # temperature-scale each member to the given labels first (noise.detect)
 
     def validate(self) -> None:
         methods = noise.check_options(methods=self.methods, combine=self.combine, filter_by=self.filter_by,
@@ -176,6 +177,7 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
     found = noise.detect(
         train.labels, probs, methods=cfg.methods, combine=cfg.combine, filter_by=cfg.filter_by,
         frac_noise=cfg.frac_noise, quality_method=cfg.quality_method, extra_votes=votes or None,
+        calibrate=cfg.calibrate,
     )
     flagged = np.flatnonzero(found.flagged)
     rows = [

@@ -141,6 +141,14 @@ def test_detect_finds_most_injected_flips(db, noisy):
     assert 0 <= top["score"] <= 1 and top["suggested"] != top["given"]
     shown = json.loads(kd("labels", "show", "--run", "r", "--top", "5", "--db", db, "--json").stdout)
     assert [s["score"] for s in shown] == sorted((s["score"] for s in shown), reverse=True)
+    # --no-calibrate: cleanlab's own flags on the teacher's out-of-fold probabilities, exactly
+    from cleanlab.filter import find_label_issues
+
+    kd("labels", "detect", "--run", "r", "--method", "cleanlab", "--combine", "union", "--no-calibrate", "--overwrite", "--db", db)
+    inputs = lab.detect_inputs(store, "r", lab.DetectConfig())
+    expected = set(inputs.train.ids[find_label_issues(inputs.train.labels, inputs.probs, filter_by="prune_by_noise_rate")].tolist())
+    assert {i["sample_id"] for i in lab.issues(Store.open(db), "r")} == expected
+    assert Store.open(db).find_stage("r", "detect").config["calibrate"] is False
 
 
 def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):

@@ -317,3 +317,17 @@ def test_reliability_warnings_name_a_weak_model_and_an_implausible_share(problem
 def test_reliability_warnings_validate_their_figures(kwargs, message):
     with pytest.raises(KdError, match=message):
         reliability_warnings(**kwargs)
+
+
+def test_cleanlab_method_is_cleanlab_exactly_without_calibration_only():
+    # under-confident binary probabilities: temperature scaling (the CLI's default) moves cleanlab's
+    # per-class thresholds, so the calibrated mask may differ; uncalibrated it is find_label_issues exactly
+    p1 = np.array([0.51, 0.91, 0.18, 0.9, 0.33, 0.43, 0.79, 0.42, 0.54, 0.07, 0.73, 0.53])
+    probs, labels = np.stack([1 - p1, p1], axis=1), np.array([0] * 6 + [1] * 6)
+    for fb in ("prune_by_noise_rate", "both", "confident_learning"):
+        raw = detect(labels, probs, methods=("cleanlab",), combine="union", filter_by=fb, calibrate=False)
+        np.testing.assert_array_equal(raw.flagged, find_label_issues(labels, probs, filter_by=fb))
+    calibrated = detect(labels, probs, methods=("cleanlab",), combine="union")
+    assert calibrated.temperatures and not np.array_equal(calibrated.flagged, find_label_issues(labels, probs))
+    scaled, _ = temperature_scale(labels, probs)
+    np.testing.assert_array_equal(calibrated.flagged, find_label_issues(labels, scaled))
