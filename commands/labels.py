@@ -70,7 +70,9 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
 @labels.command()
 @run_option
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="At most this many, highest scores first (0: all).")
-@click.option("--status", type=click.Choice(["open", "applied", "rejected", "flagged"]))
+@click.option("--status", type=click.Choice(["open", "applied", "rejected", "flagged"]),
+              help="Only issues in this state (default: all): open = undecided, applied = relabeled or dropped, "
+                   "rejected = label kept by a decision, flagged = marked by `clean --action flag`.")
 @store_options
 @json_option
 def show(run, top, status, db, as_json):

@@ -14,6 +14,7 @@ from kdstore.distill import DistillConfig, config_dict as distill_config, distil
 from kdstore.errors import KdError
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
+from kdstore.metrics import hardly_beats_majority
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
 from kdstore.runs import stage_scope
@@ -49,7 +50,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         click.echo(f"warning: {unscored} unlabeled texts have no teacher logits and were left out: run {fix} first", err=True)
     if as_json:
-        print_json(stage)
+        print_json(stage)  # its dev figures say as much as the warning below would
         return
     click.echo(f"run {run}: stage {stage_name} {stage['status']} in {stage['duration_s']:.1f} s")
     if stage["artifact_path"]:
@@ -58,6 +59,21 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         m = stage["metrics"].get(split)
         if m:
             click.echo(f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])})")
+    _warn_if_majority(run, stage)
+
+
+def _warn_if_majority(run: str, stage: dict) -> None:
+    """A model no better on dev than always answering its most frequent class: say so, and what to try."""
+    m = stage["metrics"].get("dev") or {}
+    support = {k[len("support["):-1]: v for k, v in m.items() if k.startswith("support[") and k.endswith("]")}
+    weak = hardly_beats_majority(m.get("accuracy"), support) if support else None
+    if weak is None:
+        return
+    name, share = weak
+    fix = ("train longer (--epochs) or faster (--lr: a small `kd pretrain` model wants about 3e-4, as in the quick start)"
+           if stage["kind"] == "teach" else f"check the teacher first (`kd report --run {run}`), then --epochs")
+    click.echo(f"warning: dev accuracy {m['accuracy']:.1%} is hardly more than always answering {name!r} ({share:.1%}): "
+               f"the model has learned next to nothing; {fix}", err=True)
 
 
 @click.command()
@@ -69,7 +85,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=FLOAT, default=5e-4, show_default=True)
 @click.option("--steps", type=int, default=0, help="Training steps (or use --minutes).")
-@click.option("--minutes", type=FLOAT, default=0.0, help="Wall-clock budget in minutes.")
+@click.option("--minutes", type=FLOAT, default=0.0, help="Wall-clock budget of the training steps in minutes (reading the store, segmenting with jieba and saving come on top).")
 @click.option("--mask-prob", type=FLOAT, default=0.15, show_default=True)
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="mlm", show_default=True,
               help="mlm: masked-LM. electra: replaced-token detection (a small generator fills the masks, the encoder "

@@ -62,3 +62,26 @@ def _check(y_true, y_pred, num_classes):
         if len(y) and (y.min() < 0 or y.max() >= num_classes):
             raise ValueError(f"{name} has class ids outside 0..{num_classes - 1}")
     return y_true, y_pred
+
+
+MIN_SHARE_OF_ROOM = 0.1  # a model must close this share of the way from the majority rate to 100 %
+
+
+def below_room(accuracy: float, majority: float, *, share_of_room: float = MIN_SHARE_OF_ROOM) -> bool:
+    """Whether ``accuracy`` closes less than ``share_of_room`` of the way from ``majority`` (the
+    share of the most frequent class) to 1: 5 points on a balanced binary task, 0.5 on a 95 % one."""
+    return accuracy - majority < share_of_room * (1.0 - majority) - 1e-9
+
+
+def hardly_beats_majority(accuracy: float, support, *, share_of_room: float = MIN_SHARE_OF_ROOM) -> tuple[str, float] | None:
+    """``(class, share)`` of the most frequent class in ``support`` (class name -> count) when
+    ``accuracy`` closes less than ``share_of_room`` of the way from always answering that class to
+    100 % (the test ``kd labels detect`` puts to a teacher's folds); ``None`` when it does better or
+    there is nothing to judge. A model that fails it has learned next to nothing."""
+    counts = {k: float(v) for k, v in support.items() if v}
+    total = sum(counts.values())
+    if total <= 0 or accuracy is None:
+        return None
+    name, count = max(counts.items(), key=lambda kv: kv[1])
+    share = count / total
+    return (name, share) if below_room(accuracy, share, share_of_room=share_of_room) else None

@@ -47,6 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import KdError
+from .metrics import below_room
 
 FRAC_NOISE_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both")  # those cleanlab scales by frac_noise
 FILTERS = (
@@ -66,7 +67,6 @@ DEFAULT_METHODS = ("cleanlab", "disagree")
 DEFAULT_COMBINE = "ranked"
 ISSUE_COUNTS = ("mean", "off_diagonal", "off_diagonal_calibrated")
 MAX_PLAUSIBLE_FRACTION = 0.3  # a larger flagged share is far more often a weak model than real noise
-MIN_SHARE_OF_ROOM = 0.1  # out-of-fold accuracy must close this share of the way from the majority rate to 1
 DEFAULT_ISSUE_COUNT = "mean"
 ROW_SUM_TOL = 1e-3
 
@@ -341,7 +341,7 @@ def reliability_warnings(
         if value is not None and not 0.0 <= value <= 1.0:
             raise KdError(f"{name} must be in [0, 1], got {value}")
     out = []
-    if accuracy is not None and majority is not None and accuracy - majority < MIN_SHARE_OF_ROOM * (1.0 - majority) - 1e-9:
+    if accuracy is not None and majority is not None and below_room(accuracy, majority):
         out.append(
             f"the teacher's out-of-fold predictions agree with {accuracy:.1%} of the given labels, hardly more than "
             f"always answering the most frequent class ({majority:.1%}): most flags are its own errors; train a "

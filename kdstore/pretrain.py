@@ -163,7 +163,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     start, step, recent, recent_rtd = time.monotonic(), 0, [], []
     net.train()
     with progress(extra="loss {task.fields[loss]}") as bar:
-        task = bar.add_task("pre-train", total=cfg.steps or None, loss="-", unit="step")
+        task = bar.add_task("pre-train", total=cfg.steps or None, loss="-", unit="step", left_s=budget_s or None)
         done = False
         while not done:
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
@@ -204,7 +204,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 if step % 50 == 0:
                     add_metrics(stage.id, "train", _loss_figures(recent, recent_rtd, dist), step=step)
                     check_finite(objective, when=f"by step {step}")
-                bar.update(task, advance=1, loss=f"{loss.item():.3f}")
+                bar.update(task, advance=1, loss=f"{loss.item():.3f}",
+                           left_s=max(budget_s - elapsed, 0.0) if budget_s else None)  # --minutes: the ETA is the budget left
 
     if step == 0:  # every rank sees it (rank 0's clock decides): an untrained model is no result
         raise KdError(f"--minutes {cfg.minutes:g} ran out before the first training step: give it more time or --steps")

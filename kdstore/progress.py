@@ -26,6 +26,22 @@ class RateColumn(ProgressColumn):
         return Text("-" if speed is None else f"{speed:,.1f} {unit}/s", style="progress.data.speed")
 
 
+class EtaColumn(TimeRemainingColumn):
+    """Time remaining: rich's estimate from the rate and total, or, for work bounded by a clock (a
+    task with a ``left_s`` field, the seconds of its budget still to run), that budget when it is
+    sooner or when there is no total to estimate from."""
+
+    def render(self, task) -> Text:
+        left = task.fields.get("left_s")
+        if left is None:
+            return super().render(task)
+        remaining = task.time_remaining if task.total is not None else None
+        remaining = left if remaining is None else min(remaining, left)
+        minutes, seconds = divmod(int(max(remaining, 0.0)), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
 def progress(*, extra: str = "", disable: bool = False) -> Progress:
     """A progress bar: description, bar, done/total, rate, elapsed, ETA and an optional extra field."""
     columns = [
@@ -35,7 +51,7 @@ def progress(*, extra: str = "", disable: bool = False) -> Progress:
         RateColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
-        TimeRemainingColumn(),
+        EtaColumn(),
     ]
     if extra:
         columns.append(TextColumn(extra))

@@ -240,8 +240,9 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     if dist.active:
         store.add_metrics(stage.id, "all", {"processes": dist.world})
     store.add_metrics(stage.id, "all", measure(
-        lambda texts, bs: score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu) if len(served) == 1 else
-        average_probs_as_logits([score(m, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu) for m in served]),
+        # bar=False: timing runs are no work to watch (they showed as unexplained "score" bars, one per fold)
+        lambda texts, bs: score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu, bar=False) if len(served) == 1 else
+        average_probs_as_logits([score(m, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu, bar=False) for m in served]),
         speed_texts(everything),
     ))
     return out_dir

@@ -11,7 +11,7 @@ import torch
 from kdstore.batching import bucketed_batches, pad, sorted_batches
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
-from kdstore.metrics import classification_metrics, confusion_matrix
+from kdstore.metrics import classification_metrics, confusion_matrix, hardly_beats_majority
 from kdstore.schedules import layer_decay_scales, layer_depths, linear, over_steps, warmup_linear_decay
 from kdstore.textkey import normalize, text_hash
 from kdstore.vocab import SPECIALS, build_vocab
@@ -567,3 +567,29 @@ def test_a_late_divergence_stops_and_keeps_the_best_epoch(capsys):
     assert "stopped, keeping epoch 1" in capsys.readouterr().err
     best.restore(net)
     assert bool((net.weight == 0.5).all())
+
+
+def test_hardly_beats_majority_follows_detects_rule_on_dev_support():
+    # 528 of 1000 are neg: a model must close a tenth of the way from 52.8 % to 100 % (57.52 %)
+    support = {"pos": 472, "neg": 528}
+    assert hardly_beats_majority(0.528, support) == ("neg", pytest.approx(0.528))
+    assert hardly_beats_majority(0.5751, support) == ("neg", pytest.approx(0.528))
+    assert hardly_beats_majority(0.5753, support) is None
+    assert hardly_beats_majority(0.90, {"a": 95, "b": 5}) == ("a", pytest.approx(0.95))  # 0.5 point of room needed
+    assert hardly_beats_majority(0.96, {"a": 95, "b": 5}) is None
+    assert hardly_beats_majority(0.5, {}) is None and hardly_beats_majority(None, support) is None
+
+
+def test_a_clock_bounded_bar_shows_the_budget_left_as_its_eta():
+    from kdstore.progress import EtaColumn, progress
+
+    with progress(disable=True) as bar:
+        budget = bar.add_task("pre-train", total=None, unit="step", left_s=83.4)  # --minutes alone: no total
+        plain = bar.add_task("dev", total=None, unit="samples")
+        both = bar.add_task("pre-train", total=1000, unit="step", left_s=30.0)  # --steps and --minutes
+        column = EtaColumn()
+        assert column.render(bar.tasks[budget]).plain == "0:01:23"
+        assert column.render(bar.tasks[plain]).plain == ""  # rich's own: nothing to estimate from
+        bar.update(budget, left_s=0.0)
+        assert column.render(bar.tasks[budget]).plain == "0:00:00"
+        assert column.render(bar.tasks[both]).plain == "0:00:30"  # no rate yet: the budget, not "-:--:--"

@@ -883,3 +883,18 @@ def test_damaged_teacher_weights_are_a_one_line_error(sample_store, tiny_model, 
     result = kd("distill", "--run", "t", "--init-embeddings", "teacher", "--epochs", "1", "--db", db, ok=False)
     assert result.stderr.splitlines()[-1].startswith("Error: cannot load the teacher of stage 'teach' in ")
     assert _stage(sample_store, "t", "distill-textcnn").status == "failed"
+
+
+def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try(capsys):
+    from commands.train import _warn_if_majority
+
+    dev = {"accuracy": 0.528, "support[pos]": 472, "support[neg]": 528}
+    _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": dev}})
+    err = capsys.readouterr().err
+    assert err.startswith("warning: dev accuracy 52.8% is hardly more than always answering 'neg' (52.8%)")
+    assert "--epochs" in err and "--lr" in err and err.count("\n") == 1
+    _warn_if_majority("r1", {"kind": "distill", "metrics": {"dev": dev}})
+    assert "`kd report --run r1`" in capsys.readouterr().err
+    _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": {**dev, "accuracy": 0.9}}})  # learned: silent
+    _warn_if_majority("r1", {"kind": "pretrain", "metrics": {"train": {"mlm_loss": 6.0}}})  # no dev figures: silent
+    assert capsys.readouterr().err == ""
