@@ -242,8 +242,7 @@ def _parse_delimited(
             label_i = 0 if text_i != 0 else 1
         elif want_label:
             raise KdError(f"{name}: line {rows[0][0]}: field 'label': missing: split '{opts.split}' needs a label column")
-    if label_i is not None and label_i == text_i:
-        raise KdError(f"{name}: line {rows[0][0]}: field {_name_at(header, text_i)!r}: the text column is also the label column")
+    same = label_i is not None and label_i == text_i
     # the unlabeled pool carries no label, not even in the metadata
     extra = [i for i in range(width) if i not in (text_i, label_i)]
     if not want_label:
@@ -253,6 +252,8 @@ def _parse_delimited(
             raise KdError(f"{name}: line {rows[0][0]}: field {i}: missing {what} column (rows have {width} fields)")
 
     names = header or [str(i) for i in range(width)]
+    if same:
+        raise KdError(f"{name}: line {rows[0][0]}: field {names[text_i]!r}: the text column is also the label column")
     text_name = names[text_i]
     label_name = names[label_i] if label_i is not None else "label"
     records = []
@@ -270,10 +271,6 @@ def _parse_delimited(
         meta = {names[i]: fields[i] for i in extra} or None
         records.append(Record(text=text, label=label, line=line, meta=meta))
     return records
-
-
-def _name_at(header: list[str] | None, i: int) -> str:
-    return header[i] if header is not None and i < len(header) else str(i)
 
 
 def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool) -> list[Record]:

@@ -22,7 +22,7 @@ from .masking import IGNORE, mask_tokens
 from .progress import progress
 from .runs import StageHandle
 from .schedules import warmup_linear_decay
-from .segment import _jieba, token_groups, word_starts
+from .segment import jieba_module, token_groups, word_starts
 from .store import Store
 from .torchutil import autocast, check_finite, count_parameters, grad_scaler, pick_device, scaled_step, set_seed
 from .vocab import SPECIALS, build_vocab, make_tokenizer
@@ -287,7 +287,7 @@ class _WordGroups:
     clock, as when every text was segmented before training."""
 
     def __init__(self, tokenizer, texts: list[str], max_len: int):
-        _jieba()  # a missing jieba stops the stage before training, not at its first step
+        jieba_module()  # a missing jieba stops the stage before training, not at its first step
         self.tokenizer, self.texts, self.max_len = tokenizer, texts, max_len
         self.known: dict[int, list[int]] = {}
         self.seconds = 0.0

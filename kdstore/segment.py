@@ -11,7 +11,8 @@ from .errors import KdError
 
 
 @functools.cache  # once: jieba.setLogLevel clears every logger's cache, a cost per call that grows with the loggers
-def _jieba():
+def jieba_module():
+    """jieba, imported and quietened once; a KdError naming the fix when it is not installed."""
     try:
         import jieba
     except ImportError:
@@ -23,7 +24,7 @@ def _jieba():
 def word_starts(text: str) -> list[int]:
     """Character offsets where jieba's words begin."""
     starts, pos = [], 0
-    for word in _jieba().lcut(text, HMM=True):
+    for word in jieba_module().lcut(text, HMM=True):
         starts.append(pos)
         pos += len(word)
     return starts

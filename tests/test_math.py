@@ -195,7 +195,7 @@ def test_word_groups_segment_only_the_texts_a_batch_draws(monkeypatch):
     texts = ["质量很好，物流也快", "屏幕太暗了", "hello world 不错", "价格便宜量又足", "客服态度很差"]
     tokenizer = make_tokenizer(build_vocab(texts))
     levels, cuts = [], []
-    segment._jieba.cache_clear()
+    segment.jieba_module.cache_clear()
     monkeypatch.setattr(jieba, "setLogLevel", lambda level: levels.append(level))
     real = segment.word_starts
     monkeypatch.setattr("kdstore.pretrain.word_starts", lambda text: cuts.append(text) or real(text))
