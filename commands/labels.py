@@ -150,15 +150,18 @@ def import_(run, path, stage_name, overwrite, db, as_json):
 @click.option("--action", type=click.Choice(lab.ACTIONS), default="relabel", show_default=True)
 @click.option("--min-score", type=FLOAT, default=0.0, show_default=True, help="Only issues scoring at least this.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--top", type=click.IntRange(min=0), default=50, show_default=True,
+              help="With --dry-run: table rows shown, highest scores first (0: all); the counts and --json cover every issue.")
 @click.option("--name", "stage_name", default="clean", show_default=True)
 @overwrite_option
 @store_options
 @json_option
-def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
+def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_json):
     """Relabel, drop (exclude, never delete) or flag the run's detected issues, with an audit trail.
 
     \b
     Example:
+      kd labels clean --run r1 --dry-run --top 100
       kd labels clean --run r1 --action relabel --min-score 0.7
       kd labels undo --run r1
     """
@@ -175,11 +178,13 @@ def clean(run, action, min_score, dry_run, stage_name, overwrite, db, as_json):
             table = Table(title=f"kd labels clean --action {action} would decide (dry run: nothing written)")
             for col in ("sample", "score", "action", "label now", "new", "effect", "text"):
                 table.add_column(col)
-            for i in items:
+            for i in items[:top or None]:
                 now = (i["current"] or "") + (" (dropped)" if i["dropped"] else "")
                 table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", i["action"], Text(now),
                               Text(i["new"] or ""), EFFECTS[i["effect"]], Text(i["text"]))
             console().print(table)
+            if top and len(items) > top:
+                click.echo(f"... {len(items) - top} more rows (--top 0 shows all, --json lists all)")
             n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
             click.echo(f"{n['change']} changes, {n['unchanged']} unchanged, {n['edited']} left alone: edited since "
                        "detection (dry run: nothing written)")
@@ -283,3 +288,5 @@ def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings
         print_json({"run": run, "stage": stage, **counts, **({} if warnings is None else {"warnings": warnings})})
     else:
         click.echo(f"run {run}, stage {stage}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if counts.get("relabel") or counts.get("drop"):
+            click.echo(f"  undo: kd labels undo --run {run} --stage {stage}")

@@ -368,7 +368,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
         twice = next((c for c in SHEET_COLUMNS if (reader.fieldnames or []).count(c) > 1), None)
         if twice:  # csv reads the last of them: the decisions in the first would be dropped unseen
             raise KdError(f"{path}: line 1: field {twice!r}: the column appears twice: keep one")
-    if not any(str(r.get("decision") or "").strip() for _, r in rows):  # (an empty clean stage would take the name the real import needs)
+    if not any(_cell(r, "decision") for _, r in rows):  # (an empty clean stage would take the name the real import needs)
         raise KdError(f"{path}: field 'decision': empty on every row (give accept, reject, drop or a class): nothing to import (was the sheet saved?)")
     run = _sheet_run(path, rows, run)
     names = store.class_names()
@@ -387,7 +387,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     issue_of_sample = {r.sample_id: r for r in found}
     decisions, first_line = [], {}
     for line, r in rows:
-        decision = str(r.get("decision") or "").strip()
+        decision = _cell(r, "decision")
         if not decision:
             continue
         sample_id = _sheet_id(path, line, r, "sample_id")
@@ -415,7 +415,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
                 f"{issue.status}{f' by stage {issue.name!r}' if issue.name else ''} (a stale sheet?): {remedy}, "
                 "or leave the row's decision empty"
             )
-        text = str(r.get("text") or "").strip()
+        text = _cell(r, "text")
         if text and text_hash(text) != text_hash(issue.text) and not (
                 text.startswith("'") and text_hash(text[1:]) == text_hash(issue.text)):  # (see _no_formula)
             raise KdError(
@@ -424,7 +424,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             )
         low = decision.lower()
         if low == "accept":
-            suggested = str(r.get("suggested") or "").strip()
+            suggested = _cell(r, "suggested")
             if suggested and suggested not in names:
                 raise KdError(f"{path}: line {line}: field 'suggested': unknown label {suggested!r}")
             new = names.index(suggested) if suggested else issue.suggested_label_id
@@ -471,7 +471,7 @@ def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None) -> s
     """The run a sheet's decisions answer: ``given``, else the sheet's ``run`` column, else ``default``."""
     from .runs import DEFAULT_RUN
 
-    named = [(line, str(r.get("run") or "").strip()) for line, r in rows]
+    named = [(line, _cell(r, "run")) for line, r in rows]
     named = [(line, v) for line, v in named if v]
     for line, value in named:
         if given is not None and value != given:
@@ -481,10 +481,16 @@ def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None) -> s
     return given if given is not None else named[0][1] if named else DEFAULT_RUN
 
 
+def _cell(row: dict, name: str) -> str:
+    """A sheet row's field as stripped text; "" when absent or null (a JSONL 0 is the class "0", not empty)."""
+    value = row.get(name)
+    return "" if value is None else str(value).strip()
+
+
 def _sheet_id(path: Path, line: int, row: dict, name: str) -> int | None:
     """A sheet row's id field as an int; None when it is empty."""
     value = row.get(name)
-    text = "" if value is None else str(value).strip()
+    text = _cell(row, name)
     if not text:
         return None
     if isinstance(value, bool) or not (text.isascii() and text.isdigit()):

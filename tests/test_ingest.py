@@ -444,7 +444,7 @@ def test_square_brackets_in_texts_and_labels_print_as_they_are(invoke, write_fil
 def test_conflict_plain_output(invoke, write_file):
     write_file("train.tsv", "pos\tnice\nneg\tnice\n")
     out = invoke(["ingest", "train.tsv"]).stdout
-    assert "1 conflicts" in out
+    assert "skipped 0 duplicates, 1 conflict\n" in out
     assert "conflict line 2" in out and "train.tsv:1" in out
 
 

@@ -232,6 +232,11 @@ def test_clean_then_undo_restores_every_label_exactly(db):
          planned[c["sample_id"]]["suggested"], planned[c["sample_id"]]["score"], planned[c["sample_id"]]["text"])
         for c in preview
     )  # what a reviewer needs to judge each change
+    assert len(preview) > 1
+    one = kd("labels", "clean", "--run", "r", "--dry-run", "--top", "1", "--db", db, "--json").stdout
+    assert json.loads(one)["changes"] == preview  # --top trims the table, never the plan
+    one = kd("labels", "clean", "--run", "r", "--dry-run", "--top", "1", "--db", db).stdout
+    assert f"... {len(preview) - 1} more rows (--top 0 shows all" in one
     assert _labels(db) == before and _count(db, LabelEdit) == 0  # a dry run writes nothing
     counts = json.loads(kd("labels", "clean", "--run", "r", "--db", db, "--json").stdout)
     assert counts["relabel"] > 0
@@ -253,7 +258,8 @@ def test_clean_then_undo_restores_every_label_exactly(db):
     assert "give its name (review.csv" in kd("labels", "export", "--run", "r", "-", "--db", db, ok=False).output
     # a clean replaced after its undo keeps its name in the audit trail (its row was deleted: "a deleted stage")
     first = Store.open(db).find_stage("r", "clean").id
-    kd("labels", "clean", "--run", "r", "--overwrite", "--db", db)
+    replaced = kd("labels", "clean", "--run", "r", "--overwrite", "--db", db).stdout
+    assert "undo: kd labels undo --run r --stage clean" in replaced  # the way back, where it is needed
     hist = json.loads(kd("labels", "history", str(some), "--db", db, "--json").stdout)
     assert sorted((e["stage"], bool(e["reverted_at"])) for e in hist["edits"]) == [("clean", False), (f"clean~replaced-{first}", True)]
     assert "(a deleted stage)" not in kd("labels", "history", str(some), "--db", db).output
@@ -918,3 +924,17 @@ def test_a_stage_records_the_labels_it_read_not_those_of_its_start(db, noisy, mo
         assert edited and now != before
         assert {k: out["config"][k] for k in now} == now and now["labels_from"] == f"late/drop-{sample}"
         assert out["metrics"]["all"]["train_samples"] == 150 - sample
+
+
+def test_jsonl_sheet_number_decision_is_the_class_of_that_name(db, tmp_path):
+    """A JSONL decision written as the number 0 is the class "0", not an empty cell skipped unseen."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "zero.tsv", [("0", "一个名字是数字零的类别")])), "--split", "dev", "--db", db)
+    names = Store.open(db).class_names()
+    sheet = tmp_path / "review.jsonl"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = [json.loads(line) for line in sheet.read_text(encoding="utf-8").splitlines()]
+    rows[0]["decision"] = 0
+    counts = json.loads(kd("labels", "import", "--run", "r", str(_sheet(sheet, rows)), "--db", db, "--json").stdout)
+    assert counts["relabel"] == 1
+    assert _state(db)[rows[0]["sample_id"]][0] == names.index("0")
