@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from typing import Any, Callable
 
@@ -238,8 +239,12 @@ def binary_stdin():
         raise click.ClickException("stdin is closed: give a FILE, or pipe the text in") from None
 
 
+PIPED_WIDTH = 160  # a table written to a file or pipe: rich's 80 columns would squeeze the text column to a sliver
+
+
 def console() -> Console:
-    return Console(file=sys.stdout, soft_wrap=True)
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(file=sys.stdout, soft_wrap=True, width=PIPED_WIDTH if piped else None)
 
 
 def err_console() -> Console:
