@@ -103,7 +103,9 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
         if isinstance(param.type, click.types.IntParamType) and any(isinstance(v, float) for v in wholes):
             raise KdError(f"{path}: {key} = {value!r}: not a whole number")  # click would cut 1.5 to 1
         try:
-            param.type_cast_value(ctx, value)
+            cast = param.type_cast_value(ctx, value)
+            if param.callback in (_resolve_run, resolve_runs):  # a run id is checked where it is written
+                param.callback(ctx, param, cast)
         except click.BadParameter as exc:
             raise KdError(f"{path}: {key} = {value!r}: {exc.message}") from None
         out[name] = value

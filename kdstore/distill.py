@@ -133,6 +133,8 @@ class DistillConfig:
             raise KdError("--temperature-beta must be >= 0 and --temperature-gamma > 0")
         if self.temperature_schedule == "constant" and (self.temperature_beta, self.temperature_gamma) != (1.0, 2.0):
             raise KdError("--temperature-beta and --temperature-gamma shape a per-sample temperature: add --temperature-schedule flsw or cwsm")
+        if self.temperature_schedule == "cwsm" and self.temperature_gamma != 2.0:
+            raise KdError("--temperature-gamma is flsw's exponent on (1 - cosine): --temperature-schedule cwsm has none (leave it out, or use flsw)")
         if self.folds == 1 or self.folds < 0:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):

@@ -12,7 +12,7 @@ from . import vectors
 from .errors import KdError
 from .metrics import classification_metrics
 from .probs import softmax
-from .schema import Logit, Prediction, Sample
+from .schema import LabelEdit, Logit, Prediction, Sample, Stage
 from .store import ID_CHUNK, SampleSet, Store, bulk_insert, chunks
 
 if TYPE_CHECKING:
@@ -101,20 +101,50 @@ def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np
 
 
 def store_split_metrics(store: Store, stage_id: int, samples: SampleSet, logits: np.ndarray, names: list[str]) -> dict:
-    """Final metrics of ``logits`` (rows of ``samples``) for each labeled split, dropped samples left
-    out (as in ``kd report``'s confusion matrices); returns them by split."""
-    with store.engine.connect() as conn:
-        dropped = np.array(conn.execute(select(Sample.id).where(Sample.dropped.is_(True))).scalars().all(), dtype=np.int64)
-    kept = ~np.isin(samples.ids, dropped)
+    """Final metrics of ``logits`` (rows of ``samples``) for each labeled split, over the labels as
+    they were when the stage started, dropped samples left out (as in ``kd report``'s confusion
+    matrices: a label edit made while the stage ran changes neither); returns them by split."""
+    with store.session() as s:
+        when = s.get(Stage, int(stage_id)).started_at
+    at_start, dropped = labels_as_of(store, when)
+    labels = np.array([at_start.get(int(i), -1) for i in samples.ids], dtype=np.int64)
+    kept = ~np.isin(samples.ids, np.array(sorted(dropped), dtype=np.int64))
     figures = {}
     for split in ("train", "dev", "test"):
-        part = np.array([s == split for s in samples.splits], dtype=bool) & (samples.labels >= 0) & kept
+        part = np.array([s == split for s in samples.splits], dtype=bool) & (labels >= 0) & kept
         if part.any():
             figures[split] = classification_metrics(
-                samples.labels[part], logits[part].argmax(1), num_classes=len(names), class_names=names
+                labels[part], logits[part].argmax(1), num_classes=len(names), class_names=names
             )
             store.add_metrics(stage_id, split, figures[split])
     return figures
+
+
+def labels_as_of(store: Store, when, split: str | None = None) -> tuple[dict[int, int], set[int]]:
+    """``({sample id: label id}, dropped sample ids)`` as they were at ``when``: the label edits made
+    by then, and not undone by then, replayed over the ingested labels (of ``split``, or of every
+    sample); samples without a label are left out of the dict."""
+    samples = select(Sample.id, Sample.orig_label_id)
+    edits = (
+        select(LabelEdit.sample_id, LabelEdit.action, LabelEdit.new_label_id)
+        .where(LabelEdit.created_at <= when)
+        .where(LabelEdit.reverted_at.is_(None) | (LabelEdit.reverted_at > when))
+        .order_by(LabelEdit.id)
+    )
+    if split is not None:
+        samples = samples.where(Sample.split == split)
+        edits = edits.join(Sample, Sample.id == LabelEdit.sample_id).where(Sample.split == split)
+    with store.engine.connect() as conn:
+        label = {int(sid): orig for sid, orig in conn.execute(samples)}
+        rows = conn.execute(edits).all()
+    dropped: set[int] = set()
+    for sid, action, new in rows:
+        if action == "relabel":
+            label[sid] = new
+            dropped.discard(sid)
+        elif action == "drop":
+            dropped.add(sid)
+    return {sid: int(y) for sid, y in label.items() if y is not None}, dropped
 
 
 def unscored(store: Store, stage_id: int, sample_ids: np.ndarray | None = None) -> np.ndarray:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from .errors import KdError
 from .metrics import confusion_matrix
-from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
+from .outputs import labels_as_of
+from .schema import LabelIssue, Prediction, Sample, Stage, iso_utc
 from .store import Store
 
 
@@ -83,29 +84,14 @@ def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
     the ingested label), so later edits do not change it; samples dropped by then are left out.
     """
     names = store.class_names()
-    when = stage.started_at
     with store.engine.connect() as conn:
         rows = conn.execute(
-            select(Sample.id, Sample.orig_label_id, Prediction.label_id)
+            select(Sample.id, Prediction.label_id)
             .join(Prediction, Prediction.sample_id == Sample.id)
             .where(Prediction.stage_id == stage.id, Sample.split == split)
         ).all()
-        edits = conn.execute(
-            select(LabelEdit.sample_id, LabelEdit.action, LabelEdit.new_label_id)
-            .join(Sample, Sample.id == LabelEdit.sample_id)
-            .where(Sample.split == split, LabelEdit.created_at <= when)
-            .where(or_(LabelEdit.reverted_at.is_(None), LabelEdit.reverted_at > when))
-            .order_by(LabelEdit.id)
-        ).all()
-    label = {sid: orig for sid, orig, _ in rows}
-    dropped = set()
-    for sid, action, new in edits:
-        if action == "relabel":
-            label[sid] = new
-            dropped.discard(sid)
-        elif action == "drop":
-            dropped.add(sid)
-    kept = sorted((sid, label[sid], pred) for sid, _, pred in rows if label[sid] is not None and sid not in dropped)
+    label, dropped = labels_as_of(store, stage.started_at, split)  # (what store_split_metrics counted with)
+    kept = sorted((sid, label[sid], pred) for sid, pred in rows if sid in label and sid not in dropped)
     # the samples the stage's figures counted: a teacher's --logits-only later adds predictions of
     # samples ingested since, and ids grow with every ingest, so they are the last ones
     counted = next((int(m.value) for m in store.metrics(stage.id) if m.split == split and m.name == "n"), None)

@@ -80,6 +80,22 @@ def test_cli_rejects_invalid_run_id(invoke, write_file):
     assert "is not valid" in result.stderr
 
 
+def test_a_config_files_run_id_is_checked_and_named_with_its_file(invoke, write_file, error_line):
+    """A bad run id in kd.toml said "Invalid value for '--run'", as if typed: the file is named, as
+    for any other bad value there; '${time}' there is today, as on the command line."""
+    write_file("train.tsv", "pos\tgood\n")
+    invoke(["ingest", "train.tsv"])
+    config = write_file("kd.toml", 'run = "a b"\n')
+    line = error_line(invoke(["report", "--config", str(config)], ok=False))
+    assert line.startswith(f"Error: {config}: run = 'a b': run id 'a b' is not valid")
+    config = write_file("kd.toml", '[distill]\nteacher-run = ["ok", "中文"]\n')
+    assert "teacher-run = ['ok', '中文']: run id '中文' is not valid" in error_line(
+        invoke(["distill", "--config", str(config)], ok=False))
+    config = write_file("kd.toml", 'run = "${time}"\n')
+    today = dt.date.today().strftime("%Y%m%d")
+    assert f"no run '{today}'" in error_line(invoke(["report", "--config", str(config)], ok=False))
+
+
 # stage_scope ---------------------------------------------------------------------------------
 
 
@@ -712,3 +728,23 @@ def test_labels_set_may_rerun_a_failed_name(store, invoke):
             raise RuntimeError("interrupted")
     invoke(["labels", "set", "--run", "r1", "1=neg", "--name", "fix"])
     assert [(s.name, s.status) for s in store.stages_of("r1")] == [("fix", "succeeded")]
+
+
+def test_a_label_edit_while_a_stage_runs_changes_neither_its_figures_nor_its_confusion(store, db, invoke, write_file):
+    """A stage's figures and the confusion matrix kd report shows for it are over the labels as they
+    were when it started: an edit made meanwhile (another process's `kd labels set`) once entered the
+    figures half-way (dropped flags read at the end, labels earlier), so support and matrix disagreed."""
+    from kdstore.outputs import store_outputs
+    from synthetic import edit_labels
+
+    write_file("dev.tsv", "pos\te\nneg\tf\npos\tg\nneg\th\n")
+    invoke(["ingest", "dev.tsv", "--split", "dev"])  # ids 5..8
+    with stage_scope(store, run="r1", kind="predict", name="predict-x", config={}) as st:
+        samples = store.samples(include_dropped=True)  # read as a stage reads them, before the edit
+        edit_labels(db, "other", "edit-1", {5: "neg", 7: "drop"})
+        logits = np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (len(samples), 1))  # every sample: pos
+        store_outputs(store, st.id, samples, logits, store.class_names())
+    stage = next(s for s in invoke.json(["report", "--run", "r1"])["stages"] if s["name"] == "predict-x")
+    m = stage["metrics"]["dev"]
+    assert (m["n"], m["support[pos]"], m["support[neg]"], m["accuracy"]) == (4, 2, 2, 0.5)  # as it started
+    assert stage["confusion"]["dev"] == [[2, 0], [2, 0]]

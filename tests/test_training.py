@@ -451,6 +451,18 @@ def test_distill_negative_width_or_relation_heads_is_one_line_before_the_store(t
         assert len(bad.output.strip().splitlines()) == 1 and not (tmp_path / "never.db").exists()
 
 
+def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
+    """--temperature-gamma is flsw's exponent: cwsm never reads it, so a value given with cwsm was
+    silently without effect (--temperature-beta without a schedule was already refused)."""
+    db = str(tmp_path / "never.db")
+    bad = kd("distill", "--run", "r", "--temperature-schedule", "cwsm", "--temperature-gamma", "3", "--db", db, ok=False)
+    assert "--temperature-gamma is flsw's exponent" in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+    assert not (tmp_path / "never.db").exists()
+    from kdstore.distill import DistillConfig
+    DistillConfig(temperature_schedule="flsw", temperature_gamma=3.0).validate()
+    DistillConfig(temperature_schedule="cwsm", temperature_beta=0.5).validate()
+
+
 def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught_store, tmp_path):
     db = str(taught_store)
     store = Store.open(db)
