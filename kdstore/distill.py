@@ -339,7 +339,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         ids, logits = mine.ids, student_logits(model, tokenizer, mine.texts, max_len=cfg.max_len, device=device)
     else:
         n_labeled = parts["labeled"]
-        folds = stratified_folds(data.labels[:n_labeled], cfg.folds, seed=cfg.seed)
+        folds = stratified_folds(data.labels[:n_labeled], cfg.folds, seed=cfg.seed, class_names=names)
         row_fold = _row_folds(store, data, n_labeled, folds)
         out_dir = stage.artifact_dir if dist.is_main else None
         everything = store.samples(include_dropped=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .errors import KdError
 
 
-def stratified_folds(labels: np.ndarray, k: int, *, seed: int) -> np.ndarray:
+def stratified_folds(labels: np.ndarray, k: int, *, seed: int, class_names: Sequence[str] | None = None) -> np.ndarray:
     """A fold id in ``0..k-1`` per sample; every class is spread over the folds as evenly as possible.
+    ``class_names`` (by class id) name the classes an error reports.
 
     Each class's samples are shuffled and dealt round-robin, starting where the previous class
     stopped, so fold sizes differ by at most one overall.
@@ -19,9 +22,10 @@ def stratified_folds(labels: np.ndarray, k: int, *, seed: int) -> np.ndarray:
     classes, counts = np.unique(labels, return_counts=True)
     if (labels < 0).any():
         raise KdError("every sample needs a label to be assigned a stratified fold")
-    small = [int(c) for c, n in zip(classes, counts) if n < k]
+    small = [(int(c), int(n)) for c, n in zip(classes, counts) if n < k]
     if small:
-        raise KdError(f"--folds {k}: class id(s) {small} have fewer than {k} train samples")
+        which = ", ".join(f"{class_names[c]!r} ({n})" if class_names is not None else f"id {c} ({n})" for c, n in small)
+        raise KdError(f"--folds {k}: every class needs at least {k} train samples, and {which} {'has' if len(small) == 1 else 'have'} fewer: use fewer folds")
     rng = np.random.default_rng(seed)
     folds = np.empty(len(labels), dtype=np.int64)
     offset = 0

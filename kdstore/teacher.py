@@ -191,7 +191,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train samples have a single class: a classifier needs at least two")
     add_metrics(stage.id, "all", {"train_samples": len(train), "dev_samples": len(dev)})
-    folds = stratified_folds(train.labels, cfg.folds, seed=cfg.seed) if cfg.folds else None
+    folds = stratified_folds(train.labels, cfg.folds, seed=cfg.seed, class_names=names) if cfg.folds else None
     path = resolve_model(store, cfg.model)
     _, probe = load_classifier(path, names)  # every model problem surfaces before any training starts
     check_max_len(probe.config, cfg.max_len, path)

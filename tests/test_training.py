@@ -587,7 +587,7 @@ def test_folds_bad_values(sample_store, tiny_model):
     one = kd("teach", "--run", "f1", "--model", str(tiny_model), "--folds", "1", "--db", db, ok=False)
     assert "--folds must be" in one.output
     many = kd("teach", "--run", "f2", "--model", str(tiny_model), "--folds", "40", "--db", db, ok=False)
-    assert "fewer than 40 train samples" in many.output
+    assert "every class needs at least 40 train samples, and 'pos' (30), 'neg' (30) have fewer" in many.output  # by name, with counts
     assert _stage(sample_store, "f2", "teach").status == "failed"
 
 
