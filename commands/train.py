@@ -39,7 +39,8 @@ def _lacking_pool_logits(store, runs) -> list[str]:
 
 
 def _seed_option(f):
-    return click.option("--seed", type=int, default=42, show_default=True)(f)
+    # numpy seeds its generator with 0 .. 2**32 - 1 and raised a ValueError mid-stage for any other
+    return click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True)(f)
 
 
 def _finish(store, run: str, stage_name: str, as_json: bool) -> None:

@@ -82,13 +82,21 @@ class Dist:
         if not self.active:
             return
         if device.type == "cuda":
+            gpus = torch.cuda.device_count()
+            if self.local_rank >= gpus:  # torch.cuda.set_device would fail with a CUDA traceback
+                raise KdError(f"LOCAL_RANK {self.local_rank}: this machine has {gpus} CUDA device(s), one per process: "
+                              f"start at most {gpus} process(es) per node (--nproc-per-node {gpus}), or use --device cpu")
             torch.cuda.set_device(self.local_rank)
         if not self.is_main:
             os.environ["KD_NO_PROGRESS"] = "1"
         signal.signal(signal.SIGTERM, _raise_on_sigterm)
-        torch.distributed.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo", rank=self.rank, world_size=self.world, timeout=TIMEOUT
-        )
+        try:
+            torch.distributed.init_process_group(
+                "nccl" if device.type == "cuda" else "gloo", rank=self.rank, world_size=self.world, timeout=TIMEOUT
+            )
+        except ValueError as exc:  # env:// without MASTER_ADDR/MASTER_PORT: WORLD_SIZE set, but by no launcher
+            raise KdError(f"WORLD_SIZE is {self.world}, but the process group cannot start ({_one_line(exc)}): "
+                          "run kd under torchrun, or unset WORLD_SIZE") from None
 
     def close(self) -> None:
         """Leave the group. Gloo's worker threads free the buffers of the last collective after it

@@ -399,6 +399,8 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
     source = opts.source or name
     if len(source) > MAX_SOURCE:
         raise KdError(f"{name}: the source name is longer than {MAX_SOURCE} characters: give a shorter --source")
+    if "\x00" in source:  # (only a config file's "\u0000" can say it) PostgreSQL cannot store it, SQLite would
+        raise KdError(f"{name}: the source name contains a NUL character: give another --source")
     report = IngestReport(source=source, split=opts.split, read=len(records))
     hashes = [text_hash(r.text) for r in records]  # (before the writer lock: seconds for a big pool)
     with store.write_transaction("classes", "samples") as conn:

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import JSON, Connection, Engine, Table, delete, func, insert, select, text
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -88,12 +88,20 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
 
 
 def _copy_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
-    """PostgreSQL ``COPY FROM STDIN`` on the connection's own transaction (psycopg 3 adapts each value)."""
+    """PostgreSQL ``COPY FROM STDIN`` on the connection's own transaction (psycopg 3 adapts each value).
+
+    The driver's errors (a constraint, a trigger, a full disk, a value PostgreSQL cannot hold) come
+    out as SQLAlchemy's ``DBAPIError`` s, as every other statement's do: the raw cursor bypasses
+    SQLAlchemy, and the CLI makes one line of those only."""
+    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    driver_error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.driver_connection.cursor()
     try:
-        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        with cursor.copy(sql) as copy:
             for row in rows:
                 copy.write_row(row)
+    except driver_error as exc:
+        raise DBAPIError.instance(sql, None, exc, driver_error, dialect=conn.dialect) from exc
     finally:
         cursor.close()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -264,6 +265,46 @@ def test_commands_that_run_once_are_refused_under_torchrun(tmp_path, monkeypatch
     assert not (tmp_path / "kd.db").exists()
     assert CliRunner().invoke(cli, ["labels", "detect", "--help"]).exit_code == 0  # help still shows
     assert CliRunner().invoke(cli, ["runs", "-h"]).exit_code == 0
+
+
+def test_more_processes_than_gpus_is_one_line_not_a_cuda_traceback(monkeypatch):
+    """``--nproc-per-node 4`` on a 2-GPU machine: ranks 2 and 3 have no GPU of their own; they stop
+    with what to do, before touching CUDA or the group (torch.cuda.set_device raised a CUDA error)."""
+    from kdstore.errors import KdError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda _: pytest.fail("set_device of a GPU that is not there"))
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda *a, **k: pytest.fail("joined the group"))
+    with pytest.raises(KdError, match=r"LOCAL_RANK 2: this machine has 2 CUDA device\(s\).*--nproc-per-node 2"):
+        Dist(world=4, rank=2, local_rank=2).init(torch.device("cuda"))
+
+
+def test_world_size_without_a_launcher_is_one_line(corpus, tiny_model, tmp_path, monkeypatch):
+    """WORLD_SIZE left in the environment by hand (no torchrun: no MASTER_ADDR) is one line naming
+    the fix, not torch's rendezvous traceback; no stage is started."""
+    from click.testing import CliRunner
+
+    from commands.cli import cli
+
+    db = tmp_path / "kd.db"
+    kd("ingest", str(corpus["train"]), "--db", str(db))
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        result = CliRunner().invoke(cli, ["teach", "--run", "nolauncher", "--model", str(tiny_model), "--db", str(db)])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "WORLD_SIZE is 2, but the process group cannot start" in result.output and "MASTER_ADDR" in result.output
+    assert "run kd under torchrun, or unset WORLD_SIZE" in result.output
+    store = Store.open(str(db), create=False)
+    try:
+        assert not store.run_exists("nolauncher")
+    finally:
+        store.close()
 
 
 # teach ---------------------------------------------------------------------------------------------

@@ -835,3 +835,31 @@ def test_closed_stdin_is_one_line(tmp_path, args):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "Error: stdin is closed: give a FILE, or pipe the text in"
     assert not (tmp_path / "kd.db").exists()
+
+
+def test_a_database_error_while_bulk_writing_is_sqlalchemys_on_every_backend(invoke, write_file, db):
+    """PostgreSQL's bulk rows go by COPY on the driver's own cursor: its errors (a constraint, a
+    trigger, a full disk) must come out as SQLAlchemy's, as SQLite's executemany does: the CLI makes
+    one line of those (it printed psycopg's traceback)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from kdstore.schema import Logit
+    from kdstore.store import Store, bulk_insert
+
+    invoke(["ingest", write_file("a.tsv", "pos\t很好\n")])
+    store = Store.open(db, create=False)
+    try:
+        with pytest.raises(IntegrityError), store.engine.begin() as conn:  # no stage 999
+            bulk_insert(conn, Logit.__table__, ("stage_id", "sample_id", "vector"), [(999, 1, b"\0\0\0\0")])
+    finally:
+        store.close()
+
+
+def test_a_source_name_with_a_nul_character_is_refused_on_every_backend(invoke, write_file, counts, error_line):
+    """Only a config file can give one ("\\u0000"): SQLite stored it, PostgreSQL crashed on it."""
+    invoke(["ingest", write_file("a.tsv", "pos\t很好\n")])
+    before = counts()
+    write_file("kd.toml", '[ingest]\nsource = "a\\u0000b"\n')
+    result = invoke(["ingest", write_file("b.tsv", "neg\t太差\n")], ok=False)
+    assert "the source name contains a NUL character" in error_line(result)
+    assert counts() == before

@@ -364,6 +364,16 @@ def test_pretrain_bad_values_are_one_line(sample_store, args, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", ["pretrain", "teach", "distill"])
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_numpy_cannot_take_is_refused_before_any_stage(tmp_path, command, seed):
+    """numpy seeds with 0 .. 2**32 - 1: any other --seed was a ValueError traceback and a failed stage."""
+    db = tmp_path / "kd.db"
+    result = kd(command, "--run", "s", "--seed", seed, *(["--model", "m"] if command == "teach" else []), "--db", str(db), ok=False)
+    assert result.exit_code == 2 and "--seed" in result.output and "0<=x<=4294967295" in result.output
+    assert not db.exists()
+
+
 def test_pretrain_electra_saves_the_discriminator_teach_starts_from(sample_store):
     from transformers import BertModel
 
