@@ -158,6 +158,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             print_wide(out, cm)
     for p in data.get("plots", []):
         out.print(f"wrote {p}", markup=False)
+    if plot_dir and not data["plots"]:
+        click.echo(f"no charts written to {plot_dir}: run {data['run']} has no confusion matrix, early-exit curve or label scores to chart", err=True)
 
 
 def _metric_order(name: str) -> tuple[int, str]:

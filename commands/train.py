@@ -14,7 +14,7 @@ from kdstore.distill import DistillConfig, config_dict as distill_config, distil
 from kdstore.errors import KdError
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
-from kdstore.metrics import hardly_beats_majority
+from kdstore.metrics import hardly_beats_majority, versus_majority
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
 from kdstore.runs import stage_scope
@@ -50,6 +50,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         lacking = _lacking_pool_logits(store, stage["config"].get("teacher_runs") or [run])
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         click.echo(f"warning: {unscored} unlabeled texts have no teacher logits and were left out: run {fix} first", err=True)
+    if stage["config"].get("unlabeled") is True and not stage["metrics"].get("all", {}).get("pool_samples"):
+        click.echo("warning: --unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
+                   "samples alone (`kd ingest FILE --split unlabeled` adds one)", err=True)
     if as_json:
         print_json(stage)  # its dev figures say as much as the warning below would
         return
@@ -73,7 +76,7 @@ def _warn_if_majority(run: str, stage: dict) -> None:
     name, share = weak
     fix = ("train longer (--epochs) or faster (--lr: a small `kd pretrain` model wants about 3e-4, as in the quick start)"
            if stage["kind"] == "teach" else f"check the teacher first (`kd report --run {run}`), then --epochs")
-    click.echo(f"warning: dev accuracy {m['accuracy']:.1%} is hardly more than always answering {name!r} ({share:.1%}): "
+    click.echo(f"warning: dev accuracy {m['accuracy']:.1%} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
                f"the model has learned next to nothing; {fix}", err=True)
 
 

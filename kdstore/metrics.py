@@ -73,6 +73,11 @@ def below_room(accuracy: float, majority: float, *, share_of_room: float = MIN_S
     return accuracy - majority < share_of_room * (1.0 - majority) - 1e-9
 
 
+def versus_majority(accuracy: float, majority: float) -> str:
+    """How ``accuracy`` compares with always answering the most frequent class, in words a warning ends on."""
+    return "hardly more than" if accuracy > majority + 1e-9 else "no more than" if accuracy >= majority - 1e-9 else "less than"
+
+
 def hardly_beats_majority(accuracy: float, support, *, share_of_room: float = MIN_SHARE_OF_ROOM) -> tuple[str, float] | None:
     """``(class, share)`` of the most frequent class in ``support`` (class name -> count) when
     ``accuracy`` closes less than ``share_of_room`` of the way from always answering that class to

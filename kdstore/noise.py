@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import KdError
-from .metrics import below_room
+from .metrics import below_room, versus_majority
 
 FRAC_NOISE_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both")  # those cleanlab scales by frac_noise
 FILTERS = (
@@ -343,7 +343,7 @@ def reliability_warnings(
     out = []
     if accuracy is not None and majority is not None and below_room(accuracy, majority):
         out.append(
-            f"the teacher's out-of-fold predictions agree with {accuracy:.1%} of the given labels, hardly more than "
+            f"the teacher's out-of-fold predictions agree with {accuracy:.1%} of the given labels, {versus_majority(accuracy, majority)} "
             f"always answering the most frequent class ({majority:.1%}): most flags are its own errors; train a "
             "stronger teacher (or detect with --tfidf-member) before cleaning"
         )

@@ -112,8 +112,9 @@ def issue_scores(store: Store, stage_id: int) -> list[float]:
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     figures that compare them, the test samples they were measured on (``test_n``) and the labels
-    they trained on (``labels_digest``: equal digests, equal labels). A run without a succeeded model
-    gets one row that says so (``stage`` None, ``note``), not silence."""
+    they trained on (``labels_digest``: equal digests, equal labels). A model stage that failed or is
+    running gets a row with its ``note`` (status and error) and no figures, and a run with no model
+    stage one row that says so (``stage`` None), not silence."""
     rows = []
     for run in dict.fromkeys(runs):
         stages = run_report(store, run)["stages"]
@@ -125,8 +126,12 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
             row["test_n"] = m.get("test", {}).get("n")
             row["labels_digest"] = (stage["config"] or {}).get("labels_digest")
             rows.append(row)
-        if not models:
-            tried = [f"{st['name']} {st['status']}" for st in stages if st["kind"] in ("teach", "distill")]
-            rows.append({"run": run, "stage": None, "kind": None,
-                         "note": "no succeeded model" + (f" ({', '.join(tried)})" if tried else "")})
+        unfinished = [st for st in stages if st["kind"] in ("teach", "distill") and st["status"] != "succeeded"
+                      and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
+        for stage in unfinished:
+            error = " ".join((stage["error"] or "").split())
+            rows.append({"run": run, "stage": stage["name"], "kind": stage["kind"],
+                         "note": stage["status"] + (f": {error[:100]}{'...' if len(error) > 100 else ''}" if error else "")})
+        if not models and not unfinished:
+            rows.append({"run": run, "stage": None, "kind": None, "note": "no succeeded model"})
     return rows

@@ -344,7 +344,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     scaler = grad_scaler(device)
     start = time.monotonic()
     with progress(extra="loss {task.fields[loss]}") as bar:
-        task = bar.add_task(f"teach {tag}".strip(), total=total_steps, loss="-", unit="step")
+        task = bar.add_task(f"teach {tag.rstrip('/')}".strip(), total=total_steps, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             losses = []

@@ -11,7 +11,7 @@ import torch
 from kdstore.batching import bucketed_batches, pad, sorted_batches
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
-from kdstore.metrics import classification_metrics, confusion_matrix, hardly_beats_majority
+from kdstore.metrics import classification_metrics, confusion_matrix, hardly_beats_majority, versus_majority
 from kdstore.schedules import layer_decay_scales, layer_depths, linear, over_steps, warmup_linear_decay
 from kdstore.textkey import normalize, text_hash
 from kdstore.vocab import SPECIALS, build_vocab
@@ -578,6 +578,8 @@ def test_hardly_beats_majority_follows_detects_rule_on_dev_support():
     assert hardly_beats_majority(0.90, {"a": 95, "b": 5}) == ("a", pytest.approx(0.95))  # 0.5 point of room needed
     assert hardly_beats_majority(0.96, {"a": 95, "b": 5}) is None
     assert hardly_beats_majority(0.5, {}) is None and hardly_beats_majority(None, support) is None
+    # the warning's words follow the comparison: 0 % against 100 % is not "hardly more than"
+    assert [versus_majority(a, 0.528) for a in (0.56, 0.528, 0.0)] == ["hardly more than", "no more than", "less than"]
 
 
 def test_a_clock_bounded_bar_shows_the_budget_left_as_its_eta():

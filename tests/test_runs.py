@@ -57,6 +57,7 @@ def test_time_names_today_wherever_a_run_is_named(invoke, write_file, error_line
     write_file("train.tsv", "pos\tgood\nneg\tbad\npos\tfine\n")
     invoke(["ingest", "train.tsv"])
     invoke(["labels", "set", "--run", "${time}", "1=neg"])  # run `today` exists, with no teacher
+    assert "no charts written to charts: run " + today in invoke(["report", "--run", "${time}", "--plot", "charts"]).stderr
     assert error_line(invoke(["distill", "--run", "x", "--teacher-run", "${time}"], ok=False)).startswith(
         f"Error: run '{today}' has no succeeded 'teach' stage")
     assert f"run '{today}' has no succeeded 'teach' stage" in error_line(

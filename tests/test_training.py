@@ -913,10 +913,21 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try(cap
     dev = {"accuracy": 0.528, "support[pos]": 472, "support[neg]": 528}
     _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": dev}})
     err = capsys.readouterr().err
-    assert err.startswith("warning: dev accuracy 52.8% is hardly more than always answering 'neg' (52.8%)")
+    assert err.startswith("warning: dev accuracy 52.8% is no more than always answering 'neg' (52.8%)")
     assert "--epochs" in err and "--lr" in err and err.count("\n") == 1
     _warn_if_majority("r1", {"kind": "distill", "metrics": {"dev": dev}})
     assert "`kd report --run r1`" in capsys.readouterr().err
     _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": {**dev, "accuracy": 0.9}}})  # learned: silent
     _warn_if_majority("r1", {"kind": "pretrain", "metrics": {"train": {"mlm_loss": 6.0}}})  # no dev figures: silent
     assert capsys.readouterr().err == ""
+
+
+def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tmp_path, corpus, tiny_model):
+    db = str(tmp_path / "kd.db")
+    for split in ("train", "dev"):
+        kd("ingest", str(corpus[split]), "--split", split, "--db", db)
+    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    common = ["distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--db", db]
+    out = kd(*common, "--unlabeled")
+    assert "warning: --unlabeled, but the store has no unlabeled pool" in out.stderr
+    assert "no unlabeled pool" not in kd(*common, "--name", "quiet", "--overwrite").stderr  # not asked for: nothing to say
