@@ -108,7 +108,11 @@ def temperatures_from_weights(
 
 
 def logit_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared error on raw logits (Tang et al. 2019)."""
+    """Per-sample mean squared error on logits (Tang et al. 2019, who sum over classes; the mean is
+    TextBrewer's), the teacher's centred per sample: a softmax ignores a per-sample shift, and the
+    stored targets differ by one (a fold model's raw logits, the folds' averaged log-probabilities, a
+    mix of teachers), which the student would otherwise be taught as signal."""
+    teacher = teacher - teacher.mean(dim=-1, keepdim=True)
     return ((student - teacher) ** 2).mean(dim=-1)
 
 

@@ -40,6 +40,11 @@ def test_soft_cross_entropy_and_mse():
     expected = -4 * (p * math.log(0.75) + (1 - p) * math.log(0.25))
     assert soft_cross_entropy(torch.tensor([[math.log(9.0), 0.0]]), LN3, temperature=2.0).item() == pytest.approx(expected, abs=1e-6)
     assert logit_mse(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)).item() == pytest.approx(2.5)
+    # the teacher's per-sample shift is no target: raw logits and log-probabilities teach alike
+    raw = torch.tensor([[2.0, -1.0, 0.5]])
+    student = torch.tensor([[0.3, 0.1, -0.2]])
+    assert logit_mse(student, raw).item() == pytest.approx(logit_mse(student, torch.log_softmax(raw, -1)).item())
+    assert logit_mse(student, raw).item() == pytest.approx(((student - (raw - 0.5)) ** 2).mean().item())
 
 
 def test_distillation_loss_mixes_hard_and_soft_and_skips_hard_for_unlabeled():
