@@ -90,7 +90,7 @@ QUALITY_SEEDS = 3  # the issues' quality targets are means over 3 seeds
 
 def too_few_seeds(seeds) -> str | None:
     """Why quality figures over ``seeds`` (a list, or ``--seeds``' "1,2") are not judged, or None."""
-    n = len(seeds) if isinstance(seeds, (list, tuple)) else len([s for s in str(seeds).split(",") if s.strip()])
+    n = len({str(s).strip() for s in (seeds if isinstance(seeds, (list, tuple)) else str(seeds).split(",")) if str(s).strip()})  # distinct
     return None if n >= QUALITY_SEEDS else f"{n} seed{'' if n == 1 else 's'}; the targets are means over {QUALITY_SEEDS}"
 
 

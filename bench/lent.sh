@@ -52,7 +52,8 @@ if [ "${1:-}" = --stamp ]; then  # the device's copy of the tree has no .git: th
   done
   mkdir -p .kd-shared
   commit=$(git rev-parse --short HEAD)
-  [ -n "$(git status --porcelain --untracked-files=no)" ] && commit="$commit+changes"
+  # untracked files that git does not ignore travel to the device too: they count as changes
+  [ -n "$(git status --porcelain)" ] && commit="$commit+changes"
   echo "$commit" > .kd-shared/COMMIT
   echo "figures will name commit $commit"
   du -sh .whl .kd-shared 2>/dev/null

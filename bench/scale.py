@@ -98,9 +98,9 @@ def _gpu_peak(device: str) -> float | None:
 
 def _measure(device: str, fn) -> dict:
     """Run ``fn`` (returns a dict of figures) timed, with the step's peak RSS (and GPU memory)."""
+    _gpu_reset(device)  # first: its CUDA context (hundreds of MiB of RSS) is not the step's memory
     reset = _reset_peak()
     start = _rss_mib()
-    _gpu_reset(device)
     t0 = time.perf_counter()
     figures = fn() or {}
     if device == "cuda":
@@ -142,7 +142,7 @@ def child_ingest(cfg: dict) -> dict:
         out = json.loads(kd("ingest", cfg["pool"], "--split", "unlabeled", "--db", cfg["db"], "--json"))
         return {"rows": out.get("added"), "report": out}
 
-    return _measure(cfg["device"], go)
+    return _measure("cpu", go)  # ingest never touches the GPU: no torch import or CUDA context in its memory
 
 
 def child_teach(cfg: dict) -> dict:

@@ -603,17 +603,28 @@ def main(argv: list[str] | None = None) -> int:
         only = parse_only(args.only) if args.what == "all" else parse_only(args.what)
         if args.what != "all" and args.only:
             only = [t for t in only if t in parse_only(args.only)]
+            if not only:
+                raise ValueError(f"{args.what} and --only {args.only} have no table in common")
     except ValueError as exc:
         print(f"python -m bench: {exc}", file=sys.stderr)
         return 2
-    if not args.doc and profile == "full" and only != list(TABLES) and not (args.keep or args.add_seeds):  # (kept: the others' figures join)
+    kept: dict = {}
+    if (args.keep or args.add_seeds) and (out / "results.json").exists():
+        old = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        if old["suite"]["profile"] == profile:
+            kept = old["jobs"]
+    covered = set(only) | {t for job in kept.values() for t in job.get("tables", ())}
+    if not args.doc and profile == "full" and covered != set(TABLES):  # (kept: the others' figures join)
         # some tables only: the published page (all five, with its notes) is not replaced by a part of it
         doc = (out / "BENCHMARKS.md").resolve()
     seeds = args.seeds or DEFAULT_SEEDS[profile]
     try:
-        [int(s) for s in seeds.split(",")]
+        numbers = [int(s) for s in seeds.split(",")]
     except ValueError:
         print(f"python -m bench: --seeds wants comma-separated integers, not {seeds!r}", file=sys.stderr)
+        return 2
+    if len(set(numbers)) != len(numbers):
+        print(f"python -m bench: --seeds {seeds}: a seed given twice would count twice towards the 3 seeds", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
     jobs = plan(only, profile, device, seeds, out)
@@ -636,23 +647,25 @@ def main(argv: list[str] | None = None) -> int:
         "profile": profile, "device": device, "device_requested": args.device, "seeds": seeds, "tables": only,
         "started": started, "machine": machine_info(), "out": str(out), "doc": str(doc),
     }
-    jobs_done: dict = {}
-    kept: dict = {}
     not_merged: list[str] = []
-    if (args.keep or args.add_seeds) and (out / "results.json").exists():
-        old = json.loads((out / "results.json").read_text(encoding="utf-8"))
-        if old["suite"]["profile"] == profile:
-            kept = old["jobs"]
-            jobs_done = {k: v for k, v in kept.items() if k not in {j["key"] for j in jobs}}
+    jobs_done: dict = {k: v for k, v in kept.items() if k not in {j["key"] for j in jobs}}
     for job in jobs:
         rec = run_job(job, out)
         before = kept.get(job["key"]) if args.add_seeds else None
-        if before is not None and before.get("data") is not None and rec["data"] is not None:
-            try:
-                rec = merge_job(before, rec, ROOT / job["json"])
-            except ValueError as exc:  # keep the kept seeds; this run's figures stay in its log only
-                print(f"[bench] {job['key']}: NOT merged, the kept figures stay: {exc}", file=sys.stderr)
+        if before is not None and before.get("data") is not None:
+            why = None
+            if rec["data"] is None:  # adding seeds never loses the ones kept
+                why = f"this run failed (exit {rec['returncode']}, see {rec['log']})"
+            else:
+                try:
+                    rec = merge_job(before, rec, ROOT / job["json"])
+                except ValueError as exc:
+                    why = str(exc)
+            if why is not None:  # keep the kept seeds; this run's figures stay in its log only
+                print(f"[bench] {job['key']}: NOT merged, the kept figures stay: {why}", file=sys.stderr)
                 not_merged.append(job["key"])
+                (ROOT / job["json"]).parent.mkdir(parents=True, exist_ok=True)
+                (ROOT / job["json"]).write_text(json.dumps(before["data"], indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 rec = before
         jobs_done[job["key"]] = rec
         # the document after every table: a long run shows its progress, and a crash loses nothing

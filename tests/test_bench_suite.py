@@ -421,3 +421,100 @@ def test_b4_renders_a_gpu_table_next_to_the_cpu_one():
     text = markdown_from_json(res)
     assert "no ONNX Runtime (--no-onnx)" in text and "ONNX Runtime |" not in text and "| textcnn | PyTorch eager, CUDA |" in text
     assert "not measured in this run (--no-onnx)" in text and "**met**" not in text
+
+
+def _kept_results(out: Path, jobs: dict) -> None:
+    (out / "results.json").write_text(json.dumps({
+        "suite": {"command": "python -m bench B1", "profile": "full", "device": "cuda", "seeds": "1", "started": "t0",
+                  "finished": "t1", "wall_seconds": 10.0, "machine": MACHINE}, "jobs": jobs}))
+
+
+def test_add_seeds_never_loses_the_kept_seeds_when_the_new_run_fails(tmp_path, monkeypatch, capsys):
+    shared = tmp_path / "shared"
+    (shared / "data" / "reviews").mkdir(parents=True)
+    (shared / "data" / "reviews" / "train.tsv").write_text("pos\tok\n")
+    monkeypatch.setenv("KD_SHARED", str(shared))
+    out = tmp_path / "out"
+    out.mkdir()
+    data = distill_data([1], {"teacher": [0.88], "alone": [0.84], "distilled": [0.86]})
+    argv = ["py", "bench/distill.py", "--device", "cpu", "--seeds", "1", "--settings", "B1", "--json", "x"]
+    _kept_results(out, {"B1B2": {"key": "B1B2", "tables": ["B1"], "script": "bench/distill.py", "command": "python bench/distill.py",
+                                 "argv": argv, "returncode": 0, "wall_seconds": 10.0, "json": "tables/B1B2.json",
+                                 "log": "logs/B1B2.log", "data": data}})
+
+    def failed(job, out_dir):  # a lent sitting stopped at its limit, or a crash
+        return {"key": job["key"], "tables": job["tables"], "script": job["script"], "command": "python bench/distill.py --seeds 2",
+                "argv": ["py", *job["argv"]], "returncode": 1, "wall_seconds": 5.0, "json": "tables/B1B2.json",
+                "log": "logs/B1B2.log", "data": None, "error": "KeyboardInterrupt"}
+
+    monkeypatch.setattr(suite, "run_job", failed)
+    assert suite.main(["B1", "--add-seeds", "--seeds", "2", "--device", "cpu", "--out", str(out)]) == 1
+    kept = json.loads((out / "results.json").read_text())["jobs"]["B1B2"]
+    assert kept["data"]["seeds"] == [1] and kept["data"]["rows"] == data["rows"]
+    assert json.loads((out / "tables" / "B1B2.json").read_text())["seeds"] == [1]
+    assert "NOT merged, the kept figures stay: this run failed" in capsys.readouterr().err
+    assert (out / "BENCHMARKS.md").exists()  # B1 alone: not the published page
+
+
+def test_a_table_and_only_with_nothing_in_common_is_refused(tmp_path, capsys):
+    assert suite.main(["B1", "--only", "B2", "--out", str(tmp_path), "--dry-run"]) == 2
+    assert "no table in common" in capsys.readouterr().err
+    assert suite.main(["B1,B2", "--only", "B2", "--device", "cpu", "--out", str(tmp_path), "--dry-run"]) == 0
+
+
+def test_a_seed_given_twice_is_not_three_seeds(tmp_path, capsys):
+    from bench.common import too_few_seeds
+
+    assert too_few_seeds("1,1,1") is not None and too_few_seeds([2, 2, 2]) is not None and too_few_seeds("1,2,3") is None
+    assert suite.main(["B1", "--seeds", "1,1,1", "--device", "cpu", "--out", str(tmp_path), "--dry-run"]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+
+def test_keep_with_nothing_kept_leaves_the_published_page_alone(tmp_path, capsys):
+    assert suite.main(["B1", "--keep", "--device", "cpu", "--out", str(tmp_path), "--dry-run"]) == 0
+    assert f"# the document: {tmp_path.resolve() / 'BENCHMARKS.md'}" in capsys.readouterr().out
+    others = {key: {"key": key, "tables": list(covers), "data": None} for key, (covers, _, _) in suite.JOBS.items() if key != "B1B2"}
+    others["B1B2"] = {"key": "B1B2", "tables": ["B2"], "data": None}
+    _kept_results(tmp_path, others)  # the other four tables kept: B1 completes the page
+    assert suite.main(["B1", "--keep", "--device", "cpu", "--out", str(tmp_path), "--dry-run"]) == 0
+    assert f"# the document: {suite.ROOT.resolve() / 'docs' / 'BENCHMARKS.md'}" in capsys.readouterr().out
+
+
+def test_scale_memory_is_the_step_s_own_on_a_gpu(monkeypatch):
+    """On a CUDA machine the context that torch.cuda.synchronize creates is not counted in a step's
+    peak RSS, and ingest (no GPU work) starts no context at all."""
+    from bench import scale
+
+    calls = []
+    monkeypatch.setattr(scale, "_gpu_reset", lambda device: calls.append(("gpu_reset", device)))
+    monkeypatch.setattr(scale, "_reset_peak", lambda: calls.append(("reset_peak",)) or True)
+    monkeypatch.setattr(scale, "_rss_mib", lambda: 1.0)
+    monkeypatch.setattr(scale, "_peak_mib", lambda: 2.0)
+    monkeypatch.setattr(scale, "_gpu_peak", lambda device: None)
+    scale._measure("cpu", lambda: {})
+    assert calls == [("gpu_reset", "cpu"), ("reset_peak",)]
+    seen = []
+    monkeypatch.setattr(scale, "_measure", lambda device, fn: seen.append(device) or {})
+    scale.child_ingest({"device": "cuda", "pool": "p.txt", "db": "x.db"})
+    assert seen == ["cpu"]
+
+
+def test_lent_stamp_counts_an_untracked_file_as_a_change(tmp_path):
+    """The device gets untracked files that git does not ignore: figures measured with one must not
+    name the bare commit."""
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "bench").mkdir(parents=True)
+    shutil.copy(ROOT / "bench" / "lent.sh", repo / "bench" / "lent.sh")
+    (repo / ".gitignore").write_text("/.whl/\n/.kd-shared/\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    stamp = lambda: (subprocess.run(["bash", "bench/lent.sh", "--stamp"], cwd=repo, check=True, capture_output=True),  # noqa: E731
+                     (repo / ".kd-shared" / "COMMIT").read_text().strip())[1]
+    assert not stamp().endswith("+changes")
+    (repo / "bench" / "new_table.py").write_text("print(1)\n")
+    assert stamp().endswith("+changes")
