@@ -409,7 +409,8 @@ def render(results: dict) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Every figure on this page comes from one run of `python -m bench` (bench/suite.py), which runs each table's "
+        "Every figure on this page, down to the earlier figures kept at its end (if any), comes from one run of "
+        "`python -m bench` (bench/suite.py), which runs each table's "
         "script in bench/ as a subprocess and renders this page from the raw figures in `results.json`. "
         "The protocol, with its tasks, data and targets, is `../shared/BENCHMARK.md`. " + scale,
         "",
@@ -549,11 +550,37 @@ def _now() -> str:
     return dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+EARLIER = "<!-- figures from before this python -m bench run, kept below it -->"
+
+
 def write_outputs(results: dict, out: Path, doc: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(render(results), encoding="utf-8")
+    old = doc.read_text(encoding="utf-8") if doc.exists() else ""
+    doc.write_text(render(results) + kept_figures(old), encoding="utf-8")
+
+
+def kept_figures(old: str) -> str:
+    """What a suite run keeps of the page it replaces: the earlier figures a person wrote (with their
+    machine, commit and history) go below the new ones, a level down; a page the suite rendered is
+    replaced (its figures are in its results.json), the figures it kept still kept."""
+    if EARLIER in old:
+        return "\n" + EARLIER + old.split(EARLIER, 1)[1]
+    if not old.strip() or old.startswith(render_intro()):
+        return ""
+    lines = old.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines[0] = "## Earlier figures (from before this run)"
+    else:
+        lines.insert(0, "## Earlier figures (from before this run)")
+    demoted = [lines[0]] + [("#" + line) if line.startswith("##") else line for line in lines[1:]]
+    return "\n" + EARLIER + "\n\n" + "\n".join(demoted) + "\n"
+
+
+def render_intro() -> str:
+    """How every page :func:`render` writes begins."""
+    return "# Benchmarks\n\nEvery figure on this page, down to the earlier figures kept at its end"
 
 
 def build_parser() -> argparse.ArgumentParser:

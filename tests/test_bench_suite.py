@@ -116,6 +116,23 @@ def test_render_marks_met_and_not_met():
     assert "`python bench/labels.py --json x.json`" in doc and "abc1234" in doc and "Test CPU" in doc
 
 
+def test_a_suite_run_keeps_the_hand_written_figures_below_its_own(tmp_path):
+    """docs/BENCHMARKS.md holds figures measured by hand (with their machine, commit and history):
+    a full run puts its page above them instead of erasing them, and a second run keeps them once."""
+    results = results_for("full", labels_data(f1_10=0.70, f1_20=0.50, noisy=0.75, cleaned=0.78))
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\nBy hand.\n\n## B4: speed\n\n| a | b |\n", encoding="utf-8")
+    suite.write_outputs(results, tmp_path / "out", doc)
+    first = doc.read_text(encoding="utf-8")
+    assert first.startswith(suite.render(results)) and first.count("# Benchmarks") == 1
+    assert first.endswith(f"{suite.EARLIER}\n\n## Earlier figures (from before this run)\n\nBy hand.\n\n### B4: speed\n\n| a | b |\n")
+    suite.write_outputs(results, tmp_path / "out", doc)
+    assert doc.read_text(encoding="utf-8") == first  # kept once, not nested
+    fresh = tmp_path / "fresh.md"
+    suite.write_outputs(results, tmp_path / "out", fresh)
+    assert fresh.read_text(encoding="utf-8") == suite.render(results)
+
+
 def test_a_quality_table_of_fewer_than_3_seeds_is_not_judged():
     """The quality targets are means over 3 seeds: one lent sitting's seed is shown, not judged,
     until --add-seeds brings the others; standalone scripts say the same of their --seeds."""
