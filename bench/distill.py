@@ -64,8 +64,10 @@ def with_epochs(student_args: list[str], epochs: int | None) -> list[str]:
     return out
 
 
-def tfidf_peer(store_db: Path) -> float:
+def tfidf_peer(store_db: Path) -> tuple[float, float]:
+    """The peer's test (accuracy, macro-F1)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics import f1_score
     from sklearn.linear_model import LogisticRegression
 
     from kdstore.store import Store
@@ -74,7 +76,8 @@ def tfidf_peer(store_db: Path) -> float:
     train, test = store.samples(splits=["train"], labeled=True), store.samples(splits=["test"], labeled=True)
     vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
     clf = LogisticRegression(max_iter=2000, C=4.0).fit(vec.fit_transform(train.texts), train.labels)
-    return float((clf.predict(vec.transform(test.texts)) == test.labels).mean())
+    predicted = clf.predict(vec.transform(test.texts))
+    return float((predicted == test.labels).mean()), float(f1_score(test.labels, predicted, average="macro"))
 
 
 ORDER = ("alone", "distilled", "+pool", "+aug", "+pool+aug")  # the judged rows first: a time limit cuts the rest
@@ -92,9 +95,10 @@ def run(args, partial=None) -> dict:
     settings = args.settings.split(",")
     students = args.students.split(",")
     rows: dict = {setting: {} for setting in settings}
+    f1: dict = {setting: {} for setting in settings}  # test macro-F1, row by row as rows (the protocol asks for both)
     teachers: list[dict] = []
     result = {
-        "config": cfg, "student_args": student_args, "seeds": seeds, "rows": rows, "teacher": teachers,
+        "config": cfg, "student_args": student_args, "seeds": seeds, "rows": rows, "f1": f1, "teacher": teachers,
         "device": args.device, "settings": settings, "students": students,
         "quick": bool(args.quick), "train_rows": getattr(args, "train_rows", None),
         "augment_n": getattr(args, "augment_n", None) or int(AUG[AUG.index("--augment-n") + 1]),
@@ -111,6 +115,7 @@ def run(args, partial=None) -> dict:
             for setting in settings:
                 teacher[setting] = run_seed(stores, corpus, cfg, seed, args.device, settings=[setting], pretrained=pre)[setting]
                 rows[setting].setdefault("teacher", []).append(teacher[setting]["test_accuracy"])
+                f1[setting].setdefault("teacher", []).append(teacher[setting]["test_macro_f1"])
                 save()
             for variant in ORDER:
                 flags = list(VARIANTS[variant])
@@ -127,13 +132,16 @@ def run(args, partial=None) -> dict:
                         ))
                         accuracy = out["metrics"]["test"]["accuracy"]
                         rows[setting].setdefault(f"{student} {variant}", []).append(accuracy)
+                        f1[setting].setdefault(f"{student} {variant}", []).append(out["metrics"]["test"]["macro_f1"])
                         progress_line(f"seed {seed} {setting} {student} {variant}: test accuracy {accuracy:.4f}")
                         save()
         for setting in settings:
-            rows[setting][PEER] = [tfidf_peer(stores[setting])]
+            accuracy, macro_f1 = tfidf_peer(stores[setting])
+            rows[setting][PEER], f1[setting][PEER] = [accuracy], [macro_f1]
             progress_line(f"{setting} {PEER}: test accuracy {rows[setting][PEER][0]:.4f}")
             save()
     result["rows"] = {setting: canonical(table) for setting, table in rows.items()}
+    result["f1"] = {setting: canonical(table) for setting, table in f1.items()}
     return result
 
 
@@ -160,7 +168,11 @@ def merge_seeds(a: dict, b: dict) -> dict:
         if set(other) != set(table):
             raise ValueError(f"cannot merge B1/B2 runs: the {setting} rows differ")
         rows[setting] = {name: values if name == PEER else values + other[name] for name, values in table.items()}
-    return {**a, "seeds": a["seeds"] + b["seeds"], "rows": rows, "teacher": a["teacher"] + b["teacher"],
+    f1 = {}  # (a result from before macro-F1 was recorded has none: the merge has none then)
+    if "f1" in a and "f1" in b:
+        f1 = {setting: {name: values if name == PEER else values + b["f1"].get(setting, {}).get(name, [])
+                        for name, values in table.items()} for setting, table in a["f1"].items()}
+    return {**a, "seeds": a["seeds"] + b["seeds"], "rows": rows, "f1": f1, "teacher": a["teacher"] + b["teacher"],
             "parts": seed_parts(a) + seed_parts(b)}
 
 
@@ -200,7 +212,9 @@ def markdown(result: dict, info: dict, command: str, not_judged: str | None = No
     lines = []
     for setting, table in result["rows"].items():
         teacher = statistics.fmean(table["teacher"])
-        lines += [f"**{setting}**", "", "| model | test accuracy (mean, min-max) | gap closed | target |", "| --- | ---: | ---: | --- |"]
+        f1 = (result.get("f1") or {}).get(setting, {})
+        lines += [f"**{setting}**", "", "| model | test accuracy (mean, min-max) | test macro-F1 (mean) | gap closed | target |",
+                  "| --- | ---: | ---: | ---: | --- |"]
         for name, values in table.items():
             mean = statistics.fmean(values)
             student, _, variant = name.partition(" ")
@@ -210,7 +224,8 @@ def markdown(result: dict, info: dict, command: str, not_judged: str | None = No
                 base = statistics.fmean(alone)
                 gap = f"{(mean - base) / (teacher - base):.0%}" if teacher > base else "n/a (teacher ≤ alone)"
             target = target_cell(setting, name, table, not_judged)
-            lines.append(f"| {name} | {mean:.2%} ({min(values):.2%}–{max(values):.2%}) | {gap} | {target} |")
+            macro = f"{statistics.fmean(f1[name]):.4f}" if f1.get(name) else "—"
+            lines.append(f"| {name} | {mean:.2%} ({min(values):.2%}–{max(values):.2%}) | {macro} | {gap} | {target} |")
         lines.append("")
     cfg = result["config"]
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""

@@ -242,6 +242,8 @@ def distill_data(seeds: list[int], accs: dict[str, list[float]], commit: str = "
         "config": {"layers": 2, "hidden": 128, "minutes": 1.0, "epochs": 2, "lr": 3e-4}, "student_args": ["--epochs", "1"],
         "seeds": seeds, "rows": {"B1": {"teacher": accs["teacher"], "TF-IDF+LR": [0.80], "textcnn alone": accs["alone"],
                                         "textcnn distilled": accs["distilled"]}},
+        "f1": {"B1": {"teacher": [a - 0.01 for a in accs["teacher"]], "TF-IDF+LR": [0.79], "textcnn alone": [a - 0.01 for a in accs["alone"]],
+                      "textcnn distilled": [a - 0.01 for a in accs["distilled"]]}},
         "teacher": teacher, "device": "cuda", "settings": ["B1"], "students": ["textcnn"], "quick": False, "train_rows": None,
         "augment_n": 4, "machine": {**MACHINE, "commit": commit}, "command": f"python bench/distill.py --seeds {','.join(map(str, seeds))}",
         **over,
@@ -259,7 +261,12 @@ def test_b1b2_seeds_run_apart_merge_into_one_table():
     assert m["rows"]["B1"]["TF-IDF+LR"] == [0.80]  # the peer is deterministic: measured once
     assert [(p["seeds"], p["commit"]) for p in m["parts"]] == [([1], "abc1234"), ([2, 3], "def5678")]
     text = markdown_from_json(m)
-    assert "| teacher | 88.00% (86.00%–90.00%) |" in text and "| textcnn distilled | 86.67% (86.00%–87.00%) | 67% |" in text
+    assert "| teacher | 88.00% (86.00%–90.00%) | 0.8700 |" in text and "| textcnn distilled | 86.67% (86.00%–87.00%) | 0.8567 | 67% |" in text
+    assert m["f1"]["B1"]["textcnn alone"] == pytest.approx([0.83, 0.81, 0.85]) and m["f1"]["B1"]["TF-IDF+LR"] == [0.79]
+    assert "| TF-IDF+LR | 80.00% (80.00%–80.00%) | 0.7900 |" in text  # macro-F1 for every row, as the protocol asks
+    older = {k: v for k, v in a.items() if k != "f1"}  # a result from before macro-F1 was recorded
+    assert "| textcnn distilled | 86.00% (86.00%–86.00%) | — |" in markdown_from_json(older)
+    assert merge_seeds(older, b)["f1"] == {}
     assert "88.00%" in teacher_markdown_from_json(m)
     # a third run merges onto the merged one, and its parts are kept in order
     c = distill_data([4], {"teacher": [0.88], "alone": [0.84], "distilled": [0.86]})
