@@ -169,6 +169,8 @@ def bucketed_batches(
 
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Batches of indices in length order, for inference (results are put back by index)."""
+    if batch_size < 1:  # a negative step would give no batches: every row left unscored
+        raise ValueError("batch_size must be at least 1")
     order = np.argsort(np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 

@@ -247,9 +247,13 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
             if old.status == "succeeded":  # kept until the replacement succeeds
                 _park(store, s, old, run)
             else:  # its folder goes with it, recorded or not: the new stage starts from an empty one
+                if old.status == "failed":  # its own files went when it failed: what is there now is not its
+                    _refuse_foreign_files(store, run, name)
                 old_artifact = old.artifact_path or str(store.artifact_root / run / name)
                 s.delete(old)
             s.flush()
+        else:
+            _refuse_foreign_files(store, run, name)
         stage = Stage(
             run_id=run_row.id,
             kind=kind,
@@ -266,6 +270,19 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
     if old_artifact:
         _remove_artifact(store, Path(old_artifact))
     return stage_id, name
+
+
+def _refuse_foreign_files(store: Store, run: str, name: str) -> None:
+    """A new stage's folder must be empty: files there belong to no stage of this store (a deleted
+    store's, or another store's that shares ``KD_ARTIFACTS``). Written into, they would be hashed and
+    counted with the new model (stale ``fold-K`` folders, tokenizer files); and a failure would
+    delete them with the stage's own partial files."""
+    folder = store.artifact_root / run / name
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise KdError(
+            f"{folder} already holds files no stage of this store made (a deleted store's, or another store's "
+            "sharing KD_ARTIFACTS): move or delete them, or use another --run"
+        )
 
 
 def this_process() -> str:

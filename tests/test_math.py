@@ -114,6 +114,9 @@ def test_batching_covers_every_index_once_and_groups_lengths():
     assert spread < 10  # random batches would spread ~90
     ordered = sorted_batches(lengths, 100)
     assert all(np.all(np.diff(lengths[np.concatenate(ordered)]) >= 0) for _ in [0])
+    for bad in (0, -3):  # a negative size gave no batches at all: every row left unscored, as zeros
+        with pytest.raises(ValueError, match="at least 1"):
+            sorted_batches(lengths, bad)
     ids, mask = pad([[5, 6, 7], [8]], 0, min_len=4)
     assert ids.tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]] and mask.sum().item() == 4
     ids, mask = pad([[5, 6, 7, 1, 2], [8]], 0, multiple=4)  # rounded up: 5 -> 8

@@ -101,6 +101,19 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
     assert np.array(teach["confusion"]["dev"]).sum() == 20
 
 
+def test_logits_only_refuses_a_batch_size_below_one(sample_store, tiny_model, tmp_path):
+    """A negative --batch-size scored nothing and stored zero logits for the new samples."""
+    db = str(sample_store)
+    kd("teach", "--run", "bs", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    (tmp_path / "late.txt").write_text("这个很好用\n", encoding="utf-8")
+    kd("ingest", str(tmp_path / "late.txt"), "--split", "unlabeled", "--db", db)
+    stage = _stage(sample_store, "bs", "teach")
+    for bad in ("-3", "0"):
+        result = kd("teach", "--run", "bs", "--logits-only", "--batch-size", bad, "--db", db, ok=False)
+        assert "Invalid value for --batch-size: must be at least 1" in result.output
+        assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample) - 1  # still unscored
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -267,6 +280,21 @@ def test_an_artifact_folder_kd_cannot_write_fails_the_stage_before_training(samp
     assert result.output.startswith(f"Error: {blocker}") and len(result.output.strip().splitlines()) == 1
     stage = _stage(sample_store, "ro", "teach")
     assert stage.status == "failed" and not Store.open(str(sample_store)).metrics(stage.id, final=False)  # no epoch ran
+
+
+def test_a_stage_folder_holding_another_stores_files_is_refused_and_kept(sample_store, tiny_model, tmp_path, monkeypatch):
+    """Two stores sharing KD_ARTIFACTS (or a store deleted and made again): a new stage of the same
+    run and name neither writes into the other's model folder nor, failing, deletes it."""
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "shared"))
+    folder = tmp_path / "shared" / "r" / "teach" / "model"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}", encoding="utf-8")  # another store's teacher
+    for bad in ([], ["--where", "nope = 1"]):
+        result = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", *bad, "--db", str(sample_store), ok=False)
+        assert result.output.startswith(f"Error: {folder.parent} already holds files no stage of this store made")
+        assert len(result.output.strip().splitlines()) == 1
+        assert (folder / "config.json").read_text(encoding="utf-8") == "{}"
+        assert not Store.open(str(sample_store)).stages_of("r")  # nothing recorded
 
 
 def test_base_models_of_other_heads_and_tokenizers_without_padding_load_as_classifiers(tmp_path, tiny_model):
