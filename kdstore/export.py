@@ -135,7 +135,9 @@ def export_model(
     if predictor.kind == "early-exit":
         from .early_exit import is_early_exit
 
-        models = [s.name for s in store.stages_of(run) if s.kind in ("teach", "distill") and s.status == "succeeded" and not is_early_exit(s.artifact_path)]
+        # (fold students, kd distill --folds, are votes that cannot be exported either: not named)
+        models = [s.name for s in store.stages_of(run) if s.kind in ("teach", "distill") and s.status == "succeeded"
+                  and not is_early_exit(s.artifact_path) and not (s.kind == "distill" and int(s.config.get("folds") or 0))]
         raise KdError(
             f"stage {stage.name!r} is an early-exit model, whose depth changes with each text: it cannot be exported "
             f"(kd predict --model {stage.name} serves it); export another model of run {run!r} with --model: "
