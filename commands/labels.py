@@ -244,7 +244,7 @@ def undo(run, stage_name, db, as_json):
     if as_json:
         print_json({"run": run, **done})
     else:
-        click.echo(f"run {run}: reverted {done['reverted']} label edits, reopened {done['reopened']} issues")
+        click.echo(f"run {run}, stage {done['stage']}: reverted {done['reverted']} label edits, reopened {done['reopened']} issues")
 
 
 @labels.command()

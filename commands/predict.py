@@ -165,7 +165,11 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
         else:
             if r["truncated"]:
                 click.echo(f"line {n}: longer than {predictor.max_len} tokens, truncated", err=True)
-            click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text}")
+            click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text.translate(_LINE_BREAKS)}")
+
+
+# characters a reader may take for the end of a line (str.splitlines does): one output line per input line
+_LINE_BREAKS = str.maketrans({c: " " for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool,

@@ -638,10 +638,10 @@ def _rows_by_id(s, model, ids) -> dict[int, Any]:
     return out
 
 
-def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int]:
+def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any]:
     """Revert the edits of the run's latest clean stage (or ``stage_name``) and reopen the issues it
     decided (rejections included); refuses when a later edit touched the same samples, naming them.
-    Returns ``{"reverted": edits reverted, "reopened": issues reopened}``."""
+    Returns ``{"stage": the stage undone, "reverted": edits reverted, "reopened": issues reopened}``."""
     stages = [s for s in store.stages_of(run) if s.kind == "clean" and (stage_name is None or s.name == stage_name)]
     if not stages:
         if not store.run_exists(run):
@@ -700,7 +700,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, int
                     LabelIssue.stage_id.in_(select(Stage.id).where(Stage.run_id == stage.run_id)),
                 ).values(status="open")
             ).rowcount
-    return {"reverted": len(edits), "reopened": reopened}
+    return {"stage": stage.name, "reverted": len(edits), "reopened": reopened}
 
 
 def reopen(s, which, *, undoing: int | None = None) -> int:

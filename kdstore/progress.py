@@ -42,6 +42,11 @@ class EtaColumn(TimeRemainingColumn):
         return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
+def no_progress() -> bool:
+    """``KD_NO_PROGRESS`` set to anything but empty, ``0``, ``false`` or ``no``: no progress bars."""
+    return os.environ.get("KD_NO_PROGRESS", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def progress(*, extra: str = "", disable: bool = False) -> Progress:
     """A progress bar: description, bar, done/total, rate, elapsed, ETA and an optional extra field."""
     columns = [
@@ -58,6 +63,6 @@ def progress(*, extra: str = "", disable: bool = False) -> Progress:
     return Progress(
         *columns,
         console=Console(stderr=True),
-        disable=disable or bool(os.environ.get("KD_NO_PROGRESS")),
+        disable=disable or no_progress(),
         transient=False,
     )

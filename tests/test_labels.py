@@ -500,7 +500,7 @@ def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_o
     exported = tmp_path / "again.csv"
     kd("labels", "export", "--run", "r", str(exported), "--db", db)
     assert {int(r["issue_id"]) for r in csv.DictReader(exported.open(encoding="utf-8-sig"))} >= {three[1]["issue_id"], three[2]["issue_id"]}
-    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "reverted": 1, "reopened": 1}
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1}
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
@@ -727,7 +727,7 @@ def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
     sheet = _sheet(tmp_path / "reject.csv", [{"run": "r2", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"}])
     kd("labels", "import", str(sheet), "--name", "rejects", "--db", db)
     assert _issues(db, "r2")[0]["status"] == "rejected"
-    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "reverted": 0, "reopened": 1}
+    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1}
     assert {i["status"] for i in _issues(db, "r2")} == {"open"}
     kd("labels", "undo", "--run", "r", "--db", db)
     assert {i["status"] for i in _issues(db, "r")} == {"open"}

@@ -603,3 +603,13 @@ def test_a_clock_bounded_bar_shows_the_budget_left_as_its_eta():
         bar.update(budget, left_s=0.0)
         assert column.render(bar.tasks[budget]).plain == "0:00:00"
         assert column.render(bar.tasks[both]).plain == "0:00:30"  # no rate yet: the budget, not "-:--:--"
+
+
+def test_kd_no_progress_off_values_keep_the_bars(monkeypatch):
+    from kdstore.progress import no_progress
+
+    for value, off in (("1", True), ("yes", True), ("", False), ("0", False), ("false", False), ("No", False)):
+        monkeypatch.setenv("KD_NO_PROGRESS", value)
+        assert no_progress() is off, value
+    monkeypatch.delenv("KD_NO_PROGRESS")
+    assert no_progress() is False

@@ -533,6 +533,8 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     lines = out.stdout.splitlines()
     assert len(lines) == 3 and lines[1] == "\t\t" and all(lines[i].split("\t")[0] in ("pos", "neg") for i in (0, 2))
     assert "line 2: empty text" in out.stderr
+    broken = kd("predict", "--run", "r", "--db", db, input="这个\r很好\n那个\u2028太差\n").stdout
+    assert len(broken.splitlines()) == 2 and broken.splitlines()[0].endswith("\t这个 很好")  # no extra line for a reader
     f = tmp_path / "in.txt"
     f.write_text("\ufeff这个很好\n那个太差\n", encoding="utf-8")  # a byte-order mark is not part of line 1's text
     rows = [json.loads(l) for l in kd("predict", str(f), "--run", "r", "--model", "teacher", "--json", "--db", db).stdout.splitlines()]
