@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode, encode_packed, iter_padded, lengths_of, pad, sorted_batches
+from .batching import bucketed_batches, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
@@ -329,7 +329,8 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     tokenizer, model = load_classifier(path, names)
     model.to(device)
     net = dist.wrap(model)
-    train_ids = encode(tokenizer, train.texts, max_len=cfg.max_len)
+    train_ids, cut = encode_flagged(tokenizer, train.texts, max_len=cfg.max_len)
+    add_metrics(stage.id, "train", {f"{tag}truncated": int(sum(cut))})  # texts cut to --max-len tokens (kd teach warns when many)
     lengths = [len(x) for x in train_ids]
     labels = torch.as_tensor(train.labels)
     dev_mine = dev.subset(dist.shard(len(dev)))
