@@ -50,7 +50,10 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         lacking = _lacking_pool_logits(store, stage["config"].get("teacher_runs") or [run])
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         click.echo(f"warning: {unscored} unlabeled texts have no teacher logits and were left out: run {fix} first", err=True)
-    _warn_if_cut(stage)
+    cut = _cut_share(stage)
+    if cut is not None and cut >= CUT_WARN_SHARE:
+        click.echo(f"warning: {cut:.0%} of the train texts are longer than --max-len {stage['config'].get('max_len')} tokens "
+                   "and were cut to fit (the teacher never saw their ends): a larger --max-len may help, at a cost in speed", err=True)
     if stage["config"].get("unlabeled") is True and not stage["metrics"].get("all", {}).get("pool_samples"):
         click.echo("warning: --unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
                    "samples alone (`kd ingest FILE --split unlabeled` adds one)", err=True)
@@ -64,24 +67,22 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         m = stage["metrics"].get(split)
         if m:
             click.echo(f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])})")
+    if cut:
+        click.echo(f"  train texts cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
     _warn_if_majority(run, stage)
 
 
-CUT_WARN_SHARE = 0.1  # a teacher that never sees the end of one train text in ten: say so
+CUT_WARN_SHARE = 0.5  # a teacher that never sees the end of most train texts: a warning, not just a figure
 
 
-def _warn_if_cut(stage: dict) -> None:
-    """Many train texts longer than a teacher's --max-len: what it never saw may carry the label."""
+def _cut_share(stage: dict) -> float | None:
+    """The share of a teacher's train texts cut to its --max-len (None for other stages)."""
     train = stage["metrics"].get("train") or {}
     cut = [v for k, v in train.items() if k == "truncated" or k.endswith("/truncated")]
     n = (stage["metrics"].get("all") or {}).get("train_samples")
     if stage["kind"] != "teach" or not cut or not n:
-        return
-    seen = n * (len(cut) - 1 if len(cut) > 1 else 1)  # with --folds K each train text trains K - 1 fold models
-    share = sum(cut) / seen
-    if share >= CUT_WARN_SHARE:
-        click.echo(f"warning: {share:.0%} of the train texts are longer than --max-len {stage['config'].get('max_len')} tokens "
-                   "and were cut to fit (the teacher never saw their ends): a larger --max-len may help, at a cost in speed", err=True)
+        return None
+    return sum(cut) / (n * (len(cut) - 1 if len(cut) > 1 else 1))  # with --folds K each text trains K - 1 fold models
 
 
 def _warn_if_majority(run: str, stage: dict) -> None:

@@ -963,13 +963,14 @@ def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tmp
     assert "no unlabeled pool" not in kd(*common, "--name", "quiet", "--overwrite").stderr  # not asked for: nothing to say
 
 
-def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_many(sample_store, tiny_model):
+def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
     db = str(sample_store)
     short = kd("teach", "--run", "cut", "--model", str(tiny_model), "--epochs", "1", "--max-len", "6", "--folds", "2", "--db", db)
     store = Store.open(db)
     cut = {m.name: m.value for m in store.metrics(_stage(sample_store, "cut", "teach").id) if m.split == "train" and "truncated" in m.name}
     assert set(cut) == {"fold0/truncated", "fold1/truncated"} and sum(cut.values()) == 60  # each text trains one of the 2 fold models
     assert "warning: 100% of the train texts are longer than --max-len 6 tokens and were cut" in short.stderr
+    assert "train texts cut to --max-len 6 tokens: 100%" in short.stdout
     roomy = kd("teach", "--run", "roomy", "--model", str(tiny_model), "--epochs", "1", "--max-len", "64", "--db", db)
-    assert "were cut" not in roomy.stderr
+    assert "were cut" not in roomy.stderr and "cut to --max-len" not in roomy.stdout
     assert [m.value for m in store.metrics(_stage(sample_store, "roomy", "teach").id) if m.name == "truncated"] == [0]
