@@ -71,6 +71,8 @@ def resolve_model(store: Store, name: str) -> str:
     """``pretrain:RUN`` → that run's pre-trained model directory; anything else is a hub name or path."""
     if name.startswith(("pretrain:", "teach:")):  # RUN may be ${time}, as --run
         kind, run = name.split(":", 1)
+        if not run.strip():  # (resolve_run_id would take it for the run named default)
+            raise KdError(f"--model {name}: name the run after '{kind}:' (e.g. {kind}:r1)")
         stage = store.find_stage(resolve_run_id(run), kind)
         if kind == "teach" and int(stage.config.get("folds") or 0):
             raise KdError(f"the teacher of run {run!r} is {stage.config['folds']} fold models (--folds): start from "

@@ -62,6 +62,8 @@ def test_time_names_today_wherever_a_run_is_named(invoke, write_file, error_line
         f"Error: run '{today}' has no succeeded 'teach' stage")
     assert f"run '{today}' has no succeeded 'teach' stage" in error_line(
         invoke(["labels", "detect", "--run", "x", "--teacher-run", "${time}"], ok=False))
+    assert "--model pretrain:: name the run after 'pretrain:'" in error_line(  # not the run named default
+        invoke(["teach", "--run", "x", "--model", "pretrain:"], ok=False))
     assert f"run '{today}' has no succeeded 'pretrain' stage" in error_line(
         invoke(["teach", "--run", "x", "--model", "pretrain:${time}"], ok=False))
     assert [r["run"] for r in invoke.json(["report", "--compare", "${time}"])] in ([], [today])
