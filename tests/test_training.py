@@ -971,6 +971,9 @@ def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sam
     assert set(cut) == {"fold0/truncated", "fold1/truncated"} and sum(cut.values()) == 60  # each text trains one of the 2 fold models
     assert "warning: 100% of the train texts are longer than --max-len 6 tokens and were cut" in short.stderr
     assert "train texts cut to --max-len 6 tokens: 100%" in short.stdout
+    assert "no train samples of class" not in short.stderr
+    kd("ingest", str(write_tsv(sample_store.parent / "mid.tsv", [("mid", "不好不坏，一般般吧")])), "--split", "dev", "--db", db)
     roomy = kd("teach", "--run", "roomy", "--model", str(tiny_model), "--epochs", "1", "--max-len", "64", "--db", db)
     assert "were cut" not in roomy.stderr and "cut to --max-len" not in roomy.stdout
+    assert "warning: no train samples of class 'mid': the model never learned it" in roomy.stderr  # a dev-only class
     assert [m.value for m in store.metrics(_stage(sample_store, "roomy", "teach").id) if m.name == "truncated"] == [0]
