@@ -127,6 +127,13 @@ def work_dir(keep: Path | None, prefix: str):
     yield keep
 
 
+def store_artifacts_beside_stores() -> None:
+    """Each store's models in ``kd-artifacts/STORE`` beside its file (in the work folder), not in one
+    shared ``KD_ARTIFACTS``: a bench's stores (B1 and B2, one per noise level) have runs and stages of
+    the same names, and kd refuses a stage whose folder holds another store's files."""
+    os.environ.pop("KD_ARTIFACTS", None)
+
+
 class Partial:
     """The figures of a run as they come, written to ``path`` (``--json``) after each one with
     ``"partial": true``, so a run stopped by a time limit or killed still leaves them."""

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
@@ -105,7 +105,7 @@ def run(args, partial=None) -> dict:
     }
     save = (lambda: partial.save(**result)) if partial is not None else (lambda: None)
     with work_dir(getattr(args, "work", None), "kd-bench-distill-") as tmp:
-        os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
+        store_artifacts_beside_stores()
         stores = prepare(Path(tmp), data, getattr(args, "train_rows", None))
         corpus = data / "corpus-peoples-daily-1998.txt"
         for seed in seeds:

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
 
 LEVELS = ((0.10, 1), (0.20, 2))  # (noise rate, seed of its flips)
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             for train_seed in seeds:
                 work = Path(tmp) / f"seed{train_seed}"
                 work.mkdir()
-                os.environ["KD_ARTIFACTS"] = str(work / "artifacts")
+                store_artifacts_beside_stores()
                 pre_db = work / "pretrain.db"
                 kd("ingest", str(write_lines(work / "texts.txt", texts)), "--split", "unlabeled", "--db", str(pre_db))
                 out = json.loads(kd("pretrain", "--run", "p", "--layers", str(cfg["layers"]), "--hidden", str(cfg["hidden"]),

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 
 # pretrain_batch_size / pretrain_lr: kd pretrain's defaults
 QUICK = {"layers": 2, "hidden": 128, "minutes": 3.0, "epochs": 3, "lr": 3e-4, "batch_size": 32, "pretrain_batch_size": 64, "pretrain_lr": 5e-4}
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     stopped = None
     try:
         with work_dir(getattr(args, "work", None), "kd-bench-teacher-") as tmp:
-            os.environ["KD_ARTIFACTS"] = str(Path(tmp) / "artifacts")
+            store_artifacts_beside_stores()
             stores = prepare(Path(tmp), data, args.train_rows)
             for s in seeds:
                 results.append(run_seed(stores, data / "corpus-peoples-daily-1998.txt", cfg, s, args.device))

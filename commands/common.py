@@ -245,7 +245,8 @@ PIPED_WIDTH = 160  # a table written to a file or pipe: rich's 80 columns would 
 
 
 def console() -> Console:
-    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    # (no stdout at all, as under `kd runs >&-`: rich writes nowhere, as it did before the width)
+    piped = sys.stdout is not None and not sys.stdout.isatty() and "COLUMNS" not in os.environ
     return Console(file=sys.stdout, soft_wrap=True, width=PIPED_WIDTH if piped else None)
 
 

@@ -61,6 +61,7 @@ def print_wide(out, table) -> None:
 
 
 _HIDDEN = object()
+_TEXT_HIDDEN = {"labels_read_at"}  # bookkeeping the text report leaves to --json
 
 
 def _config_value(value):
@@ -134,7 +135,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{gone}{dur}")
         if st["error"]:
             out.print(f"  error: {st['error']}", markup=False)
-        shown = {k: v for k, v in ((k, _config_value(v)) for k, v in st["config"].items()) if v is not _HIDDEN}
+        shown = {k: v for k, v in ((k, _config_value(v)) for k, v in st["config"].items())
+                 if v is not _HIDDEN and k not in _TEXT_HIDDEN}
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
         if st["metrics"]:

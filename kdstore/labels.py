@@ -106,14 +106,15 @@ def labels_state(store: Store) -> dict[str, Any]:
 
 
 def read_labeled(store: Store, read: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
-    """``(read(), state)``: what ``read`` returns and the ``labels_state`` of the labels it read. A
-    label edit committed while it read (a clean or ``kd labels set`` in another process) makes it
+    """``(read(), state)``: what ``read`` returns and the ``labels_state`` of the labels it read, with
+    when it read them (``labels_read_at``, naive UTC ISO). A label edit committed while it read (a clean or ``kd labels set`` in another process) makes it
     read again, so that a stage records the labels it learned from, not those of its start."""
     for _ in range(LABEL_READ_TRIES):
         before = labels_state(store)
+        at = utcnow()  # (the figures judge against the labels as of this moment: outputs.labels_time)
         rows = read()
         if labels_state(store) == before:
-            return rows, before
+            return rows, {**before, "labels_read_at": at.isoformat()}
     raise KdError("the labels changed each time they were read (label edits running meanwhile): run this again")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from itertools import repeat
 from typing import TYPE_CHECKING
 
@@ -102,10 +103,11 @@ def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np
 
 def store_split_metrics(store: Store, stage_id: int, samples: SampleSet, logits: np.ndarray, names: list[str]) -> dict:
     """Final metrics of ``logits`` (rows of ``samples``) for each labeled split, over the labels as
-    they were when the stage started, dropped samples left out (as in ``kd report``'s confusion
-    matrices: a label edit made while the stage ran changes neither); returns them by split."""
+    they were when the stage read them (:func:`labels_time`), dropped samples left out (as in ``kd
+    report``'s confusion matrices: a label edit made while the stage ran changes neither); returns
+    them by split."""
     with store.session() as s:
-        when = s.get(Stage, int(stage_id)).started_at
+        when = labels_time(s.get(Stage, int(stage_id)))
     at_start, dropped = labels_as_of(store, when)
     labels = np.array([at_start.get(int(i), -1) for i in samples.ids], dtype=np.int64)
     kept = ~np.isin(samples.ids, np.array(sorted(dropped), dtype=np.int64))
@@ -118,6 +120,13 @@ def store_split_metrics(store: Store, stage_id: int, samples: SampleSet, logits:
             )
             store.add_metrics(stage_id, split, figures[split])
     return figures
+
+
+def labels_time(stage: Stage) -> dt.datetime:
+    """When the stage read the labels it learned from (``labels_read_at``, recorded by
+    ``labels.read_labeled``), else when it started: the moment its figures judge against."""
+    read_at = (stage.config or {}).get("labels_read_at")
+    return dt.datetime.fromisoformat(read_at) if read_at else stage.started_at
 
 
 def labels_as_of(store: Store, when, split: str | None = None) -> tuple[dict[int, int], set[int]]:

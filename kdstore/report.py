@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from .errors import KdError
 from .metrics import confusion_matrix
-from .outputs import labels_as_of
+from .outputs import labels_as_of, labels_time
 from .schema import LabelIssue, Prediction, Sample, Stage, iso_utc
 from .store import Store
 
@@ -80,7 +80,7 @@ def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
     """Confusion matrix (rows: label, columns: prediction) of a stage on a split.
 
     The labels are the ones the stage's metrics were computed with: each sample's label as it was
-    when the stage started (the label edits made before then, and not undone by then, replayed over
+    when the stage read the labels, else when it started (the label edits made before then, and not undone by then, replayed over
     the ingested label), so later edits do not change it; samples dropped by then are left out.
     """
     names = store.class_names()
@@ -90,7 +90,7 @@ def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
             .join(Prediction, Prediction.sample_id == Sample.id)
             .where(Prediction.stage_id == stage.id, Sample.split == split)
         ).all()
-    label, dropped = labels_as_of(store, stage.started_at, split)  # (what store_split_metrics counted with)
+    label, dropped = labels_as_of(store, labels_time(stage), split)  # (what store_split_metrics counted with)
     kept = sorted((sid, label[sid], pred) for sid, pred in rows if sid in label and sid not in dropped)
     # the samples the stage's figures counted: a teacher's --logits-only later adds predictions of
     # samples ingested since, and ids grow with every ingest, so they are the last ones

@@ -542,3 +542,24 @@ def test_lent_stamp_counts_an_untracked_file_as_a_change(tmp_path):
     assert not stamp().endswith("+changes")
     (repo / "bench" / "new_table.py").write_text("print(1)\n")
     assert stamp().endswith("+changes")
+
+
+def test_a_benchs_stores_keep_their_models_apart(tmp_path, monkeypatch):
+    """bench/teacher.py and distill.py teach run seedN in the B1 store and then the B2 store, and
+    labels.py run oof in one store per noise level: with one shared KD_ARTIFACTS the second store's
+    stage found the first's model in its folder and was refused (B1/B2 and B3 stopped there)."""
+    from bench.common import store_artifacts_beside_stores
+    from kdstore.runs import stage_scope
+    from kdstore.store import Store
+
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "artifacts"))
+    store_artifacts_beside_stores()
+    for name in ("b1.db", "b2.db"):
+        store = Store.open(str(tmp_path / name))
+        with stage_scope(store, run="seed1", kind="teach", config={}) as stage:
+            (stage.artifact_dir / "config.json").write_text("{}", encoding="utf-8")
+        assert [s.status for s in store.stages_of("seed1")] == ["succeeded"]
+        store.close()
+    for script in ("teacher", "distill", "labels"):
+        source = (ROOT / "bench" / f"{script}.py").read_text(encoding="utf-8")
+        assert "store_artifacts_beside_stores()" in source and 'os.environ["KD_ARTIFACTS"]' not in source, script

@@ -924,6 +924,8 @@ def test_a_stage_records_the_labels_it_read_not_those_of_its_start(db, noisy, mo
         assert edited and now != before
         assert {k: out["config"][k] for k in now} == now and now["labels_from"] == f"late/drop-{sample}"
         assert out["metrics"]["all"]["train_samples"] == 150 - sample
+        # its figures judge against those labels too: the sample dropped before the read is not counted
+        assert out["metrics"]["train"]["n"] == 150 - sample and "labels_read_at" in out["config"]
 
 
 def test_jsonl_sheet_number_decision_is_the_class_of_that_name(db, tmp_path):

@@ -751,3 +751,21 @@ def test_a_label_edit_while_a_stage_runs_changes_neither_its_figures_nor_its_con
     m = stage["metrics"]["dev"]
     assert (m["n"], m["support[pos]"], m["support[neg]"], m["accuracy"]) == (4, 2, 2, 0.5)  # as it started
     assert stage["confusion"]["dev"] == [[2, 0], [2, 0]]
+
+
+def test_the_console_is_160_wide_piped_and_writes_nowhere_without_stdout(monkeypatch):
+    """Tables piped or written to a file are 160 columns wide (COLUMNS still rules); a kd started
+    with no stdout at all (`kd runs >&-`) prints nowhere, as rich does, rather than crashing with
+    an AttributeError traceback on the width check."""
+    import io
+    import sys
+
+    from commands.common import PIPED_WIDTH, console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert console().width == PIPED_WIDTH == 160
+    monkeypatch.setenv("COLUMNS", "100")
+    assert console().width == 100
+    monkeypatch.setattr(sys, "stdout", None)
+    console().print("a table nobody reads")
