@@ -144,12 +144,6 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train labels have a single class: there is nothing to tell apart")
     check_learned_every_class(teacher, names, run=teacher_run, purpose="label-noise detection")
-    empty = [n for i, n in enumerate(names) if not np.any(train.labels == i)]
-    if empty:
-        raise KdError(
-            f"class(es) {', '.join(map(repr, empty))} have no train sample (dropped ones left out): confident "
-            "learning estimates a noise rate for every class"
-        )
     # a sample without logits first (ingested after the teacher ran): scoring it is the fix, not --allow-in-sample
     probs = _probs(store, teacher.id, train.ids, missing=f"have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
     folds = store.read_folds(teacher.id)
@@ -175,14 +169,18 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
     train, probs, votes = inputs.train, inputs.probs, list(inputs.votes)
     if cfg.tfidf_member:
         votes.append(tfidf.oof_probs(train.texts, train.labels, num_classes=len(store.class_names())))
+    # a class with no train sample (one seen in dev/test only, or whose samples were all dropped) has
+    # no noise rate to estimate and no label to be confused with: the detection runs over the train
+    # classes alone (each member's probabilities renormalized over them) and maps back to class ids
+    present = np.unique(train.labels)
     found = noise.detect(
-        train.labels, probs, methods=cfg.methods, combine=cfg.combine, filter_by=cfg.filter_by,
-        frac_noise=cfg.frac_noise, quality_method=cfg.quality_method, extra_votes=votes or None,
-        calibrate=cfg.calibrate,
+        np.searchsorted(present, train.labels), only_classes(probs, present), methods=cfg.methods, combine=cfg.combine,
+        filter_by=cfg.filter_by, frac_noise=cfg.frac_noise, quality_method=cfg.quality_method,
+        extra_votes=[only_classes(v, present) for v in votes] or None, calibrate=cfg.calibrate,
     )
     flagged = np.flatnonzero(found.flagged)
     rows = [
-        (stage.id, int(train.ids[i]), int(train.labels[i]), int(found.suggested[i]), float(found.score[i]), str(found.methods[i]), "open")
+        (stage.id, int(train.ids[i]), int(train.labels[i]), int(present[found.suggested[i]]), float(found.score[i]), str(found.methods[i]), "open")
         for i in flagged[np.argsort(-found.score[flagged], kind="stable")]
     ]
     with store.engine.begin() as conn:
@@ -193,6 +191,16 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
     figures.update({f"flagged[{m}]": int(mask.sum()) for m, mask in found.masks.items()})
     store.add_metrics(stage.id, "train", figures)
     return len(rows)
+
+
+def only_classes(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``(N, K)`` probabilities restricted to the columns ``classes`` and renormalized (a row with no
+    mass on them becomes uniform); ``probs`` itself when ``classes`` are all its columns."""
+    if len(classes) == probs.shape[1]:
+        return probs
+    kept = probs[:, classes]
+    total = kept.sum(axis=1, keepdims=True)
+    return np.divide(kept, total, out=np.full_like(kept, 1.0 / len(classes)), where=total > 0)
 
 
 def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> list[str]:

@@ -940,3 +940,26 @@ def test_jsonl_sheet_number_decision_is_the_class_of_that_name(db, tmp_path):
     counts = json.loads(kd("labels", "import", "--run", "r", str(_sheet(sheet, rows)), "--db", db, "--json").stdout)
     assert counts["relabel"] == 1
     assert _state(db)[rows[0]["sample_id"]][0] == names.index("0")
+
+
+def test_detect_runs_over_the_train_classes_when_a_class_is_in_dev_only(noisy, tmp_path):
+    """A pinned class with dev samples only (a new news topic) has no noise rate to estimate: the
+    detection leaves it out instead of refusing, and suggests only classes the train labels have."""
+    db = str(tmp_path / "dev-only.db")
+    classes = tmp_path / "class_id.txt"
+    classes.write_text("0\tmid\n1\tpos\n2\tneg\n", encoding="utf-8")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", noisy["rows"][:60])), "--classes", str(classes), "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "dev.tsv", [("mid", "不好也不差的一个东西"), ("pos", "这个很好"), ("neg", "那个太差")])),
+       "--split", "dev", "--db", db)
+    kd("teach", "--run", "r", "--model", str(noisy["model"]), "--folds", "2", "--epochs", "1", "--max-len", "32", "--db", db)
+    out = json.loads(kd("labels", "detect", "--run", "r", "--tfidf-member", "--method", "cleanlab,disagree,ensemble",
+                        "--db", db, "--json").stdout)
+    issues = _issues(db)
+    assert out["flagged"] == len(issues)
+    assert {i["suggested"] for i in issues} <= {"pos", "neg"} and {i["given"] for i in issues} <= {"pos", "neg"}
+
+
+def test_only_classes_renormalizes_over_the_kept_columns():
+    p = np.array([[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]])
+    assert np.allclose(lab.only_classes(p, np.array([1, 2])), [[0.5, 0.5], [0.5, 0.5]])
+    assert lab.only_classes(p, np.array([0, 1, 2])) is p
