@@ -72,7 +72,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         )
     if len(report.conflicts) > 20:
         out.print(f"  ... {len(report.conflicts) - 20} more (use --json for all)")
-    out.print(counts_table(counts))
+    out.print(counts_table(counts, store.class_names()))
 
 
 def _n(count: int, noun: str) -> str:
@@ -86,8 +86,11 @@ def _read(path: str) -> bytes:
         raise click.ClickException(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def counts_table(counts: dict[str, dict[str, int]]) -> Table:
-    labels = sorted({lab for per in counts.values() for lab in per})
+def counts_table(counts: dict[str, dict[str, int]], names: list[str]) -> Table:
+    """The store's samples per split and class, the classes in id order (``names``: a class pinned by
+    --classes shows before its first sample), the unlabeled ones last."""
+    unlabeled = ["(none)"] if any("(none)" in per for per in counts.values()) else []
+    labels = [*names, *unlabeled]
     table = Table(title="samples in the store")
     table.add_column("split")
     for lab in labels:

@@ -142,7 +142,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         if st["metrics"]:
             order = ("train", "dev", "test", "unlabeled", "all")
             splits = sorted(st["metrics"], key=lambda x: order.index(x) if x in order else len(order))
-            names = sorted({n for per in st["metrics"].values() for n in per}, key=_metric_order)
+            names = sorted({n for per in st["metrics"].values() for n in per}, key=lambda n: _metric_order(n, data["classes"]))
             table = Table()
             table.add_column("metric")
             for split in splits:
@@ -164,9 +164,17 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         click.echo(f"no charts written to {plot_dir}: run {data['run']} has no confusion matrix, early-exit curve or label scores to chart", err=True)
 
 
-def _metric_order(name: str) -> tuple[int, str]:
+def _metric_order(name: str, classes: list[str] = ()) -> tuple:
+    """The headline figures first, then the rest by name, a per-class figure (``f1[体育]``) of each
+    kind in class id order."""
     first = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1", "micro_precision", "micro_recall", "n")
-    return (first.index(name), "") if name in first else (len(first), name)
+    if name in first:
+        return (first.index(name), "", -1, "")
+    kind, bracket, rest = name.partition("[")
+    cls = rest[:-1] if bracket and rest.endswith("]") else None
+    if cls in classes:
+        return (len(first), kind, list(classes).index(cls), "")
+    return (len(first), name, -1, "")
 
 
 def _fmt(value: float | None) -> str:

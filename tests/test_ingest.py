@@ -456,6 +456,9 @@ def test_pinned_classes_from_class_file(invoke, write_file, read_classes, read_s
     # the ids are the file's, not the order of first appearance; unused 'mid' exists too
     assert read_classes() == [(0, "neg"), (1, "pos"), (2, "mid")]
     assert [(r["text"], r["label_id"]) for r in read_samples()] == [("good", 1), ("bad", 0)]
+    write_file("dev.tsv", "neg\tso bad\n")
+    header = next(l for l in invoke(["ingest", "dev.tsv", "--split", "dev"]).stdout.splitlines() if "split" in l)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")] == ["split", "neg", "pos", "mid", "total"]  # id order, 'mid' too
 
     before = counts()
     write_file("more.tsv", "pos\tfine\nmeh\tunknown one\n")

@@ -38,3 +38,12 @@ def test_charts_take_any_class_name(tmp_path, capsys):
     written = write_plots(report, tmp_path)
     assert [p.name for p in written] == ["r-teach-confusion-dev.png"] and written[0].read_bytes()[:4] == b"\x89PNG"
     assert "Glyph" not in capsys.readouterr().err
+
+
+def test_report_lists_per_class_figures_in_class_order():
+    from commands.runs import _metric_order
+
+    names = ["support[体育]", "f1[财经]", "accuracy", "f1[体育]", "n", "loss", "support[财经]", "f1[时政]"]
+    classes = ["时政", "体育", "财经"]  # pinned by --classes: not alphabetical
+    assert sorted(names, key=lambda n: _metric_order(n, classes)) == [
+        "accuracy", "n", "f1[时政]", "f1[体育]", "f1[财经]", "loss", "support[体育]", "support[财经]"]
