@@ -115,7 +115,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         cols = list(dict.fromkeys(k for r in rows for k in r)) or ["run", "stage"]
         cells = [[Text(v) if isinstance(v, str) else _fmt(v) for v in (r.get(c) for c in cols)] for r in rows]
         for c in cols:
-            table.add_column(c, justify="left" if c in ("run", "stage", "kind") else "right")
+            table.add_column(c, justify="left" if c in ("run", "stage", "kind", "note") else "right")
         for row in cells:
             table.add_row(*row)
         print_wide(console(), table)

@@ -113,7 +113,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     figures that compare them, the test samples they were measured on (``test_n``) and the labels
     they trained on (``labels_digest``: equal digests, equal labels). A model stage that failed or is
-    running gets a row with its ``note`` (status and error) and no figures, and a run with no model
+    running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
     stage one row that says so (``stage`` None), not silence."""
     rows = []
     for run in dict.fromkeys(runs):
@@ -128,9 +128,11 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
             rows.append(row)
         unfinished = [st for st in stages if st["kind"] in ("teach", "distill") and st["status"] != "succeeded"
                       and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
-        for stage in unfinished:
+        for stage in unfinished:  # the same keys as a model's row (a script reads them alike), no figures
             error = " ".join((stage["error"] or "").split())
             rows.append({"run": run, "stage": stage["name"], "kind": stage["kind"],
+                         **{f"{split}_{name}" if split != "all" else name: None for split, name in COMPARE_FIGURES},
+                         "test_n": None, "labels_digest": (stage["config"] or {}).get("labels_digest"),
                          "note": stage["status"] + (f": {error[:100]}{'...' if len(error) > 100 else ''}" if error else "")})
         if not models and not unfinished:
             rows.append({"run": run, "stage": None, "kind": None, "note": "no succeeded model"})
