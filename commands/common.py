@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 
 from kdstore import config as kdconfig
-from kdstore.errors import KdError
+from kdstore.errors import KdError, Terminated
 from kdstore.runs import resolve_run_id
 from kdstore.store import Store
 
@@ -26,7 +26,7 @@ class KdGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except KdError as exc:
+        except (KdError, Terminated) as exc:
             raise click.ClickException(str(exc)) from None
         except BrokenPipeError:
             raise

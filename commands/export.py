@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kdstore.errors import KdError
+from kdstore.errors import KdError, Terminated
 from kdstore.serving import MODEL_FILES
 
 from .common import json_option, open_store, print_json, run_option, store_options
@@ -37,7 +37,7 @@ def export(run, fmt, which, out, overwrite, db, as_json):
 
     try:
         path, manifest = export_model(open_store(db), run, which=which, fmt=fmt, out=out, overwrite=overwrite)
-    except KdError as exc:  # also one line when the command is invoked outside the kd group
+    except (KdError, Terminated) as exc:  # also one line when the command is invoked outside the kd group
         raise click.ClickException(str(exc)) from None
     if as_json:
         print_json({**manifest, "path": str(path)})

@@ -7,6 +7,7 @@ macro-F1, and its logits and predictions for every sample go back to the store.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from contextlib import contextmanager
@@ -47,7 +48,7 @@ from .students import (
 )
 from .folds import stratified_folds
 from .teacher import check_learned_every_class, model_dirs, quiet_transformers, score_missing
-from .torchutil import BestCheckpoint, count_parameters, pick_device, set_seed, stop_if_diverged
+from .torchutil import BestCheckpoint, count_parameters, pick_device, saving_model, set_seed, stop_if_diverged
 
 
 @dataclass(frozen=True)
@@ -622,10 +623,13 @@ def teacher_embeddings(stage: Stage) -> torch.Tensor:
 
 def save_student(out_dir: Path, model, scfg: StudentConfig, tokenizer, *, max_len: int, class_names: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out_dir / STUDENT_WEIGHTS)
-    meta = {"student": scfg.to_dict(), "max_len": max_len, "classes": class_names}
-    (out_dir / STUDENT_CONFIG).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-    tokenizer.save_pretrained(out_dir)
+    with saving_model(out_dir):
+        weights = io.BytesIO()  # written by Python: a full disk is an OSError saying so, not torch's "unexpected pos"
+        torch.save(model.state_dict(), weights)
+        (out_dir / STUDENT_WEIGHTS).write_bytes(weights.getbuffer())
+        meta = {"student": scfg.to_dict(), "max_len": max_len, "classes": class_names}
+        (out_dir / STUDENT_CONFIG).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+        tokenizer.save_pretrained(out_dir)
 
 
 def config_dict(cfg: DistillConfig) -> dict:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from sqlalchemy import update
 
-from .errors import KdError
+from .errors import KdError, Terminated
 from .runs import StageHandle, stage_scope
 from .schema import Stage
 from .store import SampleSet, Store
@@ -309,7 +309,7 @@ def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> N
     """A rank other than 0 failed: its error goes on the stage before the launcher stops rank 0 with
     SIGTERM, so that the stage rank 0 marks failed keeps the cause (best effort: the store may be
     what failed). A SIGTERM of its own means another rank failed first: nothing to add."""
-    if isinstance(exc, KdError) and (ECHO.match(str(exc)) or str(exc).startswith(SIGTERM_MESSAGE[:20])):
+    if isinstance(exc, (KdError, Terminated)) and (ECHO.match(str(exc)) or str(exc).startswith(SIGTERM_MESSAGE[:20])):
         return  # another rank's error passed on, or the launcher stopping this one after another failed: not a cause
     if isinstance(exc, KeyboardInterrupt):
         exc = KdError("interrupted (Ctrl-C)")  # noted only while the stage has no error yet: a first cause
@@ -335,9 +335,9 @@ def _raise_on_sigterm(_signum: int, _frame: Any) -> None:
         return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.exc_info()[1] is None:
-        raise KdError(SIGTERM_MESSAGE)
+        raise Terminated(SIGTERM_MESSAGE)  # (not an Exception: no library's `except Exception` swallows it)
 
 
 def _one_line(exc: BaseException) -> str:
     first = (str(exc).strip().splitlines() or [""])[0]
-    return first if isinstance(exc, KdError) else f"{type(exc).__name__}: {first}"
+    return first if isinstance(exc, (KdError, Terminated)) else f"{type(exc).__name__}: {first}"

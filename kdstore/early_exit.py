@@ -52,7 +52,7 @@ from .progress import progress
 from .runs import StageHandle
 from .speed import measure, speed_texts
 from .store import Store
-from .torchutil import autocast, check_finite, count_parameters, ensure_eval, pick_device, set_seed
+from .torchutil import autocast, check_finite, count_parameters, ensure_eval, pick_device, saving_model, set_seed
 
 SUBDIR = "early-exit"
 BRANCHES_FILE = "branches.pt"
@@ -683,8 +683,9 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
 
     # 4. save: backbone, branches, tokenizer and the serving defaults, so the directory serves alone
     out_dir = stage.artifact_dir / SUBDIR
-    model.save(out_dir, tokenizer=tokenizer, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty,
-               teacher_run=run, teacher_dir=model_dirs(teacher_stage)[0])
+    with saving_model(out_dir):
+        model.save(out_dir, tokenizer=tokenizer, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty,
+                   teacher_run=run, teacher_dir=model_dirs(teacher_stage)[0])
     stage.record_artifact(out_dir)
 
     # 5. outputs for every sample at the serving speed; per-speed figures on dev and test

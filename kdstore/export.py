@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import KdError
+from .errors import KdError, Terminated
 from .predictor import STUDENT_CONFIG, Predictor
 from .runs import SignalGuard
 from .schema import iso_utc
@@ -325,7 +325,7 @@ def _interruption(exc: BaseException) -> BaseException | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, KdError) and str(exc).startswith("terminated (")):
+        if isinstance(exc, (KeyboardInterrupt, Terminated)) or (isinstance(exc, KdError) and str(exc).startswith("terminated (")):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None

@@ -24,7 +24,7 @@ from .runs import StageHandle
 from .schedules import warmup_linear_decay
 from .segment import jieba_module, token_groups, word_starts
 from .store import Store
-from .torchutil import autocast, check_finite, count_parameters, grad_scaler, pick_device, scaled_step, set_seed
+from .torchutil import autocast, check_finite, count_parameters, grad_scaler, pick_device, saving_model, scaled_step, set_seed
 from .vocab import SPECIALS, build_vocab, make_tokenizer
 
 MODEL_SUBDIR = "model"
@@ -214,9 +214,10 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     if not dist.is_main:
         return None
     out = stage.artifact_dir / MODEL_SUBDIR
-    model.save_pretrained(out)
-    tokenizer.model_max_length = model_cfg.max_position_embeddings  # what plain transformers truncates to
-    tokenizer.save_pretrained(out)
+    with saving_model(out):
+        model.save_pretrained(out)
+        tokenizer.model_max_length = model_cfg.max_position_embeddings  # what plain transformers truncates to
+        tokenizer.save_pretrained(out)
     stage.record_artifact(out)
     store.add_metrics(
         stage.id,

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from .errors import KdError
+from .errors import KdError, Terminated
 from .serving import sha256_file  # numpy-free, shared with the ONNX serving path
 from .schema import STAGE_KINDS, LabelEdit, LabelIssue, Run, Stage, utcnow
 from .store import Store
@@ -188,7 +188,7 @@ class SignalGuard:
         if self.bookkeeping:
             self.held = self.held or signum
             return
-        raise KdError(f"terminated ({signal.Signals(signum).name})")
+        raise Terminated(f"terminated ({signal.Signals(signum).name})")  # not an Exception: no `except Exception` swallows it
 
     def close(self) -> None:
         for sig, previous in reversed(self.saved.items()):
@@ -504,7 +504,7 @@ def _finish(store: Store, stage_id: int, status: str, error: str | None) -> None
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt)"
-    if isinstance(exc, KdError):
+    if isinstance(exc, (KdError, Terminated)):
         return str(exc)
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""

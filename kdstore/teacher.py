@@ -25,7 +25,7 @@ from .schedules import layer_decay_scales, warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
 from .store import SampleSet, Store
-from .torchutil import BestCheckpoint, autocast, count_parameters, ensure_eval, grad_scaler, pick_device, scaled_step, set_seed, stop_if_diverged
+from .torchutil import BestCheckpoint, autocast, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged
 
 MODEL_SUBDIR = "model"
 TRAINABLE_SPLITS = ("train", "dev")  # test stays held out: its figures are what a run is judged by
@@ -382,8 +382,9 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
 
 
 def _save(model, tokenizer, out_dir: Path) -> Path:
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    with saving_model(out_dir):
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
     return out_dir
 
 

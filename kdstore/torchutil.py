@@ -121,3 +121,27 @@ def ensure_eval(model: torch.nn.Module) -> torch.nn.Module:
     if model.training:
         model.eval()
     return model
+
+
+@contextlib.contextmanager
+def saving_model(out_dir) -> "contextlib.AbstractContextManager[None]":
+    """Saving a model to ``out_dir``: a write that fails (a full disk) is one line naming the folder,
+    not torch's or safetensors' traceback (``RuntimeError: ... unexpected pos``, ``SafetensorError``)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        raise KdError(f"{out_dir}: cannot save the model: {_write_failure(exc)}") from None
+
+
+def _write_failure(exc: BaseException) -> str:
+    """Why a write failed, in a few words: the OS's reason where the error chain carries one."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        if "No space left on device" in str(seen):
+            return "No space left on device"
+        seen = seen.__cause__ or seen.__context__
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from kdstore import vectors
-from kdstore.errors import KdError
+from kdstore.errors import KdError, Terminated
 from kdstore.runs import resolve_run_id, stage_scope
 from kdstore.schema import Metric, Run, Stage
 from kdstore.store import Store
@@ -208,6 +208,27 @@ def test_sigterm_marks_the_stage_failed(db, tmp_path):
     store.close()
 
 
+def test_a_kill_inside_a_library_that_catches_exception_still_ends_the_stage(store):
+    """A SIGTERM that lands inside a library's ``except Exception`` (jieba swallows errors while it
+    loads its dictionary, where ``kd pretrain`` spends its first seconds) is not swallowed: the
+    stage ends failed instead of training on and succeeding after the kill."""
+    saved = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a process starts
+    try:
+        with pytest.raises(Terminated, match=r"terminated \(SIGTERM\)"):
+            with stage_scope(store, run="r1", kind="distill", config={}) as st:
+                store.write_logits(st.id, [1, 2], _logits(2))
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                except Exception:  # noqa: BLE001 - what a library does
+                    pass
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    stage = _stage(store, "r1", "distill")
+    assert (stage.status, stage.error) == ("failed", "terminated (SIGTERM)")
+    assert len(store.read_logits(stage.id)[0]) == 0
+
+
 def test_a_failed_stage_leaves_no_folder_and_a_rerun_starts_from_an_empty_one(store):
     """A failure's partial artifacts (here: three folds of five) go with it, so the next attempt's
     recorded artifact (and its sha256) holds only what that attempt wrote."""
@@ -236,7 +257,7 @@ def test_a_kill_or_a_second_ctrl_c_while_the_end_is_recorded_waits_for_the_recor
     signal.signal(signal.SIGINT, signal.default_int_handler)
     guard = SignalGuard()
     try:
-        with pytest.raises(KdError, match=r"terminated \(SIGHUP\)"):
+        with pytest.raises(Terminated, match=r"terminated \(SIGHUP\)"):
             os.kill(os.getpid(), signal.SIGHUP)
         guard.hold()
         os.kill(os.getpid(), signal.SIGINT)  # held: no KeyboardInterrupt here

@@ -343,6 +343,50 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     assert AutoTokenizer.from_pretrained(stage.artifact_path).model_max_length == AutoConfig.from_pretrained(stage.artifact_path).max_position_embeddings
 
 
+def test_a_full_disk_while_the_model_is_saved_is_one_line_and_a_failed_stage(sample_store, tmp_path, monkeypatch):
+    """safetensors' (and torch's) own write errors were a traceback; now one line naming the folder,
+    the stage failed and its half-written folder gone, and the same command works once there is room."""
+    from safetensors import SafetensorError
+    from transformers import PreTrainedModel
+
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "arts"))
+    real = PreTrainedModel.save_pretrained
+
+    def full(self, out, *a, **k):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "model.safetensors").write_bytes(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    args = ("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2",
+            "--batch-size", "16", "--min-count", "1", "--db", str(sample_store))
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    result = kd(*args, ok=False)
+    folder = tmp_path / "arts" / "p" / "pretrain"
+    assert result.output == f"Error: {folder / 'model'}: cannot save the model: No space left on device\n"
+    stage = _stage(sample_store, "p", "pretrain")
+    assert stage.status == "failed" and "No space left on device" in stage.error and not folder.exists()
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", real)
+    kd(*args)
+    assert _stage(sample_store, "p", "pretrain").status == "succeeded"
+
+
+def test_saving_model_names_the_os_reason_under_torchs_own_error(tmp_path):
+    """``torch.save`` reports a full disk as ``RuntimeError: [enforce fail ...] unexpected pos``: the
+    OS error under it, when there is one, is what the line says."""
+    from kdstore.errors import KdError
+    from kdstore.torchutil import saving_model
+
+    with pytest.raises(KdError, match=r": cannot save the model: No space left on device$"):
+        with saving_model(tmp_path):
+            try:
+                raise OSError(28, "No space left on device")
+            except OSError as exc:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 21056 vs 21008") from exc
+    with pytest.raises(KdError, match=r"cannot save the model: unexpected pos 1 vs 2$"):
+        with saving_model(tmp_path):
+            raise RuntimeError("unexpected pos 1 vs 2\nmore")
+
+
 def test_pretrain_leaves_out_augmented_texts(sample_store):
     """The texts kd distill --augment stored (with [UNK] in them) are no text to pre-train on."""
     from kdstore.augmented import Recipe, ensure_augmented
