@@ -35,7 +35,8 @@ class KdGroup(click.Group):
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
         except DBAPIError as exc:  # the driver's own errors (connection lost, constraint, lock timeout)
             first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
-            raise click.ClickException(f"database error: {first}") from None
+            where = f" in {OPENED[-1]}" if OPENED else ""  # (a full disk: which store's)
+            raise click.ClickException(f"database error{where}: {first}") from None
 
 
 def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -202,8 +203,14 @@ def overwrite_option(f: Callable) -> Callable:
     )(f)
 
 
+OPENED: list[str] = []  # the stores this process opened, as an error names them
+
+
 def open_store(db: str | None, *, create: bool = False) -> Store:
-    return Store.open(db, create=create)
+    store = Store.open(db, create=create)
+    url = store.engine.url
+    OPENED.append(url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True))
+    return store
 
 
 JSON_PIECES = 100_000  # encoder pieces (keys, values, punctuation) written at a time

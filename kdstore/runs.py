@@ -10,6 +10,7 @@ name back to it, keeping its own record as ``NAME~failed-ID``. A replaced clean 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -438,6 +439,8 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
         folder = store.artifact_root / run / name
         if folder.exists():  # the failed stage's partial artifacts (a model, some folds)
             shutil.rmtree(folder)
+        with contextlib.suppress(OSError):  # the run's folder too, when this stage's was all it held
+            folder.parent.rmdir()
         if not parked:  # nothing was replaced: the failed stage keeps its own name
             return
         back = parked[-1]

@@ -866,3 +866,17 @@ def test_a_source_name_with_a_nul_character_is_refused_on_every_backend(invoke, 
     result = invoke(["ingest", write_file("b.tsv", "neg\t太差\n")], ok=False)
     assert "the source name contains a NUL character" in error_line(result)
     assert counts() == before
+
+
+def test_a_database_error_names_the_store(tmp_path):
+    """A driver error (here a trigger; in life a full disk) is one line that says which store."""
+    import sqlite3
+
+    from synthetic import kd, write_tsv
+
+    db = tmp_path / "full.db"
+    kd("ingest", str(write_tsv(tmp_path / "a.tsv", [("pos", "好")])), "--db", str(db))
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TRIGGER full BEFORE INSERT ON samples BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    result = kd("ingest", str(write_tsv(tmp_path / "b.tsv", [("neg", "差")])), "--db", str(db), ok=False)
+    assert result.output.strip() == f"Error: database error in {db}: database or disk is full"
