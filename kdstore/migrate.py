@@ -93,13 +93,20 @@ def known_revisions() -> set[str]:
     return {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
 
 
+# Tables every revision has (0001 made them): a database with a revision in ``alembic_version``
+# but without them is another application's (Alembic's version table is everyone's), not a kd store.
+KD_TABLES = frozenset({"classes", "samples", "runs", "stages"})
+
+
 def state(engine: Engine) -> str:
     """``empty``, ``current`` (at the head), ``behind`` (``kd db upgrade`` brings it up), ``newer``
-    (a revision this kd does not know: a newer kd made it) or ``foreign`` (tables, no kd revision)."""
-    if is_empty(engine):
+    (a revision this kd does not know: a newer kd made it) or ``foreign`` (tables, no kd revision,
+    or another application's Alembic revision without kd's tables)."""
+    tables = set(inspect(engine).get_table_names())
+    if not tables:
         return "empty"
     current = current_revision(engine)
-    if current is None:
+    if current is None or not KD_TABLES <= tables:
         return "foreign"
     if current == head_revision():
         return "current"
@@ -113,16 +120,19 @@ def is_empty(engine: Engine) -> bool:
 def ensure_current(engine: Engine, *, create: bool = True) -> None:
     """Create an empty database by migrating it; refuse one whose revision is not the head."""
     where = engine.url.render_as_string(hide_password=True)
-    if is_empty(engine):
+    tables = set(inspect(engine).get_table_names())
+    if not tables:
         if not create:
             raise KdError(f"no kd store at {where} (the database is empty): run `kd ingest` first")
         upgrade(engine)
         return
     current, head = current_revision(engine), head_revision()
-    if current == head:
-        return
     if current is None:
         raise KdError(f"{where} is not a kd store (no schema revision found)")
+    if not KD_TABLES <= tables:
+        raise KdError(f"{where} is not a kd store (schema revision {current} is another application's: kd's tables are missing)")
+    if current == head:
+        return
     if current not in known_revisions():
         raise KdError(
             f"{where} is at schema revision {current}, newer than this kd knows ({head}): upgrade kd"

@@ -247,3 +247,24 @@ def test_db_upgrade_refuses_non_kd_database(db, invoke):
     assert "not a kd store" in result.stderr
     assert set(inspect(engine).get_table_names()) == {"customers"}
     engine.dispose()
+
+
+@pytest.mark.parametrize("revision", ["ae1027a6acf", "0001"])
+def test_another_applications_alembic_database_is_not_a_kd_store(db, invoke, error_line, write_file, revision):
+    """Alembic's version table is every Alembic application's: one whose revision kd does not know is
+    not "a newer kd's store", and one whose revision happens to be a kd revision is not migrated."""
+    engine = _foreign_database(db)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+        conn.execute(text(f"INSERT INTO alembic_version (version_num) VALUES ('{revision}')"))
+    with pytest.raises(KdError, match="not a kd store"):
+        Store.open(db)
+    assert invoke.json(["db", "current"])["state"] == "foreign"
+    line = error_line(invoke(["db", "upgrade"], ok=False))
+    assert "not a kd store" in line and "upgrade kd" not in line
+    write_file("train.tsv", "pos\tgood\n")
+    assert "not a kd store" in error_line(invoke(["ingest", "train.tsv"], ok=False))
+    assert set(inspect(engine).get_table_names()) == {"customers", "alembic_version"}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == revision
+    engine.dispose()
