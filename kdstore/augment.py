@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 import random
 import unicodedata
 from collections import Counter
@@ -296,10 +297,16 @@ def augment(
     stream (masks included) changes too. ``kdstore.augmented`` passes the vocabulary of every train
     text, so the keys hold there.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise KdError(f"the number of new texts per text must be at least 1, got {n!r}")
-    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
+    if isinstance(max_tries, bool) or not isinstance(max_tries, numbers.Integral) or max_tries < 1:
         raise KdError(f"max_tries must be at least 1, got {max_tries!r}")
+    n, max_tries = int(n), int(max_tries)
+    if isinstance(texts, str):  # its characters would each be augmented as a text
+        raise KdError("texts must be a list of texts, not one str: pass [text]")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise KdError(f"texts[{i}] is {type(text).__name__}, not a str")
     if keys is not None and len(keys) != len(texts):
         raise KdError(f"{len(keys)} keys for {len(texts)} texts: give one key per text")
     chosen = _check_options(methods, p_mask, p_pos, p_ngram)

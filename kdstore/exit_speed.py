@@ -37,6 +37,9 @@ def _check(uncertainty: np.ndarray, branch_pred: np.ndarray, final_pred: np.ndar
 def exit_layers(uncertainty: np.ndarray, speed: float) -> np.ndarray:
     """1-based exit layer per row: the first branch ``k`` with ``uncertainty[:, k-1] <= speed``, else
     ``branches + 1`` (the full model). ``speed <= 0`` exits nobody early, as in the serving loop."""
+    uncertainty = np.asarray(uncertainty)
+    if uncertainty.ndim != 2:
+        raise ValueError(f"uncertainty must be (n, branches), got shape {uncertainty.shape}")
     n, branches = uncertainty.shape
     if speed <= 0 or branches == 0:
         return np.full(n, branches + 1, dtype=np.int64)
@@ -47,6 +50,7 @@ def exit_layers(uncertainty: np.ndarray, speed: float) -> np.ndarray:
 
 def exit_predictions(branch_pred: np.ndarray, final_pred: np.ndarray, layers: np.ndarray) -> np.ndarray:
     """The answer each row gets when it leaves at ``layers`` (1-based; ``branches + 1``: the full model)."""
+    branch_pred, final_pred, layers = np.asarray(branch_pred), np.asarray(final_pred), np.asarray(layers)
     n, branches = branch_pred.shape
     out = final_pred.copy()
     early = layers <= branches
@@ -65,6 +69,7 @@ def speed_curve(
     """Per speed: ``accuracy``, ``loss_pt`` (points below the full model; negative is a gain),
     ``se_pt`` (standard error of that paired difference), ``changed`` (rows whose answer differs from
     the full model's) and ``layers`` (mean exit layer)."""
+    uncertainty, branch_pred, final_pred, labels = map(np.asarray, (uncertainty, branch_pred, final_pred, labels))
     _check(uncertainty, branch_pred, final_pred, labels)
     n = len(labels)
     if n == 0:

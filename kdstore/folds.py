@@ -17,6 +17,13 @@ def stratified_folds(labels: np.ndarray, k: int, *, seed: int, class_names: Sequ
     stopped, so fold sizes differ by at most one overall.
     """
     labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise KdError(f"labels must be a 1-D array of class ids, got shape {labels.shape}")
+    if labels.size and not (labels.dtype != bool and np.issubdtype(labels.dtype, np.integer)):
+        # a float NaN equals no class and would leave its fold unset (whatever was in memory)
+        if not (np.issubdtype(labels.dtype, np.floating) and np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+            raise KdError(f"labels must be integer class ids, got dtype {labels.dtype}")
+        labels = labels.astype(np.int64)
     if k < 2:
         raise KdError(f"--folds must be at least 2, got {k}")
     classes, counts = np.unique(labels, return_counts=True)

@@ -23,6 +23,8 @@ def _column(temperature: float | torch.Tensor, scale: float | None) -> tuple[flo
     if isinstance(temperature, torch.Tensor):
         t = temperature.detach().float().reshape(-1, 1)
         return t, float(scale) if scale is not None else float(t.mean()) ** 2
+    if not temperature > 0 or math.isinf(temperature):  # 0 gives NaN, a negative one turns the targets around
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
     return temperature, float(scale) if scale is not None else temperature * temperature
 
 

@@ -45,6 +45,8 @@ def classification_metrics(
         "micro_f1": micro,
         "n": float(total),
     }
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names for num_classes={num_classes}: give one per class")
     names = class_names or [str(i) for i in range(num_classes)]
     for i, name in enumerate(names):
         out[f"precision[{name}]"] = float(precision[i])
@@ -54,8 +56,23 @@ def classification_metrics(
     return out
 
 
+def _class_ids(name: str, y) -> np.ndarray:
+    """``y`` as int64 class ids; floats only when every value is a whole number (an empty list is
+    float to numpy), never truncated, and no strings."""
+    a = np.asarray(y)
+    if a.dtype == bool or np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.int64)
+    if np.issubdtype(a.dtype, np.floating) and (a.size == 0 or (np.isfinite(a).all() and (a == np.round(a)).all())):
+        return a.astype(np.int64)
+    raise ValueError(f"{name} must hold integer class ids, got dtype {a.dtype}"
+                     + (f" with non-integer values such as {a[np.flatnonzero(~(a == np.round(a)))[0]]}"
+                        if np.issubdtype(a.dtype, np.floating) and a.ndim == 1 else ""))
+
+
 def _check(y_true, y_pred, num_classes):
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    y_true, y_pred = _class_ids("y_true", y_true), _class_ids("y_pred", y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must be equal 1-D shapes")
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):

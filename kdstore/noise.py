@@ -216,6 +216,8 @@ def check_options(
 ) -> tuple[str, ...]:
     """``detect``'s choices checked without any data (so a caller can refuse before it starts):
     the methods with aliases resolved."""
+    if isinstance(methods, str):  # one method by name, not its letters
+        methods = (methods,)
     methods = tuple(METHOD_ALIASES.get(m, m) for m in methods)
     if not methods:
         raise KdError(f"choose at least one detection method of {', '.join(METHODS)}")
@@ -356,7 +358,10 @@ def reliability_warnings(
 
 
 def _as_probs(pred_probs, what: str) -> np.ndarray:
-    probs = np.asarray(pred_probs)
+    try:
+        probs = np.asarray(pred_probs)
+    except ValueError:  # ragged rows
+        raise KdError(f"{what} must be a (samples, classes) matrix with the same number of columns in every row") from None
     if probs.ndim != 2:
         raise KdError(f"{what} must be a 2-D (samples, classes) matrix, got shape {probs.shape}")
     if not (np.issubdtype(probs.dtype, np.floating) or np.issubdtype(probs.dtype, np.integer)):
@@ -428,7 +433,7 @@ def _disagree(y: np.ndarray, probs: np.ndarray, min_margin: float) -> tuple[np.n
 def _members(extra_votes, n: int, k: int) -> list[np.ndarray]:
     if extra_votes is None:
         return []
-    if isinstance(extra_votes, np.ndarray):
+    if getattr(extra_votes, "ndim", None) is not None:  # a numpy array or a torch tensor, iterated row by row otherwise
         raise KdError("extra_votes must be a list of arrays (one per model), not a single array")
     out = []
     for j, v in enumerate(extra_votes):

@@ -17,6 +17,8 @@ def over_steps(start: float, end: float | None, step: int, total: int) -> float:
 
 def warmup_linear_decay(progress: float, *, warmup: float) -> float:
     """Learning-rate factor: 0 → 1 over the first ``warmup`` fraction, then 1 → 0 linearly."""
+    if not 0.0 <= warmup <= 1.0:  # above 1 the factor never reaches 1; below 0 it starts below 1
+        raise ValueError(f"warmup must be a fraction of training in [0, 1], got {warmup}")
     progress = min(max(progress, 0.0), 1.0)
     if warmup > 0 and progress < warmup:
         return progress / warmup

@@ -20,6 +20,10 @@ def oof_probs(texts: list[str], labels: np.ndarray, *, num_classes: int, folds: 
     import hashlib
 
     labels = np.asarray(labels)
+    if labels.shape != (len(texts),):
+        raise ValueError(f"labels must be one class id per text ({len(texts)}), got shape {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must be class ids 0..{num_classes - 1}, found {labels.min()}..{labels.max()}")
     digest = hashlib.sha256("\0".join(texts).encode("utf-8"))
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     key = f"{digest.hexdigest()}:{num_classes}:{folds}:{seed}"

@@ -286,6 +286,17 @@ def test_augment_validates_options(kwargs, message):
         augment(TEXTS[:1], **args)
 
 
+def test_augment_takes_a_list_of_str_and_numpy_counts():
+    with pytest.raises(KdError, match="not one str"):  # each character was augmented as a text
+        augment("酒店很干净，服务也好", n=1, seed=0)
+    with pytest.raises(KdError, match=r"texts\[1\] is NoneType, not a str"):  # was jieba's AttributeError
+        augment(["酒店很干净", None], n=1, seed=0)
+    import numpy as np
+
+    # a count read from an array is a count ("at least 1, got np.int64(2)" before)
+    assert augment(TEXTS[:1], n=np.int64(2), seed=0) == augment(TEXTS[:1], n=2, seed=0)
+
+
 def test_unknown_method_lists_the_allowed_ones():
     with pytest.raises(KdError) as err:
         augment(TEXTS[:1], n=1, seed=0, methods=("mask", "synonym"))

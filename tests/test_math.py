@@ -613,3 +613,72 @@ def test_kd_no_progress_off_values_keep_the_bars(monkeypatch):
         assert no_progress() is off, value
     monkeypatch.delenv("KD_NO_PROGRESS")
     assert no_progress() is False
+
+
+def test_metrics_refuse_fractional_labels_and_mismatched_class_names():
+    # 0.6 and 1.7 were truncated to 0 and 1: accuracy 1.0
+    with pytest.raises(ValueError, match="y_true must hold integer class ids.*0.6"):
+        classification_metrics(np.array([0.6, 1.7]), np.array([0, 1]), num_classes=2)
+    with pytest.raises(ValueError, match="y_pred must hold integer class ids"):
+        confusion_matrix([0, 1], [np.nan, 1.0], num_classes=2)
+    with pytest.raises(ValueError, match="integer class ids"):
+        confusion_matrix(["1", "0"], [1, 0], num_classes=2)
+    assert confusion_matrix(np.array([0.0, 1.0]), [0, 0], num_classes=2).tolist() == [[1, 0], [1, 0]]
+    assert classification_metrics([], [], num_classes=2)["n"] == 0.0  # an empty list is float to numpy
+    # two names for three classes left class 2 out silently; three for two was an IndexError
+    with pytest.raises(ValueError, match="class_names has 2 names for num_classes=3"):
+        classification_metrics([0, 1, 2], [0, 1, 2], num_classes=3, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        confusion_matrix([], [], num_classes=-1)
+
+
+def test_exit_speed_takes_lists():
+    from kdstore.exit_speed import exit_layers, exit_predictions, pick_speed
+
+    assert exit_layers([[0.1, 0.9], [0.9, 0.9]], 0.5).tolist() == [1, 3]
+    assert exit_predictions([[1, 0], [1, 0]], [0, 0], [1, 3]).tolist() == [1, 0]
+    best = pick_speed([[0.1], [0.9]], [[1], [0]], [1, 1], [1, 1], max_loss=0.0)
+    assert best["speed"] == 0.1 and best["loss_pt"] == 0.0
+
+
+def test_decode_rows_checks_every_row_width():
+    from kdstore import vectors
+
+    with pytest.raises(ValueError, match="not all 2 float32 values wide"):  # 4 + 12 bytes passed as 2 rows of 8
+        vectors.decode_rows([b"\0" * 4, b"\0" * 12], 2)
+    m = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.testing.assert_array_equal(vectors.decode_rows(vectors.encode_rows(m), 2), m)
+    assert vectors.encode_rows(np.zeros((2, 0))) == [b"", b""]
+
+
+def test_stratified_folds_refuse_nan_and_2d_labels():
+    from kdstore.errors import KdError
+    from kdstore.folds import stratified_folds
+
+    with pytest.raises(KdError, match="integer class ids"):  # NaN matched no class: its fold was uninitialized memory
+        stratified_folds(np.array([0, 0, np.nan, np.nan]), 2, seed=0)
+    with pytest.raises(KdError, match="1-D"):
+        stratified_folds(np.array([[0, 0], [1, 1]]), 2, seed=0)
+    assert sorted(stratified_folds(np.array([0.0, 0.0, 1.0, 1.0]), 2, seed=0).tolist()) == [0, 0, 1, 1]
+
+
+def test_soft_losses_and_warmup_refuse_impossible_settings():
+    s, t = torch.randn(2, 3), torch.randn(2, 3)
+    for bad in (0.0, -1.0, float("nan")):  # 0: NaN loss; negative: the targets turned around, silently
+        with pytest.raises(ValueError, match="temperature must be a positive number"):
+            kl_soft(s, t, temperature=bad)
+        with pytest.raises(ValueError, match="temperature must be a positive number"):
+            distillation_loss(s, t, torch.tensor([0, -1]), alpha=0.5, temperature=bad)
+    for bad in (-0.1, 1.5):  # 1.5: the factor never reached 1
+        with pytest.raises(ValueError, match="warmup must be a fraction"):
+            warmup_linear_decay(0.0, warmup=bad)
+
+
+def test_tfidf_oof_probs_check_labels_against_texts():
+    from kdstore.tfidf import oof_probs
+
+    texts = ["今天天气很好", "天气不错啊", "很好很好", "糟糕的一天", "太糟糕了", "真糟糕啊"]
+    with pytest.raises(ValueError, match=r"one class id per text \(6\)"):  # the 6th row came back all zeros
+        oof_probs(texts, np.array([0, 0, 0, 1, 1]), num_classes=2, folds=2)
+    with pytest.raises(ValueError, match=r"class ids 0\.\.1"):
+        oof_probs(texts, np.array([0, 0, 0, 2, 2, 2]), num_classes=2, folds=2)

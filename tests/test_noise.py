@@ -251,6 +251,21 @@ def test_validation_messages(labels, probs, message):
         detect(np.asarray(labels), np.asarray(probs))
 
 
+def test_a_torch_tensor_or_ragged_rows_get_a_kd_error_and_one_method_may_be_a_str():
+    import torch
+
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
+    with pytest.raises(KdError, match="list of arrays"):  # was read row by row: "2 predictions for 4 samples"
+        detect(labels, probs, extra_votes=torch.tensor(probs))
+    with pytest.raises(KdError, match="same number of columns"):
+        validate([0, 1], [[0.5, 0.5], [1.0]])
+    # methods="cleanlab" was read letter by letter ("unknown detection method 'c'")
+    one = detect(labels, probs, methods="disagree", combine="union")
+    assert list(one.masks) == ["disagree"]
+    assert one.flagged.tolist() == detect(labels, probs, methods=("disagree",), combine="union").flagged.tolist()
+
+
 def test_validate_returns_normalized_arrays():
     y, p = validate([0, 1], [[0.6, 0.4], [0.2, 0.8001]])
     assert y.dtype == np.int64 and p.dtype == np.float64
@@ -279,6 +294,7 @@ def test_validate_returns_normalized_arrays():
         (dict(extra_votes=[np.full((4, 3), 1 / 3)]), r"probabilities must be \(4, 2\)"),
         (dict(extra_votes=[np.array([[0.5, 0.6]] * 4)]), r"extra_votes\[0\] rows must sum to 1"),
         (dict(extra_votes=np.array([0, 1, 0, 1])), "list of arrays"),
+        (dict(extra_votes=np.full((4, 2), 0.5)), "list of arrays"),  # not 4 one-row members
     ],
 )
 def test_option_messages(kwargs, message):
