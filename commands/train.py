@@ -7,7 +7,10 @@ the stage, writes figures and artifacts, and prints the result.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
+from click.core import ParameterSource
 
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
@@ -17,7 +20,7 @@ from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import hardly_beats_majority, versus_majority
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
-from kdstore.runs import stage_scope
+from kdstore.runs import resolve_run_id, stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
@@ -246,7 +249,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--lr", type=FLOAT, help="Learning rate (default 1e-3; 1e-4 for a transformer student; 1e-3 for early exit).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--max-len", type=int, default=128, show_default="128; the teacher's for early exit")
+@click.option("--max-len", type=int, default=128, show_default="the (first) teacher's; 128 if it has none")
 @click.option("--patience", type=int, default=3, show_default=True)
 @click.option("--embed-dim", type=int, default=128, show_default=True)
 @click.option("--kernel-sizes", default="2,3,4", show_default=True, help="TextCNN kernel widths.")
@@ -327,6 +330,10 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     cfg.validate()
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
+    if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):
+        # the first teacher's: the student reads what its targets were made from (and a transformer
+        # student, started from the teacher, no position the teacher never learned)
+        cfg = replace(cfg, max_len=_teacher_max_len(store, (teacher_runs or (run,))[0], cfg.max_len))
     name = f"distill-{student}" if stage_name is None else stage_name
     config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}
     with process_group(device) as dist:
@@ -394,6 +401,14 @@ def _teacher_stages(store, runs) -> list[dict]:
     return out
 
 
+def _teacher_max_len(store, run: str, default: int) -> int:
+    """A teacher run's --max-len (``default`` when the run has no teacher yet: its stage says so)."""
+    try:
+        return int(store.find_stage(resolve_run_id(run), "teach").config.get("max_len") or default)
+    except KdError:
+        return default
+
+
 def _teacher_runs_exist(store, runs) -> None:
     """A teacher run that is not in the store (a typo) is refused before anything is written: no
     new run holding one failed stage. (A run that exists without a teacher gets its failed stage.)"""
@@ -404,8 +419,6 @@ def _teacher_runs_exist(store, runs) -> None:
 
 def _options_given(names: tuple[str, ...]) -> list[str]:
     """Those of ``names`` given on the command line (a config file's defaults do not count)."""
-    from click.core import ParameterSource
-
     ctx = click.get_current_context()
     return [f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
 
@@ -413,8 +426,6 @@ def _options_given(names: tuple[str, ...]) -> list[str]:
 def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
                         temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json):
     """FastBERT: classifiers after every teacher layer, trained by self-distillation (backbone frozen)."""
-    from click.core import ParameterSource
-
     from kdstore.early_exit import EarlyExitConfig, config_dict as early_exit_config, train_early_exit
 
     source = click.get_current_context().get_parameter_source

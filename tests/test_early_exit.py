@@ -596,4 +596,4 @@ def test_distill_help_says_early_exit_reads_at_the_teachers_max_len():
     """Without --max-len the branches read at the teacher's own --max-len (so speed 0 is the
     teacher), not at the students' 128: the help says so."""
     text = " ".join(kd("distill", "--help").output.split())
-    assert "(128; the teacher's for early exit)" in text
+    assert "(the (first) teacher's; 128 if it has none)" in text

@@ -1004,6 +1004,7 @@ def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tmp
     common = ["distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--db", db]
     out = kd(*common, "--unlabeled")
     assert "warning: --unlabeled, but the store has no unlabeled pool" in out.stderr
+    assert _stage(Path(db), "r", "distill-textcnn").config["max_len"] == 32  # no --max-len: the teacher's
     assert "no unlabeled pool" not in kd(*common, "--name", "quiet", "--overwrite").stderr  # not asked for: nothing to say
 
 
