@@ -57,8 +57,14 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     if cut is not None and cut >= CUT_WARN_SHARE:
         click.echo(f"warning: {cut:.0%} of the train texts are longer than --max-len {stage['config'].get('max_len')} tokens "
                    "and were cut to fit (the teacher never saw their ends): a larger --max-len may help, at a cost in speed", err=True)
-    unlearned = [k[len("support["):-1] for k, v in (stage["metrics"].get("train") or {}).items()
-                 if k.startswith("support[") and k.endswith("]") and not v]
+    # the splits the model learned from: a teacher's --split (dev too, say), a student's train
+    learned_from = (stage["config"].get("splits") or ["train"]) if stage["kind"] == "teach" else ["train"]
+    support: dict[str, float] = {}
+    for split in learned_from:
+        for k, v in (stage["metrics"].get(split) or {}).items():
+            if k.startswith("support[") and k.endswith("]"):
+                support[k[len("support["):-1]] = support.get(k[len("support["):-1], 0.0) + v
+    unlearned = [name for name, n in support.items() if not n]
     if unlearned and stage["kind"] in ("teach", "distill"):
         click.echo(f"warning: no train samples of class {', '.join(map(repr, unlearned))}: the model never learned "
                    f"{'it' if len(unlearned) == 1 else 'them'}, and {'its' if len(unlearned) == 1 else 'their'} dev and test samples count as errors", err=True)

@@ -46,7 +46,7 @@ from .errors import KdError
 from .labels import read_labeled, record_labels_state
 from .losses import kl_soft
 from .metrics import classification_metrics
-from .outputs import store_outputs
+from .outputs import as_judged, store_outputs
 from .probs import answers, softmax
 from .progress import progress
 from .runs import StageHandle
@@ -693,8 +693,9 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     logits, used = early_exit_logits(model, tokenizer, everything.texts, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, device=device)
     store_outputs(store, stage.id, everything, logits, names)
     speeds = tuple(sorted(set(SPEEDS) | {float(speed)}))
+    judged = as_judged(store, stage.id, everything)  # the labels the stage read, as its other figures
     for split in ("dev", "test"):
-        part = store.samples(splits=[split], labeled=True)
+        part = judged.of_split(split)
         if len(part):
             measured = measure_speeds(model, tokenizer, part.texts, speeds=speeds, max_len=max_len, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, repeats=cfg.timing_repeats, device=device)
             store.add_metrics(stage.id, split, speed_metrics(measured, part.labels, names))

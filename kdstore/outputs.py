@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from itertools import repeat
 from typing import TYPE_CHECKING
 
@@ -106,20 +107,33 @@ def store_split_metrics(store: Store, stage_id: int, samples: SampleSet, logits:
     they were when the stage read them (:func:`labels_time`), dropped samples left out (as in ``kd
     report``'s confusion matrices: a label edit made while the stage ran changes neither); returns
     them by split."""
-    with store.session() as s:
-        when = labels_time(s.get(Stage, int(stage_id)))
-    at_start, dropped = labels_as_of(store, when)
-    labels = np.array([at_start.get(int(i), -1) for i in samples.ids], dtype=np.int64)
-    kept = ~np.isin(samples.ids, np.array(sorted(dropped), dtype=np.int64))
+    labels, counted = _judged_labels(store, stage_id, samples.ids)
     figures = {}
     for split in ("train", "dev", "test"):
-        part = np.array([s == split for s in samples.splits], dtype=bool) & (labels >= 0) & kept
+        part = np.array([s == split for s in samples.splits], dtype=bool) & counted
         if part.any():
             figures[split] = classification_metrics(
                 labels[part], logits[part].argmax(1), num_classes=len(names), class_names=names
             )
             store.add_metrics(stage_id, split, figures[split])
     return figures
+
+
+def as_judged(store: Store, stage_id: int, samples: SampleSet) -> SampleSet:
+    """The rows of ``samples`` the stage's figures count, with the labels they judge against
+    (:func:`labels_time`, as ``store_split_metrics``): a row unlabeled or dropped by then is left out."""
+    labels, counted = _judged_labels(store, stage_id, samples.ids)
+    return replace(samples, labels=labels).subset(counted)
+
+
+def _judged_labels(store: Store, stage_id: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, counted)`` of ``ids`` as of the stage's :func:`labels_time`: -1 for no label then,
+    and whether each row counts (labeled and not dropped then)."""
+    with store.session() as s:
+        when = labels_time(s.get(Stage, int(stage_id)))
+    label, dropped = labels_as_of(store, when)
+    labels = np.array([label.get(int(i), -1) for i in ids], dtype=np.int64)
+    return labels, (labels >= 0) & ~np.isin(ids, np.array(sorted(dropped), dtype=np.int64))
 
 
 def labels_time(stage: Stage) -> dt.datetime:

@@ -597,3 +597,30 @@ def test_distill_help_says_early_exit_reads_at_the_teachers_max_len():
     teacher), not at the students' 128: the help says so."""
     text = " ".join(kd("distill", "--help").output.split())
     assert "(the (first) teacher's; 128 if it has none)" in text
+
+
+def test_per_speed_figures_judge_against_the_labels_the_stage_read(trained, monkeypatch):
+    """A label edit while the branches train (another process's `kd labels set`) changes neither the
+    stage's figures nor its per-speed ones: accuracy@SPEED was over the labels at the end, accuracy
+    (the same speed) over those the stage read, so the two disagreed."""
+    import kdstore.early_exit as ee
+    from kdstore import labels as lab
+
+    store, db = trained["store"], trained["db"]
+    dev = store.samples(splits=["dev"], labeled=True)
+    names = store.class_names()
+    real = ee.store_outputs
+
+    def edited_meanwhile(*args, **kwargs):
+        edit_labels(db, "meanwhile", "flip", {int(i): names[1 - int(y)] for i, y in zip(dev.ids, dev.labels)})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ee, "store_outputs", edited_meanwhile)
+    cfg = EarlyExitConfig(epochs=1, lr=5e-3, batch_size=16, speed=0.3, timing_repeats=1, device="cpu")
+    try:
+        with stage_scope(store, run="r", kind="distill", name="ee-edited", config=config_dict(cfg)) as stage:
+            train_early_exit(store, stage, cfg, teacher_run="r")
+    finally:
+        lab.undo(store, "meanwhile")
+    m = {x.name: x.value for x in store.metrics(stage.id) if x.split == "dev"}
+    assert m["accuracy"] == m["accuracy@0.3"] and m["macro_f1"] == m["macro_f1@0.3"]

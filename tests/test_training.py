@@ -1022,3 +1022,13 @@ def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sam
     assert "were cut" not in roomy.stderr and "cut to --max-len" not in roomy.stdout
     assert "warning: no train samples of class 'mid': the model never learned it" in roomy.stderr  # a dev-only class
     assert [m.value for m in store.metrics(_stage(sample_store, "roomy", "teach").id) if m.name == "truncated"] == [0]
+
+
+def test_a_class_a_teacher_learned_from_dev_is_no_unlearned_class(sample_store, tiny_model):
+    """`kd teach --split train --split dev` learns a class that only dev holds: no warning that the
+    model never learned it (the train split's support alone said so)."""
+    db = str(sample_store)
+    kd("ingest", str(write_tsv(sample_store.parent / "mid.tsv", [("mid", "不好不坏，一般般吧")])), "--split", "dev", "--db", db)
+    out = kd("teach", "--run", "both", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--epochs", "1",
+             "--max-len", "32", "--db", db)
+    assert "no train samples of class" not in out.stderr
