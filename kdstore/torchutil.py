@@ -126,22 +126,36 @@ def ensure_eval(model: torch.nn.Module) -> torch.nn.Module:
 @contextlib.contextmanager
 def saving_model(out_dir) -> "contextlib.AbstractContextManager[None]":
     """Saving a model to ``out_dir``: a write that fails (a full disk) is one line naming the folder,
-    not torch's or safetensors' traceback (``RuntimeError: ... unexpected pos``, ``SafetensorError``)."""
+    not torch's or safetensors' traceback (``RuntimeError: ... unexpected pos``, ``SafetensorError``).
+    Any other error (a bug, not the disk) goes on as it is, with its traceback."""
     from safetensors import SafetensorError
 
     try:
         yield
     except (OSError, RuntimeError, SafetensorError) as exc:
-        raise KdError(f"{out_dir}: cannot save the model: {_write_failure(exc)}") from None
+        reason = _write_failure(exc)
+        if reason is None:
+            raise
+        raise KdError(f"{out_dir}: cannot save the model: {reason}") from None
 
 
-def _write_failure(exc: BaseException) -> str:
-    """Why a write failed, in a few words: the OS's reason where the error chain carries one."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror:
-            return seen.strerror
-        if "No space left on device" in str(seen):
-            return "No space left on device"
+WRITE_FAILURES = ("No space left on device", "unexpected pos", "PytorchStreamWriter failed", "Disk quota exceeded")
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """Why a write failed, in a few words (the OS's reason where the error chain carries one), or
+    None when nothing in it is a failed write."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    for e in chain:
+        if isinstance(e, OSError):
+            return e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    for e in chain:
+        text = str(e)
+        if "No space left on device" in text:
+            return "No space left on device"
+        if any(w in text for w in WRITE_FAILURES):
+            return text.strip().splitlines()[0]
+    return None

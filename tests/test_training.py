@@ -385,6 +385,9 @@ def test_saving_model_names_the_os_reason_under_torchs_own_error(tmp_path):
     with pytest.raises(KdError, match=r"cannot save the model: unexpected pos 1 vs 2$"):
         with saving_model(tmp_path):
             raise RuntimeError("unexpected pos 1 vs 2\nmore")
+    with pytest.raises(RuntimeError, match="a bug"):  # not a failed write: kept as it is, traceback and all
+        with saving_model(tmp_path):
+            raise RuntimeError("a bug in the model's state dict")
 
 
 def test_pretrain_leaves_out_augmented_texts(sample_store):
