@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ class Dist:
         """Join the group (nccl on CUDA, gloo otherwise) when there is more than one process.
 
         Also: the CUDA device is this rank's ``LOCAL_RANK``; progress bars stay on rank 0; SIGTERM
-        (what torchrun sends the survivors when a rank fails) raises, so rank 0's stage ends failed.
+        (what torchrun sends the survivors when a rank fails) raises, so rank 0's stage ends failed;
+        so does the launcher's end (``_stop_with_launcher``).
         """
         if not self.active:
             return
@@ -97,6 +99,7 @@ class Dist:
         except ValueError as exc:  # env:// without MASTER_ADDR/MASTER_PORT: WORLD_SIZE set, but by no launcher
             raise KdError(f"WORLD_SIZE is {self.world}, but the process group cannot start ({_one_line(exc)}): "
                           "run kd under torchrun, or unset WORLD_SIZE") from None
+        _stop_with_launcher()
 
     def close(self) -> None:
         """Leave the group. Gloo's worker threads free the buffers of the last collective after it
@@ -274,7 +277,8 @@ def process_group(device: str) -> Iterator[Dist]:
     if dist.active:
         dist.init(pick_device(device))
     try:
-        yield dist
+        with _peer_loss_as_error(dist):
+            yield dist
     finally:
         dist.close()
 
@@ -289,7 +293,8 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
         if stage_id is None:
             raise KdError(f"rank 0 could not start stage {name!r} of run {run!r} (its error says why)")
         try:
-            yield StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
+            with _peer_loss_as_error(dist):
+                yield StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
         except BaseException as exc:
             _note_error(store, stage_id, dist.rank, exc)
             raise
@@ -299,7 +304,8 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
         with stage_scope(store, run=run, kind=kind, name=name, **scope) as stage:
             opened = True
             dist.broadcast_object(stage.id)
-            yield stage
+            with _peer_loss_as_error(dist):  # the stage records the one line, not gloo's
+                yield stage
     finally:
         if not opened:
             dist.broadcast_object(None)
@@ -308,9 +314,13 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
 def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> None:
     """A rank other than 0 failed: its error goes on the stage before the launcher stops rank 0 with
     SIGTERM, so that the stage rank 0 marks failed keeps the cause (best effort: the store may be
-    what failed). A SIGTERM of its own means another rank failed first: nothing to add."""
-    if isinstance(exc, (KdError, Terminated)) and (ECHO.match(str(exc)) or str(exc).startswith(SIGTERM_MESSAGE[:20])):
-        return  # another rank's error passed on, or the launcher stopping this one after another failed: not a cause
+    what failed). Another rank's error passed on (``all_succeed``), or the group losing a rank that
+    stopped, is no cause: that rank notes its own. A SIGTERM is noted only while the stage has no
+    error and still runs: when torchrun stops the survivors, the rank that failed has noted its
+    error (rank 0 recorded its stage) before it exited, so a SIGTERM that finds none came from
+    outside (a kill of this rank) and is the cause."""
+    if isinstance(exc, KdError) and (ECHO.match(str(exc)) or str(exc).startswith(LOST_MESSAGE[:30])):
+        return  # another rank's error passed on, or the group's report that another rank is gone: not a cause
     if isinstance(exc, KeyboardInterrupt):
         exc = KdError("interrupted (Ctrl-C)")  # noted only while the stage has no error yet: a first cause
     try:
@@ -321,8 +331,42 @@ def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> N
         pass
 
 
-SIGTERM_MESSAGE = "terminated (SIGTERM): under torchrun this means another rank failed, see its error"
+SIGTERM_MESSAGE = "terminated (SIGTERM): killed, or stopped by torchrun because another rank failed (then its error says why)"
+ORPHAN_MESSAGE = "terminated: the launcher (torchrun) is gone, killed without stopping its processes"
 ECHO = re.compile(r"rank \d+ failed: ")  # ``all_succeed``'s report of another rank's error
+LOST_MESSAGE = "another rank of the process group is gone"
+# what gloo says in a collective whose other side has exited (a rank that failed, or was killed)
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
+ORPHANED = threading.Event()
+
+
+@contextmanager
+def _peer_loss_as_error(dist: Dist) -> Iterator[None]:
+    """A collective that fails because another rank's process exited is one line (a KdError): that
+    rank's own error is the cause, and gloo's RuntimeError printed a second traceback after it."""
+    try:
+        yield
+    except RuntimeError as exc:
+        message = str(exc)
+        gone = next((p for p in PEER_GONE if p in message), None)
+        if not dist.active or gone is None:
+            raise
+        raise KdError(f"{LOST_MESSAGE} ({gone}): its own error says why") from None
+
+
+def _stop_with_launcher(poll_s: float = 1.0) -> None:
+    """Stop this rank, as a SIGTERM would, once its launcher is gone: torchrun killed with ``kill -9``
+    cannot stop its processes, which trained on (and could finish the stage) behind the user's back.
+    A daemon thread polls the parent's process id; an orphan's changes (to init or a subreaper)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        ORPHANED.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="kd-launcher-watch", daemon=True).start()
 
 
 def _raise_on_sigterm(_signum: int, _frame: Any) -> None:
@@ -335,7 +379,7 @@ def _raise_on_sigterm(_signum: int, _frame: Any) -> None:
         return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.exc_info()[1] is None:
-        raise Terminated(SIGTERM_MESSAGE)  # (not an Exception: no library's `except Exception` swallows it)
+        raise Terminated(ORPHAN_MESSAGE if ORPHANED.is_set() else SIGTERM_MESSAGE)  # (not an Exception: no library's `except Exception` swallows it)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -383,12 +384,12 @@ def test_a_crashed_rank_fails_the_teach_stage(taught, tiny_model, tmp_path):
     assert count(db, Logit, stage_id=stage.id) == 0 and count(db, Prediction, stage_id=stage.id) == 0
 
 
-def teach_with_one_rank_patched(db: Path, model: Path, run: str, tmp_path: Path, rank: int, patch: str) -> None:
+def teach_with_one_rank_patched(db: Path, model: Path, run: str, tmp_path: Path, rank: int, patch: str) -> subprocess.CompletedProcess:
     """``kd teach`` under torchrun, with ``patch`` (Python, indented 4 spaces) run in rank ``rank``
     alone before kd starts: a fault that only one process meets."""
     wrapper = tmp_path / f"patched_rank{rank}.py"
     wrapper.write_text(f"import os\nif os.environ.get('RANK') == '{rank}':\n{patch}from commands.cli import main\nmain()\n", encoding="utf-8")
-    torchrun("teach", "--run", run, "--model", str(model), "--epochs", "1", "--max-len", "32", "--db", str(db), ok=False, script=wrapper)
+    return torchrun("teach", "--run", run, "--model", str(model), "--epochs", "1", "--max-len", "32", "--db", str(db), ok=False, script=wrapper)
 
 
 def test_a_rank_that_fails_while_training_leaves_its_error_on_the_stage(taught, tiny_model, tmp_path):
@@ -402,6 +403,79 @@ def test_a_rank_that_fails_while_training_leaves_its_error_on_the_stage(taught, 
         "    kdstore.teacher._fit = broken\n"))
     stage = stage_of(db, "broken", "teach")
     assert stage.status == "failed" and stage.error == "rank 1: RuntimeError: rank one broke"
+
+
+def test_a_rank_killed_with_sigterm_fails_the_stage_in_one_line_each(taught, tiny_model, tmp_path):
+    """`kill` of rank 1 mid-training (not torchrun stopping it after another failed): the stage
+    names that kill, not gloo's "Connection closed by peer" that rank 0 met next (a RuntimeError
+    that also printed rank 0's traceback); each rank says one line."""
+    from kdstore.distributed import SIGTERM_MESSAGE
+
+    db = copy_store(taught["one"], tmp_path / "store")
+    done = teach_with_one_rank_patched(db, tiny_model, "killed", tmp_path, 1, (
+        "    import signal, kdstore.teacher\n"
+        "    pad, calls = kdstore.teacher.pad, []\n"
+        "    def killed(*args, **kwargs):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) == 2:\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        return pad(*args, **kwargs)\n"
+        "    kdstore.teacher.pad = killed\n"))
+    stage = stage_of(db, "killed", "teach")
+    assert stage.status == "failed" and stage.error == f"rank 1: {SIGTERM_MESSAGE}", stage.error
+    assert "[rank0]: Traceback" not in done.stderr and "[rank1]: Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"Error: {SIGTERM_MESSAGE}" in done.stderr
+    assert count(db, Logit, stage_id=stage.id) == 0  # (rank 0 says another rank is gone, or meets torchrun's SIGTERM first)
+
+
+def test_peer_loss_is_one_line_and_no_cause_of_its_own():
+    """gloo's error in a collective whose other side exited becomes a KdError (one line); other
+    errors, and any in one process, pass as they are; a rank's note on the stage leaves it out."""
+    from kdstore.distributed import LOST_MESSAGE, _peer_loss_as_error
+    from kdstore.errors import KdError
+
+    gloo = RuntimeError("[/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:6831. This is typically ...")
+    with pytest.raises(KdError, match=r"^another rank of the process group is gone \(Connection closed by peer\)"):
+        with _peer_loss_as_error(Dist(world=2, rank=0)):
+            raise gloo
+    for dist, error in ((Dist(world=2, rank=1), RuntimeError("CUDA out of memory")), (Dist(), gloo)):
+        with pytest.raises(RuntimeError) as raised:
+            with _peer_loss_as_error(dist):
+                raise error
+        assert raised.value is error
+    assert LOST_MESSAGE.startswith("another rank")
+
+
+def test_a_rank_whose_launcher_is_killed_stops(tmp_path):
+    """`kill -9` of torchrun cannot stop its processes: a rank sees its parent go and stops as a
+    SIGTERM stops it (raising Terminated, so its stage ends failed), instead of training on."""
+    from kdstore.distributed import ORPHAN_MESSAGE
+
+    out = tmp_path / "rank.out"
+    rank = (
+        "import signal, time\n"
+        "from kdstore import distributed as d\n"
+        "signal.signal(signal.SIGTERM, d._raise_on_sigterm)\n"
+        "d._stop_with_launcher(poll_s=0.05)\n"
+        "print('ready', flush=True)\n"
+        "try:\n"
+        "    time.sleep(60)\n"
+        "except BaseException as exc:\n"
+        f"    open({str(out)!r}, 'w').write(f'{{type(exc).__name__}}: {{exc}}')\n"
+    )
+    launcher = (
+        "import os, subprocess, sys\n"
+        f"rank = subprocess.Popen([sys.executable, '-c', {rank!r}], stdout=subprocess.PIPE)\n"
+        "rank.stdout.readline()\n"  # the rank is watching
+        "os._exit(0)\n"  # gone without a word to it, as after kill -9
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    subprocess.run([sys.executable, "-c", launcher], env=env, cwd=REPO, timeout=60, check=True)
+    for _ in range(200):
+        if out.exists() and out.read_text():
+            break
+        time.sleep(0.05)
+    assert out.read_text() == f"Terminated: {ORPHAN_MESSAGE}"
 
 
 def test_rank_0s_own_failure_is_not_reported_as_the_rank_that_heard_of_it(taught, tiny_model, tmp_path):
