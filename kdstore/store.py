@@ -433,20 +433,30 @@ def _in_memory(url: str) -> bool:
         not parsed.database or ":memory:" in parsed.database or parsed.query.get("mode") == "memory")
 
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
 def _check_sqlite_file(path: Path) -> None:
     """A --db that names a folder, or a file that is no SQLite database (a TSV given as --db), is
-    refused naming it; SQLite would say "file is not a database" without saying which."""
+    refused naming it; SQLite would say "file is not a database" without saying which.
+
+    The file is read through SQLite, never opened and closed by Python: closing any descriptor of a
+    file drops every POSIX lock this process holds on it, so a store already open in this process
+    (a library user's, a test's) would lose its locks; SQLite keeps its own descriptors open while
+    another of its connections holds locks."""
+    import sqlite3
+    from urllib.parse import quote
+
     if path.is_dir():
         raise KdError(f"{path}: is a folder, not a store: give a file path for --db")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-    except FileNotFoundError:
+    if not path.exists():
         return
-    except OSError as exc:
-        raise KdError(f"{path}: cannot read the store: {exc.strerror or exc}") from None
-    if head and head != SQLITE_MAGIC:  # (an empty file is a new SQLite database)
-        raise KdError(f"{path}: not a SQLite database (not a kd store): give another --db")
+    if not os.access(path, os.R_OK):
+        raise KdError(f"{path}: cannot read the store: Permission denied")
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=0)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "encrypted" in str(exc):  # (an empty file is a new SQLite database)
+            raise KdError(f"{path}: not a SQLite database (not a kd store): give another --db") from None
+        # locked, busy: a database all the same; SQLite says more when the store is opened

@@ -880,3 +880,27 @@ def test_a_database_error_names_the_store(tmp_path):
         conn.execute("CREATE TRIGGER full BEFORE INSERT ON samples BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
     result = kd("ingest", str(write_tsv(tmp_path / "b.tsv", [("neg", "差")])), "--db", str(db), ok=False)
     assert result.output.strip() == f"Error: database error in {db}: database or disk is full"
+
+
+@pytest.mark.sqlite_only
+def test_opening_a_store_again_keeps_this_processs_locks_on_it(tmp_path):
+    """Python's open()/close() of the store file (the "is it SQLite?" check) dropped every POSIX lock
+    this process held on it: another process could then write under a transaction still open here."""
+    import sqlite3
+
+    from kdstore.store import _check_sqlite_file
+
+    db = tmp_path / "kd.db"
+    held = sqlite3.connect(db, isolation_level=None)
+    held.execute("CREATE TABLE t (x)")
+    held.execute("BEGIN EXCLUSIVE")
+    _check_sqlite_file(db)
+    probe = "import sqlite3, sys\ntry:\n    sqlite3.connect(sys.argv[1], timeout=0).execute('INSERT INTO t VALUES (1)')\n" \
+            "except sqlite3.OperationalError as e:\n    print(e)\n"
+    out = subprocess.run([sys.executable, "-c", probe, str(db)], capture_output=True, text=True, check=True).stdout
+    held.rollback()
+    held.close()
+    assert "database is locked" in out
+    (tmp_path / "text.db").write_text("label\ttext\n", encoding="utf-8")
+    with pytest.raises(KdError, match="not a SQLite database"):
+        _check_sqlite_file(tmp_path / "text.db")
