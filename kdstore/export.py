@@ -132,14 +132,17 @@ def export_model(
             raise KdError(f"stage {named.name!r} is a {named.kind} stage, not a model: export a teach or distill stage")
     predictor = Predictor.from_run(store, run, which, device="cpu")
     stage = store.find_stage(run, predictor.stage_name)
-    if predictor.kind == "early-exit":
+    folds = len(predictor.models) if predictor.kind == "student" and len(predictor.models) > 1 else 0
+    if predictor.kind == "early-exit" or folds:
         from .early_exit import is_early_exit
 
         # (fold students, kd distill --folds, are votes that cannot be exported either: not named)
         models = [s.name for s in store.stages_of(run) if s.kind in ("teach", "distill") and s.status == "succeeded"
                   and not is_early_exit(s.artifact_path) and not (s.kind == "distill" and int(s.config.get("folds") or 0))]
+        what = (f"holds {folds} fold students (kd distill --folds), made for out-of-fold votes" if folds else
+                "is an early-exit model, whose depth changes with each text")
         raise KdError(
-            f"stage {stage.name!r} is an early-exit model, whose depth changes with each text: it cannot be exported "
+            f"stage {stage.name!r} {what}: it cannot be exported "
             f"(kd predict --model {stage.name} serves it); export another model of run {run!r} with --model: "
             f"{', '.join(models) or 'none yet'}"
         )

@@ -365,7 +365,9 @@ def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path
         line = error_line(kd_export("--run", RUN, "--model", which, "--format", "torchscript", "--db", db, ok=False))
         assert "'distill-early-exit' is an early-exit model" in line and "kd predict --model distill-early-exit" in line
         assert line.endswith("with --model: teach, distill-textcnn, distill-bigru, distill-bilstm, distill-transformer"), line
-    assert "fold students" in error_line(kd_export("--run", RUN, "--model", "votes", "--db", db, ok=False))
+    line = error_line(kd_export("--run", RUN, "--model", "votes", "--db", db, ok=False))
+    assert "'votes' holds 2 fold students" in line  # and, as for early exit, what can be exported instead
+    assert line.endswith("with --model: teach, distill-textcnn, distill-bigru, distill-bilstm, distill-transformer"), line
     assert not list((copy / "kd-artifacts" / "kd.db" / RUN).glob("export-distill-early-exit*"))
     kd_export("--run", RUN, "--model", "teach", "--format", "torchscript", "--overwrite", "--db", db)  # what it names exports
 
