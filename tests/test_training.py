@@ -114,6 +114,12 @@ def test_logits_only_refuses_a_batch_size_below_one(sample_store, tiny_model, tm
         assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample) - 1  # still unscored
 
 
+def test_a_where_that_cannot_run_is_refused_before_any_stage(sample_store, tiny_model):
+    result = kd("teach", "--run", "w", "--model", str(tiny_model), "--where", "nope = 1", "--db", str(sample_store), ok=False)
+    assert result.output.startswith("Error: --where 'nope = 1' failed:") and len(result.output.strip().splitlines()) == 1
+    assert not Store.open(str(sample_store)).run_exists("w")  # no failed stage, no new run on record
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -289,7 +295,7 @@ def test_a_stage_folder_holding_another_stores_files_is_refused_and_kept(sample_
     folder = tmp_path / "shared" / "r" / "teach" / "model"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}", encoding="utf-8")  # another store's teacher
-    for bad in ([], ["--where", "nope = 1"]):
+    for bad in ([], ["--max-len", "100"]):
         result = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", *bad, "--db", str(sample_store), ok=False)
         assert result.output.startswith(f"Error: {folder.parent} already holds files no stage of this store made")
         assert len(result.output.strip().splitlines()) == 1
