@@ -151,6 +151,7 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
     items = [(n, raw.rstrip("\r\n").strip()) for n, raw in lines]
     texts = [t for _, t in items if t]
     results = iter(predictor.predict(texts, batch_size=batch_size))
+    cut = []  # line numbers of texts longer than the model reads: one warning for them all, not one a line
     for n, text in items:
         if not text:
             if as_json:
@@ -164,8 +165,13 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
             click.echo(json.dumps({"line": n, "text": text, **r}, ensure_ascii=False))
         else:
             if r["truncated"]:
-                click.echo(f"line {n}: longer than {predictor.max_len} tokens, truncated", err=True)
+                cut.append(n)
             click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text.translate(_LINE_BREAKS)}")
+    if len(cut) == 1:
+        click.echo(f"line {cut[0]}: longer than {predictor.max_len} tokens, truncated", err=True)
+    elif cut:
+        shown = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
+        click.echo(f"{len(cut)} of {len(texts)} lines longer than {predictor.max_len} tokens, truncated (lines {shown})", err=True)
 
 
 # characters a reader may take for the end of a line (str.splitlines does): one output line per input line

@@ -18,10 +18,15 @@ from rich.progress import (
 
 
 class RateColumn(ProgressColumn):
-    """Items per second, with the unit a task names in its ``unit`` field."""
+    """Items per second, with the unit a task names in its ``unit`` field: while it runs, rich's recent
+    rate; once it is done, the mean over its whole time, so that the last line's count, time and rate
+    agree (rich keeps the rate of its last seconds, 4.1 step/s beside 420 steps in 3:44)."""
 
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
+        if task.finished and task.finished_time:
+            speed = task.completed / task.finished_time
+        else:
+            speed = task.finished_speed or task.speed
         unit = task.fields.get("unit", "it")
         return Text("-" if speed is None else f"{speed:,.1f} {unit}/s", style="progress.data.speed")
 

@@ -605,6 +605,20 @@ def test_a_clock_bounded_bar_shows_the_budget_left_as_its_eta():
         assert column.render(bar.tasks[both]).plain == "0:00:30"  # no rate yet: the budget, not "-:--:--"
 
 
+def test_a_finished_bar_shows_its_mean_rate_not_its_last_seconds():
+    from kdstore.progress import RateColumn, progress
+
+    now = [0.0]
+    with progress(disable=True) as bar:
+        bar.get_time = lambda: now[0]
+        task = bar.add_task("teach", total=420, unit="step")
+        for t in range(1, 101):  # 1 step a second for 90 s, then 330 steps in the last 10 s
+            now[0] = float(t)
+            bar.update(task, advance=1 if t <= 90 else 33)
+        assert bar.tasks[task].finished
+        assert RateColumn().render(bar.tasks[task]).plain == "4.2 step/s"  # 420 / 100 s
+
+
 def test_kd_no_progress_off_values_keep_the_bars(monkeypatch):
     from kdstore.progress import no_progress
 

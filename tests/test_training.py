@@ -613,6 +613,24 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
         proc.wait(timeout=60)
 
 
+def test_predict_names_truncated_lines_in_one_warning(capsys):
+    """A file whose every other review is long gave one stderr line per long review; now one in all."""
+    from commands.predict import _emit
+
+    class Cutting:
+        max_len = 4
+
+        def predict(self, texts, batch_size):
+            return [{"label": "pos", "confidence": 0.9, "truncated": len(t) > 4} for t in texts]
+
+    _emit(Cutting(), [(n, "很长很长很长" if n % 2 else "短") for n in range(1, 31)], 8, False)
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 30
+    assert err.splitlines() == ["15 of 30 lines longer than 4 tokens, truncated (lines 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, ...)"]
+    _emit(Cutting(), [(7, "很长很长很长"), (8, "短")], 8, False)  # one alone reads as before
+    assert capsys.readouterr().err == "line 7: longer than 4 tokens, truncated\n"
+
+
 def test_stdin_lines_are_taken_as_they_arrive():
     """What one read returns is predicted together; a line is never cut, numbers run on, a last
     line needs no line break, and a byte-order mark is no text."""
