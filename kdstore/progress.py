@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from rich.console import Console
 from rich.text import Text
@@ -65,9 +66,39 @@ def progress(*, extra: str = "", disable: bool = False) -> Progress:
     ]
     if extra:
         columns.append(TextColumn(extra))
-    return Progress(
+    return LoggedProgress(
         *columns,
         console=Console(stderr=True),
         disable=disable or no_progress(),
         transient=False,
     )
+
+
+LOG_EVERY_S = 30.0  # a bar written to a file or pipe: one plain line per running task this often
+
+
+class LoggedProgress(Progress):
+    """rich's Progress, plus, where standard error is no terminal (a log file, ``nohup``), a plain
+    line per running task every ``LOG_EVERY_S`` seconds: rich draws such a bar only when it ends,
+    and an hour of training would show nothing until then."""
+
+    def __init__(self, *columns, **kwargs):
+        super().__init__(*columns, **kwargs)
+        self._logged_at = time.monotonic()
+
+    def update(self, task_id, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        self._log_lines()
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log_lines()
+
+    def _log_lines(self) -> None:
+        if self.disable or self.console.is_terminal or time.monotonic() - self._logged_at < LOG_EVERY_S:
+            return
+        self._logged_at = time.monotonic()
+        for task in self.tasks:
+            if task.visible and not task.finished:
+                parts = [c.render(task).plain for c in self.columns if isinstance(c, ProgressColumn) and not isinstance(c, BarColumn)]
+                self.console.print(" ".join(p for p in parts if p), markup=False, highlight=False, soft_wrap=True)

@@ -696,3 +696,21 @@ def test_tfidf_oof_probs_check_labels_against_texts():
         oof_probs(texts, np.array([0, 0, 0, 1, 1]), num_classes=2, folds=2)
     with pytest.raises(ValueError, match=r"class ids 0\.\.1"):
         oof_probs(texts, np.array([0, 0, 0, 2, 2, 2]), num_classes=2, folds=2)
+
+
+def test_a_bar_written_to_a_file_logs_a_plain_line_while_it_runs(monkeypatch, capsys):
+    """rich draws a bar on a non-terminal only when it ends: a log of an hour's training showed nothing."""
+    import kdstore.progress as kp
+
+    monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(kp, "LOG_EVERY_S", 0.0)
+    with kp.progress() as bar:
+        task = bar.add_task("teach fold0", total=4, unit="step")
+        bar.advance(task)
+        bar.update(task, advance=1)
+    err = capsys.readouterr().err.splitlines()
+    assert [l.split()[2] for l in err if l.startswith("teach fold0") and "━" not in l] == ["1/4", "2/4"]
+    monkeypatch.setattr(kp, "LOG_EVERY_S", 3600.0)
+    with kp.progress() as bar:
+        bar.advance(bar.add_task("quiet", total=2, unit="step"))
+    assert sum("quiet" in l for l in capsys.readouterr().err.splitlines()) == 1  # the final bar only
