@@ -369,7 +369,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 break
             if len(dev) == 0:
                 continue
-            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="dev")
+            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"{tag.rstrip('/')} dev".strip())
             _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
             add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"]}, step=epoch)
