@@ -203,6 +203,11 @@ def overwrite_option(f: Callable) -> Callable:
     )(f)
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 duplicate``, ``2 duplicates``: a count with its noun, plural unless it is one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 OPENED: list[str] = []  # the stores this process opened, as an error names them
 
 

@@ -11,7 +11,7 @@ from rich.text import Text
 from kdstore.ingest import FORMATS, IngestOptions, add_records, format_class_file, parse, read_class_file
 from kdstore.schema import SPLITS
 
-from .common import SQL_INT_MAX, binary_stdin, console, json_option, open_store, print_json, store_options
+from .common import SQL_INT_MAX, binary_stdin, console, counted, json_option, open_store, print_json, store_options
 
 
 @click.command()
@@ -58,7 +58,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     out = console()
     out.print(Text.assemble(
         f"{name}: read {report.read}, added {report.added} to ", (split, "bold"),
-        f", skipped {_n(report.duplicates, 'duplicate')}, {_n(len(report.conflicts), 'conflict')}",
+        f", skipped {counted(report.duplicates, 'duplicate')}, {counted(len(report.conflicts), 'conflict')}",
     ))
     elsewhere = {k: n for k, n in report.duplicates_in.items() if k != split}
     if elsewhere:  # e.g. test texts already in train: not added to test, so the test set is smaller
@@ -73,10 +73,6 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     if len(report.conflicts) > 20:
         out.print(f"  ... {len(report.conflicts) - 20} more (use --json for all)")
     out.print(counts_table(counts, store.class_names()))
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _read(path: str) -> bytes:

@@ -10,7 +10,7 @@ from kdstore import labels as lab
 from kdstore import noise
 from kdstore.runs import stage_scope
 
-from .common import FLOAT, SQL_INT_MAX, console, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
+from .common import FLOAT, SQL_INT_MAX, console, counted, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
 
 
 @click.group()
@@ -64,7 +64,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     if as_json:
         print_json({"run": run, "flagged": n, "warnings": warned, "top": lab.issues(store, run, top=10)})
     else:
-        click.echo(f"run {run}: {n} likely wrong label{'' if n == 1 else 's'} flagged; `kd labels show --run {run}` lists {'it' if n == 1 else 'them'}")
+        click.echo(f"run {run}: {counted(n, 'likely wrong label')} flagged; `kd labels show --run {run}` lists {'it' if n == 1 else 'them'}")
 
 
 @labels.command()
@@ -113,7 +113,7 @@ def export(run, path, db, as_json):
     if as_json:
         print_json({"run": run, "path": str(path), "issues": n})
         return
-    click.echo(f"{path}: {n} issue{'' if n == 1 else 's'} to review")
+    click.echo(f"{path}: {counted(n, 'issue')} to review")
 
 
 @labels.command(name="import")

@@ -57,17 +57,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     if cut is not None and cut >= CUT_WARN_SHARE:
         click.echo(f"warning: {cut:.0%} of the train texts are longer than --max-len {stage['config'].get('max_len')} tokens "
                    "and were cut to fit (the teacher never saw their ends): a larger --max-len may help, at a cost in speed", err=True)
-    # the splits the model learned from: a teacher's --split (dev too, say), a student's train
-    learned_from = (stage["config"].get("splits") or ["train"]) if stage["kind"] == "teach" else ["train"]
-    support: dict[str, float] = {}
-    for split in learned_from:
-        for k, v in (stage["metrics"].get(split) or {}).items():
-            if k.startswith("support[") and k.endswith("]"):
-                support[k[len("support["):-1]] = support.get(k[len("support["):-1], 0.0) + v
-    unlearned = [name for name, n in support.items() if not n]
-    if unlearned and stage["kind"] in ("teach", "distill"):
-        click.echo(f"warning: no train samples of class {', '.join(map(repr, unlearned))}: the model never learned "
-                   f"{'it' if len(unlearned) == 1 else 'them'}, and {'its' if len(unlearned) == 1 else 'their'} dev and test samples count as errors", err=True)
+    _warn_if_unlearned(stage)
     if stage["config"].get("unlabeled") is True and not stage["metrics"].get("all", {}).get("pool_samples"):
         click.echo("warning: --unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
                    "samples alone (`kd ingest FILE --split unlabeled` adds one)", err=True)
@@ -99,10 +89,32 @@ def _cut_share(stage: dict) -> float | None:
     return sum(cut) / (n * (len(cut) - 1 if len(cut) > 1 else 1))  # with --folds K each text trains K - 1 fold models
 
 
+def _support(figures: dict) -> dict[str, float]:
+    """``{class: count}`` from a split's ``support[CLASS]`` figures."""
+    return {k[len("support["):-1]: v for k, v in figures.items() if k.startswith("support[") and k.endswith("]")}
+
+
+def _warn_if_unlearned(stage: dict) -> None:
+    """A class with no sample in the splits a model learned from (a teacher's --split, dev too say;
+    a student's train): it never learned it."""
+    if stage["kind"] not in ("teach", "distill"):
+        return
+    learned_from = (stage["config"].get("splits") or ["train"]) if stage["kind"] == "teach" else ["train"]
+    support: dict[str, float] = {}
+    for split in learned_from:
+        for name, n in _support(stage["metrics"].get(split) or {}).items():
+            support[name] = support.get(name, 0.0) + n
+    unlearned = [name for name, n in support.items() if not n]
+    if unlearned:
+        one = len(unlearned) == 1
+        click.echo(f"warning: no train samples of class {', '.join(map(repr, unlearned))}: the model never learned "
+                   f"{'it' if one else 'them'}, and {'its' if one else 'their'} dev and test samples count as errors", err=True)
+
+
 def _warn_if_majority(run: str, stage: dict) -> None:
     """A model no better on dev than always answering its most frequent class: say so, and what to try."""
     m = stage["metrics"].get("dev") or {}
-    support = {k[len("support["):-1]: v for k, v in m.items() if k.startswith("support[") and k.endswith("]")}
+    support = _support(m)
     weak = hardly_beats_majority(m.get("accuracy"), support) if support else None
     if weak is None:
         return
