@@ -119,7 +119,7 @@ def export(run, path, db, as_json):
 @labels.command(name="import")
 @run_option
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--name", "stage_name", default="review", show_default=True, help="Name of the clean stage it records.")
+@click.option("--name", "stage_name", help="Name of the clean stage it records [default: review, then review-2, review-3, ...].")
 @overwrite_option
 @store_options
 @json_option
@@ -137,12 +137,15 @@ def import_(run, path, stage_name, overwrite, db, as_json):
     store = open_store(db)
     # typed, --run must match the sheet; a config file's run (a default for every command) does not bind it
     given = click.get_current_context().get_parameter_source("run") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    numbered = stage_name is None and not overwrite  # a second sheet of a run: review-2 (--overwrite replaces review)
+    stage_name = "review" if stage_name is None else stage_name
     sheet = lab.read_sheet(store, path, run if given else None, replacing=stage_name if overwrite else None)  # every row checked first
     run = sheet.run
-    with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(sheet.decisions)}, overwrite=overwrite) as stage:
+    with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(sheet.decisions)},
+                     overwrite=overwrite, numbered=numbered, bare_first=True) as stage:
         counts = lab.apply(store, stage.id, sheet.decisions, reason=f"review sheet {path}")
         store.add_metrics(stage.id, "train", counts)
-    _print_counts(run, stage_name, counts, as_json)
+    _print_counts(run, stage.name, counts, as_json)
 
 
 @labels.command()

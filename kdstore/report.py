@@ -56,10 +56,11 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
         final: dict[str, dict[str, float]] = {}
         history = []
         for m in store.metrics(stage.id, final=False):
+            value = metric_value(m.name, m.value)
             if m.step is None:
-                final.setdefault(m.split, {})[m.name] = m.value
+                final.setdefault(m.split, {})[m.name] = value
             else:
-                history.append({"step": m.step, "split": m.split, "name": m.name, "value": m.value})
+                history.append({"step": m.step, "split": m.split, "name": m.name, "value": value})
         entry = {**stage_summary(stage), "config": stage.config, "metrics": final, "history": history}
         if stage.kind in MODEL_KINDS and stage.status == "succeeded":
             entry["confusion"] = {split: confusion(store, stage, split).tolist() for split in ("dev", "test") if split in final}
@@ -67,6 +68,24 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
             entry["issue_scores"] = issue_scores(store, stage.id)
         out.append(entry)
     return {"run": run, "classes": store.class_names(), "stages": out}
+
+
+# figures that count something (samples, epochs, parameters, edits): stored as floats like every
+# figure, given back as ints so that a script reads ``"n": 500``, not ``500.0``
+COUNT_METRICS = frozenset({
+    "n", "support", "flagged", "train_samples", "dev_samples", "samples", "truncated", "best_epoch",
+    "diverged_epoch", "processes", "augmented_added", "parameters", "flops_per_sample", "steps", "texts",
+    "vocab_size", "folds", "in_sample", "relabel", "drop", "flag", "reject", "unchanged", "skipped_edited",
+    "chosen_changed",
+})
+
+
+def metric_value(name: str, value: float) -> float | int:
+    """``value`` as an int when ``name`` counts something (``fold2/truncated``, ``support[pos]``)."""
+    base = name.rsplit("/", 1)[-1].split("[", 1)[0]
+    if base in COUNT_METRICS and float(value).is_integer():
+        return int(value)
+    return value
 
 
 MODEL_KINDS = ("teach", "distill", "predict")

@@ -105,11 +105,13 @@ def stage_scope(
     name: str | None = None,
     overwrite: bool = False,
     numbered: bool = False,
+    bare_first: bool = False,
 ) -> Iterator[StageHandle]:
     """Record a stage as running, yield it, then mark it succeeded or failed (with the error).
 
     ``numbered``: the stage is named ``NAME-N``, the first N no stage of the run has, chosen under
-    the writer lock (two processes starting at once take two numbers; ``handle.name`` says which)."""
+    the writer lock (two processes starting at once take two numbers; ``handle.name`` says which);
+    with ``bare_first``, ``NAME`` itself while no stage has it, then ``NAME-2``, ``NAME-3``, ..."""
     if kind not in STAGE_KINDS:
         raise ValueError(f"unknown stage kind {kind!r}")
     name = kind if name is None else name  # an empty --name is refused, not taken as the default
@@ -117,7 +119,8 @@ def stage_scope(
     if name in STAGE_KINDS and name != kind:  # ``find_stage`` looks a name up before a kind
         raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
     mark_crashed(store)
-    stage_id, name = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite, numbered=numbered)
+    stage_id, name = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite, numbered=numbered,
+                            bare_first=bare_first)
     handle = StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
     guard = SignalGuard()
     try:
@@ -210,7 +213,8 @@ PARKED, FAILED = "~parked-", "~failed-"  # suffixes no stage a user names carrie
 REPLACED = "~replaced-"  # a replaced stage whose (undone) label edits stay on record under its name
 
 
-def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool = False) -> tuple[int, str]:
+def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool = False,
+           bare_first: bool = False) -> tuple[int, str]:
     old_artifact = None
     with store.write_session("runs", "stages") as s:
         run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
@@ -220,7 +224,10 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
             s.flush()
         if numbered:  # read under the writer lock: a stage another process just named is taken
             taken = set(s.scalars(select(Stage.name).where(Stage.run_id == run_row.id)))
-            name = next(f"{name}-{n}" for n in range(1, len(taken) + 2) if f"{name}-{n}" not in taken)
+            candidates = [f"{name}-{n}" for n in range(1, len(taken) + 2)]
+            if bare_first:
+                candidates[0] = name
+            name = next(c for c in candidates if c not in taken)
         old = s.scalars(
             select(Stage).where(Stage.run_id == run_row.id, Stage.name == name)
         ).first()

@@ -487,6 +487,22 @@ def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, 
     kd("labels", "undo", "--run", "r", "--db", db, ok=False)  # nothing left to undo
 
 
+def test_a_second_sheet_without_a_name_is_its_own_stage(db, tmp_path):
+    """The reviewer's second batch: `kd labels import` without --name records review, then
+    review-2 (it failed with "choose another --name"); undo takes the last one first."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first, second = _issues(db)[:2]
+    kd("labels", "import", str(_sheet(tmp_path / "a.csv", [
+        {"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "drop"}])), "--db", db)
+    out = json.loads(kd("labels", "import", str(_sheet(tmp_path / "b.csv", [
+        {"run": "r", "issue_id": second["issue_id"], "sample_id": second["sample_id"], "decision": "drop"}])), "--db", db, "--json").stdout)
+    assert (out["stage"], out["drop"]) == ("review-2", 1)
+    store = Store.open(db)
+    assert [s.name for s in store.stages_of("r") if s.kind == "clean"] == ["review", "review-2"]
+    store.close()
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)["stage"] == "review-2"
+
+
 def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_open(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     three = _issues(db)[:3]

@@ -47,3 +47,12 @@ def test_report_lists_per_class_figures_in_class_order():
     classes = ["时政", "体育", "财经"]  # pinned by --classes: not alphabetical
     assert sorted(names, key=lambda n: _metric_order(n, classes)) == [
         "accuracy", "n", "f1[时政]", "f1[体育]", "f1[财经]", "loss", "support[体育]", "support[财经]"]
+
+
+def test_counted_figures_read_back_as_ints_and_rates_stay_floats():
+    from kdstore.report import metric_value
+
+    assert [type(metric_value(n, 12.0)) for n in ("n", "support[体育]", "fold2/truncated", "flagged[cleanlab]", "parameters")] == [int] * 5
+    assert metric_value("fold2/truncated", 12.0) == 12
+    assert [type(metric_value(n, 1.0)) for n in ("accuracy", "f1[体育]", "samples_per_s", "layers@0.5")] == [float] * 4
+    assert metric_value("n", 2.5) == 2.5  # a count that is not whole (never written) is given back as it is

@@ -772,6 +772,7 @@ def test_a_label_edit_while_a_stage_runs_changes_neither_its_figures_nor_its_con
     m = stage["metrics"]["dev"]
     assert (m["n"], m["support[pos]"], m["support[neg]"], m["accuracy"]) == (4, 2, 2, 0.5)  # as it started
     assert stage["confusion"]["dev"] == [[2, 0], [2, 0]]
+    assert type(m["n"]) is int and type(m["support[pos]"]) is int and type(m["accuracy"]) is float  # counts as counts
 
 
 def test_the_console_is_160_wide_piped_and_writes_nowhere_without_stdout(monkeypatch):
