@@ -290,6 +290,7 @@ def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings
     if as_json:
         print_json({"run": run, "stage": stage, **counts, **({} if warnings is None else {"warnings": warnings})})
     else:
-        click.echo(f"run {run}, stage {stage}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        said = [f"{k} {v}" for k, v in counts.items() if v]  # (a sheet never flags: no "flag 0"; --json has every count)
+        click.echo(f"run {run}, stage {stage}: " + (", ".join(said) or "no label changed"))
         if counts.get("relabel") or counts.get("drop"):
             click.echo(f"  undo: kd labels undo --run {run} --stage {stage}")

@@ -492,8 +492,9 @@ def test_a_second_sheet_without_a_name_is_its_own_stage(db, tmp_path):
     review-2 (it failed with "choose another --name"); undo takes the last one first."""
     kd("labels", "detect", "--run", "r", "--db", db)
     first, second = _issues(db)[:2]
-    kd("labels", "import", str(_sheet(tmp_path / "a.csv", [
-        {"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "drop"}])), "--db", db)
+    said = kd("labels", "import", str(_sheet(tmp_path / "a.csv", [
+        {"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "drop"}])), "--db", db).output
+    assert "run r, stage review: drop 1\n" in said and "flag" not in said  # the counts that are not 0
     out = json.loads(kd("labels", "import", str(_sheet(tmp_path / "b.csv", [
         {"run": "r", "issue_id": second["issue_id"], "sample_id": second["sample_id"], "decision": "drop"}])), "--db", db, "--json").stdout)
     assert (out["stage"], out["drop"]) == ("review-2", 1)
