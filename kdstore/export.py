@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import warnings
 from pathlib import Path
@@ -39,7 +40,7 @@ from torch import nn
 
 from .errors import KdError, Terminated
 from .predictor import STUDENT_CONFIG, Predictor
-from .runs import SignalGuard
+from .runs import SignalGuard, process_alive, this_process
 from .schema import iso_utc
 from .serving import (
     CLASSES,
@@ -58,6 +59,7 @@ from .store import Store
 FORMATS = tuple(MODEL_FILES)
 TOLERANCE = 1e-3  # largest |logit difference| between the export and the PyTorch model that is accepted
 VERIFY_TEXTS = 128  # store texts the export is checked on
+OWNER = ".kd-export-owner"  # in a folder being written or replaced: the process, so a later export removes it once that is gone
 ONNX_SINGLE_FILE_LIMIT = 1_800_000_000  # bytes of weights above which ONNX weights go to model.onnx.data
 
 
@@ -159,11 +161,13 @@ def export_model(
 
     try:  # the folder is written beside --out, then renamed: a failure here names --out, not the temporary name
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(out_dir)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as exc:
         raise KdError(f"{out_dir}: cannot write the export there: {exc.strerror or exc}") from None
     guard = SignalGuard()  # a kill (SIGTERM, SIGHUP) raises like Ctrl-C: the half-written folder is removed
     try:
+        _claim(tmp)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
         example = _example(len(predictor.tokenizer), pad_id, min_len)
         model_file = MODEL_FILES[fmt]
@@ -179,7 +183,7 @@ def export_model(
         )
         manifest["verification"] = _verify(tmp, manifest, predictor, texts)
         manifest["files"] = {
-            p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+            p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != OWNER
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         _put_in_place(tmp, out_dir)
@@ -232,9 +236,31 @@ def _put_in_place(tmp: Path, out_dir: Path) -> None:
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{dt.datetime.now():%Y%m%d%H%M%S%f}")
         out_dir.rename(old)
+        _claim(old)  # (a kill before it is removed: the next export of --out removes it)
+    (tmp / OWNER).unlink()
     tmp.rename(out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _claim(folder: Path) -> None:
+    (folder / OWNER).write_text(json.dumps({"host": socket.gethostname(), "process": this_process()}) + "\n", encoding="utf-8")
+
+
+def _remove_abandoned(out_dir: Path) -> None:
+    """Remove the hidden folders beside ``out_dir`` that an export of it killed with SIGKILL (or a
+    power cut) left: the half-written new one, or the old one it was replacing. Only a folder whose
+    owner file names a process of this machine that is certainly gone; anything else stays."""
+    prefix = f".{out_dir.name}."
+    for folder in out_dir.parent.iterdir():
+        if not folder.name.startswith(prefix) or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            owner = json.loads((folder / OWNER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(owner, dict) and process_alive(owner.get("host"), owner.get("process")) is False:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _exportable(predictor: Predictor, stage, fmt: str) -> tuple[nn.Module, dict[str, Any]]:

@@ -322,9 +322,14 @@ def process_state(stage: Stage) -> bool | None:
     this process cannot tell: another host, or this host name on another machine, container or boot
     (a reboot and a cloned machine look alike from here), no /proc, a process hidden from this user.
     Only a certain False lets kd mark the stage failed; only a certain True refuses --overwrite."""
-    if not stage.process or stage.host != socket.gethostname():
+    return process_alive(stage.host, stage.process)
+
+
+def process_alive(host: str | None, process: str | None) -> bool | None:
+    """:func:`process_state` for a ``host`` and a ``process`` tag (:func:`this_process`) kept anywhere."""
+    if not process or host != socket.gethostname():
         return None
-    pid, start, machine = (stage.process.split(":") + ["?", "?"])[:3]
+    pid, start, machine = (process.split(":") + ["?", "?"])[:3]
     if int(pid) == os.getpid() and start == (_start_time(os.getpid()) or "?"):
         return True  # this very process
     if machine == "?" or machine != _machine():

@@ -399,6 +399,28 @@ def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["serve"]  # no temporary or old folder left beside it
 
 
+def test_folders_a_killed_export_left_are_removed_by_the_next_one(built, tmp_path):
+    """`kill -9` of `kd export` left its hidden `.OUT.xxxx` folder (or the old export it was
+    replacing) beside --out for good. The next export of that --out removes the ones whose owner
+    process is gone, and leaves any other folder alone."""
+    out = tmp_path / "out"
+    dead, foreign, live = tmp_path / ".out.k1ll3d", tmp_path / ".out.mine", tmp_path / ".out.old-2026"
+    for folder in (dead, foreign, live):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"half")
+    # the owner file of a process that has ended (the killed export), and of this live process
+    subprocess.run([sys.executable, "-c", f"from kdstore.export import _claim; from pathlib import Path; _claim(Path({str(dead)!r}))"], check=True)
+    from kdstore.export import OWNER, _claim
+
+    _claim(live)
+    kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(out), "--db", str(built))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.mine", ".out.old-2026", "out"]
+    assert not (out / OWNER).exists() and OWNER not in json.loads((out / "manifest.json").read_text(encoding="utf-8"))["files"]
+    kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(out), "--overwrite", "--db", str(built))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.mine", ".out.old-2026", "out"]  # the replaced one is gone too
+    assert Artifact.load(out).class_names  # and the new one serves
+
+
 def test_torchscript_export_serves_on_the_cpu_it_was_traced_on(built, tmp_path, monkeypatch, error_line):
     """torch.jit.trace records the CPU as the device of the tensors the model makes (torch.arange,
     the attention masks): --device auto serves a TorchScript export on the CPU even where CUDA is."""
