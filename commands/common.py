@@ -100,9 +100,23 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
             if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
                 raise KdError(f"{path}: {key} = {value!r}: expected a string, or an array of strings or whole numbers")
             value = ",".join(str(v) for v in value)
+        if isinstance(value, list) and not getattr(param, "multiple", False):  # (click crashed on it)
+            raise KdError(f"{path}: {key} = {value!r}: expected a single value, not an array")
         wholes = value if isinstance(value, list) else [value]
         if isinstance(param.type, click.types.IntParamType) and any(isinstance(v, float) for v in wholes):
             raise KdError(f"{path}: {key} = {value!r}: not a whole number")  # click would cut 1.5 to 1
+        # click takes these as they come: `header = 1` crashed in click's bool parsing, `classes = 3`
+        # in kd's (a path of 3), `text-col = true` became the column "True" and `alpha = true` 1.0
+        if isinstance(param.type, click.types.BoolParamType):
+            if not all(isinstance(v, (bool, str)) for v in wholes):
+                raise KdError(f"{path}: {key} = {value!r}: expected true or false")
+        elif any(isinstance(v, bool) for v in wholes):
+            raise KdError(f"{path}: {key} = {json.dumps(value)}: true/false is no value of --{key}")
+        elif isinstance(param.type, click.Path) and not all(isinstance(v, str) for v in wholes):
+            raise KdError(f"{path}: {key} = {value!r}: expected a path (a string)")
+        elif (isinstance(param.type, (click.types.StringParamType, click.Choice))
+              and any(isinstance(v, float) for v in wholes)):
+            raise KdError(f"{path}: {key} = {value!r}: expected a string")
         try:
             cast = param.type_cast_value(ctx, value)
             if param.callback in (_resolve_run, resolve_runs):  # a run id is checked where it is written

@@ -127,6 +127,7 @@ def _field_at(data: bytes, pos: int, fmt: str) -> str:
 def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
     if opts.split not in SPLITS:
         raise KdError(f"unknown split {opts.split!r}: choose from {', '.join(SPLITS)}")
+    _source(name, opts)
     fmt = detect_format(name, opts.format)
     content = decode(data, name, fmt)
     want_label = opts.split != "unlabeled"
@@ -165,7 +166,10 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every non-blank row."""
     if fmt == "tsv":
         out = []
-        for i, raw in enumerate(content.split("\n"), start=1):
+        # a file with no "\n" but "\r" has old Mac line ends (as the csv module reads them): split
+        # on "\n" alone it was one row, its lines run together into one text
+        newline = "\r" if "\r" in content and "\n" not in content else "\n"
+        for i, raw in enumerate(content.split(newline), start=1):
             raw = raw.rstrip("\r")
             if raw.strip():
                 out.append((i, raw.split("\t")))
@@ -224,14 +228,14 @@ def _parse_delimited(
     text_i = _column(opts.text_col, header, "text", name)
     label_i = _column(opts.label_col, header, "label", name)
     lowered = [c.lower() for c in header] if header is not None else []
-    if text_i is None:
+    if text_i is None:  # (not the column --label-col names: `--label-col 1` reads text<TAB>label)
         if header is not None:
-            found = [lowered.index(n) for n in _TEXT_NAMES if n in lowered]
+            found = [lowered.index(n) for n in _TEXT_NAMES if n in lowered and lowered.index(n) != label_i]
             if not found:
                 raise KdError(f"{name}: line 1: field 'text': no text column (columns: {', '.join(header)}); name it with --text-col")
             text_i = found[0]
         else:
-            text_i = 1 if width >= 2 else 0
+            text_i = 1 if width >= 2 and label_i != 1 else 0
     if label_i is None:  # (for --split unlabeled: the column to leave out, found as for a labeled split)
         if header is not None:
             if "label" in lowered:
@@ -279,7 +283,8 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
     if want_label and text_key == label_key:
         raise KdError(f"{name}: field {text_key!r}: the text key is also the label key")
     records = []
-    for line, raw in enumerate(content.split("\n"), start=1):
+    newline = "\r" if "\r" in content and "\n" not in content else "\n"  # (old Mac line ends, as for TSV)
+    for line, raw in enumerate(content.split(newline), start=1):
         if not raw.strip():
             continue
         try:
@@ -394,13 +399,19 @@ def ingest(store: Store, data: bytes, name: str, opts: IngestOptions) -> IngestR
     return add_records(store, parse(data, name, opts), name, opts)
 
 
-def add_records(store: Store, records: list[Record], name: str, opts: IngestOptions) -> IngestReport:
-    """Add parsed records to the store in one transaction: duplicates skipped, conflicts listed."""
+def _source(name: str, opts: IngestOptions) -> str:
+    """The source recorded on each sample, checked (by ``parse`` too: a bad one creates no store)."""
     source = opts.source or name
     if len(source) > MAX_SOURCE:
         raise KdError(f"{name}: the source name is longer than {MAX_SOURCE} characters: give a shorter --source")
     if "\x00" in source:  # (only a config file's "\u0000" can say it) PostgreSQL cannot store it, SQLite would
         raise KdError(f"{name}: the source name contains a NUL character: give another --source")
+    return source
+
+
+def add_records(store: Store, records: list[Record], name: str, opts: IngestOptions) -> IngestReport:
+    """Add parsed records to the store in one transaction: duplicates skipped, conflicts listed."""
+    source = _source(name, opts)
     report = IngestReport(source=source, split=opts.split, read=len(records))
     hashes = [text_hash(r.text) for r in records]  # (before the writer lock: seconds for a big pool)
     with store.write_transaction("classes", "samples") as conn:

@@ -94,6 +94,26 @@ def test_config_mistakes_name_the_file_and_the_key(other_db, invoke, write_file,
         assert expected in error_line(invoke(["samples"] if "labels" not in content else ["labels", "show"], db=None, ok=False)), content
 
 
+def test_config_values_of_the_wrong_kind_are_one_line(other_db, invoke, write_file, error_line):
+    """A TOML number, boolean or array where the option takes none: `header = 1` and `dropped = [true]`
+    were tracebacks from click, `classes = 3` one from kd, `text-col = true` the column "True"."""
+    for table, key, expected in (
+        ("ingest", "header = 1", "kd.toml: header = 1: expected true or false"),
+        ("samples", "dropped = [true]", "kd.toml: dropped = [True]: expected a single value, not an array"),
+        ("samples", "limit = [1]", "kd.toml: limit = [1]: expected a single value, not an array"),
+        ("ingest", "classes = 3", "kd.toml: classes = 3: expected a path (a string)"),
+        ("ingest", "text-col = true", "kd.toml: text-col = true: true/false is no value of --text-col"),
+        ("ingest", "text-col = 1.5", "kd.toml: text-col = 1.5: expected a string"),
+    ):
+        write_file("kd.toml", f'db = "other.db"\n[{table}]\n{key}\n')
+        result = invoke([table] + (["train.tsv"] if table == "ingest" else []), db=None, ok=False)
+        assert "Traceback" not in result.output and expected in error_line(result), key
+    # what these options do take still works: a whole number for a column, a boolean for a flag
+    write_file("kd.toml", 'db = "other.db"\n[ingest]\nheader = false\ntext-col = 1\nlabel-col = 0\n')
+    write_file("more.tsv", "neg\tread by index\n")
+    assert invoke.json(["ingest", "more.tsv"], db=None)["added"] == 1
+
+
 def test_group_tables_and_single_values_for_repeatable_options(other_db, invoke, write_file):
     """Plain keys of a group's table apply to its commands; a repeatable option takes one value."""
     write_file("kd.toml", 'db = "other.db"\n[labels]\nrun = "nosuch"\n')

@@ -78,6 +78,29 @@ def test_parse_jsonl_label_as_string_and_other_keys_as_meta():
     ]
 
 
+def test_parse_label_column_alone_leaves_the_text_in_the_other_column():
+    """text<TAB>label read with --label-col 1 (it stopped: "the text column is also the label column")."""
+    records = parse("好的\tpos\n坏的\tneg\n".encode(), "t.tsv", IngestOptions(label_col="1"))
+    assert [(r.text, r.label, r.meta) for r in records] == [("好的", "pos", None), ("坏的", "neg", None)]
+    # with a header, a text-named column that --label-col takes is not the text column
+    [r] = parse(b"content,review\nA,good\n", "t.csv", IngestOptions(label_col="content"))
+    assert (r.text, r.label) == ("good", "A")
+
+
+def test_parse_old_mac_line_ends_are_lines():
+    """A file whose lines end in a bare \\r (as the csv module reads them): one row a line, not one
+    text holding every line."""
+    records = parse(b"pos\tgood\rneg\tbad\rpos\tnice\r", "mac.tsv", IngestOptions())
+    assert [(r.label, r.text, r.line) for r in records] == [("pos", "good", 1), ("neg", "bad", 2), ("pos", "nice", 3)]
+    pool = parse(b"one\rtwo\r", "pool.txt", IngestOptions(split="unlabeled"))
+    assert [r.text for r in pool] == ["one", "two"]
+    data = b'{"text": "a", "label": "pos"}\r{"text": "b", "label": "neg"}\r'
+    assert [r.text for r in parse(data, "mac.jsonl", IngestOptions())] == ["a", "b"]
+    # a \\r inside a line of a \\n file stays in its text
+    [r] = parse(b"pos\tgood\rone\n", "t.tsv", IngestOptions())
+    assert r.text == "good\rone"
+
+
 def test_parse_unlabeled_one_and_two_columns():
     one = parse("first text\nsecond text\n".encode(), "pool.txt", IngestOptions(split="unlabeled"))
     assert [(r.text, r.label) for r in one] == [("first text", None), ("second text", None)]
@@ -723,6 +746,9 @@ def test_missing_input_file_fails_cleanly(invoke, db, error_line):
 def test_failed_first_ingest_leaves_no_store_behind(invoke, write_file, db):
     write_file("bad.tsv", b"pos\tok\nneg\t\n")
     invoke(["ingest", "bad.tsv"], ok=False)
+    assert not store_exists(db)
+    write_file("good.tsv", GOOD)  # a --source no store can hold: refused before the store is made
+    invoke(["ingest", "good.tsv", "--source", "s" * 501], ok=False)
     assert not store_exists(db)
     # so a later read still says there is no store, instead of silently showing an empty one
     invoke(["samples"], ok=False)
