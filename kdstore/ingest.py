@@ -196,6 +196,9 @@ def _column(spec: str | None, header: list[str] | None, what: str, name: str) ->
         return int(spec)
     if spec in header:
         return header.index(spec)
+    folded = [i for i, c in enumerate(header) if c.casefold() == spec.casefold()]
+    if len(folded) == 1:  # `--text-col Review` for a header's `review` (the header words match in any case too)
+        return folded[0]
     if spec.isdigit() and int(spec) < len(header):
         return int(spec)
     raise KdError(f"{name}: line 1: field {spec!r}: no such column (columns: {', '.join(header)})")

@@ -87,6 +87,13 @@ def test_parse_label_column_alone_leaves_the_text_in_the_other_column():
     assert (r.text, r.label) == ("good", "A")
 
 
+def test_parse_column_names_in_any_case_when_one_column_matches():
+    [r] = parse(b"Review,Stars\ngood,5\n", "t.csv", IngestOptions(text_col="review", label_col="STARS"))
+    assert (r.text, r.label) == ("good", "5")
+    with pytest.raises(KdError, match="field 'text': no such column"):  # two that differ in case only: no guess
+        parse(b"Text,TEXT,label\n1,2,3\n", "t.csv", IngestOptions(text_col="text"))
+
+
 def test_parse_old_mac_line_ends_are_lines():
     """A file whose lines end in a bare \\r (as the csv module reads them): one row a line, not one
     text holding every line."""
