@@ -82,6 +82,9 @@ def _read(path: str) -> bytes:
         raise click.ClickException(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
+TABLE_ROWS = 1_000  # kd samples: more rows than this are printed as plain columns
+
+
 def counts_table(counts: dict[str, dict[str, int]], names: list[str]) -> Table:
     """The store's samples per split and class, the classes in id order (``names``: a class pinned by
     --classes shows before its first sample), the unlabeled ones last."""
@@ -100,7 +103,8 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str]) -> Table:
 @click.command()
 @click.option("--split", type=click.Choice(SPLITS))
 @click.option("--label", help="Only samples with this (current) label.")
-@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="At most this many (0: all).")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help=f"At most this many (0: all; over {TABLE_ROWS:,} are printed as tab-separated columns, not a table).")
 @click.option("--dropped", is_flag=True, help="Include samples dropped by `kd labels clean`.")
 @click.option("--tsv", "as_tsv", is_flag=True,
               help="Print label<TAB>text lines under that header (text only for unlabeled samples), the form `kd ingest` reads: "
@@ -134,9 +138,10 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         splits=[split] if split else None, where=where, include_dropped=dropped, limit=min(fetch, SQL_INT_MAX) or None
     )
     kept = set(store.samples(ids=rows.ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
+    parents = {} if as_tsv else store.parents()  # a text kd distill --augment made: the sample it came from
     items = [
         {"id": int(i), "split": s, "label": names[y] if y >= 0 else None, "text": t,
-         "dropped": kept is not None and int(i) not in kept}
+         "dropped": kept is not None and int(i) not in kept, "parent_id": parents.get(int(i))}
         for i, t, y, s in zip(rows.ids, rows.texts, rows.labels, rows.splits)
     ]
     if as_json:
@@ -147,11 +152,18 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         if limit and len(items) > limit:  # `> train.tsv` without --limit 0 would keep 20 lines unseen
             click.echo(f"warning: wrote the first {limit} samples only (--limit 0 for all)", err=True)
         return
+    cells = [(str(it["id"]), it["split"] + ("" if it["parent_id"] is None else f" (augmented from {it['parent_id']})"),
+              (it["label"] or "") + (" (dropped)" if it["dropped"] else ""), it["text"]) for it in items]
+    if len(cells) > TABLE_ROWS:  # a table of 300,000 rows took minutes to lay out: plain columns instead
+        click.echo("id\tsplit\tlabel\ttext")
+        for start in range(0, len(cells), 10_000):
+            click.echo("\n".join("\t".join(c.translate(_TSV_BREAKS) for c in row) for row in cells[start:start + 10_000]))
+        return
     table = Table()
     for col in ("id", "split", "label", "text"):
         table.add_column(col)
-    for it in items:
-        table.add_row(str(it["id"]), it["split"], Text((it["label"] or "") + (" (dropped)" if it["dropped"] else "")), Text(it["text"]))
+    for cid, split_, label_, text_ in cells:
+        table.add_row(cid, split_, Text(label_), Text(text_))
     console().print(table)
 
 

@@ -805,7 +805,7 @@ def test_samples_tsv_round_trips_through_ingest(invoke, write_file, tmp_path):
     assert again["added_per_class"] == {"query": 1, "label": 1}
 
 
-def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, write_file, db):
+def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, write_file, db, monkeypatch):
     """The pool written by ``--split unlabeled --tsv`` holds the ingested texts, not the ones
     ``kd distill --augment`` stored beside them ([UNK]-masked copies of train texts); and a
     ``--limit`` that leaves samples out says so (``> train.tsv`` without ``--limit 0`` kept 20)."""
@@ -819,7 +819,11 @@ def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, 
     store = Store.open(db)
     add_records(store, [Record(text="[UNK]吃", label=None, line=None, parent_id=1)], "aug", IngestOptions(split="unlabeled", source="aug"))
     store.close()
-    assert len(invoke.json(["samples", "--split", "unlabeled"])) == 3
+    listed = invoke.json(["samples", "--split", "unlabeled"])
+    assert [r["parent_id"] for r in listed] == [None, None, 1]  # the augmented text says where it came from
+    assert "unlabeled (augmented from 1)" in invoke(["samples", "--split", "unlabeled"]).stdout
+    monkeypatch.setattr("commands.data.TABLE_ROWS", 2)  # more rows than a table holds: plain columns
+    assert invoke(["samples", "--limit", "0"]).stdout.splitlines()[-2:] == ["4\tunlabeled\t\t还行", "5\tunlabeled (augmented from 1)\t\t[UNK]吃"]
     pool = invoke(["samples", "--split", "unlabeled", "--limit", "0", "--tsv"])
     assert pool.stdout == "text\n一般\n还行\n" and pool.stderr == ""
     cut = invoke(["samples", "--split", "train", "--limit", "1", "--tsv"])
