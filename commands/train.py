@@ -59,8 +59,10 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
                    "and were cut to fit (the teacher never saw their ends): a larger --max-len may help, at a cost in speed", err=True)
     _warn_if_unlearned(stage)
     if stage["config"].get("unlabeled") is True and not stage["metrics"].get("all", {}).get("pool_samples"):
-        click.echo("warning: --unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
-                   "samples alone (`kd ingest FILE --split unlabeled` adds one)", err=True)
+        # (with --augment it learned from the augmented texts too: "alone" would say otherwise)
+        learned = "and the augmented texts" if stage["metrics"].get("all", {}).get("augmented_samples") else "alone"
+        click.echo(f"warning: --unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
+                   f"samples {learned} (`kd ingest FILE --split unlabeled` adds one)", err=True)
     if as_json:
         print_json(stage)  # its dev figures say as much as the warning below would
         return
@@ -258,7 +260,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--temperature-beta", type=FLOAT, default=1.0, show_default=True, help="flsw/cwsm: how far a sample's temperature moves from the scheduled one.")
 @click.option("--temperature-gamma", type=FLOAT, default=2.0, show_default=True, help="flsw: exponent on (1 - cosine(student, teacher)).")
 @click.option("--probability-shift", is_flag=True, help="Where the teacher is wrong on a labeled sample, swap its top logit with the gold class's (Wen et al. 2019, as TextBrewer). Clean labels first: it trusts them.")
-@click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (needs --embed-dim = teacher hidden size).")
+@click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (needs --embed-dim = the width of its embedding table: the hidden size for BERT, less for ALBERT/ELECTRA).")
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
 @click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only).")

@@ -124,6 +124,11 @@ class DistillConfig:
                               f"{', '.join(f'--p-{m}' for m in METHODS if m in self.augment)} all 0")
         if self.init_embeddings not in ("random", "teacher"):
             raise KdError("--init-embeddings must be random or teacher")
+        # checked here, before a stage (and a run) is on record, not when the student is built
+        if self.init_embeddings == "teacher" and self.student == "transformer":
+            raise KdError("--init-embeddings teacher is for textcnn/bigru/bilstm; a transformer uses --init-from-teacher")
+        if min(self.embed_dim, self.hidden, self.num_filters, self.layers, *self.kernel_sizes) < 1 or not 0 <= self.dropout < 1:
+            raise KdError("student sizes (--embed-dim, --hidden, --num-filters, --layers, --kernel-sizes) must be positive and --dropout in [0, 1)")
         if self.soft_loss not in SOFT_LOSSES:
             raise KdError(f"--soft-loss must be one of {', '.join(SOFT_LOSSES)}")
         if self.temperature_schedule not in TEMPERATURE_SCHEDULES:

@@ -542,6 +542,21 @@ def test_distill_negative_width_or_relation_heads_is_one_line_before_the_store(t
         assert len(bad.output.strip().splitlines()) == 1 and not (tmp_path / "never.db").exists()
 
 
+def test_bad_student_sizes_and_init_embeddings_for_a_transformer_are_refused_before_the_store(tmp_path):
+    """Pure option checks: refused in one line before a store is opened (they failed a stage, of a new
+    run when --run named one, after the teacher had been loaded)."""
+    db = str(tmp_path / "never.db")
+    for args, message in (
+        (["--embed-dim", "0"], "student sizes (--embed-dim, --hidden, --num-filters, --layers, --kernel-sizes) must be positive"),
+        (["--dropout", "1"], "--dropout in [0, 1)"),
+        (["--student", "bigru", "--hidden", "-4"], "must be positive"),
+        (["--student", "transformer", "--init-embeddings", "teacher"], "--init-embeddings teacher is for textcnn/bigru/bilstm"),
+    ):
+        bad = kd("distill", "--run", "new", "--teacher-run", "r", *args, "--db", db, ok=False)
+        assert message in bad.output and len(bad.output.strip().splitlines()) == 1, (args, bad.output)
+        assert not (tmp_path / "never.db").exists()
+
+
 def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
     """--temperature-gamma is flsw's exponent: cwsm never reads it, so a value given with cwsm was
     silently without effect (--temperature-beta without a schedule was already refused)."""
@@ -1033,6 +1048,9 @@ def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tmp
     assert "warning: --unlabeled, but the store has no unlabeled pool" in out.stderr
     assert _stage(Path(db), "r", "distill-textcnn").config["max_len"] == 32  # no --max-len: the teacher's
     assert "no unlabeled pool" not in kd(*common, "--name", "quiet", "--overwrite").stderr  # not asked for: nothing to say
+    # with --augment it learned from the augmented texts too: not "from the labeled samples alone"
+    augmented = kd(*common, "--unlabeled", "--augment", "ngram", "--augment-n", "1", "--name", "aug").stderr
+    assert "learned from the labeled samples and the augmented texts" in augmented and "alone" not in augmented, augmented
 
 
 def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
