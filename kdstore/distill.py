@@ -375,10 +375,14 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     cpu = torch.device("cpu")
     for m in models:
         m.to(cpu)
+    timed = speed_texts(everything)
     store.add_metrics(stage.id, "all", measure(  # what kd predict serves: the one student, or the folds' ensemble
         lambda texts, bs: _ensemble_logits(models, tokenizer, texts, max_len=cfg.max_len, device=cpu, batch_size=bs),
-        speed_texts(everything),
+        timed,
     ))
+    # FLOPs over the texts the latency is timed on (test, else dev): over the training rows, pool and
+    # augmented texts (shorter: n-gram spans) made the same student cost less with --augment
+    timed_tokens = float(np.mean(encode_packed(tokenizer, timed, max_len=cfg.max_len, special_tokens=models[0].special_tokens).lengths)) if timed else 0.0
     first = fold_fits[0]
     store.add_metrics(
         stage.id,
@@ -387,8 +391,8 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
             **({"best_epoch": first["best_epoch"], "train_seconds": first["train_seconds"]} if not cfg.folds else
                {"train_seconds": sum(f["train_seconds"] for f in fold_fits), "folds": cfg.folds}),
             "parameters": count_parameters(models[0]),
-            "flops_per_sample": flops_per_sample(scfg, int(first["mean_tokens"])),
-            "mean_tokens": first["mean_tokens"],
+            "flops_per_sample": flops_per_sample(scfg, round(timed_tokens)),
+            "mean_tokens": timed_tokens,
             **{f"teacher_layer[{i}]": j for i, j in enumerate(first.get("teacher_layers", []))},
             **{f"{'' if not cfg.folds else f'fold{k}/'}diverged_epoch": f["diverged_epoch"]
                for k, f in enumerate(fold_fits) if "diverged_epoch" in f},
@@ -452,7 +456,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     """Train the student ``built`` (``_new_student``) on ``data`` (rows with label -1 learn from the
     teacher alone) on this rank's share of each global batch, matched to ``matched_net``'s internals
     if given, early stopping on dev macro-F1; returns the model at its best epoch and
-    ``{"best_epoch", "train_seconds", "mean_tokens", "teacher_layers"?}``. Figures are recorded per
+    ``{"best_epoch", "train_seconds", "teacher_layers"?}``. Figures are recorded per
     epoch under ``tag`` (``fold0/``...)."""
     model, fitted = built
     model.to(device)
@@ -526,7 +530,6 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     fitted["train_seconds"] = time.monotonic() - start
     best.restore(model)
     fitted["best_epoch"] = best.epoch or last_epoch  # no dev split: the last epoch
-    fitted["mean_tokens"] = float(np.mean(lengths)) if len(lengths) else 0.0
     return model, fitted
 
 

@@ -815,6 +815,10 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     assert set(children) == {late_id} and len(children) == later["augmented_added"]
     bad = kd("distill", "--run", "r", "--augment", "synonym", "--db", db, ok=False)
     assert "unknown augmentation method" in bad.output
+    # the cost of a forward pass is over the texts latency is timed on, not the (shorter) augmented ones
+    plain = json.loads(kd("distill", *[a for a in common if a not in ("--augment", "mask,pos,ngram", "--augment-n", "2")],
+                          "--name", "plain").output)["metrics"]["all"]
+    assert (plain["flops_per_sample"], plain["mean_tokens"]) == (first["flops_per_sample"], first["mean_tokens"])
 
 
 def test_augmentation_recipes_share_their_texts_and_a_dropped_parent_takes_its_own(taught_store):
