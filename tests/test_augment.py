@@ -323,3 +323,21 @@ def test_distill_refuses_bad_augmentation_probabilities_before_starting_a_stage(
     out = kd("distill", "--run", "r", *options, "--db", str(db), ok=False)
     assert f"Error: {message}" in out.output and "Traceback" not in out.output
     assert not db.exists()
+
+
+def test_a_later_run_without_pos_does_not_segment_every_train_text(tmp_path, monkeypatch):
+    """A train sample that gave no augmented text (here: one character) is tried again by each
+    run; for a recipe without "pos" that is its own text, not the vocabulary of every train text
+    (a minute of segmentation on a large store, every run)."""
+    import kdstore.augmented as augmented
+    from kdstore.ingest import IngestOptions, ingest
+    from kdstore.store import Store
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    ingest(store, "pos\t质量很好，物流也快\nneg\t包装破损，很失望\n".encode(), "t.tsv", IngestOptions())
+    recipe = augmented.Recipe(methods=("mask", "ngram"), n=2, p_mask=0.5)
+    _, first = augmented.ensure_augmented(store, recipe)
+    ingest(store, "neg\t差\n".encode(), "late.tsv", IngestOptions())
+    monkeypatch.setattr(augmented, "build_pos_vocab", lambda tagged: pytest.fail("built the vocabulary of every train text"))
+    assert first > 0 and augmented.ensure_augmented(store, recipe) == (recipe.source, 0)
+    store.close()
