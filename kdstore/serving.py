@@ -162,6 +162,8 @@ class Artifact:
         directory = Path(directory)
         manifest = read_manifest(directory)
         model_file = manifest.get("model_file")
+        if not isinstance(model_file, (str, type(None))) or not isinstance(manifest.get("files", {}), dict):
+            raise KdError(f"{directory / MANIFEST} is malformed (model_file must be a name, files a mapping): re-run `kd export`")
         if not model_file or not (directory / model_file).is_file():
             raise KdError(f"{directory / (model_file or 'model')} is missing from the export: re-run `kd export`")
         if model_file not in manifest.get("files", {}):

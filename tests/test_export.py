@@ -24,6 +24,7 @@ from synthetic import kd, labeled_rows, save_tiny_bert, texts, write_tsv
 
 from commands.export import export
 from kdstore.predictor import Predictor
+from kdstore.errors import KdError
 from kdstore.schema import iso_utc
 from kdstore.serving import Artifact
 from kdstore.store import Store
@@ -433,3 +434,33 @@ def test_torchscript_export_serves_on_the_cpu_it_was_traced_on(built, tmp_path, 
     np.testing.assert_array_equal(Artifact.load(path, device="auto").logits(sample), expected)
     line = error_line(kd("predict", "--artifact", str(path), "--device", "cuda", input="很好\n", ok=False))
     assert "a TorchScript export was traced on the CPU" in line and "--format onnx" in line
+
+
+def test_predict_json_keeps_one_object_a_line_for_unicode_line_separators():
+    """U+2028, U+2029 and U+0085 in a text: str.splitlines() of --json output still gives one object a line."""
+    from commands.predict import _emit
+
+    class Fixed:
+        max_len = 32
+
+        def predict(self, texts, batch_size=256):
+            return [{"label": "pos", "confidence": 0.9, "probs": {"pos": 0.9, "neg": 0.1}, "truncated": False} for _ in texts]
+
+    lines = [(1, "很好\u2028下一行"), (2, "a\u2029b\x85c"), (3, "好")]
+    import click
+
+    out = CliRunner().invoke(click.command()(lambda: _emit(Fixed(), lines, 8, True)), []).stdout
+    got = [json.loads(l) for l in out.splitlines()]
+    assert [g["text"] for g in got] == [t for _, t in lines]
+    assert [g["line"] for g in got] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("manifest", [
+    {"format_version": 1, "model_file": ["model.onnx"], "files": {"model.onnx": "0"}},
+    {"format_version": 1, "model_file": "model.onnx", "files": ["model.onnx"]},
+])
+def test_a_malformed_manifest_is_a_one_line_error(tmp_path, manifest):
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(KdError, match="manifest.json is malformed"):
+        Artifact.load(tmp_path)
