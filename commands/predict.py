@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from kdstore.errors import KdError
+from kdstore.jsonl import dumps_line
 from kdstore.schema import SPLITS
 
 from .common import FLOAT, binary_stdin, open_store, overwrite_option, print_json, run_option, store_options
@@ -162,7 +163,7 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
             continue
         r = next(results)
         if as_json:
-            click.echo(json.dumps({"line": n, "text": text, **r}, ensure_ascii=False).translate(_JSON_LINE_BREAKS))
+            click.echo(dumps_line({"line": n, "text": text, **r}))
         else:
             if r["truncated"]:
                 cut.append(n)
@@ -176,9 +177,6 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
 
 # characters a reader may take for the end of a line (str.splitlines does): one output line per input line
 _LINE_BREAKS = str.maketrans({c: " " for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
-# and those json.dumps leaves raw with ensure_ascii=False (it escapes the others): escaped, so that
-# str.splitlines() of --json output gives one JSON object a line
-_JSON_LINE_BREAKS = str.maketrans({c: f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"})
 
 
 def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool,

@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 from . import noise, tfidf
 from .errors import KdError
 from .ingest import allow_long_csv_fields
+from .jsonl import dumps_line, split_lines
 from .probs import softmax
 from .runs import PARKED, StageHandle, resolve_run_id
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
@@ -300,7 +301,7 @@ def export_sheet(store: Store, run: str, path: Path) -> int:
     if path.suffix.lower() in (".xlsx", ".xls", ".xlsm", ".ods"):  # CSV text under a workbook's name: Excel refuses to open it
         raise KdError(f"{path}: kd labels export writes CSV or JSONL, not a workbook: name it {path.stem}.csv (Excel opens it)")
     if path.suffix.lower() in (".jsonl", ".json"):
-        text, encoding = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), "utf-8"
+        text, encoding = "".join(dumps_line(i) + "\n" for i in items), "utf-8"
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=SHEET_COLUMNS)
@@ -355,7 +356,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     raw = _sheet_text(path, data)
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
-        for n, line in enumerate(raw.splitlines(), start=1):
+        for n, line in enumerate(split_lines(raw), start=1):
             if line.strip():
                 try:
                     item = json.loads(line)

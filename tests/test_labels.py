@@ -527,9 +527,14 @@ def test_jsonl_export_edit_import_round_trip_with_another_class(db, tmp_path):
     names = Store.open(db).class_names()
     assert names[-1] == "mid"
     sheet = tmp_path / "review.jsonl"
+    store = Store.open(db)
+    with store.engine.begin() as conn:  # a text with a Unicode line separator (ingest keeps it): still one line of the sheet
+        conn.execute(update(Sample).where(Sample.id == _issues(db)[0]["sample_id"]).values(text=Sample.text + "\u2028第二行\x85"))
+    store.close()
     kd("labels", "export", "--run", "r", str(sheet), "--db", db)
     rows = [json.loads(line) for line in sheet.read_text(encoding="utf-8").splitlines()]
     assert len(rows) >= 4 and all(r["decision"] == "" and isinstance(r["issue_id"], int) for r in rows)
+    assert rows[0]["text"].endswith("\u2028第二行\x85")
     for r, decision in zip(rows, ("mid", "accept", "reject", "drop")):
         r["decision"] = decision
     before = _state(db)

@@ -1,0 +1,21 @@
+"""JSON Lines written by kd: one object a line, whatever a text holds."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# json.dumps(ensure_ascii=False) escapes the control characters but leaves these raw, and
+# str.splitlines() (what many readers split JSON Lines with) ends a line at each of them
+_LINE_ENDS = str.maketrans({c: f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"})
+
+
+def dumps_line(obj: Any) -> str:
+    """``obj`` as one line of JSON (no newline at the end), non-ASCII text kept readable."""
+    return json.dumps(obj, ensure_ascii=False).translate(_LINE_ENDS)
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines text: split at ``\\n`` only (a raw U+2028 inside a string, as
+    other tools write it, is part of its line); a ``\\r`` before it is dropped."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
