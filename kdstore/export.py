@@ -373,8 +373,8 @@ def _write_torchscript(module: nn.Module, example, path: Path) -> dict[str, Any]
 def _verify_texts(store: Store, max_len: int) -> list[str]:
     """Dev and test texts first, then any, plus one longer than ``max_len`` and a one-character one."""
     texts = store.samples(splits=["dev", "test"], limit=VERIFY_TEXTS, include_dropped=True).texts
-    if len(texts) < VERIFY_TEXTS:
-        texts += store.samples(limit=VERIFY_TEXTS - len(texts), include_dropped=True).texts
+    if len(texts) < VERIFY_TEXTS:  # the other splits' (the dev and test texts again would count twice)
+        texts += store.samples(splits=["train", "unlabeled"], limit=VERIFY_TEXTS - len(texts), include_dropped=True).texts
     texts = [t for t in texts if t.strip()]
     if texts:
         long = "".join(texts)

@@ -464,3 +464,17 @@ def test_a_malformed_manifest_is_a_one_line_error(tmp_path, manifest):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(KdError, match="manifest.json is malformed"):
         Artifact.load(tmp_path)
+
+
+def test_an_export_is_checked_on_distinct_store_texts(tmp_path):
+    """Dev and test texts first, then others: the dev texts were taken twice when the store had
+    fewer than 128 of them (the manifest said "102 store texts" for 82)."""
+    from kdstore.export import _verify_texts
+    from kdstore.ingest import IngestOptions, ingest
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    ingest(store, "pos\t好一\nneg\t差二\n".encode(), "dev.tsv", IngestOptions(split="dev"))
+    ingest(store, "pos\t好三\nneg\t差四\npos\t好五\n".encode(), "t.tsv", IngestOptions())
+    texts = _verify_texts(store, max_len=8)
+    assert texts[:5] == ["好一", "差二", "好三", "差四", "好五"] and len(texts) == 7  # + one longer than max_len, one character
+    store.close()
