@@ -314,7 +314,7 @@ def _example(vocab_size: int, pad_id: int, min_len: int) -> tuple[torch.Tensor, 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporters print progress to stdout and warnings to stderr; kd's stdout is for kd's output."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "transformers")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

@@ -91,9 +91,21 @@ CASES = [
 
 
 @pytest.mark.parametrize("run, which, fmt, stage_name", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
-def test_export_serves_the_same_logits_as_pytorch(built, tmp_path, run, which, fmt, stage_name):
+def test_export_serves_the_same_logits_as_pytorch(built, tmp_path, run, which, fmt, stage_name, capfd):
     db = str(built)
-    out = kd_export("--run", run, "--model", which, "--format", fmt, "--db", db, "--overwrite")
+    capfd.readouterr()
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    getattr(logging.Logger.warning_once, "cache_clear", lambda: None)()  # transformers says each thing once a process
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # as in a fresh `kd export` process (this one ran kd teach, which quiets it)
+    try:
+        out = kd_export("--run", run, "--model", which, "--format", fmt, "--db", db, "--overwrite")
+    finally:
+        hf_logging.set_verbosity(level)
+    assert "loss_type" not in capfd.readouterr().err  # the exporters' and transformers' chatter stays out of kd's output
     path = Path(out.stdout.strip())
     store = Store.open(db)
     assert path == (store.artifact_root / run / f"export-{stage_name}-{fmt}").resolve()
