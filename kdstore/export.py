@@ -164,6 +164,9 @@ def export_model(
         _remove_abandoned(out_dir)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as exc:
+        blocking = next((p for p in out_dir.parents if p.is_file()), None)  # (mkdir says only "File exists")
+        if blocking is not None:
+            raise KdError(f"{out_dir}: cannot write the export there: {blocking} is a file, not a folder") from None
         raise KdError(f"{out_dir}: cannot write the export there: {exc.strerror or exc}") from None
     guard = SignalGuard()  # a kill (SIGTERM, SIGHUP) raises like Ctrl-C: the half-written folder is removed
     try:

@@ -261,7 +261,7 @@ def test_bad_inputs_are_one_line_errors(built, tmp_path, error_line):
     blocker = tmp_path / "a-file"  # --out under a file: the error names --out, not the temporary folder beside it
     blocker.write_text("x", encoding="utf-8")
     line = error_line(kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(blocker / "out"), "--db", db, ok=False))
-    assert line.startswith(f"Error: {blocker / 'out'}: cannot write the export there")
+    assert line == f"Error: {blocker / 'out'}: cannot write the export there: {blocker} is a file, not a folder"
     good = Path(kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(tmp_path / "good"), "--db", db).stdout.strip())
     corrupt = tmp_path / "corrupt"
     shutil.copytree(good, corrupt)
