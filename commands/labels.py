@@ -265,13 +265,16 @@ def history(sample_id, db, as_json):
     if as_json:
         print_json(h)
         return
-    click.echo(f"sample {sample_id}: original {h['original']}, now {h['current']}{' (dropped)' if h['dropped'] else ''}")
+    def shown(label):  # an unlabeled sample (of the pool) may be dropped: not "original None"
+        return "(unlabeled)" if label is None else label
+
+    click.echo(f"sample {sample_id}: original {shown(h['original'])}, now {shown(h['current'])}{' (dropped)' if h['dropped'] else ''}")
     click.echo(f"  {h['text']}")
     for e in h["edits"]:
         undone = f", reverted {e['reverted_at']}" if e["reverted_at"] else ""
         where = f"{e['run']}/{e['stage']}" if e["stage"] else "(a deleted stage)"
         if e["action"] == "drop":
-            change = f"drop (label {e['old']} kept)"
+            change = "drop" if e["old"] is None else f"drop (label {e['old']} kept)"
         elif e["action"] == "flag":
             change = "flag"
         else:

@@ -145,6 +145,11 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train labels have a single class: there is nothing to tell apart")
     check_learned_every_class(teacher, names, run=teacher_run, purpose="label-noise detection")
+    if cfg.tfidf_member and tfidf_folds(train.labels) < 2:  # (each fold's model must see every class)
+        counts = np.bincount(train.labels)
+        small = min(np.unique(train.labels), key=lambda c: counts[c])
+        raise KdError(f"--tfidf-member: class {names[small]!r} has 1 train sample: out-of-fold TF-IDF probabilities "
+                      "need at least 2 of every class (leave --tfidf-member out)")
     # a sample without logits first (ingested after the teacher ran): scoring it is the fix, not --allow-in-sample
     probs = _probs(store, teacher.id, train.ids, missing=f"have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
     folds = store.read_folds(teacher.id)
@@ -169,7 +174,7 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
         inputs = detect_inputs(store, stage.run, cfg)
     train, probs, votes = inputs.train, inputs.probs, list(inputs.votes)
     if cfg.tfidf_member:
-        votes.append(tfidf.oof_probs(train.texts, train.labels, num_classes=len(store.class_names())))
+        votes.append(tfidf.oof_probs(train.texts, train.labels, num_classes=len(store.class_names()), folds=tfidf_folds(train.labels)))
     # a class with no train sample (one seen in dev/test only, or whose samples were all dropped) has
     # no noise rate to estimate and no label to be confused with: the detection runs over the train
     # classes alone (each member's probabilities renormalized over them) and maps back to class ids
@@ -192,6 +197,16 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
     figures.update({f"flagged[{m}]": int(mask.sum()) for m, mask in found.masks.items()})
     store.add_metrics(stage.id, "train", figures)
     return len(rows)
+
+
+TFIDF_FOLDS = 5
+
+
+def tfidf_folds(labels: np.ndarray) -> int:
+    """How many folds the ``--tfidf-member`` models take: ``TFIDF_FOLDS``, fewer when a train class has
+    fewer samples than that (stratified folds put each class in every fold)."""
+    present = np.unique(labels)
+    return min(TFIDF_FOLDS, int(np.bincount(labels)[present].min())) if len(present) else TFIDF_FOLDS
 
 
 def only_classes(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -656,6 +671,9 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
     if not stages:
         if not store.run_exists(run):
             raise KdError(f"no run {run!r} in the store")
+        cleans = [s.name for s in store.stages_of(run) if s.kind == "clean"]
+        if stage_name is not None and cleans:  # (not "no clean stage": it has some, none of that name)
+            raise KdError(f"run {run!r} has no clean stage {stage_name!r} (its clean stages: {', '.join(cleans)})")
         raise KdError(f"run {run!r} has no clean stage to undo")
     with store.write_session("samples", "label_edits", "label_issues") as s:
         for stage in reversed(stages):

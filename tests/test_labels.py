@@ -985,3 +985,86 @@ def test_only_classes_renormalizes_over_the_kept_columns():
     p = np.array([[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]])
     assert np.allclose(lab.only_classes(p, np.array([1, 2])), [[0.5, 0.5], [0.5, 0.5]])
     assert lab.only_classes(p, np.array([0, 1, 2])) is p
+
+
+def _hand_made_detection(path: Path, texts: list[str]) -> str:
+    """A store whose run ``r`` has a detection flagging every one of ``texts`` (train, labeled pos,
+    suggested neg): the sheet round trips without training a teacher."""
+    from kdstore.schema import KdClass, Run
+    from kdstore.textkey import text_hash
+
+    store = Store.open(str(path))
+    with store.session() as s, s.begin():
+        s.add_all([KdClass(id=0, name="pos"), KdClass(id=1, name="neg"), Run(id=1, uniqid="r")])
+        s.flush()
+        s.add(Stage(id=1, run_id=1, kind="detect", name="detect", status="succeeded"))
+        s.add_all([Sample(id=i, text=t, text_hash=text_hash(t), split="train", label_id=0, orig_label_id=0, source="x")
+                   for i, t in enumerate(texts, start=1)])
+        s.flush()
+        s.add_all([LabelIssue(id=i, stage_id=1, sample_id=i, given_label_id=0, suggested_label_id=1, score=0.9,
+                              methods="cleanlab", status="open") for i in range(1, len(texts) + 1)])
+    store.close()
+    return str(path)
+
+
+def _hand_made_teacher(path: Path, labels: list[str]) -> str:
+    """A store of train samples labeled ``labels`` (classes in order of appearance) whose run ``r``
+    has an out-of-fold teacher (random logits, 2 folds): detect runs in a second, no training."""
+    from kdstore.schema import KdClass, Run
+    from kdstore.textkey import text_hash
+
+    names = list(dict.fromkeys(labels))
+    rng = random.Random(0)
+    store = Store.open(str(path))
+    with store.session() as s, s.begin():
+        s.add_all([KdClass(id=i, name=n) for i, n in enumerate(names)] + [Run(id=1, uniqid="r")])
+        s.flush()
+        s.add(Stage(id=1, run_id=1, kind="teach", name="teach", status="succeeded", config={"classes": names, "folds": 2}))
+        for i, label in enumerate(labels, start=1):
+            t = f"{label}的样本{''.join(rng.choice('今天我们的这个东西') for _ in range(8))}{i}"
+            s.add(Sample(id=i, text=t, text_hash=text_hash(t), split="train", label_id=names.index(label),
+                         orig_label_id=names.index(label), source="x"))
+    ids = list(range(1, len(labels) + 1))
+    store.write_logits(1, ids, np.random.default_rng(0).normal(size=(len(ids), len(names))).astype(np.float32))
+    store.write_folds(1, ids, [i % 2 for i in ids])
+    store.close()
+    return str(path)
+
+
+def test_tfidf_member_takes_fewer_folds_for_a_small_class_and_refuses_a_single_sample(tmp_path, error_line):
+    """The TF-IDF member always cut 5 folds: a train class of 3 samples (enough for `kd teach --folds
+    3`) failed detect with "--folds 5: every class needs at least 5 train samples, and id 2 (3) has
+    fewer: use fewer folds", an option detect does not have, naming no class, as a failed stage."""
+    from kdstore.tfidf import oof_probs
+
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10 + ["mid"] * 3)
+    out = json.loads(kd("labels", "detect", "--run", "r", "--tfidf-member", "--method", "cleanlab,disagree,ensemble",
+                        "--db", db, "--json").stdout)
+    assert out["flagged"] == len(_issues(db))
+    assert lab.tfidf_folds(np.array([0, 1] * 10 + [2] * 3)) == 3 and lab.tfidf_folds(np.array([0, 1] * 10)) == 5
+    probs = oof_probs(["好的很好"] * 3 + ["差的太差"] * 3, np.array([0, 0, 0, 1, 1, 1]), num_classes=2, folds=3)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+
+    lonely = _hand_made_teacher(tmp_path / "lonely.db", ["pos", "neg"] * 10 + ["mid"])
+    result = kd("labels", "detect", "--run", "r", "--tfidf-member", "--db", lonely, ok=False)
+    assert error_line(result) == ("Error: --tfidf-member: class 'mid' has 1 train sample: out-of-fold TF-IDF probabilities "
+                                  "need at least 2 of every class (leave --tfidf-member out)")
+    assert [s.name for s in Store.open(lonely).stages_of("r")] == ["teach"]
+
+
+def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_says_so(tmp_path, error_line):
+    """``undo --stage nope`` on a run with clean stages said the run "has no clean stage to undo";
+    the history of a dropped pool text read "original None, now None" and "drop (label None kept)"."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    store = Store.open(db)
+    with store.session() as s, s.begin():
+        s.add(Sample(id=3, text="池里的文本", text_hash="h3", split="unlabeled", source="x"))
+    store.close()
+    kd("labels", "set", "--run", "r", "3=drop", "--db", db)
+    assert error_line(kd("labels", "undo", "--run", "r", "--stage", "nope", "--db", db, ok=False)) == (
+        "Error: run 'r' has no clean stage 'nope' (its clean stages: edit-1)")
+    assert error_line(kd("labels", "undo", "--run", "r", "--stage", "detect", "--db", db, ok=False)) == (
+        "Error: run 'r' has no clean stage 'detect' (its clean stages: edit-1)")
+    out = kd("labels", "history", "3", "--db", db).stdout.splitlines()
+    assert out[0] == "sample 3: original (unlabeled), now (unlabeled) (dropped)"
+    assert out[2].endswith("r/edit-1: drop (set by hand)") and "None" not in "".join(out)
