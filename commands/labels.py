@@ -71,7 +71,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
 @run_option
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="At most this many, highest scores first (0: all).")
 @click.option("--status", type=click.Choice(["open", "applied", "rejected", "flagged"]),
-              help="Only issues in this state (default: all): open = undecided, applied = relabeled or dropped, "
+              help="Only issues in this state (default: all): open = undecided, applied = decided by a clean or a sheet (relabeled or dropped, or kept where it already stood), "
                    "rejected = label kept by a decision, flagged = marked by `clean --action flag`.")
 @store_options
 @json_option
@@ -98,9 +98,10 @@ def show(run, top, status, db, as_json):
 @labels.command()
 @run_option
 @click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace PATH if it exists (by default a sheet that may hold someone's decisions is kept).")
 @store_options
 @json_option
-def export(run, path, db, as_json):
+def export(run, path, overwrite, db, as_json):
     """Write the open and flagged issues as a review sheet (CSV, or JSONL by extension).
 
     Fill the decision column with accept, reject, drop or a class name, then `kd labels import`.
@@ -109,7 +110,7 @@ def export(run, path, db, as_json):
     Example:
       kd labels export --run r1 review.csv
     """
-    n = lab.export_sheet(open_store(db), run, path)
+    n = lab.export_sheet(open_store(db), run, path, overwrite=overwrite)
     if as_json:
         print_json({"run": run, "path": str(path), "issues": n})
         return

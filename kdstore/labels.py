@@ -230,6 +230,7 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
     return noise.reliability_warnings(
         flagged=int(m.get("flagged", 0) if changes is None else changes), samples=int(m["train_samples"]),
         accuracy=m.get("oof_accuracy"), majority=m.get("majority_rate"),  # absent in stores older than these figures
+        tfidf_member=bool((stage.config or {}).get("tfidf_member")),
     )
 
 
@@ -302,10 +303,11 @@ def issues(store: Store, run: str, *, top: int | None = None, status: str | tupl
     ]
 
 
-def export_sheet(store: Store, run: str, path: Path) -> int:
+def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False) -> int:
     """Write the undecided (open or flagged) issues as a review sheet (CSV, or JSONL by extension) with an empty decision.
     The CSV starts with a UTF-8 byte-order mark, so that spreadsheet programs read its Chinese text
-    as UTF-8; each row names its run, so that ``import`` needs no ``--run``."""
+    as UTF-8; each row names its run, so that ``import`` needs no ``--run``. An existing file (a
+    sheet someone may be filling in) is replaced only with ``overwrite``."""
     rows = issues(store, run, status=UNDECIDED)
     for r in rows:
         r["current"] = f"{r['current'] or ''}{' (dropped)' if r['dropped'] else ''}"
@@ -315,6 +317,10 @@ def export_sheet(store: Store, run: str, path: Path) -> int:
         raise KdError("kd labels export writes a file: give its name (review.csv, or review.jsonl)")
     if path.suffix.lower() in (".xlsx", ".xls", ".xlsm", ".ods"):  # CSV text under a workbook's name: Excel refuses to open it
         raise KdError(f"{path}: kd labels export writes CSV or JSONL, not a workbook: name it {path.stem}.csv (Excel opens it)")
+    if path.suffix.lower() == ".tsv":  # comma-separated text under a tab-separated name
+        raise KdError(f"{path}: kd labels export writes CSV or JSONL: name it {path.stem}.csv or {path.stem}.jsonl")
+    if path.exists() and not overwrite:
+        raise KdError(f"{path} exists (a sheet someone may be filling in): pass --overwrite to replace it, or give another name")
     if path.suffix.lower() in (".jsonl", ".json"):
         text, encoding = "".join(dumps_line(i) + "\n" for i in items), "utf-8"
     else:

@@ -324,7 +324,7 @@ def detect(
 
 def reliability_warnings(
     *, flagged: int, samples: int, accuracy: float | None, majority: float | None,
-    max_fraction: float = MAX_PLAUSIBLE_FRACTION,
+    max_fraction: float = MAX_PLAUSIBLE_FRACTION, tfidf_member: bool = False,
 ) -> list[str]:
     """Why a detection should not be trusted, one sentence each (empty when nothing is amiss).
 
@@ -334,6 +334,7 @@ def reliability_warnings(
     tenth of the way from always answering the majority class to a perfect score (5 points on a
     balanced binary task, 0.5 on a 95 % majority) flag mostly their own errors; more than ``max_fraction`` of the
     labels flagged is, for a corpus someone labeled with care, the sign of a weak model.
+    ``tfidf_member``: the detection had the TF-IDF member already (the advice leaves it out).
     """
     if samples <= 0 or not 0 <= flagged <= samples:
         raise KdError(f"flagged must be in [0, samples] and samples positive, got {flagged} of {samples}")
@@ -347,7 +348,7 @@ def reliability_warnings(
         out.append(
             f"the teacher's out-of-fold predictions agree with {accuracy:.1%} of the given labels, {versus_majority(accuracy, majority)} "
             f"always answering the most frequent class ({majority:.1%}): most flags are its own errors; train a "
-            "stronger teacher (or detect with --tfidf-member) before cleaning"
+            "stronger teacher" + ("" if tfidf_member else " (or detect with --tfidf-member)") + " before cleaning"
         )
     if flagged > max_fraction * samples:
         out.append(

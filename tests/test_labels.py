@@ -895,6 +895,14 @@ def test_a_sheet_as_spreadsheets_save_it_imports_or_is_refused_in_one_line(db, t
     assert [s.kind for s in Store.open(db).stages_of("r")] == ["teach", "detect"]
     line = error_line(kd("labels", "export", "--run", "r", str(tmp_path / "review.xlsx"), "--db", db, ok=False))
     assert "not a workbook" in line and not (tmp_path / "review.xlsx").exists()
+    filled = tmp_path / "filled.csv"
+    filled.write_text("run,sample_id,decision\nr,1,drop\n", encoding="utf-8")  # a reviewer's work
+    line = error_line(kd("labels", "export", "--run", "r", str(filled), "--db", db, ok=False))
+    assert "filled.csv exists (a sheet someone may be filling in): pass --overwrite" in line
+    assert filled.read_text(encoding="utf-8") == "run,sample_id,decision\nr,1,drop\n"
+    kd("labels", "export", "--run", "r", str(filled), "--overwrite", "--db", db)
+    assert filled.read_text(encoding="utf-8-sig").startswith("run,")
+    assert "name it review.csv or review.jsonl" in error_line(kd("labels", "export", "--run", "r", str(tmp_path / "review.tsv"), "--db", db, ok=False))
     (tmp_path / "excel.csv").write_bytes(text.encode("utf-8-sig"))
     counts = json.loads(kd("labels", "import", str(tmp_path / "excel.csv"), "--db", db, "--json").stdout)
     assert (counts["stage"], counts["relabel"] + counts["unchanged"], counts["drop"]) == ("review", 1, 1)
