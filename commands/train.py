@@ -473,6 +473,8 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     cfg.validate()
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
+    if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
+        raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
     name = "distill-early-exit" if stage_name is None else stage_name
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}

@@ -506,6 +506,31 @@ def test_exit_speed_curve_and_pick_by_hand():
         pick_speed(u, branch, final, labels, max_loss=-1.0)
 
 
+def test_speed_metrics_by_hand_and_no_speedup_where_nothing_exited():
+    """accuracy@S, agreement@S (with speed 0), layers@S and speedup@S from hand-made measurements; a
+    speed at which no text left early ran every layer and the branches: a timing that says it was
+    faster (a busy machine slowed the speed-0 pass) is no speedup, while its measured overhead stays."""
+    from kdstore.early_exit import speed_metrics
+
+    def logits(pred):
+        return np.eye(2, dtype=np.float32)[pred]
+
+    labels = np.array([0, 1, 1, 0])
+    measured = {
+        0.0: {"logits": logits([0, 1, 0, 0]), "layers": np.array([3, 3, 3, 3]), "seconds": 2.0},
+        0.1: {"logits": logits([0, 1, 0, 0]), "layers": np.array([3, 3, 3, 3]), "seconds": 0.5},  # noise: 4x
+        0.3: {"logits": logits([0, 1, 0, 0]), "layers": np.array([3, 3, 3, 3]), "seconds": 2.5},
+        0.5: {"logits": logits([0, 1, 1, 1]), "layers": np.array([1, 3, 2, 1]), "seconds": 1.0},
+    }
+    m = speed_metrics(measured, labels, ["a", "b"])
+    assert (m["accuracy@0"], m["accuracy@0.5"]) == (0.75, 0.75)
+    assert (m["agreement@0.1"], m["agreement@0.5"]) == (1.0, 0.5)
+    assert (m["layers@0"], m["layers@0.5"]) == (3.0, 1.75)
+    assert m["speedup@0"] == 1.0 and m["speedup@0.5"] == 2.0
+    assert m["speedup@0.1"] == 1.0  # nothing exited: not 4x
+    assert m["speedup@0.3"] == pytest.approx(0.8)  # the branches' cost, as measured
+
+
 def test_cli_max_loss_serves_at_the_speed_chosen_on_dev(trained):
     import json
 
@@ -575,6 +600,7 @@ def test_a_config_file_speed_or_max_loss_gives_way_to_the_command_line(tmp_path,
     import kdstore.early_exit as ee
 
     db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "dev.tsv", labeled_rows(random.Random(0), 4))), "--split", "dev", "--db", db)  # --max-loss needs dev
     with stage_scope(Store.open(db), run="r", kind="teach", name="teach", config={}):
         pass  # a run to take a teacher from (training itself is replaced below)
     seen: list[EarlyExitConfig] = []
@@ -590,6 +616,21 @@ def test_a_config_file_speed_or_max_loss_gives_way_to_the_command_line(tmp_path,
     conf.write_text("[distill]\nspeed = 0.5\nmax_loss = 1.0\n", encoding="utf-8")
     both = kd("distill", "--run", "r", "--student", "early-exit", "--name", "c", "--db", db, ok=False)
     assert "--speed or --max-loss, not both" in both.output and len(seen) == 2
+
+
+def test_max_loss_without_labeled_dev_samples_is_refused_before_a_stage_is_recorded(tmp_path, monkeypatch):
+    """--max-loss chooses the speed on dev: a store without labeled dev samples is a one-line error
+    that leaves no failed distill-early-exit stage behind (it was recorded, then failed)."""
+    import kdstore.early_exit as ee
+
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", labeled_rows(random.Random(0), 10))), "--split", "train", "--db", db)
+    with stage_scope(Store.open(db), run="r", kind="teach", name="teach", config={}):
+        pass  # a run to take a teacher from
+    monkeypatch.setattr(ee, "train_early_exit", lambda *a, **k: pytest.fail("trained without dev samples"))
+    refused = kd("distill", "--run", "r", "--student", "early-exit", "--max-loss", "0.5", "--db", db, ok=False)
+    assert "--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples" in refused.output
+    assert [s.name for s in Store.open(db).stages_of("r")] == ["teach"]
 
 
 def test_distill_help_says_early_exit_reads_at_the_teachers_max_len():
