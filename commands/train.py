@@ -122,7 +122,8 @@ def _warn_if_majority(run: str, stage: dict) -> None:
         return
     name, share = weak
     fix = ("train longer (--epochs) or faster (--lr: a small `kd pretrain` model wants about 3e-4, as in the quick start)"
-           if stage["kind"] == "teach" else f"check the teacher first (`kd report --run {run}`), then --epochs")
+           if stage["kind"] == "teach" else
+           "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in ((stage.get("config") or {}).get("teacher_runs") or [run])) + "), then --epochs")
     click.echo(f"warning: dev accuracy {m['accuracy']:.1%} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
                f"the model has learned next to nothing; {fix}", err=True)
 

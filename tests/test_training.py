@@ -1037,6 +1037,8 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try(cap
     assert "--epochs" in err and "--lr" in err and err.count("\n") == 1
     _warn_if_majority("r1", {"kind": "distill", "metrics": {"dev": dev}})
     assert "`kd report --run r1`" in capsys.readouterr().err
+    _warn_if_majority("r3", {"kind": "distill", "metrics": {"dev": dev}, "config": {"teacher_runs": ["w"]}})
+    assert "check the teacher first (`kd report --run w`)" in capsys.readouterr().err  # the teacher's run, not the student's
     _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": {**dev, "accuracy": 0.9}}})  # learned: silent
     _warn_if_majority("r1", {"kind": "pretrain", "metrics": {"train": {"mlm_loss": 6.0}}})  # no dev figures: silent
     assert capsys.readouterr().err == ""
