@@ -104,7 +104,8 @@ def show(run, top, status, db, as_json):
 def export(run, path, overwrite, db, as_json):
     """Write the open and flagged issues as a review sheet (CSV, or JSONL by extension).
 
-    Fill the decision column with accept, reject, drop or a class name, then `kd labels import`.
+    Fill the decision column with accept, reject, drop or a class name (label:NAME for a class
+    named like a decision), then `kd labels import`.
 
     \b
     Example:
@@ -212,6 +213,7 @@ EFFECTS = {"change": "change", "unchanged": "unchanged", "edited": "left alone (
 @json_option
 def set_(run, edits, reason, stage_name, db, as_json):
     """Relabel or drop samples by hand (any split): one undoable clean stage, every change recorded.
+    A class named drop is written label:drop (and the decision decision:drop).
 
     
     Example:

@@ -453,23 +453,51 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
                 f"{path}: line {line}: field 'text': not the text of sample {sample_id} in this store "
                 "(a sheet of another store?)"
             )
-        low = decision.lower()
-        if low == "accept":
+        try:
+            action, label = read_decision(decision, names, SHEET_WORDS)
+        except KdError as exc:
+            raise KdError(f"{path}: line {line}: field 'decision': {exc}") from None
+        if action == "accept":
             suggested = _cell(r, "suggested")
             if suggested and suggested not in names:
                 raise KdError(f"{path}: line {line}: field 'suggested': unknown label {suggested!r}")
             new = names.index(suggested) if suggested else issue.suggested_label_id
             decisions.append(Decision(sample_id, issue.id, "relabel", new))
-        elif low in ("reject", "drop"):
-            decisions.append(Decision(sample_id, issue.id, low, None))
-        elif decision in names:
-            decisions.append(Decision(sample_id, issue.id, "relabel", names.index(decision)))
         else:
-            raise KdError(
-                f"{path}: line {line}: field 'decision': {decision!r} is not accept, reject, drop or a class "
-                f"({', '.join(names)})"
-            )
+            decisions.append(Decision(sample_id, issue.id, action, label))
     return Sheet(run, decisions)
+
+
+SHEET_WORDS = ("accept", "reject", "drop")  # what a sheet's decision says besides a class name
+CLASS_PREFIX, WORD_PREFIX = "label:", "decision:"
+
+
+def read_decision(value: str, names: Sequence[str], words: Sequence[str]) -> tuple[str, int | None]:
+    """``(action, class id)`` of a sheet's decision or ``kd labels set``'s value: one of ``words``
+    (any case; ``(word, None)``) or a class name (``("relabel", id)``). A class named like a word
+    (``reject`` in a moderation task) makes that word ambiguous: ``label:reject`` names the class,
+    ``decision:reject`` the decision, and the bare word is refused rather than guessed."""
+    listed = ", ".join(words)
+    if value.startswith(CLASS_PREFIX) and value not in names:
+        name = value[len(CLASS_PREFIX):]
+        if name not in names:
+            raise KdError(f"{value!r}: no class {name!r} ({', '.join(names)})")
+        return "relabel", names.index(name)
+    if value.lower().startswith(WORD_PREFIX) and value not in names:
+        word = value[len(WORD_PREFIX):].strip().lower()
+        if word not in words:
+            raise KdError(f"{value!r}: {word!r} is not a decision ({listed})")
+        return word, None
+    low = value.lower()
+    if low in words:
+        twins = [n for n in names if n.casefold() == low]
+        if twins:
+            raise KdError(f"{value!r} is a decision and also the class {twins[0]!r}: write {CLASS_PREFIX}{twins[0]} for the class, "
+                          f"{WORD_PREFIX}{low} for the decision")
+        return low, None
+    if value in names:
+        return "relabel", names.index(value)
+    raise KdError(f"{value!r} is not {listed} or a class ({', '.join(names)})")
 
 
 SAVE_UTF8 = 'save it as UTF-8 (Excel: Save As "CSV UTF-8")'
@@ -543,12 +571,11 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
         if sample_id in seen:
             raise KdError(f"{pair!r}: sample {sample_id} is given twice")
         seen.add(sample_id)
-        if value == "drop":
-            decisions.append(Decision(sample_id, None, "drop", None))
-        elif value in names:
-            decisions.append(Decision(sample_id, None, "relabel", names.index(value)))
-        else:
-            raise KdError(f"{pair!r}: {value!r} is not drop or a class ({', '.join(names)})")
+        try:
+            action, label = read_decision(value, names, ("drop",))
+        except KdError as exc:
+            raise KdError(f"{pair!r}: {exc}") from None
+        decisions.append(Decision(sample_id, None, action, label))
     with store.session() as s:
         rows = {i: r.label_id for i, r in _rows_by_id(s, Sample, seen).items()}
     for d in decisions:

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import random
 from pathlib import Path
 
@@ -1076,3 +1077,34 @@ def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_sa
     out = kd("labels", "history", "3", "--db", db).stdout.splitlines()
     assert out[0] == "sample 3: original (unlabeled), now (unlabeled) (dropped)"
     assert out[2].endswith("r/edit-1: drop (set by hand)") and "None" not in "".join(out)
+
+
+def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_is_refused(tmp_path):
+    """Moderation data has classes such as reject and drop: a sheet's `reject` meant for the class
+    kept the label instead, and `kd labels set 42=drop` could not relabel to the class drop."""
+    from kdstore.labels import read_decision
+
+    names = ["pass", "reject", "Drop"]
+    assert read_decision("pass", names, SHEET) == ("relabel", 0)
+    assert read_decision("label:reject", names, SHEET) == ("relabel", 1)
+    assert read_decision("Decision:Reject", names, SHEET) == ("reject", None)
+    assert read_decision("ACCEPT", names, SHEET) == ("accept", None)
+    for value, message in (("reject", "'reject' is a decision and also the class 'reject': write label:reject for the class, decision:reject"),
+                           ("drop", "also the class 'Drop': write label:Drop"),
+                           ("label:nope", "'label:nope': no class 'nope'"),
+                           ("decision:keep", "'decision:keep': 'keep' is not a decision (accept, reject, drop)"),
+                           ("maybe", "'maybe' is not accept, reject, drop or a class (pass, reject, Drop)")):
+        with pytest.raises(KdError, match=re.escape(message)):
+            read_decision(value, names, SHEET)
+    # through kd labels set, on a store with such classes
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "t.tsv", [("pass", "正常的广告文案"), ("drop", "违规的广告文案")])), "--db", db)
+    line = kd("labels", "set", "--run", "m", "1=drop", "--db", db, ok=False).output
+    assert "'1=drop': 'drop' is a decision and also the class 'drop'" in line
+    kd("labels", "set", "--run", "m", "1=label:drop", "2=decision:drop", "--db", db)
+    state = _state(db)
+    names = Store.open(db).class_names()
+    assert (state[1][0], state[1][1]) == (names.index("drop"), False) and state[2][1] is True
+
+
+SHEET = ("accept", "reject", "drop")
