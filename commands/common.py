@@ -276,5 +276,28 @@ def console() -> Console:
     return Console(file=sys.stdout, soft_wrap=True, width=PIPED_WIDTH if piped else None)
 
 
+TABLE_ROWS = 1_000  # past this many rows a listing is plain columns: rich took minutes to lay out 300,000
+CELL_BREAKS = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
+
+
+def print_rows(columns: list[str], rows: list[list[str]], *, title: str | None = None) -> None:
+    """``rows`` (cells as plain text, never read as rich markup) as a table, or, past ``TABLE_ROWS``
+    rows, as tab-separated lines under a header line (tabs and line breaks in a cell as spaces)."""
+    if len(rows) > TABLE_ROWS:
+        click.echo("\t".join(columns))
+        for start in range(0, len(rows), 10_000):
+            click.echo("\n".join("\t".join(c.translate(CELL_BREAKS) for c in row) for row in rows[start:start + 10_000]))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(Text(c) for c in row))
+    console().print(table)
+
+
 def err_console() -> Console:
     return Console(file=sys.stderr, soft_wrap=True)

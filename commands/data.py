@@ -11,7 +11,7 @@ from rich.text import Text
 from kdstore.ingest import FORMATS, IngestOptions, add_records, format_class_file, parse, read_class_file
 from kdstore.schema import SPLITS
 
-from .common import SQL_INT_MAX, binary_stdin, console, counted, json_option, open_store, print_json, store_options
+from .common import CELL_BREAKS, SQL_INT_MAX, TABLE_ROWS, binary_stdin, console, counted, json_option, open_store, print_json, print_rows, store_options
 
 
 @click.command()
@@ -80,9 +80,6 @@ def _read(path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise click.ClickException(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
-TABLE_ROWS = 1_000  # kd samples: more rows than this are printed as plain columns
 
 
 def counts_table(counts: dict[str, dict[str, int]], names: list[str]) -> Table:
@@ -154,20 +151,9 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         return
     cells = [(str(it["id"]), it["split"] + ("" if it["parent_id"] is None else f" (augmented from {it['parent_id']})"),
               (it["label"] or "") + (" (dropped)" if it["dropped"] else ""), it["text"]) for it in items]
-    if len(cells) > TABLE_ROWS:  # a table of 300,000 rows took minutes to lay out: plain columns instead
-        click.echo("id\tsplit\tlabel\ttext")
-        for start in range(0, len(cells), 10_000):
-            click.echo("\n".join("\t".join(c.translate(_TSV_BREAKS) for c in row) for row in cells[start:start + 10_000]))
-        return
-    table = Table()
-    for col in ("id", "split", "label", "text"):
-        table.add_column(col)
-    for cid, split_, label_, text_ in cells:
-        table.add_row(cid, split_, Text(label_), Text(text_))
-    console().print(table)
+    print_rows(["id", "split", "label", "text"], cells)
 
 
-_TSV_BREAKS = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
 
 
 def _print_tsv(items: list[dict], *, labeled: bool) -> None:
@@ -176,7 +162,7 @@ def _print_tsv(items: list[dict], *, labeled: bool) -> None:
     column word (``query``, ``text``) would be taken for a header and lost."""
     changed, block = 0, ["label\ttext" if labeled else "text"]
     for it in items:
-        text = it["text"].translate(_TSV_BREAKS)
+        text = it["text"].translate(CELL_BREAKS)
         changed += text != it["text"]
         block.append(text if it["label"] is None else f"{it['label']}\t{text}")
         if len(block) >= 10_000:

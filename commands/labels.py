@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import click
-from rich.text import Text
-from rich.table import Table
 
 from kdstore import labels as lab
 from kdstore import noise
 from kdstore.runs import stage_scope
 
-from .common import FLOAT, SQL_INT_MAX, console, counted, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
+from .common import FLOAT, SQL_INT_MAX, counted, json_option, open_store, overwrite_option, print_json, print_rows, resolve_runs, run_option, store_options
 
 
 @click.group()
@@ -86,13 +84,9 @@ def show(run, top, status, db, as_json):
     if as_json:
         print_json(items)
         return
-    table = Table(title=f"label issues of run {run}")
-    for col in ("sample", "score", "given", "suggested", "methods", "status", "text"):
-        table.add_column(col)
-    for i in items:
-        table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", Text(i["given"]), Text(i["suggested"]),
-                      i["methods"], i["status"], Text(i["text"]))
-    console().print(table)
+    print_rows(["sample", "score", "given", "suggested", "methods", "status", "text"],
+               [[str(i["sample_id"]), f"{i['score']:.3f}", i["given"], i["suggested"], i["methods"], i["status"], i["text"]]
+                for i in items], title=f"label issues of run {run}")
 
 
 @labels.command()
@@ -180,14 +174,10 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
         if as_json:
             print_json({"dry_run": True, "changes": items, "warnings": warned})
         else:
-            table = Table(title=f"kd labels clean --action {action} would decide (dry run: nothing written)")
-            for col in ("sample", "score", "action", "label now", "new", "effect", "text"):
-                table.add_column(col)
-            for i in items[:top or None]:
-                now = (i["current"] or "") + (" (dropped)" if i["dropped"] else "")
-                table.add_row(str(i["sample_id"]), f"{i['score']:.3f}", i["action"], Text(now),
-                              Text(i["new"] or ""), EFFECTS[i["effect"]], Text(i["text"]))
-            console().print(table)
+            print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
+                       [[str(i["sample_id"]), f"{i['score']:.3f}", i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),
+                         i["new"] or "", EFFECTS[i["effect"]], i["text"]] for i in items[:top or None]],
+                       title=f"kd labels clean --action {action} would decide (dry run: nothing written)")
             if top and len(items) > top:
                 click.echo(f"... {len(items) - top} more rows (--top 0 shows all, --json lists all)")
             n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
