@@ -539,6 +539,20 @@ def plot_early_exit(ee: dict, path: Path) -> Path | None:
     return path
 
 
+def narrow_to_typed(args, *, students: list[str], early_exit: bool) -> None:
+    """--skip-training restores the earlier run's training options (so the report names them); a
+    --students or --no-early-exit typed now still chooses what is timed (it was silently replaced by
+    every model trained). A student that run did not train is refused."""
+    if students != list(STUDENTS):  # (the default: every student, i.e. every one trained)
+        missing = [s for s in students if s not in args.students]
+        if missing:
+            raise SystemExit(f"--skip-training: --students {','.join(missing)}: not trained in this --work "
+                             f"(trained: {','.join(args.students) or 'none'})")
+        args.students = students
+    if not early_exit:
+        args.early_exit = False
+
+
 def off_protocol_speed(args) -> str | None:
     """Why a standalone run's B4 targets are not judged, or None: the throughput ratio is the 6 x 384
     teacher's and the timings are medians over at least 5 rounds."""
@@ -610,12 +624,14 @@ def main(argv: list[str] | None = None) -> int:
                 "train_device")
         if args.skip_training:
             retrain = args.retrain_early_exit
+            typed = {"students": args.students, "early_exit": args.early_exit}
             for k, v in json.loads(trained.read_text()).items():
                 setattr(args, k, v)
             if retrain is not None:  # the same teacher, the branches trained again for this many epochs
                 args.ee_epochs = retrain
                 train_early_exit(db, args, phases, overwrite=True)
                 trained.write_text(json.dumps({k: getattr(args, k) for k in keys}))
+            narrow_to_typed(args, **typed)
             export_all(work, db, args, phases)
         else:
             db = train_everything(work, data, args, phases)

@@ -563,3 +563,20 @@ def test_a_benchs_stores_keep_their_models_apart(tmp_path, monkeypatch):
     for script in ("teacher", "distill", "labels"):
         source = (ROOT / "bench" / f"{script}.py").read_text(encoding="utf-8")
         assert "store_artifacts_beside_stores()" in source and 'os.environ["KD_ARTIFACTS"]' not in source, script
+
+
+def test_skip_training_keeps_the_students_and_early_exit_typed_now():
+    """`bench/speed.py --skip-training --students textcnn --no-early-exit` (as docs/BENCHMARKS.md runs
+    it) times what it names: the earlier run's saved options no longer replace the narrower choice."""
+    from argparse import Namespace
+
+    from bench import speed
+
+    saved = Namespace(students=["textcnn", "bigru", "bilstm", "transformer"], early_exit=True)
+    speed.narrow_to_typed(saved, students=["textcnn"], early_exit=False)
+    assert saved.students == ["textcnn"] and saved.early_exit is False
+    kept = Namespace(students=["textcnn", "bigru"], early_exit=True)
+    speed.narrow_to_typed(kept, students=list(speed.STUDENTS), early_exit=True)  # nothing typed: what was trained
+    assert kept.students == ["textcnn", "bigru"] and kept.early_exit is True
+    with pytest.raises(SystemExit, match="bilstm: not trained"):
+        speed.narrow_to_typed(Namespace(students=["textcnn"], early_exit=False), students=["bilstm"], early_exit=True)

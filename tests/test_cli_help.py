@@ -105,3 +105,44 @@ def test_top_level_example_detects_with_an_out_of_fold_teacher(runner):
     teach = next(i for i, a in enumerate(commands) if a[0] == "teach")
     detect = next(i for i, a in enumerate(commands) if a[:2] == ["labels", "detect"])
     assert teach < detect and "--folds" in commands[teach]
+
+
+def _doc_commands() -> list[list[str]]:
+    """The ``kd ...`` commands of README.md's fenced shell blocks and of examples/quickstart.sh."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", (root / "README.md").read_text(encoding="utf-8"), re.S)
+             for line in block.splitlines()]
+    lines += [line.removeprefix("step ") for line in (root / "examples" / "quickstart.sh").read_text(encoding="utf-8").splitlines()
+              if line.startswith(("step kd ", "echo "))]
+    out = []
+    for line in lines:
+        part: list[str] = []
+        for w in shlex.split(line, comments=True) + ["&&"]:
+            if w in ("&&", "||", "|", ";", ">", ">>", "<"):
+                if part[:1] == ["kd"]:
+                    out.append(part[1:][1:] if part[1:2] == ["--"] else part[1:])
+                part = []
+            else:
+                part.append(w)
+    return out
+
+
+def test_readme_and_quickstart_commands_parse():
+    """What README.md and examples/quickstart.sh tell a user to type names real commands and options."""
+    commands = _doc_commands()
+    assert len(commands) >= 10 and ["ingest", "examples/reviews/train.tsv"] in commands
+    for args in commands:
+        command, rest = cli, list(args)
+        while isinstance(command, click.Group):
+            command = command.get_command(click.Context(command), rest[0])
+            assert command is not None, args
+            rest = rest[1:]
+        try:
+            command.make_context(command.name, rest, resilient_parsing=False)
+        except click.UsageError as exc:
+            if "does not exist" not in str(exc):  # (input files of the examples)
+                pytest.fail(f"kd {' '.join(args)}: {exc}")
