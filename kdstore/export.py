@@ -128,6 +128,9 @@ def export_model(
         raise KdError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
     if fmt == "onnx":
         _require_onnx()
+    if which == "student":  # the latest student that can be exported: an early-exit model or fold votes cannot
+        students = exportable_stages(store, run, kinds=("distill",))
+        which = students[-1] if students else which  # (none: the teacher, as kd predict falls back to it)
     if which not in ("student", "teacher"):
         named = store.find_stage(run, which)
         if named.kind not in ("teach", "distill"):
@@ -136,11 +139,7 @@ def export_model(
     stage = store.find_stage(run, predictor.stage_name)
     folds = len(predictor.models) if predictor.kind == "student" and len(predictor.models) > 1 else 0
     if predictor.kind == "early-exit" or folds:
-        from .early_exit import is_early_exit
-
-        # (fold students, kd distill --folds, are votes that cannot be exported either: not named)
-        models = [s.name for s in store.stages_of(run) if s.kind in ("teach", "distill") and s.status == "succeeded"
-                  and not is_early_exit(s.artifact_path) and not (s.kind == "distill" and int(s.config.get("folds") or 0))]
+        models = exportable_stages(store, run)
         what = (f"holds {folds} fold students (kd distill --folds), made for out-of-fold votes" if folds else
                 "is an early-exit model, whose depth changes with each text")
         raise KdError(
@@ -196,6 +195,15 @@ def export_model(
     finally:
         guard.close()
     return out_dir.resolve(), manifest
+
+
+def exportable_stages(store: Store, run: str, *, kinds: tuple[str, ...] = ("teach", "distill")) -> list[str]:
+    """The succeeded model stages of ``run`` that can be exported, oldest first: not early-exit
+    models (their depth changes per text) nor fold students (``kd distill --folds``: votes)."""
+    from .early_exit import is_early_exit
+
+    return [s.name for s in store.stages_of(run) if s.kind in kinds and s.status == "succeeded" and "~" not in s.name
+            and not is_early_exit(s.artifact_path) and not (s.kind == "distill" and int(s.config.get("folds") or 0))]
 
 
 def _umask() -> int:

@@ -374,10 +374,12 @@ def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path
     # fold students (votes for kd labels detect) cannot be exported either: the list leaves them out
     kd("distill", "--run", RUN, "--folds", "2", "--name", "votes", *STUDENT_ARGS, "--db", db)
     kd("distill", "--run", RUN, "--student", "early-exit", "--epochs", "1", "--db", db)
-    for which in ("student", "distill-early-exit"):  # the latest distill stage, or by name
-        line = error_line(kd_export("--run", RUN, "--model", which, "--format", "torchscript", "--db", db, ok=False))
-        assert "'distill-early-exit' is an early-exit model" in line and "kd predict --model distill-early-exit" in line
-        assert line.endswith("with --model: teach, distill-textcnn, distill-bigru, distill-bilstm, distill-transformer"), line
+    line = error_line(kd_export("--run", RUN, "--model", "distill-early-exit", "--format", "torchscript", "--db", db, ok=False))
+    assert "'distill-early-exit' is an early-exit model" in line and "kd predict --model distill-early-exit" in line
+    assert line.endswith("with --model: teach, distill-textcnn, distill-bigru, distill-bilstm, distill-transformer"), line
+    # the default, student, is the latest student that can be exported (it was the early-exit one, refused)
+    default = json.loads(kd_export("--run", RUN, "--format", "torchscript", "--out", str(tmp_path / "x"), "--db", db, "--json").stdout)
+    assert default["stage"]["name"] == "distill-transformer"
     line = error_line(kd_export("--run", RUN, "--model", "votes", "--db", db, ok=False))
     assert "'votes' holds 2 fold students" in line  # and, as for early exit, what can be exported instead
     assert line.endswith("with --model: teach, distill-textcnn, distill-bigru, distill-bilstm, distill-transformer"), line
