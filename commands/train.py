@@ -22,7 +22,7 @@ from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain
 from kdstore.report import run_report
 from kdstore.runs import resolve_run_id, stage_scope
 from kdstore.schema import iso_utc
-from kdstore.students import KINDS
+from kdstore.students import KINDS, check_bert_layout
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES
 
@@ -357,6 +357,9 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         # the first teacher's: the student reads what its targets were made from (and a transformer
         # student, started from the teacher, no position the teacher never learned)
         cfg = replace(cfg, max_len=_teacher_max_len(store, (teacher_runs or (run,))[0], cfg.max_len))
+    teacher_config = _teacher_config(store, (teacher_runs or (run,))[0]) if student == "transformer" else None
+    if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
+        check_bert_layout(teacher_config)
     name = f"distill-{student}" if stage_name is None else stage_name
     config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}
     with process_group(device) as dist:
@@ -440,6 +443,21 @@ def _teacher_runs_exist(store, runs) -> None:
             raise KdError(f"no run {r!r} in {store.url} to take a teacher from: `kd runs` lists the runs")
 
 
+def _teacher_config(store, run: str):
+    """The Hugging Face configuration of a teacher run's model, to refuse a student its model type
+    cannot have before a stage is recorded; ``None`` when there is none to read (the stage says why)."""
+    from transformers import AutoConfig
+
+    from kdstore.teacher import model_dirs, quiet_transformers
+
+    try:
+        directory = model_dirs(store.find_stage(resolve_run_id(run), "teach"))[0]
+        quiet_transformers()
+        return AutoConfig.from_pretrained(directory)
+    except (KdError, OSError, ValueError, KeyError):
+        return None
+
+
 def _options_given(names: tuple[str, ...]) -> list[str]:
     """Those of ``names`` given on the command line (a config file's defaults do not count)."""
     ctx = click.get_current_context()
@@ -449,7 +467,7 @@ def _options_given(names: tuple[str, ...]) -> list[str]:
 def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
                         temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json):
     """FastBERT: classifiers after every teacher layer, trained by self-distillation (backbone frozen)."""
-    from kdstore.early_exit import EarlyExitConfig, config_dict as early_exit_config, train_early_exit
+    from kdstore.early_exit import EarlyExitConfig, check_layerwise, config_dict as early_exit_config, train_early_exit
 
     source = click.get_current_context().get_parameter_source
 
@@ -476,6 +494,9 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     _teacher_runs_exist(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
+    teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])
+    if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
+        check_layerwise(teacher_config.model_type)
     name = "distill-early-exit" if stage_name is None else stage_name
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}

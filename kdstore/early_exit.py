@@ -224,6 +224,14 @@ class Branch(nn.Module):
 LAYERWISE_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "ernie", "electra")
 
 
+def check_layerwise(kind: str) -> None:
+    """Refuse a teacher of model type ``kind`` that early exit cannot run layer by layer."""
+    if kind not in LAYERWISE_TYPES:  # run layer by layer, a model of another family may differ from its own forward
+        raise KdError(
+            f"early exit needs a BERT-layout sequence classifier ({', '.join(LAYERWISE_TYPES)}); this one is {kind!r}"
+        )
+
+
 class EarlyExitModel(nn.Module):
     """A BERT-layout sequence classifier (``teacher``: BERT, RoBERTa, XLM-R, ERNIE, ELECTRA) with a
     branch after each of its first L-1 layers.
@@ -234,11 +242,7 @@ class EarlyExitModel(nn.Module):
 
     def __init__(self, teacher, *, branch_dim: int = 128, pooling: str = "mean", dropout: float = 0.1):
         super().__init__()
-        kind = getattr(teacher.config, "model_type", type(teacher).__name__)
-        if kind not in LAYERWISE_TYPES:  # run layer by layer, a model of another family may differ from its own forward
-            raise KdError(
-                f"early exit needs a BERT-layout sequence classifier ({', '.join(LAYERWISE_TYPES)}); this one is {kind!r}"
-            )
+        check_layerwise(getattr(teacher.config, "model_type", type(teacher).__name__))
         self.teacher = teacher
         self.teacher.requires_grad_(False)
         self.teacher.eval()

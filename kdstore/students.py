@@ -256,6 +256,16 @@ def student_bert_config(teacher_config, *, layers: int, hidden: int | None, num_
     return cfg
 
 
+def check_bert_layout(teacher_config) -> None:
+    """Refuse, from its configuration alone, a teacher a transformer student cannot be built like
+    (DistilBERT, ALBERT, T5...): the student's network is made on the meta device, no weights."""
+    from transformers import AutoModel
+
+    bert = student_bert_config(teacher_config, layers=1, hidden=None, num_classes=2)
+    with torch.device("meta"):
+        _self_attention(AutoModel.from_config(hf_config(bert)))
+
+
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer (0-based) matched to each student layer: evenly spaced, ending at the last
     (12 → 4: 2, 5, 8, 11); a student deeper than its teacher repeats layers (2 → 4: 0, 0, 1, 1)."""

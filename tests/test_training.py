@@ -928,6 +928,37 @@ def test_a_transformer_student_of_a_teacher_not_laid_out_like_bert_is_one_line(k
         student_bert_config(CONFIG_MAPPING[kind](), layers=1, hidden=None, num_classes=2)
 
 
+@pytest.mark.parametrize("kind", ["albert", "distilbert"])
+def test_a_teacher_not_laid_out_like_bert_is_refused_by_early_exit_and_transformer_before_a_stage(sample_store, corpus, tmp_path, kind):
+    """An ALBERT (embedding_size < hidden) or DistilBERT teacher teaches and a TextCNN learns from it,
+    while --student early-exit and --student transformer are refused in one line before any stage
+    is recorded (they left a failed distill stage behind)."""
+    from transformers import AlbertConfig, AlbertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
+
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
+    tokenizer = make_tokenizer(build_vocab(texts))
+    if kind == "albert":
+        net = AlbertForMaskedLM(AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    else:
+        net = DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                                     max_position_embeddings=64))
+    net.save_pretrained(tmp_path / kind)
+    tokenizer.save_pretrained(tmp_path / kind)
+    db = str(sample_store)
+    kd("teach", "--run", "a", "--model", str(tmp_path / kind), "--epochs", "1", "--max-len", "32", "--db", db)
+    for student in ("early-exit", "transformer"):
+        out = kd("distill", "--run", "a", "--student", student, "--epochs", "1", "--db", db, ok=False)
+        assert f"this one is {kind!r}" in out.output if student == "early-exit" else f"this teacher's {kind!r} is laid out otherwise" in out.output
+        assert "Traceback" not in out.output
+    runs = json.loads(kd("runs", "--db", db, "--json").stdout)
+    assert [s["name"] for r in runs for s in r["stages"]] == ["teach"]
+    cnn = json.loads(kd("distill", "--run", "a", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--db", db, "--json").stdout)
+    assert cnn["status"] == "succeeded"
+
+
 def test_a_roberta_teacher_and_its_transformer_student(sample_store, corpus, tmp_path):
     """Not only BERT: a RoBERTa teacher is fine-tuned, and a transformer student of its own type is
     built from it, initialised from its layers and matched to its internals, then served."""
