@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 DEFAULT_DB = "kd.db"
 SQLITE_BUSY_TIMEOUT_MS = 600_000  # a writer queues behind another (a 3M-row ingest takes a minute) as on PostgreSQL
@@ -17,7 +17,18 @@ def resolve_url(db: str | None) -> str:
     value = db or os.environ.get("KD_DB") or DEFAULT_DB
     if "://" in value:
         return value
-    return f"sqlite:///{Path(value).expanduser()}"
+    # escaped as a URL: SQLAlchemy reads "%20" in a URL as a space and "?" as the start of its query
+    # (a folder "a%20b" was taken for "a b"; "d?x=1/kd.db" made a store "d" in the working directory)
+    return URL.create("sqlite", database=str(Path(value).expanduser())).render_as_string(hide_password=False)
+
+
+def display_url(url: URL) -> str:
+    """``url`` as messages show it: a SQLite file's path as it is (not percent-encoded, as
+    SQLAlchemy renders the Chinese characters and spaces of a path), a server's without password."""
+    if url.get_backend_name() == "sqlite" and url.database:
+        query = url.render_as_string().partition("?")[2]  # (a "?" of the path is escaped there)
+        return f"sqlite:///{url.database}" + (f"?{query}" if query else "")
+    return url.render_as_string(hide_password=True)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -32,6 +43,17 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     return Path(parsed.database)
+
+
+def read_only_uri(path: Path) -> str:
+    """A SQLite URI opening ``path`` read-only. Its folder cannot be written, so SQLite cannot make
+    the WAL index (``-shm``) a reader of a WAL store needs: without a ``-wal`` file (no writer has the
+    store open; the last one folded its changes into the file) the file is the whole store and is
+    read as immutable; with one, SQLite reads it through the ``-shm`` file already there."""
+    from urllib.parse import quote
+
+    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
+    return f"file:{quote(str(path.resolve()))}?mode=ro{immutable}"
 
 
 WRITE_LOCK = "kd_write_lock"  # execution option: take the writer lock when the transaction begins
@@ -55,15 +77,22 @@ def _begin_sqlite(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, read_only: Path | None = None) -> Engine:
     """The engine for ``url``; a URL SQLAlchemy cannot read, or whose driver is not installed, is a
-    one-line ``KdError``."""
+    one-line ``KdError``. ``read_only``: the SQLite file of ``url``, in a folder this process cannot
+    write (see ``read_only_uri``): read through SQLite's read-only mode, a write refused by SQLite."""
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     from .errors import KdError
 
+    kwargs = {}
+    if read_only is not None:
+        import sqlite3
+
+        uri = read_only_uri(read_only)
+        kwargs["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, **kwargs)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         try:
             shown = make_url(url).render_as_string(hide_password=True)

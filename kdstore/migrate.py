@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, inspect, select
 
 import migrations
 
-from .engine import WRITE_LOCK
+from .engine import WRITE_LOCK, display_url
 from .errors import KdError
 
 
@@ -119,7 +119,7 @@ def is_empty(engine: Engine) -> bool:
 
 def ensure_current(engine: Engine, *, create: bool = True) -> None:
     """Create an empty database by migrating it; refuse one whose revision is not the head."""
-    where = engine.url.render_as_string(hide_password=True)
+    where = display_url(engine.url)
     tables = set(inspect(engine).get_table_names())
     if not tables:
         if not create:

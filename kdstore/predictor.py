@@ -97,7 +97,9 @@ class Predictor:
         if stage.kind not in ("teach", "distill"):
             raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
         if not stage.artifact_path or not Path(stage.artifact_path).exists():
-            raise KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}")
+            raise KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}: a store moved or "
+                          f"renamed finds its models in {store.artifact_root / run / stage.name} (kd-artifacts/STORE "
+                          "beside the store file, or KD_ARTIFACTS): move them there")
         from .early_exit import EarlyExitPredictor, is_early_exit
 
         if stage.kind == "distill" and is_early_exit(stage.artifact_path):

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from . import vectors
-from .engine import WRITE_LOCK, make_engine, resolve_url, sqlite_path
+from .engine import WRITE_LOCK, display_url, make_engine, resolve_url, sqlite_path
 from .errors import KdError
 from .migrate import ensure_current
 from .schema import SPLITS, AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
@@ -117,15 +117,20 @@ class Store:
         url = resolve_url(db)
         path = sqlite_path(url)
         if _in_memory(url):
-            raise KdError(f"{url}: an in-memory SQLite database, lost with all kd writes to it when kd exits: "
+            raise KdError(f"{display_url(make_url(url))}: an in-memory SQLite database, lost with all kd writes to it when kd exits: "
                           "give a file path or sqlite:///PATH")
         if path is not None:
             if not path.exists() and not create:
                 raise KdError(f"no kd store at {path}: run `kd ingest` first, or pass --db")
             if path.parent and not path.parent.exists():
                 raise KdError(f"cannot create {path}: folder {path.parent} does not exist")
+            if not path.exists() and not os.access(path.parent, os.W_OK):  # (SQLite: "unable to open database file")
+                raise KdError(f"cannot create {path}: folder {path.parent} is read-only")
             _check_sqlite_file(path)
-        engine = make_engine(url)
+        # a store in a folder kd cannot write (a read-only share or mount) is read read-only: SQLite
+        # could not make its WAL files there, and readers (`kd runs`, `kd report`) failed to open it
+        read_only = path is not None and path.exists() and not os.access(path.parent, os.W_OK)
+        engine = make_engine(url, read_only=path if read_only else None)
         for attempt in range(OPEN_TRIES if check else 0):
             try:
                 ensure_current(engine, create=create)
@@ -135,12 +140,12 @@ class Store:
                     time.sleep(0.1 * (attempt + 1))  # another process is creating the same new store: SQLite said
                     continue  # "locked" at once (a lock it does not wait for), so wait here
                 engine.dispose()
-                raise KdError(f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: {_first_line(exc)}") from None
+                raise KdError(f"cannot open the store at {display_url(engine.url)}: {_first_line(exc)}") from None
         return cls(engine, _artifact_root(path, engine.url))
 
     @property
     def url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return display_url(self.engine.url)
 
     @contextmanager
     def write_transaction(self, *tables: str) -> Iterator[Connection]:
@@ -347,21 +352,38 @@ class Store:
         with self.session() as s:
             runs = list(s.scalars(select(Run).order_by(Run.created_at, Run.id)))
             stages = list(s.scalars(select(Stage).order_by(Stage.started_at, Stage.id)))
+        uniqid = {r.id: r.uniqid for r in runs}
         by_run: dict[int, list[Stage]] = {}
         for st in stages:
-            by_run.setdefault(st.run_id, []).append(st)
+            by_run.setdefault(st.run_id, []).append(self._located(st, uniqid[st.run_id]))
         return [(r, by_run.get(r.id, [])) for r in runs]
 
     def stages_of(self, run: str) -> list[Stage]:
         with self.session() as s:
-            return list(
+            return [self._located(st, run) for st in
                 s.scalars(
                     select(Stage)
                     .join(Run, Run.id == Stage.run_id)
                     .where(Run.uniqid == run)
                     .order_by(Stage.started_at, Stage.id)
                 )
-            )
+            ]
+
+    def _located(self, stage: Stage, run: str) -> Stage:
+        """``stage`` (detached) with its artifact path where the model lies now: the recorded path is
+        absolute, so a store moved or copied with its ``kd-artifacts`` folder (or given another
+        ``KD_ARTIFACTS``) finds its models under this store's ``RUN/STAGE`` folder instead."""
+        recorded = stage.artifact_path
+        if not recorded or os.path.exists(recorded):
+            return stage
+        parts = Path(recorded).parts
+        for i in range(len(parts) - 2, -1, -1):  # the last RUN/STAGE in the path: what follows lies in the stage's folder
+            if parts[i] == run and parts[i + 1] == stage.name:
+                here = self.artifact_root.joinpath(run, stage.name, *parts[i + 2:])
+                if here.exists():
+                    stage.artifact_path = str(here.resolve())
+                break
+        return stage
 
     def find_stage(self, run: str, name_or_kind: str, *, succeeded: bool = True) -> Stage:
         """The stage named ``name_or_kind`` in ``run``, else the latest stage of that kind."""
@@ -408,7 +430,7 @@ def _artifact_root(db_path: Path | None, url) -> Path:
     folder, with runs and stages of the same names, never share a stage's folder."""
     env = os.environ.get("KD_ARTIFACTS")
     if env:
-        return Path(env)
+        return Path(env).expanduser()  # as --db and KD_DB: a quoted "~/模型 目录" is the home folder's
     if db_path is not None:
         return db_path.parent / "kd-artifacts" / db_path.name
     key = re.sub(r"[^A-Za-z0-9_.@-]", "_", f"{url.database or 'db'}@{url.host or 'local'}")

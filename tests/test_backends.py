@@ -140,6 +140,21 @@ def test_ids_and_numbers_no_backend_can_take_are_one_line_errors(db, invoke, wri
     assert invoke.json(["runs"]) == []  # nothing recorded
 
 
+@pytest.mark.sqlite_only  # the paths are the test's own
+@pytest.mark.parametrize("folder", ["数据 集", "a%20b", "d?x=1", "100%"])
+def test_a_store_path_is_the_file_it_names(invoke, write_file, tmp_path, error_line, folder):
+    """A --db path is a file path, not URL text: "a%20b" was read as the folder "a b" (another
+    store), "d?x=1/kd.db" made a store "d" in the working directory; and messages showed a Chinese
+    path percent-encoded ("sqlite:///%E6%95%B0...")."""
+    write_file("train.tsv", "pos\tgood\nneg\tbad\n")
+    (tmp_path / folder).mkdir()
+    db = tmp_path / folder / "k d.db"
+    assert invoke.json(["ingest", "train.tsv"], db=db)["added"] == 2
+    assert db.is_file() and not (tmp_path / "d").exists() and not (tmp_path / "a b").exists()
+    assert error_line(invoke(["report", "--run", "nope"], db=db, ok=False)) == (
+        f"Error: no run 'nope' in sqlite:///{db}: `kd runs` lists the runs")
+
+
 def test_scores_of_what_another_process_scored_meanwhile_are_left_out(db, invoke, write_file):
     """Two processes filling in a teacher's missing logits (two distills with --augment, or one and
     `kd teach --logits-only`) both list the same samples: the second writes only what the first did

@@ -659,6 +659,69 @@ def test_two_stores_in_one_folder_keep_their_stage_files_apart(tmp_path, monkeyp
     assert [(f / "model.txt").read_text(encoding="utf-8") for f in folders] == ["noisy.db", "clean.db"]
 
 
+@pytest.mark.sqlite_only
+def test_a_store_moved_with_its_model_folder_finds_its_models(tmp_path):
+    """Stage paths are recorded absolute: a store moved with its kd-artifacts folder (into a folder
+    with spaces and Chinese characters) found no model, and `kd predict` said only that it was missing."""
+    from kdstore.predictor import Predictor
+
+    old, new = tmp_path / "数据 集", tmp_path / "新 家"
+    old.mkdir()
+    store = Store.open(str(old / "k d.db"))
+    for name in ("teach", "distill"):
+        with stage_scope(store, run="r1", kind=name, config={}) as stage:
+            (stage.artifact_dir / "model").mkdir()
+            stage.record_artifact(stage.artifact_dir / "model")
+    store.close()
+    old.rename(new)
+    store = Store.open(str(new / "k d.db"), create=False)
+    try:
+        assert store.find_stage("r1", "teach").artifact_path == str((new / "kd-artifacts" / "k d.db" / "r1" / "teach" / "model").resolve())
+        assert [s.artifact_path for _, stages in store.runs() for s in stages] == [s.artifact_path for s in store.stages_of("r1")]
+        (new / "kd-artifacts").rename(new / "elsewhere")  # moved without its models: the error says where they go
+        with pytest.raises(KdError, match=r"missing from .*数据 集.*finds its models in .*新 家/kd-artifacts/k d.db/r1/distill"):
+            Predictor.from_run(store, "r1", "distill", device="cpu")
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_store_in_a_read_only_folder_is_read_and_writers_refused_in_one_line(store, db_path, invoke, write_file, error_line, monkeypatch):
+    """SQLite cannot make a WAL store's -shm file in a read-only folder (a shared or mounted data
+    folder): `kd runs` and `kd report` failed with "unable to open database file"."""
+    with stage_scope(store, run="r1", kind="teach", config={}):
+        pass
+    store.close()
+    folder = db_path.parent
+    access = os.access  # (root writes anywhere: the folder is read-only to kd as to any other user)
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(folder) and mode == os.W_OK else access(p, mode, *a, **k))
+    write_file("more.tsv", "pos\tmore\n")
+    folder.chmod(0o555)
+    try:
+        assert [r["run"] for r in invoke.json(["runs"])] == ["r1"]
+        assert invoke.json(["report", "--run", "r1"])["stages"][0]["status"] == "succeeded"
+        assert "readonly database" in error_line(invoke(["ingest", "more.tsv"], ok=False))
+        assert "is read-only" in error_line(invoke(["ingest", "more.tsv"], ok=False, db=folder / "new.db"))
+    finally:
+        folder.chmod(0o755)
+    assert len(invoke.json(["samples"])) == 4 and not (folder / "new.db").exists()
+
+
+@pytest.mark.sqlite_only
+def test_kd_artifacts_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """As --db and KD_DB: KD_ARTIFACTS="~/模型 目录" (quoted for its space, so no shell expands it)
+    made a folder named "~" in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KD_ARTIFACTS", "~/模型 目录")
+    store = Store.open(str(tmp_path / "k.db"))
+    try:
+        with stage_scope(store, run="r1", kind="teach", config={}) as stage:
+            assert stage.artifact_dir == tmp_path / "home" / "模型 目录" / "r1" / "teach"
+    finally:
+        store.close()
+    assert not (tmp_path / "~").exists()
+
+
 def _left_running(store, name: str, process: str) -> None:
     """A stage row as a kd process leaves it while it runs (or when killed with -9)."""
     import socket
