@@ -111,8 +111,11 @@ def read_labeled(store: Store, read: Callable[[], Any]) -> tuple[Any, dict[str, 
     when it read them (``labels_read_at``, naive UTC ISO). A label edit committed while it read (a clean or ``kd labels set`` in another process) makes it
     read again, so that a stage records the labels it learned from, not those of its start."""
     for _ in range(LABEL_READ_TRIES):
-        before = labels_state(store)
-        at = utcnow()  # (the figures judge against the labels as of this moment: outputs.labels_time)
+        # under the writer lock that label edits take: none is half-way, so every edit dated before
+        # ``at`` (dated under that lock, see ``apply`` and ``undo``) is in ``before``, any later one not
+        with store.write_transaction("label_edits"):
+            at = utcnow()  # (the figures judge against the labels as of this moment: outputs.labels_time)
+            before = labels_state(store)
         rows = read()
         if labels_state(store) == before:
             return rows, {**before, "labels_read_at": at.isoformat()}
@@ -640,8 +643,8 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
     since detection (a person's edit, another run's clean) is left undecided and counted as
     ``skipped_edited``: an automatic rule does not override it (a person's sheet or ``kd labels set`` may)."""
     counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0, **({"skipped_edited": 0} if skip_edited else {})}
-    now = utcnow()
     with store.write_session("samples", "label_edits", "label_issues") as s:
+        now = utcnow()  # dated under the writer lock: a stage reading labels meanwhile (``read_labeled``) has it or not by this date
         # read under the writer lock: a clean or an import that ran meanwhile has decided its issues
         stage = s.get(Stage, stage_id) if stage_id is not None else None
         replaces = f"{stage.name}{PARKED}" if stage is not None else None  # the stage an --overwrite replaces: its decisions are redone

@@ -468,7 +468,10 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
 def _drop_replaced(store: Store, *, run: str, name: str) -> None:
     """The replacement succeeded: delete the stages it replaced (with their outputs and artifacts)
     and the records of earlier failed attempts."""
-    with store.write_session("stages", "label_issues") as s:
+    # label_edits too, before label_issues as every label edit locks them: deleting a stage sets its
+    # edits' stage to NULL, which on PostgreSQL waited for a `kd labels set` holding label_edits and
+    # waiting for label_issues (a deadlock, the replacement's end failing with the old stage kept)
+    with store.write_session("stages", "label_edits", "label_issues") as s:
         parked, failed = _replaced(s, run, name)
         folders = [store.artifact_root / run / p.name for p in parked]
         gone = parked + [f for f in failed if not _live_edits(s, f)]  # edits that stand keep their stage
@@ -510,6 +513,11 @@ def _remove_artifact(store: Store, path: Path) -> None:
 def _finish(store: Store, stage_id: int, status: str, error: str | None) -> None:
     with store.write_session("stages") as s:  # a read then a write: under the writer lock (SQLite would not wait)
         stage = s.get(Stage, stage_id)
+        if stage is None:  # deleted meanwhile: `--overwrite` in another process, of a stage it could not check
+            if status == "failed":
+                return  # nothing of it to record: its own error says why it failed
+            raise KdError("the stage was replaced meanwhile by another process (--overwrite of a stage marked running "
+                          "elsewhere): this one's results are not recorded; `kd runs` shows the stage that replaced it")
         stage.status = status
         if not (status == "failed" and stage.error):  # another torchrun rank's error, noted first, is the cause
             stage.error = error

@@ -6,6 +6,7 @@ Runs on SQLite always and on PostgreSQL when ``KD_TEST_PG_URL`` is set (see ``co
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
@@ -176,6 +177,42 @@ def test_scores_of_what_another_process_scored_meanwhile_are_left_out(db, invoke
                 write_scores(store, stage.id, ids[:1], logits[:1])
         got_ids, got = store.read_logits(stage.id)
         assert got_ids.tolist() == ids.tolist() and np.array_equal(got, logits)
+    finally:
+        store.close()
+
+
+def test_a_stage_reading_labels_while_an_edit_waits_for_the_lock_judges_against_what_it_read(db, invoke, write_file):
+    """A label edit (`kd labels set`, a clean) queued behind another writer (an ingest) while a stage
+    reads its labels: the stage's figures judge against the labels as of its labels_read_at, which
+    must be the labels it read (the edit was dated before the read but committed after it)."""
+    import threading
+    import time
+
+    from kdstore import labels as lab
+    from kdstore.outputs import labels_as_of
+
+    write_file("dev.tsv", "pos\t很好很好\nneg\t太差太差\n")
+    invoke(["ingest", "dev.tsv", "--split", "dev"])
+    store = Store.open(db, create=False)
+    try:
+        sid, neg = int(store.samples().ids[0]), store.class_names().index("neg")  # the first sample is pos
+        got: dict = {}
+        with store.write_transaction("samples", "label_edits", "label_issues"):  # another writer holds the lock
+            edit = threading.Thread(target=lab.apply, args=(store, None, [lab.Decision(sid, None, "relabel", neg)]),
+                                    kwargs={"reason": "late"})
+            edit.start()
+            time.sleep(0.3)  # the edit waits for the lock
+            stage = threading.Thread(target=lambda: got.update(
+                zip(("rows", "state"), lab.read_labeled(store, lambda: store.samples(splits=["dev"])))))
+            stage.start()
+            time.sleep(0.3)
+        edit.join(30)
+        stage.join(30)
+        assert _count(db, LabelEdit) == 1
+        rows, state = got["rows"], got["state"]
+        read = int(rows.labels[rows.ids.tolist().index(sid)])
+        judged, _ = labels_as_of(store, dt.datetime.fromisoformat(state["labels_read_at"]))
+        assert judged[sid] == read
     finally:
         store.close()
 

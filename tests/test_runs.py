@@ -377,6 +377,51 @@ def test_overwrite_replaces_stage_and_its_outputs(store):
         assert len(store.read_logits(old_id)[0]) == 0
 
 
+def test_a_replacements_end_and_a_label_edit_at_once_do_not_deadlock(store, monkeypatch):
+    """A replacement's end deletes the stage it replaced while `kd labels set` starts: on PostgreSQL
+    the edit held label_edits waiting for label_issues, the end held label_issues and needed
+    label_edits (the deleted stage's edits lose it): "deadlock detected", the old stage kept."""
+    import threading
+    import time
+
+    from kdstore import labels as lab
+
+    with stage_scope(store, run="r1", kind="detect", config={}, name="x"):
+        pass
+    real, edits = lab.reopen, []
+
+    def edit_meanwhile(*a, **k):  # the end holds its locks: a label edit starts now
+        edit = threading.Thread(target=lambda: edits.append(
+            lab.apply(store, None, [lab.Decision(1, None, "drop", None)], reason="meanwhile")))
+        edit.start()
+        time.sleep(1)
+        edits.append(edit)
+        return real(*a, **k)
+
+    monkeypatch.setattr(lab, "reopen", edit_meanwhile)
+    with stage_scope(store, run="r1", kind="detect", config={"v": 2}, name="x", overwrite=True):
+        pass
+    edits[0].join(30)
+    assert edits[1]["drop"] == 1
+    with store.session() as s:
+        assert [(st.name, st.config) for st in s.scalars(select(Stage))] == [("x", {"v": 2})]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_stage_deleted_meanwhile_ends_with_one_line_not_a_traceback(store, fails):
+    """Another machine's `--overwrite` of a stage it saw as "marked running by a process kd cannot
+    check" deleted it while it ran: its end says so in one line (a failure keeps its own error)
+    instead of an AttributeError on the missing row."""
+    from sqlalchemy import delete
+
+    with pytest.raises(KdError, match="boom" if fails else "replaced meanwhile by another process"):
+        with stage_scope(store, run="r1", kind="teach", config={}) as st:
+            with store.engine.begin() as conn:
+                conn.execute(delete(Stage).where(Stage.id == st.id))
+            if fails:
+                raise KdError("boom")
+
+
 def test_a_failed_overwrite_keeps_the_stage_it_was_to_replace(store):
     """--overwrite replaces a stage only once the replacement succeeds: a failed one gives the name,
     outputs and artifacts back to the old stage and keeps its own record; a later success clears both."""
