@@ -36,6 +36,9 @@ class KdGroup(click.Group):
         except DBAPIError as exc:  # the driver's own errors (connection lost, constraint, lock timeout)
             first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
             where = f" in {OPENED[-1]}" if OPENED else ""  # (a full disk: which store's)
+            if first == "database is locked":  # SQLite waited SQLITE_BUSY_TIMEOUT_MS for another writer
+                first += (": another kd process has been writing to it for over 10 minutes (a large ingest, or a "
+                          "teacher's logits): run this again once it ends (`kd runs` shows what is running)")
             raise click.ClickException(f"database error{where}: {first}") from None
 
 

@@ -899,3 +899,24 @@ def test_the_console_is_160_wide_piped_and_writes_nowhere_without_stdout(monkeyp
     assert console().width == 100
     monkeypatch.setattr(sys, "stdout", None)
     console().print("a table nobody reads")
+
+
+@pytest.mark.sqlite_only  # SQLite's busy timeout
+def test_a_writer_waiting_past_the_busy_timeout_is_told_what_to_do(invoke, write_file, db, error_line, monkeypatch):
+    """Past SQLite's wait for another writer, "database is locked" alone said nothing of the cause."""
+    import sqlite3
+
+    import kdstore.engine as engine
+
+    write_file("t.tsv", "pos\t好\nneg\t差\n")
+    invoke(["ingest", "t.tsv"])
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    other = sqlite3.connect(db, isolation_level=None)  # another process's long write, holding the writer lock
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        line = error_line(invoke(["labels", "set", "--run", "r", "1=neg"], ok=False))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert "database is locked: another kd process has been writing to it for over 10 minutes" in line
+    assert "`kd runs` shows what is running" in line
