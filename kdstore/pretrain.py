@@ -87,13 +87,17 @@ class PretrainConfig:
 
 
 def read_corpus(paths: tuple[str, ...]) -> list[str]:
+    """The non-blank lines of plain-text corpora, read as ``kd ingest`` reads a file: UTF-8, a
+    byte-order mark dropped (it stayed on the first line), another encoding refused naming the line."""
+    from .ingest import decode
+
     lines: list[str] = []
     for p in paths:
         try:
-            text = Path(p).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise KdError(f"{p}: cannot read corpus: {exc}") from None
-        lines.extend(l.strip() for l in text.splitlines() if l.strip())
+            data = Path(p).read_bytes()
+        except OSError as exc:
+            raise KdError(f"{p}: cannot read corpus: {exc.strerror or exc}") from None
+        lines.extend(l.strip() for l in decode(data, str(p), "txt").splitlines() if l.strip())
     return lines
 
 

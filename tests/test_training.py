@@ -418,16 +418,17 @@ def test_pretrain_reads_extra_corpora_and_refuses_unreadable_ones(sample_store, 
 
     db = str(sample_store)
     corpus = tmp_path / "news.txt"
-    corpus.write_text("龘靐齉爩\n\n  \n鱻麤龘靐\n", encoding="utf-8")  # characters no stored text has; blank lines skipped
+    corpus.write_text("龘靐齉爩\n\n  \n鱻麤龘靐\n", encoding="utf-8-sig")  # characters no stored text has; blank lines skipped
     out = json.loads(kd("pretrain", "--run", "c", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--batch-size", "16",
                         "--min-count", "1", "--corpus", str(corpus), "--db", db, "--json").output)
     assert out["metrics"]["train"]["texts"] == 130 + 2 and out["config"]["corpus"] == [str(corpus)]
     vocab = AutoTokenizer.from_pretrained(out["artifact_path"]).get_vocab()
-    assert all(c in vocab for c in "龘靐齉爩鱻麤")
-    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
-    for bad in (tmp_path / "missing.txt", tmp_path / "latin1.txt"):
+    assert all(c in vocab for c in "龘靐齉爩鱻麤") and "\ufeff" not in vocab  # (a byte-order mark is no text)
+    (tmp_path / "gbk.txt").write_bytes("第一行\n新闻\n".encode("utf-8") + "报道\n".encode("gbk"))
+    for bad, expected in ((tmp_path / "missing.txt", "cannot read corpus: No such file"),
+                          (tmp_path / "gbk.txt", "line 3: not valid UTF-8 (byte 0xb1); convert the file to UTF-8 first")):
         line = kd("pretrain", "--run", "c2", "--steps", "1", "--corpus", str(bad), "--db", db, ok=False).output.strip()
-        assert line.startswith(f"Error: {bad}: cannot read corpus") and "\n" not in line
+        assert line.startswith(f"Error: {bad}: ") and expected in line and "\n" not in line
 
 
 @pytest.mark.parametrize("args, message", [
