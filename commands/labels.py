@@ -55,8 +55,10 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
         calibrate=calibrate,
     )
     store = open_store(db)
-    inputs = lab.detect_inputs(store, run, cfg)  # bad input is refused before anything is written
-    with stage_scope(store, run=run, kind="detect", config=lab.config_dict(cfg), overwrite=overwrite) as stage:
+    # bad input is refused before anything is written; the labels judged and the stages read are recorded
+    inputs, labels_read = lab.read_labeled(store, lambda: lab.detect_inputs(store, run, cfg))
+    config = {**lab.config_dict(cfg), **inputs.used, **labels_read}
+    with stage_scope(store, run=run, kind="detect", config=config, overwrite=overwrite) as stage:
         n = lab.detect(store, stage, cfg, inputs)
     warned = _warn(lab.detect_warnings(store, run))
     if as_json:

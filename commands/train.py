@@ -353,6 +353,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     cfg.validate()
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
+    _teachers_usable(store, teacher_runs or (run,))
     if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):
         # the first teacher's: the student reads what its targets were made from (and a transformer
         # student, started from the teacher, no position the teacher never learned)
@@ -443,6 +444,28 @@ def _teacher_runs_exist(store, runs) -> None:
             raise KdError(f"no run {r!r} in {store.url} to take a teacher from: `kd runs` lists the runs")
 
 
+def _teachers_usable(store, runs) -> None:
+    """The teachers' classes and their logits of the train samples, checked as the stage checks them
+    but before it is recorded: a teacher of another class set, or one that has not scored train
+    samples ingested after it ran (the fix: `kd teach --run A --logits-only`), leaves no failed stage
+    (nor a new run holding one). A run without a teacher is left to the stage, which fails with the reason."""
+    from kdstore.distill import check_train_scored, check_teacher
+
+    names = store.class_names()
+    taught = [r for r in (resolve_run_id(r) for r in runs) if _has_teacher(store, r)]
+    for r in taught:
+        check_teacher(store, r, names)
+    check_train_scored(store, list(dict.fromkeys(taught)))
+
+
+def _has_teacher(store, run: str) -> bool:
+    try:
+        store.find_stage(run, "teach")
+    except KdError:
+        return False
+    return True
+
+
 def _teacher_config(store, run: str):
     """The Hugging Face configuration of a teacher run's model, to refuse a student its model type
     cannot have before a stage is recorded; ``None`` when there is none to read (the stage says why)."""
@@ -492,6 +515,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     cfg.validate()
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
+    _teachers_usable(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])

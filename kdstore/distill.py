@@ -219,7 +219,7 @@ def load_teachers(store: Store, runs: list[str], names: list[str], weights: tupl
     return TeacherLogits(stages=stages, runs=list(runs), scored=[set(m) for m in mats], ids=ids, logits=avg.astype(np.float32), by_id={int(i): k for k, i in enumerate(ids)})
 
 
-def _check_train_scored(store: Store, runs: list[str]) -> None:
+def check_train_scored(store: Store, runs: list[str]) -> None:
     """Refuse, naming the fix, when a teacher has no logits for some labeled train sample."""
     train = store.samples(splits=["train"], labeled=True).ids
     lacking = {r: len(unscored(store, store.find_stage(r, "teach").id, train)) for r in runs}
@@ -309,7 +309,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                        (teacher_net.config.hidden_size, teacher_net.config.num_attention_heads))
 
     # 2. teacher logits and data (every train sample scored by every teacher: checked before --augment writes)
-    _check_train_scored(store, teacher_runs)
+    check_train_scored(store, teacher_runs)
     augmented = None
     if cfg.augment:
         recipe = Recipe(methods=cfg.augment, n=cfg.augment_n, seed=cfg.seed, p_mask=cfg.p_mask, p_pos=cfg.p_pos,

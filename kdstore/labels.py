@@ -65,6 +65,7 @@ class DetectInputs:
     probs: np.ndarray  # the teacher's (out-of-fold) probabilities, in the samples' order
     votes: list[np.ndarray]  # the students' probabilities for --student-votes
     in_sample: int  # train samples the teacher saw (accepted only with allow_in_sample)
+    used: dict[str, Any] = field(default_factory=dict)  # which teach and distill stages it read (``stages_used``), for the config
 
 
 def labels_version(store: Store) -> str:
@@ -167,7 +168,21 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
             f"out-of-sample ones. Run `kd teach --run {teacher_run} --folds 5 ...` (or pass --allow-in-sample)"
         )
     votes = [_student_votes(store, run, name, train.ids, allow_in_sample=cfg.allow_in_sample) for name in cfg.student_votes]
-    return DetectInputs(teacher_run=teacher_run, train=train, probs=probs, votes=votes, in_sample=len(in_sample))
+    return DetectInputs(teacher_run=teacher_run, train=train, probs=probs, votes=[v for v, _ in votes], in_sample=len(in_sample),
+                        used=stages_used(teacher_run, teacher, [(r, st) for _, (r, st) in votes]))
+
+
+def stages_used(teacher_run: str, teacher: Stage, students: list[tuple[str, Stage]]) -> dict[str, Any]:
+    """What a detect stage records of the stages it read (as distill records its teachers): the
+    teach stage (``teacher_stages``: run, id, start, the labels it learned from) and the distill
+    stages of ``--student-votes`` (``student_vote_stages``), so that one replaced later
+    (``--overwrite``) is told from the one it read."""
+    return {
+        "teacher_stages": [{"run": teacher_run, "stage_id": teacher.id, "started_at": iso_utc(teacher.started_at),
+                            "labels_digest": (teacher.config or {}).get("labels_digest")}],
+        "student_vote_stages": [{"run": r, "stage": st.name, "stage_id": st.id, "started_at": iso_utc(st.started_at),
+                                 "labels_digest": (st.config or {}).get("labels_digest")} for r, st in students],
+    }
 
 
 def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectInputs | None = None) -> int:
@@ -237,19 +252,23 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
     )
 
 
-def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *, allow_in_sample: bool) -> np.ndarray:
+def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *, allow_in_sample: bool) -> tuple[np.ndarray, tuple[str, Stage]]:
     """A distill stage's probabilities for the samples, to join the ensemble: out-of-fold ones, from
-    ``kd distill --folds K`` (a student that learned the labels it would judge only echoes them).
-    ``name``: a stage of ``run``, or ``RUN:STAGE`` for another run's."""
+    ``kd distill --folds K`` (a student that learned the labels it would judge only echoes them),
+    and ``(run, stage)``. ``name``: a stage of ``run``, or ``RUN:STAGE`` for another run's."""
     if ":" in name:
         run, name = name.split(":", 1)
         run = resolve_run_id(run)  # RUN may be ${time}, as --run
     stage = store.find_stage(run, name)
     if stage.kind != "distill":
         raise KdError(f"--student-votes takes distill stages; {name!r} is a {stage.kind} stage")
+    names = store.class_names()
     probs = _probs(  # probabilities beat hard votes
         store, stage.id, sample_ids,
         missing=f"have no logits from distill stage {name!r} of run {run!r} (ingested after it ran?): re-run it or leave it out of --student-votes",
+        # class ids only grow: a student of fewer outputs ran before a class was added (its votes cannot be read against it)
+        classes=len(names), changed=f"distill stage {name!r} of run {run!r} learned {{n}} classes, the store now has {len(names)} "
+                                    f"({', '.join(names)}): re-run it or leave it out of --student-votes",
     )
     if not store.read_folds(stage.id) and not allow_in_sample:  # --folds students score each train sample blind to it
         raise KdError(
@@ -257,13 +276,17 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
             f"in-sample. Distill out-of-fold students (`kd distill --run {run} --folds 5 --name {name}-oof`) and pass those "
             "(or pass --allow-in-sample)"
         )
-    return probs
+    return probs, (run, stage)
 
 
-def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str) -> np.ndarray:
+def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str, classes: int | None = None,
+           changed: str = "") -> np.ndarray:
     """The stage's softmax probabilities for the train samples, in their order; refuses (``N train
-    samples`` + ``missing``) when some have no logits from it."""
+    samples`` + ``missing``) when some have no logits from it, and (``changed``, ``{n}`` its outputs)
+    when its logits have other than ``classes`` outputs."""
     ids, logits = store.read_logits(stage_id)
+    if classes is not None and len(ids) and logits.shape[1] != classes:
+        raise KdError(changed.format(n=logits.shape[1]))
     row = {int(i): k for k, i in enumerate(ids)}
     absent = [int(i) for i in sample_ids if int(i) not in row]
     if absent:

@@ -76,7 +76,7 @@ COUNT_METRICS = frozenset({
     "n", "support", "flagged", "train_samples", "dev_samples", "samples", "truncated", "best_epoch",
     "diverged_epoch", "processes", "augmented_added", "parameters", "flops_per_sample", "steps", "texts",
     "vocab_size", "folds", "in_sample", "relabel", "drop", "flag", "reject", "unchanged", "skipped_edited",
-    "chosen_changed",
+    "chosen_changed", "pool_samples", "augmented_samples", "pool_without_logits", "teacher_layer",
 })
 
 

@@ -797,6 +797,31 @@ def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(d
     assert "fold students" in error_line(kd("export", "--run", "r", "--model", "votes", "--db", db, ok=False))
 
 
+def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db, noisy, tmp_path, error_line):
+    """A detect stage records which teach and distill stages it read (ids: one replaced later by
+    --overwrite is told apart) and which labels it judged, as distill does; a student distilled
+    before a class was added has fewer outputs than the store has classes: one line and no stage
+    (it was an IndexError traceback and a failed detect stage)."""
+    kd("distill", "--run", "r", "--folds", "2", "--name", "votes", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+       "--max-len", "32", "--db", db)
+    kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--student-votes", "r:votes", "--method", "cleanlab,ensemble", "--db", db)
+    store = Store.open(db)
+    config = store.find_stage("r2", "detect").config
+    teacher, votes = store.find_stage("r", "teach"), store.find_stage("r", "votes")
+    assert [(t["run"], t["stage_id"]) for t in config["teacher_stages"]] == [("r", teacher.id)]
+    assert [(v["run"], v["stage"], v["stage_id"]) for v in config["student_vote_stages"]] == [("r", "votes", votes.id)]
+    assert config["labels_from"] == "original" and config["labels_digest"] == lab.labels_state(store)["labels_digest"]
+    _add_class_mid(db, tmp_path)  # a third class, two train samples relabeled to it, and a teacher of all three
+    two = [i for (i,) in _read(db, select(Sample.id).where(Sample.split == "train").order_by(Sample.id).limit(2))]
+    edit_labels(db, "t3", "review", {i: "mid" for i in two})
+    kd("teach", "--run", "t3", "--model", str(noisy["model"]), "--folds", "2", "--epochs", "1", "--max-len", "32", "--db", db)
+    stages = [(s.id, s.name, s.status) for s in store.stages_of("t3")]
+    line = error_line(kd("labels", "detect", "--run", "t3", "--student-votes", "r:votes", "--method", "cleanlab,ensemble",
+                         "--db", db, ok=False))
+    assert "distill stage 'votes' of run 'r' learned 2 classes, the store now has 3" in line, line
+    assert [(s.id, s.name, s.status) for s in store.stages_of("t3")] == stages  # no failed detect stage
+
+
 def _recipe_source(store: Store) -> str:
     """The source of the store's augmented samples (one recipe in these tests)."""
     with store.engine.connect() as conn:

@@ -52,7 +52,7 @@ def test_report_lists_per_class_figures_in_class_order():
 def test_counted_figures_read_back_as_ints_and_rates_stay_floats():
     from kdstore.report import metric_value
 
-    assert [type(metric_value(n, 12.0)) for n in ("n", "support[体育]", "fold2/truncated", "flagged[cleanlab]", "parameters")] == [int] * 5
+    assert [type(metric_value(n, 12.0)) for n in ("n", "support[体育]", "fold2/truncated", "flagged[cleanlab]", "parameters", "pool_samples", "teacher_layer[0]")] == [int] * 7
     assert metric_value("fold2/truncated", 12.0) == 12
     assert [type(metric_value(n, 1.0)) for n in ("accuracy", "f1[体育]", "samples_per_s", "layers@0.5")] == [float] * 4
     assert metric_value("n", 2.5) == 2.5  # a count that is not whole (never written) is given back as it is

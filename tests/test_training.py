@@ -590,9 +590,30 @@ def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught
     kd("ingest", str(tmp_path / "mid.tsv"), "--db", db)
     other = kd("distill", "--run", "r", "--epochs", "1", "--max-len", "32", "--overwrite", "--db", db, ok=False)
     assert "was trained on classes" in other.output and "re-run `kd teach`" in other.output
-    failed = _stage(taught_store, "r", "distill-textcnn")
-    assert failed.status == "failed" and "was trained on classes" in failed.error
-    assert _count(taught_store, Logit, stage_id=failed.id) == 0 and teacher.status == "succeeded"
+    # refused before a stage is recorded (they left a failed distill-textcnn stage)
+    assert [s.name for s in store.stages_of("r")] == ["teach", "g"] and teacher.status == "succeeded"
+
+
+def test_a_teacher_of_another_run_that_lacks_logits_or_classes_is_refused_before_a_stage(taught_store, tmp_path):
+    """`kd distill --run B --teacher-run A` with train samples ingested after A's teacher ran names
+    `kd teach --run A --logits-only` and records nothing: no run B holding a failed stage (nor one
+    for the early-exit student); once scored it distills, and records A's teach stage."""
+    db = str(taught_store)
+    store = Store.open(db)
+    kd("ingest", str(write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条很好评论")])), "--db", db)
+    for student in (["--student", "textcnn", "--embed-dim", "16", "--num-filters", "8"], ["--student", "early-exit"]):
+        late = kd("distill", "--run", "B", "--teacher-run", "r", *student, "--epochs", "1", "--db", db, ok=False)
+        assert late.output.strip() == ("Error: 1 train samples have no teacher logits (ingested after the teacher ran?): "
+                                       "run `kd teach --run r --logits-only` first"), late.output
+        assert not store.run_exists("B")
+    kd("teach", "--run", "r", "--logits-only", "--db", db)
+    out = json.loads(kd("distill", "--run", "B", "--teacher-run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8",
+                        "--db", db, "--json").stdout)
+    assert [(t["run"], t["stage_id"]) for t in out["config"]["teacher_stages"]] == [("r", _stage(taught_store, "r", "teach").id)]
+    kd("ingest", str(write_tsv(tmp_path / "mid.tsv", [("mid", "不好不坏，一般般吧")])), "--split", "dev", "--db", db)
+    other = kd("distill", "--run", "B", "--teacher-run", "r", "--name", "after-mid", "--epochs", "1", "--db", db, ok=False)
+    assert "teacher of run 'r' was trained on classes" in other.output and len(other.output.strip().splitlines()) == 1
+    assert [s.name for s in store.stages_of("B")] == ["distill-textcnn"]
 
 
 def test_predict_stdin_file_and_json(taught_store, tmp_path):
