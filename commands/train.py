@@ -179,7 +179,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 
 @click.command()
 @run_option
-@click.option("--model", help="Hugging Face model name or directory; pretrain:RUN for `kd pretrain`'s model.")
+@click.option("--model", help="Hugging Face model name or directory; pretrain:RUN for `kd pretrain`'s model, teach:RUN to fine-tune a run's teacher further. Its path and sha256 are recorded (model_path, model_sha256).")
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--lr", type=FLOAT, default=5e-5, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)

@@ -6,6 +6,7 @@ train with early stopping on dev macro-F1, save the best model, score every samp
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,8 +20,9 @@ from .errors import KdError
 from .labels import read_labeled, record_labels_state
 from .metrics import classification_metrics
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
+from .predictor import STUDENT_CONFIG
 from .progress import progress
-from .runs import StageHandle, resolve_run_id
+from .runs import StageHandle, resolve_run_id, sha256_path
 from .schedules import layer_decay_scales, warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
@@ -81,6 +83,15 @@ def resolve_model(store: Store, name: str) -> str:
     return name
 
 
+def started_from(path: str, config) -> dict:
+    """Which checkpoint a teacher starts from, for its stage's config: a local folder's absolute path
+    and sha256 (``teach:RUN`` may be replaced, a folder edited), a hub name with its revision."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return {"model_path": str(folder.resolve()), "model_sha256": sha256_path(folder)}
+    return {"model_path": path, "model_revision": getattr(config, "_commit_hash", None)}
+
+
 def quiet_transformers() -> None:
     """No load reports or loading bars from transformers: kd shows its own progress."""
     from transformers.utils import logging as hf_logging
@@ -102,11 +113,23 @@ def load_classifier(path: str, class_names: list[str]):
     quiet_transformers()
     if str(path).startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
         raise KdError(f"cannot load model {path!r}: no such directory")  # not a hub name: no download to try
+    if (Path(path).expanduser() / STUDENT_CONFIG).is_file():
+        raise KdError(f"{path!r} is a kd student (kd distill), not a Hugging Face model: start from its teacher (--model teach:RUN)")
+    hub = {}
+    unreachable = None if Path(path).expanduser().is_dir() else hub_unreachable()
+    if unreachable:  # the hub client would retry for half a minute a file: its cache alone
+        hub["local_files_only"] = True
     try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(path, **hub)
     except (OSError, ValueError, KeyError) as exc:
+        if unreachable:
+            raise KdError(f"cannot load model {path!r}: no such local directory, no downloaded copy, and the Hugging Face hub "
+                          f"cannot be reached ({unreachable})") from None
         raise KdError(f"cannot load model {path!r}: {_first_line(exc)}") from None
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # (transformers 5 makes an empty one where it finds no files)
+        raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer)} special tokens alone): "
+                      "save the tokenizer it was trained with in its folder (tokenizer.save_pretrained)")
     trained = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
     is_generic = all(str(n).startswith("LABEL_") for n in trained)
     if trained and not is_generic and trained != list(class_names):
@@ -130,9 +153,11 @@ def load_classifier(path: str, class_names: list[str]):
     # pad id in its configuration it refuses batches of more than one text: the tokenizer's pad id
     pad_id = {"pad_token_id": tokenizer.pad_token_id} if getattr(config, "pad_token_id", None) is None else {}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, loaded = AutoModelForSequenceClassification.from_pretrained(
             path,
             **pad_id,
+            **hub,
+            output_loading_info=True,
             num_labels=len(class_names),
             id2label=dict(enumerate(class_names)),
             label2id={n: i for i, n in enumerate(class_names)},
@@ -145,7 +170,36 @@ def load_classifier(path: str, class_names: list[str]):
         )
     except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: damaged weights (a cut copy)
         raise KdError(f"cannot load {path!r} as a sequence classifier: {_first_line(exc)}") from None
+    # ignore_mismatched_sizes is for the head (another number of classes); a body weight whose shape
+    # differs from its config.json (a vocab_size edited by hand) would be silently drawn at random
+    body = model.base_model.state_dict()
+    body = set(body) | {f"{model.base_model_prefix}.{k}" for k in body}
+    for name, saved, wanted in sorted(loaded.get("mismatched_keys") or (), key=str):
+        if name in body:
+            raise KdError(f"model {path!r}: weight {name} is {tuple(saved)} in the checkpoint but {tuple(wanted)} by its "
+                          "config.json: they do not belong together")
     return tokenizer, model
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached (one quick connection), or ``None`` (reached,
+    HF_HUB_OFFLINE set: the hub client then reads its cache alone, or a proxy set: no direct
+    connection to try)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # reached through a proxy, not directly: left to the hub client
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError as exc:
+        return f"{url.hostname}: {exc.strerror or exc}"
+    return None
 
 
 @torch.no_grad()
@@ -197,6 +251,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     path = resolve_model(store, cfg.model)
     _, probe = load_classifier(path, names)  # every model problem surfaces before any training starts
     check_max_len(probe.config, cfg.max_len, path)
+    dist.on_main(record_labels_state)(store, stage.id, started_from(path, probe.config))
     del probe
     everything = store.samples(include_dropped=True)
     dist.agree("training rows", train, dev, everything)

@@ -1136,3 +1136,75 @@ def test_a_class_a_teacher_learned_from_dev_is_no_unlearned_class(sample_store, 
     out = kd("teach", "--run", "both", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--epochs", "1",
              "--max-len", "32", "--db", db)
     assert "no train samples of class" not in out.stderr
+
+
+def test_a_checkpoint_without_a_tokenizer_or_with_weights_unlike_its_config_is_refused_before_training(sample_store, tiny_model, tmp_path):
+    """transformers 5 makes an empty tokenizer (special tokens only) for a folder with none: every
+    character read as [UNK], a teacher of nothing. ignore_mismatched_sizes (meant for the head)
+    silently drew at random an embedding table whose config.json vocab_size was edited."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    from kdstore.errors import KdError
+    from kdstore.teacher import load_classifier
+
+    bare = tmp_path / "no-tokenizer"
+    AutoModelForMaskedLM.from_pretrained(tiny_model).save_pretrained(bare)
+    with pytest.raises(KdError, match="has no tokenizer"):
+        load_classifier(str(bare), ["pos", "neg"])
+    edited = tmp_path / "edited-vocab"
+    shutil.copytree(tiny_model, edited)
+    config = AutoConfig.from_pretrained(edited)
+    config.vocab_size += 10
+    config.save_pretrained(edited)
+    result = kd("teach", "--run", "v", "--model", str(edited), "--epochs", "1", "--max-len", "32", "--db", str(sample_store), ok=False)
+    assert result.stderr.strip().splitlines() == [
+        f"Error: model '{edited}': weight bert.embeddings.word_embeddings.weight is ({config.vocab_size - 10}, 32) "
+        f"in the checkpoint but ({config.vocab_size}, 32) by its config.json: they do not belong together"]
+    assert _stage(sample_store, "v", "teach").status == "failed" and _count(sample_store, Logit) == 0
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "student.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(KdError, match="is a kd student"):
+        load_classifier(str(student), ["pos", "neg"])
+
+
+def test_a_hub_name_with_the_hub_out_of_reach_is_one_line_without_retries(monkeypatch):
+    """No network: the hub client retried each file for about 25 s before kd could say anything."""
+    import time
+
+    from kdstore import teacher
+    from kdstore.errors import KdError
+
+    monkeypatch.setattr(teacher, "hub_unreachable", lambda: "huggingface.co: Name or service not known")
+    started = time.monotonic()
+    with pytest.raises(KdError) as err:
+        teacher.load_classifier("no-such-org/no-such-model", ["pos", "neg"])
+    assert time.monotonic() - started < 5
+    assert str(err.value) == ("cannot load model 'no-such-org/no-such-model': no such local directory, no downloaded copy, "
+                              "and the Hugging Face hub cannot be reached (huggingface.co: Name or service not known)")
+
+
+def test_teach_records_the_checkpoint_it_started_from(sample_store, tiny_model):
+    """A teacher fine-tuned from teach:RUN (which --overwrite may replace) or a folder (which may be
+    edited) says which checkpoint it started from: its absolute path and sha256."""
+    from kdstore.runs import sha256_path
+
+    db = str(sample_store)
+    kd("teach", "--run", "a", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    first = _stage(sample_store, "a", "teach")
+    assert first.config["model_path"] == str(Path(tiny_model).resolve()) and first.config["model_sha256"] == sha256_path(tiny_model)
+    kd("teach", "--run", "b", "--model", "teach:a", "--epochs", "1", "--max-len", "32", "--db", db)
+    second = _stage(sample_store, "b", "teach")
+    assert second.config["model"] == "teach:a"
+    assert (second.config["model_path"], second.config["model_sha256"]) == (first.artifact_path, first.artifact_sha256)
+
+
+def test_the_hub_behind_a_proxy_is_left_to_the_hub_client(monkeypatch):
+    """A network that reaches the hub only through a proxy must not be judged offline by a direct connection."""
+    from kdstore.teacher import hub_unreachable
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://nowhere.invalid")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub_unreachable(timeout=0.5) is None
