@@ -241,6 +241,10 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             folds=folds, seed=seed, device=device,
         )
         cfg.validate()
+        source, _, source_run = model.partition(":")
+        if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
+            raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
+                          f"succeeds): fine-tune it further in another run (--run {run}-2 --model teach:{source_run})")
         config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)

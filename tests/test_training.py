@@ -1199,6 +1199,10 @@ def test_teach_records_the_checkpoint_it_started_from(sample_store, tiny_model):
     second = _stage(sample_store, "b", "teach")
     assert second.config["model"] == "teach:a"
     assert (second.config["model_path"], second.config["model_sha256"]) == (first.artifact_path, first.artifact_sha256)
+    # its own teacher, which --overwrite replaces: refused before the stage (it failed with "no succeeded 'teach' stage")
+    refused = kd("teach", "--run", "b", "--model", "teach:b", "--overwrite", "--epochs", "1", "--db", db, ok=False)
+    assert "--model teach:b is the teacher this --overwrite replaces" in refused.stderr
+    assert [s.name for s in Store.open(db).stages_of("b")] == ["teach"]
 
 
 def test_the_hub_behind_a_proxy_is_left_to_the_hub_client(monkeypatch):
