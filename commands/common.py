@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -106,6 +107,9 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
         if isinstance(value, list) and not getattr(param, "multiple", False):  # (click crashed on it)
             raise KdError(f"{path}: {key} = {value!r}: expected a single value, not an array")
         wholes = value if isinstance(value, list) else [value]
+        when = next((v for v in wholes if isinstance(v, (dt.date, dt.time))), None)  # (a datetime is a date)
+        if when is not None and not isinstance(param.type, click.types.StringParamType):  # int()/float() crashed on it
+            raise KdError(f"{path}: {key} = {when}: a TOML date or time is no value of --{key}")
         if isinstance(param.type, click.types.IntParamType) and any(isinstance(v, float) for v in wholes):
             raise KdError(f"{path}: {key} = {value!r}: not a whole number")  # click would cut 1.5 to 1
         # click takes these as they come: `header = 1` crashed in click's bool parsing, `classes = 3`

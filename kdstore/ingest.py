@@ -93,7 +93,7 @@ def decode(data: bytes, name: str, fmt: str) -> str:
         raise KdError(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
     nul = data.find(b"\0")
     if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
+        line = data.count(_line_end(data), 0, nul) + 1
         raise KdError(
             f"{name}: line {line}:{_field_at(data, nul, fmt)} binary data (NUL byte): not a text file"
         )
@@ -104,14 +104,21 @@ def decode(data: bytes, name: str, fmt: str) -> str:
         # and "\ufeffpos" two classes that print alike
         return _LINE_BOM.sub("", data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        line = data.count(_line_end(data), 0, exc.start) + 1
         raise KdError(
             f"{name}: line {line}:{_field_at(data, exc.start, fmt)} not valid UTF-8 "
             f"(byte 0x{data[exc.start]:02x}); convert the file to UTF-8 first"
         ) from None
 
 
-_LINE_BOM = re.compile(r"^\ufeff", re.MULTILINE)
+_LINE_BOM = re.compile(r"(?:^|(?<=\r))\ufeff", re.MULTILINE)  # (after a bare \r too: old Mac line ends)
+
+
+def _line_end(data: bytes) -> bytes:
+    """What ends the lines of ``data``: ``\n``, or a bare ``\r`` (old Mac line ends), as ``_rows`` splits them."""
+    return b"\r" if b"\n" not in data and b"\r" in data else b"\n"
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
@@ -119,7 +126,7 @@ def _field_at(data: bytes, pos: int, fmt: str) -> str:
     """`` field N:`` for the delimited field holding byte ``pos`` (empty for JSONL)."""
     if fmt not in ("tsv", "csv"):
         return ""
-    line_start = data.rfind(b"\n", 0, pos) + 1
+    line_start = data.rfind(_line_end(data), 0, pos) + 1
     sep = b"\t" if fmt == "tsv" else b","
     return f" field {data.count(sep, line_start, pos)}:"
 

@@ -82,7 +82,7 @@ COUNT_METRICS = frozenset({
 
 def metric_value(name: str, value: float) -> float | int:
     """``value`` as an int when ``name`` counts something (``fold2/truncated``, ``support[pos]``)."""
-    base = name.rsplit("/", 1)[-1].split("[", 1)[0]
+    base = name.split("[", 1)[0].rsplit("/", 1)[-1]  # (the bracket first: a class name may hold a "/")
     if base in COUNT_METRICS and float(value).is_integer():
         return int(value)
     return value

@@ -104,6 +104,9 @@ def test_config_values_of_the_wrong_kind_are_one_line(other_db, invoke, write_fi
         ("ingest", "classes = 3", "kd.toml: classes = 3: expected a path (a string)"),
         ("ingest", "text-col = true", "kd.toml: text-col = true: true/false is no value of --text-col"),
         ("ingest", "text-col = 1.5", "kd.toml: text-col = 1.5: expected a string"),
+        # a TOML date or time (unquoted) where a number goes: int() and float() raised a TypeError
+        ("samples", "limit = 1979-05-27", "kd.toml: limit = 1979-05-27: a TOML date or time is no value of --limit"),
+        ("samples", "limit = 07:32:00", "kd.toml: limit = 07:32:00: a TOML date or time is no value of --limit"),
     ):
         write_file("kd.toml", f'db = "other.db"\n[{table}]\n{key}\n')
         result = invoke([table] + (["train.tsv"] if table == "ingest" else []), db=None, ok=False)

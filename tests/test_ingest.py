@@ -108,6 +108,17 @@ def test_parse_old_mac_line_ends_are_lines():
     assert r.text == "good\rone"
 
 
+def test_old_mac_line_ends_errors_name_the_line_and_a_line_bom_goes():
+    """In a bare-\r file a bad byte's line and field were counted by \n (all "line 1"), and the BOM
+    of a file joined after it (`cat`) stayed on its label: a class "\ufeffneg" beside "neg"."""
+    with pytest.raises(KdError, match=r"^mac.tsv: line 3: field 1: not valid UTF-8 \(byte 0xba\)"):
+        parse(b"pos\tgood\rneg\tbad\rpos\t\xba\xc3\r", "mac.tsv", IngestOptions())
+    with pytest.raises(KdError, match=r"^mac.tsv: line 2: field 1: binary data"):
+        parse(b"pos\tgood\rneg\tb\x00ad\r", "mac.tsv", IngestOptions())
+    records = parse(b"pos\tgood\r\xef\xbb\xbfneg\tbad\r", "mac.tsv", IngestOptions())
+    assert [r.label for r in records] == ["pos", "neg"]
+
+
 def test_parse_unlabeled_one_and_two_columns():
     one = parse("first text\nsecond text\n".encode(), "pool.txt", IngestOptions(split="unlabeled"))
     assert [(r.text, r.label) for r in one] == [("first text", None), ("second text", None)]

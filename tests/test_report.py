@@ -56,3 +56,6 @@ def test_counted_figures_read_back_as_ints_and_rates_stay_floats():
     assert metric_value("fold2/truncated", 12.0) == 12
     assert [type(metric_value(n, 1.0)) for n in ("accuracy", "f1[体育]", "samples_per_s", "layers@0.5")] == [float] * 4
     assert metric_value("n", 2.5) == 2.5  # a count that is not whole (never written) is given back as it is
+    # a class name with a "/" (体育/运动): the fold prefix is cut before the bracket, not inside it
+    assert type(metric_value("support[体育/运动]", 12.0)) is int and type(metric_value("fold1/support[a/b]", 3.0)) is int
+    assert type(metric_value("f1[a/n]", 1.0)) is float
