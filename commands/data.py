@@ -135,7 +135,7 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         splits=[split] if split else None, where=where, include_dropped=dropped, limit=min(fetch, SQL_INT_MAX) or None
     )
     kept = set(store.samples(ids=rows.ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
-    parents = {} if as_tsv else store.parents()  # a text kd distill --augment made: the sample it came from
+    parents = {} if as_tsv else store.parents(rows.ids)  # a text kd distill --augment made: the sample it came from
     items = [
         {"id": int(i), "split": s, "label": names[y] if y >= 0 else None, "text": t,
          "dropped": kept is not None and int(i) not in kept, "parent_id": parents.get(int(i))}

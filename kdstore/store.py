@@ -323,11 +323,13 @@ class Store:
         with self.session() as s:
             return list(s.scalars(query))
 
-    def parents(self) -> dict[int, int]:
-        """``{sample_id: parent_id}`` of every sample made from another (augmented texts)."""
+    def parents(self, ids: Sequence[int] | None = None) -> dict[int, int]:
+        """``{sample_id: parent_id}`` of every sample made from another (augmented texts), or of
+        those among ``ids``."""
+        query = select(Sample.id, Sample.parent_id).where(Sample.parent_id.is_not(None))
+        parts = [query] if ids is None else [query.where(Sample.id.in_(chunk)) for chunk in chunks(sorted({int(i) for i in ids}), ID_CHUNK)]
         with self.engine.connect() as conn:
-            rows = conn.execute(select(Sample.id, Sample.parent_id).where(Sample.parent_id.is_not(None)))
-            return {int(i): int(p) for i, p in rows}
+            return {int(i): int(p) for part in parts for i, p in conn.execute(part)}
 
     def write_folds(self, stage_id: int, sample_ids: Sequence[int], folds: Sequence[int]) -> None:
         rows = list(zip(repeat(int(stage_id)), np.asarray(sample_ids).tolist(), np.asarray(folds).tolist()))

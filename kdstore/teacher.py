@@ -251,7 +251,8 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     path = resolve_model(store, cfg.model)
     _, probe = load_classifier(path, names)  # every model problem surfaces before any training starts
     check_max_len(probe.config, cfg.max_len, path)
-    dist.on_main(record_labels_state)(store, stage.id, started_from(path, probe.config))
+    if dist.is_main:  # (the checkpoint's sha256 once, not on every rank)
+        record_labels_state(store, stage.id, started_from(path, probe.config))
     del probe
     everything = store.samples(include_dropped=True)
     dist.agree("training rows", train, dev, everything)
