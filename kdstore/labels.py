@@ -243,13 +243,29 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
     flagged count (``kd labels clean --min-score`` applies only some)."""
     stage = store.find_stage(run, "detect")
     m = {x.name: x.value for x in store.metrics(stage.id) if x.split == "train"}
+    out = _replaced_teacher(store, run, stage)
     if not m.get("train_samples"):
-        return []
-    return noise.reliability_warnings(
+        return out
+    return out + noise.reliability_warnings(
         flagged=int(m.get("flagged", 0) if changes is None else changes), samples=int(m["train_samples"]),
         accuracy=m.get("oof_accuracy"), majority=m.get("majority_rate"),  # absent in stores older than these figures
         tfidf_member=bool((stage.config or {}).get("tfidf_member")),
     )
+
+
+def _replaced_teacher(store: Store, run: str, detect_stage: Stage) -> list[str]:
+    """A warning when the teacher the detection read (``teacher_stages``) has been replaced since
+    (``kd teach --overwrite``): its issues are the old teacher's."""
+    read = ((detect_stage.config or {}).get("teacher_stages") or [{}])[0]
+    teacher_run = read.get("run") or run
+    try:
+        now = store.find_stage(teacher_run, "teach")
+    except KdError:
+        return []
+    if read.get("stage_id") is None or now.id == read["stage_id"]:
+        return []
+    return [f"the teacher of run {teacher_run!r} was replaced after this detection ran (kd teach --overwrite): its issues "
+            f"are the old teacher's; `kd labels detect --run {run} --overwrite` judges with the new one"]
 
 
 def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *, allow_in_sample: bool) -> tuple[np.ndarray, tuple[str, Stage]]:

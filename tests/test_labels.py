@@ -811,6 +811,11 @@ def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db
     assert [(t["run"], t["stage_id"]) for t in config["teacher_stages"]] == [("r", teacher.id)]
     assert [(v["run"], v["stage"], v["stage_id"]) for v in config["student_vote_stages"]] == [("r", "votes", votes.id)]
     assert config["labels_from"] == "original" and config["labels_digest"] == lab.labels_state(store)["labels_digest"]
+    assert not any("was replaced" in w for w in lab.detect_warnings(store, "r2"))
+    kd("teach", "--run", "r", "--model", str(noisy["model"]), "--folds", "2", "--epochs", "1", "--max-len", "32", "--overwrite", "--db", db)
+    dry = kd("labels", "clean", "--run", "r2", "--dry-run", "--db", db)  # the issues are the old teacher's: said so
+    assert ("the teacher of run 'r' was replaced after this detection ran (kd teach --overwrite): its issues are the old "
+            "teacher's; `kd labels detect --run r2 --overwrite` judges with the new one") in " ".join(dry.stderr.split())
     _add_class_mid(db, tmp_path)  # a third class, two train samples relabeled to it, and a teacher of all three
     two = [i for (i,) in _read(db, select(Sample.id).where(Sample.split == "train").order_by(Sample.id).limit(2))]
     edit_labels(db, "t3", "review", {i: "mid" for i in two})
