@@ -443,12 +443,14 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             raise KdError(f"{path}: line 1: field {twice!r}: the column appears twice: keep one")
     if not any(_cell(r, "decision") for _, r in rows):  # (an empty clean stage would take the name the real import needs)
         raise KdError(f"{path}: field 'decision': empty on every row (give accept, reject, drop or a class): nothing to import (was the sheet saved?)")
+    given = run
     run = _sheet_run(path, rows, run)
     names = store.class_names()
     try:
         stage = store.find_stage(run, "detect")  # the issues a sheet of this run can decide
     except KdError as exc:
-        raise KdError(f"{path}: {exc}") from None
+        unnamed = given is None and not any(_cell(r, "run") for _, r in rows)  # (the run column deleted or left empty)
+        raise KdError(f"{path}: {exc}" + (f" (the sheet names no run, so it was taken for {run!r}: pass --run)" if unnamed else "")) from None
     with store.engine.connect() as conn:
         existing = {int(i) for (i,) in conn.execute(select(Sample.id))}
         found = conn.execute(

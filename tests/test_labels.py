@@ -503,6 +503,10 @@ def test_a_second_sheet_without_a_name_is_its_own_stage(db, tmp_path):
     assert [s.name for s in store.stages_of("r") if s.kind == "clean"] == ["review", "review-2"]
     store.close()
     assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)["stage"] == "review-2"
+    third = _issues(db)[2]
+    unnamed = kd("labels", "import", str(_sheet(tmp_path / "c.csv", [{"sample_id": third["sample_id"], "decision": "drop"}])),
+                 "--db", db, ok=False)  # its run column deleted: taken for the run "default", which has no detection
+    assert "no run 'default'" in unnamed.stderr and "(the sheet names no run, so it was taken for 'default': pass --run)" in unnamed.stderr
 
 
 def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_open(db, tmp_path):
