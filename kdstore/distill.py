@@ -197,7 +197,7 @@ def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
 
 def load_teachers(store: Store, runs: list[str], names: list[str], weights: tuple[float, ...] = ()) -> TeacherLogits:
     """The (weighted-average) logits of the teach stages of ``runs``, checked against the store's classes."""
-    stages, mats = [], []
+    stages, found = [], []
     for run in runs:
         stage = check_teacher(store, run, names)
         ids, logits = store.read_logits(stage.id)
@@ -206,17 +206,29 @@ def load_teachers(store: Store, runs: list[str], names: list[str], weights: tupl
         if logits.shape[1] != len(names):
             raise KdError(f"teacher of run {run!r} has {logits.shape[1]} outputs, the store has {len(names)} classes")
         stages.append(stage)
-        mats.append(dict(zip(ids.tolist(), logits)))
-    common = sorted(set.intersection(*(set(m) for m in mats)))
-    w = np.asarray(weights or [1.0] * len(mats), dtype=np.float64)
+        found.append((ids, logits))
+    ids, avg = weighted_common_logits(found, weights)
+    return TeacherLogits(stages=stages, runs=list(runs), scored=[set(i.tolist()) for i, _ in found], ids=ids, logits=avg, by_id={int(i): k for k, i in enumerate(ids)})
+
+
+def weighted_common_logits(found: list[tuple[np.ndarray, np.ndarray]], weights: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, logits)``: the samples every teacher scored (ids ascending) and the weighted average of
+    the teachers' logits for them (``weights`` normalized; equal when empty). ``found``: each teacher's
+    ``(sample ids, logits)``, one row per sample. Whole arrays at once: one numpy call a sample took
+    seconds for a 200k-text pool."""
+    common = found[0][0]
+    for ids, _ in found[1:]:
+        common = np.intersect1d(common, ids)
+    common = np.unique(np.asarray(common, dtype=np.int64))
+    w = np.asarray(weights or [1.0] * len(found), dtype=np.float64)
     w = w / w.sum()
-    avg = (
-        np.stack([np.tensordot(w, np.stack([m[i] for m in mats]), axes=1) for i in common])
-        if common
-        else np.zeros((0, len(names)), np.float32)
-    )
-    ids = np.array(common, dtype=np.int64)
-    return TeacherLogits(stages=stages, runs=list(runs), scored=[set(m) for m in mats], ids=ids, logits=avg.astype(np.float32), by_id={int(i): k for k, i in enumerate(ids)})
+    if len(common) == 0:
+        return common, np.zeros((0, found[0][1].shape[1]), np.float32)
+    rows = []
+    for ids, logits in found:
+        order = np.argsort(ids, kind="stable")
+        rows.append(np.asarray(logits)[order[np.searchsorted(ids, common, sorter=order)]])
+    return common, np.tensordot(w, np.stack(rows), axes=1).astype(np.float32)
 
 
 def check_train_scored(store: Store, runs: list[str]) -> None:

@@ -1212,3 +1212,18 @@ def test_the_hub_behind_a_proxy_is_left_to_the_hub_client(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "https://nowhere.invalid")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert hub_unreachable(timeout=0.5) is None
+
+
+def test_weighted_common_logits_averages_the_samples_every_teacher_scored():
+    from kdstore.distill import weighted_common_logits
+
+    a_ids, a = np.array([5, 1, 3, 9]), np.array([[5.0, 0], [1, 0], [3, 0], [9, 0]], dtype=np.float32)
+    b_ids, b = np.array([3, 7, 5, 2]), np.array([[0, 3.0], [0, 7], [0, 5], [0, 2]], dtype=np.float32)
+    ids, avg = weighted_common_logits([(a_ids, a), (b_ids, b)], (1.0, 3.0))
+    assert ids.tolist() == [3, 5]  # both scored them, ascending, whatever order each teacher's rows came in
+    assert avg.dtype == np.float32
+    np.testing.assert_allclose(avg, [[0.75, 2.25], [1.25, 3.75]])
+    ids, avg = weighted_common_logits([(a_ids, a)])  # one teacher: its own logits, sorted by id
+    assert ids.tolist() == [1, 3, 5, 9] and avg[:, 0].tolist() == [1, 3, 5, 9]
+    ids, avg = weighted_common_logits([(a_ids, a), (np.array([4]), np.zeros((1, 2), np.float32))])
+    assert ids.tolist() == [] and avg.shape == (0, 2)
