@@ -154,8 +154,6 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
     print_rows(["id", "split", "label", "text"], cells)
 
 
-
-
 def _print_tsv(items: list[dict], *, labeled: bool) -> None:
     """A ``label<TAB>text`` header and lines (``text`` alone for the unlabeled pool), in blocks. The
     header makes ``kd ingest`` read the columns by name: without it a first text or label that is a

@@ -114,9 +114,11 @@ def decode(data: bytes, name: str, fmt: str) -> str:
 _LINE_BOM = re.compile(r"(?:^|(?<=\r))\ufeff", re.MULTILINE)  # (after a bare \r too: old Mac line ends)
 
 
-def _line_end(data: bytes) -> bytes:
-    """What ends the lines of ``data``: ``\n``, or a bare ``\r`` (old Mac line ends), as ``_rows`` splits them."""
-    return b"\r" if b"\n" not in data and b"\r" in data else b"\n"
+def _line_end(data):
+    """What ends the lines of ``data`` (bytes or text, the same type back): ``\n``, or a bare ``\r``
+    when there is no ``\n`` (old Mac line ends; the csv module reads them so too)."""
+    nl, cr = ("\n", "\r") if isinstance(data, str) else (b"\n", b"\r")
+    return cr if nl not in data and cr in data else nl
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
@@ -173,10 +175,8 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every non-blank row."""
     if fmt == "tsv":
         out = []
-        # a file with no "\n" but "\r" has old Mac line ends (as the csv module reads them): split
-        # on "\n" alone it was one row, its lines run together into one text
-        newline = "\r" if "\r" in content and "\n" not in content else "\n"
-        for i, raw in enumerate(content.split(newline), start=1):
+        # (split on "\n" alone, a file of old Mac line ends was one row, its lines run together into one text)
+        for i, raw in enumerate(content.split(_line_end(content)), start=1):
             raw = raw.rstrip("\r")
             if raw.strip():
                 out.append((i, raw.split("\t")))
@@ -293,8 +293,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
     if want_label and text_key == label_key:
         raise KdError(f"{name}: field {text_key!r}: the text key is also the label key")
     records = []
-    newline = "\r" if "\r" in content and "\n" not in content else "\n"  # (old Mac line ends, as for TSV)
-    for line, raw in enumerate(content.split(newline), start=1):
+    for line, raw in enumerate(content.split(_line_end(content)), start=1):
         if not raw.strip():
             continue
         try:

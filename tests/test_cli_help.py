@@ -85,16 +85,20 @@ def test_help_examples_name_real_options(runner, path):
     examples = _example_commands(text)
     assert examples, text
     for args in examples:
-        command, rest = cli, list(args)
-        while isinstance(command, click.Group):
-            command = command.get_command(click.Context(command), rest[0])
-            assert command is not None, args
-            rest = rest[1:]
-        try:
-            command.make_context(command.name, rest, resilient_parsing=False)
-        except click.UsageError as exc:
-            if "does not exist" in str(exc):  # the example's input files (review.csv, ...)
-                continue
+        _parses(args)
+
+
+def _parses(args: list[str]) -> None:
+    """``kd ARGS`` names a real command and options it takes (input files that do not exist aside)."""
+    command, rest = cli, list(args)
+    while isinstance(command, click.Group):
+        command = command.get_command(click.Context(command), rest[0])
+        assert command is not None, args
+        rest = rest[1:]
+    try:
+        command.make_context(command.name, rest, resilient_parsing=False)
+    except click.UsageError as exc:
+        if "does not exist" not in str(exc):  # (the examples' input files: review.csv, ...)
             pytest.fail(f"kd {' '.join(args)}: {exc}")
 
 
@@ -136,13 +140,4 @@ def test_readme_and_quickstart_commands_parse():
     commands = _doc_commands()
     assert len(commands) >= 10 and ["ingest", "examples/reviews/train.tsv"] in commands
     for args in commands:
-        command, rest = cli, list(args)
-        while isinstance(command, click.Group):
-            command = command.get_command(click.Context(command), rest[0])
-            assert command is not None, args
-            rest = rest[1:]
-        try:
-            command.make_context(command.name, rest, resilient_parsing=False)
-        except click.UsageError as exc:
-            if "does not exist" not in str(exc):  # (input files of the examples)
-                pytest.fail(f"kd {' '.join(args)}: {exc}")
+        _parses(args)
