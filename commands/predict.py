@@ -90,9 +90,14 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
 
         predictor = Predictor.from_run(open_store(db), run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
     if path == "-":
-        for lines in _arriving(stdin, "<stdin>"):
-            _emit(predictor, lines, batch_size, as_json)
-            sys.stdout.flush()
+        cuts = _Cuts(predictor.max_len)
+        try:
+            for lines in _arriving(stdin, "<stdin>"):
+                _emit(predictor, lines, batch_size, as_json, cuts)
+                sys.stdout.flush()
+                cuts.warn_first()  # at once, while the lines go on arriving
+        finally:
+            cuts.warn()  # the rest in one line at the end (one a 64 KiB read was one a few hundred lines)
     else:
         try:
             with open(path, "rb") as fh:
@@ -147,12 +152,36 @@ def _arriving(stream, name: str, chunk: int = 1 << 16):
         yield [(n + 1, _decoded(n + 1, rest, name))]
 
 
-def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool) -> None:
-    """``predictor``: a ``kdstore.predictor.Predictor`` or a ``kdstore.serving.Artifact``."""
+class _Cuts:
+    """Line numbers of texts longer than the model reads: one warning for them all, not one a line.
+    Reading stdin, the first is named as soon as it is answered and the rest at the end."""
+
+    def __init__(self, max_len: int):
+        self.max_len, self.lines, self.texts, self.told = max_len, [], 0, 0
+
+    def warn_first(self) -> None:
+        if self.lines and not self.told:
+            click.echo(f"line {self.lines[0]}: longer than {self.max_len} tokens, truncated", err=True)
+            self.told = 1
+
+    def warn(self) -> None:
+        cut = self.lines[self.told:]
+        if len(cut) == 1 and not self.told:
+            click.echo(f"line {cut[0]}: longer than {self.max_len} tokens, truncated", err=True)
+        elif cut:
+            shown = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
+            more = " more" if self.told else ""
+            click.echo(f"{len(cut)}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})", err=True)
+
+
+def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool, cuts: _Cuts | None = None) -> None:
+    """``predictor``: a ``kdstore.predictor.Predictor`` or a ``kdstore.serving.Artifact``. Texts
+    that were cut are tallied in ``cuts``; without it they are warned about here."""
     items = [(n, raw.rstrip("\r\n").strip()) for n, raw in lines]
     texts = [t for _, t in items if t]
     results = iter(predictor.predict(texts, batch_size=batch_size))
-    cut = []  # line numbers of texts longer than the model reads: one warning for them all, not one a line
+    tally = cuts if cuts is not None else _Cuts(predictor.max_len)
+    tally.texts += len(texts)
     for n, text in items:
         if not text:
             if as_json:
@@ -166,13 +195,10 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
             click.echo(dumps_line({"line": n, "text": text, **r}))
         else:
             if r["truncated"]:
-                cut.append(n)
+                tally.lines.append(n)
             click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text.translate(_LINE_BREAKS)}")
-    if len(cut) == 1:
-        click.echo(f"line {cut[0]}: longer than {predictor.max_len} tokens, truncated", err=True)
-    elif cut:
-        shown = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
-        click.echo(f"{len(cut)} of {len(texts)} lines longer than {predictor.max_len} tokens, truncated (lines {shown})", err=True)
+    if cuts is None:
+        tally.warn()
 
 
 # characters a reader may take for the end of a line (str.splitlines does): one output line per input line

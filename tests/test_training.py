@@ -668,6 +668,31 @@ def test_predict_names_truncated_lines_in_one_warning(capsys):
     assert capsys.readouterr().err == "line 7: longer than 4 tokens, truncated\n"
 
 
+def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
+    """Reading stdin, each 64 KiB read (a few hundred lines) gave its own warning: a piped file of
+    long reviews filled stderr. Now the first cut line is named as it is answered, the rest once."""
+    from commands.predict import _Cuts, _emit
+
+    class Cutting:
+        max_len = 4
+
+        def predict(self, texts, batch_size):
+            return [{"label": "pos", "confidence": 0.9, "truncated": len(t) > 4} for t in texts]
+
+    cuts = _Cuts(4)
+    for first in (1, 11, 21):  # three reads of ten lines, every other one long
+        _emit(Cutting(), [(n, "很长很长很长" if n % 2 else "短") for n in range(first, first + 10)], 8, False, cuts)
+        cuts.warn_first()
+    assert capsys.readouterr().err == "line 1: longer than 4 tokens, truncated\n"
+    cuts.warn()
+    assert capsys.readouterr().err == "14 more of 30 lines longer than 4 tokens, truncated (lines 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, ...)\n"
+    alone = _Cuts(4)
+    _emit(Cutting(), [(1, "短"), (2, "很长很长很长")], 8, False, alone)
+    alone.warn_first()
+    alone.warn()
+    assert capsys.readouterr().err == "line 2: longer than 4 tokens, truncated\n"
+
+
 def test_stdin_lines_are_taken_as_they_arrive():
     """What one read returns is predicted together; a line is never cut, numbers run on, a last
     line needs no line break, and a byte-order mark is no text."""
