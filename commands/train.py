@@ -265,7 +265,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--temperature-beta", type=FLOAT, default=1.0, show_default=True, help="flsw/cwsm: how far a sample's temperature moves from the scheduled one.")
 @click.option("--temperature-gamma", type=FLOAT, default=2.0, show_default=True, help="flsw: exponent on (1 - cosine(student, teacher)).")
 @click.option("--probability-shift", is_flag=True, help="Where the teacher is wrong on a labeled sample, swap its top logit with the gold class's (Wen et al. 2019, as TextBrewer). Clean labels first: it trusts them.")
-@click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (needs --embed-dim = the width of its embedding table: the hidden size for BERT, less for ALBERT/ELECTRA).")
+@click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (--embed-dim is then the width of its table, unless given: the hidden size for BERT, less for ALBERT/ELECTRA).")
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
 @click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only).")
@@ -278,7 +278,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--max-len", type=int, default=128, show_default="the (first) teacher's; 128 if it has none")
 @click.option("--patience", type=int, default=3, show_default=True)
-@click.option("--embed-dim", type=int, default=128, show_default=True)
+@click.option("--embed-dim", type=int, default=128, show_default=True, help="Token embedding width (with --init-embeddings teacher: the width of the teacher's table, unless given).")
 @click.option("--kernel-sizes", default="2,3,4", show_default=True, help="TextCNN kernel widths.")
 @click.option("--num-filters", type=int, default=128, show_default=True)
 @click.option("--hidden", type=int, default=128, show_default=True, help="BiGRU/BiLSTM hidden size.")
@@ -362,9 +362,11 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         # the first teacher's: the student reads what its targets were made from (and a transformer
         # student, started from the teacher, no position the teacher never learned)
         cfg = replace(cfg, max_len=_teacher_max_len(store, (teacher_runs or (run,))[0], cfg.max_len))
-    teacher_config = _teacher_config(store, (teacher_runs or (run,))[0]) if student == "transformer" else None
-    if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
+    teacher_config = _teacher_config(store, (teacher_runs or (run,))[0]) if student == "transformer" or init_embeddings == "teacher" else None
+    if teacher_config is not None and student == "transformer":  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_bert_layout(teacher_config)
+    if teacher_config is not None and init_embeddings == "teacher":
+        cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim))
     name = f"distill-{student}" if stage_name is None else stage_name
     config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}
     with process_group(device) as dist:
@@ -483,6 +485,21 @@ def _teacher_config(store, run: str):
         return AutoConfig.from_pretrained(directory)
     except (KdError, OSError, ValueError, KeyError):
         return None
+
+
+def _embedding_width(teacher_config, embed_dim: int) -> int:
+    """The student's --embed-dim with --init-embeddings teacher: the width of the teacher's table
+    (its hidden size for BERT, less for ALBERT/ELECTRA) when none was given; one given that differs
+    is refused before a stage is recorded (it failed inside the stage)."""
+    width = getattr(teacher_config, "embedding_size", None) or getattr(teacher_config, "hidden_size", None)
+    if not isinstance(width, int) or width < 1:
+        return embed_dim  # not a width to go by: the stage compares the tables themselves
+    if click.get_current_context().get_parameter_source("embed_dim") in (ParameterSource.DEFAULT, None):
+        return width
+    if embed_dim != width:
+        raise click.BadParameter(f"{embed_dim}: the teacher's token embeddings are {width} wide; leave --embed-dim out "
+                                 f"with --init-embeddings teacher (it takes their width) or give {width}", param_hint="--embed-dim")
+    return embed_dim
 
 
 def _options_given(names: tuple[str, ...]) -> list[str]:

@@ -796,12 +796,14 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
     db = str(taught_store)
     common = ["--epochs", "1", "--num-filters", "8", "--max-len", "32", "--db", db]
     wrong_dim = kd("distill", "--run", "r", "--init-embeddings", "teacher", "--embed-dim", "16", *common, ok=False)
-    assert "--embed-dim 32" in wrong_dim.output
-    out = kd("distill", "--run", "r", "--init-embeddings", "teacher", "--embed-dim", "32", "--alpha", "0.9",
+    assert "the teacher's token embeddings are 32 wide" in wrong_dim.output and "give 32" in wrong_dim.output
+    assert "distill-textcnn" not in [s.name for s in Store.open(db).stages_of("r")]  # refused before a stage (it failed inside one)
+    out = kd("distill", "--run", "r", "--init-embeddings", "teacher", "--alpha", "0.9",  # --embed-dim: the teacher's width
              "--alpha-end", "0.1", "--temperature", "4", "--temperature-end", "1", "--overwrite", *common, "--json")
     report = json.loads(out.output)
     assert report["status"] == "succeeded"
     assert report["config"]["alpha_end"] == 0.1 and report["config"]["init_embeddings"] == "teacher"
+    assert report["config"]["embed_dim"] == 32
     assert report["metrics"]["all"]["flops_per_sample"] > 0
     for schedule in ("flsw", "cwsm"):
         out = kd("distill", "--run", "r", "--temperature", "3", "--temperature-schedule", schedule, "--temperature-beta", "0.5",
@@ -910,7 +912,7 @@ def test_distill_options_are_checked_before_anything_is_written(taught_store, tm
     assert "wider than --max-len" in wide.output and _count(taught_store, Sample) == samples  # no augmented text stored
     assert _stage(taught_store, "r", "k2").status == "failed"
     for args, message in (
-        (["--init-embeddings", "teacher", "--embed-dim", "16"], "use --embed-dim 32 with --init-embeddings teacher"),
+        (["--init-embeddings", "teacher", "--embed-dim", "16"], "the teacher's token embeddings are 32 wide"),
         (["--student", "transformer", "--init-embeddings", "teacher"], "--init-embeddings teacher is for textcnn/bigru/bilstm"),
         (["--student", "transformer", "--layers", "1", "--value-relation", "1", "--relation-heads", "5"], "--relation-heads 5 does not divide"),
     ):
