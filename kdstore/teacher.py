@@ -132,7 +132,8 @@ def load_classifier(path: str, class_names: list[str]):
                       "save the tokenizer it was trained with in its folder (tokenizer.save_pretrained)")
     trained = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
     is_generic = all(str(n).startswith("LABEL_") for n in trained)
-    if trained and not is_generic and trained != list(class_names):
+    reorder = trained and not is_generic and trained != list(class_names) and sorted(map(str, trained)) == sorted(class_names)
+    if trained and not is_generic and trained != list(class_names) and not reorder:
         raise KdError(
             f"model {path!r} was fine-tuned for classes {trained}, the store has {list(class_names)}: "
             "start from the base model instead"
@@ -178,7 +179,25 @@ def load_classifier(path: str, class_names: list[str]):
         if name in body:
             raise KdError(f"model {path!r}: weight {name} is {tuple(saved)} in the checkpoint but {tuple(wanted)} by its "
                           "config.json: they do not belong together")
+    if reorder:  # the store's classes in another order: the head's rows follow them (its fine-tuning is kept)
+        _reorder_head(model, [trained.index(n) for n in class_names], path)
     return tokenizer, model
+
+
+def _reorder_head(model, order: list[int], path) -> None:
+    """Permute the output rows of a classifier's last layer so that row i is the store's class i
+    (``order[i]``: its row in the checkpoint). The last layer is the one linear layer outside the
+    encoder with one output a class (BERT's ``classifier``, RoBERTa's ``classifier.out_proj``, GPT-2's ``score``)."""
+    body = {id(m) for m in model.base_model.modules()}
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in body and m.out_features == len(order)]
+    if len(heads) != 1:
+        raise KdError(f"model {path!r} was fine-tuned for the store's classes in another order, and its output layer "
+                      "cannot be told to reorder it: start from the base model instead")
+    index = torch.tensor(order)
+    with torch.no_grad():
+        heads[0].weight.copy_(heads[0].weight[index])
+        if heads[0].bias is not None:
+            heads[0].bias.copy_(heads[0].bias[index])
 
 
 def hub_unreachable(timeout: float = 3.0) -> str | None:

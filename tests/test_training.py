@@ -15,6 +15,7 @@ import torch
 from sqlalchemy import func, select
 from synthetic import corpus_files, edit_labels, kd, tiny_bert_for, tiny_roberta_for, write_tsv
 
+from kdstore.errors import KdError
 from kdstore.schema import Logit, Prediction, Sample, Stage
 from kdstore.store import Store
 
@@ -790,6 +791,30 @@ def test_teach_refuses_mismatched_tokenizer_and_foreign_head(sample_store, tiny_
     assert _stage(sample_store, "tok", "teach").status == "failed"
     assert _stage(sample_store, "head", "teach").status == "failed"
     assert _count(sample_store, Logit) == 0
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_a_checkpoint_of_the_stores_classes_in_another_order_keeps_its_head_reordered(tmp_path, kind):
+    """A user's classifier fine-tuned for ['pos', 'neg'] was refused by a store of ['neg', 'pos']
+    ("start from the base model"): its fine-tuning thrown away. Now the head's rows follow the store."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdstore.teacher import load_classifier
+
+    texts = {"train": write_tsv(tmp_path / "t.tsv", [("pos", "很好"), ("neg", "很差")])}
+    base = (tiny_bert_for if kind == "bert" else tiny_roberta_for)(texts, tmp_path / "base")
+    theirs = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2, id2label={0: "pos", 1: "neg"},
+                                                                label2id={"pos": 0, "neg": 1}).eval()
+    theirs.save_pretrained(tmp_path / "theirs")
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "theirs")
+    tokenizer, ours = load_classifier(str(tmp_path / "theirs"), ["neg", "pos"])
+    batch = tokenizer(["很好", "很差很差"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        want, got = theirs(**batch).logits, ours.eval()(**batch).logits
+    assert torch.allclose(got, want[:, [1, 0]], atol=1e-6)
+    assert ours.config.id2label == {0: "neg", 1: "pos"}
+    with pytest.raises(KdError, match=r"fine-tuned for classes \['pos', 'neg'\], the store has \['neg', 'pos', 'mid'\]"):
+        load_classifier(str(tmp_path / "theirs"), ["neg", "pos", "mid"])  # another class set: still refused
 
 
 def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_model):
