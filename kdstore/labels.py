@@ -300,7 +300,7 @@ def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str,
     """The stage's softmax probabilities for the train samples, in their order; refuses (``N train
     samples`` + ``missing``) when some have no logits from it, and (``changed``, ``{n}`` its outputs)
     when its logits have other than ``classes`` outputs."""
-    ids, logits = store.read_logits(stage_id)
+    ids, logits = store.read_logits(stage_id, splits=["train"])
     if classes is not None and len(ids) and logits.shape[1] != classes:
         raise KdError(changed.format(n=logits.shape[1]))
     row = {int(i): k for k, i in enumerate(ids)}

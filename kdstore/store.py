@@ -268,14 +268,14 @@ class Store:
             bulk_insert(conn, Logit.__table__, ("stage_id", "sample_id", "vector"), rows)
         return len(rows)
 
-    def read_logits(self, stage_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(sample_ids, matrix)`` of a stage's logits, in sample id order."""
+    def read_logits(self, stage_id: int, *, splits: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(sample_ids, matrix)`` of a stage's logits, in sample id order (of the samples of
+        ``splits`` only, when given: a detection reads its train rows, not a 500k pool's)."""
+        query = select(Logit.sample_id, Logit.vector).where(Logit.stage_id == stage_id).order_by(Logit.sample_id)
+        if splits is not None:
+            query = query.join(Sample, Sample.id == Logit.sample_id).where(Sample.split.in_(list(splits)))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(Logit.sample_id, Logit.vector)
-                .where(Logit.stage_id == stage_id)
-                .order_by(Logit.sample_id)
-            ).all()
+            rows = conn.execute(query).all()
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         width = len(rows[0][1]) // vectors.DTYPE.itemsize

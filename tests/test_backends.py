@@ -86,6 +86,8 @@ def test_bulk_logit_write_round_trips_on_each_backend(db, invoke, write_file):
     """``write_logits`` takes the backend's fast path (COPY on PostgreSQL) and reads back bit-exact."""
     write_file("pool.txt", "".join(f"样本{i}\n" for i in range(3000)))
     invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    write_file("train.tsv", "好\t训练一\n差\t训练二\n")
+    invoke(["ingest", "train.tsv", "--split", "train"])
     store = Store.open(db, create=False)
     try:
         from kdstore.runs import stage_scope
@@ -95,10 +97,14 @@ def test_bulk_logit_write_round_trips_on_each_backend(db, invoke, write_file):
         with stage_scope(store, run="w", kind="teach", config={}) as stage:
             assert store.write_logits(stage.id, ids, matrix) == len(ids)
         got_ids, got = store.read_logits(stage.id)
+        train_ids, train = store.read_logits(stage.id, splits=["train"])  # the rows a detection reads, not the pool's
+        train_wanted = store.samples(splits=["train"]).ids
     finally:
         store.close()
     assert np.array_equal(got_ids, ids)
     assert np.array_equal(got, matrix)
+    assert np.array_equal(train_ids, train_wanted) and len(train_ids) == 2
+    assert np.array_equal(train, matrix[np.isin(ids, train_wanted)])
 
 
 def test_figures_store_alike_on_each_backend(db, invoke, write_file):
