@@ -210,7 +210,7 @@ def run_option(f: Callable) -> Callable:
         "--run",
         callback=_resolve_run,
         metavar="UNIQID",
-        help="Run id: letters, digits, '-', '_'; '${time}' (or 'time') means today (YYYYMMDD). Default: default.",
+        help="Run id: ASCII letters, digits, '-', '_'; '${time}' (or 'time') means today (YYYYMMDD). Default: default.",
     )(f)
 
 

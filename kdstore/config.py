@@ -24,20 +24,28 @@ DEFAULT_CONFIG = "kd.toml"
 
 def config_path(explicit: str | None) -> Path | None:
     """``--config`` wins, then ``$KD_CONFIG``, then ``kd.toml`` in the working directory if present."""
-    if explicit:
-        return Path(explicit)
+    if explicit:  # expanded as --db, KD_DB and KD_ARTIFACTS are: a quoted "~/kd.toml" is the home folder's
+        return Path(explicit).expanduser()
     env = os.environ.get("KD_CONFIG")
     if env:
-        return Path(env)
+        return Path(env).expanduser()
     local = Path(DEFAULT_CONFIG)
     return local if local.is_file() else None
 
 
 def load(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise KdError(f"{path}: config file not found") from None
+    try:
+        text = data.decode("utf-8-sig")  # a BOM (an editor on Windows) is dropped, as ingest drops it
+    except UnicodeDecodeError as exc:  # (a traceback, from read_text)
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise KdError(f"{path}: line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
+                      "save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KdError(f"{path}: not valid TOML: {exc}") from None
 
@@ -71,11 +79,20 @@ def defaults_for(
                 raise KdError(f"{where}: [{'.'.join(command_path[:depth] + [unknown[0]])}] is not a kd command "
                               f"(tables are named after commands: {', '.join(sorted(tables[group]))})")
         own = depth == len(command_path)
+        given: dict[str, str] = {}  # parameter -> the key of this table that set it
         for key, value in table.items():
+            if isinstance(value, dict) and own:  # (it was skipped: a command's options are plain keys)
+                if key.replace("-", "_") in options:
+                    raise KdError(f"{where}: [{group}] {key} = {value!r}: a table is no value of --{key}")
+                raise KdError(f"{where}: [{group}.{key}] is not a kd command (`kd {' '.join(command_path)}` has no subcommands)")
             if isinstance(value, dict):
                 continue
             name = key.replace("-", "_")
             if name in options:
+                if options[name] in given:  # max-len and max_len (or format and fmt): one was silently dropped
+                    scope = f"[{group}]" if group else "top level"
+                    raise KdError(f"{where}: {scope} {given[options[name]]!r} and {key!r} are the same option: keep one")
+                given[options[name]] = key
                 out[options[name]] = value
             elif own and depth > 0:
                 raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`")

@@ -45,9 +45,9 @@ def resolve_run_id(value: str | None, today: dt.date | None = None) -> str:
     value = value.strip()
     if value in ("${time}", "time", "$time"):
         return (today or dt.date.today()).strftime("%Y%m%d")
-    if not _RUN_RE.match(value):
+    if not _RUN_RE.fullmatch(value):
         raise KdError(
-            f"run id {value!r} is not valid: use 1-64 letters, digits, '-' or '_' (or '${{time}}')"
+            f"run id {value!r} is not valid: use 1-64 ASCII letters, digits, '-' or '_' (or '${{time}}')"
         )
     return value
 
@@ -156,8 +156,8 @@ def check_stage_name(name: str) -> None:
     the stages it keeps while replacing them (``~parked-ID``, ``~failed-ID``); kd's own names are
     ``predict-`` plus one, and ``@SPLIT`` after it for a split's predictions."""
     core = re.sub(r"@(train|dev|test|unlabeled)$", "", name.removeprefix("predict-")) if name.startswith("predict-") else name
-    if not _STAGE_RE.match(core):
-        raise KdError(f"stage name {name!r} is not valid: use 1-64 letters, digits, '-', '_', '+' or '.' (not first)")
+    if not _STAGE_RE.fullmatch(core):  # (match let "x\n" through: `$` matches before a final newline)
+        raise KdError(f"stage name {name!r} is not valid: use 1-64 ASCII letters, digits, '-', '_', '+' or '.' (not first)")
 
 
 HOLD = {"on": False, "held": None}  # set while a stage's end is recorded: handlers kd did not install (torchrun's) look here

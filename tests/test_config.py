@@ -172,6 +172,11 @@ def test_config_path_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("KD_CONFIG", "env.toml")
     assert str(kdconfig.config_path(None)) == "env.toml"
     assert str(kdconfig.config_path("cli.toml")) == "cli.toml"
+    # a quoted ~ (a systemd or Docker ENV line, --config "~/kd.toml") is the home folder, as for KD_DB
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert kdconfig.config_path("~/cli.toml") == tmp_path / "cli.toml"
+    monkeypatch.setenv("KD_CONFIG", "~/env.toml")
+    assert kdconfig.config_path(None) == tmp_path / "env.toml"
 
 
 def test_config_key_for_renamed_option(other_db, invoke, write_file):
@@ -194,3 +199,41 @@ def test_config_run_goes_through_the_run_rule(other_db, invoke, write_file):
     write_file("kd.toml", 'db = "other.db"\nrun = "a b"\n')
     result = invoke(["report"], db=None, ok=False)
     assert "is not valid" in result.stderr
+
+
+def test_a_table_inside_a_commands_table_is_an_error(other_db, invoke, write_file, error_line):
+    """``[samples.opts]`` or ``limit = {n = 1}``: a table where a command has only plain keys was
+    skipped without a word (the limit of 1 silently not applied)."""
+    for content, expected in (
+        ('db = "other.db"\n[samples.opts]\nlimit = 1\n', "kd.toml: [samples.opts] is not a kd command (`kd samples` has no subcommands)"),
+        ('db = "other.db"\n[samples]\nlimit = {n = 1}\n', "kd.toml: [samples] limit = {'n': 1}: a table is no value of --limit"),
+        ('[db.current.x]\ndb = "other.db"\n', "kd.toml: [db.current.x] is not a kd command (`kd db current` has no subcommands)"),
+    ):
+        write_file("kd.toml", content)
+        command = ["db", "current"] if content.startswith("[db") else ["samples"]
+        assert expected in error_line(invoke(command, db=None, ok=False)), content
+    with pytest.raises(KdError, match=r"\[teach.fold\] is not a kd command"):
+        kdconfig.defaults_for({"teach": {"fold": {"epochs": 1}}}, ["teach"], {"epochs"})
+
+
+def test_one_option_under_two_spellings_is_an_error(other_db, invoke, write_file, error_line):
+    """``max-len`` and ``max_len`` (or ``format`` and its parameter name ``fmt``) in one table: TOML
+    takes both as keys, and one of them was dropped without a word."""
+    write_file("kd.toml", 'db = "other.db"\n[ingest]\nformat = "tsv"\nfmt = "jsonl"\n')
+    assert "kd.toml: [ingest] 'format' and 'fmt' are the same option: keep one" in error_line(
+        invoke(["ingest", "train.tsv"], db=None, ok=False))
+    with pytest.raises(KdError, match="top level 'max-len' and 'max_len' are the same option"):
+        kdconfig.defaults_for({"max-len": 3, "max_len": 4}, ["teach"], {"max_len"})
+    # the same key at the top and in the command's table is no clash: the table wins
+    assert kdconfig.defaults_for({"max-len": 3, "teach": {"max_len": 4}}, ["teach"], {"max_len"}) == {"max_len": 4}
+
+
+def test_config_file_encoding(other_db, invoke, write_file, error_line):
+    """A kd.toml saved with a BOM (Notepad) is read, as ingest reads such files; one that is not
+    UTF-8 is a one-line error naming the file and line (it was a UnicodeDecodeError traceback)."""
+    write_file("kd.toml", b'\xef\xbb\xbfdb = "other.db"\n[samples]\nlimit = 1\n')
+    assert len(invoke.json(["samples"], db=None)) == 1
+    write_file("kd.toml", 'db = "other.db"\n[samples]\nlabel = "好"\n'.encode("gbk"))
+    result = invoke(["samples"], db=None, ok=False)
+    assert "Traceback" not in result.output
+    assert "kd.toml: line 3: not valid UTF-8 (byte 0xba); save the file as UTF-8" in error_line(result)

@@ -881,7 +881,7 @@ def test_an_empty_stage_name_is_refused_not_recorded_as_another(db, tmp_path):
     state, edits = _state(db), _count(db, LabelEdit)
     for args in (["clean", "--run", "r"], ["set", "--run", "r", f"{first['sample_id']}=drop"], ["import", str(sheet)]):
         result = kd("labels", *args, "--name", "", "--db", db, ok=False)
-        assert result.stderr.splitlines()[-1] == "Error: stage name '' is not valid: use 1-64 letters, digits, '-', '_', '+' or '.' (not first)"
+        assert result.stderr.splitlines()[-1] == "Error: stage name '' is not valid: use 1-64 ASCII letters, digits, '-', '_', '+' or '.' (not first)"
     assert _state(db) == state and _count(db, LabelEdit) == edits
     assert [s.name for s in Store.open(db).stages_of("r")] == ["teach", "detect"]
 

@@ -459,7 +459,7 @@ def test_a_failed_overwrite_keeps_the_stage_it_was_to_replace(store):
     assert not folder.exists() or not any(folder.iterdir())
 
 
-@pytest.mark.parametrize("name", ["exp/v1", ".", "..", ".hidden", "a~b", "x" * 65, "tab\tname", ""])
+@pytest.mark.parametrize("name", ["exp/v1", ".", "..", ".hidden", "a~b", "x" * 65, "tab\tname", "", "votes\n", "predict-x@dev\n"])
 def test_stage_names_are_folder_names(store, name):
     """A stage name names its artifact folder too: no separators, no dot first, at most 64 characters."""
     from kdstore.runs import check_stage_name
