@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdstore.plots import write_plots
-from kdstore.report import compare, run_report, runs_overview
+from kdstore.report import compare, run_report, runs_overview, teacher_sources
 
 from .common import console, json_option, open_store, print_json, resolve_runs, run_option, store_options
 
@@ -47,9 +47,16 @@ def runs(db, as_json):
                 f"[{style}]{st['status']}[/]" + (" (process gone)" if st.get("process_gone") else ""),
                 st["started_at"],
                 "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
-                Text((st["error"] or "")[:80]),
+                Text(one_line(st["error"] or "", 80)),
             )
     print_wide(console(), table)
+
+
+def one_line(error: str, limit: int | None = None) -> str:
+    """A stage's error on one line (an exception's message may span several), cut to ``limit``
+    characters with "..." when longer."""
+    error = " ".join(error.split())
+    return error if limit is None or len(error) <= limit else error[:limit - 3] + "..."
 
 
 def print_wide(out, table) -> None:
@@ -134,11 +141,13 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         gone = " (process gone)" if st.get("process_gone") else ""
         out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{gone}{dur}")
         if st["error"]:
-            out.print(f"  error: {st['error']}", markup=False)
+            out.print(f"  error: {one_line(st['error'])}", markup=False)
         shown = {k: v for k, v in ((k, _config_value(v)) for k, v in st["config"].items())
                  if v is not _HIDDEN and k not in _TEXT_HIDDEN}
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
+        if st["config"].get("teacher_stages"):  # (a list of dicts: hidden from the config line above)
+            out.print("  teachers: " + ", ".join(teacher_sources(store, st["config"]["teacher_stages"])), markup=False)
         if st["metrics"]:
             order = ("train", "dev", "test", "unlabeled", "all")
             splits = sorted(st["metrics"], key=lambda x: order.index(x) if x in order else len(order))

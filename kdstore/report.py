@@ -77,6 +77,7 @@ COUNT_METRICS = frozenset({
     "diverged_epoch", "processes", "augmented_added", "parameters", "flops_per_sample", "steps", "texts",
     "vocab_size", "folds", "in_sample", "relabel", "drop", "flag", "reject", "unchanged", "skipped_edited",
     "chosen_changed", "pool_samples", "augmented_samples", "pool_without_logits", "teacher_layer",
+    "branch_parameters", "num_layers", "max_len",
 })
 
 
@@ -121,6 +122,23 @@ def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
         return np.zeros((len(names), len(names)), dtype=np.int64)
     y, p = np.array(pairs).T
     return confusion_matrix(y, p, num_classes=len(names))
+
+
+def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]]) -> list[str]:
+    """The teach stages a stage learned from (its config's ``teacher_stages``) as ``RUN/NAME``, or,
+    for one deleted since (replaced by ``kd teach --overwrite``), its run, id and start with
+    ``replaced since``: the run's teacher now is not the one it learned from."""
+    out = []
+    with store.session() as s:
+        for t in teacher_stages:
+            stage = s.get(Stage, int(t["stage_id"])) if t.get("stage_id") is not None else None
+            if stage is not None and t.get("started_at") not in (None, iso_utc(stage.started_at)):
+                stage = None  # its id taken again (SQLite reuses the newest row's id): not the stage it learned from
+            if stage is not None:
+                out.append(f"{t.get('run')}/{stage.name}")
+            else:
+                out.append(f"{t.get('run')}/teach (stage {t.get('stage_id')} of {t.get('started_at')}, replaced since)")
+    return out
 
 
 def issue_scores(store: Store, stage_id: int) -> list[float]:

@@ -59,3 +59,5 @@ def test_counted_figures_read_back_as_ints_and_rates_stay_floats():
     # a class name with a "/" (体育/运动): the fold prefix is cut before the bracket, not inside it
     assert type(metric_value("support[体育/运动]", 12.0)) is int and type(metric_value("fold1/support[a/b]", 3.0)) is int
     assert type(metric_value("f1[a/n]", 1.0)) is float
+    # an early-exit stage's counts too (its "layers" is a mean over the texts: a float)
+    assert [type(metric_value(n, 32.0)) for n in ("branch_parameters", "num_layers", "max_len", "layers")] == [int] * 3 + [float]

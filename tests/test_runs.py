@@ -673,6 +673,34 @@ def test_runs_and_report_json(store, invoke):
     assert "r1" in invoke(["runs"]).stdout
 
 
+def test_report_text_names_the_teacher_stages_a_student_learned_from(store, invoke):
+    """The --json has them in the config (``teacher_stages``); the text named none of them."""
+    from commands.train import _teacher_stages
+
+    for run in ("r1", "r2"):
+        with stage_scope(store, run=run, kind="teach", config={}):
+            pass
+    with stage_scope(store, run="r1", kind="distill", name="distill-bigru",
+                     config={"teacher_stages": _teacher_stages(store, ("r1", "r2"))}):
+        pass
+    replaced = store.find_stage("r2", "teach").id
+    with stage_scope(store, run="r2", kind="teach", config={}, overwrite=True):  # kd teach --overwrite
+        pass
+    text = invoke(["report", "--run", "r1"]).stdout
+    line = next(ln for ln in text.splitlines() if ln.startswith("  teachers: "))
+    assert line.startswith("  teachers: r1/teach, r2/teach (stage %d of " % replaced) and line.endswith("replaced since)")
+
+
+def test_a_failed_stages_error_shows_on_one_line(store, invoke):
+    with pytest.raises(RuntimeError):
+        with stage_scope(store, run="r1", kind="distill", config={}):
+            raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB\n  (GPU 0; 10 GiB total capacity)")
+    text = invoke(["report", "--run", "r1"]).stdout
+    assert "  error: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 10 GiB total capacity) at " in text
+    rows = [ln for ln in invoke(["runs"]).stdout.splitlines() if "│" in ln]
+    assert len(rows) == 1 and "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0;" in rows[0] and "..." in rows[0]
+
+
 def test_report_of_missing_run(store, invoke, error_line):
     result = invoke(["report", "--run", "nope"], ok=False)
     assert "no run 'nope'" in error_line(result)
