@@ -148,6 +148,10 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
         if st["config"].get("teacher_stages"):  # (a list of dicts: hidden from the config line above)
             out.print("  teachers: " + ", ".join(teacher_sources(store, st["config"]["teacher_stages"])), markup=False)
+        edits = st.get("label_edits")
+        if edits and edits["undone"]:  # its figures below are what it changed then
+            some = "all" if edits["undone"] == edits["edits"] else f"{edits['undone']} of them"
+            out.print(f"  label edits: {edits['edits']}, {some} undone (kd labels undo, last at {edits['undone_at']})", markup=False)
         if st["metrics"]:
             order = ("train", "dev", "test", "unlabeled", "all")
             splits = sorted(st["metrics"], key=lambda x: order.index(x) if x in order else len(order))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .errors import KdError
 from .metrics import confusion_matrix
 from .outputs import labels_as_of, labels_time
-from .schema import LabelIssue, Prediction, Sample, Stage, iso_utc
+from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
 from .store import Store
 
 
@@ -51,6 +51,7 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
     stages = store.stages_of(run)
     if not stages and not store.run_exists(run):
         raise KdError(f"no run {run!r} in {store.url}: `kd runs` lists the runs")
+    edits = label_edit_counts(store, [s.id for s in stages])
     out = []
     for stage in stages:
         final: dict[str, dict[str, float]] = {}
@@ -66,8 +67,23 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
             entry["confusion"] = {split: confusion(store, stage, split).tolist() for split in ("dev", "test") if split in final}
         if stage.kind == "detect" and stage.status == "succeeded":
             entry["issue_scores"] = issue_scores(store, stage.id)
+        if stage.id in edits:  # its figures say what it changed; whether `kd labels undo` reverted it since, this
+            entry["label_edits"] = edits[stage.id]
         out.append(entry)
     return {"run": run, "classes": store.class_names(), "stages": out}
+
+
+def label_edit_counts(store: Store, stage_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """``{stage id: {"edits": n, "undone": k, "undone_at": ISO time of the last undo or None}}`` for
+    the stages among ``stage_ids`` that edited labels."""
+    if not stage_ids:
+        return {}
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(LabelEdit.stage_id, func.count(), func.count(LabelEdit.reverted_at), func.max(LabelEdit.reverted_at))
+            .where(LabelEdit.stage_id.in_(stage_ids)).group_by(LabelEdit.stage_id)
+        ).all()
+    return {int(i): {"edits": int(n), "undone": int(k), "undone_at": iso_utc(at)} for i, n, k, at in rows}
 
 
 # figures that count something (samples, epochs, parameters, edits): stored as floats like every

@@ -249,9 +249,14 @@ def test_clean_then_undo_restores_every_label_exactly(db):
     some = next(iter(changed))
     hist = json.loads(kd("labels", "history", str(some), "--db", db, "--json").stdout)
     assert hist["edits"][0]["action"] == "relabel" and hist["original"] != hist["current"]
+    clean = lambda: next(s for s in json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)["stages"] if s["kind"] == "clean")  # noqa: E731
+    assert clean()["label_edits"] == {"edits": counts["relabel"], "undone": 0, "undone_at": None}
     undone = json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)
     assert undone["reverted"] == counts["relabel"]
     assert _labels(db) == before
+    # the report said "relabel N" of the clean stage with no sign of the undo
+    assert clean()["label_edits"]["undone"] == counts["relabel"] and clean()["label_edits"]["undone_at"]
+    assert f"  label edits: {counts['relabel']}, all undone (kd labels undo, last at " in kd("report", "--run", "r", "--db", db).stdout
     hist = json.loads(kd("labels", "history", str(some), "--db", db, "--json").stdout)
     assert hist["edits"][0]["reverted_at"] and hist["current"] == hist["original"]
     assert "nothing left to undo" in kd("labels", "undo", "--run", "r", "--db", db, ok=False).output
