@@ -54,9 +54,11 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         click.echo(f"warning: {unscored} unlabeled texts have no teacher logits and were left out: run {fix} first", err=True)
     cut = _cut_share(stage)
+    texts = "texts" if stage["kind"] == "pretrain" else "train texts"
     if cut is not None and cut >= CUT_WARN_SHARE:
-        click.echo(f"warning: {cut:.0%} of the train texts are longer than --max-len {stage['config'].get('max_len')} tokens "
-                   "and were cut to fit (the teacher never saw their ends): a larger --max-len may help, at a cost in speed", err=True)
+        click.echo(f"warning: {cut:.0%} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
+                   f"and were cut to fit (the {'model' if stage['kind'] == 'pretrain' else 'teacher'} never saw their ends): "
+                   "a larger --max-len may help, at a cost in speed", err=True)
     _warn_if_unlearned(stage)
     if stage["config"].get("unlabeled") is True and not stage["metrics"].get("all", {}).get("pool_samples"):
         # (with --augment it learned from the augmented texts too: "alone" would say otherwise)
@@ -74,7 +76,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         if m:
             click.echo(f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])})")
     if cut:
-        click.echo(f"  train texts cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
+        click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
     _warn_if_majority(run, stage)
 
 
@@ -82,9 +84,11 @@ CUT_WARN_SHARE = 0.5  # a teacher that never sees the end of most train texts: a
 
 
 def _cut_share(stage: dict) -> float | None:
-    """The share of a teacher's train texts cut to its --max-len (None for other stages)."""
+    """The share of a teacher's train texts (a pre-training's texts) cut to its --max-len (None for other stages)."""
     train = stage["metrics"].get("train") or {}
     cut = [v for k, v in train.items() if k == "truncated" or k.endswith("/truncated")]
+    if stage["kind"] == "pretrain":
+        return cut[0] / train["texts"] if cut and train.get("texts") else None
     n = (stage["metrics"].get("all") or {}).get("train_samples")
     if stage["kind"] != "teach" or not cut or not n:
         return None

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode, pad
+from .batching import bucketed_batches, encode_flagged, pad
 from .distributed import SINGLE, Dist
 from .electra import ReplacedTokenDetection
 from .errors import KdError
@@ -76,6 +76,8 @@ class PretrainConfig:
             raise KdError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.generator_layers < 0 or self.rtd_weight <= 0:
             raise KdError("--generator-layers must be 0 (auto) or more, and the detection weight positive")
+        if self.generator_layers and self.objective != "electra":
+            raise KdError("--generator-layers sizes ELECTRA's generator: add --objective electra, or leave it out")
 
     @property
     def n_generator_layers(self) -> int:
@@ -88,8 +90,11 @@ class PretrainConfig:
 
 def read_corpus(paths: tuple[str, ...]) -> list[str]:
     """The non-blank lines of plain-text corpora, read as ``kd ingest`` reads a file: UTF-8, a
-    byte-order mark dropped (it stayed on the first line), another encoding refused naming the line."""
-    from .ingest import decode
+    byte-order mark dropped (it stayed on the first line), another encoding refused naming the line;
+    lines end at ``\n`` (a bare ``\r`` in a file without one), not at the other characters
+    ``str.splitlines`` breaks at (U+2028, U+0085, form feed, ...), which cut a text in two; a file
+    with no text at all is refused, as ``kd ingest`` refuses it."""
+    from .ingest import _line_end, decode
 
     lines: list[str] = []
     for p in paths:
@@ -97,7 +102,11 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
             data = Path(p).read_bytes()
         except OSError as exc:
             raise KdError(f"{p}: cannot read corpus: {exc.strerror or exc}") from None
-        lines.extend(l.strip() for l in decode(data, str(p), "txt").splitlines() if l.strip())
+        content = decode(data, str(p), "txt")
+        found = [l.strip() for l in content.split(_line_end(content)) if l.strip()]
+        if not found:
+            raise KdError(f"{p}: no text in the corpus (the file is empty or every line is blank)")
+        lines.extend(found)
     return lines
 
 
@@ -134,7 +143,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     if len(tokens) == len(SPECIALS):
         raise KdError(f"no character occurs {cfg.min_count} times in the {len(texts)} texts: lower --min-count")
     tokenizer = make_tokenizer(tokens)
-    ids, groups = _encode_with_groups(tokenizer, texts, cfg)
+    ids, groups, cut = _encode_with_groups(tokenizer, texts, cfg)
     lengths = [len(x) for x in ids]
 
     model_cfg = BertConfig(
@@ -231,6 +240,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
             "steps": step,
             "seconds": time.monotonic() - start - (groups.seconds if groups is not None else 0.0),
             "texts": len(texts),
+            "truncated": int(sum(cut)),  # texts cut to --max-len tokens: their ends are never learned (kd pretrain warns when most are)
             "vocab_size": len(tokens),
             "parameters": count_parameters(model),
             **({"processes": dist.world} if dist.active else {}),
@@ -279,10 +289,10 @@ def masked_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 
 def _encode_with_groups(tokenizer, texts: list[str], cfg: PretrainConfig):
-    """Token ids per text and, for whole-word masking, a ``_WordGroups`` that gives a batch's
-    word-group ids per token."""
-    ids = encode(tokenizer, texts, max_len=cfg.max_len)
-    return ids, (_WordGroups(tokenizer, texts, cfg.max_len) if cfg.wwm else None)
+    """Token ids per text, for whole-word masking a ``_WordGroups`` that gives a batch's
+    word-group ids per token, and whether each text was cut to ``max_len``."""
+    ids, cut = encode_flagged(tokenizer, texts, max_len=cfg.max_len)
+    return ids, (_WordGroups(tokenizer, texts, cfg.max_len) if cfg.wwm else None), cut
 
 
 class _WordGroups:

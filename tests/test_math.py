@@ -207,7 +207,7 @@ def test_word_groups_segment_only_the_texts_a_batch_draws(monkeypatch):
     monkeypatch.setattr(jieba, "setLogLevel", lambda level: levels.append(level))
     real = segment.word_starts
     monkeypatch.setattr("kdstore.pretrain.word_starts", lambda text: cuts.append(text) or real(text))
-    ids, groups = _encode_with_groups(tokenizer, texts, PretrainConfig(max_len=8))
+    ids, groups, cut = _encode_with_groups(tokenizer, texts, PretrainConfig(max_len=8))
     full = tokenizer(texts, truncation=True, max_length=8, return_offsets_mapping=True)
     assert [list(x) for x in ids] == full["input_ids"]
     assert cuts == []  # nothing segmented before training

@@ -432,7 +432,48 @@ def test_pretrain_reads_extra_corpora_and_refuses_unreadable_ones(sample_store, 
         assert line.startswith(f"Error: {bad}: ") and expected in line and "\n" not in line
 
 
+def test_a_corpus_line_is_one_text_and_a_corpus_without_text_is_refused(tmp_path):
+    """Lines end at \\n as in `kd ingest` (str.splitlines also broke at U+2028, U+0085 and form feeds,
+    cutting one text in two); a file of blank lines only was silently no corpus at all."""
+    from kdstore.errors import KdError
+    from kdstore.pretrain import read_corpus
+
+    news = tmp_path / "news.txt"
+    news.write_text("第一段\u2028第二段\x85第三\x0c段\r\n\n  下一行 \n", encoding="utf-8")
+    mac = tmp_path / "mac.txt"
+    mac.write_bytes("甲\r乙\r".encode("utf-8"))
+    assert read_corpus((str(news), str(mac))) == ["第一段\u2028第二段\x85第三\x0c段", "下一行", "甲", "乙"]
+    for blank in (tmp_path / "blank.txt", tmp_path / "empty.txt"):
+        blank.write_text("\n  \r\n\n" if blank.name == "blank.txt" else "", encoding="utf-8")
+        with pytest.raises(KdError, match=f"^{blank}: no text in the corpus"):
+            read_corpus((str(news), str(blank)))
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    line = kd("pretrain", "--run", "b", "--layers", "1", "--hidden", "32", "--steps", "1", "--corpus", str(tmp_path / "blank.txt"),
+              "--db", db, ok=False).output
+    assert line.startswith(f"Error: {tmp_path / 'blank.txt'}: no text in the corpus") and len(line.strip().splitlines()) == 1
+    assert Store.open(db).stages_of("b")[0].status == "failed"
+
+
+def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_path):
+    """A corpus of long lines (articles, one a line) was silently cut to --max-len tokens each: most of
+    it never reached the model, and nothing said so (kd teach counts and warns)."""
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    (tmp_path / "articles.txt").write_text("很好很差" * 10 + "\n" + "很差很好" * 10 + "\n", encoding="utf-8")
+    out = kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "8", "--min-count", "1",
+             "--corpus", str(tmp_path / "articles.txt"), "--db", db)
+    assert _stage(Path(db), "p", "pretrain").status == "succeeded"
+    train = {m.name: m.value for m in Store.open(db).metrics(_stage(Path(db), "p", "pretrain").id) if m.split == "train"}
+    assert train["truncated"] == 2 and train["texts"] == 4
+    assert "warning: 50% of the texts are longer than --max-len 8 tokens and were cut to fit (the model never saw their ends)" in out.stderr
+    assert "texts cut to --max-len 8 tokens: 50%" in out.stdout
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--generator-layers", "2"], "--generator-layers sizes ELECTRA's generator: add --objective electra"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--lr", "-1"], "--lr positive"),
     (["--hidden", "0"], "--hidden must be at least 1"),
