@@ -249,11 +249,26 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
                           f"succeeds): fine-tune it further in another run (--run {run}-2 --model teach:{source_run})")
+        if source == "pretrain" and dist.is_main:
+            _warn_past_pretrained_positions(store, source_run, max_len)
         config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
     if dist.is_main:
         _finish(store, run, "teach", as_json)
+
+
+def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> None:
+    """`kd pretrain` learns the positions up to its --max-len; a teacher reading further starts the
+    rest from random vectors (the model has 512 of them): say so, it trains on regardless."""
+    try:
+        trained = int(store.find_stage(resolve_run_id(pretrain_run), "pretrain").config.get("max_len") or 0)
+    except (KdError, TypeError, ValueError):
+        return  # (the stage's own check names a missing run)
+    if trained and max_len > trained:
+        click.echo(f"warning: --max-len {max_len} is longer than the {trained} tokens run {pretrain_run!r} was pre-trained on: "
+                   f"positions {trained + 1}-{max_len} start untrained (pre-train with --max-len {max_len}, or teach with "
+                   f"--max-len {trained})", err=True)
 
 
 @click.command()

@@ -342,9 +342,13 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3",
        "--batch-size", "16", "--min-count", "1", "--db", db)
     stage = _stage(sample_store, "p", "pretrain")
-    assert stage.status == "succeeded" and Path(stage.artifact_path, "vocab.txt").exists() or Path(stage.artifact_path, "tokenizer.json").exists()
-    kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db)
-    assert _stage(sample_store, "p", "teach").status == "succeeded"
+    assert stage.status == "succeeded" and (Path(stage.artifact_path, "vocab.txt").exists() or Path(stage.artifact_path, "tokenizer.json").exists())
+    taught = kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db)
+    assert _stage(sample_store, "p", "teach").status == "succeeded" and "pre-trained on" not in taught.stderr
+    # positions past the pre-training's --max-len (128) were never trained: said, and trained on regardless
+    longer = kd("teach", "--run", "p2", "--model", "pretrain:p", "--epochs", "1", "--max-len", "160", "--db", db)
+    assert "warning: --max-len 160 is longer than the 128 tokens run 'p' was pre-trained on: positions 129-160 start untrained" in longer.stderr
+    assert _stage(sample_store, "p2", "teach").status == "succeeded"
     from transformers import AutoConfig, AutoTokenizer  # plain transformers truncates to the model's positions
 
     assert AutoTokenizer.from_pretrained(stage.artifact_path).model_max_length == AutoConfig.from_pretrained(stage.artifact_path).max_position_embeddings
