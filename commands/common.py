@@ -138,8 +138,8 @@ def _option_names(command: click.Command) -> dict[str, str]:
     """Config key (option name, ``-`` as ``_``) → click parameter name, e.g. ``format`` → ``fmt``."""
     names: dict[str, str] = {}
     for p in command.params:
-        if not p.name or p.name == "config_file":
-            continue
+        if not p.name or p.name == "config_file" or isinstance(p, click.Argument):  # options only: a top-level
+            continue  # `path = ...` made `kd predict` read that file instead of stdin
         names[p.name] = p.name
         for opt in getattr(p, "opts", []):
             if opt.startswith("--"):

@@ -89,6 +89,9 @@ def test_config_mistakes_name_the_file_and_the_key(other_db, invoke, write_file,
         ('db = "other.db"\n[samples]\nlimt = 1\n', "kd.toml: [samples] 'limt' is not an option of `kd samples`"),
         ('db = "other.db"\n[labels]\nmetod = "disagree"\n', "kd.toml: [labels] 'metod' is not an option of any command of `kd labels`"),
         ('db = "other.db"\nstudnet = "textcnn"\n', "kd.toml: top level 'studnet' is not an option of any command of kd"),
+        # a command's arguments are no options: `path` made `kd predict` read that file instead of stdin
+        ('db = "other.db"\npath = "reviews.txt"\n', "kd.toml: top level 'path' is not an option of any command of kd"),
+        ('db = "other.db"\n[samples]\npath = "x"\n', "kd.toml: [samples] 'path' is not an option of `kd samples`"),
     ):
         write_file("kd.toml", content)
         assert expected in error_line(invoke(["samples"] if "labels" not in content else ["labels", "show"], db=None, ok=False)), content
