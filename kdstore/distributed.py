@@ -34,7 +34,7 @@ import torch
 from sqlalchemy import update
 
 from .errors import KdError, Terminated
-from .runs import StageHandle, stage_scope
+from .runs import StageHandle, mark_crashed, stage_scope
 from .schema import Stage
 from .store import SampleSet, Store
 from .torchutil import pick_device
@@ -297,6 +297,7 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
                 yield StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
         except BaseException as exc:
             _note_error(store, stage_id, dist.rank, exc)
+            _fail_if_main_gone(store)
             raise
         return
     opened = False
@@ -327,6 +328,16 @@ def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> N
         with store.engine.begin() as conn:
             conn.execute(update(Stage).where(Stage.id == stage_id, Stage.status == "running", Stage.error.is_(None))
                          .values(error=f"rank {rank}: {_one_line(exc)}"))
+    except Exception:  # noqa: BLE001 - the rank's own error is what it raises
+        pass
+
+
+def _fail_if_main_gone(store: Store) -> None:
+    """Rank 0 killed outright (``kill -9``, the OOM killer) cannot end its stage, which stayed
+    'running' until another stage started on the machine: a rank that stops after it marks it failed
+    (``mark_crashed``: only a stage whose process is certainly gone; best effort, as ``_note_error``)."""
+    try:
+        mark_crashed(store)
     except Exception:  # noqa: BLE001 - the rank's own error is what it raises
         pass
 

@@ -309,6 +309,16 @@ def _start_time(pid: int) -> str | None:
     return stat[stat.rindex(")") + 2:].split()[19]  # field 22, after the command name in parentheses
 
 
+def _zombie(pid: int) -> bool:
+    """Whether process ``pid`` has exited and waits for its parent to reap it (state ``Z``): a rank
+    killed outright stays one until torchrun notices, and its stage is as good as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] == "Z"
+
+
 def _machine() -> str | None:
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
@@ -336,7 +346,7 @@ def process_alive(host: str | None, process: str | None) -> bool | None:
         return None
     seen = _start_time(int(pid))
     if seen is not None:
-        return seen == start
+        return seen == start and not _zombie(int(pid))  # a zombie has exited: only its parent has yet to reap it
     try:  # not in /proc: gone, or hidden from this user (hidepid)
         os.kill(int(pid), 0)
     except ProcessLookupError:

@@ -428,6 +428,48 @@ def test_a_rank_killed_with_sigterm_fails_the_stage_in_one_line_each(taught, tin
     assert count(db, Logit, stage_id=stage.id) == 0  # (rank 0 says another rank is gone, or meets torchrun's SIGTERM first)
 
 
+def test_a_rank_0_killed_outright_leaves_its_stage_failed_not_running(taught, tiny_model, tmp_path):
+    """`kill -9` (or the OOM killer) of rank 0 mid-training: it cannot end its stage, which stayed
+    'running (process gone)' until another stage started on the machine. Rank 1, which meets the
+    lost peer, marks it failed (its process is gone); the partial outputs go with it."""
+    db = copy_store(taught["one"], tmp_path / "store")
+    teach_with_one_rank_patched(db, tiny_model, "kill9", tmp_path, 0, (
+        "    import signal, kdstore.teacher\n"
+        "    pad, calls = kdstore.teacher.pad, []\n"
+        "    def killed(*args, **kwargs):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) == 2:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        return pad(*args, **kwargs)\n"
+        "    kdstore.teacher.pad = killed\n"))
+    stage = stage_of(db, "kill9", "teach")
+    assert stage.status == "failed" and stage.error.startswith("crashed: process ") and stage.error.endswith(" is gone"), stage.error
+    assert count(db, Logit, stage_id=stage.id) == 0
+
+
+def test_a_zombie_is_a_process_gone():
+    """A rank killed outright stays a zombie until torchrun reaps it: its stage's process is gone."""
+    from kdstore.runs import _machine, _start_time, process_alive
+
+    if _machine() is None:
+        pytest.skip("no /proc here: kd judges no stage's process")
+    import socket
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tag = f"{child.pid}:{_start_time(child.pid)}:{_machine()}"
+        assert process_alive(socket.gethostname(), tag) is True
+        os.kill(child.pid, signal.SIGKILL)
+        for _ in range(100):  # not reaped (no wait): a zombie
+            if Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] == "Z":
+                break
+            time.sleep(0.02)
+        assert process_alive(socket.gethostname(), tag) is False
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_peer_loss_is_one_line_and_no_cause_of_its_own():
     """gloo's error in a collective whose other side exited becomes a KdError (one line); other
     errors, and any in one process, pass as they are; a rank's note on the stage leaves it out."""
