@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 from synthetic import MARKERS, kd, save_tiny_bert, texts, write_tsv
 
 from kdstore.distributed import Dist
-from kdstore.schema import Logit, Prediction, Sample
+from kdstore.schema import Logit, Prediction
 from kdstore.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
