@@ -119,7 +119,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             print_json(rows)
             return
         table = Table(title="runs compared")
-        cols = list(dict.fromkeys(k for r in rows for k in r)) or ["run", "stage"]
+        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "note" or any(r[k] for r in rows)] or ["run", "stage"]
         cells = [[Text(v) if isinstance(v, str) else _fmt(v) for v in (r.get(c) for c in cols)] for r in rows]
         for c in cols:
             table.add_column(c, justify="left" if c in ("run", "stage", "kind", "note") else "right")

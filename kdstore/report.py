@@ -168,25 +168,23 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     they trained on (``labels_digest``: equal digests, equal labels). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
     stage one row that says so (``stage`` None), not silence."""
+    def row(run: str, stage: dict | None, figures: dict, note: str | None) -> dict[str, Any]:
+        """Every row with the same keys, whatever it says (a script reads them alike)."""
+        return {"run": run, "stage": stage and stage["name"], "kind": stage and stage["kind"],
+                **{f"{split}_{name}" if split != "all" else name: figures.get(split, {}).get(name) for split, name in COMPARE_FIGURES},
+                "test_n": figures.get("test", {}).get("n"),
+                "labels_digest": ((stage or {}).get("config") or {}).get("labels_digest"), "note": note}
+
     rows = []
     for run in dict.fromkeys(runs):
-        stages = run_report(store, run)["stages"]
-        models = [st for st in stages if st["kind"] in ("teach", "distill") and st["status"] == "succeeded"]
-        for stage in models:
-            m = stage["metrics"]
-            row = {"run": run, "stage": stage["name"], "kind": stage["kind"]}
-            row.update({f"{split}_{name}" if split != "all" else name: m.get(split, {}).get(name) for split, name in COMPARE_FIGURES})
-            row["test_n"] = m.get("test", {}).get("n")
-            row["labels_digest"] = (stage["config"] or {}).get("labels_digest")
-            rows.append(row)
-        unfinished = [st for st in stages if st["kind"] in ("teach", "distill") and st["status"] != "succeeded"
-                      and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
-        for stage in unfinished:  # the same keys as a model's row (a script reads them alike), no figures
+        stages = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")
+                  and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
+        models = [st for st in stages if st["status"] == "succeeded"]
+        rows.extend(row(run, stage, stage["metrics"], None) for stage in models)
+        unfinished = [st for st in stages if st["status"] != "succeeded"]
+        for stage in unfinished:  # no figures, a note (status and error)
             error = " ".join((stage["error"] or "").split())
-            rows.append({"run": run, "stage": stage["name"], "kind": stage["kind"],
-                         **{f"{split}_{name}" if split != "all" else name: None for split, name in COMPARE_FIGURES},
-                         "test_n": None, "labels_digest": (stage["config"] or {}).get("labels_digest"),
-                         "note": stage["status"] + (f": {error[:100]}{'...' if len(error) > 100 else ''}" if error else "")})
+            rows.append(row(run, stage, {}, stage["status"] + (f": {error[:100]}{'...' if len(error) > 100 else ''}" if error else "")))
         if not models and not unfinished:
-            rows.append({"run": run, "stage": None, "kind": None, "note": "no succeeded model"})
+            rows.append(row(run, None, {}, "no succeeded model"))
     return rows
