@@ -362,7 +362,8 @@ def _peer_loss_as_error(dist: Dist) -> Iterator[None]:
         gone = next((p for p in PEER_GONE if p in message), None)
         if not dist.active or gone is None:
             raise
-        raise KdError(f"{LOST_MESSAGE} ({gone}): its own error says why") from None
+        raise KdError(f"{LOST_MESSAGE} ({gone}): its own error says why, where it left one; none means it was "
+                      "killed outright (kill -9, or the out-of-memory killer: see `dmesg`)") from None
 
 
 def _stop_with_launcher(poll_s: float = 1.0) -> None:
