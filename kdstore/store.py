@@ -214,7 +214,9 @@ class Store:
         if not include_dropped:
             query = query.where(Sample.dropped.is_(False))
         if where:  # in parentheses: "a OR b" must not escape the split, label and dropped filters
-            query = query.where(text(f"({where}\n)"))  # (the newline: a trailing -- comment cannot eat the parenthesis)
+            # (the newline: a trailing -- comment cannot eat the parenthesis); every colon escaped: SQLAlchemy
+            # took ":x" of a literal ('% :x%', PostgreSQL's '[[:digit:]]') for a bind parameter and refused the SQL
+            query = query.where(text(f"({where}\n)".replace(":", "\\:")))
         if source is not None:
             query = query.where(Sample.source == source)
         if augmented is not None:

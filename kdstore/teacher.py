@@ -111,6 +111,8 @@ def load_classifier(path: str, class_names: list[str]):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_transformers()
+    if str(path).startswith("~"):  # a quoted ~ (--model '~/m', a config file's model = "~/m"): transformers took it for a hub name
+        path = str(Path(path).expanduser())
     if str(path).startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
         raise KdError(f"cannot load model {path!r}: no such directory")  # not a hub name: no download to try
     if (Path(path).expanduser() / STUDENT_CONFIG).is_file():

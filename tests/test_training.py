@@ -187,6 +187,17 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
         assert "Invalid value for '--split'" in bad.output
 
 
+def test_a_where_with_a_colon_in_a_literal_is_run_as_written(tmp_path):
+    """SQLAlchemy took ":x" in a --where literal (a text with " :", PostgreSQL's '[[:digit:]]') for a
+    bind parameter and refused valid SQL ("A value is required for bind parameter")."""
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "t.tsv", [("pos", "价格 :便宜"), ("neg", "太差了")])), "--db", db)
+    store = Store.open(db)
+    assert store.samples(where="text LIKE '% :便宜'").texts == ["价格 :便宜"]
+    assert store.samples(where="text NOT LIKE '% :x%' AND text LIKE '%:%'").texts == ["价格 :便宜"]
+    assert len(store.samples(where="id = 1 OR ':' = ':'")) == 2
+
+
 def test_teach_layer_decay_scales_each_layers_learning_rate(sample_store, tiny_model):
     from kdstore.teacher import TeachConfig, _param_groups, load_classifier
 
@@ -1281,6 +1292,21 @@ def test_a_hub_name_with_the_hub_out_of_reach_is_one_line_without_retries(monkey
     assert time.monotonic() - started < 5
     assert str(err.value) == ("cannot load model 'no-such-org/no-such-model': no such local directory, no downloaded copy, "
                               "and the Hugging Face hub cannot be reached (huggingface.co: Name or service not known)")
+
+
+def test_a_model_folder_given_with_a_quoted_tilde_or_through_a_symlink_loads(tiny_model, tmp_path, monkeypatch):
+    """``--model '~/m'`` (or a config file's ``model = "~/m"``, which no shell expands) was passed on
+    as is, and transformers took it for a malformed hub name."""
+    from kdstore.teacher import load_classifier, started_from
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m").symlink_to(tiny_model, target_is_directory=True)
+    tokenizer, model = load_classifier("~/models/m", ["pos", "neg"])
+    assert model.config.num_labels == 2 and len(tokenizer) > 2
+    assert started_from("~/models/m", model.config)["model_path"] == str(Path(tiny_model).resolve())
+    with pytest.raises(KdError, match="no such directory"):
+        load_classifier("~/models/none", ["pos", "neg"])
 
 
 def test_teach_records_the_checkpoint_it_started_from(sample_store, tiny_model):
