@@ -115,6 +115,8 @@ def load_classifier(path: str, class_names: list[str]):
         path = str(Path(path).expanduser())
     if str(path).startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
         raise KdError(f"cannot load model {path!r}: no such directory")  # not a hub name: no download to try
+    if Path(path).expanduser().is_file():  # (not a hub name either: "no such local directory ... hub" misled)
+        raise KdError(f"cannot load model {path!r}: it is a file; give the folder that holds config.json and the weights")
     if (Path(path).expanduser() / STUDENT_CONFIG).is_file():
         raise KdError(f"{path!r} is a kd student (kd distill), not a Hugging Face model: start from its teacher (--model teach:RUN)")
     hub = {}

@@ -1307,6 +1307,8 @@ def test_a_model_folder_given_with_a_quoted_tilde_or_through_a_symlink_loads(tin
     assert started_from("~/models/m", model.config)["model_path"] == str(Path(tiny_model).resolve())
     with pytest.raises(KdError, match="no such directory"):
         load_classifier("~/models/none", ["pos", "neg"])
+    with pytest.raises(KdError, match="config.json'.*it is a file; give the folder"):  # not "hub cannot be reached"
+        load_classifier(str(Path(tiny_model) / "config.json"), ["pos", "neg"])
 
 
 def test_teach_records_the_checkpoint_it_started_from(sample_store, tiny_model):
