@@ -251,6 +251,9 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
                           f"succeeds): fine-tune it further in another run (--run {run}-2 --model teach:{source_run})")
         if source == "pretrain" and dist.is_main:
             _warn_past_pretrained_positions(store, source_run, max_len)
+        if "dev" in cfg.splits and _options_given(("patience",)) and dist.is_main:
+            click.echo("warning: --patience: not used when dev is trained on (no dev rows are left to judge the epochs: "
+                       "the last epoch is kept)", err=True)
         config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)

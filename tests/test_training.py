@@ -167,8 +167,9 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
     store = Store.open(db)
     n_train, n_dev = len(store.samples(splits=["train"], labeled=True)), len(store.samples(splits=["dev"], labeled=True))
     out = kd("teach", "--run", "sd", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--label", "pos",
-             "--label", "neg", "--epochs", "2", "--max-len", "32", "--db", db, "--json")
-    report = json.loads(out.output)
+             "--label", "neg", "--epochs", "2", "--patience", "1", "--max-len", "32", "--db", db, "--json")
+    assert "warning: --patience: not used when dev is trained on" in out.stderr  # (it was ignored without a word)
+    report = json.loads(out.stdout)
     assert report["metrics"]["all"]["train_samples"] == n_train + n_dev
     assert report["metrics"]["all"]["dev_samples"] == 0
     assert "dev" not in {h["split"] for h in report["history"]}  # dev trained, so nothing judged the epochs
