@@ -233,7 +233,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             if late:  # its figures stand as measured when it ran, on the labels of that time
                 shown = ", ".join(f"{k} {split}" for split, k in late.items())
                 click.echo(f"warning: the teacher's stored figures leave out the labeled samples it scored now ({shown}): "
-                           f"`kd predict --run {run} --model teacher --store --split dev` measures it on today's samples", err=True)
+                           f"`kd predict --run {run} --model teacher --store --split {_first_split(late)}` measures it on today's samples", err=True)
             if as_json:
                 print_json({"run": run, "scored": n})
             else:
@@ -259,6 +259,11 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             train_teacher(store, stage, cfg, dist)
     if dist.is_main:
         _finish(store, run, "teach", as_json)
+
+
+def _first_split(splits) -> str:
+    """Of the labeled splits named, the one that judges a model first: dev, then test, then train."""
+    return next((s for s in ("dev", "test", "train") if s in splits), "dev")
 
 
 def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> None:

@@ -95,6 +95,11 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
     assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample)
     # the teacher's figures stand as measured when it ran, and the output says what they leave out
     assert "warning: the teacher's stored figures leave out the labeled samples it scored now (2 dev)" in out.stderr
+    assert "--store --split dev` measures it" in out.stderr
+    write_tsv(tmp_path / "test2.tsv", [("pos", "后来的测试样本很好")])
+    kd("ingest", str(tmp_path / "test2.tsv"), "--split", "test", "--db", db)
+    out = kd("teach", "--run", "t2", "--logits-only", "--db", db)
+    assert "(1 test)" in out.stderr and "--store --split test` measures it" in out.stderr  # (it named dev, which had none)
     store = Store.open(db)
     assert [m.value for m in store.metrics(stage.id) if m.split == "dev" and m.name == "n"] == [20]
     report = json.loads(kd("report", "--run", "t2", "--db", db, "--json").stdout)  # its matrix counts what its figures did
