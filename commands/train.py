@@ -60,7 +60,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
                    f"and were cut to fit (the {'model' if stage['kind'] == 'pretrain' else 'teacher'} never saw their ends): "
                    "a larger --max-len may help, at a cost in speed", err=True)
     _warn_if_unlearned(stage)
-    if stage["config"].get("unlabeled") is True and not stage["metrics"].get("all", {}).get("pool_samples"):
+    if stage["config"].get("unlabeled") is True and not stage["metrics"].get("all", {}).get("pool_samples") and not unscored:
+        # (a pool none of whose texts the teacher scored is the warning above's: "no unlabeled pool" would be untrue)
         # (with --augment it learned from the augmented texts too: "alone" would say otherwise)
         learned = "and the augmented texts" if stage["metrics"].get("all", {}).get("augmented_samples") else "alone"
         click.echo(f"warning: --unlabeled, but the store has no unlabeled pool: the student learned from the labeled "

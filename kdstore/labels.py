@@ -243,7 +243,7 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
     flagged count (``kd labels clean --min-score`` applies only some)."""
     stage = store.find_stage(run, "detect")
     m = {x.name: x.value for x in store.metrics(stage.id) if x.split == "train"}
-    out = _replaced_teacher(store, run, stage)
+    out = _replaced_teacher(store, run, stage) + _replaced_votes(store, run, stage)
     if not m.get("train_samples"):
         return out
     return out + noise.reliability_warnings(
@@ -266,6 +266,23 @@ def _replaced_teacher(store: Store, run: str, detect_stage: Stage) -> list[str]:
         return []
     return [f"the teacher of run {teacher_run!r} was replaced after this detection ran (kd teach --overwrite): its issues "
             f"are the old teacher's; `kd labels detect --run {run} --overwrite` judges with the new one"]
+
+
+def _replaced_votes(store: Store, run: str, detect_stage: Stage) -> list[str]:
+    """A warning for each ``--student-votes`` stage the detection read (``student_vote_stages``) that
+    has been replaced since (``kd distill --overwrite``): its issues count the old student's votes."""
+    out = []
+    for read in (detect_stage.config or {}).get("student_vote_stages") or []:
+        try:
+            now = store.find_stage(read["run"], read["stage"])
+        except (KdError, KeyError):
+            continue
+        if read.get("stage_id") is None or (now.id == read["stage_id"] and read.get("started_at") in (None, iso_utc(now.started_at))):
+            continue
+        out.append(f"distill stage {read['stage']!r} of run {read['run']!r} (--student-votes) was replaced after this detection ran "
+                   f"(kd distill --overwrite): its issues count the old student's votes; `kd labels detect --run {run} --overwrite` "
+                   "judges with the new one")
+    return out
 
 
 def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *, allow_in_sample: bool) -> tuple[np.ndarray, tuple[str, Stage]]:

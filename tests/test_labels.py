@@ -825,6 +825,12 @@ def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db
     dry = kd("labels", "clean", "--run", "r2", "--dry-run", "--db", db)  # the issues are the old teacher's: said so
     assert ("the teacher of run 'r' was replaced after this detection ran (kd teach --overwrite): its issues are the old "
             "teacher's; `kd labels detect --run r2 --overwrite` judges with the new one") in " ".join(dry.stderr.split())
+    assert "(--student-votes) was replaced" not in dry.stderr
+    kd("distill", "--run", "r", "--folds", "2", "--name", "votes", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+       "--max-len", "32", "--overwrite", "--db", db)  # the votes it counted are gone: said so too
+    dry = kd("labels", "clean", "--run", "r2", "--dry-run", "--db", db)
+    assert ("distill stage 'votes' of run 'r' (--student-votes) was replaced after this detection ran (kd distill --overwrite): "
+            "its issues count the old student's votes; `kd labels detect --run r2 --overwrite` judges with the new one") in " ".join(dry.stderr.split())
     _add_class_mid(db, tmp_path)  # a third class, two train samples relabeled to it, and a teacher of all three
     two = [i for (i,) in _read(db, select(Sample.id).where(Sample.split == "train").order_by(Sample.id).limit(2))]
     edit_labels(db, "t3", "review", {i: "mid" for i in two})

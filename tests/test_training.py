@@ -1224,6 +1224,11 @@ def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tmp
     # with --augment it learned from the augmented texts too: not "from the labeled samples alone"
     augmented = kd(*common, "--unlabeled", "--augment", "ngram", "--augment-n", "1", "--name", "aug").stderr
     assert "learned from the labeled samples and the augmented texts" in augmented and "alone" not in augmented, augmented
+    # a pool ingested after the teacher ran has no logits: one warning naming the fix, not "no unlabeled pool"
+    kd("ingest", str(corpus["unlabeled"]), "--split", "unlabeled", "--db", db)
+    unscored = kd(*common, "--unlabeled", "--name", "unscored").stderr
+    assert "30 unlabeled texts have no teacher logits and were left out: run `kd teach --run r --logits-only` first" in unscored
+    assert "no unlabeled pool" not in unscored, unscored
 
 
 def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
