@@ -324,4 +324,6 @@ class _WordGroups:
 def config_dict(cfg: PretrainConfig) -> dict:
     d = asdict(cfg)
     d["corpus"] = list(cfg.corpus)
+    # the sizes "0 (auto)" stood for, as the model has them (the report showed heads=0, intermediate=0)
+    d["heads"], d["intermediate"] = cfg.n_heads, cfg.intermediate or 4 * cfg.hidden
     return d

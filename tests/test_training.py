@@ -360,6 +360,7 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
        "--batch-size", "16", "--min-count", "1", "--db", db)
     stage = _stage(sample_store, "p", "pretrain")
     assert stage.status == "succeeded" and (Path(stage.artifact_path, "vocab.txt").exists() or Path(stage.artifact_path, "tokenizer.json").exists())
+    assert (stage.config["heads"], stage.config["intermediate"]) == (2, 128)  # the sizes built (--intermediate: 4 x hidden), not 0
     taught = kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db)
     assert _stage(sample_store, "p", "teach").status == "succeeded" and "pre-trained on" not in taught.stderr
     # positions past the pre-training's --max-len (128) were never trained: said, and trained on regardless
