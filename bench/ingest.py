@@ -36,8 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -444,8 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(f"{s} {run[s]['seconds']:.2f} s" for s in STEPS),
                 file=sys.stderr,
             )
-            for f in work.iterdir():
-                f.unlink()
+            shutil.rmtree(work)  # the store and its kd-artifacts folder (unlink() stopped at the folder)
     result = {
         "benchmark": "B5 store: ingest and logit writes",
         "args": {"rows": args.rows, "repeat": args.repeat, "seed": SEED},

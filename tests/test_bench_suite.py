@@ -580,3 +580,16 @@ def test_skip_training_keeps_the_students_and_early_exit_typed_now():
     assert kept.students == ["textcnn", "bigru"] and kept.early_exit is True
     with pytest.raises(SystemExit, match="bilstm: not trained"):
         speed.narrow_to_typed(Namespace(students=["textcnn"], early_exit=False), students=["bilstm"], early_exit=True)
+
+
+def test_the_store_bench_runs_its_repeats_end_to_end(tmp_path):
+    """bench/ingest.py cleared each repeat's folder file by file and stopped at the kd-artifacts
+    folder a stage now leaves beside the store: the suite's B5-store table failed after repeat 1."""
+    import subprocess
+
+    out = tmp_path / "b5-store.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "ingest.py"), "--rows", "300", "--repeat", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert len(figures["runs"]) == 2 and all(r["ingest"]["seconds"] > 0 for r in figures["runs"])
