@@ -215,6 +215,26 @@ REPLACED = "~replaced-"  # a replaced stage whose (undone) label edits stay on r
 
 def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool = False,
            bare_first: bool = False) -> tuple[int, str]:
+    moved: list[tuple[Path, Path]] = []  # folders renamed inside the transaction: put back if it does not commit
+    try:
+        stage_id, name, old_artifact = _begin_locked(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite,
+                                                     numbered=numbered, bare_first=bare_first, moved=moved)
+    except BaseException:  # (Ctrl-C included): the old stage is still recorded under its name, with its folder there
+        _move_back(moved)
+        raise
+    if old_artifact:
+        _remove_artifact(store, Path(old_artifact))
+    return stage_id, name
+
+
+def _move_back(moved: list[tuple[Path, Path]]) -> None:
+    for src, dst in reversed(moved):
+        if dst.exists() and not src.exists():
+            dst.rename(src)
+
+
+def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool,
+                  bare_first: bool, moved: list[tuple[Path, Path]]) -> tuple[int, str, str | None]:
     old_artifact = None
     with store.write_session("runs", "stages") as s:
         run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
@@ -253,12 +273,16 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
             for attempt in _replaced(s, run, name)[1]:  # a failed attempt's edits that stand (committed before it failed)
                 _refuse_live_edits(s, attempt, run)
             if old.status == "succeeded":  # kept until the replacement succeeds
-                _park(store, s, old, run)
+                _park(store, s, old, run, moved)
             else:  # its folder goes with it, recorded or not: the new stage starts from an empty one
                 if old.status == "failed":  # its own files went when it failed: what is there now is not its
                     _refuse_foreign_files(store, run, name)
                 old_artifact = old.artifact_path or str(store.artifact_root / run / name)
-                s.delete(old)
+                if old.status == "failed" and _any_edits(s, old):
+                    # its (undone) label edits stay on record under its name, as a failed replacement's do
+                    old.name, old.artifact_path = f"{name}{FAILED}{old.id}", None
+                else:
+                    s.delete(old)
             s.flush()
         else:
             _refuse_foreign_files(store, run, name)
@@ -275,9 +299,7 @@ def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwr
         s.add(stage)
         s.flush()
         stage_id = stage.id
-    if old_artifact:
-        _remove_artifact(store, Path(old_artifact))
-    return stage_id, name
+    return stage_id, name, old_artifact
 
 
 def _refuse_foreign_files(store: Store, run: str, name: str) -> None:
@@ -367,6 +389,9 @@ def mark_crashed(store: Store) -> int:
     with store.session() as s:
         rows = s.scalars(select(Stage).where(Stage.status == "running", Stage.host == socket.gethostname())).all()
         gone = {r.id: r.process for r in rows if _crashed(r)}
+    for stage_id, run, name in _unfinished(store):  # a failure's end cut short: its outputs and the old stage's name
+        store.clear_outputs(stage_id)
+        _give_back(store, run=run, name=name, failed_id=stage_id)
     if not gone:
         return 0
     marked = []
@@ -416,7 +441,7 @@ def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:
             )
 
 
-def _park(store: Store, s: Session, old: Stage, run: str) -> None:
+def _park(store: Store, s: Session, old: Stage, run: str, moved: list[tuple[Path, Path]]) -> None:
     """Rename a stage being replaced to ``NAME~parked-ID`` and move its artifact folder alongside, so
     that the replacement starts from an empty folder and a failure can restore both."""
     folder = store.artifact_root / run / old.name
@@ -425,6 +450,7 @@ def _park(store: Store, s: Session, old: Stage, run: str) -> None:
         if parked.exists():
             shutil.rmtree(parked)
         folder.rename(parked)
+        moved.append((folder, parked))
         old.artifact_path = _moved(old.artifact_path, folder, parked)
     old.name = parked.name
 
@@ -452,27 +478,53 @@ def _replaced(s: Session, run: str, name: str) -> tuple[list[Stage], list[Stage]
 def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
     """A stage failed: its partial artifacts are removed. If it was replacing one, it keeps its
     record as ``NAME~failed-ID`` and the stage it was to replace gets its name and folder back."""
-    with store.write_session("stages") as s:
-        parked, _ = _replaced(s, run, name)
-        failed = s.get(Stage, failed_id)
-        if failed is None:  # replaced meanwhile by a new attempt of the same name, which owns the folder now
-            return
-        failed.artifact_path, failed.artifact_sha256 = None, None
-        folder = store.artifact_root / run / name
-        if folder.exists():  # the failed stage's partial artifacts (a model, some folds)
-            shutil.rmtree(folder)
-        with contextlib.suppress(OSError):  # the run's folder too, when this stage's was all it held
-            folder.parent.rmdir()
-        if not parked:  # nothing was replaced: the failed stage keeps its own name
-            return
-        back = parked[-1]
-        failed.name = f"{name}{FAILED}{failed_id}"
-        s.flush()
-        source = folder.with_name(back.name)
-        if source.exists():
-            source.rename(folder)
-            back.artifact_path = _moved(back.artifact_path, source, folder)
-        back.name = name
+    moved: list[tuple[Path, Path]] = []
+    try:
+        with store.write_session("stages") as s:
+            parked, _ = _replaced(s, run, name)
+            failed = s.get(Stage, failed_id)
+            if failed is None:  # replaced meanwhile by a new attempt of the same name, which owns the folder now
+                return
+            if failed.name != name:  # given back already (by another process finishing what this one began)
+                return
+            failed.artifact_path, failed.artifact_sha256 = None, None
+            folder = store.artifact_root / run / name
+            if folder.exists():  # the failed stage's partial artifacts (a model, some folds)
+                shutil.rmtree(folder)
+            with contextlib.suppress(OSError):  # the run's folder too, when this stage's was all it held
+                folder.parent.rmdir()
+            if not parked:  # nothing was replaced: the failed stage keeps its own name
+                return
+            back = parked[-1]
+            failed.name = f"{name}{FAILED}{failed_id}"
+            s.flush()
+            source = folder.with_name(back.name)
+            if source.exists():
+                source.rename(folder)
+                moved.append((source, folder))
+                back.artifact_path = _moved(back.artifact_path, source, folder)
+            back.name = name
+    except BaseException:  # not recorded: the parked stage's folder stays where its record says
+        _move_back(moved)
+        raise
+
+
+def _unfinished(store: Store) -> list[tuple[int, str, str]]:
+    """``(stage id, run, name)`` of each failed stage whose end was cut short before it gave the
+    stage it was replacing back (``kill -9`` or Ctrl-C between the two, in its process or in
+    :func:`mark_crashed`'s): it still holds the name while the old stage waits as ``NAME~parked-ID``."""
+    with store.session() as s:
+        parked = s.execute(select(Stage.id, Stage.name, Stage.run_id).where(Stage.name.contains(PARKED, autoescape=True))).all()
+        out = []
+        for stage_id, parked_name, run_id in parked:
+            base, _, tail = parked_name.rpartition(PARKED)
+            if tail != str(stage_id):
+                continue
+            row = s.execute(select(Stage.id, Run.uniqid).join(Run, Run.id == Stage.run_id)
+                            .where(Stage.run_id == run_id, Stage.name == base, Stage.status == "failed")).first()
+            if row is not None:
+                out.append((row[0], row[1], base))
+    return out
 
 
 def _drop_replaced(store: Store, *, run: str, name: str) -> None:

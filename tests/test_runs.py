@@ -502,6 +502,82 @@ def test_a_failed_clean_whose_edits_stand_blocks_the_next_overwrite(store):
     assert [e["stage"] for e in lab.history(store, 1)["edits"]] == [failed]
 
 
+def test_a_failed_clean_rerun_under_its_name_keeps_its_undone_edits_on_record(store):
+    """A clean stage (no --overwrite) that failed after its edits, its edits undone: the next stage of
+    that name keeps it as ``NAME~failed-ID`` instead of deleting it (history said "a deleted stage")."""
+    from kdstore import labels as lab
+
+    with pytest.raises(RuntimeError, match="after the edits"):
+        with stage_scope(store, run="r1", kind="clean", name="review", config={}) as st:
+            lab.apply(store, st.id, [lab.Decision(sample_id=1, issue_id=None, action="drop", new_label=None)], reason="test")
+            raise RuntimeError("after the edits")
+    failed = f"review~failed-{st.id}"
+    assert lab.undo(store, "r1", "review")["reverted"] == 1
+    with stage_scope(store, run="r1", kind="clean", name="review", config={}):
+        pass
+    assert sorted(s.name for s in store.stages_of("r1")) == ["review", failed]
+    assert [e["stage"] for e in lab.history(store, 1)["edits"]] == [failed]
+
+
+def test_an_interrupt_as_an_overwrite_starts_leaves_the_old_stage_with_its_folder(store, monkeypatch):
+    """Ctrl-C (or an error) after the old stage's folder was moved aside (parked) but before that was
+    committed: the folder goes back too, so the old stage still finds its model (it was 'missing')."""
+    from pathlib import Path
+
+    import kdstore.runs as runs
+
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "model.bin").write_bytes(b"old")
+        st.record_artifact(st.artifact_dir / "model.bin")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "this_process", interrupted)  # called as the new stage's row is made, after the park
+    with pytest.raises(KeyboardInterrupt):
+        with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True):
+            pytest.fail("the body must not run")
+    monkeypatch.undo()
+    back = _stage(store, "r1", "teach")
+    assert back.status == "succeeded" and Path(back.artifact_path).read_bytes() == b"old"
+    assert sorted(p.name for p in (store.artifact_root / "r1").iterdir()) == ["teach"]
+
+
+def test_a_failure_cut_short_before_it_gave_the_old_stage_back_is_finished_by_the_next_stage(store, monkeypatch):
+    """``kill -9`` (or Ctrl-C in the next command's crash check) after a replacement was marked failed
+    but before the old stage got its name back: the old stage stayed parked for good, the failed
+    one's folder blocked every rerun. The next stage that starts finishes the give-back, once."""
+    from pathlib import Path
+
+    import kdstore.runs as runs
+
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "model.bin").write_bytes(b"old")
+        st.record_artifact(st.artifact_dir / "model.bin")
+    old_id = st.id
+    give_back = runs._give_back
+
+    def cut_short(*args, **kwargs):
+        raise RuntimeError("cut short")
+
+    monkeypatch.setattr(runs, "_give_back", cut_short)
+    with pytest.raises(RuntimeError, match="cut short"):
+        with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as st:
+            (st.artifact_dir / "model.bin").write_bytes(b"half")
+            raise ValueError("boom")
+    monkeypatch.setattr(runs, "_give_back", give_back)
+    failed_id = st.id
+    assert _stage(store, "r1", "teach").status == "failed"  # as the cut left it: the old stage parked
+    with stage_scope(store, run="r2", kind="teach", config={}):  # any stage that starts
+        pass
+    back = store.find_stage("r1", "teach")
+    assert back.id == old_id and Path(back.artifact_path).read_bytes() == b"old"
+    assert _stage(store, "r1", f"teach~failed-{failed_id}").status == "failed"
+    assert sorted(p.name for p in (store.artifact_root / "r1").iterdir()) == ["teach"]
+    runs._give_back(store, run="r1", name="teach", failed_id=failed_id)  # again (another process finishing it): nothing moves
+    assert Path(store.find_stage("r1", "teach").artifact_path).read_bytes() == b"old"
+
+
 def test_failed_stage_may_be_rerun_without_overwrite(store):
     with pytest.raises(ValueError):
         with stage_scope(store, run="r1", kind="teach", config={}):
