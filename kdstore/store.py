@@ -402,8 +402,12 @@ class Store:
         if not matches:
             mine = f"{os.getpid()}:"  # the stage asking (this process's own, still running) is not one to list
             have = ", ".join(f"{s.name} ({s.status})" for s in stages if not (s.status == "running" and (s.process or "").startswith(mine))) or "none"
+            parked = [s.name for s in stages if s.name.startswith(f"{name_or_kind}~parked-") or
+                      (s.kind == name_or_kind and "~parked-" in s.name)]
+            waiting = (f"; {parked[-1]!r} is the one an --overwrite is replacing: it gets its name back if the replacement "
+                       "fails (one whose process is gone is ended by the next kd stage started on its machine)") if parked else ""
             raise KdError(
-                f"run {run!r} has no succeeded {name_or_kind!r} stage (stages: {have})"
+                f"run {run!r} has no succeeded {name_or_kind!r} stage (stages: {have}){waiting}"
             )
         return matches[-1]
 

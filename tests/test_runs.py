@@ -323,6 +323,8 @@ def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stag
     finally:
         proc.kill()
     assert _stage(store, "r1", "teach~parked-" + str(old_id)).status == "succeeded"  # as the kill left it
+    with pytest.raises(KdError, match=f"'teach~parked-{old_id}' is the one an --overwrite is replacing: it gets its name back"):
+        store.find_stage("r1", "teach")  # a reader meanwhile (kd predict) is told what it sees and what ends it
     invoke(["labels", "set", "--run", "r2", "1=neg"])  # any stage that starts
     back = store.find_stage("r1", "teach")
     assert back.id == old_id and (store.artifact_root / "r1" / "teach" / "model.txt").read_text(encoding="utf-8") == "old"
