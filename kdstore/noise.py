@@ -151,13 +151,33 @@ def cleanlab_issues(
 
 
 def quality_scores(labels, pred_probs, *, method: str = "self_confidence") -> np.ndarray:
-    """cleanlab's label quality per sample, in ``[0, 1]``; lower = more likely mislabeled."""
+    """cleanlab's label quality per sample, in ``[0, 1]``; lower = more likely mislabeled
+    (``confidence_weighted_entropy``: without cleanlab's 1e-6 clipping, see :func:`_confidence_weighted_entropy`)."""
     from cleanlab.rank import get_label_quality_scores
 
     y, probs = validate(labels, pred_probs)
     _check_choice("quality method", method, QUALITY_METHODS)
-    q = get_label_quality_scores(y, probs, method=method)
+    if method == "confidence_weighted_entropy":
+        q = _confidence_weighted_entropy(y, probs)
+    else:
+        q = get_label_quality_scores(y, probs, method=method)
     return np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
+
+
+def _confidence_weighted_entropy(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """cleanlab's ``confidence_weighted_entropy`` quality, ``log(1 + x) / x`` with ``x`` = normalized
+    entropy / ``p(given)``, without cleanlab's clipping of ``p(given)`` and of ``x`` at 1e-6: that
+    clipping scores a label the model is sure is wrong (``p(given)`` below 1e-6) or sure is right
+    (``x`` below 1e-6) as its opposite. Identical to cleanlab elsewhere; 1 at ``x = 0``, 0 at
+    ``p(given) = 0``, decreasing in ``x``."""
+    from scipy.special import xlogy
+
+    entropy = -xlogy(probs, probs).sum(axis=1) / np.log(probs.shape[1])
+    given = probs[np.arange(len(y)), y]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = np.where(given > 0, entropy / given, np.inf)
+        q = np.where(x > 0, np.log1p(x) / x, 1.0)
+    return np.where(np.isfinite(x), q, 0.0)
 
 
 def disagreement(labels, pred_probs, *, min_margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -230,6 +250,9 @@ def check_options(
     _check_choice("quality method", quality_method, QUALITY_METHODS)
     _check_choice("issue count", issue_count, ISSUE_COUNTS)
     _check_frac_noise(frac_noise, filter_by if "cleanlab" in methods and combine != "ranked" else None)
+    if frac_noise < 1.0 and combine != "ranked" and "cleanlab" not in methods:  # (nothing would scale by it)
+        raise KdError(f"frac_noise {frac_noise} has no effect with combine {combine!r} without the cleanlab method "
+                      "(it scales cleanlab's count; or combine 'ranked', which cuts its own list)")
     return methods
 
 

@@ -161,6 +161,34 @@ def test_cleanlab_issues_and_quality_scores_are_cleanlab(problem):
     assert min(low, high) <= estimate_issue_count(given, probs) <= max(low, high)
 
 
+def test_confidence_weighted_entropy_ranks_a_sure_wrong_label_above_a_coin_toss():
+    """cleanlab clips p(given) and the entropy ratio at 1e-6, so that a label the model is sure is
+    wrong scored as nearly right and one it is sure is right as nearly wrong; elsewhere it is cleanlab's."""
+    from cleanlab.rank import get_label_quality_scores
+
+    p_given = np.array([0.4, 1e-2, 1e-5, 1e-7, 1e-9, 0.0, 1 - 1e-9, 1e-3])
+    probs = np.stack([p_given, 1 - p_given], axis=1)
+    given = np.zeros(len(p_given), dtype=int)
+    given[-1] = 1  # (both classes given: p(1) = 0.999)
+    score = 1 - quality_scores(given, probs, method="confidence_weighted_entropy")
+    assert np.all(np.diff(score[:6]) > 0) and score[5] == 1.0  # surer the label is wrong: higher
+    assert score[6] < 1e-6 and score[7] < score[0]  # sure it is right: near 0
+    usual = slice(0, 3)  # p(given) and the ratio above 1e-6: cleanlab's own figures
+    np.testing.assert_allclose(
+        score[usual], 1 - get_label_quality_scores(given, probs, method="confidence_weighted_entropy")[usual], rtol=1e-9
+    )
+    # the ranked cut, cleanlab uncalibrated: the sure flips are kept, not the coin tosses
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 100)
+    p = rng.uniform(0.97, 0.999, 200)
+    flips, tosses = np.arange(0, 20, 2), np.arange(21, 60, 2)
+    p[flips], p[tosses] = 10 ** rng.uniform(-9, -7, 10), rng.uniform(0.3, 0.49, 20)
+    pp = np.zeros((200, 2))
+    pp[np.arange(200), y], pp[np.arange(200), 1 - y] = p, 1 - p
+    found = detect(y, pp, quality_method="confidence_weighted_entropy", calibrate=False)
+    assert found.flagged[flips].all() and found.flagged.sum() == 10
+
+
 def test_calibration_makes_the_rule_independent_of_confidence_scale(problem):
     given, probs = problem["given"], problem["probs"]
     sharp = probs**4
@@ -286,6 +314,8 @@ def test_validate_returns_normalized_arrays():
         (dict(frac_noise=0.0), r"frac_noise must be in \(0, 1\]"),
         (dict(combine="union", filter_by="confident_learning", frac_noise=0.3),
          "frac_noise 0.3 has no effect with filter_by confident_learning"),
+        (dict(methods=("disagree",), combine="union", frac_noise=0.5),  # it would flag every disagreement
+         "frac_noise 0.5 has no effect with combine 'union' without the cleanlab method"),
         (dict(min_margin=1.0), r"min_margin must be in \[0, 1\)"),
         (dict(vote_weight=0.0), "vote_weight must be a positive"),
         (dict(extra_votes=[np.array([0, 1])]), "2 predictions for 4 samples"),
