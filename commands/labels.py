@@ -31,7 +31,7 @@ def labels():
 @click.option("--combine", type=click.Choice(noise.COMBINES), default=noise.DEFAULT_COMBINE, show_default=True, help="How the methods' flags are combined.")
 @click.option("--filter-by", type=click.Choice(noise.FILTERS), default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by; cleanlab sees the probabilities temperature-scaled to the given labels (one scalar, class ranking unchanged), so its flags can differ from cleanlab run on the raw ones (see --no-calibrate).")
 @click.option("--frac-noise", type=FLOAT, default=1.0, show_default=True, help="Scale the estimated number of wrong labels by this (cleanlab frac_noise; with --combine other than ranked, only with the cleanlab method and --filter-by prune_by_noise_rate, prune_by_class or both).")
-@click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True)
+@click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True, help="cleanlab's per-sample label quality (rank.get_label_quality_scores) behind the cleanlab method's score: a low quality is a high issue score.")
 @click.option("--student-votes", multiple=True, help="Distill stage(s) whose out-of-fold probabilities join the ensemble: STAGE of --run, or RUN:STAGE (kd distill --folds K; others are refused as in-sample unless --allow-in-sample).")
 @click.option("--tfidf-member", is_flag=True, help="Add out-of-fold TF-IDF + logistic-regression probabilities to the ensemble.")
 @click.option("--allow-in-sample", is_flag=True, help="Accept a teacher that saw the samples it scores (not recommended).")
