@@ -683,10 +683,14 @@ def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[t
     for i in issues(store, run, status=UNDECIDED):
         if i["score"] < min_score:
             continue
-        d = Decision(i["sample_id"], i["issue_id"], action, names.index(i["suggested"]) if action == "relabel" else None)
-        if action != "flag" and (i["current"] != i["given"] or i["dropped"]):  # (a flag changes no label)
+        # an issue whose suggestion is its given label (a low-confidence flag, an ensemble that still sides with
+        # the label) has nothing to relabel to: flagged for a person (relabel "applied" it unchanged, and it left
+        # every later review sheet)
+        act = "flag" if action == "relabel" and i["suggested"] == i["given"] else action
+        d = Decision(i["sample_id"], i["issue_id"], act, names.index(i["suggested"]) if act == "relabel" else None)
+        if act != "flag" and (i["current"] != i["given"] or i["dropped"]):  # (a flag changes no label)
             state = "edited"
-        elif (action == "relabel" and i["current"] == i["suggested"]) or (action == "flag" and i["status"] == "flagged"):
+        elif (act == "relabel" and i["current"] == i["suggested"]) or (act == "flag" and i["status"] == "flagged"):
             state = "unchanged"
         else:
             state = "change"

@@ -316,12 +316,36 @@ def test_clean_leaves_a_persons_edits_alone_and_its_dry_run_says_so(db):
     preview = {c["sample_id"]: c for c in json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json").stdout)["changes"]}
     assert preview[dropped]["effect"] == preview[relabeled]["effect"] == "edited" and preview[dropped]["dropped"]
     counts = json.loads(kd("labels", "clean", "--run", "r", "--db", db, "--json").stdout)
-    assert counts["skipped_edited"] == 2 and counts["relabel"] == sum(c["effect"] == "change" for c in preview.values())
+    assert counts["skipped_edited"] == 2 and counts["relabel"] + counts["flag"] == sum(c["effect"] == "change" for c in preview.values())
     assert counts["unchanged"] == sum(c["effect"] == "unchanged" for c in preview.values())
     history = json.loads(kd("labels", "history", str(dropped), "--db", db, "--json").stdout)["edits"]
     assert [e["stage"] for e in history] == ["edit-1"]  # the hand edit stands alone
     left = {i["sample_id"]: i["status"] for i in _issues(db)}
     assert left[dropped] == left[relabeled] == "open"  # for a person to decide (a sheet, kd labels set)
+
+
+def test_a_relabel_clean_flags_an_issue_whose_suggestion_is_its_label(db, tmp_path):
+    """An issue suggested its own given label (a low-confidence flag, an ensemble still siding with
+    the label): relabel "applied" it unchanged, and it left every later review sheet unjudged."""
+    from sqlalchemy import update
+
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first, *rest = _issues(db)
+    store = Store.open(db)
+    with store.engine.begin() as conn:
+        conn.execute(update(LabelIssue).where(LabelIssue.id == first["issue_id"]).values(suggested_label_id=LabelIssue.given_label_id))
+    store.close()
+    before = _labels(db)
+    preview = {c["sample_id"]: c for c in json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json").stdout)["changes"]}
+    assert (preview[first["sample_id"]]["action"], preview[first["sample_id"]]["effect"]) == ("flag", "change")
+    counts = json.loads(kd("labels", "clean", "--run", "r", "--db", db, "--json").stdout)
+    assert counts["flag"] == 1 and counts["relabel"] == len(rest)
+    after = _labels(db)
+    assert after[first["sample_id"]] == before[first["sample_id"]]
+    status = {i["issue_id"]: i["status"] for i in _issues(db)}
+    assert status[first["issue_id"]] == "flagged" and {status[i["issue_id"]] for i in rest} == {"applied"}
+    kd("labels", "export", "--run", "r", str(tmp_path / "left.csv"), "--db", db)  # still there for a person
+    assert [int(r["issue_id"]) for r in csv.DictReader((tmp_path / "left.csv").open(encoding="utf-8-sig"))] == [first["issue_id"]]
 
 
 def test_flagged_issues_stay_decidable_and_undo_respects_later_decisions(db, tmp_path):
