@@ -299,6 +299,7 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
         s.add(stage)
         s.flush()
         stage_id = stage.id
+    moved.clear()  # committed: the moves stand (a Ctrl-C from here on must not undo them)
     return stage_id, name, old_artifact
 
 
@@ -504,6 +505,7 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
                 moved.append((source, folder))
                 back.artifact_path = _moved(back.artifact_path, source, folder)
             back.name = name
+        moved.clear()  # committed: the folder stays where the record now says
     except BaseException:  # not recorded: the parked stage's folder stays where its record says
         _move_back(moved)
         raise

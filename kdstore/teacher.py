@@ -134,9 +134,10 @@ def load_classifier(path: str, class_names: list[str]):
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # (transformers 5 makes an empty one where it finds no files)
         raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer)} special tokens alone): "
                       "save the tokenizer it was trained with in its folder (tokenizer.save_pretrained)")
-    trained = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
-    is_generic = all(str(n).startswith("LABEL_") for n in trained)
-    reorder = trained and not is_generic and trained != list(class_names) and sorted(map(str, trained)) == sorted(class_names)
+    # as text: a config.json may name its classes with numbers ({"0": 1, "1": 2}), the store's are strings
+    trained = [str(config.id2label[i]) for i in sorted(config.id2label)] if config.id2label else []
+    is_generic = all(n.startswith("LABEL_") for n in trained)
+    reorder = trained and not is_generic and trained != list(class_names) and sorted(trained) == sorted(class_names)
     if trained and not is_generic and trained != list(class_names) and not reorder:
         raise KdError(
             f"model {path!r} was fine-tuned for classes {trained}, the store has {list(class_names)}: "

@@ -880,6 +880,31 @@ def test_a_checkpoint_of_the_stores_classes_in_another_order_keeps_its_head_reor
         load_classifier(str(tmp_path / "theirs"), ["neg", "pos", "mid"])  # another class set: still refused
 
 
+def test_a_checkpoint_whose_config_names_its_classes_with_numbers_loads(tmp_path):
+    """A config.json with {"0": 2, "1": 1} (numbers, not strings) for a store of classes '1' and '2':
+    the reorder's lookup of the store's names among the checkpoint's raised a ValueError traceback."""
+    import json
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdstore.teacher import load_classifier
+
+    texts = {"train": write_tsv(tmp_path / "t.tsv", [("1", "很好"), ("2", "很差")])}
+    base = tiny_bert_for(texts, tmp_path / "base")
+    theirs = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2).eval()
+    theirs.save_pretrained(tmp_path / "theirs")
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "theirs")
+    cfg = json.loads((tmp_path / "theirs" / "config.json").read_text())
+    cfg["id2label"], cfg["label2id"] = {"0": 2, "1": 1}, {"2": 0, "1": 1}
+    (tmp_path / "theirs" / "config.json").write_text(json.dumps(cfg))
+    for names, rows in ((["2", "1"], [0, 1]), (["1", "2"], [1, 0])):
+        tokenizer, ours = load_classifier(str(tmp_path / "theirs"), names)
+        batch = tokenizer(["很好", "很差很差"], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            want, got = theirs(**batch).logits, ours.eval()(**batch).logits
+        assert torch.allclose(got, want[:, rows], atol=1e-6)
+
+
 def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_model):
     db = str(taught_store)
     common = ["--epochs", "1", "--num-filters", "8", "--max-len", "32", "--db", db]
