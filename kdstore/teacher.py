@@ -192,10 +192,12 @@ def load_classifier(path: str, class_names: list[str]):
 def _reorder_head(model, order: list[int], path) -> None:
     """Permute the output rows of a classifier's last layer so that row i is the store's class i
     (``order[i]``: its row in the checkpoint). The last layer is the one linear layer outside the
-    encoder with one output a class (BERT's ``classifier``, RoBERTa's ``classifier.out_proj``, GPT-2's ``score``)."""
+    encoder with one output a class, the last such when several are (BERT's ``classifier``, RoBERTa's
+    ``classifier.out_proj`` after its ``dense`` of the hidden width, GPT-2's ``score``: heads register
+    their output layer last)."""
     body = {id(m) for m in model.base_model.modules()}
-    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in body and m.out_features == len(order)]
-    if len(heads) != 1:
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in body and m.out_features == len(order)][-1:]
+    if not heads:
         raise KdError(f"model {path!r} was fine-tuned for the store's classes in another order, and its output layer "
                       "cannot be told to reorder it: start from the base model instead")
     index = torch.tensor(order)

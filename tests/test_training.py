@@ -905,6 +905,23 @@ def test_a_checkpoint_whose_config_names_its_classes_with_numbers_loads(tmp_path
         assert torch.allclose(got, want[:, rows], atol=1e-6)
 
 
+def test_a_head_as_wide_as_its_classes_reorders_its_output_layer():
+    """RoBERTa's head is ``dense`` (hidden -> hidden) then ``out_proj`` (hidden -> classes): with as
+    many classes as the hidden width both matched and the reorder was refused; the output layer is the last."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    from kdstore.teacher import _reorder_head
+
+    torch.manual_seed(0)
+    model = RobertaForSequenceClassification(RobertaConfig(vocab_size=40, hidden_size=4, num_hidden_layers=1, num_attention_heads=2,
+                                                           intermediate_size=8, max_position_embeddings=20, num_labels=4)).eval()
+    ids = torch.tensor([[0, 5, 6, 7, 2]])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits[:, [3, 1, 0, 2]]
+        _reorder_head(model, [3, 1, 0, 2], "m")
+        assert torch.allclose(model(input_ids=ids).logits, want, atol=1e-6)
+
+
 def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_model):
     db = str(taught_store)
     common = ["--epochs", "1", "--num-filters", "8", "--max-len", "32", "--db", db]
