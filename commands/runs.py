@@ -163,7 +163,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             for n in names:
                 table.add_row(Text(n), *[_fmt(st["metrics"][split].get(n)) for split in splits])
             out.print(table)
-        for split, matrix in st.get("confusion", {}).items():
+        for split, matrix in (st.get("confusion") or {}).items():
             cm = Table(title=f"{split} confusion (rows: label, columns: predicted)")
             cm.add_column("")
             for name in data["classes"]:

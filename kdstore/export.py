@@ -429,10 +429,12 @@ def _verify(directory: Path, manifest: dict[str, Any], predictor: Predictor, tex
 
 
 def _final_metrics(store: Store, stage_id: int) -> dict[str, dict[str, float]]:
+    from .report import metric_value  # counts as ints (``"n": 500``), as kd report --json gives them
+
     out: dict[str, dict[str, float]] = {}
     for m in store.metrics(stage_id, final=True):
         if m.split in ("dev", "test"):
-            out.setdefault(m.split, {})[m.name] = m.value
+            out.setdefault(m.split, {})[m.name] = metric_value(m.name, m.value)
     return out
 
 

@@ -55,7 +55,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     written = []
     names = report["classes"]
     for stage in report["stages"]:
-        for split, matrix in stage.get("confusion", {}).items():
+        for split, matrix in (stage.get("confusion") or {}).items():
             fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(names), 1.0 + 0.6 * len(names)))
             ax.imshow(matrix, cmap="Blues")
             ax.set_xticks(range(len(names)), [_label(n) for n in names], rotation=45, ha="right")

@@ -62,7 +62,9 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
                 final.setdefault(m.split, {})[m.name] = value
             else:
                 history.append({"step": m.step, "split": m.split, "name": m.name, "value": value})
-        entry = {**stage_summary(stage), "config": stage.config, "metrics": final, "history": history}
+        # every stage has the same keys, null where its kind (or status) has no such thing: a script reads them alike
+        entry = {**stage_summary(stage), "config": stage.config, "metrics": final, "history": history,
+                 "confusion": None, "issue_scores": None, "label_edits": None}
         if stage.kind in MODEL_KINDS and stage.status == "succeeded":
             entry["confusion"] = {split: confusion(store, stage, split).tolist() for split in ("dev", "test") if split in final}
         if stage.kind == "detect" and stage.status == "succeeded":

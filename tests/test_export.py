@@ -189,6 +189,9 @@ def test_manifest_files_and_hashes(built):
         if m.split in ("dev", "test"):
             final.setdefault(m.split, {})[m.name] = m.value
     assert manifest["metrics"] == final and set(final) == {"dev", "test"}
+    # counts are ints, as kd report --json gives them ("n": 16, not 16.0)
+    assert type(manifest["metrics"]["dev"]["n"]) is int and type(manifest["metrics"]["test"]["support[pos]"]) is int
+    assert type(manifest["metrics"]["dev"]["accuracy"]) is float
 
     # every file but the manifest is listed, with its sha256
     on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {"manifest.json"}

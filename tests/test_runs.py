@@ -751,6 +751,27 @@ def test_runs_and_report_json(store, invoke):
     assert "r1" in invoke(["runs"]).stdout
 
 
+def test_report_json_stages_have_the_same_keys_whatever_their_kind(store, invoke):
+    """A script iterating ``.stages`` reads every key on every stage: confusion, issue_scores and
+    label_edits were there for some kinds only (a KeyError on the others), now null where they do not apply."""
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        store.add_metrics(st.id, "dev", {"accuracy": 0.5, "n": 2})
+    with stage_scope(store, run="r1", kind="detect", config={}):
+        pass
+    with stage_scope(store, run="r1", kind="clean", config={}):
+        pass
+    with pytest.raises(RuntimeError):
+        with stage_scope(store, run="r1", kind="distill", config={}):
+            raise RuntimeError("out of memory")
+    stages = {st["name"]: st for st in invoke.json(["report", "--run", "r1"])["stages"]}
+    assert len({tuple(st) for st in stages.values()}) == 1, {n: sorted(st) for n, st in stages.items()}
+    assert stages["teach"]["confusion"]["dev"] is not None and stages["distill"]["confusion"] is None
+    assert stages["detect"]["issue_scores"] == [] and stages["teach"]["issue_scores"] is None
+    assert all(st["label_edits"] is None for st in stages.values())  # (no stage edited a label)
+    text = invoke(["report", "--run", "r1"]).stdout  # the text report reads the nulls too
+    assert "dev confusion" in text and "out of memory" in text
+
+
 def test_report_text_names_the_teacher_stages_a_student_learned_from(store, invoke):
     """The --json has them in the config (``teacher_stages``); the text named none of them."""
     from commands.train import _teacher_stages
