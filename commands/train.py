@@ -194,7 +194,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @click.option("--layer-decay", type=FLOAT, default=1.0, show_default=True, help="Layer-wise learning-rate decay: the head trains at --lr, the top layer at lr x d, the one below at lr x d^2, ... (e.g. 0.8; 1 = off).")
 @click.option("--where", help="SQL condition on samples selecting the train rows, e.g. \"source = 'a.tsv'\".")
 @click.option("--split", "splits", multiple=True, type=click.Choice(TRAINABLE_SPLITS), help="Split(s) whose labeled rows train the teacher (repeatable; default: train). With dev among them no dev rows judge the epochs: the last one is kept.")
-@click.option("--label", "labels", multiple=True, help="Train (and judge on dev) only rows with this label (repeatable; default: all).")
+@click.option("--label", "labels", multiple=True, help="Train (and judge epochs on dev) only rows with this label (repeatable; default: all). The stored figures cover every labeled row.")
 @click.option("--folds", type=int, default=0, help="Train K teachers on K stratified folds: out-of-fold logits for train samples.")
 @click.option("--logits-only", is_flag=True, help="Only score samples that have no logits yet, with the run's teacher.")
 @_seed_option
