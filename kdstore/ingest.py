@@ -141,22 +141,22 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
     content = decode(data, name, fmt)
     want_label = opts.split != "unlabeled"
     if fmt == "jsonl":
-        records = _parse_jsonl(content, name, opts, want_label)
+        records, label_name = _parse_jsonl(content, name, opts, want_label), opts.label_col or "label"
     else:
-        records = _parse_delimited(content, name, fmt, opts, want_label)
+        records, label_name = _parse_delimited(content, name, fmt, opts, want_label)
     if not records:
         raise KdError(f"{name}: no rows to ingest")
     for r in records:
         if r.label is not None and len(r.label) > MAX_LABEL:
-            raise KdError(f"{name}: line {r.line}: field 'label': longer than {MAX_LABEL} characters")
+            raise KdError(f"{name}: line {r.line}: field {label_name!r}: longer than {MAX_LABEL} characters")
         if r.label is not None and _CONTROL.search(r.label):  # class_id.txt (one class a line) could not hold it
-            raise KdError(f"{name}: line {r.line}: field 'label': contains a tab, line break or other control character: {r.label!r}")
+            raise KdError(f"{name}: line {r.line}: field {label_name!r}: contains a tab, line break or other control character: {r.label!r}")
     if opts.classes is not None and want_label:
         pinned = set(opts.classes)
         for r in records:
             if r.label not in pinned:
                 raise KdError(
-                    f"{name}: line {r.line}: field 'label': unknown label {r.label!r} "
+                    f"{name}: line {r.line}: field {label_name!r}: unknown label {r.label!r} "
                     f"(pinned classes: {', '.join(opts.classes)})"
                 )
     return records
@@ -213,7 +213,8 @@ def _column(spec: str | None, header: list[str] | None, what: str, name: str) ->
 
 def _parse_delimited(
     content: str, name: str, fmt: str, opts: IngestOptions, want_label: bool
-) -> list[Record]:
+) -> tuple[list[Record], str]:
+    """The records, and what errors call the label column (its name in the header)."""
     rows = _rows(content, fmt, name)
     if not rows:
         raise KdError(f"{name}: no rows to ingest")
@@ -284,7 +285,7 @@ def _parse_delimited(
                 raise KdError(f"{name}: line {line}: field '{label_name}': empty label")
         meta = {names[i]: fields[i] for i in extra} or None
         records.append(Record(text=text, label=label, line=line, meta=meta))
-    return records
+    return records, label_name if header is not None else "label"
 
 
 def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool) -> list[Record]:
@@ -297,10 +298,12 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw, parse_float=_finite_number, parse_constant=_no_constant)
+            obj = json.loads(raw, parse_float=_finite_number, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             hint = " (kd reads JSON Lines: one object a line, not a JSON array)" if raw.lstrip().startswith("[") else ""
             raise KdError(f"{name}: line {line}: not valid JSON ({exc.msg} at column {exc.colno}){hint}") from None
+        except _RepeatedKey as exc:  # json.loads keeps the last value: the first would be lost unseen
+            raise KdError(f"{name}: line {line}: field {exc.key!r}: the object names this key twice") from None
         except ValueError as exc:  # NaN, Infinity, 1e400: no JSON column of a database stores them
             raise KdError(f"{name}: line {line}: {exc}") from None
         if not isinstance(obj, dict):
@@ -336,6 +339,20 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
                 )
         records.append(Record(text=text, label=label, line=line, meta=meta))
     return records
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
 
 
 def _has_nul(value: Any) -> bool:

@@ -575,6 +575,13 @@ BAD_INPUTS = [
         ["line 3", "field 'label'", "unknown label 'meh'"],
         id="unknown-label-under-classes",
     ),
+    pytest.param(  # the error names the file's own column, not a 'label' it does not have
+        "stars.csv",
+        b"text,stars\nfine text,pos\nother text,meh\n",
+        ["--classes", "class_id.txt", "--label-col", "stars"],
+        ["line 3", "field 'stars'", "unknown label 'meh'"],
+        id="unknown-label-in-a-named-column",
+    ),
     pytest.param(
         "ragged.tsv",
         b"pos\tfine text\nmid\tnew class text\nneg\tthree\tfields\npos\tafter the bad row\n",
@@ -700,6 +707,13 @@ BAD_INPUTS = [
         [],
         ["line 1", "JSON Lines"],
         id="json-array-file",
+    ),
+    pytest.param(  # json.loads keeps the last one: the first text would be lost unseen
+        "twice.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"text": "first", "label": "neg", "text": "second"}\n',
+        [],
+        ["line 2", "field 'text'", "names this key twice"],
+        id="jsonl-key-given-twice",
     ),
 ]
 
