@@ -8,10 +8,12 @@ transaction, so a bad row anywhere leaves the store exactly as it was.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -151,6 +153,10 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
             raise KdError(f"{name}: line {r.line}: field {label_name!r}: longer than {MAX_LABEL} characters")
         if r.label is not None and _CONTROL.search(r.label):  # class_id.txt (one class a line) could not hold it
             raise KdError(f"{name}: line {r.line}: field {label_name!r}: contains a tab, line break or other control character: {r.label!r}")
+        hidden = _invisible(r.label) if r.label else None
+        if hidden is not None:  # 'pos\u200b' would be a class of its own that prints as 'pos'
+            raise KdError(f"{name}: line {r.line}: field {label_name!r}: contains an invisible character (U+{ord(hidden):04X}): "
+                          f"{r.label!r} would be a class apart from one that looks the same")
     if opts.classes is not None and want_label:
         pinned = set(opts.classes)
         for r in records:
@@ -339,6 +345,12 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
                 )
         records.append(Record(text=text, label=label, line=line, meta=meta))
     return records
+
+
+@functools.lru_cache(maxsize=4096)
+def _invisible(label: str) -> str | None:
+    """The first format character (zero-width space, joiner, BOM...) of a label, if any (once a label)."""
+    return next((c for c in label if unicodedata.category(c) == "Cf"), None)
 
 
 class _RepeatedKey(ValueError):

@@ -688,6 +688,13 @@ BAD_INPUTS = [
         id="label-with-a-tab",
     ),
     pytest.param(
+        "zwsp.tsv",  # 'pos\u200b' was a class of its own, printed as 'pos'
+        "pos\tfine text\npos\u200b\tother\n".encode(),
+        [],
+        ["line 2", "field 'label'", "invisible character (U+200B)"],
+        id="label-with-a-zero-width-space",
+    ),
+    pytest.param(
         "twice.csv",
         b"label,text,x,x\npos,fine text,1,2\n",
         [],
