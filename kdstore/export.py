@@ -229,13 +229,20 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     if not out_dir.is_dir():
         raise KdError(f"{out_dir} exists and is not a folder: pass another --out")
     if not any(out_dir.iterdir()):
-        return
+        return  # (filled in place: the working directory, a mount point)
+    if os.path.ismount(out_dir):  # (renaming it failed: "Device or resource busy")
+        raise KdError(f"{out_dir} is a mount point that holds files, and kd replaces an export whole (renamed into place): "
+                      f"empty it, or pass a folder inside it (--out {out_dir / 'model'})")
     try:
         manifest = read_manifest(out_dir)
     except KdError:  # no manifest.json, or another program's
         raise KdError(f"{out_dir} is not empty and is not a kd export: pass another --out (kd will not replace it)") from None
     if not overwrite:
         raise KdError(f"{out_dir} already holds an export: pass --overwrite to replace it, or another --out")
+    here = Path.cwd().resolve()
+    if here == out_dir or out_dir in here.parents:  # a shell there would be left in the deleted folder, seeing nothing
+        raise KdError(f"{out_dir} is replaced whole by --overwrite, and the working directory is in it: "
+                      "run kd export from outside it")
     listed = set(manifest.get("files") or {}) | {MANIFEST}
     extra = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() and p.relative_to(out_dir).as_posix() not in listed)
     if extra:  # replacing the export would delete them with it
@@ -243,6 +250,9 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
 
 
 def _put_in_place(tmp: Path, out_dir: Path) -> None:
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        _fill(tmp, out_dir)
+        return
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{dt.datetime.now():%Y%m%d%H%M%S%f}")
@@ -252,6 +262,26 @@ def _put_in_place(tmp: Path, out_dir: Path) -> None:
     tmp.rename(out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _fill(tmp: Path, out_dir: Path) -> None:
+    """Move the export's files into the empty folder ``out_dir`` (the working directory with
+    ``--out .``, a mount point), the manifest last: renaming the folder over it left a shell there in
+    a deleted folder, and a mount point cannot be renamed. A failure takes back what was moved."""
+    (tmp / OWNER).unlink()
+    entries = sorted(tmp.iterdir(), key=lambda p: p.name == MANIFEST)
+    try:
+        for entry in entries:
+            shutil.move(str(entry), str(out_dir / entry.name))  # (a copy where --out is another file system)
+    except BaseException:
+        for entry in entries:
+            moved = out_dir / entry.name
+            if moved.is_dir():
+                shutil.rmtree(moved, ignore_errors=True)
+            elif moved.exists():
+                moved.unlink()
+        raise
+    tmp.rmdir()
 
 
 def _claim(folder: Path) -> None:

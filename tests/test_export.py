@@ -406,7 +406,7 @@ def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, tmp_path, err
     assert "<stdin>: line 1: not valid UTF-8" in error_line(out)
 
 
-def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch):
+def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch, error_line):
     """`--out .` (or a path ending in `..`) has no name of its own: it is the folder it resolves to."""
     here = tmp_path / "serve"
     here.mkdir()
@@ -414,7 +414,15 @@ def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch):
     out = kd_export("--run", RUN, "--model", "distill-textcnn", "--out", ".", "--db", str(built))
     assert Path(out.stdout.strip()) == here.resolve()
     assert (here / "manifest.json").is_file() and (here / "model.onnx").is_file()
+    assert "manifest.json" in os.listdir(".")  # filled in place: the folder the shell is in (a rename left it a deleted one)
     assert [p.name for p in tmp_path.iterdir()] == ["serve"]  # no temporary or old folder left beside it
+    # replacing it from inside left the shell in the deleted folder (`ls` empty, `--artifact .` "not a kd export")
+    again = kd_export("--run", RUN, "--model", "distill-textcnn", "--out", ".", "--overwrite", "--db", str(built), ok=False)
+    assert error_line(again).endswith("the working directory is in it: run kd export from outside it")
+    assert (here / "manifest.json").is_file()
+    monkeypatch.chdir(tmp_path)
+    kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(here), "--overwrite", "--db", str(built))
+    assert (here / "manifest.json").is_file() and [p.name for p in tmp_path.iterdir()] == ["serve"]
 
 
 def test_folders_a_killed_export_left_are_removed_by_the_next_one(built, tmp_path):
