@@ -22,7 +22,7 @@ def export(run, fmt, which, out, overwrite, db, as_json):
     """Export a trained model as a self-contained folder for serving.
 
     The folder holds the model (model.onnx with dynamic batch and sequence axes, or model.pt), the
-    tokenizer, classes.txt and manifest.json (stage, config, max_len, dev/test figures, the sha256 of
+    tokenizer, classes.txt and manifest.json (stage, model configuration, max_len, dev/test figures, the sha256 of
     every file). The export is checked against the PyTorch model on the store's texts before it is
     written. `kd predict --artifact DIR` serves it without the store; --json prints the manifest
     (with the folder as "path").
