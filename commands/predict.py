@@ -34,7 +34,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @overwrite_option
 @store_options
-@click.option("--json", "as_json", is_flag=True, help="One JSON object a line: line, text, label, confidence, probs (per class), truncated; an empty line: line and error (with --store: the stage, as kd report --json shows it).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line: line, text, label, confidence, probs (per class), truncated (an early-exit model: layer, layers); an empty line: line and error (with --store: the stage, as kd report --json shows it).")
 def predict(path, run, which, artifact, from_store, split, speed, batch_size, device, overwrite, db, as_json):
     """Predict a label for each line of text (stdin or FILE).
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 import pytest
 
@@ -141,3 +143,38 @@ def test_readme_and_quickstart_commands_parse():
     assert len(commands) >= 10 and ["ingest", "examples/reviews/train.tsv"] in commands
     for args in commands:
         _parses(args)
+
+
+def test_readme_inline_commands_name_options_they_take():
+    """Every ``--option`` in an inline ``kd CMD ...`` span of README.md (placeholders such as
+    ``[--epochs --lr]`` included) is an option of that command."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    checked = 0
+    for span in re.findall(r"`(kd [^`]+)`", text):
+        command, rest = cli, span.split()[1:]
+        while isinstance(command, click.Group) and rest and command.get_command(click.Context(command), rest[0]):
+            command, rest = command.get_command(click.Context(command), rest[0]), rest[1:]
+        if isinstance(command, click.Group):
+            continue  # (`kd labels show|export|...`, `kd db upgrade|current`)
+        taken = {o for p in command.params for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", span):
+            assert flag in taken, f"README: `{span}`: kd {command.name} takes no {flag}"
+            checked += 1
+    assert checked > 30
+
+
+def test_predict_json_help_names_every_key_an_answer_has(runner):
+    """``kd predict --json`` writes the predictor's answer under ``line`` and ``text``; an early-exit
+    model adds the exit ``layer`` and its ``layers``."""
+    import numpy as np
+
+    from kdstore.probs import answers
+
+    keys = ["line", "text", *answers(np.array([[0.3, 0.7]]), ["a", "b"])[0], "truncated", "layer", "layers", "error"]
+    text = " ".join(runner.invoke(cli, ["predict", "--help"]).output.split())
+    shown = text[text.index("--json"):]
+    for key in keys:
+        assert re.search(rf"\b{key}\b", shown), key
