@@ -52,7 +52,7 @@ from .progress import progress
 from .runs import StageHandle
 from .speed import measure, speed_texts
 from .store import Store
-from .torchutil import autocast, check_finite, count_parameters, ensure_eval, pick_device, saving_model, set_seed
+from .torchutil import autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed
 
 SUBDIR = "early-exit"
 BRANCHES_FILE = "branches.pt"
@@ -641,6 +641,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     #    every speed, while the layers used at this one speed would pick a less trained epoch
     #    for a few more early exits)
     best_key, best_state, best_epoch, stale = None, None, 0, 0
+    scaler = grad_scaler(device)
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     start = time.monotonic()
     with progress(extra="loss {task.fields[loss]}") as bar:
@@ -653,9 +654,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
                     branch_logits, teacher_logits = model(input_ids.to(device), mask.to(device))
                 target = teacher_logits.float()
                 loss = torch.stack([kl_soft(b.float(), target, temperature=cfg.temperature).mean() for b in branch_logits]).mean()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 5.0)
-                optimizer.step()
+                scaled_step(scaler, loss, optimizer, params, max_norm=5.0)  # (fp16 on a GPU without bf16: scaled, or small gradients vanish)
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.item())
                 bar.update(task, advance=1, loss=f"{loss.item():.4f}")
