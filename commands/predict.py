@@ -29,7 +29,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @click.option("--artifact", type=click.Path(file_okay=False), help="Serve from a `kd export` folder instead: no store is opened.")
 @click.option("--store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE (predict-STAGE@SPLIT with --split) of the run.")
 @click.option("--split", type=click.Choice(SPLITS), help="With --store: only the samples of this split.")
-@click.option("--speed", type=FLOAT, help="Early-exit model: exit at the first layer whose uncertainty <= SPEED (default: as trained; 0 = the full teacher).")
+@click.option("--speed", type=FLOAT, help="Early-exit model: exit at the first layer whose uncertainty <= SPEED (default: as trained; 0 = the full teacher model it extends).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @overwrite_option
