@@ -269,3 +269,19 @@ def test_pipeline_end_to_end_on_each_backend(db, invoke, corpus, tiny_model):
     assert _count(db, Prediction, Prediction.stage_id == predicted.id) == 20
     distill = report["stages"][3]
     assert 0.0 <= distill["metrics"]["test"]["accuracy"] <= 1.0
+
+
+def test_a_where_runs_as_written_on_each_backend(db, invoke, write_file):
+    """``--where`` SQL is the user's, in the store's dialect: a colon in a literal was read as a
+    bind parameter (and PostgreSQL's ``[[:digit:]]`` classes and ``::`` casts with it)."""
+    write_file("t.tsv", "好\t质量很好:x 123\n差\t太差了\n好\t还行 7\n")
+    invoke(["ingest", "t.tsv"])
+    store = Store.open(db, create=False)
+    try:
+        texts = lambda where: store.samples(where=where).texts  # noqa: E731
+        assert texts("text LIKE '%:x%'") == ["质量很好:x 123"]
+        if store.engine.dialect.name == "postgresql":
+            assert texts("text ~ '[[:digit:]]'") == ["质量很好:x 123", "还行 7"]
+            assert texts("length(text)::int > 3") == ["质量很好:x 123", "还行 7"]
+    finally:
+        store.close()
