@@ -161,17 +161,20 @@ class _Cuts:
 
     def warn_first(self) -> None:
         if self.lines and not self.told:
-            click.echo(f"line {self.lines[0]}: longer than {self.max_len} tokens, truncated", err=True)
+            self._one(self.lines[0])
             self.told = 1
 
     def warn(self) -> None:
         cut = self.lines[self.told:]
         if len(cut) == 1 and not self.told:
-            click.echo(f"line {cut[0]}: longer than {self.max_len} tokens, truncated", err=True)
+            self._one(cut[0])
         elif cut:
             shown = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
             more = " more" if self.told else ""
             click.echo(f"{len(cut)}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})", err=True)
+
+    def _one(self, line: int) -> None:
+        click.echo(f"line {line}: longer than {self.max_len} tokens, truncated", err=True)
 
 
 def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool, cuts: _Cuts | None = None) -> None:

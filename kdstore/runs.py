@@ -215,22 +215,26 @@ REPLACED = "~replaced-"  # a replaced stage whose (undone) label edits stay on r
 
 def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool = False,
            bare_first: bool = False) -> tuple[int, str]:
-    moved: list[tuple[Path, Path]] = []  # folders renamed inside the transaction: put back if it does not commit
-    try:
+    with _folder_moves() as moved:  # (Ctrl-C included): the old stage is still recorded under its name, with its folder there
         stage_id, name, old_artifact = _begin_locked(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite,
                                                      numbered=numbered, bare_first=bare_first, moved=moved)
-    except BaseException:  # (Ctrl-C included): the old stage is still recorded under its name, with its folder there
-        _move_back(moved)
-        raise
     if old_artifact:
         _remove_artifact(store, Path(old_artifact))
     return stage_id, name
 
 
-def _move_back(moved: list[tuple[Path, Path]]) -> None:
-    for src, dst in reversed(moved):
-        if dst.exists() and not src.exists():
-            dst.rename(src)
+@contextlib.contextmanager
+def _folder_moves() -> Iterator[list[tuple[Path, Path]]]:
+    """The ``(from, to)`` folder renames made inside a transaction, put back if it does not commit
+    (an error, Ctrl-C); the caller empties the list once it has committed, and the moves stand."""
+    moved: list[tuple[Path, Path]] = []
+    try:
+        yield moved
+    except BaseException:
+        for src, dst in reversed(moved):
+            if dst.exists() and not src.exists():
+                dst.rename(src)
+        raise
 
 
 def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool,
@@ -479,8 +483,7 @@ def _replaced(s: Session, run: str, name: str) -> tuple[list[Stage], list[Stage]
 def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
     """A stage failed: its partial artifacts are removed. If it was replacing one, it keeps its
     record as ``NAME~failed-ID`` and the stage it was to replace gets its name and folder back."""
-    moved: list[tuple[Path, Path]] = []
-    try:
+    with _folder_moves() as moved:  # not recorded: the parked stage's folder stays where its record says
         with store.write_session("stages") as s:
             parked, _ = _replaced(s, run, name)
             failed = s.get(Stage, failed_id)
@@ -506,9 +509,6 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
                 back.artifact_path = _moved(back.artifact_path, source, folder)
             back.name = name
         moved.clear()  # committed: the folder stays where the record now says
-    except BaseException:  # not recorded: the parked stage's folder stays where its record says
-        _move_back(moved)
-        raise
 
 
 def _unfinished(store: Store) -> list[tuple[int, str, str]]:
