@@ -348,6 +348,12 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
 
 
 @functools.lru_cache(maxsize=4096)
+def _label_key(label: str) -> str:
+    """What two labels that a reader would take for one class share: Unicode compatibility forms
+    (full-width letters and digits) folded, case ignored."""
+    return unicodedata.normalize("NFKC", label).casefold()
+
+
 def _invisible(label: str) -> str | None:
     """The first format character (zero-width space, joiner, BOM...) of a label, if any (once a label)."""
     return next((c for c in label if unicodedata.category(c) == "Cf"), None)
@@ -467,6 +473,7 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                 for h, label_id, src, line, split, parent in conn.execute(query.where(Sample.text_hash.in_(part)))
             )
         names_by_id = {i: n for n, i in classes.items()}
+        lookalikes = {_label_key(n): n for n in classes}
         rows = []
         for r, h in zip(records, hashes):
             prior = seen.get(h)
@@ -494,6 +501,13 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
             if r.label is not None:
                 label_id = classes.get(r.label)
                 if label_id is None:
+                    twin = lookalikes.setdefault(_label_key(r.label), r.label)
+                    if twin != r.label:  # 'ｐｏｓ' (typed with a full-width input method) beside 'pos'
+                        raise KdError(
+                            f"{name}: line {r.line}: field {opts.label_col or 'label'!r}: label {r.label!r} differs from "
+                            f"the class {twin!r} only in character width or case: write it as {twin!r} "
+                            f"(it would be a class apart)"
+                        )
                     label_id = len(classes)
                     classes[r.label] = label_id
                     names_by_id[label_id] = r.label

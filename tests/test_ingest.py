@@ -695,6 +695,20 @@ BAD_INPUTS = [
         id="label-with-a-zero-width-space",
     ),
     pytest.param(
+        "wide.tsv",  # a full-width 'ｐｏｓ' (an input method's) was a class apart from the store's 'pos'
+        "ｐｏｓ\tnew text\n".encode(),
+        [],
+        ["line 1", "field 'label'", "'ｐｏｓ'", "class 'pos'", "width or case"],
+        id="label-full-width-twin-of-a-stored-class",
+    ),
+    pytest.param(
+        "case.tsv",  # two new classes of one file that differ only in case
+        b"Mixed\tnew text\nmixed\tother text\n",
+        [],
+        ["line 2", "field 'label'", "'mixed'", "class 'Mixed'"],
+        id="labels-differing-only-in-case",
+    ),
+    pytest.param(
         "twice.csv",
         b"label,text,x,x\npos,fine text,1,2\n",
         [],
