@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select, update
 
 from .errors import KdError
 from .schema import SPLITS, KdClass, Sample
@@ -475,10 +475,18 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
         names_by_id = {i: n for n, i in classes.items()}
         lookalikes = {_label_key(n): n for n in classes}
         rows = []
+        adopted: list[dict[str, Any]] = []
         for r, h in zip(records, hashes):
             prior = seen.get(h)
             if prior is not None:
                 prior_label, where, prior_split = prior
+                if prior_split == "augmented" and prior_label is None and r.label is None and r.parent_id is None:
+                    # a pool text that kd distill --augment made first becomes the pool's, as it would
+                    # had the pool come first (it stays among its recipes' texts): skipped, it was no
+                    # pool text for distill, pretrain or --tsv, and a dropped parent took it along
+                    adopted.append({"h": h, "new_source": source, "new_line": r.line, "new_meta": r.meta})
+                    seen[h] = (None, f"{source}:{r.line}" if r.line else source, opts.split)
+                    continue
                 prior_name = None if prior_label is None else names_by_id[prior_label]
                 # a labeled row whose text is stored without a label (the pool, an augmented text)
                 # would lose its label unseen if counted as a duplicate: it is a conflict too
@@ -522,7 +530,13 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                 insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes[pinned_new:]]
             )
         bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows)
-        report.added = len(rows)
+        if adopted:
+            conn.execute(
+                update(Sample.__table__).where(Sample.text_hash == bindparam("h"))
+                .values(parent_id=None, source=bindparam("new_source"), line=bindparam("new_line"), meta=bindparam("new_meta")),
+                adopted,
+            )
+        report.added = len(rows) + len(adopted)
     return report
 
 

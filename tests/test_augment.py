@@ -341,3 +341,31 @@ def test_a_later_run_without_pos_does_not_segment_every_train_text(tmp_path, mon
     monkeypatch.setattr(augmented, "build_pos_vocab", lambda tagged: pytest.fail("built the vocabulary of every train text"))
     assert first > 0 and augmented.ensure_augmented(store, recipe) == (recipe.source, 0)
     store.close()
+
+
+def test_a_pool_text_ingested_after_augmentation_made_it_joins_the_pool(tmp_path):
+    """Ingested after `kd distill --augment` stored the same text, a pool text was skipped as a
+    duplicate of the augmented one: it stayed out of the pool (distill's, pretrain's, --tsv's) and
+    left with its parent when that was dropped. It is the pool's now, as when the pool comes first."""
+    import kdstore.augmented as augmented
+    from kdstore.ingest import IngestOptions, ingest
+    from kdstore.store import Store
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    ingest(store, "pos\t质量很好，物流也快\nneg\t包装破损，很失望\n".encode(), "t.tsv", IngestOptions())
+    recipe = augmented.Recipe(methods=("ngram",), n=2, p_ngram=1.0)
+    _, made = augmented.ensure_augmented(store, recipe)
+    texts = store.samples(augmented=recipe.source)
+    assert made > 0 and set(store.parents()) == set(texts.ids.tolist())
+    child, text = int(texts.ids[0]), texts.texts[0]
+    report = ingest(store, f"{text}\n一条新的池文本\n".encode(), "pool.txt", IngestOptions(split="unlabeled"))
+    assert (report.added, report.duplicates) == (2, 0)
+    pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL")
+    assert child in pool.ids.tolist() and child not in store.parents()
+    assert child in store.samples(augmented=recipe.source).ids.tolist()  # still one of the recipe's texts
+    assert store.counts()["unlabeled"] == {"(none)": 2} and store.counts()["augmented"] == {"(none)": made - 1}
+    again = ingest(store, f"{text}\n".encode(), "pool.txt", IngestOptions(split="unlabeled"))
+    assert (again.added, again.duplicates, again.duplicates_in) == (0, 1, {"unlabeled": 1})
+    labeled = ingest(store, f"pos\t{texts.texts[1]}\n".encode(), "late.tsv", IngestOptions())
+    assert labeled.added == 0 and len(labeled.conflicts) == 1  # a labeled row stays a conflict, as documented
+    store.close()
