@@ -232,8 +232,8 @@ def counted(count: int, noun: str) -> str:
 OPENED: list[str] = []  # the stores this process opened, as an error names them
 
 
-def open_store(db: str | None, *, create: bool = False) -> Store:
-    store = Store.open(db, create=create)
+def open_store(db: str | None, *, create: bool = False, check: bool = True) -> Store:
+    store = Store.open(db, create=create, check=check)
     url = store.engine.url
     OPENED.append(url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True))
     return store

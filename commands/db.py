@@ -6,9 +6,8 @@ import click
 
 from kdstore import migrate
 from kdstore.errors import KdError
-from kdstore.store import Store
 
-from .common import json_option, print_json, store_options
+from .common import json_option, open_store, print_json, store_options
 
 
 @click.group()
@@ -32,7 +31,7 @@ def upgrade(db, as_json):
     Example:
       kd db upgrade --db old.db
     """
-    store = Store.open(db, create=True, check=False)
+    store = open_store(db, create=True, check=False)  # (a database error after it names the store)
     before, state = migrate.current_revision(store.engine), migrate.state(store.engine)
     if state == "foreign":
         raise KdError(f"{store.url} is not a kd store (it has tables but no kd schema revision): not touching it")
@@ -59,14 +58,14 @@ def current(db, check, as_json):
       kd db current --json
       kd db current --check || kd db upgrade
     """
-    store = Store.open(db, create=False, check=False)
+    store = open_store(db, create=False, check=False)
     if migrate.is_empty(store.engine):
         raise KdError(f"no kd store at {store.url} (the database is empty): run `kd ingest` or `kd db upgrade`")
     cur, head, state = migrate.current_revision(store.engine), migrate.head_revision(), migrate.state(store.engine)
     if as_json:
         print_json({"db": store.url, "current": cur, "head": head, "up_to_date": cur == head, "state": state})
     else:
-        advice = {"current": "up to date", "behind": "run `kd db upgrade`", "newer": "newer than this kd: upgrade kd",
+        advice = {"current": "up to date", "behind": f"run `{migrate.upgrade_command(store.engine.url)}`", "newer": "newer than this kd: upgrade kd",
                   "foreign": "not a kd store"}[state]
         click.echo(f"{store.url}: revision {cur or 'none'} (head {head}, {advice})")
     if check and state != "current":

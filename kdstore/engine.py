@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -38,7 +39,7 @@ def sqlite_path(url: str) -> Path | None:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # (a port that is no number: "h:x", "[::1")
         return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
@@ -93,11 +94,11 @@ def make_engine(url: str, *, read_only: Path | None = None) -> Engine:
         kwargs["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
     try:
         engine = create_engine(url, **kwargs)
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:  # (ValueError: a port that is no number)
         try:
             shown = make_url(url).render_as_string(hide_password=True)
-        except ArgumentError:
-            shown = url
+        except (ArgumentError, ValueError):  # a URL SQLAlchemy cannot parse is shown without its password all the same
+            shown = re.sub(r"(://[^/@:]*:)[^/]*@", r"\1***@", url)
         hint = " (SQLAlchemy spells it postgresql+psycopg://)" if shown.startswith("postgres://") else ""
         raise KdError(f"cannot use the database URL {shown}{hint}: {str(exc).strip().splitlines()[0]}; kd takes a file "
                       "path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (the driver: pip install 'psycopg[binary]')") from None

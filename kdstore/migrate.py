@@ -6,6 +6,7 @@ command that upgrades it, never upgraded behind the user's back.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from alembic import command
@@ -138,5 +139,13 @@ def ensure_current(engine: Engine, *, create: bool = True) -> None:
             f"{where} is at schema revision {current}, newer than this kd knows ({head}): upgrade kd"
         )
     raise KdError(
-        f"{where} is at schema revision {current}, kd needs {head}: run `kd db upgrade` first"
+        f"{where} is at schema revision {current}, kd needs {head}: run `{upgrade_command(engine.url)}` first"
     )
+
+
+def upgrade_command(url) -> str:
+    """The command that upgrades the store at ``url``, its ``--db`` spelled out: a bare
+    ``kd db upgrade`` upgrades (or creates) ``$KD_DB`` or ./kd.db, not a store given by ``--db``
+    (a server's password shown as ``***``, as every message shows it)."""
+    value = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
+    return f"kd db upgrade --db {shlex.quote(value)}"

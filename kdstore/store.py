@@ -131,9 +131,12 @@ class Store:
         # could not make its WAL files there, and readers (`kd runs`, `kd report`) failed to open it
         read_only = path is not None and path.exists() and not os.access(path.parent, os.W_OK)
         engine = make_engine(url, read_only=path if read_only else None)
-        for attempt in range(OPEN_TRIES if check else 0):
+        for attempt in range(OPEN_TRIES):
             try:
-                ensure_current(engine, create=create)
+                if check:
+                    ensure_current(engine, create=create)
+                else:  # (`kd db`): a server it cannot reach, or a file SQLite cannot open, is named as every command names it
+                    engine.connect().close()
                 break
             except (OperationalError, InterfaceError) as exc:  # no server, no database, bad password
                 if path is not None and "locked" in str(exc) and attempt < OPEN_TRIES - 1:
@@ -457,7 +460,7 @@ def _in_memory(url: str) -> bool:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # (``make_engine`` says what is wrong with it)
         return False
     return parsed.get_backend_name() == "sqlite" and (
         not parsed.database or ":memory:" in parsed.database or parsed.query.get("mode") == "memory")

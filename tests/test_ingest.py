@@ -784,9 +784,13 @@ def test_ingest_into_missing_folder_fails_cleanly(tmp_path, invoke, write_file, 
     ("postgres://u@h/db", "cannot use the database URL postgres://u@h/db (SQLAlchemy spells it postgresql+psycopg://)"),
     ("mysql://x@h/kd", "cannot use the database URL mysql://x@h/kd: No module named"),  # no driver installed
     ("://x", "cannot use the database URL ://x: Could not parse"),
+    # a port that is no number: SQLAlchemy's ValueError was a traceback (the password shown as everywhere)
+    ("postgresql+psycopg://u:s3cret@h:notaport/x", "cannot use the database URL postgresql+psycopg://u:***@h:notaport/x: "),
+    ("postgresql+psycopg://u:s3cret@[::1/x", "cannot use the database URL postgresql+psycopg://u:***@[::1/x: "),
 ])
 def test_a_database_url_kd_cannot_use_is_one_line(invoke, url, message, error_line):
     assert message in error_line(invoke(["runs"], db=url, ok=False))
+    assert message in error_line(invoke(["db", "current"], db=url, ok=False))
 
 
 def test_missing_input_file_fails_cleanly(invoke, db, error_line):

@@ -69,7 +69,7 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
     with pytest.raises(KdError) as info:
         Store.open(db)
     message = str(info.value)
-    assert "`kd db upgrade`" in message
+    assert f"`kd db upgrade --db {db}`" in message  # (the test's paths and URLs need no shell quoting)
     assert "0001" in message and "0008" in message
 
     # the CLI refuses it too, as a one-line error, and does not upgrade it behind the user's back
@@ -93,6 +93,38 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
         store.close()
     assert set(counts()) == set(Base.metadata.tables)
     assert all(n == 0 for n in counts().values())
+
+
+@pytest.mark.sqlite_only
+def test_refusal_names_the_command_that_upgrades_that_store(tmp_path, invoke, error_line):
+    """A store given by --db is refused with an upgrade command that names it: a bare `kd db upgrade`
+    made a new ./kd.db and left the old store as it was. The command, run as a shell reads it, works."""
+    import shlex
+
+    folder = tmp_path / "旧 store"
+    folder.mkdir()
+    old = folder / "it's old.db"
+    _engine_at(old, "0005").dispose()
+    line = error_line(invoke(["samples"], db=old, ok=False))
+    command = line.split("run `")[1].split("`")[0]
+    assert shlex.split(command) == ["kd", "db", "upgrade", "--db", str(old)]
+    assert command in invoke(["db", "current"], db=old).stdout
+    assert "0005 -> 0008" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert not (tmp_path / "kd.db").exists()
+    invoke(["samples"], db=old)
+
+
+@pytest.mark.sqlite_only  # the URL is the test's own
+def test_db_commands_name_a_store_they_cannot_open(tmp_path, invoke, error_line):
+    """`kd db current|upgrade` say which store they could not open, as every other command does
+    ("database error: Connection refused" named none), a server's password hidden."""
+    url = "postgresql+psycopg://u:s3cret@127.0.0.1:1/kd"  # (port 1: refused at once)
+    for command in (["db", "current"], ["db", "upgrade"]):
+        line = error_line(invoke(command, db=url, ok=False))
+        assert line.startswith("Error: cannot open the store at postgresql+psycopg://u:***@127.0.0.1:1/kd: ") and "s3cret" not in line
+    (tmp_path / "a.txt").write_text("x")
+    line = error_line(invoke(["db", "upgrade"], db=tmp_path / "a.txt" / "kd.db", ok=False))
+    assert line.startswith(f"Error: cannot open the store at sqlite:///{tmp_path}/a.txt/kd.db: ")
 
 
 def test_upgrade_keeps_rows_written_at_0001(db, invoke, read_samples):
