@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from sqlalchemy import bindparam, insert, select, update
 
 from .errors import KdError
+from .jsonl import RepeatedKey, unique_keys
 from .schema import SPLITS, KdClass, Sample
 from .store import ID_CHUNK, Store, bulk_insert, chunks
 from .textkey import text_hash
@@ -304,11 +305,11 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw, parse_float=_finite_number, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+            obj = json.loads(raw, parse_float=_finite_number, parse_constant=_no_constant, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as exc:
             hint = " (kd reads JSON Lines: one object a line, not a JSON array)" if raw.lstrip().startswith("[") else ""
             raise KdError(f"{name}: line {line}: not valid JSON ({exc.msg} at column {exc.colno}){hint}") from None
-        except _RepeatedKey as exc:  # json.loads keeps the last value: the first would be lost unseen
+        except RepeatedKey as exc:  # json.loads keeps the last value: the first would be lost unseen
             raise KdError(f"{name}: line {line}: field {exc.key!r}: the object names this key twice") from None
         except ValueError as exc:  # NaN, Infinity, 1e400: no JSON column of a database stores them
             raise KdError(f"{name}: line {line}: {exc}") from None
@@ -357,20 +358,6 @@ def _label_key(label: str) -> str:
 def _invisible(label: str) -> str | None:
     """The first format character (zero-width space, joiner, BOM...) of a label, if any (once a label)."""
     return next((c for c in label if unicodedata.category(c) == "Cf"), None)
-
-
-class _RepeatedKey(ValueError):
-    def __init__(self, key: str):
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
-    return obj
 
 
 def _has_nul(value: Any) -> bool:

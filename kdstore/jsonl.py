@@ -19,3 +19,20 @@ def split_lines(text: str) -> list[str]:
     """The lines of a JSON Lines text: split at ``\\n`` only (a raw U+2028 inside a string, as
     other tools write it, is part of its line); a ``\\r`` before it is dropped."""
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+class RepeatedKey(ValueError):
+    """A JSON object that names a key twice (``json.loads`` would keep the last value, silently)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: the object, or ``RepeatedKey`` naming a key given twice."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from . import noise, tfidf
 from .errors import KdError
 from .ingest import allow_long_csv_fields
-from .jsonl import dumps_line, split_lines
+from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
 from .runs import PARKED, StageHandle, resolve_run_id
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
@@ -439,23 +439,34 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
         for n, line in enumerate(split_lines(raw), start=1):
             if line.strip():
                 try:
-                    item = json.loads(line)
+                    item = json.loads(line, object_pairs_hook=unique_keys)
                 except json.JSONDecodeError as exc:
                     raise KdError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+                except RepeatedKey as exc:  # json.loads keeps the last: a decision before an empty one was dropped unseen
+                    raise KdError(f"{path}: line {n}: field {exc.key!r}: the object names this key twice: keep one") from None
                 if not isinstance(item, dict):
                     raise KdError(f"{path}: line {n}: not a JSON object of the sheet's fields ({', '.join(SHEET_COLUMNS)})")
                 rows.append((n, item))
     else:
         allow_long_csv_fields()
-        reader = csv.DictReader(io.StringIO(raw, newline=""), strict=True)  # an unclosed quote is an error, not a swallowed row
+        # an unclosed quote is an error, not a swallowed row; each row is numbered by the line it starts on
+        # (a text or a note with line breaks spans several)
+        reader = csv.reader(io.StringIO(raw, newline=""), delimiter=_sheet_delimiter(raw), strict=True)
+        records, start = [], 1
         try:
-            rows = [(reader.line_num, r) for r in reader]
+            for fields in reader:
+                if fields:  # (a blank line)
+                    records.append((start, fields))
+                start = reader.line_num + 1
         except csv.Error as exc:
-            raise KdError(f"{path}: line {reader.reader.line_num}: not valid CSV ({exc})") from None
-        missing = {"sample_id", "decision"} - set(reader.fieldnames or [])
+            raise KdError(f"{path}: line {start}: not valid CSV ({exc})") from None
+        # the sheet's own columns in any case and spacing (`Decision`, ` sample_id`), others as they are
+        fieldnames = [_column_name(c) for c in records[0][1]] if records else []
+        rows = [(n, dict(zip(fieldnames, fields))) for n, fields in records[1:]]
+        missing = {"sample_id", "decision"} - set(fieldnames)
         if missing:
             raise KdError(f"{path}: line 1: missing column(s) {', '.join(sorted(missing))}")
-        twice = next((c for c in SHEET_COLUMNS if (reader.fieldnames or []).count(c) > 1), None)
+        twice = next((c for c in SHEET_COLUMNS if fieldnames.count(c) > 1), None)
         if twice:  # csv reads the last of them: the decisions in the first would be dropped unseen
             raise KdError(f"{path}: line 1: field {twice!r}: the column appears twice: keep one")
     if not any(_cell(r, "decision") for _, r in rows):  # (an empty clean stage would take the name the real import needs)
@@ -578,13 +589,34 @@ def _sheet_text(path: Path, data: bytes) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         where = ""
         if line > 1 and path.suffix.lower() not in (".jsonl", ".json"):  # the header names the column
-            header = next(csv.reader([data[:data.find(b"\n")].decode("utf-8-sig", "replace").strip("\r")]), [])
-            column = len(next(csv.reader([data[line_start:exc.start].decode("utf-8", "replace") + "x"]))) - 1
+            first = data[:data.find(b"\n")].decode("utf-8-sig", "replace").strip("\r")
+            delimiter = _sheet_delimiter(first)  # (a semicolon sheet's header is one comma-separated field)
+            header = next(csv.reader([first], delimiter=delimiter), [])
+            column = len(next(csv.reader([data[line_start:exc.start].decode("utf-8", "replace") + "x"], delimiter=delimiter))) - 1
             where = f" field {header[column]!r}:" if column < len(header) else ""
         raise KdError(
             f"{path}: line {line}:{where} not UTF-8 (byte 0x{data[exc.start]:02x}: GBK/GB18030, as Excel saves CSV "
             f"on Chinese Windows?): {SAVE_UTF8}"
         ) from None
+
+
+def _sheet_delimiter(text: str) -> str:
+    """The CSV sheet's delimiter: ``,`` as kd writes it, or the ``;`` that Excel saves "CSV" with where
+    the decimal mark is a comma (most of Europe), or a tab (a spreadsheet's "tab-delimited text"),
+    when the header names the sheet's columns only with that one."""
+    header = text.split("\n", 1)[0].split("\r", 1)[0]  # (old Mac line ends: \r alone)
+    for delimiter in (",", ";", "\t"):
+        names = {_column_name(c) for c in next(csv.reader([header], delimiter=delimiter), [])}
+        if {"sample_id", "decision"} <= names:
+            return delimiter
+    return ","
+
+
+def _column_name(name: str) -> str:
+    """A sheet header's cell as the column it names: one of ``SHEET_COLUMNS`` in any case and
+    spacing (``Decision``, `` sample_id``), any other as it is."""
+    folded = name.strip().lower()
+    return folded if folded in SHEET_COLUMNS else name
 
 
 def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None) -> str:

@@ -1177,3 +1177,33 @@ def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_
 
 
 SHEET = ("accept", "reject", "drop")
+
+
+def test_a_sheet_with_line_breaks_in_a_row_another_delimiter_or_a_repeated_key_is_read_as_written(tmp_path, error_line):
+    """A reviewer's note with a line break (Alt+Enter in Excel) made errors name the row's last line
+    ("line 3" for a row on lines 2-3, "first on line 7" for a row on lines 5-7); a sheet Excel saved
+    with semicolons (a comma-decimal locale), a tab-delimited one or one whose header says
+    `Decision` was refused as "missing column(s) decision, sample_id"; a JSONL line naming
+    `decision` twice kept the last, empty one: the decision was dropped unseen."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的", "一般"])
+    state = _state(db)
+    sheet = tmp_path / "note.csv"
+    sheet.write_text('run,sample_id,decision,note\r\nr,1,maybe,"看过了\r\n第二行, 逗号"\r\nr,2,,\r\n', encoding="utf-8-sig")
+    assert "note.csv: line 2: field 'decision': 'maybe' is not" in error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+    sheet.write_text('run,sample_id,decision,note\nr,2,drop,\nr,1,drop,"a\nb\nc"\n\nr,1,reject,\n', encoding="utf-8")
+    assert "note.csv: line 7: field 'sample_id': sample 1 is decided twice (first on line 3)" in error_line(
+        kd("labels", "import", str(sheet), "--db", db, ok=False))
+    repeated = tmp_path / "twice.jsonl"
+    repeated.write_text('{"run": "r", "sample_id": 2, "decision": "reject"}\n{"run": "r", "sample_id": 1, "decision": "drop", "decision": ""}\n',
+                        encoding="utf-8")
+    assert "twice.jsonl: line 2: field 'decision': the object names this key twice" in error_line(
+        kd("labels", "import", str(repeated), "--db", db, ok=False))
+    assert _state(db) == state and _count(db, LabelEdit) == 0
+    semicolons = tmp_path / "europe.csv"
+    semicolons.write_text("Run;Issue_ID;Sample_ID;Text;Score;Decision \r\nr;1;1;好的;0,9;Drop\r\nr;2;2;差的;0,8;\r\n", encoding="utf-8-sig")
+    assert json.loads(kd("labels", "import", str(semicolons), "--db", db, "--json").stdout)["drop"] == 1
+    tabs = tmp_path / "tabs.txt"
+    tabs.write_text("sample_id\ttext\tdecision\n3\t一般\tneg\n2\t差的\t\n", encoding="utf-8")
+    assert json.loads(kd("labels", "import", "--run", "r", str(tabs), "--db", db, "--json").stdout)["relabel"] == 1
+    after = _state(db)
+    assert after[1][1] is True and after[3][0] == 1 and after[2] == state[2]
