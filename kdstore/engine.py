@@ -9,12 +9,16 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
+from .errors import KdError
+
 DEFAULT_DB = "kd.db"
 SQLITE_BUSY_TIMEOUT_MS = 600_000  # a writer queues behind another (a 3M-row ingest takes a minute) as on PostgreSQL
 
 
 def resolve_url(db: str | None) -> str:
     """``None`` → ``$KD_DB`` or ``kd.db``; a plain path → a SQLite URL; anything with ``://`` as is."""
+    if db is not None and not db.strip():  # (`--db "$STORE"` with STORE unset: not ./kd.db, unseen)
+        raise KdError("--db is empty: give the store's file path or a SQLAlchemy URL (or leave --db out for $KD_DB or ./kd.db)")
     value = db or os.environ.get("KD_DB") or DEFAULT_DB
     if "://" in value:
         return value
@@ -83,8 +87,6 @@ def make_engine(url: str, *, read_only: Path | None = None) -> Engine:
     one-line ``KdError``. ``read_only``: the SQLite file of ``url``, in a folder this process cannot
     write (see ``read_only_uri``): read through SQLite's read-only mode, a write refused by SQLite."""
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    from .errors import KdError
 
     kwargs = {}
     if read_only is not None:

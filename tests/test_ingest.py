@@ -793,6 +793,16 @@ def test_a_database_url_kd_cannot_use_is_one_line(invoke, url, message, error_li
     assert message in error_line(invoke(["db", "current"], db=url, ok=False))
 
 
+@pytest.mark.sqlite_only
+def test_an_empty_db_option_is_refused_not_taken_for_kd_db(invoke, write_file, tmp_path, monkeypatch, error_line):
+    """`--db "$STORE"` with STORE unset wrote to ./kd.db (or $KD_DB) unseen."""
+    monkeypatch.chdir(tmp_path)
+    write_file("train.tsv", GOOD)
+    line = error_line(invoke(["ingest", "train.tsv"], db="", ok=False))
+    assert "--db is empty" in line
+    assert not (tmp_path / "kd.db").exists()
+
+
 def test_missing_input_file_fails_cleanly(invoke, db, error_line):
     result = invoke(["ingest", "absent.tsv"], ok=False)
     line = error_line(result)
