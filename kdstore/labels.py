@@ -446,7 +446,12 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
                     raise KdError(f"{path}: line {n}: field {exc.key!r}: the object names this key twice: keep one") from None
                 if not isinstance(item, dict):
                     raise KdError(f"{path}: line {n}: not a JSON object of the sheet's fields ({', '.join(SHEET_COLUMNS)})")
-                rows.append((n, item))
+                named: dict = {}  # the sheet's keys in any case, as a CSV header's ("Decision" was ignored)
+                for k, v in item.items():
+                    if _column_name(k) in named:
+                        raise KdError(f"{path}: line {n}: field {k!r}: the object names the sheet's {_column_name(k)!r} twice: keep one")
+                    named[_column_name(k)] = v
+                rows.append((n, named))
     else:
         allow_long_csv_fields()
         # an unclosed quote is an error, not a swallowed row; each row is numbered by the line it starts on

@@ -1207,3 +1207,10 @@ def test_a_sheet_with_line_breaks_in_a_row_another_delimiter_or_a_repeated_key_i
     assert json.loads(kd("labels", "import", "--run", "r", str(tabs), "--db", db, "--json").stdout)["relabel"] == 1
     after = _state(db)
     assert after[1][1] is True and after[3][0] == 1 and after[2] == state[2]
+    cased = tmp_path / "cased.jsonl"  # JSONL keys in other case were ignored: that line's decision skipped unseen
+    cased.write_text('{"Run": "r", "Sample_ID": 2, "Decision": "drop", "decision": ""}\n', encoding="utf-8")
+    assert "cased.jsonl: line 1: field 'decision': the object names the sheet's 'decision' twice" in error_line(
+        kd("labels", "import", str(cased), "--db", db, ok=False))
+    cased.write_text('{"Run": "r", "Sample_ID": 2, "Decision": "drop"}\n', encoding="utf-8")
+    assert json.loads(kd("labels", "import", str(cased), "--db", db, "--json").stdout)["drop"] == 1
+    assert _state(db)[2][1] is True
