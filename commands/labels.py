@@ -174,7 +174,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     warned = _warn(lab.detect_warnings(store, run, changes=changes)) if action != "flag" else []  # flagging changes no label
     if dry_run:
         if as_json:
-            print_json({"dry_run": True, "changes": items, "warnings": warned})
+            print_json({"run": run, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
         else:
             print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
                        [[str(i["sample_id"]), f"{i['score']:.3f}", i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),

@@ -226,7 +226,9 @@ def test_clean_then_undo_restores_every_label_exactly(db):
     kd("labels", "detect", "--run", "r", "--db", db)
     dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stdout
     assert "would decide" in dry and "nothing written" in dry
-    preview = json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json").stdout)["changes"]
+    dry = json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json").stdout)
+    assert (dry["run"], dry["dry_run"], dry["action"], dry["min_score"]) == ("r", True, "relabel", 0.0)  # (a script's check of what it previewed)
+    preview = dry["changes"]
     planned = {i["sample_id"]: i for i in _issues(db)}
     assert len(preview) == len(planned) and all(
         (c["action"], c["current"], c["new"], c["score"], c["text"]) == ("relabel", planned[c["sample_id"]]["given"],
