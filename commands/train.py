@@ -60,6 +60,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
                    f"and were cut to fit (the {'model' if stage['kind'] == 'pretrain' else 'teacher'} never saw their ends): "
                    "a larger --max-len may help, at a cost in speed", err=True)
     _warn_if_unlearned(stage)
+    if stage["kind"] == "distill" and stage["config"].get("augment") and not stage["metrics"].get("all", {}).get("augmented_samples"):
+        click.echo("warning: --augment made no text the student could learn from (each variant was its parent text, "
+                   "another sample's, or empty: --p-mask 1 on one-word texts, say): try other probabilities or methods", err=True)
     if stage["config"].get("unlabeled") is True and not stage["metrics"].get("all", {}).get("pool_samples") and not unscored:
         # (a pool none of whose texts the teacher scored is the warning above's: "no unlabeled pool" would be untrue)
         # (with --augment it learned from the augmented texts too: "alone" would say otherwise)
@@ -297,7 +300,7 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
 @click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only).")
-@click.option("--augment-n", type=int, default=4, show_default=True, help="Augmented variants per train text.")
+@click.option("--augment-n", type=int, default=4, show_default=True, help="Augmented variants made per train text, at most (a variant equal to its text or to another is not kept). Each --seed makes its own set, stored and scored once.")
 @click.option("--p-mask", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word becomes the teacher tokenizer's unknown token ([UNK], <unk>, ...).")
 @click.option("--p-pos", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word is swapped for one of the same part of speech.")
 @click.option("--p-ngram", type=FLOAT, default=0.25, show_default=True, help="Augmentation: chance a text is cut to a random n-gram.")

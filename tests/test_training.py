@@ -998,6 +998,10 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     plain = json.loads(kd("distill", *[a for a in common if a not in ("--augment", "mask,pos,ngram", "--augment-n", "2")],
                           "--name", "plain").output)["metrics"]["all"]
     assert (plain["flops_per_sample"], plain["mean_tokens"]) == (first["flops_per_sample"], first["mean_tokens"])
+    # a recipe that can make nothing (every word masked: no text but unknown tokens) says so, not a silent 0
+    none = kd("distill", *["mask" if a == "mask,pos,ngram" else a for a in common if a != "--json"], "--p-mask", "1", "--name", "nothing")
+    assert "warning: --augment made no text the student could learn from" in none.output
+    assert "warning: --augment made no text" not in kd("distill", *common, "--name", "again", "--overwrite").output
 
 
 def test_augmentation_recipes_share_their_texts_and_a_dropped_parent_takes_its_own(taught_store):
