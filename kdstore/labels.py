@@ -528,7 +528,8 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
                 text.startswith("'") and text_hash(text[1:]) == text_hash(issue.text)):  # (see _no_formula)
             raise KdError(
                 f"{path}: line {line}: field 'text': not the text of sample {sample_id} in this store "
-                "(a sheet of another store?)"
+                "(a sheet of another store, or a text a spreadsheet reformatted as a number or a date? "
+                "an empty text cell skips this check)"
             )
         try:
             action, label = read_decision(decision, names, SHEET_WORDS)

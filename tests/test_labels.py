@@ -465,7 +465,7 @@ def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
         ("unflagged.csv", f"sample_id,decision\n{s1},neg\n{unflagged},drop\n", "r", ("line 3", "field 'sample_id'", f"sample {unflagged} has no issue detected in run 'r'")),
         ("dev.csv", f"sample_id,decision\n{dev},pos\n", "r", ("line 2", "field 'sample_id'", f"sample {dev} has no issue")),
         ("twice.csv", f"sample_id,decision\n{s1},drop\n{s1},reject\n", "r", ("line 3", "field 'sample_id'", f"sample {s1} is decided twice (first on line 2)")),
-        ("text.csv", f"sample_id,text,decision\n{s1},另一个商店的文字,drop\n", "r", ("line 2", "field 'text'", f"not the text of sample {s1}")),
+        ("text.csv", f"sample_id,text,decision\n{s1},另一个商店的文字,drop\n", "r", ("line 2", "field 'text'", f"not the text of sample {s1}", "an empty text cell skips this check")),
         ("empty-id.csv", "sample_id,decision\n,drop\n", "r", ("line 2", "field 'sample_id'", "empty")),
         ("float-id.jsonl", '{"sample_id": 1.5, "decision": "drop"}\n', "r", ("line 1", "field 'sample_id'", "not an id")),
         ("bad-label.jsonl", f'{{"sample_id": {s1}, "decision": "maybe"}}\n', "r", ("line 1", "field 'decision'", "'maybe' is not accept, reject, drop or a class")),
