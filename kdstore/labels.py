@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -566,7 +567,7 @@ def read_decision(value: str, names: Sequence[str], words: Sequence[str]) -> tup
         if word not in words:
             raise KdError(f"{value!r}: {word!r} is not a decision ({listed})")
         return word, None
-    low = value.lower()
+    low = unicodedata.normalize("NFKC", value).lower()  # (ＤＲＯＰ: typed with a Chinese input method's full width)
     if low in words:
         twins = [n for n in names if n.casefold() == low]
         if twins:
