@@ -17,9 +17,12 @@ from .char_encoder import encode_flagged as chars_or_tokenizer
 def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:
     """Token ids per text (no padding), truncated to ``max_len``: for a character-level BERT
     tokenizer (kd's own) a lookup per character (``kdstore.char_encoder``, the same ids), else one
-    batched tokenizer call."""
-    chars = char_encoder(tokenizer) if texts else None
-    if chars is None:
+    batched tokenizer call (a very long text as a prefix, ``char_encoder.bounded``: a fast tokenizer
+    that truncates keeps every cut-off piece)."""
+    if not texts:
+        return []
+    chars = char_encoder(tokenizer)
+    if chars is None and getattr(tokenizer, "backend_tokenizer", None) is None:  # slow: no cut-off pieces kept
         return tokenizer_encode(tokenizer, texts, max_len=max_len, special_tokens=special_tokens)
     return chars_or_tokenizer(chars, texts, lambda rest: _tokenizer_flagged(tokenizer, rest, max_len, special_tokens),
                               max_len=max_len, special_tokens=special_tokens)[0]

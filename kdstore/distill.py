@@ -147,6 +147,8 @@ class DistillConfig:
             raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if self.max_len < 1 or self.patience < 1:
             raise KdError(f"--max-len and --patience must be at least 1, got {self.max_len} and {self.patience}")
+        if self.student == "transformer" and self.max_len < 2:  # the tokenizer would not truncate at all
+            raise KdError(f"--student transformer needs --max-len of at least 2 (its special tokens), got {self.max_len}")
         if self.soft_loss == "mse" and (self.temperature != 2.0 or self.temperature_end is not None):
             raise KdError("--temperature and --temperature-end soften the kl and soft_ce losses: --soft-loss mse reads raw logits")
         if self.width < 0 or self.relation_heads < 0:
@@ -402,8 +404,9 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         {
             **({"best_epoch": first["best_epoch"], "train_seconds": first["train_seconds"]} if not cfg.folds else
                {"train_seconds": sum(f["train_seconds"] for f in fold_fits), "folds": cfg.folds}),
-            "parameters": count_parameters(models[0]),
-            "flops_per_sample": flops_per_sample(scfg, round(timed_tokens)),
+            # of what is served, as the size and latency: the one student, or the K folds' ensemble
+            "parameters": sum(count_parameters(m) for m in models),
+            "flops_per_sample": flops_per_sample(scfg, round(timed_tokens)) * len(models),
             "mean_tokens": timed_tokens,
             **{f"teacher_layer[{i}]": j for i, j in enumerate(first.get("teacher_layers", []))},
             **{f"{'' if not cfg.folds else f'fold{k}/'}diverged_epoch": f["diverged_epoch"]

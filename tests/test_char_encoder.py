@@ -95,6 +95,26 @@ def test_other_tokenizers_are_left_to_themselves(tmp_path):
     assert encode(wordpiece, ["abc 好书"], max_len=16) == tokenizer_encode(wordpiece, ["abc 好书"], max_len=16)
 
 
+def test_a_very_long_text_of_another_tokenizer_reaches_it_as_a_prefix(monkeypatch):
+    """``encode`` (teacher scoring, distill, student scoring) of a megabyte line with a tokenizer
+    not of the character path (a real WordPiece vocabulary): the tokenizer sees a prefix, same ids
+    (it was handed the whole line and kept every cut-off piece: seconds and a gigabyte a line)."""
+    from transformers import BertTokenizerFast
+
+    from kdstore import batching
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "好", "书", "很好", "##很好", "##书"]
+    wordpiece = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
+    texts = ["很好的书 " * 50_000, "好书"]
+    seen = []
+    real = batching._call
+    monkeypatch.setattr(batching, "_call", lambda tok, t, *a: seen.append(max(map(len, t))) or real(tok, t, *a))
+    got = encode(wordpiece, texts, max_len=16)
+    assert max(seen) <= 4096
+    monkeypatch.setattr(batching, "_call", real)
+    assert got == tokenizer_encode(wordpiece, texts, max_len=16) and encode(wordpiece, [], max_len=16) == []
+
+
 def test_the_shared_corpus_encodes_identically():
     root = Path(os.environ.get("KD_SHARED") or Path(__file__).resolve().parents[2] / "shared") / "data" / "reviews"
     if not (root / "train.tsv").exists():

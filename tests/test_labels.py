@@ -825,7 +825,9 @@ def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(d
     other = json.loads(kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--student-votes", "r:votes", "--method", "ensemble",
                           "--db", db, "--json").stdout)  # another run's students, by RUN:STAGE
     assert other["flagged"] > 0 and {i["methods"] for i in _issues(db, "r2")} == {"ensemble"}
-    kd("distill", "--run", "r", "--name", "plain", *small)
+    plain = json.loads(kd("distill", "--run", "r", "--name", "plain", *small, "--json").stdout)["metrics"]["all"]
+    # what kd predict serves, as the size and latency are: the three students, not one
+    assert [out["metrics"]["all"][k] for k in ("parameters", "flops_per_sample")] == [3 * plain["parameters"], 3 * plain["flops_per_sample"]]
     refused = error_line(kd("labels", "detect", "--run", "r", "--student-votes", "plain", "--overwrite", "--db", db, ok=False))
     assert "learned the labels of the 150 train samples" in refused and "--folds 5" in refused
     assert json.loads(kd("predict", "--run", "r", "--model", "votes", "--json", "--db", db, input="这个很好\n").stdout)["label"] in ("pos", "neg")

@@ -616,6 +616,8 @@ def test_bad_student_sizes_and_init_embeddings_for_a_transformer_are_refused_bef
         (["--dropout", "1"], "--dropout in [0, 1)"),
         (["--student", "bigru", "--hidden", "-4"], "must be positive"),
         (["--student", "transformer", "--init-embeddings", "teacher"], "--init-embeddings teacher is for textcnn/bigru/bilstm"),
+        # no room for [CLS] and [SEP]: the tokenizer cut nothing, and a long text crashed the student
+        (["--student", "transformer", "--max-len", "1"], "--student transformer needs --max-len of at least 2"),
     ):
         bad = kd("distill", "--run", "new", "--teacher-run", "r", *args, "--db", db, ok=False)
         assert message in bad.output and len(bad.output.strip().splitlines()) == 1, (args, bad.output)
