@@ -101,20 +101,31 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
     else:
         try:
             with open(path, "rb") as fh:
-                lines = list(_numbered(fh, path))
+                lines = list(_numbered(_lines_of(fh.read()), path))
         except OSError as exc:
             raise click.ClickException(f"{path}: cannot read: {exc}") from None
         _emit(predictor, lines, batch_size, as_json)
 
 
-def _numbered(fh, name: str):
-    """``(line number, text)`` for each line of the binary stream ``fh``, decoded as UTF-8; a line that
+def _numbered(lines, name: str):
+    """``(line number, text)`` for each of the byte strings ``lines``, decoded as UTF-8; a line that
     is not valid UTF-8 is a one-line error naming ``name`` and the line."""
-    for n, raw in enumerate(fh, start=1):
+    for n, raw in enumerate(lines, start=1):
         yield n, _decoded(n, raw, name)
 
 
+def _lines_of(data: bytes) -> list[bytes]:
+    """The lines of a file's bytes: ended by ``\\n``, or by a bare ``\\r`` where there is no ``\\n``
+    at all (old Mac line ends: kd ingest reads them so too, and one line would be one prediction)."""
+    lines = data.split(b"\r" if b"\n" not in data and b"\r" in data else b"\n")
+    return lines[:-1] if lines[-1] == b"" else lines
+
+
 def _decoded(n: int, raw: bytes, name: str) -> str:
+    if n == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise click.ClickException(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
+    if b"\0" in raw:  # (kd ingest refuses it so too) UTF-16 without its byte-order mark, or no text at all
+        raise click.ClickException(f"{name}: line {n}: binary data (NUL byte): not a text file")
     try:
         return raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a byte-order mark is not text
     except UnicodeDecodeError as exc:
@@ -136,20 +147,30 @@ def _arriving(stream, name: str, chunk: int = 1 << 16):
             continue
         *lines, rest = b"".join([*pending, data]).split(b"\n")
         pending = [rest]
-        batch = []
-        for raw in lines:
-            n += 1
-            try:
-                batch.append((n, _decoded(n, raw, name)))
-            except click.ClickException:
-                if batch:  # the lines before a bad one are answered, as they would be one at a time
-                    yield batch
-                raise
-        if batch:
-            yield batch
+        yield from _batches(lines, n, name)
+        n += len(lines)
     rest = b"".join(pending)
+    if not n and b"\r" in rest:  # not one \n in it all: bare \r line ends (old Mac), read as a FILE's are
+        lines, rest = _lines_of(rest), b""
+        yield from _batches(lines, 0, name)
     if rest:  # a last line without its line break
         yield [(n + 1, _decoded(n + 1, rest, name))]
+
+
+def _batches(lines: list[bytes], n: int, name: str):
+    """``lines`` (numbered on from line ``n``) decoded, as one list; a bad line ends it with its
+    error, after the lines before it (answered, as they would be one at a time)."""
+    batch = []
+    for raw in lines:
+        n += 1
+        try:
+            batch.append((n, _decoded(n, raw, name)))
+        except click.ClickException:
+            if batch:
+                yield batch
+            raise
+    if batch:
+        yield batch
 
 
 class _Cuts:

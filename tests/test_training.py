@@ -775,6 +775,34 @@ def test_stdin_lines_are_taken_as_they_arrive():
     assert got == [[(1, "a")], [(2, "bc"), (3, "")], [(4, "好")], [(5, "d")]]
 
 
+def test_predict_input_with_bare_cr_line_ends_nul_bytes_or_utf16_is_read_as_ingest_reads_it():
+    """Old Mac line ends (no \\n at all) are lines, in a FILE and on stdin, as kd ingest reads them (the
+    whole file was one text, one prediction); a NUL byte or a UTF-16 file is a one-line error naming
+    the line (UTF-16 text without its byte-order mark was predicted as text full of NULs)."""
+    import click
+
+    from commands.predict import _arriving, _lines_of, _numbered
+
+    class Chunks:
+        def __init__(self, *parts):
+            self.parts = list(parts)
+
+        def read1(self, _n):
+            return self.parts.pop(0) if self.parts else b""
+
+    assert list(_numbered(_lines_of("很好\r太差\r\r好".encode()), "f")) == [(1, "很好"), (2, "太差"), (3, ""), (4, "好")]
+    assert list(_numbered(_lines_of("很好\r\n太\r差\n".encode()), "f")) == [(1, "很好\r"), (2, "太\r差")]  # \\r\\n as before
+    assert list(_numbered(_lines_of(b""), "f")) == []
+    got = list(_arriving(Chunks("很好\r太".encode(), "差\r".encode()), "<stdin>"))
+    assert [pair for batch in got for pair in batch] == [(1, "很好"), (2, "太差")]
+    with pytest.raises(click.ClickException, match=r"^f: line 2: binary data \(NUL byte\): not a text file$"):
+        list(_numbered(_lines_of(b"ok\na\x00b\n"), "f"))
+    with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: the file is UTF-16 encoded: convert it to UTF-8 first$"):
+        list(_arriving(Chunks("很好\n".encode("utf-16")), "<stdin>"))
+    with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: binary data \(NUL byte\)"):
+        list(_arriving(Chunks("ok\n".encode("utf-16-le")), "<stdin>"))
+
+
 def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_model):
     from kdstore.outputs import average_probs_as_logits
     from kdstore.schema import SampleFold
