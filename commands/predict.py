@@ -127,7 +127,7 @@ def _decoded(n: int, raw: bytes, name: str) -> str:
     if b"\0" in raw:  # (kd ingest refuses it so too) UTF-16 without its byte-order mark, or no text at all
         raise click.ClickException(f"{name}: line {n}: binary data (NUL byte): not a text file")
     try:
-        return raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a byte-order mark is not text
+        return raw.decode("utf-8-sig")  # a byte-order mark is not text (on a later line: files joined by `cat`)
     except UnicodeDecodeError as exc:
         raise click.ClickException(f"{name}: line {n}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}): convert it to UTF-8 first") from None
 

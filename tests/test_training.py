@@ -793,6 +793,7 @@ def test_predict_input_with_bare_cr_line_ends_nul_bytes_or_utf16_is_read_as_inge
     assert list(_numbered(_lines_of("很好\r太差\r\r好".encode()), "f")) == [(1, "很好"), (2, "太差"), (3, ""), (4, "好")]
     assert list(_numbered(_lines_of("很好\r\n太\r差\n".encode()), "f")) == [(1, "很好\r"), (2, "太\r差")]  # \\r\\n as before
     assert list(_numbered(_lines_of(b""), "f")) == []
+    assert list(_numbered(_lines_of("\ufeff好\n\ufeff差\n".encode()), "f")) == [(1, "好"), (2, "差")]  # (two files `cat` joined)
     got = list(_arriving(Chunks("很好\r太".encode(), "差\r".encode()), "<stdin>"))
     assert [pair for batch in got for pair in batch] == [(1, "很好"), (2, "太差")]
     with pytest.raises(click.ClickException, match=r"^f: line 2: binary data \(NUL byte\): not a text file$"):
