@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, commit_words, meets, shown, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
@@ -191,16 +191,16 @@ def target_cell(setting: str, name: str, table: dict, not_judged: str | None = N
     mean = statistics.fmean(table[name])
     teacher = statistics.fmean(table["teacher"])
     if name == "teacher" and TARGET_ACCURACY.get(setting) is not None:
-        target, met = f"≥ {TARGET_ACCURACY[setting]:.0%}", mean >= TARGET_ACCURACY[setting]
+        target, met = f"≥ {TARGET_ACCURACY[setting]:.0%}", meets(mean, TARGET_ACCURACY[setting])
     elif setting == "B1" and name == f"{DEFAULT_STUDENT} distilled":
         gap = gap_closed(table, DEFAULT_STUDENT, "distilled")
-        target, met = f"gap closed ≥ {TARGET_GAP_B1:.0%}", gap is not None and gap >= TARGET_GAP_B1
+        target, met = f"gap closed ≥ {TARGET_GAP_B1:.0%}", gap is not None and meets(gap, TARGET_GAP_B1)
         if gap is None and not not_judged:
             return f"{target}: **not met** (teacher ≤ alone)"
     elif setting == "B2" and name == f"{DEFAULT_STUDENT} +pool":
         # "matches or beats its teacher ... never below the student trained alone"
         alone = statistics.fmean(table[f"{DEFAULT_STUDENT} alone"]) if f"{DEFAULT_STUDENT} alone" in table else -1.0
-        target, met = "≥ teacher and ≥ alone", mean >= teacher and mean >= alone
+        target, met = "≥ teacher and ≥ alone", meets(mean, teacher) and meets(mean, alone)
     else:
         return ""
     if not_judged:
@@ -222,7 +222,7 @@ def markdown(result: dict, info: dict, command: str, not_judged: str | None = No
             alone = table.get(f"{student} alone")
             if variant and variant != "alone" and alone:
                 base = statistics.fmean(alone)
-                gap = f"{(mean - base) / (teacher - base):.0%}" if teacher > base else "n/a (teacher ≤ alone)"
+                gap = shown((mean - base) / (teacher - base), ".0%", TARGET_GAP_B1) if teacher > base else "n/a (teacher ≤ alone)"
             target = target_cell(setting, name, table, not_judged)
             macro = f"{statistics.fmean(f1[name]):.4f}" if f1.get(name) else "—"
             lines.append(f"| {name} | {mean:.2%} ({min(values):.2%}–{max(values):.2%}) | {macro} | {gap} | {target} |")
@@ -232,7 +232,7 @@ def markdown(result: dict, info: dict, command: str, not_judged: str | None = No
     lines += [
         f"- teacher: {cfg['layers']} x {cfg['hidden']}, {recipe_words(cfg)}, {cfg['epochs']} fine-tuning epochs at lr {cfg['lr']}; "
         f"students: `{' '.join(result['student_args'])}`; augmentation `mask,pos,ngram` x {result.get('augment_n', 4)}; seeds {result['seeds']}",
-        f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit `{info['commit']}`",
+        f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit {commit_words(info)}",
         f"- command: `{command}`",
     ]
     return "\n".join(lines)

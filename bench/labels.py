@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, commit_words, meets, shown, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
 
 LEVELS = ((0.10, 1), (0.20, 2))  # (noise rate, seed of its flips)
@@ -224,27 +224,27 @@ def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judge
             target = ""
             if name == "combined (default)":
                 t = TARGET_F1[r["rate"]]
-                target = f"≥ {t}: not judged ({not_judged})" if not_judged else f"≥ {t}: **{'met' if m['f1'] >= t else 'not met'}**"
+                target = f"≥ {t}: not judged ({not_judged})" if not_judged else f"≥ {t}: **{'met' if meets(m['f1'], t) else 'not met'}**"
             flagged = f"{m['flagged']:.0f}" if isinstance(m["flagged"], float) else str(m["flagged"])
-            lines.append(f"| {r['rate']:.0%} ({r['flips']} flips) | {name} | {flagged} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f}{_span(r, name, '.3f')} | {target} |")
+            lines.append(f"| {r['rate']:.0%} ({r['flips']} flips) | {name} | {flagged} | {m['precision']:.3f} | {m['recall']:.3f} | {shown(m['f1'], '.3f', TARGET_F1[r['rate']]) if name == 'combined (default)' else format(m['f1'], '.3f')}{_span(r, name, '.3f')} | {target} |")
     lines += ["", "| noise | TextCNN on noisy labels | after `kd labels clean` | gain | target (20 %) |", "| --- | ---: | ---: | ---: | --- |"]
     for r in results:
         gain = r["student_cleaned"] - r["student_noisy"]
         target = ""
         if r["rate"] == 0.20:
-            target = f"≥ +1 pt: not judged ({not_judged})" if not_judged else f"≥ +1 pt: **{'met' if gain >= TARGET_GAIN else 'not met'}**"
+            target = f"≥ +1 pt: not judged ({not_judged})" if not_judged else f"≥ +1 pt: **{'met' if meets(gain, TARGET_GAIN) else 'not met'}**"
         gain_span = ""
         if r.get("seeds", 1) > 1:
             lo, hi = r["spread"]["gain"]
             gain_span = f" ({lo * 100:+.2f}–{hi * 100:+.2f})"
         lines.append(f"| {r['rate']:.0%} | {r['student_noisy']:.2%}{_span(r, 'student_noisy', '.2%')} | "
-                     f"{r['student_cleaned']:.2%}{_span(r, 'student_cleaned', '.2%')} | {gain * 100:+.2f} pt{gain_span} | {target} |")
+                     f"{r['student_cleaned']:.2%}{_span(r, 'student_cleaned', '.2%')} | {shown(gain * 100, '+.2f', TARGET_GAIN * 100) if r['rate'] == 0.20 else format(gain * 100, '+.2f')} pt{gain_span} | {target} |")
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
     lines += [
         "",
         f"- teacher: {cfg['layers']} x {cfg['hidden']}, {recipe_words(cfg)}, 5 folds x {cfg['epochs']} epochs; "
         + (f"mean over {results[0]['seeds']} training seeds (min–max in brackets)" if results and results[0].get("seeds", 1) > 1 else "one seed"),
-        f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit `{info['commit']}`",
+        f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit {commit_words(info)}",
         f"- command: `{command}`",
     ]
     return "\n".join(lines)

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, shared_dir  # noqa: E402
+from bench.common import machine_info, meets, shared_dir, shown as shown_vs  # noqa: E402
 from bench.teacher import kd, write_lines  # noqa: E402
 
 RUN = "b4"
@@ -308,18 +308,20 @@ def early_exit_judgement(ee: dict) -> dict:
         if e is None or s == 0:
             continue
         delta = 100 * (e["accuracy"] - base)
-        if delta >= -EE_TARGET_LOSS_PT and (best is None or e["speedup"] > best[1]):
+        if meets(delta, -EE_TARGET_LOSS_PT) and (best is None or e["speedup"] > best[1]):
             best = (s, e["speedup"], delta)
     chosen = ee.get("dev_choice")
     if chosen:
         s = chosen["speed"]
         e = one[f"{s:g}"]
         delta = 100 * (e["accuracy"] - base)
-        measured = f"{e['speedup']:.2f}× at speed {s:g}, chosen on dev ({delta:+.1f} pt on test)"
-        met = e["speedup"] >= EE_TARGET_SPEEDUP and delta >= -EE_TARGET_LOSS_PT
+        measured = (f"{shown_vs(e['speedup'], '.2f', EE_TARGET_SPEEDUP)}× at speed {s:g}, chosen on dev "
+                    f"({shown_vs(delta, '+.1f', -EE_TARGET_LOSS_PT)} pt on test)")
+        met = meets(e["speedup"], EE_TARGET_SPEEDUP) and meets(delta, -EE_TARGET_LOSS_PT)
     else:  # runs from before the dev choice: the best of the grid, picked on the test texts themselves
-        measured = f"{best[1]:.2f}× at speed {best[0]:g} ({best[2]:+.1f} pt)" if best else f"no speed within {EE_TARGET_LOSS_PT} pt"
-        met = best is not None and best[1] >= EE_TARGET_SPEEDUP
+        measured = (f"{shown_vs(best[1], '.2f', EE_TARGET_SPEEDUP)}× at speed {best[0]:g} ({shown_vs(best[2], '+.1f', -EE_TARGET_LOSS_PT)} pt)"
+                    if best else f"no speed within {EE_TARGET_LOSS_PT} pt")
+        met = best is not None and meets(best[1], EE_TARGET_SPEEDUP)
     never = all(one[f"{s:g}"]["mean_layers"] >= one["num_layers"] for s in SPEEDS if f"{s:g}" in one)
     if never:
         measured += "; no sample exited early"
@@ -342,7 +344,7 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
     lines = [
         f"- **Script:** `bench/speed.py`",
         f"- **Command:** `{command}`",
-        f"- **Commit:** `{info['commit']}`" + (" (kdstore/ had uncommitted changes)" if info.get("kdstore_dirty") else "") + f"; seed {args.seed}",
+        f"- **Commit:** `{info['commit']}`" + (" (with uncommitted changes in kdstore/, migrations/, commands/ or bench/)" if info.get("kdstore_dirty") else "") + f"; seed {args.seed}",
         f"- **Machine:** {info['cpu']}, {info['cores_usable']} cores ({info['cores']} online), {info['memory']}, {info['os']}; "
         f"{'CPU table below; GPU table after it' if res['threads'].get('gpu_forms') else 'CPU only'}. torch {info.get('torch')} with {res['threads']['torch']} intra-op threads "
         f"({res['threads']['torch_interop']} inter-op); {ort_line}; "
@@ -408,9 +410,9 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
             "",
             f"| B4 target (default student = TextCNN, exported to ONNX) | measured | |",
             "| --- | ---: | --- |",
-            f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher also in ONNX Runtime | {r_onnx:,.1f}× | {verdict(r_onnx >= TARGET_RATIO)} |",
-            f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher in PyTorch eager | {r_eager:,.1f}× | {verdict(r_eager >= TARGET_RATIO)} |",
-            f"| p99 one-sample latency ≤ {TARGET_P99_MS:g} ms | {d['p99_ms']:.2f} ms (rounds {d['p99_ms_min']:.2f}–{d['p99_ms_max']:.2f}) | {verdict(d['p99_ms'] <= TARGET_P99_MS)} |",
+            f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher also in ONNX Runtime | {shown_vs(r_onnx, ',.1f', TARGET_RATIO)}× | {verdict(meets(r_onnx, TARGET_RATIO))} |",
+            f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher in PyTorch eager | {shown_vs(r_eager, ',.1f', TARGET_RATIO)}× | {verdict(meets(r_eager, TARGET_RATIO))} |",
+            f"| p99 one-sample latency ≤ {TARGET_P99_MS:g} ms | {shown_vs(d['p99_ms'], '.2f', TARGET_P99_MS, at_most=True)} ms (rounds {d['p99_ms_min']:.2f}–{d['p99_ms_max']:.2f}) | {verdict(meets(d['p99_ms'], TARGET_P99_MS, at_most=True))} |",
         ]
     agree = res.get("onnx_vs_eager", {})
     if agree:

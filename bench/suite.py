@@ -24,7 +24,7 @@ models; ``--smoke`` alone drops the students other than TextCNN):
     python -m bench all --device cuda                   # the protocol, writes docs/BENCHMARKS.md
     python -m bench all --quick --device cpu            # bench/out/quick/{results.json,BENCHMARKS.md}
     python -m bench B4 --quick                          # one table (same as: all --only B4)
-    python -m bench all --only B1,B5 --keep             # re-run two tables, keep the others' figures
+    python -m bench all --only B1,B2,B5 --keep          # re-run three tables, keep the others' figures
     python -m bench render --out bench/out/quick        # re-render the document from results.json
     python -m bench B1,B2,B3 --seeds 2 --add-seeds      # a seed more for the kept quality tables
     python -m bench merge s1.json s2.json -o B1B2.json  # one script's --json files, a seed each, as one
@@ -199,6 +199,18 @@ def _mean_range(values: list[float]) -> str:
     return _pct(m) if len(values) == 1 else f"{_pct(m)} ({_pct(min(values))}–{_pct(max(values))})"
 
 
+def _shown(value: float, fmt: str, target: float, **kw) -> str:
+    from bench.common import shown
+
+    return shown(value, fmt, target, **kw)
+
+
+def _meets(value: float, target: float, **kw) -> bool:
+    from bench.common import meets
+
+    return meets(value, target, **kw)
+
+
 def quality_reason(data: dict, not_judged: str | None) -> str | None:
     """The profile's reason, else fewer than 3 seeds in a quality table's figures (merged ones count)."""
     from bench.common import too_few_seeds
@@ -217,15 +229,15 @@ def targets_b1b2(data: dict, not_judged: str | None) -> list[dict]:
         t = rows["B1"]
         acc = statistics.fmean(t["teacher"])
         out.append({"table": "B1", "figure": "teacher, test accuracy", "target": f"≥ {TARGET_ACCURACY['B1']:.0%}",
-                    "measured": _mean_range(t["teacher"]), "verdict": verdict(acc >= TARGET_ACCURACY["B1"], not_judged)})
+                    "measured": _mean_range(t["teacher"]), "verdict": verdict(_meets(acc, TARGET_ACCURACY["B1"]), not_judged)})
         name = f"{DEFAULT_STUDENT} distilled"
         if name in t:
             gap = gap_closed(t, DEFAULT_STUDENT, "distilled")
-            measured = (f"{gap:.0%}" if gap is not None else "undefined (teacher ≤ alone)") + (
+            measured = (_shown(gap, ".0%", TARGET_GAP_B1) if gap is not None else "undefined (teacher ≤ alone)") + (
                 f" (distilled {_pct(statistics.fmean(t[name]))}, alone {_pct(statistics.fmean(t[f'{DEFAULT_STUDENT} alone']))}, "
                 f"teacher {_pct(acc)})")
             out.append({"table": "B1", "figure": "TextCNN distilled (labels only): gap closed", "target": f"≥ {TARGET_GAP_B1:.0%}",
-                        "measured": measured, "verdict": verdict(gap is not None and gap >= TARGET_GAP_B1, not_judged)})
+                        "measured": measured, "verdict": verdict(gap is not None and _meets(gap, TARGET_GAP_B1), not_judged)})
     if "B2" in rows:
         t = rows["B2"]
         name = f"{DEFAULT_STUDENT} +pool"
@@ -237,7 +249,7 @@ def targets_b1b2(data: dict, not_judged: str | None) -> list[dict]:
             out.append({"table": "B2", "figure": "TextCNN distilled with the pool vs the teacher (and the student alone)",
                         "target": "≥ teacher and ≥ alone",
                         "measured": f"{_mean_range(t[name])} vs teacher {_mean_range(t['teacher'])}{versus}",
-                        "verdict": verdict(mine >= teacher and mine >= alone, not_judged)})
+                        "verdict": verdict(_meets(mine, teacher) and _meets(mine, alone), not_judged)})
     return out
 
 
@@ -251,13 +263,13 @@ def targets_b3(data: dict, not_judged: str | None) -> list[dict]:
         peer = r["detectors"].get("peer: cleanlab over TF-IDF+LR")
         t = TARGET_F1[r["rate"]]
         out.append({"table": "B3", "figure": f"default detector F1 at {r['rate']:.0%} noise", "target": f"≥ {t}",
-                    "measured": f"{m['f1']:.3f}" + (f" (peer cleanlab over TF-IDF+LR: {peer['f1']:.3f})" if peer else ""),
-                    "verdict": verdict(m["f1"] >= t, not_judged)})
+                    "measured": _shown(m["f1"], ".3f", t) + (f" (peer cleanlab over TF-IDF+LR: {peer['f1']:.3f})" if peer else ""),
+                    "verdict": verdict(_meets(m["f1"], t), not_judged)})
         if r["rate"] == 0.20:
             gain = r["student_cleaned"] - r["student_noisy"]
             out.append({"table": "B3", "figure": "TextCNN after `kd labels clean` at 20 % noise", "target": f"≥ +{TARGET_GAIN * 100:g} pt",
-                        "measured": f"{gain * 100:+.2f} pt ({_pct(r['student_noisy'])} → {_pct(r['student_cleaned'])})",
-                        "verdict": verdict(gain >= TARGET_GAIN, not_judged)})
+                        "measured": f"{_shown(gain * 100, '+.2f', TARGET_GAIN * 100)} pt ({_pct(r['student_noisy'])} → {_pct(r['student_cleaned'])})",
+                        "verdict": verdict(_meets(gain, TARGET_GAIN), not_judged)})
     return out
 
 
@@ -274,11 +286,11 @@ def targets_b4(data: dict, not_judged: str | None) -> list[dict]:
         r_eager = d["samples_per_s"] / t["teacher/eager"]["samples_per_s"]
         out += [
             {"table": "B4", "figure": "TextCNN (ONNX) vs teacher (ONNX), CPU batch throughput", "target": f"≥ {TARGET_RATIO:g}×",
-             "measured": f"{r_onnx:,.1f}×", "verdict": verdict(r_onnx >= TARGET_RATIO, not_judged)},
+             "measured": f"{_shown(r_onnx, ',.1f', TARGET_RATIO)}×", "verdict": verdict(_meets(r_onnx, TARGET_RATIO), not_judged)},
             {"table": "B4", "figure": "TextCNN (ONNX) vs teacher (PyTorch eager), CPU batch throughput", "target": f"≥ {TARGET_RATIO:g}×",
-             "measured": f"{r_eager:,.1f}×", "verdict": verdict(r_eager >= TARGET_RATIO, not_judged)},
+             "measured": f"{_shown(r_eager, ',.1f', TARGET_RATIO)}×", "verdict": verdict(_meets(r_eager, TARGET_RATIO), not_judged)},
             {"table": "B4", "figure": "TextCNN (ONNX), one-sample p99 latency on the CPU", "target": f"≤ {TARGET_P99_MS:g} ms",
-             "measured": f"{d['p99_ms']:.2f} ms", "verdict": verdict(d["p99_ms"] <= TARGET_P99_MS, not_judged)},
+             "measured": f"{_shown(d['p99_ms'], '.2f', TARGET_P99_MS, at_most=True)} ms", "verdict": verdict(_meets(d["p99_ms"], TARGET_P99_MS, at_most=True), not_judged)},
         ]
     ee = data.get("early_exit")
     if ee:
@@ -296,14 +308,15 @@ def targets_b5(data: dict, not_judged: str | None) -> list[dict]:
 
 
 def targets_b5_store(data: dict, not_judged: str | None) -> list[dict]:
-    from bench.ingest import STEP_TITLES, TARGET_ROWS
+    from bench.ingest import MIN_REPEATS, STEP_TITLES, TARGET_ROWS
 
     out = []
     for step, x in data["summary"].items():
         if not isinstance(x, dict) or "target" not in x:
             continue
         value = f"{x['seconds_median']:.2f} s" if "s" == x["target"].split()[-1] else f"{x['rows_per_s_median']:,.0f} rows/s"
-        reason = not_judged or (None if x.get("target_met") is not None else f"{x['rows']:,} rows, the target is for {TARGET_ROWS:,}")
+        reason = not_judged or (None if x.get("target_met") is not None else f"{x['rows']:,} rows, the target is for {TARGET_ROWS:,}"
+                                if x["rows"] != TARGET_ROWS else f"{len(data.get('runs') or [])} repeats, the protocol's medians are over {MIN_REPEATS}")
         out.append({"table": "B5", "figure": f"store alone: {STEP_TITLES[step]} ({data['backend']})", "target": x["target"],
                     "measured": value, "verdict": verdict(bool(x.get("target_met")), reason)})
     return out
@@ -416,7 +429,7 @@ def render(results: dict) -> str:
         "",
         f"- **Run:** `{suite['command']}` ({profile}; device {suite['device']}; quality seeds {suite['seeds']}); "
         f"{suite['started']} to {suite['finished']}, {_fmt_seconds(suite['wall_seconds'])} in all.",
-        f"- **Commit:** `{m['commit']}`" + (" (with uncommitted changes in kdstore/, migrations/ or commands/)" if m.get("kdstore_dirty") else ""),
+        f"- **Commit:** `{m['commit']}`" + (" (with uncommitted changes in kdstore/, migrations/, commands/ or bench/)" if m.get("kdstore_dirty") else ""),
         f"- **Machine:** {m['cpu']}, {m['cores_usable']} cores ({m['cores']} online), {m['memory']} RAM{gpu}; {m['os']}; "
         f"Python {m['python']}, torch {m.get('torch')}, NumPy {m['numpy']}, SQLAlchemy {m['sqlalchemy']}, SQLite {m['sqlite']}.",
         "- Quality figures: mean over the seeds with the min–max; timings: median over the repeats with the min–max.",
@@ -640,7 +653,15 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads((out / "results.json").read_text(encoding="utf-8"))
         if old["suite"]["profile"] == profile:
             kept = old["jobs"]
-    covered = set(only) | {t for job in kept.values() for t in job.get("tables", ())}
+    rerun = {key for key, (covers, _, _) in JOBS.items() if set(covers) & set(only)}  # the kept jobs this run replaces
+    for key in sorted(rerun & set(kept)):
+        dropped = [t for t in kept[key].get("tables", ()) if t not in only]
+        if dropped and kept[key].get("data") is not None:  # one script run covers them: its new figures replace all of it
+            print(f"python -m bench: --keep: {', '.join(dropped)} and {', '.join(t for t in JOBS[key][0] if t in only)} are one run of "
+                  f"{JOBS[key][1]}; re-running {', '.join(t for t in JOBS[key][0] if t in only)} alone would lose the kept "
+                  f"{', '.join(dropped)} figures: name {', '.join(JOBS[key][0])} together", file=sys.stderr)
+            return 2
+    covered = set(only) | {t for key, job in kept.items() if key not in rerun for t in job.get("tables", ())}
     if not args.doc and profile == "full" and covered != set(TABLES):  # (kept: the others' figures join)
         # some tables only: the published page (all five, with its notes) is not replaced by a part of it
         doc = (out / "BENCHMARKS.md").resolve()

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, commit_words, meets, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 
 # pretrain_batch_size / pretrain_lr: kd pretrain's defaults
 QUICK = {"layers": 2, "hidden": 128, "minutes": 3.0, "epochs": 3, "lr": 3e-4, "batch_size": 32, "pretrain_batch_size": 64, "pretrain_lr": 5e-4}
@@ -155,7 +155,7 @@ def markdown(summary: dict, cfg: dict, args, info: dict, command: str, not_judge
         elif not_judged:
             verdict = f"≥ {t:.0%}: not judged ({not_judged})"
         else:
-            verdict = f"≥ {t:.0%}: **{'met' if acc['mean'] >= t else 'not met'}**"
+            verdict = f"≥ {t:.0%}: **{'met' if meets(acc['mean'], t) else 'not met'}**"
         lines.append(
             f"| {setting} | {acc['mean']:.2%} ({acc['min']:.2%}–{acc['max']:.2%}) | {s['test_macro_f1']['mean']:.4f} | "
             f"{_median(s['logit_samples_per_s']):,.0f} | {_median(s['teach_seconds']):.0f} | {verdict} |"
@@ -164,7 +164,7 @@ def markdown(summary: dict, cfg: dict, args, info: dict, command: str, not_judge
     lines += [
         "",
         f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; torch {info.get('torch')}",
-        f"- commit: `{info['commit']}`",
+        f"- commit: {commit_words(info)}",
         f"- command: `{command}`",
     ]
     return "\n".join(lines)
