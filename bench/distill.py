@@ -199,8 +199,9 @@ def target_cell(setting: str, name: str, table: dict, not_judged: str | None = N
             return f"{target}: **not met** (teacher ≤ alone)"
     elif setting == "B2" and name == f"{DEFAULT_STUDENT} +pool":
         # "matches or beats its teacher ... never below the student trained alone"
-        alone = statistics.fmean(table[f"{DEFAULT_STUDENT} alone"]) if f"{DEFAULT_STUDENT} alone" in table else -1.0
-        target, met = "≥ teacher and ≥ alone", meets(mean, teacher) and meets(mean, alone)
+        alone = statistics.fmean(table[f"{DEFAULT_STUDENT} alone"]) if f"{DEFAULT_STUDENT} alone" in table else None
+        target, met = "≥ teacher and ≥ alone", meets(mean, teacher) and alone is not None and meets(mean, alone)
+        not_judged = not_judged or (None if alone is not None else "no student-alone row to compare with")
     else:
         return ""
     if not_judged:

@@ -249,7 +249,8 @@ def targets_b1b2(data: dict, not_judged: str | None) -> list[dict]:
             out.append({"table": "B2", "figure": "TextCNN distilled with the pool vs the teacher (and the student alone)",
                         "target": "≥ teacher and ≥ alone",
                         "measured": f"{_mean_range(t[name])} vs teacher {_mean_range(t['teacher'])}{versus}",
-                        "verdict": verdict(_meets(mine, teacher) and _meets(mine, alone), not_judged)})
+                        "verdict": verdict(_meets(mine, teacher) and _meets(mine, alone),
+                                           not_judged or (None if alone_name in t else "no student-alone row to compare with"))})
     return out
 
 

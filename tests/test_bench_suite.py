@@ -327,6 +327,10 @@ def test_b2_pool_target_needs_the_teacher_and_the_student_alone():
     (b2,) = suite.targets_b1b2({"rows": rows, "seeds": [1, 2, 3]}, None)
     assert "not met" in b2["verdict"]
     assert "alone 77.60%" in b2["measured"]
+    no_alone = {"B2": {"teacher": [0.81], "textcnn +pool": [0.815]}}  # (it was judged on the teacher alone)
+    (b2,) = suite.targets_b1b2({"rows": no_alone, "seeds": [1, 2, 3]}, None)
+    assert b2["verdict"] == "not judged (no student-alone row to compare with)"
+    assert target_cell("B2", "textcnn +pool", no_alone["B2"]).endswith("not judged (no student-alone row to compare with)")
 
 
 def test_merge_files_of_lent_sittings(tmp_path):
