@@ -245,6 +245,12 @@ def _parse_delimited(
 
     text_i = _column(opts.text_col, header, "text", name)
     label_i = _column(opts.label_col, header, "label", name)
+    if header is None and width > 2 and (text_i is None or (label_i is None and want_label)):
+        # only one or two columns have a default: with more, a header kd does not know (id,body,category)
+        # would be read as a sample, and the id column as the labels
+        which = "the text and label columns with --text-col and --label-col" if want_label else "the text column with --text-col"
+        raise KdError(f"{name}: line {rows[0][0]}: field 'text': {width} columns and no header kd knows ({', '.join(sorted(_HEADER_WORDS))}): "
+                      f"name {which} (header names or 0-based indexes)")
     lowered = [c.lower() for c in header] if header is not None else []
     if text_i is None:  # (not the column --label-col names: `--label-col 1` reads text<TAB>label)
         if header is not None:
@@ -259,7 +265,7 @@ def _parse_delimited(
             if "label" in lowered:
                 label_i = lowered.index("label")
             elif want_label:
-                raise KdError(f"{name}: line 1: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)})")
+                raise KdError(f"{name}: line 1: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)}); name it with --label-col")
         elif width >= 2:
             label_i = 0 if text_i != 0 else 1
         elif want_label:
@@ -348,13 +354,14 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
     return records
 
 
-@functools.lru_cache(maxsize=4096)
 def _label_key(label: str) -> str:
     """What two labels that a reader would take for one class share: Unicode compatibility forms
-    (full-width letters and digits) folded, case ignored."""
-    return unicodedata.normalize("NFKC", label).casefold()
+    (full-width letters and digits) folded, case ignored, runs of white space as one space
+    ('体育  新闻' beside '体育 新闻')."""
+    return " ".join(unicodedata.normalize("NFKC", label).casefold().split())
 
 
+@functools.lru_cache(maxsize=4096)
 def _invisible(label: str) -> str | None:
     """The first format character (zero-width space, joiner, BOM...) of a label, if any (once a label)."""
     return next((c for c in label if unicodedata.category(c) == "Cf"), None)
@@ -500,7 +507,7 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                     if twin != r.label:  # 'ｐｏｓ' (typed with a full-width input method) beside 'pos'
                         raise KdError(
                             f"{name}: line {r.line}: field {opts.label_col or 'label'!r}: label {r.label!r} differs from "
-                            f"the class {twin!r} only in character width or case: write it as {twin!r} "
+                            f"the class {twin!r} only in character width or case, or in white space: write it as {twin!r} "
                             f"(it would be a class apart)"
                         )
                     label_id = len(classes)

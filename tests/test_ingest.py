@@ -126,6 +126,22 @@ def test_parse_unlabeled_one_and_two_columns():
     assert [(r.text, r.label) for r in two] == [("first", None), ("second", None)]
 
 
+def test_parse_headerless_wide_file_needs_its_columns_named():
+    """A header kd does not know (id,body,category,source) was read as a sample and the id column as
+    the labels (a class per row); more than two columns without --text-col/--label-col are refused."""
+    data = "id,body,category,source\nr0,第一条,体育 新闻,a\nr1,第二条,财经,b\n".encode()
+    with pytest.raises(KdError, match=r"^w\.csv: line 1: field 'text': 4 columns and no header kd knows .*--text-col and --label-col"):
+        parse(data, "w.csv", IngestOptions())
+    with pytest.raises(KdError, match=r"^w\.csv: line 1: field 'text': 4 columns .*the text column with --text-col \("):
+        parse(data, "w.csv", IngestOptions(split="unlabeled"))
+    with pytest.raises(KdError, match="4 columns"):  # a label column without its text column is no answer either
+        parse(data, "w.csv", IngestOptions(label_col="2", header=False))
+    records = parse(data, "w.csv", IngestOptions(text_col="body", label_col="category"))
+    assert [(r.text, r.label) for r in records] == [("第一条", "体育 新闻"), ("第二条", "财经")]
+    [r] = parse(b"x1\tgood\tpos\n", "t.tsv", IngestOptions(split="unlabeled", text_col="1"))
+    assert (r.text, r.label) == ("good", None)
+
+
 def test_parse_unlabeled_keeps_no_label_in_the_metadata():
     """README: --split unlabeled drops any label column, as JSONL drops the label key."""
     for data, name in ((b"pos\tfirst\n", "pool.tsv"), (b"label,text,who\npos,first,ann\n", "pool.csv")):
@@ -544,7 +560,7 @@ BAD_INPUTS = [
         "nolabel.csv",
         b"text,category\nfine text,pos\n",
         [],
-        ["line 1", "field 'label'"],
+        ["line 1", "field 'label'", "name it with --label-col"],
         id="header-without-label-column",
     ),
     pytest.param(
@@ -707,6 +723,13 @@ BAD_INPUTS = [
         [],
         ["line 2", "field 'label'", "'mixed'", "class 'Mixed'"],
         id="labels-differing-only-in-case",
+    ),
+    pytest.param(
+        "spacing.jsonl",  # a class name with a space typed with two was a class apart
+        '{"text": "fine text", "label": "体育 新闻"}\n{"text": "other text", "label": "体育  新闻"}\n'.encode(),
+        [],
+        ["line 2", "field 'label'", "'体育  新闻'", "class '体育 新闻'", "white space"],
+        id="labels-differing-only-in-spacing",
     ),
     pytest.param(
         "twice.csv",
