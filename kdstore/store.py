@@ -262,6 +262,16 @@ class Store:
             out.setdefault(split, {})[label] = n
         return out
 
+    def sources(self, *, splits: Iterable[str], labeled: bool = True) -> dict[str, int]:
+        """``{source: count}`` of the samples of ``splits`` that are not dropped (the labeled ones by
+        default), most samples first: what ``--where "source = '...'"`` can select."""
+        query = select(Sample.source, func.count()).where(Sample.split.in_(list(splits)), Sample.dropped.is_(False))
+        if labeled:
+            query = query.where(Sample.label_id.is_not(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.group_by(Sample.source)).all()
+        return dict(sorted(((src, n) for src, n in rows), key=lambda r: (-r[1], r[0])))
+
     # stage outputs ---------------------------------------------------------------------------
     def write_logits(self, stage_id: int, sample_ids: Sequence[int], matrix: np.ndarray) -> int:
         """Store one float32 vector per sample for a stage, in one transaction; returns rows written."""

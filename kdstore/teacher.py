@@ -351,6 +351,12 @@ def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[Sam
         if cfg.labels:
             query.append(f"labels {'/'.join(cfg.labels)}")
         hint = "loosen the filters" if cfg.where or cfg.labels else "ingest some with `kd ingest FILE`"
+        if cfg.where and "source" in cfg.where.lower():  # (a file's own `source` column is in meta, not here)
+            held = store.sources(splits=cfg.splits)
+            if held:
+                shown = ", ".join(f"{src!r} ({n})" for src, n in list(held.items())[:5]) + (", ..." if len(held) > 5 else "")
+                hint += (f"; the labeled samples' sources are {shown} (the file each came from, or its --source; "
+                         "a file's own columns are in meta)")
         raise KdError(f"no labeled samples for the teacher ({', '.join(query)}): {hint}")
     return train, dev
 

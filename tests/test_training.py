@@ -131,7 +131,8 @@ def test_a_where_that_cannot_run_is_refused_before_any_stage(sample_store, tiny_
     [
         (["--model", "/no/such/model-dir"], "cannot load model '/no/such/model-dir': no such directory"),
         (["--model", str(Path(__file__).parent)], "cannot load model"),  # a folder without config.json
-        (["--where", "source = 'nothing'"], "no labeled samples for the teacher (split train, --where \"source = 'nothing'\"): loosen the filters"),
+        (["--where", "source = 'nothing'"], "no labeled samples for the teacher (split train, --where \"source = 'nothing'\"): loosen the filters; "
+                                            "the labeled samples' sources are 'train.tsv' ("),  # what it can select
         (["--label", "nope"], "--label 'nope' is not a class of the store"),
         (["--label", "pos"], "single class"),
         (["--max-len", "100"], "is longer than model"),  # the tiny model has 64 positions
