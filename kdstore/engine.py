@@ -76,10 +76,34 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+LOCK_POLL_MS = 250  # a writer queued for the lock looks up this often: Ctrl-C and kill reach it meanwhile
+
+
 def _begin_sqlite(conn) -> None:
     """``BEGIN IMMEDIATE`` for writers that read before they write (ingest, run creation): a second
-    such writer waits on the busy timeout instead of failing on a stale snapshot; ``BEGIN`` otherwise."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
+    such writer waits (up to the busy timeout) instead of failing on a stale snapshot; ``BEGIN`` otherwise.
+    It waits in short tries: inside one SQLite call Python runs no signal handler, so Ctrl-C (or a
+    stage's SIGTERM) was not seen until the other writer let go, up to 10 minutes later."""
+    if not conn.get_execution_options().get(WRITE_LOCK):
+        conn.exec_driver_sql("BEGIN")
+        return
+    import sqlite3
+    import time
+
+    raw = conn.connection.driver_connection
+    raw.execute(f"PRAGMA busy_timeout={LOCK_POLL_MS}")
+    try:
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        while time.monotonic() < deadline:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    break  # said as SQLAlchemy says it, below
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the last try: its error is SQLAlchemy's, as every other statement's
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def make_engine(url: str, *, read_only: Path | None = None) -> Engine:

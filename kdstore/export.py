@@ -137,6 +137,9 @@ def export_model(
             raise KdError(f"stage {named.name!r} is a {named.kind} stage, not a model: export a teach or distill stage")
     predictor = Predictor.from_run(store, run, which, device="cpu")
     stage = store.find_stage(run, predictor.stage_name)
+    # read now, with the model: a `kd distill --overwrite` that ends while the export runs deletes the
+    # stage it replaced (the manifest had no figures at all) or gives its name to another model
+    metrics = _final_metrics(store, stage.id)
     folds = len(predictor.models) if predictor.kind == "student" and len(predictor.models) > 1 else 0
     if predictor.kind == "early-exit" or folds:
         models = exportable_stages(store, run)
@@ -181,7 +184,7 @@ def export_model(
             run=run, stage=stage, fmt=fmt, model_file=model_file, model_info=model_info, predictor=predictor,
             special=special, pad_id=pad_id, min_len=min_len, exporter=exporter,
             tokenizer_runtime=_tokenizer_runtime(tmp, predictor.tokenizer, texts, predictor.max_len, special),
-            metrics=_final_metrics(store, stage.id),
+            metrics=metrics,
         )
         manifest["verification"] = _verify(tmp, manifest, predictor, texts)
         manifest["files"] = {

@@ -753,6 +753,14 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
         issues = _rows_by_id(s, LabelIssue, [d.issue_id for d in decisions if d.issue_id is not None])
         deciders = dict(s.execute(select(Stage.id, Stage.name).where(
             Stage.id.in_({i.decided_stage_id for i in issues.values() if i.decided_stage_id is not None} or {-1}))).all())
+        # a detection an --overwrite is replacing (parked while the new one runs): its issues go when the
+        # new one succeeds, and the edits deciding them would stand with no issue (detect --overwrite
+        # refuses a detection whose decided issues' edits stand, but it checked before these existed)
+        parked = s.execute(select(Stage.name, Run.uniqid).join(Run, Run.id == Stage.run_id).where(
+            Stage.id.in_({i.stage_id for i in issues.values()} or {-1}), Stage.name.contains(PARKED, autoescape=True))).first()
+        if parked is not None:
+            raise KdError(f"the detection of run {parked.uniqid!r} is being replaced (`kd labels detect --overwrite` is running): "
+                          "no label was changed; run this again once it has ended, against the new detection")
         for d in decisions:
             sample = samples.get(d.sample_id)
             if sample is None:

@@ -240,7 +240,9 @@ def _folder_moves() -> Iterator[list[tuple[Path, Path]]]:
 def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool,
                   bare_first: bool, moved: list[tuple[Path, Path]]) -> tuple[int, str, str | None]:
     old_artifact = None
-    with store.write_session("runs", "stages") as s:
+    # --overwrite reads the old stage's label edits (``_refuse_live_edits``): on PostgreSQL under their
+    # writer lock too, so that a clean deciding its issues meanwhile has committed (and is seen) or waits
+    with store.write_session("runs", "stages", *(("label_edits", "label_issues") if overwrite else ())) as s:
         run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
         if run_row is None:
             run_row = Run(uniqid=run)

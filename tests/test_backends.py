@@ -79,6 +79,35 @@ def test_concurrent_ingests_and_a_reader_share_one_store(db, tmp_path):
     assert len(json.loads(r_out)) == 5
 
 
+@pytest.mark.sqlite_only  # (PostgreSQL's LOCK TABLE wait is cut short by Ctrl-C as it is)
+def test_ctrl_c_reaches_a_writer_queued_for_the_lock(db, invoke, write_file):
+    """A writer waiting for SQLite's writer lock (behind a long ingest) sat inside one SQLite call for
+    up to the 10-minute busy timeout, where Python runs no signal handler: Ctrl-C did nothing until
+    the other writer let go. It waits in short tries now, and stops at once, having written nothing."""
+    import signal
+    import sqlite3
+    import time
+
+    write_file("train.tsv", "pos\t很好\nneg\t太差\n")
+    invoke(["ingest", "train.tsv"])
+    write_file("more.tsv", "pos\t真好\n")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        proc = _kd_process(db, "ingest", "more.tsv")
+        time.sleep(4)  # started and queued
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        proc.communicate(timeout=30)
+        waited = time.monotonic() - start
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert proc.returncode != 0 and waited < 3
+    assert _count(db, Sample) == 2
+
+
 # bulk writes ----------------------------------------------------------------------------------
 
 

@@ -503,3 +503,32 @@ def test_an_export_is_checked_on_distinct_store_texts(tmp_path):
     texts = _verify_texts(store, max_len=8)
     assert texts[:5] == ["好一", "差二", "好三", "差四", "好五"] and len(texts) == 7  # + one longer than max_len, one character
     store.close()
+
+
+def test_a_stage_replaced_while_it_is_exported_keeps_its_figures_in_the_manifest(built, tmp_path, monkeypatch):
+    """`kd distill --overwrite` ending while `kd export` of the stage it replaces runs deletes that
+    stage: the manifest, its figures read last, came out with `"metrics": {}` (the model exported
+    was the old one all the same). The figures are read with the model."""
+    from sqlalchemy import delete
+
+    from kdstore import export as exp
+    from kdstore.schema import Stage
+
+    with Store.open(str(built)).engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db = tmp_path / "kd.db"
+    db.write_bytes(built.read_bytes())
+    store = Store.open(str(db))
+    stage_id = store.find_stage(RUN, "distill-textcnn").id
+    verify = exp._verify_texts
+
+    def replaced_meanwhile(*args, **kwargs):  # the replacement succeeds: the stage it replaced goes
+        with store.engine.begin() as conn:
+            conn.execute(delete(Stage).where(Stage.id == stage_id))
+        return verify(*args, **kwargs)
+
+    monkeypatch.setattr(exp, "_verify_texts", replaced_meanwhile)
+    path = Path(kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(tmp_path / "out"), "--db", str(db)).stdout.strip())
+    store.close()
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["metrics"]["dev"]["accuracy"] >= 0 and manifest["metrics"]["test"]["n"] == 16

@@ -429,6 +429,25 @@ def test_two_cleans_at_once_never_decide_an_issue_twice(db):
     assert store.find_stage("r", "cb", succeeded=False).status == "failed"
 
 
+def test_a_clean_planned_before_a_detect_overwrite_parked_its_detection_changes_nothing(tmp_path, error_line):
+    """A clean that read its issues just before `kd labels detect --overwrite` parked the detection
+    applied them while the new one ran: its edits stood with their issues deleted when the new
+    detection succeeded (what --overwrite refuses, checked before those edits existed)."""
+    from kdstore.runs import stage_scope
+
+    db = _hand_made_detection(tmp_path / "kd.db", ["甲很好", "乙很好", "丙很好"])
+    store = Store.open(db)
+    try:
+        plan = lab.plan_clean(store, "r", action="relabel", min_score=0.0)  # read before the detection was parked
+        with stage_scope(store, run="r", kind="detect", config={}, overwrite=True):  # the new detection runs
+            with pytest.raises(KdError, match="the detection of run 'r' is being replaced"):
+                with stage_scope(store, run="r", kind="clean", config={}) as stage:
+                    lab.apply(store, stage.id, plan, reason="test", skip_edited=True)
+    finally:
+        store.close()
+    assert _count(db, LabelEdit) == 0 and set(_labels(db).values()) == {0}
+
+
 def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     sheet = tmp_path / "review.csv"
