@@ -59,7 +59,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         click.echo(f"warning: {cut:.0%} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
                    f"and were cut to fit (the {'model' if stage['kind'] == 'pretrain' else 'teacher'} never saw their ends): "
                    "a larger --max-len may help, at a cost in speed", err=True)
-    _warn_if_unlearned(stage)
+    _warn_if_unlearned(stage, store)
     if stage["kind"] == "distill" and stage["config"].get("augment") and not stage["metrics"].get("all", {}).get("augmented_samples"):
         click.echo("warning: --augment made no text the student could learn from (each variant was its parent text, "
                    "another sample's, or empty: --p-mask 1 on one-word texts, say): try other probabilities or methods", err=True)
@@ -104,16 +104,23 @@ def _support(figures: dict) -> dict[str, float]:
     return {k[len("support["):-1]: v for k, v in figures.items() if k.startswith("support[") and k.endswith("]")}
 
 
-def _warn_if_unlearned(stage: dict) -> None:
+def _warn_if_unlearned(stage: dict, store=None) -> None:
     """A class with no sample in the splits a model learned from (a teacher's --split, dev too say;
-    a student's train): it never learned it."""
+    a student's train), or none its --where and --label select: it never learned it."""
     if stage["kind"] not in ("teach", "distill"):
         return
-    learned_from = (stage["config"].get("splits") or ["train"]) if stage["kind"] == "teach" else ["train"]
+    cfg = stage["config"] or {}
+    learned_from = (cfg.get("splits") or ["train"]) if stage["kind"] == "teach" else ["train"]
     support: dict[str, float] = {}
     for split in learned_from:
         for name, n in _support(stage["metrics"].get(split) or {}).items():
             support[name] = support.get(name, 0.0) + n
+    if stage["kind"] == "teach" and store is not None and (cfg.get("where") or cfg.get("labels")):
+        # the split's figures count every labeled row; the teacher learned from those its filters select
+        names = store.class_names()
+        rows = store.samples(splits=list(learned_from), labeled=True, where=cfg.get("where"))
+        held = {names[int(c)] for c in rows.labels} & set(cfg.get("labels") or names)
+        support = {name: n if name in held else 0.0 for name, n in support.items()}
     unlearned = [name for name, n in support.items() if not n]
     if unlearned:
         one = len(unlearned) == 1

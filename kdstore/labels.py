@@ -138,7 +138,7 @@ def record_labels_state(store: Store, stage_id: int, state: dict[str, Any]) -> N
 # detect --------------------------------------------------------------------------------------
 def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     """Every check ``detect`` makes, and the probabilities it scores, without writing anything."""
-    from .teacher import check_learned_every_class, trained_on
+    from .teacher import check_learned_every_class, learned_classes, trained_on
 
     cfg.validate()
     names = store.class_names()
@@ -150,6 +150,11 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train labels have a single class: there is nothing to tell apart")
     check_learned_every_class(teacher, names, run=teacher_run, purpose="label-noise detection")
+    learned = learned_classes(store, teacher)
+    unlearned = [names[c] for c in np.unique(train.labels) if learned is not None and names[c] not in learned]
+    if unlearned:  # (a class pinned by `kd ingest --classes` whose train samples came after the teacher ran)
+        raise KdError(f"the teacher of run {teacher_run!r} learned no sample of class {', '.join(map(repr, unlearned))}, which the "
+                      f"train labels now hold: its probabilities would flag every such label; re-run `kd teach` first")
     if cfg.tfidf_member and tfidf_folds(train.labels) < 2:  # (each fold's model must see every class)
         counts = np.bincount(train.labels)
         small = min(np.unique(train.labels), key=lambda c: counts[c])

@@ -373,6 +373,18 @@ def check_learned_every_class(stage, names: list[str], *, run: str, purpose: str
         )
 
 
+def learned_classes(store: Store, stage) -> set[str] | None:
+    """Names of the classes a teach stage had samples of in the splits it learned from, as its figures
+    count them when it ran (``support[CLASS]``); ``None`` for a stage without such figures. A class
+    pinned by ``kd ingest --classes`` whose train samples came later is not among them."""
+    splits = set(stage.config.get("splits") or ["train"])
+    support = {}
+    for m in store.metrics(stage.id):
+        if m.split in splits and m.name.startswith("support[") and m.name.endswith("]"):
+            support[m.name[len("support["):-1]] = support.get(m.name[len("support["):-1], 0.0) + m.value
+    return {name for name, n in support.items() if n > 0} if support else None
+
+
 def trained_on(store: Store, stage) -> set[int]:
     """Ids of the samples a teach stage learned from, as its query selects them now: the labeled
     rows of its ``splits`` (train before ``--split`` existed) matching its ``--where`` and ``--label``,

@@ -1082,6 +1082,22 @@ def test_detect_runs_over_the_train_classes_when_a_class_is_in_dev_only(noisy, t
     assert {i["suggested"] for i in issues} <= {"pos", "neg"} and {i["given"] for i in issues} <= {"pos", "neg"}
 
 
+def test_detect_refuses_a_pinned_class_whose_train_samples_came_after_the_teacher(noisy, tmp_path, error_line):
+    """A class pinned by --classes has no train sample when the teacher runs; its train samples come
+    later and are scored by --logits-only. The teacher never learned it, so detection would flag every
+    one of them: refused before anything is written, as for a changed class set."""
+    db = str(tmp_path / "later.db")
+    classes = tmp_path / "class_id.txt"
+    classes.write_text("0\tmid\n1\tpos\n2\tneg\n", encoding="utf-8")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", noisy["rows"][:40])), "--classes", str(classes), "--db", db)
+    kd("teach", "--run", "r", "--model", str(noisy["model"]), "--folds", "2", "--epochs", "1", "--max-len", "32", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "mid.tsv", [("mid", "不好也不差的一个东西"), ("mid", "一般般的那个东西")])), "--db", db)
+    kd("teach", "--run", "r", "--logits-only", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
+    assert "learned no sample of class 'mid'" in line and "kd teach" in line
+    assert _count(db, LabelIssue) == 0 and [s.kind for s in Store.open(db).stages_of("r")] == ["teach"]
+
+
 def test_only_classes_renormalizes_over_the_kept_columns():
     p = np.array([[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]])
     assert np.allclose(lab.only_classes(p, np.array([1, 2])), [[0.5, 0.5], [0.5, 0.5]])

@@ -1336,6 +1336,19 @@ def test_a_class_a_teacher_learned_from_dev_is_no_unlearned_class(sample_store, 
     assert "no train samples of class" not in out.stderr
 
 
+def test_a_class_the_teachers_where_or_label_leaves_out_is_an_unlearned_class(sample_store, tiny_model):
+    """The train split holds a 'mid' sample, but --where (or --label) leaves it out of what the
+    teacher learned from: the warning names it, as for a class with no train sample at all."""
+    db = str(sample_store)
+    kd("ingest", str(write_tsv(sample_store.parent / "mid.tsv", [("mid", "不好不坏，一般般吧")])), "--db", db)
+    short = ["--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db]
+    where = kd("teach", "--run", "w", "--where", "text NOT LIKE '%一般般%'", *short)
+    assert "warning: no train samples of class 'mid': the model never learned it" in where.stderr
+    label = kd("teach", "--run", "l", "--label", "pos", "--label", "neg", *short)
+    assert "warning: no train samples of class 'mid': the model never learned it" in label.stderr
+    assert "no train samples of class" not in kd("teach", "--run", "all", *short).stderr
+
+
 def test_a_checkpoint_without_a_tokenizer_or_with_weights_unlike_its_config_is_refused_before_training(sample_store, tiny_model, tmp_path):
     """transformers 5 makes an empty tokenizer (special tokens only) for a folder with none: every
     character read as [UNK], a teacher of nothing. ignore_mismatched_sizes (meant for the head)
