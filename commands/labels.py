@@ -187,9 +187,15 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
                        "detection (dry run: nothing written)")
         return
     config = {"action": action, "min_score": min_score, "detect": store.find_stage(run, "detect").name}
+    before = store.counts().get("train", {})
     with stage_scope(store, run=run, kind="clean", name=stage_name, config=config, overwrite=overwrite) as stage:
         counts = lab.apply(store, stage.id, plan, reason=f"kd labels clean --action {action} --min-score {min_score}", skip_edited=True)
         store.add_metrics(stage.id, "train", counts)
+    after = store.counts().get("train", {})
+    emptied = [name for name, n in before.items() if n and name != "(none)" and not after.get(name)]
+    if emptied:  # (a rare class of a moderation task, all of it flagged against the majority)
+        warned += _warn([f"class {', '.join(map(repr, emptied))} has no train sample left: a teacher or student would never learn "
+                         f"it; `kd labels undo --run {run} --stage {stage.name}` puts them back"])
     _print_counts(run, stage_name, counts, as_json, warnings=warned)
 
 

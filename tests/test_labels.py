@@ -1254,3 +1254,15 @@ def test_a_sheet_with_line_breaks_in_a_row_another_delimiter_or_a_repeated_key_i
     cased.write_text('{"Run": "r", "Sample_ID": 2, "Decision": "drop"}\n', encoding="utf-8")
     assert json.loads(kd("labels", "import", str(cased), "--db", db, "--json").stdout)["drop"] == 1
     assert _state(db)[2][1] is True
+
+
+def test_a_clean_that_empties_a_class_of_its_train_samples_says_so(tmp_path):
+    """Dropping every flagged sample can take a rare class's last train sample (a moderation task's
+    few positives, all flagged against the majority): the next teach would never learn the class."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的", "一般"])
+    out = kd("labels", "clean", "--run", "r", "--action", "drop", "--db", db, "--json")
+    assert "warning: class 'pos' has no train sample left" in out.output and "kd labels undo --run r --stage" in out.output
+    assert any("class 'pos' has no train sample left" in w for w in json.loads(out.stdout)["warnings"])
+    kd("labels", "undo", "--run", "r", "--db", db)
+    again = kd("labels", "clean", "--run", "r", "--action", "relabel", "--min-score", "0.95", "--db", db, "--overwrite")
+    assert "no train sample left" not in again.output  # (nothing changed)
