@@ -124,8 +124,13 @@ def _warn_if_unlearned(stage: dict, store=None) -> None:
     unlearned = [name for name, n in support.items() if not n]
     if unlearned:
         one = len(unlearned) == 1
-        click.echo(f"warning: no train samples of class {', '.join(map(repr, unlearned))}: the model never learned "
-                   f"{'it' if one else 'them'}, and {'its' if one else 'their'} dev and test samples count as errors", err=True)
+        filtered = " that --where/--label select" if stage["kind"] == "teach" and (cfg.get("where") or cfg.get("labels")) else ""
+        scored = sum(_support(stage["metrics"].get(split) or {}).get(name, 0.0)
+                     for split in ("dev", "test") if split not in learned_from for name in unlearned)
+        errors = (f", and {'its' if one else 'their'} dev and test samples count as errors" if scored else
+                  f" ({'it has' if one else 'they have'} no dev or test samples either)")
+        click.echo(f"warning: no train samples{filtered} of class {', '.join(map(repr, unlearned))}: the model never learned "
+                   f"{'it' if one else 'them'}{errors}", err=True)
 
 
 def _warn_if_majority(run: str, stage: dict) -> None:

@@ -1322,7 +1322,7 @@ def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sam
     kd("ingest", str(write_tsv(sample_store.parent / "mid.tsv", [("mid", "不好不坏，一般般吧")])), "--split", "dev", "--db", db)
     roomy = kd("teach", "--run", "roomy", "--model", str(tiny_model), "--epochs", "1", "--max-len", "64", "--db", db)
     assert "were cut" not in roomy.stderr and "cut to --max-len" not in roomy.stdout
-    assert "warning: no train samples of class 'mid': the model never learned it" in roomy.stderr  # a dev-only class
+    assert "warning: no train samples of class 'mid': the model never learned it, and its dev and test samples count as errors" in roomy.stderr  # a dev-only class
     assert [m.value for m in store.metrics(_stage(sample_store, "roomy", "teach").id) if m.name == "truncated"] == [0]
 
 
@@ -1343,9 +1343,9 @@ def test_a_class_the_teachers_where_or_label_leaves_out_is_an_unlearned_class(sa
     kd("ingest", str(write_tsv(sample_store.parent / "mid.tsv", [("mid", "不好不坏，一般般吧")])), "--db", db)
     short = ["--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db]
     where = kd("teach", "--run", "w", "--where", "text NOT LIKE '%一般般%'", *short)
-    assert "warning: no train samples of class 'mid': the model never learned it" in where.stderr
+    assert "warning: no train samples that --where/--label select of class 'mid': the model never learned it (it has no dev or test samples either)" in where.stderr
     label = kd("teach", "--run", "l", "--label", "pos", "--label", "neg", *short)
-    assert "warning: no train samples of class 'mid': the model never learned it" in label.stderr
+    assert "warning: no train samples that --where/--label select of class 'mid': the model never learned it" in label.stderr
     assert "no train samples of class" not in kd("teach", "--run", "all", *short).stderr
 
 
