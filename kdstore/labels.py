@@ -143,7 +143,16 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     cfg.validate()
     names = store.class_names()
     teacher_run = cfg.teacher_run or run
-    teacher = store.find_stage(teacher_run, "teach")
+    try:
+        teacher = store.find_stage(teacher_run, "teach")
+    except KdError as exc:
+        taught = [r.uniqid for r, stages in store.runs() if r.uniqid != run and any(
+            st.kind == "teach" and st.status == "succeeded" and "~" not in st.name for st in stages)]
+        if cfg.teacher_run is not None or not taught:
+            raise
+        # not another run's teacher taken silently: the one to use is named
+        raise KdError(f"{exc}; to detect with another run's teacher pass --teacher-run RUN "
+                      f"(runs with a teacher: {', '.join(taught)})") from None
     if teacher.config.get("classes") not in (None, names):
         raise KdError(f"the classes changed since the teacher of run {teacher_run!r} ran: re-run `kd teach`")
     train = store.samples(splits=["train"], labeled=True)
@@ -271,7 +280,17 @@ def _replaced_teacher(store: Store, run: str, detect_stage: Stage) -> list[str]:
     if read.get("stage_id") is None or now.id == read["stage_id"]:
         return []
     return [f"the teacher of run {teacher_run!r} was replaced after this detection ran (kd teach --overwrite): its issues "
-            f"are the old teacher's; `kd labels detect --run {run} --overwrite` judges with the new one"]
+            f"are the old teacher's; `{redetect_command(run, detect_stage)}` judges with the new one"]
+
+
+def redetect_command(run: str, detect_stage: Stage) -> str:
+    """The ``kd labels detect --overwrite`` that judges again as ``detect_stage`` did: with its
+    ``--teacher-run`` when that is another run (``--run`` alone would look for a teacher in ``run``)
+    and its ``--student-votes``."""
+    config = detect_stage.config or {}
+    teacher_run = ((config.get("teacher_stages") or [{}])[0].get("run") or config.get("teacher_run") or run)
+    votes = "".join(f" --student-votes {v}" for v in config.get("student_votes") or ())
+    return f"kd labels detect --run {run}{f' --teacher-run {teacher_run}' if teacher_run != run else ''}{votes} --overwrite"
 
 
 def _replaced_votes(store: Store, run: str, detect_stage: Stage) -> list[str]:
@@ -286,7 +305,7 @@ def _replaced_votes(store: Store, run: str, detect_stage: Stage) -> list[str]:
         if read.get("stage_id") is None or (now.id == read["stage_id"] and read.get("started_at") in (None, iso_utc(now.started_at))):
             continue
         out.append(f"distill stage {read['stage']!r} of run {read['run']!r} (--student-votes) was replaced after this detection ran "
-                   f"(kd distill --overwrite): its issues count the old student's votes; `kd labels detect --run {run} --overwrite` "
+                   f"(kd distill --overwrite): its issues count the old student's votes; `{redetect_command(run, detect_stage)}` "
                    "judges with the new one")
     return out
 
@@ -310,9 +329,13 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
                                     f"({', '.join(names)}): re-run it or leave it out of --student-votes",
     )
     if not store.read_folds(stage.id) and not allow_in_sample:  # --folds students score each train sample blind to it
+        # from the teachers it learned from: another run's (--teacher-run) are named, ``run`` may have none
+        config = stage.config or {}
+        teachers = "".join(f" --teacher-run {t}" for t in config.get("teacher_runs") or ())
+        teachers += "".join(f" --teacher-weight {w:g}" for w in config.get("teacher_weights") or ())
         raise KdError(
             f"distill stage {name!r} of run {run!r} learned the labels of the {len(sample_ids)} train samples: its votes are "
-            f"in-sample. Distill out-of-fold students (`kd distill --run {run} --folds 5 --name {name}-oof`) and pass those "
+            f"in-sample. Distill out-of-fold students (`kd distill --run {run}{teachers} --folds 5 --name {name}-oof`) and pass those "
             "(or pass --allow-in-sample)"
         )
     return probs, (run, stage)

@@ -437,6 +437,8 @@ def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:
             select(LabelIssue.decided_stage_id).where(LabelIssue.stage_id == old.id, LabelIssue.decided_stage_id.is_not(None))
         )).order_by(Stage.id)
     ).all()
+    config = old.config or {}  # the teacher it read: another run's with --teacher-run (``run`` may have none)
+    teacher_run = (config.get("teacher_stages") or [{}])[0].get("run") or config.get("teacher_run") or run
     for clean in deciders:
         live = _live_edits(s, clean)
         if live:
@@ -444,7 +446,7 @@ def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:
             raise KdError(
                 f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r}, whose "
                 f"{live} label edits stand: run `kd labels undo --run {owner} --stage {clean.name}` first, "
-                f"or detect again in another run (`kd labels detect --run NEW --teacher-run {run}`)"
+                f"or detect again in another run (`kd labels detect --run NEW --teacher-run {teacher_run}`)"
             )
 
 

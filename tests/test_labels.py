@@ -185,6 +185,28 @@ def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     assert "no run 'nowhere'" in nothing.output  # refused before a run or stage is recorded
 
 
+def test_a_run_without_a_teacher_is_told_of_teacher_run_and_its_hints_name_the_teacher_it_read(db, error_line):
+    """`kd labels detect --run b` where only run r has a teacher names --teacher-run and r (it is not
+    taken silently, and nothing is written); a detection of b that read r's teacher names r again
+    when its --overwrite is refused (it named `--teacher-run b`, a run with no teacher), and so does the
+    refusal of in-sample votes of a student b distilled from r (it named `kd distill --run b`, which fails)."""
+    line = error_line(kd("labels", "detect", "--run", "b", "--db", db, ok=False))
+    assert "no run 'b'" in line and "pass --teacher-run RUN (runs with a teacher: r)" in line, line
+    assert not Store.open(db).run_exists("b")
+    kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)
+    kd("labels", "clean", "--run", "b", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "b", "--overwrite", "--db", db, ok=False))
+    assert "run 'b' has no succeeded 'teach' stage" in line and "--teacher-run RUN (runs with a teacher: r)" in line, line
+    line = error_line(kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--overwrite", "--db", db, ok=False))
+    assert line.endswith("or detect again in another run (`kd labels detect --run NEW --teacher-run r`)"), line
+    # a student of b distilled from r's teacher: the out-of-fold students it asks for are distilled from r too
+    kd("distill", "--run", "b", "--teacher-run", "r", "--name", "s", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+       "--max-len", "32", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "c", "--teacher-run", "r", "--student-votes", "b:s", "--method",
+                         "cleanlab,ensemble", "--db", db, ok=False))
+    assert "(`kd distill --run b --teacher-run r --folds 5 --name s-oof`)" in line, line
+
+
 def test_a_train_sample_ingested_after_a_folds_teacher_is_scored_not_refused_as_in_sample(db, tmp_path):
     """It has no logits yet: the fix is --logits-only (not --allow-in-sample); scored, it is out of
     sample (none of the K fold models saw it) and detect takes it."""
@@ -871,13 +893,14 @@ def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db
     kd("teach", "--run", "r", "--model", str(noisy["model"]), "--folds", "2", "--epochs", "1", "--max-len", "32", "--overwrite", "--db", db)
     dry = kd("labels", "clean", "--run", "r2", "--dry-run", "--db", db)  # the issues are the old teacher's: said so
     assert ("the teacher of run 'r' was replaced after this detection ran (kd teach --overwrite): its issues are the old "
-            "teacher's; `kd labels detect --run r2 --overwrite` judges with the new one") in " ".join(dry.stderr.split())
+            "teacher's; `kd labels detect --run r2 --teacher-run r --student-votes r:votes --overwrite` judges with the new one") in " ".join(dry.stderr.split())
     assert "(--student-votes) was replaced" not in dry.stderr
     kd("distill", "--run", "r", "--folds", "2", "--name", "votes", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
        "--max-len", "32", "--overwrite", "--db", db)  # the votes it counted are gone: said so too
     dry = kd("labels", "clean", "--run", "r2", "--dry-run", "--db", db)
     assert ("distill stage 'votes' of run 'r' (--student-votes) was replaced after this detection ran (kd distill --overwrite): "
-            "its issues count the old student's votes; `kd labels detect --run r2 --overwrite` judges with the new one") in " ".join(dry.stderr.split())
+            "its issues count the old student's votes; `kd labels detect --run r2 --teacher-run r --student-votes r:votes --overwrite` "
+            "judges with the new one") in " ".join(dry.stderr.split())
     _add_class_mid(db, tmp_path)  # a third class, two train samples relabeled to it, and a teacher of all three
     two = [i for (i,) in _read(db, select(Sample.id).where(Sample.split == "train").order_by(Sample.id).limit(2))]
     edit_labels(db, "t3", "review", {i: "mid" for i in two})
