@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdstore.plots import write_plots
-from kdstore.report import compare, run_report, runs_overview, teacher_sources
+from kdstore.report import compare, run_report, label_sources, runs_overview, teacher_sources
 
 from .common import console, json_option, open_store, print_json, resolve_runs, run_option, store_options
 
@@ -68,7 +68,7 @@ def print_wide(out, table) -> None:
 
 
 _HIDDEN = object()
-_TEXT_HIDDEN = {"labels_read_at"}  # bookkeeping the text report leaves to --json
+_TEXT_HIDDEN = {"labels_read_at", "labels_stage_ids"}  # bookkeeping the text report leaves to --json
 
 
 def _config_value(value):
@@ -148,6 +148,9 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
         if st["config"].get("teacher_stages"):  # (a list of dicts: hidden from the config line above)
             out.print("  teachers: " + ", ".join(teacher_sources(store, st["config"]["teacher_stages"])), markup=False)
+        learned = label_sources(store, st["config"])
+        if any(x.endswith("replaced since)") for x in learned):  # (the config line's labels_stages name the new ones)
+            out.print("  labels from: " + ", ".join(learned), markup=False)
         edits = st.get("label_edits")
         if edits and edits["undone"]:  # its figures below are what it changed then
             some = "all" if edits["undone"] == edits["edits"] else f"{edits['undone']} of them"

@@ -93,7 +93,7 @@ def labels_state(store: Store) -> dict[str, Any]:
     digest = hashlib.sha256()
     with store.session() as s:
         stages = s.execute(
-            select(Run.uniqid, Stage.name).join(Stage, Stage.run_id == Run.id)
+            select(Run.uniqid, Stage.name, Stage.id).join(Stage, Stage.run_id == Run.id)
             .where(Stage.id.in_(select(LabelEdit.stage_id).where(LabelEdit.reverted_at.is_(None), LabelEdit.action != "flag")))
             .order_by(Stage.id)
         ).all()
@@ -104,8 +104,9 @@ def labels_state(store: Store) -> dict[str, Any]:
         )
         for sid, label, dropped in changed:
             digest.update(f"{sid}:{label}:{int(bool(dropped))};".encode())
-    return {"labels_from": labels_version(store), "labels_stages": [f"{r}/{n}" for r, n in stages],
-            "labels_digest": digest.hexdigest()[:16]}
+    # (the ids too: a clean stage replaced since, `kd labels clean --overwrite` after an undo, gives its name to another)
+    return {"labels_from": labels_version(store), "labels_stages": [f"{r}/{n}" for r, n, _ in stages],
+            "labels_stage_ids": [i for _, _, i in stages], "labels_digest": digest.hexdigest()[:16]}
 
 
 def read_labeled(store: Store, read: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:

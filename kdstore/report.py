@@ -159,6 +159,21 @@ def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]]) -> list[
     return out
 
 
+def label_sources(store: Store, config: dict[str, Any]) -> list[str]:
+    """The clean stages whose edits a stage learned from (its config's ``labels_stages``) as
+    ``RUN/NAME``, with ``replaced since`` for one whose name another stage holds now (`kd labels
+    undo`, then `kd labels clean --overwrite`): the name alone would point at the new edits."""
+    names, ids = config.get("labels_stages") or [], config.get("labels_stage_ids")
+    if ids is None or len(ids) != len(names):  # (stages recorded before the ids were)
+        return list(names)
+    out = []
+    with store.session() as s:
+        for name, stage_id in zip(names, ids):
+            stage = s.get(Stage, int(stage_id))
+            out.append(name if stage is not None and name.endswith(f"/{stage.name}") else f"{name} (stage {stage_id}, replaced since)")
+    return out
+
+
 def issue_scores(store: Store, stage_id: int) -> list[float]:
     with store.engine.connect() as conn:
         return [float(v) for (v,) in conn.execute(select(LabelIssue.score).where(LabelIssue.stage_id == stage_id))]

@@ -311,7 +311,13 @@ def test_drop_excludes_samples_from_later_training(db):
     dropped = out["config"]["labels_digest"]
     assert dropped != original
     kd("labels", "undo", "--run", "r", "--db", db)
-    assert lab.labels_state(Store.open(db)) == {"labels_from": "original", "labels_stages": [], "labels_digest": original}
+    assert lab.labels_state(Store.open(db)) == {"labels_from": "original", "labels_stages": [], "labels_stage_ids": [],
+                                                "labels_digest": original}
+    # a clean replaced after its undo gives its name to the new one: the report says the student's was replaced
+    assert "labels from:" not in kd("report", "--run", "r", "--db", db).stdout
+    kd("labels", "clean", "--run", "r", "--action", "drop", "--overwrite", "--db", db)
+    first = out["config"]["labels_stage_ids"][0]
+    assert f"labels from: r/clean (stage {first}, replaced since)" in kd("report", "--run", "r", "--db", db).stdout
 
 
 def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):
