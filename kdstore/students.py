@@ -262,8 +262,14 @@ def check_bert_layout(teacher_config) -> None:
     from transformers import AutoModel
 
     bert = student_bert_config(teacher_config, layers=1, hidden=None, num_classes=2)
+    try:
+        config = hf_config(bert)
+    except KdError:
+        raise
+    except Exception:  # a configuration with one entry a layer (ModernBERT's, Qwen2's layer_types) cannot be cut shorter
+        raise _not_bert_layout(getattr(teacher_config, "model_type", type(teacher_config).__name__)) from None
     with torch.device("meta"):
-        _self_attention(AutoModel.from_config(hf_config(bert)))
+        _self_attention(AutoModel.from_config(config))
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:

@@ -1143,6 +1143,21 @@ def test_a_transformer_student_of_a_teacher_not_laid_out_like_bert_is_one_line(k
         student_bert_config(CONFIG_MAPPING[kind](), layers=1, hidden=None, num_classes=2)
 
 
+@pytest.mark.parametrize("kind", ["modernbert", "qwen2"])
+def test_a_transformer_student_of_a_teacher_with_per_layer_types_is_one_line(kind):
+    """ModernBERT and Qwen2 list a type per layer (``layer_types``): cut to fewer layers, their
+    configuration failed its own validation, a traceback (StrictDataclassClassValidationError)
+    instead of the refusal other teachers not laid out like BERT get."""
+    from transformers import CONFIG_MAPPING
+
+    from kdstore.errors import KdError
+    from kdstore.students import check_bert_layout
+
+    teacher = CONFIG_MAPPING[kind](vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    with pytest.raises(KdError, match=f"this teacher's {kind!r} is laid out otherwise: choose --student textcnn"):
+        check_bert_layout(teacher)
+
+
 @pytest.mark.parametrize("kind", ["albert", "distilbert"])
 def test_a_teacher_not_laid_out_like_bert_is_refused_by_early_exit_and_transformer_before_a_stage(sample_store, corpus, tmp_path, kind):
     """An ALBERT (embedding_size < hidden) or DistilBERT teacher teaches and a TextCNN learns from it,
