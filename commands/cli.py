@@ -40,6 +40,17 @@ class LazyGroup(KdGroup):
         return list(COMMANDS)
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
+        typed = args[0] if args else ""
+        if typed and typed not in COMMANDS and not typed.startswith("-") and not ctx.resilient_parsing:
+            # click suggests from ``self.commands``, which a lazy group leaves empty: name the close ones here
+            import difflib
+
+            if typed.lower() == "help":
+                hint = " `kd --help` lists the commands; `kd COMMAND --help` shows one's options and an example."
+            else:
+                close = difflib.get_close_matches(typed.lower(), list(COMMANDS))
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise click.UsageError(f"No such command {typed!r}.{hint}", ctx)
         name, command, rest = super().resolve_command(ctx, args)
         world = os.environ.get("WORLD_SIZE", "1")
         asks_help = any(a in ctx.help_option_names for a in rest)

@@ -178,3 +178,13 @@ def test_predict_json_help_names_every_key_an_answer_has(runner):
     shown = text[text.index("--json"):]
     for key in keys:
         assert re.search(rf"\b{key}\b", shown), key
+
+
+@pytest.mark.parametrize("typed, hint", [("distil", "Did you mean 'distill'?"), ("Report", "Did you mean 'report'?"),
+                                         ("help", "`kd --help` lists the commands")])
+def test_a_mistyped_command_names_the_one_meant(runner, typed, hint):
+    """``kd distil`` names ``distill``, as ``kd labels clen`` names ``clean`` (the lazy top-level group has no
+    ``commands`` for click to suggest from)."""
+    result = runner.invoke(cli, [typed, "--run", "r1"])
+    assert result.exit_code == 2
+    assert f"No such command '{typed}'." in result.output and hint in result.output
