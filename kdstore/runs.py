@@ -237,6 +237,9 @@ def _folder_moves() -> Iterator[list[tuple[Path, Path]]]:
         raise
 
 
+NAMED_KINDS = ("distill", "clean")  # the stages whose command takes --name
+
+
 def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool,
                   bare_first: bool, moved: list[tuple[Path, Path]]) -> tuple[int, str, str | None]:
     old_artifact = None
@@ -273,6 +276,7 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
                 live = _live_edits(s, old) if kind == "clean" else 0
                 advice = (f"name this one with --name (its {live} edits stand; --overwrite would need "
                           f"`kd labels undo --run {run} --stage {name}` first)" if live
+                          else "pass --overwrite to replace it, --name to keep both, or another --run" if kind in NAMED_KINDS
                           else "pass --overwrite to replace it, or use another --run")
                 raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: {advice}")
             _refuse_live_edits(s, old, run)

@@ -345,6 +345,11 @@ def test_succeeded_stage_is_not_replaced_without_overwrite(store):
     same = _stage(store, "r1", "teach")
     assert (same.id, same.status, same.config) == (first.id, "succeeded", {"v": 1})
     assert len(store.read_logits(first.id)[0]) == 4
+    with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={}):
+        pass
+    with pytest.raises(KdError, match="pass --overwrite to replace it, --name to keep both, or another --run"):  # (distill takes --name)
+        with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={}):
+            pytest.fail("the body must not run")
 
     # another run is independent
     with stage_scope(store, run="r2", kind="teach", config={}):
