@@ -183,8 +183,8 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             if top and len(items) > top:
                 click.echo(f"... {len(items) - top} more rows (--top 0 shows all, --json lists all)")
             n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
-            click.echo(f"{n['change']} changes, {n['unchanged']} unchanged, {n['edited']} left alone: edited since "
-                       "detection (dry run: nothing written)")
+            click.echo(f"{n['change']} changes, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
+                       "detection); dry run: nothing written")
         return
     config = {"action": action, "min_score": min_score, "detect": store.find_stage(run, "detect").name}
     before = store.counts().get("train", {})
