@@ -902,7 +902,17 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
                     LabelIssue.stage_id.in_(select(Stage.id).where(Stage.run_id == stage.run_id)),
                 ).values(status="open")
             ).rowcount
-    return {"stage": stage.name, "reverted": len(edits), "reopened": reopened}
+    return {"stage": stage.name, "reverted": len(edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id)}
+
+
+def stages_trained_on(store: Store, clean_stage_id: int) -> list[str]:
+    """The teach and distill stages (``RUN/NAME``) whose labels had the edits of clean stage
+    ``clean_stage_id`` in force (their ``labels_stage_ids``): an undo leaves them trained on labels
+    that are no longer the store's."""
+    with store.session() as s:
+        rows = s.execute(select(Run.uniqid, Stage.name, Stage.config).join(Run, Run.id == Stage.run_id)
+                         .where(Stage.kind.in_(("teach", "distill")), Stage.status == "succeeded").order_by(Stage.id)).all()
+    return [f"{run}/{name}" for run, name, config in rows if clean_stage_id in ((config or {}).get("labels_stage_ids") or ())]
 
 
 def reopen(s, which, *, undoing: int | None = None) -> int:

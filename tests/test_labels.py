@@ -310,7 +310,8 @@ def test_drop_excludes_samples_from_later_training(db):
     original = hashlib.sha256().hexdigest()[:16]
     dropped = out["config"]["labels_digest"]
     assert dropped != original
-    kd("labels", "undo", "--run", "r", "--db", db)
+    undone = kd("labels", "undo", "--run", "r", "--db", db)
+    assert "warning: r/distill-textcnn trained on the labels this undo reverted: re-run them" in undone.stderr
     assert lab.labels_state(Store.open(db)) == {"labels_from": "original", "labels_stages": [], "labels_stage_ids": [],
                                                 "labels_digest": original}
     # a clean replaced after its undo gives its name to the new one: the report says the student's was replaced
