@@ -12,8 +12,9 @@ from dataclasses import replace
 import click
 from click.core import ParameterSource
 
-from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
+from kdstore.distributed import Dist, process_group, shared_stage
+from kdstore.environment import environment
 from kdstore.errors import KdError
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
@@ -157,7 +158,7 @@ def _warn_if_majority(run: str, stage: dict) -> None:
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=FLOAT, default=5e-4, show_default=True)
 @click.option("--steps", type=int, default=0, help="Training steps (or use --minutes).")
-@click.option("--minutes", type=FLOAT, default=0.0, help="Wall-clock budget of the training steps in minutes (reading the store, segmenting with jieba and saving come on top).")
+@click.option("--minutes", type=FLOAT, default=0.0, help="Wall-clock budget of the training steps in minutes (reading the store, segmenting with jieba and saving come on top). Clock-bound: two runs stop at different steps, so their weights differ; --steps N reruns exactly.")
 @click.option("--mask-prob", type=FLOAT, default=0.15, show_default=True)
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="mlm", show_default=True,
               help="mlm: masked-LM. electra: replaced-token detection (a small generator fills the masks, the encoder "
@@ -191,7 +192,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
     cfg.validate()
     store = open_store(db)
     with process_group(device) as dist:
-        with shared_stage(dist, store, run=run, kind="pretrain", config=pretrain_config(cfg), overwrite=overwrite) as stage:
+        with shared_stage(dist, store, run=run, kind="pretrain", config={**pretrain_config(cfg), "environment": environment(device)}, overwrite=overwrite) as stage:
             run_pretrain(store, stage, cfg, dist)
     if dist.is_main:
         _finish(store, run, "pretrain", as_json)
@@ -270,7 +271,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
         if "dev" in cfg.splits and _options_given(("patience",)) and dist.is_main:
             click.echo("warning: --patience: not used when dev is trained on (no dev rows are left to judge the epochs: "
                        "the last epoch is kept)", err=True)
-        config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store)}
+        config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
     if dist.is_main:
@@ -411,7 +412,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     if teacher_config is not None and init_embeddings == "teacher":
         cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim))
     name = f"distill-{student}" if stage_name is None else stage_name
-    config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}
+    config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,)),
+              "environment": environment(device)}
     with process_group(device) as dist:
         with shared_stage(dist, store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
             run_distill(store, stage, cfg, dist)
@@ -587,7 +589,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         check_layerwise(teacher_config.model_type)
     name = "distill-early-exit" if stage_name is None else stage_name
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
-              "teacher_stages": _teacher_stages(store, teacher_runs or (run,))}
+              "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
         train_early_exit(store, stage, cfg, teacher_run=teacher_runs[0] if teacher_runs else None)
     _finish(store, run, name, as_json)

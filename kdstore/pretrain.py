@@ -23,6 +23,7 @@ from .progress import progress
 from .runs import StageHandle
 from .schedules import warmup_linear_decay
 from .segment import jieba_module, token_groups, word_starts
+from .serving import sha256_file
 from .store import Store
 from .torchutil import autocast, check_finite, count_parameters, grad_scaler, pick_device, saving_model, scaled_step, set_seed
 from .vocab import SPECIALS, build_vocab, make_tokenizer
@@ -323,7 +324,11 @@ class _WordGroups:
 
 def config_dict(cfg: PretrainConfig) -> dict:
     d = asdict(cfg)
-    d["corpus"] = list(cfg.corpus)
+    # each file as an absolute path with its sha256: a relative path names another file (or none)
+    # from another working directory, and a corpus edited since is no longer what the model read
+    files = [Path(p) for p in cfg.corpus]
+    d["corpus"] = [str(f.resolve()) for f in files]
+    d["corpus_sha256"] = [sha256_file(f) if f.is_file() else None for f in files]
     # the sizes "0 (auto)" stood for, as the model has them (the report showed heads=0, intermediate=0)
     d["heads"], d["intermediate"] = cfg.n_heads, cfg.intermediate or 4 * cfg.hidden
     return d

@@ -364,6 +364,9 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     assert (stage.config["heads"], stage.config["intermediate"]) == (2, 128)  # the sizes built (--intermediate: 4 x hidden), not 0
     taught = kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db)
     assert _stage(sample_store, "p", "teach").status == "succeeded" and "pre-trained on" not in taught.stderr
+    for kind in ("pretrain", "teach"):  # what a rerun needs beside the options: kd's version, the libraries', the device
+        env = _stage(sample_store, "p", kind).config["environment"]
+        assert env["kd"] and env["torch"] == torch.__version__ and env["transformers"] and env["device"] == "cpu", env
     # positions past the pre-training's --max-len (128) were never trained: said, and trained on regardless
     longer = kd("teach", "--run", "p2", "--model", "pretrain:p", "--epochs", "1", "--max-len", "160", "--db", db)
     assert "warning: --max-len 160 is longer than the 128 tokens run 'p' was pre-trained on: positions 129-160 start untrained" in longer.stderr
@@ -418,6 +421,27 @@ def test_saving_model_names_the_os_reason_under_torchs_own_error(tmp_path):
     with pytest.raises(RuntimeError, match="a bug"):  # not a failed write: kept as it is, traceback and all
         with saving_model(tmp_path):
             raise RuntimeError("a bug in the model's state dict")
+
+
+def test_pretrain_with_steps_reruns_to_the_same_weights_and_records_its_corpus(sample_store, tmp_path, monkeypatch):
+    """Two `kd pretrain --steps N` runs with one --seed give the same weights, another seed others;
+    a --corpus named relative to the working directory is recorded as the file it was (absolute
+    path and sha256), so that the record reruns from anywhere."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    monkeypatch.chdir(tmp_path)
+    Path("news.txt").write_text("龘靐齉爩\n鱻麤龘靐\n", encoding="utf-8")
+    args = ("pretrain", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3", "--batch-size", "16",
+            "--min-count", "1", "--corpus", "news.txt", "--device", "cpu", "--db", str(sample_store), "--json")
+    outs = [json.loads(kd(*args, "--run", run, *seed).output) for run, seed in (("a", ()), ("b", ()), ("c", ("--seed", "7")))]
+    weights = [load_file(str(Path(o["artifact_path"], "model.safetensors"))) for o in outs]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+    cfg = outs[0]["config"]
+    assert cfg["corpus"] == [str((tmp_path / "news.txt").resolve())]
+    assert cfg["corpus_sha256"] == [hashlib.sha256((tmp_path / "news.txt").read_bytes()).hexdigest()]
 
 
 def test_pretrain_leaves_out_augmented_texts(sample_store):
