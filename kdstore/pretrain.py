@@ -168,7 +168,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         objective = MaskedLMLoss(BertForMaskedLM(model_cfg).to(device))
         model = objective.model
     net = dist.wrap(objective)
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_decay_groups(objective, cfg.weight_decay), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + dist.rank)  # each rank masks its own share
     special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
 
@@ -248,6 +248,18 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         },
     )
     return out
+
+
+def _decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: ``weight_decay`` on the matrices, none on biases and LayerNorm weights (as BERT's
+    and ELECTRA's own pre-training, Hugging Face's run_mlm and ``kd teach`` have it)."""
+    norms = {id(p) for m in module.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters(recurse=False)}
+    named = list(module.named_parameters())  # (a weight shared by generator and discriminator once)
+    exempt = [name.endswith("bias") or id(p) in norms for name, p in named]
+    return [
+        {"params": [p for (_, p), e in zip(named, exempt) if not e], "weight_decay": weight_decay},
+        {"params": [p for (_, p), e in zip(named, exempt) if e], "weight_decay": 0.0},
+    ]
 
 
 def _loss_figures(recent: list[float], recent_rtd: list[float], dist: Dist = SINGLE) -> dict[str, float]:

@@ -1494,3 +1494,30 @@ def test_weighted_common_logits_averages_the_samples_every_teacher_scored():
     assert ids.tolist() == [1, 3, 5, 9] and avg[:, 0].tolist() == [1, 3, 5, 9]
     ids, avg = weighted_common_logits([(a_ids, a), (np.array([4]), np.zeros((1, 2), np.float32))])
     assert ids.tolist() == [] and avg.shape == (0, 2)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_pretrain_exempts_biases_and_layernorm_weights_from_weight_decay(sample_store, monkeypatch, objective):
+    """As BERT's and ELECTRA's own pre-training (and Hugging Face's run_mlm, and kd teach) do: AdamW
+    decayed every LayerNorm weight and bias of the encoder towards 0 as well."""
+    groups = []
+    init = torch.optim.AdamW.__init__
+
+    def recording(self, params, *args, **kwargs):
+        params = list(params)
+        groups.append(params)
+        return init(self, params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "__init__", recording)
+    kd("pretrain", "--run", "wd", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--batch-size", "16",
+       "--min-count", "1", "--objective", objective, "--device", "cpu", "--db", str(sample_store))
+    (params,) = groups
+    assert all(isinstance(g, dict) for g in params), "one group for every weight: the norms and biases decayed too"
+    from kdstore.pretrain import PretrainConfig
+
+    weights = [(p, g["weight_decay"]) for g in params for p in g["params"]]
+    assert len({id(p) for p, _ in weights}) == len(weights)  # each weight in one group
+    # in a BERT encoder (and ELECTRA's generator) the 1-D weights are exactly the biases and the
+    # LayerNorm weights; every matrix (dense layers, embeddings) is decayed
+    assert {wd for p, wd in weights if p.dim() == 1} == {0.0}
+    assert {wd for p, wd in weights if p.dim() > 1} == {PretrainConfig.weight_decay}
