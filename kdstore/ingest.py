@@ -245,7 +245,9 @@ def _parse_delimited(
 
     text_i = _column(opts.text_col, header, "text", name)
     label_i = _column(opts.label_col, header, "label", name)
-    if header is None and width > 2 and (text_i is None or (label_i is None and want_label)):
+    # (columns past the second blank in every row, Excel's trailing "," or tab, are no third column)
+    wide = width > 2 and any(f.strip() for _, fields in rows for f in fields[2:])
+    if header is None and wide and (text_i is None or (label_i is None and want_label)):
         # only one or two columns have a default: with more, a header kd does not know (id,body,category)
         # would be read as a sample, and the id column as the labels
         which = "the text and label columns with --text-col and --label-col" if want_label else "the text column with --text-col"

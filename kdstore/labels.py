@@ -223,7 +223,7 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
         (stage.id, int(train.ids[i]), int(train.labels[i]), int(present[found.suggested[i]]), float(found.score[i]), str(found.methods[i]), "open")
         for i in flagged[np.argsort(-found.score[flagged], kind="stable")]
     ]
-    with store.engine.begin() as conn:
+    with store.writer() as conn:
         bulk_insert(conn, LabelIssue.__table__, ("stage_id", "sample_id", "given_label_id", "suggested_label_id", "score", "methods", "status"), rows)
     figures = {"flagged": len(rows), "train_samples": len(train), "in_sample": inputs.in_sample,
                "oof_accuracy": float(np.mean(probs.argmax(axis=1) == train.labels)),

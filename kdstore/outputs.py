@@ -82,7 +82,7 @@ def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np
         return 0
     logits = np.asarray(logits)
     sample_ids = np.asarray(sample_ids)
-    with (store.write_transaction("logits", "predictions") if missing_only else store.engine.begin()) as conn:
+    with (store.write_transaction("logits", "predictions") if missing_only else store.writer()) as conn:
         if missing_only:
             have: list[int] = []
             for part in chunks(sorted(int(i) for i in sample_ids), ID_CHUNK):

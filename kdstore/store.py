@@ -171,6 +171,12 @@ class Store:
     def _lock_option(self) -> dict:
         return {WRITE_LOCK: True} if self.engine.dialect.name == "sqlite" else {}
 
+    def writer(self):
+        """``engine.begin()`` for a transaction that only writes (logits, metrics): on SQLite it queues
+        for the writer lock at ``BEGIN`` in short tries (``_begin_sqlite``), where Ctrl-C reaches it; a
+        plain ``BEGIN`` waited inside its first INSERT, deaf to signals, for up to the busy timeout."""
+        return self.engine.execution_options(**self._lock_option()).begin()
+
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
@@ -279,7 +285,7 @@ class Store:
             raise ValueError(f"{len(sample_ids)} sample ids but {len(matrix)} logit rows")
         blobs = vectors.encode_rows(np.asarray(matrix))
         rows = list(zip(repeat(int(stage_id)), np.asarray(sample_ids).tolist(), blobs))
-        with self.engine.begin() as conn:
+        with self.writer() as conn:
             bulk_insert(conn, Logit.__table__, ("stage_id", "sample_id", "vector"), rows)
         return len(rows)
 
@@ -312,7 +318,7 @@ class Store:
                 np.asarray(confidences, dtype=float).tolist(),
             )
         )
-        with self.engine.begin() as conn:
+        with self.writer() as conn:
             bulk_insert(conn, Prediction.__table__, ("stage_id", "sample_id", "label_id", "confidence"), rows)
         return len(rows)
 
@@ -328,7 +334,7 @@ class Store:
         ]
         if not rows:
             return
-        with self.engine.begin() as conn:
+        with self.writer() as conn:
             conn.execute(insert(Metric), rows)
 
     def metrics(self, stage_id: int, *, final: bool = True) -> list[Metric]:
@@ -348,7 +354,7 @@ class Store:
 
     def write_folds(self, stage_id: int, sample_ids: Sequence[int], folds: Sequence[int]) -> None:
         rows = list(zip(repeat(int(stage_id)), np.asarray(sample_ids).tolist(), np.asarray(folds).tolist()))
-        with self.engine.begin() as conn:
+        with self.writer() as conn:
             bulk_insert(conn, SampleFold.__table__, ("stage_id", "sample_id", "fold"), rows)
 
     def read_folds(self, stage_id: int) -> dict[int, int]:
@@ -359,7 +365,7 @@ class Store:
 
     def clear_outputs(self, stage_id: int) -> None:
         """Remove a stage's logits and predictions (used when a stage fails half-way)."""
-        with self.engine.begin() as conn:
+        with self.writer() as conn:
             conn.execute(delete(Logit).where(Logit.stage_id == stage_id))
             conn.execute(delete(Prediction).where(Prediction.stage_id == stage_id))
             conn.execute(delete(SampleFold).where(SampleFold.stage_id == stage_id))

@@ -108,6 +108,40 @@ def test_ctrl_c_reaches_a_writer_queued_for_the_lock(db, invoke, write_file):
     assert _count(db, Sample) == 2
 
 
+@pytest.mark.sqlite_only
+def test_ctrl_c_reaches_a_stage_writing_its_outputs_behind_another_writer(db, invoke, write_file):
+    """The same for a transaction that only writes (a stage's logits, metrics, folds): its plain
+    BEGIN took the lock at its first INSERT, inside one SQLite call, deaf to Ctrl-C for 10 minutes."""
+    import signal
+    import sqlite3
+    import time
+
+    write_file("train.tsv", "pos\t很好\nneg\t太差\n")
+    invoke(["ingest", "train.tsv"])
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    script = ("import sys\nfrom kdstore.store import Store\nstore = Store.open(sys.argv[1], create=False)\n"
+              "print('ready', flush=True)\nstore.write_folds(1, [1], [0])\n")
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", script, db], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(2)  # queued
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        waited = time.monotonic() - start
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert proc.returncode != 0 and waited < 3
+
+
 # bulk writes ----------------------------------------------------------------------------------
 
 

@@ -142,6 +142,16 @@ def test_parse_headerless_wide_file_needs_its_columns_named():
     assert (r.text, r.label) == ("good", None)
 
 
+def test_parse_headerless_file_with_trailing_blank_columns_reads_as_two_columns():
+    """Excel's trailing "," (or a tab) after label,text is no third column: the file read before the
+    3-column refusal, and still does (the blank column in the metadata, as a headerless extra column)."""
+    for data, name in ((b"pos,good,\nneg,bad,\n", "t.csv"), (b"pos\tgood\t\t\nneg\tbad\t\t\n", "t.tsv")):
+        records = parse(data, name, IngestOptions())
+        assert [(r.text, r.label) for r in records] == [("good", "pos"), ("bad", "neg")]
+    with pytest.raises(KdError, match="3 columns"):  # one filled cell past the second is a third column
+        parse(b"pos,good,\nneg,bad,x\n", "t.csv", IngestOptions())
+
+
 def test_parse_unlabeled_keeps_no_label_in_the_metadata():
     """README: --split unlabeled drops any label column, as JSONL drops the label key."""
     for data, name in ((b"pos\tfirst\n", "pool.tsv"), (b"label,text,who\npos,first,ann\n", "pool.csv")):
