@@ -250,8 +250,10 @@ def _parse_delimited(
     if header is None and wide and (text_i is None or (label_i is None and want_label)):
         # only one or two columns have a default: with more, a header kd does not know (id,body,category)
         # would be read as a sample, and the id column as the labels
-        which = "the text and label columns with --text-col and --label-col" if want_label else "the text column with --text-col"
-        raise KdError(f"{name}: line {rows[0][0]}: field 'text': {width} columns and no header kd knows ({', '.join(sorted(_HEADER_WORDS))}): "
+        which = ("the label column with --label-col" if text_i is not None else
+                 "the text and label columns with --text-col and --label-col" if want_label else "the text column with --text-col")
+        field_name = "label" if text_i is not None else "text"
+        raise KdError(f"{name}: line {rows[0][0]}: field {field_name!r}: {width} columns and no header kd knows ({', '.join(sorted(_HEADER_WORDS))}): "
                       f"name {which} (header names or 0-based indexes)")
     lowered = [c.lower() for c in header] if header is not None else []
     if text_i is None:  # (not the column --label-col names: `--label-col 1` reads text<TAB>label)

@@ -136,6 +136,8 @@ def test_parse_headerless_wide_file_needs_its_columns_named():
         parse(data, "w.csv", IngestOptions(split="unlabeled"))
     with pytest.raises(KdError, match="4 columns"):  # a label column without its text column is no answer either
         parse(data, "w.csv", IngestOptions(label_col="2", header=False))
+    with pytest.raises(KdError, match=r"^w\.csv: line 1: field 'label': 4 columns .*name the label column with --label-col \("):
+        parse(data, "w.csv", IngestOptions(text_col="1", header=False))  # (the text named: the label is what is missing)
     records = parse(data, "w.csv", IngestOptions(text_col="body", label_col="category"))
     assert [(r.text, r.label) for r in records] == [("第一条", "体育 新闻"), ("第二条", "财经")]
     [r] = parse(b"x1\tgood\tpos\n", "t.tsv", IngestOptions(split="unlabeled", text_col="1"))
