@@ -356,7 +356,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         everything = store.samples(include_dropped=True)
         dist.agree("samples to score", everything)
         mine = everything.subset(dist.shard(len(everything)))
-        ids, logits = mine.ids, student_logits(model, tokenizer, mine.texts, max_len=cfg.max_len, device=device)
+        ids, logits = mine.ids, student_logits(model, tokenizer, mine.texts, max_len=cfg.max_len, device=device, label="logits")
     else:
         n_labeled = parts["labeled"]
         folds = stratified_folds(data.labels[:n_labeled], cfg.folds, seed=cfg.seed, class_names=names)
@@ -371,7 +371,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
             fold_fits.append(fitted)
             if dist.is_main:
                 save_student(out_dir / f"fold-{k}", model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
-            oof.add(student_logits(model, tokenizer, oof.texts(k), max_len=cfg.max_len, device=device))
+            oof.add(student_logits(model, tokenizer, oof.texts(k), max_len=cfg.max_len, device=device, label=f"fold {k} logits"))
             models.append(model.to(torch.device("cpu")))
         ids, logits = oof.result()
         if dist.is_main:
@@ -437,7 +437,7 @@ def _row_folds(store: Store, data: SampleSet, n_labeled: int, folds: np.ndarray)
 
 def _ensemble_logits(models: list, tokenizer, texts: list[str], *, max_len: int, device, batch_size: int) -> np.ndarray:
     """One student's logits, or the folds' average probability as logits (as ``kd predict`` serves them)."""
-    parts = [student_logits(m, tokenizer, texts, max_len=max_len, device=device, batch_size=batch_size) for m in models]
+    parts = [student_logits(m, tokenizer, texts, max_len=max_len, device=device, batch_size=batch_size, bar=False) for m in models]  # (timing runs: no bar)
     return parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
 
 
@@ -536,7 +536,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
             last_epoch = epoch
             if len(dev) == 0:
                 continue
-            mine = student_logits(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, device=device)
+            mine = student_logits(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, device=device, label=f"{tag.rstrip('/')} dev".strip())
             _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
             add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"]}, step=epoch)

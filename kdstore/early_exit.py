@@ -452,20 +452,24 @@ def early_exit_logits(
     batch_size: int = 64,
     device=None,
     ids: list[list[int]] | None = None,
+    label: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(logits (n, C), exit layers (n,))`` for ``texts`` in order, in length-sorted batches;
-    ``ids``: the texts already encoded."""
+    ``ids``: the texts already encoded; ``label``: a progress bar of that name (none for timing runs)."""
     ensure_eval(model)
     device = device or next(model.parameters()).device
     if ids is None:
         ids = encode_packed(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.num_classes), dtype=np.float32)
     layers = np.zeros(len(texts), dtype=np.int64)
-    for idx, input_ids, mask in iter_padded(ids, sorted_batches(lengths_of(ids), batch_size), tokenizer.pad_token_id):
-        with autocast(device):
-            logits, used = predict_logits(model, input_ids.to(device), mask.to(device), speed=speed, uncertainty=uncertainty)
-        out[idx] = logits.float().cpu().numpy()
-        layers[idx] = used.cpu().numpy()
+    with progress(disable=label is None or len(texts) <= batch_size) as bars:  # every sample of a large store: minutes
+        task = bars.add_task(label or "score", total=len(texts), unit="samples")
+        for idx, input_ids, mask in iter_padded(ids, sorted_batches(lengths_of(ids), batch_size), tokenizer.pad_token_id):
+            with autocast(device):
+                logits, used = predict_logits(model, input_ids.to(device), mask.to(device), speed=speed, uncertainty=uncertainty)
+            out[idx] = logits.float().cpu().numpy()
+            layers[idx] = used.cpu().numpy()
+            bars.update(task, advance=len(idx))
     return out, layers
 
 
@@ -699,7 +703,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
 
     # 5. outputs for every sample at the serving speed; per-speed figures on dev and test
     everything = store.samples(include_dropped=True)
-    logits, used = early_exit_logits(model, tokenizer, everything.texts, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, device=device)
+    logits, used = early_exit_logits(model, tokenizer, everything.texts, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, device=device, label="logits")
     store_outputs(store, stage.id, everything, logits, names)
     speeds = tuple(sorted(set(SPEEDS) | {float(speed)}))
     judged = as_judged(store, stage.id, everything)  # the labels the stage read, as its other figures
@@ -770,7 +774,7 @@ class EarlyExitPredictor:
 
     def logits_and_layers(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         return early_exit_logits(self.model, self.tokenizer, texts, max_len=self.max_len, speed=self.speed,
-                                 uncertainty=self.uncertainty, batch_size=batch_size, device=self.device, ids=ids)
+                                 uncertainty=self.uncertainty, batch_size=batch_size, device=self.device, ids=ids, label="predict")
 
     def logits(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> np.ndarray:
         logits, self.last_layers = self.logits_and_layers(texts, batch_size=batch_size, ids=ids)

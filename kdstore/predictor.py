@@ -15,6 +15,7 @@ from .batching import encode_flagged, encode_packed, iter_padded, lengths_of, so
 from .errors import KdError
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax
+from .progress import progress
 from .store import Store
 from .torchutil import ensure_eval, pick_device
 
@@ -24,19 +25,23 @@ STUDENT_CONFIG = "student.json"
 
 @torch.no_grad()
 def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, batch_size: int = 512,
-                   ids: list[list[int]] | None = None) -> np.ndarray:
+                   ids: list[list[int]] | None = None, label: str = "score", bar: bool = True) -> np.ndarray:
     """A student's logits for ``texts`` (in order), computed in length-sorted batches; ``ids``: the
-    texts already encoded (``encode(..., special_tokens=model.special_tokens)``)."""
+    texts already encoded (``encode(..., special_tokens=model.special_tokens)``). A progress bar
+    (``label``) unless ``bar`` is false or the texts fit one batch, as ``teacher.score``."""
     ensure_eval(model)
     if ids is None:
         ids = encode_packed(tokenizer, texts, max_len=max_len, special_tokens=model.special_tokens)
     out = None
-    for idx, input_ids, mask in iter_padded(ids, sorted_batches(lengths_of(ids), batch_size), tokenizer.pad_token_id,
-                                         min_len=model.min_len, multiple=model.pad_multiple):
-        logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
-        out[idx] = logits
+    with progress(disable=not bar or len(texts) <= batch_size) as bars:  # scoring a large pool is minutes of work to watch
+        task = bars.add_task(label, total=len(texts), unit="samples")
+        for idx, input_ids, mask in iter_padded(ids, sorted_batches(lengths_of(ids), batch_size), tokenizer.pad_token_id,
+                                             min_len=model.min_len, multiple=model.pad_multiple):
+            logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+            if out is None:
+                out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
+            out[idx] = logits
+            bars.update(task, advance=len(idx))
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -123,7 +128,7 @@ class Predictor:
     def logits(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> np.ndarray:
         """Logits for ``texts`` (in order); ``ids``: the texts already encoded by ``encode``."""
         if self.kind == "student":
-            parts = [student_logits(m, self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size, ids=ids) for m in self.models]
+            parts = [student_logits(m, self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size, ids=ids, label="predict") for m in self.models]
         else:
             from .teacher import score
 

@@ -542,8 +542,9 @@ def score_missing(
     todo_ids = dist.broadcast_object(unscored(store, stage.id, among) if dist.is_main else None)
     if len(todo_ids) == 0:
         return 0
-    everything = store.samples(include_dropped=True)  # read after rank 0's list: it has every listed sample
-    todo = everything.subset(np.isin(everything.ids, todo_ids))
+    # read after rank 0's list: it has every listed sample. Only those: two texts ingested into a 200,000-text
+    # store read (and held) every text of it
+    todo = store.samples(ids=todo_ids, include_dropped=True)
     mine = todo.subset(dist.shard(len(todo)))
     dev = pick_device(device)
     models = []

@@ -667,3 +667,20 @@ def test_per_speed_figures_judge_against_the_labels_the_stage_read(trained, monk
         lab.undo(store, "meanwhile")
     m = {x.name: x.value for x in store.metrics(stage.id) if x.split == "dev"}
     assert m["accuracy"] == m["accuracy@0.3"] and m["macro_f1"] == m["macro_f1@0.3"]
+
+
+def test_scoring_the_store_shows_a_bar_and_timing_runs_none(trained, monkeypatch, capsys):
+    """The early-exit stage scored every sample of the store (and kd predict --store all of them) with
+    nothing on screen: minutes at 200,000 texts. A named scoring shows a bar; the timing runs none."""
+    import kdstore.progress as kp
+
+    monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(kp, "LOG_EVERY_S", 0.0)
+    model, tokenizer, _ = load_early_exit(trained["out_dir"])
+    texts = trained["store"].samples(include_dropped=True).texts[:40]
+    capsys.readouterr()
+    early_exit_logits(model, tokenizer, texts, max_len=32, speed=0.5, batch_size=8, label="logits")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("logits")]
+    assert lines and "40/40" in lines[-1]
+    early_exit_logits(model, tokenizer, texts, max_len=32, speed=0.5, batch_size=8)  # (measure's timing runs)
+    assert capsys.readouterr().err == ""

@@ -1521,3 +1521,50 @@ def test_pretrain_exempts_biases_and_layernorm_weights_from_weight_decay(sample_
     # LayerNorm weights; every matrix (dense layers, embeddings) is decayed
     assert {wd for p, wd in weights if p.dim() == 1} == {0.0}
     assert {wd for p, wd in weights if p.dim() > 1} == {PretrainConfig.weight_decay}
+
+
+def test_student_scoring_of_a_large_set_shows_a_bar(monkeypatch, capsys):
+    """kd distill (every sample of the store, after training) and kd predict --store scored a
+    200,000-text store with a student for over half a minute with nothing on screen: the teacher's
+    scoring had a bar, the student's none."""
+    from types import SimpleNamespace
+
+    import kdstore.progress as kp
+    from kdstore.predictor import student_logits
+    from kdstore.students import StudentConfig, build_student
+
+    monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(kp, "LOG_EVERY_S", 0.0)  # a bar on a non-terminal logs a line as it goes
+    model = build_student(StudentConfig(kind="textcnn", vocab_size=20, num_classes=2, embed_dim=8, num_filters=4))
+    ids = [[1 + i % 10] * (3 + i % 5) for i in range(50)]
+    score = lambda **kw: student_logits(model, SimpleNamespace(pad_token_id=0), [""] * len(ids), max_len=8,  # noqa: E731
+                                        device=torch.device("cpu"), batch_size=8, ids=ids, **kw)
+    assert score(label="logits").shape == (50, 2)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("logits")]
+    assert lines and "50/50" in lines[-1]
+    score(label="logits", bar=False)  # the latency and throughput timing runs: no bar
+    assert capsys.readouterr().err == ""
+
+
+def test_logits_only_reads_the_missing_samples_only(sample_store, tiny_model, tmp_path, monkeypatch):
+    """Scoring two texts ingested into a 200,000-text store read every text of the store (about 100 MB
+    held for two rows): --logits-only reads the samples it scores, by id."""
+    db = str(sample_store)
+    kd("teach", "--run", "t3", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    late = tmp_path / "late.txt"
+    late.write_text("这个很好用\n那个太差了\n", encoding="utf-8")
+    kd("ingest", str(late), "--split", "unlabeled", "--db", db)
+    read = []
+    samples = Store.samples
+
+    def recorded(self, **kw):
+        found = samples(self, **kw)
+        read.append(len(found))
+        return found
+
+    monkeypatch.setattr(Store, "samples", recorded)
+    out = kd("teach", "--run", "t3", "--logits-only", "--db", db, "--json")
+    assert json.loads(out.stdout)["scored"] == 2
+    assert read and max(read) < _count(sample_store, Sample)  # no read of the whole store
+    stage = _stage(sample_store, "t3", "teach")
+    assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample)
