@@ -226,8 +226,9 @@ def temperature_scale(labels, pred_probs) -> tuple[np.ndarray, float]:
 
 def ranked_keep(frac_noise: float, num_issues: int) -> int:
     """How many issues the ranked cut keeps: ``frac_noise * num_issues``, rounded half up (Python's
-    ``round`` takes 2.5 to 2, so 0.3 and 0.5 of 5 issues would keep alike)."""
-    return int(np.floor(frac_noise * num_issues + 0.5))
+    ``round`` takes 2.5 to 2, so 0.3 and 0.5 of 5 issues would keep alike). The product is rounded to
+    9 decimals first: in binary 0.58 * 25 is 14.4999..., which would keep 14 of 14.5."""
+    return int(np.floor(round(frac_noise * num_issues, 9) + 0.5))
 
 
 def check_options(

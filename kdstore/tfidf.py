@@ -43,8 +43,13 @@ def _fit_oof(texts: list[str], labels: np.ndarray, *, num_classes: int, folds: i
     out = np.zeros((len(texts), num_classes), dtype=np.float64)
     for k in range(folds):
         train, held = fold_of != k, fold_of == k
+        fold_texts = [t for t, m in zip(texts, train) if m]
         vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
-        x = vec.fit_transform([t for t, m in zip(texts, train) if m])
+        try:
+            x = vec.fit_transform(fold_texts)
+        except ValueError:  # no n-gram in two of a tiny fold's texts ("After pruning, no terms remain"): keep them all
+            vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
+            x = vec.fit_transform(fold_texts)
         clf = LogisticRegression(max_iter=1000).fit(x, labels[train])
         probs = clf.predict_proba(vec.transform([t for t, m in zip(texts, held) if m]))
         out[np.ix_(held, clf.classes_)] = probs

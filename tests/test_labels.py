@@ -601,7 +601,7 @@ def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_o
     exported = tmp_path / "again.csv"
     kd("labels", "export", "--run", "r", str(exported), "--db", db)
     assert {int(r["issue_id"]) for r in csv.DictReader(exported.open(encoding="utf-8-sig"))} >= {three[1]["issue_id"], three[2]["issue_id"]}
-    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1}
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1, "trained_on_it": []}
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
@@ -833,7 +833,7 @@ def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
     sheet = _sheet(tmp_path / "reject.csv", [{"run": "r2", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"}])
     kd("labels", "import", str(sheet), "--name", "rejects", "--db", db)
     assert _issues(db, "r2")[0]["status"] == "rejected"
-    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1}
+    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1, "trained_on_it": []}
     assert {i["status"] for i in _issues(db, "r2")} == {"open"}
     kd("labels", "undo", "--run", "r", "--db", db)
     assert {i["status"] for i in _issues(db, "r")} == {"open"}
@@ -1191,6 +1191,9 @@ def test_tfidf_member_takes_fewer_folds_for_a_small_class_and_refuses_a_single_s
     assert lab.tfidf_folds(np.array([0, 1] * 10 + [2] * 3)) == 3 and lab.tfidf_folds(np.array([0, 1] * 10)) == 5
     probs = oof_probs(["好的很好"] * 3 + ["差的太差"] * 3, np.array([0, 0, 0, 1, 1, 1]), num_classes=2, folds=3)
     assert np.allclose(probs.sum(axis=1), 1.0)
+    # no n-gram in two texts of a fold: sklearn's "After pruning, no terms remain" was a traceback mid-stage
+    tiny = oof_probs(["好", "坏", "甲", "乙"], np.array([0, 1, 0, 1]), num_classes=2, folds=2)
+    assert tiny.shape == (4, 2) and np.allclose(tiny.sum(axis=1), 1.0)
 
     lonely = _hand_made_teacher(tmp_path / "lonely.db", ["pos", "neg"] * 10 + ["mid"])
     result = kd("labels", "detect", "--run", "r", "--tfidf-member", "--db", lonely, ok=False)

@@ -257,6 +257,18 @@ def test_frac_noise_scales_the_ranked_cut_once(problem):
     assert ranked.flagged.sum() <= detect(given, probs, methods=("cleanlab",), filter_by="low_self_confidence").flagged.sum()
 
 
+def test_ranked_keep_rounds_an_exact_half_up_whatever_its_binary_product():
+    # 0.58 * 25 is 14.4999... in binary: it kept 14 of an exact 14.5
+    cases = [(0.58, 25, 15), (0.7, 45, 32), (0.29, 50, 15), (0.35, 90, 32), (0.57, 150, 86)]
+    assert [ranked_keep(f, n) for f, n, _ in cases] == [want for _, _, want in cases]
+    from fractions import Fraction
+
+    for n in range(0, 120):
+        for hundredths in range(1, 101):
+            want = int(Fraction(hundredths, 100) * n + Fraction(1, 2))  # floor of the exact value + 1/2
+            assert ranked_keep(hundredths / 100, n) == want, (hundredths, n)
+
+
 @pytest.mark.parametrize(
     "labels, probs, message",
     [
