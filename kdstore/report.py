@@ -176,7 +176,7 @@ def label_sources(store: Store, config: dict[str, Any]) -> list[str]:
 
 def issue_scores(store: Store, stage_id: int) -> list[float]:
     with store.engine.connect() as conn:
-        return [float(v) for (v,) in conn.execute(select(LabelIssue.score).where(LabelIssue.stage_id == stage_id))]
+        return [float(v) for (v,) in conn.execute(select(LabelIssue.score).where(LabelIssue.stage_id == stage_id).order_by(LabelIssue.id))]
 
 
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:

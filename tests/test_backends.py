@@ -348,3 +348,26 @@ def test_a_where_runs_as_written_on_each_backend(db, invoke, write_file):
             assert texts("length(text)::int > 3") == ["质量很好:x 123", "还行 7"]
     finally:
         store.close()
+
+
+def test_issue_scores_come_in_issue_order_on_each_backend(db, invoke, write_file):
+    """kd report --json lists a detection's issue scores in issue order on both backends: PostgreSQL
+    gave them in the order of its table's rows, where an issue a clean or review decided (an UPDATE
+    writes the row anew) comes after the others; here the rows are written out of id order."""
+    write_file("train.tsv", "pos\t甲很好\npos\t乙很好\npos\t丙很好\n")
+    invoke(["ingest", "train.tsv"])
+    store = Store.open(db, create=False)
+    try:
+        from kdstore.runs import stage_scope
+        from kdstore.schema import LabelIssue
+
+        with stage_scope(store, run="r", kind="detect", config={}) as stage:
+            ids = [int(i) for i in store.samples(splits=["train"]).ids]
+            for issue_id, sample_id, score in ((3, ids[2], 0.7), (1, ids[0], 0.9), (2, ids[1], 0.8)):
+                with store.session() as s, s.begin():
+                    s.add(LabelIssue(id=issue_id, stage_id=stage.id, sample_id=sample_id, given_label_id=0,
+                                     suggested_label_id=0, score=score, methods="cleanlab", status="open"))
+    finally:
+        store.close()
+    stages = invoke.json(["report", "--run", "r"])["stages"]
+    assert stages[0]["issue_scores"] == [0.9, 0.8, 0.7]
