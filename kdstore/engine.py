@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 from pathlib import Path
@@ -112,7 +114,8 @@ def make_engine(url: str, *, read_only: Path | None = None) -> Engine:
     write (see ``read_only_uri``): read through SQLite's read-only mode, a write refused by SQLite."""
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    kwargs = {}
+    # JSON written as bulk_insert writes it: characters as they are, not \uXXXX (a --where on meta matches both)
+    kwargs: dict = {"json_serializer": functools.partial(json.dumps, ensure_ascii=False)}
     if read_only is not None:
         import sqlite3
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, null, select, update
 
 from .errors import KdError
 from .jsonl import RepeatedKey, unique_keys
@@ -528,12 +528,15 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                 insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes[pinned_new:]]
             )
         bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows)
-        if adopted:
-            conn.execute(
-                update(Sample.__table__).where(Sample.text_hash == bindparam("h"))
-                .values(parent_id=None, source=bindparam("new_source"), line=bindparam("new_line"), meta=bindparam("new_meta")),
-                adopted,
-            )
+        for with_meta in (True, False):  # (no metadata: SQL NULL, as an ingested row has, not JSON 'null')
+            part = [a for a in adopted if (a["new_meta"] is not None) == with_meta]
+            if part:
+                conn.execute(
+                    update(Sample.__table__).where(Sample.text_hash == bindparam("h"))
+                    .values(parent_id=None, source=bindparam("new_source"), line=bindparam("new_line"),
+                            meta=bindparam("new_meta") if with_meta else null()),
+                    part,
+                )
         report.added = len(rows) + len(adopted)
     return report
 

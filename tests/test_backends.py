@@ -371,3 +371,33 @@ def test_issue_scores_come_in_issue_order_on_each_backend(db, invoke, write_file
         store.close()
     stages = invoke.json(["report", "--run", "r"])["stages"]
     assert stages[0]["issue_scores"] == [0.9, 0.8, 0.7]
+
+
+def test_an_adopted_pool_text_stores_its_metadata_as_an_ingested_row_does(db, invoke, write_file):
+    """A pool text that `kd distill --augment` made first is taken over by an UPDATE: its metadata
+    came out as JSON 'null' (not SQL NULL) for a plain text line and as \\uXXXX escapes for Chinese
+    values, where an ingested row has NULL and the characters as they are (a --where on meta missed it)."""
+    import kdstore.augmented as augmented
+    from sqlalchemy import text
+
+    write_file("train.tsv", "pos\t质量很好，物流也快\nneg\t包装破损，很失望\n")
+    invoke(["ingest", "train.tsv"])
+    store = Store.open(db, create=False)
+    try:
+        recipe = augmented.Recipe(methods=("ngram",), n=2, p_ngram=1.0)
+        augmented.ensure_augmented(store, recipe)
+        made = store.samples(augmented=recipe.source).texts
+    finally:
+        store.close()
+    write_file("pool.txt", f"{made[0]}\n新的池文本\n")
+    write_file("pool.jsonl", json.dumps({"text": made[1], "shop": "甲店"}, ensure_ascii=False) + "\n")
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    invoke(["ingest", "pool.jsonl", "--split", "unlabeled"])
+    store = Store.open(db, create=False)
+    try:
+        with store.engine.connect() as conn:
+            rows = dict(conn.execute(text("SELECT text, CAST(meta AS TEXT) FROM samples WHERE split = 'unlabeled' AND parent_id IS NULL")).all())
+    finally:
+        store.close()
+    assert rows[made[0]] is None and rows["新的池文本"] is None
+    assert "甲店" in rows[made[1]]
