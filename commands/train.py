@@ -12,7 +12,7 @@ from dataclasses import replace
 import click
 from click.core import ParameterSource
 
-from kdstore.distill import DistillConfig, config_dict as distill_config, distill as run_distill
+from kdstore.distill import DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
 from kdstore.errors import KdError
@@ -411,6 +411,11 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         check_bert_layout(teacher_config)
     if teacher_config is not None and init_embeddings == "teacher":
         cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim))
+    check_student_shape(cfg, teacher_config, len(store.class_names()))  # as the stage checks it, before it is recorded
+    if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
+        from kdstore.folds import stratified_folds
+
+        stratified_folds(store.samples(splits=["train"], labeled=True).labels, cfg.folds, seed=cfg.seed, class_names=store.class_names())
     name = f"distill-{student}" if stage_name is None else stage_name
     config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,)),
               "environment": environment(device)}
@@ -587,6 +592,10 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])
     if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_layerwise(teacher_config.model_type)
+    if teacher_config is not None and cfg.max_len is not None:  # (a --max-len past its positions failed inside the stage)
+        from kdstore.teacher import check_max_len, model_dirs
+
+        check_max_len(teacher_config, cfg.max_len, model_dirs(store.find_stage(resolve_run_id((teacher_runs or (run,))[0]), "teach"))[0])
     name = "distill-early-exit" if stage_name is None else stage_name
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}

@@ -453,6 +453,32 @@ def _new_student(scfg: StudentConfig, embeddings, copy_from) -> tuple[torch.nn.M
     return model, fitted
 
 
+def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) -> None:
+    """The student's shape checked as the stage checks it, from the teacher's configuration alone
+    (``None``: none to read, the stage says why) and ``cfg.max_len`` as it will run: a kernel wider
+    than --max-len, a transformer width its heads do not divide, --init-from-teacher with another
+    width, --relation-heads that do not divide a width, or --max-len past the teacher's positions is
+    refused before a stage is recorded (each failed inside the stage)."""
+    bert = None
+    if cfg.student == "transformer" and teacher_config is not None:
+        bert = student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width or None, num_classes=num_classes)
+        width = teacher_config.hidden_size
+        if cfg.init_from_teacher and bert["hidden_size"] != width:
+            raise KdError(_narrower_message(width, bert["hidden_size"]))
+        if cfg.intermediate:
+            relation_heads(cfg, (bert["hidden_size"], bert["num_attention_heads"]), (width, teacher_config.num_attention_heads))
+    StudentConfig(
+        kind=cfg.student, vocab_size=1, num_classes=num_classes, pad_id=0, embed_dim=cfg.embed_dim,
+        kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters, hidden=cfg.hidden, dropout=cfg.dropout,
+        layers=cfg.layers, bert=bert,
+    ).validate(max_len=cfg.max_len)
+
+
+def _narrower_message(width: int, student_width: int) -> str:
+    return (f"--init-from-teacher copies teacher layers of width {width}: the student is {student_width} wide "
+            "(leave --width out, or pass --no-init-from-teacher)")
+
+
 def _copies_layers(cfg: DistillConfig, scfg: StudentConfig, teacher: Stage) -> bool:
     """Whether a transformer student starts from teacher layers: ``--init-from-teacher`` as given,
     else when it has the teacher's width (a narrower one has no layers to copy)."""
@@ -461,8 +487,7 @@ def _copies_layers(cfg: DistillConfig, scfg: StudentConfig, teacher: Stage) -> b
     width = AutoConfig.from_pretrained(model_dirs(teacher)[0]).hidden_size
     same = scfg.bert["hidden_size"] == width
     if cfg.init_from_teacher and not same:
-        raise KdError(f"--init-from-teacher copies teacher layers of width {width}: the student is {scfg.bert['hidden_size']} wide "
-                      "(leave --width out, or pass --no-init-from-teacher)")
+        raise KdError(_narrower_message(width, scfg.bert["hidden_size"]))
     return same if cfg.init_from_teacher is None else cfg.init_from_teacher
 
 

@@ -606,7 +606,7 @@ def test_distill_bad_input(taught_store, sample_store):
     assert _stage(taught_store, "bare", "distill-textcnn").status == "failed"
     wide = kd("distill", "--run", "r", "--kernel-sizes", "2,40", "--max-len", "32", "--db", db, ok=False)
     assert "wider than --max-len" in wide.output
-    assert _stage(taught_store, "r", "distill-textcnn").status == "failed"
+    assert "distill-textcnn" not in {s.name for s in Store.open(db).stages_of("r")}  # refused before a stage
     for student, option in (("textcnn", ["--kernel-sizes", "0,3"]), ("transformer", ["--layers", "0"])):
         bad = kd("distill", "--run", "r", "--student", student, *option, "--max-len", "32", "--db", db, ok=False)
         assert "student sizes" in bad.output and "must be positive" in bad.output, bad.output
@@ -1100,7 +1100,7 @@ def test_distill_options_are_checked_before_anything_is_written(taught_store, tm
     wide = kd("distill", "--run", "r", "--augment", "ngram", "--augment-n", "1", "--kernel-sizes", "2,40", "--max-len", "32",
               "--name", "k2", "--db", db, ok=False)
     assert "wider than --max-len" in wide.output and _count(taught_store, Sample) == samples  # no augmented text stored
-    assert _stage(taught_store, "r", "k2").status == "failed"
+    assert "k2" not in {s.name for s in Store.open(db).stages_of("r")}  # refused before a stage
     for args, message in (
         (["--init-embeddings", "teacher", "--embed-dim", "16"], "the teacher's token embeddings are 32 wide"),
         (["--student", "transformer", "--init-embeddings", "teacher"], "--init-embeddings teacher is for textcnn/bigru/bilstm"),
@@ -1124,6 +1124,26 @@ def test_distill_options_are_checked_before_anything_is_written(taught_store, tm
     assert "warning: --kernel-sizes, --relation-heads: not used by --student bigru" in out.stderr
     assert "warning: --p-mask: not used by --augment (none)" in out.stderr
     assert "warning: 1 unlabeled texts have no teacher logits and were left out: run `kd teach --run r --logits-only` first" in out.stderr
+
+
+def test_a_student_shape_that_cannot_run_is_refused_before_a_stage_or_run(taught_store):
+    """Each of these was checked inside the stage: a failed stage (and a new run holding it) was left
+    on record for a refusal the teacher's configuration and the options already decided."""
+    db = str(taught_store)
+    for args, message in (
+        (["--kernel-sizes", "2,40"], "kernel width 40 is wider than --max-len 32"),  # the teacher's --max-len
+        (["--student", "transformer", "--layers", "1", "--max-len", "100"], "--max-len 100 exceeds the teacher's 64 positions"),
+        (["--student", "transformer", "--layers", "1", "--width", "129"], "transformer student width 129 is not divisible by 2 heads"),
+        (["--student", "transformer", "--layers", "1", "--width", "16", "--init-from-teacher", "--hidden-mse", "1"],
+         "--init-from-teacher copies teacher layers of width 32: the student is 16 wide"),
+        (["--student", "transformer", "--layers", "1", "--width", "12", "--value-relation", "1", "--relation-heads", "8"],
+         "--relation-heads 8 does not divide the student's width 12"),
+        (["--folds", "31"], "--folds 31: every class needs at least 31 train samples"),
+        (["--student", "early-exit", "--max-len", "100", "--max-loss", "0.5"], "--max-len 100 is longer than model"),
+    ):
+        bad = kd("distill", "--run", "fresh", "--teacher-run", "r", "--epochs", "1", *args, "--db", db, ok=False)
+        assert message in bad.output and len(bad.output.strip().splitlines()) == 1, (args, bad.output)
+        assert not Store.open(db).run_exists("fresh"), args
 
 
 def test_transformer_student_with_intermediate_losses(taught_store):
