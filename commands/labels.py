@@ -171,8 +171,10 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     store = open_store(db)
     plan, items = lab.clean_plan(store, run, action=action, min_score=min_score)
     changes = sum(i["effect"] == "change" for i in items)
-    warned = _warn(lab.detect_warnings(store, run, changes=changes)) if action != "flag" else []  # flagging changes no label
+    # flagging changes no label; printed once the clean is done (a refusal is its one line)
+    warnings = lab.detect_warnings(store, run, changes=changes) if action != "flag" else []
     if dry_run:
+        warned = _warn(warnings)
         if as_json:
             print_json({"run": run, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
         else:
@@ -191,6 +193,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     with stage_scope(store, run=run, kind="clean", name=stage_name, config=config, overwrite=overwrite) as stage:
         counts = lab.apply(store, stage.id, plan, reason=f"kd labels clean --action {action} --min-score {min_score}", skip_edited=True)
         store.add_metrics(stage.id, "train", counts)
+    warned = _warn(warnings)
     after = store.counts().get("train", {})
     emptied = [name for name, n in before.items() if n and name != "(none)" and not after.get(name)]
     if emptied:  # (a rare class of a moderation task, all of it flagged against the majority)

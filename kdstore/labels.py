@@ -858,7 +858,10 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
         else:
             raise KdError(f"the clean stage(s) of run {run!r} have nothing left to undo")
         touched = {e.sample_id for e in edits}
-        mine = select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None))  # = touched
+        # the samples whose label or dropped flag it changed: reverting a flag restores nothing, so a later
+        # edit of a flagged sample is no conflict (and the flag's recorded dropped flag is not put back)
+        mine = select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None),
+                                                 LabelEdit.action != "flag")
         later = [] if not edits else s.execute(
             select(LabelEdit.sample_id, Stage.name, Run.uniqid)
             .outerjoin(Stage, Stage.id == LabelEdit.stage_id).outerjoin(Run, Run.id == Stage.run_id)
@@ -885,6 +888,9 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
         now = utcnow()
         samples = _rows_by_id(s, Sample, touched)
         for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old state
+            if e.action == "flag":  # (its old_dropped is the flag the sample had then: a later drop or its undo stands)
+                e.reverted_at = now
+                continue
             sample = samples[e.sample_id]
             if e.action == "relabel":
                 sample.label_id = e.old_label_id

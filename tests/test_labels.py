@@ -1299,3 +1299,42 @@ def test_a_clean_that_empties_a_class_of_its_train_samples_says_so(tmp_path):
     kd("labels", "undo", "--run", "r", "--db", db)
     again = kd("labels", "clean", "--run", "r", "--action", "relabel", "--min-score", "0.95", "--db", db, "--overwrite")
     assert "no train sample left" not in again.output  # (nothing changed)
+
+
+def test_undoing_a_flag_restores_no_label_and_waits_for_no_later_edit(db):
+    """A flag changes no label: its undo puts back neither a label nor the dropped flag it recorded
+    (a drop undone since stayed undone; the sample was dropped again), and a later relabel or drop
+    of a flagged sample does not block it (it named another run's clean to undo first)."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)  # the same flags, another run
+    before = _state(db)
+    kd("labels", "clean", "--run", "r", "--action", "drop", "--name", "dr", "--db", db)
+    kd("labels", "clean", "--run", "b", "--action", "flag", "--name", "fl", "--db", db)  # flags dropped samples
+    kd("labels", "undo", "--run", "r", "--stage", "dr", "--db", db)
+    assert _state(db) == before
+    kd("labels", "undo", "--run", "b", "--stage", "fl", "--db", db)
+    assert _state(db) == before  # not dropped again
+    kd("labels", "clean", "--run", "b", "--action", "flag", "--name", "fl2", "--db", db)
+    kd("labels", "clean", "--run", "r", "--name", "cl", "--db", db)  # relabels the samples b flagged
+    relabeled = _state(db)
+    assert relabeled != before
+    kd("labels", "undo", "--run", "b", "--stage", "fl2", "--db", db)
+    assert _state(db) == relabeled and {i["status"] for i in _issues(db, "b")} == {"open"}
+    kd("labels", "undo", "--run", "r", "--stage", "cl", "--db", db)
+    assert _state(db) == before
+
+
+def test_a_refused_clean_prints_its_one_line_and_no_warning(db):
+    """The detection's warnings come with a clean that ran (or a dry run), not before a refusal: a
+    refused clean printed them, then its error."""
+    store = Store.open(db)
+    with store.engine.begin() as conn:  # every binary label turned over: the teacher disagrees with most of them
+        conn.execute(update(Sample).where(Sample.split == "train").values(label_id=1 - Sample.label_id))
+    store.close()
+    kd("labels", "detect", "--run", "r", "--db", db)
+    done = kd("labels", "clean", "--run", "r", "--db", db)
+    assert "stronger teacher" in done.stderr
+    before = _state(db)
+    refused = kd("labels", "clean", "--run", "r", "--db", db, ok=False)
+    assert refused.stderr.startswith("Error: stage 'clean' of run 'r'") and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert _state(db) == before
