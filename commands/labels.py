@@ -248,12 +248,13 @@ def undo(run, stage_name, db, as_json):
       kd labels undo --run r1
     """
     done = lab.undo(open_store(db), run, stage_name)
+    warned = []
     if done["trained_on_it"]:  # (their records keep the labels they learned from: labels_digest)
         trained = done["trained_on_it"]
-        _warn([f"{', '.join(trained[:5])}{' and more' if len(trained) > 5 else ''} trained on the labels this undo reverted: "
-               "re-run them to learn from the labels as they are now"])
+        warned = _warn([f"{', '.join(trained[:5])}{' and more' if len(trained) > 5 else ''} trained on the labels this undo "
+                        "reverted: re-run them to learn from the labels as they are now"])
     if as_json:
-        print_json({"run": run, **done})
+        print_json({"run": run, **done, "warnings": warned})
     else:
         click.echo(f"run {run}, stage {done['stage']}: reverted {done['reverted']} label edits, reopened {done['reopened']} issues")
 

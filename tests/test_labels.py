@@ -310,8 +310,9 @@ def test_drop_excludes_samples_from_later_training(db):
     original = hashlib.sha256().hexdigest()[:16]
     dropped = out["config"]["labels_digest"]
     assert dropped != original
-    undone = kd("labels", "undo", "--run", "r", "--db", db)
+    undone = kd("labels", "undo", "--run", "r", "--db", db, "--json")
     assert "warning: r/distill-textcnn trained on the labels this undo reverted: re-run them" in undone.stderr
+    assert json.loads(undone.stdout)["warnings"] == [undone.stderr.strip()[len("warning: "):]]
     assert lab.labels_state(Store.open(db)) == {"labels_from": "original", "labels_stages": [], "labels_stage_ids": [],
                                                 "labels_digest": original}
     # a clean replaced after its undo gives its name to the new one: the report says the student's was replaced
@@ -601,7 +602,7 @@ def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_o
     exported = tmp_path / "again.csv"
     kd("labels", "export", "--run", "r", str(exported), "--db", db)
     assert {int(r["issue_id"]) for r in csv.DictReader(exported.open(encoding="utf-8-sig"))} >= {three[1]["issue_id"], three[2]["issue_id"]}
-    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1, "trained_on_it": []}
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1, "trained_on_it": [], "warnings": []}
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
@@ -833,7 +834,7 @@ def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
     sheet = _sheet(tmp_path / "reject.csv", [{"run": "r2", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"}])
     kd("labels", "import", str(sheet), "--name", "rejects", "--db", db)
     assert _issues(db, "r2")[0]["status"] == "rejected"
-    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1, "trained_on_it": []}
+    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1, "trained_on_it": [], "warnings": []}
     assert {i["status"] for i in _issues(db, "r2")} == {"open"}
     kd("labels", "undo", "--run", "r", "--db", db)
     assert {i["status"] for i in _issues(db, "r")} == {"open"}
