@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdstore.plots import write_plots
-from kdstore.report import compare, run_report, label_sources, runs_overview, teacher_sources
+from kdstore.report import compare, label_sources, run_report, runs_overview, teacher_sources
 
 from .common import console, json_option, open_store, print_json, resolve_runs, run_option, store_options
 

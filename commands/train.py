@@ -18,7 +18,7 @@ from kdstore.environment import environment
 from kdstore.errors import KdError
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
-from kdstore.metrics import hardly_beats_majority, versus_majority
+from kdstore.metrics import class_support, hardly_beats_majority, versus_majority
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
 from kdstore.runs import resolve_run_id, stage_scope
@@ -100,11 +100,6 @@ def _cut_share(stage: dict) -> float | None:
     return sum(cut) / (n * (len(cut) - 1 if len(cut) > 1 else 1))  # with --folds K each text trains K - 1 fold models
 
 
-def _support(figures: dict) -> dict[str, float]:
-    """``{class: count}`` from a split's ``support[CLASS]`` figures."""
-    return {k[len("support["):-1]: v for k, v in figures.items() if k.startswith("support[") and k.endswith("]")}
-
-
 def _warn_if_unlearned(stage: dict, store=None) -> None:
     """A class with no sample in the splits a model learned from (a teacher's --split, dev too say;
     a student's train), or none its --where and --label select: it never learned it."""
@@ -114,7 +109,7 @@ def _warn_if_unlearned(stage: dict, store=None) -> None:
     learned_from = (cfg.get("splits") or ["train"]) if stage["kind"] == "teach" else ["train"]
     support: dict[str, float] = {}
     for split in learned_from:
-        for name, n in _support(stage["metrics"].get(split) or {}).items():
+        for name, n in class_support(stage["metrics"].get(split) or {}).items():
             support[name] = support.get(name, 0.0) + n
     if stage["kind"] == "teach" and store is not None and (cfg.get("where") or cfg.get("labels")):
         # the split's figures count every labeled row; the teacher learned from those its filters select
@@ -126,7 +121,7 @@ def _warn_if_unlearned(stage: dict, store=None) -> None:
     if unlearned:
         one = len(unlearned) == 1
         filtered = " that --where/--label select" if stage["kind"] == "teach" and (cfg.get("where") or cfg.get("labels")) else ""
-        scored = sum(_support(stage["metrics"].get(split) or {}).get(name, 0.0)
+        scored = sum(class_support(stage["metrics"].get(split) or {}).get(name, 0.0)
                      for split in ("dev", "test") if split not in learned_from for name in unlearned)
         errors = (f", and {'its' if one else 'their'} dev and test samples count as errors" if scored else
                   f" ({'it has' if one else 'they have'} no dev or test samples either)")
@@ -137,7 +132,7 @@ def _warn_if_unlearned(stage: dict, store=None) -> None:
 def _warn_if_majority(run: str, stage: dict) -> None:
     """A model no better on dev than always answering its most frequent class: say so, and what to try."""
     m = stage["metrics"].get("dev") or {}
-    support = _support(m)
+    support = class_support(m)
     weak = hardly_beats_majority(m.get("accuracy"), support) if support else None
     if weak is None:
         return

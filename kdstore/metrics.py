@@ -107,3 +107,8 @@ def hardly_beats_majority(accuracy: float, support, *, share_of_room: float = MI
     name, count = max(counts.items(), key=lambda kv: kv[1])
     share = count / total
     return (name, share) if below_room(accuracy, share, share_of_room=share_of_room) else None
+
+
+def class_support(figures: dict[str, float]) -> dict[str, float]:
+    """``{class: count}`` from a split's ``support[CLASS]`` figures (``classification_metrics``'s)."""
+    return {k[len("support["):-1]: v for k, v in figures.items() if k.startswith("support[") and k.endswith("]")}

@@ -25,7 +25,7 @@ from .schedules import warmup_linear_decay
 from .segment import jieba_module, token_groups, word_starts
 from .serving import sha256_file
 from .store import Store
-from .torchutil import autocast, check_finite, count_parameters, grad_scaler, pick_device, saving_model, scaled_step, set_seed
+from .torchutil import autocast, check_finite, count_parameters, decay_exempt, grad_scaler, pick_device, saving_model, scaled_step, set_seed
 from .vocab import SPECIALS, build_vocab, make_tokenizer
 
 MODEL_SUBDIR = "model"
@@ -253,12 +253,10 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
 def _decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: ``weight_decay`` on the matrices, none on biases and LayerNorm weights (as BERT's
     and ELECTRA's own pre-training, Hugging Face's run_mlm and ``kd teach`` have it)."""
-    norms = {id(p) for m in module.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters(recurse=False)}
-    named = list(module.named_parameters())  # (a weight shared by generator and discriminator once)
-    exempt = [name.endswith("bias") or id(p) in norms for name, p in named]
+    named = decay_exempt(module)
     return [
-        {"params": [p for (_, p), e in zip(named, exempt) if not e], "weight_decay": weight_decay},
-        {"params": [p for (_, p), e in zip(named, exempt) if e], "weight_decay": 0.0},
+        {"params": [p for _, p, exempt in named if not exempt], "weight_decay": weight_decay},
+        {"params": [p for _, p, exempt in named if exempt], "weight_decay": 0.0},
     ]
 
 

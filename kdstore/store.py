@@ -157,7 +157,7 @@ class Store:
         statement, so concurrent writers queue instead of failing on each other's rows. Readers are
         never blocked. SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``LOCK TABLE`` in SHARE ROW
         EXCLUSIVE mode (conflicts with itself and with writes, not with reads)."""
-        with self.engine.execution_options(**self._lock_option()).begin() as conn:
+        with self.writer() as conn:
             _lock_tables(conn, tables)
             yield conn
 

@@ -18,7 +18,7 @@ from .batching import bucketed_batches, encode_flagged, encode_packed, iter_padd
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
-from .metrics import classification_metrics
+from .metrics import class_support, classification_metrics
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .predictor import STUDENT_CONFIG
 from .progress import progress
@@ -27,7 +27,7 @@ from .schedules import layer_decay_scales, warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
 from .store import SampleSet, Store
-from .torchutil import BestCheckpoint, autocast, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged
+from .torchutil import BestCheckpoint, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged
 
 MODEL_SUBDIR = "model"
 TRAINABLE_SPLITS = ("train", "dev")  # test stays held out: its figures are what a run is judged by
@@ -378,10 +378,14 @@ def learned_classes(store: Store, stage) -> set[str] | None:
     count them when it ran (``support[CLASS]``); ``None`` for a stage without such figures. A class
     pinned by ``kd ingest --classes`` whose train samples came later is not among them."""
     splits = set(stage.config.get("splits") or ["train"])
-    support = {}
+    figures: dict[str, dict[str, float]] = {}
     for m in store.metrics(stage.id):
-        if m.split in splits and m.name.startswith("support[") and m.name.endswith("]"):
-            support[m.name[len("support["):-1]] = support.get(m.name[len("support["):-1], 0.0) + m.value
+        if m.split in splits:
+            figures.setdefault(m.split, {})[m.name] = m.value
+    support: dict[str, float] = {}
+    for split_figures in figures.values():
+        for name, n in class_support(split_figures).items():
+            support[name] = support.get(name, 0.0) + n
     return {name for name, n in support.items() if n > 0} if support else None
 
 
@@ -400,22 +404,18 @@ def trained_on(store: Store, stage) -> set[int]:
 def _param_groups(model, cfg: TeachConfig) -> list[dict]:
     """AdamW groups: no weight decay on biases and LayerNorm weights; with ``layer_decay`` < 1 each
     parameter's learning rate is scaled by its depth (:func:`layer_decay_scales`)."""
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    # by module too: GPT-2's ln_1, Llama's RMSNorm and Megatron-BERT's ln are not named LayerNorm
-    norms = {f"{m}.{p}".lstrip(".") for m, module in model.named_modules() if "norm" in type(module).__name__.lower()
-             for p, _ in module.named_parameters(recurse=False)}
-    named = list(model.named_parameters())
+    named = decay_exempt(model)
     if cfg.layer_decay < 1.0 and getattr(model.config, "is_encoder_decoder", False):
         # encoder and decoder layers share their numbers, T5 numbers blocks, and the shared embeddings
         # would get the head's rate: no depth order to decay by
         raise KdError(f"--layer-decay: {model.config.model_type!r} is an encoder-decoder model, whose layers it cannot order; leave --layer-decay out")
     try:
-        scales = layer_decay_scales([n for n, _ in named], cfg.layer_decay)
+        scales = layer_decay_scales([n for n, _, _ in named], cfg.layer_decay)
     except ValueError as exc:
         raise KdError(f"--layer-decay {cfg.layer_decay}: {exc}") from None
     groups: dict[tuple[float, bool], list] = {}
-    for (name, param), scale in zip(named, scales):
-        groups.setdefault((scale, name.endswith(no_decay) or name in norms), []).append(param)
+    for (_, param, exempt), scale in zip(named, scales):
+        groups.setdefault((scale, exempt), []).append(param)
     return [
         {"params": params, "lr": cfg.lr * scale, "weight_decay": 0.0 if exempt else cfg.weight_decay}
         for (scale, exempt), params in groups.items()

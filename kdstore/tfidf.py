@@ -44,12 +44,14 @@ def _fit_oof(texts: list[str], labels: np.ndarray, *, num_classes: int, folds: i
     for k in range(folds):
         train, held = fold_of != k, fold_of == k
         fold_texts = [t for t, m in zip(texts, train) if m]
-        vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
-        try:
-            x = vec.fit_transform(fold_texts)
-        except ValueError:  # no n-gram in two of a tiny fold's texts ("After pruning, no terms remain"): keep them all
-            vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
-            x = vec.fit_transform(fold_texts)
+        for min_df in (2, 1):  # 1: no n-gram in two of a tiny fold's texts ("After pruning, no terms remain")
+            vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=min_df)
+            try:
+                x = vec.fit_transform(fold_texts)
+                break
+            except ValueError:
+                if min_df == 1:
+                    raise
         clf = LogisticRegression(max_iter=1000).fit(x, labels[train])
         probs = clf.predict_proba(vec.transform([t for t, m in zip(texts, held) if m]))
         out[np.ix_(held, clf.classes_)] = probs

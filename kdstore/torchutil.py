@@ -159,3 +159,15 @@ def _write_failure(exc: BaseException) -> str | None:
         if any(w in text for w in WRITE_FAILURES):
             return text.strip().splitlines()[0]
     return None
+
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
+
+
+def decay_exempt(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter, bool]]:
+    """``(name, parameter, exempt)`` for each parameter: AdamW's weight decay leaves out biases and
+    normalisation weights, by name and by module (GPT-2's ln_1, Llama's RMSNorm and Megatron-BERT's ln
+    are not named LayerNorm). A parameter shared by two modules comes once."""
+    norms = {f"{m}.{p}".lstrip(".") for m, module in model.named_modules() if "norm" in type(module).__name__.lower()
+             for p, _ in module.named_parameters(recurse=False)}
+    return [(name, param, name.endswith(NO_DECAY) or name in norms) for name, param in model.named_parameters()]
