@@ -62,7 +62,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
         n = lab.detect(store, stage, cfg, inputs)
     warned = _warn(lab.detect_warnings(store, run))
     if as_json:
-        print_json({"run": run, "flagged": n, "warnings": warned, "top": lab.issues(store, run, top=10)})
+        print_json({"run": run, "stage": stage.name, "flagged": n, "warnings": warned, "top": lab.issues(store, run, top=10)})
     else:
         click.echo(f"run {run}: {counted(n, 'likely wrong label')} flagged; `kd labels show --run {run}` lists {'it' if n == 1 else 'them'}")
 
@@ -139,11 +139,12 @@ def import_(run, path, stage_name, overwrite, db, as_json):
     stage_name = "review" if stage_name is None else stage_name
     sheet = lab.read_sheet(store, path, run if given else None, replacing=stage_name if overwrite else None)  # every row checked first
     run = sheet.run
+    before = store.counts().get("train", {})
     with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(sheet.decisions)},
                      overwrite=overwrite, numbered=numbered, bare_first=True) as stage:
         counts = lab.apply(store, stage.id, sheet.decisions, reason=f"review sheet {path}")
         store.add_metrics(stage.id, "train", counts)
-    _print_counts(run, stage.name, counts, as_json)
+    _print_counts(run, stage.name, counts, as_json, warnings=_warn(_emptied(store, before, run, stage.name)))
 
 
 @labels.command()
@@ -176,7 +177,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     if dry_run:
         warned = _warn(warnings)
         if as_json:
-            print_json({"run": run, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
+            print_json({"run": run, "stage": stage_name, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
         else:
             print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
                        [[str(i["sample_id"]), f"{i['score']:.3f}", i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),
@@ -193,12 +194,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     with stage_scope(store, run=run, kind="clean", name=stage_name, config=config, overwrite=overwrite) as stage:
         counts = lab.apply(store, stage.id, plan, reason=f"kd labels clean --action {action} --min-score {min_score}", skip_edited=True)
         store.add_metrics(stage.id, "train", counts)
-    warned = _warn(warnings)
-    after = store.counts().get("train", {})
-    emptied = [name for name, n in before.items() if n and name != "(none)" and not after.get(name)]
-    if emptied:  # (a rare class of a moderation task, all of it flagged against the majority)
-        warned += _warn([f"class {', '.join(map(repr, emptied))} has no train sample left: a teacher or student would never learn "
-                         f"it; `kd labels undo --run {run} --stage {stage.name}` puts them back"])
+    warned = _warn(warnings) + _warn(_emptied(store, before, run, stage.name))
     _print_counts(run, stage_name, counts, as_json, warnings=warned)
 
 
@@ -228,11 +224,12 @@ def set_(run, edits, reason, stage_name, db, as_json):
         # (kd labels set has no --overwrite: a hand edit is undone with kd labels undo, not replaced;
         # a failed one's name is taken again, as by every other stage)
         raise click.ClickException(f"run {run!r} has a stage {stage_name!r}: choose another --name, or leave it out (edit-N)")
+    before = store.counts().get("train", {})
     with stage_scope(store, run=run, kind="clean", name="edit" if stage_name is None else stage_name, numbered=stage_name is None,
                      config={"edits": list(edits), "reason": reason}) as stage:  # edit-N: N chosen as the stage starts
         counts = lab.apply(store, stage.id, decisions, reason=reason)
         store.add_metrics(stage.id, "all", counts)
-    _print_counts(run, stage.name, counts, as_json)
+    _print_counts(run, stage.name, counts, as_json, warnings=_warn(_emptied(store, before, run, stage.name)))
 
 
 @labels.command()
@@ -298,9 +295,19 @@ def _warn(messages: list[str]) -> list[str]:
     return messages
 
 
-def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] | None = None) -> None:
-    if as_json:
-        print_json({"run": run, "stage": stage, **counts, **({} if warnings is None else {"warnings": warnings})})
+def _emptied(store, before: dict[str, int], run: str, stage: str) -> list[str]:
+    """The warning for classes that had train samples ``before`` a clean, set or import and have none now."""
+    after = store.counts().get("train", {})
+    emptied = [name for name, n in before.items() if n and name != "(none)" and not after.get(name)]
+    if not emptied:  # (a rare class of a moderation task, all of it flagged against the majority, or dropped by hand)
+        return []
+    return [f"class {', '.join(map(repr, emptied))} has no train sample left: a teacher or student would never learn "
+            f"it; `kd labels undo --run {run} --stage {stage}` puts them back"]
+
+
+def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = ()) -> None:
+    if as_json:  # (as detect's and undo's: every labels command that writes carries run, stage and warnings)
+        print_json({"run": run, "stage": stage, **counts, "warnings": list(warnings)})
     else:
         said = [f"{k} {v}" for k, v in counts.items() if v]  # (a sheet never flags: no "flag 0"; --json has every count)
         click.echo(f"run {run}, stage {stage}: " + (", ".join(said) or "no label changed"))

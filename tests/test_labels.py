@@ -175,6 +175,29 @@ def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):
     assert flag.stderr == ""  # flagging changes no label: nothing to warn about
 
 
+def test_every_labels_command_that_writes_says_run_stage_and_warnings_in_json(db, tmp_path):
+    """detect carried no ``stage``, a dry run no ``stage``, set and import no ``warnings``: a script
+    reading them alike (as undo's and clean's) got a KeyError."""
+    def out(*args):
+        return json.loads(kd("labels", *args, "--run", "r", "--db", db, "--json").stdout)
+
+    want = {"run", "stage", "warnings"}
+    detected = out("detect")
+    assert want <= set(detected) and detected["stage"] == "detect"
+    dry = out("clean", "--dry-run", "--name", "c1")
+    assert want <= set(dry) and dry["stage"] == "c1" and dry["dry_run"] is True
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8-sig"))))
+    imported = json.loads(kd("labels", "import", str(_sheet(sheet, [dict(rows[0], decision="reject")])), "--db", db, "--json").stdout)
+    assert imported == {"run": "r", "stage": "review", "relabel": 0, "drop": 0, "flag": 0, "reject": 1, "unchanged": 0, "warnings": []}
+    sample = int(Store.open(db).samples(splits=["dev"]).ids[0])
+    edited = out("set", f"{sample}=drop")
+    assert want <= set(edited) and (edited["stage"], edited["drop"], edited["warnings"]) == ("edit-1", 1, [])
+    assert want <= set(out("clean", "--min-score", "0.99"))
+    assert want <= set(out("undo", "--stage", "edit-1"))
+
+
 def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     kd("teach", "--run", "plain", "--model", str(noisy["model"]), *TEACH[:2], "--max-len", "32", "--db", db)
     refused = kd("labels", "detect", "--run", "plain", "--db", db, ok=False)
@@ -1339,3 +1362,19 @@ def test_a_refused_clean_prints_its_one_line_and_no_warning(db):
     refused = kd("labels", "clean", "--run", "r", "--db", db, ok=False)
     assert refused.stderr.startswith("Error: stage 'clean' of run 'r'") and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert _state(db) == before
+
+
+def test_a_sheet_or_a_hand_edit_that_empties_a_class_says_so_as_clean_does(tmp_path):
+    """``kd labels clean`` warned when it took a class's last train sample; a review sheet or
+    ``kd labels set`` that did the same said nothing (their --json warnings were always [])."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    sheet = tmp_path / "review.csv"
+    sheet.write_text("run,sample_id,decision\nr,1,drop\nr,2,neg\n", encoding="utf-8")
+    out = kd("labels", "import", str(sheet), "--db", db, "--json")
+    assert "warning: class 'pos' has no train sample left" in out.output and "kd labels undo --run r --stage review" in out.output
+    assert any("'pos' has no train sample left" in w for w in json.loads(out.stdout)["warnings"])
+    kd("labels", "undo", "--run", "r", "--db", db)
+    edited = kd("labels", "set", "--run", "r", "1=neg", "--db", db, "--json")
+    assert json.loads(edited.stdout)["warnings"] == []  # sample 2 is still pos
+    emptied = kd("labels", "set", "--run", "r", "2=drop", "--db", db, "--json")
+    assert "kd labels undo --run r --stage edit-2" in json.loads(emptied.stdout)["warnings"][0]
