@@ -49,29 +49,36 @@ def _seed_option(f):
 
 def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     stage = next(s for s in run_report(store, run)["stages"] if s["name"] == stage_name)
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:  # on standard error, and in --json's warnings
+        click.echo(f"warning: {message}", err=True)
+        warnings.append(message)
+
     unscored = int(stage["metrics"].get("all", {}).get("pool_without_logits") or 0)
     if unscored:
         lacking = _lacking_pool_logits(store, stage["config"].get("teacher_runs") or [run])
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
-        click.echo(f"warning: {unscored} unlabeled texts have no teacher logits and were left out: run {fix} first", err=True)
+        warn(f"{unscored} unlabeled texts have no teacher logits and were left out: run {fix} first")
     cut = _cut_share(stage)
     texts = "texts" if stage["kind"] == "pretrain" else "train texts"
     if cut is not None and cut >= CUT_WARN_SHARE:
-        click.echo(f"warning: {cut:.0%} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
-                   f"and were cut to fit (the {'model' if stage['kind'] == 'pretrain' else 'teacher'} never saw their ends): "
-                   "a larger --max-len may help, at a cost in speed", err=True)
-    _warn_if_unlearned(stage, store)
+        warn(f"{cut:.0%} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
+             f"and were cut to fit (the {'model' if stage['kind'] == 'pretrain' else 'teacher'} never saw their ends): "
+             "a larger --max-len may help, at a cost in speed")
+    for message in _unlearned(stage, store):
+        warn(message)
     if stage["kind"] == "distill" and stage["config"].get("augment") and not stage["metrics"].get("all", {}).get("augmented_samples"):
-        click.echo("warning: --augment made no text the student could learn from (each variant was its parent text, "
-                   "another sample's, or empty: --p-mask 1 on one-word texts, say): try other probabilities or methods", err=True)
+        warn("--augment made no text the student could learn from (each variant was its parent text, "
+             "another sample's, or empty: --p-mask 1 on one-word texts, say): try other probabilities or methods")
     if stage["config"].get("unlabeled") is True and not stage["metrics"].get("all", {}).get("pool_samples") and not unscored:
         # (a pool none of whose texts the teacher scored is the warning above's: "no unlabeled pool" would be untrue)
         # (with --augment it learned from the augmented texts too: "alone" would say otherwise)
         learned = "and the augmented texts" if stage["metrics"].get("all", {}).get("augmented_samples") else "alone"
-        click.echo(f"warning: --unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
-                   f"samples {learned} (`kd ingest FILE --split unlabeled` adds one)", err=True)
-    if as_json:
-        print_json(stage)  # its dev figures say as much as the warning below would
+        warn(f"--unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
+             f"samples {learned} (`kd ingest FILE --split unlabeled` adds one)")
+    if as_json:  # (run and warnings as the labels commands carry them)
+        print_json({"run": run, "stage": stage["name"], **stage, "warnings": warnings})  # its dev figures say as much as the majority warning would
         return
     click.echo(f"run {run}: stage {stage_name} {stage['status']} in {stage['duration_s']:.1f} s")
     if stage["artifact_path"]:
@@ -100,11 +107,11 @@ def _cut_share(stage: dict) -> float | None:
     return sum(cut) / (n * (len(cut) - 1 if len(cut) > 1 else 1))  # with --folds K each text trains K - 1 fold models
 
 
-def _warn_if_unlearned(stage: dict, store=None) -> None:
+def _unlearned(stage: dict, store=None) -> list[str]:
     """A class with no sample in the splits a model learned from (a teacher's --split, dev too say;
     a student's train), or none its --where and --label select: it never learned it."""
     if stage["kind"] not in ("teach", "distill"):
-        return
+        return []
     cfg = stage["config"] or {}
     learned_from = (cfg.get("splits") or ["train"]) if stage["kind"] == "teach" else ["train"]
     support: dict[str, float] = {}
@@ -125,8 +132,9 @@ def _warn_if_unlearned(stage: dict, store=None) -> None:
                      for split in ("dev", "test") if split not in learned_from for name in unlearned)
         errors = (f", and {'its' if one else 'their'} dev and test samples count as errors" if scored else
                   f" ({'it has' if one else 'they have'} no dev or test samples either)")
-        click.echo(f"warning: no train samples{filtered} of class {', '.join(map(repr, unlearned))}: the model never learned "
-                   f"{'it' if one else 'them'}{errors}", err=True)
+        return [f"no train samples{filtered} of class {', '.join(map(repr, unlearned))}: the model never learned "
+                f"{'it' if one else 'them'}{errors}"]
+    return []
 
 
 def _warn_if_majority(run: str, stage: dict) -> None:

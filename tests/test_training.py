@@ -1367,6 +1367,13 @@ def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tmp
     unscored = kd(*common, "--unlabeled", "--name", "unscored").stderr
     assert "30 unlabeled texts have no teacher logits and were left out: run `kd teach --run r --logits-only` first" in unscored
     assert "no unlabeled pool" not in unscored, unscored
+    # --json carries the run and the same warnings (stdout stays one JSON object; stderr says them too)
+    said = kd(*common, "--unlabeled", "--name", "said", "--json")
+    report = json.loads(said.stdout)
+    assert report["run"] == "r" and report["stage"] == report["name"] == "said" and len(report["warnings"]) == 1
+    assert report["warnings"][0].startswith("30 unlabeled texts have no teacher logits") and report["warnings"][0] in said.stderr
+    assert json.loads(kd("teach", "--run", "t2", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db,
+                         "--json").stdout)["warnings"] == []
 
 
 def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
