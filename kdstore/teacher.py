@@ -456,8 +456,8 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 input_ids, mask = pad([train_ids[i] for i in idx], tokenizer.pad_token_id)
                 with autocast(device):
                     out = net(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels[idx].to(device))
-                scaled_step(scaler, out.loss * weight, optimizer, model.parameters(), max_norm=1.0)
-                scheduler.step()
+                if scaled_step(scaler, out.loss * weight, optimizer, model.parameters(), max_norm=1.0):
+                    scheduler.step()  # (not over an fp16 step the scaler skipped)
                 optimizer.zero_grad(set_to_none=True)
                 # each rank's share of the batch's mean (0 for a filler): their mean over ranks and
                 # batches is the mean of the batch means, as in one process

@@ -47,13 +47,19 @@ def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=enabled)
 
 
-def scaled_step(scaler: torch.amp.GradScaler, loss: torch.Tensor, optimizer, params, *, max_norm: float) -> None:
-    """``backward``, gradient clipping to ``max_norm`` and ``optimizer.step`` through ``scaler``."""
+def scaled_step(scaler: torch.amp.GradScaler, loss: torch.Tensor, optimizer, params, *, max_norm: float) -> bool:
+    """``backward``, gradient clipping to ``max_norm`` and ``optimizer.step`` through ``scaler``.
+    False when the scaler skipped the step (fp16 gradients overflowed: it lowers its scale and
+    tries again), so that a learning-rate schedule does not advance over a step never taken."""
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(params, max_norm)
     scaler.step(optimizer)
+    if not scaler.is_enabled():
+        return True
+    before = scaler.get_scale()
     scaler.update()
+    return scaler.get_scale() >= before  # (update halves the scale after a skipped step, never otherwise)
 
 
 def nonfinite_weight(module: torch.nn.Module) -> str | None:

@@ -714,3 +714,20 @@ def test_a_bar_written_to_a_file_logs_a_plain_line_while_it_runs(monkeypatch, ca
     with kp.progress() as bar:
         bar.advance(bar.add_task("quiet", total=2, unit="step"))
     assert sum("quiet" in l for l in capsys.readouterr().err.splitlines()) == 1  # the final bar only
+
+
+def test_scaled_step_says_whether_the_scaler_took_the_step():
+    """An fp16 step whose gradients overflowed is skipped by the scaler; teach's learning-rate
+    schedule advanced over it all the same (warm-up ended early on a GPU without bf16)."""
+    from kdstore.torchutil import scaled_step
+
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)  # the CPU's scaler: the same bookkeeping as a GPU's
+    assert scaled_step(scaler, (w * torch.tensor([float("inf"), 1.0])).sum(), opt, [w], max_norm=1.0) is False
+    assert torch.equal(w.detach(), torch.ones(2)) and scaler.get_scale() == 2.0 ** 15  # skipped, scale halved
+    opt.zero_grad()
+    assert scaled_step(scaler, w.sum(), opt, [w], max_norm=10.0) is True and not torch.equal(w.detach(), torch.ones(2))
+    plain = torch.amp.GradScaler("cpu", enabled=False)  # bf16 or fp32: every step is taken
+    opt.zero_grad()
+    assert scaled_step(plain, w.sum(), opt, [w], max_norm=10.0) is True
