@@ -75,7 +75,10 @@ class _Tokenizer:
         self.special_tokens = special_tokens
         self.max_len = max_len
         if runtime == "tokenizers":
-            from tokenizers import Tokenizer
+            try:
+                from tokenizers import Tokenizer
+            except ImportError:
+                raise KdError("serving this export needs the tokenizers library: pip install tokenizers") from None
 
             path = Path(directory) / "tokenizer.json"
             try:
@@ -87,7 +90,10 @@ class _Tokenizer:
             self._hf = None
             self._chars = CharEncoder.for_backend(self._cut)
         elif runtime == "transformers":
-            from transformers import AutoTokenizer
+            try:
+                from transformers import AutoTokenizer
+            except ImportError:  # (the manifest asks for it: tokenizer.json alone would not give kd's ids)
+                raise KdError("serving this export needs the transformers library (its tokenizer): pip install transformers") from None
 
             try:
                 self._hf = AutoTokenizer.from_pretrained(directory)

@@ -491,6 +491,24 @@ def test_a_malformed_manifest_is_a_one_line_error(tmp_path, manifest):
         Artifact.load(tmp_path)
 
 
+@pytest.mark.parametrize("runtime, module", [("tokenizers", "tokenizers"), ("transformers", "transformers")])
+def test_a_missing_tokenizer_library_is_a_one_line_error(tmp_path, monkeypatch, error_line, runtime, module):
+    """A lean serving box (onnxruntime, no tokenizers): one line naming the package, as for onnxruntime."""
+    from kdstore.serving import FORMAT_VERSION, sha256_file
+
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    (tmp_path / "classes.txt").write_text("0\tpos\n1\tneg\n", encoding="utf-8")
+    manifest = {
+        "format_version": FORMAT_VERSION, "format": "onnx", "model_file": "model.onnx", "classes": ["pos", "neg"], "max_len": 8,
+        "inputs": {"special_tokens": False, "pad_id": 0}, "stage": {"name": "s"}, "model": {"kind": "student"},
+        "tokenizer": {"runtime": runtime}, "files": {n: sha256_file(tmp_path / n) for n in ("model.onnx", "classes.txt")},
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    line = error_line(kd("predict", "--artifact", str(tmp_path), input="很好\n", ok=False))
+    assert line == f"Error: serving this export needs the {module} library" + (" (its tokenizer)" if module == "transformers" else "") + f": pip install {module}"
+
+
 def test_an_export_is_checked_on_distinct_store_texts(tmp_path):
     """Dev and test texts first, then others: the dev texts were taken twice when the store had
     fewer than 128 of them (the manifest said "102 store texts" for 82)."""
