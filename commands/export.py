@@ -45,7 +45,7 @@ def export(run, fmt, which, out, overwrite, db, as_json):
     check = manifest["verification"]
     click.echo(
         f"exported stage {manifest['stage']['name']} of run {run} as {fmt}: max |logit difference| "
-        f"{check['max_abs_logit_diff']:.2e} on {check['texts']} store texts",
+        f"{check['max_abs_logit_diff']:.2e} on {check['texts']} texts (the store's, one longer than --max-len, one of one character)",
         err=True,
     )
     click.echo(str(path))

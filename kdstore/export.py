@@ -456,7 +456,7 @@ def _verify(directory: Path, manifest: dict[str, Any], predictor: Predictor, tex
     if not np.isfinite(diff) or diff > TOLERANCE:
         raise KdError(
             f"the exported model's logits differ from the PyTorch model's by up to {diff:.3g} on {len(texts)} "
-            f"store texts (more than {TOLERANCE:g}): not exported"
+            f"texts (more than {TOLERANCE:g}): not exported"
         )
     return {"texts": len(texts), "max_abs_logit_diff": diff, "argmax_agreement": agree, "tolerance": TOLERANCE}
 

@@ -217,7 +217,7 @@ def _onnx_runner(path: Path, device: str):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise KdError("serving an ONNX export needs onnxruntime: pip install 'kd[serve]'") from None
+        raise KdError("serving an ONNX export needs onnxruntime: pip install onnxruntime (or 'kd[serve]')") from None
     available = ort.get_available_providers()
     if device == "cuda" and "CUDAExecutionProvider" not in available:
         raise KdError("--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu, or use --device cpu)")
