@@ -191,7 +191,7 @@ def export_model(
             p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != OWNER
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        _put_in_place(tmp, out_dir)
+        _put_in_place(tmp, out_dir, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -252,12 +252,15 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         raise KdError(f"{out_dir} holds files kd export did not write ({', '.join(extra[:5])}): move them out, or pass another --out")
 
 
-def _put_in_place(tmp: Path, out_dir: Path) -> None:
+def _put_in_place(tmp: Path, out_dir: Path, *, overwrite: bool) -> None:
     if out_dir.is_dir() and not any(out_dir.iterdir()):
         _fill(tmp, out_dir)
         return
     old = None
     if out_dir.exists():
+        if not overwrite:  # free when the export began: another export (or a person) filled it since
+            raise KdError(f"{out_dir} was filled while this export ran (another kd export of the same --out?): "
+                          "nothing replaced; pass --overwrite to replace it, or another --out")
         old = out_dir.with_name(f".{out_dir.name}.old-{dt.datetime.now():%Y%m%d%H%M%S%f}")
         out_dir.rename(old)
         _claim(old)  # (a kill before it is removed: the next export of --out removes it)

@@ -550,3 +550,22 @@ def test_a_stage_replaced_while_it_is_exported_keeps_its_figures_in_the_manifest
     store.close()
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["metrics"]["dev"]["accuracy"] >= 0 and manifest["metrics"]["test"]["n"] == 16
+
+
+def test_an_out_folder_filled_while_the_export_ran_is_not_replaced(built, tmp_path, monkeypatch, error_line):
+    """Two `kd export --out X` at once both found X free; the second renamed the first's export aside
+    and deleted it, with no --overwrite (and files a person put there meanwhile with it)."""
+    from kdstore import export as exp
+
+    out = tmp_path / "out"
+    verify = exp._verify_texts
+
+    def filled_meanwhile(*args, **kwargs):
+        out.mkdir()
+        (out / "notes.txt").write_text("mine", encoding="utf-8")
+        return verify(*args, **kwargs)
+
+    monkeypatch.setattr(exp, "_verify_texts", filled_meanwhile)
+    refused = kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(out), "--db", str(built), ok=False)
+    assert "was filled while this export ran" in error_line(refused) and "nothing replaced" in error_line(refused)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]  # no folder left beside it
