@@ -595,6 +595,8 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])
     if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_layerwise(teacher_config.model_type)
+        if getattr(teacher_config, "num_hidden_layers", 2) < 2:  # (as the stage says it, but before it is recorded)
+            raise KdError("the teacher has a single layer: there is nothing to exit early from")
     if teacher_config is not None and cfg.max_len is not None:  # (a --max-len past its positions failed inside the stage)
         from kdstore.teacher import check_max_len, model_dirs
 

@@ -684,3 +684,19 @@ def test_scoring_the_store_shows_a_bar_and_timing_runs_none(trained, monkeypatch
     assert lines and "40/40" in lines[-1]
     early_exit_logits(model, tokenizer, texts, max_len=32, speed=0.5, batch_size=8)  # (measure's timing runs)
     assert capsys.readouterr().err == ""
+
+
+def test_a_single_layer_teacher_is_refused_before_a_stage_is_recorded(tmp_path, monkeypatch):
+    """A 1-layer teacher has no layer to exit after: a one-line error, and no failed
+    distill-early-exit stage left behind (it was recorded, then failed inside the stage)."""
+    import kdstore.early_exit as ee
+
+    rows = labeled_rows(random.Random(0), 12)
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", rows)), "--split", "train", "--db", db)
+    model = save_tiny_bert_layers([t for _, t in rows], tmp_path / "one-layer", layers=1)
+    kd("teach", "--run", "r", "--model", str(model), "--epochs", "1", "--max-len", "16", "--db", db)
+    monkeypatch.setattr(ee, "train_early_exit", lambda *a, **k: pytest.fail("trained a single-layer teacher"))
+    refused = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--db", db, ok=False)
+    assert "the teacher has a single layer: there is nothing to exit early from" in refused.output
+    assert [s.name for s in Store.open(db).stages_of("r")] == ["teach"]
