@@ -341,7 +341,7 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
 @click.option("--value-relation", type=FLOAT, default=0.0, help="Transformer student: weight of MiniLM value-relation KL (last layer).")
 @click.option("--qk-relation", type=FLOAT, default=0.0, help="Transformer student: weight of MiniLM query-key (attention distribution) KL (last layer).")
 @click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation/--qk-relation (default: the smaller head count).")
-@click.option("--speed", type=FLOAT, default=0.3, show_default=True, help="Early exit: default uncertainty threshold for serving.")
+@click.option("--speed", type=FLOAT, default=0.3, show_default=True, help="Early exit: default uncertainty threshold for serving (with --max-loss, only the speed each epoch is judged at on dev; the speed served is the one chosen, the stage's `speed` figure).")
 @click.option("--max-loss", type=FLOAT, help="Early exit: serve at the speed chosen on dev instead: speeds are raised while the dev accuracy loss, plus one standard error, stays at most this many points (e.g. 0.5).")
 @click.option("--uncertainty", type=click.Choice(["entropy", "max_prob"]), default="entropy", show_default=True, help="Early exit: normalized entropy (FastBERT) or 1 - max probability (steady with many classes).")
 @click.option("--branch-dim", type=int, default=128, show_default=True, help="Early exit: width of each layer's classifier.")
