@@ -555,7 +555,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 losses.append(loss.item() * weight)
                 bar.update(task, advance=1, loss=f"{loss.item():.3f}")
             add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
-            if stop_if_diverged(model, best, epoch=epoch, tag=tag):
+            if stop_if_diverged(model, best, epoch=epoch, tag=tag, warn=dist.is_main):
                 fitted["diverged_epoch"] = epoch
                 break
             last_epoch = epoch

@@ -464,7 +464,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 losses.append(out.loss.item() * weight)
                 bar.update(task, advance=1, loss=f"{out.loss.item():.3f}")
             add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
-            if stop_if_diverged(model, best, epoch=epoch, tag=tag):
+            if stop_if_diverged(model, best, epoch=epoch, tag=tag, warn=dist.is_main):
                 add_metrics(stage.id, "all", {f"{tag}diverged_epoch": epoch})
                 break
             if len(dev) == 0:

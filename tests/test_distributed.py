@@ -520,6 +520,26 @@ def test_a_rank_whose_launcher_is_killed_stops(tmp_path):
     assert out.read_text() == f"Terminated: {ORPHAN_MESSAGE}"
 
 
+def test_a_late_divergence_is_warned_about_once_not_by_every_rank(corpus, tiny_model, tmp_path):
+    """Every rank holds the same (DDP-averaged) weights, so every rank sees them diverge; rank 0
+    alone prints the warning, as it prints the stage's other warnings (each rank printed it)."""
+    db = tmp_path / "kd.db"
+    for split in ("train", "dev"):
+        kd("ingest", str(corpus[split]), "--split", split, "--db", str(db))
+    wrapper = tmp_path / "diverges.py"
+    wrapper.write_text(
+        "import kdstore.torchutil\n"
+        "calls = []\n"
+        "def diverged_from_epoch_2(module):\n"
+        "    calls.append(1)\n"
+        "    return 'bert.embeddings.word_embeddings.weight' if len(calls) >= 2 else None\n"
+        "kdstore.torchutil.nonfinite_weight = diverged_from_epoch_2\n"
+        "from commands.cli import main\nmain()\n", encoding="utf-8")
+    done = torchrun("teach", "--run", "dv", "--model", str(tiny_model), "--epochs", "3", "--max-len", "32", "--db", str(db), script=wrapper)
+    assert done.stderr.count("warning: training diverged in epoch 2") == 1, done.stderr[-3000:]
+    assert stage_of(db, "dv", "teach").status == "succeeded"
+
+
 def test_rank_0s_own_failure_is_not_reported_as_the_rank_that_heard_of_it(taught, tiny_model, tmp_path):
     db = copy_store(taught["one"], tmp_path / "store")
     teach_with_one_rank_patched(db, tiny_model, "r0", tmp_path, 0, (

@@ -573,6 +573,8 @@ def test_a_late_divergence_stops_and_keeps_the_best_epoch(capsys):
         net.weight.fill_(float("nan"))
     assert stop_if_diverged(net, best, epoch=2) is True
     assert "stopped, keeping epoch 1" in capsys.readouterr().err
+    assert stop_if_diverged(net, best, epoch=2, warn=False) is True  # a torchrun rank other than 0: rank 0 says it
+    assert capsys.readouterr().err == ""
     best.restore(net)
     assert bool((net.weight == 0.5).all())
 
