@@ -99,7 +99,7 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
         if getattr(param, "multiple", False) and not isinstance(value, list):
             value = [value]
         elif (isinstance(value, list) and not getattr(param, "multiple", False)
-              and isinstance(param.type, click.types.StringParamType)):
+              and isinstance(param.type, click.types.StringParamType) and name in COMMA_SEPARATED):
             # a comma-separated option (augment = ["mask", "pos"], kernel_sizes = [2, 3, 4]) as a TOML array
             if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
                 raise KdError(f"{path}: {key} = {value!r}: expected a string, or an array of strings or whole numbers")
@@ -124,6 +124,8 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
         elif (isinstance(param.type, (click.types.StringParamType, click.Choice))
               and any(isinstance(v, float) for v in wholes)):
             raise KdError(f"{path}: {key} = {value!r}: expected a string")
+        if isinstance(param.type, click.Path):  # no shell reads a TOML file: "~/charts" is the home folder's, as for db
+            value = [os.path.expanduser(v) for v in value] if isinstance(value, list) else os.path.expanduser(value)
         try:
             cast = param.type_cast_value(ctx, value)
             if param.callback in (_resolve_run, resolve_runs):  # a run id is checked where it is written
@@ -132,6 +134,12 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
             raise KdError(f"{path}: {key} = {value!r}: {exc.message}") from None
         out[name] = value
     return out
+
+
+# the options that take a comma-separated list (distill --augment, --kernel-sizes; labels detect --method):
+# a TOML array is theirs joined; for any other string option (db = ["a.db", "b.db"]) it is an error, not
+# one value "a.db,b.db" (ingest created that store)
+COMMA_SEPARATED = {"augment", "kernel_sizes", "methods"}
 
 
 def _option_names(command: click.Command) -> dict[str, str]:

@@ -58,6 +58,10 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
     ctx = click.get_current_context()
     typed = lambda p: ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE  # noqa: E731 (a config file's defaults apply where they can)
     given = [p for p in ("run", "which") if typed(p)]
+    if artifact and not typed("artifact") and (given or (from_store and typed("from_store"))):
+        artifact = None  # a config file's [predict] artifact: a typed --run, --model or --store wins over it
+    if from_store and not typed("from_store") and (typed("artifact") or path != "-"):
+        from_store = False  # and a typed --artifact, or FILE, over its store = true
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     if split and not from_store:

@@ -571,6 +571,12 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     def given(name: str) -> bool:
         return source(name) not in (ParameterSource.DEFAULT, None)
 
+    # a config file's [distill] augment or teacher-weight is for the students, as its alpha or kernel-sizes
+    # are (left alone here): only typed ones are a mistake
+    if augment and source("augment") != ParameterSource.COMMANDLINE:
+        augment = ""
+    if teacher_weights and source("teacher_weights") != ParameterSource.COMMANDLINE:
+        teacher_weights = ()
     if len(teacher_runs) > 1 or augment or teacher_weights:
         raise click.UsageError("--student early-exit extends one teacher: at most one --teacher-run, no --augment/--teacher-weight")
     if max_loss is not None and given("speed"):

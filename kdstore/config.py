@@ -95,17 +95,25 @@ def defaults_for(
                 given[options[name]] = key
                 out[options[name]] = value
             elif own and depth > 0:
-                raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`")
+                raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`{_close(name, options)}")
             elif not own and group_keys is not None and name not in (group_keys := _keys(group_keys)).get(group, {name}):
                 scope = f"[{group}]" if group else "top level"
                 below = f"`kd {group.replace('.', ' ')}`" if group else "kd"
-                raise KdError(f"{where}: {scope} {key!r} is not an option of any command of {below}")
+                raise KdError(f"{where}: {scope} {key!r} is not an option of any command of {below}{_close(name, group_keys[group])}")
         if own:
             break
         table = table.get(command_path[depth])
         if not isinstance(table, dict):
             break
     return out
+
+
+def _close(name: str, keys) -> str:
+    """`` (did you mean 'limit'?)`` for a key ``name`` close to one of ``keys`` (``_`` for ``-``), else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), sorted(keys), n=1)
+    return f" (did you mean {close[0].replace('_', '-')!r}?)" if close else ""
 
 
 def _keys(group_keys) -> dict[str, set[str]]:

@@ -240,3 +240,64 @@ def test_config_file_encoding(other_db, invoke, write_file, error_line):
     result = invoke(["samples"], db=None, ok=False)
     assert "Traceback" not in result.output
     assert "kd.toml: line 3: not valid UTF-8 (byte 0xba); save the file as UTF-8" in error_line(result)
+
+
+def test_a_toml_array_for_a_single_valued_option_is_an_error(other_db, invoke, write_file, error_line, tmp_path):
+    """Only the comma-separated options (augment, kernel-sizes, method) join a TOML array: ``db = ["a.db",
+    "b.db"]`` made `kd ingest` create a store named "a.db,b.db", ``text-col`` a column "text,body"."""
+    write_file("kd.toml", 'db = ["a.db", "b.db"]\n')
+    line = error_line(invoke(["ingest", "train.tsv"], db=None, ok=False))
+    assert "kd.toml: db = ['a.db', 'b.db']: expected a single value, not an array" in line
+    assert not list(tmp_path.glob("a.db*"))
+    write_file("kd.toml", 'db = "other.db"\n[ingest]\ntext-col = ["text", "body"]\n')
+    assert "expected a single value, not an array" in error_line(invoke(["ingest", "train.tsv"], db=None, ok=False))
+    write_file("kd.toml", 'db = "other.db"\n[labels.detect]\nmethod = ["disagree", "nope"]\n')
+    assert "kd.toml" not in error_line(invoke(["labels", "detect"], db=None, ok=False))  # joined: kd's own check
+
+
+def test_an_unknown_key_suggests_the_close_option(other_db, invoke, write_file, error_line):
+    for content, expected in (
+        ('db = "other.db"\n[samples]\nlimt = 1\n', "[samples] 'limt' is not an option of `kd samples` (did you mean 'limit'?)"),
+        ('db = "other.db"\nstudnet = "textcnn"\n', "top level 'studnet' is not an option of any command of kd (did you mean 'student'?)"),
+        ('db = "other.db"\n[samples]\nzzzz = 1\n', "[samples] 'zzzz' is not an option of `kd samples`"),
+    ):
+        write_file("kd.toml", content)
+        line = error_line(invoke(["samples"], db=None, ok=False))
+        assert line.endswith(expected), line
+    with pytest.raises(KdError, match=r"'max_lne' is not an option of `kd teach` \(did you mean 'max-len'\?\)"):
+        kdconfig.defaults_for({"teach": {"max_lne": 3}}, ["teach"], {"max_len", "epochs"})
+
+
+def test_config_augment_is_for_students_not_early_exit(other_db, invoke, write_file):
+    """``[distill] augment`` (or teacher-weight) in a config file is left out for ``--student early-exit``,
+    as its alpha or kernel-sizes are; it refused the command over an option nobody typed."""
+    write_file("kd.toml", 'db = "other.db"\n[distill]\naugment = ["mask", "pos"]\nteacher-weight = 1.0\n')
+    result = invoke(["distill", "--student", "early-exit", "--run", "nosuch"], db=None, ok=False)
+    assert "no run 'nosuch'" in result.stderr and "--augment" not in result.stderr
+    result = invoke(["distill", "--student", "early-exit", "--run", "nosuch", "--augment", "mask"], db=None, ok=False)
+    assert "no --augment" in result.stderr  # typed, it is still refused
+
+
+def test_a_typed_run_wins_over_a_config_artifact(other_db, invoke, write_file):
+    """``[predict] artifact`` is a default: a typed --run (or --store) predicts with the run's model, and a
+    typed --artifact (or FILE) wins over ``store = true``, instead of refusing the pair."""
+    write_file("kd.toml", 'db = "other.db"\n[predict]\nartifact = "serve/r1"\n')
+    assert "no run 'nosuch'" in invoke(["predict", "--run", "nosuch"], db=None, ok=False, input="好\n").stderr
+    assert "no run 'nosuch'" in invoke(["predict", "--run", "nosuch", "--store"], db=None, ok=False).stderr
+    assert "serve/r1" in invoke(["predict"], db=None, ok=False, input="好\n").stderr  # untyped, the file's artifact
+    write_file("kd.toml", 'db = "other.db"\n[predict]\nstore = true\nrun = "nosuch"\n')
+    assert "no exported model at nowhere" in invoke(["predict", "--artifact", "nowhere"], db=None, ok=False, input="好\n").stderr
+    write_file("in.txt", "好\n")
+    assert "no run 'nosuch'" in invoke(["predict", "in.txt"], db=None, ok=False).stderr
+
+
+def test_a_config_path_with_a_tilde_is_the_home_folder(other_db, invoke, write_file, tmp_path, monkeypatch):
+    """No shell expands ``~`` in a TOML file: ``export = "~/class_id.txt"`` is the home folder's, as a
+    quoted ``--db`` or ``KD_CONFIG`` is (it was a folder named ``~`` in the working directory)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    write_file("kd.toml", 'db = "other.db"\n[classes]\nexport = "~/class_id.txt"\n')
+    invoke(["classes"], db=None)
+    assert (home / "class_id.txt").read_text(encoding="utf-8").split() == ["0", "pos", "1", "neg"]
+    assert not (tmp_path / "~").exists()
