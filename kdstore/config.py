@@ -45,9 +45,23 @@ def load(path: Path) -> dict[str, Any]:
         raise KdError(f"{path}: line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
                       "save the file as UTF-8") from None
     try:
-        return tomllib.loads(text)
+        config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KdError(f"{path}: not valid TOML: {exc}") from None
+    _refuse_command_line_only(config, path)
+    return config
+
+
+COMMAND_LINE_ONLY = ("overwrite",)  # replaces stages, exports and sheets: typed for the one command meant
+
+
+def _refuse_command_line_only(table: dict[str, Any], path: Path, scope: str = "top level") -> None:
+    for key, value in table.items():
+        if key.replace("-", "_") in COMMAND_LINE_ONLY:
+            raise KdError(f"{path}: {scope} {key!r}: --{key.replace('_', '-')} replaces what a stage, an export or a sheet "
+                          "holds, so kd takes it on the command line only (in a file it would apply to every run)")
+        if isinstance(value, dict):
+            _refuse_command_line_only(value, path, f"[{key}]" if scope == "top level" else f"{scope[:-1]}.{key}]")
 
 
 def defaults_for(

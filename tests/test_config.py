@@ -301,3 +301,13 @@ def test_a_config_path_with_a_tilde_is_the_home_folder(other_db, invoke, write_f
     invoke(["classes"], db=None)
     assert (home / "class_id.txt").read_text(encoding="utf-8").split() == ["0", "pos", "1", "neg"]
     assert not (tmp_path / "~").exists()
+
+
+def test_overwrite_is_taken_on_the_command_line_only(other_db, invoke, write_file, error_line):
+    """`overwrite = true` in a file replaced every stage, export and sheet of every later command
+    without a word: the file is refused, naming where the key is; typed, --overwrite works as ever."""
+    for content, scope in (('db = "other.db"\noverwrite = true\n', "top level 'overwrite'"),
+                           ('db = "other.db"\n[labels.export]\noverwrite = true\n', "[labels.export] 'overwrite'")):
+        write_file("kd.toml", content)
+        assert error_line(invoke(["samples"], db=None, ok=False)) == (f"Error: kd.toml: {scope}: --overwrite replaces what a stage, an export or a sheet holds, "
+                                       "so kd takes it on the command line only (in a file it would apply to every run)")
