@@ -118,7 +118,15 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
       kd samples --split train --limit 0 --tsv > train.cleaned.tsv   # current labels, dropped samples left out
     """
     if as_tsv and as_json:
-        raise click.UsageError("--tsv or --json, not both")
+        from click.core import ParameterSource
+
+        source = click.get_current_context().get_parameter_source
+        if source("as_json") != ParameterSource.COMMANDLINE:
+            as_json = False  # a config file's json = true (for every command): a typed --tsv wins over it
+        elif source("as_tsv") != ParameterSource.COMMANDLINE:
+            as_tsv = False  # and a typed --json over its [samples] tsv = true
+        else:
+            raise click.UsageError("--tsv or --json, not both")
     if as_tsv and not split:
         raise click.UsageError("--tsv needs --split: its lines do not say which split they are from")
     store = open_store(db)

@@ -99,15 +99,18 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
       kd report --compare teacher-only distilled distilled-aug   # or: --compare A --compare B
       kd report --run r1 --plot charts/ --json | jq '.stages[] | {name, metrics}'
     """
+    from click.core import ParameterSource
+
+    def typed(name: str) -> bool:
+        return click.get_current_context().get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+    if comparing and not compare_runs and not typed("comparing"):
+        comparing = False  # a config file's [report] compare = true: a default for `kd report A B`, not a mistake in `--run R`
     if compare_runs and not comparing:
         raise click.UsageError("runs as arguments go with --compare: kd report --compare A B (one run: --run A)")
     if comparing and not compare_runs:
         raise click.UsageError("--compare needs the runs to compare: kd report --compare A B")
     if comparing:  # (a config file's run is a default for every command: only a typed --run is a mistake)
-        from click.core import ParameterSource
-
-        typed = lambda name: click.get_current_context().get_parameter_source(name) in (  # noqa: E731
-            ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
         if typed("run"):
             raise click.UsageError("--compare takes its runs as arguments: kd report --compare A B (leave out --run)")
         if plot_dir and typed("plot_dir"):  # (a config file's [report] plot is for kd report --run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kdstore import config as kdconfig
@@ -311,3 +313,15 @@ def test_overwrite_is_taken_on_the_command_line_only(other_db, invoke, write_fil
         write_file("kd.toml", content)
         assert error_line(invoke(["samples"], db=None, ok=False)) == (f"Error: kd.toml: {scope}: --overwrite replaces what a stage, an export or a sheet holds, "
                                        "so kd takes it on the command line only (in a file it would apply to every run)")
+
+
+def test_a_typed_option_wins_over_a_file_option_it_excludes(other_db, invoke, write_file):
+    """A top-level `json = true` made a typed `kd samples --tsv` fail ("--tsv or --json, not both"),
+    and `[report] compare = true` every `kd report --run R` ("--compare needs the runs")."""
+    write_file("kd.toml", 'db = "other.db"\njson = true\n[samples]\nsplit = "train"\n')
+    assert invoke(["samples", "--tsv"], db=None).output.splitlines()[:2] == ["label\ttext", "pos\tgood one"]
+    write_file("kd.toml", 'db = "other.db"\n[samples]\ntsv = true\nsplit = "train"\n')
+    assert len(json.loads(invoke(["samples", "--json"], db=None).output)) == 3
+    write_file("kd.toml", 'db = "other.db"\n[report]\ncompare = true\n')
+    out = invoke(["report", "--run", "none-yet"], db=None, ok=False)
+    assert "--compare" not in out.output, out.output
