@@ -22,7 +22,7 @@ from kdstore.metrics import class_support, hardly_beats_majority, versus_majorit
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
 from kdstore.report import run_report
 from kdstore.runs import resolve_run_id, stage_scope
-from kdstore.schema import iso_utc
+from kdstore.schema import SPLITS, iso_utc
 from kdstore.students import KINDS, check_bert_layout
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES
@@ -170,12 +170,16 @@ def _warn_if_majority(run: str, stage: dict) -> None:
 @click.option("--wwm/--no-wwm", default=True, show_default=True, help="Whole-word masking over jieba's word segmentation.")
 @click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often.")
 @click.option("--corpus", multiple=True, type=click.Path(dir_okay=False), help="Extra plain-text file(s), one text a line.")
+@click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS),
+              help="Split(s) of the store whose texts it reads (repeatable; default: every split, test included: "
+                   "its texts, not its labels, are learned, so test figures are transductive; "
+                   "--split train --split dev --split unlabeled leaves test out).")
 @_seed_option
 @_device_option
 @overwrite_option
 @store_options
 @json_option
-def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, objective, generator_layers, wwm, min_count, corpus, seed, device, overwrite, db, as_json):
+def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, objective, generator_layers, wwm, min_count, corpus, splits, seed, device, overwrite, db, as_json):
     """Pre-train a BERT-style encoder by masked-LM (or ELECTRA) on the store's own text.
 
     For machines without a model hub: the result is a Hugging Face directory that
@@ -185,12 +189,13 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
     Example:
       kd pretrain --run r1 --layers 4 --hidden 256 --minutes 10 --corpus news.txt
       kd pretrain --run r2 --objective electra --minutes 10
+      kd pretrain --run r3 --minutes 10 --split train --split dev --split unlabeled   # test texts left out
       kd teach --run r1 --model pretrain:r1
     """
     cfg = PretrainConfig(
         layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,
         steps=steps, minutes=minutes, mask_prob=mask_prob, objective=objective, generator_layers=generator_layers, wwm=wwm, min_count=min_count, corpus=tuple(corpus),
-        seed=seed, device=device,
+        splits=tuple(splits), seed=seed, device=device,
     )
     cfg.validate()
     store = open_store(db)

@@ -217,6 +217,23 @@ def test_word_groups_segment_only_the_texts_a_batch_draws(monkeypatch):
     assert len(levels) == 1
 
 
+def test_word_groups_segment_only_the_part_of_a_long_text_its_tokens_cover(monkeypatch):
+    # a corpus line of a whole article was segmented in full for its first --max-len tokens
+    from kdstore import segment
+    from kdstore.pretrain import PretrainConfig, _encode_with_groups
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    article = "质量很好，物流也快。" * 300 + "屏幕太暗了"
+    texts = [article, "质量很好物流也快" * 3]  # (no break in the second: the block it cuts into is kept whole)
+    tokenizer = make_tokenizer(build_vocab(texts))
+    cuts = []
+    monkeypatch.setattr("kdstore.pretrain.word_starts", lambda text: cuts.append(text) or segment.word_starts(text))
+    _, groups, _ = _encode_with_groups(tokenizer, texts, PretrainConfig(max_len=16))
+    full = tokenizer(texts, truncation=True, max_length=16, return_offsets_mapping=True)["offset_mapping"]
+    assert groups.batch([0, 1]) == [segment.token_groups(full[i], segment.word_starts(texts[i])) for i in (0, 1)]
+    assert cuts == [article[:14], texts[1]]  # 质量很好，物流也快。质量很好: through the word the 14th token is in
+
+
 def test_student_flops_by_hand():
     from kdstore.students import StudentConfig, flops_per_sample
 

@@ -503,6 +503,27 @@ def test_a_corpus_line_is_one_text_and_a_corpus_without_text_is_refused(tmp_path
     assert Store.open(db).stages_of("b")[0].status == "failed"
 
 
+def test_pretrain_split_leaves_the_test_texts_out(tmp_path):
+    """Pre-training read every split, test included, and nothing said so or let a user leave test
+    out: a teacher fine-tuned from it was judged on texts its encoder had learned (transductive)."""
+    from transformers import AutoTokenizer
+
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    write_tsv(tmp_path / "test.tsv", [("pos", "龘龘好")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    kd("ingest", str(tmp_path / "test.tsv"), "--split", "test", "--db", db)
+    args = ("pretrain", "--layers", "1", "--hidden", "32", "--steps", "1", "--min-count", "1", "--max-len", "16", "--db", db, "--json")
+    every = json.loads(kd(*args, "--run", "a").output)
+    assert every["metrics"]["train"]["texts"] == 3 and every["config"]["splits"] == ["train", "dev", "test", "unlabeled"]
+    assert "龘" in AutoTokenizer.from_pretrained(every["artifact_path"]).get_vocab()  # (the default, as documented)
+    held = json.loads(kd(*args, "--run", "b", "--split", "unlabeled", "--split", "train").output)
+    assert held["metrics"]["train"]["texts"] == 2 and held["config"]["splits"] == ["train", "unlabeled"]
+    assert "龘" not in AutoTokenizer.from_pretrained(held["artifact_path"]).get_vocab()
+    line = kd(*args[:-1], "--run", "c", "--split", "dev", ok=False).output
+    assert line == "Error: the store has fewer than 2 texts of split dev to pre-train on: ingest some text first\n"
+
+
 def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_path):
     """A corpus of long lines (articles, one a line) was silently cut to --max-len tokens each: most of
     it never reached the model, and nothing said so (kd teach counts and warns)."""
@@ -524,7 +545,7 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--lr", "-1"], "--lr positive"),
     (["--hidden", "0"], "--hidden must be at least 1"),
-    (["--heads", "-2"], "--heads and --intermediate 0 (auto) or more"),
+    (["--heads", "-2"], "--heads 0 (auto) or more"),  # (no --intermediate option: the message named none)
     (["--min-count", "100000"], "no character occurs 100000 times"),
     (["--minutes", "1e-9"], "ran out before the first training step"),  # with --steps 2: the clock ends it first
     (["--steps", "-1"], "--steps and --minutes cannot be negative, got -1"),  # (not "give a training budget")
