@@ -8,6 +8,7 @@ the stage, writes figures and artifacts, and prints the result.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -274,6 +275,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
                           f"succeeds): fine-tune it further in another run (--run {run}-2 --model teach:{source_run})")
+        _check_positions(store, cfg)  # (before the warning below: a --max-len refused is not one to warn about)
         if source == "pretrain" and dist.is_main:
             _warn_past_pretrained_positions(store, source_run, max_len)
         if "dev" in cfg.splits and _options_given(("patience",)) and dist.is_main:
@@ -289,6 +291,24 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 def _first_split(splits) -> str:
     """Of the labeled splits named, the one that judges a model first: dev, then test, then train."""
     return next((s for s in ("dev", "test", "train") if s in splits), "dev")
+
+
+def _check_positions(store, cfg: TeachConfig) -> None:
+    """A --max-len longer than a local model folder's positions, refused before a stage is recorded
+    (the stage's own check, after loading the model, left a failed stage). Anything else about the
+    model (a hub name, an unreadable folder) is the stage's to say."""
+    from kdstore.teacher import check_max_len, resolve_model
+
+    path = resolve_model(store, cfg.model)
+    if not (Path(path).expanduser() / "config.json").is_file():
+        return
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(Path(path).expanduser()))
+    except Exception:  # noqa: BLE001 (named by the stage, as it loads the model)
+        return
+    check_max_len(config, cfg.max_len, path)
 
 
 def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> None:

@@ -135,17 +135,25 @@ def test_a_where_that_cannot_run_is_refused_before_any_stage(sample_store, tiny_
                                             "the labeled samples' sources are 'train.tsv' ("),  # what it can select
         (["--label", "nope"], "--label 'nope' is not a class of the store"),
         (["--label", "pos"], "single class"),
-        (["--max-len", "100"], "is longer than model"),  # the tiny model has 64 positions
     ],
 )
 def test_teach_bad_input_is_recorded_as_failed(sample_store, tiny_model, args, message):
     db = str(sample_store)
-    args = ["--model", str(tiny_model), *args] if args[0] != "--model" else args
+    args = ["--model", str(tiny_model), "--max-len", "32", *args] if args[0] != "--model" else args  # (the tiny model has 64 positions)
     result = kd("teach", "--run", "bad", *args, "--db", db, ok=False)
     assert message in result.output
     stage = _stage(sample_store, "bad", "teach")
     assert stage.status == "failed" and message in stage.error
     assert _count(sample_store, Logit) == 0
+
+
+def test_a_max_len_past_the_models_positions_is_refused_before_any_stage(sample_store, tiny_model):
+    """Refused once the model was loaded inside the stage, it left a failed stage (and with
+    --model pretrain:R a warning about untrained positions first, then the refusal)."""
+    result = kd("teach", "--run", "long", "--model", str(tiny_model), "--max-len", "100", "--db", str(sample_store), ok=False)
+    assert result.output.strip().splitlines() == [f"Error: --max-len 100 is longer than model {str(tiny_model)!r} can read (64 positions): "
+                                                   "use --max-len 64 or less"]
+    assert not Store.open(str(sample_store)).run_exists("long")
 
 
 def test_teach_an_unknown_hub_name_is_one_line_and_a_failed_stage(sample_store):
