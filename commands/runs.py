@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -59,11 +60,21 @@ def one_line(error: str, limit: int | None = None) -> str:
     return error if limit is None or len(error) <= limit else error[:limit - 3] + "..."
 
 
+PROSE = ("error", "note")  # the columns that may wrap (at spaces); every other cell is a name or a figure
+
+
 def print_wide(out, table) -> None:
     """Print ``table``; when the output is not a terminal (piped, or a file), as wide as the table
-    needs: rich would otherwise cut names and figures to 80 columns with "…"."""
-    if not out.is_terminal:
-        out.width = max(out.width, out.measure(table, options=out.options.update_width(10**6)).maximum)
+    needs: rich would otherwise cut names and figures to 80 columns with "…". In a terminal too
+    narrow for it, only the error and note columns wrap: a name or a figure is never cut to "…"
+    ("153,4…" for 153,474 parameters, "disti…" for two stages alike); the table is as wide as that takes."""
+    wide = out.options.update_width(10**6)
+    for column in table.columns:
+        if str(column.header) not in PROSE:
+            column.no_wrap = True
+            column.min_width = max(Measurement.get(out, wide, cell).maximum for cell in (column.header, *column.cells))
+    need = out.measure(table, options=wide)
+    out.width = max(out.width, need.maximum if not out.is_terminal else need.minimum)
     out.print(table)
 
 
@@ -168,7 +179,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                 table.add_column(split, justify="right")
             for n in names:
                 table.add_row(Text(n), *[_fmt(st["metrics"][split].get(n)) for split in splits])
-            out.print(table)
+            print_wide(out, table)
         for split, matrix in (st.get("confusion") or {}).items():
             cm = Table(title=f"{split} confusion (rows: label, columns: predicted)")
             cm.add_column("")

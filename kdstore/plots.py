@@ -56,7 +56,11 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     names = report["classes"]
     for stage in report["stages"]:
         for split, matrix in (stage.get("confusion") or {}).items():
-            fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(names), 1.0 + 0.6 * len(names)))
+            title = f"{stage['name']} — {split}"
+            # wide enough for its title (about 0.11 inch a character at the title's size): a few classes made
+            # a figure narrower than the stage's name, its title cut at the edge ("distill-textcnn — tes")
+            width = max(1.2 + 0.6 * len(names), 0.6 + 0.11 * len(title))
+            fig, ax = plt.subplots(figsize=(width, 1.0 + 0.6 * len(names)))
             ax.imshow(matrix, cmap="Blues")
             ax.set_xticks(range(len(names)), [_label(n) for n in names], rotation=45, ha="right")
             ax.set_yticks(range(len(names)), [_label(n) for n in names])
@@ -65,7 +69,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
             for i, row in enumerate(matrix):
                 for j, v in enumerate(row):
                     ax.text(j, i, str(v), ha="center", va="center")
-            ax.set_title(f"{stage['name']} — {split}")
+            ax.set_title(title)
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-confusion-{split}.png", plt))
         for split in ("test", "dev"):
             m = stage["metrics"].get(split, {})

@@ -201,7 +201,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)
             error = " ".join((stage["error"] or "").split())
-            rows.append(row(run, stage, {}, stage["status"] + (f": {error[:100]}{'...' if len(error) > 100 else ''}" if error else "")))
+            status = stage["status"] + (" (process gone)" if stage["process_gone"] else "")  # as `kd runs` says it
+            rows.append(row(run, stage, {}, status + (f": {error[:100]}{'...' if len(error) > 100 else ''}" if error else "")))
         if not models and not unfinished:
             rows.append(row(run, None, {}, "no succeeded model"))
     return rows

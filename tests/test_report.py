@@ -61,3 +61,23 @@ def test_counted_figures_read_back_as_ints_and_rates_stay_floats():
     assert type(metric_value("f1[a/n]", 1.0)) is float
     # an early-exit stage's counts too (its "layers" is a mean over the texts: a float)
     assert [type(metric_value(n, 32.0)) for n in ("branch_parameters", "num_layers", "max_len", "layers")] == [int] * 3 + [float]
+
+
+def test_a_confusion_charts_title_fits_its_figure_with_few_classes(tmp_path, monkeypatch):
+    """Two classes made a figure narrower than the title: "distill-textcnn — test" was cut at the edge."""
+    from kdstore import plots
+
+    seen = []
+
+    def save(fig, path, plt):
+        fig.canvas.draw()
+        title = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+        seen.append((title.x0 >= 0 and title.x1 <= fig.bbox.width, fig.axes[0].get_title()))
+        return original(fig, path, plt)
+
+    original = plots._save
+    monkeypatch.setattr(plots, "_save", save)
+    report = {"run": "r", "classes": ["a", "b"], "stages": [
+        {"name": "predict-distill-textcnn@test", "metrics": {}, "confusion": {"test": [[1, 2], [3, 4]]}}]}
+    written = plots.write_plots(report, tmp_path)
+    assert seen == [(True, "predict-distill-textcnn@test — test")] and written[0].stat().st_size > 0

@@ -932,6 +932,8 @@ def test_a_running_stage_is_never_replaced_and_a_killed_ones_is_marked_failed(st
         _left_running(store, "cloned", f"{alive.pid}:{_start_time(alive.pid)}:deadbeef/{here.split('/')[1]}")  # another boot: a reboot, or a cloned machine
         stages = {st["name"]: st for st in invoke.json(["runs"])[0]["stages"]}
         assert stages["other"]["status"] == "running" and stages["other"]["process_gone"] is True
+        notes = {r["stage"]: r["note"] for r in invoke.json(["report", "--compare", "r1"])}
+        assert notes["other"] == "running (process gone)" and notes["teach"] == "running"  # not one to wait for
         assert not any(stages[n]["process_gone"] for n in ("teach", "boxed", "cloned"))
         invoke(["labels", "set", "--run", "r1", "1=neg"])  # a stage starts: it marks what is gone
         stages = {st.name: st for st in store.stages_of("r1")}
@@ -1031,6 +1033,32 @@ def test_the_console_is_160_wide_piped_and_writes_nowhere_without_stdout(monkeyp
     assert console().width == 100
     monkeypatch.setattr(sys, "stdout", None)
     console().print("a table nobody reads")
+
+
+def test_a_narrow_terminal_cuts_no_name_or_figure_and_wraps_the_error():
+    """At 60 columns (or `kd report --compare` at 120) rich cut every column to "…": "153,4…" for
+    153,474 parameters, "disti…" for two stages alike. Names and figures stay whole; the error wraps."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from commands.runs import print_wide
+
+    table = Table()
+    for col in ("run", "stage", "parameters", "status", "error"):
+        table.add_column(col)
+    table.add_row("20240101", Text("distill-early-exit"), "153,474", "[red]failed[/] (process gone)", "run 'r3' has no succeeded 'teach' stage at all")
+    table.add_row("", Text("distill-textcnn"), "1,834", "[green]succeeded[/]", "")
+    out = Console(file=io.StringIO(), width=60, force_terminal=True, color_system=None)
+    print_wide(out, table)
+    text = out.file.getvalue()
+    assert "…" not in text and all(x in text for x in ("distill-early-exit", "distill-textcnn", "153,474", "failed (process gone)", "20240101"))
+    assert "succeeded 'teach'" not in text  # the error wraps at its spaces, as wide as its longest word
+    wide = Console(file=io.StringIO(), width=200, force_terminal=True, color_system=None)
+    print_wide(wide, table)
+    assert "run 'r3' has no succeeded 'teach' stage at all" in wide.file.getvalue()  # room enough: one line
 
 
 @pytest.mark.sqlite_only  # SQLite's busy timeout
