@@ -29,7 +29,7 @@ from .textkey import text_hash
 FORMATS = ("tsv", "csv", "jsonl")
 MAX_LABEL = 200  # classes.name holds this many characters (PostgreSQL refuses more)
 MAX_SOURCE = 500  # samples.source, likewise
-_EXTENSIONS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+_EXTENSIONS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _SAMPLE_COLUMNS = ("text", "text_hash", "split", "label_id", "orig_label_id", "dropped", "source", "line", "meta", "parent_id")
 _TEXT_NAMES = ("text", "sentence", "content", "query", "review")
 _HEADER_WORDS = {"label", *_TEXT_NAMES}
@@ -143,6 +143,8 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
     fmt = detect_format(name, opts.format)
     content = decode(data, name, fmt)
     want_label = opts.split != "unlabeled"
+    if fmt == "tsv" and opts.format is None:
+        _refuse_json_lines(content, name)
     if fmt == "jsonl":
         records, label_name = _parse_jsonl(content, name, opts, want_label), opts.label_col or "label"
     else:
@@ -167,6 +169,27 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
                     f"(pinned classes: {', '.join(opts.classes)})"
                 )
     return records
+
+
+def _refuse_json_lines(content: str, name: str) -> None:
+    """A file read as TSV by default (stdin, an unknown extension) whose first line is a JSON
+    object is JSON Lines: read as TSV, an unlabeled pool would keep each line's JSON as its text."""
+    end, start, line = _line_end(content), 0, 1
+    while start < len(content):  # the first non-blank line (not a list of every line: a pool may be 500,000)
+        stop = content.find(end, start)
+        raw = content[start:stop if stop >= 0 else len(content)].strip()
+        if raw:
+            try:
+                is_object = raw.startswith("{") and isinstance(json.loads(raw), dict)
+            except ValueError:
+                is_object = False
+            if is_object:
+                raise KdError(f"{name}: line {line}: a JSON object: the file looks like JSON Lines, give --format jsonl "
+                              f"(or --format tsv to read each line as text)")
+            return
+        if stop < 0:
+            return
+        start, line = stop + len(end), line + 1
 
 
 _CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (131,072 characters) is shorter than some texts
@@ -270,7 +293,7 @@ def _parse_delimited(
                 label_i = lowered.index("label")
             elif want_label:
                 raise KdError(f"{name}: line 1: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)}); name it with --label-col")
-        elif width >= 2:
+        elif width >= 2 and (want_label or not wide):  # (more columns: no default says which is a label)
             label_i = 0 if text_i != 0 else 1
         elif want_label:
             raise KdError(f"{name}: line {rows[0][0]}: field 'label': missing: split '{opts.split}' needs a label column")
@@ -361,8 +384,14 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
 def _label_key(label: str) -> str:
     """What two labels that a reader would take for one class share: Unicode compatibility forms
     (full-width letters and digits) folded, case ignored, runs of white space as one space
-    ('体育  新闻' beside '体育 新闻')."""
-    return " ".join(unicodedata.normalize("NFKC", label).casefold().split())
+    ('体育  新闻' beside '体育 新闻'), and a whole number in any of its spellings as one ('1.0', as
+    pandas writes an integer column holding a NaN, or '01', as a spreadsheet keeps it, beside '1')."""
+    key = " ".join(unicodedata.normalize("NFKC", label).casefold().split())
+    number = _WHOLE_NUMBER.fullmatch(key)
+    return str(int(number.group(1))) if number else key
+
+
+_WHOLE_NUMBER = re.compile(r"([+-]?\d+)(?:\.0*)?")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -511,7 +540,7 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                     if twin != r.label:  # 'ｐｏｓ' (typed with a full-width input method) beside 'pos'
                         raise KdError(
                             f"{name}: line {r.line}: field {opts.label_col or 'label'!r}: label {r.label!r} differs from "
-                            f"the class {twin!r} only in character width or case, or in white space: write it as {twin!r} "
+                            f"the class {twin!r} only in character width or case, in white space or in how its number is written: write it as {twin!r} "
                             f"(it would be a class apart)"
                         )
                     label_id = len(classes)

@@ -7,6 +7,7 @@ every table of the store exactly as it was (all or nothing).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,27 @@ def test_parse_unlabeled_keeps_no_label_in_the_metadata():
     assert r.meta == {"who": "ann"}
     [r] = parse(b"text,who\nfirst,ann\n", "pool.csv", IngestOptions(split="unlabeled"))  # no label column: fine
     assert r.meta == {"who": "ann"}
+
+
+def test_parse_headerless_wide_unlabeled_file_drops_no_unnamed_column():
+    """A headerless scrape (user id, text, time) into the pool: with more than two columns no default
+    says which is a label, so none is dropped unseen (column 0 was, as if it were the label)."""
+    [r] = parse(b"u123\tgood\t2024-01-01\n", "w.tsv", IngestOptions(split="unlabeled", text_col="1"))
+    assert (r.text, r.label, r.meta) == ("good", None, {"0": "u123", "2": "2024-01-01"})
+    [r] = parse(b"u123\tgood\tpos\n", "w.tsv", IngestOptions(split="unlabeled", text_col="1", label_col="2"))
+    assert (r.text, r.meta) == ("good", {"0": "u123"})
+
+
+def test_parse_json_lines_read_as_tsv_by_default_are_refused():
+    """`cat scrape.jsonl | kd ingest - --split unlabeled` stored each line's JSON as a pool text."""
+    data = '{"text": "好评", "meta": {"shop": "A"}}\n{"text": "差评"}\n'.encode()
+    for name, before, line in (("<stdin>", b"", 1), ("pool.log", b"\n", 2)):
+        with pytest.raises(KdError, match=rf"^{re.escape(name)}: line {line}: .*JSON Lines, give --format jsonl"):
+            parse(before + data, name, IngestOptions(split="unlabeled"))
+    assert [r.text for r in parse(data, "<stdin>", IngestOptions(split="unlabeled", format="tsv"))][0].startswith('{"text"')
+    assert [(r.text, r.meta) for r in parse(data, "pool.ndjson", IngestOptions(split="unlabeled"))] == [
+        ("好评", {"meta": {"shop": "A"}}), ("差评", None)]
+    assert parse(b"{braces} in a text\n", "<stdin>", IngestOptions(split="unlabeled"))[0].text == "{braces} in a text"
 
 
 def test_parse_blank_unnamed_columns_are_no_repeated_header_name():
@@ -793,6 +815,21 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(
         assert part in line, f"{part!r} not in {line!r}"
     assert "Traceback" not in result.output
     assert (counts(), read_samples(), read_classes()) == before
+
+
+def test_a_whole_number_spelled_another_way_is_no_class_apart(invoke, write_file, counts, read_classes, error_line):
+    """Labels 1/0 (JSONL integers) then a pandas CSV (an integer column with a NaN is written 1.0/0.0)
+    or a spreadsheet's 01: classes '1.0' and '0.0' were added beside '1' and '0', unseen."""
+    write_file("a.jsonl", '{"text": "好", "label": 1}\n{"text": "坏", "label": 0}\n')
+    invoke(["ingest", "a.jsonl"])
+    before = (counts(), read_classes())
+    for name, content, label in (("pd.csv", ",text,label\n0,很好,1.0\n1,很坏,0.0\n", "1.0"), ("x.csv", "label,text\n01,又好\n", "01")):
+        write_file(name, content)
+        line = error_line(invoke(["ingest", name], ok=False))
+        assert f"{name}: line 2: field 'label': label {label!r} differs from the class '1'" in line and "number" in line
+        assert (counts(), read_classes()) == before
+    write_file("ok.tsv", "1\t还行\n1.5\t一般\n")  # the same spelling, or another number: as before
+    assert invoke.json(["ingest", "ok.tsv"])["new_classes"] == ["1.5"]
 
 
 def test_all_or_nothing_good_rows_before_a_bad_row_are_not_kept(invoke, write_file, read_samples):
