@@ -228,7 +228,7 @@ def _column(spec: str | None, header: list[str] | None, what: str, name: str) ->
     if spec is None:
         return None
     if header is None:
-        if not spec.isdigit():
+        if not (spec.isascii() and spec.isdigit()):
             raise KdError(f"{name}: line 1: field {spec!r}: the file has no header, give --{what}-col as a 0-based index")
         return int(spec)
     if spec in header:
@@ -236,7 +236,7 @@ def _column(spec: str | None, header: list[str] | None, what: str, name: str) ->
     folded = [i for i, c in enumerate(header) if c.casefold() == spec.casefold()]
     if len(folded) == 1:  # `--text-col Review` for a header's `review` (the header words match in any case too)
         return folded[0]
-    if spec.isdigit() and int(spec) < len(header):
+    if spec.isascii() and spec.isdigit() and int(spec) < len(header):
         return int(spec)
     raise KdError(f"{name}: line 1: field {spec!r}: no such column (columns: {', '.join(header)})")
 
@@ -253,7 +253,7 @@ def _parse_delimited(
     if has_header is None:
         named = [s for s in (opts.text_col, opts.label_col) if s is not None]
         # a column named by a word needs a header; columns given by index say nothing either way
-        has_header = any(not s.isdigit() for s in named) or any(c.lower() in _HEADER_WORDS for c in first)
+        has_header = any(not (s.isascii() and s.isdigit()) for s in named) or any(c.lower() in _HEADER_WORDS for c in first)
     header = first if has_header else None
     if header is not None:
         twice = sorted({c for c in header if header.count(c) > 1})
@@ -446,9 +446,9 @@ def read_class_file(path: Path) -> tuple[str, ...]:
     names: dict[int, str] = {}
     for n, (number, line) in enumerate(((i, l) for i, l in enumerate(lines, start=1) if l), start=0):
         parts = line.split("\t")
-        if len(parts) == 2 and parts[0].strip().isdigit():
+        if len(parts) == 2 and parts[0].strip().isascii() and parts[0].strip().isdigit():
             i, name = int(parts[0]), parts[1].strip()
-        elif len(parts) == 2 and parts[1].strip().isdigit():
+        elif len(parts) == 2 and parts[1].strip().isascii() and parts[1].strip().isdigit():
             i, name = int(parts[1]), parts[0].strip()
         else:
             i, name = n, line

@@ -68,6 +68,9 @@ def test_parse_headerless_columns_by_index():
         Record(text="good", label="pos", line=1, meta={"0": "x1"}),
         Record(text="bad", label="neg", line=2, meta={"0": "x2"}),
     ]
+    # a superscript two is a digit to str.isdigit, not to int(): a ValueError traceback, not one line
+    with pytest.raises(KdError, match="field '²'"):
+        parse(data, "t.tsv", IngestOptions(text_col="²", label_col="2"))
 
 
 def test_parse_jsonl_label_as_string_and_other_keys_as_meta():
