@@ -119,6 +119,9 @@ def load_classifier(path: str, class_names: list[str]):
         raise KdError(f"cannot load model {path!r}: it is a file; give the folder that holds config.json and the weights")
     if (Path(path).expanduser() / STUDENT_CONFIG).is_file():
         raise KdError(f"{path!r} is a kd student (kd distill), not a Hugging Face model: start from its teacher (--model teach:RUN)")
+    if Path(path).expanduser().is_dir() and not (Path(path).expanduser() / "config.json").is_file():
+        # (transformers said "Should have a `model_type` key in its config.json" of a config.json that is not there)
+        raise KdError(f"cannot load model {path!r}: no config.json in that folder{_inner_model(Path(path).expanduser())}")
     hub = {}
     unreachable = None if Path(path).expanduser().is_dir() else hub_unreachable()
     if unreachable:  # the hub client would retry for half a minute a file: its cache alone
@@ -130,7 +133,7 @@ def load_classifier(path: str, class_names: list[str]):
         if unreachable:
             raise KdError(f"cannot load model {path!r}: no such local directory, no downloaded copy, and the Hugging Face hub "
                           f"cannot be reached ({unreachable})") from None
-        raise KdError(f"cannot load model {path!r}: {_first_line(exc)}") from None
+        raise KdError(f"cannot load model {path!r}: {_unreadable_json(path) or _first_line(exc)}") from None
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # (transformers 5 makes an empty one where it finds no files)
         raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer)} special tokens alone): "
                       "save the tokenizer it was trained with in its folder (tokenizer.save_pretrained)")
@@ -148,6 +151,11 @@ def load_classifier(path: str, class_names: list[str]):
         if fallback is None:
             raise KdError(f"the tokenizer of {path!r} has no pad token (nor an end or unknown token to pad with)")
         tokenizer.pad_token = fallback
+    configured = getattr(config, "pad_token_id", None)
+    if isinstance(configured, int) and 0 <= configured < len(tokenizer) and configured != tokenizer.pad_token_id:
+        # the model takes its config's pad id for padding (the last token a decoder-only classifier
+        # reads, RoBERTa's positions): padded with another id, a short text in a batch scored otherwise than alone
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(configured)
     if len(tokenizer) > config.vocab_size:
         raise KdError(
             f"tokenizer of {path!r} has {len(tokenizer)} tokens but the model only {config.vocab_size}: "
@@ -187,6 +195,38 @@ def load_classifier(path: str, class_names: list[str]):
     if reorder:  # the store's classes in another order: the head's rows follow them (its fine-tuning is kept)
         _reorder_head(model, [trained.index(n) for n in class_names], path)
     return tokenizer, model
+
+
+def _inner_model(folder: Path) -> str:
+    """What to give instead of a folder without config.json: a subfolder holding a model (a kd stage's
+    folder, whose model is in model/, fold-K/ or student/), or the folder that holds config.json."""
+    inner = sorted(p.parent for p in folder.glob("*/config.json"))
+    if inner:
+        return f": give the folder that holds config.json and the weights, such as {str(inner[0])!r}"
+    student = sorted(p.parent for p in folder.glob(f"*/{STUDENT_CONFIG}"))
+    if student:
+        return (f": {str(student[0])!r} in it is a kd student (kd distill), not a Hugging Face model: "
+                "start from its teacher (--model teach:RUN)")
+    return ": give the folder that holds config.json and the weights"
+
+
+def _unreadable_json(path) -> str | None:
+    """Which JSON file of a local model folder cannot be read (``tokenizer.json: not valid JSON ...``),
+    or ``None``: a tokenizer's own error ("Expecting value: line 1 column 1") named no file."""
+    import json
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return None
+    for file in sorted(folder.glob("*.json")):
+        data = file.read_bytes()
+        try:
+            json.loads(data.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            if data.startswith(b"version https://git-lfs"):
+                return f"{file.name} is a Git LFS pointer, not the file itself (fetch it: git lfs pull)"
+            return f"{file.name} is not valid JSON ({_first_line(exc)})"
+    return None
 
 
 def _reorder_head(model, order: list[int], path) -> None:

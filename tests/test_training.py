@@ -71,7 +71,7 @@ def test_teach_end_to_end_stores_logits_for_every_sample(sample_store, tiny_mode
     ids, logits = Store.open(db).read_logits(stage.id)
     assert logits.shape == (n_samples, 2) and np.isfinite(logits).all()
     # refusing to overwrite a succeeded stage, then --overwrite replaces it
-    again = kd("teach", "--run", "t1", "--model", str(tiny_model), "--epochs", "1", "--db", db, ok=False)
+    again = kd("teach", "--run", "t1", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
     assert "--overwrite" in again.output
     kd("teach", "--run", "t1", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db, "--overwrite")
     assert _count(sample_store, Stage) == 1
@@ -287,6 +287,26 @@ def test_a_decoder_only_teacher_without_a_pad_id_classifies_padded_batches(tmp_p
     assert both[0].tolist() == pytest.approx(alone[0].tolist(), abs=1e-5)
 
 
+def test_a_decoder_only_teacher_pads_with_the_pad_id_its_config_names(tmp_path, corpus):
+    """A config.json naming a pad id other than the tokenizer's (Llama's 0, a tokenizer padding with
+    its end token): the classifier took the padding for text and read a short text's last token off
+    the padding, so its logits in a batch differed from its logits alone."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kdstore.teacher import load_classifier, score
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    tokens = build_vocab([line.split("\t")[-1] for line in corpus["train"].read_text(encoding="utf-8").splitlines()])
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokens), n_embd=16, n_layer=2, n_head=2, n_positions=32, pad_token_id=7)).save_pretrained(tmp_path / "gpt2")
+    make_tokenizer(tokens).save_pretrained(tmp_path / "gpt2")
+    tok, model = load_classifier(str(tmp_path / "gpt2"), ["pos", "neg"])
+    assert tok.pad_token_id == model.config.pad_token_id == 7
+    texts, cpu = ["很好", "今天太差了很好今天"], torch.device("cpu")
+    both = score(model, tok, texts, max_len=32, batch_size=8, device=cpu, bar=False)
+    alone = np.stack([score(model, tok, [t], max_len=32, batch_size=8, device=cpu, bar=False)[0] for t in texts])
+    assert both == pytest.approx(alone, abs=1e-5)
+
+
 def test_a_half_precision_checkpoint_trains_in_float32(tmp_path, tiny_model):
     """transformers 5 loads a checkpoint in its own dtype; a float16 one (as many are published)
     would have AdamW update half-precision weights: kd loads every network it trains or matches in float32."""
@@ -322,8 +342,8 @@ def test_a_stage_folder_holding_another_stores_files_is_refused_and_kept(sample_
     folder = tmp_path / "shared" / "r" / "teach" / "model"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}", encoding="utf-8")  # another store's teacher
-    for bad in ([], ["--max-len", "100"]):
-        result = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", *bad, "--db", str(sample_store), ok=False)
+    for bad in ([], ["--label", "pos"]):  # (the second would fail in the stage: a single class)
+        result = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", *bad, "--db", str(sample_store), ok=False)
         assert result.output.startswith(f"Error: {folder.parent} already holds files no stage of this store made")
         assert len(result.output.strip().splitlines()) == 1
         assert (folder / "config.json").read_text(encoding="utf-8") == "{}"
@@ -349,7 +369,9 @@ def test_base_models_of_other_heads_and_tokenizers_without_padding_load_as_class
     tokenizer.save_pretrained(odd)
     assert AutoTokenizer.from_pretrained(odd).pad_token_id is None
     tok, model = load_classifier(str(odd), ["pos", "neg"])
-    assert tok.pad_token == tok.unk_token and model.config.problem_type == "single_label_classification"
+    # no pad token: it pads with the one its config.json names as the model's padding (else its unknown token)
+    assert tok.pad_token == "[PAD]" and tok.pad_token_id == model.config.pad_token_id == 0
+    assert model.config.problem_type == "single_label_classification"
     out = model(input_ids=torch.tensor([[2, 5, 3], [2, 6, 3]]), labels=torch.tensor([0, 1]))
     assert out.loss.ndim == 0 and out.logits.shape == (2, 2)
 
@@ -358,7 +380,7 @@ def test_teach_refuses_a_single_class(tmp_path, tiny_model):
     db = str(tmp_path / "one.db")
     write_tsv(tmp_path / "one.tsv", [("pos", "很好很好"), ("pos", "非常很好")])
     kd("ingest", str(tmp_path / "one.tsv"), "--db", db)
-    result = kd("teach", "--model", str(tiny_model), "--db", db, ok=False)
+    result = kd("teach", "--model", str(tiny_model), "--max-len", "32", "--db", db, ok=False)
     assert "single class" in result.output
     assert Store.open(db).stages_of("default")[0].status == "failed"
 
@@ -908,7 +930,7 @@ def test_folds_bad_values(sample_store, tiny_model):
     db = str(sample_store)
     one = kd("teach", "--run", "f1", "--model", str(tiny_model), "--folds", "1", "--db", db, ok=False)
     assert "--folds must be" in one.output
-    many = kd("teach", "--run", "f2", "--model", str(tiny_model), "--folds", "40", "--db", db, ok=False)
+    many = kd("teach", "--run", "f2", "--model", str(tiny_model), "--folds", "40", "--max-len", "32", "--db", db, ok=False)
     assert "every class needs at least 40 train samples, and 'pos' (30), 'neg' (30) have fewer" in many.output  # by name, with counts
     assert _stage(sample_store, "f2", "teach").status == "failed"
 
@@ -924,7 +946,7 @@ def test_teach_refuses_mismatched_tokenizer_and_foreign_head(sample_store, tiny_
     BertForMaskedLM(BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
                                intermediate_size=16, max_position_embeddings=40)).save_pretrained(small)
     make_tokenizer(build_vocab(["这是一个很长的词表测试句子"])).save_pretrained(small)
-    mismatch = kd("teach", "--run", "tok", "--model", str(small), "--db", db, ok=False)
+    mismatch = kd("teach", "--run", "tok", "--model", str(small), "--max-len", "32", "--db", db, ok=False)
     assert "do not belong together" in mismatch.output
     # a classifier fine-tuned for other classes
     foreign = tmp_path / "foreign-head"
@@ -934,7 +956,7 @@ def test_teach_refuses_mismatched_tokenizer_and_foreign_head(sample_store, tiny_
     cfg.id2label, cfg.label2id = {0: "spam", 1: "ham"}, {"spam": 0, "ham": 1}
     BertForSequenceClassification(cfg).save_pretrained(foreign)
     make_tokenizer(build_vocab(["很好"])).save_pretrained(foreign)
-    head = kd("teach", "--run", "head", "--model", str(foreign), "--db", db, ok=False)
+    head = kd("teach", "--run", "head", "--model", str(foreign), "--max-len", "32", "--db", db, ok=False)
     assert "fine-tuned for classes ['spam', 'ham']" in head.output
     assert _stage(sample_store, "tok", "teach").status == "failed"
     assert _stage(sample_store, "head", "teach").status == "failed"
@@ -1474,6 +1496,34 @@ def test_a_checkpoint_without_a_tokenizer_or_with_weights_unlike_its_config_is_r
     (student / "student.json").write_text("{}", encoding="utf-8")
     with pytest.raises(KdError, match="is a kd student"):
         load_classifier(str(student), ["pos", "neg"])
+
+
+def test_a_folder_without_config_json_or_with_an_unreadable_json_file_is_named(tiny_model, tmp_path):
+    """transformers said "Should have a `model_type` key in its config.json" of a folder with no
+    config.json (a kd stage's folder, whose model is in model/ or student/), and "Expecting value:
+    line 1 column 1 (char 0)" of a tokenizer.json that is a Git LFS pointer, naming no file."""
+    import shutil
+
+    from kdstore.teacher import load_classifier
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KdError, match=r"'.*empty': no config.json in that folder: give the folder that holds config.json and the weights$"):
+        load_classifier(str(tmp_path / "empty"), ["pos", "neg"])
+    shutil.copytree(tiny_model, tmp_path / "teach" / "model")
+    with pytest.raises(KdError, match=r"no config.json in that folder: give the folder that holds config.json and the weights, such as '.*teach/model'"):
+        load_classifier(str(tmp_path / "teach"), ["pos", "neg"])
+    (tmp_path / "distill" / "student").mkdir(parents=True)
+    (tmp_path / "distill" / "student" / "student.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(KdError, match=r"'.*distill/student' in it is a kd student"):
+        load_classifier(str(tmp_path / "distill"), ["pos", "neg"])
+    pointer = tmp_path / "pointer"
+    shutil.copytree(tiny_model, pointer)
+    (pointer / "tokenizer.json").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 4418\n", encoding="utf-8")
+    with pytest.raises(KdError, match=r"tokenizer.json is a Git LFS pointer, not the file itself"):
+        load_classifier(str(pointer), ["pos", "neg"])
+    (pointer / "tokenizer.json").write_text('{"version":', encoding="utf-8")
+    with pytest.raises(KdError, match=r"'.*pointer': tokenizer.json is not valid JSON \(Expecting value"):
+        load_classifier(str(pointer), ["pos", "neg"])
 
 
 def test_a_hub_name_with_the_hub_out_of_reach_is_one_line_without_retries(monkeypatch):
