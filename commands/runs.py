@@ -210,6 +210,6 @@ def _metric_order(name: str, classes: list[str] = ()) -> tuple:
 def _fmt(value: float | None) -> str:
     if value is None:
         return ""
-    if float(value).is_integer() and (abs(value) >= 1 or value == 0):
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 10):  # a count (report.metric_value), or a large figure
         return f"{int(value):,}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"

@@ -1080,3 +1080,11 @@ def test_a_writer_waiting_past_the_busy_timeout_is_told_what_to_do(invoke, write
         other.close()
     assert "database is locked: another kd process has been writing to it for over 10 minutes" in line
     assert "`kd runs` shows what is running" in line
+
+
+def test_report_cells_show_a_perfect_rate_as_a_rate_and_a_count_as_a_count():
+    """An accuracy of exactly 1 (or 0) printed as "1" (or "0") beside "0.9500": a count, not a rate."""
+    from commands.runs import _fmt
+
+    assert [_fmt(v) for v in (1.0, 0.0, 0.95, 3, 153474, 13000.0, 12.25, None)] == [
+        "1.0000", "0.0000", "0.9500", "3", "153,474", "13,000", "12.2", ""]
