@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import KdError
 
-_SPEED = re.compile(r"^accuracy@([0-9.]+)$")
+_SPEED = re.compile(r"^accuracy@([0-9.]+(?:e-?[0-9]+)?)$")  # (a tiny speed is stored as 1e-05)
 
 
 # fonts that draw Chinese, the first one installed is used (matplotlib's default draws none of it)
@@ -78,8 +78,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                 fig, ax = plt.subplots(figsize=(5, 3.5))
                 ax.plot([p[2] or 1.0 for p in points], [100 * p[1] for p in points], marker="o")
                 for speed, acc, up in points:
-                    ax.annotate(f"speed {speed}", (up or 1.0, 100 * acc), fontsize=8)
-                ax.set_xlabel("wall-clock speedup")
+                    ax.annotate(f"speed {speed:g}", (up or 1.0, 100 * acc), fontsize=8)
+                ax.set_xlabel("wall-clock speedup over speed 0 (every layer)")
                 ax.set_ylabel(f"{split} accuracy (%)")
                 ax.set_title(f"{stage['name']}: early exit")
                 written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-early-exit-{split}.png", plt))

@@ -81,3 +81,20 @@ def test_a_confusion_charts_title_fits_its_figure_with_few_classes(tmp_path, mon
         {"name": "predict-distill-textcnn@test", "metrics": {}, "confusion": {"test": [[1, 2], [3, 4]]}}]}
     written = plots.write_plots(report, tmp_path)
     assert seen == [(True, "predict-distill-textcnn@test — test")] and written[0].stat().st_size > 0
+
+
+def test_an_early_exit_chart_takes_every_stored_speed(tmp_path, monkeypatch):
+    """A speed stored as ``accuracy@1e-05`` (``--speed 0.00001``) was left off the curve."""
+    from kdstore import plots
+
+    seen = []
+    real = plots._save
+
+    def save(fig, path, plt):
+        seen.extend(tuple(line.get_xdata()) for ax in fig.axes for line in ax.get_lines())
+        return real(fig, path, plt)
+
+    monkeypatch.setattr(plots, "_save", save)
+    metrics = {"test": {"accuracy@0": 0.9, "speedup@0": 1.0, "accuracy@1e-05": 0.9, "speedup@1e-05": 1.1, "accuracy@0.5": 0.8, "speedup@0.5": 2.0}}
+    written = plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": "ee", "metrics": metrics}]}, tmp_path)
+    assert [p.name for p in written] == ["r-ee-early-exit-test.png"] and seen == [(1.0, 1.1, 2.0)]
