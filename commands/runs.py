@@ -163,7 +163,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         if st["config"].get("teacher_stages"):  # (a list of dicts: hidden from the config line above)
             out.print("  teachers: " + ", ".join(teacher_sources(store, st["config"]["teacher_stages"])), markup=False)
         learned = label_sources(store, st["config"])
-        if any(x.endswith("replaced since)") for x in learned):  # (the config line's labels_stages name the new ones)
+        if any(x.endswith(("replaced since)", "undone since)")) for x in learned):  # (the config line's labels_stages name the new ones)
             out.print("  labels from: " + ", ".join(learned), markup=False)
         edits = st.get("label_edits")
         if edits and edits["undone"]:  # its figures below are what it changed then

@@ -162,15 +162,21 @@ def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]]) -> list[
 def label_sources(store: Store, config: dict[str, Any]) -> list[str]:
     """The clean stages whose edits a stage learned from (its config's ``labels_stages``) as
     ``RUN/NAME``, with ``replaced since`` for one whose name another stage holds now (`kd labels
-    undo`, then `kd labels clean --overwrite`): the name alone would point at the new edits."""
+    undo`, then `kd labels clean --overwrite`): the name alone would point at the new edits; and
+    ``undone since`` for one whose edits `kd labels undo` reverted after the stage read them."""
     names, ids = config.get("labels_stages") or [], config.get("labels_stage_ids")
     if ids is None or len(ids) != len(names):  # (stages recorded before the ids were)
         return list(names)
     out = []
     with store.session() as s:
+        undone = set(s.scalars(select(LabelEdit.stage_id).where(LabelEdit.stage_id.in_([int(i) for i in ids]),
+                                                                LabelEdit.reverted_at.is_not(None)).distinct()))
         for name, stage_id in zip(names, ids):
             stage = s.get(Stage, int(stage_id))
-            out.append(name if stage is not None and name.endswith(f"/{stage.name}") else f"{name} (stage {stage_id}, replaced since)")
+            if stage is None or not name.endswith(f"/{stage.name}"):
+                out.append(f"{name} (stage {stage_id}, replaced since)")
+            else:
+                out.append(f"{name} (undone since)" if int(stage_id) in undone else name)
     return out
 
 
