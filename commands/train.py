@@ -48,9 +48,27 @@ def _seed_option(f):
     return click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True)(f)
 
 
+def _warn(message: str) -> None:
+    """``warning: MESSAGE`` on standard error, kept for the ``warnings`` of --json (``_finish`` lists it
+    with the stage's own): an option a student does not use, a --max-len past pre-trained positions."""
+    click.echo(f"warning: {message}", err=True)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta.setdefault("kd.warnings", []).append(message)
+
+
+def _warned() -> list[str]:
+    ctx = click.get_current_context(silent=True)
+    return list(ctx.meta.get("kd.warnings", [])) if ctx is not None else []
+
+
 def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     stage = next(s for s in run_report(store, run)["stages"] if s["name"] == stage_name)
-    warnings: list[str] = []
+    warnings: list[str] = _warned()  # those said before the stage ran
+    for key, epoch in sorted((stage["metrics"].get("all") or {}).items()):  # said as it happened (torchutil.stop_if_diverged)
+        if key.endswith("diverged_epoch"):
+            fold = f" ({key[:-len('/diverged_epoch')]})" if "/" in key else ""
+            warnings.append(f"training diverged in epoch {int(epoch)}{fold}: stopped, keeping the best epoch before it")
 
     def warn(message: str) -> None:  # on standard error, and in --json's warnings
         click.echo(f"warning: {message}", err=True)
@@ -258,10 +276,10 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
                 return
             if late:  # its figures stand as measured when it ran, on the labels of that time
                 shown = ", ".join(f"{k} {split}" for split, k in late.items())
-                click.echo(f"warning: the teacher's stored figures leave out the labeled samples it scored now ({shown}): "
-                           f"`kd predict --run {run} --model teacher --store --split {_first_split(late)}` measures it on today's samples", err=True)
-            if as_json:
-                print_json({"run": run, "scored": n})
+                _warn(f"the teacher's stored figures leave out the labeled samples it scored now ({shown}): "
+                      f"`kd predict --run {run} --model teacher --store --split {_first_split(late)}` measures it on today's samples")
+            if as_json:  # (run, stage and warnings as every teach --json carries them)
+                print_json({"run": run, "stage": store.find_stage(run, "teach").name, "scored": n, "warnings": _warned()})
             else:
                 click.echo(f"run {run}: scored {n} samples that had no teacher logits")
             return
@@ -279,8 +297,8 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
         if source == "pretrain" and dist.is_main:
             _warn_past_pretrained_positions(store, source_run, max_len)
         if "dev" in cfg.splits and _options_given(("patience",)) and dist.is_main:
-            click.echo("warning: --patience: not used when dev is trained on (no dev rows are left to judge the epochs: "
-                       "the last epoch is kept)", err=True)
+            _warn("--patience: not used when dev is trained on (no dev rows are left to judge the epochs: "
+                  "the last epoch is kept)")
         config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
@@ -319,9 +337,9 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
     except (KdError, TypeError, ValueError):
         return  # (the stage's own check names a missing run)
     if trained and max_len > trained:
-        click.echo(f"warning: --max-len {max_len} is longer than the {trained} tokens run {pretrain_run!r} was pre-trained on: "
-                   f"positions {trained + 1}-{max_len} start untrained (pre-train with --max-len {max_len}, or teach with "
-                   f"--max-len {trained})", err=True)
+        _warn(f"--max-len {max_len} is longer than the {trained} tokens run {pretrain_run!r} was pre-trained on: "
+              f"positions {trained + 1}-{max_len} start untrained (pre-train with --max-len {max_len}, or teach with "
+              f"--max-len {trained})")
 
 
 @click.command()
@@ -488,13 +506,13 @@ def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
     shaped = {name for names in FOR_KINDS.values() for name in names}
     unused = [o for o in _options_given(tuple(sorted(shaped))) if o[2:].replace("-", "_") not in FOR_KINDS[student]]
     if unused:
-        click.echo(f"warning: {', '.join(unused)}: not used by --student {student}", err=True)
+        _warn(f"{', '.join(unused)}: not used by --student {student}")
     methods = {m.strip() for m in augment.split(",") if m.strip()}
     unused = [o for o in _options_given(tuple(FOR_METHODS)) if not methods or FOR_METHODS[o[2:].replace("-", "_")] not in methods | {""}]
     if unused:
-        click.echo(f"warning: {', '.join(unused)}: not used by --augment {augment or '(none)'}", err=True)
+        _warn(f"{', '.join(unused)}: not used by --augment {augment or '(none)'}")
     if student == "transformer" and not relation and _options_given(("relation_heads",)):
-        click.echo("warning: --relation-heads: not used without --value-relation or --qk-relation", err=True)
+        _warn("--relation-heads: not used without --value-relation or --qk-relation")
 
 
 def _teacher_stages(store, runs) -> list[dict]:

@@ -340,7 +340,7 @@ def test_logits_only_under_two_processes_scores_exactly_the_missing_samples(taug
     _, before = logits_of(db, stage.id)
     new = ingest_late(db, tmp_path)
     out = torchrun("teach", "--run", "r", "--logits-only", "--json", "--db", str(db))
-    assert json.loads(out.stdout) == {"run": "r", "scored": len(LATE)}  # rank 0 alone prints
+    assert json.loads(out.stdout) == {"run": "r", "stage": "teach", "scored": len(LATE), "warnings": []}  # rank 0 alone prints
     ids, logits = logits_of(db, stage.id)
     assert np.array_equal(ids, sample_ids(db)) and count(db, Prediction, stage_id=stage.id) == len(ids)
     np.testing.assert_array_equal(logits[~np.isin(ids, new)], before)  # the old rows are untouched

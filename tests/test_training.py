@@ -675,6 +675,17 @@ def test_a_diverged_training_fails_the_stage_instead_of_storing_nan(taught_store
     assert _count(taught_store, Prediction, stage_id=stage.id) == 0
 
 
+def test_a_late_divergence_is_in_the_json_warnings(sample_store, tiny_model, monkeypatch):
+    """Printed as it happened, the late divergence was missing from --json's warnings."""
+    import kdstore.torchutil
+
+    calls = []
+    monkeypatch.setattr(kdstore.torchutil, "nonfinite_weight", lambda module: calls.append(1) or ("w" if len(calls) >= 2 else None))
+    out = kd("teach", "--run", "dv", "--model", str(tiny_model), "--epochs", "3", "--max-len", "32", "--db", str(sample_store), "--json")
+    assert json.loads(out.stdout)["warnings"] == ["training diverged in epoch 2: stopped, keeping the best epoch before it"]
+    assert "warning: training diverged in epoch 2: weight w" in out.stderr
+
+
 def test_distill_negative_width_or_relation_heads_is_one_line_before_the_store(tmp_path):
     db = str(tmp_path / "never.db")
     for args in (["--width", "-32"], ["--relation-heads", "-1", "--value-relation", "1"]):
@@ -1425,6 +1436,13 @@ def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tmp
     assert report["warnings"][0].startswith("30 unlabeled texts have no teacher logits") and report["warnings"][0] in said.stderr
     assert json.loads(kd("teach", "--run", "t2", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db,
                          "--json").stdout)["warnings"] == []
+    # a warning said before the stage runs (an option the student does not use) is listed too
+    early = kd(*common, "--no-unlabeled", "--name", "early", "--hidden", "8", "--json")
+    assert json.loads(early.stdout)["warnings"] == ["--hidden: not used by --student textcnn"]
+    assert "warning: --hidden: not used by --student textcnn" in early.stderr
+    # and --logits-only carries run, stage and its warnings as every teach --json does
+    scored = json.loads(kd("teach", "--run", "r", "--logits-only", "--db", db, "--json").stdout)
+    assert scored == {"run": "r", "stage": "teach", "scored": 30, "warnings": []}
 
 
 def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
