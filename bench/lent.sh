@@ -20,8 +20,9 @@
 #   B4      bench/speed.py: the teacher and every student in PyTorch eager and ONNX Runtime (the image
 #           has onnxruntime 1.30, CPU provider; KD_LENT_ARGS=--no-onnx leaves it out), timed on this
 #           machine's CPU and on the GPU (the protocol's "where available, on a GPU" rows); briefly
-#           trained models, as speed does not depend on training. Writes its JSON only at the end:
-#           keep KD_LENT_ARGS small enough for the time limit.
+#           trained models, as speed does not depend on training. Its table comes only at the end (a
+#           time limit leaves a partial JSON: the phases and the timing rounds so far): keep
+#           KD_LENT_ARGS small enough for the time limit.
 # KD_LENT_SEED (default 1) picks the seed, KD_LENT_ARGS adds arguments to the table's defaults, after
 # them, so a repeated option overrides its default (the defaults include "--pretrain-batch-size 256":
 # a GPU's MLM steps cost about the same at 64 or 256 texts,
@@ -41,9 +42,10 @@ if [ "${1:-}" = --prepare ]; then
     grep -qx "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
   done
   [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 || bash ../shared/tools/gpu-wheels.sh
-  mkdir -p .kd-shared/data
-  cp -r ../shared/data/reviews .kd-shared/data/
-  cp ../shared/BENCHMARK.md .kd-shared/
+  mkdir -p .kd-shared/data && chmod -R u+w .kd-shared
+  # ../shared is read-only: copies that kept its modes (a read-only folder) made a second --prepare fail
+  cp -r --no-preserve=mode ../shared/data/reviews .kd-shared/data/
+  cp --no-preserve=mode ../shared/BENCHMARK.md .kd-shared/
   set -- --stamp
 fi
 if [ "${1:-}" = --stamp ]; then  # the device's copy of the tree has no .git: the commit travels in .kd-shared
@@ -69,6 +71,7 @@ case "$table" in
   *) echo "unknown table $table: choose B1B2, B3, teacher or B4" >&2; exit 2 ;;
 esac
 : "${OUT:?set OUT to the folder the figures go to}"
+mkdir -p "$OUT" || exit 1  # (a folder not there yet: every redirect below failed and the table never ran)
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH="/tmp/site:$PWD"

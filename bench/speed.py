@@ -139,11 +139,14 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def time_models(models: dict[str, object], batch_texts: list[str], single_texts: list[str], *, batch_size: int, repeats: int) -> dict:
+def time_models(models: dict[str, object], batch_texts: list[str], single_texts: list[str], *, batch_size: int, repeats: int,
+                rounds: dict | None = None) -> dict:
     """``models``: name -> ``logits(texts, batch_size=...)`` callable. Every round times every model, in a
-    rotated order; returns per model the per-round figures and their medians."""
+    rotated order; returns per model the per-round figures and their medians. ``rounds`` (a dict) is
+    filled with the per-round figures as they come (a run stopped by a time limit still has them)."""
     names = list(models)
-    rounds = {n: {"samples_per_s": [], "p50_ms": [], "p99_ms": [], "mean_ms": []} for n in names}
+    rounds = {} if rounds is None else rounds
+    rounds.update({n: {"samples_per_s": [], "p50_ms": [], "p99_ms": [], "mean_ms": []} for n in names})
     outputs = {}
     for n in names:  # warm-up, untimed: one full batch pass (every padded width once) and a few singles
         models[n](batch_texts, batch_size=batch_size)
@@ -614,11 +617,29 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("KD_NO_PROGRESS", "1")
     command = "python bench/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.monotonic()
+    phases: dict[str, float] = {}
+    res: dict = {}  # filled by measure_all as figures come: what a run stopped by a time limit writes
+    try:
+        return _run(args, data, command, started, phases, res)
+    except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
+        from bench.common import report_stop
+
+        line = report_stop(exc)
+        phases["total"] = time.monotonic() - started
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({**res, "phases": phases, "machine": machine_info(), "command": command,
+                                             "stopped": line, "partial": True}, indent=2, ensure_ascii=False))
+        print(f"B4 stopped before the end: no table; the phases and the timing rounds measured so far are in "
+              f"{args.json or 'the log'}")
+        return 1
+
+
+def _run(args, data: Path, command: str, started: float, phases: dict, res: dict) -> int:
     with tempfile.TemporaryDirectory(prefix="kd-bench-speed-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         os.environ["KD_ARTIFACTS"] = str(work / "artifacts")
-        phases: dict[str, float] = {}
         db = work / "b4.db"
         trained = work / "trained-with.json"  # the training options, so --skip-training reports them right
         keys = ("layers", "hidden", "max_len", "pretrain_steps", "batch_size_train", "teach_epochs", "teach_lr", "train_rows",
@@ -638,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             db = train_everything(work, data, args, phases)
             trained.write_text(json.dumps({k: getattr(args, k) for k in keys}))
-        res = measure_all(work, db, data, args, phases)
+        res = measure_all(work, db, data, args, phases, res)
     phases["total"] = time.monotonic() - started
     res["phases"] = phases
     info = machine_info()
@@ -651,7 +672,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
+def measure_all(work: Path, db: Path, data: Path, args, phases: dict, res: dict | None = None) -> dict:
+    """The timings; ``res`` (a dict) is filled as they come and returned."""
+    res = {} if res is None else res
     import numpy as np
     import torch
 
@@ -673,6 +696,10 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
     single_texts = [t for _, t in test_rows[: args.single_texts]]
 
     gpu = gpu_forms(args.time_device, args.onnx)
+    config = {k: getattr(args, k) for k in ("layers", "hidden", "max_len", "pretrain_steps", "teach_epochs", "teach_lr", "train_rows",
+                                            "dev_rows", "test_rows", "students", "student_epochs", "transformer_layers", "ee_epochs",
+                                            "batch_texts", "batch_size", "single_texts", "ee_texts", "ee_dev_texts", "ee_max_loss", "repeats", "seed", "train_device", "time_device", "onnx")}
+    res["config"] = config
     models, params, accuracy = {}, {}, {}
     predictors = {}
     for model in ["teacher"] + args.students:
@@ -690,6 +717,7 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
         st = teach if model == "teacher" else stages[stage]
         accuracy[model] = st["metrics"].get("test", {}).get("accuracy", float("nan"))
     phases["load"] = time.monotonic() - t0
+    res.update(params=params, accuracy=accuracy)
 
     tok = predictors["teacher"].tokenizer
     lengths = [len(x) for x in tok(batch_texts, truncation=False)["input_ids"]]
@@ -701,7 +729,11 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
 
     t0 = time.monotonic()
     log(f"timing {len(models)} model/form pairs, {args.repeats} rounds")
-    timing, outputs = time_models(models, batch_texts, single_texts, batch_size=args.batch_size, repeats=args.repeats)
+    res["timing_rounds_so_far"] = {}
+    timing, outputs = time_models(models, batch_texts, single_texts, batch_size=args.batch_size, repeats=args.repeats,
+                                  rounds=res["timing_rounds_so_far"])
+    del res["timing_rounds_so_far"]
+    res["timing"] = timing  # (per model, its rounds and their medians)
     phases["timing"] = time.monotonic() - t0
     onnx_vs_eager = {}
     for model in ["teacher"] + args.students if args.onnx else []:
@@ -718,12 +750,8 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
         encoders["onnx (tokenizers, kdstore.serving)"] = art.tokenizer.encode
     tokenization = time_tokenization(encoders, batch_texts, args.repeats)
 
-    res = {
-        "config": {
-            **{k: getattr(args, k) for k in ("layers", "hidden", "max_len", "pretrain_steps", "teach_epochs", "teach_lr", "train_rows",
-                                             "dev_rows", "test_rows", "students", "student_epochs", "transformer_layers", "ee_epochs",
-                                             "batch_texts", "batch_size", "single_texts", "ee_texts", "ee_dev_texts", "ee_max_loss", "repeats", "seed", "train_device", "time_device", "onnx")},
-        },
+    res.update({
+        "config": config,
         "threads": {
             "torch": torch.get_num_threads(),
             "torch_interop": torch.get_num_interop_threads(),
@@ -739,7 +767,7 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict) -> dict:
         "timing": timing,
         "onnx_vs_eager": onnx_vs_eager,
         "tokenization": tokenization,
-    }
+    })
     ee_stage = stages.get("distill-early-exit")
     if args.early_exit and ee_stage:
         t0 = time.monotonic()

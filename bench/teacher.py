@@ -42,9 +42,14 @@ def kd(*args: str) -> str:
 
     from commands.cli import cli
 
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    try:  # click < 8.2 (pyproject allows 8.1) mixes standard error into stdout unless told: a warning
+        runner, apart = CliRunner(mix_stderr=False), True  # on stderr then broke every json.loads(kd(..., "--json"))
+    except TypeError:  # click >= 8.2: stdout alone always; output has both
+        runner, apart = CliRunner(), False
+    result = runner.invoke(cli, list(args), catch_exceptions=False)
     if result.exit_code != 0:
-        raise RuntimeError(f"kd {' '.join(args)} failed:\n{result.output}")
+        said = result.stdout + result.stderr if apart else result.output
+        raise RuntimeError(f"kd {' '.join(args)} failed:\n{said}")
     return result.stdout
 
 
@@ -93,12 +98,15 @@ def pretrain_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, d
 
 
 def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device: str, settings=("B1", "B2"),
-             pretrained: dict | None = None) -> dict:
+             pretrained: dict | None = None, save=None) -> dict:
     """Pre-train (unless ``pretrained`` is ``pretrain_seed``'s result) and fine-tune the seed's
-    teacher in each setting, logging each figure as it exists."""
+    teacher in each setting, logging each figure as it exists; ``save(result)`` after each figure,
+    with what the seed has so far (a run cut off by a time limit keeps them)."""
     run = f"seed{seed}"
     result = dict(pretrained or pretrain_seed(stores, corpus, cfg, seed, device))
     model_dir = result.pop("model_dir")
+    saved = save or (lambda _result: None)
+    saved(result)
     for setting in settings:
         t0 = time.monotonic()
         rep = json.loads(kd(
@@ -117,6 +125,7 @@ def run_seed(stores: dict[str, Path], corpus: Path, cfg: dict, seed: int, device
         }
         r = result[setting]
         progress_line(f"seed {seed} {setting} teacher: test accuracy {r['test_accuracy']:.4f}, dev {r['dev_accuracy']:.4f}, {r['teach_seconds']:.0f} s")
+        saved(result)
     return result
 
 
@@ -208,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             store_artifacts_beside_stores()
             stores = prepare(Path(tmp), data, args.train_rows)
             for s in seeds:
-                results.append(run_seed(stores, data / "corpus-peoples-daily-1998.txt", cfg, s, args.device))
+                so_far = lambda r: partial.save(runs=[*results, r])  # noqa: E731 (each figure as it comes)
+                results.append(run_seed(stores, data / "corpus-peoples-daily-1998.txt", cfg, s, args.device, save=so_far))
                 partial.save(runs=results)
     except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
         stopped = report_stop(exc)
@@ -217,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(complete)
         not_judged = "stopped before the end" if stopped else off_protocol(args, ("train_rows",))
         print(markdown(summary, cfg, args, info, command, not_judged))
-        partial.save(runs=results, summary=summary)
+        partial.save(summary=summary)  # (the runs as last saved: a seed cut off keeps its figures so far)
     if args.json and stopped is None:
         args.json.write_text(json.dumps({**partial.data, "runs": results}, indent=2))  # complete: no "partial"
     return 0 if stopped is None else 1

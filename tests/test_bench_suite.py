@@ -703,3 +703,129 @@ def test_a_table_names_uncommitted_changes_to_the_tree_it_ran_from(monkeypatch):
     data["machine"] = {**MACHINE, "kdstore_dirty": True}
     assert "commit `abc1234` (with uncommitted changes)" in markdown_from_json(data)
     assert "commit `abc1234` (with" not in markdown_from_json({**data, "machine": MACHINE})
+
+
+def test_a_teacher_run_stopped_mid_seed_keeps_its_figures_in_the_partial_json(tmp_path, monkeypatch):
+    """bench/lent.sh's teacher table is one seed: a time limit between the B1 and B2 teachers left no
+    JSON at all (it was written only after a whole seed), though the log said "in the partial JSON"."""
+    from bench import teacher
+
+    (tmp_path / "data" / "reviews").mkdir(parents=True)
+    (tmp_path / "data" / "reviews" / "train.tsv").write_text("pos\tx\n", encoding="utf-8")
+    monkeypatch.setenv("KD_SHARED", str(tmp_path))
+    monkeypatch.setattr(teacher, "machine_info", lambda: MACHINE)
+    monkeypatch.setattr(teacher, "prepare", lambda work, data, rows: {"pretrain": work / "p.db", "B1": work / "b1.db", "B2": work / "b2.db"})
+    monkeypatch.setattr(teacher, "pretrain_seed", lambda *a: {"seed": 1, "pretrain_seconds": 1.0, "mlm_loss": 5.0, "mlm_steps": 3, "model_dir": "m"})
+    figures = {"accuracy": 0.9, "macro_f1": 0.9}
+
+    def kd(*args):
+        if args[-2].endswith("b2.db"):
+            raise KeyboardInterrupt  # the time limit's SIGINT
+        return json.dumps({"run": "seed1", "stage": "teach", "warnings": [],
+                           "metrics": {"test": figures, "dev": figures, "all": {"score_samples_per_s": 100.0}}})
+
+    monkeypatch.setattr(teacher, "kd", kd)
+    out = tmp_path / "teacher.json"
+    assert teacher.main(["--seeds", "1", "--device", "cpu", "--json", str(out)]) == 1
+    data = json.loads(out.read_text())
+    assert data["partial"] is True
+    assert data["runs"][0]["B1"]["test_accuracy"] == 0.9 and "B2" not in data["runs"][0] and data["runs"][0]["mlm_loss"] == 5.0
+
+
+def test_a_speed_run_stopped_by_its_time_limit_writes_a_partial_json(tmp_path, monkeypatch):
+    """bench/speed.py (lent.sh's B4) wrote its JSON only at the end: a time limit left a traceback and
+    nothing else, the lent GPU's sitting lost. Now the rounds timed so far land in a partial JSON."""
+    from bench import speed
+
+    calls = {"n": 0}
+
+    def model(texts, batch_size):
+        calls["n"] += 1
+        if calls["n"] > 4 + 4:  # warm-up (1 batch + the 3 singles), then round 1 (1 batch + 3 singles)
+            raise KeyboardInterrupt
+        return None
+
+    rounds: dict = {}
+    with pytest.raises(KeyboardInterrupt):
+        speed.time_models({"m/eager": model}, ["a"] * 4, ["a"] * 3, batch_size=2, repeats=3, rounds=rounds)
+    assert len(rounds["m/eager"]["samples_per_s"]) == 1 and len(rounds["m/eager"]["p99_ms"]) == 1
+
+    (tmp_path / "data" / "reviews").mkdir(parents=True)
+    (tmp_path / "data" / "reviews" / "train.tsv").write_text("pos\tx\n", encoding="utf-8")
+    monkeypatch.setenv("KD_SHARED", str(tmp_path))
+    monkeypatch.setattr(speed, "machine_info", lambda: MACHINE)
+
+    def trained(work, data, args, phases):
+        phases["pretrain"] = 1.0
+        return work / "b4.db"
+
+    def measured(work, db, data, args, phases, res):
+        res.update(config={"layers": 2}, timing_rounds_so_far={"teacher/eager": {"samples_per_s": [10.0]}})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(speed, "train_everything", trained)
+    monkeypatch.setattr(speed, "measure_all", measured)
+    out = tmp_path / "B4.json"
+    assert speed.main(["--json", str(out), "--work", str(tmp_path / "work")]) == 1
+    data = json.loads(out.read_text())
+    assert data["partial"] is True and data["phases"]["pretrain"] == 1.0 and data["stopped"].startswith("stopped: KeyboardInterrupt")
+    assert data["timing_rounds_so_far"]["teacher/eager"]["samples_per_s"] == [10.0] and data["machine"] == MACHINE
+
+
+def test_the_benchs_kd_reads_json_past_a_warning_on_standard_error(monkeypatch):
+    """teach/distill/pretrain and the labels commands print their warnings on stderr beside --json; with
+    click 8.1 (pyproject allows it) CliRunner's stdout held them too, and json.loads broke mid-table."""
+    import click
+
+    import commands.cli
+    from bench.teacher import kd
+
+    @click.command()
+    @click.option("--fail", is_flag=True)
+    def fake(fail):
+        click.echo("warning: a weak teacher", err=True)
+        if fail:
+            raise click.ClickException("refused")
+        click.echo(json.dumps({"run": "r", "stage": "s", "warnings": ["a weak teacher"]}))
+
+    monkeypatch.setattr(commands.cli, "cli", fake)
+    assert json.loads(kd())["warnings"] == ["a weak teacher"]
+    with pytest.raises(RuntimeError, match="refused"):
+        kd("--fail")
+
+
+def test_lent_prepare_twice_and_a_new_out_folder(tmp_path):
+    """--prepare copied ../shared's read-only folders as read-only (a second --prepare could not copy
+    into them, as a user who is not root), and a table run with an OUT folder not there yet ran nothing."""
+    import shutil
+    import stat
+    import subprocess
+
+    repo, shared = tmp_path / "repo", tmp_path / "shared"
+    (repo / "bench").mkdir(parents=True)
+    (repo / ".whl").mkdir()
+    (repo / ".whl" / "x-1-py3-none-any.whl").write_text("")  # wheels there: gpu-wheels.sh is not run
+    shutil.copy(ROOT / "bench" / "lent.sh", repo / "bench" / "lent.sh")
+    (repo / ".gitignore").write_text("/.whl/\n/.kd-shared/\n")
+    (shared / "data" / "reviews").mkdir(parents=True)
+    (shared / "data" / "reviews" / "train.tsv").write_text("pos\tx\n")
+    (shared / "BENCHMARK.md").write_text("# B\n")
+    for path in [shared / "data" / "reviews" / "train.tsv", shared / "BENCHMARK.md", shared / "data" / "reviews"]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    try:
+        for _ in range(2):
+            subprocess.run(["bash", "bench/lent.sh", "--prepare"], cwd=repo, check=True, capture_output=True)
+        for path in [repo / ".kd-shared" / "data" / "reviews", repo / ".kd-shared" / "data" / "reviews" / "train.tsv", repo / ".kd-shared" / "BENCHMARK.md"]:
+            assert path.stat().st_mode & stat.S_IWUSR, path
+        shutil.rmtree(repo / ".whl")
+        out = tmp_path / "new" / "out"
+        subprocess.run(["bash", "bench/lent.sh", "teacher"], cwd=repo, capture_output=True,
+                       env={**__import__("os").environ, "OUT": str(out), "KD_LENT_SECONDS": "20"})
+        assert "commit " in (out / "gpu.txt").read_text() and "exit status" in (out / "teacher.log").read_text()
+    finally:
+        for path in [shared / "data" / "reviews"]:
+            path.chmod(0o755)
