@@ -146,15 +146,20 @@ def load_classifier(path: str, class_names: list[str]):
             f"model {path!r} was fine-tuned for classes {trained}, the store has {list(class_names)}: "
             "start from the base model instead"
         )
+    own_pad = tokenizer.pad_token_id is not None
     if tokenizer.pad_token_id is None:  # a GPT-style tokenizer: batches could not be padded
         fallback = next((t for t in (tokenizer.eos_token, tokenizer.unk_token) if t is not None), None)
         if fallback is None:
             raise KdError(f"the tokenizer of {path!r} has no pad token (nor an end or unknown token to pad with)")
         tokenizer.pad_token = fallback
     configured = getattr(config, "pad_token_id", None)
-    if isinstance(configured, int) and 0 <= configured < len(tokenizer) and configured != tokenizer.pad_token_id:
-        # the model takes its config's pad id for padding (the last token a decoder-only classifier
-        # reads, RoBERTa's positions): padded with another id, a short text in a batch scored otherwise than alone
+    if (isinstance(configured, int) and 0 <= configured < len(tokenizer) and configured != tokenizer.pad_token_id
+            and (not own_pad or _reads_last_token(config))):
+        # a decoder-only classifier reads the last token that is not its config's pad id: padded with
+        # another id, a short text in a batch scored otherwise than alone. An encoder masks its padding
+        # (whatever its id): there a tokenizer's own pad token stands, a config's pad id may be a stale
+        # default (BertConfig's 0, RobertaConfig's 1 beside a BERT vocabulary) naming a real token, which
+        # would become a special token and the students' never-learned padding embedding
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(configured)
     if len(tokenizer) > config.vocab_size:
         raise KdError(
@@ -195,6 +200,15 @@ def load_classifier(path: str, class_names: list[str]):
     if reorder:  # the store's classes in another order: the head's rows follow them (its fine-tuning is kept)
         _reorder_head(model, [trained.index(n) for n in class_names], path)
     return tokenizer, model
+
+
+def _reads_last_token(config) -> bool:
+    """Whether ``config``'s sequence classifier is decoder-only (GPT-2, Llama, Qwen): it classifies
+    the last token that is not ``config.pad_token_id``, so its padding must be that id."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    kind = getattr(config, "model_type", "")
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def _inner_model(folder: Path) -> str:
@@ -552,8 +566,8 @@ ABSOLUTE_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}  # p
 def check_max_len(config, max_len: int, path: str) -> None:
     """Refuse a ``--max-len`` longer than the model's position embeddings (it would fail mid-training)."""
     positions = getattr(config, "max_position_embeddings", None)
-    if not positions:
-        return
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
+        return  # (none, or XLNet's -1: no limit)
     limit = positions - ABSOLUTE_POSITION_OFFSET.get(getattr(config, "model_type", ""), 0)
     if max_len > limit:
         raise KdError(f"--max-len {max_len} is longer than model {path!r} can read ({limit} positions): use --max-len {limit} or less")

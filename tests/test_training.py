@@ -1692,3 +1692,38 @@ def test_logits_only_reads_the_missing_samples_only(sample_store, tiny_model, tm
     assert read and max(read) < _count(sample_store, Sample)  # no read of the whole store
     stage = _stage(sample_store, "t3", "teach")
     assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample)
+
+
+def test_an_encoder_keeps_its_tokenizers_pad_token_beside_a_stale_config_pad_id(tmp_path, corpus):
+    """A BERT whose config.json names another pad id than its tokenizer's (a default nobody set, a
+    RoBERTa config beside a BERT vocabulary) masks its padding whatever the id: the tokenizer's own
+    [PAD] stands. Taking the config's id made a real character the pad token: a special token
+    (decoded away) and the students' padding embedding, never learned."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from kdstore.teacher import load_classifier, score
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    tokens = build_vocab([line.split("\t")[-1] for line in corpus["train"].read_text(encoding="utf-8").splitlines()])
+    char = next(t for t in tokens if len(t) == 1 and "\u4e00" <= t <= "\u9fff")
+    BertForMaskedLM(BertConfig(vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                               max_position_embeddings=64, pad_token_id=tokens.index(char))).save_pretrained(tmp_path / "bert")
+    make_tokenizer(tokens).save_pretrained(tmp_path / "bert")
+    tok, model = load_classifier(str(tmp_path / "bert"), ["pos", "neg"])
+    assert tok.pad_token == "[PAD]" and tok.pad_token_id == 0 and char not in tok.all_special_tokens
+    texts, cpu = [char + "很好", "今天太差了很好今天" + char], torch.device("cpu")
+    both = score(model, tok, texts, max_len=32, batch_size=8, device=cpu, bar=False)
+    alone = np.stack([score(model, tok, [t], max_len=32, batch_size=8, device=cpu, bar=False)[0] for t in texts])
+    assert both == pytest.approx(alone, abs=1e-5)  # (an encoder's padding is masked: its id does not matter)
+
+
+def test_a_model_without_a_position_limit_takes_any_max_len(tmp_path):
+    """XLNet has no position table (its config says -1): every --max-len was refused, now before the stage too."""
+    from transformers import XLNetConfig
+
+    from commands.train import _check_positions
+    from kdstore.teacher import TeachConfig, check_max_len
+
+    XLNetConfig(vocab_size=100, d_model=32, n_layer=2, n_head=2, d_inner=64).save_pretrained(tmp_path / "xlnet")
+    check_max_len(XLNetConfig(), 512, "xlnet")
+    _check_positions(None, TeachConfig(model=str(tmp_path / "xlnet"), max_len=512))
