@@ -391,7 +391,7 @@ def _label_key(label: str) -> str:
     return str(int(number.group(1))) if number else key
 
 
-_WHOLE_NUMBER = re.compile(r"([+-]?\d+)(?:\.0*)?")
+_WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)(?:\.0*)?")  # ASCII digits (NFKC made full-width ones so); not other scripts'
 
 
 @functools.lru_cache(maxsize=4096)

@@ -218,14 +218,14 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     else:
                         loss = mlm = net(corrupted.to(device), mask.to(device), labels.to(device))
                         step_loss = loss * shares[0]
-                scaled_step(scaler, step_loss, optimizer, objective.parameters(), max_norm=1.0)
+                stepped = scaled_step(scaler, step_loss, optimizer, objective.parameters(), max_norm=1.0)
                 optimizer.zero_grad(set_to_none=True)
-                step += 1
+                step += stepped  # (an fp16 step the scaler skipped is no step of --steps, nor of the warm-up)
                 recent.append(mlm.item() * shares[0])  # this rank's part of the batch's mean (see _loss_figures)
-                if step % 50 == 0:
+                if stepped and step % 50 == 0:
                     add_metrics(stage.id, "train", _loss_figures(recent, recent_rtd, dist), step=step)
                     check_finite(objective, when=f"by step {step}")
-                bar.update(task, advance=1, loss=f"{loss.item():.3f}",
+                bar.update(task, advance=int(stepped), loss=f"{loss.item():.3f}",
                            left_s=max(budget_s - elapsed, 0.0) if budget_s else None)  # --minutes: the ETA is the budget left
 
     if step == 0:  # every rank sees it (rank 0's clock decides): an untrained model is no result

@@ -474,6 +474,23 @@ def test_pretrain_with_steps_reruns_to_the_same_weights_and_records_its_corpus(s
     assert cfg["corpus_sha256"] == [hashlib.sha256((tmp_path / "news.txt").read_bytes()).hexdigest()]
 
 
+def test_a_pretrain_step_the_fp16_scaler_skipped_is_no_step_of_steps(sample_store, monkeypatch):
+    """On a GPU without bf16 the grad scaler skips a step whose gradients overflowed: it counted
+    towards --steps (and the warm-up) all the same, as teach's schedule did."""
+    import kdstore.pretrain
+
+    real, calls = kdstore.pretrain.scaled_step, []
+
+    def first_skipped(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs) and len(calls) > 1
+
+    monkeypatch.setattr(kdstore.pretrain, "scaled_step", first_skipped)
+    out = json.loads(kd("pretrain", "--run", "sk", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3", "--batch-size", "16",
+                        "--min-count", "1", "--device", "cpu", "--db", str(sample_store), "--json").stdout)
+    assert len(calls) == 4 and out["metrics"]["train"]["steps"] == 3
+
+
 def test_pretrain_leaves_out_augmented_texts(sample_store):
     """The texts kd distill --augment stored (with [UNK] in them) are no text to pre-train on."""
     from kdstore.augmented import Recipe, ensure_augmented
