@@ -1,5 +1,11 @@
 """Alembic wiring: the migration chain ships in the ``migrations`` package; no ini file is needed.
 
+That package is found beside ``kdstore`` (where a wheel and an editable install both put it), not
+by importing ``migrations``: a top-level name other projects use too (an Alembic or Flask-Migrate
+project's own ``migrations`` package in the working directory comes first on ``sys.path`` under
+``python -m commands.cli``, in a notebook or a script run from there, and kd would run its
+``env.py`` against kd's store).
+
 A new database walks the same chain as an old one. An out-of-date database is refused with the
 command that upgrades it, never upgraded behind the user's back.
 """
@@ -15,15 +21,25 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, inspect, select
 
-import migrations
-
 from .engine import WRITE_LOCK, display_url
 from .errors import KdError
 
 
+# A file only kd's chain has: another project's ``migrations`` installed over kd's would lack it.
+_FIRST_REVISION = "versions/0001_samples_runs.py"
+
+
+def script_location() -> Path:
+    """kd's own migrations folder: ``migrations/`` beside the ``kdstore`` package."""
+    here = Path(__file__).resolve().parent.parent / "migrations"
+    if not (here / "env.py").is_file() or not (here / _FIRST_REVISION).is_file():
+        raise KdError(f"kd's schema migrations are missing from {here}: reinstall kd")
+    return here
+
+
 def _config(connection=None) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("script_location", str(script_location()))
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg

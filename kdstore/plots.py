@@ -21,7 +21,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise KdError("--plot needs matplotlib: pip install matplotlib") from None
+        raise KdError("--plot needs matplotlib: pip install 'kd[plot]' (or pip install matplotlib)") from None
     import warnings
 
     matplotlib.use("Agg")

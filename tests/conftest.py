@@ -82,8 +82,9 @@ def pg_server() -> PgServer:
 
 @pytest.fixture(autouse=True)
 def _kd_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in KD_ENV:
-        monkeypatch.delenv(name, raising=False)
+    for name in KD_ENV:  # set, then deleted: the undo puts back the environment as it was, so a test (or
+        monkeypatch.setenv(name, "")  # a bench it runs) that sets os.environ itself does not leak into later tests
+        monkeypatch.delenv(name)
     monkeypatch.setenv("KD_NO_PROGRESS", "1")
     monkeypatch.chdir(tmp_path)
 
