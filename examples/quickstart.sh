@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 . .venv/bin/activate
 # torch 2.13.0 is the CPU build on the project's machines; set KD_TORCH for your own build.
-python -m pip install -q "${KD_TORCH:-torch==2.13.0}" 2>&1 | grep -v '^WARNING: Location' || true
-python -m pip install -q -e . 2>&1 | grep -v '^WARNING: Location' || true
+python -m pip install -q "${KD_TORCH:-torch==2.13.0}" 2>&1 | { grep -v '^WARNING: Location' || true; }  # (a failed install stops here)
+python -m pip install -q -e . 2>&1 | { grep -v '^WARNING: Location' || true; }  # (a failed install stops here)
 
 rm -rf quickstart && mkdir quickstart
 export KD_DB=quickstart/kd.db
