@@ -369,3 +369,23 @@ def test_a_pool_text_ingested_after_augmentation_made_it_joins_the_pool(tmp_path
     labeled = ingest(store, f"pos\t{texts.texts[1]}\n".encode(), "late.tsv", IngestOptions())
     assert labeled.added == 0 and len(labeled.conflicts) == 1  # a labeled row stays a conflict, as documented
     store.close()
+
+
+def test_a_same_pos_swap_draws_words_by_their_count_in_the_train_texts():
+    """Tang et al. draw the new word from "the unigram word distribution re-normalized by the POS
+    tag": a word seen 8 times is drawn 8 times as often as one seen once (the draw was uniform over
+    the distinct words, so the singletons, most of a tag's words in real reviews, made most swaps)."""
+    from collections import Counter
+
+    tagged = [[("好", "a")]] * 8 + [[("大", "a")], [("新", "a")], [("快", "a")]]
+    vocab = build_pos_vocab(tagged)
+    assert vocab == {"a": ["好", "大", "快", "新"]} and vocab["a"].counts == [8, 1, 1, 1]
+    rng = random.Random(0)
+    drawn = Counter(swap_same_pos([("大", "a")], p=1.0, rng=rng, pos_vocab=vocab)[0] for _ in range(5000))
+    assert set(drawn) == {"好", "快", "新"}  # never the word itself
+    assert 0.75 < drawn["好"] / 5000 < 0.85 and 0.07 < drawn["新"] / 5000 < 0.13  # 8/10 and 1/10
+    drawn = Counter(swap_same_pos([("好", "a")], p=1.0, rng=rng, pos_vocab=vocab)[0] for _ in range(3000))
+    assert set(drawn) == {"大", "快", "新"} and min(drawn.values()) > 800  # the others alike, 1/3 each
+    # a hand-made list (no counts) is still drawn from uniformly
+    plain = Counter(swap_same_pos([("大", "a")], p=1.0, rng=rng, pos_vocab={"a": ["好", "大", "新"]})[0] for _ in range(2000))
+    assert set(plain) == {"好", "新"} and min(plain.values()) > 850
