@@ -496,13 +496,15 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     """Train the student ``built`` (``_new_student``) on ``data`` (rows with label -1 learn from the
     teacher alone) on this rank's share of each global batch, matched to ``matched_net``'s internals
     if given, early stopping on dev macro-F1; returns the model at its best epoch and
-    ``{"best_epoch", "train_seconds", "teacher_layers"?}``. Figures are recorded per
+    ``{"best_epoch", "train_seconds", "teacher_layers"?}`` (the teacher layers copied or matched). Figures are recorded per
     epoch under ``tag`` (``fold0/``...)."""
     model, fitted = built
     model.to(device)
     if matched_net is not None:
         matched_net.to(device)  # the matcher holds it outside its sub-modules: moved here, not by .to()
     matcher = IntermediateMatcher(model, matched_net, cfg).to(device) if matched_net is not None else None
+    if matcher is not None:  # the layers the intermediate losses match: on record even when none was copied (a narrower student)
+        fitted.setdefault("teacher_layers", list(matcher.map))
     net = dist.wrap(model) if matcher is None else dist.wrap(matcher, find_unused=True)
     ids = encode_packed(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
     lengths = ids.lengths

@@ -1239,6 +1239,7 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     assert "warning: --dropout: not used by --student transformer" in narrow.stderr  # it keeps its teacher's
     narrow = json.loads(narrow.stdout)
     assert narrow["status"] == "succeeded"  # a learned projection 16 -> 32
+    assert narrow["metrics"]["all"]["teacher_layer[0]"] == 1  # nothing copied, yet the layer its losses matched is on record
     assert narrow["config"]["hidden_cos"] == 1 and narrow["config"]["pkd"] == 1
     relations = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
                    "--qk-relation", "1", "--value-relation", "1", "--relation-heads", "2", "--epochs", "1",
