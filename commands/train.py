@@ -377,6 +377,7 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
 @click.option("--width", type=int, default=0, help="Transformer student: hidden size (default: the teacher's).")
 @click.option("--folds", type=int, default=0, help="Train K students, each blind to one fold's train labels: out-of-fold votes for `kd labels detect --student-votes` (kd predict averages the K).")
 @click.option("--init-from-teacher/--no-init-from-teacher", default=None, help="Transformer student: start from evenly spaced teacher layers (default: when it has the teacher's width).")
+@click.option("--layer-map", default="", help="Transformer student: the teacher layer (0-based) each student layer copies and its intermediate losses match, e.g. 3,7,11 for 3 layers (default: evenly spaced, ending at the last).")
 @click.option("--hidden-mse", type=FLOAT, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers.")
 @click.option("--hidden-cos", type=FLOAT, default=0.0, help="Transformer student: weight of hidden-state cosine distance (1 - cos) to mapped teacher layers.")
 @click.option("--pkd", type=FLOAT, default=0.0, help="Transformer student: weight of Patient KD (normalised [CLS] vectors of mapped layers; the last one included, as in TextBrewer, where BERT-PKD leaves it to the logit loss).")
@@ -396,7 +397,7 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -429,6 +430,10 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
     except ValueError:
         raise click.BadParameter(f"{kernel_sizes!r}: give widths like 2,3,4", param_hint="--kernel-sizes") from None
+    try:
+        mapping = tuple(int(j) for j in layer_map.split(",")) if layer_map.strip() else ()
+    except ValueError:
+        raise click.BadParameter(f"{layer_map!r}: give teacher layers like 3,7,11 (0-based, one per student layer)", param_hint="--layer-map") from None
     if augment.strip() and not augment.replace(",", "").strip():
         raise click.BadParameter(f"{augment!r}: give methods like mask,pos,ngram (or leave it out)", param_hint="--augment")
     cfg = DistillConfig(
@@ -442,7 +447,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, folds=folds, width=width,
         init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, hidden_cos=hidden_cos, pkd=pkd, attention_kl=attention_kl,
-        value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, seed=seed, device=device,
+        value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, layer_map=mapping, seed=seed, device=device,
     )
     cfg.validate()
     store = open_store(db)
@@ -477,7 +482,7 @@ STUDENT_ONLY = (
     "alpha", "alpha_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
     "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
     "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "value_relation",
-    "qk_relation", "relation_heads",
+    "qk_relation", "relation_heads", "layer_map",
 )
 
 # and the reverse: options only the early-exit branches use
@@ -488,7 +493,7 @@ EARLY_EXIT_ONLY = ("speed", "max_loss", "uncertainty", "branch_dim", "pooling")
 FOR_KINDS = {
     "textcnn": ("kernel_sizes", "num_filters"),
     "bigru": ("hidden",), "bilstm": ("hidden",),
-    "transformer": ("layers", "width", "init_from_teacher", "relation_heads"),
+    "transformer": ("layers", "width", "init_from_teacher", "relation_heads"),  # (--layer-map elsewhere: refused)
 }
 for _kind in ("textcnn", "bigru", "bilstm"):
     # the transformer keeps its teacher's dropout; --init-embeddings teacher on it is an error, not a warning

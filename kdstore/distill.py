@@ -93,6 +93,7 @@ class DistillConfig:
     hidden_cos: float = 0.0  # 1 - cosine of hidden states on mapped layers (TextBrewer's cos)
     pkd: float = 0.0  # Patient KD: normalised [CLS] vectors of mapped layers
     relation_heads: int = 0  # 0: the smaller of the two head counts
+    layer_map: tuple[int, ...] = ()  # transformer: the teacher layer (0-based) each student layer copies and matches; (): evenly spaced
     seed: int = 42
     device: str = "auto"
 
@@ -125,6 +126,10 @@ class DistillConfig:
         if self.init_embeddings not in ("random", "teacher"):
             raise KdError("--init-embeddings must be random or teacher")
         # checked here, before a stage (and a run) is on record, not when the student is built
+        if self.layer_map and self.student != "transformer":
+            raise KdError("--layer-map maps a transformer student's layers onto the teacher's: add --student transformer, or leave it out")
+        if self.layer_map and len(self.layer_map) != self.layers:
+            raise KdError(f"--layer-map names {len(self.layer_map)} teacher layers for a student of {self.layers} (--layers): one each")
         if self.init_embeddings == "teacher" and self.student == "transformer":
             raise KdError("--init-embeddings teacher is for textcnn/bigru/bilstm; a transformer uses --init-from-teacher")
         if min(self.embed_dim, self.hidden, self.num_filters, self.layers, *self.kernel_sizes) < 1 or not 0 <= self.dropout < 1:
@@ -338,7 +343,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         *training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented), store.samples(splits=["dev"], labeled=True)))
     dist.agree("training rows", data, dev)
     dist.on_main(record_labels_state)(store, stage.id, labels)
-    new = lambda: _new_student(scfg, embeddings, teacher_net if copy_layers else None)  # noqa: E731
+    new = lambda: _new_student(scfg, embeddings, teacher_net if copy_layers else None, cfg.layer_map)  # noqa: E731
     fit = lambda built, rows, tag: _fit(add_metrics, stage, cfg, built, tokenizer, names, rows, dev, teachers,  # noqa: E731
                                         teacher_net if cfg.intermediate else None, device, rng, dist, tag=tag)
 
@@ -441,7 +446,7 @@ def _ensemble_logits(models: list, tokenizer, texts: list[str], *, max_len: int,
     return parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
 
 
-def _new_student(scfg: StudentConfig, embeddings, copy_from) -> tuple[torch.nn.Module, dict]:
+def _new_student(scfg: StudentConfig, embeddings, copy_from, mapping: tuple[int, ...] = ()) -> tuple[torch.nn.Module, dict]:
     """A fresh student, with the teacher's token embeddings, or the layers of the teacher network
     ``copy_from``, copied in; ``{"teacher_layers": ...}`` says which layers."""
     model = build_student(scfg)
@@ -449,7 +454,7 @@ def _new_student(scfg: StudentConfig, embeddings, copy_from) -> tuple[torch.nn.M
     if embeddings is not None:
         init_embeddings(model, embeddings)
     if copy_from is not None:
-        fitted["teacher_layers"] = init_from_teacher(model, copy_from)
+        fitted["teacher_layers"] = init_from_teacher(model, copy_from, mapping)
     return model, fitted
 
 
@@ -467,6 +472,8 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
             raise KdError(_narrower_message(width, bert["hidden_size"]))
         if cfg.intermediate:
             relation_heads(cfg, (bert["hidden_size"], bert["num_attention_heads"]), (width, teacher_config.num_attention_heads))
+        if cfg.layer_map:
+            layer_map(cfg.layers, teacher_config.num_hidden_layers, cfg.layer_map)
     StudentConfig(
         kind=cfg.student, vocab_size=1, num_classes=num_classes, pad_id=0, embed_dim=cfg.embed_dim,
         kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters, hidden=cfg.hidden, dropout=cfg.dropout,
@@ -597,7 +604,7 @@ class IntermediateMatcher(torch.nn.Module):
         self.teacher = [teacher]  # a list: not a sub-module, so not trained or saved
         teacher.eval().requires_grad_(False)
         s_cfg, t_cfg = student.net.config, teacher.config
-        self.map = layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
+        self.map = layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers, cfg.layer_map)
         self.proj = torch.nn.Linear(s_cfg.hidden_size, t_cfg.hidden_size) if s_cfg.hidden_size != t_cfg.hidden_size else torch.nn.Identity()
         self.heads = relation_heads(cfg, (s_cfg.hidden_size, s_cfg.num_attention_heads), (t_cfg.hidden_size, t_cfg.num_attention_heads))
         self._t_last = LastLayerVectors(teacher.base_model)

@@ -7,6 +7,7 @@ rebuilt from its ``StudentConfig`` alone, which is stored beside its weights.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -272,24 +273,32 @@ def check_bert_layout(teacher_config) -> None:
         _self_attention(AutoModel.from_config(config))
 
 
-def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
-    """Teacher layer (0-based) matched to each student layer: evenly spaced, ending at the last
-    (12 → 4: 2, 5, 8, 11); a student deeper than its teacher repeats layers (2 → 4: 0, 0, 1, 1)."""
+def layer_map(student_layers: int, teacher_layers: int, given: Sequence[int] = ()) -> list[int]:
+    """Teacher layer (0-based) matched to each student layer: ``given`` (``--layer-map``), checked,
+    or evenly spaced, ending at the last (12 → 4: 2, 5, 8, 11); a student deeper than its teacher
+    repeats layers (2 → 4: 0, 0, 1, 1)."""
     if student_layers < 1 or teacher_layers < 1:
         raise KdError(f"cannot map {student_layers} student layers onto {teacher_layers} teacher layers")
+    if given:
+        if len(given) != student_layers:
+            raise KdError(f"--layer-map names {len(given)} teacher layers for a student of {student_layers} (--layers): one each")
+        outside = [j for j in given if not 0 <= j < teacher_layers]
+        if outside:
+            raise KdError(f"--layer-map: teacher layer {outside[0]} does not exist: the teacher's layers are 0 to {teacher_layers - 1}")
+        return list(given)
     return [-(-(i + 1) * teacher_layers // student_layers) - 1 for i in range(student_layers)]
 
 
-def init_from_teacher(student: TransformerStudent, teacher) -> list[int]:
-    """Copy the teacher's embeddings, every ``layer_map`` layer, whatever else its encoder holds
-    (pooler, embedding projection) and its head into the student (same model type and width only);
-    returns the teacher layers used."""
+def init_from_teacher(student: TransformerStudent, teacher, given: Sequence[int] = ()) -> list[int]:
+    """Copy the teacher's embeddings, every ``layer_map`` layer (``given``: ``--layer-map``), whatever
+    else its encoder holds (pooler, embedding projection) and its head into the student (same model
+    type and width only); returns the teacher layers used."""
     s_base, t_base = student.net.base_model, teacher.base_model
     if s_base.config.hidden_size != t_base.config.hidden_size:
         raise KdError("--init-from-teacher needs the student's width to equal the teacher's")
     if type(s_base) is not type(t_base):
         raise KdError(f"--init-from-teacher: the student is a {type(s_base).__name__}, the teacher a {type(t_base).__name__}")
-    mapping = layer_map(len(s_base.encoder.layer), len(t_base.encoder.layer))
+    mapping = layer_map(len(s_base.encoder.layer), len(t_base.encoder.layer), given)
     layers = "encoder.layer."
     t_state = t_base.state_dict()
     with torch.no_grad():

@@ -1225,6 +1225,32 @@ def test_a_student_shape_that_cannot_run_is_refused_before_a_stage_or_run(taught
         assert not Store.open(db).run_exists("fresh"), args
 
 
+def test_a_layer_map_chooses_the_teacher_layers_a_transformer_student_copies_and_matches(taught_store):
+    """TextBrewer's intermediate matches name their layers; kd only spaced them evenly."""
+    import torch
+    from safetensors.torch import load_file
+
+    db = str(taught_store)
+    common = ("distill", "--run", "r", "--student", "transformer", "--epochs", "1", "--max-len", "32", "--db", db)
+    out = json.loads(kd(*common, "--layers", "2", "--layer-map", "1,0", "--hidden-mse", "1", "--json").stdout)
+    assert out["config"]["layer_map"] == [1, 0]
+    assert (out["metrics"]["all"]["teacher_layer[0]"], out["metrics"]["all"]["teacher_layer[1]"]) == (1, 0)
+    one = json.loads(kd(*common, "--layers", "1", "--layer-map", "0", "--epochs", "1", "--lr", "1e-12", "--name", "first", "--json").stdout)
+    teacher = load_file(str(next(Path(_stage(taught_store, "r", "teach").artifact_path).glob("**/model.safetensors"))))
+    from kdstore.predictor import STUDENT_WEIGHTS
+
+    student = torch.load(Path(one["artifact_path"]) / STUDENT_WEIGHTS, map_location="cpu")
+    copied = [k for k in student if ".encoder.layer.0." in k]
+    assert copied and all(torch.allclose(student[k], teacher[k.removeprefix("net.")], atol=1e-6) for k in copied)  # layer 0, not the last
+    assert not torch.allclose(student[copied[0]], teacher[copied[0].removeprefix("net.").replace(".layer.0.", ".layer.1.")])
+    for args, said in ((("--layers", "2", "--layer-map", "1"), "--layer-map names 1 teacher layers for a student of 2 (--layers)"),
+                       (("--layers", "1", "--layer-map", "5"), "--layer-map: teacher layer 5 does not exist: the teacher's layers are 0 to 1"),
+                       (("--layers", "1", "--layer-map", "x"), "give teacher layers like 3,7,11")):
+        assert said in kd(*common, *args, "--name", "bad", ok=False).output
+    assert "--layer-map maps a transformer student's layers" in kd("distill", "--run", "r", "--layer-map", "0", "--db", db, ok=False).output
+    assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}  # refused before a stage
+
+
 def test_transformer_student_with_intermediate_losses(taught_store):
     db = str(taught_store)
     out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--hidden-mse", "1",
