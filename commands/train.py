@@ -463,6 +463,11 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
     if teacher_config is not None and init_embeddings == "teacher":
         cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim))
     check_student_shape(cfg, teacher_config, len(store.class_names()))  # as the stage checks it, before it is recorded
+    if cfg.layer_map and teacher_config is not None and not cfg.intermediate and not (
+            cfg.init_from_teacher if cfg.init_from_teacher is not None else (cfg.width or teacher_config.hidden_size) == teacher_config.hidden_size):
+        # (as _copies_layers decides): a student that copies no teacher layer and matches none
+        _warn("--layer-map: not used: the student copies no teacher layer (--width or --no-init-from-teacher) and matches none "
+              "(no --hidden-mse, --hidden-cos, --pkd, --attention-kl, --value-relation or --qk-relation)")
     if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
         from kdstore.folds import stratified_folds
 

@@ -85,6 +85,8 @@ class TagWords(list):
     def __init__(self, words: Iterable[str] = (), counts: Iterable[int] = ()):
         super().__init__(words)
         self.counts = list(counts)
+        if self.counts and (len(self.counts) != len(self) or min(self.counts) < 1):  # (a word without its count was never drawn)
+            raise ValueError(f"TagWords: {len(self)} words need as many counts of at least 1, got {self.counts}")
         self._cum = list(accumulate(self.counts))
         self._at = {w: i for i, w in enumerate(self)}
 

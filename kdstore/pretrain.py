@@ -30,6 +30,9 @@ from .torchutil import autocast, check_finite, count_parameters, decay_exempt, g
 from .vocab import SPECIALS, build_vocab, make_tokenizer
 
 MODEL_SUBDIR = "model"
+# fp16 steps the grad scaler may skip in a row (it halves its scale each time: 2^16 is back to 1 in 16)
+# before the loss itself is taken as not finite, rather than --steps waited for forever
+MAX_SKIPPED_STEPS = 100
 OBJECTIVES = ("mlm", "electra")
 
 
@@ -182,6 +185,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     scaler = grad_scaler(device)
     budget_s = cfg.minutes * 60.0
     start, step, recent, recent_rtd = time.monotonic(), 0, [], []
+    skipped = 0  # fp16 steps the scaler skipped in a row
     net.train()
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task("pre-train", total=cfg.steps or None, loss="-", unit="step", left_s=budget_s or None)
@@ -221,6 +225,12 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 stepped = scaled_step(scaler, step_loss, optimizer, objective.parameters(), max_norm=1.0)
                 optimizer.zero_grad(set_to_none=True)
                 step += stepped  # (an fp16 step the scaler skipped is no step of --steps, nor of the warm-up)
+                skipped = 0 if stepped else skipped + 1
+                if skipped >= MAX_SKIPPED_STEPS:  # (every rank alike: the scaler reads the gradients DDP averaged)
+                    # a scale halved this often fixes no overflow of the gradients: the loss itself is not finite,
+                    # and --steps would never be reached (nor the end of --minutes told apart from no time)
+                    raise KdError(f"training diverged by step {step}: the fp16 grad scaler skipped the last {skipped} steps "
+                                  f"(the loss is {loss.item()}); lower --lr")
                 recent.append(mlm.item() * shares[0])  # this rank's part of the batch's mean (see _loss_figures)
                 if stepped and step % 50 == 0:
                     add_metrics(stage.id, "train", _loss_figures(recent, recent_rtd, dist), step=step)

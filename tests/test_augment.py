@@ -389,3 +389,16 @@ def test_a_same_pos_swap_draws_words_by_their_count_in_the_train_texts():
     # a hand-made list (no counts) is still drawn from uniformly
     plain = Counter(swap_same_pos([("大", "a")], p=1.0, rng=rng, pos_vocab={"a": ["好", "大", "新"]})[0] for _ in range(2000))
     assert set(plain) == {"好", "新"} and min(plain.values()) > 850
+
+
+def test_tag_words_refuse_counts_that_do_not_match_their_words():
+    """A word past the counts (or with a count of 0) was never drawn, in silence."""
+    from kdstore.augment import TagWords, _other_word
+
+    with pytest.raises(ValueError):
+        TagWords(["好", "大"], [3])
+    with pytest.raises(ValueError):
+        TagWords(["好", "大"], [3, 0])
+    words = TagWords(["好"], [1])
+    assert _other_word("好", words, random.Random(0)) == "好" and _other_word("新", words, random.Random(0)) == "好"
+    assert TagWords(["好", "大"]) == ["好", "大"]  # no counts: drawn uniformly

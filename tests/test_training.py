@@ -1251,6 +1251,20 @@ def test_a_layer_map_chooses_the_teacher_layers_a_transformer_student_copies_and
     assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}  # refused before a stage
 
 
+def test_a_layer_map_that_nothing_uses_is_warned_of(taught_store):
+    """A student that copies no teacher layer (narrower, or --no-init-from-teacher) and has no
+    intermediate loss uses no --layer-map: it was taken in silence, and recorded as if it had."""
+    db = str(taught_store)
+    common = ("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--layer-map", "0", "--epochs", "1",
+              "--max-len", "32", "--db", db, "--json")
+    for n, args in enumerate((("--width", "16"), ("--no-init-from-teacher",))):
+        out = kd(*common, *args, "--name", f"unused{n}")
+        said = json.loads(out.stdout)["warnings"]
+        assert len(said) == 1 and said[0].startswith("--layer-map: not used") and f"warning: {said[0]}" in out.stderr, args
+    for n, args in enumerate(((), ("--width", "16", "--hidden-mse", "1"))):  # copied, or matched: no warning
+        assert "--layer-map" not in kd(*common, *args, "--name", f"used{n}").stderr, args
+
+
 def test_transformer_student_with_intermediate_losses(taught_store):
     db = str(taught_store)
     out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--hidden-mse", "1",
@@ -1771,3 +1785,16 @@ def test_a_model_without_a_position_limit_takes_any_max_len(tmp_path):
     XLNetConfig(vocab_size=100, d_model=32, n_layer=2, n_head=2, d_inner=64).save_pretrained(tmp_path / "xlnet")
     check_max_len(XLNetConfig(), 512, "xlnet")
     _check_positions(None, TeachConfig(model=str(tmp_path / "xlnet"), max_len=512))
+
+
+def test_a_pretrain_whose_every_fp16_step_is_skipped_fails_instead_of_running_forever(sample_store, monkeypatch):
+    """A loss that is itself inf (an fp16 overflow of the forward pass) has the scaler skip every
+    step: once a skipped step no longer counted towards --steps, --steps 2 never came."""
+    import kdstore.pretrain
+
+    real, calls = kdstore.pretrain.scaled_step, []
+    monkeypatch.setattr(kdstore.pretrain, "MAX_SKIPPED_STEPS", 5, raising=False)
+    monkeypatch.setattr(kdstore.pretrain, "scaled_step", lambda *a, **k: calls.append(1) or (real(*a, **k) and False))
+    out = kd("pretrain", "--run", "sk", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--batch-size", "16",
+             "--min-count", "1", "--device", "cpu", "--db", str(sample_store), ok=False)
+    assert len(calls) == 5 and "the fp16 grad scaler skipped the last 5 steps" in out.output
