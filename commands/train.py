@@ -50,8 +50,10 @@ def _seed_option(f):
 
 def _warn(message: str) -> None:
     """``warning: MESSAGE`` on standard error, kept for the ``warnings`` of --json (``_finish`` lists it
-    with the stage's own): an option a student does not use, a --max-len past pre-trained positions."""
-    click.echo(f"warning: {message}", err=True)
+    with the stage's own): an option a student does not use, a --max-len past pre-trained positions.
+    Under torchrun, rank 0 alone says it."""
+    if Dist.from_env().is_main:
+        click.echo(f"warning: {message}", err=True)
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta.setdefault("kd.warnings", []).append(message)

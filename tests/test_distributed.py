@@ -634,3 +634,14 @@ def test_pretrain_refuses_ranks_that_read_unlike_corpora(taught, tmp_path):
              "--corpus", str(corpus), "--db", str(db), ok=False, script=wrapper)
     stage = stage_of(db, "pc", "pretrain")
     assert stage.status == "failed" and "the ranks hold different --corpus texts or vocabularies" in stage.error
+
+
+def test_a_warning_said_before_the_stage_is_printed_by_rank_0_alone(monkeypatch, capsys):
+    """`--layer-map` that nothing uses, --patience with dev trained on...: printed by every torchrun process."""
+    from commands.train import _warn
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, printed in (("1", ""), ("0", "warning: said once\n")):
+        monkeypatch.setenv("RANK", rank)
+        _warn("said once")
+        assert capsys.readouterr().err == printed
