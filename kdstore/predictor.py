@@ -16,7 +16,7 @@ from .errors import KdError
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax
 from .progress import progress
-from .store import Store
+from .store import Store, missing_model
 from .torchutil import ensure_eval, pick_device
 
 STUDENT_WEIGHTS = "student.pt"
@@ -102,9 +102,7 @@ class Predictor:
         if stage.kind not in ("teach", "distill"):
             raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
         if not stage.artifact_path or not Path(stage.artifact_path).exists():
-            raise KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}: a store moved or "
-                          f"renamed finds its models in {store.artifact_root / run / stage.name} (kd-artifacts/STORE "
-                          "beside the store file, or KD_ARTIFACTS): move them there")
+            raise missing_model(stage)
         from .early_exit import EarlyExitPredictor, is_early_exit
 
         if stage.kind == "distill" and is_early_exit(stage.artifact_path):

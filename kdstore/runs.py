@@ -505,6 +505,9 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
                 shutil.rmtree(folder)
             with contextlib.suppress(OSError):  # the run's folder too, when this stage's was all it held
                 folder.parent.rmdir()
+                if not os.environ.get("KD_ARTIFACTS"):  # and kd-artifacts/STORE, made by it: a store moved without its
+                    store.artifact_root.rmdir()  # models, whose stages fail on that, had `mv OLD NEW` (as the error
+                    store.artifact_root.parent.rmdir()  # says) nest them in an empty kd-artifacts/NEW, unfound
             if not parked:  # nothing was replaced: the failed stage keeps its own name
                 return
             back = parked[-1]

@@ -395,14 +395,19 @@ class Store:
     def _located(self, stage: Stage, run: str) -> Stage:
         """``stage`` (detached) with its artifact path where the model lies now: the recorded path is
         absolute, so a store moved or copied with its ``kd-artifacts`` folder (or given another
-        ``KD_ARTIFACTS``) finds its models under this store's ``RUN/STAGE`` folder instead."""
+        ``KD_ARTIFACTS``) finds its models under this store's ``RUN/STAGE`` folder instead. That
+        folder wins over the recorded path while both exist: a copy of a project folder (store and
+        ``kd-artifacts``) read the original's models, and after the original retrained a stage
+        (``--overwrite``) served that new model under its own stage's name, logits and metrics.
+        Where neither exists, ``stage.artifact_home`` says where kd looked (``missing_model``)."""
         recorded = stage.artifact_path
-        if not recorded or os.path.exists(recorded):
+        if not recorded:
             return stage
         parts = Path(recorded).parts
         for i in range(len(parts) - 2, -1, -1):  # the last RUN/STAGE in the path: what follows lies in the stage's folder
             if parts[i] == run and parts[i + 1] == stage.name:
                 here = self.artifact_root.joinpath(run, stage.name, *parts[i + 2:])
+                stage.artifact_home = str(self.artifact_root / run / stage.name)
                 if here.exists():
                     stage.artifact_path = str(here.resolve())
                 break
@@ -462,6 +467,16 @@ def _artifact_root(db_path: Path | None, url) -> Path:
         return db_path.parent / "kd-artifacts" / db_path.name
     key = re.sub(r"[^A-Za-z0-9_.@-]", "_", f"{url.database or 'db'}@{url.host or 'local'}")
     return Path.cwd() / "kd-artifacts" / key
+
+
+def missing_model(stage: Stage) -> KdError:
+    """The one-line error for a stage whose model is gone from its recorded path (and from this
+    store's ``kd-artifacts/STORE/RUN/STAGE``): where kd looks for it, to move it there."""
+    home = getattr(stage, "artifact_home", None)
+    elsewhere = home and stage.artifact_path and Path(home).resolve() not in Path(stage.artifact_path).parents
+    where = (f": a store moved or renamed finds its models in {home} (kd-artifacts/STORE beside the store file, "
+             "or KD_ARTIFACTS): move them there") if elsewhere else ""
+    return KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}{where}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -26,7 +26,7 @@ from .runs import StageHandle, resolve_run_id, sha256_path
 from .schedules import layer_decay_scales, warmup_linear_decay
 from .speed import measure, speed_texts
 from .folds import stratified_folds
-from .store import SampleSet, Store
+from .store import SampleSet, Store, missing_model
 from .torchutil import BestCheckpoint, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged
 
 MODEL_SUBDIR = "model"
@@ -79,6 +79,8 @@ def resolve_model(store: Store, name: str) -> str:
         if kind == "teach" and int(stage.config.get("folds") or 0):
             raise KdError(f"the teacher of run {run!r} is {stage.config['folds']} fold models (--folds): start from "
                           f"one of them, {stage.artifact_path}/fold-0, or from a teacher trained without --folds")
+        if not stage.artifact_path or not Path(stage.artifact_path).is_dir():
+            raise missing_model(stage)  # ("cannot load model ...: no such directory" said not where to move it)
         return stage.artifact_path
     return name
 
@@ -550,6 +552,8 @@ def model_dirs(stage) -> list[str]:
     if not stage.artifact_path:
         raise KdError(f"stage {stage.name!r} recorded no model")
     dirs = [str(Path(stage.artifact_path) / f"fold-{i}") for i in range(k)] if k else [stage.artifact_path]
+    if not Path(stage.artifact_path).is_dir():  # (a store moved without it: where kd looks for it)
+        raise missing_model(stage)
     for d in dirs:
         if not Path(d).is_dir():
             raise KdError(f"the model of stage {stage.name!r} is missing from {d}")

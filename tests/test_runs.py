@@ -863,6 +863,84 @@ def test_a_store_moved_with_its_model_folder_finds_its_models(tmp_path):
 
 
 @pytest.mark.sqlite_only
+def test_a_copied_project_folder_reads_its_own_models_not_the_originals(tmp_path, monkeypatch):
+    """A project folder (store and kd-artifacts) copied while the original stays: the copy's stages
+    pointed at the original's models (recorded absolute, still there), so after the original
+    retrained a stage the copy served the new model under its own stage's logits and metrics."""
+    import shutil
+
+    monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+    old, new = tmp_path / "实验 1", tmp_path / "实验 2"
+    old.mkdir()
+    store = Store.open(str(old / "k.db"))
+    with stage_scope(store, run="r1", kind="teach", config={}) as stage:
+        (stage.artifact_dir / "model").mkdir()
+        (stage.artifact_dir / "model" / "w.txt").write_text("v1", encoding="utf-8")
+        stage.record_artifact(stage.artifact_dir / "model")
+    store.close()
+    shutil.copytree(old, new)
+    (old / "kd-artifacts" / "k.db" / "r1" / "teach" / "model" / "w.txt").write_text("v2", encoding="utf-8")  # retrained there
+    store = Store.open(str(new / "k.db"), create=False)
+    try:
+        path = store.find_stage("r1", "teach").artifact_path
+        assert path == str((new / "kd-artifacts" / "k.db" / "r1" / "teach" / "model").resolve())
+        assert (tmp_path / path / "w.txt").read_text(encoding="utf-8") == "v1"
+        assert [s.artifact_path for _, stages in store.runs() for s in stages] == [path]
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_moved_store_without_its_models_says_where_they_go_for_teach_and_distill(tmp_path, monkeypatch):
+    """`kd teach --model teach:RUN` (or pretrain:RUN) and a distill reading the teacher said only
+    "no such directory" / "is missing" of a store moved without its kd-artifacts folder; `kd predict`
+    said where to move them. A stage failing on that left an empty kd-artifacts/STORE, in which
+    `mv OLD NEW` (as the error says) nested the models where kd does not look."""
+    from kdstore.teacher import model_dirs, resolve_model
+
+    monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+    old, new = tmp_path / "数据 集", tmp_path / "新 家"
+    old.mkdir()
+    store = Store.open(str(old / "k d.db"))
+    for kind in ("pretrain", "teach"):
+        with stage_scope(store, run="r1", kind=kind, config={}) as stage:
+            (stage.artifact_dir / "model").mkdir()
+            stage.record_artifact(stage.artifact_dir / "model")
+    store.close()
+    new.mkdir()
+    (old / "k d.db").rename(new / "k d.db")  # the store alone: its models stay in 数据 集
+    (old / "kd-artifacts").rename(tmp_path / "aside")
+    store = Store.open(str(new / "k d.db"), create=False)
+    hint = r"missing from .*数据 集.*finds its models in .*新 家/kd-artifacts/k d.db/r1/{} \(kd-artifacts/STORE"
+    try:
+        for kind in ("pretrain", "teach"):
+            with pytest.raises(KdError, match=hint.format(kind)):
+                resolve_model(store, f"{kind}:r1")
+        with pytest.raises(KdError, match=hint.format("teach")):
+            model_dirs(store.find_stage("r1", "teach"))
+        with pytest.raises(KdError, match="missing from"):  # a stage failing on it: kd-artifacts/STORE was made for it
+            with stage_scope(store, run="r2", kind="teach", config={}):
+                resolve_model(store, "teach:r1")
+    finally:
+        store.close()
+    assert not (new / "kd-artifacts").exists()  # (not left empty by the failed stage)
+    (tmp_path / "aside" / "k d.db").rename(tmp_path / "aside" / "moved")
+    (tmp_path / "aside").rename(new / "kd-artifacts")
+    (new / "kd-artifacts" / "moved").rename(new / "kd-artifacts" / "k d.db")
+    store = Store.open(str(new / "k d.db"), create=False)
+    try:
+        assert resolve_model(store, "teach:r1") == str((new / "kd-artifacts" / "k d.db" / "r1" / "teach" / "model").resolve())
+        with stage_scope(store, run="r3", kind="teach", config={}) as stage:
+            (stage.artifact_dir / "model").mkdir()
+            stage.record_artifact(stage.artifact_dir / "model")
+        os.rmdir(store.find_stage("r3", "teach").artifact_path)  # deleted by hand where kd looks: no "moved or renamed" advice
+        with pytest.raises(KdError, match=r"missing from .*新 家.*r3/teach/model$"):
+            resolve_model(store, "teach:r3")
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite_only
 def test_a_store_in_a_read_only_folder_is_read_and_writers_refused_in_one_line(store, db_path, invoke, write_file, error_line, monkeypatch):
     """SQLite cannot make a WAL store's -shm file in a read-only folder (a shared or mounted data
     folder): `kd runs` and `kd report` failed with "unable to open database file"."""
