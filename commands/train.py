@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from kdstore.distill import DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill
+from kdstore.distill import INTERMEDIATE_OPTIONS, DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
 from kdstore.errors import KdError
@@ -351,6 +351,8 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
 @click.option("--teacher-weight", "teacher_weights", multiple=True, type=FLOAT, help="Weight of each --teacher-run (default: equal).")
 @click.option("--alpha", type=FLOAT, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples.")
 @click.option("--alpha-end", type=FLOAT, help="Move alpha linearly to this value over training.")
+@click.option("--hard-weight", type=FLOAT, help="Weight of the hard (gold label) loss on labeled samples, on its own (default: 1 - alpha); alpha then weighs the soft loss alone.")
+@click.option("--hard-weight-end", type=FLOAT, help="Move --hard-weight linearly to this value over training (e.g. 1 -> 0 while --alpha-end grows: TextBrewer's linear decay and growth).")
 @click.option("--temperature", type=FLOAT, default=2.0, show_default="2.0; 1.0 for early exit")
 @click.option("--temperature-end", type=FLOAT, help="Move the temperature linearly to this value over training.")
 @click.option("--temperature-schedule", type=click.Choice(TEMPERATURE_SCHEDULES), default="constant", show_default=True, help="flsw | cwsm: a temperature per sample around the scheduled one (Wen et al. 2019, as TextBrewer): lower where the student disagrees with the teacher (flsw) or is unsure (cwsm).")
@@ -384,6 +386,9 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
 @click.option("--hidden-cos", type=FLOAT, default=0.0, help="Transformer student: weight of hidden-state cosine distance (1 - cos) to mapped teacher layers.")
 @click.option("--pkd", type=FLOAT, default=0.0, help="Transformer student: weight of Patient KD (normalised [CLS] vectors of mapped layers; the last one included, as in TextBrewer, where BERT-PKD leaves it to the logit loss).")
 @click.option("--attention-kl", type=FLOAT, default=0.0, help="Transformer student: weight of attention-distribution KL.")
+@click.option("--attention-mse", type=FLOAT, default=0.0, help="Transformer student: weight of the squared error of head-averaged attention distributions on mapped layers.")
+@click.option("--fsp", type=FLOAT, default=0.0, help="Transformer student: weight of FSP (Yim et al. 2017): each student layer's input-output flow matrix against that of the teacher layers it stands for.")
+@click.option("--nst", type=FLOAT, default=0.0, help="Transformer student: weight of neuron selectivity transfer (TextBrewer's nst/mmd): token-similarity matrices of mapped layers (widths may differ).")
 @click.option("--value-relation", type=FLOAT, default=0.0, help="Transformer student: weight of MiniLM value-relation KL (last layer).")
 @click.option("--qk-relation", type=FLOAT, default=0.0, help="Transformer student: weight of MiniLM query-key (attention distribution) KL (last layer).")
 @click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation/--qk-relation (default: the smaller head count).")
@@ -398,8 +403,8 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
 @overwrite_option
 @store_options
 @json_option
-def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_weight, hard_weight_end, temperature, temperature_end,
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -408,6 +413,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
       kd distill --run r1 --student bilstm --soft-loss mse --alpha 1
       kd distill --run r2 --teacher-run r1 --teacher-run r1b   # two teachers, averaged
       kd distill --run r1 --alpha 0.9 --alpha-end 0.1 --temperature 4 --temperature-end 1
+      kd distill --run r1 --alpha 1 --hard-weight 1 --hard-weight-end 0   # soft weight kept, hard weight decays
       kd distill --run r1 --temperature 4 --temperature-schedule flsw --temperature-beta 1
       kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
       kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1 --qk-relation 1
@@ -440,7 +446,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         raise click.BadParameter(f"{augment!r}: give methods like mask,pos,ngram (or leave it out)", param_hint="--augment")
     cfg = DistillConfig(
         student=student, teacher_runs=tuple(teacher_runs), teacher_weights=tuple(teacher_weights),
-        alpha=alpha, alpha_end=alpha_end, temperature=temperature, temperature_end=temperature_end,
+        alpha=alpha, alpha_end=alpha_end, hard_weight=hard_weight, hard_weight_end=hard_weight_end,
+        temperature=temperature, temperature_end=temperature_end,
         temperature_schedule=temperature_schedule, temperature_beta=temperature_beta, temperature_gamma=temperature_gamma,
         probability_shift=probability_shift,
         init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
@@ -449,6 +456,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, folds=folds, width=width,
         init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, hidden_cos=hidden_cos, pkd=pkd, attention_kl=attention_kl,
+        attention_mse=attention_mse, fsp=fsp, nst=nst,
         value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, layer_map=mapping, seed=seed, device=device,
     )
     cfg.validate()
@@ -469,7 +477,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
             cfg.init_from_teacher if cfg.init_from_teacher is not None else (cfg.width or teacher_config.hidden_size) == teacher_config.hidden_size):
         # (as _copies_layers decides): a student that copies no teacher layer and matches none
         _warn("--layer-map: not used: the student copies no teacher layer (--width or --no-init-from-teacher) and matches none "
-              "(no --hidden-mse, --hidden-cos, --pkd, --attention-kl, --value-relation or --qk-relation)")
+              f"(no {', '.join(INTERMEDIATE_OPTIONS[:-1])} or {INTERMEDIATE_OPTIONS[-1]})")
     if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
         from kdstore.folds import stratified_folds
 
@@ -486,9 +494,9 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, tempe
 
 # options a student uses and the early-exit branches do not (they self-distil at one --temperature)
 STUDENT_ONLY = (
-    "alpha", "alpha_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
+    "alpha", "alpha_end", "hard_weight", "hard_weight_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
     "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
-    "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "value_relation",
+    "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "attention_mse", "fsp", "nst", "value_relation",
     "qk_relation", "relation_heads", "layer_map",
 )
 

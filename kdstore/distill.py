@@ -1,6 +1,7 @@
 """``kd distill``: train a small student from the teacher logits cached in the store plus gold labels.
 
-Labeled train samples learn from ``alpha * soft + (1 - alpha) * hard``; unlabeled samples (the pool)
+Labeled train samples learn from ``alpha * soft + (1 - alpha) * hard`` (or ``--hard-weight`` in place of
+``1 - alpha``); unlabeled samples (the pool)
 learn from the teacher alone. The student reads the teacher's token ids, keeps its best epoch by dev
 macro-F1, and its logits and predictions for every sample go back to the store.
 """
@@ -22,8 +23,9 @@ from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
 from .losses import (
-    SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, distillation_loss, hidden_cosine, hidden_mse, patient_kd,
-    probability_shift, query_key_relation_kl, relation_kl, temperature_weights, temperatures_from_weights,
+    SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, attention_mse, distillation_loss, fsp, hidden_cosine, hidden_mse,
+    neuron_selectivity, patient_kd, probability_shift, query_key_relation_kl, relation_kl, temperature_weights,
+    temperatures_from_weights,
 )
 from .metrics import classification_metrics
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_sharded_scores
@@ -51,6 +53,11 @@ from .teacher import check_learned_every_class, model_dirs, quiet_transformers, 
 from .torchutil import BestCheckpoint, count_parameters, pick_device, saving_model, set_seed, stop_if_diverged
 
 
+# the weights of the intermediate losses of a transformer student, as options
+INTERMEDIATE_OPTIONS = ("--hidden-mse", "--hidden-cos", "--pkd", "--attention-kl", "--attention-mse", "--fsp", "--nst",
+                        "--value-relation", "--qk-relation")
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     student: str = "textcnn"
@@ -58,6 +65,8 @@ class DistillConfig:
     teacher_weights: tuple[float, ...] = ()  # one per teacher run; empty: equal weights
     alpha: float = 0.5
     alpha_end: float | None = None  # set: alpha moves linearly to this over training
+    hard_weight: float | None = None  # set: the hard loss's own weight instead of 1 - alpha (TextBrewer's hard_label_weight)
+    hard_weight_end: float | None = None  # set: the hard weight moves linearly to this over training
     temperature: float = 2.0
     temperature_end: float | None = None  # set: temperature moves linearly to this
     temperature_schedule: str = "constant"  # flsw | cwsm: per-sample temperatures around the scheduled one
@@ -92,6 +101,9 @@ class DistillConfig:
     qk_relation: float = 0.0  # MiniLM attention-distribution (query-key) transfer, last layer
     hidden_cos: float = 0.0  # 1 - cosine of hidden states on mapped layers (TextBrewer's cos)
     pkd: float = 0.0  # Patient KD: normalised [CLS] vectors of mapped layers
+    attention_mse: float = 0.0  # squared error of head-averaged attention distributions on mapped layers
+    fsp: float = 0.0  # FSP (Yim et al. 2017): the flow across each student layer vs the teacher stretch it stands for
+    nst: float = 0.0  # neuron selectivity transfer: token-similarity matrices of mapped layers
     relation_heads: int = 0  # 0: the smaller of the two head counts
     layer_map: tuple[int, ...] = ()  # transformer: the teacher layer (0-based) each student layer copies and matches; (): evenly spaced
     seed: int = 42
@@ -101,6 +113,11 @@ class DistillConfig:
         for name, a in (("--alpha", self.alpha), ("--alpha-end", self.alpha_end)):
             if a is not None and not 0.0 <= a <= 1.0:
                 raise KdError(f"{name} must be in [0, 1], got {a}")
+        for name, w in (("--hard-weight", self.hard_weight), ("--hard-weight-end", self.hard_weight_end)):
+            if w is not None and w < 0:
+                raise KdError(f"{name} must be non-negative, got {w}")
+        if self.hard_weight_end is not None and self.hard_weight is None:
+            raise KdError("--hard-weight-end schedules --hard-weight: give its start with --hard-weight")
         for name, t in (("--temperature", self.temperature), ("--temperature-end", self.temperature_end)):
             if t is not None and t <= 0:
                 raise KdError(f"{name} must be positive, got {t}")
@@ -159,13 +176,13 @@ class DistillConfig:
         if self.width < 0 or self.relation_heads < 0:
             raise KdError(f"--width and --relation-heads must be positive (0: the default), got {self.width} and {self.relation_heads}")
         if self.intermediate and self.student != "transformer":
-            raise KdError("--hidden-mse/--hidden-cos/--pkd/--attention-kl/--value-relation/--qk-relation need --student transformer")
+            raise KdError(f"{'/'.join(INTERMEDIATE_OPTIONS)} need --student transformer")
         if min(self._intermediate_weights) < 0:
             raise KdError("intermediate loss weights must be non-negative")
 
     @property
     def _intermediate_weights(self) -> tuple[float, ...]:
-        return (self.hidden_mse, self.hidden_cos, self.pkd, self.attention_kl, self.value_relation, self.qk_relation)
+        return tuple(getattr(self, o[2:].replace("-", "_")) for o in INTERMEDIATE_OPTIONS)
 
     @property
     def intermediate(self) -> bool:
@@ -534,6 +551,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 idx, weight = dist.split_batch(batch)
                 input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, min_len=model.min_len, multiple=model.pad_multiple)
                 alpha = over_steps(cfg.alpha, cfg.alpha_end, step, total_steps)
+                hard_weight = None if cfg.hard_weight is None else over_steps(cfg.hard_weight, cfg.hard_weight_end, step, total_steps)
                 temperature = over_steps(cfg.temperature, cfg.temperature_end, step, total_steps)
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 if matcher is None:
@@ -552,7 +570,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                     )
                 loss = distillation_loss(
                     logits, targets, labels[idx].to(device),
-                    alpha=alpha, temperature=temperature, kind=cfg.soft_loss, scale=scale,
+                    alpha=alpha, temperature=temperature, kind=cfg.soft_loss, scale=scale, hard_weight=hard_weight,
                 ) + matched
                 step += 1
                 (loss * weight).backward()
@@ -594,8 +612,8 @@ def relation_heads(cfg: DistillConfig, student: tuple[int, int], teacher: tuple[
 
 class IntermediateMatcher(torch.nn.Module):
     """Student logits plus the weighted intermediate losses against a frozen teacher network:
-    hidden-state MSE and cosine, Patient KD on [CLS] (through a learned projection when widths
-    differ), attention KL on mapped layers, and MiniLM's value-relation and query-key (attention distribution) KL on the last layer,
+    hidden-state MSE and cosine, Patient KD on [CLS] and FSP (through a learned projection when widths
+    differ), attention KL and MSE and neuron selectivity transfer on mapped layers, and MiniLM's value-relation and query-key (attention distribution) KL on the last layer,
     over ``relation_heads`` relation heads so that head counts and widths may differ."""
 
     def __init__(self, student, teacher, cfg: DistillConfig):
@@ -629,6 +647,17 @@ class IntermediateMatcher(torch.nn.Module):
         if self.cfg.attention_kl:
             terms = [attention_kl(s_att[i], t.attentions[j], mask) for i, j in pairs]
             loss = loss + self.cfg.attention_kl * torch.stack(terms).mean()
+        if self.cfg.attention_mse:
+            terms = [attention_mse(s_att[i], t.attentions[j], mask) for i, j in pairs]
+            loss = loss + self.cfg.attention_mse * torch.stack(terms).mean()
+        if self.cfg.fsp:  # student layer i against the teacher's layers after the previous mapped one up to map[i]
+            starts = [0] + [j + 1 for j in self.map[:-1]]
+            terms = [fsp(self.proj(s_hidden[i]), self.proj(s_hidden[i + 1]), t.hidden_states[a], t.hidden_states[j + 1], mask)
+                     for (i, j), a in zip(pairs, starts)]
+            loss = loss + self.cfg.fsp * torch.stack(terms).mean()
+        if self.cfg.nst:
+            terms = [neuron_selectivity(s_hidden[i + 1], t.hidden_states[j + 1], mask) for i, j in pairs]
+            loss = loss + self.cfg.nst * torch.stack(terms).mean()
         t_last = self._t_last.take()
         if self.cfg.value_relation:
             loss = loss + self.cfg.value_relation * relation_kl(s_last["value"], t_last["value"], mask, heads=self.heads)

@@ -138,19 +138,24 @@ def distillation_loss(
     temperature: float | torch.Tensor,
     kind: str = "kl",
     scale: float | None = None,
+    hard_weight: float | None = None,
 ) -> torch.Tensor:
     """Batch mean of ``alpha * soft + (1 - alpha) * hard`` for labeled samples and ``soft`` alone for
     unlabeled ones (label -1): a sample without a gold label learns from the teacher only.
+    ``hard_weight``: the hard loss's own weight in place of ``1 - alpha`` (TextBrewer's separate
+    hard-label weight), so that the two weights may follow schedules of their own.
     ``temperature`` and ``scale``: as in ``kl_soft``.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if hard_weight is not None and hard_weight < 0:
+        raise ValueError(f"hard_weight must be non-negative, got {hard_weight}")
     soft = soft_loss(student, teacher, kind=kind, temperature=temperature, scale=scale)
     labeled = labels >= 0
     hard = torch.zeros_like(soft)
     if labeled.any():
         hard[labeled] = F.cross_entropy(student[labeled], labels[labeled], reduction="none").to(hard.dtype)
-    per_sample = torch.where(labeled, alpha * soft + (1.0 - alpha) * hard, soft)
+    per_sample = torch.where(labeled, alpha * soft + (1.0 - alpha if hard_weight is None else hard_weight) * hard, soft)
     return per_sample.mean()
 
 
@@ -180,6 +185,44 @@ def patient_kd(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     s = F.normalize(student, dim=-1, eps=1e-8)
     t = F.normalize(teacher, dim=-1, eps=1e-8)
     return ((s - t) ** 2).sum(dim=-1).mean()
+
+
+def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared error between head-averaged attention distributions ``(B, H, L, L)`` over real
+    (query, key) pairs (TextBrewer's ``attention_mse`` on probabilities; head counts may differ)."""
+    return _pair_mse(student.mean(dim=1), teacher.mean(dim=1), mask)
+
+
+def _pair_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of two ``(B, L, L)`` token-pair matrices over the pairs of real tokens."""
+    m = mask.to(student.dtype)
+    pairs = m[:, :, None] * m[:, None, :]
+    return (((student - teacher) ** 2) * pairs).sum() / pairs.sum().clamp(min=1.0)
+
+
+def fsp(student_in: torch.Tensor, student_out: torch.Tensor, teacher_in: torch.Tensor, teacher_out: torch.Tensor,
+        mask: torch.Tensor) -> torch.Tensor:
+    """Flow of solution procedure (Yim et al. 2017, as TextBrewer's ``fsp``): the ``(D, D)`` matrix
+    ``x_in^T x_out / L`` of the states entering and leaving a stretch of layers, over real tokens, for
+    the student (projected to the teacher's width) and for the teacher stretch it stands for; the mean
+    squared error between the two matrices."""
+    m = mask.to(student_in.dtype)[:, :, None]
+    lengths = m.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1, 1)
+
+    def gram(x_in, x_out):
+        return (x_in * m).transpose(1, 2) @ (x_out * m) / lengths
+
+    g_s, g_t = gram(student_in, student_out), gram(teacher_in, teacher_out)
+    return ((g_s - g_t) ** 2).mean()
+
+
+def neuron_selectivity(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Neuron selectivity transfer (Huang & Wang 2017; TextBrewer's ``nst``/``mmd`` with one layer on
+    each side): the ``(L, L)`` token-similarity matrix ``x x^T / D`` of a student layer against its
+    teacher layer's, squared error over real token pairs. Widths may differ: no projection."""
+    gram_s = student @ student.transpose(1, 2) / student.shape[-1]
+    gram_t = teacher @ teacher.transpose(1, 2) / teacher.shape[-1]
+    return _pair_mse(gram_s, gram_t, mask)
 
 
 def _row_kl(p_teacher: torch.Tensor, log_q_student: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -322,8 +322,9 @@ def test_cli_distill_early_exit_and_predict_with_speed(trained):
     assert "--speed needs an early-exit model" in refused.output
     mixed = kd("distill", "--run", "r", "--student", "early-exit", "--augment", "mask", "--name", "x", "--db", db, ok=False)
     assert "extends one teacher" in mixed.output
-    ignored = kd("distill", "--run", "r", "--student", "early-exit", "--alpha", "0.2", "--pkd", "1", "--name", "x", "--db", db, ok=False)
-    assert "--alpha, --pkd: for students, not --student early-exit" in ignored.output
+    ignored = kd("distill", "--run", "r", "--student", "early-exit", "--alpha", "0.2", "--hard-weight", "1", "--pkd", "1", "--fsp", "1",
+                 "--name", "x", "--db", db, ok=False)
+    assert "--alpha, --hard-weight, --pkd, --fsp: for students, not --student early-exit" in ignored.output
 
 
 # kd report on these stages --------------------------------------------------------------------------

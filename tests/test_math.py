@@ -59,6 +59,11 @@ def test_distillation_loss_mixes_hard_and_soft_and_skips_hard_for_unlabeled():
     assert hard_only.item() == pytest.approx(math.log(2), abs=1e-6)
     with pytest.raises(ValueError):
         distillation_loss(student, teacher, labels, alpha=1.5, temperature=1.0)
+    # the hard weight on its own (not 1 - alpha): labeled 1.0 * soft + 2.0 * hard, unlabeled soft alone
+    untied = distillation_loss(student, teacher, labels, alpha=1.0, temperature=1.0, hard_weight=2.0)
+    assert untied.item() == pytest.approx((kl_a + 2.0 * math.log(2) + 0.0) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match="hard_weight"):
+        distillation_loss(student, teacher, labels, alpha=0.5, temperature=1.0, hard_weight=-1.0)
 
 
 def test_distillation_loss_gradients_flow_to_student_only():
@@ -508,6 +513,44 @@ def test_hidden_cosine_and_patient_kd_by_hand():
     cls_s, cls_t = torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[6.0, 8.0], [0.0, 2.0]])
     # row 1: same direction -> 0; row 2: (1,0) vs (0,1) -> squared distance 2; mean 1
     assert patient_kd(cls_s, cls_t).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_attention_mse_by_hand_over_real_token_pairs_with_head_counts_that_differ():
+    from kdstore.losses import attention_mse
+
+    mask = torch.tensor([[1, 1, 0]])
+    t = torch.zeros(1, 1, 3, 3)
+    t[0, 0, :, 0] = 1.0  # every query on token 0
+    s = torch.zeros(1, 2, 3, 3)
+    s[0, 0, :, 0], s[0, 1, :, 1] = 1.0, 1.0  # averaged over 2 heads: half on token 0, half on token 1
+    s[0, :, 2, 2] = 7.0  # a padded query: not counted
+    # real pairs (q, k) in {0,1}^2: errors (0.5-1)^2 and 0.5^2 per query -> mean 0.25
+    assert attention_mse(s, t, mask).item() == pytest.approx(0.25, abs=1e-6)
+    assert attention_mse(t, t, mask).item() == 0.0
+
+
+def test_fsp_compares_the_flow_matrices_of_two_stretches_by_hand():
+    from kdstore.losses import fsp
+
+    mask = torch.tensor([[1, 1, 0]])
+    x_in = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])  # the padded token must not count
+    x_out = torch.tensor([[[2.0, 0.0], [0.0, 4.0], [9.0, 9.0]]])
+    # G = x_in^T x_out / 2 over real tokens = [[1, 0], [0, 2]]; the teacher's flow is identity: G_t = [[.5, 0], [0, .5]]
+    t_in = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
+    got = fsp(x_in, x_out, t_in, t_in, mask)
+    assert got.item() == pytest.approx(((1 - 0.5) ** 2 + (2 - 0.5) ** 2) / 4, abs=1e-6)
+    assert fsp(x_in, x_out, x_in, x_out, mask).item() == 0.0
+
+
+def test_neuron_selectivity_matches_token_similarities_across_widths():
+    from kdstore.losses import neuron_selectivity
+
+    mask = torch.tensor([[1, 1, 0]])
+    s = torch.tensor([[[1.0, 1.0], [1.0, -1.0], [5.0, 5.0]]])  # width 2: similarities / 2: [[1, 0], [0, 1]]
+    t = torch.tensor([[[2.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0] * 4]])  # width 4: [[1, 1], [1, 1]]
+    assert neuron_selectivity(s, t, mask).item() == pytest.approx(0.5, abs=1e-6)  # two of four real pairs off by 1
+    x = s[..., :1]  # one feature copied 4 times and 2 times: the same similarities once divided by the width
+    assert neuron_selectivity(x.repeat(1, 1, 4), x.repeat(1, 1, 2), mask).item() == 0.0
 
 
 def test_probability_shift_swaps_only_where_the_teacher_is_wrong():

@@ -1074,6 +1074,15 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
         out = kd("distill", "--run", "r", "--temperature", "3", "--temperature-schedule", schedule, "--temperature-beta", "0.5",
                  "--name", f"t-{schedule}", *common, "--json")
         assert json.loads(out.output)["config"]["temperature_schedule"] == schedule
+    untied = kd("distill", "--run", "r", "--alpha", "1", "--hard-weight", "1", "--hard-weight-end", "0", "--name", "untied",
+                *common, "--json")
+    assert json.loads(untied.output)["config"]["hard_weight"] == 1 and json.loads(untied.output)["config"]["hard_weight_end"] == 0
+    # the weights reach the loss: no soft weight, no hard weight, no pool -> nothing to learn from, a loss of 0
+    silent = json.loads(kd("distill", "--run", "r", "--alpha", "0", "--hard-weight", "0", "--no-unlabeled", "--name", "silent",
+                           *common, "--json").output)
+    assert [h["value"] for h in silent["history"] if h["split"] == "train" and h["name"] == "loss"] == [0.0]
+    lone_end = kd("distill", "--run", "r", "--hard-weight-end", "0", "--name", "lone", *common, ok=False)
+    assert "--hard-weight-end schedules --hard-weight" in lone_end.output
     shifted = kd("distill", "--run", "r", "--probability-shift", "--name", "shifted", *common, "--json")
     assert json.loads(shifted.output)["config"]["probability_shift"] is True
     mse = kd("distill", "--run", "r", "--soft-loss", "mse", "--temperature-schedule", "flsw", "--name", "t-mse", *common, ok=False)
@@ -1274,13 +1283,15 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     assert report["status"] == "succeeded" and report["config"]["lr"] == 1e-4
     assert report["metrics"]["all"]["teacher_layer[0]"] == 1  # 1 student layer <- the teacher's last of 2
     narrow = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
-                "--hidden-mse", "1", "--hidden-cos", "1", "--pkd", "1", "--epochs", "1", "--max-len", "32", "--name", "narrow",
+                "--hidden-mse", "1", "--hidden-cos", "1", "--pkd", "1", "--attention-mse", "1", "--fsp", "1", "--nst", "1",
+                "--epochs", "1", "--max-len", "32", "--name", "narrow",
                 "--dropout", "0", "--db", db, "--json")
     assert "warning: --dropout: not used by --student transformer" in narrow.stderr  # it keeps its teacher's
     narrow = json.loads(narrow.stdout)
     assert narrow["status"] == "succeeded"  # a learned projection 16 -> 32
     assert narrow["metrics"]["all"]["teacher_layer[0]"] == 1  # nothing copied, yet the layer its losses matched is on record
     assert narrow["config"]["hidden_cos"] == 1 and narrow["config"]["pkd"] == 1
+    assert (narrow["config"]["attention_mse"], narrow["config"]["fsp"], narrow["config"]["nst"]) == (1, 1, 1)
     relations = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
                    "--qk-relation", "1", "--value-relation", "1", "--relation-heads", "2", "--epochs", "1",
                    "--max-len", "32", "--name", "relations", "--db", db, "--json")
