@@ -98,3 +98,8 @@ def test_an_early_exit_chart_takes_every_stored_speed(tmp_path, monkeypatch):
     metrics = {"test": {"accuracy@0": 0.9, "speedup@0": 1.0, "accuracy@1e-05": 0.9, "speedup@1e-05": 1.1, "accuracy@0.5": 0.8, "speedup@0.5": 2.0}}
     written = plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": "ee", "metrics": metrics}]}, tmp_path)
     assert [p.name for p in written] == ["r-ee-early-exit-test.png"] and seen == [(1.0, 1.1, 2.0)]
+    # with the layers run on record, the steadier figure: 12 layers at speed 0 over the mean run at each speed
+    seen.clear()
+    metrics["test"].update({"layers@0": 12.0, "layers@1e-05": 12.0, "layers@0.5": 4.0})
+    plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": "ee", "metrics": metrics}]}, tmp_path)
+    assert seen == [(1.0, 1.0, 3.0)]
