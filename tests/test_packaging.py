@@ -77,6 +77,13 @@ def test_migrations_are_found_beside_kdstore_not_on_sys_path(tmp_path):
     assert Path(location) == ROOT / "migrations" and state == "current"
 
 
+def test_the_license_named_is_the_license_shipped():
+    """pyproject.toml said Apache-2.0 and the tree held no license text for a wheel to carry."""
+    assert PYPROJECT["project"]["license"] == "Apache-2.0" and PYPROJECT["project"]["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0" in text and "END OF TERMS AND CONDITIONS" in text
+
+
 def test_pyproject_version_is_kdstore_version():
     from kdstore import __version__
 
