@@ -189,7 +189,7 @@ def _warn_if_majority(run: str, stage: dict) -> None:
                    "learns from every token whether it was replaced).")
 @click.option("--generator-layers", type=int, default=0, help="ELECTRA generator layers (default a third of --layers).")
 @click.option("--wwm/--no-wwm", default=True, show_default=True, help="Whole-word masking over jieba's word segmentation.")
-@click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often.")
+@click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often (an ASCII letter or digit: once, so that Latin words and numbers stay spelled).")
 @click.option("--corpus", multiple=True, type=click.Path(dir_okay=False), help="Extra plain-text file(s), one text a line.")
 @click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS),
               help="Split(s) of the store whose texts it reads (repeatable; default: every split, test included: "

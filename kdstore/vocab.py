@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Iterable
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_SPELLING = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")  # lowercase: counted after the normalizer
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -23,7 +24,8 @@ def _is_punctuation(ch: str) -> bool:
 
 
 def build_vocab(texts: Iterable[str], *, min_count: int = 1, max_size: int = 21128) -> list[str]:
-    """Tokens in id order: specials, then characters by descending frequency (ties by code point)."""
+    """Tokens in id order: specials, then characters seen ``min_count`` times (an ASCII letter or
+    digit: once) by descending frequency (ties by code point)."""
     from tokenizers.normalizers import BertNormalizer
 
     if min_count < 1:
@@ -32,8 +34,10 @@ def build_vocab(texts: Iterable[str], *, min_count: int = 1, max_size: int = 211
     counts: Counter[str] = Counter()
     for text in texts:
         counts.update(ch for ch in normalize(text) if not ch.isspace())  # "é" counts as the "e" it becomes
+    # an ASCII letter or digit seen once is kept whatever min_count: WordPiece spells a Latin word or a
+    # number from them, and one missing turns the whole word into [UNK] ("zoom" with a rare z)
     ranked = sorted(
-        (c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c)
+        (c for c, n in counts.items() if n >= min_count or c in _SPELLING), key=lambda c: (-counts[c], c)
     )
     tokens = list(SPECIALS)
     seen = set(tokens)

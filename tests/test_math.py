@@ -168,6 +168,9 @@ def test_vocab_and_text_keys():
     assert tokens[len(SPECIALS)] == "好"  # most frequent first
     assert {"a", "##a", "b", "##b", "差", "罕"} <= set(tokens) and "##好" not in tokens
     assert "罕" not in build_vocab(["好好", "罕"], min_count=2)
+    # a Latin word with one rare letter was one [UNK] at --min-count 2: letters and digits seen once stay
+    rare_letter = build_vocab(["好好 zoom", "好 too 7"], min_count=2)
+    assert {"z", "##z", "7", "##7", "m", "##m"} <= set(rare_letter) and "##o" in rare_letter
     assert normalize("  ＡＢＣ　好\t\n") == "abc 好"
     assert text_hash("ＡＢＣ 好") == text_hash("abc  好") != text_hash("abc 差")
 
