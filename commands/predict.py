@@ -30,12 +30,13 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @click.option("--store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE (predict-STAGE@SPLIT with --split) of the run.")
 @click.option("--split", type=click.Choice(SPLITS), help="With --store: only the samples of this split.")
 @click.option("--speed", type=FLOAT, help="Early-exit model: exit at the first layer whose uncertainty <= SPEED (default: as trained; 0 = the full teacher model it extends).")
+@click.option("--text-field", metavar="NAME", help="Read JSON lines: each line an object whose NAME field is the text (it may hold line breaks and tabs); --json gives its other fields back under \"input\".")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @overwrite_option
 @store_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line: line, text, label, confidence, probs (per class), truncated (an early-exit model: layer, layers); an empty line: line and error (with --store: the stage, as kd report --json shows it).")
-def predict(path, run, which, artifact, from_store, split, speed, batch_size, device, overwrite, db, as_json):
+def predict(path, run, which, artifact, from_store, split, speed, text_field, batch_size, device, overwrite, db, as_json):
     """Predict a label for each line of text (stdin or FILE).
 
     Reading stdin, each line is answered as soon as it arrives (the model is loaded once; lines that
@@ -51,6 +52,7 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
     Example:
       echo "质量很好" | kd predict --run r1
       kd predict --run r1 --model teacher --json reviews.txt
+      kd predict --run r1 --text-field text --json reviews.jsonl   # JSON lines in, their fields echoed
       kd predict --artifact kd-artifacts/kd.db/r1/export-distill-textcnn-onnx reviews.txt
       kd predict --run r1 --store --split test
       echo "质量很好" | kd predict --run r1 --model distill-early-exit --speed 0.5 --json
@@ -75,6 +77,8 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
             raise click.UsageError("--store predicts with a run's model: leave out --artifact")
         if path != "-":
             raise click.UsageError("--store predicts the store's samples: leave out FILE")
+        if text_field is not None and typed("text_field"):
+            raise click.UsageError("--text-field reads FILE or stdin: --store predicts the store's samples")
         _predict_store(run, which, split, batch_size, device, overwrite, db, as_json, speed, speed_if_early_exit=not typed("speed"))
         return
     if artifact and speed is not None:
@@ -93,13 +97,20 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
         from kdstore.predictor import Predictor
 
         predictor = Predictor.from_run(open_store(db), run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
+    if text_field is not None and not text_field:
+        raise click.BadParameter("name the field that holds the text, e.g. text", param_hint="--text-field")
     if path == "-":
         cuts = _Cuts(predictor.max_len)
         try:
-            for lines in _arriving(stdin, "<stdin>"):
-                _emit(predictor, lines, batch_size, as_json, cuts)
+            for n, lines in enumerate(_arriving(stdin, "<stdin>")):
+                if n == 0 and text_field is None:
+                    _hint_json_lines(lines, "<stdin>")
+                lines, fields, error = _json_texts(lines, text_field, "<stdin>") if text_field else (lines, None, None)
+                _emit(predictor, lines, batch_size, as_json, cuts, fields)  # the lines before a bad one are answered
                 sys.stdout.flush()
                 cuts.warn_first()  # at once, while the lines go on arriving
+                if error is not None:
+                    raise error
         finally:
             cuts.warn()  # the rest in one line at the end (one a 64 KiB read was one a few hundred lines)
     else:
@@ -108,7 +119,56 @@ def predict(path, run, which, artifact, from_store, split, speed, batch_size, de
                 lines = list(_numbered(_lines_of(fh.read()), path))
         except OSError as exc:
             raise click.ClickException(f"{path}: cannot read: {exc}") from None
-        _emit(predictor, lines, batch_size, as_json)
+        fields = None
+        if text_field:
+            lines, fields, error = _json_texts(lines, text_field, path)
+            if error is not None:  # a FILE is read whole first: nothing predicted
+                raise error
+        else:
+            _hint_json_lines(lines, path)
+        _emit(predictor, lines, batch_size, as_json, fields=fields)
+
+
+def _json_texts(lines: list[tuple[int, str]], field: str, name: str):
+    """``(lines, fields, error)``: each JSON-lines line's ``field`` as its text, the object's other
+    fields by line number, and the first bad line's one-line error (None: none), the lines before it kept.
+    A blank line stays an empty text (answered as one)."""
+    out, fields = [], {}
+    for n, raw in lines:
+        if not raw.strip():
+            out.append((n, ""))
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError as exc:
+            return out, fields, click.ClickException(f"{name}: line {n}: not JSON ({getattr(exc, 'msg', exc)}): --text-field reads one JSON object a line")
+        if not isinstance(obj, dict):
+            return out, fields, click.ClickException(f"{name}: line {n}: a JSON {type(obj).__name__}, not an object: --text-field reads one JSON object a line")
+        if field not in obj:
+            has = ", ".join(map(repr, list(obj)[:8])) or "none"
+            return out, fields, click.ClickException(f"{name}: line {n}: no field {field!r} (its fields: {has})")
+        text = obj.pop(field)
+        if not isinstance(text, str):
+            return out, fields, click.ClickException(f"{name}: line {n}: field {field!r} is {json.dumps(text, ensure_ascii=False)[:40]}, not text")
+        out.append((n, text))
+        fields[n] = obj
+    return out, fields, None
+
+
+def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
+    """A warning where the first line is a JSON object: each line is predicted as it stands, braces
+    and field names included, unless --text-field names the text."""
+    first = next((t for _, t in lines if t.strip()), "")
+    if not first.lstrip().startswith("{"):
+        return
+    try:
+        obj = json.loads(first)
+    except ValueError:
+        return
+    if isinstance(obj, dict):
+        texts = [k for k, v in obj.items() if isinstance(v, str)]
+        click.echo(f"warning: {name}: line 1 is a JSON object, predicted as it stands: "
+                   f"--text-field {texts[0] if texts else 'NAME'} reads the text out of JSON lines", err=True)
 
 
 def _numbered(lines, name: str):
@@ -202,25 +262,28 @@ class _Cuts:
         click.echo(f"line {line}: longer than {self.max_len} tokens, truncated", err=True)
 
 
-def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool, cuts: _Cuts | None = None) -> None:
+def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool, cuts: _Cuts | None = None,
+          fields: dict[int, dict] | None = None) -> None:
     """``predictor``: a ``kdstore.predictor.Predictor`` or a ``kdstore.serving.Artifact``. Texts
-    that were cut are tallied in ``cuts``; without it they are warned about here."""
+    that were cut are tallied in ``cuts``; without it they are warned about here. ``fields``: a
+    JSON line's other fields by line number (``--text-field``), given back under ``input``."""
     items = [(n, raw.rstrip("\r\n").strip()) for n, raw in lines]
     texts = [t for _, t in items if t]
     results = iter(predictor.predict(texts, batch_size=batch_size))
     tally = cuts if cuts is not None else _Cuts(predictor.max_len)
     tally.texts += len(texts)
     for n, text in items:
+        echo = {} if fields is None else {"input": fields.get(n, {})}
         if not text:
             if as_json:
-                click.echo(json.dumps({"line": n, "error": "empty text"}))
+                click.echo(dumps_line({"line": n, "error": "empty text", **echo}))
             else:
                 click.echo(f"line {n}: empty text, skipped", err=True)
                 click.echo("\t\t")  # one output line per input line: `paste` lines them up
             continue
         r = next(results)
         if as_json:
-            click.echo(dumps_line({"line": n, "text": text, **r}))
+            click.echo(dumps_line({"line": n, "text": text, **r, **echo}))
         else:
             if r["truncated"]:
                 tally.lines.append(n)
@@ -230,7 +293,7 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
 
 
 # characters a reader may take for the end of a line (str.splitlines does): one output line per input line
-_LINE_BREAKS = str.maketrans({c: " " for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+_LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool,

@@ -800,6 +800,22 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     rows = [json.loads(l) for l in kd("predict", str(f), "--run", "r", "--model", "teacher", "--json", "--db", db).stdout.splitlines()]
     assert [r["line"] for r in rows] == [1, 2] and rows[0]["text"] == "这个很好"
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-5 and r["label"] in r["probs"] for r in rows)
+    # JSON lines: the text out of --text-field (line breaks and tabs in it kept), the other fields given back
+    jl = tmp_path / "in.jsonl"
+    jl.write_text('{"id": 7, "text": "这个很好\\n真的\\t好"}\n\n{"text": "那个太差", "gold": "neg"}\n', encoding="utf-8")
+    rows = [json.loads(l) for l in kd("predict", str(jl), "--text-field", "text", "--run", "r", "--json", "--db", db).stdout.splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 3] and rows[0]["text"] == "这个很好\n真的\t好" and rows[0]["input"] == {"id": 7}
+    assert rows[1]["error"] == "empty text" and rows[2]["input"] == {"gold": "neg"} and rows[2]["label"] in ("pos", "neg")
+    plain = kd("predict", str(jl), "--text-field", "text", "--run", "r", "--db", db).stdout.splitlines()
+    assert len(plain) == 3 and plain[0].endswith("\t这个很好 真的\t好")  # one output line per input line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "很好"}\n{"body": "差"}\n', encoding="utf-8")
+    refused = kd("predict", str(bad), "--text-field", "text", "--run", "r", "--db", db, ok=False)
+    assert f"{bad}: line 2: no field 'text' (its fields: 'body')" in refused.output and refused.stdout.count("\t") == 0
+    numeric = kd("predict", "--text-field", "text", "--run", "r", "--db", db, input='{"text": 5}\n', ok=False)
+    assert "<stdin>: line 1: field 'text' is 5, not text" in numeric.output
+    hinted = kd("predict", str(jl), "--run", "r", "--db", db)  # without --text-field: predicted as it stands, and said so
+    assert "line 1 is a JSON object, predicted as it stands: --text-field text reads" in hinted.stderr
     # a line sent alone is answered before the next is sent (a co-process feeding kd one text at a time)
     import os
     import select
