@@ -220,7 +220,7 @@ def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
 
 
 def load_teachers(store: Store, runs: list[str], names: list[str], weights: tuple[float, ...] = ()) -> TeacherLogits:
-    """The (weighted-average) logits of the teach stages of ``runs``, checked against the store's classes."""
+    """The logits of the teach stage of ``runs`` (several: their weighted-average probabilities as logits), checked against the store's classes."""
     stages, found = [], []
     for run in runs:
         stage = check_teacher(store, run, names)
@@ -236,8 +236,10 @@ def load_teachers(store: Store, runs: list[str], names: list[str], weights: tupl
 
 
 def weighted_common_logits(found: list[tuple[np.ndarray, np.ndarray]], weights: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, logits)``: the samples every teacher scored (ids ascending) and the weighted average of
-    the teachers' logits for them (``weights`` normalized; equal when empty). ``found``: each teacher's
+    """``(ids, logits)``: the samples every teacher scored (ids ascending) and, for them, one teacher's
+    own logits, or several teachers' probabilities averaged with ``weights`` (normalized; equal when
+    empty), as log-probabilities (README: "their probabilities averaged with those weights"; an
+    average of logits lets the most confident teacher outvote the others). ``found``: each teacher's
     ``(sample ids, logits)``, one row per sample. Whole arrays at once: one numpy call a sample took
     seconds for a 200k-text pool."""
     common = found[0][0]
@@ -252,7 +254,9 @@ def weighted_common_logits(found: list[tuple[np.ndarray, np.ndarray]], weights: 
     for ids, logits in found:
         order = np.argsort(ids, kind="stable")
         rows.append(np.asarray(logits)[order[np.searchsorted(ids, common, sorter=order)]])
-    return common, np.tensordot(w, np.stack(rows), axes=1).astype(np.float32)
+    if len(rows) == 1:
+        return common, rows[0].astype(np.float32)
+    return common, average_probs_as_logits(rows, weights=w)
 
 
 def check_train_scored(store: Store, runs: list[str]) -> None:

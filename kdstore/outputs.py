@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from .distributed import Dist
 
 
-def average_probs_as_logits(parts: list[np.ndarray]) -> np.ndarray:
-    """Logits whose softmax is the mean of the parts' softmax (an ensemble's probabilities)."""
-    mean = np.mean([softmax(p) for p in parts], axis=0)
+def average_probs_as_logits(parts: list[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
+    """Logits whose softmax is the mean of the parts' softmax (an ensemble's probabilities), weighted
+    by ``weights`` (normalized; None: equal)."""
+    mean = np.average([softmax(p) for p in parts], axis=0, weights=weights)
     return np.log(np.clip(mean, 1e-12, None)).astype(np.float32)
 
 

@@ -1113,6 +1113,35 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
     assert "--teacher-weight values for 1 teacher run" in bad.output
 
 
+def test_distill_two_teachers_learns_their_probabilities_averaged_in_weight_order(taught_store, tiny_model, monkeypatch):
+    """README: several teachers' "probabilities averaged with those weights" (the first weight for the
+    first --teacher-run); their logits were averaged, so the surer teacher outvoted the other."""
+    import kdstore.distill
+    from kdstore.probs import softmax
+
+    db = str(taught_store)
+    kd("teach", "--run", "r2", "--model", str(tiny_model), "--epochs", "1", "--lr", "2e-3", "--seed", "7",
+       "--batch-size", "8", "--max-len", "32", "--db", db)
+    targets = []
+    fit = kdstore.distill._fit
+
+    def recording(add_metrics, stage, cfg, built, tokenizer, names, data, dev, teachers, *args, **kwargs):
+        targets.append((data.ids.copy(), teachers.rows(data.ids)))
+        return fit(add_metrics, stage, cfg, built, tokenizer, names, data, dev, teachers, *args, **kwargs)
+
+    monkeypatch.setattr(kdstore.distill, "_fit", recording)
+    kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "r2", "--teacher-weight", "1", "--teacher-weight", "3",
+       "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--name", "mixed", "--db", db)
+    store = Store.open(db)
+    (ids, got), = targets
+    probs = []
+    for run in ("r", "r2"):
+        t_ids, t_logits = store.read_logits(store.find_stage(run, "teach").id)
+        row = {int(i): k for k, i in enumerate(t_ids)}
+        probs.append(softmax(t_logits[[row[int(i)] for i in ids]]))
+    np.testing.assert_allclose(softmax(got), 0.25 * probs[0] + 0.75 * probs[1], rtol=0, atol=2e-6)  # (tiny teachers: logits near 0)
+
+
 def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_store, tmp_path):
     db = str(taught_store)
     common = ["--run", "r", "--augment", "mask,pos,ngram", "--augment-n", "2", "--no-unlabeled", "--epochs", "1",
@@ -1698,7 +1727,18 @@ def test_weighted_common_logits_averages_the_samples_every_teacher_scored():
     ids, avg = weighted_common_logits([(a_ids, a), (b_ids, b)], (1.0, 3.0))
     assert ids.tolist() == [3, 5]  # both scored them, ascending, whatever order each teacher's rows came in
     assert avg.dtype == np.float32
-    np.testing.assert_allclose(avg, [[0.75, 2.25], [1.25, 3.75]])
+    # their probabilities averaged with the weights (README), as log-probabilities: not their logits
+    from kdstore.probs import softmax
+
+    want = 0.25 * softmax(np.array([[3.0, 0], [5, 0]])) + 0.75 * softmax(np.array([[0, 3.0], [0, 5]]))
+    np.testing.assert_allclose(softmax(avg), want, rtol=1e-5)
+    np.testing.assert_allclose(np.exp(avg).sum(1), 1.0, rtol=1e-5)
+    # a sure teacher (logits 40 apart) does not outvote an unsure one of three times its weight
+    ids, avg = weighted_common_logits([(np.array([1]), np.array([[40.0, 0]])), (np.array([1]), np.array([[0, 1.0]]))], (1.0, 3.0))
+    np.testing.assert_allclose(softmax(avg), 0.25 * np.array([[1.0, 0]]) + 0.75 * softmax(np.array([[0, 1.0]])), rtol=1e-5)
+    assert softmax(avg).argmax() == 1  # averaged logits (10, 0.75) made it class 0 at 99.99 %
+    ids, avg = weighted_common_logits([(a_ids, a), (b_ids, b)], (1.0, 0.0))  # a weight of 0: that teacher has no say
+    np.testing.assert_allclose(softmax(avg), softmax(np.array([[3.0, 0], [5, 0]])), rtol=1e-5)
     ids, avg = weighted_common_logits([(a_ids, a)])  # one teacher: its own logits, sorted by id
     assert ids.tolist() == [1, 3, 5, 9] and avg[:, 0].tolist() == [1, 3, 5, 9]
     ids, avg = weighted_common_logits([(a_ids, a), (np.array([4]), np.zeros((1, 2), np.float32))])
