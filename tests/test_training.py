@@ -657,6 +657,20 @@ def test_distill_each_student_stores_predictions_and_metrics(taught_store, stude
     assert _count(taught_store, Prediction, stage_id=stage.id) == _count(taught_store, Sample)
 
 
+def test_unlabeled_asked_of_a_store_without_a_pool_is_warned_of(tmp_path, corpus, tiny_model):
+    """--unlabeled on a store with no unlabeled split trained on the labeled samples without a word."""
+    db = str(tmp_path / "kd.db")
+    for split in ("train", "dev"):
+        kd("ingest", str(corpus[split]), "--split", split, "--db", db)
+    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--batch-size", "8", "--max-len", "32", "--db", db)
+    out = kd("distill", "--run", "r", "--unlabeled", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--db", db, "--json")
+    report = json.loads(out.stdout)
+    assert report["status"] == "succeeded" and report["metrics"]["all"]["pool_samples"] == 0
+    assert any(w.startswith("--unlabeled: the store has no unlabeled samples") for w in report["warnings"])
+    quiet = kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--name", "q", "--db", db)
+    assert "--unlabeled" not in quiet.stderr  # the default asks for a pool only where there is one
+
+
 def test_distill_without_pool_and_with_mse(taught_store):
     out = kd("distill", "--run", "r", "--no-unlabeled", "--soft-loss", "mse", "--epochs", "1",
              "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", str(taught_store), "--json")
