@@ -233,6 +233,19 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
     return len(rows)
 
 
+def single_sample_warnings(store: Store, cfg: DetectConfig, inputs: DetectInputs) -> list[str]:
+    """A warning naming the train classes of a single sample, whose label confident learning leaves
+    unjudged (``noise.single_sample_classes``): cleanlab said so itself in a raw ``UserWarning``
+    that named a column of the detection (``class: 2``), not the class."""
+    one = noise.single_sample_classes(inputs.train.labels, methods=cfg.methods, filter_by=cfg.filter_by)
+    if not len(one):
+        return []
+    names = store.class_names()
+    return [f"class {', '.join(repr(names[c]) for c in one)} has a single train sample: confident learning (cleanlab) "
+            "needs two of a class to judge a label, so only the other methods can flag "
+            f"{'it' if len(one) == 1 else 'them'}"]
+
+
 TFIDF_FOLDS = 5
 
 

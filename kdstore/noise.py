@@ -40,6 +40,7 @@ not, so the same rule serves an under-confident linear model and an over-confide
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -146,8 +147,21 @@ def cleanlab_issues(
     y, probs = validate(labels, pred_probs)
     _check_choice("filter_by", filter_by, FILTERS)
     _check_frac_noise(frac_noise, filter_by)
-    mask = find_label_issues(y, probs, filter_by=filter_by, frac_noise=frac_noise, n_jobs=1)
+    with warnings.catch_warnings():  # (a class of one sample: said by kd as `single_sample_classes`, by name, not
+        # as cleanlab's raw UserWarning naming a column index)
+        warnings.filterwarnings("ignore", message="May not flag all label issues in class", category=UserWarning)
+        mask = find_label_issues(y, probs, filter_by=filter_by, frac_noise=frac_noise, n_jobs=1)
     return np.asarray(mask, dtype=bool)
+
+
+def single_sample_classes(labels, *, methods: Sequence[str], filter_by: str) -> np.ndarray:
+    """The class ids that have exactly one given label, when the ``"cleanlab"`` method runs with a
+    ``filter_by`` that prunes per class (``FRAC_NOISE_FILTERS``): cleanlab leaves such a sample's
+    label unjudged (its ``min_examples_per_class``), so only the other methods can flag it."""
+    methods = tuple(METHOD_ALIASES.get(m, m) for m in methods)
+    if "cleanlab" not in methods or filter_by not in FRAC_NOISE_FILTERS:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.bincount(np.asarray(labels, dtype=np.int64)) == 1)
 
 
 def quality_scores(labels, pred_probs, *, method: str = "self_confidence") -> np.ndarray:

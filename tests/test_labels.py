@@ -1379,3 +1379,25 @@ def test_a_sheet_or_a_hand_edit_that_empties_a_class_says_so_as_clean_does(tmp_p
     assert json.loads(edited.stdout)["warnings"] == []  # sample 2 is still pos
     emptied = kd("labels", "set", "--run", "r", "2=drop", "--db", db, "--json")
     assert "kd labels undo --run r --stage edit-2" in json.loads(emptied.stdout)["warnings"][0]
+
+
+def test_a_class_of_one_train_sample_is_named_in_a_warning_not_cleanlabs_raw_one(tmp_path):
+    """A class left with one train sample (the other dropped by hand) made cleanlab print its own
+    `UserWarning: May not flag all label issues in class: 2` on standard error: a Python warning with
+    cleanlab's file and line, naming a column of the detection, not the class, and missing from
+    --json's warnings."""
+    import warnings
+
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10 + ["mid"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = kd("labels", "detect", "--run", "r", "--db", db, "--json")
+    assert not [w for w in caught if "May not flag all label issues" in str(w.message)]
+    said = [w for w in json.loads(out.stdout)["warnings"] if "single train sample" in w]
+    assert said == ["class 'mid' has a single train sample: confident learning (cleanlab) needs two of a class to judge "
+                    "a label, so only the other methods can flag it"]
+    assert f"warning: {said[0]}" in out.stderr and "UserWarning" not in out.stderr
+    # a filter that does not prune per class, or no cleanlab method: nothing to say
+    for args in (["--filter-by", "confident_learning"], ["--method", "disagree"]):
+        again = kd("labels", "detect", "--run", "r", "--db", db, "--json", "--overwrite", *args)
+        assert not any("single train sample" in w for w in json.loads(again.stdout)["warnings"])
