@@ -173,6 +173,19 @@ FLOAT = FiniteFloat()
 SQL_INT_MAX = 2**63 - 1  # a --limit/--top above what SQL can hold means no limit (not an OverflowError)
 
 
+class KdPath(click.Path):
+    """``click.Path`` with a leading ``~`` as the home folder: a quoted one (``--out '~/x'``, which no
+    shell expands) wrote a folder called ``~`` in the working directory, as a config file's does not."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(os.path.expanduser(value) if isinstance(value, str) else value, param, ctx)
+
+
+def home_path(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Callback for a plain FILE|- argument: a leading ``~`` is the home folder (``-`` stays stdin)."""
+    return os.path.expanduser(value) if isinstance(value, str) else value
+
+
 def resolve_runs(_ctx: click.Context, _param: click.Parameter, value):
     """Callback for an option or argument naming other runs (one, several, or none): each through
     the ``--run`` rule, so ``${time}`` is today there too."""

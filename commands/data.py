@@ -8,21 +8,22 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from kdstore.errors import make_folder
 from kdstore.ingest import FORMATS, IngestOptions, add_records, format_class_file, parse, read_class_file
 from kdstore.schema import SPLITS
 
-from .common import CELL_BREAKS, SQL_INT_MAX, TABLE_ROWS, binary_stdin, console, counted, json_option, open_store, print_json, print_rows, store_options
+from .common import CELL_BREAKS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_rows, store_options
 
 
 @click.command()
-@click.argument("path", metavar="PATH|-")
+@click.argument("path", metavar="PATH|-", callback=home_path)
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the extension (.csv; .jsonl, .ndjson or .json; else tsv); stdin: tsv. "
               "Read as tsv by default, a file whose first line is a JSON object is refused: say --format.")
 @click.option("--text-col", help="Text column: 0-based index (headerless) or name (with a header).")
 @click.option("--label-col", help="Label column, likewise. For --split unlabeled: the column left out (the pool keeps no label).")
 @click.option("--header/--no-header", default=None, help="Whether the first row names the columns (default: detect).")
-@click.option("--classes", "classes_file", type=click.Path(dir_okay=False), help="class_id.txt pinning the label set.")
+@click.option("--classes", "classes_file", type=KdPath(dir_okay=False), help="class_id.txt pinning the label set.")
 @click.option("--source", help="Source name recorded on each sample (default: the file name).")
 @store_options
 @json_option
@@ -182,7 +183,7 @@ def _print_tsv(items: list[dict], *, labeled: bool) -> None:
 
 
 @click.command()
-@click.option("--export", "export_path", type=click.Path(dir_okay=False), help="Write class_id.txt here.")
+@click.option("--export", "export_path", type=KdPath(dir_okay=False), help="Write class_id.txt here.")
 @store_options
 @json_option
 def classes(export_path, db, as_json):
@@ -196,6 +197,7 @@ def classes(export_path, db, as_json):
         raise click.UsageError("kd classes prints class_id.txt itself: `kd classes > class_id.txt`, or --export FILE")
     names = open_store(db).class_names()
     if export_path:
+        make_folder(Path(export_path).parent, f"the class file {export_path}")
         Path(export_path).write_text(format_class_file(names), encoding="utf-8")
     if as_json:
         print_json([{"id": i, "name": n} for i, n in enumerate(names)])

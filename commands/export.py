@@ -7,14 +7,14 @@ import click
 from kdstore.errors import KdError, Terminated
 from kdstore.serving import MODEL_FILES
 
-from .common import json_option, open_store, print_json, run_option, store_options
+from .common import KdPath, json_option, open_store, print_json, run_option, store_options
 
 
 @click.command()
 @run_option
 @click.option("--format", "fmt", type=click.Choice(tuple(MODEL_FILES)), default="onnx", show_default=True, help="onnx: model.onnx for ONNX Runtime; torchscript: model.pt for torch.jit.")
 @click.option("--model", "which", default="student", show_default=True, help="student (the latest one that can be exported), teacher, or a stage name.")
-@click.option("--out", type=click.Path(file_okay=False), help="Folder to write (default: RUN/export-STAGE-FORMAT in the store's model folder: kd-artifacts/STORE/ beside a SQLite file, or KD_ARTIFACTS).")
+@click.option("--out", type=KdPath(file_okay=False), help="Folder to write (default: RUN/export-STAGE-FORMAT in the store's model folder: kd-artifacts/STORE/ beside a SQLite file, or KD_ARTIFACTS).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in that folder.")
 @store_options
 @json_option

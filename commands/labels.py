@@ -8,7 +8,7 @@ from kdstore import labels as lab
 from kdstore import noise
 from kdstore.runs import stage_scope
 
-from .common import FLOAT, SQL_INT_MAX, counted, json_option, open_store, overwrite_option, print_json, print_rows, resolve_runs, run_option, store_options
+from .common import FLOAT, SQL_INT_MAX, KdPath, counted, json_option, open_store, overwrite_option, print_json, print_rows, resolve_runs, run_option, store_options
 
 
 @click.group()
@@ -93,7 +93,7 @@ def show(run, top, status, db, as_json):
 
 @labels.command()
 @run_option
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=KdPath(dir_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace PATH if it exists (by default a sheet that may hold someone's decisions is kept).")
 @store_options
 @json_option
@@ -116,7 +116,7 @@ def export(run, path, overwrite, db, as_json):
 
 @labels.command(name="import")
 @run_option
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=KdPath(exists=True, dir_okay=False))
 @click.option("--name", "stage_name", help="Name of the clean stage it records [default: review, then review-2, review-3, ...].")
 @overwrite_option
 @store_options

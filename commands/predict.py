@@ -17,16 +17,16 @@ from kdstore.errors import KdError
 from kdstore.jsonl import dumps_line
 from kdstore.schema import SPLITS
 
-from .common import FLOAT, binary_stdin, open_store, overwrite_option, print_json, run_option, store_options
+from .common import FLOAT, KdPath, binary_stdin, home_path, open_store, overwrite_option, print_json, run_option, store_options
 
 DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importing torch here
 
 
 @click.command()
-@click.argument("path", required=False, default="-", metavar="[FILE|-]")
+@click.argument("path", required=False, default="-", metavar="[FILE|-]", callback=home_path)
 @run_option
 @click.option("--model", "which", default="student", show_default=True, help="student, teacher, or a stage name.")
-@click.option("--artifact", type=click.Path(file_okay=False), help="Serve from a `kd export` folder instead: no store is opened.")
+@click.option("--artifact", type=KdPath(file_okay=False), help="Serve from a `kd export` folder instead: no store is opened.")
 @click.option("--store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE (predict-STAGE@SPLIT with --split) of the run.")
 @click.option("--split", type=click.Choice(SPLITS), help="With --store: only the samples of this split.")
 @click.option("--speed", type=FLOAT, help="Early-exit model: exit at the first layer whose uncertainty <= SPEED (default: as trained; 0 = the full teacher model it extends).")

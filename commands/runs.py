@@ -13,7 +13,7 @@ from rich.text import Text
 from kdstore.plots import write_plots
 from kdstore.report import compare, label_sources, run_report, runs_overview, teacher_sources
 
-from .common import console, json_option, open_store, print_json, resolve_runs, run_option, store_options
+from .common import KdPath, console, json_option, open_store, print_json, resolve_runs, run_option, store_options
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "yellow"}
 
@@ -98,7 +98,7 @@ def _config_value(value):
 @click.argument("compare_runs", nargs=-1, metavar="[RUN]...", callback=resolve_runs)
 @run_option
 @click.option("--compare", "comparing", is_flag=True, help="Put the models of the RUNs given as arguments side by side.")
-@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG charts here (needs matplotlib).")
+@click.option("--plot", "plot_dir", type=KdPath(file_okay=False), help="Write PNG charts here (needs matplotlib).")
 @store_options
 @json_option
 def report(compare_runs, run, comparing, plot_dir, db, as_json):

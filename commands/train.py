@@ -28,7 +28,7 @@ from kdstore.students import KINDS, check_bert_layout
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES
 
-from .common import FLOAT, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
+from .common import FLOAT, KdPath, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
 
 
 def _device_option(f):
@@ -190,7 +190,7 @@ def _warn_if_majority(run: str, stage: dict) -> None:
 @click.option("--generator-layers", type=int, default=0, help="ELECTRA generator layers (default a third of --layers).")
 @click.option("--wwm/--no-wwm", default=True, show_default=True, help="Whole-word masking over jieba's word segmentation.")
 @click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often (an ASCII letter or digit: once, so that Latin words and numbers stay spelled).")
-@click.option("--corpus", multiple=True, type=click.Path(dir_okay=False), help="Extra plain-text file(s), one text a line.")
+@click.option("--corpus", multiple=True, type=KdPath(dir_okay=False), help="Extra plain-text file(s), one text a line.")
 @click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS),
               help="Split(s) of the store whose texts it reads (repeatable; default: every split, test included: "
                    "its texts, not its labels, are learned, so test figures are transductive; "
@@ -295,7 +295,12 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
                           f"succeeds): fine-tune it further in another run (--run {run}-2 --model teach:{source_run})")
-        _check_positions(store, cfg)  # (before the warning below: a --max-len refused is not one to warn about)
+        checkpoint = _check_positions(store, cfg)  # (before the warning below: a --max-len refused is not one to warn about)
+        problem = getattr(checkpoint, "problem_type", None)
+        if problem not in (None, "single_label_classification") and dist.is_main:
+            # (transformers would have trained it with that loss, BCE for multi_label_classification)
+            _warn(f"--model {model}: its config.json says problem_type {problem!r}; kd trains it as single-label "
+                  "classification (one class a text, cross-entropy), and saves it so")
         if source == "pretrain" and dist.is_main:
             _warn_past_pretrained_positions(store, source_run, max_len)
         if "dev" in cfg.splits and _options_given(("patience",)) and dist.is_main:
@@ -313,22 +318,24 @@ def _first_split(splits) -> str:
     return next((s for s in ("dev", "test", "train") if s in splits), "dev")
 
 
-def _check_positions(store, cfg: TeachConfig) -> None:
+def _check_positions(store, cfg: TeachConfig):
     """A --max-len longer than a local model folder's positions, refused before a stage is recorded
     (the stage's own check, after loading the model, left a failed stage). Anything else about the
-    model (a hub name, an unreadable folder) is the stage's to say."""
+    model (a hub name, an unreadable folder) is the stage's to say. Returns the folder's configuration
+    (``None`` for a hub name or an unreadable folder)."""
     from kdstore.teacher import check_max_len, resolve_model
 
     path = resolve_model(store, cfg.model)
     if not (Path(path).expanduser() / "config.json").is_file():
-        return
+        return None
     try:
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(str(Path(path).expanduser()))
     except Exception:  # noqa: BLE001 (named by the stage, as it loads the model)
-        return
+        return None
     check_max_len(config, cfg.max_len, path)
+    return config
 
 
 def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> None:

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 
 from . import noise, tfidf
-from .errors import KdError
+from .errors import KdError, make_folder
 from .ingest import allow_long_csv_fields
 from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
@@ -414,9 +415,11 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
     for r in rows:
         r["current"] = f"{r['current'] or ''}{' (dropped)' if r['dropped'] else ''}"
     items = [{"run": run} | {k: r[k] for k in SHEET_COLUMNS if k not in ("run", "decision")} | {"decision": ""} for r in rows]
-    path = Path(path)
-    if str(path) == "-":  # (not a file called "-" in the working folder)
+    if str(path) in ("-", ""):  # (not a file called "-" in the working folder; "" is Path("."), the folder)
         raise KdError("kd labels export writes a file: give its name (review.csv, or review.jsonl)")
+    if str(path).endswith(("/", os.sep)):  # (Path() drops the slash: "sheets/" wrote a file called sheets)
+        raise KdError(f"{path} is a folder: give the sheet's file name ({path}review.csv, or review.jsonl)")
+    path = Path(path)
     if path.suffix.lower() in (".xlsx", ".xls", ".xlsm", ".ods"):  # CSV text under a workbook's name: Excel refuses to open it
         raise KdError(f"{path}: kd labels export writes CSV or JSONL, not a workbook: name it {path.stem}.csv (Excel opens it)")
     if path.suffix.lower() == ".tsv":  # comma-separated text under a tab-separated name
@@ -431,6 +434,7 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
         writer.writeheader()
         writer.writerows({**i, "text": _no_formula(i["text"])} for i in items)
         text, encoding = buf.getvalue(), "utf-8-sig"
+    make_folder(path.parent, f"the review sheet {path}")
     try:
         path.write_text(text, encoding=encoding)
     except OSError as exc:

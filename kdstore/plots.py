@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import KdError
+from .errors import KdError, make_folder
 
 _SPEED = re.compile(r"^accuracy@([0-9.]+(?:e-?[0-9]+)?)$")  # (a tiny speed is stored as 1e-05)
 
@@ -51,7 +51,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
         print("note: no font that draws Chinese is installed (e.g. fonts-noto-cjk): class names in the charts "
               "show as boxes", file=sys.stderr)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, f"the charts to {out_dir}")
     written = []
     names = report["classes"]
     for stage in report["stages"]:

@@ -250,7 +250,7 @@ def test_artifact_serves_without_the_store(built, tmp_path):
     assert proc.stdout.splitlines()[-1] == "loaded: []", proc.stdout
 
 
-def test_bad_inputs_are_one_line_errors(built, tmp_path, error_line):
+def test_bad_inputs_are_one_line_errors(built, tmp_path, error_line, monkeypatch):
     db = str(built)
     unknown = kd_export("--run", RUN, "--model", "distill-nothing", "--db", db, ok=False)
     assert "no succeeded 'distill-nothing' stage" in error_line(unknown)
@@ -300,6 +300,13 @@ def test_bad_inputs_are_one_line_errors(built, tmp_path, error_line):
     (other / "notes.txt").write_text("keep me", encoding="utf-8")
     refused = kd_export("--run", RUN, "--out", str(other), "--db", db, "--overwrite", ok=False)
     assert "not a kd export" in error_line(refused) and (other / "notes.txt").exists()
+    # a quoted ~ (no shell expands it) is the home folder, not a folder called ~ in the working directory
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(other)
+    refused = kd_export("--run", RUN, "--out", "~/mine", "--db", db, "--overwrite", ok=False)
+    assert error_line(refused).startswith(f"Error: {other} is not empty and is not a kd export") and not (other / "~").exists()
+    assert kd("predict", "--artifact", "~/good", input="很好\n").stdout.strip()
+    monkeypatch.chdir(tmp_path)
     # another program's manifest.json does not make a folder an export ...
     (other / "manifest.json").write_text('{"name": "my web app"}', encoding="utf-8")
     refused = kd_export("--run", RUN, "--out", str(other), "--db", db, "--overwrite", ok=False)

@@ -909,12 +909,32 @@ def test_detected_header_gives_default_columns(name, content, invoke, write_file
     assert [(r["text"], r["label"]) for r in read_samples()] == [("hello there", "1")]
 
 
-def test_writing_into_a_missing_folder_is_one_line(invoke, write_file, tmp_path, error_line):
+def test_writing_into_a_missing_folder_makes_it_and_a_file_in_the_way_is_one_line(invoke, write_file, tmp_path, error_line):
+    """`kd classes --export no/such/class_id.txt` said a bare "No such file or directory" where kd
+    export and kd report --plot make their folders."""
     write_file("train.tsv", GOOD)
     invoke(["ingest", "train.tsv"])
     target = tmp_path / "no" / "such" / "class_id.txt"
-    line = error_line(invoke(["classes", "--export", str(target)], ok=False))
-    assert str(target) in line and "No such file or directory" in line
+    invoke(["classes", "--export", str(target)])
+    assert target.read_text(encoding="utf-8").split() == ["0", "pos", "1", "neg"]
+    write_file("afile", "x")
+    assert error_line(invoke(["classes", "--export", "afile/class_id.txt"], ok=False)) == (
+        "Error: cannot write the class file afile/class_id.txt: afile is a file, not a folder")
+
+
+def test_a_quoted_tilde_on_the_command_line_is_the_home_folder(invoke, write_file, tmp_path, monkeypatch, read_samples):
+    """`kd ingest '~/train.tsv'` or `--classes '~/c.txt'` (quoted, so no shell expands it) said "No such
+    file", and `kd classes --export '~/c.txt'` failed, as a config file's "~/..." did not."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    (home / "train.tsv").write_text(GOOD, encoding="utf-8")
+    (home / "c.txt").write_text("pos\nneg\n", encoding="utf-8")
+    invoke(["ingest", "~/train.tsv", "--classes", "~/c.txt"])
+    assert {r["source"] for r in read_samples()} == {"train.tsv"}
+    invoke(["classes", "--export", "~/out/class_id.txt"])
+    assert (home / "out" / "class_id.txt").read_text(encoding="utf-8").split() == ["0", "pos", "1", "neg"]
+    assert not (tmp_path / "~").exists()
 
 
 def test_samples_tsv_round_trips_through_ingest(invoke, write_file, tmp_path):

@@ -839,8 +839,8 @@ def test_a_sheet_names_its_run_and_import_follows_it(db, tmp_path, error_line, m
     mixed = _sheet(tmp_path / "mixed.csv", [dict(rows[1], run="r", decision="drop"), dict(rows[2], run="s", decision="drop")])
     line = error_line(kd("labels", "import", str(mixed), "--db", db, ok=False))
     assert "line 3" in line and "one run per sheet" in line
-    missing = error_line(kd("labels", "export", "--run", "r", str(tmp_path / "no" / "such" / "dir.csv"), "--db", db, ok=False))
-    assert "dir.csv" in missing and "cannot write" in missing
+    kd("labels", "export", "--run", "r", str(tmp_path / "no" / "such" / "dir.csv"), "--db", db)  # its folder made, as kd export's
+    assert (tmp_path / "no" / "such" / "dir.csv").read_bytes().startswith(b"\xef\xbb\xbf")
 
 
 def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
@@ -1243,6 +1243,36 @@ def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_sa
     out = kd("labels", "history", "3", "--db", db).stdout.splitlines()
     assert out[0] == "sample 3: original (unlabeled), now (unlabeled) (dropped)"
     assert out[2].endswith("r/edit-1: drop (set by hand)") and "None" not in "".join(out)
+
+
+def test_a_sheet_path_with_a_quoted_tilde_or_a_missing_folder_is_written_and_a_file_in_the_way_is_named(tmp_path, error_line, monkeypatch):
+    """`kd labels export --run r sheets/review.csv` said a bare "No such file or directory" where kd
+    export and kd report --plot make their folders; a quoted `~/review.csv` wrote nowhere (no folder
+    called ~), `sheets/` wrote a file called sheets, and '' said ". exists" of the working folder."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    out = json.loads(kd("labels", "export", "--run", "r", "~/review.csv", "--db", db, "--json").stdout)
+    assert out["path"] == str(home / "review.csv") and out["issues"] == 2 and not (tmp_path / "~").exists()
+    rows = list(csv.DictReader((home / "review.csv").open(encoding="utf-8-sig")))
+    assert [r["text"] for r in rows] == ["好的", "差的"]
+    kd("labels", "export", "--run", "r", str(tmp_path / "sheets" / "week1" / "review.jsonl"), "--db", db)
+    assert len((tmp_path / "sheets" / "week1" / "review.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+    rows[0]["decision"] = "accept"
+    _sheet(home / "review.csv", rows)
+    assert kd("labels", "import", "~/review.csv", "--db", db, "--json").exit_code == 0  # read from the home folder too
+    assert {i["issue_id"]: i["status"] for i in _issues(db)} == {int(rows[0]["issue_id"]): "applied", int(rows[1]["issue_id"]): "open"}
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    for path in ("afile/review.csv", "afile/deeper/review.csv"):
+        assert error_line(kd("labels", "export", "--run", "r", path, "--db", db, ok=False)) == (
+            f"Error: cannot write the review sheet {path}: afile is a file, not a folder")
+    assert error_line(kd("labels", "export", "--run", "r", "sheets2/", "--db", db, ok=False)) == (
+        "Error: sheets2/ is a folder: give the sheet's file name (sheets2/review.csv, or review.jsonl)")
+    assert not (tmp_path / "sheets2").exists()
+    assert "give its name" in error_line(kd("labels", "export", "--run", "r", "", "--db", db, ok=False))
+    usage = kd("labels", "export", "--run", "r", "sheets", "--db", db, ok=False)  # a folder: a usage error, no traceback
+    assert usage.exit_code == 2 and "'sheets' is a directory" in usage.stderr
 
 
 def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_is_refused(tmp_path):

@@ -962,6 +962,22 @@ def test_a_store_in_a_read_only_folder_is_read_and_writers_refused_in_one_line(s
     assert len(invoke.json(["samples"])) == 4 and not (folder / "new.db").exists()
 
 
+def test_a_quoted_tilde_in_plot_is_the_home_folder_and_a_file_in_the_way_is_one_line(invoke, write_file, tmp_path, monkeypatch, error_line):
+    """`kd report --plot '~/charts'` (quoted: no shell expands it) made a folder called ~ in the working
+    directory; a --plot under a file said a bare "Not a directory"."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    write_file("train.tsv", "pos\tgood\nneg\tbad\npos\tfine\n")
+    invoke(["ingest", "train.tsv"])
+    invoke(["labels", "set", "--run", "r", "1=neg"])
+    assert f"no charts written to {home / 'charts'}: run r" in invoke(["report", "--run", "r", "--plot", "~/charts"]).stderr
+    assert (home / "charts").is_dir() and not (tmp_path / "~").exists()
+    write_file("afile", "x")
+    assert error_line(invoke(["report", "--run", "r", "--plot", "afile/charts"], ok=False)) == (
+        "Error: cannot write the charts to afile/charts: afile is a file, not a folder")
+
+
 @pytest.mark.sqlite_only
 def test_kd_artifacts_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
     """As --db and KD_DB: KD_ARTIFACTS="~/模型 目录" (quoted for its space, so no shell expands it)

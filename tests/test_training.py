@@ -376,6 +376,28 @@ def test_base_models_of_other_heads_and_tokenizers_without_padding_load_as_class
     assert out.loss.ndim == 0 and out.logits.shape == (2, 2)
 
 
+def test_a_multi_label_checkpoint_is_taught_single_label_and_says_so(sample_store, tiny_model, tmp_path):
+    """A bring-your-own BertConfig checkpoint saying problem_type multi_label_classification was
+    fine-tuned as kd's single-label classifier without a word that its config was overridden."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    multi = tmp_path / "multi"
+    shutil.copytree(tiny_model, multi)
+    config = AutoConfig.from_pretrained(multi)
+    config.problem_type = "multi_label_classification"
+    config.save_pretrained(multi)
+    result = kd("teach", "--run", "m", "--model", str(multi), "--epochs", "1", "--max-len", "16", "--db", str(sample_store), "--json")
+    warning = (f"--model {multi}: its config.json says problem_type 'multi_label_classification'; kd trains it as "
+               "single-label classification (one class a text, cross-entropy), and saves it so")
+    assert json.loads(result.stdout)["warnings"] == [warning] and f"warning: {warning}" in result.stderr
+    saved = json.loads((Path(_stage(sample_store, "m", "teach").artifact_path) / "config.json").read_text(encoding="utf-8"))
+    assert saved["problem_type"] == "single_label_classification"
+    again = kd("teach", "--run", "m2", "--model", "teach:m", "--epochs", "1", "--max-len", "16", "--db", str(sample_store), "--json")
+    assert json.loads(again.stdout)["warnings"] == []  # kd's own teacher is single-label
+
+
 def test_teach_refuses_a_single_class(tmp_path, tiny_model):
     db = str(tmp_path / "one.db")
     write_tsv(tmp_path / "one.tsv", [("pos", "很好很好"), ("pos", "非常很好")])
