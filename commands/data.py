@@ -193,10 +193,12 @@ def classes(export_path, db, as_json):
     Example:
       kd classes --export class_id.txt
     """
+    if export_path == "":
+        raise click.BadParameter("give the file to write, e.g. class_id.txt", param_hint="--export")
     if export_path == "-":  # (not a file called "-")
         raise click.UsageError("kd classes prints class_id.txt itself: `kd classes > class_id.txt`, or --export FILE")
     names = open_store(db).class_names()
-    if export_path:
+    if export_path is not None:
         make_folder(Path(export_path).parent, f"the class file {export_path}")
         Path(export_path).write_text(format_class_file(names), encoding="utf-8")
     if as_json:

@@ -118,7 +118,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
             with open(path, "rb") as fh:
                 lines = list(_numbered(_lines_of(fh.read()), path))
         except OSError as exc:
-            raise click.ClickException(f"{path}: cannot read: {exc}") from None
+            why = "a folder, not a text file" if isinstance(exc, IsADirectoryError) else (exc.strerror or str(exc))
+            raise click.ClickException(f"{path}: cannot read: {why}") from None
         fields = None
         if text_field:
             lines, fields, error = _json_texts(lines, text_field, path)

@@ -850,6 +850,8 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     assert f"{bad}: line 2: no field 'text' (its fields: 'body')" in refused.output and refused.stdout.count("\t") == 0
     numeric = kd("predict", "--text-field", "text", "--run", "r", "--db", db, input='{"text": 5}\n', ok=False)
     assert "<stdin>: line 1: field 'text' is 5, not text" in numeric.output
+    folder = kd("predict", str(tmp_path), "--run", "r", "--db", db, ok=False)
+    assert f"{tmp_path}: cannot read: a folder, not a text file" in folder.output and "Errno" not in folder.output
     hinted = kd("predict", str(jl), "--run", "r", "--db", db)  # without --text-field: predicted as it stands, and said so
     assert "line 1 is a JSON object, predicted as it stands: --text-field text reads" in hinted.stderr
     # a line sent alone is answered before the next is sent (a co-process feeding kd one text at a time)
