@@ -193,17 +193,25 @@ def resolve_runs(_ctx: click.Context, _param: click.Parameter, value):
         return None
     try:
         if isinstance(value, str):
-            return resolve_run_id(value)
-        return tuple(resolve_run_id(v) for v in value)
+            return resolve_run_id(_given(value))
+        return tuple(resolve_run_id(_given(v)) for v in value)
     except KdError as exc:
         raise click.BadParameter(str(exc)) from None
 
 
 def _resolve_run(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
     try:
-        return resolve_run_id(value)
+        return resolve_run_id(value if value is None else _given(value))
     except KdError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _given(value: str) -> str:
+    """A run id given empty (`--run "$RUN"` with RUN unset) is refused, as an empty --db or --name is:
+    taken for the run named default, `kd teach --run "" --overwrite` replaced that run's teacher."""
+    if not value.strip():
+        raise KdError("run id is empty: name the run (leave the option out for the run named default)")
+    return value
 
 
 def store_options(f: Callable) -> Callable:

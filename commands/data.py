@@ -140,7 +140,7 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         where = f"label_id = {names.index(label)}"
     if as_tsv:  # the texts kd distill --augment made ([UNK]-masked, cut) are no data to hand on
         where = "parent_id IS NULL" if where is None else f"{where} AND parent_id IS NULL"
-    fetch = limit + 1 if as_tsv and limit else limit  # (one more: --tsv tells when it left samples out)
+    fetch = limit + 1 if (as_tsv or as_json) and limit else limit  # (one more: --tsv and --json tell when they left samples out)
     rows = store.samples(
         splits=[split] if split else None, where=where, include_dropped=dropped, limit=min(fetch, SQL_INT_MAX) or None
     )
@@ -151,8 +151,10 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
          "dropped": kept is not None and int(i) not in kept, "parent_id": parents.get(int(i))}
         for i, t, y, s in zip(rows.ids, rows.texts, rows.labels, rows.splits)
     ]
-    if as_json:
-        print_json(items)
+    if as_json:  # `kd samples --split train --json > train.json` kept 20 samples without a word
+        print_json(items[:limit or None])
+        if limit and len(items) > limit:
+            click.echo(f"warning: listed the first {limit} samples only (--limit 0 for all)", err=True)
         return
     if as_tsv:
         _print_tsv(items[:limit or None], labeled=split != "unlabeled")

@@ -73,9 +73,16 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")  # a "locked" here, while another process creates the store, Store.open retries
+    # WAL for a new store or a kd store only: the mode is written into the file, and another
+    # application's database given as --db by mistake was switched to WAL before kd refused it
+    tables = {row[0] for row in cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables or _KD_MARK <= tables:
+        cursor.execute("PRAGMA journal_mode=WAL")  # a "locked" here, while another process creates the store, Store.open retries
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+_KD_MARK = frozenset({"alembic_version", "classes", "samples", "runs", "stages"})  # the tables every kd store has
 
 
 LOCK_POLL_MS = 250  # a writer queued for the lock looks up this often: Ctrl-C and kill reach it meanwhile

@@ -6,6 +6,7 @@ every table of the store exactly as it was (all or nothing).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -987,6 +988,18 @@ def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, 
     assert cut.stdout == "label\ttext\npos\t好吃\n" and "wrote the first 1 samples only (--limit 0 for all)" in cut.stderr
     whole = invoke(["samples", "--split", "train", "--limit", "2", "--tsv"])
     assert whole.stdout == "label\ttext\npos\t好吃\nneg\t难吃\n" and whole.stderr == ""
+
+
+def test_samples_json_says_when_the_limit_left_samples_out(invoke, write_file):
+    """`kd samples --split train --json > train.json` kept the default 20 samples without a word
+    (--tsv warns): standard output stays one JSON document, the warning goes to standard error."""
+    write_file("t.tsv", "".join(f"pos\t好吃{i}\n" for i in range(25)))
+    invoke(["ingest", "t.tsv"])
+    cut = invoke(["samples", "--split", "train", "--json"])
+    assert len(json.loads(cut.stdout)) == 20 and "listed the first 20 samples only (--limit 0 for all)" in cut.stderr
+    for limit in ("0", "25"):
+        whole = invoke(["samples", "--split", "train", "--json", "--limit", limit])
+        assert len(json.loads(whole.stdout)) == 25 and whole.stderr == ""
 
 
 @pytest.mark.sqlite_only  # the URL is the test's own

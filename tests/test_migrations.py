@@ -3,6 +3,8 @@ out-of-date or foreign database is refused with a message that says what to do."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -256,6 +258,29 @@ def test_non_kd_database_is_refused(db, invoke, error_line, write_file):
     # nothing was created in the foreign database
     assert set(inspect(engine).get_table_names()) == {"customers"}
     engine.dispose()
+
+
+@pytest.mark.sqlite_only
+def test_a_non_kd_sqlite_file_is_refused_without_switching_its_journal(db_path, invoke, error_line, write_file):
+    """Every connection set WAL mode, which SQLite writes into the file: another application's
+    database given as --db by mistake was switched to WAL (with -wal and -shm files beside it,
+    which a reader without write access to its folder cannot open) by the command that refused it."""
+    import sqlite3
+
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers VALUES (1, 'ann')")
+    conn.commit()
+    conn.close()
+    write_file("train.tsv", "pos\tgood\n")
+    for args in (["runs"], ["samples"], ["db", "upgrade"], ["ingest", "train.tsv"]):
+        assert "not a kd store" in error_line(invoke(args, ok=False))
+    assert invoke.json(["db", "current"])["state"] == "foreign"
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert conn.execute("SELECT name FROM customers").fetchall() == [("ann",)]
+    conn.close()
+    assert not Path(f"{db_path}-wal").exists()
 
 
 def test_newer_revision_than_kd_knows_is_refused(db, invoke, error_line):

@@ -83,6 +83,23 @@ def test_cli_rejects_invalid_run_id(invoke, write_file):
     assert "is not valid" in result.stderr
 
 
+def test_an_empty_run_id_is_refused_not_taken_for_the_default_run(invoke, write_file, counts):
+    """`--run "$RUN"` with RUN unset was the run named default: `kd labels set --run ""` edited it,
+    `--overwrite` would have replaced its stages; an empty --db or --name is refused already."""
+    write_file("train.tsv", "pos\tgood\nneg\tbad\n")
+    invoke(["ingest", "train.tsv"])
+    for args in (["labels", "set", "--run", "", "1=neg"], ["labels", "set", "--run", "  ", "1=neg"],
+                 ["labels", "detect", "--run", "x", "--teacher-run", ""], ["report", "--compare", "x", ""]):
+        result = invoke(args, ok=False)
+        assert result.exit_code == 2 and "run id is empty" in result.stderr
+    assert counts()["runs"] == 0 and counts()["label_edits"] == 0
+    config = write_file("empty-run.toml", 'run = ""\n')
+    assert "run = '': run id is empty" in invoke(["labels", "set", "1=neg", "--config", str(config)], ok=False).stderr
+    assert counts()["runs"] == 0
+    invoke(["labels", "set", "1=neg"])  # no --run at all: the run named default
+    assert [r["run"] for r in invoke.json(["runs"])] == ["default"]
+
+
 def test_a_config_files_run_id_is_checked_and_named_with_its_file(invoke, write_file, error_line):
     """A bad run id in kd.toml said "Invalid value for '--run'", as if typed: the file is named, as
     for any other bad value there; '${time}' there is today, as on the command line."""
