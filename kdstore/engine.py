@@ -20,6 +20,8 @@ SQLITE_BUSY_TIMEOUT_MS = 600_000  # a writer queues behind another (a 3M-row ing
 def resolve_url(db: str | None) -> str:
     """``None`` → ``$KD_DB`` or ``kd.db``; a plain path → a SQLite URL; anything with ``://`` as is."""
     if db is not None and not db.strip():  # (`--db "$STORE"` with STORE unset: not ./kd.db, unseen)
+        if db and db == os.environ.get("KD_DB"):  # (blank: the option came from the environment)
+            raise KdError("KD_DB is blank: set it to the store's file path or a SQLAlchemy URL, or unset it for ./kd.db")
         raise KdError("--db is empty: give the store's file path or a SQLAlchemy URL (or leave --db out for $KD_DB or ./kd.db)")
     value = db or os.environ.get("KD_DB") or DEFAULT_DB
     if "://" in value:

@@ -877,6 +877,9 @@ def test_an_empty_db_option_is_refused_not_taken_for_kd_db(invoke, write_file, t
     line = error_line(invoke(["ingest", "train.tsv"], db="", ok=False))
     assert "--db is empty" in line
     assert not (tmp_path / "kd.db").exists()
+    monkeypatch.setenv("KD_DB", "  ")  # a blank KD_DB is named as such, not as an --db nobody typed
+    assert "Error: KD_DB is blank" in error_line(invoke(["ingest", "train.tsv"], db=None, ok=False))
+    assert not (tmp_path / "kd.db").exists()
 
 
 def test_missing_input_file_fails_cleanly(invoke, db, error_line):
