@@ -6,7 +6,8 @@ import click
 
 from kdstore import labels as lab
 from kdstore import noise
-from kdstore.runs import stage_scope
+from kdstore.runs import check_stage_free, stage_scope
+from kdstore.schema import iso_utc
 
 from .common import FLOAT, SQL_INT_MAX, KdPath, counted, json_option, open_store, overwrite_option, print_json, print_rows, resolve_runs, run_option, store_options
 
@@ -64,7 +65,8 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     if as_json:
         print_json({"run": run, "stage": stage.name, "flagged": n, "warnings": warned, "top": lab.issues(store, run, top=10)})
     else:
-        click.echo(f"run {run}: {counted(n, 'likely wrong label')} flagged; `kd labels show --run {run}` lists {'it' if n == 1 else 'them'}")
+        shown = f"; `kd labels show --run {run}` lists {'it' if n == 1 else 'them'}" if n else ""  # (nothing to list)
+        click.echo(f"run {run}: {counted(n, 'likely wrong label')} flagged{shown}")
 
 
 @labels.command()
@@ -175,6 +177,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     # flagging changes no label; printed once the clean is done (a refusal is its one line)
     warnings = lab.detect_warnings(store, run, changes=changes) if action != "flag" else []
     if dry_run:
+        check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # a refusal, as the real run's
         warned = _warn(warnings)
         if as_json:
             print_json({"run": run, "stage": stage_name, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
@@ -189,7 +192,9 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             click.echo(f"{n['change']} changes, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
                        "detection); dry run: nothing written")
         return
-    config = {"action": action, "min_score": min_score, "detect": store.find_stage(run, "detect").name}
+    detection = store.find_stage(run, "detect")  # (its id and start: one replaced later by `detect --overwrite` is told from it)
+    config = {"action": action, "min_score": min_score, "detect": detection.name,
+              "detect_stages": [{"run": run, "stage_id": detection.id, "started_at": iso_utc(detection.started_at)}]}
     before = store.counts().get("train", {})
     with stage_scope(store, run=run, kind="clean", name=stage_name, config=config, overwrite=overwrite) as stage:
         counts = lab.apply(store, stage.id, plan, reason=f"kd labels clean --action {action} --min-score {min_score}", skip_edited=True)
@@ -244,12 +249,15 @@ def undo(run, stage_name, db, as_json):
     Example:
       kd labels undo --run r1
     """
-    done = lab.undo(open_store(db), run, stage_name)
+    store = open_store(db)
+    done = lab.undo(store, run, stage_name)
     warned = []
     if done["trained_on_it"]:  # (their records keep the labels they learned from: labels_digest)
         trained = done["trained_on_it"]
         warned = _warn([f"{', '.join(trained[:5])}{' and more' if len(trained) > 5 else ''} trained on the labels this undo "
                         "reverted: re-run them to learn from the labels as they are now"])
+    if done["detected_on_it"]:  # (a later clean of their issues would say "left alone (edited since detection)")
+        warned += _warn([lab.rejudge_warning(store, done["detected_on_it"])])
     if as_json:
         print_json({"run": run, **done, "warnings": warned})
     else:

@@ -162,6 +162,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
         if st["config"].get("teacher_stages"):  # (a list of dicts: hidden from the config line above)
             out.print("  teachers: " + ", ".join(teacher_sources(store, st["config"]["teacher_stages"])), markup=False)
+        if st["config"].get("detect_stages"):  # (a clean's detection: the config line's detect= names the run's one now)
+            out.print("  detection: " + ", ".join(teacher_sources(store, st["config"]["detect_stages"], kind="detect")), markup=False)
         learned = label_sources(store, st["config"])
         if any(x.endswith(("replaced since)", "undone since)")) for x in learned):  # (the config line's labels_stages name the new ones)
             out.print("  labels from: " + ", ".join(learned), markup=False)

@@ -925,23 +925,36 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
                     LabelIssue.stage_id.in_(select(Stage.id).where(Stage.run_id == stage.run_id)),
                 ).values(status="open")
             ).rowcount
-    return {"stage": stage.name, "reverted": len(edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id)}
+    return {"stage": stage.name, "reverted": len(edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id),
+            "detected_on_it": stages_trained_on(store, stage.id, kinds=("detect",))}
 
 
-def stages_trained_on(store: Store, clean_stage_id: int) -> list[str]:
-    """The teach and distill stages (``RUN/NAME``) whose labels had the edits of clean stage
-    ``clean_stage_id`` in force (their ``labels_stage_ids``): an undo leaves them trained on labels
-    that are no longer the store's."""
+def stages_trained_on(store: Store, clean_stage_id: int, *, kinds: tuple[str, ...] = ("teach", "distill")) -> list[str]:
+    """The teach and distill stages (``RUN/NAME``; or the stages of ``kinds``: detect, for the
+    detections that judged them) whose labels had the edits of clean stage ``clean_stage_id`` in force
+    (their ``labels_stage_ids``): an undo leaves them trained on labels that are no longer the store's."""
     with store.session() as s:
         rows = s.execute(select(Run.uniqid, Stage.name, Stage.config).join(Run, Run.id == Stage.run_id)
-                         .where(Stage.kind.in_(("teach", "distill")), Stage.status == "succeeded").order_by(Stage.id)).all()
+                         .where(Stage.kind.in_(kinds), Stage.status == "succeeded").order_by(Stage.id)).all()
     return [f"{run}/{name}" for run, name, config in rows if clean_stage_id in ((config or {}).get("labels_stage_ids") or ())]
+
+
+def rejudge_warning(store: Store, detections: list[str]) -> str:
+    """The warning for the detect stages (``RUN/NAME``, ``undo``'s ``detected_on_it``) that judged the
+    labels an undo reverted: their issues of the samples it put back read as edited since detection."""
+    commands = []
+    for item in detections:
+        run, _, name = item.partition("/")
+        commands.append(redetect_command(run, store.find_stage(run, name)))
+    return (f"{', '.join(detections)} judged the labels this undo reverted: `kd labels clean` leaves "
+            f"{'its' if len(detections) == 1 else 'their'} issues of the samples it put back alone (edited since "
+            f"detection); `{'`, `'.join(commands)}` judge{'s' if len(commands) == 1 else ''} the labels as they are now")
 
 
 def reopen(s, which, *, undoing: int | None = None) -> int:
     """Make the issues ``which`` selects undecided again; returns how many. One whose sample a
-    standing flag of its run still marks (the flag stage decided it before a relabel re-decided it)
-    goes back to ``flagged`` by that stage, the others to ``open``. ``undoing``: the stage whose
+    standing flag of its run made since its detection still marks (the flag stage decided it before
+    a relabel re-decided it) goes back to ``flagged`` by that stage, the others to ``open``. ``undoing``: the stage whose
     own flags are being reverted (they do not count)."""
     rows = s.scalars(select(LabelIssue).where(which)).all()
     if not rows:
@@ -955,9 +968,13 @@ def reopen(s, which, *, undoing: int | None = None) -> int:
                    LabelEdit.sample_id.in_(chunk))
             .order_by(LabelEdit.id)
         ).all()  # (each sample's flags in one chunk, in order)
-    flagged_by = {(sample, run): stage for sample, stage, run in flags}  # the latest standing flag of each sample in each run
+    flagged_by: dict[tuple[int, int], list[int]] = {}  # the standing flags of each sample in each run, oldest first
+    for sample, stage, run in flags:
+        flagged_by.setdefault((sample, run), []).append(stage)
     for issue in rows:
-        by = flagged_by.get((issue.sample_id, run_of.get(issue.stage_id)))
+        # the latest flag made since the issue's detection: one of an earlier detection of the run
+        # (replaced by `kd labels detect --overwrite`) flagged another issue, not this one
+        by = next((st for st in reversed(flagged_by.get((issue.sample_id, run_of.get(issue.stage_id)), ())) if st > issue.stage_id), None)
         issue.status, issue.decided_stage_id = ("flagged", by) if by is not None else ("open", None)
     return len(rows)
 

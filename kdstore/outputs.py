@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 def average_probs_as_logits(parts: list[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
     """Logits whose softmax is the mean of the parts' softmax (an ensemble's probabilities), weighted
     by ``weights`` (normalized; None: equal)."""
+    if parts and not len(parts[0]):  # no sample (a --folds teacher of a store whose samples are all train: no others)
+        return np.zeros(np.shape(parts[0]), dtype=np.float32)  # (np.average of none divides by zero)
     mean = np.average([softmax(p) for p in parts], axis=0, weights=weights)
     return np.log(np.clip(mean, 1e-12, None)).astype(np.float32)
 

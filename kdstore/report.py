@@ -142,10 +142,11 @@ def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
     return confusion_matrix(y, p, num_classes=len(names))
 
 
-def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]]) -> list[str]:
+def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]], kind: str = "teach") -> list[str]:
     """The teach stages a stage learned from (its config's ``teacher_stages``) as ``RUN/NAME``, or,
     for one deleted since (replaced by ``kd teach --overwrite``), its run, id and start with
-    ``replaced since``: the run's teacher now is not the one it learned from."""
+    ``replaced since``: the run's teacher now is not the one it learned from. ``kind="detect"``: the
+    detection a clean decided the issues of (its ``detect_stages``), replaced by ``kd labels detect --overwrite``."""
     out = []
     with store.session() as s:
         for t in teacher_stages:
@@ -155,7 +156,7 @@ def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]]) -> list[
             if stage is not None:
                 out.append(f"{t.get('run')}/{stage.name}")
             else:
-                out.append(f"{t.get('run')}/teach (stage {t.get('stage_id')} of {t.get('started_at')}, replaced since)")
+                out.append(f"{t.get('run')}/{kind} (stage {t.get('stage_id')} of {t.get('started_at')}, replaced since)")
     return out
 
 

@@ -261,27 +261,7 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
             select(Stage).where(Stage.run_id == run_row.id, Stage.name == name)
         ).first()
         if old is not None:
-            if old.kind != kind:  # --overwrite replaces a stage's own kind only, never a teacher by a clean
-                raise KdError(
-                    f"stage {name!r} of run {run!r} is a {old.kind} stage, not a {kind} stage: choose another --name"
-                )
-            if old.status == "running" and process_state(old) is True:  # (one whose process is gone: failed by mark_crashed)
-                raise KdError(
-                    f"stage {name!r} of run {run!r} is running (process {old.process.split(':')[0]} on {old.host}, since "
-                    f"{old.started_at:%Y-%m-%d %H:%M}): wait for it, or stop it, then run this again"
-                )
-            if old.status in ("succeeded", "running") and not overwrite:
-                verb = "succeeded" if old.status == "succeeded" else (
-                    "is marked running by a process kd cannot check from here (another machine or container, or before a reboot)")
-                live = _live_edits(s, old) if kind == "clean" else 0
-                advice = (f"name this one with --name (its {live} edits stand; --overwrite would need "
-                          f"`kd labels undo --run {run} --stage {name}` first)" if live
-                          else "pass --overwrite to replace it, --name to keep both, or another --run" if kind in NAMED_KINDS
-                          else "pass --overwrite to replace it, or use another --run")
-                raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: {advice}")
-            _refuse_live_edits(s, old, run)
-            for attempt in _replaced(s, run, name)[1]:  # a failed attempt's edits that stand (committed before it failed)
-                _refuse_live_edits(s, attempt, run)
+            _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite)
             if old.status == "succeeded":  # kept until the replacement succeeds
                 _park(store, s, old, run, moved)
             else:  # its folder goes with it, recorded or not: the new stage starts from an empty one
@@ -311,6 +291,44 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
         stage_id = stage.id
     moved.clear()  # committed: the moves stand (a Ctrl-C from here on must not undo them)
     return stage_id, name, old_artifact
+
+
+def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str, overwrite: bool) -> None:
+    """Why the stage ``old`` of that name may not be replaced by a new ``kind`` stage (with ``overwrite`` or not)."""
+    if old.kind != kind:  # --overwrite replaces a stage's own kind only, never a teacher by a clean
+        raise KdError(
+            f"stage {name!r} of run {run!r} is a {old.kind} stage, not a {kind} stage: choose another --name"
+        )
+    if old.status == "running" and process_state(old) is True:  # (one whose process is gone: failed by mark_crashed)
+        raise KdError(
+            f"stage {name!r} of run {run!r} is running (process {old.process.split(':')[0]} on {old.host}, since "
+            f"{old.started_at:%Y-%m-%d %H:%M}): wait for it, or stop it, then run this again"
+        )
+    if old.status in ("succeeded", "running") and not overwrite:
+        verb = "succeeded" if old.status == "succeeded" else (
+            "is marked running by a process kd cannot check from here (another machine or container, or before a reboot)")
+        live = _live_edits(s, old) if kind == "clean" else 0
+        advice = (f"name this one with --name (its {live} edits stand; --overwrite would need "
+                  f"`kd labels undo --run {run} --stage {name}` first)" if live
+                  else "pass --overwrite to replace it, --name to keep both, or another --run" if kind in NAMED_KINDS
+                  else "pass --overwrite to replace it, or use another --run")
+        raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: {advice}")
+    _refuse_live_edits(s, old, run)
+    for attempt in _replaced(s, run, name)[1]:  # a failed attempt's edits that stand (committed before it failed)
+        _refuse_live_edits(s, attempt, run)
+
+
+def check_stage_free(store: Store, *, run: str, kind: str, name: str, overwrite: bool = False) -> None:
+    """What starting the stage (``stage_scope``) would refuse about its name, checked without writing
+    anything: a dry run says what the real run would (a stage of that name that succeeded, one whose
+    edits stand). A stage left running by a process that is gone counts as failed, as the real run marks it."""
+    check_stage_name(name)
+    if name in STAGE_KINDS and name != kind:
+        raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
+    with store.session() as s:
+        old = s.scalars(select(Stage).join(Run, Run.id == Stage.run_id).where(Run.uniqid == run, Stage.name == name)).first()
+        if old is not None and not _crashed(old):
+            _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite)
 
 
 def _refuse_foreign_files(store: Store, run: str, name: str) -> None:

@@ -626,7 +626,7 @@ def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_o
     exported = tmp_path / "again.csv"
     kd("labels", "export", "--run", "r", str(exported), "--db", db)
     assert {int(r["issue_id"]) for r in csv.DictReader(exported.open(encoding="utf-8-sig"))} >= {three[1]["issue_id"], three[2]["issue_id"]}
-    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1, "trained_on_it": [], "warnings": []}
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "warnings": []}
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
@@ -858,7 +858,7 @@ def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
     sheet = _sheet(tmp_path / "reject.csv", [{"run": "r2", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"}])
     kd("labels", "import", str(sheet), "--name", "rejects", "--db", db)
     assert _issues(db, "r2")[0]["status"] == "rejected"
-    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1, "trained_on_it": [], "warnings": []}
+    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "warnings": []}
     assert {i["status"] for i in _issues(db, "r2")} == {"open"}
     kd("labels", "undo", "--run", "r", "--db", db)
     assert {i["status"] for i in _issues(db, "r")} == {"open"}
@@ -1431,3 +1431,104 @@ def test_a_class_of_one_train_sample_is_named_in_a_warning_not_cleanlabs_raw_one
     for args in (["--filter-by", "confident_learning"], ["--method", "disagree"]):
         again = kd("labels", "detect", "--run", "r", "--db", db, "--json", "--overwrite", *args)
         assert not any("single train sample" in w for w in json.loads(again.stdout)["warnings"])
+
+
+def test_a_dry_run_clean_is_refused_as_the_real_one_would_be(tmp_path, error_line):
+    """`clean --dry-run` listed its changes under `"stage": "clean"` while a succeeded clean of that
+    name stood, and the real run was then refused: the dry run says what the real run would."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的", "一般"])
+    kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db)
+    before = _state(db)
+    real = error_line(kd("labels", "clean", "--run", "r", "--db", db, ok=False))
+    dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json", ok=False)
+    assert error_line(dry) == real and dry.stdout == "" and "stage 'clean' of run 'r' succeeded" in real
+    overwrite = kd("labels", "clean", "--run", "r", "--dry-run", "--overwrite", "--db", db, ok=False)  # its flags stand
+    assert "label edits that are not undone" in error_line(overwrite)
+    assert "kept for teach stages" in error_line(kd("labels", "clean", "--run", "r", "--dry-run", "--name", "teach", "--db", db, ok=False))
+    other = json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--name", "c2", "--db", db, "--json").stdout)
+    assert other["stage"] == "c2" and len(other["changes"]) == 3
+    kd("labels", "undo", "--run", "r", "--db", db)
+    assert json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--overwrite", "--db", db, "--json").stdout)["dry_run"]
+    assert _state(db) == before
+
+
+def test_undo_warns_of_the_detections_that_judged_the_labels_it_reverts(tmp_path):
+    """An undo warned of the teachers and students trained on the labels it reverted, not of a
+    detection that judged them: its issues of the samples put back then read "left alone (edited
+    since detection)" in the next clean, unexplained."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
+    kd("labels", "detect", "--run", "r", "--db", db)  # before the edit: not warned of
+    kd("labels", "set", "--run", "r", "1=neg", "--db", db)
+    kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)
+    out = kd("labels", "undo", "--run", "r", "--db", db, "--json")
+    done = json.loads(out.stdout)
+    assert done["detected_on_it"] == ["b/detect"] and done["trained_on_it"] == []
+    [said] = done["warnings"]
+    assert said.startswith("b/detect judged the labels this undo reverted") and "`kd labels detect --run b --teacher-run r --overwrite`" in said
+    assert f"warning: {said}" in out.stderr
+
+
+def _flagged_rejected_then_detected_again(tmp_path: Path) -> str:
+    """A store whose run ``r`` flagged its first detection's issues (``fl``), had a reviewer reject
+    them all (so ``fl``'s flags stand and the detection may be replaced), then detected again."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "fl", "--db", db)
+    sheet = tmp_path / "s.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
+    for r in rows:
+        r["decision"] = "reject"
+    kd("labels", "import", str(_sheet(tmp_path / "decided.csv", rows)), "--db", db)
+    kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
+    return db
+
+
+def test_undoing_a_clean_leaves_the_new_detections_issues_open_not_flagged_by_the_old_ones_flags(tmp_path):
+    """`reopen` matched standing flags by sample and run: undoing a relabel of the new detection's
+    issues marked them `flagged` by `fl`, a flag stage of the detection it replaced."""
+    db = _flagged_rejected_then_detected_again(tmp_path)
+    assert {i["status"] for i in _issues(db)} == {"open"}
+    kd("labels", "clean", "--run", "r", "--name", "cl", "--db", db)
+    kd("labels", "undo", "--run", "r", "--stage", "cl", "--db", db)
+    assert {i["status"] for i in _issues(db)} == {"open"}
+    # a flag of this detection still comes back after a relabel of its issues is undone
+    kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "fl2", "--db", db)
+    kd("labels", "clean", "--run", "r", "--name", "cl2", "--db", db)
+    kd("labels", "undo", "--run", "r", "--stage", "cl2", "--db", db)
+    assert {i["status"] for i in _issues(db)} == {"flagged"}
+
+
+def test_a_clean_records_the_detection_it_decided_and_the_report_names_a_replaced_one(tmp_path):
+    """A clean's config named its detection by name only (`detect=detect`): after `detect --overwrite`
+    it pointed at the new detection. It records the stage's id and start, as a student its teacher's."""
+    from kdstore.schema import iso_utc
+
+    db = _flagged_rejected_then_detected_again(tmp_path)
+    kd("labels", "clean", "--run", "r", "--name", "cl", "--db", db)
+    store = Store.open(db)
+    try:
+        stages = {st.name: st for st in store.stages_of("r")}
+    finally:
+        store.close()
+    detection = stages["detect"]
+    assert stages["cl"].config["detect_stages"] == [{"run": "r", "stage_id": detection.id, "started_at": iso_utc(detection.started_at)}]
+    report = kd("report", "--run", "r", "--db", db).stdout
+    fl = report[report.index("fl (clean)"):report.index("review (clean)")]
+    assert re.search(r"detection: r/detect \(stage \d+ of \S+, replaced since\)", fl), fl
+    assert "detection: r/detect\n" in report[report.index("cl (clean)"):]
+
+
+def test_a_detection_that_flags_nothing_points_to_no_list(tmp_path):
+    """`kd labels detect` that flagged 0 samples still said "`kd labels show --run r` lists them"."""
+    from kdstore.schema import Logit
+
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
+    store = Store.open(db)
+    labels = np.array([label for _, label in sorted(_labels(db).items())])
+    with store.engine.begin() as conn:  # a teacher sure of every given label
+        conn.execute(delete(Logit))
+    store.write_logits(1, list(range(1, 21)), np.eye(2, dtype=np.float32)[labels] * 6)
+    store.close()
+    out = kd("labels", "detect", "--run", "r", "--db", db)
+    assert out.stdout == "run r: 0 likely wrong labels flagged\n"

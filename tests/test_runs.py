@@ -518,7 +518,7 @@ def test_a_failed_clean_whose_edits_stand_blocks_the_next_overwrite(store):
     with pytest.raises(KdError, match=f"`kd labels undo --run r1 --stage {failed}` first"):
         with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True):
             pytest.fail("the body must not run")
-    assert lab.undo(store, "r1", failed) == {"stage": failed, "reverted": 1, "reopened": 0, "trained_on_it": []}
+    assert lab.undo(store, "r1", failed) == {"stage": failed, "reverted": 1, "reopened": 0, "trained_on_it": [], "detected_on_it": []}
     with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True):
         pass
     # its undone edits stay on record under its name (it was deleted: history said "a deleted stage")
