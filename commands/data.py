@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -199,6 +200,8 @@ def classes(export_path, db, as_json):
         raise click.BadParameter("give the file to write, e.g. class_id.txt", param_hint="--export")
     if export_path == "-":  # (not a file called "-")
         raise click.UsageError("kd classes prints class_id.txt itself: `kd classes > class_id.txt`, or --export FILE")
+    if export_path is not None and export_path.endswith(("/", os.sep)):  # (Path() drops the slash: "out/" wrote a file called out)
+        raise click.BadParameter(f"{export_path} is a folder: give the file's name ({export_path}class_id.txt)", param_hint="--export")
     names = open_store(db).class_names()
     if export_path is not None:
         make_folder(Path(export_path).parent, f"the class file {export_path}")

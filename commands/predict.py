@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from kdstore.errors import KdError
-from kdstore.jsonl import dumps_line
+from kdstore.jsonl import RepeatedKey, dumps_line, loads_strict
 from kdstore.schema import SPLITS
 
 from .common import FLOAT, KdPath, binary_stdin, home_path, open_store, overwrite_option, print_json, run_option, store_options
@@ -62,8 +62,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
     given = [p for p in ("run", "which") if typed(p)]
     if artifact and not typed("artifact") and (given or (from_store and typed("from_store"))):
         artifact = None  # a config file's [predict] artifact: a typed --run, --model or --store wins over it
-    if from_store and not typed("from_store") and (typed("artifact") or path != "-"):
-        from_store = False  # and a typed --artifact, or FILE, over its store = true
+    if from_store and not typed("from_store") and (typed("artifact") or path != "-" or typed("text_field")):
+        from_store = False  # and a typed --artifact, FILE or --text-field (JSON lines to read), over its store = true
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     if split and not from_store:
@@ -139,10 +139,14 @@ def _json_texts(lines: list[tuple[int, str]], field: str, name: str):
         if not raw.strip():
             out.append((n, ""))
             continue
-        try:
-            obj = json.loads(raw)
-        except ValueError as exc:
-            return out, fields, click.ClickException(f"{name}: line {n}: not JSON ({getattr(exc, 'msg', exc)}): --text-field reads one JSON object a line")
+        try:  # (as kd ingest reads JSONL: NaN or Infinity echoed under "input" made the --json line no JSON)
+            obj = loads_strict(raw)
+        except RepeatedKey as exc:  # json.loads keeps the last value: which text was meant is not known
+            return out, fields, click.ClickException(f"{name}: line {n}: field {exc.key!r}: the object names this key twice")
+        except json.JSONDecodeError as exc:
+            return out, fields, click.ClickException(f"{name}: line {n}: not JSON ({exc.msg}): --text-field reads one JSON object a line")
+        except ValueError as exc:  # NaN, Infinity, 1e400
+            return out, fields, click.ClickException(f"{name}: line {n}: {exc}")
         if not isinstance(obj, dict):
             return out, fields, click.ClickException(f"{name}: line {n}: a JSON {type(obj).__name__}, not an object: --text-field reads one JSON object a line")
         if field not in obj:

@@ -470,7 +470,6 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
     _teachers_usable(store, teacher_runs or (run,))
-    _pool_exists(store, unlabeled)
     if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):
         # the first teacher's: the student reads what its targets were made from (and a transformer
         # student, started from the teacher, no position the teacher never learned)
@@ -541,13 +540,6 @@ def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
         _warn(f"{', '.join(unused)}: not used by --augment {augment or '(none)'}")
     if student == "transformer" and not relation and _options_given(("relation_heads",)):
         _warn("--relation-heads: not used without --value-relation or --qk-relation")
-
-
-def _pool_exists(store, unlabeled: bool | None) -> None:
-    """--unlabeled asked for a pool the store does not have: said, rather than trained without in silence."""
-    if unlabeled and Dist.from_env().is_main and not store.counts().get("unlabeled"):
-        _warn("--unlabeled: the store has no unlabeled samples (`kd ingest FILE --split unlabeled` adds a pool): "
-              "learning from the labeled ones alone")
 
 
 def _teacher_stages(store, runs) -> list[dict]:
@@ -676,7 +668,6 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
     _teachers_usable(store, teacher_runs or (run,))
-    _pool_exists(store, unlabeled)
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])
     if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_layerwise(teacher_config.model_type)

@@ -11,7 +11,6 @@ import csv
 import functools
 import io
 import json
-import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, Sequence
 from sqlalchemy import bindparam, insert, null, select, update
 
 from .errors import KdError
-from .jsonl import RepeatedKey, unique_keys
+from .jsonl import RepeatedKey, loads_strict
 from .schema import SPLITS, KdClass, Sample
 from .store import ID_CHUNK, Store, bulk_insert, chunks
 from .textkey import text_hash
@@ -338,7 +337,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw, parse_float=_finite_number, parse_constant=_no_constant, object_pairs_hook=unique_keys)
+            obj = loads_strict(raw)
         except json.JSONDecodeError as exc:
             hint = " (kd reads JSON Lines: one object a line, not a JSON array)" if raw.lstrip().startswith("[") else ""
             raise KdError(f"{name}: line {line}: not valid JSON ({exc.msg} at column {exc.colno}){hint}") from None
@@ -421,17 +420,6 @@ def _has_surrogate(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_surrogate(v) for v in value)
     return False
-
-
-def _finite_number(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text} is out of range")
-    return value
-
-
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_class_file(path: Path) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # json.dumps(ensure_ascii=False) escapes the control characters but leaves these raw, and
@@ -36,3 +37,21 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         raise RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
     return obj
+
+
+def loads_strict(line: str) -> Any:
+    """One JSON Lines value as kd reads input: a key named twice is a ``RepeatedKey`` (``json.loads``
+    keeps the last), and NaN, Infinity or a number out of range a ``ValueError`` (they are no JSON, and
+    written back they would make kd's own output none either)."""
+    return json.loads(line, parse_float=_finite_number, parse_constant=_no_constant, object_pairs_hook=unique_keys)
+
+
+def _finite_number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")

@@ -926,6 +926,9 @@ def test_writing_into_a_missing_folder_makes_it_and_a_file_in_the_way_is_one_lin
         "Error: cannot write the class file afile/class_id.txt: afile is a file, not a folder")
     empty = invoke(["classes", "--export", ""], ok=False)  # printed the classes and wrote nothing
     assert "give the file to write" in empty.output and "pos" not in empty.output
+    # a name ending in / is a folder: it wrote a file called "out" (Path drops the slash), as a sheet's did
+    folder = invoke(["classes", "--export", "out/"], ok=False)
+    assert "out/ is a folder: give the file's name (out/class_id.txt)" in folder.output and not (tmp_path / "out").exists()
 
 
 def test_a_quoted_tilde_on_the_command_line_is_the_home_folder(invoke, write_file, tmp_path, monkeypatch, read_samples):

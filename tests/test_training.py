@@ -688,7 +688,11 @@ def test_unlabeled_asked_of_a_store_without_a_pool_is_warned_of(tmp_path, corpus
     out = kd("distill", "--run", "r", "--unlabeled", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--db", db, "--json")
     report = json.loads(out.stdout)
     assert report["status"] == "succeeded" and report["metrics"]["all"]["pool_samples"] == 0
-    assert any(w.startswith("--unlabeled: the store has no unlabeled samples") for w in report["warnings"])
+    # said once, after training (_finish), in words that hold with --augment too: not twice, once before it as well
+    assert [w for w in report["warnings"] if "unlabeled" in w] == [
+        "--unlabeled, but the store has no unlabeled pool: the student learned from the labeled samples alone "
+        "(`kd ingest FILE --split unlabeled` adds one)"]
+    assert out.stderr.count("warning: --unlabeled") == 1
     quiet = kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--name", "q", "--db", db)
     assert "--unlabeled" not in quiet.stderr  # the default asks for a pool only where there is one
 
@@ -850,6 +854,18 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     assert f"{bad}: line 2: no field 'text' (its fields: 'body')" in refused.output and refused.stdout.count("\t") == 0
     numeric = kd("predict", "--text-field", "text", "--run", "r", "--db", db, input='{"text": 5}\n', ok=False)
     assert "<stdin>: line 1: field 'text' is 5, not text" in numeric.output
+    # as kd ingest reads JSONL: a NaN given back under "input" made the --json line no JSON, a key named
+    # twice predicted the last text silently
+    for line, said in (('{"id": NaN, "text": "很好"}', "<stdin>: line 1: NaN is not a JSON number"),
+                       ('{"id": 1e999, "text": "很好"}', "<stdin>: line 1: the number 1e999 is out of range"),
+                       ('{"text": "很好", "text": "太差"}', "<stdin>: line 1: field 'text': the object names this key twice")):
+        odd = kd("predict", "--text-field", "text", "--run", "r", "--json", "--db", db, input=line + "\n", ok=False)
+        assert odd.stdout == "" and odd.stderr.strip() == f"Error: {said}", odd.output
+    # a typed --text-field reads stdin, as a typed FILE does, over a config file's [predict] store = true
+    (tmp_path / "stored.toml").write_text("[predict]\nstore = true\n", encoding="utf-8")
+    streamed = kd("predict", "--config", str(tmp_path / "stored.toml"), "--text-field", "text", "--run", "r", "--json", "--db", db,
+                  input='{"id": 3, "text": "很好"}\n')
+    assert json.loads(streamed.stdout)["input"] == {"id": 3}
     folder = kd("predict", str(tmp_path), "--run", "r", "--db", db, ok=False)
     assert f"{tmp_path}: cannot read: a folder, not a text file" in folder.output and "Errno" not in folder.output
     hinted = kd("predict", str(jl), "--run", "r", "--db", db)  # without --text-field: predicted as it stands, and said so
