@@ -358,7 +358,7 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
 @click.option("--teacher-weight", "teacher_weights", multiple=True, type=FLOAT, help="Weight of each --teacher-run (default: equal).")
 @click.option("--alpha", type=FLOAT, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples.")
 @click.option("--alpha-end", type=FLOAT, help="Move alpha linearly to this value over training.")
-@click.option("--hard-weight", type=FLOAT, help="Weight of the hard (gold label) loss on labeled samples, on its own (default: 1 - alpha); alpha then weighs the soft loss alone.")
+@click.option("--hard-weight", type=FLOAT, help="Weight of the hard (gold label) loss on labeled samples, on its own (default: 1 - alpha); alpha then weighs every sample's soft loss, the pool's too.")
 @click.option("--hard-weight-end", type=FLOAT, help="Move --hard-weight linearly to this value over training (e.g. 1 -> 0 while --alpha-end grows: TextBrewer's linear decay and growth).")
 @click.option("--temperature", type=FLOAT, default=2.0, show_default="2.0; 1.0 for early exit")
 @click.option("--temperature-end", type=FLOAT, help="Move the temperature linearly to this value over training.")

@@ -143,7 +143,8 @@ def distillation_loss(
     """Batch mean of ``alpha * soft + (1 - alpha) * hard`` for labeled samples and ``soft`` alone for
     unlabeled ones (label -1): a sample without a gold label learns from the teacher only.
     ``hard_weight``: the hard loss's own weight in place of ``1 - alpha`` (TextBrewer's separate
-    hard-label weight), so that the two weights may follow schedules of their own.
+    hard-label weight), so that the two weights may follow schedules of their own; ``alpha`` then
+    weighs every sample's soft loss, an unlabeled one's too (``alpha * soft``), as TextBrewer's KD weight does.
     ``temperature`` and ``scale``: as in ``kl_soft``.
     """
     if not 0.0 <= alpha <= 1.0:
@@ -155,7 +156,10 @@ def distillation_loss(
     hard = torch.zeros_like(soft)
     if labeled.any():
         hard[labeled] = F.cross_entropy(student[labeled], labels[labeled], reduction="none").to(hard.dtype)
-    per_sample = torch.where(labeled, alpha * soft + (1.0 - alpha if hard_weight is None else hard_weight) * hard, soft)
+    if hard_weight is None:  # tied: a sample without a gold label gives its whole weight to the teacher
+        per_sample = torch.where(labeled, alpha * soft + (1.0 - alpha) * hard, soft)
+    else:
+        per_sample = alpha * soft + hard_weight * hard  # (hard is 0 where unlabeled)
     return per_sample.mean()
 
 

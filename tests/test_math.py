@@ -62,6 +62,13 @@ def test_distillation_loss_mixes_hard_and_soft_and_skips_hard_for_unlabeled():
     # the hard weight on its own (not 1 - alpha): labeled 1.0 * soft + 2.0 * hard, unlabeled soft alone
     untied = distillation_loss(student, teacher, labels, alpha=1.0, temperature=1.0, hard_weight=2.0)
     assert untied.item() == pytest.approx((kl_a + 2.0 * math.log(2) + 0.0) / 2, abs=1e-6)
+    # untied, alpha weighs the unlabeled sample's soft loss too (TextBrewer's KD weight): here it is not 0
+    both = torch.tensor([[math.log(3.0), 0.0], [math.log(3.0), 0.0]])
+    flat = torch.zeros(2, 2)  # each sample's soft loss is kl_a, the labeled one's hard loss log 2
+    untied = distillation_loss(flat, both, labels, alpha=0.5, temperature=1.0, hard_weight=1.0)
+    assert untied.item() == pytest.approx((0.5 * kl_a + math.log(2) + 0.5 * kl_a) / 2, abs=1e-6)
+    tied = distillation_loss(flat, both, labels, alpha=0.5, temperature=1.0)
+    assert tied.item() == pytest.approx((0.5 * kl_a + 0.5 * math.log(2) + kl_a) / 2, abs=1e-6)
     with pytest.raises(ValueError, match="hard_weight"):
         distillation_loss(student, teacher, labels, alpha=0.5, temperature=1.0, hard_weight=-1.0)
 
