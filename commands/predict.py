@@ -163,7 +163,7 @@ def _json_texts(lines: list[tuple[int, str]], field: str, name: str):
 def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
     """A warning where the first line is a JSON object: each line is predicted as it stands, braces
     and field names included, unless --text-field names the text."""
-    first = next((t for _, t in lines if t.strip()), "")
+    n, first = next(((n, t) for n, t in lines if t.strip()), (1, ""))
     if not first.lstrip().startswith("{"):
         return
     try:
@@ -172,7 +172,7 @@ def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
         return
     if isinstance(obj, dict):
         texts = [k for k, v in obj.items() if isinstance(v, str)]
-        click.echo(f"warning: {name}: line 1 is a JSON object, predicted as it stands: "
+        click.echo(f"warning: {name}: line {n} is a JSON object, predicted as it stands: "
                    f"--text-field {texts[0] if texts else 'NAME'} reads the text out of JSON lines", err=True)
 
 
@@ -298,7 +298,8 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
 
 
 # characters a reader may take for the end of a line (str.splitlines does): one output line per input line
-_LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+# and a tab, which would add a column to label<TAB>confidence<TAB>text (--json keeps the text as it is)
+_LINE_BREAKS = str.maketrans({c: " " for c in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool,

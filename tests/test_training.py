@@ -847,7 +847,7 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     assert [r["line"] for r in rows] == [1, 2, 3] and rows[0]["text"] == "这个很好\n真的\t好" and rows[0]["input"] == {"id": 7}
     assert rows[1]["error"] == "empty text" and rows[2]["input"] == {"gold": "neg"} and rows[2]["label"] in ("pos", "neg")
     plain = kd("predict", str(jl), "--text-field", "text", "--run", "r", "--db", db).stdout.splitlines()
-    assert len(plain) == 3 and plain[0].endswith("\t这个很好 真的\t好")  # one output line per input line
+    assert len(plain) == 3 and plain[0].endswith("\t这个很好 真的 好")  # one output line per input line, three columns
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "很好"}\n{"body": "差"}\n', encoding="utf-8")
     refused = kd("predict", str(bad), "--text-field", "text", "--run", "r", "--db", db, ok=False)
