@@ -385,7 +385,8 @@ def reliability_warnings(
     if accuracy is not None and majority is not None and below_room(accuracy, majority):
         out.append(
             f"the teacher's out-of-fold predictions agree with {accuracy:.1%} of the given labels, {versus_majority(accuracy, majority)} "
-            f"always answering the most frequent class ({majority:.1%}): most flags are its own errors; train a "
+            f"always answering the most frequent class ({majority:.1%}): "
+            f"{'most flags are its own errors' if flagged else 'its flags would mostly be its own errors'}; train a "
             "stronger teacher" + ("" if tfidf_member else " (or detect with --tfidf-member)") + " before cleaning"
         )
     if flagged > max_fraction * samples:

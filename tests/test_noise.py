@@ -363,6 +363,8 @@ def test_reliability_warnings_name_a_weak_model_and_an_implausible_share(problem
     assert reliability_warnings(flagged=5, samples=100, accuracy=0.55, majority=0.50) == []  # a tenth of the way to 100 %: enough
     assert reliability_warnings(flagged=2, samples=100, accuracy=0.99, majority=0.96) == []  # imbalanced: judged on the room left
     assert len(reliability_warnings(flagged=2, samples=100, accuracy=0.962, majority=0.96)) == 1
+    none = reliability_warnings(flagged=0, samples=100, accuracy=0.56, majority=0.55)  # (no "most flags" of no flag)
+    assert len(none) == 1 and "its flags would mostly be its own errors" in none[0] and "most flags" not in none[0]
 
 
 @pytest.mark.parametrize(
