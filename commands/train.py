@@ -306,11 +306,23 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
         if "dev" in cfg.splits and _options_given(("patience",)) and dist.is_main:
             _warn("--patience: not used when dev is trained on (no dev rows are left to judge the epochs: "
                   "the last epoch is kept)")
+        elif _options_given(("patience",)) and dist.is_main and not _dev_judges(store, cfg):
+            of = f" of {'/'.join(cfg.labels)}" if cfg.labels else ""
+            _warn(f"--patience: not used, the store has no labeled dev samples{of} to judge the epochs: the last epoch "
+                  "is kept (`kd ingest FILE --split dev` adds some)")
         config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
     if dist.is_main:
         _finish(store, run, "teach", as_json)
+
+
+def _dev_judges(store, cfg: TeachConfig) -> bool:
+    """Whether labeled dev samples (of the --label classes, if given) are there to judge the epochs."""
+    if not set(cfg.labels) <= set(store.class_names()):
+        return True  # (an unknown --label is the stage's one-line error, not a warning first)
+    dev = store.counts().get("dev", {})
+    return any(n for name, n in dev.items() if name != "(none)" and (not cfg.labels or name in cfg.labels))
 
 
 def _first_split(splits) -> str:

@@ -294,8 +294,23 @@ def _replaced_teacher(store: Store, run: str, detect_stage: Stage) -> list[str]:
         return []
     if read.get("stage_id") is None or now.id == read["stage_id"]:
         return []
+    redetect = f"`{redetect_command(run, detect_stage)}` judges with the new one"
+    if _in_sample_teacher(store, now) and not (detect_stage.config or {}).get("allow_in_sample"):
+        # (that detect would be refused: the new teacher learned the train labels it would judge)
+        redetect = (f"the new one learned the train labels it would judge (no --folds), so a detection refuses it: "
+                    f"`kd teach --run {teacher_run} --folds 5 ... --overwrite`, then `{redetect_command(run, detect_stage)}`")
     return [f"the teacher of run {teacher_run!r} was replaced after this detection ran (kd teach --overwrite): its issues "
-            f"are the old teacher's; `{redetect_command(run, detect_stage)}` judges with the new one"]
+            f"are the old teacher's; {redetect}"]
+
+
+def _in_sample_teacher(store: Store, teacher: Stage) -> bool:
+    """Whether a teach stage without folds learned from train samples a detection would judge."""
+    from .teacher import trained_on
+
+    if store.read_folds(teacher.id):
+        return False
+    train = store.samples(splits=["train"], labeled=True).ids
+    return bool(trained_on(store, teacher) & {int(i) for i in train})
 
 
 def redetect_command(run: str, detect_stage: Stage) -> str:
@@ -305,6 +320,7 @@ def redetect_command(run: str, detect_stage: Stage) -> str:
     config = detect_stage.config or {}
     teacher_run = ((config.get("teacher_stages") or [{}])[0].get("run") or config.get("teacher_run") or run)
     votes = "".join(f" --student-votes {v}" for v in config.get("student_votes") or ())
+    votes += " --allow-in-sample" if config.get("allow_in_sample") else ""  # (without it, refused as the detection was not)
     return f"kd labels detect --run {run}{f' --teacher-run {teacher_run}' if teacher_run != run else ''}{votes} --overwrite"
 
 

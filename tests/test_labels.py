@@ -907,6 +907,23 @@ def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(d
     assert "fold students" in error_line(kd("export", "--run", "r", "--model", "votes", "--db", db, ok=False))
 
 
+def test_a_teacher_replaced_by_one_without_folds_is_not_pointed_to_as_one_detect_takes(db, noisy):
+    """After `kd teach --overwrite` without --folds the warning on the old detection named `kd labels
+    detect --overwrite`, which refuses the new, in-sample teacher: it names a --folds teacher first. A
+    detection that allowed in-sample probabilities is redone with --allow-in-sample."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    again = ["teach", "--run", "r", "--model", str(noisy["model"]), "--epochs", "1", "--max-len", "32", "--overwrite", "--db", db]
+    kd(*again)
+    said = " ".join(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr.split())
+    assert ("its issues are the old teacher's; the new one learned the train labels it would judge (no --folds), so a detection "
+            "refuses it: `kd teach --run r --folds 5 ... --overwrite`, then `kd labels detect --run r --overwrite`") in said
+    assert "in-sample teacher probabilities" in kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False).output
+    kd("labels", "detect", "--run", "r", "--allow-in-sample", "--overwrite", "--db", db)
+    kd(*again, "--seed", "1")
+    said = " ".join(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr.split())
+    assert "its issues are the old teacher's; `kd labels detect --run r --allow-in-sample --overwrite` judges with the new one" in said
+
+
 def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db, noisy, tmp_path, error_line):
     """A detect stage records which teach and distill stages it read (ids: one replaced later by
     --overwrite is told apart) and which labels it judged, as distill does; a student distilled

@@ -202,6 +202,28 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
         assert "Invalid value for '--split'" in bad.output
 
 
+def test_patience_without_labeled_dev_samples_is_warned_of(tmp_path, corpus, tiny_model):
+    """--patience was ignored without a word on a store without dev samples (or without dev samples
+    of the --label classes): nothing judges the epochs, the last one is kept."""
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(corpus["train"]), "--db", db)
+    out = kd("teach", "--run", "p", "--model", str(tiny_model), "--epochs", "2", "--patience", "1", "--max-len", "32", "--db", db, "--json")
+    message = "--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch is kept"
+    assert f"warning: {message}" in out.stderr
+    report = json.loads(out.stdout)
+    assert any(w.startswith(message) for w in report["warnings"]) and report["metrics"]["all"]["best_epoch"] == 2
+    write_tsv(tmp_path / "dev.tsv", [("pos", "验证的样本很好")])
+    kd("ingest", str(tmp_path / "dev.tsv"), "--split", "dev", "--db", db)
+    out = kd("teach", "--run", "q", "--model", str(tiny_model), "--epochs", "1", "--patience", "1", "--max-len", "32", "--db", db)
+    assert "--patience" not in out.stderr  # a dev sample judges the epochs
+    kd("ingest", str(write_tsv(tmp_path / "t3.tsv", [("mid", "一般一般的东西"), ("mid", "还是一般"), ("pos", "真的很好的")])), "--db", db)
+    out = kd("teach", "--run", "r", "--model", str(tiny_model), "--label", "neg", "--label", "mid", "--epochs", "1",
+             "--patience", "1", "--max-len", "32", "--db", db)
+    assert "warning: --patience: not used, the store has no labeled dev samples of neg/mid to judge" in out.stderr
+    out = kd("teach", "--run", "s", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    assert "--patience" not in out.stderr  # not given: nothing to warn of
+
+
 def test_a_where_with_a_colon_in_a_literal_is_run_as_written(tmp_path):
     """SQLAlchemy took ":x" in a --where literal (a text with " :", PostgreSQL's '[[:digit:]]') for a
     bind parameter and refused valid SQL ("A value is required for bind parameter")."""
@@ -1851,12 +1873,14 @@ def test_student_scoring_of_a_large_set_shows_a_bar(monkeypatch, capsys):
 
 def test_logits_only_reads_the_missing_samples_only(sample_store, tiny_model, tmp_path, monkeypatch):
     """Scoring two texts ingested into a 200,000-text store read every text of the store (about 100 MB
-    held for two rows): --logits-only reads the samples it scores, by id."""
+    held for two rows): --logits-only reads the samples it scores, by id (and so does its count of the
+    labeled ones its figures leave out, which read every labeled text)."""
     db = str(sample_store)
     kd("teach", "--run", "t3", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
     late = tmp_path / "late.txt"
     late.write_text("这个很好用\n那个太差了\n", encoding="utf-8")
     kd("ingest", str(late), "--split", "unlabeled", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "dev3.tsv", [("pos", "后来的验证很好")])), "--split", "dev", "--db", db)
     read = []
     samples = Store.samples
 
@@ -1867,8 +1891,9 @@ def test_logits_only_reads_the_missing_samples_only(sample_store, tiny_model, tm
 
     monkeypatch.setattr(Store, "samples", recorded)
     out = kd("teach", "--run", "t3", "--logits-only", "--db", db, "--json")
-    assert json.loads(out.stdout)["scored"] == 2
-    assert read and max(read) < _count(sample_store, Sample)  # no read of the whole store
+    assert json.loads(out.stdout)["scored"] == 3
+    assert read and max(read) == 3  # no read of the whole store, nor of its labeled samples
+    assert "leave out the labeled samples it scored now (1 dev)" in out.stderr
     stage = _stage(sample_store, "t3", "teach")
     assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample)
 
