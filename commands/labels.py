@@ -84,7 +84,9 @@ def show(run, top, status, db, as_json):
     Example:
       kd labels show --run r1 --top 50 --json
     """
-    items = lab.issues(open_store(db), run, top=min(top, SQL_INT_MAX) or None, status=status)
+    store = open_store(db)
+    items = lab.issues(store, run, top=min(top, SQL_INT_MAX) or None, status=status)
+    _warn(lab.stale_warnings(store, run))  # (on standard error: --json here is the list of issues)
     if as_json:
         print_json(items)
         return
@@ -109,9 +111,11 @@ def export(run, path, overwrite, db, as_json):
     Example:
       kd labels export --run r1 review.csv
     """
-    n = lab.export_sheet(open_store(db), run, path, overwrite=overwrite)
+    store = open_store(db)
+    n = lab.export_sheet(store, run, path, overwrite=overwrite)
+    warned = _warn(lab.stale_warnings(store, run))
     if as_json:
-        print_json({"run": run, "path": str(path), "issues": n})
+        print_json({"run": run, "path": str(path), "issues": n, "warnings": warned})
         return
     click.echo(f"{path}: {counted(n, 'issue')} to review")
 

@@ -283,6 +283,16 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
     )
 
 
+def stale_warnings(store: Store, run: str) -> list[str]:
+    """The warnings ``kd labels show`` and ``export`` give about the run's detection: its teacher or
+    its student votes replaced since it ran (none where the run has no detection)."""
+    try:
+        stage = store.find_stage(run, "detect")
+    except KdError:
+        return []  # (the listing itself says there is no detection)
+    return _replaced_teacher(store, run, stage) + _replaced_votes(store, run, stage)
+
+
 def _replaced_teacher(store: Store, run: str, detect_stage: Stage) -> list[str]:
     """A warning when the teacher the detection read (``teacher_stages``) has been replaced since
     (``kd teach --overwrite``): its issues are the old teacher's."""

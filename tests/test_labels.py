@@ -818,7 +818,7 @@ def test_a_sheet_names_its_run_and_import_follows_it(db, tmp_path, error_line, m
     kd("labels", "detect", "--run", "r", "--db", db)
     sheet = tmp_path / "review.csv"
     exported = json.loads(kd("labels", "export", "--run", "r", str(sheet), "--db", db, "--json").stdout)
-    assert exported == {"run": "r", "path": str(sheet), "issues": len(_issues(db))}
+    assert exported == {"run": "r", "path": str(sheet), "issues": len(_issues(db)), "warnings": []}
     assert sheet.read_bytes().startswith(b"\xef\xbb\xbf")  # a byte-order mark: spreadsheets read it as UTF-8
     rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
     assert {r["run"] for r in rows} == {"r"} and list(rows[0])[:2] == ["run", "issue_id"]
@@ -944,6 +944,10 @@ def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db
     assert ("the teacher of run 'r' was replaced after this detection ran (kd teach --overwrite): its issues are the old "
             "teacher's; `kd labels detect --run r2 --teacher-run r --student-votes r:votes --overwrite` judges with the new one") in " ".join(dry.stderr.split())
     assert "(--student-votes) was replaced" not in dry.stderr
+    shown = kd("labels", "show", "--run", "r2", "--json", "--db", db)  # listing or exporting the old issues says it too
+    assert "the teacher of run 'r' was replaced after this detection ran" in shown.stderr and json.loads(shown.stdout)
+    sheet = json.loads(kd("labels", "export", "--run", "r2", str(tmp_path / "stale.csv"), "--json", "--db", db).stdout)
+    assert any("was replaced after this detection ran" in w for w in sheet["warnings"])
     kd("distill", "--run", "r", "--folds", "2", "--name", "votes", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
        "--max-len", "32", "--overwrite", "--db", db)  # the votes it counted are gone: said so too
     dry = kd("labels", "clean", "--run", "r2", "--dry-run", "--db", db)
