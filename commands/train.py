@@ -98,6 +98,14 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         learned = "and the augmented texts" if stage["metrics"].get("all", {}).get("augmented_samples") else "alone"
         warn(f"--unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
              f"samples {learned} (`kd ingest FILE --split unlabeled` adds one)")
+    config, learned = stage["config"], stage["metrics"].get("all", {})
+    pool, made = int(learned.get("pool_samples") or 0), int(learned.get("augmented_samples") or 0)
+    if stage["kind"] == "distill" and config.get("hard_weight") is not None and pool + made and \
+            max(config.get("alpha") or 0.0, config.get("alpha_end") or 0.0) == 0.0:
+        # (with --hard-weight, alpha weighs every sample's soft loss: the texts without a gold label had none)
+        texts = " and ".join(t for t in (f"{pool} unlabeled" if pool else "", f"{made} augmented" if made else "") if t)
+        warn(f"--alpha 0 with --hard-weight weighs the teacher's loss 0 for every sample: the {texts} texts taught the "
+             "student nothing (--alpha-end grows alpha; without --hard-weight they learn from the teacher at full weight)")
     if as_json:  # (run and warnings as the labels commands carry them)
         print_json({"run": run, "stage": stage["name"], **stage, "warnings": warnings})  # its dev figures say as much as the majority warning would
         return
@@ -368,7 +376,7 @@ def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> N
 @click.option("--student", type=click.Choice(KINDS + ("early-exit",)), default="textcnn", show_default=True, help="early-exit: FastBERT branches on the teacher's own layers.")
 @click.option("--teacher-run", "teacher_runs", multiple=True, callback=resolve_runs, help="Run(s) whose teacher logits to use (averaged); default: --run.")
 @click.option("--teacher-weight", "teacher_weights", multiple=True, type=FLOAT, help="Weight of each --teacher-run (default: equal).")
-@click.option("--alpha", type=FLOAT, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples.")
+@click.option("--alpha", type=FLOAT, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples (with --hard-weight: on every sample, the pool's too).")
 @click.option("--alpha-end", type=FLOAT, help="Move alpha linearly to this value over training.")
 @click.option("--hard-weight", type=FLOAT, help="Weight of the hard (gold label) loss on labeled samples, on its own (default: 1 - alpha); alpha then weighs every sample's soft loss, the pool's too.")
 @click.option("--hard-weight-end", type=FLOAT, help="Move --hard-weight linearly to this value over training (e.g. 1 -> 0 while --alpha-end grows: TextBrewer's linear decay and growth).")

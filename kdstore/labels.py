@@ -304,11 +304,11 @@ def _replaced_teacher(store: Store, run: str, detect_stage: Stage) -> list[str]:
         return []
     if read.get("stage_id") is None or now.id == read["stage_id"]:
         return []
-    redetect = f"`{redetect_command(run, detect_stage)}` judges with the new one"
+    redetect = f"`{redetect_command(run, detect_stage, store)}` judges with the new one"
     if _in_sample_teacher(store, now) and not (detect_stage.config or {}).get("allow_in_sample"):
         # (that detect would be refused: the new teacher learned the train labels it would judge)
         redetect = (f"the new one learned the train labels it would judge (no --folds), so a detection refuses it: "
-                    f"`kd teach --run {teacher_run} --folds 5 ... --overwrite`, then `{redetect_command(run, detect_stage)}`")
+                    f"`kd teach --run {teacher_run} --folds 5 ... --overwrite`, then `{redetect_command(run, detect_stage, store)}`")
     return [f"the teacher of run {teacher_run!r} was replaced after this detection ran (kd teach --overwrite): its issues "
             f"are the old teacher's; {redetect}"]
 
@@ -323,15 +323,24 @@ def _in_sample_teacher(store: Store, teacher: Stage) -> bool:
     return bool(trained_on(store, teacher) & {int(i) for i in train})
 
 
-def redetect_command(run: str, detect_stage: Stage) -> str:
+def redetect_command(run: str, detect_stage: Stage, store: Store | None = None) -> str:
     """The ``kd labels detect --overwrite`` that judges again as ``detect_stage`` did: with its
     ``--teacher-run`` when that is another run (``--run`` alone would look for a teacher in ``run``)
-    and its ``--student-votes``."""
+    and its ``--student-votes``. With ``store``: where that ``--overwrite`` would be refused (a clean
+    stage's edits of its issues stand), the detection in a new run that it names instead."""
+    from .runs import check_stage_free
+
     config = detect_stage.config or {}
     teacher_run = ((config.get("teacher_stages") or [{}])[0].get("run") or config.get("teacher_run") or run)
+    flags = " --allow-in-sample" if config.get("allow_in_sample") else ""  # (without it, refused as the detection was not)
+    if store is not None:
+        try:
+            check_stage_free(store, run=run, kind="detect", name=detect_stage.name, overwrite=True)
+        except KdError:  # (a stage of --run votes in another run as RUN:STAGE)
+            votes = "".join(f" --student-votes {v if ':' in v else f'{run}:{v}'}" for v in config.get("student_votes") or ())
+            return f"kd labels detect --run NEW --teacher-run {teacher_run}{votes}{flags}"
     votes = "".join(f" --student-votes {v}" for v in config.get("student_votes") or ())
-    votes += " --allow-in-sample" if config.get("allow_in_sample") else ""  # (without it, refused as the detection was not)
-    return f"kd labels detect --run {run}{f' --teacher-run {teacher_run}' if teacher_run != run else ''}{votes} --overwrite"
+    return f"kd labels detect --run {run}{f' --teacher-run {teacher_run}' if teacher_run != run else ''}{votes}{flags} --overwrite"
 
 
 def _replaced_votes(store: Store, run: str, detect_stage: Stage) -> list[str]:
@@ -346,7 +355,7 @@ def _replaced_votes(store: Store, run: str, detect_stage: Stage) -> list[str]:
         if read.get("stage_id") is None or (now.id == read["stage_id"] and read.get("started_at") in (None, iso_utc(now.started_at))):
             continue
         out.append(f"distill stage {read['stage']!r} of run {read['run']!r} (--student-votes) was replaced after this detection ran "
-                   f"(kd distill --overwrite): its issues count the old student's votes; `{redetect_command(run, detect_stage)}` "
+                   f"(kd distill --overwrite): its issues count the old student's votes; `{redetect_command(run, detect_stage, store)}` "
                    "judges with the new one")
     return out
 
@@ -356,7 +365,9 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
     ``kd distill --folds K`` (a student that learned the labels it would judge only echoes them),
     and ``(run, stage)``. ``name``: a stage of ``run``, or ``RUN:STAGE`` for another run's."""
     if ":" in name:
-        run, name = name.split(":", 1)
+        given, (run, name) = name, name.split(":", 1)
+        if not run.strip():  # (`--student-votes "$RUN:votes"` with RUN unset: not the run named default, as for --run)
+            raise KdError(f"--student-votes {given!r}: the run before ':' is empty: name it (RUN:STAGE), or give STAGE alone for --run's")
         run = resolve_run_id(run)  # RUN may be ${time}, as --run
     stage = store.find_stage(run, name)
     if stage.kind != "distill":
@@ -971,7 +982,7 @@ def rejudge_warning(store: Store, detections: list[str]) -> str:
     commands = []
     for item in detections:
         run, _, name = item.partition("/")
-        commands.append(redetect_command(run, store.find_stage(run, name)))
+        commands.append(redetect_command(run, store.find_stage(run, name), store))
     return (f"{', '.join(detections)} judged the labels this undo reverted: `kd labels clean` leaves "
             f"{'its' if len(detections) == 1 else 'their'} issues of the samples it put back alone (edited since "
             f"detection); `{'`, `'.join(commands)}` judge{'s' if len(commands) == 1 else ''} the labels as they are now")

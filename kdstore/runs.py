@@ -327,7 +327,10 @@ def check_stage_free(store: Store, *, run: str, kind: str, name: str, overwrite:
         raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
     with store.session() as s:
         old = s.scalars(select(Stage).join(Run, Run.id == Stage.run_id).where(Run.uniqid == run, Stage.name == name)).first()
-        if old is not None and not _crashed(old):
+        if old is not None:
+            if _crashed(old):  # judged as the failed stage mark_crashed makes it (its kind and standing edits still refuse)
+                s.expunge(old)
+                old.status = "failed"  # (detached: nothing written)
             _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite)
 
 

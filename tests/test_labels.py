@@ -1473,6 +1473,56 @@ def test_a_dry_run_clean_is_refused_as_the_real_one_would_be(tmp_path, error_lin
     assert _state(db) == before
 
 
+def test_a_dry_run_judges_a_clean_left_running_by_a_gone_process_as_the_real_run_does(tmp_path, error_line):
+    """check_stage_free skipped a stage whose process is gone: the real run marks it failed and still
+    refuses it (its edits stand, or it is of another kind), the dry run listed its changes."""
+    import socket
+
+    from kdstore.runs import _machine
+
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r", "--min-score", "0.505", "--db", db)  # some edits that stand
+    store = Store.open(db)
+    with store.engine.begin() as conn:  # as a clean killed outright leaves it: running, by a process that is gone
+        conn.execute(update(Stage).where(Stage.name == "clean").values(
+            status="running", host=socket.gethostname(), process=f"999999999:1:{_machine()}"))
+    store.close()
+    dry = kd("labels", "clean", "--run", "r", "--dry-run", "--overwrite", "--db", db, ok=False)
+    assert "label edits that are not undone" in error_line(dry) and dry.stdout == ""
+    assert error_line(kd("labels", "clean", "--run", "r", "--overwrite", "--db", db, ok=False)) == error_line(dry)
+
+
+def test_a_detection_whose_overwrite_is_refused_is_not_the_one_advised(tmp_path):
+    """The advice after an undo (and after a teacher or votes replaced) named `kd labels detect --run r
+    --overwrite`, which is refused while a clean's edits of the detection's issues stand: it names a
+    detection in a new run then."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
+    kd("labels", "set", "--run", "r", "6=pos", "--db", db)
+    kd("labels", "detect", "--run", "r", "--db", db)
+    decided = {i["sample_id"] for i in _issues(db) if i["score"] >= 0.505}
+    assert decided and 6 not in decided  # (the clean below leaves the hand edit's sample alone: the undo is allowed)
+    kd("labels", "clean", "--run", "r", "--min-score", "0.505", "--db", db)
+    said = json.loads(kd("labels", "undo", "--run", "r", "--stage", "edit-1", "--db", db, "--json").stdout)["warnings"]
+    assert len(said) == 1 and "`kd labels detect --run NEW --teacher-run r` judges the labels as they are now" in said[0]
+    assert "refused" not in kd("labels", "detect", "--run", "NEW", "--teacher-run", "r", "--db", db).output
+    store = Store.open(db)
+    try:  # with nothing of its issues decided, the run's own detection is redone
+        assert lab.redetect_command("NEW", store.find_stage("NEW", "detect"), store) == "kd labels detect --run NEW --teacher-run r --overwrite"
+    finally:
+        store.close()
+
+
+def test_student_votes_of_an_empty_run_are_refused_not_taken_from_the_default_run(tmp_path, error_line):
+    """`--student-votes "$RUN:votes"` with RUN unset looked for the run named default ("no run 'default'"),
+    or read its votes, as an empty --run did."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
+    for given in (":votes", " :votes"):
+        line = error_line(kd("labels", "detect", "--run", "r", "--student-votes", given, "--db", db, ok=False))
+        assert f"--student-votes {given!r}: the run before ':' is empty" in line and "default" not in line
+    assert [st.kind for st in Store.open(db).stages_of("r")] == ["teach"]  # refused before a stage
+
+
 def test_undo_warns_of_the_detections_that_judged_the_labels_it_reverts(tmp_path):
     """An undo warned of the teachers and students trained on the labels it reverted, not of a
     detection that judged them: its issues of the samples put back then read "left alone (edited

@@ -224,6 +224,21 @@ def test_patience_without_labeled_dev_samples_is_warned_of(tmp_path, corpus, tin
     assert "--patience" not in out.stderr  # not given: nothing to warn of
 
 
+def test_alpha_0_with_a_hard_weight_says_the_pool_taught_nothing(sample_store, tiny_model):
+    """With --hard-weight, alpha weighs the pool's soft loss too: `--alpha 0 --hard-weight 1` on a store
+    with a pool (used by default) trained on it at weight 0 without a word."""
+    db = str(sample_store)
+    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    common = ["--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db]
+    out = kd("distill", "--run", "r", "--alpha", "0", "--hard-weight", "1", *common, "--json")
+    message = ("--alpha 0 with --hard-weight weighs the teacher's loss 0 for every sample: the 30 unlabeled texts taught "
+               "the student nothing")
+    assert f"warning: {message}" in out.stderr and any(w.startswith(message) for w in json.loads(out.stdout)["warnings"])
+    for name, weights in (("grown", ["--alpha", "0", "--alpha-end", "1", "--hard-weight", "1"]), ("tied", ["--alpha", "0"]),
+                          ("alone", ["--alpha", "0", "--hard-weight", "1", "--no-unlabeled"])):
+        assert "taught the student nothing" not in kd("distill", "--run", "r", *weights, "--name", name, *common).stderr
+
+
 def test_a_where_with_a_colon_in_a_literal_is_run_as_written(tmp_path):
     """SQLAlchemy took ":x" in a --where literal (a text with " :", PostgreSQL's '[[:digit:]]') for a
     bind parameter and refused valid SQL ("A value is required for bind parameter")."""
