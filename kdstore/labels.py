@@ -333,6 +333,7 @@ def redetect_command(run: str, detect_stage: Stage, store: Store | None = None) 
     config = detect_stage.config or {}
     teacher_run = ((config.get("teacher_stages") or [{}])[0].get("run") or config.get("teacher_run") or run)
     flags = " --allow-in-sample" if config.get("allow_in_sample") else ""  # (without it, refused as the detection was not)
+    flags += _detect_options(config)  # (and judged as it was: its methods, filter, quality score, members)
     if store is not None:
         try:
             check_stage_free(store, run=run, kind="detect", name=detect_stage.name, overwrite=True)
@@ -341,6 +342,24 @@ def redetect_command(run: str, detect_stage: Stage, store: Store | None = None) 
             return f"kd labels detect --run NEW --teacher-run {teacher_run}{votes}{flags}"
     votes = "".join(f" --student-votes {v}" for v in config.get("student_votes") or ())
     return f"kd labels detect --run {run}{f' --teacher-run {teacher_run}' if teacher_run != run else ''}{votes}{flags} --overwrite"
+
+
+def _detect_options(config: dict) -> str:
+    """The options of a detection (its stored config) that differ from ``kd labels detect``'s defaults,
+    as command-line text: a redetect judges as the detection did."""
+    default = DetectConfig()
+    out = []
+    methods = tuple(config.get("methods") or default.methods)
+    if methods != tuple(default.methods):
+        out.append(f"--method {','.join(methods)}")
+    for key in ("combine", "filter_by", "frac_noise", "quality_method"):
+        if key in config and config[key] != getattr(default, key):
+            out.append(f"--{key.replace('_', '-')} {config[key]:g}" if isinstance(config[key], float) else f"--{key.replace('_', '-')} {config[key]}")
+    if config.get("tfidf_member"):
+        out.append("--tfidf-member")
+    if config.get("calibrate") is False:
+        out.append("--no-calibrate")
+    return "".join(f" {o}" for o in out)
 
 
 def _replaced_votes(store: Store, run: str, detect_stage: Stage) -> list[str]:

@@ -942,7 +942,7 @@ def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db
     kd("teach", "--run", "r", "--model", str(noisy["model"]), "--folds", "2", "--epochs", "1", "--max-len", "32", "--overwrite", "--db", db)
     dry = kd("labels", "clean", "--run", "r2", "--dry-run", "--db", db)  # the issues are the old teacher's: said so
     assert ("the teacher of run 'r' was replaced after this detection ran (kd teach --overwrite): its issues are the old "
-            "teacher's; `kd labels detect --run r2 --teacher-run r --student-votes r:votes --overwrite` judges with the new one") in " ".join(dry.stderr.split())
+            "teacher's; `kd labels detect --run r2 --teacher-run r --student-votes r:votes --method cleanlab,ensemble --overwrite` judges with the new one") in " ".join(dry.stderr.split())
     assert "(--student-votes) was replaced" not in dry.stderr
     shown = kd("labels", "show", "--run", "r2", "--json", "--db", db)  # listing or exporting the old issues says it too
     assert "the teacher of run 'r' was replaced after this detection ran" in shown.stderr and json.loads(shown.stdout)
@@ -952,7 +952,7 @@ def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db
        "--max-len", "32", "--overwrite", "--db", db)  # the votes it counted are gone: said so too
     dry = kd("labels", "clean", "--run", "r2", "--dry-run", "--db", db)
     assert ("distill stage 'votes' of run 'r' (--student-votes) was replaced after this detection ran (kd distill --overwrite): "
-            "its issues count the old student's votes; `kd labels detect --run r2 --teacher-run r --student-votes r:votes --overwrite` "
+            "its issues count the old student's votes; `kd labels detect --run r2 --teacher-run r --student-votes r:votes --method cleanlab,ensemble --overwrite` "
             "judges with the new one") in " ".join(dry.stderr.split())
     _add_class_mid(db, tmp_path)  # a third class, two train samples relabeled to it, and a teacher of all three
     two = [i for (i,) in _read(db, select(Sample.id).where(Sample.split == "train").order_by(Sample.id).limit(2))]
@@ -1603,3 +1603,15 @@ def test_a_detection_that_flags_nothing_points_to_no_list(tmp_path):
     store.close()
     out = kd("labels", "detect", "--run", "r", "--db", db)
     assert out.stdout == "run r: 0 likely wrong labels flagged\n"
+
+
+def test_a_redetect_judges_as_the_detection_did():
+    """The advised `kd labels detect ... --overwrite` kept only --teacher-run, --student-votes and
+    --allow-in-sample: a detection made with --method, --filter-by or --tfidf-member was advised one
+    that judges differently."""
+    opts = lab._detect_options({"methods": ["cleanlab"], "combine": "union", "filter_by": "both", "frac_noise": 0.5,
+                                "quality_method": "normalized_margin", "tfidf_member": True, "calibrate": False})
+    assert opts == (" --method cleanlab --combine union --filter-by both --frac-noise 0.5 --quality-method normalized_margin"
+                    " --tfidf-member --no-calibrate")
+    assert lab._detect_options(lab.config_dict(lab.DetectConfig())) == ""  # the defaults: nothing to repeat
+    assert lab._detect_options({}) == ""  # a store older than these keys
