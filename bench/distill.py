@@ -112,6 +112,7 @@ def run(args, partial=None) -> dict:
             pre = pretrain_seed(stores, corpus, cfg, seed, args.device)
             teacher = {k: v for k, v in pre.items() if k != "model_dir"}
             teachers.append(teacher)
+            save()  # the pre-training figures, logged already: a time limit during the teachers keeps them
             for setting in settings:
                 teacher[setting] = run_seed(stores, corpus, cfg, seed, args.device, settings=[setting], pretrained=pre)[setting]
                 rows[setting].setdefault("teacher", []).append(teacher[setting]["test_accuracy"])

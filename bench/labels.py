@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "--lr", str(cfg.get("pretrain_lr", 5e-4)), "--objective", cfg.get("objective", "mlm"), "--corpus", str(data / "corpus-peoples-daily-1998.txt"),
                                     "--seed", str(train_seed), "--device", args.device, "--db", str(pre_db), "--json"))
                 progress_line(f"seed {train_seed} pre-training: {'generator ' if cfg.get('objective') == 'electra' else ''}MLM loss {out['metrics']['train']['mlm_loss']:.3f}")
+                # logged, so in the partial JSON too: a time limit during the long kd teach --folds keeps it
+                partial.save(pretraining={**partial.data.get("pretraining", {}), str(train_seed): {"mlm_loss": out["metrics"]["train"]["mlm_loss"]}})
                 per_seed.append([])
                 for rate, seed in levels:
                     level_so_far = lambda r: partial.save(in_progress=r)  # noqa: E731 (each figure as it comes)

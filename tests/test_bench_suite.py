@@ -829,3 +829,42 @@ def test_lent_prepare_twice_and_a_new_out_folder(tmp_path):
     finally:
         for path in [shared / "data" / "reviews"]:
             path.chmod(0o755)
+
+
+def test_b1b2_and_b3_stopped_after_pre_training_keep_its_figures_in_the_partial_json(tmp_path, monkeypatch):
+    """lent.sh says a run stopped at its limit keeps "the figures so far ... in the partial JSON", and
+    B1B2/B3 log the pre-training figure at once; a limit during the teachers' long fine-tuning left no
+    JSON at all (it was first written after a teacher, or after a B3 detector)."""
+    from bench import distill, labels
+
+    (tmp_path / "data" / "reviews").mkdir(parents=True)
+    (tmp_path / "data" / "reviews" / "train.tsv").write_text("pos\tx\nneg\ty\n", encoding="utf-8")
+    monkeypatch.setenv("KD_SHARED", str(tmp_path))
+    for module in (distill, labels):
+        monkeypatch.setattr(module, "machine_info", lambda: MACHINE)
+
+    monkeypatch.setattr(distill, "prepare", lambda work, data, rows: {"pretrain": work / "p.db", "B1": work / "b1.db", "B2": work / "b2.db"})
+    monkeypatch.setattr(distill, "pretrain_seed", lambda *a: {"seed": 1, "pretrain_seconds": 1.0, "mlm_loss": 5.0, "mlm_steps": 3, "model_dir": "m"})
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # the time limit's SIGINT, during the B1 teacher
+
+    monkeypatch.setattr(distill, "run_seed", stopped)
+    out = tmp_path / "B1B2.json"
+    assert distill.main(["--seeds", "1", "--device", "cpu", "--json", str(out)]) == 1
+    data = json.loads(out.read_text())
+    assert data["partial"] is True and data["teacher"][0]["mlm_loss"] == 5.0
+
+    def kd(*args):
+        if args[0] == "pretrain":
+            return json.dumps({"run": "p", "stage": "pretrain", "warnings": [], "artifact_path": "m",
+                               "metrics": {"train": {"mlm_loss": 6.0}}})
+        if args[0] == "teach":
+            raise KeyboardInterrupt
+        return "{}"
+
+    monkeypatch.setattr(labels, "kd", kd)
+    out = tmp_path / "B3.json"
+    assert labels.main(["--seeds", "1", "--levels", "0.2", "--device", "cpu", "--json", str(out)]) == 1
+    data = json.loads(out.read_text())
+    assert data["partial"] is True and data["pretraining"] == {"1": {"mlm_loss": 6.0}}
