@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     texts, origin = build_pool(args.rows)
     labeled = [line.split("\t", 1)[-1] for name in ("train.tsv", "dev.tsv", "test.tsv")
                for line in (data / name).read_text(encoding="utf-8").splitlines()]
-    tokenizer = make_tokenizer(build_vocab(labeled))
+    from kdstore.pretrain import PretrainConfig
+
+    defaults = PretrainConfig()  # kd pretrain's own --min-count and vocabulary size
+    tokenizer = make_tokenizer(build_vocab(labeled, min_count=defaults.min_count, max_size=defaults.max_vocab))
     if char_encoder(tokenizer) is None:
         print("kd's tokenizer did not take the character path", file=sys.stderr)
         return 1
