@@ -30,8 +30,16 @@ def _kd_process(db: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "KD_DB": db, "KD_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "commands.cli", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_reaches_it,
     )
+
+
+def _ctrl_c_reaches_it() -> None:
+    """In the child before it runs: SIGINT at its default, as in a terminal. A test suite started in the
+    background (`bash .ci/run &`) passes SIGINT on ignored, and Python, and kd after it, keep ignoring it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _count(db: str, model, *conditions) -> int:
@@ -124,7 +132,7 @@ def test_ctrl_c_reaches_a_stage_writing_its_outputs_behind_another_writer(db, in
               "print('ready', flush=True)\nstore.write_folds(1, [1], [0])\n")
     try:
         proc = subprocess.Popen([sys.executable, "-c", script, db], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_reaches_it)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(2)  # queued
         assert proc.poll() is None
