@@ -115,9 +115,7 @@ def stage_scope(
     if kind not in STAGE_KINDS:
         raise ValueError(f"unknown stage kind {kind!r}")
     name = kind if name is None else name  # an empty --name is refused, not taken as the default
-    check_stage_name(f"{name}-1" if numbered else name)
-    if name in STAGE_KINDS and name != kind:  # ``find_stage`` looks a name up before a kind
-        raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
+    _check_name_for(kind, name, numbered=numbered)
     mark_crashed(store)
     stage_id, name = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite, numbered=numbered,
                             bare_first=bare_first)
@@ -149,6 +147,13 @@ def _fail(store: Store, stage_id: int, *, run: str, name: str, error: str) -> No
 
 
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,63}$")
+
+
+def _check_name_for(kind: str, name: str, *, numbered: bool = False) -> None:
+    """A stage name a ``kind`` stage may take: well formed, and not another kind's own name."""
+    check_stage_name(f"{name}-1" if numbered else name)
+    if name in STAGE_KINDS and name != kind:  # ``find_stage`` looks a name up before a kind
+        raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
 
 
 def check_stage_name(name: str) -> None:
@@ -322,9 +327,7 @@ def check_stage_free(store: Store, *, run: str, kind: str, name: str, overwrite:
     """What starting the stage (``stage_scope``) would refuse about its name, checked without writing
     anything: a dry run says what the real run would (a stage of that name that succeeded, one whose
     edits stand). A stage left running by a process that is gone counts as failed, as the real run marks it."""
-    check_stage_name(name)
-    if name in STAGE_KINDS and name != kind:
-        raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
+    _check_name_for(kind, name)
     with store.session() as s:
         old = s.scalars(select(Stage).join(Run, Run.id == Stage.run_id).where(Run.uniqid == run, Stage.name == name)).first()
         if old is not None:

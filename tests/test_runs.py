@@ -853,6 +853,17 @@ def test_two_stores_in_one_folder_keep_their_stage_files_apart(tmp_path, monkeyp
     assert [(f / "model.txt").read_text(encoding="utf-8") for f in folders] == ["noisy.db", "clean.db"]
 
 
+def _store_with_models(db, kinds: tuple[str, ...]) -> None:
+    """A SQLite store at ``db`` whose run r1 has one succeeded stage of each kind, each with an
+    (empty) model folder recorded under the store's kd-artifacts."""
+    store = Store.open(str(db))
+    for kind in kinds:
+        with stage_scope(store, run="r1", kind=kind, config={}) as stage:
+            (stage.artifact_dir / "model").mkdir()
+            stage.record_artifact(stage.artifact_dir / "model")
+    store.close()
+
+
 @pytest.mark.sqlite_only
 def test_a_store_moved_with_its_model_folder_finds_its_models(tmp_path):
     """Stage paths are recorded absolute: a store moved with its kd-artifacts folder (into a folder
@@ -861,12 +872,7 @@ def test_a_store_moved_with_its_model_folder_finds_its_models(tmp_path):
 
     old, new = tmp_path / "数据 集", tmp_path / "新 家"
     old.mkdir()
-    store = Store.open(str(old / "k d.db"))
-    for name in ("teach", "distill"):
-        with stage_scope(store, run="r1", kind=name, config={}) as stage:
-            (stage.artifact_dir / "model").mkdir()
-            stage.record_artifact(stage.artifact_dir / "model")
-    store.close()
+    _store_with_models(old / "k d.db", ("teach", "distill"))
     old.rename(new)
     store = Store.open(str(new / "k d.db"), create=False)
     try:
@@ -918,12 +924,7 @@ def test_a_moved_store_without_its_models_says_where_they_go_for_teach_and_disti
     monkeypatch.delenv("KD_ARTIFACTS", raising=False)
     old, new = tmp_path / "数据 集", tmp_path / "新 家"
     old.mkdir()
-    store = Store.open(str(old / "k d.db"))
-    for kind in ("pretrain", "teach"):
-        with stage_scope(store, run="r1", kind=kind, config={}) as stage:
-            (stage.artifact_dir / "model").mkdir()
-            stage.record_artifact(stage.artifact_dir / "model")
-    store.close()
+    _store_with_models(old / "k d.db", ("pretrain", "teach"))
     new.mkdir()
     (old / "k d.db").rename(new / "k d.db")  # the store alone: its models stay in 数据 集
     (old / "kd-artifacts").rename(tmp_path / "aside")
