@@ -50,6 +50,9 @@ def kd(*args: str) -> str:
     if result.exit_code != 0:
         said = result.stdout + result.stderr if apart else result.output
         raise RuntimeError(f"kd {' '.join(args)} failed:\n{said}")
+    for line in result.stderr.splitlines():  # kd's warnings belong in the benchmark's log too
+        if line.startswith("warning: "):
+            progress_line(f"kd {args[0] if args else ''}: {line}")
     return result.stdout
 
 
