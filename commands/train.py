@@ -461,6 +461,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     if ignored:
         raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}")
     _warn_unused(student, augment, relation=value_relation > 0 or qk_relation > 0)
+    _refuse_unfit_temperatures(soft_loss, temperature_schedule)
     try:
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
     except ValueError:
@@ -489,6 +490,9 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     cfg.validate()
     store = open_store(db)
     _teacher_runs_exist(store, teacher_runs or (run,))
+    if _options_given(("patience",)) and not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)"):
+        _warn("--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch "
+              "is kept (`kd ingest FILE --split dev` adds some)")
     _teachers_usable(store, teacher_runs or (run,))
     if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):
         # the first teacher's: the student reads what its targets were made from (and a transformer
@@ -560,6 +564,18 @@ def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
         _warn(f"{', '.join(unused)}: not used by --augment {augment or '(none)'}")
     if student == "transformer" and not relation and _options_given(("relation_heads",)):
         _warn("--relation-heads: not used without --value-relation or --qk-relation")
+
+
+def _refuse_unfit_temperatures(soft_loss: str, schedule: str) -> None:
+    """The temperature options a loss or schedule does not read, refused when typed on the command line
+    even at their default values (``DistillConfig.validate`` can only tell a value other than the default)."""
+    given = set(_options_given(("temperature", "temperature_beta", "temperature_gamma")))
+    if soft_loss == "mse" and "--temperature" in given:
+        raise KdError("--temperature and --temperature-end soften the kl and soft_ce losses: --soft-loss mse reads raw logits")
+    if schedule == "constant" and given & {"--temperature-beta", "--temperature-gamma"}:
+        raise KdError("--temperature-beta and --temperature-gamma shape a per-sample temperature: add --temperature-schedule flsw or cwsm")
+    if schedule == "cwsm" and "--temperature-gamma" in given:
+        raise KdError("--temperature-gamma is flsw's exponent on (1 - cosine): --temperature-schedule cwsm has none (leave it out, or use flsw)")
 
 
 def _teacher_stages(store, runs) -> list[dict]:

@@ -67,7 +67,10 @@ def temperature_weights(student: torch.Tensor, teacher: torch.Tensor, *, kind: s
     """The per-sample weights ``w`` (float32, ``(B,)``) behind ``sample_temperatures``:
 
     - ``flsw``: ``(1 - cos(student, teacher)) ** gamma``, large where the student's logits point away
-      from the teacher's;
+      from the teacher's. Both are taken as log-probabilities (``log_softmax``) first: a logit vector
+      means the same shifted by a constant, and a teacher's targets are stored as raw logits (one
+      teacher) or as log-probabilities (several teachers, a ``--folds`` teacher's pool), even in one
+      batch; TextBrewer's cosine of raw logits gave each a different temperature;
     - ``cwsm``: ``1 / (max student probability + 1e-3)``, large where the student is unsure;
     - ``constant``: zeros.
     """
@@ -77,7 +80,7 @@ def temperature_weights(student: torch.Tensor, teacher: torch.Tensor, *, kind: s
     if kind == "constant":
         return s.new_zeros(s.shape[0])
     if kind == "flsw":
-        t = teacher.detach().float()
+        s, t = torch.log_softmax(s, dim=-1), torch.log_softmax(teacher.detach().float(), dim=-1)
         cos = (s / (s.norm(dim=-1, keepdim=True) + 1e-4) * (t / (t.norm(dim=-1, keepdim=True) + 1e-4))).sum(dim=-1)
         return (1.0 - cos).clamp(min=0.0) ** gamma
     return 1.0 / (torch.softmax(s, dim=-1).max(dim=-1).values + 1e-3)

@@ -817,6 +817,37 @@ def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
     DistillConfig(temperature_schedule="cwsm", temperature_beta=0.5).validate()
 
 
+def test_temperature_options_typed_at_their_defaults_are_refused_where_unused(tmp_path):
+    """--temperature 2 with --soft-loss mse, --temperature-beta 1 without a schedule and --temperature-gamma 2
+    with cwsm were silently ignored: only values other than the default were refused."""
+    db = str(tmp_path / "never.db")
+    for args, message in (
+        (["--soft-loss", "mse", "--temperature", "2"], "--soft-loss mse reads raw logits"),
+        (["--temperature-beta", "1"], "add --temperature-schedule flsw or cwsm"),
+        (["--temperature-gamma", "2"], "add --temperature-schedule flsw or cwsm"),
+        (["--temperature-schedule", "cwsm", "--temperature-gamma", "2"], "--temperature-gamma is flsw's exponent"),
+    ):
+        bad = kd("distill", "--run", "r", *args, "--db", db, ok=False)
+        assert message in bad.output and len(bad.output.strip().splitlines()) == 1, (args, bad.output)
+        assert not (tmp_path / "never.db").exists()
+
+
+def test_distill_patience_without_labeled_dev_samples_is_warned_of(tmp_path, corpus, tiny_model):
+    """--patience was ignored without a word by kd distill on a store without dev samples (kd teach says so)."""
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(corpus["train"]), "--db", db)
+    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    common = ["--epochs", "2", "--embed-dim", "8", "--num-filters", "4", "--db", db]
+    out = kd("distill", "--run", "r", "--patience", "1", *common, "--json")
+    message = "--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch is kept"
+    assert f"warning: {message}" in out.stderr
+    report = json.loads(out.stdout)
+    assert any(w.startswith(message) for w in report["warnings"]) and report["metrics"]["all"]["best_epoch"] == 2
+    assert "--patience" not in kd("distill", "--run", "r", "--name", "quiet", *common).stderr  # not given: nothing to say
+    kd("ingest", str(write_tsv(tmp_path / "dev.tsv", [("pos", "验证的样本很好")])), "--split", "dev", "--db", db)
+    assert "--patience" not in kd("distill", "--run", "r", "--patience", "1", "--name", "judged", *common).stderr
+
+
 def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught_store, tmp_path):
     db = str(taught_store)
     store = Store.open(db)
