@@ -7,6 +7,7 @@ The ``--artifact`` path imports ``kdstore.serving`` only: no store, no torch (fo
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
@@ -155,9 +156,28 @@ def _json_texts(lines: list[tuple[int, str]], field: str, name: str):
         text = obj.pop(field)
         if not isinstance(text, str):
             return out, fields, click.ClickException(f"{name}: line {n}: field {field!r} is {json.dumps(text, ensure_ascii=False)[:40]}, not text")
+        bad = next((k for k, v in ((field, text), *obj.items()) if _has_surrogate(k) or _has_surrogate(v)), None)
+        if bad is not None:  # "\\ud83d" alone: no UTF-8 for it (the tokenizer, and the --json line, failed with a traceback)
+            return out, fields, click.ClickException(
+                f"{name}: line {n}: field {bad!r}: contains a lone surrogate escape "
+                "(\\ud800-\\udfff without its pair, e.g. an emoji cut in half): not valid Unicode")
         out.append((n, text))
         fields[n] = obj
     return out, fields, None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(value) -> bool:
+    """Whether a JSON value holds a lone surrogate (as kd ingest refuses it)."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
 
 
 def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:

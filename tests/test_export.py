@@ -413,6 +413,26 @@ def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, tmp_path, err
     assert "<stdin>: line 1: not valid UTF-8" in error_line(out)
 
 
+def test_predict_json_lines_with_a_lone_surrogate_escape_are_a_one_line_error(built, tmp_path, error_line):
+    """JSON may escape half an emoji ("\\ud83d"): no UTF-8 text, which the tokenizer (and a --json
+    line echoing it under "input") failed on with a traceback; kd ingest refuses it in one line too."""
+    db = str(built)
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"id": 1, "text": "很好"}\n{"id": 2, "text": "\\ud800很好"}\n', encoding="utf-8")
+    out = kd("predict", str(f), "--run", RUN, "--model", "teacher", "--text-field", "text", "--json", "--db", db, ok=False)
+    assert error_line(out) == (f"Error: {f}: line 2: field 'text': contains a lone surrogate escape "
+                               "(\\ud800-\\udfff without its pair, e.g. an emoji cut in half): not valid Unicode")
+    assert out.stdout == ""  # a FILE is read whole first: nothing predicted
+    stdin = '{"id": 1, "text": "很好"}\n{"id": 2, "text": "太差", "note": {"\\udc00": 1}}\n'
+    out = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--text-field", "text", "--json", "--db", db, input=stdin, ok=False)
+    assert "<stdin>: line 2: field 'note': contains a lone surrogate escape" in error_line(out)
+    assert [json.loads(l)["input"] for l in out.stdout.splitlines()] == [{"id": 1}]  # the line before it was answered
+    # a pair of escapes is one character, as it should be
+    ok = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--text-field", "text", "--json", "--db", db,
+            input='{"text": "\\ud83d\\ude00很好"}\n')
+    assert json.loads(ok.stdout)["text"] == "\U0001f600很好"
+
+
 def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch, error_line):
     """`--out .` (or a path ending in `..`) has no name of its own: it is the folder it resolves to."""
     here = tmp_path / "serve"
