@@ -276,7 +276,8 @@ def _parse_delimited(
                  "the text and label columns with --text-col and --label-col" if want_label else "the text column with --text-col")
         field_name = "label" if text_i is not None else "text"
         raise KdError(f"{name}: line {rows[0][0]}: field {field_name!r}: {width} columns and no header kd knows ({', '.join(sorted(_HEADER_WORDS))}): "
-                      f"name {which} (header names or 0-based indexes)")
+                      f"name {which} " + ("(0-based indexes)" if opts.header is False else
+                                          "(header names if line 1 names the columns: 0-based indexes read it as a sample)"))
     lowered = [c.lower() for c in header] if header is not None else []
     if text_i is None:  # (not the column --label-col names: `--label-col 1` reads text<TAB>label)
         if header is not None:

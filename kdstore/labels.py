@@ -36,6 +36,7 @@ ACTIONS = ("relabel", "drop", "flag")
 UNDECIDED = ("open", "flagged")  # issues a clean or a review sheet may still decide (flagging leaves them for a person)
 # "current": the sample's label now ("(dropped)" after it when dropped), for the reviewer; import reads only the ids and the decision
 SHEET_COLUMNS = ("run", "issue_id", "sample_id", "text", "given", "current", "suggested", "score", "methods", "decision")
+SHEET_JSONL = (".jsonl", ".ndjson", ".json")  # a sheet written and read as JSON lines (as kd ingest reads these names)
 
 
 @dataclass(frozen=True)
@@ -482,7 +483,7 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
         raise KdError(f"{path}: kd labels export writes CSV or JSONL: name it {path.stem}.csv or {path.stem}.jsonl")
     if path.exists() and not overwrite:
         raise KdError(f"{path} exists (a sheet someone may be filling in): pass --overwrite to replace it, or give another name")
-    if path.suffix.lower() in (".jsonl", ".json"):
+    if path.suffix.lower() in SHEET_JSONL:
         text, encoding = "".join(dumps_line(i) + "\n" for i in items), "utf-8"
     else:
         buf = io.StringIO()
@@ -537,7 +538,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     except OSError as exc:
         raise KdError(f"{path}: cannot read: {exc.strerror or exc}") from None
     raw = _sheet_text(path, data)
-    if path.suffix.lower() in (".jsonl", ".json"):
+    if path.suffix.lower() in SHEET_JSONL:
         rows = []
         for n, line in enumerate(split_lines(raw), start=1):
             if line.strip():
@@ -697,7 +698,7 @@ def _sheet_text(path: Path, data: bytes) -> str:
         line_start = data.rfind(b"\n", 0, exc.start) + 1
         line = data.count(b"\n", 0, exc.start) + 1
         where = ""
-        if line > 1 and path.suffix.lower() not in (".jsonl", ".json"):  # the header names the column
+        if line > 1 and path.suffix.lower() not in SHEET_JSONL:  # the header names the column
             first = data[:data.find(b"\n")].decode("utf-8-sig", "replace").strip("\r")
             delimiter = _sheet_delimiter(first)  # (a semicolon sheet's header is one comma-separated field)
             header = next(csv.reader([first], delimiter=delimiter), [])

@@ -145,6 +145,11 @@ def test_parse_headerless_wide_file_needs_its_columns_named():
         parse(data, "w.csv", IngestOptions(text_col="1", header=False))  # (the text named: the label is what is missing)
     records = parse(data, "w.csv", IngestOptions(text_col="body", label_col="category"))
     assert [(r.text, r.label) for r in records] == [("第一条", "体育 新闻"), ("第二条", "财经")]
+    # the refusal says how to name a header's columns: indexes read its line 1 as a sample ("body" labeled "category")
+    with pytest.raises(KdError, match=r"\(header names if line 1 names the columns: 0-based indexes read it as a sample\)$"):
+        parse(data, "w.csv", IngestOptions())
+    with pytest.raises(KdError, match=r"--text-col and --label-col \(0-based indexes\)$"):  # (--no-header: no header to name)
+        parse(data, "w.csv", IngestOptions(header=False))
     [r] = parse(b"x1\tgood\tpos\n", "t.tsv", IngestOptions(split="unlabeled", text_col="1"))
     assert (r.text, r.label) == ("good", None)
 

@@ -661,6 +661,21 @@ def test_jsonl_export_edit_import_round_trip_with_another_class(db, tmp_path):
     assert _state(db) == before
 
 
+@pytest.mark.parametrize("suffix", [".ndjson", ".json"])
+def test_a_sheet_named_as_kd_ingest_reads_json_lines_is_json_lines(db, tmp_path, suffix):
+    """``review.ndjson`` (as ``kd ingest`` reads the name: JSON lines) is written and read as JSON lines,
+    not as a CSV under a JSON name."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    sheet = tmp_path / f"review{suffix}"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = [json.loads(line) for line in sheet.read_text(encoding="utf-8").splitlines()]
+    assert rows and all(r["decision"] == "" and isinstance(r["issue_id"], int) for r in rows)
+    rows[0]["decision"] = "reject"
+    sheet.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    counts = json.loads(kd("labels", "import", str(sheet), "--db", db, "--json").stdout)
+    assert counts["reject"] == 1 and {i["issue_id"]: i["status"] for i in _issues(db)}[rows[0]["issue_id"]] == "rejected"
+
+
 def test_detect_refuses_a_single_train_class_and_a_changed_class_set(db, tmp_path, error_line):
     ones = _read(db, select(Sample.id).where(Sample.split == "train", Sample.label_id == 1))
     edit_labels(db, "r", "review", {i: "drop" for (i,) in ones})
