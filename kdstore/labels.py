@@ -930,7 +930,8 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
             if edits or decided:
                 break
         else:
-            raise KdError(f"the clean stage(s) of run {run!r} have nothing left to undo")
+            which = f"clean stage {stage_name!r}" if stage_name is not None else "clean stage(s)"
+            raise KdError(f"the {which} of run {run!r} {'has' if stage_name is not None else 'have'} nothing left to undo")
         touched = {e.sample_id for e in edits}
         # the samples whose label or dropped flag it changed: reverting a flag restores nothing, so a later
         # edit of a flagged sample is no conflict (and the flag's recorded dropped flag is not put back)
