@@ -493,8 +493,12 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
             raise KdError(_narrower_message(width, bert["hidden_size"]))
         if cfg.intermediate:
             relation_heads(cfg, (bert["hidden_size"], bert["num_attention_heads"]), (width, teacher_config.num_attention_heads))
-        if cfg.layer_map:
-            layer_map(cfg.layers, teacher_config.num_hidden_layers, cfg.layer_map)
+        mapped = layer_map(cfg.layers, teacher_config.num_hidden_layers, cfg.layer_map)
+        if cfg.fsp and any(b <= a for a, b in zip(mapped, mapped[1:])):
+            how = f"--layer-map {','.join(map(str, mapped))}" if cfg.layer_map else \
+                f"a {cfg.layers}-layer student of a {teacher_config.num_hidden_layers}-layer teacher maps {','.join(map(str, mapped))}"
+            raise KdError(f"--fsp matches each student layer with the teacher layers since the previous one it maps to, "
+                          f"so the map must increase: {how} (no deeper student than its teacher)")
     StudentConfig(
         kind=cfg.student, vocab_size=1, num_classes=num_classes, pad_id=0, embed_dim=cfg.embed_dim,
         kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters, hidden=cfg.hidden, dropout=cfg.dropout,

@@ -1421,7 +1421,10 @@ def test_a_layer_map_chooses_the_teacher_layers_a_transformer_student_copies_and
     assert not torch.allclose(student[copied[0]], teacher[copied[0].removeprefix("net.").replace(".layer.0.", ".layer.1.")])
     for args, said in ((("--layers", "2", "--layer-map", "1"), "--layer-map names 1 teacher layers for a student of 2 (--layers)"),
                        (("--layers", "1", "--layer-map", "5"), "--layer-map: teacher layer 5 does not exist: the teacher's layers are 0 to 1"),
-                       (("--layers", "1", "--layer-map", "x"), "give teacher layers like 3,7,11")):
+                       (("--layers", "1", "--layer-map", "x"), "give teacher layers like 3,7,11"),
+                       # FSP's teacher stretch runs from the previous mapped layer: a map that does not increase had none
+                       (("--layers", "2", "--layer-map", "1,0", "--fsp", "1"), "--fsp matches each student layer with the teacher layers since"),
+                       (("--layers", "3", "--fsp", "1"), "a 3-layer student of a 2-layer teacher maps 0,1,1")):
         assert said in kd(*common, *args, "--name", "bad", ok=False).output
     assert "--layer-map maps a transformer student's layers" in kd("distill", "--run", "r", "--layer-map", "0", "--db", db, ok=False).output
     assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}  # refused before a stage
