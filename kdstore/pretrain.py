@@ -320,7 +320,7 @@ def _encode_with_groups(tokenizer, texts: list[str], cfg: PretrainConfig):
     """Token ids per text, for whole-word masking a ``_WordGroups`` that gives a batch's
     word-group ids per token, and whether each text was cut to ``max_len``."""
     ids, cut = encode_flagged(tokenizer, texts, max_len=cfg.max_len)
-    return ids, (_WordGroups(tokenizer, texts, cfg.max_len) if cfg.wwm else None), cut
+    return ids, (_WordGroups(tokenizer, texts, cfg.max_len, ids) if cfg.wwm else None), cut
 
 
 class _WordGroups:
@@ -329,9 +329,9 @@ class _WordGroups:
     texts it trains on, not all of them. ``seconds`` (spent segmenting) stays out of the training
     clock, as when every text was segmented before training."""
 
-    def __init__(self, tokenizer, texts: list[str], max_len: int):
+    def __init__(self, tokenizer, texts: list[str], max_len: int, ids):
         jieba_module()  # a missing jieba stops the stage before training, not at its first step
-        self.tokenizer, self.texts, self.max_len = tokenizer, texts, max_len
+        self.tokenizer, self.texts, self.max_len, self.ids = tokenizer, texts, max_len, ids
         self.known: dict[int, list[int]] = {}
         self.seconds = 0.0
 
@@ -339,14 +339,27 @@ class _WordGroups:
         todo = [i for i in dict.fromkeys(int(i) for i in idx) if i not in self.known]
         if todo:
             started = time.monotonic()
-            enc = self.tokenizer(
-                [self.texts[i] for i in todo], truncation=True, max_length=self.max_len, return_offsets_mapping=True,
-                return_attention_mask=False, return_token_type_ids=False,
-            )
-            for i, offsets in zip(todo, enc["offset_mapping"]):
-                self.known[i] = token_groups(offsets, word_starts(_segmented_part(self.texts[i], max((e for _, e in offsets), default=0))))
+            # a long text goes to the tokenizer as a prefix (as char_encoder.bounded does): a fast
+            # tokenizer that truncates keeps every cut-off piece, a gigabyte and seconds for a
+            # megabyte corpus line; the prefix's offsets are taken when its ids are the text's own
+            limit = max(4096, 32 * self.max_len)
+            offsets = self._offsets([self.texts[i][:limit] for i in todo])
+            redo = [k for k, (i, (got, _)) in enumerate(zip(todo, offsets))
+                    if len(self.texts[i]) > limit and list(got) != list(self.ids[i])]
+            if redo:
+                for k, whole in zip(redo, self._offsets([self.texts[todo[k]] for k in redo])):
+                    offsets[k] = whole
+            for i, (_, found) in zip(todo, offsets):
+                self.known[i] = token_groups(found, word_starts(_segmented_part(self.texts[i], max((e for _, e in found), default=0))))
             self.seconds += time.monotonic() - started
         return [self.known[int(i)] for i in idx]
+
+    def _offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        enc = self.tokenizer(
+            texts, truncation=True, max_length=self.max_len, return_offsets_mapping=True,
+            return_attention_mask=False, return_token_type_ids=False,
+        )
+        return list(zip(enc["input_ids"], enc["offset_mapping"]))
 
 
 def _segmented_part(text: str, end: int) -> str:

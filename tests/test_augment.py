@@ -245,6 +245,25 @@ def aligns_with_masks(words, text, unk="[UNK]"):
     return walk(0, 0)
 
 
+def test_emoji_sequences_and_combining_marks_are_never_cut_apart():
+    """jieba cuts ❤️ into ❤ and U+FE0F, é (e + U+0301) into e and the mark, 👨‍👩‍👧 at its joiners,
+    👍🏻 and 🇨🇳 in two: the mask made '❤[UNK]' and '[UNK]\u0301', the n-gram kept a lone U+FE0F,
+    a lone accent or '\u200d👧' as new texts."""
+    family, thumb, flag = "👨\u200d👩\u200d👧", "👍🏻", "🇨🇳"
+    texts = ["质量很好❤\ufe0f", f"家人 {family} 都喜欢", f"点赞{thumb}{thumb}", "cafe\u0301很好喝", f"{flag}{flag}加油"]
+    assert [w for w, _ in segment_pos(texts[1])][:3] == ["家人", " ", family]
+    assert [w for w, _ in segment_pos(texts[4])][:2] == [flag, flag]
+    assert ("cafe\u0301", "eng") in segment_pos(texts[3])
+    whole = ("❤\ufe0f", family, thumb, flag, "cafe\u0301")
+    out = augment(texts, n=20, seed=1, p_mask=0.5, p_ngram=0.5, methods=("mask", "ngram"))
+    assert len(out) > 20
+    for _, text, _ in out:
+        assert not is_punct(text.replace("[UNK]", ""))  # not a lone mark or joiner
+        for bad in ("\ufe0f", "\u0301", "\u200d", "🏻", "\U0001f1f3"):
+            # a mark, joiner, skin tone or second half of a flag only inside the sequence it belongs to
+            assert text.count(bad) == sum(text.count(w) * w.count(bad) for w in whole), (text, bad)
+
+
 def test_ngram_only_gives_substrings_of_the_parent():
     out = augment(TEXTS, n=4, seed=2, methods=("ngram",), p_ngram=1.0)
     assert out

@@ -249,6 +249,28 @@ def test_word_groups_segment_only_the_part_of_a_long_text_its_tokens_cover(monke
     assert cuts == [article[:14], texts[1]]  # 质量很好，物流也快。质量很好: through the word the 14th token is in
 
 
+def test_word_groups_of_a_megabyte_line_come_from_a_prefix(monkeypatch):
+    """Whole-word masking handed the tokenizer the whole corpus line (with offsets): a fast
+    tokenizer that truncates keeps every cut-off piece, seconds and about a gigabyte for a
+    megabyte line; the ids were already read from a prefix. The groups come out the same."""
+    from kdstore import segment
+    from kdstore.pretrain import PretrainConfig, _encode_with_groups
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    article = "质量很好，物流也快。" * 100_000
+    word = "好" + "x" * 5000 + " 书"  # a word the 4,096-character prefix cuts: one [UNK] only when whole
+    texts = [article, word, "屏幕太暗了"]
+    tokenizer = make_tokenizer(build_vocab(texts))
+    _, groups, _ = _encode_with_groups(tokenizer, texts, PretrainConfig(max_len=16))
+    full = tokenizer(texts, truncation=True, max_length=16, return_offsets_mapping=True)["offset_mapping"]
+    expected = [segment.token_groups(full[i], segment.word_starts(t)) for i, t in enumerate([article[:40], *texts[1:]])]
+    seen = []
+    real = tokenizer.__class__.__call__
+    monkeypatch.setattr(tokenizer.__class__, "__call__", lambda self, t, **kw: seen.append(max(map(len, t))) or real(self, t, **kw))
+    assert groups.batch([0, 1, 2]) == expected
+    assert seen == [4096, len(word)]  # the prefixes, then the text whose prefix gave other ids, whole
+
+
 def test_student_flops_by_hand():
     from kdstore.students import StudentConfig, flops_per_sample
 
