@@ -318,6 +318,8 @@ def _parse_delimited(
         text = fields[text_i].strip()
         if not text:
             raise KdError(f"{name}: line {line}: field '{text_name}': empty text")
+        if _unseen(text):
+            raise KdError(f"{name}: line {line}: field '{text_name}': {_UNSEEN}")
         label = None
         if label_i is not None:
             label = fields[label_i].strip()
@@ -357,6 +359,8 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         text = value.strip()
         if not text:
             raise KdError(f"{name}: line {line}: field '{text_key}': empty text")
+        if _unseen(text):
+            raise KdError(f"{name}: line {line}: field '{text_key}': {_UNSEEN}")
         label = None
         if want_label:
             raw_label = obj.get(label_key)
@@ -392,6 +396,15 @@ def _label_key(label: str) -> str:
 
 
 _WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)(?:\.0*)?")  # ASCII digits (NFKC made full-width ones so); not other scripts'
+
+
+_UNSEEN = "no visible character, only zero-width or format characters (a tokenizer reads it as an empty text)"
+
+
+def _unseen(text: str) -> bool:
+    """Whether a (stripped, non-empty) text is made only of format characters (zero-width space,
+    joiner, BOM...) and white space: nothing a model reads. (``isprintable`` first: C speed for nearly all.)"""
+    return not text.isprintable() and all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
 
 
 @functools.lru_cache(maxsize=4096)

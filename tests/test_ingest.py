@@ -620,6 +620,20 @@ BAD_INPUTS = [
         ["line 3", "field '1'", "empty text"],
         id="empty-text",
     ),
+    pytest.param(  # only a zero-width space and a BOM: the tokenizer reads no token of it
+        "invisible_text.tsv",
+        "pos\tfine text\nneg\t\u200b \ufeff\n".encode(),
+        [],
+        ["line 2", "field '1'", "no visible character"],
+        id="invisible-text",
+    ),
+    pytest.param(
+        "invisible_text.jsonl",
+        '{"text": "fine text", "label": "pos"}\n{"text": "\u200d", "label": "neg"}\n'.encode(),
+        [],
+        ["line 2", "field 'text'", "no visible character"],
+        id="invisible-text-jsonl",
+    ),
     pytest.param(
         "empty_label.csv",
         b"label,text\npos,fine text\n  ,no label here\n",
