@@ -373,12 +373,12 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
                 )
             label = str(raw_label).strip()
         meta = {k: v for k, v in obj.items() if k not in (text_key, label_key)} or None
-        for field, value in ((text_key, text), (label_key, label), *(meta or {}).items()):
-            if _has_nul(field) or _has_nul(value):  # no NUL anywhere: PostgreSQL's text columns refuse it
-                raise KdError(f"{name}: line {line}: field {field!r}: contains a NUL character (\\u0000)")
-            if _has_surrogate(field) or _has_surrogate(value):  # "\\ud83d" alone: no UTF-8 for it
+        for key, value in ((text_key, text), (label_key, label), *(meta or {}).items()):
+            if _has_nul(key) or _has_nul(value):  # no NUL anywhere: PostgreSQL's text columns refuse it
+                raise KdError(f"{name}: line {line}: field {key!r}: contains a NUL character (\\u0000)")
+            if _has_surrogate(key) or _has_surrogate(value):  # "\\ud83d" alone: no UTF-8 for it
                 raise KdError(
-                    f"{name}: line {line}: field {field!r}: contains a lone surrogate escape "
+                    f"{name}: line {line}: field {key!r}: contains a lone surrogate escape "
                     f"(\\ud800-\\udfff without its pair, e.g. an emoji cut in half): not valid Unicode"
                 )
         records.append(Record(text=text, label=label, line=line, meta=meta))
