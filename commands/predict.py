@@ -7,7 +7,6 @@ The ``--artifact`` path imports ``kdstore.serving`` only: no store, no torch (fo
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 
@@ -15,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from kdstore.errors import KdError
-from kdstore.jsonl import RepeatedKey, dumps_line, loads_strict
+from kdstore.jsonl import RepeatedKey, dumps_line, has_surrogate, loads_strict
 from kdstore.schema import SPLITS
 
 from .common import FLOAT, KdPath, binary_stdin, home_path, open_store, overwrite_option, print_json, run_option, store_options
@@ -156,7 +155,7 @@ def _json_texts(lines: list[tuple[int, str]], field: str, name: str):
         text = obj.pop(field)
         if not isinstance(text, str):
             return out, fields, click.ClickException(f"{name}: line {n}: field {field!r} is {json.dumps(text, ensure_ascii=False)[:40]}, not text")
-        bad = next((k for k, v in ((field, text), *obj.items()) if _has_surrogate(k) or _has_surrogate(v)), None)
+        bad = next((k for k, v in ((field, text), *obj.items()) if has_surrogate(k) or has_surrogate(v)), None)
         if bad is not None:  # "\\ud83d" alone: no UTF-8 for it (the tokenizer, and the --json line, failed with a traceback)
             return out, fields, click.ClickException(
                 f"{name}: line {n}: field {bad!r}: contains a lone surrogate escape "
@@ -164,20 +163,6 @@ def _json_texts(lines: list[tuple[int, str]], field: str, name: str):
         out.append((n, text))
         fields[n] = obj
     return out, fields, None
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _has_surrogate(value) -> bool:
-    """Whether a JSON value holds a lone surrogate (as kd ingest refuses it)."""
-    if isinstance(value, str):
-        return _SURROGATE.search(value) is not None
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
-    return False
 
 
 def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from sqlalchemy import bindparam, insert, null, select, update
 
 from .errors import KdError
-from .jsonl import RepeatedKey, loads_strict
+from .jsonl import RepeatedKey, has_surrogate, loads_strict
 from .schema import SPLITS, KdClass, Sample
 from .store import ID_CHUNK, Store, bulk_insert, chunks
 from .textkey import text_hash
@@ -376,7 +376,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         for key, value in ((text_key, text), (label_key, label), *(meta or {}).items()):
             if _has_nul(key) or _has_nul(value):  # no NUL anywhere: PostgreSQL's text columns refuse it
                 raise KdError(f"{name}: line {line}: field {key!r}: contains a NUL character (\\u0000)")
-            if _has_surrogate(key) or _has_surrogate(value):  # "\\ud83d" alone: no UTF-8 for it
+            if has_surrogate(key) or has_surrogate(value):  # "\\ud83d" alone: no UTF-8 for it
                 raise KdError(
                     f"{name}: line {line}: field {key!r}: contains a lone surrogate escape "
                     f"(\\ud800-\\udfff without its pair, e.g. an emoji cut in half): not valid Unicode"
@@ -420,19 +420,6 @@ def _has_nul(value: Any) -> bool:
         return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
-    return False
-
-
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-def _has_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        return _SURROGATE.search(value) is not None
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
     return False
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # json.dumps(ensure_ascii=False) escapes the control characters but leaves these raw, and
@@ -55,3 +56,18 @@ def _finite_number(text: str) -> float:
 
 def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogate(value: Any) -> bool:
+    """Whether a JSON value (keys included) holds a lone surrogate: ``"\\ud83d"`` without its pair
+    parses, but has no UTF-8 (a tokenizer, a database, a written line each fail on it)."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(has_surrogate(k) or has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_surrogate(v) for v in value)
+    return False
