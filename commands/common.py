@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 
 from kdstore import config as kdconfig
+from kdstore.engine import display_url
 from kdstore.errors import KdError, Terminated
 from kdstore.runs import resolve_run_id
 from kdstore.store import Store
@@ -41,6 +42,21 @@ class KdGroup(click.Group):
                 first += (": another kd process has been writing to it for over 10 minutes (a large ingest, or a "
                           "teacher's logits): run this again once it ends (`kd runs` shows what is running)")
             raise click.ClickException(f"database error{where}: {first}") from None
+        except UnicodeEncodeError as exc:
+            import traceback
+
+            drivers = ("sqlalchemy", "psycopg", "sqlite3")  # a value sent to the store, not output to a terminal that cannot show it
+            if "surrogates not allowed" not in str(exc) or not any(
+                    d in frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__) for d in drivers):
+                raise
+            # a path or argument holding bytes of another encoding (a GBK folder name, --model, a sheet's path):
+            # neither store takes such text (SQLite and PostgreSQL both refused it with a traceback)
+            text = exc.object if isinstance(exc.object, str) else ""
+            start = max(max(text.rfind(c, 0, exc.start) for c in '"\n') + 1, exc.start - 100)  # the value (a JSON config's string) holding it
+            ends = [i for i in (text.find(c, exc.end) for c in '"\n') if i >= 0]
+            bad = text[start:min(min(ends, default=len(text)), exc.end + 100)]
+            raise click.ClickException(f"{bad!r}: not valid UTF-8 (a file name or argument in another encoding, such "
+                                       "as GBK): the store takes UTF-8 text only; rename it, or give it in UTF-8") from None
 
 
 def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -264,7 +280,7 @@ OPENED: list[str] = []  # the stores this process opened, as an error names them
 def open_store(db: str | None, *, create: bool = False, check: bool = True) -> Store:
     store = Store.open(db, create=create, check=check)
     url = store.engine.url
-    OPENED.append(url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True))
+    OPENED.append(url.database if url.get_backend_name() == "sqlite" else display_url(url))
     return store
 
 

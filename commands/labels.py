@@ -6,6 +6,7 @@ import click
 
 from kdstore import labels as lab
 from kdstore import noise
+from kdstore.jsonl import has_surrogate
 from kdstore.runs import check_stage_free, stage_scope
 from kdstore.schema import iso_utc
 
@@ -207,13 +208,23 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     _print_counts(run, stage_name, counts, as_json, warnings=warned)
 
 
+def _storable(value: str) -> str:
+    """A ``--reason`` every backend stores: PostgreSQL refuses a NUL in text (a config file's "\\u0000";
+    SQLite kept it), and neither takes bytes of another encoding in an argument (lone surrogates)."""
+    if "\x00" in value:
+        raise click.BadParameter("contains a NUL character")
+    if has_surrogate(value):
+        raise click.BadParameter("is not valid UTF-8 (typed in another encoding, such as GBK?)")
+    return value
+
+
 EFFECTS = {"change": "change", "unchanged": "unchanged", "edited": "left alone (edited since detection)"}
 
 
 @labels.command(name="set")
 @run_option
 @click.argument("edits", nargs=-1, required=True, metavar="SAMPLE_ID=LABEL|drop...")
-@click.option("--reason", default="set by hand", show_default=True, help="Recorded with every edit.")
+@click.option("--reason", default="set by hand", show_default=True, callback=lambda _c, _p, v: _storable(v), help="Recorded with every edit.")
 @click.option("--name", "stage_name", help="Name of the clean stage it records (default: edit-N, the next free N).")
 @store_options
 @json_option

@@ -37,7 +37,14 @@ def display_url(url: URL) -> str:
     if url.get_backend_name() == "sqlite" and url.database:
         query = url.render_as_string().partition("?")[2]  # (a "?" of the path is escaped there)
         return f"sqlite:///{url.database}" + (f"?{query}" if query else "")
-    return url.render_as_string(hide_password=True)
+    return hide_query_password(url.render_as_string(hide_password=True))
+
+
+def hide_query_password(shown: str) -> str:
+    """``shown`` (a rendered URL) with the value of a ``password`` (or ``sslpassword``) query
+    parameter as ``***``: libpq takes ``?password=`` as well as ``USER:PASSWORD@``, and SQLAlchemy
+    hides only the latter."""
+    return re.sub(r"([?&][^=&#]*password=)[^&#]*", r"\1***", shown, flags=re.IGNORECASE)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -137,6 +144,7 @@ def make_engine(url: str, *, read_only: Path | None = None) -> Engine:
             shown = make_url(url).render_as_string(hide_password=True)
         except (ArgumentError, ValueError):  # a URL SQLAlchemy cannot parse is shown without its password all the same
             shown = re.sub(r"(://[^/@:]*:)[^/]*@", r"\1***@", url)
+        shown = hide_query_password(shown)
         hint = " (SQLAlchemy spells it postgresql+psycopg://)" if shown.startswith("postgres://") else ""
         raise KdError(f"cannot use the database URL {shown}{hint}: {str(exc).strip().splitlines()[0]}; kd takes a file "
                       "path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (the driver: pip install 'psycopg[binary]')") from None

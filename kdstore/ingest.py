@@ -441,6 +441,8 @@ def read_class_file(path: Path) -> tuple[str, ...]:
             i, name = int(parts[1]), parts[0].strip()
         else:
             i, name = n, line
+        if len(name) > MAX_LABEL:  # (PostgreSQL refused it as "value too long" after the file was read; SQLite stored it)
+            raise KdError(f"{path}: line {number}: class name longer than {MAX_LABEL} characters")
         if i in names:  # a second line for an id would drop the first line's class unseen
             raise KdError(f"{path}: line {number}: class id {i} is given twice ({names[i]!r} and {name!r})")
         names[i] = name
@@ -466,6 +468,9 @@ def _source(name: str, opts: IngestOptions) -> str:
         raise KdError(f"{name}: the source name is longer than {MAX_SOURCE} characters: give a shorter --source")
     if "\x00" in source:  # (only a config file's "\u0000" can say it) PostgreSQL cannot store it, SQLite would
         raise KdError(f"{name}: the source name contains a NUL character: give another --source")
+    if has_surrogate(source):  # bytes of another encoding (a GBK file name) in a name: no store takes them
+        raise KdError(f"{name}: the source name is not valid UTF-8 (a file name in another encoding, such as GBK): "
+                      "give a --source in UTF-8")
     return source
 
 

@@ -163,5 +163,5 @@ def upgrade_command(url) -> str:
     """The command that upgrades the store at ``url``, its ``--db`` spelled out: a bare
     ``kd db upgrade`` upgrades (or creates) ``$KD_DB`` or ./kd.db, not a store given by ``--db``
     (a server's password shown as ``***``, as every message shows it)."""
-    value = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
+    value = url.database if url.get_backend_name() == "sqlite" else display_url(url)
     return f"kd db upgrade --db {shlex.quote(value)}"

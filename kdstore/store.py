@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import JSON, Connection, Engine, Table, delete, func, insert, select, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -138,7 +138,7 @@ class Store:
                 else:  # (`kd db`): a server it cannot reach, or a file SQLite cannot open, is named as every command names it
                     engine.connect().close()
                 break
-            except (OperationalError, InterfaceError) as exc:  # no server, no database, bad password
+            except DBAPIError as exc:  # no server, no database, bad password, a connection option libpq refuses (?foo=1)
                 if path is not None and "locked" in str(exc) and attempt < OPEN_TRIES - 1:
                     time.sleep(0.1 * (attempt + 1))  # another process is creating the same new store: SQLite said
                     continue  # "locked" at once (a lock it does not wait for), so wait here

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from conftest import store_exists
 from synthetic import corpus_files, labeled_rows, tiny_bert_for, write_tsv
 
 from kdstore.schema import LabelEdit, Logit, Prediction, Sample, SampleFold
@@ -409,3 +410,54 @@ def test_an_adopted_pool_text_stores_its_metadata_as_an_ingested_row_does(db, in
         store.close()
     assert rows[made[0]] is None and rows["新的池文本"] is None
     assert "甲店" in rows[made[1]]
+
+
+@pytest.mark.sqlite_only  # the URLs are the test's own (no server answers on port 1)
+def test_a_server_url_error_names_the_store_without_any_password(invoke, error_line):
+    """libpq takes a password as ``?password=`` too: SQLAlchemy hides only ``USER:PASSWORD@``, so
+    the error printed it; and a connection option libpq refuses (``?foo=1``) was a bare
+    "database error" that named no store."""
+    refused = error_line(invoke(["runs"], db="postgresql+psycopg://kd@127.0.0.1:1/kd?password=s3cret", ok=False))
+    assert "s3cret" not in refused and refused.startswith(
+        "Error: cannot open the store at postgresql+psycopg://kd@127.0.0.1:1/kd?password=***: ")
+    for args in (["runs"], ["db", "current"]):
+        option = error_line(invoke(args, db="postgresql+psycopg://kd:pw@127.0.0.1:1/kd?foo=bar&password=s3cret", ok=False))
+        assert option == ('Error: cannot open the store at postgresql+psycopg://kd:***@127.0.0.1:1/kd?foo=bar&password=***: '
+                          'invalid connection option "foo"')
+
+
+def test_an_ingest_of_names_no_backend_can_store_is_refused_before_anything_is_written(db, invoke, write_file, error_line):
+    """A file named in another encoding (GBK bytes: lone surrogates in Python) crashed the ingest with
+    a traceback on both backends; a --classes name longer than classes.name holds was stored on
+    SQLite and refused by PostgreSQL as "value too long". Both are one line naming the file now,
+    with no store made."""
+    write_file("train.tsv", "pos\t很好\nneg\t太差\n")
+    gbk = os.fsdecode(b"\xd6\xd0\xce\xc4.tsv")  # "中文.tsv" saved by a GBK system
+    write_file(gbk, "pos\t真好\n")
+    assert error_line(invoke(["ingest", gbk], ok=False)) == (
+        f"Error: {gbk.encode('utf-8', 'backslashreplace').decode()}: the source name is not valid UTF-8 "
+        "(a file name in another encoding, such as GBK): give a --source in UTF-8")
+    write_file("classes.txt", "pos\n" + "长" * 201 + "\n")
+    assert error_line(invoke(["ingest", "train.tsv", "--classes", "classes.txt"], ok=False)) == (
+        "Error: classes.txt: line 2: class name longer than 200 characters")
+    assert not store_exists(db)
+    invoke(["ingest", gbk, "--source", "中文.tsv", "--json"])  # (the table names the file: a terminal in strict UTF-8 cannot show it)
+    assert _count(db, Sample, Sample.source == "中文.tsv") == 1
+
+
+def test_options_no_backend_can_store_are_refused_before_anything_is_written(db, invoke, write_file, error_line, tmp_path):
+    """A --reason with a NUL (a config file's "\\u0000") was stored on SQLite and failed the stage on
+    PostgreSQL ("database error"); one with bytes of another encoding, or a --model path with them,
+    crashed with a traceback on both. Each is refused in one line now, nothing recorded."""
+    write_file("train.tsv", "pos\t很好\nneg\t太差\n")
+    invoke(["ingest", "train.tsv"])
+    bad = os.fsdecode(b"x\xff")
+    assert "Invalid value for '--reason': is not valid UTF-8" in invoke(["labels", "set", "--run", "r", "1=neg", "--reason", bad], ok=False).output
+    write_file("kd.toml", 'reason = "a\\u0000b"\n')
+    assert "Invalid value for '--reason': contains a NUL character" in invoke(["labels", "set", "--run", "r", "1=neg"], ok=False).output
+    (tmp_path / "kd.toml").unlink()
+    model = str(tmp_path / bad)
+    assert error_line(invoke(["teach", "--run", "r", "--model", model], ok=False)) == (
+        f"Error: {model!r}: not valid UTF-8 (a file name or argument in another encoding, such as GBK): "
+        "the store takes UTF-8 text only; rename it, or give it in UTF-8")
+    assert invoke.json(["runs"]) == [] and _count(db, LabelEdit) == 0
