@@ -628,6 +628,11 @@ def _describe(exc: BaseException) -> str:
         return "interrupted (KeyboardInterrupt)"
     if isinstance(exc, (KdError, Terminated)):
         return str(exc)
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):  # the driver's first line, not SQLAlchemy's statement, parameters and help link
+        first = (str(getattr(exc, "orig", None) or "").strip().splitlines() or [""])[0]
+        return f"database error: {first or type(exc).__name__}"
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
     return f"{type(exc).__name__}: {exc}{where}"

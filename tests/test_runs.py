@@ -1200,3 +1200,17 @@ def test_report_cells_show_a_perfect_rate_as_a_rate_and_a_count_as_a_count():
 
     assert [_fmt(v) for v in (1.0, 0.0, 0.95, 3, 153474, 13000.0, 12.25, None)] == [
         "1.0000", "0.0000", "0.9500", "3", "153,474", "13,000", "12.2", ""]
+
+
+def test_a_stage_failed_by_the_database_records_the_drivers_line_only():
+    """A stage failed by the database recorded SQLAlchemy's whole message: the statement, its
+    parameters (texts of the store) and a help link, which `kd runs` showed cut off."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from kdstore.runs import _describe
+
+    exc = OperationalError("INSERT INTO logits (sample_id, values) VALUES (?, ?)", [(1, b"x" * 50)], sqlite3.OperationalError("disk I/O error"))
+    assert "[SQL:" in str(exc)
+    assert _describe(exc) == "database error: disk I/O error"
