@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
-from .augment import METHODS, UNK, augment, build_pos_vocab, segment_pos
+from .augment import METHODS, UNK, augment, build_pos_vocab, segmented
 from .ingest import IngestOptions, Record, add_records
 from .schema import AugmentedText, LabelEdit, Sample
 from .store import ID_CHUNK, Store, bulk_insert, chunks
@@ -65,7 +65,7 @@ def ensure_augmented(store: Store, recipe: Recipe) -> tuple[str, int]:
     names = store.class_names()
     # part-way, a "pos" swap draws from the vocabulary of every train text (segmenting them all: a
     # minute for 300k texts); a recipe without "pos" draws nothing from it
-    pos_vocab = None if len(todo) == len(train) else {} if "pos" not in recipe.methods else build_pos_vocab(segment_pos(t) for t in train.texts)
+    pos_vocab = None if len(todo) == len(train) else {} if "pos" not in recipe.methods else build_pos_vocab(segmented(train.texts, what="augment: same-POS words"))
     made = augment(
         [train.texts[i] for i in todo], n=recipe.n, seed=recipe.seed, methods=recipe.methods,
         p_mask=recipe.p_mask, p_pos=recipe.p_pos, p_ngram=recipe.p_ngram, unk=recipe.unk,

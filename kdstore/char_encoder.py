@@ -103,7 +103,9 @@ class CharEncoder:
         if unk is None:
             return None
         # the special tokens the post-processor puts around a text, read off a probe
-        probe = next((c for c in "abcdefghijklmnopqrstuvwxyz0123456789" if c in vocab), None)
+        # (a vocabulary of Chinese texts only has no Latin letter or digit: any single character does then)
+        probe = next((c for c in "abcdefghijklmnopqrstuvwxyz0123456789" if c in vocab), None) or next(
+            (t for t in sorted(vocab, key=vocab.get) if len(t) == 1 and t not in specials), None)
         if probe is None:
             return None
         body = backend.encode(probe, add_special_tokens=False).ids

@@ -38,21 +38,27 @@ def _fit_oof(texts: list[str], labels: np.ndarray, *, num_classes: int, folds: i
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
+    from .progress import progress
+
     labels = np.asarray(labels)
     fold_of = stratified_folds(labels, folds, seed=seed)
     out = np.zeros((len(texts), num_classes), dtype=np.float64)
-    for k in range(folds):
-        train, held = fold_of != k, fold_of == k
-        fold_texts = [t for t, m in zip(texts, train) if m]
-        for min_df in (2, 1):  # 1: no n-gram in two of a tiny fold's texts ("After pruning, no terms remain")
-            vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=min_df)
-            try:
-                x = vec.fit_transform(fold_texts)
-                break
-            except ValueError:
-                if min_df == 1:
-                    raise
-        clf = LogisticRegression(max_iter=1000).fit(x, labels[train])
-        probs = clf.predict_proba(vec.transform([t for t, m in zip(texts, held) if m]))
-        out[np.ix_(held, clf.classes_)] = probs
+    # minutes for a few hundred thousand texts: a bar, as for every long step (it showed nothing)
+    with progress(disable=len(texts) < 5000) as bar:
+        task = bar.add_task("tf-idf folds", total=folds, unit="fold")
+        for k in range(folds):
+            train, held = fold_of != k, fold_of == k
+            fold_texts = [t for t, m in zip(texts, train) if m]
+            for min_df in (2, 1):  # 1: no n-gram in two of a tiny fold's texts ("After pruning, no terms remain")
+                vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=min_df)
+                try:
+                    x = vec.fit_transform(fold_texts)
+                    break
+                except ValueError:
+                    if min_df == 1:
+                        raise
+            clf = LogisticRegression(max_iter=1000).fit(x, labels[train])
+            probs = clf.predict_proba(vec.transform([t for t, m in zip(texts, held) if m]))
+            out[np.ix_(held, clf.classes_)] = probs
+            bar.advance(task)
     return out

@@ -783,6 +783,23 @@ def test_undo_refuses_when_a_later_edit_touched_the_same_samples(db, tmp_path):
     kd("labels", "undo", "--run", "r", "--db", db)
 
 
+def test_tfidf_member_shows_a_bar_over_its_folds(monkeypatch, capsys):
+    """`kd labels detect --tfidf-member` fits five TF-IDF models over every train text: about a minute
+    for 20,000 short texts on 2 cores, minutes for 200,000, with nothing on standard error meanwhile."""
+    import random
+
+    from kdstore.tfidf import oof_probs
+
+    monkeypatch.delenv("KD_NO_PROGRESS")
+    rng = random.Random(0)
+    texts = ["".join(rng.choice("好很差的了书酒店服务") for _ in range(4)) + str(i) for i in range(5000)]
+    labels = np.array([i % 2 for i in range(5000)])
+    probs = oof_probs(texts, labels, num_classes=2, folds=2, seed=11)
+    assert probs.shape == (5000, 2)
+    captured = capsys.readouterr()
+    assert "tf-idf folds" in captured.err and "2/2" in captured.err and captured.out == ""
+
+
 def test_tfidf_member_oof_probabilities_and_detect(db):
     from kdstore.tfidf import oof_probs
 
