@@ -86,7 +86,11 @@ def show(run, top, status, db, as_json):
       kd labels show --run r1 --top 50 --json
     """
     store = open_store(db)
-    items = lab.issues(store, run, top=min(top, SQL_INT_MAX) or None, status=status)
+    # one row past --top tells whether the table is the whole list (detect says "N flagged; show lists
+    # them", and a silent cut at 20 read as the whole list)
+    items = lab.issues(store, run, top=min(top + 1, SQL_INT_MAX) if top else None, status=status)
+    more = bool(top) and len(items) > top
+    items = items[:top or None]
     _warn(lab.stale_warnings(store, run))  # (on standard error: --json here is the list of issues)
     if as_json:
         print_json(items)
@@ -94,6 +98,8 @@ def show(run, top, status, db, as_json):
     print_rows(["sample", "score", "given", "suggested", "methods", "status", "text"],
                [[str(i["sample_id"]), f"{i['score']:.3f}", i["given"], i["suggested"], i["methods"], i["status"], i["text"]]
                 for i in items], title=f"label issues of run {run}")
+    if more:
+        click.echo(f"... more issues: the {top} highest scores shown (--top 0 shows all)")
 
 
 @labels.command()
@@ -324,8 +330,9 @@ def _emptied(store, before: dict[str, int], run: str, stage: str) -> list[str]:
     emptied = [name for name, n in before.items() if n and name != "(none)" and not after.get(name)]
     if not emptied:  # (a rare class of a moderation task, all of it flagged against the majority, or dropped by hand)
         return []
-    return [f"class {', '.join(map(repr, emptied))} has no train sample left: a teacher or student would never learn "
-            f"it; `kd labels undo --run {run} --stage {stage}` puts them back"]
+    one = len(emptied) == 1  # ("class '军事', '财经', '汽车' has ... learn it" of a weak teacher's clean)
+    return [f"{'class' if one else 'classes'} {', '.join(map(repr, emptied))} {'has' if one else 'have'} no train sample left: "
+            f"a teacher or student would never learn {'it' if one else 'them'}; `kd labels undo --run {run} --stage {stage}` puts them back"]
 
 
 def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = ()) -> None:

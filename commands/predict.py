@@ -177,8 +177,10 @@ def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
         return
     if isinstance(obj, dict):
         texts = [k for k, v in obj.items() if isinstance(v, str)]
+        # the longest string is the text, not the first one ({"id": "a1", "body": ...} named --text-field id)
+        pick = "text" if "text" in texts else max(texts, key=lambda k: len(obj[k]), default="NAME")
         click.echo(f"warning: {name}: line {n} is a JSON object, predicted as it stands: "
-                   f"--text-field {texts[0] if texts else 'NAME'} reads the text out of JSON lines", err=True)
+                   f"--text-field {pick} reads the text out of JSON lines", err=True)
 
 
 def _numbered(lines, name: str):

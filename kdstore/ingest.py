@@ -330,6 +330,15 @@ def _parse_delimited(
     return records, label_name if header is not None else "label"
 
 
+def _key_hint(obj: dict, key: str, named: str | None, option: str) -> str:
+    """Where a line lacks a default key kd was not told: the keys it has and the option that names
+    another (a bare "missing" left a pool of {"body": ...} lines with no way forward)."""
+    if key in obj or named is not None:
+        return ""
+    keys = ", ".join(repr(k) for k in list(obj)[:10]) + (", ..." if len(obj) > 10 else "")
+    return f" (keys: {keys}); name it with {option}" if obj else f"; name it with {option}"
+
+
 def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool) -> list[Record]:
     text_key = opts.text_col or "text"
     label_key = opts.label_col or "label"
@@ -353,7 +362,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
             raise KdError(f"{name}: line {line}: expected a JSON object, found {type(obj).__name__}{hint}")
         value = obj.get(text_key)
         if value is None:
-            raise KdError(f"{name}: line {line}: field '{text_key}': missing")
+            raise KdError(f"{name}: line {line}: field '{text_key}': missing{_key_hint(obj, text_key, opts.text_col, '--text-col')}")
         if not isinstance(value, str):
             raise KdError(f"{name}: line {line}: field '{text_key}': expected a string")
         text = value.strip()
@@ -365,7 +374,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         if want_label:
             raw_label = obj.get(label_key)
             if raw_label is None or (isinstance(raw_label, str) and not raw_label.strip()):
-                raise KdError(f"{name}: line {line}: field '{label_key}': missing label")
+                raise KdError(f"{name}: line {line}: field '{label_key}': missing label{_key_hint(obj, label_key, opts.label_col, '--label-col')}")
             if isinstance(raw_label, bool) or not isinstance(raw_label, (str, int)):
                 raise KdError(
                     f"{name}: line {line}: field '{label_key}': expected a string or an integer, "

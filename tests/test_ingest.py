@@ -344,6 +344,24 @@ def test_jsonl(invoke, write_file, read_samples):
     ]
 
 
+def test_jsonl_without_the_default_keys_names_the_keys_it_has_and_the_option(invoke, write_file, read_samples, error_line):
+    """A pool of {"doc_id": .., "body": ..} lines said only "field 'text': missing" (the CSV path names
+    the columns and --label-col): the user was not told how to name the key."""
+    write_file("pool.jsonl", '{"doc_id": 1, "body": "新闻正文"}\n')
+    result = invoke(["ingest", "pool.jsonl", "--split", "unlabeled"], ok=False)
+    assert error_line(result) == "Error: pool.jsonl: line 1: field 'text': missing (keys: 'doc_id', 'body'); name it with --text-col"
+    write_file("news.jsonl", '{"body": "新闻正文", "category": "体育"}\n')
+    result = invoke(["ingest", "news.jsonl", "--text-col", "body"], ok=False)
+    assert error_line(result) == "Error: news.jsonl: line 1: field 'label': missing label (keys: 'body', 'category'); name it with --label-col"
+    assert not store_exists(invoke.db)
+    # a key kd was told, or one present but empty, keeps the plain message
+    assert error_line(invoke(["ingest", "pool.jsonl", "--text-col", "text"], ok=False)) == "Error: pool.jsonl: line 1: field 'text': missing"
+    write_file("empty.jsonl", '{"text": "正文", "label": ""}\n')
+    assert error_line(invoke(["ingest", "empty.jsonl"], ok=False)) == "Error: empty.jsonl: line 1: field 'label': missing label"
+    invoke(["ingest", "news.jsonl", "--text-col", "body", "--label-col", "category"])
+    assert [(r["text"], r["label"]) for r in read_samples()] == [("新闻正文", "体育")]
+
+
 def test_stdin(invoke, read_samples):
     report = invoke.json(["ingest", "-"], input="pos\tfrom stdin\nneg\talso stdin\n")
     assert report["added"] == 2 and report["source"] == "stdin"

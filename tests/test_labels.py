@@ -1282,6 +1282,18 @@ def test_tfidf_member_takes_fewer_folds_for_a_small_class_and_refuses_a_single_s
     assert [s.name for s in Store.open(lonely).stages_of("r")] == ["teach"]
 
 
+def test_show_says_when_top_cut_the_list(tmp_path):
+    """detect said "24 likely wrong labels flagged; `kd labels show` lists them" and show printed 20
+    rows with nothing to say the list went on (clean --dry-run and kd samples say so)."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["体育新闻", "财经新闻", "科技新闻"])
+    cut = kd("labels", "show", "--run", "r", "--top", "2", "--db", db).stdout
+    assert cut.count("新闻") == 2 and "... more issues: the 2 highest scores shown (--top 0 shows all)" in cut
+    for top in ("3", "0"):
+        whole = kd("labels", "show", "--run", "r", "--top", top, "--db", db).stdout
+        assert whole.count("新闻") == 3 and "more issues" not in whole
+    assert len(json.loads(kd("labels", "show", "--run", "r", "--top", "2", "--json", "--db", db).stdout)) == 2
+
+
 def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_says_so(tmp_path, error_line):
     """``undo --stage nope`` on a run with clean stages said the run "has no clean stage to undo";
     the history of a dropped pool text read "original None, now None" and "drop (label None kept)"."""
@@ -1409,6 +1421,10 @@ def test_a_clean_that_empties_a_class_of_its_train_samples_says_so(tmp_path):
     kd("labels", "undo", "--run", "r", "--db", db)
     again = kd("labels", "clean", "--run", "r", "--action", "relabel", "--min-score", "0.95", "--db", db, "--overwrite")
     assert "no train sample left" not in again.output  # (nothing changed)
+    # several classes emptied at once (a weak teacher's clean) read "class 'a', 'b' has ... learn it"
+    kd("labels", "set", "--run", "r", "3=neg", "--db", db)
+    both = kd("labels", "set", "--run", "r", "1=drop", "2=drop", "3=drop", "--db", db)
+    assert "warning: classes 'pos', 'neg' have no train sample left: a teacher or student would never learn them" in both.output
 
 
 def test_undoing_a_flag_restores_no_label_and_waits_for_no_later_edit(db):

@@ -938,6 +938,11 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     assert f"{tmp_path}: cannot read: a folder, not a text file" in folder.output and "Errno" not in folder.output
     hinted = kd("predict", str(jl), "--run", "r", "--db", db)  # without --text-field: predicted as it stands, and said so
     assert "line 1 is a JSON object, predicted as it stands: --text-field text reads" in hinted.stderr
+    # the hint names the text, not the first string field: {"nid": "体育", "body": ...} said --text-field nid,
+    # which predicts each line's id
+    named = tmp_path / "news.jsonl"
+    named.write_text('{"nid": "a1", "body": "今天的东西很好", "n": 3}\n', encoding="utf-8")
+    assert "predicted as it stands: --text-field body reads" in kd("predict", str(named), "--run", "r", "--db", db).stderr
     # a line sent alone is answered before the next is sent (a co-process feeding kd one text at a time)
     import os
     import select
@@ -1099,6 +1104,20 @@ def test_folds_bad_values(sample_store, tiny_model):
     many = kd("teach", "--run", "f2", "--model", str(tiny_model), "--folds", "40", "--max-len", "32", "--db", db, ok=False)
     assert "every class needs at least 40 train samples, and 'pos' (30), 'neg' (30) have fewer" in many.output  # by name, with counts
     assert _stage(sample_store, "f2", "teach").status == "failed"
+
+
+def test_folds_refused_for_a_small_class_give_advice_that_can_be_followed(sample_store, tiny_model, tmp_path):
+    """A class of 1 train sample (a rare news topic) with --folds 2 said "use fewer folds", which
+    --folds (at least 2) cannot do; a class of 3 with --folds 5 did not say how many would do."""
+    db = str(sample_store)
+    kd("ingest", str(write_tsv(tmp_path / "rare.tsv", [("mid", "很好太差"), ("mid", "还好一般"), ("mid", "比较一般")])), "--db", db)
+    three = kd("teach", "--run", "f3", "--model", str(tiny_model), "--folds", "5", "--max-len", "32", "--db", db, ok=False)
+    assert "--folds 5: every class needs at least 5 train samples, and 'mid' (3) has fewer: use --folds 3 or fewer" in three.output
+    mids = [s["id"] for s in json.loads(kd("samples", "--label", "mid", "--json", "--db", db).stdout)]
+    kd("labels", "set", "--run", "f3", f"{mids[0]}=drop", f"{mids[1]}=drop", "--db", db)
+    one = kd("teach", "--run", "f1", "--model", str(tiny_model), "--folds", "2", "--max-len", "32", "--db", db, ok=False)
+    assert "'mid' (1) has fewer: no number of folds splits a class of 1 sample: add train samples of it, or relabel or drop it" in one.output
+    assert "use fewer folds" not in one.output
 
 
 def test_teach_refuses_mismatched_tokenizer_and_foreign_head(sample_store, tiny_model, tmp_path):
