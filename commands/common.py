@@ -277,10 +277,18 @@ def counted(count: int, noun: str) -> str:
 OPENED: list[str] = []  # the stores this process opened, as an error names them
 
 
-def open_store(db: str | None, *, create: bool = False, check: bool = True) -> Store:
+def open_store(db: str | None, *, create: bool = False, check: bool = True, writer: bool = False) -> Store:
+    """``writer``: the command starts a stage, so the stages left running by a process of this
+    machine that is gone are marked failed first (a replaced stage given its name back), before the
+    command looks up the stage it builds on: a `kd teach --model pretrain:R` after a killed
+    `kd pretrain --run R --overwrite` finds R's pretrain stage instead of refusing it each time."""
     store = Store.open(db, create=create, check=check)
     url = store.engine.url
     OPENED.append(url.database if url.get_backend_name() == "sqlite" else display_url(url))
+    if writer and os.environ.get("RANK", "0") == "0":  # (torchrun: rank 0 alone, as it alone starts the stage)
+        from kdstore.runs import mark_crashed
+
+        mark_crashed(store)
     return store
 
 

@@ -56,7 +56,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
         student_votes=tuple(student_votes), tfidf_member=tfidf_member, allow_in_sample=allow_in_sample,
         calibrate=calibrate,
     )
-    store = open_store(db)
+    store = open_store(db, writer=True)
     # bad input is refused before anything is written; the labels judged and the stages read are recorded
     inputs, labels_read = lab.read_labeled(store, lambda: lab.detect_inputs(store, run, cfg))
     config = {**lab.config_dict(cfg), **inputs.used, **labels_read}
@@ -145,7 +145,7 @@ def import_(run, path, stage_name, overwrite, db, as_json):
     """
     from click.core import ParameterSource
 
-    store = open_store(db)
+    store = open_store(db, writer=True)
     # typed, --run must match the sheet; a config file's run (a default for every command) does not bind it
     given = click.get_current_context().get_parameter_source("run") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     numbered = stage_name is None and not overwrite  # a second sheet of a run: review-2 (--overwrite replaces review)
@@ -182,7 +182,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     """
     if not 0.0 <= min_score <= 1.0:
         raise click.BadParameter(f"{min_score:g} is not a score: scores are in [0, 1]", param_hint="--min-score")
-    store = open_store(db)
+    store = open_store(db, writer=not dry_run)
     plan, items = lab.clean_plan(store, run, action=action, min_score=min_score)
     changes = sum(i["effect"] == "change" for i in items)
     # flagging changes no label; printed once the clean is done (a refusal is its one line)
@@ -243,7 +243,7 @@ def set_(run, edits, reason, stage_name, db, as_json):
       kd labels set --run r1 1042=neg 2210=drop --reason "checked by hand"
       kd labels undo --run r1 --stage edit-1
     """
-    store = open_store(db)
+    store = open_store(db, writer=True)
     decisions = lab.parse_edits(store, edits)  # every pair checked before anything changes
     if stage_name is not None and store.run_exists(run) and any(st.name == stage_name and st.status == "succeeded"
                                                                 for st in store.stages_of(run)):

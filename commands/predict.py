@@ -317,7 +317,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     from kdstore.report import run_report
     from kdstore.runs import stage_scope
 
-    store = open_store(db)
+    store = open_store(db, writer=True)
     predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
     names = store.class_names()
     if list(predictor.class_names) != names:

@@ -266,7 +266,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
       kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold, for `kd labels detect`
       kd teach --run r1 --model pretrain:r1 --split train --split dev --where "source = 'shop.tsv'"
     """
-    store = open_store(db)
+    store = open_store(db, writer=True)
     if not logits_only and not model:
         raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
     if logits_only:
@@ -488,7 +488,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, layer_map=mapping, seed=seed, device=device,
     )
     cfg.validate()
-    store = open_store(db)
+    store = open_store(db, writer=True)
     _teacher_runs_exist(store, teacher_runs or (run,))
     if _options_given(("patience",)) and not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)"):
         _warn("--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch "
@@ -699,7 +699,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         patience=patience, seed=seed, device=device,
     )
     cfg.validate()
-    store = open_store(db)
+    store = open_store(db, writer=True)
     _teacher_runs_exist(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")

@@ -117,10 +117,16 @@ def stage_scope(
     name = kind if name is None else name  # an empty --name is refused, not taken as the default
     _check_name_for(kind, name, numbered=numbered)
     mark_crashed(store)
-    stage_id, name = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite, numbered=numbered,
-                            bare_first=bare_first)
-    handle = StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
-    guard = SignalGuard()
+    started: list[tuple[int, str]] = []  # the stage's id and name once flushed: a Ctrl-C just after its commit
+    try:  # (before this function's own try) ends it failed too, not `running` until a later stage finds the process gone
+        stage_id, name = _begin(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite, numbered=numbered,
+                                bare_first=bare_first, started=started)
+        handle = StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
+        guard = SignalGuard()
+    except BaseException as exc:
+        if started and _running_here(store, started[0][0]):
+            _fail(store, started[0][0], run=run, name=started[0][1], error=_describe(exc))
+        raise
     try:
         try:
             if kind in ("pretrain", "teach", "distill") and not os.access(handle.artifact_dir, os.W_OK):
@@ -136,6 +142,13 @@ def stage_scope(
         _drop_replaced(store, run=run, name=name)
     finally:
         guard.close()
+
+
+def _running_here(store: Store, stage_id: int) -> bool:
+    """Whether stage ``stage_id`` is recorded (committed) as running in this very process."""
+    with store.session() as s:
+        stage = s.get(Stage, stage_id)
+        return stage is not None and stage.status == "running" and stage.process == this_process()
 
 
 def _fail(store: Store, stage_id: int, *, run: str, name: str, error: str) -> None:
@@ -219,10 +232,11 @@ REPLACED = "~replaced-"  # a replaced stage whose (undone) label edits stay on r
 
 
 def _begin(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool = False,
-           bare_first: bool = False) -> tuple[int, str]:
+           bare_first: bool = False, started: list[tuple[int, str]] | None = None) -> tuple[int, str]:
     with _folder_moves() as moved:  # (Ctrl-C included): the old stage is still recorded under its name, with its folder there
         stage_id, name, old_artifact = _begin_locked(store, run=run, kind=kind, name=name, config=config, overwrite=overwrite,
-                                                     numbered=numbered, bare_first=bare_first, moved=moved)
+                                                     numbered=numbered, bare_first=bare_first, moved=moved,
+                                                     started=[] if started is None else started)
     if old_artifact:
         _remove_artifact(store, Path(old_artifact))
     return stage_id, name
@@ -246,7 +260,7 @@ NAMED_KINDS = ("distill", "clean")  # the stages whose command takes --name
 
 
 def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict, overwrite: bool, numbered: bool,
-                  bare_first: bool, moved: list[tuple[Path, Path]]) -> tuple[int, str, str | None]:
+                  bare_first: bool, moved: list[tuple[Path, Path]], started: list[tuple[int, str]]) -> tuple[int, str, str | None]:
     old_artifact = None
     # --overwrite reads the old stage's label edits (``_refuse_live_edits``): on PostgreSQL under their
     # writer lock too, so that a clean deciding its issues meanwhile has committed (and is seen) or waits
@@ -294,6 +308,7 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
         s.add(stage)
         s.flush()
         stage_id = stage.id
+        started.append((stage_id, name))
     moved.clear()  # committed: the moves stand (a Ctrl-C from here on must not undo them)
     return stage_id, name, old_artifact
 

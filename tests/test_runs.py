@@ -350,6 +350,34 @@ def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stag
     assert len(store.read_logits(crashed.id)[0]) == 0
 
 
+def test_a_ctrl_c_just_after_the_stage_is_recorded_ends_it_failed(store, invoke, monkeypatch):
+    """Ctrl-C right after the stage's row was committed, before stage_scope's own try, left it
+    `running` (kd labels set / clean printed "Aborted!"), and an --overwrite's old stage parked,
+    until a later stage found the process gone."""
+    import kdstore.runs as runs
+
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "model.txt").write_text("old", encoding="utf-8")
+        st.record_artifact(st.artifact_dir / "model.txt")
+        old_id = st.id
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "SignalGuard", ctrl_c)  # the first thing after the stage's row is committed
+    with pytest.raises(KeyboardInterrupt):
+        with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True):
+            pytest.fail("the body must not run")
+    back = _stage(store, "r1", "teach")
+    assert back.id == old_id and back.status == "succeeded"
+    assert (store.artifact_root / "r1" / "teach" / "model.txt").read_text(encoding="utf-8") == "old"
+    failed = [s for s in store.stages_of("r1") if s.id != old_id]
+    assert [(s.status, s.error) for s in failed] == [("failed", "interrupted (KeyboardInterrupt)")]
+    result = invoke(["labels", "set", "--run", "r2", "1=neg"], ok=False)
+    assert result.exit_code == 1 and store.counts()["train"] == {"pos": 2, "neg": 2}
+    assert [(s.name, s.status) for s in store.stages_of("r2")] == [("edit-1", "failed")]
+
+
 def test_succeeded_stage_is_not_replaced_without_overwrite(store):
     ids = store.samples().ids
     with stage_scope(store, run="r1", kind="teach", config={"v": 1}) as st:
