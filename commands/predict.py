@@ -96,7 +96,9 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
     else:
         from kdstore.predictor import Predictor
 
-        predictor = Predictor.from_run(open_store(db), run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
+        store = open_store(db)
+        predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
+        _name_the_student(store, run, which, predictor.stage_name)
     if text_field is not None and not text_field:
         raise click.BadParameter("name the field that holds the text, e.g. text", param_hint="--text-field")
     if path == "-":
@@ -128,6 +130,17 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         else:
             _hint_json_lines(lines, path)
         _emit(predictor, lines, batch_size, as_json, fields=fields)
+
+
+def _name_the_student(store, run: str, which: str, chosen: str) -> None:
+    """A note on standard error where ``--model student`` chose among several distill stages (the
+    latest: a weaker one trained last answered, and nothing said which)."""
+    if which != "student":
+        return
+    others = [s.name for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded" and s.name != chosen]
+    if others:
+        click.echo(f"note: --model student is {chosen!r}, run {run!r}'s latest distill stage (also: {', '.join(others)}): "
+                   "--model NAME picks another", err=True)
 
 
 def _json_texts(lines: list[tuple[int, str]], field: str, name: str):

@@ -900,7 +900,7 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     out = kd("predict", "--run", "r", "--db", db, input="这个很好\n\n那个太差\n")
     lines = out.stdout.splitlines()
     assert len(lines) == 3 and lines[1] == "\t\t" and all(lines[i].split("\t")[0] in ("pos", "neg") for i in (0, 2))
-    assert "line 2: empty text" in out.stderr
+    assert "line 2: empty text" in out.stderr and "note: --model student" not in out.stderr  # one distill stage: no choice
     broken = kd("predict", "--run", "r", "--db", db, input="这个\r很好\n那个\u2028太差\n").stdout
     assert len(broken.splitlines()) == 2 and broken.splitlines()[0].endswith("\t这个 很好")  # no extra line for a reader
     f = tmp_path / "in.txt"
@@ -2012,3 +2012,17 @@ def test_a_pretrain_whose_every_fp16_step_is_skipped_fails_instead_of_running_fo
     out = kd("pretrain", "--run", "sk", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--batch-size", "16",
              "--min-count", "1", "--device", "cpu", "--db", str(sample_store), ok=False)
     assert len(calls) == 5 and "the fp16 grad scaler skipped the last 5 steps" in out.output
+
+
+def test_predict_names_the_student_it_chose_among_several(taught_store):
+    """--model student serves the run's latest distill stage: with several, a weaker one trained last
+    answered and nothing said which."""
+    db = str(taught_store)
+    small = ("--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    kd("distill", "--run", "r", "--name", "first", *small)
+    kd("distill", "--run", "r", "--name", "second", *small)
+    out = kd("predict", "--run", "r", "--db", db, input="这个很好\n")
+    assert "note: --model student is 'second', run 'r''s latest distill stage (also: first): --model NAME picks another" in out.stderr
+    assert len(out.stdout.splitlines()) == 1
+    assert "note:" not in kd("predict", "--run", "r", "--model", "first", "--db", db, input="这个很好\n").stderr
+
