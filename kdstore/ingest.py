@@ -573,6 +573,9 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
     return report
 
 
+_CLASS_FILE_FIX = " (ids are fixed once stored: `kd classes --export FILE` writes the store's own class file to start from)"
+
+
 def _pin_classes(conn, classes: dict[str, int], pinned: tuple[str, ...], name: str) -> list[str]:
     """Make the store's class table agree with a pinned class file, adding its classes in order;
     returns the names it added."""
@@ -580,10 +583,10 @@ def _pin_classes(conn, classes: dict[str, int], pinned: tuple[str, ...], name: s
         have = classes.get(n)
         if have is not None and have != i:
             raise KdError(
-                f"{name}: class {n!r} has id {have} in the store but {i} in the class file"
+                f"{name}: class {n!r} has id {have} in the store but {i} in the class file{_CLASS_FILE_FIX}"
             )
         if have is None and i in classes.values():
-            raise KdError(f"{name}: class id {i} is already taken in the store by another class")
+            raise KdError(f"{name}: class id {i} is already taken in the store by another class{_CLASS_FILE_FIX}")
     new = [{"id": i, "name": n} for i, n in enumerate(pinned) if n not in classes]
     if new:
         conn.execute(insert(KdClass), new)

@@ -594,6 +594,7 @@ def test_class_file_disagreeing_with_store_is_refused(invoke, write_file, read_c
     write_file("dev.tsv", "pos\tfine\n")
     result = invoke(["ingest", "dev.tsv", "--split", "dev", "--classes", "class_id.txt"], ok=False)
     assert "'neg' has id 1 in the store but 0 in the class file" in error_line(result)
+    assert "`kd classes --export FILE` writes the store's own class file" in error_line(result)  # the way out
     assert counts() == before
     assert read_classes() == [(0, "pos"), (1, "neg")]
 
