@@ -496,22 +496,25 @@ def test_per_sample_temperatures_by_hand():
 
     student = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     teacher = torch.tensor([[3.0, 0.0], [3.0, 0.0], [3.0, 0.0]])
-    # flsw: the cosine of the log-probability vectors; w = (1 - cos)^2
-    def log_probs(a, b):  # two classes: log sigmoid of each logit's lead
-        return [-math.log1p(math.exp(b - a)), -math.log1p(math.exp(a - b))]
-
-    def cos(u, v):
-        return sum(x * y for x, y in zip(u, v)) / (math.hypot(*u) * math.hypot(*v))
-
-    t = log_probs(3.0, 0.0)
-    w = torch.tensor([(1 - cos(log_probs(*row), t)) ** 2 for row in student.tolist()])
-    flsw = sample_temperatures(student, teacher, base=2.0, kind="flsw", beta=1.0, gamma=2.0)
-    assert torch.allclose(flsw, 2.0 + (w.mean() - w), atol=1e-3)
+    # flsw: the cosine of the logit vectors centred on their mean (two classes: +-(a-b)/2): 1, -1 and
+    # 0 for the tie (a zero vector, up to the 1e-4 in the norms); w = (1 - cos)^2
+    w = torch.tensor([0.0, 4.0, 1.0])
+    flsw = sample_temperatures(student, teacher, base=2.0, kind="flsw", beta=0.5, gamma=2.0)
+    assert torch.allclose(flsw, 2.0 + 0.5 * (w.mean() - w), atol=1e-3)
     assert flsw[1] < flsw[2] < flsw[0]  # the sample pointing away from the teacher gets the sharpest targets
     # a teacher's logits or its log-probabilities (how several teachers' targets are stored), the
     # student's logits shifted by a constant: the same temperatures
-    shifted = sample_temperatures(student + 5.0, torch.log_softmax(teacher, dim=-1), base=2.0, kind="flsw", beta=1.0, gamma=2.0)
+    shifted = sample_temperatures(student + 5.0, torch.log_softmax(teacher, dim=-1), base=2.0, kind="flsw", beta=0.5, gamma=2.0)
     assert torch.allclose(shifted, flsw, atol=1e-5)
+    # FLSW's cosine is not ruled by the long tail of a 10-class teacher's log-probabilities: a student
+    # opposite the teacher was 0.89 of the way to agreeing with it, all 10 temperatures within 0.01
+    teacher10 = torch.full((3, 10), -1.0)
+    teacher10[:, 0] = 9.0
+    student10 = torch.stack([teacher10[0], teacher10[0].roll(1), torch.zeros(10)])
+    w10 = torch.tensor([0.0, (1 + 10 / 90) ** 2, 1.0])  # agreeing, opposite (cos -1/9), unsure (a zero vector)
+    for t10 in (teacher10, torch.log_softmax(teacher10, dim=-1)):
+        got = sample_temperatures(student10, t10, base=2.0, kind="flsw", beta=1.0, gamma=2.0)
+        assert torch.allclose(got, 2.0 + (w10.mean() - w10), atol=1e-3), got
     # cwsm: w = 1 / (max student probability + 1e-3)
     p = torch.tensor([1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-2)), 0.5])
     w = 1 / (p + 1e-3)
