@@ -289,6 +289,10 @@ def open_store(db: str | None, *, create: bool = False, check: bool = True, writ
         from kdstore.runs import mark_crashed
 
         mark_crashed(store)
+    elif writer and os.environ.get("GROUP_RANK", "0") == "0":  # the other ranks of rank 0's machine: their
+        from kdstore.runs import wait_for_marking  # lookups see the stages as rank 0 will (read only)
+
+        wait_for_marking(store)
     return store
 
 

@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -456,6 +457,23 @@ def mark_crashed(store: Store) -> int:
         store.clear_outputs(stage_id)
         _give_back(store, run=run, name=name, failed_id=stage_id)
     return len(marked)
+
+
+def wait_for_marking(store: Store, *, timeout: float = 120.0, poll: float = 0.5) -> bool:
+    """Read only: wait until no stage of this machine awaits :func:`mark_crashed` (one left running by
+    a process that is gone, or a failure's end cut short); False when ``timeout`` passed first. For the
+    torchrun ranks other than 0, which look up the stages they build on while rank 0 marks them:
+    a lookup before the marking found no teacher (a killed ``--overwrite``'s stage still parked)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with store.session() as s:
+            rows = s.scalars(select(Stage).where(Stage.status == "running", Stage.host == socket.gethostname())).all()
+            pending = any(_crashed(r) for r in rows)
+        if not pending and not _unfinished(store):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
 
 
 def _gone(stage: Stage) -> str:

@@ -342,7 +342,13 @@ def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stag
     assert _stage(store, "r1", "teach~parked-" + str(old_id)).status == "succeeded"  # as the kill left it
     with pytest.raises(KdError, match=f"'teach~parked-{old_id}' is the one an --overwrite is replacing: it gets its name back"):
         store.find_stage("r1", "teach")  # a reader meanwhile (kd predict) is told what it sees and what ends it
+    from kdstore.runs import wait_for_marking
+
+    # a torchrun rank other than 0 waits (reading only) for rank 0 to mark it before its own lookups
+    assert wait_for_marking(store, timeout=0.3, poll=0.1) is False
+    assert _stage(store, "r1", "teach~parked-" + str(old_id)).status == "succeeded"  # it wrote nothing
     invoke(["labels", "set", "--run", "r2", "1=neg"])  # any stage that starts
+    assert wait_for_marking(store, timeout=0.3, poll=0.1) is True
     back = store.find_stage("r1", "teach")
     assert back.id == old_id and (store.artifact_root / "r1" / "teach" / "model.txt").read_text(encoding="utf-8") == "old"
     crashed = _stage(store, "r1", f"teach~failed-{line}")
