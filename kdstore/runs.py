@@ -433,13 +433,18 @@ def _crashed(stage: Stage) -> bool:
     return stage.status == "running" and process_state(stage) is False
 
 
+def _crashed_here(store: Store) -> dict[int, str]:
+    """``{stage id: process}`` of the stages left running by a process of this machine that is gone."""
+    with store.session() as s:
+        rows = s.scalars(select(Stage).where(Stage.status == "running", Stage.host == socket.gethostname())).all()
+        return {r.id: r.process for r in rows if _crashed(r)}
+
+
 def mark_crashed(store: Store) -> int:
     """Mark failed every stage left 'running' by a process of this machine that is gone, so that its
     name can be used again; returns how many. Called by writers only (a stage starting): readers
     never take the writer lock, ``kd runs`` shows such a stage as ``running (process gone)``."""
-    with store.session() as s:
-        rows = s.scalars(select(Stage).where(Stage.status == "running", Stage.host == socket.gethostname())).all()
-        gone = {r.id: r.process for r in rows if _crashed(r)}
+    gone = _crashed_here(store)
     for stage_id, run, name in _unfinished(store):  # a failure's end cut short: its outputs and the old stage's name
         store.clear_outputs(stage_id)
         _give_back(store, run=run, name=name, failed_id=stage_id)
@@ -466,10 +471,7 @@ def wait_for_marking(store: Store, *, timeout: float = 120.0, poll: float = 0.5)
     a lookup before the marking found no teacher (a killed ``--overwrite``'s stage still parked)."""
     deadline = time.monotonic() + timeout
     while True:
-        with store.session() as s:
-            rows = s.scalars(select(Stage).where(Stage.status == "running", Stage.host == socket.gethostname())).all()
-            pending = any(_crashed(r) for r in rows)
-        if not pending and not _unfinished(store):
+        if not _crashed_here(store) and not _unfinished(store):
             return True
         if time.monotonic() >= deadline:
             return False

@@ -121,3 +121,33 @@ def edit_labels(db: str, run: str, name: str, decisions: dict[int, str]) -> None
             ], reason="test")
     finally:
         store.close()
+
+
+def kill_9_inside_stage(db: str, folder: Path, *, run: str, inside: str = "") -> str:
+    """A ``teach --overwrite`` stage of ``run`` started in a child process, ``inside`` (Python lines
+    indented four spaces, ``store``, ``st`` and ``numpy`` at hand) run in it, then the child killed
+    with SIGKILL, as an OOM killer would: returns the killed stage's id."""
+    import subprocess
+    import sys
+
+    script = Path(folder) / "killed.py"
+    script.write_text(
+        "import sys, time, numpy\n"
+        "from kdstore.runs import stage_scope\n"
+        "from kdstore.store import Store\n"
+        "store = Store.open(sys.argv[1])\n"
+        f"with stage_scope(store, run={run!r}, kind='teach', config={{}}, overwrite=True) as st:\n"
+        f"{inside}"
+        "    print(st.id, flush=True)\n"
+        "    time.sleep(120)\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.isdigit(), proc.stderr.read()
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    return line

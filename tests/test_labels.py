@@ -852,32 +852,13 @@ def test_detect_after_a_teach_overwrite_killed_with_9_takes_the_teacher_given_ba
     """`kill -9` of `kd teach --overwrite` leaves the old teacher parked until the next stage starts:
     `kd labels detect` (a stage) looked the teacher up before it got there, so it refused the run,
     again and again, saying the next stage would end what it was itself."""
-    import subprocess
-    import sys
+    from synthetic import kill_9_inside_stage
 
     from kdstore.runs import _machine
 
     if _machine() is None:
         pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
-    script = tmp_path / "killed.py"
-    script.write_text(
-        "import sys, time\n"
-        "from kdstore.runs import stage_scope\n"
-        "from kdstore.store import Store\n"
-        "store = Store.open(sys.argv[1])\n"
-        "with stage_scope(store, run='r', kind='teach', config={}, overwrite=True) as st:\n"
-        "    print(st.id, flush=True)\n"
-        "    time.sleep(120)\n",
-        encoding="utf-8",
-    )
-    proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline().strip()
-        assert line.isdigit(), proc.stderr.read()
-        proc.kill()
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    line = kill_9_inside_stage(db, tmp_path, run="r")
     kd("labels", "detect", "--run", "r", "--db", db)
     store = Store.open(db)
     try:

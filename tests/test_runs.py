@@ -317,28 +317,12 @@ def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stag
         (st.artifact_dir / "model.txt").write_text("old", encoding="utf-8")
         st.record_artifact(st.artifact_dir / "model.txt")
         old_id = st.id
-    script = tmp_path / "killed.py"
-    script.write_text(
-        "import sys, time, numpy\n"
-        "from kdstore.runs import stage_scope\n"
-        "from kdstore.store import Store\n"
-        "store = Store.open(sys.argv[1])\n"
-        "ids = store.samples().ids\n"
-        "with stage_scope(store, run='r1', kind='teach', config={}, overwrite=True) as st:\n"
+    from synthetic import kill_9_inside_stage
+
+    line = kill_9_inside_stage(db, tmp_path, run="r1", inside=(
+        "    ids = store.samples().ids\n"
         "    store.write_logits(st.id, ids, numpy.zeros((len(ids), 2), 'float32'))\n"
-        "    (st.artifact_dir / 'model.txt').write_text('partial', encoding='utf-8')\n"
-        "    print(st.id, flush=True)\n"
-        "    time.sleep(120)\n",
-        encoding="utf-8",
-    )
-    proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline().strip()
-        assert line.isdigit(), proc.stderr.read()
-        proc.kill()
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+        "    (st.artifact_dir / 'model.txt').write_text('partial', encoding='utf-8')\n"))
     assert _stage(store, "r1", "teach~parked-" + str(old_id)).status == "succeeded"  # as the kill left it
     with pytest.raises(KdError, match=f"'teach~parked-{old_id}' is the one an --overwrite is replacing: it gets its name back"):
         store.find_stage("r1", "teach")  # a reader meanwhile (kd predict) is told what it sees and what ends it
