@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from . import noise, tfidf
 from .errors import KdError, make_folder
@@ -925,34 +925,14 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
         raise KdError(f"run {run!r} has no clean stage to undo")
     with store.write_session("samples", "label_edits", "label_issues") as s:
         for stage in reversed(stages):
-            edits = list(s.scalars(select(LabelEdit).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None)).order_by(LabelEdit.id.desc())))
+            edits = _standing_edits(s, stage)
             decided = s.scalar(select(func.count()).select_from(LabelIssue).where(LabelIssue.decided_stage_id == stage.id))
             if edits or decided:
                 break
         else:
             which = f"clean stage {stage_name!r}" if stage_name is not None else "clean stage(s)"
             raise KdError(f"the {which} of run {run!r} {'has' if stage_name is not None else 'have'} nothing left to undo")
-        touched = {e.sample_id for e in edits}
-        # the samples whose label or dropped flag it changed: reverting a flag restores nothing, so a later
-        # edit of a flagged sample is no conflict (and the flag's recorded dropped flag is not put back)
-        mine = select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None),
-                                                 LabelEdit.action != "flag")
-        later = [] if not edits else s.execute(
-            select(LabelEdit.sample_id, Stage.name, Run.uniqid)
-            .outerjoin(Stage, Stage.id == LabelEdit.stage_id).outerjoin(Run, Run.id == Stage.run_id)
-            .where(
-                LabelEdit.sample_id.in_(mine), LabelEdit.id > min(e.id for e in edits),
-                LabelEdit.stage_id.is_distinct_from(stage.id), LabelEdit.reverted_at.is_(None),  # NULL: a deleted stage
-                LabelEdit.action != "flag",  # a flag changes no label: undoing under it is no conflict
-            )
-        ).all()
-        if edits:  # a later stage that judged these labels as they stand (left unchanged, rejected an issue)
-            later += s.execute(
-                select(LabelIssue.sample_id, Stage.name, Run.uniqid)
-                .join(Stage, Stage.id == LabelIssue.decided_stage_id).join(Run, Run.id == Stage.run_id)
-                .where(LabelIssue.sample_id.in_(mine), LabelIssue.decided_stage_id > stage.id,
-                       LabelIssue.status.in_(("applied", "rejected")))
-            ).all()
+        later = _later_touches(s, stage, edits)
         if later:
             shown = ", ".join(str(i) for i in sorted({r.sample_id for r in later})[:20])
             by = sorted({f"{r.uniqid}/{r.name}" if r.name else "a deleted stage" for r in later})
@@ -960,31 +940,102 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
                 f"later edits or decisions touched samples {shown} after stage {stage.name!r}: undo those first "
                 f"(stage{'s' if len(by) > 1 else ''} {', '.join(by)})"
             )
-        now = utcnow()
-        samples = _rows_by_id(s, Sample, touched)
-        for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old state
-            if e.action == "flag":  # (its old_dropped is the flag the sample had then: a later drop or its undo stands)
-                e.reverted_at = now
-                continue
-            sample = samples[e.sample_id]
-            if e.action == "relabel":
-                sample.label_id = e.old_label_id
-            if e.old_dropped is not None:
-                sample.dropped = e.old_dropped
-            elif e.action == "drop":  # an edit made before kd recorded the dropped flag
-                sample.dropped = False
-            e.reverted_at = now
-        reopened = reopen(s, LabelIssue.decided_stage_id == stage.id, undoing=stage.id)
-        if touched:  # issues decided before kd recorded the deciding stage: those of the same samples in this run
-            reopened += s.execute(
-                update(LabelIssue).where(
-                    LabelIssue.decided_stage_id.is_(None), LabelIssue.sample_id.in_(select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage.id)),
-                    LabelIssue.status.in_(("applied", "flagged")),
-                    LabelIssue.stage_id.in_(select(Stage.id).where(Stage.run_id == stage.run_id)),
-                ).values(status="open")
-            ).rowcount
+        reopened = _revert(s, stage, edits)
     return {"stage": stage.name, "reverted": len(edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id),
             "detected_on_it": stages_trained_on(store, stage.id, kinds=("detect",))}
+
+
+def _standing_edits(s, stage: Stage) -> list[LabelEdit]:
+    """The stage's edits not reverted, newest first."""
+    return list(s.scalars(select(LabelEdit).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None)).order_by(LabelEdit.id.desc())))
+
+
+def _later_touches(s, stage: Stage, edits: list[LabelEdit]) -> list[Any]:
+    """``(sample_id, stage name, run)`` of the later edits and decisions that touched the samples whose
+    label or dropped flag ``stage``'s standing ``edits`` changed: reverting those would undo them too."""
+    if not edits:
+        return []
+    # reverting a flag restores nothing, so a later edit of a flagged sample is no conflict (and the
+    # flag's recorded dropped flag is not put back)
+    mine = select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None),
+                                             LabelEdit.action != "flag")
+    later = s.execute(
+        select(LabelEdit.sample_id, Stage.name, Run.uniqid)
+        .outerjoin(Stage, Stage.id == LabelEdit.stage_id).outerjoin(Run, Run.id == Stage.run_id)
+        .where(
+            LabelEdit.sample_id.in_(mine), LabelEdit.id > min(e.id for e in edits),
+            LabelEdit.stage_id.is_distinct_from(stage.id), LabelEdit.reverted_at.is_(None),  # NULL: a deleted stage
+            LabelEdit.action != "flag",  # a flag changes no label: undoing under it is no conflict
+        )
+    ).all()
+    # a later stage that judged these labels as they stand (left unchanged, rejected an issue)
+    return later + s.execute(
+        select(LabelIssue.sample_id, Stage.name, Run.uniqid)
+        .join(Stage, Stage.id == LabelIssue.decided_stage_id).join(Run, Run.id == Stage.run_id)
+        .where(LabelIssue.sample_id.in_(mine), LabelIssue.decided_stage_id > stage.id,
+               LabelIssue.status.in_(("applied", "rejected")))
+    ).all()
+
+
+def reverts_cleanly(s, stage: Stage) -> bool:
+    """Whether :func:`discard_failed` would revert every standing edit of clean stage ``stage``."""
+    return not _later_touches(s, stage, _standing_edits(s, stage))
+
+
+def _revert(s, stage: Stage, edits: list[LabelEdit]) -> int:
+    """Put back what ``stage``'s standing ``edits`` (newest first) changed, mark them reverted and
+    reopen the issues it decided; returns how many issues were reopened."""
+    touched = {e.sample_id for e in edits}
+    now = utcnow()
+    samples = _rows_by_id(s, Sample, touched)
+    for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old state
+        if e.action == "flag":  # (its old_dropped is the flag the sample had then: a later drop or its undo stands)
+            e.reverted_at = now
+            continue
+        sample = samples[e.sample_id]
+        if e.action == "relabel":
+            sample.label_id = e.old_label_id
+        if e.old_dropped is not None:
+            sample.dropped = e.old_dropped
+        elif e.action == "drop":  # an edit made before kd recorded the dropped flag
+            sample.dropped = False
+        e.reverted_at = now
+    reopened = reopen(s, LabelIssue.decided_stage_id == stage.id, undoing=stage.id)
+    if touched:  # issues decided before kd recorded the deciding stage: those of the same samples in this run
+        reopened += s.execute(
+            update(LabelIssue).where(
+                LabelIssue.decided_stage_id.is_(None), LabelIssue.sample_id.in_(select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage.id)),
+                LabelIssue.status.in_(("applied", "flagged")),
+                LabelIssue.stage_id.in_(select(Stage.id).where(Stage.run_id == stage.run_id)),
+            ).values(status="open")
+        ).rowcount
+    return reopened
+
+
+def discard_failed(store: Store, stage_id: int) -> str | None:
+    """What a failed stage did to labels is taken back, so that a failed stage changed nothing: a clean
+    stage's edits committed before it failed (its metrics or its end not recorded: an error, Ctrl-C,
+    a killed process) are reverted and the issues it decided reopened, as ``kd labels undo`` does; a
+    detect stage's issues that nothing decided go. Returns None, or why its edits stand (a later edit
+    touched the same samples: reverting would undo that one too)."""
+    with store.session() as s:
+        kind = s.scalar(select(Stage.kind).where(Stage.id == stage_id))
+    if kind == "detect":
+        with store.write_session("label_issues") as s:
+            s.execute(delete(LabelIssue).where(LabelIssue.stage_id == stage_id, LabelIssue.decided_stage_id.is_(None)))
+        return None
+    if kind != "clean":
+        return None
+    with store.write_session("samples", "label_edits", "label_issues") as s:
+        stage = s.get(Stage, stage_id)
+        edits = _standing_edits(s, stage)
+        later = _later_touches(s, stage, edits)
+        if later:
+            shown = ", ".join(str(i) for i in sorted({r.sample_id for r in later})[:20])
+            return (f"its {len(edits)} label edits stand (later edits touched samples {shown}): "
+                    f"`kd labels undo --stage` those, then this one")
+        _revert(s, stage, edits)
+    return None
 
 
 def stages_trained_on(store: Store, clean_stage_id: int, *, kinds: tuple[str, ...] = ("teach", "distill")) -> list[str]:

@@ -156,8 +156,17 @@ def _fail(store: Store, stage_id: int, *, run: str, name: str, error: str) -> No
     """End a stage failed: its logits, predictions and folds removed, the error recorded, and the
     stage it was replacing (if any) given back its name and folder; its own partial artifacts go."""
     store.clear_outputs(stage_id)
-    _finish(store, stage_id, "failed", error)
+    note = _discard_label_work(store, stage_id)  # before its end is recorded: a kill here leaves it to mark_crashed
+    _finish(store, stage_id, "failed", error if note is None else f"{error}; {note}")
     _give_back(store, run=run, name=name, failed_id=stage_id)
+
+
+def _discard_label_work(store: Store, stage_id: int) -> str | None:
+    """A failed clean's standing edits reverted, a failed detection's undecided issues gone
+    (:func:`kdstore.labels.discard_failed`; imported here, as ``labels`` builds on this module)."""
+    from .labels import discard_failed
+
+    return discard_failed(store, stage_id)
 
 
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,63}$")
@@ -314,8 +323,9 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
     return stage_id, name, old_artifact
 
 
-def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str, overwrite: bool) -> None:
-    """Why the stage ``old`` of that name may not be replaced by a new ``kind`` stage (with ``overwrite`` or not)."""
+def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str, overwrite: bool, edits_go: bool = False) -> None:
+    """Why the stage ``old`` of that name may not be replaced by a new ``kind`` stage (with ``overwrite`` or not).
+    ``edits_go``: its standing edits are reverted before (a crashed clean's, by :func:`mark_crashed`)."""
     if old.kind != kind:  # --overwrite replaces a stage's own kind only, never a teacher by a clean
         raise KdError(
             f"stage {name!r} of run {run!r} is a {old.kind} stage, not a {kind} stage: choose another --name"
@@ -334,7 +344,7 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
                   else "pass --overwrite to replace it, --name to keep both, or another --run" if kind in NAMED_KINDS
                   else "pass --overwrite to replace it, or use another --run")
         raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: {advice}")
-    _refuse_live_edits(s, old, run)
+    _refuse_live_edits(s, old, run, edits_go=edits_go)
     for attempt in _replaced(s, run, name)[1]:  # a failed attempt's edits that stand (committed before it failed)
         _refuse_live_edits(s, attempt, run)
 
@@ -347,10 +357,14 @@ def check_stage_free(store: Store, *, run: str, kind: str, name: str, overwrite:
     with store.session() as s:
         old = s.scalars(select(Stage).join(Run, Run.id == Stage.run_id).where(Run.uniqid == run, Stage.name == name)).first()
         if old is not None:
-            if _crashed(old):  # judged as the failed stage mark_crashed makes it (its kind and standing edits still refuse)
+            edits_go = False
+            if _crashed(old):  # judged as the failed stage mark_crashed makes it (its kind still refuses)
+                from .labels import reverts_cleanly  # (labels builds on this module)
+
+                edits_go = old.kind == "clean" and reverts_cleanly(s, old)  # its edits reverted first, as mark_crashed does
                 s.expunge(old)
                 old.status = "failed"  # (detached: nothing written)
-            _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite)
+            _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite, edits_go=edits_go)
 
 
 def _refuse_foreign_files(store: Store, run: str, name: str) -> None:
@@ -450,13 +464,15 @@ def mark_crashed(store: Store) -> int:
         _give_back(store, run=run, name=name, failed_id=stage_id)
     if not gone:
         return 0
+    notes = {stage_id: _discard_label_work(store, stage_id) for stage_id in gone}  # before the mark: a kill between retries it
     marked = []
     with store.write_session("stages") as s:
         for stage, run in s.execute(
             select(Stage, Run.uniqid).join(Run, Run.id == Stage.run_id).where(Stage.id.in_(list(gone)), Stage.status == "running")
         ):
             if stage.process == gone[stage.id]:
-                stage.status, stage.error, stage.ended_at = "failed", _gone(stage), utcnow()
+                note = notes.get(stage.id)
+                stage.status, stage.error, stage.ended_at = "failed", _gone(stage) + (f"; {note}" if note else ""), utcnow()
                 marked.append((stage.id, run, stage.name))
     for stage_id, run, name in marked:  # as if it had failed in its own process: outputs gone, a replaced stage back
         store.clear_outputs(stage_id)
@@ -482,12 +498,12 @@ def _gone(stage: Stage) -> str:
     return f"crashed: process {stage.process.split(':')[0]} is gone"
 
 
-def _refuse_live_edits(s: Session, old: Stage, run: str) -> None:
+def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = False) -> None:
     """A stage whose label edits still stand is never replaced: deleting it would orphan them (their
     labels stay changed, and ``kd labels undo`` could no longer find them). Nor is a detect stage
     whose issues a clean stage decided with edits that stand: its issues would go, and undoing the
     clean would restore labels that no issue lists any more."""
-    live = _live_edits(s, old)
+    live = 0 if edits_go else _live_edits(s, old)
     if live:
         raise KdError(
             f"stage {old.name!r} of run {run!r} has {live} label edits that are not undone: "

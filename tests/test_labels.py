@@ -361,6 +361,61 @@ def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
+def _metrics_write_fails(monkeypatch) -> None:
+    """The next metrics write (a stage's figures, after its labels or issues were committed) fails."""
+    def broken(self, *args, **kwargs):
+        raise KdError("the metrics write failed")
+
+    monkeypatch.setattr(Store, "add_metrics", broken)
+
+
+def test_a_clean_or_detect_that_fails_after_its_writes_takes_them_back(db, monkeypatch, error_line):
+    """A clean whose edits were committed, then failed (its metrics not written: a lost connection, a
+    full disk, Ctrl-C) reverts them and reopens its issues as it fails; a detection that failed after
+    writing its issues removes them. A failed stage changes nothing, and the next one runs as if it had
+    not been."""
+    with monkeypatch.context() as m:
+        _metrics_write_fails(m)
+        kd("labels", "detect", "--run", "r", "--db", db, ok=False)
+    assert _count(db, LabelIssue) == 0 and _read(db, select(Stage.status).where(Stage.kind == "detect")) == [("failed",)]
+    kd("labels", "detect", "--run", "r", "--db", db)
+    before, issues = _state(db), _issues(db)
+    with monkeypatch.context() as m:
+        _metrics_write_fails(m)
+        failed = kd("labels", "clean", "--run", "r", "--db", db, ok=False)
+    assert error_line(failed) == "Error: the metrics write failed"
+    assert _state(db) == before and _issues(db) == issues and {i["status"] for i in issues} == {"open"}
+    edits = _read(db, select(LabelEdit.reverted_at))
+    assert edits and all(r.reverted_at is not None for r in edits)  # on record, reverted
+    kd("labels", "clean", "--run", "r", "--db", db)  # the name is free, no undo asked for
+    assert _state(db) != before
+
+
+def test_a_clean_killed_with_9_after_its_edits_is_taken_back_by_the_next_stage(db, tmp_path):
+    """`kill -9` of a clean between its edits' commit and its end: the next stage started on the
+    machine marks it failed and reverts its edits first."""
+    from synthetic import kill_9_inside_stage
+
+    from kdstore.runs import _machine
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    before = _state(db)
+    line = kill_9_inside_stage(db, tmp_path, run="r", kind="clean", inside=(
+        "    from kdstore import labels as lab\n"
+        "    lab.apply(store, st.id, lab.parse_edits(store, ['1=drop', '2=drop']), reason='test')\n"))
+    assert _state(db) != before  # as the kill left it
+    kd("labels", "set", "--run", "r", "3=drop", "--db", db)
+    after = _state(db)
+    assert {i: after[i] for i in (1, 2)} == {i: before[i] for i in (1, 2)} and after[3][1]
+    store = Store.open(db)
+    try:
+        stage = next(s for s in store.stages_of("r") if s.id == int(line))
+        assert stage.status == "failed" and stage.error.startswith("crashed: process")
+    finally:
+        store.close()
+
+
 def test_clean_leaves_a_persons_edits_alone_and_its_dry_run_says_so(db):
     """A sample relabeled or dropped by hand since detection is not overridden by an automatic clean
     (it would bring a dropped sample back into training); the dry run shows what the clean will do,
@@ -1545,8 +1600,9 @@ def test_a_dry_run_clean_is_refused_as_the_real_one_would_be(tmp_path, error_lin
 
 
 def test_a_dry_run_judges_a_clean_left_running_by_a_gone_process_as_the_real_run_does(tmp_path, error_line):
-    """check_stage_free skipped a stage whose process is gone: the real run marks it failed and still
-    refuses it (its edits stand, or it is of another kind), the dry run listed its changes."""
+    """A clean stage whose process is gone: the real run marks it failed (its edits reverted: a failed
+    stage changes no label) and takes its name; the dry run judges it alike (it refused, saying its
+    edits stand)."""
     import socket
 
     from kdstore.runs import _machine
@@ -1559,9 +1615,11 @@ def test_a_dry_run_judges_a_clean_left_running_by_a_gone_process_as_the_real_run
         conn.execute(update(Stage).where(Stage.name == "clean").values(
             status="running", host=socket.gethostname(), process=f"999999999:1:{_machine()}"))
     store.close()
-    dry = kd("labels", "clean", "--run", "r", "--dry-run", "--overwrite", "--db", db, ok=False)
-    assert "label edits that are not undone" in error_line(dry) and dry.stdout == ""
-    assert error_line(kd("labels", "clean", "--run", "r", "--overwrite", "--db", db, ok=False)) == error_line(dry)
+    edited = _state(db)
+    dry = kd("labels", "clean", "--run", "r", "--dry-run", "--overwrite", "--db", db)
+    assert "dry run: nothing written" in dry.stdout and _state(db) == edited
+    kd("labels", "clean", "--run", "r", "--overwrite", "--db", db)  # its edits reverted, then the clean made again
+    assert _read(db, select(Stage.status).where(Stage.name == "clean")) == [("succeeded",)]
 
 
 def test_a_detection_whose_overwrite_is_refused_is_not_the_one_advised(tmp_path):

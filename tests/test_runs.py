@@ -16,7 +16,7 @@ from sqlalchemy import select
 from kdstore import vectors
 from kdstore.errors import KdError, Terminated
 from kdstore.runs import resolve_run_id, stage_scope
-from kdstore.schema import Metric, Run, Stage
+from kdstore.schema import Metric, Run, Sample, Stage
 from kdstore.store import Store
 
 TODAY = dt.date(2024, 3, 7)
@@ -520,9 +520,15 @@ def test_stage_names_are_folder_names(store, name):
             check_stage_name(bad)
 
 
-def test_a_failed_clean_whose_edits_stand_blocks_the_next_overwrite(store):
-    """A clean stage that changed labels and then failed keeps its edits on record under its own name
-    (``NAME~failed-ID``): a later --overwrite asks for its undo first, and never deletes it."""
+def _dropped(store: Store, sample_id: int) -> bool:
+    with store.session() as s:
+        return s.get(Sample, sample_id).dropped
+
+
+def test_a_failed_clean_takes_its_edits_back(store):
+    """A clean stage that changed labels and then failed (its metrics or its end not recorded: an error,
+    Ctrl-C) reverts its edits as it fails: a failed stage changed no label. Its reverted edits stay on
+    record under its name (``NAME~failed-ID``) when an --overwrite replaces it, which nothing refuses."""
     from kdstore import labels as lab
 
     with stage_scope(store, run="r1", kind="clean", name="review", config={}):
@@ -530,35 +536,48 @@ def test_a_failed_clean_whose_edits_stand_blocks_the_next_overwrite(store):
     with pytest.raises(RuntimeError, match="after the edits"):
         with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True) as st:
             lab.apply(store, st.id, [lab.Decision(sample_id=1, issue_id=None, action="drop", new_label=None)], reason="test")
+            assert _dropped(store, 1)
             raise RuntimeError("after the edits")
     failed = f"review~failed-{st.id}"
     assert _stage(store, "r1", failed).status == "failed" and _stage(store, "r1", "review").status == "succeeded"
-    with pytest.raises(KdError, match=f"`kd labels undo --run r1 --stage {failed}` first"):
-        with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True):
-            pytest.fail("the body must not run")
-    assert lab.undo(store, "r1", failed) == {"stage": failed, "reverted": 1, "reopened": 0, "trained_on_it": [], "detected_on_it": []}
+    assert not _dropped(store, 1)
+    assert [(e["stage"], e["reverted_at"] is not None) for e in lab.history(store, 1)["edits"]] == [(failed, True)]
+    with pytest.raises(KdError, match="nothing left to undo"):
+        lab.undo(store, "r1", failed)
     with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True):
         pass
-    # its undone edits stay on record under its name (it was deleted: history said "a deleted stage")
     assert sorted(s.name for s in store.stages_of("r1")) == ["review", failed]
     assert [e["stage"] for e in lab.history(store, 1)["edits"]] == [failed]
 
 
-def test_a_failed_clean_rerun_under_its_name_keeps_its_undone_edits_on_record(store):
-    """A clean stage (no --overwrite) that failed after its edits, its edits undone: the next stage of
-    that name keeps it as ``NAME~failed-ID`` instead of deleting it (history said "a deleted stage")."""
+def test_a_failed_clean_whose_samples_were_edited_again_keeps_its_edits_and_says_so(store):
+    """A failed clean's edits that a later edit touched (another process, between the two) are not
+    reverted (that would undo the later one too): the stage's error says so, an --overwrite asks for
+    their undo first and never deletes the stage; once the later edit is undone, its undo works."""
     from kdstore import labels as lab
 
     with pytest.raises(RuntimeError, match="after the edits"):
         with stage_scope(store, run="r1", kind="clean", name="review", config={}) as st:
             lab.apply(store, st.id, [lab.Decision(sample_id=1, issue_id=None, action="drop", new_label=None)], reason="test")
+            with stage_scope(store, run="r1", kind="clean", name="by-hand", config={}) as other:
+                lab.apply(store, other.id, lab.parse_edits(store, ["1=neg"]), reason="test")
             raise RuntimeError("after the edits")
-    failed = f"review~failed-{st.id}"
+    stage = _stage(store, "r1", "review")
+    assert stage.status == "failed" and "its 1 label edits stand (later edits touched samples 1)" in stage.error
+    with store.session() as s:
+        assert s.get(Sample, 1).label_id == store.class_names().index("neg") and not s.get(Sample, 1).dropped
+    with pytest.raises(KdError, match="`kd labels undo --run r1 --stage review` first"):
+        with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True):
+            pytest.fail("the body must not run")
+    assert lab.undo(store, "r1", "by-hand")["reverted"] == 1
     assert lab.undo(store, "r1", "review")["reverted"] == 1
+    assert not _dropped(store, 1)
     with stage_scope(store, run="r1", kind="clean", name="review", config={}):
         pass
-    assert sorted(s.name for s in store.stages_of("r1")) == ["review", failed]
-    assert [e["stage"] for e in lab.history(store, 1)["edits"]] == [failed]
+    # its undone edits stay on record under its name (it was deleted: history said "a deleted stage")
+    failed = f"review~failed-{st.id}"
+    assert sorted(s.name for s in store.stages_of("r1")) == ["by-hand", "review", failed]
+    assert sorted(e["stage"] for e in lab.history(store, 1)["edits"]) == ["by-hand", failed]
 
 
 def test_an_interrupt_as_an_overwrite_starts_leaves_the_old_stage_with_its_folder(store, monkeypatch):
