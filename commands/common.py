@@ -15,7 +15,7 @@ from rich.console import Console
 from kdstore import config as kdconfig
 from kdstore.engine import display_url
 from kdstore.errors import KdError, Terminated
-from kdstore.runs import resolve_run_id
+from kdstore.runs import check_stage_name, resolve_run_id
 from kdstore.store import Store
 
 
@@ -142,12 +142,19 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
             raise KdError(f"{path}: {key} = {value!r}: expected a string")
         if isinstance(param.type, click.Path):  # no shell reads a TOML file: "~/charts" is the home folder's, as for db
             value = [os.path.expanduser(v) for v in value] if isinstance(value, list) else os.path.expanduser(value)
+        if name == "db" and isinstance(value, str) and not value.strip():  # (it was "--db is empty", naming no file)
+            raise KdError(f"{path}: {key} = {value!r}: empty: give the store's file path or a SQLAlchemy URL "
+                          "(or leave it out for $KD_DB or ./kd.db)")
         try:
             cast = param.type_cast_value(ctx, value)
-            if param.callback in (_resolve_run, resolve_runs):  # a run id is checked where it is written
+            if param.callback is not None:  # a value is checked where it is written (a run id, a --reason's NUL)
                 param.callback(ctx, param, cast)
+            if "--name" in getattr(param, "opts", ()) and cast is not None:  # a stage's name (as the stage checks it)
+                check_stage_name(str(cast))
         except click.BadParameter as exc:
             raise KdError(f"{path}: {key} = {value!r}: {exc.message}") from None
+        except KdError as exc:
+            raise KdError(f"{path}: {key} = {value!r}: {exc}") from None
         out[name] = value
     return out
 

@@ -221,6 +221,11 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
       kd pretrain --run r3 --minutes 10 --split train --split dev --split unlabeled   # test texts left out
       kd teach --run r1 --model pretrain:r1
     """
+    source = click.get_current_context().get_parameter_source
+    if source("steps") == ParameterSource.COMMANDLINE and source("minutes") == ParameterSource.DEFAULT_MAP:
+        minutes = 0.0  # a typed --steps N is the budget: a config file's minutes made it clock-bound (and stop early)
+    elif source("minutes") == ParameterSource.COMMANDLINE and source("steps") == ParameterSource.DEFAULT_MAP:
+        steps = 0  # and a typed --minutes over a file's steps
     cfg = PretrainConfig(
         layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,
         steps=steps, minutes=minutes, mask_prob=mask_prob, objective=objective, generator_layers=generator_layers, wwm=wwm, min_count=min_count, corpus=tuple(corpus),

@@ -24,9 +24,13 @@ DEFAULT_CONFIG = "kd.toml"
 
 def config_path(explicit: str | None) -> Path | None:
     """``--config`` wins, then ``$KD_CONFIG``, then ``kd.toml`` in the working directory if present."""
+    if explicit is not None and not explicit.strip():  # (`--config "$CFG"` with CFG unset: not ./kd.toml, or no file, unseen)
+        raise KdError("--config is empty: give the TOML file (or leave --config out for $KD_CONFIG or ./kd.toml)")
     if explicit:  # expanded as --db, KD_DB and KD_ARTIFACTS are: a quoted "~/kd.toml" is the home folder's
         return Path(explicit).expanduser()
     env = os.environ.get("KD_CONFIG")
+    if env and not env.strip():  # (as KD_DB: an empty one is unset, a blank one a mistake)
+        raise KdError("KD_CONFIG is blank: set it to the TOML file, or unset it for ./kd.toml")
     if env:
         return Path(env).expanduser()
     local = Path(DEFAULT_CONFIG)

@@ -116,6 +116,8 @@ class Store:
         """Open (and, when new, create) the store at ``db``: a path, a SQLAlchemy URL, or ``$KD_DB``."""
         url = resolve_url(db)
         path = sqlite_path(url)
+        if os.environ.get("KD_ARTIFACTS", "") and not os.environ["KD_ARTIFACTS"].strip():  # (as KD_DB: models went to a folder " ")
+            raise KdError("KD_ARTIFACTS is blank: set it to the folder of models, or unset it for kd-artifacts/STORE beside the store")
         if _in_memory(url):
             raise KdError(f"{display_url(make_url(url))}: an in-memory SQLite database, lost with all kd writes to it when kd exits: "
                           "give a file path or sqlite:///PATH")

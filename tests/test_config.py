@@ -325,3 +325,48 @@ def test_a_typed_option_wins_over_a_file_option_it_excludes(other_db, invoke, wr
     write_file("kd.toml", 'db = "other.db"\n[report]\ncompare = true\n')
     out = invoke(["report", "--run", "none-yet"], db=None, ok=False)
     assert "--compare" not in out.output, out.output
+
+
+def test_an_empty_config_option_or_blank_kd_config_is_refused(other_db, invoke, write_file, monkeypatch, error_line):
+    """`--config "$CFG"` with CFG unset read ./kd.toml (or no file at all) without a word, as an empty
+    --db once made ./kd.db: refused, as a blank KD_CONFIG is; an empty KD_CONFIG is unset, as KD_DB."""
+    write_file("kd.toml", 'db = "other.db"\n[samples]\nlimit = 1\n')
+    assert error_line(invoke(["samples", "--config", ""], db=None, ok=False)) == (
+        "Error: --config is empty: give the TOML file (or leave --config out for $KD_CONFIG or ./kd.toml)")
+    monkeypatch.setenv("KD_CONFIG", "  ")
+    assert "KD_CONFIG is blank" in error_line(invoke(["samples"], db=None, ok=False))
+    monkeypatch.setenv("KD_CONFIG", "")
+    assert len(invoke.json(["samples"], db=None)) == 1  # ./kd.toml
+
+
+def test_a_files_values_are_checked_as_typed_ones_and_named_with_the_file(other_db, invoke, write_file, error_line, counts):
+    """A NUL in a file's --reason was click's usage message about '--reason' (nobody typed it), a
+    bad stage name and a blank db one-line errors naming no file: each names the file and the key,
+    and nothing is written."""
+    before = counts(str(other_db))
+    for content, command, expected in (
+        ('db = "other.db"\n[labels.set]\nreason = "a\\u0000b"\n', ["labels", "set", "1=neg"],
+         "Error: kd.toml: reason = 'a\\x00b': contains a NUL character"),
+        ('db = "other.db"\n[labels.set]\nname = "a b"\n', ["labels", "set", "1=neg"],
+         "Error: kd.toml: name = 'a b': stage name 'a b' is not valid"),
+        ('db = "other.db"\n[distill]\nname = ""\n', ["distill"], "Error: kd.toml: name = '': stage name '' is not valid"),
+        ('db = " "\n', ["samples"], "Error: kd.toml: db = ' ': empty: give the store's file path or a SQLAlchemy URL"),
+    ):
+        write_file("kd.toml", content)
+        assert error_line(invoke(command, db=None, ok=False)).startswith(expected), content
+    assert counts(str(other_db)) == before
+    write_file("kd.toml", 'db = "other.db"\n[labels.set]\nreason = "checked"\nname = "by-hand"\n')
+    assert invoke.json(["labels", "set", "1=neg", "--json"], db=None)["stage"] == "by-hand"
+
+
+def test_a_typed_budget_of_pretrain_replaces_the_files_other_one(other_db, invoke, write_file):
+    """A file's `minutes` with a typed `--steps N` (the budget that reruns exactly) stopped pre-training
+    by the clock after a few steps; each typed budget now replaces the file's other one."""
+    write_file("kd.toml", 'db = "other.db"\n[pretrain]\nminutes = 0.0001\nlayers = 1\nhidden = 32\nheads = 2\n'
+                          'max-len = 16\nbatch-size = 2\nmin-count = 1\nwwm = false\n')
+    out = invoke.json(["pretrain", "--run", "p", "--steps", "3", "--json"], db=None)
+    assert (out["config"]["steps"], out["config"]["minutes"], out["metrics"]["train"]["steps"]) == (3, 0.0, 3)
+    write_file("kd.toml", 'db = "other.db"\n[pretrain]\nsteps = 100000\nlayers = 1\nhidden = 32\nheads = 2\n'
+                          'max-len = 16\nbatch-size = 2\nmin-count = 1\nwwm = false\n')
+    out = invoke.json(["pretrain", "--run", "q", "--minutes", "0.001", "--json"], db=None)
+    assert (out["config"]["steps"], out["config"]["minutes"]) == (0, 0.001)

@@ -1048,6 +1048,19 @@ def test_kd_artifacts_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeyp
     assert not (tmp_path / "~").exists()
 
 
+@pytest.mark.sqlite_only
+def test_a_blank_kd_artifacts_is_refused(invoke, write_file, tmp_path, monkeypatch, error_line, counts):
+    """As a blank KD_DB: KD_ARTIFACTS=" " (a variable set to a space) put every model in a folder named " "
+    in the working directory; an empty one is unset."""
+    write_file("train.tsv", "pos\tgood\n")
+    invoke(["ingest", "train.tsv"])
+    monkeypatch.setenv("KD_ARTIFACTS", " ")
+    assert error_line(invoke(["labels", "set", "1=pos"], ok=False)).startswith("Error: KD_ARTIFACTS is blank")
+    monkeypatch.setenv("KD_ARTIFACTS", "")
+    assert counts()["runs"] == 0 and not (tmp_path / " ").exists()
+    invoke(["labels", "set", "1=pos"])
+
+
 def _left_running(store, name: str, process: str) -> None:
     """A stage row as a kd process leaves it while it runs (or when killed with -9)."""
     import socket
