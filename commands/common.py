@@ -6,14 +6,16 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import sys
 from typing import Any, Callable
 
 import click
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from kdstore import config as kdconfig
-from kdstore.engine import display_url
+from kdstore.engine import display_url, hide_query_password
 from kdstore.errors import KdError, Terminated
 from kdstore.runs import check_stage_name, resolve_run_id
 from kdstore.store import Store
@@ -68,7 +70,10 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
     command_path = ctx.command_path.split()[1:]
     defaults = kdconfig.defaults_for(data, command_path, _option_names(ctx.command), tables=_command_tables(ctx),
                                      group_keys=lambda: _group_keys(ctx), where=str(path))  # (imports every command: only if asked)
-    defaults = _typed(ctx, defaults, path)
+    try:
+        defaults = _typed(ctx, defaults, path)
+    except KdError as exc:  # a server URL's password, as the file has it, is no part of a message
+        raise KdError(_hide_passwords(str(exc), defaults.get("db"))) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
@@ -102,6 +107,18 @@ def _parents(ctx: click.Context):
     while ctx is not None:
         yield ctx
         ctx = ctx.parent
+
+
+def _hide_passwords(message: str, db: Any) -> str:
+    """``message`` with the password of each server URL given as ``db`` (a string or an array) hidden."""
+    for value in db if isinstance(db, list) else [db]:
+        if isinstance(value, str) and "://" in value:
+            try:
+                shown = display_url(make_url(value.strip()))
+            except Exception:  # not a URL SQLAlchemy reads: its user:password part, by hand
+                shown = hide_query_password(re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value))
+            message = message.replace(repr(value), repr(shown)).replace(value, shown)
+    return message
 
 
 def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]:

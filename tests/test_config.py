@@ -359,6 +359,15 @@ def test_a_files_values_are_checked_as_typed_ones_and_named_with_the_file(other_
     assert invoke.json(["labels", "set", "1=neg", "--json"], db=None)["stage"] == "by-hand"
 
 
+def test_a_config_files_server_url_keeps_its_password_out_of_errors(invoke, write_file, error_line):
+    """A wrong-typed db in a config file was quoted as written, password and all."""
+    for content in ('db = ["postgresql+psycopg://kd:s3cret@db.example/kd"]\n',
+                    'db = ["postgresql+psycopg://kd@db.example/kd?password=s3cret"]\n'):
+        write_file("kd.toml", content)
+        line = error_line(invoke(["samples"], db=None, ok=False))
+        assert line.startswith("Error: kd.toml: db = ") and "s3cret" not in line and "***" in line, line
+
+
 def test_a_typed_budget_of_pretrain_replaces_the_files_other_one(other_db, invoke, write_file):
     """A file's `minutes` with a typed `--steps N` (the budget that reruns exactly) stopped pre-training
     by the clock after a few steps; each typed budget now replaces the file's other one."""
