@@ -206,7 +206,11 @@ def _metric_order(name: str, classes: list[str] = ()) -> tuple:
     cls = rest[:-1] if bracket and rest.endswith("]") else None
     if cls in classes:
         return (len(first), kind, list(classes).index(cls), "")
-    return (len(first), name, -1, "")
+    figure, at, speed = name.rpartition("@")
+    try:  # a figure at each early-exit speed (``accuracy@0.1``) in the order of the speeds: 1e-05 before 0.8
+        return (len(first), figure if at else name, float(speed) if at else -1, "")
+    except ValueError:
+        return (len(first), name, -1, "")
 
 
 def _fmt(value: float | None) -> str:
@@ -214,4 +218,6 @@ def _fmt(value: float | None) -> str:
         return ""
     if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 10):  # a count (report.metric_value), or a large figure
         return f"{int(value):,}"
+    if 0 < abs(value) < 1e-3:  # (a speed of 1e-05 read 0.0000)
+        return f"{value:.2g}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"

@@ -47,6 +47,8 @@ def test_report_lists_per_class_figures_in_class_order():
     classes = ["时政", "体育", "财经"]  # pinned by --classes: not alphabetical
     assert sorted(names, key=lambda n: _metric_order(n, classes)) == [
         "accuracy", "n", "f1[时政]", "f1[体育]", "f1[财经]", "loss", "support[体育]", "support[财经]"]
+    speeds = ["accuracy@0.8", "accuracy@1e-05", "accuracy@0.1", "layers@0.5", "accuracy@x"]  # by speed, not by name
+    assert sorted(speeds, key=_metric_order) == ["accuracy@1e-05", "accuracy@0.1", "accuracy@0.8", "accuracy@x", "layers@0.5"]
 
 
 def test_counted_figures_read_back_as_ints_and_rates_stay_floats():

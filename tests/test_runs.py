@@ -1250,6 +1250,7 @@ def test_report_cells_show_a_perfect_rate_as_a_rate_and_a_count_as_a_count():
 
     assert [_fmt(v) for v in (1.0, 0.0, 0.95, 3, 153474, 13000.0, 12.25, None)] == [
         "1.0000", "0.0000", "0.9500", "3", "153,474", "13,000", "12.2", ""]
+    assert [_fmt(v) for v in (1e-05, 0.0005, 0.001)] == ["1e-05", "0.0005", "0.0010"]  # a speed of 1e-05 read 0.0000
 
 
 def test_a_stage_failed_by_the_database_records_the_drivers_line_only():
