@@ -614,7 +614,7 @@ def _teacher_runs_exist(store, runs) -> None:
             raise KdError(f"no run {r!r} in {store.url} to take a teacher from: `kd runs` lists the runs")
 
 
-def _teachers_usable(store, runs) -> None:
+def _teachers_usable(store, runs, *, scored: bool = True) -> None:
     """The teachers' classes and their logits of the train samples, checked as the stage checks them
     but before it is recorded: a teacher of another class set, or one that has not scored train
     samples ingested after it ran (the fix: `kd teach --run A --logits-only`), leaves no failed stage
@@ -625,7 +625,8 @@ def _teachers_usable(store, runs) -> None:
     taught = [r for r in (resolve_run_id(r) for r in runs) if _has_teacher(store, r)]
     for r in taught:
         check_teacher(store, r, names)
-    check_train_scored(store, list(dict.fromkeys(taught)))
+    if scored:  # (early exit learns from the teacher network itself: its stored logits are not needed)
+        check_train_scored(store, list(dict.fromkeys(taught)))
 
 
 def _has_teacher(store, run: str) -> bool:
@@ -708,7 +709,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     _teacher_runs_exist(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
-    _teachers_usable(store, teacher_runs or (run,))
+    _teachers_usable(store, teacher_runs or (run,), scored=False)
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])
     if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_layerwise(teacher_config.model_type)
@@ -718,6 +719,8 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         from kdstore.teacher import check_max_len, model_dirs
 
         check_max_len(teacher_config, cfg.max_len, model_dirs(store.find_stage(resolve_run_id((teacher_runs or (run,))[0]), "teach"))[0])
+    if cfg.max_len is None:  # recorded as read: the teacher's --max-len (the stage reads the same one)
+        cfg = replace(cfg, max_len=_teacher_max_len(store, (teacher_runs or (run,))[0], 128))
     name = "distill-early-exit" if stage_name is None else stage_name
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}

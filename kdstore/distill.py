@@ -273,17 +273,18 @@ def check_train_scored(store: Store, runs: list[str]) -> None:
 
 
 def training_set(
-    store: Store, teachers: TeacherLogits, *, use_pool: bool | None, augmented: str | None = None
+    store: Store, teachers: TeacherLogits, *, use_pool: bool | None, augmented: str | None = None, need_logits: bool = True
 ) -> tuple[SampleSet, dict[str, int]]:
     """Labeled train samples, plus the unlabeled pool and augmented samples if asked, with teacher logits.
 
     Returns the joined set and how many samples each part contributed (and how many pool samples
-    were left out for want of teacher logits).
+    were left out for want of teacher logits). ``need_logits=False`` (early exit: its targets come
+    from the teacher network, not from the stored logits) takes every sample, scored or not.
     """
     train = store.samples(splits=["train"], labeled=True)
     if len(train) == 0:
         raise KdError("no labeled train samples in the store")
-    missing = [int(i) for i in train.ids if int(i) not in teachers.by_id]
+    missing = [int(i) for i in train.ids if need_logits and int(i) not in teachers.by_id]
     if missing:
         lacking = [r for r, seen in zip(teachers.runs, teachers.scored) if not seen.issuperset(missing)]
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
@@ -299,7 +300,7 @@ def training_set(
     if not use_pool:
         pool = pool.subset(np.zeros(len(pool), bool))
     aug = aug.subset(~np.isin(aug.ids, pool.ids))  # a recipe's text that is also a pool text is used once
-    scored = [np.array([int(i) in teachers.by_id for i in p.ids], dtype=bool) for p in (pool, aug)]
+    scored = [np.array([not need_logits or int(i) in teachers.by_id for i in p.ids], dtype=bool) for p in (pool, aug)]
     parts = [train] + [p.subset(keep) for p, keep in zip((pool, aug), scored)]
     joined = SampleSet(
         ids=np.concatenate([p.ids for p in parts]),

@@ -623,7 +623,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     teacher_stage = teachers.stages[0]
     max_len = cfg.max_len or int(teacher_stage.config.get("max_len") or 128)
     (data, parts, dev), labels = read_labeled(store, lambda: (  # the labels learned from, as they are when read
-        *training_set(store, teachers, use_pool=cfg.unlabeled), store.samples(splits=["dev"], labeled=True)))
+        *training_set(store, teachers, use_pool=cfg.unlabeled, need_logits=False), store.samples(splits=["dev"], labeled=True)))
     record_labels_state(store, stage.id, labels)
     if cfg.max_loss is not None and not len(dev):
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")

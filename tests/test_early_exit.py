@@ -701,3 +701,36 @@ def test_a_single_layer_teacher_is_refused_before_a_stage_is_recorded(tmp_path, 
     refused = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--db", db, ok=False)
     assert "the teacher has a single layer: there is nothing to exit early from" in refused.output
     assert [s.name for s in Store.open(db).stages_of("r")] == ["teach"]
+
+
+def test_samples_ingested_after_the_teacher_ran_are_learned_from_without_logits_only(tmp_path):
+    """The branches learn from the teacher network itself, not from its stored logits: a train sample
+    ingested after the teacher ran stopped the stage ("run kd teach --logits-only first"), and pool
+    texts ingested later were left out of the unlabeled pool the README says is included."""
+    import json
+
+    rng = random.Random(0)
+    rows, late = labeled_rows(rng, 16), labeled_rows(rng, 2)[:1]
+    pool = texts(rng, "很好", 3)
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", rows)), "--split", "train", "--db", db)
+    model = save_tiny_bert_layers([t for _, t in rows + late] + pool, tmp_path / "two-layer", layers=2)
+    kd("teach", "--run", "r", "--model", str(model), "--epochs", "1", "--max-len", "16", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "late.tsv", late)), "--split", "train", "--db", db)
+    (tmp_path / "pool.txt").write_text("\n".join(pool) + "\n", encoding="utf-8")
+    kd("ingest", str(tmp_path / "pool.txt"), "--split", "unlabeled", "--db", db)
+    result = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--db", db, "--json")
+    out = json.loads(result.stdout)
+    assert out["status"] == "succeeded" and out["warnings"] == [], out["warnings"]
+    learned = out["metrics"]["all"]
+    assert (learned["train_samples"], learned["pool_samples"], learned["pool_without_logits"]) == (17, 3, 0)
+
+
+def test_the_stage_config_records_the_max_len_the_branches_read_at(trained):
+    """Without --max-len the branches read at the teacher's --max-len; the stage's configuration said
+    max_len=None (kd report: "max_len=None"), where a student's records the length it read at."""
+    import json
+
+    out = json.loads(kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--name", "ee-len",
+                        "--db", trained["db"], "--json").stdout)
+    assert out["config"]["max_len"] == 32 == out["metrics"]["all"]["max_len"]

@@ -874,12 +874,13 @@ def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught
 
 def test_a_teacher_of_another_run_that_lacks_logits_or_classes_is_refused_before_a_stage(taught_store, tmp_path):
     """`kd distill --run B --teacher-run A` with train samples ingested after A's teacher ran names
-    `kd teach --run A --logits-only` and records nothing: no run B holding a failed stage (nor one
-    for the early-exit student); once scored it distills, and records A's teach stage."""
+    `kd teach --run A --logits-only` and records nothing: no run B holding a failed stage; once scored
+    it distills, and records A's teach stage. (The early-exit student learns from the teacher network,
+    not its stored logits: tests/test_early_exit.py trains it on such samples.)"""
     db = str(taught_store)
     store = Store.open(db)
     kd("ingest", str(write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条很好评论")])), "--db", db)
-    for student in (["--student", "textcnn", "--embed-dim", "16", "--num-filters", "8"], ["--student", "early-exit"]):
+    for student in (["--student", "textcnn", "--embed-dim", "16", "--num-filters", "8"],):
         late = kd("distill", "--run", "B", "--teacher-run", "r", *student, "--epochs", "1", "--db", db, ok=False)
         assert late.output.strip() == ("Error: 1 train samples have no teacher logits (ingested after the teacher ran?): "
                                        "run `kd teach --run r --logits-only` first"), late.output
