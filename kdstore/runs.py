@@ -136,7 +136,10 @@ def stage_scope(
             yield handle
         except BaseException as exc:
             guard.hold()  # from here on a kill or a second Ctrl-C waits: the failure's record is not cut short
-            _fail(store, stage_id, run=run, name=name, error=_describe(exc))
+            try:
+                _fail(store, stage_id, run=run, name=name, error=_describe(exc))
+            except Exception as cleanup:  # (a folder that cannot be removed): the stage's own error is the one to tell
+                print(f"warning: stage {name!r} failed, and so did its cleanup: {_describe(cleanup)}", file=sys.stderr)
             raise
         guard.hold()
         _finish(store, stage_id, "succeeded", None)

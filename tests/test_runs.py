@@ -1253,6 +1253,25 @@ def test_report_cells_show_a_perfect_rate_as_a_rate_and_a_count_as_a_count():
     assert [_fmt(v) for v in (1e-05, 0.0005, 0.001)] == ["1e-05", "0.0005", "0.0010"]  # a speed of 1e-05 read 0.0000
 
 
+def test_a_failing_cleanup_does_not_hide_the_stages_own_error(store, monkeypatch, capsys):
+    """The partial folder of a failed stage that cannot be removed (made read-only meanwhile): the
+    user was told of the removal, not of what failed the stage; now the stage's error is raised and
+    recorded, the cleanup's told as a warning."""
+    import kdstore.runs as runs
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with pytest.raises(RuntimeError, match="the real failure"):
+        with stage_scope(store, run="r1", kind="teach", config={}) as st:
+            (st.artifact_dir / "model.bin").write_bytes(b"partial")
+            monkeypatch.setattr(runs.shutil, "rmtree", refused)
+            raise RuntimeError("the real failure")
+    stage = _stage(store, "r1", "teach")
+    assert stage.status == "failed" and stage.error.startswith("RuntimeError: the real failure")
+    assert "warning: stage 'teach' failed, and so did its cleanup: PermissionError" in capsys.readouterr().err
+
+
 def test_a_stage_failed_by_the_database_records_the_drivers_line_only():
     """A stage failed by the database recorded SQLAlchemy's whole message: the statement, its
     parameters (texts of the store) and a help link, which `kd runs` showed cut off."""
