@@ -864,6 +864,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
         if parked is not None:
             raise KdError(f"the detection of run {parked.uniqid!r} is being replaced (`kd labels detect --overwrite` is running): "
                           "no label was changed; run this again once it has ended, against the new detection")
+        redecided: dict[str, list] = {}  # issue id: [status, deciding stage] before this stage re-decided it
         for d in decisions:
             sample = samples.get(d.sample_id)
             if sample is None:
@@ -898,8 +899,13 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                 ))
                 counts[d.action] += 1
             if issue is not None:
+                if replaces and deciders.get(issue.decided_stage_id, "").startswith(replaces):
+                    # the decision of the stage it replaces, put back should this one fail (``discard_failed``)
+                    redecided[str(issue.id)] = [issue.status, issue.decided_stage_id]
                 issue.status = {"reject": "rejected", "flag": "flagged"}.get(d.action, "applied")
                 issue.decided_stage_id = stage_id
+        if redecided and stage is not None:  # (in the edits' transaction)
+            stage.config = {**(stage.config or {}), "redecided": {**(stage.config or {}).get("redecided", {}), **redecided}}
     return counts
 
 
@@ -982,10 +988,17 @@ def reverts_cleanly(s, stage: Stage) -> bool:
     return not _later_touches(s, stage, _standing_edits(s, stage))
 
 
-def _revert(s, stage: Stage, edits: list[LabelEdit]) -> int:
+def _revert(s, stage: Stage, edits: list[LabelEdit], *, kept: set[int] = frozenset(), restore: bool = False) -> int:
     """Put back what ``stage``'s standing ``edits`` (newest first) changed, mark them reverted and
-    reopen the issues it decided; returns how many issues were reopened."""
+    reopen the issues it decided; returns how many issues were reopened. ``kept``: samples whose
+    issues stay decided (their edits stand). ``restore``: an issue it re-decided (``--overwrite``)
+    goes back to the decision of the stage it was replacing, where that stage is still on record."""
     touched = {e.sample_id for e in edits}
+    if restore:
+        for issue_id, (status, by) in ((stage.config or {}).get("redecided") or {}).items():
+            issue = s.get(LabelIssue, int(issue_id))
+            if issue is not None and issue.decided_stage_id == stage.id and issue.sample_id not in kept and s.get(Stage, by) is not None:
+                issue.status, issue.decided_stage_id = status, by
     now = utcnow()
     samples = _rows_by_id(s, Sample, touched)
     for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old state
@@ -1000,7 +1013,12 @@ def _revert(s, stage: Stage, edits: list[LabelEdit]) -> int:
         elif e.action == "drop":  # an edit made before kd recorded the dropped flag
             sample.dropped = False
         e.reverted_at = now
-    reopened = reopen(s, LabelIssue.decided_stage_id == stage.id, undoing=stage.id)
+    if kept:  # (in chunks: an IN list of every id is "too many SQL variables")
+        ids = [i for i, sample in s.execute(select(LabelIssue.id, LabelIssue.sample_id).where(LabelIssue.decided_stage_id == stage.id))
+               if sample not in kept]
+        reopened = sum(reopen(s, LabelIssue.id.in_(chunk), undoing=stage.id) for chunk in chunks(ids, ID_CHUNK))
+    else:
+        reopened = reopen(s, LabelIssue.decided_stage_id == stage.id, undoing=stage.id)
     if touched:  # issues decided before kd recorded the deciding stage: those of the same samples in this run
         reopened += s.execute(
             update(LabelIssue).where(
@@ -1030,12 +1048,18 @@ def discard_failed(store: Store, stage_id: int) -> str | None:
         stage = s.get(Stage, stage_id)
         edits = _standing_edits(s, stage)
         later = _later_touches(s, stage, edits)
-        if later:
-            shown = ", ".join(str(i) for i in sorted({r.sample_id for r in later})[:20])
-            return (f"its {len(edits)} label edits stand (later edits touched samples {shown}): "
-                    f"`kd labels undo --stage` those, then this one")
-        _revert(s, stage, edits)
-    return None
+        kept = {r.sample_id for r in later}  # reverting these would undo the later edit too: they stand
+        _revert(s, stage, [e for e in edits if e.sample_id not in kept], kept=kept, restore=True)
+        if not later:
+            return None
+        standing = [e for e in edits if e.sample_id in kept]
+        run = s.get(Run, stage.run_id).uniqid
+        shown = ", ".join(str(i) for i in sorted(kept)[:20]) + (" and more" if len(kept) > 20 else "")
+        by = sorted({f"{r.uniqid}/{r.name}" if r.name else "a deleted stage" for r in later})
+        undo_first = "; ".join(f"`kd labels undo --run {b.split('/', 1)[0]} --stage {b.split('/', 1)[1]}`" for b in by if "/" in b)
+        return (f"its {len(standing)} label edit{'' if len(standing) == 1 else 's'} of sample{'s' if len(kept) > 1 else ''} {shown} stand{'s' if len(standing) == 1 else ''} (later edits or "
+                f"decisions touched them: stage{'s' if len(by) > 1 else ''} {', '.join(by)}): "
+                f"{undo_first + ', then ' if undo_first else ''}`kd labels undo --run {run} --stage {stage.name}`")
 
 
 def stages_trained_on(store: Store, clean_stage_id: int, *, kinds: tuple[str, ...] = ("teach", "distill")) -> list[str]:

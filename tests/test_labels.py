@@ -507,6 +507,22 @@ def test_flags_change_no_label_and_an_undo_gives_them_back(db):
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
+def test_a_score_shown_typed_as_min_score_keeps_its_row(db):
+    """The tables show scores with 3 decimals: 0.8499 read 0.850, and `clean --min-score 0.85`, the
+    figure the user read, left that issue out. A score shown is cut, never rounded up."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first = _issues(db)[0]
+    store = Store.open(db)
+    with store.engine.begin() as conn:
+        conn.execute(update(LabelIssue).where(LabelIssue.id == first["issue_id"]).values(score=0.8499))
+    store.close()
+    shown = kd("labels", "show", "--run", "r", "--top", "0", "--db", db).stdout
+    dry = kd("labels", "clean", "--run", "r", "--dry-run", "--min-score", "0.849", "--db", db).stdout
+    assert "0.849" in shown and "0.850" not in shown and "0.849" in dry and "0.850" not in dry
+    planned = json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--min-score", "0.849", "--db", db, "--json").stdout)
+    assert first["sample_id"] in {c["sample_id"] for c in planned["changes"]}
+
+
 def test_show_top_and_the_sheets_current_label(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     first = _issues(db)[0]
@@ -685,6 +701,28 @@ def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_o
     assert {int(r["issue_id"]) for r in csv.DictReader(exported.open(encoding="utf-8-sig"))} >= {three[1]["issue_id"], three[2]["issue_id"]}
     assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "warnings": []}
     assert {i["status"] for i in _issues(db)} == {"open"}
+
+
+def test_a_failed_overwrite_of_a_review_gives_the_old_one_back_with_its_decisions(db, tmp_path, monkeypatch):
+    """`kd labels import --overwrite` that decides the old review's issues again and then fails (its
+    metrics write, Ctrl-C, kill -9): its own edits go, and the issues the old review decided are the
+    old review's again, as decided (they were left open: the review given back had lost its rejections)."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    three = _issues(db)[:3]
+    rows = [{"run": "r", "issue_id": i["issue_id"], "sample_id": i["sample_id"], "decision": "reject"} for i in three]
+    kd("labels", "import", str(_sheet(tmp_path / "a.csv", rows)), "--db", db)
+    before, issues = _state(db), _issues(db)
+    again = [dict(rows[0], decision="drop"), rows[1]]
+    with monkeypatch.context() as m:
+        _metrics_write_fails(m)
+        kd("labels", "import", str(_sheet(tmp_path / "b.csv", again)), "--overwrite", "--db", db, ok=False)
+    assert _state(db) == before and _issues(db) == issues and [i["status"] for i in issues[:3]] == ["rejected"] * 3
+    review = _read(db, select(Stage.id, Stage.status).where(Stage.name == "review"))
+    assert [r.status for r in review] == ["succeeded"]
+    assert {r.decided_stage_id for r in _read(db, select(LabelIssue.decided_stage_id).where(
+        LabelIssue.id.in_([i["issue_id"] for i in three])))} == {review[0].id}
+    kd("labels", "import", str(_sheet(tmp_path / "c.csv", again)), "--overwrite", "--db", db)  # and it may be replaced
+    assert [i["status"] for i in _issues(db)[:3]] == ["applied", "rejected", "open"]
 
 
 def test_jsonl_export_edit_import_round_trip_with_another_class(db, tmp_path):
