@@ -27,7 +27,7 @@ from .errors import KdError, make_folder
 from .ingest import allow_long_csv_fields
 from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
-from .runs import PARKED, StageHandle, resolve_run_id
+from .runs import PARKED, StageHandle, process_state, resolve_run_id
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
 from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
 from .textkey import text_hash
@@ -938,6 +938,9 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
         else:
             which = f"clean stage {stage_name!r}" if stage_name is not None else "clean stage(s)"
             raise KdError(f"the {which} of run {run!r} {'has' if stage_name is not None else 'have'} nothing left to undo")
+        if stage.status == "running" and process_state(stage) is True:  # its edits so far; it would then end succeeded
+            raise KdError(f"clean stage {stage.name!r} of run {run!r} is still running (process {stage.process.split(':')[0]} "
+                          f"on {stage.host}): undo it once it has ended")
         later = _later_touches(s, stage, edits)
         if later:
             shown = ", ".join(str(i) for i in sorted({r.sample_id for r in later})[:20])

@@ -550,6 +550,19 @@ def test_a_failed_clean_takes_its_edits_back(store):
     assert [e["stage"] for e in lab.history(store, 1)["edits"]] == [failed]
 
 
+def test_undo_refuses_a_clean_still_running(store):
+    """`kd labels undo` of a clean still running (another process) reverted its edits so far, and the
+    clean then ended succeeded with its counts: refused until it has ended."""
+    from kdstore import labels as lab
+
+    with stage_scope(store, run="r1", kind="clean", name="review", config={}) as st:
+        lab.apply(store, st.id, [lab.Decision(sample_id=1, issue_id=None, action="drop", new_label=None)], reason="test")
+        with pytest.raises(KdError, match="clean stage 'review' of run 'r1' is still running .*undo it once it has ended"):
+            lab.undo(store, "r1", "review")
+        assert _dropped(store, 1)
+    assert lab.undo(store, "r1", "review")["reverted"] == 1 and not _dropped(store, 1)
+
+
 def test_a_failed_clean_whose_samples_were_edited_again_keeps_its_edits_and_says_so(store):
     """A failed clean's edits that a later edit touched (another process, between the two) are not
     reverted (that would undo the later one too): the stage's error says so, naming the undos to run,
