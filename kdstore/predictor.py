@@ -90,11 +90,9 @@ class Predictor:
         where it can).
         """
         dev = pick_device(device)
-        if which == "student":
-            try:
-                stage = store.find_stage(run, "distill")
-            except KdError:
-                stage = store.find_stage(run, "teach")
+        if which == "student":  # the latest succeeded distill stage (by kind: one named `distill` is not preferred, nor a failed one an obstacle)
+            students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"]
+            stage = students[-1] if students else store.find_stage(run, "teach")
         elif which == "teacher":
             stage = store.find_stage(run, "teach")
         else:

@@ -596,3 +596,25 @@ def test_an_out_folder_filled_while_the_export_ran_is_not_replaced(built, tmp_pa
     refused = kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(out), "--db", str(built), ok=False)
     assert "was filled while this export ran" in error_line(refused) and "nothing replaced" in error_line(refused)
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]  # no folder left beside it
+
+
+def test_predict_student_is_the_latest_succeeded_distill_stage_whatever_their_names(built, tmp_path):
+    """`--model student` took a stage *named* `distill` first: one left running or failed (a killed
+    `kd distill --name distill`) made kd predict serve the teacher, and a succeeded one was served
+    over later students (the note calling it the latest; kd export picked the latest)."""
+    from synthetic import kill_9_inside_stage
+
+    copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
+    shutil.copytree(built.parent, copy)
+    db = str(copy / "kd.db")
+    kill_9_inside_stage(db, tmp_path, run=RUN, kind="distill")  # stage `distill`, running, its process gone
+    out = kd("predict", "--run", RUN, "--json", "--db", db, input="很好\n")
+    assert "--model student is 'distill-transformer'" in out.stderr
+    expected = kd("predict", "--run", RUN, "--model", "distill-transformer", "--json", "--db", db, input="很好\n").stdout
+    assert out.stdout == expected
+    kd("distill", "--run", RUN, "--name", "distill", *STUDENT_ARGS, "--db", db)
+    kd("distill", "--run", RUN, "--name", "late", "--student", "bigru", *STUDENT_ARGS, "--db", db)
+    out = kd("predict", "--run", RUN, "--json", "--db", db, input="很好\n")
+    assert "--model student is 'late'" in out.stderr
+    assert out.stdout == kd("predict", "--run", RUN, "--model", "late", "--json", "--db", db, input="很好\n").stdout
+    assert json.loads(kd_export("--run", RUN, "--format", "torchscript", "--out", str(tmp_path / "x"), "--db", db, "--json").stdout)["stage"]["name"] == "late"
