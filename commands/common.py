@@ -218,6 +218,8 @@ class KdPath(click.Path):
     shell expands) wrote a folder called ``~`` in the working directory, as a config file's does not."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():  # (`--out "$DIR"` with DIR unset: the default, unseen)
+            self.fail("is empty: give a path, or leave the option out", param, ctx)
         return super().convert(os.path.expanduser(value) if isinstance(value, str) else value, param, ctx)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import unicodedata
 
 import click
 from click.core import ParameterSource
@@ -287,12 +288,20 @@ class _Cuts:
         click.echo(f"line {line}: longer than {self.max_len} tokens, truncated", err=True)
 
 
+def _visible(text: str) -> str:
+    """``text``, or "" when it is made only of zero-width or format characters (a tokenizer reads
+    nothing of it: an empty text, as ``kd ingest`` judges it, not a prediction of nothing)."""
+    if text and not text.isprintable() and all(c.isspace() or unicodedata.category(c) == "Cf" for c in text):
+        return ""
+    return text
+
+
 def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool, cuts: _Cuts | None = None,
           fields: dict[int, dict] | None = None) -> None:
     """``predictor``: a ``kdstore.predictor.Predictor`` or a ``kdstore.serving.Artifact``. Texts
     that were cut are tallied in ``cuts``; without it they are warned about here. ``fields``: a
     JSON line's other fields by line number (``--text-field``), given back under ``input``."""
-    items = [(n, raw.rstrip("\r\n").strip()) for n, raw in lines]
+    items = [(n, _visible(raw.rstrip("\r\n").strip())) for n, raw in lines]
     texts = [t for _, t in items if t]
     results = iter(predictor.predict(texts, batch_size=batch_size))
     tally = cuts if cuts is not None else _Cuts(predictor.max_len)

@@ -188,3 +188,13 @@ def test_a_mistyped_command_names_the_one_meant(runner, typed, hint):
     result = runner.invoke(cli, [typed, "--run", "r1"])
     assert result.exit_code == 2
     assert f"No such command '{typed}'." in result.output and hint in result.output
+
+
+@pytest.mark.parametrize("args", [["export", "--out", ""], ["classes", "--export", " "], ["report", "--plot", ""],
+                                  ["predict", "--artifact", ""], ["labels", "export", "--run", "r", ""]])
+def test_an_empty_path_is_refused_not_taken_for_the_default(runner, tmp_path, args):
+    """`--out "$DIR"` with DIR unset wrote to the default folder, unseen: every path option refuses an empty one."""
+    db = tmp_path / "kd.db"
+    result = runner.invoke(cli, [*args, "--db", str(db)])
+    assert result.exit_code == 2 and "is empty: give a path, or leave the option out" in result.output
+    assert not db.exists()

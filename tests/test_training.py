@@ -982,6 +982,25 @@ def test_predict_names_truncated_lines_in_one_warning(capsys):
     assert capsys.readouterr().err == "line 7: longer than 4 tokens, truncated\n"
 
 
+def test_predict_answers_a_line_of_zero_width_characters_only_as_an_empty_text(capsys):
+    """A line of zero-width/format characters only (a BOM, U+200B, a joiner) was given to the model,
+    which reads nothing of it, and answered with a label: it is an empty text, as ingest judges it."""
+    from commands.predict import _emit
+
+    seen = []
+
+    class Recording:
+        max_len = 16
+
+        def predict(self, texts, batch_size):
+            seen.extend(texts)
+            return [{"label": "pos", "confidence": 0.9, "truncated": False} for _ in texts]
+
+    _emit(Recording(), [(1, "好\u200b的"), (2, "\u200b\u200d \ufeff"), (3, "差")], 8, True)
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert seen == ["好\u200b的", "差"] and lines[1] == {"line": 2, "error": "empty text"}
+
+
 def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
     """Reading stdin, each 64 KiB read (a few hundred lines) gave its own warning: a piped file of
     long reviews filled stderr. Now the first cut line is named as it is answered, the rest once."""
