@@ -276,6 +276,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
         raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
     if logits_only:
         unused = _options_given(("model", "epochs", "lr", "max_len", "warmup", "patience", "layer_decay", "where", "splits", "labels", "folds", "seed", "overwrite"))
+        unused = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in unused]  # (the options' names, not their parameters')
         if unused:
             raise click.UsageError(f"{', '.join(unused)}: --logits-only scores with the run's teacher as it was trained (at its --max-len)")
         if batch_size < 1:  # (a negative one scored nothing and stored zero logits)

@@ -225,6 +225,9 @@ class Store:
         if not include_dropped:
             query = query.where(Sample.dropped.is_(False))
         if where:  # in parentheses: "a OR b" must not escape the split, label and dropped filters
+            if not _parenthesized(where):  # nor "a) OR (b": it closed kd's parenthesis and trained on test rows
+                raise KdError(f"--where {where!r}: its parentheses do not pair up (a condition on the samples, "
+                              "every parenthesis it opens closed in it)")
             # (the newline: a trailing -- comment cannot eat the parenthesis); every colon escaped: SQLAlchemy
             # took ":x" of a literal ('% :x%', PostgreSQL's '[[:digit:]]') for a bind parameter and refused the SQL
             query = query.where(text(f"({where}\n)".replace(":", "\\:")))
@@ -479,6 +482,50 @@ def missing_model(stage: Stage) -> KdError:
     where = (f": a store moved or renamed finds its models in {home} (kd-artifacts/STORE beside the store file, "
              "or KD_ARTIFACTS): move them there") if elsewhere else ""
     return KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}{where}")
+
+
+def _parenthesized(where: str) -> bool:
+    """Whether the SQL fragment ``where`` closes every parenthesis it opens, and none it did not (outside
+    its quoted strings and names and its comments): in parentheses, it then cannot escape them."""
+    depth, i, n = 0, 0, len(where)
+    while i < n:
+        c = where[i]
+        if c in "'\"`":  # a string or quoted name; a doubled quote inside stays in it
+            escapes = c == "'" and where[i - 1 : i] in ("e", "E") and not (where[i - 2 : i - 1].isalnum() or where[i - 2 : i - 1] == "_")
+            end = i
+            while True:  # (PostgreSQL's E'...' strings take a backslash before a quote as part of them)
+                end = where.find(c, end + 1)
+                if escapes:
+                    while end != -1 and (len(where[:end]) - len(where[:end].rstrip("\\"))) % 2:
+                        end = where.find(c, end + 1)
+                if end == -1 or where[end + 1 : end + 2] != c:
+                    break
+                end += 1
+            if end == -1:
+                return True  # unterminated: the database refuses it
+            i = end + 1
+            continue
+        dollar = re.match(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$", where[i:]) if c == "$" and not (where[i - 1 : i].isalnum() or where[i - 1 : i] == "_") else None
+        if dollar:  # PostgreSQL's $$...$$ and $tag$...$tag$ strings
+            end = where.find(dollar.group(0), i + len(dollar.group(0)))
+            if end == -1:
+                return True
+            i = end + len(dollar.group(0))
+            continue
+        if where.startswith("--", i):
+            i = n if where.find("\n", i) == -1 else where.find("\n", i)
+            continue
+        if where.startswith("/*", i):
+            end = where.find("*/", i + 2)
+            if end == -1 or "/*" in where[i + 2 : end]:
+                return False  # would comment out kd's closing parenthesis; nested, where PostgreSQL and SQLite end it apart
+            i = end + 2
+            continue
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if depth < 0:
+            return False
+        i += 1
+    return depth == 0
 
 
 def _first_line(exc: BaseException) -> str:

@@ -327,7 +327,9 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     (train, dev), labels = read_labeled(store, lambda: training_rows(store, cfg, names))  # the labels learned from, as read
     dist.on_main(record_labels_state)(store, stage.id, labels)
     if len(set(train.labels.tolist())) < 2:
-        raise KdError("the train samples have a single class: a classifier needs at least two")
+        # (named with the filters that chose them: "the train samples" of a store with several classes misled)
+        chosen = " that --where/--label select" if cfg.where or cfg.labels else ""
+        raise KdError(f"the train samples{chosen} have a single class ({names[int(train.labels[0])]!r}): a classifier needs at least two")
     add_metrics(stage.id, "all", {"train_samples": len(train), "dev_samples": len(dev)})
     folds = stratified_folds(train.labels, cfg.folds, seed=cfg.seed, class_names=names) if cfg.folds else None
     path = resolve_model(store, cfg.model)
@@ -406,7 +408,8 @@ def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[Sam
             query.append(f"--where {cfg.where!r}")
         if cfg.labels:
             query.append(f"labels {'/'.join(cfg.labels)}")
-        hint = "loosen the filters" if cfg.where or cfg.labels else "ingest some with `kd ingest FILE`"
+        into = "" if "train" in cfg.splits else f" --split {cfg.splits[0]}"  # (kd ingest FILE adds train samples)
+        hint = "loosen the filters" if cfg.where or cfg.labels else f"ingest some with `kd ingest FILE{into}`"
         if cfg.where and "source" in cfg.where.lower():  # (a file's own `source` column is in meta, not here)
             held = store.sources(splits=cfg.splits)
             if held:

@@ -89,6 +89,8 @@ def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp
     # the training options would be ignored: refused, nothing scored
     refused = kd("teach", "--run", "t2", "--logits-only", "--epochs", "5", "--max-len", "16", "--db", db, ok=False)
     assert "--epochs, --max-len: --logits-only scores with the run's teacher as it was trained" in refused.output
+    refused = kd("teach", "--run", "t2", "--logits-only", "--label", "pos", "--split", "dev", "--db", db, ok=False)
+    assert "Error: --split, --label: --logits-only" in refused.output  # the options' names (it said --splits, --labels)
     out = kd("teach", "--run", "t2", "--logits-only", "--batch-size", "3", "--db", db, "--json")
     assert json.loads(out.stdout)["scored"] == 4
     stage = _stage(sample_store, "t2", "teach")
@@ -126,6 +128,23 @@ def test_a_where_that_cannot_run_is_refused_before_any_stage(sample_store, tiny_
     assert not Store.open(str(sample_store)).run_exists("w")  # no failed stage, no new run on record
 
 
+def test_a_where_that_closes_kds_parenthesis_is_refused_before_any_stage(sample_store, tiny_model):
+    """``a) OR (b`` closed the parenthesis around --where: the split, labeled and dropped filters no
+    longer held, and the teacher trained on the test rows (or crashed on the unlabeled ones)."""
+    db = str(sample_store)
+    for where in ("split = 'train') OR (split = 'test'", "1) OR (1", "1 /* comment",
+                  "1 /* /* */ ( */ ) OR (1 = 1 /* /* */ ) */", "text <> $$($$) OR (1 = 1 OR text <> $$)$$"):  # (PostgreSQL's nesting and quoting)
+        result = kd("teach", "--run", "w", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--where", where,
+                    "--db", db, ok=False)
+        assert result.output.startswith(f"Error: --where {where!r}: its parentheses do not pair up"), result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not Store.open(db).run_exists("w")
+    store = Store.open(db)  # parentheses inside quotes, names and comments, and balanced ones, are the user's own
+    for where in ("(split = 'train') OR (split = 'test')", "source <> 'a)b'", "\"source\" <> ')' -- )", "source <> 'x' /* ) */"):
+        rows = store.samples(splits=["train"], labeled=True, where=where)
+        assert set(rows.splits) == {"train"} and len(rows) == 60, where
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -134,7 +153,8 @@ def test_a_where_that_cannot_run_is_refused_before_any_stage(sample_store, tiny_
         (["--where", "source = 'nothing'"], "no labeled samples for the teacher (split train, --where \"source = 'nothing'\"): loosen the filters; "
                                             "the labeled samples' sources are 'train.tsv' ("),  # what it can select
         (["--label", "nope"], "--label 'nope' is not a class of the store"),
-        (["--label", "pos"], "single class"),
+        (["--label", "pos"], "the train samples that --where/--label select have a single class ('pos')"),  # (not the store's train samples)
+        (["--where", "label_id = 0"], "the train samples that --where/--label select have a single class ("),
     ],
 )
 def test_teach_bad_input_is_recorded_as_failed(sample_store, tiny_model, args, message):
@@ -433,6 +453,14 @@ def test_a_multi_label_checkpoint_is_taught_single_label_and_says_so(sample_stor
     assert saved["problem_type"] == "single_label_classification"
     again = kd("teach", "--run", "m2", "--model", "teach:m", "--epochs", "1", "--max-len", "16", "--db", str(sample_store), "--json")
     assert json.loads(again.stdout)["warnings"] == []  # kd's own teacher is single-label
+
+
+def test_teach_on_a_split_without_labeled_samples_names_the_ingest_that_adds_them(tmp_path, tiny_model):
+    db = str(tmp_path / "nodev.db")
+    write_tsv(tmp_path / "train.tsv", [("pos", "很好很好"), ("neg", "太差太差")])
+    kd("ingest", str(tmp_path / "train.tsv"), "--db", db)
+    result = kd("teach", "--model", str(tiny_model), "--max-len", "32", "--split", "dev", "--db", db, ok=False)
+    assert "no labeled samples for the teacher (split dev): ingest some with `kd ingest FILE --split dev`" in result.output  # (FILE alone: train)
 
 
 def test_teach_refuses_a_single_class(tmp_path, tiny_model):
