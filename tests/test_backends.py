@@ -454,7 +454,7 @@ def test_options_no_backend_can_store_are_refused_before_anything_is_written(db,
     bad = os.fsdecode(b"x\xff")
     assert "Invalid value for '--reason': is not valid UTF-8" in invoke(["labels", "set", "--run", "r", "1=neg", "--reason", bad], ok=False).output
     write_file("kd.toml", 'reason = "a\\u0000b"\n')
-    assert "Invalid value for '--reason': contains a NUL character" in invoke(["labels", "set", "--run", "r", "1=neg"], ok=False).output
+    assert "Error: kd.toml: reason = 'a\\x00b': contains a NUL character" in invoke(["labels", "set", "--run", "r", "1=neg"], ok=False).output
     (tmp_path / "kd.toml").unlink()
     model = str(tmp_path / bad)
     assert error_line(invoke(["teach", "--run", "r", "--model", model], ok=False)) == (
