@@ -170,8 +170,8 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
                 check_stage_name(str(cast))
         except click.BadParameter as exc:
             raise KdError(f"{path}: {key} = {value!r}: {exc.message}") from None
-        except KdError as exc:
-            raise KdError(f"{path}: {key} = {value!r}: {exc}") from None
+        except (KdError, click.ClickException) as exc:  # (an empty path: KdPath's one line)
+            raise KdError(f"{path}: {key} = {value!r}: {getattr(exc, 'message', exc)}") from None
         out[name] = value
     return out
 
@@ -219,7 +219,11 @@ class KdPath(click.Path):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():  # (`--out "$DIR"` with DIR unset: the default, unseen)
-            self.fail("is empty: give a path, or leave the option out", param, ctx)
+            what = "a folder" if not self.file_okay else "a file name" if not self.dir_okay else "a path"
+            if param is not None and param.param_type_name == "argument":
+                raise click.ClickException(f"{param.human_readable_name} is empty: give {what}")
+            name = next((o for o in getattr(param, "opts", ()) if o.startswith("--")), "the path")
+            raise click.ClickException(f"{name} is empty: give {what}, or omit {name}")
         return super().convert(os.path.expanduser(value) if isinstance(value, str) else value, param, ctx)
 
 

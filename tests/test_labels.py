@@ -1451,7 +1451,7 @@ def test_a_sheet_path_with_a_quoted_tilde_or_a_missing_folder_is_written_and_a_f
     assert error_line(kd("labels", "export", "--run", "r", "sheets2/", "--db", db, ok=False)) == (
         "Error: sheets2/ is a folder: give the sheet's file name (sheets2/review.csv, or review.jsonl)")
     assert not (tmp_path / "sheets2").exists()
-    assert "give its name" in error_line(kd("labels", "export", "--run", "r", "", "--db", db, ok=False))
+    assert error_line(kd("labels", "export", "--run", "r", "", "--db", db, ok=False)) == "Error: PATH is empty: give a file name"
     usage = kd("labels", "export", "--run", "r", "sheets", "--db", db, ok=False)  # a folder: a usage error, no traceback
     assert usage.exit_code == 2 and "'sheets' is a directory" in usage.stderr
 
