@@ -32,12 +32,13 @@ def upgrade(db, as_json):
       kd db upgrade --db old.db
     """
     store = open_store(db, create=True, check=False)  # (a database error after it names the store)
-    before, state = migrate.current_revision(store.engine), migrate.state(store.engine)
+    current, state = migrate.current_revision(store.engine), migrate.state(store.engine)
     if state == "foreign":
         raise KdError(f"{store.url} is not a kd store (it has tables but no kd schema revision): not touching it")
     if state == "newer":
-        raise KdError(f"{store.url} is at schema revision {before}, newer than this kd knows ({migrate.head_revision()}): upgrade kd")
-    migrate.upgrade(store.engine)
+        raise KdError(f"{store.url} is at schema revision {current}, newer than this kd knows ({migrate.head_revision()}): upgrade kd")
+    # the revision found under the migration lock: another process may have upgraded the store meanwhile
+    before = migrate.upgrade(store.engine)
     after = migrate.current_revision(store.engine)
     if as_json:
         print_json({"db": store.url, "before": before, "after": after})

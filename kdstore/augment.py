@@ -10,7 +10,8 @@ Networks", section 3.3), also used by Baidu's ERNIE-Tiny "data distillation", on
 
 Per word one draw ``x ~ U(0, 1)`` decides: ``x < p_mask`` masks, ``p_mask <= x < p_mask + p_pos`` swaps;
 then, with probability ``p_ngram``, n-gram sampling cuts the result. Punctuation and white space are
-words for jieba but are never masked or swapped (they may still end up outside an n-gram span).
+words for jieba but are never masked or swapped (they may still end up outside an n-gram span); an
+n-gram counts punctuation as words, white space not.
 
 Everything is a pure function; randomness comes only from an explicit ``random.Random``, and
 :func:`augment` seeds one per parent text from ``(seed, index)`` through a string seed, so its output
@@ -303,9 +304,14 @@ def _augment_once(
         pieces.append((new, index, new != word))
     cut = False
     if "ngram" in chosen and p_ngram > 0.0 and rng.random() < p_ngram:
-        start, end = _ngram_span(len(pieces), rng, 1, 5)
-        cut = (start, end) != (0, len(pieces))
-        pieces = pieces[start:end]
+        # n counts words, not the white space jieba gives between Latin words as pieces of its own (an
+        # English "5-gram" was 3 words at most, and a 1-gram a lone space half the time); a text
+        # without white space is cut as before
+        words = [i for i, (word, _, _) in enumerate(pieces) if not word.isspace()]
+        start, end = _ngram_span(len(words), rng, 1, 5)
+        cut = (start, end) != (0, len(words))
+        if words:
+            pieces = pieces[words[start] : words[end - 1] + 1]
     # what the kept words show, not what happened to words the n-gram cut away
     masked = any(changed and word == unk for word, _, changed in pieces)
     swapped = any(changed and word != unk for word, _, changed in pieces)

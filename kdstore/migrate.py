@@ -50,26 +50,30 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The store's revision; more than one (a newer kd's branches, or another application's) joined
+    by ", ": no revision this kd knows (Alembic's ``get_current_revision`` raised on them)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return ", ".join(sorted(heads)) if heads else None
 
 
 # Any fixed number: the PostgreSQL advisory lock that serialises concurrent migrations of one store.
 _MIGRATION_LOCK = 0x6B64_0001
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Migrate to ``revision`` in one transaction holding the store's migration lock, so two
-    processes opening a new store at once create it once (the second finds it at the head)."""
-    _migrate(engine, command.upgrade, revision)
+    processes opening a new store at once create it once (the second finds it at the head).
+    Returns the revision it found once it held the lock (``None``: an empty database)."""
+    return _migrate(engine, command.upgrade, revision)
 
 
-def downgrade(engine: Engine, revision: str) -> None:
+def downgrade(engine: Engine, revision: str) -> str | None:
     """Migrate back to ``revision`` (an older kd's schema), as :func:`upgrade` does forward."""
-    _migrate(engine, command.downgrade, revision)
+    return _migrate(engine, command.downgrade, revision)
 
 
-def _migrate(engine: Engine, step, revision: str) -> None:
+def _migrate(engine: Engine, step, revision: str) -> str | None:
     """``step`` (Alembic's upgrade or downgrade) in one locked transaction. On SQLite, foreign keys
     are off meanwhile: Alembic's batch mode rebuilds a table by copying it and dropping the old
     one, and with them on, that drop would fire every ``ON DELETE CASCADE`` pointing at the table
@@ -92,6 +96,7 @@ def _migrate(engine: Engine, step, revision: str) -> None:
                     if new:
                         table, parent = new[0]
                         raise KdError(f"migration to {revision} left a row of {table} pointing at no row of {parent}: not applied")
+            return before
         finally:
             if sqlite:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")

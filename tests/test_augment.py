@@ -272,6 +272,27 @@ def test_ngram_only_gives_substrings_of_the_parent():
         assert text in TEXTS[index] and text != TEXTS[index]
 
 
+def test_an_ngram_counts_words_not_the_spaces_between_latin_words():
+    """jieba gives the space between two English words as a piece of its own, and the n-gram counted
+    it as a word: an English "5-gram" was 3 words at most, and a 1-gram a lone space half the time.
+    A text without spaces is cut as before (the same draws, the same span)."""
+    text = "The battery life is great but the screen is really very dim today"
+    pairs = segment_pos(text)
+    lengths = set()
+    for seed in range(300):
+        new = augment_text(pairs, rng=random.Random(seed), pos_vocab={}, methods=("ngram",), p_ngram=1.0)
+        assert new and new in text and new == new.strip(), new
+        lengths.add(len(new.split()))
+    assert lengths == {1, 2, 3, 4, 5}
+    chinese = segment_pos(TEXTS[5])
+    assert not any(w.isspace() for w, _ in chinese)
+    for seed in range(50):
+        twin = random.Random(seed)
+        twin.random()  # (the draw of p_ngram)
+        span = "".join(ngram_sample([w for w, _ in chinese], rng=twin))
+        assert augment_text(chinese, rng=random.Random(seed), pos_vocab={}, methods=("ngram",), p_ngram=1.0) == span
+
+
 def test_pos_only_labels_and_lengths():
     out = augment(TEXTS, n=2, seed=3, methods=("pos",), p_pos=0.5)
     assert out and {label for _, _, label in out} == {"pos"}

@@ -298,6 +298,54 @@ def test_newer_revision_than_kd_knows_is_refused(db, invoke, error_line):
     assert checked.exit_code == 1 and "newer than this kd" in checked.stdout
 
 
+def test_a_store_with_more_than_one_revision_is_refused_in_one_line(db, invoke, error_line, write_file):
+    """Two rows in ``alembic_version`` (a newer kd's branches): Alembic's ``get_current_revision``
+    raised "more than one head present", a traceback from every command, `kd db current` included."""
+    engine = _engine_at(db, "head")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('0009a')")
+    engine.dispose()
+    with pytest.raises(KdError, match="newer than this kd knows"):
+        Store.open(db)
+    write_file("train.tsv", "pos\tgood\n")
+    for args in (["samples"], ["ingest", "train.tsv"], ["db", "upgrade"]):
+        assert "at schema revision 0008, 0009a, newer than this kd knows (0008): upgrade kd" in error_line(invoke(args, ok=False))
+    assert invoke.json(["db", "current"])["state"] == "newer"
+    assert "newer than this kd: upgrade kd" in invoke(["db", "current", "--check"], ok=False).stdout
+
+
+@pytest.mark.sqlite_only
+def test_db_upgrade_reports_the_revision_it_found_under_the_lock(db_path, invoke):
+    """Two `kd db upgrade` at once: the second read the revision (0001), waited for the first's lock,
+    found the store upgraded and changed nothing, yet said `0001 -> 0008` as well."""
+    import threading
+    import time
+
+    from alembic import command
+
+    from kdstore.engine import WRITE_LOCK
+
+    engine = _engine_at(db_path, "0001")
+    done: dict = {}
+
+    def second():
+        try:
+            done["result"] = invoke.json(["db", "upgrade"])
+        except BaseException as exc:  # (said by the main thread)
+            done["error"] = exc
+
+    with engine.connect() as conn:
+        with conn.execution_options(**{WRITE_LOCK: True}).begin():  # the first process, holding the store's lock
+            worker = threading.Thread(target=second)
+            worker.start()
+            time.sleep(2)  # the second reads 0001, then queues for the lock
+            command.upgrade(migrate._config(conn), "head")
+        worker.join(120)
+    engine.dispose()
+    assert "error" not in done, done.get("error")
+    assert (done["result"]["before"], done["result"]["after"]) == ("0008", "0008")
+
+
 def test_db_upgrade_refuses_non_kd_database(db, invoke):
     engine = _foreign_database(db)
     result = invoke(["db", "upgrade"], ok=False)
