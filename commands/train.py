@@ -174,9 +174,18 @@ def _warn_if_majority(run: str, stage: dict) -> None:
     if weak is None:
         return
     name, share = weak
-    fix = ("train longer (--epochs) or faster (--lr: a small `kd pretrain` model wants about 3e-4, as in the quick start)"
+    cfg = stage.get("config") or {}
+    lr, model = cfg.get("lr"), str(cfg.get("model") or "")
+    if lr is not None and lr >= 3e-4:  # already at (or above) what a small model wants: more speed is no advice
+        teach_fix = (f"train longer (--epochs: --lr {lr:g} is already as fast as a small model wants)" +
+                     (" or pre-train longer (`kd pretrain --minutes`)" if model.startswith("pretrain:") else ""))
+    elif lr is not None and not model.startswith("pretrain:"):
+        teach_fix = f"train longer (--epochs) or try another --lr (now {lr:g})"
+    else:
+        teach_fix = "train longer (--epochs) or faster (--lr: a small `kd pretrain` model wants about 3e-4, as in the quick start)"
+    fix = (teach_fix
            if stage["kind"] == "teach" else
-           "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in ((stage.get("config") or {}).get("teacher_runs") or [run])) + "), then --epochs")
+           "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in (cfg.get("teacher_runs") or [run])) + "), then --epochs")
     click.echo(f"warning: dev accuracy {m['accuracy']:.1%} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
                f"the model has learned next to nothing; {fix}", err=True)
 

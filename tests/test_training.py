@@ -1710,6 +1710,17 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try(cap
     assert "--epochs" in err and "--lr" in err and err.count("\n") == 1
     _warn_if_majority("r1", {"kind": "distill", "metrics": {"dev": dev}})
     assert "`kd report --run r1`" in capsys.readouterr().err
+    # a teacher already at --lr 3e-4 or more is not told to go faster (the quick start's 3e-4 was its own --lr)
+    _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "pretrain:r1", "lr": 1e-3}})
+    err = capsys.readouterr().err
+    assert "faster" not in err and "wants about 3e-4" not in err
+    assert "--lr 0.001 is already as fast as a small model wants" in err and "`kd pretrain --minutes`" in err
+    # a hub model is not told what a small `kd pretrain` model wants
+    _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "bert-base-chinese", "lr": 5e-5}})
+    err = capsys.readouterr().err
+    assert "kd pretrain" not in err and "try another --lr (now 5e-05)" in err
+    _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "pretrain:r1", "lr": 5e-5}})
+    assert "wants about 3e-4" in capsys.readouterr().err  # a small model at a BERT's --lr: go faster
     _warn_if_majority("r3", {"kind": "distill", "metrics": {"dev": dev}, "config": {"teacher_runs": ["w"]}})
     assert "check the teacher first (`kd report --run w`)" in capsys.readouterr().err  # the teacher's run, not the student's
     _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": {**dev, "accuracy": 0.9}}})  # learned: silent
