@@ -140,7 +140,7 @@ def _name_the_student(store, run: str, which: str, chosen: str) -> None:
         return
     others = [s.name for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded" and s.name != chosen]
     if others:
-        click.echo(f"note: --model student is {chosen!r}, run {run!r}'s latest distill stage (also: {', '.join(others)}): "
+        click.echo(f"note: --model student is {chosen!r}, the latest distill stage of run {run!r} (also: {', '.join(others)}): "
                    "--model NAME picks another", err=True)
 
 

@@ -2081,7 +2081,7 @@ def test_predict_names_the_student_it_chose_among_several(taught_store):
     kd("distill", "--run", "r", "--name", "first", *small)
     kd("distill", "--run", "r", "--name", "second", *small)
     out = kd("predict", "--run", "r", "--db", db, input="这个很好\n")
-    assert "note: --model student is 'second', run 'r''s latest distill stage (also: first): --model NAME picks another" in out.stderr
+    assert "note: --model student is 'second', the latest distill stage of run 'r' (also: first): --model NAME picks another" in out.stderr
     assert len(out.stdout.splitlines()) == 1
     assert "note:" not in kd("predict", "--run", "r", "--model", "first", "--db", db, input="这个很好\n").stderr
 
