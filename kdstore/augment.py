@@ -398,18 +398,24 @@ def augment(
     if pos_vocab is None:
         pos_vocab = build_pos_vocab(tagged_texts)
     out: list[tuple[int, str, str]] = []
-    for index, (text, tagged) in enumerate(zip(texts, tagged_texts)):
-        rng = random.Random(f"kd-augment:{seed}:{index if keys is None else keys[index]}")
-        seen = {normalize(text)}
-        made = 0
-        for _ in range(max_tries * n):
-            new, labels = _augment_once(tagged, rng, pos_vocab, chosen, p_mask, p_pos, p_ngram, unk)
-            key = normalize(new)
-            if not labels or key in seen or not _has_content(new, unk):
-                continue
-            seen.add(key)
-            out.append((index, new, "+".join(labels)))
-            made += 1
-            if made == n:
-                break
+    from .progress import progress
+
+    # (a bar for long work: many texts, or a large n, whose short texts run their max_tries * n passes)
+    with progress(disable=len(texts) * n < 5000) as bar:
+        task = bar.add_task(f"augment: {n} new texts each", total=len(texts), unit="texts")
+        for index, (text, tagged) in enumerate(zip(texts, tagged_texts)):
+            rng = random.Random(f"kd-augment:{seed}:{index if keys is None else keys[index]}")
+            seen = {normalize(text)}
+            made = 0
+            for _ in range(max_tries * n):
+                new, labels = _augment_once(tagged, rng, pos_vocab, chosen, p_mask, p_pos, p_ngram, unk)
+                key = normalize(new)
+                if not labels or key in seen or not _has_content(new, unk):
+                    continue
+                seen.add(key)
+                out.append((index, new, "+".join(labels)))
+                made += 1
+                if made == n:
+                    break
+            bar.advance(task)
     return out

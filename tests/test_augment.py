@@ -453,3 +453,14 @@ def test_augmenting_many_texts_shows_a_bar(monkeypatch, capsys):
     assert augment(texts, n=1, seed=3) == quiet
     captured = capsys.readouterr()
     assert "augment: segment" in captured.err and "1000/1000" in captured.err and captured.out == ""
+
+
+def test_a_large_augment_n_shows_a_bar_over_the_texts(monkeypatch, capsys):
+    """A few short texts with a large n (each runs up to 20 * n passes once it has no new variant
+    left) took minutes after segmenting with nothing on screen; the texts it makes are unchanged."""
+    texts = ["很好", "太差了", "一般般吧"]
+    quiet = augment(texts, n=2000, seed=3, max_tries=1)
+    monkeypatch.delenv("KD_NO_PROGRESS")
+    assert augment(texts, n=2000, seed=3, max_tries=1) == quiet
+    captured = capsys.readouterr()
+    assert "augment: 2000 new texts each" in captured.err and "3/3" in captured.err and captured.out == ""
