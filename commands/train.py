@@ -176,9 +176,10 @@ def _warn_if_majority(run: str, stage: dict) -> None:
     name, share = weak
     cfg = stage.get("config") or {}
     lr, model = cfg.get("lr"), str(cfg.get("model") or "")
-    if lr is not None and lr >= 3e-4:  # already at (or above) what a small model wants: more speed is no advice
-        teach_fix = (f"train longer (--epochs: --lr {lr:g} is already as fast as a small model wants)" +
-                     (" or pre-train longer (`kd pretrain --minutes`)" if model.startswith("pretrain:") else ""))
+    if lr is not None and lr >= 3e-4 and model.startswith("pretrain:"):  # already at (or above) what a small model wants
+        # (a hub or directory model at such an --lr is no small one: it may well be too fast, and is told to try another)
+        teach_fix = (f"train longer (--epochs: --lr {lr:g} is already as fast as a small model wants)"
+                     " or pre-train longer (`kd pretrain --minutes`)")
     elif lr is not None and not model.startswith("pretrain:"):
         teach_fix = f"train longer (--epochs) or try another --lr (now {lr:g})"
     else:
@@ -231,9 +232,10 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
       kd teach --run r1 --model pretrain:r1
     """
     source = click.get_current_context().get_parameter_source
-    if source("steps") == ParameterSource.COMMANDLINE and source("minutes") == ParameterSource.DEFAULT_MAP:
+    # (a typed 0 is no budget, "use the other one", as the default is: the file's other one stays)
+    if steps and source("steps") == ParameterSource.COMMANDLINE and source("minutes") == ParameterSource.DEFAULT_MAP:
         minutes = 0.0  # a typed --steps N is the budget: a config file's minutes made it clock-bound (and stop early)
-    elif source("minutes") == ParameterSource.COMMANDLINE and source("steps") == ParameterSource.DEFAULT_MAP:
+    elif minutes and source("minutes") == ParameterSource.COMMANDLINE and source("steps") == ParameterSource.DEFAULT_MAP:
         steps = 0  # and a typed --minutes over a file's steps
     cfg = PretrainConfig(
         layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,

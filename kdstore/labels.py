@@ -27,7 +27,7 @@ from .errors import KdError, make_folder
 from .ingest import allow_long_csv_fields
 from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
-from .runs import PARKED, StageHandle, process_state, resolve_run_id
+from .runs import FAILED, PARKED, StageHandle, _replaced, process_state, resolve_run_id
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
 from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
 from .textkey import text_hash
@@ -1057,12 +1057,15 @@ def discard_failed(store: Store, stage_id: int) -> str | None:
             return None
         standing = [e for e in edits if e.sample_id in kept]
         run = s.get(Run, stage.run_id).uniqid
+        # the name it keeps once it has failed: an --overwrite's gives its name back to the stage it was
+        # replacing (`--stage NAME` would undo that one) and becomes NAME~failed-ID
+        name = f"{stage.name}{FAILED}{stage.id}" if _replaced(s, run, stage.name)[0] else stage.name
         shown = ", ".join(str(i) for i in sorted(kept)[:20]) + (" and more" if len(kept) > 20 else "")
         by = sorted({f"{r.uniqid}/{r.name}" if r.name else "a deleted stage" for r in later})
         undo_first = "; ".join(f"`kd labels undo --run {b.split('/', 1)[0]} --stage {b.split('/', 1)[1]}`" for b in by if "/" in b)
         return (f"its {len(standing)} label edit{'' if len(standing) == 1 else 's'} of sample{'s' if len(kept) > 1 else ''} {shown} stand{'s' if len(standing) == 1 else ''} (later edits or "
                 f"decisions touched them: stage{'s' if len(by) > 1 else ''} {', '.join(by)}): "
-                f"{undo_first + ', then ' if undo_first else ''}`kd labels undo --run {run} --stage {stage.name}`")
+                f"{undo_first + ', then ' if undo_first else ''}`kd labels undo --run {run} --stage {name}`")
 
 
 def stages_trained_on(store: Store, clean_stage_id: int, *, kinds: tuple[str, ...] = ("teach", "distill")) -> list[str]:

@@ -379,3 +379,8 @@ def test_a_typed_budget_of_pretrain_replaces_the_files_other_one(other_db, invok
                           'max-len = 16\nbatch-size = 2\nmin-count = 1\nwwm = false\n')
     out = invoke.json(["pretrain", "--run", "q", "--minutes", "0.001", "--json"], db=None)
     assert (out["config"]["steps"], out["config"]["minutes"]) == (0, 0.001)
+    # a typed --steps 0 is no budget ("the minutes, then"): the file's minutes stay (it was refused: no budget)
+    write_file("kd.toml", 'db = "other.db"\n[pretrain]\nminutes = 0.01\nlayers = 1\nhidden = 32\nheads = 2\n'
+                          'max-len = 16\nbatch-size = 2\nmin-count = 1\nwwm = false\n')
+    out = invoke.json(["pretrain", "--run", "z", "--steps", "0", "--json"], db=None)
+    assert (out["config"]["steps"], out["config"]["minutes"]) == (0, 0.01)

@@ -598,6 +598,28 @@ def test_a_failed_clean_whose_samples_were_edited_again_keeps_its_edits_and_says
     assert sorted(e["stage"] for e in lab.history(store, 1)["edits"]) == ["by-hand", failed]
 
 
+def test_a_failed_overwrite_whose_edits_stand_names_itself_not_the_stage_given_back(store):
+    """A failed --overwrite gives its name back to the stage it was replacing and becomes
+    ``NAME~failed-ID``: its error, naming the undo for its edits that stand, said `--stage NAME`,
+    the old stage's undo (it reopened the old review's decisions and left the failed one's edit)."""
+    from kdstore import labels as lab
+
+    with stage_scope(store, run="r1", kind="clean", name="review", config={}):
+        pass
+    with pytest.raises(RuntimeError, match="after the edits"):
+        with stage_scope(store, run="r1", kind="clean", name="review", config={}, overwrite=True) as st:
+            lab.apply(store, st.id, [lab.Decision(sample_id=1, issue_id=None, action="drop", new_label=None)], reason="test")
+            with stage_scope(store, run="r1", kind="clean", name="by-hand", config={}) as other:
+                lab.apply(store, other.id, lab.parse_edits(store, ["1=neg"]), reason="test")
+            raise RuntimeError("after the edits")
+    failed = f"review~failed-{st.id}"
+    assert _stage(store, "r1", "review").status == "succeeded"
+    error = _stage(store, "r1", failed).error
+    assert error.endswith(f"`kd labels undo --run r1 --stage by-hand`, then `kd labels undo --run r1 --stage {failed}`"), error
+    assert lab.undo(store, "r1", "by-hand")["reverted"] == 1
+    assert lab.undo(store, "r1", failed)["reverted"] == 1 and not _dropped(store, 1)
+
+
 def test_an_interrupt_as_an_overwrite_starts_leaves_the_old_stage_with_its_folder(store, monkeypatch):
     """Ctrl-C (or an error) after the old stage's folder was moved aside (parked) but before that was
     committed: the folder goes back too, so the old stage still finds its model (it was 'missing')."""

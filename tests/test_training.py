@@ -1719,6 +1719,11 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try(cap
     _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "bert-base-chinese", "lr": 5e-5}})
     err = capsys.readouterr().err
     assert "kd pretrain" not in err and "try another --lr (now 5e-05)" in err
+    # nor is a hub or directory model at a fast --lr told that a small model wants that (a BERT at 1e-3 is
+    # more likely too fast: "train longer" alone misled)
+    _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "bert-base-chinese", "lr": 1e-3}})
+    err = capsys.readouterr().err
+    assert "small model" not in err and "try another --lr (now 0.001)" in err
     _warn_if_majority("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "pretrain:r1", "lr": 5e-5}})
     assert "wants about 3e-4" in capsys.readouterr().err  # a small model at a BERT's --lr: go faster
     _warn_if_majority("r3", {"kind": "distill", "metrics": {"dev": dev}, "config": {"teacher_runs": ["w"]}})
