@@ -229,6 +229,8 @@ class KdPath(click.Path):
 
 def home_path(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Callback for a plain FILE|- argument: a leading ``~`` is the home folder (``-`` stays stdin)."""
+    if isinstance(value, str) and not value.strip():  # (`kd ingest "$F"` with F unset: ": cannot read: Is a directory")
+        raise click.ClickException("the file name is empty: give a file, or - for standard input")
     return os.path.expanduser(value) if isinstance(value, str) else value
 
 

@@ -191,7 +191,7 @@ def test_a_mistyped_command_names_the_one_meant(runner, typed, hint):
 
 
 @pytest.mark.parametrize("args", [["export", "--out", ""], ["classes", "--export", " "], ["report", "--plot", ""],
-                                  ["predict", "--artifact", ""], ["labels", "export", "--run", "r", ""]])
+                                  ["predict", "--artifact", ""], ["labels", "export", "--run", "r", ""], ["ingest", ""], ["predict", " "]])
 def test_an_empty_path_is_refused_not_taken_for_the_default(runner, tmp_path, args):
     """`--out "$DIR"` with DIR unset wrote to the default folder, unseen: every path option refuses an empty one."""
     db = tmp_path / "kd.db"
