@@ -48,7 +48,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
                 env["device"] = str(pick_device(device))
             except KdError:  # (the stage itself says why, in one line)
                 env["device"] = device
-            if env["device"].startswith("cuda"):
+            if env["device"].startswith("cuda") and torch.cuda.is_available():  # (--device cuda with no GPU: asking its name was a traceback)
                 env["gpu"] = torch.cuda.get_device_name(0)
         env["torch_threads"] = torch.get_num_threads()
     return env

@@ -73,7 +73,9 @@ class PretrainConfig:
         if self.min_count < 1 or self.max_vocab <= len(SPECIALS):
             raise KdError(f"--min-count must be at least 1 and the vocabulary larger than its {len(SPECIALS)} special tokens")
         if self.hidden % self.n_heads:
-            raise KdError(f"--hidden {self.hidden} is not divisible by {self.n_heads} heads")
+            # (the default heads, hidden // 64, were named as if typed: "--hidden 200 is not divisible by 3 heads")
+            auto = "" if self.heads else f" (the default, --hidden / 64): pass --heads, a divisor of {self.hidden}"
+            raise KdError(f"--hidden {self.hidden} is not divisible by {self.n_heads} heads{auto}")
         if self.layers < 1 or self.max_len < 8:
             raise KdError("--layers must be at least 1 and --max-len at least 8")
         if not 0.0 < self.mask_prob < 1.0:
@@ -102,8 +104,9 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
     byte-order mark dropped (it stayed on the first line), another encoding refused naming the line;
     lines end at ``\n`` (a bare ``\r`` in a file without one), not at the other characters
     ``str.splitlines`` breaks at (U+2028, U+0085, form feed, ...), which cut a text in two; a file
-    with no text at all is refused, as ``kd ingest`` refuses it."""
-    from .ingest import _line_end, decode
+    with no text at all (blank lines, or lines of zero-width characters only, which ``kd ingest``
+    refuses as empty texts: skipped here) is refused, as ``kd ingest`` refuses it."""
+    from .ingest import _line_end, _unseen, decode
 
     lines: list[str] = []
     for p in paths:
@@ -112,7 +115,8 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
         except OSError as exc:
             raise KdError(f"{p}: cannot read corpus: {exc.strerror or exc}") from None
         content = decode(data, str(p), "txt")
-        found = [l.strip() for l in content.split(_line_end(content)) if l.strip()]
+        # a line of zero-width or format characters only (U+200B, a BOM) is as blank to the tokenizer
+        found = [t for t in (l.strip() for l in content.split(_line_end(content))) if t and not _unseen(t)]
         if not found:
             raise KdError(f"{p}: no text in the corpus (the file is empty or every line is blank)")
         lines.extend(found)

@@ -637,6 +637,41 @@ def test_a_corpus_line_is_one_text_and_a_corpus_without_text_is_refused(tmp_path
     assert Store.open(db).stages_of("b")[0].status == "failed"
 
 
+def test_corpus_lines_of_zero_width_characters_only_are_no_texts(tmp_path):
+    """A line of zero-width spaces or a stray byte-order mark (what `kd ingest` refuses as an empty
+    text) was kept as a corpus text: counted in `texts`, nothing to learn, and a corpus of nothing
+    else was not refused."""
+    from kdstore.errors import KdError
+    from kdstore.pretrain import read_corpus
+
+    news = tmp_path / "news.txt"
+    news.write_text("第一段\n\u200b\u200b\n\ufeff\n 好\u200b \n", encoding="utf-8")
+    assert read_corpus((str(news),)) == ["第一段", "好\u200b"]
+    invisible = tmp_path / "invisible.txt"
+    invisible.write_text("\u200b\n\u200d\ufeff\n", encoding="utf-8")
+    with pytest.raises(KdError, match=f"^{invisible}: no text in the corpus"):
+        read_corpus((str(invisible),))
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    out = json.loads(kd("pretrain", "--run", "z", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "16",
+                        "--corpus", str(news), "--db", db, "--json").output)
+    assert out["metrics"]["train"]["texts"] == 2 + 2
+
+
+def test_device_cuda_without_a_gpu_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """The stage's environment asked torch for the name of a GPU there was none of: an AssertionError
+    traceback (torch's CPU build) before --device cuda's own one-line error."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    result = kd("pretrain", "--run", "g", "--layers", "1", "--hidden", "32", "--steps", "1", "--device", "cuda", "--db", db, ok=False)
+    assert result.output == "Error: --device cuda: no CUDA device is available here (use --device cpu or auto)\n"
+    stage = _stage(Path(db), "g", "pretrain")
+    assert stage.status == "failed" and stage.config["environment"]["device"] == "cuda" and "gpu" not in stage.config["environment"]
+
+
 def test_pretrain_split_leaves_the_test_texts_out(tmp_path):
     """Pre-training read every split, test included, and nothing said so or let a user leave test
     out: a teacher fine-tuned from it was judged on texts its encoder had learned (transductive)."""
@@ -683,6 +718,8 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     (["--min-count", "100000"], "no character occurs 100000 times"),
     (["--minutes", "1e-9"], "ran out before the first training step"),  # with --steps 2: the clock ends it first
     (["--steps", "-1"], "--steps and --minutes cannot be negative, got -1"),  # (not "give a training budget")
+    # heads no one typed (hidden // 64) were named as if given: the message says where 3 came from, and the fix
+    (["--hidden", "200"], "--hidden 200 is not divisible by 3 heads (the default, --hidden / 64): pass --heads, a divisor of 200"),
 ])
 def test_pretrain_bad_values_are_one_line(sample_store, args, message):
     result = kd("pretrain", "--run", "bad", "--layers", "1", "--hidden", "32", "--steps", "2", *args, "--db", str(sample_store), ok=False)
