@@ -20,7 +20,7 @@ from .common import CELL_BREAKS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, 
 @click.argument("path", metavar="PATH|-", callback=home_path)
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: from the extension (.csv; .jsonl, .ndjson or .json; else tsv); stdin: tsv. "
-              "Read as tsv by default, a file whose first line is a JSON object is refused: say --format.")
+              "Read as tsv by default, a file whose first line is a JSON object or a CSV header is refused: say --format.")
 @click.option("--text-col", help="Text column: 0-based index (headerless), name (with a header) or JSONL key (default: text).")
 @click.option("--label-col", help="Label column, likewise. For --split unlabeled: the column left out (the pool keeps no label).")
 @click.option("--header/--no-header", default=None, help="Whether the first row names the columns (default: detect).")

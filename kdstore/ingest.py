@@ -167,7 +167,24 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
                     f"{name}: line {r.line}: field {label_name!r}: unknown label {r.label!r} "
                     f"(pinned classes: {', '.join(opts.classes)})"
                 )
+    # look-alike labels within the file, before any store is made (add_records checks them against the
+    # store's classes too, but a first ingest refused there left an empty store behind)
+    first: dict[str, int | None] = {}  # each label, at its first line
+    for r in records:
+        if r.label is not None:
+            first.setdefault(r.label, r.line)
+    keys: dict[str, str] = {}
+    for label, line in first.items():
+        twin = keys.setdefault(_label_key(label), label)
+        if twin != label:
+            raise KdError(_lookalike(name, line, label_name, label, twin))
     return records
+
+
+def _lookalike(name: str, line: int | None, field_name: str, label: str, twin: str) -> str:
+    return (f"{name}: line {line}: field {field_name!r}: label {label!r} differs from the class {twin!r} only in "
+            f"character width or case, in white space or in how its number is written: write it as {twin!r} "
+            f"(it would be a class apart)")
 
 
 def _refuse_json_lines(content: str, name: str) -> None:
@@ -223,12 +240,12 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
     return out
 
 
-def _column(spec: str | None, header: list[str] | None, what: str, name: str) -> int | None:
+def _column(spec: str | None, header: list[str] | None, what: str, name: str, line: int = 1) -> int | None:
     if spec is None:
         return None
     if header is None:
         if not (spec.isascii() and spec.isdigit()):
-            raise KdError(f"{name}: line 1: field {spec!r}: the file has no header, give --{what}-col as a 0-based index")
+            raise KdError(f"{name}: line {line}: field {spec!r}: the file has no header, give --{what}-col as a 0-based index")
         return int(spec)
     if spec in header:
         return header.index(spec)
@@ -237,7 +254,7 @@ def _column(spec: str | None, header: list[str] | None, what: str, name: str) ->
         return folded[0]
     if spec.isascii() and spec.isdigit() and int(spec) < len(header):
         return int(spec)
-    raise KdError(f"{name}: line 1: field {spec!r}: no such column (columns: {', '.join(header)})")
+    raise KdError(f"{name}: line {line}: field {spec!r}: no such column (columns: {', '.join(header)})")
 
 
 def _parse_delimited(
@@ -248,6 +265,12 @@ def _parse_delimited(
     if not rows:
         raise KdError(f"{name}: no rows to ingest")
     first = [c.strip() for c in rows[0][1]]
+    if fmt == "tsv" and opts.format is None and len(first) == 1 and "," in first[0] and any(
+        c.strip().strip('"').strip().lower() in _HEADER_WORDS for c in first[0].split(",")
+    ):
+        # a CSV read as TSV by default (stdin, .txt): its header `text,label` became a pool text, each row one
+        raise KdError(f"{name}: line {rows[0][0]}: field 0: {first[0][:60]!r} looks like a CSV header: the file looks like CSV, "
+                      f"give --format csv (or --format tsv to read each line as text)")
     has_header = opts.header
     if has_header is None:
         named = [s for s in (opts.text_col, opts.label_col) if s is not None]
@@ -265,8 +288,8 @@ def _parse_delimited(
     body = rows[1:] if has_header else rows
     width = len(rows[0][1])
 
-    text_i = _column(opts.text_col, header, "text", name)
-    label_i = _column(opts.label_col, header, "label", name)
+    text_i = _column(opts.text_col, header, "text", name, rows[0][0])  # (the first row: blank lines may come before it)
+    label_i = _column(opts.label_col, header, "label", name, rows[0][0])
     # (columns past the second blank in every row, Excel's trailing "," or tab, are no third column)
     wide = width > 2 and any(f.strip() for _, fields in rows for f in fields[2:])
     if header is None and wide and (text_i is None or (label_i is None and want_label)):
@@ -277,13 +300,13 @@ def _parse_delimited(
         field_name = "label" if text_i is not None else "text"
         raise KdError(f"{name}: line {rows[0][0]}: field {field_name!r}: {width} columns and no header kd knows ({', '.join(sorted(_HEADER_WORDS))}): "
                       f"name {which} " + ("(0-based indexes)" if opts.header is False else
-                                          "(header names if line 1 names the columns: 0-based indexes read it as a sample)"))
+                                          f"(header names if line {rows[0][0]} names the columns: 0-based indexes read it as a sample)"))
     lowered = [c.lower() for c in header] if header is not None else []
     if text_i is None:  # (not the column --label-col names: `--label-col 1` reads text<TAB>label)
         if header is not None:
             found = [lowered.index(n) for n in _TEXT_NAMES if n in lowered and lowered.index(n) != label_i]
             if not found:
-                raise KdError(f"{name}: line 1: field 'text': no text column (columns: {', '.join(header)}); name it with --text-col")
+                raise KdError(f"{name}: line {rows[0][0]}: field 'text': no text column (columns: {', '.join(header)}); name it with --text-col")
             text_i = found[0]
         else:
             text_i = 1 if width >= 2 and label_i != 1 else 0
@@ -292,7 +315,7 @@ def _parse_delimited(
             if "label" in lowered:
                 label_i = lowered.index("label")
             elif want_label:
-                raise KdError(f"{name}: line 1: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)}); name it with --label-col")
+                raise KdError(f"{name}: line {rows[0][0]}: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)}); name it with --label-col")
         elif width >= 2 and (want_label or not wide):  # (more columns: no default says which is a label)
             label_i = 0 if text_i != 0 else 1
         elif want_label:
@@ -315,6 +338,10 @@ def _parse_delimited(
     for line, fields in body:
         if len(fields) != width:
             raise KdError(f"{name}: line {line}: expected {width} fields, found {len(fields)} (ragged row)")
+        if header is not None and [f.strip() for f in fields] == header:
+            # (files joined with `cat`, each with its header): it was a sample, its label a class 'label'
+            raise KdError(f"{name}: line {line}: field {text_name!r}: the header row again (files joined with `cat`?): "
+                          f"remove it (`tail -n +2` drops a file's header)")
         text = fields[text_i].strip()
         if not text:
             raise KdError(f"{name}: line {line}: field '{text_name}': empty text")
@@ -442,6 +469,7 @@ def read_class_file(path: Path) -> tuple[str, ...]:
         if _CONTROL.search(line.replace("\t", " ")):  # a binary file, or names no label can have
             raise KdError(f"{path}: line {number}: a control character (binary data?): not a class file")
     names: dict[int, str] = {}
+    keys: dict[str, str] = {}  # _label_key -> the name that has it
     for n, (number, line) in enumerate(((i, l) for i, l in enumerate(lines, start=1) if l), start=0):
         parts = line.split("\t")
         if len(parts) == 2 and parts[0].strip().isascii() and parts[0].strip().isdigit():
@@ -454,6 +482,13 @@ def read_class_file(path: Path) -> tuple[str, ...]:
             raise KdError(f"{path}: line {number}: class name longer than {MAX_LABEL} characters")
         if i in names:  # a second line for an id would drop the first line's class unseen
             raise KdError(f"{path}: line {number}: class id {i} is given twice ({names[i]!r} and {name!r})")
+        hidden = _invisible(name)
+        if hidden is not None:  # (as a label: refused) 'pos\u200b' would be a class apart from 'pos' that prints alike
+            raise KdError(f"{path}: line {number}: class {name!r} contains an invisible character (U+{ord(hidden):04X})")
+        twin = keys.setdefault(_label_key(name), name)
+        if twin != name:  # ('pos' and 'POS' pinned side by side: two classes ingest refuses to make from labels)
+            raise KdError(f"{path}: line {number}: class {name!r} differs from the class {twin!r} only in character width or case, "
+                          f"in white space or in how its number is written: one class, give it once")
         names[i] = name
     if sorted(names) != list(range(len(names))) or len(set(names.values())) != len(names):
         raise KdError(f"{path}: class ids must be 0..K-1 with distinct names")
@@ -541,11 +576,7 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                 if label_id is None:
                     twin = lookalikes.setdefault(_label_key(r.label), r.label)
                     if twin != r.label:  # 'ｐｏｓ' (typed with a full-width input method) beside 'pos'
-                        raise KdError(
-                            f"{name}: line {r.line}: field {opts.label_col or 'label'!r}: label {r.label!r} differs from "
-                            f"the class {twin!r} only in character width or case, in white space or in how its number is written: write it as {twin!r} "
-                            f"(it would be a class apart)"
-                        )
+                        raise KdError(_lookalike(name, r.line, opts.label_col or "label", r.label, twin))
                     label_id = len(classes)
                     classes[r.label] = label_id
                     names_by_id[label_id] = r.label

@@ -384,6 +384,21 @@ def test_stdin_error_names_stdin(invoke, write_file, counts, error_line):
     assert counts() == before
 
 
+def test_csv_on_stdin_without_format_is_refused_not_read_as_one_column(invoke, counts, read_samples, error_line):
+    """stdin is TSV by default: a piped CSV pool kept its header `text,label` as a text, and each
+    row's label glued to its text; a labeled one said only that a label column was missing."""
+    invoke(["ingest", "-"], input="pos\tgood\n")
+    before = (counts(), read_samples())
+    for split in ("unlabeled", "train"):
+        line = error_line(invoke(["ingest", "-", "--split", split], input='text,label\n"好, 很好",pos\n', ok=False))
+        assert line.startswith("Error: <stdin>: line 1: field 0:") and "--format csv" in line, line
+        assert (counts(), read_samples()) == before
+    invoke(["ingest", "-", "--format", "csv", "--split", "unlabeled"], input='text,label\n"好, 很好",pos\n')
+    assert [r["text"] for r in read_samples()][1:] == ["好, 很好"]
+    invoke(["ingest", "-", "--split", "unlabeled"], input="你好,世界\n")  # a text with a comma: as before
+    assert [r["text"] for r in read_samples()][2:] == ["你好,世界"]
+
+
 def test_unlabeled_one_column(invoke, write_file, read_samples, read_classes):
     write_file("pool.txt", "第一条文本\nsecond text\n")
     report = invoke.json(["ingest", "pool.txt", "--split", "unlabeled"])
@@ -835,6 +850,20 @@ BAD_INPUTS = [
         ["line 2", "field 'text'", "names this key twice"],
         id="jsonl-key-given-twice",
     ),
+    pytest.param(  # `cat a.tsv b.tsv`, each with its header: the second was a sample of a new class 'label'
+        "joined.tsv",
+        b"label\ttext\npos\tfine text\nlabel\ttext\nneg\tother text\n",
+        [],
+        ["line 3", "field 'text'", "header row again"],
+        id="header-repeated-in-the-body",
+    ),
+    pytest.param(  # blank lines before the header: its errors named line 1
+        "blank_first.csv",
+        b"\n\nid,body,category\n1,fine text,pos\n",
+        ["--text-col", "body", "--label-col", "cat"],
+        ["line 3", "field 'cat'", "no such column"],
+        id="header-after-blank-lines-named-by-its-line",
+    ),
 ]
 
 
@@ -872,6 +901,29 @@ def test_a_whole_number_spelled_another_way_is_no_class_apart(invoke, write_file
         assert (counts(), read_classes()) == before
     write_file("ok.tsv", "1\t还行\n1.5\t一般\n")  # the same spelling, or another number: as before
     assert invoke.json(["ingest", "ok.tsv"])["new_classes"] == ["1.5"]
+
+
+def test_look_alike_labels_of_a_first_ingest_leave_no_store_behind(invoke, write_file, db, error_line):
+    """'pos' then 'Pos' in the file of a first ingest: refused only once the store was made, an empty one stayed."""
+    write_file("first.tsv", "pos\tfine text\nneg\tother text\nPos\tthird text\n")
+    line = error_line(invoke(["ingest", "first.tsv"], ok=False))
+    assert "first.tsv: line 3: field 'label': label 'Pos' differs from the class 'pos'" in line
+    assert not store_exists(db)
+
+
+def test_a_class_file_pinning_look_alike_classes_is_refused(invoke, write_file, db, counts, read_classes, error_line):
+    """A class file naming 'pos' and 'POS' (or '1' and '01', or 'pos' with a zero-width space) made two
+    classes that print alike, which no labels could have made."""
+    write_file("good.tsv", GOOD)
+    invoke(["ingest", "good.tsv"])
+    before = (counts(), read_classes())
+    for content, expected in (("pos\nneg\nPOS\n", "line 3: class 'POS' differs from the class 'pos'"),
+                              ("0\tpos\n1\tneg\n2\t1\n3\t01\n", "line 4: class '01' differs from the class '1'"),
+                              ("pos\nneg\nmid\u200b\n", "line 3: class 'mid\\u200b' contains an invisible character (U+200B)")):
+        write_file("class_id.txt", content)
+        line = error_line(invoke(["ingest", "good.tsv", "--classes", "class_id.txt"], ok=False))
+        assert line.startswith("Error: class_id.txt: ") and expected in line, line
+        assert (counts(), read_classes()) == before
 
 
 def test_all_or_nothing_good_rows_before_a_bad_row_are_not_kept(invoke, write_file, read_samples):
