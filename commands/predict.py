@@ -110,7 +110,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
                     _hint_json_lines(lines, "<stdin>")
                 lines, fields, error = _json_texts(lines, text_field, "<stdin>") if text_field else (lines, None, None)
                 _emit(predictor, lines, batch_size, as_json, cuts, fields)  # the lines before a bad one are answered
-                sys.stdout.flush()
+                if sys.stdout is not None:  # (started with stdout closed, `>&-`: written nowhere, as a FILE's answers are)
+                    sys.stdout.flush()
                 cuts.warn_first()  # at once, while the lines go on arriving
                 if error is not None:
                     raise error

@@ -413,6 +413,17 @@ def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, tmp_path, err
     assert "<stdin>: line 1: not valid UTF-8" in error_line(out)
 
 
+def test_predict_from_stdin_with_stdout_closed_is_no_traceback(built, tmp_path):
+    """`kd predict < texts >&-` (stdout closed, as a FILE's answers are written nowhere) ended in an
+    AttributeError traceback: the answers of each read from stdin were flushed to a stdout that is None."""
+    env = {**os.environ, "KD_DB": str(built), "KD_NO_PROGRESS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    for args in (["--run", RUN, "--model", "distill-textcnn"], ["--run", RUN, "--model", "distill-textcnn", "--json"]):
+        proc = subprocess.run(["sh", "-c", 'exec "$0" -m commands.cli predict "$@" >&-', sys.executable, *args],
+                              input="这个很好\n那个太差\n".encode(), capture_output=True, env=env, cwd=tmp_path, timeout=120)
+        assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()
+
+
 def test_predict_json_lines_with_a_lone_surrogate_escape_are_a_one_line_error(built, tmp_path, error_line):
     """JSON may escape half an emoji ("\\ud83d"): no UTF-8 text, which the tokenizer (and a --json
     line echoing it under "input") failed on with a traceback; kd ingest refuses it in one line too."""
