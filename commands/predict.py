@@ -103,18 +103,21 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
     if text_field is not None and not text_field:
         raise click.BadParameter("name the field that holds the text, e.g. text", param_hint="--text-field")
     if path == "-":
+        from kdstore.progress import silenced
+
         cuts = _Cuts(predictor.max_len)
         try:
-            for n, lines in enumerate(_arriving(stdin, "<stdin>")):
-                if n == 0 and text_field is None:
-                    _hint_json_lines(lines, "<stdin>")
-                lines, fields, error = _json_texts(lines, text_field, "<stdin>") if text_field else (lines, None, None)
-                _emit(predictor, lines, batch_size, as_json, cuts, fields)  # the lines before a bad one are answered
-                if sys.stdout is not None:  # (started with stdout closed, `>&-`: written nowhere, as a FILE's answers are)
-                    sys.stdout.flush()
-                cuts.warn_first()  # at once, while the lines go on arriving
-                if error is not None:
-                    raise error
+            with silenced():  # (each read its own bar: a stream of 50k lines left 27 finished bars on stderr)
+                for n, lines in enumerate(_arriving(stdin, "<stdin>")):
+                    if n == 0 and text_field is None:
+                        _hint_json_lines(lines, "<stdin>")
+                    lines, fields, error = _json_texts(lines, text_field, "<stdin>") if text_field else (lines, None, None)
+                    _emit(predictor, lines, batch_size, as_json, cuts, fields)  # the lines before a bad one are answered
+                    if sys.stdout is not None:  # (started with stdout closed, `>&-`: written nowhere, as a FILE's answers are)
+                        sys.stdout.flush()
+                    cuts.warn_first()  # at once, while the lines go on arriving
+                    if error is not None:
+                        raise error
         finally:
             cuts.warn()  # the rest in one line at the end (one a 64 KiB read was one a few hundred lines)
     else:

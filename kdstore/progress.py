@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from rich.console import Console
 from rich.text import Text
@@ -48,9 +50,24 @@ class EtaColumn(TimeRemainingColumn):
         return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
+_SILENCED = [0]  # how many ``silenced()`` blocks are open
+
+
+@contextmanager
+def silenced() -> Iterator[None]:
+    """No progress bars inside the block: work that comes in many small parts, each its own bar
+    (``kd predict`` reading stdin drew one finished bar on stderr for every read)."""
+    _SILENCED[0] += 1
+    try:
+        yield
+    finally:
+        _SILENCED[0] -= 1
+
+
 def no_progress() -> bool:
-    """``KD_NO_PROGRESS`` set to anything but empty, ``0``, ``false`` or ``no``: no progress bars."""
-    return os.environ.get("KD_NO_PROGRESS", "").strip().lower() not in ("", "0", "false", "no")
+    """``KD_NO_PROGRESS`` set to anything but empty, ``0``, ``false`` or ``no`` (or inside
+    :func:`silenced`): no progress bars."""
+    return bool(_SILENCED[0]) or os.environ.get("KD_NO_PROGRESS", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def progress(*, extra: str = "", disable: bool = False) -> Progress:

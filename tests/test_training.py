@@ -2038,6 +2038,9 @@ def test_student_scoring_of_a_large_set_shows_a_bar(monkeypatch, capsys):
     assert lines and "50/50" in lines[-1]
     score(label="logits", bar=False)  # the latency and throughput timing runs: no bar
     assert capsys.readouterr().err == ""
+    with kp.silenced():  # kd predict reading stdin: a bar for each read filled stderr
+        assert score(label="logits").shape == (50, 2)
+    assert capsys.readouterr().err == "" and not kp.no_progress()
 
 
 def test_logits_only_reads_the_missing_samples_only(sample_store, tiny_model, tmp_path, monkeypatch):
