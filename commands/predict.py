@@ -26,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @click.command()
 @click.argument("path", required=False, default="-", metavar="[FILE|-]", callback=home_path)
 @run_option
-@click.option("--model", "which", default="student", show_default=True, help="student, teacher, or a stage name.")
+@click.option("--model", "which", default="student", show_default=True, help="student (the latest distill stage that succeeded; the teacher when there is none), teacher, or a stage name.")
 @click.option("--artifact", type=KdPath(file_okay=False), help="Serve from a `kd export` folder instead: no store is opened.")
 @click.option("--store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE (predict-STAGE@SPLIT with --split) of the run.")
 @click.option("--split", type=click.Choice(SPLITS), help="With --store: only the samples of this split.")
