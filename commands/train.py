@@ -515,7 +515,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         # the first teacher's: the student reads what its targets were made from (and a transformer
         # student, started from the teacher, no position the teacher never learned)
         cfg = replace(cfg, max_len=_teacher_max_len(store, (teacher_runs or (run,))[0], cfg.max_len))
-    teacher_config = _teacher_config(store, (teacher_runs or (run,))[0]) if student == "transformer" or init_embeddings == "teacher" else None
+    teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])  # (its vocabulary sizes every student's table)
     if teacher_config is not None and student == "transformer":  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_bert_layout(teacher_config)
     if teacher_config is not None and init_embeddings == "teacher":

@@ -489,6 +489,13 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
     bert = None
     if cfg.student == "transformer" and teacher_config is not None:
         bert = student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width or None, num_classes=num_classes)
+    student = StudentConfig(
+        kind=cfg.student, vocab_size=getattr(teacher_config, "vocab_size", None) or 1, num_classes=num_classes, pad_id=0,
+        embed_dim=cfg.embed_dim, kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters, hidden=cfg.hidden,
+        dropout=cfg.dropout, layers=cfg.layers, bert=bert,
+    )
+    student.check_fits_memory()  # before a layer map of --layers entries is made
+    if bert is not None:
         width = teacher_config.hidden_size
         if cfg.init_from_teacher and bert["hidden_size"] != width:
             raise KdError(_narrower_message(width, bert["hidden_size"]))
@@ -500,11 +507,7 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
                 f"a {cfg.layers}-layer student of a {teacher_config.num_hidden_layers}-layer teacher maps {','.join(map(str, mapped))}"
             raise KdError(f"--fsp matches each student layer with the teacher layers since the previous one it maps to, "
                           f"so the map must increase: {how} (no deeper student than its teacher)")
-    StudentConfig(
-        kind=cfg.student, vocab_size=1, num_classes=num_classes, pad_id=0, embed_dim=cfg.embed_dim,
-        kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters, hidden=cfg.hidden, dropout=cfg.dropout,
-        layers=cfg.layers, bert=bert,
-    ).validate(max_len=cfg.max_len)
+    student.validate(max_len=cfg.max_len)
 
 
 def _narrower_message(width: int, student_width: int) -> str:

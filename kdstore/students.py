@@ -43,6 +43,23 @@ class StudentConfig:
             )
         if min(self.embed_dim, self.hidden, self.num_filters, self.layers, *self.kernel_sizes) < 1 or not 0 <= self.dropout < 1:
             raise KdError("student sizes (--embed-dim, --hidden, --num-filters, --layers, --kernel-sizes) must be positive and --dropout in [0, 1)")
+        self.check_fits_memory()
+
+    def check_fits_memory(self) -> None:
+        """Refuse, in one line, sizes whose weights alone would not fit this machine's memory (the
+        student is built in it, whatever the device): PyTorch failed with a traceback (or an integer
+        overflow), or, for a very deep transformer, built layers for hours before running out."""
+        import os
+
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # no way to tell (Windows): left to PyTorch
+            return
+        params = parameter_count(self)
+        if memory > 0 and 4 * params > memory:
+            sizes = {"textcnn": "--embed-dim, --num-filters", "transformer": "--layers, --width"}.get(self.kind, "--embed-dim, --hidden")
+            raise KdError(f"a {self.kind} student of these sizes has {params:,} parameters ({4 * params / 2**30:,.1f} GiB in float32), "
+                          f"more than this machine's {memory / 2**30:,.1f} GiB of memory: lower {sizes}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -319,6 +336,24 @@ def build_student(cfg: StudentConfig) -> nn.Module:
     raise KdError(f"unknown student {cfg.kind!r}: choose from {', '.join(KINDS)}")
 
 
+def parameter_count(cfg: StudentConfig) -> int:
+    """The parameters ``build_student(cfg)`` holds, from the configuration alone (nothing is built)."""
+    v, e, c = cfg.vocab_size, cfg.embed_dim, cfg.num_classes
+    if cfg.kind == "textcnn":
+        f = cfg.num_filters
+        return v * e + sum(f * (e * k + 1) for k in cfg.kernel_sizes) + f * len(cfg.kernel_sizes) * c + c
+    if cfg.kind == "transformer":
+        b = cfg.bert or {}
+        h, inter, layers = b.get("hidden_size", 0), b.get("intermediate_size", 0), b.get("num_hidden_layers", cfg.layers)
+        emb = b.get("embedding_size") or h  # ELECTRA: narrower embeddings, projected to the hidden size
+        rows = b.get("vocab_size", v) + b.get("max_position_embeddings", 0) + b.get("type_vocab_size", 0)
+        embeddings = rows * emb + 2 * emb + (emb * h + h if emb != h else 0)
+        per_layer = 4 * (h * h + h) + 2 * h + (h * inter + inter) + (inter * h + h) + 2 * h
+        return embeddings + layers * per_layer + (h * h + h) + (h * c + c)  # pooler (or the head's dense layer), output
+    gates, hid = (3 if cfg.kind == "bigru" else 4), cfg.hidden
+    return v * e + 2 * gates * hid * (e + hid + 2) + (2 * hid * hid + hid) + (hid * c + c)
+
+
 def flops_per_sample(cfg: StudentConfig, length: int) -> int:
     """Multiply-adds × 2 of one forward pass over ``length`` tokens (embedding lookups are free)."""
     if cfg.kind == "textcnn":
@@ -328,7 +363,9 @@ def flops_per_sample(cfg: StudentConfig, length: int) -> int:
         b = cfg.bert
         h, inter, layers = b["hidden_size"], b["intermediate_size"], b["num_hidden_layers"]
         per_layer = 2 * length * (4 * h * h + 2 * h * inter) + 2 * 2 * length * length * h
-        return layers * per_layer + 2 * (h * h + h * cfg.num_classes)
+        emb = b.get("embedding_size") or h  # ELECTRA's embeddings are projected to the hidden size
+        projection = 2 * length * emb * h if emb != h else 0
+        return projection + layers * per_layer + 2 * (h * h + h * cfg.num_classes)
     gates = 3 if cfg.kind == "bigru" else 4
     recurrent = 2 * gates * 2 * (cfg.embed_dim * cfg.hidden + cfg.hidden * cfg.hidden) * length
     return recurrent + 2 * (2 * cfg.hidden * cfg.hidden + cfg.hidden * cfg.num_classes)

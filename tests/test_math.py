@@ -281,6 +281,45 @@ def test_student_flops_by_hand():
     assert flops_per_sample(gru, 5) == 2 * 3 * 2 * (4 * 3 + 3 * 3) * 5 + 2 * (2 * 3 * 3 + 3 * 2)
 
 
+def test_electra_student_flops_count_the_embedding_projection():
+    """An ELECTRA student's embeddings (narrower than its layers) are projected to the hidden size
+    for every token: that matrix product was left out of its FLOPs."""
+    from transformers import BertConfig, ElectraConfig
+
+    from kdstore.students import StudentConfig, flops_per_sample, student_bert_config
+
+    def flops(config, length):
+        bert = student_bert_config(config, layers=2, hidden=None, num_classes=3)
+        return flops_per_sample(StudentConfig(kind="transformer", vocab_size=50, num_classes=3, bert=bert), length)
+
+    sizes = dict(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
+    h, inter, length = 32, 64, 7
+    plain = 2 * (2 * length * (4 * h * h + 2 * h * inter) + 4 * length * length * h) + 2 * (h * h + h * 3)
+    assert flops(BertConfig(**sizes), length) == plain
+    assert flops(ElectraConfig(embedding_size=32, **sizes), length) == plain  # as wide: no projection
+    assert flops(ElectraConfig(embedding_size=16, **sizes), length) == plain + 2 * length * 16 * h
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "electra"])
+def test_student_parameter_count_from_the_configuration_equals_the_built_models(kind):
+    """``parameter_count`` (what sizes are refused by, before anything is built) counts what
+    ``build_student`` makes, for every student kind and transformer family and width."""
+    from transformers import CONFIG_MAPPING
+
+    from kdstore.students import StudentConfig, build_student, parameter_count, student_bert_config
+    from kdstore.torchutil import count_parameters
+
+    extra = {"embedding_size": 16} if kind == "electra" else {}
+    teacher = CONFIG_MAPPING[kind](vocab_size=60, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=70, **extra)
+    configs = [StudentConfig(kind="transformer", vocab_size=60, num_classes=3,
+                             bert=student_bert_config(teacher, layers=2, hidden=width, num_classes=3)) for width in (None, 64)]
+    configs += [StudentConfig(kind=k, vocab_size=60, num_classes=3, embed_dim=7, kernel_sizes=(1, 3), num_filters=4, hidden=5)
+                for k in ("textcnn", "bigru", "bilstm")]
+    for cfg in configs:
+        assert parameter_count(cfg) == count_parameters(build_student(cfg)), cfg.kind
+
+
 def test_textcnn_pools_over_real_windows_only_in_both_forms():
     """TextCNN (conv1d and the as_matmul form that ONNX exports use) against -inf masked max pooling."""
     from kdstore.students import StudentConfig, TextCNN

@@ -1505,6 +1505,23 @@ def test_a_student_shape_that_cannot_run_is_refused_before_a_stage_or_run(taught
         assert not Store.open(db).run_exists("fresh"), args
 
 
+def test_student_sizes_past_the_machines_memory_are_one_line_before_a_stage_or_run(taught_store):
+    """Sizes whose weights cannot be allocated failed the stage with PyTorch's traceback (an
+    allocation failure, or an integer overflow for a size past 64 bits); a very deep transformer
+    built layers for hours first. Refused in one line, from the configuration, before a stage."""
+    db = str(taught_store)
+    for args, option in (
+        (["--embed-dim", "100000000000"], "lower --embed-dim, --num-filters"),
+        (["--num-filters", "99999999999999999999"], "lower --embed-dim, --num-filters"),
+        (["--student", "bilstm", "--hidden", "10000000000"], "lower --embed-dim, --hidden"),
+        (["--student", "transformer", "--layers", "100000000"], "lower --layers, --width"),
+    ):
+        bad = kd("distill", "--run", "fresh", "--teacher-run", "r", "--epochs", "1", *args, "--db", db, ok=False)
+        assert "student of these sizes has" in bad.output and option in bad.output, (args, bad.output)
+        assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1, (args, bad.output)
+        assert not Store.open(db).run_exists("fresh"), args
+
+
 def test_a_layer_map_chooses_the_teacher_layers_a_transformer_student_copies_and_matches(taught_store):
     """TextBrewer's intermediate matches name their layers; kd only spaced them evenly."""
     import torch
