@@ -870,6 +870,13 @@ def test_bad_student_sizes_and_init_embeddings_for_a_transformer_are_refused_bef
         assert not (tmp_path / "never.db").exists()
 
 
+def test_a_kernel_width_given_twice_is_refused(tmp_path):
+    """--kernel-sizes 3,3 (a typo for 2,3,4) built two banks of one width without a word."""
+    db = str(tmp_path / "never.db")
+    bad = kd("distill", "--run", "new", "--teacher-run", "r", "--kernel-sizes", "3,3", "--db", db, ok=False)
+    assert "'3,3': a width given twice: give distinct widths like 2,3,4" in bad.output and not (tmp_path / "never.db").exists()
+
+
 def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
     """--temperature-gamma is flsw's exponent: cwsm never reads it, so a value given with cwsm was
     silently without effect (--temperature-beta without a schedule was already refused)."""
