@@ -508,6 +508,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     )
     cfg.validate()
     store = open_store(db, writer=True)
+    cfg = _resolve_unlabeled(store, cfg)
     _teacher_runs_exist(store, teacher_runs or (run,))
     if _options_given(("patience",)) and not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)"):
         _warn("--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch "
@@ -687,6 +688,14 @@ def _options_given(names: tuple[str, ...]) -> list[str]:
     return [f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
 
 
+def _resolve_unlabeled(store, cfg):
+    """``cfg`` with --unlabeled as it is used: without --unlabeled/--no-unlabeled, whether the store
+    has an unlabeled pool now (the stage config recorded null, and `kd report` showed unlabeled=None)."""
+    if cfg.unlabeled is not None:
+        return cfg
+    return replace(cfg, unlabeled=bool(len(store.samples(splits=["unlabeled"], where="parent_id IS NULL", limit=1))))
+
+
 def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
                         temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json):
     """FastBERT: classifiers after every teacher layer, trained by self-distillation (backbone frozen)."""
@@ -720,6 +729,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     )
     cfg.validate()
     store = open_store(db, writer=True)
+    cfg = _resolve_unlabeled(store, cfg)
     _teacher_runs_exist(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")

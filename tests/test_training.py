@@ -776,6 +776,7 @@ def test_distill_each_student_stores_predictions_and_metrics(taught_store, stude
     teacher = _stage(taught_store, "r", "teach")  # the teacher it learned from, recorded (a later --overwrite is told apart)
     assert [(t["run"], t["stage_id"]) for t in report["config"]["teacher_stages"]] == [("r", teacher.id)]
     assert report["metrics"]["all"]["pool_samples"] == 30  # the unlabeled pool was used
+    assert report["config"]["unlabeled"] is True  # as used (it recorded null: "when there is a pool")
     assert set(report["metrics"]) >= {"train", "dev", "test", "all"}
     stage = _stage(taught_store, "r", f"distill-{student}")
     assert _count(taught_store, Prediction, stage_id=stage.id) == _count(taught_store, Sample)
@@ -795,8 +796,9 @@ def test_unlabeled_asked_of_a_store_without_a_pool_is_warned_of(tmp_path, corpus
         "--unlabeled, but the store has no unlabeled pool: the student learned from the labeled samples alone "
         "(`kd ingest FILE --split unlabeled` adds one)"]
     assert out.stderr.count("warning: --unlabeled") == 1
-    quiet = kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--name", "q", "--db", db)
+    quiet = kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--name", "q", "--db", db, "--json")
     assert "--unlabeled" not in quiet.stderr  # the default asks for a pool only where there is one
+    assert json.loads(quiet.stdout)["config"]["unlabeled"] is False  # recorded as used
 
 
 def test_distill_without_pool_and_with_mse(taught_store):
