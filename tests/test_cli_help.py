@@ -198,3 +198,37 @@ def test_an_empty_path_is_refused_not_taken_for_the_default(runner, tmp_path, ar
     result = runner.invoke(cli, [*args, "--db", str(db)])
     assert result.exit_code == 1 and len(result.output.splitlines()) == 1 and " is empty: give " in result.output
     assert not db.exists()
+
+
+def _all_examples(runner) -> list[list[str]]:
+    commands = [args for path in [()] + COMMANDS for args in _example_commands(runner.invoke(cli, [*path, "--help"]).output)]
+    return commands + _doc_commands()
+
+
+def test_examples_pass_every_check_made_before_the_store(runner, tmp_path):
+    """The parser check above takes what click checks; kd checks more before it opens the store
+    (`--augment` methods, `--kernel-sizes`, `--layer-map`, a stage name, the early-exit options against
+    `--student`, ...). Every example of the help texts, README.md and the quick start, run against a
+    store that cannot exist, gets as far as that store (or its input file): no option value it shows is
+    refused."""
+    missing = tmp_path / "no-such-folder" / "kd.db"
+    reached = ("no kd store at ", "cannot create ", "cannot read: No such file", "no exported model at ",
+               "does not exist", "no rows to ingest")
+    for args in _all_examples(runner):
+        result = runner.invoke(cli, [*args, "--db", str(missing)], input="")
+        assert result.exit_code in (1, 2), (args, result.output)
+        assert any(r in result.output for r in reached), f"kd {' '.join(args)}: {result.output}"
+    assert not missing.parent.exists()
+
+
+def test_readme_config_example_is_accepted(runner, tmp_path):
+    """The TOML example of README.md's Configuration section is a file kd takes: every key of it
+    reaches the commands it names (the store it names does not exist here)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    (tmp_path / "kd.toml").write_text(re.search(r"```toml\n(.*?)```", readme, re.S).group(1), encoding="utf-8")
+    for args in (["teach"], ["distill"], ["pretrain", "--steps", "1"], ["labels", "detect"], ["runs"], ["samples"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1 and "no kd store at reviews.db" in result.output, (args, result.output)
