@@ -243,6 +243,11 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
         splits=tuple(splits), seed=seed, device=device,
     )
     cfg.validate()
+    for path in corpus:  # a missing or unreadable file is refused before a run or a stage is recorded (read in the stage)
+        try:
+            open(path, "rb").close()
+        except OSError as exc:
+            raise KdError(f"{path}: cannot read corpus: {exc.strerror or exc}") from None
     store = open_store(db)
     with process_group(device) as dist:
         with shared_stage(dist, store, run=run, kind="pretrain", config={**pretrain_config(cfg), "environment": environment(device)}, overwrite=overwrite) as stage:

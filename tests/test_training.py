@@ -611,6 +611,8 @@ def test_pretrain_reads_extra_corpora_and_refuses_unreadable_ones(sample_store, 
                           (tmp_path / "gbk.txt", "line 3: not valid UTF-8 (byte 0xb1); convert the file to UTF-8 first")):
         line = kd("pretrain", "--run", "c2", "--steps", "1", "--corpus", str(bad), "--db", db, ok=False).output.strip()
         assert line.startswith(f"Error: {bad}: ") and expected in line and "\n" not in line
+    # a missing file is refused before a stage is made; a file in another encoding, read in the stage, fails it
+    assert [s.status for s in Store.open(db).stages_of("c2")] == ["failed"]
 
 
 def test_a_corpus_line_is_one_text_and_a_corpus_without_text_is_refused(tmp_path):
