@@ -389,6 +389,9 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
         if not run.strip():  # (`--student-votes "$RUN:votes"` with RUN unset: not the run named default, as for --run)
             raise KdError(f"--student-votes {given!r}: the run before ':' is empty: name it (RUN:STAGE), or give STAGE alone for --run's")
         run = resolve_run_id(run)  # RUN may be ${time}, as --run
+    elif not store.run_exists(run):  # (a detection in a new run, of another run's students: "no run" named no fix)
+        raise KdError(f"--student-votes {name!r}: a stage of --run {run!r}, which is not in the store yet: "
+                      f"name another run's stage as RUN:STAGE")
     stage = store.find_stage(run, name)
     if stage.kind != "distill":
         raise KdError(f"--student-votes takes distill stages; {name!r} is a {stage.kind} stage")

@@ -1046,6 +1046,9 @@ def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(d
     other = json.loads(kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--student-votes", "r:votes", "--method", "ensemble",
                           "--db", db, "--json").stdout)  # another run's students, by RUN:STAGE
     assert other["flagged"] > 0 and {i["methods"] for i in _issues(db, "r2")} == {"ensemble"}
+    bare = error_line(kd("labels", "detect", "--run", "r3", "--teacher-run", "r", "--student-votes", "votes", "--db", db, ok=False))
+    assert bare == ("Error: --student-votes 'votes': a stage of --run 'r3', which is not in the store yet: "
+                    "name another run's stage as RUN:STAGE")  # (it said "no run 'r3'")
     plain = json.loads(kd("distill", "--run", "r", "--name", "plain", *small, "--json").stdout)["metrics"]["all"]
     # what kd predict serves, as the size and latency are: the three students, not one
     assert [out["metrics"]["all"][k] for k in ("parameters", "flops_per_sample")] == [3 * plain["parameters"], 3 * plain["flops_per_sample"]]
