@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import Partial, add_recipe_options, commit_words, meets, shown, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
-from bench.teacher import FULL, QUICK, TARGET_ACCURACY, kd, prepare, pretrain_seed, run_seed  # noqa: E402
+from bench.teacher import FULL, QUICK, TARGET_ACCURACY, check_seeds, check_train_rows, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
 VARIANTS = {
@@ -255,6 +255,20 @@ def teacher_markdown_from_json(data: dict, not_judged: str | None = None) -> str
     return teacher_markdown(summarize(data["teacher"]), data["config"], args, data["machine"], data.get("command", "?"), not_judged)
 
 
+def check_args(parser, args) -> None:
+    """Refuse a typo before any pre-training: --settings B3, --students textcnnn, --seeds 1,a or
+    --train-rows 500 each failed minutes in, after the stores and a seed's teacher (or at once, in a traceback)."""
+    from kdstore.students import KINDS
+
+    check_seeds(parser, args.seeds)
+    check_train_rows(parser, args.train_rows)
+    for option, given, allowed in (("--settings", args.settings, ("B1", "B2")), ("--students", args.students, KINDS)):
+        names = given.split(",")
+        wrong = [n for n in names if n not in allowed]
+        if wrong or len(set(names)) != len(names):
+            parser.error(f"{option} {given}: choose among {','.join(allowed)}, each once")
+
+
 OFF_PROTOCOL = ("student_epochs", "augment_n", "train_rows")  # shrink the table; the teacher's recipe is free
 
 
@@ -272,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    check_args(parser, args)
     if not (shared_dir() / "data" / "reviews" / "train.tsv").exists():
         print("benchmark data not found (set KD_SHARED)", file=sys.stderr)
         return 2

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # ``python bench/ingest.py`` from a checkout that is not installed
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, meets, shared_dir  # noqa: E402
+from bench.common import machine_info, meets, shared_dir, shown  # noqa: E402
 
 SEED = 0
 STEPS = ("ingest", "write_logits", "read_logits")
@@ -362,9 +362,12 @@ def markdown(result: dict) -> str:
             target = f"{x['target']}: not judged ({a['repeat']} repeats, the protocol's medians are over {MIN_REPEATS})"
         elif "target" in x:
             target = f"{x['target']}: **{'met' if x['target_met'] else 'not met'}**"
+        field, limit = TARGETS.get(step, (None, None))  # a figure beside its verdict is never rounded across its target
+        seconds = shown(x["seconds_median"], ".2f", limit, at_most=True) if field == "seconds" else f"{x['seconds_median']:.2f}"
+        rate = shown(x["rows_per_s_median"], ",.0f", limit) if field == "rows_per_s" else f"{x['rows_per_s_median']:,.0f}"
         lines.append(
-            f"| {STEP_TITLES[step]} | {x['rows']:,} | {x['seconds_median']:.2f} | "
-            f"{x['seconds_min']:.2f}–{x['seconds_max']:.2f} | {x['rows_per_s_median']:,.0f} | "
+            f"| {STEP_TITLES[step]} | {x['rows']:,} | {seconds} | "
+            f"{x['seconds_min']:.2f}–{x['seconds_max']:.2f} | {rate} | "
             f"{x['peak_rss_mib_max']:.0f} MiB{_start(x)} | {target} |"
         )
     ing, fin = s["size_after_ingest"], s["size_after_close"]

@@ -286,7 +286,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
-    texts, y_true = load(shared_dir() / "data" / "reviews" / "train.tsv")
+    train = shared_dir() / "data" / "reviews" / "train.tsv"
+    if not train.exists():
+        print(f"benchmark data not found under {train.parent} (set KD_SHARED)", file=sys.stderr)
+        return 2
+    texts, y_true = load(train)
     makers = models()
     results: dict[str, dict] = {}
     order: list[tuple[str, str]] = []

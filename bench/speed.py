@@ -294,7 +294,7 @@ def early_exit_not_judged(config: dict, judged: dict) -> str | None:
     reasons = [f"--{k.replace('_', '-')} {config.get(k)} (the full run's {v})" for k, v in EE_FULL_TRAINING.items()
                if (config.get(k) or 0) < v]
     if judged["never_exited"]:
-        reasons.append("no sample exited early: a teacher not confident enough to judge it by")
+        reasons.append(f"no sample exited early at speeds up to {max(SPEEDS):g}: a teacher not confident enough to judge it by")
     return "; ".join(reasons) or None
 
 
@@ -327,7 +327,7 @@ def early_exit_judgement(ee: dict) -> dict:
         met = best is not None and meets(best[1], EE_TARGET_SPEEDUP)
     never = all(one[f"{s:g}"]["mean_layers"] >= one["num_layers"] for s in SPEEDS if f"{s:g}" in one)
     if never:
-        measured += "; no sample exited early"
+        measured += f"; no sample exited early at speeds up to {max(SPEEDS):g}"  # (the speed chosen may be past them)
     return {"measured": measured, "met": met, "best_on_test": best, "never_exited": never}
 
 

@@ -315,7 +315,11 @@ def targets_b5_store(data: dict, not_judged: str | None) -> list[dict]:
     for step, x in data["summary"].items():
         if not isinstance(x, dict) or "target" not in x:
             continue
-        value = f"{x['seconds_median']:.2f} s" if "s" == x["target"].split()[-1] else f"{x['rows_per_s_median']:,.0f} rows/s"
+        from bench.ingest import TARGETS as STORE_TARGETS
+
+        field, limit = STORE_TARGETS[step]
+        value = (f"{_shown(x['seconds_median'], '.2f', limit, at_most=True)} s" if field == "seconds"
+                 else f"{_shown(x['rows_per_s_median'], ',.0f', limit)} rows/s")
         reason = not_judged or (None if x.get("target_met") is not None else f"{x['rows']:,} rows, the target is for {TARGET_ROWS:,}"
                                 if x["rows"] != TARGET_ROWS else f"{len(data.get('runs') or [])} repeats, the protocol's medians are over {MIN_REPEATS}")
         out.append({"table": "B5", "figure": f"store alone: {STEP_TITLES[step]} ({data['backend']})", "target": x["target"],
@@ -633,8 +637,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no {src}: run the suite first", file=sys.stderr)
             return 2
         results = json.loads(src.read_text(encoding="utf-8"))
-        if not args.doc and results["suite"]["profile"] != "full":
-            doc = out / "BENCHMARKS.md"
+        covered = {t for job in results["jobs"].values() for t in job.get("tables", ())}
+        if not args.doc and (results["suite"]["profile"] != "full" or covered != set(TABLES)):
+            doc = out / "BENCHMARKS.md"  # (as the run itself: some tables only never replace the published page)
         results["targets"] = collect_targets(results)
         write_outputs(results, out, doc)
         print(f"[bench] wrote {doc}", file=sys.stderr)
@@ -680,6 +685,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.add_seeds and any(j["key"] not in MERGERS for j in jobs):
         print("python -m bench: --add-seeds is for the quality tables (B1, B2, B3); run B4/B5 on their own", file=sys.stderr)
         return 2
+    for job in jobs if args.add_seeds else []:  # what merge_job would refuse after the run: refused before it
+        before = kept.get(job["key"]) or {}
+        if before.get("data") is None:
+            continue
+        both = sorted(set(numbers) & {int(s) for s in before["data"].get("seeds") or []})
+        why = (f"seed(s) {', '.join(map(str, both))} already in OUT/results.json: give only new --seeds" if both else
+               None if _without_seeds(before["argv"][1:]) == _without_seeds(job["argv"]) else
+               f"the kept run's command differs beyond --seeds:\n  {before['command']}\n  {display_command(job['argv'])}")
+        if why:
+            print(f"python -m bench: --add-seeds: {job['key']}: {why}", file=sys.stderr)
+            return 2
     if args.dry_run:
         for job in jobs:
             print(display_command(job["argv"]))

@@ -56,6 +56,21 @@ def kd(*args: str) -> str:
     return result.stdout
 
 
+def check_seeds(parser, seeds: str) -> None:
+    """``--seeds`` as comma-separated distinct integers, else a usage error before anything runs."""
+    try:
+        numbers = [int(s) for s in seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds wants comma-separated integers, not {seeds!r}")
+    if len(set(numbers)) != len(numbers):
+        parser.error(f"--seeds {seeds}: a seed given twice would count twice in the means")
+
+
+def check_train_rows(parser, rows: int | None) -> None:
+    if rows is not None and rows <= B2_LABELED:
+        parser.error(f"--train-rows {rows}: must be above {B2_LABELED} (B2 labels the first {B2_LABELED} rows)")
+
+
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(l + "\n" for l in lines), encoding="utf-8")
     return path
@@ -200,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-rows", type=int, help="only the first N rows of train.tsv (default: all; a smaller check)")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args(argv)
+    check_seeds(parser, args.seeds)
+    check_train_rows(parser, args.train_rows)
     cfg = apply_recipe(QUICK if args.quick else FULL, args)
     data = shared_dir() / "data" / "reviews"
     if not (data / "train.tsv").exists():

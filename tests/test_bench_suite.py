@@ -100,6 +100,24 @@ def test_a_full_run_of_some_tables_leaves_the_published_page_alone(tmp_path, cap
     assert f"# the document: {suite.ROOT.resolve() / 'docs' / 'BENCHMARKS.md'}" in capsys.readouterr().out
 
 
+def test_render_of_some_tables_leaves_the_published_page_alone(tmp_path, monkeypatch, capsys):
+    """`python -m bench B3` (full profile) wrote OUT/BENCHMARKS.md; `python -m bench render` of its
+    results.json replaced docs/BENCHMARKS.md with a page of B3 alone (the run itself never does)."""
+    monkeypatch.setattr(suite, "ROOT", tmp_path / "repo")
+    published = tmp_path / "repo" / "docs" / "BENCHMARKS.md"
+    published.parent.mkdir(parents=True)
+    published.write_text("# Benchmarks\n\nAll five tables.\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(results_for("full", labels_data(0.70, 0.50, 0.75, 0.78))), encoding="utf-8")
+    assert suite.main(["render", "--out", str(out)]) == 0
+    assert published.read_text(encoding="utf-8") == "# Benchmarks\n\nAll five tables.\n"
+    assert "B3: wrong-label detection" in (out / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert f"wrote {out.resolve() / 'BENCHMARKS.md'}" in capsys.readouterr().err
+    assert suite.main(["render", "--out", str(out), "--doc", str(published)]) == 0  # asked for by name: written
+    assert "B3: wrong-label detection" in published.read_text(encoding="utf-8")
+
+
 def test_render_marks_met_and_not_met():
     results = results_for("full", labels_data(f1_10=0.70, f1_20=0.50, noisy=0.75, cleaned=0.78))
     targets = suite.collect_targets(results)
@@ -870,3 +888,105 @@ def test_b1b2_and_b3_stopped_after_pre_training_keep_its_figures_in_the_partial_
     assert labels.main(["--seeds", "1", "--levels", "0.2", "--device", "cpu", "--json", str(out)]) == 1
     data = json.loads(out.read_text())
     assert data["partial"] is True and data["pretraining"] == {"1": {"mlm_loss": 6.0}}
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--settings", "B3"], "--settings B3: choose among B1,B2"),
+    (["--students", "textcnnn"], "--students textcnnn: choose among textcnn,bigru,bilstm,transformer"),
+    (["--seeds", "1,a"], "--seeds wants comma-separated integers"),
+    (["--seeds", "1,1"], "a seed given twice"),
+    (["--train-rows", "500"], "--train-rows 500: must be above 1000"),
+])
+def test_distill_refuses_a_typo_before_any_training(tmp_path, monkeypatch, capsys, argv, said):
+    """bench/distill.py --settings B3 or --students textcnnn ingested every store and pre-trained and
+    fine-tuned a seed's teacher before failing (minutes of a lent GPU); --seeds 1,a and --train-rows
+    500 ended in a traceback."""
+    from bench import distill, teacher
+
+    (tmp_path / "data" / "reviews").mkdir(parents=True)
+    (tmp_path / "data" / "reviews" / "train.tsv").write_text("pos\tx\n", encoding="utf-8")
+    monkeypatch.setenv("KD_SHARED", str(tmp_path))
+
+    def never(*a, **k):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(distill, "prepare", never)
+    monkeypatch.setattr(teacher, "prepare", never)
+    with pytest.raises(SystemExit) as exc:
+        distill.main(["--quick", *argv])
+    assert exc.value.code == 2 and said in capsys.readouterr().err
+    if argv[0] in ("--seeds", "--train-rows"):
+        with pytest.raises(SystemExit) as exc:
+            teacher.main(["--quick", *argv])
+        assert exc.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_add_seeds_refuses_a_kept_seed_or_another_command_before_running(tmp_path, monkeypatch, capsys):
+    """`python -m bench B1 --add-seeds` without --seeds re-ran the default seeds 1,2,3 (hours at full
+    size) and only then refused to merge them with the kept seed 1; a kept run of another command alike."""
+    shared = tmp_path / "shared"
+    (shared / "data" / "reviews").mkdir(parents=True)
+    (shared / "data" / "reviews" / "train.tsv").write_text("pos\tok\n")
+    monkeypatch.setenv("KD_SHARED", str(shared))
+    out = tmp_path / "out"
+    out.mkdir()
+    data = distill_data([1], {"teacher": [0.88], "alone": [0.84], "distilled": [0.86]})
+    argv = ["py", "bench/distill.py", "--device", "cpu", "--seeds", "1", "--settings", "B1", "--json", "x"]
+    _kept_results(out, {"B1B2": {"key": "B1B2", "tables": ["B1"], "script": "bench/distill.py", "command": "python bench/distill.py",
+                                 "argv": argv, "returncode": 0, "wall_seconds": 10.0, "json": "tables/B1B2.json",
+                                 "log": "logs/B1B2.log", "data": data}})
+
+    def never(job, out_dir):
+        raise AssertionError("ran before refusing")
+
+    monkeypatch.setattr(suite, "run_job", never)
+    assert suite.main(["B1", "--add-seeds", "--device", "cpu", "--out", str(out)]) == 2
+    assert "seed(s) 1 already in OUT/results.json" in capsys.readouterr().err
+    assert suite.main(["B1", "--add-seeds", "--seeds", "2", "--device", "cuda", "--out", str(out)]) == 2
+    assert "differs beyond --seeds" in capsys.readouterr().err
+    assert suite.main(["B1", "--add-seeds", "--seeds", "2", "--device", "cpu", "--out", str(out), "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("script", ["distill", "labels", "noise_research", "scale", "speed", "teacher", "tokenization"])
+def test_every_script_without_the_shared_data_says_so_in_one_line(tmp_path, monkeypatch, capsys, script):
+    """bench/noise_research.py without ../shared ended in a FileNotFoundError traceback."""
+    import importlib
+
+    monkeypatch.setenv("KD_SHARED", str(tmp_path / "nowhere"))
+    assert importlib.import_module(f"bench.{script}").main([]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("benchmark data not found")
+
+
+def test_b5_store_figures_are_not_rounded_across_their_targets():
+    """A median ingest of 20.004 s (not met) read "20.00 s", and 199,999.6 rows/s (not met) "200,000
+    rows/s", in the suite's targets and in bench/ingest.py's table: the other figures use ``shown``."""
+    from bench import ingest
+
+    runs = [{"ingest": {"seconds": 20.004, "rows": 500_000, "peak_rss_mib": 1.0},
+             "write_logits": {"seconds": 500_000 / 199_999.6, "rows": 500_000, "peak_rss_mib": 1.0},
+             "read_logits": {"seconds": 1.0, "rows": 500_000, "peak_rss_mib": 1.0},
+             "size_after_ingest": {"db": 1, "wal": 0}, "size_after_close": {"db": 2, "wal": 0}}] * 5
+    summary = ingest.summarize(runs)
+    assert summary["ingest"]["target_met"] is False and summary["write_logits"]["target_met"] is False
+    got = suite.targets_b5_store({"backend": "SQLite", "summary": summary, "runs": runs}, None)
+    assert [(t["measured"], t["verdict"]) for t in got] == [("20.004 s", "not met"), ("199,999.6 rows/s", "not met")]
+    result = {"summary": summary, "machine": MACHINE, "args": {"rows": 500_000, "repeat": 5}, "backend": "SQLite", "runs": runs,
+              "pool": {"origin": "x", "mean_chars": 1.0, "bytes": 1, "build_seconds": 1.0}, "peak_reset": True, "command": "c"}
+    table = ingest.markdown(result)
+    assert "| 20.004 | 20.00–20.00 |" in table and "| 199,999.6 |" in table and table.count("**not met**") == 2
+
+
+def test_early_exit_at_a_chosen_speed_past_the_grid_is_not_said_to_have_no_exits():
+    """The quick B4 read "1.05× at speed 0.99, chosen on dev ...; no sample exited early" beside a 0.99
+    row of 1.87 mean layers: no sample left early at the protocol's speeds (up to 0.8), some did at 0.99."""
+    from bench.speed import SPEEDS, early_exit_judgement, early_exit_not_judged
+
+    def row(acc, speedup, layers):
+        return {"accuracy": acc, "speedup": speedup, "mean_layers": layers}
+
+    one = {f"{s:g}": row(0.5, 1.0, 2.0) for s in SPEEDS}
+    one.update({"0.99": row(0.5, 1.05, 1.87), "num_layers": 2})
+    judged = early_exit_judgement({"one_at_a_time": one, "dev_choice": {"speed": 0.99}})
+    assert judged["never_exited"]
+    assert judged["measured"].endswith("; no sample exited early at speeds up to 0.8")
+    assert "no sample exited early at speeds up to 0.8:" in early_exit_not_judged({}, judged)
