@@ -212,7 +212,7 @@ def test_examples_pass_every_check_made_before_the_store(runner, tmp_path):
     store that cannot exist, gets as far as that store (or its input file): no option value it shows is
     refused."""
     missing = tmp_path / "no-such-folder" / "kd.db"
-    reached = ("no kd store at ", "cannot create ", "cannot read: No such file", "no exported model at ",
+    reached = ("no kd store at ", "cannot create ", "cannot read: No such file", "cannot read corpus: No such file", "no exported model at ",
                "does not exist", "no rows to ingest")
     for args in _all_examples(runner):
         result = runner.invoke(cli, [*args, "--db", str(missing)], input="")
