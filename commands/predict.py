@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import unicodedata
 
 import click
 from click.core import ParameterSource
@@ -17,6 +16,7 @@ from click.core import ParameterSource
 from kdstore.errors import KdError
 from kdstore.jsonl import RepeatedKey, dumps_line, has_surrogate, loads_strict
 from kdstore.schema import SPLITS
+from kdstore.textkey import unseen  # (light: the --artifact path loads no store)
 
 from .common import FLOAT, KdPath, binary_stdin, home_path, open_store, overwrite_option, print_json, run_option, store_options
 
@@ -295,9 +295,7 @@ class _Cuts:
 def _visible(text: str) -> str:
     """``text``, or "" when it is made only of zero-width or format characters (a tokenizer reads
     nothing of it: an empty text, as ``kd ingest`` judges it, not a prediction of nothing)."""
-    if text and not text.isprintable() and all(c.isspace() or unicodedata.category(c) == "Cf" for c in text):
-        return ""
-    return text
+    return "" if text and unseen(text) else text
 
 
 def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool, cuts: _Cuts | None = None,

@@ -23,7 +23,7 @@ from .errors import KdError
 from .jsonl import RepeatedKey, has_surrogate, loads_strict
 from .schema import SPLITS, KdClass, Sample
 from .store import ID_CHUNK, Store, bulk_insert, chunks
-from .textkey import text_hash
+from .textkey import text_hash, unseen
 
 FORMATS = ("tsv", "csv", "jsonl")
 MAX_LABEL = 200  # classes.name holds this many characters (PostgreSQL refuses more)
@@ -345,7 +345,7 @@ def _parse_delimited(
         text = fields[text_i].strip()
         if not text:
             raise KdError(f"{name}: line {line}: field '{text_name}': empty text")
-        if _unseen(text):
+        if unseen(text):
             raise KdError(f"{name}: line {line}: field '{text_name}': {_UNSEEN}")
         label = None
         if label_i is not None:
@@ -395,7 +395,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         text = value.strip()
         if not text:
             raise KdError(f"{name}: line {line}: field '{text_key}': empty text")
-        if _unseen(text):
+        if unseen(text):
             raise KdError(f"{name}: line {line}: field '{text_key}': {_UNSEEN}")
         label = None
         if want_label:
@@ -437,10 +437,6 @@ _WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)(?:\.0*)?")  # ASCII digits (NFKC made
 _UNSEEN = "no visible character, only zero-width or format characters (a tokenizer reads it as an empty text)"
 
 
-def _unseen(text: str) -> bool:
-    """Whether a (stripped, non-empty) text is made only of format characters (zero-width space,
-    joiner, BOM...) and white space: nothing a model reads. (``isprintable`` first: C speed for nearly all.)"""
-    return not text.isprintable() and all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
 
 
 @functools.lru_cache(maxsize=4096)

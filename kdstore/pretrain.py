@@ -106,7 +106,8 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
     ``str.splitlines`` breaks at (U+2028, U+0085, form feed, ...), which cut a text in two; a file
     with no text at all (blank lines, or lines of zero-width characters only, which ``kd ingest``
     refuses as empty texts: skipped here) is refused, as ``kd ingest`` refuses it."""
-    from .ingest import _line_end, _unseen, decode
+    from .ingest import _line_end, decode
+    from .textkey import unseen
 
     lines: list[str] = []
     for p in paths:
@@ -116,7 +117,7 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
             raise KdError(f"{p}: cannot read corpus: {exc.strerror or exc}") from None
         content = decode(data, str(p), "txt")
         # a line of zero-width or format characters only (U+200B, a BOM) is as blank to the tokenizer
-        found = [t for t in (l.strip() for l in content.split(_line_end(content))) if t and not _unseen(t)]
+        found = [t for t in (l.strip() for l in content.split(_line_end(content))) if t and not unseen(t)]
         if not found:
             raise KdError(f"{p}: no text in the corpus (the file is empty or every line is blank)")
         lines.extend(found)

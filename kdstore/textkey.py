@@ -17,3 +17,9 @@ def normalize(text: str) -> str:
 def text_hash(text: str) -> str:
     """A 32-hex-digit key of the normalized text."""
     return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def unseen(text: str) -> bool:
+    """Whether a (stripped, non-empty) text is made only of format characters (zero-width space,
+    joiner, BOM...) and white space: nothing a model reads. (``isprintable`` first: C speed for nearly all.)"""
+    return not text.isprintable() and all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)

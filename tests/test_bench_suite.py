@@ -475,7 +475,8 @@ def _kept_results(out: Path, jobs: dict) -> None:
                   "finished": "t1", "wall_seconds": 10.0, "machine": MACHINE}, "jobs": jobs}))
 
 
-def test_add_seeds_never_loses_the_kept_seeds_when_the_new_run_fails(tmp_path, monkeypatch, capsys):
+def _kept_seed_1(tmp_path, monkeypatch) -> tuple[Path, dict, list[str]]:
+    """A kept B1 run of seed 1 in ``OUT/results.json`` (and a stand-in ../shared): ``(OUT, its data, its argv)``."""
     shared = tmp_path / "shared"
     (shared / "data" / "reviews").mkdir(parents=True)
     (shared / "data" / "reviews" / "train.tsv").write_text("pos\tok\n")
@@ -487,6 +488,11 @@ def test_add_seeds_never_loses_the_kept_seeds_when_the_new_run_fails(tmp_path, m
     _kept_results(out, {"B1B2": {"key": "B1B2", "tables": ["B1"], "script": "bench/distill.py", "command": "python bench/distill.py",
                                  "argv": argv, "returncode": 0, "wall_seconds": 10.0, "json": "tables/B1B2.json",
                                  "log": "logs/B1B2.log", "data": data}})
+    return out, data, argv
+
+
+def test_add_seeds_never_loses_the_kept_seeds_when_the_new_run_fails(tmp_path, monkeypatch, capsys):
+    out, data, argv = _kept_seed_1(tmp_path, monkeypatch)
 
     def failed(job, out_dir):  # a lent sitting stopped at its limit, or a crash
         return {"key": job["key"], "tables": job["tables"], "script": job["script"], "command": "python bench/distill.py --seeds 2",
@@ -924,17 +930,7 @@ def test_distill_refuses_a_typo_before_any_training(tmp_path, monkeypatch, capsy
 def test_add_seeds_refuses_a_kept_seed_or_another_command_before_running(tmp_path, monkeypatch, capsys):
     """`python -m bench B1 --add-seeds` without --seeds re-ran the default seeds 1,2,3 (hours at full
     size) and only then refused to merge them with the kept seed 1; a kept run of another command alike."""
-    shared = tmp_path / "shared"
-    (shared / "data" / "reviews").mkdir(parents=True)
-    (shared / "data" / "reviews" / "train.tsv").write_text("pos\tok\n")
-    monkeypatch.setenv("KD_SHARED", str(shared))
-    out = tmp_path / "out"
-    out.mkdir()
-    data = distill_data([1], {"teacher": [0.88], "alone": [0.84], "distilled": [0.86]})
-    argv = ["py", "bench/distill.py", "--device", "cpu", "--seeds", "1", "--settings", "B1", "--json", "x"]
-    _kept_results(out, {"B1B2": {"key": "B1B2", "tables": ["B1"], "script": "bench/distill.py", "command": "python bench/distill.py",
-                                 "argv": argv, "returncode": 0, "wall_seconds": 10.0, "json": "tables/B1B2.json",
-                                 "log": "logs/B1B2.log", "data": data}})
+    out, data, argv = _kept_seed_1(tmp_path, monkeypatch)
 
     def never(job, out_dir):
         raise AssertionError("ran before refusing")
