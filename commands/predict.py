@@ -134,7 +134,7 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
                 raise error
         else:
             _hint_json_lines(lines, path)
-        _emit(predictor, lines, batch_size, as_json, fields=fields)
+        _emit_file(predictor, lines, batch_size, as_json, fields)
 
 
 def _name_the_student(store, run: str, which: str, chosen: str) -> None:
@@ -326,6 +326,31 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
             click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text.translate(_LINE_BREAKS)}")
     if cuts is None:
         tally.warn()
+
+
+FILE_PART = 16384  # lines of a FILE predicted and written at a time
+
+
+def _emit_file(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool, fields: dict[int, dict] | None) -> None:
+    """A FILE's answers, ``FILE_PART`` lines at a time (each part length-sorted into batches) under
+    one progress bar: the answers of a million-line file are not all held at once (their dicts, and
+    the token ids of every text: kilobytes a line), and the first ones are written at once."""
+    if len(lines) <= FILE_PART:
+        _emit(predictor, lines, batch_size, as_json, fields=fields)
+        return
+    from kdstore.progress import progress, silenced
+
+    cuts = _Cuts(predictor.max_len)
+    # stdout written to while the bar is drawn on standard error: a terminal's lines go above the bar
+    # (rich's redirect); a file's or pipe's straight to it (redirected, they went to standard error)
+    above = bool(sys.stdout is not None and sys.stdout.isatty())
+    with progress(redirect_stdout=above) as bars, silenced():  # (each part's own bar silenced: one bar in all)
+        task = bars.add_task("predict", total=len(lines), unit="lines")
+        for start in range(0, len(lines), FILE_PART):
+            part = lines[start : start + FILE_PART]
+            _emit(predictor, part, batch_size, as_json, cuts, fields)
+            bars.update(task, advance=len(part))
+    cuts.warn()
 
 
 # characters a reader may take for the end of a line (str.splitlines does): one output line per input line

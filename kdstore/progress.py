@@ -70,8 +70,9 @@ def no_progress() -> bool:
     return bool(_SILENCED[0]) or os.environ.get("KD_NO_PROGRESS", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def progress(*, extra: str = "", disable: bool = False) -> Progress:
-    """A progress bar: description, bar, done/total, rate, elapsed, ETA and an optional extra field."""
+def progress(*, extra: str = "", disable: bool = False, redirect_stdout: bool = True) -> Progress:
+    """A progress bar: description, bar, done/total, rate, elapsed, ETA and an optional extra field.
+    ``redirect_stdout``: rich's (standard output printed above the bar; false where it is a file)."""
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -88,6 +89,7 @@ def progress(*, extra: str = "", disable: bool = False) -> Progress:
         console=Console(stderr=True),
         disable=disable or no_progress(),
         transient=False,
+        redirect_stdout=redirect_stdout,
     )
 
 

@@ -971,7 +971,7 @@ def test_a_teacher_of_another_run_that_lacks_logits_or_classes_is_refused_before
     assert [s.name for s in store.stages_of("B")] == ["distill-textcnn"]
 
 
-def test_predict_stdin_file_and_json(taught_store, tmp_path):
+def test_predict_stdin_file_and_json(taught_store, tmp_path, monkeypatch):
     db = str(taught_store)
     kd("distill", "--run", "r", "--epochs", "2", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
     out = kd("predict", "--run", "r", "--db", db, input="这个很好\n\n那个太差\n")
@@ -991,6 +991,10 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path):
     rows = [json.loads(l) for l in kd("predict", str(jl), "--text-field", "text", "--run", "r", "--json", "--db", db).stdout.splitlines()]
     assert [r["line"] for r in rows] == [1, 2, 3] and rows[0]["text"] == "这个很好\n真的\t好" and rows[0]["input"] == {"id": 7}
     assert rows[1]["error"] == "empty text" and rows[2]["input"] == {"gold": "neg"} and rows[2]["label"] in ("pos", "neg")
+    monkeypatch.setattr("commands.predict.FILE_PART", 1)  # a FILE a line at a time: the same answers, fields given back
+    parts = [json.loads(l) for l in kd("predict", str(jl), "--text-field", "text", "--run", "r", "--json", "--db", db).stdout.splitlines()]
+    assert [(r["line"], r.get("label"), r["input"]) for r in parts] == [(r["line"], r.get("label"), r["input"]) for r in rows]
+    monkeypatch.undo()
     plain = kd("predict", str(jl), "--text-field", "text", "--run", "r", "--db", db).stdout.splitlines()
     assert len(plain) == 3 and plain[0].endswith("\t这个很好 真的 好")  # one output line per input line, three columns
     bad = tmp_path / "bad.jsonl"
@@ -1056,6 +1060,33 @@ def test_predict_names_truncated_lines_in_one_warning(capsys):
     assert err.splitlines() == ["15 of 30 lines longer than 4 tokens, truncated (lines 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, ...)"]
     _emit(Cutting(), [(7, "很长很长很长"), (8, "短")], 8, False)  # one alone reads as before
     assert capsys.readouterr().err == "line 7: longer than 4 tokens, truncated\n"
+
+
+def test_predict_file_is_answered_part_by_part_with_one_warning_for_cut_lines(monkeypatch, capsys):
+    """A FILE's answers were all built before the first was written (about 5 KB a line held: a
+    million-line file took gigabytes); now FILE_PART lines at a time, the output unchanged."""
+    import commands.predict as predict_cmd
+
+    calls = []
+
+    class Counting:
+        max_len = 4
+
+        def predict(self, texts, batch_size):
+            calls.append(len(texts))
+            return [{"label": "pos" if "好" in t else "neg", "confidence": 0.9, "truncated": len(t) > 4} for t in texts]
+
+    lines = [(n, "" if n == 5 else ("好很长很长很长" if n % 7 == 0 else f"差{n}")) for n in range(1, 24)]
+    predict_cmd._emit_file(Counting(), lines, 8, False, None)
+    whole, whole_err = capsys.readouterr()
+    assert calls == [22]
+    monkeypatch.setattr(predict_cmd, "FILE_PART", 5)
+    calls.clear()
+    predict_cmd._emit_file(Counting(), lines, 8, False, None)
+    out, err = capsys.readouterr()
+    assert calls == [4, 5, 5, 5, 3]  # line 5 is empty: never given to the model
+    assert out == whole and len(out.splitlines()) == 23
+    assert err == whole_err and "3 of 22 lines longer than 4 tokens, truncated (lines 7, 14, 21)" in err
 
 
 def test_predict_answers_a_line_of_zero_width_characters_only_as_an_empty_text(capsys):
