@@ -130,8 +130,8 @@ def run_level(work: Path, data: Path, model_dir: str, rate: float, seed: int, cf
     def detect(name: str) -> None:
         flags = detectors[name]
         run = "det-" + name.split()[0] + ("-tfidf" if "TF-IDF" in name else "") + ("-students" if "TextCNN" in name else "")
-        out = json.loads(kd("labels", "detect", "--run", run, "--teacher-run", "oof", *flags, "--db", str(db), "--json"))
-        for warning in out["warnings"]:
+        out = json.loads(kd("labels", "detect", "--run", run, "--teacher-run", "oof", *flags, "--db", str(db), "--json", log_warnings=False))
+        for warning in out["warnings"]:  # (logged here once, with the detector it came from)
             progress_line(f"noise {rate:.0%} seed {train_seed} {name}: warning: {warning}")
         mask = np.zeros(len(lines), dtype=bool)
         mask[[line - 1 for line in flagged_lines(db, run)]] = True

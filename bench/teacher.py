@@ -36,8 +36,10 @@ B2_LABELED = 1000
 TARGET_ACCURACY = {"B1": 0.88, "B2": None}  # BENCHMARK.md: B1 teacher >= 88 %
 
 
-def kd(*args: str) -> str:
-    """Run one kd command in-process and return its standard output (raises on failure)."""
+def kd(*args: str, log_warnings: bool = True) -> str:
+    """Run one kd command in-process and return its standard output (raises on failure). Its
+    warnings go to the benchmark's log unless ``log_warnings`` is false (a caller that logs the
+    ``--json`` output's own, with more context)."""
     from click.testing import CliRunner
 
     from commands.cli import cli
@@ -50,7 +52,7 @@ def kd(*args: str) -> str:
     if result.exit_code != 0:
         said = result.stdout + result.stderr if apart else result.output
         raise RuntimeError(f"kd {' '.join(args)} failed:\n{said}")
-    for line in result.stderr.splitlines():  # kd's warnings belong in the benchmark's log too
+    for line in result.stderr.splitlines() if log_warnings else ():  # kd's warnings belong in the benchmark's log too
         if line.startswith("warning: "):
             progress_line(f"kd {args[0] if args else ''}: {line}")
     return result.stdout
