@@ -52,6 +52,25 @@ TARGET_GAP_B1 = 0.75  # B1: TextCNN distilled (labels only) closes >= 75 % of th
 # B2: TextCNN distilled with the unlabeled pool >= the teacher
 
 
+def for_student(student_args: list[str], student: str) -> list[str]:
+    """``student_args`` without the size options ``student`` does not use (kd distill warns of each:
+    one set of sizes for every student filled the log with the same warnings, seed after seed)."""
+    from commands.train import FOR_KINDS
+
+    shaped = {name for names in FOR_KINDS.values() for name in names}
+    out, i = [], 0
+    while i < len(student_args):
+        option = student_args[i]
+        valued = i + 1 < len(student_args) and not student_args[i + 1].startswith("--")
+        name = option[2:].replace("-", "_")
+        if option.startswith("--") and name in shaped and name not in FOR_KINDS[student]:
+            i += 2 if valued else 1
+            continue
+        out.append(option)
+        i += 1
+    return out
+
+
 def with_epochs(student_args: list[str], epochs: int | None) -> list[str]:
     """``student_args`` with ``--epochs`` set to ``epochs`` (unchanged when None)."""
     if epochs is None:
@@ -127,7 +146,7 @@ def run(args, partial=None) -> dict:
                         continue
                     for student in students:
                         out = json.loads(kd(
-                            "distill", "--run", f"seed{seed}", "--student", student, *flags, *student_args,
+                            "distill", "--run", f"seed{seed}", "--student", student, *flags, *for_student(student_args, student),
                             "--seed", str(seed), "--device", args.device, "--name", f"{student}-{variant}",
                             "--db", str(stores[setting]), "--json",
                         ))

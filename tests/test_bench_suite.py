@@ -988,3 +988,14 @@ def test_early_exit_at_a_chosen_speed_past_the_grid_is_not_said_to_have_no_exits
     assert judged["never_exited"]
     assert judged["measured"].endswith("; no sample exited early at speeds up to 0.8")
     assert "no sample exited early at speeds up to 0.8:" in early_exit_not_judged({}, judged)
+
+
+def test_distill_bench_gives_each_student_only_the_sizes_it_uses():
+    """STUDENT_QUICK's sizes went to every student: kd distill warned of the unused ones in every
+    seed and variant (a log full of the same warnings)."""
+    from bench.distill import STUDENT_QUICK, for_student
+
+    assert for_student(STUDENT_QUICK, "textcnn") == ["--epochs", "4", "--embed-dim", "64", "--num-filters", "64"]
+    assert for_student(STUDENT_QUICK, "bigru") == ["--epochs", "4", "--embed-dim", "64", "--hidden", "64"]
+    assert for_student(STUDENT_QUICK, "transformer") == ["--epochs", "4", "--layers", "2"]
+    assert for_student(["--epochs", "10"], "bilstm") == ["--epochs", "10"]
