@@ -374,15 +374,24 @@ def console() -> Console:
 
 TABLE_ROWS = 1_000  # past this many rows a listing is plain columns: rich took minutes to lay out 300,000
 CELL_BREAKS = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
+# the other control characters a text may hold (ESC of an ANSI colour code scraped with it, a C1 CSI), shown
+# as symbols: sent as they are, the terminal ran them (recoloured or cleared what followed, moved the
+# cursor) and the table's borders no longer lined up; rich drops a few (\b, \a) and passed the rest.
+# (A \r, half of a Windows line end, is left to rich, which drops it, and to CELL_BREAKS.)
+SHOWN_CONTROLS = str.maketrans({
+    **{chr(c): chr(0x2400 + c) for c in range(0x20) if chr(c) not in "\t\n\r"}, "\x7f": "\u2421",
+    **{chr(c): f"\\x{c:02x}" for c in range(0x80, 0xA0)},
+})
 
 
 def print_rows(columns: list[str], rows: list[list[str]], *, title: str | None = None) -> None:
     """``rows`` (cells as plain text, never read as rich markup) as a table, or, past ``TABLE_ROWS``
-    rows, as tab-separated lines under a header line (tabs and line breaks in a cell as spaces)."""
+    rows, as tab-separated lines under a header line (tabs and line breaks in a cell as spaces); other
+    control characters are shown as symbols (``␛`` for ESC), never sent to the terminal."""
     if len(rows) > TABLE_ROWS:
         click.echo("\t".join(columns))
         for start in range(0, len(rows), 10_000):
-            click.echo("\n".join("\t".join(c.translate(CELL_BREAKS) for c in row) for row in rows[start:start + 10_000]))
+            click.echo("\n".join("\t".join(c.translate(CELL_BREAKS).translate(SHOWN_CONTROLS) for c in row) for row in rows[start:start + 10_000]))
         return
     from rich.table import Table
     from rich.text import Text
@@ -391,7 +400,7 @@ def print_rows(columns: list[str], rows: list[list[str]], *, title: str | None =
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(Text(c) for c in row))
+        table.add_row(*(Text(c.translate(SHOWN_CONTROLS)) for c in row))
     console().print(table)
 
 

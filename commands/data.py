@@ -141,46 +141,51 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         where = f"label_id = {names.index(label)}"
     if as_tsv:  # the texts kd distill --augment made ([UNK]-masked, cut) are no data to hand on
         where = "parent_id IS NULL" if where is None else f"{where} AND parent_id IS NULL"
-    fetch = limit + 1 if (as_tsv or as_json) and limit else limit  # (one more: --tsv and --json tell when they left samples out)
+    # one more than --limit: each form tells when it left samples out (a table of 20 said nothing of the rest)
     rows = store.samples(
-        splits=[split] if split else None, where=where, include_dropped=dropped, limit=min(fetch, SQL_INT_MAX) or None
+        splits=[split] if split else None, where=where, include_dropped=dropped, limit=min(limit + 1, SQL_INT_MAX) if limit else None
     )
+    more = bool(limit) and len(rows) > limit
     kept = set(store.samples(ids=rows.ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
     parents = {} if as_tsv else store.parents(rows.ids)  # a text kd distill --augment made: the sample it came from
     items = [
         {"id": int(i), "split": s, "label": names[y] if y >= 0 else None, "text": t,
          "dropped": kept is not None and int(i) not in kept, "parent_id": parents.get(int(i))}
         for i, t, y, s in zip(rows.ids, rows.texts, rows.labels, rows.splits)
-    ]
+    ][:limit or None]
     if as_json:  # `kd samples --split train --json > train.json` kept 20 samples without a word
-        print_json(items[:limit or None])
-        if limit and len(items) > limit:
+        origins = store.origins([it["id"] for it in items])  # where each came from, and the columns ingest kept (a row's own id)
+        print_json([{**it, **origins.get(it["id"], {})} for it in items])
+        if more:
             click.echo(f"warning: listed the first {limit} samples only (--limit 0 for all)", err=True)
         return
     if as_tsv:
-        _print_tsv(items[:limit or None], labeled=split != "unlabeled")
-        if limit and len(items) > limit:  # `> train.tsv` without --limit 0 would keep 20 lines unseen
+        _print_tsv(items, labeled=split != "unlabeled")
+        if more:  # `> train.tsv` without --limit 0 would keep 20 lines unseen
             click.echo(f"warning: wrote the first {limit} samples only (--limit 0 for all)", err=True)
         return
     cells = [(str(it["id"]), it["split"] + ("" if it["parent_id"] is None else f" (augmented from {it['parent_id']})"),
               (it["label"] or "") + (" (dropped)" if it["dropped"] else ""), it["text"]) for it in items]
     print_rows(["id", "split", "label", "text"], cells)
+    if more:  # (on standard error: past 1,000 rows the listing is columns a script reads)
+        click.echo(f"warning: listed the first {limit} samples only (--limit 0 for all)", err=True)
 
 
 def _print_tsv(items: list[dict], *, labeled: bool) -> None:
     """A ``label<TAB>text`` header and lines (``text`` alone for the unlabeled pool), in blocks. The
     header makes ``kd ingest`` read the columns by name: without it a first text or label that is a
-    column word (``query``, ``text``) would be taken for a header and lost."""
+    column word (``query``, ``text``) would be taken for a header and lost. Every other character
+    of a text is written as it is: the texts ``kd ingest`` reads back are the ones stored."""
     changed, block = 0, ["label\ttext" if labeled else "text"]
     for it in items:
         text = it["text"].translate(CELL_BREAKS)
         changed += text != it["text"]
         block.append(text if it["label"] is None else f"{it['label']}\t{text}")
         if len(block) >= 10_000:
-            click.echo("\n".join(block))
+            click.echo("\n".join(block), color=True)  # (color: click cut an ANSI code out of a text written to a file or pipe)
             block.clear()
     if block:
-        click.echo("\n".join(block))
+        click.echo("\n".join(block), color=True)
     if changed:
         click.echo(f"warning: {changed} texts had tabs or line breaks, written as spaces", err=True)
 

@@ -357,6 +357,16 @@ class Store:
         with self.engine.connect() as conn:
             return {int(i): int(p) for part in parts for i, p in conn.execute(part)}
 
+    def origins(self, ids: Sequence[int]) -> dict[int, dict]:
+        """``{sample_id: {"source", "line", "meta"}}`` of the samples among ``ids``: the file (or
+        ``--source``) each came from, its line there, and the columns ingest kept as its metadata
+        (what a ``--where`` can select on, and a row's own id to map it back)."""
+        query = select(Sample.id, Sample.source, Sample.line, Sample.meta)
+        parts = [query.where(Sample.id.in_(chunk)) for chunk in chunks(sorted({int(i) for i in ids}), ID_CHUNK)]
+        with self.engine.connect() as conn:
+            return {int(i): {"source": src, "line": line, "meta": meta}
+                    for part in parts for i, src, line, meta in conn.execute(part)}
+
     def write_folds(self, stage_id: int, sample_ids: Sequence[int], folds: Sequence[int]) -> None:
         rows = list(zip(repeat(int(stage_id)), np.asarray(sample_ids).tolist(), np.asarray(folds).tolist()))
         with self.writer() as conn:

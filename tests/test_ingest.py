@@ -1098,6 +1098,55 @@ def test_samples_json_says_when_the_limit_left_samples_out(invoke, write_file):
         assert len(json.loads(whole.stdout)) == 25 and whole.stderr == ""
 
 
+def test_samples_table_says_when_the_limit_left_samples_out(invoke, write_file, monkeypatch):
+    """The table showed the first 20 samples of 25 without a word (--json and --tsv said so): a
+    store looked smaller than it was. The note goes to standard error, the listing stays as it was."""
+    write_file("t.tsv", "".join(f"pos\t好吃{i}\n" for i in range(25)))
+    invoke(["ingest", "t.tsv"])
+    cut = invoke(["samples"])
+    assert "好吃19" in cut.stdout and "好吃20" not in cut.stdout
+    assert cut.stderr == "warning: listed the first 20 samples only (--limit 0 for all)\n"
+    for limit in ("0", "25"):
+        whole = invoke(["samples", "--limit", limit])
+        assert "好吃24" in whole.stdout and whole.stderr == ""
+    monkeypatch.setattr("commands.common.TABLE_ROWS", 2)  # plain columns: the note stays out of them
+    cut = invoke(["samples", "--limit", "3"])
+    assert cut.stdout.splitlines() == ["id\tsplit\tlabel\ttext", "1\ttrain\tpos\t好吃0", "2\ttrain\tpos\t好吃1", "3\ttrain\tpos\t好吃2"]
+    assert "listed the first 3 samples only" in cut.stderr
+
+
+def test_samples_json_says_where_each_sample_came_from(invoke, write_file):
+    """Ingest keeps each row's source, line and other columns (a row's own id, a shop) as the
+    sample's metadata, and `--where "source = '...'"` selects on them, yet no command showed them:
+    `kd samples --json` gives them, so a sample maps back to its row."""
+    write_file("m.csv", "id,text,label,shop\n7,好吃,pos,A\n8,难吃,neg,B\n")
+    invoke(["ingest", "m.csv"])
+    invoke(["ingest", "-", "--split", "dev", "--source", "shop-c"], input="pos\t一般\n")
+    rows = invoke.json(["samples"])
+    assert [(r["text"], r["source"], r["line"], r["meta"]) for r in rows] == [
+        ("好吃", "m.csv", 2, {"id": "7", "shop": "A"}), ("难吃", "m.csv", 3, {"id": "8", "shop": "B"}), ("一般", "shop-c", 1, None)]
+
+
+def test_sample_tables_show_control_characters_instead_of_sending_them(invoke, write_file, monkeypatch, tmp_path):
+    """A text holding an ANSI colour code (ESC [31m, scraped with it) went to the terminal as it was:
+    the rest of the table turned red and its borders no longer lined up. The table shows it as
+    ``␛``; --json and --tsv keep the text as it is (--tsv to a file or pipe lost the code: click
+    cut it out, and the text read back was another one)."""
+    write_file("t.jsonl", '{"text": "带\\u001b[31m红色\\u001b[0m字", "label": "pos"}\n{"text": "a\\u009bb\\u007fc", "label": "neg"}\n')
+    invoke(["ingest", "t.jsonl"])
+    table = invoke(["samples"]).stdout
+    assert "\x1b" not in table and "\x9b" not in table and "\x7f" not in table
+    assert "带␛[31m红色␛[0m字" in table and "a\\x9bb␡c" in table
+    assert [r["text"] for r in invoke.json(["samples"])] == ["带\x1b[31m红色\x1b[0m字", "a\x9bb\x7fc"]
+    tsv = invoke(["samples", "--split", "train", "--tsv"]).stdout
+    assert tsv.splitlines()[1] == "pos\t带\x1b[31m红色\x1b[0m字"
+    (tmp_path / "back.tsv").write_text(tsv, encoding="utf-8")
+    invoke(["ingest", str(tmp_path / "back.tsv")], db=tmp_path / "back.db")
+    assert [r["text"] for r in invoke.json(["samples"], db=tmp_path / "back.db")] == ["带\x1b[31m红色\x1b[0m字", "a\x9bb\x7fc"]
+    monkeypatch.setattr("commands.common.TABLE_ROWS", 1)  # plain columns too
+    assert invoke(["samples"]).stdout.splitlines()[1:] == ["1\ttrain\tpos\t带␛[31m红色␛[0m字", "2\ttrain\tneg\ta\\x9bb␡c"]
+
+
 @pytest.mark.sqlite_only  # the URL is the test's own
 @pytest.mark.parametrize("url", ["sqlite://", ":memory:", "sqlite:///:memory:", "sqlite:///file::memory:?uri=true"])
 def test_an_in_memory_store_is_refused(invoke, write_file, url, error_line):
