@@ -323,7 +323,8 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
         else:
             if r["truncated"]:
                 tally.lines.append(n)
-            click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text.translate(_LINE_BREAKS)}")
+            # color: click cut an ANSI colour code out of a text written to a file or pipe (the echo was another text)
+            click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text.translate(_LINE_BREAKS)}", color=True)
     if cuts is None:
         tally.warn()
 

@@ -1089,6 +1089,21 @@ def test_predict_file_is_answered_part_by_part_with_one_warning_for_cut_lines(mo
     assert err == whole_err and "3 of 22 lines longer than 4 tokens, truncated (lines 7, 14, 21)" in err
 
 
+def test_predict_plain_output_keeps_a_texts_ansi_codes(capsys):
+    """click.echo cut ANSI colour codes out of a line written to a file or pipe: the text column was
+    not the text read (a scraped review with a colour code in it)."""
+    from commands.predict import _emit
+
+    class Fixed:
+        max_len = 16
+
+        def predict(self, texts, batch_size):
+            return [{"label": "pos", "confidence": 0.5, "truncated": False} for _ in texts]
+
+    _emit(Fixed(), [(1, "\x1b[31m红色\x1b[0m很好")], 8, False)
+    assert capsys.readouterr().out == "pos\t0.5000\t\x1b[31m红色\x1b[0m很好\n"
+
+
 def test_predict_answers_a_line_of_zero_width_characters_only_as_an_empty_text(capsys):
     """A line of zero-width/format characters only (a BOM, U+200B, a joiner) was given to the model,
     which reads nothing of it, and answered with a label: it is an empty text, as ingest judges it."""
