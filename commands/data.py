@@ -208,6 +208,8 @@ def classes(export_path, db, as_json):
     if export_path is not None and export_path.endswith(("/", os.sep)):  # (Path() drops the slash: "out/" wrote a file called out)
         raise click.BadParameter(f"{export_path} is a folder: give the file's name ({export_path}class_id.txt)", param_hint="--export")
     names = open_store(db).class_names()
+    if export_path is not None and not names:  # (an empty file, which `kd ingest --classes` then refused)
+        raise click.ClickException("the store has no classes yet: ingest labeled samples (or `kd ingest --classes FILE`) first")
     if export_path is not None:
         make_folder(Path(export_path).parent, f"the class file {export_path}")
         Path(export_path).write_text(format_class_file(names), encoding="utf-8")

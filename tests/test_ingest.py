@@ -1256,3 +1256,11 @@ def test_opening_a_store_again_keeps_this_processs_locks_on_it(tmp_path):
     (tmp_path / "text.db").write_text("label\ttext\n", encoding="utf-8")
     with pytest.raises(KdError, match="not a SQLite database"):
         _check_sqlite_file(tmp_path / "text.db")
+
+
+def test_classes_export_of_a_store_without_classes_is_refused(invoke, write_file, error_line, tmp_path):
+    """It wrote an empty class_id.txt, which `kd ingest --classes` then refused."""
+    write_file("pool.txt", "一段没有标签的文字\n")
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    line = error_line(invoke(["classes", "--export", str(tmp_path / "class_id.txt")], ok=False))
+    assert "no classes yet" in line and not (tmp_path / "class_id.txt").exists()
