@@ -101,7 +101,8 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str]) -> Table:
 
 
 @click.command()
-@click.option("--split", type=click.Choice(SPLITS))
+@click.option("--split", type=click.Choice((*SPLITS, "augmented")),
+              help="Only this split's samples (augmented: only the texts kd distill --augment made, counted apart by kd ingest's table).")
 @click.option("--label", help="Only samples with this (current) label.")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
               help=f"At most this many (0: all; over {TABLE_ROWS:,} are printed as tab-separated columns, not a table).")
@@ -132,6 +133,8 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
             raise click.UsageError("--tsv or --json, not both")
     if as_tsv and not split:
         raise click.UsageError("--tsv needs --split: its lines do not say which split they are from")
+    if as_tsv and split == "augmented":
+        raise click.UsageError("--tsv leaves out the texts kd distill --augment made: `kd samples --split augmented --json` lists them")
     store = open_store(db)
     names = store.class_names()
     where = None
@@ -141,6 +144,8 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         where = f"label_id = {names.index(label)}"
     if as_tsv:  # the texts kd distill --augment made ([UNK]-masked, cut) are no data to hand on
         where = "parent_id IS NULL" if where is None else f"{where} AND parent_id IS NULL"
+    if split == "augmented":  # (they live in the unlabeled split, each with the sample it came from)
+        split, where = None, "parent_id IS NOT NULL" if where is None else f"{where} AND parent_id IS NOT NULL"
     # one more than --limit: each form tells when it left samples out (a table of 20 said nothing of the rest)
     rows = store.samples(
         splits=[split] if split else None, where=where, include_dropped=dropped, limit=min(limit + 1, SQL_INT_MAX) if limit else None

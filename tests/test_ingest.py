@@ -1076,6 +1076,9 @@ def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, 
     listed = invoke.json(["samples", "--split", "unlabeled"])
     assert [r["parent_id"] for r in listed] == [None, None, 1]  # the augmented text says where it came from
     assert "unlabeled (augmented from 1)" in invoke(["samples", "--split", "unlabeled"]).stdout
+    only = invoke.json(["samples", "--split", "augmented"])  # the row kd ingest's table counts as augmented
+    assert [(r["text"], r["parent_id"]) for r in only] == [("[UNK]吃", 1)]
+    assert "--split augmented --json" in invoke(["samples", "--split", "augmented", "--tsv"], ok=False).output
     monkeypatch.setattr("commands.common.TABLE_ROWS", 2)  # more rows than a table holds: plain columns
     assert invoke(["samples", "--limit", "0"]).stdout.splitlines()[-2:] == ["4\tunlabeled\t\t还行", "5\tunlabeled (augmented from 1)\t\t[UNK]吃"]
     pool = invoke(["samples", "--split", "unlabeled", "--limit", "0", "--tsv"])
