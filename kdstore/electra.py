@@ -44,7 +44,7 @@ class ReplacedTokenDetection(torch.nn.Module):
     scored on (non-special, non-padding tokens).
     """
 
-    def __init__(self, discriminator, generator, *, weight: float = 50.0):
+    def __init__(self, discriminator, generator, *, weight: float = 50.0, first_regular_id: int = 0):
         super().__init__()
         self.discriminator = discriminator  # BertModel
         self.generator = generator  # BertForMaskedLM of the same width
@@ -53,6 +53,10 @@ class ReplacedTokenDetection(torch.nn.Module):
         hidden = discriminator.config.hidden_size
         self.head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
         self.weight = weight
+        # ids below this are special tokens ([PAD], [CLS], [MASK]...): never sampled as a replacement (the
+        # discriminator would learn to spot a [CLS] mid-text, not a plausible wrong word), as mask_tokens'
+        # random replacements are drawn from the regular ids only
+        self.first_regular_id = first_regular_id
 
     def forward(self, corrupted, attention_mask, labels, input_ids, regular):
         chosen = labels != IGNORE
@@ -63,7 +67,9 @@ class ReplacedTokenDetection(torch.nn.Module):
         if chosen.any():
             mlm_loss = torch.nn.functional.cross_entropy(gen_logits, labels[chosen])
             with torch.no_grad():  # the sample is not differentiated through (the paper's choice)
-                sampled = torch.multinomial(torch.softmax(gen_logits, dim=-1), 1).squeeze(1)
+                allowed = gen_logits.clone()
+                allowed[:, : self.first_regular_id] = float("-inf")
+                sampled = torch.multinomial(torch.softmax(allowed, dim=-1), 1).squeeze(1)
         else:
             mlm_loss, sampled = self.generator.cls(gen_hidden[:, :1]).sum() * 0.0, labels.new_empty(0)
         disc_input, replaced = replace_tokens(input_ids, labels, sampled)

@@ -176,7 +176,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
 
         gen_cfg = BertConfig.from_dict({**model_cfg.to_dict(), "num_hidden_layers": cfg.n_generator_layers})
         objective = ReplacedTokenDetection(
-            BertModel(model_cfg, add_pooling_layer=False), BertForMaskedLM(gen_cfg), weight=cfg.rtd_weight
+            BertModel(model_cfg, add_pooling_layer=False), BertForMaskedLM(gen_cfg), weight=cfg.rtd_weight,
+            first_regular_id=len(SPECIALS),
         ).to(device)
         model = objective.discriminator  # what is kept and saved
     else:

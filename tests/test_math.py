@@ -388,6 +388,31 @@ def test_replace_tokens_marks_only_real_replacements():
         replace_tokens(ids, labels, torch.tensor([1, 2]))
 
 
+def test_replaced_token_detection_never_samples_a_special_token():
+    """The generator sampled from the whole vocabulary: a [CLS] or [PAD] put mid-text for the
+    discriminator to find. With the special ids' logits highest, the samples are regular ids still."""
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    from kdstore.electra import ReplacedTokenDetection
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=20)
+    rtd = ReplacedTokenDetection(BertModel(cfg, add_pooling_layer=False), BertForMaskedLM(cfg), first_regular_id=5)
+    with torch.no_grad():
+        rtd.generator.cls.predictions.bias.zero_()
+        rtd.generator.cls.predictions.bias[:5] = 50.0  # the special ids all but certain
+    ids = torch.randint(5, 30, (4, 10))
+    labels = torch.full_like(ids, -100)
+    labels[:, 2:8] = ids[:, 2:8]
+    corrupted = ids.clone()
+    corrupted[:, 2:8] = 4
+    captured = {}
+    rtd.discriminator.register_forward_hook(lambda m, args, kwargs, out: captured.update(ids=kwargs["input_ids"]), with_kwargs=True)
+    rtd(corrupted, torch.ones_like(ids), labels, ids, torch.ones_like(ids, dtype=torch.bool))
+    assert bool((captured["ids"] >= 5).all())
+
+
 def test_replaced_token_detection_shares_embeddings_and_learns():
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
