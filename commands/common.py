@@ -23,7 +23,23 @@ from kdstore.store import Store
 
 class KdGroup(click.Group):
     """A group whose commands' ``KdError`` s, database driver errors and file-system errors become
-    one-line ``click.ClickException`` s."""
+    one-line ``click.ClickException`` s.
+
+    Under torchrun, only rank 0 prints an error the processes share (a wrong option, a stage that
+    failed): the others exit non-zero without a word (``kdstore.distributed.prints_its_error``)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not (standalone_mode and _other_rank()):
+            return super().main(*args, standalone_mode=standalone_mode, **kwargs)
+        try:
+            done = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            _rank_says(exc.format_message(), exc.show)
+            sys.exit(exc.exit_code)
+        except click.Abort:  # (Ctrl-C: click printed the blank line after ^C)
+            _rank_says("Aborted!", lambda: click.echo("Aborted!", err=True))
+            sys.exit(1)
+        sys.exit(done if isinstance(done, int) else 0)  # (an Exit's code, as from --help; a command's return is no code)
 
     def invoke(self, ctx: click.Context) -> Any:
         from sqlalchemy.exc import DBAPIError
@@ -59,6 +75,20 @@ class KdGroup(click.Group):
             bad = text[start:min(min(ends, default=len(text)), exc.end + 100)]
             raise click.ClickException(f"{bad!r}: not valid UTF-8 (a file name or argument in another encoding, such "
                                        "as GBK): the store takes UTF-8 text only; rename it, or give it in UTF-8") from None
+
+
+def _other_rank() -> bool:
+    """Whether this process is a torchrun rank other than 0 (``WORLD_SIZE`` above 1)."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
+    return world.isdigit() and int(world) > 1 and rank != "0"
+
+
+def _rank_says(message: str, show: Callable[[], None]) -> None:
+    """A rank other than 0 shows its error only when rank 0 does not (see ``prints_its_error``)."""
+    from kdstore.distributed import prints_its_error  # (torch: only in a rank whose command failed)
+
+    if prints_its_error(message):
+        show()
 
 
 def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

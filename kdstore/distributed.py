@@ -291,25 +291,49 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
     if not dist.is_main:
         stage_id = dist.broadcast_object(None)
         if stage_id is None:
-            raise KdError(f"rank 0 could not start stage {name!r} of run {run!r} (its error says why)")
+            raise KdError(f"{NO_STAGE} {name!r} of run {run!r} (its error says why)")
         try:
             with _peer_loss_as_error(dist):
                 yield StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
         except BaseException as exc:
             _note_error(store, stage_id, dist.rank, exc)
-            _fail_if_main_gone(store)
+            _fail_if_main_gone(store, stage_id, lost=str(exc).startswith(LOST_MESSAGE[:30]))
             raise
         return
-    opened = False
+    opened: StageHandle | None = None
     try:
         with stage_scope(store, run=run, kind=kind, name=name, **scope) as stage:
-            opened = True
+            opened = stage
             dist.broadcast_object(stage.id)
             with _peer_loss_as_error(dist):  # the stage records the one line, not gloo's
                 yield stage
+    except (KdError, Terminated) as exc:
+        # stopped by torchrun, or by the group losing a rank, after another rank noted its error on the
+        # stage: that error is the one line rank 0 prints (the other ranks print none, see ``prints_its_error``)
+        cause = _noted_cause(store, opened.id) if opened is not None and _stopped_by_another(exc) else None
+        if cause is None:
+            raise
+        raise KdError(cause) from None
     finally:
-        if not opened:
+        if opened is None:
             dist.broadcast_object(None)
+
+
+def _stopped_by_another(exc: BaseException) -> bool:
+    """Whether rank 0's error is only what another rank's failure did to it: torchrun's SIGTERM, or a
+    collective whose other side is gone."""
+    return str(exc) == SIGTERM_MESSAGE or str(exc).startswith(LOST_MESSAGE[:30])
+
+
+def _noted_cause(store: Store, stage_id: int) -> str | None:
+    """The error another rank noted on the (failed) stage ``stage_id`` (``rank N: ...``), if any."""
+    try:
+        with store.session() as s:
+            stage = s.get(Stage, stage_id)
+            error = None if stage is None else stage.error
+    except Exception:  # noqa: BLE001 - best effort: rank 0's own error stands
+        return None
+    return error if error and NOTED_CAUSE.match(error) else None
 
 
 def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> None:
@@ -326,29 +350,93 @@ def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> N
         exc = KdError("interrupted (Ctrl-C)")  # noted only while the stage has no error yet: a first cause
     try:
         with store.engine.begin() as conn:
-            conn.execute(update(Stage).where(Stage.id == stage_id, Stage.status == "running", Stage.error.is_(None))
-                         .values(error=f"rank {rank}: {_one_line(exc)}"))
+            noted = conn.execute(update(Stage).where(Stage.id == stage_id, Stage.status == "running", Stage.error.is_(None))
+                                 .values(error=f"rank {rank}: {_one_line(exc)}")).rowcount
+        if noted:
+            NOTED.set()  # rank 0 reports it: this rank prints nothing (``prints_its_error``)
     except Exception:  # noqa: BLE001 - the rank's own error is what it raises
         pass
 
 
-def _fail_if_main_gone(store: Store) -> None:
+def _fail_if_main_gone(store: Store, stage_id: int, *, lost: bool = False) -> None:
     """Rank 0 killed outright (``kill -9``, the OOM killer) cannot end its stage, which stayed
     'running' until another stage started on the machine: a rank that stops after it marks it failed
-    (``mark_crashed``: only a stage whose process is certainly gone; best effort, as ``_note_error``)."""
+    (``mark_crashed``: only a stage whose process is certainly gone; best effort, as ``_note_error``).
+    When the rank stops because a peer is gone (``lost``), rank 0's process may still be exiting
+    (its sockets closed, not yet a zombie): the stage is looked at again for up to ``MAIN_GONE_WAIT_S``.
+    A rank that marked it says why itself (``MAIN_GONE``): rank 0 cannot."""
+    deadline = time.monotonic() + (MAIN_GONE_WAIT_S if lost else 0.0)
     try:
-        mark_crashed(store)
-    except Exception:  # noqa: BLE001 - the rank's own error is what it raises
+        while True:
+            if mark_crashed(store):
+                MAIN_GONE.set()
+                return
+            if time.monotonic() >= deadline:
+                return
+            with store.session() as s:
+                stage = s.get(Stage, stage_id)
+                if stage is None or stage.status != "running":  # rank 0 recorded its end
+                    return
+            time.sleep(0.1)
+    except BaseException:  # noqa: BLE001 - the rank's own error is what it raises (a second SIGTERM: the same)
         pass
+
+
+MAIN_GONE_WAIT_S = 3.0
 
 
 SIGTERM_MESSAGE = "terminated (SIGTERM): killed, or stopped by torchrun because another rank failed (then its error says why)"
 ORPHAN_MESSAGE = "terminated: the launcher (torchrun) is gone, killed without stopping its processes"
 ECHO = re.compile(r"rank \d+ failed: ")  # ``all_succeed``'s report of another rank's error
+NOTED_CAUSE = re.compile(r"rank [1-9]\d*: ")  # ``_note_error``'s record of a rank's error on the stage
+NO_STAGE = "rank 0 could not start stage"  # (rank 0 prints why)
 LOST_MESSAGE = "another rank of the process group is gone"
 # what gloo says in a collective whose other side has exited (a rank that failed, or was killed)
 PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
 ORPHANED = threading.Event()
+STOPPED = threading.Event()  # a SIGTERM came: the launcher stopping this rank, as it does once another has ended failed
+NOTED = threading.Event()  # this rank's error is on its stage as the cause, which rank 0 prints
+MAIN_GONE = threading.Event()  # this rank found rank 0 killed outright (and marked its stage): rank 0 prints nothing
+
+
+# How long a rank other than 0 whose command failed waits for the launcher to stop it before it prints
+# its error itself: rank 0 ends within moments when it fails alike (the same option, --model or store).
+STOP_WAIT_S = 10.0
+
+
+def prints_its_error(message: str, wait_s: float | None = None) -> bool:
+    """Whether a rank other than 0, whose command failed with ``message``, prints it: only rank 0
+    prints an error the ranks share, the others exit non-zero without a word.
+
+    Printed at once: the error of the rank that found rank 0 killed outright (``MAIN_GONE``).
+    Not printed: an error rank 0 reports (this rank's own, noted on the stage; another rank's passed
+    on; rank 0's failure to start the stage), and any error once the launcher stops this rank (SIGTERM):
+    torchrun does that when another process has ended failed, which is rank 0 meeting the same error
+    (a wrong option, a --model that does not exist) or one that rank 0 printed. The rank waits up to
+    ``wait_s`` (``STOP_WAIT_S``) for that stop, so that rank 0 is not stopped by torchrun before it
+    could say why; an error of this rank alone (rank 0 carries on, or waits for this rank in a
+    collective) is printed once the wait is over."""
+    if MAIN_GONE.is_set():
+        return True
+    if NOTED.is_set() or STOPPED.is_set() or ECHO.match(message) or message.startswith(NO_STAGE):
+        return False
+    if threading.current_thread() is not threading.main_thread():  # (signals reach the main thread alone)
+        return True
+
+    def stop(_signum: int, _frame: Any) -> None:
+        STOPPED.set()
+        raise Terminated(SIGTERM_MESSAGE)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        deadline = time.monotonic() + (STOP_WAIT_S if wait_s is None else wait_s)
+        while not STOPPED.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except (Terminated, KeyboardInterrupt):
+        return False
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return not STOPPED.is_set()
 
 
 @contextmanager
@@ -386,6 +474,7 @@ def _raise_on_sigterm(_signum: int, _frame: Any) -> None:
     as failed), where raising would cut the record short. The launcher kills what lingers."""
     from .runs import HOLD
 
+    STOPPED.set()
     if HOLD["on"]:  # rank 0 is recording how its stage ended: raised once the record is complete
         HOLD["held"] = signal.SIGTERM
         return

@@ -3,6 +3,7 @@ that a figure can be rerun."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -17,7 +18,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
     be rerun: kd's version and, run from a git checkout, its commit (``-dirty`` with uncommitted
     changes to tracked files); the Python, torch, transformers and numpy versions; the device
     ``--device`` resolved to (``auto`` names none) and torch's CPU threads (which move the results
-    by float rounding only)."""
+    by float rounding only); under torchrun, its number of processes (``processes``, ``WORLD_SIZE``:
+    pretrain's masks and the float rounding of the averaged gradients depend on it)."""
     from . import __version__
 
     env: dict[str, Any] = {"kd": __version__, "python": platform.python_version()}
@@ -51,4 +53,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
             if env["device"].startswith("cuda") and torch.cuda.is_available():  # (--device cuda with no GPU: asking its name was a traceback)
                 env["gpu"] = torch.cuda.get_device_name(0)
         env["torch_threads"] = torch.get_num_threads()
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    if world.isdigit() and int(world) > 1:  # (one process, the default, adds nothing)
+        env["processes"] = int(world)
     return env

@@ -62,6 +62,11 @@ def torchrun(*args: str, ok: bool = True, script: Path | None = None) -> subproc
     return done
 
 
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    """The one-line errors kd's processes printed (torchrun's own report after them is no such line)."""
+    return [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+
+
 def copy_store(src: Path, dst_dir: Path) -> Path:
     """A copy of a SQLite store (WAL included, through SQLite's backup); its stages keep pointing at
     the original's model directories, which the tests only read."""
@@ -308,6 +313,44 @@ def test_world_size_without_a_launcher_is_one_line(corpus, tiny_model, tmp_path,
         store.close()
 
 
+def test_an_error_every_rank_meets_is_printed_once(corpus, tmp_path):
+    """A wrong option (before the group), a --model that does not exist (in the stage, on every rank):
+    rank 0 prints the one line; rank 1 exits non-zero without a word (each printed it)."""
+    db = tmp_path / "kd.db"
+    kd("ingest", str(corpus["train"]), "--db", str(db))
+    done = torchrun("teach", "--run", "x", "--modle", "m", "--db", str(db), ok=False)
+    lines = error_lines(done)
+    assert len(lines) == 1 and "No such option '--modle'" in lines[0] and done.stderr.count("Usage: kd teach") == 1, done.stderr[-3000:]
+    done = torchrun("teach", "--run", "x", "--model", str(tmp_path / "nope"), "--db", str(db), ok=False)
+    assert error_lines(done) == [f"Error: cannot load model '{tmp_path / 'nope'}': no such directory"], done.stderr[-3000:]
+    assert stage_of(db, "x", "teach").status == "failed"
+
+
+def test_a_rank_other_than_0_prints_only_an_error_rank_0_cannot(monkeypatch):
+    """``prints_its_error``: another rank's error passed on, one noted on the stage (rank 0 reports
+    both) and any once the launcher stops the rank (rank 0 ended first: it failed too, and said why)
+    are not printed; an error the rank is left alone with after the wait is."""
+    import threading
+
+    from kdstore import distributed as d
+
+    monkeypatch.setattr(d, "STOPPED", threading.Event())
+    monkeypatch.setattr(d, "NOTED", threading.Event())
+    before = signal.getsignal(signal.SIGTERM)
+    assert not d.prints_its_error("rank 0 failed: RuntimeError: disk full", wait_s=5)
+    assert not d.prints_its_error("rank 0 could not start stage 'teach' of run 'r' (its error says why)", wait_s=5)
+    started = time.monotonic()
+    assert d.prints_its_error("its own", wait_s=0.3) and time.monotonic() - started >= 0.3  # waited, then says it
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()  # the launcher stopping it
+    started = time.monotonic()
+    assert not d.prints_its_error("No such option '--modle'", wait_s=30) and time.monotonic() - started < 10
+    assert d.STOPPED.is_set() and signal.getsignal(signal.SIGTERM) == before  # the handler put back
+    assert not d.prints_its_error("anything", wait_s=0)  # stopped once: quiet from then on
+    d.STOPPED.clear()
+    d.NOTED.set()
+    assert not d.prints_its_error("RuntimeError: rank one broke", wait_s=0)
+
+
 # teach ---------------------------------------------------------------------------------------------
 def test_two_processes_teach_the_same_logits_as_one(taught):
     one, two = stage_of(taught["one"], "r", "teach"), stage_of(taught["two"], "r", "teach")
@@ -323,6 +366,8 @@ def test_two_processes_teach_the_same_logits_as_one(taught):
     np.testing.assert_allclose(logits2, logits1, atol=ATOL, rtol=0)
     assert np.array_equal(logits1.argmax(1), logits2.argmax(1))
     assert metrics_of(taught["two"], two.id)["processes"] == 2 and "processes" not in metrics_of(taught["one"], one.id)
+    # the recorded config says so too (a rerun must know it: it was not in the stage's config)
+    assert two.config["environment"]["processes"] == 2 and "processes" not in one.config["environment"]
     assert metrics_of(taught["two"], two.id)["best_epoch"] == metrics_of(taught["one"], one.id)["best_epoch"]
     assert Path(two.artifact_path, "config.json").exists() and len(two.artifact_sha256) == 64
     # the epochs' train losses too: the mean of the batch means (shares of 5 and 4 weighed as such)
@@ -396,19 +441,21 @@ def test_a_rank_that_fails_while_training_leaves_its_error_on_the_stage(taught, 
     """Rank 1 fails before any collective could pass its error on; the launcher then stops rank 0
     with SIGTERM. The stage keeps rank 1's cause, not 'terminated (SIGTERM)'."""
     db = copy_store(taught["one"], tmp_path / "store")
-    teach_with_one_rank_patched(db, tiny_model, "broken", tmp_path, 1, (
+    done = teach_with_one_rank_patched(db, tiny_model, "broken", tmp_path, 1, (
         "    import kdstore.teacher\n"
         "    def broken(*args, **kwargs):\n"
         "        raise RuntimeError('rank one broke')\n"
         "    kdstore.teacher._fit = broken\n"))
     stage = stage_of(db, "broken", "teach")
     assert stage.status == "failed" and stage.error == "rank 1: RuntimeError: rank one broke"
+    # rank 0 says the cause (it said "terminated (SIGTERM)" or "another rank ... is gone"), once
+    assert error_lines(done) == ["Error: rank 1: RuntimeError: rank one broke"], done.stderr[-3000:]
 
 
-def test_a_rank_killed_with_sigterm_fails_the_stage_in_one_line_each(taught, tiny_model, tmp_path):
+def test_a_rank_killed_with_sigterm_fails_the_stage_in_one_line(taught, tiny_model, tmp_path):
     """`kill` of rank 1 mid-training (not torchrun stopping it after another failed): the stage
     names that kill, not gloo's "Connection closed by peer" that rank 0 met next (a RuntimeError
-    that also printed rank 0's traceback); each rank says one line."""
+    that also printed rank 0's traceback); rank 0 says it in one line, rank 1 says nothing."""
     from kdstore.distributed import SIGTERM_MESSAGE
 
     db = copy_store(taught["one"], tmp_path / "store")
@@ -424,7 +471,7 @@ def test_a_rank_killed_with_sigterm_fails_the_stage_in_one_line_each(taught, tin
     stage = stage_of(db, "killed", "teach")
     assert stage.status == "failed" and stage.error == f"rank 1: {SIGTERM_MESSAGE}", stage.error
     assert "[rank0]: Traceback" not in done.stderr and "[rank1]: Traceback" not in done.stderr, done.stderr[-3000:]
-    assert f"Error: {SIGTERM_MESSAGE}" in done.stderr
+    assert error_lines(done) == [f"Error: rank 1: {SIGTERM_MESSAGE}"], done.stderr[-3000:]  # rank 0 says it, once
     assert count(db, Logit, stage_id=stage.id) == 0  # (rank 0 says another rank is gone, or meets torchrun's SIGTERM first)
 
 
@@ -433,7 +480,7 @@ def test_a_rank_0_killed_outright_leaves_its_stage_failed_not_running(taught, ti
     'running (process gone)' until another stage started on the machine. Rank 1, which meets the
     lost peer, marks it failed (its process is gone); the partial outputs go with it."""
     db = copy_store(taught["one"], tmp_path / "store")
-    teach_with_one_rank_patched(db, tiny_model, "kill9", tmp_path, 0, (
+    done = teach_with_one_rank_patched(db, tiny_model, "kill9", tmp_path, 0, (
         "    import signal, kdstore.teacher\n"
         "    pad, calls = kdstore.teacher.pad, []\n"
         "    def killed(*args, **kwargs):\n"
@@ -445,6 +492,42 @@ def test_a_rank_0_killed_outright_leaves_its_stage_failed_not_running(taught, ti
     stage = stage_of(db, "kill9", "teach")
     assert stage.status == "failed" and stage.error.startswith("crashed: process ") and stage.error.endswith(" is gone"), stage.error
     assert count(db, Logit, stage_id=stage.id) == 0
+    assert len(error_lines(done)) == 1, done.stderr[-3000:]  # rank 1 says it: rank 0 cannot
+
+
+def test_a_rank_that_loses_rank_0_marks_its_stage_once_its_process_is_gone(tmp_path, monkeypatch):
+    """gloo reports the lost peer as rank 0's sockets close, before its process is gone (not yet a
+    zombie): one look found it alive and left the stage 'running'; the rank looks again for a while."""
+    import threading
+
+    from kdstore import distributed as d
+
+    db = tmp_path / "kd.db"
+    Store.open(str(db)).close()
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        "from kdstore.runs import stage_scope\n"
+        "from kdstore.store import Store\n"
+        f"store = Store.open({str(db)!r})\n"
+        "with stage_scope(store, run='r', kind='teach', config={}) as st:\n"
+        "    print(st.id, flush=True)\n"
+        "    time.sleep(1.0)\n"
+        "    os._exit(0)\n")], stdout=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+    try:
+        stage_id = int(child.stdout.readline())
+        monkeypatch.setattr(d, "MAIN_GONE", threading.Event())
+        store = Store.open(str(db), create=False)
+        try:
+            d._fail_if_main_gone(store, stage_id, lost=True)  # the child still runs: looked at again until it is gone
+        finally:
+            store.close()
+        assert d.MAIN_GONE.is_set()
+        stage = stage_of(db, "r", "teach")
+        assert stage.status == "failed" and stage.error.startswith("crashed: process "), stage.error
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_zombie_is_a_process_gone():
