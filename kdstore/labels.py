@@ -186,6 +186,12 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
             f"out-of-sample ones. Run `kd teach --run {teacher_run} --folds 5 ...` (or pass --allow-in-sample)"
         )
     votes = [_student_votes(store, run, name, train.ids, allow_in_sample=cfg.allow_in_sample) for name in cfg.student_votes]
+    named: dict[int, str] = {}  # one student given twice (STAGE and RUN:STAGE, or a repeated option) would vote twice
+    for given, (_, (vote_run, stage)) in zip(cfg.student_votes, votes):
+        if stage.id in named:
+            raise KdError(f"--student-votes {given!r}: distill stage {stage.name!r} of run {vote_run!r} is already a member "
+                          f"(--student-votes {named[stage.id]!r}): give each student once")
+        named[stage.id] = given
     return DetectInputs(teacher_run=teacher_run, train=train, probs=probs, votes=[v for v, _ in votes], in_sample=len(in_sample),
                         used=stages_used(teacher_run, teacher, [(r, st) for _, (r, st) in votes]))
 
@@ -384,6 +390,8 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
     """A distill stage's probabilities for the samples, to join the ensemble: out-of-fold ones, from
     ``kd distill --folds K`` (a student that learned the labels it would judge only echoes them),
     and ``(run, stage)``. ``name``: a stage of ``run``, or ``RUN:STAGE`` for another run's."""
+    if not name.split(":", 1)[-1].strip():  # (`--student-votes "$STAGE"` or "r:$STAGE" with STAGE unset: "no '' stage")
+        raise KdError(f"--student-votes {name!r}: the stage is empty: name a distill stage (STAGE of --run, or RUN:STAGE)")
     if ":" in name:
         given, (run, name) = name, name.split(":", 1)
         if not run.strip():  # (`--student-votes "$RUN:votes"` with RUN unset: not the run named default, as for --run)

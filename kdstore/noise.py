@@ -247,10 +247,12 @@ def ranked_keep(frac_noise: float, num_issues: int) -> int:
 
 def check_options(
     *, methods: Sequence[str], combine: str, filter_by: str, quality_method: str, frac_noise: float,
-    issue_count: str = DEFAULT_ISSUE_COUNT,
+    issue_count: str = DEFAULT_ISSUE_COUNT, same_members: bool = True,
 ) -> tuple[str, ...]:
     """``detect``'s choices checked without any data (so a caller can refuse before it starts):
-    the methods with aliases resolved."""
+    the methods with aliases resolved. ``same_members``: "disagree" judges the probabilities cleanlab
+    sees (``min_margin`` 0; any extra members soft and of equal weight), so its flags hold every one
+    of cleanlab's."""
     if isinstance(methods, str):  # one method by name, not its letters
         methods = (methods,)
     methods = tuple(METHOD_ALIASES.get(m, m) for m in methods)
@@ -268,6 +270,10 @@ def check_options(
     if frac_noise < 1.0 and combine != "ranked" and "cleanlab" not in methods:  # (nothing would scale by it)
         raise KdError(f"frac_noise {frac_noise} has no effect with combine {combine!r} without the cleanlab method "
                       "(it scales cleanlab's count; or combine 'ranked', which cuts its own list)")
+    if frac_noise < 1.0 and combine == "union" and "disagree" in methods and same_members:  # (cleanlab's flags are disagreements: the
+        # union is every disagreement whatever cleanlab keeps)
+        raise KdError(f"frac_noise {frac_noise} has no effect with combine 'union' and the disagree method (every label "
+                      "cleanlab flags is a disagreement too, and the union keeps them all; or combine 'ranked', which cuts its own list)")
     return methods
 
 
@@ -289,8 +295,13 @@ def detect(
     """Flag wrong labels by combining detection methods; see the module docstring for the rules."""
     y, probs = validate(labels, pred_probs)
     n, k = probs.shape
+    if extra_votes is not None and getattr(extra_votes, "ndim", None) is None:
+        extra_votes = list(extra_votes)  # (read twice below: a generator once)
+    listed = extra_votes if isinstance(extra_votes, list) else []
+    hard = any(np.ndim(v) == 1 for v in listed)  # (votes as labels: not what cleanlab sees)
+    same = min_margin == 0.0 and not (listed and (hard or vote_weight != 1.0))
     methods = check_options(methods=methods, combine=combine, filter_by=filter_by, quality_method=quality_method,
-                            frac_noise=frac_noise, issue_count=issue_count)
+                            frac_noise=frac_noise, issue_count=issue_count, same_members=same)
     if not (0.0 <= min_margin < 1.0):
         raise KdError(f"min_margin must be in [0, 1), got {min_margin}")
     if not (np.isfinite(vote_weight) and vote_weight > 0):

@@ -1785,3 +1785,151 @@ def test_a_redetect_judges_as_the_detection_did():
                     " --tfidf-member --no-calibrate")
     assert lab._detect_options(lab.config_dict(lab.DetectConfig())) == ""  # the defaults: nothing to repeat
     assert lab._detect_options({}) == ""  # a store older than these keys
+
+
+NEWS = {"财经": "股票", "体育": "足球", "科技": "芯片", "娱乐": "明星"}  # topic: the word that decides it
+
+
+def _oof_news_store(tmp_path: Path, *, per_class: int = 40, flip: float = 0.12, seed: int = 11) -> tuple[str, dict[int, str], set[int]]:
+    """A store of four named news topics pinned in an order that is neither the file's nor the names'
+    (id 0 娱乐, 1 科技, 2 体育, 3 财经), 12 % of the train labels moved to another topic, and a run ``r``
+    whose 3-fold teacher is out-of-fold TF-IDF + logistic regression (a real model of the texts,
+    recorded as the teach stage: no BERT to train). Returns the store, each sample's true topic and
+    the ids of the samples whose label was moved."""
+    from kdstore.folds import stratified_folds
+    from kdstore.runs import stage_scope
+    from kdstore.tfidf import oof_probs
+    from synthetic import texts
+
+    rng = random.Random(seed)
+    rows = [(topic, t) for topic, word in NEWS.items() for t in texts(rng, word, per_class)]
+    rng.shuffle(rows)
+    given = [rng.choice([o for o in NEWS if o != topic]) if rng.random() < flip else topic for topic, _ in rows]
+    (tmp_path / "class_id.txt").write_text("0\t娱乐\n1\t科技\n2\t体育\n3\t财经\n", encoding="utf-8")
+    db = str(tmp_path / "news.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", list(zip(given, (t for _, t in rows))))), "--classes",
+       str(tmp_path / "class_id.txt"), "--db", db)
+    store = Store.open(db)
+    try:
+        names = store.class_names()
+        assert names == ["娱乐", "科技", "体育", "财经"]
+        train = store.samples(splits=["train"], labeled=True)
+        probs = oof_probs(train.texts, train.labels, num_classes=len(names), folds=3)
+        with stage_scope(store, run="r", kind="teach", config={"classes": names, "folds": 3}) as stage:
+            store.write_logits(stage.id, train.ids, np.log(np.clip(probs, 1e-9, 1.0)).astype(np.float32))
+            store.write_folds(stage.id, train.ids, stratified_folds(train.labels, 3, seed=0))
+        truth = {int(i): next(topic for topic, word in NEWS.items() if word in t) for i, t in zip(train.ids, train.texts)}
+        moved = {int(i) for i, label in zip(train.ids, train.labels) if names[label] != truth[int(i)]}
+    finally:
+        store.close()
+    return db, truth, moved
+
+
+def test_multiclass_named_topics_detect_review_clean_undo_end_to_end(tmp_path):
+    """Four named topics, class ids in neither the file's nor the names' order: detection finds most
+    moved labels and suggests each one's true topic by name; every --combine and --filter-by keeps
+    scores in [0, 1] and suggestions among the topics; a sheet (accept, reject, drop, a topic), a
+    clean and two undos leave exactly the labels ingested."""
+    db, truth, moved = _oof_news_store(tmp_path)
+    assert 10 <= len(moved) <= 30
+    original = _state(db)
+    out = json.loads(kd("labels", "detect", "--run", "r", "--db", db, "--json").stdout)
+    issues = _issues(db)
+    flagged = {i["sample_id"] for i in issues}
+    assert out["flagged"] == len(issues) and out["warnings"] == []
+    hits = flagged & moved
+    assert len(hits) / len(moved) >= 0.9 and len(hits) / len(flagged) >= 0.8, (len(hits), len(moved), len(flagged))
+    for i in issues:
+        assert 0.0 <= i["score"] <= 1.0 and i["suggested"] != i["given"] and i["given"] == i["current"]
+        if i["sample_id"] in moved:
+            assert i["suggested"] == truth[i["sample_id"]], i  # the name of the true topic, not another id's
+    assert [i["score"] for i in issues] == sorted((i["score"] for i in issues), reverse=True)
+    for combine in ("union", "intersection", "majority"):
+        for filter_by in ("prune_by_class", "confident_learning", "low_self_confidence"):
+            other = json.loads(kd("labels", "detect", "--run", "r", "--combine", combine, "--filter-by", filter_by,
+                                  "--overwrite", "--db", db, "--json").stdout)
+            found = _issues(db)
+            assert other["flagged"] == len(found) > 0, (combine, filter_by)
+            assert all(0.0 <= i["score"] <= 1.0 and i["suggested"] in NEWS and i["suggested"] != i["given"] for i in found)
+            assert sum(i["sample_id"] in moved for i in found) >= 0.8 * len(moved), (combine, filter_by)
+    kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
+    issues = _issues(db)
+    assert {i["sample_id"] for i in issues} == flagged
+
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
+    assert [int(r["sample_id"]) for r in rows] == [i["sample_id"] for i in issues]
+    hit_rows = [r for r in rows if int(r["sample_id"]) in moved][:4]
+    decided = dict(zip(("accept", "reject", "drop", "topic"), hit_rows))
+    for word, r in decided.items():
+        r["decision"] = truth[int(r["sample_id"])] if word == "topic" else word
+    _sheet(tmp_path / "edited.csv", rows)
+    counts = json.loads(kd("labels", "import", str(tmp_path / "edited.csv"), "--db", db, "--json").stdout)
+    assert (counts["relabel"], counts["reject"], counts["drop"]) == (2, 1, 1)
+    names = Store.open(db).class_names()
+    state = _state(db)
+    for word in ("accept", "topic"):
+        sample = int(decided[word]["sample_id"])
+        assert names[state[sample][0]] == truth[sample] and not state[sample][1]
+    assert state[int(decided["reject"]["sample_id"])] == original[int(decided["reject"]["sample_id"])]
+    assert state[int(decided["drop"]["sample_id"])][1]
+
+    cleaned = json.loads(kd("labels", "clean", "--run", "r", "--db", db, "--json").stdout)
+    assert cleaned["relabel"] == len(issues) - 4 and cleaned["warnings"] == []
+    state = _state(db)
+    fixed = {s for s in moved if not state[s][1] and names[state[s][0]] == truth[s]}
+    assert fixed == hits - {int(decided[w]["sample_id"]) for w in ("reject", "drop")}  # every other hit: its true topic
+    accepted = int(decided["accept"]["sample_id"])
+    assert [e["action"] for e in json.loads(kd("labels", "history", str(accepted), "--db", db, "--json").stdout)["edits"]] == ["relabel"]
+
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)["stage"] == "clean"
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)["stage"] == "review"
+    assert _state(db) == original
+    assert {i["status"] for i in _issues(db)} == {"open"}
+    history = json.loads(kd("labels", "history", str(accepted), "--db", db, "--json").stdout)
+    assert history["current"] == history["original"] and all(e["reverted_at"] for e in history["edits"])
+
+
+def test_a_student_given_twice_to_student_votes_is_refused_not_counted_twice(tmp_path, error_line):
+    """`--student-votes votes --student-votes r:votes` (or one name twice) made one student two members
+    of the ensemble, its vote counted double, without a word (`--method cleanlab,cleanlab` is refused);
+    an empty stage (`--student-votes "$STAGE"` with STAGE unset) said "run 'r' has no succeeded '' stage"."""
+    from kdstore.folds import stratified_folds
+    from kdstore.runs import stage_scope
+    from kdstore.tfidf import oof_probs
+
+    db, _, _ = _oof_news_store(tmp_path)
+    store = Store.open(db)
+    train = store.samples(splits=["train"], labeled=True)
+    with stage_scope(store, run="r", kind="distill", name="votes", config={}) as stage:  # an out-of-fold student
+        probs = oof_probs(train.texts, train.labels, num_classes=4, folds=3, seed=1)
+        store.write_logits(stage.id, train.ids, np.log(np.clip(probs, 1e-9, 1.0)).astype(np.float32))
+        store.write_folds(stage.id, train.ids, stratified_folds(train.labels, 3, seed=1))
+    store.close()
+    vote = ["labels", "detect", "--run", "r", "--method", "cleanlab,disagree,ensemble", "--db", db]
+    once = json.loads(kd(*vote, "--student-votes", "votes", "--json").stdout)
+    assert once["flagged"] == len(_issues(db)) > 0
+    for first, second in (("votes", "votes"), ("votes", "r:votes"), ("r:votes", "votes")):
+        line = error_line(kd(*vote, "--student-votes", first, "--student-votes", second, "--overwrite", ok=False))
+        assert line == (f"Error: --student-votes {second!r}: distill stage 'votes' of run 'r' is already a member "
+                        f"(--student-votes {first!r}): give each student once")
+    for empty in ("", "r:", " "):
+        line = error_line(kd(*vote, "--student-votes", empty, "--overwrite", ok=False))
+        assert line == f"Error: --student-votes {empty!r}: the stage is empty: name a distill stage (STAGE of --run, or RUN:STAGE)"
+    assert [st.name for st in Store.open(db).stages_of("r")] == ["teach", "votes", "detect"]  # refused before a stage
+    assert len(_issues(db)) == once["flagged"]
+
+
+def test_frac_noise_under_union_beside_disagree_is_refused_before_a_stage(tmp_path, error_line):
+    """`kd labels detect --combine union --frac-noise 0.3` (default methods) flagged as many labels
+    as without it: every label cleanlab flags is a disagreement, and the union keeps them all."""
+    db, _, _ = _oof_news_store(tmp_path)
+    full = json.loads(kd("labels", "detect", "--run", "r", "--combine", "union", "--db", db, "--json").stdout)["flagged"]
+    line = error_line(kd("labels", "detect", "--run", "r", "--combine", "union", "--frac-noise", "0.3", "--overwrite", "--db", db, ok=False))
+    assert line.startswith("Error: frac_noise 0.3 has no effect with combine 'union' and the disagree method")
+    assert len(_issues(db)) == full and [st.name for st in Store.open(db).stages_of("r")] == ["teach", "detect"]
+    scaled = json.loads(kd("labels", "detect", "--run", "r", "--combine", "union", "--method", "cleanlab", "--frac-noise", "0.3",
+                           "--overwrite", "--db", db, "--json").stdout)["flagged"]
+    assert 0 < scaled < full
+    assert json.loads(kd("labels", "detect", "--run", "r", "--frac-noise", "0.3", "--overwrite", "--db", db, "--json").stdout)["flagged"] < full

@@ -257,6 +257,27 @@ def test_frac_noise_scales_the_ranked_cut_once(problem):
     assert ranked.flagged.sum() <= detect(given, probs, methods=("cleanlab",), filter_by="low_self_confidence").flagged.sum()
 
 
+def test_frac_noise_is_refused_under_union_beside_disagree_whose_flags_hold_cleanlabs(problem):
+    """`--combine union --frac-noise 0.2` with the default methods (cleanlab, disagree) flagged exactly
+    as many labels as 1.0: cleanlab flags only labels the model's argmax disputes, every one of them a
+    disagreement, so the union was every disagreement whatever cleanlab kept."""
+    given, probs = problem["given"], problem["probs"]
+    for filter_by in ("prune_by_noise_rate", "prune_by_class", "both"):
+        union = detect(given, probs, methods=("cleanlab", "disagree"), combine="union", filter_by=filter_by)
+        assert not (union.masks["cleanlab"] & ~union.masks["disagree"]).any()
+        np.testing.assert_array_equal(union.flagged, union.masks["disagree"])
+        with pytest.raises(KdError, match="frac_noise 0.5 has no effect with combine 'union' and the disagree method"):
+            detect(given, probs, methods=("cleanlab", "disagree"), combine="union", filter_by=filter_by, frac_noise=0.5)
+    # where disagree judges other probabilities than cleanlab's (a margin, hard votes), the union does cut
+    margin = detect(given, probs, methods=("cleanlab", "disagree"), combine="union", min_margin=0.3, frac_noise=0.5)
+    assert margin.masks["cleanlab"].any()
+    # where it does cut: cleanlab alone, the other rules, and "ranked"
+    assert detect(given, probs, methods=("cleanlab",), combine="union", frac_noise=0.5).flagged.sum() < union.flagged.sum()
+    for combine in ("intersection", "majority", "ranked"):
+        half = detect(given, probs, methods=("cleanlab", "disagree"), combine=combine, frac_noise=0.5)
+        assert half.flagged.sum() < detect(given, probs, methods=("cleanlab", "disagree"), combine=combine).flagged.sum()
+
+
 def test_ranked_keep_rounds_an_exact_half_up_whatever_its_binary_product():
     # 0.58 * 25 is 14.4999... in binary: it kept 14 of an exact 14.5
     cases = [(0.58, 25, 15), (0.7, 45, 32), (0.29, 50, 15), (0.35, 90, 32), (0.57, 150, 86)]
@@ -328,6 +349,8 @@ def test_validate_returns_normalized_arrays():
          "frac_noise 0.3 has no effect with filter_by confident_learning"),
         (dict(methods=("disagree",), combine="union", frac_noise=0.5),  # it would flag every disagreement
          "frac_noise 0.5 has no effect with combine 'union' without the cleanlab method"),
+        (dict(methods=("cleanlab", "disagree"), combine="union", frac_noise=0.5),  # every disagreement, as at 1.0
+         "frac_noise 0.5 has no effect with combine 'union' and the disagree method"),
         (dict(min_margin=1.0), r"min_margin must be in \[0, 1\)"),
         (dict(vote_weight=0.0), "vote_weight must be a positive"),
         (dict(extra_votes=[np.array([0, 1])]), "2 predictions for 4 samples"),
