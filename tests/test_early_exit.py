@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import edit_labels, kd, labeled_rows, texts, write_tsv
+from synthetic import edit_labels, kd, labeled_rows, seeded, texts, write_tsv
 
 from kdstore.batching import encode, pad
 from kdstore.early_exit import (
@@ -50,7 +50,7 @@ def save_tiny_bert_layers(all_texts: list[str], out: Path, layers: int = LAYERS)
         intermediate_size=64, max_position_embeddings=64,
     )
     torch.manual_seed(0)
-    BertForMaskedLM(config).save_pretrained(out)
+    seeded(BertForMaskedLM, config).save_pretrained(out)
     make_tokenizer(tokens).save_pretrained(out)
     return out
 
