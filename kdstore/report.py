@@ -15,10 +15,11 @@ from .store import Store
 
 
 def stage_summary(stage: Stage) -> dict[str, Any]:
+    from .runs import found_gone, process_state
+
     duration = None
-    if stage.ended_at is not None:
+    if stage.ended_at is not None and not found_gone(stage):  # (one found gone: when it stopped is unknown)
         duration = round((stage.ended_at - stage.started_at).total_seconds(), 3)
-    from .runs import process_state
 
     return {
         "name": stage.name,

@@ -497,8 +497,17 @@ def wait_for_marking(store: Store, *, timeout: float = 120.0, poll: float = 0.5)
         time.sleep(poll)
 
 
+CRASHED = "crashed: process "  # how the error of a stage mark_crashed ended begins
+
+
 def _gone(stage: Stage) -> str:
-    return f"crashed: process {stage.process.split(':')[0]} is gone"
+    return f"{CRASHED}{stage.process.split(':')[0]} is gone"
+
+
+def found_gone(stage: Stage) -> bool:
+    """Whether ``mark_crashed`` ended ``stage`` (its process gone: ``kill -9``, the OOM killer): its
+    ``ended_at`` is when that was found, as the next stage started (maybe days later), not when it stopped."""
+    return stage.status == "failed" and (stage.error or "").startswith(CRASHED)
 
 
 def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = False) -> None:

@@ -910,6 +910,61 @@ def test_report_default_run(store, invoke):
     assert invoke.json(["report"])["run"] == "default"
 
 
+def test_report_figures_agree_with_the_stored_predictions(db, invoke, write_file):
+    """Accuracy, macro-F1, support and the confusion matrix `kd report` prints, recomputed by hand
+    from the predictions in the store, over the labels as the stage read them: three classes, one
+    absent from test (left out of its macro average), a dev sample dropped and one relabelled before
+    the stage (the drop left out, the new label counted), an edit after it (changing neither)."""
+    from kdstore.outputs import store_outputs
+    from kdstore.schema import Prediction
+    from synthetic import edit_labels
+
+    write_file("train.tsv", "体育\ta\n财经\tb\n科技\tc\n")
+    write_file("dev.tsv", "体育\td1\n体育\td2\n财经\td3\n财经\td4\n科技\td5\n科技\td6\n体育\td7\n")
+    write_file("test.tsv", "体育\tt1\n体育\tt2\n财经\tt3\n财经\tt4\n财经\tt5\n")  # no 科技 in test
+    for name, split in (("train.tsv", "train"), ("dev.tsv", "dev"), ("test.tsv", "test")):
+        invoke(["ingest", name, "--split", split])
+    store = Store.open(db, create=False)
+    try:
+        names = store.class_names()
+        edit_labels(db, "other", "before", {4: "drop", 10: "科技"})  # d1 dropped, d7 体育 -> 科技
+        with stage_scope(store, run="r1", kind="distill", name="student", config={}) as st:
+            samples = store.samples(include_dropped=True)
+            rng = np.random.default_rng(3)
+            logits = rng.normal(size=(len(samples), len(names))).astype(np.float32)
+            store_outputs(store, st.id, samples, logits, names)
+        edit_labels(db, "other", "after", {5: "财经", 13: "drop"})  # made after the stage: changes nothing
+        with store.engine.connect() as conn:
+            predicted = dict(conn.execute(select(Prediction.sample_id, Prediction.label_id).where(Prediction.stage_id == st.id)).all())
+            split_of = dict(conn.execute(select(Sample.id, Sample.split)).all())
+    finally:
+        store.close()
+    label = {sid: names.index(y) for sid, y in zip(range(1, 16), "体育 财经 科技 体育 体育 财经 财经 科技 科技 体育 体育 体育 财经 财经 财经".split())}
+    label[10] = names.index("科技")  # the edits made before the stage; d1 (4) dropped
+    report = invoke.json(["report", "--run", "r1"])
+    stage = next(s for s in report["stages"] if s["name"] == "student")
+    rows = invoke.json(["report", "--compare", "r1"])
+    text = invoke(["report", "--run", "r1"]).stdout
+    for split in ("dev", "test"):
+        ids = [i for i in sorted(label) if split_of[i] == split and i != 4]
+        y, p = np.array([label[i] for i in ids]), np.array([predicted[i] for i in ids])
+        cm = np.zeros((3, 3), dtype=int)
+        np.add.at(cm, (y, p), 1)
+        f1 = []
+        for c in range(3):
+            tp, fp, fn = cm[c, c], cm[:, c].sum() - cm[c, c], cm[c, :].sum() - cm[c, c]
+            if tp + fp + fn:  # a class with no label and no prediction is left out of the macro average
+                f1.append(2 * tp / (2 * tp + fp + fn))
+        m = stage["metrics"][split]
+        assert m["n"] == len(ids) and m["accuracy"] == pytest.approx((y == p).mean())
+        assert m["macro_f1"] == pytest.approx(np.mean(f1))
+        assert [m[f"support[{c}]"] for c in names] == cm.sum(axis=1).tolist()
+        assert stage["confusion"][split] == cm.tolist()
+        assert f"{m['accuracy']:.4f}" in next(ln for ln in text.splitlines() if ln.startswith("│ accuracy "))
+    assert rows[0]["stage"] == "student" and rows[0]["test_accuracy"] == stage["metrics"]["test"]["accuracy"]
+    assert rows[0]["test_macro_f1"] == stage["metrics"]["test"]["macro_f1"] and rows[0]["test_n"] == 5
+
+
 def test_runs_on_empty_store(store, invoke):
     assert invoke.json(["runs"]) == []
 
@@ -1145,6 +1200,29 @@ def test_a_running_stage_is_never_replaced_and_a_killed_ones_is_marked_failed(st
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_stage_found_gone_days_later_is_given_no_duration(store, invoke):
+    """A stage killed with -9 is marked failed when the next stage starts, maybe days later: `kd runs`
+    and `kd report` gave it that wait as its seconds (259,200 s for a run that died in its first minute)."""
+    from kdstore.runs import _machine, _start_time
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _left_running(store, "teach", f"{dead.pid}:{_start_time(os.getpid())}:{_machine()}")
+    with store.write_session("stages") as s:  # it started three days ago
+        s.scalars(select(Stage).where(Stage.name == "teach")).one().started_at -= dt.timedelta(days=3)
+    invoke(["labels", "set", "--run", "r1", "1=neg"])  # a stage starts: it marks the gone one failed
+    teach = invoke.json(["runs"])[0]["stages"][0]
+    assert (teach["status"], teach["error"]) == ("failed", f"crashed: process {dead.pid} is gone")
+    assert teach["ended_at"] is not None and teach["duration_s"] is None
+    row = next(ln for ln in invoke(["runs"]).stdout.splitlines() if "│ teach" in ln)
+    assert "259" not in row and "failed" in row
+    text = invoke(["report", "--run", "r1"]).stdout
+    assert "teach (teach) failed\n" in text
+    assert [st["duration_s"] for st in invoke.json(["report", "--run", "r1"])["stages"]][0] is None
 
 
 def test_id_lists_longer_than_a_statement_takes_are_read_in_chunks(store):
