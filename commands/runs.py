@@ -32,6 +32,9 @@ def runs(db, as_json):
     if as_json:
         print_json(data)
         return
+    if not data:  # (an empty table's borders said nothing)
+        click.echo("no runs in the store yet: `kd teach --run R` (or `kd pretrain --run R`) starts one")
+        return
     table = Table(title="runs")
     for col in ("run", "stage", "kind", "status", "started", "seconds", "error"):
         table.add_column(col)

@@ -967,6 +967,7 @@ def test_report_figures_agree_with_the_stored_predictions(db, invoke, write_file
 
 def test_runs_on_empty_store(store, invoke):
     assert invoke.json(["runs"]) == []
+    assert invoke(["runs"]).stdout.startswith("no runs in the store yet")  # (was an empty table)
 
 
 @pytest.mark.sqlite_only
