@@ -2,7 +2,8 @@
 
 The directory holds the model (``model.onnx`` for ONNX Runtime, or ``model.pt`` for TorchScript), the
 tokenizer (``tokenizer.json``, read with the ``tokenizers`` library), ``classes.txt`` and
-``manifest.json``, which says how inputs are built (special tokens, ``max_len``, pad id, minimum width)
+``manifest.json``, which says how inputs are built (special tokens, ``max_len``, pad id, minimum width,
+the multiple widths are rounded up to)
 and holds the sha256 of every file. This module never opens a store and never imports kd's training
 code, torch (for ONNX) or transformers (unless the manifest asks for its tokenizer).
 """
@@ -144,6 +145,7 @@ class Artifact:
             self.special_tokens = bool(inputs["special_tokens"])
             self.pad_id = int(inputs["pad_id"])
             self.min_len = int(inputs.get("min_len", 1))
+            self.pad_multiple = max(1, int(inputs.get("pad_multiple", 1)))  # (exports before it: 1)
             self.stage_name = manifest["stage"]["name"]
             self.kind = manifest["model"]["kind"]
             runtime = manifest["tokenizer"]["runtime"]
@@ -205,6 +207,7 @@ class Artifact:
 
     def _pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         width = max(self.min_len, max((len(r) for r in rows), default=0))
+        width = -(-width // self.pad_multiple) * self.pad_multiple
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
         for i, row in enumerate(rows):
