@@ -183,6 +183,8 @@ class Artifact:
     def logits(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> np.ndarray:
         """Logits for ``texts`` (in order), computed in length-sorted batches; ``ids``: the texts
         already encoded by ``self.tokenizer``."""
+        if batch_size < 1:  # (0 served every text a row of zeros: "probabilities" of 1/K without a word)
+            raise KdError(f"batch_size must be at least 1, got {batch_size}")
         width = len(self.class_names)
         out = np.zeros((len(texts), width), dtype=np.float32)
         if not texts:
@@ -190,7 +192,7 @@ class Artifact:
         if ids is None:
             ids = self.tokenizer.encode(texts)
         order = np.argsort(np.asarray([len(x) for x in ids]), kind="stable")
-        for start in range(0, len(order), max(1, batch_size)):
+        for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             input_ids, mask = self._pad([ids[i] for i in idx])
             out[idx] = self._run(input_ids, mask)

@@ -657,6 +657,8 @@ def test_a_torchscript_textcnn_export_pads_widths_as_kd_predict_does(built, tmp_
     del manifest["inputs"]["pad_multiple"]
     (older / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     assert Artifact.load(older).pad_multiple == 1
+    with pytest.raises(KdError, match="batch_size must be at least 1"):  # (it served rows of zeros)
+        Artifact.load(onnx).logits(sample, batch_size=0)
 
 
 def test_out_under_a_device_or_fifo_names_it(built, tmp_path, error_line):
