@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import errno
 import io
 import json
 import logging
@@ -395,6 +396,7 @@ def _write_onnx(module: nn.Module, example, path: Path) -> dict[str, Any]:
         cause = _interruption(exc)
         if cause is not None:  # Ctrl-C or a kill while torch exported: that, not "could not export"
             raise cause from None
+        _raise_if_unwritable(exc, path)
         raise KdError(f"torch.onnx could not export this model ({type(exc).__name__}: {_summary(exc)}): try --format torchscript") from None
     proto = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -412,12 +414,25 @@ def _interruption(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _raise_if_unwritable(exc: BaseException, path: Path) -> None:
+    """The file-system error (a full disk, a quota) an exporter's own exception wraps, as one line naming
+    the folder: "could not export this model ... try the other format" sent a user after the model."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG):
+            # (path is in the temporary folder made beside --out: its parent is where --out goes)
+            raise KdError(f"{path.parent.parent}: cannot write the export there: {exc.strerror or exc}") from None
+        exc = exc.__cause__ or exc.__context__
+
+
 def _write_torchscript(module: nn.Module, example, path: Path) -> dict[str, Any]:
     try:
         with _quiet(), torch.no_grad():
             traced = torch.jit.trace(module, example, check_trace=False, strict=False)
             traced.save(str(path))
     except Exception as exc:
+        _raise_if_unwritable(exc, path)
         raise KdError(f"torch.jit.trace could not trace this model ({type(exc).__name__}: {_summary(exc)}): try --format onnx") from None
     return {"tool": "torch.jit.trace", "torch": torch.__version__}
 

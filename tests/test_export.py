@@ -669,3 +669,24 @@ def test_out_under_a_device_or_fifo_names_it(built, tmp_path, error_line):
     line = error_line(kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(fifo / "out"), "--db", str(built), ok=False))
     assert line == f"Error: {fifo / 'out'}: cannot write the export there: {fifo} is a file, not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+
+
+def test_a_full_disk_while_exporting_is_named_not_blamed_on_the_model(built, tmp_path, error_line, monkeypatch):
+    """A full disk during torch.onnx.export read "torch.onnx could not export this model ... try
+    --format torchscript": the user went after the model, not the disk. (The failure is injected: a
+    full disk cannot be made here.)"""
+    import errno
+
+    import torch
+
+    def full(*args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("failed to save the ONNX program") from exc
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    out = tmp_path / "onnx"
+    line = error_line(kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(out), "--db", str(built), ok=False))
+    assert line == f"Error: {tmp_path}: cannot write the export there: No space left on device"
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".onnx.")]
