@@ -162,18 +162,18 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
         origins = store.origins([it["id"] for it in items])  # where each came from, and the columns ingest kept (a row's own id)
         print_json([{**it, **origins.get(it["id"], {})} for it in items])
         if more:
-            click.echo(f"warning: listed the first {limit} samples only (--limit 0 for all)", err=True)
+            click.echo(f"warning: listed the first {counted(limit, 'sample')} only (--limit 0 for all)", err=True)
         return
     if as_tsv:
         _print_tsv(items, labeled=split != "unlabeled")
         if more:  # `> train.tsv` without --limit 0 would keep 20 lines unseen
-            click.echo(f"warning: wrote the first {limit} samples only (--limit 0 for all)", err=True)
+            click.echo(f"warning: wrote the first {counted(limit, 'sample')} only (--limit 0 for all)", err=True)
         return
     cells = [(str(it["id"]), it["split"] + ("" if it["parent_id"] is None else f" (augmented from {it['parent_id']})"),
               (it["label"] or "") + (" (dropped)" if it["dropped"] else ""), it["text"]) for it in items]
     print_rows(["id", "split", "label", "text"], cells)
     if more:  # (on standard error: past 1,000 rows the listing is columns a script reads)
-        click.echo(f"warning: listed the first {limit} samples only (--limit 0 for all)", err=True)
+        click.echo(f"warning: listed the first {counted(limit, 'sample')} only (--limit 0 for all)", err=True)
 
 
 def _print_tsv(items: list[dict], *, labeled: bool) -> None:

@@ -1084,7 +1084,7 @@ def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, 
     pool = invoke(["samples", "--split", "unlabeled", "--limit", "0", "--tsv"])
     assert pool.stdout == "text\n一般\n还行\n" and pool.stderr == ""
     cut = invoke(["samples", "--split", "train", "--limit", "1", "--tsv"])
-    assert cut.stdout == "label\ttext\npos\t好吃\n" and "wrote the first 1 samples only (--limit 0 for all)" in cut.stderr
+    assert cut.stdout == "label\ttext\npos\t好吃\n" and "wrote the first 1 sample only (--limit 0 for all)" in cut.stderr
     whole = invoke(["samples", "--split", "train", "--limit", "2", "--tsv"])
     assert whole.stdout == "label\ttext\npos\t好吃\nneg\t难吃\n" and whole.stderr == ""
 
