@@ -526,12 +526,14 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])  # (its vocabulary sizes every student's table)
     if teacher_config is not None and student == "transformer":  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_bert_layout(teacher_config)
+        if cfg.init_from_teacher is None:  # recorded as it runs (the stage decides so: _copies_layers), not as null, which
+            # said nothing of it: teacher_layer[i] is on record whether the layers were copied or only matched
+            cfg = replace(cfg, init_from_teacher=(cfg.width or teacher_config.hidden_size) == teacher_config.hidden_size)
     if teacher_config is not None and init_embeddings == "teacher":
         cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim))
     check_student_shape(cfg, teacher_config, len(store.class_names()))  # as the stage checks it, before it is recorded
-    if cfg.layer_map and teacher_config is not None and not cfg.intermediate and not (
-            cfg.init_from_teacher if cfg.init_from_teacher is not None else (cfg.width or teacher_config.hidden_size) == teacher_config.hidden_size):
-        # (as _copies_layers decides): a student that copies no teacher layer and matches none
+    if cfg.layer_map and teacher_config is not None and not cfg.intermediate and not cfg.init_from_teacher:
+        # (init_from_teacher resolved above, as _copies_layers decides): a student that copies no teacher layer and matches none
         _warn("--layer-map: not used: the student copies no teacher layer (--width or --no-init-from-teacher) and matches none "
               f"(no {', '.join(INTERMEDIATE_OPTIONS[:-1])} or {INTERMEDIATE_OPTIONS[-1]})")
     if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage

@@ -430,7 +430,9 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         "all",
         {
             **({"best_epoch": first["best_epoch"], "train_seconds": first["train_seconds"]} if not cfg.folds else
-               {"train_seconds": sum(f["train_seconds"] for f in fold_fits), "folds": cfg.folds}),
+               {"train_seconds": sum(f["train_seconds"] for f in fold_fits), "folds": cfg.folds,
+                # the epoch each fold kept (as `kd teach --folds` records its own): early stopping is per fold
+                **{f"fold{k}/best_epoch": f["best_epoch"] for k, f in enumerate(fold_fits)}}),
             # of what is served, as the size and latency: the one student, or the K folds' ensemble
             "parameters": sum(count_parameters(m) for m in models),
             "flops_per_sample": flops_per_sample(scfg, round(timed_tokens)) * len(models),

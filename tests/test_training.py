@@ -1608,6 +1608,26 @@ def test_a_layer_map_chooses_the_teacher_layers_a_transformer_student_copies_and
     assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}  # refused before a stage
 
 
+def test_distill_records_what_it_ran_with_each_folds_kept_epoch_and_whether_layers_were_copied(taught_store):
+    """A --folds student recorded no kept epoch at all (`kd teach --folds` records each fold's), and a
+    transformer student's config said init_from_teacher null whether it copied the teacher's layers or
+    not (teacher_layer[i] is on record for matched layers too)."""
+    db = str(taught_store)
+    out = json.loads(kd("distill", "--run", "r", "--folds", "2", "--epochs", "4", "--patience", "1", "--embed-dim", "8",
+                        "--num-filters", "4", "--max-len", "32", "--name", "votes", "--db", db, "--json").stdout)
+    figures = out["metrics"]["all"]
+    for k in range(2):
+        f1 = {h["step"]: h["value"] for h in out["history"] if h["split"] == "dev" and h["name"] == f"fold{k}/macro_f1"}
+        kept = min(e for e, v in f1.items() if v == max(f1.values()))  # early stopping keeps the first best epoch
+        assert figures[f"fold{k}/best_epoch"] == kept, (k, f1)
+    common = ("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
+    for name, args, copied in (("same", (), True), ("narrow", ("--width", "16", "--hidden-mse", "1"), False),
+                               ("fresh", ("--no-init-from-teacher",), False)):
+        config = json.loads(kd(*common, *args, "--name", name).stdout)["config"]
+        assert config["init_from_teacher"] is copied, name
+        assert _stage(taught_store, "r", name).config["init_from_teacher"] is copied
+
+
 def test_a_layer_map_that_nothing_uses_is_warned_of(taught_store):
     """A student that copies no teacher layer (narrower, or --no-init-from-teacher) and has no
     intermediate loss uses no --layer-map: it was taken in silence, and recorded as if it had."""
