@@ -161,6 +161,23 @@ def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]], kind: st
     return out
 
 
+def predicted_with(store: Store, run: str, config: dict[str, Any]) -> str | None:
+    """A predict stage's model (its config's ``model_stage``) with ``replaced since`` when the run's stage
+    of that name now holds another model than the one it predicted with (``kd teach --overwrite``,
+    ``kd distill --overwrite``: its sha256 differs) or none; ``None`` while it is still the same one
+    (or the stage recorded no sha256)."""
+    name, digest = config.get("model_stage"), config.get("model_sha256")
+    if not name or not digest:
+        return None
+    try:
+        now = store.find_stage(run, name)
+    except KdError:  # (deleted since, or failed now)
+        now = None
+    if now is not None and now.artifact_sha256 == digest:
+        return None
+    return f"{name} (replaced since: these figures are of the model it replaced, sha256 {digest[:12]})"
+
+
 def label_sources(store: Store, config: dict[str, Any]) -> list[str]:
     """The clean stages whose edits a stage learned from (its config's ``labels_stages``) as
     ``RUN/NAME``, with ``replaced since`` for one whose name another stage holds now (`kd labels

@@ -2224,3 +2224,19 @@ def test_predict_names_the_student_it_chose_among_several(taught_store):
     assert len(out.stdout.splitlines()) == 1
     assert "note:" not in kd("predict", "--run", "r", "--model", "first", "--db", db, input="这个很好\n").stderr
 
+
+
+def test_report_says_when_a_predict_stages_teacher_was_replaced_since(sample_store, tiny_model):
+    """`kd predict --model teacher --store` stored figures of the teacher; after `kd teach --overwrite`
+    the report showed them under model_stage=teach alone, as if they measured the teacher there now."""
+    db = str(sample_store)
+    teach = ("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    kd(*teach)
+    kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--db", db)
+    assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout  # still the teacher it measured
+    kd(*teach, "--overwrite", "--seed", "7")
+    lines = kd("report", "--run", "r", "--db", db).stdout.splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("predict-teach@dev")))
+    assert any(line.startswith("  model: teach (replaced since: these figures are of the model it replaced") for line in lines[at:at + 4]), lines
+    kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--overwrite", "--db", db)
+    assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout  # measured anew
