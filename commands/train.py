@@ -191,6 +191,21 @@ def _warn_if_majority(run: str, stage: dict) -> None:
                f"the model has learned next to nothing; {fix}", err=True)
 
 
+def _inside_own_teacher(store, run: str, model: str) -> bool:
+    """Whether ``model`` is a folder of run ``run``'s own teacher (or one of its folds)."""
+    here = Path(model).expanduser()
+    if not here.is_dir():
+        return False
+    try:
+        old = store.find_stage(run, "teach")
+    except KdError:
+        return False
+    if not old.artifact_path:
+        return False
+    there = Path(old.artifact_path).resolve()
+    return here.resolve() == there or there in here.resolve().parents
+
+
 @click.command()
 @run_option
 @click.option("--layers", type=int, default=6, show_default=True)
@@ -325,6 +340,10 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
                           f"succeeds): fine-tune it further in another run (--run {run}-2 --model teach:{source_run})")
+        if overwrite and source not in ("teach", "pretrain") and _inside_own_teacher(store, run, model):
+            # (its folder is moved aside before the model loads: "no such directory")
+            raise KdError(f"--model {model} is the teacher this --overwrite replaces (and deletes once the new one "
+                          f"succeeds): fine-tune it further in another run (--run {run}-2 --model teach:{run})")
         checkpoint = _check_positions(store, cfg)  # (before the warning below: a --max-len refused is not one to warn about)
         problem = getattr(checkpoint, "problem_type", None)
         if problem not in (None, "single_label_classification") and dist.is_main:

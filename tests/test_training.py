@@ -2047,6 +2047,10 @@ def test_teach_records_the_checkpoint_it_started_from(sample_store, tiny_model):
     refused = kd("teach", "--run", "b", "--model", "teach:b", "--overwrite", "--epochs", "1", "--db", db, ok=False)
     assert "--model teach:b is the teacher this --overwrite replaces" in refused.stderr
     assert [s.name for s in Store.open(db).stages_of("b")] == ["teach"]
+    # and the same folder given as a path (it failed with "no such directory": moved aside by then)
+    refused = kd("teach", "--run", "b", "--model", second.artifact_path, "--overwrite", "--epochs", "1", "--db", db, ok=False)
+    assert f"--model {second.artifact_path} is the teacher this --overwrite replaces" in refused.stderr
+    assert _stage(sample_store, "b", "teach").artifact_sha256 == second.artifact_sha256
 
 
 def test_the_hub_behind_a_proxy_is_left_to_the_hub_client(monkeypatch):
