@@ -332,7 +332,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             return
         cfg = TeachConfig(
             model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
-            patience=patience, layer_decay=layer_decay, where=where, splits=tuple(splits) or ("train",), labels=tuple(labels),
+            patience=patience, layer_decay=layer_decay, where=where, splits=tuple(dict.fromkeys(splits)) or ("train",), labels=tuple(dict.fromkeys(labels)),  # (one typed twice: once)
             folds=folds, seed=seed, device=device,
         )
         cfg.validate()

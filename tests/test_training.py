@@ -201,14 +201,14 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
     store = Store.open(db)
     n_train, n_dev = len(store.samples(splits=["train"], labeled=True)), len(store.samples(splits=["dev"], labeled=True))
     out = kd("teach", "--run", "sd", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--label", "pos",
-             "--label", "neg", "--epochs", "2", "--patience", "1", "--max-len", "32", "--db", db, "--json")
+             "--label", "neg", "--split", "dev", "--label", "pos", "--epochs", "2", "--patience", "1", "--max-len", "32", "--db", db, "--json")
     assert "warning: --patience: not used when dev is trained on" in out.stderr  # (it was ignored without a word)
     report = json.loads(out.stdout)
     assert report["metrics"]["all"]["train_samples"] == n_train + n_dev
     assert report["metrics"]["all"]["dev_samples"] == 0
     assert "dev" not in {h["split"] for h in report["history"]}  # dev trained, so nothing judged the epochs
     stage = _stage(sample_store, "sd", "teach")
-    assert stage.config["splits"] == ["train", "dev"] and stage.config["labels"] == ["pos", "neg"]
+    assert stage.config["splits"] == ["train", "dev"] and stage.config["labels"] == ["pos", "neg"]  # (typed twice: once)
     assert stage.config["where"] is None
     assert "splits=train,dev" in kd("report", "--run", "sd", "--db", db).stdout  # the text report shows them
     out = kd("teach", "--run", "w", "--model", str(tiny_model), "--where", "id % 2 = 0", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
