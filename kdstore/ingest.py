@@ -472,6 +472,8 @@ def read_class_file(path: Path) -> tuple[str, ...]:
             i, name = int(parts[0]), parts[1].strip()
         elif len(parts) == 2 and parts[1].strip().isascii() and parts[1].strip().isdigit():
             i, name = int(parts[1]), parts[0].strip()
+        elif "\t" in line:  # ('0\tpos\tx' was pinned as a class named with tabs: no label matches it, its export is no class file)
+            raise KdError(f"{path}: line {number}: expected id<TAB>name (or one name a line), found {len(parts)} tab-separated fields")
         else:
             i, name = n, line
         if len(name) > MAX_LABEL:  # (PostgreSQL refused it as "value too long" after the file was read; SQLite stored it)
@@ -486,6 +488,8 @@ def read_class_file(path: Path) -> tuple[str, ...]:
             raise KdError(f"{path}: line {number}: class {name!r} differs from the class {twin!r} only in character width or case, "
                           f"in white space or in how its number is written: one class, give it once")
         names[i] = name
+    if not names:  # (every label was then refused as not among the "pinned classes: " none)
+        raise KdError(f"{path}: no class names: give id<TAB>name lines, or one name a line")
     if sorted(names) != list(range(len(names))) or len(set(names.values())) != len(names):
         raise KdError(f"{path}: class ids must be 0..K-1 with distinct names")
     return tuple(names[i] for i in range(len(names)))
@@ -526,12 +530,14 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
         pinned_new = len(report.new_classes)
         # the stored samples with these texts only, looked up by the unique text_hash index (not the
         # whole table: a 20-row ingest into a 700k-sample store read every row into memory)
-        seen: dict[str, tuple[int | None, str, str]] = {}
-        query = select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id)
+        # (hash -> current label, where from, split, the label it was ingested with: `kd labels` may have changed it since)
+        seen: dict[str, tuple[int | None, str, str, int | None]] = {}
+        query = select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id,
+                       Sample.orig_label_id)
         for part in chunks(sorted(set(hashes)), ID_CHUNK):
             seen.update(
-                (h, (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split))
-                for h, label_id, src, line, split, parent in conn.execute(query.where(Sample.text_hash.in_(part)))
+                (h, (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split, orig))
+                for h, label_id, src, line, split, parent, orig in conn.execute(query.where(Sample.text_hash.in_(part)))
             )
         names_by_id = {i: n for n, i in classes.items()}
         lookalikes = {_label_key(n): n for n in classes}
@@ -540,18 +546,21 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
         for r, h in zip(records, hashes):
             prior = seen.get(h)
             if prior is not None:
-                prior_label, where, prior_split = prior
+                prior_label, where, prior_split, prior_orig = prior
                 if prior_split == "augmented" and prior_label is None and r.label is None and r.parent_id is None:
                     # a pool text that kd distill --augment made first becomes the pool's, as it would
                     # had the pool come first (it stays among its recipes' texts): skipped, it was no
                     # pool text for distill, pretrain or --tsv, and a dropped parent took it along
                     adopted.append({"h": h, "new_source": source, "new_line": r.line, "new_meta": r.meta})
-                    seen[h] = (None, f"{source}:{r.line}" if r.line else source, opts.split)
+                    seen[h] = (None, f"{source}:{r.line}" if r.line else source, opts.split, None)
                     continue
                 prior_name = None if prior_label is None else names_by_id[prior_label]
+                orig_name = None if prior_orig is None else names_by_id[prior_orig]
                 # a labeled row whose text is stored without a label (the pool, an augmented text)
-                # would lose its label unseen if counted as a duplicate: it is a conflict too
-                if r.label is not None and prior_name != r.label:
+                # would lose its label unseen if counted as a duplicate: it is a conflict too. A row
+                # with the label the sample was ingested with (the same file again, after `kd labels`
+                # corrected it) is a duplicate: it was listed as a conflict with its own line
+                if r.label is not None and r.label not in (prior_name, orig_name):
                     report.conflicts.append(
                         {
                             "line": r.line,
@@ -578,7 +587,7 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
                     names_by_id[label_id] = r.label
                     report.new_classes.append(r.label)
             seen[h] = (label_id, f"{source}:{r.line}" if r.line else source,
-                       "augmented" if r.parent_id is not None else opts.split)
+                       "augmented" if r.parent_id is not None else opts.split, label_id)
             rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta, r.parent_id))
             if r.label is not None:
                 report.added_per_class[r.label] = report.added_per_class.get(r.label, 0) + 1

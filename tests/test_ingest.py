@@ -1267,3 +1267,39 @@ def test_classes_export_of_a_store_without_classes_is_refused(invoke, write_file
     invoke(["ingest", "pool.txt", "--split", "unlabeled"])
     line = error_line(invoke(["classes", "--export", str(tmp_path / "class_id.txt")], ok=False))
     assert "no classes yet" in line and not (tmp_path / "class_id.txt").exists()
+
+
+def test_reingesting_a_file_after_a_label_edit_is_no_conflict_with_its_own_line(invoke, write_file, read_samples):
+    """A sample `kd labels` relabeled was listed, when its own file was ingested again, as a conflict
+    that said the file's line "has" the new label: a row with the label the sample was ingested with
+    is a duplicate, and the correction stands. Another label still is a conflict."""
+    write_file("train.tsv", "pos\t好吃\nneg\t难吃\n")
+    invoke(["ingest", "train.tsv"])
+    invoke(["labels", "set", "--run", "r", "1=neg"])
+    report = invoke.json(["ingest", "train.tsv"])
+    assert (report["added"], report["duplicates"], report["conflicts"]) == (0, 2, [])
+    assert "conflict" not in invoke(["ingest", "train.tsv"]).stdout.replace("0 conflicts", "")
+    write_file("other.tsv", "mid\t好吃\n")
+    report = invoke.json(["ingest", "other.tsv"])
+    assert [(c["label"], c["kept_label"], c["kept_from"]) for c in report["conflicts"]] == [("mid", "neg", "train.tsv:1")]
+    assert [(r["text"], r["label"]) for r in read_samples()] == [("好吃", "neg"), ("难吃", "neg")]
+
+
+def test_a_class_file_line_of_three_fields_or_an_empty_class_file_is_refused(invoke, write_file, counts, read_classes,
+                                                                            error_line):
+    """'0<TAB>pos<TAB>x' was pinned as one class named with tabs (ingest --split unlabeled stored it,
+    and `kd classes` then wrote no class file); an empty file said "unknown label 'pos' (pinned classes: )"."""
+    write_file("pool.txt", "好吃\n难吃\n")
+    write_file("train.tsv", "pos\t好吃\n")
+    write_file("three.txt", "0\tpos\tx\n1\tneg\n")
+    write_file("two_names.txt", "pos\tneg\n")
+    write_file("empty.txt", "\n\n")
+    for name, args in (("three.txt", ["pool.txt", "--split", "unlabeled"]), ("two_names.txt", ["pool.txt", "--split", "unlabeled"])):
+        line = error_line(invoke(["ingest", *args, "--classes", name], ok=False))
+        assert line.startswith(f"Error: {name}: line 1: expected id<TAB>name (or one name a line)"), line
+    assert error_line(invoke(["ingest", "train.tsv", "--classes", "empty.txt"], ok=False)) == (
+        "Error: empty.txt: no class names: give id<TAB>name lines, or one name a line")
+    invoke(["ingest", "train.tsv"])
+    before = counts()
+    assert "no class names" in error_line(invoke(["ingest", "train.tsv", "--classes", "empty.txt"], ok=False))
+    assert counts() == before and read_classes() == [(0, "pos")]
