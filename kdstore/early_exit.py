@@ -420,7 +420,7 @@ def predict_logits(
         done = score(logits) <= speed
         if not bool(done.any()):
             continue
-        logits_out[rows[done]] = logits[done]
+        logits_out[rows[done]] = logits[done].float()  # (under a GPU's autocast a branch answers in bf16/fp16)
         exit_layer[rows[done]] = i + 1
         keep = ~done
         if not bool(keep.any()):

@@ -734,3 +734,22 @@ def test_the_stage_config_records_the_max_len_the_branches_read_at(trained):
     out = json.loads(kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--name", "ee-len",
                         "--db", trained["db"], "--json").stdout)
     assert out["config"]["max_len"] == 32 == out["metrics"]["all"]["max_len"]
+
+
+def test_a_batch_served_under_autocast_takes_the_branches_half_precision_answers(trained):
+    """On a GPU the serving loop runs under bf16/fp16 autocast, where a branch answers in half precision;
+    rows that left early were written into the float32 result as they were, which torch refuses
+    ('Index put requires the source and destination dtypes match'): kd predict, the stage's outputs and
+    its per-speed figures crashed on a GPU as soon as some texts of a batch exited. The CPU's bf16
+    autocast does what the GPU's does."""
+    model, tokenizer, _ = load_early_exit(trained["out_dir"])
+    dev = trained["store"].samples(splits=["dev", "test"], labeled=True)
+    input_ids, mask = _batch(tokenizer, dev.texts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, layers = predict_logits(model, input_ids, mask, speed=0.5, uncertainty="max_prob")
+    assert logits.dtype == torch.float32 and (layers == 1).all()  # binary: every text leaves at the first branch
+    exact, _ = predict_logits(model, input_ids, mask, speed=0.5, uncertainty="max_prob")
+    torch.testing.assert_close(logits, exact, atol=0.1, rtol=0.05)  # the same answers, in bf16's precision
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # and a batch where only some rows leave
+        _, some = predict_logits(model, input_ids, mask, speed=0.9)
+    assert 1 <= some.min() and some.max() <= LAYERS
