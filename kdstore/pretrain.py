@@ -27,7 +27,7 @@ from .segment import jieba_module, token_groups, word_starts
 from .serving import sha256_file
 from .store import Store
 from .torchutil import autocast, check_finite, count_parameters, decay_exempt, grad_scaler, pick_device, saving_model, scaled_step, set_seed
-from .vocab import SPECIALS, build_vocab, make_tokenizer
+from .vocab import SPECIALS, count_chars, make_tokenizer, vocab_from_counts
 
 MODEL_SUBDIR = "model"
 # fp16 steps the grad scaler may skip in a row (it halves its scale each time: 2^16 is back to 1 in 16)
@@ -152,11 +152,14 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     if len(texts) < 2:
         of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
         raise KdError(f"the store has fewer than 2 texts{of} to pre-train on: ingest some text first")
-    tokens = build_vocab(texts, min_count=cfg.min_count, max_size=cfg.max_vocab)
+    counts = count_chars(texts)
+    tokens = vocab_from_counts(counts, min_count=cfg.min_count, max_size=cfg.max_vocab)
     # each rank reads --corpus from its own disk: unlike files would give unlike vocabularies, and DDP
     # would average the gradients of unlike embeddings
     dist.agree_on("--corpus texts or vocabularies", "\n".join(corpus), "\n".join(tokens))
-    if len(tokens) == len(SPECIALS):
+    # (the ASCII letters and digits kept below --min-count, to spell words, are no vocabulary on their
+    # own: every other character of the texts would be [UNK], and the model would learn next to nothing)
+    if len(tokens) == len(SPECIALS) or max(counts.values(), default=0) < cfg.min_count:
         raise KdError(f"no character occurs {cfg.min_count} times in the {len(texts)} texts: lower --min-count")
     tokenizer = make_tokenizer(tokens)
     ids, groups, cut = _encode_with_groups(tokenizer, texts, cfg)

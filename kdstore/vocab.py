@@ -23,17 +23,32 @@ def _is_punctuation(ch: str) -> bool:
     return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch).startswith("P")
 
 
-def build_vocab(texts: Iterable[str], *, min_count: int = 1, max_size: int = 21128) -> list[str]:
-    """Tokens in id order: specials, then characters seen ``min_count`` times (an ASCII letter or
-    digit: once) by descending frequency (ties by code point)."""
+def _normalizer():
     from tokenizers.normalizers import BertNormalizer
 
-    if min_count < 1:
-        raise ValueError("min_count must be at least 1")
-    normalize = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True).normalize_str
+    return BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True).normalize_str
+
+
+def count_chars(texts: Iterable[str]) -> Counter[str]:
+    """How often each character occurs, as the tokenizer sees it (after BERT's normalizer, spaces left out)."""
+    normalize = _normalizer()
     counts: Counter[str] = Counter()
     for text in texts:
         counts.update(ch for ch in normalize(text) if not ch.isspace())  # "é" counts as the "e" it becomes
+    return counts
+
+
+def build_vocab(texts: Iterable[str], *, min_count: int = 1, max_size: int = 21128) -> list[str]:
+    """Tokens in id order: specials, then characters seen ``min_count`` times (an ASCII letter or
+    digit: once) by descending frequency (ties by code point)."""
+    return vocab_from_counts(count_chars(texts), min_count=min_count, max_size=max_size)
+
+
+def vocab_from_counts(counts: Counter[str], *, min_count: int = 1, max_size: int = 21128) -> list[str]:
+    """``build_vocab`` over characters already counted (``count_chars``)."""
+    if min_count < 1:
+        raise ValueError("min_count must be at least 1")
+    normalize = _normalizer()
     # an ASCII letter or digit seen once is kept whatever min_count: WordPiece spells a Latin word or a
     # number from them, and one missing turns the whole word into [UNK] ("zoom" with a rare z)
     ranked = sorted(

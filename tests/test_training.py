@@ -711,6 +711,21 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     assert "texts cut to --max-len 8 tokens: 50%" in out.stdout
 
 
+def test_pretrain_refuses_a_min_count_no_character_reaches_though_latin_letters_and_digits_are_kept(tmp_path):
+    """The letters and digits kept below --min-count (to spell words) hid that no character reached it:
+    a vocabulary of them alone was trained on, every Chinese character an [UNK], and nothing said so."""
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好 iPhone 15"), ("neg", "很差 a1"), ("pos", "不错 b2")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    args = ("pretrain", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1", "--max-len", "16", "--db", db)
+    line = kd(*args, "--run", "p", "--min-count", "50", ok=False).output
+    assert line == "Error: no character occurs 50 times in the 3 texts: lower --min-count\n"
+    stage = _stage(Path(db), "p", "pretrain")
+    assert stage.status == "failed" and not stage.artifact_path
+    kd(*args, "--run", "q", "--min-count", "2")  # 很 occurs twice: the rare letters and digits still come along
+    assert _stage(Path(db), "q", "pretrain").status == "succeeded"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--generator-layers", "2"], "--generator-layers sizes ELECTRA's generator: add --objective electra"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
