@@ -202,8 +202,8 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
         return False
     if not old.artifact_path:
         return False
-    there = Path(old.artifact_path).resolve()
-    return here.resolve() == there or there in here.resolve().parents
+    here, there = here.resolve(), Path(old.artifact_path).resolve()
+    return here == there or there in here.parents
 
 
 @click.command()

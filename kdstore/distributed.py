@@ -297,7 +297,7 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
                 yield StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
         except BaseException as exc:
             _note_error(store, stage_id, dist.rank, exc)
-            _fail_if_main_gone(store, stage_id, lost=str(exc).startswith(LOST_MESSAGE[:30]))
+            _fail_if_main_gone(store, stage_id, lost=_lost(exc))
             raise
         return
     opened: StageHandle | None = None
@@ -322,7 +322,12 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
 def _stopped_by_another(exc: BaseException) -> bool:
     """Whether rank 0's error is only what another rank's failure did to it: torchrun's SIGTERM, or a
     collective whose other side is gone."""
-    return str(exc) == SIGTERM_MESSAGE or str(exc).startswith(LOST_MESSAGE[:30])
+    return str(exc) == SIGTERM_MESSAGE or _lost(exc)
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is the group's report that another rank is gone (``_peer_loss_as_error``)."""
+    return str(exc).startswith(LOST_MESSAGE[:30])
 
 
 def _noted_cause(store: Store, stage_id: int) -> str | None:
@@ -344,7 +349,7 @@ def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> N
     error and still runs: when torchrun stops the survivors, the rank that failed has noted its
     error (rank 0 recorded its stage) before it exited, so a SIGTERM that finds none came from
     outside (a kill of this rank) and is the cause."""
-    if isinstance(exc, KdError) and (ECHO.match(str(exc)) or str(exc).startswith(LOST_MESSAGE[:30])):
+    if isinstance(exc, KdError) and (ECHO.match(str(exc)) or _lost(exc)):
         return  # another rank's error passed on, or the group's report that another rank is gone: not a cause
     if isinstance(exc, KeyboardInterrupt):
         exc = KdError("interrupted (Ctrl-C)")  # noted only while the stage has no error yet: a first cause

@@ -3,7 +3,6 @@ that a figure can be rerun."""
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import sys
@@ -53,7 +52,9 @@ def environment(device: str | None = None) -> dict[str, Any]:
             if env["device"].startswith("cuda") and torch.cuda.is_available():  # (--device cuda with no GPU: asking its name was a traceback)
                 env["gpu"] = torch.cuda.get_device_name(0)
         env["torch_threads"] = torch.get_num_threads()
-    world = os.environ.get("WORLD_SIZE", "1").strip()
-    if world.isdigit() and int(world) > 1:  # (one process, the default, adds nothing)
-        env["processes"] = int(world)
+    from .distributed import Dist
+
+    world = Dist.from_env().world
+    if world > 1:  # (one process, the default, adds nothing)
+        env["processes"] = world
     return env

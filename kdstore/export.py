@@ -403,27 +403,28 @@ def _write_onnx(module: nn.Module, example, path: Path) -> dict[str, Any]:
     return {"tool": "torch.onnx.export (dynamo)", "torch": torch.__version__, "onnx_opset": opset, "external_data": big}
 
 
-def _interruption(exc: BaseException) -> BaseException | None:
-    """The Ctrl-C (or kill) an exporter's own exception wraps, if it wraps one."""
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it wraps (its cause, else its context), each once."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (KeyboardInterrupt, Terminated)) or (isinstance(exc, KdError) and str(exc).startswith("terminated (")):
-            return exc
+        yield exc
         exc = exc.__cause__ or exc.__context__
-    return None
+
+
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C (or kill) an exporter's own exception wraps, if it wraps one."""
+    return next((e for e in _chain(exc) if isinstance(e, (KeyboardInterrupt, Terminated))
+                 or (isinstance(e, KdError) and str(e).startswith("terminated ("))), None)
 
 
 def _raise_if_unwritable(exc: BaseException, path: Path) -> None:
     """The file-system error (a full disk, a quota) an exporter's own exception wraps, as one line naming
     the folder: "could not export this model ... try the other format" sent a user after the model."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG):
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG):
             # (path is in the temporary folder made beside --out: its parent is where --out goes)
-            raise KdError(f"{path.parent.parent}: cannot write the export there: {exc.strerror or exc}") from None
-        exc = exc.__cause__ or exc.__context__
+            raise KdError(f"{path.parent.parent}: cannot write the export there: {e.strerror or e}") from None
 
 
 def _write_torchscript(module: nn.Module, example, path: Path) -> dict[str, Any]:
