@@ -350,8 +350,8 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             # (transformers would have trained it with that loss, BCE for multi_label_classification)
             _warn(f"--model {model}: its config.json says problem_type {problem!r}; kd trains it as single-label "
                   "classification (one class a text, cross-entropy), and saves it so")
-        if source == "pretrain" and dist.is_main:
-            _warn_past_pretrained_positions(store, source_run, max_len)
+        if dist.is_main:
+            _warn_past_trained_positions(store, model, checkpoint, max_len)
         if "dev" in cfg.splits and _options_given(("patience",)) and dist.is_main:
             _warn("--patience: not used when dev is trained on (no dev rows are left to judge the epochs: "
                   "the last epoch is kept)")
@@ -399,17 +399,24 @@ def _check_positions(store, cfg: TeachConfig):
     return config
 
 
-def _warn_past_pretrained_positions(store, pretrain_run: str, max_len: int) -> None:
+def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) -> None:
     """`kd pretrain` learns the positions up to its --max-len; a teacher reading further starts the
-    rest from random vectors (the model has 512 of them): say so, it trains on regardless."""
-    try:
-        trained = int(store.find_stage(resolve_run_id(pretrain_run), "pretrain").config.get("max_len") or 0)
-    except (KdError, TypeError, ValueError):
-        return  # (the stage's own check names a missing run)
+    rest from random vectors (the model has 512 of them): say so, it trains on regardless. The folder's
+    config.json says how far it was trained (a kd teacher fine-tuned from it too); a folder pre-trained
+    before kd wrote that, by its run's recorded --max-len."""
+    from kdstore.pretrain import trained_positions
+
+    source, _, source_run = model.partition(":")
+    trained = trained_positions(checkpoint) if checkpoint is not None else None
+    if trained is None and source == "pretrain":
+        try:
+            trained = int(store.find_stage(resolve_run_id(source_run), "pretrain").config.get("max_len") or 0)
+        except (KdError, TypeError, ValueError):
+            return  # (the stage's own check names a missing run)
     if trained and max_len > trained:
-        _warn(f"--max-len {max_len} is longer than the {trained} tokens run {pretrain_run!r} was pre-trained on: "
-              f"positions {trained + 1}-{max_len} start untrained (pre-train with --max-len {max_len}, or teach with "
-              f"--max-len {trained})")
+        what = f"run {source_run!r} was pre-trained on" if source == "pretrain" else f"model {model!r} was trained on"
+        _warn(f"--max-len {max_len} is longer than the {trained} tokens {what}: positions {trained + 1}-{max_len} start "
+              f"untrained (pre-train with --max-len {max_len}, or teach with --max-len {trained})")
 
 
 @click.command()

@@ -34,6 +34,9 @@ MODEL_SUBDIR = "model"
 # before the loss itself is taken as not finite, rather than --steps waited for forever
 MAX_SKIPPED_STEPS = 100
 OBJECTIVES = ("mlm", "electra")
+# config.json's record of the positions a model was trained on (kd pretrain's --max-len, then the longest
+# --max-len a kd teacher fine-tuned it with): past it, position vectors are as initialised, at random
+TRAINED_POSITIONS = "kd_trained_positions"
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         max_position_embeddings=max(512, cfg.max_len),
         pad_token_id=tokenizer.pad_token_id,
     )
+    # the positions past --max-len start and stay random: said in config.json, for whoever fine-tunes the folder
+    setattr(model_cfg, TRAINED_POSITIONS, cfg.max_len)
     if cfg.objective == "electra":
         from transformers import BertModel
 
@@ -392,3 +397,9 @@ def config_dict(cfg: PretrainConfig) -> dict:
     # the sizes "0 (auto)" stood for, as the model has them (the report showed heads=0, intermediate=0)
     d["heads"], d["intermediate"] = cfg.n_heads, cfg.intermediate or 4 * cfg.hidden
     return d
+
+
+def trained_positions(config) -> int | None:
+    """How many positions a model's config.json says were trained (``None``: it does not say)."""
+    n = getattr(config, TRAINED_POSITIONS, None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None

@@ -21,6 +21,7 @@ from .labels import read_labeled, record_labels_state
 from .metrics import class_support, classification_metrics
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .predictor import STUDENT_CONFIG
+from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
 from .runs import StageHandle, resolve_run_id, sha256_path
 from .schedules import layer_decay_scales, warmup_linear_decay
@@ -345,7 +346,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     scoring = 0.0  # seconds spent scoring and writing logits (the stored rate), training excluded
     if folds is None:
         model, tokenizer = _fit(add_metrics, stage, cfg, path, names, train, dev, device, rng, dist, tag="")
-        out_dir = _save(model, tokenizer, stage.artifact_dir / MODEL_SUBDIR) if dist.is_main else None
+        out_dir = _save(model, tokenizer, stage.artifact_dir / MODEL_SUBDIR, cfg.max_len) if dist.is_main else None
         started = time.monotonic()
         mine = everything.subset(dist.shard(len(everything)))
         ids = mine.ids
@@ -357,7 +358,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         for k in range(cfg.folds):
             model, tokenizer = _fit(add_metrics, stage, cfg, path, names, train.subset(folds != k), dev, device, rng, dist, tag=f"fold{k}/")
             if dist.is_main:
-                _save(model, tokenizer, out_dir / f"fold-{k}")
+                _save(model, tokenizer, out_dir / f"fold-{k}", cfg.max_len)
             texts = oof.texts(k)
             started = time.monotonic()
             oof.add(score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"fold {k} logits"))
@@ -540,7 +541,10 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     return model, tokenizer
 
 
-def _save(model, tokenizer, out_dir: Path) -> Path:
+def _save(model, tokenizer, out_dir: Path, max_len: int) -> Path:
+    trained = trained_positions(model.config)
+    if trained is not None:  # (a kd-pretrained model: its positions up to --max-len are trained now)
+        setattr(model.config, TRAINED_POSITIONS, max(trained, max_len))
     with saving_model(out_dir):
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)

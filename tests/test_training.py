@@ -488,6 +488,12 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     longer = kd("teach", "--run", "p2", "--model", "pretrain:p", "--epochs", "1", "--max-len", "160", "--db", db)
     assert "warning: --max-len 160 is longer than the 128 tokens run 'p' was pre-trained on: positions 129-160 start untrained" in longer.stderr
     assert _stage(sample_store, "p2", "teach").status == "succeeded"
+    # the folder itself says so in its config.json (given by path, not pretrain:p), and a teacher fine-tuned at
+    # 160 says 160: fine-tuning it further at 160 is no warning
+    by_path = kd("teach", "--run", "p3", "--model", stage.artifact_path, "--epochs", "1", "--max-len", "160", "--db", db)
+    assert f"warning: --max-len 160 is longer than the 128 tokens model {stage.artifact_path!r} was trained on: positions 129-160 start untrained" in by_path.stderr
+    further = kd("teach", "--run", "p4", "--model", "teach:p2", "--epochs", "1", "--max-len", "160", "--db", db)
+    assert "start untrained" not in further.stderr and _stage(sample_store, "p4", "teach").status == "succeeded"
     from transformers import AutoConfig, AutoTokenizer  # plain transformers truncates to the model's positions
 
     assert AutoTokenizer.from_pretrained(stage.artifact_path).model_max_length == AutoConfig.from_pretrained(stage.artifact_path).max_position_embeddings
