@@ -586,7 +586,7 @@ def speed_metrics(measured: dict[float, dict[str, Any]], labels: np.ndarray, nam
     out: dict[str, float] = {}
     for s, m in measured.items():
         pred = m["logits"].argmax(1)
-        tag = f"{s:g}"
+        tag = f"{s:g}" if float(f"{s:g}") == s else repr(float(s))  # (--speed 0.1000001 is not the grid's 0.1)
         if len(labels):
             cm = classification_metrics(labels, pred, num_classes=len(names), class_names=names)
             out[f"accuracy@{tag}"], out[f"macro_f1@{tag}"] = cm["accuracy"], cm["macro_f1"]

@@ -532,6 +532,9 @@ def test_speed_metrics_by_hand_and_no_speedup_where_nothing_exited():
     assert m["speedup@0"] == 1.0 and m["speedup@0.5"] == 2.0
     assert m["speedup@0.1"] == 1.0  # nothing exited: not 4x
     assert m["speedup@0.3"] == pytest.approx(0.8)  # the branches' cost, as measured
+    # a --speed that six significant digits make one of the grid's has figures of its own (it overwrote 0.1's)
+    close = speed_metrics({**measured, 0.1000001: measured[0.5]}, labels, ["a", "b"])
+    assert (close["layers@0.1"], close["layers@0.1000001"]) == (3.0, 1.75)
 
 
 def test_cli_max_loss_serves_at_the_speed_chosen_on_dev(trained):
