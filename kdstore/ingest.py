@@ -458,12 +458,15 @@ def _has_nul(value: Any) -> bool:
 def read_class_file(path: Path) -> tuple[str, ...]:
     """Class names in id order from ``class_id.txt``: ``id<TAB>name`` lines, or one name a line."""
     try:
-        lines = [l.strip() for l in Path(path).read_text(encoding="utf-8-sig").splitlines()]
+        raw = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise KdError(f"{path}: cannot read class file: {exc}") from None
-    for number, line in enumerate(lines, start=1):
+    lines = [l.strip() for l in raw]
+    for number, (line, whole) in enumerate(zip(lines, raw), start=1):
         if _CONTROL.search(line.replace("\t", " ")):  # a binary file, or names no label can have
             raise KdError(f"{path}: line {number}: a control character (binary data?): not a class file")
+        if line and "\t" in whole.strip(" \r\n") and "\t" not in line:  # ('0<TAB>' was pinned as a class named '0')
+            raise KdError(f"{path}: line {number}: an empty field beside a tab: expected id<TAB>name (or one name a line)")
     names: dict[int, str] = {}
     keys: dict[str, str] = {}  # _label_key -> the name that has it
     for n, (number, line) in enumerate(((i, l) for i, l in enumerate(lines, start=1) if l), start=0):

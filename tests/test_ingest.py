@@ -1299,6 +1299,10 @@ def test_a_class_file_line_of_three_fields_or_an_empty_class_file_is_refused(inv
         assert line.startswith(f"Error: {name}: line 1: expected id<TAB>name (or one name a line)"), line
     assert error_line(invoke(["ingest", "train.tsv", "--classes", "empty.txt"], ok=False)) == (
         "Error: empty.txt: no class names: give id<TAB>name lines, or one name a line")
+    # an id without its name ('1<TAB>') was pinned as a class named '1'; a line of a lone tab is a blank line
+    write_file("no_name.txt", "0\tpos\n1\t\n\t\n")
+    assert error_line(invoke(["ingest", "pool.txt", "--split", "unlabeled", "--classes", "no_name.txt"], ok=False)) == (
+        "Error: no_name.txt: line 2: an empty field beside a tab: expected id<TAB>name (or one name a line)")
     invoke(["ingest", "train.tsv"])
     before = counts()
     assert "no class names" in error_line(invoke(["ingest", "train.tsv", "--classes", "empty.txt"], ok=False))
