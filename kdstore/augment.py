@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import logging
 import numbers
 import random
 import unicodedata
@@ -58,7 +57,9 @@ def _posseg():
         import jieba.posseg
     except ImportError:
         raise KdError("data augmentation needs jieba: pip install jieba") from None
-    jieba.setLogLevel(logging.WARNING)
+    from .segment import quieten
+
+    quieten(jieba)
     return jieba.posseg
 
 

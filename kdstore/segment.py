@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
+import os
 from typing import Sequence
 
 from .errors import KdError
@@ -17,8 +18,48 @@ def jieba_module():
         import jieba
     except ImportError:
         raise KdError("whole-word masking needs jieba: pip install jieba (or pass --no-wwm)") from None
-    jieba.setLogLevel(logging.WARNING)
+    quieten(jieba)
     return jieba
+
+
+def quieten(jieba) -> None:
+    """jieba's progress messages off, and its failure to write the dictionary cache said in one line."""
+    jieba.setLogLevel(logging.WARNING)
+    logging.getLogger("jieba").addFilter(_cache_not_written)  # (added once: addFilter skips a filter it has)
+
+
+def _default_cache() -> str:
+    """Where jieba keeps the cache of its default dictionary, the one kd segments with."""
+    import tempfile
+
+    import jieba
+
+    return os.path.join(jieba.dt.tmp_dir or tempfile.gettempdir(), jieba.dt.cache_file or "jieba.cache")
+
+
+def _cache_not_written(record: logging.LogRecord) -> bool:
+    """jieba logs "Dump cache file failed." at ERROR, with the whole traceback, when it cannot write
+    its dictionary cache (another user's ``jieba.cache`` in a shared temporary folder, a read-only
+    or full disk): a run that goes on and succeeds looked as if it had crashed. It also left its
+    temporary copy of the cache (9 MB) in that folder each time. The record becomes one warning line
+    naming the cache and the way out, and the copy is removed."""
+    if record.getMessage() != "Dump cache file failed." or not record.exc_info:
+        return True
+    exc = record.exc_info[1]
+    src, dst = (getattr(exc, "filename", None), getattr(exc, "filename2", None)) if isinstance(exc, OSError) else (None, None)
+    if isinstance(src, str) and isinstance(dst, str) and os.path.basename(src).startswith("tmp") \
+            and os.path.dirname(os.path.abspath(src)) == os.path.dirname(os.path.abspath(dst)) and os.path.isfile(src):
+        try:  # the copy jieba wrote and could not move onto the cache (os.rename's source)
+            os.remove(src)
+        except OSError:
+            pass
+    cache = dst if isinstance(dst, str) else _default_cache()
+    reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+    record.msg = (f"warning: jieba could not write its dictionary cache {cache} ({reason}): it builds its "
+                  "dictionary anew in each run (about a second); set TMPDIR to a folder of your own to keep one")
+    record.args, record.exc_info, record.exc_text = (), None, None
+    record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def word_starts(text: str) -> list[int]:

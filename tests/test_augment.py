@@ -464,3 +464,24 @@ def test_a_large_augment_n_shows_a_bar_over_the_texts(monkeypatch, capsys):
     assert augment(texts, n=2000, seed=3, max_tries=1) == quiet
     captured = capsys.readouterr()
     assert "augment: 2000 new texts each" in captured.err and "3/3" in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("entry", ["augment", "word_starts"])
+def test_a_jieba_cache_that_cannot_be_written_is_one_warning_line(tmp_path, entry):
+    """jieba printed "Dump cache file failed." and a whole traceback on standard error when it could
+    not write its dictionary cache (another user's jieba.cache in a shared /tmp), in a run that went
+    on and succeeded, and left its 9 MB temporary copy of the cache behind each time; augmentation
+    and whole-word masking (kd pretrain) say it in one line now and leave nothing behind."""
+    (tmp_path / "jieba.cache").mkdir()  # jieba's rename of its copy onto it fails, as onto another user's file
+    (tmp_path / "jieba.cache" / "x").write_text("")
+    call = {"augment": "from kdstore.augment import augment; print(augment(['质量很好，物流也快'], n=2, seed=0))",
+            "word_starts": "from kdstore.segment import word_starts; print(word_starts('质量很好，物流也快'))"}[entry]
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", call], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    expected = augment(["质量很好，物流也快"], n=2, seed=0) if entry == "augment" else None
+    if expected is not None:
+        assert run.stdout.strip() == str(expected)  # (the work itself is done as before)
+    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1
+    assert run.stderr.startswith(f"warning: jieba could not write its dictionary cache {tmp_path / 'jieba.cache'} (")
+    assert "TMPDIR" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jieba.cache"]  # no tmpXXXXXX copy left
