@@ -169,6 +169,10 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
             value = ",".join(str(v) for v in value)
         if isinstance(value, list) and not getattr(param, "multiple", False):  # (click crashed on it)
             raise KdError(f"{path}: {key} = {value!r}: expected a single value, not an array")
+        if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
+            # an array or table inside the array: float() crashed on it (teacher-weight = [[1.0]]), and a
+            # string option took its text (label = [["pos"]] was the class "['pos']")
+            raise KdError(f"{path}: {key} = {value!r}: expected a value or an array of values, not an array or table inside one")
         wholes = value if isinstance(value, list) else [value]
         when = next((v for v in wholes if isinstance(v, (dt.date, dt.time))), None)  # (a datetime is a date)
         if when is not None and not isinstance(param.type, click.types.StringParamType):  # int()/float() crashed on it

@@ -509,6 +509,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     if ignored:
         raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}")
     _warn_unused(student, augment, relation=value_relation > 0 or qk_relation > 0)
+    temperature, temperature_end, temperature_schedule, temperature_beta, temperature_gamma = _file_temperatures_fit(
+        soft_loss, temperature, temperature_end, temperature_schedule, temperature_beta, temperature_gamma)
     _refuse_unfit_temperatures(soft_loss, temperature_schedule)
     try:
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
@@ -617,6 +619,31 @@ def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
         _warn(f"{', '.join(unused)}: not used by --augment {augment or '(none)'}")
     if student == "transformer" and not relation and _options_given(("relation_heads",)):
         _warn("--relation-heads: not used without --value-relation or --qk-relation")
+
+
+def _file_temperatures_fit(soft_loss: str, temperature: float, temperature_end: float | None, schedule: str,
+                           beta: float, gamma: float) -> tuple[float, float | None, str, float, float]:
+    """The temperature options, with those a config file gave back at their defaults where a typed
+    --soft-loss mse or --temperature-schedule leaves them no use. A file's `temperature = 4` refused
+    every `kd distill --soft-loss mse`, and its `temperature-beta` every `--temperature-schedule constant`,
+    with no way out on the command line (typed, those options are refused even at their defaults)."""
+    ctx = click.get_current_context()
+    typed = lambda name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE  # noqa: E731
+    from_file = lambda name: ctx.get_parameter_source(name) == ParameterSource.DEFAULT_MAP  # noqa: E731
+    default = {p.name: p.default for p in ctx.command.params}
+    if soft_loss == "mse" and typed("soft_loss"):  # raw logits: no temperature, nor a schedule of one
+        if from_file("temperature"):
+            temperature = default["temperature"]
+        if from_file("temperature_end"):
+            temperature_end = None
+        if from_file("temperature_schedule"):
+            schedule = default["temperature_schedule"]
+    if schedule == "constant" and (typed("soft_loss") or typed("temperature_schedule")):
+        beta = default["temperature_beta"] if from_file("temperature_beta") else beta
+        gamma = default["temperature_gamma"] if from_file("temperature_gamma") else gamma
+    elif schedule == "cwsm" and typed("temperature_schedule") and from_file("temperature_gamma"):
+        gamma = default["temperature_gamma"]
+    return temperature, temperature_end, schedule, beta, gamma
 
 
 def _refuse_unfit_temperatures(soft_loss: str, schedule: str) -> None:

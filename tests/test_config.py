@@ -385,3 +385,60 @@ def test_a_typed_budget_of_pretrain_replaces_the_files_other_one(other_db, invok
                           'max-len = 16\nbatch-size = 2\nmin-count = 1\nwwm = false\n')
     out = invoke.json(["pretrain", "--run", "z", "--steps", "0", "--json"], db=None)
     assert (out["config"]["steps"], out["config"]["minutes"]) == (0, 0.01)
+
+
+def test_an_array_or_table_inside_an_array_is_a_one_line_error(other_db, invoke, write_file, error_line, counts):
+    """``teacher-weight = [[1.0]]`` crashed in float() with a TypeError traceback, and ``label = [["pos"]]``
+    trained on the class "['pos']": an array or table inside a repeatable option's array is refused,
+    naming the file and the key, before anything is written."""
+    before = counts(str(other_db))
+    for table, key, command in (
+        ("distill", 'teacher-weight = [[1.0]]', ["distill", "--run", "c"]),
+        ("distill", 'teacher-weight = [{w = 1.0}]', ["distill", "--run", "c"]),
+        ("teach", 'label = [["pos"]]', ["teach", "--run", "c", "--model", "/nowhere"]),
+        ("labels.detect", 'student-votes = [{stage = "votes"}]', ["labels", "detect", "--run", "c"]),
+        ("pretrain", 'split = [["train"]]', ["pretrain", "--run", "c", "--steps", "1"]),
+    ):
+        write_file("kd.toml", f'db = "other.db"\n[{table}]\n{key}\n')
+        result = invoke(command, db=None, ok=False)
+        line = error_line(result)
+        assert "Traceback" not in result.output
+        assert line.startswith(f"Error: kd.toml: {key.split(' = ')[0]} = "), line
+        assert line.endswith("expected a value or an array of values, not an array or table inside one"), line
+    assert counts(str(other_db)) == before
+    # a flat array, or a single value, is still each option's
+    write_file("kd.toml", 'db = "other.db"\n[teach]\nlabel = ["nosuch"]\nmodel = "/nowhere"\n')
+    assert "--label 'nosuch' is not a class of the store" in error_line(invoke(["teach", "--run", "c"], db=None, ok=False))
+
+
+@pytest.mark.sqlite_only
+def test_a_typed_soft_loss_or_schedule_wins_over_the_files_temperatures(tmp_path, write_file, invoke):
+    """A file's ``temperature = 4`` (or temperature-end) refused every `kd distill --soft-loss mse`, and its
+    ``temperature-beta``/``-gamma`` every typed ``--temperature-schedule constant`` (or cwsm's gamma), with
+    no way out on the command line: typed, those options are refused even at their defaults. The typed
+    choice now wins, the file's unfit values go back to their defaults, and the stage records what ran."""
+    from synthetic import corpus_files, tiny_bert_for
+
+    (tmp_path / "corpus").mkdir()
+    files = corpus_files(tmp_path / "corpus", 0, pool_per_class=2)
+    model = tiny_bert_for(files, tmp_path / "tiny-bert")
+    db = str(tmp_path / "t.db")
+    invoke(["ingest", str(files["train"])], db=db)
+    invoke(["teach", "--run", "r", "--model", str(model), "--epochs", "1", "--batch-size", "16", "--max-len", "16"], db=db)
+    write_file("kd.toml", '[distill]\ntemperature = 4\ntemperature-end = 1\ntemperature-schedule = "flsw"\n'
+                          'temperature-beta = 0.5\ntemperature-gamma = 3\nepochs = 1\nembed-dim = 8\nnum-filters = 4\n')
+    fields = ("soft_loss", "temperature", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma")
+
+    def ran(*typed: str) -> tuple:
+        config = invoke.json(["distill", "--run", "r", *typed], db=db)["config"]
+        return tuple(config[f] for f in fields)
+
+    assert ran("--soft-loss", "mse", "--name", "mse") == ("mse", 2.0, None, "constant", 1.0, 2.0)
+    assert ran("--temperature-schedule", "constant", "--name", "constant") == ("kl", 4.0, 1.0, "constant", 1.0, 2.0)
+    assert ran("--temperature-schedule", "cwsm", "--name", "cwsm") == ("kl", 4.0, 1.0, "cwsm", 0.5, 2.0)
+    assert ran("--name", "file") == ("kl", 4.0, 1.0, "flsw", 0.5, 3.0)  # untyped, the file's as written
+    # typed, an unfit temperature is still refused; and so is a file at odds with itself
+    result = invoke(["distill", "--run", "r", "--soft-loss", "mse", "--temperature", "3", "--name", "x"], db=db, ok=False)
+    assert "--soft-loss mse reads raw logits" in result.stderr
+    write_file("kd.toml", '[distill]\nsoft-loss = "mse"\ntemperature = 4\n')
+    assert "--soft-loss mse reads raw logits" in invoke(["distill", "--run", "r", "--name", "x"], db=db, ok=False).stderr
