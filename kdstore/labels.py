@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -567,6 +568,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
                         raise KdError(f"{path}: line {n}: field {k!r}: the object names the sheet's {_column_name(k)!r} twice: keep one")
                     named[_column_name(k)] = v
                 rows.append((n, named))
+        lines_up = [], []  # (a JSON object's fields are named)
     else:
         allow_long_csv_fields()
         # an unclosed quote is an error, not a swallowed row; each row is numbered by the line it starts on
@@ -582,22 +584,29 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             raise KdError(f"{path}: line {start}: not valid CSV ({exc})") from None
         # the sheet's own columns in any case and spacing (`Decision`, ` sample_id`), others as they are
         fieldnames = [_column_name(c) for c in records[0][1]] if records else []
+        header_line = records[0][0] if records else 1  # (blank lines before the header)
         rows = [(n, dict(zip(fieldnames, fields))) for n, fields in records[1:]]
         missing = {"sample_id", "decision"} - set(fieldnames)
         if missing:
-            raise KdError(f"{path}: line 1: missing column(s) {', '.join(sorted(missing))}")
+            raise KdError(f"{path}: line {header_line}: missing column(s) {', '.join(sorted(missing))}")
         twice = next((c for c in SHEET_COLUMNS if fieldnames.count(c) > 1), None)
         if twice:  # csv reads the last of them: the decisions in the first would be dropped unseen
-            raise KdError(f"{path}: line 1: field {twice!r}: the column appears twice: keep one")
+            raise KdError(f"{path}: line {header_line}: field {twice!r}: the column appears twice: keep one")
+        lines_up = records[1:], fieldnames  # (checked below, against the class names)
+    names = store.class_names()
+    for n, fields in lines_up[0]:
+        _check_row_width(path, n, fields, lines_up[1], names)
     if not any(_cell(r, "decision") for _, r in rows):  # (an empty clean stage would take the name the real import needs)
         raise KdError(f"{path}: field 'decision': empty on every row (give accept, reject, drop or a class): nothing to import (was the sheet saved?)")
     given = run
     run = _sheet_run(path, rows, run)
-    names = store.class_names()
     try:
         stage = store.find_stage(run, "detect")  # the issues a sheet of this run can decide
     except KdError as exc:
-        unnamed = given is None and not any(_cell(r, "run") for _, r in rows)  # (the run column deleted or left empty)
+        named = next((line for line, r in rows if _cell(r, "run")), None)  # the sheet's first row naming the run
+        if given is None and named is not None:  # (a sheet of another store, or a run Excel reformatted: 3-1 read as a date)
+            raise KdError(f"{path}: line {named}: field 'run': {exc}") from None
+        unnamed = given is None  # (the run column deleted or left empty)
         raise KdError(f"{path}: {exc}" + (f" (the sheet names no run, so it was taken for {run!r}: pass --run)" if unnamed else "")) from None
     with store.engine.connect() as conn:
         existing = {int(i) for (i,) in conn.execute(select(Sample.id))}
@@ -725,7 +734,8 @@ def _sheet_delimiter(text: str) -> str:
     """The CSV sheet's delimiter: ``,`` as kd writes it, or the ``;`` that Excel saves "CSV" with where
     the decimal mark is a comma (most of Europe), or a tab (a spreadsheet's "tab-delimited text"),
     when the header names the sheet's columns only with that one."""
-    header = text.split("\n", 1)[0].split("\r", 1)[0]  # (old Mac line ends: \r alone)
+    start = re.match(r"[\r\n]*", text).end()  # (blank lines before the header)
+    header = text[start:start + 65536].split("\n", 1)[0].split("\r", 1)[0]  # (old Mac line ends: \r alone)
     for delimiter in (",", ";", "\t"):
         names = {_column_name(c) for c in next(csv.reader([header], delimiter=delimiter), [])}
         if {"sample_id", "decision"} <= names:
@@ -733,10 +743,35 @@ def _sheet_delimiter(text: str) -> str:
     return ","
 
 
+def _check_row_width(path: Path, line: int, fields: list[str], fieldnames: list[str], names: Sequence[str]) -> None:
+    """A CSV sheet row whose cells do not line up with the header: its decision would be read as
+    empty and the row skipped unseen. Refused, where the row has no decision: a decision (a word or a
+    class name) under no column (past the header, or under a header cell left empty: typed one column
+    off; a note there is left alone), or a ``sample_id`` that is no id (a cell left out, the others
+    moved left: ``r,1,drop``). (A row merely shorter than the header, its empty last cells left out,
+    is read as it is.)"""
+    at = fieldnames.index("decision")
+    if at < len(fields) and fields[at].strip():
+        return
+    for i, value in enumerate(fields):
+        if value.strip() and (i >= len(fieldnames) or not fieldnames[i].strip()):
+            try:
+                read_decision(value.strip(), names, SHEET_WORDS)
+            except KdError:
+                continue  # (a note)
+            raise KdError(f"{path}: line {line}: field 'decision': empty, while column {i + 1} ({value.strip()!r}) is under no "
+                          f"header (a decision typed one column off?): move it to the decision column, or name its column")
+    sample = fields[fieldnames.index("sample_id")].strip() if fieldnames.index("sample_id") < len(fields) else ""
+    if sample and not (sample.isascii() and sample.isdigit()):
+        raise KdError(f"{path}: line {line}: field 'sample_id': not an id (a whole number): {sample[:40]!r}, and the row has no "
+                      f"decision: its cells are not under their columns ({len(fields)} fields, the header {len(fieldnames)}: a cell left out?)")
+
+
 def _column_name(name: str) -> str:
     """A sheet header's cell as the column it names: one of ``SHEET_COLUMNS`` in any case and
-    spacing (``Decision``, `` sample_id``), any other as it is."""
-    folded = name.strip().lower()
+    spacing (``Decision``, `` sample_id``; a second byte-order mark, left by a sheet read as plain
+    UTF-8 and saved again with one), any other as it is."""
+    folded = name.strip().lstrip("\ufeff").strip().lower()
     return folded if folded in SHEET_COLUMNS else name
 
 

@@ -1528,6 +1528,43 @@ def test_a_sheet_with_line_breaks_in_a_row_another_delimiter_or_a_repeated_key_i
     assert _state(db)[2][1] is True
 
 
+def test_a_row_whose_cells_left_their_columns_or_a_run_of_no_detection_is_one_line_naming_it(tmp_path, error_line):
+    """A decision typed one column off (past the header, or under a header cell Excel left empty)
+    and a row with a cell left out (``r,1,drop``: sample_id 'drop', no decision) were read as rows
+    without a decision and skipped unseen while the sheet's other rows applied; a sheet naming a run
+    the store lacks (a sheet of another store) said "no run" without its line or field; a header
+    with a second byte-order mark (a sheet read as plain UTF-8 and saved again) lost its run column,
+    and blank lines before a semicolon header hid the delimiter."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的", "一般"])
+    state = _state(db)
+    bad = {
+        "off.csv": ("run,issue_id,sample_id,decision\r\nr,1,1,,Drop \r\nr,2,2,reject\r\n",
+                    "off.csv: line 2: field 'decision': empty, while column 5 ('Drop') is under no header"),
+        "unnamed.csv": ("run,issue_id,sample_id,decision,\r\nr,2,2,reject,\r\nr,1,1,,neg\r\n",
+                        "unnamed.csv: line 3: field 'decision': empty, while column 5 ('neg') is under no header"),
+        "short.csv": ("run,issue_id,sample_id,decision\r\nr,1,drop\r\nr,2,2,reject\r\n",
+                      "short.csv: line 2: field 'sample_id': not an id (a whole number): 'drop', and the row has no decision"),
+        "other.csv": ("run,sample_id,decision\r\n,3,\r\nr2,1,drop\r\n", "other.csv: line 3: field 'run': no run 'r2' in"),
+    }
+    for name, (content, expected) in bad.items():
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        assert expected in error_line(kd("labels", "import", str(tmp_path / name), "--db", db, ok=False)), name
+    assert _state(db) == state and _count(db, LabelEdit) == 0
+    assert [s.kind for s in Store.open(db).stages_of("r")] == ["detect"]
+    # a note under no header beside a decision, and an undecided row without its empty last cell, are read as written
+    noted = tmp_path / "noted.csv"
+    noted.write_text("run,issue_id,sample_id,decision\r\nr,1,1,drop,看过\r\nr,2,2,,不确定\r\nr,3,3\r\n", encoding="utf-8")
+    assert json.loads(kd("labels", "import", str(noted), "--db", db, "--json").stdout)["drop"] == 1
+    assert _state(db)[2] == state[2] and _state(db)[3] == state[3] and _state(db)[1][1] is True
+    twice_bom = tmp_path / "bom.csv"
+    twice_bom.write_bytes("\ufeffrun,sample_id,decision\r\nr,2,neg\r\n".encode("utf-8-sig"))
+    assert json.loads(kd("labels", "import", str(twice_bom), "--db", db, "--json").stdout)["relabel"] == 1
+    blank_first = tmp_path / "blank.csv"
+    blank_first.write_text("\r\n\r\nrun;sample_id;decision\r\nr;3;reject\r\n", encoding="utf-8")
+    assert json.loads(kd("labels", "import", str(blank_first), "--db", db, "--json").stdout)["reject"] == 1
+    assert [i["status"] for i in _issues(db)] == ["applied", "applied", "rejected"]
+
+
 def test_a_clean_that_empties_a_class_of_its_train_samples_says_so(tmp_path):
     """Dropping every flagged sample can take a rare class's last train sample (a moderation task's
     few positives, all flagged against the majority): the next teach would never learn the class."""
