@@ -132,6 +132,11 @@ def make_engine(url: str, *, read_only: Path | None = None) -> Engine:
 
     # JSON written as bulk_insert writes it: characters as they are, not \uXXXX (a --where on meta matches both)
     kwargs: dict = {"json_serializer": functools.partial(json.dumps, ensure_ascii=False)}
+    if not url.startswith("sqlite"):
+        # a server's connection is tested as it leaves the pool (one round trip) and replaced if the
+        # server dropped it: one left idle through hours of training (a server restart, its
+        # idle_session_timeout, a firewall's or pgbouncer's idle limit) failed the stage at its end
+        kwargs["pool_pre_ping"] = True
     if read_only is not None:
         import sqlite3
 

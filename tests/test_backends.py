@@ -12,6 +12,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -341,6 +342,42 @@ def test_pipeline_end_to_end_on_each_backend(db, invoke, corpus, tiny_model):
     assert _count(db, Prediction, Prediction.stage_id == predicted.id) == 20
     distill = report["stages"][3]
     assert 0.0 <= distill["metrics"]["test"]["accuracy"] <= 1.0
+
+
+def test_a_store_outlives_the_server_dropping_its_idle_connections(db, invoke, write_file, request):
+    """A connection left idle in the pool while a stage trains (hours, on a real corpus) and dropped by
+    the server meanwhile (a restart, its idle_session_timeout, a firewall's idle limit) failed the
+    stage at its end with "database error: terminating connection due to administrator command" (or
+    "... idle-session timeout"): kd now tests a server connection as it leaves the pool and replaces
+    a dropped one."""
+    if not db.startswith("postgresql"):
+        pytest.skip("a server's connections only")
+    from sqlalchemy import text
+
+    write_file("train.tsv", "pos\t很好\nneg\t太差\n")
+    invoke(["ingest", "train.tsv"])
+    admin = request.getfixturevalue("pg_server").admin
+    store = Store.open(db, create=False)
+    try:
+        from kdstore.runs import stage_scope
+
+        with stage_scope(store, run="r", kind="teach", config={}) as stage:
+            ids = store.samples().ids  # the pool now holds idle connections, as while a model trains
+            with admin.connect() as conn:
+                gone = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+                                    {"name": store.engine.url.database}).scalars().all()
+                assert gone and all(gone)
+                deadline = time.monotonic() + 30
+                while conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name"),
+                                   {"name": store.engine.url.database}).scalar_one():
+                    assert time.monotonic() < deadline, "the store's connections were not terminated"
+                    time.sleep(0.05)  # (terminating is asynchronous)
+            store.write_logits(stage.id, ids, np.zeros((len(ids), 2), dtype=np.float32))
+        assert store.class_names() == ["pos", "neg"]
+    finally:
+        store.close()
+    assert [s["status"] for r in invoke.json(["runs"]) for s in r["stages"]] == ["succeeded"]
+    assert _count(db, Logit) == 2
 
 
 def test_a_where_runs_as_written_on_each_backend(db, invoke, write_file):
