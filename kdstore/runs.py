@@ -378,8 +378,9 @@ def _refuse_foreign_files(store: Store, run: str, name: str) -> None:
     folder = store.artifact_root / run / name
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise KdError(
-            f"{folder} already holds files no stage of this store made (a deleted store's, another store's "
-            "sharing KD_ARTIFACTS, or a failed attempt's that could not be removed): move or delete them, or use another --run"
+            f"{folder} already holds files no stage of this store made (a deleted store's, another store's sharing "
+            "the folder through KD_ARTIFACTS or a server database of the same name and host, or a failed attempt's that "
+            "could not be removed): move or delete them, or use another --run"
         )
 
 

@@ -471,16 +471,21 @@ def _encode_json(row: tuple, positions: list[int]) -> tuple:
 OPEN_TRIES = 20  # opening a SQLite store that another process is creating: about 20 s in all
 
 
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
+
+
 def _artifact_root(db_path: Path | None, url) -> Path:
     """``$KD_ARTIFACTS``, else ``kd-artifacts/STORE`` beside the SQLite file (``STORE`` its file name)
-    or in the working directory (``STORE`` the server database's ``NAME@HOST``): two stores in one
-    folder, with runs and stages of the same names, never share a stage's folder."""
+    or in the working directory (``STORE`` the server database's ``NAME@HOST``, ``NAME@HOST-PORT`` on
+    a port not the server's default): two stores in one folder, with runs and stages of the same
+    names, never share a stage's folder."""
     env = os.environ.get("KD_ARTIFACTS")
     if env:
         return Path(env).expanduser()  # as --db and KD_DB: a quoted "~/模型 目录" is the home folder's
     if db_path is not None:
         return db_path.parent / "kd-artifacts" / db_path.name
-    key = re.sub(r"[^A-Za-z0-9_.@-]", "_", f"{url.database or 'db'}@{url.host or 'local'}")
+    port = f"-{url.port}" if url.port and url.port != DEFAULT_PORTS.get(url.get_backend_name()) else ""  # (two servers, one host)
+    key = re.sub(r"[^A-Za-z0-9_.@-]", "_", f"{url.database or 'db'}@{url.host or 'local'}{port}")
     return Path.cwd() / "kd-artifacts" / key
 
 

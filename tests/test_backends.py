@@ -498,3 +498,18 @@ def test_options_no_backend_can_store_are_refused_before_anything_is_written(db,
         f"Error: {model!r}: not valid UTF-8 (a file name or argument in another encoding, such as GBK): "
         "the store takes UTF-8 text only; rename it, or give it in UTF-8")
     assert invoke.json(["runs"]) == [] and _count(db, LabelEdit) == 0
+
+
+def test_server_stores_of_one_name_and_host_on_two_ports_keep_their_models_apart(monkeypatch, tmp_path):
+    """Two PostgreSQL servers on one host (5432 and 5433), each with a database `kd`, shared
+    kd-artifacts/kd@host: the second store's first stage was refused for the first one's files, in a
+    message that blamed KD_ARTIFACTS. The default port keeps the folder name it always had."""
+    from sqlalchemy.engine import make_url
+
+    from kdstore.store import _artifact_root
+
+    monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    roots = [_artifact_root(None, make_url(u)).name for u in (
+        "postgresql+psycopg://u@db.lan/kd", "postgresql+psycopg://u@db.lan:5432/kd", "postgresql+psycopg://u@db.lan:5433/kd")]
+    assert roots == ["kd@db.lan", "kd@db.lan", "kd@db.lan-5433"]
