@@ -531,7 +531,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         temperature_schedule=temperature_schedule, temperature_beta=temperature_beta, temperature_gamma=temperature_gamma,
         probability_shift=probability_shift,
         init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
-        augment=tuple(m.strip() for m in augment.split(",") if m.strip()), augment_n=augment_n,
+        augment=tuple(dict.fromkeys(m.strip() for m in augment.split(",") if m.strip())), augment_n=augment_n,  # (one typed twice: once)
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, batch_size=batch_size,
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, folds=folds, width=width,

@@ -332,8 +332,9 @@ def test_pipeline_end_to_end_on_each_backend(db, invoke, corpus, tiny_model):
         assert _count(db, LabelEdit, LabelEdit.reverted_at.is_not(None)) == edits
 
     out = invoke.json(["distill", "--run", "r", "--student", "textcnn", "--epochs", "1", "--embed-dim", "16",
-                       "--num-filters", "8", "--augment", "mask", "--augment-n", "1", *small])
+                       "--num-filters", "8", "--augment", "mask,mask, mask", "--augment-n", "1", *small])
     assert out["status"] == "succeeded"
+    assert out["config"]["augment"] == ["mask"]  # (a method typed twice: once, as it ran)
     invoke(["predict", "--run", "r", "--store", "--split", "test"])
     report = invoke.json(["report", "--run", "r"])
     assert [s["name"] for s in report["stages"]] == ["teach", "detect", "clean", "distill-textcnn", "predict-distill-textcnn@test"]
