@@ -893,7 +893,10 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
     since detection (a person's edit, another run's clean) is left undecided and counted as
     ``skipped_edited``: an automatic rule does not override it (a person's sheet or ``kd labels set`` may)."""
     counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0, **({"skipped_edited": 0} if skip_edited else {})}
-    with store.write_session("samples", "label_edits", "label_issues") as s:
+    # stages too, and before the label tables, as every writer of stages takes them (``runs``: starting a stage,
+    # ending an --overwrite): the stage's config is written below (``redecided``), and taken then, with the label
+    # tables held, PostgreSQL found a deadlock with an --overwrite starting or ending meanwhile (one of them failed)
+    with store.write_session("samples", "stages", "label_edits", "label_issues") as s:
         now = utcnow()  # dated under the writer lock: a stage reading labels meanwhile (``read_labeled``) has it or not by this date
         # read under the writer lock: a clean or an import that ran meanwhile has decided its issues
         stage = s.get(Stage, stage_id) if stage_id is not None else None

@@ -296,6 +296,79 @@ def test_a_stage_reading_labels_while_an_edit_waits_for_the_lock_judges_against_
         store.close()
 
 
+def test_an_overwrite_redeciding_a_review_and_another_overwrite_starting_meanwhile_both_succeed(db, invoke, write_file):
+    """`kd labels import --overwrite` re-deciding issues the review it replaces had decided writes its
+    stage's config in the label edits' transaction. It took the stages lock last, after the label
+    tables, while an --overwrite starting (or any stage ending) takes stages first: on PostgreSQL, with
+    both queued behind a third writer, one of them failed with "deadlock detected". Both succeed now."""
+    import threading
+
+    from sqlalchemy import text
+
+    from kdstore import labels as lab
+    from kdstore.runs import stage_scope
+    from kdstore.schema import LabelIssue, Run, Stage
+
+    write_file("train.tsv", "".join(f"{'pos' if i % 2 else 'neg'}\t第{i}个样本的文本\n" for i in range(6)))
+    invoke(["ingest", "train.tsv"])
+    store = Store.open(db, create=False)
+    try:
+        samples = store.samples()
+        with store.session() as s, s.begin():  # a detection of run r flagging four samples (no teacher to train)
+            run = Run(uniqid="r")
+            s.add(run)
+            s.flush()
+            detect = Stage(run_id=run.id, kind="detect", name="detect", status="succeeded")
+            s.add(detect)
+            s.flush()
+            s.add_all([LabelIssue(stage_id=detect.id, sample_id=int(i), given_label_id=int(label), suggested_label_id=1 - int(label),
+                                  score=0.9, methods="cleanlab", status="open") for i, label in zip(samples.ids[:4], samples.labels[:4])])
+        issues = lab.issues(store, "r")
+        rows = [f"r,{i['issue_id']},{i['sample_id']},reject\n" for i in issues]
+        write_file("a.csv", "run,issue_id,sample_id,decision\n" + rows[0] + rows[1])
+        invoke(["labels", "import", "a.csv"])  # the review that rejects two issues
+        write_file("c.csv", "run,issue_id,sample_id,decision\n" + rows[3])
+
+        def waiting() -> int:  # lock requests not granted (PostgreSQL; SQLite's writers poll for theirs)
+            if store.engine.dialect.name != "postgresql":
+                return 2
+            with store.engine.connect() as conn:
+                return conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one()
+
+        def until(n: int) -> None:
+            deadline = time.monotonic() + 60
+            while waiting() < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        failed: list[BaseException] = []
+        # `kd labels import b.csv --overwrite`, as its command runs it: the stage that replaces the review
+        with stage_scope(store, run="r", kind="clean", name="review", config={}, overwrite=True) as stage:
+            redo = [lab.Decision(issues[0]["sample_id"], issues[0]["issue_id"], "drop", None)]  # the review had rejected it
+
+            def apply() -> None:
+                try:
+                    lab.apply(store, stage.id, redo, reason="review sheet b.csv")
+                except BaseException as exc:
+                    failed.append(exc)
+
+            with store.write_transaction("label_edits"):  # a third writer (`kd labels set`, an undo) holds the label lock
+                edit = threading.Thread(target=apply)
+                edit.start()
+                until(1)  # the edit queued for the label tables
+                other = _kd_process(db, "labels", "import", "c.csv", "--name", "second", "--overwrite")
+                until(2)  # and another process's --overwrite for its own
+                time.sleep(0.3)
+            edit.join(60)
+            out, err = other.communicate(timeout=120)
+        assert not failed, failed
+        assert other.returncode == 0, err
+        assert {st.name: st.status for st in store.stages_of("r")} == {"detect": "succeeded", "review": "succeeded", "second": "succeeded"}
+        status = {i["issue_id"]: i["status"] for i in lab.issues(store, "r")}
+        assert [status[i["issue_id"]] for i in issues] == ["applied", "open", "open", "rejected"]
+    finally:
+        store.close()
+
+
 # the pipeline ---------------------------------------------------------------------------------
 
 
