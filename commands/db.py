@@ -37,6 +37,9 @@ def upgrade(db, as_json):
         raise KdError(f"{store.url} is not a kd store (it has tables but no kd schema revision): not touching it")
     if state == "newer":
         raise KdError(f"{store.url} is at schema revision {current}, newer than this kd knows ({migrate.head_revision()}): upgrade kd")
+    if state != "current" and store.read_only:  # (SQLite said "attempt to write a readonly database", naming no cause)
+        raise KdError(f"cannot upgrade {store.url} from revision {current or 'empty'} to {migrate.head_revision()}: "
+                      f"{store.read_only}; nothing was changed")
     # the revision found under the migration lock: another process may have upgraded the store meanwhile
     before = migrate.upgrade(store.engine)
     after = migrate.current_revision(store.engine)
@@ -61,7 +64,7 @@ def current(db, check, as_json):
     """
     store = open_store(db, create=False, check=False)
     if migrate.is_empty(store.engine):
-        raise KdError(f"no kd store at {store.url} (the database is empty): run `kd ingest` or `kd db upgrade`")
+        raise KdError(f"no kd store at {store.url} (the database is empty): run `kd ingest` or `{migrate.upgrade_command(store.engine.url)}`")
     cur, head, state = migrate.current_revision(store.engine), migrate.head_revision(), migrate.state(store.engine)
     if as_json:
         print_json({"db": store.url, "current": cur, "head": head, "up_to_date": cur == head, "state": state})

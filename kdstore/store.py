@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from . import vectors
-from .engine import WRITE_LOCK, display_url, make_engine, resolve_url, sqlite_path
+from .engine import WRITE_LOCK, display_url, make_engine, read_only_uri, resolve_url, sqlite_path
 from .errors import KdError
 from .migrate import ensure_current
 from .schema import SPLITS, AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
@@ -107,9 +107,10 @@ def _copy_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Seq
 
 
 class Store:
-    def __init__(self, engine: Engine, artifact_root: Path):
+    def __init__(self, engine: Engine, artifact_root: Path, read_only: str | None = None):
         self.engine = engine
         self.artifact_root = artifact_root
+        self.read_only = read_only  # why a SQLite store is opened read-only (its file, or its folder, is): None when it is not
 
     @classmethod
     def open(cls, db: str | None = None, *, create: bool = True, check: bool = True) -> "Store":
@@ -128,10 +129,19 @@ class Store:
                 raise KdError(f"cannot create {path}: folder {path.parent} does not exist")
             if not path.exists() and not os.access(path.parent, os.W_OK):  # (SQLite: "unable to open database file")
                 raise KdError(f"cannot create {path}: folder {path.parent} is read-only")
-            _check_sqlite_file(path)
         # a store in a folder kd cannot write (a read-only share or mount) is read read-only: SQLite
-        # could not make its WAL files there, and readers (`kd runs`, `kd report`) failed to open it
-        read_only = path is not None and path.exists() and not os.access(path.parent, os.W_OK)
+        # could not make its WAL files there, and readers (`kd runs`, `kd report`) failed to open it.
+        # So is a store file kd cannot write (chmod a-w, a copy from a read-only medium): SQLite made
+        # its -wal and -shm files beside it, read-only as the file is, and left them there; once the
+        # file was writable again, those kept every writer (`kd db upgrade` included) refused
+        read_only = None
+        if path is not None and path.exists():
+            if not os.access(path.parent, os.W_OK):
+                read_only = f"its folder {path.parent} is read-only"
+            elif not os.access(path, os.W_OK):
+                read_only = "the file is read-only"
+        if path is not None:
+            _check_sqlite_file(path, read_only=read_only is not None)
         engine = make_engine(url, read_only=path if read_only else None)
         for attempt in range(OPEN_TRIES):
             try:
@@ -146,7 +156,7 @@ class Store:
                     continue  # "locked" at once (a lock it does not wait for), so wait here
                 engine.dispose()
                 raise KdError(f"cannot open the store at {display_url(engine.url)}: {_first_line(exc)}") from None
-        return cls(engine, _artifact_root(path, engine.url))
+        return cls(engine, _artifact_root(path, engine.url), read_only)
 
     @property
     def url(self) -> str:
@@ -561,14 +571,16 @@ def _in_memory(url: str) -> bool:
         not parsed.database or ":memory:" in parsed.database or parsed.query.get("mode") == "memory")
 
 
-def _check_sqlite_file(path: Path) -> None:
+def _check_sqlite_file(path: Path, *, read_only: bool = False) -> None:
     """A --db that names a folder, or a file that is no SQLite database (a TSV given as --db), is
     refused naming it; SQLite would say "file is not a database" without saying which.
 
     The file is read through SQLite, never opened and closed by Python: closing any descriptor of a
     file drops every POSIX lock this process holds on it, so a store already open in this process
     (a library user's, a test's) would lose its locks; SQLite keeps its own descriptors open while
-    another of its connections holds locks."""
+    another of its connections holds locks. ``read_only``: the file or its folder cannot be written,
+    and the file is read as ``make_engine`` reads it (a plain ``mode=ro`` left a read-only WAL store's
+    -wal and -shm files, read-only, beside it)."""
     import sqlite3
     from urllib.parse import quote
 
@@ -579,7 +591,8 @@ def _check_sqlite_file(path: Path) -> None:
     if not os.access(path, os.R_OK):
         raise KdError(f"{path}: cannot read the store: Permission denied")
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=0)
+        uri = read_only_uri(path) if read_only else f"file:{quote(str(path.resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=0)
         try:
             conn.execute("PRAGMA schema_version").fetchone()
         finally:

@@ -116,6 +116,33 @@ def test_refusal_names_the_command_that_upgrades_that_store(tmp_path, invoke, er
     invoke(["samples"], db=old)
 
 
+
+@pytest.mark.sqlite_only
+def test_a_read_only_store_file_is_not_upgraded_and_left_without_read_only_wal_files(db_path, invoke, error_line, monkeypatch):
+    """A store file kd cannot write (chmod a-w): every command, `kd db current` included, left its
+    -wal and -shm files beside it, read-only as the file is, and `kd db upgrade` said "attempt to
+    write a readonly database"; once the file was writable again, those files kept `kd db upgrade`
+    (and every writer) refusing it with the same words. It is read read-only, as a store in a
+    read-only folder is, and `kd db upgrade` says why it cannot upgrade it, changing nothing."""
+    import os
+
+    _engine_at(db_path, "0005").dispose()
+    access = os.access  # (root writes anywhere: the file is read-only to kd as to any other user)
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(db_path) and mode == os.W_OK else access(p, mode, *a, **k))
+    db_path.chmod(0o444)
+    try:
+        assert invoke.json(["db", "current"])["current"] == "0005"
+        assert "run `kd db upgrade --db" in error_line(invoke(["runs"], ok=False))
+        assert error_line(invoke(["db", "upgrade"], ok=False)) == (
+            f"Error: cannot upgrade sqlite:///{db_path} from revision 0005 to 0008: the file is read-only; nothing was changed")
+        assert not Path(f"{db_path}-wal").exists() and not Path(f"{db_path}-shm").exists()
+    finally:
+        db_path.chmod(0o644)
+    monkeypatch.setattr(os, "access", access)
+    assert "0005 -> 0008" in invoke(["db", "upgrade"]).stdout
+    invoke(["runs"])
+
+
 @pytest.mark.sqlite_only  # the URL is the test's own
 def test_db_commands_name_a_store_they_cannot_open(tmp_path, invoke, error_line):
     """`kd db current|upgrade` say which store they could not open, as every other command does
@@ -235,6 +262,20 @@ def test_db_current_on_missing_store_fails_cleanly(db, invoke, error_line):
     assert db.split("://")[-1].split("@")[-1] in line and "no kd store" in line
     assert not store_exists(db)
 
+
+
+def test_db_current_on_an_empty_database_names_the_command_that_creates_that_store(db, invoke, error_line):
+    """An empty database given by --db (a PostgreSQL database just made by createdb, an empty file):
+    `kd db current` advised a bare `kd db upgrade`, which makes ./kd.db (or $KD_DB), not this store."""
+    import shlex
+
+    if "://" not in db:
+        Path(db).touch()
+    line = error_line(invoke(["db", "current"], ok=False))
+    command = line.split("or `")[1].split("`")[0]
+    assert shlex.split(command)[:4] == ["kd", "db", "upgrade", "--db"] and shlex.split(command)[4] in (db, resolve_url(db))
+    assert "empty -> 0008" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert not Path("kd.db").exists() and invoke.json(["db", "current"])["state"] == "current"
 
 def _foreign_database(db):
     """Make ``db`` someone else's database: one table of theirs, one row."""
