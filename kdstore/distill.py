@@ -42,10 +42,11 @@ from .students import (
     LastLayerVectors,
     StudentConfig,
     build_student,
-    flops_per_sample,
     init_embeddings,
     init_from_teacher,
     layer_map,
+    mean_flops_per_sample,
+    size_error,
     student_bert_config,
 )
 from .folds import stratified_folds
@@ -149,8 +150,10 @@ class DistillConfig:
             raise KdError(f"--layer-map names {len(self.layer_map)} teacher layers for a student of {self.layers} (--layers): one each")
         if self.init_embeddings == "teacher" and self.student == "transformer":
             raise KdError("--init-embeddings teacher is for textcnn/bigru/bilstm; a transformer uses --init-from-teacher")
-        if min(self.embed_dim, self.hidden, self.num_filters, self.layers, *self.kernel_sizes) < 1 or not 0 <= self.dropout < 1:
-            raise KdError("student sizes (--embed-dim, --hidden, --num-filters, --layers, --kernel-sizes) must be positive and --dropout in [0, 1)")
+        bad = size_error(self.student, embed_dim=self.embed_dim, hidden=self.hidden, num_filters=self.num_filters,
+                         layers=self.layers, kernel_sizes=self.kernel_sizes, dropout=self.dropout)
+        if bad:
+            raise KdError(bad)
         if self.soft_loss not in SOFT_LOSSES:
             raise KdError(f"--soft-loss must be one of {', '.join(SOFT_LOSSES)}")
         if self.temperature_schedule not in TEMPERATURE_SCHEDULES:
@@ -423,7 +426,8 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     ))
     # FLOPs over the texts the latency is timed on (test, else dev): over the training rows, pool and
     # augmented texts (shorter: n-gram spans) made the same student cost less with --augment
-    timed_tokens = float(np.mean(encode_packed(tokenizer, timed, max_len=cfg.max_len, special_tokens=models[0].special_tokens).lengths)) if timed else 0.0
+    timed_lengths = encode_packed(tokenizer, timed, max_len=cfg.max_len, special_tokens=models[0].special_tokens).lengths
+    timed_tokens = float(np.mean(timed_lengths)) if len(timed_lengths) else 0.0
     first = fold_fits[0]
     store.add_metrics(
         stage.id,
@@ -435,7 +439,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                 **{f"fold{k}/best_epoch": f["best_epoch"] for k, f in enumerate(fold_fits)}}),
             # of what is served, as the size and latency: the one student, or the K folds' ensemble
             "parameters": sum(count_parameters(m) for m in models),
-            "flops_per_sample": flops_per_sample(scfg, round(timed_tokens)) * len(models),
+            "flops_per_sample": mean_flops_per_sample(scfg, timed_lengths) * len(models),  # each timed text's, averaged
             "mean_tokens": timed_tokens,
             **{f"teacher_layer[{i}]": j for i, j in enumerate(first.get("teacher_layers", []))},
             **{f"{'' if not cfg.folds else f'fold{k}/'}diverged_epoch": f["diverged_epoch"]

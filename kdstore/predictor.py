@@ -49,21 +49,63 @@ def load_student(directory: Path, device) -> tuple[Any, Any, dict]:
     """``(model, tokenizer, meta)`` from a directory written by ``distill.save_student``."""
     from transformers import AutoTokenizer
 
-    from .students import StudentConfig, build_student
+    from .students import build_student
 
     directory = Path(directory)
     try:
         meta = json.loads((directory / STUDENT_CONFIG).read_text(encoding="utf-8"))
-        model = build_student(StudentConfig.from_dict(meta["student"]))
+        try:
+            model = build_student(_student_config(meta))
+        except KdError as exc:  # a damaged or hand-edited student.json: the file and field, not a TypeError
+            raise KdError(f"cannot load the student in {directory}: {STUDENT_CONFIG}: {exc}") from None
         try:
             weights = torch.load(directory / STUDENT_WEIGHTS, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:  # not a torch.save file: a Git LFS pointer, a damaged copy
             raise KdError(f"cannot load the student in {directory}: {STUDENT_WEIGHTS} is not a PyTorch weights file") from None
+        unfit = _weights_unfit(model, weights)
+        if unfit:  # (torch named every mismatched weight on a line of its own)
+            raise KdError(f"cannot load the student in {directory}: {STUDENT_WEIGHTS} does not fit {STUDENT_CONFIG}: {unfit}")
         model.load_state_dict(weights)
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise KdError(f"cannot load the student in {directory}: {exc}") from None
     return model.to(device).eval(), tokenizer, meta
+
+
+def _student_config(meta):
+    """The ``StudentConfig`` of ``student.json``, its ``max_len`` and ``classes`` checked too (a
+    KdError naming the field)."""
+    from .students import StudentConfig
+
+    if not isinstance(meta, dict):
+        raise KdError(f"a {type(meta).__name__}, not an object")
+    for key in ("student", "max_len", "classes"):
+        if key not in meta:
+            raise KdError(f"field {key!r} is missing")
+    max_len, classes, student = meta["max_len"], meta["classes"], meta["student"]
+    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
+        raise KdError(f"field 'max_len' is {max_len!r}")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes) or not classes:
+        raise KdError(f"field 'classes' is {classes!r}")
+    config = StudentConfig.from_dict(student)
+    if config.num_classes != len(classes):
+        raise KdError(f"field 'classes' names {len(classes)} classes for a student of {config.num_classes} (num_classes)")
+    return config
+
+
+def _weights_unfit(model, weights) -> str | None:
+    """How a loaded ``student.pt`` does not fit the model its configuration builds (the first weight
+    missing, extra or of another shape), or None."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        return "it holds no weights by name"
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in weights:
+            return f"weight {name} is missing"
+        if tuple(weights[name].shape) != tuple(tensor.shape):
+            return f"weight {name} is {tuple(weights[name].shape)} in the file, {tuple(tensor.shape)} by the configuration"
+    extra = [name for name in weights if name not in expected]
+    return f"weight {extra[0]} is not the configuration's" if extra else None
 
 
 @dataclass

@@ -6,6 +6,7 @@ rebuilt from its ``StudentConfig`` alone, which is stored beside its weights.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -15,6 +16,31 @@ from torch import nn
 from .errors import KdError
 
 KINDS = ("textcnn", "bigru", "bilstm", "transformer")
+
+
+# the sizes each kind of student is shaped by (a transformer keeps its teacher's dropout)
+SIZES = {
+    "textcnn": ("embed_dim", "kernel_sizes", "num_filters", "dropout"),
+    "bigru": ("embed_dim", "hidden", "dropout"),
+    "bilstm": ("embed_dim", "hidden", "dropout"),
+    "transformer": ("layers",),
+}
+
+
+def size_error(kind: str, **sizes) -> str | None:
+    """Why the sizes ``kind`` uses cannot build it (the option and its value), or None: a size below
+    1, --dropout outside [0, 1). Sizes the kind does not use are not judged (kd distill warns that
+    they are not used)."""
+    return next((m for m in (_size_problem(name, sizes[name]) for name in SIZES.get(kind, ())) if m), None)
+
+
+def _size_problem(name: str, value) -> str | None:
+    option = "--" + name.replace("_", "-")
+    if name == "dropout":
+        return None if 0 <= value < 1 else f"{option} must be in [0, 1), got {value}"
+    if name == "kernel_sizes":
+        return None if value and min(value) >= 1 else f"{option} must be positive widths, got {','.join(map(str, value))}"
+    return None if value >= 1 else f"{option} must be positive (a student size), got {value}"
 
 
 @dataclass(frozen=True)
@@ -35,14 +61,16 @@ class StudentConfig:
     def validate(self, *, max_len: int) -> None:
         if self.kind not in KINDS:
             raise KdError(f"unknown student {self.kind!r}: choose from {', '.join(KINDS)}")
+        bad = size_error(self.kind, embed_dim=self.embed_dim, hidden=self.hidden, num_filters=self.num_filters,
+                         layers=self.layers, kernel_sizes=self.kernel_sizes, dropout=self.dropout)
+        if bad:
+            raise KdError(bad)
         if self.kind == "transformer" and self.bert and max_len > readable_positions(self.bert):
             raise KdError(f"--max-len {max_len} exceeds the teacher's {readable_positions(self.bert)} positions")
         if self.kind == "textcnn" and max(self.kernel_sizes) > max_len:
             raise KdError(
                 f"kernel width {max(self.kernel_sizes)} is wider than --max-len {max_len}"
             )
-        if min(self.embed_dim, self.hidden, self.num_filters, self.layers, *self.kernel_sizes) < 1 or not 0 <= self.dropout < 1:
-            raise KdError("student sizes (--embed-dim, --hidden, --num-filters, --layers, --kernel-sizes) must be positive and --dropout in [0, 1)")
         self.check_fits_memory()
 
     def check_fits_memory(self) -> None:
@@ -68,7 +96,42 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "StudentConfig":
-        return cls(**{**d, "kernel_sizes": tuple(d.get("kernel_sizes", (2, 3, 4)))})
+        """The configuration ``to_dict`` wrote, checked field by field: a damaged or hand-edited one
+        (a field missing, unknown or of another type) is a ``KdError`` naming the field, not a
+        ``TypeError`` from the constructor or PyTorch."""
+        if not isinstance(d, dict):
+            raise KdError(f"the student's configuration is a {type(d).__name__}, not an object")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in d if k not in fields]
+        if unknown:
+            raise KdError(f"unknown field {unknown[0]!r} (another kd version's student?)")
+        missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in d]
+        if missing:
+            raise KdError(f"field {missing[0]!r} is missing")
+        d = {**d, "kernel_sizes": d.get("kernel_sizes", [2, 3, 4])}
+
+        def whole(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        bad = next((n for n in ("vocab_size", "num_classes") if not whole(d[n]) or d[n] < 1), None)
+        bad = bad or next((n for n in ("embed_dim", "num_filters", "hidden", "layers") if not whole(d.get(n, 1))), None)
+        if bad is None and not (d.get("pad_id") is None or whole(d["pad_id"])):
+            bad = "pad_id"
+        if bad is None and not (isinstance(d["kernel_sizes"], list) and all(whole(k) for k in d["kernel_sizes"])):
+            bad = "kernel_sizes"
+        if bad is None and (isinstance(d.get("dropout", 0.0), bool) or not isinstance(d.get("dropout", 0.0), (int, float))):
+            bad = "dropout"
+        if bad is None and not (d.get("bert") is None or isinstance(d["bert"], dict)):
+            bad = "bert"
+        if bad is not None:
+            raise KdError(f"field {bad!r} is {d.get(bad)!r}")
+        if d["kind"] not in KINDS:
+            raise KdError(f"field 'kind' is {d['kind']!r}: kd knows {', '.join(KINDS)}")
+        config = cls(**{**d, "kernel_sizes": tuple(d["kernel_sizes"])})
+        bad = next((n for n in SIZES[config.kind] if _size_problem(n, getattr(config, n))), None)
+        if bad is not None:  # (the sizes its kind uses: a textcnn's unused hidden size is not judged)
+            raise KdError(f"field {bad!r} is {d.get(bad)!r}")
+        return config
 
 
 class TextCNN(nn.Module):
@@ -369,6 +432,17 @@ def flops_per_sample(cfg: StudentConfig, length: int) -> int:
     gates = 3 if cfg.kind == "bigru" else 4
     recurrent = 2 * gates * 2 * (cfg.embed_dim * cfg.hidden + cfg.hidden * cfg.hidden) * length
     return recurrent + 2 * (2 * cfg.hidden * cfg.hidden + cfg.hidden * cfg.num_classes)
+
+
+def mean_flops_per_sample(cfg: StudentConfig, lengths) -> int:
+    """``flops_per_sample`` averaged over texts of ``lengths`` tokens (0 for none): not the FLOPs of
+    a text of the mean length, which understate a transformer's (attention grows with the square of
+    the length) and, rounded, any student's."""
+    counts: dict[int, int] = {}
+    for n in lengths:
+        counts[int(n)] = counts.get(int(n), 0) + 1
+    total = sum(counts.values())
+    return round(sum(flops_per_sample(cfg, n) * k for n, k in counts.items()) / total) if total else 0
 
 
 def init_embeddings(model: nn.Module, weights: torch.Tensor) -> None:

@@ -281,6 +281,29 @@ def test_student_flops_by_hand():
     assert flops_per_sample(gru, 5) == 2 * 3 * 2 * (4 * 3 + 3 * 3) * 5 + 2 * (2 * 3 * 3 + 3 * 2)
 
 
+def test_mean_flops_per_sample_averages_each_texts_flops_by_hand():
+    """kd distill's flops_per_sample: the mean of each timed text's FLOPs, not the FLOPs of a text of
+    the mean length (rounded), which understated a transformer's attention (it grows with the square)."""
+    from transformers import BertConfig
+
+    from kdstore.students import StudentConfig, mean_flops_per_sample, student_bert_config
+
+    h, inter, c = 32, 64, 3
+    bert = student_bert_config(BertConfig(vocab_size=50, hidden_size=h, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=inter), layers=1, hidden=None, num_classes=c)
+    tiny = StudentConfig(kind="transformer", vocab_size=50, num_classes=c, bert=bert)
+
+    def by_hand(n):  # one layer: q, k, v, o and the feed-forward, then scores and their weighted sum, pooler and head
+        return 2 * n * (4 * h * h + 2 * h * inter) + 2 * 2 * n * n * h + 2 * (h * h + h * c)
+
+    assert mean_flops_per_sample(tiny, [4, 10]) == (by_hand(4) + by_hand(10)) // 2
+    assert mean_flops_per_sample(tiny, [4, 10]) > by_hand(7)  # the old figure: a text of the mean length
+    cnn = StudentConfig(kind="textcnn", vocab_size=10, num_classes=2, embed_dim=4, kernel_sizes=(2,), num_filters=3)
+    # 2 and 3 tokens: 1 and 2 windows of 4*3*2 MACs; the mean, 2.5, rounded to 2 gave 1 window
+    assert mean_flops_per_sample(cnn, np.array([2, 3])) == 2 * 4 * 3 * 2 * 1.5 + 2 * 3 * 2
+    assert mean_flops_per_sample(cnn, []) == 0
+
+
 def test_electra_student_flops_count_the_embedding_projection():
     """An ELECTRA student's embeddings (narrower than its layers) are projected to the hidden size
     for every token: that matrix product was left out of its FLOPs."""

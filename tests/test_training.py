@@ -803,6 +803,17 @@ def test_distill_each_student_stores_predictions_and_metrics(taught_store, stude
     assert set(report["metrics"]) >= {"train", "dev", "test", "all"}
     stage = _stage(taught_store, "r", f"distill-{student}")
     assert _count(taught_store, Prediction, stage_id=stage.id) == _count(taught_store, Sample)
+    # FLOPs per sample: each timed (test) text's, averaged; it was the FLOPs of a text of the mean
+    # length, rounded (12 tokens for a mean of 11.95)
+    from kdstore.batching import encode
+    from kdstore.predictor import load_student
+    from kdstore.students import StudentConfig, flops_per_sample
+
+    _, tokenizer, meta = load_student(Path(stage.artifact_path), "cpu")
+    lengths = [len(x) for x in encode(tokenizer, Store.open(db).samples(splits=["test"]).texts, max_len=32, special_tokens=False)]
+    assert np.mean(lengths) != round(np.mean(lengths))  # (the figures would agree for a whole mean)
+    scfg = StudentConfig.from_dict(meta["student"])
+    assert report["metrics"]["all"]["flops_per_sample"] == round(np.mean([flops_per_sample(scfg, n) for n in lengths]))
 
 
 def test_unlabeled_asked_of_a_store_without_a_pool_is_warned_of(tmp_path, corpus, tiny_model):
@@ -844,7 +855,7 @@ def test_distill_bad_input(taught_store, sample_store):
     assert "distill-textcnn" not in {s.name for s in Store.open(db).stages_of("r")}  # refused before a stage
     for student, option in (("textcnn", ["--kernel-sizes", "0,3"]), ("transformer", ["--layers", "0"])):
         bad = kd("distill", "--run", "r", "--student", student, *option, "--max-len", "32", "--db", db, ok=False)
-        assert "student sizes" in bad.output and "must be positive" in bad.output, bad.output
+        assert f"{option[0]} must be positive" in bad.output, bad.output
 
 
 def test_a_diverged_training_fails_the_stage_instead_of_storing_nan(taught_store):
@@ -883,9 +894,10 @@ def test_bad_student_sizes_and_init_embeddings_for_a_transformer_are_refused_bef
     run when --run named one, after the teacher had been loaded)."""
     db = str(tmp_path / "never.db")
     for args, message in (
-        (["--embed-dim", "0"], "student sizes (--embed-dim, --hidden, --num-filters, --layers, --kernel-sizes) must be positive"),
-        (["--dropout", "1"], "--dropout in [0, 1)"),
-        (["--student", "bigru", "--hidden", "-4"], "must be positive"),
+        (["--embed-dim", "0"], "--embed-dim must be positive (a student size), got 0"),  # the option at fault, not all five
+        (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
+        (["--student", "bigru", "--hidden", "-4"], "--hidden must be positive (a student size), got -4"),
+        (["--kernel-sizes", "3,0"], "--kernel-sizes must be positive widths, got 3,0"),
         (["--student", "transformer", "--init-embeddings", "teacher"], "--init-embeddings teacher is for textcnn/bigru/bilstm"),
         # no room for [CLS] and [SEP]: the tokenizer cut nothing, and a long text crashed the student
         (["--student", "transformer", "--max-len", "1"], "--student transformer needs --max-len of at least 2"),
@@ -1803,6 +1815,42 @@ def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path)
     assert all(r["test_accuracy"] is not None for r in rows)
     table = kd("report", "--compare", "r", "--db", db).stdout  # piped: every figure whole, none cut with "…"
     assert "…" not in table and all(f"{r['test_accuracy']:.4f}" in table for r in rows if r["test_accuracy"] < 1)
+
+
+def test_unused_sizes_pass_and_a_damaged_student_json_is_one_line(taught_store):
+    """A size the student does not use (--layers 0 for a TextCNN, --num-filters 0 for a BiGRU) is warned
+    of as unused, not refused as well; a student.json damaged or edited by hand (a field of another
+    type, an unknown or missing one, weights that do not fit it) is one line naming the file and field
+    (it was a TypeError traceback, or torch's list of every mismatched weight)."""
+    db = str(taught_store)
+    out = kd("distill", "--run", "r", "--layers", "0", "--embed-dim", "8", "--num-filters", "4", "--epochs", "1",
+             "--max-len", "32", "--db", db, "--json")
+    assert json.loads(out.stdout)["status"] == "succeeded" and "--layers: not used by --student textcnn" in out.stderr
+    out = kd("distill", "--run", "r", "--student", "bigru", "--num-filters", "0", "--embed-dim", "8", "--hidden", "4",
+             "--epochs", "1", "--max-len", "32", "--db", db, "--json")
+    assert json.loads(out.stdout)["status"] == "succeeded"
+    folder = Path(_stage(taught_store, "r", "distill-textcnn").artifact_path)
+    assert kd("predict", "--run", "r", "--model", "distill-textcnn", "--db", db, input="很好\n").stdout.startswith(("pos", "neg"))
+    meta_file = folder / "student.json"
+    good = json.loads(meta_file.read_text(encoding="utf-8"))
+    for change, message in (
+        (lambda m: m["student"].update(num_filters="4"), "student.json: field 'num_filters' is '4'"),
+        (lambda m: m["student"].update(pooling="max"), "student.json: unknown field 'pooling'"),
+        (lambda m: m["student"].pop("kind"), "student.json: field 'kind' is missing"),
+        (lambda m: m.update(max_len="32"), "student.json: field 'max_len' is '32'"),
+        (lambda m: m.update(classes=["pos"]), "student.json: field 'classes' names 1 classes for a student of 2"),
+        (lambda m: m["student"].update(num_filters=5),
+         "student.pt does not fit student.json: weight convs.0.weight is (4, 8, 2) in the file, (5, 8, 2) by the configuration"),
+    ):
+        meta = json.loads(json.dumps(good))
+        change(meta)
+        meta_file.write_text(json.dumps(meta), encoding="utf-8")
+        bad = kd("predict", "--run", "r", "--model", "distill-textcnn", "--db", db, input="很好\n", ok=False)
+        lines = bad.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: cannot load the student in {folder}: ") and message in lines[0], bad.output
+    meta_file.write_text("[]", encoding="utf-8")
+    assert "student.json: a list, not an object" in kd("predict", "--run", "r", "--model", "distill-textcnn", "--db", db,
+                                                       input="很好\n", ok=False).output
 
 
 def test_a_damaged_student_weights_file_is_a_one_line_error(tmp_path):
