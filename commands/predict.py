@@ -67,6 +67,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         from_store = False  # and a typed --artifact, FILE or --text-field (JSON lines to read), over its store = true
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
+    if text_field is not None and not text_field:  # before a model loads (seconds to minutes)
+        raise click.BadParameter("name the field that holds the text, e.g. text", param_hint="--text-field")
     if split and not from_store:
         if typed("split"):
             raise click.UsageError("--split goes with --store")
@@ -76,7 +78,7 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
     if from_store:
         if artifact:
             raise click.UsageError("--store predicts with a run's model: leave out --artifact")
-        if path != "-":
+        if path != "-" or typed("path"):
             raise click.UsageError("--store predicts the store's samples: leave out FILE")
         if text_field is not None and typed("text_field"):
             raise click.UsageError("--text-field reads FILE or stdin: --store predicts the store's samples")
@@ -100,8 +102,6 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         store = open_store(db)
         predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
         _name_the_student(store, run, which, predictor.stage_name)
-    if text_field is not None and not text_field:
-        raise click.BadParameter("name the field that holds the text, e.g. text", param_hint="--text-field")
     if path == "-":
         from kdstore.progress import silenced
 

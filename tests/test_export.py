@@ -444,6 +444,17 @@ def test_predict_json_lines_with_a_lone_surrogate_escape_are_a_one_line_error(bu
     assert json.loads(ok.stdout)["text"] == "\U0001f600很好"
 
 
+def test_predict_option_mistakes_are_caught_before_any_model_or_store_opens(tmp_path):
+    """`--text-field ""` was refused only after the model had loaded (minutes for a big teacher), and
+    `kd predict - --store` (stdin named, then the store asked for) was taken as --store silently."""
+    db = str(tmp_path / "none.db")  # no store there: an option error must come first
+    out = kd("predict", "--run", RUN, "--text-field", "", "--db", db, input="很好\n", ok=False)
+    assert "Invalid value for --text-field: name the field" in out.output
+    out = kd("predict", "-", "--run", RUN, "--store", "--db", db, ok=False)
+    assert "leave out FILE" in out.output
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch, error_line):
     """`--out .` (or a path ending in `..`) has no name of its own: it is the folder it resolves to."""
     here = tmp_path / "serve"
