@@ -124,8 +124,9 @@ class DistillConfig:
                 raise KdError(f"{name} must be positive, got {t}")
         if self.teacher_weights and len(self.teacher_weights) != max(1, len(self.teacher_runs)):
             raise KdError(f"{len(self.teacher_weights)} --teacher-weight values for {max(1, len(self.teacher_runs))} teacher run(s)")
-        if any(w < 0 for w in self.teacher_weights) or (self.teacher_weights and sum(self.teacher_weights) <= 0):
-            raise KdError("--teacher-weight values must be non-negative and not all zero")
+        if any(not w > 0 for w in self.teacher_weights):  # (a NaN too)
+            raise KdError("--teacher-weight values must be positive: a teacher of weight 0 would still decide which "
+                          "samples are used (only those every teacher scored); leave that --teacher-run out instead")
         bad = [m for m in self.augment if m not in METHODS]
         if bad:
             raise KdError(f"unknown augmentation method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}")
@@ -250,6 +251,7 @@ def weighted_common_logits(found: list[tuple[np.ndarray, np.ndarray]], weights: 
         common = np.intersect1d(common, ids)
     common = np.unique(np.asarray(common, dtype=np.int64))
     w = np.asarray(weights or [1.0] * len(found), dtype=np.float64)
+    w = w / w.max()  # first: weights whose sum overflows (1e308 twice) normalized to 0/0 (a ZeroDivisionError traceback)
     w = w / w.sum()
     if len(common) == 0:
         return common, np.zeros((0, found[0][1].shape[1]), np.float32)

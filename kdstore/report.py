@@ -204,10 +204,20 @@ def issue_scores(store: Store, stage_id: int) -> list[float]:
         return [float(v) for (v,) in conn.execute(select(LabelIssue.score).where(LabelIssue.stage_id == stage_id).order_by(LabelIssue.id))]
 
 
+def trained_on_dev(stage: dict[str, Any]) -> str | None:
+    """A note for a teacher that trained on dev (``kd teach --split train --split dev``): its dev
+    figures are of rows it learned from, not held out as a student's are; ``None`` for any other stage."""
+    splits = (stage.get("config") or {}).get("splits") or []
+    if stage["kind"] == "teach" and "dev" in splits and (stage.get("metrics") or {}).get("dev"):
+        return "trained on dev: its dev figures are not held out (its test figures are)"
+    return None
+
+
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     figures that compare them, the test samples they were measured on (``test_n``) and the labels
-    they trained on (``labels_digest``: equal digests, equal labels). A model stage that failed or is
+    they trained on (``labels_digest``: equal digests, equal labels); a teacher that trained on dev
+    says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
     stage one row that says so (``stage`` None), not silence."""
     def row(run: str, stage: dict | None, figures: dict, note: str | None) -> dict[str, Any]:
@@ -222,7 +232,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         stages = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")
                   and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
         models = [st for st in stages if st["status"] == "succeeded"]
-        rows.extend(row(run, stage, stage["metrics"], None) for stage in models)
+        rows.extend(row(run, stage, stage["metrics"], trained_on_dev(stage)) for stage in models)
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)
             error = " ".join((stage["error"] or "").split())

@@ -899,6 +899,22 @@ def test_a_failed_stages_error_shows_on_one_line(store, invoke):
     assert len(rows) == 1 and "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0;" in rows[0] and "..." in rows[0]
 
 
+def test_compare_notes_a_teacher_that_trained_on_dev(store, invoke):
+    """`kd teach --split train --split dev` learns from the dev rows: --compare put its dev accuracy
+    (of rows it trained on) beside a student's held-out one without a word."""
+    with stage_scope(store, run="r1", kind="teach", config={"splits": ["train", "dev"]}) as st:
+        store.add_metrics(st.id, "dev", {"accuracy": 1.0, "n": 2})
+        store.add_metrics(st.id, "test", {"accuracy": 0.7, "n": 2})
+    with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={}) as st:
+        store.add_metrics(st.id, "dev", {"accuracy": 0.8, "n": 2})
+    with stage_scope(store, run="r2", kind="teach", config={"splits": ["train"]}) as st:
+        store.add_metrics(st.id, "dev", {"accuracy": 0.9, "n": 2})
+    rows = {(r["run"], r["stage"]): r for r in invoke.json(["report", "--compare", "r1", "r2"])}
+    assert rows[("r1", "teach")]["dev_accuracy"] == 1.0 and "trained on dev" in rows[("r1", "teach")]["note"]
+    assert rows[("r1", "distill-textcnn")]["note"] is None and rows[("r2", "teach")]["note"] is None
+    assert "trained on dev" in invoke(["report", "--compare", "r1", "r2"]).stdout
+
+
 def test_report_of_missing_run(store, invoke, error_line):
     result = invoke(["report", "--run", "nope"], ok=False)
     assert "no run 'nope'" in error_line(result)

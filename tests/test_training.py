@@ -1427,6 +1427,13 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
     bad = kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-weight", "1", "--teacher-weight", "2",
              "--name", "bad-weights", *common, ok=False)
     assert "--teacher-weight values for 1 teacher run" in bad.output
+    zero = kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "r", "--teacher-weight", "1",
+              "--teacher-weight", "0", "--name", "zero-weight", *common, ok=False)
+    assert "must be positive" in zero.output and "leave that --teacher-run out" in zero.output
+    # weights whose sum overflows a float: the teachers weigh alike (it was a failed stage and a ZeroDivisionError traceback)
+    huge = kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "r", "--teacher-weight", "1e308",
+              "--teacher-weight", "1e308", "--name", "huge-weights", *common, "--json")
+    assert json.loads(huge.stdout)["status"] == "succeeded"
 
 
 def test_distill_two_teachers_learns_their_probabilities_averaged_in_weight_order(taught_store, tiny_model, monkeypatch):
@@ -2151,6 +2158,11 @@ def test_weighted_common_logits_averages_the_samples_every_teacher_scored():
     assert softmax(avg).argmax() == 1  # averaged logits (10, 0.75) made it class 0 at 99.99 %
     ids, avg = weighted_common_logits([(a_ids, a), (b_ids, b)], (1.0, 0.0))  # a weight of 0: that teacher has no say
     np.testing.assert_allclose(softmax(avg), softmax(np.array([[3.0, 0], [5, 0]])), rtol=1e-5)
+    # weights whose sum overflows a float (1e308 twice) are equal weights, not 0/0 (a ZeroDivisionError traceback)
+    ids, huge = weighted_common_logits([(a_ids, a), (b_ids, b)], (1e308, 1e308))
+    ids, even = weighted_common_logits([(a_ids, a), (b_ids, b)], (1.0, 1.0))
+    assert np.isfinite(huge).all()
+    np.testing.assert_allclose(huge, even, rtol=1e-6)
     ids, avg = weighted_common_logits([(a_ids, a)])  # one teacher: its own logits, sorted by id
     assert ids.tolist() == [1, 3, 5, 9] and avg[:, 0].tolist() == [1, 3, 5, 9]
     ids, avg = weighted_common_logits([(a_ids, a), (np.array([4]), np.zeros((1, 2), np.float32))])
