@@ -115,7 +115,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     for split in ("dev", "test"):
         m = stage["metrics"].get(split)
         if m:
-            click.echo(f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])})")
+            seen = " (trained on: not held out)" if stage["kind"] == "teach" and split in (config.get("splits") or ()) else ""
+            click.echo(f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])}){seen}")
     if cut:
         click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
     _warn_if_majority(run, stage)

@@ -1998,6 +1998,10 @@ def test_a_class_a_teacher_learned_from_dev_is_no_unlearned_class(sample_store, 
     out = kd("teach", "--run", "both", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--epochs", "1",
              "--max-len", "32", "--db", db)
     assert "no train samples of class" not in out.stderr
+    # its dev figure is of rows it learned from: the summary says so, and the test figure is held out
+    dev_line = next(l for l in out.stdout.splitlines() if l.strip().startswith("dev:"))
+    assert dev_line.endswith("(trained on: not held out)")
+    assert all("not held out" not in l for l in out.stdout.splitlines() if l.strip().startswith("test:"))
 
 
 def test_a_class_the_teachers_where_or_label_leaves_out_is_an_unlearned_class(sample_store, tiny_model):
