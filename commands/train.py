@@ -313,7 +313,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             raise click.UsageError(f"{', '.join(unused)}: --logits-only scores with the run's teacher as it was trained (at its --max-len)")
         if batch_size < 1:  # (a negative one scored nothing and stored zero logits)
             raise click.BadParameter("must be at least 1", param_hint="--batch-size")
-    elif where:
+    elif where and where.strip():  # (an empty one is TeachConfig.validate's to refuse)
         store.samples(where=where, limit=0)  # a --where SQL cannot run: refused before a stage (and a run) is on record
     with process_group(device) as dist:
         if logits_only:

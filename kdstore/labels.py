@@ -167,7 +167,9 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     unlearned = [names[c] for c in np.unique(train.labels) if learned is not None and names[c] not in learned]
     if unlearned:  # (a class pinned by `kd ingest --classes` whose train samples came after the teacher ran)
         raise KdError(f"the teacher of run {teacher_run!r} learned no sample of class {', '.join(map(repr, unlearned))}, which the "
-                      f"train labels now hold: its probabilities would flag every such label; re-run `kd teach` first")
+                      f"train labels now hold: its probabilities would flag every such label; re-run `kd teach` first"
+                      + (f" (its --where {teacher.config['where']!r} selected no train sample of {'it' if len(unlearned) == 1 else 'them'})"
+                         if teacher.config.get("where") else ""))
     if cfg.tfidf_member and tfidf_folds(train.labels) < 2:  # (each fold's model must see every class)
         counts = np.bincount(train.labels)
         small = min(np.unique(train.labels), key=lambda c: counts[c])

@@ -62,6 +62,8 @@ class TeachConfig:
         for split in self.splits:
             if split not in TRAINABLE_SPLITS:
                 raise KdError(f"--split {split!r}: choose from {', '.join(TRAINABLE_SPLITS)} (unlabeled samples have no labels to learn)")
+        if self.where is not None and not self.where.strip():  # (an unset $FILTER: every row, as if none were given)
+            raise KdError("--where is empty: give an SQL condition on the samples, or leave --where out to train on every labeled row")
         if self.folds == 1 or self.folds < 0:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         if not 0.0 < self.layer_decay <= 1.0:
@@ -331,6 +333,9 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         # (named with the filters that chose them: "the train samples" of a store with several classes misled)
         chosen = " that --where/--label select" if cfg.where or cfg.labels else ""
         raise KdError(f"the train samples{chosen} have a single class ({names[int(train.labels[0])]!r}): a classifier needs at least two")
+    # the classes its rows hold, as they were: its split figures count every labeled row, those its
+    # --where left out too (a detection took a class no row taught it for learned, and flagged every such label)
+    dist.on_main(record_labels_state)(store, stage.id, {"learned_classes": [names[c] for c in np.unique(train.labels)]})
     add_metrics(stage.id, "all", {"train_samples": len(train), "dev_samples": len(dev)})
     folds = stratified_folds(train.labels, cfg.folds, seed=cfg.seed, class_names=names) if cfg.folds else None
     path = resolve_model(store, cfg.model)
@@ -436,7 +441,11 @@ def check_learned_every_class(stage, names: list[str], *, run: str, purpose: str
 def learned_classes(store: Store, stage) -> set[str] | None:
     """Names of the classes a teach stage had samples of in the splits it learned from, as its figures
     count them when it ran (``support[CLASS]``); ``None`` for a stage without such figures. A class
-    pinned by ``kd ingest --classes`` whose train samples came later is not among them."""
+    pinned by ``kd ingest --classes`` whose train samples came later is not among them, nor a class
+    its ``--where`` or ``--label`` left out (``learned_classes``, recorded as it read its rows; for a
+    stage from before that, those its filters select now)."""
+    if stage.config.get("learned_classes") is not None:
+        return set(stage.config["learned_classes"])
     splits = set(stage.config.get("splits") or ["train"])
     figures: dict[str, dict[str, float]] = {}
     for m in store.metrics(stage.id):
@@ -446,6 +455,10 @@ def learned_classes(store: Store, stage) -> set[str] | None:
     for split_figures in figures.values():
         for name, n in class_support(split_figures).items():
             support[name] = support.get(name, 0.0) + n
+    if support and (stage.config.get("where") or stage.config.get("labels")):
+        names = store.class_names()
+        selected = {names[int(c)] for c in store.samples(ids=sorted(trained_on(store, stage)), include_dropped=True).labels if c >= 0}
+        support = {name: n if name in selected else 0.0 for name, n in support.items()}
     return {name for name, n in support.items() if n > 0} if support else None
 
 

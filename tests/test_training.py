@@ -128,6 +128,40 @@ def test_a_where_that_cannot_run_is_refused_before_any_stage(sample_store, tiny_
     assert not Store.open(str(sample_store)).run_exists("w")  # no failed stage, no new run on record
 
 
+def test_an_empty_where_is_refused_before_any_stage(sample_store, tiny_model):
+    """``--where "$FILTER"`` with FILTER unset trained on every labeled row, recorded as where ''
+    (and one of blanks was an SQL syntax error, 'near ")"', of a parenthesis the user never typed)."""
+    db = str(sample_store)
+    for where in ("", "  "):
+        result = kd("teach", "--run", "w", "--model", str(tiny_model), "--max-len", "32", "--where", where, "--db", db, ok=False)
+        assert result.output.strip().splitlines() == [
+            "Error: --where is empty: give an SQL condition on the samples, or leave --where out to train on every labeled row"]
+        assert not Store.open(db).run_exists("w")
+
+
+def test_a_detection_refuses_a_teacher_whose_where_left_a_train_class_out(sample_store, tiny_model):
+    """A --folds teacher whose --where selected no 'mid' row never learned that class, but its train
+    figures count every labeled row: detect took it for learned and flagged every 'mid' label."""
+    from kdstore.schema import LabelIssue
+
+    db = str(sample_store)
+    kd("ingest", str(write_tsv(sample_store.parent / "mid.tsv", [("mid", f"不好不坏{c}一般般吧") for c in "甲乙丙丁"])), "--db", db)
+    kd("teach", "--run", "w", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--folds", "2",
+       "--where", "text NOT LIKE '%一般般%'", "--db", db)
+    store = Store.open(db)
+    assert store.find_stage("w", "teach").config["learned_classes"] == ["pos", "neg"]  # (not 'mid', which its figures count)
+    message = ("Error: the teacher of run 'w' learned no sample of class 'mid', which the train labels now hold: its probabilities "
+               "would flag every such label; re-run `kd teach` first (its --where \"text NOT LIKE '%一般般%'\" selected no train sample of it)")
+    assert kd("labels", "detect", "--run", "w", "--db", db, ok=False).output.strip().splitlines() == [message]
+    with store.write_session("stages") as s:  # a teacher from before kd recorded its classes: its --where is read again
+        stage = s.get(Stage, store.find_stage("w", "teach").id)
+        stage.config = {k: v for k, v in stage.config.items() if k != "learned_classes"}
+    assert kd("labels", "detect", "--run", "w", "--db", db, ok=False).output.strip().splitlines() == [message]
+    assert _count(sample_store, LabelIssue) == 0 and [s.kind for s in store.stages_of("w")] == ["teach"]
+    kd("teach", "--run", "all", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--folds", "2", "--db", db)
+    kd("labels", "detect", "--run", "all", "--db", db)  # a teacher of every class still detects
+
+
 def test_a_where_that_closes_kds_parenthesis_is_refused_before_any_stage(sample_store, tiny_model):
     """``a) OR (b`` closed the parenthesis around --where: the split, labeled and dropped filters no
     longer held, and the teacher trained on the test rows (or crashed on the unlabeled ones)."""
