@@ -33,7 +33,7 @@ import socket
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -185,7 +185,7 @@ def export_model(
         exporter = _write_onnx(module, example, tmp / model_file) if fmt == "onnx" else _write_torchscript(module, example, tmp / model_file)
         predictor.tokenizer.save_pretrained(tmp)
         (tmp / CLASSES).write_bytes(classes_text(predictor.class_names).encode("utf-8"))
-        texts = _verify_texts(store, predictor.max_len)
+        texts = _verify_texts(store, predictor.max_len, predictor.encode)
         manifest = _manifest(
             run=run, stage=stage, fmt=fmt, model_file=model_file, model_info=model_info, predictor=predictor,
             special=special, pad_id=pad_id, min_len=min_len, multiple=multiple, exporter=exporter,
@@ -438,15 +438,22 @@ def _write_torchscript(module: nn.Module, example, path: Path) -> dict[str, Any]
     return {"tool": "torch.jit.trace", "torch": torch.__version__}
 
 
-def _verify_texts(store: Store, max_len: int) -> list[str]:
-    """Dev and test texts first, then any, plus one longer than ``max_len`` and a one-character one."""
+LONGEST_VERIFY_TEXT = 1 << 22  # characters: the text longer than max_len is doubled no further
+
+
+def _verify_texts(store: Store, max_len: int, encode: Callable[[list[str]], tuple[list, list[bool]]] | None = None) -> list[str]:
+    """Dev and test texts first, then any, plus one longer than ``max_len`` and a one-character one.
+
+    ``encode``: the model's ``Predictor.encode``, which says whether a text was cut to ``max_len``
+    tokens; the long text is doubled until it is (twice ``max_len`` characters made only a few dozen
+    tokens of English words, so no text the export was checked on was truncated)."""
     texts = store.samples(splits=["dev", "test"], limit=VERIFY_TEXTS, include_dropped=True).texts
     if len(texts) < VERIFY_TEXTS:  # the other splits' (the dev and test texts again would count twice)
         texts += store.samples(splits=["train", "unlabeled"], limit=VERIFY_TEXTS - len(texts), include_dropped=True).texts
     texts = [t for t in texts if t.strip()]
     if texts:
         long = "".join(texts)
-        while len(long) < 2 * max_len + 8:
+        while len(long) < 2 * max_len + 8 or (encode is not None and len(long) < LONGEST_VERIFY_TEXT and not encode([long])[1][0]):
             long += long
         texts += [long, texts[0][:1]]
     return texts or ["好"]

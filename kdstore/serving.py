@@ -152,6 +152,8 @@ class Artifact:
             model_path = self.directory / manifest["model_file"]
         except (KeyError, TypeError, ValueError) as exc:
             raise KdError(f"{self.directory / MANIFEST} is incomplete ({type(exc).__name__}: {exc}): re-run `kd export`") from None
+        _check_fields(self.directory / MANIFEST, manifest)
+        self.model_path = model_path
         listed = self.directory / CLASSES  # covered by a sha256 in the manifest; the manifest's own list is not
         if listed.is_file():  # compared as kd export writes it: any character may be in a class name
             if listed.read_bytes().decode("utf-8", "replace") != classes_text(self.class_names):
@@ -195,7 +197,15 @@ class Artifact:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             input_ids, mask = self._pad([ids[i] for i in idx])
-            out[idx] = self._run(input_ids, mask)
+            try:  # (a model that does not fit its manifest: a traceback from deep inside the runtime)
+                got = np.asarray(self._run(input_ids, mask))
+            except Exception as exc:  # onnxruntime's own (pybind) exception types, torch's RuntimeError
+                raise KdError(f"{self.model_path}: the model failed on a batch of {len(idx)} texts ({_first_line(exc)}): "
+                              f"the export is damaged or its {MANIFEST} was edited; re-run `kd export`") from None
+            if got.shape != (len(idx), width):
+                raise KdError(f"{self.model_path} gives scores of shape {list(got.shape)} for {len(idx)} texts, where "
+                              f"{MANIFEST} names {width} classes: re-run `kd export`")
+            out[idx] = got
         return out
 
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
@@ -216,6 +226,31 @@ class Artifact:
             input_ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         return input_ids, mask
+
+
+WIDEST = 1 << 16  # the largest inputs.min_len or inputs.pad_multiple served (kd writes at most a kernel width, 8)
+
+
+def _check_fields(path: Path, manifest: dict[str, Any]) -> None:
+    """One line naming the field of a hand-edited or damaged manifest whose value kd never writes
+    (``"max_len": -1`` or ``"pad_id": 1e20`` ended in a traceback, ``"max_len": 0`` served every text
+    unread, ``"special_tokens": "false"`` was read as true). The manifest itself has no sha256."""
+    inputs = manifest["inputs"]
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731 (JSON true is no number)
+    checks = [
+        ("max_len", manifest["max_len"], 1, 2**31 - 1),
+        ("inputs.pad_id", inputs["pad_id"], 0, 2**63 - 1),
+        ("inputs.min_len", inputs.get("min_len", 1), 0, WIDEST),
+        ("inputs.pad_multiple", inputs.get("pad_multiple", 1), 1, WIDEST),
+    ]
+    for name, value, low, high in checks:
+        if not whole(value) or not low <= value <= high:
+            raise KdError(f"{path}: field {name} is {json.dumps(value)[:40]}, not a whole number from {low} to {high}: re-run `kd export`")
+    if not isinstance(inputs["special_tokens"], bool):
+        raise KdError(f"{path}: field inputs.special_tokens is {json.dumps(inputs['special_tokens'])[:40]}, not true or false: re-run `kd export`")
+    classes = manifest["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise KdError(f"{path}: field classes is {json.dumps(classes, ensure_ascii=False)[:40]}, not a list of class names: re-run `kd export`")
 
 
 def _onnx_runner(path: Path, device: str):

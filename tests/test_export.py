@@ -701,3 +701,72 @@ def test_a_full_disk_while_exporting_is_named_not_blamed_on_the_model(built, tmp
     line = error_line(kd_export("--run", RUN, "--model", "distill-textcnn", "--out", str(out), "--db", str(built), ok=False))
     assert line == f"Error: {tmp_path}: cannot write the export there: No space left on device"
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".onnx.")]
+
+
+def test_the_verify_text_longer_than_max_len_is_so_in_tokens(tmp_path):
+    """The export is checked on a text longer than max_len, so truncation is checked too; it was made
+    twice max_len *characters* long, which in English words is a few dozen tokens: with max_len 32
+    no text the export was checked on was cut (and kd export said "one longer than --max-len")."""
+    from kdstore.batching import encode_flagged
+    from kdstore.export import _verify_texts
+    from kdstore.ingest import IngestOptions, ingest
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    rows = "pos\tgreat phone, works well\nneg\tbroken on day one\npos\tlove it, fast delivery\n"
+    ingest(store, rows.encode(), "dev.tsv", IngestOptions(split="dev"))
+    tokenizer = make_tokenizer(build_vocab(["great phone works well broken on day one love it fast delivery"]))
+    encode = lambda texts: encode_flagged(tokenizer, texts, max_len=32)  # noqa: E731 (as Predictor.encode)
+    texts = _verify_texts(store, 32, encode)
+    assert len(texts) == 5 and texts[:3] == ["great phone, works well", "broken on day one", "love it, fast delivery"]
+    assert encode(texts)[1] == [False, False, False, True, False]  # the long one is cut at 32 tokens
+    store.close()
+
+
+def test_a_damaged_manifest_field_or_a_model_that_does_not_fit_it_is_one_line(built, tmp_path, error_line):
+    """The manifest has no sha256 of its own: a hand-edited or damaged field kd never writes ended in
+    a traceback (``"max_len": -1``, ``"pad_id": 1e20``, a min_len of 10**12: "cannot allocate 7 TiB"),
+    or was served wrong without a word (``"max_len": 0``: every text unread; ``"special_tokens":
+    "false"`` read as true). A model that fails on its inputs, or gives another number of scores than
+    the manifest names classes, is one line naming the model file, not onnxruntime's or torch's traceback."""
+    from kdstore.serving import classes_text, sha256_file
+
+    db = str(built)
+    for fmt in ("onnx", "torchscript"):
+        good = Path(kd_export("--run", RUN, "--model", "distill-textcnn", "--format", fmt, "--out", str(tmp_path / fmt), "--db", db).stdout.strip())
+        model = good / json.loads((good / "manifest.json").read_text(encoding="utf-8"))["model_file"]
+        cases = [
+            ("max_len", -1, "field max_len is -1, not a whole number from 1 to 2147483647"),
+            ("max_len", 0, "field max_len is 0, not a whole number from 1"),
+            ("max_len", 10**30, "field max_len is 1000000000000000000000000000000, not"),
+            ("max_len", "32", 'field max_len is "32", not a whole number'),
+            ("pad_id", 10**20, "field inputs.pad_id is 100000000000000000000, not a whole number from 0 to 9223372036854775807"),
+            ("pad_id", -1, "field inputs.pad_id is -1, not"),
+            ("min_len", 10**12, "field inputs.min_len is 1000000000000, not a whole number from 0 to 65536"),
+            ("pad_multiple", 0, "field inputs.pad_multiple is 0, not a whole number from 1 to 65536"),
+            ("special_tokens", "false", 'field inputs.special_tokens is "false", not true or false'),
+            ("classes", "neg", 'field classes is "neg", not a list of class names'),
+            ("pad_id", 10**6, f"{model}: the model failed on a batch of 2 texts ("),  # in range, but no token of its vocabulary
+        ]
+        for field, value, expected in cases:
+            edited = tmp_path / f"{fmt}-{field}"
+            shutil.rmtree(edited, ignore_errors=True)
+            shutil.copytree(good, edited)
+            manifest = json.loads((edited / "manifest.json").read_text(encoding="utf-8"))
+            (manifest["inputs"] if field in manifest["inputs"] else manifest)[field] = value
+            (edited / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+            line = error_line(kd("predict", "--artifact", str(edited), input="很好\n好\n", ok=False))
+            assert expected.replace(str(model), str(edited / model.name)) in line and line.startswith("Error: "), (fmt, field, line)
+            if expected.startswith("field"):
+                assert f"{edited / 'manifest.json'}: field" in line and line.endswith("re-run `kd export`")
+        # three classes named (classes.txt and its sha256 edited to match) for a model of two
+        three = tmp_path / f"{fmt}-three"
+        shutil.copytree(good, three)
+        manifest = json.loads((three / "manifest.json").read_text(encoding="utf-8"))
+        manifest["classes"] = ["neg", "pos", "meh"]
+        (three / "classes.txt").write_bytes(classes_text(manifest["classes"]).encode("utf-8"))
+        manifest["files"]["classes.txt"] = sha256_file(three / "classes.txt")
+        (three / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        line = error_line(kd("predict", "--artifact", str(three), input="很好\n", ok=False))
+        assert line == f"Error: {three / model.name} gives scores of shape [1, 2] for 1 texts, where manifest.json names 3 classes: re-run `kd export`"
+        assert kd("predict", "--artifact", str(good), input="很好\n").stdout.split("\t")[0] in ("pos", "neg")  # the export itself serves
