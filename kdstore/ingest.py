@@ -321,6 +321,8 @@ def _parse_delimited(
         elif want_label:
             raise KdError(f"{name}: line {rows[0][0]}: field 'label': missing: split '{opts.split}' needs a label column")
     same = label_i is not None and label_i == text_i
+    if header is None and label_i is not None and not same and opts.text_col is None and opts.label_col is None:
+        _refuse_swapped_columns(body, text_i, label_i, width, name, rows[0][0])
     # the unlabeled pool carries no label, not even in the metadata
     extra = [i for i in range(width) if i not in (text_i, label_i)]
     if not want_label:
@@ -355,6 +357,25 @@ def _parse_delimited(
         meta = {names[i]: fields[i] for i in extra} or None
         records.append(Record(text=text, label=label, line=line, meta=meta))
     return records, label_name if header is not None else "label"
+
+
+MIN_SWAPPED_LABELS = 10  # fewer distinct labels than this never look like texts
+
+
+def _refuse_swapped_columns(body, text_i: int, label_i: int, width: int, name: str, first_line: int) -> None:
+    """Refuse a headerless two-column file read by the default columns (label, then text) whose
+    "labels" look like texts: more than twice as many different labels as different texts (a
+    text,label CSV: every text became a class, each class name a text and most rows conflicts)."""
+    rows = [fields for _, fields in body if len(fields) == width]
+    labels = {fields[label_i].strip() for fields in rows}
+    texts = {fields[text_i].strip() for fields in rows}
+    if len(labels) >= MIN_SWAPPED_LABELS and len(labels) > 2 * len(texts):
+        raise KdError(
+            f"{name}: line {first_line}: field 'label': column {label_i} read as the labels holds {len(labels)} different values "
+            f"for {len(texts)} different texts in column {text_i}: the columns look swapped (two columns are read as "
+            f"label, then text); give --text-col {label_i} --label-col {text_i} (or, if line {first_line} names the "
+            f"columns, their names)"
+        )
 
 
 def _key_hint(obj: dict, key: str, named: str | None, option: str) -> str:

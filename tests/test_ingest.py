@@ -1307,3 +1307,35 @@ def test_a_class_file_line_of_three_fields_or_an_empty_class_file_is_refused(inv
     before = counts()
     assert "no class names" in error_line(invoke(["ingest", "train.tsv", "--classes", "empty.txt"], ok=False))
     assert counts() == before and read_classes() == [(0, "pos")]
+
+
+def test_a_text_then_label_file_read_by_the_default_columns_is_refused_not_turned_into_a_class_per_text(
+    invoke, write_file, db, counts, read_samples, read_classes, error_line
+):
+    """A headerless text,label CSV (or one under a header kd does not know: 内容,类别) was read as
+    label,text: every news text became a class, the four class names the texts, and 116 of 120 rows
+    conflicts, with exit 0. Many more different labels than texts is refused; the columns named read it."""
+    topics = {"体育": "比赛", "财经": "股票", "科技": "芯片", "娱乐": "电影"}
+    rows = [(f"第{i}条{marker}新闻", label) for i in range(5) for label, marker in topics.items()]
+    body = "".join(f"{text},{label}\n" for text, label in rows)
+    write_file("news.csv", body)
+    write_file("cn.csv", "内容,类别\n" + body)
+    for name in ("news.csv", "cn.csv"):
+        line = error_line(invoke(["ingest", name], ok=False))
+        assert line.startswith(f"Error: {name}: line 1: field 'label': column 0 read as the labels holds ") and "--text-col 0 --label-col 1" in line
+        assert not store_exists(db)
+    invoke(["ingest", "news.csv", "--text-col", "0", "--label-col", "1"])
+    assert [name for _, name in read_classes()] == list(topics)
+    before = counts()
+    line = error_line(invoke(["ingest", "cn.csv", "--split", "unlabeled"], ok=False))  # (the pool would be the class names)
+    assert "columns look swapped" in line and counts() == before
+    invoke(["ingest", "cn.csv", "--text-col", "内容", "--label-col", "类别", "--split", "dev"])
+    assert sorted({(r["text"], r["label"]) for r in read_samples()}) == sorted(set(rows))
+
+
+def test_parse_a_few_conflicting_rows_are_no_swapped_columns():
+    """The refusal of swapped columns needs many labels: a small file with one text labeled twice reads."""
+    records = parse("pos\t好\nneg\t好\n".encode(), "c.tsv", IngestOptions())
+    assert [(r.label, r.text) for r in records] == [("pos", "好"), ("neg", "好")]
+    labels = "".join(f"c{i}\tt{i}\n" for i in range(12))  # many classes of one text each: labels as many as texts
+    assert len(parse(labels.encode(), "m.tsv", IngestOptions())) == 12
