@@ -293,7 +293,7 @@ class _Cuts:
 
 
 def _visible(text: str) -> str:
-    """``text``, or "" when it is made only of zero-width or format characters (a tokenizer reads
+    """``text``, or "" when it is made only of zero-width, format or control characters (a tokenizer reads
     nothing of it: an empty text, as ``kd ingest`` judges it, not a prediction of nothing)."""
     return "" if text and unseen(text) else text
 

@@ -21,5 +21,6 @@ def text_hash(text: str) -> str:
 
 def unseen(text: str) -> bool:
     """Whether a (stripped, non-empty) text is made only of format characters (zero-width space,
-    joiner, BOM...) and white space: nothing a model reads. (``isprintable`` first: C speed for nearly all.)"""
-    return not text.isprintable() and all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
+    joiner, BOM...), control characters (``\x01``, DEL: BERT's tokenizer drops both kinds) and white
+    space: nothing a model reads. (``isprintable`` first: C speed for nearly all.)"""
+    return not text.isprintable() and all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)

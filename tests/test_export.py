@@ -442,6 +442,10 @@ def test_predict_json_lines_with_a_lone_surrogate_escape_are_a_one_line_error(bu
     ok = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--text-field", "text", "--json", "--db", db,
             input='{"text": "\\ud83d\\ude00很好"}\n')
     assert json.loads(ok.stdout)["text"] == "\U0001f600很好"
+    # a line of control characters only is an empty text to the tokenizer: said so, not predicted from nothing
+    lines = [json.loads(l) for l in kd("predict", "--run", RUN, "--model", "distill-textcnn", "--json", "--db", db,
+                                       input="\x01\x7f\n很好\n").stdout.splitlines()]
+    assert lines[0] == {"line": 1, "error": "empty text"} and lines[1]["text"] == "很好"
 
 
 def test_predict_option_mistakes_are_caught_before_any_model_or_store_opens(tmp_path):

@@ -661,6 +661,13 @@ BAD_INPUTS = [
         ["line 2", "field '1'", "no visible character"],
         id="invisible-text",
     ),
+    pytest.param(  # only control characters (a stray \x01, DEL): BERT's tokenizer drops them too
+        "control_text.tsv",
+        "pos\tfine text\nneg\t\x01\x7f\x1b\n".encode(),
+        [],
+        ["line 2", "field '1'", "no visible character"],
+        id="control-characters-only",
+    ),
     pytest.param(
         "invisible_text.jsonl",
         '{"text": "fine text", "label": "pos"}\n{"text": "\u200d", "label": "neg"}\n'.encode(),
