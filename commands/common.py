@@ -98,10 +98,11 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
     # a KdError here is one line naming the file (KdGroup prints it), not a usage message about --config
     data = kdconfig.load(path)
     command_path = ctx.command_path.split()[1:]
+    sources: dict[str, str] = {}
     defaults = kdconfig.defaults_for(data, command_path, _option_names(ctx.command), tables=_command_tables(ctx),
-                                     group_keys=lambda: _group_keys(ctx), where=str(path))  # (imports every command: only if asked)
+                                     group_keys=lambda: _group_keys(ctx), where=str(path), sources=sources)  # (imports every command: only if asked)
     try:
-        defaults = _typed(ctx, defaults, path)
+        defaults = _typed(ctx, defaults, path, sources)
     except KdError as exc:  # a server URL's password, as the file has it, is no part of a message
         raise KdError(_hide_passwords(str(exc), defaults.get("db"))) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
@@ -151,50 +152,52 @@ def _hide_passwords(message: str, db: Any) -> str:
     return message
 
 
-def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]:
+def _typed(ctx: click.Context, defaults: dict[str, Any], path, sources: dict[str, str] | None = None) -> dict[str, Any]:
     """Each config value converted as its option converts a command-line value (a single value for a
-    repeatable option becomes a one-item list), so that a wrong type names the file and the key."""
+    repeatable option becomes a one-item list), so that a wrong type names the file, the table
+    (``sources``: ``defaults_for``'s) and the key."""
     params = {p.name: p for p in ctx.command.params}
     out = {}
     for name, value in defaults.items():
         param = params[name]
         key = next((o[2:] for o in getattr(param, "opts", []) if o.startswith("--")), name.replace("_", "-"))
+        shown = (sources or {}).get(name, key)  # "[distill] epochs": where the file has it (several tables may)
         if getattr(param, "multiple", False) and not isinstance(value, list):
             value = [value]
         elif (isinstance(value, list) and not getattr(param, "multiple", False)
               and isinstance(param.type, click.types.StringParamType) and name in COMMA_SEPARATED):
             # a comma-separated option (augment = ["mask", "pos"], kernel_sizes = [2, 3, 4]) as a TOML array
             if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-                raise KdError(f"{path}: {key} = {value!r}: expected a string, or an array of strings or whole numbers")
+                raise KdError(f"{path}: {shown} = {value!r}: expected a string, or an array of strings or whole numbers")
             value = ",".join(str(v) for v in value)
         if isinstance(value, list) and not getattr(param, "multiple", False):  # (click crashed on it)
-            raise KdError(f"{path}: {key} = {value!r}: expected a single value, not an array")
+            raise KdError(f"{path}: {shown} = {value!r}: expected a single value, not an array")
         if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
             # an array or table inside the array: float() crashed on it (teacher-weight = [[1.0]]), and a
             # string option took its text (label = [["pos"]] was the class "['pos']")
-            raise KdError(f"{path}: {key} = {value!r}: expected a value or an array of values, not an array or table inside one")
+            raise KdError(f"{path}: {shown} = {value!r}: expected a value or an array of values, not an array or table inside one")
         wholes = value if isinstance(value, list) else [value]
         when = next((v for v in wholes if isinstance(v, (dt.date, dt.time))), None)  # (a datetime is a date)
         if when is not None and not isinstance(param.type, click.types.StringParamType):  # int()/float() crashed on it
-            raise KdError(f"{path}: {key} = {when}: a TOML date or time is no value of --{key}")
+            raise KdError(f"{path}: {shown} = {when}: a TOML date or time is no value of --{key}")
         if isinstance(param.type, click.types.IntParamType) and any(isinstance(v, float) for v in wholes):
-            raise KdError(f"{path}: {key} = {value!r}: not a whole number")  # click would cut 1.5 to 1
+            raise KdError(f"{path}: {shown} = {value!r}: not a whole number")  # click would cut 1.5 to 1
         # click takes these as they come: `header = 1` crashed in click's bool parsing, `classes = 3`
         # in kd's (a path of 3), `text-col = true` became the column "True" and `alpha = true` 1.0
         if isinstance(param.type, click.types.BoolParamType):
             if not all(isinstance(v, (bool, str)) for v in wholes):
-                raise KdError(f"{path}: {key} = {value!r}: expected true or false")
+                raise KdError(f"{path}: {shown} = {value!r}: expected true or false")
         elif any(isinstance(v, bool) for v in wholes):
-            raise KdError(f"{path}: {key} = {json.dumps(value)}: true/false is no value of --{key}")
+            raise KdError(f"{path}: {shown} = {json.dumps(value)}: true/false is no value of --{key}")
         elif isinstance(param.type, click.Path) and not all(isinstance(v, str) for v in wholes):
-            raise KdError(f"{path}: {key} = {value!r}: expected a path (a string)")
+            raise KdError(f"{path}: {shown} = {value!r}: expected a path (a string)")
         elif (isinstance(param.type, (click.types.StringParamType, click.Choice))
               and any(isinstance(v, float) for v in wholes)):
-            raise KdError(f"{path}: {key} = {value!r}: expected a string")
+            raise KdError(f"{path}: {shown} = {value!r}: expected a string")
         if isinstance(param.type, click.Path):  # no shell reads a TOML file: "~/charts" is the home folder's, as for db
             value = [os.path.expanduser(v) for v in value] if isinstance(value, list) else os.path.expanduser(value)
         if name == "db" and isinstance(value, str) and not value.strip():  # (it was "--db is empty", naming no file)
-            raise KdError(f"{path}: {key} = {value!r}: empty: give the store's file path or a SQLAlchemy URL "
+            raise KdError(f"{path}: {shown} = {value!r}: empty: give the store's file path or a SQLAlchemy URL "
                           "(or leave it out for $KD_DB or ./kd.db)")
         try:
             cast = param.type_cast_value(ctx, value)
@@ -203,9 +206,9 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path) -> dict[str, Any]
             if "--name" in getattr(param, "opts", ()) and cast is not None:  # a stage's name (as the stage checks it)
                 check_stage_name(str(cast))
         except click.BadParameter as exc:
-            raise KdError(f"{path}: {key} = {value!r}: {exc.message}") from None
+            raise KdError(f"{path}: {shown} = {value!r}: {exc.message}") from None
         except (KdError, click.ClickException) as exc:  # (an empty path: KdPath's one line)
-            raise KdError(f"{path}: {key} = {value!r}: {getattr(exc, 'message', exc)}") from None
+            raise KdError(f"{path}: {shown} = {value!r}: {getattr(exc, 'message', exc)}") from None
         out[name] = value
     return out
 

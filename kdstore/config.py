@@ -71,7 +71,7 @@ def _refuse_command_line_only(table: dict[str, Any], path: Path, scope: str = "t
 def defaults_for(
     config: dict[str, Any], command_path: list[str], options: dict[str, str] | set[str], *,
     tables: dict[str, set[str]] | None = None, group_keys=None,
-    where: str = "config",
+    where: str = "config", sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The defaults ``config`` gives the command at ``command_path`` (e.g. ``['labels', 'detect']``).
 
@@ -83,7 +83,9 @@ def defaults_for(
     error too. ``group_keys``: the keys some command below each group accepts (``{"": ..., "labels":
     ...}``), or a function giving them, called only for a key the command itself does not take: a
     plain key in a group's table that no command below it takes is an error as well.
-    ``where`` (the file) starts every message.
+    ``where`` (the file) starts every message. ``sources``, if given, is filled with where each
+    parameter's value was written (``"[distill] epochs"``, or ``"epochs"`` at the top level), for
+    the messages that judge the values later.
     """
     if not isinstance(options, dict):
         options = {o: o for o in options}
@@ -112,6 +114,8 @@ def defaults_for(
                     raise KdError(f"{where}: {scope} {given[options[name]]!r} and {key!r} are the same option: keep one")
                 given[options[name]] = key
                 out[options[name]] = value
+                if sources is not None:
+                    sources[options[name]] = f"[{group}] {key}" if group else key
             elif own and depth > 0:
                 raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`{_close(name, options)}")
             elif not own and group_keys is not None and name not in (group_keys := _keys(group_keys)).get(group, {name}):

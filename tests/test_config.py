@@ -85,9 +85,9 @@ def test_config_mistakes_name_the_file_and_the_key(other_db, invoke, write_file,
     """A wrong type, a table named after no command (``[distil]``) or a typo inside a group's
     table are one-line errors naming the file, not a click message about an option nobody typed."""
     for content, expected in (
-        ('db = "other.db"\n[samples]\nlimit = "many"\n', "kd.toml: limit = 'many': 'many' is not a valid integer"),
+        ('db = "other.db"\n[samples]\nlimit = "many"\n', "kd.toml: [samples] limit = 'many': 'many' is not a valid integer"),
         ('db = "other.db"\n[distil]\nalpha = 0.7\n', "kd.toml: [distil] is not a kd command"),
-        ('db = "other.db"\n[samples]\nlimit = 1.5\n', "kd.toml: limit = 1.5: not a whole number"),
+        ('db = "other.db"\n[samples]\nlimit = 1.5\n', "kd.toml: [samples] limit = 1.5: not a whole number"),
         ('db = "other.db"\n[labels.shwo]\ntop = 3\n', "kd.toml: [labels.shwo] is not a kd command"),
         ('db = "other.db"\n[samples]\nlimt = 1\n', "kd.toml: [samples] 'limt' is not an option of `kd samples`"),
         ('db = "other.db"\n[labels]\nmetod = "disagree"\n', "kd.toml: [labels] 'metod' is not an option of any command of `kd labels`"),
@@ -116,7 +116,7 @@ def test_config_values_of_the_wrong_kind_are_one_line(other_db, invoke, write_fi
     ):
         write_file("kd.toml", f'db = "other.db"\n[{table}]\n{key}\n')
         result = invoke([table] + (["train.tsv"] if table == "ingest" else []), db=None, ok=False)
-        assert "Traceback" not in result.output and expected in error_line(result), key
+        assert "Traceback" not in result.output and expected.replace("kd.toml: ", f"kd.toml: [{table}] ") in error_line(result), key
     # what these options do take still works: a whole number for a column, a boolean for a flag
     write_file("kd.toml", 'db = "other.db"\n[ingest]\nheader = false\ntext-col = 1\nlabel-col = 0\n')
     write_file("more.tsv", "neg\tread by index\n")
@@ -139,7 +139,7 @@ def test_a_toml_array_gives_a_comma_separated_option(other_db, invoke, write_fil
     line = error_line(invoke(["distill", "--run", "c"], db=None, ok=False))
     assert "unknown augmentation method(s) nope" in line and "[" not in line
     write_file("kd.toml", 'db = "other.db"\n[distill]\naugment = [1.5]\n')
-    assert "kd.toml: augment = [1.5]: expected a string" in error_line(invoke(["distill", "--run", "c"], db=None, ok=False))
+    assert "kd.toml: [distill] augment = [1.5]: expected a string" in error_line(invoke(["distill", "--run", "c"], db=None, ok=False))
 
 
 def test_top_level_key_of_another_command_is_ignored(other_db, invoke, write_file):
@@ -347,10 +347,10 @@ def test_a_files_values_are_checked_as_typed_ones_and_named_with_the_file(other_
     before = counts(str(other_db))
     for content, command, expected in (
         ('db = "other.db"\n[labels.set]\nreason = "a\\u0000b"\n', ["labels", "set", "1=neg"],
-         "Error: kd.toml: reason = 'a\\x00b': contains a NUL character"),
+         "Error: kd.toml: [labels.set] reason = 'a\\x00b': contains a NUL character"),
         ('db = "other.db"\n[labels.set]\nname = "a b"\n', ["labels", "set", "1=neg"],
-         "Error: kd.toml: name = 'a b': stage name 'a b' is not valid"),
-        ('db = "other.db"\n[distill]\nname = ""\n', ["distill"], "Error: kd.toml: name = '': stage name '' is not valid"),
+         "Error: kd.toml: [labels.set] name = 'a b': stage name 'a b' is not valid"),
+        ('db = "other.db"\n[distill]\nname = ""\n', ["distill"], "Error: kd.toml: [distill] name = '': stage name '' is not valid"),
         ('db = " "\n', ["samples"], "Error: kd.toml: db = ' ': empty: give the store's file path or a SQLAlchemy URL"),
     ):
         write_file("kd.toml", content)
@@ -403,7 +403,7 @@ def test_an_array_or_table_inside_an_array_is_a_one_line_error(other_db, invoke,
         result = invoke(command, db=None, ok=False)
         line = error_line(result)
         assert "Traceback" not in result.output
-        assert line.startswith(f"Error: kd.toml: {key.split(' = ')[0]} = "), line
+        assert line.startswith(f"Error: kd.toml: [{table}] {key.split(' = ')[0]} = "), line
         assert line.endswith("expected a value or an array of values, not an array or table inside one"), line
     assert counts(str(other_db)) == before
     # a flat array, or a single value, is still each option's
