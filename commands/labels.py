@@ -56,6 +56,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
         student_votes=tuple(student_votes), tfidf_member=tfidf_member, allow_in_sample=allow_in_sample,
         calibrate=calibrate,
     )
+    cfg.validate()  # a wrong option before the store is opened
     store = open_store(db, writer=True)
     # bad input is refused before anything is written; the labels judged and the stages read are recorded
     inputs, labels_read = lab.read_labeled(store, lambda: lab.detect_inputs(store, run, cfg))

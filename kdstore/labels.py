@@ -40,6 +40,11 @@ SHEET_COLUMNS = ("run", "issue_id", "sample_id", "text", "given", "current", "su
 SHEET_JSONL = (".jsonl", ".ndjson", ".json")  # a sheet written and read as JSON lines (as kd ingest reads these names)
 
 
+_OPTIONS = {"frac_noise": "--frac-noise", "filter_by": "--filter-by", "combine rule": "--combine",
+            "detection method": "--method", "quality method": "--quality-method", "combine": "--combine"}
+_OPTION_WORDS = re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, _OPTIONS), key=len, reverse=True)) + r")\b")
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     teacher_run: str | None = None  # default: the detect stage's own run
@@ -54,8 +59,11 @@ class DetectConfig:
     calibrate: bool = True  # temperature-scale each member to the given labels first (noise.detect)
 
     def validate(self) -> None:
-        methods = noise.check_options(methods=self.methods, combine=self.combine, filter_by=self.filter_by,
-                                      quality_method=self.quality_method, frac_noise=self.frac_noise)
+        try:
+            methods = noise.check_options(methods=self.methods, combine=self.combine, filter_by=self.filter_by,
+                                          quality_method=self.quality_method, frac_noise=self.frac_noise)
+        except KdError as exc:  # the pure core's keyword names, as `kd labels detect` spells its options
+            raise KdError(_OPTION_WORDS.sub(lambda m: _OPTIONS[m.group(0)], str(exc))) from None
         if "ensemble" in methods and not (self.student_votes or self.tfidf_member):
             raise KdError("the ensemble method needs other models' votes: add --student-votes STAGE or --tfidf-member")
 

@@ -1964,7 +1964,7 @@ def test_frac_noise_under_union_beside_disagree_is_refused_before_a_stage(tmp_pa
     db, _, _ = _oof_news_store(tmp_path)
     full = json.loads(kd("labels", "detect", "--run", "r", "--combine", "union", "--db", db, "--json").stdout)["flagged"]
     line = error_line(kd("labels", "detect", "--run", "r", "--combine", "union", "--frac-noise", "0.3", "--overwrite", "--db", db, ok=False))
-    assert line.startswith("Error: frac_noise 0.3 has no effect with combine 'union' and the disagree method")
+    assert line.startswith("Error: --frac-noise 0.3 has no effect with --combine 'union' and the disagree method")  # (the options as typed)
     assert len(_issues(db)) == full and [st.name for st in Store.open(db).stages_of("r")] == ["teach", "detect"]
     scaled = json.loads(kd("labels", "detect", "--run", "r", "--combine", "union", "--method", "cleanlab", "--frac-noise", "0.3",
                            "--overwrite", "--db", db, "--json").stdout)["flagged"]
