@@ -167,7 +167,8 @@ def import_(run, path, stage_name, overwrite, db, as_json):
 @click.option("--min-score", type=FLOAT, default=0.0, show_default=True, help="Only issues scoring at least this.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
 @click.option("--top", type=click.IntRange(min=0), default=50, show_default=True,
-              help="With --dry-run: table rows shown, highest scores first (0: all); the counts and --json cover every issue.")
+              help="With --dry-run: table rows shown, highest scores first (0: all); the counts and --json cover every issue. "
+                   "A clean decides every issue scoring at least --min-score: without --dry-run, --top is refused.")
 @click.option("--name", "stage_name", default="clean", show_default=True)
 @overwrite_option
 @store_options
@@ -181,10 +182,20 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
       kd labels clean --run r1 --action relabel --min-score 0.7
       kd labels undo --run r1
     """
+    from click.core import ParameterSource
+
     if not 0.0 <= min_score <= 1.0:
         raise click.BadParameter(f"{min_score:g} is not a score: scores are in [0, 1]", param_hint="--min-score")
+    # typed without --dry-run, --top read as "clean the N highest" and every issue was decided (a config
+    # file's top, a default for the dry runs, is no such request)
+    top_typed = click.get_current_context().get_parameter_source("top") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     store = open_store(db, writer=not dry_run)
     plan, items = lab.clean_plan(store, run, action=action, min_score=min_score)
+    if top and top_typed and not dry_run:  # (refused before the stage: nothing written)
+        cut = f"; the {_ordinal(top)} highest score is {_score(items[top - 1]['score'])}" if top < len(items) else ""
+        raise click.BadParameter(
+            f"{top} trims the table of a --dry-run; clean itself decides every undecided issue scoring at least "
+            f"--min-score ({counted(len(items), 'issue')} here): raise --min-score to decide fewer{cut}", param_hint="--top")
     changes = sum(i["effect"] == "change" for i in items)
     # flagging changes no label; printed once the clean is done (a refusal is its one line)
     warnings = lab.detect_warnings(store, run, changes=changes) if action != "flag" else []
@@ -229,6 +240,10 @@ def _score(score: float) -> str:
     """An issue's score (6 decimals, ``lab.issues``) shown with 3, cut rather than rounded: the figure
     shown, typed as ``--min-score``, keeps its row (0.849931 read 0.850, and --min-score 0.85 left it out)."""
     return f"{round(score * 1_000_000) // 1000 / 1000:.3f}"
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 EFFECTS = {"change": "change", "unchanged": "unchanged", "edited": "left alone (edited since detection)"}
@@ -286,6 +301,14 @@ def undo(run, stage_name, db, as_json):
                         "reverted: re-run them to learn from the labels as they are now"])
     if done["detected_on_it"]:  # (a later clean of their issues would say "left alone (edited since detection)")
         warned += _warn([lab.rejudge_warning(store, done["detected_on_it"])])
+    if done["set_since"]:  # (a set that found the label as this stage left it recorded no edit to stop the undo)
+        confirmed = done["set_since"]
+        ids = ", ".join(str(c["sample_id"]) for c in confirmed[:20]) + (" and more" if len(confirmed) > 20 else "")
+        by = ", ".join(sorted({c["stage"] for c in confirmed}))
+        pairs = " ".join(f"{c['sample_id']}={c['set']}" for c in confirmed[:20]) + (" ..." if len(confirmed) > 20 else "")
+        warned += _warn([f"sample{'s' if len(confirmed) > 1 else ''} {ids} {'were' if len(confirmed) > 1 else 'was'} set by hand "
+                         f"after stage {done['stage']!r} ({by}) to the label this undo reverted (that set changed nothing, so "
+                         f"it recorded no edit): `kd labels set --run {run} {pairs}` sets {'them' if len(confirmed) > 1 else 'it'} again"])
     if as_json:
         print_json({"run": run, **done, "warnings": warned})
     else:

@@ -979,7 +979,9 @@ def _rows_by_id(s, model, ids) -> dict[int, Any]:
 def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any]:
     """Revert the edits of the run's latest clean stage (or ``stage_name``) and reopen the issues it
     decided (rejections included); refuses when a later edit touched the same samples, naming them.
-    Returns ``{"stage": the stage undone, "reverted": edits reverted, "reopened": issues reopened}``."""
+    Returns ``{"stage": the stage undone, "reverted": edits reverted, "reopened": issues reopened}``,
+    the stages that trained on or judged its labels, and ``set_since``: the later ``kd labels set``
+    pairs that confirmed a label it made (no edit recorded) and that the undo reverted."""
     stages = [s for s in store.stages_of(run) if s.kind == "clean" and (stage_name is None or s.name == stage_name)]
     if not stages:
         if not store.run_exists(run):
@@ -988,6 +990,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
         if stage_name is not None and cleans:  # (not "no clean stage": it has some, none of that name)
             raise KdError(f"run {run!r} has no clean stage {stage_name!r} (its clean stages: {', '.join(cleans)})")
         raise KdError(f"run {run!r} has no clean stage to undo")
+    names = store.class_names()
     with store.write_session("samples", "label_edits", "label_issues") as s:
         for stage in reversed(stages):
             edits = _standing_edits(s, stage)
@@ -1008,9 +1011,56 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
                 f"later edits or decisions touched samples {shown} after stage {stage.name!r}: undo those first "
                 f"(stage{'s' if len(by) > 1 else ''} {', '.join(by)})"
             )
+        confirmed = _set_since(s, stage, edits, names)
         reopened = _revert(s, stage, edits)
+        samples = _rows_by_id(s, Sample, {c["sample_id"] for c in confirmed})
+        # (what the set said no longer holds: the undo put back the label from before the stage)
+        undone = [c for c in confirmed if not _holds(samples[c["sample_id"]], c["action"], c["label_id"])]
     return {"stage": stage.name, "reverted": len(edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id),
-            "detected_on_it": stages_trained_on(store, stage.id, kinds=("detect",))}
+            "detected_on_it": stages_trained_on(store, stage.id, kinds=("detect",)),
+            "set_since": [{"sample_id": c["sample_id"], "stage": c["stage"], "set": c["set"]} for c in undone]}
+
+
+def _set_since(s, stage: Stage, edits: list[LabelEdit], names: Sequence[str]) -> list[dict[str, Any]]:
+    """The ``kd labels set`` pairs of later stages (``RUN/NAME``) that named a sample whose label or
+    dropped flag ``stage``'s standing ``edits`` changed and found it as that edit left it: such a set
+    records no edit ("unchanged"), so no later edit stops an undo from reverting what a person
+    confirmed by hand; the undo says so (``set_since``)."""
+    touched = {e.sample_id for e in edits if e.action != "flag"}
+    if not touched:
+        return []
+    later = s.execute(
+        select(Stage.id, Stage.name, Stage.config, Run.uniqid).join(Run, Run.id == Stage.run_id)
+        .where(Stage.kind == "clean", Stage.status == "succeeded", Stage.id > stage.id).order_by(Stage.id)
+    ).all()
+    out = []
+    for stage_id, name, config, run in later:
+        pairs = (config or {}).get("edits")  # (a `kd labels set` stage's SAMPLE_ID=LABEL pairs)
+        if not isinstance(pairs, list):
+            continue
+        named = {}
+        for pair in pairs:
+            sample, _, value = str(pair).partition("=")
+            if sample.strip().isascii() and sample.strip().isdigit() and int(sample) in touched:
+                named[int(sample)] = value.strip()
+        if not named:
+            continue
+        edited = {i for chunk in chunks(sorted(named), ID_CHUNK)
+                  for i in s.scalars(select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage_id, LabelEdit.sample_id.in_(chunk)))}
+        for sample_id, value in named.items():
+            if sample_id in edited:  # (an edit of its own: a later touch, or reverted by undoing that stage)
+                continue
+            try:
+                action, label = read_decision(value, names, ("drop",))
+            except KdError:
+                continue
+            out.append({"sample_id": sample_id, "stage": f"{run}/{name}", "set": value, "action": action, "label_id": label})
+    return out
+
+
+def _holds(sample: Sample, action: str, label: int | None) -> bool:
+    """Whether the sample is as a ``kd labels set`` decision (``drop``, or ``relabel`` to ``label``) leaves it."""
+    return bool(sample.dropped) if action == "drop" else (sample.label_id == label and not sample.dropped)
 
 
 def _standing_edits(s, stage: Stage) -> list[LabelEdit]:

@@ -699,7 +699,7 @@ def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_o
     exported = tmp_path / "again.csv"
     kd("labels", "export", "--run", "r", str(exported), "--db", db)
     assert {int(r["issue_id"]) for r in csv.DictReader(exported.open(encoding="utf-8-sig"))} >= {three[1]["issue_id"], three[2]["issue_id"]}
-    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "warnings": []}
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "set_since": [], "warnings": []}
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
@@ -1006,7 +1006,7 @@ def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
     sheet = _sheet(tmp_path / "reject.csv", [{"run": "r2", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"}])
     kd("labels", "import", str(sheet), "--name", "rejects", "--db", db)
     assert _issues(db, "r2")[0]["status"] == "rejected"
-    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "warnings": []}
+    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "set_since": [], "warnings": []}
     assert {i["status"] for i in _issues(db, "r2")} == {"open"}
     kd("labels", "undo", "--run", "r", "--db", db)
     assert {i["status"] for i in _issues(db, "r")} == {"open"}
@@ -1970,3 +1970,59 @@ def test_frac_noise_under_union_beside_disagree_is_refused_before_a_stage(tmp_pa
                            "--overwrite", "--db", db, "--json").stdout)["flagged"]
     assert 0 < scaled < full
     assert json.loads(kd("labels", "detect", "--run", "r", "--frac-noise", "0.3", "--overwrite", "--db", db, "--json").stdout)["flagged"] < full
+
+
+def test_clean_refuses_top_without_dry_run_and_writes_nothing(db, tmp_path):
+    """`--top N` reads as "clean the N highest": without --dry-run it was ignored and every issue was
+    relabeled. Typed, it is refused before anything is written (a config file's top, a default for
+    the dry runs, is not)."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    flagged = _issues(db)
+    assert len(flagged) > 3
+    before = _state(db)
+    refused = kd("labels", "clean", "--run", "r", "--top", "2", "--db", db, "--json", ok=False)
+    assert "Invalid value for --top: 2 trims the table of a --dry-run" in refused.output
+    assert f"({len(flagged)} issues here): raise --min-score to decide fewer; the 2nd highest score is " in refused.output
+    assert _state(db) == before and _count(db, LabelEdit) == 0
+    assert not [s for s in Store.open(db).stages_of("r") if s.kind == "clean"]  # no stage, not even a failed one
+    assert {i["status"] for i in _issues(db)} == {"open"}
+    # --top 0 (all) is what a clean does; a config file's top applies to the dry runs
+    (tmp_path / "kd.toml").write_text("[labels.clean]\ntop = 2\n", encoding="utf-8")
+    shown = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stdout
+    assert f"... {len(flagged) - 2} more rows" in shown
+    counts = json.loads(kd("labels", "clean", "--run", "r", "--db", db, "--json").stdout)
+    assert counts["relabel"] + counts["flag"] + counts["unchanged"] == len(flagged)
+    kd("labels", "undo", "--run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r", "--top", "0", "--overwrite", "--db", db)
+    assert _count(db, LabelEdit) == 2 * (counts["relabel"] + counts["flag"])
+
+
+def test_undo_says_when_it_reverts_a_label_a_later_set_confirmed_by_hand(db):
+    """A `kd labels set` that found a sample as a clean left it changed nothing and recorded no edit,
+    so nothing stopped an undo of the clean from reverting what a person had checked: the undo says
+    so (``set_since``, a warning with the set that puts it back); a set whose own edit was undone
+    is not named."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    top = _issues(db)[:3]
+    kd("labels", "clean", "--run", "r", "--min-score", str(min(i["score"] for i in top)), "--db", db)
+    edited = _state(db)
+    confirmed, other = top[0], top[1]
+    assert edited[confirmed["sample_id"]][0] != edited[confirmed["sample_id"]][2]  # relabeled by the clean
+    out = json.loads(kd("labels", "set", "--run", "r", f"{confirmed['sample_id']}={confirmed['suggested']}",
+                        f"{other['sample_id']}=drop", "--reason", "checked", "--db", db, "--json").stdout)
+    assert (out["stage"], out["unchanged"], out["drop"]) == ("edit-1", 1, 1)
+    stage_of = dict(_read(db, select(Stage.name, Stage.id)))
+    assert [r for r in _read(db, select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage_of["edit-1"]))] == [(other["sample_id"],)]
+    assert "later edits or decisions touched samples" in kd("labels", "undo", "--run", "r", "--stage", "clean", "--db", db, ok=False).output
+    kd("labels", "undo", "--run", "r", "--stage", "edit-1", "--db", db)
+    result = kd("labels", "undo", "--run", "r", "--stage", "clean", "--db", db, "--json")
+    done = json.loads(result.stdout)
+    assert done["set_since"] == [{"sample_id": confirmed["sample_id"], "stage": "r/edit-1", "set": confirmed["suggested"]}]
+    said = (f"sample {confirmed['sample_id']} was set by hand after stage 'clean' (r/edit-1) to the label this undo reverted "
+            f"(that set changed nothing, so it recorded no edit): `kd labels set --run r {confirmed['sample_id']}={confirmed['suggested']}` "
+            "sets it again")
+    assert done["warnings"] == [said] and f"warning: {said}" in result.stderr
+    assert {i: s[:2] for i, s in _state(db).items()} == {i: (s[2], False) for i, s in _state(db).items()}  # the undo itself is exact
+    assert _read(db, select(func.count()).select_from(LabelEdit).where(LabelEdit.reverted_at.is_(None))) == [(0,)]
+    kd("labels", "set", "--run", "r", f"{confirmed['sample_id']}={confirmed['suggested']}", "--db", db)  # the command it names
+    assert _state(db)[confirmed["sample_id"]][0] == edited[confirmed["sample_id"]][0]
