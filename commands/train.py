@@ -117,6 +117,12 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         if m:
             seen = " (trained on: not held out)" if stage["kind"] == "teach" and split in (config.get("splits") or ()) else ""
             click.echo(f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])}){seen}")
+    served = stage["metrics"].get("all", {})
+    if config.get("student") == "early-exit" and served.get("speed") is not None:
+        # the figures above are at this speed; with --max-loss it was chosen, and said nowhere but kd report
+        how = f" (chosen on dev for --max-loss {config['max_loss']:g})" if config.get("max_loss") is not None else ""
+        click.echo(f"  serving speed {served['speed']:g}{how}: mean exit layer {served.get('layers', 0):.2f} of "
+                   f"{int(served.get('num_layers') or 0)} (kd report --run {run}: every speed's figures)")
     if cut:
         click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
     _warn_if_majority(run, stage)

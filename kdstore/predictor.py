@@ -108,6 +108,19 @@ def _weights_unfit(model, weights) -> str | None:
     return f"weight {extra[0]} is not the configuration's" if extra else None
 
 
+def _speed_refused(store: Store, run: str, stage) -> str:
+    """Why ``--speed`` is refused for ``stage``: it is no early-exit model; the run's early-exit
+    stages, where it has some, are the ones to name (not "kd distill --student early-exit", which
+    told a run that has one to train another)."""
+    from .early_exit import is_early_exit
+
+    exits = [s.name for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded" and is_early_exit(s.artifact_path)]
+    if exits:
+        return (f"--speed needs an early-exit model, and stage {stage.name!r} is not one: run {run!r} has "
+                f"{', '.join(exits)} (--model {exits[-1]})")
+    return f"--speed needs an early-exit model, and run {run!r} has none (kd distill --student early-exit trains one)"
+
+
 @dataclass
 class Predictor:
     """A loaded model with its class names; ``logits(texts)`` works for teachers and students alike."""
@@ -148,7 +161,7 @@ class Predictor:
         if stage.kind == "distill" and is_early_exit(stage.artifact_path):
             return EarlyExitPredictor.from_directory(stage.artifact_path, device=device, speed=speed, uncertainty=uncertainty, stage_name=stage.name)
         if speed is not None and not speed_if_early_exit:
-            raise KdError("--speed needs an early-exit model (kd distill --student early-exit)")
+            raise KdError(_speed_refused(store, run, stage))
         if stage.kind == "distill":
             k = int(stage.config.get("folds") or 0)  # --folds K: K students, their probabilities averaged
             loaded = [load_student(Path(stage.artifact_path) / f"fold-{i}" if k else Path(stage.artifact_path), dev) for i in range(max(k, 1))]

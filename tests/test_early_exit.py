@@ -756,3 +756,41 @@ def test_a_batch_served_under_autocast_takes_the_branches_half_precision_answers
     with torch.autocast("cpu", dtype=torch.bfloat16):  # and a batch where only some rows leave
         _, some = predict_logits(model, input_ids, mask, speed=0.9)
     assert 1 <= some.min() and some.max() <= LAYERS
+
+
+def test_speed_for_a_model_without_exits_names_the_runs_early_exit_stages(trained, tmp_path):
+    """--speed for a model that is no early-exit one said "(kd distill --student early-exit)" even of a
+    run that has early-exit stages (the teacher, or a textcnn student distilled after them, chosen):
+    the error names the stage served and the run's early-exit stages; a run with none is told so."""
+    db = trained["db"]
+    refused = kd("predict", "--run", "r", "--model", "teacher", "--speed", "0.5", "--db", db, input="这个很好\n", ok=False)
+    line = refused.output.strip().splitlines()[-1]
+    assert line.startswith("Error: --speed needs an early-exit model, and stage 'teach' is not one: run 'r' has ")
+    assert "early-exit" in line.split(" has ", 1)[1] and "trains one" not in line
+    stored = kd("predict", "--run", "r", "--model", "teacher", "--store", "--speed", "0.5", "--db", db, ok=False)
+    assert "stage 'teach' is not one: run 'r' has " in stored.output
+    assert not [s for s in Store.open(db).stages_of("r") if s.kind == "predict" and s.name == "predict-teach"]
+    # a run whose only model is a teacher: no early-exit stage to name
+    other = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", labeled_rows(random.Random(0), 4))), "--split", "train", "--db", other)
+    (tmp_path / "model").mkdir()
+    with stage_scope(Store.open(other), run="plain", kind="teach", name="teach", config={}) as stage:
+        stage.record_artifact(tmp_path / "model")
+    none = kd("predict", "--run", "plain", "--speed", "0.5", "--db", other, input="这个很好\n", ok=False)
+    assert none.output.strip().splitlines()[-1] == (
+        "Error: --speed needs an early-exit model, and run 'plain' has none (kd distill --student early-exit trains one)")
+
+
+def test_the_distill_summary_names_the_serving_speed_and_the_mean_exit_layer(trained):
+    """The summary's dev and test accuracies are at the serving speed, and --max-loss chooses that speed:
+    it was said nowhere but in kd report. The summary names it, how it was chosen, and the mean exit layer."""
+    db = trained["db"]
+    out = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--max-loss", "100", "--name", "ee-said",
+             "--db", db).output
+    metrics = {m.name: m.value for m in Store.open(db).metrics(_stage(Store.open(db), "ee-said").id) if m.split == "all"}
+    assert metrics["speed"] > 0.5  # every speed passes a 100-point budget: the fastest is served
+    assert (f"  serving speed {metrics['speed']:g} (chosen on dev for --max-loss 100): mean exit layer {metrics['layers']:.2f} "
+            f"of {LAYERS} (kd report --run r: every speed's figures)") in out
+    plain = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--speed", "0", "--name", "ee-said-0",
+               "--db", db).output
+    assert f"  serving speed 0: mean exit layer {LAYERS:.2f} of {LAYERS} (kd report" in plain
