@@ -356,6 +356,7 @@ def load_early_exit(directory: str | Path, device: str | torch.device = "cpu") -
     directory = Path(directory)
     try:
         meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        _check_meta(directory / CONFIG_FILE, meta)
         _, teacher = load_classifier(str(directory), meta["classes"])
         model = EarlyExitModel(teacher, branch_dim=meta["branch_dim"], pooling=meta["pooling"], dropout=meta.get("dropout", 0.1))
         try:
@@ -368,6 +369,35 @@ def load_early_exit(directory: str | Path, device: str | torch.device = "cpu") -
         raise KdError(f"cannot load the early-exit model in {directory}: {exc}") from None
     model.meta = meta
     return model.to(device).eval(), tokenizer, meta
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    """One line naming the field of a damaged or hand-edited ``early_exit.json`` that kd never writes
+    (``"speed": "fast"`` ended in a ValueError traceback, ``"speed": 2`` in an error about --speed
+    that nobody typed)."""
+    def bad(field: str, value: Any, want: str) -> KdError:
+        return KdError(f"{path}: field {field} is {json.dumps(value, ensure_ascii=False)[:40]}, not {want}: "
+                       "re-train it (kd distill --student early-exit --overwrite)")
+
+    if not isinstance(meta, dict):
+        raise bad("(the whole file)", meta, "a JSON object")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise bad("classes", classes, "a list of class names")
+    if not whole(meta.get("branch_dim")) or meta["branch_dim"] < 1:
+        raise bad("branch_dim", meta.get("branch_dim"), "a whole number of at least 1")
+    if meta.get("pooling") not in POOLINGS:
+        raise bad("pooling", meta.get("pooling"), f"one of {', '.join(POOLINGS)}")
+    if "dropout" in meta and not (number(meta["dropout"]) and 0.0 <= meta["dropout"] < 1.0):
+        raise bad("dropout", meta["dropout"], "a number in [0, 1)")
+    if "max_len" in meta and not (whole(meta["max_len"]) and meta["max_len"] >= 1):
+        raise bad("max_len", meta["max_len"], "a whole number of at least 1")
+    if "speed" in meta and not (number(meta["speed"]) and 0.0 <= meta["speed"] <= 1.0):
+        raise bad("speed", meta["speed"], "a number in [0, 1]")
+    if "uncertainty" in meta and meta["uncertainty"] not in UNCERTAINTIES:
+        raise bad("uncertainty", meta["uncertainty"], f"one of {', '.join(UNCERTAINTIES)}")
 
 
 # inference ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ and ``kd report`` on the teacher and early-exit stages (figures, confusion matri
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -592,6 +593,14 @@ def test_a_damaged_branches_file_is_a_one_line_error(tmp_path):
         tmp_path / "ee", tokenizer=make_tokenizer(tokens), max_len=16, speed=0.3, uncertainty="entropy")
     model, _, meta = load_early_exit(saved)
     assert len(model.branches) == 1 and meta["classes"] == ["neg", "mid", "pos"]
+    # a hand-edited early_exit.json: one line naming the file and the field, not a traceback or an error about --speed
+    good = (saved / "early_exit.json").read_text(encoding="utf-8")
+    for field, value in (("speed", "fast"), ("speed", 2), ("max_len", 0), ("branch_dim", "8"), ("pooling", "max"),
+                         ("classes", "neg"), ("uncertainty", "vibes")):
+        (saved / "early_exit.json").write_text(json.dumps({**json.loads(good), field: value}), encoding="utf-8")
+        with pytest.raises(KdError, match=rf"early_exit.json: field {field} is .*, not .*: re-train it"):
+            EarlyExitPredictor.from_directory(saved, device="cpu")
+    (saved / "early_exit.json").write_text(good, encoding="utf-8")
     (saved / "branches.pt").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n", encoding="utf-8")
     with pytest.raises(KdError, match=r"cannot load the early-exit model in .*: branches.pt is not a PyTorch weights file$"):
         load_early_exit(saved)
