@@ -13,7 +13,7 @@ from kdstore.errors import make_folder
 from kdstore.ingest import FORMATS, IngestOptions, add_records, format_class_file, parse, read_class_file
 from kdstore.schema import SPLITS
 
-from .common import CELL_BREAKS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_rows, store_options
+from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_rows, store_options
 
 
 @click.command()
@@ -69,8 +69,10 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
                   + ", ".join(f"{n} in {k}" for k, n in sorted(elsewhere.items())))
     for c in report.conflicts[:20]:
         kept = "no label" if c["kept_label"] is None else repr(c["kept_label"])
+        # (a JSONL text's line break split the conflict's line, its ESC of an ANSI code ran in the terminal)
+        text = c["text"][:60].translate(CELL_BREAKS).translate(SHOWN_CONTROLS)
         out.print(
-            f"  conflict line {c['line']}: label {c['label']!r} but {c['kept_from']} has {kept}: {c['text'][:60]}",
+            f"  conflict line {c['line']}: label {c['label']!r} but {c['kept_from']} has {kept}: {text}",
             markup=False,
         )
     if len(report.conflicts) > 20:

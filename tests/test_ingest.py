@@ -581,6 +581,16 @@ def test_conflict_plain_output(invoke, write_file):
     assert "conflict line 2" in out and "train.tsv:1" in out
 
 
+def test_conflict_plain_output_keeps_a_text_on_its_line_and_sends_no_control_character(invoke, write_file):
+    """A JSONL text holding a line break split its conflict's line in two, and an ESC (of an ANSI
+    colour code scraped with the text) was sent to the terminal, which ran it."""
+    row = '"text": "好\\n坏\\u001b[31m红"'
+    write_file("c.jsonl", f'{{{row}, "label": "pos"}}\n{{{row}, "label": "neg"}}\n')
+    out = invoke(["ingest", "c.jsonl"]).stdout
+    assert "\x1b" not in out
+    assert "  conflict line 2: label 'neg' but c.jsonl:1 has 'pos': 好 坏\u241b[31m红\n" in out
+
+
 def test_pinned_classes_from_class_file(invoke, write_file, read_classes, read_samples, counts, error_line):
     write_file("class_id.txt", "0\tneg\n1\tpos\n2\tmid\n")
     write_file("train.tsv", "pos\tgood\nneg\tbad\n")
