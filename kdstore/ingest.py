@@ -22,7 +22,8 @@ from sqlalchemy import bindparam, insert, null, select, update
 from .errors import KdError
 from .jsonl import RepeatedKey, has_surrogate, loads_strict
 from .schema import SPLITS, KdClass, Sample
-from .store import ID_CHUNK, Store, bulk_insert, chunks
+from .progress import progress
+from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks
 from .textkey import text_hash, unseen
 
 FORMATS = ("tsv", "csv", "jsonl")
@@ -544,9 +545,29 @@ def _source(name: str, opts: IngestOptions) -> str:
 
 def add_records(store: Store, records: list[Record], name: str, opts: IngestOptions) -> IngestReport:
     """Add parsed records to the store in one transaction: duplicates skipped, conflicts listed."""
+    with progress(disable=len(records) < BAR_FROM) as bar:  # (200k lines: some 10 s, a big pool minutes)
+        return _add_records(store, records, name, opts, bar)
+
+
+BAR_FROM = 50_000  # records: fewer are added in a few seconds, with no bar
+
+
+def _counted(items, bar, description: str, total: int):
+    """``items``, advancing a task of ``bar`` by each ``CHUNK`` of them."""
+    task = bar.add_task(description, total=total)
+    n = 0
+    for n, item in enumerate(items, 1):
+        yield item
+        if n % CHUNK == 0:
+            bar.advance(task, CHUNK)
+    bar.update(task, completed=n)
+
+
+def _add_records(store: Store, records: list[Record], name: str, opts: IngestOptions, bar) -> IngestReport:
     source = _source(name, opts)
     report = IngestReport(source=source, split=opts.split, read=len(records))
-    hashes = [text_hash(r.text) for r in records]  # (before the writer lock: seconds for a big pool)
+    # (before the writer lock: seconds for a big pool)
+    hashes = [text_hash(r.text) for r in _counted(records, bar, "hashing texts", len(records))]
     with store.write_transaction("classes", "samples") as conn:
         classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())
         if opts.classes is not None:  # the class file's classes the store did not have are new too
@@ -567,7 +588,7 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
         lookalikes = {_label_key(n): n for n in classes}
         rows = []
         adopted: list[dict[str, Any]] = []
-        for r, h in zip(records, hashes):
+        for r, h in _counted(zip(records, hashes), bar, "checking against the store", len(records)):
             prior = seen.get(h)
             if prior is not None:
                 prior_label, where, prior_split, prior_orig = prior
@@ -619,7 +640,8 @@ def add_records(store: Store, records: list[Record], name: str, opts: IngestOpti
             conn.execute(
                 insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes[pinned_new:]]
             )
-        bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows)
+        writing = bar.add_task("writing samples", total=len(rows))
+        bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows, on_chunk=lambda n: bar.advance(writing, n))
         for with_meta in (True, False):  # (no metadata: SQL NULL, as an ingested row has, not JSON 'null')
             part = [a for a in adopted if (a["new_meta"] is not None) == with_meta]
             if part:

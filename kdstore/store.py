@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import JSON, Connection, Engine, Table, delete, func, insert, select, text
@@ -65,29 +65,35 @@ def chunks(rows: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
         yield rows[start : start + size]
 
 
-def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple], *,
+                on_chunk: Callable[[int], None] | None = None) -> None:
     """Insert tuples of ``columns`` inside the caller's transaction, by each backend's fast path.
 
     SQLite: chunked driver-level ``executemany`` (SQLAlchemy's per-row parameter processing costs
     more than the insert itself there). PostgreSQL through psycopg 3: one ``COPY ... FROM STDIN``
     stream. JSON columns are encoded here for both. Any other backend: chunked Core inserts.
+    ``on_chunk(n)``: called as each ``CHUNK`` of rows (or the last, smaller part) is written (a progress bar).
     """
     json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    done = on_chunk or (lambda n: None)
     if conn.dialect.name == "sqlite":
         if json_at:
             rows = [_encode_json(r, json_at) for r in rows]
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         for part in chunks(rows):
             conn.exec_driver_sql(sql, part)
+            done(len(part))
         return
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        _copy_rows(conn, table, columns, [_encode_json(r, json_at) for r in rows] if json_at else rows)
+        _copy_rows(conn, table, columns, [_encode_json(r, json_at) for r in rows] if json_at else rows, done)
         return
     for part in chunks(rows):
         conn.execute(insert(table), [dict(zip(columns, r)) for r in part])
+        done(len(part))
 
 
-def _copy_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+def _copy_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple],
+               done: Callable[[int], None] = lambda n: None) -> None:
     """PostgreSQL ``COPY FROM STDIN`` on the connection's own transaction (psycopg 3 adapts each value).
 
     The driver's errors (a constraint, a trigger, a full disk, a value PostgreSQL cannot hold) come
@@ -98,8 +104,10 @@ def _copy_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Seq
     cursor = conn.connection.driver_connection.cursor()
     try:
         with cursor.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
+            for part in chunks(rows):
+                for row in part:
+                    copy.write_row(row)
+                done(len(part))
     except driver_error as exc:
         raise DBAPIError.instance(sql, None, exc, driver_error, dialect=conn.dialect) from exc
     finally:

@@ -591,6 +591,25 @@ def test_conflict_plain_output_keeps_a_text_on_its_line_and_sends_no_control_cha
     assert "  conflict line 2: label 'neg' but c.jsonl:1 has 'pos': 好 坏\u241b[31m红\n" in out
 
 
+def test_a_big_ingest_shows_its_progress(invoke, write_file, monkeypatch, counts):
+    """200,000 lines took some 10 s (a pool of millions, minutes) with nothing on screen: a big ingest
+    shows a bar for hashing, checking and writing; a small one none."""
+    import kdstore.ingest as ki
+
+    monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
+    write_file("train.tsv", "".join(f"{'pos' if i % 2 else 'neg'}\ttext number {i}\n" for i in range(7)))
+    small = invoke(["ingest", "train.tsv"])
+    assert "writing samples" not in small.stderr
+    monkeypatch.setattr(ki, "BAR_FROM", 5)
+    monkeypatch.setattr(ki, "CHUNK", 3)  # (the hashing and checking tasks advance by each CHUNK)
+    write_file("more.tsv", "".join(f"{'pos' if i % 2 else 'neg'}\tmore text {i}\n" for i in range(7)))
+    big = invoke(["ingest", "more.tsv"])
+    bars = [line for line in big.stderr.splitlines() if "7/7" in line]
+    for task in ("hashing texts", "checking against the store", "writing samples"):
+        assert sum(line.startswith(task) for line in bars) == 1, big.stderr
+    assert "added 7 to train" in big.stdout
+
+
 def test_pinned_classes_from_class_file(invoke, write_file, read_classes, read_samples, counts, error_line):
     write_file("class_id.txt", "0\tneg\n1\tpos\n2\tmid\n")
     write_file("train.tsv", "pos\tgood\nneg\tbad\n")
