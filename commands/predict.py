@@ -219,6 +219,13 @@ def _decoded(n: int, raw: bytes, name: str) -> str:
     if n == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise click.ClickException(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
     if b"\0" in raw:  # (kd ingest refuses it so too) UTF-16 without its byte-order mark, or no text at all
+        from kdstore.ingest import utf16_without_bom
+
+        # the line as cut at its "\n" byte: UTF-16BE's line end whole ("\0\n"), UTF-16LE's first byte
+        # ("\n", its "\0" starting the next line)
+        utf16 = next(filter(None, map(utf16_without_bom, (raw + b"\n", raw + b"\n\0", raw[1:] + b"\n\0"))), None)
+        if utf16:
+            raise click.ClickException(f"{name}: line {n}: the input looks {utf16} encoded, without a byte-order mark: convert it to UTF-8 first")
         raise click.ClickException(f"{name}: line {n}: binary data (NUL byte): not a text file")
     try:
         return raw.decode("utf-8-sig")  # a byte-order mark is not text (on a later line: files joined by `cat`)

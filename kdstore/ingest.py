@@ -90,12 +90,36 @@ def detect_format(name: str, explicit: str | None) -> str:
     return _EXTENSIONS.get(Path(name).suffix.lower(), "tsv")
 
 
+def utf16_without_bom(data: bytes) -> str | None:
+    """``"UTF-16LE"`` or ``"UTF-16BE"`` when bytes holding NULs read as text in that encoding (a
+    spreadsheet's "Unicode text" export with its byte-order mark cut off), else None: the start
+    decodes, holds no NUL character, is printable text, tabs and line ends only, and has a tab or a
+    line end (nearly any bytes decode to printable CJK characters; a tab or line end needs its NUL
+    just where that encoding puts it)."""
+    head = data[:4096]
+    head = head[: len(head) // 2 * 2]
+    nuls = [i for i, b in enumerate(head) if b == 0]
+    for codec, high in (("utf-16-le", 1), ("utf-16-be", 0)):  # (where an ASCII character's NUL byte is)
+        if len(nuls) < 2 or any(i % 2 != high for i in nuls):  # (one NUL, or NULs both odd and even: binary)
+            continue
+        try:
+            text = head.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if ("\n" in text or "\t" in text) and "\0" not in text and all(c.isprintable() or c in "\t\r\n" for c in text[:-1]):
+            return codec.upper().replace("UTF-16-", "UTF-16")
+    return None
+
+
 def decode(data: bytes, name: str, fmt: str) -> str:
     """UTF-8 text of a file (a BOM is dropped); a binary or mis-encoded file is refused."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise KdError(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
     nul = data.find(b"\0")
     if nul >= 0:
+        utf16 = utf16_without_bom(data)
+        if utf16:  # (its NULs are the high bytes of ASCII characters: not where a line starts in UTF-8 terms)
+            raise KdError(f"{name}: line 1: the file looks {utf16} encoded, without a byte-order mark: convert it to UTF-8 first")
         line = data.count(_line_end(data), 0, nul) + 1
         raise KdError(
             f"{name}: line {line}:{_field_at(data, nul, fmt)} binary data (NUL byte): not a text file"

@@ -442,6 +442,13 @@ def test_predict_json_lines_with_a_lone_surrogate_escape_are_a_one_line_error(bu
     ok = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--text-field", "text", "--json", "--db", db,
             input='{"text": "\\ud83d\\ude00很好"}\n')
     assert json.loads(ok.stdout)["text"] == "\U0001f600很好"
+    # UTF-16 without a byte-order mark (ASCII text: NULs on every line) is said to be so, not "binary data"
+    out = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--db", db, input="good\nbad\n".encode("utf-16-le"), ok=False)
+    assert "<stdin>: line 1: the input looks UTF-16LE encoded, without a byte-order mark: convert it to UTF-8 first" in out.output
+    out = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--db", db, input="good\nbad\n".encode("utf-16-be"), ok=False)
+    assert "<stdin>: line 1: the input looks UTF-16BE encoded" in out.output
+    out = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--db", db, input=b"good\nbad\x00bytes\n", ok=False)
+    assert "<stdin>: line 2: binary data (NUL byte): not a text file" in out.output
     # a line of control characters only is an empty text to the tokenizer: said so, not predicted from nothing
     lines = [json.loads(l) for l in kd("predict", "--run", RUN, "--model", "distill-textcnn", "--json", "--db", db,
                                        input="\x01\x7f\n很好\n").stdout.splitlines()]

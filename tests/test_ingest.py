@@ -690,6 +690,20 @@ BAD_INPUTS = [
         ["line 2", "field '1'", "no visible character"],
         id="invisible-text",
     ),
+    pytest.param(  # a spreadsheet's "Unicode text" with its byte-order mark cut off: not "binary data"
+        "utf16_no_bom.tsv",
+        "pos\t很好\nneg\t太差\n".encode("utf-16-le"),
+        [],
+        ["line 1", "looks UTF-16LE encoded, without a byte-order mark: convert it to UTF-8 first"],
+        id="utf-16le-without-bom",
+    ),
+    pytest.param(
+        "utf16be_no_bom.tsv",
+        "pos\tgood\n".encode("utf-16-be"),
+        [],
+        ["line 1", "looks UTF-16BE encoded"],
+        id="utf-16be-without-bom",
+    ),
     pytest.param(  # only control characters (a stray \x01, DEL): BERT's tokenizer drops them too
         "control_text.tsv",
         "pos\tfine text\nneg\t\x01\x7f\x1b\n".encode(),
