@@ -295,7 +295,8 @@ def _given(value: str) -> str:
     """A run id given empty (`--run "$RUN"` with RUN unset) is refused, as an empty --db or --name is:
     taken for the run named default, `kd teach --run "" --overwrite` replaced that run's teacher."""
     if not value.strip():
-        raise KdError("run id is empty: name the run (leave the option out for the run named default)")
+        raise KdError("run id is empty: name the run (leave the option out for the run named default; today's "
+                      "date is '${time}' in single quotes: in double quotes the shell replaces an unset ${time} with nothing)")
     return value
 
 
@@ -324,7 +325,8 @@ def run_option(f: Callable) -> Callable:
         "--run",
         callback=_resolve_run,
         metavar="UNIQID",
-        help="Run id: ASCII letters, digits, '-', '_'; '${time}' (or 'time') means today (YYYYMMDD). Default: default.",
+        help="Run id: ASCII letters, digits, '-', '_' (not '-' first); '${time}' (or 'time') means today, the local date (YYYYMMDD). "
+             "Default: default.",
     )(f)
 
 

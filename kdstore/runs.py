@@ -40,17 +40,30 @@ _RUN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def resolve_run_id(value: str | None, today: dt.date | None = None) -> str:
-    """``None``/empty → ``default``; ``${time}`` or ``time`` → today as ``YYYYMMDD``; else validated."""
+    """``None``/empty → ``default``; ``${time}`` or ``time`` → today (the local date, as each call
+    reads the clock) as ``YYYYMMDD``; else validated."""
     if value is None or value.strip() == "":
         return DEFAULT_RUN
     value = value.strip()
     if value in ("${time}", "time", "$time"):
         return (today or dt.date.today()).strftime("%Y%m%d")
+    if value.startswith("-"):
+        raise KdError(_option_taken("run id", value))
     if not _RUN_RE.fullmatch(value):
         raise KdError(
             f"run id {value!r} is not valid: use 1-64 ASCII letters, digits, '-' or '_' (or '${{time}}')"
         )
     return value
+
+
+def _option_taken(what: str, value: str) -> str:
+    """Why a run id or stage name starting with ``-`` is refused: it is the next option, taken as the
+    value of ``--run $RUN`` (``--name $NAME``) when the shell dropped an unset or empty variable;
+    ``kd labels set --run $RUN --json 1=neg`` edited a run named ``--json`` and printed no JSON."""
+    option, var = ("--run", "RUN") if what == "run id" else ("--name", "NAME")
+    today = " (today's date: '${time}', in single quotes)" if what == "run id" else ""
+    return (f"{what} {value!r} starts with '-': the next option taken as its value (`{option} ${var}` with {var} unset "
+            f"or empty?); name it with a letter, digit or '_' first{today}")
 
 
 @dataclass
@@ -186,6 +199,8 @@ def check_stage_name(name: str) -> None:
     """A stage name is also a folder name (its artifacts) and a suffix away from the names kd gives
     the stages it keeps while replacing them (``~parked-ID``, ``~failed-ID``); kd's own names are
     ``predict-`` plus one, and ``@SPLIT`` after it for a split's predictions."""
+    if name.startswith("-"):
+        raise KdError(_option_taken("stage name", name))
     core = re.sub(r"@(train|dev|test|unlabeled)$", "", name.removeprefix("predict-")) if name.startswith("predict-") else name
     if not _STAGE_RE.fullmatch(core):  # (match let "x\n" through: `$` matches before a final newline)
         raise KdError(f"stage name {name!r} is not valid: use 1-64 ASCII letters, digits, '-', '_', '+' or '.' (not first)")
@@ -336,7 +351,7 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
     if old.status == "running" and process_state(old) is True:  # (one whose process is gone: failed by mark_crashed)
         raise KdError(
             f"stage {name!r} of run {run!r} is running (process {old.process.split(':')[0]} on {old.host}, since "
-            f"{old.started_at:%Y-%m-%d %H:%M}): wait for it, or stop it, then run this again"
+            f"{old.started_at:%Y-%m-%d %H:%M} UTC): wait for it, or stop it, then run this again"
         )
     if old.status in ("succeeded", "running") and not overwrite:
         verb = "succeeded" if old.status == "succeeded" else (
@@ -346,7 +361,7 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
                   f"`kd labels undo --run {run} --stage {name}` first)" if live
                   else "pass --overwrite to replace it, --name to keep both, or another --run" if kind in NAMED_KINDS
                   else "pass --overwrite to replace it, or use another --run")
-        raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M}: {advice}")
+        raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M} UTC: {advice}")
     _refuse_live_edits(s, old, run, edits_go=edits_go)
     for attempt in _replaced(s, run, name)[1]:  # a failed attempt's edits that stand (committed before it failed)
         _refuse_live_edits(s, attempt, run)

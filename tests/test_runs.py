@@ -100,6 +100,30 @@ def test_an_empty_run_id_is_refused_not_taken_for_the_default_run(invoke, write_
     assert [r["run"] for r in invoke.json(["runs"])] == ["default"]
 
 
+def test_a_run_id_or_stage_name_starting_with_a_dash_is_refused_as_an_option_taken_for_it(invoke, write_file, counts, error_line):
+    """`--run $RUN --json` with RUN unset took `--json` for the run: `kd labels set` edited a run named
+    `--json` and printed text where the script read JSON; `--name $NAME --json` named the stage so.
+    A run or stage name may not start with '-' (no option of kd is a name), and nothing is written."""
+    write_file("train.tsv", "pos\tgood\nneg\tbad\n")
+    invoke(["ingest", "train.tsv"])
+    for value in ("--json", "-x", "--overwrite"):
+        with pytest.raises(KdError, match="starts with '-'"):
+            resolve_run_id(value, today=TODAY)
+    result = invoke(["labels", "set", "--run", "--json", "1=neg"], ok=False)
+    assert result.exit_code == 2
+    assert "run id '--json' starts with '-': the next option taken as its value (`--run $RUN`" in result.stderr
+    assert "'${time}'" in result.stderr and result.stdout == ""
+    line = error_line(invoke(["labels", "set", "--run", "r1", "--name", "--json", "1=neg"], ok=False))
+    assert line.startswith("Error: stage name '--json' starts with '-'") and "`--name $NAME`" in line
+    assert invoke(["report", "--run=-x"], ok=False).stderr.rstrip().endswith("name it with a letter, digit or '_' first "
+                                                                      "(today's date: '${time}', in single quotes)")
+    assert counts()["runs"] == 0 and counts()["label_edits"] == 0 and counts()["stages"] == 0
+    # `--run "${time}"` in double quotes reaches kd empty: the message says how to write it
+    assert "'${time}' in single quotes" in invoke(["report", "--run", ""], ok=False).stderr
+    invoke(["labels", "set", "--run", "r-1_", "--name", "fix-2", "1=neg"])  # a '-' elsewhere is fine
+    assert [(r["run"], [st["name"] for st in r["stages"]]) for r in invoke.json(["runs"])] == [("r-1_", ["fix-2"])]
+
+
 def test_a_config_files_run_id_is_checked_and_named_with_its_file(invoke, write_file, error_line):
     """A bad run id in kd.toml said "Invalid value for '--run'", as if typed: the file is named, as
     for any other bad value there; '${time}' there is today, as on the command line."""
@@ -390,6 +414,18 @@ def test_succeeded_stage_is_not_replaced_without_overwrite(store):
     with stage_scope(store, run="r2", kind="teach", config={}):
         pass
     assert _stage(store, "r2", "teach").status == "succeeded"
+
+
+def test_a_refusal_names_the_stages_start_in_utc(store, invoke):
+    """The stored start is UTC: "succeeded on 2024-03-07 23:00" read as local time was a day off from
+    a run named by ${time} (the local date) in Beijing; the message says UTC, as `kd runs` does."""
+    with stage_scope(store, run="r1", kind="teach", config={}):
+        pass
+    started = dt.datetime.fromisoformat(invoke.json(["runs"])[0]["stages"][0]["started_at"])
+    with pytest.raises(KdError) as info:
+        with stage_scope(store, run="r1", kind="teach", config={}):
+            pytest.fail("the body must not run")
+    assert f"succeeded on {started:%Y-%m-%d %H:%M} UTC: pass --overwrite" in str(info.value)
 
 
 def test_overwrite_replaces_stage_and_its_outputs(store):
