@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdstore.errors import make_folder
-from kdstore.ingest import FORMATS, IngestOptions, add_records, format_class_file, parse, read_class_file
+from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, read_class_file
 from kdstore.schema import SPLITS
 
 from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_rows, store_options
@@ -40,6 +40,10 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     Duplicates (same normalized text) are skipped and counted; the same text with another label is
     listed as a conflict. Any bad row stops the ingest with file, line and field, and nothing changes.
     """
+    typed = click.get_current_context().get_parameter_source("header") == click.core.ParameterSource.COMMANDLINE
+    if typed and header is not None and (fmt or ("tsv" if path == "-" else detect_format(path, None))) == "jsonl":
+        # (it was ignored without a word; a config file's header, for its TSV and CSV files, is no such request)
+        raise click.UsageError("--header/--no-header: for TSV and CSV files; JSON lines have no header row (--text-col and --label-col name the keys)")
     data = binary_stdin().read() if path == "-" else _read(path)
     name = "<stdin>" if path == "-" else path
     opts = IngestOptions(

@@ -610,6 +610,15 @@ def test_a_big_ingest_shows_its_progress(invoke, write_file, monkeypatch, counts
     assert "added 7 to train" in big.stdout
 
 
+def test_header_typed_for_json_lines_is_refused_not_ignored(invoke, write_file, counts):
+    """`--no-header` (or `--header`) with a JSONL file was ignored without a word."""
+    write_file("a.jsonl", '{"text": "好", "label": "pos"}\n')
+    for args in (["ingest", "a.jsonl", "--no-header"], ["ingest", "-", "--format", "jsonl", "--header"]):
+        out = invoke(args, input='{"text": "好", "label": "pos"}\n', ok=False)
+        assert "--header/--no-header: for TSV and CSV files; JSON lines have no header row" in out.output
+    assert invoke.json(["ingest", "a.jsonl"])["added"] == 1
+
+
 def test_pinned_classes_from_class_file(invoke, write_file, read_classes, read_samples, counts, error_line):
     write_file("class_id.txt", "0\tneg\n1\tpos\n2\tmid\n")
     write_file("train.tsv", "pos\tgood\nneg\tbad\n")
