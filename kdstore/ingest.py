@@ -325,7 +325,8 @@ def _parse_delimited(
         field_name = "label" if text_i is not None else "text"
         raise KdError(f"{name}: line {rows[0][0]}: field {field_name!r}: {width} columns and no header kd knows ({', '.join(sorted(_HEADER_WORDS))}): "
                       f"name {which} " + ("(0-based indexes)" if opts.header is False else
-                                          f"(header names if line {rows[0][0]} names the columns: 0-based indexes read it as a sample)"))
+                                          f"(header names if line {rows[0][0]} names the columns: 0-based indexes read it as a sample)")
+                      + _bare_cr(rows))
     lowered = [c.lower() for c in header] if header is not None else []
     if text_i is None:  # (not the column --label-col names: `--label-col 1` reads text<TAB>label)
         if header is not None:
@@ -364,7 +365,7 @@ def _parse_delimited(
     records = []
     for line, fields in body:
         if len(fields) != width:
-            raise KdError(f"{name}: line {line}: expected {width} fields, found {len(fields)} (ragged row)")
+            raise KdError(f"{name}: line {line}: expected {width} fields, found {len(fields)} (ragged row){_bare_cr(rows)}")
         if header is not None and [f.strip() for f in fields] == header:
             # (files joined with `cat`, each with its header): it was a sample, its label a class 'label'
             raise KdError(f"{name}: line {line}: field {text_name!r}: the header row again (files joined with `cat`?): "
@@ -401,6 +402,14 @@ def _refuse_swapped_columns(body, text_i: int, label_i: int, width: int, name: s
             f"label, then text); give --text-col {label_i} --label-col {text_i} (or, if line {first_line} names the "
             f"columns, their names)"
         )
+
+
+def _bare_cr(rows) -> str:
+    """A hint for a column count gone wrong in a file whose lines end in ``\n`` but one holds a bare
+    ``\r`` (line ends mixed by an old editor): it stays in its line, joining two rows into one."""
+    line = next((n for n, fields in rows if any("\r" in f for f in fields)), None)
+    return "" if line is None else (f"; line {line} holds a bare carriage return (\\r) that joins two rows: "
+                                    "mixed line ends? make them all \\n (e.g. `mac2unix`)")
 
 
 def _key_hint(obj: dict, key: str, named: str | None, option: str) -> str:

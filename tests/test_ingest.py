@@ -713,6 +713,13 @@ BAD_INPUTS = [
         ["line 1", "looks UTF-16BE encoded"],
         id="utf-16be-without-bom",
     ),
+    pytest.param(  # a bare \r among \n line ends joins two rows: the error says where it is
+        "mixed_line_ends.tsv",
+        b"pos\tgood\nneg\tbad\rpos\tfine\n",
+        [],
+        ["line 2", "ragged row", "line 2 holds a bare carriage return", "mixed line ends"],
+        id="bare-cr-among-newlines",
+    ),
     pytest.param(  # only control characters (a stray \x01, DEL): BERT's tokenizer drops them too
         "control_text.tsv",
         "pos\tfine text\nneg\t\x01\x7f\x1b\n".encode(),
