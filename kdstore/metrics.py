@@ -64,9 +64,11 @@ def _class_ids(name: str, y) -> np.ndarray:
         return a.astype(np.int64)
     if np.issubdtype(a.dtype, np.floating) and (a.size == 0 or (np.isfinite(a).all() and (a == np.round(a)).all())):
         return a.astype(np.int64)
+    # the first value that is no whole number: inf equals its own rounding, so finiteness is asked too
+    # (an infinite id was an IndexError building this message)
+    bad = np.flatnonzero(~(np.isfinite(a) & (a == np.round(a)))) if np.issubdtype(a.dtype, np.floating) and a.ndim == 1 else []
     raise ValueError(f"{name} must hold integer class ids, got dtype {a.dtype}"
-                     + (f" with non-integer values such as {a[np.flatnonzero(~(a == np.round(a)))[0]]}"
-                        if np.issubdtype(a.dtype, np.floating) and a.ndim == 1 else ""))
+                     + (f" with non-integer values such as {a[bad[0]]}" if len(bad) else ""))
 
 
 def _check(y_true, y_pred, num_classes):

@@ -832,6 +832,11 @@ def test_metrics_refuse_fractional_labels_and_mismatched_class_names():
         confusion_matrix([0, 1], [np.nan, 1.0], num_classes=2)
     with pytest.raises(ValueError, match="integer class ids"):
         confusion_matrix(["1", "0"], [1, 0], num_classes=2)
+    # an infinite id is named too (inf equals its rounding: building the message was an IndexError)
+    with pytest.raises(ValueError, match="y_true must hold integer class ids.*such as -?inf"):
+        classification_metrics(np.array([0.0, np.inf]), np.array([0, 1]), num_classes=2)
+    with pytest.raises(ValueError, match="y_pred must hold integer class ids.*such as -inf"):
+        confusion_matrix([0, 1], np.array([1.0, -np.inf]), num_classes=2)
     assert confusion_matrix(np.array([0.0, 1.0]), [0, 0], num_classes=2).tolist() == [[1, 0], [1, 0]]
     assert classification_metrics([], [], num_classes=2)["n"] == 0.0  # an empty list is float to numpy
     # two names for three classes left class 2 out silently; three for two was an IndexError
