@@ -714,7 +714,14 @@ def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:
     from transformers import AutoConfig
 
     teacher_config = AutoConfig.from_pretrained(model_dirs(stage)[0])
-    return student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width or None, num_classes=num_classes)
+    bert = student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width or None, num_classes=num_classes)
+    if cfg.attention_kl or cfg.attention_mse:
+        # the attention a layer returns in training is after its dropout: rows that are no distribution
+        # (summing to 0.9-1.1), matched to the teacher's (eval mode) with a floor of noise in the loss
+        for key in ("attention_probs_dropout_prob", "attention_dropout"):
+            if key in bert:
+                bert[key] = 0.0
+    return bert
 
 
 def teacher_embeddings(stage: Stage) -> torch.Tensor:

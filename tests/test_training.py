@@ -1734,6 +1734,10 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     assert narrow["metrics"]["all"]["teacher_layer[0]"] == 1  # nothing copied, yet the layer its losses matched is on record
     assert narrow["config"]["hidden_cos"] == 1 and narrow["config"]["pkd"] == 1
     assert (narrow["config"]["attention_mse"], narrow["config"]["fsp"], narrow["config"]["nst"]) == (1, 1, 1)
+    # the attention matched is a distribution: no attention dropout in a student with an attention loss
+    student = json.loads((Path(narrow["artifact_path"]) / "student.json").read_text(encoding="utf-8"))["student"]
+    assert student["bert"]["attention_probs_dropout_prob"] == 0.0
+    assert student["bert"]["hidden_dropout_prob"] > 0.0  # (the rest of its dropout is its teacher's)
     relations = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
                    "--qk-relation", "1", "--value-relation", "1", "--relation-heads", "2", "--epochs", "1",
                    "--max-len", "32", "--name", "relations", "--db", db, "--json")
