@@ -34,7 +34,7 @@ import torch
 from sqlalchemy import update
 
 from .errors import KdError, Terminated
-from .runs import StageHandle, mark_crashed, stage_scope
+from .runs import NOTED_BY_RANK, StageHandle, mark_crashed, stage_scope
 from .schema import Stage
 from .store import SampleSet, Store
 from .torchutil import pick_device
@@ -352,7 +352,9 @@ def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> N
     if isinstance(exc, KdError) and (ECHO.match(str(exc)) or _lost(exc)):
         return  # another rank's error passed on, or the group's report that another rank is gone: not a cause
     if isinstance(exc, KeyboardInterrupt):
-        exc = KdError("interrupted (Ctrl-C)")  # noted only while the stage has no error yet: a first cause
+        # noted only while the stage has no error yet: a first cause; worded as rank 0 records its own
+        # (a Ctrl-C in the terminal reaches every rank: the stage says "interrupted", not that rank 1 was)
+        exc = KdError("interrupted (KeyboardInterrupt)")
     try:
         with store.engine.begin() as conn:
             noted = conn.execute(update(Stage).where(Stage.id == stage_id, Stage.status == "running", Stage.error.is_(None))
@@ -393,7 +395,7 @@ MAIN_GONE_WAIT_S = 3.0
 SIGTERM_MESSAGE = "terminated (SIGTERM): killed, or stopped by torchrun because another rank failed (then its error says why)"
 ORPHAN_MESSAGE = "terminated: the launcher (torchrun) is gone, killed without stopping its processes"
 ECHO = re.compile(r"rank \d+ failed: ")  # ``all_succeed``'s report of another rank's error
-NOTED_CAUSE = re.compile(r"rank [1-9]\d*: ")  # ``_note_error``'s record of a rank's error on the stage
+NOTED_CAUSE = NOTED_BY_RANK  # ``_note_error``'s record of a rank's error on the stage
 NO_STAGE = "rank 0 could not start stage"  # (rank 0 prints why)
 LOST_MESSAGE = "another rank of the process group is gone"
 # what gloo says in a collective whose other side has exited (a rank that failed, or was killed)

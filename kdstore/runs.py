@@ -697,9 +697,23 @@ def _finish(store: Store, stage_id: int, status: str, error: str | None) -> None
             raise KdError("the stage was replaced meanwhile by another process (--overwrite of a stage marked running "
                           "elsewhere): this one's results are not recorded; `kd runs` shows the stage that replaced it")
         stage.status = status
-        if not (status == "failed" and stage.error):  # another torchrun rank's error, noted first, is the cause
+        # another torchrun rank's error, noted first, is the cause; unless it is this process's own error too
+        if not (status == "failed" and stage.error) or _met_by_every_rank(stage.error, error):
             stage.error = error
         stage.ended_at = utcnow()
+
+
+NOTED_BY_RANK = re.compile(r"rank [1-9]\d*: ")  # a torchrun rank's error noted on the stage (kdstore.distributed)
+
+
+def _met_by_every_rank(noted: str, error: str | None) -> bool:
+    """Whether another rank's note (``rank 1: cannot load model ...``) is the very error this process
+    (rank 0) ends the stage with: one every rank met (a --model that does not exist, rows the ranks
+    read differently, a budget that ran out), which the stage records as rank 0 prints it, not as
+    rank 1's alone (the rank that noted it first)."""
+    found = NOTED_BY_RANK.match(noted)
+    cause = noted[found.end():] if found else ""
+    return bool(cause) and error is not None and error.startswith(cause)
 
 
 def _describe(exc: BaseException) -> str:

@@ -323,7 +323,41 @@ def test_an_error_every_rank_meets_is_printed_once(corpus, tmp_path):
     assert len(lines) == 1 and "No such option '--modle'" in lines[0] and done.stderr.count("Usage: kd teach") == 1, done.stderr[-3000:]
     done = torchrun("teach", "--run", "x", "--model", str(tmp_path / "nope"), "--db", str(db), ok=False)
     assert error_lines(done) == [f"Error: cannot load model '{tmp_path / 'nope'}': no such directory"], done.stderr[-3000:]
-    assert stage_of(db, "x", "teach").status == "failed"
+    stage = stage_of(db, "x", "teach")  # recorded as rank 0 prints it, not as rank 1's alone (rank 1 noted it first)
+    assert (stage.status, stage.error) == ("failed", f"cannot load model '{tmp_path / 'nope'}': no such directory")
+
+
+def test_an_error_every_rank_met_is_recorded_as_such_not_as_the_noting_rank_s(tmp_path, monkeypatch):
+    """Rank 1 notes its error on the stage first (``rank 1: ...``); when rank 0 ends the stage with
+    the very same error (a --model that does not exist, rows read differently, a Ctrl-C that reached
+    every process) the stage records it as rank 0 prints it: "rank 1: cannot load model" said rank 1
+    alone had failed. An error of rank 1's own stays its, named so."""
+    import threading
+
+    from kdstore import distributed as d
+    from kdstore.errors import KdError
+    from kdstore.runs import stage_scope
+
+    monkeypatch.setattr(d, "NOTED", threading.Event())
+    db = tmp_path / "kd.db"
+    store = Store.open(str(db))
+    cases = [
+        ("same", KdError("cannot load model 'm': no such directory"), KdError("cannot load model 'm': no such directory"),
+         "cannot load model 'm': no such directory"),
+        ("ctrl-c", KeyboardInterrupt(), KeyboardInterrupt(), "interrupted (KeyboardInterrupt)"),
+        ("own", RuntimeError("rank one broke"), KdError(d.SIGTERM_MESSAGE), "rank 1: RuntimeError: rank one broke"),
+    ]
+    try:
+        for run, noted, raised, recorded in cases:
+            with pytest.raises(type(raised)):
+                with stage_scope(store, run=run, kind="teach", config={}) as stage:
+                    d._note_error(store, stage.id, 1, noted)  # what rank 1 does as its stage fails
+                    raise raised
+            assert d.NOTED.is_set()
+            failed = next(s for s in store.stages_of(run) if s.name == "teach")
+            assert (failed.status, failed.error) == ("failed", recorded), run
+    finally:
+        store.close()
 
 
 def test_a_rank_other_than_0_prints_only_an_error_rank_0_cannot(monkeypatch):
