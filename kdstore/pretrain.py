@@ -39,6 +39,9 @@ OBJECTIVES = ("mlm", "electra")
 TRAINED_POSITIONS = "kd_trained_positions"
 
 
+MAX_POSITIONS = 16_384  # --max-len at most: a position table, and attention memory in its square, past any text classified here
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     layers: int = 6
@@ -81,6 +84,8 @@ class PretrainConfig:
             raise KdError(f"--hidden {self.hidden} is not divisible by {self.n_heads} heads{auto}")
         if self.layers < 1 or self.max_len < 8:
             raise KdError("--layers must be at least 1 and --max-len at least 8")
+        if self.max_len > MAX_POSITIONS:  # (99999999: a position table and attention no machine holds; the kernel killed kd)
+            raise KdError(f"--max-len {self.max_len} is past {MAX_POSITIONS} tokens: a model kd pre-trains reads at most that many")
         if not 0.0 < self.mask_prob < 1.0:
             raise KdError(f"--mask-prob must be in (0, 1), got {self.mask_prob}")
         if self.objective not in OBJECTIVES:

@@ -775,6 +775,7 @@ def test_pretrain_refuses_a_min_count_no_character_reaches_though_latin_letters_
     (["--min-count", "100000"], "no character occurs 100000 times"),
     (["--minutes", "1e-9"], "ran out before the first training step"),  # with --steps 2: the clock ends it first
     (["--steps", "-1"], "--steps and --minutes cannot be negative, got -1"),  # (not "give a training budget")
+    (["--max-len", "99999999"], "--max-len 99999999 is past 16384 tokens"),  # (the kernel's OOM killer ended kd, the stage left running)
     # heads no one typed (hidden // 64) were named as if given: the message says where 3 came from, and the fix
     (["--hidden", "200"], "--hidden 200 is not divisible by 3 heads (the default, --hidden / 64): pass --heads, a divisor of 200"),
 ])
