@@ -841,7 +841,8 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
         if d.sample_id not in rows:
             raise KdError(f"no sample {d.sample_id} in the store")
         if rows[d.sample_id] is None and d.action == "relabel":
-            raise KdError(f"sample {d.sample_id} is unlabeled: kd labels set edits labeled samples (ingest it with a label instead)")
+            raise KdError(f"sample {d.sample_id} is unlabeled: kd labels set can drop it ({d.sample_id}=drop), not label it "
+                          "(ingest its text with a label instead)")  # ("edits labeled samples" hid the drop it takes)
     return decisions
 
 

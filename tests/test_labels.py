@@ -1429,6 +1429,28 @@ def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_sa
     assert out[2].endswith("r/edit-1: drop (set by hand)") and "None" not in "".join(out)
 
 
+def test_labels_set_of_an_unlabeled_sample_names_the_drop_it_takes(tmp_path, error_line):
+    """`kd labels set 3=pos` of a pool text said "kd labels set edits labeled samples", while `3=drop` of it
+    is what set takes (README: an unlabeled one can be dropped, not labeled): the error names the drop,
+    and nothing is written."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    store = Store.open(db)
+    with store.session() as s, s.begin():
+        s.add(Sample(id=3, text="池里的文本", text_hash="h3", split="unlabeled", source="x"))
+    store.close()
+    line = error_line(kd("labels", "set", "--run", "r", "3=pos", "--db", db, ok=False))
+    assert line == ("Error: sample 3 is unlabeled: kd labels set can drop it (3=drop), not label it "
+                    "(ingest its text with a label instead)")
+    store = Store.open(db)
+    try:
+        with store.session() as s:
+            assert s.scalar(select(func.count()).select_from(LabelEdit)) == 0
+            assert s.scalar(select(func.count()).select_from(Stage).where(Stage.kind == "clean")) == 0
+    finally:
+        store.close()
+    kd("labels", "set", "--run", "r", "3=drop", "--db", db)
+
+
 def test_a_sheet_path_with_a_quoted_tilde_or_a_missing_folder_is_written_and_a_file_in_the_way_is_named(tmp_path, error_line, monkeypatch):
     """`kd labels export --run r sheets/review.csv` said a bare "No such file or directory" where kd
     export and kd report --plot make their folders; a quoted `~/review.csv` wrote nowhere (no folder
