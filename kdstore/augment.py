@@ -11,7 +11,8 @@ Networks", section 3.3), also used by Baidu's ERNIE-Tiny "data distillation", on
 Per word one draw ``x ~ U(0, 1)`` decides: ``x < p_mask`` masks, ``p_mask <= x < p_mask + p_pos`` swaps;
 then, with probability ``p_ngram``, n-gram sampling cuts the result. Punctuation and white space are
 words for jieba but are never masked or swapped (they may still end up outside an n-gram span); an
-n-gram counts punctuation as words, white space not.
+n-gram counts punctuation as words, white space not. A word jieba cuts into letters (Pokémon as
+Pok + é + mon, full-width ｉＰｈｏｎｅ or Москва letter by letter) is one word again.
 
 Everything is a pure function; randomness comes only from an explicit ``random.Random``, and
 :func:`augment` seeds one per parent text from ``(seed, index)`` through a string seed, so its output
@@ -73,6 +74,9 @@ def segment_pos(text: str, *, hmm: bool = True) -> list[tuple[str, str]]:
         word, flag = pair.word, pair.flag
         if pairs and _continues(pairs[-1][0], word):  # one user-perceived character: never masked, swapped or cut apart
             pairs[-1] = (pairs[-1][0] + word, pairs[-1][1])
+        elif pairs and _same_word(pairs[-1][0], word):  # one Latin, Cyrillic or full-width word jieba cut into pieces
+            before, tag = pairs[-1]
+            pairs[-1] = (before + word, flag if tag in PUNCT_TAGS else tag)  # (caf + é: eng, ｉ + Ｐ: x)
         else:
             pairs.append((word, flag))
     return pairs
@@ -100,6 +104,22 @@ def _continues(before: str, word: str) -> bool:
             run += 1
         return run % 2 == 1  # pairs of regional indicators are flags: 🇨🇳🇺🇸 is two
     return False
+
+
+def _spaced_letter(ch: str) -> bool:
+    """A letter or digit of a script written with spaces between words (Latin, full-width Latin,
+    Greek, Cyrillic ...), not a CJK ideograph, kana or hangul, which jieba segments."""
+    return ch.isalnum() and not unicodedata.name(ch, "").startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "IDEOGRAPHIC"))
+
+
+def _same_word(before: str, word: str) -> bool:
+    """True when ``word`` goes on the word ``before`` ends: jieba keeps ``[a-zA-Z0-9]`` runs whole
+    but cuts every other letter off (café as caf + é, Москва and ｉＰｈｏｎｅ letter by letter), and a
+    mask or a swap of one piece made caf[UNK] or Pythoné. Two ASCII pieces stay as jieba cut them
+    (3.5 + GHz)."""
+    last = next((ch for ch in reversed(before) if unicodedata.category(ch)[0] != "M"), "")  # (é as e + U+0301)
+    first = word[0]
+    return bool(last) and not (before[-1].isascii() and first.isascii()) and _spaced_letter(last) and _spaced_letter(first)
 
 
 def segmented(texts: Sequence[str], *, hmm: bool = True, what: str = "augment: segment") -> Iterator[list[tuple[str, str]]]:
@@ -161,7 +181,8 @@ def build_pos_vocab(
 
 
 def _check_p(name: str, p: float) -> None:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+    # any real number (a numpy float32 too: it was refused as "not between 0 and 1", 0.5 included)
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
         raise KdError(f"{name} must be a probability between 0 and 1, got {p!r}")
 
 
@@ -178,6 +199,8 @@ def _other_word(word: str, choices: Sequence[str] | None, rng: random.Random) ->
     to its count for a :class:`TagWords` (:func:`build_pos_vocab`'s), else uniformly."""
     if not choices or (len(choices) == 1 and choices[0] == word):
         return word
+    if not (isinstance(choices, TagWords) and choices.counts) and all(c == word for c in choices):
+        return word  # (a handmade list naming the word twice: the draw below never ended)
     if isinstance(choices, TagWords) and choices.counts:
         # one draw over the total count without the word's own share, stepped over that share
         at = choices._at.get(word)
@@ -187,7 +210,7 @@ def _other_word(word: str, choices: Sequence[str] | None, rng: random.Random) ->
         if at is not None and r >= before:
             r += own
         return choices[min(bisect.bisect_right(choices._cum, r), len(choices) - 1)]
-    while True:  # ends: at least one choice differs from word, so each draw succeeds with p >= 1/2
+    while True:  # ends: at least one choice differs from word
         pick = choices[rng.randrange(len(choices))]
         if pick != word:
             return pick

@@ -264,6 +264,45 @@ def test_emoji_sequences_and_combining_marks_are_never_cut_apart():
             assert text.count(bad) == sum(text.count(w) * w.count(bad) for w in whole), (text, bad)
 
 
+
+def test_a_latin_or_full_width_word_jieba_cuts_into_letters_is_masked_and_swapped_whole():
+    """jieba keeps [a-zA-Z0-9] runs whole but cut Pokémon into Pok + é + mon, and ｉＰｈｏｎｅ or
+    Москва letter by letter: the mask made 'Pok[UNK]mon' and 'ｉ[UNK]ｈｏ[UNK]ｅ', a swap 'Pythoné'.
+    Two ASCII pieces stay as jieba cut them."""
+    assert [w for w, _ in segment_pos("Pokémon好玩")] == ["Pokémon", "好玩"]
+    assert segment_pos("ｉＰｈｏｎｅ很好")[0] == ("ｉＰｈｏｎｅ", "x")
+    assert segment_pos("Москва很大")[0][0] == "Москва"
+    assert ("naïve", "eng") in segment_pos("naïve的想法") and ("écolier", "eng") in segment_pos("écolier很好")
+    assert segment_pos("3.5GHz很快")[:2] == [("3.5", "m"), ("GHz", "eng")]
+    assert [w for w, _ in segment_pos("第１名")] == ["第", "１", "名"]  # (no ideograph joins a full-width digit)
+    masked = augment(["Pokémon好玩", "ｉＰｈｏｎｅ很好"], n=10, seed=0, methods=("mask",), p_mask=0.5)
+    assert {t for i, t, _ in masked if i == 0} == {"[UNK]好玩", "Pokémon[UNK]"}
+    for _, text, _ in masked:
+        assert "ｉＰｈｏｎｅ" in text or not any(ch in text for ch in "ｉＰｈｏｎｅ"), text
+    swapped = augment(["Pokémon好玩", "Python好玩"], n=4, seed=0, methods=("pos",), p_pos=1.0)
+    assert {t for i, t, _ in swapped if i == 0} == {"Python好玩"}
+
+
+def test_a_handmade_vocabulary_naming_the_word_twice_ends_and_numpy_probabilities_are_probabilities():
+    """A plain list with the word alone, twice, drew forever for another word; a numpy float32 0.5
+    was refused as "must be a probability between 0 and 1"."""
+    import threading
+
+    import numpy as np
+
+    got: list = []
+    worker = threading.Thread(
+        target=lambda: got.append(swap_same_pos([("猫", "n")], p=1.0, rng=random.Random(0), pos_vocab={"n": ["猫", "猫"]})),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(10)
+    assert got == [["猫"]]
+    assert mask_words(["酒店", "干净"], p=np.float32(1.0), rng=random.Random(0)) == ["[UNK]", "[UNK]"]
+    assert augment(TEXTS[:2], n=2, seed=0, p_mask=np.float32(0.5)) == augment(TEXTS[:2], n=2, seed=0, p_mask=0.5)
+    with pytest.raises(KdError, match="between 0 and 1"):
+        mask_words(["酒店"], p=np.float32(1.5), rng=random.Random(0))
+
 def test_ngram_only_gives_substrings_of_the_parent():
     out = augment(TEXTS, n=4, seed=2, methods=("ngram",), p_ngram=1.0)
     assert out
