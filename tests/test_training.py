@@ -1257,8 +1257,10 @@ def test_predict_input_with_bare_cr_line_ends_nul_bytes_or_utf16_is_read_as_inge
         list(_numbered(_lines_of(b"ok\na\x00b\n"), "f"))
     with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: the file is UTF-16 encoded: convert it to UTF-8 first$"):
         list(_arriving(Chunks("很好\n".encode("utf-16")), "<stdin>"))
-    with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: binary data \(NUL byte\)"):
+    with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: the input looks UTF-16LE encoded, without a byte-order mark"):
         list(_arriving(Chunks("ok\n".encode("utf-16-le")), "<stdin>"))
+    with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: binary data \(NUL byte\)"):
+        list(_arriving(Chunks(b"o\x00k\x00\x00\n"), "<stdin>"))  # (NULs at both parities: no UTF-16)
 
 
 def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_model):
