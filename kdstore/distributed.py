@@ -338,7 +338,7 @@ def _noted_cause(store: Store, stage_id: int) -> str | None:
             error = None if stage is None else stage.error
     except Exception:  # noqa: BLE001 - best effort: rank 0's own error stands
         return None
-    return error if error and NOTED_CAUSE.match(error) else None
+    return error if error and NOTED_BY_RANK.match(error) else None
 
 
 def _note_error(store: Store, stage_id: int, rank: int, exc: BaseException) -> None:
@@ -395,7 +395,6 @@ MAIN_GONE_WAIT_S = 3.0
 SIGTERM_MESSAGE = "terminated (SIGTERM): killed, or stopped by torchrun because another rank failed (then its error says why)"
 ORPHAN_MESSAGE = "terminated: the launcher (torchrun) is gone, killed without stopping its processes"
 ECHO = re.compile(r"rank \d+ failed: ")  # ``all_succeed``'s report of another rank's error
-NOTED_CAUSE = NOTED_BY_RANK  # ``_note_error``'s record of a rank's error on the stage
 NO_STAGE = "rank 0 could not start stage"  # (rank 0 prints why)
 LOST_MESSAGE = "another rank of the process group is gone"
 # what gloo says in a collective whose other side has exited (a rank that failed, or was killed)

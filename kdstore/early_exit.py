@@ -43,6 +43,7 @@ from torch import nn
 
 from .batching import bucketed_batches, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
 from .errors import KdError
+from .jsonl import is_number, is_whole
 from .labels import read_labeled, record_labels_state
 from .losses import kl_soft
 from .metrics import classification_metrics
@@ -381,20 +382,18 @@ def _check_meta(path: Path, meta: Any) -> None:
 
     if not isinstance(meta, dict):
         raise bad("(the whole file)", meta, "a JSON object")
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
     classes = meta.get("classes")
     if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise bad("classes", classes, "a list of class names")
-    if not whole(meta.get("branch_dim")) or meta["branch_dim"] < 1:
+    if not is_whole(meta.get("branch_dim")) or meta["branch_dim"] < 1:
         raise bad("branch_dim", meta.get("branch_dim"), "a whole number of at least 1")
     if meta.get("pooling") not in POOLINGS:
         raise bad("pooling", meta.get("pooling"), f"one of {', '.join(POOLINGS)}")
-    if "dropout" in meta and not (number(meta["dropout"]) and 0.0 <= meta["dropout"] < 1.0):
+    if "dropout" in meta and not (is_number(meta["dropout"]) and 0.0 <= meta["dropout"] < 1.0):
         raise bad("dropout", meta["dropout"], "a number in [0, 1)")
-    if "max_len" in meta and not (whole(meta["max_len"]) and meta["max_len"] >= 1):
+    if "max_len" in meta and not (is_whole(meta["max_len"]) and meta["max_len"] >= 1):
         raise bad("max_len", meta["max_len"], "a whole number of at least 1")
-    if "speed" in meta and not (number(meta["speed"]) and 0.0 <= meta["speed"] <= 1.0):
+    if "speed" in meta and not (is_number(meta["speed"]) and 0.0 <= meta["speed"] <= 1.0):
         raise bad("speed", meta["speed"], "a number in [0, 1]")
     if "uncertainty" in meta and meta["uncertainty"] not in UNCERTAINTIES:
         raise bad("uncertainty", meta["uncertainty"], f"one of {', '.join(UNCERTAINTIES)}")

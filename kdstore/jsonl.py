@@ -1,4 +1,5 @@
-"""JSON Lines written by kd: one object a line, whatever a text holds."""
+"""JSON Lines written by kd: one object a line, whatever a text holds; and the kinds of JSON value
+kd checks in the files it reads back (a manifest, a model's configuration)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,16 @@ def _no_constant(name: str) -> float:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_whole(value: Any) -> bool:
+    """A JSON whole number (``true`` is no number, though Python's bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number, whole or not (``true`` is none)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def has_surrogate(value: Any) -> bool:

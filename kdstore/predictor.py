@@ -13,6 +13,7 @@ import torch
 
 from .batching import encode_flagged, encode_packed, iter_padded, lengths_of, sorted_batches
 from .errors import KdError
+from .jsonl import is_whole
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax
 from .progress import progress
@@ -83,7 +84,7 @@ def _student_config(meta):
         if key not in meta:
             raise KdError(f"field {key!r} is missing")
     max_len, classes, student = meta["max_len"], meta["classes"], meta["student"]
-    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
+    if not is_whole(max_len) or max_len < 1:
         raise KdError(f"field 'max_len' is {max_len!r}")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes) or not classes:
         raise KdError(f"field 'classes' is {classes!r}")

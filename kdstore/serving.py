@@ -20,6 +20,7 @@ import numpy as np
 from .char_encoder import CharEncoder
 from .char_encoder import encode_flagged as chars_or_tokenizer
 from .errors import KdError
+from .jsonl import is_whole
 from .probs import answers, softmax
 
 MANIFEST = "manifest.json"
@@ -236,7 +237,6 @@ def _check_fields(path: Path, manifest: dict[str, Any]) -> None:
     (``"max_len": -1`` or ``"pad_id": 1e20`` ended in a traceback, ``"max_len": 0`` served every text
     unread, ``"special_tokens": "false"`` was read as true). The manifest itself has no sha256."""
     inputs = manifest["inputs"]
-    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731 (JSON true is no number)
     checks = [
         ("max_len", manifest["max_len"], 1, 2**31 - 1),
         ("inputs.pad_id", inputs["pad_id"], 0, 2**63 - 1),
@@ -244,7 +244,7 @@ def _check_fields(path: Path, manifest: dict[str, Any]) -> None:
         ("inputs.pad_multiple", inputs.get("pad_multiple", 1), 1, WIDEST),
     ]
     for name, value, low, high in checks:
-        if not whole(value) or not low <= value <= high:
+        if not is_whole(value) or not low <= value <= high:
             raise KdError(f"{path}: field {name} is {json.dumps(value)[:40]}, not a whole number from {low} to {high}: re-run `kd export`")
     if not isinstance(inputs["special_tokens"], bool):
         raise KdError(f"{path}: field inputs.special_tokens is {json.dumps(inputs['special_tokens'])[:40]}, not true or false: re-run `kd export`")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import KdError
+from .jsonl import is_number, is_whole
 
 KINDS = ("textcnn", "bigru", "bilstm", "transformer")
 
@@ -110,16 +111,13 @@ class StudentConfig:
             raise KdError(f"field {missing[0]!r} is missing")
         d = {**d, "kernel_sizes": d.get("kernel_sizes", [2, 3, 4])}
 
-        def whole(v) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        bad = next((n for n in ("vocab_size", "num_classes") if not whole(d[n]) or d[n] < 1), None)
-        bad = bad or next((n for n in ("embed_dim", "num_filters", "hidden", "layers") if not whole(d.get(n, 1))), None)
-        if bad is None and not (d.get("pad_id") is None or whole(d["pad_id"])):
+        bad = next((n for n in ("vocab_size", "num_classes") if not is_whole(d[n]) or d[n] < 1), None)
+        bad = bad or next((n for n in ("embed_dim", "num_filters", "hidden", "layers") if not is_whole(d.get(n, 1))), None)
+        if bad is None and not (d.get("pad_id") is None or is_whole(d["pad_id"])):
             bad = "pad_id"
-        if bad is None and not (isinstance(d["kernel_sizes"], list) and all(whole(k) for k in d["kernel_sizes"])):
+        if bad is None and not (isinstance(d["kernel_sizes"], list) and all(is_whole(k) for k in d["kernel_sizes"])):
             bad = "kernel_sizes"
-        if bad is None and (isinstance(d.get("dropout", 0.0), bool) or not isinstance(d.get("dropout", 0.0), (int, float))):
+        if bad is None and not is_number(d.get("dropout", 0.0)):
             bad = "dropout"
         if bad is None and not (d.get("bert") is None or isinstance(d["bert"], dict)):
             bad = "bert"
