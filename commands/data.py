@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import click
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -53,7 +54,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         label_col=label_col,
         header=header,
         classes=read_class_file(Path(classes_file)) if classes_file else None,
-        source=source or ("stdin" if path == "-" else Path(path).name),
+        source=source if source is not None else ("stdin" if path == "-" else Path(path).name),
     )
     records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing
     store = open_store(db, create=True)
@@ -81,7 +82,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         )
     if len(report.conflicts) > 20:
         out.print(f"  ... {len(report.conflicts) - 20} more (use --json for all)")
-    out.print(counts_table(counts, store.class_names()))
+    out.print(counts_table(counts, store.class_names(), out.width))
 
 
 def _read(path: str) -> bytes:
@@ -91,18 +92,31 @@ def _read(path: str) -> bytes:
         raise click.ClickException(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def counts_table(counts: dict[str, dict[str, int]], names: list[str]) -> Table:
+def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int | None = None) -> Table:
     """The store's samples per split and class, the classes in id order (``names``: a class pinned by
-    --classes shows before its first sample), the unlabeled ones last."""
+    --classes shows before its first sample), the unlabeled ones last: a column per class, or, when
+    those columns do not fit in ``width`` (40 classes on a 160-column screen showed each as "…" and
+    no count at all), a row per class and a column per split."""
     unlabeled = ["(none)"] if any("(none)" in per for per in counts.values()) else []
     labels = [*names, *unlabeled]
+    rows = [[split, *[str(per.get(l, 0)) for l in labels], str(sum(per.values()))] for split, per in counts.items()]
+    columns = list(zip(["split", *labels, "total"], *rows))
+    if width is not None and 1 + sum(3 + max(cell_len(c) for c in col) for col in columns) > width:
+        tall = Table(title="samples in the store")  # (a row per class: a few columns, however many classes)
+        tall.add_column("class")
+        for split in counts:
+            tall.add_column(split, justify="right")
+        for lab in labels:
+            tall.add_row(Text(lab), *[str(per.get(lab, 0)) for per in counts.values()])
+        tall.add_row("total", *[str(sum(per.values())) for per in counts.values()])
+        return tall
     table = Table(title="samples in the store")
     table.add_column("split")
     for lab in labels:
         table.add_column(Text(lab), justify="right")
     table.add_column("total", justify="right")
-    for split, per in counts.items():  # train, dev, test, unlabeled, then augmented (kd distill --augment's texts)
-        table.add_row(split, *[str(per.get(l, 0)) for l in labels], str(sum(per.values())))
+    for row in rows:  # train, dev, test, unlabeled, then augmented (kd distill --augment's texts)
+        table.add_row(*row)
     return table
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -58,7 +59,52 @@ def sqlite_path(url: str) -> Path | None:
         return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
+    if _sqlite_uri(parsed) and parsed.database.startswith("file:"):  # SQLAlchemy's sqlite:///file:PATH?mode=ro&uri=true
+        path = parsed.database[len("file:"):]
+        if path.startswith("//"):  # file://localhost/PATH, file:///PATH
+            path = "/" + path[2:].partition("/")[2]
+        path = unquote(path.partition("#")[0])
+        return None if not path or path == ":memory:" else Path(path)
     return Path(parsed.database)
+
+
+# what SQLite's Python driver takes from a sqlite:// URL's query (SQLAlchemy ignores any other key, with a warning)
+_DRIVER_OPTIONS = {"timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements", "uri"}
+
+
+def _sqlite_uri(parsed: URL) -> bool:
+    from sqlalchemy.util import asbool
+
+    try:
+        return asbool(parsed.query.get("uri", False))
+    except ValueError:
+        return False
+
+
+def check_sqlite_url(url: str) -> None:
+    """Refuse a SQLite URL whose query SQLite would not read as written: ``?mode=ro`` without
+    ``uri=true`` (SQLAlchemy warned and opened the store read-write), or ``uri=true`` with a path
+    not starting ``file:`` (SQLite made a new store named ``kd.db?mode=ro`` beside the one meant)."""
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or not parsed.query:
+        return
+    shown = display_url(parsed)
+    query = parsed.render_as_string().partition("?")[2]
+    if not _sqlite_uri(parsed):
+        unread = sorted(set(parsed.query) - _DRIVER_OPTIONS)
+        if unread:
+            raise KdError(f"{shown}: SQLite reads {unread[0]!r} only in a URI (here it would be ignored): "
+                          f"give sqlite:///file:{parsed.database}?{query}&uri=true")
+    elif not parsed.database.startswith("file:"):
+        uri = "&".join(f"{k}={v}" for k, v in sorted(parsed.query.items()) if k not in _DRIVER_OPTIONS)
+        if uri:
+            raise KdError(f"{shown}: with uri=true SQLite reads the path as a URI only after 'file:' (here it would open "
+                          f"a new file named {parsed.database + '?' + uri!r}): give sqlite:///file:{parsed.database}?{query}")
 
 
 def read_only_uri(path: Path) -> str:

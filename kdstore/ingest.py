@@ -296,11 +296,14 @@ def _parse_delimited(
         # a CSV read as TSV by default (stdin, .txt): its header `text,label` became a pool text, each row one
         raise KdError(f"{name}: line {rows[0][0]}: field 0: {first[0][:60]!r} looks like a CSV header: the file looks like CSV, "
                       f"give --format csv (or --format tsv to read each line as text)")
-    has_header = opts.header
+    has_header, guessed = opts.header, ""
     if has_header is None:
         named = [s for s in (opts.text_col, opts.label_col) if s is not None]
         # a column named by a word needs a header; columns given by index say nothing either way
-        has_header = any(not (s.isascii() and s.isdigit()) for s in named) or any(c.lower() in _HEADER_WORDS for c in first)
+        has_header = any(not (s.isascii() and s.isdigit()) for s in named)
+        if not has_header and any(c.lower() in _HEADER_WORDS for c in first):
+            has_header = True  # (a headerless file's first label may be such a word: an intent 'query')
+            guessed = f" (or --no-header if line {rows[0][0]} is a sample, not a header)"
     header = first if has_header else None
     if header is not None:
         twice = sorted({c for c in header if header.count(c) > 1})
@@ -332,7 +335,7 @@ def _parse_delimited(
         if header is not None:
             found = [lowered.index(n) for n in _TEXT_NAMES if n in lowered and lowered.index(n) != label_i]
             if not found:
-                raise KdError(f"{name}: line {rows[0][0]}: field 'text': no text column (columns: {', '.join(header)}); name it with --text-col")
+                raise KdError(f"{name}: line {rows[0][0]}: field 'text': no text column (columns: {', '.join(header)}); name it with --text-col{guessed}")
             text_i = found[0]
         else:
             text_i = 1 if width >= 2 and label_i != 1 else 0
@@ -341,7 +344,8 @@ def _parse_delimited(
             if "label" in lowered:
                 label_i = lowered.index("label")
             elif want_label:
-                raise KdError(f"{name}: line {rows[0][0]}: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)}); name it with --label-col")
+                raise KdError(f"{name}: line {rows[0][0]}: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)}); "
+                              f"name it with --label-col{guessed}")
         elif width >= 2 and (want_label or not wide):  # (more columns: no default says which is a label)
             label_i = 0 if text_i != 0 else 1
         elif want_label:
@@ -565,11 +569,15 @@ def ingest(store: Store, data: bytes, name: str, opts: IngestOptions) -> IngestR
 
 def _source(name: str, opts: IngestOptions) -> str:
     """The source recorded on each sample, checked (by ``parse`` too: a bad one creates no store)."""
-    source = opts.source or name
+    source = name if opts.source is None else opts.source
+    if not source.strip():  # (`--source "$SHOP"` with SHOP unset recorded the file name, unseen: no --where found the shop)
+        raise KdError(f"{name}: the source name is empty: give --source NAME, or leave it out for the file name")
     if len(source) > MAX_SOURCE:
         raise KdError(f"{name}: the source name is longer than {MAX_SOURCE} characters: give a shorter --source")
     if "\x00" in source:  # (only a config file's "\u0000" can say it) PostgreSQL cannot store it, SQLite would
         raise KdError(f"{name}: the source name contains a NUL character: give another --source")
+    if _CONTROL.search(source):  # (a line break split the conflicts' lines; no --where "source = '...'" typed it)
+        raise KdError(f"{name}: the source name {source!r} contains a tab, line break or other control character: give another --source")
     if has_surrogate(source):  # bytes of another encoding (a GBK file name) in a name: no store takes them
         raise KdError(f"{name}: the source name is not valid UTF-8 (a file name in another encoding, such as GBK): "
                       "give a --source in UTF-8")

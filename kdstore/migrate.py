@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, inspect, select
 
-from .engine import WRITE_LOCK, display_url
+from .engine import WRITE_LOCK, display_url, sqlite_path
 from .errors import KdError
 
 
@@ -168,5 +168,8 @@ def upgrade_command(url) -> str:
     """The command that upgrades the store at ``url``, its ``--db`` spelled out: a bare
     ``kd db upgrade`` upgrades (or creates) ``$KD_DB`` or ./kd.db, not a store given by ``--db``
     (a server's password shown as ``***``, as every message shows it)."""
-    value = url.database if url.get_backend_name() == "sqlite" else display_url(url)
+    if url.get_backend_name() == "sqlite":  # (a sqlite:///file:PATH?uri=true URL's file is PATH: `--db file:PATH` made a new store)
+        value = str(sqlite_path(url.render_as_string(hide_password=False)) or url.database)
+    else:
+        value = display_url(url)
     return f"kd db upgrade --db {shlex.quote(value)}"

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from . import vectors
-from .engine import WRITE_LOCK, display_url, make_engine, read_only_uri, resolve_url, sqlite_path
+from .engine import WRITE_LOCK, check_sqlite_url, display_url, make_engine, read_only_uri, resolve_url, sqlite_path
 from .errors import KdError
 from .migrate import ensure_current
 from .schema import SPLITS, AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
@@ -130,6 +130,7 @@ class Store:
         if _in_memory(url):
             raise KdError(f"{display_url(make_url(url))}: an in-memory SQLite database, lost with all kd writes to it when kd exits: "
                           "give a file path or sqlite:///PATH")
+        check_sqlite_url(url)
         if path is not None:
             if not path.exists() and not create:
                 raise KdError(f"no kd store at {path}: run `kd ingest` first, or pass --db")

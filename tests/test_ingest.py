@@ -610,6 +610,20 @@ def test_a_big_ingest_shows_its_progress(invoke, write_file, monkeypatch, counts
     assert "added 7 to train" in big.stdout
 
 
+def test_a_store_of_many_classes_is_counted_a_row_per_class(invoke, write_file, monkeypatch):
+    """40 classes (IFLYTEK has 119) were 40 columns squeezed into the screen: every class name and the
+    split shown as '…', some counts not at all."""
+    monkeypatch.delenv("COLUMNS", raising=False)  # (written to a pipe: 160 columns)
+    write_file("train.tsv", "".join(f"category_{i}\t第{i}条文本\n" for i in range(40)))
+    write_file("pool.txt", "没有标签的文本\n")
+    invoke(["ingest", "train.tsv"])
+    out = invoke(["ingest", "pool.txt", "--split", "unlabeled"]).stdout
+    cells = [[c.strip() for c in line.strip("│").split("│")] for line in out.splitlines() if line.startswith("│")]
+    assert cells == [*([f"category_{i}", "1", "0"] for i in range(40)), ["(none)", "0", "1"], ["total", "40", "1"]]
+    assert any([c.strip() for c in line.strip("┃").split("┃")] == ["class", "train", "unlabeled"] for line in out.splitlines())
+    assert max(len(line) for line in out.splitlines()) <= 160
+
+
 def test_header_typed_for_json_lines_is_refused_not_ignored(invoke, write_file, counts):
     """`--no-header` (or `--header`) with a JSONL file was ignored without a word."""
     write_file("a.jsonl", '{"text": "好", "label": "pos"}\n')
@@ -810,6 +824,34 @@ BAD_INPUTS = [
         ["--source", "s" * 501],
         ["the source name is longer than 500 characters"],
         id="source-longer-than-its-column",
+    ),
+    pytest.param(
+        "source.tsv",
+        b"pos\tfine text\nneg\tother\n",
+        ["--source", ""],  # (`--source "$SHOP"` with SHOP unset: the file name was recorded, unseen)
+        ["the source name is empty"],
+        id="source-empty",
+    ),
+    pytest.param(
+        "source.tsv",
+        b"pos\tfine text\nneg\tother\n",
+        ["--source", "  "],
+        ["the source name is empty"],
+        id="source-blank",
+    ),
+    pytest.param(
+        "source.tsv",
+        b"pos\tfine text\nneg\tother\n",
+        ["--source", "shop\nb"],
+        ["the source name 'shop\\nb' contains a tab, line break or other control character"],
+        id="source-with-a-line-break",
+    ),
+    pytest.param(
+        "intent.tsv",
+        "query\t查询余额\ntransfer\t给我妈转账\n".encode(),
+        [],  # a headerless file whose first label is a header word ('query'): the way out is --no-header
+        ["line 1", "field 'label'", "name it with --label-col (or --no-header if line 1 is a sample, not a header)"],
+        id="first-label-a-header-word",
     ),
     pytest.param(
         "huge.jsonl",
@@ -1223,6 +1265,28 @@ def test_an_in_memory_store_is_refused(invoke, write_file, url, error_line):
     write_file("train.tsv", GOOD)
     line = error_line(invoke(["ingest", "train.tsv"], db=url, ok=False))
     assert "in-memory SQLite database" in line and "give a file path" in line
+
+
+@pytest.mark.sqlite_only  # the URLs are the test's own
+def test_a_sqlite_uri_url_opens_its_file_and_uri_parameters_sqlite_would_not_read_are_refused(
+        invoke, write_file, db_path, tmp_path, counts, error_line):
+    """SQLAlchemy's sqlite:///file:PATH?mode=ro&uri=true was "no kd store at file:PATH"; ?mode=ro without
+    uri=true was ignored (with a warning) and the store written; with uri=true but no file: a new store
+    named 'kd.db?mode=ro' was made and filled beside the one meant."""
+    write_file("train.tsv", GOOD)
+    invoke(["ingest", "train.tsv"])
+    before = counts()
+    rows = invoke.json(["samples"], db=f"sqlite:///file:{db_path}?mode=ro&uri=true")
+    assert [r["text"] for r in rows] == ["already here one", "already here two"]
+    write_file("more.tsv", "pos\tnew text\n")
+    line = error_line(invoke(["ingest", "more.tsv"], db=f"sqlite:///{db_path}?mode=ro", ok=False))
+    assert line == f"Error: sqlite:///{db_path}?mode=ro: SQLite reads 'mode' only in a URI (here it would be ignored): " \
+                   f"give sqlite:///file:{db_path}?mode=ro&uri=true"
+    line = error_line(invoke(["ingest", "more.tsv"], db=f"sqlite:///{db_path}?mode=ro&uri=true", ok=False))
+    assert f"here it would open a new file named '{db_path}?mode=ro'" in line
+    assert sorted(p.name for p in db_path.parent.iterdir() if "?" in p.name) == []
+    assert counts() == before
+    assert invoke.json(["ingest", "more.tsv"], db=f"sqlite:///{db_path}?timeout=30")["added"] == 1  # (a driver option)
 
 
 @pytest.mark.sqlite_only  # the paths are the test's own

@@ -118,6 +118,24 @@ def test_refusal_names_the_command_that_upgrades_that_store(tmp_path, invoke, er
 
 
 @pytest.mark.sqlite_only
+def test_a_store_given_as_a_sqlite_uri_is_that_file_and_its_upgrade_command_names_it(tmp_path, invoke, error_line):
+    """sqlite:///file:PATH?uri=true (SQLAlchemy's URI form) was "no kd store at file:PATH", and an old
+    store's refusal said `kd db upgrade --db file:PATH`: a path, where that command made a new store."""
+    import shlex
+
+    old = tmp_path / "old.db"
+    _engine_at(old, "0005").dispose()
+    url = f"sqlite:///file:{old}?uri=true"
+    line = error_line(invoke(["samples"], db=url, ok=False))
+    command = line.split("run `")[1].split("`")[0]
+    assert shlex.split(command) == ["kd", "db", "upgrade", "--db", str(old)]
+    assert invoke.json(["db", "current"], db=url)["state"] == "behind"
+    assert "0005 -> 0008" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert not (tmp_path / "file:old.db").exists() and not (Path.cwd() / "file:old.db").exists()
+    invoke(["samples"], db=url)
+
+
+@pytest.mark.sqlite_only
 def test_a_read_only_store_file_is_not_upgraded_and_left_without_read_only_wal_files(db_path, invoke, error_line, monkeypatch):
     """A store file kd cannot write (chmod a-w): every command, `kd db current` included, left its
     -wal and -shm files beside it, read-only as the file is, and `kd db upgrade` said "attempt to
