@@ -48,6 +48,7 @@ from .students import (
     mean_flops_per_sample,
     size_error,
     student_bert_config,
+    table_rows,
 )
 from .folds import stratified_folds
 from .teacher import check_learned_every_class, model_dirs, quiet_transformers, score_missing
@@ -340,7 +341,8 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     embeddings = teacher_embeddings(first) if cfg.init_embeddings == "teacher" else None
     scfg = StudentConfig(
         # the teacher's table may have more rows than the tokenizer has tokens (padded vocabularies)
-        kind=cfg.student, vocab_size=len(tokenizer) if embeddings is None else max(len(tokenizer), embeddings.shape[0]), num_classes=len(names), pad_id=tokenizer.pad_token_id,
+        kind=cfg.student, vocab_size=table_rows(tokenizer) if embeddings is None else max(table_rows(tokenizer), embeddings.shape[0]),
+        num_classes=len(names), pad_id=tokenizer.pad_token_id,
         embed_dim=cfg.embed_dim, kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters,
         hidden=cfg.hidden, dropout=cfg.dropout, layers=cfg.layers,
         bert=_student_bert(first, cfg, len(names)) if cfg.student == "transformer" else None,

@@ -91,6 +91,12 @@ def _student_config(meta):
     config = StudentConfig.from_dict(student)
     if config.num_classes != len(classes):
         raise KdError(f"field 'classes' names {len(classes)} classes for a student of {config.num_classes} (num_classes)")
+    if config.kind == "transformer" and config.bert is not None:  # (a longer text failed in its embeddings, a traceback)
+        from .students import readable_positions
+
+        positions = readable_positions(config.bert) if is_whole(config.bert.get("max_position_embeddings")) else None
+        if positions is not None and max_len > positions:
+            raise KdError(f"field 'max_len' is {max_len}: the transformer student reads {positions} positions")
     return config
 
 

@@ -129,6 +129,17 @@ class StudentConfig:
         bad = next((n for n in SIZES[config.kind] if _size_problem(n, getattr(config, n))), None)
         if bad is not None:  # (the sizes its kind uses: a textcnn's unused hidden size is not judged)
             raise KdError(f"field {bad!r} is {d.get(bad)!r}")
+        if config.kind != "transformer" and config.pad_id is not None and not 0 <= config.pad_id < config.vocab_size:
+            # (the padding row of its table: torch's AssertionError traceback; a transformer's is its bert's)
+            raise KdError(f"field 'pad_id' is {config.pad_id!r}: not an id of its {config.vocab_size} (vocab_size)")
+        if config.kind == "transformer" and config.bert is not None:
+            try:  # a field of the stored BERT configuration of another type: transformers' validation traceback
+                hf_config(config.bert)
+            except KdError:
+                raise
+            except Exception as exc:
+                lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                raise KdError(f"field 'bert': {' '.join(x.strip() for x in lines[:2])}") from None
         return config
 
 
@@ -395,6 +406,13 @@ def build_student(cfg: StudentConfig) -> nn.Module:
     if cfg.kind == "transformer":
         return TransformerStudent(cfg)
     raise KdError(f"unknown student {cfg.kind!r}: choose from {', '.join(KINDS)}")
+
+
+def table_rows(tokenizer) -> int:
+    """Rows a student's embedding table needs for every id ``tokenizer`` gives: ``len(tokenizer)``,
+    or more where its ids run past it (a vocab.txt naming a token twice keeps the later line's id:
+    39 lines, 38 tokens, ids up to 38; a table of 38 rows failed on id 38 with torch's IndexError)."""
+    return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
 
 
 def parameter_count(cfg: StudentConfig) -> int:

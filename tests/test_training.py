@@ -1887,6 +1887,7 @@ def test_unused_sizes_pass_and_a_damaged_student_json_is_one_line(taught_store):
         (lambda m: m["student"].pop("kind"), "student.json: field 'kind' is missing"),
         (lambda m: m.update(max_len="32"), "student.json: field 'max_len' is '32'"),
         (lambda m: m.update(classes=["pos"]), "student.json: field 'classes' names 1 classes for a student of 2"),
+        (lambda m: m["student"].update(pad_id=99999), "student.json: field 'pad_id' is 99999: not an id of its"),  # (AssertionError)
         (lambda m: m["student"].update(num_filters=5),
          "student.pt does not fit student.json: weight convs.0.weight is (4, 8, 2) in the file, (5, 8, 2) by the configuration"),
     ):
@@ -1899,6 +1900,61 @@ def test_unused_sizes_pass_and_a_damaged_student_json_is_one_line(taught_store):
     meta_file.write_text("[]", encoding="utf-8")
     assert "student.json: a list, not an object" in kd("predict", "--run", "r", "--model", "distill-textcnn", "--db", db,
                                                        input="很好\n", ok=False).output
+
+
+def test_a_student_of_a_vocabulary_naming_a_token_twice_reads_every_id(sample_store, corpus, tmp_path):
+    """A vocab.txt that names a character twice (a merged vocabulary) gives ids up to its line count
+    less one, one past len(tokenizer): the student's table of len(tokenizer) rows failed the stage
+    with torch's "IndexError: index out of range in self" traceback, where the teacher trained."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+    from synthetic import seeded
+
+    from kdstore.vocab import build_vocab
+
+    texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
+    tokens = build_vocab(texts)
+    lines = tokens[:6] + [tokens[5]] + tokens[6:]  # a character named twice: its id is the later line's
+    model = tmp_path / "dup-vocab"
+    model.mkdir()
+    (model / "vocab.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(str(model / "vocab.txt"))
+    assert max(tokenizer.get_vocab().values()) == len(tokenizer)  # (the case: an id past len(tokenizer) - 1)
+    config = BertConfig(vocab_size=len(lines), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    seeded(BertForMaskedLM, config).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    db = str(sample_store)
+    kd("teach", "--run", "d", "--model", str(model), "--epochs", "1", "--batch-size", "8", "--max-len", "32", "--db", db)
+    for student in ("textcnn", "bilstm"):
+        out = kd("distill", "--run", "d", "--student", student, "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+                 "--hidden", "4", "--max-len", "32", "--db", db, "--json")
+        report = json.loads(out.stdout)
+        assert report["status"] == "succeeded", report
+        assert report["metrics"]["all"]["parameters"] >= len(lines) * 8  # a row for every id
+        said = kd("predict", "--run", "d", "--model", f"distill-{student}", "--db", db, input=f"{tokens[5]}很好\n")
+        assert said.stdout.startswith(("pos", "neg"))
+
+
+def test_a_damaged_transformer_student_json_is_one_line(taught_store):
+    """A transformer student's student.json edited by hand: a field of its BERT configuration of
+    another type was transformers' validation traceback, and a max_len past its positions loaded,
+    then failed on the first long text with a RuntimeError traceback from its embeddings."""
+    db = str(taught_store)
+    out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--epochs", "1", "--max-len", "32",
+             "--db", db, "--json")
+    folder = Path(json.loads(out.stdout)["artifact_path"])
+    meta_file = folder / "student.json"
+    good = json.loads(meta_file.read_text(encoding="utf-8"))
+    for change, message in (
+        (lambda m: m["student"]["bert"].update(hidden_size="32"), "student.json: field 'bert': Validation error for field 'hidden_size'"),
+        (lambda m: m.update(max_len=200), "student.json: field 'max_len' is 200: the transformer student reads 64 positions"),
+    ):
+        meta = json.loads(json.dumps(good))
+        change(meta)
+        meta_file.write_text(json.dumps(meta), encoding="utf-8")
+        bad = kd("predict", "--run", "r", "--model", "distill-transformer", "--db", db, input="很好" * 60 + "\n", ok=False)
+        lines = bad.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: cannot load the student in {folder}: ") and message in lines[0], bad.output
 
 
 def test_a_damaged_student_weights_file_is_a_one_line_error(tmp_path):
