@@ -185,9 +185,11 @@ def _json_texts(lines: list[tuple[int, str]], field: str, name: str):
 
 def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
     """A warning where the first line is a JSON object: each line is predicted as it stands, braces
-    and field names included, unless --text-field names the text."""
+    and field names included, unless --text-field names the text; where the lines look like a table
+    kd ingest reads by columns, :func:`_hint_columns`."""
     n, first = next(((n, t) for n, t in lines if t.strip()), (1, ""))
     if not first.lstrip().startswith("{"):
+        _hint_columns(lines, name)
         return
     try:
         obj = json.loads(first)
@@ -199,6 +201,36 @@ def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
         pick = "text" if "text" in texts else max(texts, key=lambda k: len(obj[k]), default="NAME")
         click.echo(f"warning: {name}: line {n} is a JSON object, predicted as it stands: "
                    f"--text-field {pick} reads the text out of JSON lines", err=True)
+
+
+HINT_ROWS = 100  # the first lines looked at for columns
+
+
+def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
+    """A warning where the lines look like a table kd ingest reads by columns: a header line naming a
+    text or label column (predicted as a text), or every line holding the same tabs (label<TAB>text,
+    as kd ingest reads a TSV: the label was read with the text, and changed the answer)."""
+    from kdstore.ingest import HEADER_WORDS, TEXT_NAMES
+
+    rows = [(n, t.rstrip("\r\n")) for n, t in lines if t.strip()][:HINT_ROWS]
+    if not rows:
+        return
+    n, first = rows[0]
+    source = "FILE" if name == "<stdin>" else name
+    cells = [c.strip().strip('"').strip().lower() for c in first.split("\t" if "\t" in first else ",")]
+    if len(first) <= 200 and any(c in HEADER_WORDS for c in cells):
+        text = next((i for i, c in enumerate(cells) if c in TEXT_NAMES), None)
+        cut = "" if len(cells) == 1 else f" | cut -f{text + 1}" if "\t" in first and text is not None else None
+        how = "give it the text column alone" if cut is None else f"`tail -n +2 {source}{cut} | kd predict` reads the texts alone"
+        click.echo(f"warning: {name}: line {n} looks like a header ({first.strip()[:60]!r}), predicted as a text: "
+                   f"kd predict reads one text a line, no header or columns ({how})", err=True)
+        return
+    tabs = first.count("\t")
+    if tabs and len(rows) > 1 and all(t.count("\t") == tabs for _, t in rows):
+        column = "2" if tabs == 1 else "N"  # kd ingest's label<TAB>text; of more columns, no default says which
+        click.echo(f"warning: {name}: lines {n}-{rows[-1][0]} each hold {tabs + 1} tab-separated columns, each line predicted "
+                   f"whole as one text (the other columns read with it): `cut -f{column} {source} | kd predict` predicts the text column alone",
+                   err=True)
 
 
 def _numbered(lines, name: str):

@@ -31,8 +31,8 @@ MAX_LABEL = 200  # classes.name holds this many characters (PostgreSQL refuses m
 MAX_SOURCE = 500  # samples.source, likewise
 _EXTENSIONS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _SAMPLE_COLUMNS = ("text", "text_hash", "split", "label_id", "orig_label_id", "dropped", "source", "line", "meta", "parent_id")
-_TEXT_NAMES = ("text", "sentence", "content", "query", "review")
-_HEADER_WORDS = {"label", *_TEXT_NAMES}
+TEXT_NAMES = ("text", "sentence", "content", "query", "review")
+HEADER_WORDS = {"label", *TEXT_NAMES}
 
 
 @dataclass(frozen=True)
@@ -291,7 +291,7 @@ def _parse_delimited(
         raise KdError(f"{name}: no rows to ingest")
     first = [c.strip() for c in rows[0][1]]
     if fmt == "tsv" and opts.format is None and len(first) == 1 and "," in first[0] and any(
-        c.strip().strip('"').strip().lower() in _HEADER_WORDS for c in first[0].split(",")
+        c.strip().strip('"').strip().lower() in HEADER_WORDS for c in first[0].split(",")
     ):
         # a CSV read as TSV by default (stdin, .txt): its header `text,label` became a pool text, each row one
         raise KdError(f"{name}: line {rows[0][0]}: field 0: {first[0][:60]!r} looks like a CSV header: the file looks like CSV, "
@@ -301,7 +301,7 @@ def _parse_delimited(
         named = [s for s in (opts.text_col, opts.label_col) if s is not None]
         # a column named by a word needs a header; columns given by index say nothing either way
         has_header = any(not (s.isascii() and s.isdigit()) for s in named)
-        if not has_header and any(c.lower() in _HEADER_WORDS for c in first):
+        if not has_header and any(c.lower() in HEADER_WORDS for c in first):
             has_header = True  # (a headerless file's first label may be such a word: an intent 'query')
             guessed = f" (or --no-header if line {rows[0][0]} is a sample, not a header)"
     header = first if has_header else None
@@ -326,14 +326,14 @@ def _parse_delimited(
         which = ("the label column with --label-col" if text_i is not None else
                  "the text and label columns with --text-col and --label-col" if want_label else "the text column with --text-col")
         field_name = "label" if text_i is not None else "text"
-        raise KdError(f"{name}: line {rows[0][0]}: field {field_name!r}: {width} columns and no header kd knows ({', '.join(sorted(_HEADER_WORDS))}): "
+        raise KdError(f"{name}: line {rows[0][0]}: field {field_name!r}: {width} columns and no header kd knows ({', '.join(sorted(HEADER_WORDS))}): "
                       f"name {which} " + ("(0-based indexes)" if opts.header is False else
                                           f"(header names if line {rows[0][0]} names the columns: 0-based indexes read it as a sample)")
                       + _bare_cr(rows))
     lowered = [c.lower() for c in header] if header is not None else []
     if text_i is None:  # (not the column --label-col names: `--label-col 1` reads text<TAB>label)
         if header is not None:
-            found = [lowered.index(n) for n in _TEXT_NAMES if n in lowered and lowered.index(n) != label_i]
+            found = [lowered.index(n) for n in TEXT_NAMES if n in lowered and lowered.index(n) != label_i]
             if not found:
                 raise KdError(f"{name}: line {rows[0][0]}: field 'text': no text column (columns: {', '.join(header)}); name it with --text-col{guessed}")
             text_i = found[0]

@@ -1191,6 +1191,37 @@ def test_predict_answers_a_line_of_zero_width_characters_only_as_an_empty_text(c
     assert seen == ["好\u200b的", "差"] and lines[1] == {"line": 2, "error": "empty text"}
 
 
+def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monkeypatch):
+    """`kd predict test.tsv` (label<TAB>text, as kd ingest reads it) predicted each line whole, its gold
+    label read with the text and changing the answer, and a header line was answered as a review: said
+    nothing. Now a warning names the columns (or the header) and how to give the texts alone."""
+    from kdstore.predictor import Predictor
+
+    class Fixed:
+        stage_name, max_len = "teach", 32
+
+        def predict(self, texts, batch_size):
+            return [{"label": "pos", "confidence": 0.5, "truncated": False} for _ in texts]
+
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, *a, **k: Fixed()))
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("pos", "很好"), ("neg", "太差")])), "--db", db)
+    args = ["predict", "--run", "r", "--model", "teacher", "--db", db]
+    tsv = kd(*args, str(write_tsv(tmp_path / "test.tsv", [("pos", "真的很好"), ("neg", "真的太差")])))
+    assert len(tsv.stdout.splitlines()) == 2  # still predicted, one line each
+    assert tsv.stderr == (f"warning: {tmp_path / 'test.tsv'}: lines 1-2 each hold 2 tab-separated columns, each line predicted whole "
+                          f"as one text (the other columns read with it): `cut -f2 {tmp_path / 'test.tsv'} | kd predict` predicts "
+                          "the text column alone\n")
+    piped = kd(*args, input="label\ttext\npos\t很好\n").stderr
+    assert piped.startswith("warning: <stdin>: line 1 looks like a header ('label\\ttext'), predicted as a text") and \
+        "(`tail -n +2 FILE | cut -f2 | kd predict` reads the texts alone)" in piped
+    (tmp_path / "reviews.csv").write_text("review,stars\n很好,5\n", encoding="utf-8")
+    assert "line 1 looks like a header ('review,stars')" in kd(*args, str(tmp_path / "reviews.csv")).stderr
+    # texts, one of them with a tab in it, or a single line with one: no warning
+    assert kd(*args, input="很好\t真的\n太差\n\n").stderr == "line 3: empty text, skipped\n"
+    assert kd(*args, input="很好\t真的\n").stderr == ""
+
+
 def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
     """Reading stdin, each 64 KiB read (a few hundred lines) gave its own warning: a piped file of
     long reviews filled stderr. Now the first cut line is named as it is answered, the rest once."""
