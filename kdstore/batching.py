@@ -83,6 +83,15 @@ def encode_packed(tokenizer, texts: Sequence[str], *, max_len: int, special_toke
     ])
 
 
+def max_token_id(tokenizer) -> int | None:
+    """The largest id ``tokenizer`` can give (its vocabulary's and added tokens'), or ``None``."""
+    try:
+        ids = list(tokenizer.get_vocab().values())
+    except (AttributeError, NotImplementedError):
+        return None
+    return max((int(i) for i in ids), default=None)
+
+
 def lengths_of(ids: Sequence[Sequence[int]]) -> np.ndarray:
     """Every row's length (at once for ``PackedIds``)."""
     return ids.lengths if isinstance(ids, PackedIds) else np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .batching import max_token_id
 from .errors import KdError
 from .jsonl import is_number, is_whole
 
@@ -412,7 +413,8 @@ def table_rows(tokenizer) -> int:
     """Rows a student's embedding table needs for every id ``tokenizer`` gives: ``len(tokenizer)``,
     or more where its ids run past it (a vocab.txt naming a token twice keeps the later line's id:
     39 lines, 38 tokens, ids up to 38; a table of 38 rows failed on id 38 with torch's IndexError)."""
-    return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+    top = max_token_id(tokenizer)
+    return max(len(tokenizer), -1 if top is None else top + 1)
 
 
 def parameter_count(cfg: StudentConfig) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
+from .batching import bucketed_batches, encode_flagged, encode_packed, iter_padded, lengths_of, max_token_id, pad, sorted_batches
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
@@ -171,6 +171,14 @@ def load_classifier(path: str, class_names: list[str]):
             f"tokenizer of {path!r} has {len(tokenizer)} tokens but the model only {config.vocab_size}: "
             "they do not belong together"
         )
+    top = max_token_id(tokenizer)
+    if top is not None and top >= config.vocab_size:
+        # (fewer tokens than ids: a vocab.txt naming a token twice keeps its last line's id, past the
+        # table; torch's "IndexError: index out of range in self" came mid-training)
+        raise KdError(
+            f"tokenizer of {path!r} gives token ids up to {top} but the model's embedding table has {config.vocab_size} "
+            f"rows (ids 0-{config.vocab_size - 1}){_id_gap(tokenizer, top)}: they do not belong together"
+        )
     from safetensors import SafetensorError
 
     # a decoder-only classifier (GPT-2, Llama) reads the last token that is not padding, and with no
@@ -205,6 +213,15 @@ def load_classifier(path: str, class_names: list[str]):
     if reorder:  # the store's classes in another order: the head's rows follow them (its fine-tuning is kept)
         _reorder_head(model, [trained.index(n) for n in class_names], path)
     return tokenizer, model
+
+
+def _id_gap(tokenizer, top: int) -> str:
+    """Why a tokenizer's ids run past its size (``"; its 38 tokens leave 1 id unused ..."``), or ``""``."""
+    missing = top + 1 - len(tokenizer)
+    if missing <= 0:
+        return ""
+    return (f"; its {len(tokenizer)} tokens leave {missing} id{'s' if missing > 1 else ''} unused (a vocab.txt that names "
+            f"{'a token' if missing == 1 else 'tokens'} twice?)")
 
 
 def _reads_last_token(config) -> bool:
@@ -584,7 +601,13 @@ def config_dict(cfg: TeachConfig) -> dict:
     return asdict(cfg)
 
 
-ABSOLUTE_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}  # positions start after the pad id
+# positions start after the pad id (RoBERTa's numbering; its descendants too: with only RoBERTa's
+# names, --max-len 514 of a 514-position MPNet or data2vec-text passed, and a long text was an
+# IndexError mid-training)
+ABSOLUTE_POSITION_OFFSET = dict.fromkeys((
+    "roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "roberta-prelayernorm", "data2vec-text", "mpnet",
+    "longformer", "ibert", "luke", "xmod", "markuplm",
+), 2)
 
 
 def check_max_len(config, max_len: int, path: str) -> None:

@@ -1391,6 +1391,32 @@ def test_teach_refuses_mismatched_tokenizer_and_foreign_head(sample_store, tiny_
     assert _count(sample_store, Logit) == 0
 
 
+def test_teach_refuses_a_vocab_txt_naming_a_token_twice(sample_store, tiny_model, tmp_path):
+    """A vocab.txt that names a token twice has one token fewer than lines, its last line's id past
+    a table sized to the tokenizer's length: len(tokenizer) == vocab_size passed, and torch's
+    "IndexError: index out of range in self" traceback came mid-training."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    tokens = [t for t, _ in sorted(AutoTokenizer.from_pretrained(tiny_model).get_vocab().items(), key=lambda kv: kv[1])]
+    lines = tokens[:5] + ["很"] + tokens[5:]  # 很 twice: its second line's id wins, the last line's id is len(lines) - 1
+    folder = tmp_path / "dup-vocab"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    bert = lambda n: BertForMaskedLM(BertConfig(vocab_size=n, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+                                                intermediate_size=16, max_position_embeddings=40))
+    bert(len(lines)).save_pretrained(folder)  # (config.json first: AutoTokenizer reads the model type from it)
+    n = len(AutoTokenizer.from_pretrained(folder))
+    assert n == len(lines) - 1
+    bert(n).save_pretrained(folder)  # a table as large as the tokenizer says it is
+    db = str(sample_store)
+    result = kd("teach", "--run", "dup", "--model", str(folder), "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
+    assert result.output.strip().splitlines() == [
+        f"Error: tokenizer of {str(folder)!r} gives token ids up to {n} but the model's embedding table has {n} rows "
+        f"(ids 0-{n - 1}); its {n} tokens leave 1 id unused (a vocab.txt that names a token twice?): they do not belong together"]
+    assert _stage(sample_store, "dup", "teach").status == "failed"
+    assert _count(sample_store, Logit) == 0
+
+
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 def test_a_checkpoint_of_the_stores_classes_in_another_order_keeps_its_head_reordered(tmp_path, kind):
     """A user's classifier fine-tuned for ['pos', 'neg'] was refused by a store of ['neg', 'pos']
@@ -2414,6 +2440,22 @@ def test_a_model_without_a_position_limit_takes_any_max_len(tmp_path):
     XLNetConfig(vocab_size=100, d_model=32, n_layer=2, n_head=2, d_inner=64).save_pretrained(tmp_path / "xlnet")
     check_max_len(XLNetConfig(), 512, "xlnet")
     _check_positions(None, TeachConfig(model=str(tmp_path / "xlnet"), max_len=512))
+
+
+@pytest.mark.parametrize("kind", ["data2vec-text", "mpnet", "xlm-roberta-xl", "roberta-prelayernorm"])
+def test_a_max_len_past_the_positions_of_a_roberta_like_model_is_refused_before_a_stage(sample_store, tmp_path, kind):
+    """These number their positions after the pad id, as RoBERTa does, but only RoBERTa's names took
+    off the two: --max-len 24 of a 24-position model passed, and a 23-token text was a traceback
+    ("index 24 is out of bounds", IndexError) mid-training."""
+    from transformers import AutoConfig
+
+    AutoConfig.for_model(kind, vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=24).save_pretrained(tmp_path / kind)
+    db = str(sample_store)
+    result = kd("teach", "--run", "long", "--model", str(tmp_path / kind), "--max-len", "24", "--db", db, ok=False)
+    assert result.output.strip().splitlines() == [
+        f"Error: --max-len 24 is longer than model {str(tmp_path / kind)!r} can read (22 positions): use --max-len 22 or less"]
+    assert not Store.open(db).run_exists("long")
 
 
 def test_a_pretrain_whose_every_fp16_step_is_skipped_fails_instead_of_running_forever(sample_store, monkeypatch):
