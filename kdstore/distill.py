@@ -27,7 +27,7 @@ from .losses import (
     neuron_selectivity, patient_kd, probability_shift, query_key_relation_kl, relation_kl, temperature_weights,
     temperatures_from_weights,
 )
-from .metrics import classification_metrics
+from .metrics import classification_metrics, mean_log_loss
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_sharded_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
 from .progress import progress
@@ -613,8 +613,9 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
             mine = student_logits(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, device=device, label=f"{tag.rstrip('/')} dev".strip())
             _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
-            add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"]}, step=epoch)
-            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch)):  # rank 0 decides for all
+            dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
+            add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"], f"{tag}loss": dev_loss}, step=epoch)
+            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch, loss=dev_loss)):  # rank 0 decides for all
                 break
     fitted["train_seconds"] = time.monotonic() - start
     best.restore(model)

@@ -18,7 +18,7 @@ from .batching import bucketed_batches, encode_flagged, encode_packed, iter_padd
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
-from .metrics import class_support, classification_metrics
+from .metrics import class_support, classification_metrics, mean_log_loss
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
@@ -562,8 +562,9 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
             mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"{tag.rstrip('/')} dev".strip())
             _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
-            add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"]}, step=epoch)
-            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch)):  # rank 0 decides for all
+            dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
+            add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"], f"{tag}loss": dev_loss}, step=epoch)
+            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch, loss=dev_loss)):  # rank 0 decides for all
                 break
     best.restore(model)
     best_epoch = best.epoch or cfg.epochs  # no dev split: the last epoch

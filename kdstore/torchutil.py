@@ -105,14 +105,17 @@ class BestCheckpoint:
     def __init__(self, patience: int):
         self.patience = patience
         self.score = float("-inf")
+        self.loss = float("inf")
         self.epoch = 0
         self.state: dict | None = None
         self._stale = 0
 
-    def update(self, score: float, model: torch.nn.Module, epoch: int) -> bool:
-        """Record an epoch's dev score; returns True when training should stop."""
-        if score > self.score:
-            self.score, self.epoch, self._stale = score, epoch, 0
+    def update(self, score: float, model: torch.nn.Module, epoch: int, *, loss: float | None = None) -> bool:
+        """Record an epoch's dev score (and dev loss, which breaks a tie of scores: the lower one is
+        better); returns True when training should stop."""
+        loss = float("inf") if loss is None else loss
+        if score > self.score or (score == self.score and loss < self.loss):
+            self.score, self.loss, self.epoch, self._stale = score, loss, epoch, 0
             self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             return False
         self._stale += 1

@@ -551,6 +551,35 @@ def test_best_checkpoint_keeps_the_best_epoch_and_stops_on_patience():
     assert best.epoch == 2 and model.weight.item() == 2.0
 
 
+def test_a_tie_of_dev_scores_goes_to_the_lower_dev_loss():
+    """A small dev set all right at epoch 1 (near-uniform probabilities) kept that barely trained
+    epoch over a confident one of the same macro-F1."""
+    from kdstore.torchutil import BestCheckpoint
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    best = BestCheckpoint(patience=2)
+    stops = []
+    for epoch, (score, loss) in enumerate([(1.0, 0.69), (1.0, 0.25), (1.0, 0.25), (0.9, 0.1), (1.0, 0.3)], start=1):
+        model.weight.data.fill_(float(epoch))
+        stops.append(best.update(score, model, epoch, loss=loss))
+    assert stops == [False, False, False, True, True]  # epoch 3 ties both: no improvement; epoch 4 scores less
+    best.restore(model)
+    assert best.epoch == 2 and model.weight.item() == 2.0
+
+
+def test_mean_log_loss_by_hand():
+    from kdstore.metrics import mean_log_loss
+
+    logits = np.array([[0.0, 0.0], [2.0, 0.0], [1000.0, 0.0]])
+    expected = (np.log(2) + np.log(1 + np.exp(-2.0)) + (1000.0 + 0.0)) / 3  # the third is wrong by 1000
+    assert mean_log_loss([0, 0, 1], logits) == pytest.approx(expected)
+    assert mean_log_loss(np.array([], dtype=int), np.zeros((0, 2))) == 0.0
+    with pytest.raises(ValueError, match="outside 0..1"):
+        mean_log_loss([2], [[0.0, 1.0]])
+    with pytest.raises(ValueError, match="2 labels for 1 rows"):
+        mean_log_loss([0, 1], [[0.0, 1.0]])
+
+
 def test_encode_flags_truncated_texts_from_one_call_fast_or_slow(tmp_path):
     from synthetic import save_tiny_bert
     from transformers import AutoTokenizer
