@@ -234,7 +234,7 @@ def markdown(result: dict, info: dict, command: str, not_judged: str | None = No
     for setting, table in result["rows"].items():
         teacher = statistics.fmean(table["teacher"])
         f1 = (result.get("f1") or {}).get(setting, {})
-        lines += [f"**{setting}**", "", "| model | test accuracy (mean, min-max) | test macro-F1 (mean) | gap closed | target |",
+        lines += [f"**{setting}**", "", "| model | test accuracy (mean, min-max) | test macro-F1 (mean, min-max) | gap closed | target |",
                   "| --- | ---: | ---: | ---: | --- |"]
         for name, values in table.items():
             mean = statistics.fmean(values)
@@ -245,7 +245,7 @@ def markdown(result: dict, info: dict, command: str, not_judged: str | None = No
                 base = statistics.fmean(alone)
                 gap = shown((mean - base) / (teacher - base), ".0%", TARGET_GAP_B1) if teacher > base else "n/a (teacher ≤ alone)"
             target = target_cell(setting, name, table, not_judged)
-            macro = f"{statistics.fmean(f1[name]):.4f}" if f1.get(name) else "—"
+            macro = f"{statistics.fmean(f1[name]):.4f} ({min(f1[name]):.4f}–{max(f1[name]):.4f})" if f1.get(name) else "—"
             lines.append(f"| {name} | {mean:.2%} ({min(values):.2%}–{max(values):.2%}) | {macro} | {gap} | {target} |")
         lines.append("")
     cfg = result["config"]

@@ -79,7 +79,7 @@ PROFILE_ARGS: dict[str, dict[str, list[str]]] = {
     "medium": {
         "B1B2": ["--quick", "--train-rows", "2000", "--minutes", "1", "--teacher-epochs", "2", "--student-epochs", "1",
                  "--augment-n", "1"],
-        "B3": ["--quick", "--train-rows", "2000", "--minutes", "1", "--teacher-epochs", "2"],
+        "B3": ["--quick", "--train-rows", "2000", "--minutes", "1", "--teacher-epochs", "2", "--student-votes-folds", "5"],
         "B4": ["--train-rows", "500", "--dev-rows", "200", "--test-rows", "300", "--pretrain-steps", "10",
                "--batch-texts", "500", "--single-texts", "100", "--ee-texts", "100", "--ee-dev-texts", "300", "--repeats", "3"],
         "B5": ["--quick", "--rows", "10000"],
@@ -88,7 +88,7 @@ PROFILE_ARGS: dict[str, dict[str, list[str]]] = {
     "quick": {
         "B1B2": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1", "--student-epochs", "1",
                  "--augment-n", "1"],
-        "B3": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1"],
+        "B3": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1", "--student-votes-folds", "2"],
         "B4": ["--layers", "2", "--hidden", "128", "--transformer-layers", "1", "--train-rows", "200", "--dev-rows", "100",
                "--test-rows", "100", "--pretrain-steps", "5", "--batch-texts", "200", "--single-texts", "30",
                "--ee-texts", "30", "--ee-dev-texts", "50", "--repeats", "2"],
@@ -98,7 +98,7 @@ PROFILE_ARGS: dict[str, dict[str, list[str]]] = {
     "smoke": {
         "B1B2": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1", "--student-epochs", "1",
                  "--augment-n", "1", "--students", "textcnn"],
-        "B3": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1"],
+        "B3": ["--quick", "--train-rows", "1200", "--minutes", "0.2", "--teacher-epochs", "1", "--student-votes-folds", "2"],
         "B4": ["--layers", "2", "--hidden", "128", "--transformer-layers", "1", "--train-rows", "200", "--dev-rows", "100",
                "--test-rows", "100", "--pretrain-steps", "5", "--batch-texts", "200", "--single-texts", "30",
                "--ee-texts", "30", "--ee-dev-texts", "50", "--repeats", "2", "--students", "textcnn"],
@@ -531,7 +531,12 @@ def merge_files(paths: list[Path]) -> dict:
 
     datas = []
     for path in paths:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:  # (a traceback; a cut-off file's error named no file)
+            raise ValueError(f"{path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a JSON file: {exc}") from None
         if data.get("partial"):
             raise ValueError(f"{path}: a partial result (its run was stopped before the end): re-run that seed")
         datas.append(data)
@@ -657,8 +662,11 @@ def main(argv: list[str] | None = None) -> int:
     kept: dict = {}
     if (args.keep or args.add_seeds) and (out / "results.json").exists():
         old = json.loads((out / "results.json").read_text(encoding="utf-8"))
-        if old["suite"]["profile"] == profile:
-            kept = old["jobs"]
+        if old["suite"]["profile"] != profile:  # (it was ignored, and this run's results.json replaced its figures)
+            print(f"python -m bench: --{'add-seeds' if args.add_seeds else 'keep'}: {out / 'results.json'} holds a "
+                  f"{old['suite']['profile']} run, not a {profile} one: give the same size option, or another --out", file=sys.stderr)
+            return 2
+        kept = old["jobs"]
     rerun = {key for key, (covers, _, _) in JOBS.items() if set(covers) & set(only)}  # the kept jobs this run replaces
     for key in sorted(rerun & set(kept)):
         dropped = [t for t in kept[key].get("tables", ()) if t not in only]

@@ -173,7 +173,7 @@ def markdown(summary: dict, cfg: dict, args, info: dict, command: str, not_judge
         f"(train texts + People's Daily), then {cfg['epochs']} epochs fine-tuning at lr {cfg['lr']}; "
         f"device {args.device}; seeds {args.seeds}.",
         "",
-        "| setting | test accuracy (mean, min-max) | test macro-F1 | logits samples/s (median) | fine-tune + scoring s (median) | target |",
+        "| setting | test accuracy (mean, min-max) | test macro-F1 (mean, min-max) | logits samples/s (median) | fine-tune + scoring s (median) | target |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for setting, s in summary.items():
@@ -186,7 +186,7 @@ def markdown(summary: dict, cfg: dict, args, info: dict, command: str, not_judge
         else:
             verdict = f"≥ {t:.0%}: **{'met' if meets(acc['mean'], t) else 'not met'}**"
         lines.append(
-            f"| {setting} | {acc['mean']:.2%} ({acc['min']:.2%}–{acc['max']:.2%}) | {s['test_macro_f1']['mean']:.4f} | "
+            f"| {setting} | {acc['mean']:.2%} ({acc['min']:.2%}–{acc['max']:.2%}) | {s['test_macro_f1']['mean']:.4f} ({s['test_macro_f1']['min']:.4f}–{s['test_macro_f1']['max']:.4f}) | "
             f"{_median(s['logit_samples_per_s']):,.0f} | {_median(s['teach_seconds']):.0f} | {verdict} |"
         )
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, shared_dir  # noqa: E402
+from bench.common import machine_info, meets, shared_dir, shown  # noqa: E402
 
 TARGET_S = 3.0  # B5: per-character tokenization of 500k texts, 17-21 s in the reference tool
 
@@ -122,9 +122,9 @@ def markdown(res: dict) -> str:
         "| --- | ---: | ---: | --- |",
     ]
     for name, s in res["seconds"].items():
-        judged = (f"**{'met' if s['median'] <= TARGET_S else 'not met'}**" if res["rows"] >= 500_000 and len(s["rounds"]) >= 5
+        judged = (f"**{'met' if meets(s['median'], TARGET_S, at_most=True) else 'not met'}**" if res["rows"] >= 500_000 and len(s["rounds"]) >= 5
                   else "not judged (fewer texts)" if res["rows"] < 500_000 else f"not judged ({len(s['rounds'])} rounds, the protocol's medians are over 5)")
-        lines.append(f"| {name} | {s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f}) | {res['rows'] / s['median']:,.0f} | {judged} |")
+        lines.append(f"| {name} | {shown(s['median'], '.2f', TARGET_S, at_most=True)} ({s['min']:.2f}–{s['max']:.2f}) | {res['rows'] / s['median']:,.0f} | {judged} |")
     return "\n".join(lines)
 
 

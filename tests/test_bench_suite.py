@@ -279,13 +279,14 @@ def test_b1b2_seeds_run_apart_merge_into_one_table():
     assert m["rows"]["B1"]["TF-IDF+LR"] == [0.80]  # the peer is deterministic: measured once
     assert [(p["seeds"], p["commit"]) for p in m["parts"]] == [([1], "abc1234"), ([2, 3], "def5678")]
     text = markdown_from_json(m)
-    assert "| teacher | 88.00% (86.00%–90.00%) | 0.8700 |" in text and "| textcnn distilled | 86.67% (86.00%–87.00%) | 0.8567 | 67% |" in text
+    assert "| teacher | 88.00% (86.00%–90.00%) | 0.8700 (0.8500–0.8900) |" in text
+    assert "| textcnn distilled | 86.67% (86.00%–87.00%) | 0.8567 (0.8500–0.8600) | 67% |" in text
     assert m["f1"]["B1"]["textcnn alone"] == pytest.approx([0.83, 0.81, 0.85]) and m["f1"]["B1"]["TF-IDF+LR"] == [0.79]
-    assert "| TF-IDF+LR | 80.00% (80.00%–80.00%) | 0.7900 |" in text  # macro-F1 for every row, as the protocol asks
+    assert "| TF-IDF+LR | 80.00% (80.00%–80.00%) | 0.7900 (0.7900–0.7900) |" in text  # macro-F1 for every row, as the protocol asks
     older = {k: v for k, v in a.items() if k != "f1"}  # a result from before macro-F1 was recorded
     assert "| textcnn distilled | 86.00% (86.00%–86.00%) | — |" in markdown_from_json(older)
     assert merge_seeds(older, b)["f1"] == {}
-    assert "88.00%" in teacher_markdown_from_json(m)
+    assert "| B1 | 88.00% (86.00%–90.00%) | 0.8800 (0.8600–0.9000) |" in teacher_markdown_from_json(m)  # macro-F1's spread too
     # a third run merges onto the merged one, and its parts are kept in order
     c = distill_data([4], {"teacher": [0.88], "alone": [0.84], "distilled": [0.86]})
     assert [p["seeds"] for p in merge_seeds(m, c)["parts"]] == [[1], [2, 3], [4]]
@@ -999,3 +1000,53 @@ def test_distill_bench_gives_each_student_only_the_sizes_it_uses():
     assert for_student(STUDENT_QUICK, "bigru") == ["--epochs", "4", "--embed-dim", "64", "--hidden", "64"]
     assert for_student(STUDENT_QUICK, "transformer") == ["--epochs", "4", "--layers", "2"]
     assert for_student(["--epochs", "10"], "bilstm") == ["--epochs", "10"]
+
+
+def test_quick_medium_and_smoke_keep_every_b3_row():
+    """The full run's B3 table has the two out-of-fold TextCNN rows (--student-votes-folds 5); --quick,
+    --medium and --smoke, said to keep every table's rows, left them out."""
+    for profile in suite.PROFILES:
+        argv = suite.plan(["B3"], profile, "cpu", "1", Path("out"))[0]["argv"]
+        assert "--student-votes-folds" in argv and int(argv[argv.index("--student-votes-folds") + 1]) >= 2, profile
+
+
+def test_keep_or_add_seeds_over_another_size_is_refused_not_dropped(tmp_path, monkeypatch, capsys):
+    """A full run's seed 1 in OUT/results.json, then `--add-seeds --seeds 2 --quick`: the kept figures
+    were ignored without a word and this run's results.json replaced them (exit 0)."""
+    out, data, argv = _kept_seed_1(tmp_path, monkeypatch)
+    before = (out / "results.json").read_text()
+
+    def never(job, out_dir):
+        raise AssertionError("nothing runs")
+
+    monkeypatch.setattr(suite, "run_job", never)
+    for option in ("--add-seeds", "--keep"):
+        assert suite.main(["B1", option, "--seeds", "2", "--quick", "--device", "cpu", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{option}: " in err and "holds a full run, not a quick one" in err and len(err.strip().splitlines()) == 1
+    assert (out / "results.json").read_text() == before
+
+
+def test_merge_names_a_missing_or_cut_off_file(tmp_path, capsys):
+    """`python -m bench merge` of a path mistyped ended in a traceback, and of a file cut off (a sitting
+    killed while writing) in "Expecting ',' delimiter: line 2 column 1" naming no file."""
+    good = tmp_path / "s1.json"
+    good.write_text(json.dumps(distill_data([1], {"teacher": [0.86], "alone": [0.84], "distilled": [0.85]})))
+    cut = tmp_path / "s2.json"
+    cut.write_text(good.read_text()[:40])
+    assert suite.main(["merge", str(good), str(tmp_path / "s3.json")]) == 2
+    assert capsys.readouterr().err.strip() == f"python -m bench merge: {tmp_path / 's3.json'}: No such file or directory"
+    assert suite.main(["merge", str(good), str(cut)]) == 2
+    assert capsys.readouterr().err.startswith(f"python -m bench merge: {cut}: not a JSON file: ")
+
+
+def test_tokenization_figure_is_not_rounded_across_its_target():
+    """bench/tokenization.py showed a median of 3.004 s as "3.00" beside "not met"."""
+    from bench.tokenization import markdown
+
+    res = {"command": "c", "machine": MACHINE, "rows": 500_000, "pool": "x", "max_len": 128, "mean_tokens": 60.0,
+           "seconds": {"encode": {"median": 3.004, "min": 3.0, "max": 3.1, "rounds": [3.004] * 5},
+                       "fast": {"median": 3.0, "min": 2.9, "max": 3.1, "rounds": [3.0] * 5}}}
+    table = markdown(res)
+    assert "| encode | 3.004 (3.00–3.10) | 166,445 | **not met** |" in table
+    assert "| fast | 3.00 (2.90–3.10) | 166,667 | **met** |" in table
