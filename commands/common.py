@@ -46,8 +46,13 @@ class KdGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (KdError, Terminated) as exc:
+        except KdError as exc:
+            raise click.ClickException(str(exc) + _file_note(ctx, str(exc))) from None
+        except Terminated as exc:
             raise click.ClickException(str(exc)) from None
+        except click.UsageError as exc:  # ("Invalid value for --min-score: 2 is not a score", of a file's min-score)
+            exc.message += _file_note(ctx, exc.format_message())
+            raise
         except BrokenPipeError:
             raise
         except OSError as exc:  # a path kd was told to write or read (``--export``, ``--plot`` ...)
@@ -106,7 +111,25 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
     except KdError as exc:  # a server URL's password, as the file has it, is no part of a message
         raise KdError(_hide_passwords(str(exc), defaults.get("db"))) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta["kd.config"] = (ctx, path, sources, defaults)  # (shared with the group's context: _file_note reads it)
     return value
+
+
+def _file_note(ctx: click.Context, message: str) -> str:
+    """What to add to an error ``message``: where the config file gave each option its first clause
+    names, when the value came from the file rather than the command line (``--epochs, --batch-size
+    must be >= 1 ...`` + `` (kd.toml: [teach] epochs = 0)``); it named an option never typed, and no file."""
+    given = ctx.meta.get("kd.config")
+    if given is None:
+        return ""
+    command, path, sources, values = given
+    head = message.split(": ", 1)[0]  # (the option judged, not one a fix suggests after the colon)
+    named = [f"{sources.get(p.name, p.name)} = {json.dumps(values[p.name], ensure_ascii=False, default=str)}"
+             for p in command.command.params
+             if p.name in values and p.name != "db"  # (a server URL's password is no part of a message)
+             and command.get_parameter_source(p.name) == click.core.ParameterSource.DEFAULT_MAP
+             and any(re.search(rf"{re.escape(o)}(?![\w-])", head) for o in getattr(p, "opts", ()) if o.startswith("--"))]
+    return f" ({path}: {'; '.join(named)})" if named else ""
 
 
 def _command_tables(ctx: click.Context) -> dict[str, set[str]]:

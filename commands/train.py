@@ -259,6 +259,9 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
         minutes = 0.0  # a typed --steps N is the budget: a config file's minutes made it clock-bound (and stop early)
     elif minutes and source("minutes") == ParameterSource.COMMANDLINE and source("steps") == ParameterSource.DEFAULT_MAP:
         steps = 0  # and a typed --minutes over a file's steps
+    if generator_layers and objective != "electra" and source("objective") == ParameterSource.COMMANDLINE \
+            and source("generator_layers") == ParameterSource.DEFAULT_MAP:
+        generator_layers = 0  # a typed --objective mlm over a file's ELECTRA generator size (refused as if typed)
     cfg = PretrainConfig(
         layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,
         steps=steps, minutes=minutes, mask_prob=mask_prob, objective=objective, generator_layers=generator_layers, wwm=wwm, min_count=min_count, corpus=tuple(corpus),
@@ -546,6 +549,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         attention_mse=attention_mse, fsp=fsp, nst=nst,
         value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, layer_map=mapping, seed=seed, device=device,
     )
+    cfg = _file_student_options_fit(cfg)
     cfg.validate()
     store = open_store(db, writer=True)
     cfg = _resolve_unlabeled(store, cfg)
@@ -564,7 +568,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         if cfg.init_from_teacher is None:  # recorded as it runs (the stage decides so: _copies_layers), not as null, which
             # said nothing of it: teacher_layer[i] is on record whether the layers were copied or only matched
             cfg = replace(cfg, init_from_teacher=(cfg.width or teacher_config.hidden_size) == teacher_config.hidden_size)
-    if teacher_config is not None and init_embeddings == "teacher":
+    if teacher_config is not None and cfg.init_embeddings == "teacher":
         cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim))
     check_student_shape(cfg, teacher_config, len(store.class_names()))  # as the stage checks it, before it is recorded
     if cfg.layer_map and teacher_config is not None and not cfg.intermediate and not cfg.init_from_teacher:
@@ -651,6 +655,21 @@ def _file_temperatures_fit(soft_loss: str, temperature: float, temperature_end: 
     elif schedule == "cwsm" and typed("temperature_schedule") and from_file("temperature_gamma"):
         gamma = default["temperature_gamma"]
     return temperature, temperature_end, schedule, beta, gamma
+
+
+def _file_student_options_fit(cfg: DistillConfig) -> DistillConfig:
+    """``cfg`` with the options a config file gave back at their defaults where a typed --student
+    leaves them no use: a file's transformer student (its --layer-map and intermediate losses) refused
+    every typed `kd distill --student textcnn`, and its `init-embeddings = "teacher"` every typed
+    `--student transformer`, each as if typed ("leave it out"), with no way out on the command line."""
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("student") != ParameterSource.COMMANDLINE:
+        return cfg  # (a file's own student with such options is the file's mistake: refused)
+    unfit = ("init_embeddings",) if cfg.student == "transformer" else \
+        ("layer_map", *(o[2:].replace("-", "_") for o in INTERMEDIATE_OPTIONS))
+    default = DistillConfig()
+    return replace(cfg, **{name: getattr(default, name) for name in unfit
+                           if ctx.get_parameter_source(name) == ParameterSource.DEFAULT_MAP})
 
 
 def _refuse_unfit_temperatures(soft_loss: str, schedule: str) -> None:
@@ -741,8 +760,10 @@ def _embedding_width(teacher_config, embed_dim: int) -> int:
     width = getattr(teacher_config, "embedding_size", None) or getattr(teacher_config, "hidden_size", None)
     if not isinstance(width, int) or width < 1:
         return embed_dim  # not a width to go by: the stage compares the tables themselves
-    if click.get_current_context().get_parameter_source("embed_dim") in (ParameterSource.DEFAULT, None):
-        return width
+    source = click.get_current_context().get_parameter_source
+    if source("embed_dim") in (ParameterSource.DEFAULT, None) or (
+            source("embed_dim") == ParameterSource.DEFAULT_MAP and source("init_embeddings") == ParameterSource.COMMANDLINE):
+        return width  # (a file's embed-dim, for students of their own table, is no use to a typed --init-embeddings teacher)
     if embed_dim != width:
         raise click.BadParameter(f"{embed_dim}: the teacher's token embeddings are {width} wide; leave --embed-dim out "
                                  f"with --init-embeddings teacher (it takes their width) or give {width}", param_hint="--embed-dim")

@@ -255,7 +255,8 @@ def test_a_toml_array_for_a_single_valued_option_is_an_error(other_db, invoke, w
     write_file("kd.toml", 'db = "other.db"\n[ingest]\ntext-col = ["text", "body"]\n')
     assert "expected a single value, not an array" in error_line(invoke(["ingest", "train.tsv"], db=None, ok=False))
     write_file("kd.toml", 'db = "other.db"\n[labels.detect]\nmethod = ["disagree", "nope"]\n')
-    assert "kd.toml" not in error_line(invoke(["labels", "detect"], db=None, ok=False))  # joined: kd's own check
+    line = error_line(invoke(["labels", "detect"], db=None, ok=False))  # joined: kd's own check, the joined value named
+    assert line.startswith("Error: unknown --method 'nope'") and line.endswith('(kd.toml: [labels.detect] method = "disagree,nope")'), line
 
 
 def test_an_unknown_key_suggests_the_close_option(other_db, invoke, write_file, error_line):
@@ -442,3 +443,57 @@ def test_a_typed_soft_loss_or_schedule_wins_over_the_files_temperatures(tmp_path
     assert "--soft-loss mse reads raw logits" in result.stderr
     write_file("kd.toml", '[distill]\nsoft-loss = "mse"\ntemperature = 4\n')
     assert "--soft-loss mse reads raw logits" in invoke(["distill", "--run", "r", "--name", "x"], db=db, ok=False).stderr
+
+
+@pytest.mark.sqlite_only
+def test_a_typed_student_wins_over_the_files_options_it_leaves_no_use_for(tmp_path, write_file, invoke, error_line):
+    """A file written for a transformer student (its layer-map and intermediate losses) refused every typed
+    `kd distill --student textcnn` ("--layer-map ...: add --student transformer, or leave it out"), its
+    `init-embeddings = "teacher"` every typed `--student transformer`, and its embed-dim every typed
+    `--init-embeddings teacher` ("leave --embed-dim out"), with no way out on the command line. The typed
+    choice now wins, the file's unfit values go back to their defaults, and the stage records what ran."""
+    from synthetic import corpus_files, tiny_bert_for
+
+    (tmp_path / "corpus").mkdir()
+    files = corpus_files(tmp_path / "corpus", 0, pool_per_class=2)
+    model = tiny_bert_for(files, tmp_path / "tiny-bert")
+    db = str(tmp_path / "t.db")
+    invoke(["ingest", str(files["train"])], db=db)
+    invoke(["teach", "--run", "r", "--model", str(model), "--epochs", "1", "--batch-size", "16", "--max-len", "16"], db=db)
+    write_file("kd.toml", '[distill]\nstudent = "transformer"\nlayers = 1\nlayer-map = [1]\nhidden-mse = 1.0\n'
+                          'attention-kl = 0.5\nepochs = 1\nembed-dim = 8\nnum-filters = 4\n')
+    config = invoke.json(["distill", "--run", "r", "--student", "textcnn", "--init-embeddings", "teacher", "--name", "cnn"], db=db)["config"]
+    assert (config["student"], config["layer_map"], config["hidden_mse"], config["attention_kl"], config["embed_dim"]) == ("textcnn", [], 0.0, 0.0, 32)
+    write_file("kd.toml", '[distill]\ninit-embeddings = "teacher"\nepochs = 1\nlayers = 1\n')
+    config = invoke.json(["distill", "--run", "r", "--student", "transformer", "--name", "tf"], db=db)["config"]
+    assert (config["student"], config["init_embeddings"]) == ("transformer", "random")
+    # typed, an unfit option is still refused; and so is a file at odds with itself, naming the file
+    result = invoke(["distill", "--run", "r", "--student", "textcnn", "--hidden-mse", "1", "--name", "x"], db=db, ok=False)
+    assert "need --student transformer" in result.stderr
+    write_file("kd.toml", '[distill]\nstudent = "textcnn"\nhidden-mse = 1.0\n')
+    assert error_line(invoke(["distill", "--run", "r", "--name", "x"], db=db, ok=False)).endswith(
+        'need --student transformer (kd.toml: [distill] student = "textcnn"; [distill] hidden-mse = 1.0)')
+
+
+def test_a_typed_objective_wins_over_the_files_generator_size(other_db, invoke, write_file):
+    """A file's ELECTRA `generator-layers` refused every typed `kd pretrain --objective mlm` ("add
+    --objective electra, or leave it out"): the typed objective wins, the generator size goes back to 0."""
+    write_file("kd.toml", 'db = "other.db"\n[pretrain]\nobjective = "electra"\ngenerator-layers = 1\nsteps = 1\nlayers = 1\n'
+                          'hidden = 32\nheads = 2\nmax-len = 16\nbatch-size = 2\nmin-count = 1\nwwm = false\n')
+    config = invoke.json(["pretrain", "--run", "p", "--objective", "mlm"], db=None)["config"]
+    assert (config["objective"], config["generator_layers"]) == ("mlm", 0)
+
+
+def test_an_error_about_a_files_value_names_the_file_and_the_key(other_db, invoke, write_file, error_line, counts):
+    """`[teach] epochs = 0` was "--epochs, --batch-size must be >= 1 ..." and `[labels.clean] min-score = 2`
+    "Invalid value for --min-score": options never typed, in a file the error did not name. The file and
+    its key (and value) follow such an error; a typed value's error is as before; nothing is written."""
+    before = counts(str(other_db))
+    write_file("kd.toml", 'db = "other.db"\n[teach]\nepochs = 0\nmodel = "/nowhere"\n[labels.clean]\nmin-score = 2\n')
+    assert error_line(invoke(["teach", "--run", "c"], db=None, ok=False)) == (
+        "Error: --epochs, --batch-size must be >= 1, --max-len >= 2 and --lr > 0 (kd.toml: [teach] epochs = 0)")
+    assert error_line(invoke(["teach", "--run", "c", "--epochs", "-1"], db=None, ok=False)) == (
+        "Error: --epochs, --batch-size must be >= 1, --max-len >= 2 and --lr > 0")
+    assert invoke(["labels", "clean", "--run", "c"], db=None, ok=False).stderr.splitlines()[-1] == (
+        "Error: Invalid value for --min-score: 2 is not a score: scores are in [0, 1] (kd.toml: [labels.clean] min-score = 2)")
+    assert counts(str(other_db)) == before
