@@ -307,16 +307,21 @@ def _batches(lines: list[bytes], n: int, name: str):
 
 
 class _Cuts:
-    """Line numbers of texts longer than the model reads: one warning for them all, not one a line.
-    Reading stdin, the first is named as soon as it is answered and the rest at the end."""
+    """Line numbers of texts longer than the model reads, and of empty lines skipped: one warning for
+    each kind, not one a line (a double-spaced file of 100k texts wrote 100k lines to standard error).
+    Reading stdin, the first of each is named as soon as it is answered and the rest at the end."""
 
     def __init__(self, max_len: int):
         self.max_len, self.lines, self.texts, self.told = max_len, [], 0, 0
+        self.empty, self.told_empty = [], 0
 
     def warn_first(self) -> None:
         if self.lines and not self.told:
             self._one(self.lines[0])
             self.told = 1
+        if self.empty and not self.told_empty:
+            click.echo(f"line {self.empty[0]}: empty text, skipped", err=True)
+            self.told_empty = 1
 
     def warn(self) -> None:
         cut = self.lines[self.told:]
@@ -326,6 +331,13 @@ class _Cuts:
             shown = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
             more = " more" if self.told else ""
             click.echo(f"{len(cut)}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})", err=True)
+        empty = self.empty[self.told_empty:]
+        if len(empty) == 1 and not self.told_empty:
+            click.echo(f"line {empty[0]}: empty text, skipped", err=True)
+        elif empty:
+            shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+            plural = "s" if len(empty) > 1 else ""
+            click.echo(f"{len(empty)}{' more' if self.told_empty else ''} empty line{plural} skipped (line{plural} {shown})", err=True)
 
     def _one(self, line: int) -> None:
         click.echo(f"line {line}: longer than {self.max_len} tokens, truncated", err=True)
@@ -353,7 +365,7 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
             if as_json:
                 click.echo(dumps_line({"line": n, "error": "empty text", **echo}))
             else:
-                click.echo(f"line {n}: empty text, skipped", err=True)
+                tally.empty.append(n)
                 click.echo("\t\t")  # one output line per input line: `paste` lines them up
             continue
         r = next(results)

@@ -1220,6 +1220,12 @@ def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monk
     # texts, one of them with a tab in it, or a single line with one: no warning
     assert kd(*args, input="很好\t真的\n太差\n\n").stderr == "line 3: empty text, skipped\n"
     assert kd(*args, input="很好\t真的\n").stderr == ""
+    # a double-spaced file: its empty lines in one warning, not one a line
+    spaced = tmp_path / "spaced.txt"
+    spaced.write_text("很好\n\n太差\n\n\n还行\n", encoding="utf-8")
+    out = kd(*args, str(spaced))
+    assert out.stderr == "3 empty lines skipped (lines 2, 4, 5)\n" and len(out.stdout.splitlines()) == 6
+    assert kd(*args, input="很好\n\n\n太差\n").stderr == "line 2: empty text, skipped\n1 more empty line skipped (line 3)\n"
 
 
 def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
