@@ -354,7 +354,7 @@ def run_option(f: Callable) -> Callable:
 
 
 def json_option(f: Callable) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+    return click.option("--json/--no-json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 def overwrite_option(f: Callable) -> Callable:

@@ -126,8 +126,8 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int
 @click.option("--label", help="Only samples with this (current) label.")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
               help=f"At most this many (0: all; over {TABLE_ROWS:,} are printed as tab-separated columns, not a table).")
-@click.option("--dropped", is_flag=True, help="Include samples dropped by `kd labels clean`.")
-@click.option("--tsv", "as_tsv", is_flag=True,
+@click.option("--dropped/--no-dropped", is_flag=True, help="Include samples dropped by `kd labels clean`.")
+@click.option("--tsv/--no-tsv", "as_tsv", is_flag=True,
               help="Print label<TAB>text lines under that header (text only for unlabeled samples), the form `kd ingest` reads: "
                    "e.g. the cleaned train set for another tool. Tabs and line breaks inside a text become spaces; "
                    "the texts kd distill --augment made are left out.")

@@ -51,7 +51,7 @@ def upgrade(db, as_json):
 
 @db.command()
 @store_options
-@click.option("--check", is_flag=True,
+@click.option("--check/--no-check", is_flag=True,
               help="Exit with status 1 unless the store is at this kd's revision (for scripts and deploy checks).")
 @json_option
 def current(db, check, as_json):

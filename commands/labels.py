@@ -35,8 +35,8 @@ def labels():
 @click.option("--frac-noise", type=FLOAT, default=1.0, show_default=True, help="Scale the estimated number of wrong labels by this, in (0, 1] (cleanlab frac_noise; with --combine other than ranked, only with the cleanlab method and --filter-by prune_by_noise_rate, prune_by_class or both, and not --combine union with the disagree method).")
 @click.option("--quality-method", type=click.Choice(noise.QUALITY_METHODS), default="self_confidence", show_default=True, help="cleanlab's per-sample label quality (rank.get_label_quality_scores) on the teacher's (with --student-votes/--tfidf-member: the ensemble's) probabilities: every issue's score, whichever method flagged it, is 1 - quality (the ranking, clean --min-score).")
 @click.option("--student-votes", multiple=True, help="Distill stage(s) whose out-of-fold probabilities join the ensemble: STAGE of --run, or RUN:STAGE (kd distill --folds K; others are refused as in-sample unless --allow-in-sample).")
-@click.option("--tfidf-member", is_flag=True, help="Add out-of-fold TF-IDF + logistic-regression probabilities to the ensemble.")
-@click.option("--allow-in-sample", is_flag=True, help="Accept a teacher that saw the samples it scores (not recommended).")
+@click.option("--tfidf-member/--no-tfidf-member", is_flag=True, help="Add out-of-fold TF-IDF + logistic-regression probabilities to the ensemble.")
+@click.option("--allow-in-sample/--no-allow-in-sample", is_flag=True, help="Accept a teacher that saw the samples it scores (not recommended).")
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Temperature-scale the probabilities to the given labels before cleanlab and the scores; "
                    "--no-calibrate: cleanlab on the raw ones, exactly as cleanlab.filter.find_label_issues.")
@@ -165,7 +165,7 @@ def import_(run, path, stage_name, overwrite, db, as_json):
 @run_option
 @click.option("--action", type=click.Choice(lab.ACTIONS), default="relabel", show_default=True)
 @click.option("--min-score", type=FLOAT, default=0.0, show_default=True, help="Only issues scoring at least this.")
-@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--dry-run/--no-dry-run", is_flag=True, help="Print what would change; change nothing.")
 @click.option("--top", type=click.IntRange(min=0), default=50, show_default=True,
               help="With --dry-run: table rows shown, highest scores first (0: all); the counts and --json cover every issue. "
                    "A clean decides every issue scoring at least --min-score: without --dry-run, --top is refused.")

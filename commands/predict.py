@@ -28,7 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @run_option
 @click.option("--model", "which", default="student", show_default=True, help="student (the latest distill stage that succeeded; the teacher when there is none), teacher, or a stage name.")
 @click.option("--artifact", type=KdPath(file_okay=False), help="Serve from a `kd export` folder instead: no store is opened.")
-@click.option("--store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE (predict-STAGE@SPLIT with --split) of the run.")
+@click.option("--store/--no-store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE (predict-STAGE@SPLIT with --split) of the run.")
 @click.option("--split", type=click.Choice(SPLITS), help="With --store: only the samples of this split.")
 @click.option("--speed", type=FLOAT, help="Early-exit model: exit at the first layer whose uncertainty <= SPEED (default: as trained; 0 = the full teacher model it extends).")
 @click.option("--text-field", metavar="NAME", help="Read JSON lines: each line an object whose NAME field is the text (it may hold line breaks and tabs); --json gives its other fields back under \"input\".")
@@ -36,7 +36,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @overwrite_option
 @store_options
-@click.option("--json", "as_json", is_flag=True, help="One JSON object a line: line, text, label, confidence, probs (per class), truncated (an early-exit model: layer, layers); an empty line: line and error (with --store: the stage, as kd report --json shows it).")
+@click.option("--json/--no-json", "as_json", is_flag=True, help="One JSON object a line: line, text, label, confidence, probs (per class), truncated (an early-exit model: layer, layers); an empty line: line and error (with --store: the stage, as kd report --json shows it).")
 def predict(path, run, which, artifact, from_store, split, speed, text_field, batch_size, device, overwrite, db, as_json):
     """Predict a label for each line of text (stdin or FILE).
 

@@ -100,7 +100,7 @@ def _config_value(value):
 @click.command()
 @click.argument("compare_runs", nargs=-1, metavar="[RUN]...", callback=resolve_runs)
 @run_option
-@click.option("--compare", "comparing", is_flag=True, help="Put the models of the RUNs given as arguments side by side.")
+@click.option("--compare/--no-compare", "comparing", is_flag=True, help="Put the models of the RUNs given as arguments side by side.")
 @click.option("--plot", "plot_dir", type=KdPath(file_okay=False), help="Write PNG charts here (needs matplotlib).")
 @store_options
 @json_option

@@ -295,7 +295,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @click.option("--split", "splits", multiple=True, type=click.Choice(TRAINABLE_SPLITS), help="Split(s) whose labeled rows train the teacher (repeatable; default: train). With dev among them no dev rows judge the epochs: the last one is kept.")
 @click.option("--label", "labels", multiple=True, help="Train (and judge epochs on dev) only rows with this label (repeatable; default: all). The stored figures cover every labeled row.")
 @click.option("--folds", type=int, default=0, help="Train K teachers on K stratified folds: out-of-fold logits for train samples.")
-@click.option("--logits-only", is_flag=True, help="Only score samples that have no logits yet, with the run's teacher.")
+@click.option("--logits-only/--no-logits-only", is_flag=True, help="Only score samples that have no logits yet, with the run's teacher.")
 @_seed_option
 @_device_option
 @overwrite_option
@@ -443,7 +443,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--temperature-schedule", type=click.Choice(TEMPERATURE_SCHEDULES), default="constant", show_default=True, help="flsw | cwsm: a temperature per sample around the scheduled one (Wen et al. 2019, as TextBrewer): lower where the student disagrees with the teacher (flsw) or is unsure (cwsm).")
 @click.option("--temperature-beta", type=FLOAT, default=1.0, show_default=True, help="flsw/cwsm: how far a sample's temperature moves from the scheduled one.")
 @click.option("--temperature-gamma", type=FLOAT, default=2.0, show_default=True, help="flsw: exponent on (1 - cosine(student, teacher)).")
-@click.option("--probability-shift", is_flag=True, help="Where the teacher is wrong on a labeled sample, swap its top logit with the gold class's (Wen et al. 2019, as TextBrewer). Clean labels first: it trusts them.")
+@click.option("--probability-shift/--no-probability-shift", is_flag=True, help="Where the teacher is wrong on a labeled sample, swap its top logit with the gold class's (Wen et al. 2019, as TextBrewer). Clean labels first: it trusts them.")
 @click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (--embed-dim is then the width of its table, unless given: the hidden size for BERT, less for ALBERT/ELECTRA).")
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")

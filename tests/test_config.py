@@ -329,6 +329,19 @@ def test_a_typed_option_wins_over_a_file_option_it_excludes(other_db, invoke, wr
     assert "--compare" not in out.output, out.output
 
 
+def test_a_files_on_off_option_is_switched_off_on_the_command_line(other_db, invoke, write_file):
+    """`json = true` or `[samples] dropped = true` in a file could not be undone for one command: the
+    flags had no --no- form (`[labels.clean] dry-run = true` as a safe default left no way to clean)."""
+    write_file("kd.toml", 'db = "other.db"\njson = true\n[samples]\nsplit = "train"\n')
+    assert invoke(["samples", "--no-json"], db=None).output.startswith("┏")  # the table, not JSON
+    assert invoke(["classes", "--no-json"], db=None).output.splitlines()[0] == "0\tpos"
+    assert json.loads(invoke(["classes"], db=None).output)[0] == {"id": 0, "name": "pos"}
+    for flag in ("--no-dry-run", "--no-logits-only", "--no-probability-shift", "--no-tfidf-member", "--no-tsv"):
+        command = {"--no-dry-run": ["labels", "clean"], "--no-logits-only": ["teach"], "--no-probability-shift": ["distill"],
+                   "--no-tfidf-member": ["labels", "detect"], "--no-tsv": ["samples"]}[flag]
+        assert flag in invoke([*command, "--help"], db=None).output
+
+
 def test_an_empty_config_option_or_blank_kd_config_is_refused(other_db, invoke, write_file, monkeypatch, error_line):
     """`--config "$CFG"` with CFG unset read ./kd.toml (or no file at all) without a word, as an empty
     --db once made ./kd.db: refused, as a blank KD_CONFIG is; an empty KD_CONFIG is unset, as KD_DB."""
