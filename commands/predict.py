@@ -413,6 +413,7 @@ _LINE_BREAKS = str.maketrans({c: " " for c in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2
 def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool,
                    speed: float | None = None, *, speed_if_early_exit: bool = False) -> None:
     """Logits, predictions and per-split metrics of the store's samples, as stage ``predict-STAGE``."""
+    from kdstore.environment import environment
     from kdstore.outputs import store_outputs
     from kdstore.predictor import Predictor
     from kdstore.report import run_report
@@ -440,6 +441,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         "max_len": predictor.max_len,
         "batch_size": batch_size,
         "classes": names,
+        "environment": environment(device),  # (its samples_per_s is a figure of this machine and device)
     }
     with stage_scope(store, run=run, kind="predict", name=name, config=config, overwrite=overwrite) as stage:
         started = time.monotonic()

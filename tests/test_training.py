@@ -2499,6 +2499,8 @@ def test_report_says_when_a_predict_stages_teacher_was_replaced_since(sample_sto
     kd(*teach)
     kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--db", db)
     assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout  # still the teacher it measured
+    env = _stage(sample_store, "r", "predict-teach@dev").config["environment"]  # (its samples_per_s is this machine's)
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu", env
     kd(*teach, "--overwrite", "--seed", "7")
     lines = kd("report", "--run", "r", "--db", db).stdout.splitlines()
     at = lines.index(next(line for line in lines if line.startswith("predict-teach@dev")))
