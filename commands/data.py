@@ -153,6 +153,9 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
             raise click.UsageError("--tsv or --json, not both")
     if as_tsv and not split:
         raise click.UsageError("--tsv needs --split: its lines do not say which split they are from")
+    if as_tsv and dropped:  # (its lines cannot say which samples were dropped: `kd ingest` took them all as kept)
+        raise click.UsageError("--tsv writes samples as kd ingest reads them, with no column to say which were dropped: "
+                               "leave --dropped out, or list them with --json (its 'dropped' field)")
     if as_tsv and split == "augmented":
         raise click.UsageError("--tsv leaves out the texts kd distill --augment made: `kd samples --split augmented --json` lists them")
     store = open_store(db)

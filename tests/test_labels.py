@@ -533,6 +533,8 @@ def test_show_top_and_the_sheets_current_label(db, tmp_path):
     assert rows[first["sample_id"]]["current"] == f"{first['given']} (dropped)"  # what the reviewer decides about now
     listed = {r["id"]: r["dropped"] for r in json.loads(kd("samples", "--dropped", "--limit", "0", "--db", db, "--json").stdout)}
     assert listed[first["sample_id"]] is True and sum(listed.values()) == 1  # --dropped says which are
+    refused = kd("samples", "--split", "train", "--tsv", "--dropped", "--db", db, ok=False)  # (its lines would not say which)
+    assert refused.exit_code == 2 and "leave --dropped out, or list them with --json" in refused.output
     assert "--min-score" in kd("labels", "clean", "--run", "r", "--min-score", "1.5", "--db", db, ok=False).output
     everything = json.loads(kd("labels", "show", "--run", "r", "--top", "0", "--db", db, "--json").stdout)
     assert len(everything) == len(_issues(db)) and len(json.loads(kd("labels", "show", "--run", "r", "--top", "2", "--db", db, "--json").stdout)) == 2
