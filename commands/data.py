@@ -124,6 +124,7 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int
 @click.option("--split", type=click.Choice((*SPLITS, "augmented")),
               help="Only this split's samples (augmented: only the texts kd distill --augment made, counted apart by kd ingest's table).")
 @click.option("--label", help="Only samples with this (current) label.")
+@click.option("--where", "condition", help="Only samples this SQL condition on samples selects, as kd teach's --where: \"source = 'shop.tsv'\".")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
               help=f"At most this many (0: all; over {TABLE_ROWS:,} are printed as tab-separated columns, not a table).")
 @click.option("--dropped/--no-dropped", is_flag=True, help="Include samples dropped by `kd labels clean`.")
@@ -133,12 +134,13 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int
                    "the texts kd distill --augment made are left out.")
 @store_options
 @json_option
-def samples(split, label, limit, dropped, as_tsv, db, as_json):
+def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
     """Show samples from the store.
 
     \b
     Example:
       kd samples --split train --label neg --limit 5
+      kd samples --where "source = 'shop.tsv'" --json
       kd samples --split train --limit 0 --tsv > train.cleaned.tsv   # current labels, dropped samples left out
     """
     if as_tsv and as_json:
@@ -161,10 +163,16 @@ def samples(split, label, limit, dropped, as_tsv, db, as_json):
     store = open_store(db)
     names = store.class_names()
     where = None
+    if condition is not None:
+        if not condition.strip():  # (`--where "$Q"` with Q unset: every sample, unseen)
+            raise click.BadParameter("is empty: give a SQL condition on samples, e.g. \"source = 'shop.tsv'\", or leave --where out",
+                                     param_hint="--where")
+        store.samples(where=condition, limit=0)  # a condition that cannot run is named as typed, not as kd joined it below
+        where = f"({condition}\n)"  # (the newline: a trailing -- comment cannot eat what kd adds after it)
     if label is not None:
         if label not in names:
             raise click.ClickException(f"no class {label!r} (classes: {', '.join(names)})")
-        where = f"label_id = {names.index(label)}"
+        where = f"label_id = {names.index(label)}" if where is None else f"{where} AND label_id = {names.index(label)}"
     if as_tsv:  # the texts kd distill --augment made ([UNK]-masked, cut) are no data to hand on
         where = "parent_id IS NULL" if where is None else f"{where} AND parent_id IS NULL"
     if split == "augmented":  # (they live in the unlabeled split, each with the sample it came from)

@@ -1469,3 +1469,17 @@ def test_parse_a_few_conflicting_rows_are_no_swapped_columns():
     assert [(r.label, r.text) for r in records] == [("pos", "好"), ("neg", "好")]
     labels = "".join(f"c{i}\tt{i}\n" for i in range(12))  # many classes of one text each: labels as many as texts
     assert len(parse(labels.encode(), "m.tsv", IngestOptions())) == 12
+
+
+def test_samples_where_selects_by_sql_as_teach_does(invoke, write_file, error_line):
+    """`kd samples` had no --where: the samples kd teach --where "source = 'shop.tsv'" trains on could
+    not be listed."""
+    write_file("shop.tsv", "pos\t好评一\nneg\t差评一\n")
+    write_file("web.tsv", "pos\t好评二\n")
+    invoke(["ingest", "shop.tsv"])
+    invoke(["ingest", "web.tsv"])
+    shop = invoke.json(["samples", "--where", "source = 'shop.tsv' -- a comment", "--label", "pos"])
+    assert [(r["text"], r["label"], r["source"]) for r in shop] == [("好评一", "pos", "shop.tsv")]
+    assert [r["text"] for r in invoke.json(["samples", "--where", "source = 'shop.tsv' OR source = 'web.tsv'", "--label", "neg"])] == ["差评一"]
+    assert "Error: --where 'source = 1)': its parentheses do not pair up" in error_line(invoke(["samples", "--where", "source = 1)"], ok=False))
+    assert "Invalid value for --where: is empty" in invoke(["samples", "--where", "  "], ok=False).output
