@@ -627,6 +627,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _read_results(path: Path) -> dict:
+    """``OUT/results.json``, or a one-line ``ValueError`` naming it (a run stopped while writing it, or
+    a hand edit, left a file that `render`, `--keep` and `--add-seeds` met with a traceback)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a JSON file ({exc}): re-run the suite, or give another --out") from None
+    if not isinstance(data, dict) or not isinstance(data.get("suite"), dict) or not isinstance(data.get("jobs"), dict):
+        raise ValueError(f"{path}: not a results.json of python -m bench (no 'suite' and 'jobs'): give another --out")
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
@@ -641,7 +653,11 @@ def main(argv: list[str] | None = None) -> int:
         if not src.exists():
             print(f"no {src}: run the suite first", file=sys.stderr)
             return 2
-        results = json.loads(src.read_text(encoding="utf-8"))
+        try:
+            results = _read_results(src)
+        except ValueError as exc:
+            print(f"python -m bench: {exc}", file=sys.stderr)
+            return 2
         covered = {t for job in results["jobs"].values() for t in job.get("tables", ())}
         if not args.doc and (results["suite"]["profile"] != "full" or covered != set(TABLES)):
             doc = out / "BENCHMARKS.md"  # (as the run itself: some tables only never replace the published page)
@@ -661,7 +677,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kept: dict = {}
     if (args.keep or args.add_seeds) and (out / "results.json").exists():
-        old = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        try:
+            old = _read_results(out / "results.json")
+        except ValueError as exc:
+            print(f"python -m bench: {exc}", file=sys.stderr)
+            return 2
         if old["suite"]["profile"] != profile:  # (it was ignored, and this run's results.json replaced its figures)
             print(f"python -m bench: --{'add-seeds' if args.add_seeds else 'keep'}: {out / 'results.json'} holds a "
                   f"{old['suite']['profile']} run, not a {profile} one: give the same size option, or another --out", file=sys.stderr)

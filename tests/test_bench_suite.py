@@ -1027,6 +1027,21 @@ def test_keep_or_add_seeds_over_another_size_is_refused_not_dropped(tmp_path, mo
     assert (out / "results.json").read_text() == before
 
 
+def test_a_cut_off_results_json_is_one_line_for_render_keep_and_add_seeds(tmp_path, capsys):
+    """A results.json cut off (a run stopped while writing it) met `render`, `--keep` and `--add-seeds`
+    with a JSONDecodeError traceback."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text('{"suite": {"profile": "quick"', encoding="utf-8")
+    for argv in (["render"], ["B1", "--keep"], ["B1", "--add-seeds", "--seeds", "2"]):
+        assert suite.main([*argv, "--quick", "--device", "cpu", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"python -m bench: {out / 'results.json'}: not a JSON file") and len(err.splitlines()) == 1, err
+    (out / "results.json").write_text("[]", encoding="utf-8")
+    assert suite.main(["render", "--quick", "--out", str(out)]) == 2
+    assert "not a results.json of python -m bench" in capsys.readouterr().err
+
+
 def test_merge_names_a_missing_or_cut_off_file(tmp_path, capsys):
     """`python -m bench merge` of a path mistyped ended in a traceback, and of a file cut off (a sitting
     killed while writing) in "Expecting ',' delimiter: line 2 column 1" naming no file."""
