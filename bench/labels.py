@@ -216,8 +216,10 @@ def _span(r: dict, key: str, fmt: str) -> str:
     return f" ({format(lo_hi[0], fmt)}–{format(lo_hi[1], fmt)})"
 
 
-def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judged: str | None = None) -> str:
-    """The tables; with ``not_judged`` (a reason) the targets are shown but not judged."""
+def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judged: str | None = None,
+             seeds: list[int] | None = None) -> str:
+    """The tables; with ``not_judged`` (a reason) the targets are shown but not judged; ``seeds``: the
+    training seeds they are of (named where there is one: "one seed" said not which)."""
     lines = ["| noise | detector | flagged | precision | recall | F1 | target |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         for name, m in r["detectors"].items():
@@ -243,7 +245,7 @@ def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judge
     lines += [
         "",
         f"- teacher: {cfg['layers']} x {cfg['hidden']}, {recipe_words(cfg)}, 5 folds x {cfg['epochs']} epochs; "
-        + (f"mean over {results[0]['seeds']} training seeds (min–max in brackets)" if results and results[0].get("seeds", 1) > 1 else "one seed"),
+        + (f"mean over {results[0]['seeds']} training seeds (min–max in brackets)" if results and results[0].get("seeds", 1) > 1 else "one seed" + (f" ({seeds[0]})" if seeds and len(seeds) == 1 else "")),
         f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit {commit_words(info)}",
         f"- command: `{command}`",
     ]
@@ -252,7 +254,7 @@ def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judge
 
 def markdown_from_json(data: dict, not_judged: str | None = None) -> str:
     """The tables from what ``--json`` wrote (the suite renders them this way)."""
-    return markdown(data["results"], data["config"], data["machine"], data.get("command", "?"), not_judged)
+    return markdown(data["results"], data["config"], data["machine"], data.get("command", "?"), not_judged, data.get("seeds"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,10 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         done = [levels_done for levels_done in per_seed if levels_done]
         n = min((len(x) for x in done), default=0)
         if n:
-            print(markdown(aggregate([x[:n] for x in done]), cfg, info, command, "stopped before the end"))
+            print(markdown(aggregate([x[:n] for x in done]), cfg, info, command, "stopped before the end", seeds[:len(done)]))
         return 1
     results = aggregate(per_seed)
-    print(markdown(results, cfg, info, command, off_protocol(args, ("train_rows",))))
+    print(markdown(results, cfg, info, command, off_protocol(args, ("train_rows",)), seeds))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**fields, "results": results, "per_seed": dict(zip(map(str, seeds), per_seed))}, indent=2))

@@ -248,6 +248,7 @@ def test_b3_seeds_aggregate_to_means_with_their_spread():
     single = aggregate([one])
     assert single[0]["detectors"]["combined (default)"]["f1"] == pytest.approx(0.60)
     assert "(0.600–0.600)" not in markdown(single, {"layers": 2, "hidden": 128, "minutes": 1.0, "epochs": 2}, MACHINE, "x")
+    assert "; one seed (7)" in markdown(single, {"layers": 2, "hidden": 128, "minutes": 1.0, "epochs": 2}, MACHINE, "x", seeds=[7])  # which one
     with pytest.raises(ValueError):
         aggregate([one, two[:1]])
 
