@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from kdstore import labels as lab
 from kdstore import noise
 from kdstore.jsonl import has_surrogate
-from kdstore.runs import check_stage_free, stage_scope
+from kdstore.runs import check_stage_free, sha256_path, stage_scope
 from kdstore.schema import iso_utc
 
 from .common import FLOAT, SQL_INT_MAX, KdPath, counted, json_option, open_store, overwrite_option, print_json, print_rows, resolve_runs, run_option, store_options
@@ -154,9 +156,11 @@ def import_(run, path, stage_name, overwrite, db, as_json):
     sheet = lab.read_sheet(store, path, run if given else None, replacing=stage_name if overwrite else None)  # every row checked first
     run = sheet.run
     before = store.counts().get("train", {})
-    with stage_scope(store, run=run, kind="clean", name=stage_name, config={"sheet": str(path), "rows": len(sheet.decisions)},
+    where = Path(path).resolve()  # (as typed, `review.csv` named no file once the working folder changed)
+    config = {"sheet": str(where), "sheet_sha256": sha256_path(where), "rows": len(sheet.decisions)}  # which sheet, as it was read
+    with stage_scope(store, run=run, kind="clean", name=stage_name, config=config,
                      overwrite=overwrite, numbered=numbered, bare_first=True) as stage:
-        counts = lab.apply(store, stage.id, sheet.decisions, reason=f"review sheet {path}")
+        counts = lab.apply(store, stage.id, sheet.decisions, reason=f"review sheet {where}")
         store.add_metrics(stage.id, "train", counts)
     _print_counts(run, stage.name, counts, as_json, warnings=_warn(_emptied(store, before, run, stage.name)))
 

@@ -600,6 +600,8 @@ def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
     assert _count(db, LabelEdit) == 2
     statuses = {i["sample_id"]: i["status"] for i in lab.issues(store, "r")}
     assert statuses[int(rows[1]["sample_id"])] == "rejected" and statuses[accepted] == "applied"
+    stage = next(s for s in store.stages_of("r") if s.kind == "clean")  # which sheet, wherever it was typed from
+    assert stage.config["sheet"] == str(sheet.resolve()) and stage.config["sheet_sha256"] == hashlib.sha256(sheet.read_bytes()).hexdigest()
 
 
 def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
