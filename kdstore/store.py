@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
+from urllib.parse import quote
 
 import numpy as np
 from sqlalchemy import JSON, Connection, Engine, Table, delete, func, insert, select, text
@@ -503,9 +504,18 @@ def _artifact_root(db_path: Path | None, url) -> Path:
         return Path(env).expanduser()  # as --db and KD_DB: a quoted "~/模型 目录" is the home folder's
     if db_path is not None:
         return db_path.parent / "kd-artifacts" / db_path.name
-    port = f"-{url.port}" if url.port and url.port != DEFAULT_PORTS.get(url.get_backend_name()) else ""  # (two servers, one host)
-    key = re.sub(r"[^A-Za-z0-9_.@-]", "_", f"{url.database or 'db'}@{url.host or 'local'}{port}")
-    return Path.cwd() / "kd-artifacts" / key
+    query = lambda name: url.query.get(name) if isinstance(url.query.get(name), str) else None  # noqa: E731 (libpq's own keys)
+    database = url.database or query("dbname") or url.username or "db"  # (libpq's default database is the user's name)
+    host, port = url.host or query("host") or "local", url.port or query("port")  # (?host=/run/postgresql, ?port=5433)
+    port = f"-{port}" if port and str(port) != str(DEFAULT_PORTS.get(url.get_backend_name())) else ""  # (two servers, one host)
+    return Path.cwd() / "kd-artifacts" / f"{_folder_part(database)}@{_folder_part(host)}{_folder_part(port)}"
+
+
+def _folder_part(name: str) -> str:
+    """``name`` as part of a folder name, one name to one folder: letters (any script's: 评论), digits,
+    ``_``, ``.`` and ``-`` as they are, any other character as ``%XX`` per UTF-8 byte (a ``_`` for each
+    made the databases 评论 and 商品 of one server share ``__@HOST``, and their stages' folders)."""
+    return "".join(c if c.isalnum() or c in "_.-" else quote(c, safe="") for c in name)
 
 
 def missing_model(stage: Stage) -> KdError:

@@ -587,3 +587,48 @@ def test_server_stores_of_one_name_and_host_on_two_ports_keep_their_models_apart
     roots = [_artifact_root(None, make_url(u)).name for u in (
         "postgresql+psycopg://u@db.lan/kd", "postgresql+psycopg://u@db.lan:5432/kd", "postgresql+psycopg://u@db.lan:5433/kd")]
     assert roots == ["kd@db.lan", "kd@db.lan", "kd@db.lan-5433"]
+
+
+def test_server_stores_whose_names_differ_in_characters_outside_ascii_keep_their_models_apart(monkeypatch, tmp_path):
+    """Every character outside A-Z, a-z, 0-9, `_`, `.`, `-` became `_`: the databases 评论 and 商品 of one
+    server (and `a b` beside `a_b`) shared kd-artifacts/__@host; a host or port given in the URL's
+    query (`?host=/run/postgresql&port=5433`) was `local`, a URL with no database `db`."""
+    from sqlalchemy.engine import make_url
+
+    from kdstore.store import _artifact_root
+
+    monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    urls = ("postgresql+psycopg://u@db.lan/评论", "postgresql+psycopg://u@db.lan/商品", "postgresql+psycopg://u@db.lan/a b",
+            "postgresql+psycopg://u@db.lan/a_b", "postgresql+psycopg:///kd?host=/run/pg&port=5433",
+            "postgresql+psycopg:///kd?host=/run/pg", "postgresql+psycopg://alice@db.lan", "postgresql+psycopg://bob@db.lan")
+    roots = [_artifact_root(None, make_url(u)).name for u in urls]
+    assert roots == ["评论@db.lan", "商品@db.lan", "a%20b@db.lan", "a_b@db.lan", "kd@%2Frun%2Fpg-5433", "kd@%2Frun%2Fpg",
+                     "alice@db.lan", "bob@db.lan"]
+
+
+def test_two_server_databases_named_in_chinese_each_train_a_run_of_one_name(pg_server, runner, corpus, tiny_model, tmp_path):
+    """Through the CLI: the second store's `kd teach --run r` was refused, its stage folder holding the
+    first store's model (both were kd-artifacts/__@HOST-PORT/r/teach)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from commands.cli import cli
+
+    urls = []
+    try:
+        for name in (f"kd_评论_{os.getpid()}", f"kd_商品_{os.getpid()}"):
+            with pg_server.admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            urls.append(pg_server.url.set(database=name).render_as_string(hide_password=False))
+        for url in urls:
+            assert runner.invoke(cli, ["ingest", str(corpus["train"]), "--db", url]).exit_code == 0
+            result = runner.invoke(cli, ["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1",
+                                         "--max-len", "32", "--db", url, "--json"])
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout)["status"] == "succeeded"
+        folders = sorted(p.name.partition("@")[0] for p in (tmp_path / "kd-artifacts").iterdir())
+        assert folders == sorted(make_url(u).database for u in urls)
+    finally:
+        for url in urls:
+            pg_server.drop(url)
