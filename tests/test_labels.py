@@ -326,9 +326,13 @@ def test_drop_excludes_samples_from_later_training(db):
     store = Store.open(db)
     assert len(store.samples(splits=["train"])) == 150 - counts["drop"]
     assert len(store.samples(splits=["train"], include_dropped=True)) == 150  # never deleted
-    out = json.loads(kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
-                        "--max-len", "32", "--db", db, "--json").stdout)
+    distilled = kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db, "--json")
+    out = json.loads(distilled.stdout)
     assert out["metrics"]["all"]["train_samples"] == 150 - counts["drop"]
+    # its teacher learned from the labels before the clean: said (its soft targets follow them)
+    said = ("warning: the teacher of run r learned from labels changed since (kd labels clean, set, import or undo): its soft "
+            "targets follow the old ones; `kd teach --run r --overwrite` retrains it on the current labels")
+    assert said in distilled.stderr and said[len("warning: "):] in out["warnings"]
     assert out["config"]["labels_from"] == "r/clean" and out["config"]["labels_stages"] == ["r/clean"]
     # the digest names the label set: a later clean that undoes nothing of the first changes it,
     # and undoing everything gives back the original labels' digest
