@@ -336,8 +336,11 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     # 1. the teachers and the student's shape (every fold's too), checked before anything is written
     names = store.class_names()
     teacher_runs = list(cfg.teacher_runs) or [stage.run]
-    first = [check_teacher(store, run, names) for run in teacher_runs][0]
+    checked = [check_teacher(store, run, names) for run in teacher_runs]
+    first = checked[0]
     tokenizer = AutoTokenizer.from_pretrained(model_dirs(first)[0])
+    if "mask" in cfg.augment:
+        _check_one_unknown_token(tokenizer, teacher_runs, checked)
     embeddings = teacher_embeddings(first) if cfg.init_embeddings == "teacher" else None
     scfg = StudentConfig(
         # the teacher's table may have more rows than the tokenizer has tokens (padded vocabularies)
@@ -621,6 +624,21 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     best.restore(model)
     fitted["best_epoch"] = best.epoch or last_epoch  # no dev split: the last epoch
     return model, fitted
+
+
+def _check_one_unknown_token(tokenizer, teacher_runs: list[str], stages: list) -> None:
+    """``--augment mask`` writes the first teacher's unknown token into the texts every teacher scores:
+    refused where another teacher's tokenizer has another one (``<unk>`` read ``[UNK]`` as five
+    characters, a text unlike the one the student learns from)."""
+    from transformers import AutoTokenizer
+
+    unk = tokenizer.unk_token or UNK
+    for run, stage in zip(teacher_runs[1:], stages[1:]):
+        other = AutoTokenizer.from_pretrained(model_dirs(stage)[0]).unk_token or UNK
+        if other != unk:
+            raise KdError(f"--augment mask writes {unk!r}, the unknown token of run {teacher_runs[0]!r}'s teacher, where run {run!r}'s "
+                          f"tokenizer has {other!r} (it would read {unk!r} as plain characters): give teachers of one tokenizer, "
+                          "or leave mask out of --augment")
 
 
 def relation_heads(cfg: DistillConfig, student: tuple[int, int], teacher: tuple[int, int]) -> int:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from synthetic import corpus_files, edit_labels, kd, tiny_bert_for, tiny_roberta_for, write_tsv
 
 from kdstore.errors import KdError
-from kdstore.schema import Logit, Prediction, Sample, Stage
+from kdstore.schema import AugmentedText, Logit, Prediction, Sample, Stage
 from kdstore.store import Store
 
 @pytest.fixture(scope="module")
@@ -1563,6 +1563,27 @@ def test_distill_two_teachers_learns_their_probabilities_averaged_in_weight_orde
         row = {int(i): k for k, i in enumerate(t_ids)}
         probs.append(softmax(t_logits[[row[int(i)] for i in ids]]))
     np.testing.assert_allclose(softmax(got), 0.25 * probs[0] + 0.75 * probs[1], rtol=0, atol=2e-6)  # (tiny teachers: logits near 0)
+
+
+def test_mask_augmentation_with_teachers_of_unlike_unknown_tokens_is_refused(taught_store, tiny_model, tmp_path):
+    """--augment mask wrote the first teacher's [UNK] into texts a second teacher, whose tokenizer's
+    unknown token is <unk>, scored as the five characters [, U, N, K, ]."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    other = tmp_path / "unk-bert"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.add_special_tokens({"unk_token": "<unk>"})
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model)
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    db = str(taught_store)
+    kd("teach", "--run", "u", "--model", str(other), "--epochs", "1", "--max-len", "32", "--db", db)
+    refused = kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "u", "--augment", "mask", "--epochs", "1",
+                 "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--name", "masked", "--db", db, ok=False)
+    assert ("--augment mask writes '[UNK]', the unknown token of run 'r''s teacher, where run 'u''s tokenizer has '<unk>'"
+            in refused.output), refused.output
+    assert _count(taught_store, AugmentedText) == 0  # nothing written
 
 
 def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_store, tmp_path):
