@@ -71,6 +71,26 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                     ax.text(j, i, str(v), ha="center", va="center")
             ax.set_title(title)
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-confusion-{split}.png", plt))
+        curves = learning_curves(stage.get("history") or [])
+        if any(len(points) > 1 for points in curves.values()):  # (one epoch is a point, not a curve)
+            fig, ax = plt.subplots(figsize=(5.5, 3.5))
+            for key in ("train loss", "dev loss"):
+                if curves.get(key):
+                    ax.plot(*zip(*curves[key]), marker="o", label=key)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("loss")
+            if curves.get("dev macro-F1"):
+                right = ax.twinx()
+                right.plot(*zip(*curves["dev macro-F1"]), marker="s", color="tab:green", label="dev macro-F1")
+                right.set_ylabel("dev macro-F1")
+                right.legend(loc="upper right", fontsize=8)
+            if ax.get_lines():
+                ax.legend(loc="upper left", fontsize=8)
+            best = stage["metrics"].get("all", {}).get("best_epoch")
+            if best:
+                ax.axvline(best, color="grey", linestyle=":", linewidth=1)  # the epoch kept
+            ax.set_title(f"{stage['name']}: learning curve")
+            written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-learning-curve.png", plt))
         for split in ("test", "dev"):
             m = stage["metrics"].get(split, {})
             points = sorted((float(k.group(1)), v, *_exit_speedups(m, k.group(1))) for k, v in ((_SPEED.match(n), v) for n, v in m.items()) if k)
@@ -94,6 +114,19 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.set_title(f"{stage['name']}: label-quality scores")
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-label-scores.png", plt))
     return written
+
+
+def learning_curves(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """A training stage's per-epoch figures (``run_report``'s ``history``) as curves of ``(epoch,
+    value)``: ``train loss``, ``dev loss`` and ``dev macro-F1``, each present where recorded. A folds
+    teacher's figures, named ``fold-K/...``, are each fold's own and are left out."""
+    wanted = {("train", "loss"): "train loss", ("dev", "loss"): "dev loss", ("dev", "macro_f1"): "dev macro-F1"}
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for h in history:
+        key = wanted.get((h["split"], h["name"]))
+        if key is not None and h["value"] is not None:
+            curves.setdefault(key, []).append((float(h["step"]), float(h["value"])))
+    return {k: sorted(v) for k, v in curves.items()}
 
 
 def _exit_speedups(metrics: dict[str, float], speed: str) -> tuple[float | None, float | None]:

@@ -105,3 +105,30 @@ def test_an_early_exit_chart_takes_every_stored_speed(tmp_path, monkeypatch):
     metrics["test"].update({"layers@0": 12.0, "layers@1e-05": 12.0, "layers@0.5": 4.0})
     plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": "ee", "metrics": metrics}]}, tmp_path)
     assert seen == [(1.0, 1.0, 3.0)]
+
+
+def test_a_training_stage_has_a_learning_curve_chart(tmp_path, monkeypatch):
+    """Per-epoch train loss, dev loss and dev macro-F1 were in the store and in --json's history, but no
+    chart showed them (whether a teacher overfit, or stopped early, needed a script)."""
+    from kdstore import plots
+
+    history = [{"step": e, "split": "train", "name": "loss", "value": v} for e, v in ((2, 0.5), (1, 0.7), (3, 0.3))]
+    history += [{"step": e, "split": "dev", "name": n, "value": v} for e in (1, 2, 3) for n, v in (("loss", 0.6 - 0.1 * e), ("macro_f1", 0.5 + 0.1 * e))]
+    history += [{"step": 1, "split": "train", "name": "fold-1/loss", "value": 9.0}, {"step": 1, "split": "dev", "name": "accuracy", "value": 0.6}]
+    curves = plots.learning_curves(history)
+    assert curves == {"train loss": [(1.0, 0.7), (2.0, 0.5), (3.0, 0.3)], "dev loss": [(1.0, 0.5), (2.0, pytest.approx(0.4)), (3.0, pytest.approx(0.3))],
+                      "dev macro-F1": [(1.0, 0.6), (2.0, 0.7), (3.0, pytest.approx(0.8))]}
+    seen = []
+    real = plots._save
+
+    def save(fig, path, plt):
+        seen.append(sorted(line.get_label() for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")))
+        return real(fig, path, plt)
+
+    monkeypatch.setattr(plots, "_save", save)
+    stage = {"name": "teach", "metrics": {"all": {"best_epoch": 3}}, "history": history}
+    written = plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [stage]}, tmp_path)
+    assert [p.name for p in written] == ["r-teach-learning-curve.png"] and written[0].read_bytes()[:4] == b"\x89PNG"
+    assert seen == [["dev loss", "dev macro-F1", "train loss"]]
+    one_epoch = {"name": "teach", "metrics": {}, "history": [h for h in history if h["step"] == 1]}  # a point, not a curve: no chart
+    assert plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [one_epoch]}, tmp_path) == []
