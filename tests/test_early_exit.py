@@ -458,10 +458,15 @@ def test_one_text_at_a_time_exits_where_the_batch_does(trained):
     model, tokenizer, _ = load_early_exit(trained["out_dir"])
     texts_ = trained["store"].samples(splits=["dev", "test"]).texts
     mixed = 0
-    for uncertainty, speeds in (("entropy", (0.7, 0.8, 0.85, 0.9)), ("max_prob", (0.2, 0.25, 0.3, 0.35))):
-        for speed in speeds:
+    for uncertainty in ("entropy", "max_prob"):
+        # the speeds at which texts leave at different layers, found on the batch path (fixed speeds held
+        # such a mix for one trained model only: a surer teacher sent every text out at the first exit)
+        grid = np.geomspace(1e-4, 0.95, 48)
+        split = [float(speed) for speed in grid if len(set(early_exit_logits(
+            model, tokenizer, texts_, max_len=32, speed=float(speed), uncertainty=uncertainty)[1].tolist())) > 1]
+        for speed in split[:: max(1, len(split) // 3)][:3]:
             batch_logits, batch_layers = early_exit_logits(model, tokenizer, texts_, max_len=32, speed=speed, uncertainty=uncertainty)
-            mixed += 1 < batch_layers.mean() < LAYERS
+            mixed += 1
             one = [early_exit_logits(model, tokenizer, [t], max_len=32, speed=speed, uncertainty=uncertainty, batch_size=1) for t in texts_]
             np.testing.assert_array_equal(np.concatenate([layers for _, layers in one]), batch_layers)
             np.testing.assert_allclose(np.concatenate([logits for logits, _ in one]), batch_logits, atol=1e-4)
