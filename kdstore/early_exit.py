@@ -358,12 +358,16 @@ def load_early_exit(directory: str | Path, device: str | torch.device = "cpu") -
     try:
         meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         _check_meta(directory / CONFIG_FILE, meta)
+        _check_meta_fits(directory, meta)
         _, teacher = load_classifier(str(directory), meta["classes"])
         model = EarlyExitModel(teacher, branch_dim=meta["branch_dim"], pooling=meta["pooling"], dropout=meta.get("dropout", 0.1))
         try:
             branches = torch.load(directory / BRANCHES_FILE, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:  # not a torch.save file: a Git LFS pointer, a damaged copy
             raise KdError(f"cannot load the early-exit model in {directory}: {BRANCHES_FILE} is not a PyTorch weights file") from None
+        width = getattr(branches.get("0.proj.weight") if isinstance(branches, dict) else None, "shape", (meta["branch_dim"],))[0]
+        if width != meta["branch_dim"]:  # (torch's size-mismatch error: a dozen lines, the field unnamed)
+            raise _bad_field(directory / CONFIG_FILE, "branch_dim", meta["branch_dim"], f"{width}, the width of the branches in {BRANCHES_FILE}")
         model.branches.load_state_dict(branches)
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
@@ -372,13 +376,17 @@ def load_early_exit(directory: str | Path, device: str | torch.device = "cpu") -
     return model.to(device).eval(), tokenizer, meta
 
 
+def _bad_field(path: Path, field: str, value: Any, want: str) -> KdError:
+    return KdError(f"{path}: field {field} is {json.dumps(value, ensure_ascii=False)[:40]}, not {want}: "
+                   "re-train it (kd distill --student early-exit --overwrite)")
+
+
 def _check_meta(path: Path, meta: Any) -> None:
     """One line naming the field of a damaged or hand-edited ``early_exit.json`` that kd never writes
     (``"speed": "fast"`` ended in a ValueError traceback, ``"speed": 2`` in an error about --speed
     that nobody typed)."""
     def bad(field: str, value: Any, want: str) -> KdError:
-        return KdError(f"{path}: field {field} is {json.dumps(value, ensure_ascii=False)[:40]}, not {want}: "
-                       "re-train it (kd distill --student early-exit --overwrite)")
+        return _bad_field(path, field, value, want)
 
     if not isinstance(meta, dict):
         raise bad("(the whole file)", meta, "a JSON object")
@@ -397,6 +405,26 @@ def _check_meta(path: Path, meta: Any) -> None:
         raise bad("speed", meta["speed"], "a number in [0, 1]")
     if "uncertainty" in meta and meta["uncertainty"] not in UNCERTAINTIES:
         raise bad("uncertainty", meta["uncertainty"], f"one of {', '.join(UNCERTAINTIES)}")
+
+
+def _check_meta_fits(directory: Path, meta: dict) -> None:
+    """The fields of ``early_exit.json`` that must agree with the saved backbone's ``config.json``:
+    ``classes`` in its order (reordered names turned the teacher's head round but not the branches:
+    a text that exited early got the other class) and a ``max_len`` within its positions (a longer
+    one read a long text into a traceback)."""
+    from transformers import AutoConfig
+
+    from .teacher import ABSOLUTE_POSITION_OFFSET
+
+    config = AutoConfig.from_pretrained(directory)
+    trained = [str(config.id2label[i]) for i in sorted(config.id2label)] if config.id2label else []
+    if trained and trained != meta["classes"]:
+        raise _bad_field(directory / CONFIG_FILE, "classes", meta["classes"], f"the model's classes {json.dumps(trained, ensure_ascii=False)}, in that order")
+    positions = getattr(config, "max_position_embeddings", None)
+    if "max_len" in meta and isinstance(positions, int) and positions > 0:
+        limit = positions - ABSOLUTE_POSITION_OFFSET.get(getattr(config, "model_type", ""), 0)
+        if meta["max_len"] > limit:
+            raise _bad_field(directory / CONFIG_FILE, "max_len", meta["max_len"], f"at most {limit} (the model's positions)")
 
 
 # inference ----------------------------------------------------------------------------------------

@@ -605,12 +605,41 @@ def test_a_damaged_branches_file_is_a_one_line_error(tmp_path):
         (saved / "early_exit.json").write_text(json.dumps({**json.loads(good), field: value}), encoding="utf-8")
         with pytest.raises(KdError, match=rf"early_exit.json: field {field} is .*, not .*: re-train it"):
             EarlyExitPredictor.from_directory(saved, device="cpu")
+    # fields that must agree with the saved model: the classes in its order (reordered ones turned the
+    # head round but not the branches), the branches' width (torch's dozen-line size mismatch), a
+    # max_len within its 16 positions (a long text ended in a traceback)
+    for field, value, want in (("classes", ["pos", "mid", "neg"], r"the model's classes \[.neg., .mid., .pos.\], in that order"),
+                               ("branch_dim", 16, "8, the width of the branches in branches.pt"),
+                               ("max_len", 64, r"at most 16 \(the model's positions\)")):
+        (saved / "early_exit.json").write_text(json.dumps({**json.loads(good), field: value}), encoding="utf-8")
+        with pytest.raises(KdError, match=rf"early_exit.json: field {field} is .*, not {want}: re-train it"):
+            EarlyExitPredictor.from_directory(saved, device="cpu")
     (saved / "early_exit.json").write_text(good, encoding="utf-8")
     (saved / "branches.pt").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n", encoding="utf-8")
     with pytest.raises(KdError, match=r"cannot load the early-exit model in .*: branches.pt is not a PyTorch weights file$"):
         load_early_exit(saved)
     with pytest.raises(KdError, match="branches.pt is not a PyTorch weights file"):
         EarlyExitPredictor.from_directory(saved, device="cpu")
+
+
+def test_predict_refuses_an_early_exit_json_whose_classes_are_reordered(trained):
+    """``kd predict`` with an ``early_exit.json`` whose classes were reordered by hand: the teacher's
+    head was turned round to the new order, the branches were not, so a text that left early got
+    the other class's name. Refused, naming the file and the field."""
+    path = Path(trained["out_dir"]) / "early_exit.json"
+    good = path.read_text(encoding="utf-8")
+    meta = json.loads(good)
+    args = ("predict", "--run", "r", "--model", "early-exit", "--speed", "1", "--json", "--db", trained["db"])
+    before = json.loads(kd(*args, input="这个很好\n").stdout)
+    assert before["layer"] == 1  # (speed 1: the first branch answers)
+    try:
+        path.write_text(json.dumps({**meta, "classes": meta["classes"][::-1]}), encoding="utf-8")
+        refused = kd(*args, input="这个很好\n", ok=False)
+        assert refused.exit_code != 0 and "early_exit.json: field classes is" in refused.output
+        assert "Traceback" not in refused.output and len(refused.output.strip().splitlines()) == 1
+    finally:
+        path.write_text(good, encoding="utf-8")
+    assert json.loads(kd(*args, input="这个很好\n").stdout)["label"] == before["label"]
 
 
 def test_a_config_file_speed_or_max_loss_gives_way_to_the_command_line(tmp_path, monkeypatch):
