@@ -548,12 +548,23 @@ def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = Fal
     teacher_run = (config.get("teacher_stages") or [{}])[0].get("run") or config.get("teacher_run") or run
     for clean in deciders:
         live = _live_edits(s, clean)
+        owner = s.get(Run, clean.run_id).uniqid
         if live:
-            owner = s.get(Run, clean.run_id).uniqid
             raise KdError(
                 f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r}, whose "
                 f"{live} label edits stand: run `kd labels undo --run {owner} --stage {clean.name}` first, "
                 f"or detect again in another run (`kd labels detect --run NEW --teacher-run {teacher_run}`)"
+            )
+        # decisions that changed no label (a reviewer's rejections, a label kept as it stood) are on record only in
+        # these issues: replaced, they went unseen, and a clean of the new detection relabeled what a person had kept
+        kept = s.scalar(select(func.count()).select_from(LabelIssue).where(
+            LabelIssue.stage_id == old.id, LabelIssue.decided_stage_id == clean.id))
+        if kept:
+            raise KdError(
+                f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r} ({kept} "
+                f"rejected or kept as labeled, no label changed), which a new detection would forget: run `kd labels undo "
+                f"--run {owner} --stage {clean.name}` first, or detect again in another run "
+                f"(`kd labels detect --run NEW --teacher-run {teacher_run}`)"
             )
 
 

@@ -1778,7 +1778,9 @@ def test_undo_warns_of_the_detections_that_judged_the_labels_it_reverts(tmp_path
 
 def _flagged_rejected_then_detected_again(tmp_path: Path) -> str:
     """A store whose run ``r`` flagged its first detection's issues (``fl``), had a reviewer reject
-    them all (so ``fl``'s flags stand and the detection may be replaced), then detected again."""
+    them all (so ``fl``'s flags stand and the detection may be replaced), then detected again. (The
+    rejections now stop that `--overwrite` too: here they are decisions of a store made before kd
+    recorded the deciding stage, which it could not tell from a detection's own.)"""
     db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
     kd("labels", "detect", "--run", "r", "--db", db)
     kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "fl", "--db", db)
@@ -1788,6 +1790,10 @@ def _flagged_rejected_then_detected_again(tmp_path: Path) -> str:
     for r in rows:
         r["decision"] = "reject"
     kd("labels", "import", str(_sheet(tmp_path / "decided.csv", rows)), "--db", db)
+    store = Store.open(db)
+    with store.engine.begin() as conn:
+        conn.execute(update(LabelIssue).where(LabelIssue.status == "rejected").values(decided_stage_id=None))
+    store.close()
     kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
     return db
 
@@ -2056,3 +2062,25 @@ def test_undo_says_when_it_reverts_a_label_a_later_set_confirmed_by_hand(db):
     assert _read(db, select(func.count()).select_from(LabelEdit).where(LabelEdit.reverted_at.is_(None))) == [(0,)]
     kd("labels", "set", "--run", "r", f"{confirmed['sample_id']}={confirmed['suggested']}", "--db", db)  # the command it names
     assert _state(db)[confirmed["sample_id"]][0] == edited[confirmed["sample_id"]][0]
+
+
+def test_detect_overwrite_is_refused_while_a_review_that_only_rejected_stands(tmp_path, error_line):
+    """A sheet that only rejected issues (a person judged the labels right) changes no label, so
+    `kd labels detect --overwrite` replaced its detection: the rejections went unseen (`undo` then had
+    nothing left to undo) and a clean of the new detection relabeled the samples the person kept."""
+    db, _, _ = _oof_news_store(tmp_path)
+    kd("labels", "detect", "--run", "r", "--db", db)
+    three = _issues(db)[:3]
+    sheet = _sheet(tmp_path / "review.csv", [{"run": "r", "issue_id": i["issue_id"], "sample_id": i["sample_id"], "decision": "reject"}
+                                             for i in three])
+    kd("labels", "import", str(sheet), "--db", db)
+    before, issues = _state(db), _issues(db)
+    line = error_line(kd("labels", "detect", "--run", "r", "--tfidf-member", "--overwrite", "--db", db, ok=False))
+    assert line == ("Error: the issues of stage 'detect' of run 'r' were decided by stage 'review' (3 rejected or kept as "
+                    "labeled, no label changed), which a new detection would forget: run `kd labels undo --run r --stage review` "
+                    "first, or detect again in another run (`kd labels detect --run NEW --teacher-run r`)")
+    assert _issues(db) == issues and [i["status"] for i in issues[:3]] == ["rejected"] * 3 and _state(db) == before
+    assert [st.name for st in Store.open(db).stages_of("r")] == ["teach", "detect", "review"]
+    kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)  # the remedy it names
+    kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
+    assert {i["status"] for i in _issues(db)} == {"open"}
