@@ -21,7 +21,7 @@ from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, versus_majority
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
-from kdstore.report import run_report
+from kdstore.report import run_report, trained_on_dev
 from kdstore.runs import resolve_run_id, stage_scope
 from kdstore.schema import SPLITS, iso_utc
 from kdstore.students import KINDS, check_bert_layout
@@ -115,7 +115,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     for split in ("dev", "test"):
         m = stage["metrics"].get(split)
         if m:
-            seen = " (trained on: not held out)" if stage["kind"] == "teach" and split in (config.get("splits") or ()) else ""
+            seen = " (trained on: not held out)" if split == "dev" and trained_on_dev(stage) else ""
             click.echo(f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])}){seen}")
     served = stage["metrics"].get("all", {})
     if config.get("student") == "early-exit" and served.get("speed") is not None:

@@ -12,6 +12,7 @@ import functools
 import io
 import json
 import re
+import shlex
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,11 +401,18 @@ def _refuse_swapped_columns(body, text_i: int, label_i: int, width: int, name: s
     labels = {fields[label_i].strip() for fields in rows}
     texts = {fields[text_i].strip() for fields in rows}
     if len(labels) >= MIN_SWAPPED_LABELS and len(labels) > 2 * len(texts):
+        first = [f.strip() for f in body[0][1]] if body and len(body[0][1]) == width else []
+        if first and first[label_i] != first[text_i] and sum(fields[text_i].strip() == first[text_i] for fields in rows) == 1:
+            # its "class" on line 1 is on no other line: a header kd does not know (内容,类别), which the
+            # indexes would ingest as a sample of a class of its own; the names read it as the header
+            fix = f"give --text-col {shlex.quote(first[label_i])} --label-col {shlex.quote(first[text_i])} (line {first_line} " \
+                  f"looks like a header naming the columns; --text-col {label_i} --label-col {text_i} would read it as a sample)"
+        else:
+            fix = f"give --text-col {label_i} --label-col {text_i} (or, if line {first_line} names the columns, their names)"
         raise KdError(
             f"{name}: line {first_line}: field 'label': column {label_i} read as the labels holds {len(labels)} different values "
             f"for {len(texts)} different texts in column {text_i}: the columns look swapped (two columns are read as "
-            f"label, then text); give --text-col {label_i} --label-col {text_i} (or, if line {first_line} names the "
-            f"columns, their names)"
+            f"label, then text); {fix}"
         )
 
 

@@ -415,15 +415,18 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
 
 def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[SampleSet, SampleSet]:
     """``(train, dev)``: the labeled rows of ``cfg.splits`` matching ``--where``, and the dev rows
-    that judge the epochs (none when dev itself trains); both limited to ``cfg.labels`` if given."""
+    that judge the epochs (none when dev rows train); both limited to ``cfg.labels`` if given."""
     unknown = [name for name in cfg.labels if name not in names]
     if unknown:
         raise KdError(f"--label {unknown[0]!r} is not a class of the store (classes: {', '.join(names)})")
     train = store.samples(splits=list(cfg.splits), labeled=True, where=cfg.where)
-    dev = store.samples(splits=["dev"], labeled=True) if "dev" not in cfg.splits else store.samples(ids=[])
+    keep = [names.index(name) for name in cfg.labels]
     if cfg.labels:
-        keep = [names.index(name) for name in cfg.labels]
         train = train.subset(np.isin(train.labels, keep))
+    # dev judges the epochs unless dev rows train: `--split dev` with a --where that selects none of them
+    # kept the last epoch, with no judge, and called the dev figures of rows it never saw "not held out"
+    dev = store.samples(splits=["dev"], labeled=True) if "dev" not in train.splits else store.samples(ids=[])
+    if cfg.labels:
         dev = dev.subset(np.isin(dev.labels, keep))
     if len(train) == 0:
         query = [f"split {'/'.join(cfg.splits)}"]

@@ -2185,6 +2185,24 @@ def test_a_class_a_teacher_learned_from_dev_is_no_unlearned_class(sample_store, 
     assert all("not held out" not in l for l in out.stdout.splitlines() if l.strip().startswith("test:"))
 
 
+def test_split_dev_with_a_where_that_selects_no_dev_row_keeps_dev_as_the_judge(sample_store, tiny_model):
+    """`kd teach --split train --split dev --where "source = 'shop.tsv'"` with shop.tsv's rows all in train
+    trained on no dev row, yet kept the last epoch with no judge, and the summary and `kd report --compare`
+    called its dev figures, of rows it never saw, "not held out"."""
+    db = str(sample_store)
+    n_dev = len(Store.open(db).samples(splits=["dev"], labeled=True))
+    out = kd("teach", "--run", "wd", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--where", "split = 'train'",
+             "--epochs", "2", "--max-len", "32", "--db", db, "--json")
+    report = json.loads(out.stdout)
+    assert report["metrics"]["all"]["dev_samples"] == n_dev > 0
+    assert "dev" in {h["split"] for h in report["history"]}  # dev judged the epochs
+    text = kd("report", "--compare", "wd", "--db", db).stdout
+    assert "trained on dev" not in text
+    out = kd("teach", "--run", "wd", "--overwrite", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--where",
+             "split = 'train'", "--epochs", "1", "--max-len", "32", "--db", db)
+    assert "not held out" not in out.stdout and "  dev: accuracy" in out.stdout
+
+
 def test_a_class_the_teachers_where_or_label_leaves_out_is_an_unlearned_class(sample_store, tiny_model):
     """The train split holds a 'mid' sample, but --where (or --label) leaves it out of what the
     teacher learned from: the warning names it, as for a class with no train sample at all."""
