@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shlex
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -465,8 +466,10 @@ class Store:
                       (s.kind == name_or_kind and "~parked-" in s.name)]
             waiting = (f"; {parked[-1]!r} is the one an --overwrite is replacing: it gets its name back if the replacement "
                        "fails (one whose process is gone is ended by the next kd stage started on its machine)") if parked else ""
+            make = _MAKES.get(name_or_kind)  # (`kd labels show` on a run never detected said no more than this)
+            how = f": `{make.format(run=shlex.quote(run))}` makes one" if make and not parked else ""
             raise KdError(
-                f"run {run!r} has no succeeded {name_or_kind!r} stage (stages: {have}){waiting}"
+                f"run {run!r} has no succeeded {name_or_kind!r} stage (stages: {have}){waiting}{how}"
             )
         return matches[-1]
 
@@ -526,6 +529,10 @@ def missing_model(stage: Stage) -> KdError:
     where = (f": a store moved or renamed finds its models in {home} (kd-artifacts/STORE beside the store file, "
              "or KD_ARTIFACTS): move them there") if elsewhere else ""
     return KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}{where}")
+
+
+# the command that makes a stage of each kind another command reads
+_MAKES = {"teach": "kd teach --run {run} --model MODEL", "pretrain": "kd pretrain --run {run}", "detect": "kd labels detect --run {run}"}
 
 
 def _parenthesized(where: str) -> bool:

@@ -537,6 +537,8 @@ def test_show_top_and_the_sheets_current_label(db, tmp_path):
     assert rows[first["sample_id"]]["current"] == f"{first['given']} (dropped)"  # what the reviewer decides about now
     listed = {r["id"]: r["dropped"] for r in json.loads(kd("samples", "--dropped", "--limit", "0", "--db", db, "--json").stdout)}
     assert listed[first["sample_id"]] is True and sum(listed.values()) == 1  # --dropped says which are
+    never = kd("labels", "show", "--run", "hand", "--db", db, ok=False).output  # a run never detected: what makes a detection
+    assert "run 'hand' has no succeeded 'detect' stage (stages: edit-1 (succeeded)): `kd labels detect --run hand` makes one" in never, never
     refused = kd("samples", "--split", "train", "--tsv", "--dropped", "--db", db, ok=False)  # (its lines would not say which)
     assert refused.exit_code == 2 and "leave --dropped out, or list them with --json" in refused.output
     assert "--min-score" in kd("labels", "clean", "--run", "r", "--min-score", "1.5", "--db", db, ok=False).output
