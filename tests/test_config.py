@@ -425,12 +425,8 @@ def test_an_array_or_table_inside_an_array_is_a_one_line_error(other_db, invoke,
     assert "--label 'nosuch' is not a class of the store" in error_line(invoke(["teach", "--run", "c"], db=None, ok=False))
 
 
-@pytest.mark.sqlite_only
-def test_a_typed_soft_loss_or_schedule_wins_over_the_files_temperatures(tmp_path, write_file, invoke):
-    """A file's ``temperature = 4`` (or temperature-end) refused every `kd distill --soft-loss mse`, and its
-    ``temperature-beta``/``-gamma`` every typed ``--temperature-schedule constant`` (or cwsm's gamma), with
-    no way out on the command line: typed, those options are refused even at their defaults. The typed
-    choice now wins, the file's unfit values go back to their defaults, and the stage records what ran."""
+def _taught_store(tmp_path, invoke) -> str:
+    """A SQLite store of a small corpus's train rows with run ``r``'s tiny teacher."""
     from synthetic import corpus_files, tiny_bert_for
 
     (tmp_path / "corpus").mkdir()
@@ -439,6 +435,16 @@ def test_a_typed_soft_loss_or_schedule_wins_over_the_files_temperatures(tmp_path
     db = str(tmp_path / "t.db")
     invoke(["ingest", str(files["train"])], db=db)
     invoke(["teach", "--run", "r", "--model", str(model), "--epochs", "1", "--batch-size", "16", "--max-len", "16"], db=db)
+    return db
+
+
+@pytest.mark.sqlite_only
+def test_a_typed_soft_loss_or_schedule_wins_over_the_files_temperatures(tmp_path, write_file, invoke):
+    """A file's ``temperature = 4`` (or temperature-end) refused every `kd distill --soft-loss mse`, and its
+    ``temperature-beta``/``-gamma`` every typed ``--temperature-schedule constant`` (or cwsm's gamma), with
+    no way out on the command line: typed, those options are refused even at their defaults. The typed
+    choice now wins, the file's unfit values go back to their defaults, and the stage records what ran."""
+    db = _taught_store(tmp_path, invoke)
     write_file("kd.toml", '[distill]\ntemperature = 4\ntemperature-end = 1\ntemperature-schedule = "flsw"\n'
                           'temperature-beta = 0.5\ntemperature-gamma = 3\nepochs = 1\nembed-dim = 8\nnum-filters = 4\n')
     fields = ("soft_loss", "temperature", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma")
@@ -465,14 +471,7 @@ def test_a_typed_student_wins_over_the_files_options_it_leaves_no_use_for(tmp_pa
     `init-embeddings = "teacher"` every typed `--student transformer`, and its embed-dim every typed
     `--init-embeddings teacher` ("leave --embed-dim out"), with no way out on the command line. The typed
     choice now wins, the file's unfit values go back to their defaults, and the stage records what ran."""
-    from synthetic import corpus_files, tiny_bert_for
-
-    (tmp_path / "corpus").mkdir()
-    files = corpus_files(tmp_path / "corpus", 0, pool_per_class=2)
-    model = tiny_bert_for(files, tmp_path / "tiny-bert")
-    db = str(tmp_path / "t.db")
-    invoke(["ingest", str(files["train"])], db=db)
-    invoke(["teach", "--run", "r", "--model", str(model), "--epochs", "1", "--batch-size", "16", "--max-len", "16"], db=db)
+    db = _taught_store(tmp_path, invoke)
     write_file("kd.toml", '[distill]\nstudent = "transformer"\nlayers = 1\nlayer-map = [1]\nhidden-mse = 1.0\n'
                           'attention-kl = 0.5\nepochs = 1\nembed-dim = 8\nnum-filters = 4\n')
     config = invoke.json(["distill", "--run", "r", "--student", "textcnn", "--init-embeddings", "teacher", "--name", "cnn"], db=db)["config"]
