@@ -33,10 +33,14 @@ def export(run, fmt, which, out, overwrite, db, as_json):
       kd export --run r1 --model teacher --format torchscript --out serve/teacher
       kd predict --artifact kd-artifacts/kd.db/r1/export-distill-textcnn-onnx reviews.txt
     """
-    from kdstore.export import export_model
+    from kdstore.export import export_model, student_passed_over
 
     try:
-        path, manifest = export_model(open_store(db), run, which=which, fmt=fmt, out=out, overwrite=overwrite)
+        store = open_store(db)
+        passed_over = student_passed_over(store, run) if which == "student" and store.run_exists(run) else None
+        if passed_over:
+            click.echo(f"warning: {passed_over}", err=True)
+        path, manifest = export_model(store, run, which=which, fmt=fmt, out=out, overwrite=overwrite)
     except (KdError, Terminated) as exc:  # also one line when the command is invoked outside the kd group
         raise click.ClickException(str(exc)) from None
     if as_json:
