@@ -5,11 +5,14 @@ store in a real SQLite file and in a PostgreSQL database."""
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
 import re
 import random
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ import pytest
 import torch
 from conftest import BACKENDS
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.engine import make_url
 from synthetic import edit_labels, flip, kd, labeled_rows, save_tiny_bert, write_tsv
 
 from kdstore import labels as lab
@@ -27,8 +31,23 @@ from kdstore.store import Store
 TEACH = ["--epochs", "8", "--patience", "8", "--lr", "2e-3", "--batch-size", "8", "--max-len", "32"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def brief_speed_figures():
+    """Every teach and distill ends by timing what it made (``kdstore.speed.measure``: up to 100 texts
+    one at a time, then 1,000 in batches, through every fold model): no test here reads those
+    figures, so the same code times 2 texts and a batch of 16."""
+    import kdstore.distill
+    import kdstore.teacher
+    from kdstore.speed import measure
+
+    with pytest.MonkeyPatch.context() as m:
+        for module in (kdstore.teacher, kdstore.distill):
+            m.setattr(module, "measure", functools.partial(measure, single=2, batch=16))
+        yield
+
+
 @pytest.fixture(scope="module")
-def noisy(tmp_path_factory) -> dict:
+def noisy(tmp_path_factory, brief_speed_figures) -> dict:
     rng = random.Random(7)
     d = tmp_path_factory.mktemp("noisy")
     clean_rows = labeled_rows(rng, 150)
@@ -42,25 +61,40 @@ def noisy(tmp_path_factory) -> dict:
     kd("ingest", str(files["train"]), "--db", str(db))
     kd("ingest", str(files["dev"]), "--split", "dev", "--db", str(db))
     kd("teach", "--run", "r", "--model", str(model), "--folds", "3", *TEACH, "--db", str(db))
+    store = Store.open(str(db))  # every write in the file itself: each test copies its bytes
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
     return {"db": db, "flipped_lines": {i + 1 for i in flipped}, "model": model, "rows": rows}
+
+
+@pytest.fixture(scope="module")
+def pg_template(request, noisy) -> str:
+    """The taught store's rows copied once into a PostgreSQL database (no connection left open on
+    it) that each test's database is created from: the name of that template database."""
+    server = request.getfixturevalue("pg_server")
+    url = server.create()
+    _copy_rows(str(noisy["db"]), url)
+    yield make_url(url).database
+    server.drop(url)
 
 
 @pytest.fixture(params=BACKENDS)
 def db(request, noisy, tmp_path) -> str:
-    """A private copy of the taught store: the SQLite file copied after a checkpoint, or every row
-    copied into a new PostgreSQL database."""
+    """A private copy of the taught store: the SQLite file copied (checkpointed once after the
+    teacher ran), or a new PostgreSQL database made by the server from ``pg_template``, a copy of
+    every row of it (ids and id sequences included)."""
     if request.param == "sqlite":
-        store = Store.open(str(noisy["db"]))
-        with store.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        store.close()
         copy = tmp_path / "kd.db"
-        copy.write_bytes(Path(noisy["db"]).read_bytes())
+        shutil.copyfile(noisy["db"], copy)
         yield str(copy)
         return
     server = request.getfixturevalue("pg_server")
-    url = server.create()
-    _copy_rows(str(noisy["db"]), url)
+    template = request.getfixturevalue("pg_template")
+    name = f"kd_test_{uuid.uuid4().hex[:12]}"
+    with server.admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    url = server.url.set(database=name).render_as_string(hide_password=False)
     yield url
     server.drop(url)
 
@@ -80,8 +114,15 @@ def _copy_rows(src: str, dst: str) -> None:
     target.close()
 
 
+def _open(db: str) -> Store:
+    """The store at ``db`` (it exists), to read or to edit as another process would: opened without
+    the schema-revision check (Alembic's script directory read anew, tens of milliseconds) that each
+    kd command run here makes on it anyway."""
+    return Store.open(db, check=False)
+
+
 def _read(db: str, query) -> list:
-    store = Store.open(db)
+    store = _open(db)
     try:
         with store.engine.connect() as conn:
             return conn.execute(query).all()
@@ -103,7 +144,7 @@ def _count(db: str, model) -> int:
 
 
 def _issues(db: str, run: str = "r") -> list[dict]:
-    store = Store.open(db)
+    store = _open(db)
     try:
         return lab.issues(store, run)
     finally:
@@ -129,7 +170,7 @@ def _add_class_mid(db: str, tmp_path: Path) -> None:
 
 def test_detect_finds_most_injected_flips(db, noisy):
     out = json.loads(kd("labels", "detect", "--run", "r", "--db", db, "--json").stdout)
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.connect() as conn:
         line_of = dict(conn.execute(select(Sample.id, Sample.line)).all())
     flagged = {line_of[i["sample_id"]] for i in lab.issues(store, "r")}
@@ -148,19 +189,19 @@ def test_detect_finds_most_injected_flips(db, noisy):
     kd("labels", "detect", "--run", "r", "--method", "cleanlab", "--combine", "union", "--no-calibrate", "--overwrite", "--db", db)
     inputs = lab.detect_inputs(store, "r", lab.DetectConfig())
     expected = set(inputs.train.ids[find_label_issues(inputs.train.labels, inputs.probs, filter_by="prune_by_noise_rate")].tolist())
-    assert {i["sample_id"] for i in lab.issues(Store.open(db), "r")} == expected
-    assert Store.open(db).find_stage("r", "detect").config["calibrate"] is False
+    assert {i["sample_id"] for i in lab.issues(_open(db), "r")} == expected
+    assert _open(db).find_stage("r", "detect").config["calibrate"] is False
 
 
 def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):
     out = json.loads(kd("labels", "detect", "--run", "r", "--db", db, "--json").stdout)
     assert out["warnings"] == []  # the trained teacher on 12 % flips: nothing amiss
-    store = Store.open(db)
+    store = _open(db)
     figures = {m.name: m.value for m in store.metrics(store.find_stage("r", "detect").id)}
     store.close()
     assert 0.8 <= figures["oof_accuracy"] <= 1.0 and 0.3 <= figures["majority_rate"] <= 0.7
     # every binary label turned over after the teacher ran: its folds now disagree with most labels
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.begin() as conn:
         conn.execute(update(Sample).where(Sample.split == "train").values(label_id=1 - Sample.label_id))
     store.close()
@@ -191,7 +232,7 @@ def test_every_labels_command_that_writes_says_run_stage_and_warnings_in_json(db
     rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8-sig"))))
     imported = json.loads(kd("labels", "import", str(_sheet(sheet, [dict(rows[0], decision="reject")])), "--db", db, "--json").stdout)
     assert imported == {"run": "r", "stage": "review", "relabel": 0, "drop": 0, "flag": 0, "reject": 1, "unchanged": 0, "warnings": []}
-    sample = int(Store.open(db).samples(splits=["dev"]).ids[0])
+    sample = int(_open(db).samples(splits=["dev"]).ids[0])
     edited = out("set", f"{sample}=drop")
     assert want <= set(edited) and (edited["stage"], edited["drop"], edited["warnings"]) == ("edit-1", 1, [])
     assert want <= set(out("clean", "--min-score", "0.99"))
@@ -199,7 +240,7 @@ def test_every_labels_command_that_writes_says_run_stage_and_warnings_in_json(db
 
 
 def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
-    kd("teach", "--run", "plain", "--model", str(noisy["model"]), *TEACH[:2], "--max-len", "32", "--db", db)
+    kd("teach", "--run", "plain", "--model", str(noisy["model"]), "--epochs", "1", "--max-len", "32", "--db", db)
     refused = kd("labels", "detect", "--run", "plain", "--db", db, ok=False)
     assert "out-of-sample" in refused.output and "--folds" in refused.output
     assert _count(db, LabelIssue) == 0
@@ -215,7 +256,7 @@ def test_a_run_without_a_teacher_is_told_of_teacher_run_and_its_hints_name_the_t
     refusal of in-sample votes of a student b distilled from r (it named `kd distill --run b`, which fails)."""
     line = error_line(kd("labels", "detect", "--run", "b", "--db", db, ok=False))
     assert "no run 'b'" in line and "pass --teacher-run RUN (runs with a teacher: r)" in line, line
-    assert not Store.open(db).run_exists("b")
+    assert not _open(db).run_exists("b")
     kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)
     kd("labels", "clean", "--run", "b", "--db", db)
     line = error_line(kd("labels", "detect", "--run", "b", "--overwrite", "--db", db, ok=False))
@@ -238,18 +279,18 @@ def test_a_train_sample_ingested_after_a_folds_teacher_is_scored_not_refused_as_
     assert "2 train samples have no teacher logits: run `kd teach --run r --logits-only`" in line and "in-sample" not in line
     kd("teach", "--run", "r", "--logits-only", "--db", db)
     kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
-    store = Store.open(db)
+    store = _open(db)
     figures = {m.name: m.value for m in store.metrics(store.find_stage("r", "detect").id)}
     assert figures["in_sample"] == 0 and figures["train_samples"] == len(store.samples(splits=["train"], labeled=True))
 
 
 def test_detect_knows_which_rows_a_filtered_teacher_learned_from(db, noisy, tmp_path):
-    model, short = str(noisy["model"]), [*TEACH[:2], "--max-len", "32"]
+    model, short = str(noisy["model"]), ["--epochs", "1", "--max-len", "32"]
     n_train = len(noisy["rows"])
     # trained on dev alone: every train row's probabilities are out-of-sample
     kd("teach", "--run", "devonly", "--model", model, "--split", "dev", *short, "--db", db)
     kd("labels", "detect", "--run", "devonly", "--db", db)
-    store = Store.open(db)
+    store = _open(db)
     figures = {m.name: m.value for m in store.metrics(store.find_stage("devonly", "detect").id)}
     store.close()
     assert figures["in_sample"] == 0 and figures["train_samples"] == n_train
@@ -312,7 +353,7 @@ def test_clean_then_undo_restores_every_label_exactly(db):
     assert "Error: no run 'nope' in the store" in kd("labels", "undo", "--run", "nope", "--db", db, ok=False).output
     assert "give its name (review.csv" in kd("labels", "export", "--run", "r", "-", "--db", db, ok=False).output
     # a clean replaced after its undo keeps its name in the audit trail (its row was deleted: "a deleted stage")
-    first = Store.open(db).find_stage("r", "clean").id
+    first = _open(db).find_stage("r", "clean").id
     replaced = kd("labels", "clean", "--run", "r", "--overwrite", "--db", db).stdout
     assert "undo: kd labels undo --run r --stage clean" in replaced  # the way back, where it is needed
     hist = json.loads(kd("labels", "history", str(some), "--db", db, "--json").stdout)
@@ -323,7 +364,7 @@ def test_clean_then_undo_restores_every_label_exactly(db):
 def test_drop_excludes_samples_from_later_training(db):
     kd("labels", "detect", "--run", "r", "--db", db)
     counts = json.loads(kd("labels", "clean", "--run", "r", "--action", "drop", "--db", db, "--json").stdout)
-    store = Store.open(db)
+    store = _open(db)
     assert len(store.samples(splits=["train"])) == 150 - counts["drop"]
     assert len(store.samples(splits=["train"], include_dropped=True)) == 150  # never deleted
     distilled = kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db, "--json")
@@ -342,7 +383,7 @@ def test_drop_excludes_samples_from_later_training(db):
     undone = kd("labels", "undo", "--run", "r", "--db", db, "--json")
     assert "warning: r/distill-textcnn trained on the labels this undo reverted: re-run them" in undone.stderr
     assert json.loads(undone.stdout)["warnings"] == [undone.stderr.strip()[len("warning: "):]]
-    assert lab.labels_state(Store.open(db)) == {"labels_from": "original", "labels_stages": [], "labels_stage_ids": [],
+    assert lab.labels_state(_open(db)) == {"labels_from": "original", "labels_stages": [], "labels_stage_ids": [],
                                                 "labels_digest": original}
     # the report says the student learned from edits undone since; a clean replaced after its undo
     # gives its name to the new one: the report says the student's was replaced
@@ -355,7 +396,7 @@ def test_drop_excludes_samples_from_later_training(db):
 def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):
     assert "no succeeded 'detect' stage" in kd("labels", "clean", "--run", "r", "--db", db, ok=False).output
     kd("labels", "detect", "--run", "r", "--db", db)
-    store = Store.open(db)
+    store = _open(db)
     before = _labels(db)
     plan = lab.plan_clean(store, "r", action="relabel", min_score=0.0)
     broken = plan + [lab.Decision(sample_id=10**9, issue_id=None, action="relabel", new_label=0)]
@@ -412,7 +453,7 @@ def test_a_clean_killed_with_9_after_its_edits_is_taken_back_by_the_next_stage(d
     kd("labels", "set", "--run", "r", "3=drop", "--db", db)
     after = _state(db)
     assert {i: after[i] for i in (1, 2)} == {i: before[i] for i in (1, 2)} and after[3][1]
-    store = Store.open(db)
+    store = _open(db)
     try:
         stage = next(s for s in store.stages_of("r") if s.id == int(line))
         assert stage.status == "failed" and stage.error.startswith("crashed: process")
@@ -427,7 +468,7 @@ def test_clean_leaves_a_persons_edits_alone_and_its_dry_run_says_so(db):
     kd("labels", "detect", "--run", "r", "--db", db)
     flagged = _issues(db)
     dropped, relabeled = flagged[0]["sample_id"], flagged[1]["sample_id"]
-    names = Store.open(db).class_names()
+    names = _open(db).class_names()
     other = next(n for n in names if n != flagged[1]["given"])
     kd("labels", "set", "--run", "hand", f"{dropped}=drop", f"{relabeled}={other}", "--db", db)
     preview = {c["sample_id"]: c for c in json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json").stdout)["changes"]}
@@ -448,7 +489,7 @@ def test_a_relabel_clean_flags_an_issue_whose_suggestion_is_its_label(db, tmp_pa
 
     kd("labels", "detect", "--run", "r", "--db", db)
     first, *rest = _issues(db)
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.begin() as conn:
         conn.execute(update(LabelIssue).where(LabelIssue.id == first["issue_id"]).values(suggested_label_id=LabelIssue.given_label_id))
     store.close()
@@ -516,7 +557,7 @@ def test_a_score_shown_typed_as_min_score_keeps_its_row(db):
     figure the user read, left that issue out. A score shown is cut, never rounded up."""
     kd("labels", "detect", "--run", "r", "--db", db)
     first = _issues(db)[0]
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.begin() as conn:
         conn.execute(update(LabelIssue).where(LabelIssue.id == first["issue_id"]).values(score=0.8499))
     store.close()
@@ -553,7 +594,7 @@ def test_two_cleans_at_once_never_decide_an_issue_twice(db):
     from kdstore.runs import stage_scope
 
     kd("labels", "detect", "--run", "r", "--db", db)
-    store = Store.open(db)
+    store = _open(db)
     plan = lab.plan_clean(store, "r", action="drop", min_score=0.0)  # read before the other clean ran
     kd("labels", "clean", "--run", "r", "--name", "ca", "--db", db)
     state, edits = _state(db), _count(db, LabelEdit)
@@ -571,7 +612,7 @@ def test_a_clean_planned_before_a_detect_overwrite_parked_its_detection_changes_
     from kdstore.runs import stage_scope
 
     db = _hand_made_detection(tmp_path / "kd.db", ["甲很好", "乙很好", "丙很好"])
-    store = Store.open(db)
+    store = _open(db)
     try:
         plan = lab.plan_clean(store, "r", action="relabel", min_score=0.0)  # read before the detection was parked
         with stage_scope(store, run="r", kind="detect", config={}, overwrite=True):  # the new detection runs
@@ -590,7 +631,7 @@ def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
     rows = list(csv.DictReader(sheet.open(encoding="utf-8")))
     assert len(rows) >= 4 and all(r["decision"] == "" for r in rows)
     before = _labels(db)
-    names = Store.open(db).class_names()
+    names = _open(db).class_names()
     decisions = {0: "accept", 1: "reject", 2: "drop", 3: rows[3]["given"]}
     for i, d in decisions.items():
         rows[i]["decision"] = d
@@ -601,7 +642,7 @@ def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
     accepted = int(rows[0]["sample_id"])
     assert after[accepted] == names.index(rows[0]["suggested"])
     assert {i for i in before if before[i] != after[i]} == {accepted}
-    store = Store.open(db)
+    store = _open(db)
     assert len(store.samples(ids=[int(rows[2]["sample_id"])])) == 0  # dropped
     assert _count(db, LabelEdit) == 2
     statuses = {i["sample_id"]: i["status"] for i in lab.issues(store, "r")}
@@ -614,8 +655,8 @@ def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
     kd("labels", "detect", "--run", "r", "--db", db)
     before, issues = _labels(db), _issues(db)
     (i1, s1), (i2, _) = [(i["issue_id"], i["sample_id"]) for i in issues[:2]]
-    unflagged = next(int(i) for i in Store.open(db).samples(splits=["train"]).ids if int(i) not in {x["sample_id"] for x in issues})
-    dev = int(Store.open(db).samples(splits=["dev"]).ids[0])
+    unflagged = next(int(i) for i in _open(db).samples(splits=["train"]).ids if int(i) not in {x["sample_id"] for x in issues})
+    dev = int(_open(db).samples(splits=["dev"]).ids[0])
     bad = [  # (sheet, content, run, what the error names)
         ("bad-id.csv", f"sample_id,decision\n{s1},neg\n999999,drop\n", "r", ("line 3", "field 'sample_id'", "no sample 999999")),
         ("unflagged.csv", f"sample_id,decision\n{s1},neg\n{unflagged},drop\n", "r", ("line 3", "field 'sample_id'", f"sample {unflagged} has no issue detected in run 'r'")),
@@ -639,7 +680,7 @@ def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
         assert str(sheet) in line and all(e in line for e in expected), (name, line)
     assert _labels(db) == before and _count(db, LabelEdit) == 0
     assert {i["status"] for i in _issues(db)} == {"open"}
-    store = Store.open(db)
+    store = _open(db)
     assert [s.kind for s in store.stages_of("r")] == ["teach", "detect"] and not store.run_exists("other")
     assert not store.run_exists("bad run!")
 
@@ -666,7 +707,7 @@ def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, 
     line = error_line(kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False))
     assert "were decided by stage 'review', whose 1 label edits stand" in line and "kd labels undo --run r --stage review" in line
     assert _state(db) == state and _count(db, LabelEdit) == edits
-    store = Store.open(db)
+    store = _open(db)
     assert [(s.name, s.kind) for s in store.stages_of("r")] == [("teach", "teach"), ("detect", "detect"), ("review", "clean")]
     assert store.read_folds(store.find_stage("r", "teach").id)  # the teacher and its folds stand
     store.close()
@@ -686,7 +727,7 @@ def test_a_second_sheet_without_a_name_is_its_own_stage(db, tmp_path):
     out = json.loads(kd("labels", "import", str(_sheet(tmp_path / "b.csv", [
         {"run": "r", "issue_id": second["issue_id"], "sample_id": second["sample_id"], "decision": "drop"}])), "--db", db, "--json").stdout)
     assert (out["stage"], out["drop"]) == ("review-2", 1)
-    store = Store.open(db)
+    store = _open(db)
     assert [s.name for s in store.stages_of("r") if s.kind == "clean"] == ["review", "review-2"]
     store.close()
     assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)["stage"] == "review-2"
@@ -738,10 +779,10 @@ def test_a_failed_overwrite_of_a_review_gives_the_old_one_back_with_its_decision
 def test_jsonl_export_edit_import_round_trip_with_another_class(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     _add_class_mid(db, tmp_path)
-    names = Store.open(db).class_names()
+    names = _open(db).class_names()
     assert names[-1] == "mid"
     sheet = tmp_path / "review.jsonl"
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.begin() as conn:  # a text with a Unicode line separator (ingest keeps it): still one line of the sheet
         conn.execute(update(Sample).where(Sample.id == _issues(db)[0]["sample_id"]).values(text=Sample.text + "\u2028第二行\x85"))
     store.close()
@@ -801,7 +842,7 @@ def test_drop_and_flag_cleans_undo_exactly(db):
     after = _state(db)
     assert counts["drop"] == len(flagged) == _count(db, LabelEdit)
     assert {i for i in before if before[i] != after[i]} == flagged and all(after[i][1] for i in flagged)
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.begin() as conn:  # as an edit recorded before kd kept the dropped flag (migration 0004)
         conn.execute(update(LabelEdit).where(LabelEdit.sample_id == min(flagged)).values(old_dropped=None, new_dropped=None))
     kd("labels", "undo", "--run", "r", "--db", db)
@@ -814,8 +855,8 @@ def test_drop_and_flag_cleans_undo_exactly(db):
 
 
 def test_undo_restores_the_dropped_flag_exactly(db, tmp_path):
-    a, b, c = Store.open(db).samples(splits=["train"]).ids[:3].tolist()
-    names = Store.open(db).class_names()
+    a, b, c = _open(db).samples(splits=["train"]).ids[:3].tolist()
+    names = _open(db).class_names()
     start = _state(db)
     other = names[1 - start[b][0]]
     edit_labels(db, "r", "first", {b: "drop", c: "drop"})
@@ -839,10 +880,10 @@ def test_overwrite_refuses_a_stage_whose_edits_stand(db, tmp_path, error_line):
     before = _state(db)
     kd("labels", "clean", "--run", "r", "--db", db)
     cleaned, edits = _state(db), _count(db, LabelEdit)
-    stage = Store.open(db).find_stage("r", "clean")
+    stage = _open(db).find_stage("r", "clean")
     line = error_line(kd("labels", "clean", "--run", "r", "--overwrite", "--db", db, ok=False))
     assert f"{edits} label edits that are not undone" in line and "`kd labels undo --run r --stage clean` first" in line
-    assert _state(db) == cleaned and _count(db, LabelEdit) == edits and Store.open(db).find_stage("r", "clean").id == stage.id
+    assert _state(db) == cleaned and _count(db, LabelEdit) == edits and _open(db).find_stage("r", "clean").id == stage.id
     kd("labels", "undo", "--run", "r", "--db", db)
     assert _state(db) == before
     first = _issues(db)[0]
@@ -855,7 +896,7 @@ def test_overwrite_refuses_a_stage_whose_edits_stand(db, tmp_path, error_line):
     kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)
     assert _state(db) == before
     kd("labels", "clean", "--run", "r", "--overwrite", "--db", db)
-    assert _state(db) == cleaned and lab.labels_version(Store.open(db)) == "r/clean"
+    assert _state(db) == cleaned and lab.labels_version(_open(db)) == "r/clean"
     kd("labels", "undo", "--run", "r", "--db", db)
     assert _state(db) == before
 
@@ -866,7 +907,7 @@ def test_undo_refuses_when_a_later_edit_lost_its_stage(db, tmp_path):
     kd("labels", "clean", "--run", "r", "--db", db)
     touched = _issues(db)[0]["sample_id"]
     edit_labels(db, "later", "review", {touched: "drop"})
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.begin() as conn:
         conn.execute(delete(Stage).where(Stage.id == store.find_stage("later", "review").id))
     assert _read(db, select(LabelEdit.stage_id).where(LabelEdit.sample_id == touched, LabelEdit.action == "drop")) == [(None,)]
@@ -878,7 +919,7 @@ def test_undo_refuses_when_a_later_edit_lost_its_stage(db, tmp_path):
 def test_undo_refuses_when_a_later_edit_touched_the_same_samples(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     kd("labels", "clean", "--run", "r", "--db", db)
-    touched = Store.open(db).samples(ids=[i["sample_id"] for i in lab.issues(Store.open(db), "r")]).ids[0]
+    touched = _open(db).samples(ids=[i["sample_id"] for i in lab.issues(_open(db), "r")]).ids[0]
     edit_labels(db, "later", "review", {int(touched): "drop"})
     refused = kd("labels", "undo", "--run", "r", "--db", db, ok=False)
     assert f"touched samples {touched}" in refused.output and "(stage later/review)" in refused.output
@@ -906,7 +947,7 @@ def test_tfidf_member_shows_a_bar_over_its_folds(monkeypatch, capsys):
 def test_tfidf_member_oof_probabilities_and_detect(db):
     from kdstore.tfidf import oof_probs
 
-    store = Store.open(db)
+    store = _open(db)
     train = store.samples(splits=["train"], labeled=True)
     probs = oof_probs(train.texts, train.labels, num_classes=2, folds=3)
     assert probs.shape == (len(train), 2) and abs(probs.sum(1) - 1).max() < 1e-9
@@ -936,7 +977,7 @@ def test_student_votes_refuse_a_student_without_logits_for_every_train_sample(db
 def test_a_refused_detect_writes_nothing_and_keeps_the_last_detection(db, tmp_path, error_line):
     kd("labels", "detect", "--run", "r", "--db", db)
     found = _issues(db)
-    store = Store.open(db)
+    store = _open(db)
     stages = [(s.id, s.name, s.status) for s in store.stages_of("r")]
     refused = kd("labels", "detect", "--run", "nowhere", "--db", db, ok=False)
     assert "no run 'nowhere'" in error_line(refused) and not store.run_exists("nowhere")
@@ -963,7 +1004,7 @@ def test_detect_after_a_teach_overwrite_killed_with_9_takes_the_teacher_given_ba
         pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
     line = kill_9_inside_stage(db, tmp_path, run="r")
     kd("labels", "detect", "--run", "r", "--db", db)
-    store = Store.open(db)
+    store = _open(db)
     try:
         stages = {s.name: s for s in store.stages_of("r")}
         assert stages["teach"].status == "succeeded" and stages["detect"].status == "succeeded"
@@ -1027,11 +1068,11 @@ def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(d
 
     from kdstore.distill import _row_folds, load_teachers, training_set
 
-    small = ["--epochs", "2", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db]
+    small = ["--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db]
     out = json.loads(kd("distill", "--run", "r", "--folds", "3", "--name", "votes", "--augment", "mask", "--augment-n", "1",
                         *small, "--json").stdout)
     assert out["status"] == "succeeded" and out["metrics"]["all"]["folds"] == 3 and out["metrics"]["all"]["augmented_samples"] > 0
-    store = Store.open(db)
+    store = _open(db)
     stage = store.find_stage("r", "votes")
     folds, train = store.read_folds(stage.id), store.samples(splits=["train"], labeled=True)
     assert set(folds) == set(train.ids.tolist()) and sorted(set(folds.values())) == [0, 1, 2]
@@ -1093,7 +1134,7 @@ def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db
     kd("distill", "--run", "r", "--folds", "2", "--name", "votes", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
        "--max-len", "32", "--db", db)
     kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--student-votes", "r:votes", "--method", "cleanlab,ensemble", "--db", db)
-    store = Store.open(db)
+    store = _open(db)
     config = store.find_stage("r2", "detect").config
     teacher, votes = store.find_stage("r", "teach"), store.find_stage("r", "votes")
     assert [(t["run"], t["stage_id"]) for t in config["teacher_stages"]] == [("r", teacher.id)]
@@ -1178,7 +1219,7 @@ def test_an_empty_stage_name_is_refused_not_recorded_as_another(db, tmp_path):
         result = kd("labels", *args, "--name", "", "--db", db, ok=False)
         assert result.stderr.splitlines()[-1] == "Error: stage name '' is not valid: use 1-64 ASCII letters, digits, '-', '_', '+' or '.' (not first)"
     assert _state(db) == state and _count(db, LabelEdit) == edits
-    assert [s.name for s in Store.open(db).stages_of("r")] == ["teach", "detect"]
+    assert [s.name for s in _open(db).stages_of("r")] == ["teach", "detect"]
 
 
 def test_a_count_beyond_what_sql_holds_means_all(db):
@@ -1222,7 +1263,7 @@ def test_a_sheet_as_spreadsheets_save_it_imports_or_is_refused_in_one_line(db, t
         line = error_line(kd("labels", "import", str(tmp_path / name), "--db", db, ok=False))
         assert str(tmp_path / name) in line and all(e in line for e in expected), (name, line)
     assert _state(db) == state and _count(db, LabelEdit) == 0
-    assert [s.kind for s in Store.open(db).stages_of("r")] == ["teach", "detect"]
+    assert [s.kind for s in _open(db).stages_of("r")] == ["teach", "detect"]
     line = error_line(kd("labels", "export", "--run", "r", str(tmp_path / "review.xlsx"), "--db", db, ok=False))
     assert "not a workbook" in line and not (tmp_path / "review.xlsx").exists()
     filled = tmp_path / "filled.csv"
@@ -1241,7 +1282,7 @@ def test_a_sheet_as_spreadsheets_save_it_imports_or_is_refused_in_one_line(db, t
 def test_dropping_a_dropped_sample_records_no_edit(db):
     """``kd labels set 5=drop`` twice recorded a second drop edit (counted ``drop 1``) that changed
     nothing, yet blocked undoing the first stage on its own."""
-    sample = int(Store.open(db).samples(splits=["train"]).ids[0])
+    sample = int(_open(db).samples(splits=["train"]).ids[0])
     kd("labels", "set", "--run", "r", f"{sample}=drop", "--db", db)
     again = json.loads(kd("labels", "set", "--run", "r", f"{sample}=drop", "--db", db, "--json").stdout)
     assert (again["drop"], again["unchanged"]) == (0, 1) and _count(db, LabelEdit) == 1
@@ -1263,7 +1304,7 @@ def test_a_stage_records_the_labels_it_read_not_those_of_its_start(db, noisy, mo
     import kdstore.distill as distill_mod
     import kdstore.teacher as teacher_mod
 
-    store = Store.open(db)
+    store = _open(db)
     for mod, attr, sample, args in (
         (distill_mod, "training_set", 1, ("distill", "--run", "r", "--name", "late-read", "--epochs", "1", "--embed-dim", "8",
                                           "--num-filters", "4", "--max-len", "32")),
@@ -1292,7 +1333,7 @@ def test_jsonl_sheet_number_decision_is_the_class_of_that_name(db, tmp_path):
     """A JSONL decision written as the number 0 is the class "0", not an empty cell skipped unseen."""
     kd("labels", "detect", "--run", "r", "--db", db)
     kd("ingest", str(write_tsv(tmp_path / "zero.tsv", [("0", "一个名字是数字零的类别")])), "--split", "dev", "--db", db)
-    names = Store.open(db).class_names()
+    names = _open(db).class_names()
     sheet = tmp_path / "review.jsonl"
     kd("labels", "export", "--run", "r", str(sheet), "--db", db)
     rows = [json.loads(line) for line in sheet.read_text(encoding="utf-8").splitlines()]
@@ -1332,7 +1373,7 @@ def test_detect_refuses_a_pinned_class_whose_train_samples_came_after_the_teache
     kd("teach", "--run", "r", "--logits-only", "--db", db)
     line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
     assert "learned no sample of class 'mid'" in line and "kd teach" in line
-    assert _count(db, LabelIssue) == 0 and [s.kind for s in Store.open(db).stages_of("r")] == ["teach"]
+    assert _count(db, LabelIssue) == 0 and [s.kind for s in _open(db).stages_of("r")] == ["teach"]
 
 
 def test_only_classes_renormalizes_over_the_kept_columns():
@@ -1406,7 +1447,7 @@ def test_tfidf_member_takes_fewer_folds_for_a_small_class_and_refuses_a_single_s
     result = kd("labels", "detect", "--run", "r", "--tfidf-member", "--db", lonely, ok=False)
     assert error_line(result) == ("Error: --tfidf-member: class 'mid' has 1 train sample: out-of-fold TF-IDF probabilities "
                                   "need at least 2 of every class (leave --tfidf-member out)")
-    assert [s.name for s in Store.open(lonely).stages_of("r")] == ["teach"]
+    assert [s.name for s in _open(lonely).stages_of("r")] == ["teach"]
 
 
 def test_show_says_when_top_cut_the_list(tmp_path):
@@ -1425,7 +1466,7 @@ def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_sa
     """``undo --stage nope`` on a run with clean stages said the run "has no clean stage to undo";
     the history of a dropped pool text read "original None, now None" and "drop (label None kept)"."""
     db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
-    store = Store.open(db)
+    store = _open(db)
     with store.session() as s, s.begin():
         s.add(Sample(id=3, text="池里的文本", text_hash="h3", split="unlabeled", source="x"))
     store.close()
@@ -1444,14 +1485,14 @@ def test_labels_set_of_an_unlabeled_sample_names_the_drop_it_takes(tmp_path, err
     is what set takes (README: an unlabeled one can be dropped, not labeled): the error names the drop,
     and nothing is written."""
     db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
-    store = Store.open(db)
+    store = _open(db)
     with store.session() as s, s.begin():
         s.add(Sample(id=3, text="池里的文本", text_hash="h3", split="unlabeled", source="x"))
     store.close()
     line = error_line(kd("labels", "set", "--run", "r", "3=pos", "--db", db, ok=False))
     assert line == ("Error: sample 3 is unlabeled: kd labels set can drop it (3=drop), not label it "
                     "(ingest its text with a label instead)")
-    store = Store.open(db)
+    store = _open(db)
     try:
         with store.session() as s:
             assert s.scalar(select(func.count()).select_from(LabelEdit)) == 0
@@ -1516,7 +1557,7 @@ def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_
     assert "'1=drop': 'drop' is a decision and also the class 'drop'" in line
     kd("labels", "set", "--run", "m", "1=label:drop", "2=decision:drop", "--db", db)
     state = _state(db)
-    names = Store.open(db).class_names()
+    names = _open(db).class_names()
     assert (state[1][0], state[1][1]) == (names.index("drop"), False) and state[2][1] is True
 
 
@@ -1582,7 +1623,7 @@ def test_a_row_whose_cells_left_their_columns_or_a_run_of_no_detection_is_one_li
         (tmp_path / name).write_text(content, encoding="utf-8")
         assert expected in error_line(kd("labels", "import", str(tmp_path / name), "--db", db, ok=False)), name
     assert _state(db) == state and _count(db, LabelEdit) == 0
-    assert [s.kind for s in Store.open(db).stages_of("r")] == ["detect"]
+    assert [s.kind for s in _open(db).stages_of("r")] == ["detect"]
     # a note under no header beside a decision, and an undecided row without its empty last cell, are read as written
     noted = tmp_path / "noted.csv"
     noted.write_text("run,issue_id,sample_id,decision\r\nr,1,1,drop,看过\r\nr,2,2,,不确定\r\nr,3,3\r\n", encoding="utf-8")
@@ -1639,7 +1680,7 @@ def test_undoing_a_flag_restores_no_label_and_waits_for_no_later_edit(db):
 def test_a_refused_clean_prints_its_one_line_and_no_warning(db):
     """The detection's warnings come with a clean that ran (or a dry run), not before a refusal: a
     refused clean printed them, then its error."""
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.begin() as conn:  # every binary label turned over: the teacher disagrees with most of them
         conn.execute(update(Sample).where(Sample.split == "train").values(label_id=1 - Sample.label_id))
     store.close()
@@ -1720,7 +1761,7 @@ def test_a_dry_run_judges_a_clean_left_running_by_a_gone_process_as_the_real_run
     db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
     kd("labels", "detect", "--run", "r", "--db", db)
     kd("labels", "clean", "--run", "r", "--min-score", "0.505", "--db", db)  # some edits that stand
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.begin() as conn:  # as a clean killed outright leaves it: running, by a process that is gone
         conn.execute(update(Stage).where(Stage.name == "clean").values(
             status="running", host=socket.gethostname(), process=f"999999999:1:{_machine()}"))
@@ -1745,7 +1786,7 @@ def test_a_detection_whose_overwrite_is_refused_is_not_the_one_advised(tmp_path)
     said = json.loads(kd("labels", "undo", "--run", "r", "--stage", "edit-1", "--db", db, "--json").stdout)["warnings"]
     assert len(said) == 1 and "`kd labels detect --run NEW --teacher-run r` judges the labels as they are now" in said[0]
     assert "refused" not in kd("labels", "detect", "--run", "NEW", "--teacher-run", "r", "--db", db).output
-    store = Store.open(db)
+    store = _open(db)
     try:  # with nothing of its issues decided, the run's own detection is redone
         assert lab.redetect_command("NEW", store.find_stage("NEW", "detect"), store) == "kd labels detect --run NEW --teacher-run r --overwrite"
     finally:
@@ -1759,7 +1800,7 @@ def test_student_votes_of_an_empty_run_are_refused_not_taken_from_the_default_ru
     for given in (":votes", " :votes"):
         line = error_line(kd("labels", "detect", "--run", "r", "--student-votes", given, "--db", db, ok=False))
         assert f"--student-votes {given!r}: the run before ':' is empty" in line and "default" not in line
-    assert [st.kind for st in Store.open(db).stages_of("r")] == ["teach"]  # refused before a stage
+    assert [st.kind for st in _open(db).stages_of("r")] == ["teach"]  # refused before a stage
 
 
 def test_undo_warns_of_the_detections_that_judged_the_labels_it_reverts(tmp_path):
@@ -1792,7 +1833,7 @@ def _flagged_rejected_then_detected_again(tmp_path: Path) -> str:
     for r in rows:
         r["decision"] = "reject"
     kd("labels", "import", str(_sheet(tmp_path / "decided.csv", rows)), "--db", db)
-    store = Store.open(db)
+    store = _open(db)
     with store.engine.begin() as conn:
         conn.execute(update(LabelIssue).where(LabelIssue.status == "rejected").values(decided_stage_id=None))
     store.close()
@@ -1822,7 +1863,7 @@ def test_a_clean_records_the_detection_it_decided_and_the_report_names_a_replace
 
     db = _flagged_rejected_then_detected_again(tmp_path)
     kd("labels", "clean", "--run", "r", "--name", "cl", "--db", db)
-    store = Store.open(db)
+    store = _open(db)
     try:
         stages = {st.name: st for st in store.stages_of("r")}
     finally:
@@ -1840,7 +1881,7 @@ def test_a_detection_that_flags_nothing_points_to_no_list(tmp_path):
     from kdstore.schema import Logit
 
     db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
-    store = Store.open(db)
+    store = _open(db)
     labels = np.array([label for _, label in sorted(_labels(db).items())])
     with store.engine.begin() as conn:  # a teacher sure of every given label
         conn.execute(delete(Logit))
@@ -1884,7 +1925,7 @@ def _oof_news_store(tmp_path: Path, *, per_class: int = 40, flip: float = 0.12, 
     db = str(tmp_path / "news.db")
     kd("ingest", str(write_tsv(tmp_path / "train.tsv", list(zip(given, (t for _, t in rows))))), "--classes",
        str(tmp_path / "class_id.txt"), "--db", db)
-    store = Store.open(db)
+    store = _open(db)
     try:
         names = store.class_names()
         assert names == ["娱乐", "科技", "体育", "财经"]
@@ -1942,7 +1983,7 @@ def test_multiclass_named_topics_detect_review_clean_undo_end_to_end(tmp_path):
     _sheet(tmp_path / "edited.csv", rows)
     counts = json.loads(kd("labels", "import", str(tmp_path / "edited.csv"), "--db", db, "--json").stdout)
     assert (counts["relabel"], counts["reject"], counts["drop"]) == (2, 1, 1)
-    names = Store.open(db).class_names()
+    names = _open(db).class_names()
     state = _state(db)
     for word in ("accept", "topic"):
         sample = int(decided[word]["sample_id"])
@@ -1975,7 +2016,7 @@ def test_a_student_given_twice_to_student_votes_is_refused_not_counted_twice(tmp
     from kdstore.tfidf import oof_probs
 
     db, _, _ = _oof_news_store(tmp_path)
-    store = Store.open(db)
+    store = _open(db)
     train = store.samples(splits=["train"], labeled=True)
     with stage_scope(store, run="r", kind="distill", name="votes", config={}) as stage:  # an out-of-fold student
         probs = oof_probs(train.texts, train.labels, num_classes=4, folds=3, seed=1)
@@ -1992,7 +2033,7 @@ def test_a_student_given_twice_to_student_votes_is_refused_not_counted_twice(tmp
     for empty in ("", "r:", " "):
         line = error_line(kd(*vote, "--student-votes", empty, "--overwrite", ok=False))
         assert line == f"Error: --student-votes {empty!r}: the stage is empty: name a distill stage (STAGE of --run, or RUN:STAGE)"
-    assert [st.name for st in Store.open(db).stages_of("r")] == ["teach", "votes", "detect"]  # refused before a stage
+    assert [st.name for st in _open(db).stages_of("r")] == ["teach", "votes", "detect"]  # refused before a stage
     assert len(_issues(db)) == once["flagged"]
 
 
@@ -2003,7 +2044,7 @@ def test_frac_noise_under_union_beside_disagree_is_refused_before_a_stage(tmp_pa
     full = json.loads(kd("labels", "detect", "--run", "r", "--combine", "union", "--db", db, "--json").stdout)["flagged"]
     line = error_line(kd("labels", "detect", "--run", "r", "--combine", "union", "--frac-noise", "0.3", "--overwrite", "--db", db, ok=False))
     assert line.startswith("Error: --frac-noise 0.3 has no effect with --combine 'union' and the disagree method")  # (the options as typed)
-    assert len(_issues(db)) == full and [st.name for st in Store.open(db).stages_of("r")] == ["teach", "detect"]
+    assert len(_issues(db)) == full and [st.name for st in _open(db).stages_of("r")] == ["teach", "detect"]
     scaled = json.loads(kd("labels", "detect", "--run", "r", "--combine", "union", "--method", "cleanlab", "--frac-noise", "0.3",
                            "--overwrite", "--db", db, "--json").stdout)["flagged"]
     assert 0 < scaled < full
@@ -2022,7 +2063,7 @@ def test_clean_refuses_top_without_dry_run_and_writes_nothing(db, tmp_path):
     assert "Invalid value for --top: 2 trims the table of a --dry-run" in refused.output
     assert f"({len(flagged)} issues here): raise --min-score to decide fewer; the 2nd highest score is " in refused.output
     assert _state(db) == before and _count(db, LabelEdit) == 0
-    assert not [s for s in Store.open(db).stages_of("r") if s.kind == "clean"]  # no stage, not even a failed one
+    assert not [s for s in _open(db).stages_of("r") if s.kind == "clean"]  # no stage, not even a failed one
     assert {i["status"] for i in _issues(db)} == {"open"}
     # --top 0 (all) is what a clean does; a config file's top applies to the dry runs
     (tmp_path / "kd.toml").write_text("[labels.clean]\ntop = 2\n", encoding="utf-8")
@@ -2082,7 +2123,7 @@ def test_detect_overwrite_is_refused_while_a_review_that_only_rejected_stands(tm
                     "labeled, no label changed), which a new detection would forget: run `kd labels undo --run r --stage review` "
                     "first, or detect again in another run (`kd labels detect --run NEW --teacher-run r`)")
     assert _issues(db) == issues and [i["status"] for i in issues[:3]] == ["rejected"] * 3 and _state(db) == before
-    assert [st.name for st in Store.open(db).stages_of("r")] == ["teach", "detect", "review"]
+    assert [st.name for st in _open(db).stages_of("r")] == ["teach", "detect", "review"]
     kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)  # the remedy it names
     kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
     assert {i["status"] for i in _issues(db)} == {"open"}
