@@ -362,7 +362,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
                   "classification (one class a text, cross-entropy), and saves it so")
         if dist.is_main:
             _warn_past_trained_positions(store, model, checkpoint, max_len)
-        if "dev" in cfg.splits and _options_given(("patience",)) and dist.is_main:
+        if _options_given(("patience",)) and dist.is_main and _dev_trains(store, cfg):
             _warn("--patience: not used when dev is trained on (no dev rows are left to judge the epochs: "
                   "the last epoch is kept)")
         elif _options_given(("patience",)) and dist.is_main and not _dev_judges(store, cfg):
@@ -374,6 +374,19 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             train_teacher(store, stage, cfg, dist)
     if dist.is_main:
         _finish(store, run, "teach", as_json)
+
+
+def _dev_trains(store, cfg: TeachConfig) -> bool:
+    """Whether dev rows are among the training rows (``--split dev``, and a --where that selects some
+    of them): then no dev row is left to judge the epochs (``teacher.training_rows``)."""
+    if "dev" not in cfg.splits:
+        return False
+    if not cfg.where:
+        return True
+    try:
+        return bool(len(store.samples(splits=["dev"], labeled=True, where=cfg.where)))
+    except KdError:  # a --where the store refuses: the stage's one-line error, not a warning first
+        return False
 
 
 def _dev_judges(store, cfg: TeachConfig) -> bool:

@@ -162,3 +162,19 @@ def kill_9_inside_stage(db: str, folder: Path, *, run: str, inside: str = "", ki
     finally:
         proc.kill()
     return line
+
+
+def quick_speed_figures(mp, *, single: int = 5, batch: int = 20) -> None:
+    """Every teach and distill stage ends by timing its model (``kdstore.speed.measure``: 100 texts one
+    at a time, then 1,000 in batches), most of a tiny 1-epoch stage's time: with ``mp`` (a
+    MonkeyPatch), the same code times ``single`` texts alone and ``batch`` in batches instead. For
+    tests that read no speed figure."""
+    import functools
+
+    import kdstore.distill
+    import kdstore.early_exit
+    import kdstore.teacher
+    from kdstore.speed import measure
+
+    for module in (kdstore.teacher, kdstore.distill, kdstore.early_exit):
+        mp.setattr(module, "measure", functools.partial(measure, single=single, batch=batch))

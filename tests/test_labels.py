@@ -5,7 +5,6 @@ store in a real SQLite file and in a PostgreSQL database."""
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import json
@@ -21,7 +20,7 @@ import torch
 from conftest import BACKENDS
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import make_url
-from synthetic import edit_labels, flip, kd, labeled_rows, save_tiny_bert, write_tsv
+from synthetic import edit_labels, flip, kd, labeled_rows, quick_speed_figures, save_tiny_bert, write_tsv
 
 from kdstore import labels as lab
 from kdstore.errors import KdError
@@ -33,16 +32,10 @@ TEACH = ["--epochs", "8", "--patience", "8", "--lr", "2e-3", "--batch-size", "8"
 
 @pytest.fixture(scope="module", autouse=True)
 def brief_speed_figures():
-    """Every teach and distill ends by timing what it made (``kdstore.speed.measure``: up to 100 texts
-    one at a time, then 1,000 in batches, through every fold model): no test here reads those
-    figures, so the same code times 2 texts and a batch of 16."""
-    import kdstore.distill
-    import kdstore.teacher
-    from kdstore.speed import measure
-
-    with pytest.MonkeyPatch.context() as m:
-        for module in (kdstore.teacher, kdstore.distill):
-            m.setattr(module, "measure", functools.partial(measure, single=2, batch=16))
+    """No test here reads a stage's speed figures: they are timed on 2 texts and a batch of 16
+    (``synthetic.quick_speed_figures``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        quick_speed_figures(mp, single=2, batch=16)
         yield
 
 

@@ -7,13 +7,16 @@ few steps; the model is built and saved by the test, then loaded by kd with ``fr
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
-from synthetic import corpus_files, edit_labels, kd, tiny_bert_for, tiny_roberta_for, write_tsv
+from synthetic import corpus_files, edit_labels, kd, quick_speed_figures, tiny_bert_for, tiny_roberta_for, write_tsv
 
 from kdstore.errors import KdError
 from kdstore.schema import AugmentedText, Logit, Prediction, Sample, Stage
@@ -30,12 +33,83 @@ def tiny_model(corpus, tmp_path_factory) -> Path:
     return tiny_bert_for(corpus, tmp_path_factory.mktemp("tiny-bert"))
 
 
-@pytest.fixture
-def sample_store(tmp_path, corpus) -> Path:
-    db = tmp_path / "kd.db"
-    for split, path in corpus.items():
-        kd("ingest", str(path), "--split", split, "--db", str(db))
+@contextmanager
+def _module_env(folder: Path):
+    """What conftest's ``_kd_env`` gives each test, for a module fixture (set up before it): the kd
+    environment variables cleared, ``folder`` the working directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS"):
+            mp.delenv(name, raising=False)
+        mp.setenv("KD_NO_PROGRESS", "1")
+        mp.chdir(folder)
+        yield
+
+
+def _copy_store(template: Path, db: Path) -> Path:
+    """The SQLite store ``template`` copied to ``db`` (sqlite3's backup API) with its models
+    (``kd-artifacts`` beside it), the stages' recorded folders moved to the copy's: as if the
+    commands that made the template had run on ``db``."""
+    src, dst = sqlite3.connect(template), sqlite3.connect(db)
+    try:
+        src.backup(dst)
+        old, new = str(template.parent / "kd-artifacts" / template.name), str(db.parent / "kd-artifacts" / db.name)
+        with dst:
+            dst.execute("UPDATE stages SET artifact_path = ? || substr(artifact_path, ?) WHERE substr(artifact_path, 1, ?) = ?",
+                        (new, len(old) + 1, len(old), old))
+    finally:
+        src.close()
+        dst.close()
+    if (template.parent / "kd-artifacts").exists():
+        shutil.copytree(template.parent / "kd-artifacts" / template.name, db.parent / "kd-artifacts" / db.name)
     return db
+
+
+@pytest.fixture(scope="module")
+def _ingested(corpus, tmp_path_factory) -> Path:
+    """The corpus ingested once (four `kd ingest` runs); each test gets a copy (``sample_store``)."""
+    folder = tmp_path_factory.mktemp("ingested")
+    db = folder / "kd.db"
+    with _module_env(folder):
+        for split, path in corpus.items():
+            kd("ingest", str(path), "--split", split, "--db", str(db))
+    return db
+
+
+@pytest.fixture
+def sample_store(tmp_path, _ingested) -> Path:
+    """A store of the corpus (train, dev, test and an unlabeled pool) at ``tmp_path / "kd.db"``."""
+    return _copy_store(_ingested, tmp_path / "kd.db")
+
+
+@pytest.fixture(scope="module")
+def _taught(_ingested, tiny_model, tmp_path_factory) -> tuple[Path, dict]:
+    """The corpus store with run 'r''s teacher (10 epochs), taught once, and the teach's ``--json``
+    report: each test gets a copy of the store (``taught_store``)."""
+    folder = tmp_path_factory.mktemp("taught")
+    db = _copy_store(_ingested, folder / "kd.db")
+    with _module_env(folder):
+        out = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "10", "--patience", "10", "--lr", "2e-3",
+                 "--batch-size", "8", "--max-len", "32", "--db", str(db), "--json")
+    return db, json.loads(out.output)
+
+
+@pytest.fixture
+def taught_store(sample_store, _taught) -> Path:
+    """``sample_store`` with run 'r''s teacher: a copy of ``_taught``'s store (and models) in its place."""
+    sample_store.unlink()
+    return _copy_store(_taught[0], sample_store)
+
+
+FULL_SPEED_FIGURES = {"test_report_has_every_figure_compares_runs_and_plots"}
+
+
+@pytest.fixture(autouse=True)
+def _quick_speed_figures(request, monkeypatch) -> None:
+    """Speed figures timed on 5 texts alone and 20 in batches (``synthetic.quick_speed_figures``), but
+    in the test of the report's speed figures (and in the module fixtures' teachers, taught before
+    this applies)."""
+    if request.function.__name__ not in FULL_SPEED_FIGURES:
+        quick_speed_figures(monkeypatch)
 
 
 def _count(db: Path, model, **where) -> int:
@@ -52,13 +126,13 @@ def _stage(db: Path, run: str, name: str):
     return next(s for s in store.stages_of(run) if s.name == name)
 
 
-def test_teach_end_to_end_stores_logits_for_every_sample(sample_store, tiny_model):
-    db = str(sample_store)
-    out = kd("teach", "--run", "t1", "--model", str(tiny_model), "--epochs", "10", "--patience", "10", "--lr", "2e-3",
-             "--batch-size", "8", "--max-len", "32", "--db", db, "--json")
-    report = json.loads(out.output)
-    assert report["status"] == "succeeded"
-    stage = _stage(sample_store, "t1", "teach")
+def test_teach_end_to_end_stores_logits_for_every_sample(taught_store, _taught, tiny_model):
+    """The teacher of every ``taught_store`` (``kd teach --epochs 10 --json`` on the corpus, run once
+    for the module in ``_taught``): its report and what it stored, then --overwrite."""
+    sample_store, db = taught_store, str(taught_store)
+    report = _taught[1]
+    assert report["status"] == "succeeded" and report["run"] == "r"
+    stage = _stage(sample_store, "r", "teach")
     n_samples = _count(sample_store, Sample)
     assert n_samples == 130
     assert _count(sample_store, Logit, stage_id=stage.id) == n_samples  # unlabeled pool included
@@ -71,53 +145,51 @@ def test_teach_end_to_end_stores_logits_for_every_sample(sample_store, tiny_mode
     ids, logits = Store.open(db).read_logits(stage.id)
     assert logits.shape == (n_samples, 2) and np.isfinite(logits).all()
     # refusing to overwrite a succeeded stage, then --overwrite replaces it
-    again = kd("teach", "--run", "t1", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
+    again = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
     assert "--overwrite" in again.output
-    kd("teach", "--run", "t1", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db, "--overwrite")
+    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db, "--overwrite")
     assert _count(sample_store, Stage) == 1
     assert _count(sample_store, Logit) == n_samples
 
 
-def test_logits_only_scores_samples_ingested_later(sample_store, tiny_model, tmp_path):
-    db = str(sample_store)
-    kd("teach", "--run", "t2", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+def test_logits_only_scores_samples_ingested_later(taught_store, tmp_path):
+    sample_store, db = taught_store, str(taught_store)
     late = tmp_path / "late.txt"
     late.write_text("这个很好用\n那个太差了\n", encoding="utf-8")
     kd("ingest", str(late), "--split", "unlabeled", "--db", db)
     write_tsv(tmp_path / "dev2.tsv", [("pos", "后来的验证样本很好"), ("neg", "后来的验证样本太差")])
     kd("ingest", str(tmp_path / "dev2.tsv"), "--split", "dev", "--db", db)
     # the training options would be ignored: refused, nothing scored
-    refused = kd("teach", "--run", "t2", "--logits-only", "--epochs", "5", "--max-len", "16", "--db", db, ok=False)
+    refused = kd("teach", "--run", "r", "--logits-only", "--epochs", "5", "--max-len", "16", "--db", db, ok=False)
     assert "--epochs, --max-len: --logits-only scores with the run's teacher as it was trained" in refused.output
-    refused = kd("teach", "--run", "t2", "--logits-only", "--label", "pos", "--split", "dev", "--db", db, ok=False)
+    refused = kd("teach", "--run", "r", "--logits-only", "--label", "pos", "--split", "dev", "--db", db, ok=False)
     assert "Error: --split, --label: --logits-only" in refused.output  # the options' names (it said --splits, --labels)
-    out = kd("teach", "--run", "t2", "--logits-only", "--batch-size", "3", "--db", db, "--json")
+    out = kd("teach", "--run", "r", "--logits-only", "--batch-size", "3", "--db", db, "--json")
     assert json.loads(out.stdout)["scored"] == 4
-    stage = _stage(sample_store, "t2", "teach")
+    stage = _stage(sample_store, "r", "teach")
     assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample)
     # the teacher's figures stand as measured when it ran, and the output says what they leave out
     assert "warning: the teacher's stored figures leave out the labeled samples it scored now (2 dev)" in out.stderr
     assert "--store --split dev` measures it" in out.stderr
     write_tsv(tmp_path / "test2.tsv", [("pos", "后来的测试样本很好")])
     kd("ingest", str(tmp_path / "test2.tsv"), "--split", "test", "--db", db)
-    out = kd("teach", "--run", "t2", "--logits-only", "--db", db)
+    out = kd("teach", "--run", "r", "--logits-only", "--db", db)
     assert "(1 test)" in out.stderr and "--store --split test` measures it" in out.stderr  # (it named dev, which had none)
     store = Store.open(db)
     assert [m.value for m in store.metrics(stage.id) if m.split == "dev" and m.name == "n"] == [20]
-    report = json.loads(kd("report", "--run", "t2", "--db", db, "--json").stdout)  # its matrix counts what its figures did
+    report = json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)  # its matrix counts what its figures did
     teach = next(st for st in report["stages"] if st["name"] == "teach")
     assert np.array(teach["confusion"]["dev"]).sum() == 20
 
 
-def test_logits_only_refuses_a_batch_size_below_one(sample_store, tiny_model, tmp_path):
+def test_logits_only_refuses_a_batch_size_below_one(taught_store, tmp_path):
     """A negative --batch-size scored nothing and stored zero logits for the new samples."""
-    db = str(sample_store)
-    kd("teach", "--run", "bs", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    sample_store, db = taught_store, str(taught_store)
     (tmp_path / "late.txt").write_text("这个很好用\n", encoding="utf-8")
     kd("ingest", str(tmp_path / "late.txt"), "--split", "unlabeled", "--db", db)
-    stage = _stage(sample_store, "bs", "teach")
+    stage = _stage(sample_store, "r", "teach")
     for bad in ("-3", "0"):
-        result = kd("teach", "--run", "bs", "--logits-only", "--batch-size", bad, "--db", db, ok=False)
+        result = kd("teach", "--run", "r", "--logits-only", "--batch-size", bad, "--db", db, ok=False)
         assert "Invalid value for --batch-size: must be at least 1" in result.output
         assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample) - 1  # still unscored
 
@@ -278,11 +350,10 @@ def test_patience_without_labeled_dev_samples_is_warned_of(tmp_path, corpus, tin
     assert "--patience" not in out.stderr  # not given: nothing to warn of
 
 
-def test_alpha_0_with_a_hard_weight_says_the_pool_taught_nothing(sample_store, tiny_model):
+def test_alpha_0_with_a_hard_weight_says_the_pool_taught_nothing(taught_store):
     """With --hard-weight, alpha weighs the pool's soft loss too: `--alpha 0 --hard-weight 1` on a store
     with a pool (used by default) trained on it at weight 0 without a word."""
-    db = str(sample_store)
-    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    db = str(taught_store)
     common = ["--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db]
     out = kd("distill", "--run", "r", "--alpha", "0", "--hard-weight", "1", *common, "--json")
     message = ("--alpha 0 with --hard-weight weighs the teacher's loss 0 for every sample: the 30 unlabeled texts taught "
@@ -817,13 +888,6 @@ def test_pretrain_electra_saves_the_discriminator_teach_starts_from(sample_store
     assert "Invalid value for '--objective'" in bad.output
 
 
-@pytest.fixture
-def taught_store(sample_store, tiny_model) -> Path:
-    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "10", "--patience", "10", "--lr", "2e-3",
-       "--batch-size", "8", "--max-len", "32", "--db", str(sample_store))
-    return sample_store
-
-
 @pytest.mark.parametrize("student", ["textcnn", "bigru", "bilstm"])
 def test_distill_each_student_stores_predictions_and_metrics(taught_store, student):
     db = str(taught_store)
@@ -851,12 +915,27 @@ def test_distill_each_student_stores_predictions_and_metrics(taught_store, stude
     assert report["metrics"]["all"]["flops_per_sample"] == round(np.mean([flops_per_sample(scfg, n) for n in lengths]))
 
 
-def test_unlabeled_asked_of_a_store_without_a_pool_is_warned_of(tmp_path, corpus, tiny_model):
+@pytest.fixture(scope="module")
+def _taught_without_pool(corpus, tiny_model, tmp_path_factory) -> Path:
+    """A store of the train and dev rows alone (no unlabeled pool) and run 'r''s 1-epoch teacher,
+    made once; ``taught_without_pool`` gives each test a copy."""
+    folder = tmp_path_factory.mktemp("without-pool")
+    db = folder / "kd.db"
+    with _module_env(folder):
+        for split in ("train", "dev"):
+            kd("ingest", str(corpus[split]), "--split", split, "--db", str(db))
+        kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--batch-size", "8", "--max-len", "32", "--db", str(db))
+    return db
+
+
+@pytest.fixture
+def taught_without_pool(tmp_path, _taught_without_pool) -> Path:
+    return _copy_store(_taught_without_pool, tmp_path / "kd.db")
+
+
+def test_unlabeled_asked_of_a_store_without_a_pool_is_warned_of(taught_without_pool):
     """--unlabeled on a store with no unlabeled split trained on the labeled samples without a word."""
-    db = str(tmp_path / "kd.db")
-    for split in ("train", "dev"):
-        kd("ingest", str(corpus[split]), "--split", split, "--db", db)
-    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--batch-size", "8", "--max-len", "32", "--db", db)
+    db = str(taught_without_pool)
     out = kd("distill", "--run", "r", "--unlabeled", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--db", db, "--json")
     report = json.loads(out.stdout)
     assert report["status"] == "succeeded" and report["metrics"]["all"]["pool_samples"] == 0
@@ -1306,7 +1385,7 @@ def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_mode
     from kdstore.teacher import load_classifier, model_dirs, score
 
     db = str(sample_store)
-    kd("teach", "--run", "oof", "--model", str(tiny_model), "--folds", "3", "--epochs", "2", "--lr", "2e-3",
+    kd("teach", "--run", "oof", "--model", str(tiny_model), "--folds", "3", "--epochs", "1", "--lr", "2e-3",
        "--batch-size", "8", "--max-len", "32", "--db", db)
     store = Store.open(db)
     stage = _stage(sample_store, "oof", "teach")
@@ -1908,7 +1987,7 @@ def test_a_roberta_teacher_and_its_transformer_student(sample_store, corpus, tmp
                            "--max-len", "32", "--db", db, "--json").output)
     assert taught["status"] == "succeeded" and taught["metrics"]["test"]["accuracy"] >= 0.8
     out = json.loads(kd("distill", "--run", "rb", "--student", "transformer", "--layers", "1", "--hidden-mse", "1", "--attention-kl", "1",
-                        "--value-relation", "1", "--qk-relation", "1", "--epochs", "2", "--batch-size", "16", "--max-len", "32",
+                        "--value-relation", "1", "--qk-relation", "1", "--epochs", "1", "--batch-size", "16", "--max-len", "32",
                         "--db", db, "--json").output)
     assert out["status"] == "succeeded" and out["metrics"]["all"]["teacher_layer[0]"] == 1
     stage = _stage(sample_store, "rb", "distill-transformer")
@@ -2064,12 +2143,12 @@ def test_a_damaged_student_weights_file_is_a_one_line_error(tmp_path):
         load_student(tmp_path / "s", "cpu")
 
 
-def test_damaged_teacher_weights_are_a_one_line_error(sample_store, tiny_model, tmp_path):
+def test_damaged_teacher_weights_are_a_one_line_error(taught_store, tiny_model, tmp_path):
     """A cut ``model.safetensors`` (a copy that stopped half-way, a full disk) raised safetensors'
     own error, which is no OSError: a traceback from kd teach, predict, export and distill."""
     import shutil
 
-    db = str(sample_store)
+    sample_store, db = taught_store, str(taught_store)
     cut = tmp_path / "cut-model"
     shutil.copytree(tiny_model, cut)
     weights = cut / "model.safetensors"
@@ -2078,14 +2157,13 @@ def test_damaged_teacher_weights_are_a_one_line_error(sample_store, tiny_model, 
     assert result.stderr.splitlines()[-1].startswith(f"Error: cannot load '{cut}' as a sequence classifier: Error while deserializing header")
     assert _stage(sample_store, "c", "teach").status == "failed"
 
-    kd("teach", "--run", "t", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
-    served = Path(_stage(sample_store, "t", "teach").artifact_path) / "model.safetensors"
+    served = Path(_stage(sample_store, "r", "teach").artifact_path) / "model.safetensors"  # (the store's copy of the teacher)
     served.write_bytes(served.read_bytes()[:300])
-    result = kd("predict", "--run", "t", "--model", "teacher", "--db", db, input="很好\n", ok=False)
+    result = kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="很好\n", ok=False)
     assert "as a sequence classifier: Error while deserializing header" in result.stderr.splitlines()[-1]
-    result = kd("distill", "--run", "t", "--init-embeddings", "teacher", "--epochs", "1", "--db", db, ok=False)
+    result = kd("distill", "--run", "r", "--init-embeddings", "teacher", "--epochs", "1", "--db", db, ok=False)
     assert result.stderr.splitlines()[-1].startswith("Error: cannot load the teacher of stage 'teach' in ")
-    assert _stage(sample_store, "t", "distill-textcnn").status == "failed"
+    assert _stage(sample_store, "r", "distill-textcnn").status == "failed"
 
 
 def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try(capsys):
@@ -2121,11 +2199,8 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try(cap
     assert capsys.readouterr().err == ""
 
 
-def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tmp_path, corpus, tiny_model):
-    db = str(tmp_path / "kd.db")
-    for split in ("train", "dev"):
-        kd("ingest", str(corpus[split]), "--split", split, "--db", db)
-    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(taught_without_pool, corpus, tiny_model):
+    db = str(taught_without_pool)
     common = ["distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--db", db]
     out = kd(*common, "--unlabeled")
     assert "warning: --unlabeled, but the store has no unlabeled pool" in out.stderr
@@ -2188,11 +2263,12 @@ def test_a_class_a_teacher_learned_from_dev_is_no_unlearned_class(sample_store, 
 def test_split_dev_with_a_where_that_selects_no_dev_row_keeps_dev_as_the_judge(sample_store, tiny_model):
     """`kd teach --split train --split dev --where "source = 'shop.tsv'"` with shop.tsv's rows all in train
     trained on no dev row, yet kept the last epoch with no judge, and the summary and `kd report --compare`
-    called its dev figures, of rows it never saw, "not held out"."""
+    called its dev figures, of rows it never saw, "not held out". --patience is used (it was said not to be)."""
     db = str(sample_store)
     n_dev = len(Store.open(db).samples(splits=["dev"], labeled=True))
     out = kd("teach", "--run", "wd", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--where", "split = 'train'",
-             "--epochs", "2", "--max-len", "32", "--db", db, "--json")
+             "--epochs", "2", "--patience", "2", "--max-len", "32", "--db", db, "--json")
+    assert "--patience" not in out.stderr
     report = json.loads(out.stdout)
     assert report["metrics"]["all"]["dev_samples"] == n_dev > 0
     assert "dev" in {h["split"] for h in report["history"]}  # dev judged the epochs
@@ -2425,12 +2501,11 @@ def test_student_scoring_of_a_large_set_shows_a_bar(monkeypatch, capsys):
     assert capsys.readouterr().err == "" and not kp.no_progress()
 
 
-def test_logits_only_reads_the_missing_samples_only(sample_store, tiny_model, tmp_path, monkeypatch):
+def test_logits_only_reads_the_missing_samples_only(taught_store, tmp_path, monkeypatch):
     """Scoring two texts ingested into a 200,000-text store read every text of the store (about 100 MB
     held for two rows): --logits-only reads the samples it scores, by id (and so does its count of the
     labeled ones its figures leave out, which read every labeled text)."""
-    db = str(sample_store)
-    kd("teach", "--run", "t3", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    sample_store, db = taught_store, str(taught_store)
     late = tmp_path / "late.txt"
     late.write_text("这个很好用\n那个太差了\n", encoding="utf-8")
     kd("ingest", str(late), "--split", "unlabeled", "--db", db)
@@ -2444,11 +2519,11 @@ def test_logits_only_reads_the_missing_samples_only(sample_store, tiny_model, tm
         return found
 
     monkeypatch.setattr(Store, "samples", recorded)
-    out = kd("teach", "--run", "t3", "--logits-only", "--db", db, "--json")
+    out = kd("teach", "--run", "r", "--logits-only", "--db", db, "--json")
     assert json.loads(out.stdout)["scored"] == 3
     assert read and max(read) == 3  # no read of the whole store, nor of its labeled samples
     assert "leave out the labeled samples it scored now (1 dev)" in out.stderr
-    stage = _stage(sample_store, "t3", "teach")
+    stage = _stage(sample_store, "r", "teach")
     assert _count(sample_store, Logit, stage_id=stage.id) == _count(sample_store, Sample)
 
 
@@ -2530,12 +2605,11 @@ def test_predict_names_the_student_it_chose_among_several(taught_store):
 
 
 
-def test_report_says_when_a_predict_stages_teacher_was_replaced_since(sample_store, tiny_model):
+def test_report_says_when_a_predict_stages_teacher_was_replaced_since(taught_store, tiny_model):
     """`kd predict --model teacher --store` stored figures of the teacher; after `kd teach --overwrite`
     the report showed them under model_stage=teach alone, as if they measured the teacher there now."""
-    db = str(sample_store)
+    sample_store, db = taught_store, str(taught_store)
     teach = ("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
-    kd(*teach)
     kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--db", db)
     assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout  # still the teacher it measured
     env = _stage(sample_store, "r", "predict-teach@dev").config["environment"]  # (its samples_per_s is this machine's)
