@@ -40,7 +40,7 @@ BACKENDS = [
 # `--durations=0`): under pytest-xdist's `--dist loadfile` each file runs on one worker, and a worker
 # takes the next file as it runs out, so the long files go first. Last (alphabetical order), the
 # longest one ran alone for minutes while the other worker had nothing left.
-HEAVY_FIRST = ("test_training.py", "test_distributed.py", "test_labels.py", "test_export.py")
+HEAVY_FIRST = ("test_distributed.py", "test_labels.py", "test_training.py", "test_export.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
