@@ -120,8 +120,13 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     served = stage["metrics"].get("all", {})
     if config.get("student") == "early-exit" and served.get("speed") is not None:
         # the figures above are at this speed; with --max-loss it was chosen, and said nowhere but kd report
+        from kdstore.early_exit import speed_tag
+
         how = f" (chosen on dev for --max-loss {config['max_loss']:g})" if config.get("max_loss") is not None else ""
-        click.echo(f"  serving speed {served['speed']:g}{how}: mean exit layer {served.get('layers', 0):.2f} of "
+        # on dev, held out, as the accuracies above (over every sample it was the train rows' too, which the branches learned)
+        held_out = (stage["metrics"].get("dev") or {}).get(f"layers@{speed_tag(float(served['speed']))}")
+        layers = f"{held_out:.2f} on dev" if held_out is not None else f"{served.get('layers', 0):.2f}"
+        click.echo(f"  serving speed {served['speed']:g}{how}: mean exit layer {layers} of "
                    f"{int(served.get('num_layers') or 0)} (kd report --run {run}: every speed's figures)")
     if cut:
         click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")

@@ -631,6 +631,11 @@ def measure_speeds(
     return out
 
 
+def speed_tag(speed: float) -> str:
+    """How a speed names its figures (``accuracy@0.3``): ``--speed 0.1000001`` is not the grid's 0.1."""
+    return f"{speed:g}" if float(f"{speed:g}") == speed else repr(float(speed))
+
+
 def speed_metrics(measured: dict[float, dict[str, Any]], labels: np.ndarray, names: list[str]) -> dict[str, float]:
     """``accuracy@S``, ``macro_f1@S``, ``agreement@S`` (with speed 0), ``layers@S``, ``speedup@S`` per speed.
 
@@ -643,7 +648,7 @@ def speed_metrics(measured: dict[float, dict[str, Any]], labels: np.ndarray, nam
     out: dict[str, float] = {}
     for s, m in measured.items():
         pred = m["logits"].argmax(1)
-        tag = f"{s:g}" if float(f"{s:g}") == s else repr(float(s))  # (--speed 0.1000001 is not the grid's 0.1)
+        tag = speed_tag(s)
         if len(labels):
             cm = classification_metrics(labels, pred, num_classes=len(names), class_names=names)
             out[f"accuracy@{tag}"], out[f"macro_f1@{tag}"] = cm["accuracy"], cm["macro_f1"]
