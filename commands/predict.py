@@ -69,6 +69,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     if text_field is not None and not text_field:  # before a model loads (seconds to minutes)
         raise click.BadParameter("name the field that holds the text, e.g. text", param_hint="--text-field")
+    if speed is not None and typed("speed") and not 0.0 <= speed <= 1.0:  # (the early-exit model refused it, once loaded)
+        raise click.BadParameter(f"must be in [0, 1] (0: every layer; higher exits earlier), got {speed:g}", param_hint="--speed")
     if split and not from_store:
         if typed("split"):
             raise click.UsageError("--split goes with --store")

@@ -491,13 +491,17 @@ def test_predict_json_lines_with_a_lone_surrogate_escape_are_a_one_line_error(bu
 
 
 def test_predict_option_mistakes_are_caught_before_any_model_or_store_opens(tmp_path):
-    """`--text-field ""` was refused only after the model had loaded (minutes for a big teacher), and
-    `kd predict - --store` (stdin named, then the store asked for) was taken as --store silently."""
+    """`--text-field ""` (or a --speed out of [0, 1]) was refused only after the model had loaded (minutes
+    for a big teacher), and `kd predict - --store` (stdin named, then the store asked for) was taken as --store silently."""
     db = str(tmp_path / "none.db")  # no store there: an option error must come first
     out = kd("predict", "--run", RUN, "--text-field", "", "--db", db, input="很好\n", ok=False)
     assert "Invalid value for --text-field: name the field" in out.output
     out = kd("predict", "-", "--run", RUN, "--store", "--db", db, ok=False)
     assert "leave out FILE" in out.output
+    for bad in ("1.5", "-0.1"):  # (refused by the early-exit model, once loaded)
+        for store in ([], ["--store"]):
+            out = kd("predict", "--run", RUN, "--speed", bad, *store, "--db", db, input="很好\n", ok=False)
+            assert "Invalid value for --speed: must be in [0, 1]" in out.output, out.output
     assert not (tmp_path / "none.db").exists()
 
 
