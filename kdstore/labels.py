@@ -684,19 +684,26 @@ SHEET_WORDS = ("accept", "reject", "drop")  # what a sheet's decision says besid
 CLASS_PREFIX, WORD_PREFIX = "label:", "decision:"
 
 
+def _prefixed(value: str) -> tuple[str, str]:
+    """A decision's text up to its first colon, in half width (``label：`` is ``label:``), and the rest."""
+    at = min((i for i in (value.find(":"), value.find("："), value.find("﹕")) if i >= 0), default=-1)
+    return (unicodedata.normalize("NFKC", value[:at + 1]), value[at + 1:]) if at >= 0 else ("", value)
+
+
 def read_decision(value: str, names: Sequence[str], words: Sequence[str]) -> tuple[str, int | None]:
     """``(action, class id)`` of a sheet's decision or ``kd labels set``'s value: one of ``words``
     (any case; ``(word, None)``) or a class name (``("relabel", id)``). A class named like a word
     (``reject`` in a moderation task) makes that word ambiguous: ``label:reject`` names the class,
     ``decision:reject`` the decision, and the bare word is refused rather than guessed."""
     listed = ", ".join(words)
-    if value.startswith(CLASS_PREFIX) and value not in names:
-        name = value[len(CLASS_PREFIX):]
-        if name not in names:
-            raise KdError(f"{value!r}: no class {name!r} ({', '.join(names)})")
-        return "relabel", names.index(name)
-    if value.lower().startswith(WORD_PREFIX) and value not in names:
-        word = value[len(WORD_PREFIX):].strip().lower()
+    # (the prefixes as a Chinese input method types them too: `label：pos`, a full-width colon)
+    prefix, rest = _prefixed(value)
+    if prefix == CLASS_PREFIX and value not in names:
+        if rest not in names:
+            raise KdError(f"{value!r}: no class {rest!r} ({', '.join(names)})")
+        return "relabel", names.index(rest)
+    if prefix.lower() == WORD_PREFIX and value not in names:
+        word = unicodedata.normalize("NFKC", rest).strip().lower()
         if word not in words:
             raise KdError(f"{value!r}: {word!r} is not a decision ({listed})")
         return word, None

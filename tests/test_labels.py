@@ -1536,6 +1536,9 @@ def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_
     assert read_decision("Decision:Reject", names, SHEET) == ("reject", None)
     assert read_decision("ACCEPT", names, SHEET) == ("accept", None)
     assert read_decision("ＡＣＣＥＰＴ", names, SHEET) == ("accept", None)  # (a Chinese input method's full width)
+    assert read_decision("label：reject", names, SHEET) == ("relabel", 1)  # (its colon too)
+    assert read_decision("decision：ＲＥＪＥＣＴ", names, SHEET) == ("reject", None)
+    assert read_decision("ｌａｂｅｌ:Drop", names, SHEET) == ("relabel", 2)
     for value, message in (("reject", "'reject' is a decision and also the class 'reject': write label:reject for the class, decision:reject"),
                            ("drop", "also the class 'Drop': write label:Drop"),
                            ("label:nope", "'label:nope': no class 'nope'"),
