@@ -168,8 +168,8 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
     fmt = detect_format(name, opts.format)
     content = decode(data, name, fmt)
     want_label = opts.split != "unlabeled"
-    if fmt == "tsv" and opts.format is None:
-        _refuse_json_lines(content, name)
+    if fmt != "jsonl" and opts.format is None:  # (a .csv of JSON lines: each object's "text":... became a class)
+        _refuse_json_lines(content, name, fmt)
     if fmt == "jsonl":
         records, label_name = _parse_jsonl(content, name, opts, want_label), opts.label_col or "label"
     else:
@@ -213,8 +213,8 @@ def _lookalike(name: str, line: int | None, field_name: str, label: str, twin: s
             f"(it would be a class apart)")
 
 
-def _refuse_json_lines(content: str, name: str) -> None:
-    """A file read as TSV by default (stdin, an unknown extension) whose first line is a JSON
+def _refuse_json_lines(content: str, name: str, fmt: str = "tsv") -> None:
+    """A file read as TSV or CSV by default (stdin, its extension) whose first line is a JSON
     object is JSON Lines: read as TSV, an unlabeled pool would keep each line's JSON as its text."""
     end, start, line = _line_end(content), 0, 1
     while start < len(content):  # the first non-blank line (not a list of every line: a pool may be 500,000)
@@ -227,7 +227,7 @@ def _refuse_json_lines(content: str, name: str) -> None:
                 is_object = False
             if is_object:
                 raise KdError(f"{name}: line {line}: a JSON object: the file looks like JSON Lines, give --format jsonl "
-                              f"(or --format tsv to read each line as text)")
+                              f"(or --format {fmt} to read " + ("each line as text)" if fmt == "tsv" else "it as CSV)"))
             return
         if stop < 0:
             return
@@ -354,8 +354,12 @@ def _parse_delimited(
     same = label_i is not None and label_i == text_i
     if header is None and label_i is not None and not same and opts.text_col is None and opts.label_col is None:
         _refuse_swapped_columns(body, text_i, label_i, width, name, rows[0][0])
+        if opts.header is None:
+            _refuse_unknown_header(body, text_i, label_i, width, name, rows[0][0])
     # the unlabeled pool carries no label, not even in the metadata
     extra = [i for i in range(width) if i not in (text_i, label_i)]
+    # (not an unnamed column blank in every row, Excel's trailing ",,": each sample's metadata was {"": ""} or {"2": ""})
+    extra = [i for i in extra if (header is not None and header[i]) or any(i < len(f) and f[i].strip() for _, f in body)]
     if not want_label:
         label_i = None
     for i, what in ((text_i, "text"), (label_i, "label")):
@@ -416,6 +420,28 @@ def _refuse_swapped_columns(body, text_i: int, label_i: int, width: int, name: s
         )
 
 
+MIN_HEADER_ROWS = 10  # rows under a first line whose label is on no other line, before it is taken for a header
+
+
+def _refuse_unknown_header(body, text_i: int, label_i: int, width: int, name: str, first_line: int) -> None:
+    """Refuse a headerless file read by the default columns whose first line's label is on no other
+    line while every other label is on several: a header kd does not know, label column first
+    (类别,内容 or category,body), which would be ingested as a sample of a class of its own (id 0, for good)."""
+    rows = [[f.strip() for f in fields] for _, fields in body if len(fields) == width]
+    if len(rows) <= MIN_HEADER_ROWS or len(body[0][1]) != width:
+        return
+    first, times = rows[0], {}
+    for fields in rows:
+        times[fields[label_i]] = times.get(fields[label_i], 0) + 1
+    if times[first[label_i]] == 1 and min(n for label, n in times.items() if label != first[label_i]) > 1 and \
+            sum(fields[text_i] == first[text_i] for fields in rows) == 1:
+        raise KdError(
+            f"{name}: line {first_line}: field 'label': {first[label_i]!r} is a label on this line only, every other label is on "
+            f"several lines: line {first_line} looks like a header naming the columns; give --text-col {shlex.quote(first[text_i])} "
+            f"--label-col {shlex.quote(first[label_i])} to read it as one (or --no-header if it is a sample)"
+        )
+
+
 def _bare_cr(rows) -> str:
     """A hint for a column count gone wrong in a file whose lines end in ``\n`` but one holds a bare
     ``\r`` (line ends mixed by an old editor): it stays in its line, joining two rows into one."""
@@ -427,9 +453,13 @@ def _bare_cr(rows) -> str:
 def _key_hint(obj: dict, key: str, named: str | None, option: str) -> str:
     """Where a line lacks a default key kd was not told: the keys it has and the option that names
     another (a bare "missing" left a pool of {"body": ...} lines with no way forward)."""
-    if key in obj or named is not None:
+    if key in obj:
         return ""
     keys = ", ".join(repr(k) for k in list(obj)[:10]) + (", ..." if len(obj) > 10 else "")
+    if named is not None:  # (a path into a nested object, --text-col data.text: "missing" alone did not say why)
+        head = key.split(".")[0]
+        return (f" (keys: {keys}): kd reads top-level keys only, not a path into the object {head!r} (flatten the lines "
+                f"first, e.g. with jq)") if "." in key and isinstance(obj.get(head), dict) else ""
     return f" (keys: {keys}); name it with {option}" if obj else f"; name it with {option}"
 
 

@@ -156,10 +156,12 @@ def test_parse_headerless_wide_file_needs_its_columns_named():
 
 def test_parse_headerless_file_with_trailing_blank_columns_reads_as_two_columns():
     """Excel's trailing "," (or a tab) after label,text is no third column: the file read before the
-    3-column refusal, and still does (the blank column in the metadata, as a headerless extra column)."""
+    3-column refusal, and still does (the blank columns kept out of the metadata: each sample's was {"2": ""})."""
     for data, name in ((b"pos,good,\nneg,bad,\n", "t.csv"), (b"pos\tgood\t\t\nneg\tbad\t\t\n", "t.tsv")):
         records = parse(data, name, IngestOptions())
-        assert [(r.text, r.label) for r in records] == [("good", "pos"), ("bad", "neg")]
+        assert [(r.text, r.label, r.meta) for r in records] == [("good", "pos", None), ("bad", "neg", None)]
+    assert [r.meta for r in parse(b"pos,good,,7\nneg,bad,,\n", "t.csv", IngestOptions(text_col="1", label_col="0"))] == [
+        {"3": "7"}, {"3": ""}]  # (a column with a value somewhere is kept, its blanks too)
     with pytest.raises(KdError, match="3 columns"):  # one filled cell past the second is a third column
         parse(b"pos,good,\nneg,bad,x\n", "t.csv", IngestOptions())
 
@@ -197,11 +199,20 @@ def test_parse_json_lines_read_as_tsv_by_default_are_refused():
     assert parse(b"{braces} in a text\n", "<stdin>", IngestOptions(split="unlabeled"))[0].text == "{braces} in a text"
 
 
+def test_parse_json_lines_in_a_csv_file_are_refused():
+    """A JSON Lines export saved as .csv was read as CSV: each line's '{"text": "..."' became a class
+    and its '"label": "..."}' the text, with exit 0."""
+    data = '{"text": "好评, 很好", "label": "pos"}\n{"text": "差评", "label": "neg"}\n'.encode()
+    with pytest.raises(KdError, match=r"^export\.csv: line 1: .*JSON Lines, give --format jsonl \(or --format csv to read it as CSV\)"):
+        parse(data, "export.csv", IngestOptions())
+    assert [(r.text, r.label) for r in parse(data, "export.csv", IngestOptions(format="jsonl"))] == [("好评, 很好", "pos"), ("差评", "neg")]
+
+
 def test_parse_blank_unnamed_columns_are_no_repeated_header_name():
     """A spreadsheet's CSV with trailing empty columns (``label,text,,``) has two unnamed columns:
     blank everywhere, they lose nothing and the file is read as before; with a value, refused."""
-    rows = parse(b"label,text,,\npos,good,,\nneg,bad,,\n", "excel.csv", IngestOptions())
-    assert [(r.label, r.text) for r in rows] == [("pos", "good"), ("neg", "bad")]
+    rows = parse(b"label,text,,,note\npos,good,,,\nneg,bad,,,\n", "excel.csv", IngestOptions())
+    assert [(r.label, r.text, r.meta) for r in rows] == [("pos", "good", {"note": ""}), ("neg", "bad", {"note": ""})]
     with pytest.raises(KdError, match="field '': the header names this column twice"):
         parse(b"label,text,,\npos,good,,x\n", "excel.csv", IngestOptions())
 
@@ -356,6 +367,10 @@ def test_jsonl_without_the_default_keys_names_the_keys_it_has_and_the_option(inv
     assert not store_exists(invoke.db)
     # a key kd was told, or one present but empty, keeps the plain message
     assert error_line(invoke(["ingest", "pool.jsonl", "--text-col", "text"], ok=False)) == "Error: pool.jsonl: line 1: field 'text': missing"
+    write_file("nested.jsonl", '{"data": {"text": "正文"}, "label": "体育"}\n')  # a path into an object is no key kd reads
+    assert error_line(invoke(["ingest", "nested.jsonl", "--text-col", "data.text"], ok=False)) == (
+        "Error: nested.jsonl: line 1: field 'data.text': missing (keys: 'data', 'label'): kd reads top-level keys only, "
+        "not a path into the object 'data' (flatten the lines first, e.g. with jq)")
     write_file("empty.jsonl", '{"text": "正文", "label": ""}\n')
     assert error_line(invoke(["ingest", "empty.jsonl"], ok=False)) == "Error: empty.jsonl: line 1: field 'label': missing label"
     invoke(["ingest", "news.jsonl", "--text-col", "body", "--label-col", "category"])
@@ -1487,3 +1502,19 @@ def test_samples_where_selects_by_sql_as_teach_does(invoke, write_file, error_li
     assert [r["text"] for r in invoke.json(["samples", "--where", "source = 'shop.tsv' OR source = 'web.tsv'", "--label", "neg"])] == ["差评一"]
     assert "Error: --where 'source = 1)': its parentheses do not pair up" in error_line(invoke(["samples", "--where", "source = 1)"], ok=False))
     assert "Invalid value for --where: is empty" in invoke(["samples", "--where", "  "], ok=False).output
+
+
+def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class(invoke, write_file, db, read_classes, error_line):
+    """A spreadsheet's 类别,内容 (label column first, a header kd does not know) was read as a headerless
+    label,text file: its header became a sample of a class '类别' with id 0, for good, with exit 0."""
+    body = "".join(f"体育,比赛{i}\r\n财经,股市{i}\r\n" for i in range(5))
+    write_file("cn.csv", "\ufeff类别,内容\r\n" + body)
+    line = error_line(invoke(["ingest", "cn.csv"], ok=False))
+    assert line.startswith("Error: cn.csv: line 1: field 'label': '类别' is a label on this line only") and \
+        "give --text-col '内容' --label-col '类别' to read it as one (or --no-header if it is a sample)" in line
+    assert not store_exists(db)
+    invoke(["ingest", "cn.csv", "--text-col", "内容", "--label-col", "类别"])  # the fix the error gives
+    assert [name for _, name in read_classes()] == ["体育", "财经"]
+    write_file("rare.csv", "稀有,一个少见的类别\r\n" + body)  # a sample after all: --no-header reads it
+    invoke(["ingest", "rare.csv", "--no-header", "--split", "dev"])
+    assert [name for _, name in read_classes()] == ["体育", "财经", "稀有"]
