@@ -135,8 +135,28 @@ def decode(data: bytes, name: str, fmt: str) -> str:
         line = data.count(_line_end(data), 0, exc.start) + 1
         raise KdError(
             f"{name}: line {line}:{_field_at(data, exc.start, fmt)} not valid UTF-8 "
-            f"(byte 0x{data[exc.start]:02x}); convert the file to UTF-8 first"
+            f"(byte 0x{data[exc.start]:02x}); {_convert_hint(data, exc.start, name)}"
         ) from None
+
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def _convert_hint(data: bytes, pos: int, name: str) -> str:
+    """How to convert a file that is not UTF-8: named GB18030 (GBK's superset: what Excel and Notepad
+    on Chinese Windows save) when the whole file reads so and the failing line holds Chinese characters."""
+    end = _line_end(data)
+    start, stop = data.rfind(end, 0, pos) + 1, data.find(end, pos)
+    try:
+        data.decode("gb18030")
+        chinese = bool(_CJK.search(data[start:stop if stop >= 0 else len(data)].decode("gb18030")))
+    except UnicodeDecodeError:
+        chinese = False
+    if not chinese:
+        return "convert the file to UTF-8 first"
+    how = ("pipe it through iconv -f GB18030 -t UTF-8" if name == "<stdin>" else
+           f"iconv -f GB18030 -t UTF-8 {shlex.quote(name)} > {shlex.quote(str(Path(name).with_name('utf8-' + Path(name).name)))}")
+    return f"it reads as GBK/GB18030 (as Excel and Notepad save on Chinese Windows): convert it to UTF-8 first, e.g. {how}"
 
 
 _LINE_BOM = re.compile(r"(?:^|(?<=\r))\ufeff", re.MULTILINE)  # (after a bare \r too: old Mac line ends)

@@ -113,6 +113,17 @@ def test_parse_old_mac_line_ends_are_lines():
     assert r.text == "good\rone"
 
 
+def test_a_file_not_utf8_is_named_gbk_only_where_it_reads_as_chinese_in_gbk():
+    """Excel and Notepad on Chinese Windows save GBK: the error names it and the iconv command; a
+    Latin-1 file (or one GB18030 cannot read) is told to convert, with no encoding guessed."""
+    with pytest.raises(KdError, match=r"^<stdin>: line 1: field 1: not valid UTF-8 \(byte 0xd6\); it reads as GBK/GB18030 .* "
+                                      r"pipe it through iconv -f GB18030 -t UTF-8$"):
+        parse("pos\t中文很好\n".encode("gbk"), "<stdin>", IngestOptions())
+    for data in ("pos\tcafé au lait\n".encode("latin-1"), b"pos\t\xff\xff\n"):
+        with pytest.raises(KdError, match=r"not valid UTF-8 \(byte 0x..\); convert the file to UTF-8 first$"):
+            parse(data, "l.tsv", IngestOptions())
+
+
 def test_old_mac_line_ends_errors_name_the_line_and_a_line_bom_goes():
     """In a bare-\r file a bad byte's line and field were counted by \n (all "line 1"), and the BOM
     of a file joined after it (`cat`) stayed on its label: a class "\ufeffneg" beside "neg"."""
@@ -690,7 +701,7 @@ BAD_INPUTS = [
         "gbk.tsv",
         "pos\tfine text\n".encode() + b"neg\t" + "质量很好".encode("gbk") + b"\n",
         [],
-        ["line 2", "field 1", "not valid UTF-8"],
+        ["line 2", "field 1", "not valid UTF-8", "reads as GBK/GB18030", "iconv -f GB18030 -t UTF-8 gbk.tsv > utf8-gbk.tsv"],
         id="wrong-encoding-gbk",
     ),
     pytest.param(
