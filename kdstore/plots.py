@@ -46,6 +46,7 @@ def _label(name: str) -> str:
 def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     """Every chart the run's report supports, as PNG files in ``out_dir``; returns their paths."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     if any(not str(n).isascii() for n in report["classes"]) and plt.rcParams["font.sans-serif"][0] not in CJK_FONTS:
         import sys
 
@@ -57,16 +58,19 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     for stage in report["stages"]:
         for split, matrix in (stage.get("confusion") or {}).items():
             title = f"{stage['name']} — {split}"
+            cell, font, counts = confusion_layout(len(names))
             # wide enough for its title (about 0.11 inch a character at the title's size): a few classes made
             # a figure narrower than the stage's name, its title cut at the edge ("distill-textcnn — tes")
-            width = max(1.2 + 0.6 * len(names), 0.6 + 0.11 * len(title))
-            fig, ax = plt.subplots(figsize=(width, 1.0 + 0.6 * len(names)))
-            ax.imshow(matrix, cmap="Blues")
-            ax.set_xticks(range(len(names)), [_label(n) for n in names], rotation=45, ha="right")
-            ax.set_yticks(range(len(names)), [_label(n) for n in names])
+            width = max(1.2 + cell * len(names), 0.6 + 0.11 * len(title))
+            fig, ax = plt.subplots(figsize=(width, 1.0 + cell * len(names)))
+            image = ax.imshow(matrix, cmap="Blues")
+            if not counts:  # (the cells' counts read off the colour instead)
+                fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+            ax.set_xticks(range(len(names)), [_label(n) for n in names], rotation=45, ha="right", fontsize=font)
+            ax.set_yticks(range(len(names)), [_label(n) for n in names], fontsize=font)
             ax.set_xlabel("predicted")
             ax.set_ylabel("label")
-            for i, row in enumerate(matrix):
+            for i, row in enumerate(matrix if counts else []):
                 for j, v in enumerate(row):
                     ax.text(j, i, str(v), ha="center", va="center")
             ax.set_title(title)
@@ -76,8 +80,12 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
             fig, ax = plt.subplots(figsize=(5.5, 3.5))
             for key in ("train loss", "dev loss"):
                 if curves.get(key):
-                    ax.plot(*zip(*curves[key]), marker="o", label=key)
+                    # a student's train loss is its distillation objective (soft targets and labels mixed), not
+                    # the dev loss's cross-entropy on labels: their gap is no overfitting
+                    label = "train loss (distillation)" if key == "train loss" and stage.get("kind") == "distill" else key
+                    ax.plot(*zip(*curves[key]), marker="o", label=label)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # (epoch 1.25 is no epoch)
             ax.set_ylabel("loss")
             if curves.get("dev macro-F1"):
                 right = ax.twinx()
@@ -114,6 +122,24 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.set_title(f"{stage['name']}: label-quality scores")
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-label-scores.png", plt))
     return written
+
+
+COUNTED_CELLS_UP_TO = 40  # classes: a count in each cell of a larger matrix is not legible
+MAX_SIDE_INCHES = 40.0  # a confusion chart's matrix at most (4,400 pixels a side at 110 dpi)
+
+
+def confusion_layout(classes: int) -> tuple[float, float | None, bool]:
+    """A confusion chart's cell side in inches, its class names' font size (``None``: matplotlib's
+    default) and whether each cell shows its count: 0.6 inch cells with counts up to
+    ``COUNTED_CELLS_UP_TO`` classes; beyond, no counts, the matrix as large as at that many (at least
+    0.1 inch a class), and never over ``MAX_SIDE_INCHES``, the names' font shrunk to fit their
+    cells (100 classes took half a minute to draw 10,000 counts; 1,000 classes made a 66,000-pixel
+    square of a million)."""
+    if classes <= COUNTED_CELLS_UP_TO:
+        return 0.6, None, True
+    side = min(max(0.6 * COUNTED_CELLS_UP_TO, 0.1 * classes), MAX_SIDE_INCHES)
+    cell = side / classes
+    return cell, min(10.0, round(cell * 72 * 0.8, 1)), False
 
 
 def learning_curves(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:

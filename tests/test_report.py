@@ -132,3 +132,47 @@ def test_a_training_stage_has_a_learning_curve_chart(tmp_path, monkeypatch):
     assert seen == [["dev loss", "dev macro-F1", "train loss"]]
     one_epoch = {"name": "teach", "metrics": {}, "history": [h for h in history if h["step"] == 1]}  # a point, not a curve: no chart
     assert plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [one_epoch]}, tmp_path) == []
+
+
+def test_a_confusion_chart_of_many_classes_leaves_out_the_counts_and_stays_a_readable_size(tmp_path, monkeypatch):
+    """100 classes took half a minute to draw 10,000 unreadable counts in a 6,700-pixel figure, 1,000
+    classes a 66,000-pixel one: beyond 40 classes the cells' colour (and a colour bar) tells the counts."""
+    from kdstore import plots
+
+    seen = []
+
+    def save(fig, path, plt):  # (what would be drawn; drawing it is not what is tested)
+        ax = fig.axes[0]
+        seen.append((len(ax.texts), len(fig.axes), max(fig.get_size_inches())))
+        plt.close(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", save)
+    for k in (2, 45):
+        matrix = np.arange(k * k).reshape(k, k).tolist()
+        plots.write_plots({"run": "r", "classes": [f"类{i}" for i in range(k)], "stages": [{"name": "teach", "metrics": {}, "confusion": {"test": matrix}}]}, tmp_path)
+    assert seen[0][:2] == (4, 1)  # a count in each cell, no colour bar
+    assert seen[1][:2] == (0, 2) and seen[1][2] <= 1.2 + 0.6 * plots.COUNTED_CELLS_UP_TO
+    cell, font, counts = plots.confusion_layout(1000)
+    assert not counts and cell * 1000 <= plots.MAX_SIDE_INCHES and 0 < font < 10
+
+
+def test_a_students_learning_curve_names_its_train_loss_the_distillation_objective(tmp_path, monkeypatch):
+    """A student's train loss is its distillation objective, its dev loss the cross-entropy on labels:
+    plotted as "train loss" beside "dev loss", their gap read as overfitting. And epochs are whole."""
+    from kdstore import plots
+
+    seen = []
+
+    def save(fig, path, plt):
+        ax = fig.axes[0]
+        seen.append(([line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")], list(ax.get_xticks())))
+        plt.close(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", save)
+    history = [{"step": e, "split": s, "name": "loss", "value": v} for e in (1, 2, 3) for s, v in (("train", 0.3 / e), ("dev", 0.5))]
+    for kind in ("teach", "distill"):
+        plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": kind, "kind": kind, "metrics": {}, "history": history}]}, tmp_path)
+    assert [labels for labels, _ in seen] == [["train loss", "dev loss"], ["train loss (distillation)", "dev loss"]]
+    assert all(float(t).is_integer() for _, ticks in seen for t in ticks)
