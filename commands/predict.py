@@ -88,10 +88,11 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         return
     if artifact and speed is not None:
         raise click.UsageError("--speed is for an early-exit model of a run; an export serves the full model")
+    if artifact and given:
+        raise click.UsageError("--artifact is the model: leave out --run and --model")
     stdin = binary_stdin() if path == "-" else None  # found closed before the model loads
+    read = None if path == "-" else _read_file(path, text_field)  # (a FILE missing or bad was found once the model had loaded)
     if artifact:
-        if given:
-            raise click.UsageError("--artifact is the model: leave out --run and --model")
         from kdstore.serving import Artifact
 
         try:
@@ -123,20 +124,26 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         finally:
             cuts.warn()  # the rest in one line at the end (one a 64 KiB read was one a few hundred lines)
     else:
-        try:
-            with open(path, "rb") as fh:
-                lines = list(_numbered(_lines_of(fh.read()), path))
-        except OSError as exc:
-            why = "a folder, not a text file" if isinstance(exc, IsADirectoryError) else (exc.strerror or str(exc))
-            raise click.ClickException(f"{path}: cannot read: {why}") from None
-        fields = None
-        if text_field:
-            lines, fields, error = _json_texts(lines, text_field, path)
-            if error is not None:  # a FILE is read whole first: nothing predicted
-                raise error
-        else:
-            _hint_json_lines(lines, path)
+        lines, fields = read
         _emit_file(predictor, lines, batch_size, as_json, fields)
+
+
+def _read_file(path: str, text_field: str | None) -> tuple[list[tuple[int, str]], dict[int, dict] | None]:
+    """A FILE's numbered lines (each JSON line's text with ``text_field``) and the JSON lines' other
+    fields, read and checked whole (a bad line is one error: nothing is predicted)."""
+    try:
+        with open(path, "rb") as fh:
+            lines = list(_numbered(_lines_of(fh.read()), path))
+    except OSError as exc:
+        why = "a folder, not a text file" if isinstance(exc, IsADirectoryError) else (exc.strerror or str(exc))
+        raise click.ClickException(f"{path}: cannot read: {why}") from None
+    if not text_field:
+        _hint_json_lines(lines, path)
+        return lines, None
+    lines, fields, error = _json_texts(lines, text_field, path)
+    if error is not None:
+        raise error
+    return lines, fields
 
 
 def _name_the_student(store, run: str, which: str, chosen: str) -> None:

@@ -144,9 +144,13 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 
 def _convert_hint(data: bytes, pos: int, name: str) -> str:
     """How to convert a file that is not UTF-8: named GB18030 (GBK's superset: what Excel and Notepad
-    on Chinese Windows save) when the whole file reads so and the failing line holds Chinese characters."""
+    on Chinese Windows save) when the whole file reads so, the failing line holds Chinese characters and
+    nothing before it is UTF-8 beyond ASCII (UTF-8 Chinese reads as GB18030 too, garbled: iconv would
+    have garbled the UTF-8 lines of a file joined from two encodings without a word)."""
     end = _line_end(data)
     start, stop = data.rfind(end, 0, pos) + 1, data.find(end, pos)
+    if not data[:pos].isascii():
+        return "convert the file to UTF-8 first (the text before it is UTF-8: a file joined from two encodings?)"
     try:
         data.decode("gb18030")
         chinese = bool(_CJK.search(data[start:stop if stop >= 0 else len(data)].decode("gb18030")))

@@ -505,6 +505,21 @@ def test_predict_option_mistakes_are_caught_before_any_model_or_store_opens(tmp_
     assert not (tmp_path / "none.db").exists()
 
 
+def test_predict_file_missing_or_bad_is_refused_before_any_model_or_store_opens(tmp_path, error_line):
+    """A mistyped FILE, or a bad line in it, was found only once the model had loaded (minutes for a big teacher)."""
+    db = str(tmp_path / "none.db")  # no store there: the FILE's error must come first
+    out = kd("predict", "typo.txt", "--run", RUN, "--db", db, ok=False)
+    assert error_line(out) == "Error: typo.txt: cannot read: No such file or directory"
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"text": "很好"}\n{"body": "太差"}\n', encoding="utf-8")
+    out = kd("predict", str(f), "--run", RUN, "--text-field", "text", "--db", db, ok=False)
+    assert error_line(out) == f"Error: {f}: line 2: no field 'text' (its fields: 'body')"
+    f.write_bytes("很好\n".encode() + b"\xff\n")
+    out = kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)
+    assert error_line(out) == f"Error: {f}: line 2: not valid UTF-8 (byte 0xff): convert it to UTF-8 first"
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch, error_line):
     """`--out .` (or a path ending in `..`) has no name of its own: it is the folder it resolves to.
     (TorchScript: where the export goes is the same for both formats, and it exports in a fraction of the time.)"""

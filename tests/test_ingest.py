@@ -122,6 +122,11 @@ def test_a_file_not_utf8_is_named_gbk_only_where_it_reads_as_chinese_in_gbk():
     for data in ("pos\tcafé au lait\n".encode("latin-1"), b"pos\t\xff\xff\n"):
         with pytest.raises(KdError, match=r"not valid UTF-8 \(byte 0x..\); convert the file to UTF-8 first$"):
             parse(data, "l.tsv", IngestOptions())
+    # UTF-8 lines, then a GBK one (files joined): the whole reads as GB18030 too, garbled; iconv would garble the UTF-8 lines
+    joined = "pos\t质量很好\n".encode() + "neg\t质量太差\n".encode("gbk")
+    with pytest.raises(KdError, match=r"line 2: field 1: not valid UTF-8 .*; convert the file to UTF-8 first \(the text before it is UTF-8: "
+                                      r"a file joined from two encodings\?\)$"):
+        parse(joined, "j.tsv", IngestOptions())
 
 
 def test_old_mac_line_ends_errors_name_the_line_and_a_line_bom_goes():
