@@ -267,9 +267,13 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
     if generator_layers and objective != "electra" and source("objective") == ParameterSource.COMMANDLINE \
             and source("generator_layers") == ParameterSource.DEFAULT_MAP:
         generator_layers = 0  # a typed --objective mlm over a file's ELECTRA generator size (refused as if typed)
+    files: dict[str, str] = {}  # a file named twice (news.txt, ./news.txt): read once, not weighed double
+    for path in corpus:
+        files.setdefault(str(Path(path).resolve()), path)
     cfg = PretrainConfig(
         layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,
-        steps=steps, minutes=minutes, mask_prob=mask_prob, objective=objective, generator_layers=generator_layers, wwm=wwm, min_count=min_count, corpus=tuple(corpus),
+        steps=steps, minutes=minutes, mask_prob=mask_prob, objective=objective, generator_layers=generator_layers, wwm=wwm, min_count=min_count,
+        corpus=tuple(files.values()),
         splits=tuple(splits), seed=seed, device=device,
     )
     cfg.validate()

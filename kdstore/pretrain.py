@@ -351,6 +351,7 @@ class _WordGroups:
     def __init__(self, tokenizer, texts: list[str], max_len: int, ids):
         jieba_module()  # a missing jieba stops the stage before training, not at its first step
         self.tokenizer, self.texts, self.max_len, self.ids = tokenizer, texts, max_len, ids
+        self.pieces = {i for t, i in tokenizer.get_vocab().items() if t.startswith("##")}  # a word's later pieces
         self.known: dict[int, list[int]] = {}
         self.seconds = 0.0
 
@@ -368,8 +369,9 @@ class _WordGroups:
             if redo:
                 for k, whole in zip(redo, self._offsets([self.texts[todo[k]] for k in redo])):
                     offsets[k] = whole
-            for i, (_, found) in zip(todo, offsets):
-                self.known[i] = token_groups(found, word_starts(_segmented_part(self.texts[i], max((e for _, e in found), default=0))))
+            for i, (got, found) in zip(todo, offsets):
+                starts = word_starts(_segmented_part(self.texts[i], max((e for _, e in found), default=0)))
+                self.known[i] = token_groups(found, starts, [x in self.pieces for x in got])
             self.seconds += time.monotonic() - started
         return [self.known[int(i)] for i in idx]
 
@@ -381,14 +383,23 @@ class _WordGroups:
         return list(zip(enc["input_ids"], enc["offset_mapping"]))
 
 
+# characters past the cut (inside one of jieba's blocks) that it still reads: its words are a few
+# characters long, and its segmentation before the cut is the whole block's (measured on real words,
+# repeated ones and random characters alike)
+SEGMENT_MARGIN = 256
+
+
 def _segmented_part(text: str, end: int) -> str:
     """The start of ``text`` that jieba segments as it segments the whole text up to character
     ``end`` (where the tokens kept under --max-len end): through the end of jieba's block (a run of
-    its Han, Latin and digit characters) holding ``end``. A corpus line of a whole article was
-    segmented in full for the first --max-len tokens, about 20 times the work for 3,000 characters."""
+    its Han, Latin and digit characters) holding ``end``, or ``SEGMENT_MARGIN`` characters past
+    ``end`` where the block runs on. A corpus line of a whole article was segmented in full for the
+    first --max-len tokens, about 20 times the work for 3,000 characters; a line of one block (text
+    without punctuation or spaces) still was, and jieba's HMM takes time in the square of a run of
+    single characters: 10 s for 50,000 of them, hours for a megabyte line."""
     block = jieba_module().re_han_default
     inside = 0 < end < len(text) and block.match(text[end - 1]) and block.match(text, end)
-    return text[: inside.end() if inside else end]
+    return text[: min(inside.end(), end + SEGMENT_MARGIN) if inside else end]
 
 
 def config_dict(cfg: PretrainConfig) -> dict:

@@ -71,17 +71,23 @@ def word_starts(text: str) -> list[int]:
     return starts
 
 
-def token_groups(offsets: Sequence[tuple[int, int]], starts: Sequence[int]) -> list[int]:
+def token_groups(offsets: Sequence[tuple[int, int]], starts: Sequence[int], continues: Sequence[bool] = ()) -> list[int]:
     """A group id per token: tokens inside one word share the id of the word's first token.
 
     ``offsets`` are the tokenizer's ``(start, end)`` character spans, ``(0, 0)`` for special tokens,
-    which get -1. Ids are token positions, so they stay below the sequence length.
+    which get -1. Ids are token positions, so they stay below the sequence length. A token that
+    ``continues`` the one before it (WordPiece's ``##`` piece) is in that token's group whatever
+    jieba says: jieba cuts ｉＰｈｏｎｅ into letters and Pokémon into Pok, é, mon, and each letter
+    was masked on its own, to be guessed from the rest of its word.
     """
     groups: list[int] = []
     first_token_of_word: dict[int, int] = {}
     for pos, (start, end) in enumerate(offsets):
         if start == end:
             groups.append(-1)
+            continue
+        if pos < len(continues) and continues[pos] and groups and groups[-1] >= 0:
+            groups.append(groups[-1])
             continue
         word = bisect.bisect_right(starts, start) - 1
         groups.append(first_token_of_word.setdefault(word, pos))

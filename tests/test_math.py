@@ -206,6 +206,30 @@ def test_token_groups_follow_word_boundaries():
     assert starts[0] == 0 and all(a < b for a, b in zip(starts, starts[1:]))
 
 
+def test_whole_word_masking_keeps_a_words_wordpieces_in_one_group():
+    """jieba cuts ｉＰｈｏｎｅ into letters and Pokémon into Pok, é, mon: their ## pieces were groups of
+    their own, each letter masked alone and guessed from the rest of its word, which whole-word
+    masking is there to prevent."""
+    from kdstore.pretrain import PretrainConfig, _encode_with_groups
+    from kdstore.segment import token_groups
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    # [CLS] 我 p ##o ##k ##e ##m [SEP], jieba's words 我 | Pok | é | m
+    offsets = [(0, 0), (0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (0, 0)]
+    assert token_groups(offsets, [0, 1, 4, 5]) == [-1, 1, 2, 2, 2, 5, 6, -1]  # (as jieba has it)
+    assert token_groups(offsets, [0, 1, 4, 5], [False, False, False, True, True, True, True, False]) == [-1, 1, 2, 2, 2, 2, 2, -1]
+    texts = ["新买的ｉＰｈｏｎｅ很好用", "我的Pokémon卡片"]
+    tokenizer = make_tokenizer(build_vocab(texts))
+    ids, groups, _ = _encode_with_groups(tokenizer, texts, PretrainConfig(max_len=32))
+    for row, group in zip(ids, groups.batch([0, 1])):
+        tokens = tokenizer.convert_ids_to_tokens([int(x) for x in row])
+        assert len(group) == len(tokens)
+        for k, token in enumerate(tokens):
+            if token.startswith("##"):
+                assert group[k] == group[k - 1], list(zip(tokens, group))
+    assert groups.batch([0])[0][4:11] == [4, 4, 4, 4, 4, 4, 10]  # ｉ ##ｐ ... ##ｅ, then 很
+
+
 def test_word_groups_segment_only_the_texts_a_batch_draws(monkeypatch):
     # pre-training segmented every text of the store before its first step (most of a short run's
     # time), and set jieba's log level once per text (each call clears every logger's cache)
@@ -247,6 +271,25 @@ def test_word_groups_segment_only_the_part_of_a_long_text_its_tokens_cover(monke
     full = tokenizer(texts, truncation=True, max_length=16, return_offsets_mapping=True)["offset_mapping"]
     assert groups.batch([0, 1]) == [segment.token_groups(full[i], segment.word_starts(texts[i])) for i in (0, 1)]
     assert cuts == [article[:14], texts[1]]  # 质量很好，物流也快。质量很好: through the word the 14th token is in
+
+
+def test_word_groups_of_a_line_without_punctuation_segment_a_margin_past_the_cut(monkeypatch):
+    """A corpus line of one jieba block (no punctuation or space) was segmented whole: jieba's HMM
+    takes time in the square of a run of single characters (10 s for 50,000, hours for a megabyte
+    line: kd pretrain never reached its first step). The groups come out as the whole line's."""
+    from kdstore import segment
+    from kdstore.pretrain import SEGMENT_MARGIN, PretrainConfig, _encode_with_groups
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    texts = ["质量很好物流也快" * 6_000, "很好" * 20_000]
+    tokenizer = make_tokenizer(build_vocab(texts))
+    cuts = []
+    monkeypatch.setattr("kdstore.pretrain.word_starts", lambda text: cuts.append(text) or segment.word_starts(text))
+    _, groups, _ = _encode_with_groups(tokenizer, texts, PretrainConfig(max_len=16))
+    full = tokenizer(texts, truncation=True, max_length=16, return_offsets_mapping=True)["offset_mapping"]
+    expected = [segment.token_groups(full[0], segment.word_starts(texts[0])), segment.token_groups(full[1], segment.word_starts(texts[1][:2000]))]
+    assert groups.batch([0, 1]) == expected
+    assert cuts == [texts[0][: 14 + SEGMENT_MARGIN], texts[1][: 14 + SEGMENT_MARGIN]]
 
 
 def test_word_groups_of_a_megabyte_line_come_from_a_prefix(monkeypatch):

@@ -822,6 +822,18 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     assert "texts cut to --max-len 8 tokens: 50%" in out.stdout
 
 
+def test_a_corpus_named_twice_is_read_once(tmp_path, monkeypatch):
+    """--corpus news.txt --corpus ./news.txt read the file twice: its texts counted and learned twice over."""
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    (tmp_path / "news.txt").write_text("很好很差\n很差很好\n", encoding="utf-8")
+    out = json.loads(kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "16",
+                        "--corpus", "news.txt", "--corpus", str(tmp_path / "news.txt"), "--corpus", "./news.txt", "--db", db, "--json").output)
+    assert out["metrics"]["train"]["texts"] == 2 + 2 and out["config"]["corpus"] == [str((tmp_path / "news.txt").resolve())]
+
+
 def test_pretrain_refuses_a_min_count_no_character_reaches_though_latin_letters_and_digits_are_kept(tmp_path):
     """The letters and digits kept below --min-count (to spell words) hid that no character reached it:
     a vocabulary of them alone was trained on, every Chinese character an [UNK], and nothing said so."""
