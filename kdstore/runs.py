@@ -193,6 +193,10 @@ def _check_name_for(kind: str, name: str, *, numbered: bool = False) -> None:
     check_stage_name(f"{name}-1" if numbered else name)
     if name in STAGE_KINDS and name != kind:  # ``find_stage`` looks a name up before a kind
         raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
+    if kind != "predict" and name.startswith("predict-"):  # (a clean or student named `predict-teach@dev` took kd predict
+        # --store's name, with an '@' no user name may hold, and `kd predict --store` was told to choose a --name it has not)
+        raise KdError(f"the stage name {name!r}: names starting with 'predict-' are kept for `kd predict --store` stages "
+                      "(predict-STAGE): choose another --name")
 
 
 def check_stage_name(name: str) -> None:

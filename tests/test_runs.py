@@ -766,6 +766,23 @@ def test_a_stage_name_belongs_to_one_kind(store):
     assert (stage.name, stage.kind, stage.status, stage.config) == ("student", "distill", "succeeded", {"epochs": 3})
 
 
+def test_a_predict_name_is_kept_for_predict_stages(store, invoke, error_line, counts):
+    """`kd predict --store` names its stages predict-STAGE[@SPLIT]: a clean or a student so named took
+    that name (with an '@' no name a user gives may hold), and `kd predict --store` was then refused,
+    told to choose a --name it does not have."""
+    for name in ("predict-teach@dev", "predict-x"):
+        line = error_line(invoke(["labels", "set", "--run", "r1", "--name", name, "1=neg"], ok=False))
+        assert line == (f"Error: the stage name {name!r}: names starting with 'predict-' are kept for `kd predict --store` "
+                        "stages (predict-STAGE): choose another --name")
+    assert counts()["runs"] == 0 and counts()["label_edits"] == 0
+    with pytest.raises(KdError, match="kept for `kd predict --store` stages"):
+        with stage_scope(store, run="r1", kind="distill", name="predict-teach", config={}):
+            pytest.fail("the body must not run")
+    with stage_scope(store, run="r1", kind="predict", name="predict-teach@dev", config={}):
+        pass
+    assert [(s.name, s.kind) for s in store.stages_of("r1")] == [("predict-teach@dev", "predict")]
+
+
 def test_unknown_stage_kind_is_refused(store):
     with pytest.raises(ValueError, match="unknown stage kind"):
         with stage_scope(store, run="r1", kind="bake", config={}):
