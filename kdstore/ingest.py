@@ -147,10 +147,10 @@ def _convert_hint(data: bytes, pos: int, name: str) -> str:
     on Chinese Windows save) when the whole file reads so, the failing line holds Chinese characters and
     nothing before it is UTF-8 beyond ASCII (UTF-8 Chinese reads as GB18030 too, garbled: iconv would
     have garbled the UTF-8 lines of a file joined from two encodings without a word)."""
-    end = _line_end(data)
-    start, stop = data.rfind(end, 0, pos) + 1, data.find(end, pos)
     if not data[:pos].isascii():
         return "convert the file to UTF-8 first (the text before it is UTF-8: a file joined from two encodings?)"
+    end = _line_end(data)
+    start, stop = data.rfind(end, 0, pos) + 1, data.find(end, pos)
     try:
         data.decode("gb18030")
         chinese = bool(_CJK.search(data[start:stop if stop >= 0 else len(data)].decode("gb18030")))
