@@ -97,6 +97,10 @@ class PretrainConfig:
             raise KdError(f"unknown split {bad[0]!r}: choose from {', '.join(SPLITS)}")
         if self.generator_layers and self.objective != "electra":
             raise KdError("--generator-layers sizes ELECTRA's generator: add --objective electra, or leave it out")
+        if self.generator_layers > self.layers:  # (a generator deeper than the discriminator it feeds: ELECTRA's
+            # replaced tokens become too hard to detect, and the time goes to a network that is thrown away)
+            raise KdError(f"--generator-layers {self.generator_layers} is more than --layers {self.layers}: ELECTRA's "
+                          "generator is the smaller network (a quarter to a half of it works best; 0 takes a third)")
 
     @property
     def n_generator_layers(self) -> int:

@@ -851,6 +851,8 @@ def test_pretrain_refuses_a_min_count_no_character_reaches_though_latin_letters_
 
 @pytest.mark.parametrize("args, message", [
     (["--generator-layers", "2"], "--generator-layers sizes ELECTRA's generator: add --objective electra"),
+    # (a generator deeper than the one-layer discriminator was trained and thrown away, and nothing said so)
+    (["--objective", "electra", "--generator-layers", "2"], "--generator-layers 2 is more than --layers 1: ELECTRA's generator is the smaller"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--lr", "-1"], "--lr positive"),
     (["--hidden", "0"], "--hidden must be at least 1"),
