@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdstore.plots import write_plots
-from kdstore.report import compare, label_sources, predicted_with, run_report, runs_overview, teacher_sources
+from kdstore.report import compare, run_report, runs_overview
 
 from .common import KdPath, console, json_option, open_store, print_json, resolve_runs, run_option, store_options
 
@@ -163,14 +163,14 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                  if v is not _HIDDEN and k not in _TEXT_HIDDEN}
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
-        if st["config"].get("teacher_stages"):  # (a list of dicts: hidden from the config line above)
-            out.print("  teachers: " + ", ".join(teacher_sources(store, st["config"]["teacher_stages"])), markup=False)
-        replaced = predicted_with(store, data["run"], st["config"]) if st["kind"] == "predict" else None
-        if replaced:  # (the config line's model_stage names the run's model now)
-            out.print(f"  model: {replaced}", markup=False)
-        if st["config"].get("detect_stages"):  # (a clean's detection: the config line's detect= names the run's one now)
-            out.print("  detection: " + ", ".join(teacher_sources(store, st["config"]["detect_stages"], kind="detect")), markup=False)
-        learned = label_sources(store, st["config"])
+        sources = st["sources"]
+        if sources["teachers"]:  # (a list of dicts: hidden from the config line above)
+            out.print("  teachers: " + ", ".join(sources["teachers"]), markup=False)
+        if sources["model"]:  # (replaced since: the config line's model_stage names the run's model now)
+            out.print(f"  model: {sources['model']}", markup=False)
+        if sources["detection"]:  # (a clean's detection: the config line's detect= names the run's one now)
+            out.print("  detection: " + ", ".join(sources["detection"]), markup=False)
+        learned = sources["labels_from"] or []
         if any(x.endswith(("replaced since)", "undone since)")) for x in learned):  # (the config line's labels_stages name the new ones)
             out.print("  labels from: " + ", ".join(learned), markup=False)
         edits = st.get("label_edits")

@@ -65,7 +65,8 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
                 history.append({"step": m.step, "split": m.split, "name": m.name, "value": value})
         # every stage has the same keys, null where its kind (or status) has no such thing: a script reads them alike
         entry = {**stage_summary(stage), "config": stage.config, "metrics": final, "history": history,
-                 "confusion": None, "issue_scores": None, "label_edits": None}
+                 "confusion": None, "issue_scores": None, "label_edits": None,
+                 "sources": stage_sources(store, run, stage.kind, stage.config or {})}
         if stage.kind in MODEL_KINDS and stage.status == "succeeded":
             entry["confusion"] = {split: confusion(store, stage, split).tolist() for split in ("dev", "test") if split in final}
         if stage.kind == "detect" and stage.status == "succeeded":
@@ -197,6 +198,20 @@ def label_sources(store: Store, config: dict[str, Any]) -> list[str]:
             else:
                 out.append(f"{name} (undone since)" if int(stage_id) in undone else name)
     return out
+
+
+def stage_sources(store: Store, run: str, kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """What a stage learned from or served, as the text report names it: ``teachers`` (``RUN/NAME``, or
+    ``replaced since`` for a teacher deleted since), ``model`` (a predict stage's, ``None`` while the run
+    still holds that model), ``detection`` (a clean's) and ``labels_from`` (the clean stages whose edits
+    it trained on, ``replaced since`` / ``undone since`` where so); ``None`` where the stage has no such thing.
+    The config alone names what a run's stage of that name is now, not what this stage used."""
+    return {
+        "teachers": teacher_sources(store, config["teacher_stages"]) if config.get("teacher_stages") else None,
+        "model": predicted_with(store, run, config) if kind == "predict" else None,
+        "detection": teacher_sources(store, config["detect_stages"], kind="detect") if config.get("detect_stages") else None,
+        "labels_from": label_sources(store, config) or None,
+    }
 
 
 def issue_scores(store: Store, stage_id: int) -> list[float]:

@@ -384,6 +384,9 @@ def test_drop_excludes_samples_from_later_training(db):
     kd("labels", "clean", "--run", "r", "--action", "drop", "--overwrite", "--db", db)
     first = out["config"]["labels_stage_ids"][0]
     assert f"labels from: r/clean (stage {first}, replaced since)" in kd("report", "--run", "r", "--db", db).stdout
+    student = next(st for st in json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)["stages"]
+                   if st["name"] == "distill-textcnn")
+    assert student["sources"]["labels_from"] == [f"r/clean (stage {first}, replaced since)"]
 
 
 def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):

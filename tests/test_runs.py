@@ -4,6 +4,7 @@ and ``kd runs`` / ``kd report`` through the CLI."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -940,6 +941,12 @@ def test_report_text_names_the_teacher_stages_a_student_learned_from(store, invo
     text = invoke(["report", "--run", "r1"]).stdout
     line = next(ln for ln in text.splitlines() if ln.startswith("  teachers: "))
     assert line.startswith("  teachers: r1/teach, r2/teach (stage %d of " % replaced) and line.endswith("replaced since)")
+    # the --json names them as the text does (its config's teacher_stages alone could not tell the replaced one)
+    stages = {st["name"]: st for st in json.loads(invoke(["report", "--run", "r1", "--json"]).stdout)["stages"]}
+    sources = stages["distill-bigru"]["sources"]
+    assert sources["teachers"][0] == "r1/teach" and "  teachers: " + ", ".join(sources["teachers"]) == line
+    assert sources["teachers"][1].endswith("replaced since)") and sources["model"] is None
+    assert stages["teach"]["sources"] == dict.fromkeys(("teachers", "model", "detection", "labels_from"))
 
 
 def test_a_failed_stages_error_shows_on_one_line(store, invoke):
@@ -1315,8 +1322,6 @@ def test_labels_set_at_once_take_their_own_edit_numbers(store, db):
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err
-    import json
-
     assert sorted(json.loads(out)["stage"] for out, _ in outs) == ["edit-1", "edit-2", "edit-3"]
     assert sorted((s.name, s.status) for s in store.stages_of("r1")) == [(f"edit-{n}", "succeeded") for n in (1, 2, 3)]
 
