@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from kdstore.deletion import delete_stages
 from kdstore.plots import write_plots
 from kdstore.report import compare, run_report, runs_overview
 
@@ -18,16 +20,20 @@ from .common import KdPath, console, json_option, open_store, print_json, resolv
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "yellow"}
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @store_options
 @json_option
-def runs(db, as_json):
-    """List runs and their stages.
+@click.pass_context
+def runs(ctx, db, as_json):
+    """List runs and their stages; `kd runs delete` deletes a run or some of its stages.
 
     \b
     Example:
       kd runs --json
+      kd runs delete --run 20240101 --stage distill-bigru --dry-run
     """
+    if ctx.invoked_subcommand is not None:
+        return
     data = runs_overview(open_store(db))
     if as_json:
         print_json(data)
@@ -54,6 +60,47 @@ def runs(db, as_json):
                 Text(one_line(st["error"] or "", 80)),
             )
     print_wide(console(), table)
+
+
+@runs.command()
+@run_option
+@click.option("--stage", "stages", multiple=True, metavar="NAME",
+              help="Delete this stage only (repeatable), with its records of replaced and failed attempts; default: the whole run.")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask (needed where no terminal can answer).")
+@store_options
+@json_option
+def delete(run, stages, dry_run, yes, db, as_json):
+    """Delete a run, or some of its stages: their logits, predictions, figures, label issues and
+    artifact folders. Label edits are never deleted: a stage whose edits stand is refused (`kd labels
+    undo` first), one whose edits were undone keeps its record for the audit trail.
+
+    \b
+    Example:
+      kd runs delete --run 20240101 --dry-run
+      kd runs delete --run 20240101 --stage distill-bigru --yes
+    """
+    store = open_store(db, writer=True)  # (a stage left running by a process that is gone is marked failed first)
+    what = f"stage{'s' if len(stages) > 1 else ''} {', '.join(stages)} of run {run!r}" if stages else f"run {run!r}"
+    if not dry_run and not yes:
+        preview = delete_stages(store, run, stages, dry_run=True)  # (refusals before the question)
+        if not sys.stdin.isatty():
+            raise click.ClickException(f"deleting {what} asks first, and no terminal can answer: pass --yes (or --dry-run)")
+        listed = ", ".join(d["name"] for d in preview["deleted"]) or "nothing"
+        click.confirm(f"delete {what} ({listed})?", abort=True, err=True)
+    result = delete_stages(store, run, stages, dry_run=dry_run)
+    for warning in result["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        print_json(result)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for d in result["deleted"]:
+        click.echo(f"{verb} {run}/{d['name']} ({d['kind']}, {d['status']}; {d['logits']} logits, {d['predictions']} predictions)")
+    for k in result["kept"]:
+        click.echo(f"kept {run}/{k['name']} ({k['kind']}): its {k['label_edits']} label edits, undone, are the audit trail")
+    if result["run_deleted"]:
+        click.echo(f"{verb} run {run!r}")
 
 
 def one_line(error: str, limit: int | None = None) -> str:

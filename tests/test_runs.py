@@ -1477,3 +1477,61 @@ def test_a_stage_failed_by_the_database_records_the_drivers_line_only():
     exc = OperationalError("INSERT INTO logits (sample_id, values) VALUES (?, ?)", [(1, b"x" * 50)], sqlite3.OperationalError("disk I/O error"))
     assert "[SQL:" in str(exc)
     assert _describe(exc) == "database error: disk I/O error"
+
+
+# kd runs delete ----------------------------------------------------------------------------------
+
+
+def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_else(store, invoke, counts, error_line):
+    """A run's teacher logits (500,000 rows a pool) stayed in the store for good: no command deleted a run."""
+    from commands.train import _teacher_stages
+
+    ids = store.samples().ids
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        store.write_logits(st.id, ids, _logits(len(ids)))
+        store.add_metrics(st.id, "dev", {"accuracy": 0.5})
+        (st.artifact_dir / "model").mkdir(parents=True)
+        (st.artifact_dir / "model" / "weights.bin").write_bytes(b"x")
+        st.record_artifact(st.artifact_dir / "model")
+        folder = st.artifact_dir
+    with stage_scope(store, run="r1", kind="distill", name="distill-bigru", config={"teacher_stages": _teacher_stages(store, ("r1",))}):
+        pass
+    with stage_scope(store, run="r2", kind="teach", config={}) as other:
+        store.write_logits(other.id, ids, _logits(len(ids)))
+    before = counts()
+    dry = invoke.json(["runs", "delete", "--run", "r1", "--stage", "teach", "--dry-run"])
+    assert dry["deleted"] == [{"name": "teach", "kind": "teach", "status": "succeeded", "logits": 4, "predictions": 0}]
+    assert dry["dry_run"] and not dry["run_deleted"] and counts() == before and folder.is_dir()
+    # no terminal to answer the question: refused, nothing deleted
+    assert error_line(invoke(["runs", "delete", "--run", "r1", "--stage", "teach"], ok=False)).endswith("pass --yes (or --dry-run)")
+    assert "has no stage 'tech' (its stages: distill-bigru, teach)" in error_line(
+        invoke(["runs", "delete", "--run", "r1", "--stage", "tech", "--yes"], ok=False))
+    assert counts() == before
+    done = invoke(["runs", "delete", "--run", "r1", "--stage", "teach", "--yes", "--json"])
+    assert "warning: r1/distill-bigru learned from r1/teach, deleted now" in done.stderr
+    assert [s.name for s in store.stages_of("r1")] == ["distill-bigru"] and not folder.exists()
+    after = counts()
+    assert (after["logits"], after["metrics"]) == (before["logits"] - 4, before["metrics"] - 2)  # (accuracy, size_mb)
+    assert "r1/teach (stage " in invoke(["report", "--run", "r1"]).stdout  # the student's teacher: gone since
+    text = invoke(["runs", "delete", "--run", "r1", "--yes"]).stdout
+    assert text.splitlines() == ["deleted r1/distill-bigru (distill, succeeded; 0 logits, 0 predictions)", "deleted run 'r1'"]
+    assert [r["run"] for r in invoke.json(["runs"])] == ["r2"] and counts()["logits"] == 4  # r2's, untouched
+    assert error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False)).startswith("Error: no run 'r1'")
+
+
+def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke, counts, error_line):
+    invoke(["labels", "set", "--run", "r1", "1=neg"])
+    with stage_scope(store, run="r1", kind="teach", config={}):
+        before = counts()
+        running = error_line(invoke(["runs", "delete", "--run", "r1", "--stage", "teach", "--yes"], ok=False))
+        assert running.startswith("Error: stage 'teach' of run 'r1' is running (process ")
+    line = error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False))
+    assert line == "Error: stage 'edit-1' of run 'r1' has 1 label edits that are not undone: run `kd labels undo --run r1 --stage edit-1` first"
+    assert counts() == before
+    invoke(["labels", "undo", "--run", "r1", "--stage", "edit-1"])
+    out = invoke.json(["runs", "delete", "--run", "r1", "--yes"])
+    assert [d["name"] for d in out["deleted"]] == ["teach"] and not out["run_deleted"]
+    assert out["kept"] == [{"name": "edit-1", "kind": "clean", "label_edits": 1}]
+    history = invoke.json(["labels", "history", "1"])  # the audit trail still names the stage that made the edit
+    assert history["edits"][0]["stage"] == "edit-1" and history["edits"][0]["reverted_at"]
+    assert [s.name for s in store.stages_of("r1")] == ["edit-1"] and counts()["label_edits"] == before["label_edits"]

@@ -1,0 +1,145 @@
+"""Deleting a run, or some of its stages (``kd runs delete``): their logits, predictions, figures,
+fold assignments, label issues and artifact folders go; label edits never do.
+
+A stage is refused (and nothing deleted) while it runs, while label edits it made stand (``kd labels
+undo`` first: the labels would stay changed with no stage to undo them), and, for a detection, while a
+clean stage left out of the deletion decided its issues (its edits, or its reviewer's rejections, are
+on record there). A stage whose edits were all undone keeps its record, as the audit trail names it
+(``kd labels history``); everything else of it goes. A run is deleted once none of its stages is left.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from .errors import KdError
+from .runs import _any_edits, _live_edits, process_state
+from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
+from .store import Store
+
+
+def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_run: bool = False) -> dict[str, Any]:
+    """Delete ``run``'s stages named ``names`` (with their ``NAME~...`` records of replaced and failed
+    attempts), or all of them; ``dry_run``: say what would go, change nothing. Returns ``{"run",
+    "deleted": [{name, kind, status, logits, predictions}], "kept": [{name, kind, label_edits}],
+    "run_deleted", "dry_run", "warnings"}``."""
+    with store.write_session("runs", "stages", "label_edits", "label_issues") as s:
+        run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
+        if run_row is None:
+            raise KdError(f"no run {run!r} in {store.url}: `kd runs` lists the runs")
+        stages = s.scalars(select(Stage).where(Stage.run_id == run_row.id).order_by(Stage.id)).all()
+        chosen = _chosen(stages, run, names)
+        ids = {st.id for st in chosen}
+        for st in chosen:
+            _refuse(s, st, run, ids)
+        _refuse_readers(s, ids)
+        kept = [st for st in chosen if _any_edits(s, st)]
+        gone = [st for st in chosen if st not in kept]
+        counts = {table: dict(s.execute(select(table.stage_id, func.count()).where(table.stage_id.in_(ids or {-1}))
+                                        .group_by(table.stage_id)).all()) for table in (Logit, Prediction)}
+        report = {
+            "run": run,
+            "deleted": [{"name": st.name, "kind": st.kind, "status": st.status, "logits": counts[Logit].get(st.id, 0),
+                         "predictions": counts[Prediction].get(st.id, 0)} for st in gone],
+            "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st)} for st in kept],
+            "run_deleted": len(gone) == len(stages),
+            "dry_run": dry_run,
+            "warnings": _learned_from(s, {st.id: st.name for st in gone}, run),
+        }
+        folders = [store.artifact_root / run / st.name for st in chosen]
+        if dry_run:  # (nothing written: the transaction ends empty)
+            return report
+        from .labels import reopen  # (labels builds on runs, as this module does)
+
+        # the issues a deleted review decided are open again (their decisions went with it), not left decided by no stage
+        reopen(s, LabelIssue.decided_stage_id.in_([st.id for st in gone] or [-1]))
+        for st in kept:  # (its folder goes below: a clean stage's holds no model)
+            st.artifact_path, st.artifact_sha256 = None, None
+        for st in gone:
+            s.delete(st)  # its logits, predictions, metrics, folds and issues with it (ON DELETE CASCADE)
+        if report["run_deleted"]:
+            s.flush()  # (the stages first: the run's own ON DELETE CASCADE would take them before the ORM's deletes)
+            s.delete(run_row)
+    report["warnings"] += _remove_folders(folders, store.artifact_root / run)
+    return report
+
+
+def _chosen(stages: list[Stage], run: str, names: tuple[str, ...]) -> list[Stage]:
+    if not names:
+        return list(stages)
+    by_name = {st.name: st for st in stages}
+    missing = [n for n in dict.fromkeys(names) if n not in by_name]
+    if missing:
+        have = ", ".join(sorted(n for n in by_name if "~" not in n)) or "none"
+        raise KdError(f"run {run!r} has no stage {missing[0]!r} (its stages: {have})")
+    wanted = set(names)  # a stage's records of replaced and failed attempts (NAME~...) go with it
+    return [st for st in stages if st.name in wanted or st.name.split("~", 1)[0] in wanted]
+
+
+def _refuse(s, st: Stage, run: str, ids: set[int]) -> None:
+    if st.status == "running" and process_state(st) is not False:  # (one whose process is gone may go)
+        where = f"process {(st.process or '?').split(':')[0]} on {st.host}"
+        raise KdError(f"stage {st.name!r} of run {run!r} is running ({where}): wait for it, or stop it, then delete")
+    live = _live_edits(s, st)
+    if live:
+        raise KdError(f"stage {st.name!r} of run {run!r} has {live} label edits that are not undone: "
+                      f"run `kd labels undo --run {run} --stage {st.name}` first")
+    if st.kind != "detect":
+        return
+    deciders = s.scalars(select(Stage).where(Stage.id.in_(
+        select(LabelIssue.decided_stage_id).where(LabelIssue.stage_id == st.id, LabelIssue.decided_stage_id.is_not(None))
+    ), Stage.id.not_in(ids)).order_by(Stage.id)).all()
+    for clean in deciders:  # a review left out of the deletion: its decisions are on record in these issues
+        owner = s.get(Run, clean.run_id).uniqid
+        raise KdError(f"the issues of stage {st.name!r} of run {run!r} were decided by stage {clean.name!r} of run "
+                      f"{owner!r}: delete both (--stage {st.name} --stage {clean.name}), after `kd labels undo "
+                      f"--run {owner} --stage {clean.name}` where its edits stand")
+
+
+def _refuse_readers(s, ids: set[int]) -> None:
+    """A stage running now that learns from one being deleted (a student reading a teacher's logits)."""
+    for st in s.scalars(select(Stage).where(Stage.status == "running", Stage.id.not_in(ids or {-1}))):
+        used = {int(t["stage_id"]) for t in (st.config or {}).get("teacher_stages") or [] if t.get("stage_id") is not None}
+        if used & ids and process_state(st) is not False:
+            owner = s.get(Run, st.run_id).uniqid
+            raise KdError(f"stage {st.name!r} of run {owner!r} is running on the logits of a stage being deleted: "
+                          "wait for it, then delete")
+
+
+def _learned_from(s, names: dict[int, str], run: str) -> list[str]:
+    """The stages left that learned from a deleted teacher (``names``: id to name): their reports will say it went."""
+    out = []
+    for st in s.scalars(select(Stage).where(Stage.id.not_in(set(names) or {-1})).order_by(Stage.id)):
+        used = [names[t["stage_id"]] for t in (st.config or {}).get("teacher_stages") or [] if t.get("stage_id") in names]
+        if used:
+            owner = s.get(Run, st.run_id).uniqid
+            out.append(f"{owner}/{st.name} learned from {run}/{used[0]}, deleted now: its report will call that teacher "
+                       "'replaced since'")
+    return out
+
+
+def _edit_count(s, st: Stage) -> int:
+    return s.scalar(select(func.count()).select_from(LabelEdit).where(LabelEdit.stage_id == st.id))
+
+
+def _remove_folders(folders: list[Path], run_folder: Path) -> list[str]:
+    """Remove the stages' artifact folders (after the commit: a failure leaves files, never rows
+    without their files); what could not be removed is said, not raised."""
+    out = []
+    for folder in folders:
+        try:
+            if folder.is_dir():
+                shutil.rmtree(folder)
+            elif folder.exists():
+                folder.unlink()
+        except OSError as exc:
+            out.append(f"could not remove {folder}: {exc.strerror or exc}")
+    try:
+        run_folder.rmdir()  # (only when empty: files kd did not put there stay)
+    except OSError:
+        pass
+    return out
