@@ -27,9 +27,15 @@ def resolve_url(db: str | None) -> str:
     value = db or os.environ.get("KD_DB") or DEFAULT_DB
     if "://" in value:
         return value
+    if _URL_WITHOUT_SLASHES.match(value):  # (`--db sqlite:kd.db` made a SQLite file named "sqlite:kd.db", unseen)
+        raise KdError(f"{value}: looks like a database URL without its '//': kd takes a file path, sqlite:///PATH or "
+                      f"postgresql+psycopg://USER@HOST/DB (a file of this name: ./{value})")
     # escaped as a URL: SQLAlchemy reads "%20" in a URL as a space and "?" as the start of its query
     # (a folder "a%20b" was taken for "a b"; "d?x=1/kd.db" made a store "d" in the working directory)
     return URL.create("sqlite", database=str(Path(value).expanduser())).render_as_string(hide_password=False)
+
+
+_URL_WITHOUT_SLASHES = re.compile(r"(?:sqlite|postgres|postgresql|mysql|mariadb|oracle|mssql)(?:\+\w+)?:", re.IGNORECASE)
 
 
 def display_url(url: URL) -> str:

@@ -276,7 +276,8 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
             raw = raw.rstrip("\r")
             if raw.strip():
                 out.append((i, raw.split("\t")))
-        return out
+        quoted = _spreadsheet_tsv_rows(content, ragged=len({len(f) for _, f in out}) > 1) if '"' in content else None
+        return out if quoted is None else quoted
     allow_long_csv_fields()
     reader = csv.reader(io.StringIO(content, newline=""), strict=True)  # an unclosed quote is an error, not a text that swallows the rows after it
     out, line = [], 1
@@ -288,6 +289,32 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
     except csv.Error as exc:
         raise KdError(f"{name}: line {line}: not valid CSV ({exc})") from None
     return out
+
+
+# a field in quotes holding a doubled quote, as a spreadsheet writes a text with quotes in it: '"他说""好"""'
+_DOUBLED_QUOTES = re.compile(r'(?:^|\t)"(?:[^"\t\r\n]|"")*""(?:[^"\t\r\n]|"")*"(?=\t|\r?$)', re.MULTILINE)
+
+
+def _spreadsheet_tsv_rows(content: str, *, ragged: bool) -> list[tuple[int, list[str]]] | None:
+    """(line number, fields) of every non-blank row of a TSV as Excel or LibreOffice save it ("Text
+    (Tab delimited)"): a field holding a quote, a tab or a line break is written in quotes, its quotes
+    doubled. None for any other TSV, read line by line as before: one that does not parse so, or has
+    no quoted field holding a doubled quote, nor (``ragged``: read line by line, its rows differ in
+    length) one holding a tab or line break (a text in plain quotes, '"太好了"', keeps them). Read line
+    by line, the quotes stayed in the text (each doubled) and a field's line break cut its row in two
+    (a "ragged row" error)."""
+    allow_long_csv_fields()
+    reader = csv.reader(io.StringIO(content, newline=""), dialect="excel-tab", strict=True)
+    out, line, quoted = [], 1, _DOUBLED_QUOTES.search(content) is not None
+    try:
+        for fields in reader:
+            quoted = quoted or (ragged and any(c in f for f in fields for c in "\t\r\n"))
+            if any(f.strip() for f in fields):
+                out.append((line, fields))
+            line = reader.line_num + 1
+    except csv.Error:
+        return None
+    return out if quoted else None
 
 
 def _column(spec: str | None, header: list[str] | None, what: str, name: str, line: int = 1) -> int | None:
@@ -321,6 +348,16 @@ def _parse_delimited(
         # a CSV read as TSV by default (stdin, .txt): its header `text,label` became a pool text, each row one
         raise KdError(f"{name}: line {rows[0][0]}: field 0: {first[0][:60]!r} looks like a CSV header: the file looks like CSV, "
                       f"give --format csv (or --format tsv to read each line as text)")
+    for sep, looks in ((";", "semicolon-separated columns (as Excel saves CSV where a comma is the decimal mark): kd reads "
+                             "tab- or comma-separated ones, save it so"),
+                       ("\t", "tab-separated columns: give --format tsv")):
+        if opts.format is None and len(first) == 1 and sep in first[0] and any(
+            c.strip().strip('"').strip().lower() in HEADER_WORDS for c in first[0].split(sep)
+        ):
+            # its header `text;label` was a pool text, each row's label glued to its text (a labeled
+            # split: "no label column"); a .csv of tab-separated columns, likewise
+            raise KdError(f"{name}: line {rows[0][0]}: field 0: {first[0][:60]!r} looks like the header of {looks} "
+                          f"(or --format {fmt} to read each line as text)")
     has_header, guessed = opts.header, ""
     if has_header is None:
         named = [s for s in (opts.text_col, opts.label_col) if s is not None]

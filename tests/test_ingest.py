@@ -224,6 +224,35 @@ def test_parse_json_lines_in_a_csv_file_are_refused():
     assert [(r.text, r.label) for r in parse(data, "export.csv", IngestOptions(format="jsonl"))] == [("好评, 很好", "pos"), ("差评", "neg")]
 
 
+def test_parse_a_spreadsheets_quoted_tsv_fields_are_read_unquoted():
+    """Excel's "Text (Tab delimited)" writes a text holding a quote or a line break in quotes, its
+    quotes doubled: read line by line, 他说"好" kept them (each doubled) and a line break in a
+    text stopped the ingest as a ragged row. A TSV without such a field keeps its quotes as before."""
+    data = 'label\ttext\r\npos\t"他说""好"""\r\nneg\t"多行\r\n文本"\r\npos\t"太好了"\r\n'.encode()
+    assert [(r.label, r.text, r.line) for r in parse(data, "excel.tsv", IngestOptions())] == [
+        ("pos", '他说"好"', 2), ("neg", "多行\r\n文本", 3), ("pos", "太好了", 5)]
+    data = 'neg\t"多行\n文本"\npos\t普通\n'.encode()  # (a line break alone: the rows read line by line are ragged)
+    assert [(r.label, r.text) for r in parse(data, "excel.tsv", IngestOptions())] == [("neg", "多行\n文本"), ("pos", "普通")]
+    plain = '"太好了"\n他说"好"\n"开头\n结尾"\n'.encode()  # (a pool: no ragged row)
+    assert [r.text for r in parse(plain, "p.tsv", IngestOptions(split="unlabeled"))] == ['"太好了"', '他说"好"', '"开头', '结尾"']
+
+
+def test_parse_a_header_of_semicolon_or_tab_separated_columns_is_refused():
+    """A CSV saved by Excel where the comma is the decimal mark separates its columns by ';': its
+    header `text;label` and every row became one pool text (a labeled split: "no label column");
+    a .csv of tab-separated columns, likewise."""
+    data = "text;label\r\n好的;pos\r\n坏的;neg\r\n".encode()
+    for name, fmt in (("semi.csv", "csv"), ("<stdin>", "tsv")):
+        for split in ("unlabeled", "train"):
+            with pytest.raises(KdError, match=rf"^{re.escape(name)}: line 1: field 0: 'text;label' looks like the header of "
+                                              rf"semicolon-separated columns .* \(or --format {fmt} to read each line as text\)"):
+                parse(data, name, IngestOptions(split=split))
+    with pytest.raises(KdError, match=r"^tab\.csv: line 1: field 0: .* tab-separated columns: give --format tsv"):
+        parse(b"text\tlabel\ngood\tpos\n", "tab.csv", IngestOptions())
+    assert [r.text for r in parse(data, "semi.csv", IngestOptions(split="unlabeled", format="csv"))][0] == "text;label"
+    assert [r.text for r in parse("你好;世界\n".encode(), "semi.csv", IngestOptions(split="unlabeled"))] == ["你好;世界"]
+
+
 def test_parse_blank_unnamed_columns_are_no_repeated_header_name():
     """A spreadsheet's CSV with trailing empty columns (``label,text,,``) has two unnamed columns:
     blank everywhere, they lose nothing and the file is read as before; with a value, refused."""
@@ -1096,6 +1125,18 @@ def test_ingest_into_missing_folder_fails_cleanly(tmp_path, invoke, write_file, 
 def test_a_database_url_kd_cannot_use_is_one_line(invoke, url, message, error_line):
     assert message in error_line(invoke(["runs"], db=url, ok=False))
     assert message in error_line(invoke(["db", "current"], db=url, ok=False))
+
+
+@pytest.mark.sqlite_only  # the URLs are the test's own
+def test_a_database_url_without_its_slashes_is_refused_not_made_a_file_so_named(invoke, write_file, tmp_path, monkeypatch, error_line):
+    """`--db sqlite:kd.db` (or KD_DB so) made a SQLite store in a file named "sqlite:kd.db", unseen."""
+    write_file("train.tsv", "pos\tgood\n")
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite:kd.db", "sqlite:/kd.db", "postgresql+psycopg:me@h/kd"):
+        line = error_line(invoke(["ingest", "train.tsv"], db=url, ok=False))
+        assert line.startswith(f"Error: {url}: looks like a database URL without its '//'"), line
+    assert not [p for p in tmp_path.iterdir() if ":" in p.name]
+    assert invoke.json(["ingest", "train.tsv"], db="./sqlite:kd.db")["added"] == 1  # a file so named, said so
 
 
 @pytest.mark.sqlite_only
