@@ -114,8 +114,25 @@ def shown(value: float, fmt: str, target: float, *, at_most: bool = False) -> st
 
 
 def commit_words(info: dict) -> str:
-    """The commit a table names, and whether the tree it ran from differed from it."""
+    """The commit a table names, and whether the tree it ran from differed from it; a merged
+    result's (``info["parts"]``, see :func:`merged_source`) each run's, with the seeds it gave."""
+    if info.get("parts"):
+        return "; ".join(f"seed {', '.join(map(str, p.get('seeds', [])))} at "
+                         + commit_words({"commit": p.get("commit"), "kdstore_dirty": p.get("dirty")}) for p in info["parts"])
     return f"`{info.get('commit')}`" + (" (with uncommitted changes)" if info.get("kdstore_dirty") else "")
+
+
+def command_words(command) -> str:
+    """The command a table names, in backticks; a merged result's commands (a list), each."""
+    return "; ".join(f"`{c}`" for c in command) if isinstance(command, list) else f"`{command}`"
+
+
+def merged_source(data: dict) -> tuple[dict, object]:
+    """The machine and command a table's footer names from a ``--json`` result: for one merged from
+    runs apart (``parts``), every run's commit and command, not the first run's alone."""
+    if not data.get("parts"):
+        return data["machine"], data.get("command", "?")
+    return {**data["machine"], "parts": data["parts"]}, [p.get("command") or "?" for p in data["parts"]]
 
 
 QUALITY_SEEDS = 3  # the issues' quality targets are means over 3 seeds
@@ -247,8 +264,8 @@ def seed_parts(data: dict) -> list[dict]:
     if data.get("parts"):
         return list(data["parts"])
     machine = data.get("machine", {})
-    return [{"seeds": list(data.get("seeds", [])), "commit": machine.get("commit"), "command": data.get("command"),
-             "machine": ", ".join(str(machine[k]) for k in ("cpu", "gpu") if machine.get(k))}]
+    return [{"seeds": list(data.get("seeds", [])), "commit": machine.get("commit"), "dirty": bool(machine.get("kdstore_dirty")),
+             "command": data.get("command"), "machine": ", ".join(str(machine[k]) for k in ("cpu", "gpu") if machine.get(k))}]
 
 
 def check_mergeable(a: dict, b: dict, keys: tuple[str, ...], what: str) -> None:

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, commit_words, meets, shown, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, command_words, commit_words, meets, merged_source, shown, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, TARGET_ACCURACY, check_seeds, check_train_rows, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
@@ -254,14 +254,14 @@ def markdown(result: dict, info: dict, command: str, not_judged: str | None = No
         f"- teacher: {cfg['layers']} x {cfg['hidden']}, {recipe_words(cfg)}, {cfg['epochs']} fine-tuning epochs at lr {cfg['lr']}; "
         f"students: `{' '.join(result['student_args'])}`; augmentation `mask,pos,ngram` x {result.get('augment_n', 4)}; seeds {result['seeds']}",
         f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit {commit_words(info)}",
-        f"- command: `{command}`",
+        f"- command: {command_words(command)}",
     ]
     return "\n".join(lines)
 
 
 def markdown_from_json(data: dict, not_judged: str | None = None) -> str:
     """The distillation table from what ``--json`` wrote (the suite renders it this way)."""
-    return markdown(data, data["machine"], data.get("command", "?"), not_judged)
+    return markdown(data, *merged_source(data), not_judged)
 
 
 def teacher_markdown_from_json(data: dict, not_judged: str | None = None) -> str:
@@ -271,7 +271,7 @@ def teacher_markdown_from_json(data: dict, not_judged: str | None = None) -> str
     from bench.teacher import markdown as teacher_markdown, summarize
 
     args = SimpleNamespace(device=data.get("device", "?"), seeds=",".join(map(str, data["seeds"])))
-    return teacher_markdown(summarize(data["teacher"]), data["config"], args, data["machine"], data.get("command", "?"), not_judged)
+    return teacher_markdown(summarize(data["teacher"]), data["config"], args, *merged_source(data), not_judged)
 
 
 def check_args(parser, args) -> None:

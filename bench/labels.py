@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, commit_words, meets, shown, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, command_words, commit_words, meets, merged_source, shown, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
 
 LEVELS = ((0.10, 1), (0.20, 2))  # (noise rate, seed of its flips)
@@ -247,14 +247,14 @@ def markdown(results: list[dict], cfg: dict, info: dict, command: str, not_judge
         f"- teacher: {cfg['layers']} x {cfg['hidden']}, {recipe_words(cfg)}, 5 folds x {cfg['epochs']} epochs; "
         + (f"mean over {results[0]['seeds']} training seeds (min–max in brackets)" if results and results[0].get("seeds", 1) > 1 else "one seed" + (f" ({seeds[0]})" if seeds and len(seeds) == 1 else "")),
         f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; commit {commit_words(info)}",
-        f"- command: `{command}`",
+        f"- command: {command_words(command)}",
     ]
     return "\n".join(lines)
 
 
 def markdown_from_json(data: dict, not_judged: str | None = None) -> str:
     """The tables from what ``--json`` wrote (the suite renders them this way)."""
-    return markdown(data["results"], data["config"], data["machine"], data.get("command", "?"), not_judged, data.get("seeds"))
+    return markdown(data["results"], data["config"], *merged_source(data), not_judged, data.get("seeds"))
 
 
 def main(argv: list[str] | None = None) -> int:

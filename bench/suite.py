@@ -372,7 +372,10 @@ def render_job(key: str, job: dict, results: dict) -> str:
     """One job's section: its command, wall time and machine/commit line, then its script's own tables."""
     suite = results["suite"]
     reason = not_judged_reason(suite["profile"])
-    lines = [f"- **Script:** `{job['script']}`; **command:** `{job['command']}`; wall time {_fmt_seconds(job['wall_seconds'])}"]
+    from bench.common import command_words
+
+    commands = command_words(job.get("commands") or job["command"])  # (--add-seeds: each run's)
+    lines = [f"- **Script:** `{job['script']}`; **command{'s' if job.get('commands') else ''}:** {commands}; wall time {_fmt_seconds(job['wall_seconds'])}"]
     data = job.get("data")
     if data is None:
         lines += [f"- **failed** (exit {job.get('returncode')}); the last lines of its output (`{job.get('log', '?')}`):", "",
@@ -381,7 +384,8 @@ def render_job(key: str, job: dict, results: dict) -> str:
     commit = data.get("machine", {}).get("commit")
     if data.get("parts"):
         lines.append("- **Seeds merged** (`--add-seeds`): " + "; ".join(
-            f"seed {', '.join(map(str, p['seeds']))} at `{p['commit']}`" + (f" on {p['machine']}" if p.get("machine") else "")
+            f"seed {', '.join(map(str, p['seeds']))} at `{p['commit']}`" + (" (with uncommitted changes)" if p.get("dirty") else "")
+            + (f" on {p['machine']}" if p.get("machine") else "")
             for p in data["parts"]))
     elif commit and commit != suite["machine"]["commit"]:
         lines.append(f"- **Commit:** `{commit}` (not the run's `{suite['machine']['commit']}`: kept from an earlier run with --keep)")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, commit_words, meets, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, command_words, commit_words, meets, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 
 # pretrain_batch_size / pretrain_lr: kd pretrain's defaults
 QUICK = {"layers": 2, "hidden": 128, "minutes": 3.0, "epochs": 3, "lr": 3e-4, "batch_size": 32, "pretrain_batch_size": 64, "pretrain_lr": 5e-4}
@@ -194,7 +194,7 @@ def markdown(summary: dict, cfg: dict, args, info: dict, command: str, not_judge
         "",
         f"- machine: {info['cpu']}, {info['cores_usable']} cores, {info['memory']}{gpu}; torch {info.get('torch')}",
         f"- commit: {commit_words(info)}",
-        f"- command: `{command}`",
+        f"- command: {command_words(command)}",
     ]
     return "\n".join(lines)
 

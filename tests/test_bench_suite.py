@@ -333,6 +333,38 @@ def test_add_seeds_merges_only_the_same_command(tmp_path):
     assert suite.main(["B4", "--add-seeds", "--out", str(tmp_path), "--dry-run"]) == 2
 
 
+def test_seeds_added_at_another_commit_name_each_run_s_commit_and_command(tmp_path):
+    """`--add-seeds` at a later commit, from a tree with uncommitted changes: every table of the
+    merged figures named the first run's commit and command alone (``commit `abc1234```, ``--seeds 1``
+    under figures over seeds 1, 2 and 3), and the changes under the new seeds went unsaid."""
+    from bench.labels import merge_seeds as merge_b3
+
+    old = {"key": "B1B2", "argv": ["py", "bench/distill.py", "--seeds", "1", "--json", "x"], "command": "python bench/distill.py --seeds 1",
+           "wall_seconds": 10.0, "data": distill_data([1], {"teacher": [0.88], "alone": [0.84], "distilled": [0.86]})}
+    later = distill_data([2, 3], {"teacher": [0.90, 0.86], "alone": [0.82, 0.86], "distilled": [0.87, 0.87]}, commit="def5678")
+    later["machine"]["kdstore_dirty"] = True
+    new = {**old, "argv": ["py", "bench/distill.py", "--seeds", "2,3", "--json", "y"], "command": "python bench/distill.py --seeds 2,3",
+           "data": later}
+    job = {**suite.merge_job(old, new, tmp_path / "B1B2.json"), "tables": ["B1"], "script": "bench/distill.py", "returncode": 0}
+    results = {"suite": {"command": "python -m bench B1 --add-seeds", "profile": "full", "device": "cuda", "seeds": "2,3",
+                         "started": "t0", "finished": "t1", "wall_seconds": 15.0, "machine": {**MACHINE, "commit": "def5678"}},
+               "jobs": {"B1B2": job}}
+    text = suite.render_job("B1B2", job, results)
+    both = "seed 1 at `abc1234`; seed 2, 3 at `def5678` (with uncommitted changes)"
+    assert text.count(both) == 2  # the teacher's table and the distillation table
+    assert text.count("- command: `python bench/distill.py --seeds 1`; `python bench/distill.py --seeds 2,3`") == 2
+    assert "**commands:** `python bench/distill.py --seeds 1`; `python bench/distill.py --seeds 2,3`" in text
+    assert "seed 2, 3 at `def5678` (with uncommitted changes) on Test CPU" in text
+    assert "commit `abc1234`\n" not in text and "- commit: `abc1234`\n" not in text
+    one = {**labels_data(0.60, 0.70, 0.70, 0.72), "seeds": [1], "device": "cuda", "quick": False, "train_rows": None}
+    two = {**labels_data(0.70, 0.80, 0.74, 0.74), "seeds": [2], "device": "cuda", "quick": False, "train_rows": None,
+           "machine": {**MACHINE, "commit": "def5678"}, "command": "python bench/labels.py --seeds 2"}
+    b3 = merge_b3({**one, "per_seed": {"1": one["results"]}}, {**two, "per_seed": {"2": two["results"]}})
+    b3_text = suite.render_job("B3", {"tables": ["B3"], "script": "bench/labels.py", "command": "x", "wall_seconds": 1.0, "data": b3}, results)
+    assert "commit seed 1 at `abc1234`; seed 2 at `def5678`" in b3_text
+    assert "- command: `python bench/labels.py --json x.json`; `python bench/labels.py --seeds 2`" in b3_text
+
+
 def test_b2_pool_target_needs_the_teacher_and_the_student_alone():
     from bench.distill import target_cell
 
