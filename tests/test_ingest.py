@@ -321,6 +321,9 @@ def test_normalize_and_text_hash():
     assert text_hash("Hello World!") == text_hash("ＨＥＬＬＯ\u3000\u00a0world！")
     assert text_hash("hello world") != text_hash("hello  worlds")
     assert len(text_hash("x")) == 32
+    # (copied from web pages: a zero-width space, joiner, soft hyphen or BOM; no model reads them)
+    assert text_hash("好\u200b评\u00ad") == text_hash("\ufeff好评") == text_hash("好评\u200d") == text_hash("好评")
+    assert text_hash("好 评") != text_hash("好评") and normalize("a\tb\u200b") == "a b"
 
 
 # kd ingest through the CLI -------------------------------------------------------------------

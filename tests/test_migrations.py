@@ -24,8 +24,8 @@ def test_chain_is_linear_from_0001_to_head():
 
     script = ScriptDirectory.from_config(migrate._config())
     chain = [s.revision for s in reversed(list(script.walk_revisions()))]
-    assert chain == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
-    assert migrate.head_revision() == "0008"
+    assert chain == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"]
+    assert migrate.head_revision() == "0009"
 
 
 def test_new_store_is_migrated_to_head_and_matches_models(db):
@@ -33,7 +33,7 @@ def test_new_store_is_migrated_to_head_and_matches_models(db):
     store = Store.open(db)
     try:
         assert store_exists(db)
-        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0008"
+        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0009"
         tables = set(inspect(store.engine).get_table_names())
         assert tables == set(Base.metadata.tables) | {"alembic_version"}
         with store.engine.connect() as conn:
@@ -72,22 +72,22 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
         Store.open(db)
     message = str(info.value)
     assert f"`kd db upgrade --db {db}`" in message  # (the test's paths and URLs need no shell quoting)
-    assert "0001" in message and "0008" in message
+    assert "0001" in message and "0009" in message
 
     # the CLI refuses it too, as a one-line error, and does not upgrade it behind the user's back
     result = invoke(["samples"], ok=False)
     assert "kd db upgrade" in result.stderr
     state = invoke.json(["db", "current"])
-    assert state["current"] == "0001" and state["head"] == "0008"
+    assert state["current"] == "0001" and state["head"] == "0009"
     assert state["up_to_date"] is False
     assert invoke(["db", "current", "--check", "--json"], ok=False).exit_code == 1
 
     result = invoke(["db", "upgrade"])
-    assert "0001 -> 0008" in result.stdout
+    assert "0001 -> 0009" in result.stdout
 
     store = Store.open(db, create=False)
     try:
-        assert migrate.current_revision(store.engine) == "0008"
+        assert migrate.current_revision(store.engine) == "0009"
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(ctx, Base.metadata) == []
@@ -111,7 +111,7 @@ def test_refusal_names_the_command_that_upgrades_that_store(tmp_path, invoke, er
     command = line.split("run `")[1].split("`")[0]
     assert shlex.split(command) == ["kd", "db", "upgrade", "--db", str(old)]
     assert command in invoke(["db", "current"], db=old).stdout
-    assert "0005 -> 0008" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert "0005 -> 0009" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not (tmp_path / "kd.db").exists()
     invoke(["samples"], db=old)
 
@@ -130,7 +130,7 @@ def test_a_store_given_as_a_sqlite_uri_is_that_file_and_its_upgrade_command_name
     command = line.split("run `")[1].split("`")[0]
     assert shlex.split(command) == ["kd", "db", "upgrade", "--db", str(old)]
     assert invoke.json(["db", "current"], db=url)["state"] == "behind"
-    assert "0005 -> 0008" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert "0005 -> 0009" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not (tmp_path / "file:old.db").exists() and not (Path.cwd() / "file:old.db").exists()
     invoke(["samples"], db=url)
 
@@ -152,12 +152,12 @@ def test_a_read_only_store_file_is_not_upgraded_and_left_without_read_only_wal_f
         assert invoke.json(["db", "current"])["current"] == "0005"
         assert "run `kd db upgrade --db" in error_line(invoke(["runs"], ok=False))
         assert error_line(invoke(["db", "upgrade"], ok=False)) == (
-            f"Error: cannot upgrade sqlite:///{db_path} from revision 0005 to 0008: the file is read-only; nothing was changed")
+            f"Error: cannot upgrade sqlite:///{db_path} from revision 0005 to 0009: the file is read-only; nothing was changed")
         assert not Path(f"{db_path}-wal").exists() and not Path(f"{db_path}-shm").exists()
     finally:
         db_path.chmod(0o644)
     monkeypatch.setattr(os, "access", access)
-    assert "0005 -> 0008" in invoke(["db", "upgrade"]).stdout
+    assert "0005 -> 0009" in invoke(["db", "upgrade"]).stdout
     invoke(["runs"])
 
 
@@ -254,24 +254,24 @@ def test_db_current_json_reports_current_and_head(db, invoke):
     state = invoke.json(["db", "current"])
     assert state == {
         "db": resolve_url(db),
-        "current": "0008",
-        "head": "0008",
+        "current": "0009",
+        "head": "0009",
         "up_to_date": True,
         "state": "current",
     }
     text = invoke(["db", "current"]).stdout
-    assert "revision 0008" in text and "up to date" in text
+    assert "revision 0009" in text and "up to date" in text
     assert invoke(["db", "current", "--check"]).exit_code == 0
 
 
 def test_db_upgrade_on_new_path_creates_store(db, invoke):
     result = invoke(["db", "upgrade"])
-    assert "empty -> 0008" in result.stdout
+    assert "empty -> 0009" in result.stdout
     assert store_exists(db)
     # running it again is harmless
-    assert "0008 -> 0008" in invoke(["db", "upgrade"]).stdout
+    assert "0009 -> 0009" in invoke(["db", "upgrade"]).stdout
     again = invoke.json(["db", "upgrade"])
-    assert (again["before"], again["after"]) == ("0008", "0008") and again["db"]
+    assert (again["before"], again["after"]) == ("0009", "0009") and again["db"]
 
 
 def test_db_current_on_missing_store_fails_cleanly(db, invoke, error_line):
@@ -292,7 +292,7 @@ def test_db_current_on_an_empty_database_names_the_command_that_creates_that_sto
     line = error_line(invoke(["db", "current"], ok=False))
     command = line.split("or `")[1].split("`")[0]
     assert shlex.split(command)[:4] == ["kd", "db", "upgrade", "--db"] and shlex.split(command)[4] in (db, resolve_url(db))
-    assert "empty -> 0008" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert "empty -> 0009" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not Path("kd.db").exists() and invoke.json(["db", "current"])["state"] == "current"
 
 def _foreign_database(db):
@@ -350,7 +350,7 @@ def test_newer_revision_than_kd_knows_is_refused(db, invoke, error_line):
     with pytest.raises(KdError, match="newer than this kd knows"):
         Store.open(db)
     # `kd db upgrade` cannot downgrade it (one line, not Alembic's traceback), and `current` says so
-    assert "newer than this kd knows (0008): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
+    assert "newer than this kd knows (0009): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
     assert invoke.json(["db", "current"])["state"] == "newer"
     assert "newer than this kd: upgrade kd" in invoke(["db", "current"]).stdout
     checked = invoke(["db", "current", "--check"], ok=False)
@@ -362,13 +362,13 @@ def test_a_store_with_more_than_one_revision_is_refused_in_one_line(db, invoke, 
     raised "more than one head present", a traceback from every command, `kd db current` included."""
     engine = _engine_at(db, "head")
     with engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('0009a')")
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('0010a')")
     engine.dispose()
     with pytest.raises(KdError, match="newer than this kd knows"):
         Store.open(db)
     write_file("train.tsv", "pos\tgood\n")
     for args in (["samples"], ["ingest", "train.tsv"], ["db", "upgrade"]):
-        assert "at schema revision 0008, 0009a, newer than this kd knows (0008): upgrade kd" in error_line(invoke(args, ok=False))
+        assert "at schema revision 0009, 0010a, newer than this kd knows (0009): upgrade kd" in error_line(invoke(args, ok=False))
     assert invoke.json(["db", "current"])["state"] == "newer"
     assert "newer than this kd: upgrade kd" in invoke(["db", "current", "--check"], ok=False).stdout
 
@@ -376,7 +376,7 @@ def test_a_store_with_more_than_one_revision_is_refused_in_one_line(db, invoke, 
 @pytest.mark.sqlite_only
 def test_db_upgrade_reports_the_revision_it_found_under_the_lock(db_path, invoke):
     """Two `kd db upgrade` at once: the second read the revision (0001), waited for the first's lock,
-    found the store upgraded and changed nothing, yet said `0001 -> 0008` as well."""
+    found the store upgraded and changed nothing, yet said `0001 -> 0009` as well."""
     import threading
     import time
 
@@ -402,7 +402,7 @@ def test_db_upgrade_reports_the_revision_it_found_under_the_lock(db_path, invoke
         worker.join(120)
     engine.dispose()
     assert "error" not in done, done.get("error")
-    assert (done["result"]["before"], done["result"]["after"]) == ("0008", "0008")
+    assert (done["result"]["before"], done["result"]["after"]) == ("0009", "0009")
 
 
 def test_db_upgrade_refuses_non_kd_database(db, invoke):
@@ -432,3 +432,29 @@ def test_another_applications_alembic_database_is_not_a_kd_store(db, invoke, err
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == revision
     engine.dispose()
+
+
+def test_upgrade_to_0009_keys_texts_without_their_zero_width_characters(db, invoke, read_samples):
+    """A text with a zero-width space (copied from a web page) was no duplicate of the same text without
+    one: a test copy of a train text went unseen. Stored keys are made anew; two samples that become
+    duplicates stay two (their outputs are theirs), the one whose key did not change keeping it."""
+    from kdstore.textkey import text_hash
+
+    engine = _engine_at(db, "0008")
+    old = {"好评": "h-plain", "好\u200b评": "h-zw", "差\u200b评": "h-zw2", "差\ufeff评\u200d": "h-zw3", "一般": "h-other"}
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO classes (id, name) VALUES (0, 'pos')")
+        for i, (body, key) in enumerate(old.items(), start=1):  # (keys as 0008 made them, for the texts that keep theirs)
+            key = text_hash(body) if body in ("好评", "一般") else key
+            conn.execute(text("INSERT INTO samples (id, text, text_hash, split, label_id, orig_label_id, dropped, source, line) "
+                              "VALUES (:i, :t, :k, 'train', 0, 0, FALSE, 'a.tsv', :i)"), {"i": i, "t": body, "k": key})
+    engine.dispose()
+    invoke(["db", "upgrade"])
+    keys = {r["text"]: r["text_hash"] for r in read_samples()}
+    assert keys["好评"] == text_hash("好评") == text_hash("好\u200b评")  # kept by the sample whose key it was
+    assert keys["好\u200b评"] == "h-zw"  # a duplicate of it now, still its own sample
+    assert keys["差\u200b评"] == text_hash("差评") and keys["差\ufeff评\u200d"] == "h-zw3"  # the first stored takes the key
+    assert keys["一般"] == text_hash("一般")
+    # a new ingest of the text with a zero-width space is the stored sample, not a new one
+    result = invoke(["ingest", "-", "--no-header", "--text-col", "0", "--split", "unlabeled"], input="差评\n好\u200b评\n")
+    assert len(read_samples()) == 5, result.output
