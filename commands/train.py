@@ -604,7 +604,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     name = f"distill-{student}" if stage_name is None else stage_name
     config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,)),
               "environment": environment(device)}
-    _warn_teachers_of_other_labels(config)
+    _warn_teachers_of_other_labels(store, config)
     with process_group(device) as dist:
         with shared_stage(dist, store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
             run_distill(store, stage, cfg, dist)
@@ -707,7 +707,7 @@ def _refuse_unfit_temperatures(soft_loss: str, schedule: str) -> None:
         raise KdError("--temperature-gamma is flsw's exponent on (1 - cosine): --temperature-schedule cwsm has none (leave it out, or use flsw)")
 
 
-def _warn_teachers_of_other_labels(config: dict) -> None:
+def _warn_teachers_of_other_labels(store, config: dict) -> None:
     """A warning where a teacher learned from labels the store has changed since (a clean, set, import
     or undo after its kd teach): the student learns its soft targets, which still follow the old labels,
     without a word (the stage's config told only by two digests side by side)."""
@@ -715,7 +715,19 @@ def _warn_teachers_of_other_labels(config: dict) -> None:
     if stale:
         _warn(f"the teacher of run{'s' if len(stale) > 1 else ''} {', '.join(stale)} learned from labels changed since "
               f"(kd labels clean, set, import or undo): its soft targets follow the old ones; "
-              f"`kd teach --run {stale[0]} --overwrite` retrains it on the current labels")
+              f"{_reteach_command(store, stale[0])} retrains it on the current labels")
+
+
+def _reteach_command(store, run: str) -> str:
+    """The command that retrains a run's teacher as it was trained: ``kd teach --overwrite`` with its
+    ``--model`` (required: a bare ``kd teach --run R --overwrite`` is refused) and ``--folds``; its
+    other options are the ones ``kd report`` shows."""
+    import shlex
+
+    taught = store.find_stage(run, "teach").config or {}
+    folds = f" --folds {taught['folds']}" if taught.get("folds") else ""
+    return (f"`kd teach --run {run} --model {shlex.quote(str(taught.get('model')))}{folds} --overwrite` "
+            f"(with the other options `kd report --run {run}` lists for it)")
 
 
 def _teacher_stages(store, runs) -> list[dict]:
@@ -870,7 +882,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     name = "distill-early-exit" if stage_name is None else stage_name
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}
-    _warn_teachers_of_other_labels(config)
+    _warn_teachers_of_other_labels(store, config)
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
         train_early_exit(store, stage, cfg, teacher_run=teacher_runs[0] if teacher_runs else None)
     _finish(store, run, name, as_json)

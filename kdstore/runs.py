@@ -363,7 +363,11 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
         live = _live_edits(s, old) if kind == "clean" else 0
         advice = (f"name this one with --name (its {live} edits stand; --overwrite would need "
                   f"`kd labels undo --run {run} --stage {name}` first)" if live
-                  else "pass --overwrite to replace it, --name to keep both, or another --run" if kind in NAMED_KINDS
+                  # (another --run holds no teacher, detection or model of this one's: a detection, a clean and
+                  # kd predict --store read their own run's; a student takes this run's teacher by --teacher-run)
+                  else f"pass --overwrite to replace it, --name to keep both, or another --run with --teacher-run {run}" if kind == "distill"
+                  else "pass --overwrite to replace it, or --name to keep both" if kind in NAMED_KINDS
+                  else "pass --overwrite to replace it" if kind in ("detect", "predict")
                   else "pass --overwrite to replace it, or use another --run")
         raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M} UTC: {advice}")
     _refuse_live_edits(s, old, run, edits_go=edits_go)

@@ -401,6 +401,7 @@ def test_predict_store_writes_a_predict_stage(built, tmp_path):
     assert len(store.read_logits(store.find_stage(RUN, "predict-teach@test").id)[0]) == 16
     again = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, ok=False)
     assert "--overwrite" in again.output
+    assert "another --run" not in again.output  # (it predicts with this run's model: another run has none)
     kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--split", "dev", "--db", db)  # beside the whole-store one
     assert len(store.read_logits(store.find_stage(RUN, "predict-distill-textcnn@dev").id)[0]) == 16
     assert len(store.read_logits(store.find_stage(RUN, "predict-distill-textcnn").id)[0]) == 90

@@ -354,7 +354,7 @@ def test_clean_then_undo_restores_every_label_exactly(db):
     assert "(a deleted stage)" not in kd("labels", "history", str(some), "--db", db).output
 
 
-def test_drop_excludes_samples_from_later_training(db):
+def test_drop_excludes_samples_from_later_training(db, noisy):
     kd("labels", "detect", "--run", "r", "--db", db)
     counts = json.loads(kd("labels", "clean", "--run", "r", "--action", "drop", "--db", db, "--json").stdout)
     store = _open(db)
@@ -363,9 +363,11 @@ def test_drop_excludes_samples_from_later_training(db):
     distilled = kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db, "--json")
     out = json.loads(distilled.stdout)
     assert out["metrics"]["all"]["train_samples"] == 150 - counts["drop"]
-    # its teacher learned from the labels before the clean: said (its soft targets follow them)
+    # its teacher learned from the labels before the clean: said (its soft targets follow them), with a
+    # command that runs (a bare `kd teach --run r --overwrite` is refused: --model is required)
     said = ("warning: the teacher of run r learned from labels changed since (kd labels clean, set, import or undo): its soft "
-            "targets follow the old ones; `kd teach --run r --overwrite` retrains it on the current labels")
+            f"targets follow the old ones; `kd teach --run r --model {noisy['model']} --folds 3 --overwrite` (with the other "
+            "options `kd report --run r` lists for it) retrains it on the current labels")
     assert said in distilled.stderr and said[len("warning: "):] in out["warnings"]
     assert out["config"]["labels_from"] == "r/clean" and out["config"]["labels_stages"] == ["r/clean"]
     # the digest names the label set: a later clean that undoes nothing of the first changes it,

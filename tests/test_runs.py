@@ -407,9 +407,19 @@ def test_succeeded_stage_is_not_replaced_without_overwrite(store):
     assert len(store.read_logits(first.id)[0]) == 4
     with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={}):
         pass
-    with pytest.raises(KdError, match="pass --overwrite to replace it, --name to keep both, or another --run"):  # (distill takes --name)
+    with pytest.raises(KdError, match="pass --overwrite to replace it, --name to keep both, or another --run with --teacher-run r1$"):  # (distill takes --name)
         with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={}):
             pytest.fail("the body must not run")
+    # a detection, a clean and kd predict --store read their own run's teacher, detection or model:
+    # "or use another --run" sent a user to a run holding none of them
+    for kind, name, advice in (("detect", "detect", "pass --overwrite to replace it$"),
+                               ("clean", "clean", "pass --overwrite to replace it, or --name to keep both$"),
+                               ("predict", "predict-teach", "pass --overwrite to replace it$")):
+        with stage_scope(store, run="r1", kind=kind, name=name, config={}):
+            pass
+        with pytest.raises(KdError, match=advice):
+            with stage_scope(store, run="r1", kind=kind, name=name, config={}):
+                pytest.fail("the body must not run")
 
     # another run is independent
     with stage_scope(store, run="r2", kind="teach", config={}):
