@@ -216,8 +216,9 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             if top and len(items) > top:
                 click.echo(f"... {len(items) - top} more rows (--top 0 shows all, --json lists all)")
             n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
+            kept = f", {n['rejected']} left alone (a review kept the label)" if n["rejected"] else ""
             click.echo(f"{n['change']} changes, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
-                       "detection); dry run: nothing written")
+                       f"detection){kept}; dry run: nothing written")
         return
     detection = store.find_stage(run, "detect")  # (its id and start: one replaced later by `detect --overwrite` is told from it)
     config = {"action": action, "min_score": min_score, "detect": detection.name,
@@ -250,7 +251,8 @@ def _ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
-EFFECTS = {"change": "change", "unchanged": "unchanged", "edited": "left alone (edited since detection)"}
+EFFECTS = {"change": "change", "unchanged": "unchanged", "edited": "left alone (edited since detection)",
+           "rejected": "left alone (a review kept this label)"}
 
 
 @labels.command(name="set")

@@ -886,9 +886,10 @@ def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[t
         raise KdError(f"--action must be one of {', '.join(ACTIONS)}")
     names = store.class_names()
     out = []
-    for i in issues(store, run, status=UNDECIDED):
-        if i["score"] < min_score:
-            continue
+    undecided = [i for i in issues(store, run, status=UNDECIDED) if i["score"] >= min_score]
+    with store.session() as s:
+        kept = kept_in_review(s, {i["sample_id"]: names.index(i["current"]) for i in undecided if i["current"] is not None})
+    for i in undecided:
         # an issue whose suggestion is its given label (a low-confidence flag, an ensemble that still sides with
         # the label) has nothing to relabel to: flagged for a person (relabel "applied" it unchanged, and it left
         # every later review sheet)
@@ -896,6 +897,8 @@ def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[t
         d = Decision(i["sample_id"], i["issue_id"], act, names.index(i["suggested"]) if act == "relabel" else None)
         if act != "flag" and (i["current"] != i["given"] or i["dropped"]):  # (a flag changes no label)
             state = "edited"
+        elif act != "flag" and i["sample_id"] in kept:
+            state = "rejected"
         elif (act == "relabel" and i["current"] == i["suggested"]) or (act == "flag" and i["status"] == "flagged"):
             state = "unchanged"
         else:
@@ -904,13 +907,28 @@ def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[t
     return out
 
 
+def kept_in_review(s, labels: dict[int, int]) -> set[int]:
+    """The samples among ``labels`` (sample id: its label now) whose label a person kept: an issue of
+    any detection, any run, says it is wrong and a review sheet rejected that (``reject``, still
+    standing: an undo of the review reopens it) while the sample had the label it has now."""
+    out: set[int] = set()
+    for chunk in chunks(sorted(labels), ID_CHUNK):
+        out.update(sid for sid, given in s.execute(
+            select(LabelIssue.sample_id, LabelIssue.given_label_id).where(LabelIssue.sample_id.in_(chunk), LabelIssue.status == "rejected")
+        ) if labels[sid] == given)
+    return out
+
+
 def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason: str, skip_edited: bool = False) -> dict[str, int]:
     """Apply decisions in one transaction, one ``label_edits`` row per change; returns counts.
 
     ``skip_edited`` (``kd labels clean``): an issue whose sample's label or dropped flag changed
     since detection (a person's edit, another run's clean) is left undecided and counted as
-    ``skipped_edited``: an automatic rule does not override it (a person's sheet or ``kd labels set`` may)."""
-    counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0, **({"skipped_edited": 0} if skip_edited else {})}
+    ``skipped_edited``: an automatic rule does not override it (a person's sheet or ``kd labels set`` may);
+    nor one whose label a person kept in an earlier review (:func:`kept_in_review`, a new detection flagging
+    it again), counted as ``skipped_rejected``."""
+    counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0,
+              **({"skipped_edited": 0, "skipped_rejected": 0} if skip_edited else {})}
     # stages too, and before the label tables, as every writer of stages takes them (``runs``: starting a stage,
     # ending an --overwrite): the stage's config is written below (``redecided``), and taken then, with the label
     # tables held, PostgreSQL found a deadlock with an --overwrite starting or ending meanwhile (one of them failed)
@@ -932,6 +950,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
             raise KdError(f"the detection of run {parked.uniqid!r} is being replaced (`kd labels detect --overwrite` is running): "
                           "no label was changed; run this again once it has ended, against the new detection")
         redecided: dict[str, list] = {}  # issue id: [status, deciding stage] before this stage re-decided it
+        kept = kept_in_review(s, {sid: row.label_id for sid, row in samples.items() if row.label_id is not None}) if skip_edited else set()
         for d in decisions:
             sample = samples.get(d.sample_id)
             if sample is None:
@@ -945,6 +964,9 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                               f"{f' by stage {by!r}' if by else ''}: no label was changed")
             if skip_edited and d.action != "flag" and issue is not None and (sample.label_id != issue.given_label_id or sample.dropped):
                 counts["skipped_edited"] += 1  # (read under the writer lock: an edit made since the plan counts too)
+                continue
+            if skip_edited and d.action != "flag" and issue is not None and d.sample_id in kept:
+                counts["skipped_rejected"] += 1  # a person kept this label (a review's reject): no rule overrides it
                 continue
             if d.action == "flag" and issue is not None and issue.status == "flagged":
                 counts["unchanged"] += 1  # flagged already: the first flag stands (and its undo)

@@ -480,6 +480,29 @@ def test_clean_leaves_a_persons_edits_alone_and_its_dry_run_says_so(db):
     assert left[dropped] == left[relabeled] == "open"  # for a person to decide (a sheet, kd labels set)
 
 
+def test_a_clean_of_a_new_detection_leaves_alone_a_label_a_review_kept(db, tmp_path):
+    """A reviewer rejected an issue (the label is right); a detection in a new run flagged the sample
+    again, and its clean relabeled what the person had kept. Left alone now, until the review is undone."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8-sig"))))
+    kept = int(rows[0]["sample_id"])
+    kd("labels", "import", str(_sheet(sheet, [dict(rows[0], decision="reject")])), "--db", db)
+    before = _labels(db)
+    kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)  # the same flags, another run
+    dry = kd("labels", "clean", "--run", "b", "--dry-run", "--db", db)
+    assert "1 left alone (a review kept the label); dry run" in dry.stdout
+    preview = {c["sample_id"]: c for c in json.loads(kd("labels", "clean", "--run", "b", "--dry-run", "--db", db, "--json").stdout)["changes"]}
+    assert preview[kept]["effect"] == "rejected" and {c["effect"] for k, c in preview.items() if k != kept} == {"change"}
+    counts = json.loads(kd("labels", "clean", "--run", "b", "--db", db, "--json").stdout)
+    assert counts["skipped_rejected"] == 1 and counts["relabel"] == len(preview) - 1
+    assert _labels(db)[kept] == before[kept]
+    assert {i["sample_id"]: i["status"] for i in _issues(db, "b")}[kept] == "open"  # for a person to decide again
+    report = json.loads(kd("report", "--run", "b", "--db", db, "--json").stdout)
+    assert next(st for st in report["stages"] if st["kind"] == "clean")["metrics"]["train"]["skipped_rejected"] == 1
+
+
 def test_a_relabel_clean_flags_an_issue_whose_suggestion_is_its_label(db, tmp_path):
     """An issue suggested its own given label (a low-confidence flag, an ensemble still siding with
     the label): relabel "applied" it unchanged, and it left every later review sheet unjudged."""
