@@ -400,11 +400,14 @@ class Store:
             return {int(s): int(f) for s, f in rows}
 
     def clear_outputs(self, stage_id: int) -> None:
-        """Remove a stage's logits and predictions (used when a stage fails half-way)."""
+        """Remove a stage's logits and predictions (used when a stage fails half-way), and the final
+        figures of its splits, which described them (a Ctrl-C while the model was timed left a failed
+        stage reporting test accuracy); its per-epoch history stays."""
         with self.writer() as conn:
             conn.execute(delete(Logit).where(Logit.stage_id == stage_id))
             conn.execute(delete(Prediction).where(Prediction.stage_id == stage_id))
             conn.execute(delete(SampleFold).where(SampleFold.stage_id == stage_id))
+            conn.execute(delete(Metric).where(Metric.stage_id == stage_id, Metric.step.is_(None), Metric.split.in_(SPLITS)))
 
     # runs and stages -------------------------------------------------------------------------
     def runs(self) -> list[tuple[Run, list[Stage]]]:
@@ -461,7 +464,12 @@ class Store:
             matches = [s for s in matches if s.status == "succeeded"]
         if not matches:
             mine = f"{os.getpid()}:"  # the stage asking (this process's own, still running) is not one to list
-            have = ", ".join(f"{s.name} ({s.status})" for s in stages if not (s.status == "running" and (s.process or "").startswith(mine))) or "none"
+            from .runs import process_state  # (runs builds on this module)
+
+            # one whose process is gone (`kill -9`) as `kd runs` says it: not one to wait for
+            gone = lambda s: ", process gone" if s.status == "running" and process_state(s) is False else ""  # noqa: E731
+            have = ", ".join(f"{s.name} ({s.status}{gone(s)})" for s in stages
+                             if not (s.status == "running" and (s.process or "").startswith(mine))) or "none"
             parked = [s.name for s in stages if s.name.startswith(f"{name_or_kind}~parked-") or
                       (s.kind == name_or_kind and "~parked-" in s.name)]
             waiting = (f"; {parked[-1]!r} is the one an --overwrite is replacing: it gets its name back if the replacement "

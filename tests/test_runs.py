@@ -217,6 +217,24 @@ def test_keyboard_interrupt_marks_failed_interrupted(store):
     assert len(store.read_logits(stage.id)[0]) == 0
 
 
+
+def test_a_stage_that_failed_after_its_figures_reports_none_of_them(store, invoke):
+    """A Ctrl-C while a teacher was timed (after its dev and test figures were stored) left a failed
+    stage whose logits were gone and whose `kd report` still showed its test accuracy as if it stood."""
+    ids = store.samples().ids
+    with pytest.raises(KeyboardInterrupt):
+        with stage_scope(store, run="r1", kind="teach", config={}) as st:
+            store.add_metrics(st.id, "dev", {"accuracy": 0.5}, step=1)
+            store.add_metrics(st.id, "all", {"train_samples": 4})
+            store.write_logits(st.id, ids, _logits(len(ids)))
+            store.add_metrics(st.id, "train", {"accuracy": 1.0, "n": 4})
+            store.add_metrics(st.id, "test", {"accuracy": 0.75, "macro_f1": 0.7})
+            raise KeyboardInterrupt
+    teach = invoke.json(["report", "--run", "r1"])["stages"][0]
+    assert teach["status"] == "failed" and teach["metrics"] == {"all": {"train_samples": 4}}  # what it read, no figure of it
+    assert teach["history"] == [{"step": 1, "split": "dev", "name": "accuracy", "value": 0.5}]  # its learning curve stays
+    assert "0.7500" not in invoke(["report", "--run", "r1"]).stdout
+
 def test_sigterm_marks_the_stage_failed(db, tmp_path):
     """``kill`` of a single kd process (no torchrun) ends its stage failed, outputs removed."""
     script = tmp_path / "stage.py"
@@ -1310,6 +1328,20 @@ def test_a_stage_found_gone_days_later_is_given_no_duration(store, invoke):
     text = invoke(["report", "--run", "r1"]).stdout
     assert "teach (teach) failed\n" in text
     assert [st["duration_s"] for st in invoke.json(["report", "--run", "r1"])["stages"]][0] is None
+
+
+def test_a_command_missing_a_killed_stage_names_it_gone_not_running(store, invoke, error_line):
+    """`kd predict` after a teacher was killed with -9 said the run's stages were "teach (running)", as
+    if it were worth waiting for, where `kd runs` said "running (process gone)"."""
+    from kdstore.runs import _machine, _start_time
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _left_running(store, "teach", f"{dead.pid}:{_start_time(os.getpid())}:{_machine()}")
+    line = error_line(invoke(["predict", "--run", "r1"], input="a\n", ok=False))
+    assert "run 'r1' has no succeeded 'teach' stage (stages: teach (running, process gone))" in line
 
 
 def test_id_lists_longer_than_a_statement_takes_are_read_in_chunks(store):
