@@ -541,6 +541,9 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     if ignored:
         raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}")
     _warn_unused(student, augment, relation=value_relation > 0 or qk_relation > 0)
+    if len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_weights",)):
+        # (a weight of one teacher, or of one run named twice, weighs it against nothing: taken in silence)
+        _warn("--teacher-weight: not used: it weighs several --teacher-run against each other, and this student has one teacher")
     temperature, temperature_end, temperature_schedule, temperature_beta, temperature_gamma = _file_temperatures_fit(
         soft_loss, temperature, temperature_end, temperature_schedule, temperature_beta, temperature_gamma)
     _refuse_unfit_temperatures(soft_loss, temperature_schedule)

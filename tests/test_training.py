@@ -1896,6 +1896,17 @@ def test_a_layer_map_that_nothing_uses_is_warned_of(taught_store):
         assert "--layer-map" not in kd(*common, *args, "--name", f"used{n}").stderr, args
 
 
+def test_a_teacher_weight_of_a_single_teacher_is_warned_of(taught_store):
+    """--teacher-weight weighs several teachers against each other: given for one teacher (or one run
+    named twice) it changed nothing and was taken in silence."""
+    common = ("distill", "--run", "r", "--student", "textcnn", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+              "--db", str(taught_store), "--json")
+    for n, args in enumerate((("--teacher-weight", "3"), ("--teacher-run", "r", "--teacher-run", "r", "--teacher-weight", "1", "--teacher-weight", "3"))):
+        out = kd(*common, *args, "--name", f"weighed{n}")
+        said = [w for w in json.loads(out.stdout)["warnings"] if w.startswith("--teacher-weight")]
+        assert len(said) == 1 and "one teacher" in said[0] and f"warning: {said[0]}" in out.stderr, args
+
+
 def test_transformer_student_with_intermediate_losses(taught_store):
     db = str(taught_store)
     out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--hidden-mse", "1",
