@@ -261,3 +261,23 @@ def test_readme_does_not_call_the_benchmark_page_protocol_figures_it_lacks():
     if "have **not been run yet**" in bench:
         assert "on the full benchmark" not in readme
         assert "the protocol-sized quality runs on a GPU have not been made yet" in readme
+
+
+def test_ctrl_c_while_the_command_line_loads_is_aborted_not_a_traceback(monkeypatch, capsys):
+    """The console script imported ``commands.cli`` (the store, SQLAlchemy, Alembic: a second or two)
+    before click could catch a Ctrl-C: one then was a KeyboardInterrupt traceback."""
+    import sys
+
+    import commands
+
+    class Interrupting:
+        def find_spec(self, name, path=None, target=None):
+            if name == "commands.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "commands.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exited:
+        commands.main()
+    assert exited.value.code == 1 and capsys.readouterr().err == "\nAborted!\n"

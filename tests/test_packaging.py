@@ -33,7 +33,7 @@ def test_the_wheel_finds_every_package():
     for name in PACKAGES:
         assert (ROOT / name / "__init__.py").is_file()
         assert any(fnmatch.fnmatch(name, pattern) for pattern in include), name
-    assert PYPROJECT["project"]["scripts"]["kd"] == "commands.cli:main"
+    assert PYPROJECT["project"]["scripts"]["kd"] == "commands:main"
 
 
 def test_the_wheel_carries_every_file_that_is_not_a_module():
