@@ -7,6 +7,9 @@ import re
 import unicodedata
 
 _SPACE = re.compile(r"\s+")
+# variation selectors: zero-width marks that pick a glyph (emoji or text style, an ideograph's
+# variant), left behind on their own when an emoji is cut out of a text; BERT's normalizer strips them
+_SELECTORS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 
 
 def normalize(text: str) -> str:
@@ -14,7 +17,8 @@ def normalize(text: str) -> str:
     the characters no model reads left out: format characters (a zero-width space or joiner, a soft
     hyphen, a BOM, as text copied from web pages carries them) and control characters (BERT's
     tokenizer drops both), so that ``好\u200b评`` is a duplicate of ``好评`` (a test copy of a train
-    text is found). (``isprintable`` first: C speed for nearly every text.)"""
+    text is found); variation selectors too (``❤️`` is ``❤``). (``isprintable`` first: C speed for nearly every text.)"""
+    text = _SELECTORS.sub("", text)
     if not text.isprintable():
         text = "".join(c for c in text if c.isspace() or unicodedata.category(c) not in ("Cf", "Cc"))
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
@@ -27,6 +31,8 @@ def text_hash(text: str) -> str:
 
 def unseen(text: str) -> bool:
     """Whether a (stripped, non-empty) text is made only of format characters (zero-width space,
-    joiner, BOM...), control characters (``\x01``, DEL: BERT's tokenizer drops both kinds) and white
-    space: nothing a model reads. (``isprintable`` first: C speed for nearly all.)"""
-    return not text.isprintable() and all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)
+    joiner, BOM...), control characters (``\x01``, DEL: BERT's tokenizer drops both kinds),
+    variation selectors (the ``\u200d\ufe0f`` an emoji leaves behind) and white space: nothing a
+    model reads. (``isprintable`` first: C speed for nearly all.)"""
+    text = _SELECTORS.sub("", text)
+    return not text or not text.isprintable() and all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)

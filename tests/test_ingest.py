@@ -324,6 +324,7 @@ def test_normalize_and_text_hash():
     # (copied from web pages: a zero-width space, joiner, soft hyphen or BOM; no model reads them)
     assert text_hash("好\u200b评\u00ad") == text_hash("\ufeff好评") == text_hash("好评\u200d") == text_hash("好评")
     assert text_hash("好 评") != text_hash("好评") and normalize("a\tb\u200b") == "a b"
+    assert text_hash("\u2764\ufe0f好评") == text_hash("\u2764好评")  # (an emoji's variation selector: the same heart)
 
 
 # kd ingest through the CLI -------------------------------------------------------------------
@@ -810,6 +811,13 @@ BAD_INPUTS = [
         [],
         ["line 2", "field 'text'", "no visible character"],
         id="invisible-text-jsonl",
+    ),
+    pytest.param(  # the zero-width joiner and emoji variation selector an emoji cut out leaves behind
+        "selector_text.tsv",
+        "pos\tfine text\nneg\t\u200d\ufe0f\npos\t\ufe0e\n".encode(),
+        [],
+        ["line 2", "field '1'", "no visible character"],
+        id="variation-selectors-only",
     ),
     pytest.param(
         "empty_label.csv",

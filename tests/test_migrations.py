@@ -441,7 +441,8 @@ def test_upgrade_to_0009_keys_texts_without_their_zero_width_characters(db, invo
     from kdstore.textkey import text_hash
 
     engine = _engine_at(db, "0008")
-    old = {"好评": "h-plain", "好\u200b评": "h-zw", "差\u200b评": "h-zw2", "差\ufeff评\u200d": "h-zw3", "一般": "h-other"}
+    old = {"好评": "h-plain", "好\u200b评": "h-zw", "差\u200b评": "h-zw2", "差\ufeff评\u200d": "h-zw3", "一般": "h-other",
+           "\u2764\ufe0f": "h-heart"}
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO classes (id, name) VALUES (0, 'pos')")
         for i, (body, key) in enumerate(old.items(), start=1):  # (keys as 0008 made them, for the texts that keep theirs)
@@ -454,7 +455,7 @@ def test_upgrade_to_0009_keys_texts_without_their_zero_width_characters(db, invo
     assert keys["好评"] == text_hash("好评") == text_hash("好\u200b评")  # kept by the sample whose key it was
     assert keys["好\u200b评"] == "h-zw"  # a duplicate of it now, still its own sample
     assert keys["差\u200b评"] == text_hash("差评") and keys["差\ufeff评\u200d"] == "h-zw3"  # the first stored takes the key
-    assert keys["一般"] == text_hash("一般")
+    assert keys["一般"] == text_hash("一般") and keys["\u2764\ufe0f"] == text_hash("\u2764")  # (a selector, printable)
     # a new ingest of the text with a zero-width space is the stored sample, not a new one
     result = invoke(["ingest", "-", "--no-header", "--text-col", "0", "--split", "unlabeled"], input="差评\n好\u200b评\n")
-    assert len(read_samples()) == 5, result.output
+    assert len(read_samples()) == 6, result.output

@@ -1,5 +1,5 @@
 """samples.text_hash: of the text without the characters no model reads (format characters such as a
-zero-width space, joiner or BOM; control characters), as ``kdstore.textkey`` hashes from this revision
+zero-width space, joiner or BOM; control characters; variation selectors), as ``kdstore.textkey`` hashes from this revision
 on, so that a text copied from a web page with a zero-width space in it is a duplicate of the same
 text without one. Only texts holding such a character change. Two stored samples that become
 duplicates of each other stay two samples (their logits, label edits and predictions are theirs):
@@ -23,6 +23,7 @@ depends_on = None
 
 CHUNK = 5_000
 _SPACE = re.compile(r"\s+")
+_SELECTORS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 
 
 # copies of the rules, not imports: a migration stays what it was when written
@@ -32,6 +33,7 @@ def _hash_before(text: str) -> str:
 
 
 def _hash_after(text: str) -> str:
+    text = _SELECTORS.sub("", text)
     if not text.isprintable():
         text = "".join(c for c in text if c.isspace() or unicodedata.category(c) not in ("Cf", "Cc"))
     return _hash_before(text)
@@ -40,9 +42,11 @@ def _hash_after(text: str) -> str:
 def _rehash(rule) -> None:
     conn = op.get_bind()
     samples = sa.table("samples", sa.column("id", sa.Integer), sa.column("text", sa.Text), sa.column("text_hash", sa.String))
-    changed = []  # (id, old key, new key) of the texts that are not all printable: no other key changes
-    for sample_id, text, old in conn.execute(sa.select(samples.c.id, samples.c.text, samples.c.text_hash).order_by(samples.c.id)):
-        if text is not None and not text.isprintable():
+    changed = []  # (id, old key, new key) of the texts not all printable or with a selector: no other key changes
+    rows = conn.execute(sa.select(samples.c.id, samples.c.text, samples.c.text_hash).order_by(samples.c.id)
+                        .execution_options(yield_per=CHUNK))  # (PostgreSQL: a server-side cursor, not every row at once)
+    for sample_id, text, old in rows:
+        if text is not None and (not text.isprintable() or _SELECTORS.search(text)):
             new = rule(text)
             if new != old:
                 changed.append((sample_id, old, new))
