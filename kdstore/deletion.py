@@ -36,7 +36,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         ids = {st.id for st in chosen}
         for st in chosen:
             _refuse(s, st, run, ids)
-        _refuse_readers(s, ids)
+        _refuse_readers(s, ids, run, chosen)
         kept = [st for st in chosen if _any_edits(s, st)]
         gone = [st for st in chosen if st not in kept]
         counts = {table: dict(s.execute(select(table.stage_id, func.count()).where(table.stage_id.in_(ids or {-1}))
@@ -48,16 +48,18 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st)} for st in kept],
             "run_deleted": len(gone) == len(stages),
             "dry_run": dry_run,
-            "warnings": _learned_from(s, {st.id: st.name for st in gone}, run),
+            "warnings": _learned_from(s, {st.id: st.name for st in gone}, run, dry_run),
         }
-        folders = [store.artifact_root / run / st.name for st in chosen]
+        # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
+        # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
+        folders = [store.artifact_root / run / st.name for st in chosen if st.artifact_path]
         if dry_run:  # (nothing written: the transaction ends empty)
             return report
         from .labels import reopen  # (labels builds on runs, as this module does)
 
         # the issues a deleted review decided are open again (their decisions went with it), not left decided by no stage
         reopen(s, LabelIssue.decided_stage_id.in_([st.id for st in gone] or [-1]))
-        for st in kept:  # (its folder goes below: a clean stage's holds no model)
+        for st in kept:  # (a clean stage's folder holds no model)
             st.artifact_path, st.artifact_sha256 = None, None
         for st in gone:
             s.delete(st)  # its logits, predictions, metrics, folds and issues with it (ON DELETE CASCADE)
@@ -100,25 +102,33 @@ def _refuse(s, st: Stage, run: str, ids: set[int]) -> None:
                       f"--run {owner} --stage {clean.name}` where its edits stand")
 
 
-def _refuse_readers(s, ids: set[int]) -> None:
-    """A stage running now that learns from one being deleted (a student reading a teacher's logits)."""
+def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage]) -> None:
+    """A stage running now that learns from one being deleted (a student reading a teacher's logits, a
+    teacher fine-tuning its model: ``kd teach --model pretrain:RUN --folds K`` loads it again for each fold)."""
+    models = {f"{st.kind}:{run}" for st in chosen if st.kind in ("pretrain", "teach") and st.status == "succeeded"}
+    folders = [Path(st.artifact_path).resolve() for st in chosen if st.artifact_path]
     for st in s.scalars(select(Stage).where(Stage.status == "running", Stage.id.not_in(ids or {-1}))):
-        used = {int(t["stage_id"]) for t in (st.config or {}).get("teacher_stages") or [] if t.get("stage_id") is not None}
-        if used & ids and process_state(st) is not False:
+        config = st.config or {}
+        used = {int(t["stage_id"]) for t in config.get("teacher_stages") or [] if t.get("stage_id") is not None}
+        path = Path(config["model_path"]).resolve() if config.get("model_path") else None
+        model = config.get("model") in models or any(path == f or f in path.parents for f in folders if path)
+        if (used & ids or model) and process_state(st) is not False:
             owner = s.get(Run, st.run_id).uniqid
-            raise KdError(f"stage {st.name!r} of run {owner!r} is running on the logits of a stage being deleted: "
+            what = "logits" if used & ids else "model"
+            raise KdError(f"stage {st.name!r} of run {owner!r} is running on the {what} of a stage being deleted: "
                           "wait for it, then delete")
 
 
-def _learned_from(s, names: dict[int, str], run: str) -> list[str]:
-    """The stages left that learned from a deleted teacher (``names``: id to name): their reports will say it went."""
+def _learned_from(s, names: dict[int, str], run: str, dry_run: bool = False) -> list[str]:
+    """The stages left that learned from a deleted teacher (``names``: id to name): their reports will say it went
+    (``dry_run``: would go)."""
     out = []
     for st in s.scalars(select(Stage).where(Stage.id.not_in(set(names) or {-1})).order_by(Stage.id)):
         used = [names[t["stage_id"]] for t in (st.config or {}).get("teacher_stages") or [] if t.get("stage_id") in names]
         if used:
             owner = s.get(Run, st.run_id).uniqid
-            out.append(f"{owner}/{st.name} learned from {run}/{used[0]}, deleted now: its report will call that teacher "
-                       "'replaced since'")
+            out.append(f"{owner}/{st.name} learned from {run}/{used[0]}, " + ("which this would delete: its report would"
+                       if dry_run else "deleted now: its report will") + " call that teacher 'replaced since'")
     return out
 
 

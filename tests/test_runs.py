@@ -1544,6 +1544,8 @@ def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_e
     dry = invoke.json(["runs", "delete", "--run", "r1", "--stage", "teach", "--dry-run"])
     assert dry["deleted"] == [{"name": "teach", "kind": "teach", "status": "succeeded", "logits": 4, "predictions": 0}]
     assert dry["dry_run"] and not dry["run_deleted"] and counts() == before and folder.is_dir()
+    dry_text = invoke(["runs", "delete", "--run", "r1", "--stage", "teach", "--dry-run"])  # (said "deleted now")
+    assert "warning: r1/distill-bigru learned from r1/teach, which this would delete: its report would" in dry_text.stderr
     # no terminal to answer the question: refused, nothing deleted
     assert error_line(invoke(["runs", "delete", "--run", "r1", "--stage", "teach"], ok=False)).endswith("pass --yes (or --dry-run)")
     assert "has no stage 'tech' (its stages: distill-bigru, teach)" in error_line(
@@ -1577,3 +1579,49 @@ def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke
     history = invoke.json(["labels", "history", "1"])  # the audit trail still names the stage that made the edit
     assert history["edits"][0]["stage"] == "edit-1" and history["edits"][0]["reverted_at"]
     assert [s.name for s in store.stages_of("r1")] == ["edit-1"] and counts()["label_edits"] == before["label_edits"]
+
+
+def test_runs_delete_leaves_a_failed_stages_folder_to_the_model_there_now(db, invoke, write_file, tmp_path, monkeypatch):
+    """A failed stage's files went when it failed: its folder, under a KD_ARTIFACTS two stores share,
+    held the other store's model of the same run and stage names, which the deletion took with it."""
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "shared"))
+    write_file("train.tsv", "pos\ta\nneg\tb\n")
+    other = tmp_path / "other.db"
+    for target in (db, other):
+        invoke(["ingest", "train.tsv"], db=target)
+    mine = Store.open(db, create=False)
+    with pytest.raises(KdError):
+        with stage_scope(mine, run="r1", kind="teach", config={}) as st:
+            (st.artifact_dir / "model").mkdir(parents=True)
+            raise KdError("out of memory")
+    mine.close()
+    theirs = Store.open(str(other), create=False)
+    with stage_scope(theirs, run="r1", kind="teach", config={}) as st:
+        model = st.artifact_dir / "model"
+        model.mkdir(parents=True)
+        (model / "weights.bin").write_bytes(b"x")
+        st.record_artifact(model)
+    theirs.close()
+    out = invoke.json(["runs", "delete", "--run", "r1", "--yes"])
+    assert out["deleted"][0]["status"] == "failed" and out["run_deleted"]
+    assert (model / "weights.bin").read_bytes() == b"x"
+    assert invoke.json(["runs"], db=other)[0]["stages"][0]["artifact_path"] == str(model.resolve())
+
+
+def test_runs_delete_refuses_a_model_a_running_teacher_fine_tunes(store, invoke, counts, error_line):
+    """`kd teach --model pretrain:r1 --folds 5` loads that model again for each fold: deleting it meanwhile
+    failed the teacher at its next fold."""
+    with stage_scope(store, run="r1", kind="pretrain", config={}) as st:
+        (st.artifact_dir / "model").mkdir(parents=True)
+        st.record_artifact(st.artifact_dir / "model")
+        model = st.artifact_dir / "model"
+    before = counts()
+    for config in ({"model": "pretrain:r1"}, {"model": str(model), "model_path": str(model)}):
+        with stage_scope(store, run="r2", kind="teach", config=config, overwrite=True):
+            line = error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False))
+            assert line == ("Error: stage 'teach' of run 'r2' is running on the model of a stage being deleted: "
+                            "wait for it, then delete")
+            assert model.is_dir()
+    assert counts()["stages"] == before["stages"] + 1
+    invoke(["runs", "delete", "--run", "r1", "--yes"])  # its teacher done: the model may go
+    assert not model.exists()
