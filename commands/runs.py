@@ -99,6 +99,10 @@ def delete(run, stages, dry_run, yes, db, as_json):
         click.echo(f"{verb} {run}/{d['name']} ({d['kind']}, {d['status']}; {d['logits']} logits, {d['predictions']} predictions)")
     for k in result["kept"]:
         click.echo(f"kept {run}/{k['name']} ({k['kind']}): its {k['label_edits']} label edits, undone, are the audit trail")
+    if result["reopened"]:
+        n = result["reopened"]
+        click.echo(f"{n} label issue{'s' if n > 1 else ''} {'it' if len(result['deleted']) == 1 else 'they'} decided "
+                   f"{'would be' if dry_run else 'are' if n > 1 else 'is'} open again (a review's rejections included)")
     if result["run_deleted"]:
         click.echo(f"{verb} run {run!r}")
 

@@ -26,7 +26,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
     """Delete ``run``'s stages named ``names`` (with their ``NAME~...`` records of replaced and failed
     attempts), or all of them; ``dry_run``: say what would go, change nothing. Returns ``{"run",
     "deleted": [{name, kind, status, logits, predictions}], "kept": [{name, kind, label_edits}],
-    "run_deleted", "dry_run", "warnings"}``."""
+    "run_deleted", "reopened" (issues left whose decision goes), "dry_run", "warnings"}``."""
     with store.write_session("runs", "stages", "label_edits", "label_issues") as s:
         run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
         if run_row is None:
@@ -47,6 +47,9 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
                          "predictions": counts[Prediction].get(st.id, 0)} for st in gone],
             "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st)} for st in kept],
             "run_deleted": len(gone) == len(stages),
+            # the issues of detections left that a deleted review decided (a sheet's rejections among them): open again
+            "reopened": s.scalar(select(func.count()).select_from(LabelIssue).where(
+                LabelIssue.decided_stage_id.in_([st.id for st in gone] or [-1]), LabelIssue.stage_id.not_in(ids or {-1}))),
             "dry_run": dry_run,
             "warnings": _learned_from(s, {st.id: st.name for st in gone}, run, dry_run),
         }

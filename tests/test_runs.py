@@ -1625,3 +1625,25 @@ def test_runs_delete_refuses_a_model_a_running_teacher_fine_tunes(store, invoke,
     assert counts()["stages"] == before["stages"] + 1
     invoke(["runs", "delete", "--run", "r1", "--yes"])  # its teacher done: the model may go
     assert not model.exists()
+
+
+def test_runs_delete_says_how_many_issues_a_deleted_review_decided_are_open_again(store, invoke):
+    """Deleting a review reopens the issues it decided (its rejections go with it), as its undo does: said, not silent."""
+    from sqlalchemy import update
+
+    from kdstore.schema import LabelIssue
+    from kdstore.store import bulk_insert
+
+    with stage_scope(store, run="r1", kind="detect", config={}) as detection:
+        with store.writer() as conn:
+            bulk_insert(conn, LabelIssue.__table__, ("stage_id", "sample_id", "given_label_id", "suggested_label_id", "score", "methods", "status"),
+                        [(detection.id, 1, 0, 1, 0.9, "cleanlab", "open"), (detection.id, 2, 1, 0, 0.8, "cleanlab", "open")])
+    with stage_scope(store, run="r2", kind="clean", name="review", config={}) as review:
+        with store.writer() as conn:  # a sheet rejected the first issue
+            conn.execute(update(LabelIssue).where(LabelIssue.sample_id == 1).values(status="rejected", decided_stage_id=review.id))
+    assert invoke.json(["runs", "delete", "--run", "r2", "--dry-run"])["reopened"] == 1
+    text = invoke(["runs", "delete", "--run", "r2", "--yes"]).stdout
+    assert "1 label issue it decided is open again (a review's rejections included)" in text
+    with store.session() as s:
+        assert sorted(s.execute(select(LabelIssue.sample_id, LabelIssue.status, LabelIssue.decided_stage_id)).all()) == [
+            (1, "open", None), (2, "open", None)]
