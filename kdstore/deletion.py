@@ -34,8 +34,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         stages = s.scalars(select(Stage).where(Stage.run_id == run_row.id).order_by(Stage.id)).all()
         chosen = _chosen(stages, run, names)
         ids = {st.id for st in chosen}
-        for st in chosen:
-            _refuse(s, st, run, ids)
+        unsure = [_refuse(s, st, run, ids) for st in chosen]
         _refuse_readers(s, ids, run, chosen)
         kept = [st for st in chosen if _any_edits(s, st)]
         gone = [st for st in chosen if st not in kept]
@@ -51,7 +50,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             "reopened": s.scalar(select(func.count()).select_from(LabelIssue).where(
                 LabelIssue.decided_stage_id.in_([st.id for st in gone] or [-1]), LabelIssue.stage_id.not_in(ids or {-1}))),
             "dry_run": dry_run,
-            "warnings": _learned_from(s, {st.id: st.name for st in gone}, run, dry_run),
+            "warnings": [u for u in unsure if u] + _learned_from(s, {st.id: st.name for st in gone}, run, dry_run),
         }
         # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
         # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
@@ -85,16 +84,21 @@ def _chosen(stages: list[Stage], run: str, names: tuple[str, ...]) -> list[Stage
     return [st for st in stages if st.name in wanted or st.name.split("~", 1)[0] in wanted]
 
 
-def _refuse(s, st: Stage, run: str, ids: set[int]) -> None:
-    if st.status == "running" and process_state(st) is not False:  # (one whose process is gone may go)
-        where = f"process {(st.process or '?').split(':')[0]} on {st.host}"
+def _refuse(s, st: Stage, run: str, ids: set[int]) -> str | None:
+    """Why ``st`` may not be deleted (raised); a warning for a stage marked running by a process kd
+    cannot check from here, deleted as --overwrite replaces one (only a certain live process refuses)."""
+    alive = process_state(st) if st.status == "running" else False
+    where = f"process {(st.process or '?').split(':')[0]} on {st.host}"
+    if alive:
         raise KdError(f"stage {st.name!r} of run {run!r} is running ({where}): wait for it, or stop it, then delete")
     live = _live_edits(s, st)
     if live:
         raise KdError(f"stage {st.name!r} of run {run!r} has {live} label edits that are not undone: "
                       f"run `kd labels undo --run {run} --stage {st.name}` first")
+    unsure = (f"stage {st.name!r} was marked running by {where}, which kd cannot check from here (another machine "
+              "or container, or before a reboot): taken as ended") if alive is None else None
     if st.kind != "detect":
-        return
+        return unsure
     deciders = s.scalars(select(Stage).where(Stage.id.in_(
         select(LabelIssue.decided_stage_id).where(LabelIssue.stage_id == st.id, LabelIssue.decided_stage_id.is_not(None))
     ), Stage.id.not_in(ids)).order_by(Stage.id)).all()
@@ -103,6 +107,7 @@ def _refuse(s, st: Stage, run: str, ids: set[int]) -> None:
         raise KdError(f"the issues of stage {st.name!r} of run {run!r} were decided by stage {clean.name!r} of run "
                       f"{owner!r}: delete both (--stage {st.name} --stage {clean.name}), after `kd labels undo "
                       f"--run {owner} --stage {clean.name}` where its edits stand")
+    return unsure
 
 
 def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage]) -> None:

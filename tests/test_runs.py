@@ -1647,3 +1647,18 @@ def test_runs_delete_says_how_many_issues_a_deleted_review_decided_are_open_agai
     with store.session() as s:
         assert sorted(s.execute(select(LabelIssue.sample_id, LabelIssue.status, LabelIssue.decided_stage_id)).all()) == [
             (1, "open", None), (2, "open", None)]
+
+
+def test_runs_delete_takes_a_stage_another_machine_marked_running_as_ended_and_says_so(store, invoke):
+    """Only a process kd sees alive refuses (as for --overwrite): a stage marked running on a machine
+    gone since (a container, a reboot) could never have been deleted."""
+    from sqlalchemy import update
+
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        pass
+    with store.writer() as conn:
+        conn.execute(update(Stage).where(Stage.id == st.id).values(status="running", host="gpu-box-7", process="4242:1:?"))
+    out = invoke(["runs", "delete", "--run", "r1", "--yes"])
+    assert ("warning: stage 'teach' was marked running by process 4242 on gpu-box-7, which kd cannot check from here "
+            "(another machine or container, or before a reboot): taken as ended") in out.stderr
+    assert invoke.json(["runs"]) == []
