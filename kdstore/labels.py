@@ -913,9 +913,13 @@ def kept_in_review(s, labels: dict[int, int]) -> set[int]:
     standing: an undo of the review reopens it) while the sample had the label it has now."""
     out: set[int] = set()
     for chunk in chunks(sorted(labels), ID_CHUNK):
-        out.update(sid for sid, given in s.execute(
-            select(LabelIssue.sample_id, LabelIssue.given_label_id).where(LabelIssue.sample_id.in_(chunk), LabelIssue.status == "rejected")
-        ) if labels[sid] == given)
+        rows = s.execute(select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.given_label_id, Stage.config)
+                         .outerjoin(Stage, Stage.id == LabelIssue.decided_stage_id)
+                         .where(LabelIssue.sample_id.in_(chunk), LabelIssue.status == "rejected")).all()
+        # a sample relabeled since its detection kept the label it had then, not the one the issue judged
+        # (``apply`` records it in the rejecting stage's config: ``kept_labels``)
+        out.update(sid for issue_id, sid, given, config in rows
+                   if labels[sid] == ((config or {}).get("kept_labels") or {}).get(str(issue_id), given))
     return out
 
 
@@ -950,6 +954,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
             raise KdError(f"the detection of run {parked.uniqid!r} is being replaced (`kd labels detect --overwrite` is running): "
                           "no label was changed; run this again once it has ended, against the new detection")
         redecided: dict[str, list] = {}  # issue id: [status, deciding stage] before this stage re-decided it
+        kept_labels: dict[str, int] = {}  # issue id: the label its reject kept, where not the issue's given one (``kept_in_review``)
         kept = kept_in_review(s, {sid: row.label_id for sid, row in samples.items() if row.label_id is not None}) if skip_edited else set()
         for d in decisions:
             sample = samples.get(d.sample_id)
@@ -973,6 +978,8 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                 continue
             if d.action == "reject":
                 counts["reject"] += 1
+                if issue is not None and sample.label_id != issue.given_label_id:  # (edited since detection: the label kept is this one)
+                    kept_labels[str(issue.id)] = sample.label_id
             elif (d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped)) or (d.action == "drop" and sample.dropped):
                 counts["unchanged"] += 1  # (a drop of a dropped sample: no edit, which undo would revert to dropped anyway)
             else:
@@ -995,6 +1002,8 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                 issue.decided_stage_id = stage_id
         if redecided and stage is not None:  # (in the edits' transaction)
             stage.config = {**(stage.config or {}), "redecided": {**(stage.config or {}).get("redecided", {}), **redecided}}
+        if kept_labels and stage is not None:
+            stage.config = {**(stage.config or {}), "kept_labels": {**(stage.config or {}).get("kept_labels", {}), **kept_labels}}
     return counts
 
 

@@ -503,6 +503,25 @@ def test_a_clean_of_a_new_detection_leaves_alone_a_label_a_review_kept(db, tmp_p
     assert next(st for st in report["stages"] if st["kind"] == "clean")["metrics"]["train"]["skipped_rejected"] == 1
 
 
+def test_a_review_that_rejected_an_issue_of_a_relabeled_sample_kept_the_label_it_had_then(db, tmp_path):
+    """Another run's clean relabeled the sample before the reviewer rejected its issue: the review kept
+    that label, not the one the issue judged. Set back to that one by hand, a new detection's clean
+    relabeled it rather than leaving it alone as a label a review kept."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)
+    first = _issues(db)[0]
+    kd("labels", "clean", "--run", "b", "--db", db)  # first's label now the suggested one
+    kd("labels", "import", str(_sheet(tmp_path / "review.csv", [{"sample_id": first["sample_id"], "decision": "reject"}])), "--run", "r", "--db", db)
+    kd("labels", "set", "--run", "h", f"{first['sample_id']}={first['given']}", "--db", db)  # the label the review did not keep
+    kd("labels", "detect", "--run", "c", "--teacher-run", "r", "--db", db)
+    assert {i["sample_id"] for i in _issues(db, "c")} >= {first["sample_id"]}
+    preview = {c["sample_id"]: c for c in json.loads(kd("labels", "clean", "--run", "c", "--dry-run", "--db", db, "--json").stdout)["changes"]}
+    assert preview[first["sample_id"]]["effect"] == "change"
+    counts = json.loads(kd("labels", "clean", "--run", "c", "--db", db, "--json").stdout)
+    assert counts["skipped_rejected"] == 0
+    names = _open(db).class_names()
+    assert names[_labels(db)[first["sample_id"]]] == first["suggested"]  # the label the review kept
+
 def test_a_relabel_clean_flags_an_issue_whose_suggestion_is_its_label(db, tmp_path):
     """An issue suggested its own given label (a low-confidence flag, an ensemble still siding with
     the label): relabel "applied" it unchanged, and it left every later review sheet unjudged."""
