@@ -202,7 +202,7 @@ def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
         return
     try:
         obj = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):  # ([[[...]]] nested past Python's recursion limit)
         return
     if isinstance(obj, dict):
         texts = [k for k, v in obj.items() if isinstance(v, str)]

@@ -41,11 +41,37 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+MAX_DEPTH = 100  # arrays and objects nested in one another, at most, in a JSON line kd reads
+
+
 def loads_strict(line: str) -> Any:
     """One JSON Lines value as kd reads input: a key named twice is a ``RepeatedKey`` (``json.loads``
     keeps the last), and NaN, Infinity or a number out of range a ``ValueError`` (they are no JSON, and
-    written back they would make kd's own output none either)."""
-    return json.loads(line, parse_float=_finite_number, parse_constant=_no_constant, object_pairs_hook=unique_keys)
+    written back they would make kd's own output none either); so is a value nested more than
+    ``MAX_DEPTH`` deep (``[[[...]]]``: a RecursionError traceback from the parser, or from
+    ``has_surrogate`` and the writers after it)."""
+    try:
+        value = json.loads(line, parse_float=_finite_number, parse_constant=_no_constant, object_pairs_hook=unique_keys)
+    except RecursionError:
+        value = None
+    else:
+        if _depth(value) <= MAX_DEPTH:
+            return value
+    raise ValueError(f"arrays or objects nested more than {MAX_DEPTH} deep")
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (0: a scalar), without recursion."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                break
+            level.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _finite_number(text: str) -> float:

@@ -521,6 +521,27 @@ def test_predict_file_missing_or_bad_is_refused_before_any_model_or_store_opens(
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.parametrize("depth", [101, 500, 100_000])
+def test_predict_json_lines_nested_too_deep_are_one_line_errors(tmp_path, error_line, depth):
+    """A JSON line of arrays nested in one another (``[[[...]]]``) was a RecursionError traceback: from
+    the parser past ~900 levels, from the lone-surrogate check past ~400, and so from the hint a first
+    line of JSON gets without --text-field. 100 levels are read; deeper is one line naming it."""
+    nested = "[" * (depth - 1) + "]" * (depth - 1)
+    f = tmp_path / "deep.jsonl"
+    f.write_text(f'{{"text": "很好"}}\n{{"text": "太差", "x": {nested}}}\n', encoding="utf-8")
+    out = kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), "--text-field", "text", ok=False)
+    assert error_line(out) == f"Error: {f}: line 2: arrays or objects nested more than 100 deep"
+    f.write_text(f'{{"text": "很好", "x": {nested}}}\n', encoding="utf-8")  # no --text-field: a text, not read as JSON
+    out = kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)
+    assert out.stderr.splitlines()[-1].startswith("Error: no exported model at ")  # past the FILE's check, to the model
+    from kdstore.jsonl import loads_strict
+
+    value = loads_strict('{"x": ' + "[" * 99 + "]" * 99 + "}")  # 100 deep: read
+    for _ in range(99):
+        value = value["x"] if isinstance(value, dict) else value[0]
+    assert value == []
+
+
 def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch, error_line):
     """`--out .` (or a path ending in `..`) has no name of its own: it is the folder it resolves to.
     (TorchScript: where the export goes is the same for both formats, and it exports in a fraction of the time.)"""
