@@ -84,15 +84,19 @@ def progress(*, extra: str = "", disable: bool = False, redirect_stdout: bool = 
     ]
     if extra:
         columns.append(TextColumn(extra))
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log file or pipe: at rich's 80 columns a long bar's counts and rate were cut ("150000/150…")
+        console.width = max(console.width, NON_TERMINAL_WIDTH)
     return LoggedProgress(
         *columns,
-        console=Console(stderr=True),
+        console=console,
         disable=disable or no_progress(),
         transient=False,
         redirect_stdout=redirect_stdout,
     )
 
 
+NON_TERMINAL_WIDTH = 200  # the columns of a bar written to a file or pipe: room for every field, none padded
 LOG_EVERY_S = 30.0  # a bar written to a file or pipe: one plain line per running task this often
 
 

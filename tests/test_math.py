@@ -988,6 +988,19 @@ def test_a_bar_written_to_a_file_logs_a_plain_line_while_it_runs(monkeypatch, ca
     assert sum("quiet" in l for l in capsys.readouterr().err.splitlines()) == 1  # the final bar only
 
 
+def test_a_bar_written_to_a_file_keeps_its_counts_and_rate_whole(monkeypatch, capsys):
+    """At rich's 80 columns a log's bar of a large ingest read `150000/150…` and its rate spilled onto a second line."""
+    import kdstore.progress as kp
+
+    monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    with kp.progress() as bar:
+        task = bar.add_task("checking against the store", total=150000, unit="rows")
+        bar.update(task, advance=150000)
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(lines) == 1 and "150000/150000" in lines[0] and "rows/s" in lines[0], lines
+
+
 def test_scaled_step_says_whether_the_scaler_took_the_step():
     """An fp16 step whose gradients overflowed is skipped by the scaler; teach's learning-rate
     schedule advanced over it all the same (warm-up ended early on a GPU without bf16)."""
