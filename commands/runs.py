@@ -96,7 +96,8 @@ def delete(run, stages, dry_run, yes, db, as_json):
         return
     verb = "would delete" if dry_run else "deleted"
     for d in result["deleted"]:
-        click.echo(f"{verb} {run}/{d['name']} ({d['kind']}, {d['status']}; {d['logits']} logits, {d['predictions']} predictions)")
+        issues = f", {d['issues']} label issues" if d["issues"] else ""
+        click.echo(f"{verb} {run}/{d['name']} ({d['kind']}, {d['status']}; {d['logits']} logits, {d['predictions']} predictions{issues})")
     for k in result["kept"]:
         click.echo(f"kept {run}/{k['name']} ({k['kind']}): its {k['label_edits']} label edits, undone, are the audit trail")
     if result["reopened"]:

@@ -25,7 +25,7 @@ from .store import Store
 def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_run: bool = False) -> dict[str, Any]:
     """Delete ``run``'s stages named ``names`` (with their ``NAME~...`` records of replaced and failed
     attempts), or all of them; ``dry_run``: say what would go, change nothing. Returns ``{"run",
-    "deleted": [{name, kind, status, logits, predictions}], "kept": [{name, kind, label_edits}],
+    "deleted": [{name, kind, status, logits, predictions, issues}], "kept": [{name, kind, label_edits}],
     "run_deleted", "reopened" (issues left whose decision goes), "dry_run", "warnings"}``."""
     with store.write_session("runs", "stages", "label_edits", "label_issues") as s:
         run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
@@ -39,11 +39,11 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         kept = [st for st in chosen if _any_edits(s, st)]
         gone = [st for st in chosen if st not in kept]
         counts = {table: dict(s.execute(select(table.stage_id, func.count()).where(table.stage_id.in_(ids or {-1}))
-                                        .group_by(table.stage_id)).all()) for table in (Logit, Prediction)}
+                                        .group_by(table.stage_id)).all()) for table in (Logit, Prediction, LabelIssue)}
         report = {
             "run": run,
             "deleted": [{"name": st.name, "kind": st.kind, "status": st.status, "logits": counts[Logit].get(st.id, 0),
-                         "predictions": counts[Prediction].get(st.id, 0)} for st in gone],
+                         "predictions": counts[Prediction].get(st.id, 0), "issues": counts[LabelIssue].get(st.id, 0)} for st in gone],
             "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st)} for st in kept],
             "run_deleted": len(gone) == len(stages),
             # the issues of detections left that a deleted review decided (a sheet's rejections among them): open again

@@ -1542,7 +1542,7 @@ def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_e
         store.write_logits(other.id, ids, _logits(len(ids)))
     before = counts()
     dry = invoke.json(["runs", "delete", "--run", "r1", "--stage", "teach", "--dry-run"])
-    assert dry["deleted"] == [{"name": "teach", "kind": "teach", "status": "succeeded", "logits": 4, "predictions": 0}]
+    assert dry["deleted"] == [{"name": "teach", "kind": "teach", "status": "succeeded", "logits": 4, "predictions": 0, "issues": 0}]
     assert dry["dry_run"] and not dry["run_deleted"] and counts() == before and folder.is_dir()
     dry_text = invoke(["runs", "delete", "--run", "r1", "--stage", "teach", "--dry-run"])  # (said "deleted now")
     assert "warning: r1/distill-bigru learned from r1/teach, which this would delete: its report would" in dry_text.stderr
@@ -1647,6 +1647,8 @@ def test_runs_delete_says_how_many_issues_a_deleted_review_decided_are_open_agai
     with store.session() as s:
         assert sorted(s.execute(select(LabelIssue.sample_id, LabelIssue.status, LabelIssue.decided_stage_id)).all()) == [
             (1, "open", None), (2, "open", None)]
+    assert "would delete r1/detect (detect, succeeded; 0 logits, 0 predictions, 2 label issues)" in invoke(
+        ["runs", "delete", "--run", "r1", "--dry-run"]).stdout
 
 
 def test_runs_delete_takes_a_stage_another_machine_marked_running_as_ended_and_says_so(store, invoke):
