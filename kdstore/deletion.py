@@ -136,7 +136,7 @@ def _learned_from(s, names: dict[int, str], run: str, dry_run: bool = False) -> 
         if used:
             owner = s.get(Run, st.run_id).uniqid
             out.append(f"{owner}/{st.name} learned from {run}/{used[0]}, " + ("which this would delete: its report would"
-                       if dry_run else "deleted now: its report will") + " call that teacher 'replaced since'")
+                       if dry_run else "deleted now: its report will") + " call that teacher 'deleted since'")
     return out
 
 

@@ -146,27 +146,42 @@ def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
 
 def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]], kind: str = "teach") -> list[str]:
     """The teach stages a stage learned from (its config's ``teacher_stages``) as ``RUN/NAME``, or,
-    for one deleted since (replaced by ``kd teach --overwrite``), its run, id and start with
-    ``replaced since``: the run's teacher now is not the one it learned from. ``kind="detect"``: the
-    detection a clean decided the issues of (its ``detect_stages``), replaced by ``kd labels detect --overwrite``."""
-    out = []
+    for one gone since, its run, id and start with ``replaced since`` (by ``kd teach --overwrite``: the
+    run's teacher now is not the one it learned from) or ``deleted since`` (``kd runs delete``: the run
+    has no teacher now). ``kind="detect"``: the detection a clean decided the issues of (its
+    ``detect_stages``), replaced by ``kd labels detect --overwrite``."""
+    found = []
     with store.session() as s:
         for t in teacher_stages:
             stage = s.get(Stage, int(t["stage_id"])) if t.get("stage_id") is not None else None
             if stage is not None and t.get("started_at") not in (None, iso_utc(stage.started_at)):
                 stage = None  # its id taken again (SQLite reuses the newest row's id): not the stage it learned from
-            if stage is not None:
-                out.append(f"{t.get('run')}/{stage.name}")
-            else:
-                out.append(f"{t.get('run')}/{kind} (stage {t.get('stage_id')} of {t.get('started_at')}, replaced since)")
+            found.append(stage and stage.name)
+    out = []
+    for t, name in zip(teacher_stages, found):
+        if name is not None:
+            out.append(f"{t.get('run')}/{name}")
+        else:
+            how = "replaced" if _holds(store, t.get("run"), kind) else "deleted"
+            out.append(f"{t.get('run')}/{kind} (stage {t.get('stage_id')} of {t.get('started_at')}, {how} since)")
     return out
+
+
+def _holds(store: Store, run: str | None, name: str) -> bool:
+    """Whether ``run`` holds a succeeded stage ``name`` (or of that kind) now: what replaced one gone since;
+    none (``kd runs delete``, the run deleted) and it was deleted, not replaced."""
+    try:
+        store.find_stage(run, name)
+    except KdError:
+        return False
+    return True
 
 
 def predicted_with(store: Store, run: str, config: dict[str, Any]) -> str | None:
     """A predict stage's model (its config's ``model_stage``) with ``replaced since`` when the run's stage
     of that name now holds another model than the one it predicted with (``kd teach --overwrite``,
-    ``kd distill --overwrite``: its sha256 differs) or none; ``None`` while it is still the same one
-    (or the stage recorded no sha256)."""
+    ``kd distill --overwrite``: its sha256 differs), ``deleted since`` when the run holds none (``kd runs
+    delete``); ``None`` while it is still the same one (or the stage recorded no sha256)."""
     name, digest = config.get("model_stage"), config.get("model_sha256")
     if not name or not digest:
         return None
@@ -176,6 +191,8 @@ def predicted_with(store: Store, run: str, config: dict[str, Any]) -> str | None
         now = None
     if now is not None and now.artifact_sha256 == digest:
         return None
+    if now is None:  # (nothing replaced it: "the model it replaced" named a replacement there is not)
+        return f"{name} (deleted since: these figures are of a model no longer in the store, sha256 {digest[:12]})"
     return f"{name} (replaced since: these figures are of the model it replaced, sha256 {digest[:12]})"
 
 
@@ -202,7 +219,7 @@ def label_sources(store: Store, config: dict[str, Any]) -> list[str]:
 
 def stage_sources(store: Store, run: str, kind: str, config: dict[str, Any]) -> dict[str, Any]:
     """What a stage learned from or served, as the text report names it: ``teachers`` (``RUN/NAME``, or
-    ``replaced since`` for a teacher deleted since), ``model`` (a predict stage's, ``None`` while the run
+    ``replaced since`` / ``deleted since`` for a teacher gone since), ``model`` (a predict stage's, ``None`` while the run
     still holds that model), ``detection`` (a clean's) and ``labels_from`` (the clean stages whose edits
     it trained on, ``replaced since`` / ``undone since`` where so); ``None`` where the stage has no such thing.
     The config alone names what a run's stage of that name is now, not what this stage used."""

@@ -977,6 +977,32 @@ def test_report_text_names_the_teacher_stages_a_student_learned_from(store, invo
     assert stages["teach"]["sources"] == dict.fromkeys(("teachers", "model", "detection", "labels_from"))
 
 
+def test_report_says_deleted_not_replaced_for_a_teacher_or_model_kd_runs_delete_took(store, invoke):
+    """`kd runs delete` of a teacher (or a predicted model) left reports saying "replaced since" ("these figures
+    are of the model it replaced"): nothing replaced it, the run has none now."""
+    from commands.train import _teacher_stages
+
+    with stage_scope(store, run="r1", kind="teach", config={}):
+        pass
+    with stage_scope(store, run="r1", kind="distill", name="distill-bigru", config={"teacher_stages": _teacher_stages(store, ("r1",))}) as st:
+        (st.artifact_dir / "model").mkdir(parents=True)
+        (st.artifact_dir / "model" / "weights.bin").write_bytes(b"x")
+        digest = st.record_artifact(st.artifact_dir / "model")
+    with stage_scope(store, run="r1", kind="predict", name="predict-distill-bigru",
+                     config={"model_stage": "distill-bigru", "model_sha256": digest}):
+        pass
+    teach = store.find_stage("r1", "teach").id
+    invoke(["runs", "delete", "--run", "r1", "--stage", "teach", "--yes"])
+    stages = {st["name"]: st for st in invoke.json(["report", "--run", "r1"])["stages"]}
+    assert stages["distill-bigru"]["sources"]["teachers"][0] == f"r1/teach (stage {teach} of " + \
+        stages["distill-bigru"]["config"]["teacher_stages"][0]["started_at"] + ", deleted since)"
+    assert stages["predict-distill-bigru"]["sources"]["model"] is None  # (still the model it predicted with)
+    invoke(["runs", "delete", "--run", "r1", "--stage", "distill-bigru", "--yes"])
+    sources = invoke.json(["report", "--run", "r1"])["stages"][0]["sources"]
+    assert sources["model"] == f"distill-bigru (deleted since: these figures are of a model no longer in the store, sha256 {digest[:12]})"
+    assert "replaced" not in invoke(["report", "--run", "r1"]).stdout
+
+
 def test_a_failed_stages_error_shows_on_one_line(store, invoke):
     with pytest.raises(RuntimeError):
         with stage_scope(store, run="r1", kind="distill", config={}):
