@@ -157,7 +157,9 @@ def import_(run, path, stage_name, overwrite, db, as_json):
     run = sheet.run
     before = store.counts().get("train", {})
     where = Path(path).resolve()  # (as typed, `review.csv` named no file once the working folder changed)
-    config = {"sheet": str(where), "sheet_sha256": sha256_path(where), "rows": len(sheet.decisions)}  # which sheet, as it was read
+    detection = store.find_stage(run, "detect")  # (the one its issues are of, recorded as a clean records it)
+    config = {"sheet": str(where), "sheet_sha256": sha256_path(where), "rows": len(sheet.decisions),  # which sheet, as it was read
+              "detect_stages": [{"run": run, "stage_id": detection.id, "started_at": iso_utc(detection.started_at)}]}
     with stage_scope(store, run=run, kind="clean", name=stage_name, config=config,
                      overwrite=overwrite, numbered=numbered, bare_first=True) as stage:
         counts = lab.apply(store, stage.id, sheet.decisions, reason=f"review sheet {where}")

@@ -1917,6 +1917,8 @@ def test_a_clean_records_the_detection_it_decided_and_the_report_names_a_replace
     fl = report[report.index("fl (clean)"):report.index("review (clean)")]
     assert re.search(r"detection: r/detect \(stage \d+ of \S+, replaced since\)", fl), fl
     assert "detection: r/detect\n" in report[report.index("cl (clean)"):]
+    review = report[report.index("review (clean)"):report.index("cl (clean)")]  # a sheet's stage records its detection too
+    assert re.search(r"detection: r/detect \(stage \d+ of \S+, replaced since\)", review), review
 
 
 def test_a_detection_that_flags_nothing_points_to_no_list(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -1582,7 +1583,9 @@ def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_e
     assert [s.name for s in store.stages_of("r1")] == ["distill-bigru"] and not folder.exists()
     after = counts()
     assert (after["logits"], after["metrics"]) == (before["logits"] - 4, before["metrics"] - 2)  # (accuracy, size_mb)
-    assert "r1/teach (stage " in invoke(["report", "--run", "r1"]).stdout  # the student's teacher: gone since
+    report = invoke.json(["report", "--run", "r1"])["stages"]  # the student's teacher: gone since, not replaced (said so)
+    assert re.fullmatch(r"r1/teach \(stage \d+ of \S+, deleted since\)", report[0]["sources"]["teachers"][0])
+    assert "deleted now: its report will call that teacher 'deleted since'" in done.stderr
     text = invoke(["runs", "delete", "--run", "r1", "--yes"]).stdout
     assert text.splitlines() == ["deleted r1/distill-bigru (distill, succeeded; 0 logits, 0 predictions)", "deleted run 'r1'"]
     assert [r["run"] for r in invoke.json(["runs"])] == ["r2"] and counts()["logits"] == 4  # r2's, untouched
