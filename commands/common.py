@@ -149,7 +149,8 @@ def _group_keys(ctx: click.Context) -> dict[str, set[str]]:
         if not isinstance(command, click.Group):
             return set(_option_names(command))
         sub = click.Context(command, parent=parent, info_name=command.name)
-        return set().union(*(keys(command.get_command(sub, n), sub) for n in command.list_commands(sub)))
+        own = set(_option_names(command)) if parent.parent is not None else set()  # (`kd runs --json`; not kd's --version)
+        return own.union(*(keys(command.get_command(sub, n), sub) for n in command.list_commands(sub)))
 
     return {
         ".".join(c.info_name for c in chain[1:i + 1]): keys(g.command, g)

@@ -33,6 +33,13 @@ def runs(ctx, db, as_json):
       kd runs delete --run 20240101 --stage distill-bigru --dry-run
     """
     if ctx.invoked_subcommand is not None:
+        from click.core import ParameterSource
+
+        # (`kd runs --db other.db delete --run R` deleted from ./kd.db or $KD_DB: the subcommand never saw them)
+        typed = [o for o, name in (("--db", "db"), ("--config", "config_file"), ("--json", "as_json"))
+                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if typed:
+            raise click.UsageError(f"{typed[0]} goes after the subcommand: kd runs {ctx.invoked_subcommand} {typed[0]} ...")
         return
     data = runs_overview(open_store(db))
     if as_json:
@@ -66,7 +73,7 @@ def runs(ctx, db, as_json):
 @run_option
 @click.option("--stage", "stages", multiple=True, metavar="NAME",
               help="Delete this stage only (repeatable), with its records of replaced and failed attempts; default: the whole run.")
-@click.option("--dry-run", is_flag=True, help="Say what would be deleted; change nothing.")
+@click.option("--dry-run/--no-dry-run", is_flag=True, help="Say what would be deleted; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask (needed where no terminal can answer).")
 @store_options
 @json_option
@@ -80,6 +87,11 @@ def delete(run, stages, dry_run, yes, db, as_json):
       kd runs delete --run 20240101 --dry-run
       kd runs delete --run 20240101 --stage distill-bigru --yes
     """
+    from click.core import ParameterSource
+
+    if click.get_current_context().get_parameter_source("run") != ParameterSource.COMMANDLINE:
+        # (a config file's `run = "exp1"`, or the run named default, deleted by a bare `kd runs delete --yes`)
+        raise click.UsageError("name the run to delete with --run (the one a config file or the default names is not taken for it)")
     store = open_store(db, writer=True)  # (a stage left running by a process that is gone is marked failed first)
     what = f"stage{'s' if len(stages) > 1 else ''} {', '.join(stages)} of run {run!r}" if stages else f"run {run!r}"
     if not dry_run and not yes:

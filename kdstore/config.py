@@ -56,14 +56,18 @@ def load(path: Path) -> dict[str, Any]:
     return config
 
 
-COMMAND_LINE_ONLY = ("overwrite",)  # replaces stages, exports and sheets: typed for the one command meant
+# typed for the one command meant: in a file they would apply to every run
+COMMAND_LINE_ONLY = {
+    "overwrite": "replaces what a stage, an export or a sheet holds",
+    "yes": "deletes without asking",  # (kd runs delete: `yes = true` deleted every later run asked for, unasked)
+}
 
 
 def _refuse_command_line_only(table: dict[str, Any], path: Path, scope: str = "top level") -> None:
     for key, value in table.items():
         if key.replace("-", "_") in COMMAND_LINE_ONLY:
-            raise KdError(f"{path}: {scope} {key!r}: --{key.replace('_', '-')} replaces what a stage, an export or a sheet "
-                          "holds, so kd takes it on the command line only (in a file it would apply to every run)")
+            raise KdError(f"{path}: {scope} {key!r}: --{key.replace('_', '-')} {COMMAND_LINE_ONLY[key.replace('-', '_')]}, "
+                          "so kd takes it on the command line only (in a file it would apply to every run)")
         if isinstance(value, dict):
             _refuse_command_line_only(value, path, f"[{key}]" if scope == "top level" else f"{scope[:-1]}.{key}]")
 
@@ -99,9 +103,10 @@ def defaults_for(
                 raise KdError(f"{where}: [{'.'.join(command_path[:depth] + [unknown[0]])}] is not a kd command "
                               f"(tables are named after commands: {', '.join(sorted(tables[group]))})")
         own = depth == len(command_path)
+        has_commands = own and tables is not None and group in tables  # (`kd runs`: a group that runs on its own too)
         given: dict[str, str] = {}  # parameter -> the key of this table that set it
         for key, value in table.items():
-            if isinstance(value, dict) and own:  # (it was skipped: a command's options are plain keys)
+            if isinstance(value, dict) and own and not has_commands:  # (it was skipped: a command's options are plain keys)
                 if key.replace("-", "_") in options:
                     raise KdError(f"{where}: [{group}] {key} = {value!r}: a table is no value of --{key}")
                 raise KdError(f"{where}: [{group}.{key}] is not a kd command (`kd {' '.join(command_path)}` has no subcommands)")
@@ -116,9 +121,9 @@ def defaults_for(
                 out[options[name]] = value
                 if sources is not None:
                     sources[options[name]] = f"[{group}] {key}" if group else key
-            elif own and depth > 0:
+            elif own and depth > 0 and not has_commands:
                 raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`{_close(name, options)}")
-            elif not own and group_keys is not None and name not in (group_keys := _keys(group_keys)).get(group, {name}):
+            elif (not own or has_commands) and group_keys is not None and name not in (group_keys := _keys(group_keys)).get(group, {name}):
                 scope = f"[{group}]" if group else "top level"
                 below = f"`kd {group.replace('.', ' ')}`" if group else "kd"
                 raise KdError(f"{where}: {scope} {key!r} is not an option of any command of {below}{_close(name, group_keys[group])}")

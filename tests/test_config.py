@@ -509,3 +509,52 @@ def test_an_error_about_a_files_value_names_the_file_and_the_key(other_db, invok
     assert invoke(["labels", "clean", "--run", "c"], db=None, ok=False).stderr.splitlines()[-1] == (
         "Error: Invalid value for --min-score: 2 is not a score: scores are in [0, 1] (kd.toml: [labels.clean] min-score = 2)")
     assert counts(str(other_db)) == before
+
+
+def test_a_runs_table_applies_to_kd_runs_and_kd_runs_delete(other_db, invoke, write_file, error_line):
+    """`kd runs` took a subcommand (`delete`): a `[runs.delete]` table was "not a kd command (`kd runs` has
+    no subcommands)" and a `[runs]` key of delete's (`dry-run`) "not an option of `kd runs`", for both."""
+    invoke(["labels", "set", "--run", "r1", "1=neg"], db=other_db)
+    invoke(["labels", "undo", "--run", "r1"], db=other_db)
+    write_file("kd.toml", 'db = "other.db"\n[runs]\njson = true\n[runs.delete]\ndry-run = true\n')
+    assert [r["run"] for r in json.loads(invoke(["runs"], db=None).output)] == ["r1"]
+    assert json.loads(invoke(["runs", "delete", "--run", "r1"], db=None).output)["dry_run"] is True
+    assert json.loads(invoke(["runs", "delete", "--run", "r1", "--no-dry-run", "--yes"], db=None).output)["dry_run"] is False
+    write_file("kd.toml", 'db = "other.db"\n[runs]\ndry-run = true\nstage = "edit-1"\n')
+    assert json.loads(invoke(["runs", "delete", "--run", "r1", "--json"], db=None).output)["kept"][0]["name"] == "edit-1"
+    assert "edit-1" in invoke(["runs"], db=None).output.split("┏", 1)[1]  # the table
+    write_file("kd.toml", 'db = "other.db"\n[runs]\nstagee = "x"\n')
+    for args in (["runs"], ["runs", "delete", "--run", "r1", "--dry-run"]):
+        assert error_line(invoke(args, db=None, ok=False)) == (
+            "Error: kd.toml: [runs] 'stagee' is not an option of any command of `kd runs` (did you mean 'stage'?)")
+    write_file("kd.toml", 'db = "other.db"\n[runs.delet]\nrun = "r1"\n')
+    assert error_line(invoke(["runs"], db=None, ok=False)) == (
+        "Error: kd.toml: [runs.delet] is not a kd command (tables are named after commands: delete)")
+
+
+def test_yes_is_taken_on_the_command_line_only(other_db, invoke, write_file, error_line, counts):
+    """`[runs.delete] yes = true` (or a top-level one) deleted every run a later `kd runs delete` named,
+    without asking: like overwrite, the file is refused."""
+    invoke(["labels", "set", "--run", "r1", "1=neg"], db=other_db)
+    invoke(["labels", "undo", "--run", "r1"], db=other_db)
+    before = counts(str(other_db))
+    for content, scope in (('db = "other.db"\nyes = true\n', "top level 'yes'"),
+                           ('db = "other.db"\n[runs.delete]\nyes = true\n', "[runs.delete] 'yes'")):
+        write_file("kd.toml", content)
+        assert error_line(invoke(["runs", "delete", "--run", "r1"], db=None, ok=False)) == (
+            f"Error: kd.toml: {scope}: --yes deletes without asking, so kd takes it on the command line only "
+            "(in a file it would apply to every run)")
+    assert counts(str(other_db)) == before
+
+
+def test_kd_runs_options_typed_before_delete_are_refused_not_ignored(other_db, invoke, write_file, tmp_path):
+    """`kd runs --db other.db delete --run R` read ./kd.db (or $KD_DB): the group's --db, --config and
+    --json never reached the subcommand. They are refused, naming where they go."""
+    write_file("cfg.toml", 'db = "other.db"\n')
+    for args in (["runs", "--db", str(other_db), "delete", "--run", "r1", "--dry-run"],
+                 ["runs", "--config", "cfg.toml", "delete", "--run", "r1", "--dry-run"],
+                 ["runs", "--json", "delete", "--run", "r1", "--dry-run"]):
+        result = invoke(args, db=None, ok=False)
+        assert result.exit_code == 2 and f"Error: {args[1]} goes after the subcommand: kd runs delete {args[1]} ..." in result.stderr
+    assert not (tmp_path / "kd.db").exists()
+    assert json.loads(invoke(["runs", "--config", "cfg.toml", "--json"], db=None).output) == []

@@ -1590,6 +1590,9 @@ def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_e
     assert text.splitlines() == ["deleted r1/distill-bigru (distill, succeeded; 0 logits, 0 predictions)", "deleted run 'r1'"]
     assert [r["run"] for r in invoke.json(["runs"])] == ["r2"] and counts()["logits"] == 4  # r2's, untouched
     assert error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False)).startswith("Error: no run 'r1'")
+    # a run no one typed (the default, or a config file's) is never the one deleted
+    assert "name the run to delete with --run" in invoke(["runs", "delete", "--yes"], ok=False).stderr
+    assert [r["run"] for r in invoke.json(["runs"])] == ["r2"]
 
 
 def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke, counts, error_line):
