@@ -239,10 +239,12 @@ def issue_scores(store: Store, stage_id: int) -> list[float]:
 def trained_on_dev(stage: dict[str, Any]) -> str | None:
     """A note for a teacher that trained on dev (``kd teach --split train --split dev``): its dev
     figures are of rows it learned from, not held out as a student's are; ``None`` for any other stage,
-    and for one whose ``--where`` selected no dev row: dev judged its epochs (``dev_samples``)."""
+    for one whose ``--where`` selected no dev row: dev judged its epochs (``dev_samples``), and for a
+    ``--folds`` teacher: each dev row's logits come from the fold model that did not learn from it."""
     splits = (stage.get("config") or {}).get("splits") or []
     metrics = stage.get("metrics") or {}
-    if stage["kind"] == "teach" and "dev" in splits and metrics.get("dev") and not (metrics.get("all") or {}).get("dev_samples"):
+    folds = int((stage.get("config") or {}).get("folds") or 0)
+    if stage["kind"] == "teach" and "dev" in splits and not folds and metrics.get("dev") and not (metrics.get("all") or {}).get("dev_samples"):
         return "trained on dev: its dev figures are not held out (its test figures are)"
     return None
 

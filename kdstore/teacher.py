@@ -210,6 +210,14 @@ def load_classifier(path: str, class_names: list[str]):
         if name in body:
             raise KdError(f"model {path!r}: weight {name} is {tuple(saved)} in the checkpoint but {tuple(wanted)} by its "
                           "config.json: they do not belong together")
+    # and one the checkpoint lacks (a config.json naming more layers than were saved, or weights saved
+    # under another model's names) would be drawn at random too, silently; a pooler alone is new in a
+    # masked-LM checkpoint
+    absent = sorted(n for n in loaded.get("missing_keys") or () if n in body and ".pooler." not in f".{n}")
+    if absent:
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        raise KdError(f"model {path!r}: weight {absent[0]}{more} is not in the checkpoint, though its config.json has it: "
+                      "they do not belong together")
     if reorder:  # the store's classes in another order: the head's rows follow them (its fine-tuning is kept)
         _reorder_head(model, [trained.index(n) for n in class_names], path)
     return tokenizer, model

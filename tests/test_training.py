@@ -2285,6 +2285,17 @@ def test_a_class_a_teacher_learned_from_dev_is_no_unlearned_class(sample_store, 
     assert all("not held out" not in l for l in out.stdout.splitlines() if l.strip().startswith("test:"))
 
 
+def test_a_folds_teacher_trained_on_dev_has_out_of_fold_dev_figures(sample_store, tiny_model):
+    """`kd teach --split train --split dev --folds 2`: each dev row is scored by the fold model that did
+    not learn from it, so its dev figures are held out; the summary and `kd report --compare` called
+    them "not held out"."""
+    db = str(sample_store)
+    out = kd("teach", "--run", "kf", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--folds", "2",
+             "--epochs", "1", "--max-len", "32", "--db", db)
+    assert "  dev: accuracy" in out.stdout and "not held out" not in out.stdout
+    assert "trained on dev" not in kd("report", "--compare", "kf", "--db", db).stdout
+
+
 def test_split_dev_with_a_where_that_selects_no_dev_row_keeps_dev_as_the_judge(sample_store, tiny_model):
     """`kd teach --split train --split dev --where "source = 'shop.tsv'"` with shop.tsv's rows all in train
     trained on no dev row, yet kept the last epoch with no judge, and the summary and `kd report --compare`
@@ -2342,6 +2353,16 @@ def test_a_checkpoint_without_a_tokenizer_or_with_weights_unlike_its_config_is_r
         f"Error: model '{edited}': weight bert.embeddings.word_embeddings.weight is ({config.vocab_size - 10}, 32) "
         f"in the checkpoint but ({config.vocab_size}, 32) by its config.json: they do not belong together"]
     assert _stage(sample_store, "v", "teach").status == "failed" and _count(sample_store, Logit) == 0
+    deeper = tmp_path / "edited-layers"  # a config.json naming more layers than were saved: those were drawn at random
+    shutil.copytree(tiny_model, deeper)
+    config = AutoConfig.from_pretrained(deeper)
+    config.num_hidden_layers += 1
+    config.save_pretrained(deeper)
+    result = kd("teach", "--run", "d", "--model", str(deeper), "--epochs", "1", "--max-len", "32", "--db", str(sample_store), ok=False)
+    assert result.stderr.strip().splitlines() == [
+        f"Error: model '{deeper}': weight bert.encoder.layer.2.attention.output.LayerNorm.bias (and 15 more) is not in the "
+        "checkpoint, though its config.json has it: they do not belong together"]
+    assert _stage(sample_store, "d", "teach").status == "failed" and _count(sample_store, Logit) == 0
     student = tmp_path / "student"
     student.mkdir()
     (student / "student.json").write_text("{}", encoding="utf-8")
