@@ -123,9 +123,11 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         from kdstore.early_exit import speed_tag
 
         how = f" (chosen on dev for --max-loss {config['max_loss']:g})" if config.get("max_loss") is not None else ""
-        # on dev, held out, as the accuracies above (over every sample it was the train rows' too, which the branches learned)
-        held_out = (stage["metrics"].get("dev") or {}).get(f"layers@{speed_tag(float(served['speed']))}")
-        layers = f"{held_out:.2f} on dev" if held_out is not None else f"{served.get('layers', 0):.2f}"
+        # on dev, held out, as the accuracies above (over every sample it was the train rows' too, which the branches
+        # learned); on test where the store has no labeled dev sample (the summary's only figures are test's then)
+        tag = f"layers@{speed_tag(float(served['speed']))}"
+        held_out = next(((part, m[tag]) for part in ("dev", "test") if (m := stage["metrics"].get(part) or {}).get(tag) is not None), None)
+        layers = f"{held_out[1]:.2f} on {held_out[0]}" if held_out is not None else f"{served.get('layers', 0):.2f}"
         click.echo(f"  serving speed {served['speed']:g}{how}: mean exit layer {layers} of "
                    f"{int(served.get('num_layers') or 0)} (kd report --run {run}: every speed's figures)")
     if cut:

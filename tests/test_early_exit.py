@@ -841,3 +841,21 @@ def test_the_distill_summary_names_the_serving_speed_and_the_mean_exit_layer(tra
     plain = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--speed", "0", "--name", "ee-said-0",
                "--db", db).output
     assert f"  serving speed 0: mean exit layer {LAYERS:.2f} on dev of {LAYERS} (kd report" in plain
+
+
+def test_the_distill_summary_without_dev_samples_names_the_mean_exit_layer_on_test(trained):
+    """With no labeled dev sample the summary's only figures are test's, and its mean exit layer was the
+    one over every sample (the train rows the branches learned among them), unnamed: it is test's now."""
+    from kdstore import labels as lab
+
+    store, db = trained["store"], trained["db"]
+    dev = store.samples(splits=["dev"], labeled=True)
+    edit_labels(db, "no-dev", "drop-dev", {int(i): "drop" for i in dev.ids})
+    try:
+        out = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--name", "ee-no-dev", "--db", db).output
+    finally:
+        lab.undo(store, "no-dev")
+    stored = store.metrics(_stage(store, "ee-no-dev").id)
+    test = {m.name: m.value for m in stored if m.split == "test"}
+    assert not any(m.split == "dev" and m.name == "accuracy" for m in stored)
+    assert f"  serving speed 0.3: mean exit layer {test['layers@0.3']:.2f} on test of {LAYERS} (kd report" in out
