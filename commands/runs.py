@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
@@ -33,8 +34,6 @@ def runs(ctx, db, as_json):
       kd runs delete --run 20240101 --stage distill-bigru --dry-run
     """
     if ctx.invoked_subcommand is not None:
-        from click.core import ParameterSource
-
         # (`kd runs --db other.db delete --run R` deleted from ./kd.db or $KD_DB: the subcommand never saw them)
         typed = [o for o, name in (("--db", "db"), ("--config", "config_file"), ("--json", "as_json"))
                  if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
@@ -87,8 +86,6 @@ def delete(run, stages, dry_run, yes, db, as_json):
       kd runs delete --run 20240101 --dry-run
       kd runs delete --run 20240101 --stage distill-bigru --yes
     """
-    from click.core import ParameterSource
-
     if click.get_current_context().get_parameter_source("run") != ParameterSource.COMMANDLINE:
         # (a config file's `run = "exp1"`, or the run named default, deleted by a bare `kd runs delete --yes`)
         raise click.UsageError("name the run to delete with --run (the one a config file or the default names is not taken for it)")
@@ -177,8 +174,6 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
       kd report --compare teacher-only distilled distilled-aug   # or: --compare A --compare B
       kd report --run r1 --plot charts/ --json | jq '.stages[] | {name, metrics}'
     """
-    from click.core import ParameterSource
-
     def typed(name: str) -> bool:
         return click.get_current_context().get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 

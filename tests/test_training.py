@@ -2343,26 +2343,27 @@ def test_a_checkpoint_without_a_tokenizer_or_with_weights_unlike_its_config_is_r
     AutoModelForMaskedLM.from_pretrained(tiny_model).save_pretrained(bare)
     with pytest.raises(KdError, match="has no tokenizer"):
         load_classifier(str(bare), ["pos", "neg"])
-    edited = tmp_path / "edited-vocab"
-    shutil.copytree(tiny_model, edited)
-    config = AutoConfig.from_pretrained(edited)
-    config.vocab_size += 10
-    config.save_pretrained(edited)
-    result = kd("teach", "--run", "v", "--model", str(edited), "--epochs", "1", "--max-len", "32", "--db", str(sample_store), ok=False)
-    assert result.stderr.strip().splitlines() == [
+    def refused(run: str, name: str, field: str) -> tuple[Path, object, list[str]]:
+        """A copy of the tiny model whose config.json has one more of ``field``: taught, refused in one
+        line, its stage failed with no logits written."""
+        edited = tmp_path / name
+        shutil.copytree(tiny_model, edited)
+        config = AutoConfig.from_pretrained(edited)
+        setattr(config, field, getattr(config, field) + (10 if field == "vocab_size" else 1))
+        config.save_pretrained(edited)
+        result = kd("teach", "--run", run, "--model", str(edited), "--epochs", "1", "--max-len", "32", "--db", str(sample_store), ok=False)
+        assert _stage(sample_store, run, "teach").status == "failed" and _count(sample_store, Logit) == 0
+        return edited, config, result.stderr.strip().splitlines()
+
+    edited, config, lines = refused("v", "edited-vocab", "vocab_size")
+    assert lines == [
         f"Error: model '{edited}': weight bert.embeddings.word_embeddings.weight is ({config.vocab_size - 10}, 32) "
         f"in the checkpoint but ({config.vocab_size}, 32) by its config.json: they do not belong together"]
-    assert _stage(sample_store, "v", "teach").status == "failed" and _count(sample_store, Logit) == 0
-    deeper = tmp_path / "edited-layers"  # a config.json naming more layers than were saved: those were drawn at random
-    shutil.copytree(tiny_model, deeper)
-    config = AutoConfig.from_pretrained(deeper)
-    config.num_hidden_layers += 1
-    config.save_pretrained(deeper)
-    result = kd("teach", "--run", "d", "--model", str(deeper), "--epochs", "1", "--max-len", "32", "--db", str(sample_store), ok=False)
-    assert result.stderr.strip().splitlines() == [
+    # a config.json naming more layers than were saved: those were drawn at random
+    deeper, _, lines = refused("d", "edited-layers", "num_hidden_layers")
+    assert lines == [
         f"Error: model '{deeper}': weight bert.encoder.layer.2.attention.output.LayerNorm.bias (and 15 more) is not in the "
         "checkpoint, though its config.json has it: they do not belong together"]
-    assert _stage(sample_store, "d", "teach").status == "failed" and _count(sample_store, Logit) == 0
     student = tmp_path / "student"
     student.mkdir()
     (student / "student.json").write_text("{}", encoding="utf-8")
