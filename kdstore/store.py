@@ -31,6 +31,11 @@ from .errors import KdError
 from .migrate import ensure_current
 from .schema import SPLITS, AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
 
+# figures under "all" that measure a stage's model (kept only while its folder is): speed.measure's,
+# the teacher's scoring rate, record_artifact's size, the counted parameters and FLOPs
+MODEL_MEASURES = ("size_mb", "latency_p50_ms", "latency_p99_ms", "throughput_samples_per_s", "score_samples_per_s",
+                  "parameters", "branch_parameters", "flops_per_sample")
+
 CHUNK = 20_000
 ID_CHUNK = 10_000  # values per IN list: PostgreSQL takes at most 65,535 parameters a statement
 MAX_ID = 2**31 - 1  # row ids are PostgreSQL ``integer``s: a larger number names no row (and may not be sent)
@@ -402,12 +407,16 @@ class Store:
     def clear_outputs(self, stage_id: int) -> None:
         """Remove a stage's logits and predictions (used when a stage fails half-way), and the final
         figures of its splits, which described them (a Ctrl-C while the model was timed left a failed
-        stage reporting test accuracy); its per-epoch history stays."""
+        stage reporting test accuracy), and the measures of the model it leaves no folder of (size,
+        latency, throughput: `kd report --compare` set them beside standing models); its per-epoch
+        history and what it read (sample counts, best epoch) stay."""
         with self.writer() as conn:
             conn.execute(delete(Logit).where(Logit.stage_id == stage_id))
             conn.execute(delete(Prediction).where(Prediction.stage_id == stage_id))
             conn.execute(delete(SampleFold).where(SampleFold.stage_id == stage_id))
             conn.execute(delete(Metric).where(Metric.stage_id == stage_id, Metric.step.is_(None), Metric.split.in_(SPLITS)))
+            conn.execute(delete(Metric).where(Metric.stage_id == stage_id, Metric.step.is_(None), Metric.split == "all",
+                                              Metric.name.in_(MODEL_MEASURES)))
 
     # runs and stages -------------------------------------------------------------------------
     def runs(self) -> list[tuple[Run, list[Stage]]]:

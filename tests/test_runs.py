@@ -230,6 +230,9 @@ def test_a_stage_that_failed_after_its_figures_reports_none_of_them(store, invok
             store.write_logits(st.id, ids, _logits(len(ids)))
             store.add_metrics(st.id, "train", {"accuracy": 1.0, "n": 4})
             store.add_metrics(st.id, "test", {"accuracy": 0.75, "macro_f1": 0.7})
+            # and the measures of its model, which goes with it (`--compare` showed a failed teacher's latency)
+            store.add_metrics(st.id, "all", {"latency_p50_ms": 3.5, "throughput_samples_per_s": 900.0, "parameters": 1234,
+                                             "size_mb": 2.5, "score_samples_per_s": 800.0})
             raise KeyboardInterrupt
     teach = invoke.json(["report", "--run", "r1"])["stages"][0]
     assert teach["status"] == "failed" and teach["metrics"] == {"all": {"train_samples": 4}}  # what it read, no figure of it
