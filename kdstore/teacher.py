@@ -535,6 +535,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     train_ids, cut = encode_flagged(tokenizer, train.texts, max_len=cfg.max_len)
     add_metrics(stage.id, "train", {f"{tag}truncated": int(sum(cut))})  # texts cut to --max-len tokens (kd teach warns when many)
     lengths = [len(x) for x in train_ids]
+    model.kd_longest_trained = max(lengths, default=0)  # the positions this fine-tuning reaches (_save records them)
     labels = torch.as_tensor(train.labels)
     dev_mine = dev.subset(dist.shard(len(dev)))
 
@@ -585,8 +586,9 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
 
 def _save(model, tokenizer, out_dir: Path, max_len: int) -> Path:
     trained = trained_positions(model.config)
-    if trained is not None:  # (a kd-pretrained model: its positions up to --max-len are trained now)
-        setattr(model.config, TRAINED_POSITIONS, max(trained, max_len))
+    if trained is not None:  # (a kd-pretrained model: its positions up to the longest text read are trained now,
+        # not those up to --max-len: train texts of 60 tokens at --max-len 512 left 61-512 as they were)
+        setattr(model.config, TRAINED_POSITIONS, max(trained, min(max_len, getattr(model, "kd_longest_trained", max_len))))
     with saving_model(out_dir):
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)

@@ -577,6 +577,14 @@ def test_teach_refuses_a_single_class(tmp_path, tiny_model):
     assert Store.open(db).stages_of("default")[0].status == "failed"
 
 
+def _trained_positions(stage) -> int | None:
+    from transformers import AutoConfig
+
+    from kdstore.pretrain import trained_positions
+
+    return trained_positions(AutoConfig.from_pretrained(Path(stage.artifact_path)))
+
+
 def test_pretrain_produces_a_model_teach_loads(sample_store):
     db = str(sample_store)
     kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3",
@@ -593,11 +601,17 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     longer = kd("teach", "--run", "p2", "--model", "pretrain:p", "--epochs", "1", "--max-len", "160", "--db", db)
     assert "warning: --max-len 160 is longer than the 128 tokens run 'p' was pre-trained on: positions 129-160 start untrained" in longer.stderr
     assert _stage(sample_store, "p2", "teach").status == "succeeded"
-    # the folder itself says so in its config.json (given by path, not pretrain:p), and a teacher fine-tuned at
-    # 160 says 160: fine-tuning it further at 160 is no warning
+    # the folder itself says so in its config.json (given by path, not pretrain:p)
     by_path = kd("teach", "--run", "p3", "--model", stage.artifact_path, "--epochs", "1", "--max-len", "160", "--db", db)
     assert f"warning: --max-len 160 is longer than the 128 tokens model {stage.artifact_path!r} was trained on: positions 129-160 start untrained" in by_path.stderr
-    further = kd("teach", "--run", "p4", "--model", "teach:p2", "--epochs", "1", "--max-len", "160", "--db", db)
+    # p2's texts are short: fine-tuning at --max-len 160 trained no position past 128 (its config.json said 160)
+    assert _trained_positions(_stage(sample_store, "p2", "teach")) == 128
+    # a teacher fine-tuned on texts reaching 160 tokens says 160: fine-tuning it further at 160 is no warning
+    write_tsv(sample_store.parent / "long.tsv", [("pos", "很好" * 100)])
+    kd("ingest", str(sample_store.parent / "long.tsv"), "--db", db)
+    kd("teach", "--run", "p5", "--model", "pretrain:p", "--epochs", "1", "--max-len", "160", "--db", db)
+    assert _trained_positions(_stage(sample_store, "p5", "teach")) == 160
+    further = kd("teach", "--run", "p4", "--model", "teach:p5", "--epochs", "1", "--max-len", "160", "--db", db)
     assert "start untrained" not in further.stderr and _stage(sample_store, "p4", "teach").status == "succeeded"
     from transformers import AutoConfig, AutoTokenizer  # plain transformers truncates to the model's positions
 
