@@ -345,7 +345,7 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
     ort_line = (f"onnxruntime {res['threads']['onnxruntime_version']} ({', '.join(res['threads']['onnxruntime_providers'])}, "
                 f"default intra-op threads = {res['threads']['onnxruntime_intra_op']})") if has_onnx else "no ONNX Runtime (--no-onnx)"
     lines = [
-        f"- **Script:** `bench/speed.py`",
+        "- **Script:** `bench/speed.py`",
         f"- **Command:** `{command}`",
         f"- **Commit:** `{info['commit']}`" + (" (with uncommitted changes in kdstore/, migrations/, commands/ or bench/)" if info.get("kdstore_dirty") else "") + f"; seed {args.seed}",
         f"- **Machine:** {info['cpu']}, {info['cores_usable']} cores ({info['cores']} online), {info['memory']}, {info['os']}; "
@@ -411,7 +411,7 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
         r_onnx, r_eager = d["samples_per_s"] / teacher_onnx, d["samples_per_s"] / teacher_eager
         lines += [
             "",
-            f"| B4 target (default student = TextCNN, exported to ONNX) | measured | |",
+            "| B4 target (default student = TextCNN, exported to ONNX) | measured | |",
             "| --- | ---: | --- |",
             f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher also in ONNX Runtime | {shown_vs(r_onnx, ',.1f', TARGET_RATIO)}× | {verdict(meets(r_onnx, TARGET_RATIO))} |",
             f"| CPU batch throughput ≥ {TARGET_RATIO:g}× the teacher's, teacher in PyTorch eager | {shown_vs(r_eager, ',.1f', TARGET_RATIO)}× | {verdict(meets(r_eager, TARGET_RATIO))} |",
