@@ -227,8 +227,12 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             out.print("  teachers: " + ", ".join(sources["teachers"]), markup=False)
         if sources["model"]:  # (replaced since: the config line's model_stage names the run's model now)
             out.print(f"  model: {sources['model']}", markup=False)
+        if sources["checkpoint"]:  # (gone since: the config line's model= names the run's model now)
+            out.print(f"  started from: {sources['checkpoint']}", markup=False)
         if sources["detection"]:  # (a clean's detection: the config line's detect= names the run's one now)
             out.print("  detection: " + ", ".join(sources["detection"]), markup=False)
+        if sources["student_votes"]:  # (a list of dicts: hidden from the config line)
+            out.print("  student votes: " + ", ".join(sources["student_votes"]), markup=False)
         learned = sources["labels_from"] or []
         if any(x.endswith(("replaced since)", "undone since)")) for x in learned):  # (the config line's labels_stages name the new ones)
             out.print("  labels from: " + ", ".join(learned), markup=False)

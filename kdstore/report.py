@@ -151,7 +151,7 @@ def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]], kind: st
     has no teacher now). ``kind="detect"``: the detection a clean decided the issues of (its
     ``detect_stages``), replaced by ``kd labels detect --overwrite``."""
     found = []
-    with store.session() as s:
+    with store.session() as s:  # (a ``student_vote_stages`` entry names its stage: ``stage``)
         for t in teacher_stages:
             stage = s.get(Stage, int(t["stage_id"])) if t.get("stage_id") is not None else None
             if stage is not None and t.get("started_at") not in (None, iso_utc(stage.started_at)):
@@ -162,8 +162,9 @@ def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]], kind: st
         if name is not None:
             out.append(f"{t.get('run')}/{name}")
         else:
-            how = "replaced" if _holds(store, t.get("run"), kind) else "deleted"
-            out.append(f"{t.get('run')}/{kind} (stage {t.get('stage_id')} of {t.get('started_at')}, {how} since)")
+            named = t.get("stage") or kind
+            how = "replaced" if _holds(store, t.get("run"), named) else "deleted"
+            out.append(f"{t.get('run')}/{named} (stage {t.get('stage_id')} of {t.get('started_at')}, {how} since)")
     return out
 
 
@@ -196,6 +197,26 @@ def predicted_with(store: Store, run: str, config: dict[str, Any]) -> str | None
     return f"{name} (replaced since: these figures are of the model it replaced, sha256 {digest[:12]})"
 
 
+def checkpoint_source(store: Store, config: dict[str, Any]) -> str | None:
+    """A teacher's starting checkpoint when it was a kd stage's model (``--model pretrain:RUN`` or
+    ``teach:RUN``) that is not there now: ``replaced since`` (``--overwrite``: the run's model now is
+    another one than the teacher started from, its sha256 differs) or ``deleted since`` (``kd runs
+    delete``); ``None`` while it is the same one, or for a hub name or folder of the user's own."""
+    model, digest = str(config.get("model") or ""), config.get("model_sha256")
+    kind, _, source_run = model.partition(":")
+    if kind not in ("pretrain", "teach") or not digest or not source_run.strip() or "${" in source_run:
+        return None  # (a ${time} run is today's now, not the day the teacher started)
+    try:
+        now = store.find_stage(source_run, kind)
+    except KdError:
+        now = None
+    if now is not None and now.artifact_sha256 == digest:
+        return None
+    if now is None:
+        return f"{model} (deleted since: it started from a model no longer in the store, sha256 {digest[:12]})"
+    return f"{model} (replaced since: it started from the model that one replaced, sha256 {digest[:12]})"
+
+
 def label_sources(store: Store, config: dict[str, Any]) -> list[str]:
     """The clean stages whose edits a stage learned from (its config's ``labels_stages``) as
     ``RUN/NAME``, with ``replaced since`` for one whose name another stage holds now (`kd labels
@@ -220,13 +241,18 @@ def label_sources(store: Store, config: dict[str, Any]) -> list[str]:
 def stage_sources(store: Store, run: str, kind: str, config: dict[str, Any]) -> dict[str, Any]:
     """What a stage learned from or served, as the text report names it: ``teachers`` (``RUN/NAME``, or
     ``replaced since`` / ``deleted since`` for a teacher gone since), ``model`` (a predict stage's, ``None`` while the run
-    still holds that model), ``detection`` (a clean's) and ``labels_from`` (the clean stages whose edits
-    it trained on, ``replaced since`` / ``undone since`` where so); ``None`` where the stage has no such thing.
-    The config alone names what a run's stage of that name is now, not what this stage used."""
+    still holds that model), ``checkpoint`` (a teacher's starting kd model, only where gone since),
+    ``detection`` (a clean's), ``student_votes`` (a detection's ``--student-votes`` stages) and ``labels_from``
+    (the clean stages whose edits it trained on, ``replaced since`` / ``undone since`` where so); ``None``
+    where the stage has no such thing. The config alone names what a run's stage of that name is now, not
+    what this stage used."""
     return {
         "teachers": teacher_sources(store, config["teacher_stages"]) if config.get("teacher_stages") else None,
         "model": predicted_with(store, run, config) if kind == "predict" else None,
+        "checkpoint": checkpoint_source(store, config) if kind == "teach" else None,
         "detection": teacher_sources(store, config["detect_stages"], kind="detect") if config.get("detect_stages") else None,
+        "student_votes": teacher_sources(store, config["student_vote_stages"], kind="distill")
+        if config.get("student_vote_stages") else None,
         "labels_from": label_sources(store, config) or None,
     }
 

@@ -978,7 +978,7 @@ def test_report_text_names_the_teacher_stages_a_student_learned_from(store, invo
     sources = stages["distill-bigru"]["sources"]
     assert sources["teachers"][0] == "r1/teach" and "  teachers: " + ", ".join(sources["teachers"]) == line
     assert sources["teachers"][1].endswith("replaced since)") and sources["model"] is None
-    assert stages["teach"]["sources"] == dict.fromkeys(("teachers", "model", "detection", "labels_from"))
+    assert stages["teach"]["sources"] == dict.fromkeys(("teachers", "model", "checkpoint", "detection", "student_votes", "labels_from"))
 
 
 def test_report_says_deleted_not_replaced_for_a_teacher_or_model_kd_runs_delete_took(store, invoke):
@@ -1005,6 +1005,45 @@ def test_report_says_deleted_not_replaced_for_a_teacher_or_model_kd_runs_delete_
     sources = invoke.json(["report", "--run", "r1"])["stages"][0]["sources"]
     assert sources["model"] == f"distill-bigru (deleted since: these figures are of a model no longer in the store, sha256 {digest[:12]})"
     assert "replaced" not in invoke(["report", "--run", "r1"]).stdout
+
+
+def test_report_names_a_teachers_starting_model_and_a_detections_votes_gone_since(store, invoke):
+    """A teacher fine-tuned from `--model pretrain:r1` kept reporting "model=pretrain:r1" after that pre-training
+    was replaced (`--overwrite`) or deleted, and a detection's `--student-votes` stages were named nowhere in
+    the text: both are in ``sources`` (and the text) once gone."""
+    from kdstore.schema import iso_utc
+
+    def pretrain(content: bytes, **kw) -> str:
+        with stage_scope(store, run="r1", kind="pretrain", config={}, **kw) as st:
+            (st.artifact_dir / "model").mkdir(parents=True, exist_ok=True)
+            (st.artifact_dir / "model" / "weights.bin").write_bytes(content)
+            return st.record_artifact(st.artifact_dir / "model")
+
+    digest = pretrain(b"x")
+    with stage_scope(store, run="r2", kind="teach", config={"model": "pretrain:r1", "model_sha256": digest}):
+        pass
+    with stage_scope(store, run="r2", kind="distill", name="distill-bigru", config={}):
+        pass
+    votes = store.find_stage("r2", "distill-bigru")
+    with stage_scope(store, run="r2", kind="detect", config={"student_vote_stages": [
+            {"run": "r2", "stage": "distill-bigru", "stage_id": votes.id, "started_at": iso_utc(votes.started_at)}]}):
+        pass
+
+    def sources() -> dict:
+        return {st["name"]: st["sources"] for st in invoke.json(["report", "--run", "r2"])["stages"]}
+
+    now = sources()
+    assert now["teach"]["checkpoint"] is None and now["detect"]["student_votes"] == ["r2/distill-bigru"]
+    assert "  student votes: r2/distill-bigru" in invoke(["report", "--run", "r2"]).stdout
+    pretrain(b"y", overwrite=True)  # kd pretrain --overwrite: another model under the same name
+    assert sources()["teach"]["checkpoint"] == f"pretrain:r1 (replaced since: it started from the model that one replaced, sha256 {digest[:12]})"
+    invoke(["runs", "delete", "--run", "r1", "--yes"])
+    invoke(["runs", "delete", "--run", "r2", "--stage", "distill-bigru", "--yes"])
+    gone = sources()
+    assert gone["teach"]["checkpoint"] == f"pretrain:r1 (deleted since: it started from a model no longer in the store, sha256 {digest[:12]})"
+    assert gone["detect"]["student_votes"] == [f"r2/distill-bigru (stage {votes.id} of {iso_utc(votes.started_at)}, deleted since)"]
+    text = invoke(["report", "--run", "r2"]).stdout
+    assert "  started from: pretrain:r1 (deleted since" in text and "  student votes: r2/distill-bigru (stage" in text
 
 
 def test_a_failed_stages_error_shows_on_one_line(store, invoke):
