@@ -422,6 +422,24 @@ def test_a_later_run_without_pos_does_not_segment_every_train_text(tmp_path, mon
     store.close()
 
 
+def test_a_train_text_of_emoji_alone_is_not_tried_again_by_every_run(tmp_path, monkeypatch):
+    """A train text of emoji or punctuation alone, the newest one, gives no augmented text: each later
+    run of a recipe with "pos" took it for one not tried yet and segmented every train text for the
+    vocabulary (3.5 minutes for 50,000 reviews), every run, to make nothing."""
+    import kdstore.augmented as augmented
+    from kdstore.ingest import IngestOptions, ingest
+    from kdstore.store import Store
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    ingest(store, "pos\t质量很好，物流也快\nneg\t包装破损，很失望\npos\t👍👍！\n".encode(), "t.tsv", IngestOptions())
+    recipe = augmented.Recipe(n=2)
+    _, first = augmented.ensure_augmented(store, recipe)
+    assert first > 0 and {int(p) for p in store.parents().values()} == {1, 2}
+    monkeypatch.setattr(augmented, "build_pos_vocab", lambda tagged: pytest.fail("built the vocabulary of every train text"))
+    assert augmented.ensure_augmented(store, recipe) == (recipe.source, 0)
+    store.close()
+
+
 def test_a_pool_text_ingested_after_augmentation_made_it_joins_the_pool(tmp_path):
     """Ingested after `kd distill --augment` stored the same text, a pool text was skipped as a
     duplicate of the augmented one: it stayed out of the pool (distill's, pretrain's, --tsv's) and
