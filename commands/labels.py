@@ -328,7 +328,7 @@ def undo(run, stage_name, db, as_json):
 @store_options
 @json_option
 def history(sample_id, db, as_json):
-    """Show a sample's original label, current label and every edit.
+    """Show a sample's original label, current label, every edit and a review's rejects.
 
     \b
     Example:
@@ -343,6 +343,7 @@ def history(sample_id, db, as_json):
 
     click.echo(f"sample {sample_id}: original {shown(h['original'])}, now {shown(h['current'])}{' (dropped)' if h['dropped'] else ''}")
     click.echo(f"  {h['text']}")
+    lines = []  # (time, line): the edits and a review's rejects (no edit of their own) in the order they were made
     for e in h["edits"]:
         undone = f", reverted {e['reverted_at']}" if e["reverted_at"] else ""
         where = f"{e['run']}/{e['stage']}" if e["stage"] else "(a deleted stage)"
@@ -352,7 +353,14 @@ def history(sample_id, db, as_json):
             change = "flag"
         else:
             change = f"{e['action']} {e['old']} -> {e['new']}" + (", no longer dropped" if e["old_dropped"] and not e["new_dropped"] else "")
-        click.echo(f"  {e['at']} {where}: {change} ({e['reason']}){undone}")
+        lines.append((e["at"], f"  {e['at']} {where}: {change} ({e['reason']}){undone}"))
+    for r in h["rejected"]:
+        where = f"{r['run']}/{r['stage']}" if r["stage"] else "(a deleted stage)"
+        why = f"; {r['reason']}" if r["reason"] else ""
+        lines.append((r["at"] or "", f"  {r['at'] or '(time unknown)'} {where}: reject, label {r['kept']} kept "
+                                     f"({r['run']}/{r['detection']} suggested {r['suggested']}, issue {r['issue_id']}{why})"))
+    for _, line in sorted(lines, key=lambda t: t[0]):
+        click.echo(line)
 
 
 def _warn(messages: list[str]) -> list[str]:

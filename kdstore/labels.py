@@ -18,16 +18,19 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import aliased
 
 from . import noise, tfidf
 from .errors import KdError, make_folder
 from .ingest import allow_long_csv_fields
 from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
+from .progress import progress
 from .runs import FAILED, PARKED, StageHandle, _replaced, process_state, resolve_run_id
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
 from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
@@ -930,19 +933,25 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
     since detection (a person's edit, another run's clean) is left undecided and counted as
     ``skipped_edited``: an automatic rule does not override it (a person's sheet or ``kd labels set`` may);
     nor one whose label a person kept in an earlier review (:func:`kept_in_review`, a new detection flagging
-    it again), counted as ``skipped_rejected``."""
+    it again), counted as ``skipped_rejected``. The rows are written set-based, ``EDIT_CHUNK`` decisions
+    at a time (a bar from ``BAR_FROM`` of them), all in the one transaction."""
     counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0,
               **({"skipped_edited": 0, "skipped_rejected": 0} if skip_edited else {})}
     # stages too, and before the label tables, as every writer of stages takes them (``runs``: starting a stage,
     # ending an --overwrite): the stage's config is written below (``redecided``), and taken then, with the label
     # tables held, PostgreSQL found a deadlock with an --overwrite starting or ending meanwhile (one of them failed)
-    with store.write_session("samples", "stages", "label_edits", "label_issues") as s:
+    with store.write_session("samples", "stages", "label_edits", "label_issues") as s, \
+            progress(disable=len(decisions) < BAR_FROM) as bar:
         now = utcnow()  # dated under the writer lock: a stage reading labels meanwhile (``read_labeled``) has it or not by this date
         # read under the writer lock: a clean or an import that ran meanwhile has decided its issues
         stage = s.get(Stage, stage_id) if stage_id is not None else None
         replaces = f"{stage.name}{PARKED}" if stage is not None else None  # the stage an --overwrite replaces: its decisions are redone
-        samples = _rows_by_id(s, Sample, [d.sample_id for d in decisions])
-        issues = _rows_by_id(s, LabelIssue, [d.issue_id for d in decisions if d.issue_id is not None])
+        # (their columns, not ORM rows: the decisions change them here, and each chunk's changes are written set-based)
+        samples = {i: SimpleNamespace(**r._mapping) for i, r in _rows_by_id(
+            s, Sample, [d.sample_id for d in decisions], Sample.label_id, Sample.dropped).items()}
+        issues = {i: SimpleNamespace(**r._mapping) for i, r in _rows_by_id(
+            s, LabelIssue, [d.issue_id for d in decisions if d.issue_id is not None], LabelIssue.stage_id,
+            LabelIssue.given_label_id, LabelIssue.status, LabelIssue.decided_stage_id).items()}
         deciders = dict(s.execute(select(Stage.id, Stage.name).where(
             Stage.id.in_({i.decided_stage_id for i in issues.values() if i.decided_stage_id is not None} or {-1}))).all())
         # a detection an --overwrite is replacing (parked while the new one runs): its issues go when the
@@ -956,7 +965,11 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
         redecided: dict[str, list] = {}  # issue id: [status, deciding stage] before this stage re-decided it
         kept_labels: dict[str, int] = {}  # issue id: the label its reject kept, where not the issue's given one (``kept_in_review``)
         kept = kept_in_review(s, {sid: row.label_id for sid, row in samples.items() if row.label_id is not None}) if skip_edited else set()
-        for d in decisions:
+        task = bar.add_task("label edits", total=len(decisions), unit="decision")
+        edits: list[dict[str, Any]] = []  # the chunk's changes, written at its end (an error after them: the transaction rolls back)
+        changed: dict[int, Any] = {}
+        decided: dict[int, Any] = {}
+        for n, d in enumerate(decisions, start=1):
             sample = samples.get(d.sample_id)
             if sample is None:
                 raise KdError(f"no sample {d.sample_id} in the store: no label was changed")
@@ -969,37 +982,41 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                               f"{f' by stage {by!r}' if by else ''}: no label was changed")
             if skip_edited and d.action != "flag" and issue is not None and (sample.label_id != issue.given_label_id or sample.dropped):
                 counts["skipped_edited"] += 1  # (read under the writer lock: an edit made since the plan counts too)
-                continue
-            if skip_edited and d.action != "flag" and issue is not None and d.sample_id in kept:
+            elif skip_edited and d.action != "flag" and issue is not None and d.sample_id in kept:
                 counts["skipped_rejected"] += 1  # a person kept this label (a review's reject): no rule overrides it
-                continue
-            if d.action == "flag" and issue is not None and issue.status == "flagged":
+            elif d.action == "flag" and issue is not None and issue.status == "flagged":
                 counts["unchanged"] += 1  # flagged already: the first flag stands (and its undo)
-                continue
-            if d.action == "reject":
-                counts["reject"] += 1
-                if issue is not None and sample.label_id != issue.given_label_id:  # (edited since detection: the label kept is this one)
-                    kept_labels[str(issue.id)] = sample.label_id
-            elif (d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped)) or (d.action == "drop" and sample.dropped):
-                counts["unchanged"] += 1  # (a drop of a dropped sample: no edit, which undo would revert to dropped anyway)
             else:
-                old, was_dropped = sample.label_id, sample.dropped
-                if d.action == "relabel":
-                    sample.label_id, sample.dropped = d.new_label, False
-                elif d.action == "drop":
-                    sample.dropped = True
-                s.add(LabelEdit(
-                    sample_id=d.sample_id, stage_id=stage_id, action=d.action, old_label_id=old,
-                    new_label_id=sample.label_id if d.action != "drop" else None, old_dropped=was_dropped,
-                    new_dropped=sample.dropped, reason=reason, created_at=now,
-                ))
-                counts[d.action] += 1
-            if issue is not None:
-                if replaces and deciders.get(issue.decided_stage_id, "").startswith(replaces):
-                    # the decision of the stage it replaces, put back should this one fail (``discard_failed``)
-                    redecided[str(issue.id)] = [issue.status, issue.decided_stage_id]
-                issue.status = {"reject": "rejected", "flag": "flagged"}.get(d.action, "applied")
-                issue.decided_stage_id = stage_id
+                if d.action == "reject":
+                    counts["reject"] += 1
+                    if issue is not None and sample.label_id != issue.given_label_id:  # (edited since detection: the label kept is this one)
+                        kept_labels[str(issue.id)] = sample.label_id
+                elif (d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped)) or (d.action == "drop" and sample.dropped):
+                    counts["unchanged"] += 1  # (a drop of a dropped sample: no edit, which undo would revert to dropped anyway)
+                else:
+                    old, was_dropped = sample.label_id, sample.dropped
+                    if d.action == "relabel":
+                        sample.label_id, sample.dropped = d.new_label, False
+                    elif d.action == "drop":
+                        sample.dropped = True
+                    edits.append(dict(
+                        sample_id=d.sample_id, stage_id=stage_id, action=d.action, old_label_id=old,
+                        new_label_id=sample.label_id if d.action != "drop" else None, old_dropped=was_dropped,
+                        new_dropped=sample.dropped, reason=reason, created_at=now, reverted_at=None,
+                    ))
+                    changed[d.sample_id] = sample
+                    counts[d.action] += 1
+                if issue is not None:
+                    if replaces and deciders.get(issue.decided_stage_id, "").startswith(replaces):
+                        # the decision of the stage it replaces, put back should this one fail (``discard_failed``)
+                        redecided[str(issue.id)] = [issue.status, issue.decided_stage_id]
+                    issue.status = {"reject": "rejected", "flag": "flagged"}.get(d.action, "applied")
+                    issue.decided_stage_id = stage_id
+                    decided[issue.id] = issue
+            if n % EDIT_CHUNK == 0 or n == len(decisions):
+                _write_decisions(s, edits, changed, decided)
+                edits, changed, decided = [], {}, {}
+                bar.update(task, completed=n)
         if redecided and stage is not None:  # (in the edits' transaction)
             stage.config = {**(stage.config or {}), "redecided": {**(stage.config or {}).get("redecided", {}), **redecided}}
         if kept_labels and stage is not None:
@@ -1007,11 +1024,39 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
     return counts
 
 
-def _rows_by_id(s, model, ids) -> dict[int, Any]:
-    """``{id: row}`` of ``model`` for ``ids``, read in chunks (the rows stay in the session)."""
+EDIT_CHUNK = 2_000  # decisions (or edits undone) written a time: ids in one IN list, well under SQLite's and PostgreSQL's limits
+BAR_FROM = 5_000  # decisions or edits: fewer are written in a second or two, with no bar
+
+
+def _write_decisions(s, edits: list[dict[str, Any]], samples: dict[int, Any], issues: dict[int, Any]) -> None:
+    """One chunk of ``apply``: its ``label_edits`` rows (in order: their ids follow the decisions), and
+    the labels and dropped flags of ``samples`` and the decisions of ``issues`` as they are now, one
+    UPDATE per value and chunk of ids."""
+    if edits:
+        s.execute(insert(LabelEdit.__table__), edits)
+    _update_by_id(s, Sample.__table__, {i: {"label_id": r.label_id, "dropped": bool(r.dropped)} for i, r in samples.items()})
+    _update_by_id(s, LabelIssue.__table__, {i: {"status": r.status, "decided_stage_id": r.decided_stage_id} for i, r in issues.items()})
+
+
+def _update_by_id(s, table, values: dict[int, dict[str, Any]], *, size: int | None = None) -> None:
+    """``UPDATE table SET ... WHERE id IN (...)``: the rows ``values`` gives (id: its new columns)
+    grouped by the values they take, in chunks of ``size`` ids (``EDIT_CHUNK``)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, row in values.items():
+        groups.setdefault(tuple(row.items()), []).append(i)
+    for row, ids in groups.items():
+        for chunk in chunks(sorted(ids), size or EDIT_CHUNK):
+            s.execute(update(table).where(table.c.id.in_(chunk)).values(dict(row)))
+
+
+def _rows_by_id(s, model, ids, *columns) -> dict[int, Any]:
+    """``{id: row}`` of ``model`` for ``ids``, read in chunks: the ORM rows (they stay in the session),
+    or, given ``columns``, rows of the id and those columns alone."""
     out: dict[int, Any] = {}
+    query = select(model.id, *columns) if columns else select(model)
     for chunk in chunks(sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID}), ID_CHUNK):  # others name no row
-        out.update((r.id, r) for r in s.scalars(select(model).where(model.id.in_(chunk))))
+        part = query.where(model.id.in_(chunk))
+        out.update((r.id, r) for r in (s.execute(part) if columns else s.scalars(part)))
     return out
 
 
@@ -1051,8 +1096,10 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
                 f"(stage{'s' if len(by) > 1 else ''} {', '.join(by)})"
             )
         confirmed = _set_since(s, stage, edits, names)
-        reopened = _revert(s, stage, edits)
-        samples = _rows_by_id(s, Sample, {c["sample_id"] for c in confirmed})
+        with progress(disable=len(edits) < BAR_FROM) as bar:
+            task = bar.add_task("label edits undone", total=len(edits), unit="edit")
+            reopened = _revert(s, stage, edits, on_chunk=lambda n: bar.advance(task, n))
+        samples = _rows_by_id(s, Sample, {c["sample_id"] for c in confirmed}, Sample.label_id, Sample.dropped)
         # (what the set said no longer holds: the undo put back the label from before the stage)
         undone = [c for c in confirmed if not _holds(samples[c["sample_id"]], c["action"], c["label_id"])]
     return {"stage": stage.name, "reverted": len(edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id),
@@ -1060,7 +1107,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
             "set_since": [{"sample_id": c["sample_id"], "stage": c["stage"], "set": c["set"]} for c in undone]}
 
 
-def _set_since(s, stage: Stage, edits: list[LabelEdit], names: Sequence[str]) -> list[dict[str, Any]]:
+def _set_since(s, stage: Stage, edits: list[Any], names: Sequence[str]) -> list[dict[str, Any]]:
     """The ``kd labels set`` pairs of later stages (``RUN/NAME``) that named a sample whose label or
     dropped flag ``stage``'s standing ``edits`` changed and found it as that edit left it: such a set
     records no edit ("unchanged"), so no later edit stops an undo from reverting what a person
@@ -1102,12 +1149,16 @@ def _holds(sample: Sample, action: str, label: int | None) -> bool:
     return bool(sample.dropped) if action == "drop" else (sample.label_id == label and not sample.dropped)
 
 
-def _standing_edits(s, stage: Stage) -> list[LabelEdit]:
-    """The stage's edits not reverted, newest first."""
-    return list(s.scalars(select(LabelEdit).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None)).order_by(LabelEdit.id.desc())))
+def _standing_edits(s, stage: Stage) -> list[Any]:
+    """The stage's edits not reverted, newest first: rows of what an undo reads of them (id,
+    sample_id, action, old_label_id, old_dropped)."""
+    return list(s.execute(
+        select(LabelEdit.id, LabelEdit.sample_id, LabelEdit.action, LabelEdit.old_label_id, LabelEdit.old_dropped)
+        .where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None)).order_by(LabelEdit.id.desc())
+    ).all())
 
 
-def _later_touches(s, stage: Stage, edits: list[LabelEdit]) -> list[Any]:
+def _later_touches(s, stage: Stage, edits: list[Any]) -> list[Any]:
     """``(sample_id, stage name, run)`` of the later edits and decisions that touched the samples whose
     label or dropped flag ``stage``'s standing ``edits`` changed: reverting those would undo them too."""
     if not edits:
@@ -1139,11 +1190,13 @@ def reverts_cleanly(s, stage: Stage) -> bool:
     return not _later_touches(s, stage, _standing_edits(s, stage))
 
 
-def _revert(s, stage: Stage, edits: list[LabelEdit], *, kept: set[int] = frozenset(), restore: bool = False) -> int:
-    """Put back what ``stage``'s standing ``edits`` (newest first) changed, mark them reverted and
+def _revert(s, stage: Stage, edits: list[Any], *, kept: set[int] = frozenset(), restore: bool = False,
+            on_chunk: Callable[[int], None] | None = None) -> int:
+    """Put back what ``stage``'s standing ``edits`` (newest first, ``_standing_edits``) changed, mark them reverted and
     reopen the issues it decided; returns how many issues were reopened. ``kept``: samples whose
     issues stay decided (their edits stand). ``restore``: an issue it re-decided (``--overwrite``)
-    goes back to the decision of the stage it was replacing, where that stage is still on record."""
+    goes back to the decision of the stage it was replacing, where that stage is still on record.
+    Written set-based, ``EDIT_CHUNK`` edits at a time (``on_chunk(n)`` after each), in the caller's transaction."""
     touched = {e.sample_id for e in edits}
     if restore:
         for issue_id, (status, by) in ((stage.config or {}).get("redecided") or {}).items():
@@ -1151,19 +1204,23 @@ def _revert(s, stage: Stage, edits: list[LabelEdit], *, kept: set[int] = frozens
             if issue is not None and issue.decided_stage_id == stage.id and issue.sample_id not in kept and s.get(Stage, by) is not None:
                 issue.status, issue.decided_stage_id = status, by
     now = utcnow()
-    samples = _rows_by_id(s, Sample, touched)
-    for e in edits:  # newest first, so a sample edited twice in one stage ends at its first old state
-        if e.action == "flag":  # (its old_dropped is the flag the sample had then: a later drop or its undo stands)
-            e.reverted_at = now
-            continue
-        sample = samples[e.sample_id]
-        if e.action == "relabel":
-            sample.label_id = e.old_label_id
-        if e.old_dropped is not None:
-            sample.dropped = e.old_dropped
-        elif e.action == "drop":  # an edit made before kd recorded the dropped flag
-            sample.dropped = False
-        e.reverted_at = now
+    samples = {i: SimpleNamespace(**r._mapping) for i, r in _rows_by_id(s, Sample, touched, Sample.label_id, Sample.dropped).items()}
+    for part in chunks(edits, EDIT_CHUNK):
+        changed = {}
+        for e in part:  # newest first, so a sample edited twice in one stage ends at its first old state
+            if e.action == "flag":  # (its old_dropped is the flag the sample had then: a later drop or its undo stands)
+                continue
+            sample = changed[e.sample_id] = samples[e.sample_id]
+            if e.action == "relabel":
+                sample.label_id = e.old_label_id
+            if e.old_dropped is not None:
+                sample.dropped = e.old_dropped
+            elif e.action == "drop":  # an edit made before kd recorded the dropped flag
+                sample.dropped = False
+        _update_by_id(s, Sample.__table__, {i: {"label_id": r.label_id, "dropped": bool(r.dropped)} for i, r in changed.items()})
+        s.execute(update(LabelEdit.__table__).where(LabelEdit.__table__.c.id.in_([e.id for e in part])).values(reverted_at=now))
+        if on_chunk is not None:
+            on_chunk(len(part))
     if kept:  # (in chunks: an IN list of every id is "too many SQL variables")
         ids = [i for i, sample in s.execute(select(LabelIssue.id, LabelIssue.sample_id).where(LabelIssue.decided_stage_id == stage.id))
                if sample not in kept]
@@ -1243,7 +1300,7 @@ def reopen(s, which, *, undoing: int | None = None) -> int:
     standing flag of its run made since its detection still marks (the flag stage decided it before
     a relabel re-decided it) goes back to ``flagged`` by that stage, the others to ``open``. ``undoing``: the stage whose
     own flags are being reverted (they do not count)."""
-    rows = s.scalars(select(LabelIssue).where(which)).all()
+    rows = s.execute(select(LabelIssue.id, LabelIssue.stage_id, LabelIssue.sample_id).where(which)).all()
     if not rows:
         return 0
     run_of = dict(s.execute(select(Stage.id, Stage.run_id).where(Stage.id.in_({r.stage_id for r in rows}))).all())
@@ -1258,11 +1315,13 @@ def reopen(s, which, *, undoing: int | None = None) -> int:
     flagged_by: dict[tuple[int, int], list[int]] = {}  # the standing flags of each sample in each run, oldest first
     for sample, stage, run in flags:
         flagged_by.setdefault((sample, run), []).append(stage)
+    decided = {}
     for issue in rows:
         # the latest flag made since the issue's detection: one of an earlier detection of the run
         # (replaced by `kd labels detect --overwrite`) flagged another issue, not this one
         by = next((st for st in reversed(flagged_by.get((issue.sample_id, run_of.get(issue.stage_id)), ())) if st > issue.stage_id), None)
-        issue.status, issue.decided_stage_id = ("flagged", by) if by is not None else ("open", None)
+        decided[issue.id] = {"status": "flagged", "decided_stage_id": by} if by is not None else {"status": "open", "decided_stage_id": None}
+    _update_by_id(s, LabelIssue.__table__, decided, size=min(EDIT_CHUNK, ID_CHUNK))
     return len(rows)
 
 
@@ -1276,6 +1335,15 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
             select(LabelEdit, Stage.name, Run.uniqid).outerjoin(Stage, Stage.id == LabelEdit.stage_id)
             .outerjoin(Run, Run.id == Stage.run_id)
             .where(LabelEdit.sample_id == sample_id).order_by(LabelEdit.id)
+        ).all()
+        # a review sheet's reject records no edit (the label stays): the issue it decided says so
+        by = aliased(Stage)
+        rejected = s.execute(
+            select(LabelIssue.id, LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.score,
+                   Stage.name.label("detection"), Run.uniqid, by.name, by.config, func.coalesce(by.ended_at, by.started_at).label("at"))
+            .join(Stage, Stage.id == LabelIssue.stage_id).join(Run, Run.id == Stage.run_id)
+            .outerjoin(by, by.id == LabelIssue.decided_stage_id)
+            .where(LabelIssue.sample_id == sample_id, LabelIssue.status == "rejected").order_by(LabelIssue.id)
         ).all()
 
     def name(i):
@@ -1295,6 +1363,15 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
                 "reverted_at": iso_utc(e.reverted_at),
             }
             for e, stage, run in rows
+        ],
+        "rejected": [  # (the label kept: the one the sample had then, ``kept_labels`` where edited since detection)
+            {
+                "issue_id": r.id, "run": r.uniqid, "detection": r.detection, "stage": r.name, "suggested": name(r.suggested_label_id),
+                "kept": name(((r.config or {}).get("kept_labels") or {}).get(str(r.id), r.given_label_id)), "score": round(r.score, 6),
+                "reason": f"review sheet {r.config['sheet']}" if (r.config or {}).get("sheet") else None,
+                "at": iso_utc(r.at),
+            }
+            for r in rejected
         ],
     }
 

@@ -2172,3 +2172,53 @@ def test_detect_overwrite_is_refused_while_a_review_that_only_rejected_stands(tm
     kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)  # the remedy it names
     kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
     assert {i["status"] for i in _issues(db)} == {"open"}
+
+
+def test_label_edits_spanning_many_chunks_round_trip_exactly_under_a_bar(tmp_path, monkeypatch):
+    """clean, set and undo wrote one ORM row at a time (some 1,000 edits a second, no bar): they write
+    set-based, ``EDIT_CHUNK`` decisions a statement. Over several chunks, each clean and set puts exactly
+    its labels, and its undo exactly the state before it (labels, dropped flags, issues), with a bar."""
+    db = _hand_made_detection(tmp_path / "kd.db", [f"第{i}条评论" for i in range(1, 301)])
+    monkeypatch.setattr(lab, "EDIT_CHUNK", 64)
+    monkeypatch.setattr(lab, "BAR_FROM", 100)
+    monkeypatch.delenv("KD_NO_PROGRESS")
+    kd("labels", "set", "--run", "h", *(f"{i}=drop" for i in range(1, 301, 7)), "--db", db)  # edited since detection: left alone
+    start = _state(db)
+    issues = lambda: {i["sample_id"]: i["status"] for i in _issues(db)}  # noqa: E731
+    for action, name, effect in (("relabel", "c1", (1, False)), ("drop", "c2", (0, True)), ("flag", "c3", (0, False))):
+        done = kd("labels", "clean", "--run", "r", "--action", action, "--name", name, "--json", "--db", db)
+        counts = json.loads(done.stdout)
+        assert (counts[action], counts["skipped_edited"]) == ((257, 43) if action != "flag" else (300, 0))
+        if action != "flag":  # (a flag changes no label)
+            assert "label edits" in done.stderr and "300/300" in done.stderr
+        after = _state(db)
+        assert {i: s for i, s in after.items() if start[i][1]} == {i: s for i, s in start.items() if start[i][1]}  # the set's drops stand
+        assert {i: (s[0], s[1]) for i, s in after.items() if not start[i][1]} == {i: effect for i in start if not start[i][1]}
+        assert len(_read(db, select(LabelEdit.id).where(LabelEdit.reverted_at.is_(None)))) == 43 + counts[action]  # (undone ones stay on record)
+        undone = kd("labels", "undo", "--run", "r", "--stage", name, "--json", "--db", db)
+        assert json.loads(undone.stdout)["reverted"] == counts[action]
+        assert "label edits undone" in undone.stderr and f"{counts[action]}/{counts[action]}" in undone.stderr
+        assert _state(db) == start and set(issues().values()) == {"open"}
+    kd("labels", "set", "--run", "h", *(f"{i}=neg" for i in range(1, 301)), "--db", db)
+    assert {s[0] for s in _state(db).values()} == {1} and not any(s[1] for s in _state(db).values())
+    kd("labels", "undo", "--run", "h", "--stage", "edit-2", "--db", db)
+    assert _state(db) == start
+    reverted = _read(db, select(LabelEdit.reverted_at).where(LabelEdit.stage_id.is_not(None)))
+    assert sum(r is None for (r,) in reverted) == 43  # only the first set's drops stand
+
+
+def test_history_shows_a_reviews_reject_of_a_suggested_label(tmp_path):
+    """A review sheet's reject changes no label, so it made no edit: `kd labels history` showed nothing
+    of it, though the store records the decision (the issue, rejected by the review stage)."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    sheet = _sheet(tmp_path / "review.csv", [{"run": "r", "sample_id": 1, "decision": "reject"}, {"run": "r", "sample_id": 2, "decision": "accept"}])
+    kd("labels", "import", str(sheet), "--db", db)
+    out = kd("labels", "history", "1", "--db", db).stdout.splitlines()
+    assert out[0] == "sample 1: original pos, now pos" and len(out) == 3
+    assert out[2].endswith(f" r/review: reject, label pos kept (r/detect suggested neg, issue 1; review sheet {sheet.resolve()})")
+    got = json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)
+    assert got["edits"] == [] and [(r["stage"], r["detection"], r["suggested"], r["kept"], r["issue_id"]) for r in got["rejected"]] == [
+        ("review", "detect", "neg", "pos", 1)]
+    assert json.loads(kd("labels", "history", "2", "--json", "--db", db).stdout)["rejected"] == []  # (accepted: its edit says so)
+    kd("labels", "undo", "--run", "r", "--db", db)  # the reject is undone: the issue is open again
+    assert json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)["rejected"] == []
