@@ -1,5 +1,6 @@
 """Deleting a run, or some of its stages (``kd runs delete``): their logits, predictions, figures,
-fold assignments, label issues and artifact folders go; label edits never do.
+fold assignments, label issues and artifact folders (their exports at ``kd export``'s default place
+included) go; label edits never do.
 
 A stage is refused (and nothing deleted) while it runs, while label edits it made stand (``kd labels
 undo`` first: the labels would stay changed with no stage to undo them), and, for a detection, while a
@@ -19,6 +20,7 @@ from sqlalchemy import func, select
 from .errors import KdError
 from .runs import _any_edits, _live_edits, process_state
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
+from .serving import exports_of
 from .store import Store
 
 
@@ -26,7 +28,8 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
     """Delete ``run``'s stages named ``names`` (with their ``NAME~...`` records of replaced and failed
     attempts), or all of them; ``dry_run``: say what would go, change nothing. Returns ``{"run",
     "deleted": [{name, kind, status, logits, predictions, issues}], "kept": [{name, kind, label_edits}],
-    "run_deleted", "reopened" (issues left whose decision goes), "dry_run", "warnings"}``."""
+    "run_deleted", "reopened" (issues left whose decision goes), "dry_run", "warnings", "exports" (the deleted
+    stages' export folders at ``kd export``'s default place, removed with them)}``."""
     with store.write_session("runs", "stages", "label_edits", "label_issues") as s:
         run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
         if run_row is None:
@@ -55,6 +58,15 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
         # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
         folders = [store.artifact_root / run / st.name for st in chosen if st.artifact_path]
+        # and its exports where kd export put them without --out, beside its model (an --out elsewhere is the user's)
+        exports, mixed = [], []
+        for st in gone:
+            own, other = exports_of(store.artifact_root / run, run, st.name, st.artifact_sha256) if st.artifact_path else ([], [])
+            exports += own
+            mixed += other
+        report["exports"] = [str(f) for f in exports]
+        report["warnings"] += [f"{f} is an export of a stage {'this would delete' if dry_run else 'deleted now'}, kept: "
+                               "it holds files kd export did not write" for f in mixed]
         if dry_run:  # (nothing written: the transaction ends empty)
             return report
         from .labels import reopen  # (labels builds on runs, as this module does)
@@ -68,7 +80,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         if report["run_deleted"]:
             s.flush()  # (the stages first: the run's own ON DELETE CASCADE would take them before the ORM's deletes)
             s.delete(run_row)
-    report["warnings"] += _remove_folders(folders, store.artifact_root / run)
+    report["warnings"] += _remove_folders(folders + exports, store.artifact_root / run)
     return report
 
 

@@ -52,6 +52,7 @@ from .serving import (
     OUTPUT_NAME,
     Artifact,
     classes_text,
+    default_export_dir,
     read_manifest,
     sha256_file,
 )
@@ -118,7 +119,7 @@ class UnpackedBiRNN(nn.Module):
 
 
 def default_dir(store: Store, run: str, stage_name: str, fmt: str) -> Path:
-    return store.artifact_root / run / f"export-{stage_name}-{fmt}"
+    return default_export_dir(store.artifact_root / run, stage_name, fmt)
 
 
 def export_model(

@@ -60,6 +60,33 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def default_export_dir(run_folder: Path, stage_name: str, fmt: str) -> Path:
+    """Where ``kd export`` writes a stage's export without ``--out``: beside its model folder."""
+    return Path(run_folder) / f"export-{stage_name}-{fmt}"
+
+
+def exports_of(run_folder: Path, run: str, stage_name: str, artifact_sha256: str | None) -> tuple[list[Path], list[Path]]:
+    """The exports of one model stage at their default place (``default_export_dir``), a folder whose
+    manifest names this run, stage and model (its sha256): ``(only files the export wrote, others
+    put there too)``, the second not the stage's to remove (nor another model's export, left out)."""
+    found, mixed = [], []
+    for fmt in MODEL_FILES:
+        folder = default_export_dir(run_folder, stage_name, fmt)
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            manifest = read_manifest(folder)
+            stage = manifest.get("stage") or {}
+            listed = set(manifest.get("files") or {}) | {MANIFEST}
+        except (KdError, AttributeError, TypeError):
+            continue
+        if (manifest.get("run"), stage.get("name"), stage.get("artifact_sha256")) != (run, stage_name, artifact_sha256):
+            continue
+        own = all(p.relative_to(folder).as_posix() in listed for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+        (found if own else mixed).append(folder)
+    return found, mixed
+
+
 def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
     """Every file the manifest lists exists and has its recorded sha256."""
     for name, digest in sorted(manifest.get("files", {}).items()):

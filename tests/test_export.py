@@ -18,7 +18,9 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -872,3 +874,47 @@ def test_a_damaged_manifest_field_or_a_model_that_does_not_fit_it_is_one_line(bu
         line = error_line(kd("predict", "--artifact", str(three), input="很好\n", ok=False))
         assert line == f"Error: {three / model.name} gives scores of shape [1, 2] for 1 texts, where manifest.json names 3 classes: re-run `kd export`"
         assert kd("predict", "--artifact", str(good), input="很好\n").stdout.split("\t")[0] in ("pos", "neg")  # the export itself serves
+
+
+def test_the_readmes_python_serves_an_onnx_export_as_kd_predict_does(cnn_onnx):
+    """The README's code for serving an export without kd (onnxruntime, tokenizers and the manifest):
+    the same labels and confidences as ``kd predict --artifact``, on a text shorter than the TextCNN's
+    widest kernel (padded to ``min_len``: unpadded, it failed or answered otherwise), a long one, and
+    one of unknown characters only."""
+    folder = cnn_onnx[0]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    code = readme.split("### Serving an export without kd", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = re.sub(r"^folder = .*$", f"folder = {str(folder)!r}", code, count=1, flags=re.M)
+    code = re.sub(r"^print\(.*$", "", code, flags=re.M)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    sample = ["好", "很好", "这个东西太差了" * 12, "🙂🙂"]
+    got = namespace["predict"](sample)
+    served = [json.loads(l) for l in kd("predict", "--artifact", str(folder), "--json", input="\n".join(sample) + "\n").stdout.splitlines()]
+    assert [label for label, _ in got] == [r["label"] for r in served]
+    assert max(abs(conf - r["confidence"]) for (_, conf), r in zip(got, served)) < 1e-5
+
+
+def test_runs_delete_removes_a_stages_exports_at_their_default_place(built, tmp_path):
+    """A deleted stage's exports in the run's artifact folder (``kd export`` without ``--out``) stayed,
+    serving a model the store no longer has, and kept the run's folder after the run was deleted; an
+    export written elsewhere with ``--out``, one holding a file of the user's, and another stage's stay.
+    (A copy of the module's store: its stages' models are the module's, its artifact folder its own.)"""
+    db = tmp_path / "kd.db"
+    with sqlite3.connect(built) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    exported = lambda which, *args: Path(kd_export("--run", RUN, "--model", which, "--format", "torchscript", *args, "--db", str(db)).stdout.strip())  # noqa: E731
+    cnn, rnn, teacher = exported("distill-textcnn"), exported("distill-bigru"), exported("teacher")
+    elsewhere = exported("distill-textcnn", "--out", str(tmp_path / "serve"))
+    (teacher / "notes.txt").write_text("mine", encoding="utf-8")
+    assert cnn.parent == rnn.parent == teacher.parent == (tmp_path / "kd-artifacts" / "kd.db" / RUN).resolve()
+
+    args = ["runs", "delete", "--run", RUN, "--stage", "distill-textcnn", "--stage", "teach"]
+    dry = json.loads(kd(*args, "--dry-run", "--json", "--db", str(db)).stdout)
+    assert dry["exports"] == [str(cnn)] and cnn.is_dir()
+    assert any(str(teacher) in w and "kept" in w for w in dry["warnings"])
+    out = kd(*args, "--yes", "--db", str(db))
+    assert f"deleted export {cnn}" in out.stdout
+    assert f"warning: {teacher} is an export of a stage deleted now, kept: it holds files kd export did not write" in out.stderr
+    assert not cnn.exists() and rnn.is_dir() and (teacher / "notes.txt").is_file() and (elsewhere / "model.pt").is_file()
+    assert (built.parent / "kd-artifacts" / "kd.db" / RUN / "distill-textcnn").is_dir()  # the module's own store: untouched
