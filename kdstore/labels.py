@@ -852,7 +852,7 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
             raise KdError(f"no sample {d.sample_id} in the store")
         if rows[d.sample_id] is None and d.action == "relabel":
             raise KdError(f"sample {d.sample_id} is unlabeled: kd labels set can drop it ({d.sample_id}=drop), not label it "
-                          "(ingest its text with a label instead)")  # ("edits labeled samples" hid the drop it takes)
+                          "(a pool or augmented text takes no label in a store: kd ingest lists a labeled copy of it as a conflict)")  # ("edits labeled samples" hid the drop it takes)
     return decisions
 
 

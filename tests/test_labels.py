@@ -1531,7 +1531,7 @@ def test_labels_set_of_an_unlabeled_sample_names_the_drop_it_takes(tmp_path, err
     store.close()
     line = error_line(kd("labels", "set", "--run", "r", "3=pos", "--db", db, ok=False))
     assert line == ("Error: sample 3 is unlabeled: kd labels set can drop it (3=drop), not label it "
-                    "(ingest its text with a label instead)")
+                    "(a pool or augmented text takes no label in a store: kd ingest lists a labeled copy of it as a conflict)")
     store = _open(db)
     try:
         with store.session() as s:
