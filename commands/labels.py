@@ -320,7 +320,7 @@ def undo(run, stage_name, db, as_json):
     if as_json:
         print_json({"run": run, **done, "warnings": warned})
     else:
-        click.echo(f"run {run}, stage {done['stage']}: reverted {done['reverted']} label edits, reopened {done['reopened']} issues")
+        click.echo(f"run {run}, stage {done['stage']}: reverted {counted(done['reverted'], 'label edit')}, reopened {counted(done['reopened'], 'issue')}")
 
 
 @labels.command()

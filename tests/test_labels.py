@@ -569,7 +569,8 @@ def test_flagged_issues_stay_decidable_and_undo_respects_later_decisions(db, tmp
     kd("labels", "import", str(tmp_path / "decided.csv"), "--db", db)
     refused = kd("labels", "undo", "--run", "r", "--stage", "cl", "--db", db, ok=False).output
     assert "later edits or decisions touched samples" in refused and "b/review" in refused
-    kd("labels", "undo", "--run", "b", "--stage", "review", "--db", db)
+    undone = kd("labels", "undo", "--run", "b", "--stage", "review", "--db", db).output
+    assert "stage review: reverted 0 label edits, reopened 1 issue\n" in undone  # (it said "1 issues")
     assert json.loads(kd("labels", "undo", "--run", "r", "--stage", "cl", "--db", db, "--json").stdout)["reverted"] == relabeled["relabel"]
 
 
