@@ -170,10 +170,12 @@ class DistillConfig:
             raise KdError("--temperature-gamma is flsw's exponent on (1 - cosine): --temperature-schedule cwsm has none (leave it out, or use flsw)")
         if self.folds == 1 or self.folds < 0:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
-        if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
-            raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
-        if self.max_len < 1 or self.patience < 1:
-            raise KdError(f"--max-len and --patience must be at least 1, got {self.max_len} and {self.patience}")
+        # one option a message, so that a config file's value is named only when it is the one at fault
+        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--max-len", self.max_len), ("--patience", self.patience)):
+            if value < 1:
+                raise KdError(f"{option} must be at least 1, got {value}")
+        if self.lr is not None and self.lr <= 0:
+            raise KdError(f"--lr must be positive, got {self.lr:g}")
         if self.student == "transformer" and self.max_len < 2:  # the tokenizer would not truncate at all
             raise KdError(f"--student transformer needs --max-len of at least 2 (its special tokens), got {self.max_len}")
         if self.soft_loss == "mse" and (self.temperature != 2.0 or self.temperature_end is not None):

@@ -165,8 +165,11 @@ class EarlyExitConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
-            raise KdError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("the scoring batch size", self.eval_batch_size)):
+            if value < 1:  # (one option a message: a config file's value is named only when it is at fault)
+                raise KdError(f"{option} must be at least 1, got {value}")
+        if self.lr <= 0:
+            raise KdError(f"--lr must be positive, got {self.lr:g}")
         if self.max_len is not None and self.max_len < 2:
             raise KdError("--max-len must be at least 2")
         if not 0.0 <= self.speed <= 1.0:

@@ -55,8 +55,13 @@ class TeachConfig:
     layer_decay: float = 1.0  # < 1: layer-wise learning-rate decay (head lr, top layer x d, next x d^2, ...)
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.max_len < 2 or self.lr <= 0:
-            raise KdError("--epochs, --batch-size must be >= 1, --max-len >= 2 and --lr > 0")
+        # one option a message: a message naming several was followed by a config file's value of one
+        # that was fine (`--epochs 0` typed: "... (kd.toml: [teach] max-len = 256)")
+        for option, value, least in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1), ("--max-len", self.max_len, 2)):
+            if value < least:
+                raise KdError(f"{option} must be at least {least}, got {value}")
+        if self.lr <= 0:
+            raise KdError(f"--lr must be positive, got {self.lr:g}")
         if not self.splits:
             raise KdError("--split needs at least one split")
         for split in self.splits:

@@ -503,12 +503,26 @@ def test_an_error_about_a_files_value_names_the_file_and_the_key(other_db, invok
     before = counts(str(other_db))
     write_file("kd.toml", 'db = "other.db"\n[teach]\nepochs = 0\nmodel = "/nowhere"\n[labels.clean]\nmin-score = 2\n')
     assert error_line(invoke(["teach", "--run", "c"], db=None, ok=False)) == (
-        "Error: --epochs, --batch-size must be >= 1, --max-len >= 2 and --lr > 0 (kd.toml: [teach] epochs = 0)")
+        "Error: --epochs must be at least 1, got 0 (kd.toml: [teach] epochs = 0)")
     assert error_line(invoke(["teach", "--run", "c", "--epochs", "-1"], db=None, ok=False)) == (
-        "Error: --epochs, --batch-size must be >= 1, --max-len >= 2 and --lr > 0")
+        "Error: --epochs must be at least 1, got -1")
     assert invoke(["labels", "clean", "--run", "c"], db=None, ok=False).stderr.splitlines()[-1] == (
         "Error: Invalid value for --min-score: 2 is not a score: scores are in [0, 1] (kd.toml: [labels.clean] min-score = 2)")
     assert counts(str(other_db)) == before
+
+
+def test_a_typed_values_error_names_no_file_value_that_is_fine(other_db, invoke, write_file, error_line):
+    """`kd teach --epochs 0` under the README's kd.toml (`[teach] max-len = 256`) was "--epochs, --batch-size
+    must be >= 1, --max-len >= 2 and --lr > 0 (kd.toml: [teach] max-len = 256)": the file's fine max-len
+    blamed for a typed epochs. Each check names its own option, so the file is named only when at fault."""
+    write_file("kd.toml", 'db = "other.db"\n[teach]\nmodel = "/nowhere"\nmax-len = 256\n'
+                          '[distill]\nbatch-size = 64\npatience = 3\n')
+    assert error_line(invoke(["teach", "--run", "c", "--epochs", "0"], db=None, ok=False)) == (
+        "Error: --epochs must be at least 1, got 0")
+    assert error_line(invoke(["distill", "--run", "c", "--epochs", "0"], db=None, ok=False)) == (
+        "Error: --epochs must be at least 1, got 0")
+    assert error_line(invoke(["distill", "--run", "c", "--max-len", "0"], db=None, ok=False)) == (
+        "Error: --max-len must be at least 1, got 0")
 
 
 def test_a_runs_table_applies_to_kd_runs_and_kd_runs_delete(other_db, invoke, write_file, error_line):

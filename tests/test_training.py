@@ -1793,7 +1793,7 @@ def test_distill_options_are_checked_before_anything_is_written(taught_store, tm
         bad = kd("distill", "--run", "r", "--augment", "ngram", "--augment-n", "1", *args, "--max-len", "32", "--name", "k2", "--overwrite", "--db", db, ok=False)
         assert message in bad.output and _count(taught_store, Sample) == samples, (args, bad.output)
     for args, message in (
-        (["--max-len", "0"], "--max-len and --patience must be at least 1"),
+        (["--max-len", "0"], "--max-len must be at least 1, got 0"),
         (["--soft-loss", "mse", "--temperature", "7"], "--soft-loss mse reads raw logits"),
         (["--student", "transformer", "--layers", "1", "--width", "16", "--init-from-teacher", "--max-len", "32"], "--init-from-teacher copies teacher layers of width 32"),
         (["--student", "early-exit", "--max-len", "100"], "is longer than model"),
