@@ -380,6 +380,8 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             of = f" of {'/'.join(cfg.labels)}" if cfg.labels else ""
             _warn(f"--patience: not used, the store has no labeled dev samples{of} to judge the epochs: the last epoch "
                   "is kept (`kd ingest FILE --split dev` adds some)")
+        if dist.is_main and not _dev_trains(store, cfg):
+            _warn_one_class_dev(store, cfg.labels)
         config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
@@ -406,6 +408,16 @@ def _dev_judges(store, cfg: TeachConfig) -> bool:
         return True  # (an unknown --label is the stage's one-line error, not a warning first)
     dev = store.counts().get("dev", {})
     return any(n for name, n in dev.items() if name != "(none)" and (not cfg.labels or name in cfg.labels))
+
+
+def _warn_one_class_dev(store, labels: tuple[str, ...] = ()) -> None:
+    """Dev macro-F1 picks the epoch kept (teacher and student): with labeled dev samples of one class
+    (of the ``--label`` classes, if given), an epoch answering that class to every text scores 1.0 and
+    one that slips once about 0.5; said, as it trains on regardless."""
+    dev = [c for c, n in store.counts().get("dev", {}).items() if c != "(none)" and n and (not labels or c in labels)]
+    if len(dev) == 1:
+        _warn(f"the labeled dev samples are all of class {dev[0]!r}: the epoch kept is the one whose dev macro-F1 "
+              f"is highest, which an epoch answering {dev[0]!r} to every text reaches; ingest a dev set of every class")
 
 
 def _first_split(splits) -> str:
@@ -584,6 +596,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     if _options_given(("patience",)) and not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)"):
         _warn("--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch "
               "is kept (`kd ingest FILE --split dev` adds some)")
+    _warn_one_class_dev(store)
     _teachers_usable(store, teacher_runs or (run,))
     if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):
         # the first teacher's: the student reads what its targets were made from (and a transformer
@@ -595,6 +608,10 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         if cfg.init_from_teacher is None:  # recorded as it runs (the stage decides so: _copies_layers), not as null, which
             # said nothing of it: teacher_layer[i] is on record whether the layers were copied or only matched
             cfg = replace(cfg, init_from_teacher=(cfg.width or teacher_config.hidden_size) == teacher_config.hidden_size)
+        if cfg.folds and cfg.init_from_teacher:  # the votes --folds is for would not be blind to the labels they judge
+            _warn(f"--folds {cfg.folds} with a student copied from the teacher: each fold starts from teacher layers and head "
+                  "that learned the train labels it is to be blind to, so its votes are not out-of-fold; "
+                  "--no-init-from-teacher trains blind ones")
     if teacher_config is not None and cfg.init_embeddings == "teacher":
         cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim))
     check_student_shape(cfg, teacher_config, len(store.class_names()))  # as the stage checks it, before it is recorded

@@ -1099,6 +1099,39 @@ def test_distill_patience_without_labeled_dev_samples_is_warned_of(tmp_path, cor
     assert "--patience" not in kd("distill", "--run", "r", "--patience", "1", "--name", "judged", *common).stderr
 
 
+def test_a_dev_set_of_one_class_is_warned_of(taught_store, tiny_model):
+    """The epoch kept is the one of the highest dev macro-F1: on a dev set of one class, a class answered
+    there that it does not hold counts as an F1 of 0, so an epoch answering that class to every text wins
+    (a better one with a single slip scores about half); kd distill and kd teach said nothing of it."""
+    db = str(taught_store)
+    common = ["--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db, "--json"]
+    message = "the labeled dev samples are all of class 'pos'"
+    assert "labeled dev samples are all" not in kd("distill", "--run", "r", "--name", "both", *common).stderr
+    store = Store.open(db)
+    dev = store.samples(splits=["dev"], labeled=True)
+    neg = store.class_names().index("neg")
+    kd("labels", "set", "--run", "edits", *(f"{i}=drop" for i, y in zip(dev.ids, dev.labels) if y == neg), "--db", db)
+    out = kd("distill", "--run", "r", "--name", "one", *common)
+    assert f"warning: {message}" in out.stderr
+    assert any(w.startswith(message) for w in json.loads(out.stdout)["warnings"])
+    teach = ["teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db]
+    assert f"warning: {message}" in kd(*teach, "--run", "t").stderr
+    assert "labeled dev samples are all" not in kd(*teach, "--run", "t2", "--split", "train", "--split", "dev").stderr  # (dev trained on: it judges nothing)
+
+
+def test_folds_of_a_student_copied_from_the_teacher_are_warned_of(taught_store):
+    """--folds students are votes blind to their held-out labels; a transformer student copied from the
+    teacher (its default at the teacher's width) starts from layers and a head that learned those labels."""
+    db = str(taught_store)
+    common = ("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--folds", "2", "--epochs", "1",
+              "--max-len", "32", "--db", db, "--json")
+    message = "--folds 2 with a student copied from the teacher"
+    copied = kd(*common, "--name", "copied")
+    assert f"warning: {message}" in copied.stderr
+    assert any(w.startswith(message) for w in json.loads(copied.stdout)["warnings"])
+    assert message not in kd(*common, "--no-init-from-teacher", "--name", "blind").stderr
+
+
 def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught_store, tmp_path):
     db = str(taught_store)
     store = Store.open(db)
