@@ -68,22 +68,29 @@ class PretrainConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        if self.steps < 0 or self.minutes < 0:
-            raise KdError(f"--steps and --minutes cannot be negative, got {self.steps} and {self.minutes:g}")
+        # one option a message: a message naming several was followed by a config file's value of one
+        # that was fine (`--steps -1` typed: "... (kd.toml: [pretrain] minutes = 10)")
+        for option, value in (("--steps", self.steps), ("--minutes", self.minutes)):
+            if value < 0:
+                raise KdError(f"{option} cannot be negative, got {value:g}")
         if self.steps == 0 and self.minutes == 0:
             raise KdError("give a training budget: --steps N or --minutes M")
-        if self.hidden < 1 or self.heads < 0 or self.intermediate < 0:
-            raise KdError("--hidden must be at least 1, and --heads 0 (auto) or more (the feed-forward width too)")
-        if self.batch_size < 1 or self.lr <= 0 or not 0.0 <= self.warmup < 1.0 or self.weight_decay < 0:
-            raise KdError("--batch-size must be at least 1, --lr positive, the warm-up share in [0, 1) and the weight decay >= 0")
-        if self.min_count < 1 or self.max_vocab <= len(SPECIALS):
-            raise KdError(f"--min-count must be at least 1 and the vocabulary larger than its {len(SPECIALS)} special tokens")
+        for option, value, least in (("--hidden", self.hidden, 1), ("--heads", self.heads, 0), ("the feed-forward width", self.intermediate, 0),
+                                     ("--batch-size", self.batch_size, 1), ("--min-count", self.min_count, 1),
+                                     ("--layers", self.layers, 1), ("--max-len", self.max_len, 8)):
+            if value < least:
+                zero = " (0: auto)" if option == "--heads" else ""
+                raise KdError(f"{option} must be at least {least}{zero}, got {value}")
+        if self.lr <= 0:
+            raise KdError(f"--lr must be positive, got {self.lr:g}")
+        if not 0.0 <= self.warmup < 1.0 or self.weight_decay < 0:
+            raise KdError("the warm-up share must be in [0, 1) and the weight decay >= 0")
+        if self.max_vocab <= len(SPECIALS):
+            raise KdError(f"the vocabulary must be larger than its {len(SPECIALS)} special tokens")
         if self.hidden % self.n_heads:
             # (the default heads, hidden // 64, were named as if typed: "--hidden 200 is not divisible by 3 heads")
             auto = "" if self.heads else f" (the default, --hidden / 64): pass --heads, a divisor of {self.hidden}"
             raise KdError(f"--hidden {self.hidden} is not divisible by {self.n_heads} heads{auto}")
-        if self.layers < 1 or self.max_len < 8:
-            raise KdError("--layers must be at least 1 and --max-len at least 8")
         if self.max_len > MAX_POSITIONS:  # (99999999: a position table and attention no machine holds; the kernel killed kd)
             raise KdError(f"--max-len {self.max_len} is past {MAX_POSITIONS} tokens: a model kd pre-trains reads at most that many")
         if not 0.0 < self.mask_prob < 1.0:

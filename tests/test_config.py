@@ -516,13 +516,17 @@ def test_a_typed_values_error_names_no_file_value_that_is_fine(other_db, invoke,
     must be >= 1, --max-len >= 2 and --lr > 0 (kd.toml: [teach] max-len = 256)": the file's fine max-len
     blamed for a typed epochs. Each check names its own option, so the file is named only when at fault."""
     write_file("kd.toml", 'db = "other.db"\n[teach]\nmodel = "/nowhere"\nmax-len = 256\n'
-                          '[distill]\nbatch-size = 64\npatience = 3\n')
+                          '[distill]\nbatch-size = 64\npatience = 3\n[pretrain]\nminutes = 10\nlayers = 2\n')
     assert error_line(invoke(["teach", "--run", "c", "--epochs", "0"], db=None, ok=False)) == (
         "Error: --epochs must be at least 1, got 0")
     assert error_line(invoke(["distill", "--run", "c", "--epochs", "0"], db=None, ok=False)) == (
         "Error: --epochs must be at least 1, got 0")
     assert error_line(invoke(["distill", "--run", "c", "--max-len", "0"], db=None, ok=False)) == (
         "Error: --max-len must be at least 1, got 0")
+    assert error_line(invoke(["pretrain", "--run", "c", "--steps", "-1"], db=None, ok=False)) == (
+        "Error: --steps cannot be negative, got -1")
+    assert error_line(invoke(["pretrain", "--run", "c", "--max-len", "4"], db=None, ok=False)) == (
+        "Error: --max-len must be at least 8, got 4")
 
 
 def test_a_runs_table_applies_to_kd_runs_and_kd_runs_delete(other_db, invoke, write_file, error_line):

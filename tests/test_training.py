@@ -868,12 +868,13 @@ def test_pretrain_refuses_a_min_count_no_character_reaches_though_latin_letters_
     # (a generator deeper than the one-layer discriminator was trained and thrown away, and nothing said so)
     (["--objective", "electra", "--generator-layers", "2"], "--generator-layers 2 is more than --layers 1: ELECTRA's generator is the smaller"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--lr", "-1"], "--lr positive"),
-    (["--hidden", "0"], "--hidden must be at least 1"),
-    (["--heads", "-2"], "--heads 0 (auto) or more"),  # (no --intermediate option: the message named none)
+    (["--lr", "-1"], "--lr must be positive, got -1"),
+    (["--hidden", "0"], "--hidden must be at least 1, got 0"),
+    (["--max-len", "4"], "--max-len must be at least 8, got 4"),
+    (["--heads", "-2"], "--heads must be at least 0 (0: auto), got -2"),  # (no --intermediate option: the message named none)
     (["--min-count", "100000"], "no character occurs 100000 times"),
     (["--minutes", "1e-9"], "ran out before the first training step"),  # with --steps 2: the clock ends it first
-    (["--steps", "-1"], "--steps and --minutes cannot be negative, got -1"),  # (not "give a training budget")
+    (["--steps", "-1"], "--steps cannot be negative, got -1"),  # (not "give a training budget")
     (["--max-len", "99999999"], "--max-len 99999999 is past 16384 tokens"),  # (the kernel's OOM killer ended kd, the stage left running)
     # heads no one typed (hidden // 64) were named as if given: the message says where 3 came from, and the fix
     (["--hidden", "200"], "--hidden 200 is not divisible by 3 heads (the default, --hidden / 64): pass --heads, a divisor of 200"),
