@@ -53,7 +53,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             "reopened": s.scalar(select(func.count()).select_from(LabelIssue).where(
                 LabelIssue.decided_stage_id.in_([st.id for st in gone] or [-1]), LabelIssue.stage_id.not_in(ids or {-1}))),
             "dry_run": dry_run,
-            "warnings": [u for u in unsure if u] + _learned_from(s, {st.id: st.name for st in gone}, run, dry_run),
+            "warnings": [u for u in unsure if u] + _learned_from(s, gone, run, dry_run),
         }
         # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
         # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
@@ -139,16 +139,27 @@ def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage]) -> None:
                           "wait for it, then delete")
 
 
-def _learned_from(s, names: dict[int, str], run: str, dry_run: bool = False) -> list[str]:
-    """The stages left that learned from a deleted teacher (``names``: id to name): their reports will say it went
-    (``dry_run``: would go)."""
+def _learned_from(s, gone: list[Stage], run: str, dry_run: bool = False) -> list[str]:
+    """The stages left that learned from a deleted stage: a teacher (``teacher_stages``), the model a
+    teacher started from (``--model pretrain:RUN`` or ``teach:RUN``, by its sha256), a detection's
+    ``--student-votes``; their reports will say it went (``dry_run``: would go)."""
+    names = {st.id: st.name for st in gone}
+    models = {(st.kind, st.artifact_sha256): st.name for st in gone if st.kind in ("pretrain", "teach") and st.artifact_sha256}
+    tail = ("which this would delete: its report would" if dry_run else "deleted now: its report will") + " call {} 'deleted since'"
     out = []
     for st in s.scalars(select(Stage).where(Stage.id.not_in(set(names) or {-1})).order_by(Stage.id)):
-        used = [names[t["stage_id"]] for t in (st.config or {}).get("teacher_stages") or [] if t.get("stage_id") in names]
+        config = st.config or {}
+        kind, _, source = str(config.get("model") or "").partition(":")
+        used = [(f"learned from {run}/{names[t['stage_id']]}", "that teacher")
+                for t in config.get("teacher_stages") or [] if t.get("stage_id") in names]
+        if st.kind == "teach" and source == run and (kind, config.get("model_sha256")) in models:
+            used.append((f"started from the model of {run}/{models[kind, config['model_sha256']]}", "that model"))
+        used += [(f"took votes from {run}/{names[t['stage_id']]}", "those votes")
+                 for t in config.get("student_vote_stages") or [] if t.get("stage_id") in names]
         if used:
             owner = s.get(Run, st.run_id).uniqid
-            out.append(f"{owner}/{st.name} learned from {run}/{used[0]}, " + ("which this would delete: its report would"
-                       if dry_run else "deleted now: its report will") + " call that teacher 'deleted since'")
+            what, it = used[0]
+            out.append(f"{owner}/{st.name} {what}, " + tail.format(it))
     return out
 
 

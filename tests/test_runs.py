@@ -1035,10 +1035,14 @@ def test_report_names_a_teachers_starting_model_and_a_detections_votes_gone_sinc
     now = sources()
     assert now["teach"]["checkpoint"] is None and now["detect"]["student_votes"] == ["r2/distill-bigru"]
     assert "  student votes: r2/distill-bigru" in invoke(["report", "--run", "r2"]).stdout
+    # kd runs delete says so first (it named only the students of a deleted teacher)
+    dry = invoke(["runs", "delete", "--run", "r1", "--dry-run"]).stderr
+    assert "warning: r2/teach started from the model of r1/pretrain, which this would delete: its report would call that model 'deleted since'" in dry
     pretrain(b"y", overwrite=True)  # kd pretrain --overwrite: another model under the same name
     assert sources()["teach"]["checkpoint"] == f"pretrain:r1 (replaced since: it started from the model that one replaced, sha256 {digest[:12]})"
-    invoke(["runs", "delete", "--run", "r1", "--yes"])
-    invoke(["runs", "delete", "--run", "r2", "--stage", "distill-bigru", "--yes"])
+    assert "r2/teach" not in invoke(["runs", "delete", "--run", "r1", "--yes"]).stderr  # (not the model it started from)
+    votes_gone = invoke(["runs", "delete", "--run", "r2", "--stage", "distill-bigru", "--yes"]).stderr
+    assert "warning: r2/detect took votes from r2/distill-bigru, deleted now: its report will call those votes 'deleted since'" in votes_gone
     gone = sources()
     assert gone["teach"]["checkpoint"] == f"pretrain:r1 (deleted since: it started from a model no longer in the store, sha256 {digest[:12]})"
     assert gone["detect"]["student_votes"] == [f"r2/distill-bigru (stage {votes.id} of {iso_utc(votes.started_at)}, deleted since)"]
