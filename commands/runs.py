@@ -183,8 +183,9 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         comparing = False  # a config file's [report] compare = true: a default for `kd report A B`, not a mistake in `--run R`
     if compare_runs and not comparing:
         raise click.UsageError("runs as arguments go with --compare: kd report --compare A B (one run: --run A)")
-    if comparing and not compare_runs:
-        raise click.UsageError("--compare needs the runs to compare: kd report --compare A B")
+    if comparing and not compare_runs:  # (`--run R --compare`: R's teacher and students side by side is `--compare R`)
+        one = f" (one run's models side by side: kd report --compare {run})" if typed("run") else ""
+        raise click.UsageError(f"--compare needs the runs to compare: kd report --compare A B{one}")
     if comparing:  # (a config file's run is a default for every command: only a typed --run is a mistake)
         if typed("run"):
             raise click.UsageError("--compare takes its runs as arguments: kd report --compare A B (leave out --run)")

@@ -71,6 +71,9 @@ def test_time_names_today_wherever_a_run_is_named(invoke, write_file, error_line
     assert [r["run"] for r in invoke.json(["report", "--compare", "${time}"])] in ([], [today])
     # --run or --plot with --compare were ignored without a word: the runs compared were not the ones asked
     assert "leave out --run" in invoke(["report", "--compare", "${time}", "--run", "x"], ok=False).stderr
+    # `--run x --compare` alone: the one run's models side by side is `--compare x`, said so
+    assert "Error: --compare needs the runs to compare: kd report --compare A B (one run's models side by side: kd report --compare x)" \
+        in invoke(["report", "--run", "x", "--compare"], ok=False).stderr
     assert "--plot charts one run" in invoke(["report", "--compare", "${time}", "--plot", "charts"], ok=False).stderr
     # a kd.toml's `[report] plot = "charts"` (charts for every kd report --run) is no typed --plot
     config = write_file("kd.toml", '[report]\nplot = "charts"\n')
