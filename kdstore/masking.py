@@ -20,8 +20,10 @@ def mask_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(corrupted ids, labels)``: each non-special position is chosen with ``probability``; a
     chosen one becomes ``[MASK]`` 80% of the time, a random regular token 10%, itself 10%. Labels
-    hold the original id at chosen positions and -100 elsewhere. At least one position per row is
-    chosen when the row has any regular token, so no row is wasted.
+    hold the original id at chosen positions and -100 elsewhere. A row may have none chosen: forcing
+    one in each row masked a short text far more than ``probability`` (a word in each text of three
+    words: a third of them, every token of a one-word text), while its longer texts got it; only a
+    batch with none chosen at all gets one (its smallest draw, with its whole word), so no step is wasted.
     """
     if not 0.0 < probability < 1.0:
         raise ValueError("probability must be in (0, 1)")
@@ -31,15 +33,12 @@ def mask_tokens(
     if groups is not None:
         draw = draw.gather(1, groups.clamp(min=0))
     chosen = (draw < probability) & candidates
-    # guarantee one choice per row: the candidate with the smallest draw (its whole word)
-    forced = torch.where(candidates, draw, torch.full_like(draw, 2.0)).argmin(dim=1)
-    has_candidate = candidates.any(dim=1)
-    rows = torch.arange(ids.shape[0])[has_candidate]
-    if groups is None:
-        chosen[rows, forced[has_candidate]] = True
-    else:
-        word = groups[rows, forced[has_candidate]].unsqueeze(1)
-        chosen[rows] |= (groups[rows] == word) & candidates[rows]
+    if not chosen.any() and candidates.any():  # one choice in the batch: the candidate with the smallest draw (its whole word)
+        row, col = divmod(int(torch.where(candidates, draw, torch.full_like(draw, 2.0)).argmin()), ids.shape[1])
+        if groups is None:
+            chosen[row, col] = True
+        else:
+            chosen[row] |= (groups[row] == groups[row, col]) & candidates[row]
     labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
     action = torch.rand(ids.shape, generator=generator)
     to_mask = chosen & (action < 0.8)

@@ -423,6 +423,8 @@ def config_dict(cfg: PretrainConfig) -> dict:
     d["splits"] = [s for s in SPLITS if s in cfg.splits] if cfg.splits else list(SPLITS)  # the splits read, default included
     # the sizes "0 (auto)" stood for, as the model has them (the report showed heads=0, intermediate=0)
     d["heads"], d["intermediate"] = cfg.n_heads, cfg.intermediate or 4 * cfg.hidden
+    if cfg.objective == "electra":  # (and ELECTRA's generator_layers=0: the depth it had, a third of --layers)
+        d["generator_layers"] = cfg.n_generator_layers
     return d
 
 

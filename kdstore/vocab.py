@@ -9,7 +9,6 @@ character by character instead of turning the whole word into ``[UNK]``.
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from typing import Iterable
 
@@ -17,10 +16,13 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _SPELLING = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")  # lowercase: counted after the normalizer
 
 
-def _is_punctuation(ch: str) -> bool:
-    """BERT's rule: ASCII non-alphanumerics and Unicode punctuation (P*) are words of their own."""
-    cp = ord(ch)
-    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch).startswith("P")
+def _pre_tokenizer():
+    """BERT's pre-tokenizer, which splits punctuation off as words of its own. Its Unicode tables, not
+    Python's, decide what is punctuation: Python's newer ones call ⹗, ⹃ or ؝ punctuation where the
+    tokenizer keeps them inside a word, which then needed the ``##`` form, missing, and became ``[UNK]``."""
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    return BertPreTokenizer()
 
 
 def _normalizer():
@@ -48,7 +50,7 @@ def vocab_from_counts(counts: Counter[str], *, min_count: int = 1, max_size: int
     """``build_vocab`` over characters already counted (``count_chars``)."""
     if min_count < 1:
         raise ValueError("min_count must be at least 1")
-    normalize = _normalizer()
+    normalize, pre = _normalizer(), _pre_tokenizer()
     # an ASCII letter or digit seen once is kept whatever min_count: WordPiece spells a Latin word or a
     # number from them, and one missing turns the whole word into [UNK] ("zoom" with a rare z)
     ranked = sorted(
@@ -58,8 +60,8 @@ def vocab_from_counts(counts: Counter[str], *, min_count: int = 1, max_size: int
     seen = set(tokens)
     for ch in ranked:
         # a character the normalizer pads with spaces (its handle_chinese_chars ranges, whatever they
-        # are in this tokenizers version) is a word of its own, like punctuation
-        alone = normalize(ch) == f" {ch} " or _is_punctuation(ch)
+        # are in this tokenizers version) is a word of its own, like punctuation the pre-tokenizer splits off
+        alone = normalize(ch) == f" {ch} " or len(pre.pre_tokenize_str("a" + ch)) == 2
         forms = [f for f in ([ch] if alone else [ch, "##" + ch]) if f not in seen]
         if len(tokens) + len(forms) > max_size:  # both forms or neither: a lone "x" would [UNK] every word with x inside
             continue
