@@ -373,9 +373,13 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         for run in teacher_runs:  # the teachers score the recipe's texts once; later runs reuse the logits
             score_missing(store, run, device=cfg.device, dist=dist, among=made)
     teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
-    (data, parts, dev), labels = read_labeled(store, lambda: (  # the labels learned from, as they are when read
-        *training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented), store.samples(splits=["dev"], labeled=True)))
+    # the labels learned from, as they are when read, and the samples it scores, read with them: one ingested
+    # while it trains (another process's kd ingest) is not scored, nor counted in the figures of the rows it learned from
+    (data, parts, dev, everything), labels = read_labeled(store, lambda: (
+        *training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented), store.samples(splits=["dev"], labeled=True),
+        store.samples(include_dropped=True)))
     dist.agree("training rows", data, dev)
+    dist.agree("samples to score", everything)
     dist.on_main(record_labels_state)(store, stage.id, labels)
     new = lambda: _new_student(scfg, embeddings, teacher_net if copy_layers else None, cfg.layer_map)  # noqa: E731
     fit = lambda built, rows, tag: _fit(add_metrics, stage, cfg, built, tokenizer, names, rows, dev, teachers,  # noqa: E731
@@ -392,8 +396,6 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         out_dir = stage.artifact_dir / "student" if dist.is_main else None
         if out_dir is not None:
             save_student(out_dir, model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
-        everything = store.samples(include_dropped=True)
-        dist.agree("samples to score", everything)
         mine = everything.subset(dist.shard(len(everything)))
         ids, logits = mine.ids, student_logits(model, tokenizer, mine.texts, max_len=cfg.max_len, device=device, label="logits")
     else:
@@ -401,8 +403,6 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         folds = stratified_folds(data.labels[:n_labeled], cfg.folds, seed=cfg.seed, class_names=names)
         row_fold = _row_folds(store, data, n_labeled, folds)
         out_dir = stage.artifact_dir if dist.is_main else None
-        everything = store.samples(include_dropped=True)
-        dist.agree("samples to score", everything)
         oof = OutOfFold(everything, data.subset(np.arange(len(data)) < n_labeled), folds, dist)
         models, fold_fits = [], []
         for k in range(cfg.folds):

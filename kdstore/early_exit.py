@@ -687,8 +687,9 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     teachers = load_teachers(store, [run], names)
     teacher_stage = teachers.stages[0]
     max_len = cfg.max_len or int(teacher_stage.config.get("max_len") or 128)
-    (data, parts, dev), labels = read_labeled(store, lambda: (  # the labels learned from, as they are when read
-        *training_set(store, teachers, use_pool=cfg.unlabeled, need_logits=False), store.samples(splits=["dev"], labeled=True)))
+    (data, parts, dev, everything), labels = read_labeled(store, lambda: (  # the labels learned from, as they are when read,
+        *training_set(store, teachers, use_pool=cfg.unlabeled, need_logits=False), store.samples(splits=["dev"], labeled=True),
+        store.samples(include_dropped=True)))  # and the samples it scores (one ingested while it trains is not)
     record_labels_state(store, stage.id, labels)
     if cfg.max_loss is not None and not len(dev):
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
@@ -767,7 +768,6 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     stage.record_artifact(out_dir)
 
     # 5. outputs for every sample at the serving speed; per-speed figures on dev and test
-    everything = store.samples(include_dropped=True)
     logits, used = early_exit_logits(model, tokenizer, everything.texts, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, device=device, label="logits")
     store_outputs(store, stage.id, everything, logits, names)
     speeds = tuple(sorted(set(SPEEDS) | {float(speed)}))

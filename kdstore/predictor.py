@@ -70,6 +70,10 @@ def load_student(directory: Path, device) -> tuple[Any, Any, dict]:
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise KdError(f"cannot load the student in {directory}: {exc}") from None
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # (transformers 5 makes an empty one where it finds no files:
+        # a folder half removed by `kd runs delete` or an --overwrite while it loaded, a copy without it, read every text as [UNK])
+        raise KdError(f"cannot load the student in {directory}: its tokenizer is missing (the vocabulary is the "
+                      f"{len(tokenizer)} special tokens alone)")
     return model.to(device).eval(), tokenizer, meta
 
 

@@ -357,7 +357,9 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
 
     # 1. data: current labels, dropped samples excluded from training
     names = store.class_names()
-    (train, dev), labels = read_labeled(store, lambda: training_rows(store, cfg, names))  # the labels learned from, as read
+    # the labels learned from, as read; and with them the samples it scores, so that one ingested later (while the
+    # model loads: an ingest from another process) is neither scored nor counted in the figures of rows it learned from
+    (train, dev, everything), labels = read_labeled(store, lambda: scored_with_rows(store, cfg, names))
     dist.on_main(record_labels_state)(store, stage.id, labels)
     if len(set(train.labels.tolist())) < 2:
         # (named with the filters that chose them: "the train samples" of a store with several classes misled)
@@ -374,7 +376,6 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     if dist.is_main:  # (the checkpoint's sha256 once, not on every rank)
         record_labels_state(store, stage.id, started_from(path, probe.config))
     del probe
-    everything = store.samples(include_dropped=True)
     dist.agree("training rows", train, dev, everything)
 
     # 2. train one teacher, or one per fold, and score this rank's shard of what each is responsible for
@@ -424,6 +425,15 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         speed_texts(everything),
     ))
     return out_dir
+
+
+def scored_with_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[SampleSet, SampleSet, SampleSet]:
+    """``(train, dev, everything)``: ``training_rows`` and every sample to score, read first: a row ingested
+    between the two reads is left out of both (the train rows are all among the samples scored)."""
+    everything = store.samples(include_dropped=True)
+    train, dev = training_rows(store, cfg, names)
+    known = lambda rows: rows.subset(np.isin(rows.ids, everything.ids))  # noqa: E731
+    return known(train), known(dev), everything
 
 
 def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[SampleSet, SampleSet]:

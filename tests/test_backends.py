@@ -418,6 +418,47 @@ def test_pipeline_end_to_end_on_each_backend(db, invoke, corpus, tiny_model):
     assert 0.0 <= distill["metrics"]["test"]["accuracy"] <= 1.0
 
 
+def test_samples_ingested_while_a_stage_trains_are_neither_scored_nor_counted_as_rows_it_learned_from(
+        db, invoke, corpus, tiny_model, monkeypatch):
+    """Another process's `kd ingest` while `kd teach` loads its model, or while `kd distill` trains: the
+    stage scored the new train rows and counted them in its train figures (n 62, train_samples 60),
+    rows it never learned from. It scores the samples it listed with its training rows."""
+    from kdstore import distill as dst
+    from kdstore import teacher as tch
+    from kdstore.ingest import IngestOptions, ingest
+
+    for split in ("train", "dev"):
+        invoke(["ingest", str(corpus[split]), "--split", split])
+
+    def ingesting(real, rows: str):
+        def meanwhile(*args, **kwargs):  # another process's ingest, committed as the stage goes on (a second call finds the rows there)
+            store = Store.open(db, create=False)
+            try:
+                ingest(store, rows.encode(), "late.tsv", IngestOptions())
+            finally:
+                store.close()
+            return real(*args, **kwargs)
+        return meanwhile
+
+    small = ["--max-len", "32", "--batch-size", "8", "--epochs", "1"]
+    with monkeypatch.context() as m:
+        m.setattr(tch, "load_classifier", ingesting(tch.load_classifier, "pos\t很好今天我们\nneg\t太差今天我们\n"))
+        invoke(["teach", "--run", "r", "--model", str(tiny_model), *small])
+    teach_id = Store.open(db, create=False).find_stage("r", "teach").id
+    assert _count(db, Logit, Logit.stage_id == teach_id) == 60 + 20  # its train rows and dev, not the late ones
+    invoke(["teach", "--run", "r", "--logits-only"])  # which it scores now, as documented
+    with monkeypatch.context() as m:
+        m.setattr(dst, "_fit", ingesting(dst._fit, "pos\t很好那里时候\nneg\t太差那里时候\n"))
+        invoke(["distill", "--run", "r", "--student", "textcnn", "--embed-dim", "16", "--num-filters", "8", *small])
+    stages = {s["name"]: s for s in invoke.json(["report", "--run", "r"])["stages"]}
+    assert _count(db, Sample, Sample.split == "train") == 64
+    for name, learned in (("teach", 60), ("distill-textcnn", 62)):
+        metrics = stages[name]["metrics"]
+        assert metrics["all"]["train_samples"] == learned and metrics["train"]["n"] == learned, name
+    student_id = Store.open(db, create=False).find_stage("r", "distill-textcnn").id
+    assert _count(db, Logit, Logit.stage_id == student_id) == 62 + 20
+
+
 def test_a_store_outlives_the_server_dropping_its_idle_connections(db, invoke, write_file, request):
     """A connection left idle in the pool while a stage trains (hours, on a real corpus) and dropped by
     the server meanwhile (a restart, its idle_session_timeout, a firewall's idle limit) failed the

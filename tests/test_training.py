@@ -2217,6 +2217,26 @@ def test_a_damaged_student_weights_file_is_a_one_line_error(tmp_path):
         load_student(tmp_path / "s", "cpu")
 
 
+def test_a_student_folder_without_its_tokenizer_is_a_one_line_error(tmp_path):
+    """A student folder whose tokenizer file is gone (removed by `kd runs delete` or an --overwrite
+    while `kd predict` loaded it, or left out of a copy) loaded a tokenizer of the special tokens alone
+    (transformers 5): every text read as [UNK], one answer for all, without a word."""
+    from kdstore.vocab import build_vocab, make_tokenizer
+    from kdstore.distill import save_student
+    from kdstore.errors import KdError
+    from kdstore.predictor import load_student
+    from kdstore.students import StudentConfig, build_student
+
+    tokenizer = make_tokenizer(build_vocab(["很好太差"]))
+    scfg = StudentConfig(kind="textcnn", vocab_size=len(tokenizer), num_classes=2, embed_dim=4, kernel_sizes=(2,), num_filters=3)
+    save_student(tmp_path / "s", build_student(scfg), scfg, tokenizer, max_len=8, class_names=["neg", "pos"])
+    assert len(load_student(tmp_path / "s", "cpu")[1]) == len(tokenizer)
+    for name in ("tokenizer.json", "vocab.txt"):
+        (tmp_path / "s" / name).unlink(missing_ok=True)
+    with pytest.raises(KdError, match=r"cannot load the student in .*: its tokenizer is missing \(the vocabulary is the 5 special tokens alone\)$"):
+        load_student(tmp_path / "s", "cpu")
+
+
 def test_damaged_teacher_weights_are_a_one_line_error(taught_store, tiny_model, tmp_path):
     """A cut ``model.safetensors`` (a copy that stopped half-way, a full disk) raised safetensors'
     own error, which is no OSError: a traceback from kd teach, predict, export and distill."""
