@@ -482,7 +482,8 @@ class Store:
             parked = [s.name for s in stages if s.name.startswith(f"{name_or_kind}~parked-") or
                       (s.kind == name_or_kind and "~parked-" in s.name)]
             waiting = (f"; {parked[-1]!r} is the one an --overwrite is replacing: it gets its name back if the replacement "
-                       "fails (one whose process is gone is ended by the next kd stage started on its machine)") if parked else ""
+                       "fails (one whose process is gone is ended by the next kd stage started on its machine); until then, "
+                       f"`--model {parked[-1]}` (kd predict, kd export) serves it") if parked else ""
             make = _MAKES.get(name_or_kind)  # (`kd labels show` on a run never detected said no more than this)
             how = f": `{make.format(run=shlex.quote(run))}` makes one" if make and not parked else ""
             raise KdError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -376,6 +377,11 @@ def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stag
     assert _stage(store, "r1", "teach~parked-" + str(old_id)).status == "succeeded"  # as the kill left it
     with pytest.raises(KdError, match=f"'teach~parked-{old_id}' is the one an --overwrite is replacing: it gets its name back"):
         store.find_stage("r1", "teach")  # a reader meanwhile (kd predict) is told what it sees and what ends it
+    # and what serves meanwhile: the parked stage by its name, its model as it was
+    parked = store.find_stage("r1", f"teach~parked-{old_id}")
+    assert pathlib.Path(parked.artifact_path).read_text(encoding="utf-8") == "old"
+    with pytest.raises(KdError, match=f"until then, `--model teach~parked-{old_id}` \\(kd predict, kd export\\) serves it"):
+        store.find_stage("r1", "teach")
     from kdstore.runs import wait_for_marking
 
     # a torchrun rank other than 0 waits (reading only) for rank 0 to mark it before its own lookups
