@@ -428,7 +428,10 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     from kdstore.report import run_report
     from kdstore.runs import stage_scope
 
+    from kdstore.schema import utcnow
+
     store = open_store(db, writer=True)
+    loading = utcnow()
     predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
     names = store.class_names()
     if list(predictor.class_names) != names:
@@ -437,6 +440,11 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
             f"{names}: its predictions cannot be stored against the store's labels"
         )
     model_stage = store.find_stage(run, predictor.stage_name)
+    if model_stage.ended_at is not None and model_stage.ended_at > loading:
+        # an --overwrite ended while the model loaded: the stage by that name now is the new one, and the model
+        # loaded may be the one it replaced (its predictions would be recorded under the new model's sha256)
+        raise KdError(f"stage {model_stage.name!r} of run {run!r} was replaced (an --overwrite ended) while its model "
+                      "loaded: nothing was stored; run this again")
     samples = store.samples(splits=[split] if split else None, include_dropped=True)
     if len(samples) == 0:
         raise KdError(f"no samples{f' in split {split!r}' if split else ''} in the store")

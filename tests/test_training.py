@@ -2721,6 +2721,29 @@ def test_predict_names_the_student_it_chose_among_several(taught_store):
 
 
 
+def test_predict_store_refuses_a_model_replaced_while_it_loaded(taught_store, tiny_model, monkeypatch):
+    """A `kd teach --overwrite` that ended while `kd predict --store` loaded the teacher: the stage looked up
+    afterwards was the new one, whose sha256 was recorded over the old model's predictions (and the
+    report's "replaced since" could never say so). Refused, nothing stored; run again, it stores."""
+    from kdstore.predictor import Predictor
+
+    db = str(taught_store)
+    load = Predictor.from_run.__func__
+
+    def loading_while_replaced(cls, *args, **kwargs):
+        loaded = load(cls, *args, **kwargs)
+        monkeypatch.setattr(Predictor, "from_run", classmethod(load))  # (the teach below loads no predictor; once is enough)
+        kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--overwrite", "--seed", "7", "--db", db)
+        return loaded
+
+    monkeypatch.setattr(Predictor, "from_run", classmethod(loading_while_replaced))
+    refused = kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--db", db, ok=False)
+    assert "stage 'teach' of run 'r' was replaced (an --overwrite ended) while its model loaded: nothing was stored" in refused.output
+    assert not [st for st in Store.open(db).stages_of("r") if st.kind == "predict"]
+    kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--db", db)
+    assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout
+
+
 def test_report_says_when_a_predict_stages_teacher_was_replaced_since(taught_store, tiny_model):
     """`kd predict --model teacher --store` stored figures of the teacher; after `kd teach --overwrite`
     the report showed them under model_stage=teach alone, as if they measured the teacher there now."""
