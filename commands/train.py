@@ -414,6 +414,8 @@ def _warn_one_class_dev(store, labels: tuple[str, ...] = ()) -> None:
     """Dev macro-F1 picks the epoch kept (teacher and student): with labeled dev samples of one class
     (of the ``--label`` classes, if given), an epoch answering that class to every text scores 1.0 and
     one that slips once about 0.5; said, as it trains on regardless."""
+    if labels and len(set(labels)) < 2:
+        return  # (one --label: the stage refuses a single class, a warning first would only bury that)
     dev = [c for c, n in store.counts().get("dev", {}).items() if c != "(none)" and n and (not labels or c in labels)]
     if len(dev) == 1:
         _warn(f"the labeled dev samples are all of class {dev[0]!r}: the epoch kept is the one whose dev macro-F1 "
