@@ -97,6 +97,8 @@ def show(run, top, status, db, as_json):
     _warn(lab.stale_warnings(store, run))  # (on standard error: --json here is the list of issues)
     if as_json:
         print_json(items)
+        if more:  # (on standard error, as kd samples --json says it: `> issues.json` kept 20 of them without a word)
+            click.echo(f"warning: listed the {top} highest scores only (--top 0 for all)", err=True)
         return
     print_rows(["sample", "score", "given", "suggested", "methods", "status", "text"],
                [[str(i["sample_id"]), _score(i["score"]), i["given"], i["suggested"], i["methods"], i["status"], i["text"]]

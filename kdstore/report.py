@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
             else:
                 history.append({"step": m.step, "split": m.split, "name": m.name, "value": value})
         # every stage has the same keys, null where its kind (or status) has no such thing: a script reads them alike
-        entry = {**stage_summary(stage), "config": stage.config, "metrics": final, "history": history,
+        entry = {**stage_summary(stage), "config": shown_config(stage.config), "metrics": final, "history": history,
                  "confusion": None, "issue_scores": None, "label_edits": None,
                  "sources": stage_sources(store, run, stage.kind, stage.config or {})}
         if stage.kind in MODEL_KINDS and stage.status == "succeeded":
@@ -75,6 +76,22 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
             entry["label_edits"] = edits[stage.id]
         out.append(entry)
     return {"run": run, "classes": store.class_names(), "stages": out}
+
+
+def shown_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stage's config as the report gives it: ``labels_read_at`` (stored naive, in UTC, to the
+    microsecond: ``labels.read_labeled``) as ISO 8601 that says UTC, as every other time it gives
+    (``...+00:00``): read as it was stored, a script took it for local time."""
+    read_at = (config or {}).get("labels_read_at")
+    if not isinstance(read_at, str):
+        return config
+    try:
+        when = dt.datetime.fromisoformat(read_at)
+    except ValueError:
+        return config
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return {**config, "labels_read_at": when.astimezone(dt.timezone.utc).isoformat()}
 
 
 def label_edit_counts(store: Store, stage_ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -1500,7 +1500,11 @@ def test_show_says_when_top_cut_the_list(tmp_path):
     for top in ("3", "0"):
         whole = kd("labels", "show", "--run", "r", "--top", top, "--db", db).stdout
         assert whole.count("新闻") == 3 and "more issues" not in whole
-    assert len(json.loads(kd("labels", "show", "--run", "r", "--top", "2", "--json", "--db", db).stdout)) == 2
+    listed = kd("labels", "show", "--run", "r", "--top", "2", "--json", "--db", db)
+    assert len(json.loads(listed.stdout)) == 2  # standard output stays the JSON; the cut is said on standard error
+    assert listed.stderr == "warning: listed the 2 highest scores only (--top 0 for all)\n"  # (`> issues.json` kept 2 of 3 unsaid)
+    for top in ("3", "0"):
+        assert kd("labels", "show", "--run", "r", "--top", top, "--json", "--db", db).stderr == ""
 
 
 def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_says_so(tmp_path, error_line):

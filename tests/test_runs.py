@@ -945,6 +945,23 @@ def test_runs_and_report_json(store, invoke):
     assert "r1" in invoke(["runs"]).stdout
 
 
+def test_report_json_gives_when_a_stage_read_its_labels_in_utc_as_every_other_time(store, invoke):
+    """``labels_read_at`` (a teach, distill or detect stage's config) came out as stored, naive
+    (``2024-03-07T09:15:02.123456``): a script took it for local time, hours off beside its started_at."""
+    from kdstore import labels as lab
+
+    _, state = lab.read_labeled(store, lambda: None)
+    with stage_scope(store, run="r1", kind="detect", config={"methods": ["cleanlab"], **state}):
+        pass
+    stored = dt.datetime.fromisoformat(state["labels_read_at"])
+    config = invoke.json(["report", "--run", "r1"])["stages"][0]["config"]
+    read_at = dt.datetime.fromisoformat(config["labels_read_at"])
+    assert read_at.utcoffset() == dt.timedelta(0) and read_at == stored.replace(tzinfo=dt.timezone.utc)  # to the microsecond
+    assert {k: v for k, v in config.items() if k != "labels_read_at"} == {k: v for k, v in {"methods": ["cleanlab"], **state}.items()
+                                                                          if k != "labels_read_at"}
+    assert _stage(store, "r1", "detect").config["labels_read_at"] == state["labels_read_at"]  # the record itself unchanged
+
+
 def test_report_json_stages_have_the_same_keys_whatever_their_kind(store, invoke):
     """A script iterating ``.stages`` reads every key on every stage: confusion, issue_scores and
     label_edits were there for some kinds only (a KeyError on the others), now null where they do not apply."""
