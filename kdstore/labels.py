@@ -947,11 +947,9 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
         stage = s.get(Stage, stage_id) if stage_id is not None else None
         replaces = f"{stage.name}{PARKED}" if stage is not None else None  # the stage an --overwrite replaces: its decisions are redone
         # (their columns, not ORM rows: the decisions change them here, and each chunk's changes are written set-based)
-        samples = {i: SimpleNamespace(**r._mapping) for i, r in _rows_by_id(
-            s, Sample, [d.sample_id for d in decisions], Sample.label_id, Sample.dropped).items()}
-        issues = {i: SimpleNamespace(**r._mapping) for i, r in _rows_by_id(
-            s, LabelIssue, [d.issue_id for d in decisions if d.issue_id is not None], LabelIssue.stage_id,
-            LabelIssue.given_label_id, LabelIssue.status, LabelIssue.decided_stage_id).items()}
+        samples = _rows_by_id(s, Sample, [d.sample_id for d in decisions], Sample.label_id, Sample.dropped)
+        issues = _rows_by_id(s, LabelIssue, [d.issue_id for d in decisions if d.issue_id is not None], LabelIssue.stage_id,
+                             LabelIssue.given_label_id, LabelIssue.status, LabelIssue.decided_stage_id)
         deciders = dict(s.execute(select(Stage.id, Stage.name).where(
             Stage.id.in_({i.decided_stage_id for i in issues.values() if i.decided_stage_id is not None} or {-1}))).all())
         # a detection an --overwrite is replacing (parked while the new one runs): its issues go when the
@@ -1034,8 +1032,13 @@ def _write_decisions(s, edits: list[dict[str, Any]], samples: dict[int, Any], is
     UPDATE per value and chunk of ids."""
     if edits:
         s.execute(insert(LabelEdit.__table__), edits)
-    _update_by_id(s, Sample.__table__, {i: {"label_id": r.label_id, "dropped": bool(r.dropped)} for i, r in samples.items()})
+    _write_samples(s, samples)
     _update_by_id(s, LabelIssue.__table__, {i: {"status": r.status, "decided_stage_id": r.decided_stage_id} for i, r in issues.items()})
+
+
+def _write_samples(s, samples: dict[int, Any]) -> None:
+    """The labels and dropped flags of ``samples`` (``_rows_by_id``'s, changed in place) as they are now."""
+    _update_by_id(s, Sample.__table__, {i: {"label_id": r.label_id, "dropped": bool(r.dropped)} for i, r in samples.items()})
 
 
 def _update_by_id(s, table, values: dict[int, dict[str, Any]], *, size: int | None = None) -> None:
@@ -1051,12 +1054,14 @@ def _update_by_id(s, table, values: dict[int, dict[str, Any]], *, size: int | No
 
 def _rows_by_id(s, model, ids, *columns) -> dict[int, Any]:
     """``{id: row}`` of ``model`` for ``ids``, read in chunks: the ORM rows (they stay in the session),
-    or, given ``columns``, rows of the id and those columns alone."""
+    or, given ``columns``, plain records of the id and those columns alone, which a caller may change
+    and write back set-based (``_update_by_id``)."""
     out: dict[int, Any] = {}
     query = select(model.id, *columns) if columns else select(model)
     for chunk in chunks(sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID}), ID_CHUNK):  # others name no row
         part = query.where(model.id.in_(chunk))
-        out.update((r.id, r) for r in (s.execute(part) if columns else s.scalars(part)))
+        out.update((r.id, SimpleNamespace(**r._mapping)) if columns else (r.id, r)
+                   for r in (s.execute(part) if columns else s.scalars(part)))
     return out
 
 
@@ -1204,7 +1209,7 @@ def _revert(s, stage: Stage, edits: list[Any], *, kept: set[int] = frozenset(), 
             if issue is not None and issue.decided_stage_id == stage.id and issue.sample_id not in kept and s.get(Stage, by) is not None:
                 issue.status, issue.decided_stage_id = status, by
     now = utcnow()
-    samples = {i: SimpleNamespace(**r._mapping) for i, r in _rows_by_id(s, Sample, touched, Sample.label_id, Sample.dropped).items()}
+    samples = _rows_by_id(s, Sample, touched, Sample.label_id, Sample.dropped)
     for part in chunks(edits, EDIT_CHUNK):
         changed = {}
         for e in part:  # newest first, so a sample edited twice in one stage ends at its first old state
@@ -1217,7 +1222,7 @@ def _revert(s, stage: Stage, edits: list[Any], *, kept: set[int] = frozenset(), 
                 sample.dropped = e.old_dropped
             elif e.action == "drop":  # an edit made before kd recorded the dropped flag
                 sample.dropped = False
-        _update_by_id(s, Sample.__table__, {i: {"label_id": r.label_id, "dropped": bool(r.dropped)} for i, r in changed.items()})
+        _write_samples(s, changed)
         s.execute(update(LabelEdit.__table__).where(LabelEdit.__table__.c.id.in_([e.id for e in part])).values(reverted_at=now))
         if on_chunk is not None:
             on_chunk(len(part))

@@ -203,15 +203,20 @@ def predicted_with(store: Store, run: str, config: dict[str, Any]) -> str | None
     name, digest = config.get("model_stage"), config.get("model_sha256")
     if not name or not digest:
         return None
+    how = _model_gone(store, run, name, digest)
+    if how == "deleted":  # (nothing replaced it: "the model it replaced" named a replacement there is not)
+        return f"{name} (deleted since: these figures are of a model no longer in the store, sha256 {digest[:12]})"
+    return how and f"{name} (replaced since: these figures are of the model it replaced, sha256 {digest[:12]})"
+
+
+def _model_gone(store: Store, run: str, name: str, digest: str) -> str | None:
+    """``None`` while ``run``'s stage ``name`` (or of that kind) holds the model of sha256 ``digest``;
+    ``"replaced"`` when it holds another (``--overwrite``), ``"deleted"`` when there is none (`kd runs delete`)."""
     try:
         now = store.find_stage(run, name)
     except KdError:  # (deleted since, or failed now)
-        now = None
-    if now is not None and now.artifact_sha256 == digest:
-        return None
-    if now is None:  # (nothing replaced it: "the model it replaced" named a replacement there is not)
-        return f"{name} (deleted since: these figures are of a model no longer in the store, sha256 {digest[:12]})"
-    return f"{name} (replaced since: these figures are of the model it replaced, sha256 {digest[:12]})"
+        return "deleted"
+    return None if now.artifact_sha256 == digest else "replaced"
 
 
 def checkpoint_source(store: Store, config: dict[str, Any]) -> str | None:
@@ -223,15 +228,10 @@ def checkpoint_source(store: Store, config: dict[str, Any]) -> str | None:
     kind, _, source_run = model.partition(":")
     if kind not in ("pretrain", "teach") or not digest or not source_run.strip() or "${" in source_run:
         return None  # (a ${time} run is today's now, not the day the teacher started)
-    try:
-        now = store.find_stage(source_run, kind)
-    except KdError:
-        now = None
-    if now is not None and now.artifact_sha256 == digest:
-        return None
-    if now is None:
+    how = _model_gone(store, source_run, kind, digest)
+    if how == "deleted":
         return f"{model} (deleted since: it started from a model no longer in the store, sha256 {digest[:12]})"
-    return f"{model} (replaced since: it started from the model that one replaced, sha256 {digest[:12]})"
+    return how and f"{model} (replaced since: it started from the model that one replaced, sha256 {digest[:12]})"
 
 
 def label_sources(store: Store, config: dict[str, Any]) -> list[str]:
