@@ -68,6 +68,13 @@ class KdGroup(click.Group):
         except UnicodeEncodeError as exc:
             import traceback
 
+            shown = (getattr(sys.stdout, "encoding", None) or "", getattr(sys.stderr, "encoding", None) or "")
+            if exc.encoding and _codec(exc.encoding) != "utf8" and _codec(exc.encoding) in map(_codec, shown):
+                # output to a terminal or pipe whose encoding cannot show the text (PYTHONIOENCODING=ascii, a
+                # latin-1 locale): one line, in ASCII so it can be shown, not rich's traceback
+                raise click.ClickException(f"this output's encoding ({exc.encoding}) cannot show "
+                                           f"{ascii(exc.object[exc.start:exc.end])}: set PYTHONIOENCODING=utf-8 "
+                                           "(or a UTF-8 locale) and run it again") from None
             drivers = ("sqlalchemy", "psycopg", "sqlite3")  # a value sent to the store, not output to a terminal that cannot show it
             if "surrogates not allowed" not in str(exc) or not any(
                     d in frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__) for d in drivers):
@@ -80,6 +87,16 @@ class KdGroup(click.Group):
             bad = text[start:min(min(ends, default=len(text)), exc.end + 100)]
             raise click.ClickException(f"{bad!r}: not valid UTF-8 (a file name or argument in another encoding, such "
                                        "as GBK): the store takes UTF-8 text only; rename it, or give it in UTF-8") from None
+
+
+def _codec(name: str) -> str:
+    """An encoding's canonical name without separators (``UTF-8``, ``utf_8``, ``U8`` -> ``utf8``)."""
+    import codecs
+
+    try:
+        return codecs.lookup(name).name.replace("-", "").replace("_", "")
+    except LookupError:
+        return name.lower()
 
 
 def _other_rank() -> bool:

@@ -281,3 +281,17 @@ def test_ctrl_c_while_the_command_line_loads_is_aborted_not_a_traceback(monkeypa
     with pytest.raises(SystemExit) as exited:
         commands.main()
     assert exited.value.code == 1 and capsys.readouterr().err == "\nAborted!\n"
+
+
+def test_output_an_encoding_cannot_show_is_a_one_line_error(tmp_path):
+    """With PYTHONIOENCODING=ascii (or a latin-1 locale) a table of Chinese texts was rich's traceback."""
+    from click.testing import CliRunner
+
+    db, data = str(tmp_path / "kd.db"), tmp_path / "a.tsv"
+    data.write_text("pos\t好吃的东西\n", encoding="utf-8")
+    assert CliRunner().invoke(cli, ["ingest", str(data), "--db", db]).exit_code == 0
+    result = CliRunner(charset="ascii").invoke(cli, ["samples", "--db", db])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        r"Error: this output's encoding (ascii) cannot show '\u597d\u5403\u7684\u4e1c\u897f': "
+        "set PYTHONIOENCODING=utf-8 (or a UTF-8 locale) and run it again")
