@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from kdstore import segment
 from kdstore.distill import INTERMEDIATE_OPTIONS, DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
@@ -66,7 +67,7 @@ def _warned() -> list[str]:
 
 def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     stage = next(s for s in run_report(store, run)["stages"] if s["name"] == stage_name)
-    warnings: list[str] = _warned()  # those said before the stage ran
+    warnings: list[str] = _warned() + segment.cache_warnings()  # those said before and as the stage ran
     for key, epoch in sorted((stage["metrics"].get("all") or {}).items()):  # said as it happened (torchutil.stop_if_diverged)
         if key.endswith("diverged_epoch"):
             fold = f" ({key[:-len('/diverged_epoch')]})" if "/" in key else ""

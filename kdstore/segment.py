@@ -37,6 +37,17 @@ def _default_cache() -> str:
     return os.path.join(jieba.dt.tmp_dir or tempfile.gettempdir(), jieba.dt.cache_file or "jieba.cache")
 
 
+_SAID: list[str] = []  # the cache warnings logged since cache_warnings() last took them
+
+
+def cache_warnings() -> list[str]:
+    """The cache warnings jieba logged (one line each on standard error) since the last call, for a
+    command's ``--json`` warnings; taken, so each is listed once."""
+    said = list(_SAID)
+    _SAID.clear()
+    return said
+
+
 def _cache_not_written(record: logging.LogRecord) -> bool:
     """jieba logs "Dump cache file failed." at ERROR, with the whole traceback, when it cannot write
     its dictionary cache (another user's ``jieba.cache`` in a shared temporary folder, a read-only
@@ -55,8 +66,10 @@ def _cache_not_written(record: logging.LogRecord) -> bool:
             pass
     cache = dst if isinstance(dst, str) else _default_cache()
     reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
-    record.msg = (f"warning: jieba could not write its dictionary cache {cache} ({reason}): it builds its "
-                  "dictionary anew in each run (about a second); set TMPDIR to a folder of your own to keep one")
+    said = (f"jieba could not write its dictionary cache {cache} ({reason}): it builds its "
+            "dictionary anew in each run (about a second); set TMPDIR to a folder of your own to keep one")
+    _SAID.append(said)
+    record.msg = f"warning: {said}"
     record.args, record.exc_info, record.exc_text = (), None, None
     record.levelno, record.levelname = logging.WARNING, "WARNING"
     return True

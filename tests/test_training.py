@@ -585,6 +585,25 @@ def _trained_positions(stage) -> int | None:
     return trained_positions(AutoConfig.from_pretrained(Path(stage.artifact_path)))
 
 
+def test_a_jieba_cache_warning_is_in_pretrains_json_warnings(sample_store, tmp_path):
+    """jieba's "could not write its dictionary cache" (whole-word masking) was said on standard error
+    only: a script reading --json's warnings did not see it. A fresh process, as jieba loads its
+    dictionary once per process."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "jieba.cache").mkdir()  # jieba's rename of its copy onto it fails, as onto another user's file
+    env = {**os.environ, "TMPDIR": str(tmp_path), "KD_NO_PROGRESS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from commands.cli import main; main()", "pretrain", "--run", "pj", "--layers", "1", "--hidden", "32",
+         "--heads", "2", "--steps", "1", "--batch-size", "8", "--min-count", "1", "--db", str(sample_store), "--json"],
+        capture_output=True, text=True, env=env, timeout=300, check=True)
+    [said] = [w for w in json.loads(result.stdout)["warnings"] if "jieba" in w]
+    assert said.startswith(f"jieba could not write its dictionary cache {tmp_path / 'jieba.cache'} (") and "TMPDIR" in said
+    assert result.stderr.count("jieba could not write") == 1  # (said once on standard error, as before)
+
+
 def test_pretrain_produces_a_model_teach_loads(sample_store):
     db = str(sample_store)
     kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3",
