@@ -137,9 +137,20 @@ def print_wide(out, table) -> None:
     wide = out.options.update_width(10**6)
     for column in table.columns:
         if str(column.header) not in PROSE:
-            column.no_wrap = True
-            column.min_width = max(Measurement.get(out, wide, cell).maximum for cell in (column.header, *column.cells))
+            # a column that folds (a confusion matrix's, headed by a class name) keeps its figures whole, its
+            # header folding over lines: long Chinese class names made a 3-class matrix 108 columns wide
+            folds = column.overflow == "fold"
+            column.no_wrap = not folds
+            column.min_width = max(Measurement.get(out, wide, cell).maximum
+                                   for cell in ((*column.cells, "00") if folds else (column.header, *column.cells)))
     need = out.measure(table, options=wide)
+    if out.is_terminal:  # (a folding header's whole name is not a width the table needs)
+        folding = [c for c in table.columns if c.overflow == "fold" and not c.no_wrap]
+        for column in folding:
+            column.max_width = column.min_width
+        need = out.measure(table, options=wide)
+        for column in folding:
+            column.max_width = None
     out.width = max(out.width, need.maximum if not out.is_terminal else need.minimum)
     out.print(table)
 
@@ -258,7 +269,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             cm = Table(title=f"{split} confusion (rows: label, columns: predicted)")
             cm.add_column("")
             for name in data["classes"]:
-                cm.add_column(Text(name), justify="right")
+                cm.add_column(Text(name), justify="right", overflow="fold")
             for name, row in zip(data["classes"], matrix):
                 cm.add_row(Text(name), *[str(v) for v in row])
             print_wide(out, cm)

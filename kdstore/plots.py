@@ -59,10 +59,13 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
         for split, matrix in (stage.get("confusion") or {}).items():
             title = f"{stage['name']} — {split}"
             cell, font, counts = confusion_layout(len(names))
+            # room for the class names beside and below the matrix beyond the 0.6 inch a short one takes: long
+            # Chinese names squeezed the matrix out of the figure, tight_layout leaving it no room
+            room = max(0.0, names_inches(names, font, plt) - 0.6)
             # wide enough for its title (about 0.11 inch a character at the title's size): a few classes made
             # a figure narrower than the stage's name, its title cut at the edge ("distill-textcnn — tes")
-            width = max(1.2 + cell * len(names), 0.6 + 0.11 * len(title))
-            fig, ax = plt.subplots(figsize=(width, 1.0 + cell * len(names)))
+            width = max(1.2 + cell * len(names) + room, 0.6 + 0.11 * len(title))
+            fig, ax = plt.subplots(figsize=(width, 1.0 + cell * len(names) + 0.71 * room))  # (the x names run at 45°)
             image = ax.imshow(matrix, cmap="Blues")
             if not counts:  # (the cells' counts read off the colour instead)
                 fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
@@ -140,6 +143,28 @@ def confusion_layout(classes: int) -> tuple[float, float | None, bool]:
     side = min(max(0.6 * COUNTED_CELLS_UP_TO, 0.1 * classes), MAX_SIDE_INCHES)
     cell = side / classes
     return cell, min(10.0, round(cell * 72 * 0.8, 1)), False
+
+
+def names_inches(names: list[str], font: float | None, plt) -> float:
+    """The length in inches of the longest of ``names`` drawn at ``font`` points (``None``: matplotlib's
+    default, 10) in the font the charts use (a box where it has no glyph), measured on the few longest
+    by :func:`name_ems`."""
+    longest = sorted(names, key=name_ems)[-5:]
+    if not longest:
+        return 0.0
+    fig = plt.figure()
+    try:
+        renderer = fig.canvas.get_renderer()
+        return max(fig.text(0, 0, _label(n), fontsize=font or 10.0).get_window_extent(renderer).width for n in longest) / fig.dpi
+    finally:
+        plt.close(fig)
+
+
+def name_ems(name: str) -> float:
+    """About how many ems ``name`` takes: a wide character (Chinese) 1, any other 0.6."""
+    import unicodedata
+
+    return sum(1.0 if unicodedata.east_asian_width(c) in "WF" else 0.6 for c in str(name))
 
 
 def learning_curves(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:

@@ -85,6 +85,30 @@ def test_a_confusion_charts_title_fits_its_figure_with_few_classes(tmp_path, mon
     assert seen == [(True, "predict-distill-textcnn@test — test")] and written[0].stat().st_size > 0
 
 
+def test_a_confusion_chart_of_long_chinese_class_names_keeps_its_matrix(tmp_path, monkeypatch):
+    """Three classes of 15 Chinese characters: the names took the whole 3-inch figure and tight_layout
+    squeezed the matrix to nothing (a sliver under the title). The figure grows by the names' length."""
+    from kdstore import plots
+
+    seen = []
+    real = plots._save
+
+    def save(fig, path, plt):
+        fig.tight_layout()
+        box = fig.axes[0].get_position()
+        width, height = fig.get_size_inches()
+        seen.append((box.width * width, box.height * height))
+        return real(fig, path, plt)
+
+    monkeypatch.setattr(plots, "_save", save)
+    names = ["非常长的中文类别名称正面评价类", "非常长的中文类别名称负面评价类", "中性"]
+    matrix = [[1, 0, 4], [0, 3, 3], [0, 0, 6]]
+    written = plots.write_plots({"run": "r", "classes": names, "stages": [{"name": "teach", "metrics": {}, "confusion": {"dev": matrix}}]}, tmp_path)
+    assert [p.name for p in written] == ["r-teach-confusion-dev.png"]
+    assert min(seen[0]) >= 0.8 * 0.6 * len(names), seen  # the matrix near its 0.6 inch a cell
+    assert plots.name_ems("中性ab") == pytest.approx(3.2) and sorted(names, key=plots.name_ems)[0] == "中性"
+
+
 def test_an_early_exit_chart_takes_every_stored_speed(tmp_path, monkeypatch):
     """A speed stored as ``accuracy@1e-05`` (``--speed 0.00001``) was left off the curve."""
     from kdstore import plots

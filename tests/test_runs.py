@@ -1557,6 +1557,36 @@ def test_a_narrow_terminal_cuts_no_name_or_figure_and_wraps_the_error():
     assert "run 'r3' has no succeeded 'teach' stage at all" in wide.file.getvalue()  # room enough: one line
 
 
+def test_a_confusion_matrix_of_long_chinese_class_names_fits_an_80_column_terminal(db, invoke, write_file, monkeypatch):
+    """Three classes of 15 Chinese characters made each confusion matrix 108 columns wide: an 80-column
+    terminal wrapped every line, its borders in pieces. The column headers fold; names beside the rows
+    and the counts stay whole."""
+    from rich.cells import cell_len
+
+    from kdstore.outputs import store_outputs
+
+    long_pos, long_neg = "非常长的中文类别名称正面评价类", "非常长的中文类别名称负面评价类"
+    write_file("dev.tsv", f"{long_pos}\t甲\n{long_neg}\t乙\n中性\t丙\n{long_neg}\t丁\n")
+    invoke(["ingest", "dev.tsv", "--split", "dev"])
+    store = Store.open(db, create=False)
+    try:
+        with stage_scope(store, run="r1", kind="predict", name="predict-x", config={}) as st:
+            samples = store.samples()
+            logits = np.tile(np.array([[0.0, 1.0, 0.0]], dtype=np.float32), (len(samples), 1))  # every sample: long_neg
+            store_outputs(store, st.id, samples, logits, store.class_names())
+    finally:
+        store.close()
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # (rich's own switch: a terminal, as a user's)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", invoke(["report", "--run", "r1"]).stdout)
+    matrix = text[text.index("dev confusion"):].splitlines()
+    assert max(cell_len(line) for line in matrix) <= 80, "\n".join(matrix)  # (a Chinese character: 2 columns)
+    rows = [line for line in matrix if line.startswith("│")]
+    assert [[c.strip() for c in row.split("│")[1:-1]] for row in rows] == [
+        [long_pos, "0", "1", "0"], [long_neg, "0", "2", "0"], ["中性", "0", "1", "0"]]
+    assert "…" not in text
+
+
 @pytest.mark.sqlite_only  # SQLite's busy timeout
 def test_a_writer_waiting_past_the_busy_timeout_is_told_what_to_do(invoke, write_file, db, error_line, monkeypatch):
     """Past SQLite's wait for another writer, "database is locked" alone said nothing of the cause."""
