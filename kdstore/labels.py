@@ -1094,7 +1094,8 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
                           f"on {stage.host}): undo it once it has ended")
         later = _later_touches(s, stage, edits)
         if later:
-            shown = ", ".join(str(i) for i in sorted({r.sample_id for r in later})[:20])
+            touched = sorted({r.sample_id for r in later})
+            shown = ", ".join(str(i) for i in touched[:20]) + (f" and {len(touched) - 20} more" if len(touched) > 20 else "")
             by = sorted({f"{r.uniqid}/{r.name}" if r.name else "a deleted stage" for r in later})
             raise KdError(
                 f"later edits or decisions touched samples {shown} after stage {stage.name!r}: undo those first "

@@ -2227,3 +2227,14 @@ def test_history_shows_a_reviews_reject_of_a_suggested_label(tmp_path):
     assert json.loads(kd("labels", "history", "2", "--json", "--db", db).stdout)["rejected"] == []  # (accepted: its edit says so)
     kd("labels", "undo", "--run", "r", "--db", db)  # the reject is undone: the issue is open again
     assert json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)["rejected"] == []
+
+
+def test_undo_refusal_says_when_more_samples_were_touched_than_it_names(tmp_path, error_line):
+    """An undo refused for later edits named the first 20 samples and stopped, as if those were all:
+    with 2,000 samples set by hand since, it read "touched samples 1, ..., 20"."""
+    db = _hand_made_detection(tmp_path / "kd.db", [f"第{i}条评论" for i in range(1, 31)])
+    kd("labels", "clean", "--run", "r", "--db", db)
+    kd("labels", "set", "--run", "h", *(f"{i}=pos" for i in range(1, 26)), "--db", db)
+    line = error_line(kd("labels", "undo", "--run", "r", "--db", db, ok=False))
+    assert line == (f"Error: later edits or decisions touched samples {', '.join(map(str, range(1, 21)))} and 5 more after stage "
+                    "'clean': undo those first (stage h/edit-1)")
