@@ -276,7 +276,10 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
             raw = raw.rstrip("\r")
             if raw.strip():
                 out.append((i, raw.split("\t")))
-        quoted = _spreadsheet_tsv_rows(content, ragged=len({len(f) for _, f in out}) > 1) if '"' in content else None
+        # (every field of the first row in quotes: pandas' QUOTE_ALL or QUOTE_NONNUMERIC, R's write.table; read
+        # line by line, the header '"text"' was a sample and each label a class in quotes)
+        all_quoted = bool(out) and len(out[0][1]) >= 2 and all(len(f) >= 2 and f[0] == f[-1] == '"' for f in out[0][1])
+        quoted = _spreadsheet_tsv_rows(content, ragged=len({len(f) for _, f in out}) > 1, all_quoted=all_quoted) if '"' in content else None
         return out if quoted is None else quoted
     allow_long_csv_fields()
     reader = csv.reader(io.StringIO(content, newline=""), strict=True)  # an unclosed quote is an error, not a text that swallows the rows after it
@@ -295,17 +298,18 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
 _DOUBLED_QUOTES = re.compile(r'(?:^|\t)"(?:[^"\t\r\n]|"")*""(?:[^"\t\r\n]|"")*"(?=\t|\r?$)', re.MULTILINE)
 
 
-def _spreadsheet_tsv_rows(content: str, *, ragged: bool) -> list[tuple[int, list[str]]] | None:
+def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = False) -> list[tuple[int, list[str]]] | None:
     """(line number, fields) of every non-blank row of a TSV as Excel or LibreOffice save it ("Text
     (Tab delimited)"): a field holding a quote, a tab or a line break is written in quotes, its quotes
     doubled. None for any other TSV, read line by line as before: one that does not parse so, or has
     no quoted field holding a doubled quote, nor (``ragged``: read line by line, its rows differ in
-    length) one holding a tab or line break (a text in plain quotes, '"太好了"', keeps them). Read line
+    length) one holding a tab or line break, nor (``all_quoted``) one whose first row has every field in
+    quotes (a text in plain quotes, '"太好了"', keeps them). Read line
     by line, the quotes stayed in the text (each doubled) and a field's line break cut its row in two
     (a "ragged row" error)."""
     allow_long_csv_fields()
     reader = csv.reader(io.StringIO(content, newline=""), dialect="excel-tab", strict=True)
-    out, line, quoted = [], 1, _DOUBLED_QUOTES.search(content) is not None
+    out, line, quoted = [], 1, all_quoted or _DOUBLED_QUOTES.search(content) is not None
     try:
         for fields in reader:
             quoted = quoted or (ragged and any(c in f for f in fields for c in "\t\r\n"))
@@ -537,7 +541,11 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
             obj = loads_strict(raw)
         except json.JSONDecodeError as exc:
             hint = " (kd reads JSON Lines: one object a line, not a JSON array)" if raw.lstrip().startswith("[") else ""
-            raise KdError(f"{name}: line {line}: not valid JSON ({exc.msg} at column {exc.colno}){hint}") from None
+            if not hint and raw.lstrip().startswith("{") and exc.pos >= len(raw.rstrip()):
+                # (pretty-printed objects, as jq prints them without -c: "Expecting property name ..." for a lone "{")
+                hint = " (the object goes on past its line: kd reads JSON Lines, one object a line, as `jq -c` writes them)"
+            msg = exc.msg.removesuffix(" at")  # ("Unterminated string starting at" at column 15)
+            raise KdError(f"{name}: line {line}: not valid JSON ({msg} at column {exc.colno}){hint}") from None
         except RepeatedKey as exc:  # json.loads keeps the last value: the first would be lost unseen
             raise KdError(f"{name}: line {line}: field {exc.key!r}: the object names this key twice") from None
         except ValueError as exc:  # NaN, Infinity, 1e400: no JSON column of a database stores them
@@ -616,15 +624,23 @@ def _has_nul(value: Any) -> bool:
 def read_class_file(path: Path) -> tuple[str, ...]:
     """Class names in id order from ``class_id.txt``: ``id<TAB>name`` lines, or one name a line."""
     try:
-        raw = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KdError(f"{path}: cannot read class file: {exc}") from None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise KdError(f"{path}: cannot read class file: {exc.strerror or exc}") from None
+    # (a GBK or UTF-16 class file, as Notepad saves it: the line and how to convert it, as for a data file)
+    raw = decode(data, str(path), "classes").splitlines()
     lines = [l.strip() for l in raw]
     for number, (line, whole) in enumerate(zip(lines, raw), start=1):
         if _CONTROL.search(line.replace("\t", " ")):  # a binary file, or names no label can have
             raise KdError(f"{path}: line {number}: a control character (binary data?): not a class file")
         if line and "\t" in whole.strip(" \r\n") and "\t" not in line:  # ('0<TAB>' was pinned as a class named '0')
             raise KdError(f"{path}: line {number}: an empty field beside a tab: expected id<TAB>name (or one name a line)")
+    given = [(number, line) for number, line in enumerate(lines, start=1) if line]
+    spaced = [_SPACED_ID.fullmatch(line) for _, line in given]
+    if len(given) > 1 and "\t" not in "".join(lines) and all(m and m.group(1) == str(n) for n, m in enumerate(spaced)):
+        # (`kd classes` copied from a terminal, its tabs now spaces: each class was pinned, for good, as '0 neg')
+        raise KdError(f"{path}: line {given[0][0]}: {given[0][1]!r} looks like an id and a name with no tab between them: "
+                      f"write id<TAB>name lines (or one name a line)")
     names: dict[int, str] = {}
     keys: dict[str, str] = {}  # _label_key -> the name that has it
     for n, (number, line) in enumerate(((i, l) for i, l in enumerate(lines, start=1) if l), start=0):
@@ -654,6 +670,9 @@ def read_class_file(path: Path) -> tuple[str, ...]:
     if sorted(names) != list(range(len(names))) or len(set(names.values())) != len(names):
         raise KdError(f"{path}: class ids must be 0..K-1 with distinct names")
     return tuple(names[i] for i in range(len(names)))
+
+
+_SPACED_ID = re.compile(r"([0-9]+)(?: +|\s*[,;:=]\s*)\S.*")  # '0 neg', '0,neg', '0: neg'
 
 
 def format_class_file(names: Sequence[str]) -> str:

@@ -237,6 +237,18 @@ def test_parse_a_spreadsheets_quoted_tsv_fields_are_read_unquoted():
     assert [r.text for r in parse(plain, "p.tsv", IngestOptions(split="unlabeled"))] == ['"太好了"', '他说"好"', '"开头', '结尾"']
 
 
+def test_parse_a_tsv_with_every_field_quoted_is_read_unquoted():
+    """pandas' ``to_csv(sep="\t", quoting=csv.QUOTE_ALL)`` (or QUOTE_NONNUMERIC, or R's write.table)
+    quotes every field: read line by line, the header '"text"' was ingested as a sample and every
+    label became a class in quotes, '"pos"'. A text in plain quotes under a plain label keeps them."""
+    data = '"text"\t"label"\n"质量很好"\t"pos"\n"太差了"\t"neg"\n'.encode()
+    assert [(r.label, r.text, r.line) for r in parse(data, "q.tsv", IngestOptions())] == [("pos", "质量很好", 2), ("neg", "太差了", 3)]
+    data = '"text"\t"label"\n"质量很好"\t1\n"太差了"\t0\n'.encode()  # (numbers unquoted: QUOTE_NONNUMERIC)
+    assert [(r.label, r.text) for r in parse(data, "q.tsv", IngestOptions())] == [("1", "质量很好"), ("0", "太差了")]
+    data = 'pos\t"太好了"\nneg\t"太差了"\n'.encode()
+    assert [(r.label, r.text) for r in parse(data, "p.tsv", IngestOptions())] == [("pos", '"太好了"'), ("neg", '"太差了"')]
+
+
 def test_parse_a_header_of_semicolon_or_tab_separated_columns_is_refused():
     """A CSV saved by Excel where the comma is the decimal mark separates its columns by ';': its
     header `text;label` and every row became one pool text (a labeled split: "no label column");
@@ -314,6 +326,28 @@ def test_read_class_file_forms(tmp_path):
     (tmp_path / "twice.txt").write_text("0\ta\n\n0\tb\n1\tc\n", encoding="utf-8")  # was ('b', 'c'): 'a' lost
     with pytest.raises(KdError, match=r"twice\.txt: line 3: class id 0 is given twice \('a' and 'b'\)"):
         read_class_file(tmp_path / "twice.txt")
+
+
+def test_read_class_file_in_gbk_or_utf16_names_the_line_and_the_conversion(tmp_path):
+    """A class file saved by Notepad on Chinese Windows (GBK, or UTF-16 as "Unicode") gave Python's
+    "'utf-8' codec can't decode byte 0xd5 in position 2": no line, no way forward, unlike a data file."""
+    (tmp_path / "gbk.txt").write_bytes("0\t正面\n1\t负面\n".encode("gbk"))
+    with pytest.raises(KdError, match=r"gbk\.txt: line 1: not valid UTF-8 \(byte 0xd5\); it reads as GBK/GB18030.*iconv -f GB18030"):
+        read_class_file(tmp_path / "gbk.txt")
+    (tmp_path / "utf16.txt").write_bytes("0\t正面\n".encode("utf-16"))
+    with pytest.raises(KdError, match=r"utf16\.txt: line 1: the file is UTF-16 encoded: convert it to UTF-8 first"):
+        read_class_file(tmp_path / "utf16.txt")
+
+
+def test_read_class_file_of_ids_and_names_without_a_tab_is_refused(tmp_path):
+    """`kd classes` copied from a terminal turns its tabs into spaces: '0 neg' and '1 pos' were pinned,
+    for good, as two classes of those names (an unlabeled ingest stored them without a word)."""
+    for name, text in (("spaces.txt", "\n0 neg\n1  pos\n"), ("commas.txt", "0,neg\n1,pos\n"), ("colons.txt", "0: neg\n1: pos\n")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(KdError, match=rf"{name}: line \d: '0[ ,:]+neg' looks like an id and a name with no tab between them"):
+            read_class_file(tmp_path / name)
+    (tmp_path / "stars.txt").write_text("1 star\n2 stars\n3 stars\n", encoding="utf-8")  # names, not ids from 0
+    assert read_class_file(tmp_path / "stars.txt") == ("1 star", "2 stars", "3 stars")
 
 
 def test_normalize_and_text_hash():
@@ -860,6 +894,20 @@ BAD_INPUTS = [
         [],
         ["line 2", "not valid JSON", "column"],
         id="invalid-json-line",
+    ),
+    pytest.param(  # jq without -c: the JSON error alone ("Expecting property name") did not say why
+        "pretty.json",
+        b'{\n  "text": "fine text",\n  "label": "pos"\n}\n',
+        [],
+        ["line 1", "not valid JSON", "the object goes on past its line", "jq -c"],
+        id="pretty-printed-json-objects",
+    ),
+    pytest.param(  # (was "Unterminated string starting at at column 15")
+        "cut.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"text": "cut sho',
+        [],
+        ["line 2", "not valid JSON (Unterminated string starting at column 10)"],
+        id="json-line-cut-short",
     ),
     pytest.param(
         "boollabel.jsonl",
