@@ -600,7 +600,8 @@ def _label_key(label: str) -> str:
 _WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)(?:\.0*)?")  # ASCII digits (NFKC made full-width ones so); not other scripts'
 
 
-_UNSEEN = "no visible character, only zero-width, format or control characters (a tokenizer reads it as an empty text)"
+_UNSEEN = ("no visible character, only zero-width, format or control characters or U+FFFD, the mark of a character an "
+           "earlier conversion could not decode (a tokenizer reads it as an empty text)")
 
 
 

@@ -486,8 +486,9 @@ def test_predict_json_lines_with_a_lone_surrogate_escape_are_a_one_line_error(bu
     assert "<stdin>: line 2: binary data (NUL byte): not a text file" in out.output
     # a line of control characters only is an empty text to the tokenizer: said so, not predicted from nothing
     lines = [json.loads(l) for l in kd("predict", "--run", RUN, "--model", "distill-textcnn", "--json", "--db", db,
-                                       input="\x01\x7f\n很好\n").stdout.splitlines()]
+                                       input="\x01\x7f\n很好\n\ufffd\ufffd\n").stdout.splitlines()]
     assert lines[0] == {"line": 1, "error": "empty text"} and lines[1]["text"] == "很好"
+    assert lines[2] == {"line": 3, "error": "empty text"}  # (U+FFFD alone: what a failed conversion left; BERT drops it)
 
 
 def test_predict_option_mistakes_are_caught_before_any_model_or_store_opens(tmp_path):

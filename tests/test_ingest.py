@@ -853,6 +853,13 @@ BAD_INPUTS = [
         ["line 2", "field '1'", "no visible character"],
         id="variation-selectors-only",
     ),
+    pytest.param(  # what is left of a text a conversion could not decode (errors="replace"): BERT drops U+FFFD
+        "replaced_text.tsv",
+        "pos\tfine text\nneg\t\ufffd\ufffd \ufffd\npos\t好\ufffd\n".encode(),
+        [],
+        ["line 2", "field '1'", "no visible character", "U+FFFD"],
+        id="replacement-characters-only",
+    ),
     pytest.param(
         "empty_label.csv",
         b"label,text\npos,fine text\n  ,no label here\n",
