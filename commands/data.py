@@ -54,6 +54,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         label_col=label_col,
         header=header,
         classes=read_class_file(Path(classes_file)) if classes_file else None,
+        classes_file=classes_file,
         source=source if source is not None else ("stdin" if path == "-" else Path(path).name),
     )
     records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing

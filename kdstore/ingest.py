@@ -44,6 +44,7 @@ class IngestOptions:
     label_col: str | None = None
     header: bool | None = None  # None: detect
     classes: tuple[str, ...] | None = None  # pinned class set (from class_id.txt)
+    classes_file: str | None = None  # the file ``classes`` came from, named where it disagrees with the store
     source: str | None = None  # recorded on every sample; default: the file name
 
 
@@ -731,7 +732,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
     with store.write_transaction("classes", "samples") as conn:
         classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())
         if opts.classes is not None:  # the class file's classes the store did not have are new too
-            report.new_classes.extend(_pin_classes(conn, classes, opts.classes, name))
+            report.new_classes.extend(_pin_classes(conn, classes, opts.classes, opts.classes_file or name))
         pinned_new = len(report.new_classes)
         # the stored samples with these texts only, looked up by the unique text_hash index (not the
         # whole table: a 20-row ingest into a 700k-sample store read every row into memory)
@@ -819,8 +820,8 @@ _CLASS_FILE_FIX = " (ids are fixed once stored: `kd classes --export FILE` write
 
 
 def _pin_classes(conn, classes: dict[str, int], pinned: tuple[str, ...], name: str) -> list[str]:
-    """Make the store's class table agree with a pinned class file, adding its classes in order;
-    returns the names it added."""
+    """Make the store's class table agree with a pinned class file (``name``: the file's, as errors name
+    it), adding its classes in order; returns the names it added."""
     for i, n in enumerate(pinned):
         have = classes.get(n)
         if have is not None and have != i:

@@ -758,7 +758,8 @@ def test_class_file_disagreeing_with_store_is_refused(invoke, write_file, read_c
     write_file("class_id.txt", "0\tneg\n1\tpos\n")
     write_file("dev.tsv", "pos\tfine\n")
     result = invoke(["ingest", "dev.tsv", "--split", "dev", "--classes", "class_id.txt"], ok=False)
-    assert "'neg' has id 1 in the store but 0 in the class file" in error_line(result)
+    # (the class file named: the data file's name, dev.tsv, pointed at a file that holds no ids)
+    assert error_line(result).startswith("Error: class_id.txt: class 'neg' has id 1 in the store but 0 in the class file")
     assert "`kd classes --export FILE` writes the store's own class file" in error_line(result)  # the way out
     assert counts() == before
     assert read_classes() == [(0, "pos"), (1, "neg")]
