@@ -269,7 +269,11 @@ class Store:
                 rows = [r for part in parts for r in conn.execute(part).all()][:limit]
         except Exception as exc:  # a bad --where fragment is the usual cause
             if where:
-                raise KdError(f"--where {where!r} failed: {_first_line(exc)}") from exc
+                said = _first_line(exc)
+                if re.search(r'near "\)"', said) and not where.rstrip().endswith(")"):
+                    # (the parenthesis is kd's, closing the condition: `--where 'x ='` said only 'near ")"')
+                    said += " (at the end of the condition: it stops short, an operator or keyword with nothing after it)"
+                raise KdError(f"--where {where!r} failed: {said}") from exc
             raise
         return SampleSet(
             ids=np.array([r[0] for r in rows], dtype=np.int64),

@@ -1626,6 +1626,11 @@ def test_samples_where_selects_by_sql_as_teach_does(invoke, write_file, error_li
     assert [r["text"] for r in invoke.json(["samples", "--where", "source = 'shop.tsv' OR source = 'web.tsv'", "--label", "neg"])] == ["差评一"]
     assert "Error: --where 'source = 1)': its parentheses do not pair up" in error_line(invoke(["samples", "--where", "source = 1)"], ok=False))
     assert "Invalid value for --where: is empty" in invoke(["samples", "--where", "  "], ok=False).output
+    # a condition cut short: the ")" its error names is kd's, after it (SQLite: near ")"; PostgreSQL: at or near ")")
+    assert error_line(invoke(["samples", "--where", "source ="], ok=False)).endswith(
+        'near ")": syntax error (at the end of the condition: it stops short, an operator or keyword with nothing after it)'
+        if "postgresql" not in invoke.db else
+        'near ")" (at the end of the condition: it stops short, an operator or keyword with nothing after it)')
 
 
 def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class(invoke, write_file, db, read_classes, error_line):
