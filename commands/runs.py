@@ -209,7 +209,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             print_json(rows)
             return
         table = Table(title="runs compared")
-        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "note" or any(r[k] for r in rows)] or ["run", "stage"]
+        # (status: the note says a stage that did not succeed, and why; a succeeded one's figures say it)
+        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "status" and (k != "note" or any(r[k] for r in rows))] or ["run", "stage"]
         cells = [[Text(v) if isinstance(v, str) else _fmt(v) for v in (r.get(c) for c in cols)] for r in rows]
         for c in cols:
             table.add_column(c, justify="left" if c in ("run", "stage", "kind", "note") else "right")

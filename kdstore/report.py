@@ -298,10 +298,11 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     they trained on (``labels_digest``: equal digests, equal labels); a teacher that trained on dev
     says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
-    stage one row that says so (``stage`` None), not silence."""
+    stage one row that says so (``stage`` None), not silence. ``status`` is the stage's (``succeeded``, ``failed``,
+    ``running``), for a script to pick the rows that hold figures without reading the note."""
     def row(run: str, stage: dict | None, figures: dict, note: str | None) -> dict[str, Any]:
         """Every row with the same keys, whatever it says (a script reads them alike)."""
-        return {"run": run, "stage": stage and stage["name"], "kind": stage and stage["kind"],
+        return {"run": run, "stage": stage and stage["name"], "kind": stage and stage["kind"], "status": stage and stage["status"],
                 **{f"{split}_{name}" if split != "all" else name: figures.get(split, {}).get(name) for split, name in COMPARE_FIGURES},
                 "test_n": figures.get("test", {}).get("n"),
                 "labels_digest": ((stage or {}).get("config") or {}).get("labels_digest"), "note": note}

@@ -413,6 +413,9 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
     kd("teach", "--run", "broken", "--model", str(tmp_path / "no-such-model"), "--db", db, ok=False)
     broken = json.loads(kd("report", "--compare", "broken", "--db", db, "--json").stdout)
     assert [(r["stage"], r["note"].split(":")[0]) for r in broken] == [("teach", "failed")]  # a failed model shows, with why
+    assert broken[0]["status"] == "failed" and {r["status"] for r in one} == {"succeeded"}  # (a script needs no note parsing)
+    header = next(line for line in kd("report", "--compare", "broken", "--db", db).stdout.splitlines() if " run " in line)
+    assert "note" in header and "status" not in header  # (in the table the note says it)
     assert set(broken[0]) == set(one[0]) and broken[0]["test_accuracy"] is None  # a model row's keys, no figures
     piped = kd("report", "--compare", "r", "bare", "--db", db).stdout  # not a terminal: nothing cut to 80 columns
     assert "…" not in piped and "no succeeded model" in piped and "throughput_samples_per_s" in piped
