@@ -27,7 +27,7 @@ from kdstore.runs import resolve_run_id, stage_scope
 from kdstore.schema import SPLITS, iso_utc
 from kdstore.students import KINDS, check_bert_layout
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
-from kdstore.torchutil import DEVICES
+from kdstore.torchutil import DEVICES, pick_device
 
 from .common import FLOAT, KdPath, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
 
@@ -280,6 +280,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
         splits=tuple(splits), seed=seed, device=device,
     )
     cfg.validate()
+    pick_device(cfg.device)  # --device cuda where there is none: refused before a stage (and a run) is on record
     for path in corpus:  # a missing or unreadable file is refused before a run or a stage is recorded (read in the stage)
         try:
             open(path, "rb").close()
@@ -358,6 +359,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             folds=folds, seed=seed, device=device,
         )
         cfg.validate()
+        pick_device(cfg.device)  # --device cuda where there is none: refused before a stage (and a run) is on record
         source, _, source_run = model.partition(":")
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
@@ -383,6 +385,12 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
                   "is kept (`kd ingest FILE --split dev` adds some)")
         if dist.is_main and not _dev_trains(store, cfg):
             _warn_one_class_dev(store, cfg.labels)
+        if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
+            from kdstore.folds import stratified_folds
+            from kdstore.teacher import training_rows
+
+            names = store.class_names()
+            stratified_folds(training_rows(store, cfg, names)[0].labels, cfg.folds, seed=cfg.seed, class_names=names)
         config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
@@ -429,11 +437,11 @@ def _first_split(splits) -> str:
 
 
 def _check_positions(store, cfg: TeachConfig):
-    """A --max-len longer than a local model folder's positions, refused before a stage is recorded
-    (the stage's own check, after loading the model, left a failed stage). Anything else about the
-    model (a hub name, an unreadable folder) is the stage's to say. Returns the folder's configuration
-    (``None`` for a hub name or an unreadable folder)."""
-    from kdstore.teacher import check_max_len, resolve_model
+    """A --max-len longer than a local model folder's positions, or a head it names other classes for,
+    refused before a stage is recorded (the stage's own check, after loading the model, left a failed
+    stage). Anything else about the model (a hub name, an unreadable folder) is the stage's to say.
+    Returns the folder's configuration (``None`` for a hub name or an unreadable folder)."""
+    from kdstore.teacher import check_max_len, head_classes, resolve_model
 
     path = resolve_model(store, cfg.model)
     if not (Path(path).expanduser() / "config.json").is_file():
@@ -445,6 +453,7 @@ def _check_positions(store, cfg: TeachConfig):
     except Exception:  # noqa: BLE001 (named by the stage, as it loads the model)
         return None
     check_max_len(config, cfg.max_len, path)
+    head_classes(config, store.class_names(), path)
     return config
 
 
@@ -593,6 +602,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     )
     cfg = _file_student_options_fit(cfg)
     cfg.validate()
+    pick_device(cfg.device)  # (as teach's)
     store = open_store(db, writer=True)
     cfg = _resolve_unlabeled(store, cfg)
     _teacher_runs_exist(store, teacher_runs or (run,))
@@ -887,6 +897,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         patience=patience, seed=seed, device=device,
     )
     cfg.validate()
+    pick_device(cfg.device)  # --device cuda where there is none: refused before a stage is on record
     store = open_store(db, writer=True)
     cfg = _resolve_unlabeled(store, cfg)
     _teacher_runs_exist(store, teacher_runs or (run,))

@@ -232,7 +232,8 @@ def check_layerwise(kind: str) -> None:
     """Refuse a teacher of model type ``kind`` that early exit cannot run layer by layer."""
     if kind not in LAYERWISE_TYPES:  # run layer by layer, a model of another family may differ from its own forward
         raise KdError(
-            f"early exit needs a BERT-layout sequence classifier ({', '.join(LAYERWISE_TYPES)}); this one is {kind!r}"
+            f"early exit needs a BERT-layout sequence classifier ({', '.join(LAYERWISE_TYPES)}); this one is {kind!r}: "
+            "choose --student textcnn, bigru or bilstm, or teach a teacher of one of those types"
         )
 
 

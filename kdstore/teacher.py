@@ -147,15 +147,7 @@ def load_classifier(path: str, class_names: list[str]):
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # (transformers 5 makes an empty one where it finds no files)
         raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer)} special tokens alone): "
                       "save the tokenizer it was trained with in its folder (tokenizer.save_pretrained)")
-    # as text: a config.json may name its classes with numbers ({"0": 1, "1": 2}), the store's are strings
-    trained = [str(config.id2label[i]) for i in sorted(config.id2label)] if config.id2label else []
-    is_generic = all(n.startswith("LABEL_") for n in trained)
-    reorder = trained and not is_generic and trained != list(class_names) and sorted(trained) == sorted(class_names)
-    if trained and not is_generic and trained != list(class_names) and not reorder:
-        raise KdError(
-            f"model {path!r} was fine-tuned for classes {trained}, the store has {list(class_names)}: "
-            "start from the base model instead"
-        )
+    trained, reorder = head_classes(config, class_names, path)
     own_pad = tokenizer.pad_token_id is not None
     if tokenizer.pad_token_id is None:  # a GPT-style tokenizer: batches could not be padded
         fallback = next((t for t in (tokenizer.eos_token, tokenizer.unk_token) if t is not None), None)
@@ -226,6 +218,21 @@ def load_classifier(path: str, class_names: list[str]):
     if reorder:  # the store's classes in another order: the head's rows follow them (its fine-tuning is kept)
         _reorder_head(model, [trained.index(n) for n in class_names], path)
     return tokenizer, model
+
+
+def head_classes(config, class_names: list[str], path) -> tuple[list[str], bool]:
+    """``(the classes config's head was fine-tuned for, whether they are the store's in another order)``;
+    refused when a head names other classes than the store's (generic ``LABEL_i`` names say nothing)."""
+    # as text: a config.json may name its classes with numbers ({"0": 1, "1": 2}), the store's are strings
+    trained = [str(config.id2label[i]) for i in sorted(config.id2label)] if config.id2label else []
+    is_generic = all(n.startswith("LABEL_") for n in trained)
+    reorder = bool(trained) and not is_generic and trained != list(class_names) and sorted(trained) == sorted(class_names)
+    if trained and not is_generic and trained != list(class_names) and not reorder:
+        raise KdError(
+            f"model {path!r} was fine-tuned for classes {trained}, the store has {list(class_names)}: "
+            "start from the base model instead"
+        )
+    return trained, reorder
 
 
 def _id_gap(tokenizer, top: int) -> str:

@@ -807,15 +807,28 @@ def test_corpus_lines_of_zero_width_characters_only_are_no_texts(tmp_path):
 
 def test_device_cuda_without_a_gpu_is_one_line_not_a_traceback(tmp_path, monkeypatch):
     """The stage's environment asked torch for the name of a GPU there was none of: an AssertionError
-    traceback (torch's CPU build) before --device cuda's own one-line error."""
+    traceback (torch's CPU build) before --device cuda's own one-line error; now refused before a
+    stage (and its run) is recorded, as every training command does."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     db = str(tmp_path / "kd.db")
     write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
     kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
     result = kd("pretrain", "--run", "g", "--layers", "1", "--hidden", "32", "--steps", "1", "--device", "cuda", "--db", db, ok=False)
     assert result.output == "Error: --device cuda: no CUDA device is available here (use --device cpu or auto)\n"
-    stage = _stage(Path(db), "g", "pretrain")
-    assert stage.status == "failed" and stage.config["environment"]["device"] == "cuda" and "gpu" not in stage.config["environment"]
+    assert not Store.open(db).run_exists("g")
+
+
+def test_teach_and_early_exit_on_cuda_without_a_gpu_are_refused_before_a_stage(taught_store, tiny_model, monkeypatch):
+    """--device cuda on a machine without one failed a stage it had recorded first (a new run's too)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    db = str(taught_store)
+    for args in (["teach", "--run", "g", "--model", str(tiny_model), "--max-len", "32"],
+                 ["distill", "--run", "r", "--student", "early-exit", "--epochs", "1"],
+                 ["distill", "--run", "r", "--student", "textcnn", "--epochs", "1"]):
+        result = kd(*args, "--device", "cuda", "--db", db, ok=False)
+        assert result.output == "Error: --device cuda: no CUDA device is available here (use --device cpu or auto)\n"
+    store = Store.open(db)
+    assert not store.run_exists("g") and [s.name for s in store.stages_of("r")] == ["teach"]
 
 
 def test_pretrain_split_leaves_the_test_texts_out(tmp_path):
@@ -1513,7 +1526,10 @@ def test_folds_bad_values(sample_store, tiny_model):
     assert "--folds must be" in one.output
     many = kd("teach", "--run", "f2", "--model", str(tiny_model), "--folds", "40", "--max-len", "32", "--db", db, ok=False)
     assert "every class needs at least 40 train samples, and 'pos' (30), 'neg' (30) have fewer" in many.output  # by name, with counts
-    assert _stage(sample_store, "f2", "teach").status == "failed"
+    assert not Store.open(db).run_exists("f2")  # refused before a stage (and its run) is recorded: it failed inside one
+    # the rows --where selects are the ones folded
+    few = kd("teach", "--run", "f4", "--model", str(tiny_model), "--folds", "25", "--where", "id <= 30", "--max-len", "32", "--db", db, ok=False)
+    assert "every class needs at least 25 train samples" in few.output and not Store.open(db).run_exists("f4")
 
 
 def test_folds_refused_for_a_small_class_give_advice_that_can_be_followed(sample_store, tiny_model, tmp_path):
@@ -1554,7 +1570,7 @@ def test_teach_refuses_mismatched_tokenizer_and_foreign_head(sample_store, tiny_
     head = kd("teach", "--run", "head", "--model", str(foreign), "--max-len", "32", "--db", db, ok=False)
     assert "fine-tuned for classes ['spam', 'ham']" in head.output
     assert _stage(sample_store, "tok", "teach").status == "failed"
-    assert _stage(sample_store, "head", "teach").status == "failed"
+    assert head.output.count("\n") == 1 and not Store.open(db).run_exists("head")  # refused before a stage: it failed inside one
     assert _count(sample_store, Logit) == 0
 
 
@@ -2062,6 +2078,7 @@ def test_a_teacher_not_laid_out_like_bert_is_refused_by_early_exit_and_transform
     for student in ("early-exit", "transformer"):
         out = kd("distill", "--run", "a", "--student", student, "--epochs", "1", "--db", db, ok=False)
         assert f"this one is {kind!r}" in out.output if student == "early-exit" else f"this teacher's {kind!r} is laid out otherwise" in out.output
+        assert "choose --student textcnn, bigru or bilstm" in out.output  # (early exit named no way on)
         assert "Traceback" not in out.output
     runs = json.loads(kd("runs", "--db", db, "--json").stdout)
     assert [s["name"] for r in runs for s in r["stages"]] == ["teach"]
@@ -2694,7 +2711,7 @@ def test_a_model_without_a_position_limit_takes_any_max_len(tmp_path):
 
     XLNetConfig(vocab_size=100, d_model=32, n_layer=2, n_head=2, d_inner=64).save_pretrained(tmp_path / "xlnet")
     check_max_len(XLNetConfig(), 512, "xlnet")
-    _check_positions(None, TeachConfig(model=str(tmp_path / "xlnet"), max_len=512))
+    _check_positions(Store.open(str(tmp_path / "kd.db")), TeachConfig(model=str(tmp_path / "xlnet"), max_len=512))
 
 
 @pytest.mark.parametrize("kind", ["data2vec-text", "mpnet", "xlm-roberta-xl", "roberta-prelayernorm"])
