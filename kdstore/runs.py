@@ -143,7 +143,7 @@ def stage_scope(
         raise
     try:
         try:
-            if kind in ("pretrain", "teach", "distill") and not os.access(handle.artifact_dir, os.W_OK):
+            if kind in ("pretrain", "teach", "distill") and not _writable_folder(handle):
                 # found now, not after hours of training when the model is saved
                 raise KdError(f"{handle.artifact_dir}: cannot write the stage's model there (KD_ARTIFACTS sets the folder)")
             yield handle
@@ -159,6 +159,18 @@ def stage_scope(
         _drop_replaced(store, run=run, name=name)
     finally:
         guard.close()
+
+
+def _writable_folder(handle: StageHandle) -> bool:
+    """Whether the stage's artifact folder can be made (``artifact_dir`` makes it) and written: a
+    read-only ``KD_ARTIFACTS``, or one under a file, is the one-line error, not an OSError recorded
+    with where in pathlib it was raised."""
+    folder = handle.store.artifact_root / handle.run / handle.name
+    try:
+        return os.access(handle.artifact_dir, os.W_OK)
+    except OSError as exc:
+        raise KdError(f"{folder}: cannot write the stage's model there: {exc.strerror or exc} "
+                      "(KD_ARTIFACTS sets the folder)") from None
 
 
 def _running_here(store: Store, stage_id: int) -> bool:
@@ -489,6 +501,8 @@ def mark_crashed(store: Store) -> int:
     for stage_id, run, name in _unfinished(store):  # a failure's end cut short: its outputs and the old stage's name
         store.clear_outputs(stage_id)
         _give_back(store, run=run, name=name, failed_id=stage_id)
+    for run, name in _unswept(store):  # a success's end cut short: the stages it replaced, still parked
+        _drop_replaced(store, run=run, name=name)
     if not gone:
         return 0
     notes = {stage_id: _discard_label_work(store, stage_id) for stage_id in gone}  # before the mark: a kill between retries it
@@ -659,6 +673,25 @@ def _unfinished(store: Store) -> list[tuple[int, str, str]]:
                             .where(Stage.run_id == run_id, Stage.name == base, Stage.status == "failed")).first()
             if row is not None:
                 out.append((row[0], row[1], base))
+    return out
+
+
+def _unswept(store: Store) -> list[tuple[str, str]]:
+    """``(run, name)`` of each stage that succeeded as a replacement while the stage it replaced still
+    waits as ``NAME~parked-ID``: its process was killed (``kill -9``) between recording the success
+    and deleting the old stage, which stayed parked for good, its folder (a model) kept beside the new one."""
+    with store.session() as s:
+        parked = s.execute(select(Stage.id, Stage.name, Stage.run_id).where(Stage.name.contains(PARKED, autoescape=True))).all()
+        out = []
+        for stage_id, parked_name, run_id in parked:
+            base, _, tail = parked_name.rpartition(PARKED)
+            if tail != str(stage_id):
+                continue
+            row = s.execute(select(Stage, Run.uniqid).join(Run, Run.id == Stage.run_id)
+                            .where(Stage.run_id == run_id, Stage.name == base, Stage.status == "succeeded")).first()
+            # only once its process is certainly gone: a live one deletes them itself, a moment after the success
+            if row is not None and process_state(row[0]) is False and (row[1], base) not in out:
+                out.append((row[1], base))
     return out
 
 

@@ -757,6 +757,61 @@ def test_a_failure_cut_short_before_it_gave_the_old_stage_back_is_finished_by_th
     assert Path(store.find_stage("r1", "teach").artifact_path).read_bytes() == b"old"
 
 
+def test_a_success_cut_short_before_it_dropped_the_old_stage_is_finished_by_the_next_stage(store, db, tmp_path):
+    """``kill -9`` after an ``--overwrite`` was recorded succeeded but before the stage it replaced was
+    deleted: the old stage stayed ``NAME~parked-ID`` for good (in `kd runs` and `kd report`), its model
+    folder kept beside the new one. The next stage that starts on the machine deletes it, as the
+    killed process would have."""
+    from kdstore.runs import _machine
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "model.txt").write_text("old", encoding="utf-8")
+        st.record_artifact(st.artifact_dir / "model.txt")
+    old_id = st.id
+    script = tmp_path / "cut.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "import kdstore.runs as runs\n"
+        "from kdstore.store import Store\n"
+        "runs._drop_replaced = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # killed right after the success\n"
+        "store = Store.open(sys.argv[1])\n"
+        "with runs.stage_scope(store, run='r1', kind='teach', config={}, overwrite=True) as st:\n"
+        "    (st.artifact_dir / 'model.txt').write_text('new', encoding='utf-8')\n"
+        "    st.record_artifact(st.artifact_dir / 'model.txt')\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run([sys.executable, str(script), db], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert _stage(store, "r1", f"teach~parked-{old_id}").status == "succeeded"  # as the kill left it
+    with stage_scope(store, run="r2", kind="teach", config={}):  # any stage that starts
+        pass
+    assert [(s.name, s.status) for s in store.stages_of("r1")] == [("teach", "succeeded")]
+    new = store.find_stage("r1", "teach")
+    assert new.id != old_id and pathlib.Path(new.artifact_path).read_text(encoding="utf-8") == "new"
+    assert sorted(p.name for p in (store.artifact_root / "r1").iterdir()) == ["teach"]
+
+
+def test_an_artifact_folder_that_cannot_be_made_fails_the_stage_in_one_line(db, invoke, write_file, tmp_path, monkeypatch):
+    """KD_ARTIFACTS read-only, or a file: making the stage's folder raised an OSError, recorded as the
+    stage's error with the place in pathlib it came from, and the check meant to say "cannot write the
+    stage's model there (KD_ARTIFACTS sets the folder)" never ran."""
+    write_file("train.tsv", "pos\ta\nneg\tb\n")
+    invoke(["ingest", "train.tsv"])
+    blocker = write_file("not-a-folder", "x")
+    monkeypatch.setenv("KD_ARTIFACTS", str(blocker))
+    store = Store.open(db, create=False)
+    try:
+        with pytest.raises(KdError, match=r"not-a-folder/r1/teach: cannot write the stage's model there: .*\(KD_ARTIFACTS sets the folder\)$"):
+            with stage_scope(store, run="r1", kind="teach", config={}):
+                pytest.fail("the body must not run")
+        stage = _stage(store, "r1", "teach")
+        assert stage.status == "failed" and " at " not in stage.error and "KD_ARTIFACTS sets the folder" in stage.error
+    finally:
+        store.close()
+
+
 def test_failed_stage_may_be_rerun_without_overwrite(store):
     with pytest.raises(ValueError):
         with stage_scope(store, run="r1", kind="teach", config={}):
