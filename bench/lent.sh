@@ -30,18 +30,26 @@
 # 85.45 %, is what 4 minutes at a small batch gave), KD_LENT_SECONDS (default 540) is the time the
 # table gets, KD_LENT_DEVICE (default cuda) the device.
 # Everything lands in $OUT: TABLE.json (raw figures, rewritten after every figure with "partial":
-# true until the table is complete; merge two seeds' files with `python -m bench merge A.json
-# B.json`), TABLE.md (the table, or what exists when the limit stops it), TABLE.log (every figure
+# true until the table is complete; merge two seeds' B1B2 or B3 files with `python -m bench merge
+# A.json B.json`), TABLE.md (the table, or what exists when the limit stops it), TABLE.log (every figure
 # the moment it exists) and gpu.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+WHEELS="sqlalchemy alembic mako cleanlab termcolor jieba"  # what the GPU image lacks (gpu-wheels.sh fetches them)
+missing_wheels() {  # a half-filled .whl/ (a download cut off) was taken as done: the sitting died at an import
+  local name n
+  for name in $WHEELS; do  # (two versions of one stop the device's whole pip install)
+    n=$(ls .whl 2>/dev/null | grep -ci "^$name-[0-9].*\.whl$")
+    [ "$n" = 1 ] || echo -n "$([ "$n" = 0 ] && echo "no $name wheel" || echo "$n $name wheels (keep one)"), "
+  done
+}
 
 if [ "${1:-}" = --prepare ]; then
   set -e
   for ignored in /.whl/ /.kd-shared/; do
     grep -qx "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
   done
-  [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 || bash ../shared/tools/gpu-wheels.sh
+  [[ "$(missing_wheels)" != *"no "* ]] || bash ../shared/tools/gpu-wheels.sh
   mkdir -p .kd-shared/data && chmod -R u+w .kd-shared
   # ../shared is read-only: copies that kept its modes (a read-only folder) made a second --prepare fail
   cp -r --no-preserve=mode ../shared/data/reviews .kd-shared/data/
@@ -59,6 +67,9 @@ if [ "${1:-}" = --stamp ]; then  # the device's copy of the tree has no .git: th
   echo "$commit" > .kd-shared/COMMIT
   echo "figures will name commit $commit"
   du -sh .whl .kd-shared 2>/dev/null
+  lacking=$(missing_wheels)
+  [ -f .kd-shared/data/reviews/train.tsv ] || lacking="${lacking}no .kd-shared/data, "
+  [ -z "$lacking" ] || { echo "not ready for the device: ${lacking%, } (bash bench/lent.sh --prepare fills both)" >&2; exit 1; }
   exit 0
 fi
 
@@ -82,6 +93,9 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONWARNINGS="ignore::SyntaxWar
 [ -f "$KD_SHARED/COMMIT" ] && export KD_COMMIT="${KD_COMMIT:-$(cat "$KD_SHARED/COMMIT")}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
 echo "commit ${KD_COMMIT:-unknown (run bash bench/lent.sh --stamp before the device call)}" >> "$OUT/gpu.txt"
+# at once, not at the first import minutes in (cleanlab: B3's detectors, after the teachers)
+python3 -c "import importlib.util as u, sys; gone = [m for m in sys.argv[1:] if u.find_spec(m) is None]; gone and sys.exit('missing here: ' + ', '.join(gone) + ' (carry .whl, filled by bash bench/lent.sh --prepare)')" \
+  $WHEELS torch transformers 2> "$OUT/$table.log" || { cat "$OUT/$table.log" >&2; echo "exit status 1" >> "$OUT/$table.log"; exit 1; }
 # shellcheck disable=SC2086  # KD_LENT_ARGS is a list of arguments
 if [ "$table" = B4 ]; then  # speed.py trains on one device and times on the CPU and, here, the GPU
   common=(--train-device "${KD_LENT_DEVICE:-cuda}" --time-device "${KD_LENT_DEVICE:-cuda}" --seed "${KD_LENT_SEED:-1}" --plot "$OUT/B4-early-exit.png")

@@ -545,7 +545,10 @@ def merge_files(paths: list[Path]) -> dict:
             raise ValueError(f"{path}: a partial result (its run was stopped before the end): re-run that seed")
         datas.append(data)
     kinds = {"B1B2" if "rows" in d else "B3" if "per_seed" in d else "?" for d in datas}
-    if len(kinds) != 1 or "?" in kinds:
+    for path, data in zip(paths, datas):  # (two teacher.json files were refused as "not a mix")
+        if "rows" not in data and "per_seed" not in data:
+            raise ValueError(f"{path}: not the JSON of bench/distill.py (B1B2) or bench/labels.py (B3): only their seeds merge")
+    if len(kinds) != 1:
         raise ValueError("merge takes the JSON of bench/distill.py runs or of bench/labels.py runs, not a mix")
     module, name = MERGERS[kinds.pop()]
     merge = getattr(importlib.import_module(module), name)

@@ -399,6 +399,10 @@ def test_merge_files_of_lent_sittings(tmp_path):
     with pytest.raises(ValueError, match="partial result"):
         suite.merge_files([one, stopped])
     assert suite.main(["merge", str(one), str(stopped)]) == 2
+    teacher = tmp_path / "teacher.json"  # lent.sh's teacher table: one seed a sitting too, but no merge of its own
+    teacher.write_text(json.dumps({"config": {}, "runs": [], "machine": MACHINE, "seeds": "1", "summary": {}}))
+    with pytest.raises(ValueError, match=r"teacher\.json: not the JSON of bench/distill\.py \(B1B2\) or bench/labels\.py \(B3\)"):
+        suite.merge_files([teacher, teacher])
 
 
 def test_partial_results_are_rewritten_after_each_figure(tmp_path):
@@ -587,6 +591,53 @@ def test_scale_memory_is_the_step_s_own_on_a_gpu(monkeypatch):
     assert seen == ["cpu"]
 
 
+LENT_WHEELS = ("sqlalchemy-2.0.0-cp312-cp312-manylinux_2_17_x86_64.whl", "alembic-1.13.0-py3-none-any.whl", "Mako-1.3.0-py3-none-any.whl",
+               "cleanlab-2.6.0-py3-none-any.whl", "termcolor-2.4.0-py3-none-any.whl", "jieba-0.42.1-py3-none-any.whl")
+
+
+def lent_ready(repo: Path, wheels=LENT_WHEELS) -> None:
+    """What ``bench/lent.sh --prepare`` leaves for a sitting: a wheel of each package the GPU image lacks, and the data."""
+    (repo / ".whl").mkdir(exist_ok=True)
+    for name in wheels:
+        (repo / ".whl" / name).write_text("")
+    (repo / ".kd-shared" / "data" / "reviews").mkdir(parents=True, exist_ok=True)
+    (repo / ".kd-shared" / "data" / "reviews" / "train.tsv").write_text("pos\tx\n")
+
+
+def test_lent_stamp_and_prepare_see_a_half_filled_wheel_folder(tmp_path):
+    """--prepare took any wheel in .whl/ for all of them (a download cut off after sqlalchemy left no
+    jieba), and --stamp, run before every device call, said nothing: the sitting died at its first
+    import of the missing package, minutes in for cleanlab (B3). Now --stamp refuses, naming what is
+    missing, and --prepare fetches again."""
+    import shutil
+    import subprocess
+
+    repo, tools = tmp_path / "repo", tmp_path / "shared" / "tools"
+    (repo / "bench").mkdir(parents=True)
+    shutil.copy(ROOT / "bench" / "lent.sh", repo / "bench" / "lent.sh")
+    (repo / ".gitignore").write_text("/.whl/\n/.kd-shared/\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    lent_ready(repo, [w for w in LENT_WHEELS if not w.startswith(("jieba", "cleanlab"))])
+    stamp = subprocess.run(["bash", "bench/lent.sh", "--stamp"], cwd=repo, capture_output=True, text=True)
+    assert stamp.returncode == 1 and "not ready for the device: no cleanlab wheel, no jieba wheel (bash bench/lent.sh --prepare" in stamp.stderr
+    shutil.rmtree(repo / ".kd-shared" / "data")
+    assert "no jieba wheel, no .kd-shared/data (" in subprocess.run(["bash", "bench/lent.sh", "--stamp"], cwd=repo, capture_output=True, text=True).stderr
+    tools.mkdir(parents=True)  # gpu-wheels.sh, as if it downloaded: here it writes the wheels' names
+    (tools / "gpu-wheels.sh").write_text("touch .whl/cleanlab-2.6.0-py3-none-any.whl .whl/jieba-0.42.1-py3-none-any.whl\n")
+    (tmp_path / "shared" / "data" / "reviews").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "reviews" / "train.tsv").write_text("pos\tx\n")
+    (tmp_path / "shared" / "BENCHMARK.md").write_text("# B\n")
+    prepare = subprocess.run(["bash", "bench/lent.sh", "--prepare"], cwd=repo, capture_output=True, text=True)
+    assert prepare.returncode == 0, prepare.stderr
+    assert (repo / ".whl" / "jieba-0.42.1-py3-none-any.whl").exists() and "not ready" not in prepare.stderr
+    (repo / ".whl" / "SQLAlchemy-2.0.1-cp312-cp312-manylinux_2_17_x86_64.whl").write_text("")  # a second version: pip refuses both
+    stamp = subprocess.run(["bash", "bench/lent.sh", "--stamp"], cwd=repo, capture_output=True, text=True)
+    assert stamp.returncode == 1 and "not ready for the device: 2 sqlalchemy wheels (keep one)" in stamp.stderr
+
+
 def test_lent_stamp_counts_an_untracked_file_as_a_change(tmp_path):
     """The device gets untracked files that git does not ignore: figures measured with one must not
     name the bare commit."""
@@ -597,6 +648,7 @@ def test_lent_stamp_counts_an_untracked_file_as_a_change(tmp_path):
     (repo / "bench").mkdir(parents=True)
     shutil.copy(ROOT / "bench" / "lent.sh", repo / "bench" / "lent.sh")
     (repo / ".gitignore").write_text("/.whl/\n/.kd-shared/\n")
+    lent_ready(repo)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -865,8 +917,7 @@ def test_lent_prepare_twice_and_a_new_out_folder(tmp_path):
 
     repo, shared = tmp_path / "repo", tmp_path / "shared"
     (repo / "bench").mkdir(parents=True)
-    (repo / ".whl").mkdir()
-    (repo / ".whl" / "x-1-py3-none-any.whl").write_text("")  # wheels there: gpu-wheels.sh is not run
+    lent_ready(repo)  # wheels there: gpu-wheels.sh is not run
     shutil.copy(ROOT / "bench" / "lent.sh", repo / "bench" / "lent.sh")
     (repo / ".gitignore").write_text("/.whl/\n/.kd-shared/\n")
     (shared / "data" / "reviews").mkdir(parents=True)
