@@ -233,6 +233,10 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{gone}{dur}")
         if st["error"]:
             out.print(f"  error: {one_line(st['error'])}", markup=False)
+        if st["artifact_found"] is False:  # (its figures stand; predict, export and a student's --init need the folder)
+            host = f" ({st['host']})" if st["host"] else ""
+            out.print(f"  model folder not found here: {st['artifact_path']}: deleted or moved by hand, or on the disk of "
+                      f"the machine that trained it{host}", markup=False)
         shown = {k: v for k, v in ((k, _config_value(v)) for k, v in st["config"].items())
                  if v is not _HIDDEN and k not in _TEXT_HIDDEN}
         if shown:

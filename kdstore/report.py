@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ def stage_summary(stage: Stage) -> dict[str, Any]:
         "host": stage.host,
         "artifact_path": stage.artifact_path,
         "artifact_sha256": stage.artifact_sha256,
+        # (a model folder deleted or moved by hand, or on another machine's disk: a store on a server)
+        "artifact_found": None if stage.artifact_path is None else os.path.isdir(stage.artifact_path),
     }
 
 

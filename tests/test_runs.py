@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,6 +184,21 @@ def test_stage_success_is_marked_succeeded(store):
     assert stage.config == {"lr": 0.1, "model": "m"}
     assert stage.host
     assert len(store.read_logits(stage.id)[0]) == 4
+
+
+def test_report_says_a_model_folder_not_found_here(store, invoke):
+    """A model folder deleted by hand (or on the disk of the machine that trained it, a store on a
+    server) left the stage reported as any other: predict and export then failed on it, unexplained."""
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "w.bin").write_bytes(b"x")
+        st.record_artifact(st.artifact_dir)
+    folder = _stage(store, "r1", "teach").artifact_path
+    assert invoke.json(["runs"])[0]["stages"][0]["artifact_found"] is True
+    assert "not found here" not in invoke(["report", "--run", "r1"]).stdout
+    shutil.rmtree(folder)
+    [stage] = invoke.json(["report", "--run", "r1"])["stages"]
+    assert stage["artifact_found"] is False and stage["status"] == "succeeded"  # (its figures stand)
+    assert f"model folder not found here: {folder}: deleted or moved by hand" in invoke(["report", "--run", "r1"]).stdout
 
 
 def test_stage_exception_marks_failed_and_removes_partial_outputs(store):
