@@ -41,7 +41,8 @@ def labels():
 @click.option("--allow-in-sample/--no-allow-in-sample", is_flag=True, help="Accept a teacher that saw the samples it scores (not recommended).")
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Temperature-scale the probabilities to the given labels before cleanlab and the scores; "
-                   "--no-calibrate: cleanlab on the raw ones, exactly as cleanlab.filter.find_label_issues.")
+                   "--no-calibrate: cleanlab on the raw ones, exactly as cleanlab.filter.find_label_issues (its flags as they "
+                   "are with --method cleanlab --combine union: the default ranked list keeps at most the estimated number of wrong labels).")
 @overwrite_option
 @store_options
 @json_option

@@ -187,7 +187,8 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
         raise KdError(f"--tfidf-member: class {names[small]!r} has 1 train sample: out-of-fold TF-IDF probabilities "
                       "need at least 2 of every class (leave --tfidf-member out)")
     # a sample without logits first (ingested after the teacher ran): scoring it is the fix, not --allow-in-sample
-    probs = _probs(store, teacher.id, train.ids, missing=f"have no teacher logits: run `kd teach --run {teacher_run} --logits-only`")
+    probs = _probs(store, teacher.id, train.ids, missing=f"have no teacher logits: run `kd teach --run {teacher_run} --logits-only`",
+                   source=f"the teacher of run {teacher_run!r} (a training that diverged?): re-run `kd teach --run {teacher_run} ... --overwrite`")
     folds = store.read_folds(teacher.id)
     # a --folds teacher gave every row it trained on a fold: a train sample without one came later (or
     # back from a drop) and was scored by K models none of which saw it. A teacher without folds
@@ -235,8 +236,9 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
     # no noise rate to estimate and no label to be confused with: the detection runs over the train
     # classes alone (each member's probabilities renormalized over them) and maps back to class ids
     present = np.unique(train.labels)
+    judged = only_classes(probs, present)  # (what the detection judges: its agreement figure is of these)
     found = noise.detect(
-        np.searchsorted(present, train.labels), only_classes(probs, present), methods=cfg.methods, combine=cfg.combine,
+        np.searchsorted(present, train.labels), judged, methods=cfg.methods, combine=cfg.combine,
         filter_by=cfg.filter_by, frac_noise=cfg.frac_noise, quality_method=cfg.quality_method,
         extra_votes=[only_classes(v, present) for v in votes] or None, calibrate=cfg.calibrate,
     )
@@ -248,7 +250,9 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
     with store.writer() as conn:
         bulk_insert(conn, LabelIssue.__table__, ("stage_id", "sample_id", "given_label_id", "suggested_label_id", "score", "methods", "status"), rows)
     figures = {"flagged": len(rows), "train_samples": len(train), "in_sample": inputs.in_sample,
-               "oof_accuracy": float(np.mean(probs.argmax(axis=1) == train.labels)),
+               # (over the train classes: a prediction of a class no train label holds is no disagreement the
+               # detection can flag, and counted as one the warning took a teacher right on the rest for a weak one)
+               "oof_accuracy": float(np.mean(present[judged.argmax(axis=1)] == train.labels)),
                "majority_rate": float(np.bincount(train.labels).max() / len(train))}
     figures.update({f"flagged[{m}]": int(mask.sum()) for m, mask in found.masks.items()})
     store.add_metrics(stage.id, "train", figures)
@@ -263,9 +267,10 @@ def single_sample_warnings(store: Store, cfg: DetectConfig, inputs: DetectInputs
     if not len(one):
         return []
     names = store.class_names()
-    return [f"class {', '.join(repr(names[c]) for c in one)} has a single train sample: confident learning (cleanlab) "
-            "needs two of a class to judge a label, so only the other methods can flag "
-            f"{'it' if len(one) == 1 else 'them'}"]
+    many = len(one) > 1  # ("class 'a', 'b' has a single train sample")
+    return [f"{'classes' if many else 'class'} {', '.join(repr(names[c]) for c in one)} {'have' if many else 'has'} a single train "
+            f"sample{' each' if many else ''}: confident learning (cleanlab) needs two of a class to judge a label, so only the "
+            f"other methods can flag {'them' if many else 'it'}"]
 
 
 TFIDF_FOLDS = 5
@@ -424,6 +429,7 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
         # class ids only grow: a student of fewer outputs ran before a class was added (its votes cannot be read against it)
         classes=len(names), changed=f"distill stage {name!r} of run {run!r} learned {{n}} classes, the store now has {len(names)} "
                                     f"({', '.join(names)}): re-run it or leave it out of --student-votes",
+        source=f"distill stage {name!r} of run {run!r}: re-run it or leave it out of --student-votes",
     )
     if not store.read_folds(stage.id) and not allow_in_sample:  # --folds students score each train sample blind to it
         # from the teachers it learned from: another run's (--teacher-run) are named, ``run`` may have none
@@ -439,10 +445,11 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
 
 
 def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str, classes: int | None = None,
-           changed: str = "") -> np.ndarray:
+           changed: str = "", source: str = "the stage") -> np.ndarray:
     """The stage's softmax probabilities for the train samples, in their order; refuses (``N train
-    samples`` + ``missing``) when some have no logits from it, and (``changed``, ``{n}`` its outputs)
-    when its logits have other than ``classes`` outputs."""
+    samples`` + ``missing``) when some have no logits from it, (``changed``, ``{n}`` its outputs)
+    when its logits have other than ``classes`` outputs, and (naming ``source``) when some are NaN or
+    infinite: refused before a detect stage opens, naming samples, not a row of the detection."""
     ids, logits = store.read_logits(stage_id, splits=["train"])
     if classes is not None and len(ids) and logits.shape[1] != classes:
         raise KdError(changed.format(n=logits.shape[1]))
@@ -450,7 +457,13 @@ def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str,
     absent = [int(i) for i in sample_ids if int(i) not in row]
     if absent:
         raise KdError(f"{len(absent)} train samples {missing}")
-    return softmax(logits[[row[int(i)] for i in sample_ids]])
+    logits = logits[[row[int(i)] for i in sample_ids]]
+    broken = [int(i) for i, ok in zip(sample_ids, np.isfinite(logits).all(axis=1)) if not ok]
+    if broken:
+        shown = ", ".join(map(str, broken[:10])) + (f" and {len(broken) - 10} more" if len(broken) > 10 else "")
+        raise KdError(f"{len(broken)} train sample{'s' if len(broken) > 1 else ''} ({shown}) {'have' if len(broken) > 1 else 'has'} "
+                      f"NaN or infinite logits from {source}")
+    return softmax(logits)
 
 
 # reading issues --------------------------------------------------------------------------------

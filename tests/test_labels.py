@@ -1773,10 +1773,62 @@ def test_a_class_of_one_train_sample_is_named_in_a_warning_not_cleanlabs_raw_one
     assert said == ["class 'mid' has a single train sample: confident learning (cleanlab) needs two of a class to judge "
                     "a label, so only the other methods can flag it"]
     assert f"warning: {said[0]}" in out.stderr and "UserWarning" not in out.stderr
+    # two such classes: "class 'mid', 'low' has a single train sample ... flag them" read as one class
+    two = _hand_made_teacher(tmp_path / "two.db", ["pos", "neg"] * 10 + ["mid", "low"])
+    said = [w for w in json.loads(kd("labels", "detect", "--run", "r", "--db", two, "--json").stdout)["warnings"] if "single train" in w]
+    assert said == ["classes 'mid', 'low' have a single train sample each: confident learning (cleanlab) needs two of a class "
+                    "to judge a label, so only the other methods can flag them"]
     # a filter that does not prune per class, or no cleanlab method: nothing to say
     for args in (["--filter-by", "confident_learning"], ["--method", "disagree"]):
         again = kd("labels", "detect", "--run", "r", "--db", db, "--json", "--overwrite", *args)
         assert not any("single train sample" in w for w in json.loads(again.stdout)["warnings"])
+
+
+def _teacher_logits(db: str, logits: np.ndarray) -> None:
+    """The hand-made teacher's (``_hand_made_teacher``) logits replaced by ``logits``, one row per sample in id order."""
+    from kdstore.schema import Logit
+
+    store = _open(db)
+    with store.engine.begin() as conn:
+        conn.execute(delete(Logit))
+    store.write_logits(1, list(range(1, len(logits) + 1)), np.asarray(logits, dtype=np.float32))
+    store.close()
+
+
+def test_the_teachers_agreement_is_judged_over_the_classes_the_detection_judges(tmp_path):
+    """Every train sample of class 'mid' dropped: the detection runs over pos and neg, where the teacher
+    sides with 18 of the 20 labels. Its agreement was counted over every class, its preference for
+    'mid' (which no issue can suggest) as disagreement: "agree with 0.0% of the given labels ... most
+    flags are its own errors; train a stronger teacher", of a teacher right on 90 % of them."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10 + ["mid"] * 2)
+    logits = np.zeros((22, 3))
+    logits[:, 2] = 5.0  # 'mid' first everywhere
+    logits[np.arange(20), np.arange(20) % 2] = 2.0  # then the given label ...
+    logits[[0, 2], :2] = [[0.0, 2.0], [0.0, 2.0]]  # ... but for two pos labels the teacher finds neg
+    _teacher_logits(db, logits)
+    kd("labels", "set", "--run", "r", "21=drop", "22=drop", "--db", db)
+    out = json.loads(kd("labels", "detect", "--run", "r", "--db", db, "--json").stdout)
+    assert not [w for w in out["warnings"] if "stronger teacher" in w], out["warnings"]
+    store = _open(db)
+    figures = {m.name: m.value for m in store.metrics(store.find_stage("r", "detect").id)}
+    store.close()
+    assert figures["oof_accuracy"] == pytest.approx(0.9)
+    assert {i["sample_id"] for i in _issues(db)} <= {1, 3} and {i["suggested"] for i in _issues(db)} <= {"neg"}
+
+
+def test_non_finite_teacher_logits_are_refused_before_a_stage_naming_the_samples(tmp_path, error_line):
+    """A teacher whose logits hold a NaN or an inf (fp16 autocast overflowing) started a detect stage, printed
+    numpy's RuntimeWarning and failed it with "pred_probs has non-finite values (NaN or inf) in 2 row(s),
+    first row 3": a row of the detection, not a sample, and a failed stage on record."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
+    logits = np.random.default_rng(0).normal(size=(20, 2))
+    logits[3], logits[5, 0] = np.nan, np.inf
+    _teacher_logits(db, logits)
+    result = kd("labels", "detect", "--run", "r", "--db", db, ok=False)
+    assert error_line(result) == ("Error: 2 train samples (4, 6) have NaN or infinite logits from the teacher of run 'r' "
+                                  "(a training that diverged?): re-run `kd teach --run r ... --overwrite`")
+    assert "RuntimeWarning" not in result.output
+    assert [s.name for s in _open(db).stages_of("r")] == ["teach"]
 
 
 def test_a_dry_run_clean_is_refused_as_the_real_one_would_be(tmp_path, error_line):
