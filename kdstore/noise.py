@@ -373,7 +373,7 @@ def detect(
 
 def reliability_warnings(
     *, flagged: int, samples: int, accuracy: float | None, majority: float | None,
-    max_fraction: float = MAX_PLAUSIBLE_FRACTION, tfidf_member: bool = False,
+    max_fraction: float = MAX_PLAUSIBLE_FRACTION, tfidf_member: bool = False, in_sample: bool = False,
 ) -> list[str]:
     """Why a detection should not be trusted, one sentence each (empty when nothing is amiss).
 
@@ -383,7 +383,8 @@ def reliability_warnings(
     tenth of the way from always answering the majority class to a perfect score (5 points on a
     balanced binary task, 0.5 on a 95 % majority) flag mostly their own errors; more than ``max_fraction`` of the
     labels flagged is, for a corpus someone labeled with care, the sign of a weak model.
-    ``tfidf_member``: the detection had the TF-IDF member already (the advice leaves it out).
+    ``tfidf_member``: the detection had the TF-IDF member already (the advice leaves it out);
+    ``in_sample``: its probabilities are of a teacher that learned these labels (``--allow-in-sample``).
     """
     if samples <= 0 or not 0 <= flagged <= samples:
         raise KdError(f"flagged must be in [0, samples] and samples positive, got {flagged} of {samples}")
@@ -395,7 +396,7 @@ def reliability_warnings(
     out = []
     if accuracy is not None and majority is not None and below_room(accuracy, majority):
         out.append(
-            f"the teacher's out-of-fold predictions agree with {accuracy:.1%} of the given labels, {versus_majority(accuracy, majority)} "
+            f"the teacher's {'in-sample' if in_sample else 'out-of-fold'} predictions agree with {accuracy:.1%} of the given labels, {versus_majority(accuracy, majority)} "
             f"always answering the most frequent class ({majority:.1%}): "
             f"{'most flags are its own errors' if flagged else 'its flags would mostly be its own errors'}; train a "
             "stronger teacher" + ("" if tfidf_member else " (or detect with --tfidf-member)") + " before cleaning"

@@ -381,6 +381,8 @@ def test_reliability_warnings_name_a_weak_model_and_an_implausible_share(problem
     assert weak[1].startswith("40 of 100 train labels (40%) flagged, more than 30%")
     assert "--tfidf-member" in weak[0] and "--tfidf-member" not in reliability_warnings(
         flagged=40, samples=100, accuracy=0.56, majority=0.55, tfidf_member=True)[0]  # not advised when it was used
+    assert "teacher's out-of-fold predictions agree" in weak[0] and "teacher's in-sample predictions agree" in reliability_warnings(
+        flagged=40, samples=100, accuracy=0.56, majority=0.55, in_sample=True)[0]  # (--allow-in-sample: not called out-of-fold)
     assert reliability_warnings(flagged=30, samples=100, accuracy=None, majority=None) == []  # 30 % is not more than 30 %
     assert len(reliability_warnings(flagged=31, samples=100, accuracy=None, majority=0.5)) == 1  # unknown accuracy: not judged
     assert reliability_warnings(flagged=5, samples=100, accuracy=0.55, majority=0.50) == []  # a tenth of the way to 100 %: enough
