@@ -332,9 +332,12 @@ def student_bert_config(teacher_config, *, layers: int, hidden: int | None, num_
         raise _not_bert_layout(getattr(teacher_config, "model_type", type(teacher_config).__name__))  # DistilBERT, T5, BART
     cfg = teacher_config.to_dict()
     width = hidden or teacher_config.hidden_size
-    heads = teacher_config.num_attention_heads if width == teacher_config.hidden_size else max(1, width // 64)
-    if width % heads:
-        raise KdError(f"transformer student width {width} is not divisible by {heads} heads")
+    heads = teacher_config.num_attention_heads if width == teacher_config.hidden_size else _heads_of(width)
+    if width % heads:  # (a width of the student's own: kd distill has no --heads to choose them by)
+        below = next(w for w in range(width - 1, 0, -1) if w % _heads_of(w) == 0)
+        above = next(w for w in range(width + 1, 64 * (heads + 1) + 1) if w % _heads_of(w) == 0)  # (64 * (heads + 1) is one)
+        raise KdError(f"--width {width} is not divisible by its {heads} attention heads (a student narrower or wider than "
+                      f"its teacher has --width / 64 of them): give a width they divide, such as {below} or {above}")
     cfg.update(
         num_hidden_layers=layers, hidden_size=width, num_attention_heads=heads,
         intermediate_size=4 * width if width != teacher_config.hidden_size else teacher_config.intermediate_size,
@@ -345,6 +348,11 @@ def student_bert_config(teacher_config, *, layers: int, hidden: int | None, num_
     cfg["id2label"] = {i: f"LABEL_{i}" for i in range(num_classes)}
     cfg["label2id"] = {f"LABEL_{i}": i for i in range(num_classes)}
     return cfg
+
+
+def _heads_of(width: int) -> int:
+    """The attention heads of a transformer student of a width other than its teacher's: one per 64."""
+    return max(1, width // 64)
 
 
 def check_bert_layout(teacher_config) -> None:

@@ -412,6 +412,21 @@ def test_student_parameter_count_from_the_configuration_equals_the_built_models(
         assert parameter_count(cfg) == count_parameters(build_student(cfg)), cfg.kind
 
 
+def test_a_student_width_its_heads_do_not_divide_names_widths_that_build():
+    """kd distill has no --heads: a student width other than the teacher's gets width // 64 heads, and one
+    they do not divide was refused as "not divisible by 2 heads", with no option to change them by."""
+    from transformers import BertConfig
+
+    from kdstore.errors import KdError
+    from kdstore.students import student_bert_config
+
+    teacher = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    with pytest.raises(KdError, match=r"--width 200 is not divisible by its 3 attention heads .* such as 198 or 201$"):
+        student_bert_config(teacher, layers=1, hidden=200, num_classes=2)
+    for width in (198, 201):  # the widths it names build
+        assert student_bert_config(teacher, layers=1, hidden=width, num_classes=2)["num_attention_heads"] == 3
+
+
 def test_textcnn_pools_over_real_windows_only_in_both_forms():
     """TextCNN (conv1d and the as_matmul form that ONNX exports use) against -inf masked max pooling."""
     from kdstore.students import StudentConfig, TextCNN
