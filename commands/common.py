@@ -149,6 +149,23 @@ def _file_note(ctx: click.Context, message: str) -> str:
     return f" ({path}: {'; '.join(named)})" if named else ""
 
 
+def check_file_model(store: Store, run: str, which: str) -> None:
+    """Refuse a ``--model`` stage name that a config file gave and ``run`` lacks, naming the option and
+    the file's key: a top-level ``model = "pretrain:r1"`` meant for kd teach reaches kd predict and kd
+    export too, and "run 'r1' has no succeeded 'pretrain:r1' stage" alone left a user who typed no
+    --model to guess where that name came from."""
+    ctx = click.get_current_context()
+    if which in ("student", "teacher") or ctx.get_parameter_source("which") != click.core.ParameterSource.DEFAULT_MAP:
+        return
+    if not store.run_exists(run):  # (the run's error, not the model's)
+        return
+    try:
+        store.find_stage(run, which)
+    except KdError as exc:
+        message = f"--model {which}: {exc}"
+        raise click.ClickException(message + _file_note(ctx, message)) from None
+
+
 def _command_tables(ctx: click.Context) -> dict[str, set[str]]:
     """The command names of each group on ``ctx``'s path, keyed as ``defaults_for`` wants them."""
     chain = list(reversed(list(_parents(ctx))))  # the root first

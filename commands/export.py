@@ -7,7 +7,7 @@ import click
 from kdstore.errors import KdError, Terminated
 from kdstore.serving import MODEL_FILES
 
-from .common import KdPath, json_option, open_store, print_json, run_option, store_options
+from .common import KdPath, check_file_model, json_option, open_store, print_json, run_option, store_options
 
 
 @click.command()
@@ -37,6 +37,7 @@ def export(run, fmt, which, out, overwrite, db, as_json):
 
     try:
         store = open_store(db)
+        check_file_model(store, run, which)
         passed_over = student_passed_over(store, run) if which == "student" and store.run_exists(run) else None
         if passed_over:
             click.echo(f"warning: {passed_over}", err=True)

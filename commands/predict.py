@@ -18,7 +18,7 @@ from kdstore.jsonl import RepeatedKey, dumps_line, has_surrogate, loads_strict
 from kdstore.schema import SPLITS
 from kdstore.textkey import unseen  # (light: the --artifact path loads no store)
 
-from .common import FLOAT, KdPath, binary_stdin, home_path, open_store, overwrite_option, print_json, run_option, store_options
+from .common import FLOAT, KdPath, binary_stdin, check_file_model, home_path, open_store, overwrite_option, print_json, run_option, store_options
 
 DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importing torch here
 
@@ -103,6 +103,7 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         from kdstore.predictor import Predictor
 
         store = open_store(db)
+        check_file_model(store, run, which)
         predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
         _name_the_student(store, run, which, predictor.stage_name)
     if path == "-":
@@ -431,6 +432,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     from kdstore.schema import utcnow
 
     store = open_store(db, writer=True)
+    check_file_model(store, run, which)
     loading = utcnow()
     predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
     names = store.class_names()

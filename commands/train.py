@@ -353,6 +353,11 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             else:
                 click.echo(f"run {run}: scored {n} samples that had no teacher logits")
             return
+        source, _, source_run = model.partition(":")
+        if source in ("teach", "pretrain") and source_run.strip():
+            # recorded as the run it names today: `pretrain:${time}` read tomorrow was another run (or none), and
+            # kd report / kd runs delete could not say that a teacher's checkpoint was replaced or deleted
+            model = f"{source}:{resolve_run_id(source_run)}"
         cfg = TeachConfig(
             model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
             patience=patience, layer_decay=layer_decay, where=where, splits=tuple(dict.fromkeys(splits)) or ("train",), labels=tuple(dict.fromkeys(labels)),  # (one typed twice: once)

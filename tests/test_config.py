@@ -295,6 +295,21 @@ def test_a_typed_run_wins_over_a_config_artifact(other_db, invoke, write_file):
     assert "no run 'nosuch'" in invoke(["predict", "in.txt"], db=None, ok=False).stderr
 
 
+def test_a_files_model_for_teach_is_named_when_predict_or_export_cannot_find_it(other_db, invoke, write_file, error_line):
+    """One file for every step: a top-level `model = "pretrain:r1"` (kd teach's) reaches kd predict and kd
+    export's --model too, and their error named a stage 'pretrain:r1' of the run, not the option or the file."""
+    invoke(["labels", "set", "--run", "r1", "1=neg"], db=other_db)  # run r1 exists, with no model
+    write_file("kd.toml", 'db = "other.db"\nrun = "r1"\nmodel = "pretrain:r1"\n')
+    said = ("Error: --model pretrain:r1: run 'r1' has no succeeded 'pretrain:r1' stage (stages: edit-1 (succeeded)) "
+            '(kd.toml: model = "pretrain:r1")')
+    assert error_line(invoke(["predict"], db=None, ok=False, input="好\n")) == said
+    assert error_line(invoke(["predict", "--store"], db=None, ok=False)) == said
+    assert error_line(invoke(["export"], db=None, ok=False)) == said
+    # typed, it is the option the user just gave: said as before
+    assert error_line(invoke(["predict", "--model", "pretrain:r1"], db=None, ok=False, input="好\n")) == (
+        "Error: run 'r1' has no succeeded 'pretrain:r1' stage (stages: edit-1 (succeeded))")
+
+
 def test_a_config_path_with_a_tilde_is_the_home_folder(other_db, invoke, write_file, tmp_path, monkeypatch):
     """No shell expands ``~`` in a TOML file: ``export = "~/class_id.txt"`` is the home folder's, as a
     quoted ``--db`` or ``KD_CONFIG`` is (it was a folder named ``~`` in the working directory)."""

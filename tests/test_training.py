@@ -637,6 +637,21 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     assert AutoTokenizer.from_pretrained(stage.artifact_path).model_max_length == AutoConfig.from_pretrained(stage.artifact_path).max_position_embeddings
 
 
+def test_a_teacher_from_pretrain_time_records_the_run_it_started_from(sample_store):
+    """`--model 'pretrain:${time}'` (a config file's `model = "pretrain:${time}"` beside `run = "${time}"`) was
+    recorded as typed: a rerun another day named another run, and kd runs delete and kd report, which
+    cannot know which day it meant, never said that the teacher's checkpoint was deleted or replaced."""
+    import datetime as dt
+
+    db, today = str(sample_store), dt.date.today().strftime("%Y%m%d")
+    kd("pretrain", "--run", "${time}", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1",
+       "--batch-size", "16", "--min-count", "1", "--db", db)
+    kd("teach", "--run", "t", "--model", "pretrain:${time}", "--epochs", "1", "--max-len", "16", "--db", db)
+    assert _stage(sample_store, "t", "teach").config["model"] == f"pretrain:{today}"
+    dry = kd("runs", "delete", "--run", today, "--dry-run", "--db", db).stderr
+    assert f"warning: t/teach started from the model of {today}/pretrain, which this would delete" in dry
+
+
 def test_a_full_disk_while_the_model_is_saved_is_one_line_and_a_failed_stage(sample_store, tmp_path, monkeypatch):
     """safetensors' (and torch's) own write errors were a traceback; now one line naming the folder,
     the stage failed and its half-written folder gone, and the same command works once there is room."""
