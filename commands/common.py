@@ -378,13 +378,16 @@ def store_options(f: Callable) -> Callable:
     return f
 
 
-def run_option(f: Callable) -> Callable:
+def run_option(f: Callable | None = None, *, default: str = "Default: default.") -> Callable:
+    """``--run``; ``@run_option(default=...)`` says otherwise what an untyped one means."""
+    if f is None:
+        return lambda g: run_option(g, default=default)
     return click.option(
         "--run",
         callback=_resolve_run,
         metavar="UNIQID",
         help="Run id: ASCII letters, digits, '-', '_' (not '-' first); '${time}' (or 'time') means today, the local date (YYYYMMDD). "
-             "Default: default.",
+             + default,
     )(f)
 
 

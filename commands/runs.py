@@ -69,7 +69,7 @@ def runs(ctx, db, as_json):
 
 
 @runs.command()
-@run_option
+@run_option(default="Required, typed here: a config file's run and the default are not taken.")
 @click.option("--stage", "stages", multiple=True, metavar="NAME",
               help="Delete this stage only (repeatable), with its records of replaced and failed attempts; default: the whole run.")
 @click.option("--dry-run/--no-dry-run", is_flag=True, help="Say what would be deleted; change nothing.")

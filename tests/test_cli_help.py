@@ -191,6 +191,14 @@ def test_a_mistyped_command_names_the_one_meant(runner, typed, hint):
     assert f"No such command '{typed}'." in result.output and hint in result.output
 
 
+def test_runs_delete_help_says_its_run_is_typed_not_defaulted(runner, tmp_path):
+    """`kd runs delete` takes only a typed --run (README), but its --help said "Default: default."."""
+    shown = " ".join(runner.invoke(cli, ["runs", "delete", "--help"]).output.split())
+    assert "Default: default." not in shown and "Required, typed here" in shown
+    result = runner.invoke(cli, ["runs", "delete", "--yes", "--db", str(tmp_path / "kd.db")])
+    assert result.exit_code == 2 and "name the run to delete with --run" in result.output
+
+
 @pytest.mark.parametrize("args", [["export", "--out", ""], ["classes", "--export", " "], ["report", "--plot", ""],
                                   ["predict", "--artifact", ""], ["labels", "export", "--run", "r", ""], ["ingest", ""], ["predict", " "]])
 def test_an_empty_path_is_refused_not_taken_for_the_default(runner, tmp_path, args):
