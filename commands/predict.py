@@ -330,7 +330,7 @@ class _Cuts:
             self._one(self.lines[0])
             self.told = 1
         if self.empty and not self.told_empty:
-            click.echo(f"line {self.empty[0]}: empty text, skipped", err=True)
+            click.echo(f"warning: line {self.empty[0]}: empty text, skipped", err=True)
             self.told_empty = 1
 
     def warn(self) -> None:
@@ -340,17 +340,17 @@ class _Cuts:
         elif cut:
             shown = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
             more = " more" if self.told else ""
-            click.echo(f"{len(cut)}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})", err=True)
+            click.echo(f"warning: {len(cut)}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})", err=True)
         empty = self.empty[self.told_empty:]
         if len(empty) == 1 and not self.told_empty:
-            click.echo(f"line {empty[0]}: empty text, skipped", err=True)
+            click.echo(f"warning: line {empty[0]}: empty text, skipped", err=True)
         elif empty:
             shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
             plural = "s" if len(empty) > 1 else ""
-            click.echo(f"{len(empty)}{' more' if self.told_empty else ''} empty line{plural} skipped (line{plural} {shown})", err=True)
+            click.echo(f"warning: {len(empty)}{' more' if self.told_empty else ''} empty line{plural} skipped (line{plural} {shown})", err=True)
 
     def _one(self, line: int) -> None:
-        click.echo(f"line {line}: longer than {self.max_len} tokens, truncated", err=True)
+        click.echo(f"warning: line {line}: longer than {self.max_len} tokens, truncated", err=True)
 
 
 def _visible(text: str) -> str:

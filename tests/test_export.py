@@ -161,7 +161,7 @@ def test_export_serves_the_same_logits_as_pytorch(built, tmp_path, run, which, f
     assert lines[1] == "\t\t" and [l.split("\t")[2] for l in lines] == ["很好很好", "", "太差"]
     lines = [lines[0], lines[2]]
     assert all(l.split("\t")[0] in ("pos", "neg") and 0 < float(l.split("\t")[1]) <= 1 for l in lines)
-    assert "line 2: empty text, skipped" in tsv.stderr
+    assert "warning: line 2: empty text, skipped" in tsv.stderr
 
 
 def test_a_config_files_split_and_speed_apply_only_where_they_can(built, cnn_onnx, tmp_path, monkeypatch):

@@ -1314,9 +1314,9 @@ def test_predict_names_truncated_lines_in_one_warning(capsys):
     _emit(Cutting(), [(n, "很长很长很长" if n % 2 else "短") for n in range(1, 31)], 8, False)
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 30
-    assert err.splitlines() == ["15 of 30 lines longer than 4 tokens, truncated (lines 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, ...)"]
+    assert err.splitlines() == ["warning: 15 of 30 lines longer than 4 tokens, truncated (lines 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, ...)"]
     _emit(Cutting(), [(7, "很长很长很长"), (8, "短")], 8, False)  # one alone reads as before
-    assert capsys.readouterr().err == "line 7: longer than 4 tokens, truncated\n"
+    assert capsys.readouterr().err == "warning: line 7: longer than 4 tokens, truncated\n"
 
 
 def test_predict_file_is_answered_part_by_part_with_one_warning_for_cut_lines(monkeypatch, capsys):
@@ -1343,7 +1343,7 @@ def test_predict_file_is_answered_part_by_part_with_one_warning_for_cut_lines(mo
     out, err = capsys.readouterr()
     assert calls == [4, 5, 5, 5, 3]  # line 5 is empty: never given to the model
     assert out == whole and len(out.splitlines()) == 23
-    assert err == whole_err and "3 of 22 lines longer than 4 tokens, truncated (lines 7, 14, 21)" in err
+    assert err == whole_err and "warning: 3 of 22 lines longer than 4 tokens, truncated (lines 7, 14, 21)" in err
 
 
 def test_predict_plain_output_keeps_a_texts_ansi_codes(capsys):
@@ -1407,14 +1407,14 @@ def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monk
     (tmp_path / "reviews.csv").write_text("review,stars\n很好,5\n", encoding="utf-8")
     assert "line 1 looks like a header ('review,stars')" in kd(*args, str(tmp_path / "reviews.csv")).stderr
     # texts, one of them with a tab in it, or a single line with one: no warning
-    assert kd(*args, input="很好\t真的\n太差\n\n").stderr == "line 3: empty text, skipped\n"
+    assert kd(*args, input="很好\t真的\n太差\n\n").stderr == "warning: line 3: empty text, skipped\n"
     assert kd(*args, input="很好\t真的\n").stderr == ""
     # a double-spaced file: its empty lines in one warning, not one a line
     spaced = tmp_path / "spaced.txt"
     spaced.write_text("很好\n\n太差\n\n\n还行\n", encoding="utf-8")
     out = kd(*args, str(spaced))
-    assert out.stderr == "3 empty lines skipped (lines 2, 4, 5)\n" and len(out.stdout.splitlines()) == 6
-    assert kd(*args, input="很好\n\n\n太差\n").stderr == "line 2: empty text, skipped\n1 more empty line skipped (line 3)\n"
+    assert out.stderr == "warning: 3 empty lines skipped (lines 2, 4, 5)\n" and len(out.stdout.splitlines()) == 6
+    assert kd(*args, input="很好\n\n\n太差\n").stderr == "warning: line 2: empty text, skipped\nwarning: 1 more empty line skipped (line 3)\n"
 
 
 def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
@@ -1432,14 +1432,14 @@ def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
     for first in (1, 11, 21):  # three reads of ten lines, every other one long
         _emit(Cutting(), [(n, "很长很长很长" if n % 2 else "短") for n in range(first, first + 10)], 8, False, cuts)
         cuts.warn_first()
-    assert capsys.readouterr().err == "line 1: longer than 4 tokens, truncated\n"
+    assert capsys.readouterr().err == "warning: line 1: longer than 4 tokens, truncated\n"
     cuts.warn()
-    assert capsys.readouterr().err == "14 more of 30 lines longer than 4 tokens, truncated (lines 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, ...)\n"
+    assert capsys.readouterr().err == "warning: 14 more of 30 lines longer than 4 tokens, truncated (lines 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, ...)\n"
     alone = _Cuts(4)
     _emit(Cutting(), [(1, "短"), (2, "很长很长很长")], 8, False, alone)
     alone.warn_first()
     alone.warn()
-    assert capsys.readouterr().err == "line 2: longer than 4 tokens, truncated\n"
+    assert capsys.readouterr().err == "warning: line 2: longer than 4 tokens, truncated\n"
 
 
 def test_stdin_lines_are_taken_as_they_arrive():
