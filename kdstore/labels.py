@@ -9,6 +9,7 @@ exactly the state before one stage's edits. The original label of every sample
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -508,7 +509,7 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
     sheet someone may be filling in) is replaced only with ``overwrite``."""
     rows = issues(store, run, status=UNDECIDED)
     for r in rows:
-        r["current"] = f"{r['current'] or ''}{' (dropped)' if r['dropped'] else ''}"
+        r["current"] = sheet_current(r["current"], r["dropped"])
     items = [{"run": run} | {k: r[k] for k in SHEET_COLUMNS if k not in ("run", "decision")} | {"decision": ""} for r in rows]
     if str(path) in ("-", ""):  # (not a file called "-" in the working folder; "" is Path("."), the folder)
         raise KdError("kd labels export writes a file: give its name (review.csv, or review.jsonl)")
@@ -535,6 +536,11 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
     except OSError as exc:
         raise KdError(f"{path}: cannot write the review sheet: {exc.strerror or exc}") from None
     return len(items)
+
+
+def sheet_current(label: str | None, dropped: bool) -> str:
+    """A sheet's ``current`` cell: the sample's label now (its class name), ``(dropped)`` after it when dropped."""
+    return f"{label or ''}{' (dropped)' if dropped else ''}"
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -637,7 +643,8 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     with store.engine.connect() as conn:
         existing = {int(i) for (i,) in conn.execute(select(Sample.id))}
         found = conn.execute(
-            select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.suggested_label_id, LabelIssue.status, Stage.name, Sample.text)
+            select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.suggested_label_id, LabelIssue.status, Stage.name, Sample.text,
+                   Sample.label_id, Sample.dropped)
             .join(Sample, Sample.id == LabelIssue.sample_id)
             .outerjoin(Stage, Stage.id == LabelIssue.decided_stage_id)
             .where(LabelIssue.stage_id == stage.id)
@@ -685,6 +692,12 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             action, label = read_decision(decision, names, SHEET_WORDS)
         except KdError as exc:
             raise KdError(f"{path}: line {line}: field 'decision': {exc}") from None
+        shown, now = _cell(r, "current"), sheet_current(None if issue.label_id is None else names[issue.label_id], issue.dropped)
+        if action == "reject" and shown and shown != now:  # (a reject keeps the label as it is now, not the one the sheet shows)
+            raise KdError(
+                f"{path}: line {line}: field 'current': sample {sample_id} is {now!r} now, not {shown!r} (its label changed since "
+                f"the sheet was exported): a reject would keep {now!r}; write the class to keep, or export a fresh sheet"
+            )
         if action == "accept":
             suggested = _cell(r, "suggested")
             if suggested and suggested not in names:
@@ -745,20 +758,22 @@ def _sheet_text(path: Path, data: bytes) -> str:
         raise KdError(f"{path}: line 1: an Excel workbook (or other zip file), not a CSV or JSONL sheet: {SAVE_UTF8}")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise KdError(f"{path}: line 1: the sheet is UTF-16 encoded: {SAVE_UTF8}")
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        line = data.count(b"\n", 0, exc.start) + 1
+        at = bom + exc.start  # (the decoder counts from past the byte-order mark: 3 bytes short, another field was named)
+        line_start = data.rfind(b"\n", 0, at) + 1
+        line = data.count(b"\n", 0, at) + 1
         where = ""
         if line > 1 and path.suffix.lower() not in SHEET_JSONL:  # the header names the column
             first = data[:data.find(b"\n")].decode("utf-8-sig", "replace").strip("\r")
             delimiter = _sheet_delimiter(first)  # (a semicolon sheet's header is one comma-separated field)
             header = next(csv.reader([first], delimiter=delimiter), [])
-            column = len(next(csv.reader([data[line_start:exc.start].decode("utf-8", "replace") + "x"], delimiter=delimiter))) - 1
+            column = len(next(csv.reader([data[line_start:at].decode("utf-8", "replace") + "x"], delimiter=delimiter))) - 1
             where = f" field {header[column]!r}:" if column < len(header) else ""
         raise KdError(
-            f"{path}: line {line}:{where} not UTF-8 (byte 0x{data[exc.start]:02x}: GBK/GB18030, as Excel saves CSV "
+            f"{path}: line {line}:{where} not UTF-8 (byte 0x{data[at]:02x}: GBK/GB18030, as Excel saves CSV "
             f"on Chinese Windows?): {SAVE_UTF8}"
         ) from None
 
@@ -796,8 +811,11 @@ def _check_row_width(path: Path, line: int, fields: list[str], fieldnames: list[
                           f"header (a decision typed one column off?): move it to the decision column, or name its column")
     sample = fields[fieldnames.index("sample_id")].strip() if fieldnames.index("sample_id") < len(fields) else ""
     if sample and not (sample.isascii() and sample.isdigit()):
+        # (a row as wide as the header: "10 fields, the header 10: a cell left out?" of an id Excel wrote as 1.23E+05)
+        why = (f"its cells are not under their columns ({len(fields)} fields, the header {len(fieldnames)}: a cell left out?)"
+               if len(fields) != len(fieldnames) else "a spreadsheet wrote the id as a number (1.23E+05), or a cell moved?")
         raise KdError(f"{path}: line {line}: field 'sample_id': not an id (a whole number): {sample[:40]!r}, and the row has no "
-                      f"decision: its cells are not under their columns ({len(fields)} fields, the header {len(fieldnames)}: a cell left out?)")
+                      f"decision: {why}")
 
 
 def _column_name(name: str) -> str:

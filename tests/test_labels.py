@@ -1686,6 +1686,53 @@ def test_a_row_whose_cells_left_their_columns_or_a_run_of_no_detection_is_one_li
     assert [i["status"] for i in _issues(db)] == ["applied", "applied", "rejected"]
 
 
+
+def test_a_reject_of_a_label_changed_since_the_sheet_was_exported_is_refused(tmp_path, error_line):
+    """A reviewer rejected the suggestion `neg` to keep the `pos` the sheet showed; the sample had been
+    set to `neg` by hand since the export, and the import kept `neg` ("reject, label neg kept (r/detect
+    suggested neg)"): the label the reviewer called wrong. A reject whose `current` cell is not the
+    label now is refused; a class written out, or a fresh sheet, decides it."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的", "一般"])
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8-sig"))))
+    assert [r["current"] for r in rows] == ["pos"] * 3
+    kd("labels", "set", "--run", "h", "1=neg", "2=drop", "--db", db)
+    state, edits = _state(db), _count(db, LabelEdit)
+    for first in ("reject", "Decision:Reject"):
+        _sheet(sheet, [dict(rows[0], decision=first), dict(rows[1], decision="accept")])
+        assert "review.csv: line 2: field 'current': sample 1 is 'neg' now, not 'pos' (its label changed since the sheet was exported)" in error_line(
+            kd("labels", "import", str(sheet), "--db", db, ok=False))
+    _sheet(sheet, [dict(rows[1], decision="reject")])
+    assert "line 2: field 'current': sample 2 is 'pos (dropped)' now, not 'pos'" in error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+    assert _state(db) == state and _count(db, LabelEdit) == edits and {i["status"] for i in _issues(db)} == {"open"}
+    # the other decisions name their label; a fresh sheet's reject keeps the label it shows
+    _sheet(sheet, [dict(rows[0], decision="pos"), dict(rows[1], decision="drop"), dict(rows[2], decision="reject")])
+    counts = json.loads(kd("labels", "import", str(sheet), "--db", db, "--json").stdout)
+    assert (counts["relabel"], counts["unchanged"], counts["reject"]) == (1, 1, 1) and _state(db)[1][0] == 0
+    kd("labels", "undo", "--run", "r", "--db", db)
+    fresh = tmp_path / "fresh.csv"
+    kd("labels", "export", "--run", "r", str(fresh), "--db", db)
+    rows = list(csv.DictReader(io.StringIO(fresh.read_text(encoding="utf-8-sig"))))
+    assert [r["current"] for r in rows] == ["neg", "pos (dropped)", "pos"]
+    counts = json.loads(kd("labels", "import", str(_sheet(fresh, [dict(r, decision="reject") for r in rows])), "--db", db, "--json").stdout)
+    assert counts["reject"] == 3 and _state(db) == state
+    assert "reject, label neg kept" in kd("labels", "history", "1", "--db", db).stdout
+
+
+def test_a_sheet_in_gbk_after_a_utf8_byte_order_mark_and_an_id_excel_reformatted_are_named_as_they_are(tmp_path, error_line):
+    """A GBK sheet that kept the UTF-8 byte-order mark named the field 3 bytes before the bad one
+    ("field 'sample_id': ... byte 0x38", the text's the real one); an undecided row whose id Excel wrote
+    as 1.09E+02 said "its cells are not under their columns (4 fields, the header 4: a cell left out?)"."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的", "一般"])
+    sheet = tmp_path / "review.csv"
+    sheet.write_bytes(b"\xef\xbb\xbf" + "run,sample_id,text,decision\r\nr,13,好的,drop\r\n".encode("gbk"))
+    assert "review.csv: line 2: field 'text': not UTF-8 (byte 0xba:" in error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+    sheet.write_text("run,sample_id,text,decision\r\nr,1,好的,drop\r\nr,1.09E+02,差的,\r\n", encoding="utf-8-sig")
+    line = error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+    assert "line 3: field 'sample_id': not an id (a whole number): '1.09E+02', and the row has no decision: a spreadsheet wrote the id as a number" in line
+    assert "a cell left out" not in line and _count(db, LabelEdit) == 0
+
 def test_a_clean_that_empties_a_class_of_its_train_samples_says_so(tmp_path):
     """Dropping every flagged sample can take a rare class's last train sample (a moderation task's
     few positives, all flagged against the majority): the next teach would never learn the class."""
