@@ -532,7 +532,7 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
         text, encoding = buf.getvalue(), "utf-8-sig"
     make_folder(path.parent, f"the review sheet {path}")
     try:
-        path.write_text(text, encoding=encoding)
+        path.write_text(text, encoding=encoding, newline="")  # as built: csv's \r\n, not \r\r\n on Windows
     except OSError as exc:
         raise KdError(f"{path}: cannot write the review sheet: {exc.strerror or exc}") from None
     return len(items)
