@@ -683,10 +683,14 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
         text = _cell(r, "text")
         if text and text_hash(text) != text_hash(issue.text) and not (
                 text.startswith("'") and text_hash(text[1:]) == text_hash(issue.text)):  # (see _no_formula)
+            lost = "?" in text and len(text) == len(issue.text) and all(
+                a == b or a == "?" for a, b in zip(text, issue.text))  # ('好评' saved as '??' where the text is)
             raise KdError(
                 f"{path}: line {line}: field 'text': not the text of sample {sample_id} in this store "
-                "(a sheet of another store, or a text a spreadsheet reformatted as a number or a date? "
-                "an empty text cell skips this check)"
+                + ("(its characters were saved as '?': a program that could not write them, as Excel on a non-Chinese "
+                   f"Windows saves plain CSV; {SAVE_UTF8}, or leave the text cell empty)" if lost else
+                   "(a sheet of another store, or a text a spreadsheet reformatted as a number or a date? "
+                   "an empty text cell skips this check)")
             )
         try:
             action, label = read_decision(decision, names, SHEET_WORDS)

@@ -2337,3 +2337,17 @@ def test_undo_refusal_says_when_more_samples_were_touched_than_it_names(tmp_path
     line = error_line(kd("labels", "undo", "--run", "r", "--db", db, ok=False))
     assert line == (f"Error: later edits or decisions touched samples {', '.join(map(str, range(1, 21)))} and 5 more after stage "
                     "'clean': undo those first (stage h/edit-1)")
+
+
+def test_import_of_a_sheet_whose_chinese_was_saved_as_question_marks_says_so(tmp_path, error_line):
+    """Excel on a non-Chinese Windows saves a plain CSV with each Chinese character as '?': the refusal
+    blamed another store or a number format, not the save."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["甲很好 ok", "乙很好"])
+    sheet = tmp_path / "review.csv"
+    sheet.write_text("sample_id,text,decision\n1,??? ok,drop\n", encoding="utf-8")
+    line = error_line(kd("labels", "import", "--run", "r", str(sheet), "--db", db, ok=False))
+    assert line == (f"Error: {sheet}: line 2: field 'text': not the text of sample 1 in this store (its characters were saved "
+                    "as '?': a program that could not write them, as Excel on a non-Chinese Windows saves plain CSV; save it "
+                    "as UTF-8 (Excel: Save As \"CSV UTF-8\"), or leave the text cell empty)")
+    sheet.write_text("sample_id,text,decision\n2,另一个,drop\n", encoding="utf-8")  # (not question marks: the other causes)
+    assert "a sheet of another store" in error_line(kd("labels", "import", "--run", "r", str(sheet), "--db", db, ok=False))
