@@ -479,3 +479,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         m = report["metrics"].get(part)
         if m:
             click.echo(f"  {part}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])})")
+            continue
+        labeled = sum(1 for s, y in zip(samples.splits, samples.labels) if s == part and y >= 0)
+        if labeled:  # predicted, and no figures: it said nothing of the split asked for
+            click.echo(f"  {part}: no figures: its {labeled} labeled samples are all dropped (`kd samples --split {part} --dropped` shows them)")

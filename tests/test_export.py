@@ -410,6 +410,22 @@ def test_predict_store_writes_a_predict_stage(built, tmp_path):
     assert "not a model" in kd_export("--run", RUN, "--model", "predict-teach@test", "--db", db, ok=False).output
 
 
+def test_predict_store_on_a_split_all_dropped_says_why_it_has_no_figures(built, tmp_path):
+    """`kd predict --store --split dev` with every dev sample dropped printed the samples predicted and
+    no dev line at all: nothing said why the split asked for had no figures."""
+    copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
+    shutil.copytree(built.parent, copy)
+    db = str(copy / "kd.db")
+    dev = Store.open(db).samples(splits=["dev"]).ids.tolist()
+    kd("labels", "set", "--run", RUN, *[f"{i}=drop" for i in dev[:3]], "--db", db)
+    out = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--split", "dev", "--db", db).stdout
+    assert "dev: accuracy" in out and f"(n={len(dev) - 3})" in out and "no figures" not in out
+    kd("labels", "set", "--run", RUN, *[f"{i}=drop" for i in dev[3:]], "--db", db)
+    out = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--split", "dev", "--overwrite", "--db", db).stdout
+    assert out.splitlines()[1:] == [f"  dev: no figures: its {len(dev)} labeled samples are all dropped "
+                                    "(`kd samples --split dev --dropped` shows them)"], out
+
+
 def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path, error_line):
     copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
     shutil.copytree(built.parent, copy)
