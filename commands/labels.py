@@ -308,13 +308,13 @@ def undo(run, stage_name, db, as_json):
     warned = []
     if done["trained_on_it"]:  # (their records keep the labels they learned from: labels_digest)
         trained = done["trained_on_it"]
-        warned = _warn([f"{', '.join(trained[:5])}{' and more' if len(trained) > 5 else ''} trained on the labels this undo "
+        warned = _warn([f"{', '.join(trained[:5])}{f' and {len(trained) - 5} more' if len(trained) > 5 else ''} trained on the labels this undo "
                         "reverted: re-run them to learn from the labels as they are now"])
     if done["detected_on_it"]:  # (a later clean of their issues would say "left alone (edited since detection)")
         warned += _warn([lab.rejudge_warning(store, done["detected_on_it"])])
     if done["set_since"]:  # (a set that found the label as this stage left it recorded no edit to stop the undo)
         confirmed = done["set_since"]
-        ids = ", ".join(str(c["sample_id"]) for c in confirmed[:20]) + (" and more" if len(confirmed) > 20 else "")
+        ids = ", ".join(str(c["sample_id"]) for c in confirmed[:20]) + (f" and {len(confirmed) - 20} more" if len(confirmed) > 20 else "")
         by = ", ".join(sorted({c["stage"] for c in confirmed}))
         pairs = " ".join(f"{c['sample_id']}={c['set']}" for c in confirmed[:20]) + (" ..." if len(confirmed) > 20 else "")
         warned += _warn([f"sample{'s' if len(confirmed) > 1 else ''} {ids} {'were' if len(confirmed) > 1 else 'was'} set by hand "

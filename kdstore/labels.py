@@ -1306,7 +1306,7 @@ def discard_failed(store: Store, stage_id: int) -> str | None:
         # the name it keeps once it has failed: an --overwrite's gives its name back to the stage it was
         # replacing (`--stage NAME` would undo that one) and becomes NAME~failed-ID
         name = f"{stage.name}{FAILED}{stage.id}" if _replaced(s, run, stage.name)[0] else stage.name
-        shown = ", ".join(str(i) for i in sorted(kept)[:20]) + (" and more" if len(kept) > 20 else "")
+        shown = ", ".join(str(i) for i in sorted(kept)[:20]) + (f" and {len(kept) - 20} more" if len(kept) > 20 else "")
         by = sorted({f"{r.uniqid}/{r.name}" if r.name else "a deleted stage" for r in later})
         undo_first = "; ".join(f"`kd labels undo --run {b.split('/', 1)[0]} --stage {b.split('/', 1)[1]}`" for b in by if "/" in b)
         return (f"its {len(standing)} label edit{'' if len(standing) == 1 else 's'} of sample{'s' if len(kept) > 1 else ''} {shown} stand{'s' if len(standing) == 1 else ''} (later edits or "
