@@ -119,6 +119,18 @@ def _weights_unfit(model, weights) -> str | None:
     return f"weight {extra[0]} is not the configuration's" if extra else None
 
 
+def _check_unmoved(store: Store, run: str, stage) -> None:
+    """Refuse a model whose stage was renamed, moved or deleted while it loaded: an ``--overwrite``
+    starting parks the old stage (its folder moved to ``NAME~parked-ID``) and writes the new model
+    where the old one was, so the files read may be neither's (the error said "cannot load ... as a
+    sequence classifier: Repo id must be in the form ...", or the new model answered unannounced)."""
+    now = next((s for s in store.stages_of(run) if s.id == stage.id), None)
+    if now is not None and now.name == stage.name and now.artifact_path == stage.artifact_path and Path(stage.artifact_path).exists():
+        return
+    how = "replaced or deleted" if now is None else f"replaced (an --overwrite started; until it ends, --model {now.name} serves it)" if now.name != stage.name else "moved"
+    raise KdError(f"stage {stage.name!r} of run {run!r} was {how} while its model loaded: run this again")
+
+
 def _speed_refused(store: Store, run: str, stage) -> str:
     """Why ``--speed`` is refused for ``stage``: it is no early-exit model; the run's early-exit
     stages, where it has some, are the ones to name (not "kd distill --student early-exit", which
@@ -167,6 +179,18 @@ class Predictor:
             raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
         if not stage.artifact_path or not Path(stage.artifact_path).exists():
             raise missing_model(stage)
+        try:
+            predictor = cls._load(store, run, stage, dev, device, speed, uncertainty, speed_if_early_exit)
+        except KdError:
+            _check_unmoved(store, run, stage)  # (an --overwrite moving the folder away read as a model kd cannot load)
+            raise
+        _check_unmoved(store, run, stage)
+        return predictor
+
+    @classmethod
+    def _load(cls, store: Store, run: str, stage, dev: torch.device, device: str, speed: float | None,
+              uncertainty: str | None, speed_if_early_exit: bool) -> "Predictor":
+        """The model of ``stage`` (found, its folder there), as ``from_run`` returns it."""
         from .early_exit import EarlyExitPredictor, is_early_exit
 
         if stage.kind == "distill" and is_early_exit(stage.artifact_path):

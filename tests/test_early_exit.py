@@ -862,3 +862,34 @@ def test_the_distill_summary_without_dev_samples_names_the_mean_exit_layer_on_te
     test = {m.name: m.value for m in stored if m.split == "test"}
     assert not any(m.split == "dev" and m.name == "accuracy" for m in stored)
     assert f"  serving speed 0.3: mean exit layer {test['layers@0.3']:.2f} on test of {LAYERS} (kd report" in out
+
+
+def test_predict_while_an_overwrite_parks_the_early_exit_stage_is_one_line_naming_it(trained, tmp_path, monkeypatch):
+    """`kd distill --student early-exit --overwrite` started while `kd predict --speed` loaded the model:
+    the folder moved away (parked) mid-load, and the error was the loader's "cannot load ... as a
+    sequence classifier: Repo id must be in the form ..." (or the new model, written where the old
+    one was, answered under the old stage's name). Refused, naming the stage that serves meanwhile."""
+    import contextlib
+    import shutil
+
+    import kdstore.early_exit as ee
+
+    copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
+    shutil.copytree(Path(trained["db"]).parent, copy)
+    db = str(copy / "kd.db")
+    real = ee.load_early_exit
+    with contextlib.ExitStack() as replacing:
+        def overwrite_starts(directory, device="cpu"):  # another process's --overwrite, between finding the stage and reading it
+            replacing.enter_context(stage_scope(Store.open(db), run="r", kind="distill", name="early-exit", config={}, overwrite=True))
+            return real(directory, device)
+
+        monkeypatch.setattr(ee, "load_early_exit", overwrite_starts)
+        refused = kd("predict", "--run", "r", "--model", "early-exit", "--speed", "0.5", "--db", db, input="这个很好\n", ok=False)
+        line = refused.output.strip().splitlines()[-1]
+        assert line.startswith("Error: stage 'early-exit' of run 'r' was replaced (an --overwrite started; until it ends, "
+                               "--model early-exit~parked-"), refused.output
+        assert line.endswith("serves it) while its model loaded: run this again") and "Traceback" not in refused.output
+        monkeypatch.setattr(ee, "load_early_exit", real)
+        parked = line.split("--model ")[1].split(" ")[0]
+        served = json.loads(kd("predict", "--run", "r", "--model", parked, "--speed", "0.5", "--json", "--db", db, input="这个很好\n").stdout)
+        assert served["layers"] == LAYERS  # the parked stage serves meanwhile, as the error says
