@@ -663,17 +663,7 @@ def _unfinished(store: Store) -> list[tuple[int, str, str]]:
     stage it was replacing back (``kill -9`` or Ctrl-C between the two, in its process or in
     :func:`mark_crashed`'s): it still holds the name while the old stage waits as ``NAME~parked-ID``."""
     with store.session() as s:
-        parked = s.execute(select(Stage.id, Stage.name, Stage.run_id).where(Stage.name.contains(PARKED, autoescape=True))).all()
-        out = []
-        for stage_id, parked_name, run_id in parked:
-            base, _, tail = parked_name.rpartition(PARKED)
-            if tail != str(stage_id):
-                continue
-            row = s.execute(select(Stage.id, Run.uniqid).join(Run, Run.id == Stage.run_id)
-                            .where(Stage.run_id == run_id, Stage.name == base, Stage.status == "failed")).first()
-            if row is not None:
-                out.append((row[0], row[1], base))
-    return out
+        return [(holder.id, run, base) for holder, run, base in _parked_holders(s, "failed")]
 
 
 def _unswept(store: Store) -> list[tuple[str, str]]:
@@ -681,17 +671,24 @@ def _unswept(store: Store) -> list[tuple[str, str]]:
     waits as ``NAME~parked-ID``: its process was killed (``kill -9``) between recording the success
     and deleting the old stage, which stayed parked for good, its folder (a model) kept beside the new one."""
     with store.session() as s:
-        parked = s.execute(select(Stage.id, Stage.name, Stage.run_id).where(Stage.name.contains(PARKED, autoescape=True))).all()
-        out = []
-        for stage_id, parked_name, run_id in parked:
-            base, _, tail = parked_name.rpartition(PARKED)
-            if tail != str(stage_id):
-                continue
-            row = s.execute(select(Stage, Run.uniqid).join(Run, Run.id == Stage.run_id)
-                            .where(Stage.run_id == run_id, Stage.name == base, Stage.status == "succeeded")).first()
-            # only once its process is certainly gone: a live one deletes them itself, a moment after the success
-            if row is not None and process_state(row[0]) is False and (row[1], base) not in out:
-                out.append((row[1], base))
+        # only once its process is certainly gone: a live one deletes them itself, a moment after the success
+        gone = [(run, base) for holder, run, base in _parked_holders(s, "succeeded") if process_state(holder) is False]
+    return list(dict.fromkeys(gone))
+
+
+def _parked_holders(s: Session, status: str) -> list[tuple[Stage, str, str]]:
+    """``(stage, run, name)`` of each stage of ``status`` holding the name ``NAME`` of a stage parked
+    as ``NAME~parked-ID`` in its run (the ID its own: a user's name holding the suffix is no parked stage)."""
+    out = []
+    for stage_id, parked_name, run_id in s.execute(
+            select(Stage.id, Stage.name, Stage.run_id).where(Stage.name.contains(PARKED, autoescape=True))).all():
+        base, _, tail = parked_name.rpartition(PARKED)
+        if tail != str(stage_id):
+            continue
+        row = s.execute(select(Stage, Run.uniqid).join(Run, Run.id == Stage.run_id)
+                        .where(Stage.run_id == run_id, Stage.name == base, Stage.status == status)).first()
+        if row is not None:
+            out.append((row[0], row[1], base))
     return out
 
 

@@ -372,6 +372,14 @@ def test_under_torchrun_a_kill_while_the_end_is_recorded_waits_too():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _old_teacher(store) -> int:
+    """Run r1's teach stage, succeeded with a model file reading "old": the stage a replacement parks (its id)."""
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "model.txt").write_text("old", encoding="utf-8")
+        st.record_artifact(st.artifact_dir / "model.txt")
+    return st.id
+
+
 def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stage_starts(store, db, tmp_path, invoke):
     """``kill -9`` (or an OOM kill) of a ``--overwrite`` leaves the old stage parked: the next
     stage that starts finds the process gone and does what the failed process could not: the
@@ -380,10 +388,7 @@ def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stag
 
     if _machine() is None:
         pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
-    with stage_scope(store, run="r1", kind="teach", config={}) as st:
-        (st.artifact_dir / "model.txt").write_text("old", encoding="utf-8")
-        st.record_artifact(st.artifact_dir / "model.txt")
-        old_id = st.id
+    old_id = _old_teacher(store)
     from synthetic import kill_9_inside_stage
 
     line = kill_9_inside_stage(db, tmp_path, run="r1", inside=(
@@ -418,10 +423,7 @@ def test_a_ctrl_c_just_after_the_stage_is_recorded_ends_it_failed(store, invoke,
     until a later stage found the process gone."""
     import kdstore.runs as runs
 
-    with stage_scope(store, run="r1", kind="teach", config={}) as st:
-        (st.artifact_dir / "model.txt").write_text("old", encoding="utf-8")
-        st.record_artifact(st.artifact_dir / "model.txt")
-        old_id = st.id
+    old_id = _old_teacher(store)
 
     def ctrl_c():
         raise KeyboardInterrupt
@@ -782,10 +784,7 @@ def test_a_success_cut_short_before_it_dropped_the_old_stage_is_finished_by_the_
 
     if _machine() is None:
         pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
-    with stage_scope(store, run="r1", kind="teach", config={}) as st:
-        (st.artifact_dir / "model.txt").write_text("old", encoding="utf-8")
-        st.record_artifact(st.artifact_dir / "model.txt")
-    old_id = st.id
+    old_id = _old_teacher(store)
     script = tmp_path / "cut.py"
     script.write_text(
         "import os, signal, sys\n"
