@@ -7,7 +7,7 @@ import click
 from kdstore import migrate
 from kdstore.errors import KdError
 
-from .common import json_option, open_store, print_json, store_options
+from .common import counted, json_option, open_store, print_json, store_options
 
 
 @click.group()
@@ -43,10 +43,19 @@ def upgrade(db, as_json):
     # the revision found under the migration lock: another process may have upgraded the store meanwhile
     before = migrate.upgrade(store.engine)
     after = migrate.current_revision(store.engine)
+    # a store made before 0009 keyed a text with a zero-width space apart from the same text without one
+    twins = migrate.unkeyed_duplicates(store.engine) if before is not None and before < "0009" else []
     if as_json:
-        print_json({"db": store.url, "before": before, "after": after})
+        print_json({"db": store.url, "before": before, "after": after, "duplicates": twins})
         return
     click.echo(f"{store.url}: {before or 'empty'} -> {after}")
+    if twins:
+        shown = ", ".join(f"{t['sample']} ({t['split']}) of {t['of']} ({t['of_split']})" for t in twins[:20])
+        crossed = sum(t["split"] != t["of_split"] for t in twins)
+        click.echo(f"warning: {counted(len(twins), 'stored sample')} {'is' if len(twins) == 1 else 'are'} now a duplicate of another (the texts differ only in "
+                   f"characters no model reads, such as a zero-width space), each kept as it was: {shown}"
+                   f"{f' and {len(twins) - 20} more' if len(twins) > 20 else ''}"
+                   + (f"; {crossed} across splits (a test text also in train counts a text trained on)" if crossed else ""), err=True)
 
 
 @db.command()

@@ -173,3 +173,30 @@ def upgrade_command(url) -> str:
     else:
         value = display_url(url)
     return f"kd db upgrade --db {shlex.quote(value)}"
+
+
+def unkeyed_duplicates(engine: Engine) -> list[dict[str, object]]:
+    """The samples whose text is a duplicate of another sample's by this kd's key but which keep an
+    older key: what a migration that made texts duplicates of each other (0009: a text with a
+    zero-width space and the same text without one) left as two samples, their outputs theirs.
+    Each is ``{"sample", "split", "of", "of_split"}``, ``of`` the sample holding the key. Only texts
+    a newer rule can key otherwise are hashed (``isprintable`` and no variation selector: the rest)."""
+    from .schema import Sample
+    from .textkey import _SELECTORS, text_hash
+
+    stale = []
+    with engine.connect() as conn:
+        rows = conn.execute(select(Sample.id, Sample.text, Sample.text_hash, Sample.split).order_by(Sample.id)
+                            .execution_options(yield_per=5_000))
+        for sample_id, text, key, split in rows:
+            if text is not None and (not text.isprintable() or _SELECTORS.search(text)):
+                new = text_hash(text)
+                if new != key:
+                    stale.append((sample_id, split, new))
+        holders = {}
+        wanted = sorted({new for _, _, new in stale})
+        for start in range(0, len(wanted), 5_000):
+            holders.update((key, (sid, split)) for sid, key, split in conn.execute(
+                select(Sample.id, Sample.text_hash, Sample.split).where(Sample.text_hash.in_(wanted[start:start + 5_000]))))
+    return [{"sample": sid, "split": split, "of": holders[new][0], "of_split": holders[new][1]}
+            for sid, split, new in stale if new in holders]

@@ -3,6 +3,7 @@ out-of-date or foreign database is refused with a message that says what to do."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -448,9 +449,15 @@ def test_upgrade_to_0009_keys_texts_without_their_zero_width_characters(db, invo
         for i, (body, key) in enumerate(old.items(), start=1):  # (keys as 0008 made them, for the texts that keep theirs)
             key = text_hash(body) if body in ("好评", "一般") else key
             conn.execute(text("INSERT INTO samples (id, text, text_hash, split, label_id, orig_label_id, dropped, source, line) "
-                              "VALUES (:i, :t, :k, 'train', 0, 0, FALSE, 'a.tsv', :i)"), {"i": i, "t": body, "k": key})
+                              "VALUES (:i, :t, :k, :s, 0, 0, FALSE, 'a.tsv', :i)"),
+                         {"i": i, "t": body, "k": key, "s": "test" if body == "好\u200b评" else "train"})
     engine.dispose()
-    invoke(["db", "upgrade"])
+    result = invoke(["db", "upgrade"])
+    # the duplicates the upgrade made are said: each stays a sample (a test copy of a train text among them)
+    assert ("warning: 2 stored samples are now a duplicate of another (the texts differ only in characters no model reads, "
+            "such as a zero-width space), each kept as it was: 2 (test) of 1 (train), 4 (train) of 3 (train); "
+            "1 across splits (a test text also in train counts a text trained on)") in result.output
+    assert json.loads(invoke(["db", "upgrade", "--json"]).stdout)["duplicates"] == []  # (at the head: nothing migrated, nothing said)
     keys = {r["text"]: r["text_hash"] for r in read_samples()}
     assert keys["好评"] == text_hash("好评") == text_hash("好\u200b评")  # kept by the sample whose key it was
     assert keys["好\u200b评"] == "h-zw"  # a duplicate of it now, still its own sample
