@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from .errors import KdError
 from .runs import _any_edits, _live_edits, process_state
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
-from .serving import exports_of
+from .serving import MODEL_FILES, default_export_dir, exports_of
 from .store import Store
 
 
@@ -59,14 +59,20 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
         folders = [store.artifact_root / run / st.name for st in chosen if st.artifact_path]
         # and its exports where kd export put them without --out, beside its model (an --out elsewhere is the user's)
-        exports, mixed = [], []
+        exports, mixed, earlier = [], [], []
         for st in gone:
             own, other = exports_of(store.artifact_root / run, run, st.name, st.artifact_sha256) if st.artifact_path else ([], [])
             exports += own
             mixed += other
+            # at its default place, an export of the model an --overwrite replaced (or another program's folder): kept, and said
+            defaults = (default_export_dir(store.artifact_root / run, st.name, fmt) for fmt in MODEL_FILES)
+            earlier += [f for f in defaults if f.is_dir() and not f.is_symlink() and f not in own and f not in other]
         report["exports"] = [str(f) for f in exports]
         report["warnings"] += [f"{f} is an export of a stage {'this would delete' if dry_run else 'deleted now'}, kept: "
                                "it holds files kd export did not write" for f in mixed]
+        report["warnings"] += [f"{f} is kept: it is at the export place of a stage {'this would delete' if dry_run else 'deleted now'}, "
+                               "but not an export of its model (one of the model an --overwrite replaced, or another "
+                               "program's files): delete it yourself once nothing serves it" for f in earlier]
         if dry_run:  # (nothing written: the transaction ends empty)
             return report
         from .labels import reopen  # (labels builds on runs, as this module does)

@@ -154,6 +154,7 @@ def export_model(
         )
     # resolved: "." or "x/.." has no name to put the new folder beside (and a link is replaced where it points)
     out_dir = (Path(out) if out else default_dir(store, run, stage.name, fmt)).resolve()
+    _check_outside_stages(store, out_dir)
     _check_target(out_dir, overwrite)
     module, model_info = _exportable(predictor, stage, fmt)
     module.eval()
@@ -273,6 +274,22 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     extra = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() and p.relative_to(out_dir).as_posix() not in listed)
     if extra:  # replacing the export would delete them with it
         raise KdError(f"{out_dir} holds files kd export did not write ({', '.join(extra[:5])}): move them out, or pass another --out")
+
+
+def _check_outside_stages(store: Store, out_dir: Path) -> None:
+    """Refuse an ``--out`` inside a stage's folder (``RUN/STAGE``, or its model): ``--overwrite`` of the
+    stage and ``kd runs delete`` remove that folder whole, the export in it with it, without a word."""
+    root = store.artifact_root.resolve()
+    for run_row, stages in store.runs():
+        for st in stages:
+            base = st.name.split("~", 1)[0]
+            folders = {root / run_row.uniqid / st.name, root / run_row.uniqid / base}
+            if st.artifact_path:
+                folders.add(Path(st.artifact_path).resolve())
+            if any(out_dir == f or f in out_dir.parents for f in folders):
+                raise KdError(f"{out_dir} is inside the folder of stage {base!r} of run {run_row.uniqid!r}, which "
+                              "kd replaces or removes whole with the stage (--overwrite, kd runs delete): pass an --out "
+                              "outside it (without --out: beside it, RUN/export-STAGE-FORMAT)")
 
 
 def _put_in_place(tmp: Path, out_dir: Path, *, overwrite: bool) -> None:

@@ -932,3 +932,30 @@ def test_runs_delete_removes_a_stages_exports_at_their_default_place(built, tmp_
     assert f"warning: {teacher} is an export of a stage deleted now, kept: it holds files kd export did not write" in out.stderr
     assert not cnn.exists() and rnn.is_dir() and (teacher / "notes.txt").is_file() and (elsewhere / "model.pt").is_file()
     assert (built.parent / "kd-artifacts" / "kd.db" / RUN / "distill-textcnn").is_dir()  # the module's own store: untouched
+
+
+def test_an_export_into_a_stages_folder_is_refused(built, tmp_path, error_line):
+    """``--out`` inside a stage's folder (``RUN/STAGE``, beside its model) was written there, and
+    ``kd distill --overwrite`` or ``kd runs delete`` of that stage removed the export with the folder,
+    without a word. (A copy of the module's store: its artifact folder is its own.)"""
+    db = tmp_path / "kd.db"
+    with sqlite3.connect(built) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    inside = tmp_path / "kd-artifacts" / "kd.db" / RUN / "distill-bigru" / "serve"
+    out = kd_export("--run", RUN, "--model", "distill-bigru", "--format", "torchscript", "--out", str(inside), "--db", str(db), ok=False)
+    assert error_line(out).startswith(f"Error: {inside} is inside the folder of stage 'distill-bigru' of run '{RUN}'")
+    assert not inside.exists()
+
+
+def test_runs_delete_names_an_export_of_a_replaced_model_it_keeps(built, tmp_path):
+    """An export at a stage's default place of the model an ``--overwrite`` replaced is not the
+    stage's (another sha256): ``kd runs delete`` kept it and said nothing, "deleted run" while the
+    run's folder stayed, serving a model the store no longer has."""
+    db = tmp_path / "kd.db"
+    with sqlite3.connect(built) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    old = Path(kd_export("--run", RUN, "--model", "distill-textcnn", "--format", "torchscript", "--db", str(db)).stdout.strip())
+    kd("distill", "--run", RUN, "--student", "textcnn", *STUDENT_ARGS, "--seed", "3", "--overwrite", "--db", str(db))
+    dry = json.loads(kd("runs", "delete", "--run", RUN, "--stage", "distill-textcnn", "--dry-run", "--json", "--db", str(db)).stdout)
+    assert dry["exports"] == []
+    assert any(w.startswith(f"{old} is kept: it is at the export place of a stage this would delete") for w in dry["warnings"])
