@@ -229,7 +229,7 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
 @click.option("--max-len", type=int, default=128, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=FLOAT, default=5e-4, show_default=True)
-@click.option("--steps", type=int, default=0, help="Training steps (or use --minutes).")
+@click.option("--steps", type=int, default=0, help="Training steps (or use --minutes; given both, it stops at whichever ends first).")
 @click.option("--minutes", type=FLOAT, default=0.0, help="Wall-clock budget of the training steps in minutes (reading the store, segmenting with jieba and saving come on top). Clock-bound: two runs stop at different steps, so their weights differ; --steps N reruns exactly.")
 @click.option("--mask-prob", type=FLOAT, default=0.15, show_default=True)
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="mlm", show_default=True,
@@ -530,7 +530,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--value-relation", type=FLOAT, default=0.0, help="Transformer student: weight of MiniLM value-relation KL (last layer).")
 @click.option("--qk-relation", type=FLOAT, default=0.0, help="Transformer student: weight of MiniLM query-key (attention distribution) KL (last layer).")
 @click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation/--qk-relation (default: the smaller head count).")
-@click.option("--speed", type=FLOAT, default=0.3, show_default=True, help="Early exit: default uncertainty threshold for serving (with --max-loss, only the speed each epoch is judged at on dev; the speed served is the one chosen, the stage's `speed` figure).")
+@click.option("--speed", type=FLOAT, default=0.3, show_default=True, help="Early exit: default uncertainty threshold for serving, or --max-loss, not both (the speed each epoch is judged at on dev: with --max-loss, 0.3 or a config file's speed; the speed served is then the one chosen, the stage's `speed` figure).")
 @click.option("--max-loss", type=FLOAT, help="Early exit: serve at the speed chosen on dev instead: speeds are raised while the dev accuracy loss, plus one standard error, stays at most this many points (e.g. 0.5).")
 @click.option("--uncertainty", type=click.Choice(["entropy", "max_prob"]), default="entropy", show_default=True, help="Early exit: normalized entropy (FastBERT) or 1 - max probability (steady with many classes).")
 @click.option("--branch-dim", type=int, default=128, show_default=True, help="Early exit: width of each layer's classifier.")

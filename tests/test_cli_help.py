@@ -303,3 +303,16 @@ def test_output_an_encoding_cannot_show_is_a_one_line_error(tmp_path):
     assert result.output.strip().splitlines()[-1] == (
         r"Error: this output's encoding (ascii) cannot show '\u597d\u5403\u7684\u4e1c\u897f': "
         "set PYTHONIOENCODING=utf-8 (or a UTF-8 locale) and run it again")
+
+
+def test_budget_and_speed_help_say_how_the_two_options_combine(runner, tmp_path):
+    """`kd distill --speed` said it was, "with --max-loss", the speed epochs are judged at, as if the two
+    went together: typed together they are refused. `kd pretrain --steps` said nothing of --minutes given
+    beside it: training stops at whichever ends first (README)."""
+    speed = " ".join(runner.invoke(cli, ["distill", "--help"]).output.split())
+    speed = speed[speed.index("--speed FLOAT"):speed.index("--max-loss FLOAT")]
+    assert "or --max-loss, not both" in speed
+    result = runner.invoke(cli, ["distill", "--student", "early-exit", "--speed", "0.2", "--max-loss", "1", "--db", str(tmp_path / "kd.db")])
+    assert result.exit_code == 2 and "--speed or --max-loss, not both" in result.output
+    steps = " ".join(runner.invoke(cli, ["pretrain", "--help"]).output.split())
+    assert "given both, it stops at whichever ends first" in steps[steps.index("--steps INTEGER"):steps.index("--minutes FLOAT")]
