@@ -128,9 +128,10 @@ def _refuse(s, st: Stage, run: str, ids: set[int]) -> str | None:
     return unsure
 
 
-def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage]) -> None:
+def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage], *, replacing: bool = False) -> None:
     """A stage running now that learns from one being deleted (a student reading a teacher's logits, a
-    teacher fine-tuning its model: ``kd teach --model pretrain:RUN --folds K`` loads it again for each fold)."""
+    teacher fine-tuning its model: ``kd teach --model pretrain:RUN --folds K`` loads it again for each fold);
+    ``replacing``: by ``--overwrite``, which moves its folder away at once (the next fold found no model)."""
     models = {f"{st.kind}:{run}" for st in chosen if st.kind in ("pretrain", "teach") and st.status == "succeeded"}
     folders = [Path(st.artifact_path).resolve() for st in chosen if st.artifact_path]
     for st in s.scalars(select(Stage).where(Stage.status == "running", Stage.id.not_in(ids or {-1}))):
@@ -141,6 +142,9 @@ def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage]) -> None:
         if (used & ids or model) and process_state(st) is not False:
             owner = s.get(Run, st.run_id).uniqid
             what = "logits" if used & ids else "model"
+            if replacing:
+                raise KdError(f"stage {st.name!r} of run {owner!r} is running on the {what} of stage {chosen[0].name!r} of "
+                              f"run {run!r}: wait for it, then replace it (or use another --run)")
             raise KdError(f"stage {st.name!r} of run {owner!r} is running on the {what} of a stage being deleted: "
                           "wait for it, then delete")
 

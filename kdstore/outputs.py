@@ -85,8 +85,17 @@ def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np
         return 0
     logits = np.asarray(logits)
     sample_ids = np.asarray(sample_ids)
-    with (store.write_transaction("logits", "predictions") if missing_only else store.writer()) as conn:
+    # stages too (before logits, as every writer that deletes a stage takes them): `kd teach --logits-only` is no
+    # stage, so `kd runs delete` or the end of a `kd teach --overwrite` took its teacher meanwhile, and the insert
+    # failed as "database error: FOREIGN KEY constraint failed"
+    with (store.write_transaction("stages", "logits", "predictions") if missing_only else store.writer()) as conn:
         if missing_only:
+            name = conn.execute(select(Stage.name).where(Stage.id == int(stage_id))).scalar()
+            if name is None or "~parked-" in name:
+                raise KdError("the run's teacher was deleted meanwhile (`kd runs delete`, or the end of a `kd teach --overwrite` "
+                              "that replaced it): its scores were not stored" if name is None else
+                              "the run's teacher is being replaced (`kd teach --overwrite` is running): its scores were not "
+                              "stored; score with the new one once it has ended")
             have: list[int] = []
             for part in chunks(sorted(int(i) for i in sample_ids), ID_CHUNK):
                 have += conn.execute(select(Logit.sample_id).where(Logit.stage_id == int(stage_id), Logit.sample_id.in_(part))).scalars().all()

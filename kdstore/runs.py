@@ -382,6 +382,10 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
                   else "pass --overwrite to replace it" if kind in ("detect", "predict")
                   else "pass --overwrite to replace it, or use another --run")
         raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M} UTC: {advice}")
+    if old.status == "succeeded":  # its folder is moved away now, its logits go when the replacement succeeds
+        from .deletion import _refuse_readers  # (deletion builds on this module)
+
+        _refuse_readers(s, {old.id}, run, [old], replacing=True)
     _refuse_live_edits(s, old, run, edits_go=edits_go)
     for attempt in _replaced(s, run, name)[1]:  # a failed attempt's edits that stand (committed before it failed)
         _refuse_live_edits(s, attempt, run)

@@ -1831,6 +1831,46 @@ def test_runs_delete_refuses_a_model_a_running_teacher_fine_tunes(store, invoke,
     assert not model.exists()
 
 
+def test_overwrite_refuses_a_model_a_running_teacher_fine_tunes(store, invoke, counts, error_line):
+    """`kd pretrain --overwrite` moved the model away at once, which `kd teach --model pretrain:r1 --folds 5`
+    loads again for each fold: its next fold failed ('no such directory'), or trained on the new model."""
+    with stage_scope(store, run="r1", kind="pretrain", config={}) as st:
+        (st.artifact_dir / "model").mkdir(parents=True)
+        (st.artifact_dir / "model" / "weights.bin").write_bytes(b"x")
+        st.record_artifact(st.artifact_dir / "model")
+        model = st.artifact_dir / "model"
+    before = counts()
+    with stage_scope(store, run="r2", kind="teach", config={"model": "pretrain:r1", "model_path": str(model)}):
+        line = error_line(invoke(["pretrain", "--run", "r1", "--overwrite", "--layers", "1", "--hidden", "32",
+                                  "--max-len", "16", "--steps", "1", "--min-count", "1"], ok=False))
+        assert line == ("Error: stage 'teach' of run 'r2' is running on the model of stage 'pretrain' of run 'r1': "
+                        "wait for it, then replace it (or use another --run)")
+        assert (model / "weights.bin").read_bytes() == b"x" and _stage(store, "r1", "pretrain").status == "succeeded"
+    assert counts()["stages"] == before["stages"] + 1  # the teacher's alone
+
+
+def test_logits_only_scores_for_a_teacher_deleted_or_being_replaced_meanwhile_are_one_line(store, invoke, counts):
+    """`kd teach --logits-only` is no stage: `kd runs delete` (or an --overwrite's end) took its teacher as it
+    scored, and its next chunk failed as "database error: FOREIGN KEY constraint failed"; while an
+    --overwrite ran, its scores went to the parked teacher, deleted with it."""
+    from kdstore.outputs import write_scores
+
+    ids = store.samples().ids
+    with stage_scope(store, run="r1", kind="teach", config={}) as old:
+        pass
+    with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True):
+        with pytest.raises(KdError, match=r"^the run's teacher is being replaced \(`kd teach --overwrite` is running\): "
+                                          "its scores were not stored; score with the new one once it has ended$"):
+            write_scores(store, old.id, ids[:2], _logits(2), missing_only=True)
+    before = counts()
+    assert before["logits"] == 0
+    invoke(["runs", "delete", "--run", "r1", "--yes"])
+    with pytest.raises(KdError, match=r"^the run's teacher was deleted meanwhile \(`kd runs delete`, or the end of a "
+                                      r"`kd teach --overwrite` that replaced it\): its scores were not stored$"):
+        write_scores(store, old.id, ids[2:], _logits(2), missing_only=True)
+    assert counts()["logits"] == 0
+
+
 def test_runs_delete_says_how_many_issues_a_deleted_review_decided_are_open_again(store, invoke):
     """Deleting a review reopens the issues it decided (its rejections go with it), as its undo does: said, not silent."""
     from sqlalchemy import update
