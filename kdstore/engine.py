@@ -69,7 +69,7 @@ def sqlite_path(url: str) -> Path | None:
         path = parsed.database[len("file:"):]
         if path.startswith("//"):  # file://localhost/PATH, file:///PATH
             path = "/" + path[2:].partition("/")[2]
-        path = unquote(path.partition("#")[0])
+        path = unquote(re.split(r"[?#]", path, maxsplit=1)[0])  # SQLite's query (a "%3F" SQLAlchemy decoded) or fragment
         return None if not path or path == ":memory:" else Path(path)
     return Path(parsed.database)
 

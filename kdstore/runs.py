@@ -209,6 +209,9 @@ def _check_name_for(kind: str, name: str, *, numbered: bool = False) -> None:
         # --store's name, with an '@' no user name may hold, and `kd predict --store` was told to choose a --name it has not)
         raise KdError(f"the stage name {name!r}: names starting with 'predict-' are kept for `kd predict --store` stages "
                       "(predict-STAGE): choose another --name")
+    if name.startswith("export-"):  # (RUN/export-teach-onnx, a student's folder, is where `kd export --model teach` writes)
+        raise KdError(f"the stage name {name!r}: names starting with 'export-' are kept for the folders `kd export` writes "
+                      "beside the stages' (RUN/export-STAGE-FORMAT): choose another --name")
 
 
 def check_stage_name(name: str) -> None:
@@ -311,15 +314,16 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
     with store.write_session("runs", "stages", *(("label_edits", "label_issues") if overwrite else ())) as s:
         run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
         if run_row is None:
+            _refuse_case_twin(s, run, None, name)
             run_row = Run(uniqid=run)
             s.add(run_row)
             s.flush()
         if numbered:  # read under the writer lock: a stage another process just named is taken
-            taken = set(s.scalars(select(Stage.name).where(Stage.run_id == run_row.id)))
+            taken = {n.lower() for n in s.scalars(select(Stage.name).where(Stage.run_id == run_row.id))}
             candidates = [f"{name}-{n}" for n in range(1, len(taken) + 2)]
             if bare_first:
                 candidates[0] = name
-            name = next(c for c in candidates if c not in taken)
+            name = next(c for c in candidates if c.lower() not in taken)
         old = s.scalars(
             select(Stage).where(Stage.run_id == run_row.id, Stage.name == name)
         ).first()
@@ -338,6 +342,7 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
                     s.delete(old)
             s.flush()
         else:
+            _refuse_case_twin(s, run, run_row.id, name)
             _refuse_foreign_files(store, run, name)
         stage = Stage(
             run_id=run_row.id,
@@ -407,6 +412,24 @@ def check_stage_free(store: Store, *, run: str, kind: str, name: str, overwrite:
                 s.expunge(old)
                 old.status = "failed"  # (detached: nothing written)
             _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite, edits_go=edits_go)
+        else:
+            _refuse_case_twin(s, run, s.scalars(select(Run.id).where(Run.uniqid == run)).first(), name)
+
+
+def _refuse_case_twin(s: Session, run: str, run_id: int | None, name: str) -> None:
+    """Refuse a new run (``run_id`` None), or a new stage ``name`` of run ``run_id``, whose name differs
+    from one the store has only in case: on a case-insensitive file system (macOS, Windows)
+    ``Demo/teach`` and ``demo/teach`` are one folder, and the second stage wrote its model into the
+    first's (and, failing, removed it)."""
+    if run_id is None:
+        what, given, holder = "run", run, "the store has run"
+        twin = s.scalars(select(Run.uniqid).where(func.lower(Run.uniqid) == run.lower())).first()
+    else:
+        what, given, holder = "stage", name, f"run {run!r} has stage"
+        twin = s.scalars(select(Stage.name).where(Stage.run_id == run_id, func.lower(Stage.name) == name.lower())).first()
+    if twin is not None:
+        raise KdError(f"{what} {given!r}: {holder} {twin!r}, the same name but for case, and both would use one "
+                      f"model folder on a case-insensitive file system (macOS, Windows): name it {twin!r} or another name")
 
 
 def _refuse_foreign_files(store: Store, run: str, name: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kdstore.engine import sqlite_path
 from kdstore.errors import KdError
 from kdstore.ingest import (
     IngestOptions,
@@ -1426,6 +1427,21 @@ def test_a_sqlite_uri_url_opens_its_file_and_uri_parameters_sqlite_would_not_rea
     assert sorted(p.name for p in db_path.parent.iterdir() if "?" in p.name) == []
     assert counts() == before
     assert invoke.json(["ingest", "more.tsv"], db=f"sqlite:///{db_path}?timeout=30")["added"] == 1  # (a driver option)
+
+
+@pytest.mark.sqlite_only  # the URLs are the test's own
+def test_a_sqlite_uri_path_ends_at_its_query_as_sqlite_reads_it(invoke, write_file, tmp_path, error_line):
+    """In sqlite:///file:PATH?uri=true SQLAlchemy decodes a "%3F" of PATH, and SQLite reads the "?" as
+    the start of the URI's query: the store opened is the file before it. kd took the whole PATH for the
+    file (its folder for the models, its existence for "no kd store"), and an empty store "q" was made."""
+    write_file("train.tsv", GOOD)
+    (tmp_path / "q?x=1").mkdir()
+    invoke(["ingest", "train.tsv"], db=tmp_path / "q?x=1" / "kd.db")
+    url = f"sqlite:///file:{tmp_path}/q%3Fx=1/kd.db?uri=true"
+    assert sqlite_path(url) == tmp_path / "q"
+    line = error_line(invoke(["samples"], db=url, ok=False))
+    assert line == f"Error: no kd store at {tmp_path / 'q'}: run `kd ingest` first, or pass --db"
+    assert not (tmp_path / "q").exists()
 
 
 @pytest.mark.sqlite_only  # the paths are the test's own

@@ -895,6 +895,40 @@ def test_a_predict_name_is_kept_for_predict_stages(store, invoke, error_line, co
     assert [(s.name, s.kind) for s in store.stages_of("r1")] == [("predict-teach@dev", "predict")]
 
 
+def test_an_export_name_is_kept_for_kd_exports_folders(store, invoke, error_line, counts):
+    """`kd export --model teach` writes RUN/export-teach-onnx beside the stages' folders: a student so
+    named had that folder, and the export was refused as inside a stage's folder (or the student as
+    finding files no stage made)."""
+    line = error_line(invoke(["labels", "set", "--run", "r1", "--name", "export-teach-onnx", "1=neg"], ok=False))
+    assert line == ("Error: the stage name 'export-teach-onnx': names starting with 'export-' are kept for the folders "
+                    "`kd export` writes beside the stages' (RUN/export-STAGE-FORMAT): choose another --name")
+    assert counts()["runs"] == 0 and counts()["label_edits"] == 0
+    with pytest.raises(KdError, match="kept for the folders `kd export` writes"):
+        with stage_scope(store, run="r1", kind="distill", name="export-teach-onnx", config={}):
+            pytest.fail("the body must not run")
+
+
+def test_runs_or_stages_differing_only_in_case_are_refused(store, invoke, error_line, counts):
+    """On a case-insensitive file system (macOS, Windows) runs Demo and demo, or stages Votes and
+    votes of one run, share one folder: the second stage wrote its model into the first's."""
+    invoke(["labels", "set", "--run", "Demo", "--name", "Fix", "1=neg"])
+    before = counts()
+    line = error_line(invoke(["labels", "set", "--run", "demo", "2=neg"], ok=False))
+    assert line == ("Error: run 'demo': the store has run 'Demo', the same name but for case, and both would use one model "
+                    "folder on a case-insensitive file system (macOS, Windows): name it 'Demo' or another name")
+    line = error_line(invoke(["labels", "set", "--run", "Demo", "--name", "fix", "2=neg"], ok=False))
+    assert line.startswith("Error: stage 'fix': run 'Demo' has stage 'Fix', the same name but for case")
+    assert counts() == before
+    with pytest.raises(KdError, match="run 'DEMO': the store has run 'Demo'"):
+        with stage_scope(store, run="DEMO", kind="distill", config={}):
+            pytest.fail("the body must not run")
+    with stage_scope(store, run="Demo", kind="clean", name="FIX", config={}, numbered=True) as st:
+        assert st.name == "FIX-1"
+    invoke(["labels", "set", "--run", "Demo", "--name", "EDIT-1", "2=neg"])
+    assert invoke.json(["labels", "set", "--run", "Demo", "3=neg", "--json"])["stage"] == "edit-2"  # (not edit-1: EDIT-1's folder)
+    assert not store.run_exists("demo") and not store.run_exists("DEMO")
+
+
 def test_unknown_stage_kind_is_refused(store):
     with pytest.raises(ValueError, match="unknown stage kind"):
         with stage_scope(store, run="r1", kind="bake", config={}):
