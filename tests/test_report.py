@@ -131,6 +131,26 @@ def test_an_early_exit_chart_takes_every_stored_speed(tmp_path, monkeypatch):
     assert seen == [(1.0, 1.0, 3.0)]
 
 
+def test_early_exit_speeds_on_one_point_share_one_label(tmp_path, monkeypatch):
+    """Speeds where no text exits earlier (0 to 0.3 with 12 classes, whose normalized entropy stays
+    high) land on one point: each was labelled there apart, the labels printed over one another."""
+    from kdstore import plots
+
+    seen = []
+    real = plots._save
+
+    def save(fig, path, plt):
+        seen.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        return real(fig, path, plt)
+
+    monkeypatch.setattr(plots, "_save", save)
+    test = {"layers@0": 12.0, "accuracy@0": 0.9, "speedup@0": 1.0}
+    for speed, layers, acc, wall in (("0.1", 12.0, 0.9, 0.97), ("0.3", 12.0, 0.9, 1.04), ("0.5", 4.0, 0.8, 2.9)):
+        test.update({f"layers@{speed}": layers, f"accuracy@{speed}": acc, f"speedup@{speed}": wall})
+    plots.write_plots({"run": "r", "classes": list("abcdefghijkl"), "stages": [{"name": "ee", "metrics": {"test": test}}]}, tmp_path)
+    assert sorted(seen) == ["speed 0, 0.1, 0.3 (1.0× wall)", "speed 0.5 (2.9× wall)"]
+
+
 def test_a_training_stage_has_a_learning_curve_chart(tmp_path, monkeypatch):
     """Per-epoch train loss, dev loss and dev macro-F1 were in the store and in --json's history, but no
     chart showed them (whether a teacher overfit, or stopped early, needed a script)."""
