@@ -609,6 +609,19 @@ def test_a_score_shown_typed_as_min_score_keeps_its_row(db):
     assert first["sample_id"] in {c["sample_id"] for c in planned["changes"]}
 
 
+def test_show_at_80_columns_keeps_every_method_name(db, monkeypatch):
+    """In an 80-column terminal the methods column read "cleanlab,dis…": one word to rich, cut, not wrapped."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    both = [i for i in _issues(db) if "," in i["methods"]]
+    assert both, _issues(db)
+    monkeypatch.setenv("COLUMNS", "80")
+    shown = kd("labels", "show", "--run", "r", "--top", "0", "--db", db).stdout
+    assert max(len(line) for line in shown.splitlines()) <= 80
+    assert "…" not in "".join(line.split("│")[5] for line in shown.splitlines() if line.count("│") > 6)
+    for name in both[0]["methods"].split(","):
+        assert name in shown
+
+
 def test_show_top_and_the_sheets_current_label(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     first = _issues(db)[0]
