@@ -237,8 +237,11 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     probability=cfg.mask_prob, generator=gen, first_regular_id=len(SPECIALS),
                     groups=None if groups is None else pad(groups.batch(idx), -1)[0],
                 )
+                # a step's rate is that of the middle of its share of --steps, not of its start: the warm-up
+                # gave the first step a rate of 0 (--steps 1 saved the random initialisation, whatever --lr)
+                at = max(frac, (step + 0.5) / cfg.steps) if cfg.steps else frac
                 for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * warmup_linear_decay(frac, warmup=cfg.warmup)
+                    group["lr"] = cfg.lr * warmup_linear_decay(at, warmup=cfg.warmup)
                 # each loss is a mean over this rank's masked (and, for ELECTRA, scored) tokens: weigh
                 # it by its share of the whole batch's tokens, so torchrun trains as one process would
                 counts = [int((labels != IGNORE).sum()), int((~special & mask.bool()).sum())]

@@ -32,11 +32,20 @@ def _normalizer():
 
 
 def count_chars(texts: Iterable[str]) -> Counter[str]:
-    """How often each character occurs, as the tokenizer sees it (after BERT's normalizer, spaces left out)."""
+    """How often each character occurs, as the tokenizer sees it (after BERT's normalizer, spaces left out).
+
+    The normalizer works character by character (control characters removed, CJK padded, accents
+    stripped, lowercased), so each distinct character is normalized once and weighed by its count:
+    normalizing every text took a minute and 4 GB for a 20-million-character --corpus line."""
     normalize = _normalizer()
-    counts: Counter[str] = Counter()
+    raw: Counter[str] = Counter()
     for text in texts:
-        counts.update(ch for ch in normalize(text) if not ch.isspace())  # "é" counts as the "e" it becomes
+        raw.update(text)
+    counts: Counter[str] = Counter()
+    for char, n in raw.items():
+        for ch in normalize(char):  # "é" counts as the "e" it becomes
+            if not ch.isspace():
+                counts[ch] += n
     return counts
 
 

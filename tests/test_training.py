@@ -720,6 +720,18 @@ def test_pretrain_with_steps_reruns_to_the_same_weights_and_records_its_corpus(s
     assert cfg["corpus_sha256"] == [hashlib.sha256((tmp_path / "news.txt").read_bytes()).hexdigest()]
 
 
+def test_pretrain_steps_1_trains_at_the_lr_given(sample_store):
+    """The warm-up gave the first step a learning rate of 0: `--steps 1` saved the random
+    initialisation whatever --lr (the same weights at 5e-4 and at 1e-2), and of --steps 5 a fifth was lost."""
+    from safetensors.torch import load_file
+
+    outs = [json.loads(kd("pretrain", "--run", f"lr{i}", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1",
+                          "--batch-size", "16", "--min-count", "1", "--lr", lr, "--device", "cpu", "--db", str(sample_store),
+                          "--json").output) for i, lr in enumerate(("5e-4", "1e-2"))]
+    a, b = (load_file(str(Path(o["artifact_path"], "model.safetensors"))) for o in outs)
+    assert not torch.equal(a["bert.embeddings.word_embeddings.weight"], b["bert.embeddings.word_embeddings.weight"])
+
+
 def test_a_pretrain_step_the_fp16_scaler_skipped_is_no_step_of_steps(sample_store, monkeypatch):
     """On a GPU without bf16 the grad scaler skips a step whose gradients overflowed: it counted
     towards --steps (and the warm-up) all the same, as teach's schedule did."""
