@@ -408,12 +408,14 @@ def _dev_trains(store, cfg: TeachConfig) -> bool:
     of them): then no dev row is left to judge the epochs (``teacher.training_rows``)."""
     if "dev" not in cfg.splits:
         return False
-    if not cfg.where:
+    if not cfg.where and not cfg.labels:
         return True
     try:
-        return bool(len(store.samples(splits=["dev"], labeled=True, where=cfg.where)))
+        rows = store.samples(splits=["dev"], labeled=True, where=cfg.where)
     except KdError:  # a --where the store refuses: the stage's one-line error, not a warning first
         return False
+    names = store.class_names()  # (the dev rows --where selects of other classes than --label's do not train: dev judges)
+    return bool(set(cfg.labels or names) & {names[int(c)] for c in rows.labels})
 
 
 def _dev_judges(store, cfg: TeachConfig) -> bool:

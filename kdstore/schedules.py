@@ -25,6 +25,13 @@ def warmup_linear_decay(progress: float, *, warmup: float) -> float:
     return max(0.0, (1.0 - progress) / max(1e-12, 1.0 - warmup))
 
 
+def warmup_linear_decay_step(step: int, total: int, *, warmup: float) -> float:
+    """``warmup_linear_decay`` for optimizer step ``step`` (0-based) of ``total``, taken at the middle
+    of the step: no step trains at a factor of 0 (taken at its start, the first step did, and a
+    training of one step, ``--epochs 1`` on fewer texts than a batch, left the model as it was)."""
+    return warmup_linear_decay((step + 0.5) / max(total, 1), warmup=warmup)
+
+
 def layer_depths(names: list[str]) -> list[int]:
     """Depth of each parameter of a transformer by name: 0 for the embeddings, ``i + 1`` for encoder
     layer ``i`` (``...layer.i.``, ``...layers.i.``, ``...h.i.``, ``...blocks.i.`` or

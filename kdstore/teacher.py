@@ -24,7 +24,7 @@ from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
 from .runs import StageHandle, resolve_run_id, sha256_path
-from .schedules import layer_decay_scales, warmup_linear_decay
+from .schedules import layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
 from .folds import stratified_folds
 from .store import SampleSet, Store, missing_model
@@ -73,8 +73,10 @@ class TeachConfig:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise KdError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
-        if not 0.0 <= self.warmup < 1.0 or self.patience < 1:
-            raise KdError(f"--warmup must be in [0, 1) and --patience at least 1, got {self.warmup} and {self.patience}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise KdError(f"--warmup must be in [0, 1), got {self.warmup}")
+        if self.patience < 1:
+            raise KdError(f"--patience must be at least 1, got {self.patience}")
 
 
 def resolve_model(store: Store, name: str) -> str:
@@ -564,7 +566,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
     total_steps = -(-len(train) // cfg.batch_size) * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_linear_decay(s / total_steps, warmup=cfg.warmup)
+        optimizer, lambda s: warmup_linear_decay_step(s, total_steps, warmup=cfg.warmup)
     )
 
     best = BestCheckpoint(cfg.patience)

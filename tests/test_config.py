@@ -542,6 +542,12 @@ def test_a_typed_values_error_names_no_file_value_that_is_fine(other_db, invoke,
         "Error: --steps cannot be negative, got -1")
     assert error_line(invoke(["pretrain", "--run", "c", "--max-len", "4"], db=None, ok=False)) == (
         "Error: --max-len must be at least 8, got 4")
+    write_file("kd.toml", 'db = "other.db"\n[teach]\nmodel = "/nowhere"\npatience = 3\n')
+    assert error_line(invoke(["teach", "--run", "c", "--warmup", "1"], db=None, ok=False)) == (
+        "Error: --warmup must be in [0, 1), got 1.0")  # (was "--warmup ... and --patience at least 1 ... (kd.toml: [teach] patience = 3)")
+    write_file("kd.toml", 'db = "other.db"\n[teach]\nmodel = "/nowhere"\npatience = 0\n')
+    assert error_line(invoke(["teach", "--run", "c"], db=None, ok=False)) == (
+        "Error: --patience must be at least 1, got 0 (kd.toml: [teach] patience = 0)")
 
 
 def test_a_runs_table_applies_to_kd_runs_and_kd_runs_delete(other_db, invoke, write_file, error_line):

@@ -12,7 +12,7 @@ from kdstore.batching import bucketed_batches, pad, sorted_batches
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
 from kdstore.metrics import classification_metrics, confusion_matrix, hardly_beats_majority, versus_majority
-from kdstore.schedules import layer_decay_scales, layer_depths, linear, over_steps, warmup_linear_decay
+from kdstore.schedules import layer_decay_scales, layer_depths, linear, over_steps, warmup_linear_decay, warmup_linear_decay_step
 from kdstore.textkey import normalize, text_hash
 from kdstore.vocab import SPECIALS, build_vocab
 
@@ -144,6 +144,19 @@ def test_schedules():
     # --temperature 4 --temperature-end 1 over 4 steps: the last step is at the end value
     assert [over_steps(4.0, 1.0, s, 4) for s in range(4)] == pytest.approx([4.0, 3.0, 2.0, 1.0])
     assert over_steps(4.0, 1.0, 0, 1) == 4.0 and over_steps(0.9, None, 3, 4) == 0.9
+
+
+def test_no_optimizer_step_trains_at_a_learning_rate_of_0():
+    """Each step's factor is the schedule at the step's middle: taken at its start, the first step was at 0,
+    and a training of one step (`kd teach --epochs 1` on fewer texts than a batch) left the model as it was."""
+    assert warmup_linear_decay_step(0, 1, warmup=0.1) == pytest.approx(0.5 / 0.9)
+    for total in (1, 2, 3, 9, 10, 100):
+        factors = [warmup_linear_decay_step(s, total, warmup=0.1) for s in range(total)]
+        assert min(factors) > 0 and max(factors) <= 1.0
+    # 10 steps, a warm-up of one: step 0 at the middle of the ramp, then the decay from its start
+    assert warmup_linear_decay_step(0, 10, warmup=0.1) == pytest.approx(0.5)
+    assert warmup_linear_decay_step(1, 10, warmup=0.1) == pytest.approx(0.85 / 0.9)
+    assert warmup_linear_decay_step(0, 4, warmup=0.0) == pytest.approx(0.875)
 
 
 def test_layer_decay_scales_follow_depth():

@@ -2403,6 +2403,18 @@ def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sam
     assert [m.value for m in store.metrics(_stage(sample_store, "roomy", "teach").id) if m.name == "truncated"] == [0]
 
 
+def test_a_teacher_of_a_single_optimizer_step_trains(sample_store, tiny_model):
+    """`--epochs 1` on fewer train texts than `--batch-size` is one step, which the warm-up took at a
+    learning rate of 0: the saved model was the checkpoint as it was, and the stage succeeded."""
+    from safetensors.torch import load_file
+
+    kd("teach", "--run", "one", "--model", str(tiny_model), "--epochs", "1", "--batch-size", "64", "--max-len", "32", "--db", str(sample_store))
+    start = load_file(tiny_model / "model.safetensors")
+    saved = load_file(Path(_stage(sample_store, "one", "teach").artifact_path) / "model.safetensors")
+    body = [k for k in saved if k in start and k.startswith("bert.encoder.")]
+    assert body and any(not torch.equal(saved[k], start[k]) for k in body)
+
+
 def test_a_class_a_teacher_learned_from_dev_is_no_unlearned_class(sample_store, tiny_model):
     """`kd teach --split train --split dev` learns a class that only dev holds: no warning that the
     model never learned it (the train split's support alone said so)."""
@@ -2445,6 +2457,18 @@ def test_split_dev_with_a_where_that_selects_no_dev_row_keeps_dev_as_the_judge(s
     out = kd("teach", "--run", "wd", "--overwrite", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--where",
              "split = 'train'", "--epochs", "1", "--max-len", "32", "--db", db)
     assert "not held out" not in out.stdout and "  dev: accuracy" in out.stdout
+
+
+def test_split_dev_whose_where_selects_dev_rows_of_other_labels_only_keeps_dev_as_the_judge(sample_store, tiny_model):
+    """`--split dev` with a --where selecting dev rows of a class --label leaves out: none of them trains, dev judges
+    the epochs; `--patience` was warned of as "not used when dev is trained on", though it was."""
+    db = str(sample_store)
+    kd("ingest", str(write_tsv(sample_store.parent / "mid.tsv", [("mid", "不好不坏"), ("mid", "一般般吧")])), "--split", "dev", "--db", db)
+    result = kd("teach", "--run", "mix", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--label", "pos", "--label", "neg",
+                "--where", "split = 'train' OR text = '不好不坏'", "--patience", "1", "--epochs", "1", "--max-len", "32", "--db", db)
+    assert "--patience: not used" not in result.stderr
+    store = Store.open(db)
+    assert {m.name: m.value for m in store.metrics(_stage(sample_store, "mix", "teach").id) if m.split == "all"}["dev_samples"] == 20
 
 
 def test_a_class_the_teachers_where_or_label_leaves_out_is_an_unlearned_class(sample_store, tiny_model):
