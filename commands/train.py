@@ -574,6 +574,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     if ignored:
         raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}")
     _warn_unused(student, augment, relation=value_relation > 0 or qk_relation > 0)
+    teacher_weights = _file_teacher_weights_fit(teacher_runs, teacher_weights)
     if len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_weights",)):
         # (a weight of one teacher, or of one run named twice, weighs it against nothing: taken in silence)
         _warn("--teacher-weight: not used: it weighs several --teacher-run against each other, and this student has one teacher")
@@ -720,6 +721,27 @@ def _file_temperatures_fit(soft_loss: str, temperature: float, temperature_end: 
     elif schedule == "cwsm" and typed("temperature_schedule") and from_file("temperature_gamma"):
         gamma = default["temperature_gamma"]
     return temperature, temperature_end, schedule, beta, gamma
+
+
+def _file_teacher_weights_fit(teacher_runs: tuple[str, ...], teacher_weights: tuple[float, ...]) -> tuple[float, ...]:
+    """The --teacher-weight values, less a config file's that weigh the file's own teacher runs where
+    other --teacher-run are typed: the file's `teacher-run = ["a", "b"]` with `teacher-weight = [3, 1]`
+    gave a typed `--teacher-run b --teacher-run a` b's weight 3, in silence (a file's weights without
+    runs of its own are for the typed ones, in their order, and stay)."""
+    ctx = click.get_current_context()
+    if (ctx.get_parameter_source("teacher_weights") != ParameterSource.DEFAULT_MAP
+            or ctx.get_parameter_source("teacher_runs") != ParameterSource.COMMANDLINE):
+        return teacher_weights
+    file_runs = (ctx.default_map or {}).get("teacher_runs")
+    if file_runs is None:
+        return teacher_weights
+    file_runs = resolve_runs(ctx, None, [file_runs] if isinstance(file_runs, str) else file_runs)
+    if tuple(file_runs) == tuple(teacher_runs):
+        return teacher_weights
+    _warn(f"--teacher-weight: the config file's {', '.join(f'{w:g}' for w in teacher_weights)} weigh its teacher runs "
+          f"{', '.join(file_runs)}, not the typed {', '.join(teacher_runs)}: not used (equal weights; type --teacher-weight "
+          "for these)")
+    return ()
 
 
 def _file_student_options_fit(cfg: DistillConfig) -> DistillConfig:

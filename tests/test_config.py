@@ -282,6 +282,20 @@ def test_config_augment_is_for_students_not_early_exit(other_db, invoke, write_f
     assert "no --augment" in result.stderr  # typed, it is still refused
 
 
+def test_config_teacher_weights_are_not_moved_onto_other_typed_teacher_runs(other_db, invoke, write_file):
+    """``teacher-weight = [3, 1]`` beside ``teacher-run = ["a", "b"]`` weighs a and b: a typed
+    ``--teacher-run b --teacher-run a`` took 3 for b, in silence. Without runs of its own, a file's
+    weights are the typed runs' (in their order); with the file's runs typed again, they stand."""
+    write_file("kd.toml", 'db = "other.db"\n[distill]\nteacher-run = ["a", "b"]\nteacher-weight = [3, 1]\n')
+    swapped = invoke(["distill", "--teacher-run", "b", "--teacher-run", "a"], db=None, ok=False)
+    assert ("warning: --teacher-weight: the config file's 3, 1 weigh its teacher runs a, b, not the typed b, a: not used"
+            in swapped.stderr) and "no run 'b'" in swapped.stderr
+    for typed in (["--teacher-run", "a", "--teacher-run", "b"], []):
+        assert "--teacher-weight" not in invoke(["distill", *typed], db=None, ok=False).stderr
+    write_file("kd.toml", 'db = "other.db"\n[distill]\nteacher-weight = [3, 1]\n')
+    assert "--teacher-weight" not in invoke(["distill", "--teacher-run", "b", "--teacher-run", "a"], db=None, ok=False).stderr
+
+
 def test_a_typed_run_wins_over_a_config_artifact(other_db, invoke, write_file):
     """``[predict] artifact`` is a default: a typed --run (or --store) predicts with the run's model, and a
     typed --artifact (or FILE) wins over ``store = true``, instead of refusing the pair."""

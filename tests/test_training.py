@@ -1769,6 +1769,19 @@ def test_distill_two_teachers_learns_their_probabilities_averaged_in_weight_orde
     np.testing.assert_allclose(softmax(got), 0.25 * probs[0] + 0.75 * probs[1], rtol=0, atol=2e-6)  # (tiny teachers: logits near 0)
 
 
+def test_a_config_files_teacher_weights_do_not_weigh_typed_teacher_runs(taught_store, tmp_path):
+    """A file's `teacher-weight = [3, 1]` weighs its own `teacher-run = [...]`: typed other --teacher-run
+    took them in their order (`--teacher-run b --teacher-run a` gave b the weight 3, in silence), and a
+    typed single one was refused over weights nobody typed. They go back to equal weights, with a warning."""
+    db = str(taught_store)
+    (tmp_path / "kd.toml").write_text('[distill]\nteacher-run = ["x", "y"]\nteacher-weight = [3, 1]\n', encoding="utf-8")
+    out = kd("distill", "--run", "r", "--teacher-run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+             "--max-len", "32", "--name", "typed", "--db", db, "--json")
+    report = json.loads(out.stdout)
+    assert report["config"]["teacher_runs"] == ["r"] and report["config"]["teacher_weights"] == []
+    assert any("the config file's 3, 1 weigh its teacher runs x, y, not the typed r: not used" in w for w in report["warnings"])
+
+
 def test_mask_augmentation_with_teachers_of_unlike_unknown_tokens_is_refused(taught_store, tiny_model, tmp_path):
     """--augment mask wrote the first teacher's [UNK] into texts a second teacher, whose tokenizer's
     unknown token is <unk>, scored as the five characters [, U, N, K, ]."""
