@@ -28,7 +28,9 @@
 # a GPU's MLM steps cost about the same at 64 or 256 texts,
 # so 4 minutes see about 4 times the text of kd pretrain's default batch; the protocol's reference,
 # 85.45 %, is what 4 minutes at a small batch gave), KD_LENT_SECONDS (default 540) is the time the
-# table gets, KD_LENT_DEVICE (default cuda) the device.
+# sitting gets from this script's start (the wheels' install and the import check count: the device's
+# limit is on the whole command; less device time left than 600 s: set it about 60 s under that),
+# KD_LENT_DEVICE (default cuda) the device.
 # Everything lands in $OUT: TABLE.json (raw figures, rewritten after every figure with "partial":
 # true until the table is complete; merge two seeds' B1B2 or B3 files with `python -m bench merge
 # A.json B.json`), TABLE.md (the table, or what exists when the limit stops it), TABLE.log (every figure
@@ -96,13 +98,22 @@ echo "commit ${KD_COMMIT:-unknown (run bash bench/lent.sh --stamp before the dev
 # at once, not at the first import minutes in (cleanlab: B3's detectors, after the teachers)
 python3 -c "import importlib.util as u, sys; gone = [m for m in sys.argv[1:] if u.find_spec(m) is None]; gone and sys.exit('missing here: ' + ', '.join(gone) + ' (carry .whl, filled by bash bench/lent.sh --prepare)')" \
   $WHEELS torch transformers 2> "$OUT/$table.log" || { cat "$OUT/$table.log" >&2; echo "exit status 1" >> "$OUT/$table.log"; exit 1; }
-# shellcheck disable=SC2086  # KD_LENT_ARGS is a list of arguments
 if [ "$table" = B4 ]; then  # speed.py trains on one device and times on the CPU and, here, the GPU
   common=(--train-device "${KD_LENT_DEVICE:-cuda}" --time-device "${KD_LENT_DEVICE:-cuda}" --seed "${KD_LENT_SEED:-1}" --plot "$OUT/B4-early-exit.png")
 else
   common=(--device "${KD_LENT_DEVICE:-cuda}" --seeds "${KD_LENT_SEED:-1}")
 fi
-timeout --signal=INT --kill-after=20 "${KD_LENT_SECONDS:-540}" \
+# the table's time: what is left of KD_LENT_SECONDS after the set-up above (pip, the import check: it
+# was added to it, and a slow start ran the table past the device's limit, killed with no table)
+left=$(( ${KD_LENT_SECONDS:-540} - SECONDS ))
+echo "the table gets ${left} s (KD_LENT_SECONDS ${KD_LENT_SECONDS:-540}, ${SECONDS} s of set-up)" >> "$OUT/gpu.txt"
+if [ "$left" -lt 1 ]; then  # (timeout 0 would mean no limit at all)
+  echo "no time left for $table: ${SECONDS} s of set-up used KD_LENT_SECONDS ${KD_LENT_SECONDS:-540}" | tee -a "$OUT/$table.log" >&2
+  echo "exit status 1" >> "$OUT/$table.log"
+  exit 1
+fi
+# shellcheck disable=SC2086  # KD_LENT_ARGS is a list of arguments
+timeout --signal=INT --kill-after=20 "$left" \
   python3 "${script[@]}" "${common[@]}" $default_args ${KD_LENT_ARGS:-} \
   --json "$OUT/$table.json" > "$OUT/$table.md" 2> "$OUT/$table.log"
 rc=$?

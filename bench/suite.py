@@ -340,8 +340,8 @@ def collect_targets(results: dict) -> list[dict]:
     out = []
     for key, job in results["jobs"].items():
         if job.get("data") is None:
-            out.append({"table": "/".join(job["tables"]), "figure": f"every target of {job['script']}", "target": "—",
-                        "measured": "—", "verdict": f"not measured (the script failed, exit {job.get('returncode')})"})
+            out.append({"table": "/".join(job["tables"]), "figure": f"every target of {job['script']}", "target": "—", "measured": "—",
+                        "verdict": "not measured (interrupted)" if job.get("interrupted") else f"not measured (the script failed, exit {job.get('returncode')})"})
             continue
         try:
             out += TARGETS[key](job["data"], reason)
@@ -378,7 +378,7 @@ def render_job(key: str, job: dict, results: dict) -> str:
     lines = [f"- **Script:** `{job['script']}`; **command{'s' if job.get('commands') else ''}:** {commands}; wall time {_fmt_seconds(job['wall_seconds'])}"]
     data = job.get("data")
     if data is None:
-        lines += [f"- **failed** (exit {job.get('returncode')}); the last lines of its output (`{job.get('log', '?')}`):", "",
+        lines += [f"- **{'interrupted' if job.get('interrupted') else 'failed'}** (exit {job.get('returncode')}); the last lines of its output (`{job.get('log', '?')}`):", "",
                   "```", job.get("error", "").rstrip(), "```"]
         return "\n".join(lines)
     commit = data.get("machine", {}).get("commit")
@@ -476,28 +476,43 @@ def run_job(job: dict, out: Path) -> dict:
     print(f"[bench] {job['key']}: {command}", file=sys.stderr, flush=True)
     env = {**os.environ, "KD_NO_PROGRESS": "1"}
     t0 = time.monotonic()
+    interrupted = False
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(f"$ {command}\n")
         fh.flush()
-        proc = subprocess.run([sys.executable, *job["argv"]], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([sys.executable, *job["argv"]], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        try:
+            proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reaches the script too: it stops itself (its figures so far, its
+            interrupted = True  # temporary stores removed); it was killed 0.25 s later, and the suite left a traceback
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except (KeyboardInterrupt, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
     wall = time.monotonic() - t0
     rec = {
         "key": job["key"], "tables": job["tables"], "script": job["script"], "command": command,
         "argv": [sys.executable, *job["argv"]], "returncode": proc.returncode, "wall_seconds": wall,
         "json": os.path.relpath(json_path, out), "log": os.path.relpath(log, out), "data": None,
     }
-    if proc.returncode == 0 and json_path.exists():
+    if interrupted:
+        rec["interrupted"] = True
+        rec["error"] = _tail(log)
+    elif proc.returncode == 0 and json_path.exists():
         rec["data"] = json.loads(json_path.read_text(encoding="utf-8"))
     else:
         rec["error"] = _tail(log)
         if proc.returncode == 0:
             rec["returncode"] = -1
             rec["error"] += f"\n(the script exited 0 but wrote no {json_path})"
-    state = "done" if rec["data"] is not None else f"FAILED (exit {rec['returncode']}, see {log})"
+    state = ("done" if rec["data"] is not None else f"INTERRUPTED (see {log})" if interrupted
+             else f"FAILED (exit {rec['returncode']}, see {log})")
     print(f"[bench] {job['key']}: {state} in {_fmt_seconds(wall)}", file=sys.stderr, flush=True)
     return rec
 
 
+STOP_GRACE_S = 30  # how long an interrupted script gets to stop itself before it is killed
 MERGERS = {"B1B2": ("bench.distill", "merge_seeds"), "B3": ("bench.labels", "merge_seeds")}
 
 
@@ -585,7 +600,9 @@ EARLIER = "<!-- figures from before this python -m bench run, kept below it -->"
 
 def write_outputs(results: dict, out: Path, doc: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp = out / "results.json.tmp"  # replaced whole: a run stopped while writing it left a cut-off file
+    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out / "results.json")
     doc.parent.mkdir(parents=True, exist_ok=True)
     old = doc.read_text(encoding="utf-8") if doc.exists() else ""
     doc.write_text(render(results) + kept_figures(old), encoding="utf-8")
@@ -751,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs_done: dict = {k: v for k, v in kept.items() if k not in {j["key"] for j in jobs}}
     for job in jobs:
         rec = run_job(job, out)
+        stopped = rec.get("interrupted")  # (--add-seeds keeps the kept seeds then: still stop)
         before = kept.get(job["key"]) if args.add_seeds else None
         if before is not None and before.get("data") is not None:
             why = None
@@ -768,6 +786,18 @@ def main(argv: list[str] | None = None) -> int:
                 (ROOT / job["json"]).write_text(json.dumps(before["data"], indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 rec = before
         jobs_done[job["key"]] = rec
+        if stopped:  # Ctrl-C: the tables done so far, this one marked, and the rest not run
+            for rest in jobs[jobs.index(job):]:  # (--keep: a table not measured again keeps its kept figures)
+                if (kept.get(rest["key"]) or {}).get("data") is not None:
+                    jobs_done[rest["key"]] = kept[rest["key"]]
+            suite.update(finished=f"{_now()}, interrupted during {job['key']}", wall_seconds=time.monotonic() - t0)
+            results = {"suite": suite, "jobs": {k: jobs_done[k] for k in JOBS if k in jobs_done}}
+            results["targets"] = collect_targets(results)
+            write_outputs(results, out, doc)
+            left = [j["key"] for j in jobs[jobs.index(job) + 1:]]
+            print(f"[bench] interrupted during {job['key']}: wrote {out / 'results.json'} and {doc} with the tables done"
+                  + (f"; not run: {', '.join(left)}" if left else ""), file=sys.stderr)
+            return 130
         # the document after every table: a long run shows its progress, and a crash loses nothing
         partial = {"suite": {**suite, "finished": "(running)", "wall_seconds": time.monotonic() - t0},
                    "jobs": {k: jobs_done[k] for k in JOBS if k in jobs_done}}

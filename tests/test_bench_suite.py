@@ -1149,3 +1149,76 @@ def test_tokenization_figure_is_not_rounded_across_its_target():
     table = markdown(res)
     assert "| encode | 3.004 (3.00–3.10) | 166,445 | **not met** |" in table
     assert "| fast | 3.00 (2.90–3.10) | 166,667 | **met** |" in table
+
+
+def test_lent_table_time_counts_the_set_up_against_kd_lent_seconds(tmp_path):
+    """The device's limit is on the whole command, but the table got all of KD_LENT_SECONDS after the
+    wheels' install and the import check: a slow start ran it past the limit, killed with no table.
+    Now the set-up's seconds come off the table's time (and none left refuses, not timeout 0 = no limit)."""
+    import os
+    import re
+    import shutil
+    import subprocess
+
+    repo, fake = tmp_path / "repo", tmp_path / "bin"
+    (repo / "bench").mkdir(parents=True)
+    shutil.copy(ROOT / "bench" / "lent.sh", repo / "bench" / "lent.sh")
+    fake.mkdir()
+    (fake / "python3").write_text('#!/bin/sh\n[ "$1" = -c ] && { sleep 1; exit 0; }\nexec sleep 30\n')  # a slow import check
+    (fake / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    out = tmp_path / "out"
+    run = subprocess.run(["bash", "bench/lent.sh", "teacher"], cwd=repo, capture_output=True, text=True,
+                         env={**env, "OUT": str(out), "KD_LENT_SECONDS": "3"})
+    assert run.returncode == 124, run.stderr
+    assert re.search(r"the table gets [12] s \(KD_LENT_SECONDS 3, [12] s of set-up\)", (out / "gpu.txt").read_text())
+    out2 = tmp_path / "out2"
+    run = subprocess.run(["bash", "bench/lent.sh", "teacher"], cwd=repo, capture_output=True, text=True,
+                         env={**env, "OUT": str(out2), "KD_LENT_SECONDS": "1"})
+    assert run.returncode == 1 and "no time left for teacher" in run.stderr
+    assert (out2 / "teacher.log").read_text().endswith("exit status 1\n")
+
+
+def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the middle of B3: the script, which stops itself on it (its figures so far, its temporary
+    stores removed), was killed 0.25 s later, and the suite ended in a traceback with results.json
+    saying "(running)" and no word of B3. Now the script is waited for, B3 is marked interrupted,
+    the tables not run are named, and the exit status is 130."""
+    import textwrap
+
+    shared = tmp_path / "shared"
+    (shared / "data" / "reviews").mkdir(parents=True)
+    (shared / "data" / "reviews" / "train.tsv").write_text("pos\tok\n")
+    monkeypatch.setenv("KD_SHARED", str(shared))
+    writer, stopper = tmp_path / "writer.py", tmp_path / "stopper.py"
+    writer.write_text(f"import json, sys\nopen(sys.argv[1], 'w').write(json.dumps({labels_data(0.7, 0.8, 0.75, 0.78)!r}))\n")
+    stopper.write_text(textwrap.dedent("""\
+        import os, signal, time
+        time.sleep(0.3)
+        os.kill(os.getppid(), signal.SIGINT)  # the Ctrl-C, as the suite sees it
+        time.sleep(0.8)  # stopping: the partial table, the temporary folder
+        print("stopped: KeyboardInterrupt", flush=True)
+        raise SystemExit(1)
+    """))
+    out = tmp_path / "out"
+
+    def plan(tables, profile, device, seeds, out_dir):
+        return [{"key": key, "tables": [table], "script": str(script), "title": key, "argv": [str(script), str(out_dir / f"{key}.json")],
+                 "json": str(out_dir / f"{key}.json")} for key, table, script in (("B3", "B3", writer), ("B4", "B4", stopper), ("B5", "B5", writer))]
+
+    monkeypatch.setattr(suite, "plan", plan)
+    monkeypatch.setattr("bench.common.machine_info", lambda: MACHINE)
+    try:
+        rc = suite.main(["all", "--quick", "--device", "cpu", "--out", str(out)])
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C came out of python -m bench as a traceback")
+    assert rc == 130
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert list(results["jobs"]) == ["B3", "B4"] and results["jobs"]["B3"]["data"]["seeds"] == [1, 2, 3]
+    assert results["jobs"]["B4"]["interrupted"] and "interrupted during B4" in results["suite"]["finished"]
+    assert "stopped: KeyboardInterrupt" in (out / "logs" / "B4.log").read_text()  # not killed while stopping
+    assert {"table": "B4", "figure": f"every target of {stopper}", "target": "—", "measured": "—",
+            "verdict": "not measured (interrupted)"} in results["targets"]
+    assert "**interrupted** (exit 1)" in (out / "BENCHMARKS.md").read_text(encoding="utf-8")
+    err = capsys.readouterr().err
+    assert "interrupted during B4" in err and "not run: B5" in err
