@@ -203,13 +203,15 @@ _STAGE_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,63}$")
 def _check_name_for(kind: str, name: str, *, numbered: bool = False) -> None:
     """A stage name a ``kind`` stage may take: well formed, and not another kind's own name."""
     check_stage_name(f"{name}-1" if numbered else name)
-    if name in STAGE_KINDS and name != kind:  # ``find_stage`` looks a name up before a kind
-        raise KdError(f"the stage name {name!r} is kept for {name} stages: choose another --name")
-    if kind != "predict" and name.startswith("predict-"):  # (a clean or student named `predict-teach@dev` took kd predict
+    # in any case: a clean named `Teach` shared the teacher's folder on macOS and Windows, and `kd teach` (which has
+    # no --name) was then refused as differing from it only in case
+    if name.lower() in STAGE_KINDS and name != kind:  # ``find_stage`` looks a name up before a kind
+        raise KdError(f"the stage name {name!r} is kept for {name.lower()} stages: choose another --name")
+    if kind != "predict" and name.lower().startswith("predict-"):  # (a clean or student named `predict-teach@dev` took kd predict
         # --store's name, with an '@' no user name may hold, and `kd predict --store` was told to choose a --name it has not)
         raise KdError(f"the stage name {name!r}: names starting with 'predict-' are kept for `kd predict --store` stages "
                       "(predict-STAGE): choose another --name")
-    if name.startswith("export-"):  # (RUN/export-teach-onnx, a student's folder, is where `kd export --model teach` writes)
+    if name.lower().startswith("export-"):  # (RUN/export-teach-onnx, a student's folder, is where `kd export --model teach` writes)
         raise KdError(f"the stage name {name!r}: names starting with 'export-' are kept for the folders `kd export` writes "
                       "beside the stages' (RUN/export-STAGE-FORMAT): choose another --name")
 
@@ -420,13 +422,15 @@ def _refuse_case_twin(s: Session, run: str, run_id: int | None, name: str) -> No
     """Refuse a new run (``run_id`` None), or a new stage ``name`` of run ``run_id``, whose name differs
     from one the store has only in case: on a case-insensitive file system (macOS, Windows)
     ``Demo/teach`` and ``demo/teach`` are one folder, and the second stage wrote its model into the
-    first's (and, failing, removed it)."""
+    first's (and, failing, removed it). Compared here, not by the database's lower(): a PostgreSQL
+    database of a Turkish locale lowers ``I`` to ``ı`` (``Issues`` and ``issues`` were let through)."""
     if run_id is None:
         what, given, holder = "run", run, "the store has run"
-        twin = s.scalars(select(Run.uniqid).where(func.lower(Run.uniqid) == run.lower())).first()
+        names = s.scalars(select(Run.uniqid))
     else:
         what, given, holder = "stage", name, f"run {run!r} has stage"
-        twin = s.scalars(select(Stage.name).where(Stage.run_id == run_id, func.lower(Stage.name) == name.lower())).first()
+        names = s.scalars(select(Stage.name).where(Stage.run_id == run_id))
+    twin = next((n for n in names if n.lower() == given.lower()), None)
     if twin is not None:
         raise KdError(f"{what} {given!r}: {holder} {twin!r}, the same name but for case, and both would use one "
                       f"model folder on a case-insensitive file system (macOS, Windows): name it {twin!r} or another name")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from conftest import Invoke, table_counts
 from kdstore import vectors
 from kdstore.errors import KdError, Terminated
 from kdstore.runs import resolve_run_id, stage_scope
@@ -927,6 +928,47 @@ def test_runs_or_stages_differing_only_in_case_are_refused(store, invoke, error_
     invoke(["labels", "set", "--run", "Demo", "--name", "EDIT-1", "2=neg"])
     assert invoke.json(["labels", "set", "--run", "Demo", "3=neg", "--json"])["stage"] == "edit-2"  # (not edit-1: EDIT-1's folder)
     assert not store.run_exists("demo") and not store.run_exists("DEMO")
+
+
+def test_case_twins_are_refused_on_a_turkish_postgresql_database(pg_server, runner, write_file):
+    """The database's lower() compared the names: one of a Turkish locale lowers `I` to `ı`, and runs
+    Issues and issues (stages FIX and fix) were both made, one folder on macOS and Windows."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    name = f"kd_tr_{os.getpid()}"
+    try:
+        with pg_server.admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'tr-TR' LOCALE 'C.UTF-8'"))
+    except DBAPIError as exc:  # (a server built without ICU)
+        pytest.skip(f"no ICU tr-TR database here: {exc}")
+    url = pg_server.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        invoke = Invoke(runner, url)
+        write_file("train.tsv", "pos\ta\nneg\tb\npos\tc\nneg\td\n")
+        invoke(["ingest", "train.tsv"])
+        invoke(["labels", "set", "--run", "Issues", "--name", "FIX", "1=neg"])
+        assert "run 'issues': the store has run 'Issues'" in invoke(["labels", "set", "--run", "issues", "2=neg"], ok=False).output
+        assert "stage 'fix': run 'Issues' has stage 'FIX'" in invoke(["labels", "set", "--run", "Issues", "--name", "fix", "2=neg"],
+                                                                      ok=False).output
+        assert table_counts(url)["stages"] == 1
+    finally:
+        pg_server.drop(url)
+
+
+def test_kd_own_names_are_kept_in_any_case(store, invoke, error_line, counts):
+    """A clean named `Teach` (or `Predict-teach`, `Export-teach-onnx`) shares its folder with the
+    teacher's (kd predict's stage's, kd export's) on macOS and Windows: it was taken, and `kd teach`,
+    which has no --name, was refused as differing from it only in case, told to name itself `Teach`."""
+    for name, kept in (("Teach", "is kept for teach stages"), ("PRETRAIN", "is kept for pretrain stages"),
+                       ("Predict-teach", "names starting with 'predict-' are kept"),
+                       ("Export-teach-onnx", "names starting with 'export-' are kept")):
+        line = error_line(invoke(["labels", "set", "--run", "r1", "--name", name, "1=neg"], ok=False))
+        assert line.startswith(f"Error: the stage name {name!r}") and kept in line
+    assert counts()["runs"] == 0 and counts()["label_edits"] == 0
+    with stage_scope(store, run="r1", kind="teach", config={}):
+        pass
+    assert [s.name for s in store.stages_of("r1")] == ["teach"]
 
 
 def test_unknown_stage_kind_is_refused(store):
