@@ -11,6 +11,7 @@ on record there). A stage whose edits were all undone keeps its record, as the a
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -139,14 +140,19 @@ def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage], *, replacin
         used = {int(t["stage_id"]) for t in config.get("teacher_stages") or [] if t.get("stage_id") is not None}
         path = Path(config["model_path"]).resolve() if config.get("model_path") else None
         model = config.get("model") in models or any(path == f or f in path.parents for f in folders if path)
-        if (used & ids or model) and process_state(st) is not False:
+        alive = process_state(st) if used & ids or model else False
+        if alive is not False:
             owner = s.get(Run, st.run_id).uniqid
             what = "logits" if used & ids else "model"
+            # (one kd cannot check from here is taken as running: it may be, on another machine of a shared store)
+            unsure = ("" if alive else f" (marked running by process {(st.process or '?').split(':')[0]} on {st.host}, which kd "
+                      "cannot check from here: if it has ended, `kd runs delete --run "
+                      f"{shlex.quote(owner)} --stage {st.name}` first)")
             if replacing:
                 raise KdError(f"stage {st.name!r} of run {owner!r} is running on the {what} of stage {chosen[0].name!r} of "
-                              f"run {run!r}: wait for it, then replace it (or use another --run)")
+                              f"run {run!r}: wait for it, then replace it (or use another --run){unsure}")
             raise KdError(f"stage {st.name!r} of run {owner!r} is running on the {what} of a stage being deleted: "
-                          "wait for it, then delete")
+                          f"wait for it, then delete{unsure}")
 
 
 def _learned_from(s, gone: list[Stage], run: str, dry_run: bool = False) -> list[str]:

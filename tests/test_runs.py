@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from conftest import Invoke, table_counts
 from kdstore import vectors
@@ -1903,6 +1903,14 @@ def test_runs_delete_refuses_a_model_a_running_teacher_fine_tunes(store, invoke,
                             "wait for it, then delete")
             assert model.is_dir()
     assert counts()["stages"] == before["stages"] + 1
+    # a teacher marked running on another machine (a shared store) is taken as running: the error says how to clear it
+    with stage_scope(store, run="r2", kind="teach", config={"model": "pretrain:r1"}, overwrite=True) as st:
+        with store.engine.begin() as conn:
+            conn.execute(update(Stage).where(Stage.id == st.id).values(host="gpu-box-7", process="4242:1:m"))
+        line = error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False))
+        assert line == ("Error: stage 'teach' of run 'r2' is running on the model of a stage being deleted: wait for it, "
+                        "then delete (marked running by process 4242 on gpu-box-7, which kd cannot check from here: if it "
+                        "has ended, `kd runs delete --run r2 --stage teach` first)")
     invoke(["runs", "delete", "--run", "r1", "--yes"])  # its teacher done: the model may go
     assert not model.exists()
 
