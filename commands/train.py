@@ -503,7 +503,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
 @click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only).")
-@click.option("--augment-n", type=int, default=4, show_default=True, help="Augmented variants made per train text, at most (a variant equal to its text or to another is not kept). Each --seed makes its own set, stored and scored once.")
+@click.option("--augment-n", type=int, default=4, show_default=True, help="Augmented variants made per train text, at most (1 to 1000; a variant equal to its text or to another is not kept). Each --seed makes its own set, stored and scored once.")
 @click.option("--p-mask", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word becomes the teacher tokenizer's unknown token ([UNK], <unk>, ...).")
 @click.option("--p-pos", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word is swapped for one of the same part of speech.")
 @click.option("--p-ngram", type=FLOAT, default=0.25, show_default=True, help="Augmentation: chance a text is cut to a random n-gram.")

@@ -55,6 +55,8 @@ from .teacher import check_learned_every_class, model_dirs, quiet_transformers, 
 from .torchutil import BestCheckpoint, count_parameters, pick_device, saving_model, set_seed, stop_if_diverged
 
 
+MAX_AUGMENT_N = 1000  # --augment-n: augmented variants per train text, at most
+
 # the weights of the intermediate losses of a transformer student, as options
 INTERMEDIATE_OPTIONS = ("--hidden-mse", "--hidden-cos", "--pkd", "--attention-kl", "--attention-mse", "--fsp", "--nst",
                         "--value-relation", "--qk-relation")
@@ -133,6 +135,9 @@ class DistillConfig:
             raise KdError(f"unknown augmentation method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}")
         if self.augment and self.augment_n < 1:
             raise KdError("--augment-n must be at least 1")
+        if self.augment and self.augment_n > MAX_AUGMENT_N:  # (a typo of 10**20 ran its passes for ever, never writing a text)
+            raise KdError(f"--augment-n must be at most {MAX_AUGMENT_N} (each parent gets up to 20 passes a variant, and "
+                          f"every variant is a sample the teacher scores; Tang et al. made 20 per text), got {self.augment_n}")
         if self.augment:  # checked here, before a stage is started, not when the texts are made
             probs = {"mask": self.p_mask, "pos": self.p_pos, "ngram": self.p_ngram}
             for method, p in probs.items():

@@ -391,6 +391,8 @@ def test_unknown_method_lists_the_allowed_ones():
         (["--augment", "mask,pos", "--p-mask", "0.6", "--p-pos", "0.6"], "--p-mask + --p-pos must be at most 1"),
         (["--augment", "mask,ngram", "--p-mask", "0", "--p-ngram", "0"], "--augment mask,ngram would change nothing"),
         (["--augment", " , "], "Invalid value for --augment: ' , ': give methods like mask,pos,ngram"),  # (not: no augmentation)
+        # (10**20 ran its max_tries * n passes a parent for ever, at full CPU, storing nothing)
+        (["--augment", "mask", "--augment-n", str(10**20)], "--augment-n must be at most 1000"),
     ],
 )
 def test_distill_refuses_bad_augmentation_probabilities_before_starting_a_stage(tmp_path, options, message):
