@@ -90,6 +90,12 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
              "a larger --max-len may help, at a cost in speed")
     for message in _unlearned(stage, store):
         warn(message)
+    if stage["config"].get("student") == "early-exit" and stage["config"].get("max_loss") is not None:
+        from kdstore.exit_speed import coarse_budget
+
+        coarse = coarse_budget(int((stage["metrics"].get("dev") or {}).get("n") or 0), float(stage["config"]["max_loss"]))
+        if coarse:
+            warn(coarse)
     if stage["kind"] == "distill" and stage["config"].get("augment") and not stage["metrics"].get("all", {}).get("augmented_samples"):
         warn("--augment made no text the student could learn from (each variant was its parent text, "
              "another sample's, or empty: --p-mask 1 on one-word texts, say): try other probabilities or methods")

@@ -121,3 +121,17 @@ def pick_speed(
             break
         passed.append(r)
     return min(passed, key=lambda r: (r["layers"], r["speed"]))
+
+
+def coarse_budget(n: int, max_loss: float) -> str | None:
+    """Why a speed chosen for ``max_loss`` points on ``n`` dev samples is not to be trusted, or ``None``.
+
+    One answer weighs ``100 / n`` points: where that is more than the budget, a single answer lost
+    already breaks it, so the rule passes only speeds that change no dev answer (or gain as many as
+    they lose), and a few samples that all agree (standard error 0) let every speed through.
+    """
+    if n < 1 or max_loss <= 0 or 100.0 / n <= max_loss:
+        return None
+    return (f"--max-loss {max_loss:g} chose the speed on {n} labeled dev samples, where one answer is {100.0 / n:.3g} points, "
+            f"more than the budget: the speed passed because no dev answer was lost, which says little; "
+            f"at least {math.ceil(100.0 / max_loss)} dev samples resolve the budget")

@@ -547,6 +547,40 @@ def test_speed_metrics_by_hand_and_no_speedup_where_nothing_exited():
     assert (close["layers@0.1"], close["layers@0.1000001"]) == (3.0, 1.75)
 
 
+def test_a_slowdown_where_nothing_exited_is_noise_unless_every_pass_shows_it():
+    """On a busy machine the stage's speedup@0.8 read 0.40 with no text leaving early: two noisy timings
+    of the same work. A slowdown the passes do not tell apart is recorded as 1; the layer-based
+    speedup stands beside the wall clock."""
+    from kdstore.early_exit import speed_metrics
+
+    logits = np.eye(2, dtype=np.float32)[[0, 1, 0, 0]]
+    full = np.array([3, 3, 3, 3])
+    measured = {
+        0.0: {"logits": logits, "layers": full, "seconds": 1.0, "spread": (0.9, 2.6)},
+        0.8: {"logits": logits, "layers": full, "seconds": 2.5, "spread": (1.0, 3.0)},  # overlapping: noise
+        0.5: {"logits": logits, "layers": full, "seconds": 1.25, "spread": (2.7, 2.9)},  # every pass slower: kept
+        0.9: {"logits": logits, "layers": np.array([1, 1, 2, 3]), "seconds": 2.0, "spread": (1.0, 3.0)},
+    }
+    m = speed_metrics(measured, np.array([0, 1, 1, 0]), ["a", "b"])
+    assert m["speedup@0.8"] == 1.0 and m["layer_speedup@0.8"] == 1.0
+    assert m["speedup@0.5"] == pytest.approx(0.8) and m["layer_speedup@0.5"] == 1.0
+    assert m["speedup@0.9"] == pytest.approx(0.5)  # texts exited: the wall clock as measured
+    assert m["layer_speedup@0.9"] == pytest.approx(3 / 1.75) and m["layer_speedup@0"] == 1.0
+
+
+def test_max_loss_on_a_dev_split_too_small_for_the_budget_is_warned(trained):
+    from kdstore.exit_speed import coarse_budget
+
+    assert coarse_budget(1000, 0.5) is None and coarse_budget(200, 0.5) is None  # one answer: 0.1, 0.5 points
+    assert coarse_budget(20, 100.0) is None and coarse_budget(4, 0.0) is None and coarse_budget(0, 0.5) is None
+    assert "one answer is 25 points" in coarse_budget(4, 0.5) and "at least 200 dev samples" in coarse_budget(4, 0.5)
+    out = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--max-loss", "0.5",
+             "--name", "ee-coarse", "--db", trained["db"], "--json")
+    warned = [w for w in json.loads(out.stdout)["warnings"] if "--max-loss 0.5" in w]
+    assert len(warned) == 1 and "20 labeled dev samples" in warned[0] and "one answer is 5 points" in warned[0]
+    assert "warning: --max-loss 0.5 chose the speed on 20 labeled dev samples" in out.stderr
+
+
 def test_cli_max_loss_serves_at_the_speed_chosen_on_dev(trained):
     import json
 
