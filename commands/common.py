@@ -53,6 +53,11 @@ class KdGroup(click.Group):
         except click.UsageError as exc:  # ("Invalid value for --min-score: 2 is not a score", of a file's min-score)
             exc.message += _file_note(ctx, exc.format_message())
             raise
+        except click.ClickException as exc:  # ("no class '好'", of a file's label)
+            note = _file_note(ctx, exc.format_message())
+            if not exc.message.endswith(note):  # (check_file_model names the file itself)
+                exc.message += note
+            raise
         except BrokenPipeError:
             raise
         except OSError as exc:  # a path kd was told to write or read (``--export``, ``--plot`` ...)
@@ -122,13 +127,15 @@ def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None
     command_path = ctx.command_path.split()[1:]
     sources: dict[str, str] = {}
     defaults = kdconfig.defaults_for(data, command_path, _option_names(ctx.command), tables=_command_tables(ctx),
-                                     group_keys=lambda: _group_keys(ctx), where=str(path), sources=sources)  # (imports every command: only if asked)
+                                     group_keys=lambda: _group_keys(ctx), where=str(path), sources=sources,  # (imports every command: only if asked)
+                                     owners=lambda: _owners(ctx))
+    written = defaults
     try:
         defaults = _typed(ctx, defaults, path, sources)
     except KdError as exc:  # a server URL's password, as the file has it, is no part of a message
         raise KdError(_hide_passwords(str(exc), defaults.get("db"))) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    ctx.meta["kd.config"] = (ctx, path, sources, defaults)  # (shared with the group's context: _file_note reads it)
+    ctx.meta["kd.config"] = (ctx, path, sources, written)  # (shared with the group's context: _file_note reads it)
     return value
 
 
@@ -141,11 +148,17 @@ def _file_note(ctx: click.Context, message: str) -> str:
         return ""
     command, path, sources, values = given
     head = message.split(": ", 1)[0]  # (the option judged, not one a fix suggests after the colon)
+
+    def quoted(name: str) -> bool:  # the value itself, quoted ("no run 'r1' in ...": a file's run, named by no option)
+        value = command.params.get(name)
+        return any(isinstance(v, str) and v and repr(v) in head for v in (value if isinstance(value, (list, tuple)) else [value]))
+
     named = [f"{sources.get(p.name, p.name)} = {json.dumps(values[p.name], ensure_ascii=False, default=str)}"
              for p in command.command.params
              if p.name in values and p.name != "db"  # (a server URL's password is no part of a message)
              and command.get_parameter_source(p.name) == click.core.ParameterSource.DEFAULT_MAP
-             and any(re.search(rf"{re.escape(o)}(?![\w-])", head) for o in getattr(p, "opts", ()) if o.startswith("--"))]
+             and (any(re.search(rf"{re.escape(o)}(?![\w-])", head) for o in getattr(p, "opts", ()) if o.startswith("--"))
+                  or quoted(p.name))]
     return f" ({path}: {'; '.join(named)})" if named else ""
 
 
@@ -192,6 +205,24 @@ def _group_keys(ctx: click.Context) -> dict[str, set[str]]:
     }
 
 
+def _owners(ctx: click.Context) -> dict[str, set[str]]:
+    """Each option key (``_`` for ``-``) → the commands that take it (``"labels detect"``), over all of kd."""
+    root = list(_parents(ctx))[-1]
+    owners: dict[str, set[str]] = {}
+
+    def walk(command: click.Command, parent: click.Context, path: list[str]) -> None:
+        if path and (not isinstance(command, click.Group) or command.params):  # (`kd runs --json`; not kd's --version)
+            for key in _option_names(command):
+                owners.setdefault(key, set()).add(" ".join(path))
+        if isinstance(command, click.Group):
+            sub = click.Context(command, parent=parent, info_name=command.name)
+            for n in command.list_commands(sub):
+                walk(command.get_command(sub, n), sub, path + [n])
+
+    walk(root.command, root, [])
+    return owners
+
+
 def _parents(ctx: click.Context):
     while ctx is not None:
         yield ctx
@@ -220,42 +251,47 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path, sources: dict[str
         param = params[name]
         key = next((o[2:] for o in getattr(param, "opts", []) if o.startswith("--")), name.replace("_", "-"))
         shown = (sources or {}).get(name, key)  # "[distill] epochs": where the file has it (several tables may)
+        written = value  # (as the file has it: `split = 1`, not the list it becomes)
         if getattr(param, "multiple", False) and not isinstance(value, list):
             value = [value]
         elif (isinstance(value, list) and not getattr(param, "multiple", False)
               and isinstance(param.type, click.types.StringParamType) and name in COMMA_SEPARATED):
             # a comma-separated option (augment = ["mask", "pos"], kernel_sizes = [2, 3, 4]) as a TOML array
             if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-                raise KdError(f"{path}: {shown} = {value!r}: expected a string, or an array of strings or whole numbers")
+                raise KdError(f"{path}: {shown} = {written!r}: expected a string, or an array of strings or whole numbers")
             value = ",".join(str(v) for v in value)
         if isinstance(value, list) and not getattr(param, "multiple", False):  # (click crashed on it)
-            raise KdError(f"{path}: {shown} = {value!r}: expected a single value, not an array")
+            raise KdError(f"{path}: {shown} = {written!r}: expected a single value, not an array")
         if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
             # an array or table inside the array: float() crashed on it (teacher-weight = [[1.0]]), and a
             # string option took its text (label = [["pos"]] was the class "['pos']")
-            raise KdError(f"{path}: {shown} = {value!r}: expected a value or an array of values, not an array or table inside one")
+            raise KdError(f"{path}: {shown} = {written!r}: expected a value or an array of values, not an array or table inside one")
         wholes = value if isinstance(value, list) else [value]
         when = next((v for v in wholes if isinstance(v, (dt.date, dt.time))), None)  # (a datetime is a date)
         if when is not None and not isinstance(param.type, click.types.StringParamType):  # int()/float() crashed on it
             raise KdError(f"{path}: {shown} = {when}: a TOML date or time is no value of --{key}")
         if isinstance(param.type, click.types.IntParamType) and any(isinstance(v, float) for v in wholes):
-            raise KdError(f"{path}: {shown} = {value!r}: not a whole number")  # click would cut 1.5 to 1
+            whole = [v for v in wholes if isinstance(v, float)]
+            if all(v.is_integer() and abs(v) < 2**53 for v in whole):  # (`epochs = 3.0` was "not a whole number")
+                raise KdError(f"{path}: {shown} = {written!r}: --{key} takes a whole number, written without a "
+                              f"decimal point ({int(whole[0])}, not {whole[0]})")
+            raise KdError(f"{path}: {shown} = {written!r}: not a whole number")  # click would cut 1.5 to 1
         # click takes these as they come: `header = 1` crashed in click's bool parsing, `classes = 3`
         # in kd's (a path of 3), `text-col = true` became the column "True" and `alpha = true` 1.0
         if isinstance(param.type, click.types.BoolParamType):
             if not all(isinstance(v, (bool, str)) for v in wholes):
-                raise KdError(f"{path}: {shown} = {value!r}: expected true or false")
+                raise KdError(f"{path}: {shown} = {written!r}: expected true or false")
         elif any(isinstance(v, bool) for v in wholes):
-            raise KdError(f"{path}: {shown} = {json.dumps(value)}: true/false is no value of --{key}")
+            raise KdError(f"{path}: {shown} = {json.dumps(written)}: true/false is no value of --{key}")
         elif isinstance(param.type, click.Path) and not all(isinstance(v, str) for v in wholes):
-            raise KdError(f"{path}: {shown} = {value!r}: expected a path (a string)")
+            raise KdError(f"{path}: {shown} = {written!r}: expected a path (a string)")
         elif (isinstance(param.type, (click.types.StringParamType, click.Choice))
               and any(isinstance(v, float) for v in wholes)):
-            raise KdError(f"{path}: {shown} = {value!r}: expected a string")
+            raise KdError(f"{path}: {shown} = {written!r}: expected a string")
         if isinstance(param.type, click.Path):  # no shell reads a TOML file: "~/charts" is the home folder's, as for db
             value = [os.path.expanduser(v) for v in value] if isinstance(value, list) else os.path.expanduser(value)
         if name == "db" and isinstance(value, str) and not value.strip():  # (it was "--db is empty", naming no file)
-            raise KdError(f"{path}: {shown} = {value!r}: empty: give the store's file path or a SQLAlchemy URL "
+            raise KdError(f"{path}: {shown} = {written!r}: empty: give the store's file path or a SQLAlchemy URL "
                           "(or leave it out for $KD_DB or ./kd.db)")
         try:
             cast = param.type_cast_value(ctx, value)
@@ -264,9 +300,9 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path, sources: dict[str
             if "--name" in getattr(param, "opts", ()) and cast is not None:  # a stage's name (as the stage checks it)
                 check_stage_name(str(cast))
         except click.BadParameter as exc:
-            raise KdError(f"{path}: {shown} = {value!r}: {exc.message}") from None
+            raise KdError(f"{path}: {shown} = {written!r}: {exc.message}") from None
         except (KdError, click.ClickException) as exc:  # (an empty path: KdPath's one line)
-            raise KdError(f"{path}: {shown} = {value!r}: {getattr(exc, 'message', exc)}") from None
+            raise KdError(f"{path}: {shown} = {written!r}: {getattr(exc, 'message', exc)}") from None
         out[name] = value
     return out
 

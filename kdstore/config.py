@@ -45,6 +45,8 @@ def load(path: Path) -> dict[str, Any]:
     try:
         text = data.decode("utf-8-sig")  # a BOM (an editor on Windows) is dropped, as ingest drops it
     except UnicodeDecodeError as exc:  # (a traceback, from read_text)
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # (Windows PowerShell's `>` and Notepad's "Unicode": "line 1 ... byte 0xff")
+            raise KdError(f"{path}: saved as UTF-16 (its byte order mark); save the file as UTF-8") from None
         line = data.count(b"\n", 0, exc.start) + 1
         raise KdError(f"{path}: line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
                       "save the file as UTF-8") from None
@@ -75,7 +77,7 @@ def _refuse_command_line_only(table: dict[str, Any], path: Path, scope: str = "t
 def defaults_for(
     config: dict[str, Any], command_path: list[str], options: dict[str, str] | set[str], *,
     tables: dict[str, set[str]] | None = None, group_keys=None,
-    where: str = "config", sources: dict[str, str] | None = None,
+    where: str = "config", sources: dict[str, str] | None = None, owners=None,
 ) -> dict[str, Any]:
     """The defaults ``config`` gives the command at ``command_path`` (e.g. ``['labels', 'detect']``).
 
@@ -89,7 +91,8 @@ def defaults_for(
     plain key in a group's table that no command below it takes is an error as well.
     ``where`` (the file) starts every message. ``sources``, if given, is filled with where each
     parameter's value was written (``"[distill] epochs"``, or ``"epochs"`` at the top level), for
-    the messages that judge the values later.
+    the messages that judge the values later. ``owners``: a function giving the commands (``"labels
+    detect"``) that take a key, called only to say where a key the command does not take belongs.
     """
     if not isinstance(options, dict):
         options = {o: o for o in options}
@@ -101,7 +104,8 @@ def defaults_for(
             unknown = [k for k, v in table.items() if isinstance(v, dict) and k not in tables[group]]
             if unknown:
                 raise KdError(f"{where}: [{'.'.join(command_path[:depth] + [unknown[0]])}] is not a kd command "
-                              f"(tables are named after commands: {', '.join(sorted(tables[group]))})")
+                              f"(tables are named after commands: {', '.join(sorted(tables[group]))})"
+                              f"{_close(unknown[0].replace('-', '_'), tables[group])}")
         own = depth == len(command_path)
         has_commands = own and tables is not None and group in tables  # (`kd runs`: a group that runs on its own too)
         given: dict[str, str] = {}  # parameter -> the key of this table that set it
@@ -122,7 +126,8 @@ def defaults_for(
                 if sources is not None:
                     sources[options[name]] = f"[{group}] {key}" if group else key
             elif own and depth > 0 and not has_commands:
-                raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`{_close(name, options)}")
+                hint = _close(name, options) or _owned(name, owners)
+                raise KdError(f"{where}: [{group}] {key!r} is not an option of `kd {' '.join(command_path)}`{hint}")
             elif (not own or has_commands) and group_keys is not None and name not in (group_keys := _keys(group_keys)).get(group, {name}):
                 scope = f"[{group}]" if group else "top level"
                 below = f"`kd {group.replace('.', ' ')}`" if group else "kd"
@@ -141,6 +146,16 @@ def _close(name: str, keys) -> str:
 
     close = difflib.get_close_matches(name.lower(), sorted(keys), n=1)
     return f" (did you mean {close[0].replace('_', '-')!r}?)" if close else ""
+
+
+def _owned(name: str, owners) -> str:
+    """`` (an option of `kd distill`: put it under [distill])`` for a key another command takes, else ``""``."""
+    commands = sorted(owners().get(name, ())) if owners is not None else []
+    if not commands:
+        return ""
+    tables = " or ".join(f"[{c.replace(' ', '.')}]" for c in commands[:3])
+    return (f" (an option of {', '.join(f'`kd {c}`' for c in commands[:3])}{', ...' if len(commands) > 3 else ''}: "
+            f"put it under {tables}{', ...' if len(commands) > 3 else ''})")
 
 
 def _keys(group_keys) -> dict[str, set[str]]:

@@ -256,7 +256,7 @@ def test_a_toml_array_for_a_single_valued_option_is_an_error(other_db, invoke, w
     assert "expected a single value, not an array" in error_line(invoke(["ingest", "train.tsv"], db=None, ok=False))
     write_file("kd.toml", 'db = "other.db"\n[labels.detect]\nmethod = ["disagree", "nope"]\n')
     line = error_line(invoke(["labels", "detect"], db=None, ok=False))  # joined: kd's own check, the joined value named
-    assert line.startswith("Error: unknown --method 'nope'") and line.endswith('(kd.toml: [labels.detect] method = "disagree,nope")'), line
+    assert line.startswith("Error: unknown --method 'nope'") and line.endswith('(kd.toml: [labels.detect] method = ["disagree", "nope"])'), line
 
 
 def test_an_unknown_key_suggests_the_close_option(other_db, invoke, write_file, error_line):
@@ -319,9 +319,9 @@ def test_a_files_model_for_teach_is_named_when_predict_or_export_cannot_find_it(
     assert error_line(invoke(["predict"], db=None, ok=False, input="好\n")) == said
     assert error_line(invoke(["predict", "--store"], db=None, ok=False)) == said
     assert error_line(invoke(["export"], db=None, ok=False)) == said
-    # typed, it is the option the user just gave: said as before
+    # typed, it is the option the user just gave: only the file's run, which the error names, is the file's
     assert error_line(invoke(["predict", "--model", "pretrain:r1"], db=None, ok=False, input="好\n")) == (
-        "Error: run 'r1' has no succeeded 'pretrain:r1' stage (stages: edit-1 (succeeded))")
+        "Error: run 'r1' has no succeeded 'pretrain:r1' stage (stages: edit-1 (succeeded)) (kd.toml: run = \"r1\")")
 
 
 def test_a_config_path_with_a_tilde_is_the_home_folder(other_db, invoke, write_file, tmp_path, monkeypatch):
@@ -582,7 +582,7 @@ def test_a_runs_table_applies_to_kd_runs_and_kd_runs_delete(other_db, invoke, wr
             "Error: kd.toml: [runs] 'stagee' is not an option of any command of `kd runs` (did you mean 'stage'?)")
     write_file("kd.toml", 'db = "other.db"\n[runs.delet]\nrun = "r1"\n')
     assert error_line(invoke(["runs"], db=None, ok=False)) == (
-        "Error: kd.toml: [runs.delet] is not a kd command (tables are named after commands: delete)")
+        "Error: kd.toml: [runs.delet] is not a kd command (tables are named after commands: delete) (did you mean 'delete'?)")
 
 
 def test_yes_is_taken_on_the_command_line_only(other_db, invoke, write_file, error_line, counts):
@@ -611,3 +611,39 @@ def test_kd_runs_options_typed_before_delete_are_refused_not_ignored(other_db, i
         assert result.exit_code == 2 and f"Error: {args[1]} goes after the subcommand: kd runs delete {args[1]} ..." in result.stderr
     assert not (tmp_path / "kd.db").exists()
     assert json.loads(invoke(["runs", "--config", "cfg.toml", "--json"], db=None).output) == []
+
+
+def test_a_table_or_key_in_the_wrong_place_names_where_it_belongs(other_db, invoke, write_file, error_line):
+    """`[distil]` (or `[Teach]`) listed every command but named none, and `[teach] student = ...`, a key of
+    another command, was "not an option of `kd teach`" as if no command took it: the close table, and the
+    command that takes the key, are named."""
+    for content, expected in (
+        ('db = "other.db"\n[distil]\nalpha = 0.7\n', "(did you mean 'distill'?)"),
+        ('db = "other.db"\n[Samples]\nlimit = 1\n', "(did you mean 'samples'?)"),
+        ('db = "other.db"\n[samples]\nstudent = "bilstm"\n',
+         "[samples] 'student' is not an option of `kd samples` (an option of `kd distill`: put it under [distill])"),
+        ('db = "other.db"\n[samples]\nmethod = "disagree"\n',
+         "(an option of `kd labels detect`: put it under [labels.detect])"),
+    ):
+        write_file("kd.toml", content)
+        line = error_line(invoke(["samples"], db=None, ok=False))
+        assert line.startswith("Error: kd.toml: ") and line.endswith(expected), line
+
+
+def test_an_error_naming_a_files_value_names_the_file(other_db, invoke, write_file, error_line):
+    """A file's `run = "nosuch"` was "no run 'nosuch' in ..." and its `label` "no class ..." with no word of
+    the file the value came from (the error names the value, not the option); a value is shown as the file
+    has it (`split = 1`, not the list `[1]` it becomes; `epochs = 3.0` is no "not a whole number")."""
+    write_file("kd.toml", 'db = "other.db"\nrun = "nosuch"\n[samples]\nlabel = "maybe"\n')
+    assert error_line(invoke(["report"], db=None, ok=False)).endswith("(kd.toml: run = \"nosuch\")")
+    assert error_line(invoke(["samples"], db=None, ok=False)) == (
+        "Error: no class 'maybe' (classes: pos, neg) (kd.toml: [samples] label = \"maybe\")")
+    assert error_line(invoke(["report", "--run", "nosuch"], db=None, ok=False)).endswith("lists the runs")  # typed: no file
+    write_file("kd.toml", 'db = "other.db"\n[teach]\nsplit = 1\n')
+    assert error_line(invoke(["teach", "--run", "c"], db=None, ok=False)).startswith("Error: kd.toml: [teach] split = 1: ")
+    write_file("kd.toml", 'db = "other.db"\n[samples]\nlimit = 3.0\n')
+    assert error_line(invoke(["samples"], db=None, ok=False)) == (
+        "Error: kd.toml: [samples] limit = 3.0: --limit takes a whole number, written without a decimal point (3, not 3.0)")
+    write_file("kd.toml", 'db = "other.db"\n[samples]\nlimit = 1\n'.encode("utf-16"))  # (Windows PowerShell's `>`)
+    assert error_line(invoke(["samples"], db=None, ok=False)) == (
+        "Error: kd.toml: saved as UTF-16 (its byte order mark); save the file as UTF-8")
