@@ -191,18 +191,14 @@ def _command_tables(ctx: click.Context) -> dict[str, set[str]]:
 def _group_keys(ctx: click.Context) -> dict[str, set[str]]:
     """The option keys some command below each group on ``ctx``'s path accepts, keyed as above."""
     chain = list(reversed(list(_parents(ctx))))
-
-    def keys(command: click.Command, parent: click.Context) -> set[str]:
-        if not isinstance(command, click.Group):
-            return set(_option_names(command))
-        sub = click.Context(command, parent=parent, info_name=command.name)
-        own = set(_option_names(command)) if parent.parent is not None else set()  # (`kd runs --json`; not kd's --version)
-        return own.union(*(keys(command.get_command(sub, n), sub) for n in command.list_commands(sub)))
-
-    return {
-        ".".join(c.info_name for c in chain[1:i + 1]): keys(g.command, g)
-        for i, g in enumerate(chain) if isinstance(g.command, click.Group)
-    }
+    owners = _owners(ctx)
+    out = {}
+    for i, g in enumerate(chain):
+        if isinstance(g.command, click.Group):
+            group = " ".join(c.info_name for c in chain[1:i + 1])  # ("": kd itself, every command below it)
+            out[group.replace(" ", ".")] = {k for k, commands in owners.items()
+                                            if not group or any(c == group or c.startswith(group + " ") for c in commands)}
+    return out
 
 
 def _owners(ctx: click.Context) -> dict[str, set[str]]:
