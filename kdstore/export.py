@@ -280,13 +280,32 @@ def _check_outside_stages(store: Store, out_dir: Path) -> None:
     """Refuse an ``--out`` inside a stage's folder (``RUN/STAGE``, or its model): ``--overwrite`` of the
     stage and ``kd runs delete`` remove that folder whole, the export in it with it, without a word."""
     root = store.artifact_root.resolve()
+    # (the folders of out_dir's path that exist, by device and inode: on a case-insensitive file system,
+    # macOS's or Windows's, --out ARTIFACTS/r1/TEACH/x names the stage folder artifacts/r1/teach too)
+    ids = set()
+    for p in (out_dir, *out_dir.parents):
+        try:
+            st_ = p.stat()
+        except OSError:
+            continue
+        ids.add((st_.st_dev, st_.st_ino))
+
+    def inside(folder: Path) -> bool:
+        if out_dir == folder or folder in out_dir.parents:
+            return True
+        try:
+            st_ = folder.stat()
+        except OSError:  # (no such folder: nothing of it to remove)
+            return False
+        return (st_.st_dev, st_.st_ino) in ids
+
     for run_row, stages in store.runs():
         for st in stages:
             base = st.name.split("~", 1)[0]
             folders = {root / run_row.uniqid / st.name, root / run_row.uniqid / base}
             if st.artifact_path:
                 folders.add(Path(st.artifact_path).resolve())
-            if any(out_dir == f or f in out_dir.parents for f in folders):
+            if any(inside(f) for f in folders):
                 raise KdError(f"{out_dir} is inside the folder of stage {base!r} of run {run_row.uniqid!r}, which "
                               "kd replaces or removes whole with the stage (--overwrite, kd runs delete): pass an --out "
                               "outside it (without --out: beside it, RUN/export-STAGE-FORMAT)")
