@@ -641,6 +641,10 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
                   "--no-init-from-teacher trains blind ones")
     if teacher_config is not None and cfg.init_embeddings == "teacher":
         cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim))
+    if cfg.folds and cfg.init_embeddings == "teacher":  # a table fine-tuned on the labels the votes are to be blind to
+        _warn(f"--folds {cfg.folds} with --init-embeddings teacher: each fold starts from the teacher's token embeddings, "
+              "fine-tuned on train labels it is to be blind to, so its votes are not strictly out-of-fold; "
+              "--init-embeddings random trains blind ones")
     check_student_shape(cfg, teacher_config, len(store.class_names()))  # as the stage checks it, before it is recorded
     if cfg.layer_map and teacher_config is not None and not cfg.intermediate and not cfg.init_from_teacher:
         # (init_from_teacher resolved above, as _copies_layers decides): a student that copies no teacher layer and matches none

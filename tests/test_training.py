@@ -1191,6 +1191,12 @@ def test_folds_of_a_student_copied_from_the_teacher_are_warned_of(taught_store):
     assert f"warning: {message}" in copied.stderr
     assert any(w.startswith(message) for w in json.loads(copied.stdout)["warnings"])
     assert message not in kd(*common, "--no-init-from-teacher", "--name", "blind").stderr
+    rnn = ("distill", "--run", "r", "--student", "bigru", "--folds", "2", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
+    message = "--folds 2 with --init-embeddings teacher"
+    seeded = kd(*rnn, "--init-embeddings", "teacher", "--name", "seeded")
+    assert f"warning: {message}" in seeded.stderr
+    assert any(w.startswith(message) for w in json.loads(seeded.stdout)["warnings"])
+    assert message not in kd(*rnn, "--name", "random").stderr
 
 
 def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught_store, tmp_path):
