@@ -47,9 +47,9 @@ def upgrade(db, as_json):
     twins = migrate.unkeyed_duplicates(store.engine) if before is not None and before < "0009" else []
     if as_json:
         print_json({"db": store.url, "before": before, "after": after, "duplicates": twins})
-        return
-    click.echo(f"{store.url}: {before or 'empty'} -> {after}")
-    if twins:
+    else:
+        click.echo(f"{store.url}: {before or 'empty'} -> {after}")
+    if twins:  # (standard error, with --json too)
         shown = ", ".join(f"{t['sample']} ({t['split']}) of {t['of']} ({t['of_split']})" for t in twins[:20])
         crossed = sum(t["split"] != t["of_split"] for t in twins)
         click.echo(f"warning: {counted(len(twins), 'stored sample')} {'is' if len(twins) == 1 else 'are'} now a duplicate of another (the texts differ only in "

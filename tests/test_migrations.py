@@ -466,3 +466,20 @@ def test_upgrade_to_0009_keys_texts_without_their_zero_width_characters(db, invo
     # a new ingest of the text with a zero-width space is the stored sample, not a new one
     result = invoke(["ingest", "-", "--no-header", "--text-col", "0", "--split", "unlabeled"], input="差评\n好\u200b评\n")
     assert len(read_samples()) == 6, result.output
+
+
+def test_upgrade_json_still_warns_of_the_duplicates_it_made(db, invoke):
+    """README: with --json, warnings go to standard error as `warning: ...` lines; `kd db upgrade --json`
+    listed the duplicates an upgrade to 0009 made under `duplicates` but left the warning out."""
+    from kdstore.textkey import text_hash
+
+    engine = _engine_at(db, "0008")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO classes (id, name) VALUES (0, 'pos')")
+        for i, (body, key) in enumerate([("好评", text_hash("好评")), ("好\u200b评", "h-zw")], start=1):
+            conn.execute(text("INSERT INTO samples (id, text, text_hash, split, label_id, orig_label_id, dropped, source, line) "
+                              "VALUES (:i, :t, :k, 'train', 0, 0, FALSE, 'a.tsv', :i)"), {"i": i, "t": body, "k": key})
+    engine.dispose()
+    result = invoke(["db", "upgrade", "--json"])
+    assert json.loads(result.stdout)["duplicates"] == [{"sample": 2, "split": "train", "of": 1, "of_split": "train"}]
+    assert result.stderr.startswith("warning: 1 stored sample is now a duplicate of another") and "2 (train) of 1 (train)" in result.stderr
