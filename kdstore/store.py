@@ -636,6 +636,8 @@ def _check_sqlite_file(path: Path, *, read_only: bool = False) -> None:
         raise KdError(f"{path}: is a folder, not a store: give a file path for --db")
     if not path.exists():
         return
+    if not path.is_file():  # /dev/null read as an empty database; a named pipe hung SQLite's open for ever
+        raise KdError(f"{path}: not a regular file (not a kd store): give a file path for --db")
     if not os.access(path, os.R_OK):
         raise KdError(f"{path}: cannot read the store: Permission denied")
     try:

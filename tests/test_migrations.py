@@ -175,6 +175,23 @@ def test_db_commands_name_a_store_they_cannot_open(tmp_path, invoke, error_line)
     assert line.startswith(f"Error: cannot open the store at sqlite:///{tmp_path}/a.txt/kd.db: ")
 
 
+@pytest.mark.sqlite_only  # the paths are the test's own
+def test_a_db_that_is_no_regular_file_is_refused(tmp_path, invoke, error_line):
+    """A device or a named pipe given as --db: `kd db current --db /dev/null` called it an empty
+    database and named `kd db upgrade --db /dev/null`, which then failed with "disk I/O error";
+    a named pipe no process writes to hung every command, `kd db current` included, for ever."""
+    import os
+
+    for command in (["db", "current"], ["db", "upgrade"], ["runs"]):
+        assert error_line(invoke(command, db="/dev/null", ok=False)) == (
+            "Error: /dev/null: not a regular file (not a kd store): give a file path for --db")
+    pipe = tmp_path / "pipe.db"
+    os.mkfifo(pipe)
+    for command in (["db", "current"], ["db", "upgrade"], ["runs"]):
+        assert error_line(invoke(command, db=pipe, ok=False)) == (
+            f"Error: {pipe}: not a regular file (not a kd store): give a file path for --db")
+
+
 def test_upgrade_keeps_rows_written_at_0001(db, invoke, read_samples):
     engine = _engine_at(db, "0001")
     with engine.begin() as conn:
