@@ -561,7 +561,11 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     matcher = IntermediateMatcher(model, matched_net, cfg).to(device) if matched_net is not None else None
     if matcher is not None:  # the layers the intermediate losses match: on record even when none was copied (a narrower student)
         fitted.setdefault("teacher_layers", list(matcher.map))
-    net = dist.wrap(model) if matcher is None else dist.wrap(matcher, find_unused=True)
+    # every parameter takes part in each step but a projection that no hidden-state loss reads (a narrower
+    # student matched on attentions alone): DDP's search for unused ones, where none can be, cost a walk of
+    # the graph a step and printed torch's warning that it found none on every rank
+    unused = matcher is not None and any(True for _ in matcher.proj.parameters()) and not (cfg.hidden_mse or cfg.hidden_cos or cfg.pkd or cfg.fsp)
+    net = dist.wrap(model) if matcher is None else dist.wrap(matcher, find_unused=unused)
     ids = encode_packed(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
     lengths = ids.lengths
     labels = torch.as_tensor(data.labels)

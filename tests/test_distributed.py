@@ -724,6 +724,29 @@ def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
     assert Path(s2.artifact_path, *(["fold-1"] if "--folds" in extra else []), "student.pt").exists()
 
 
+def test_two_processes_distill_a_transformer_with_intermediate_losses_without_ddp_noise(taught, tmp_path):
+    """The intermediate losses train through DDP as in one process. DDP searched every step for unused
+    parameters (``find_unused_parameters``) where none can be: each rank printed torch's warning that it
+    had found none, and paid an extra walk of the graph a step. The projection of a narrower student is
+    unused only when no hidden-state loss reads it (attention KL alone): there the search stays on."""
+    common = ["--student", "transformer", "--layers", "1", "--epochs", "2", "--batch-size", "9", "--max-len", "32"]
+    one = copy_store(taught["one"], tmp_path / "one")
+    two = copy_store(taught["one"], tmp_path / "two")
+    same = [*common, "--hidden-mse", "1", "--attention-kl", "1", "--name", "same"]
+    with one_thread():
+        kd("distill", "--run", "r", *same, "--db", str(one))
+    done = torchrun("distill", "--run", "r", *same, "--db", str(two))
+    assert "find_unused_parameters" not in done.stderr, done.stderr[-3000:]
+    s1, s2 = stage_of(one, "r", "same"), stage_of(two, "r", "same")
+    (ids1, logits1), (ids2, logits2) = logits_of(one, s1.id), logits_of(two, s2.id)
+    assert np.array_equal(ids1, ids2)
+    np.testing.assert_allclose(logits2, logits1, atol=ATOL, rtol=0)
+    # a narrower student matched on attentions alone: its projection takes no part in the loss
+    torchrun("distill", "--run", "r", *common, "--width", "16", "--no-init-from-teacher", "--attention-kl", "1",
+             "--name", "narrow", "--db", str(two))
+    assert stage_of(two, "r", "narrow").status == "succeeded"
+
+
 @pytest.mark.parametrize("objective", ["mlm", "electra"])
 def test_two_processes_pretrain(taught, tmp_path, objective):
     db = copy_store(taught["two"], tmp_path)
