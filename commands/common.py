@@ -69,6 +69,9 @@ class KdGroup(click.Group):
             if first == "database is locked":  # SQLite waited SQLITE_BUSY_TIMEOUT_MS for another writer
                 first += (": another kd process has been writing to it for over 10 minutes (a large ingest, or a "
                           "teacher's logits): run this again once it ends (`kd runs` shows what is running)")
+            elif first == "attempt to write a readonly database":  # (SQLite named no cause)
+                first += (": this command writes, and the store was opened read-only (a read-only file or folder, "
+                          "or mode=ro in a sqlite:///file:...?uri=true URL); nothing was changed")
             raise click.ClickException(f"database error{where}: {first}") from None
         except UnicodeEncodeError as exc:
             import traceback

@@ -1425,6 +1425,10 @@ def test_a_sqlite_uri_url_opens_its_file_and_uri_parameters_sqlite_would_not_rea
     line = error_line(invoke(["ingest", "more.tsv"], db=f"sqlite:///{db_path}?mode=ro&uri=true", ok=False))
     assert f"here it would open a new file named '{db_path}?mode=ro'" in line
     assert sorted(p.name for p in db_path.parent.iterdir() if "?" in p.name) == []
+    # a write through the read-only URI: SQLite's "attempt to write a readonly database" named no cause
+    line = error_line(invoke(["ingest", "more.tsv"], db=f"sqlite:///file:{db_path}?mode=ro&uri=true", ok=False))
+    assert line.endswith("attempt to write a readonly database: this command writes, and the store was opened read-only "
+                         "(a read-only file or folder, or mode=ro in a sqlite:///file:...?uri=true URL); nothing was changed")
     assert counts() == before
     assert invoke.json(["ingest", "more.tsv"], db=f"sqlite:///{db_path}?timeout=30")["added"] == 1  # (a driver option)
 
