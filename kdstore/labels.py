@@ -1137,12 +1137,18 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
                 f"(stage{'s' if len(by) > 1 else ''} {', '.join(by)})"
             )
         confirmed = _set_since(s, stage, edits, names)
+        # (only what the set said holds now: one an earlier undo reverted was named by that undo, and this
+        # undo does not revert it)
+        held = _rows_by_id(s, Sample, {c["sample_id"] for c in confirmed}, Sample.label_id, Sample.dropped)
+        confirmed = [c for c in confirmed if _holds(held[c["sample_id"]], c["action"], c["label_id"])]
         with progress(disable=len(edits) < BAR_FROM) as bar:
             task = bar.add_task("label edits undone", total=len(edits), unit="edit")
             reopened = _revert(s, stage, edits, on_chunk=lambda n: bar.advance(task, n))
         samples = _rows_by_id(s, Sample, {c["sample_id"] for c in confirmed}, Sample.label_id, Sample.dropped)
-        # (what the set said no longer holds: the undo put back the label from before the stage)
-        undone = [c for c in confirmed if not _holds(samples[c["sample_id"]], c["action"], c["label_id"])]
+        # (what the set said no longer holds: the undo put back the label from before the stage); a sample
+        # set alike twice once, the latest set: the command the warning gives names each sample once
+        undone = list({c["sample_id"]: c for c in confirmed
+                       if not _holds(samples[c["sample_id"]], c["action"], c["label_id"])}.values())
     return {"stage": stage.name, "reverted": len(edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id),
             "detected_on_it": stages_trained_on(store, stage.id, kinds=("detect",)),
             "set_since": [{"sample_id": c["sample_id"], "stage": c["stage"], "set": c["set"]} for c in undone]}

@@ -2269,6 +2269,29 @@ def test_undo_says_when_it_reverts_a_label_a_later_set_confirmed_by_hand(db):
     assert _state(db)[confirmed["sample_id"]][0] == edited[confirmed["sample_id"]][0]
 
 
+def test_undo_names_each_confirming_set_once_and_only_the_ones_it_reverts(db):
+    """Two `kd labels set X=drop` that found X dropped (no edit recorded) were both named: "samples X, X
+    were set by hand", with `kd labels set --run r X=drop X=drop`, a command refused (sample given
+    twice); and an undo of an earlier stage named them again though they no longer held before it
+    (an earlier undo had reverted what they confirmed, and said so): "set ... to the label this undo
+    reverted", of a label it did not revert."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    x = _issues(db)[0]
+    sid = x["sample_id"]
+    kd("labels", "clean", "--run", "r", "--min-score", str(x["score"]), "--db", db)
+    kd("labels", "set", "--run", "r", f"{sid}=drop", "--db", db)  # edit-1: drops it
+    kd("labels", "set", "--run", "r", f"{sid}=drop", "--reason", "checked", "--db", db)  # edit-2: unchanged
+    kd("labels", "set", "--run", "r", f"{sid}=drop", "--reason", "checked again", "--db", db)  # edit-3: unchanged
+    done = json.loads(kd("labels", "undo", "--run", "r", "--stage", "edit-1", "--db", db, "--json").stdout)
+    assert done["set_since"] == [{"sample_id": sid, "stage": "r/edit-3", "set": "drop"}]
+    assert done["warnings"] == [f"sample {sid} was set by hand after stage 'edit-1' (r/edit-3) to the label this undo reverted "
+                                f"(that set changed nothing, so it recorded no edit): `kd labels set --run r {sid}=drop` sets it again"]
+    done = json.loads(kd("labels", "undo", "--run", "r", "--stage", "clean", "--db", db, "--json").stdout)
+    assert (done["reverted"], done["set_since"], done["warnings"]) == (1, [], [])
+    kd("labels", "set", "--run", "r", f"{sid}=drop", "--db", db)  # the command the first undo named
+    assert _state(db)[sid][1]  # dropped again
+
+
 def test_detect_overwrite_is_refused_while_a_review_that_only_rejected_stands(tmp_path, error_line):
     """A sheet that only rejected issues (a person judged the labels right) changes no label, so
     `kd labels detect --overwrite` replaced its detection: the rejections went unseen (`undo` then had
