@@ -21,7 +21,7 @@ from kdstore.errors import KdError
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, versus_majority
-from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain
+from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import run_report, trained_on_dev
 from kdstore.runs import resolve_run_id, stage_scope
 from kdstore.schema import SPLITS, iso_utc
@@ -287,11 +287,9 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
     )
     cfg.validate()
     pick_device(cfg.device)  # --device cuda where there is none: refused before a stage (and a run) is on record
-    for path in corpus:  # a missing or unreadable file is refused before a run or a stage is recorded (read in the stage)
-        try:
-            open(path, "rb").close()
-        except OSError as exc:
-            raise KdError(f"{path}: cannot read corpus: {exc.strerror or exc}") from None
+    # a missing or unreadable file, or one with no text (empty, binary, JSON lines), is refused before a run
+    # or a stage is recorded (read again in the stage)
+    read_corpus(cfg.corpus)
     store = open_store(db)
     with process_group(device) as dist:
         with shared_stage(dist, store, run=run, kind="pretrain", config={**pretrain_config(cfg), "environment": environment(device)}, overwrite=overwrite) as stage:

@@ -7,6 +7,7 @@ Hugging Face directory (config, weights, tokenizer) that ``kd teach --model pret
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,6 +140,15 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
         found = [t for t in (l.strip() for l in content.split(_line_end(content))) if t and not unseen(t)]
         if not found:
             raise KdError(f"{p}: no text in the corpus (the file is empty or every line is blank)")
+        if found[0].startswith("{") and found[0].endswith("}"):  # (JSON lines: their keys and braces would be learned as text)
+            try:
+                is_object = isinstance(json.loads(found[0]), dict)
+            except ValueError:
+                is_object = False
+            if is_object:
+                first = next(n for n, l in enumerate(content.split(_line_end(content)), 1) if l.strip() == found[0])
+                raise KdError(f"{p}: line {first}: a JSON object: --corpus reads one plain text a line, and the keys and "
+                              "braces would be learned as text; write the texts alone (jq -r .text FILE)")
         lines.extend(found)
     return lines
 

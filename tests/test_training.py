@@ -720,6 +720,24 @@ def test_pretrain_with_steps_reruns_to_the_same_weights_and_records_its_corpus(s
     assert cfg["corpus_sha256"] == [hashlib.sha256((tmp_path / "news.txt").read_bytes()).hexdigest()]
 
 
+def test_a_pretrain_corpus_with_no_text_or_of_json_lines_is_refused_before_a_run_is_recorded(sample_store, tmp_path):
+    """A --corpus that cannot be read as texts (empty, binary, JSON lines whose keys and braces would
+    be learned as text) is refused in one line naming the file, and the store is left as it was: no
+    run, no failed stage (a missing file was refused so already; its content was checked only inside
+    the stage, which stayed on record as failed under a new run)."""
+    from kdstore.schema import Run, Stage
+
+    files = {"empty.txt": b"\n\n", "binary.txt": b"\x00\x01\xff\xfe",
+             "pool.jsonl": '{"text": "今天的新闻"}\n{"text": "明天的新闻"}\n'.encode()}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        out = kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1",
+                 "--corpus", str(tmp_path / name), "--device", "cpu", "--db", str(sample_store), ok=False)
+        assert out.exit_code == 1 and out.output.count("Error:") == 1 and name in out.output, out.output
+        assert _count(sample_store, Run) == 0 and _count(sample_store, Stage) == 0, out.output
+    assert "JSON" in out.output and "line 1" in out.output
+
+
 def test_pretrain_steps_1_trains_at_the_lr_given(sample_store):
     """The warm-up gave the first step a learning rate of 0: `--steps 1` saved the random
     initialisation whatever --lr (the same weights at 5e-4 and at 1e-2), and of --steps 5 a fifth was lost."""
@@ -782,8 +800,8 @@ def test_pretrain_reads_extra_corpora_and_refuses_unreadable_ones(sample_store, 
                           (tmp_path / "gbk.txt", "line 3: not valid UTF-8 (byte 0xb1); convert the file to UTF-8 first")):
         line = kd("pretrain", "--run", "c2", "--steps", "1", "--corpus", str(bad), "--db", db, ok=False).output.strip()
         assert line.startswith(f"Error: {bad}: ") and expected in line and "\n" not in line
-    # a missing file is refused before a stage is made; a file in another encoding, read in the stage, fails it
-    assert [s.status for s in Store.open(db).stages_of("c2")] == ["failed"]
+    # a missing file, and one in another encoding, is refused before a stage (or a run) is made
+    assert Store.open(db).stages_of("c2") == [] and not Store.open(db).run_exists("c2")
 
 
 def test_a_corpus_line_is_one_text_and_a_corpus_without_text_is_refused(tmp_path):
@@ -807,7 +825,7 @@ def test_a_corpus_line_is_one_text_and_a_corpus_without_text_is_refused(tmp_path
     line = kd("pretrain", "--run", "b", "--layers", "1", "--hidden", "32", "--steps", "1", "--corpus", str(tmp_path / "blank.txt"),
               "--db", db, ok=False).output
     assert line.startswith(f"Error: {tmp_path / 'blank.txt'}: no text in the corpus") and len(line.strip().splitlines()) == 1
-    assert Store.open(db).stages_of("b")[0].status == "failed"
+    assert Store.open(db).stages_of("b") == []  # (refused before a stage is made)
 
 
 def test_corpus_lines_of_zero_width_characters_only_are_no_texts(tmp_path):
