@@ -7,6 +7,7 @@ The ``--artifact`` path imports ``kdstore.serving`` only: no store, no torch (fo
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
@@ -246,8 +247,10 @@ def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
 def _numbered(lines, name: str):
     """``(line number, text)`` for each of the byte strings ``lines``, decoded as UTF-8; a line that
     is not valid UTF-8 is a one-line error naming ``name`` and the line."""
+    ascii_before = True
     for n, raw in enumerate(lines, start=1):
-        yield n, _decoded(n, raw, name)
+        yield n, _decoded(n, raw, name, ascii_before)
+        ascii_before = ascii_before and raw.isascii()
 
 
 def _lines_of(data: bytes) -> list[bytes]:
@@ -257,7 +260,9 @@ def _lines_of(data: bytes) -> list[bytes]:
     return lines[:-1] if lines[-1] == b"" else lines
 
 
-def _decoded(n: int, raw: bytes, name: str) -> str:
+def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
+    """Line ``n`` as text; ``ascii_before``: the lines before it were ASCII alone (a line in GBK is then
+    named so, with the iconv that converts the file, as kd ingest names it)."""
     if n == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise click.ClickException(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
     if b"\0" in raw:  # (kd ingest refuses it so too) UTF-16 without its byte-order mark, or no text at all
@@ -271,8 +276,19 @@ def _decoded(n: int, raw: bytes, name: str) -> str:
         raise click.ClickException(f"{name}: line {n}: binary data (NUL byte): not a text file")
     try:
         return raw.decode("utf-8-sig")  # a byte-order mark is not text (on a later line: files joined by `cat`)
-    except UnicodeDecodeError as exc:
-        raise click.ClickException(f"{name}: line {n}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}): convert it to UTF-8 first") from None
+    except UnicodeDecodeError as exc:  # (its offsets are past a byte-order mark, which utf-8-sig took off)
+        how = "convert it to UTF-8 first"
+        # after UTF-8 Chinese, iconv of the whole input would garble it (a few GBK bytes before the
+        # failing one may read as UTF-8 too, "太" as U+032B: Chinese is the sign of UTF-8 text)
+        if ascii_before and not _CJK.search(exc.object[: exc.start].decode("utf-8")):
+            from kdstore.ingest import _convert_hint
+
+            hint = _convert_hint(exc.object, 0, name)  # (the line, read whole as GB18030)
+            how = hint if hint.startswith("it reads as GBK") else how
+        raise click.ClickException(f"{name}: line {n}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x}): {how}") from None
+
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 def _arriving(stream, name: str, chunk: int = 1 << 16):
@@ -280,7 +296,7 @@ def _arriving(stream, name: str, chunk: int = 1 << 16):
     every line one read returns (``read1``: what is there, waiting only when nothing is). A line
     typed or sent alone is answered at once; a file piped in comes in 64 KiB reads, predicted in
     batches (one model call a line made ``cat reviews.txt | kd predict`` 5x slower than a FILE)."""
-    n, pending = 0, []  # pieces of a line not ended yet (joined once its end comes: a long line is no quadratic copy)
+    n, pending, ascii_before = 0, [], True  # pieces of a line not ended yet (joined once its end comes: a long line is no quadratic copy)
     while True:
         data = stream.read1(chunk)
         if not data:
@@ -290,28 +306,31 @@ def _arriving(stream, name: str, chunk: int = 1 << 16):
             continue
         *lines, rest = b"".join([*pending, data]).split(b"\n")
         pending = [rest]
-        yield from _batches(lines, n, name)
+        yield from _batches(lines, n, name, ascii_before)
         n += len(lines)
+        ascii_before = ascii_before and all(line.isascii() for line in lines)
     rest = b"".join(pending)
     if not n and b"\r" in rest:  # not one \n in it all: bare \r line ends (old Mac), read as a FILE's are
         lines, rest = _lines_of(rest), b""
-        yield from _batches(lines, 0, name)
+        yield from _batches(lines, 0, name, True)
     if rest:  # a last line without its line break
-        yield [(n + 1, _decoded(n + 1, rest, name))]
+        yield [(n + 1, _decoded(n + 1, rest, name, ascii_before))]
 
 
-def _batches(lines: list[bytes], n: int, name: str):
+def _batches(lines: list[bytes], n: int, name: str, ascii_before: bool = False):
     """``lines`` (numbered on from line ``n``) decoded, as one list; a bad line ends it with its
-    error, after the lines before it (answered, as they would be one at a time)."""
+    error, after the lines before it (answered, as they would be one at a time). ``ascii_before``:
+    the lines before these were ASCII alone."""
     batch = []
     for raw in lines:
         n += 1
         try:
-            batch.append((n, _decoded(n, raw, name)))
+            batch.append((n, _decoded(n, raw, name, ascii_before)))
         except click.ClickException:
             if batch:
                 yield batch
             raise
+        ascii_before = ascii_before and raw.isascii()
     if batch:
         yield batch
 

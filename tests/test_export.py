@@ -537,6 +537,32 @@ def test_predict_file_missing_or_bad_is_refused_before_any_model_or_store_opens(
     assert not (tmp_path / "none.db").exists()
 
 
+def test_predict_input_in_gbk_names_the_encoding_as_kd_ingest_does(cnn_onnx, tmp_path, error_line):
+    """A GBK file (what Excel and Notepad save on Chinese Windows) was told only "not valid UTF-8 ...:
+    convert it to UTF-8 first", where kd ingest of the same file names GBK/GB18030 and the iconv
+    command; input whose earlier text is UTF-8 Chinese gets no iconv (it would garble that text). A
+    line starting with a byte-order mark named a byte of the mark, not the one that failed."""
+    f = tmp_path / "gbk.txt"
+    for head, line in ((b"ok\n", "质量很好"), (b"", "太差了")):  # ("太" is CC AB in GBK: U+032B in UTF-8, 0xb2 fails)
+        f.write_bytes(head + f"{line}\n".encode("gbk"))
+        bad = line.encode("gbk")[2 if line == "太差了" else 0]
+        out = kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)
+        gbk = (f"not valid UTF-8 (byte 0x{bad:02x}): it reads as GBK/GB18030 (as Excel and Notepad save on Chinese Windows): "
+               "convert it to UTF-8 first, e.g. ")
+        assert error_line(out) == f"Error: {f}: line {1 + bool(head)}: {gbk}iconv -f GB18030 -t UTF-8 {f} > {tmp_path / 'utf8-gbk.txt'}"
+    out = kd("predict", "--artifact", str(cnn_onnx[0]), input=b"ok\n" + "太差了\n".encode("gbk"), ok=False)
+    assert error_line(out) == f"Error: <stdin>: line 2: {gbk}pipe it through iconv -f GB18030 -t UTF-8"
+    assert out.stdout.count("\t") == 2  # line 1 was answered
+    f.write_bytes("很好\n".encode() + "太差了\n".encode("gbk"))  # UTF-8 Chinese before: no iconv of the whole file
+    out = kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)
+    assert error_line(out) == f"Error: {f}: line 2: not valid UTF-8 (byte 0xb2): convert it to UTF-8 first"
+    out = kd("predict", "--artifact", str(cnn_onnx[0]), input="很好\n".encode() + "太差了\n".encode("gbk"), ok=False)
+    assert error_line(out) == "Error: <stdin>: line 2: not valid UTF-8 (byte 0xb2): convert it to UTF-8 first"
+    f.write_bytes(b"\xef\xbb\xbfok \xff\n")  # the byte that failed, after the mark
+    out = kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)
+    assert error_line(out) == f"Error: {f}: line 1: not valid UTF-8 (byte 0xff): convert it to UTF-8 first"
+
+
 @pytest.mark.parametrize("depth", [101, 500, 100_000])
 def test_predict_json_lines_nested_too_deep_are_one_line_errors(tmp_path, error_line, depth):
     """A JSON line of arrays nested in one another (``[[[...]]]``) was a RecursionError traceback: from
