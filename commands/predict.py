@@ -27,7 +27,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @click.command()
 @click.argument("path", required=False, default="-", metavar="[FILE|-]", callback=home_path)
 @run_option
-@click.option("--model", "which", default="student", show_default=True, help="student (the latest distill stage that succeeded; the teacher when there is none), teacher, or a stage name.")
+@click.option("--model", "which", default="student", show_default=True, help="student (the latest distill stage that succeeded, fold students only where there is no other; the teacher when there is none), teacher, or a stage name.")
 @click.option("--artifact", type=KdPath(file_okay=False), help="Serve from a `kd export` folder instead: no store is opened.")
 @click.option("--store/--no-store", "from_store", is_flag=True, help="Predict the store's samples and save them as stage predict-STAGE (predict-STAGE@SPLIT with --split) of the run.")
 @click.option("--split", type=click.Choice(SPLITS), help="With --store: only the samples of this split.")
@@ -153,9 +153,12 @@ def _name_the_student(store, run: str, which: str, chosen: str) -> None:
     latest: a weaker one trained last answered, and nothing said which)."""
     if which != "student":
         return
-    others = [s.name for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded" and s.name != chosen]
+    students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"]
+    others = [s.name for s in students if s.name != chosen]
     if others:
-        click.echo(f"note: --model student is {chosen!r}, the latest distill stage of run {run!r} (also: {', '.join(others)}): "
+        votes = students[-1].name != chosen  # (passed over: fold students, votes for kd labels detect, after it)
+        click.echo(f"note: --model student is {chosen!r}, the latest distill stage of run {run!r}"
+                   f"{' that is no fold students (kd distill --folds)' if votes else ''} (also: {', '.join(others)}): "
                    "--model NAME picks another", err=True)
 
 

@@ -219,15 +219,15 @@ def exportable_stages(store: Store, run: str, *, kinds: tuple[str, ...] = ("teac
 
 def student_passed_over(store: Store, run: str) -> str | None:
     """Why ``--model student`` exports another model than the one ``kd predict --run RUN`` serves: its
-    latest succeeded distill stage is an early-exit model or fold students, which cannot be exported
-    (``None`` when the two are the same model, or when no student can be: the export says so, refused)."""
+    ``--model student`` is an early-exit model, or fold students where the run has no other student, which
+    cannot be exported (``None`` when the two are the same model, or when no student can be: the export says so, refused)."""
     from .early_exit import is_early_exit
+    from .predictor import default_student
 
-    students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded" and "~" not in s.name]
+    latest = default_student(store, run)
     exportable = exportable_stages(store, run, kinds=("distill",))
-    if not students or not exportable or exportable[-1] == students[-1].name:
+    if latest is None or not exportable or exportable[-1] == latest.name:
         return None
-    latest = students[-1]
     what = "an early-exit model" if is_early_exit(latest.artifact_path) else "fold students (kd distill --folds)"
     return (f"the latest student of run {run!r}, {latest.name}, is {what} and cannot be exported (kd predict --run {run} "
             f"serves it); exporting the latest one that can be: {exportable[-1]}")

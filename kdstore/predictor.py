@@ -144,6 +144,15 @@ def _speed_refused(store: Store, run: str, stage) -> str:
     return f"--speed needs an early-exit model, and run {run!r} has none (kd distill --student early-exit trains one)"
 
 
+def default_student(store: Store, run: str):
+    """The stage ``--model student`` names: the latest succeeded distill stage (by kind: one named
+    `distill` is not preferred, nor a failed one an obstacle), passing over fold students (``kd distill
+    --folds``: votes for ``kd labels detect``) where the run has another student; ``None``: no student."""
+    students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"]
+    models = [s for s in students if not int(s.config.get("folds") or 0)]
+    return (models or students or [None])[-1]
+
+
 @dataclass
 class Predictor:
     """A loaded model with its class names; ``logits(texts)`` works for teachers and students alike."""
@@ -168,9 +177,8 @@ class Predictor:
         where it can).
         """
         dev = pick_device(device)
-        if which == "student":  # the latest succeeded distill stage (by kind: one named `distill` is not preferred, nor a failed one an obstacle)
-            students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"]
-            stage = students[-1] if students else store.find_stage(run, "teach")
+        if which == "student":
+            stage = default_student(store, run) or store.find_stage(run, "teach")
         elif which == "teacher":
             stage = store.find_stage(run, "teach")
         else:

@@ -432,6 +432,10 @@ def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path
     db = str(copy / "kd.db")
     # fold students (votes for kd labels detect) cannot be exported either: the list leaves them out
     kd("distill", "--run", RUN, "--folds", "2", "--name", "votes", *STUDENT_ARGS, "--db", db)
+    # nor are they what kd predict serves by default (it served them, kd export another student)
+    result = kd("predict", "--run", RUN, "--db", db, input="很好\n")
+    assert result.stderr.startswith(f"note: --model student is 'distill-transformer', the latest distill stage of run {RUN!r} "
+                                    "that is no fold students (kd distill --folds) (also: "), result.stderr
     kd("distill", "--run", RUN, "--student", "early-exit", "--epochs", "1", "--db", db)
     line = error_line(kd_export("--run", RUN, "--model", "distill-early-exit", "--format", "torchscript", "--db", db, ok=False))
     assert "'distill-early-exit' is an early-exit model" in line and "kd predict --model distill-early-exit" in line
