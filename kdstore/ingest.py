@@ -145,13 +145,15 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 
 def _convert_hint(data: bytes, pos: int, name: str) -> str:
     """How to convert a file that is not UTF-8: named GB18030 (GBK's superset: what Excel and Notepad
-    on Chinese Windows save) when the whole file reads so, the failing line holds Chinese characters and
-    nothing before it is UTF-8 beyond ASCII (UTF-8 Chinese reads as GB18030 too, garbled: iconv would
-    have garbled the UTF-8 lines of a file joined from two encodings without a word)."""
-    if not data[:pos].isascii():
-        return "convert the file to UTF-8 first (the text before it is UTF-8: a file joined from two encodings?)"
+    on Chinese Windows save) when the whole file reads so, the failing line holds Chinese characters,
+    the lines before it are ASCII and its own bytes before ``pos`` hold no UTF-8 Chinese (UTF-8 Chinese
+    reads as GB18030 too, garbled: iconv would have garbled the UTF-8 lines of a file joined from two
+    encodings without a word). A few GBK bytes before the failing one may read as UTF-8 too ("太",
+    0xcc 0xab, as U+032B): on the failing line only Chinese is the sign of UTF-8 text."""
     end = _line_end(data)
     start, stop = data.rfind(end, 0, pos) + 1, data.find(end, pos)
+    if not data[:start].isascii() or _CJK.search(data[start:pos].decode("utf-8", "replace")):
+        return "convert the file to UTF-8 first (the text before it is UTF-8: a file joined from two encodings?)"
     try:
         data.decode("gb18030")
         chinese = bool(_CJK.search(data[start:stop if stop >= 0 else len(data)].decode("gb18030")))
@@ -296,7 +298,8 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
 
 
 # a field in quotes holding a doubled quote, as a spreadsheet writes a text with quotes in it: '"他说""好"""'
-_DOUBLED_QUOTES = re.compile(r'(?:^|\t)"(?:[^"\t\r\n]|"")*""(?:[^"\t\r\n]|"")*"(?=\t|\r?$)', re.MULTILINE)
+# (lines ended by \n, \r\n or a bare \r: Excel for Mac's "Tab delimited Text")
+_DOUBLED_QUOTES = re.compile(r'(?:^|(?<=\r)|\t)"(?:[^"\t\r\n]|"")*""(?:[^"\t\r\n]|"")*"(?=[\t\r]|$)', re.MULTILINE)
 
 
 def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = False) -> list[tuple[int, list[str]]] | None:
@@ -532,7 +535,7 @@ def _key_hint(obj: dict, key: str, named: str | None, option: str) -> str:
 def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool) -> list[Record]:
     text_key = opts.text_col or "text"
     label_key = opts.label_col or "label"
-    if want_label and text_key == label_key:
+    if text_key == label_key:  # (for the pool too, as a TSV's: the line's "label" went into its metadata)
         raise KdError(f"{name}: field {text_key!r}: the text key is also the label key")
     records = []
     for line, raw in enumerate(content.split(_line_end(content)), start=1):
@@ -545,6 +548,8 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
             if not hint and raw.lstrip().startswith("{") and exc.pos >= len(raw.rstrip()):
                 # (pretty-printed objects, as jq prints them without -c: "Expecting property name ..." for a lone "{")
                 hint = " (the object goes on past its line: kd reads JSON Lines, one object a line, as `jq -c` writes them)"
+            if not hint and exc.msg == "Extra data" and "\r" in raw[:exc.pos]:  # (no string holds a bare \r: it is between them)
+                hint = "; a bare carriage return (\\r) joins two lines: mixed line ends? make them all \\n (e.g. `mac2unix`)"
             msg = exc.msg.removesuffix(" at")  # ("Unterminated string starting at" at column 15)
             raise KdError(f"{name}: line {line}: not valid JSON ({msg} at column {exc.colno}){hint}") from None
         except RepeatedKey as exc:  # json.loads keeps the last value: the first would be lost unseen

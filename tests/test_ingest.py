@@ -114,6 +114,17 @@ def test_parse_old_mac_line_ends_are_lines():
     assert r.text == "good\rone"
 
 
+def test_parse_json_lines_joined_by_a_bare_carriage_return_name_the_mixed_line_ends():
+    """A JSON Lines file of \\n line ends where one line ends in a bare \\r (files joined, an old
+    editor) was refused as "Extra data" alone; a TSV's ragged row names the \\r."""
+    data = b'{"text": "a", "label": "pos"}\r\n{"text": "b", "label": "neg"}\r{"text": "c", "label": "neg"}\n'
+    with pytest.raises(KdError, match=r"^m\.jsonl: line 2: not valid JSON \(Extra data at column 31\); a bare carriage return "
+                                      r"\(\\r\) joins two lines: mixed line ends\? make them all \\n \(e\.g\. `mac2unix`\)$"):
+        parse(data, "m.jsonl", IngestOptions())
+    with pytest.raises(KdError, match=r"line 1: not valid JSON \(Extra data at column 10\)$"):  # (no \r: no such hint)
+        parse(b'{"a": 1} {"b": 2}\n', "m.jsonl", IngestOptions())
+
+
 def test_a_file_not_utf8_is_named_gbk_only_where_it_reads_as_chinese_in_gbk():
     """Excel and Notepad on Chinese Windows save GBK: the error names it and the iconv command; a
     Latin-1 file (or one GB18030 cannot read) is told to convert, with no encoding guessed."""
@@ -128,6 +139,18 @@ def test_a_file_not_utf8_is_named_gbk_only_where_it_reads_as_chinese_in_gbk():
     with pytest.raises(KdError, match=r"line 2: field 1: not valid UTF-8 .*; convert the file to UTF-8 first \(the text before it is UTF-8: "
                                       r"a file joined from two encodings\?\)$"):
         parse(joined, "j.tsv", IngestOptions())
+
+
+def test_a_gbk_line_whose_first_bytes_read_as_utf8_is_named_gbk_not_joined():
+    """GBK's "太" (0xcc 0xab) is valid UTF-8 (U+032B): a GBK line starting with it was told "the text
+    before it is UTF-8: a file joined from two encodings?", not the iconv that converts it."""
+    for data, line in (("label\ttext\npos\t太好了，质量不错\n".encode("gbk"), 2), ("pos\t太好了\n".encode("gbk"), 1)):
+        with pytest.raises(KdError, match=rf"^g\.tsv: line {line}: field 1: not valid UTF-8 \(byte 0xba\); it reads as GBK/GB18030 .*"
+                                          r"iconv -f GB18030 -t UTF-8 g\.tsv > utf8-g\.tsv$"):
+            parse(data, "g.tsv", IngestOptions())
+    # UTF-8 Chinese before the failing byte on its own line is still a sign of two encodings joined
+    with pytest.raises(KdError, match=r"line 1: field 1: not valid UTF-8 .*a file joined from two encodings\?\)$"):
+        parse("pos\t质量".encode() + "太差\n".encode("gbk"), "j.tsv", IngestOptions())
 
 
 def test_old_mac_line_ends_errors_name_the_line_and_a_line_bom_goes():
@@ -195,6 +218,16 @@ def test_parse_unlabeled_keeps_no_label_in_the_metadata():
     assert r.meta == {"who": "ann"}
 
 
+def test_parse_the_label_column_named_as_the_text_column_is_refused_for_the_pool_too():
+    """--label-col naming the text column is refused for a TSV or CSV pool; for JSON lines it was
+    taken, and the pool kept each line's "label" in its metadata."""
+    opts = IngestOptions(split="unlabeled", text_col="text", label_col="text")
+    with pytest.raises(KdError, match=r"^p\.csv: line 1: field 'text': the text column is also the label column$"):
+        parse(b"text,label\nfirst,pos\n", "p.csv", opts)
+    with pytest.raises(KdError, match=r"^p\.jsonl: field 'text': the text key is also the label key$"):
+        parse(b'{"text": "first", "label": "pos"}\n', "p.jsonl", opts)
+
+
 def test_parse_headerless_wide_unlabeled_file_drops_no_unnamed_column():
     """A headerless scrape (user id, text, time) into the pool: with more than two columns no default
     says which is a label, so none is dropped unseen (column 0 was, as if it were the label)."""
@@ -236,6 +269,15 @@ def test_parse_a_spreadsheets_quoted_tsv_fields_are_read_unquoted():
     assert [(r.label, r.text) for r in parse(data, "excel.tsv", IngestOptions())] == [("neg", "多行\n文本"), ("pos", "普通")]
     plain = '"太好了"\n他说"好"\n"开头\n结尾"\n'.encode()  # (a pool: no ragged row)
     assert [r.text for r in parse(plain, "p.tsv", IngestOptions(split="unlabeled"))] == ['"太好了"', '他说"好"', '"开头', '结尾"']
+
+
+def test_parse_a_spreadsheets_quoted_tsv_fields_with_old_mac_line_ends_are_read_unquoted():
+    """Excel for Mac (2011) saves "Tab delimited Text" with bare \\r line ends: a field's doubled quotes
+    were looked for before a \\n only, so 他说"好" was stored in its quotes, each doubled."""
+    data = 'label\ttext\rpos\t"他说""好"""\rneg\t差\r'.encode()
+    assert [(r.label, r.text, r.line) for r in parse(data, "mac.tsv", IngestOptions())] == [("pos", '他说"好"', 2), ("neg", "差", 3)]
+    data = 'text\tlabel\r"好""的"\tpos\r差\tneg\r'.encode()  # (the quoted field starts its line)
+    assert [(r.label, r.text, r.line) for r in parse(data, "mac.tsv", IngestOptions())] == [("pos", '好"的', 2), ("neg", "差", 3)]
 
 
 def test_parse_a_tsv_with_every_field_quoted_is_read_unquoted():
