@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from .errors import KdError
 from .metrics import confusion_matrix
 from .outputs import labels_as_of, labels_time
-from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
-from .store import Store
+from .schema import SPLITS, LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
+from .store import MODEL_MEASURES, Store
 
 
 def stage_summary(stage: Stage) -> dict[str, Any]:
@@ -61,14 +61,17 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
     for stage in stages:
         final: dict[str, dict[str, float]] = {}
         history = []
+        summary = stage_summary(stage)
         for m in store.metrics(stage.id, final=False):
             value = metric_value(m.name, m.value)
+            if m.step is None and summary["process_gone"] and (m.split in SPLITS or (m.split == "all" and m.name in MODEL_MEASURES)):
+                continue  # (killed: the next stage marks it failed and clears them, `Store.clear_outputs`; a reader, not yet)
             if m.step is None:
                 final.setdefault(m.split, {})[m.name] = value
             else:
                 history.append({"step": m.step, "split": m.split, "name": m.name, "value": value})
         # every stage has the same keys, null where its kind (or status) has no such thing: a script reads them alike
-        entry = {**stage_summary(stage), "config": shown_config(stage.config), "metrics": final, "history": history,
+        entry = {**summary, "config": shown_config(stage.config), "metrics": final, "history": history,
                  "confusion": None, "issue_scores": None, "label_edits": None,
                  "sources": stage_sources(store, run, stage.kind, stage.config or {})}
         if stage.kind in MODEL_KINDS and stage.status == "succeeded":

@@ -260,6 +260,32 @@ def test_a_stage_that_failed_after_its_figures_reports_none_of_them(store, invok
     assert teach["history"] == [{"step": 1, "split": "dev", "name": "accuracy", "value": 0.5}]  # its learning curve stays
     assert "0.7500" not in invoke(["report", "--run", "r1"]).stdout
 
+
+def test_a_stage_whose_process_is_gone_reports_none_of_its_figures_before_it_is_marked_failed(store, invoke):
+    """A teacher killed with -9 after its test figures and latency were stored: until the next stage
+    marks it failed (and clears them), `kd report` (a reader) showed them under "running (process
+    gone)" as if they stood, though they were about to go."""
+    from kdstore.runs import _machine, _start_time
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _left_running(store, "teach", f"{dead.pid}:{_start_time(os.getpid())}:{_machine()}")
+    st = _stage(store, "r1", "teach")
+    store.add_metrics(st.id, "dev", {"accuracy": 0.5}, step=1)
+    store.add_metrics(st.id, "all", {"train_samples": 4})
+    store.add_metrics(st.id, "test", {"accuracy": 0.75, "macro_f1": 0.7})
+    store.add_metrics(st.id, "all", {"latency_p50_ms": 3.5, "parameters": 1234})
+    teach = invoke.json(["report", "--run", "r1"])["stages"][0]
+    assert teach["status"] == "running" and teach["process_gone"] is True
+    assert teach["metrics"] == {"all": {"train_samples": 4}}  # as once marked failed: what it read, no figure of it
+    assert teach["history"] == [{"step": 1, "split": "dev", "name": "accuracy", "value": 0.5}]
+    text = invoke(["report", "--run", "r1"]).stdout
+    assert "running (process gone)" in text and "0.7500" not in text and "3.5000" not in text
+    invoke(["labels", "set", "--run", "r2", "1=neg"])  # a stage starts: it marks the teacher failed
+    assert invoke.json(["report", "--run", "r1"])["stages"][0]["metrics"] == teach["metrics"]
+
 def test_sigterm_marks_the_stage_failed(db, tmp_path):
     """``kill`` of a single kd process (no torchrun) ends its stage failed, outputs removed."""
     script = tmp_path / "stage.py"
