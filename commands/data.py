@@ -13,6 +13,7 @@ from rich.text import Text
 from kdstore.errors import make_folder
 from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, read_class_file
 from kdstore.schema import SPLITS
+from kdstore.store import label_id_note
 
 from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_rows, store_options
 
@@ -169,6 +170,9 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
             raise click.BadParameter("is empty: give a SQL condition on samples, e.g. \"source = 'shop.tsv'\", or leave --where out",
                                      param_hint="--where")
         store.samples(where=condition, limit=0)  # a condition that cannot run is named as typed, not as kd joined it below
+        note = label_id_note(condition, names)
+        if note:
+            click.echo(f"warning: {note}", err=True)
         where = f"({condition}\n)"  # (the newline: a trailing -- comment cannot eat what kd adds after it)
     if label is not None:
         if label not in names:

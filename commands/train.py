@@ -26,6 +26,7 @@ from kdstore.report import run_report, trained_on_dev
 from kdstore.runs import resolve_run_id, stage_scope
 from kdstore.schema import SPLITS, iso_utc
 from kdstore.students import KINDS, check_bert_layout
+from kdstore.store import label_id_note
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES, pick_device
 
@@ -341,6 +342,9 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     elif where and where.strip():  # (an empty one is TeachConfig.validate's to refuse)
         store.samples(where=where, limit=0)  # a --where SQL cannot run: refused before a stage (and a run) is on record
+        note = label_id_note(where, store.class_names())
+        if note:
+            _warn(note)
     with process_group(device) as dist:
         if logits_only:
             scoring = {"batch_size": batch_size} if _options_given(("batch_size",)) else {}

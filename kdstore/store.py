@@ -273,6 +273,15 @@ class Store:
                 if re.search(r'near "\)"', said) and not where.rstrip().endswith(")"):
                     # (the parenthesis is kd's, closing the condition: `--where 'x ='` said only 'near ")"')
                     said += " (at the end of the condition: it stops short, an operator or keyword with nothing after it)"
+                wide = re.search(f"[{FULL_WIDTH}]", re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "", where))  # (outside its strings)
+                if wide:  # an input method's ‘ or （: "no such column: ‘" and 'near "）"' named no cause
+                    said += f" ({wide.group(0)} is a full-width or curly mark, text to SQL: type the ASCII one, ' \" ( ) = ; ,)"
+                elif "bindings supplied" in said:  # (SQLite, of a ? or :x: the count it gave was of kd's own parameters)
+                    said += " (a ? or :name is a placeholder, with no value to fill it: write the value itself, 'quoted')"
+                elif re.search(r'no such column: |column \S+ does not exist', said):  # (SQLite's words; PostgreSQL's)
+                    # "no such column: label" said neither what there is nor that label_id = 3 is the class of id 3
+                    said += (f" (the columns a --where may use: {', '.join(c.name for c in Sample.__table__.columns)}; label_id is a "
+                             "class id, not its name (kd classes lists both): --label NAME selects a class by name)")
                 raise KdError(f"--where {where!r} failed: {said}") from exc
             raise
         return SampleSet(
@@ -555,6 +564,25 @@ def missing_model(stage: Stage) -> KdError:
 
 # the command that makes a stage of each kind another command reads
 _MAKES = {"teach": "kd teach --run {run} --model MODEL", "pretrain": "kd pretrain --run {run}", "detect": "kd labels detect --run {run}"}
+
+
+def label_id_note(where: str | None, names: list[str]) -> str | None:
+    """A warning where ``where`` compares ``label_id`` (or ``orig_label_id``), a class id, and some class
+    is named by a number that is not its id (star ratings 1..5 have ids 0..4, or in the order first
+    read): ``label_id = 3`` selected the class of id 3, not the class named '3', without a word."""
+    if not where or not re.search(r"label_id", where, re.IGNORECASE):
+        return None
+    numbered = [(i, n) for i, n in enumerate(names) if re.fullmatch(r"[+-]?[0-9]+", n.strip())]
+    if not any(int(n) != i for i, n in numbered):
+        return None
+    shown = ", ".join(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered[:5]))
+    more = ", ..." if len(numbered) > 5 else ""
+    return (f"--where compares label_id, a class id, not its name: class {shown}{more} (kd classes); "
+            "--label NAME selects a class by name")
+
+
+# the marks a Chinese input method types for SQL's quotes, parentheses and operators
+FULL_WIDTH = "‘’“”（）＝；，＜＞！＇＂"
 
 
 def _parenthesized(where: str) -> bool:

@@ -1695,6 +1695,57 @@ def test_samples_where_selects_by_sql_as_teach_does(invoke, write_file, error_li
         'near ")" (at the end of the condition: it stops short, an operator or keyword with nothing after it)')
 
 
+def test_a_where_on_an_unknown_column_lists_the_columns_and_points_at_label(invoke, write_file, error_line, db, read_samples):
+    """``--where "label = '3'"`` said only "no such column: label": the column is label_id, a class id,
+    and ``label_id = 3`` selects the class whose id is 3, not the class named '3' (that is --label 3)."""
+    write_file("t.tsv", "1\t很好\n3\t太差\n")
+    invoke(["ingest", "t.tsv"])
+    before = read_samples()
+    for where, column in (("label = '3'", "label"), ("samples.label = '3'", "label"), ("Label = '3'", "label")):
+        line = error_line(invoke(["samples", "--where", where], ok=False))
+        assert line.startswith(f"Error: --where {where!r} failed: "), line
+        assert column in line.lower()
+        assert ("(the columns a --where may use: id, text, text_hash, split, label_id, orig_label_id, dropped, source, line, "
+                "parent_id, meta; label_id is a class id, not its name (kd classes lists both): --label NAME selects a class by name)") in line
+    assert [r["text"] for r in invoke.json(["samples", "--label", "3"])] == ["太差"]  # by name, as the error says
+    if "postgresql" not in invoke.db:  # a placeholder: SQLite counted kd's own bindings ("uses 3, and there are 2 supplied")
+        for where in ("text = ?", "text = :x"):
+            assert error_line(invoke(["samples", "--where", where], ok=False)).endswith(
+                "(a ? or :name is a placeholder, with no value to fill it: write the value itself, 'quoted')")
+    assert read_samples() == before
+
+
+def test_a_where_typed_with_full_width_punctuation_says_so(invoke, write_file, error_line):
+    """A Chinese input method types ‘’ “” （） ＝ ；: the error said "no such column: ‘" or 'near "）"',
+    naming no cause, where the fix is the ASCII quote, parenthesis or operator."""
+    write_file("t.tsv", "pos\t很好\nneg\t太差\n")
+    invoke(["ingest", "t.tsv"])
+    for where, mark in (("text LIKE ‘%很好%’", "‘"), ("text LIKE '%很好%’", "’"), ("text LIKE “%很好%”", "“"),
+                        ("（split = 'train'）", "（"), ("split ＝ 'train'", "＝"), ("text LIKE '%很好%'；", "；")):
+        line = error_line(invoke(["samples", "--where", where], ok=False))
+        assert line.startswith(f"Error: --where {where!r} failed: "), line
+        assert line.endswith(f"({mark} is a full-width or curly mark, text to SQL: type the ASCII one, ' \" ( ) = ; ,)"), line
+    # inside a string it is text, as written: no hint where the condition fails for another reason
+    assert "full-width" not in error_line(invoke(["samples", "--where", "text = '（好）' AND nope = 1"], ok=False))
+    assert [r["text"] for r in invoke.json(["samples", "--where", "text <> '（好）’'"])] == ["很好", "太差"]
+
+
+def test_a_where_on_label_id_where_classes_are_named_by_numbers_warns(invoke, write_file):
+    """Classes named 1, 3, 2 (star ratings) have ids 0, 1, 2: ``--where "label_id = 3"`` listed nothing and
+    ``label_id = 1`` the class named '3', without a word."""
+    write_file("t.tsv", "1\t很好\n3\t太差\n2\t一般\n")
+    invoke(["ingest", "t.tsv"])
+    result = invoke(["samples", "--where", "label_id = 1", "--json"])
+    assert [r["label"] for r in json.loads(result.stdout)] == ["3"]  # (the id, as SQL says; the warning says which class)
+    assert result.stderr.strip().splitlines() == [
+        "warning: --where compares label_id, a class id, not its name: class '1' has id 0, '3' id 1, '2' id 2 (kd classes); "
+        "--label NAME selects a class by name"]
+    assert "warning" not in invoke(["samples", "--where", "text LIKE '%好%'"]).stderr
+    write_file("n.tsv", "pos\t好的\nneg\t差的\n")
+    invoke(["ingest", "n.tsv"], db="named.db")  # classes named by words: label_id cannot be taken for a name
+    assert "warning" not in invoke(["samples", "--where", "label_id = 1"], db="named.db").stderr
+
+
 def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class(invoke, write_file, db, read_classes, error_line):
     """A spreadsheet's 类别,内容 (label column first, a header kd does not know) was read as a headerless
     label,text file: its header became a sample of a class '类别' with id 0, for good, with exit 0."""

@@ -200,6 +200,23 @@ def test_a_where_that_cannot_run_is_refused_before_any_stage(sample_store, tiny_
     assert not Store.open(str(sample_store)).run_exists("w")  # no failed stage, no new run on record
 
 
+def test_a_where_on_label_id_where_classes_are_named_by_numbers_warns(tmp_path, tiny_model):
+    """Star ratings 1/3 have class ids 0/1: ``--where "label_id = 1"`` trained on the class named '3'
+    without a word (and "label = '3'" said only "no such column: label")."""
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "stars.tsv", [("1", "很好很好"), ("3", "太差太差"), ("1", "今天很好"), ("3", "今天太差")])), "--db", db)
+    result = kd("teach", "--run", "s", "--model", str(tiny_model), "--max-len", "32", "--where", "label_id = 1", "--db", db, ok=False)
+    assert result.output.splitlines()[0] == ("warning: --where compares label_id, a class id, not its name: class '1' has id 0, "
+                                             "'3' id 1 (kd classes); --label NAME selects a class by name")
+    assert "single class ('3')" in result.output  # (it ran as written: the stage refuses one class)
+    result = kd("teach", "--run", "t", "--model", str(tiny_model), "--where", "label = '3'", "--db", db, ok=False)
+    assert result.output.strip().splitlines() == [
+        "Error: --where \"label = '3'\" failed: no such column: label (the columns a --where may use: id, text, text_hash, split, label_id, "
+        "orig_label_id, dropped, source, line, parent_id, meta; label_id is a class id, not its name (kd classes lists both): "
+        "--label NAME selects a class by name)"]
+    assert not Store.open(db).run_exists("t")
+
+
 def test_an_empty_where_is_refused_before_any_stage(sample_store, tiny_model):
     """``--where "$FILTER"`` with FILTER unset trained on every labeled row, recorded as where ''
     (and one of blanks was an SQL syntax error, 'near ")"', of a parenthesis the user never typed)."""
