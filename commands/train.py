@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from kdstore import segment
-from kdstore.distill import INTERMEDIATE_OPTIONS, DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill
+from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
 from kdstore.errors import KdError
@@ -627,6 +627,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
               "is kept (`kd ingest FILE --split dev` adds some)")
     _warn_one_class_dev(store)
     _teachers_usable(store, teacher_runs or (run,))
+    if "mask" in cfg.augment:
+        _one_unknown_token(store, teacher_runs or (run,))
     if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):
         # the first teacher's: the student reads what its targets were made from (and a transformer
         # student, started from the teacher, no position the teacher never learned)
@@ -776,11 +778,11 @@ def _refuse_unfit_temperatures(soft_loss: str, schedule: str) -> None:
     even at their default values (``DistillConfig.validate`` can only tell a value other than the default)."""
     given = set(_options_given(("temperature", "temperature_beta", "temperature_gamma")))
     if soft_loss == "mse" and "--temperature" in given:
-        raise KdError("--temperature and --temperature-end soften the kl and soft_ce losses: --soft-loss mse reads raw logits")
+        raise KdError(MSE_TEMPERATURE)
     if schedule == "constant" and given & {"--temperature-beta", "--temperature-gamma"}:
         raise KdError("--temperature-beta and --temperature-gamma shape a per-sample temperature: add --temperature-schedule flsw or cwsm")
     if schedule == "cwsm" and "--temperature-gamma" in given:
-        raise KdError("--temperature-gamma is flsw's exponent on (1 - cosine): --temperature-schedule cwsm has none (leave it out, or use flsw)")
+        raise KdError(CWSM_GAMMA)
 
 
 def _warn_teachers_of_other_labels(store, config: dict) -> None:
@@ -850,6 +852,31 @@ def _teachers_usable(store, runs, *, scored: bool = True) -> None:
         check_teacher(store, r, names)
     if scored:  # (early exit learns from the teacher network itself: its stored logits are not needed)
         check_train_scored(store, list(dict.fromkeys(taught)))
+
+
+def _one_unknown_token(store, runs) -> None:
+    """``--augment mask`` with teachers whose tokenizers' unknown tokens differ, refused as the stage
+    refuses it but before it is recorded (it was a failed stage, of a new run when --run named one).
+    A run without a teacher, or a tokenizer that cannot be read, is left to the stage, which says why."""
+    from transformers import AutoTokenizer
+
+    from kdstore.distill import _check_one_unknown_token
+    from kdstore.teacher import model_dirs
+
+    runs = [resolve_run_id(r) for r in runs]
+    if len(runs) < 2 or not all(_has_teacher(store, r) for r in runs):
+        return
+    stages = [store.find_stage(r, "teach") for r in runs]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dirs(stages[0])[0])
+        for stage in stages[1:]:
+            model_dirs(stage)
+    except (KdError, OSError, ValueError):  # (a model gone: the stage names it)
+        return
+    try:
+        _check_one_unknown_token(tokenizer, runs, stages)
+    except (OSError, ValueError):
+        return
 
 
 def _has_teacher(store, run: str) -> bool:

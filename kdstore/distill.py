@@ -61,6 +61,13 @@ MAX_AUGMENT_N = 1000  # --augment-n: augmented variants per train text, at most
 INTERMEDIATE_OPTIONS = ("--hidden-mse", "--hidden-cos", "--pkd", "--attention-kl", "--attention-mse", "--fsp", "--nst",
                         "--value-relation", "--qk-relation")
 
+# refusals of a typed option for another option's value: that one is named before the first colon, where a
+# config file's value is looked for (`kd distill --temperature 4` of a file's soft-loss = "mse" named no file)
+MSE_TEMPERATURE = ("--temperature and --temperature-end soften the kl and soft_ce losses, not --soft-loss mse: "
+                   "--soft-loss mse reads raw logits")
+CWSM_GAMMA = ("--temperature-gamma is flsw's exponent on (1 - cosine), and --temperature-schedule cwsm has none: "
+              "leave it out, or use flsw")
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -152,11 +159,12 @@ class DistillConfig:
             raise KdError("--init-embeddings must be random or teacher")
         # checked here, before a stage (and a run) is on record, not when the student is built
         if self.layer_map and self.student != "transformer":
-            raise KdError("--layer-map maps a transformer student's layers onto the teacher's: add --student transformer, or leave it out")
+            raise KdError(f"--layer-map maps a transformer student's layers onto the teacher's, not --student {self.student}'s: "
+                          "add --student transformer, or leave it out")
         if self.layer_map and len(self.layer_map) != self.layers:
             raise KdError(f"--layer-map names {len(self.layer_map)} teacher layers for a student of {self.layers} (--layers): one each")
         if self.init_embeddings == "teacher" and self.student == "transformer":
-            raise KdError("--init-embeddings teacher is for textcnn/bigru/bilstm; a transformer uses --init-from-teacher")
+            raise KdError("--init-embeddings teacher is for textcnn/bigru/bilstm, not --student transformer: a transformer uses --init-from-teacher")
         bad = size_error(self.student, embed_dim=self.embed_dim, hidden=self.hidden, num_filters=self.num_filters,
                          layers=self.layers, kernel_sizes=self.kernel_sizes, dropout=self.dropout)
         if bad:
@@ -172,7 +180,7 @@ class DistillConfig:
         if self.temperature_schedule == "constant" and (self.temperature_beta, self.temperature_gamma) != (1.0, 2.0):
             raise KdError("--temperature-beta and --temperature-gamma shape a per-sample temperature: add --temperature-schedule flsw or cwsm")
         if self.temperature_schedule == "cwsm" and self.temperature_gamma != 2.0:
-            raise KdError("--temperature-gamma is flsw's exponent on (1 - cosine): --temperature-schedule cwsm has none (leave it out, or use flsw)")
+            raise KdError(CWSM_GAMMA)
         if self.folds == 1 or self.folds < 0:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         # one option a message, so that a config file's value is named only when it is the one at fault
@@ -184,13 +192,14 @@ class DistillConfig:
         if self.student == "transformer" and self.max_len < 2:  # the tokenizer would not truncate at all
             raise KdError(f"--student transformer needs --max-len of at least 2 (its special tokens), got {self.max_len}")
         if self.soft_loss == "mse" and (self.temperature != 2.0 or self.temperature_end is not None):
-            raise KdError("--temperature and --temperature-end soften the kl and soft_ce losses: --soft-loss mse reads raw logits")
+            raise KdError(MSE_TEMPERATURE)
         if self.width < 0 or self.relation_heads < 0:
             raise KdError(f"--width and --relation-heads must be positive (0: the default), got {self.width} and {self.relation_heads}")
         if self.intermediate and self.student != "transformer":
             raise KdError(f"{'/'.join(INTERMEDIATE_OPTIONS)} need --student transformer")
-        if min(self._intermediate_weights) < 0:
-            raise KdError("intermediate loss weights must be non-negative")
+        for option, weight in zip(INTERMEDIATE_OPTIONS, self._intermediate_weights):  # (a file's value is then named too)
+            if weight < 0:
+                raise KdError(f"{option} must be non-negative (a loss weight), got {weight:g}")
 
     @property
     def _intermediate_weights(self) -> tuple[float, ...]:

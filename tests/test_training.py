@@ -1164,6 +1164,36 @@ def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
     DistillConfig(temperature_schedule="cwsm", temperature_beta=0.5).validate()
 
 
+def test_a_negative_intermediate_loss_weight_names_its_option_and_value(tmp_path):
+    """"intermediate loss weights must be non-negative" named none of the nine options: neither the one
+    typed wrong nor, for a config file's `fsp = -2`, the file and its key."""
+    db = str(tmp_path / "never.db")
+    bad = kd("distill", "--run", "r", "--student", "transformer", "--hidden-mse", "1", "--pkd", "-0.5", "--db", db, ok=False)
+    assert "--pkd must be non-negative (a loss weight), got -0.5" in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+    (tmp_path / "kd.toml").write_text('[distill]\nstudent = "transformer"\nfsp = -2\n', encoding="utf-8")
+    bad = kd("distill", "--run", "r", "--db", db, ok=False)
+    assert "--fsp must be non-negative (a loss weight), got -2 (kd.toml: [distill] fsp = -2)" in bad.output, bad.output
+    assert not (tmp_path / "never.db").exists()
+
+
+@pytest.mark.parametrize("file, typed, key", [
+    ('soft-loss = "mse"', ["--temperature", "4"], 'soft-loss = "mse"'),
+    ('temperature-schedule = "cwsm"', ["--temperature-gamma", "3"], 'temperature-schedule = "cwsm"'),
+    ('student = "transformer"', ["--init-embeddings", "teacher"], 'student = "transformer"'),
+    ('student = "bilstm"', ["--layer-map", "0,1"], 'student = "bilstm"'),
+])
+def test_a_typed_option_refused_for_a_config_files_choice_names_the_file(tmp_path, file, typed, key):
+    """`kd distill --temperature 4` with a kd.toml's `soft-loss = "mse"` was refused with "--soft-loss
+    mse reads raw logits", naming no file: the user had typed no --soft-loss (so for a file's cwsm
+    schedule and --temperature-gamma, its transformer student and --init-embeddings teacher, its other
+    student and --layer-map)."""
+    db = str(tmp_path / "never.db")
+    (tmp_path / "kd.toml").write_text(f"[distill]\n{file}\n", encoding="utf-8")
+    bad = kd("distill", "--run", "r", *typed, "--db", db, ok=False)
+    assert f"(kd.toml: [distill] {key})" in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+    assert not (tmp_path / "never.db").exists()
+
+
 def test_temperature_options_typed_at_their_defaults_are_refused_where_unused(tmp_path):
     """--temperature 2 with --soft-loss mse, --temperature-beta 1 without a schedule and --temperature-gamma 2
     with cwsm were silently ignored: only values other than the default were refused."""
@@ -1825,7 +1855,7 @@ def test_a_config_files_teacher_weights_do_not_weigh_typed_teacher_runs(taught_s
 
 def test_mask_augmentation_with_teachers_of_unlike_unknown_tokens_is_refused(taught_store, tiny_model, tmp_path):
     """--augment mask wrote the first teacher's [UNK] into texts a second teacher, whose tokenizer's
-    unknown token is <unk>, scored as the five characters [, U, N, K, ]."""
+    unknown token is <unk>, scored as the five characters [, U, N, K, ]. Refused before a stage is recorded."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     other = tmp_path / "unk-bert"
@@ -1842,6 +1872,10 @@ def test_mask_augmentation_with_teachers_of_unlike_unknown_tokens_is_refused(tau
     assert ("--augment mask writes '[UNK]', the unknown token of run 'r''s teacher, where run 'u''s tokenizer has '<unk>'"
             in refused.output), refused.output
     assert _count(taught_store, AugmentedText) == 0  # nothing written
+    # refused before a stage is recorded (it was a failed stage, and a new run holding one for a --run of its own)
+    assert "masked" not in {s.name for s in Store.open(db).stages_of("r")}
+    fresh = kd("distill", "--run", "fresh", "--teacher-run", "r", "--teacher-run", "u", "--augment", "mask", "--db", db, ok=False)
+    assert "--augment mask writes '[UNK]'" in fresh.output and not Store.open(db).run_exists("fresh"), fresh.output
 
 
 def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_store, tmp_path):
