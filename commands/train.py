@@ -530,7 +530,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--folds", type=int, default=0, help="Train K students, each blind to one fold's train labels: out-of-fold votes for `kd labels detect --student-votes` (kd predict averages the K).")
 @click.option("--init-from-teacher/--no-init-from-teacher", default=None, help="Transformer student: start from evenly spaced teacher layers (default: when it has the teacher's width).")
 @click.option("--layer-map", default="", help="Transformer student: the teacher layer (0-based) each student layer copies and its intermediate losses match, e.g. 3,7,11 for 3 layers (default: evenly spaced, ending at the last).")
-@click.option("--hidden-mse", type=FLOAT, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers.")
+@click.option("--hidden-mse", type=FLOAT, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers (and embedding output to embedding output, as TinyBERT).")
 @click.option("--hidden-cos", type=FLOAT, default=0.0, help="Transformer student: weight of hidden-state cosine distance (1 - cos) to mapped teacher layers.")
 @click.option("--pkd", type=FLOAT, default=0.0, help="Transformer student: weight of Patient KD (normalised [CLS] vectors of mapped layers; the last one included, as in TextBrewer, where BERT-PKD leaves it to the logit loss).")
 @click.option("--attention-kl", type=FLOAT, default=0.0, help="Transformer student: weight of attention-distribution KL.")
