@@ -332,6 +332,38 @@ def test_an_ngram_counts_words_not_the_spaces_between_latin_words():
         assert augment_text(chinese, rng=random.Random(seed), pos_vocab={}, methods=("ngram",), p_ngram=1.0) == span
 
 
+def test_one_pass_follows_tang_et_al_rates():
+    """Tang et al. 2019, 3.3: per word one draw X ~ U[0, 1]: X < p_mask masks, p_mask <= X < p_mask +
+    p_pos swaps for a same-tag word (never both); then, with probability p_ng, an n-gram, n uniform in
+    1..5. Ten one-character words, swaps from a disjoint set, so each output aligns with its source."""
+    from collections import Counter
+
+    source = "甲乙丙丁戊己庚辛壬癸"
+    pairs = [(w, "n") for w in source]
+    vocab = build_pos_vocab([[(w, "n")] for w in "子丑寅卯"])
+    rng = random.Random(0)
+    masked = swapped = 0
+    passes = 2000
+    for _ in range(passes):
+        out = augment_text(pairs, rng=rng, pos_vocab=vocab, p_mask=0.1, p_pos=0.2, p_ngram=0.0).replace("[UNK]", "?")
+        assert len(out) == len(source)
+        for old, new in zip(source, out):
+            masked += new == "?"
+            swapped += new in "子丑寅卯"
+            assert new in (old, "?") or new in "子丑寅卯"
+    words = passes * len(source)
+    assert abs(masked / words - 0.1) < 0.01 and abs(swapped / words - 0.2) < 0.015
+    cut, lengths = 0, Counter()
+    for _ in range(passes):
+        out = augment_text(pairs, rng=rng, pos_vocab=vocab, methods=("ngram",), p_ngram=0.25)
+        assert out in source
+        if out != source:
+            cut += 1
+            lengths[len(out)] += 1
+    assert abs(cut / passes - 0.25) < 0.03 and set(lengths) == {1, 2, 3, 4, 5}
+    assert min(lengths.values()) > 0.6 * cut / 5
+
+
 def test_pos_only_labels_and_lengths():
     out = augment(TEXTS, n=2, seed=3, methods=("pos",), p_pos=0.5)
     assert out and {label for _, _, label in out} == {"pos"}
