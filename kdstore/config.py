@@ -101,9 +101,15 @@ def defaults_for(
     for depth in range(len(command_path) + 1):
         group = ".".join(command_path[:depth])
         if tables is not None and group in tables:
-            unknown = [k for k, v in table.items() if isinstance(v, dict) and k not in tables[group]]
+            # `[[teach]]` (TOML's array of tables): `kd export` passed over `[[export]]` in silence, others named an option
+            arrays = [k for k, v in table.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+            if arrays and arrays[0] in tables[group]:
+                name = ".".join(command_path[:depth] + [arrays[0]])
+                raise KdError(f"{where}: [[{name}]] is an array of tables (double brackets): write [{name}], once")
+            unknown = [k for k, v in table.items() if (isinstance(v, dict) or k in arrays) and k not in tables[group]]
             if unknown:
-                raise KdError(f"{where}: [{'.'.join(command_path[:depth] + [unknown[0]])}] is not a kd command "
+                brackets = ("[[", "]]") if unknown[0] in arrays else ("[", "]")
+                raise KdError(f"{where}: {brackets[0]}{'.'.join(command_path[:depth] + [unknown[0]])}{brackets[1]} is not a kd command "
                               f"(tables are named after commands: {', '.join(sorted(tables[group]))})"
                               f"{_close(unknown[0].replace('-', '_'), tables[group])}")
         own = depth == len(command_path)
@@ -131,7 +137,10 @@ def defaults_for(
             elif (not own or has_commands) and group_keys is not None and name not in (group_keys := _keys(group_keys)).get(group, {name}):
                 scope = f"[{group}]" if group else "top level"
                 below = f"`kd {group.replace('.', ' ')}`" if group else "kd"
-                raise KdError(f"{where}: {scope} {key!r} is not an option of any command of {below}{_close(name, group_keys[group])}")
+                hint = (f" (`kd {' '.join(command_path[:depth] + [key])}` is a command: its options go under "
+                        f"[{'.'.join(command_path[:depth] + [key])}])" if tables is not None and key in tables.get(group, ())
+                        else _close(name, group_keys[group]))
+                raise KdError(f"{where}: {scope} {key!r} is not an option of any command of {below}{hint}")
         if own:
             break
         table = table.get(command_path[depth])

@@ -647,3 +647,28 @@ def test_an_error_naming_a_files_value_names_the_file(other_db, invoke, write_fi
     write_file("kd.toml", 'db = "other.db"\n[samples]\nlimit = 1\n'.encode("utf-16"))  # (Windows PowerShell's `>`)
     assert error_line(invoke(["samples"], db=None, ok=False)) == (
         "Error: kd.toml: saved as UTF-16 (its byte order mark); save the file as UTF-8")
+
+
+def test_an_array_of_tables_or_a_key_named_after_a_command_is_refused_naming_the_table(other_db, invoke, write_file, error_line):
+    """`[[export]]` (TOML's array of tables, double brackets) was passed over in silence by `kd export`: its
+    `run` and `format` were not used, the command ran on the defaults; `[[teach]]` and `[[labels.detect]]`
+    were "not an option ... (did you mean 'teacher-run'?)", and so was a plain `teach = 3`."""
+    for content, args, expected in (
+        ('db = "other.db"\n[[export]]\nrun = "r1"\n', ["export"],
+         "Error: kd.toml: [[export]] is an array of tables (double brackets): write [export]"),
+        ('db = "other.db"\n[[teach]]\nepochs = 1\n', ["samples"],
+         "Error: kd.toml: [[teach]] is an array of tables (double brackets): write [teach]"),
+        ('db = "other.db"\n[[labels.detect]]\nmethod = "disagree"\n', ["labels", "show"],
+         "Error: kd.toml: [[labels.detect]] is an array of tables (double brackets): write [labels.detect]"),
+        ('db = "other.db"\n[[distil]]\nalpha = 0.5\n', ["samples"],
+         "Error: kd.toml: [[distil]] is not a kd command (tables are named after commands: "),
+        ('db = "other.db"\nteach = 3\n', ["samples"],
+         "Error: kd.toml: top level 'teach' is not an option of any command of kd (`kd teach` is a command: its options go under [teach])"),
+    ):
+        write_file("kd.toml", content)
+        line = error_line(invoke(args, db=None, ok=False))
+        assert line.startswith(expected), (content, line)
+    # a key that is both an option and a command's name (`kd classes --export`) is still an option
+    write_file("kd.toml", 'db = "other.db"\n[classes]\nexport = "ids.txt"\n')
+    invoke(["classes"], db=None)
+    assert (other_db.parent / "ids.txt").is_file()
