@@ -673,3 +673,23 @@ def test_two_server_databases_named_in_chinese_each_train_a_run_of_one_name(pg_s
     finally:
         for url in urls:
             pg_server.drop(url)
+
+
+def test_a_server_store_run_deleted_from_another_folder_takes_its_model_folder(db, invoke, corpus, tiny_model, tmp_path, monkeypatch):
+    """A server store keeps its models under the working directory (kd-artifacts/NAME@HOST/RUN/STAGE):
+    `kd runs delete` run from another folder deleted the rows, said "deleted r/teach" and left the
+    model (a BERT's gigabytes) behind, under no stage; `kd predict` from there found it all the same."""
+    if not db.startswith("postgresql"):
+        pytest.skip("a server store's models lie in the working directory")
+    trained, elsewhere = tmp_path / "trained", tmp_path / "elsewhere"
+    trained.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(trained)
+    invoke(["ingest", str(corpus["train"])])
+    invoke(["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32"])
+    (root,) = (trained / "kd-artifacts").iterdir()
+    assert (root / "r" / "teach" / "model").is_dir()
+    monkeypatch.chdir(elsewhere)
+    out = invoke.json(["runs", "delete", "--run", "r", "--yes"])
+    assert out["run_deleted"] and [d["name"] for d in out["deleted"]] == ["teach"]
+    assert not (root / "r").exists()
+    assert not (elsewhere / "kd-artifacts").exists()
