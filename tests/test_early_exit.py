@@ -571,9 +571,20 @@ def test_a_slowdown_where_nothing_exited_is_noise_unless_every_pass_shows_it():
 def test_max_loss_on_a_dev_split_too_small_for_the_budget_is_warned(trained):
     from kdstore.exit_speed import coarse_budget
 
-    assert coarse_budget(1000, 0.5) is None and coarse_budget(200, 0.5) is None  # one answer: 0.1, 0.5 points
+    # one answer lost, with its standard error: 0.2 and 0.5 points
+    assert coarse_budget(1000, 0.5) is None and coarse_budget(400, 0.5) is None
     assert coarse_budget(20, 100.0) is None and coarse_budget(4, 0.0) is None and coarse_budget(0, 0.5) is None
-    assert "one answer is 25 points" in coarse_budget(4, 0.5) and "at least 200 dev samples" in coarse_budget(4, 0.5)
+    assert "one answer is 25 points and one answer lost counts 50" in coarse_budget(4, 0.5)
+    assert "at least 400 dev samples" in coarse_budget(4, 0.5)
+    # between 100 / budget and 200 / budget samples the rule still passes only speeds that lose no answer:
+    # 300 samples, one answer lost is 0.33 + 0.33 points, over a 0.5 budget (it was not warned of)
+    assert "on 300 labeled dev samples" in coarse_budget(300, 0.5) and coarse_budget(300, 0.5, z=0.0) is None
+    from kdstore.exit_speed import pick_speed
+    labels = np.zeros(300, dtype=int)
+    final = labels.copy()
+    branch = np.zeros((300, 2), dtype=int)
+    branch[0, 0] = 1  # at speed 1 (every text exits at the first layer), one answer lost
+    assert pick_speed(np.zeros((300, 2)), branch, final, labels, max_loss=0.5, speeds=[1.0])["speed"] == 0.0
     out = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--max-loss", "0.5",
              "--name", "ee-coarse", "--db", trained["db"], "--json")
     warned = [w for w in json.loads(out.stdout)["warnings"] if "--max-loss 0.5" in w]
