@@ -335,7 +335,7 @@ class FiniteFloat(click.ParamType):
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
+        return number + 0.0  # (-0 read as 0: a stage's config showed "speed": -0.0)
 
 
 FLOAT = FiniteFloat()

@@ -218,6 +218,9 @@ def test_ids_and_numbers_no_backend_can_take_are_one_line_errors(db, invoke, wri
         result = invoke(["labels", "clean", "--run", "r", option, value], ok=False)
         assert f"'{value}' is not a finite number" in result.output
     assert invoke.json(["runs"]) == []  # nothing recorded
+    from commands.common import FLOAT
+
+    assert str(FLOAT.convert("-0", None, None)) == "0.0" and FLOAT.convert("-0.5", None, None) == -0.5
 
 
 @pytest.mark.sqlite_only  # the paths are the test's own
