@@ -102,7 +102,8 @@ def show(run, top, status, db, as_json):
             click.echo(f"warning: listed the {top} highest scores only (--top 0 for all)", err=True)
         return
     print_rows(["sample", "score", "given", "suggested", "methods", "status", "text"],  # (methods wrap at ", ": cut at 80 columns)
-               [[str(i["sample_id"]), _score(i["score"]), i["given"], i["suggested"], i["methods"].replace(",", ", "), i["status"], i["text"]]
+               [[str(i["sample_id"]), _score(i["score"]), i["given"], i["suggested"], i["methods"].replace(",", ", "),
+                 i["status"] + (" (dropped)" if i["dropped"] else ""), i["text"]]
                 for i in items], title=f"label issues of run {run}")
     if more:
         click.echo(f"... more issues: the {top} highest scores shown (--top 0 shows all)")
