@@ -275,7 +275,7 @@ class Store:
                     said += " (at the end of the condition: it stops short, an operator or keyword with nothing after it)"
                 wide = re.search(f"[{FULL_WIDTH}]", re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "", where))  # (outside its strings)
                 if wide:  # an input method's ‘ or （: "no such column: ‘" and 'near "）"' named no cause
-                    said += f" ({wide.group(0)} is a full-width or curly mark, text to SQL: type the ASCII one, ' \" ( ) = ; ,)"
+                    said += f" ({wide.group(0)} is a full-width or curly mark, which SQL reads as part of a name: type the ASCII one, ' \" ( ) = ; ,)"
                 elif "bindings supplied" in said:  # (SQLite, of a ? or :x: the count it gave was of kd's own parameters)
                     said += " (a ? or :name is a placeholder, with no value to fill it: write the value itself, 'quoted')"
                 elif re.search(r'no such column: |column \S+ does not exist', said):  # (SQLite's words; PostgreSQL's)

@@ -1724,7 +1724,7 @@ def test_a_where_typed_with_full_width_punctuation_says_so(invoke, write_file, e
                         ("（split = 'train'）", "（"), ("split ＝ 'train'", "＝"), ("text LIKE '%很好%'；", "；")):
         line = error_line(invoke(["samples", "--where", where], ok=False))
         assert line.startswith(f"Error: --where {where!r} failed: "), line
-        assert line.endswith(f"({mark} is a full-width or curly mark, text to SQL: type the ASCII one, ' \" ( ) = ; ,)"), line
+        assert line.endswith(f"({mark} is a full-width or curly mark, which SQL reads as part of a name: type the ASCII one, ' \" ( ) = ; ,)"), line
     # inside a string it is text, as written: no hint where the condition fails for another reason
     assert "full-width" not in error_line(invoke(["samples", "--where", "text = '（好）' AND nope = 1"], ok=False))
     assert [r["text"] for r in invoke.json(["samples", "--where", "text <> '（好）’'"])] == ["很好", "太差"]
