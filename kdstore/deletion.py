@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .errors import KdError
-from .runs import _any_edits, _live_edits, process_state
+from .runs import _any_edits, _live_edits, process_state, stage_folder
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import MODEL_FILES, default_export_dir, exports_of
 from .store import Store
@@ -58,11 +58,11 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         }
         # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
         # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
-        folders = [_stage_folder(store, run, st) for st in chosen if st.artifact_path]
+        folders = [stage_folder(store, run, st) for st in chosen if st.artifact_path]
         # and its exports where kd export put them without --out, beside its model (an --out elsewhere is the user's)
         exports, mixed, earlier = [], [], []
         for st in gone:
-            run_folder = _stage_folder(store, run, st).parent if st.artifact_path else store.artifact_root / run
+            run_folder = stage_folder(store, run, st).parent if st.artifact_path else store.artifact_root / run
             own, other = exports_of(run_folder, run, st.name, st.artifact_sha256) if st.artifact_path else ([], [])
             exports += own
             mixed += other
@@ -92,26 +92,6 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
     for folder in {f.parent for f in folders} - {store.artifact_root / run}:  # (a server store's, from another folder)
         _remove_folders([], folder)
     return report
-
-
-def _stage_folder(store: Store, run: str, st: Stage) -> Path:
-    """The stage's ``RUN/STAGE`` folder: under this store's artifact root, or, for a server store
-    (whose root, ``kd-artifacts/NAME@HOST``, is in the working directory) used from another folder, the
-    one of its recorded path where that lies under a folder of this store's name, as ``kd predict``
-    finds the model there: the root in this working directory held none, and the model stayed behind.
-    (Not for a SQLite store: its root is beside its file, and a recorded path elsewhere is a copied
-    store's original's.)"""
-    here = store.artifact_root / run / st.name
-    if here.exists() or store.engine.dialect.name == "sqlite" or not st.artifact_path:
-        return here
-    parts = Path(st.artifact_path).parts
-    for i in range(len(parts) - 2, 1, -1):  # the last RUN/STAGE in the path, as Store._located reads it
-        if parts[i] == run and parts[i + 1] == st.name:
-            folder = Path(*parts[: i + 2])
-            if parts[i - 1] == store.artifact_root.name and parts[i - 2] == "kd-artifacts" and folder.is_dir():
-                return folder
-            break
-    return here
 
 
 def _chosen(stages: list[Stage], run: str, names: tuple[str, ...]) -> list[Stage]:

@@ -621,10 +621,31 @@ def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = Fal
             )
 
 
+def stage_folder(store: Store, run: str, st: Stage) -> Path:
+    """The stage's ``RUN/STAGE`` folder: under this store's artifact root, or, for a server store
+    (whose root, ``kd-artifacts/NAME@HOST``, is in the working directory) used from another folder, the
+    one of its recorded path where that lies under a folder of this store's name, as ``kd predict``
+    finds the model there: the root in this working directory held none, and the model stayed behind.
+    (Not for a SQLite store: its root is beside its file, and a recorded path elsewhere is a copied
+    store's original's.)"""
+    here = store.artifact_root / run / st.name
+    if here.exists() or store.engine.dialect.name == "sqlite" or not st.artifact_path:
+        return here
+    parts = Path(st.artifact_path).parts
+    for i in range(len(parts) - 2, 1, -1):  # the last RUN/STAGE in the path, as Store._located reads it
+        if parts[i] == run and parts[i + 1] == st.name:
+            folder = Path(*parts[: i + 2])
+            if parts[i - 1] == store.artifact_root.name and parts[i - 2] == "kd-artifacts" and folder.is_dir():
+                return folder
+            break
+    return here
+
+
 def _park(store: Store, s: Session, old: Stage, run: str, moved: list[tuple[Path, Path]]) -> None:
     """Rename a stage being replaced to ``NAME~parked-ID`` and move its artifact folder alongside, so
-    that the replacement starts from an empty folder and a failure can restore both."""
-    folder = store.artifact_root / run / old.name
+    that the replacement starts from an empty folder and a failure can restore both. A server store's
+    stage made from another working directory is parked in its folder there (``stage_folder``)."""
+    folder = stage_folder(store, run, old)
     parked = folder.with_name(f"{old.name}{PARKED}{old.id}")
     if folder.exists():
         if parked.exists():
@@ -680,11 +701,14 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
             back = parked[-1]
             failed.name = f"{name}{FAILED}{failed_id}"
             s.flush()
-            source = folder.with_name(back.name)
+            source = stage_folder(store, run, back)  # parked where it lay: a server store's from another folder there
+            home = source.with_name(name)
+            if source.exists() and home != folder and home.exists():
+                shutil.rmtree(home)  # the failed stage's partial artifacts, made from there (it was empty once parked)
             if source.exists():
-                source.rename(folder)
-                moved.append((source, folder))
-                back.artifact_path = _moved(back.artifact_path, source, folder)
+                source.rename(home)
+                moved.append((source, home))
+                back.artifact_path = _moved(back.artifact_path, source, home)
             back.name = name
         moved.clear()  # committed: the folder stays where the record now says
 
@@ -731,7 +755,7 @@ def _drop_replaced(store: Store, *, run: str, name: str) -> None:
     # waiting for label_issues (a deadlock, the replacement's end failing with the old stage kept)
     with store.write_session("stages", "label_edits", "label_issues") as s:
         parked, failed = _replaced(s, run, name)
-        folders = [store.artifact_root / run / p.name for p in parked]
+        folders = [stage_folder(store, run, p) for p in parked]  # (a server store's from another folder: there)
         gone = parked + [f for f in failed if not _live_edits(s, f)]  # edits that stand keep their stage
         # issues a replaced review decided (rejections: its edits were undone before it could be
         # replaced) and the replacement did not decide again are open again, not orphaned
@@ -749,6 +773,9 @@ def _drop_replaced(store: Store, *, run: str, name: str) -> None:
     for folder in folders:
         if folder.exists():
             shutil.rmtree(folder)
+        if folder.parent != store.artifact_root / run:  # that other folder's run folder, when this was all it held
+            with contextlib.suppress(OSError):
+                folder.parent.rmdir()
 
 
 def _any_edits(s: Session, stage: Stage) -> bool:

@@ -696,3 +696,45 @@ def test_a_server_store_run_deleted_from_another_folder_takes_its_model_folder(d
     assert out["run_deleted"] and [d["name"] for d in out["deleted"]] == ["teach"]
     assert not (root / "r").exists()
     assert not (elsewhere / "kd-artifacts").exists()
+
+
+def test_a_server_store_stage_overwritten_from_another_folder_replaces_its_model_folder(db, invoke, corpus, tiny_model, tmp_path, monkeypatch):
+    """A server store keeps its models under the working directory (kd-artifacts/NAME@HOST/RUN/STAGE):
+    `kd teach --overwrite` run from another folder parked and deleted nothing of the old stage's, its
+    model left behind in the first folder under no stage; a replacement that failed, there or (killed)
+    in the first folder, gives the old stage its name back with its model where it lay."""
+    if not db.startswith("postgresql"):
+        pytest.skip("a server store's models lie in the working directory")
+    from synthetic import kill_9_inside_stage
+
+    from kdstore.runs import stage_scope
+
+    trained, elsewhere = tmp_path / "trained", tmp_path / "elsewhere"
+    trained.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(trained)
+    invoke(["ingest", str(corpus["train"])])
+    teach = ["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32"]
+    invoke(teach)
+    (root,) = (trained / "kd-artifacts").iterdir()
+    assert (root / "r" / "teach" / "model").is_dir()
+    kill_9_inside_stage(db, tmp_path, run="r", inside="    (st.artifact_dir / 'part.bin').write_bytes(b'half')\n")
+    assert (root / "r" / "teach" / "part.bin").exists()
+    monkeypatch.chdir(elsewhere)
+    store = Store.open(db)  # its stage below ends the killed one first (mark_crashed), from this folder
+    try:
+        with pytest.raises(ValueError, match="boom"):
+            with stage_scope(store, run="r", kind="teach", config={}, overwrite=True):
+                assert not (root / "r" / "teach").exists()  # parked where it lies
+                raise ValueError("boom")
+        back = store.find_stage("r", "teach")
+        assert back.artifact_path == str((root / "r" / "teach" / "model").resolve())
+        assert sorted(p.name for p in (root / "r").iterdir()) == ["teach"]
+        assert not (root / "r" / "teach" / "part.bin").exists()  # the killed stage's
+    finally:
+        store.close()
+    invoke(teach + ["--overwrite"])
+    assert not (root / "r").exists()
+    assert (elsewhere / "kd-artifacts" / root.name / "r" / "teach" / "model").is_dir()
+    (run,) = invoke.json(["runs"])
+    assert [(st["name"], st["artifact_path"]) for st in run["stages"]] == [
+        ("teach", str((elsewhere / "kd-artifacts" / root.name / "r" / "teach" / "model").resolve()))]
