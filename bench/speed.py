@@ -569,6 +569,22 @@ def off_protocol_speed(args) -> str | None:
     return "; ".join(reasons) or None
 
 
+COUNTS = ("train_rows", "dev_rows", "test_rows", "batch_texts", "batch_size", "single_texts", "ee_texts", "ee_dev_texts", "repeats")
+
+
+def check_args(parser, args) -> None:
+    """Refuse a typo before any training: --students textcnnn failed in a traceback once the teacher was
+    pre-trained and fine-tuned, --repeats 0 or --single-texts 0 once every model was trained and
+    exported, and a count of 0 rows (--dev-rows 0) read every row."""
+    names = args.students.split(",")
+    if any(n not in STUDENTS for n in names) or len(set(names)) != len(names):
+        parser.error(f"--students {args.students}: choose among {','.join(STUDENTS)}, each once")
+    for name in COUNTS:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} {value}: must be at least 1")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=6, help="teacher layers (protocol in-house size: 6)")
@@ -606,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=ROOT / "bench" / "out" / "speed-early-exit.png")
     p.add_argument("--json", type=Path, help="write the raw figures here")
     args = p.parse_args(argv)
+    check_args(p, args)
     args.students = [s for s in args.students.split(",") if s]
     data = shared_dir() / "data" / "reviews"
     if not (data / "train.tsv").exists():

@@ -1222,3 +1222,27 @@ def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(t
     assert "**interrupted** (exit 1)" in (out / "BENCHMARKS.md").read_text(encoding="utf-8")
     err = capsys.readouterr().err
     assert "interrupted during B4" in err and "not run: B5" in err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--students", "textcnnn"], "--students textcnnn: choose among textcnn,bigru,bilstm,transformer, each once"),
+    (["--students", "textcnn,textcnn"], "--students textcnn,textcnn: choose among"),
+    (["--students", ""], "--students : choose among"),
+    (["--repeats", "0"], "--repeats 0: must be at least 1"),
+    (["--single-texts", "0"], "--single-texts 0: must be at least 1"),
+    (["--batch-texts", "0"], "--batch-texts 0: must be at least 1"),
+    (["--dev-rows", "0"], "--dev-rows 0: must be at least 1"),
+])
+def test_speed_refuses_a_typo_before_any_training(tmp_path, monkeypatch, capsys, argv, said):
+    """bench/speed.py --students textcnnn pre-trained and fine-tuned the teacher, then ended in a
+    RuntimeError traceback from kd distill; --repeats 0 or --single-texts 0 failed after every model
+    was trained and exported, and --dev-rows 0 (--train-rows 0, --test-rows 0) read all the rows."""
+    from bench import speed
+
+    (tmp_path / "data" / "reviews").mkdir(parents=True)  # train.tsv alone: a run that starts fails at once otherwise
+    (tmp_path / "data" / "reviews" / "train.tsv").write_text("pos\tx\n", encoding="utf-8")
+    monkeypatch.setenv("KD_SHARED", str(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        speed.main(["--work", str(tmp_path / "work"), *argv])
+    assert exc.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
