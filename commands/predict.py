@@ -7,7 +7,6 @@ The ``--artifact`` path imports ``kdstore.serving`` only: no store, no torch (fo
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 
@@ -281,17 +280,12 @@ def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
         return raw.decode("utf-8-sig")  # a byte-order mark is not text (on a later line: files joined by `cat`)
     except UnicodeDecodeError as exc:  # (its offsets are past a byte-order mark, which utf-8-sig took off)
         how = "convert it to UTF-8 first"
-        # after UTF-8 Chinese, iconv of the whole input would garble it (a few GBK bytes before the
-        # failing one may read as UTF-8 too, "太" as U+032B: Chinese is the sign of UTF-8 text)
-        if ascii_before and not _CJK.search(exc.object[: exc.start].decode("utf-8")):
+        if ascii_before:  # after UTF-8 Chinese (lines before, or this one's before the byte) iconv would garble it
             from kdstore.ingest import _convert_hint
 
-            hint = _convert_hint(exc.object, 0, name)  # (the line, read whole as GB18030)
+            hint = _convert_hint(exc.object, exc.start, name)  # (the line, read whole as GB18030)
             how = hint if hint.startswith("it reads as GBK") else how
         raise click.ClickException(f"{name}: line {n}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x}): {how}") from None
-
-
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 def _arriving(stream, name: str, chunk: int = 1 << 16):

@@ -153,9 +153,11 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist = SINGLE) -> Path | None:
+def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist = SINGLE, *,
+             corpus: list[str] | None = None) -> Path | None:
     """Build a vocabulary, pre-train an encoder within the budget (masked LM, or ELECTRA's
-    discriminator with ``objective="electra"``), save it; returns its directory.
+    discriminator with ``objective="electra"``), save it; returns its directory. ``corpus``: the texts of
+    ``cfg.corpus`` already read (``read_corpus``), else read here.
 
     Under torchrun every rank builds the same vocabulary and batches and trains on its share of each
     global batch (DDP); rank 0 decides when the time budget is spent, saves the model and records
@@ -176,7 +178,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     # of the --split splits only, when given (test's texts, say, left out of a strict evaluation)
     stored = store.samples(splits=cfg.splits or None, include_dropped=True, where="parent_id IS NULL")
     dist.agree("texts", stored)
-    corpus = read_corpus(cfg.corpus)
+    corpus = read_corpus(cfg.corpus) if corpus is None else corpus  # (kd pretrain read it before the stage)
     texts = stored.texts + corpus
     if len(texts) < 2:
         of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""

@@ -678,19 +678,28 @@ def test_two_server_databases_named_in_chinese_each_train_a_run_of_one_name(pg_s
             pg_server.drop(url)
 
 
-def test_a_server_store_run_deleted_from_another_folder_takes_its_model_folder(db, invoke, corpus, tiny_model, tmp_path, monkeypatch):
-    """A server store keeps its models under the working directory (kd-artifacts/NAME@HOST/RUN/STAGE):
-    `kd runs delete` run from another folder deleted the rows, said "deleted r/teach" and left the
-    model (a BERT's gigabytes) behind, under no stage; `kd predict` from there found it all the same."""
+def _taught_in_a_folder(db, invoke, corpus, tiny_model, tmp_path, monkeypatch):
+    """A server store's run ``r`` taught from folder ``trained`` (the working directory left there):
+    its artifact root there, the folder ``elsewhere`` and the teach command. Skipped on SQLite, whose
+    models lie beside its file."""
     if not db.startswith("postgresql"):
         pytest.skip("a server store's models lie in the working directory")
     trained, elsewhere = tmp_path / "trained", tmp_path / "elsewhere"
     trained.mkdir(), elsewhere.mkdir()
     monkeypatch.chdir(trained)
     invoke(["ingest", str(corpus["train"])])
-    invoke(["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32"])
+    teach = ["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32"]
+    invoke(teach)
     (root,) = (trained / "kd-artifacts").iterdir()
     assert (root / "r" / "teach" / "model").is_dir()
+    return root, elsewhere, teach
+
+
+def test_a_server_store_run_deleted_from_another_folder_takes_its_model_folder(db, invoke, corpus, tiny_model, tmp_path, monkeypatch):
+    """A server store keeps its models under the working directory (kd-artifacts/NAME@HOST/RUN/STAGE):
+    `kd runs delete` run from another folder deleted the rows, said "deleted r/teach" and left the
+    model (a BERT's gigabytes) behind, under no stage; `kd predict` from there found it all the same."""
+    root, elsewhere, _ = _taught_in_a_folder(db, invoke, corpus, tiny_model, tmp_path, monkeypatch)
     monkeypatch.chdir(elsewhere)
     out = invoke.json(["runs", "delete", "--run", "r", "--yes"])
     assert out["run_deleted"] and [d["name"] for d in out["deleted"]] == ["teach"]
@@ -703,20 +712,11 @@ def test_a_server_store_stage_overwritten_from_another_folder_replaces_its_model
     `kd teach --overwrite` run from another folder parked and deleted nothing of the old stage's, its
     model left behind in the first folder under no stage; a replacement that failed, there or (killed)
     in the first folder, gives the old stage its name back with its model where it lay."""
-    if not db.startswith("postgresql"):
-        pytest.skip("a server store's models lie in the working directory")
     from synthetic import kill_9_inside_stage
 
     from kdstore.runs import stage_scope
 
-    trained, elsewhere = tmp_path / "trained", tmp_path / "elsewhere"
-    trained.mkdir(), elsewhere.mkdir()
-    monkeypatch.chdir(trained)
-    invoke(["ingest", str(corpus["train"])])
-    teach = ["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32"]
-    invoke(teach)
-    (root,) = (trained / "kd-artifacts").iterdir()
-    assert (root / "r" / "teach" / "model").is_dir()
+    root, elsewhere, teach = _taught_in_a_folder(db, invoke, corpus, tiny_model, tmp_path, monkeypatch)
     kill_9_inside_stage(db, tmp_path, run="r", inside="    (st.artifact_dir / 'part.bin').write_bytes(b'half')\n")
     assert (root / "r" / "teach" / "part.bin").exists()
     monkeypatch.chdir(elsewhere)
