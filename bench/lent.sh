@@ -8,7 +8,10 @@
 #                                       # tree differs from it) the figures will name
 #   device run: command "bash bench/lent.sh B1B2", carry [".whl", ".kd-shared"], timeout_s 600
 #
-# Tables (one a call; each stops itself before the command limit):
+#   or several tables side by side on the one GPU (one sitting may be all a task is lent; each table
+#   keeps its own files and time limit; the GPU is shared, so their timings are not clean):
+#   device run: command "bash bench/lent.sh B1B2 B3"
+# Tables (each stops itself before the command limit):
 #   B1B2    bench/distill.py, one seed, the default student (TextCNN): teacher >= 88 % (issue 4), gap
 #           closed and distilled-with-pool vs teacher (issue 5). The default. Measured in the order
 #           pre-training, B1 teacher, B2 teacher, alone, distilled, +pool, augmented rows, peers.
@@ -75,6 +78,28 @@ if [ "${1:-}" = --stamp ]; then  # the device's copy of the tree has no .git: th
   exit 0
 fi
 
+install_wheels() {  # once a machine: tables side by side share it (two pip runs into one --target race)
+  ls .whl/*.whl >/dev/null 2>&1 || return 0
+  ( flock 9
+    [ -f /tmp/site/.kd-installed ] && exit 0
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      && touch /tmp/site/.kd-installed ) 9> /tmp/kd-site.lock || return 1
+  export PYTHONPATH="/tmp/site:$PWD"
+}
+if [ $# -gt 1 ]; then  # several tables side by side on the one GPU, each with its own files and time limit
+  : "${OUT:?set OUT to the folder the figures go to}"
+  mkdir -p "$OUT" && install_wheels || exit 1
+  for table in "$@"; do
+    case "$table" in B1B2|B3|teacher) ;; *) echo "side by side: choose among B1B2, B3 and teacher, not $table (B4 times, alone)" >&2; exit 2 ;; esac
+  done
+  echo "tables side by side on one GPU: $*" > "$OUT/gpu.txt"
+  pids=()
+  for table in "$@"; do bash "$0" "$table" > /dev/null 2>&1 & pids+=($!); done
+  rc=0
+  for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+  for table in "$@"; do echo "== $table"; grep -E '^\[|^exit status' "$OUT/$table.log" | tail -25; done
+  exit $rc
+fi
 table=${1:-B1B2}
 case "$table" in
   B1B2) script=(bench/distill.py --students textcnn); default_args="--pretrain-batch-size 256" ;;
@@ -85,15 +110,12 @@ case "$table" in
 esac
 : "${OUT:?set OUT to the folder the figures go to}"
 mkdir -p "$OUT" || exit 1  # (a folder not there yet: every redirect below failed and the table never ran)
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH="/tmp/site:$PWD"
-fi
+install_wheels || exit 1
 export KD_SHARED="${KD_SHARED:-$PWD/.kd-shared}" KD_NO_PROGRESS=1 PYTHONUNBUFFERED=1
 # no hub to reach (fail at once, never hang); jieba's old regexes warn on Python 3.12, keep stdout clean
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONWARNINGS="ignore::SyntaxWarning"
 [ -f "$KD_SHARED/COMMIT" ] && export KD_COMMIT="${KD_COMMIT:-$(cat "$KD_SHARED/COMMIT")}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/gpu.txt" 2>&1 || echo "no nvidia-smi" >> "$OUT/gpu.txt"
 echo "commit ${KD_COMMIT:-unknown (run bash bench/lent.sh --stamp before the device call)}" >> "$OUT/gpu.txt"
 # at once, not at the first import minutes in (cleanlab: B3's detectors, after the teachers)
 python3 -c "import importlib.util as u, sys; gone = [m for m in sys.argv[1:] if u.find_spec(m) is None]; gone and sys.exit('missing here: ' + ', '.join(gone) + ' (carry .whl, filled by bash bench/lent.sh --prepare)')" \
@@ -106,7 +128,7 @@ fi
 # the table's time: what is left of KD_LENT_SECONDS after the set-up above (pip, the import check: it
 # was added to it, and a slow start ran the table past the device's limit, killed with no table)
 left=$(( ${KD_LENT_SECONDS:-540} - SECONDS ))
-echo "the table gets ${left} s (KD_LENT_SECONDS ${KD_LENT_SECONDS:-540}, ${SECONDS} s of set-up)" >> "$OUT/gpu.txt"
+echo "$table gets ${left} s (KD_LENT_SECONDS ${KD_LENT_SECONDS:-540}, ${SECONDS} s of set-up)" >> "$OUT/gpu.txt"
 if [ "$left" -lt 1 ]; then  # (timeout 0 would mean no limit at all)
   echo "no time left for $table: ${SECONDS} s of set-up used KD_LENT_SECONDS ${KD_LENT_SECONDS:-540}" | tee -a "$OUT/$table.log" >&2
   echo "exit status 1" >> "$OUT/$table.log"
