@@ -209,6 +209,18 @@ def _sh(*cmd: str) -> str:
         return ""
 
 
+def _commit() -> dict:
+    """``{commit, kdstore_dirty}``: ``$KD_COMMIT`` where set (``bench/lent.sh --stamp``: a lent device's
+    copy of the tree may hold a stale ``.git``, whose HEAD named the commit before the stamped one),
+    else git's HEAD and whether kdstore/, migrations/, commands/ or bench/ (the figures' own
+    arithmetic) differ from it."""
+    stamped = os.environ.get("KD_COMMIT")
+    if stamped:
+        return {"commit": stamped.removesuffix("+changes"), "kdstore_dirty": stamped.endswith("+changes")}
+    return {"commit": _sh("git", "rev-parse", "--short", "HEAD") or "unknown",
+            "kdstore_dirty": bool(_sh("git", "status", "--porcelain", "--untracked-files=no", "--", "kdstore", "migrations", "commands", "bench"))}
+
+
 def machine_info() -> dict:
     """CPU model, cores, memory, GPU (when torch sees one), library versions and the git commit."""
     import sqlite3
@@ -245,8 +257,7 @@ def machine_info() -> dict:
         "sqlalchemy": sqlalchemy.__version__,
         "sqlite": sqlite3.sqlite_version,
         "numpy": numpy.__version__,
-        "commit": _sh("git", "rev-parse", "--short", "HEAD") or os.environ.get("KD_COMMIT") or "unknown",
-        "kdstore_dirty": bool(_sh("git", "status", "--porcelain", "--untracked-files=no", "--", "kdstore", "migrations", "commands", "bench")),  # bench/: the figures' own arithmetic
+        **_commit(),
     }
     try:
         import torch

@@ -7,6 +7,7 @@ Hugging Face directory (config, weights, tokenizer) that ``kd teach --model pret
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .batching import bucketed_batches, encode_flagged, pad
+from .context_free import collapsed, frequency_loss, learned_nothing
 from .distributed import SINGLE, Dist
 from .electra import ReplacedTokenDetection
 from .errors import KdError
@@ -195,6 +197,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     tokenizer = make_tokenizer(tokens)
     ids, groups, cut = _encode_with_groups(tokenizer, texts, cfg)
     lengths = [len(x) for x in ids]
+    special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
+    baseline = _frequency_loss(ids, special_ids)  # what a model that learned no context scores
 
     model_cfg = BertConfig(
         vocab_size=len(tokens),
@@ -222,11 +226,10 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     net = dist.wrap(objective)
     optimizer = torch.optim.AdamW(_decay_groups(objective, cfg.weight_decay), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + dist.rank)  # each rank masks its own share
-    special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
 
     scaler = grad_scaler(device)
     budget_s = cfg.minutes * 60.0
-    start, step, recent, recent_rtd = time.monotonic(), 0, [], []
+    start, step, recent, recent_rtd, windows = time.monotonic(), 0, [], [], []
     skipped = 0  # fp16 steps the scaler skipped in a row
     net.train()
     with progress(extra="loss {task.fields[loss]}") as bar:
@@ -278,8 +281,14 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                                   f"(the loss is {loss.item()}); lower --lr")
                 recent.append(mlm.item() * shares[0])  # this rank's part of the batch's mean (see _loss_figures)
                 if stepped and step % 50 == 0:
-                    add_metrics(stage.id, "train", _loss_figures(recent, recent_rtd, dist), step=step)
+                    figures = _loss_figures(recent, recent_rtd, dist)  # (every rank alike: each stops at the same step)
+                    add_metrics(stage.id, "train", figures, step=step)
                     check_finite(objective, when=f"by step {step}")
+                    windows.append(figures["mlm_loss"])
+                    if collapsed(windows, baseline):  # no more steps bring it back: stop now, not at the end of --minutes
+                        raise KdError(f"training diverged by step {step}: the masked-LM loss fell to {min(windows):.2f} and is back at "
+                                      f"{windows[-1]:.2f}, no better than predicting each character by its frequency "
+                                      f"({baseline:.2f}); a teacher fine-tuned from it would answer one class: lower --lr (now {cfg.lr:g})")
                 bar.update(task, advance=int(stepped), loss=f"{loss.item():.3f}",
                            left_s=max(budget_s - elapsed, 0.0) if budget_s else None)  # --minutes: the ETA is the budget left
 
@@ -287,6 +296,11 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         raise KdError(f"--minutes {cfg.minutes:g} ran out before the first training step: give it more time or --steps")
     check_finite(objective, when=f"by step {step}")
     losses = _loss_figures(recent, recent_rtd, dist)  # a collective: every rank, before rank 0 goes on alone
+    if learned_nothing(losses["mlm_loss"], baseline, steps=step):
+        raise KdError(f"after {step} steps the masked-LM loss is {losses['mlm_loss']:.2f}, no better than predicting each "
+                      f"character by its frequency ({baseline:.2f}): the model learned no context, and a teacher fine-tuned "
+                      f"from it would answer one class; check --lr (now {cfg.lr:g}): too high a rate collapses a model to this, "
+                      "too low leaves it where it started")
     if not dist.is_main:
         return None
     out = stage.artifact_dir / MODEL_SUBDIR
@@ -300,6 +314,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         "train",
         {
             **losses,
+            "frequency_loss": baseline,  # the loss of knowing no context (kd pretrain warns when mlm_loss is no better)
             "steps": step,
             "seconds": time.monotonic() - start - (groups.seconds if groups is not None else 0.0),
             "texts": len(texts),
@@ -310,6 +325,13 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         },
     )
     return out
+
+
+def _frequency_loss(ids: list[list[int]], special_ids: torch.Tensor) -> float:
+    """``context_free.frequency_loss`` of the tokens masking may choose (every id but the specials)."""
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64)
+    counts = np.bincount(flat[~np.isin(flat, special_ids.numpy())])
+    return frequency_loss(counts.tolist()) if counts.sum() else float("nan")
 
 
 def _decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:

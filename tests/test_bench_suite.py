@@ -799,6 +799,20 @@ def test_b5_timings_over_fewer_than_5_repeats_are_not_judged():
     assert [t["verdict"] for t in suite.targets_b5_store(data, None)] == ["met", "met"]
 
 
+def test_the_stamped_commit_wins_over_a_stale_git_on_a_lent_device(monkeypatch):
+    """bench/lent.sh --stamp puts the commit in $KD_COMMIT; the device's copy of the tree held a .git
+    whose HEAD was the commit before it, and the lent sitting's JSON named that one (and "dirty")."""
+    from bench import common
+
+    monkeypatch.setattr(common, "_sh", lambda *cmd: "05dff6e" if cmd[:2] == ("git", "rev-parse") else " M kdstore/x.py")
+    monkeypatch.setenv("KD_COMMIT", "26a42dc")
+    assert {k: common.machine_info()[k] for k in ("commit", "kdstore_dirty")} == {"commit": "26a42dc", "kdstore_dirty": False}
+    monkeypatch.setenv("KD_COMMIT", "26a42dc+changes")
+    assert {k: common.machine_info()[k] for k in ("commit", "kdstore_dirty")} == {"commit": "26a42dc", "kdstore_dirty": True}
+    monkeypatch.delenv("KD_COMMIT")
+    assert common.machine_info()["commit"] == "05dff6e"
+
+
 def test_a_table_names_uncommitted_changes_to_the_tree_it_ran_from(monkeypatch):
     """The per-table commit lines of bench/distill.py, teacher.py and labels.py named a bare commit from
     a dirty tree; and a change to bench/ itself (the figures' own arithmetic) did not count as one."""
@@ -806,6 +820,7 @@ def test_a_table_names_uncommitted_changes_to_the_tree_it_ran_from(monkeypatch):
     from bench.distill import markdown_from_json
 
     seen = []
+    monkeypatch.delenv("KD_COMMIT", raising=False)
     monkeypatch.setattr(common, "_sh", lambda *cmd: seen.append(cmd) or "")
     common.machine_info()
     assert any(cmd[:2] == ("git", "status") and "bench" in cmd for cmd in seen)
@@ -1171,12 +1186,23 @@ def test_lent_table_time_counts_the_set_up_against_kd_lent_seconds(tmp_path):
     run = subprocess.run(["bash", "bench/lent.sh", "teacher"], cwd=repo, capture_output=True, text=True,
                          env={**env, "OUT": str(out), "KD_LENT_SECONDS": "3"})
     assert run.returncode == 124, run.stderr
-    assert re.search(r"the table gets [12] s \(KD_LENT_SECONDS 3, [12] s of set-up\)", (out / "gpu.txt").read_text())
+    assert re.search(r"teacher gets [12] s \(KD_LENT_SECONDS 3, [12] s of set-up\)", (out / "gpu.txt").read_text())
     out2 = tmp_path / "out2"
     run = subprocess.run(["bash", "bench/lent.sh", "teacher"], cwd=repo, capture_output=True, text=True,
                          env={**env, "OUT": str(out2), "KD_LENT_SECONDS": "1"})
     assert run.returncode == 1 and "no time left for teacher" in run.stderr
     assert (out2 / "teacher.log").read_text().endswith("exit status 1\n")
+    # a task may be lent one sitting: two tables side by side, each with its own files and time limit
+    out3 = tmp_path / "out3"
+    run = subprocess.run(["bash", "bench/lent.sh", "teacher", "B3"], cwd=repo, capture_output=True, text=True,
+                         env={**env, "OUT": str(out3), "KD_LENT_SECONDS": "3"})
+    assert run.returncode == 124 and "== teacher" in run.stdout and "== B3" in run.stdout, run.stderr
+    said = (out3 / "gpu.txt").read_text()
+    assert said.startswith("tables side by side on one GPU: teacher B3\n") and "teacher gets" in said and "B3 gets" in said
+    for table in ("teacher", "B3"):
+        assert "exit status 124 (stopped at the time limit" in (out3 / f"{table}.log").read_text()
+    run = subprocess.run(["bash", "bench/lent.sh", "B1B2", "B4"], cwd=repo, capture_output=True, text=True, env={**env, "OUT": str(out3)})
+    assert run.returncode == 2 and "not B4 (B4 times, alone)" in run.stderr
 
 
 def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(tmp_path, monkeypatch, capsys):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kdstore.batching import bucketed_batches, pad, sorted_batches
+from kdstore.context_free import collapsed, frequency_loss, learned_nothing
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
 from kdstore.metrics import classification_metrics, confusion_matrix, hardly_beats_majority, versus_majority
@@ -1087,3 +1088,31 @@ def test_scaled_step_says_whether_the_scaler_took_the_step():
     plain = torch.amp.GradScaler("cpu", enabled=False)  # bf16 or fp32: every step is taken
     opt.zero_grad()
     assert scaled_step(plain, w.sum(), opt, [w], max_norm=10.0) is True
+
+
+def test_frequency_loss_is_the_entropy_of_the_counts():
+    assert frequency_loss([1, 1]) == pytest.approx(math.log(2))
+    assert frequency_loss([2, 1, 1, 0]) == pytest.approx(1.5 * math.log(2))  # a zero count is no token
+    assert frequency_loss([7]) == 0.0
+    for bad, message in (([], "at least one token"), ([0, 0], "at least one token"), ([3, -1], "negative")):
+        with pytest.raises(ValueError, match=message):
+            frequency_loss(bad)
+
+
+def test_collapsed_means_context_learned_and_lost():
+    """The H200 run that ended at 6.65 nats against 6.56 for frequencies alone: caught once its loss
+    is back at the bar after having been 0.5 below it; a run on its way down, or one never below, is not."""
+    assert collapsed([7.1, 5.9, 5.4, 6.6], 6.56)
+    assert collapsed([7.1, 6.06, 6.56], 6.56)  # back exactly at the bar, from exactly the margin below
+    assert not collapsed([7.1, 5.9, 5.4, 6.5], 6.56)  # worse, still below the bar
+    assert not collapsed([7.1, 6.2, 6.7], 6.56)  # never the margin below: young or never learning (learned_nothing's)
+    assert not collapsed([5.0], 6.56)
+    with pytest.raises(ValueError, match="non-empty"):
+        collapsed([], 6.56)
+
+
+def test_learned_nothing_needs_enough_steps():
+    assert learned_nothing(3.22, 3.0, steps=1000)
+    assert learned_nothing(3.0, 3.0, steps=5000)
+    assert not learned_nothing(3.22, 3.0, steps=999)  # a young run: kd pretrain warns instead
+    assert not learned_nothing(2.9, 3.0, steps=5000)

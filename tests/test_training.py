@@ -7,6 +7,7 @@ few steps; the model is built and saved by the test, then loaded by kd with ``fr
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sqlite3
 from contextlib import contextmanager
@@ -90,7 +91,7 @@ def _taught(_ingested, tiny_model, tmp_path_factory) -> tuple[Path, dict]:
     with _module_env(folder):
         out = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "10", "--patience", "10", "--lr", "2e-3",
                  "--batch-size", "8", "--max-len", "32", "--db", str(db), "--json")
-    return db, json.loads(out.output)
+    return db, json.loads(out.stdout)
 
 
 @pytest.fixture
@@ -336,7 +337,7 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
     assert "splits=train,dev" in kd("report", "--run", "sd", "--db", db).stdout  # the text report shows them
     out = kd("teach", "--run", "w", "--model", str(tiny_model), "--where", "id % 2 = 0", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
     even = [i for i in store.samples(splits=["train"], labeled=True).ids if i % 2 == 0]
-    assert json.loads(out.output)["metrics"]["all"]["train_samples"] == len(even)
+    assert json.loads(out.stdout)["metrics"]["all"]["train_samples"] == len(even)
     # an OR stays inside the filter: it cannot reach test or unlabeled rows (nor past a trailing comment)
     train = store.samples(splits=["train"], labeled=True)
     assert store.samples(splits=["train"], labeled=True, where="1 = 1 OR 1 = 1 -- all").ids.tolist() == train.ids.tolist()
@@ -405,7 +406,7 @@ def test_teach_layer_decay_scales_each_layers_learning_rate(sample_store, tiny_m
     assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == pytest.approx(1e-3 * 0.5 ** (layers + 1))
     db = str(sample_store)
     out = kd("teach", "--run", "ld", "--model", str(tiny_model), "--layer-decay", "0.8", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
-    assert json.loads(out.output)["config"]["layer_decay"] == 0.8
+    assert json.loads(out.stdout)["config"]["layer_decay"] == 0.8
     bad = kd("teach", "--run", "ld2", "--model", str(tiny_model), "--layer-decay", "1.5", "--db", db, ok=False)
     assert "--layer-decay must be in (0, 1], got 1.5" in bad.output
 
@@ -728,7 +729,7 @@ def test_pretrain_with_steps_reruns_to_the_same_weights_and_records_its_corpus(s
     Path("news.txt").write_text("龘靐齉爩\n鱻麤龘靐\n", encoding="utf-8")
     args = ("pretrain", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3", "--batch-size", "16",
             "--min-count", "1", "--corpus", "news.txt", "--device", "cpu", "--db", str(sample_store), "--json")
-    outs = [json.loads(kd(*args, "--run", run, *seed).output) for run, seed in (("a", ()), ("b", ()), ("c", ("--seed", "7")))]
+    outs = [json.loads(kd(*args, "--run", run, *seed).stdout) for run, seed in (("a", ()), ("b", ()), ("c", ("--seed", "7")))]
     weights = [load_file(str(Path(o["artifact_path"], "model.safetensors"))) for o in outs]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
@@ -762,7 +763,7 @@ def test_pretrain_steps_1_trains_at_the_lr_given(sample_store):
 
     outs = [json.loads(kd("pretrain", "--run", f"lr{i}", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1",
                           "--batch-size", "16", "--min-count", "1", "--lr", lr, "--device", "cpu", "--db", str(sample_store),
-                          "--json").output) for i, lr in enumerate(("5e-4", "1e-2"))]
+                          "--json").stdout) for i, lr in enumerate(("5e-4", "1e-2"))]
     a, b = (load_file(str(Path(o["artifact_path"], "model.safetensors"))) for o in outs)
     assert not torch.equal(a["bert.embeddings.word_embeddings.weight"], b["bert.embeddings.word_embeddings.weight"])
 
@@ -808,7 +809,7 @@ def test_pretrain_reads_extra_corpora_and_refuses_unreadable_ones(sample_store, 
     corpus = tmp_path / "news.txt"
     corpus.write_text("龘靐齉爩\n\n  \n鱻麤龘靐\n", encoding="utf-8-sig")  # characters no stored text has; blank lines skipped
     out = json.loads(kd("pretrain", "--run", "c", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--batch-size", "16",
-                        "--min-count", "1", "--corpus", str(corpus), "--db", db, "--json").output)
+                        "--min-count", "1", "--corpus", str(corpus), "--db", db, "--json").stdout)
     assert out["metrics"]["train"]["texts"] == 130 + 2 and out["config"]["corpus"] == [str(corpus)]
     vocab = AutoTokenizer.from_pretrained(out["artifact_path"]).get_vocab()
     assert all(c in vocab for c in "龘靐齉爩鱻麤") and "\ufeff" not in vocab  # (a byte-order mark is no text)
@@ -863,7 +864,7 @@ def test_corpus_lines_of_zero_width_characters_only_are_no_texts(tmp_path):
     write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
     kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
     out = json.loads(kd("pretrain", "--run", "z", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "16",
-                        "--corpus", str(news), "--db", db, "--json").output)
+                        "--corpus", str(news), "--db", db, "--json").stdout)
     assert out["metrics"]["train"]["texts"] == 2 + 2
 
 
@@ -904,10 +905,10 @@ def test_pretrain_split_leaves_the_test_texts_out(tmp_path):
     kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
     kd("ingest", str(tmp_path / "test.tsv"), "--split", "test", "--db", db)
     args = ("pretrain", "--layers", "1", "--hidden", "32", "--steps", "1", "--min-count", "1", "--max-len", "16", "--db", db, "--json")
-    every = json.loads(kd(*args, "--run", "a").output)
+    every = json.loads(kd(*args, "--run", "a").stdout)
     assert every["metrics"]["train"]["texts"] == 3 and every["config"]["splits"] == ["train", "dev", "test", "unlabeled"]
     assert "龘" in AutoTokenizer.from_pretrained(every["artifact_path"]).get_vocab()  # (the default, as documented)
-    held = json.loads(kd(*args, "--run", "b", "--split", "unlabeled", "--split", "train").output)
+    held = json.loads(kd(*args, "--run", "b", "--split", "unlabeled", "--split", "train").stdout)
     assert held["metrics"]["train"]["texts"] == 2 and held["config"]["splits"] == ["train", "unlabeled"]
     assert "龘" not in AutoTokenizer.from_pretrained(held["artifact_path"]).get_vocab()
     line = kd(*args[:-1], "--run", "c", "--split", "dev", ok=False).output
@@ -930,6 +931,32 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     assert "texts cut to --max-len 8 tokens: 50%" in out.stdout
 
 
+def test_a_pretrain_no_better_than_character_frequencies_fails_or_warns(tmp_path):
+    """A lent H200's pre-training collapsed (loss 6.65 against 6.56 for predicting characters by their
+    frequency) and was saved as a success: its teacher answered one class (52.6 %). A run of 1,000
+    steps that learned nothing is now a failed stage saying so; a young one is warned of."""
+    import random
+
+    rng = random.Random(0)
+    chars = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉"
+    (tmp_path / "t.txt").write_text("".join("".join(rng.choice(chars) for _ in range(24)) + "\n" for _ in range(500)), encoding="utf-8")
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(tmp_path / "t.txt"), "--split", "unlabeled", "--db", db)
+    tiny = ("--layers", "1", "--hidden", "32", "--heads", "2", "--batch-size", "8", "--min-count", "1", "--no-wwm", "--db", db)
+    young = json.loads(kd("pretrain", "--run", "young", "--steps", "3", *tiny, "--json").stdout)
+    train = young["metrics"]["train"]
+    assert train["frequency_loss"] == pytest.approx(math.log(20), abs=0.01) and train["mlm_loss"] > train["frequency_loss"]
+    assert young["warnings"] == [f"after 3 steps the masked-LM loss {train['mlm_loss']:.2f} is no better than predicting each "
+                                 f"character by its frequency ({train['frequency_loss']:.2f}): the model has learned no context yet, "
+                                 "and a teacher fine-tuned from it may answer one class; give it more --minutes or --steps"]
+    out = kd("pretrain", "--run", "stuck", "--steps", "1000", "--lr", "1e-7", *tiny, ok=False)
+    assert out.output.count("\n") == 1 and "after 1000 steps the masked-LM loss is 3." in out.output
+    assert "no better than predicting each character by its frequency (2.99): the model learned no context" in out.output
+    assert "check --lr (now 1e-07): too high a rate collapses a model to this, too low leaves it where it started" in out.output
+    stage = _stage(Path(db), "stuck", "pretrain")
+    assert stage.status == "failed" and "learned no context" in stage.error and not stage.artifact_path
+
+
 def test_a_corpus_named_twice_is_read_once(tmp_path, monkeypatch):
     """--corpus news.txt --corpus ./news.txt read the file twice: its texts counted and learned twice over."""
     monkeypatch.chdir(tmp_path)
@@ -938,7 +965,7 @@ def test_a_corpus_named_twice_is_read_once(tmp_path, monkeypatch):
     kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
     (tmp_path / "news.txt").write_text("很好很差\n很差很好\n", encoding="utf-8")
     out = json.loads(kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "16",
-                        "--corpus", "news.txt", "--corpus", str(tmp_path / "news.txt"), "--corpus", "./news.txt", "--db", db, "--json").output)
+                        "--corpus", "news.txt", "--corpus", str(tmp_path / "news.txt"), "--corpus", "./news.txt", "--db", db, "--json").stdout)
     assert out["metrics"]["train"]["texts"] == 2 + 2 and out["config"]["corpus"] == [str((tmp_path / "news.txt").resolve())]
 
 
@@ -995,7 +1022,7 @@ def test_pretrain_electra_saves_the_discriminator_teach_starts_from(sample_store
     db = str(sample_store)
     out = kd("pretrain", "--run", "e", "--objective", "electra", "--layers", "2", "--hidden", "32", "--heads", "2",
              "--steps", "3", "--batch-size", "16", "--min-count", "1", "--db", db, "--json")
-    report = json.loads(out.output)
+    report = json.loads(out.stdout)
     # the generator's depth as built (a third of --layers, at least 1), not the 0 (auto) asked
     assert report["config"]["objective"] == "electra" and report["config"]["generator_layers"] == 1
     train = report["metrics"]["train"]
@@ -1076,7 +1103,7 @@ def test_unlabeled_asked_of_a_store_without_a_pool_is_warned_of(taught_without_p
 def test_distill_without_pool_and_with_mse(taught_store):
     out = kd("distill", "--run", "r", "--no-unlabeled", "--soft-loss", "mse", "--epochs", "1",
              "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", str(taught_store), "--json")
-    assert json.loads(out.output)["metrics"]["all"]["pool_samples"] == 0
+    assert json.loads(out.stdout)["metrics"]["all"]["pool_samples"] == 0
 
 
 def test_distill_bad_input(taught_store, sample_store):
@@ -1772,7 +1799,7 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
     assert "distill-textcnn" not in [s.name for s in Store.open(db).stages_of("r")]  # refused before a stage (it failed inside one)
     out = kd("distill", "--run", "r", "--init-embeddings", "teacher", "--alpha", "0.9",  # --embed-dim: the teacher's width
              "--alpha-end", "0.1", "--temperature", "4", "--temperature-end", "1", "--overwrite", *common, "--json")
-    report = json.loads(out.output)
+    report = json.loads(out.stdout)
     assert report["status"] == "succeeded"
     assert report["config"]["alpha_end"] == 0.1 and report["config"]["init_embeddings"] == "teacher"
     assert report["config"]["embed_dim"] == 32
@@ -1780,18 +1807,18 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
     for schedule in ("flsw", "cwsm"):
         out = kd("distill", "--run", "r", "--temperature", "3", "--temperature-schedule", schedule, "--temperature-beta", "0.5",
                  "--name", f"t-{schedule}", *common, "--json")
-        assert json.loads(out.output)["config"]["temperature_schedule"] == schedule
+        assert json.loads(out.stdout)["config"]["temperature_schedule"] == schedule
     untied = kd("distill", "--run", "r", "--alpha", "1", "--hard-weight", "1", "--hard-weight-end", "0", "--name", "untied",
                 *common, "--json")
-    assert json.loads(untied.output)["config"]["hard_weight"] == 1 and json.loads(untied.output)["config"]["hard_weight_end"] == 0
+    assert json.loads(untied.stdout)["config"]["hard_weight"] == 1 and json.loads(untied.stdout)["config"]["hard_weight_end"] == 0
     # the weights reach the loss: no soft weight, no hard weight, no pool -> nothing to learn from, a loss of 0
     silent = json.loads(kd("distill", "--run", "r", "--alpha", "0", "--hard-weight", "0", "--no-unlabeled", "--name", "silent",
-                           *common, "--json").output)
+                           *common, "--json").stdout)
     assert [h["value"] for h in silent["history"] if h["split"] == "train" and h["name"] == "loss"] == [0.0]
     lone_end = kd("distill", "--run", "r", "--hard-weight-end", "0", "--name", "lone", *common, ok=False)
     assert "--hard-weight-end schedules --hard-weight" in lone_end.output
     shifted = kd("distill", "--run", "r", "--probability-shift", "--name", "shifted", *common, "--json")
-    assert json.loads(shifted.output)["config"]["probability_shift"] is True
+    assert json.loads(shifted.stdout)["config"]["probability_shift"] is True
     mse = kd("distill", "--run", "r", "--soft-loss", "mse", "--temperature-schedule", "flsw", "--name", "t-mse", *common, ok=False)
     assert "needs a softened loss" in mse.output
     idle = kd("distill", "--run", "r", "--temperature-beta", "2", "--name", "t-idle", *common, ok=False)
@@ -1883,7 +1910,7 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     common = ["--run", "r", "--augment", "mask,pos,ngram", "--augment-n", "2", "--no-unlabeled", "--epochs", "1",
               "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db, "--json"]
     samples_before = _count(taught_store, Sample)
-    first = json.loads(kd("distill", *common).output)["metrics"]["all"]
+    first = json.loads(kd("distill", *common).stdout)["metrics"]["all"]
     assert first["augmented_added"] > 0 and first["augmented_samples"] == first["augmented_added"]
     assert first["pool_samples"] == 0
     store = Store.open(db)
@@ -1900,7 +1927,7 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     teacher = _stage(taught_store, "r", "teach")
     ids, _ = store.read_logits(teacher.id)
     assert {a.id for a in augmented} <= set(ids.tolist())  # scored by the teacher
-    again = json.loads(kd("distill", *common, "--name", "again").output)["metrics"]["all"]
+    again = json.loads(kd("distill", *common, "--name", "again").stdout)["metrics"]["all"]
     assert again["augmented_added"] == 0 and again["augmented_samples"] == first["augmented_samples"]
     # a train sample ingested later is augmented (and scored) by the next run of the same recipe
     write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条评论，质量不错，物流也很快")])
@@ -1910,7 +1937,7 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     assert "1 train samples have no teacher logits" in unseen.output
     assert _count(taught_store, Sample) == first["augmented_samples"] + samples_before + 1  # refused before --augment wrote
     kd("teach", "--run", "r", "--logits-only", "--db", db)
-    later = json.loads(kd("distill", *common, "--name", "later", "--overwrite").output)["metrics"]["all"]
+    later = json.loads(kd("distill", *common, "--name", "later", "--overwrite").stdout)["metrics"]["all"]
     assert later["augmented_added"] > 0
     assert later["augmented_samples"] == first["augmented_samples"] + later["augmented_added"]
     with store.session() as s:
@@ -1921,7 +1948,7 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     assert "unknown augmentation method" in bad.output
     # the cost of a forward pass is over the texts latency is timed on, not the (shorter) augmented ones
     plain = json.loads(kd("distill", *[a for a in common if a not in ("--augment", "mask,pos,ngram", "--augment-n", "2")],
-                          "--name", "plain").output)["metrics"]["all"]
+                          "--name", "plain").stdout)["metrics"]["all"]
     assert (plain["flops_per_sample"], plain["mean_tokens"]) == (first["flops_per_sample"], first["mean_tokens"])
     # a recipe that can make nothing (every word masked: no text but unknown tokens) says so, not a silent 0
     none = kd("distill", *["mask" if a == "mask,pos,ngram" else a for a in common if a != "--json"], "--p-mask", "1", "--name", "nothing")
@@ -2111,7 +2138,7 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--hidden-mse", "1",
              "--attention-kl", "1", "--value-relation", "1", "--qk-relation", "1", "--epochs", "2", "--batch-size", "16",
              "--max-len", "32", "--db", db, "--json")
-    report = json.loads(out.output)
+    report = json.loads(out.stdout)
     assert report["status"] == "succeeded" and report["config"]["lr"] == 1e-4
     assert report["metrics"]["all"]["teacher_layer[0]"] == 1  # 1 student layer <- the teacher's last of 2
     narrow = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
@@ -2131,7 +2158,7 @@ def test_transformer_student_with_intermediate_losses(taught_store):
     relations = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16",
                    "--qk-relation", "1", "--value-relation", "1", "--relation-heads", "2", "--epochs", "1",
                    "--max-len", "32", "--name", "relations", "--db", db, "--json")
-    assert json.loads(relations.output)["status"] == "succeeded"  # 2 relation heads over widths 16 and 32
+    assert json.loads(relations.stdout)["status"] == "succeeded"  # 2 relation heads over widths 16 and 32
     odd = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--qk-relation", "1",
              "--relation-heads", "3", "--epochs", "1", "--max-len", "32", "--name", "odd", "--db", db, ok=False)
     assert "--relation-heads 3 does not divide" in odd.output
@@ -2209,11 +2236,11 @@ def test_a_roberta_teacher_and_its_transformer_student(sample_store, corpus, tmp
     too_long = kd("teach", "--run", "rb", "--model", str(model), "--max-len", "65", "--db", db, ok=False)
     assert "can read (64 positions)" in too_long.output  # 66 position embeddings, numbered after the pad id
     taught = json.loads(kd("teach", "--run", "rb", "--model", str(model), "--epochs", "10", "--patience", "10", "--lr", "2e-3", "--batch-size", "8",
-                           "--max-len", "32", "--db", db, "--json").output)
+                           "--max-len", "32", "--db", db, "--json").stdout)
     assert taught["status"] == "succeeded" and taught["metrics"]["test"]["accuracy"] >= 0.8
     out = json.loads(kd("distill", "--run", "rb", "--student", "transformer", "--layers", "1", "--hidden-mse", "1", "--attention-kl", "1",
                         "--value-relation", "1", "--qk-relation", "1", "--epochs", "1", "--batch-size", "16", "--max-len", "32",
-                        "--db", db, "--json").output)
+                        "--db", db, "--json").stdout)
     assert out["status"] == "succeeded" and out["metrics"]["all"]["teacher_layer[0]"] == 1
     stage = _stage(sample_store, "rb", "distill-transformer")
     meta = json.loads(Path(stage.artifact_path, "student.json").read_text(encoding="utf-8"))
@@ -2223,7 +2250,7 @@ def test_a_roberta_teacher_and_its_transformer_student(sample_store, corpus, tmp
     exported = Path(kd("export", "--run", "rb", "--model", "distill-transformer", "--format", "onnx", "--db", db).stdout.strip())
     manifest = json.loads((exported / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["verification"]["max_abs_logit_diff"] < 1e-4  # kd export checks ONNX against PyTorch
-    fast = json.loads(kd("distill", "--run", "rb", "--student", "early-exit", "--epochs", "1", "--db", db, "--json").output)
+    fast = json.loads(kd("distill", "--run", "rb", "--student", "early-exit", "--epochs", "1", "--db", db, "--json").stdout)
     assert fast["status"] == "succeeded" and "speedup@0.5" in fast["metrics"]["test"]
     full = json.loads(kd("predict", "--run", "rb", "--model", "distill-early-exit", "--speed", "0", "--json", "--db", db, input="这个很好\n").stdout)
     taught_answer = json.loads(kd("predict", "--run", "rb", "--model", "teacher", "--json", "--db", db, input="这个很好\n").stdout)
