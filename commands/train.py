@@ -359,10 +359,14 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             n = score_missing(store, run, device=device, dist=dist, **scoring)
             if not dist.is_main:
                 return
-            if late:  # its figures stand as measured when it ran, on the labels of that time
+            if set(late) - {"train"}:  # its figures stand as measured when it ran, on the labels of that time
                 shown = ", ".join(f"{k} {split}" for split, k in late.items())
                 _warn(f"the teacher's stored figures leave out the labeled samples it scored now ({shown}): "
-                      f"`kd predict --run {run} --model teacher --store --split {_first_split(late)}` measures it on today's samples")
+                      f"`kd predict --run {run} --model teacher --store --split {_first_split(set(late) - {'train'})}` measures it on today's samples")
+            elif late:  # (measured on train, it would be judged on the texts it learned from)
+                n = late["train"]
+                _warn(f"{n} train sample{'s' * (n != 1)} came after the teacher was trained: it scored {'them' if n != 1 else 'it'} now but "
+                      f"never learned from {'them' if n != 1 else 'it'}; retrain it to (`kd teach --run {run} --overwrite` with the options `kd report --run {run}` lists)")
             if as_json:  # (run, stage and warnings as every teach --json carries them)
                 print_json({"run": run, "stage": store.find_stage(run, "teach").name, "scored": n, "warnings": _warned()})
             else:

@@ -176,6 +176,12 @@ def test_logits_only_scores_samples_ingested_later(taught_store, tmp_path):
     kd("ingest", str(tmp_path / "test2.tsv"), "--split", "test", "--db", db)
     out = kd("teach", "--run", "r", "--logits-only", "--db", db)
     assert "(1 test)" in out.stderr and "--store --split test` measures it" in out.stderr  # (it named dev, which had none)
+    # late train samples alone: measuring the teacher on train (the texts it learned from) was suggested
+    write_tsv(tmp_path / "train2.tsv", [("neg", "后来的训练样本太差")])
+    kd("ingest", str(tmp_path / "train2.tsv"), "--db", db)
+    out = kd("teach", "--run", "r", "--logits-only", "--db", db)
+    assert "--split train" not in out.stderr and "warning: 1 train sample came after the teacher was trained: it scored it now " \
+        "but never learned from it; retrain it to (`kd teach --run r --overwrite` with the options `kd report --run r` lists)" in out.stderr
     store = Store.open(db)
     assert [m.value for m in store.metrics(stage.id) if m.split == "dev" and m.name == "n"] == [20]
     report = json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)  # its matrix counts what its figures did
