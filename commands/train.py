@@ -366,7 +366,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             elif late:  # (measured on train, it would be judged on the texts it learned from)
                 n = late["train"]
                 _warn(f"{n} train sample{'s' * (n != 1)} came after the teacher was trained: it scored {'them' if n != 1 else 'it'} now but "
-                      f"never learned from {'them' if n != 1 else 'it'}; retrain it to (`kd teach --run {run} --overwrite` with the options `kd report --run {run}` lists)")
+                      f"never learned from {'them' if n != 1 else 'it'}; `kd teach --run {run} --overwrite` (with the options `kd report --run {run}` lists) retrains it on them")
             if as_json:  # (run, stage and warnings as every teach --json carries them)
                 print_json({"run": run, "stage": store.find_stage(run, "teach").name, "scored": n, "warnings": _warned()})
             else:
