@@ -122,7 +122,10 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         warn(f"--alpha 0 with --hard-weight weighs the teacher's loss 0 for every sample: the {texts} texts taught the "
              "student nothing (--alpha-end grows alpha; without --hard-weight they learn from the teacher at full weight)")
     if as_json:  # (run and warnings as the labels commands carry them)
-        print_json({"run": run, "stage": stage["name"], **stage, "warnings": warnings})  # its dev figures say as much as the majority warning would
+        weak = _majority_note(run, stage)  # a script (bench/ is one) reads warnings, not figures against a share it must count
+        if weak:
+            warn(weak)
+        print_json({"run": run, "stage": stage["name"], **stage, "warnings": warnings})
         return
     click.echo(f"run {run}: stage {stage_name} {stage['status']} in {stage['duration_s']:.1f} s")
     if stage["artifact_path"]:
@@ -147,7 +150,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
                    f"{int(served.get('num_layers') or 0)} (kd report --run {run}: every speed's figures)")
     if cut:
         click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
-    _warn_if_majority(run, stage)
+    weak = _majority_note(run, stage)  # (after the figures it speaks of)
+    if weak:
+        click.echo(f"warning: {weak}", err=True)
 
 
 CUT_WARN_SHARE = 0.5  # a teacher that never sees the end of most train texts: a warning, not just a figure
@@ -195,13 +200,13 @@ def _unlearned(stage: dict, store=None) -> list[str]:
     return []
 
 
-def _warn_if_majority(run: str, stage: dict) -> None:
-    """A model no better on dev than always answering its most frequent class: say so, and what to try."""
+def _majority_note(run: str, stage: dict) -> str | None:
+    """A model no better on dev than always answering its most frequent class: what to say, and what to try."""
     m = stage["metrics"].get("dev") or {}
     support = class_support(m)
     weak = hardly_beats_majority(m.get("accuracy"), support) if support else None
     if weak is None:
-        return
+        return None
     name, share = weak
     cfg = stage.get("config") or {}
     lr, model = cfg.get("lr"), str(cfg.get("model") or "")
@@ -216,8 +221,8 @@ def _warn_if_majority(run: str, stage: dict) -> None:
     fix = (teach_fix
            if stage["kind"] == "teach" else
            "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in (cfg.get("teacher_runs") or [run])) + "), then --epochs")
-    click.echo(f"warning: dev accuracy {m['accuracy']:.1%} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
-               f"the model has learned next to nothing; {fix}", err=True)
+    return (f"dev accuracy {m['accuracy']:.1%} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
+            f"the model has learned next to nothing; {fix}")
 
 
 def _inside_own_teacher(store, run: str, model: str) -> bool:
