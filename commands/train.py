@@ -966,7 +966,9 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     if teacher_weights and source("teacher_weights") != ParameterSource.COMMANDLINE:
         teacher_weights = ()
     if len(teacher_runs) > 1 or augment or teacher_weights:
-        raise click.UsageError("--student early-exit extends one teacher: at most one --teacher-run, no --augment/--teacher-weight")
+        # the option at fault first: a config file's teacher-run (several, for the students) is then named with the file
+        head = "--teacher-run" if len(teacher_runs) > 1 else "--augment" if augment else "--teacher-weight"
+        raise click.UsageError(f"{head}: --student early-exit extends one teacher: at most one --teacher-run, no --augment/--teacher-weight")
     if max_loss is not None and given("speed"):
         typed = {name for name in ("speed", "max_loss") if source(name) == ParameterSource.COMMANDLINE}
         if typed == {"speed"}:  # the command line wins over a config file's --max-loss

@@ -144,6 +144,20 @@ def _speed_refused(store: Store, run: str, stage) -> str:
     return f"--speed needs an early-exit model, and run {run!r} has none (kd distill --student early-exit trains one)"
 
 
+def _run_teacher(store: Store, run: str):
+    """``run``'s teach stage; where it has none but its students learned from other runs' teachers
+    (``kd distill --teacher-run A``), the refusal names those runs, not only `kd teach` in this one."""
+    try:
+        return store.find_stage(run, "teach")
+    except KdError as exc:
+        others = list(dict.fromkeys(r for s in store.stages_of(run) if s.kind == "distill"
+                                    for r in (s.config or {}).get("teacher_runs") or [] if r != run))
+        if not others:
+            raise
+        raise KdError(f"{exc}; its students learned from the teacher{'s' * (len(others) > 1)} of "
+                      f"run{'s' * (len(others) > 1)} {', '.join(others)} (`--run {others[0]} --model teacher`)") from None
+
+
 def default_student(store: Store, run: str):
     """The stage ``--model student`` names: the latest succeeded distill stage (by kind: one named
     `distill` is not preferred, nor a failed one an obstacle), passing over fold students (``kd distill
@@ -180,7 +194,7 @@ class Predictor:
         if which == "student":
             stage = default_student(store, run) or store.find_stage(run, "teach")
         elif which == "teacher":
-            stage = store.find_stage(run, "teach")
+            stage = _run_teacher(store, run)
         else:
             stage = store.find_stage(run, which)
         if stage.kind not in ("teach", "distill"):

@@ -938,3 +938,14 @@ def test_predict_while_an_overwrite_parks_the_early_exit_stage_is_one_line_namin
         parked = line.split("--model ")[1].split(" ")[0]
         served = json.loads(kd("predict", "--run", "r", "--model", parked, "--speed", "0.5", "--json", "--db", db, input="这个很好\n").stdout)
         assert served["layers"] == LAYERS  # the parked stage serves meanwhile, as the error says
+
+
+def test_a_config_files_teacher_runs_refused_by_early_exit_name_the_file(tmp_path):
+    """A kd.toml `[distill] teacher-run = ["a", "b"]` (several teachers, for the students) and a typed
+    `kd distill --student early-exit` was refused as "at most one --teacher-run" with no word of the
+    file: a --teacher-run never typed. The file's key is named, and nothing is written."""
+    db = tmp_path / "kd.db"
+    (tmp_path / "kd.toml").write_text('[distill]\nteacher-run = ["a", "b"]\n', encoding="utf-8")
+    out = kd("distill", "--run", "r", "--student", "early-exit", "--db", str(db), ok=False).output
+    assert "extends one teacher" in out and 'kd.toml: [distill] teacher-run = ["a", "b"])' in out, out
+    assert not db.exists()

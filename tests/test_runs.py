@@ -2018,3 +2018,15 @@ def test_runs_delete_takes_a_stage_another_machine_marked_running_as_ended_and_s
     assert ("warning: stage 'teach' was marked running by process 4242 on gpu-box-7, which kd cannot check from here "
             "(another machine or container, or before a reboot): taken as ended") in out.stderr
     assert invoke.json(["runs"]) == []
+
+
+def test_teacher_of_a_run_whose_students_learned_from_other_runs_names_those_runs(store, invoke, error_line):
+    """`kd predict --run S --model teacher` (and `kd export`) where S's students learned from the teachers
+    of runs A and B (`kd distill --run S --teacher-run A --teacher-run B`) said only that
+    `kd teach --run S --model MODEL` makes one: training a new teacher, where the one wanted is A's."""
+    with stage_scope(store, run="S", kind="distill", name="distill-textcnn", config={"teacher_runs": ["A", "B"]}):
+        pass
+    for args in (["predict", "--run", "S", "--model", "teacher"], ["export", "--run", "S", "--model", "teacher"]):
+        line = error_line(invoke(args, input="a\n", ok=False))
+        assert "run 'S' has no succeeded 'teach' stage" in line and line.endswith(
+            "; its students learned from the teachers of runs A, B (`--run A --model teacher`)"), line
