@@ -299,7 +299,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     if learned_nothing(losses["mlm_loss"], baseline, steps=step):
         raise KdError(f"after {step} steps the masked-LM loss is {losses['mlm_loss']:.2f}, no better than predicting each "
                       f"character by its frequency ({baseline:.2f}): the model learned no context, and a teacher fine-tuned "
-                      f"from it would answer one class; check --lr (now {cfg.lr:g}): too high a rate collapses a model to this, "
+                      f"from it may answer one class; check --lr (now {cfg.lr:g}): too high a rate collapses a model to this, "
                       "too low leaves it where it started")
     if not dist.is_main:
         return None
