@@ -216,9 +216,13 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
         pinned = set(opts.classes)
         for r in records:
             if r.label not in pinned:
+                # labels that are the ids of an id<TAB>name class file: the file was read, the labels are no names
+                as_id = int(r.label) if r.label.isascii() and r.label.isdigit() else None
+                hint = (f": labels are class names, not ids ({r.label!r} is the id of {opts.classes[as_id]!r})"
+                        if as_id is not None and as_id < len(opts.classes) else "")
                 raise KdError(
                     f"{name}: line {r.line}: field {label_name!r}: unknown label {r.label!r} "
-                    f"(pinned classes: {', '.join(opts.classes)})"
+                    f"(pinned classes: {', '.join(opts.classes)}){hint}"
                 )
     # look-alike labels within the file, before any store is made (add_records checks them against the
     # store's classes too, but a first ingest refused there left an empty store behind)
@@ -339,7 +343,13 @@ def _column(spec: str | None, header: list[str] | None, what: str, name: str, li
         return folded[0]
     if spec.isascii() and spec.isdigit() and int(spec) < len(header):
         return int(spec)
-    raise KdError(f"{name}: line {line}: field {spec!r}: no such column (columns: {', '.join(header)})")
+    # a header kd does not know (`文本,标签`) read in another format: one column, the one named inside it
+    hint = next((how for sep, how in ((",", "the file looks like CSV, give --format csv"),
+                                      ("\t", "the file looks like TSV, give --format tsv"),
+                                      (";", "the header of semicolon-separated columns (as Excel saves CSV where a comma is the "
+                                            "decimal mark): kd reads tab- or comma-separated ones, save it so"))
+                 if len(header) == 1 and spec in (c.strip().strip('"').strip() for c in header[0].split(sep))), "")
+    raise KdError(f"{name}: line {line}: field {spec!r}: no such column (columns: {', '.join(header)})" + (f": {hint}" if hint else ""))
 
 
 def _parse_delimited(
@@ -595,10 +605,11 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
 
 def _label_key(label: str) -> str:
     """What two labels that a reader would take for one class share: Unicode compatibility forms
-    (full-width letters and digits) folded, case ignored, runs of white space as one space
-    ('体育  新闻' beside '体育 新闻'), and a whole number in any of its spellings as one ('1.0', as
-    pandas writes an integer column holding a NaN, or '01', as a spreadsheet keeps it, beside '1')."""
-    key = " ".join(unicodedata.normalize("NFKC", label).casefold().split())
+    (full-width letters and digits) folded, case ignored, white space left out ('体育  新闻' beside
+    '体育 新闻', and '夸大 宣传' beside '夸大宣传': Chinese words have no space between them), and a whole
+    number in any of its spellings as one ('1.0', as pandas writes an integer column holding a NaN, or
+    '01', as a spreadsheet keeps it, beside '1')."""
+    key = "".join(unicodedata.normalize("NFKC", label).casefold().split())
     number = _WHOLE_NUMBER.fullmatch(key)
     return str(int(number.group(1))) if number else key
 

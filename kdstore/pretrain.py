@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,13 +146,18 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
             raise KdError(f"{p}: no text in the corpus (the file is empty or every line is blank)")
         if found[0].startswith("{") and found[0].endswith("}"):  # (JSON lines: their keys and braces would be learned as text)
             try:
-                is_object = isinstance(json.loads(found[0]), dict)
+                obj = json.loads(found[0])
             except ValueError:
-                is_object = False
-            if is_object:
+                obj = None
+            if isinstance(obj, dict):
                 first = next(n for n, l in enumerate(content.split(_line_end(content)), 1) if l.strip() == found[0])
+                # the text's key: `text`, else the longest string (`内容` beside an id), as kd predict's hint picks it
+                texts = [k for k, v in obj.items() if isinstance(v, str)]
+                key = "text" if "text" in texts else max(texts, key=lambda k: len(obj[k]), default="text")
+                path = shlex.quote(str(p))
+                jq = f"jq -r .{key} {path}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"jq -r {shlex.quote('.' + json.dumps(key, ensure_ascii=False))} {path}"
                 raise KdError(f"{p}: line {first}: a JSON object: --corpus reads one plain text a line, and the keys and "
-                              "braces would be learned as text; write the texts alone (jq -r .text FILE)")
+                              f"braces would be learned as text; write the texts alone ({jq})")
         lines.extend(found)
     return lines
 

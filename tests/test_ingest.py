@@ -308,6 +308,21 @@ def test_parse_a_header_of_semicolon_or_tab_separated_columns_is_refused():
     assert [r.text for r in parse("你好;世界\n".encode(), "semi.csv", IngestOptions(split="unlabeled"))] == ["你好;世界"]
 
 
+def test_parse_a_named_column_of_a_header_in_another_separator_names_the_format():
+    """A header kd does not know (`文本,标签`), its columns named: a CSV piped in (read as TSV) said
+    "no such column (columns: 文本,标签)", the column it named plainly there; so did a TSV given
+    `--format csv` and a CSV saved with ';'. The error now says how the file is to be read."""
+    cases = (("<stdin>", None, ",", r"the file looks like CSV, give --format csv"),
+             ("t.csv", "csv", "\t", r"the file looks like TSV, give --format tsv"),
+             ("semi.csv", None, ";", r"semicolon-separated columns .* save it so"))
+    for name, fmt, sep, hint in cases:
+        data = f"文本{sep}标签\n好的{sep}合规\n坏的{sep}违禁词\n".encode()
+        with pytest.raises(KdError, match=rf"^{re.escape(name)}: line 1: field '文本': .*{hint}"):
+            parse(data, name, IngestOptions(format=fmt, text_col="文本", label_col="标签"))
+    with pytest.raises(KdError, match=r"^h\.csv: line 1: field '类别': no such column \(columns: 文本, 标签\)$"):
+        parse("文本,标签\n好的,合规\n".encode(), "h.csv", IngestOptions(text_col="文本", label_col="类别"))
+
+
 def test_parse_blank_unnamed_columns_are_no_repeated_header_name():
     """A spreadsheet's CSV with trailing empty columns (``label,text,,``) has two unnamed columns:
     blank everywhere, they lose nothing and the file is read as before; with a value, refused."""
@@ -331,6 +346,18 @@ def test_parse_pinned_classes_rejects_unknown_label():
     assert len(parse(b"pos\ta\nneg\tb\n", "t.tsv", opts)) == 2
     with pytest.raises(KdError, match=r"t\.tsv: line 2: field 'label': unknown label 'meh'"):
         parse(b"pos\ta\nmeh\tb\n", "t.tsv", opts)
+
+
+def test_parse_a_label_that_is_a_pinned_class_id_says_labels_are_names():
+    """Data whose labels are class ids (`"类别": 2`, as CLUE-style files keep them) beside a class_id.txt
+    of `id<TAB>name` lines: "unknown label '2' (pinned classes: 合规, 夸大宣传, 违禁词)" read as though
+    the id file were not read. The error says labels are names and which class the id is."""
+    opts = IngestOptions(classes=("合规", "夸大宣传", "违禁词"), format="jsonl", text_col="内容", label_col="类别")
+    with pytest.raises(KdError, match=r"^t\.jsonl: line 1: field '类别': unknown label '2' \(pinned classes: 合规, 夸大宣传, 违禁词\): "
+                                      r"labels are class names, not ids \('2' is the id of '违禁词'\)$"):
+        parse('{"内容": "最好的", "类别": 2}\n'.encode(), "t.jsonl", opts)
+    with pytest.raises(KdError, match=r"unknown label '7' \(pinned classes: 合规, 夸大宣传, 违禁词\)$"):
+        parse('{"内容": "最好的", "类别": 7}\n'.encode(), "t.jsonl", opts)
 
 
 @pytest.mark.parametrize("data", [b"", b"\n \n", b"\xef\xbb\xbf"])
@@ -1099,6 +1126,13 @@ BAD_INPUTS = [
         [],
         ["line 2", "field 'label'", "'体育  新闻'", "class '体育 新闻'", "white space"],
         id="labels-differing-only-in-spacing",
+    ),
+    pytest.param(
+        "gap.jsonl",  # '夸大 宣传' beside '夸大宣传' (a space typed between two characters) was a class apart
+        '{"text": "fine text", "label": "夸大宣传"}\n{"text": "other text", "label": "夸大 宣传"}\n'.encode(),
+        [],
+        ["line 2", "field 'label'", "'夸大 宣传'", "class '夸大宣传'", "white space"],
+        id="labels-differing-only-by-a-space",
     ),
     pytest.param(
         "twice.csv",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import sqlite3
 from contextlib import contextmanager
@@ -766,6 +767,21 @@ def test_a_pretrain_corpus_with_no_text_or_of_json_lines_is_refused_before_a_run
         assert out.exit_code == 1 and out.output.count("Error:") == 1 and name in out.output, out.output
         assert _count(sample_store, Run) == 0 and _count(sample_store, Stage) == 0, out.output
     assert "JSON" in out.output and "line 1" in out.output
+
+
+def test_a_json_lines_corpus_is_refused_naming_its_text_key(tmp_path):
+    """The refusal's hint said `jq -r .text FILE` whatever the file's keys: for JSON lines whose text
+    is under `内容` (the user's own key, as kd ingest --text-col reads it) it printed nothing but null
+    lines. It names the key holding the text (jq's quoted form for a key that is no identifier)."""
+    from kdstore.pretrain import read_corpus
+
+    cases = {"a.jsonl": ('{"id": "a1", "内容": "今天的新闻很长", "类别": "合规"}\n', """jq -r '."内容"' """),
+             "b.jsonl": ('{"label": "pos", "text": "好"}\n', "jq -r .text "),
+             "c.jsonl": ('{"n": 1, "body_text": "今天的新闻"}\n', "jq -r .body_text ")}
+    for name, (data, hint) in cases.items():
+        (tmp_path / name).write_text(data, encoding="utf-8")
+        with pytest.raises(KdError, match=re.escape(f"({hint}{tmp_path / name})")):
+            read_corpus((str(tmp_path / name),))
 
 
 def test_pretrain_steps_1_trains_at_the_lr_given(sample_store):
