@@ -222,7 +222,8 @@ HINT_ROWS = 100  # the first lines looked at for columns
 def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
     """A warning where the lines look like a table kd ingest reads by columns: a header line naming a
     text or label column (predicted as a text), or every line holding the same tabs (label<TAB>text,
-    as kd ingest reads a TSV: the label was read with the text, and changed the answer)."""
+    as kd ingest reads a TSV: the label was read with the text, and changed the answer) or, over 3
+    lines at least, the same commas (a CSV, its header in words kd does not know)."""
     from kdstore.ingest import HEADER_WORDS, TEXT_NAMES
 
     rows = [(n, t.rstrip("\r\n")) for n, t in lines if t.strip()][:HINT_ROWS]
@@ -244,6 +245,12 @@ def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
         click.echo(f"warning: {name}: lines {n}-{rows[-1][0]} each hold {tabs + 1} tab-separated columns, each line predicted "
                    f"whole as one text (the other columns read with it): `cut -f{column} {source} | kd predict` predicts the text column alone",
                    err=True)
+        return
+    commas = first.count(",")  # a CSV under a header kd does not know (文本,标签), or none: every row alike, 3 rows at least
+    if commas and len(rows) >= 3 and all(t.count(",") == commas for _, t in rows):  # (free text seldom keeps one count of ASCII commas)
+        click.echo(f"warning: {name}: lines {n}-{rows[-1][0]} each hold {commas + 1} comma-separated columns, each line predicted whole "
+                   f"as one text (a header line too): `cut -d, -fN {source} | kd predict` predicts column N alone "
+                   "(`tail -n +2` first leaves out a header line)", err=True)
 
 
 def _numbered(lines, name: str):

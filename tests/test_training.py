@@ -1544,6 +1544,12 @@ def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monk
         "(`tail -n +2 FILE | cut -f2 | kd predict` reads the texts alone)" in piped
     (tmp_path / "reviews.csv").write_text("review,stars\n很好,5\n", encoding="utf-8")
     assert "line 1 looks like a header ('review,stars')" in kd(*args, str(tmp_path / "reviews.csv")).stderr
+    # a CSV under a Chinese header (no word kd knows): every line's commas alike
+    csv = kd(*args, input="文本,标签\n质量很好,合规\n最好的产品,夸大宣传\n").stderr
+    assert csv == ("warning: <stdin>: lines 1-3 each hold 2 comma-separated columns, each line predicted whole as one text "
+                   "(a header line too): `cut -d, -fN FILE | kd predict` predicts column N alone (`tail -n +2` first leaves out a header line)\n")
+    assert kd(*args, input="很好,真的\n太差,不买\n").stderr == ""  # two lines: no table yet
+    assert kd(*args, input="很好,真的\n太差\n还行,吧\n").stderr == ""  # unlike counts: texts
     # texts, one of them with a tab in it, or a single line with one: no warning
     assert kd(*args, input="很好\t真的\n太差\n\n").stderr == "warning: line 3: empty text, skipped\n"
     assert kd(*args, input="很好\t真的\n").stderr == ""
