@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .errors import KdError, Terminated
+from .folds import fold_count
 from .predictor import STUDENT_CONFIG, Predictor
 from .runs import SignalGuard, process_alive, this_process
 from .schema import iso_utc
@@ -214,7 +215,7 @@ def exportable_stages(store: Store, run: str, *, kinds: tuple[str, ...] = ("teac
     from .early_exit import is_early_exit
 
     return [s.name for s in store.stages_of(run) if s.kind in kinds and s.status == "succeeded" and "~" not in s.name
-            and not is_early_exit(s.artifact_path) and not (s.kind == "distill" and int(s.config.get("folds") or 0))]
+            and not is_early_exit(s.artifact_path) and not (s.kind == "distill" and fold_count(s.config))]
 
 
 def student_passed_over(store: Store, run: str) -> str | None:

@@ -45,3 +45,9 @@ def stratified_folds(labels: np.ndarray, k: int, *, seed: int, class_names: Sequ
         folds[idx] = (np.arange(len(idx)) + offset) % k
         offset = (offset + len(idx)) % k
     return folds
+
+
+def fold_count(config: dict | None) -> int:
+    """K of a stage trained with ``--folds K`` (teachers for out-of-fold probabilities, students for
+    votes), from its stored config; 0 for one trained once."""
+    return int((config or {}).get("folds") or 0)

@@ -13,6 +13,7 @@ import torch
 
 from .batching import encode_flagged, encode_packed, iter_padded, lengths_of, sorted_batches
 from .errors import KdError
+from .folds import fold_count
 from .jsonl import is_whole
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax
@@ -163,7 +164,7 @@ def default_student(store: Store, run: str):
     `distill` is not preferred, nor a failed one an obstacle), passing over fold students (``kd distill
     --folds``: votes for ``kd labels detect``) where the run has another student; ``None``: no student."""
     students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"]
-    models = [s for s in students if not int(s.config.get("folds") or 0)]
+    models = [s for s in students if not fold_count(s.config)]
     return (models or students or [None])[-1]
 
 
@@ -220,7 +221,7 @@ class Predictor:
         if speed is not None and not speed_if_early_exit:
             raise KdError(_speed_refused(store, run, stage))
         if stage.kind == "distill":
-            k = int(stage.config.get("folds") or 0)  # --folds K: K students, their probabilities averaged
+            k = fold_count(stage.config)  # --folds K: K students, their probabilities averaged
             loaded = [load_student(Path(stage.artifact_path) / f"fold-{i}" if k else Path(stage.artifact_path), dev) for i in range(max(k, 1))]
             _, tokenizer, meta = loaded[0]
             return cls("student", stage.name, [m for m, _, _ in loaded], tokenizer, meta["classes"], meta["max_len"], dev)

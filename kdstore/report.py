@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from .errors import KdError
+from .folds import fold_count
 from .metrics import confusion_matrix
 from .outputs import labels_as_of, labels_time
 from .schema import SPLITS, LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
@@ -292,7 +293,7 @@ def trained_on_dev(stage: dict[str, Any]) -> str | None:
     ``--folds`` teacher: each dev row's logits come from the fold model that did not learn from it."""
     splits = (stage.get("config") or {}).get("splits") or []
     metrics = stage.get("metrics") or {}
-    folds = int((stage.get("config") or {}).get("folds") or 0)
+    folds = fold_count(stage.get("config"))
     if stage["kind"] == "teach" and "dev" in splits and not folds and metrics.get("dev") and not (metrics.get("all") or {}).get("dev_samples"):
         return "trained on dev: its dev figures are not held out (its test figures are)"
     return None

@@ -26,7 +26,7 @@ from .progress import progress
 from .runs import StageHandle, resolve_run_id, sha256_path
 from .schedules import layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
-from .folds import stratified_folds
+from .folds import fold_count, stratified_folds
 from .store import SampleSet, Store, missing_model
 from .torchutil import BestCheckpoint, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged
 
@@ -86,7 +86,7 @@ def resolve_model(store: Store, name: str) -> str:
         if not run.strip():  # (resolve_run_id would take it for the run named default)
             raise KdError(f"--model {name}: name the run after '{kind}:' (e.g. {kind}:r1)")
         stage = store.find_stage(resolve_run_id(run), kind)
-        if kind == "teach" and int(stage.config.get("folds") or 0):
+        if kind == "teach" and fold_count(stage.config):
             raise KdError(f"the teacher of run {run!r} is {stage.config['folds']} fold models (--folds): start from "
                           f"one of them, {stage.artifact_path}/fold-0, or from a teacher trained without --folds")
         if not stage.artifact_path or not Path(stage.artifact_path).is_dir():
@@ -623,7 +623,7 @@ def model_dirs(stage) -> list[str]:
     """The model directories of a teach stage: one, or one per fold for an out-of-fold teacher;
     refused in one line when one is gone (deleted by hand), before a loader takes the path for a
     hub name."""
-    k = int(stage.config.get("folds") or 0)
+    k = fold_count(stage.config)
     if not stage.artifact_path:
         raise KdError(f"stage {stage.name!r} recorded no model")
     dirs = [str(Path(stage.artifact_path) / f"fold-{i}") for i in range(k)] if k else [stage.artifact_path]
