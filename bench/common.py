@@ -29,6 +29,11 @@ def report_stop(exc: BaseException) -> str:
 
     text = str(exc).strip()
     line = f"stopped: {type(exc).__name__}: {(text.splitlines() or [''])[0]}"
+    # a kd command's refusal is on a later line ("kd pretrain ... failed:" / "Error: ..."): the one line says it
+    # (lent.sh's summary and a partial JSON show this line alone)
+    said = [l.removeprefix("Error: ").strip() for l in text.splitlines()[1:] if l.startswith("Error: ")]
+    if said:
+        line += f" {said[0]}"
     progress_line(line)
     interrupted = isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in text or text.endswith("Aborted!")
     if not interrupted:

@@ -316,11 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args, partial)
     except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
-        report_stop(exc)
+        line = report_stop(exc)
+        partial.save(stopped=line)  # (a kd pretrain that failed saved nothing before: no JSON at all)
         got = partial.data
         tables = {setting: canonical(t) for setting, t in got.get("rows", {}).items() if t.get("teacher")}
         if tables:
             print(markdown({**got, "rows": tables}, info, command, "stopped before the end"))
+        print(f"- {line}" if tables else f"B1/B2 stopped before any table: {line}")  # the markdown says why
         return 1
     print(markdown(result, info, command, off_protocol(args, OFF_PROTOCOL)))
     if args.json:

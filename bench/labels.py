@@ -313,11 +313,14 @@ def main(argv: list[str] | None = None) -> int:
                     per_seed[-1].append(run_level(work, data, out["artifact_path"], rate, seed, cfg, args, train_seed, save=level_so_far))
                     partial.save(per_seed=dict(zip(map(str, seeds), per_seed)), in_progress=None)
     except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
-        report_stop(exc)
+        line = report_stop(exc)
+        partial.save(stopped=line)  # (a kd pretrain that failed saved nothing before: no JSON at all)
         done = [levels_done for levels_done in per_seed if levels_done]
         n = min((len(x) for x in done), default=0)
         if n:
             print(markdown(aggregate([x[:n] for x in done]), cfg, info, command, "stopped before the end", seeds[:len(done)]))
+        # the markdown says why (a level cut off mid-way has its figures so far in the JSON's in_progress)
+        print(f"- {line}" if n else f"B3 stopped before a whole noise level: {line}")
         return 1
     results = aggregate(per_seed)
     print(markdown(results, cfg, info, command, off_protocol(args, ("train_rows",)), seeds))

@@ -10,7 +10,8 @@
 #
 #   or several tables side by side on the one GPU (one sitting may be all a task is lent; each table
 #   keeps its own files and time limit; the GPU is shared, so their timings are not clean):
-#   device run: command "bash bench/lent.sh B1B2 B3"
+#   device run: command "bash bench/lent.sh B1B2 B3" (KD_LENT_ARGS goes to every table: only options
+#   they all take, such as --minutes; --levels 0.1 stops B1B2 at once)
 # Tables (each stops itself before the command limit):
 #   B1B2    bench/distill.py, one seed, the default student (TextCNN): teacher >= 88 % (issue 4), gap
 #           closed and distilled-with-pool vs teacher (issue 5). The default. Measured in the order
@@ -61,7 +62,7 @@ if [ "${1:-}" = --prepare ]; then
   cp --no-preserve=mode ../shared/BENCHMARK.md .kd-shared/
   set -- --stamp
 fi
-if [ "${1:-}" = --stamp ]; then  # the device's copy of the tree has no .git: the commit travels in .kd-shared
+if [ "${1:-}" = --stamp ]; then  # the device's copy of the tree may hold no .git or a stale one: the commit travels in .kd-shared
   for ignored in /.whl/ /.kd-shared/; do
     grep -qx "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
   done
@@ -88,19 +89,22 @@ install_wheels() {  # once a machine: tables side by side share it (two pip runs
 }
 if [ $# -gt 1 ]; then  # several tables side by side on the one GPU, each with its own files and time limit
   : "${OUT:?set OUT to the folder the figures go to}"
-  mkdir -p "$OUT" && install_wheels || exit 1
-  for table in "$@"; do
+  for table in "$@"; do  # (before the install: a typo costs no pip run)
     case "$table" in B1B2|B3|teacher) ;; *) echo "side by side: choose among B1B2, B3 and teacher, not $table (B4 times, alone)" >&2; exit 2 ;; esac
+    [ "$(printf '%s\n' "$@" | grep -cx "$table")" = 1 ] || { echo "side by side: $table twice (both would write $OUT/$table.*)" >&2; exit 2; }
   done
+  mkdir -p "$OUT" && install_wheels || exit 1
   echo "tables side by side on one GPU: $*" > "$OUT/gpu.txt"
   pids=()
-  for table in "$@"; do bash "$0" "$table" > /dev/null 2>&1 & pids+=($!); done
+  # each table's clock starts at the seconds spent here (the wheels' install counts, as for one table)
+  for table in "$@"; do KD_LENT_SPENT=$SECONDS bash "$0" "$table" > /dev/null 2>&1 & pids+=($!); done
   rc=0
   for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
   for table in "$@"; do echo "== $table"; grep -E '^\[|^exit status' "$OUT/$table.log" | tail -25; done
   exit $rc
 fi
 table=${1:-B1B2}
+SECONDS=$(( SECONDS + ${KD_LENT_SPENT:-0} ))  # side by side: the seconds the caller spent installing the wheels
 case "$table" in
   B1B2) script=(bench/distill.py --students textcnn); default_args="--pretrain-batch-size 256" ;;
   B3) script=(bench/labels.py); default_args="--levels 0.2 --pretrain-batch-size 256 --student-votes-folds 5" ;;

@@ -244,12 +244,15 @@ def main(argv: list[str] | None = None) -> int:
                 partial.save(runs=results)
     except (KeyboardInterrupt, RuntimeError) as exc:  # a time limit's SIGINT reaches here as either
         stopped = report_stop(exc)
+        partial.save(stopped=stopped)  # (a kd pretrain that failed saved nothing before: no JSON at all)
     complete = [r for r in results if all(k in r for k in ("B1", "B2"))]
     if complete:
         summary = summarize(complete)
         not_judged = "stopped before the end" if stopped else off_protocol(args, ("train_rows",))
         print(markdown(summary, cfg, args, info, command, not_judged))
         partial.save(summary=summary)  # (the runs as last saved: a seed cut off keeps its figures so far)
+    if stopped:
+        print(f"- {stopped}" if complete else f"Teacher table stopped before any figure: {stopped}")  # the markdown says why
     if args.json and stopped is None:
         args.json.write_text(json.dumps({**partial.data, "runs": results}, indent=2))  # complete: no "partial"
     return 0 if stopped is None else 1

@@ -1272,3 +1272,70 @@ def test_speed_refuses_a_typo_before_any_training(tmp_path, monkeypatch, capsys,
         speed.main(["--work", str(tmp_path / "work"), *argv])
     assert exc.value.code == 2 and said in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def _tiny_shared(tmp_path: Path) -> Path:
+    """A KD_SHARED folder with the benchmark's file names and 1,010 tiny train rows (B2 labels 1,000)."""
+    import random
+
+    from synthetic import labeled_rows, write_tsv
+
+    data = tmp_path / "shared" / "data" / "reviews"
+    data.mkdir(parents=True)
+    rng = random.Random(0)
+    write_tsv(data / "train.tsv", labeled_rows(rng, 1010))
+    write_tsv(data / "dev.tsv", labeled_rows(rng, 10))
+    write_tsv(data / "test.tsv", labeled_rows(rng, 10))
+    (data / "corpus-peoples-daily-1998.txt").write_text("今天大家都很好\n", encoding="utf-8")
+    return tmp_path / "shared"
+
+
+@pytest.mark.parametrize("script", ["distill", "teacher", "labels"])
+def test_a_failed_pre_training_stops_the_table_with_its_reason_in_the_log_json_and_markdown(tmp_path, monkeypatch, capsys, script):
+    """kd pretrain now fails a collapsed masked LM (kdstore/context_free.py). The table stopped with
+    "stopped: RuntimeError: kd pretrain ... failed:" as its one line (the reason on a later line, which
+    lent.sh's summary does not show), wrote no JSON at all (nothing was saved before pre-training), and
+    printed no markdown: TABLE.md was empty. A real kd pretrain failure here: no step in --minutes."""
+    import importlib
+
+    module = importlib.import_module(f"bench.{script}")
+    monkeypatch.setenv("KD_SHARED", str(_tiny_shared(tmp_path)))
+    monkeypatch.setenv("KD_NO_PROGRESS", "1")
+    out = tmp_path / f"{script}.json"
+    extra = ["--levels", "0.2", "--train-rows", "1010"] if script == "labels" else []
+    assert module.main(["--seeds", "1", "--device", "cpu", "--layers", "1", "--hidden", "32", "--minutes", "0.0000001",
+                        "--work", str(tmp_path / "work"), *extra, "--json", str(out)]) == 1
+    said = capsys.readouterr()
+    stop = [line for line in said.err.splitlines() if "stopped:" in line]
+    assert stop and "ran out before the first training step" in stop[0], said.err
+    data = json.loads(out.read_text())
+    assert data["partial"] is True and "ran out before the first training step" in data["stopped"]
+    assert "ran out before the first training step" in said.out
+
+
+def test_lent_side_by_side_counts_the_shared_wheel_install_and_refuses_a_table_twice(tmp_path):
+    """Side by side, the parent installed the wheels and each table then started its own clock: the
+    install came off no table's KD_LENT_SECONDS (gpu.txt said "0 s of set-up"), though the device's
+    limit is on the whole command. And `B3 B3` ran two tables writing the same files."""
+    import os
+    import re
+    import subprocess
+
+    repo, fake, site = tmp_path / "repo", tmp_path / "bin", tmp_path / "site"
+    (repo / "bench").mkdir(parents=True)
+    # this copy's site folder and lock in tmp_path (the real ones are the device's /tmp)
+    script = (ROOT / "bench" / "lent.sh").read_text().replace("/tmp/site", str(site)).replace("/tmp/kd-site.lock", str(tmp_path / "lock"))
+    (repo / "bench" / "lent.sh").write_text(script)
+    lent_ready(repo)
+    site.mkdir()
+    fake.mkdir()
+    (fake / "python3").write_text('#!/bin/sh\n[ "$1" = -m ] && { sleep 2; exit 0; }\n[ "$1" = -c ] && exit 0\nexec sleep 30\n')  # a slow pip
+    (fake / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"), "KD_LENT_SECONDS": "5"}
+    run = subprocess.run(["bash", "bench/lent.sh", "teacher", "B3"], cwd=repo, capture_output=True, text=True, env=env)
+    assert run.returncode == 124, run.stderr
+    said = (tmp_path / "out" / "gpu.txt").read_text()
+    for table in ("teacher", "B3"):
+        assert re.search(rf"{table} gets [23] s \(KD_LENT_SECONDS 5, [23] s of set-up\)", said), said
+    run = subprocess.run(["bash", "bench/lent.sh", "B3", "B3"], cwd=repo, capture_output=True, text=True, env={**env, "OUT": str(tmp_path / "out2")})
+    assert run.returncode == 2 and "B3 twice" in run.stderr
