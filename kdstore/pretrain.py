@@ -237,6 +237,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     scaler = grad_scaler(device)
     budget_s = cfg.minutes * 60.0
     start, step, recent, recent_rtd, windows = time.monotonic(), 0, [], [], []
+    seen = 0  # texts of the steps taken (a store smaller than --batch-size makes smaller batches)
     skipped = 0  # fp16 steps the scaler skipped in a row
     net.train()
     with progress(extra="loss {task.fields[loss]}") as bar:
@@ -280,6 +281,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 stepped = scaled_step(scaler, step_loss, optimizer, objective.parameters(), max_norm=1.0)
                 optimizer.zero_grad(set_to_none=True)
                 step += stepped  # (an fp16 step the scaler skipped is no step of --steps, nor of the warm-up)
+                seen += len(batch) if stepped else 0
                 skipped = 0 if stepped else skipped + 1
                 if skipped >= MAX_SKIPPED_STEPS:  # (every rank alike: the scaler reads the gradients DDP averaged)
                     # a scale halved this often fixes no overflow of the gradients: the loss itself is not finite,
@@ -303,8 +305,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         raise KdError(f"--minutes {cfg.minutes:g} ran out before the first training step: give it more time or --steps")
     check_finite(objective, when=f"by step {step}")
     losses = _loss_figures(recent, recent_rtd, dist)  # a collective: every rank, before rank 0 goes on alone
-    if learned_nothing(losses["mlm_loss"], baseline, steps=step):
-        raise KdError(f"after {step} steps the masked-LM loss is {losses['mlm_loss']:.2f}, no better than predicting each "
+    if learned_nothing(losses["mlm_loss"], baseline, texts_seen=seen):
+        raise KdError(f"after {step} steps ({seen:,} texts) the masked-LM loss is {losses['mlm_loss']:.2f}, no better than predicting each "
                       f"character by its frequency ({baseline:.2f}): the model learned no context, and a teacher fine-tuned "
                       f"from it may answer one class; check --lr (now {cfg.lr:g}): too high a rate collapses a model to this, "
                       "too low leaves it where it started")

@@ -961,13 +961,13 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
 
 def test_a_pretrain_no_better_than_character_frequencies_fails_or_warns(tmp_path):
     """A lent H200's pre-training collapsed (loss 6.65 against 6.56 for predicting characters by their
-    frequency) and was saved as a success: its teacher answered one class (52.6 %). A run of 1,000
-    steps that learned nothing is now a failed stage saying so; a young one is warned of."""
+    frequency) and was saved as a success: its teacher answered one class (52.6 %). A run of 200,000
+    texts that learned nothing is now a failed stage saying so; a young one is warned of."""
     import random
 
     rng = random.Random(0)
     chars = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉"
-    (tmp_path / "t.txt").write_text("".join("".join(rng.choice(chars) for _ in range(24)) + "\n" for _ in range(500)), encoding="utf-8")
+    (tmp_path / "t.txt").write_text("".join("".join(rng.choice(chars) for _ in range(6)) + "\n" for _ in range(2000)), encoding="utf-8")
     db = str(tmp_path / "kd.db")
     kd("ingest", str(tmp_path / "t.txt"), "--split", "unlabeled", "--db", db)
     tiny = ("--layers", "1", "--hidden", "32", "--heads", "2", "--batch-size", "8", "--min-count", "1", "--no-wwm", "--db", db)
@@ -977,8 +977,8 @@ def test_a_pretrain_no_better_than_character_frequencies_fails_or_warns(tmp_path
     assert young["warnings"] == [f"after 3 steps the masked-LM loss {train['mlm_loss']:.2f} is no better than predicting each "
                                  f"character by its frequency ({train['frequency_loss']:.2f}): the model has learned no context yet, "
                                  "and a teacher fine-tuned from it may answer one class; give it more --minutes or --steps"]
-    out = kd("pretrain", "--run", "stuck", "--steps", "1000", "--lr", "1e-7", *tiny, ok=False)
-    assert out.output.count("\n") == 1 and "after 1000 steps the masked-LM loss is 3." in out.output
+    out = kd("pretrain", "--run", "stuck", "--steps", "210", "--lr", "1e-7", *tiny, "--batch-size", "1024", ok=False)
+    assert out.output.count("\n") == 1 and "after 210 steps (2" in out.output and " texts) the masked-LM loss is 3." in out.output
     assert "no better than predicting each character by its frequency (2.99): the model learned no context" in out.output
     assert "check --lr (now 1e-07): too high a rate collapses a model to this, too low leaves it where it started" in out.output
     stage = _stage(Path(db), "stuck", "pretrain")
