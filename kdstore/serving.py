@@ -215,6 +215,7 @@ class Artifact:
         already encoded by ``self.tokenizer``."""
         if batch_size < 1:  # (0 served every text a row of zeros: "probabilities" of 1/K without a word)
             raise KdError(f"batch_size must be at least 1, got {batch_size}")
+        _check_texts(texts)
         width = len(self.class_names)
         out = np.zeros((len(texts), width), dtype=np.float32)
         if not texts:
@@ -239,6 +240,7 @@ class Artifact:
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
         """One dict per text: label, confidence, per-class probabilities and ``truncated`` (longer
         than ``max_len`` tokens: only the start was read). Each text is tokenized once."""
+        _check_texts(texts)
         if not texts:
             return []
         ids, cut = self.tokenizer.encode_flagged(texts)
@@ -254,6 +256,15 @@ class Artifact:
             input_ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         return input_ids, mask
+
+
+def _check_texts(texts) -> None:
+    """``texts`` is a sequence of str: one str was served as its characters, each a text."""
+    if isinstance(texts, str):
+        raise KdError("texts must be a list of texts, not one str: pass [text]")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise KdError(f"texts[{i}] is {type(text).__name__}, not a str")
 
 
 WIDEST = 1 << 16  # the largest inputs.min_len or inputs.pad_multiple served (kd writes at most a kernel width, 8)

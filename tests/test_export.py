@@ -989,3 +989,15 @@ def test_runs_delete_names_an_export_of_a_replaced_model_it_keeps(built, tmp_pat
     dry = json.loads(kd("runs", "delete", "--run", RUN, "--stage", "distill-textcnn", "--dry-run", "--json", "--db", str(db)).stdout)
     assert dry["exports"] == []
     assert any(w.startswith(f"{old} is kept: it is at the export place of a stage this would delete") for w in dry["warnings"])
+
+
+def test_artifact_refuses_one_str_or_a_non_text_for_its_texts(cnn_onnx):
+    """``Artifact.predict("这个很好")`` answered each character as a text (four answers, the first one's
+    label taken for the text's), and ``["很好", None]`` ended in a TypeError from the tokenizer."""
+    artifact = Artifact.load(cnn_onnx[0])
+    for method in (artifact.predict, artifact.logits):
+        with pytest.raises(KdError, match=r"^texts must be a list of texts, not one str: pass \[text\]$"):
+            method("这个很好")
+        with pytest.raises(KdError, match=r"^texts\[1\] is NoneType, not a str$"):
+            method(["很好", None])
+    assert len(artifact.predict(("这个很好", "那个太差"))) == 2 and artifact.logits(["这个很好"]).shape == (1, 2)
