@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from kdstore import config as kdconfig
 from kdstore.engine import display_url, hide_query_password
-from kdstore.errors import KdError, Terminated
+from kdstore.errors import InterruptedAfterRecord, KdError, Terminated
 from kdstore.runs import check_stage_name, resolve_run_id
 from kdstore.store import Store
 
@@ -48,7 +48,7 @@ class KdGroup(click.Group):
             return super().invoke(ctx)
         except KdError as exc:
             raise click.ClickException(str(exc) + _file_note(ctx, str(exc))) from None
-        except Terminated as exc:
+        except (Terminated, InterruptedAfterRecord) as exc:  # (the latter: a Ctrl-C once a stage had succeeded)
             raise click.ClickException(str(exc)) from None
         except click.UsageError as exc:  # ("Invalid value for --min-score: 2 is not a score", of a file's min-score)
             exc.message += _file_note(ctx, exc.format_message())

@@ -11,6 +11,13 @@ class Terminated(BaseException):
     say) swallows it and lets the stage go on to succeed; the CLI prints it as a one-line error."""
 
 
+class InterruptedAfterRecord(KeyboardInterrupt):
+    """A Ctrl-C held while a stage's success was recorded, raised once the record stands. Still a
+    ``KeyboardInterrupt`` (a script stops on it); the CLI prints its message, which says the stage
+    succeeded, as a one-line error: click's bare "Aborted!" read as if nothing had been done (a
+    clean's label edits stood)."""
+
+
 def make_folder(folder, what: str) -> None:
     """Create ``folder`` (and its parents) for ``what`` to be written in (``kd labels export`` into
     ``sheets/``, as ``kd export`` and ``kd report --plot`` make theirs); a file in the way or a folder

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .errors import KdError, Terminated
+from .errors import InterruptedAfterRecord, KdError, Terminated
 from .serving import sha256_file  # numpy-free, shared with the ONNX serving path
 from .schema import STAGE_KINDS, LabelEdit, LabelIssue, Run, Stage, utcnow
 from .store import Store
@@ -157,8 +157,8 @@ def stage_scope(
         guard.hold()
         _finish(store, stage_id, "succeeded", None)
         _drop_replaced(store, run=run, name=name)
-    finally:
-        guard.close()
+    finally:  # (a signal held while the success was recorded: raised saying so, not as if nothing was done)
+        guard.close(after=f"stage {name!r} of run {run!r} succeeded: its results stand (`kd report --run {run}` shows them)")
 
 
 def _writable_folder(handle: StageHandle) -> bool:
@@ -261,7 +261,8 @@ class SignalGuard:
             return
         raise Terminated(f"terminated ({signal.Signals(signum).name})")  # not an Exception: no `except Exception` swallows it
 
-    def close(self) -> None:
+    def close(self, after: str = "the stage was recorded") -> None:
+        """``after``: what stands when a signal held while the end was recorded is raised (the success of a stage)."""
         for sig, previous in reversed(self.saved.items()):
             signal.signal(sig, previous)
         self.saved.clear()
@@ -272,8 +273,8 @@ class SignalGuard:
         held, self.held = self.held, None  # raised once
         if held and sys.exc_info()[1] is None:  # one that came while the success was recorded
             if held == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise KdError(f"terminated ({signal.Signals(held).name}) after the stage was recorded")
+                raise InterruptedAfterRecord(f"interrupted (KeyboardInterrupt) after {after}")
+            raise KdError(f"terminated ({signal.Signals(held).name}) after {after}")
 
 
 PARKED, FAILED = "~parked-", "~failed-"  # suffixes no stage a user names carries (see module docstring)

@@ -399,6 +399,36 @@ def test_under_torchrun_a_kill_while_the_end_is_recorded_waits_too():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def test_a_ctrl_c_while_a_success_is_recorded_says_the_stage_succeeded(db, invoke, write_file, tmp_path):
+    """A Ctrl-C that came while kd recorded a stage's success (held, then raised) ended the real CLI
+    in click's bare "Aborted!" (exit 1), read as if nothing had been done: the clean's label edit
+    stood. Its one-line error says the stage succeeded and its results stand."""
+    write_file("train.tsv", "neg\t太差\npos\t很好\n")
+    invoke(["ingest", "train.tsv"])
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # (as in a terminal)\n"
+        "import kdstore.runs as runs\n"
+        "recorded = runs._drop_replaced  # called once the success is recorded, signals held\n"
+        "def ctrl_c(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return recorded(*args, **kwargs)\n"
+        "runs._drop_replaced = ctrl_c\n"
+        "from commands.cli import main\n"
+        "sys.argv = ['kd', *sys.argv[1:]]\n"
+        "main()\n", encoding="utf-8")
+    env = {**os.environ, "KD_DB": db, "KD_NO_PROGRESS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    proc = subprocess.run([sys.executable, str(script), "labels", "set", "--run", "r1", "1=pos"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Aborted!" not in proc.stderr
+    assert proc.stderr.strip() == ("Error: interrupted (KeyboardInterrupt) after stage 'edit-1' of run 'r1' succeeded: "
+                                   "its results stand (`kd report --run r1` shows them)")
+    history = json.loads(invoke(["labels", "history", "1", "--json"]).stdout)
+    assert history["current"] == "pos" and history["edits"][0]["stage"] == "edit-1"  # the edit stands, as the error says
+
+
 def _old_teacher(store) -> int:
     """Run r1's teach stage, succeeded with a model file reading "old": the stage a replacement parks (its id)."""
     with stage_scope(store, run="r1", kind="teach", config={}) as st:
