@@ -108,7 +108,8 @@ def delete(run, stages, dry_run, yes, db, as_json):
         issues = f", {d['issues']} label issues" if d["issues"] else ""
         click.echo(f"{verb} {run}/{d['name']} ({d['kind']}, {d['status']}; {d['logits']} logits, {d['predictions']} predictions{issues})")
     for k in result["kept"]:
-        click.echo(f"kept {run}/{k['name']} ({k['kind']}): its {k['label_edits']} label edits, undone, are the audit trail")
+        edits = "its 1 label edit, undone, is" if k["label_edits"] == 1 else f"its {k['label_edits']} label edits, undone, are"
+        click.echo(f"kept {run}/{k['name']} ({k['kind']}): {edits} the audit trail")
     if result["reopened"]:
         n = result["reopened"]
         click.echo(f"{n} label issue{'s' if n > 1 else ''} {'it' if len(result['deleted']) == 1 else 'they'} decided "

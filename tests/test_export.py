@@ -1001,3 +1001,14 @@ def test_artifact_refuses_one_str_or_a_non_text_for_its_texts(cnn_onnx):
         with pytest.raises(KdError, match=r"^texts\[1\] is NoneType, not a str$"):
             method(["很好", None])
     assert len(artifact.predict(("这个很好", "那个太差"))) == 2 and artifact.logits(["这个很好"]).shape == (1, 2)
+
+
+def test_artifact_serves_a_numpy_array_of_texts(cnn_onnx):
+    """``Artifact.predict(df["text"].values)``, a numpy array of texts as pandas gives them, ended in
+    numpy's "The truth value of an array with more than one element is ambiguous" traceback."""
+    artifact = Artifact.load(cnn_onnx[0])
+    texts = ["这个很好", "那个太差"]
+    for array in (np.array(texts), np.array(texts, dtype=object)):
+        assert artifact.predict(array) == artifact.predict(texts)
+        np.testing.assert_array_equal(artifact.logits(array), artifact.logits(texts))
+    assert artifact.predict(np.array([], dtype=object)) == [] and artifact.logits(np.array([])).shape == (0, 2)
