@@ -278,7 +278,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
       kd pretrain --run r1 --layers 4 --hidden 256 --minutes 10 --corpus news.txt
       kd pretrain --run r2 --objective electra --minutes 10
       kd pretrain --run r3 --minutes 10 --split train --split dev --split unlabeled   # test texts left out
-      kd teach --run r1 --model pretrain:r1
+      kd teach --run r1 --model pretrain:r1 --lr 3e-4   # a small kd-pretrained model wants a faster --lr
     """
     source = click.get_current_context().get_parameter_source
     # (a typed 0 is no budget, "use the other one", as the default is: the file's other one stays)
@@ -339,8 +339,8 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
       kd teach --run r1 --model bert-base-chinese --epochs 3
       kd teach --run r1 --model ./my-ernie --max-len 256
       kd teach --run r1 --logits-only          # score samples ingested later
-      kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold, for `kd labels detect`
-      kd teach --run r1 --model pretrain:r1 --split train --split dev --where "source = 'shop.tsv'"
+      kd teach --run r1 --model pretrain:r1 --lr 3e-4 --folds 5   # out-of-fold, for `kd labels detect`
+      kd teach --run r1 --model pretrain:r1 --lr 3e-4 --split train --split dev --where "source = 'shop.tsv'"
     """
     store = open_store(db, writer=True)
     if not logits_only and not model:
