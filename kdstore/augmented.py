@@ -68,11 +68,16 @@ def ensure_augmented(store: Store, recipe: Recipe) -> tuple[str, int]:
     names = store.class_names()
     # part-way, a "pos" swap draws from the vocabulary of every train text (segmenting them all: 3.5
     # minutes for 50,000 reviews on 2 shared cores); a recipe without "pos" draws nothing from it
-    pos_vocab = None if len(todo) == len(worded) else {} if "pos" not in recipe.methods else build_pos_vocab(segmented(train.texts, what="augment: same-POS words"))
+    pos_vocab, tagged = None, None
+    if len(todo) < len(worded):
+        pos_vocab = {}
+        if "pos" in recipe.methods:
+            every = list(segmented(train.texts, what="augment: same-POS words"))
+            pos_vocab, tagged = build_pos_vocab(every), [every[i] for i in todo]  # (the texts to augment not segmented again)
     made = augment(
         [train.texts[i] for i in todo], n=recipe.n, seed=recipe.seed, methods=recipe.methods,
         p_mask=recipe.p_mask, p_pos=recipe.p_pos, p_ngram=recipe.p_ngram, unk=recipe.unk,
-        pos_vocab=pos_vocab, keys=[int(train.ids[i]) for i in todo],
+        pos_vocab=pos_vocab, keys=[int(train.ids[i]) for i in todo], tagged=tagged,
     )
     made = [(todo[parent], text, method) for parent, text, method in made]
     records = [

@@ -576,3 +576,52 @@ def test_a_jieba_cache_that_cannot_be_written_is_one_warning_line(tmp_path, entr
     assert run.stderr.startswith(f"warning: jieba could not write its dictionary cache {tmp_path / 'jieba.cache'} (")
     assert "TMPDIR" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jieba.cache"]  # no tmpXXXXXX copy left
+
+
+def _digest(rows) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
+def test_augmented_texts_stay_as_they_were_under_the_same_seed():
+    """Pinned outputs (jieba 0.42.1): speeding up segmentation and the passes changes no new text."""
+    out = augment(TEXTS, n=4, seed=7)
+    assert [list(row) for row in out if row[0] == 1] == [
+        [1, "[UNK]外观很沉稳，[UNK]。[UNK] 的本外观不错", "mask"],
+        [1, "1.外观很沉稳，不错。acer 的本外观不错", "pos"],
+        [1, "外观很[UNK]，", "mask+ngram"],
+        [1, "1.外观很沉稳，干练。acer [UNK]本[UNK]不错", "mask"],
+    ]
+    assert [row[1] for row in out if row[0] == 7][1] == (
+        "自带的暴风省了外接的麻烦，机器能够应付好的决定，磨砂的手感很好，机器很轻，比我之前[UNK]Dell D430用起来感觉好很多。")
+    lines = (ROOT / "examples" / "reviews" / "train.tsv").read_text(encoding="utf-8").splitlines()[:300]
+    texts = [line.split("\t", 1)[1] for line in lines]
+    many = augment(texts, n=4, seed=42, keys=list(range(1000, 1300)))
+    assert (len(many), _digest(many)) == (1200, "6e23fda309b92c2058699b4820a3b3bbd0248c84d212ec39127e0b9935b49ebb")
+    vocab = build_pos_vocab(segment_pos(t) for t in texts)
+    part = augment(texts[::7], n=3, seed=3, pos_vocab=vocab, keys=list(range(0, 300, 7)), methods=("mask", "pos"), p_mask=0.2, p_pos=0.3)
+    assert (len(part), _digest(part)) == (129, "70c8bb6817825793691c92a52044e983dc34a41df2c3a4536f2c9b84bf5441ad")
+
+
+def test_augmented_samples_of_a_store_stay_as_they_were_part_way_too(tmp_path):
+    """Pinned texts a recipe stores, the first time and part-way (train samples ingested later, a
+    same-POS vocabulary of every train text)."""
+    from sqlalchemy import select
+
+    import kdstore.augmented as augmented
+    from kdstore.ingest import IngestOptions, ingest
+    from kdstore.schema import Sample
+    from kdstore.store import Store
+
+    lines = (ROOT / "examples" / "reviews" / "train.tsv").read_text(encoding="utf-8").splitlines()[:60]
+    store = Store.open(str(tmp_path / "kd.db"))
+    ingest(store, "".join(f"{line}\n" for line in lines[:40]).encode(), "a.tsv", IngestOptions())
+    recipe = augmented.Recipe(n=3, seed=11)
+    augmented.ensure_augmented(store, recipe)
+    ingest(store, "".join(f"{line}\n" for line in lines[40:]).encode(), "b.tsv", IngestOptions())
+    augmented.ensure_augmented(store, recipe)
+    with store.engine.connect() as conn:
+        rows = [list(r) for r in conn.execute(select(Sample.parent_id, Sample.text).where(Sample.parent_id.is_not(None)).order_by(Sample.id))]
+    store.close()
+    assert (len(rows), _digest(rows)) == (179, "c57383a536b3bd1fa6aa3d1e0f25a2bdebcc8c69ead8e5403a4778ca2c8df235")
