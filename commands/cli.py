@@ -77,7 +77,7 @@ def cli():
     Example: a pipeline, each step storing its results under one run id:
       kd ingest train.tsv && kd ingest dev.tsv --split dev
       kd pretrain --run r1 --minutes 5        # only when no pretrained model is at hand
-      kd teach --run r1 --model pretrain:r1 --lr 3e-4 --folds 5   # out-of-fold logits: labels detect needs them
+      kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold logits: kd labels detect needs them
       kd labels detect --run r1 && kd labels clean --run r1
       kd distill --run r1 --student textcnn
       echo "质量很好" | kd predict --run r1

@@ -21,7 +21,7 @@ def labels():
 
     \b
     Example:
-      kd teach --run r1 --model pretrain:r1 --lr 3e-4 --folds 5
+      kd teach --run r1 --model pretrain:r1 --folds 5
       kd labels detect --run r1
       kd labels show --run r1 --top 20
       kd labels clean --run r1 --action relabel --min-score 0.8 --dry-run

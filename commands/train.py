@@ -156,6 +156,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
 
 
 CUT_WARN_SHARE = 0.5  # a teacher that never sees the end of most train texts: a warning, not just a figure
+KD_PRETRAINED_LR = 3e-4  # kd teach's default --lr for a kd-pretrained model (TeachConfig.lr, a BERT's 5e-5, for any other)
 
 
 def _cut_share(stage: dict) -> float | None:
@@ -278,7 +279,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
       kd pretrain --run r1 --layers 4 --hidden 256 --minutes 10 --corpus news.txt
       kd pretrain --run r2 --objective electra --minutes 10
       kd pretrain --run r3 --minutes 10 --split train --split dev --split unlabeled   # test texts left out
-      kd teach --run r1 --model pretrain:r1 --lr 3e-4   # a small kd-pretrained model wants a faster --lr
+      kd teach --run r1 --model pretrain:r1
     """
     source = click.get_current_context().get_parameter_source
     # (a typed 0 is no budget, "use the other one", as the default is: the file's other one stays)
@@ -315,7 +316,8 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @run_option
 @click.option("--model", help="Hugging Face model name or directory; pretrain:RUN for `kd pretrain`'s model, teach:RUN to fine-tune a run's teacher further. Its path and sha256 are recorded (model_path, model_sha256).")
 @click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--lr", type=FLOAT, default=5e-5, show_default=True)
+@click.option("--lr", type=FLOAT, show_default="3e-4 for a kd-pretrained model: pretrain:RUN, its folder or a teacher fine-tuned from one; else 5e-5",
+              help="Peak learning rate. The default applied is recorded in the stage's config (lr_default).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--max-len", type=int, default=128, show_default=True)
 @click.option("--warmup", type=FLOAT, default=0.1, show_default=True, help="Warm-up fraction of the steps.")
@@ -339,8 +341,8 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
       kd teach --run r1 --model bert-base-chinese --epochs 3
       kd teach --run r1 --model ./my-ernie --max-len 256
       kd teach --run r1 --logits-only          # score samples ingested later
-      kd teach --run r1 --model pretrain:r1 --lr 3e-4 --folds 5   # out-of-fold, for `kd labels detect`
-      kd teach --run r1 --model pretrain:r1 --lr 3e-4 --split train --split dev --where "source = 'shop.tsv'"
+      kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold, for `kd labels detect`
+      kd teach --run r1 --model pretrain:r1 --split train --split dev --where "source = 'shop.tsv'"
     """
     store = open_store(db, writer=True)
     if not logits_only and not model:
@@ -383,7 +385,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             # kd report / kd runs delete could not say that a teacher's checkpoint was replaced or deleted
             model = f"{source}:{resolve_run_id(source_run)}"
         cfg = TeachConfig(
-            model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
+            model=model, epochs=epochs, lr=TeachConfig.lr if lr is None else lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
             patience=patience, layer_decay=layer_decay, where=where, splits=tuple(dict.fromkeys(splits)) or ("train",), labels=tuple(dict.fromkeys(labels)),  # (one typed twice: once)
             folds=folds, seed=seed, device=device,
         )
@@ -398,6 +400,13 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             raise KdError(f"--model {model} is the teacher this --overwrite replaces (and deletes once the new one "
                           f"succeeds): fine-tune it further in another run (--run {run}-2 --model teach:{run})")
         checkpoint = _check_positions(store, cfg)  # (before the warning below: a --max-len refused is not one to warn about)
+        lr_default = None  # --lr typed, or a config file's
+        if lr is None:  # a small kd-pretrained model learns little at a BERT's 5e-5 (the quick start's teacher: see README)
+            from kdstore.pretrain import trained_positions
+
+            kd_pretrained = source == "pretrain" or (checkpoint is not None and trained_positions(checkpoint) is not None)
+            lr_default = "kd-pretrained model" if kd_pretrained else "other model"
+            cfg = replace(cfg, lr=KD_PRETRAINED_LR if kd_pretrained else TeachConfig.lr)
         problem = getattr(checkpoint, "problem_type", None)
         if problem not in (None, "single_label_classification") and dist.is_main:
             # (transformers would have trained it with that loss, BCE for multi_label_classification)
@@ -420,7 +429,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 
             names = store.class_names()
             stratified_folds(training_rows(store, cfg, names)[0].labels, cfg.folds, seed=cfg.seed, class_names=names)
-        config = {**teach_config(cfg), "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
+        config = {**teach_config(cfg), "lr_default": lr_default, "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
     if dist.is_main:

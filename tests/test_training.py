@@ -668,6 +668,36 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     assert AutoTokenizer.from_pretrained(stage.artifact_path).model_max_length == AutoConfig.from_pretrained(stage.artifact_path).max_position_embeddings
 
 
+def test_teach_defaults_lr_by_model_kd_pretrained_or_not(sample_store, tiny_model, tmp_path):
+    """Without --lr, a kd-pretrained model (pretrain:RUN, its folder, or a teacher fine-tuned from it:
+    config.json's kd_trained_positions) trains at 3e-4, as the quick start and the majority-class warning
+    say it wants; at 5e-5, a BERT's default, the quick start's teacher was far weaker. Any other model
+    gets 5e-5; a typed or config-file --lr wins. The stage config records the lr and which default applied."""
+    db = str(sample_store)
+    kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1",
+       "--batch-size", "16", "--min-count", "1", "--db", db)
+    folder = _stage(sample_store, "p", "pretrain").artifact_path
+    teach = ("--epochs", "1", "--max-len", "16", "--db", db)
+
+    def used(run: str, *args: str) -> tuple[float, str | None]:
+        out = json.loads(kd("teach", "--run", run, *args, *teach, "--json").stdout)
+        assert out["config"]["lr"] == _stage(sample_store, run, "teach").config["lr"]
+        return out["config"]["lr"], out["config"]["lr_default"]
+
+    assert used("a", "--model", "pretrain:p") == (3e-4, "kd-pretrained model")
+    assert used("b", "--model", folder) == (3e-4, "kd-pretrained model")  # (its config.json says so)
+    assert used("c", "--model", "teach:a") == (3e-4, "kd-pretrained model")  # a teacher fine-tuned from one
+    assert used("d", "--model", str(tiny_model)) == (5e-5, "other model")  # a hub-style BERT folder
+    assert used("e", "--model", "pretrain:p", "--lr", "1e-4") == (1e-4, None)  # typed: it wins
+    assert used("f", "--model", str(tiny_model), "--lr", "3e-4") == (3e-4, None)
+    (tmp_path / "kd.toml").write_text("[teach]\nlr = 2e-5\n")  # a config file's: it wins too
+    assert used("g", "--model", "pretrain:p", "--config", str(tmp_path / "kd.toml")) == (2e-5, None)
+    report = kd("report", "--run", "a", "--db", db).stdout
+    assert "lr=0.0003" in report and "lr_default=kd-pretrained model" in report
+    helped = kd("teach", "--help").stdout
+    assert "3e-4 for a kd-pretrained model" in " ".join(helped.split())
+
+
 def test_a_teacher_from_pretrain_time_records_the_run_it_started_from(sample_store):
     """`--model 'pretrain:${time}'` (a config file's `model = "pretrain:${time}"` beside `run = "${time}"`) was
     recorded as typed: a rerun another day named another run, and kd runs delete and kd report, which
