@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from kdstore.errors import KdError
-from kdstore.jsonl import RepeatedKey, dumps_line, has_surrogate, loads_strict
+from kdstore.jsonl import RepeatedKey, dumps_line, has_surrogate, loads_strict, text_key
 from kdstore.schema import SPLITS
 from kdstore.textkey import unseen  # (light: the --artifact path loads no store)
 
@@ -209,9 +209,7 @@ def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
     except (ValueError, RecursionError):  # ([[[...]]] nested past Python's recursion limit)
         return
     if isinstance(obj, dict):
-        texts = [k for k, v in obj.items() if isinstance(v, str)]
-        # the longest string is the text, not the first one ({"id": "a1", "body": ...} named --text-field id)
-        pick = "text" if "text" in texts else max(texts, key=lambda k: len(obj[k]), default="NAME")
+        pick = text_key(obj, "NAME")  # the longest string, not the first ({"id": "a1", "body": ...} named --text-field id)
         click.echo(f"warning: {name}: line {n} is a JSON object, predicted as it stands: "
                    f"--text-field {pick} reads the text out of JSON lines", err=True)
 

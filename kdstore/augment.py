@@ -44,7 +44,7 @@ from itertools import accumulate
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from .errors import KdError
-from .textkey import normalize
+from .textkey import normalize, text_list
 
 METHODS = ("mask", "pos", "ngram")
 UNK = "[UNK]"
@@ -437,11 +437,7 @@ def augment(
     if isinstance(max_tries, bool) or not isinstance(max_tries, numbers.Integral) or max_tries < 1:
         raise KdError(f"max_tries must be at least 1, got {max_tries!r}")
     n, max_tries = int(n), int(max_tries)
-    if isinstance(texts, str):  # its characters would each be augmented as a text
-        raise KdError("texts must be a list of texts, not one str: pass [text]")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise KdError(f"texts[{i}] is {type(text).__name__}, not a str")
+    texts = text_list(texts)  # (one str's characters would each be augmented as a text)
     if keys is not None and len(keys) != len(texts):
         raise KdError(f"{len(keys)} keys for {len(texts)} texts: give one key per text")
     chosen = _check_options(methods, p_mask, p_pos, p_ngram)

@@ -24,6 +24,13 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
+def text_key(obj: dict, default: str) -> str:
+    """The key of a JSON object most likely holding its text: ``text``, else that of its longest
+    string value (``内容`` beside an ``id``), else ``default``: what kd's hints name for JSON lines."""
+    texts = [k for k, v in obj.items() if isinstance(v, str)]
+    return "text" if "text" in texts else max(texts, key=lambda k: len(obj[k]), default=default)
+
+
 class RepeatedKey(ValueError):
     """A JSON object that names a key twice (``json.loads`` would keep the last value, silently)."""
 

@@ -23,6 +23,7 @@ from .context_free import collapsed, frequency_loss, learned_nothing
 from .distributed import SINGLE, Dist
 from .electra import ReplacedTokenDetection
 from .errors import KdError
+from .jsonl import text_key
 from .masking import IGNORE, mask_tokens
 from .progress import progress
 from .runs import StageHandle
@@ -151,9 +152,7 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
                 obj = None
             if isinstance(obj, dict):
                 first = next(n for n, l in enumerate(content.split(_line_end(content)), 1) if l.strip() == found[0])
-                # the text's key: `text`, else the longest string (`内容` beside an id), as kd predict's hint picks it
-                texts = [k for k, v in obj.items() if isinstance(v, str)]
-                key = "text" if "text" in texts else max(texts, key=lambda k: len(obj[k]), default="text")
+                key = text_key(obj, "text")  # (`内容` beside an id, as kd predict's hint names it)
                 path = shlex.quote(str(p))
                 jq = f"jq -r .{key} {path}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"jq -r {shlex.quote('.' + json.dumps(key, ensure_ascii=False))} {path}"
                 raise KdError(f"{p}: line {first}: a JSON object: --corpus reads one plain text a line, and the keys and "

@@ -22,6 +22,7 @@ from .char_encoder import encode_flagged as chars_or_tokenizer
 from .errors import KdError
 from .jsonl import is_whole
 from .probs import answers, softmax
+from .textkey import text_list
 
 MANIFEST = "manifest.json"
 CLASSES = "classes.txt"
@@ -215,7 +216,7 @@ class Artifact:
         already encoded by ``self.tokenizer``."""
         if batch_size < 1:  # (0 served every text a row of zeros: "probabilities" of 1/K without a word)
             raise KdError(f"batch_size must be at least 1, got {batch_size}")
-        texts = _check_texts(texts)
+        texts = text_list(texts)  # (one str, a None, a numpy array: see textkey)
         width = len(self.class_names)
         out = np.zeros((len(texts), width), dtype=np.float32)
         if not texts:
@@ -240,7 +241,7 @@ class Artifact:
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
         """One dict per text: label, confidence, per-class probabilities and ``truncated`` (longer
         than ``max_len`` tokens: only the start was read). Each text is tokenized once."""
-        texts = _check_texts(texts)
+        texts = text_list(texts)  # (one str, a None, a numpy array: see textkey)
         if not texts:
             return []
         ids, cut = self.tokenizer.encode_flagged(texts)
@@ -256,19 +257,6 @@ class Artifact:
             input_ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         return input_ids, mask
-
-
-def _check_texts(texts) -> list[str]:
-    """``texts`` as a list, checked to hold str only: one str was served as its characters, each a
-    text; a numpy array or pandas Series of texts (``df["text"].values``) ended in numpy's "truth
-    value of an array is ambiguous"."""
-    if isinstance(texts, str):
-        raise KdError("texts must be a list of texts, not one str: pass [text]")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise KdError(f"texts[{i}] is {type(text).__name__}, not a str")
-    return texts
 
 
 WIDEST = 1 << 16  # the largest inputs.min_len or inputs.pad_multiple served (kd writes at most a kernel width, 8)

@@ -6,6 +6,8 @@ import hashlib
 import re
 import unicodedata
 
+from .errors import KdError
+
 _SPACE = re.compile(r"\s+")
 # variation selectors: zero-width marks that pick a glyph (emoji or text style, an ideograph's
 # variant), left behind on their own when an emoji is cut out of a text; BERT's normalizer strips them
@@ -37,3 +39,15 @@ def unseen(text: str) -> bool:
     space: nothing a model reads. (``isprintable`` first: C speed for nearly all.)"""
     text = _SELECTORS.sub("", text).replace("\ufffd", "").strip()  # (U+FFFD too: BERT's normalizer drops it, as a control character)
     return not text or not text.isprintable() and all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)
+
+
+def text_list(texts) -> list[str]:
+    """``texts`` as a list, checked to hold str only (a numpy array or pandas Series of texts too):
+    one str would be taken as its characters, each a text."""
+    if isinstance(texts, str):
+        raise KdError("texts must be a list of texts, not one str: pass [text]")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise KdError(f"texts[{i}] is {type(text).__name__}, not a str")
+    return texts
