@@ -1,9 +1,10 @@
-"""The pre-training probe of the first GPU sitting (its output: probe.json beside this file).
+"""A pre-training stability probe (the first GPU sitting's: docs/gpu-2026-12-04/probe.json).
 
-Three `kd pretrain` runs side by side on one GPU, 6 x 384 at batch 256, each its own store of the
-train texts (+ People's Daily as --corpus), and each run's stored metrics rows dumped. Run on the
-device from the repository root, after `bash bench/lent.sh --prepare` here, as
-`python3 docs/gpu-2026-12-04/probe.py` with OUT set (PROBE_MIN, PROBE_DEV: minutes and device).
+Three `kd pretrain` runs side by side on one GPU, 6 x 384 at batch 256 (lr 5e-4 seeds 1 and 2, lr
+2e-4 seed 1), each its own store of the train texts (+ People's Daily as --corpus), and each run's
+stored metrics rows dumped to $OUT/probe.json. Run on the device from the repository root, after
+`bash bench/lent.sh --prepare` here, as `python3 bench/pretrain_probe.py` with OUT set, the wheels
+installed as lent.sh does (PROBE_MIN, PROBE_DEV: minutes and device; 2.5 and cuda).
 """
 import collections
 import json
