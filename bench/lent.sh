@@ -31,7 +31,8 @@
 # them, so a repeated option overrides its default (the defaults include "--pretrain-batch-size 256":
 # a GPU's MLM steps cost about the same at 64 or 256 texts,
 # so 4 minutes see about 4 times the text of kd pretrain's default batch; the protocol's reference,
-# 85.45 %, is what 4 minutes at a small batch gave), KD_LENT_SECONDS (default 540) is the time the
+# 85.45 %, is what 4 minutes at a small batch gave; and "--pretrain-lr 3e-4": at that batch 5e-4 once
+# collapsed to the frequency loss, 3e-4 reached 4.03 in 4 minutes, docs/BENCHMARKS.md), KD_LENT_SECONDS (default 540) is the time the
 # sitting gets from this script's start (the wheels' install and the import check count: the device's
 # limit is on the whole command; less device time left than 600 s: set it about 60 s under that),
 # KD_LENT_DEVICE (default cuda) the device.
@@ -106,9 +107,9 @@ fi
 table=${1:-B1B2}
 SECONDS=$(( SECONDS + ${KD_LENT_SPENT:-0} ))  # side by side: the seconds the caller spent installing the wheels
 case "$table" in
-  B1B2) script=(bench/distill.py --students textcnn); default_args="--pretrain-batch-size 256" ;;
-  B3) script=(bench/labels.py); default_args="--levels 0.2 --pretrain-batch-size 256 --student-votes-folds 5" ;;
-  teacher) script=(bench/teacher.py); default_args="--pretrain-batch-size 256" ;;
+  B1B2) script=(bench/distill.py --students textcnn); default_args="--pretrain-batch-size 256 --pretrain-lr 3e-4" ;;
+  B3) script=(bench/labels.py); default_args="--levels 0.2 --pretrain-batch-size 256 --pretrain-lr 3e-4 --student-votes-folds 5" ;;
+  teacher) script=(bench/teacher.py); default_args="--pretrain-batch-size 256 --pretrain-lr 3e-4" ;;
   B4) script=(bench/speed.py); default_args="" ;;
   *) echo "unknown table $table: choose B1B2, B3, teacher or B4" >&2; exit 2 ;;
 esac
