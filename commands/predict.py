@@ -504,3 +504,6 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         labeled = sum(1 for s, y in zip(samples.splits, samples.labels) if s == part and y >= 0)
         if labeled:  # predicted, and no figures: it said nothing of the split asked for
             click.echo(f"  {part}: no figures: its {labeled} labeled samples are all dropped (`kd samples --split {part} --dropped` shows them)")
+    mean_layer = report["metrics"].get("all", {}).get("mean_exit_layer")
+    if mean_layer is not None:  # an early-exit model: the figures above are at this speed
+        click.echo(f"  speed {config['speed']:g}: mean exit layer {mean_layer:.2f} of {predictor.model.num_layers} over {len(samples)} samples")

@@ -470,6 +470,29 @@ def test_early_exit_is_judged_at_the_speed_chosen_on_dev():
     assert stuck["never_exited"] and "no sample exited early" in early_exit_not_judged(full, stuck)
 
 
+def test_early_exit_chart_speeds_whose_labels_would_overlap_share_one(tmp_path):
+    """B4's chart labelled each speed at its point: 0, 0.1 and 0.3 (nothing exits yet, about 1x) were drawn on
+    one another, unreadable (docs/b4-early-exit-cpu-12x192-dev.png). A label that would overlap an earlier
+    one joins it; labels apart stay apart."""
+    from bench.speed import plot_early_exit, speed_labels
+
+    def width(text):
+        return 6.0 * len(text)  # pixels
+
+    # pixels: 0, 0.1 and 0.3 within a few pixels, 0.5 24 px right on the same line, 0.8 and 0.9 well apart
+    at = [(60.0, 200.0), (54.0, 200.0), (56.0, 200.0), (84.0, 200.0), (170.0, 150.0), (230.0, 250.0)]
+    labels = speed_labels([0.0, 0.1, 0.3, 0.5, 0.8, 0.9], at, width, height=11.0, offset=(4.0, 4.0))
+    assert labels == [(0, "0, 0.1, 0.3, 0.5"), (4, "0.8"), (5, "0.9")]
+    assert speed_labels([0.0, 0.1], [(0.0, 0.0), (0.0, 20.0)], width, height=11.0) == [(0, "0"), (1, "0.1")]  # one above the other
+    assert speed_labels([], [], width, height=11.0) == []
+    pytest.importorskip("matplotlib")
+    one = {f"{s:g}": {"speed": s, "accuracy": 0.791, "mean_layers": 12.0, "speedup": up} for s, up in ((0.0, 1.0), (0.1, 0.9), (0.3, 0.94))}
+    one["0.9"] = {"speed": 0.9, "accuracy": 0.7925, "mean_layers": 2.4, "speedup": 3.85}
+    one.update(num_layers=12, texts=2000, uncertainty="entropy")
+    path = plot_early_exit({"one_at_a_time": one, "stored_test": {}, "stored_test_rows": 0}, tmp_path / "ee.png")
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
 def test_b4_renders_a_gpu_table_next_to_the_cpu_one():
     """GPU rows only exist on a lent GPU: their rendering is checked here, from figures written by hand."""
     from bench.speed import markdown_from_json

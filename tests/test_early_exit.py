@@ -949,3 +949,17 @@ def test_a_config_files_teacher_runs_refused_by_early_exit_name_the_file(tmp_pat
     out = kd("distill", "--run", "r", "--student", "early-exit", "--db", str(db), ok=False).output
     assert "extends one teacher" in out and 'kd.toml: [distill] teacher-run = ["a", "b"])' in out, out
     assert not db.exists()
+
+
+def test_predict_store_summary_names_the_speed_and_the_mean_exit_layer(trained):
+    """`kd predict --store --speed 0.9` printed its accuracies without the speed they were at or how deep the
+    texts went (stored as `mean_exit_layer`, said only by kd report): the summary names both, as kd distill's does."""
+    db = trained["db"]
+    out = kd("predict", "--run", "r", "--model", "early-exit", "--store", "--split", "test", "--speed", "0.9",
+             "--overwrite", "--db", db).output
+    store = Store.open(db)
+    stage = _stage(store, "predict-early-exit@test")
+    layers = next(m.value for m in store.metrics(stage.id) if m.split == "all" and m.name == "mean_exit_layer")
+    assert f"  speed 0.9: mean exit layer {layers:.2f} of {LAYERS} over 20 samples" in out
+    plain = kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "test", "--overwrite", "--db", db).output
+    assert "mean exit layer" not in plain
