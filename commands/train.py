@@ -95,7 +95,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         train = stage["metrics"].get("train") or {}
         if train.get("mlm_loss", float("nan")) >= train.get("frequency_loss", float("inf")):  # (kdstore.context_free: a long run this poor fails)
             steps = int(train.get("steps") or 0)
-            warn(f"after {steps} step{'s' * (steps != 1)} the masked-LM loss {train['mlm_loss']:.2f} is no better than predicting "
+            measured = "generator's masked-LM loss (ELECTRA)" if stage["config"].get("objective") == "electra" else "masked-LM loss"
+            warn(f"after {steps} step{'s' * (steps != 1)} the {measured} {train['mlm_loss']:.2f} is no better than predicting "
                  f"each character by its frequency ({train['frequency_loss']:.2f}): the model has learned no context yet, "
                  "and a teacher fine-tuned from it may answer one class; give it more --minutes or --steps")
     if stage["config"].get("student") == "early-exit" and stage["config"].get("max_loss") is not None:

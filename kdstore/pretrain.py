@@ -205,6 +205,11 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     lengths = [len(x) for x in ids]
     special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
     baseline = _frequency_loss(ids, special_ids)  # what a model that learned no context scores
+    if np.isnan(baseline):  # (every token [UNK] or special: a NaN bar, a masked-LM loss of 0, and a success on record)
+        longest = tokenizer.backend_tokenizer.model.max_input_chars_per_word
+        raise KdError(f"every word of the {len(texts)} texts is [UNK]: none is in the vocabulary built from them (a word "
+                      f"of over {longest} characters without a space, or one holding a character seen fewer than "
+                      f"--min-count {cfg.min_count} times, is one [UNK]), so there is nothing to pre-train on")
 
     model_cfg = BertConfig(
         vocab_size=len(tokens),
@@ -233,6 +238,9 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     optimizer = torch.optim.AdamW(_decay_groups(objective, cfg.weight_decay), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + dist.rank)  # each rank masks its own share
 
+    # what is measured against the frequency bar: with ELECTRA, its generator's (a masked LM over the same vocabulary,
+    # its output layer the shared embeddings); the discriminator saved has no masked-LM loss of its own
+    measured = "generator's masked-LM loss (ELECTRA)" if cfg.objective == "electra" else "masked-LM loss"
     scaler = grad_scaler(device)
     budget_s = cfg.minutes * 60.0
     start, step, recent, recent_rtd, windows = time.monotonic(), 0, [], [], []
@@ -294,9 +302,9 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     check_finite(objective, when=f"by step {step}")
                     windows.append(figures["mlm_loss"])
                     if collapsed(windows, baseline):  # no more steps bring it back: stop now, not at the end of --minutes
-                        raise KdError(f"training diverged by step {step}: the masked-LM loss fell to {min(windows):.2f} and is back at "
+                        raise KdError(f"training diverged by step {step}: the {measured} fell to {min(windows):.2f} and is back at "
                                       f"{windows[-1]:.2f}, no better than predicting each character by its frequency "
-                                      f"({baseline:.2f}); a teacher fine-tuned from it would answer one class: lower --lr (now {cfg.lr:g})")
+                                      f"({baseline:.2f}); a teacher fine-tuned from the model would answer one class: lower --lr (now {cfg.lr:g})")
                 bar.update(task, advance=int(stepped), loss=f"{loss.item():.3f}",
                            left_s=max(budget_s - elapsed, 0.0) if budget_s else None)  # --minutes: the ETA is the budget left
 
@@ -305,7 +313,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     check_finite(objective, when=f"by step {step}")
     losses = _loss_figures(recent, recent_rtd, dist)  # a collective: every rank, before rank 0 goes on alone
     if learned_nothing(losses["mlm_loss"], baseline, texts_seen=seen):
-        raise KdError(f"after {step} steps ({seen:,} texts) the masked-LM loss is {losses['mlm_loss']:.2f}, no better than predicting each "
+        raise KdError(f"after {step} steps ({seen:,} texts) the {measured} is {losses['mlm_loss']:.2f}, no better than predicting each "
                       f"character by its frequency ({baseline:.2f}): the model learned no context, and a teacher fine-tuned "
                       f"from it may answer one class; check --lr (now {cfg.lr:g}): too high a rate collapses a model to this, "
                       "too low leaves it where it started")

@@ -1015,6 +1015,30 @@ def test_a_pretrain_no_better_than_character_frequencies_fails_or_warns(tmp_path
     assert stage.status == "failed" and "learned no context" in stage.error and not stage.artifact_path
 
 
+def test_electras_frequency_check_names_the_generator_it_measures(tmp_path):
+    """With --objective electra the loss held against the frequency bar is the generator's masked-LM loss
+    (the discriminator saved has none): the failure and the warning called it "the masked-LM loss", as if
+    the model saved were a masked LM and had been measured."""
+    import random
+
+    rng = random.Random(0)
+    chars = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉"
+    (tmp_path / "t.txt").write_text("".join("".join(rng.choice(chars) for _ in range(6)) + "\n" for _ in range(2000)), encoding="utf-8")
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(tmp_path / "t.txt"), "--split", "unlabeled", "--db", db)
+    tiny = ("--objective", "electra", "--layers", "1", "--hidden", "32", "--heads", "2", "--min-count", "1", "--no-wwm", "--db", db)
+    young = json.loads(kd("pretrain", "--run", "young", "--steps", "3", "--batch-size", "8", *tiny, "--json").stdout)
+    train = young["metrics"]["train"]
+    assert train["mlm_loss"] > train["frequency_loss"]
+    assert young["warnings"] == [f"after 3 steps the generator's masked-LM loss (ELECTRA) {train['mlm_loss']:.2f} is no better than "
+                                 f"predicting each character by its frequency ({train['frequency_loss']:.2f}): the model has learned "
+                                 "no context yet, and a teacher fine-tuned from it may answer one class; give it more --minutes or --steps"]
+    out = kd("pretrain", "--run", "stuck", "--steps", "200", "--lr", "1e-7", "--batch-size", "1024", *tiny, ok=False)
+    assert out.output.count("\n") == 1 and "after 200 steps (2" in out.output
+    assert " texts) the generator's masked-LM loss (ELECTRA) is 3." in out.output and "learned no context" in out.output
+    assert _stage(Path(db), "stuck", "pretrain").status == "failed"
+
+
 def test_a_corpus_named_twice_is_read_once(tmp_path, monkeypatch):
     """--corpus news.txt --corpus ./news.txt read the file twice: its texts counted and learned twice over."""
     monkeypatch.chdir(tmp_path)
@@ -1040,6 +1064,25 @@ def test_pretrain_refuses_a_min_count_no_character_reaches_though_latin_letters_
     assert stage.status == "failed" and not stage.artifact_path
     kd(*args, "--run", "q", "--min-count", "2")  # 很 occurs twice: the rare letters and digits still come along
     assert _stage(Path(db), "q", "pretrain").status == "succeeded"
+
+
+@pytest.mark.parametrize("texts", [
+    ["abcdefghij1234567890" * 8 + str(i) for i in range(4)],  # words of over 100 characters: WordPiece's [UNK]
+    ["аааб", "ааав", "аааг"],  # each word holds a letter seen once (а, seen 9 times, reaches --min-count)
+])
+def test_a_pretrain_whose_every_token_is_unk_fails_saying_so(tmp_path, texts):
+    """Texts whose every word the vocabulary turned into [UNK] gave a NaN frequency bar and a masked-LM
+    loss of 0 (only special tokens, none to mask): the stage succeeded, its model trained on nothing."""
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", t) for t in texts])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    out = kd("pretrain", "--run", "u", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--db", db, ok=False)
+    assert out.output == (f"Error: every word of the {len(texts)} texts is [UNK]: none is in the vocabulary built from them (a word "
+                          "of over 100 characters without a space, or one holding a character seen fewer than --min-count 2 "
+                          "times, is one [UNK]), so there is nothing to pre-train on\n")
+    stage = _stage(Path(db), "u", "pretrain")
+    assert stage.status == "failed" and "[UNK]" in stage.error and not stage.artifact_path
+    assert not (tmp_path / "kd-artifacts" / "kd.db" / "u" / "pretrain" / "model").exists()
 
 
 @pytest.mark.parametrize("args, message", [
