@@ -63,8 +63,9 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
     given = [p for p in ("run", "which") if typed(p)]
     if artifact and not typed("artifact") and (given or (from_store and typed("from_store"))):
         artifact = None  # a config file's [predict] artifact: a typed --run, --model or --store wins over it
-    if from_store and not typed("from_store") and (typed("artifact") or path != "-" or typed("text_field")):
-        from_store = False  # and a typed --artifact, FILE or --text-field (JSON lines to read), over its store = true
+    piped = from_store and path == "-" and _stdin_has_text()  # (texts piped in were ignored without a word)
+    if from_store and not typed("from_store") and (typed("artifact") or path != "-" or typed("text_field") or piped):
+        from_store = False  # and a typed --artifact, FILE, --text-field (JSON lines to read) or text on stdin, over its store = true
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     if text_field is not None and not text_field:  # before a model loads (seconds to minutes)
@@ -84,6 +85,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
             raise click.UsageError("--store predicts the store's samples: leave out FILE")
         if text_field is not None and typed("text_field"):
             raise click.UsageError("--text-field reads FILE or stdin: --store predicts the store's samples")
+        if piped:
+            raise click.ClickException("--store predicts the store's samples, not the text piped on stdin: leave out --store to predict that")
         _predict_store(run, which, split, batch_size, device, overwrite, db, as_json, speed, speed_if_early_exit=not typed("speed"))
         return
     if artifact and speed is not None:
@@ -127,6 +130,33 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
     else:
         lines, fields = read
         _emit_file(predictor, lines, batch_size, as_json, fields)
+
+
+def _stdin_has_text() -> bool:
+    """Whether stdin holds input now, read without taking any of it: a file (``< texts.txt``) that is
+    not empty, or a pipe with bytes waiting in it (``echo 很好 |``); not a terminal, ``/dev/null``, a
+    closed stdin or a pipe nothing was written to (a scheduler's, which may never be written to)."""
+    try:
+        stream = click.get_binary_stream("stdin")
+    except RuntimeError:  # no sys.stdin (started with `<&-`)
+        return False
+    try:
+        if stream.isatty():
+            return False
+        if stream.seekable():  # a file, or CliRunner's input
+            at = stream.tell()
+            try:
+                return bool(stream.read(1))
+            finally:
+                stream.seek(at)
+        import fcntl
+        import struct
+        import termios
+
+        waiting = fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        return struct.unpack("i", waiting)[0] > 0
+    except (OSError, ValueError, ImportError, AttributeError):  # (no FIONREAD: Windows; a stream without a descriptor)
+        return False
 
 
 def _read_file(path: str, text_field: str | None) -> tuple[list[tuple[int, str]], dict[int, dict] | None]:

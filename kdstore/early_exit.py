@@ -53,6 +53,7 @@ from .progress import progress
 from .runs import StageHandle
 from .speed import measure, speed_texts
 from .store import Store
+from .textkey import text_list
 from .torchutil import autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed
 
 SUBDIR = "early-exit"
@@ -855,6 +856,7 @@ class EarlyExitPredictor:
         return cls(model, tokenizer, meta, stage_name=stage_name, speed=speed, uncertainty=uncertainty, device=dev)
 
     def logits_and_layers(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        texts = text_list(texts)  # (one str was read as its characters, each a text: see textkey)
         return early_exit_logits(self.model, self.tokenizer, texts, max_len=self.max_len, speed=self.speed,
                                  uncertainty=self.uncertainty, batch_size=batch_size, device=self.device, ids=ids, label="predict")
 
@@ -868,6 +870,7 @@ class EarlyExitPredictor:
 
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
         """As ``Predictor.predict``, plus the exit ``layer`` of each answer and the model's ``layers``."""
+        texts = text_list(texts)  # (one str was answered as its characters, each a text: see textkey)
         if not texts:
             return []
         ids, cut = self.encode(texts)

@@ -19,6 +19,7 @@ from .outputs import average_probs_as_logits
 from .probs import answers, softmax
 from .progress import progress
 from .store import Store, missing_model
+from .textkey import text_list
 from .torchutil import ensure_eval, pick_device
 
 STUDENT_WEIGHTS = "student.pt"
@@ -236,6 +237,9 @@ class Predictor:
 
     def logits(self, texts: list[str], *, batch_size: int = 256, ids: list[list[int]] | None = None) -> np.ndarray:
         """Logits for ``texts`` (in order); ``ids``: the texts already encoded by ``encode``."""
+        texts = text_list(texts)  # (one str was read as its characters, each a text: see textkey)
+        if not texts:  # (a student's were of shape (0, 0))
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
         if self.kind == "student":
             parts = [student_logits(m, self.tokenizer, texts, max_len=self.max_len, device=self.device, batch_size=batch_size, ids=ids, label="predict") for m in self.models]
         else:
@@ -252,6 +256,7 @@ class Predictor:
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
         """One dict per text: label, confidence, per-class probabilities, and ``truncated`` (the text
         was longer than ``max_len`` tokens and only its start was read). Each text is tokenized once."""
+        texts = text_list(texts)  # (one str was answered as its characters, each a text: see textkey)
         if not texts:
             return []
         ids, cut = self.encode(texts)

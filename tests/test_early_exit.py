@@ -215,6 +215,15 @@ def test_predictor_one_sample_at_a_time(trained):
     assert np.allclose(slow.logits([long, short]), slow.logits([long, short], ids=slow.encode([long, short])[0]))
 
 
+def test_predictor_refuses_one_str_for_its_texts(trained):
+    """``predict("这个很好")`` answered each character as a text (four answers), as Artifact no longer does."""
+    predictor = EarlyExitPredictor.from_directory(trained["out_dir"], device="cpu")
+    for method in (predictor.predict, predictor.logits):
+        with pytest.raises(KdError, match=r"^texts must be a list of texts, not one str: pass \[text\]$"):
+            method("这个很好")
+    assert predictor.predict([]) == [] and predictor.logits([]).shape == (0, 2)
+
+
 # leaving the batch ---------------------------------------------------------------------------------
 class LengthBranch(torch.nn.Module):
     """A test branch: certain (class 0) for rows with at most ``cut`` real tokens (or, with

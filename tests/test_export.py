@@ -410,6 +410,40 @@ def test_predict_store_writes_a_predict_stage(built, tmp_path):
     assert "not a model" in kd_export("--run", RUN, "--model", "predict-teach@test", "--db", db, ok=False).output
 
 
+def test_predict_store_refuses_text_piped_on_stdin(built, tmp_path, error_line):
+    """`echo 很好 | kd predict --run r --store` predicted the store's samples, wrote a stage and said
+    nothing of the text piped in; a config file's `store = true` gives way to it, as to a FILE."""
+    copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
+    shutil.copytree(built.parent, copy)
+    db = str(copy / "kd.db")
+    stages = lambda: [s.name for s in Store.open(db).stages_of(RUN)]  # noqa: E731
+    before = stages()
+    out = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, input="很好\n", ok=False)
+    assert error_line(out) == "Error: --store predicts the store's samples, not the text piped on stdin: leave out --store to predict that"
+    assert stages() == before
+    (tmp_path / "stored.toml").write_text("[predict]\nstore = true\n", encoding="utf-8")
+    piped = kd("predict", "--config", str(tmp_path / "stored.toml"), "--run", RUN, "--model", "distill-textcnn", "--db", db, input="很好\n")
+    assert piped.stdout.endswith("\t很好\n") and len(piped.stdout.splitlines()) == 1
+    assert stages() == before
+    kd("predict", "--config", str(tmp_path / "stored.toml"), "--run", RUN, "--model", "distill-textcnn", "--db", db)  # nothing piped: the store
+    assert stages() == [*before, "predict-distill-textcnn"]
+
+
+def test_predictor_refuses_one_str_and_answers_no_texts_with_none(built):
+    """``Predictor.predict("这个很好")`` answered each character as a text (four answers), as
+    ``Artifact.predict`` no longer does; ``[]`` is no answers, and no logits of a row as wide as the classes."""
+    store = Store.open(str(built))
+    for run, which in ((RUN, "distill-textcnn"), (RUN, "teacher"), ("oof", "teacher")):
+        predictor = Predictor.from_run(store, run, which, device="cpu")
+        for method in (predictor.predict, predictor.logits):
+            with pytest.raises(KdError, match=r"^texts must be a list of texts, not one str: pass \[text\]$"):
+                method("这个很好")
+            with pytest.raises(KdError, match=r"^texts\[1\] is NoneType, not a str$"):
+                method(["很好", None])
+        assert predictor.predict([]) == [] and predictor.logits([]).shape == (0, 2)
+        assert len(predictor.predict(("这个很好",))) == 1
+
+
 def test_predict_store_on_a_split_all_dropped_says_why_it_has_no_figures(built, tmp_path):
     """`kd predict --store --split dev` with every dev sample dropped printed the samples predicted and
     no dev line at all: nothing said why the split asked for had no figures."""
@@ -937,6 +971,7 @@ def test_the_readmes_python_serves_an_onnx_export_as_kd_predict_does(cnn_onnx):
     served = [json.loads(l) for l in kd("predict", "--artifact", str(folder), "--json", input="\n".join(sample) + "\n").stdout.splitlines()]
     assert [label for label, _ in got] == [r["label"] for r in served]
     assert max(abs(conf - r["confidence"]) for (_, conf), r in zip(got, served)) < 1e-5
+    assert namespace["predict"]([]) == []  # no texts, no answers (max() of min_len alone was a TypeError)
 
 
 def test_runs_delete_removes_a_stages_exports_at_their_default_place(built, tmp_path):
