@@ -289,10 +289,12 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
         quoted = _spreadsheet_tsv_rows(content, ragged=len({len(f) for _, f in out}) > 1, all_quoted=all_quoted) if '"' in content else None
         return out if quoted is None else quoted
     allow_long_csv_fields()
+    content, kept = _keep_bare_cr(content)
     reader = csv.reader(io.StringIO(content, newline=""), strict=True)  # an unclosed quote is an error, not a text that swallows the rows after it
     out, line = [], 1
     try:
         for fields in reader:
+            fields = [f.replace("\0", "\r") for f in fields] if kept else fields
             if any(f.strip() for f in fields):
                 out.append((line, fields))
             line = reader.line_num + 1
@@ -306,6 +308,19 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
 _DOUBLED_QUOTES = re.compile(r'(?:^|(?<=\r)|\t)"(?:[^"\t\r\n]|"")*""(?:[^"\t\r\n]|"")*"(?=[\t\r]|$)', re.MULTILINE)
 
 
+def _keep_bare_cr(content: str) -> tuple[str, bool]:
+    """``content`` for the csv module, which ends a row at a bare ``\\r`` too: in a file whose lines end
+    in ``\\n``, a bare ``\\r`` inside a line (mixed line ends) stays in it, as read line by line and as kd
+    predict reads it (cut there, one text became two, unseen, and the lines after it were misnumbered).
+    It is held as a NUL, which no decoded file holds, and True says to give the fields theirs back."""
+    if "\n" not in content or not _BARE_CR.search(content):
+        return content, False
+    return _BARE_CR.sub("\0", content), True
+
+
+_BARE_CR = re.compile(r"\r(?!\n)")
+
+
 def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = False) -> list[tuple[int, list[str]]] | None:
     """(line number, fields) of every non-blank row of a TSV as Excel or LibreOffice save it ("Text
     (Tab delimited)"): a field holding a quote, a tab or a line break is written in quotes, its quotes
@@ -316,10 +331,13 @@ def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = Fals
     by line, the quotes stayed in the text (each doubled) and a field's line break cut its row in two
     (a "ragged row" error)."""
     allow_long_csv_fields()
+    quoted = all_quoted or _DOUBLED_QUOTES.search(content) is not None
+    content, kept = _keep_bare_cr(content)
     reader = csv.reader(io.StringIO(content, newline=""), dialect="excel-tab", strict=True)
-    out, line, quoted = [], 1, all_quoted or _DOUBLED_QUOTES.search(content) is not None
+    out, line = [], 1
     try:
         for fields in reader:
+            fields = [f.replace("\0", "\r") for f in fields] if kept else fields
             quoted = quoted or (ragged and any(c in f for f in fields for c in "\t\r\n"))
             if any(f.strip() for f in fields):
                 out.append((line, fields))
@@ -548,7 +566,8 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
     if text_key == label_key:  # (for the pool too, as a TSV's: the line's "label" went into its metadata)
         raise KdError(f"{name}: field {text_key!r}: the text key is also the label key")
     records = []
-    for line, raw in enumerate(content.split(_line_end(content)), start=1):
+    lines = content.split(_line_end(content))
+    for line, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
@@ -556,8 +575,10 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         except json.JSONDecodeError as exc:
             hint = " (kd reads JSON Lines: one object a line, not a JSON array)" if raw.lstrip().startswith("[") else ""
             if not hint and raw.lstrip().startswith("{") and exc.pos >= len(raw.rstrip()):
-                # (pretty-printed objects, as jq prints them without -c: "Expecting property name ..." for a lone "{")
-                hint = " (the object goes on past its line: kd reads JSON Lines, one object a line, as `jq -c` writes them)"
+                # (pretty-printed objects, as jq prints them without -c: "Expecting property name ..." for a lone "{";
+                # on the last line, no object goes on: a file cut short, as an export that stopped writes it)
+                hint = (" (the object goes on past its line: kd reads JSON Lines, one object a line, as `jq -c` writes them)"
+                        if any(rest.strip() for rest in lines[line:]) else " (the file ends inside this object: cut short?)")
             if not hint and exc.msg == "Extra data" and "\r" in raw[:exc.pos]:  # (no string holds a bare \r: it is between them)
                 hint = "; a bare carriage return (\\r) joins two lines: mixed line ends? make them all \\n (e.g. `mac2unix`)"
             msg = exc.msg.removesuffix(" at")  # ("Unterminated string starting at" at column 15)

@@ -580,6 +580,25 @@ def test_unlabeled_one_column(invoke, write_file, read_samples, read_classes):
     assert report["store"] == {"unlabeled": {"(none)": 2}}
 
 
+def test_a_bare_carriage_return_inside_a_line_of_a_newline_file_stays_in_its_text(invoke, write_file, read_samples):
+    """A stray \\r inside a line of a \\n file stays in that line's text, as a file read line by line
+    keeps it and as kd predict reads the line: a pool (or CSV, or TSV) that the csv module read (a field
+    with doubled quotes, a .csv) was cut at it, one text silently made two and the lines after it misnumbered."""
+    write_file("pool.txt", '"他说""好"""\n第二条\r文本中间\n第三条\n'.encode())
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    assert [(r["text"], r["line"]) for r in read_samples()] == [('他说"好"', 1), ("第二条\r文本中间", 2), ("第三条", 3)]
+    records = parse("text\n第一条\n第二条\r文本\n第三条\n".encode(), "p.csv", IngestOptions(split="unlabeled"))
+    assert [(r.text, r.line) for r in records] == [("第一条", 2), ("第二条\r文本", 3), ("第三条", 4)]
+    records = parse("text,label\n第一条,pos\n第二条\r文本,neg\n\"三\r\n行\",pos\n".encode(), "t.csv", IngestOptions())
+    assert [(r.text, r.label, r.line) for r in records] == [("第一条", "pos", 2), ("第二条\r文本", "neg", 3), ("三\r\n行", "pos", 4)]
+    records = parse('pos\t"他说""好"""\nneg\t第二条\r文本\n'.encode(), "t.tsv", IngestOptions())
+    assert [(r.text, r.label, r.line) for r in records] == [('他说"好"', "pos", 1), ("第二条\r文本", "neg", 2)]
+    # (a file of \r\n line ends, or of bare \r ones, reads as before)
+    records = parse('text,label\r\n"多\r\n行",pos\r\n好,neg\r\n'.encode(), "w.csv", IngestOptions())
+    assert [(r.text, r.line) for r in records] == [("多\r\n行", 2), ("好", 4)]
+    assert [r.text for r in parse(b"text,label\ra,pos\rb,neg\r", "mac.csv", IngestOptions())] == ["a", "b"]
+
+
 def test_unlabeled_two_columns_drops_label(invoke, write_file, read_samples, read_classes):
     write_file("pool.tsv", "pos\tfirst text\nneg\tsecond text\n")
     invoke(["ingest", "pool.tsv", "--split", "unlabeled"])
@@ -986,6 +1005,13 @@ BAD_INPUTS = [
         [],
         ["line 2", "not valid JSON (Unterminated string starting at column 10)"],
         id="json-line-cut-short",
+    ),
+    pytest.param(  # cut between its keys: no line follows it, so it is no pretty-printed object going on there
+        "cut_between_keys.jsonl",
+        b'{"text": "fine text", "label": "pos"}\n{"text": "cut", \n\n',
+        [],
+        ["line 2", "not valid JSON", "the file ends inside this object: cut short?"],
+        id="json-line-cut-between-keys",
     ),
     pytest.param(
         "boollabel.jsonl",
