@@ -52,7 +52,7 @@ from .students import (
 )
 from .folds import stratified_folds
 from .teacher import check_learned_every_class, model_dirs, quiet_transformers, score_missing
-from .torchutil import BestCheckpoint, count_parameters, pick_device, saving_model, set_seed, stop_if_diverged
+from .torchutil import BestCheckpoint, StepLosses, count_parameters, pick_device, saving_model, set_seed, stop_if_diverged
 
 
 MAX_AUGMENT_N = 1000  # --augment-n: augmented variants per train text, at most
@@ -591,7 +591,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
         task = bar.add_task(f"distill {cfg.student} {tag}".strip(), total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
             net.train()
-            losses = []
+            losses = StepLosses()
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 idx, weight = dist.split_batch(batch)
                 input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, min_len=model.min_len, multiple=model.pad_multiple)
@@ -624,9 +624,8 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 optimizer.zero_grad(set_to_none=True)
                 # each rank's share of the batch's mean (0 for a filler): their mean over ranks and
                 # batches is the mean of the batch means, as in one process
-                losses.append(loss.item() * weight)
-                bar.update(task, advance=1, loss=f"{loss.item():.3f}")
-            add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
+                bar.update(task, advance=1, loss=losses.add(loss, weight))
+            add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses.floats())}, step=epoch)
             if stop_if_diverged(model, best, epoch=epoch, tag=tag, warn=dist.is_main):
                 fitted["diverged_epoch"] = epoch
                 break

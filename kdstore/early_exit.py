@@ -54,7 +54,7 @@ from .runs import StageHandle
 from .speed import measure, speed_texts
 from .store import Store
 from .textkey import text_list
-from .torchutil import autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed
+from .torchutil import StepLosses, autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed
 
 SUBDIR = "early-exit"
 BRANCHES_FILE = "branches.pt"
@@ -736,7 +736,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
         task = bar.add_task("early-exit branches", total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
             model.train()
-            losses = []
+            losses = StepLosses(digits=4)
             for _idx, input_ids, mask in iter_padded(ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id):
                 with autocast(device):
                     branch_logits, teacher_logits = model(input_ids.to(device), mask.to(device))
@@ -744,9 +744,8 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
                 loss = torch.stack([kl_soft(b.float(), target, temperature=cfg.temperature).mean() for b in branch_logits]).mean()
                 scaled_step(scaler, loss, optimizer, params, max_norm=5.0)  # (fp16 on a GPU without bf16: scaled, or small gradients vanish)
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                bar.update(task, advance=1, loss=f"{loss.item():.4f}")
-            store.add_metrics(stage.id, "train", {"loss": float(np.mean(losses))}, step=epoch)
+                bar.update(task, advance=1, loss=losses.add(loss))
+            store.add_metrics(stage.id, "train", {"loss": float(np.mean(losses.floats()))}, step=epoch)
             check_finite(model.branches, when=f"in epoch {epoch}")
             if not len(dev):
                 best_epoch = epoch

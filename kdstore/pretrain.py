@@ -32,7 +32,7 @@ from .schedules import warmup_linear_decay
 from .segment import jieba_module, token_groups, word_starts
 from .serving import sha256_file
 from .store import Store
-from .torchutil import autocast, check_finite, count_parameters, decay_exempt, grad_scaler, pick_device, saving_model, scaled_step, set_seed
+from .torchutil import autocast, check_finite, count_parameters, decay_exempt, grad_scaler, host_floats, pick_device, saving_model, scaled_step, set_seed
 from .vocab import SPECIALS, count_chars, make_tokenizer, vocab_from_counts
 
 MODEL_SUBDIR = "model"
@@ -244,6 +244,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     scaler = grad_scaler(device)
     budget_s = cfg.minutes * 60.0
     start, step, recent, recent_rtd, windows = time.monotonic(), 0, [], [], []
+    shown = "-"  # the loss the bar shows: the mean of the last 50 steps, when they are read
     seen = 0  # texts of the steps taken (a store smaller than --batch-size makes smaller batches)
     skipped = 0  # fp16 steps the scaler skipped in a row
     net.train()
@@ -281,7 +282,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                         loss, mlm, rtd = net(corrupted.to(device), mask.to(device), labels.to(device),
                                              input_ids.to(device), (~special).to(device))
                         step_loss = mlm * shares[0] + objective.weight * rtd * shares[1]
-                        recent_rtd.append(rtd.item() * shares[1])
+                        recent_rtd.append(rtd.detach().float() * shares[1])
                     else:
                         loss = mlm = net(corrupted.to(device), mask.to(device), labels.to(device))
                         step_loss = loss * shares[0]
@@ -295,17 +296,22 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     # and --steps would never be reached (nor the end of --minutes told apart from no time)
                     raise KdError(f"training diverged by step {step}: the fp16 grad scaler skipped the last {skipped} steps "
                                   f"(the loss is {loss.item()}); lower --lr")
-                recent.append(mlm.item() * shares[0])  # this rank's part of the batch's mean (see _loss_figures)
+                # this rank's part of the batch's mean (see _loss_figures), kept on the device: an .item() a step
+                # made a GPU wait for the host each step, the next batch's masking and kernel launches no longer
+                # overlapping the step before (read every 50 steps, one transfer)
+                recent.append(mlm.detach().float() * shares[0])
+                del recent[:-50], recent_rtd[:-50]
                 if stepped and step % 50 == 0:
                     figures = _loss_figures(recent, recent_rtd, dist)  # (every rank alike: each stops at the same step)
                     add_metrics(stage.id, "train", figures, step=step)
                     check_finite(objective, when=f"by step {step}")
                     windows.append(figures["mlm_loss"])
+                    shown = f"{figures['mlm_loss']:.3f}"
                     if collapsed(windows, baseline):  # no more steps bring it back: stop now, not at the end of --minutes
                         raise KdError(f"training diverged by step {step}: the {measured} fell to {min(windows):.2f} and is back at "
                                       f"{windows[-1]:.2f}, no better than predicting each character by its frequency "
                                       f"({baseline:.2f}); a teacher fine-tuned from the model would answer one class: lower --lr (now {cfg.lr:g})")
-                bar.update(task, advance=int(stepped), loss=f"{loss.item():.3f}",
+                bar.update(task, advance=int(stepped), loss=shown,
                            left_s=max(budget_s - elapsed, 0.0) if budget_s else None)  # --minutes: the ETA is the budget left
 
     if step == 0:  # every rank sees it (rank 0's clock decides): an untrained model is no result
@@ -360,14 +366,14 @@ def _decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def _loss_figures(recent: list[float], recent_rtd: list[float], dist: Dist = SINGLE) -> dict[str, float]:
+def _loss_figures(recent: list, recent_rtd: list, dist: Dist = SINGLE) -> dict[str, float]:
     """The mean of the last 50 steps: the (generator's) masked-LM loss, and ELECTRA's detection loss.
 
     Each entry is one rank's mean times its ``share_weights`` weight: summed over the ranks and
     divided by their number, that is the step's mean over every rank's tokens (a collective: every
     rank calls this at the same step)."""
-    recent = (dist.sum_across(recent[-50:]) / dist.world).tolist()
-    recent_rtd = (dist.sum_across(recent_rtd[-50:]) / dist.world).tolist() if recent_rtd else []
+    recent = (dist.sum_across(host_floats(recent[-50:])) / dist.world).tolist()
+    recent_rtd = (dist.sum_across(host_floats(recent_rtd[-50:])) / dist.world).tolist() if recent_rtd else []
     out = {"mlm_loss": float(np.mean(recent[-50:])) if recent else float("nan")}
     if recent_rtd:
         out["rtd_loss"] = float(np.mean(recent_rtd[-50:]))

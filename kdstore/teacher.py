@@ -28,7 +28,7 @@ from .schedules import layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
 from .folds import fold_count, stratified_folds
 from .store import SampleSet, Store, missing_model
-from .torchutil import BestCheckpoint, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged
+from .torchutil import BestCheckpoint, StepLosses, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged
 
 MODEL_SUBDIR = "model"
 TRAINABLE_SPLITS = ("train", "dev")  # test stays held out: its figures are what a run is judged by
@@ -576,7 +576,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
         task = bar.add_task(f"teach {tag.rstrip('/')}".strip(), total=total_steps, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
             net.train()
-            losses = []
+            losses = StepLosses()
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 idx, weight = dist.split_batch(batch)
                 input_ids, mask = pad([train_ids[i] for i in idx], tokenizer.pad_token_id)
@@ -587,9 +587,8 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 optimizer.zero_grad(set_to_none=True)
                 # each rank's share of the batch's mean (0 for a filler): their mean over ranks and
                 # batches is the mean of the batch means, as in one process
-                losses.append(out.loss.item() * weight)
-                bar.update(task, advance=1, loss=f"{out.loss.item():.3f}")
-            add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses)}, step=epoch)
+                bar.update(task, advance=1, loss=losses.add(out.loss, weight))
+            add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses.floats())}, step=epoch)
             if stop_if_diverged(model, best, epoch=epoch, tag=tag, warn=dist.is_main):
                 add_metrics(stage.id, "all", {f"{tag}diverged_epoch": epoch})
                 break

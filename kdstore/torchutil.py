@@ -62,6 +62,34 @@ def scaled_step(scaler: torch.amp.GradScaler, loss: torch.Tensor, optimizer, par
     return scaler.get_scale() >= before  # (update halves the scale after a skipped step, never otherwise)
 
 
+class StepLosses:
+    """Each training step's loss, kept on its device until read: an ``.item()`` a step made a GPU wait
+    for the host every step, so the next batch's padding and kernel launches no longer overlapped the
+    step before. ``add`` returns the loss a progress bar shows: the first step's, then the latest every
+    ``every`` steps (one transfer each); ``floats`` reads them all at once, at the end of an epoch."""
+
+    def __init__(self, *, every: int = 50, digits: int = 3):
+        self.values: list[torch.Tensor] = []
+        self.every, self.digits, self.shown = every, digits, "-"
+
+    def add(self, loss: torch.Tensor, weight: float = 1.0) -> str:
+        """Keep ``loss * weight`` (a rank's share of a batch's mean); returns the text to show."""
+        self.values.append(loss.detach().float() * weight)
+        if len(self.values) == 1 or len(self.values) % self.every == 0:
+            self.shown = f"{float(loss.detach()):.{self.digits}f}"
+        return self.shown
+
+    def floats(self) -> list[float]:
+        return host_floats(self.values)
+
+
+def host_floats(values: list) -> list[float]:
+    """Losses kept on a device (0-d tensors) or floats, as floats: one transfer for them all."""
+    if values and isinstance(values[0], torch.Tensor):
+        return torch.stack(values).double().cpu().tolist()
+    return [float(v) for v in values]
+
+
 def nonfinite_weight(module: torch.nn.Module) -> str | None:
     """The name of the first weight holding a nan or inf (training has diverged), else None."""
     return next((name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())), None)

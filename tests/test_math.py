@@ -16,6 +16,7 @@ from kdstore.metrics import classification_metrics, confusion_matrix, hardly_bea
 from kdstore.schedules import layer_decay_scales, layer_depths, linear, over_steps, warmup_linear_decay, warmup_linear_decay_step
 from kdstore.textkey import normalize, text_hash
 from kdstore.vocab import SPECIALS, build_vocab
+from kdstore.torchutil import StepLosses, host_floats
 
 UNIFORM = torch.tensor([[0.0, 0.0]])
 LN3 = torch.tensor([[math.log(3.0), 0.0]])  # softmax = (0.75, 0.25)
@@ -72,6 +73,31 @@ def test_distillation_loss_mixes_hard_and_soft_and_skips_hard_for_unlabeled():
     assert tied.item() == pytest.approx((0.5 * kl_a + 0.5 * math.log(2) + kl_a) / 2, abs=1e-6)
     with pytest.raises(ValueError, match="hard_weight"):
         distillation_loss(student, teacher, labels, alpha=0.5, temperature=1.0, hard_weight=-1.0)
+
+
+def test_distillation_loss_edge_weights_and_a_batch_without_labels_by_hand():
+    """alpha 1 ignores the labels, alpha 0 leaves an unlabeled sample its soft loss whole, a batch of
+    unlabeled samples only has no hard loss averaged over zero rows (no NaN), hard weight 0 is alpha * soft."""
+    student = torch.tensor([[0.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[math.log(3.0), 0.0], [0.0, math.log(3.0)]])
+    kl_a = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)  # KL((.75, .25) || (.5, .5)), either order of the classes
+    for labels in (torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([-1, -1])):
+        assert distillation_loss(student, teacher, labels, alpha=1.0, temperature=1.0).item() == pytest.approx(kl_a, abs=1e-6)
+    mixed = torch.tensor([0, -1])
+    # alpha 0, tied: the labeled sample learns from its label alone (log 2), the unlabeled one from the teacher (kl_a)
+    assert distillation_loss(student, teacher, mixed, alpha=0.0, temperature=1.0).item() == pytest.approx((math.log(2) + kl_a) / 2, abs=1e-6)
+    unlabeled = torch.tensor([-1, -1])
+    loss = distillation_loss(student, teacher, unlabeled, alpha=0.3, temperature=1.0)
+    assert loss.item() == pytest.approx(kl_a, abs=1e-6)  # tied: the soft loss at full weight
+    loss.backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    untied = distillation_loss(student, teacher, unlabeled, alpha=0.3, temperature=1.0, hard_weight=2.0)
+    assert untied.item() == pytest.approx(0.3 * kl_a, abs=1e-6)  # untied: alpha * soft, no hard term
+    assert distillation_loss(student, teacher, mixed, alpha=0.3, temperature=1.0, hard_weight=0.0).item() == pytest.approx(0.3 * kl_a, abs=1e-6)
+    # T = 1 is the textbook KL (no factor), as torch computes it
+    s, t = torch.tensor([[0.5, -1.0, 2.0]]), torch.tensor([[1.0, 0.0, -1.0]])
+    reference = torch.nn.functional.kl_div(torch.log_softmax(s, -1), torch.log_softmax(t, -1), log_target=True, reduction="sum")
+    assert kl_soft(s, t, temperature=1.0).item() == pytest.approx(reference.item(), abs=1e-6)
 
 
 def test_distillation_loss_gradients_flow_to_student_only():
@@ -1116,3 +1142,17 @@ def test_learned_nothing_needs_enough_texts():
     assert learned_nothing(3.0, 3.0, texts_seen=1_000_000)
     assert not learned_nothing(3.22, 3.0, texts_seen=16_000)  # 1,000 steps of 16 on a CPU: kd pretrain warns instead
     assert not learned_nothing(2.9, 3.0, texts_seen=1_000_000)
+
+
+def test_step_losses_are_read_once_and_shown_every_so_often():
+    """The per-step losses of a training loop stay tensors until the epoch's end (no .item() a step:
+    a GPU waited for the host at every one); the bar shows the first step's loss, then every 50th's."""
+    log = StepLosses(every=3, digits=2)
+    shown = [log.add(torch.tensor(v), weight) for v, weight in [(1.0, 1.0), (2.0, 0.5), (3.0, 1.0), (4.0, 0.0), (5.0, 1.0), (6.0, 1.0)]]
+    assert shown == ["1.00", "1.00", "3.00", "3.00", "3.00", "6.00"]  # the loss itself, not its rank's weighted share
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in log.values)
+    assert log.floats() == [1.0, 1.0, 3.0, 0.0, 5.0, 6.0]
+    assert host_floats([]) == [] and host_floats([0.5, 2]) == [0.5, 2.0]
+    with_grad = torch.tensor(2.0, requires_grad=True) * 1.5  # a loss still in its graph is kept detached
+    log.add(with_grad)
+    assert not log.values[-1].requires_grad and log.floats()[-1] == 3.0
