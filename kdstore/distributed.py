@@ -91,7 +91,11 @@ class Dist:
             torch.cuda.set_device(self.local_rank)
         if not self.is_main:
             os.environ["KD_NO_PROGRESS"] = "1"
-        signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        # SIGTERM keeps its default (the process ends) while the group starts: the rendezvous waits in C++,
+        # where a Python handler would run only once the other ranks joined; a rank that failed before it
+        # joined never does, and the launcher's SIGTERM went unheeded until it killed this one 30 s later.
+        # No stage is open yet: there is nothing to record.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         try:
             torch.distributed.init_process_group(
                 "nccl" if device.type == "cuda" else "gloo", rank=self.rank, world_size=self.world, timeout=TIMEOUT
@@ -99,6 +103,8 @@ class Dist:
         except ValueError as exc:  # env:// without MASTER_ADDR/MASTER_PORT: WORLD_SIZE set, but by no launcher
             raise KdError(f"WORLD_SIZE is {self.world}, but the process group cannot start ({_one_line(exc)}): "
                           "run kd under torchrun, or unset WORLD_SIZE") from None
+        signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        SET_UP.clear()
         _stop_with_launcher()
 
     def close(self) -> None:
@@ -110,6 +116,24 @@ class Dist:
             time.sleep(0.1)
 
     # collectives -------------------------------------------------------------------------
+    def set_up(self, error: BaseException | None = None) -> None:
+        """The ranks' first collective, once: each says whether its set-up (the command's checks before
+        its stage) failed, and how. A rank that failed passes ``error`` (from ``process_group``) and
+        re-raises it itself; the others raise it as that rank's (rank 0 prints ``rank N: ...``, the
+        others nothing). Without it, a rank that failed alone left the group, and the others' next
+        collective met only gloo's "Connection closed by peer": the cause was lost."""
+        if not self.active or SET_UP.is_set():
+            return
+        SET_UP.set()
+        failures = self.all_gather_object(None if error is None else _one_line(error))
+        if error is not None:
+            if not self.is_main:
+                TOLD.set()  # rank 0 heard of it (and prints it, or its own): this rank prints nothing
+            return
+        for rank, message in enumerate(failures):
+            if message is not None:
+                raise KdError(f"rank {rank}: {message}" if self.is_main else f"rank {rank} failed: {message}")
+
     def barrier(self) -> None:
         if self.active:
             torch.distributed.barrier()
@@ -187,6 +211,8 @@ class Dist:
             result, error, failure = None, exc, _one_line(exc)
         failures = self.all_gather_object(failure)
         if error is not None:
+            if not self.is_main:
+                TOLD.set()  # rank 0 heard of it, and names it: this rank prints nothing
             raise error
         for rank, message in enumerate(failures):
             if message is not None:
@@ -279,6 +305,13 @@ def process_group(device: str) -> Iterator[Dist]:
     try:
         with _peer_loss_as_error(dist):
             yield dist
+    except Exception as exc:
+        if dist.active and not SET_UP.is_set():  # failed before the first collective: the others hear why
+            try:
+                dist.set_up(exc)
+            except Exception:  # noqa: BLE001 - best effort (the group may be what failed): its own error stands
+                pass
+        raise
     finally:
         dist.close()
 
@@ -288,6 +321,8 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
     """``stage_scope`` on rank 0, which sends the stage's id to the other ranks; they work in the
     same stage without recording anything. A stage rank 0 cannot open stops every rank."""
     name = kind if name is None else name
+    with _peer_loss_as_error(dist):
+        dist.set_up()  # every rank's checks passed (or rank 0 names the one that failed): no stage before
     if not dist.is_main:
         stage_id = dist.broadcast_object(None)
         if stage_id is None:
@@ -402,6 +437,8 @@ PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
 ORPHANED = threading.Event()
 STOPPED = threading.Event()  # a SIGTERM came: the launcher stopping this rank, as it does once another has ended failed
 NOTED = threading.Event()  # this rank's error is on its stage as the cause, which rank 0 prints
+TOLD = threading.Event()  # this rank's error (before its stage) was passed to rank 0, which prints it (``Dist.set_up``)
+SET_UP = threading.Event()  # ``Dist.set_up`` ran: the ranks passed their first collective
 MAIN_GONE = threading.Event()  # this rank found rank 0 killed outright (and marked its stage): rank 0 prints nothing
 
 
@@ -424,7 +461,7 @@ def prints_its_error(message: str, wait_s: float | None = None) -> bool:
     collective) is printed once the wait is over."""
     if MAIN_GONE.is_set():
         return True
-    if NOTED.is_set() or STOPPED.is_set() or ECHO.match(message) or message.startswith(NO_STAGE):
+    if NOTED.is_set() or TOLD.is_set() or STOPPED.is_set() or ECHO.match(message) or message.startswith(NO_STAGE):
         return False
     if threading.current_thread() is not threading.main_thread():  # (signals reach the main thread alone)
         return True
@@ -490,5 +527,6 @@ def _raise_on_sigterm(_signum: int, _frame: Any) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return first if isinstance(exc, (KdError, Terminated)) else f"{type(exc).__name__}: {first}"
+    shown = getattr(exc, "format_message", None)  # a click error: its message, as the command line shows it
+    first = ((shown() if callable(shown) else str(exc)).strip().splitlines() or [""])[0]
+    return first if callable(shown) or isinstance(exc, (KdError, Terminated)) else f"{type(exc).__name__}: {first}"

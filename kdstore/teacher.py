@@ -677,6 +677,7 @@ def score_missing(
     names = store.class_names()
     if stage.config.get("classes") not in (None, names):
         raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run `kd teach`")
+    dist.set_up()  # (the first collective of `kd teach --logits-only`: a rank that failed before it names its error)
     todo_ids = dist.broadcast_object(unscored(store, stage.id, among) if dist.is_main else None)
     if len(todo_ids) == 0:
         return 0
@@ -685,12 +686,15 @@ def score_missing(
     todo = store.samples(ids=todo_ids, include_dropped=True)
     mine = todo.subset(dist.shard(len(todo)))
     dev = pick_device(device)
-    models = []
-    for directory in model_dirs(stage):
-        tokenizer, model = load_classifier(directory, names)
-        models.append(model.to(dev))
     max_len = stage.config.get("max_len", 128)
-    shard = lambda: _score_in_chunks(store, stage.id, models, tokenizer, mine, max_len=max_len, batch_size=batch_size, device=dev, chunk=chunk)
+
+    def shard() -> int:  # (the teacher loaded in it: a rank that cannot load it is named by rank 0, not lost with the group)
+        models = []
+        for directory in model_dirs(stage):
+            tokenizer, model = load_classifier(directory, names)
+            models.append(model.to(dev))
+        return _score_in_chunks(store, stage.id, models, tokenizer, mine, max_len=max_len, batch_size=batch_size, device=dev, chunk=chunk)
+
     scored = sum(dist.all_gather_object(dist.all_succeed(shard)))
     still = unscored(store, stage.id, todo_ids) if dist.is_main else np.zeros(0)
     if len(still):

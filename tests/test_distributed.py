@@ -327,6 +327,53 @@ def test_an_error_every_rank_meets_is_printed_once(corpus, tmp_path):
     assert (stage.status, stage.error) == ("failed", f"cannot load model '{tmp_path / 'nope'}': no such directory")
 
 
+def with_rank_1_argv(tmp_path: Path, edit: str) -> Path:
+    """A wrapper that runs kd with rank 1's own command line edited by ``edit`` (Python on ``argv``):
+    an option value only one process sees (another host's config file or environment)."""
+    wrapper = tmp_path / "rank1_argv.py"
+    wrapper.write_text(f"import os, sys\nargv = sys.argv\nif os.environ.get('RANK') == '1':\n    {edit}\n"
+                       "from commands.cli import main\nmain()\n", encoding="utf-8")
+    return wrapper
+
+
+def test_a_setup_error_of_rank_1_alone_is_rank_0s_one_line_promptly(corpus, tiny_model, tmp_path):
+    """Rank 1 alone refuses an option value in the group, before the stage: rank 1 left the group and
+    rank 0's first collective met only gloo's "Connection closed by peer", which it printed ("its own
+    error says why") and recorded as a stage failed with gloo's RuntimeError; rank 1, stopped by the
+    launcher, said nothing: the cause was lost. Rank 0 now hears it, prints it as rank 1's, once, and
+    no stage is on record (as in one process, a value refused before the stage records none)."""
+    db = tmp_path / "kd.db"
+    kd("ingest", str(corpus["train"]), "--db", str(db))
+    wrapper = with_rank_1_argv(tmp_path, "argv[argv.index('--epochs') + 1] = '0'")
+    started = time.monotonic()
+    done = torchrun("teach", "--run", "e", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
+                    ok=False, script=wrapper)
+    lines = error_lines(done)
+    assert len(lines) == 1 and lines[0].startswith("Error: rank 1: ") and "epochs" in lines[0], done.stderr[-3000:]
+    assert time.monotonic() - started < 30, done.stderr[-3000:]
+    store = Store.open(str(db), create=False)
+    try:
+        assert not store.run_exists("e")
+    finally:
+        store.close()
+
+
+def test_a_rank_that_fails_before_joining_the_group_does_not_leave_the_other_waiting(corpus, tiny_model, tmp_path):
+    """Rank 1 alone refuses its command line (before the group): rank 0, blocked in the group's
+    rendezvous, ignored the launcher's SIGTERM (a Python handler runs only between bytecodes) until
+    torchrun killed it 30 s later: ~45 s for a typo. Rank 1's error is printed, once."""
+    db = tmp_path / "kd.db"
+    kd("ingest", str(corpus["train"]), "--db", str(db))
+    wrapper = with_rank_1_argv(tmp_path, "argv.append('--nonsense-option')")
+    started = time.monotonic()
+    done = torchrun("teach", "--run", "u", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
+                    ok=False, script=wrapper)
+    elapsed = time.monotonic() - started
+    lines = error_lines(done)
+    assert lines == ["Error: No such option '--nonsense-option'."], done.stderr[-3000:]
+    assert "Unable to shutdown process" not in done.stderr and elapsed < 30, (elapsed, done.stderr[-3000:])
+
+
 def test_an_error_every_rank_met_is_recorded_as_such_not_as_the_noting_rank_s(tmp_path, monkeypatch):
     """Rank 1 notes its error on the stage first (``rank 1: ...``); when rank 0 ends the stage with
     the very same error (a --model that does not exist, rows read differently, a Ctrl-C that reached
@@ -431,6 +478,25 @@ def test_logits_only_under_two_processes_scores_exactly_the_missing_samples(taug
     np.testing.assert_allclose(logits[np.isin(ids, new)], fresh, atol=1e-4, rtol=0)
     again = kd("teach", "--run", "r", "--logits-only", "--json", "--db", str(db))
     assert json.loads(again.output)["scored"] == 0
+
+
+def test_logits_only_names_the_error_of_a_rank_that_cannot_load_the_teacher(taught, tmp_path):
+    """Rank 1 alone fails to load the teacher (before scoring): rank 0 printed only gloo's lost peer
+    ("its own error says why"), and rank 1 its error 10 s later: two lines, the first saying nothing.
+    Rank 0 now names it, once."""
+    db = copy_store(taught["two"], tmp_path / "store")
+    ingest_late(db, tmp_path)
+    wrapper = tmp_path / "no_teacher_on_rank1.py"
+    wrapper.write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import kdstore.teacher\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise OSError('rank one cannot read the teacher')\n"
+        "    kdstore.teacher.load_classifier = broken\n"
+        "from commands.cli import main\nmain()\n", encoding="utf-8")
+    done = torchrun("teach", "--run", "r", "--logits-only", "--db", str(db), ok=False, script=wrapper)
+    assert error_lines(done) == ["Error: rank 1 failed: OSError: rank one cannot read the teacher"], done.stderr[-3000:]
 
 
 def test_a_crashed_shard_keeps_the_others_and_a_rerun_scores_only_what_is_missing(taught, tmp_path):
