@@ -158,7 +158,10 @@ class Store:
                 read_only = "the file is read-only"
         if path is not None:
             _check_sqlite_file(path, read_only=read_only is not None)
-        engine = make_engine(url, read_only=path if read_only else None)
+        # an empty file (a TSV not yet written, given as --db) is read read-only by a command that
+        # creates no store: connecting wrote a WAL database's header into the file it then refused
+        empty = path is not None and not create and path.is_file() and path.stat().st_size == 0
+        engine = make_engine(url, read_only=path if read_only or empty else None)
         for attempt in range(OPEN_TRIES):
             try:
                 if check:

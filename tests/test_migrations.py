@@ -313,6 +313,21 @@ def test_db_current_on_an_empty_database_names_the_command_that_creates_that_sto
     assert "empty -> 0009" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not Path("kd.db").exists() and invoke.json(["db", "current"])["state"] == "current"
 
+@pytest.mark.sqlite_only  # the file is the test's own
+def test_an_empty_file_given_as_db_is_left_empty_by_the_commands_that_refuse_it(db_path, invoke, error_line):
+    """An empty file given as --db (a TSV not yet written, a placeholder): `kd samples`, `kd runs`,
+    `kd db current` said "no kd store ... (the database is empty)" and left it a 4096-byte SQLite
+    database in WAL mode, connecting having written a header into it. They change nothing; a command
+    that creates a store (`kd db upgrade`, `kd ingest`) still makes one there."""
+    db_path.touch()
+    for args in (["samples"], ["runs"], ["db", "current"], ["db", "current", "--json"]):
+        assert "(the database is empty)" in error_line(invoke(args, ok=False))
+        assert db_path.stat().st_size == 0, args
+        assert not Path(f"{db_path}-wal").exists() and not Path(f"{db_path}-shm").exists()
+    assert "empty -> 0009" in invoke(["db", "upgrade"]).stdout
+    assert invoke.json(["db", "current"])["state"] == "current"
+
+
 def _foreign_database(db):
     """Make ``db`` someone else's database: one table of theirs, one row."""
     engine = make_engine(resolve_url(db))
