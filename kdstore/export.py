@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -186,8 +187,12 @@ def export_model(
         example = _example(len(predictor.tokenizer), pad_id, min_len)
         model_file = MODEL_FILES[fmt]
         exporter = _write_onnx(module, example, tmp / model_file) if fmt == "onnx" else _write_torchscript(module, example, tmp / model_file)
-        predictor.tokenizer.save_pretrained(tmp)
-        (tmp / CLASSES).write_bytes(classes_text(predictor.class_names).encode("utf-8"))
+        try:  # (a full disk: the tokenizers library raises a bare Exception naming the OS error)
+            predictor.tokenizer.save_pretrained(tmp)
+            (tmp / CLASSES).write_bytes(classes_text(predictor.class_names).encode("utf-8"))
+        except Exception as exc:
+            _raise_if_unwritable(exc, tmp / CLASSES)
+            raise
         texts = _verify_texts(store, predictor.max_len, predictor.encode)
         manifest = _manifest(
             run=run, stage=stage, fmt=fmt, model_file=model_file, model_info=model_info, predictor=predictor,
@@ -199,7 +204,11 @@ def export_model(
         manifest["files"] = {
             p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != OWNER
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        try:
+            (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            _raise_if_unwritable(exc, tmp / MANIFEST)
+            raise
         _put_in_place(tmp, out_dir, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -475,17 +484,25 @@ def _interruption(exc: BaseException) -> BaseException | None:
 def _raise_if_unwritable(exc: BaseException, path: Path) -> None:
     """The file-system error (a full disk, a quota) an exporter's own exception wraps, as one line naming
     the folder: "could not export this model ... try the other format" sent a user after the model."""
+    unwritable = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG)
     for e in _chain(exc):
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG):
+        # (the tokenizers library's own I/O errors are bare Exceptions: "No space left on device (os error 28)")
+        rust = re.search(r"\(os error (\d+)\)$", str(e)) if type(e) is Exception else None
+        code = e.errno if isinstance(e, OSError) else int(rust.group(1)) if rust else None
+        if code in unwritable:
             # (path is in the temporary folder made beside --out: its parent is where --out goes)
-            raise KdError(f"{path.parent.parent}: cannot write the export there: {e.strerror or e}") from None
+            why = (e.strerror if isinstance(e, OSError) else None) or os.strerror(code)
+            raise KdError(f"{path.parent.parent}: cannot write the export there: {why}") from None
 
 
 def _write_torchscript(module: nn.Module, example, path: Path) -> dict[str, Any]:
     try:
         with _quiet(), torch.no_grad():
             traced = torch.jit.trace(module, example, check_trace=False, strict=False)
-            traced.save(str(path))
+            # saved to memory, then written: torch.jit's own writer, failing on a full disk, aborted the process
+            buffer = io.BytesIO()
+            torch.jit.save(traced, buffer)
+        path.write_bytes(buffer.getbuffer())
     except Exception as exc:
         _raise_if_unwritable(exc, path)
         raise KdError(f"torch.jit.trace could not trace this model ({type(exc).__name__}: {_summary(exc)}): try --format onnx") from None

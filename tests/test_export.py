@@ -1047,3 +1047,37 @@ def test_artifact_serves_a_numpy_array_of_texts(cnn_onnx):
         assert artifact.predict(array) == artifact.predict(texts)
         np.testing.assert_array_equal(artifact.logits(array), artifact.logits(texts))
     assert artifact.predict(np.array([], dtype=object)) == [] and artifact.logits(np.array([])).shape == (0, 2)
+
+
+def test_a_full_disk_while_saving_a_torchscript_model_is_one_line_not_an_abort(tmp_path):
+    """``torch.jit.save`` onto a full disk aborted the whole process (``terminate called after throwing
+    an instance of 'c10::Error'``, exit 134), leaving its hidden folder beside --out. (``/dev/full``:
+    a real full disk; in a subprocess, as the abort would end pytest too.)"""
+    code = (
+        "import torch\nfrom pathlib import Path\nfrom kdstore.errors import KdError\nfrom kdstore.export import _write_torchscript\n"
+        "m = torch.nn.Linear(4, 2)\n"
+        "try:\n    _write_torchscript(m, (torch.zeros(3, 4),), Path('/dev/full'))\n"
+        "except KdError as exc:\n    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.strip() == "/: cannot write the export there: No space left on device"
+
+
+def test_a_full_disk_while_saving_the_tokenizer_is_named_as_one_line():
+    """The model fit, then the tokenizer did not: the tokenizers library's own ``Exception: No space
+    left on device (os error 28)`` (no OSError) ended ``kd export`` in a traceback. (``/dev/full``:
+    the library's real error.)"""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    from kdstore.export import _raise_if_unwritable
+
+    try:
+        Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save("/dev/full")
+    except Exception as exc:  # (the Rust library raises a bare Exception)
+        error = exc
+    with pytest.raises(KdError) as found:
+        _raise_if_unwritable(error, Path("/data/.m.x1y2/tokenizer.json"))
+    assert str(found.value) == "/data: cannot write the export there: No space left on device"
