@@ -12,6 +12,10 @@
 #   keeps its own files and time limit; the GPU is shared, so their timings are not clean):
 #   device run: command "bash bench/lent.sh B1B2 B3" (KD_LENT_ARGS goes to every table: only options
 #   they all take, such as --minutes; --levels 0.1 stops B1B2 at once)
+#   or a table's seeds side by side, TABLE-sN being TABLE at seed N: "bash bench/lent.sh B1B2-s1 B1B2-s2
+#   B1B2-s3" (one pre-training left the H200 far from busy: 23 steps/s alone, 20 each with three sharing
+#   it, so three seeds cost about one sitting; each logs the steps its minutes gave). More than 8 files
+#   (what the device returns) go back as tables.tgz; merge the seeds with `python -m bench merge`.
 # Tables (each stops itself before the command limit):
 #   B1B2    bench/distill.py, one seed, the default student (TextCNN): teacher >= 88 % (issue 4), gap
 #           closed and distilled-with-pool vs teacher (issue 5). The default. Measured in the order
@@ -91,7 +95,8 @@ install_wheels() {  # once a machine: tables side by side share it (two pip runs
 if [ $# -gt 1 ]; then  # several tables side by side on the one GPU, each with its own files and time limit
   : "${OUT:?set OUT to the folder the figures go to}"
   for table in "$@"; do  # (before the install: a typo costs no pip run)
-    case "$table" in B1B2|B3|teacher) ;; *) echo "side by side: choose among B1B2, B3 and teacher, not $table (B4 times, alone)" >&2; exit 2 ;; esac
+    [[ "$table" != *-s* || "$table" =~ ^[A-Za-z0-9]+-s[0-9]+$ ]] || { echo "side by side: $table: a seed is a number (B1B2-s2)" >&2; exit 2; }
+    case "${table%-s[0-9]*}" in B1B2|B3|teacher) ;; *) echo "side by side: choose among B1B2, B3 and teacher (each may name its seed: B1B2-s2), not $table (B4 times, alone)" >&2; exit 2 ;; esac
     [ "$(printf '%s\n' "$@" | grep -cx "$table")" = 1 ] || { echo "side by side: $table twice (both would write $OUT/$table.*)" >&2; exit 2; }
   done
   mkdir -p "$OUT" && install_wheels || exit 1
@@ -102,11 +107,19 @@ if [ $# -gt 1 ]; then  # several tables side by side on the one GPU, each with i
   rc=0
   for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
   for table in "$@"; do echo "== $table"; grep -E '^\[|^exit status' "$OUT/$table.log" | tail -25; done
+  # the device returns at most 8 files: more (3 tables or more, 3 files each) go back as one archive
+  if [ "$(find "$OUT" -type f | wc -l)" -gt 8 ]; then
+    files=(); for table in "$@"; do files+=("$table.json" "$table.md" "$table.log"); done
+    (cd "$OUT" && tar czf tables.tgz --ignore-failed-read "${files[@]}" 2>/dev/null; rm -f "${files[@]}")
+    echo "the tables' files are in tables.tgz (tar xzf tables.tgz; seeds merge with python -m bench merge)"
+  fi
   exit $rc
 fi
-table=${1:-B1B2}
+table=${1:-B1B2}  # (its files are named so; TABLE-sN: the table at seed N, for seeds side by side)
+name=$table
+if [[ "$table" =~ ^(B1B2|B3|teacher)-s([0-9]+)$ ]]; then name=${BASH_REMATCH[1]} KD_LENT_SEED=${BASH_REMATCH[2]}; fi
 SECONDS=$(( SECONDS + ${KD_LENT_SPENT:-0} ))  # side by side: the seconds the caller spent installing the wheels
-case "$table" in
+case "$name" in
   B1B2) script=(bench/distill.py --students textcnn); default_args="--pretrain-batch-size 256 --pretrain-lr 3e-4" ;;
   B3) script=(bench/labels.py); default_args="--levels 0.2 --pretrain-batch-size 256 --pretrain-lr 3e-4 --student-votes-folds 5" ;;
   teacher) script=(bench/teacher.py); default_args="--pretrain-batch-size 256 --pretrain-lr 3e-4" ;;
@@ -125,7 +138,7 @@ echo "commit ${KD_COMMIT:-unknown (run bash bench/lent.sh --stamp before the dev
 # at once, not at the first import minutes in (cleanlab: B3's detectors, after the teachers)
 python3 -c "import importlib.util as u, sys; gone = [m for m in sys.argv[1:] if u.find_spec(m) is None]; gone and sys.exit('missing here: ' + ', '.join(gone) + ' (carry .whl, filled by bash bench/lent.sh --prepare)')" \
   $WHEELS torch transformers 2> "$OUT/$table.log" || { cat "$OUT/$table.log" >&2; echo "exit status 1" >> "$OUT/$table.log"; exit 1; }
-if [ "$table" = B4 ]; then  # speed.py trains on one device and times on the CPU and, here, the GPU
+if [ "$name" = B4 ]; then  # speed.py trains on one device and times on the CPU and, here, the GPU
   common=(--train-device "${KD_LENT_DEVICE:-cuda}" --time-device "${KD_LENT_DEVICE:-cuda}" --seed "${KD_LENT_SEED:-1}" --plot "$OUT/B4-early-exit.png")
 else
   common=(--device "${KD_LENT_DEVICE:-cuda}" --seeds "${KD_LENT_SEED:-1}")

@@ -577,6 +577,7 @@ def merge_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench merge", description="Merge the --json files of one table's runs with different seeds.")
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("-o", "--output", type=Path, help="write the merged JSON here (default: standard output)")
+    p.add_argument("--markdown", type=Path, help="also write the merged table here, judged as its script judges it (3 seeds and more)")
     args = p.parse_args(argv)
     try:
         merged = merge_files(args.files)
@@ -588,6 +589,11 @@ def merge_main(argv: list[str]) -> int:
         args.output.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    if args.markdown:
+        import importlib
+
+        module = MERGERS["B1B2" if "rows" in merged else "B3"][0]
+        args.markdown.write_text(importlib.import_module(module).markdown_from_json(merged), encoding="utf-8")
     return 0
 
 

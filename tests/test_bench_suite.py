@@ -1164,6 +1164,19 @@ def test_a_cut_off_results_json_is_one_line_for_render_keep_and_add_seeds(tmp_pa
     assert "not a results.json of python -m bench" in capsys.readouterr().err
 
 
+def test_merge_writes_the_merged_table_as_markdown(tmp_path):
+    """Seeds run side by side in one sitting come back as a file each: `merge --markdown` gives their table
+    at once, judged over the three seeds (no figure copied by hand)."""
+    files = []
+    for seed, (t, a, d) in zip((1, 2, 3), ((0.88, 0.84, 0.86), (0.90, 0.82, 0.87), (0.86, 0.86, 0.87))):
+        files.append(tmp_path / f"B1B2-s{seed}.json")
+        files[-1].write_text(json.dumps(distill_data([seed], {"teacher": [t], "alone": [a], "distilled": [d]})))
+    assert suite.main(["merge", *map(str, files), "-o", str(tmp_path / "B1B2.json"), "--markdown", str(tmp_path / "B1B2.md")]) == 0
+    text = (tmp_path / "B1B2.md").read_text(encoding="utf-8")
+    assert "| teacher | 88.00% (86.00%–90.00%) |" in text and "| textcnn distilled | 86.67% (86.00%–87.00%) |" in text
+    assert json.loads((tmp_path / "B1B2.json").read_text())["seeds"] == [1, 2, 3]
+
+
 def test_merge_names_a_missing_or_cut_off_file(tmp_path, capsys):
     """`python -m bench merge` of a path mistyped ended in a traceback, and of a file cut off (a sitting
     killed while writing) in "Expecting ',' delimiter: line 2 column 1" naming no file."""
@@ -1226,6 +1239,35 @@ def test_lent_table_time_counts_the_set_up_against_kd_lent_seconds(tmp_path):
         assert "exit status 124 (stopped at the time limit" in (out3 / f"{table}.log").read_text()
     run = subprocess.run(["bash", "bench/lent.sh", "B1B2", "B4"], cwd=repo, capture_output=True, text=True, env={**env, "OUT": str(out3)})
     assert run.returncode == 2 and "not B4 (B4 times, alone)" in run.stderr
+
+
+def test_lent_runs_seeds_side_by_side_and_packs_more_files_than_the_device_returns(tmp_path):
+    """A table's three seeds side by side in one sitting (`B1B2-s1 B1B2-s2 B1B2-s3`): each runs at its own
+    seed into its own files; ten files are more than the device returns (8), so the tables' go back as one
+    archive beside gpu.txt. A seed that is not a number is refused before anything runs."""
+    import os
+    import shutil
+    import subprocess
+    import tarfile
+
+    repo, fake = tmp_path / "repo", tmp_path / "bin"
+    (repo / "bench").mkdir(parents=True)
+    shutil.copy(ROOT / "bench" / "lent.sh", repo / "bench" / "lent.sh")
+    fake.mkdir()
+    # the import check passes; a table prints its --seeds and writes its --json
+    (fake / "python3").write_text('#!/bin/bash\n[ "$1" = -c ] && exit 0\nwhile [ $# -gt 0 ]; do case "$1" in --seeds) seeds=$2;; --json) out=$2;; esac; shift; done\n'
+                                  'echo "{\\"seeds\\": [$seeds]}" > "$out"\necho "[00:00:00] seed $seeds done" >&2\n')
+    (fake / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"), "KD_LENT_SECONDS": "60"}
+    run = subprocess.run(["bash", "bench/lent.sh", "B1B2-s1", "B1B2-s2", "B1B2-s3"], cwd=repo, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "== B1B2-s2\n[00:00:00] seed 2 done" in run.stdout and "tables.tgz" in run.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu.txt", "tables.tgz"]
+    with tarfile.open(tmp_path / "out" / "tables.tgz") as tar:
+        assert len(tar.getnames()) == 9
+        assert json.load(tar.extractfile("B1B2-s3.json")) == {"seeds": [3]}
+    run = subprocess.run(["bash", "bench/lent.sh", "B1B2-s1", "B1B2-sx"], cwd=repo, capture_output=True, text=True, env=env)
+    assert run.returncode == 2 and "B1B2-sx: a seed is a number" in run.stderr
 
 
 def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(tmp_path, monkeypatch, capsys):
