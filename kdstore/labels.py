@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import shlex
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -164,10 +165,17 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     except KdError as exc:
         taught = [r.uniqid for r, stages in store.runs() if r.uniqid != run and any(
             st.kind == "teach" and st.status == "succeeded" and "~" not in st.name for st in stages)]
+        # (find_stage's `kd teach --run R --model MODEL` makes a teacher without folds, which this refuses as in-sample)
+        message, made = str(exc), f": `kd teach --run {shlex.quote(teacher_run)} --model MODEL` makes one"
+        folds = f"`kd teach --run {shlex.quote(teacher_run)} --model MODEL --folds 5` makes the out-of-fold teacher a detection needs"
+        if message.endswith(made):
+            message = f"{message[:-len(made)]}: {folds}"
+        elif cfg.teacher_run is None and not store.run_exists(teacher_run):
+            message = f"{message}; {folds}"
         if cfg.teacher_run is not None or not taught:
-            raise
+            raise KdError(message) from None
         # not another run's teacher taken silently: the one to use is named
-        raise KdError(f"{exc}; to detect with another run's teacher pass --teacher-run RUN "
+        raise KdError(f"{message}; to detect with another run's teacher pass --teacher-run RUN "
                       f"(runs with a teacher: {', '.join(taught)})") from None
     if teacher.config.get("classes") not in (None, names):
         raise KdError(f"the classes changed since the teacher of run {teacher_run!r} ran: re-run `kd teach`")
@@ -269,9 +277,13 @@ def single_sample_warnings(store: Store, cfg: DetectConfig, inputs: DetectInputs
         return []
     names = store.class_names()
     many = len(one) > 1  # ("class 'a', 'b' has a single train sample")
+    them = 'them' if many else 'it'
+    # (cleanlab alone: "only the other methods can flag it" named methods this detection did not run)
+    alone = tuple(noise.METHOD_ALIASES.get(m, m) for m in cfg.methods) == ("cleanlab",)
     return [f"{'classes' if many else 'class'} {', '.join(repr(names[c]) for c in one)} {'have' if many else 'has'} a single train "
-            f"sample{' each' if many else ''}: confident learning (cleanlab) needs two of a class to judge a label, so only the "
-            f"other methods can flag {'them' if many else 'it'}"]
+            f"sample{' each' if many else ''}: confident learning (cleanlab) needs two of a class to judge a label, "
+            + (f"and --method cleanlab runs no other method: this detection cannot flag {them} (--method cleanlab,disagree can)"
+               if alone else f"so only the other methods can flag {them}")]
 
 
 TFIDF_FOLDS = 5

@@ -242,6 +242,22 @@ def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     assert "no run 'nowhere'" in nothing.output  # refused before a run or stage is recorded
 
 
+def test_detect_without_a_teacher_names_the_out_of_fold_teach_command(tmp_path, error_line):
+    """`kd labels detect` on a store with no teacher said "no run 'r' ...: `kd runs` lists the runs"
+    (kd runs listed nothing), and on a run without one "`kd teach --run h --model MODEL` makes one":
+    a teacher without --folds, which the detection then refused as in-sample. Both name the
+    `kd teach ... --folds` that makes the teacher a detection needs, and write nothing."""
+    db = str(tmp_path / "bare.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", labeled_rows(random.Random(1), 20))), "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
+    assert line.startswith("Error: no run 'r' in ") and "`kd teach --run r --model MODEL --folds 5`" in line, line
+    kd("labels", "set", "--run", "h", "1=drop", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "h", "--db", db, ok=False))
+    assert "run 'h' has no succeeded 'teach' stage" in line, line
+    assert line.endswith(": `kd teach --run h --model MODEL --folds 5` makes the out-of-fold teacher a detection needs"), line
+    assert not _open(db).run_exists("r") and _count(db, LabelIssue) == 0
+
+
 def test_a_run_without_a_teacher_is_told_of_teacher_run_and_its_hints_name_the_teacher_it_read(db, error_line):
     """`kd labels detect --run b` where only run r has a teacher names --teacher-run and r (it is not
     taken silently, and nothing is written); a detection of b that read r's teacher names r again
@@ -1846,6 +1862,11 @@ def test_a_class_of_one_train_sample_is_named_in_a_warning_not_cleanlabs_raw_one
     for args in (["--filter-by", "confident_learning"], ["--method", "disagree"]):
         again = kd("labels", "detect", "--run", "r", "--db", db, "--json", "--overwrite", *args)
         assert not any("single train sample" in w for w in json.loads(again.stdout)["warnings"])
+    # cleanlab alone: "only the other methods can flag it" named methods the detection did not run
+    alone = kd("labels", "detect", "--run", "r", "--db", db, "--json", "--overwrite", "--method", "cleanlab")
+    said = [w for w in json.loads(alone.stdout)["warnings"] if "single train sample" in w]
+    assert said == ["class 'mid' has a single train sample: confident learning (cleanlab) needs two of a class to judge "
+                    "a label, and --method cleanlab runs no other method: this detection cannot flag it (--method cleanlab,disagree can)"]
 
 
 def _teacher_logits(db: str, logits: np.ndarray) -> None:
