@@ -816,10 +816,14 @@ def _warn_teachers_of_other_labels(store, config: dict) -> None:
     or undo after its kd teach): the student learns its soft targets, which still follow the old labels,
     without a word (the stage's config told only by two digests side by side)."""
     stale = list(dict.fromkeys(t["run"] for t in config["teacher_stages"] if t.get("labels_digest") not in (None, config["labels_digest"])))
-    if stale:
-        _warn(f"the teacher of run{'s' if len(stale) > 1 else ''} {', '.join(stale)} learned from labels changed since "
+    if len(stale) == 1:
+        _warn(f"the teacher of run {stale[0]} learned from labels changed since "
               f"(kd labels clean, set, import or undo): its soft targets follow the old ones; "
               f"{_reteach_command(store, stale[0])} retrains it on the current labels")
+    elif stale:  # (each its own command: the first one's alone, "retrains it", left the others stale)
+        _warn(f"the teachers of runs {', '.join(stale)} learned from labels changed since "
+              f"(kd labels clean, set, import or undo): their soft targets follow the old ones; "
+              f"{' and '.join(_reteach_command(store, r) for r in stale)} retrain them on the current labels")
 
 
 def _reteach_command(store, run: str) -> str:

@@ -331,7 +331,7 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
             select(Stage).where(Stage.run_id == run_row.id, Stage.name == name)
         ).first()
         if old is not None:
-            _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite)
+            _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite, teachers=config.get("teacher_runs"))
             if old.status == "succeeded":  # kept until the replacement succeeds
                 _park(store, s, old, run, moved)
             else:  # its folder goes with it, recorded or not: the new stage starts from an empty one
@@ -365,9 +365,11 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
     return stage_id, name, old_artifact
 
 
-def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str, overwrite: bool, edits_go: bool = False) -> None:
+def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str, overwrite: bool, edits_go: bool = False,
+                      teachers: list[str] | None = None) -> None:
     """Why the stage ``old`` of that name may not be replaced by a new ``kind`` stage (with ``overwrite`` or not).
-    ``edits_go``: its standing edits are reverted before (a crashed clean's, by :func:`mark_crashed`)."""
+    ``edits_go``: its standing edits are reverted before (a crashed clean's, by :func:`mark_crashed`).
+    ``teachers``: a distill stage's --teacher-run (none: ``run``'s own teacher), named in the advice."""
     if old.kind != kind:  # --overwrite replaces a stage's own kind only, never a teacher by a clean
         raise KdError(
             f"stage {name!r} of run {run!r} is a {old.kind} stage, not a {kind} stage: choose another --name"
@@ -385,7 +387,9 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
                   f"`kd labels undo --run {run} --stage {name}` first)" if live
                   # (another --run holds no teacher, detection or model of this one's: a detection, a clean and
                   # kd predict --store read their own run's; a student takes this run's teacher by --teacher-run)
-                  else f"pass --overwrite to replace it, --name to keep both, or another --run with --teacher-run {run}" if kind == "distill"
+                  # (its --teacher-run where given: `--teacher-run RUN` sent a student of another run's teacher to one holding none)
+                  else ("pass --overwrite to replace it, --name to keep both, or another --run with "
+                        + " ".join(f"--teacher-run {t}" for t in dict.fromkeys(teachers or [run]))) if kind == "distill"
                   else "pass --overwrite to replace it, or --name to keep both" if kind in NAMED_KINDS
                   else "pass --overwrite to replace it" if kind in ("detect", "predict")
                   else "pass --overwrite to replace it, or use another --run")

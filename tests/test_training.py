@@ -2240,6 +2240,33 @@ def test_a_teacher_weight_of_a_single_teacher_is_warned_of(taught_store):
         assert len(said) == 1 and "one teacher" in said[0] and f"warning: {said[0]}" in out.stderr, args
 
 
+def test_several_teachers_of_changed_labels_each_get_the_command_that_retrains_them(taught_store, tiny_model):
+    """Teachers of runs r and r2 (a --folds one) both learned from labels changed since: the warning
+    gave `kd teach --run r ... --overwrite` alone, "retrains it", as if r were the one stale teacher."""
+    db = str(taught_store)
+    kd("teach", "--run", "r2", "--model", str(tiny_model), "--epochs", "1", "--lr", "2e-3", "--folds", "2",
+       "--batch-size", "8", "--max-len", "32", "--db", db)
+    edit_labels(db, "r", "review", {1: "neg", 2: "pos"})
+    out = kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "r2", "--epochs", "1", "--embed-dim", "8",
+             "--num-filters", "4", "--name", "stale", "--db", db, "--json")
+    said = [w for w in json.loads(out.stdout)["warnings"] if "learned from labels changed since" in w]
+    assert len(said) == 1 and f"warning: {said[0]}" in out.stderr, said
+    assert said[0].startswith("the teachers of runs r, r2 learned from labels changed since"), said[0]
+    assert f"`kd teach --run r --model {tiny_model} --overwrite`" in said[0], said[0]
+    assert f"`kd teach --run r2 --model {tiny_model} --folds 2 --overwrite`" in said[0], said[0]
+    assert said[0].endswith("retrain them on the current labels"), said[0]
+
+
+def test_a_distill_name_taken_names_the_teacher_runs_it_learned_from(taught_store):
+    """A student of run s learning from run r's teacher, its name taken: the advice was "another --run
+    with --teacher-run s", a run with no teacher (that command fails); it names the teachers given."""
+    common = ("distill", "--run", "s", "--teacher-run", "r", "--epochs", "1", "--embed-dim", "8",
+              "--num-filters", "4", "--db", str(taught_store))
+    kd(*common)
+    again = kd(*common, ok=False).output.strip().splitlines()[-1]
+    assert again.endswith("or another --run with --teacher-run r"), again
+
+
 def test_transformer_student_with_intermediate_losses(taught_store):
     db = str(taught_store)
     out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--hidden-mse", "1",
