@@ -79,6 +79,7 @@ def cli():
       kd pretrain --run r1 --minutes 5        # only when no pretrained model is at hand
       kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold logits: kd labels detect needs them
       kd labels detect --run r1 && kd labels clean --run r1
+      kd teach --run r1 --model pretrain:r1 --folds 5 --overwrite   # the teacher again, on the cleaned labels
       kd distill --run r1 --student textcnn
       echo "质量很好" | kd predict --run r1
       kd export --run r1 --out serve/r1 && echo "质量很好" | kd predict --artifact serve/r1

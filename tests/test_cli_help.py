@@ -325,3 +325,16 @@ def test_budget_and_speed_help_say_how_the_two_options_combine(runner, tmp_path)
     assert result.exit_code == 2 and "--speed or --max-loss, not both" in result.output
     steps = " ".join(runner.invoke(cli, ["pretrain", "--help"]).output.split())
     assert "given both, it stops at whichever ends first" in steps[steps.index("--steps INTEGER"):steps.index("--minutes FLOAT")]
+
+
+def test_top_level_example_retrains_the_teacher_on_the_cleaned_labels_before_it_distills(runner):
+    """The pipeline example cleaned the labels, then distilled from the teacher that learned the old ones:
+    its own `kd distill` warned that the soft targets follow the labels changed since and named the
+    `kd teach ... --overwrite` it left out."""
+    commands = _example_commands(runner.invoke(cli, ["--help"]).output)
+    clean = next(i for i, a in enumerate(commands) if a[:2] == ["labels", "clean"])
+    distill = next(i for i, a in enumerate(commands) if a[0] == "distill")
+    first_teach = next(a for a in commands if a[0] == "teach")
+    retrain = [a for a in commands[clean + 1:distill] if a[0] == "teach"]
+    assert retrain and "--overwrite" in retrain[0]
+    assert set(first_teach) <= set(retrain[0])  # the same teacher (model, --folds) again, on the new labels
