@@ -15,6 +15,7 @@ from click.core import ParameterSource
 
 from kdstore import segment
 from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill
+from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
 from kdstore.errors import KdError
@@ -95,7 +96,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         train = stage["metrics"].get("train") or {}
         if train.get("mlm_loss", float("nan")) >= train.get("frequency_loss", float("inf")):  # (kdstore.context_free: a long run this poor fails)
             steps = int(train.get("steps") or 0)
-            measured = "generator's masked-LM loss (ELECTRA)" if stage["config"].get("objective") == "electra" else "masked-LM loss"
+            measured = measured_loss(stage["config"].get("objective", "mlm"))
             warn(f"after {steps} step{'s' * (steps != 1)} the {measured} {train['mlm_loss']:.2f} is no better than predicting "
                  f"each character by its frequency ({train['frequency_loss']:.2f}): the model has learned no context yet, "
                  "and a teacher fine-tuned from it may answer one class; give it more --minutes or --steps")

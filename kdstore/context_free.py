@@ -45,3 +45,10 @@ def collapsed(losses: list[float], baseline: float, *, margin: float = MARGIN) -
 def learned_nothing(loss: float, baseline: float, *, texts_seen: int, min_texts: int = NO_CONTEXT_TEXTS) -> bool:
     """True when a finished run that saw at least ``min_texts`` texts ends no better than ``baseline``."""
     return texts_seen >= min_texts and loss >= baseline
+
+
+def measured_loss(objective: str) -> str:
+    """The loss held against the frequency bar, as messages name it: with ELECTRA, its generator's (a
+    masked LM over the same vocabulary, its output layer the shared embeddings; the discriminator saved
+    has no masked-LM loss of its own)."""
+    return "generator's masked-LM loss (ELECTRA)" if objective == "electra" else "masked-LM loss"

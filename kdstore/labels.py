@@ -160,17 +160,15 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     cfg.validate()
     names = store.class_names()
     teacher_run = cfg.teacher_run or run
+    # (find_stage's own `kd teach --run R --model MODEL` makes a teacher without folds, which this refuses as in-sample)
+    folds = f"`kd teach --run {shlex.quote(teacher_run)} --model MODEL --folds 5` makes the out-of-fold teacher a detection needs"
     try:
-        teacher = store.find_stage(teacher_run, "teach")
+        teacher = store.find_stage(teacher_run, "teach", makes=folds)
     except KdError as exc:
         taught = [r.uniqid for r, stages in store.runs() if r.uniqid != run and any(
             st.kind == "teach" and st.status == "succeeded" and "~" not in st.name for st in stages)]
-        # (find_stage's `kd teach --run R --model MODEL` makes a teacher without folds, which this refuses as in-sample)
-        message, made = str(exc), f": `kd teach --run {shlex.quote(teacher_run)} --model MODEL` makes one"
-        folds = f"`kd teach --run {shlex.quote(teacher_run)} --model MODEL --folds 5` makes the out-of-fold teacher a detection needs"
-        if message.endswith(made):
-            message = f"{message[:-len(made)]}: {folds}"
-        elif cfg.teacher_run is None and not store.run_exists(teacher_run):
+        message = str(exc)
+        if cfg.teacher_run is None and not store.run_exists(teacher_run):
             message = f"{message}; {folds}"
         if cfg.teacher_run is not None or not taught:
             raise KdError(message) from None

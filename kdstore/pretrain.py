@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .batching import bucketed_batches, encode_flagged, pad
-from .context_free import collapsed, frequency_loss, learned_nothing
+from .context_free import collapsed, frequency_loss, learned_nothing, measured_loss
 from .distributed import SINGLE, Dist
 from .electra import ReplacedTokenDetection
 from .errors import KdError
@@ -238,9 +238,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     optimizer = torch.optim.AdamW(_decay_groups(objective, cfg.weight_decay), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + dist.rank)  # each rank masks its own share
 
-    # what is measured against the frequency bar: with ELECTRA, its generator's (a masked LM over the same vocabulary,
-    # its output layer the shared embeddings); the discriminator saved has no masked-LM loss of its own
-    measured = "generator's masked-LM loss (ELECTRA)" if cfg.objective == "electra" else "masked-LM loss"
+    measured = measured_loss(cfg.objective)  # (what the frequency bar is held against)
     scaler = grad_scaler(device)
     budget_s = cfg.minutes * 60.0
     start, step, recent, recent_rtd, windows = time.monotonic(), 0, [], [], []

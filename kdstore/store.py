@@ -477,8 +477,9 @@ class Store:
                 break
         return stage
 
-    def find_stage(self, run: str, name_or_kind: str, *, succeeded: bool = True) -> Stage:
-        """The stage named ``name_or_kind`` in ``run``, else the latest stage of that kind."""
+    def find_stage(self, run: str, name_or_kind: str, *, succeeded: bool = True, makes: str | None = None) -> Stage:
+        """The stage named ``name_or_kind`` in ``run``, else the latest stage of that kind. ``makes``: what
+        the refusal of a run without one says makes it (default: the plain command of ``_MAKES``)."""
         stages = self.stages_of(run)
         if not stages and not self.run_exists(run):
             raise KdError(f"no run {run!r} in {self.url}: `kd runs` lists the runs")
@@ -501,7 +502,8 @@ class Store:
                        "fails (one whose process is gone is ended by the next kd stage started on its machine); until then, "
                        f"`--model {parked[-1]}` (kd predict, kd export) serves it") if parked else ""
             make = _MAKES.get(name_or_kind)  # (`kd labels show` on a run never detected said no more than this)
-            how = f": `{make.format(run=shlex.quote(run))}` makes one" if make and not parked else ""
+            makes = makes or (make and f"`{make.format(run=shlex.quote(run))}` makes one")
+            how = f": {makes}" if makes and not parked else ""
             raise KdError(
                 f"run {run!r} has no succeeded {name_or_kind!r} stage (stages: {have}){waiting}{how}"
             )

@@ -336,6 +336,17 @@ def with_rank_1_argv(tmp_path: Path, edit: str) -> Path:
     return wrapper
 
 
+def teach_with_rank_1_argv(corpus, tiny_model, tmp_path, db, run: str, edit: str):
+    """``kd teach`` of the train corpus under 2 processes, rank 1's command line changed by ``edit``
+    (``with_rank_1_argv``): the finished process and its seconds."""
+    kd("ingest", str(corpus["train"]), "--db", str(db))
+    wrapper = with_rank_1_argv(tmp_path, edit)
+    started = time.monotonic()
+    done = torchrun("teach", "--run", run, "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
+                    ok=False, script=wrapper)
+    return done, time.monotonic() - started
+
+
 def test_a_setup_error_of_rank_1_alone_is_rank_0s_one_line_promptly(corpus, tiny_model, tmp_path):
     """Rank 1 alone refuses an option value in the group, before the stage: rank 1 left the group and
     rank 0's first collective met only gloo's "Connection closed by peer", which it printed ("its own
@@ -343,14 +354,10 @@ def test_a_setup_error_of_rank_1_alone_is_rank_0s_one_line_promptly(corpus, tiny
     launcher, said nothing: the cause was lost. Rank 0 now hears it, prints it as rank 1's, once, and
     no stage is on record (as in one process, a value refused before the stage records none)."""
     db = tmp_path / "kd.db"
-    kd("ingest", str(corpus["train"]), "--db", str(db))
-    wrapper = with_rank_1_argv(tmp_path, "argv[argv.index('--epochs') + 1] = '0'")
-    started = time.monotonic()
-    done = torchrun("teach", "--run", "e", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
-                    ok=False, script=wrapper)
+    done, elapsed = teach_with_rank_1_argv(corpus, tiny_model, tmp_path, db, "e", "argv[argv.index('--epochs') + 1] = '0'")
     lines = error_lines(done)
     assert len(lines) == 1 and lines[0].startswith("Error: rank 1: ") and "epochs" in lines[0], done.stderr[-3000:]
-    assert time.monotonic() - started < 30, done.stderr[-3000:]
+    assert elapsed < 30, done.stderr[-3000:]
     store = Store.open(str(db), create=False)
     try:
         assert not store.run_exists("e")
@@ -362,13 +369,7 @@ def test_a_rank_that_fails_before_joining_the_group_does_not_leave_the_other_wai
     """Rank 1 alone refuses its command line (before the group): rank 0, blocked in the group's
     rendezvous, ignored the launcher's SIGTERM (a Python handler runs only between bytecodes) until
     torchrun killed it 30 s later: ~45 s for a typo. Rank 1's error is printed, once."""
-    db = tmp_path / "kd.db"
-    kd("ingest", str(corpus["train"]), "--db", str(db))
-    wrapper = with_rank_1_argv(tmp_path, "argv.append('--nonsense-option')")
-    started = time.monotonic()
-    done = torchrun("teach", "--run", "u", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
-                    ok=False, script=wrapper)
-    elapsed = time.monotonic() - started
+    done, elapsed = teach_with_rank_1_argv(corpus, tiny_model, tmp_path, tmp_path / "kd.db", "u", "argv.append('--nonsense-option')")
     lines = error_lines(done)
     assert lines == ["Error: No such option '--nonsense-option'."], done.stderr[-3000:]
     assert "Unable to shutdown process" not in done.stderr and elapsed < 30, (elapsed, done.stderr[-3000:])

@@ -989,10 +989,9 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     assert "texts cut to --max-len 8 tokens: 50%" in out.stdout
 
 
-def test_a_pretrain_no_better_than_character_frequencies_fails_or_warns(tmp_path):
-    """A lent H200's pre-training collapsed (loss 6.65 against 6.56 for predicting characters by their
-    frequency) and was saved as a success: its teacher answered one class (52.6 %). A run of 200,000
-    texts that learned nothing is now a failed stage saying so; a young one is warned of."""
+def _random_characters_store(tmp_path) -> str:
+    """A store of 2,000 pool texts of 6 characters drawn at random from 20: no context to learn, so a masked
+    LM can do no better than the frequency bar (log 20)."""
     import random
 
     rng = random.Random(0)
@@ -1000,6 +999,14 @@ def test_a_pretrain_no_better_than_character_frequencies_fails_or_warns(tmp_path
     (tmp_path / "t.txt").write_text("".join("".join(rng.choice(chars) for _ in range(6)) + "\n" for _ in range(2000)), encoding="utf-8")
     db = str(tmp_path / "kd.db")
     kd("ingest", str(tmp_path / "t.txt"), "--split", "unlabeled", "--db", db)
+    return db
+
+
+def test_a_pretrain_no_better_than_character_frequencies_fails_or_warns(tmp_path):
+    """A lent H200's pre-training collapsed (loss 6.65 against 6.56 for predicting characters by their
+    frequency) and was saved as a success: its teacher answered one class (52.6 %). A run of 200,000
+    texts that learned nothing is now a failed stage saying so; a young one is warned of."""
+    db = _random_characters_store(tmp_path)
     tiny = ("--layers", "1", "--hidden", "32", "--heads", "2", "--batch-size", "8", "--min-count", "1", "--no-wwm", "--db", db)
     young = json.loads(kd("pretrain", "--run", "young", "--steps", "3", *tiny, "--json").stdout)
     train = young["metrics"]["train"]
@@ -1019,13 +1026,7 @@ def test_electras_frequency_check_names_the_generator_it_measures(tmp_path):
     """With --objective electra the loss held against the frequency bar is the generator's masked-LM loss
     (the discriminator saved has none): the failure and the warning called it "the masked-LM loss", as if
     the model saved were a masked LM and had been measured."""
-    import random
-
-    rng = random.Random(0)
-    chars = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉"
-    (tmp_path / "t.txt").write_text("".join("".join(rng.choice(chars) for _ in range(6)) + "\n" for _ in range(2000)), encoding="utf-8")
-    db = str(tmp_path / "kd.db")
-    kd("ingest", str(tmp_path / "t.txt"), "--split", "unlabeled", "--db", db)
+    db = _random_characters_store(tmp_path)
     tiny = ("--objective", "electra", "--layers", "1", "--hidden", "32", "--heads", "2", "--min-count", "1", "--no-wwm", "--db", db)
     young = json.loads(kd("pretrain", "--run", "young", "--steps", "3", "--batch-size", "8", *tiny, "--json").stdout)
     train = young["metrics"]["train"]
