@@ -47,7 +47,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     """Every chart the run's report supports, as PNG files in ``out_dir``; returns their paths."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
-    if any(not str(n).isascii() for n in report["classes"]) and plt.rcParams["font.sans-serif"][0] not in CJK_FONTS:
+    named = any(stage.get("confusion") for stage in report["stages"])  # (only the confusion charts print class names)
+    if named and any(not str(n).isascii() for n in report["classes"]) and plt.rcParams["font.sans-serif"][0] not in CJK_FONTS:
         import sys
 
         print("note: no font that draws Chinese is installed (e.g. fonts-noto-cjk): class names in the charts "

@@ -220,3 +220,18 @@ def test_a_students_learning_curve_names_its_train_loss_the_distillation_objecti
         plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": kind, "kind": kind, "metrics": {}, "history": history}]}, tmp_path)
     assert [labels for labels, _ in seen] == [["train loss", "dev loss"], ["train loss (distillation)", "dev loss"]]
     assert all(float(t).is_integer() for _, ticks in seen for t in ticks)
+
+
+def test_the_no_chinese_font_note_only_comes_with_a_chart_that_prints_class_names(tmp_path, capsys):
+    """Chinese class names and no CJK font: the note is printed for a confusion chart (which draws the
+    names), not for a run whose charts are only learning curves (which draw none)."""
+    from kdstore import plots
+
+    history = [{"split": "train", "name": "loss", "step": s, "value": 1.0 / s} for s in (1, 2)]
+    curve_only = {"run": "r", "classes": ["正面", "负面"], "stages": [{"name": "teach", "metrics": {}, "history": history}]}
+    assert [p.name for p in plots.write_plots(curve_only, tmp_path)] == ["r-teach-learning-curve.png"]
+    assert "no font" not in capsys.readouterr().err
+    if plots._pyplot().rcParams["font.sans-serif"][0] not in plots.CJK_FONTS:  # (this machine has none)
+        confusion = {"run": "r", "classes": ["正面", "负面"], "stages": [{"name": "teach", "metrics": {}, "confusion": {"dev": [[1, 0], [0, 1]]}}]}
+        plots.write_plots(confusion, tmp_path)
+        assert "no font that draws Chinese" in capsys.readouterr().err
