@@ -52,7 +52,7 @@ from .students import (
 )
 from .folds import stratified_folds
 from .teacher import check_learned_every_class, model_dirs, quiet_transformers, score_missing
-from .torchutil import BestCheckpoint, StepLosses, count_parameters, pick_device, saving_model, set_seed, stop_if_diverged
+from .torchutil import BestCheckpoint, StepLosses, adam_options, count_parameters, pick_device, saving_model, set_seed, stop_if_diverged, to_device
 
 
 MAX_AUGMENT_N = 1000  # --augment-n: augmented variants per train text, at most
@@ -580,7 +580,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     labels = torch.as_tensor(data.labels)
     soft_targets = torch.as_tensor(teachers.rows(data.ids))
     params = list(model.parameters()) + (list(matcher.proj.parameters()) if matcher is not None else [])
-    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, **adam_options(device))
     dev_mine = dev.subset(dist.shard(len(dev)))
 
     best, last_epoch = BestCheckpoint(cfg.patience), 0
@@ -598,14 +598,14 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 alpha = over_steps(cfg.alpha, cfg.alpha_end, step, total_steps)
                 hard_weight = None if cfg.hard_weight is None else over_steps(cfg.hard_weight, cfg.hard_weight_end, step, total_steps)
                 temperature = over_steps(cfg.temperature, cfg.temperature_end, step, total_steps)
-                input_ids, mask = input_ids.to(device), mask.to(device)
+                input_ids, mask = to_device(input_ids, device), to_device(mask, device)
                 if matcher is None:
                     logits, matched = net(input_ids, mask), 0.0
                 else:
                     logits, matched = net(input_ids, mask)
-                targets = soft_targets[idx].to(device)
+                targets = to_device(soft_targets[idx], device)
                 if cfg.probability_shift:
-                    targets = probability_shift(targets, labels[idx].to(device))
+                    targets = probability_shift(targets, to_device(labels[idx], device))
                 scale = None
                 if cfg.temperature_schedule != "constant":  # per sample, around the whole batch's mean weight
                     w = temperature_weights(logits, targets, kind=cfg.temperature_schedule, gamma=cfg.temperature_gamma)
@@ -614,7 +614,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                         w, base=temperature, beta=cfg.temperature_beta, mean_weight=dist.batch_mean(w, counted=weight > 0),
                     )
                 loss = distillation_loss(
-                    logits, targets, labels[idx].to(device),
+                    logits, targets, to_device(labels[idx], device),
                     alpha=alpha, temperature=temperature, kind=cfg.soft_loss, scale=scale, hard_weight=hard_weight,
                 ) + matched
                 step += 1

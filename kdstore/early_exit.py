@@ -54,7 +54,7 @@ from .runs import StageHandle
 from .speed import measure, speed_texts
 from .store import Store
 from .textkey import text_list
-from .torchutil import StepLosses, autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed
+from .torchutil import StepLosses, adam_options, autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, to_device
 
 SUBDIR = "early-exit"
 BRANCHES_FILE = "branches.pt"
@@ -719,7 +719,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     ids = encode_packed(tokenizer, data.texts, max_len=max_len)
     lengths = ids.lengths
     params = list(model.branches.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, **adam_options(device))
     dev_teacher = None
     if len(dev):
         dev_teacher = early_exit_logits(model, tokenizer, dev.texts, max_len=max_len, speed=0.0, batch_size=cfg.eval_batch_size, device=device)[0].argmax(1)
@@ -739,7 +739,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
             losses = StepLosses(digits=4)
             for _idx, input_ids, mask in iter_padded(ids, bucketed_batches(lengths, cfg.batch_size, rng), tokenizer.pad_token_id):
                 with autocast(device):
-                    branch_logits, teacher_logits = model(input_ids.to(device), mask.to(device))
+                    branch_logits, teacher_logits = model(to_device(input_ids, device), to_device(mask, device))
                 target = teacher_logits.float()
                 loss = torch.stack([kl_soft(b.float(), target, temperature=cfg.temperature).mean() for b in branch_logits]).mean()
                 scaled_step(scaler, loss, optimizer, params, max_norm=5.0)  # (fp16 on a GPU without bf16: scaled, or small gradients vanish)

@@ -28,7 +28,7 @@ from .schedules import layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
 from .folds import fold_count, stratified_folds
 from .store import SampleSet, Store, missing_model
-from .torchutil import BestCheckpoint, StepLosses, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged
+from .torchutil import BestCheckpoint, StepLosses, adam_options, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged, to_device
 
 MODEL_SUBDIR = "model"
 TRAINABLE_SPLITS = ("train", "dev")  # test stays held out: its figures are what a run is judged by
@@ -563,7 +563,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     labels = torch.as_tensor(train.labels)
     dev_mine = dev.subset(dist.shard(len(dev)))
 
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, **adam_options(device))
     total_steps = -(-len(train) // cfg.batch_size) * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_linear_decay_step(s, total_steps, warmup=cfg.warmup)
@@ -581,7 +581,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 idx, weight = dist.split_batch(batch)
                 input_ids, mask = pad([train_ids[i] for i in idx], tokenizer.pad_token_id)
                 with autocast(device):
-                    out = net(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels[idx].to(device))
+                    out = net(input_ids=to_device(input_ids, device), attention_mask=to_device(mask, device), labels=to_device(labels[idx], device))
                 if scaled_step(scaler, out.loss * weight, optimizer, model.parameters(), max_norm=1.0):
                     scheduler.step()  # (not over an fp16 step the scaler skipped)
                 optimizer.zero_grad(set_to_none=True)

@@ -521,9 +521,11 @@ def test_textcnn_pools_over_real_windows_only_in_both_forms():
 
 
 def test_masked_lm_loss_equals_the_full_head_loss():
+    """Its masked positions found on the host (``masked_positions``: on a GPU, boolean indexing made
+    the host wait for the forward pass each step), kd's loss is BertForMaskedLM's own."""
     from transformers import BertConfig, BertForMaskedLM
 
-    from kdstore.pretrain import masked_lm_loss
+    from kdstore.pretrain import masked_lm_loss, masked_positions
 
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -533,8 +535,10 @@ def test_masked_lm_loss_equals_the_full_head_loss():
     labels = torch.full_like(ids, IGNORE)
     labels[:, 2], labels[1, 5] = ids[:, 2], ids[1, 5]
     full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    assert masked_lm_loss(model, ids, mask, labels).item() == pytest.approx(full.item(), abs=1e-5)
-    empty = masked_lm_loss(model, ids, mask, torch.full_like(ids, IGNORE))  # nothing masked: zero, not NaN
+    positions, targets = masked_positions(labels)
+    assert positions.tolist() == [2, 12, 15, 22] and torch.equal(targets, labels[labels != IGNORE])  # (row by row)
+    assert masked_lm_loss(model, ids, mask, positions, targets).item() == pytest.approx(full.item(), abs=1e-5)
+    empty = masked_lm_loss(model, ids, mask, *masked_positions(torch.full_like(ids, IGNORE)))  # nothing masked: zero, not NaN
     assert empty.item() == 0.0 and empty.requires_grad
 
 
