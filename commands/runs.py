@@ -89,13 +89,18 @@ def delete(run, stages, dry_run, yes, db, as_json):
     if click.get_current_context().get_parameter_source("run") != ParameterSource.COMMANDLINE:
         # (a config file's `run = "exp1"`, or the run named default, deleted by a bare `kd runs delete --yes`)
         raise click.UsageError("name the run to delete with --run (the one a config file or the default names is not taken for it)")
-    store = open_store(db, writer=True)  # (a stage left running by a process that is gone is marked failed first)
+    # (a stage left running by a process that is gone is marked failed first; not by a dry run, which changes nothing:
+    # it reverted a killed clean's label edits, in any run; delete_stages judges such a stage as the marking leaves it)
+    store = open_store(db, writer=not dry_run)
     what = f"stage{'s' if len(stages) > 1 else ''} {', '.join(stages)} of run {run!r}" if stages else f"run {run!r}"
     if not dry_run and not yes:
         preview = delete_stages(store, run, stages, dry_run=True)  # (refusals before the question)
         if not sys.stdin.isatty():
             raise click.ClickException(f"deleting {what} asks first, and no terminal can answer: pass --yes (or --dry-run)")
+        for warning in preview["warnings"]:  # (said before the question, not once the answer has been acted on)
+            click.echo(f"warning: {warning}", err=True)
         listed = ", ".join(d["name"] for d in preview["deleted"]) or "nothing"
+        listed += "".join(f"; export {folder}" for folder in preview["exports"])  # (a server may load one: it goes too)
         click.confirm(f"delete {what} ({listed})?", abort=True, err=True)
     result = delete_stages(store, run, stages, dry_run=dry_run)
     for warning in result["warnings"]:

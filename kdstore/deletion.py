@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .errors import KdError
-from .runs import _any_edits, _live_edits, process_state, stage_folder
+from .runs import _any_edits, _crashed, _live_edits, process_state, stage_folder
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import MODEL_FILES, default_export_dir, exports_of
 from .store import Store
@@ -38,7 +38,10 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         stages = s.scalars(select(Stage).where(Stage.run_id == run_row.id).order_by(Stage.id)).all()
         chosen = _chosen(stages, run, names)
         ids = {st.id for st in chosen}
-        unsure = [_refuse(s, st, run, ids) for st in chosen]
+        # a dry run opens the store without marking the stages a killed process left running (that changes the store):
+        # each is judged as the real deletion will find it, failed, a clean's edits reverted where they revert cleanly
+        crashed = {st.id for st in chosen if dry_run and _crashed(st)}
+        unsure = [_refuse(s, st, run, ids, crashed=st.id in crashed) for st in chosen]
         _refuse_readers(s, ids, run, chosen)
         kept = [st for st in chosen if _any_edits(s, st)]
         gone = [st for st in chosen if st not in kept]
@@ -46,8 +49,10 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
                                         .group_by(table.stage_id)).all()) for table in (Logit, Prediction, LabelIssue)}
         report = {
             "run": run,
-            "deleted": [{"name": st.name, "kind": st.kind, "status": st.status, "logits": counts[Logit].get(st.id, 0),
-                         "predictions": counts[Prediction].get(st.id, 0), "issues": counts[LabelIssue].get(st.id, 0)} for st in gone],
+            "deleted": [{"name": st.name, "kind": st.kind, "status": "failed" if st.id in crashed else st.status,
+                         # (a crashed stage's partial logits and predictions go as it is marked failed)
+                         "logits": 0 if st.id in crashed else counts[Logit].get(st.id, 0),
+                         "predictions": 0 if st.id in crashed else counts[Prediction].get(st.id, 0), "issues": counts[LabelIssue].get(st.id, 0)} for st in gone],
             "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st)} for st in kept],
             "run_deleted": len(gone) == len(stages),
             # the issues of detections left that a deleted review decided (a sheet's rejections among them): open again
@@ -106,14 +111,21 @@ def _chosen(stages: list[Stage], run: str, names: tuple[str, ...]) -> list[Stage
     return [st for st in stages if st.name in wanted or st.name.split("~", 1)[0] in wanted]
 
 
-def _refuse(s, st: Stage, run: str, ids: set[int]) -> str | None:
+def _refuse(s, st: Stage, run: str, ids: set[int], *, crashed: bool = False) -> str | None:
     """Why ``st`` may not be deleted (raised); a warning for a stage marked running by a process kd
-    cannot check from here, deleted as --overwrite replaces one (only a certain live process refuses)."""
+    cannot check from here, deleted as --overwrite replaces one (only a certain live process refuses).
+    ``crashed``: left running by a process that is gone, not yet marked failed (a dry run): judged as
+    ``mark_crashed`` leaves it, a clean's edits reverted where they revert cleanly."""
     alive = process_state(st) if st.status == "running" else False
     where = f"process {(st.process or '?').split(':')[0]} on {st.host}"
     if alive:
         raise KdError(f"stage {st.name!r} of run {run!r} is running ({where}): wait for it, or stop it, then delete")
-    live = _live_edits(s, st)
+    if crashed and st.kind == "clean":
+        from .labels import reverts_cleanly  # (labels builds on runs, as this module does)
+
+        live = 0 if reverts_cleanly(s, st) else _live_edits(s, st)
+    else:
+        live = _live_edits(s, st)
     if live:
         raise KdError(f"stage {st.name!r} of run {run!r} has {live} label edits that are not undone: "
                       f"run `kd labels undo --run {run} --stage {st.name}` first")

@@ -1899,6 +1899,77 @@ def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_e
     assert [r["run"] for r in invoke.json(["runs"])] == ["r2"]
 
 
+def test_runs_delete_dry_run_changes_nothing_not_even_a_killed_stage_and_says_what_the_real_one_does(store, db, tmp_path, invoke):
+    """`kd runs delete --dry-run` ("change nothing") opened the store as a stage does, marking every
+    stage a killed process left running failed: a killed clean's label edits (in any run) were reverted
+    by a dry run. It changes nothing now, and judges such a stage as the real deletion will find it."""
+    from synthetic import kill_9_inside_stage
+
+    from kdstore.runs import _machine
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    with stage_scope(store, run="r1", kind="teach", config={}):
+        pass
+    killed = int(kill_9_inside_stage(db, tmp_path, run="r", kind="clean", inside=(
+        "    from kdstore import labels as lab\n"
+        "    lab.apply(store, st.id, lab.parse_edits(store, ['1=drop']), reason='test')\n")))
+
+    def state():
+        with store.session() as s:
+            return s.get(Stage, killed).status, s.get(Sample, 1).dropped
+
+    assert state() == ("running", True)  # as the kill left it
+    invoke.json(["runs", "delete", "--run", "r1", "--dry-run"])
+    assert state() == ("running", True)
+    dry = invoke.json(["runs", "delete", "--run", "r", "--dry-run"])
+    assert state() == ("running", True)
+    assert (dry["deleted"], dry["kept"], dry["run_deleted"]) == ([], [{"name": "clean", "kind": "clean", "label_edits": 1}], False)
+    done = invoke.json(["runs", "delete", "--run", "r", "--yes"])  # the real one marks it failed (its edit reverted) first
+    assert (done["deleted"], done["kept"], done["run_deleted"]) == (dry["deleted"], dry["kept"], dry["run_deleted"])
+    assert state() == ("failed", False)
+
+
+def test_runs_delete_asks_after_saying_what_goes_with_the_stages(store, db):
+    """At a terminal, `kd runs delete` asked "delete run 'r1' (teach)?" and said only once it was done
+    that a student of another run had learned from that teacher, and that the model's export at kd
+    export's default place (one a server may load) went too: the question now comes after them."""
+    import pty
+
+    from commands.train import _teacher_stages
+    from kdstore.serving import FORMAT_VERSION, MANIFEST
+
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "model").mkdir(parents=True)
+        (st.artifact_dir / "model" / "weights.bin").write_bytes(b"x")
+        sha = st.record_artifact(st.artifact_dir / "model")
+        export = st.artifact_dir.parent / "export-teach-onnx"
+    with stage_scope(store, run="r2", kind="distill", name="distill-bigru", config={"teacher_stages": _teacher_stages(store, ("r1",))}):
+        pass
+    export.mkdir()
+    (export / MANIFEST).write_text(json.dumps({"format_version": FORMAT_VERSION, "run": "r1", "files": {},
+                                               "stage": {"name": "teach", "artifact_sha256": sha}}), encoding="utf-8")
+    main, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", "from commands.cli import main; main()", "runs", "delete", "--run", "r1", "--db", db],
+                            stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    try:
+        while b"[y/N]" not in shown:
+            chunk = os.read(main, 4096)
+            assert chunk, shown
+            shown += chunk
+        os.write(main, b"n\n")
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        os.close(main)
+    asked = " ".join(shown.decode().split())  # (the terminal's line breaks)
+    assert "warning: r2/distill-bigru learned from r1/teach, which this would delete" in asked
+    assert f"delete run 'r1' (teach; export {export})? [y/N]" in asked
+    assert proc.returncode != 0 and export.is_dir() and [s.name for s in store.stages_of("r1")] == ["teach"]
+
+
 def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke, counts, error_line):
     invoke(["labels", "set", "--run", "r1", "1=neg"])
     with stage_scope(store, run="r1", kind="teach", config={}):
