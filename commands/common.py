@@ -8,17 +8,31 @@ import math
 import os
 import re
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.console import Console
-from sqlalchemy.engine import make_url
 
 from kdstore import config as kdconfig
-from kdstore.engine import display_url, hide_query_password
 from kdstore.errors import InterruptedAfterRecord, KdError, Terminated
-from kdstore.runs import check_stage_name, resolve_run_id
-from kdstore.store import Store
+from kdstore.names import check_stage_name, resolve_run_id
+
+if TYPE_CHECKING:
+    from kdstore.store import Store
+
+# (SQLAlchemy and the store are imported where a store is opened: `kd predict --artifact` opens none, and they
+# were most of its start-up time)
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+def _dbapi_error() -> type[Exception]:
+    """SQLAlchemy's class of driver errors, where a store was opened (read as the error is matched);
+    before that, a class nothing raises: `kd predict --artifact` imports no SQLAlchemy."""
+    module = sys.modules.get("sqlalchemy.exc")
+    return module.DBAPIError if module is not None else _NeverRaised
 
 
 class KdGroup(click.Group):
@@ -42,8 +56,6 @@ class KdGroup(click.Group):
         sys.exit(done if isinstance(done, int) else 0)  # (an Exit's code, as from --help; a command's return is no code)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import DBAPIError
-
         try:
             return super().invoke(ctx)
         except KdError as exc:
@@ -63,7 +75,7 @@ class KdGroup(click.Group):
         except OSError as exc:  # a path kd was told to write or read (``--export``, ``--plot`` ...)
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
-        except DBAPIError as exc:  # the driver's own errors (connection lost, constraint, lock timeout)
+        except _dbapi_error() as exc:  # the driver's own errors (connection lost, constraint, lock timeout)
             first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
             where = f" in {OPENED[-1]}" if OPENED else ""  # (a full disk: which store's)
             if first == "database is locked":  # SQLite waited SQLITE_BUSY_TIMEOUT_MS for another writer
@@ -232,6 +244,10 @@ def _hide_passwords(message: str, db: Any) -> str:
     """``message`` with the password of each server URL given as ``db`` (a string or an array) hidden."""
     for value in db if isinstance(db, list) else [db]:
         if isinstance(value, str) and "://" in value:
+            from sqlalchemy.engine import make_url
+
+            from kdstore.engine import display_url, hide_query_password
+
             try:
                 shown = display_url(make_url(value.strip()))
             except Exception:  # not a URL SQLAlchemy reads: its user:password part, by hand
@@ -449,6 +465,9 @@ def open_store(db: str | None, *, create: bool = False, check: bool = True, writ
     machine that is gone are marked failed first (a replaced stage given its name back), before the
     command looks up the stage it builds on: a `kd teach --model pretrain:R` after a killed
     `kd pretrain --run R --overwrite` finds R's pretrain stage instead of refusing it each time."""
+    from kdstore.engine import display_url
+    from kdstore.store import Store
+
     store = Store.open(db, create=create, check=check)
     url = store.engine.url
     OPENED.append(url.database if url.get_backend_name() == "sqlite" else display_url(url))

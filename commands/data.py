@@ -12,7 +12,7 @@ from rich.text import Text
 
 from kdstore.errors import make_folder
 from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, read_class_file
-from kdstore.schema import SPLITS
+from kdstore.names import SPLITS
 from kdstore.store import label_id_note
 
 from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_rows, store_options

@@ -15,7 +15,7 @@ from click.core import ParameterSource
 
 from kdstore.errors import KdError
 from kdstore.jsonl import RepeatedKey, dumps_line, has_surrogate, loads_strict, text_key
-from kdstore.schema import SPLITS
+from kdstore.names import SPLITS
 from kdstore.textkey import unseen  # (light: the --artifact path loads no store)
 
 from .common import FLOAT, KdPath, binary_stdin, check_file_model, home_path, open_store, overwrite_option, print_json, run_option, store_options
@@ -252,7 +252,7 @@ def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
     text or label column (predicted as a text), or every line holding the same tabs (label<TAB>text,
     as kd ingest reads a TSV: the label was read with the text, and changed the answer) or, over 3
     lines at least, the same commas (a CSV, its header in words kd does not know)."""
-    from kdstore.ingest import HEADER_WORDS, TEXT_NAMES
+    from kdstore.textfile import HEADER_WORDS, TEXT_NAMES
 
     rows = [(n, t.rstrip("\r\n")) for n, t in lines if t.strip()][:HINT_ROWS]
     if not rows:
@@ -303,7 +303,7 @@ def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
     if n == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise click.ClickException(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
     if b"\0" in raw:  # (kd ingest refuses it so too) UTF-16 without its byte-order mark, or no text at all
-        from kdstore.ingest import utf16_without_bom
+        from kdstore.textfile import utf16_without_bom
 
         # the line as cut at its "\n" byte: UTF-16BE's line end whole ("\0\n"), UTF-16LE's first byte
         # ("\n", its "\0" starting the next line)
@@ -316,7 +316,7 @@ def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
     except UnicodeDecodeError as exc:  # (its offsets are past a byte-order mark, which utf-8-sig took off)
         how = "convert it to UTF-8 first"
         if ascii_before:  # after UTF-8 Chinese (lines before, or this one's before the byte) iconv would garble it
-            from kdstore.ingest import _convert_hint
+            from kdstore.textfile import _convert_hint
 
             hint = _convert_hint(exc.object, exc.start, name)  # (the line, read whole as GB18030)
             how = hint if hint.startswith("it reads as GBK") else how
@@ -405,7 +405,7 @@ class _Cuts:
 
 
 def _visible(text: str) -> str:
-    """``text``, or "" when it is made only of zero-width, format or control characters (a tokenizer reads
+    """``text``, or "" when it is made only of zero-width, format, control or private-use characters (a tokenizer reads
     nothing of it: an empty text, as ``kd ingest`` judges it, not a prediction of nothing)."""
     return "" if text and unseen(text) else text
 

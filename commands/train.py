@@ -24,8 +24,10 @@ from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, versus_majority
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import run_report, trained_on_dev
-from kdstore.runs import resolve_run_id, stage_scope
-from kdstore.schema import SPLITS, iso_utc
+from kdstore.names import resolve_run_id
+from kdstore.runs import stage_scope
+from kdstore.names import SPLITS
+from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout
 from kdstore.store import label_id_note
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled

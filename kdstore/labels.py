@@ -33,7 +33,8 @@ from .ingest import allow_long_csv_fields
 from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
 from .progress import progress
-from .runs import FAILED, PARKED, StageHandle, _replaced, process_state, resolve_run_id
+from .names import resolve_run_id
+from .runs import FAILED, PARKED, StageHandle, _replaced, process_state
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
 from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
 from .textkey import text_hash
@@ -842,7 +843,7 @@ def _column_name(name: str) -> str:
 
 def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None) -> str:
     """The run a sheet's decisions answer: ``given``, else the sheet's ``run`` column, else ``default``."""
-    from .runs import DEFAULT_RUN
+    from .names import DEFAULT_RUN
 
     named = [(line, _cell(r, "run")) for line, r in rows]
     named = [(line, v) for line, v in named if v]

@@ -27,7 +27,7 @@ from .jsonl import text_key
 from .masking import IGNORE, mask_tokens
 from .progress import progress
 from .runs import StageHandle
-from .schema import SPLITS
+from .names import SPLITS
 from .schedules import warmup_linear_decay
 from .segment import jieba_module, token_groups, word_starts
 from .serving import sha256_file
@@ -131,7 +131,7 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
     ``str.splitlines`` breaks at (U+2028, U+0085, form feed, ...), which cut a text in two; a file
     with no text at all (blank lines, or lines of zero-width characters only, which ``kd ingest``
     refuses as empty texts: skipped here) is refused, as ``kd ingest`` refuses it."""
-    from .ingest import _line_end, decode
+    from .textfile import _line_end, decode
     from .textkey import unseen
 
     lines: list[str] = []

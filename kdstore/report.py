@@ -13,7 +13,8 @@ from .errors import KdError
 from .folds import fold_count
 from .metrics import confusion_matrix
 from .outputs import labels_as_of, labels_time
-from .schema import SPLITS, LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
+from .names import SPLITS
+from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
 from .store import MODEL_MEASURES, Store
 
 

@@ -11,7 +11,6 @@ name back to it, keeping its own record as ``NAME~failed-ID``. A replaced clean 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import os
 import re
@@ -32,39 +31,9 @@ from sqlalchemy.orm import Session
 
 from .errors import InterruptedAfterRecord, KdError, Terminated
 from .serving import sha256_file  # numpy-free, shared with the ONNX serving path
+from .names import check_stage_name
 from .schema import STAGE_KINDS, LabelEdit, LabelIssue, Run, Stage, utcnow
 from .store import Store
-
-DEFAULT_RUN = "default"
-_RUN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def resolve_run_id(value: str | None, today: dt.date | None = None) -> str:
-    """``None``/empty → ``default``; ``${time}`` or ``time`` → today (the local date, as each call
-    reads the clock) as ``YYYYMMDD``; else validated."""
-    if value is None or value.strip() == "":
-        return DEFAULT_RUN
-    value = value.strip()
-    if value in ("${time}", "time", "$time"):
-        return (today or dt.date.today()).strftime("%Y%m%d")
-    if value.startswith("-"):
-        raise KdError(_option_taken("run id", value))
-    if not _RUN_RE.fullmatch(value):
-        raise KdError(
-            f"run id {value!r} is not valid: use 1-64 ASCII letters, digits, '-' or '_' (or '${{time}}')"
-        )
-    return value
-
-
-def _option_taken(what: str, value: str) -> str:
-    """Why a run id or stage name starting with ``-`` is refused: it is the next option, taken as the
-    value of ``--run $RUN`` (``--name $NAME``) when the shell dropped an unset or empty variable;
-    ``kd labels set --run $RUN --json 1=neg`` edited a run named ``--json`` and printed no JSON."""
-    option, var = ("--run", "RUN") if what == "run id" else ("--name", "NAME")
-    today = " (today's date: '${time}', in single quotes)" if what == "run id" else ""
-    return (f"{what} {value!r} starts with '-': the next option taken as its value (`{option} ${var}` with {var} unset "
-            f"or empty?); name it with a letter, digit or '_' first{today}")
-
 
 @dataclass
 class StageHandle:
@@ -197,9 +166,6 @@ def _discard_label_work(store: Store, stage_id: int) -> str | None:
     return discard_failed(store, stage_id)
 
 
-_STAGE_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,63}$")
-
-
 def _check_name_for(kind: str, name: str, *, numbered: bool = False) -> None:
     """A stage name a ``kind`` stage may take: well formed, and not another kind's own name."""
     check_stage_name(f"{name}-1" if numbered else name)
@@ -214,17 +180,6 @@ def _check_name_for(kind: str, name: str, *, numbered: bool = False) -> None:
     if name.lower().startswith("export-"):  # (RUN/export-teach-onnx, a student's folder, is where `kd export --model teach` writes)
         raise KdError(f"the stage name {name!r}: names starting with 'export-' are kept for the folders `kd export` writes "
                       "beside the stages' (RUN/export-STAGE-FORMAT): choose another --name")
-
-
-def check_stage_name(name: str) -> None:
-    """A stage name is also a folder name (its artifacts) and a suffix away from the names kd gives
-    the stages it keeps while replacing them (``~parked-ID``, ``~failed-ID``); kd's own names are
-    ``predict-`` plus one, and ``@SPLIT`` after it for a split's predictions."""
-    if name.startswith("-"):
-        raise KdError(_option_taken("stage name", name))
-    core = re.sub(r"@(train|dev|test|unlabeled)$", "", name.removeprefix("predict-")) if name.startswith("predict-") else name
-    if not _STAGE_RE.fullmatch(core):  # (match let "x\n" through: `$` matches before a final newline)
-        raise KdError(f"stage name {name!r} is not valid: use 1-64 ASCII letters, digits, '-', '_', '+' or '.' (not first)")
 
 
 HOLD = {"on": False, "held": None}  # set while a stage's end is recorded: handlers kd did not install (torchrun's) look here

@@ -24,7 +24,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SPLITS = ("train", "dev", "test", "unlabeled")
 STAGE_KINDS = ("pretrain", "teach", "distill", "detect", "clean", "predict")
 STAGE_STATUSES = ("running", "succeeded", "failed")
 

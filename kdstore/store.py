@@ -29,7 +29,8 @@ from . import vectors
 from .engine import WRITE_LOCK, check_sqlite_url, display_url, make_engine, read_only_uri, resolve_url, sqlite_path
 from .errors import KdError
 from .migrate import ensure_current
-from .schema import SPLITS, AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
+from .names import SPLITS
+from .schema import AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
 
 # figures under "all" that measure a stage's model (kept only while its folder is): speed.measure's,
 # the teacher's scoring rate, record_artifact's size, the counted parameters and FLOPs

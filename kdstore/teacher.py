@@ -23,7 +23,8 @@ from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, un
 from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
-from .runs import StageHandle, resolve_run_id, sha256_path
+from .names import resolve_run_id
+from .runs import StageHandle, sha256_path
 from .schedules import layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
 from .folds import fold_count, stratified_folds

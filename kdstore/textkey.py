@@ -33,12 +33,13 @@ def text_hash(text: str) -> str:
 
 def unseen(text: str) -> bool:
     """Whether a (stripped, non-empty) text is made only of format characters (zero-width space,
-    joiner, BOM...), control characters (``\x01``, DEL: BERT's tokenizer drops both kinds),
+    joiner, BOM...), control characters (``\x01``, DEL), private-use characters (an old phone's
+    emoji such as U+E415, an icon font's glyphs: BERT's tokenizer drops all three kinds),
     variation selectors (the ``\u200d\ufe0f`` an emoji leaves behind), U+FFFD (what a conversion that
     could not decode a character put in its place: "��" is all that is left of such a text) and white
     space: nothing a model reads. (``isprintable`` first: C speed for nearly all.)"""
     text = _SELECTORS.sub("", text).replace("\ufffd", "").strip()  # (U+FFFD too: BERT's normalizer drops it, as a control character)
-    return not text or not text.isprintable() and all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)
+    return not text or not text.isprintable() and all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc", "Co") for c in text)
 
 
 def text_list(texts) -> list[str]:

@@ -252,12 +252,13 @@ def test_artifact_serves_without_the_store(built, cnn_onnx, tmp_path):
         assert [json.loads(l)["label"] for l in got.splitlines()] == [json.loads(l)["label"] for l in expected.splitlines()]
         assert not store_dir.exists()  # --db was ignored, nothing was created
 
-        # the serving path needs neither the store nor kd's training code, nor torch or transformers for ONNX;
+        # the serving path needs neither the store (nor SQLAlchemy) nor kd's training code, nor torch or transformers for ONNX;
         # then through the kd group, with a kd.toml of the command's own options: no other command is looked at
         # (one process for both: what either loads is still loaded at the second check)
         code = (
             "import sys; from pathlib import Path; from click.testing import CliRunner\n"
-            "bad = ['kdstore.distill', 'kdstore.teacher', 'kdstore.students', 'kdstore.predictor', 'kdstore.export', 'torch', 'transformers']\n"
+            "bad = ['kdstore.distill', 'kdstore.teacher', 'kdstore.students', 'kdstore.predictor', 'kdstore.export', 'torch', 'transformers',\n"
+            "       'kdstore.store', 'kdstore.schema', 'sqlalchemy', 'alembic']\n"
             "def serve(command, args):\n"
             "    r = CliRunner().invoke(command, args, input='很好\\n')\n"
             "    assert r.exit_code == 0, r.output\n"

@@ -950,6 +950,13 @@ BAD_INPUTS = [
         ["line 2", "field '1'", "no visible character", "U+FFFD"],
         id="replacement-characters-only",
     ),
+    pytest.param(  # private-use characters (an old phone's emoji, an icon font's glyphs): BERT's normalizer drops them
+        "private_use_text.tsv",
+        "pos\tfine text\nneg\t\ue415\ue056 \U000f0001\npos\t好\ue415\n".encode(),
+        [],
+        ["line 2", "field '1'", "no visible character", "private-use"],
+        id="private-use-characters-only",
+    ),
     pytest.param(
         "empty_label.csv",
         b"label,text\npos,fine text\n  ,no label here\n",

@@ -20,7 +20,8 @@ from sqlalchemy import select, update
 from conftest import Invoke, table_counts
 from kdstore import vectors
 from kdstore.errors import KdError, Terminated
-from kdstore.runs import resolve_run_id, stage_scope
+from kdstore.names import resolve_run_id
+from kdstore.runs import stage_scope
 from kdstore.schema import Metric, Run, Sample, Stage
 from kdstore.store import Store
 
@@ -657,7 +658,7 @@ def test_a_failed_overwrite_keeps_the_stage_it_was_to_replace(store):
 @pytest.mark.parametrize("name", ["exp/v1", ".", "..", ".hidden", "a~b", "x" * 65, "tab\tname", "", "votes\n", "predict-x@dev\n"])
 def test_stage_names_are_folder_names(store, name):
     """A stage name names its artifact folder too: no separators, no dot first, at most 64 characters."""
-    from kdstore.runs import check_stage_name
+    from kdstore.names import check_stage_name
 
     with pytest.raises(KdError, match="stage name .* is not valid"):
         check_stage_name(name)

@@ -1592,6 +1592,28 @@ def test_predict_answers_a_line_of_zero_width_characters_only_as_an_empty_text(c
     assert seen == ["好\u200b的", "差"] and lines[1] == {"line": 2, "error": "empty text"}
 
 
+def test_predict_answers_a_line_of_private_use_characters_only_as_an_empty_text(capsys):
+    """A line of private-use characters only (an old phone's emoji such as U+E415, an icon font's glyphs)
+    is empty to BERT's normalizer, which drops them as it drops control characters: the model read
+    [CLS] [SEP] and answered with a label; ingest stored such a text as a sample of its class."""
+    from commands.predict import _emit
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    assert make_tokenizer(build_vocab(["好评"])).tokenize("\ue415\ue056 \U000f0001") == []  # what the model reads
+    seen = []
+
+    class Recording:
+        max_len = 16
+
+        def predict(self, texts, batch_size):
+            seen.extend(texts)
+            return [{"label": "pos", "confidence": 0.9, "truncated": False} for _ in texts]
+
+    _emit(Recording(), [(1, "好\ue415评"), (2, "\ue415\ue056 \U000f0001"), (3, "差")], 8, True)
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert seen == ["好\ue415评", "差"] and lines[1] == {"line": 2, "error": "empty text"}
+
+
 def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monkeypatch):
     """`kd predict test.tsv` (label<TAB>text, as kd ingest reads it) predicted each line whole, its gold
     label read with the text and changing the answer, and a header line was answered as a review: said

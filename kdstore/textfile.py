@@ -1,0 +1,108 @@
+"""Bytes to text as kd reads a file it is given (kd ingest, kd pretrain --corpus, kd predict): UTF-8
+only; the UTF-16 and GBK files a spreadsheet or Notepad saves are named in the one-line error, with how
+to convert them; old Mac line ends read as line ends. Light on purpose (no store, no SQLAlchemy):
+`kd predict --artifact` reads its input with it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from .errors import KdError
+
+TEXT_NAMES = ("text", "sentence", "content", "query", "review")  # a table's text column, by its header
+HEADER_WORDS = {"label", *TEXT_NAMES}
+
+
+def utf16_without_bom(data: bytes) -> str | None:
+    """``"UTF-16LE"`` or ``"UTF-16BE"`` when bytes holding NULs read as text in that encoding (a
+    spreadsheet's "Unicode text" export with its byte-order mark cut off), else None: the start
+    decodes, holds no NUL character, is printable text, tabs and line ends only, and has a tab or a
+    line end (nearly any bytes decode to printable CJK characters; a tab or line end needs its NUL
+    just where that encoding puts it)."""
+    head = data[:4096]
+    head = head[: len(head) // 2 * 2]
+    nuls = [i for i, b in enumerate(head) if b == 0]
+    for codec, high in (("utf-16-le", 1), ("utf-16-be", 0)):  # (where an ASCII character's NUL byte is)
+        if len(nuls) < 2 or any(i % 2 != high for i in nuls):  # (one NUL, or NULs both odd and even: binary)
+            continue
+        try:
+            text = head.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if ("\n" in text or "\t" in text) and "\0" not in text and all(c.isprintable() or c in "\t\r\n" for c in text[:-1]):
+            return codec.upper().replace("UTF-16-", "UTF-16")
+    return None
+
+
+def decode(data: bytes, name: str, fmt: str) -> str:
+    """UTF-8 text of a file (a BOM is dropped); a binary or mis-encoded file is refused."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise KdError(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        utf16 = utf16_without_bom(data)
+        if utf16:  # (its NULs are the high bytes of ASCII characters: not where a line starts in UTF-8 terms)
+            raise KdError(f"{name}: line 1: the file looks {utf16} encoded, without a byte-order mark: convert it to UTF-8 first")
+        line = data.count(_line_end(data), 0, nul) + 1
+        raise KdError(
+            f"{name}: line {line}:{_field_at(data, nul, fmt)} binary data (NUL byte): not a text file"
+        )
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        # a BOM starting a later line (files joined by `cat`) is no text either: it would make "pos"
+        # and "\ufeffpos" two classes that print alike
+        return _LINE_BOM.sub("", data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = data.count(_line_end(data), 0, exc.start) + 1
+        raise KdError(
+            f"{name}: line {line}:{_field_at(data, exc.start, fmt)} not valid UTF-8 "
+            f"(byte 0x{data[exc.start]:02x}); {_convert_hint(data, exc.start, name)}"
+        ) from None
+
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def _convert_hint(data: bytes, pos: int, name: str) -> str:
+    """How to convert a file that is not UTF-8: named GB18030 (GBK's superset: what Excel and Notepad
+    on Chinese Windows save) when the whole file reads so, the failing line holds Chinese characters,
+    the lines before it are ASCII and its own bytes before ``pos`` hold no UTF-8 Chinese (UTF-8 Chinese
+    reads as GB18030 too, garbled: iconv would have garbled the UTF-8 lines of a file joined from two
+    encodings without a word). A few GBK bytes before the failing one may read as UTF-8 too ("太",
+    0xcc 0xab, as U+032B): on the failing line only Chinese is the sign of UTF-8 text."""
+    end = _line_end(data)
+    start, stop = data.rfind(end, 0, pos) + 1, data.find(end, pos)
+    if not data[:start].isascii() or _CJK.search(data[start:pos].decode("utf-8", "replace")):
+        return "convert the file to UTF-8 first (the text before it is UTF-8: a file joined from two encodings?)"
+    try:
+        data.decode("gb18030")
+        chinese = bool(_CJK.search(data[start:stop if stop >= 0 else len(data)].decode("gb18030")))
+    except UnicodeDecodeError:
+        chinese = False
+    if not chinese:
+        return "convert the file to UTF-8 first"
+    how = ("pipe it through iconv -f GB18030 -t UTF-8" if name == "<stdin>" else
+           f"iconv -f GB18030 -t UTF-8 {shlex.quote(name)} > {shlex.quote(str(Path(name).with_name('utf8-' + Path(name).name)))}")
+    return f"it reads as GBK/GB18030 (as Excel and Notepad save on Chinese Windows): convert it to UTF-8 first, e.g. {how}"
+
+
+_LINE_BOM = re.compile(r"(?:^|(?<=\r))\ufeff", re.MULTILINE)  # (after a bare \r too: old Mac line ends)
+
+
+def _line_end(data):
+    """What ends the lines of ``data`` (bytes or text, the same type back): ``\n``, or a bare ``\r``
+    when there is no ``\n`` (old Mac line ends; the csv module reads them so too)."""
+    nl, cr = ("\n", "\r") if isinstance(data, str) else (b"\n", b"\r")
+    return cr if nl not in data and cr in data else nl
+
+
+def _field_at(data: bytes, pos: int, fmt: str) -> str:
+    """`` field N:`` for the delimited field holding byte ``pos`` (empty for JSONL)."""
+    if fmt not in ("tsv", "csv"):
+        return ""
+    line_start = data.rfind(_line_end(data), 0, pos) + 1
+    sep = b"\t" if fmt == "tsv" else b","
+    return f" field {data.count(sep, line_start, pos)}:"
