@@ -94,10 +94,15 @@ install_wheels() {  # once a machine: tables side by side share it (two pip runs
 }
 if [ $# -gt 1 ]; then  # several tables side by side on the one GPU, each with its own files and time limit
   : "${OUT:?set OUT to the folder the figures go to}"
+  seen=()
   for table in "$@"; do  # (before the install: a typo costs no pip run)
     [[ "$table" != *-s* || "$table" =~ ^[A-Za-z0-9]+-s[0-9]+$ ]] || { echo "side by side: $table: a seed is a number (B1B2-s2)" >&2; exit 2; }
     case "${table%-s[0-9]*}" in B1B2|B3|teacher) ;; *) echo "side by side: choose among B1B2, B3 and teacher (each may name its seed: B1B2-s2), not $table (B4 times, alone)" >&2; exit 2 ;; esac
     [ "$(printf '%s\n' "$@" | grep -cx "$table")" = 1 ] || { echo "side by side: $table twice (both would write $OUT/$table.*)" >&2; exit 2; }
+    # B1B2 is B1B2-s1 (KD_LENT_SEED, default 1), B1B2-s01 too: the same figures twice, which merge refuses
+    seed=${KD_LENT_SEED:-1}; [[ "$table" =~ -s([0-9]+)$ ]] && seed=$((10#${BASH_REMATCH[1]}))
+    for other in "${seen[@]}"; do [ "$other" = "${table%-s[0-9]*} at seed $seed" ] && { echo "side by side: $table: ${table%-s[0-9]*} at seed $seed twice (the same run twice; merge refuses a seed given twice)" >&2; exit 2; }; done
+    seen+=("${table%-s[0-9]*} at seed $seed")
   done
   mkdir -p "$OUT" && install_wheels || exit 1
   echo "tables side by side on one GPU: $*" > "$OUT/gpu.txt"
@@ -110,8 +115,12 @@ if [ $# -gt 1 ]; then  # several tables side by side on the one GPU, each with i
   # the device returns at most 8 files: more (3 tables or more, 3 files each) go back as one archive
   if [ "$(find "$OUT" -type f | wc -l)" -gt 8 ]; then
     files=(); for table in "$@"; do files+=("$table.json" "$table.md" "$table.log"); done
-    (cd "$OUT" && tar czf tables.tgz --ignore-failed-read "${files[@]}" 2>/dev/null; rm -f "${files[@]}")
-    echo "the tables' files are in tables.tgz (tar xzf tables.tgz; seeds merge with python -m bench merge)"
+    if (cd "$OUT" && tar czf tables.tgz --ignore-failed-read "${files[@]}" 2>/dev/null); then
+      (cd "$OUT" && rm -f "${files[@]}")
+      echo "the tables' files are in tables.tgz (tar xzf tables.tgz; seeds merge with python -m bench merge)"
+    else  # (a file left is better than none: the figures are in the .json files)
+      rm -f "$OUT/tables.tgz"; echo "tar failed: the tables' files stay as they are (over 8: some may not come back)" >&2
+    fi
   fi
   exit $rc
 fi

@@ -585,16 +585,51 @@ def merge_main(argv: list[str]) -> int:
         print(f"python -m bench merge: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
+    outputs = {}
     if args.output:
-        args.output.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+        outputs[args.output] = text
     if args.markdown:
         import importlib
 
         module = MERGERS["B1B2" if "rows" in merged else "B3"][0]
-        args.markdown.write_text(importlib.import_module(module).markdown_from_json(merged), encoding="utf-8")
+        outputs[args.markdown] = importlib.import_module(module).markdown_from_json(merged, merged_not_judged(merged))
+    written = []  # each beside its place first: an -o or --markdown that cannot be written leaves neither
+    try:
+        for path, content in outputs.items():
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(content, encoding="utf-8")
+            written.append((tmp, path))
+    except OSError as exc:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        print(f"python -m bench merge: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    for tmp, path in written:
+        tmp.replace(path)
+    if not args.output:
+        sys.stdout.write(text)
     return 0
+
+
+def merged_not_judged(data: dict) -> str | None:
+    """Why a merged table's targets are not judged, as its script says it of one run: an option that
+    shrinks the table (recorded in each run's JSON, the same in every merged one), or fewer than 3 seeds.
+    (The merged table was judged over 2 seeds, or over --quick runs.)"""
+    from bench.common import too_few_seeds
+
+    changed = ["--quick"] if data.get("quick") else []
+    if data.get("train_rows") is not None:
+        changed.append("--train-rows")
+    if "rows" in data:  # bench/distill.py's other shrinking options
+        from bench.distill import AUG, STUDENT_FULL
+
+        if not data.get("quick") and data.get("student_args", STUDENT_FULL) != STUDENT_FULL:
+            changed.append("--student-epochs")
+        if data.get("augment_n", 4) != int(AUG[AUG.index("--augment-n") + 1]):
+            changed.append("--augment-n")
+    reasons = [f"not the protocol: {' '.join(changed)}"] if changed else []
+    reasons.append(too_few_seeds(list(data.get("seeds") or [])))
+    return "; ".join(filter(None, reasons)) or None
 
 
 def _now() -> str:

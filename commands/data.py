@@ -215,13 +215,15 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
 def _print_tsv(items: list[dict], *, labeled: bool) -> None:
     """A ``label<TAB>text`` header and lines (``text`` alone for the unlabeled pool), in blocks. The
     header makes ``kd ingest`` read the columns by name: without it a first text or label that is a
-    column word (``query``, ``text``) would be taken for a header and lost. Every other character
-    of a text is written as it is: the texts ``kd ingest`` reads back are the ones stored."""
+    column word (``query``, ``text``) would be taken for a header and lost. A text that starts with a
+    quote is written in quotes (``_tsv_cell``); every other character of a text is written as it is:
+    the texts ``kd ingest`` reads back are the ones stored."""
     changed, block = 0, ["label\ttext" if labeled else "text"]
     for it in items:
         text = it["text"].translate(CELL_BREAKS)
         changed += text != it["text"]
-        block.append(text if it["label"] is None else f"{it['label']}\t{text}")
+        text = _tsv_cell(text)
+        block.append(text if it["label"] is None else f"{_tsv_cell(it['label'])}\t{text}")
         if len(block) >= 10_000:
             click.echo("\n".join(block), color=True)  # (color: click cut an ANSI code out of a text written to a file or pipe)
             block.clear()
@@ -229,6 +231,14 @@ def _print_tsv(items: list[dict], *, labeled: bool) -> None:
         click.echo("\n".join(block), color=True)
     if changed:
         click.echo(f"warning: {changed} texts had tabs or line breaks, written as spaces", err=True)
+
+
+def _tsv_cell(value: str) -> str:
+    """``value`` in quotes, its quotes doubled, where it starts with a quote (as a spreadsheet writes
+    it): a stored text that looks like such a field (a quote, 他说, two quotes, 好, three quotes) made
+    ``kd ingest`` read the whole file as a spreadsheet's, and every text in plain quotes ('"好"') came
+    back without them. Any other value as it is."""
+    return '"' + value.replace('"', '""') + '"' if value.startswith('"') else value
 
 
 @click.command()

@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from kdstore import segment
-from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill
+from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
 from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
@@ -22,13 +22,12 @@ from kdstore.errors import KdError
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, versus_majority
+from kdstore.names import SPLITS, resolve_run_id
 from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import run_report, trained_on_dev
-from kdstore.names import resolve_run_id
 from kdstore.runs import stage_scope
-from kdstore.names import SPLITS
 from kdstore.schema import iso_utc
-from kdstore.students import KINDS, check_bert_layout
+from kdstore.students import KINDS, check_bert_layout, student_bert_config
 from kdstore.store import label_id_note
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES, pick_device
@@ -679,6 +678,12 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
               "fine-tuned on train labels it is to be blind to, so its votes are not strictly out-of-fold; "
               "--init-embeddings random trains blind ones")
     check_student_shape(cfg, teacher_config, len(store.class_names()))  # as the stage checks it, before it is recorded
+    if teacher_config is not None and student == "transformer":  # recorded as it runs, not as 0 ("the default")
+        cfg = replace(cfg, width=cfg.width or teacher_config.hidden_size)
+        if cfg.value_relation or cfg.qk_relation:
+            bert = student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width, num_classes=len(store.class_names()))
+            cfg = replace(cfg, relation_heads=resolved_relation_heads(cfg, (bert["hidden_size"], bert["num_attention_heads"]),
+                                                             (teacher_config.hidden_size, teacher_config.num_attention_heads)))
     if cfg.layer_map and teacher_config is not None and not cfg.intermediate and not cfg.init_from_teacher:
         # (init_from_teacher resolved above, as _copies_layers decides): a student that copies no teacher layer and matches none
         _warn("--layer-map: not used: the student copies no teacher layer (--width or --no-init-from-teacher) and matches none "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -666,7 +667,16 @@ def relation_heads(cfg: DistillConfig, student: tuple[int, int], teacher: tuple[
     heads = cfg.relation_heads or min(student[1], teacher[1])
     for side, (width, _) in (("student", student), ("teacher", teacher)):
         if (cfg.value_relation or cfg.qk_relation) and width % heads:
-            raise KdError(f"--relation-heads {heads} does not divide the {side}'s width {width}")
+            if cfg.relation_heads:
+                raise KdError(f"--relation-heads {heads} does not divide the {side}'s width {width}")
+            # the default, never typed: named as such, with head counts both widths take (a 768-wide student of a
+            # 1024-wide teacher: 12 and 16 heads, and 12 does not divide 1024)
+            common = math.gcd(student[0], teacher[0])
+            fits = [d for d in range(1, common + 1) if common % d == 0]
+            below = [d for d in fits if d <= heads]
+            others = below[-2:-1] + [d for d in fits if d > heads][:1]
+            raise KdError(f"the default --relation-heads (the smaller head count, {heads}) does not divide the {side}'s width {width}: "
+                          f"give --relation-heads {below[-1]}" + (f" (or {', '.join(map(str, others))})" if others else ""))
     return heads
 
 

@@ -1404,3 +1404,67 @@ def test_lent_side_by_side_counts_the_shared_wheel_install_and_refuses_a_table_t
         assert re.search(rf"{table} gets [23] s \(KD_LENT_SECONDS 5, [23] s of set-up\)", said), said
     run = subprocess.run(["bash", "bench/lent.sh", "B3", "B3"], cwd=repo, capture_output=True, text=True, env={**env, "OUT": str(tmp_path / "out2")})
     assert run.returncode == 2 and "B3 twice" in run.stderr
+
+
+def test_merge_markdown_judges_only_three_seeds_of_the_protocol(tmp_path):
+    """`merge --markdown` judged the merged table whatever it held: two seeds' B1/B2 or B3 figures came out
+    "**met**"/"**not met**" (the README: judged once it holds 3 seeds), and so did three --quick runs."""
+    def merge_md(datas, name):
+        files = []
+        for i, data in enumerate(datas):
+            files.append(tmp_path / f"{name}-{i}.json")
+            files[-1].write_text(json.dumps(data))
+        assert suite.main(["merge", *map(str, files), "-o", str(tmp_path / f"{name}.json"), "--markdown", str(tmp_path / f"{name}.md")]) == 0
+        return (tmp_path / f"{name}.md").read_text(encoding="utf-8")
+
+    seeds = [distill_data([s], {"teacher": [t], "alone": [a], "distilled": [d]}, student_args=["--epochs", "10"])
+             for s, (t, a, d) in zip((1, 2, 3), ((0.88, 0.84, 0.86), (0.90, 0.82, 0.87), (0.86, 0.86, 0.87)))]
+    two = merge_md(seeds[:2], "b1b2-two")
+    assert "**met**" not in two and "**not met**" not in two
+    assert "≥ 88%: not judged (2 seeds; the targets are means over 3)" in two
+    three = merge_md(seeds, "b1b2-three")
+    assert "≥ 88%: **met**" in three and "gap closed ≥ 75%: **not met**" in three  # 88.00 %; (86.67 - 84) / (88 - 84) = 67 %
+    quick = merge_md([{**d, "quick": True} for d in seeds], "b1b2-quick")
+    assert "≥ 88%: not judged (not the protocol: --quick)" in quick
+    shrunk = merge_md([{**d, "train_rows": 2000, "augment_n": 1, "student_args": ["--epochs", "1"]} for d in seeds], "b1b2-shrunk")
+    assert "not judged (not the protocol: --train-rows --student-epochs --augment-n)" in shrunk
+    b3 = []
+    for s, (f1, noisy, cleaned) in zip((1, 2), ((0.70, 0.80, 0.815), (0.76, 0.81, 0.818))):
+        one = labels_data(f1_10=f1, f1_20=f1, noisy=noisy, cleaned=cleaned)
+        b3.append({**one, "seeds": [s], "per_seed": {str(s): one["results"]}, "device": "cuda", "quick": False, "train_rows": None})
+    text = merge_md(b3, "b3-two")
+    assert "**met**" not in text and "**not met**" not in text
+    assert "≥ +1 pt: not judged (2 seeds; the targets are means over 3)" in text
+
+
+def test_merge_names_an_output_it_cannot_write_and_writes_neither(tmp_path, capsys):
+    """`merge -o` or `--markdown` into a folder not there ended in a traceback, and a --markdown that
+    could not be written left the -o file written."""
+    files = []
+    for seed in (1, 2):
+        files.append(tmp_path / f"s{seed}.json")
+        files[-1].write_text(json.dumps(distill_data([seed], {"teacher": [0.86], "alone": [0.84], "distilled": [0.85]})))
+    gone = tmp_path / "no-such-folder"
+    assert suite.main(["merge", *map(str, files), "-o", str(gone / "m.json")]) == 2
+    assert capsys.readouterr().err.strip() == f"python -m bench merge: {gone / 'm.json'}: No such file or directory"
+    out = tmp_path / "m.json"
+    assert suite.main(["merge", *map(str, files), "-o", str(out), "--markdown", str(gone / "m.md")]) == 2
+    assert capsys.readouterr().err.strip() == f"python -m bench merge: {gone / 'm.md'}: No such file or directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.json", "s2.json"]
+
+
+def test_lent_side_by_side_refuses_one_seed_of_a_table_twice_under_two_names(tmp_path):
+    """`B1B2 B1B2-s1` (a plain table is at KD_LENT_SEED, 1 by default) or `B1B2-s1 B1B2-s01` ran the same
+    seed twice in the one sitting, into two sets of files that `python -m bench merge` then refused."""
+    import os
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "bench").mkdir(parents=True)
+    (repo / "bench" / "lent.sh").write_text((ROOT / "bench" / "lent.sh").read_text())
+    env = {**os.environ, "OUT": str(tmp_path / "out")}
+    for tables, seed, said in ((["B1B2", "B1B2-s1"], "1", "B1B2-s1: B1B2 at seed 1 twice"), (["B3-s1", "B3-s01"], "1", "B3-s01: B3 at seed 1 twice"),
+                               (["B1B2-s2", "teacher", "B1B2"], "2", "B1B2: B1B2 at seed 2 twice")):
+        run = subprocess.run(["bash", "bench/lent.sh", *tables], cwd=repo, capture_output=True, text=True, env={**env, "KD_LENT_SEED": seed})
+        assert run.returncode == 2 and said in run.stderr, run.stderr
+        assert not (tmp_path / "out").exists()  # refused before anything ran

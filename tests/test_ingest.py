@@ -1416,6 +1416,24 @@ def test_samples_tsv_round_trips_through_ingest(invoke, write_file, tmp_path):
     assert again["added_per_class"] == {"query": 1, "label": 1}
 
 
+def test_samples_tsv_round_trips_texts_in_quotes(invoke, write_file, tmp_path):
+    """A stored text that looks like a spreadsheet's quoted field (a quote, 他说, two quotes, 好, three
+    quotes: from JSON lines)
+    made ``kd ingest`` read the whole ``--tsv`` file as a spreadsheet's: every text in plain quotes
+    ('"好"') came back without them, unseen. A text that starts with a quote is written in quotes, its
+    quotes doubled, so the texts read back are the ones stored (labeled and pool alike)."""
+    texts = ['"好"', '"他说""好"""', 'a"b', '""""']
+    pool = ['"池"', '"他说""池"""', '"双十一"买的']
+    write_file("t.jsonl", "".join(json.dumps({"text": t, "label": "pos"}, ensure_ascii=False) + "\n" for t in texts))
+    write_file("p.jsonl", "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in pool))
+    invoke(["ingest", "t.jsonl"])
+    invoke(["ingest", "p.jsonl", "--split", "unlabeled"])
+    for split, want in (("train", texts), ("unlabeled", pool)):
+        (tmp_path / f"{split}.out.tsv").write_text(invoke(["samples", "--split", split, "--limit", "0", "--tsv"]).stdout, encoding="utf-8")
+        invoke(["ingest", str(tmp_path / f"{split}.out.tsv"), "--split", split], db=tmp_path / "back.db")
+        assert [r["text"] for r in invoke.json(["samples", "--split", split, "--limit", "0"], db=tmp_path / "back.db")] == want
+
+
 def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, write_file, db, monkeypatch):
     """The pool written by ``--split unlabeled --tsv`` holds the ingested texts, not the ones
     ``kd distill --augment`` stored beside them ([UNK]-masked copies of train texts); and a

@@ -484,6 +484,25 @@ def test_a_student_width_its_heads_do_not_divide_names_widths_that_build():
         assert student_bert_config(teacher, layers=1, hidden=width, num_classes=2)["num_attention_heads"] == 3
 
 
+def test_default_relation_heads_that_do_not_divide_a_width_name_the_default_and_heads_that_do():
+    """A 768-wide student (12 heads) of a 1024-wide teacher (16 heads) with --value-relation and no
+    --relation-heads was refused as "--relation-heads 12 does not divide the teacher's width 1024",
+    naming an option never typed, and no head count that both widths take."""
+    from kdstore.distill import DistillConfig, relation_heads
+    from kdstore.errors import KdError
+
+    cfg = DistillConfig(student="transformer", value_relation=1.0)
+    with pytest.raises(KdError) as err:
+        relation_heads(cfg, (768, 12), (1024, 16))
+    message = str(err.value)
+    assert "the default --relation-heads" in message and "(the smaller head count, 12)" in message
+    assert "does not divide the teacher's width 1024" in message and message.endswith("give --relation-heads 8 (or 4, 16)")
+    assert relation_heads(DistillConfig(student="transformer", value_relation=1.0, relation_heads=8), (768, 12), (1024, 16)) == 8
+    with pytest.raises(KdError, match=r"^--relation-heads 5 does not divide the student's width 768$"):  # typed: as before
+        relation_heads(DistillConfig(student="transformer", value_relation=1.0, relation_heads=5), (768, 12), (1024, 16))
+    assert relation_heads(cfg, (384, 6), (768, 12)) == 6  # a default that divides both: as before
+
+
 def test_textcnn_pools_over_real_windows_only_in_both_forms():
     """TextCNN (conv1d and the as_matmul form that ONNX exports use) against -inf masked max pooling."""
     from kdstore.students import StudentConfig, TextCNN

@@ -2238,6 +2238,20 @@ def test_distill_records_what_it_ran_with_each_folds_kept_epoch_and_whether_laye
         assert _stage(taught_store, "r", name).config["init_from_teacher"] is copied
 
 
+def test_a_transformer_students_config_records_the_width_and_relation_heads_it_ran_with(taught_store):
+    """A transformer student of the teacher's width recorded width 0, and one with MiniLM's relation
+    losses relation_heads 0 ("the default"), whatever the teacher: the stage's config did not say
+    how wide the student was, nor over how many heads its relations were taken."""
+    db = str(taught_store)
+    common = ("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
+    for name, args, width, heads in (("same", ("--value-relation", "1"), 32, 2),  # the tiny teacher: 32 wide, 2 heads
+                                     ("narrow", ("--width", "16", "--qk-relation", "1"), 16, 1),  # 16 // 64 -> 1 head
+                                     ("plain", (), 32, 0)):  # no relation loss: no relation heads to speak of
+        config = json.loads(kd(*common, *args, "--name", name).stdout)["config"]
+        assert (config["width"], config["relation_heads"]) == (width, heads), name
+        assert _stage(taught_store, "r", name).config["width"] == width
+
+
 def test_a_layer_map_that_nothing_uses_is_warned_of(taught_store):
     """A student that copies no teacher layer (narrower, or --no-init-from-teacher) and has no
     intermediate loss uses no --layer-map: it was taken in silence, and recorded as if it had."""
