@@ -492,7 +492,7 @@ def _check_positions(store, cfg: TeachConfig):
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(str(Path(path).expanduser()))
+        config = AutoConfig.from_pretrained(str(Path(path).expanduser()), trust_remote_code=False)  # (no [y/N] question)
     except Exception:  # noqa: BLE001 (named by the stage, as it loads the model)
         return None
     check_max_len(config, cfg.max_len, path)

@@ -135,7 +135,9 @@ def load_classifier(path: str, class_names: list[str]):
     if Path(path).expanduser().is_dir() and not (Path(path).expanduser() / "config.json").is_file():
         # (transformers said "Should have a `model_type` key in its config.json" of a config.json that is not there)
         raise KdError(f"cannot load model {path!r}: no config.json in that folder{_inner_model(Path(path).expanduser())}")
-    hub = {}
+    # kd runs no model's own code (config.json's auto_map): unsaid, transformers asked "[y/N]" on the
+    # terminal, waited, and ran the folder's Python file on a "y"
+    hub = {"trust_remote_code": False}
     unreachable = None if Path(path).expanduser().is_dir() else hub_unreachable()
     if unreachable:  # the hub client would retry for half a minute a file: its cache alone
         hub["local_files_only"] = True
@@ -146,10 +148,13 @@ def load_classifier(path: str, class_names: list[str]):
         if unreachable:
             raise KdError(f"cannot load model {path!r}: no such local directory, no downloaded copy, and the Hugging Face hub "
                           f"cannot be reached ({unreachable})") from None
-        raise KdError(f"cannot load model {path!r}: {_unreadable_json(path) or _first_line(exc)}") from None
+        raise KdError(f"cannot load model {path!r}: {_unreadable_json(path) or _own_code(path, exc) or _first_line(exc)}") from None
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # (transformers 5 makes an empty one where it finds no files)
-        raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer)} special tokens alone): "
-                      "save the tokenizer it was trained with in its folder (tokenizer.save_pretrained)")
+        hint = "save the tokenizer it was trained with in its folder (tokenizer.save_pretrained)"
+        if (Path(path).expanduser() / "vocab.txt").is_file():  # (a Chinese ALBERT: BERT's vocab.txt, no spiece.model; the hint misled)
+            hint = (f"its vocab.txt is not read for model type {getattr(config, 'model_type', '')!r} (a Chinese ALBERT's is a BERT "
+                    'vocabulary): say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json')
+        raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer)} special tokens alone): {hint}")
     trained, reorder = head_classes(config, class_names, path)
     own_pad = tokenizer.pad_token_id is not None
     if tokenizer.pad_token_id is None:  # a GPT-style tokenizer: batches could not be padded
@@ -286,6 +291,21 @@ def _unreadable_json(path) -> str | None:
                 return f"{file.name} is a Git LFS pointer, not the file itself (fetch it: git lfs pull)"
             return f"{file.name} is not valid JSON ({_first_line(exc)})"
     return None
+
+
+def _own_code(path, exc: BaseException) -> str | None:
+    """Why a model that needs its own code cannot load (transformers' message asked for a
+    ``trust_remote_code=True`` kd has no option for), or ``None`` for another error."""
+    import json
+
+    if "trust_remote_code" not in str(exc):
+        return None
+    try:
+        kind = json.loads((Path(path).expanduser() / "config.json").read_text(encoding="utf-8-sig")).get("model_type")
+    except (OSError, ValueError, AttributeError):  # (a hub name: no local config.json)
+        kind = None
+    return (f"it needs its own code (config.json's auto_map{f', model type {kind!r}' if kind else ''}), which kd does not run: "
+            "start from a model of a type transformers knows")
 
 
 def _reorder_head(model, order: list[int], path) -> None:

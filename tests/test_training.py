@@ -333,6 +333,27 @@ def test_teach_an_unknown_hub_name_is_one_line_and_a_failed_stage(sample_store):
     assert stage.status == "failed" and "no-such-org/no-such-model" in stage.error
 
 
+def test_a_model_needing_its_own_code_is_refused_in_one_line_without_asking(sample_store, tiny_model, tmp_path):
+    """A folder whose config.json names a model type transformers does not know, with code of its own
+    (``auto_map``, trust_remote_code): transformers asked "Do you wish to run the custom code? [y/N]"
+    (twice, waiting 15 s each in a terminal) and ran the folder's Python file on a "y"; kd runs no
+    model's own code, and says so in one line."""
+    custom = tmp_path / "custom"
+    shutil.copytree(tiny_model, custom)
+    config = json.loads((custom / "config.json").read_text(encoding="utf-8"))
+    config.update(model_type="chinese-custom", auto_map={"AutoConfig": "configuration_custom.CustomConfig",
+                                                          "AutoModelForSequenceClassification": "modeling_custom.CustomModel"})
+    (custom / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    ran = tmp_path / "ran"
+    (custom / "configuration_custom.py").write_text(f"open({str(ran)!r}, 'w').close()\n", encoding="utf-8")
+    result = kd("teach", "--run", "custom", "--model", str(custom), "--max-len", "32", "--db", str(sample_store), input="y\ny\n", ok=False)
+    assert not ran.exists()
+    assert "[y/N]" not in result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: cannot load model {str(custom)!r}: it needs its own code (config.json's auto_map, model type 'chinese-custom'), "
+        "which kd does not run: start from a model of a type transformers knows"]
+
+
 def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, tiny_model):
     db = str(sample_store)
     store = Store.open(db)
@@ -2769,6 +2790,31 @@ def test_a_class_the_teachers_where_or_label_leaves_out_is_an_unlearned_class(sa
     label = kd("teach", "--run", "l", "--label", "pos", "--label", "neg", *short)
     assert "warning: no train samples that --where/--label select of class 'mid': the model never learned it" in label.stderr
     assert "no train samples of class" not in kd("teach", "--run", "all", *short).stderr
+
+
+def test_a_chinese_albert_with_a_bert_vocab_txt_is_told_which_tokenizer_class_to_name(sample_store, tiny_model, tmp_path):
+    """Chinese ALBERTs (albert_chinese_tiny and the like) ship BERT's vocab.txt, no spiece.model: for
+    model type albert transformers reads it with no vocabulary, and kd said "save the tokenizer it was
+    trained with in its folder" of a folder that holds it. Named as BertTokenizer, it loads."""
+    from transformers import AlbertConfig, AlbertForMaskedLM, AutoTokenizer
+
+    from kdstore.teacher import load_classifier
+
+    albert = tmp_path / "albert_chinese_tiny"
+    vocab = AutoTokenizer.from_pretrained(tiny_model).get_vocab()
+    config = AlbertConfig(vocab_size=len(vocab), embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=64)
+    AlbertForMaskedLM(config).save_pretrained(albert)
+    (albert / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+    result = kd("teach", "--run", "al", "--model", str(albert), "--max-len", "32", "--db", str(sample_store), ok=False)
+    assert result.output.strip().splitlines() == [
+        f"Error: model {str(albert)!r} has no tokenizer (its vocabulary is the 5 special tokens alone): "
+        "its vocab.txt is not read for model type 'albert' (a Chinese ALBERT's is a BERT vocabulary): "
+        'say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json']
+    (albert / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer"}', encoding="utf-8")
+    tokenizer, model = load_classifier(str(albert), ["pos", "neg"])
+    assert tokenizer.convert_ids_to_tokens(tokenizer("很好")["input_ids"]) == ["[CLS]", "很", "好", "[SEP]"]
+    assert model.config.model_type == "albert"
 
 
 def test_a_checkpoint_without_a_tokenizer_or_with_weights_unlike_its_config_is_refused_before_training(sample_store, tiny_model, tmp_path):
