@@ -22,6 +22,8 @@ def oof_probs(texts: list[str], labels: np.ndarray, *, num_classes: int, folds: 
     labels = np.asarray(labels)
     if labels.shape != (len(texts),):
         raise ValueError(f"labels must be one class id per text ({len(texts)}), got shape {labels.shape}")
+    if len(labels) and (labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer)):  # (floats index no column)
+        raise ValueError(f"labels must be integer class ids 0..{num_classes - 1}, got dtype {labels.dtype}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must be class ids 0..{num_classes - 1}, found {labels.min()}..{labels.max()}")
     digest = hashlib.sha256("\0".join(texts).encode("utf-8"))

@@ -1500,6 +1500,20 @@ def _hand_made_teacher(path: Path, labels: list[str]) -> str:
     return str(path)
 
 
+def test_tfidf_oof_probs_refuses_labels_that_are_not_integer_class_ids():
+    """Labels as floats (``[0.0, 1.0, ...]``, as pandas reads a column with a gap) passed the range check
+    and the folds, then failed inside the fold loop with numpy's "IndexError: arrays used as indices must
+    be of integer (or boolean) type", after fitting a TF-IDF model."""
+    from kdstore.tfidf import oof_probs
+
+    texts = ["好的很好", "很好的好", "好好的很", "差的太差", "太差的差", "差差的太"]
+    with pytest.raises(ValueError, match=r"^labels must be integer class ids 0\.\.1, got dtype float64$"):
+        oof_probs(texts, np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]), num_classes=2, folds=3)
+    with pytest.raises(ValueError, match=r"^labels must be integer class ids 0\.\.1, got dtype bool$"):
+        oof_probs(texts, np.array([False] * 3 + [True] * 3), num_classes=2, folds=3)
+    assert oof_probs(texts, np.array([0, 0, 0, 1, 1, 1], dtype=np.int32), num_classes=2, folds=3).shape == (6, 2)
+
+
 def test_tfidf_member_takes_fewer_folds_for_a_small_class_and_refuses_a_single_sample(tmp_path, error_line):
     """The TF-IDF member always cut 5 folds: a train class of 3 samples (enough for `kd teach --folds
     3`) failed detect with "--folds 5: every class needs at least 5 train samples, and id 2 (3) has
