@@ -120,6 +120,9 @@ def train_early_exit(db: Path, args, phases: dict, *, overwrite: bool = False) -
     phases["distill-early-exit"] = time.monotonic() - t0
 
 
+FORM_NAMES = {"eager": "PyTorch eager", "onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime, int8 (`kd export --int8`)"}
+
+
 def export_all(work: Path, db: Path, args, phases: dict) -> None:
     """``kd export`` (ONNX) of the teacher and every student: redone with --skip-training too, so the
     timed exports are always the current code's (none with --no-onnx)."""
@@ -130,6 +133,9 @@ def export_all(work: Path, db: Path, args, phases: dict) -> None:
         log(f"kd export --model {stage}")
         kd("export", "--run", RUN, "--model", stage, "--format", "onnx", "--out", str(work / "export" / stage), "--overwrite", "--db", str(db))
         phases[f"export-{stage}"] = time.monotonic() - t0
+        t0 = time.monotonic()  # and int8 (kd export --int8): its own rows
+        kd("export", "--run", RUN, "--model", stage, "--int8", "--out", str(work / "export-int8" / stage), "--overwrite", "--db", str(db))
+        phases[f"export-{stage}-int8"] = time.monotonic() - t0
 
 
 # 2. timing ---------------------------------------------------------------------------------------------
@@ -373,15 +379,16 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
     ]
     for model in ["teacher"] + cfg["students"]:
         label = f"transformer ({cfg['transformer_layers']} layers)" if model == "transformer" else model
-        for form in ("eager", "onnx") if has_onnx else ("eager",):
+        for form in [f for f in ("eager", "onnx", "onnx-int8") if f"{model}/{f}" in t]:  # (int8: runs from before it had none)
             m = t[f"{model}/{form}"]
-            same = teacher_eager if form == "eager" else teacher_onnx
+            same = t[f"teacher/{form}"]["samples_per_s"] if f"teacher/{form}" in t else teacher_eager
             rate = m["samples_per_s"]
+            # (int8: the float model's test accuracy is not its own; the share of texts whose class it keeps is below the table)
+            acc = "—" if form == "onnx-int8" else f"{res['accuracy'].get(model, float('nan')):.2%}"
             lines.append(
-                f"| {label} | {res['params'][model] / 1e6:.2f} M | {'PyTorch eager' if form == 'eager' else 'ONNX Runtime'} | "
+                f"| {label} | {res['params'][model] / 1e6:.2f} M | {FORM_NAMES[form]} | "
                 f"{fmt_rate(rate)} ({fmt_rate(m['samples_per_s_min'])}–{fmt_rate(m['samples_per_s_max'])}) | "
-                f"{rate / same:,.1f}× | {rate / teacher_eager:,.1f}× | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
-                f"{res['accuracy'].get(model, float('nan')):.2%} |"
+                f"{rate / same:,.1f}× | {rate / teacher_eager:,.1f}× | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {acc} |"
             )
     gpu = res["threads"].get("gpu_forms") or []
     if gpu:
@@ -423,6 +430,10 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
         lowest = min(v["argmax_agreement"] for v in agree.values())
         lines += ["", f"ONNX vs eager on the {cfg['batch_texts']:,} batch texts: largest |logit difference| {worst:.2g}, "
                       f"argmax agreement ≥ {lowest:.2%} for every model."]
+        int8 = {m: v["int8"] for m, v in agree.items() if "int8" in v}
+        if int8:
+            lines[-1] += (" ONNX int8 vs eager, the same class on: " + ", ".join(f"{m} {v['argmax_agreement']:.2%}" for m, v in int8.items())
+                          + f" (largest |logit difference| {max(v['max_abs_logit_diff'] for v in int8.values()):.2g}).")
     tok = res.get("tokenization")
     if tok:
         parts = [f"{name}: {v['seconds'] * 1000:.0f} ms ({v['texts_per_s']:,.0f} texts/s)" for name, v in tok.items()]
@@ -766,6 +777,7 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict, res: dict 
         models[f"{model}/eager"] = pred.logits
         if args.onnx:
             models[f"{model}/onnx"] = Artifact.load(work / "export" / stage, device="cpu").logits
+            models[f"{model}/onnx-int8"] = Artifact.load(work / "export-int8" / stage, device="cpu").logits
         if "eager-cuda" in gpu:
             models[f"{model}/eager-cuda"] = Predictor.from_run(store, RUN, stage, device="cuda").logits
         if "onnx-cuda" in gpu:
@@ -796,6 +808,8 @@ def measure_all(work: Path, db: Path, data: Path, args, phases: dict, res: dict 
     for model in ["teacher"] + args.students if args.onnx else []:
         a, b = outputs[f"{model}/eager"], outputs[f"{model}/onnx"]
         onnx_vs_eager[model] = {"max_abs_logit_diff": float(np.abs(a - b).max()), "argmax_agreement": float((a.argmax(1) == b.argmax(1)).mean())}
+        q = outputs[f"{model}/onnx-int8"]
+        onnx_vs_eager[model]["int8"] = {"max_abs_logit_diff": float(np.abs(a - q).max()), "argmax_agreement": float((a.argmax(1) == q.argmax(1)).mean())}
 
     from kdstore.batching import encode
 

@@ -15,10 +15,13 @@ from .common import KdPath, check_file_model, json_option, open_store, print_jso
 @click.option("--format", "fmt", type=click.Choice(tuple(MODEL_FILES)), default="onnx", show_default=True, help="onnx: model.onnx for ONNX Runtime; torchscript: model.pt for torch.jit.")
 @click.option("--model", "which", default="student", show_default=True, help="student (the latest one that can be exported), teacher, or a stage name.")
 @click.option("--out", type=KdPath(file_okay=False), help="Folder to write (default: RUN/export-STAGE-FORMAT in the store's model folder: kd-artifacts/STORE/ beside a SQLite file, or KD_ARTIFACTS).")
+@click.option("--int8", is_flag=True, help="ONNX only: weights quantized to int8 (ONNX Runtime dynamic quantization), in "
+              "RUN/export-STAGE-onnx-int8 by default: a transformer's file about 4x smaller and faster on a CPU; TextCNN and "
+              "the RNNs mostly shrink. Checked by the share of texts whose class stays the float model's (at least 98%).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in that folder.")
 @store_options
 @json_option
-def export(run, fmt, which, out, overwrite, db, as_json):
+def export(run, fmt, which, out, int8, overwrite, db, as_json):
     """Export a trained model as a self-contained folder for serving.
 
     The folder holds the model (model.onnx with dynamic batch and sequence axes, or model.pt), the
@@ -31,6 +34,7 @@ def export(run, fmt, which, out, overwrite, db, as_json):
     Example:
       kd export --run r1                                   # the latest student, as ONNX
       kd export --run r1 --model teacher --format torchscript --out serve/teacher
+      kd export --run r1 --model teacher --int8               # a smaller, faster teacher on a CPU
       kd predict --artifact kd-artifacts/kd.db/r1/export-distill-textcnn-onnx reviews.txt
     """
     from kdstore.export import export_model, student_passed_over
@@ -41,16 +45,19 @@ def export(run, fmt, which, out, overwrite, db, as_json):
         passed_over = student_passed_over(store, run) if which == "student" and store.run_exists(run) else None
         if passed_over:
             click.echo(f"warning: {passed_over}", err=True)
-        path, manifest = export_model(store, run, which=which, fmt=fmt, out=out, overwrite=overwrite)
+        path, manifest = export_model(store, run, which=which, fmt=fmt, out=out, overwrite=overwrite, int8=int8)
     except (KdError, Terminated) as exc:  # also one line when the command is invoked outside the kd group
         raise click.ClickException(str(exc)) from None
     if as_json:
         print_json({**manifest, "path": str(path)})
         return
     check = manifest["verification"]
+    quantized = manifest["exporter"].get("quantization")
+    agreed = (f"int8 weights ({quantized['bytes_before'] / 1e6:.1f} -> {quantized['bytes_after'] / 1e6:.1f} MB): the float model's class "
+              f"on {check['argmax_agreement']:.1%} of" if quantized else "max |logit difference| " + f"{check['max_abs_logit_diff']:.2e} on")
     click.echo(
-        f"exported stage {manifest['stage']['name']} of run {run} as {fmt}: max |logit difference| "
-        f"{check['max_abs_logit_diff']:.2e} on {check['texts']} texts (the store's, one longer than --max-len, one of one character)",
+        f"exported stage {manifest['stage']['name']} of run {run} as {fmt}: {agreed} "
+        f"{check['texts']} texts (the store's, one longer than --max-len, one of one character)",
         err=True,
     )
     click.echo(str(path))

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from .errors import KdError
 from .runs import _any_edits, _crashed, _live_edits, process_state, stage_folder
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
-from .serving import MODEL_FILES, default_export_dir, exports_of
+from .serving import EXPORT_KINDS, default_export_dir, exports_of
 from .store import Store
 
 
@@ -72,7 +72,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             exports += own
             mixed += other
             # at its default place, an export of the model an --overwrite replaced (or another program's folder): kept, and said
-            defaults = (default_export_dir(run_folder, st.name, fmt) for fmt in MODEL_FILES)
+            defaults = (default_export_dir(run_folder, st.name, fmt) for fmt in EXPORT_KINDS)
             earlier += [f for f in defaults if f.is_dir() and not f.is_symlink() and f not in own and f not in other]
         report["exports"] = [str(f) for f in exports]
         report["warnings"] += [f"{f} is an export of a stage {'this would delete' if dry_run else 'deleted now'}, kept: "

@@ -62,6 +62,7 @@ from .store import Store
 
 FORMATS = tuple(MODEL_FILES)
 TOLERANCE = 1e-3  # largest |logit difference| between the export and the PyTorch model that is accepted
+INT8_MIN_AGREEMENT = 0.98  # --int8: the share of the checked texts whose class must stay the float model's
 VERIFY_TEXTS = 128  # store texts the export is checked on
 OWNER = ".kd-export-owner"  # in a folder being written or replaced: the process, so a later export removes it once that is gone
 ONNX_SINGLE_FILE_LIMIT = 1_800_000_000  # bytes of weights above which ONNX weights go to model.onnx.data
@@ -125,11 +126,16 @@ def default_dir(store: Store, run: str, stage_name: str, fmt: str) -> Path:
 
 
 def export_model(
-    store: Store, run: str, *, which: str = "student", fmt: str = "onnx", out: str | Path | None = None, overwrite: bool = False
+    store: Store, run: str, *, which: str = "student", fmt: str = "onnx", out: str | Path | None = None, overwrite: bool = False,
+    int8: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
-    """Export the model ``which`` of ``run`` (as ``kd predict --model`` picks it); returns (folder, manifest)."""
+    """Export the model ``which`` of ``run`` (as ``kd predict --model`` picks it); returns (folder, manifest).
+    ``int8``: an ONNX model's weights quantized to int8 (``_quantize``), checked by how often its class
+    stays the float model's, not by its logits."""
     if fmt not in FORMATS:
         raise KdError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise KdError("--int8 quantizes an ONNX export (ONNX Runtime's dynamic quantization): use --format onnx")
     if fmt == "onnx":
         _require_onnx()
     if which == "student":  # the latest student that can be exported: an early-exit model or fold votes cannot
@@ -155,7 +161,7 @@ def export_model(
             f"{', '.join(models) or 'none yet'}"
         )
     # resolved: "." or "x/.." has no name to put the new folder beside (and a link is replaced where it points)
-    out_dir = (Path(out) if out else default_dir(store, run, stage.name, fmt)).resolve()
+    out_dir = (Path(out) if out else default_dir(store, run, stage.name, "onnx-int8" if int8 else fmt)).resolve()
     _check_outside_stages(store, out_dir)
     _check_target(out_dir, overwrite)
     module, model_info = _exportable(predictor, stage, fmt)
@@ -187,6 +193,8 @@ def export_model(
         example = _example(len(predictor.tokenizer), pad_id, min_len)
         model_file = MODEL_FILES[fmt]
         exporter = _write_onnx(module, example, tmp / model_file) if fmt == "onnx" else _write_torchscript(module, example, tmp / model_file)
+        if int8:
+            exporter["quantization"] = _quantize(tmp / model_file, external=exporter["external_data"])
         try:  # (a full disk: the tokenizers library raises a bare Exception naming the OS error)
             predictor.tokenizer.save_pretrained(tmp)
             (tmp / CLASSES).write_bytes(classes_text(predictor.class_names).encode("utf-8"))
@@ -446,22 +454,31 @@ def _quiet() -> Iterator[None]:
 def _write_onnx(module: nn.Module, example, path: Path) -> dict[str, Any]:
     import onnx
 
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     big = sum(p.numel() * p.element_size() for p in module.parameters()) > ONNX_SINGLE_FILE_LIMIT
-    try:
-        with _quiet(), torch.no_grad():
-            torch.onnx.export(
-                module, example, str(path), input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-                dynamo=True, external_data=big, verbose=False,
-            )
-    except Exception as exc:  # TorchExportError and friends
-        cause = _interruption(exc)
-        if cause is not None:  # Ctrl-C or a kill while torch exported: that, not "could not export"
-            raise cause from None
-        _raise_if_unwritable(exc, path)
-        raise KdError(f"torch.onnx could not export this model ({type(exc).__name__}: {_summary(exc)}): try --format torchscript") from None
-    proto = onnx.load(str(path), load_external_data=False)
+    # named axes first; where the graph still came out with an axis fixed (a BiGRU or BiLSTM student exported a
+    # second time in one process: its sequence axis fixed at the example's 5 tokens, and every longer batch
+    # refused), torch's AUTO axes, which stayed dynamic there
+    for axes in ((torch.export.Dim("batch"), torch.export.Dim("sequence")), (torch.export.Dim.AUTO,) * 2):
+        try:
+            with _quiet(), torch.no_grad():
+                torch.onnx.export(
+                    module, example, str(path), input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+                    dynamic_shapes={name: dict(enumerate(axes)) for name in INPUT_NAMES},
+                    dynamo=True, external_data=big, verbose=False,
+                )
+        except Exception as exc:  # TorchExportError and friends
+            cause = _interruption(exc)
+            if cause is not None:  # Ctrl-C or a kill while torch exported: that, not "could not export"
+                raise cause from None
+            _raise_if_unwritable(exc, path)
+            raise KdError(f"torch.onnx could not export this model ({type(exc).__name__}: {_summary(exc)}): try --format torchscript") from None
+        proto = onnx.load(str(path), load_external_data=False)
+        fixed = [f"{i.name} axis {n}" for i in proto.graph.input for n, d in enumerate(i.type.tensor_type.shape.dim) if not d.dim_param]
+        if not fixed:
+            break
+    else:
+        raise KdError(f"torch.onnx exported this model with a fixed size ({', '.join(fixed)}): it would refuse other batches; "
+                      "try --format torchscript")
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return {"tool": "torch.onnx.export (dynamo)", "torch": torch.__version__, "onnx_opset": opset, "external_data": big}
 
@@ -548,13 +565,46 @@ def _tokenizer_runtime(directory: Path, tokenizer, texts: list[str], max_len: in
     return "tokenizers" if ours == encode(tokenizer, texts, max_len=max_len, special_tokens=special) else "transformers"
 
 
+def _quantize(path: Path, *, external: bool) -> dict[str, Any]:
+    """``path`` (an ONNX model) replaced by its int8 version: ONNX Runtime's dynamic quantization,
+    weights stored as int8 and activations quantized per batch as it runs (no calibration data). A
+    transformer's matrix products gain most; convolutions and recurrent layers mostly shrink."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if external:  # (its weights in model.onnx.data: quantize_dynamic would write them whole into one file past protobuf's 2 GB)
+        raise KdError("--int8: this model's weights are over 1.8 GB, stored beside model.onnx: export it without --int8")
+    quantized = path.with_name(path.stem + ".int8.onnx")
+    before = path.stat().st_size
+    try:
+        with _quiet(), contextlib.redirect_stderr(io.StringIO()):  # ("Please consider to run pre-processing before quantization")
+            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+        os.replace(quantized, path)
+    except OSError as exc:
+        quantized.unlink(missing_ok=True)
+        _raise_if_unwritable(exc, path)
+        raise
+    except Exception as exc:  # noqa: BLE001 (an operator it cannot quantize, in onnxruntime's own words)
+        quantized.unlink(missing_ok=True)
+        raise KdError(f"onnxruntime could not quantize this model ({type(exc).__name__}: {_summary(exc)}): export it without --int8") from None
+    return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8", "onnxruntime": onnxruntime.__version__,
+            "bytes_before": before, "bytes_after": path.stat().st_size}
+
+
 def _verify(directory: Path, manifest: dict[str, Any], predictor: Predictor, texts: list[str]) -> dict[str, Any]:
-    """Run the export through ``kdstore.serving`` and compare with the PyTorch model on ``texts``."""
+    """Run the export through ``kdstore.serving`` and compare with the PyTorch model on ``texts``: its
+    logits within ``TOLERANCE``, or an int8 export's classes the same on ``INT8_MIN_AGREEMENT`` of them."""
     artifact = Artifact(directory, manifest, device="cpu")
     ours = artifact.logits(texts)
     reference = predictor.logits(texts)
     diff = float(np.abs(ours - reference).max()) if len(texts) else 0.0
     agree = float((ours.argmax(1) == reference.argmax(1)).mean()) if len(texts) else 1.0
+    if manifest["exporter"].get("quantization"):
+        if not np.isfinite(diff) or agree < INT8_MIN_AGREEMENT:
+            raise KdError(f"the int8 model gives another class than the float model for {1 - agree:.1%} of {len(texts)} texts "
+                          f"(at most {1 - INT8_MIN_AGREEMENT:.0%} is accepted; largest |logit difference| {diff:.3g}): "
+                          "not exported; export it without --int8")
+        return {"texts": len(texts), "max_abs_logit_diff": diff, "argmax_agreement": agree, "min_agreement": INT8_MIN_AGREEMENT}
     if not np.isfinite(diff) or diff > TOLERANCE:
         raise KdError(
             f"the exported model's logits differ from the PyTorch model's by up to {diff:.3g} on {len(texts)} "

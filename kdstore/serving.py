@@ -27,6 +27,7 @@ from .textkey import text_list
 MANIFEST = "manifest.json"
 CLASSES = "classes.txt"
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
+EXPORT_KINDS = (*MODEL_FILES, "onnx-int8")  # the end of a default export folder's name: a format, or onnx-int8 (kd export --int8)
 FORMAT_VERSION = 1
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
@@ -71,7 +72,7 @@ def exports_of(run_folder: Path, run: str, stage_name: str, artifact_sha256: str
     manifest names this run, stage and model (its sha256): ``(only files the export wrote, others
     put there too)``, the second not the stage's to remove (nor another model's export, left out)."""
     found, mixed = [], []
-    for fmt in MODEL_FILES:
+    for fmt in EXPORT_KINDS:
         folder = default_export_dir(run_folder, stage_name, fmt)
         if folder.is_symlink() or not folder.is_dir():
             continue

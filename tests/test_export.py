@@ -1082,3 +1082,56 @@ def test_a_full_disk_while_saving_the_tokenizer_is_named_as_one_line():
     with pytest.raises(KdError) as found:
         _raise_if_unwritable(error, Path("/data/.m.x1y2/tokenizer.json"))
     assert str(found.value) == "/data: cannot write the export there: No space left on device"
+
+
+def test_an_int8_export_is_smaller_keeps_the_float_models_classes_and_serves(built, tmp_path, error_line):
+    """`kd export --int8`: the teacher's ONNX weights quantized to int8 (ONNX Runtime's dynamic
+    quantization) in its own default folder; checked by the share of texts whose class stays the
+    float model's, served by `kd predict --artifact` as any export; refused in one line for
+    TorchScript; and listed with the stage's exports that `kd runs delete` removes."""
+    db = str(built)
+    store = Store.open(db)
+    out = kd_export("--run", RUN, "--model", "teacher", "--int8", "--db", db, "--json")
+    manifest = json.loads(out.stdout)
+    path = Path(manifest["path"])
+    try:
+        assert path == (store.artifact_root / RUN / "export-teach-onnx-int8").resolve()
+        quantized = manifest["exporter"]["quantization"]
+        assert quantized["weights"] == "int8" and quantized["bytes_after"] < quantized["bytes_before"]  # (about 4x on a real teacher)
+        assert quantized["bytes_after"] == (path / "model.onnx").stat().st_size
+        check = manifest["verification"]
+        assert check["argmax_agreement"] >= check["min_agreement"] == 0.98 and check["texts"] > 50
+
+        sample = fresh_texts()
+        reference = Predictor.from_run(store, RUN, "teacher", device="cpu").logits(sample)
+        served = Artifact.load(path, device="cpu").logits(sample)
+        assert served.shape == reference.shape and float(np.abs(served - reference).max()) < 1.0  # near, not equal
+        lines = kd("predict", "--artifact", str(path), input="这个很好\n那个太差\n").stdout.splitlines()
+        assert len(lines) == 2 and all(l.split("\t")[0] in store.class_names() for l in lines)
+
+        planned = json.loads(kd("runs", "delete", "--run", RUN, "--stage", "teach", "--dry-run", "--json", "--db", db).stdout)
+        assert str(path) in planned["exports"]  # (a dry run: nothing deleted)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+    refused = kd_export("--run", RUN, "--model", "teacher", "--int8", "--format", "torchscript", "--out", str(tmp_path / "ts"), "--db", db, ok=False)
+    assert "--int8 quantizes an ONNX export" in error_line(refused) and not (tmp_path / "ts").exists()
+
+
+def test_an_rnn_student_exported_twice_in_one_process_keeps_its_dynamic_axes(built, tmp_path):
+    """torch.onnx exported a BiGRU student a second time in one process (a notebook, bench/speed.py's
+    float and int8 exports) with its sequence axis fixed at the example's 5 tokens: every longer batch
+    was refused, and the export reported as damaged. Each export now has both axes dynamic."""
+    import onnx
+
+    from kdstore.export import export_model
+
+    store = Store.open(str(built))
+    sample = fresh_texts()
+    reference = Predictor.from_run(store, RUN, "distill-bigru", device="cpu").logits(sample)
+    for i, int8 in enumerate((False, False, True)):
+        path, _ = export_model(store, RUN, which="distill-bigru", fmt="onnx", out=tmp_path / f"e{i}", int8=int8)
+        inputs = onnx.load(str(path / "model.onnx")).graph.input
+        assert all(d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim), [i.type.tensor_type.shape for i in inputs]
+        served = Artifact.load(path, device="cpu").logits(sample)  # (texts of 1 to 32 tokens)
+        assert np.abs(served - reference).max() < (1.0 if int8 else 1e-4)
