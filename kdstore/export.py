@@ -137,7 +137,7 @@ def export_model(
     if int8 and fmt != "onnx":
         raise KdError("--int8 quantizes an ONNX export (ONNX Runtime's dynamic quantization): use --format onnx")
     if fmt == "onnx":
-        _require_onnx()
+        _require_onnx(int8)
     if which == "student":  # the latest student that can be exported: an early-exit model or fold votes cannot
         students = exportable_stages(store, run, kinds=("distill",))
         which = students[-1] if students else which  # (none: the teacher, as kd predict falls back to it)
@@ -257,7 +257,7 @@ def _umask() -> int:
     return mask
 
 
-def _require_onnx() -> None:
+def _require_onnx(int8: bool = False) -> None:
     missing = []
     for name in ("onnx", "onnxscript", "onnxruntime"):
         try:
@@ -265,6 +265,8 @@ def _require_onnx() -> None:
         except ImportError:
             missing.append(name)
     if missing:
+        if int8:  # (--format torchscript with --int8 is refused)
+            raise KdError(f"--int8 needs {', '.join(missing)}: pip install 'kd[serve]' (or export without --int8, with --format torchscript)")
         raise KdError(f"--format onnx needs {', '.join(missing)}: pip install 'kd[serve]' (or use --format torchscript)")
 
 
@@ -586,9 +588,31 @@ def _quantize(path: Path, *, external: bool) -> dict[str, Any]:
         raise
     except Exception as exc:  # noqa: BLE001 (an operator it cannot quantize, in onnxruntime's own words)
         quantized.unlink(missing_ok=True)
+        _check_room(path, before)
         raise KdError(f"onnxruntime could not quantize this model ({type(exc).__name__}: {_summary(exc)}): export it without --int8") from None
     return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8", "onnxruntime": onnxruntime.__version__,
             "bytes_before": before, "bytes_after": path.stat().st_size}
+
+
+def _check_room(path: Path, size: int) -> None:
+    """After quantize_dynamic failed: whether the folder had room for the copy of the model it writes
+    first (``model-inferred.onnx``, through onnx's C++ shape inference, which on a full disk or a quota
+    cuts the file short without a word, then reads it back as "Wire format was corrupt"). The cut copy
+    is removed, ``size`` bytes are written in its place, and a file-system error is raised as one line
+    naming the folder, not as onnxruntime's failure."""
+    path.with_name(f"{path.stem}-inferred{path.suffix}").unlink(missing_ok=True)
+    probe = path.with_name(".kd-room")
+    try:
+        with open(probe, "wb") as fh:
+            block = bytes(1 << 20)
+            for start in range(0, size, len(block)):
+                fh.write(block[: size - start])
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        _raise_if_unwritable(exc, path)
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _verify(directory: Path, manifest: dict[str, Any], predictor: Predictor, texts: list[str]) -> dict[str, Any]:

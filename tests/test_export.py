@@ -1135,3 +1135,46 @@ def test_an_rnn_student_exported_twice_in_one_process_keeps_its_dynamic_axes(bui
         assert all(d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim), [i.type.tensor_type.shape for i in inputs]
         served = Artifact.load(path, device="cpu").logits(sample)  # (texts of 1 to 32 tokens)
         assert np.abs(served - reference).max() < (1.0 if int8 else 1e-4)
+
+
+def test_a_full_disk_while_quantizing_to_int8_is_named_not_blamed_on_onnxruntime(tmp_path):
+    """`kd export --int8` onto a disk with room for the float model but not for the copy
+    quantize_dynamic writes (onnx's C++ shape inference cuts it short without a word) read
+    "onnxruntime could not quantize this model (DecodeError ...): export it without --int8": the user
+    blamed the model. (A file-size limit stands for the full disk; in a subprocess, as it would
+    limit pytest too.)"""
+    code = (
+        "import resource, signal\nimport numpy as np, onnx\nfrom onnx import helper, numpy_helper, TensorProto\n"
+        "from pathlib import Path\nfrom kdstore.errors import KdError\nfrom kdstore.export import _quantize\n"
+        "w = numpy_helper.from_array(np.ones((256, 256), dtype=np.float32), 'w')\n"
+        "g = helper.make_graph([helper.make_node('MatMul', ['x', 'w'], ['y'])], 'g', "
+        "[helper.make_tensor_value_info('x', TensorProto.FLOAT, ['b', 256])], [helper.make_tensor_value_info('y', TensorProto.FLOAT, ['b', 256])], [w])\n"
+        f"path = Path({str(tmp_path / 'tmp' / 'model.onnx')!r})\npath.parent.mkdir()\n"
+        "onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)]), path)\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size // 2,) * 2)\n"
+        "try:\n    _quantize(path, external=False)\n"
+        "except KdError as exc:\n    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.strip() == f"{tmp_path}: cannot write the export there: File too large"
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["model.onnx"]  # (the cut copy removed)
+
+
+def test_int8_without_onnxruntime_does_not_send_the_user_to_torchscript(tmp_path, monkeypatch):
+    """`kd export --int8` on a box without the serve extra said "--format onnx needs onnxruntime: ...
+    (or use --format torchscript)", and --format torchscript with --int8 is refused: the user went
+    round in a circle. It names --int8 and the way out without it."""
+    from kdstore.export import export_model
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
+    with pytest.raises(KdError) as found:
+        export_model(store, RUN, int8=True)
+    assert str(found.value) == "--int8 needs onnxruntime: pip install 'kd[serve]' (or export without --int8, with --format torchscript)"
+    with pytest.raises(KdError) as found:
+        export_model(store, RUN)
+    assert str(found.value) == "--format onnx needs onnxruntime: pip install 'kd[serve]' (or use --format torchscript)"
+    store.close()
