@@ -166,6 +166,8 @@ def export_model(
     _check_target(out_dir, overwrite)
     module, model_info = _exportable(predictor, stage, fmt)
     module.eval()
+    if int8 and sum(p.numel() * p.element_size() for p in module.parameters()) > ONNX_SINGLE_FILE_LIMIT:
+        _quantize_refusal()  # (before the export's minutes, not after them)
     min_len = int(getattr(predictor.models[0], "min_len", 1))
     # TorchScript runs PyTorch's CPU kernels, which keep one oneDNN primitive per input shape: widths
     # rounded as kd predict rounds them (TextCNN: to 8) hold the same memory (a width per length held
@@ -575,7 +577,7 @@ def _quantize(path: Path, *, external: bool) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     if external:  # (its weights in model.onnx.data: quantize_dynamic would write them whole into one file past protobuf's 2 GB)
-        raise KdError("--int8: this model's weights are over 1.8 GB, stored beside model.onnx: export it without --int8")
+        _quantize_refusal()
     quantized = path.with_name(path.stem + ".int8.onnx")
     before = path.stat().st_size
     try:
@@ -592,6 +594,11 @@ def _quantize(path: Path, *, external: bool) -> dict[str, Any]:
         raise KdError(f"onnxruntime could not quantize this model ({type(exc).__name__}: {_summary(exc)}): export it without --int8") from None
     return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8", "onnxruntime": onnxruntime.__version__,
             "bytes_before": before, "bytes_after": path.stat().st_size}
+
+
+def _quantize_refusal() -> None:
+    raise KdError("--int8: this model's weights are over 1.8 GB, stored beside model.onnx (quantize_dynamic would write "
+                  "them into one file past ONNX's 2 GB): export it without --int8")
 
 
 def _check_room(path: Path, size: int) -> None:

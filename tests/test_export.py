@@ -1178,3 +1178,16 @@ def test_int8_without_onnxruntime_does_not_send_the_user_to_torchscript(tmp_path
         export_model(store, RUN)
     assert str(found.value) == "--format onnx needs onnxruntime: pip install 'kd[serve]' (or use --format torchscript)"
     store.close()
+
+
+def test_int8_of_a_model_too_large_for_one_onnx_file_is_refused_before_the_export(built, tmp_path, monkeypatch):
+    """--int8 cannot quantize weights stored beside model.onnx (over 1.8 GB): refused before the float
+    export's minutes, not after them, and nothing is written (the limit lowered to stand in for such a model)."""
+    from kdstore import export
+
+    calls = []
+    monkeypatch.setattr(export, "ONNX_SINGLE_FILE_LIMIT", 1)
+    monkeypatch.setattr(export, "_write_onnx", lambda *a, **k: calls.append(a))
+    with pytest.raises(KdError, match="over 1.8 GB"):
+        export.export_model(Store.open(str(built)), RUN, which="distill-textcnn", fmt="onnx", out=tmp_path / "big", int8=True)
+    assert calls == [] and list(tmp_path.iterdir()) == []
