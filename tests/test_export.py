@@ -54,6 +54,13 @@ def kd_export(*args: str, ok: bool = True):
     return kd("export", *args, ok=ok)
 
 
+def python_snippet(code: str, **options) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh Python with this checkout importable (for what must not load in pytest's
+    process, or would end it): its exit status and output."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, **options)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """A store with run ``r`` (teacher + every student) and run ``oof`` (a 2-fold teacher)."""
@@ -269,8 +276,7 @@ def test_artifact_serves_without_the_store(built, cnn_onnx, tmp_path):
             "from commands.cli import cli\n"
             f"serve(cli, ['predict', '--artifact', {str(served)!r}])\n"
         )
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        proc = python_snippet(code, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "kd.toml").is_file()  # the second was served with it there
         assert [l for l in proc.stdout.splitlines() if l.startswith("loaded:")] == ["loaded: []"] * 2, proc.stdout
@@ -1060,8 +1066,7 @@ def test_a_full_disk_while_saving_a_torchscript_model_is_one_line_not_an_abort(t
         "try:\n    _write_torchscript(m, (torch.zeros(3, 4),), Path('/dev/full'))\n"
         "except KdError as exc:\n    print(exc)\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    done = python_snippet(code)
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.strip() == "/: cannot write the export there: No space left on device"
 
@@ -1156,8 +1161,7 @@ def test_a_full_disk_while_quantizing_to_int8_is_named_not_blamed_on_onnxruntime
         "try:\n    _quantize(path, external=False)\n"
         "except KdError as exc:\n    print(exc)\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    done = python_snippet(code)
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.strip() == f"{tmp_path}: cannot write the export there: File too large"
     assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["model.onnx"]  # (the cut copy removed)

@@ -1594,33 +1594,18 @@ def test_predict_plain_output_keeps_a_texts_ansi_codes(capsys):
     assert capsys.readouterr().out == "pos\t0.5000\t\x1b[31m红色\x1b[0m很好\n"
 
 
-def test_predict_answers_a_line_of_zero_width_characters_only_as_an_empty_text(capsys):
-    """A line of zero-width/format characters only (a BOM, U+200B, a joiner) was given to the model,
-    which reads nothing of it, and answered with a label: it is an empty text, as ingest judges it."""
-    from commands.predict import _emit
-
-    seen = []
-
-    class Recording:
-        max_len = 16
-
-        def predict(self, texts, batch_size):
-            seen.extend(texts)
-            return [{"label": "pos", "confidence": 0.9, "truncated": False} for _ in texts]
-
-    _emit(Recording(), [(1, "好\u200b的"), (2, "\u200b\u200d \ufeff"), (3, "差")], 8, True)
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
-    assert seen == ["好\u200b的", "差"] and lines[1] == {"line": 2, "error": "empty text"}
-
-
-def test_predict_answers_a_line_of_private_use_characters_only_as_an_empty_text(capsys):
-    """A line of private-use characters only (an old phone's emoji such as U+E415, an icon font's glyphs)
-    is empty to BERT's normalizer, which drops them as it drops control characters: the model read
-    [CLS] [SEP] and answered with a label; ingest stored such a text as a sample of its class."""
+@pytest.mark.parametrize("text, empty", [
+    ("好\u200b的", "\u200b\u200d \ufeff"),  # zero-width/format characters (a BOM, U+200B, a joiner)
+    ("好\ue415评", "\ue415\ue056 \U000f0001"),  # private-use ones (an old phone's emoji such as U+E415, an icon font's glyphs)
+], ids=["zero-width", "private-use"])
+def test_predict_answers_a_line_of_characters_the_model_drops_as_an_empty_text(capsys, text, empty):
+    """A line of only characters BERT's normalizer drops (format and control characters, private-use
+    ones) was given to the model, which read [CLS] [SEP], and answered with a label: it is an empty
+    text, as ingest judges it (ingest stored a private-use one as a sample of its class)."""
     from commands.predict import _emit
     from kdstore.vocab import build_vocab, make_tokenizer
 
-    assert make_tokenizer(build_vocab(["好评"])).tokenize("\ue415\ue056 \U000f0001") == []  # what the model reads
+    assert make_tokenizer(build_vocab(["好评"])).tokenize(empty) == []  # what the model reads
     seen = []
 
     class Recording:
@@ -1630,9 +1615,9 @@ def test_predict_answers_a_line_of_private_use_characters_only_as_an_empty_text(
             seen.extend(texts)
             return [{"label": "pos", "confidence": 0.9, "truncated": False} for _ in texts]
 
-    _emit(Recording(), [(1, "好\ue415评"), (2, "\ue415\ue056 \U000f0001"), (3, "差")], 8, True)
+    _emit(Recording(), [(1, text), (2, empty), (3, "差")], 8, True)
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
-    assert seen == ["好\ue415评", "差"] and lines[1] == {"line": 2, "error": "empty text"}
+    assert seen == [text, "差"] and lines[1] == {"line": 2, "error": "empty text"}
 
 
 def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monkeypatch):
