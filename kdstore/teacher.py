@@ -6,7 +6,9 @@ train with early stopping on dev macro-F1, save the best model, score every samp
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -205,8 +207,10 @@ def load_classifier(path: str, class_names: list[str]):
             # on a GPU, bf16/fp16 autocast runs on top
             dtype=torch.float32,
         )
-    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: damaged weights (a cut copy)
-        raise KdError(f"cannot load {path!r} as a sequence classifier: {_first_line(exc)}") from None
+    except (OSError, ValueError, SafetensorError, EOFError, pickle.UnpicklingError) as exc:
+        # SafetensorError: damaged safetensors (a cut copy); a cut or damaged pytorch_model.bin gave
+        # "[Errno 22] Invalid argument", an EOFError or an UnpicklingError that spoke of weights_only
+        raise KdError(f"cannot load {path!r} as a sequence classifier: {_damaged_bin(path, exc) or _first_line(exc)}") from None
     # ignore_mismatched_sizes is for the head (another number of classes); a body weight whose shape
     # differs from its config.json (a vocab_size edited by hand) would be silently drawn at random
     body = model.base_model.state_dict()
@@ -272,6 +276,26 @@ def _inner_model(folder: Path) -> str:
         return (f": {str(student[0])!r} in it is a kd student (kd distill), not a Hugging Face model: "
                 "start from its teacher (--model teach:RUN)")
     return ": give the folder that holds config.json and the weights"
+
+
+def _damaged_bin(path, exc: BaseException) -> str | None:
+    """What to say of a torch checkpoint (``*.bin``) that torch cannot read, or ``None`` for another
+    error (or a folder whose weights are safetensors, which transformers reads first)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return None
+    if not isinstance(exc, (EOFError, pickle.UnpicklingError)) and not (
+        isinstance(exc, OSError) and exc.errno == errno.EINVAL
+    ):
+        return None
+    weights = sorted(folder.glob("*.bin"))
+    if not weights:
+        return None
+    name = weights[0].name
+    if weights[0].read_bytes()[:30].startswith(b"version https://git-lfs"):
+        return f"{name} is a Git LFS pointer, not the file itself (fetch it: git lfs pull)"
+    return (f"{name} ({weights[0].stat().st_size:,} bytes) is not a readable torch checkpoint: cut short (a copy or "
+            "download that did not finish) or damaged; copy it again")
 
 
 def _unreadable_json(path) -> str | None:

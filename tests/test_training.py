@@ -2615,6 +2615,34 @@ def test_damaged_teacher_weights_are_a_one_line_error(taught_store, tiny_model, 
     assert _stage(sample_store, "r", "distill-textcnn").status == "failed"
 
 
+@pytest.mark.parametrize("cut", ["half", "empty", "noise", "lfs"])
+def test_a_damaged_pytorch_model_bin_is_named_as_such(tiny_model, tmp_path, cut):
+    """A cut ``pytorch_model.bin`` (an older checkpoint format many Chinese models ship in) said
+    "[Errno 22] Invalid argument"; an empty one or one of other bytes was a traceback (EOFError, an
+    UnpicklingError about weights_only)."""
+    import os
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from kdstore.teacher import load_classifier
+
+    folder = tmp_path / "bin-model"
+    shutil.copytree(tiny_model, folder)
+    weights = folder / "pytorch_model.bin"
+    torch.save(load_file(str(folder / "model.safetensors")), weights)
+    (folder / "model.safetensors").unlink()
+    load_classifier(str(folder), ["neg", "pos"])  # whole, it loads
+    data = weights.read_bytes()
+    weights.write_bytes({"half": data[: len(data) // 2], "empty": b"", "noise": os.urandom(4000),
+                         "lfs": b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n"}[cut])
+    with pytest.raises(KdError) as caught:
+        load_classifier(str(folder), ["neg", "pos"])
+    said = str(caught.value)
+    assert "\n" not in said and "pytorch_model.bin" in said
+    assert ("Git LFS pointer" in said) if cut == "lfs" else ("not a readable torch checkpoint: cut short" in said)
+
+
 def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
     from commands.train import _majority_note as note
 
