@@ -17,31 +17,31 @@ from __future__ import annotations
 
 import torch
 
-from .masking import IGNORE
 
 
-def replace_tokens(input_ids: torch.Tensor, labels: torch.Tensor, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def replace_tokens(input_ids: torch.Tensor, positions: torch.Tensor, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(discriminator input, is_replaced)``.
 
-    ``labels`` is the masked-LM label tensor (the original id at chosen positions, ``IGNORE``
-    elsewhere); ``sampled`` holds one generator sample per chosen position, in row-major order. The
+    ``positions`` are the flat indexes (row by row) of the chosen tokens (``masked_positions`` of the
+    masked-LM labels); ``sampled`` holds one generator sample per chosen position, in that order. The
     discriminator sees the original text with the chosen positions overwritten by the samples; a
     sample that happens to equal the original token counts as original, as in the paper.
     """
-    chosen = labels != IGNORE
-    if int(chosen.sum()) != sampled.numel():
-        raise ValueError(f"{sampled.numel()} samples for {int(chosen.sum())} chosen positions")
-    disc_input = input_ids.clone()
-    disc_input[chosen] = sampled.to(disc_input.dtype)
+    if positions.numel() != sampled.numel():  # (sizes only: no wait for the device)
+        raise ValueError(f"{sampled.numel()} samples for {positions.numel()} chosen positions")
+    disc_input = input_ids.flatten().index_put((positions,), sampled.to(input_ids.dtype)).view_as(input_ids)
     return disc_input, disc_input != input_ids
 
 
 class ReplacedTokenDetection(torch.nn.Module):
     """Generator + discriminator trained as one module (DistributedDataParallel can wrap it).
 
-    ``forward(corrupted, attention_mask, labels, input_ids, regular)`` returns ``(total loss,
-    generator MLM loss, detection loss)``; ``regular`` marks the positions the discriminator is
-    scored on (non-special, non-padding tokens).
+    ``forward(corrupted, attention_mask, positions, targets, input_ids, scored)`` returns ``(total
+    loss, generator MLM loss, detection loss)``; ``positions`` and ``targets`` are the chosen tokens'
+    flat indexes and original ids (``masked_positions``), ``scored`` the flat indexes of the positions
+    the discriminator is scored on (non-special, non-padding tokens). All are found on the host, where
+    the masking is done: selecting them on the GPU with a boolean mask (and asking whether any were
+    chosen) made the host wait for the forward pass at every step.
     """
 
     def __init__(self, discriminator, generator, *, weight: float = 50.0, first_regular_id: int = 0):
@@ -58,26 +58,24 @@ class ReplacedTokenDetection(torch.nn.Module):
         # random replacements are drawn from the regular ids only
         self.first_regular_id = first_regular_id
 
-    def forward(self, corrupted, attention_mask, labels, input_ids, regular):
-        chosen = labels != IGNORE
+    def forward(self, corrupted, attention_mask, positions, targets, input_ids, scored):
         gen_hidden = self.generator.bert(input_ids=corrupted, attention_mask=attention_mask).last_hidden_state
-        gen_logits = self.generator.cls(gen_hidden[chosen]).float()
         # a batch of special tokens only has nothing to predict or score: zero losses, not NaN (every
-        # rank still takes its step, so torchrun's processes stay in step)
-        if chosen.any():
-            mlm_loss = torch.nn.functional.cross_entropy(gen_logits, labels[chosen])
+        # rank still takes its step, so torchrun's processes stay in step); numel() is a size, no wait
+        if positions.numel():
+            gen_logits = self.generator.cls(gen_hidden.flatten(0, 1).index_select(0, positions)).float()
+            mlm_loss = torch.nn.functional.cross_entropy(gen_logits, targets)
             with torch.no_grad():  # the sample is not differentiated through (the paper's choice)
                 allowed = gen_logits.clone()
                 allowed[:, : self.first_regular_id] = float("-inf")
                 sampled = torch.multinomial(torch.softmax(allowed, dim=-1), 1).squeeze(1)
         else:
-            mlm_loss, sampled = self.generator.cls(gen_hidden[:, :1]).sum() * 0.0, labels.new_empty(0)
-        disc_input, replaced = replace_tokens(input_ids, labels, sampled)
+            mlm_loss, sampled = self.generator.cls(gen_hidden[:, :1]).sum() * 0.0, targets.new_empty(0)
+        disc_input, replaced = replace_tokens(input_ids, positions, sampled)
         hidden = self.discriminator(input_ids=disc_input, attention_mask=attention_mask).last_hidden_state
-        scored = regular & attention_mask.bool()
-        if scored.any():
-            logits = self.head(hidden[scored]).squeeze(-1).float()
-            rtd_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, replaced[scored].float())
+        if scored.numel():
+            logits = self.head(hidden.flatten(0, 1).index_select(0, scored)).squeeze(-1).float()
+            rtd_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, replaced.flatten()[scored].float())
         else:
             rtd_loss = self.head(hidden[:, :1]).sum() * 0.0
         return mlm_loss + self.weight * rtd_loss, mlm_loss, rtd_loss

@@ -273,16 +273,17 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     group["lr"] = cfg.lr * warmup_linear_decay(at, warmup=cfg.warmup)
                 # each loss is a mean over this rank's masked (and, for ELECTRA, scored) tokens: weigh
                 # it by its share of the whole batch's tokens, so torchrun trains as one process would
-                counts = [int((labels != IGNORE).sum()), int((~special & mask.bool()).sum())]
+                positions, targets = masked_positions(labels)
+                scored = (~special & mask.bool()).flatten().nonzero().squeeze(1)  # (ELECTRA's scored tokens)
+                counts = [positions.numel(), scored.numel()]
                 shares = dist.share_weights([c if weight else 0 for c in counts])
                 with autocast(device):
                     if cfg.objective == "electra":
-                        loss, mlm, rtd = net(to_device(corrupted, device), to_device(mask, device), to_device(labels, device),
-                                             to_device(input_ids, device), to_device(~special, device))
+                        loss, mlm, rtd = net(to_device(corrupted, device), to_device(mask, device), to_device(positions, device),
+                                             to_device(targets, device), to_device(input_ids, device), to_device(scored, device))
                         step_loss = mlm * shares[0] + objective.weight * rtd * shares[1]
                         recent_rtd.append(rtd.detach().float() * shares[1])
                     else:
-                        positions, targets = masked_positions(labels)
                         loss = mlm = net(to_device(corrupted, device), to_device(mask, device), to_device(positions, device), to_device(targets, device))
                         step_loss = loss * shares[0]
                 stepped = scaled_step(scaler, step_loss, optimizer, objective.parameters(), max_norm=1.0)

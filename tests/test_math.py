@@ -12,6 +12,7 @@ from kdstore.batching import bucketed_batches, pad, sorted_batches
 from kdstore.context_free import collapsed, frequency_loss, learned_nothing
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
+from kdstore.pretrain import masked_positions
 from kdstore.metrics import classification_metrics, confusion_matrix, hardly_beats_majority, versus_majority
 from kdstore.schedules import layer_decay_scales, layer_depths, linear, over_steps, warmup_linear_decay, warmup_linear_decay_step
 from kdstore.textkey import normalize, text_hash
@@ -567,12 +568,20 @@ def test_replace_tokens_marks_only_real_replacements():
     ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 9, 3, 0]])
     labels = torch.full_like(ids, IGNORE)
     labels[0, 1], labels[0, 3], labels[1, 2] = 5, 7, 9  # chosen positions, row-major: (0,1), (0,3), (1,2)
-    disc, replaced = replace_tokens(ids, labels, torch.tensor([11, 7, 12]))
+    positions, _ = masked_positions(labels)
+    disc, replaced = replace_tokens(ids, positions, torch.tensor([11, 7, 12]))
     assert disc.tolist() == [[2, 11, 6, 7, 3], [2, 8, 12, 3, 0]]  # the sample 7 equals the original
     assert replaced.tolist() == [[False, True, False, False, False], [False, False, True, False, False]]
     assert ids.tolist()[0] == [2, 5, 6, 7, 3]  # the input is not modified
     with pytest.raises(ValueError, match="2 samples for 3 chosen"):
-        replace_tokens(ids, labels, torch.tensor([1, 2]))
+        replace_tokens(ids, positions, torch.tensor([1, 2]))
+
+
+def _rtd_inputs(labels, ids, regular, mask):
+    """What kd pretrain gives ReplacedTokenDetection after ``corrupted`` and the attention mask:
+    positions, targets, the original ids and the flat indexes of the scored tokens (found on the host)."""
+    positions, targets = masked_positions(labels)
+    return positions, targets, ids, (regular & mask.bool()).flatten().nonzero().squeeze(1)
 
 
 def test_replaced_token_detection_never_samples_a_special_token():
@@ -596,7 +605,7 @@ def test_replaced_token_detection_never_samples_a_special_token():
     corrupted[:, 2:8] = 4
     captured = {}
     rtd.discriminator.register_forward_hook(lambda m, args, kwargs, out: captured.update(ids=kwargs["input_ids"]), with_kwargs=True)
-    rtd(corrupted, torch.ones_like(ids), labels, ids, torch.ones_like(ids, dtype=torch.bool))
+    rtd(corrupted, torch.ones_like(ids), *_rtd_inputs(labels, ids, torch.ones_like(ids, dtype=torch.bool), torch.ones_like(ids)))
     assert bool((captured["ids"] >= 5).all())
 
 
@@ -623,7 +632,7 @@ def test_replaced_token_detection_shares_embeddings_and_learns():
     mask = torch.ones_like(ids)
     corrupted, labels = mask_tokens(ids, ~regular, mask_id=4, vocab_size=30, probability=0.3,
                                     generator=torch.Generator().manual_seed(1), first_regular_id=5)
-    total, mlm, det = rtd(corrupted, mask, labels, ids, regular)
+    total, mlm, det = rtd(corrupted, mask, *_rtd_inputs(labels, ids, regular, mask))
     assert total.item() == pytest.approx(mlm.item() + 50.0 * det.item(), rel=1e-5)
     assert 0 < det.item() < 2 and mlm.item() > 0
     total.backward()
@@ -634,7 +643,7 @@ def test_replaced_token_detection_shares_embeddings_and_learns():
     first = None
     for _ in range(40):
         opt.zero_grad()
-        loss = rtd(corrupted, mask, labels, ids, regular)[0]
+        loss = rtd(corrupted, mask, *_rtd_inputs(labels, ids, regular, mask))[0]
         first = first if first is not None else loss.item()
         loss.backward()
         opt.step()
@@ -642,7 +651,7 @@ def test_replaced_token_detection_shares_embeddings_and_learns():
 
     # a batch with nothing chosen and nothing to score (special tokens only): zero losses, no NaN
     nothing = torch.full_like(ids, -100)
-    total, mlm, det = rtd(ids, mask, nothing, ids, torch.zeros_like(regular))
+    total, mlm, det = rtd(ids, mask, *_rtd_inputs(nothing, ids, torch.zeros_like(regular), mask))
     assert total.item() == mlm.item() == det.item() == 0.0
     total.backward()
     assert all(torch.isfinite(p.grad).all() for p in rtd.parameters() if p.grad is not None)
