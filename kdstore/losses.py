@@ -159,9 +159,11 @@ def distillation_loss(
         raise ValueError(f"hard_weight must be non-negative, got {hard_weight}")
     soft = soft_loss(student, teacher, kind=kind, temperature=temperature, scale=scale)
     labeled = labels >= 0
-    hard = torch.zeros_like(soft)
-    if labeled.any():
-        hard[labeled] = F.cross_entropy(student[labeled], labels[labeled], reduction="none").to(hard.dtype)
+    # every row scored with its label (class 0 standing in for none) and the unlabeled rows' losses
+    # set to 0: asking whether any row is labeled, or selecting the rows, made a GPU wait for the host
+    hard = torch.where(
+        labeled, F.cross_entropy(student, torch.where(labeled, labels, 0), reduction="none").to(soft.dtype), 0.0
+    )
     if hard_weight is None:  # tied: a sample without a gold label gives its whole weight to the teacher
         per_sample = torch.where(labeled, alpha * soft + (1.0 - alpha) * hard, soft)
     else:
