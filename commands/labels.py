@@ -78,8 +78,8 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
 @run_option
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="At most this many, highest scores first (0: all).")
 @click.option("--status", type=click.Choice(["open", "applied", "rejected", "flagged"]),
-              help="Only issues in this state (default: all): open = undecided, applied = decided by a clean or a sheet (relabeled or dropped, or kept where it already stood), "
-                   "rejected = label kept by a decision, flagged = marked by `clean --action flag`.")
+              help="Only issues in this state (default: all): open = undecided, applied = decided by a clean or a sheet (relabeled or dropped, or a clean's relabel to the label it had), "
+                   "rejected = label kept by a decision (a sheet's reject, or its class as it stood), flagged = marked by `clean --action flag`.")
 @store_options
 @json_option
 def show(run, top, status, db, as_json):

@@ -717,10 +717,12 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             suggested = _cell(r, "suggested")
             if suggested and suggested not in names:
                 raise KdError(f"{path}: line {line}: field 'suggested': unknown label {suggested!r}")
-            new = names.index(suggested) if suggested else issue.suggested_label_id
-            decisions.append(Decision(sample_id, issue.id, "relabel", new))
-        else:
-            decisions.append(Decision(sample_id, issue.id, action, label))
+            action, label = "relabel", names.index(suggested) if suggested else issue.suggested_label_id
+        if action == "relabel" and label == issue.label_id and not issue.dropped:
+            # the label it has now, written (or accepted) to keep it: a reject, on record as one (in ``history``, and
+            # ``kept_in_review``: as "unchanged" it left no trace, and a new detection's clean relabeled it)
+            action, label = "reject", None
+        decisions.append(Decision(sample_id, issue.id, action, label))
     return Sheet(run, decisions)
 
 

@@ -523,6 +523,31 @@ def test_a_clean_of_a_new_detection_leaves_alone_a_label_a_review_kept(db, tmp_p
     assert next(st for st in report["stages"] if st["kind"] == "clean")["metrics"]["train"]["skipped_rejected"] == 1
 
 
+def test_a_sheet_that_keeps_a_label_by_naming_its_class_is_a_reject_on_record(db, tmp_path):
+    """A reviewer kept a label by writing its class (the one the sheet's current cell shows; the
+    advice a reject of a changed label gives) rather than reject: the import said "unchanged 1", the
+    sample's history showed no decision at all, and a detection in a new run flagging it again had its
+    clean relabel what the person had kept, where a reject was left alone."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8-sig"))))
+    kept = int(rows[0]["sample_id"])
+    counts = json.loads(kd("labels", "import", str(_sheet(sheet, [dict(rows[0], decision=rows[0]["current"])])), "--db", db, "--json").stdout)
+    assert (counts["reject"], counts["relabel"], counts["unchanged"]) == (1, 0, 0)
+    assert {i["sample_id"]: i["status"] for i in _issues(db)}[kept] == "rejected"
+    history = json.loads(kd("labels", "history", str(kept), "--db", db, "--json").stdout)
+    assert history["edits"] == [] and [r["kept"] for r in history["rejected"]] == [rows[0]["current"]]
+    before = _labels(db)
+    kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)  # the same flags, another run
+    counts = json.loads(kd("labels", "clean", "--run", "b", "--db", db, "--json").stdout)
+    assert counts["skipped_rejected"] == 1
+    assert _labels(db)[kept] == before[kept]
+    kd("labels", "undo", "--run", "b", "--db", db)
+    kd("labels", "undo", "--run", "r", "--db", db)  # the keep reopened, as a reject's undo reopens it
+    assert {i["sample_id"]: i["status"] for i in _issues(db)}[kept] == "open"
+
+
 def test_a_review_that_rejected_an_issue_of_a_relabeled_sample_kept_the_label_it_had_then(db, tmp_path):
     """Another run's clean relabeled the sample before the reviewer rejected its issue: the review kept
     that label, not the one the issue judged. Set back to that one by hand, a new detection's clean
@@ -711,7 +736,8 @@ def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
         rows[i]["decision"] = d
     _sheet(sheet, rows)
     counts = json.loads(kd("labels", "import", "--run", "r", str(sheet), "--db", db, "--json").stdout)
-    assert (counts["relabel"], counts["reject"], counts["drop"], counts["unchanged"]) == (1, 1, 1, 1)
+    # (the class it has, written: kept, a reject on record)
+    assert (counts["relabel"], counts["reject"], counts["drop"], counts["unchanged"]) == (1, 2, 1, 0)
     after = _labels(db)
     accepted = int(rows[0]["sample_id"])
     assert after[accepted] == names.index(rows[0]["suggested"])
