@@ -12,7 +12,7 @@ from .errors import KdError
 
 __version__ = "0.1.0"
 __all__ = ["KdError", "SampleSet", "Store", "resolve_run_id", "stage_scope"]
-_LAZY = {"SampleSet": "store", "Store": "store", "resolve_run_id": "runs", "stage_scope": "runs"}
+_LAZY = {"SampleSet": "store", "Store": "store", "resolve_run_id": "names", "stage_scope": "runs"}
 
 
 def __getattr__(name: str):

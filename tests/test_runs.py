@@ -45,6 +45,18 @@ def test_run_id_time_without_today_uses_the_clock():
     assert resolve_run_id("${time}") == dt.date.today().strftime("%Y%m%d")
 
 
+def test_the_package_exports_what_it_lists():
+    """``kdstore.__all__`` names the library's entry points, loaded on first use: ``from kdstore import
+    resolve_run_id`` raised ImportError (looked up in ``kdstore.runs`` once it had moved to ``kdstore.names``)."""
+    import kdstore
+
+    for name in kdstore.__all__:
+        assert getattr(kdstore, name) is not None
+    from kdstore import resolve_run_id as exported
+
+    assert exported("${time}", today=TODAY) == "20240307"
+
+
 @pytest.mark.parametrize("value", ["r1", "A-b_9", "x" * 64, "20240101"])
 def test_run_id_valid_literal(value):
     assert resolve_run_id(value, today=TODAY) == value
