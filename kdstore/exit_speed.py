@@ -111,7 +111,7 @@ def pick_speed(
     pass, keeps a high speed that passes by luck after lower ones failed from being chosen: with
     100 speeds tried, the best-looking one is otherwise picked for its noise. Speed 0 always passes.
     """
-    if max_loss < 0 or z < 0:
+    if not (max_loss >= 0 and z >= 0):  # (NaN too: no loss is over a NaN budget, so every speed passed)
         raise ValueError(f"max_loss and z must be >= 0, got {max_loss} and {z}")
     if any(not 0.0 <= s <= 1.0 for s in speeds):
         raise ValueError(f"speeds must be in [0, 1], got {sorted(speeds)}")

@@ -972,3 +972,15 @@ def test_predict_store_summary_names_the_speed_and_the_mean_exit_layer(trained):
     assert f"  speed 0.9: mean exit layer {layers:.2f} of {LAYERS} over 20 samples" in out
     plain = kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "test", "--overwrite", "--db", db).output
     assert "mean exit layer" not in plain
+
+
+def test_pick_speed_refuses_a_nan_budget_or_z():
+    """``max_loss=nan`` (or ``z=nan``) passed ``max_loss < 0`` and failed no ``loss + z se > nan``
+    comparison: every speed passed, and the fastest was chosen, losing 75 points here."""
+    from kdstore.exit_speed import pick_speed
+
+    u = np.array([[0.1, 0.05], [0.6, 0.2], [0.9, 0.8], [0.3, 0.9]])
+    branch, final = np.array([[1, 0], [0, 1], [0, 0], [1, 1]]), np.array([0, 1, 1, 1])
+    for bad in ({"max_loss": math.nan}, {"max_loss": 0.5, "z": math.nan}):
+        with pytest.raises(ValueError, match=">= 0"):
+            pick_speed(u, branch, final, final.copy(), speeds=(0.0, 0.25, 0.35, 0.95), **bad)
