@@ -37,7 +37,7 @@ from .schema import Stage
 from .store import SampleSet, Store
 from .augment import METHODS, UNK
 from .augmented import Recipe, ensure_augmented
-from .schedules import over_steps
+from .schedules import check_lr, over_steps
 from .speed import measure, speed_texts
 from .students import (
     LastLayerVectors,
@@ -188,8 +188,8 @@ class DistillConfig:
         for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--max-len", self.max_len), ("--patience", self.patience)):
             if value < 1:
                 raise KdError(f"{option} must be at least 1, got {value}")
-        if self.lr is not None and self.lr <= 0:
-            raise KdError(f"--lr must be positive, got {self.lr:g}")
+        if self.lr is not None:
+            check_lr(self.lr)
         if self.student == "transformer" and self.max_len < 2:  # the tokenizer would not truncate at all
             raise KdError(f"--student transformer needs --max-len of at least 2 (its special tokens), got {self.max_len}")
         if self.soft_loss == "mse" and (self.temperature != 2.0 or self.temperature_end is not None):

@@ -43,6 +43,7 @@ from torch import nn
 
 from .batching import bucketed_batches, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
 from .errors import KdError
+from .schedules import check_lr
 from .jsonl import is_number, is_whole
 from .labels import read_labeled, record_labels_state
 from .losses import kl_soft
@@ -169,8 +170,7 @@ class EarlyExitConfig:
         for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("the scoring batch size", self.eval_batch_size)):
             if value < 1:  # (one option a message: a config file's value is named only when it is at fault)
                 raise KdError(f"{option} must be at least 1, got {value}")
-        if self.lr <= 0:
-            raise KdError(f"--lr must be positive, got {self.lr:g}")
+        check_lr(self.lr)
         if self.max_len is not None and self.max_len < 2:
             raise KdError("--max-len must be at least 2")
         if not 0.0 <= self.speed <= 1.0:

@@ -28,7 +28,7 @@ from .masking import IGNORE, mask_tokens
 from .progress import progress
 from .runs import StageHandle
 from .names import SPLITS
-from .schedules import warmup_linear_decay
+from .schedules import check_lr, warmup_linear_decay
 from .segment import jieba_module, token_groups, word_starts
 from .serving import sha256_file
 from .store import Store
@@ -87,8 +87,7 @@ class PretrainConfig:
             if value < least:
                 zero = " (0: auto)" if option == "--heads" else ""
                 raise KdError(f"{option} must be at least {least}{zero}, got {value}")
-        if self.lr <= 0:
-            raise KdError(f"--lr must be positive, got {self.lr:g}")
+        check_lr(self.lr)
         if not 0.0 <= self.warmup < 1.0 or self.weight_decay < 0:
             raise KdError("the warm-up share must be in [0, 1) and the weight decay >= 0")
         if self.max_vocab <= len(SPECIALS):

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from .errors import KdError
+
+MAX_LR = 1.0  # Adam moves each weight by about the learning rate a step: above 1, nothing is learned
+
+
+def check_lr(lr: float) -> None:
+    """Refuse a learning rate that is not positive, or above ``MAX_LR`` (``--lr 1e38`` was torch's
+    "value cannot be converted to type float without overflow" traceback in the first step)."""
+    if not lr > 0:
+        raise KdError(f"--lr must be positive, got {lr:g}")
+    if lr > MAX_LR:
+        raise KdError(f"--lr {lr:g} is above {MAX_LR:g}: Adam moves each weight by about the learning rate a step "
+                      "(fine-tuning a pre-trained model wants 1e-5 to 1e-4, a small or new model up to 1e-3)")
+
 
 def linear(start: float, end: float, progress: float) -> float:
     """A value moving linearly from ``start`` to ``end`` as ``progress`` goes from 0 to 1."""

@@ -27,7 +27,7 @@ from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
 from .names import resolve_run_id
 from .runs import StageHandle, sha256_path
-from .schedules import layer_decay_scales, warmup_linear_decay_step
+from .schedules import check_lr, layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
 from .folds import fold_count, stratified_folds
 from .store import SampleSet, Store, missing_model
@@ -63,8 +63,7 @@ class TeachConfig:
         for option, value, least in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1), ("--max-len", self.max_len, 2)):
             if value < least:
                 raise KdError(f"{option} must be at least {least}, got {value}")
-        if self.lr <= 0:
-            raise KdError(f"--lr must be positive, got {self.lr:g}")
+        check_lr(self.lr)
         if not self.splits:
             raise KdError("--split needs at least one split")
         for split in self.splits:

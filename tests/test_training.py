@@ -1129,6 +1129,17 @@ def test_pretrain_bad_values_are_one_line(sample_store, args, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", [["pretrain", "--steps", "2"], ["teach", "--model", "./m"], ["distill"],
+                                     ["distill", "--student", "early-exit"]])
+def test_a_learning_rate_above_1_is_refused_before_any_stage(sample_store, command):
+    """``--lr 1e38`` was torch's "value cannot be converted to type float without overflow" traceback in
+    Adam's first step, the stage failed with it; any --lr above 1 learns nothing."""
+    result = kd(*command, "--run", "big", "--lr", "1e38", "--db", str(sample_store), ok=False)
+    assert result.output == ("Error: --lr 1e+38 is above 1: Adam moves each weight by about the learning rate a step "
+                             "(fine-tuning a pre-trained model wants 1e-5 to 1e-4, a small or new model up to 1e-3)\n")
+    assert not Store.open(str(sample_store)).run_exists("big")
+
+
 @pytest.mark.parametrize("command", ["pretrain", "teach", "distill"])
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_a_seed_numpy_cannot_take_is_refused_before_any_stage(tmp_path, command, seed):
