@@ -519,8 +519,12 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         rate = len(samples) / max(time.monotonic() - started, 1e-9)
         store_outputs(store, stage.id, samples, logits, names)
         layers = getattr(predictor, "last_layers", None)  # an early-exit model: where the texts left it
-        store.add_metrics(stage.id, "all", {"samples": len(samples), "samples_per_s": rate,
-                                            **({"mean_exit_layer": float(layers.mean())} if layers is not None and len(layers) else {})})
+        exits = {}
+        if layers is not None and len(layers):
+            from kdstore.exit_speed import exit_shares, share_metrics
+
+            exits = {"mean_exit_layer": float(layers.mean()), **share_metrics(exit_shares(layers, predictor.model.num_layers))}
+        store.add_metrics(stage.id, "all", {"samples": len(samples), "samples_per_s": rate, **exits})
     report = next(s for s in run_report(store, run)["stages"] if s["name"] == name)
     if as_json:
         print_json(report)
@@ -536,4 +540,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
             click.echo(f"  {part}: no figures: its {labeled} labeled samples are all dropped (`kd samples --split {part} --dropped` shows them)")
     mean_layer = report["metrics"].get("all", {}).get("mean_exit_layer")
     if mean_layer is not None:  # an early-exit model: the figures above are at this speed
-        click.echo(f"  speed {config['speed']:g}: mean exit layer {mean_layer:.2f} of {predictor.model.num_layers} over {len(samples)} samples")
+        from kdstore.exit_speed import shares_line, stored_shares
+
+        click.echo(f"  speed {config['speed']:g}: mean exit layer {mean_layer:.2f} of {predictor.model.num_layers} over {len(samples)} samples"
+                   f" (exits by layer {shares_line(stored_shares(report['metrics']['all']))})")

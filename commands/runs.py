@@ -300,6 +300,8 @@ def _metric_order(name: str, classes: list[str] = ()) -> tuple:
     cls = rest[:-1] if bracket and rest.endswith("]") else None
     if cls in classes:
         return (len(first), kind, list(classes).index(cls), "")
+    if cls is not None and cls.isascii() and cls.isdigit():  # a layer's figure (``exit_share[10]`` after ``[9]``)
+        return (len(first), kind, int(cls), "")
     figure, at, speed = name.rpartition("@")
     try:  # a figure at each early-exit speed (``accuracy@0.1``) in the order of the speeds: 1e-05 before 0.8
         return (len(first), figure if at else name, float(speed) if at else -1, "")

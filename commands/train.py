@@ -151,6 +151,12 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         layers = f"{held_out[1]:.2f} on {held_out[0]}" if held_out is not None else f"{served.get('layers', 0):.2f}"
         click.echo(f"  serving speed {served['speed']:g}{how}: mean exit layer {layers} of "
                    f"{int(served.get('num_layers') or 0)} (kd report --run {run}: every speed's figures)")
+        if held_out is not None:
+            from kdstore.exit_speed import shares_line, stored_shares
+
+            shares = stored_shares(stage["metrics"][held_out[0]])
+            if shares:
+                click.echo(f"  exits by layer on {held_out[0]}: {shares_line(shares)}")
     if cut:
         click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
     weak = _majority_note(run, stage)  # (after the figures it speaks of)

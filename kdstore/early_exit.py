@@ -43,7 +43,7 @@ from torch import nn
 
 from .batching import bucketed_batches, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
 from .errors import KdError
-from .schedules import check_lr
+from .exit_speed import exit_shares, share_metrics
 from .jsonl import is_number, is_whole
 from .labels import read_labeled, record_labels_state
 from .losses import kl_soft
@@ -54,6 +54,7 @@ from .progress import progress
 from .runs import StageHandle
 from .speed import measure, speed_texts
 from .store import Store
+from .schedules import check_lr
 from .textkey import text_list
 from .torchutil import StepLosses, adam_options, autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, to_device
 
@@ -793,7 +794,9 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
         part = judged.of_split(split)
         if len(part):
             measured = measure_speeds(model, tokenizer, part.texts, speeds=speeds, max_len=max_len, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, repeats=cfg.timing_repeats, device=device)
-            store.add_metrics(stage.id, split, speed_metrics(measured, part.labels, names))
+            shares = exit_shares(measured[float(speed)]["layers"], model.num_layers)  # at the serving speed
+            store.add_metrics(stage.id, split, {**speed_metrics(measured, part.labels, names),
+                                                **share_metrics(shares)})
     # CPU latency and throughput as every model stage has them, at the serving speed (the speed its
     # accuracy above is at, so `kd report --compare` sets like against like; 0 would be full depth)
     cpu = torch.device("cpu")

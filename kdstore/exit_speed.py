@@ -58,6 +58,35 @@ def exit_predictions(branch_pred: np.ndarray, final_pred: np.ndarray, layers: np
     return out
 
 
+def exit_shares(layers: np.ndarray, num_layers: int) -> list[float]:
+    """The share of rows that left at each layer, 1 to ``num_layers`` (the last: the full model), as
+    FastBERT reports where its texts exit; all zeros for no rows."""
+    layers = np.asarray(layers)
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+    if layers.size and (layers.min() < 1 or layers.max() > num_layers):
+        raise ValueError(f"exit layers must be in 1..{num_layers}, got {int(layers.min())}..{int(layers.max())}")
+    counts = np.bincount(layers.astype(np.int64).ravel(), minlength=num_layers + 1)[1:]
+    return (counts / max(layers.size, 1)).tolist()
+
+
+def share_metrics(shares: list[float]) -> dict[str, float]:
+    """``exit_shares`` as a stage's figures: ``exit_share[1]``, ``exit_share[2]``, ..."""
+    return {f"exit_share[{k}]": v for k, v in enumerate(shares, 1)}
+
+
+def stored_shares(metrics: dict) -> list[float]:
+    """``exit_shares`` back from a stage's figures (``share_metrics``); ``[]`` where it has none."""
+    found = {int(n[len("exit_share["):-1]): v for n, v in metrics.items() if n.startswith("exit_share[") and n.endswith("]")}
+    return [found.get(k, 0.0) for k in range(1, max(found, default=0) + 1)]
+
+
+def shares_line(shares: list[float]) -> str:
+    """``1: 62%, 2: 21%, 4: 17%`` (the layers some row left at; ``<1%`` for a few)."""
+    said = [f"{k}: {v:.0%}" if v >= 0.005 else f"{k}: <1%" for k, v in enumerate(shares, 1) if v > 0]
+    return ", ".join(said) or "none"
+
+
 def speed_curve(
     uncertainty: np.ndarray,
     branch_pred: np.ndarray,

@@ -16,6 +16,7 @@ import torch
 from synthetic import edit_labels, kd, labeled_rows, seeded, texts, write_tsv
 
 from kdstore.batching import encode, pad
+from kdstore.exit_speed import shares_line
 from kdstore.early_exit import (
     SPEEDS,
     EarlyExitConfig,
@@ -895,9 +896,15 @@ def test_the_distill_summary_names_the_serving_speed_and_the_mean_exit_layer(tra
     # the mean exit layer on dev, as the accuracies above it (over every sample it counted the train rows the branches learned)
     assert (f"  serving speed {metrics['speed']:g} (chosen on dev for --max-loss 100): mean exit layer "
             f"{dev['layers@' + speed_tag(metrics['speed'])]:.2f} on dev of {LAYERS} (kd report --run r: every speed's figures)") in out
+    # where the dev texts left at that speed (FastBERT's per-layer exits), stored and said
+    shares = [dev[f"exit_share[{k}]"] for k in range(1, LAYERS + 1)]
+    assert sum(shares) == pytest.approx(1.0) and f"exit_share[{LAYERS + 1}]" not in dev
+    assert sum(k * v for k, v in enumerate(shares, 1)) == pytest.approx(dev["layers@" + speed_tag(metrics["speed"])])
+    assert f"  exits by layer on dev: {shares_line(shares)}\n" in out
     plain = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--speed", "0", "--name", "ee-said-0",
                "--db", db).output
     assert f"  serving speed 0: mean exit layer {LAYERS:.2f} on dev of {LAYERS} (kd report" in plain
+    assert f"  exits by layer on dev: {LAYERS}: 100%\n" in plain
 
 
 def test_the_distill_summary_without_dev_samples_names_the_mean_exit_layer_on_test(trained):
@@ -969,7 +976,10 @@ def test_predict_store_summary_names_the_speed_and_the_mean_exit_layer(trained):
     store = Store.open(db)
     stage = _stage(store, "predict-early-exit@test")
     layers = next(m.value for m in store.metrics(stage.id) if m.split == "all" and m.name == "mean_exit_layer")
-    assert f"  speed 0.9: mean exit layer {layers:.2f} of {LAYERS} over 20 samples" in out
+    stored = {m.name: m.value for m in store.metrics(stage.id) if m.split == "all"}
+    shares = [stored.get(f"exit_share[{k}]") for k in range(1, LAYERS + 1)]
+    assert None not in shares and sum(k * v for k, v in enumerate(shares, 1)) == pytest.approx(layers)
+    assert f"  speed 0.9: mean exit layer {layers:.2f} of {LAYERS} over 20 samples (exits by layer {shares_line(shares)})" in out
     plain = kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "test", "--overwrite", "--db", db).output
     assert "mean exit layer" not in plain
 
@@ -984,3 +994,17 @@ def test_pick_speed_refuses_a_nan_budget_or_z():
     for bad in ({"max_loss": math.nan}, {"max_loss": 0.5, "z": math.nan}):
         with pytest.raises(ValueError, match=">= 0"):
             pick_speed(u, branch, final, final.copy(), speeds=(0.0, 0.25, 0.35, 0.95), **bad)
+
+
+def test_exit_shares_count_where_the_rows_left():
+    from kdstore.exit_speed import exit_shares, share_metrics, shares_line, stored_shares
+
+    shares = exit_shares(np.array([1, 1, 3, 12, 1, 3, 12, 12]), 12)
+    assert len(shares) == 12 and shares[0] == 3 / 8 and shares[2] == 2 / 8 and shares[11] == 3 / 8 and sum(shares) == 1.0
+    assert shares_line(shares) == "1: 38%, 3: 25%, 12: 38%"
+    assert shares_line(exit_shares(np.array([1] * 999 + [2]), 2)) == "1: 100%, 2: <1%"
+    back = stored_shares({"accuracy": 0.9, **share_metrics(shares), "exit_share[x": 1.0})
+    assert back == shares  # exit_share[10] read as layer 10, not sorted as text
+    assert exit_shares(np.array([], dtype=np.int64), 4) == [0.0] * 4 and stored_shares({}) == []
+    with pytest.raises(ValueError, match="exit layers must be in 1..4, got 0..5"):
+        exit_shares(np.array([0, 5]), 4)
