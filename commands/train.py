@@ -104,7 +104,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     if stage["config"].get("student") == "early-exit" and stage["config"].get("max_loss") is not None:
         from kdstore.exit_speed import coarse_budget
 
-        coarse = coarse_budget(int((stage["metrics"].get("dev") or {}).get("n") or 0), float(stage["config"]["max_loss"]))
+        coarse = coarse_budget(int((stage["metrics"].get("dev") or {}).get("n") or 0), float(stage["config"]["max_loss"]),
+                               speed=stage["metrics"].get("all", {}).get("speed"))
         if coarse:
             warn(coarse)
     if stage["kind"] == "distill" and stage["config"].get("augment") and not stage["metrics"].get("all", {}).get("augmented_samples"):

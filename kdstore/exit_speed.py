@@ -152,18 +152,21 @@ def pick_speed(
     return min(passed, key=lambda r: (r["layers"], r["speed"]))
 
 
-def coarse_budget(n: int, max_loss: float, *, z: float = 1.0) -> str | None:
+def coarse_budget(n: int, max_loss: float, *, z: float = 1.0, speed: float | None = None) -> str | None:
     """Why a speed chosen for ``max_loss`` points on ``n`` dev samples is not to be trusted, or ``None``.
 
     One answer weighs ``100 / n`` points, and one answer lost (of ``n``) has a standard error of
     ``100 / n`` points too, so ``pick_speed``'s rule counts it as ``(1 + z) * 100 / n``: where that is
     more than the budget, a single answer lost already breaks it, so the rule passes only speeds that
     change no dev answer (or gain as many as they lose), and a few samples that all agree (standard
-    error 0) let every speed through.
+    error 0) let every speed through. ``speed``: the one chosen; at 0 (every layer, which always
+    passes) the warning says that no faster speed could pass, not that one passed by luck.
     """
     one_lost = (1.0 + z) * 100.0 / n if n >= 1 else 0.0
     if n < 1 or max_loss <= 0 or one_lost <= max_loss:
         return None
+    why = ("so only a speed that changes no dev answer could pass, and speed 0 (every layer) is served"
+           if speed is not None and speed <= 0 else "the speed passed because no dev answer was lost, which says little")
     return (f"--max-loss {max_loss:g} chose the speed on {n} labeled dev samples, where one answer is {100.0 / n:.3g} points "
-            f"and one answer lost counts {one_lost:.3g} with its standard error, more than the budget: the speed passed because "
-            f"no dev answer was lost, which says little; at least {math.ceil((1.0 + z) * 100.0 / max_loss)} dev samples resolve the budget")
+            f"and one answer lost counts {one_lost:.3g} with its standard error, more than the budget: {why}; "
+            f"at least {math.ceil((1.0 + z) * 100.0 / max_loss)} dev samples resolve the budget")

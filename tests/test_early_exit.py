@@ -586,6 +586,11 @@ def test_max_loss_on_a_dev_split_too_small_for_the_budget_is_warned(trained):
     assert coarse_budget(20, 100.0) is None and coarse_budget(4, 0.0) is None and coarse_budget(0, 0.5) is None
     assert "one answer is 25 points and one answer lost counts 50" in coarse_budget(4, 0.5)
     assert "at least 400 dev samples" in coarse_budget(4, 0.5)
+    # served at speed 0, no speed "passed because no dev answer was lost": none faster could pass at all
+    said = coarse_budget(4, 0.5, speed=0.0)
+    assert "only a speed that changes no dev answer could pass, and speed 0 (every layer) is served" in said
+    assert "passed because" not in said and "at least 400 dev samples" in said
+    assert "the speed passed because no dev answer was lost" in coarse_budget(4, 0.5, speed=0.3)
     # between 100 / budget and 200 / budget samples the rule still passes only speeds that lose no answer:
     # 300 samples, one answer lost is 0.33 + 0.33 points, over a 0.5 budget (it was not warned of)
     assert "on 300 labeled dev samples" in coarse_budget(300, 0.5) and coarse_budget(300, 0.5, z=0.0) is None
