@@ -294,7 +294,7 @@ def _onnx_runner(path: Path, device: str):
         raise KdError("--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu, or use --device cpu)")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device != "cpu" and "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: kd's stderr stays for kd's own messages
+    options.log_severity_level = 4  # fatal only: an error reaches kd as an exception and is said in kd's one line
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own (pybind) exception types

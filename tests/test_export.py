@@ -961,6 +961,23 @@ def test_a_damaged_manifest_field_or_a_model_that_does_not_fit_it_is_one_line(bu
         assert kd("predict", "--artifact", str(good), input="很好\n").stdout.split("\t")[0] in ("pos", "neg")  # the export itself serves
 
 
+def test_an_onnx_model_failing_on_its_inputs_prints_kds_one_line_alone(cnn_onnx, tmp_path):
+    """A model that fails on its inputs (a manifest's ``pad_id`` past the vocabulary) is one line naming
+    the model file: onnxruntime's own logger wrote its error to the process's stderr too (a
+    ``[E:onnxruntime:...]`` line, unseen by CliRunner), ahead of kd's. Run in a subprocess to see fd 2."""
+    edited = tmp_path / "edited"
+    shutil.copytree(cnn_onnx[0], edited)
+    manifest = json.loads((edited / "manifest.json").read_text(encoding="utf-8"))
+    manifest["inputs"]["pad_id"] = 10**6
+    (edited / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    env = {**os.environ, "KD_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "commands.cli", "predict", "--artifact", str(edited)], input="很好\n",
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {edited / 'model.onnx'}: the model failed on a batch of 1 texts ("), proc.stderr
+
+
 def test_the_readmes_python_serves_an_onnx_export_as_kd_predict_does(cnn_onnx):
     """The README's code for serving an export without kd (onnxruntime, tokenizers and the manifest):
     the same labels and confidences as ``kd predict --artifact``, on a text shorter than the TextCNN's
