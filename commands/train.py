@@ -439,11 +439,33 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 
             names = store.class_names()
             stratified_folds(training_rows(store, cfg, names)[0].labels, cfg.folds, seed=cfg.seed, class_names=names)
+            if dist.is_main:
+                _warn_folds_from_a_teacher(store, cfg, model)
         config = {**teach_config(cfg), "lr_default": lr_default, "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
     if dist.is_main:
         _finish(store, run, "teach", as_json)
+
+
+def _warn_folds_from_a_teacher(store, cfg: TeachConfig, model: str) -> None:
+    """``--folds K`` from a teacher of the store (``teach:RUN``, its folder or a fold model's) that learned
+    training rows of this one: every fold starts from their labels, so its logits are not out-of-fold."""
+    from kdstore.teacher import resolve_model, teacher_at, training_rows, trained_on
+
+    try:
+        found = teacher_at(store, resolve_model(store, cfg.model))
+    except KdError:  # (a model that cannot be found is the stage's one-line error)
+        return
+    if found is None:
+        return
+    run, source, fold = found
+    learned = trained_on(store, source) if fold is None else {i for i, k in store.read_folds(source.id).items() if k != fold}
+    rows = {int(i) for i in training_rows(store, cfg, store.class_names())[0].ids} & learned
+    if rows:
+        _warn(f"--folds {cfg.folds} from --model {model}: run {run!r}'s teacher learned the labels of {len(rows)} of the rows "
+              "these folds are to be blind to, so their logits are not out-of-fold (`kd labels detect` refuses them as "
+              "in-sample); start from a model that did not learn them (the base model, or pretrain:RUN)")
 
 
 def _dev_trains(store, cfg: TeachConfig) -> bool:

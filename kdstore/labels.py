@@ -156,7 +156,7 @@ def record_labels_state(store: Store, stage_id: int, state: dict[str, Any]) -> N
 # detect --------------------------------------------------------------------------------------
 def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     """Every check ``detect`` makes, and the probabilities it scores, without writing anything."""
-    from .teacher import check_learned_every_class, learned_classes, trained_on
+    from .teacher import check_learned_every_class, learned_at_start, learned_classes, trained_on
 
     cfg.validate()
     names = store.class_names()
@@ -202,7 +202,17 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     # back from a drop) and was scored by K models none of which saw it. A teacher without folds
     # learned from what its query selects.
     seen = set() if folds else trained_on(store, teacher)
-    in_sample = [int(i) for i in train.ids if int(i) in seen]
+    # and every fold of one started from a teacher (`--model teach:RUN`, a fold model's folder) starts from the
+    # labels that teacher learned: its "out-of-fold" logits echoed them
+    started, source = learned_at_start(store, teacher)
+    in_sample = [int(i) for i in train.ids if int(i) in seen or int(i) in started]
+    if in_sample and not cfg.allow_in_sample and folds:
+        raise KdError(
+            f"{len(in_sample)} train samples have in-sample teacher probabilities: the teacher of run {teacher_run!r} started "
+            f"from run {source!r}'s teacher, which learned their labels, so its folds are not blind to them. Run "
+            f"`kd teach --run {shlex.quote(teacher_run)} --model MODEL --folds 5 --overwrite` from a model that did not learn "
+            "them (the base model, or pretrain:RUN), or pass --allow-in-sample"
+        )
     if in_sample and not cfg.allow_in_sample:
         raise KdError(
             f"{len(in_sample)} train samples have in-sample teacher probabilities: confident learning needs "

@@ -12,6 +12,7 @@ import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -568,6 +569,44 @@ def trained_on(store: Store, stage) -> set[int]:
         names = store.class_names()
         rows = rows.subset(np.isin(rows.labels, [names.index(n) for n in cfg["labels"] if n in names]))
     return {int(i) for i in rows.ids}
+
+
+def teacher_at(store: Store, path) -> tuple[str, Any, int | None] | None:
+    """``(run, stage, fold)``: the succeeded teach stage of the store whose model is the folder ``path``
+    (``fold`` k for its ``fold-k`` of a ``--folds`` teacher, else None); ``None`` for another folder."""
+    folder = Path(path).expanduser().resolve()
+    for run, stages in store.runs():
+        for st in stages:
+            if st.kind != "teach" or st.status != "succeeded" or "~" in st.name or not st.artifact_path:
+                continue
+            home = Path(st.artifact_path).expanduser().resolve()
+            if not fold_count(st.config) and folder == home:
+                return run.uniqid, st, None
+            if fold_count(st.config) and folder.parent == home and folder.name.startswith("fold-") and folder.name[5:].isdigit():
+                return run.uniqid, st, int(folder.name[5:])
+    return None
+
+
+def learned_at_start(store: Store, stage) -> tuple[set[int], str | None]:
+    """``(sample ids, run)``: the rows whose labels the checkpoint a teach stage started from
+    had learned (``--model teach:RUN``, a teacher's folder or a fold model's: every fold of a ``--folds``
+    teacher starts from it, so those rows are in-sample for all of them), following such starts back;
+    the run whose teacher it started from, or ``(set(), None)`` for a checkpoint no teacher of the store made."""
+    seen: set[int] = set()
+    first, visited, path = None, {stage.id}, (stage.config or {}).get("model_path")
+    while path:
+        found = teacher_at(store, path)
+        if found is None or found[1].id in visited:
+            break
+        run, source, fold = found
+        visited.add(source.id)
+        first = first or run
+        if fold is None:
+            seen |= trained_on(store, source)
+        else:  # fold k learned the rows of the other folds
+            seen |= {i for i, k in store.read_folds(source.id).items() if k != fold}
+        path = (source.config or {}).get("model_path")
+    return seen, first
 
 
 def _param_groups(model, cfg: TeachConfig) -> list[dict]:

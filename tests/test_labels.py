@@ -316,6 +316,33 @@ def test_detect_knows_which_rows_a_filtered_teacher_learned_from(db, noisy, tmp_
         assert "learned only classes pos, neg (kd teach --label), not mid" in refused.output
 
 
+
+def test_a_folds_teacher_started_from_a_teacher_that_learned_the_labels_is_in_sample(db, noisy, error_line):
+    """`kd teach --folds K --model teach:R` (or a fold model's folder) starts every fold from a model
+    that learned the labels the folds are to be blind to: its "out-of-fold" logits echoed them (a
+    teacher of 95 % train accuracy on 12 % flipped labels gave its folds 95 % too, and detect flagged 5
+    of 21 flips), yet detect took them as out-of-fold. Warned of when taught, refused by detect as
+    in-sample (counting the rows the start learned) unless --allow-in-sample."""
+    model, short = str(noisy["model"]), ["--epochs", "1", "--max-len", "32"]
+    n_train = len(noisy["rows"])
+    kd("teach", "--run", "base", "--model", model, *short, "--db", db)
+    taught = kd("teach", "--run", "leak", "--model", "teach:base", "--folds", "2", *short, "--db", db)
+    assert "--folds 2 from --model teach:base: run 'base''s teacher learned" in taught.stderr, taught.stderr
+    line = error_line(kd("labels", "detect", "--run", "leak", "--db", db, ok=False))
+    assert line.startswith(f"Error: {n_train} train samples have in-sample teacher probabilities: the teacher of run 'leak' "
+                           "started from run 'base''s teacher, which learned their labels"), line
+    assert _count(db, LabelIssue) == 0
+    kd("labels", "detect", "--run", "leak", "--allow-in-sample", "--db", db)
+    store = _open(db)
+    figures = {m.name: m.value for m in store.metrics(store.find_stage("leak", "detect").id)}
+    fold_of = store.read_folds(store.find_stage("r", "teach").id)
+    fold0 = Path(store.find_stage("r", "teach").artifact_path) / "fold-0"
+    store.close()
+    assert figures["in_sample"] == n_train
+    # run r's fold 0 learned the rows of its other folds: those are in-sample, fold 0's rows are not
+    kd("teach", "--run", "leak0", "--model", str(fold0), "--folds", "2", *short, "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "leak0", "--db", db, ok=False))
+    assert line.startswith(f"Error: {sum(f != 0 for f in fold_of.values())} train samples have in-sample"), line
 def test_clean_then_undo_restores_every_label_exactly(db):
     before = _labels(db)
     kd("labels", "detect", "--run", "r", "--db", db)
