@@ -45,7 +45,9 @@ def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, 
                 out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
             out[idx] = logits
             bars.update(task, advance=len(idx))
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+    # no texts (a torchrun process whose share of a small fold is empty): no rows, as many columns as classes,
+    # so that the processes' parts join (a (0, 0) part broke the join)
+    return out if out is not None else np.zeros((0, model.num_classes), dtype=np.float32)
 
 
 def load_student(directory: Path, device) -> tuple[Any, Any, dict]:

@@ -174,6 +174,7 @@ class TextCNN(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.num_filters * len(cfg.kernel_sizes), cfg.num_classes)
         self.min_len = max(cfg.kernel_sizes)
+        self.num_classes = cfg.num_classes
         self.as_matmul = False
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -217,6 +218,7 @@ class BiRNN(nn.Module):
             nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.num_classes),
         )
         self.min_len = 1
+        self.num_classes = cfg.num_classes
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         lengths = attention_mask.sum(1).clamp(min=1).cpu()
@@ -246,6 +248,7 @@ class TransformerStudent(nn.Module):
             raise KdError("a transformer student needs the teacher's configuration")
         self.net = AutoModelForSequenceClassification.from_config(hf_config(cfg.bert), attn_implementation="eager")
         self.min_len = 1
+        self.num_classes = cfg.num_classes
         self.last = LastLayerVectors(self.net.base_model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

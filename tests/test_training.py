@@ -3061,6 +3061,26 @@ def test_student_scoring_of_a_large_set_shows_a_bar(monkeypatch, capsys):
     assert capsys.readouterr().err == "" and not kp.no_progress()
 
 
+@pytest.mark.parametrize("kind", ["textcnn", "bigru", "bilstm", "transformer"])
+def test_student_logits_of_no_texts_have_a_column_a_class(kind):
+    """A torchrun process whose share of a small fold is empty scored no texts: a (0, 0) array, which
+    did not join the other processes' (n, classes) parts. No rows, a column for each class."""
+    from types import SimpleNamespace
+
+    from kdstore.predictor import student_logits
+    from kdstore.students import StudentConfig, build_student, student_bert_config
+
+    bert = None
+    if kind == "transformer":
+        from transformers import BertConfig
+
+        teacher = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16)
+        bert = student_bert_config(teacher, layers=1, hidden=None, num_classes=3)
+    model = build_student(StudentConfig(kind=kind, vocab_size=20, num_classes=3, embed_dim=8, hidden=4, num_filters=4, bert=bert))
+    got = student_logits(model, SimpleNamespace(pad_token_id=0), [], max_len=8, device=torch.device("cpu"), ids=[])
+    assert got.shape == (0, 3) and got.dtype == np.float32
+
+
 def test_logits_only_reads_the_missing_samples_only(taught_store, tmp_path, monkeypatch):
     """Scoring two texts ingested into a 200,000-text store read every text of the store (about 100 MB
     held for two rows): --logits-only reads the samples it scores, by id (and so does its count of the
