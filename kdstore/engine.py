@@ -189,6 +189,10 @@ def make_engine(url: str, *, read_only: Path | None = None) -> Engine:
         # server dropped it: one left idle through hours of training (a server restart, its
         # idle_session_timeout, a firewall's or pgbouncer's idle limit) failed the stage at its end
         kwargs["pool_pre_ping"] = True
+    if re.match(r"postgresql(\+psycopg2?)?://", url):  # (libpq's drivers: a libpq connection option)
+        # text travels as UTF-8 whatever the database's encoding (a SQL_ASCII one made psycopg return
+        # bytes for text, a traceback at connecting): Store.open then refuses a database not in UTF8
+        kwargs["connect_args"] = {"client_encoding": "utf8"}
     if read_only is not None:
         import sqlite3
 

@@ -165,6 +165,7 @@ class Store:
         engine = make_engine(url, read_only=path if read_only or empty else None)
         for attempt in range(OPEN_TRIES):
             try:
+                _check_server_encoding(engine)
                 if check:
                     ensure_current(engine, create=create)
                 else:  # (`kd db`): a server it cannot reach, or a file SQLite cannot open, is named as every command names it
@@ -633,6 +634,20 @@ def _parenthesized(where: str) -> bool:
             return False
         i += 1
     return depth == 0
+
+
+def _check_server_encoding(engine: Engine) -> None:
+    """Refuse a PostgreSQL database not in UTF8 (SQL_ASCII, EUC_CN, LATIN1): it cannot hold every text
+    kd stores (an emoji, a character outside GB2312), and SQL_ASCII checks nothing, so one file's
+    ingest would fail at its first such character, or store bytes the next read cannot decode."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        encoding = conn.exec_driver_sql("SHOW server_encoding").scalar_one()
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        engine.dispose()
+        raise KdError(f"cannot open the store at {display_url(engine.url)}: the database's encoding is {encoding}; kd stores "
+                      "any Unicode text, so it needs a UTF8 database (createdb -E UTF8 -T template0 NAME)")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -581,6 +581,37 @@ def test_a_server_url_error_names_the_store_without_any_password(invoke, error_l
                           'invalid connection option "foo"')
 
 
+@pytest.mark.parametrize("encoding", ["SQL_ASCII", "EUC_CN", "LATIN1"])
+def test_a_server_database_not_in_utf8_is_refused_in_one_line(pg_server, runner, write_file, error_line, encoding):
+    """A database made in another encoding (SQL_ASCII: what initdb gives under the C locale; EUC_CN,
+    GB2312: a Chinese server's legacy one) crashed kd with tracebacks: SQL_ASCII at connecting (the
+    driver gave bytes for text), the others in the middle of an ingest at the first character the
+    encoding lacks (an emoji, a character outside GB2312). kd stores any Unicode text: such a database
+    is refused as it is opened, in one line naming its encoding and how to make a UTF8 one, and left empty."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from commands.cli import cli
+
+    name = f"kd_test_{encoding.lower()}_{os.getpid()}"
+    with pg_server.admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" ENCODING \'{encoding}\' LC_COLLATE \'C\' LC_CTYPE \'C\' TEMPLATE template0'))
+    url = pg_server.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        write_file("train.tsv", "pos\t很好😀\nneg\t太差\n")
+        for args in (["ingest", "train.tsv"], ["runs"], ["db", "current"], ["db", "upgrade"]):
+            result = runner.invoke(cli, [*args, "--db", url])
+            assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit), result.exception
+            assert error_line(result) == (f"Error: cannot open the store at {url}: the database's encoding is {encoding}; kd "
+                                          "stores any Unicode text, so it needs a UTF8 database (createdb -E UTF8 -T template0 NAME)")
+        engine = create_engine(url, connect_args={"client_encoding": "utf8"})
+        try:
+            assert inspect(engine).get_table_names() == []
+        finally:
+            engine.dispose()
+    finally:
+        pg_server.drop(url)
+
+
 def test_an_ingest_of_names_no_backend_can_store_is_refused_before_anything_is_written(db, invoke, write_file, error_line):
     """A file named in another encoding (GBK bytes: lone surrogates in Python) crashed the ingest with
     a traceback on both backends; a --classes name longer than classes.name holds was stored on
