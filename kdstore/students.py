@@ -447,9 +447,12 @@ def parameter_count(cfg: StudentConfig) -> int:
 
 
 def flops_per_sample(cfg: StudentConfig, length: int) -> int:
-    """Multiply-adds × 2 of one forward pass over ``length`` tokens (embedding lookups are free)."""
+    """Multiply-adds × 2 of one forward pass over ``length`` tokens (embedding lookups are free). A
+    TextCNN convolves at least its widest kernel's width of positions (a shorter text is padded to it),
+    a BiRNN runs at least one step."""
     if cfg.kind == "textcnn":
-        convs = sum(2 * cfg.embed_dim * cfg.num_filters * k * max(1, length - k + 1) for k in cfg.kernel_sizes)
+        width = max(length, max(cfg.kernel_sizes))
+        convs = sum(2 * cfg.embed_dim * cfg.num_filters * k * (width - k + 1) for k in cfg.kernel_sizes)
         return convs + 2 * cfg.num_filters * len(cfg.kernel_sizes) * cfg.num_classes
     if cfg.kind == "transformer":
         b = cfg.bert
@@ -459,7 +462,7 @@ def flops_per_sample(cfg: StudentConfig, length: int) -> int:
         projection = 2 * length * emb * h if emb != h else 0
         return projection + layers * per_layer + 2 * (h * h + h * cfg.num_classes)
     gates = 3 if cfg.kind == "bigru" else 4
-    recurrent = 2 * gates * 2 * (cfg.embed_dim * cfg.hidden + cfg.hidden * cfg.hidden) * length
+    recurrent = 2 * gates * 2 * (cfg.embed_dim * cfg.hidden + cfg.hidden * cfg.hidden) * max(1, length)
     return recurrent + 2 * (2 * cfg.hidden * cfg.hidden + cfg.hidden * cfg.num_classes)
 
 

@@ -450,6 +450,34 @@ def test_electra_student_flops_count_the_embedding_projection():
     assert flops(ElectraConfig(embedding_size=16, **sizes), length) == plain + 2 * length * 16 * h
 
 
+def test_student_flops_equal_torch_flop_counter_on_short_texts_too():
+    """``flops_per_sample`` (2 FLOPs per multiply-add) is what ``torch.utils.flop_counter`` counts for
+    one text run alone, for each student kind and at every length: a TextCNN runs on at least its widest
+    kernel's width (a 2-token text was counted as 1 window of width 4 and 1 of width 3, where the model
+    convolves 4 positions: 3, 2 and 1 windows), a BiRNN on at least one step (an empty text counted 0)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import BertConfig, ElectraConfig
+
+    from kdstore.students import StudentConfig, build_student, flops_per_sample, student_bert_config
+
+    sizes = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    configs = [StudentConfig(kind=k, vocab_size=50, num_classes=3, embed_dim=16, num_filters=8, hidden=12)
+               for k in ("textcnn", "bigru")]
+    configs += [StudentConfig(kind="transformer", vocab_size=50, num_classes=3,
+                              bert=student_bert_config(c, layers=1, hidden=w, num_classes=3))
+                for c in (BertConfig(**sizes), ElectraConfig(embedding_size=16, **sizes)) for w in (None, 64)]
+    for cfg in configs:
+        model = build_student(cfg).eval()
+        for length in (0, 1, 2, 3, 9) if cfg.kind != "transformer" else (2, 3, 9):  # (a transformer's [CLS] and [SEP])
+            width = max(length, model.min_len)  # as kd pads a text for this model
+            ids = torch.zeros(1, width, dtype=torch.long)
+            ids[0, :length] = 7
+            mask = (torch.arange(width) < length).long().unsqueeze(0)
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(ids, mask)
+            assert flops_per_sample(cfg, length) == counter.get_total_flops(), (cfg.kind, length)
+
+
 @pytest.mark.parametrize("kind", ["bert", "roberta", "electra"])
 def test_student_parameter_count_from_the_configuration_equals_the_built_models(kind):
     """``parameter_count`` (what sizes are refused by, before anything is built) counts what
