@@ -54,6 +54,7 @@ from .progress import progress
 from .runs import StageHandle
 from .speed import measure, speed_texts
 from .store import Store
+from .students import ENCODER_TYPES
 from .schedules import check_lr
 from .textkey import text_list
 from .torchutil import StepLosses, adam_options, autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, to_device
@@ -227,7 +228,7 @@ class Branch(nn.Module):
 
 # model types whose layer-by-layer run (embeddings, encoder layers, head) is checked to equal their own
 # forward (tests/test_early_exit.py); others, e.g. pre-LayerNorm XLM-R-XL or DeBERTa, are refused
-LAYERWISE_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "ernie", "electra")
+LAYERWISE_TYPES = ENCODER_TYPES  # the BERT-layout encoders
 
 
 def check_layerwise(kind: str) -> None:

@@ -466,6 +466,18 @@ def flops_per_sample(cfg: StudentConfig, length: int) -> int:
     return recurrent + 2 * (2 * cfg.hidden * cfg.hidden + cfg.hidden * cfg.num_classes)
 
 
+# encoders whose layers flops_per_sample's transformer formula counts (and what early exit runs layer by layer)
+ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "ernie", "electra")
+
+
+def encoder_flops_config(config, num_classes: int) -> StudentConfig | None:
+    """A teacher's Hugging Face configuration as the ``StudentConfig`` whose FLOPs it has (a transformer
+    of its sizes), or ``None`` for a model of another family (GPT-2, ALBERT's shared layers...)."""
+    if getattr(config, "model_type", None) not in ENCODER_TYPES or getattr(config, "is_decoder", False):
+        return None
+    return StudentConfig(kind="transformer", vocab_size=config.vocab_size, num_classes=num_classes, bert=config.to_dict())
+
+
 def mean_flops_per_sample(cfg: StudentConfig, lengths) -> int:
     """``flops_per_sample`` averaged over texts of ``lengths`` tokens (0 for none): not the FLOPs of
     a text of the mean length, which understate a transformer's (attention grows with the square of

@@ -32,6 +32,7 @@ from .schedules import check_lr, layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
 from .folds import fold_count, stratified_folds
 from .store import SampleSet, Store, missing_model
+from .students import encoder_flops_config, mean_flops_per_sample
 from .torchutil import BestCheckpoint, StepLosses, adam_options, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged, to_device
 
 MODEL_SUBDIR = "model"
@@ -469,14 +470,18 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     cpu = torch.device("cpu")
     # what `kd predict` serves: the model, or for --folds the K fold models' average (as size_mb counts them)
     served = [model.to(cpu)] if not cfg.folds else [load_classifier(str(out_dir / f"fold-{k}"), names)[1].to(cpu) for k in range(cfg.folds)]
-    store.add_metrics(stage.id, "all", {"score_samples_per_s": rate, "parameters": sum(count_parameters(m) for m in served)})
+    timed = speed_texts(everything)
+    flops = encoder_flops_config(model.config, len(names))  # (as the students': over the texts timed, each at its length)
+    flops = {} if flops is None else {
+        "flops_per_sample": mean_flops_per_sample(flops, encode_packed(tokenizer, timed, max_len=cfg.max_len).lengths) * len(served)}
+    store.add_metrics(stage.id, "all", {"score_samples_per_s": rate, "parameters": sum(count_parameters(m) for m in served), **flops})
     if dist.active:
         store.add_metrics(stage.id, "all", {"processes": dist.world})
     store.add_metrics(stage.id, "all", measure(
         # bar=False: timing runs are no work to watch (they showed as unexplained "score" bars, one per fold)
         lambda texts, bs: score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu, bar=False) if len(served) == 1 else
         average_probs_as_logits([score(m, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu, bar=False) for m in served]),
-        speed_texts(everything),
+        timed,
     ))
     return out_dir
 

@@ -2654,6 +2654,30 @@ def test_a_damaged_pytorch_model_bin_is_named_as_such(tiny_model, tmp_path, cut)
     assert ("Git LFS pointer" in said) if cut == "lfs" else ("not a readable torch checkpoint: cut short" in said)
 
 
+def test_a_teachers_flops_per_sample_are_what_torch_counts_over_the_timed_texts(_taught, tiny_model):
+    """The teacher had parameters and speed figures but no FLOPs, so `kd report --compare` set a student's
+    FLOPs beside nothing: a BERT-layout teacher's are stored as a student's are (the mean over the texts
+    timed, each run alone at its own length), and equal torch.utils.flop_counter's count."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdstore.speed import speed_texts
+
+    db, report = _taught
+    stored = report["metrics"]["all"]["flops_per_sample"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    # (eager attention: the counter sees no FLOPs in torch's CPU scaled_dot_product_attention)
+    model = AutoModelForSequenceClassification.from_pretrained(report["artifact_path"], attn_implementation="eager").eval()
+    counted = []
+    for text in speed_texts(Store.open(str(db)).samples(include_dropped=True)):
+        enc = tokenizer(text, truncation=True, max_length=32, return_tensors="pt")
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(**enc)
+        counted.append(counter.get_total_flops())
+    assert stored == int(np.mean(counted)) or stored == pytest.approx(np.mean(counted), rel=1e-6)
+    assert stored > 0
+
+
 def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
     from commands.train import _majority_note as note
 
