@@ -2464,6 +2464,8 @@ def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path)
     rows = json.loads(kd("report", "--compare", "r", "--compare", "r", "--db", db, "--json").stdout)
     assert {r["stage"] for r in rows} >= {"teach", "distill-textcnn"}
     assert all(r["test_accuracy"] is not None for r in rows)
+    flops = {r["stage"]: r["flops_per_sample"] for r in rows}  # the teacher's beside the student's
+    assert flops["distill-textcnn"] == student["metrics"]["all"]["flops_per_sample"] and flops["teach"] > 0
     table = kd("report", "--compare", "r", "--db", db).stdout  # piped: every figure whole, none cut with "…"
     assert "…" not in table and all(f"{r['test_accuracy']:.4f}" in table for r in rows if r["test_accuracy"] < 1)
 
