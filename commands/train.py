@@ -134,6 +134,10 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     click.echo(f"run {run}: stage {stage_name} {stage['status']} in {stage['duration_s']:.1f} s")
     if stage["artifact_path"]:
         click.echo(f"  model: {stage['artifact_path']}")
+    if stage["kind"] == "distill" and learned.get("train_samples") is not None and pool + made:
+        # what the student learned from, where the pool or --augment added texts (said by --json and kd report alone)
+        parts = [f"{int(learned['train_samples']):,} labeled", f"{pool:,} unlabeled" if pool else "", f"{made:,} augmented" if made else ""]
+        click.echo(f"  learned from {', '.join(p for p in parts if p)} texts")
     for split in ("dev", "test"):
         m = stage["metrics"].get(split)
         if m:

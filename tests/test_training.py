@@ -2076,6 +2076,9 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     assert {a.id for a in augmented} <= set(ids.tolist())  # scored by the teacher
     again = json.loads(kd("distill", *common, "--name", "again").stdout)["metrics"]["all"]
     assert again["augmented_added"] == 0 and again["augmented_samples"] == first["augmented_samples"]
+    # the plain summary says what the student learned from (said by --json and kd report alone before)
+    said = kd("distill", *common[:-1], "--name", "said").stdout
+    assert f"  learned from {first['train_samples']:,} labeled, {first['augmented_samples']:,} augmented texts\n" in said
     # a train sample ingested later is augmented (and scored) by the next run of the same recipe
     write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条评论，质量不错，物流也很快")])
     kd("ingest", str(tmp_path / "late.tsv"), "--db", db)
