@@ -84,6 +84,10 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         )
     if len(report.conflicts) > 20:
         out.print(f"  ... {len(report.conflicts) - 20} more (use --json for all)")
+    made = sum(1 for c in report.conflicts if c["kept_label"] is None and str(c["kept_from"]).startswith("augment:"))
+    if made:  # (a short labeled text, 不错, is often an n-gram or masked variant that --augment stored first)
+        out.print(f"  {counted(made, 'conflict')} with {'a text' if made == 1 else 'texts'} `kd distill --augment` made, which "
+                  f"{'stays' if made == 1 else 'stay'} unlabeled: ingest labeled files before distilling with --augment", markup=False)
     out.print(counts_table(counts, store.class_names(), out.width))
 
 

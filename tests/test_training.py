@@ -2079,6 +2079,11 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     # the plain summary says what the student learned from (said by --json and kd report alone before)
     said = kd("distill", *common[:-1], "--name", "said").stdout
     assert f"  learned from {first['train_samples']:,} labeled, {first['augmented_samples']:,} augmented texts\n" in said
+    # a labeled file ingested after --augment whose text is one it made: a conflict, and the ingest says why
+    write_tsv(tmp_path / "test-late.tsv", [("pos", augmented[0].text)])
+    out = kd("ingest", str(tmp_path / "test-late.tsv"), "--split", "test", "--db", db).stdout
+    assert ("  1 conflict with a text `kd distill --augment` made, which stays unlabeled: ingest labeled files before "
+            "distilling with --augment\n") in out
     # a train sample ingested later is augmented (and scored) by the next run of the same recipe
     write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条评论，质量不错，物流也很快")])
     kd("ingest", str(tmp_path / "late.tsv"), "--db", db)
