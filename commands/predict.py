@@ -36,7 +36,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @overwrite_option
 @store_options
-@click.option("--json/--no-json", "as_json", is_flag=True, help="One JSON object a line: line, text, label, confidence, probs (per class), truncated (an early-exit model: layer, layers); an empty line: line and error (with --store: the stage, as kd report --json shows it).")
+@click.option("--json/--no-json", "as_json", is_flag=True, help="One JSON object a line: line, text, label, confidence, probs (per class), truncated (an early-exit model: layer, layers); an empty line: line and error (with --store: run, stage and the stage as kd report --json shows it).")
 def predict(path, run, which, artifact, from_store, split, speed, text_field, batch_size, device, overwrite, db, as_json):
     """Predict a label for each line of text (stdin or FILE).
 
@@ -526,8 +526,8 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
             exits = {"mean_exit_layer": float(layers.mean()), **share_metrics(exit_shares(layers, predictor.model.num_layers))}
         store.add_metrics(stage.id, "all", {"samples": len(samples), "samples_per_s": rate, **exits})
     report = next(s for s in run_report(store, run)["stages"] if s["name"] == name)
-    if as_json:
-        print_json(report)
+    if as_json:  # (run and stage up front, as every command that writes a stage prints them)
+        print_json({"run": run, "stage": name, **report})
         return
     click.echo(f"run {run}: stage {name} {report['status']}: {len(samples)} samples predicted with {model_stage.name}")
     for part in ("train", "dev", "test"):

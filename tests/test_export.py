@@ -382,6 +382,8 @@ def test_predict_store_writes_a_predict_stage(built, tmp_path):
     db = str(copy / "kd.db")
     report = json.loads(kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, "--json").stdout)
     assert report["name"] == "predict-distill-textcnn" and report["kind"] == "predict" and report["status"] == "succeeded"
+    # run and stage up front, as every other command that writes a stage prints them (a script reads report["stage"])
+    assert report["run"] == RUN and report["stage"] == "predict-distill-textcnn" and list(report)[:2] == ["run", "stage"]
     assert set(report["metrics"]) == {"train", "dev", "test", "all"}
     assert report["config"]["model_stage"] == "distill-textcnn" and report["config"]["split"] is None
     store = Store.open(db)
