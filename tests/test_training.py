@@ -1257,9 +1257,12 @@ def test_distill_bad_input(taught_store, sample_store):
         assert f"{option[0]} must be positive" in bad.output, bad.output
 
 
-def test_a_diverged_training_fails_the_stage_instead_of_storing_nan(taught_store):
+def test_a_diverged_training_fails_the_stage_instead_of_storing_nan(taught_store, monkeypatch):
     """A learning rate that blows the weights up to nan/inf fails the stage in the epoch it happened
     (it went on and stored nan logits for every sample: argmax of nan is class 0)."""
+    import kdstore.schedules
+
+    monkeypatch.setattr(kdstore.schedules, "MAX_LR", math.inf)  # (--lr above 1 is refused before training)
     db = str(taught_store)
     out = kd("distill", "--run", "r", "--lr", "1e30", "--epochs", "2", "--embed-dim", "16", "--num-filters", "8",
              "--max-len", "32", "--db", db, ok=False)
