@@ -664,7 +664,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
         task = bar.add_task(f"teach {tag.rstrip('/')}".strip(), total=total_steps, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
             net.train()
-            losses = StepLosses()
+            losses = StepLosses(dist=dist)
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 idx, weight = dist.split_batch(batch)
                 input_ids, mask = pad([train_ids[i] for i in idx], tokenizer.pad_token_id)

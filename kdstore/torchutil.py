@@ -82,17 +82,23 @@ class StepLosses:
     """Each training step's loss, kept on its device until read: an ``.item()`` a step made a GPU wait
     for the host every step, so the next batch's padding and kernel launches no longer overlapped the
     step before. ``add`` returns the loss a progress bar shows: the first step's, then the latest every
-    ``every`` steps (one transfer each); ``floats`` reads them all at once, at the end of an epoch."""
+    ``every`` steps (one transfer each); ``floats`` reads them all at once, at the end of an epoch.
+    Under torchrun (``dist``) the loss shown is the whole batch's, every rank's weighted share together
+    (a collective at those steps: every rank adds the same steps), not rank 0's share alone."""
 
-    def __init__(self, *, every: int = 50, digits: int = 3):
+    def __init__(self, *, every: int = 50, digits: int = 3, dist=None):
         self.values: list[torch.Tensor] = []
-        self.every, self.digits, self.shown = every, digits, "-"
+        self.every, self.digits, self.shown, self.dist = every, digits, "-", dist
 
     def add(self, loss: torch.Tensor, weight: float = 1.0) -> str:
         """Keep ``loss * weight`` (a rank's share of a batch's mean); returns the text to show."""
         self.values.append(loss.detach().float() * weight)
         if len(self.values) == 1 or len(self.values) % self.every == 0:
-            self.shown = f"{float(loss.detach()):.{self.digits}f}"
+            if self.dist is not None and self.dist.active:  # the shares' weighted sum over the ranks: the batch's mean
+                shown = float(self.dist.sum_across([float(self.values[-1])])[0]) / self.dist.world
+            else:
+                shown = float(loss.detach())
+            self.shown = f"{shown:.{self.digits}f}"
         return self.shown
 
     def floats(self) -> list[float]:

@@ -258,6 +258,35 @@ def test_share_weights_make_two_ranks_token_means_the_whole_batch_mean(tmp_path)
     assert Dist().share_weights([5, 0]) == [1.0, 1.0]  # one process: the loss as it is
 
 
+def _shown_loss_worker(rank: int, init: str, result: str) -> None:
+    """One of two gloo ranks adding its share of two global batches to ``StepLosses`` as ``kd teach``
+    and ``kd distill`` do: batch 1 of 9 samples (5 on rank 0, 4 on rank 1), batch 2 of 1 sample (rank
+    1 runs a filler at weight 0); rank 0 saves what its progress bar shows after each."""
+    from kdstore.torchutil import StepLosses
+
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    dist = Dist(world=2, rank=rank, local_rank=rank)
+    losses = StepLosses(every=1, dist=dist)
+    per_sample = torch.arange(1.0, 10.0) ** 2  # the samples' losses: 33 on rank 0's share, 30 on rank 1's, 31.667 in all
+    shown = []
+    for batch in (np.arange(9), np.arange(1)):
+        idx, weight = dist.split_batch(batch)
+        shown.append(losses.add(per_sample[idx].mean(), weight))
+    if rank == 0:
+        torch.save(shown, result)
+    torch.distributed.barrier()
+    dist.close()
+
+
+def test_the_loss_a_progress_bar_shows_under_two_processes_is_the_whole_batch_s(tmp_path):
+    """The bar showed rank 0's share's loss: 0.733 under torchrun where one process showed 0.694 for
+    the same step (its 5 of 9 samples; a filler sample's when the batch left rank 0 one). It shows the
+    batch's mean, as one process does, as ``kd pretrain``'s bar does (and as the stored losses are)."""
+    result = tmp_path / "shown.pt"
+    torch.multiprocessing.spawn(_shown_loss_worker, args=(f"file://{tmp_path / 'init'}", str(result)), nprocs=2)
+    assert torch.load(result) == ["31.667", "1.000"]  # (it showed "33.000": rank 0's share)
+
+
 def test_commands_that_run_once_are_refused_under_torchrun(tmp_path, monkeypatch):
     """Only pretrain, teach and distill run as ranks: `kd predict --store` under torchrun would have
     every rank write the same stage (the second refused, torchrun failing)."""
