@@ -337,6 +337,8 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @click.option("--warmup", type=FLOAT, default=0.1, show_default=True, help="Warm-up fraction of the steps.")
 @click.option("--patience", type=int, default=2, show_default=True, help="Epochs without dev gain before stopping.")
 @click.option("--layer-decay", type=FLOAT, default=1.0, show_default=True, help="Layer-wise learning-rate decay: the head trains at --lr, the top layer at lr x d, the one below at lr x d^2, ... (e.g. 0.8; 1 = off).")
+@click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
+              help="balanced: each row's loss weighted n / (classes x rows of its class), so a rare class (a few violations among many ads) counts as much as a common one; the weights are recorded (class_weight[NAME]).")
 @click.option("--where", help="SQL condition on samples selecting the train rows, e.g. \"source = 'a.tsv'\".")
 @click.option("--split", "splits", multiple=True, type=click.Choice(TRAINABLE_SPLITS), help="Split(s) whose labeled rows train the teacher (repeatable; default: train). With dev among them no dev rows judge the epochs: the last one is kept.")
 @click.option("--label", "labels", multiple=True, help="Train (and judge epochs on dev) only rows with this label (repeatable; default: all). The stored figures cover every labeled row.")
@@ -347,7 +349,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @overwrite_option
 @store_options
 @json_option
-def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_decay, where, splits, labels, folds, logits_only, seed, device, overwrite, db, as_json):
+def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_decay, class_weight, where, splits, labels, folds, logits_only, seed, device, overwrite, db, as_json):
     """Fine-tune a transformer teacher and store its logits for every sample.
 
     \b
@@ -362,7 +364,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
     if not logits_only and not model:
         raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
     if logits_only:
-        unused = _options_given(("model", "epochs", "lr", "max_len", "warmup", "patience", "layer_decay", "where", "splits", "labels", "folds", "seed", "overwrite"))
+        unused = _options_given(("model", "epochs", "lr", "max_len", "warmup", "patience", "layer_decay", "class_weight", "where", "splits", "labels", "folds", "seed", "overwrite"))
         unused = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in unused]  # (the options' names, not their parameters')
         if unused:
             raise click.UsageError(f"{', '.join(unused)}: --logits-only scores with the run's teacher as it was trained (at its --max-len)")
@@ -400,7 +402,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             model = f"{source}:{resolve_run_id(source_run)}"
         cfg = TeachConfig(
             model=model, epochs=epochs, lr=TeachConfig.lr if lr is None else lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
-            patience=patience, layer_decay=layer_decay, where=where, splits=tuple(dict.fromkeys(splits)) or ("train",), labels=tuple(dict.fromkeys(labels)),  # (one typed twice: once)
+            patience=patience, layer_decay=layer_decay, class_weight=class_weight, where=where, splits=tuple(dict.fromkeys(splits)) or ("train",), labels=tuple(dict.fromkeys(labels)),  # (one typed twice: once)
             folds=folds, seed=seed, device=device,
         )
         cfg.validate()
@@ -568,6 +570,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--temperature-beta", type=FLOAT, default=1.0, show_default=True, help="flsw/cwsm: how far a sample's temperature moves from the scheduled one.")
 @click.option("--temperature-gamma", type=FLOAT, default=2.0, show_default=True, help="flsw: exponent on (1 - cosine(student, teacher)).")
 @click.option("--probability-shift/--no-probability-shift", is_flag=True, help="Where the teacher is wrong on a labeled sample, swap its top logit with the gold class's (Wen et al. 2019, as TextBrewer). Clean labels first: it trusts them.")
+@click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True, help="balanced: each labeled row's hard loss weighted n / (classes x rows of its class), for imbalanced classes (the teacher's soft loss is left as it is); the weights are recorded (class_weight[NAME]).")
 @click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (--embed-dim is then the width of its table, unless given: the hidden size for BERT, less for ALBERT/ELECTRA).")
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
@@ -613,7 +616,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_weight, hard_weight_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -667,7 +670,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         alpha=alpha, alpha_end=alpha_end, hard_weight=hard_weight, hard_weight_end=hard_weight_end,
         temperature=temperature, temperature_end=temperature_end,
         temperature_schedule=temperature_schedule, temperature_beta=temperature_beta, temperature_gamma=temperature_gamma,
-        probability_shift=probability_shift,
+        probability_shift=probability_shift, class_weight=class_weight,
         init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
         augment=tuple(dict.fromkeys(m.strip() for m in augment.split(",") if m.strip())), augment_n=augment_n,  # (one typed twice: once)
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, batch_size=batch_size,
@@ -739,7 +742,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
 # options a student uses and the early-exit branches do not (they self-distil at one --temperature)
 STUDENT_ONLY = (
     "alpha", "alpha_end", "hard_weight", "hard_weight_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
-    "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
+    "class_weight", "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
     "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "attention_mse", "fsp", "nst", "value_relation",
     "qk_relation", "relation_heads", "layer_map",
 )

@@ -24,7 +24,7 @@ from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
 from .losses import (
-    SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, attention_mse, distillation_loss, fsp, hidden_cosine, hidden_mse,
+    CLASS_WEIGHTS, SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, balanced_class_weights, attention_mse, distillation_loss, fsp, hidden_cosine, hidden_mse,
     neuron_selectivity, patient_kd, probability_shift, query_key_relation_kl, relation_kl, temperature_weights,
     temperatures_from_weights,
 )
@@ -85,6 +85,7 @@ class DistillConfig:
     temperature_beta: float = 1.0
     temperature_gamma: float = 2.0
     probability_shift: bool = False  # labeled samples: swap the teacher's wrong top logit with the gold one
+    class_weight: str = "none"  # or "balanced": each labeled row's hard loss weighted n / (C x n_class)
     soft_loss: str = "kl"
     init_embeddings: str = "random"  # or "teacher": copy the teacher's token embeddings
     unlabeled: bool | None = None  # None: use the pool when the store has one
@@ -190,6 +191,8 @@ class DistillConfig:
                 raise KdError(f"{option} must be at least 1, got {value}")
         if self.lr is not None:
             check_lr(self.lr)
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise KdError(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
         if self.student == "transformer" and self.max_len < 2:  # the tokenizer would not truncate at all
             raise KdError(f"--student transformer needs --max-len of at least 2 (its special tokens), got {self.max_len}")
         if self.soft_loss == "mse" and (self.temperature != 2.0 or self.temperature_end is not None):
@@ -579,6 +582,9 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     ids = encode_packed(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
     lengths = ids.lengths
     labels = torch.as_tensor(data.labels)
+    class_weights = balanced_class_weights(data.labels, len(names)) if cfg.class_weight == "balanced" else None
+    if class_weights is not None:  # (of the labeled rows this student learns from: a fold's own)
+        add_metrics(stage.id, "all", {f"{tag}class_weight[{n}]": float(w) for n, w in zip(names, class_weights)})
     soft_targets = torch.as_tensor(teachers.rows(data.ids))
     params = list(model.parameters()) + (list(matcher.proj.parameters()) if matcher is not None else [])
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, **adam_options(device))
@@ -617,6 +623,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 loss = distillation_loss(
                     logits, targets, to_device(labels[idx], device),
                     alpha=alpha, temperature=temperature, kind=cfg.soft_loss, scale=scale, hard_weight=hard_weight,
+                    class_weights=class_weights,
                 ) + matched
                 step += 1
                 (loss * weight).backward()

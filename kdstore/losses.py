@@ -135,6 +135,37 @@ def soft_loss(student: torch.Tensor, teacher: torch.Tensor, *, kind: str, temper
     raise ValueError(f"unknown soft loss {kind!r}: choose from {', '.join(SOFT_LOSSES)}")
 
 
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def balanced_class_weights(labels, num_classes: int) -> torch.Tensor:
+    """``n / (C x n_c)`` for each class ``c`` of the labeled rows (label >= 0), as scikit-learn's
+    "balanced": a rare class's rows weigh more, and over the rows the weights average 1, so the loss
+    keeps its scale. ``C`` counts the classes present; a class with no row gets weight 0 (it adds nothing)."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    labels = labels[labels >= 0]
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    if labels.numel() and int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must be below num_classes {num_classes}, got {int(labels.max())}")
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    present = int((counts > 0).sum())
+    weights = torch.zeros(num_classes, dtype=torch.double)
+    if present:
+        weights[counts > 0] = labels.numel() / (present * counts[counts > 0])
+    return weights.float()
+
+
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross entropy, the batch's mean of each row's loss times its class's weight (``None``: plain).
+    A mean over the rows, not over their weights as torch's ``weight=`` divides by: a batch's loss then
+    stays comparable between batches and is a mean each torchrun rank's share weighs by its rows."""
+    per_row = F.cross_entropy(logits.float(), labels, reduction="none")
+    if class_weights is not None:
+        per_row = per_row * class_weights.to(per_row.device)[labels]
+    return per_row.mean()
+
+
 def distillation_loss(
     student: torch.Tensor,
     teacher: torch.Tensor,
@@ -145,13 +176,15 @@ def distillation_loss(
     kind: str = "kl",
     scale: float | None = None,
     hard_weight: float | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Batch mean of ``alpha * soft + (1 - alpha) * hard`` for labeled samples and ``soft`` alone for
     unlabeled ones (label -1): a sample without a gold label learns from the teacher only.
     ``hard_weight``: the hard loss's own weight in place of ``1 - alpha`` (TextBrewer's separate
     hard-label weight), so that the two weights may follow schedules of their own; ``alpha`` then
     weighs every sample's soft loss, an unlabeled one's too (``alpha * soft``), as TextBrewer's KD weight does.
-    ``temperature`` and ``scale``: as in ``kl_soft``.
+    ``temperature`` and ``scale``: as in ``kl_soft``. ``class_weights``: each labeled row's hard loss
+    times its class's weight (``balanced_class_weights``; the soft loss is the teacher's, unweighted).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -161,9 +194,11 @@ def distillation_loss(
     labeled = labels >= 0
     # every row scored with its label (class 0 standing in for none) and the unlabeled rows' losses
     # set to 0: asking whether any row is labeled, or selecting the rows, made a GPU wait for the host
-    hard = torch.where(
-        labeled, F.cross_entropy(student, torch.where(labeled, labels, 0), reduction="none").to(soft.dtype), 0.0
-    )
+    gold = torch.where(labeled, labels, 0)
+    hard = F.cross_entropy(student, gold, reduction="none")
+    if class_weights is not None:
+        hard = hard * class_weights.to(hard.device)[gold]
+    hard = torch.where(labeled, hard.to(soft.dtype), 0.0)
     if hard_weight is None:  # tied: a sample without a gold label gives its whole weight to the teacher
         per_sample = torch.where(labeled, alpha * soft + (1.0 - alpha) * hard, soft)
     else:

@@ -21,6 +21,7 @@ from .batching import bucketed_batches, encode_flagged, encode_packed, iter_padd
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
+from .losses import CLASS_WEIGHTS, balanced_class_weights, weighted_cross_entropy
 from .metrics import class_support, classification_metrics, mean_log_loss
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .predictor import STUDENT_CONFIG
@@ -58,6 +59,7 @@ class TeachConfig:
     score_batch_size: int = 256
     folds: int = 0  # K >= 2: out-of-fold logits for the train samples
     layer_decay: float = 1.0  # < 1: layer-wise learning-rate decay (head lr, top layer x d, next x d^2, ...)
+    class_weight: str = "none"  # or "balanced": each row's loss weighted n / (C x n_class), for imbalanced classes
 
     def validate(self) -> None:
         # one option a message: a message naming several was followed by a config file's value of one
@@ -66,6 +68,8 @@ class TeachConfig:
             if value < least:
                 raise KdError(f"{option} must be at least {least}, got {value}")
         check_lr(self.lr)
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise KdError(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
         if not self.splits:
             raise KdError("--split needs at least one split")
         for split in self.splits:
@@ -650,6 +654,9 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     model.kd_longest_trained = max(lengths, default=0)  # the positions this fine-tuning reaches (_save records them)
     labels = torch.as_tensor(train.labels)
     dev_mine = dev.subset(dist.shard(len(dev)))
+    class_weights = balanced_class_weights(train.labels, len(names)) if cfg.class_weight == "balanced" else None
+    if class_weights is not None:  # (of the rows this model trains on: a fold's own)
+        add_metrics(stage.id, "all", {f"{tag}class_weight[{n}]": float(w) for n, w in zip(names, class_weights)})
 
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, **adam_options(device))
     total_steps = -(-len(train) // cfg.batch_size) * cfg.epochs
@@ -668,14 +675,19 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 idx, weight = dist.split_batch(batch)
                 input_ids, mask = pad([train_ids[i] for i in idx], tokenizer.pad_token_id)
+                gold = to_device(labels[idx], device)
                 with autocast(device):
-                    out = net(input_ids=to_device(input_ids, device), attention_mask=to_device(mask, device), labels=to_device(labels[idx], device))
-                if scaled_step(scaler, out.loss * weight, optimizer, model.parameters(), max_norm=1.0):
+                    if class_weights is None:
+                        loss = net(input_ids=to_device(input_ids, device), attention_mask=to_device(mask, device), labels=gold).loss
+                    else:
+                        logits = net(input_ids=to_device(input_ids, device), attention_mask=to_device(mask, device)).logits
+                        loss = weighted_cross_entropy(logits, gold, class_weights)
+                if scaled_step(scaler, loss * weight, optimizer, model.parameters(), max_norm=1.0):
                     scheduler.step()  # (not over an fp16 step the scaler skipped)
                 optimizer.zero_grad(set_to_none=True)
                 # each rank's share of the batch's mean (0 for a filler): their mean over ranks and
                 # batches is the mean of the batch means, as in one process
-                bar.update(task, advance=1, loss=losses.add(out.loss, weight))
+                bar.update(task, advance=1, loss=losses.add(loss, weight))
             add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses.floats())}, step=epoch)
             if stop_if_diverged(model, best, epoch=epoch, tag=tag, warn=dist.is_main):
                 add_metrics(stage.id, "all", {f"{tag}diverged_epoch": epoch})

@@ -101,6 +101,37 @@ def test_distillation_loss_edge_weights_and_a_batch_without_labels_by_hand():
     assert kl_soft(s, t, temperature=1.0).item() == pytest.approx(reference.item(), abs=1e-6)
 
 
+def test_balanced_class_weights_and_the_losses_they_weigh_by_hand():
+    """--class-weight balanced: n / (C x n_c) over the labeled rows (-1 left out), a class with no row 0;
+    the rows' weights average 1. Each labeled row's hard loss is times its class's weight; the soft loss
+    and the unlabeled rows are as they were; the weighted cross entropy is a mean over rows."""
+    from kdstore.losses import balanced_class_weights, weighted_cross_entropy
+
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] + [-1, -1])
+    w = balanced_class_weights(labels, 4)
+    assert w.tolist() == pytest.approx([10 / 18, 10 / 9, 10 / 3, 0.0])
+    assert float(w[labels[labels >= 0]].mean()) == pytest.approx(1.0)
+    assert balanced_class_weights(torch.tensor([-1]), 2).tolist() == [0.0, 0.0]  # no labeled row: nothing weighs
+    with pytest.raises(ValueError, match="below num_classes 2"):
+        balanced_class_weights(torch.tensor([0, 2]), 2)
+
+    logits, gold = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), torch.tensor([0, 1, 1])
+    rows = torch.nn.functional.cross_entropy(logits, gold, reduction="none")
+    cw = torch.tensor([0.5, 2.0])
+    assert weighted_cross_entropy(logits, gold).item() == pytest.approx(rows.mean().item())
+    assert weighted_cross_entropy(logits, gold, cw).item() == pytest.approx(((0.5 * rows[0] + 2 * rows[1] + 2 * rows[2]) / 3).item())
+
+    student = torch.tensor([[0.0, 0.0], [1.0, 2.0], [0.0, 0.0]])
+    teacher = torch.tensor([[math.log(3.0), 0.0], [1.0, 2.0], [math.log(3.0), 0.0]])
+    kl_a = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    mixed = torch.tensor([0, -1, 1])  # row 0 class 0, row 1 unlabeled, row 2 class 1
+    got = distillation_loss(student, teacher, mixed, alpha=0.5, temperature=1.0, class_weights=cw)
+    expected = ((0.5 * kl_a + 0.5 * 0.5 * math.log(2)) + 0.0 + (0.5 * kl_a + 0.5 * 2.0 * math.log(2))) / 3
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+    ones = distillation_loss(student, teacher, mixed, alpha=0.5, temperature=1.0, class_weights=torch.ones(2))
+    assert ones.item() == pytest.approx(distillation_loss(student, teacher, mixed, alpha=0.5, temperature=1.0).item())
+
+
 def test_distillation_loss_gradients_flow_to_student_only():
     student = torch.zeros(2, 3, requires_grad=True)
     teacher = torch.randn(2, 3)

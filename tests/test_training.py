@@ -2691,6 +2691,39 @@ def test_a_teachers_flops_per_sample_are_what_torch_counts_over_the_timed_texts(
     assert stored > 0
 
 
+def test_class_weight_balanced_weighs_the_rare_class_in_teach_and_distill(taught_store, tiny_model):
+    """--class-weight balanced (a few violations among many ads): the teacher's loss and a student's hard
+    loss weigh each row by n / (C x n_class) of the rows it trains on, recorded as class_weight[NAME];
+    the weighted teacher learns otherwise than the plain one from the same start. The early-exit
+    branches, which copy the teacher, refuse it."""
+    db = str(taught_store)
+    store = Store.open(db)
+    train = store.samples(splits=["train"], labeled=True)
+    names = store.class_names()
+    # the train rows of class 0, and a third of the others: an imbalanced set
+    where = "label_id = 0 OR id % 3 = 0"
+    kept = [int(y) for i, y in zip(train.ids, train.labels) if y == 0 or i % 3 == 0]
+    counts = {c: kept.count(c) for c in set(kept)}
+    assert counts[0] > 2 * counts[1]
+    expected = {f"class_weight[{names[c]}]": len(kept) / (2 * n) for c, n in counts.items()}
+    common = ["--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--where", where, "--db", db, "--json"]
+    weighted = json.loads(kd("teach", "--run", "cw", "--class-weight", "balanced", *common).stdout)
+    assert weighted["config"]["class_weight"] == "balanced"
+    assert {k: v for k, v in weighted["metrics"]["all"].items() if k.startswith("class_weight[")} == pytest.approx(expected)
+    plain = json.loads(kd("teach", "--run", "plain", *common).stdout)
+    assert not any(k.startswith("class_weight[") for k in plain["metrics"]["all"])
+    (_, a), (_, b) = (store.read_logits(_stage(taught_store, r, "teach").id) for r in ("cw", "plain"))
+    assert not np.allclose(a, b, atol=1e-5)  # the same start, seed and batches: the weights alone made them differ
+
+    student = json.loads(kd("distill", "--run", "r", "--class-weight", "balanced", "--epochs", "1", "--embed-dim", "16",
+                            "--num-filters", "8", "--max-len", "32", "--db", db, "--json").stdout)
+    all_train = [int(y) for y in train.labels]
+    for c, name in enumerate(names):  # the labeled train rows the student learns from (all of them here)
+        assert student["metrics"]["all"][f"class_weight[{name}]"] == pytest.approx(len(all_train) / (2 * all_train.count(c)))
+    refused = kd("distill", "--run", "r", "--student", "early-exit", "--class-weight", "balanced", "--db", db, ok=False)
+    assert "--class-weight: for students, not --student early-exit" in refused.output
+
+
 def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
     from commands.train import _majority_note as note
 
