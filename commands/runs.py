@@ -290,6 +290,9 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         click.echo(f"no charts written to {plot_dir}: run {data['run']} has no confusion matrix, early-exit curve or label scores to chart", err=True)
 
 
+LAYER_FIGURES = ("exit_share", "teacher_layer")  # figures of a layer (``exit_share[K]``), not of a class
+
+
 def _metric_order(name: str, classes: list[str] = ()) -> tuple:
     """The headline figures first, then the rest by name, a per-class figure (``f1[体育]``) of each
     kind in class id order."""
@@ -298,6 +301,10 @@ def _metric_order(name: str, classes: list[str] = ()) -> tuple:
         return (first.index(name), "", -1, "")
     kind, bracket, rest = name.partition("[")
     cls = rest[:-1] if bracket and rest.endswith("]") else None
+    if kind in LAYER_FIGURES and cls is not None and cls.isascii() and cls.isdigit():
+        # a layer's figure (``exit_share[10]`` after ``[9]``), never a class's: classes '2', '1' (star ratings)
+        # had listed exit_share[2] before exit_share[1]
+        return (len(first), kind, int(cls), "")
     if cls in classes:
         return (len(first), kind, list(classes).index(cls), "")
     if cls is not None and cls.isascii() and cls.isdigit():  # a layer's figure (``exit_share[10]`` after ``[9]``)

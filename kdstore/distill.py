@@ -585,6 +585,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     class_weights = balanced_class_weights(data.labels, len(names)) if cfg.class_weight == "balanced" else None
     if class_weights is not None:  # (of the labeled rows this student learns from: a fold's own)
         add_metrics(stage.id, "all", {f"{tag}class_weight[{n}]": float(w) for n, w in zip(names, class_weights)})
+        class_weights = to_device(class_weights, device)  # once: a pageable copy at each step made the host wait for the GPU
     soft_targets = torch.as_tensor(teachers.rows(data.ids))
     params = list(model.parameters()) + (list(matcher.proj.parameters()) if matcher is not None else [])
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, **adam_options(device))

@@ -83,7 +83,7 @@ def stored_shares(metrics: dict) -> list[float]:
 
 def shares_line(shares: list[float]) -> str:
     """``1: 62%, 2: 21%, 4: 17%`` (the layers some row left at; ``<1%`` for a few)."""
-    said = [f"{k}: {v:.0%}" if v >= 0.005 else f"{k}: <1%" for k, v in enumerate(shares, 1) if v > 0]
+    said = [f"{k}: {v:.0%}" if f"{v:.0%}" != "0%" else f"{k}: <1%" for k, v in enumerate(shares, 1) if v > 0]  # (0.5% rounds to 0%)
     return ", ".join(said) or "none"
 
 

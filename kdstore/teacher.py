@@ -657,6 +657,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     class_weights = balanced_class_weights(train.labels, len(names)) if cfg.class_weight == "balanced" else None
     if class_weights is not None:  # (of the rows this model trains on: a fold's own)
         add_metrics(stage.id, "all", {f"{tag}class_weight[{n}]": float(w) for n, w in zip(names, class_weights)})
+        class_weights = to_device(class_weights, device)  # once: a pageable copy at each step made the host wait for the GPU
 
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, **adam_options(device))
     total_steps = -(-len(train) // cfg.batch_size) * cfg.epochs

@@ -1008,6 +1008,7 @@ def test_exit_shares_count_where_the_rows_left():
     assert len(shares) == 12 and shares[0] == 3 / 8 and shares[2] == 2 / 8 and shares[11] == 3 / 8 and sum(shares) == 1.0
     assert shares_line(shares) == "1: 38%, 3: 25%, 12: 38%"
     assert shares_line(exit_shares(np.array([1] * 999 + [2]), 2)) == "1: 100%, 2: <1%"
+    assert shares_line(exit_shares(np.array([1] + [2] * 199), 2)).startswith("1: <1%, ")  # 0.5%: not "1: 0%"
     back = stored_shares({"accuracy": 0.9, **share_metrics(shares), "exit_share[x": 1.0})
     assert back == shares  # exit_share[10] read as layer 10, not sorted as text
     assert exit_shares(np.array([], dtype=np.int64), 4) == [0.0] * 4 and stored_shares({}) == []

@@ -51,6 +51,18 @@ def test_report_lists_per_class_figures_in_class_order():
     assert sorted(speeds, key=_metric_order) == ["accuracy@1e-05", "accuracy@0.1", "accuracy@0.8", "accuracy@x", "layers@0.5"]
 
 
+def test_layer_figures_keep_layer_order_where_class_names_are_digits():
+    """Star ratings or 0/1 labels ingested as classes '2', '1': ``exit_share[2]`` was taken for class
+    '2''s figure and listed first, ``exit_share[1]`` second, then 3..12; a layer's figure is by its layer."""
+    from commands.runs import _metric_order
+
+    classes = ["2", "1"]
+    names = [f"exit_share[{k}]" for k in (12, 3, 1, 10, 2)] + ["teacher_layer[1]", "teacher_layer[0]", "f1[1]", "f1[2]"]
+    assert sorted(names, key=lambda n: _metric_order(n, classes)) == [
+        "exit_share[1]", "exit_share[2]", "exit_share[3]", "exit_share[10]", "exit_share[12]", "f1[2]", "f1[1]",
+        "teacher_layer[0]", "teacher_layer[1]"]
+
+
 def test_counted_figures_read_back_as_ints_and_rates_stay_floats():
     from kdstore.report import metric_value
 
