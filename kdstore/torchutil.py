@@ -84,25 +84,43 @@ class StepLosses:
     step before. ``add`` returns the loss a progress bar shows: the first step's, then the latest every
     ``every`` steps (one transfer each); ``floats`` reads them all at once, at the end of an epoch.
     Under torchrun (``dist``) the loss shown is the whole batch's, every rank's weighted share together
-    (a collective at those steps: every rank adds the same steps), not rank 0's share alone."""
+    (a collective at those steps: every rank adds the same steps), not rank 0's share alone.
+
+    They are written into one buffer on the loss's device (grown by doubling), not kept as a tensor
+    each: thousands of 4-byte tensors, each allocated among a step's freed temporaries, kept the
+    allocator from reusing or returning that memory (a 400k-text pool's epoch of 6,500 steps grew a
+    textcnn distill's memory by 1 GB, 0.85 GB to 1.8 GB)."""
 
     def __init__(self, *, every: int = 50, digits: int = 3, dist=None):
-        self.values: list[torch.Tensor] = []
+        self.buffer: torch.Tensor | None = None
+        self.count = 0
         self.every, self.digits, self.shown, self.dist = every, digits, "-", dist
 
     def add(self, loss: torch.Tensor, weight: float = 1.0) -> str:
         """Keep ``loss * weight`` (a rank's share of a batch's mean); returns the text to show."""
-        self.values.append(loss.detach().float() * weight)
-        if len(self.values) == 1 or len(self.values) % self.every == 0:
+        value = loss.detach().float() * weight
+        if self.buffer is None or self.count == len(self.buffer):
+            grown = torch.zeros(max(64, 2 * self.count), dtype=torch.float32, device=value.device)
+            if self.buffer is not None:
+                grown[: self.count] = self.buffer
+            self.buffer = grown
+        self.buffer[self.count] = value  # (in place, on the device: no wait for the host)
+        self.count += 1
+        if self.count == 1 or self.count % self.every == 0:
             if self.dist is not None and self.dist.active:  # the shares' weighted sum over the ranks: the batch's mean
-                shown = float(self.dist.sum_across([float(self.values[-1])])[0]) / self.dist.world
+                shown = float(self.dist.sum_across([float(value)])[0]) / self.dist.world
             else:
                 shown = float(loss.detach())
             self.shown = f"{shown:.{self.digits}f}"
         return self.shown
 
+    @property
+    def values(self) -> torch.Tensor:
+        """The losses kept so far (a view of the buffer)."""
+        return self.buffer[: self.count] if self.buffer is not None else torch.zeros(0)
+
     def floats(self) -> list[float]:
-        return host_floats(self.values)
+        return self.values.double().cpu().tolist()
 
 
 def host_floats(values: list) -> list[float]:
