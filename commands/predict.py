@@ -302,6 +302,12 @@ def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
     named so, with the iconv that converts the file, as kd ingest names it)."""
     if n == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise click.ClickException(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
+    if n == 1:
+        from kdstore.textfile import not_text
+
+        kind = not_text(raw, name)  # (a gzip was "binary data", a PNG "reads as GBK/GB18030: iconv ...")
+        if kind:
+            raise click.ClickException(f"{name}: {kind}")
     if b"\0" in raw:  # (kd ingest refuses it so too) UTF-16 without its byte-order mark, or no text at all
         from kdstore.textfile import utf16_without_bom
 

@@ -37,6 +37,7 @@ from .names import resolve_run_id
 from .runs import FAILED, PARKED, StageHandle, _replaced, process_state
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
 from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
+from .textfile import not_text
 from .textkey import text_hash
 
 ACTIONS = ("relabel", "drop", "flag")
@@ -785,6 +786,9 @@ def _sheet_text(path: Path, data: bytes) -> str:
         raise KdError(f"{path}: line 1: an Excel workbook (or other zip file), not a CSV or JSONL sheet: {SAVE_UTF8}")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise KdError(f"{path}: line 1: the sheet is UTF-16 encoded: {SAVE_UTF8}")
+    kind = not_text(data, str(path))  # (a gzip or a PNG was "not UTF-8 (byte 0x8b: GBK/GB18030, as Excel saves ...?)")
+    if kind:
+        raise KdError(f"{path}: {kind}")
     bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
         return data[bom:].decode("utf-8")

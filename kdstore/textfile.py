@@ -36,8 +36,48 @@ def utf16_without_bom(data: bytes) -> str | None:
     return None
 
 
+# (start, what a file starting so is, the command that decompresses it): read as text, a gzip was "binary
+# data (NUL byte)" with no word of decompressing it, and a PNG "reads as GBK/GB18030: iconv ..."
+_SIGNATURES = (
+    (b"\x1f\x8b", "a gzip-compressed file", "gunzip"),
+    (b"BZh", "a bzip2-compressed file", "bunzip2"),  # (and "1AY&SY" after its block size digit: see not_text)
+    (b"\xfd7zXZ\x00", "an xz-compressed file", "unxz"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file", "unzstd"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", None),
+    (b"PK\x03\x04", "an Excel workbook (or other zip file)", None),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 workbook (or other OLE file)", None),
+    (b"\x89PNG\r", "a PNG image", None),
+    (b"\xff\xd8\xff", "a JPEG image", None),
+    (b"%PDF-", "a PDF document", None),
+    (b"SQLite format 3\x00", "a SQLite database (a kd store?)", None),
+)
+
+
+def not_text(data: bytes, name: str) -> str | None:
+    """What ``data`` (a file's start; its first line will do) is, by its signature, and what to do, for
+    a one-line error after ``name:`` (``<stdin>`` for standard input); None for anything else."""
+    for start, what, tool in _SIGNATURES:
+        if not data.startswith(start) or (start == b"BZh" and not re.match(rb"BZh[1-9]1AY&SY", data)):
+            continue
+        if tool:
+            suffix = {"gunzip": ".gz", "bunzip2": ".bz2", "unxz": ".xz", "unzstd": ".zst"}[tool]
+            how = ("pipe it through " + tool if name == "<stdin>" else f"{tool} -k {shlex.quote(name)}"
+                   if Path(name).suffix.lower() == suffix else  # (gunzip leaves a name without its suffix alone)
+                   f"{tool} < {shlex.quote(name)} > {shlex.quote(str(Path(name).with_name('unpacked-' + Path(name).name)))}")
+            return f"{what}, not text: decompress it first ({how})"
+        if start == b"PK\x03\x04":
+            return f"{what}, not text: save the sheet as CSV UTF-8 or tab-delimited text, or unzip it first"
+        if start == b"7z\xbc\xaf\x27\x1c":
+            return f"{what}, not text: extract it first"
+        return f"{what}, not a text file"
+    return None
+
+
 def decode(data: bytes, name: str, fmt: str) -> str:
     """UTF-8 text of a file (a BOM is dropped); a binary or mis-encoded file is refused."""
+    kind = not_text(data, name)
+    if kind:
+        raise KdError(f"{name}: {kind}")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise KdError(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
     nul = data.find(b"\0")

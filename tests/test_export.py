@@ -584,6 +584,21 @@ def test_predict_file_missing_or_bad_is_refused_before_any_model_or_store_opens(
     assert not (tmp_path / "none.db").exists()
 
 
+def test_predict_of_an_image_or_a_compressed_file_names_what_it_is(tmp_path, error_line):
+    """A PNG given to kd predict was "not valid UTF-8 (byte 0x89): it reads as GBK/GB18030 ...: iconv
+    -f GB18030 -t UTF-8 shot.png > utf8-shot.png"; a gzip was "binary data", not "decompress it"."""
+    import gzip
+
+    shot = tmp_path / "shot.png"
+    shot.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    out = kd("predict", str(shot), "--artifact", str(tmp_path / "no-export"), ok=False)
+    assert error_line(out) == f"Error: {shot}: a PNG image, not a text file"
+    texts_gz = tmp_path / "texts.txt.gz"
+    texts_gz.write_bytes(gzip.compress("很好\n".encode()))
+    out = kd("predict", str(texts_gz), "--artifact", str(tmp_path / "no-export"), ok=False)
+    assert error_line(out) == f"Error: {texts_gz}: a gzip-compressed file, not text: decompress it first (gunzip -k {texts_gz})"
+
+
 def test_predict_input_in_gbk_names_the_encoding_as_kd_ingest_does(cnn_onnx, tmp_path, error_line):
     """A GBK file (what Excel and Notepad save on Chinese Windows) was told only "not valid UTF-8 ...:
     convert it to UTF-8 first", where kd ingest of the same file names GBK/GB18030 and the iconv

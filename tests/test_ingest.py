@@ -1589,6 +1589,32 @@ def test_a_db_that_is_a_folder_or_no_sqlite_file_is_named(invoke, write_file, tm
     assert invoke.json(["ingest", "train.tsv"], db=tmp_path / "empty.db")["added"] == 2
 
 
+def test_a_compressed_file_an_image_or_a_workbook_is_named_as_what_it_is(invoke, tmp_path, error_line):
+    """A gzip of a TSV was "line 1: field 0: binary data (NUL byte): not a text file", with no word of
+    decompressing it; kd pretrain --corpus and --classes read it so too."""
+    import gzip
+
+    from kdstore.pretrain import read_corpus
+
+    (tmp_path / "train.tsv.gz").write_bytes(gzip.compress(GOOD.encode()))
+    line = error_line(invoke(["ingest", str(tmp_path / "train.tsv.gz")], ok=False))
+    assert line == f"Error: {tmp_path / 'train.tsv.gz'}: a gzip-compressed file, not text: decompress it first (gunzip -k {tmp_path / 'train.tsv.gz'})"
+    assert not store_exists(invoke.db)
+    line = error_line(invoke(["ingest", "-"], input=gzip.compress(GOOD.encode()), ok=False))
+    assert line == "Error: <stdin>: a gzip-compressed file, not text: decompress it first (pipe it through gunzip)"
+    with pytest.raises(KdError, match=r"^gz.tsv: a gzip-compressed file, not text: decompress it first \(gunzip < gz.tsv > unpacked-gz.tsv\)$"):
+        parse(gzip.compress(GOOD.encode()), "gz.tsv", IngestOptions())
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+    with pytest.raises(KdError, match=r"^shot.tsv: a PNG image, not a text file$"):
+        parse(png, "shot.tsv", IngestOptions())
+    with pytest.raises(KdError, match=r"^book.csv: an Excel workbook \(or other zip file\), not text: "):
+        parse(b"PK\x03\x04\x14\x00\x06\x00" + bytes(100), "book.csv", IngestOptions())
+    (tmp_path / "news.txt.xz").write_bytes(b"\xfd7zXZ\x00\x00\x04" + bytes(40))
+    with pytest.raises(KdError, match=r"news.txt.xz: an xz-compressed file, not text: decompress it first \(unxz -k "):
+        read_corpus((str(tmp_path / "news.txt.xz"),))
+    assert parse(b"BZh is a text\tpos\n", "t.tsv", IngestOptions(text_col="0", label_col="1"))[0].text == "BZh is a text"
+
+
 def test_class_file_of_binary_data_and_export_to_dash_are_refused(invoke, write_file, tmp_path, error_line):
     write_file("train.tsv", GOOD)
     (tmp_path / "classes.bin").write_bytes(b"pos\n\x01\x02neg\n")

@@ -2467,6 +2467,22 @@ def test_undo_refusal_says_when_more_samples_were_touched_than_it_names(tmp_path
                     "'clean': undo those first (stage h/edit-1)")
 
 
+def test_import_of_a_compressed_sheet_or_an_image_is_not_called_gbk(tmp_path, error_line):
+    """A gzip of the sheet (or a screenshot given by mistake) was "line 1: not UTF-8 (byte 0x8b:
+    GBK/GB18030, as Excel saves CSV on Chinese Windows?)": it is neither text nor GBK."""
+    import gzip
+
+    db = _hand_made_detection(tmp_path / "kd.db", ["甲很好", "乙很好"])
+    sheet = tmp_path / "review.csv.gz"
+    sheet.write_bytes(gzip.compress(b"sample_id,decision\n1,drop\n"))
+    line = error_line(kd("labels", "import", "--run", "r", str(sheet), "--db", db, ok=False))
+    assert line == f"Error: {sheet}: a gzip-compressed file, not text: decompress it first (gunzip -k {sheet})"
+    shot = tmp_path / "review.png"
+    shot.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    assert error_line(kd("labels", "import", "--run", "r", str(shot), "--db", db, ok=False)) == f"Error: {shot}: a PNG image, not a text file"
+    assert _count(db, LabelEdit) == 0 and {i["status"] for i in _issues(db)} == {"open"}
+
+
 def test_import_of_a_sheet_whose_chinese_was_saved_as_question_marks_says_so(tmp_path, error_line):
     """Excel on a non-Chinese Windows saves a plain CSV with each Chinese character as '?': the refusal
     blamed another store or a number format, not the save."""
