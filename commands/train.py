@@ -457,7 +457,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
 def _warn_folds_from_a_teacher(store, cfg: TeachConfig, model: str) -> None:
     """``--folds K`` from a teacher of the store (``teach:RUN``, its folder or a fold model's) that learned
     training rows of this one: every fold starts from their labels, so its logits are not out-of-fold."""
-    from kdstore.teacher import resolve_model, teacher_at, training_rows, trained_on
+    from kdstore.teacher import learned_by, resolve_model, teacher_at, training_rows
 
     try:
         found = teacher_at(store, resolve_model(store, cfg.model))
@@ -466,8 +466,7 @@ def _warn_folds_from_a_teacher(store, cfg: TeachConfig, model: str) -> None:
     if found is None:
         return
     run, source, fold = found
-    learned = trained_on(store, source) if fold is None else {i for i, k in store.read_folds(source.id).items() if k != fold}
-    rows = {int(i) for i in training_rows(store, cfg, store.class_names())[0].ids} & learned
+    rows = {int(i) for i in training_rows(store, cfg, store.class_names())[0].ids} & learned_by(store, source, fold)
     if rows:
         _warn(f"--folds {cfg.folds} from --model {model}: run {run!r}'s teacher learned the labels of {len(rows)} of the rows "
               "these folds are to be blind to, so their logits are not out-of-fold (`kd labels detect` refuses them as "

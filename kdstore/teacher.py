@@ -297,7 +297,9 @@ def _damaged_bin(path, exc: BaseException) -> str | None:
     if not weights:
         return None
     name = weights[0].name
-    if weights[0].read_bytes()[:30].startswith(b"version https://git-lfs"):
+    with weights[0].open("rb") as f:  # (its start alone: a checkpoint may be gigabytes)
+        start = f.read(30)
+    if start.startswith(b"version https://git-lfs"):
         return f"{name} is a Git LFS pointer, not the file itself (fetch it: git lfs pull)"
     return (f"{name} ({weights[0].stat().st_size:,} bytes) is not a readable torch checkpoint: cut short (a copy or "
             "download that did not finish) or damaged; copy it again")
@@ -610,12 +612,17 @@ def learned_at_start(store: Store, stage) -> tuple[set[int], str | None]:
         run, source, fold = found
         visited.add(source.id)
         first = first or run
-        if fold is None:
-            seen |= trained_on(store, source)
-        else:  # fold k learned the rows of the other folds
-            seen |= {i for i, k in store.read_folds(source.id).items() if k != fold}
+        seen |= learned_by(store, source, fold)
         path = (source.config or {}).get("model_path")
     return seen, first
+
+
+def learned_by(store: Store, stage, fold: int | None) -> set[int]:
+    """The sample ids whose labels a teach stage's model learned: its training rows, or for ``fold`` k
+    of a ``--folds`` teacher the rows of the other folds."""
+    if fold is None:
+        return trained_on(store, stage)
+    return {i for i, k in store.read_folds(stage.id).items() if k != fold}
 
 
 def _param_groups(model, cfg: TeachConfig) -> list[dict]:
