@@ -154,8 +154,11 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         tag = f"layers@{speed_tag(float(served['speed']))}"
         held_out = next(((part, m[tag]) for part in ("dev", "test") if (m := stage["metrics"].get(part) or {}).get(tag) is not None), None)
         layers = f"{held_out[1]:.2f} on {held_out[0]}" if held_out is not None else f"{served.get('layers', 0):.2f}"
+        at = stage["metrics"][held_out[0]] if held_out is not None else {}
+        full, ran = at.get("flops@0"), at.get(tag.replace("layers@", "flops@"))
+        share = f", {ran / full:.0%} of the full model's FLOPs" if full and ran is not None else ""  # FastBERT's cost figure
         click.echo(f"  serving speed {served['speed']:g}{how}: mean exit layer {layers} of "
-                   f"{int(served.get('num_layers') or 0)} (kd report --run {run}: every speed's figures)")
+                   f"{int(served.get('num_layers') or 0)}{share} (kd report --run {run}: every speed's figures)")
         if held_out is not None:
             from kdstore.exit_speed import shares_line, stored_shares
 

@@ -52,9 +52,9 @@ from .outputs import as_judged, store_outputs
 from .probs import answers, softmax
 from .progress import progress
 from .runs import StageHandle
-from .speed import measure, speed_texts
+from .speed import measure, speed_rows
 from .store import Store
-from .students import ENCODER_TYPES
+from .students import ENCODER_TYPES, encoder_flops_config, mean_early_exit_flops
 from .schedules import check_lr
 from .textkey import text_list
 from .torchutil import StepLosses, adam_options, autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, to_device
@@ -791,21 +791,32 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     store_outputs(store, stage.id, everything, logits, names)
     speeds = tuple(sorted(set(SPEEDS) | {float(speed)}))
     judged = as_judged(store, stage.id, everything)  # the labels the stage read, as its other figures
+    flops_cfg = encoder_flops_config(model.config, len(names))  # (every layer-wise type is a BERT-layout encoder)
+
+    def mean_flops(texts: list[str], layers: np.ndarray, at: float) -> int:
+        lengths = encode_packed(tokenizer, texts, max_len=max_len).lengths
+        return mean_early_exit_flops(flops_cfg, lengths, layers, branch_dim=cfg.branch_dim, branches=at > 0)
+
     for split in ("dev", "test"):
         part = judged.of_split(split)
         if len(part):
             measured = measure_speeds(model, tokenizer, part.texts, speeds=speeds, max_len=max_len, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, repeats=cfg.timing_repeats, device=device)
             shares = exit_shares(measured[float(speed)]["layers"], model.num_layers)  # at the serving speed
+            # FastBERT's cost figure: FLOPs per text at each speed (its layers, the branches it passed, the head if reached)
+            flops = {} if flops_cfg is None else {f"flops@{speed_tag(s)}": mean_flops(part.texts, m["layers"], s) for s, m in measured.items()}
             store.add_metrics(stage.id, split, {**speed_metrics(measured, part.labels, names),
-                                                **share_metrics(shares)})
+                                                **share_metrics(shares), **flops})
     # CPU latency and throughput as every model stage has them, at the serving speed (the speed its
     # accuracy above is at, so `kd report --compare` sets like against like; 0 would be full depth)
     cpu = torch.device("cpu")
     model.to(cpu)
+    timed = speed_rows(everything)  # FLOPs over the texts timed, as every model stage's, at the serving speed
+    if flops_cfg is not None:
+        store.add_metrics(stage.id, "all", {"flops_per_sample": mean_flops([everything.texts[i] for i in timed], used[timed], speed)})
     store.add_metrics(stage.id, "all", measure(
         lambda texts, bs: early_exit_logits(model, tokenizer, texts, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty,
                                             batch_size=bs, device=cpu)[0],
-        speed_texts(everything),
+        [everything.texts[i] for i in timed],
     ))
     store.add_metrics(
         stage.id,

@@ -15,11 +15,16 @@ import numpy as np
 
 def speed_texts(samples, limit: int = 1000) -> list[str]:
     """The texts to time: test, else dev, else any samples (a ``SampleSet``)."""
+    return [samples.texts[i] for i in speed_rows(samples, limit)]
+
+
+def speed_rows(samples, limit: int = 1000) -> np.ndarray:
+    """The positions in ``samples`` of ``speed_texts``' texts."""
     for split in ("test", "dev"):
-        texts = [t for t, s in zip(samples.texts, samples.splits) if s == split]
-        if texts:
-            return texts[:limit]
-    return list(samples.texts[:limit])
+        rows = np.flatnonzero(np.asarray([s == split for s in samples.splits], dtype=bool))
+        if len(rows):
+            return rows[:limit]
+    return np.arange(min(len(samples.texts), limit))
 
 
 def measure(

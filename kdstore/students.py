@@ -455,15 +455,53 @@ def flops_per_sample(cfg: StudentConfig, length: int) -> int:
         convs = sum(2 * cfg.embed_dim * cfg.num_filters * k * (width - k + 1) for k in cfg.kernel_sizes)
         return convs + 2 * cfg.num_filters * len(cfg.kernel_sizes) * cfg.num_classes
     if cfg.kind == "transformer":
-        b = cfg.bert
-        h, inter, layers = b["hidden_size"], b["intermediate_size"], b["num_hidden_layers"]
-        per_layer = 2 * length * (4 * h * h + 2 * h * inter) + 2 * 2 * length * length * h
-        emb = b.get("embedding_size") or h  # ELECTRA's embeddings are projected to the hidden size
-        projection = 2 * length * emb * h if emb != h else 0
-        return projection + layers * per_layer + 2 * (h * h + h * cfg.num_classes)
+        return _encoder_flops(cfg.bert, length, cfg.bert["num_hidden_layers"]) + _head_flops(cfg)
     gates = 3 if cfg.kind == "bigru" else 4
     recurrent = 2 * gates * 2 * (cfg.embed_dim * cfg.hidden + cfg.hidden * cfg.hidden) * max(1, length)
     return recurrent + 2 * (2 * cfg.hidden * cfg.hidden + cfg.hidden * cfg.num_classes)
+
+
+def _encoder_flops(b: dict, length: int, layers: int) -> int:
+    """A BERT-layout encoder's first ``layers`` layers over ``length`` tokens (``b``: its configuration)."""
+    h, inter = b["hidden_size"], b["intermediate_size"]
+    per_layer = 2 * length * (4 * h * h + 2 * h * inter) + 2 * 2 * length * length * h
+    emb = b.get("embedding_size") or h  # ELECTRA's embeddings are projected to the hidden size
+    projection = 2 * length * emb * h if emb != h else 0
+    return projection + layers * per_layer
+
+
+def _head_flops(cfg: StudentConfig) -> int:
+    """A transformer's classification head: pooler (or the head's dense layer) and output layer."""
+    h = cfg.bert["hidden_size"]
+    return 2 * (h * h + h * cfg.num_classes)
+
+
+def early_exit_flops(cfg: StudentConfig, length: int, *, exit_layer: int, branch_dim: int, branches: bool = True) -> int:
+    """``flops_per_sample`` of an early-exit model (the transformer ``cfg`` with a FastBERT branch after
+    every layer but the last) for a text that leaves at ``exit_layer`` (1-based; the last layer: the
+    model's own head): the layers run, the branch after each of them that is not the last (its
+    projection to ``branch_dim`` and its output layer; pooling, like LayerNorm and softmax, counts
+    nothing) and the head only where the text reaches it. ``branches=False``: speed 0, which runs
+    no branch."""
+    layers = cfg.bert["num_hidden_layers"]
+    if not 1 <= exit_layer <= layers:
+        raise ValueError(f"exit_layer must be in 1..{layers}, got {exit_layer}")
+    h = cfg.bert["hidden_size"]
+    ran = min(exit_layer, layers - 1) if branches else 0
+    branch = 2 * (h * branch_dim + branch_dim * cfg.num_classes)
+    return _encoder_flops(cfg.bert, length, exit_layer) + ran * branch + (_head_flops(cfg) if exit_layer == layers else 0)
+
+
+def mean_early_exit_flops(cfg: StudentConfig, lengths, exit_layers, *, branch_dim: int, branches: bool = True) -> int:
+    """``early_exit_flops`` averaged over texts of ``lengths`` tokens leaving at ``exit_layers`` (0 for none)."""
+    pairs = list(zip((int(n) for n in lengths), (int(k) for k in exit_layers), strict=True))
+    if not pairs:
+        return 0
+    counts: dict[tuple[int, int], int] = {}
+    for pair in pairs:
+        counts[pair] = counts.get(pair, 0) + 1
+    total = sum(early_exit_flops(cfg, n, exit_layer=k, branch_dim=branch_dim, branches=branches) * c for (n, k), c in counts.items())
+    return round(total / len(pairs))
 
 
 # encoders whose layers flops_per_sample's transformer formula counts (and what early exit runs layer by layer)

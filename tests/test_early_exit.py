@@ -899,8 +899,12 @@ def test_the_distill_summary_names_the_serving_speed_and_the_mean_exit_layer(tra
     dev = {m.name: m.value for m in stored if m.split == "dev"}
     assert metrics["speed"] > 0.5  # every speed passes a 100-point budget: the fastest is served
     # the mean exit layer on dev, as the accuracies above it (over every sample it counted the train rows the branches learned)
+    tag = speed_tag(metrics["speed"])
+    flops = dev[f"flops@{tag}"] / dev["flops@0"]  # and what those exits cost, FastBERT's figure
+    assert flops < 1
     assert (f"  serving speed {metrics['speed']:g} (chosen on dev for --max-loss 100): mean exit layer "
-            f"{dev['layers@' + speed_tag(metrics['speed'])]:.2f} on dev of {LAYERS} (kd report --run r: every speed's figures)") in out
+            f"{dev['layers@' + tag]:.2f} on dev of {LAYERS}, {flops:.0%} of the full model's FLOPs "
+            f"(kd report --run r: every speed's figures)") in out
     # where the dev texts left at that speed (FastBERT's per-layer exits), stored and said
     shares = [dev[f"exit_share[{k}]"] for k in range(1, LAYERS + 1)]
     assert sum(shares) == pytest.approx(1.0) and f"exit_share[{LAYERS + 1}]" not in dev
@@ -908,7 +912,7 @@ def test_the_distill_summary_names_the_serving_speed_and_the_mean_exit_layer(tra
     assert f"  exits by layer on dev: {shares_line(shares)}\n" in out
     plain = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--speed", "0", "--name", "ee-said-0",
                "--db", db).output
-    assert f"  serving speed 0: mean exit layer {LAYERS:.2f} on dev of {LAYERS} (kd report" in plain
+    assert f"  serving speed 0: mean exit layer {LAYERS:.2f} on dev of {LAYERS}, 100% of the full model's FLOPs (kd report" in plain
     assert f"  exits by layer on dev: {LAYERS}: 100%\n" in plain
 
 
@@ -927,7 +931,8 @@ def test_the_distill_summary_without_dev_samples_names_the_mean_exit_layer_on_te
     stored = store.metrics(_stage(store, "ee-no-dev").id)
     test = {m.name: m.value for m in stored if m.split == "test"}
     assert not any(m.split == "dev" and m.name == "accuracy" for m in stored)
-    assert f"  serving speed 0.3: mean exit layer {test['layers@0.3']:.2f} on test of {LAYERS} (kd report" in out
+    assert (f"  serving speed 0.3: mean exit layer {test['layers@0.3']:.2f} on test of {LAYERS}, "
+            f"{test['flops@0.3'] / test['flops@0']:.0%} of the full model's FLOPs (kd report") in out
 
 
 def test_predict_while_an_overwrite_parks_the_early_exit_stage_is_one_line_naming_it(trained, tmp_path, monkeypatch):
@@ -1014,3 +1019,55 @@ def test_exit_shares_count_where_the_rows_left():
     assert exit_shares(np.array([], dtype=np.int64), 4) == [0.0] * 4 and stored_shares({}) == []
     with pytest.raises(ValueError, match="exit layers must be in 1..4, got 0..5"):
         exit_shares(np.array([0, 5]), 4)
+
+
+@pytest.mark.parametrize("kind", ["bert", "electra"])
+def test_early_exit_flops_are_what_torch_counts_for_the_layers_and_branches_run(kind):
+    """FastBERT's cost figure: a text that leaves at layer k costs k layers and the k branches it passed
+    (none at speed 0), plus the head only where it reaches the last layer; equal to
+    torch.utils.flop_counter's count of the serving loop, and at speed 0 to the teacher's own FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification
+
+    from kdstore.students import early_exit_flops, encoder_flops_config, flops_per_sample, mean_early_exit_flops
+
+    extra = {"embedding_size": 16} if kind == "electra" else {}
+    config = CONFIG_MAPPING[kind](vocab_size=40, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=40, num_labels=3, pad_token_id=0, **extra)
+    torch.manual_seed(0)
+    teacher = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
+    model = EarlyExitModel(teacher, branch_dim=24).eval()
+    cfg = encoder_flops_config(config, 3)
+    for length in (2, 7):
+        ids = torch.randint(1, 40, (1, length))
+        # speed 0: no branch, the teacher; a tiny speed: every branch, nobody leaves; 1.0: everybody leaves at layer 1
+        for speed, want_layer in ((0.0, 3), (1e-9, 3), (1.0, 1)):
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                _, layers = predict_logits(model, ids, torch.ones_like(ids), speed=speed)
+            assert int(layers[0]) == want_layer
+            said = early_exit_flops(cfg, length, exit_layer=want_layer, branch_dim=24, branches=speed > 0)
+            assert said == counter.get_total_flops(), (kind, length, speed)
+        assert early_exit_flops(cfg, length, exit_layer=3, branch_dim=24, branches=False) == flops_per_sample(cfg, length)
+    assert mean_early_exit_flops(cfg, [4, 6], [1, 3], branch_dim=24) == round(
+        (early_exit_flops(cfg, 4, exit_layer=1, branch_dim=24) + early_exit_flops(cfg, 6, exit_layer=3, branch_dim=24)) / 2)
+    assert mean_early_exit_flops(cfg, [], [], branch_dim=24) == 0
+    with pytest.raises(ValueError, match="exit_layer must be in 1..3, got 4"):
+        early_exit_flops(cfg, 4, exit_layer=4, branch_dim=24)
+
+
+def test_the_stage_stores_flops_per_speed_and_at_the_serving_speed(trained):
+    """flops@S per split falls as the speed rises (fewer layers), flops@0 is the teacher's, and the stage's
+    flops_per_sample (what `kd report --compare` sets beside the students') is the serving speed's over the
+    texts timed (test here), as the teacher's is at full depth."""
+    store = trained["store"]
+    final: dict[str, dict[str, float]] = {}
+    for m in store.metrics(_stage(store, "early-exit").id):
+        final.setdefault(m.split, {})[m.name] = m.value
+    teacher = {m.name: m.value for m in store.metrics(_stage(store, "teach").id) if m.split == "all"}
+    for split in ("dev", "test"):
+        f = final[split]
+        assert f["flops@0"] >= f["flops@0.1"] >= f["flops@0.8"] > 0
+        if f["layers@0.8"] < LAYERS:
+            assert f["flops@0.8"] < f["flops@0"]
+    assert final["test"]["flops@0"] == teacher["flops_per_sample"]  # both over the test texts, at full depth
+    assert final["all"]["flops_per_sample"] == final["test"]["flops@0.3"]  # the serving speed of the fixture
