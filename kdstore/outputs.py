@@ -14,6 +14,7 @@ from . import vectors
 from .errors import KdError
 from .metrics import classification_metrics
 from .probs import softmax
+from .progress import progress
 from .schema import LabelEdit, Logit, Prediction, Sample, Stage
 from .store import ID_CHUNK, SampleSet, Store, bulk_insert, chunks
 
@@ -106,12 +107,21 @@ def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np
         probs = softmax(logits)
         ids = sample_ids.tolist()
         stage = repeat(int(stage_id))
-        bulk_insert(conn, Logit.__table__, ("stage_id", "sample_id", "vector"), list(zip(stage, ids, vectors.encode_rows(logits))))
-        bulk_insert(
-            conn, Prediction.__table__, ("stage_id", "sample_id", "label_id", "confidence"),
-            list(zip(repeat(int(stage_id)), ids, probs.argmax(1).tolist(), probs.max(1).astype(float).tolist())),
-        )
+        # a large store's scores take seconds to write (400k samples: 3-8 s), said by a bar unless one is drawing already
+        with progress(disable=len(ids) < SCORES_BAR_ROWS) as bar:
+            task = bar.add_task("storing scores", total=2 * len(ids), unit="rows")
+            step = lambda n: bar.advance(task, n)  # noqa: E731
+            bulk_insert(conn, Logit.__table__, ("stage_id", "sample_id", "vector"), list(zip(stage, ids, vectors.encode_rows(logits))),
+                        on_chunk=step)
+            bulk_insert(
+                conn, Prediction.__table__, ("stage_id", "sample_id", "label_id", "confidence"),
+                list(zip(repeat(int(stage_id)), ids, probs.argmax(1).tolist(), probs.max(1).astype(float).tolist())),
+                on_chunk=step,
+            )
     return len(ids)
+
+
+SCORES_BAR_ROWS = 50_000  # samples whose scores write_scores shows a bar for (fewer: well under a second)
 
 
 def store_split_metrics(store: Store, stage_id: int, samples: SampleSet, logits: np.ndarray, names: list[str]) -> dict:

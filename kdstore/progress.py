@@ -51,6 +51,7 @@ class EtaColumn(TimeRemainingColumn):
 
 
 _SILENCED = [0]  # how many ``silenced()`` blocks are open
+_LIVE = [0]  # how many bars are drawing now
 
 
 @contextmanager
@@ -90,7 +91,8 @@ def progress(*, extra: str = "", disable: bool = False, redirect_stdout: bool = 
     return LoggedProgress(
         *columns,
         console=console,
-        disable=disable or no_progress(),
+        # one bar at a time: a bar opened inside another (storing the scores a scoring bar counts) drew over it
+        disable=disable or no_progress() or bool(_LIVE[0]),
         transient=False,
         redirect_stdout=redirect_stdout,
     )
@@ -108,6 +110,19 @@ class LoggedProgress(Progress):
     def __init__(self, *columns, **kwargs):
         super().__init__(*columns, **kwargs)
         self._logged_at = time.monotonic()
+        self._counted = False
+
+    def start(self) -> None:
+        super().start()
+        if not self.disable and not self._counted:
+            self._counted = True
+            _LIVE[0] += 1
+
+    def stop(self) -> None:
+        super().stop()
+        if self._counted:
+            self._counted = False
+            _LIVE[0] -= 1
 
     def update(self, task_id, **kwargs) -> None:
         super().update(task_id, **kwargs)

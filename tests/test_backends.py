@@ -238,6 +238,44 @@ def test_a_store_path_is_the_file_it_names(invoke, write_file, tmp_path, error_l
         f"Error: no run 'nope' in sqlite:///{db}: `kd runs` lists the runs")
 
 
+def test_storing_a_large_stores_scores_shows_a_bar_but_not_inside_another(db, invoke, write_file, monkeypatch, capsys):
+    """400,000 samples' logits and predictions took 3-8 s to write with nothing on screen after the scoring
+    bar ended: a write of many rows shows its own bar, counting both tables' rows; inside another bar (kd
+    teach --logits-only stores each scored chunk under its scoring bar) it draws none over it."""
+    import kdstore.outputs as ko
+    import kdstore.progress as kp
+    from kdstore.runs import stage_scope
+
+    write_file("train.tsv", "pos\t一\nneg\t二\npos\t三\nneg\t四\n")
+    invoke(["ingest", "train.tsv"])
+    monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(ko, "SCORES_BAR_ROWS", 2)
+    store = Store.open(db, create=False)
+    try:
+        ids = store.samples().ids
+        logits = np.arange(8, dtype=np.float32).reshape(4, 2)
+        with stage_scope(store, run="s", kind="teach", config={}) as stage:
+            capsys.readouterr()
+            ko.write_scores(store, stage.id, ids[:1], logits[:1])  # under the threshold: no bar
+            assert "storing scores" not in capsys.readouterr().err
+            ko.write_scores(store, stage.id, ids[1:], logits[1:])
+            lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("storing scores")]
+            assert len(lines) == 1 and "6/6" in lines[0], lines
+        with stage_scope(store, run="t", kind="teach", config={}) as stage:
+            with kp.progress() as outer:
+                outer.advance(outer.add_task("logits", total=4, unit="samples"), 4)
+                ko.write_scores(store, stage.id, ids, logits)
+            err = capsys.readouterr().err
+            assert "storing scores" not in err and "logits" in err
+            assert kp._LIVE == [0]  # every bar counted out again
+            with kp.progress():  # and a bar after them draws
+                pass
+            assert not kp.progress().disable
+        assert np.array_equal(store.read_logits(stage.id)[1], logits)
+    finally:
+        store.close()
+
+
 def test_scores_of_what_another_process_scored_meanwhile_are_left_out(db, invoke, write_file):
     """Two processes filling in a teacher's missing logits (two distills with --augment, or one and
     `kd teach --logits-only`) both list the same samples: the second writes only what the first did
