@@ -220,8 +220,8 @@ def _print_tsv(items: list[dict], *, labeled: bool) -> None:
     """A ``label<TAB>text`` header and lines (``text`` alone for the unlabeled pool), in blocks. The
     header makes ``kd ingest`` read the columns by name: without it a first text or label that is a
     column word (``query``, ``text``) would be taken for a header and lost. A text that starts with a
-    quote is written in quotes (``_tsv_cell``); every other character of a text is written as it is:
-    the texts ``kd ingest`` reads back are the ones stored."""
+    quote is written in quotes (``_tsv_cell``); a tab or line break as a space (with a warning), every
+    other character of a text as it is: the texts ``kd ingest`` reads back are the ones stored."""
     changed, block = 0, ["label\ttext" if labeled else "text"]
     for it in items:
         text = it["text"].translate(CELL_BREAKS)

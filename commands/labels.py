@@ -8,7 +8,9 @@ import click
 
 from kdstore import labels as lab
 from kdstore import noise
+from kdstore.errors import KdError
 from kdstore.jsonl import has_surrogate
+from kdstore.names import resolve_run_id
 from kdstore.runs import check_stage_free, sha256_path, stage_scope
 from kdstore.schema import iso_utc
 
@@ -56,7 +58,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     cfg = lab.DetectConfig(
         teacher_run=teacher_run, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         combine=combine, filter_by=filter_by, frac_noise=frac_noise, quality_method=quality_method,
-        student_votes=tuple(student_votes), tfidf_member=tfidf_member, allow_in_sample=allow_in_sample,
+        student_votes=tuple(_vote_run_resolved(v) for v in student_votes), tfidf_member=tfidf_member, allow_in_sample=allow_in_sample,
         calibrate=calibrate,
     )
     cfg.validate()  # a wrong option before the store is opened
@@ -72,6 +74,20 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     else:
         shown = f"; `kd labels show --run {run}` lists {'it' if n == 1 else 'them'}" if n else ""  # (nothing to list)
         click.echo(f"run {run}: {counted(n, 'likely wrong label')} flagged{shown}")
+
+
+def _vote_run_resolved(value: str) -> str:
+    """``RUN:STAGE`` of --student-votes with RUN as --run takes it (``${time}`` is today), as the stage
+    records it: recorded as typed, the detection's config (and the `kd labels detect` its warnings
+    suggest) named whichever day it was read on. A RUN that is empty or no run id is left to the
+    detection's own one-line error."""
+    run, colon, stage = value.partition(":")
+    if not colon or not run.strip():
+        return value
+    try:
+        return f"{resolve_run_id(run)}:{stage}"
+    except KdError:
+        return value
 
 
 @labels.command()

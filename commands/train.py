@@ -32,7 +32,7 @@ from kdstore.store import label_id_note
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES, pick_device
 
-from .common import FLOAT, KdPath, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
+from .common import FLOAT, KdPath, _file_note, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
 
 
 def _device_option(f):
@@ -369,8 +369,9 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
     if logits_only:
         unused = _options_given(("model", "epochs", "lr", "max_len", "warmup", "patience", "layer_decay", "class_weight", "where", "splits", "labels", "folds", "seed", "overwrite"))
         unused = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in unused]  # (the options' names, not their parameters')
-        if unused:
-            raise click.UsageError(f"{', '.join(unused)}: --logits-only scores with the run's teacher as it was trained (at its --max-len)")
+        if unused:  # (a config file's logits-only, never typed, is named with the file)
+            raise click.UsageError(f"{', '.join(unused)}: --logits-only scores with the run's teacher as it was trained (at its --max-len)"
+                                   + _file_note(click.get_current_context(), "--logits-only"))
         if batch_size < 1:  # (a negative one scored nothing and stored zero logits)
             raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     elif where and where.strip():  # (an empty one is TeachConfig.validate's to refuse)

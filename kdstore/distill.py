@@ -141,7 +141,7 @@ class DistillConfig:
                           "samples are used (only those every teacher scored); leave that --teacher-run out instead")
         bad = [m for m in self.augment if m not in METHODS]
         if bad:
-            raise KdError(f"unknown augmentation method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}")
+            raise KdError(f"--augment: unknown augmentation method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}")
         if self.augment and self.augment_n < 1:
             raise KdError("--augment-n must be at least 1")
         if self.augment and self.augment_n > MAX_AUGMENT_N:  # (a typo of 10**20 ran its passes for ever, never writing a text)

@@ -379,8 +379,9 @@ def _parse_delimited(
     for line, fields in body:
         if len(fields) != width:
             raise KdError(f"{name}: line {line}: expected {width} fields, found {len(fields)} (ragged row){_bare_cr(rows)}")
-        if header is not None and [f.strip() for f in fields] == header:
-            # (files joined with `cat`, each with its header): it was a sample, its label a class 'label'
+        if header is not None and width > 1 and [f.strip() for f in fields] == header:
+            # (files joined with `cat`, each with its header): it was a sample, its label a class 'label'.
+            # One column equal to its header is a text (a pool's "text", which `kd samples --tsv` writes under it)
             raise KdError(f"{name}: line {line}: field {text_name!r}: the header row again (files joined with `cat`?): "
                           f"remove it (`tail -n +2` drops a file's header)")
         text = fields[text_i].strip()

@@ -434,6 +434,7 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
     and ``(run, stage)``. ``name``: a stage of ``run``, or ``RUN:STAGE`` for another run's."""
     if not name.split(":", 1)[-1].strip():  # (`--student-votes "$STAGE"` or "r:$STAGE" with STAGE unset: "no '' stage")
         raise KdError(f"--student-votes {name!r}: the stage is empty: name a distill stage (STAGE of --run, or RUN:STAGE)")
+    given = None
     if ":" in name:
         given, (run, name) = name, name.split(":", 1)
         if not run.strip():  # (`--student-votes "$RUN:votes"` with RUN unset: not the run named default, as for --run)
@@ -442,7 +443,12 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
     elif not store.run_exists(run):  # (a detection in a new run, of another run's students: "no run" named no fix)
         raise KdError(f"--student-votes {name!r}: a stage of --run {run!r}, which is not in the store yet: "
                       f"name another run's stage as RUN:STAGE")
-    stage = store.find_stage(run, name)
+    try:
+        stage = store.find_stage(run, name)
+    except KdError as exc:
+        if given is None:  # (STAGE alone: the error names it, and so a config file's value)
+            raise
+        raise KdError(f"--student-votes {given!r}: {exc}") from None  # (it named the run alone: no option, no file)
     if stage.kind != "distill":
         raise KdError(f"--student-votes takes distill stages; {name!r} is a {stage.kind} stage")
     names = store.class_names()

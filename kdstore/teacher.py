@@ -93,7 +93,10 @@ def resolve_model(store: Store, name: str) -> str:
         kind, run = name.split(":", 1)
         if not run.strip():  # (resolve_run_id would take it for the run named default)
             raise KdError(f"--model {name}: name the run after '{kind}:' (e.g. {kind}:r1)")
-        stage = store.find_stage(resolve_run_id(run), kind)
+        try:
+            stage = store.find_stage(resolve_run_id(run), kind)
+        except KdError as exc:  # (the option named: a config file's model, never typed, is then named with the file)
+            raise KdError(f"--model {name}: {exc}") from None
         if kind == "teach" and fold_count(stage.config):
             raise KdError(f"the teacher of run {run!r} is {stage.config['folds']} fold models (--folds): start from "
                           f"one of them, {stage.artifact_path}/fold-0, or from a teacher trained without --folds")

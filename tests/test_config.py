@@ -137,7 +137,7 @@ def test_a_toml_array_gives_a_comma_separated_option(other_db, invoke, write_fil
     "['mask', 'pos']", which no method is called)."""
     write_file("kd.toml", 'db = "other.db"\n[distill]\naugment = ["mask", "nope"]\nkernel_sizes = [2, 3]\n')
     line = error_line(invoke(["distill", "--run", "c"], db=None, ok=False))
-    assert "unknown augmentation method(s) nope" in line and "[" not in line
+    assert "unknown augmentation method(s) nope:" in line and "'nope']" not in line
     write_file("kd.toml", 'db = "other.db"\n[distill]\naugment = [1.5]\n')
     assert "kd.toml: [distill] augment = [1.5]: expected a string" in error_line(invoke(["distill", "--run", "c"], db=None, ok=False))
 
@@ -672,3 +672,32 @@ def test_an_array_of_tables_or_a_key_named_after_a_command_is_refused_naming_the
     write_file("kd.toml", 'db = "other.db"\n[classes]\nexport = "ids.txt"\n')
     invoke(["classes"], db=None)
     assert (other_db.parent / "ids.txt").is_file()
+
+
+def test_an_error_about_a_files_augment_or_model_names_the_file(other_db, invoke, write_file, error_line, counts):
+    """A file's `augment = "mask,synonym"` and `model = "pretrain:nosuch"` were refused naming neither an option
+    nor the file ("unknown augmentation method(s) synonym", "no run 'nosuch' in ..."): a user who typed neither
+    was left to guess where they came from. Typed, they name no file."""
+    before = counts(str(other_db))
+    write_file("kd.toml", 'db = "other.db"\n[distill]\naugment = "mask,synonym"\n')
+    assert error_line(invoke(["distill", "--run", "c"], db=None, ok=False)) == (
+        'Error: --augment: unknown augmentation method(s) synonym: choose from mask, pos, ngram '
+        '(kd.toml: [distill] augment = "mask,synonym")')
+    assert error_line(invoke(["distill", "--run", "c", "--augment", "synonym"], db=None, ok=False)) == (
+        "Error: --augment: unknown augmentation method(s) synonym: choose from mask, pos, ngram")
+    write_file("kd.toml", 'db = "other.db"\n[teach]\nmodel = "pretrain:nosuch"\n')
+    line = error_line(invoke(["teach", "--run", "c"], db=None, ok=False))
+    assert line.startswith("Error: --model pretrain:nosuch: no run 'nosuch' in ") and line.endswith(
+        '(kd.toml: [teach] model = "pretrain:nosuch")'), line
+    assert counts(str(other_db)) == before
+
+
+def test_a_files_logits_only_is_named_when_it_refuses_typed_training_options(other_db, invoke, write_file):
+    """`[teach] logits-only = true` refused a typed `--model M --epochs 1` with "--model, --epochs: --logits-only
+    scores with the run's teacher ...", naming no file: the user never typed --logits-only."""
+    write_file("kd.toml", 'db = "other.db"\n[teach]\nlogits-only = true\n')
+    assert invoke(["teach", "--run", "c", "--model", "m", "--epochs", "1"], db=None, ok=False).stderr.splitlines()[-1] == (
+        "Error: --model, --epochs: --logits-only scores with the run's teacher as it was trained (at its --max-len) "
+        "(kd.toml: [teach] logits-only = true)")
+    assert invoke(["teach", "--run", "c", "--logits-only", "--epochs", "1"], db=None, ok=False).stderr.splitlines()[-1] == (
+        "Error: --epochs: --logits-only scores with the run's teacher as it was trained (at its --max-len)")

@@ -1393,6 +1393,20 @@ def test_a_quoted_tilde_on_the_command_line_is_the_home_folder(invoke, write_fil
     assert not (tmp_path / "~").exists()
 
 
+def test_a_pool_text_that_is_its_column_name_round_trips_through_samples_tsv(invoke, write_file, tmp_path):
+    """A pool text that is a column word (a query log's "text") was ingested from a headerless file, but
+    ``kd samples --split unlabeled --limit 0 --tsv``, which writes a ``text`` header, made a file
+    ``kd ingest`` refused ("the header row again"): one column equal to its header is a text, while
+    a whole row of several equal to the header stays refused."""
+    write_file("pool.txt", "好吃\ntext\n一般\n")
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    out = invoke(["samples", "--split", "unlabeled", "--limit", "0", "--tsv"]).stdout
+    assert out == "text\n好吃\ntext\n一般\n"
+    (tmp_path / "out.tsv").write_text(out, encoding="utf-8")
+    back = invoke.json(["ingest", str(tmp_path / "out.tsv"), "--split", "unlabeled"], db=tmp_path / "other.db")
+    assert back["added"] == 3
+
+
 def test_samples_tsv_round_trips_through_ingest(invoke, write_file, tmp_path):
     """``kd samples --split train --limit 0 --tsv`` writes what ``kd ingest`` reads back: current
     labels, dropped samples left out, a text's tab or line break as a space."""

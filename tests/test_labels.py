@@ -1294,6 +1294,25 @@ def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db
     assert [(s.id, s.name, s.status) for s in store.stages_of("t3")] == stages  # no failed detect stage
 
 
+def test_student_votes_of_today_are_recorded_as_the_run_they_named(db, error_line):
+    """`--student-votes '${time}:votes'` (a config file's `student-votes = "${time}:votes"`) was recorded as
+    written: the detection's config named whichever day it is read on, and the `kd labels detect` its
+    warnings suggest had an unquoted ${time}, which a shell replaces with nothing."""
+    import datetime as dt
+
+    today = dt.date.today().strftime("%Y%m%d")
+    kd("distill", "--run", today, "--teacher-run", "r", "--folds", "2", "--name", "votes", "--epochs", "1", "--embed-dim", "8",
+       "--num-filters", "4", "--max-len", "32", "--db", db)
+    kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--student-votes", "${time}:votes", "--method", "cleanlab,ensemble",
+       "--db", db)
+    assert _open(db).find_stage("r2", "detect").config["student_votes"] == [f"{today}:votes"]
+    # RUN:STAGE naming no run, from a config file: the option and the file are named ("no run 'nosuch'" named neither)
+    Path("kd.toml").write_text('[labels.detect]\nstudent-votes = "nosuch:votes"\nmethod = "cleanlab,ensemble"\n', encoding="utf-8")
+    line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
+    assert line.startswith("Error: --student-votes 'nosuch:votes': no run 'nosuch' in ") and line.endswith(
+        '(kd.toml: [labels.detect] student-votes = "nosuch:votes")'), line
+
+
 def _recipe_source(store: Store) -> str:
     """The source of the store's augmented samples (one recipe in these tests)."""
     with store.engine.connect() as conn:
