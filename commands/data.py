@@ -234,7 +234,7 @@ def _print_tsv(items: list[dict], *, labeled: bool) -> None:
     if block:
         click.echo("\n".join(block), color=True)
     if changed:
-        click.echo(f"warning: {changed} texts had tabs or line breaks, written as spaces", err=True)
+        click.echo(f"warning: {counted(changed, 'text')} had tabs or line breaks, written as spaces", err=True)
 
 
 def _tsv_cell(value: str) -> str:

@@ -1416,7 +1416,7 @@ def test_samples_tsv_round_trips_through_ingest(invoke, write_file, tmp_path):
     invoke(["labels", "set", "--run", "fix", f"{ids[2]}=neg", f"{ids[0]}=drop"])
     result = invoke(["samples", "--split", "train", "--limit", "0", "--tsv"])
     assert result.stdout == "label\ttext\nneg\t太 难 吃\nneg\t一般\n"
-    assert "1 texts had tabs or line breaks" in result.stderr
+    assert "1 text had tabs or line breaks" in result.stderr
     (tmp_path / "out.tsv").write_text(result.stdout, encoding="utf-8")
     other = tmp_path / "other.db"
     back = invoke.json(["ingest", str(tmp_path / "out.tsv")], db=other)
