@@ -107,7 +107,7 @@ def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np
         probs = softmax(logits)
         ids = sample_ids.tolist()
         stage = repeat(int(stage_id))
-        # a large store's scores take seconds to write (400k samples: 3-8 s), said by a bar unless one is drawing already
+        # a large store's scores take seconds to write (400k samples: 3-8 s), said by a bar (a row of one drawing already)
         with progress(disable=len(ids) < SCORES_BAR_ROWS) as bar:
             task = bar.add_task("storing scores", total=2 * len(ids), unit="rows")
             step = lambda n: bar.advance(task, n)  # noqa: E731

@@ -51,7 +51,7 @@ class EtaColumn(TimeRemainingColumn):
 
 
 _SILENCED = [0]  # how many ``silenced()`` blocks are open
-_LIVE = [0]  # how many bars are drawing now
+_LIVE: list["LoggedProgress"] = []  # the bars drawing now (at most one: a bar opened inside it is rows of it)
 
 
 @contextmanager
@@ -73,7 +73,14 @@ def no_progress() -> bool:
 
 def progress(*, extra: str = "", disable: bool = False, redirect_stdout: bool = True) -> Progress:
     """A progress bar: description, bar, done/total, rate, elapsed, ETA and an optional extra field.
-    ``redirect_stdout``: rich's (standard output printed above the bar; false where it is a file)."""
+    ``redirect_stdout``: rich's (standard output printed above the bar; false where it is a file).
+    Opened while another bar draws, its tasks are rows of that one while it is open (``extra`` and
+    ``redirect_stdout`` are then the other's)."""
+    disable = disable or no_progress()
+    if not disable and _LIVE:
+        # one display at a time: two drew over each other, and a bar opened inside another that drew nothing
+        # hid minutes of work (a training bar standing still while each epoch's dev split was scored)
+        return _Rows(_LIVE[-1])
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -84,18 +91,69 @@ def progress(*, extra: str = "", disable: bool = False, redirect_stdout: bool = 
         EtaColumn(),
     ]
     if extra:
-        columns.append(TextColumn(extra))
+        columns.append(_FieldsColumn(extra))
     console = Console(stderr=True)
     if not console.is_terminal:  # a log file or pipe: at rich's 80 columns a long bar's counts and rate were cut ("150000/150…")
         console.width = max(console.width, NON_TERMINAL_WIDTH)
     return LoggedProgress(
         *columns,
         console=console,
-        # one bar at a time: a bar opened inside another (storing the scores a scoring bar counts) drew over it
-        disable=disable or no_progress() or bool(_LIVE[0]),
+        disable=disable,
         transient=False,
         redirect_stdout=redirect_stdout,
     )
+
+
+class _FieldsColumn(TextColumn):
+    """``TextColumn`` of a task field (``loss {task.fields[loss]}``): empty for a row without it (a bar
+    opened inside a training bar)."""
+
+    def render(self, task) -> Text:
+        try:
+            return super().render(task)
+        except KeyError:
+            return Text("")
+
+
+class _Rows:
+    """A bar opened while ``outer`` draws: its tasks are rows of ``outer`` until it is closed."""
+
+    disable = False
+
+    def __init__(self, outer: "LoggedProgress"):
+        self._outer, self._ids = outer, []
+
+    def __enter__(self) -> "_Rows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        for task_id in self._ids:
+            try:
+                self._outer.remove_task(task_id)
+            except KeyError:
+                pass
+        self._ids.clear()
+
+    @property
+    def tasks(self) -> list:
+        return [t for t in self._outer.tasks if t.id in self._ids]
+
+    def add_task(self, description: str, **kwargs):
+        task_id = self._outer.add_task(description, **kwargs)
+        self._ids.append(task_id)
+        return task_id
+
+    def update(self, task_id, **kwargs) -> None:
+        self._outer.update(task_id, **kwargs)
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        self._outer.advance(task_id, advance)
 
 
 NON_TERMINAL_WIDTH = 200  # the columns of a bar written to a file or pipe: room for every field, none padded
@@ -110,19 +168,18 @@ class LoggedProgress(Progress):
     def __init__(self, *columns, **kwargs):
         super().__init__(*columns, **kwargs)
         self._logged_at = time.monotonic()
-        self._counted = False
 
     def start(self) -> None:
         super().start()
-        if not self.disable and not self._counted:
-            self._counted = True
-            _LIVE[0] += 1
+        if not self.disable and self not in _LIVE:
+            _LIVE.append(self)
 
     def stop(self) -> None:
-        super().stop()
-        if self._counted:
-            self._counted = False
-            _LIVE[0] -= 1
+        try:
+            super().stop()
+        finally:  # (a bar left counted as drawing turned every later one into rows of it)
+            if self in _LIVE:
+                _LIVE.remove(self)
 
     def update(self, task_id, **kwargs) -> None:
         super().update(task_id, **kwargs)

@@ -3293,3 +3293,26 @@ def test_report_says_when_a_predict_stages_teacher_was_replaced_since(taught_sto
     assert any(line.startswith("  model: teach (replaced since: these figures are of the model it replaced") for line in lines[at:at + 4]), lines
     kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--overwrite", "--db", db)
     assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout  # measured anew
+
+
+def test_a_bar_inside_a_training_bar_is_shown_as_a_row_of_it(tiny_model, tmp_path, monkeypatch):
+    """Each epoch's dev scoring (minutes for a large dev split on a CPU) ran inside the training bar, and
+    a bar opened inside another drew nothing: the training bar stood still with no sign of the work.
+    The inner bar is a row of the outer one while it runs (its lines logged on a non-terminal)."""
+    import random
+
+    import kdstore.progress as kp
+    from synthetic import labeled_rows
+
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(3)
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", labeled_rows(rng, 8))), "--split", "train", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "dev.tsv", labeled_rows(rng, 300))), "--split", "dev", "--db", db)
+    monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(kp, "LOG_EVERY_S", 0.0)  # a bar on a non-terminal logs a line as it goes
+    err = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db).stderr
+    dev = [line for line in err.splitlines() if line.startswith("dev ")]
+    assert dev and dev[0].split()[1] == "256/300", err  # the dev scoring's row, logged as it went (a batch of 256 scored)
+    assert any(line.startswith("teach ") for line in err.splitlines())
+    assert kp._LIVE == []
