@@ -105,7 +105,10 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-learning-curve.png", plt))
         for split in ("test", "dev"):
             m = stage["metrics"].get(split, {})
-            points = sorted((float(k.group(1)), v, *_exit_speedups(m, k.group(1))) for k, v in ((_SPEED.match(n), v) for n, v in m.items()) if k)
+            tags = [k.group(1) for k in map(_SPEED.match, m) if k]
+            # one unit for every point: FLOPs where each speed has them (FastBERT's), else layers run
+            steady = next((f for f in ("flops", "layers") if all(m.get(f"{f}@{t}") for t in ("0", *tags))), None)
+            points = sorted((float(k.group(1)), v, *_exit_speedups(m, k.group(1), steady)) for k, v in ((_SPEED.match(n), v) for n, v in m.items()) if k)
             if points:
                 fig, ax = plt.subplots(figsize=(5, 3.5))
                 by_layers = all(p[2] is not None for p in points)  # steady; the wall clock is where it is not on record
@@ -113,7 +116,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                 ax.plot(xs, [100 * p[1] for p in points], marker="o")
                 for (x, acc), label in _exit_labels(xs, points, by_layers).items():
                     ax.annotate(label, (x, 100 * acc), fontsize=8)
-                ax.set_xlabel("layers at speed 0 / mean layers run" if by_layers else "wall-clock speedup over speed 0 (every layer)")
+                ax.set_xlabel("FLOPs at speed 0 / FLOPs at the speed" if by_layers and steady == "flops" else
+                              "layers at speed 0 / mean layers run" if by_layers else "wall-clock speedup over speed 0 (every layer)")
                 ax.set_ylabel(f"{split} accuracy (%)")
                 ax.set_title(f"{stage['name']}: early exit")
                 written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-early-exit-{split}.png", plt))
@@ -197,11 +201,12 @@ def _exit_labels(xs: list[float], points: list[tuple], by_layers: bool) -> dict[
     return labels
 
 
-def _exit_speedups(metrics: dict[str, float], speed: str) -> tuple[float | None, float | None]:
-    """An early-exit speed's speedup in layers (those run at speed 0 over the mean run at it: what the
-    wall clock approaches on an idle machine, without its noise) and on the wall clock, each None
-    where not recorded."""
-    full, run = metrics.get("layers@0"), metrics.get(f"layers@{speed}")
+def _exit_speedups(metrics: dict[str, float], speed: str, steady: str | None = "layers") -> tuple[float | None, float | None]:
+    """An early-exit speed's steady speedup in ``steady`` (``flops``: FastBERT's, those at speed 0
+    over those at it, the branches' cost counted; ``layers``: those run at speed 0 over the mean run
+    at it; either is what the wall clock approaches on an idle machine, without its noise) and on
+    the wall clock, each None where not recorded."""
+    full, run = (metrics.get(f"{steady}@0"), metrics.get(f"{steady}@{speed}")) if steady else (None, None)
     return (full / run if full and run else None), metrics.get(f"speedup@{speed}")
 
 

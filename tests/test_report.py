@@ -141,6 +141,22 @@ def test_an_early_exit_chart_takes_every_stored_speed(tmp_path, monkeypatch):
     metrics["test"].update({"layers@0": 12.0, "layers@1e-05": 12.0, "layers@0.5": 4.0})
     plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": "ee", "metrics": metrics}]}, tmp_path)
     assert seen == [(1.0, 1.0, 3.0)]
+    # with FLOPs on record, FastBERT's figure: the branches' cost counted (speed 1e-05 runs every layer and branch)
+    seen.clear()
+    metrics["test"].update({"flops@0": 1200.0, "flops@1e-05": 1250.0, "flops@0.5": 500.0})
+    labels = []
+
+    def save_label(fig, path, plt):
+        labels.extend(ax.get_xlabel() for ax in fig.axes)
+        return save(fig, path, plt)
+
+    monkeypatch.setattr(plots, "_save", save_label)
+    plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": "ee", "metrics": metrics}]}, tmp_path)
+    assert seen == [(1.0, 0.96, 2.4)] and labels == ["FLOPs at speed 0 / FLOPs at the speed"]
+    del metrics["test"]["flops@0.5"]  # one speed without: every point in layers, as the axis says
+    seen.clear(), labels.clear()
+    plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": "ee", "metrics": metrics}]}, tmp_path)
+    assert seen == [(1.0, 1.0, 3.0)] and labels == ["layers at speed 0 / mean layers run"]
 
 
 def test_early_exit_speeds_on_one_point_share_one_label(tmp_path, monkeypatch):
