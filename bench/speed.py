@@ -456,8 +456,8 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
             f"speedup = median time at speed 0 / median time at speed S. The store columns are what `kd distill` recorded on its "
             f"{cfg['test_rows']:,} test rows (batches of 64, fastest of 3).",
             "",
-            "| speed | accuracy, one at a time | Δ vs speed 0 (pt) | mean exit layer | p50 / p99 ms | speedup, one at a time (median; min-max) | store: test acc. | store: speedup, batch 64 |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| speed | accuracy, one at a time | Δ vs speed 0 (pt) | mean exit layer | p50 / p99 ms | speedup, one at a time (median; min-max) | store: test acc. | store: speedup, batch 64 | store: FLOPs speedup |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         chosen = ee.get("dev_choice")
         shown = sorted(set(GRID) | ({chosen["speed"]} if chosen else set())) + [BOUND_SPEED]
@@ -469,6 +469,7 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
             delta = 100 * (e["accuracy"] - base_acc)
             sr = e["speedup_rounds"]
             sacc, sup = stored.get(f"accuracy@{k}"), stored.get(f"speedup@{k}")
+            sflops = stored["flops@0"] / stored[f"flops@{k}"] if stored.get("flops@0") and stored.get(f"flops@{k}") else None  # FastBERT's figure
             if s == BOUND_SPEED:
                 k = f"{k} (ceiling: every sample exits after layer 1)"
             elif chosen and s == chosen["speed"]:
@@ -476,7 +477,7 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
             lines.append(
                 f"| {k} | {e['accuracy']:.2%} | {delta:+.1f} | {e['mean_layers']:.2f} | {e['p50_ms']:.1f} / {e['p99_ms']:.1f} | "
                 f"{e['speedup']:.2f}× ({min(sr):.2f}–{max(sr):.2f}) | "
-                f"{'' if sacc is None else f'{sacc:.2%}'} | {'' if sup is None else f'{sup:.2f}×'} |"
+                f"{'' if sacc is None else f'{sacc:.2%}'} | {'' if sup is None else f'{sup:.2f}×'} | {'' if sflops is None else f'{sflops:.2f}×'} |"
             )
         judged = early_exit_judgement(ee)
         never = judged["never_exited"]
