@@ -685,6 +685,13 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     )
     cfg = _file_student_options_fit(cfg)
     cfg.validate()
+    if cfg.class_weight != "none" and not cfg.hard_weighed:
+        _warn(f"--class-weight {cfg.class_weight}: not used: the hard (gold label) loss weighs 0 throughout "
+              "(--alpha 1, or --hard-weight 0)")
+    if cfg.probability_shift and not cfg.soft_weighed and (cfg.hard_weight is not None or cfg.temperature_schedule == "constant"):
+        # (tied, under flsw/cwsm, the shifted targets still move the batch's mean weight, so the pool's temperatures)
+        _warn("--probability-shift: not used: the labeled samples' soft loss weighs 0 throughout (--alpha 0): "
+              "it shifts only their targets")
     pick_device(cfg.device)  # (as teach's)
     store = open_store(db, writer=True)
     cfg = _resolve_unlabeled(store, cfg)

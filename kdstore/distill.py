@@ -131,6 +131,9 @@ class DistillConfig:
                 raise KdError(f"{name} must be non-negative, got {w}")
         if self.hard_weight_end is not None and self.hard_weight is None:
             raise KdError("--hard-weight-end schedules --hard-weight: give its start with --hard-weight")
+        if self.hard_weight is not None and not self.soft_weighed and not self.hard_weighed and not self.intermediate:
+            raise KdError("--alpha 0 and --hard-weight 0 weigh every loss 0: the student would learn nothing; give either a "
+                          "weight above 0 (or grow one with --alpha-end or --hard-weight-end)")
         for name, t in (("--temperature", self.temperature), ("--temperature-end", self.temperature_end)):
             if t is not None and t <= 0:
                 raise KdError(f"{name} must be positive, got {t}")
@@ -204,6 +207,19 @@ class DistillConfig:
         for option, weight in zip(INTERMEDIATE_OPTIONS, self._intermediate_weights):  # (a file's value is then named too)
             if weight < 0:
                 raise KdError(f"{option} must be non-negative (a loss weight), got {weight:g}")
+
+    @property
+    def soft_weighed(self) -> bool:
+        """Whether the labeled samples' soft loss weighs above 0 at some step (``alpha`` or ``alpha_end``)."""
+        return max(self.alpha, self.alpha if self.alpha_end is None else self.alpha_end) > 0
+
+    @property
+    def hard_weighed(self) -> bool:
+        """Whether the hard (gold label) loss weighs above 0 at some step: ``--hard-weight`` or its end,
+        else ``1 - alpha`` or ``1 - alpha_end``."""
+        if self.hard_weight is not None:
+            return max(self.hard_weight, self.hard_weight if self.hard_weight_end is None else self.hard_weight_end) > 0
+        return min(self.alpha, self.alpha if self.alpha_end is None else self.alpha_end) < 1
 
     @property
     def _intermediate_weights(self) -> tuple[float, ...]:

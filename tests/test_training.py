@@ -416,6 +416,35 @@ def test_alpha_0_with_a_hard_weight_says_the_pool_taught_nothing(taught_store):
         assert "taught the student nothing" not in kd("distill", "--run", "r", *weights, "--name", name, *common).stderr
 
 
+def test_weights_that_leave_nothing_to_learn_are_refused_before_a_stage(taught_store):
+    """`--alpha 0 --hard-weight 0` (no schedule, no intermediate loss) weighs every loss 0: the student
+    kept its random weights and the stage was recorded as a success."""
+    db = str(taught_store)
+    for args in (["--alpha", "0", "--hard-weight", "0"], ["--alpha", "0", "--alpha-end", "0", "--hard-weight", "0", "--hard-weight-end", "0"]):
+        bad = kd("distill", "--run", "fresh", "--teacher-run", "r", "--epochs", "1", *args, "--db", db, ok=False)
+        assert "weigh every loss 0: the student would learn nothing" in bad.output, (args, bad.output)
+        assert len(bad.output.strip().splitlines()) == 1 and not Store.open(db).run_exists("fresh"), (args, bad.output)
+    # a weight scheduled up from 0, or intermediate losses alone (TinyBERT's first stage), teach something
+    common = ["--epochs", "1", "--max-len", "32", "--db", db]
+    kd("distill", "--run", "r", "--alpha", "0", "--alpha-end", "1", "--hard-weight", "0", "--embed-dim", "8", "--num-filters", "4", *common)
+    kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--alpha", "0", "--hard-weight", "0", "--hidden-mse", "1", *common)
+
+
+def test_class_weight_and_probability_shift_where_their_loss_weighs_0_are_warned_of(taught_store):
+    """`--class-weight balanced` weighs the hard loss, `--probability-shift` the labeled rows' soft
+    targets: with `--alpha 1` (hard weight 1 - alpha = 0) or `--alpha 0` they changed nothing, in silence."""
+    db = str(taught_store)
+    common = ["--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db]
+    out = kd("distill", "--run", "r", "--alpha", "1", "--class-weight", "balanced", "--name", "a", *common)
+    assert "warning: --class-weight balanced: not used: the hard (gold label) loss weighs 0 throughout" in out.stderr
+    out = kd("distill", "--run", "r", "--alpha", "0", "--probability-shift", "--name", "b", *common)
+    assert "warning: --probability-shift: not used: the labeled samples' soft loss weighs 0 throughout" in out.stderr
+    for name, args in (("c", ["--alpha", "1", "--alpha-end", "0.5", "--class-weight", "balanced"]),
+                       ("d", ["--alpha", "1", "--hard-weight", "1", "--class-weight", "balanced"]),
+                       ("e", ["--alpha", "0", "--alpha-end", "0.5", "--probability-shift"])):
+        assert "not used" not in kd("distill", "--run", "r", *args, "--name", name, *common).stderr, args
+
+
 def test_a_where_with_a_colon_in_a_literal_is_run_as_written(tmp_path):
     """SQLAlchemy took ":x" in a --where literal (a text with " :", PostgreSQL's '[[:digit:]]') for a
     bind parameter and refused valid SQL ("A value is required for bind parameter")."""
@@ -1961,10 +1990,16 @@ def test_distill_schedules_teacher_embeddings_and_weights(taught_store, tiny_mod
     untied = kd("distill", "--run", "r", "--alpha", "1", "--hard-weight", "1", "--hard-weight-end", "0", "--name", "untied",
                 *common, "--json")
     assert json.loads(untied.stdout)["config"]["hard_weight"] == 1 and json.loads(untied.stdout)["config"]["hard_weight_end"] == 0
-    # the weights reach the loss: no soft weight, no hard weight, no pool -> nothing to learn from, a loss of 0
-    silent = json.loads(kd("distill", "--run", "r", "--alpha", "0", "--hard-weight", "0", "--no-unlabeled", "--name", "silent",
-                           *common, "--json").stdout)
-    assert [h["value"] for h in silent["history"] if h["split"] == "train" and h["name"] == "loss"] == [0.0]
+    # the weights reach the loss: no soft weight and a hard weight of 1 is the tied --alpha 0's loss, twice that weight twice it
+    # (no soft weight and no hard weight, nothing to learn from, is refused:
+    # test_weights_that_leave_nothing_to_learn_are_refused_before_a_stage)
+    def train_loss(*weights, name):
+        report = json.loads(kd("distill", "--run", "r", *weights, "--no-unlabeled", "--name", name, *common, "--json").stdout)
+        return [h["value"] for h in report["history"] if h["split"] == "train" and h["name"] == "loss"][0]
+
+    hard = train_loss("--alpha", "0", "--hard-weight", "1", name="hard")
+    assert hard > 0 and hard == pytest.approx(train_loss("--alpha", "0", name="tied"), rel=1e-6)
+    assert train_loss("--alpha", "0", "--hard-weight", "2", name="hard2") != pytest.approx(hard, rel=1e-3)
     lone_end = kd("distill", "--run", "r", "--hard-weight-end", "0", "--name", "lone", *common, ok=False)
     assert "--hard-weight-end schedules --hard-weight" in lone_end.output
     shifted = kd("distill", "--run", "r", "--probability-shift", "--name", "shifted", *common, "--json")
