@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -370,7 +369,10 @@ def load_early_exit(directory: str | Path, device: str | torch.device = "cpu") -
         model = EarlyExitModel(teacher, branch_dim=meta["branch_dim"], pooling=meta["pooling"], dropout=meta.get("dropout", 0.1))
         try:
             branches = torch.load(directory / BRANCHES_FILE, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # not a torch.save file: a Git LFS pointer, a damaged copy
+        except OSError:
+            raise
+        except Exception:  # not a torch.save file: a Git LFS pointer, a damaged copy (random bytes stop torch's
+            # unpickler wherever they first make no sense: UnpicklingError, EOFError, IndexError, KeyError...)
             raise KdError(f"cannot load the early-exit model in {directory}: {BRANCHES_FILE} is not a PyTorch weights file") from None
         width = getattr(branches.get("0.proj.weight") if isinstance(branches, dict) else None, "shape", (meta["branch_dim"],))[0]
         if width != meta["branch_dim"]:  # (torch's size-mismatch error: a dozen lines, the field unnamed)

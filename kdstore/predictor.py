@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,10 @@ def load_student(directory: Path, device) -> tuple[Any, Any, dict]:
             raise KdError(f"cannot load the student in {directory}: {STUDENT_CONFIG}: {exc}") from None
         try:
             weights = torch.load(directory / STUDENT_WEIGHTS, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # not a torch.save file: a Git LFS pointer, a damaged copy
+        except OSError:
+            raise
+        except Exception:  # not a torch.save file: a Git LFS pointer, a damaged copy (random bytes stop torch's
+            # unpickler wherever they first make no sense: UnpicklingError, EOFError, IndexError, KeyError...)
             raise KdError(f"cannot load the student in {directory}: {STUDENT_WEIGHTS} is not a PyTorch weights file") from None
         unfit = _weights_unfit(model, weights)
         if unfit:  # (torch named every mismatched weight on a line of its own)

@@ -10,6 +10,7 @@ import errno
 import os
 import pickle
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -215,10 +216,14 @@ def load_classifier(path: str, class_names: list[str]):
             # on a GPU, bf16/fp16 autocast runs on top
             dtype=torch.float32,
         )
-    except (OSError, ValueError, SafetensorError, EOFError, pickle.UnpicklingError) as exc:
+    except Exception as exc:
         # SafetensorError: damaged safetensors (a cut copy); a cut or damaged pytorch_model.bin gave
-        # "[Errno 22] Invalid argument", an EOFError or an UnpicklingError that spoke of weights_only
-        raise KdError(f"cannot load {path!r} as a sequence classifier: {_damaged_bin(path, exc) or _first_line(exc)}") from None
+        # "[Errno 22] Invalid argument", an EOFError or an UnpicklingError that spoke of weights_only,
+        # and one of other bytes whatever torch's unpickler met first (IndexError, KeyError, UnicodeDecodeError)
+        damaged = _damaged_bin(path, exc)
+        if damaged is None and not isinstance(exc, (OSError, ValueError, SafetensorError, EOFError, pickle.UnpicklingError)):
+            raise
+        raise KdError(f"cannot load {path!r} as a sequence classifier: {damaged or _first_line(exc)}") from None
     # ignore_mismatched_sizes is for the head (another number of classes); a body weight whose shape
     # differs from its config.json (a vocab_size edited by hand) would be silently drawn at random
     body = model.base_model.state_dict()
@@ -294,7 +299,7 @@ def _damaged_bin(path, exc: BaseException) -> str | None:
         return None
     if not isinstance(exc, (EOFError, pickle.UnpicklingError)) and not (
         isinstance(exc, OSError) and exc.errno == errno.EINVAL
-    ):
+    ) and (isinstance(exc, OSError) or not _raised_reading_torch_checkpoint(exc)):
         return None
     weights = sorted(folder.glob("*.bin"))
     if not weights:
@@ -306,6 +311,20 @@ def _damaged_bin(path, exc: BaseException) -> str | None:
         return f"{name} is a Git LFS pointer, not the file itself (fetch it: git lfs pull)"
     return (f"{name} ({weights[0].stat().st_size:,} bytes) is not a readable torch checkpoint: cut short (a copy or "
             "download that did not finish) or damaged; copy it again")
+
+
+def _raised_reading_torch_checkpoint(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) came out of torch's checkpoint reader: random
+    bytes stop its unpickler wherever they first make no sense (an IndexError "pop from empty list", a
+    KeyError, a UnicodeDecodeError), a fault of the file, not of kd or the model's code."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if frame.filename.replace("\\", "/").endswith(("torch/serialization.py", "torch/_weights_only_unpickler.py")):
+                return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _unreadable_json(path) -> str | None:

@@ -684,6 +684,10 @@ def test_a_damaged_branches_file_is_a_one_line_error(tmp_path):
         load_early_exit(saved)
     with pytest.raises(KdError, match="branches.pt is not a PyTorch weights file"):
         EarlyExitPredictor.from_directory(saved, device="cpu")
+    for damaged in (b"", *(bytes(random.Random(seed).getrandbits(8) for _ in range(4000)) for seed in (7, 44))):
+        (saved / "branches.pt").write_bytes(damaged)  # empty, or bytes torch's unpickler stops on with an IndexError or KeyError
+        with pytest.raises(KdError, match=r"cannot load the early-exit model in .*: branches.pt is not a PyTorch weights file$"):
+            load_early_exit(saved)
 
 
 def test_predict_refuses_an_early_exit_json_whose_classes_are_reordered(trained):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import shutil
 import sqlite3
@@ -2629,6 +2630,11 @@ def test_a_damaged_student_weights_file_is_a_one_line_error(tmp_path):
     weights.write_bytes(good[: len(good) // 2])
     with pytest.raises(KdError, match="cannot load the student in"):
         load_student(tmp_path / "s", "cpu")
+    # empty, or random bytes that stop torch's unpickler on an IndexError or a KeyError (tracebacks, or "'133'")
+    for damaged in (b"", *(bytes(random.Random(seed).getrandbits(8) for _ in range(4000)) for seed in (7, 44))):
+        weights.write_bytes(damaged)
+        with pytest.raises(KdError, match=rf"cannot load the student in .*: {STUDENT_WEIGHTS} is not a PyTorch weights file$"):
+            load_student(tmp_path / "s", "cpu")
 
 
 def test_a_student_folder_without_its_tokenizer_is_a_one_line_error(tmp_path):
@@ -2674,12 +2680,13 @@ def test_damaged_teacher_weights_are_a_one_line_error(taught_store, tiny_model, 
     assert _stage(sample_store, "r", "distill-textcnn").status == "failed"
 
 
-@pytest.mark.parametrize("cut", ["half", "empty", "noise", "lfs"])
+@pytest.mark.parametrize("cut", ["half", "empty", "noise0", "noise7", "noise44", "noise199", "lfs"])
 def test_a_damaged_pytorch_model_bin_is_named_as_such(tiny_model, tmp_path, cut):
     """A cut ``pytorch_model.bin`` (an older checkpoint format many Chinese models ship in) said
     "[Errno 22] Invalid argument"; an empty one or one of other bytes was a traceback (EOFError, an
-    UnpicklingError about weights_only)."""
-    import os
+    UnpicklingError about weights_only). Random bytes stop torch's unpickler wherever they first make
+    no sense: these seeds' bytes raise an UnpicklingError, an IndexError, a KeyError and a
+    UnicodeDecodeError (one in nine of os.urandom's was a traceback, and the test flaky)."""
     import shutil
 
     from safetensors.torch import load_file
@@ -2693,7 +2700,8 @@ def test_a_damaged_pytorch_model_bin_is_named_as_such(tiny_model, tmp_path, cut)
     (folder / "model.safetensors").unlink()
     load_classifier(str(folder), ["neg", "pos"])  # whole, it loads
     data = weights.read_bytes()
-    weights.write_bytes({"half": data[: len(data) // 2], "empty": b"", "noise": os.urandom(4000),
+    noise = {f"noise{seed}": bytes(random.Random(seed).getrandbits(8) for _ in range(4000)) for seed in (0, 7, 44, 199)}
+    weights.write_bytes({"half": data[: len(data) // 2], "empty": b"", **noise,
                          "lfs": b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n"}[cut])
     with pytest.raises(KdError) as caught:
         load_classifier(str(folder), ["neg", "pos"])
