@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from kdstore import migrate
 from kdstore.errors import KdError
@@ -41,7 +42,17 @@ def upgrade(db, as_json):
         raise KdError(f"cannot upgrade {store.url} from revision {current or 'empty'} to {migrate.head_revision()}: "
                       f"{store.read_only}; nothing was changed")
     # the revision found under the migration lock: another process may have upgraded the store meanwhile
-    before = migrate.upgrade(store.engine)
+    try:
+        before = migrate.upgrade(store.engine)
+    except DBAPIError as exc:  # a step that failed (a full disk, a lock): the one transaction rolled back
+        first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        try:
+            left = migrate.current_revision(store.engine)
+        except DBAPIError:  # (the connection itself gone: what the store holds now is not known from here)
+            left = "?"
+        kept = (f"the store is still at revision {current or 'empty'}: nothing was changed" if left == current
+                else f"the store is at revision {left}")
+        raise KdError(f"upgrading {store.url} from {current or 'empty'} to {migrate.head_revision()} failed: {first}; {kept}") from None
     after = migrate.current_revision(store.engine)
     # a store made before 0009 keyed a text with a zero-width space apart from the same text without one
     twins = migrate.unkeyed_duplicates(store.engine) if before is not None and before < "0009" else []

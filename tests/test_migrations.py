@@ -515,3 +515,37 @@ def test_upgrade_json_still_warns_of_the_duplicates_it_made(db, invoke):
     result = invoke(["db", "upgrade", "--json"])
     assert json.loads(result.stdout)["duplicates"] == [{"sample": 2, "split": "train", "of": 1, "of_split": "train"}]
     assert result.stderr.startswith("warning: 1 stored sample is now a duplicate of another") and "2 (train) of 1 (train)" in result.stderr
+
+
+def test_an_upgrade_whose_step_fails_says_the_store_is_left_as_it_was(db, invoke, error_line, read_samples):
+    """A migration step that fails (here 0009's rekeying, stopped by a trigger; a full disk does the same)
+    rolls the whole upgrade back: the error said only "database error in STORE: boom", leaving the user
+    to guess whether the store was now half-upgraded. It names the upgrade and the revision the store is still at."""
+    engine = _engine_at(db, "0005")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO classes (id, name) VALUES (0, 'pos')")
+        conn.execute(text("INSERT INTO samples (id, text, text_hash, split, label_id, orig_label_id, dropped, source, line) "
+                          "VALUES (1, :t, 'h-zw', 'train', 0, 0, FALSE, 'a.tsv', 1)"), {"t": "好\u200b评"})
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("CREATE TRIGGER boom BEFORE UPDATE OF text_hash ON samples BEGIN SELECT RAISE(ABORT, 'boom'); END")
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'boom'; END $$ LANGUAGE plpgsql")
+            conn.exec_driver_sql("CREATE TRIGGER boom BEFORE UPDATE OF text_hash ON samples FOR EACH ROW EXECUTE FUNCTION boom()")
+    engine.dispose()
+    for args in (["db", "upgrade"], ["db", "upgrade", "--json"]):
+        result = invoke(args, ok=False)
+        line = error_line(result)
+        assert "upgrading" in line and "from 0005 to 0009 failed" in line and "boom" in line, line
+        assert "still at revision 0005" in line and "nothing was changed" in line, line
+        assert result.stdout == ""
+    engine = make_engine(resolve_url(str(db)))
+    try:  # every step rolled back: 0006's table and 0007's column are not there
+        assert migrate.current_revision(engine) == "0005"
+        assert "augmented_texts" not in inspect(engine).get_table_names()
+        assert "process" not in {c["name"] for c in inspect(engine).get_columns("stages")}
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER boom" if conn.dialect.name == "sqlite" else "DROP TRIGGER boom ON samples")
+    finally:
+        engine.dispose()
+    assert "0005 -> 0009" in invoke(["db", "upgrade"]).stdout
+    assert [r["text"] for r in read_samples()] == ["好\u200b评"]
