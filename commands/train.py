@@ -15,6 +15,7 @@ from click.core import ParameterSource
 
 from kdstore import segment
 from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
+from kdstore.schedules import LR_SCHEDULES
 from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
@@ -584,6 +585,8 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--p-ngram", type=FLOAT, default=0.25, show_default=True, help="Augmentation: chance a text is cut to a random n-gram.")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--lr", type=FLOAT, help="Learning rate (default 1e-3; 1e-4 for a transformer student; 1e-3 for early exit).")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True, help="linear: the learning rate falls to 0 at the last step (after --warmup), as kd teach trains; a transformer student wants it.")
+@click.option("--warmup", type=FLOAT, default=0.0, show_default=True, help="Fraction of the training steps over which the learning rate rises from 0 (e.g. 0.1 with --lr-schedule linear).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--max-len", type=int, default=128, show_default="the (first) teacher's; 128 if it has none")
 @click.option("--patience", type=int, default=3, show_default=True)
@@ -619,7 +622,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_weight, hard_weight_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -632,6 +635,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
       kd distill --run r1 --temperature 4 --temperature-schedule flsw --temperature-beta 1
       kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
       kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1 --qk-relation 1
+      kd distill --run r1 --student transformer --lr-schedule linear --warmup 0.1   # as kd teach trains
       kd distill --run r1 --folds 5 --name votes   # out-of-fold students for kd labels detect --student-votes votes
       kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
       kd distill --run r1 --student early-exit --max-loss 0.5   # the fastest speed within 0.5 pt on dev
@@ -676,7 +680,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         probability_shift=probability_shift, class_weight=class_weight,
         init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
         augment=tuple(dict.fromkeys(m.strip() for m in augment.split(",") if m.strip())), augment_n=augment_n,  # (one typed twice: once)
-        p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, batch_size=batch_size,
+        p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, lr_schedule=lr_schedule, warmup=warmup, batch_size=batch_size,
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, folds=folds, width=width,
         init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, hidden_cos=hidden_cos, pkd=pkd, attention_kl=attention_kl,
@@ -754,7 +758,7 @@ STUDENT_ONLY = (
     "alpha", "alpha_end", "hard_weight", "hard_weight_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
     "class_weight", "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
     "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "attention_mse", "fsp", "nst", "value_relation",
-    "qk_relation", "relation_heads", "layer_map",
+    "qk_relation", "relation_heads", "layer_map", "lr_schedule", "warmup",
 )
 
 # and the reverse: options only the early-exit branches use

@@ -37,7 +37,7 @@ from .schema import Stage
 from .store import SampleSet, Store
 from .augment import METHODS, UNK
 from .augmented import Recipe, ensure_augmented
-from .schedules import check_lr, over_steps
+from .schedules import LR_SCHEDULES, check_lr, lr_factor_step, over_steps
 from .speed import measure, speed_texts
 from .students import (
     LastLayerVectors,
@@ -96,6 +96,8 @@ class DistillConfig:
     p_ngram: float = 0.25
     epochs: int = 10
     lr: float | None = None  # None: 1e-3, or 1e-4 for a transformer student
+    lr_schedule: str = "constant"  # or "linear": down to 0 at the last step (after any warmup)
+    warmup: float = 0.0  # the fraction of the steps the learning rate rises over, from 0
     batch_size: int = 64
     max_len: int = 128
     patience: int = 3
@@ -194,6 +196,10 @@ class DistillConfig:
                 raise KdError(f"{option} must be at least 1, got {value}")
         if self.lr is not None:
             check_lr(self.lr)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise KdError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise KdError(f"--warmup must be in [0, 1) (a fraction of the training steps), got {self.warmup:g}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise KdError(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
         if self.student == "transformer" and self.max_len < 2:  # the tokenizer would not truncate at all
@@ -610,6 +616,10 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     best, last_epoch = BestCheckpoint(cfg.patience), 0
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     total_steps, step = steps_per_epoch * cfg.epochs, 0
+    scheduler = None  # (a constant rate without warmup: no scheduler, the steps as they always were)
+    if cfg.lr_schedule != "constant" or cfg.warmup > 0:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor_step(s, total_steps, schedule=cfg.lr_schedule, warmup=cfg.warmup))
     start = time.monotonic()
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task(f"distill {cfg.student} {tag}".strip(), total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
@@ -646,6 +656,8 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 (loss * weight).backward()
                 torch.nn.utils.clip_grad_norm_(params, 5.0)
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 # each rank's share of the batch's mean (0 for a filler): their mean over ranks and
                 # batches is the mean of the batch means, as in one process

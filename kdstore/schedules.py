@@ -46,6 +46,23 @@ def warmup_linear_decay_step(step: int, total: int, *, warmup: float) -> float:
     return warmup_linear_decay((step + 0.5) / max(total, 1), warmup=warmup)
 
 
+LR_SCHEDULES = ("constant", "linear")
+
+
+def lr_factor_step(step: int, total: int, *, schedule: str, warmup: float) -> float:
+    """Learning-rate factor of optimizer step ``step`` (0-based) of ``total``: up linearly over the
+    first ``warmup`` fraction of training, then ``constant`` at 1 or ``linear``ly down to 0 at the
+    end (``warmup_linear_decay_step``, as ``kd teach`` trains)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+    if schedule == "linear":
+        return warmup_linear_decay_step(step, total, warmup=warmup)
+    if not 0.0 <= warmup <= 1.0:
+        raise ValueError(f"warmup must be a fraction of training in [0, 1], got {warmup}")
+    progress = min(max((step + 0.5) / max(total, 1), 0.0), 1.0)
+    return min(1.0, progress / warmup) if warmup > 0 else 1.0
+
+
 def layer_depths(names: list[str]) -> list[int]:
     """Depth of each parameter of a transformer by name: 0 for the embeddings, ``i + 1`` for encoder
     layer ``i`` (``...layer.i.``, ``...layers.i.``, ``...h.i.``, ``...blocks.i.`` or

@@ -1137,6 +1137,21 @@ def test_stratified_folds_refuse_nan_and_2d_labels():
     assert sorted(stratified_folds(np.array([0.0, 0.0, 1.0, 1.0]), 2, seed=0).tolist()) == [0, 0, 1, 1]
 
 
+def test_lr_factor_step_by_hand():
+    """kd distill's learning-rate factor: a warmup ramp from 0 (taken at the middle of each step), then
+    1 (constant) or down to 0 at the end (linear, kd teach's schedule)."""
+    from kdstore.schedules import lr_factor_step, warmup_linear_decay_step
+
+    assert [lr_factor_step(s, 10, schedule="constant", warmup=0.0) for s in range(10)] == [1.0] * 10
+    assert [lr_factor_step(s, 10, schedule="constant", warmup=0.2) for s in range(4)] == pytest.approx([0.25, 0.75, 1.0, 1.0])
+    assert [lr_factor_step(s, 4, schedule="linear", warmup=0.0) for s in range(4)] == pytest.approx([0.875, 0.625, 0.375, 0.125])
+    assert all(lr_factor_step(s, 10, schedule="linear", warmup=0.2) == warmup_linear_decay_step(s, 10, warmup=0.2) for s in range(10))
+    with pytest.raises(ValueError, match="schedule must be one of constant, linear"):
+        lr_factor_step(0, 10, schedule="cosine", warmup=0.0)
+    with pytest.raises(ValueError, match=r"warmup must be a fraction of training in \[0, 1\]"):
+        lr_factor_step(0, 10, schedule="constant", warmup=1.5)
+
+
 def test_soft_losses_and_warmup_refuse_impossible_settings():
     s, t = torch.randn(2, 3), torch.randn(2, 3)
     for bad in (0.0, -1.0, float("nan")):  # 0: NaN loss; negative: the targets turned around, silently

@@ -431,6 +431,27 @@ def test_weights_that_leave_nothing_to_learn_are_refused_before_a_stage(taught_s
     kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--alpha", "0", "--hard-weight", "0", "--hidden-mse", "1", *common)
 
 
+def test_distill_lr_schedule_and_warmup_are_trained_with_and_recorded(taught_store):
+    """A student trained at a constant rate only (TextBrewer and kd teach warm up and decay): --lr-schedule
+    linear and --warmup F change the steps taken and are recorded; the default (constant, no warmup) trains
+    as before; out-of-range values and the early-exit branches (their own rate) are refused."""
+    db = str(taught_store)
+    common = ["--run", "r", "--epochs", "2", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db]
+    kd("distill", *common, "--name", "flat")
+    kd("distill", *common, "--name", "flat0", "--lr-schedule", "constant", "--warmup", "0")
+    kd("distill", *common, "--name", "sched", "--lr-schedule", "linear", "--warmup", "0.25")
+    stages = {s.name: s for s in Store.open(db).stages_of("r")}
+    assert stages["flat"].artifact_sha256 == stages["flat0"].artifact_sha256  # the defaults: the steps as they were
+    assert stages["sched"].artifact_sha256 != stages["flat"].artifact_sha256
+    assert (stages["sched"].config["lr_schedule"], stages["sched"].config["warmup"]) == ("linear", 0.25)
+    assert (stages["flat"].config["lr_schedule"], stages["flat"].config["warmup"]) == ("constant", 0.0)
+    for args, said in ((["--warmup", "1"], "--warmup must be in [0, 1)"), (["--lr-schedule", "cosine"], "'cosine' is not one of"),
+                       (["--student", "early-exit", "--lr-schedule", "linear"], "--lr-schedule: for students, not --student early-exit")):
+        bad = kd("distill", *common, "--name", "bad", *args, ok=False)
+        assert said in bad.output, (args, bad.output)
+    assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}
+
+
 def test_class_weight_and_probability_shift_where_their_loss_weighs_0_are_warned_of(taught_store):
     """`--class-weight balanced` weighs the hard loss, `--probability-shift` the labeled rows' soft
     targets: with `--alpha 1` (hard weight 1 - alpha = 0) or `--alpha 0` they changed nothing, in silence."""
