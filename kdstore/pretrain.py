@@ -129,7 +129,8 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
     lines end at ``\n`` (a bare ``\r`` in a file without one), not at the other characters
     ``str.splitlines`` breaks at (U+2028, U+0085, form feed, ...), which cut a text in two; a file
     with no text at all (blank lines, or lines of zero-width characters only, which ``kd ingest``
-    refuses as empty texts: skipped here) is refused, as ``kd ingest`` refuses it."""
+    refuses as empty texts: skipped here) is refused, as ``kd ingest`` refuses it; so are JSON lines
+    and a table (every line holding the same tabs), whose keys or other columns would be learned as text."""
     from .textfile import _line_end, decode
     from .textkey import unseen
 
@@ -156,6 +157,15 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
                 jq = f"jq -r .{key} {path}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"jq -r {shlex.quote('.' + json.dumps(key, ensure_ascii=False))} {path}"
                 raise KdError(f"{p}: line {first}: a JSON object: --corpus reads one plain text a line, and the keys and "
                               f"braces would be learned as text; write the texts alone ({jq})")
+        tabs = found[0].count("\t")
+        if tabs and len(found) > 1 and all(t.count("\t") == tabs for t in found):
+            # a table (label<TAB>text, as kd ingest reads a TSV): its labels would be learned as text, a test
+            # file's beside the texts they judge (kd predict warns of such lines; a long run is refused here)
+            first = next(n for n, l in enumerate(content.split(_line_end(content)), 1) if l.strip() == found[0])
+            column = "2" if tabs == 1 else "N"  # (kd ingest's label<TAB>text; of more columns, no default says which)
+            raise KdError(f"{p}: line {first}: {tabs + 1} tab-separated columns on every line: --corpus reads one plain text "
+                          f"a line, and the other columns (a label, an id) would be learned as text; write the text column "
+                          f"alone (cut -f{column} {shlex.quote(str(p))})")
         lines.extend(found)
     return lines
 

@@ -886,6 +886,28 @@ def test_a_json_lines_corpus_is_refused_naming_its_text_key(tmp_path):
             read_corpus((str(tmp_path / name),))
 
 
+def test_a_tab_separated_corpus_is_refused_before_a_run_is_recorded(sample_store, tmp_path):
+    """A labeled TSV given as --corpus (label<TAB>text, test.tsv say) was read line by line, its labels
+    learned as text beside the texts they judge: the test labels that `--split` keeps out came in through
+    --corpus. Every line holding the same tabs is a table (kd predict warns so): refused in one line
+    naming the file, the line and the way to the text column, before a run is recorded; a corpus with a
+    tab in some lines only is text."""
+    from kdstore.pretrain import read_corpus
+    from kdstore.schema import Run, Stage
+
+    table = tmp_path / "test.tsv"
+    table.write_text("\npos\t质量很好，物流也快\nneg\t太差了\n", encoding="utf-8")
+    out = kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1",
+             "--corpus", str(table), "--device", "cpu", "--db", str(sample_store), ok=False)
+    line = out.output.strip()
+    assert out.exit_code == 1 and "\n" not in line and line.startswith(f"Error: {table}: line 2: "), out.output
+    assert "2 tab-separated columns" in line and f"cut -f2 {table}" in line, line
+    assert _count(sample_store, Run) == 0 and _count(sample_store, Stage) == 0
+    mixed = tmp_path / "news.txt"
+    mixed.write_text("标题\t正文一\n第二段没有制表符\n", encoding="utf-8")
+    assert read_corpus((str(mixed),)) == ["标题\t正文一", "第二段没有制表符"]
+
+
 def test_pretrain_steps_1_trains_at_the_lr_given(sample_store):
     """The warm-up gave the first step a learning rate of 0: `--steps 1` saved the random
     initialisation whatever --lr (the same weights at 5e-4 and at 1e-2), and of --steps 5 a fifth was lost."""
