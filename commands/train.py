@@ -24,7 +24,7 @@ from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, versus_majority
 from kdstore.names import SPLITS, resolve_run_id
-from kdstore.pretrain import OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
+from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import run_report, trained_on_dev
 from kdstore.runs import stage_scope
 from kdstore.schema import iso_utc
@@ -277,6 +277,9 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
 @click.option("--wwm/--no-wwm", default=True, show_default=True, help="Whole-word masking over jieba's word segmentation.")
 @click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often (an ASCII letter or digit: once, so that Latin words and numbers stay spelled).")
 @click.option("--corpus", multiple=True, type=KdPath(dir_okay=False), help="Extra plain-text file(s), one text a line.")
+@click.option("--long-texts", type=click.Choice(LONG_TEXTS), default="split", show_default=True,
+              help="A text longer than --max-len: split into consecutive pieces, each learned whole (at sentence ends where it can), "
+                   "or cut to its first --max-len tokens (the rest never learned).")
 @click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS),
               help="Split(s) of the store whose texts it reads (repeatable; default: every split, test included: "
                    "its texts, not its labels, are learned, so test figures are transductive; "
@@ -286,7 +289,7 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
 @overwrite_option
 @store_options
 @json_option
-def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, objective, generator_layers, wwm, min_count, corpus, splits, seed, device, overwrite, db, as_json):
+def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, objective, generator_layers, wwm, min_count, corpus, long_texts, splits, seed, device, overwrite, db, as_json):
     """Pre-train a BERT-style encoder by masked-LM (or ELECTRA) on the store's own text.
 
     For machines without a model hub: the result is a Hugging Face directory that
@@ -314,7 +317,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
     cfg = PretrainConfig(
         layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,
         steps=steps, minutes=minutes, mask_prob=mask_prob, objective=objective, generator_layers=generator_layers, wwm=wwm, min_count=min_count,
-        corpus=tuple(files.values()),
+        corpus=tuple(files.values()), long_texts=long_texts,
         splits=tuple(splits), seed=seed, device=device,
     )
     cfg.validate()

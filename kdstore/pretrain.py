@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .batching import bucketed_batches, encode_flagged, pad
+from .chunking import split_long_texts
 from .context_free import collapsed, frequency_loss, learned_nothing, measured_loss
 from .distributed import SINGLE, Dist
 from .electra import ReplacedTokenDetection
@@ -48,6 +49,9 @@ TRAINED_POSITIONS = "kd_trained_positions"
 MAX_POSITIONS = 16_384  # --max-len at most: a position table, and attention memory in its square, past any text classified here
 
 
+LONG_TEXTS = ("split", "cut")
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     layers: int = 6
@@ -70,6 +74,7 @@ class PretrainConfig:
     max_vocab: int = 21128
     corpus: tuple[str, ...] = field(default_factory=tuple)
     splits: tuple[str, ...] = field(default_factory=tuple)  # the store's splits whose texts it reads; () = every split
+    long_texts: str = "split"  # a text longer than max_len: "split" into pieces read whole, or "cut" to its first max_len tokens
     seed: int = 42
     device: str = "auto"
 
@@ -88,6 +93,8 @@ class PretrainConfig:
                 zero = " (0: auto)" if option == "--heads" else ""
                 raise KdError(f"{option} must be at least {least}{zero}, got {value}")
         check_lr(self.lr)
+        if self.long_texts not in LONG_TEXTS:
+            raise KdError(f"--long-texts must be one of {', '.join(LONG_TEXTS)}, got {self.long_texts!r}")
         if not 0.0 <= self.warmup < 1.0 or self.weight_decay < 0:
             raise KdError("the warm-up share must be in [0, 1) and the weight decay >= 0")
         if self.max_vocab <= len(SPECIALS):
@@ -197,6 +204,9 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     dist.agree("texts", stored)
     corpus = read_corpus(cfg.corpus) if corpus is None else corpus  # (kd pretrain read it before the stage)
     texts = stored.texts + corpus
+    split = 0
+    if cfg.long_texts == "split":  # every character learned, not a long line's first --max-len tokens alone
+        texts, split = split_long_texts(texts, max_chars=cfg.max_len - 2)  # ([CLS] and [SEP]; a character is at most a token)
     if len(texts) < 2:
         of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
         raise KdError(f"the store has fewer than 2 texts{of} to pre-train on: ingest some text first")
@@ -350,6 +360,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
             "seconds": time.monotonic() - start - (groups.seconds if groups is not None else 0.0),
             "texts": len(texts),
             "truncated": int(sum(cut)),  # texts cut to --max-len tokens: their ends are never learned (kd pretrain warns when most are)
+            "split_texts": split,  # texts longer than --max-len read as several pieces (--long-texts split), counted in texts as their pieces
             "vocab_size": len(tokens),
             "parameters": count_parameters(model),
             **({"processes": dist.world} if dist.active else {}),

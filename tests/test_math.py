@@ -1137,6 +1137,24 @@ def test_stratified_folds_refuse_nan_and_2d_labels():
     assert sorted(stratified_folds(np.array([0.0, 0.0, 1.0, 1.0]), 2, seed=0).tolist()) == [0, 0, 1, 1]
 
 
+def test_split_long_texts_by_hand():
+    """kd pretrain --long-texts split: a text over the limit becomes consecutive pieces, each ending after
+    the last sentence end that leaves it at least half full, else at the limit; nothing is lost but the
+    whitespace at a cut."""
+    from kdstore.chunking import split_long_texts
+
+    assert split_long_texts(["短句", "正好六个字啊"], max_chars=6) == (["短句", "正好六个字啊"], 0)
+    text = "今天很好。明天也好吧！后天呢"  # ends after 今天很好。 (5) and 明天也好吧！ (11)
+    assert split_long_texts([text], max_chars=8) == (["今天很好。", "明天也好吧！", "后天呢"], 1)
+    assert split_long_texts(["一二三四五六七八九十"], max_chars=4) == (["一二三四", "五六七八", "九十"], 1)  # no sentence end: at the limit
+    assert split_long_texts(["好。一二三四五六"], max_chars=6) == (["好。一二三四", "五六"], 1)  # an end too early: a piece under half full
+    assert split_long_texts(["甲乙丙丁    戊己"], max_chars=4) == (["甲乙丙丁", "戊己"], 1)  # a piece of spaces alone: dropped
+    pieces, _ = split_long_texts(["这是一个很长的句子。" * 50], max_chars=126)
+    assert "".join(pieces) == "这是一个很长的句子。" * 50 and max(map(len, pieces)) <= 126
+    with pytest.raises(ValueError, match="max_chars must be at least 1"):
+        split_long_texts(["好"], max_chars=0)
+
+
 def test_lr_factor_step_by_hand():
     """kd distill's learning-rate factor: a warmup ramp from 0 (taken at the middle of each step), then
     1 (constant) or down to 0 at the end (linear, kd teach's schedule)."""

@@ -1075,12 +1075,19 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
     (tmp_path / "articles.txt").write_text("很好很差" * 10 + "\n" + "很差很好" * 10 + "\n", encoding="utf-8")
     out = kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "8", "--min-count", "1",
-             "--corpus", str(tmp_path / "articles.txt"), "--db", db)
+             "--corpus", str(tmp_path / "articles.txt"), "--long-texts", "cut", "--db", db)
     assert _stage(Path(db), "p", "pretrain").status == "succeeded"
     train = {m.name: m.value for m in Store.open(db).metrics(_stage(Path(db), "p", "pretrain").id) if m.split == "train"}
-    assert train["truncated"] == 2 and train["texts"] == 4
+    assert train["truncated"] == 2 and train["texts"] == 4 and train["split_texts"] == 0
     assert "warning: 50% of the texts are longer than --max-len 8 tokens and were cut to fit (the model never saw their ends)" in out.stderr
     assert "texts cut to --max-len 8 tokens: 50%" in out.stdout
+    # by default (--long-texts split) each 40-character line is read as 7 pieces of at most 6 characters: nothing cut
+    out = kd("pretrain", "--run", "q", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "8", "--min-count", "1",
+             "--corpus", str(tmp_path / "articles.txt"), "--db", db)
+    stage = _stage(Path(db), "q", "pretrain")
+    train = {m.name: m.value for m in Store.open(db).metrics(stage.id) if m.split == "train"}
+    assert (train["truncated"], train["split_texts"], train["texts"]) == (0, 2, 2 + 2 * 7) and stage.config["long_texts"] == "split"
+    assert "were cut to fit" not in out.stderr
 
 
 def _random_characters_store(tmp_path) -> str:
@@ -1171,7 +1178,9 @@ def test_a_pretrain_whose_every_token_is_unk_fails_saying_so(tmp_path, texts):
     db = str(tmp_path / "kd.db")
     write_tsv(tmp_path / "t.tsv", [("pos", t) for t in texts])
     kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
-    out = kd("pretrain", "--run", "u", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--db", db, ok=False)
+    # (cut, not split: the pieces of a 161-character word split at --max-len are words of 126 and 35 characters)
+    out = kd("pretrain", "--run", "u", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--long-texts", "cut",
+             "--db", db, ok=False)
     assert out.output == (f"Error: every word of the {len(texts)} texts is [UNK]: none is in the vocabulary built from them (a word "
                           "of over 100 characters without a space, or one holding a character seen fewer than --min-count 2 "
                           "times, is one [UNK]), so there is nothing to pre-train on\n")
