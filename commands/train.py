@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from kdstore import segment
-from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, DistillConfig, check_student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
+from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, DistillConfig, check_student_shape, check_student_vocabulary, student_model_config, student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
 from kdstore.schedules import LR_SCHEDULES
 from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
@@ -28,7 +28,7 @@ from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict
 from kdstore.report import run_report, trained_on_dev
 from kdstore.runs import stage_scope
 from kdstore.schema import iso_utc
-from kdstore.students import KINDS, check_bert_layout, student_bert_config
+from kdstore.students import KINDS, check_bert_layout
 from kdstore.store import label_id_note
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES, pick_device
@@ -601,6 +601,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--layers", type=int, default=4, show_default=True, help="Transformer student: layers.")
 @click.option("--width", type=int, default=0, help="Transformer student: hidden size (default: the teacher's).")
 @click.option("--folds", type=int, default=0, help="Train K students, each blind to one fold's train labels: out-of-fold votes for `kd labels detect --student-votes` (kd predict averages the K).")
+@click.option("--student-model", default="", help="Transformer student: start from this pre-trained checkpoint (a Hugging Face name or folder, e.g. a 3- or 4-layer Chinese BERT/RoBERTa of the teacher's vocabulary), its layers and width its own, instead of teacher layers or random ones.")
 @click.option("--init-from-teacher/--no-init-from-teacher", default=None, help="Transformer student: start from evenly spaced teacher layers (default: when it has the teacher's width).")
 @click.option("--layer-map", default="", help="Transformer student: the teacher layer (0-based) each student layer copies and its intermediate losses match, e.g. 3,7,11 for 3 layers (default: evenly spaced, ending at the last).")
 @click.option("--hidden-mse", type=FLOAT, default=0.0, help="Transformer student: weight of hidden-state MSE to mapped teacher layers (and embedding output to embedding output, as TinyBERT).")
@@ -625,7 +626,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_weight, hard_weight_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, student_model, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -686,7 +687,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, lr_schedule=lr_schedule, warmup=warmup, batch_size=batch_size,
         max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, folds=folds, width=width,
-        init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, hidden_cos=hidden_cos, pkd=pkd, attention_kl=attention_kl,
+        student_model=student_model.strip(), init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, hidden_cos=hidden_cos, pkd=pkd, attention_kl=attention_kl,
         attention_mse=attention_mse, fsp=fsp, nst=nst,
         value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, layer_map=mapping, seed=seed, device=device,
     )
@@ -715,6 +716,14 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         # student, started from the teacher, no position the teacher never learned)
         cfg = replace(cfg, max_len=_teacher_max_len(store, (teacher_runs or (run,))[0], cfg.max_len))
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])  # (its vocabulary sizes every student's table)
+    if cfg.student_model and student == "transformer":  # its own depth and width, recorded as such; checked before a stage is recorded
+        given = _options_given(("layers", "width"))
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: --student-model {cfg.student_model} has its own layers and width")
+        own = student_model_config(cfg.student_model)
+        cfg = replace(cfg, layers=own.num_hidden_layers, width=own.hidden_size, init_from_teacher=False)
+        if teacher_config is not None:
+            check_student_vocabulary(cfg, _teacher_tokenizer(store, (teacher_runs or (run,))[0]))
     if teacher_config is not None and student == "transformer":  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_bert_layout(teacher_config)
         if cfg.init_from_teacher is None:  # recorded as it runs (the stage decides so: _copies_layers), not as null, which
@@ -734,7 +743,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     if teacher_config is not None and student == "transformer":  # recorded as it runs, not as 0 ("the default")
         cfg = replace(cfg, width=cfg.width or teacher_config.hidden_size)
         if cfg.value_relation or cfg.qk_relation:
-            bert = student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width, num_classes=len(store.class_names()))
+            bert = student_shape(teacher_config, cfg, len(store.class_names()))
             cfg = replace(cfg, relation_heads=resolved_relation_heads(cfg, (bert["hidden_size"], bert["num_attention_heads"]),
                                                              (teacher_config.hidden_size, teacher_config.num_attention_heads)))
     if cfg.layer_map and teacher_config is not None and not cfg.intermediate and not cfg.init_from_teacher:
@@ -761,7 +770,7 @@ STUDENT_ONLY = (
     "alpha", "alpha_end", "hard_weight", "hard_weight_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
     "class_weight", "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
     "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "attention_mse", "fsp", "nst", "value_relation",
-    "qk_relation", "relation_heads", "layer_map", "lr_schedule", "warmup",
+    "qk_relation", "relation_heads", "layer_map", "lr_schedule", "warmup", "student_model",
 )
 
 # and the reverse: options only the early-exit branches use
@@ -991,6 +1000,15 @@ def _teacher_config(store, run: str):
         return AutoConfig.from_pretrained(directory)
     except (KdError, OSError, ValueError, KeyError):
         return None
+
+
+def _teacher_tokenizer(store, run: str):
+    """The tokenizer of a teacher run's (first) model, whose config ``_teacher_config`` read."""
+    from transformers import AutoTokenizer
+
+    from kdstore.teacher import model_dirs
+
+    return AutoTokenizer.from_pretrained(model_dirs(store.find_stage(resolve_run_id(run), "teach"))[0])
 
 
 def _embedding_width(teacher_config, embed_dim: int) -> int:

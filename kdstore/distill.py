@@ -13,7 +13,7 @@ import json
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,7 @@ class DistillConfig:
     folds: int = 0  # K >= 2: K students, each blind to one fold's train labels: out-of-fold votes for `kd labels detect`
     width: int = 0  # transformer student; 0: the teacher's hidden size
     init_from_teacher: bool | None = None  # transformer: copy evenly spaced teacher layers (None: when of the teacher's width)
+    student_model: str = ""  # transformer: start from this pre-trained checkpoint (name or folder), its layers and width its own
     hidden_mse: float = 0.0  # weights of intermediate losses (transformer student)
     attention_kl: float = 0.0
     value_relation: float = 0.0
@@ -196,6 +197,10 @@ class DistillConfig:
                 raise KdError(f"{option} must be at least 1, got {value}")
         if self.lr is not None:
             check_lr(self.lr)
+        if self.student_model and self.student != "transformer":
+            raise KdError(f"--student-model starts a transformer student from a checkpoint, not --student {self.student}")
+        if self.student_model and self.init_from_teacher:
+            raise KdError("--student-model and --init-from-teacher each give the student its starting layers: choose one")
         if self.lr_schedule not in LR_SCHEDULES:
             raise KdError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not 0.0 <= self.warmup < 1.0:
@@ -383,6 +388,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     tokenizer = AutoTokenizer.from_pretrained(model_dirs(first)[0])
     if "mask" in cfg.augment:
         _check_one_unknown_token(tokenizer, teacher_runs, checked)
+    check_student_vocabulary(cfg, tokenizer)
     embeddings = teacher_embeddings(first) if cfg.init_embeddings == "teacher" else None
     scfg = StudentConfig(
         # the teacher's table may have more rows than the tokenizer has tokens (padded vocabularies)
@@ -392,6 +398,9 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         hidden=cfg.hidden, dropout=cfg.dropout, layers=cfg.layers,
         bert=_student_bert(first, cfg, len(names)) if cfg.student == "transformer" else None,
     )
+    if scfg.bert is not None:  # (a --student-model's own depth)
+        scfg = replace(scfg, layers=scfg.bert["num_hidden_layers"])
+    start_weights = _student_model_weights(cfg, names) if cfg.student_model else None  # (once: every fold starts from them)
     scfg.validate(max_len=cfg.max_len)
     copy_layers = cfg.student == "transformer" and _copies_layers(cfg, scfg, first)
     teacher_net = _teacher_network(first) if cfg.student == "transformer" and (cfg.intermediate or copy_layers) else None
@@ -421,7 +430,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     dist.agree("training rows", data, dev)
     dist.agree("samples to score", everything)
     dist.on_main(record_labels_state)(store, stage.id, labels)
-    new = lambda: _new_student(scfg, embeddings, teacher_net if copy_layers else None, cfg.layer_map)  # noqa: E731
+    new = lambda: _new_student(scfg, embeddings, teacher_net if copy_layers else None, cfg.layer_map, start_weights)  # noqa: E731
     fit = lambda built, rows, tag: _fit(add_metrics, stage, cfg, built, tokenizer, names, rows, dev, teachers,  # noqa: E731
                                         teacher_net if cfg.intermediate else None, device, rng, dist, tag=tag)
 
@@ -523,16 +532,28 @@ def _ensemble_logits(models: list, tokenizer, texts: list[str], *, max_len: int,
     return parts[0] if len(parts) == 1 else average_probs_as_logits(parts)
 
 
-def _new_student(scfg: StudentConfig, embeddings, copy_from, mapping: tuple[int, ...] = ()) -> tuple[torch.nn.Module, dict]:
+def _new_student(scfg: StudentConfig, embeddings, copy_from, mapping: tuple[int, ...] = (), weights: dict | None = None) -> tuple[torch.nn.Module, dict]:
     """A fresh student, with the teacher's token embeddings, or the layers of the teacher network
-    ``copy_from``, copied in; ``{"teacher_layers": ...}`` says which layers."""
+    ``copy_from``, copied in; ``{"teacher_layers": ...}`` says which layers. ``weights``: a
+    ``--student-model`` checkpoint's (``_student_model_weights``), loaded whole."""
     model = build_student(scfg)
+    if weights is not None:
+        model.net.load_state_dict(weights)
     fitted: dict = {}
     if embeddings is not None:
         init_embeddings(model, embeddings)
     if copy_from is not None:
         fitted["teacher_layers"] = init_from_teacher(model, copy_from, mapping)
     return model, fitted
+
+
+def _student_model_weights(cfg: DistillConfig, names: list[str]) -> dict:
+    """The state of a ``--student-model`` checkpoint as a classifier of ``names`` (its head new where
+    it had none or another), loaded as ``kd teach --model`` loads one."""
+    from .teacher import load_classifier
+
+    _, net = load_classifier(cfg.student_model, names)
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
 def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) -> None:
@@ -543,11 +564,11 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
     refused before a stage is recorded (each failed inside the stage)."""
     bert = None
     if cfg.student == "transformer" and teacher_config is not None:
-        bert = student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width or None, num_classes=num_classes)
+        bert = student_shape(teacher_config, cfg, num_classes)
     student = StudentConfig(
         kind=cfg.student, vocab_size=getattr(teacher_config, "vocab_size", None) or 1, num_classes=num_classes, pad_id=0,
         embed_dim=cfg.embed_dim, kernel_sizes=tuple(cfg.kernel_sizes), num_filters=cfg.num_filters, hidden=cfg.hidden,
-        dropout=cfg.dropout, layers=cfg.layers, bert=bert,
+        dropout=cfg.dropout, layers=bert["num_hidden_layers"] if bert else cfg.layers, bert=bert,
     )
     student.check_fits_memory()  # before a layer map of --layers entries is made
     if bert is not None:
@@ -556,7 +577,7 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
             raise KdError(_narrower_message(width, bert["hidden_size"]))
         if cfg.intermediate:
             relation_heads(cfg, (bert["hidden_size"], bert["num_attention_heads"]), (width, teacher_config.num_attention_heads))
-        mapped = layer_map(cfg.layers, teacher_config.num_hidden_layers, cfg.layer_map)
+        mapped = layer_map(bert["num_hidden_layers"], teacher_config.num_hidden_layers, cfg.layer_map)
         if cfg.fsp and any(b <= a for a, b in zip(mapped, mapped[1:])):
             how = f"--layer-map {','.join(map(str, mapped))}" if cfg.layer_map else \
                 f"a {cfg.layers}-layer student of a {teacher_config.num_hidden_layers}-layer teacher maps {','.join(map(str, mapped))}"
@@ -575,6 +596,8 @@ def _copies_layers(cfg: DistillConfig, scfg: StudentConfig, teacher: Stage) -> b
     else when it has the teacher's width (a narrower one has no layers to copy)."""
     from transformers import AutoConfig
 
+    if cfg.student_model:  # (its own layers: validate() refuses --init-from-teacher with it)
+        return False
     width = AutoConfig.from_pretrained(model_dirs(teacher)[0]).hidden_size
     same = scfg.bert["hidden_size"] == width
     if cfg.init_from_teacher and not same:
@@ -796,11 +819,57 @@ def _loading_teacher(stage: Stage):
         raise KdError(f"cannot load the teacher of stage {stage.name!r} in {stage.artifact_path}: {lines[0]}") from None
 
 
+def student_model_config(name: str):
+    """The Hugging Face configuration of a ``--student-model`` (a name or folder), or a one-line KdError."""
+    from transformers import AutoConfig
+
+    from .students import check_bert_layout
+
+    quiet_transformers()
+    path = str(Path(name).expanduser()) if name.startswith("~") else name
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise KdError(f"--student-model {name}: cannot load its configuration: {str(exc).strip().splitlines()[0]}") from None
+    try:
+        check_bert_layout(config)
+    except KdError:
+        raise KdError(f"--student-model {name}: a transformer student is a BERT-layout encoder (BERT, RoBERTa, XLM-R, ERNIE, "
+                      f"ELECTRA); this checkpoint's {getattr(config, 'model_type', '?')!r} is laid out otherwise") from None
+    return config
+
+
+def student_shape(teacher_config, cfg: DistillConfig, num_classes: int) -> dict:
+    """A transformer student's configuration: the ``--student-model`` checkpoint's own, else the
+    teacher's with ``--layers`` layers (and ``--width``)."""
+    if cfg.student_model:
+        config = student_model_config(cfg.student_model)
+        return student_bert_config(config, layers=config.num_hidden_layers, hidden=None, num_classes=num_classes)
+    return student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width or None, num_classes=num_classes)
+
+
+def check_student_vocabulary(cfg: DistillConfig, tokenizer) -> None:
+    """A ``--student-model`` reads texts with the teacher's tokenizer (the targets were made from its
+    ids, and intermediate losses match token by token): its vocabulary must be the teacher's."""
+    if not cfg.student_model:
+        return
+    from transformers import AutoTokenizer
+
+    try:
+        own = AutoTokenizer.from_pretrained(str(Path(cfg.student_model).expanduser()) if cfg.student_model.startswith("~") else cfg.student_model)
+    except (OSError, ValueError) as exc:
+        raise KdError(f"--student-model {cfg.student_model}: cannot load its tokenizer: {str(exc).strip().splitlines()[0]}") from None
+    if own.get_vocab() != tokenizer.get_vocab():
+        raise KdError(f"--student-model {cfg.student_model}: its vocabulary ({len(own)} tokens) is not the teacher's ({len(tokenizer)}): "
+                      "a student reads texts with its teacher's tokenizer; choose a checkpoint of the teacher's vocabulary "
+                      "(hfl's and UER's Chinese models share bert-base-chinese's)")
+
+
 def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:
     from transformers import AutoConfig
 
     teacher_config = AutoConfig.from_pretrained(model_dirs(stage)[0])
-    bert = student_bert_config(teacher_config, layers=cfg.layers, hidden=cfg.width or None, num_classes=num_classes)
+    bert = student_shape(teacher_config, cfg, num_classes)
     if cfg.attention_kl or cfg.attention_mse:
         # the attention a layer returns in training is after its dropout: rows that are no distribution
         # (summing to 0.9-1.1), matched to the teacher's (eval mode) with a floor of noise in the loss

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
-from synthetic import corpus_files, edit_labels, kd, quick_speed_figures, tiny_bert_for, tiny_roberta_for, write_tsv
+from synthetic import corpus_files, edit_labels, kd, quick_speed_figures, seeded, tiny_bert_for, tiny_roberta_for, write_tsv
 
 from kdstore.errors import KdError
 from kdstore.schema import AugmentedText, Logit, Prediction, Sample, Stage
@@ -449,6 +449,59 @@ def test_distill_lr_schedule_and_warmup_are_trained_with_and_recorded(taught_sto
                        (["--student", "early-exit", "--lr-schedule", "linear"], "--lr-schedule: for students, not --student early-exit")):
         bad = kd("distill", *common, "--name", "bad", *args, ok=False)
         assert said in bad.output, (args, bad.output)
+    assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}
+
+
+def test_a_transformer_student_starts_from_a_pretrained_checkpoint(taught_store, tiny_model, tmp_path):
+    """TextBrewer's students start from small pre-trained models (RBT3, UER's 4-layer Chinese BERT): kd's
+    could start only from teacher layers or at random. --student-model starts from a checkpoint of the
+    teacher's vocabulary, its own depth and width, recorded as such; its weights are the start (a
+    near-zero learning rate keeps them); another vocabulary, a shape typed beside it or another kind of
+    student is refused before a stage."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from kdstore.predictor import load_student
+
+    db = str(taught_store)
+    small = tmp_path / "small-bert"
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    seeded(BertForMaskedLM, config, seed=3).save_pretrained(small)
+    tokenizer.save_pretrained(small)
+    common = ["--run", "r", "--student", "transformer", "--epochs", "1", "--max-len", "32", "--db", db]
+    out = kd("distill", *common, "--student-model", str(small), "--lr", "1e-12", "--name", "from-small")
+    stage = next(s for s in Store.open(db).stages_of("r") if s.name == "from-small")
+    assert stage.status == "succeeded", out.output
+    assert (stage.config["student_model"], stage.config["layers"], stage.config["width"], stage.config["init_from_teacher"]) == (
+        str(small), 1, 16, False)
+    student, _, meta = load_student(Path(stage.artifact_path), "cpu")
+    start = BertForMaskedLM.from_pretrained(small).bert
+    assert meta["student"]["bert"]["hidden_size"] == 16 and meta["student"]["bert"]["num_hidden_layers"] == 1
+    torch.testing.assert_close(student.net.bert.embeddings.word_embeddings.weight, start.embeddings.word_embeddings.weight, atol=1e-6, rtol=0)
+    torch.testing.assert_close(student.net.bert.encoder.layer[0].output.dense.weight, start.encoder.layer[0].output.dense.weight, atol=1e-6, rtol=0)
+    # matched to the teacher's layers (narrower: projected), every fold from the checkpoint
+    kd("distill", *common, "--student-model", str(small), "--hidden-mse", "1", "--attention-kl", "1", "--value-relation", "1",
+       "--folds", "2", "--name", "matched")
+    matched = next(s for s in Store.open(db).stages_of("r") if s.name == "matched")
+    figures = {m.name: m.value for m in Store.open(db).metrics(matched.id) if m.split == "all"}
+    assert matched.status == "succeeded" and figures["teacher_layer[0]"] == 1 and matched.config["relation_heads"] == 2
+    # another vocabulary: refused before a stage is recorded, naming the option
+    other = tmp_path / "other-bert"
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    tokens = build_vocab(["完全不同的字"])
+    seeded(BertForMaskedLM, BertConfig(vocab_size=len(tokens), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=64)).save_pretrained(other)
+    make_tokenizer(tokens).save_pretrained(other)
+    for args, said in ((["--student-model", str(other)], f"--student-model {other}: its vocabulary ({len(tokens)} tokens) is not the teacher's"),
+                       (["--student-model", str(small), "--layers", "2"], f"--layers: --student-model {small} has its own layers and width"),
+                       (["--student-model", str(small), "--init-from-teacher"], "--student-model and --init-from-teacher each give"),
+                       (["--student-model", str(tmp_path / "nowhere")], "--student-model"),
+                       (["--student-model", str(small), "--student", "textcnn"], "not --student textcnn")):
+        bad = kd("distill", *common, "--name", "bad", *args, ok=False)
+        errors = [line for line in bad.output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and said in errors[0], (args, bad.output)
     assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}
 
 
