@@ -169,7 +169,10 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
             # a table (label<TAB>text, as kd ingest reads a TSV): its labels would be learned as text, a test
             # file's beside the texts they judge (kd predict warns of such lines; a long run is refused here)
             first = next(n for n, l in enumerate(content.split(_line_end(content)), 1) if l.strip() == found[0])
-            column = "2" if tabs == 1 else "N"  # (kd ingest's label<TAB>text; of more columns, no default says which)
+            # the column of the longest cells is the text (text<TAB>label too: cut -f2 kept the labels alone);
+            # where none is longest, kd ingest's label<TAB>text, and of more columns no default says which
+            widths = [sum(len(t.split("\t")[c]) for t in found) for c in range(tabs + 1)]
+            column = str(widths.index(max(widths)) + 1) if widths.count(max(widths)) == 1 else "2" if tabs == 1 else "N"
             raise KdError(f"{p}: line {first}: {tabs + 1} tab-separated columns on every line: --corpus reads one plain text "
                           f"a line, and the other columns (a label, an id) would be learned as text; write the text column "
                           f"alone (cut -f{column} {shlex.quote(str(p))})")

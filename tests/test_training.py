@@ -961,6 +961,22 @@ def test_a_tab_separated_corpus_is_refused_before_a_run_is_recorded(sample_store
     assert read_corpus((str(mixed),)) == ["标题\t正文一", "第二段没有制表符"]
 
 
+def test_a_tab_separated_corpus_s_hint_cuts_its_text_column_not_its_labels(tmp_path):
+    """A table of text<TAB>label (a common export) was told `cut -f2`, which keeps the labels alone: a
+    corpus of 'pos' and 'neg'. The hint names the column of the longest cells, the texts; a table of
+    several columns, where it said `cut -fN`, names it too."""
+    from kdstore.pretrain import read_corpus
+
+    cases = {"text-first.tsv": ("质量很好，物流也快\tpos\n太差了，再也不买\tneg\n", "2 tab-separated columns", "cut -f1 "),
+             "three.tsv": ("1\tpos\t质量很好，物流也快\n2\tneg\t太差了，再也不买\n", "3 tab-separated columns", "cut -f3 "),
+             "label-first.tsv": ("pos\t质量很好，物流也快\nneg\t太差了，再也不买\n", "2 tab-separated columns", "cut -f2 ")}
+    for name, (content, columns, hint) in cases.items():
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        with pytest.raises(KdError) as caught:
+            read_corpus((str(tmp_path / name),))
+        assert columns in str(caught.value) and f"({hint}{tmp_path / name})" in str(caught.value), (name, str(caught.value))
+
+
 def test_pretrain_steps_1_trains_at_the_lr_given(sample_store):
     """The warm-up gave the first step a learning rate of 0: `--steps 1` saved the random
     initialisation whatever --lr (the same weights at 5e-4 and at 1e-2), and of --steps 5 a fifth was lost."""
