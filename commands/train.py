@@ -720,7 +720,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         given = _options_given(("layers", "width"))
         if given:
             raise click.UsageError(f"{', '.join(given)}: --student-model {cfg.student_model} has its own layers and width")
-        own = student_model_config(cfg.student_model)
+        own = student_model_config(cfg.student_model, store.class_names())
         cfg = replace(cfg, layers=own.num_hidden_layers, width=own.hidden_size, init_from_teacher=False)
         if teacher_config is not None:
             check_student_vocabulary(cfg, _teacher_tokenizer(store, (teacher_runs or (run,))[0]))
@@ -863,7 +863,7 @@ def _file_student_options_fit(cfg: DistillConfig) -> DistillConfig:
     if ctx.get_parameter_source("student") != ParameterSource.COMMANDLINE:
         return cfg  # (a file's own student with such options is the file's mistake: refused)
     unfit = ("init_embeddings",) if cfg.student == "transformer" else \
-        ("layer_map", *(o[2:].replace("-", "_") for o in INTERMEDIATE_OPTIONS))
+        ("layer_map", "student_model", *(o[2:].replace("-", "_") for o in INTERMEDIATE_OPTIONS))
     default = DistillConfig()
     return replace(cfg, **{name: getattr(default, name) for name in unfit
                            if ctx.get_parameter_source(name) == ParameterSource.DEFAULT_MAP})

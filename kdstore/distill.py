@@ -47,6 +47,7 @@ from .students import (
     init_from_teacher,
     layer_map,
     mean_flops_per_sample,
+    readable_positions,
     size_error,
     student_bert_config,
     table_rows,
@@ -169,7 +170,7 @@ class DistillConfig:
         if self.layer_map and self.student != "transformer":
             raise KdError(f"--layer-map maps a transformer student's layers onto the teacher's, not --student {self.student}'s: "
                           "add --student transformer, or leave it out")
-        if self.layer_map and len(self.layer_map) != self.layers:
+        if self.layer_map and len(self.layer_map) != self.layers and not self.student_model:  # (its depth: check_student_shape)
             raise KdError(f"--layer-map names {len(self.layer_map)} teacher layers for a student of {self.layers} (--layers): one each")
         if self.init_embeddings == "teacher" and self.student == "transformer":
             raise KdError("--init-embeddings teacher is for textcnn/bigru/bilstm, not --student transformer: a transformer uses --init-from-teacher")
@@ -577,12 +578,17 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
             raise KdError(_narrower_message(width, bert["hidden_size"]))
         if cfg.intermediate:
             relation_heads(cfg, (bert["hidden_size"], bert["num_attention_heads"]), (width, teacher_config.num_attention_heads))
+        if cfg.student_model and cfg.layer_map and len(cfg.layer_map) != bert["num_hidden_layers"]:
+            raise KdError(f"--layer-map names {len(cfg.layer_map)} teacher layers for a student of {bert['num_hidden_layers']} "
+                          f"(--student-model {cfg.student_model}'s layers): one each")
         mapped = layer_map(bert["num_hidden_layers"], teacher_config.num_hidden_layers, cfg.layer_map)
         if cfg.fsp and any(b <= a for a, b in zip(mapped, mapped[1:])):
             how = f"--layer-map {','.join(map(str, mapped))}" if cfg.layer_map else \
                 f"a {cfg.layers}-layer student of a {teacher_config.num_hidden_layers}-layer teacher maps {','.join(map(str, mapped))}"
             raise KdError(f"--fsp matches each student layer with the teacher layers since the previous one it maps to, "
                           f"so the map must increase: {how} (no deeper student than its teacher)")
+    if bert is not None and cfg.student_model and cfg.max_len > readable_positions(bert):  # (not the teacher's: validate's words)
+        raise KdError(f"--max-len {cfg.max_len} exceeds --student-model {cfg.student_model}'s {readable_positions(bert)} positions")
     student.validate(max_len=cfg.max_len)
 
 
@@ -819,16 +825,34 @@ def _loading_teacher(stage: Stage):
         raise KdError(f"cannot load the teacher of stage {stage.name!r} in {stage.artifact_path}: {lines[0]}") from None
 
 
-def student_model_config(name: str):
-    """The Hugging Face configuration of a ``--student-model`` (a name or folder), or a one-line KdError."""
+def student_model_config(name: str, class_names: list[str] | None = None):
+    """The Hugging Face configuration of a ``--student-model`` (a name or folder), or a one-line KdError;
+    with ``class_names``, one fine-tuned for other classes is refused too (as the stage would refuse it)."""
     from transformers import AutoConfig
 
     from .students import check_bert_layout
 
+    from .teacher import _inner_model, hub_unreachable
+
     quiet_transformers()
     path = str(Path(name).expanduser()) if name.startswith("~") else name
+    # as `kd teach --model` checks a model (load_classifier): transformers said "Repo id must use
+    # alphanumeric chars" of a missing folder, "Should have a `model_type` key" of a kd student's
+    folder = Path(path)
+    if path.startswith(("/", "./", "../")) and not folder.exists():
+        raise KdError(f"--student-model {name}: no such directory")
+    if folder.is_file():
+        raise KdError(f"--student-model {name}: it is a file; give the folder that holds config.json and the weights")
+    if (folder / STUDENT_CONFIG).is_file():
+        raise KdError(f"--student-model {name}: it is a kd student (kd distill), not a Hugging Face model: give a "
+                      "pre-trained checkpoint's folder")
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise KdError(f"--student-model {name}: no config.json in that folder{_inner_model(folder).split(': start from', 1)[0]}")
+    hub = {"trust_remote_code": False}
+    if not folder.is_dir() and hub_unreachable():  # (the hub client would retry for half a minute: its cache alone)
+        hub["local_files_only"] = True
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, **hub)
     except (OSError, ValueError) as exc:
         raise KdError(f"--student-model {name}: cannot load its configuration: {str(exc).strip().splitlines()[0]}") from None
     try:
@@ -836,6 +860,13 @@ def student_model_config(name: str):
     except KdError:
         raise KdError(f"--student-model {name}: a transformer student is a BERT-layout encoder (BERT, RoBERTa, XLM-R, ERNIE, "
                       f"ELECTRA); this checkpoint's {getattr(config, 'model_type', '?')!r} is laid out otherwise") from None
+    if class_names is not None:
+        from .teacher import head_classes
+
+        try:
+            head_classes(config, class_names, name)
+        except KdError as exc:
+            raise KdError(f"--student-model {name}: it was fine-tuned{str(exc).split(' was fine-tuned', 1)[-1]}") from None
     return config
 
 

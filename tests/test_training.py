@@ -505,6 +505,55 @@ def test_a_transformer_student_starts_from_a_pretrained_checkpoint(taught_store,
     assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}
 
 
+def test_a_student_model_is_checked_before_a_stage_and_its_own_depth_takes_a_layer_map(taught_store, tiny_model, tmp_path):
+    """--student-model beside what `kd teach --model` refuses in one line (a missing folder, a file, a
+    folder without config.json, a kd student, a checkpoint fine-tuned for other classes): transformers'
+    own words ("Repo id must use alphanumeric chars", "Should have a `model_type` key") or a failed stage
+    were all it said. --max-len past the checkpoint's positions named the teacher's; a --layer-map of
+    the checkpoint's depth was refused against the default --layers 4; a config file's student-model
+    refused every typed `--student textcnn` (a typed --student resets the file's options of another student)."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+    db = str(taught_store)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+
+    def checkpoint(name, cls=BertForMaskedLM, **extra):
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32, **{"max_position_embeddings": 64, **extra})
+        seeded(cls, config, seed=3).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+        return tmp_path / name
+
+    small = checkpoint("small")
+    tuned = checkpoint("tuned", BertForSequenceClassification, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
+                       label2id={"a": 0, "b": 1, "c": 2})
+    short = checkpoint("short", max_position_embeddings=16)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    common = ["--run", "r", "--student", "transformer", "--epochs", "1", "--max-len", "32", "--db", db]
+    kd("distill", "--run", "r", "--student", "textcnn", "--epochs", "1", "--name", "cnn", "--db", db)
+    cnn = Path(_stage(Path(db), "r", "cnn").artifact_path)
+    for args, said in ((["--student-model", str(tmp_path / "nowhere")], f"--student-model {tmp_path / 'nowhere'}: no such directory"),
+                       (["--student-model", str(tmp_path / "a-file")], "it is a file; give the folder that holds config.json"),
+                       (["--student-model", str(tmp_path / "empty")], "no config.json in that folder"),
+                       (["--student-model", str(cnn)], "is a kd student (kd distill), not a Hugging Face model"),
+                       (["--student-model", str(tuned)], f"--student-model {tuned}: it was fine-tuned for classes ['a', 'b', 'c']"),
+                       (["--student-model", str(short)], f"--max-len 32 exceeds --student-model {short}'s 16 positions"),
+                       (["--student-model", str(small), "--layer-map", "0,1"],
+                        f"--layer-map names 2 teacher layers for a student of 1 (--student-model {small}'s layers)")):
+        bad = kd("distill", *common, "--name", "bad", *args, ok=False)
+        errors = [line for line in bad.output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and said in errors[0], (args, bad.output)
+        assert "Traceback" not in bad.output
+    assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}
+    kd("distill", *common, "--student-model", str(small), "--layer-map", "0", "--hidden-mse", "1", "--name", "mapped")
+    figures = {m.name: m.value for m in Store.open(db).metrics(_stage(Path(db), "r", "mapped").id) if m.split == "all"}
+    assert figures["teacher_layer[0]"] == 0
+    (tmp_path / "kd.toml").write_text(f'[distill]\nstudent = "transformer"\nstudent-model = "{small}"\n', encoding="utf-8")
+    kd("distill", "--run", "r", "--student", "textcnn", "--epochs", "1", "--name", "typed", "--db", db, "--config", str(tmp_path / "kd.toml"))
+    assert _stage(Path(db), "r", "typed").config["student_model"] == ""
+
+
 def test_class_weight_and_probability_shift_where_their_loss_weighs_0_are_warned_of(taught_store):
     """`--class-weight balanced` weighs the hard loss, `--probability-shift` the labeled rows' soft
     targets: with `--alpha 1` (hard weight 1 - alpha = 0) or `--alpha 0` they changed nothing, in silence."""
@@ -1157,6 +1206,9 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     train = {m.name: m.value for m in Store.open(db).metrics(stage.id) if m.split == "train"}
     assert (train["truncated"], train["split_texts"], train["texts"]) == (0, 2, 2 + 2 * 7) and stage.config["long_texts"] == "split"
     assert "were cut to fit" not in out.stderr
+    # a count, as texts and truncated are, for a script reading --json (it read 2.0)
+    shown = json.loads(kd("report", "--run", "q", "--json", "--db", db).stdout)["stages"][0]["metrics"]["train"]
+    assert shown["split_texts"] == 2 and isinstance(shown["split_texts"], int)
 
 
 def _random_characters_store(tmp_path) -> str:
