@@ -91,7 +91,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     if cut is not None and cut >= CUT_WARN_SHARE:
         warn(f"{cut:.0%} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
              f"and were cut to fit (the {'model' if stage['kind'] == 'pretrain' else 'teacher'} never saw their ends): "
-             "a larger --max-len may help, at a cost in speed")
+             "a larger --max-len may help, at a cost in speed"
+             + (" (or --long-texts split, which reads each long text as pieces)" if stage["kind"] == "pretrain" else ""))
     for message in _unlearned(stage, store):
         warn(message)
     if stage["kind"] == "pretrain":

@@ -1198,6 +1198,7 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     train = {m.name: m.value for m in Store.open(db).metrics(_stage(Path(db), "p", "pretrain").id) if m.split == "train"}
     assert train["truncated"] == 2 and train["texts"] == 4 and train["split_texts"] == 0
     assert "warning: 50% of the texts are longer than --max-len 8 tokens and were cut to fit (the model never saw their ends)" in out.stderr
+    assert "(or --long-texts split, which reads each long text as pieces)" in out.stderr
     assert "texts cut to --max-len 8 tokens: 50%" in out.stdout
     # by default (--long-texts split) each 40-character line is read as 7 pieces of at most 6 characters: nothing cut
     out = kd("pretrain", "--run", "q", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "8", "--min-count", "1",
