@@ -106,6 +106,27 @@ def _kd_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def today(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The day ``${time}`` names in this test, as ``YYYYMMDD``: the clock kd reads is held at the day the
+    test started, so that a test running over midnight does not see two days (its own ``today``
+    read before a command that reads the clock again)."""
+    import datetime as dt
+    import types
+
+    import kdstore.names
+
+    started = dt.date.today()
+
+    class Held(dt.date):
+        @classmethod
+        def today(cls) -> dt.date:
+            return started
+
+    monkeypatch.setattr(kdstore.names, "dt", types.SimpleNamespace(date=Held))
+    return started.strftime("%Y%m%d")
+
+
+@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     """Where the test's store lives (not created yet: the first ``kd ingest`` creates it).
 

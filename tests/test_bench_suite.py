@@ -1275,6 +1275,7 @@ def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(t
     stores removed), was killed 0.25 s later, and the suite ended in a traceback with results.json
     saying "(running)" and no word of B3. Now the script is waited for, B3 is marked interrupted,
     the tables not run are named, and the exit status is 130."""
+    import signal
     import textwrap
 
     shared = tmp_path / "shared"
@@ -1299,10 +1300,14 @@ def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(t
 
     monkeypatch.setattr(suite, "plan", plan)
     monkeypatch.setattr("bench.common.machine_info", lambda: MACHINE)
+    # Ctrl-C raises, as in a terminal: a test run started in the background (`bash .ci/run &`) ignores SIGINT
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         rc = suite.main(["all", "--quick", "--device", "cpu", "--out", str(out)])
     except KeyboardInterrupt:
         pytest.fail("the Ctrl-C came out of python -m bench as a traceback")
+    finally:
+        signal.signal(signal.SIGINT, saved)
     assert rc == 130
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert list(results["jobs"]) == ["B3", "B4"] and results["jobs"]["B3"]["data"]["seeds"] == [1, 2, 3]

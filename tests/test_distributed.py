@@ -386,7 +386,9 @@ def test_a_setup_error_of_rank_1_alone_is_rank_0s_one_line_promptly(corpus, tiny
     done, elapsed = teach_with_rank_1_argv(corpus, tiny_model, tmp_path, db, "e", "argv[argv.index('--epochs') + 1] = '0'")
     lines = error_lines(done)
     assert len(lines) == 1 and lines[0].startswith("Error: rank 1: ") and "epochs" in lines[0], done.stderr[-3000:]
-    assert elapsed < 30, done.stderr[-3000:]
+    # (a rank left waiting is killed by torchrun 30 s after its SIGTERM, which it says: the seconds are only a
+    # rough bound, three processes starting torch on a loaded 2-core machine took over 20 of them)
+    assert "Unable to shutdown process" not in done.stderr and elapsed < 60, (elapsed, done.stderr[-3000:])
     store = Store.open(str(db), create=False)
     try:
         assert not store.run_exists("e")
@@ -401,7 +403,9 @@ def test_a_rank_that_fails_before_joining_the_group_does_not_leave_the_other_wai
     done, elapsed = teach_with_rank_1_argv(corpus, tiny_model, tmp_path, tmp_path / "kd.db", "u", "argv.append('--nonsense-option')")
     lines = error_lines(done)
     assert lines == ["Error: No such option '--nonsense-option'."], done.stderr[-3000:]
-    assert "Unable to shutdown process" not in done.stderr and elapsed < 30, (elapsed, done.stderr[-3000:])
+    # torchrun's "Unable to shutdown process" is the 30 s kill itself; the seconds are only a rough bound: with
+    # rank 1's 10 s wait (STOP_WAIT_S), three processes starting torch on a loaded 2-core machine took 37 s
+    assert "Unable to shutdown process" not in done.stderr and elapsed < 60, (elapsed, done.stderr[-3000:])
 
 
 def test_an_error_every_rank_met_is_recorded_as_such_not_as_the_noting_rank_s(tmp_path, monkeypatch):

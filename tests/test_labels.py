@@ -1294,13 +1294,10 @@ def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db
     assert [(s.id, s.name, s.status) for s in store.stages_of("t3")] == stages  # no failed detect stage
 
 
-def test_student_votes_of_today_are_recorded_as_the_run_they_named(db, error_line):
+def test_student_votes_of_today_are_recorded_as_the_run_they_named(db, error_line, today):
     """`--student-votes '${time}:votes'` (a config file's `student-votes = "${time}:votes"`) was recorded as
     written: the detection's config named whichever day it is read on, and the `kd labels detect` its
     warnings suggest had an unquoted ${time}, which a shell replaces with nothing."""
-    import datetime as dt
-
-    today = dt.date.today().strftime("%Y%m%d")
     kd("distill", "--run", today, "--teacher-run", "r", "--folds", "2", "--name", "votes", "--epochs", "1", "--embed-dim", "8",
        "--num-filters", "4", "--max-len", "32", "--db", db)
     kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--student-votes", "${time}:votes", "--method", "cleanlab,ensemble",
