@@ -825,6 +825,12 @@ def _loading_teacher(stage: Stage):
         raise KdError(f"cannot load the teacher of stage {stage.name!r} in {stage.artifact_path}: {lines[0]}") from None
 
 
+def _student_model_path(name: str) -> str:
+    """A ``--student-model`` as transformers takes it: a quoted ``~`` (a config file's) expanded, which
+    it would take for a hub name."""
+    return str(Path(name).expanduser()) if name.startswith("~") else name
+
+
 def student_model_config(name: str, class_names: list[str] | None = None):
     """The Hugging Face configuration of a ``--student-model`` (a name or folder), or a one-line KdError;
     with ``class_names``, one fine-tuned for other classes is refused too (as the stage would refuse it)."""
@@ -835,7 +841,7 @@ def student_model_config(name: str, class_names: list[str] | None = None):
     from .teacher import _inner_model, hub_unreachable
 
     quiet_transformers()
-    path = str(Path(name).expanduser()) if name.startswith("~") else name
+    path = _student_model_path(name)
     # as `kd teach --model` checks a model (load_classifier): transformers said "Repo id must use
     # alphanumeric chars" of a missing folder, "Should have a `model_type` key" of a kd student's
     folder = Path(path)
@@ -887,7 +893,7 @@ def check_student_vocabulary(cfg: DistillConfig, tokenizer) -> None:
     from transformers import AutoTokenizer
 
     try:
-        own = AutoTokenizer.from_pretrained(str(Path(cfg.student_model).expanduser()) if cfg.student_model.startswith("~") else cfg.student_model)
+        own = AutoTokenizer.from_pretrained(_student_model_path(cfg.student_model))
     except (OSError, ValueError) as exc:
         raise KdError(f"--student-model {cfg.student_model}: cannot load its tokenizer: {str(exc).strip().splitlines()[0]}") from None
     if own.get_vocab() != tokenizer.get_vocab():

@@ -795,8 +795,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     judged = as_judged(store, stage.id, everything)  # the labels the stage read, as its other figures
     flops_cfg = encoder_flops_config(model.config, len(names))  # (every layer-wise type is a BERT-layout encoder)
 
-    def mean_flops(texts: list[str], layers: np.ndarray, at: float) -> int:
-        lengths = encode_packed(tokenizer, texts, max_len=max_len).lengths
+    def mean_flops(lengths, layers: np.ndarray, at: float) -> int:
         return mean_early_exit_flops(flops_cfg, lengths, layers, branch_dim=cfg.branch_dim, branches=at > 0)
 
     for split in ("dev", "test"):
@@ -805,7 +804,8 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
             measured = measure_speeds(model, tokenizer, part.texts, speeds=speeds, max_len=max_len, uncertainty=cfg.uncertainty, batch_size=cfg.eval_batch_size, repeats=cfg.timing_repeats, device=device)
             shares = exit_shares(measured[float(speed)]["layers"], model.num_layers)  # at the serving speed
             # FastBERT's cost figure: FLOPs per text at each speed (its layers, the branches it passed, the head if reached)
-            flops = {} if flops_cfg is None else {f"flops@{speed_tag(s)}": mean_flops(part.texts, m["layers"], s) for s, m in measured.items()}
+            lengths = encode_packed(tokenizer, part.texts, max_len=max_len).lengths if flops_cfg is not None else None  # (once a split)
+            flops = {} if flops_cfg is None else {f"flops@{speed_tag(s)}": mean_flops(lengths, m["layers"], s) for s, m in measured.items()}
             store.add_metrics(stage.id, split, {**speed_metrics(measured, part.labels, names),
                                                 **share_metrics(shares), **flops})
     # CPU latency and throughput as every model stage has them, at the serving speed (the speed its
@@ -813,12 +813,14 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     cpu = torch.device("cpu")
     model.to(cpu)
     timed = speed_rows(everything)  # FLOPs over the texts timed, as every model stage's, at the serving speed
+    timed_texts = [everything.texts[i] for i in timed]
     if flops_cfg is not None:
-        store.add_metrics(stage.id, "all", {"flops_per_sample": mean_flops([everything.texts[i] for i in timed], used[timed], speed)})
+        store.add_metrics(stage.id, "all", {"flops_per_sample": mean_flops(encode_packed(tokenizer, timed_texts, max_len=max_len).lengths,
+                                                                           used[timed], speed)})
     store.add_metrics(stage.id, "all", measure(
         lambda texts, bs: early_exit_logits(model, tokenizer, texts, max_len=max_len, speed=speed, uncertainty=cfg.uncertainty,
                                             batch_size=bs, device=cpu)[0],
-        [everything.texts[i] for i in timed],
+        timed_texts,
     ))
     store.add_metrics(
         stage.id,
