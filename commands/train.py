@@ -16,6 +16,7 @@ from click.core import ParameterSource
 from kdstore import segment
 from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, DistillConfig, check_student_shape, check_student_vocabulary, student_model_config, student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
 from kdstore.schedules import LR_SCHEDULES
+from kdstore.matches import parse_matches
 from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
@@ -75,7 +76,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     for key, epoch in sorted((stage["metrics"].get("all") or {}).items()):  # said as it happened (torchutil.stop_if_diverged)
         if key.endswith("diverged_epoch"):
             fold = f" ({key[:-len('/diverged_epoch')]})" if "/" in key else ""
-            warnings.append(f"training diverged in epoch {int(epoch)}{fold}: stopped, keeping the best epoch before it")
+            kept = "step" if (stage["config"] or {}).get("eval_every") else "epoch"  # (scored every --eval-every steps)
+            warnings.append(f"training diverged in epoch {int(epoch)}{fold}: stopped, keeping the best {kept} before it")
 
     def warn(message: str) -> None:  # on standard error, and in --json's warnings
         click.echo(f"warning: {message}", err=True)
@@ -593,7 +595,8 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--warmup", type=FLOAT, default=0.0, show_default=True, help="Fraction of the training steps over which the learning rate rises from 0 (e.g. 0.1 with --lr-schedule linear).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--max-len", type=int, default=128, show_default="the (first) teacher's; 128 if it has none")
-@click.option("--patience", type=int, default=3, show_default=True)
+@click.option("--patience", type=int, default=3, show_default=True, help="Dev scores without a gain before stopping (one an epoch, or one each --eval-every steps).")
+@click.option("--eval-every", type=int, default=0, help="Score dev every N training steps (and at the last), keeping the best of those, instead of at each epoch's end: for a pool much larger than the labels, whose epoch is long.")
 @click.option("--embed-dim", type=int, default=128, show_default=True, help="Token embedding width (with --init-embeddings teacher: the width of the teacher's table, unless given).")
 @click.option("--kernel-sizes", default="2,3,4", show_default=True, help="TextCNN kernel widths.")
 @click.option("--num-filters", type=int, default=128, show_default=True)
@@ -614,6 +617,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--nst", type=FLOAT, default=0.0, help="Transformer student: weight of neuron selectivity transfer (TextBrewer's nst/mmd): token-similarity matrices of mapped layers (widths may differ).")
 @click.option("--value-relation", type=FLOAT, default=0.0, help="Transformer student: weight of MiniLM value-relation KL (last layer).")
 @click.option("--qk-relation", type=FLOAT, default=0.0, help="Transformer student: weight of MiniLM query-key (attention distribution) KL (last layer).")
+@click.option("--match", "matches", multiple=True, help="Transformer student: one intermediate loss on its own layers and weight, KIND:S:T[:WEIGHT] (TextBrewer's intermediate_matches), repeatable: KIND one of hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, nst; S and T a student and a teacher layer counted from 0 (emb: the embedding output, hidden-state losses only); WEIGHT 1 if left out. Each is summed at its weight, a projection of its own where widths differ.")
 @click.option("--relation-heads", type=int, default=0, help="Relation heads for --value-relation/--qk-relation (default: the smaller head count).")
 @click.option("--speed", type=FLOAT, default=0.3, show_default=True, help="Early exit: default uncertainty threshold for serving, or --max-loss, not both (the speed each epoch is judged at on dev: with --max-loss, 0.3 or a config file's speed; the speed served is then the one chosen, the stage's `speed` figure).")
 @click.option("--max-loss", type=FLOAT, help="Early exit: serve at the speed chosen on dev instead: speeds are raised while the dev accuracy loss, plus one standard error, stays at most this many points (e.g. 0.5).")
@@ -627,7 +631,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_weight, hard_weight_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, max_len, patience, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, student_model, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, max_len, patience, eval_every, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, student_model, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, matches, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -641,6 +645,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
       kd distill --run r1 --augment mask,pos,ngram --augment-n 4   # Tang et al. / ERNIE-Tiny
       kd distill --run r1 --student transformer --layers 3 --hidden-mse 1 --attention-kl 1 --value-relation 1 --qk-relation 1
       kd distill --run r1 --student transformer --lr-schedule linear --warmup 0.1   # as kd teach trains
+      kd distill --run r1 --student transformer --layers 3 --match hidden_mse:emb:emb --match hidden_mse:2:11 --match attention_kl:2:11:0.5
+      kd distill --run r1 --eval-every 500 --patience 5   # a big pool: dev scored every 500 steps
       kd distill --run r1 --folds 5 --name votes   # out-of-fold students for kd labels detect --student-votes votes
       kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
       kd distill --run r1 --student early-exit --max-loss 0.5   # the fastest speed within 0.5 pt on dev
@@ -686,11 +692,12 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
         init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
         augment=tuple(dict.fromkeys(m.strip() for m in augment.split(",") if m.strip())), augment_n=augment_n,  # (one typed twice: once)
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, lr_schedule=lr_schedule, warmup=warmup, batch_size=batch_size,
-        max_len=max_len, patience=patience, embed_dim=embed_dim, kernel_sizes=kernels,
+        max_len=max_len, patience=patience, eval_every=eval_every, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, folds=folds, width=width,
         student_model=student_model.strip(), init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, hidden_cos=hidden_cos, pkd=pkd, attention_kl=attention_kl,
         attention_mse=attention_mse, fsp=fsp, nst=nst,
-        value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, layer_map=mapping, seed=seed, device=device,
+        value_relation=value_relation, qk_relation=qk_relation, relation_heads=relation_heads, layer_map=mapping,
+        matches=parse_matches(matches), seed=seed, device=device,
     )
     cfg = _file_student_options_fit(cfg)
     cfg.validate()
@@ -705,9 +712,10 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     store = open_store(db, writer=True)
     cfg = _resolve_unlabeled(store, cfg)
     _teacher_runs_exist(store, teacher_runs or (run,))
-    if _options_given(("patience",)) and not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)"):
-        _warn("--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch "
-              "is kept (`kd ingest FILE --split dev` adds some)")
+    judged = _options_given(("patience", "eval_every"))
+    if judged and not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)"):
+        _warn(f"{'/'.join(judged)}: not used, the store has no labeled dev samples to judge "
+              "the epochs: the last epoch is kept (`kd ingest FILE --split dev` adds some)")
     _warn_one_class_dev(store)
     _teachers_usable(store, teacher_runs or (run,))
     if "mask" in cfg.augment:
@@ -747,7 +755,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
             bert = student_shape(teacher_config, cfg, len(store.class_names()))
             cfg = replace(cfg, relation_heads=resolved_relation_heads(cfg, (bert["hidden_size"], bert["num_attention_heads"]),
                                                              (teacher_config.hidden_size, teacher_config.num_attention_heads)))
-    if cfg.layer_map and teacher_config is not None and not cfg.intermediate and not cfg.init_from_teacher:
+    if cfg.layer_map and teacher_config is not None and not cfg.mapped_losses and not cfg.init_from_teacher:
         # (init_from_teacher resolved above, as _copies_layers decides): a student that copies no teacher layer and matches none
         _warn("--layer-map: not used: the student copies no teacher layer (--width or --no-init-from-teacher) and matches none "
               f"(no {', '.join(INTERMEDIATE_OPTIONS[:-1])} or {INTERMEDIATE_OPTIONS[-1]})")
@@ -771,7 +779,7 @@ STUDENT_ONLY = (
     "alpha", "alpha_end", "hard_weight", "hard_weight_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
     "class_weight", "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
     "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "attention_mse", "fsp", "nst", "value_relation",
-    "qk_relation", "relation_heads", "layer_map", "lr_schedule", "warmup", "student_model",
+    "qk_relation", "relation_heads", "layer_map", "lr_schedule", "warmup", "student_model", "eval_every", "matches",
 )
 
 # and the reverse: options only the early-exit branches use
@@ -864,7 +872,7 @@ def _file_student_options_fit(cfg: DistillConfig) -> DistillConfig:
     if ctx.get_parameter_source("student") != ParameterSource.COMMANDLINE:
         return cfg  # (a file's own student with such options is the file's mistake: refused)
     unfit = ("init_embeddings",) if cfg.student == "transformer" else \
-        ("layer_map", "student_model", *(o[2:].replace("-", "_") for o in INTERMEDIATE_OPTIONS))
+        ("layer_map", "student_model", "matches", *(o[2:].replace("-", "_") for o in INTERMEDIATE_OPTIONS))
     default = DistillConfig()
     return replace(cfg, **{name: getattr(default, name) for name in unfit
                            if ctx.get_parameter_source(name) == ParameterSource.DEFAULT_MAP})

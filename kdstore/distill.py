@@ -28,6 +28,7 @@ from .losses import (
     neuron_selectivity, patient_kd, probability_shift, query_key_relation_kl, relation_kl, temperature_weights,
     temperatures_from_weights,
 )
+from .matches import HIDDEN_KINDS, Match, check_matches, hidden_index
 from .metrics import classification_metrics, mean_log_loss
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_sharded_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
@@ -101,7 +102,8 @@ class DistillConfig:
     warmup: float = 0.0  # the fraction of the steps the learning rate rises over, from 0
     batch_size: int = 64
     max_len: int = 128
-    patience: int = 3
+    patience: int = 3  # evaluations on dev without a gain before stopping: epochs, or --eval-every's spans
+    eval_every: int = 0  # N >= 1: score dev every N training steps (and at the last), not at each epoch's end
     embed_dim: int = 128
     kernel_sizes: tuple[int, ...] = (2, 3, 4)
     num_filters: int = 128
@@ -123,6 +125,7 @@ class DistillConfig:
     nst: float = 0.0  # neuron selectivity transfer: token-similarity matrices of mapped layers
     relation_heads: int = 0  # 0: the smaller of the two head counts
     layer_map: tuple[int, ...] = ()  # transformer: the teacher layer (0-based) each student layer copies and matches; (): evenly spaced
+    matches: tuple[Match, ...] = ()  # transformer: intermediate losses one by one, their own layers and weights (`--match`)
     seed: int = 42
     device: str = "auto"
 
@@ -196,6 +199,8 @@ class DistillConfig:
         for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--max-len", self.max_len), ("--patience", self.patience)):
             if value < 1:
                 raise KdError(f"{option} must be at least 1, got {value}")
+        if self.eval_every < 0:
+            raise KdError(f"--eval-every must be a number of training steps (0: at each epoch's end), got {self.eval_every}")
         if self.lr is not None:
             check_lr(self.lr)
         if self.student_model and self.student != "transformer":
@@ -215,7 +220,7 @@ class DistillConfig:
         if self.width < 0 or self.relation_heads < 0:
             raise KdError(f"--width and --relation-heads must be positive (0: the default), got {self.width} and {self.relation_heads}")
         if self.intermediate and self.student != "transformer":
-            raise KdError(f"{'/'.join(INTERMEDIATE_OPTIONS)} need --student transformer")
+            raise KdError(f"{'/'.join(INTERMEDIATE_OPTIONS)}/--match need --student transformer")
         for option, weight in zip(INTERMEDIATE_OPTIONS, self._intermediate_weights):  # (a file's value is then named too)
             if weight < 0:
                 raise KdError(f"{option} must be non-negative (a loss weight), got {weight:g}")
@@ -238,8 +243,18 @@ class DistillConfig:
         return tuple(getattr(self, o[2:].replace("-", "_")) for o in INTERMEDIATE_OPTIONS)
 
     @property
-    def intermediate(self) -> bool:
+    def mapped_losses(self) -> bool:
+        """Whether an intermediate loss is weighed on the layer map (``--hidden-mse`` and the like)."""
         return max(self._intermediate_weights) > 0
+
+    @property
+    def intermediate(self) -> bool:
+        """Whether the student is matched to the teacher's internals: on the layer map or by ``--match``."""
+        return self.mapped_losses or bool(self.matches)
+
+    @property
+    def matches_attentions(self) -> bool:
+        return bool(self.attention_kl or self.attention_mse or any(m.kind.startswith("attention") for m in self.matches))
 
     @property
     def learning_rate(self) -> float:
@@ -401,7 +416,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     )
     if scfg.bert is not None:  # (a --student-model's own depth)
         scfg = replace(scfg, layers=scfg.bert["num_hidden_layers"])
-    start_weights = _student_model_weights(cfg, names) if cfg.student_model else None  # (once: every fold starts from them)
+    start_weights, started = _student_model_weights(cfg, names) if cfg.student_model else (None, {})  # (once: every fold starts from them)
     scfg.validate(max_len=cfg.max_len)
     copy_layers = cfg.student == "transformer" and _copies_layers(cfg, scfg, first)
     teacher_net = _teacher_network(first) if cfg.student == "transformer" and (cfg.intermediate or copy_layers) else None
@@ -430,7 +445,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         store.samples(include_dropped=True)))
     dist.agree("training rows", data, dev)
     dist.agree("samples to score", everything)
-    dist.on_main(record_labels_state)(store, stage.id, labels)
+    dist.on_main(record_labels_state)(store, stage.id, {**labels, **started})
     new = lambda: _new_student(scfg, embeddings, teacher_net if copy_layers else None, cfg.layer_map, start_weights)  # noqa: E731
     fit = lambda built, rows, tag: _fit(add_metrics, stage, cfg, built, tokenizer, names, rows, dev, teachers,  # noqa: E731
                                         teacher_net if cfg.intermediate else None, device, rng, dist, tag=tag)
@@ -496,6 +511,9 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                {"train_seconds": sum(f["train_seconds"] for f in fold_fits), "folds": cfg.folds,
                 # the epoch each fold kept (as `kd teach --folds` records its own): early stopping is per fold
                 **{f"fold{k}/best_epoch": f["best_epoch"] for k, f in enumerate(fold_fits)}}),
+            # --eval-every: the step kept (its epoch above), and the steps an epoch has (the history's x is a step)
+            **{f"{'' if not cfg.folds else f'fold{k}/'}best_step": f["best_step"] for k, f in enumerate(fold_fits) if "best_step" in f},
+            **({"steps_per_epoch": first["steps_per_epoch"]} if "steps_per_epoch" in first else {}),
             # of what is served, as the size and latency: the one student, or the K folds' ensemble
             "parameters": sum(count_parameters(m) for m in models),
             "flops_per_sample": mean_flops_per_sample(scfg, timed_lengths) * len(models),  # each timed text's, averaged
@@ -548,13 +566,17 @@ def _new_student(scfg: StudentConfig, embeddings, copy_from, mapping: tuple[int,
     return model, fitted
 
 
-def _student_model_weights(cfg: DistillConfig, names: list[str]) -> dict:
+def _student_model_weights(cfg: DistillConfig, names: list[str]) -> tuple[dict, dict]:
     """The state of a ``--student-model`` checkpoint as a classifier of ``names`` (its head new where
-    it had none or another), loaded as ``kd teach --model`` loads one."""
-    from .teacher import load_classifier
+    it had none or another), loaded as ``kd teach --model`` loads one, and which checkpoint it was, for
+    the stage's config as `kd teach` records its own (``student_model_path``: a folder's absolute path,
+    with ``student_model_sha256``; a hub name, with ``student_model_revision``)."""
+    from .teacher import load_classifier, started_from
 
     _, net = load_classifier(cfg.student_model, names)
-    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    source = started_from(_student_model_path(cfg.student_model), net.config)
+    return ({k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            {f"student_{k}": v for k, v in source.items()})
 
 
 def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) -> None:
@@ -582,6 +604,7 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
             raise KdError(f"--layer-map names {len(cfg.layer_map)} teacher layers for a student of {bert['num_hidden_layers']} "
                           f"(--student-model {cfg.student_model}'s layers): one each")
         mapped = layer_map(bert["num_hidden_layers"], teacher_config.num_hidden_layers, cfg.layer_map)
+        check_matches(cfg.matches, student_layers=bert["num_hidden_layers"], teacher_layers=teacher_config.num_hidden_layers)
         if cfg.fsp and any(b <= a for a, b in zip(mapped, mapped[1:])):
             how = f"--layer-map {','.join(map(str, mapped))}" if cfg.layer_map else \
                 f"a {cfg.layers}-layer student of a {teacher_config.num_hidden_layers}-layer teacher maps {','.join(map(str, mapped))}"
@@ -623,7 +646,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     if matched_net is not None:
         matched_net.to(device)  # the matcher holds it outside its sub-modules: moved here, not by .to()
     matcher = IntermediateMatcher(model, matched_net, cfg).to(device) if matched_net is not None else None
-    if matcher is not None:  # the layers the intermediate losses match: on record even when none was copied (a narrower student)
+    if matcher is not None and cfg.mapped_losses:  # the layers the intermediate losses match: on record even when none was copied (a narrower student)
         fitted.setdefault("teacher_layers", list(matcher.map))
     # every parameter takes part in each step but a projection that no hidden-state loss reads (a narrower
     # student matched on attentions alone): DDP's search for unused ones, where none can be, cost a walk of
@@ -638,7 +661,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
         add_metrics(stage.id, "all", {f"{tag}class_weight[{n}]": float(w) for n, w in zip(names, class_weights)})
         class_weights = to_device(class_weights, device)  # once: a pageable copy at each step made the host wait for the GPU
     soft_targets = torch.as_tensor(teachers.rows(data.ids))
-    params = list(model.parameters()) + (list(matcher.proj.parameters()) if matcher is not None else [])
+    params = list(model.parameters()) + (matcher.projection_parameters() if matcher is not None else [])
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, **adam_options(device))
     dev_mine = dev.subset(dist.shard(len(dev)))
 
@@ -649,12 +672,37 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     if cfg.lr_schedule != "constant" or cfg.warmup > 0:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor_step(s, total_steps, schedule=cfg.lr_schedule, warmup=cfg.warmup))
+    # --eval-every N: the figures of a span of N steps, recorded at its last step (the history's `step` is then a
+    # training step, not an epoch), and the best of those spans kept; else each epoch's, as before
+    unit = "step" if cfg.eval_every else "epoch"
+
+    def judged(at: int) -> bool:
+        """Record the train loss since the last judgement and score dev at ``at`` (an epoch, or a step under
+        --eval-every); True when training stops (diverged after a scored point, or patience ran out)."""
+        nonlocal losses, last_epoch
+        add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses.floats())}, step=at)
+        losses = StepLosses(dist=dist)
+        if stop_if_diverged(model, best, epoch=at, tag=tag, warn=dist.is_main, unit=unit):
+            fitted["diverged_epoch"] = epoch
+            return True
+        last_epoch = epoch
+        if len(dev) == 0:
+            return False
+        mine = student_logits(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, device=device, label=f"{tag.rstrip('/')} dev".strip())
+        _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
+        m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
+        dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
+        add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"], f"{tag}loss": dev_loss}, step=at)
+        return dist.broadcast_object(best.update(m["macro_f1"], model, at, loss=dev_loss))  # rank 0 decides for all
+
     start = time.monotonic()
+    stop = False
     with progress(extra="loss {task.fields[loss]}") as bar:
         task = bar.add_task(f"distill {cfg.student} {tag}".strip(), total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
             net.train()
-            losses = StepLosses(dist=dist)
+            if epoch == 1 or not cfg.eval_every:
+                losses = StepLosses(dist=dist)
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 idx, weight = dist.split_batch(batch)
                 input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, min_len=model.min_len, multiple=model.pad_multiple)
@@ -691,23 +739,20 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 # each rank's share of the batch's mean (0 for a filler): their mean over ranks and
                 # batches is the mean of the batch means, as in one process
                 bar.update(task, advance=1, loss=losses.add(loss, weight))
-            add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses.floats())}, step=epoch)
-            if stop_if_diverged(model, best, epoch=epoch, tag=tag, warn=dist.is_main):
-                fitted["diverged_epoch"] = epoch
-                break
-            last_epoch = epoch
-            if len(dev) == 0:
-                continue
-            mine = student_logits(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, device=device, label=f"{tag.rstrip('/')} dev".strip())
-            _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
-            m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
-            dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
-            add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"], f"{tag}loss": dev_loss}, step=epoch)
-            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch, loss=dev_loss)):  # rank 0 decides for all
+                if cfg.eval_every and (step % cfg.eval_every == 0 or step == total_steps):
+                    stop = judged(step)
+                    if stop:
+                        break
+                    net.train()
+            if stop or (not cfg.eval_every and judged(epoch)):
                 break
     fitted["train_seconds"] = time.monotonic() - start
     best.restore(model)
-    fitted["best_epoch"] = best.epoch or last_epoch  # no dev split: the last epoch
+    kept = best.epoch or (step if cfg.eval_every else last_epoch)  # no dev split: the last
+    if cfg.eval_every:
+        fitted["best_step"] = kept
+        fitted["steps_per_epoch"] = steps_per_epoch
+    fitted["best_epoch"] = -(-kept // steps_per_epoch) if cfg.eval_every else kept
     return model, fitted
 
 
@@ -761,6 +806,15 @@ class IntermediateMatcher(torch.nn.Module):
         self.proj = torch.nn.Linear(s_cfg.hidden_size, t_cfg.hidden_size) if s_cfg.hidden_size != t_cfg.hidden_size else torch.nn.Identity()
         self.heads = relation_heads(cfg, (s_cfg.hidden_size, s_cfg.num_attention_heads), (t_cfg.hidden_size, t_cfg.num_attention_heads))
         self._t_last = LastLayerVectors(teacher.base_model)
+        check_matches(cfg.matches, student_layers=s_cfg.num_hidden_layers, teacher_layers=t_cfg.num_hidden_layers)
+        # each --match comparing vectors of other widths its own projection, as each of TextBrewer's matches has
+        self.match_proj = torch.nn.ModuleList(
+            torch.nn.Linear(s_cfg.hidden_size, t_cfg.hidden_size) if m.projected and s_cfg.hidden_size != t_cfg.hidden_size
+            else torch.nn.Identity() for m in cfg.matches)
+
+    def projection_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimizer trains besides the student: the projections of the losses on the layer map and of each match."""
+        return list(self.proj.parameters()) + list(self.match_proj.parameters())
 
     def forward(self, input_ids, mask):
         logits, s_hidden, s_att, s_last = self.student.internals(input_ids, mask)
@@ -793,6 +847,8 @@ class IntermediateMatcher(torch.nn.Module):
         if self.cfg.nst:
             terms = [neuron_selectivity(s_hidden[i + 1], t.hidden_states[j + 1], mask) for i, j in pairs]
             loss = loss + self.cfg.nst * torch.stack(terms).mean()
+        for m, proj in zip(self.cfg.matches, self.match_proj):  # each its own weight, summed (as TextBrewer sums its matches)
+            loss = loss + m.weight * self._matched(m, proj, s_hidden, s_att, t, mask)
         t_last = self._t_last.take()
         if self.cfg.value_relation:
             loss = loss + self.cfg.value_relation * relation_kl(s_last["value"], t_last["value"], mask, heads=self.heads)
@@ -801,6 +857,23 @@ class IntermediateMatcher(torch.nn.Module):
                 s_last["query"], s_last["key"], t_last["query"], t_last["key"], mask, heads=self.heads
             )
         return logits, loss
+
+
+    @staticmethod
+    def _matched(m: Match, proj, s_hidden, s_att, t, mask) -> torch.Tensor:
+        """One ``--match``'s loss, unweighted."""
+        if m.kind in HIDDEN_KINDS:
+            s, h = s_hidden[hidden_index(m.student)], t.hidden_states[hidden_index(m.teacher)]
+            if m.kind == "hidden_mse":
+                return hidden_mse(proj(s), h, mask)
+            if m.kind == "hidden_cos":
+                return hidden_cosine(proj(s), h, mask)
+            if m.kind == "pkd":
+                return patient_kd(proj(s[:, 0]), h[:, 0])
+            return neuron_selectivity(s, h, mask)
+        if m.kind == "attention_kl":
+            return attention_kl(s_att[m.student], t.attentions[m.teacher], mask)
+        return attention_mse(s_att[m.student], t.attentions[m.teacher], mask)
 
 
 def _teacher_network(stage: Stage):
@@ -907,7 +980,7 @@ def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:
 
     teacher_config = AutoConfig.from_pretrained(model_dirs(stage)[0])
     bert = student_shape(teacher_config, cfg, num_classes)
-    if cfg.attention_kl or cfg.attention_mse:
+    if cfg.matches_attentions:
         # the attention a layer returns in training is after its dropout: rows that are no distribution
         # (summing to 0.9-1.1), matched to the teacher's (eval mode) with a floor of noise in the loss
         for key in ("attention_probs_dropout_prob", "attention_dropout"):
@@ -944,4 +1017,5 @@ def config_dict(cfg: DistillConfig) -> dict:
     d["kernel_sizes"] = list(cfg.kernel_sizes)
     d["augment"] = list(cfg.augment)
     d["lr"] = cfg.learning_rate
+    d["matches"] = [m.spelled for m in cfg.matches]  # as --match and a config file's `match` take them
     return d

@@ -99,6 +99,9 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
     if opts.split not in SPLITS:
         raise KdError(f"unknown split {opts.split!r}: choose from {', '.join(SPLITS)}")
     _source(name, opts)
+    for what, spec in (("text", opts.text_col), ("label", opts.label_col)):
+        if spec == "":  # (`--text-col "$COL"` with COL unset: JSONL read the default key unseen, a TSV took its first row for a header)
+            raise KdError(f"{name}: --{what}-col is empty: give the column (a 0-based index or a name) or JSON key, or leave it out for the default")
     fmt = detect_format(name, opts.format)
     content = decode(data, name, fmt)
     want_label = opts.split != "unlabeled"

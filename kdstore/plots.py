@@ -88,7 +88,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                     # the dev loss's cross-entropy on labels: their gap is no overfitting
                     label = "train loss (distillation)" if key == "train loss" and stage.get("kind") == "distill" else key
                     ax.plot(*zip(*curves[key]), marker="o", label=label)
-            ax.set_xlabel("epoch")
+            by_step = bool((stage.get("config") or {}).get("eval_every"))  # (kd distill --eval-every: scored every N steps)
+            ax.set_xlabel("training step" if by_step else "epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # (epoch 1.25 is no epoch)
             ax.set_ylabel("loss")
             if curves.get("dev macro-F1"):
@@ -98,9 +99,9 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                 right.legend(loc="upper right", fontsize=8)
             if ax.get_lines():
                 ax.legend(loc="upper left", fontsize=8)
-            best = stage["metrics"].get("all", {}).get("best_epoch")
+            best = stage["metrics"].get("all", {}).get("best_step" if by_step else "best_epoch")
             if best:
-                ax.axvline(best, color="grey", linestyle=":", linewidth=1)  # the epoch kept
+                ax.axvline(best, color="grey", linestyle=":", linewidth=1)  # the epoch (or step) kept
             ax.set_title(f"{stage['name']}: learning curve")
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-learning-curve.png", plt))
         for split in ("test", "dev"):

@@ -118,17 +118,18 @@ def label_edit_counts(store: Store, stage_ids: list[int]) -> dict[int, dict[str,
 # figures that count something (samples, epochs, parameters, edits): stored as floats like every
 # figure, given back as ints so that a script reads ``"n": 500``, not ``500.0``
 COUNT_METRICS = frozenset({
-    "n", "support", "flagged", "train_samples", "dev_samples", "samples", "truncated", "best_epoch",
+    "n", "support", "flagged", "train_samples", "dev_samples", "samples", "truncated", "best_epoch", "best_step", "steps_per_epoch",
     "diverged_epoch", "processes", "augmented_added", "parameters", "flops_per_sample", "steps", "texts",
     "vocab_size", "split_texts", "folds", "in_sample", "relabel", "drop", "flag", "reject", "unchanged", "skipped_edited", "skipped_rejected",
     "chosen_changed", "pool_samples", "augmented_samples", "pool_without_logits", "teacher_layer",
-    "branch_parameters", "num_layers", "max_len",
+    "branch_parameters", "num_layers", "max_len", "flops",
 })
 
 
 def metric_value(name: str, value: float) -> float | int:
     """``value`` as an int when ``name`` counts something (``fold2/truncated``, ``support[pos]``)."""
     base = name.split("[", 1)[0].rsplit("/", 1)[-1]  # (the bracket first: a class name may hold a "/")
+    base = base.split("@", 1)[0]  # (an early-exit figure at a speed: `flops@0.3` counts as `flops_per_sample` does)
     if base in COUNT_METRICS and float(value).is_integer():
         return int(value)
     return value

@@ -124,9 +124,41 @@ def _convert_hint(data: bytes, pos: int, name: str) -> str:
         chinese = False
     if not chinese:
         return "convert the file to UTF-8 first"
-    how = ("pipe it through iconv -f GB18030 -t UTF-8" if name == "<stdin>" else
-           f"iconv -f GB18030 -t UTF-8 {shlex.quote(name)} > {shlex.quote(str(Path(name).with_name('utf8-' + Path(name).name)))}")
-    return f"it reads as GBK/GB18030 (as Excel and Notepad save on Chinese Windows): convert it to UTF-8 first, e.g. {how}"
+    if _big5(data):
+        return ("it reads as Big5 (Traditional Chinese, as Excel and Notepad save in Taiwan and Hong Kong): convert it to UTF-8 "
+                f"first, e.g. {_iconv('CP950', name)} (as GBK it reads as garbled characters)")
+    return f"it reads as GBK/GB18030 (as Excel and Notepad save on Chinese Windows): convert it to UTF-8 first, e.g. {_iconv('GB18030', name)}"
+
+
+def _iconv(encoding: str, name: str) -> str:
+    if name == "<stdin>":
+        return f"pipe it through iconv -f {encoding} -t UTF-8"
+    return f"iconv -f {encoding} -t UTF-8 {shlex.quote(name)} > {shlex.quote(str(Path(name).with_name('utf8-' + Path(name).name)))}"
+
+
+# Big5's commonest characters, the fewest strokes (一 人 大 不 中 好 的...), have lead bytes 0xA4-0xA9: in GBK
+# those are the rows of kana, Greek, Cyrillic, pinyin and box drawing, next to absent from Chinese text (0 of
+# 175,601 characters of the reviews, 0 of 197,795 of People's Daily); in Big5 text about 40 % of the characters
+BIG5_COMMON_LEADS = range(0xA4, 0xAA)
+BIG5_SHARE = 0.1
+
+
+def _big5(data: bytes) -> bool:
+    """Whether a file that reads as GB18030 is Big5 (CP950) instead: both read each other's bytes, but a
+    Big5 file read as GBK is full of kana and box-drawing characters, and Big5's common lead bytes say so."""
+    try:
+        data.decode("cp950")
+    except UnicodeDecodeError:
+        return False
+    i = pairs = common = 0
+    while i < len(data) - 1:
+        if data[i] < 0x80:
+            i += 1
+            continue
+        pairs += 1
+        common += data[i] in BIG5_COMMON_LEADS
+        i += 2
+    return pairs > 0 and common / pairs >= BIG5_SHARE
 
 
 _LINE_BOM = re.compile(r"(?:^|(?<=\r))\ufeff", re.MULTILINE)  # (after a bare \r too: old Mac line ends)
@@ -145,4 +177,14 @@ def _field_at(data: bytes, pos: int, fmt: str) -> str:
         return ""
     line_start = data.rfind(_line_end(data), 0, pos) + 1
     sep = b"\t" if fmt == "tsv" else b","
-    return f" field {data.count(sep, line_start, pos)}:"
+    if fmt == "tsv":
+        return f" field {data.count(sep, line_start, pos)}:"
+    # (a comma inside a CSV field in quotes, "Thinkpad, 不错", separates no fields: counted, the text's bad
+    # byte was named in the label's field; a doubled quote turns the quoting off and on again)
+    quoted, field = False, 0
+    for byte in data[line_start:pos]:
+        if byte == 0x22:
+            quoted = not quoted
+        elif byte == 0x2C and not quoted:
+            field += 1
+    return f" field {field}:"

@@ -147,19 +147,21 @@ def check_finite(module: torch.nn.Module, *, when: str) -> None:
         raise KdError(diverged(bad, when))
 
 
-def stop_if_diverged(module: torch.nn.Module, best: "BestCheckpoint", *, epoch: int, tag: str = "", warn: bool = True) -> bool:
+def stop_if_diverged(module: torch.nn.Module, best: "BestCheckpoint", *, epoch: int, tag: str = "", warn: bool = True,
+                     unit: str = "epoch") -> bool:
     """After an epoch: True (stop, keep the best epoch) when the weights are no longer finite but an
     earlier epoch was scored on dev; a KdError when there is none to fall back on (no dev split, or
     the first epoch). A teacher that diverges late keeps its best epoch, as early stopping would.
-    ``warn=False``: no warning printed (a torchrun rank other than 0: rank 0 says it once)."""
+    ``warn=False``: no warning printed (a torchrun rank other than 0: rank 0 says it once). ``unit="step"``:
+    ``epoch`` is a training step, scored every N steps (``kd distill --eval-every``)."""
     bad = nonfinite_weight(module)
     if bad is None:
         return False
-    when = f"in epoch {epoch}" + (f" ({tag.rstrip('/')})" if tag else "")
+    when = f"in {unit} {epoch}" + (f" ({tag.rstrip('/')})" if tag else "")
     if best.state is None:
         raise KdError(diverged(bad, when))
     if warn:
-        print(f"warning: {diverged(bad, when)}: stopped, keeping epoch {best.epoch}", file=sys.stderr)
+        print(f"warning: {diverged(bad, when)}: stopped, keeping {unit} {best.epoch}", file=sys.stderr)
     return True
 
 

@@ -801,11 +801,13 @@ def test_ranks_that_read_different_rows_stop_before_training(taught, tiny_model,
 
 
 # distill ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("extra", [[], ["--temperature-schedule", "cwsm", "--temperature-beta", "0.5"], ["--folds", "2"]],
-                         ids=["plain", "per-sample-temperature", "folds"])
+@pytest.mark.parametrize("extra", [[], ["--temperature-schedule", "cwsm", "--temperature-beta", "0.5"], ["--folds", "2"],
+                                   ["--eval-every", "4", "--patience", "1"]],
+                         ids=["plain", "per-sample-temperature", "folds", "eval-every"])
 def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
     """Per-sample temperatures are set against the whole global batch's mean weight, not a rank's share;
-    fold students score their held-out shards and the rest on every rank alike."""
+    fold students score their held-out shards and the rest on every rank alike; dev scored every N steps
+    keeps the same step on both."""
     one = copy_store(taught["one"], tmp_path / "one")
     two = copy_store(taught["one"], tmp_path / "two")  # the same teacher logits for both
     with one_thread():
@@ -822,6 +824,8 @@ def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
     assert np.array_equal(ids1, ids2)
     np.testing.assert_allclose(logits2, logits1, atol=ATOL, rtol=0)
     assert Path(s2.artifact_path, *(["fold-1"] if "--folds" in extra else []), "student.pt").exists()
+    if "--eval-every" in extra:
+        assert metrics_of(two, s2.id)["best_step"] == metrics_of(one, s1.id)["best_step"]
 
 
 def test_two_processes_distill_a_transformer_with_intermediate_losses_without_ddp_noise(taught, tmp_path):

@@ -141,6 +141,23 @@ def test_a_file_not_utf8_is_named_gbk_only_where_it_reads_as_chinese_in_gbk():
         parse(joined, "j.tsv", IngestOptions())
 
 
+def test_a_big5_file_is_named_big5_not_gbk():
+    """Big5 (Traditional Chinese, Taiwan and Hong Kong) reads as GB18030 too, garbled: it was named GBK with
+    an iconv that turned it into kana and box-drawing characters, which kd then ingested. Its common
+    characters' lead bytes tell it apart; Traditional Chinese saved as GBK is still GBK."""
+    text = "label\ttext\npos\t這個產品非常好用，物超所值\nneg\t服務態度不好，下次不會再來了\n"
+    with pytest.raises(KdError, match=r"^t\.tsv: line 2: field 1: not valid UTF-8 \(byte 0xb3\); it reads as Big5 .* "
+                                      r"iconv -f CP950 -t UTF-8 t\.tsv > utf8-t\.tsv \(as GBK it reads as garbled characters\)$"):
+        parse(text.encode("cp950"), "t.tsv", IngestOptions())
+    with pytest.raises(KdError, match=r"it reads as GBK/GB18030 .* iconv -f GB18030 -t UTF-8 t\.tsv"):
+        parse(text.encode("gbk"), "t.tsv", IngestOptions())
+    with pytest.raises(KdError, match=r"it reads as Big5 .* pipe it through iconv -f CP950 -t UTF-8 \("):
+        parse("pos\t我們今天去了一個大公園\n".encode("big5"), "<stdin>", IngestOptions())
+    converted = subprocess.run(["iconv", "-f", "CP950", "-t", "UTF-8"], input=text.encode("cp950"), capture_output=True)
+    if converted.returncode == 0:  # (the command said converts it back)
+        assert converted.stdout.decode() == text
+
+
 def test_a_gbk_line_whose_first_bytes_read_as_utf8_is_named_gbk_not_joined():
     """GBK's "太" (0xcc 0xab) is valid UTF-8 (U+032B): a GBK line starting with it was told "the text
     before it is UTF-8: a file joined from two encodings?", not the iconv that converts it."""
@@ -151,6 +168,16 @@ def test_a_gbk_line_whose_first_bytes_read_as_utf8_is_named_gbk_not_joined():
     # UTF-8 Chinese before the failing byte on its own line is still a sign of two encodings joined
     with pytest.raises(KdError, match=r"line 1: field 1: not valid UTF-8 .*a file joined from two encodings\?\)$"):
         parse("pos\t质量".encode() + "太差\n".encode("gbk"), "j.tsv", IngestOptions())
+
+
+def test_a_bad_byte_in_a_quoted_csv_field_holding_a_comma_names_that_field():
+    """Excel quotes a CSV text holding a comma ("Thinkpad, 不错"): its comma separates no fields, but
+    the error counted it and named the label column (field 1) for a bad byte in the text (field 0)."""
+    data = 'text,label\n"Thinkpad, 不错",pos\n'.encode("gbk")
+    with pytest.raises(KdError, match=r"^g\.csv: line 2: field 0: not valid UTF-8 \(byte 0xb2\); it reads as GBK"):
+        parse(data, "g.csv", IngestOptions())
+    with pytest.raises(KdError, match=r"^g\.csv: line 2: field 1: not valid UTF-8"):
+        parse(b'text,label\n"a, ""b"", c",' + "中性\n".encode("gbk"), "g.csv", IngestOptions())
 
 
 def test_old_mac_line_ends_errors_name_the_line_and_a_line_bom_goes():
@@ -1068,6 +1095,20 @@ BAD_INPUTS = [
         ["--source", "  "],
         ["the source name is empty"],
         id="source-blank",
+    ),
+    pytest.param(  # (`--text-col "$COL"` with COL unset: the "text" key was read, unseen, not the one meant)
+        "keys.jsonl",
+        b'{"text": "fine text", "content": "other", "label": "pos"}\n',
+        ["--text-col", ""],
+        ["--text-col is empty"],
+        id="jsonl-text-col-empty",
+    ),
+    pytest.param(  # (the first row was taken for a header: "no such column (columns: pos, fine text)")
+        "cols.tsv",
+        b"pos\tfine text\nneg\tother\n",
+        ["--label-col", ""],
+        ["--label-col is empty"],
+        id="label-col-empty",
     ),
     pytest.param(
         "source.tsv",

@@ -23,6 +23,7 @@ from synthetic import corpus_files, edit_labels, kd, quick_speed_figures, seeded
 
 from kdstore.errors import KdError
 from kdstore.schema import AugmentedText, Logit, Prediction, Sample, Stage
+from kdstore.report import run_report
 from kdstore.store import Store
 
 @pytest.fixture(scope="module")
@@ -452,6 +453,83 @@ def test_distill_lr_schedule_and_warmup_are_trained_with_and_recorded(taught_sto
     assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}
 
 
+def test_distill_eval_every_scores_dev_every_n_steps_and_keeps_the_best_step(taught_store):
+    """TextBrewer scores dev every N steps: a pool much larger than the labels makes an epoch too long a unit
+    for early stopping. --eval-every N records the train loss and dev figures at every Nth step (and the last),
+    keeps the best-scoring step (best_step; best_epoch the epoch it fell in), counts patience in those scores,
+    and is recorded; scoring at each epoch's last step trains exactly as the per-epoch default."""
+    db = str(taught_store)
+    common = ["--run", "r", "--epochs", "2", "--batch-size", "16", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db]
+    kd("distill", *common, "--name", "epochs")
+    store = Store.open(db)
+    by_epoch = next(s for s in run_report(store, "r")["stages"] if s["name"] == "epochs")
+    rows = by_epoch["metrics"]["all"]["train_samples"] + by_epoch["metrics"]["all"]["pool_samples"]
+    per_epoch = -(-rows // 16)
+    assert per_epoch > 3
+    kd("distill", *common, "--name", "steps", "--eval-every", "3", "--patience", "2")
+    kd("distill", *common, "--name", "at-ends", "--eval-every", str(per_epoch))
+    report = {s["name"]: s for s in run_report(Store.open(db), "r")["stages"]}
+    steps = report["steps"]
+    dev = {h["step"]: h["value"] for h in steps["history"] if h["split"] == "dev" and h["name"] == "macro_f1"}
+    loss = {h["step"]: h["value"] for h in steps["history"] if h["split"] == "dev" and h["name"] == "loss"}
+    train = [h["step"] for h in steps["history"] if h["split"] == "train" and h["name"] == "loss"]
+    scored = [s for s in range(1, 2 * per_epoch + 1) if s % 3 == 0 or s == 2 * per_epoch]
+    assert sorted(dev) == train == scored[:len(train)] and len(train) >= 3  # patience 2: at least 3 scores
+    if len(train) < len(scored):  # stopped early: the last 2 scores no better than the best before them
+        assert max(dev[s] for s in train[-2:]) <= max(dev[s] for s in train[:-2])
+    final = steps["metrics"]["all"]
+    best = max(dev, key=lambda s: (dev[s], -loss[s]))  # macro-F1, a tie broken by the lower dev loss
+    assert (final["best_step"], final["steps_per_epoch"]) == (best, per_epoch)
+    assert final["best_epoch"] == -(-best // per_epoch)
+    assert steps["config"]["eval_every"] == 3 and report["epochs"]["config"]["eval_every"] == 0
+    assert "best_step" not in report["epochs"]["metrics"]["all"]
+    # dev scored at each epoch's last step: the per-epoch training, step for step
+    assert [h["step"] for h in report["at-ends"]["history"] if h["split"] == "dev" and h["name"] == "macro_f1"] == [per_epoch, 2 * per_epoch]
+    assert [h["step"] for h in report["epochs"]["history"] if h["split"] == "dev" and h["name"] == "macro_f1"] == [1, 2]
+    stages = {s.name: s for s in Store.open(db).stages_of("r")}
+    assert stages["at-ends"].artifact_sha256 == stages["epochs"].artifact_sha256
+    assert report["at-ends"]["metrics"]["all"]["best_epoch"] == report["epochs"]["metrics"]["all"]["best_epoch"]
+    charts = Path(db).parent / "charts"
+    kd("report", "--run", "r", "--plot", str(charts), "--db", db)
+    assert (charts / "r-steps-learning-curve.png").stat().st_size > 0  # (drawn against steps, the kept one marked)
+    bad = kd("distill", *common, "--name", "bad", "--eval-every", "-1", ok=False)
+    assert "--eval-every must be a number of training steps" in bad.output
+    bad = kd("distill", *common, "--name", "bad", "--student", "early-exit", "--eval-every", "5", ok=False)
+    assert "--eval-every: for students, not --student early-exit" in bad.output
+    assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}
+
+
+def test_distill_match_gives_intermediate_losses_their_own_layers_and_weights(taught_store, tmp_path):
+    """TextBrewer's intermediate_matches: each loss on its own pair of layers at its own weight. --match
+    trains a transformer student so (a narrower one through projections of its own), is recorded as
+    spelled, and a layer either model lacks, a bad spelling or a student of another kind is refused
+    before a stage, in one line; a config file's `match` list is taken as the typed ones."""
+    db = str(taught_store)
+    common = ["--run", "r", "--student", "transformer", "--layers", "1", "--epochs", "1", "--max-len", "32", "--db", db]
+    kd("distill", *common, "--width", "16", "--match", "hidden_mse:emb:emb", "--match", "attention_kl:0:1:0.5", "--name", "m")
+    stage = next(s for s in Store.open(db).stages_of("r") if s.name == "m")
+    assert stage.status == "succeeded" and stage.config["matches"] == ["hidden_mse:emb:emb:1", "attention_kl:0:1:0.5"]
+    figures = {m.name for m in Store.open(db).metrics(stage.id) if m.split == "all"}
+    assert not any(f.startswith("teacher_layer[") for f in figures)  # (nothing copied, nothing matched on the map)
+    for args, said in ((["--match", "attention_kl:3:0"], "--match attention_kl:3:0:1: the student has no layer 3: its layers are 0 to 0"),
+                       (["--match", "hidden_mse:0:5"], "--match hidden_mse:0:5:1: the teacher has no layer 5: its layers are 0 to 1"),
+                       (["--match", "hidden_mse-0-1"], "--match 'hidden_mse-0-1': give KIND:STUDENT_LAYER:TEACHER_LAYER[:WEIGHT]"),
+                       (["--match", "hidden_mse:0:1", "--match", "hidden_mse:0:1:2"], "the same loss on the same layers twice"),
+                       (["--student", "textcnn", "--match", "hidden_mse:0:1"], "--match need --student transformer")):
+        bad = kd("distill", *common, "--name", "bad", *args, ok=False)
+        errors = [line for line in bad.output.strip().splitlines() if not line.startswith("warning: --layers: not used")]
+        assert said in bad.output and len(errors) == 1, (args, bad.output)
+    assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}
+    config = tmp_path / "kd.toml"
+    config.write_text('[distill]\nstudent = "transformer"\nmatch = ["hidden_cos:0:1:2", "nst:0:0"]\n', encoding="utf-8")
+    kd("distill", "--run", "r", "--layers", "1", "--epochs", "1", "--max-len", "32", "--config", str(config), "--name", "filed", "--db", db)
+    filed = next(s for s in Store.open(db).stages_of("r") if s.name == "filed")
+    assert filed.config["matches"] == ["hidden_cos:0:1:2", "nst:0:0:1"]
+    config.write_text('[distill]\nstudent = "transformer"\nmatch = "hidden_cos:0:9"\n', encoding="utf-8")
+    bad = kd("distill", "--run", "r", "--layers", "1", "--epochs", "1", "--config", str(config), "--name", "bad", "--db", db, ok=False)
+    assert f"the teacher has no layer 9: its layers are 0 to 1 (or emb) ({config}: [distill] match = " in bad.output, bad.output
+
+
 def test_a_transformer_student_starts_from_a_pretrained_checkpoint(taught_store, tiny_model, tmp_path):
     """TextBrewer's students start from small pre-trained models (RBT3, UER's 4-layer Chinese BERT): kd's
     could start only from teacher layers or at random. --student-model starts from a checkpoint of the
@@ -475,6 +553,10 @@ def test_a_transformer_student_starts_from_a_pretrained_checkpoint(taught_store,
     assert stage.status == "succeeded", out.output
     assert (stage.config["student_model"], stage.config["layers"], stage.config["width"], stage.config["init_from_teacher"]) == (
         str(small), 1, 16, False)
+    # which checkpoint, as `kd teach` records its own: a folder by its absolute path and contents
+    from kdstore.runs import sha256_path
+
+    assert (stage.config["student_model_path"], stage.config["student_model_sha256"]) == (str(small.resolve()), sha256_path(small))
     student, _, meta = load_student(Path(stage.artifact_path), "cpu")
     start = BertForMaskedLM.from_pretrained(small).bert
     assert meta["student"]["bert"]["hidden_size"] == 16 and meta["student"]["bert"]["num_hidden_layers"] == 1

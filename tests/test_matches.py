@@ -1,0 +1,98 @@
+"""``--match KIND:S:T[:WEIGHT]``: intermediate losses one by one (TextBrewer's intermediate_matches).
+
+The parsing is pure (``kdstore.matches``); the matcher is checked against the layer-map options it
+generalizes, on tiny BERTs built here (a 4-layer teacher, 2-layer students)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdstore.distill import DistillConfig, IntermediateMatcher, student_shape
+from kdstore.errors import KdError
+from kdstore.matches import EMBEDDINGS, Match, check_matches, parse_match, parse_matches
+from kdstore.students import StudentConfig, TransformerStudent
+
+
+def test_a_match_is_parsed_spelled_back_and_checked():
+    assert parse_match("hidden_mse:2:8") == Match("hidden_mse", 2, 8, 1.0)
+    assert parse_match(" Attention-KL : 1 : 5 : 0.5 ") == Match("attention_kl", 1, 5, 0.5)
+    assert parse_match("hidden_mse:emb:emb:2") == Match("hidden_mse", EMBEDDINGS, EMBEDDINGS, 2.0)
+    for text in ("hidden_mse:emb:3:0.5", "nst:1:7:1", "pkd:0:0:1e-05"):
+        assert parse_match(text).spelled == text and parse_match(parse_match(text).spelled) == parse_match(text)
+    for text, said in (("hidden_mse:2", "give KIND:STUDENT_LAYER:TEACHER_LAYER[:WEIGHT]"),
+                       ("fsp:1:2", "unknown loss 'fsp': choose from hidden_mse"),
+                       ("attention_kl:emb:1", "attention_kl compares attentions, and the embeddings have none"),
+                       ("hidden_mse:x:1", "the student layer must be a number counted from 0 (or emb), got 'x'"),
+                       ("hidden_mse:1:-2", "the teacher layer must be counted from 0"),
+                       ("hidden_mse:1:2:heavy", "the weight must be a number, got 'heavy'"),
+                       ("hidden_mse:1:2:0", "a match of weight 0 teaches nothing"),
+                       ("hidden_mse:1:2:nan", "the weight must be above 0")):
+        with pytest.raises(KdError, match=said.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+            parse_match(text)
+    with pytest.raises(KdError, match="the same loss on the same layers twice"):
+        parse_matches(["hidden_mse:1:2", "hidden_mse:1:2:3"])
+    assert len(parse_matches(["hidden_mse:1:2", "hidden_cos:1:2", "hidden_mse:1:3"])) == 3
+    check_matches(parse_matches(["hidden_mse:emb:emb", "attention_kl:1:3"]), student_layers=2, teacher_layers=4)
+    with pytest.raises(KdError, match=r"--match attention_kl:2:3:1: the student has no layer 2: its layers are 0 to 1 \(or emb\)"):
+        check_matches([parse_match("attention_kl:2:3")], student_layers=2, teacher_layers=4)
+    with pytest.raises(KdError, match="the teacher has no layer 4"):
+        check_matches([parse_match("nst:0:4")], student_layers=2, teacher_layers=4)
+
+
+def _nets(width: int):
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=32, num_labels=2)
+    teacher = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    bert = student_shape(config, DistillConfig(student="transformer", layers=2, width=width), 2)
+    student = TransformerStudent(StudentConfig(kind="transformer", vocab_size=40, num_classes=2, layers=2, bert=bert)).eval()
+    ids = torch.randint(1, 40, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    return teacher, student, ids, mask
+
+
+def test_matches_on_the_layer_map_equal_the_options_that_weigh_the_map():
+    """--hidden-mse W averages the embedding match and each mapped layer's; --attention-kl W each mapped
+    layer's: the same losses given as --match, each at W over their count, are the same figure."""
+    teacher, student, ids, mask = _nets(width=16)
+    mapped = IntermediateMatcher(student, teacher, DistillConfig(student="transformer", layers=2, hidden_mse=2.0, attention_kl=1.0,
+                                                                  pkd=0.5, nst=0.25))
+    assert mapped.map == [1, 3]
+    matches = parse_matches([f"hidden_mse:emb:emb:{2 / 3}", f"hidden_mse:0:1:{2 / 3}", f"hidden_mse:1:3:{2 / 3}",
+                             "attention_kl:0:1:0.5", "attention_kl:1:3:0.5", "pkd:0:1:0.25", "pkd:1:3:0.25",
+                             "nst:0:1:0.125", "nst:1:3:0.125"])
+    matched = IntermediateMatcher(student, teacher, DistillConfig(student="transformer", layers=2, matches=matches))
+    logits, by_map = mapped(ids, mask)
+    logits2, by_match = matched(ids, mask)
+    assert by_map.item() > 0
+    torch.testing.assert_close(by_match, by_map, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits2, logits)
+    # one match alone: its loss at its weight, on the layers it names (not the map's)
+    one = IntermediateMatcher(student, teacher, DistillConfig(student="transformer", layers=2, matches=parse_matches(["attention_kl:1:0:3"])))
+    from kdstore.losses import attention_kl
+
+    s = student.net(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    t = teacher(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    torch.testing.assert_close(one(ids, mask)[1], 3 * attention_kl(s[1], t[0], mask))
+
+
+def test_each_match_of_other_widths_learns_its_own_projection():
+    """A narrower student: each vector-comparing match has a projection of its own (TextBrewer's per-match
+    proj), trained with the student; attention and NST matches need none."""
+    teacher, student, ids, mask = _nets(width=8)
+    cfg = DistillConfig(student="transformer", layers=2, width=8,
+                        matches=parse_matches(["hidden_mse:1:3", "hidden_cos:0:1:0.5", "attention_mse:0:1", "nst:1:2"]))
+    matcher = IntermediateMatcher(student, teacher, cfg)
+    kinds = [type(p).__name__ for p in matcher.match_proj]
+    assert kinds == ["Linear", "Linear", "Identity", "Identity"]
+    assert matcher.match_proj[0] is not matcher.match_proj[1]
+    params = matcher.projection_parameters()
+    assert sum(p.numel() for p in params) == 3 * (8 * 16 + 16)  # the map's shared one, and the two matches'
+    _, loss = matcher(ids, mask)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for proj in matcher.match_proj[:2] for p in proj.parameters())
+    assert all(p.grad is None for p in matcher.proj.parameters())  # (no loss on the map: the shared one unused)
