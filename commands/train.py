@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from kdstore import segment
-from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, DistillConfig, check_student_shape, check_student_vocabulary, student_model_config, student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
+from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, TEACHER_AVERAGES, DistillConfig, check_student_shape, check_student_vocabulary, student_model_config, student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
 from kdstore.schedules import LR_SCHEDULES
 from kdstore.matches import parse_matches
 from kdstore.context_free import measured_loss
@@ -570,6 +570,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--student", type=click.Choice(KINDS + ("early-exit",)), default="textcnn", show_default=True, help="early-exit: FastBERT branches on the teacher's own layers.")
 @click.option("--teacher-run", "teacher_runs", multiple=True, callback=resolve_runs, help="Run(s) whose teacher logits to use (averaged); default: --run.")
 @click.option("--teacher-weight", "teacher_weights", multiple=True, type=FLOAT, help="Weight of each --teacher-run (default: equal).")
+@click.option("--teacher-average", type=click.Choice(TEACHER_AVERAGES), default="probs", show_default=True, help="Several --teacher-run: average their probabilities (a mixture of their answers), or their logits, as TextBrewer's multi-teacher distillation does (a confident teacher weighs more).")
 @click.option("--alpha", type=FLOAT, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples (with --hard-weight: on every sample, the pool's too).")
 @click.option("--alpha-end", type=FLOAT, help="Move alpha linearly to this value over training.")
 @click.option("--hard-weight", type=FLOAT, help="Weight of the hard (gold label) loss on labeled samples, on its own (default: 1 - alpha); alpha then weighs every sample's soft loss, the pool's too.")
@@ -630,7 +631,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @overwrite_option
 @store_options
 @json_option
-def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_weight, hard_weight_end, temperature, temperature_end,
+def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha, alpha_end, hard_weight, hard_weight_end, temperature, temperature_end,
             temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, max_len, patience, eval_every, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, student_model, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, matches, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
@@ -639,6 +640,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
       kd distill --run r1 --student textcnn
       kd distill --run r1 --student bilstm --soft-loss mse --alpha 1
       kd distill --run r2 --teacher-run r1 --teacher-run r1b   # two teachers, averaged
+      kd distill --run r2 --teacher-run r1 --teacher-run r1b --teacher-average logits   # as TextBrewer averages
       kd distill --run r1 --alpha 0.9 --alpha-end 0.1 --temperature 4 --temperature-end 1
       kd distill --run r1 --alpha 1 --hard-weight 1 --hard-weight-end 0   # soft weight kept, hard weight decays
       kd distill --run r1 --temperature 4 --temperature-schedule flsw --temperature-beta 1
@@ -668,6 +670,8 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     if len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_weights",)):
         # (a weight of one teacher, or of one run named twice, weighs it against nothing: taken in silence)
         _warn("--teacher-weight: not used: it weighs several --teacher-run against each other, and this student has one teacher")
+    if len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_average",)):
+        _warn("--teacher-average: not used: it averages several --teacher-run, and this student has one teacher")
     temperature, temperature_end, temperature_schedule, temperature_beta, temperature_gamma = _file_temperatures_fit(
         soft_loss, temperature, temperature_end, temperature_schedule, temperature_beta, temperature_gamma)
     _refuse_unfit_temperatures(soft_loss, temperature_schedule)
@@ -684,7 +688,7 @@ def distill(run, student, teacher_runs, teacher_weights, alpha, alpha_end, hard_
     if augment.strip() and not augment.replace(",", "").strip():
         raise click.BadParameter(f"{augment!r}: give methods like mask,pos,ngram (or leave it out)", param_hint="--augment")
     cfg = DistillConfig(
-        student=student, teacher_runs=tuple(teacher_runs), teacher_weights=tuple(teacher_weights),
+        student=student, teacher_runs=tuple(teacher_runs), teacher_weights=tuple(teacher_weights), teacher_average=teacher_average,
         alpha=alpha, alpha_end=alpha_end, hard_weight=hard_weight, hard_weight_end=hard_weight_end,
         temperature=temperature, temperature_end=temperature_end,
         temperature_schedule=temperature_schedule, temperature_beta=temperature_beta, temperature_gamma=temperature_gamma,
@@ -779,7 +783,7 @@ STUDENT_ONLY = (
     "alpha", "alpha_end", "hard_weight", "hard_weight_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
     "class_weight", "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
     "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "attention_mse", "fsp", "nst", "value_relation",
-    "qk_relation", "relation_heads", "layer_map", "lr_schedule", "warmup", "student_model", "eval_every", "matches",
+    "qk_relation", "relation_heads", "layer_map", "lr_schedule", "warmup", "student_model", "eval_every", "matches", "teacher_average",
 )
 
 # and the reverse: options only the early-exit branches use

@@ -64,6 +64,9 @@ MAX_AUGMENT_N = 1000  # --augment-n: augmented variants per train text, at most
 INTERMEDIATE_OPTIONS = ("--hidden-mse", "--hidden-cos", "--pkd", "--attention-kl", "--attention-mse", "--fsp", "--nst",
                         "--value-relation", "--qk-relation")
 
+# how several teachers' outputs become one target: a mixture of their answers, or TextBrewer's mean of logits
+TEACHER_AVERAGES = ("probs", "logits")
+
 # refusals of a typed option for another option's value: that one is named before the first colon, where a
 # config file's value is looked for (`kd distill --temperature 4` of a file's soft-loss = "mse" named no file)
 MSE_TEMPERATURE = ("--temperature and --temperature-end soften the kl and soft_ce losses, not --soft-loss mse: "
@@ -77,6 +80,7 @@ class DistillConfig:
     student: str = "textcnn"
     teacher_runs: tuple[str, ...] = ()  # empty: the distill stage's own run
     teacher_weights: tuple[float, ...] = ()  # one per teacher run; empty: equal weights
+    teacher_average: str = "probs"  # several teachers: their probabilities averaged, or "logits" (TextBrewer's multi-teacher)
     alpha: float = 0.5
     alpha_end: float | None = None  # set: alpha moves linearly to this over training
     hard_weight: float | None = None  # set: the hard loss's own weight instead of 1 - alpha (TextBrewer's hard_label_weight)
@@ -146,6 +150,8 @@ class DistillConfig:
                 raise KdError(f"{name} must be positive, got {t}")
         if self.teacher_weights and len(self.teacher_weights) != max(1, len(self.teacher_runs)):
             raise KdError(f"{len(self.teacher_weights)} --teacher-weight values for {max(1, len(self.teacher_runs))} teacher run(s)")
+        if self.teacher_average not in TEACHER_AVERAGES:
+            raise KdError(f"--teacher-average must be one of {', '.join(TEACHER_AVERAGES)}, got {self.teacher_average!r}")
         if any(not w > 0 for w in self.teacher_weights):  # (a NaN too)
             raise KdError("--teacher-weight values must be positive: a teacher of weight 0 would still decide which "
                           "samples are used (only those every teacher scored); leave that --teacher-run out instead")
@@ -287,8 +293,9 @@ def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
     return stage
 
 
-def load_teachers(store: Store, runs: list[str], names: list[str], weights: tuple[float, ...] = ()) -> TeacherLogits:
-    """The logits of the teach stage of ``runs`` (several: their weighted-average probabilities as logits), checked against the store's classes."""
+def load_teachers(store: Store, runs: list[str], names: list[str], weights: tuple[float, ...] = (), *, average: str = "probs") -> TeacherLogits:
+    """The logits of the teach stage of ``runs`` (several: their weighted-average probabilities as logits, or with
+    ``average="logits"`` their weighted-average logits), checked against the store's classes."""
     stages, found = [], []
     for run in runs:
         stage = check_teacher(store, run, names)
@@ -299,15 +306,18 @@ def load_teachers(store: Store, runs: list[str], names: list[str], weights: tupl
             raise KdError(f"teacher of run {run!r} has {logits.shape[1]} outputs, the store has {len(names)} classes")
         stages.append(stage)
         found.append((ids, logits))
-    ids, avg = weighted_common_logits(found, weights)
+    ids, avg = weighted_common_logits(found, weights, average=average)
     return TeacherLogits(stages=stages, runs=list(runs), scored=[set(i.tolist()) for i, _ in found], ids=ids, logits=avg, by_id={int(i): k for k, i in enumerate(ids)})
 
 
-def weighted_common_logits(found: list[tuple[np.ndarray, np.ndarray]], weights: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+def weighted_common_logits(found: list[tuple[np.ndarray, np.ndarray]], weights: tuple[float, ...] = (), *,
+                           average: str = "probs") -> tuple[np.ndarray, np.ndarray]:
     """``(ids, logits)``: the samples every teacher scored (ids ascending) and, for them, one teacher's
     own logits, or several teachers' probabilities averaged with ``weights`` (normalized; equal when
     empty), as log-probabilities (README: "their probabilities averaged with those weights"; an
-    average of logits lets the most confident teacher outvote the others). ``found``: each teacher's
+    average of logits lets the most confident teacher outvote the others); ``average="logits"``: their
+    logits so averaged (TextBrewer's multi-teacher target; a teacher's logits shifted by a constant a
+    sample, as a --folds teacher's log-probabilities are, shift the mean alike: its softmax is the same). ``found``: each teacher's
     ``(sample ids, logits)``, one row per sample. Whole arrays at once: one numpy call a sample took
     seconds for a 200k-text pool."""
     common = found[0][0]
@@ -325,6 +335,8 @@ def weighted_common_logits(found: list[tuple[np.ndarray, np.ndarray]], weights: 
         rows.append(np.asarray(logits)[order[np.searchsorted(ids, common, sorter=order)]])
     if len(rows) == 1:
         return common, rows[0].astype(np.float32)
+    if average == "logits":
+        return common, np.average(np.stack(rows).astype(np.float64), axis=0, weights=w).astype(np.float32)
     return common, average_probs_as_logits(rows, weights=w)
 
 
@@ -437,7 +449,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         made = dist.broadcast_object(store.samples(splits=["unlabeled"], augmented=augmented).ids if dist.is_main else None)
         for run in teacher_runs:  # the teachers score the recipe's texts once; later runs reuse the logits
             score_missing(store, run, device=cfg.device, dist=dist, among=made)
-    teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights)
+    teachers = load_teachers(store, teacher_runs, names, cfg.teacher_weights, average=cfg.teacher_average)
     # the labels learned from, as they are when read, and the samples it scores, read with them: one ingested
     # while it trains (another process's kd ingest) is not scored, nor counted in the figures of the rows it learned from
     (data, parts, dev, everything), labels = read_labeled(store, lambda: (

@@ -2307,6 +2307,23 @@ def test_distill_two_teachers_learns_their_probabilities_averaged_in_weight_orde
         row = {int(i): k for k, i in enumerate(t_ids)}
         probs.append(softmax(t_logits[[row[int(i)] for i in ids]]))
     np.testing.assert_allclose(softmax(got), 0.25 * probs[0] + 0.75 * probs[1], rtol=0, atol=2e-6)  # (tiny teachers: logits near 0)
+    # --teacher-average logits: their logits so weighted, recorded; one teacher: said to be of no use; early exit: refused
+    targets.clear()
+    kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "r2", "--teacher-weight", "1", "--teacher-weight", "3",
+       "--teacher-average", "logits", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--name", "by-logits", "--db", db)
+    (ids, got), = targets
+    logits = []
+    for run in ("r", "r2"):
+        t_ids, t_logits = store.read_logits(store.find_stage(run, "teach").id)
+        row = {int(i): k for k, i in enumerate(t_ids)}
+        logits.append(t_logits[[row[int(i)] for i in ids]])
+    np.testing.assert_allclose(got, 0.25 * logits[0] + 0.75 * logits[1], rtol=1e-5, atol=1e-6)
+    assert next(s for s in Store.open(db).stages_of("r") if s.name == "by-logits").config["teacher_average"] == "logits"
+    one = kd("distill", "--run", "r", "--teacher-average", "logits", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+             "--max-len", "32", "--name", "one", "--db", db)
+    assert "warning: --teacher-average: not used: it averages several --teacher-run, and this student has one teacher" in one.output
+    bad = kd("distill", "--run", "r", "--student", "early-exit", "--teacher-average", "logits", "--name", "ee", "--db", db, ok=False)
+    assert "--teacher-average: for students, not --student early-exit" in bad.output
 
 
 def test_a_config_files_teacher_weights_do_not_weigh_typed_teacher_runs(taught_store, tmp_path):
@@ -3375,6 +3392,15 @@ def test_weighted_common_logits_averages_the_samples_every_teacher_scored():
     assert ids.tolist() == [1, 3, 5, 9] and avg[:, 0].tolist() == [1, 3, 5, 9]
     ids, avg = weighted_common_logits([(a_ids, a), (np.array([4]), np.zeros((1, 2), np.float32))])
     assert ids.tolist() == [] and avg.shape == (0, 2)
+    # --teacher-average logits (TextBrewer's): the weighted mean of the logits, so the sure teacher outvotes
+    ids, avg = weighted_common_logits([(np.array([1]), np.array([[40.0, 0]])), (np.array([1]), np.array([[0, 1.0]]))], (1.0, 3.0),
+                                      average="logits")
+    np.testing.assert_allclose(avg, [[10.0, 0.75]], rtol=1e-6)
+    # a teacher's rows shifted by a constant each (a --folds teacher's log-probabilities): the same softmax
+    ids, avg = weighted_common_logits([(a_ids, a), (b_ids, b)], (1.0, 3.0), average="logits")
+    ids, shifted = weighted_common_logits([(a_ids, a - a.max(1, keepdims=True) + 7), (b_ids, b)], (1.0, 3.0), average="logits")
+    np.testing.assert_allclose(softmax(shifted), softmax(avg), rtol=1e-5)
+    np.testing.assert_allclose(avg, 0.25 * np.array([[3.0, 0], [5, 0]]) + 0.75 * np.array([[0, 3.0], [0, 5]]), rtol=1e-6)
 
 
 @pytest.mark.parametrize("objective", ["mlm", "electra"])
