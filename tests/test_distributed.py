@@ -22,6 +22,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -801,6 +802,34 @@ def test_ranks_that_read_different_rows_stop_before_training(taught, tiny_model,
 
 
 # distill ---------------------------------------------------------------------------------------------
+def test_accelerate_launch_runs_two_processes_as_torchrun_does(taught, tmp_path):
+    """The README's other launcher, `accelerate launch --multi_gpu --num_processes N -m commands.cli -- ...`:
+    it starts torch.distributed.run's processes (gloo here, where there is no GPU), and they distill the
+    student one process does. (Its `--cpu` runs one process, whatever --num_processes says.)"""
+    pytest.importorskip("accelerate")
+    one = copy_store(taught["one"], tmp_path / "one")
+    two = copy_store(taught["one"], tmp_path / "two")
+    with one_thread():
+        kd("distill", "--run", "r", *DISTILL, "--db", str(one))
+    env = {k: v for k, v in os.environ.items() if k not in ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS")}
+    env.update(KD_NO_PROGRESS="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    with socket.socket() as free:  # (a port of its own: accelerate's default, 29500, may be another test's torchrun's)
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           "-m", "commands.cli", "--", "distill", "--run", "r", *DISTILL, "--json", "--db", str(two)]
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"accelerate launch: exit {done.returncode}\n{done.stdout}\n{done.stderr[-4000:]}"
+    report = json.loads(done.stdout)
+    assert report["status"] == "succeeded" and report["metrics"]["all"]["processes"] == 2
+    s1, s2 = stage_of(one, "r", "distill-textcnn"), stage_of(two, "r", "distill-textcnn")
+    (ids1, logits1), (ids2, logits2) = logits_of(one, s1.id), logits_of(two, s2.id)
+    assert np.array_equal(ids1, ids2)
+    np.testing.assert_allclose(logits2, logits1, atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("extra", [[], ["--temperature-schedule", "cwsm", "--temperature-beta", "0.5"], ["--folds", "2"],
                                    ["--eval-every", "4", "--patience", "1"]],
                          ids=["plain", "per-sample-temperature", "folds", "eval-every"])
