@@ -524,8 +524,8 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                 # the epoch each fold kept (as `kd teach --folds` records its own): early stopping is per fold
                 **{f"fold{k}/best_epoch": f["best_epoch"] for k, f in enumerate(fold_fits)}}),
             # --eval-every: the step kept (its epoch above), and the steps an epoch has (the history's x is a step)
-            **{f"{'' if not cfg.folds else f'fold{k}/'}best_step": f["best_step"] for k, f in enumerate(fold_fits) if "best_step" in f},
-            **({"steps_per_epoch": first["steps_per_epoch"]} if "steps_per_epoch" in first else {}),
+            **{f"{'' if not cfg.folds else f'fold{k}/'}{key}": f[key] for k, f in enumerate(fold_fits)
+               for key in ("best_step", "steps_per_epoch") if key in f},  # (each fold's rows its own: its own steps)
             # of what is served, as the size and latency: the one student, or the K folds' ensemble
             "parameters": sum(count_parameters(m) for m in models),
             "flops_per_sample": mean_flops_per_sample(scfg, timed_lengths) * len(models),  # each timed text's, averaged

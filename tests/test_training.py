@@ -492,6 +492,13 @@ def test_distill_eval_every_scores_dev_every_n_steps_and_keeps_the_best_step(tau
     charts = Path(db).parent / "charts"
     kd("report", "--run", "r", "--plot", str(charts), "--db", db)
     assert (charts / "r-steps-learning-curve.png").stat().st_size > 0  # (drawn against steps, the kept one marked)
+    # fold students: each its own rows, so its own steps an epoch and step kept
+    kd("distill", *common, "--name", "folded", "--eval-every", "2", "--folds", "2")
+    folded = next(s for s in run_report(Store.open(db), "r")["stages"] if s["name"] == "folded")["metrics"]["all"]
+    for k in (0, 1):
+        per = folded[f"fold{k}/steps_per_epoch"]
+        assert per < per_epoch and folded[f"fold{k}/best_epoch"] == -(-folded[f"fold{k}/best_step"] // per)
+    assert "steps_per_epoch" not in folded
     bad = kd("distill", *common, "--name", "bad", "--eval-every", "-1", ok=False)
     assert "--eval-every must be a number of training steps" in bad.output
     bad = kd("distill", *common, "--name", "bad", "--student", "early-exit", "--eval-every", "5", ok=False)
