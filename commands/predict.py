@@ -164,7 +164,9 @@ def _read_file(path: str, text_field: str | None) -> tuple[list[tuple[int, str]]
     fields, read and checked whole (a bad line is one error: nothing is predicted)."""
     try:
         with open(path, "rb") as fh:
-            lines = list(_numbered(_lines_of(fh.read()), path))
+            data = fh.read()
+        _refuse_utf16(data, path)
+        lines = list(_numbered(_lines_of(data), path))
     except OSError as exc:
         why = "a folder, not a text file" if isinstance(exc, IsADirectoryError) else (exc.strerror or str(exc))
         raise click.ClickException(f"{path}: cannot read: {why}") from None
@@ -290,6 +292,18 @@ def _numbered(lines, name: str):
         ascii_before = ascii_before and raw.isascii()
 
 
+def _refuse_utf16(data: bytes, name: str) -> None:
+    """A one-line error where ``data`` (a FILE, or the first read of stdin) is UTF-16 without its
+    byte-order mark: a first line of Chinese alone holds no NUL byte (its line end does), and was
+    told "reads as GBK/GB18030" with an iconv that garbles it."""
+    if b"\0" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        from kdstore.textfile import utf16_without_bom
+
+        utf16 = utf16_without_bom(data)
+        if utf16:
+            raise click.ClickException(f"{name}: line 1: the input looks {utf16} encoded, without a byte-order mark: convert it to UTF-8 first")
+
+
 def _lines_of(data: bytes) -> list[bytes]:
     """The lines of a file's bytes: ended by ``\\n``, or by a bare ``\\r`` where there is no ``\\n``
     at all (old Mac line ends: kd ingest reads them so too, and one line would be one prediction)."""
@@ -325,7 +339,7 @@ def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
             from kdstore.textfile import _convert_hint
 
             hint = _convert_hint(exc.object, exc.start, name)  # (the line, read whole as GB18030)
-            how = hint if hint.startswith("it reads as GBK") else how
+            how = hint if hint.startswith(("it reads as GBK", "it reads as Big5")) else how
         raise click.ClickException(f"{name}: line {n}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x}): {how}") from None
 
 
@@ -339,6 +353,8 @@ def _arriving(stream, name: str, chunk: int = 1 << 16):
         data = stream.read1(chunk)
         if not data:
             break
+        if not n and not pending:
+            _refuse_utf16(data, name)
         if b"\n" not in data:
             pending.append(data)
             continue

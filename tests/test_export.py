@@ -620,9 +620,27 @@ def test_predict_input_in_gbk_names_the_encoding_as_kd_ingest_does(cnn_onnx, tmp
     assert error_line(out) == f"Error: {f}: line 2: not valid UTF-8 (byte 0xb2): convert it to UTF-8 first"
     out = kd("predict", "--artifact", str(cnn_onnx[0]), input="很好\n".encode() + "太差了\n".encode("gbk"), ok=False)
     assert error_line(out) == "Error: <stdin>: line 2: not valid UTF-8 (byte 0xb2): convert it to UTF-8 first"
+    f.write_bytes("這個產品非常好用\n".encode("cp950"))  # Big5 (Taiwan, Hong Kong) reads as GBK too, garbled: named as kd ingest names it
+    out = kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)
+    assert error_line(out).startswith(f"Error: {f}: line 1: not valid UTF-8 (byte 0xb3): it reads as Big5 ") and "iconv -f CP950 -t UTF-8" in out.output
     f.write_bytes(b"\xef\xbb\xbfok \xff\n")  # the byte that failed, after the mark
     out = kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)
     assert error_line(out) == f"Error: {f}: line 1: not valid UTF-8 (byte 0xff): convert it to UTF-8 first"
+
+
+def test_predict_input_in_utf16_of_chinese_without_a_mark_is_named_not_taken_for_gbk(cnn_onnx, tmp_path, error_line):
+    """UTF-16 without its byte-order mark whose first line is Chinese alone holds no NUL byte before its
+    first line end: line 1 was told "reads as GBK/GB18030", with an iconv that garbles it (kd ingest of
+    the same file names UTF-16LE)."""
+    for codec in ("utf-16-le", "utf-16-be"):
+        data = "质量很好\n太差了\n".encode(codec)
+        f = tmp_path / "u16.txt"
+        f.write_bytes(data)
+        name = codec.upper().replace("UTF-16-", "UTF-16")
+        want = f"line 1: the input looks {name} encoded, without a byte-order mark: convert it to UTF-8 first"
+        assert error_line(kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)) == f"Error: {f}: {want}"
+        out = kd("predict", "--artifact", str(cnn_onnx[0]), input=data, ok=False)
+        assert error_line(out) == f"Error: <stdin>: {want}" and out.stdout == ""
 
 
 @pytest.mark.parametrize("depth", [101, 500, 100_000])
