@@ -968,7 +968,7 @@ def _teachers_usable(store, runs, *, scored: bool = True) -> None:
 
 
 def _one_unknown_token(store, runs) -> None:
-    """``--augment mask`` with teachers whose tokenizers' unknown tokens differ, refused as the stage
+    """``--augment mask`` with teachers whose tokenizers' unknown tokens differ (or a tokenizer without one), refused as the stage
     refuses it but before it is recorded (it was a failed stage, of a new run when --run named one).
     A run without a teacher, or a tokenizer that cannot be read, is left to the stage, which says why."""
     from transformers import AutoTokenizer
@@ -977,7 +977,7 @@ def _one_unknown_token(store, runs) -> None:
     from kdstore.teacher import model_dirs
 
     runs = [resolve_run_id(r) for r in runs]
-    if len(runs) < 2 or not all(_has_teacher(store, r) for r in runs):
+    if not all(_has_teacher(store, r) for r in runs):  # (one teacher too: its tokenizer may have no unknown token)
         return
     stages = [store.find_stage(r, "teach") for r in runs]
     try:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .errors import KdError
-from .runs import _any_edits, _crashed, _live_edits, process_state, stage_folder
+from .runs import _any_edits, _crashed, _live_edits, process_state, running_by, stage_folder, unchecked_why
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import EXPORT_KINDS, default_export_dir, exports_of
 from .store import Store
@@ -117,7 +117,7 @@ def _refuse(s, st: Stage, run: str, ids: set[int], *, crashed: bool = False) -> 
     ``crashed``: left running by a process that is gone, not yet marked failed (a dry run): judged as
     ``mark_crashed`` leaves it, a clean's edits reverted where they revert cleanly."""
     alive = process_state(st) if st.status == "running" else False
-    where = f"process {(st.process or '?').split(':')[0]} on {st.host}"
+    where = running_by(st)
     if alive:
         raise KdError(f"stage {st.name!r} of run {run!r} is running ({where}): wait for it, or stop it, then delete")
     if crashed and st.kind == "clean":
@@ -129,8 +129,8 @@ def _refuse(s, st: Stage, run: str, ids: set[int], *, crashed: bool = False) -> 
     if live:
         raise KdError(f"stage {st.name!r} of run {run!r} has {live} label edits that are not undone: "
                       f"run `kd labels undo --run {run} --stage {st.name}` first")
-    unsure = (f"stage {st.name!r} was marked running by {where}, which kd cannot check from here (another machine "
-              "or container, or before a reboot): taken as ended") if alive is None else None
+    unsure = (f"stage {st.name!r} was marked running by {where}, which kd cannot check from here {unchecked_why(st)}: "
+              "taken as ended") if alive is None else None
     if st.kind != "detect":
         return unsure
     deciders = s.scalars(select(Stage).where(Stage.id.in_(
@@ -160,7 +160,7 @@ def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage], *, replacin
             owner = s.get(Run, st.run_id).uniqid
             what = "logits" if used & ids else "model"
             # (one kd cannot check from here is taken as running: it may be, on another machine of a shared store)
-            unsure = ("" if alive else f" (marked running by process {(st.process or '?').split(':')[0]} on {st.host}, which kd "
+            unsure = ("" if alive else f" (marked running by {running_by(st)}, which kd "
                       "cannot check from here: if it has ended, `kd runs delete --run "
                       f"{shlex.quote(owner)} --stage {st.name}` first)")
             if replacing:

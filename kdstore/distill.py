@@ -771,12 +771,15 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
 def _check_one_unknown_token(tokenizer, teacher_runs: list[str], stages: list) -> None:
     """``--augment mask`` writes the first teacher's unknown token into the texts every teacher scores:
     refused where another teacher's tokenizer has another one (``<unk>`` read ``[UNK]`` as five
-    characters, a text unlike the one the student learns from)."""
+    characters, a text unlike the one the student learns from), or where a tokenizer has none."""
     from transformers import AutoTokenizer
 
-    unk = tokenizer.unk_token or UNK
-    for run, stage in zip(teacher_runs[1:], stages[1:]):
-        other = AutoTokenizer.from_pretrained(model_dirs(stage)[0]).unk_token or UNK
+    unk = tokenizer.unk_token
+    for i, (run, stage) in enumerate(zip(teacher_runs, stages)):
+        other = unk if i == 0 else AutoTokenizer.from_pretrained(model_dirs(stage)[0]).unk_token
+        if other is None:  # (a byte-level BPE, Qwen2's: a written [UNK] was read as plain characters, unsaid)
+            raise KdError(f"--augment mask writes the teacher tokenizer's unknown token, and run {run!r}'s tokenizer has no unknown token "
+                          "(it would read [UNK] as plain characters): leave mask out of --augment")
         if other != unk:
             raise KdError(f"--augment mask writes {unk!r}, the unknown token of run {teacher_runs[0]!r}'s teacher, where run {run!r}'s "
                           f"tokenizer has {other!r} (it would read {unk!r} as plain characters): give teachers of one tokenizer, "

@@ -336,7 +336,7 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
         )
     if old.status in ("succeeded", "running") and not overwrite:
         verb = "succeeded" if old.status == "succeeded" else (
-            "is marked running by a process kd cannot check from here (another machine or container, or before a reboot)")
+            f"is marked running by {running_by(old)}, which kd cannot check from here {unchecked_why(old)},")
         live = _live_edits(s, old) if kind == "clean" else 0
         advice = (f"name this one with --name (its {live} edits stand; --overwrite would need "
                   f"`kd labels undo --run {run} --stage {name}` first)" if live
@@ -442,6 +442,21 @@ def _machine() -> str | None:
         return f"{boot}/{os.readlink('/proc/self/ns/pid').strip('pid:[]')}"
     except OSError:
         return None
+
+
+def running_by(stage: Stage) -> str:
+    """Who marked ``stage`` running, for a message: ``process 4242 on gpu-box-7``, or the kd before store
+    revision 0007 that recorded no process (nothing kd can check)."""
+    if not stage.process:
+        return f"a kd from before store revision 0007 on {stage.host}"
+    return f"process {stage.process.split(':')[0]} on {stage.host}"
+
+
+def unchecked_why(stage: Stage) -> str:
+    """Why kd cannot tell whether ``stage``'s process still runs (``process_state`` None), in brackets."""
+    if not stage.process:
+        return "(such a kd recorded no process: if none runs it now, it has ended)"
+    return "(another machine or container, or before a reboot)"
 
 
 def process_state(stage: Stage) -> bool | None:

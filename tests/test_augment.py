@@ -438,6 +438,39 @@ def test_distill_refuses_bad_augmentation_probabilities_before_starting_a_stage(
     assert not db.exists()
 
 
+def test_mask_is_refused_for_a_teacher_whose_tokenizer_has_no_unknown_token(tmp_path):
+    """A byte-level BPE tokenizer (Qwen2's, say) has no unknown token: `--augment mask` wrote the
+    literal `[UNK]`, which teacher and student read as five plain characters, and said nothing. It
+    is refused before a stage is recorded, alone or beside a teacher that has one; pos and ngram
+    still run."""
+    from synthetic import kd, save_tiny_bert
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<|endoftext|>"] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer, backend.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    assert tokenizer.unk_token is None
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_embd=16, n_layer=1, n_head=2, n_positions=128,
+                               bos_token_id=len(vocab) - 1, eos_token_id=len(vocab) - 1)).save_pretrained(tmp_path / "byte")
+    tokenizer.save_pretrained(tmp_path / "byte")
+    save_tiny_bert(TEXTS, tmp_path / "bert")
+    db = str(tmp_path / "kd.db")
+    (tmp_path / "t.tsv").write_text("".join(f"{('pos', 'neg')[i % 2]}\t{t}\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    for run, model in (("g", "byte"), ("b", "bert")):
+        kd("teach", "--run", run, "--model", str(tmp_path / model), "--epochs", "1", "--max-len", "64", "--db", db)
+    small = ["--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "64", "--augment-n", "1", "--db", db]
+    for teachers in (["--run", "g"], ["--run", "b", "--teacher-run", "b", "--teacher-run", "g"]):
+        out = kd("distill", *teachers, "--augment", "mask,ngram", *small, ok=False)
+        assert "has no unknown token" in out.output and "leave mask out of --augment" in out.output, out.output
+        assert "Traceback" not in out.output
+    assert [s["name"] for r in json.loads(kd("runs", "--db", db, "--json").stdout) for s in r["stages"]] == ["teach", "teach"]
+    assert json.loads(kd("distill", "--run", "g", "--augment", "ngram", "--p-ngram", "1", *small, "--json").stdout)["status"] == "succeeded"
+
+
 def test_a_later_run_without_pos_does_not_segment_every_train_text(tmp_path, monkeypatch):
     """A train sample that gave no augmented text (here: one character) is tried again by each
     run; for a recipe without "pos" that is its own text, not the vocabulary of every train text

@@ -2133,6 +2133,28 @@ def test_runs_delete_takes_a_stage_another_machine_marked_running_as_ended_and_s
     assert invoke.json(["runs"]) == []
 
 
+def test_a_stage_left_running_by_a_kd_before_0007_is_named_so(store, invoke):
+    """A stage a kd from before store revision 0007 left `running` has no process on record: it was said to
+    be "marked running by a process kd cannot check from here (another machine or container, or before a
+    reboot)", and `kd runs delete` named "process ?", on the very machine that ran it."""
+    import socket
+
+    from sqlalchemy import update
+
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        pass
+    with store.writer() as conn:
+        conn.execute(update(Stage).where(Stage.id == st.id).values(status="running", host=socket.gethostname(), process=None))
+    with pytest.raises(KdError, match=r"^stage 'teach' of run 'r1' is marked running by a kd from before store revision 0007 on .*, "
+                                      r"which kd cannot check from here \(such a kd recorded no process: if none runs it now, it has "
+                                      r"ended\), on .* UTC: pass --overwrite"):
+        with stage_scope(store, run="r1", kind="teach", config={}):
+            pass
+    out = invoke(["runs", "delete", "--run", "r1", "--yes"])
+    assert (f"warning: stage 'teach' was marked running by a kd from before store revision 0007 on {socket.gethostname()}, "
+            "which kd cannot check from here (such a kd recorded no process: if none runs it now, it has ended): taken as ended") in out.stderr
+
+
 def test_teacher_of_a_run_whose_students_learned_from_other_runs_names_those_runs(store, invoke, error_line):
     """`kd predict --run S --model teacher` (and `kd export`) where S's students learned from the teachers
     of runs A and B (`kd distill --run S --teacher-run A --teacher-run B`) said only that
