@@ -336,6 +336,10 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
         _finish(store, run, "pretrain", as_json)
 
 
+GRAD_ACCUM_HELP = ("Run each --batch-size batch as K pieces whose gradients add up before the step (gradient accumulation): "
+                   "the same steps in about 1/K of the activation memory, for a model or a --max-len that does not fit.")
+
+
 @click.command()
 @run_option
 @click.option("--model", help="Hugging Face model name or directory; pretrain:RUN for `kd pretrain`'s model, teach:RUN to fine-tune a run's teacher further. Its path and sha256 are recorded (model_path, model_sha256).")
@@ -343,6 +347,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @click.option("--lr", type=FLOAT, show_default="3e-4 for a kd-pretrained model: pretrain:RUN, its folder or a teacher fine-tuned from one; else 5e-5",
               help="Peak learning rate. The default applied is recorded in the stage's config (lr_default).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help=GRAD_ACCUM_HELP)
 @click.option("--max-len", type=int, default=128, show_default=True)
 @click.option("--warmup", type=FLOAT, default=0.1, show_default=True, help="Warm-up fraction of the steps.")
 @click.option("--patience", type=int, default=2, show_default=True, help="Epochs without dev gain before stopping.")
@@ -359,13 +364,14 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
 @overwrite_option
 @store_options
 @json_option
-def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_decay, class_weight, where, splits, labels, folds, logits_only, seed, device, overwrite, db, as_json):
+def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patience, layer_decay, class_weight, where, splits, labels, folds, logits_only, seed, device, overwrite, db, as_json):
     """Fine-tune a transformer teacher and store its logits for every sample.
 
     \b
     Example:
       kd teach --run r1 --model bert-base-chinese --epochs 3
       kd teach --run r1 --model ./my-ernie --max-len 256
+      kd teach --run r1 --model hfl/chinese-roberta-wwm-ext-large --batch-size 32 --grad-accum 4   # in a quarter of the memory
       kd teach --run r1 --logits-only          # score samples ingested later
       kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold, for `kd labels detect`
       kd teach --run r1 --model pretrain:r1 --split train --split dev --where "source = 'shop.tsv'"
@@ -374,7 +380,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
     if not logits_only and not model:
         raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
     if logits_only:
-        unused = _options_given(("model", "epochs", "lr", "max_len", "warmup", "patience", "layer_decay", "class_weight", "where", "splits", "labels", "folds", "seed", "overwrite"))
+        unused = _options_given(("model", "epochs", "lr", "grad_accum", "max_len", "warmup", "patience", "layer_decay", "class_weight", "where", "splits", "labels", "folds", "seed", "overwrite"))
         unused = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in unused]  # (the options' names, not their parameters')
         if unused:  # (a config file's logits-only, never typed, is named with the file)
             raise click.UsageError(f"{', '.join(unused)}: --logits-only scores with the run's teacher as it was trained (at its --max-len)"
@@ -412,7 +418,7 @@ def teach(run, model, epochs, lr, batch_size, max_len, warmup, patience, layer_d
             # kd report / kd runs delete could not say that a teacher's checkpoint was replaced or deleted
             model = f"{source}:{resolve_run_id(source_run)}"
         cfg = TeachConfig(
-            model=model, epochs=epochs, lr=TeachConfig.lr if lr is None else lr, batch_size=batch_size, max_len=max_len, warmup=warmup,
+            model=model, epochs=epochs, lr=TeachConfig.lr if lr is None else lr, batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, warmup=warmup,
             patience=patience, layer_decay=layer_decay, class_weight=class_weight, where=where, splits=tuple(dict.fromkeys(splits)) or ("train",), labels=tuple(dict.fromkeys(labels)),  # (one typed twice: once)
             folds=folds, seed=seed, device=device,
         )
@@ -595,6 +601,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True, help="linear: the learning rate falls to 0 at the last step (after --warmup), as kd teach trains; a transformer student wants it.")
 @click.option("--warmup", type=FLOAT, default=0.0, show_default=True, help="Fraction of the training steps over which the learning rate rises from 0 (e.g. 0.1 with --lr-schedule linear).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help=GRAD_ACCUM_HELP)
 @click.option("--max-len", type=int, default=128, show_default="the (first) teacher's; 128 if it has none")
 @click.option("--patience", type=int, default=3, show_default=True, help="Dev scores without a gain before stopping (one an epoch, or one each --eval-every steps).")
 @click.option("--eval-every", type=int, default=0, help="Score dev every N training steps (and at the last), keeping the best of those, instead of at each epoch's end: for a pool much larger than the labels, whose epoch is long.")
@@ -632,7 +639,7 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha, alpha_end, hard_weight, hard_weight_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, max_len, patience, eval_every, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, student_model, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, matches, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, grad_accum, max_len, patience, eval_every, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, student_model, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, matches, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -695,7 +702,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         probability_shift=probability_shift, class_weight=class_weight,
         init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
         augment=tuple(dict.fromkeys(m.strip() for m in augment.split(",") if m.strip())), augment_n=augment_n,  # (one typed twice: once)
-        p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, lr_schedule=lr_schedule, warmup=warmup, batch_size=batch_size,
+        p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, lr_schedule=lr_schedule, warmup=warmup, batch_size=batch_size, grad_accum=grad_accum,
         max_len=max_len, patience=patience, eval_every=eval_every, embed_dim=embed_dim, kernel_sizes=kernels,
         num_filters=num_filters, hidden=hidden, dropout=dropout, layers=layers, folds=folds, width=width,
         student_model=student_model.strip(), init_from_teacher=init_from_teacher, hidden_mse=hidden_mse, hidden_cos=hidden_cos, pkd=pkd, attention_kl=attention_kl,
@@ -783,7 +790,7 @@ STUDENT_ONLY = (
     "alpha", "alpha_end", "hard_weight", "hard_weight_end", "temperature_end", "temperature_schedule", "temperature_beta", "temperature_gamma", "probability_shift",
     "class_weight", "init_embeddings", "soft_loss", "augment_n", "p_mask", "p_pos", "p_ngram", "embed_dim", "kernel_sizes", "num_filters",
     "hidden", "layers", "folds", "width", "init_from_teacher", "hidden_mse", "hidden_cos", "pkd", "attention_kl", "attention_mse", "fsp", "nst", "value_relation",
-    "qk_relation", "relation_heads", "layer_map", "lr_schedule", "warmup", "student_model", "eval_every", "matches", "teacher_average",
+    "qk_relation", "relation_heads", "layer_map", "lr_schedule", "warmup", "student_model", "eval_every", "matches", "teacher_average", "grad_accum",
 )
 
 # and the reverse: options only the early-exit branches use

@@ -12,6 +12,7 @@ import torch
 
 from .char_encoder import CharEncoder
 from .char_encoder import encode_flagged as chars_or_tokenizer
+from .errors import KdError
 
 
 def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:
@@ -177,6 +178,25 @@ def bucketed_batches(
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def check_grad_accum(pieces: int, batch_size: int) -> None:
+    """``--grad-accum K``: between 1 (off) and ``--batch-size`` (a piece of one row each)."""
+    if not 1 <= pieces <= batch_size:
+        raise KdError(f"--grad-accum must be between 1 (off) and --batch-size {batch_size} (the pieces each batch is run in), got {pieces}")
+
+
+def micro_batches(rows: np.ndarray, pieces: int) -> list[tuple[np.ndarray, float]]:
+    """Gradient accumulation (``--grad-accum K``): ``rows`` (a batch, or a torchrun rank's share of one)
+    as ``pieces`` consecutive pieces, each with its share of the rows. Each piece's mean loss weighed by
+    its share, their gradients add up to that of the mean loss over ``rows``: the same step in less
+    memory. Always ``pieces`` of them, so that every rank runs as many passes as the others (DDP
+    averages at the last): one left empty (fewer rows than pieces) runs the first row at share 0."""
+    if pieces < 1:
+        raise ValueError(f"pieces must be at least 1, got {pieces}")
+    if pieces == 1:
+        return [(rows, 1.0)]
+    return [(part, len(part) / len(rows)) if len(part) else (rows[:1], 0.0) for part in np.array_split(rows, pieces)]
 
 
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode_packed, pad
+from .batching import bucketed_batches, check_grad_accum, encode_packed, micro_batches, pad
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
@@ -105,6 +105,7 @@ class DistillConfig:
     lr_schedule: str = "constant"  # or "linear": down to 0 at the last step (after any warmup)
     warmup: float = 0.0  # the fraction of the steps the learning rate rises over, from 0
     batch_size: int = 64
+    grad_accum: int = 1  # K >= 2: each batch run as K pieces whose gradients add up (the same steps in less memory)
     max_len: int = 128
     patience: int = 3  # evaluations on dev without a gain before stopping: epochs, or --eval-every's spans
     eval_every: int = 0  # N >= 1: score dev every N training steps (and at the last), not at each epoch's end
@@ -205,6 +206,10 @@ class DistillConfig:
         for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--max-len", self.max_len), ("--patience", self.patience)):
             if value < 1:
                 raise KdError(f"{option} must be at least 1, got {value}")
+        check_grad_accum(self.grad_accum, self.batch_size)
+        if self.grad_accum > 1 and self.temperature_schedule != "constant":
+            raise KdError(f"--grad-accum with --temperature-schedule {self.temperature_schedule}: its temperatures are set against the "
+                          "whole batch's mean weight, which a piece of it does not see: leave one of them out")
         if self.eval_every < 0:
             raise KdError(f"--eval-every must be a number of training steps (0: at each epoch's end), got {self.eval_every}")
         if self.lr is not None:
@@ -717,32 +722,37 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 losses = StepLosses(dist=dist)
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 idx, weight = dist.split_batch(batch)
-                input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id, min_len=model.min_len, multiple=model.pad_multiple)
                 alpha = over_steps(cfg.alpha, cfg.alpha_end, step, total_steps)
                 hard_weight = None if cfg.hard_weight is None else over_steps(cfg.hard_weight, cfg.hard_weight_end, step, total_steps)
                 temperature = over_steps(cfg.temperature, cfg.temperature_end, step, total_steps)
-                input_ids, mask = to_device(input_ids, device), to_device(mask, device)
-                if matcher is None:
-                    logits, matched = net(input_ids, mask), 0.0
-                else:
-                    logits, matched = net(input_ids, mask)
-                targets = to_device(soft_targets[idx], device)
-                if cfg.probability_shift:
-                    targets = probability_shift(targets, to_device(labels[idx], device))
-                scale = None
-                if cfg.temperature_schedule != "constant":  # per sample, around the whole batch's mean weight
-                    w = temperature_weights(logits, targets, kind=cfg.temperature_schedule, gamma=cfg.temperature_gamma)
-                    scale = temperature * temperature  # one T² factor for the batch: the scheduled temperature's
-                    temperature = temperatures_from_weights(
-                        w, base=temperature, beta=cfg.temperature_beta, mean_weight=dist.batch_mean(w, counted=weight > 0),
-                    )
-                loss = distillation_loss(
-                    logits, targets, to_device(labels[idx], device),
-                    alpha=alpha, temperature=temperature, kind=cfg.soft_loss, scale=scale, hard_weight=hard_weight,
-                    class_weights=class_weights,
-                ) + matched
+                pieces = micro_batches(idx, cfg.grad_accum)  # (one, the rows themselves, unless --grad-accum)
+                loss = None  # this rank's share's mean loss: the pieces' means weighed by their shares
+                for k, (piece, share) in enumerate(pieces):
+                    input_ids, mask = pad([ids[i] for i in piece], tokenizer.pad_token_id, min_len=model.min_len, multiple=model.pad_multiple)
+                    input_ids, mask = to_device(input_ids, device), to_device(mask, device)
+                    with dist.accumulating(net, last=k == len(pieces) - 1):
+                        if matcher is None:
+                            logits, matched = net(input_ids, mask), 0.0
+                        else:
+                            logits, matched = net(input_ids, mask)
+                        targets = to_device(soft_targets[piece], device)
+                        if cfg.probability_shift:
+                            targets = probability_shift(targets, to_device(labels[piece], device))
+                        scale, temperatures = None, temperature
+                        if cfg.temperature_schedule != "constant":  # per sample, around the whole batch's mean weight (no --grad-accum)
+                            w = temperature_weights(logits, targets, kind=cfg.temperature_schedule, gamma=cfg.temperature_gamma)
+                            scale = temperature * temperature  # one T² factor for the batch: the scheduled temperature's
+                            temperatures = temperatures_from_weights(
+                                w, base=temperature, beta=cfg.temperature_beta, mean_weight=dist.batch_mean(w, counted=weight > 0),
+                            )
+                        part = distillation_loss(
+                            logits, targets, to_device(labels[piece], device),
+                            alpha=alpha, temperature=temperatures, kind=cfg.soft_loss, scale=scale, hard_weight=hard_weight,
+                            class_weights=class_weights,
+                        ) + matched
+                        (part * weight * share).backward()
+                    loss = part if len(pieces) == 1 else part.detach() * share + (0.0 if loss is None else loss)
                 step += 1
-                (loss * weight).backward()
                 torch.nn.utils.clip_grad_norm_(params, 5.0)
                 optimizer.step()
                 if scheduler is not None:

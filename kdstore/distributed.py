@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
@@ -285,6 +286,14 @@ class Dist:
         return torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[self.local_rank] if on_cuda else None, find_unused_parameters=find_unused
         )
+
+    def accumulating(self, net: torch.nn.Module, *, last: bool):
+        """Around a piece's forward and backward under ``--grad-accum``: DDP's ``no_sync`` for every piece
+        but a step's last (its gradients are kept on this rank, averaged across ranks once, at the last);
+        nothing to do in one process."""
+        if self.active and not last:
+            return net.no_sync()
+        return contextlib.nullcontext()
 
     def on_main(self, fn: Callable[..., T]) -> Callable[..., T | None]:
         """``fn`` on rank 0, a no-op returning ``None`` on the other ranks (e.g. ``store.add_metrics``)."""

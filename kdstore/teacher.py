@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode_flagged, encode_packed, iter_padded, lengths_of, max_token_id, pad, sorted_batches
+from .batching import bucketed_batches, check_grad_accum, encode_flagged, encode_packed, iter_padded, lengths_of, max_token_id, micro_batches, pad, sorted_batches
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
@@ -35,7 +35,7 @@ from .speed import measure, speed_texts
 from .folds import fold_count, stratified_folds
 from .store import SampleSet, Store, missing_model
 from .students import encoder_flops_config, mean_flops_per_sample
-from .torchutil import BestCheckpoint, StepLosses, adam_options, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, stop_if_diverged, to_device
+from .torchutil import BestCheckpoint, StepLosses, adam_options, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_update, set_seed, stop_if_diverged, to_device
 
 MODEL_SUBDIR = "model"
 TRAINABLE_SPLITS = ("train", "dev")  # test stays held out: its figures are what a run is judged by
@@ -61,6 +61,7 @@ class TeachConfig:
     folds: int = 0  # K >= 2: out-of-fold logits for the train samples
     layer_decay: float = 1.0  # < 1: layer-wise learning-rate decay (head lr, top layer x d, next x d^2, ...)
     class_weight: str = "none"  # or "balanced": each row's loss weighted n / (C x n_class), for imbalanced classes
+    grad_accum: int = 1  # K >= 2: each batch run as K pieces whose gradients add up (the same steps in less memory)
 
     def validate(self) -> None:
         # one option a message: a message naming several was followed by a config file's value of one
@@ -86,6 +87,7 @@ class TeachConfig:
             raise KdError(f"--warmup must be in [0, 1), got {self.warmup}")
         if self.patience < 1:
             raise KdError(f"--patience must be at least 1, got {self.patience}")
+        check_grad_accum(self.grad_accum, self.batch_size)
 
 
 def resolve_model(store: Store, name: str) -> str:
@@ -704,15 +706,21 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
             losses = StepLosses(dist=dist)
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
                 idx, weight = dist.split_batch(batch)
-                input_ids, mask = pad([train_ids[i] for i in idx], tokenizer.pad_token_id)
-                gold = to_device(labels[idx], device)
-                with autocast(device):
-                    if class_weights is None:
-                        loss = net(input_ids=to_device(input_ids, device), attention_mask=to_device(mask, device), labels=gold).loss
-                    else:
-                        logits = net(input_ids=to_device(input_ids, device), attention_mask=to_device(mask, device)).logits
-                        loss = weighted_cross_entropy(logits, gold, class_weights)
-                if scaled_step(scaler, loss * weight, optimizer, model.parameters(), max_norm=1.0):
+                pieces = micro_batches(idx, cfg.grad_accum)  # (one, the rows themselves, unless --grad-accum)
+                loss = None  # this rank's share's mean loss: the pieces' means weighed by their shares
+                for k, (piece, share) in enumerate(pieces):
+                    input_ids, mask = pad([train_ids[i] for i in piece], tokenizer.pad_token_id)
+                    gold = to_device(labels[piece], device)
+                    with dist.accumulating(net, last=k == len(pieces) - 1):
+                        with autocast(device):
+                            if class_weights is None:
+                                part = net(input_ids=to_device(input_ids, device), attention_mask=to_device(mask, device), labels=gold).loss
+                            else:
+                                logits = net(input_ids=to_device(input_ids, device), attention_mask=to_device(mask, device)).logits
+                                part = weighted_cross_entropy(logits, gold, class_weights)
+                        scaler.scale(part * weight * share).backward()
+                    loss = part if len(pieces) == 1 else part.detach() * share + (0.0 if loss is None else loss)
+                if scaled_update(scaler, optimizer, model.parameters(), max_norm=1.0):
                     scheduler.step()  # (not over an fp16 step the scaler skipped)
                 optimizer.zero_grad(set_to_none=True)
                 # each rank's share of the batch's mean (0 for a filler): their mean over ranks and

@@ -68,6 +68,12 @@ def scaled_step(scaler: torch.amp.GradScaler, loss: torch.Tensor, optimizer, par
     False when the scaler skipped the step (fp16 gradients overflowed: it lowers its scale and
     tries again), so that a learning-rate schedule does not advance over a step never taken."""
     scaler.scale(loss).backward()
+    return scaled_update(scaler, optimizer, params, max_norm=max_norm)
+
+
+def scaled_update(scaler: torch.amp.GradScaler, optimizer, params, *, max_norm: float) -> bool:
+    """:func:`scaled_step` after its ``backward`` (or several: ``--grad-accum``'s pieces, each
+    ``scaler.scale(loss).backward()``): clipping, the step and the scaler's update."""
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(params, max_norm)
     scaler.step(optimizer)

@@ -831,12 +831,12 @@ def test_accelerate_launch_runs_two_processes_as_torchrun_does(taught, tmp_path)
 
 
 @pytest.mark.parametrize("extra", [[], ["--temperature-schedule", "cwsm", "--temperature-beta", "0.5"], ["--folds", "2"],
-                                   ["--eval-every", "4", "--patience", "1"]],
-                         ids=["plain", "per-sample-temperature", "folds", "eval-every"])
+                                   ["--eval-every", "4", "--patience", "1"], ["--grad-accum", "3"]],
+                         ids=["plain", "per-sample-temperature", "folds", "eval-every", "grad-accum"])
 def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
     """Per-sample temperatures are set against the whole global batch's mean weight, not a rank's share;
     fold students score their held-out shards and the rest on every rank alike; dev scored every N steps
-    keeps the same step on both."""
+    keeps the same step on both; each rank's share run in pieces (DDP's no_sync but at the last) steps alike."""
     one = copy_store(taught["one"], tmp_path / "one")
     two = copy_store(taught["one"], tmp_path / "two")  # the same teacher logits for both
     with one_thread():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdstore.batching import bucketed_batches, pad, sorted_batches
+from kdstore.batching import bucketed_batches, micro_batches, pad, sorted_batches
 from kdstore.context_free import collapsed, frequency_loss, learned_nothing
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
@@ -21,6 +21,24 @@ from kdstore.torchutil import StepLosses, host_floats
 
 UNIFORM = torch.tensor([[0.0, 0.0]])
 LN3 = torch.tensor([[math.log(3.0), 0.0]])  # softmax = (0.75, 0.25)
+
+
+def test_micro_batches_split_rows_into_pieces_whose_weighted_mean_losses_add_up():
+    """--grad-accum K: K consecutive pieces, each weighed by its share of the rows, so that the pieces' mean
+    losses so weighed add up to the mean over the rows (and their gradients to its gradient); always K pieces
+    (every torchrun rank runs as many), an empty one the first row at share 0."""
+    rows = np.array([7, 3, 9, 1, 4, 8, 2])
+    assert micro_batches(rows, 1) == [(rows, 1.0)]
+    pieces = micro_batches(rows, 3)
+    assert [p.tolist() for p, _ in pieces] == [[7, 3, 9], [1, 4], [8, 2]]
+    assert [w for _, w in pieces] == [3 / 7, 2 / 7, 2 / 7]
+    losses = np.array([0.5, 1.5, 2.0, 0.25, 3.0, 1.0, 0.75])
+    by_row = dict(zip(rows.tolist(), losses))
+    assert sum(w * np.mean([by_row[i] for i in p]) for p, w in pieces) == pytest.approx(losses.mean())
+    few = micro_batches(np.array([5, 6]), 4)  # fewer rows than pieces: still 4 passes, two of them weighing nothing
+    assert [(p.tolist(), w) for p, w in few] == [([5], 0.5), ([6], 0.5), ([5], 0.0), ([5], 0.0)]
+    with pytest.raises(ValueError):
+        micro_batches(rows, 0)
 
 
 def test_kl_soft_matches_hand_computation():

@@ -537,6 +537,44 @@ def test_distill_match_gives_intermediate_losses_their_own_layers_and_weights(ta
     assert f"the teacher has no layer 9: its layers are 0 to 1 (or emb) ({config}: [distill] match = " in bad.output, bad.output
 
 
+def test_grad_accum_takes_the_same_steps_in_pieces(taught_store, tiny_model, tmp_path):
+    """--grad-accum K runs each batch as K pieces whose gradients add up before the step (a teacher too large for
+    the GPU's memory at its batch size): without dropout, the teacher and the student it trains are those of
+    one piece a batch, to float rounding; it is recorded; K of 0 or above the batch size, and a per-sample
+    temperature schedule (set against the whole batch) beside it, are refused before a stage."""
+    from transformers import AutoConfig
+
+    db = str(taught_store)
+    still = tmp_path / "still-bert"  # (dropout draws its masks per forward pass: pieces would draw others)
+    shutil.copytree(tiny_model, still)
+    config = AutoConfig.from_pretrained(still)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(still)
+    teach = ["--model", str(still), "--epochs", "2", "--lr", "2e-3", "--batch-size", "8", "--max-len", "32", "--db", db]
+    kd("teach", "--run", "whole", *teach)
+    kd("teach", "--run", "pieces", *teach, "--grad-accum", "3")
+    store = Store.open(db)
+    whole, pieces = store.find_stage("whole", "teach"), store.find_stage("pieces", "teach")
+    assert (whole.config["grad_accum"], pieces.config["grad_accum"]) == (1, 3)
+    np.testing.assert_allclose(store.read_logits(pieces.id)[1], store.read_logits(whole.id)[1], rtol=0, atol=2e-5)
+    distill = ["--run", "r", "--epochs", "2", "--batch-size", "16", "--embed-dim", "8", "--num-filters", "4", "--dropout", "0",
+               "--max-len", "32", "--db", db]
+    kd("distill", *distill, "--name", "whole")
+    kd("distill", *distill, "--name", "pieces", "--grad-accum", "5")
+    students = {s.name: s for s in Store.open(db).stages_of("r")}
+    assert students["pieces"].config["grad_accum"] == 5
+    np.testing.assert_allclose(store.read_logits(students["pieces"].id)[1], store.read_logits(students["whole"].id)[1], rtol=0, atol=2e-5)
+    for command, args, said in (("teach", ["--run", "x", *teach, "--grad-accum", "0"], "--grad-accum must be between 1 (off) and --batch-size 8"),
+                                ("teach", ["--run", "x", *teach, "--grad-accum", "9"], "got 9"),
+                                ("distill", [*distill, "--name", "bad", "--grad-accum", "2", "--temperature-schedule", "flsw"],
+                                 "--grad-accum with --temperature-schedule flsw: its temperatures are set against the whole batch's mean"),
+                                ("distill", [*distill, "--name", "bad", "--student", "early-exit", "--grad-accum", "2"],
+                                 "--grad-accum: for students, not --student early-exit")):
+        bad = kd(command, *args, ok=False)
+        assert said in bad.output, (args, bad.output)
+    assert not Store.open(db).run_exists("x") and "bad" not in {s.name for s in Store.open(db).stages_of("r")}
+
+
 def test_a_transformer_student_starts_from_a_pretrained_checkpoint(taught_store, tiny_model, tmp_path):
     """TextBrewer's students start from small pre-trained models (RBT3, UER's 4-layer Chinese BERT): kd's
     could start only from teacher layers or at random. --student-model starts from a checkpoint of the
