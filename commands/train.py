@@ -723,10 +723,13 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     store = open_store(db, writer=True)
     cfg = _resolve_unlabeled(store, cfg)
     _teacher_runs_exist(store, teacher_runs or (run,))
-    judged = _options_given(("patience", "eval_every"))
-    if judged and not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)"):
-        _warn(f"{'/'.join(judged)}: not used, the store has no labeled dev samples to judge "
-              "the epochs: the last epoch is kept (`kd ingest FILE --split dev` adds some)")
+    no_dev = not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)")
+    if _options_given(("patience",)) and no_dev:
+        _warn("--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch "
+              "is kept (`kd ingest FILE --split dev` adds some)")
+    if _options_given(("eval_every",)) and no_dev:
+        _warn("--eval-every: the store has no labeled dev samples to score: only the train loss is recorded every "
+              f"{cfg.eval_every} steps, and the last step is kept (`kd ingest FILE --split dev` adds some)")
     _warn_one_class_dev(store)
     _teachers_usable(store, teacher_runs or (run,))
     if "mask" in cfg.augment:
@@ -769,7 +772,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     if cfg.layer_map and teacher_config is not None and not cfg.mapped_losses and not cfg.init_from_teacher:
         # (init_from_teacher resolved above, as _copies_layers decides): a student that copies no teacher layer and matches none
         _warn("--layer-map: not used: the student copies no teacher layer (--width or --no-init-from-teacher) and matches none "
-              f"(no {', '.join(INTERMEDIATE_OPTIONS[:-1])} or {INTERMEDIATE_OPTIONS[-1]})")
+              f"on it (no {', '.join(INTERMEDIATE_OPTIONS[:-1])} or {INTERMEDIATE_OPTIONS[-1]})"
+              + ("; --match names its own layers" if cfg.matches else ""))
     if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
         from kdstore.folds import stratified_folds
 

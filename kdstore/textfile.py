@@ -117,16 +117,18 @@ def _convert_hint(data: bytes, pos: int, name: str) -> str:
     start, stop = data.rfind(end, 0, pos) + 1, data.find(end, pos)
     if not data[:start].isascii() or _CJK.search(data[start:pos].decode("utf-8", "replace")):
         return "convert the file to UTF-8 first (the text before it is UTF-8: a file joined from two encodings?)"
+    line = data[start:stop if stop >= 0 else len(data)]
     try:
         data.decode("gb18030")
-        chinese = bool(_CJK.search(data[start:stop if stop >= 0 else len(data)].decode("gb18030")))
+        chinese = bool(_CJK.search(line.decode("gb18030")))
     except UnicodeDecodeError:
         chinese = False
-    if not chinese:
-        return "convert the file to UTF-8 first"
-    if _big5(data):
+    # (Big5's common characters read as kana and private-use ones in GBK: a line of them is Chinese in Big5 alone)
+    if _big5(data) and _CJK.search(line.decode("cp950")):
         return ("it reads as Big5 (Traditional Chinese, as Excel and Notepad save in Taiwan and Hong Kong): convert it to UTF-8 "
                 f"first, e.g. {_iconv('CP950', name)} (as GBK it reads as garbled characters)")
+    if not chinese:
+        return "convert the file to UTF-8 first"
     return f"it reads as GBK/GB18030 (as Excel and Notepad save on Chinese Windows): convert it to UTF-8 first, e.g. {_iconv('GB18030', name)}"
 
 

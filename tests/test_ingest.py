@@ -158,6 +158,15 @@ def test_a_big5_file_is_named_big5_not_gbk():
         assert converted.stdout.decode() == text
 
 
+def test_a_big5_line_of_common_characters_is_named_big5():
+    """Big5's commonest characters read as kana and private-use characters in GBK, so a short first line
+    of them ("好", "不好吃") held no Chinese read as GBK: the file was told only "convert the file to UTF-8
+    first", though it reads as Chinese in Big5."""
+    for text in ("pos\t好\nneg\t不好\n", "neg\t不好吃\npos\t這個房間很乾淨，服務也很好\n", "很好\n"):
+        with pytest.raises(KdError, match=r"it reads as Big5 .* iconv -f CP950 -t UTF-8"):
+            parse(text.encode("big5"), "t.tsv", IngestOptions())
+
+
 def test_a_gbk_line_whose_first_bytes_read_as_utf8_is_named_gbk_not_joined():
     """GBK's "太" (0xcc 0xab) is valid UTF-8 (U+032B): a GBK line starting with it was told "the text
     before it is UTF-8: a file joined from two encodings?", not the iconv that converts it."""

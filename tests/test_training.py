@@ -392,6 +392,11 @@ def test_patience_without_labeled_dev_samples_is_warned_of(tmp_path, corpus, tin
     assert f"warning: {message}" in out.stderr
     report = json.loads(out.stdout)
     assert any(w.startswith(message) for w in report["warnings"]) and report["metrics"]["all"]["best_epoch"] == 2
+    out = kd("distill", "--run", "p", "--epochs", "1", "--eval-every", "2", "--embed-dim", "8", "--num-filters", "4", "--db", db, "--json")
+    assert ("warning: --eval-every: the store has no labeled dev samples to score: only the train loss is recorded every 2 steps, "
+            "and the last step is kept") in out.stderr
+    kept = json.loads(out.stdout)["metrics"]["all"]
+    assert kept["best_step"] == kept["steps_per_epoch"]  # (one epoch: its last step)
     write_tsv(tmp_path / "dev.tsv", [("pos", "验证的样本很好")])
     kd("ingest", str(tmp_path / "dev.tsv"), "--split", "dev", "--db", db)
     out = kd("teach", "--run", "q", "--model", str(tiny_model), "--epochs", "1", "--patience", "1", "--max-len", "32", "--db", db)
@@ -2646,6 +2651,10 @@ def test_a_layer_map_that_nothing_uses_is_warned_of(taught_store):
         assert len(said) == 1 and said[0].startswith("--layer-map: not used") and f"warning: {said[0]}" in out.stderr, args
     for n, args in enumerate(((), ("--width", "16", "--hidden-mse", "1"))):  # copied, or matched: no warning
         assert "--layer-map" not in kd(*common, *args, "--name", f"used{n}").stderr, args
+    # a --match names its own layers: the map is unused, but the student does match the teacher (not "matches none")
+    said = _warnings(kd(*common, "--width", "16", "--match", "hidden_mse:0:1", "--name", "matched"))
+    assert len(said) == 1 and said[0].startswith("--layer-map: not used") and "matches none (" not in said[0], said
+    assert "--match names its own layers" in said[0], said
 
 
 def test_a_teacher_weight_of_a_single_teacher_is_warned_of(taught_store):
