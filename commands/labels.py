@@ -227,7 +227,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     warnings = lab.detect_warnings(store, run, changes=changes) if action != "flag" else []
     if dry_run:
         check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # a refusal, as the real run's
-        warned = _warn(warnings)
+        warned = _warn(warnings) + _warn(_emptied_by(store, items))
         if as_json:
             print_json({"run": run, "stage": stage_name, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
         else:
@@ -399,6 +399,24 @@ def _emptied(store, before: dict[str, int], run: str, stage: str) -> list[str]:
     one = len(emptied) == 1  # ("class '军事', '财经', '汽车' has ... learn it" of a weak teacher's clean)
     return [f"{'class' if one else 'classes'} {', '.join(map(repr, emptied))} {'has' if one else 'have'} no train sample left: "
             f"a teacher or student would never learn {'it' if one else 'them'}; `kd labels undo --run {run} --stage {stage}` puts them back"]
+
+
+def _emptied_by(store, items: list[dict]) -> list[str]:
+    """A dry run's ``_emptied``: the classes whose train samples its changes would all take."""
+    before = store.counts().get("train", {})
+    after = dict(before)
+    for i in items:  # (a change is of a sample not dropped, its label the detection's: a train sample)
+        if i["effect"] == "change" and i["action"] in ("relabel", "drop"):
+            after[i["current"]] = after.get(i["current"], 0) - 1
+            if i["action"] == "relabel":
+                after[i["new"]] = after.get(i["new"], 0) + 1
+    emptied = [name for name, n in before.items() if n and name != "(none)" and after.get(name, 0) <= 0]
+    if not emptied:
+        return []
+    one = len(emptied) == 1
+    return [f"{'class' if one else 'classes'} {', '.join(map(repr, emptied))} would have no train sample left: "
+            f"a teacher or student would never learn {'it' if one else 'them'}; raise --min-score, or review the issues "
+            f"with `kd labels export`"]
 
 
 def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = ()) -> None:

@@ -1865,6 +1865,17 @@ def test_a_clean_that_empties_a_class_of_its_train_samples_says_so(tmp_path):
     assert "warning: classes 'pos', 'neg' have no train sample left: a teacher or student would never learn them" in both.output
 
 
+def test_a_dry_run_clean_that_would_empty_a_class_says_so(tmp_path):
+    """The clean itself warned that it took a rare class's last train sample, its --dry-run (the
+    preview a person judges first) said nothing: ``"warnings": []`` for the same changes."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的", "一般"])
+    dry = kd("labels", "clean", "--run", "r", "--action", "drop", "--dry-run", "--db", db, "--json")
+    assert "warning: class 'pos' would have no train sample left" in dry.stderr and "kd labels undo" not in dry.stderr
+    assert any("'pos' would have no train sample left" in w for w in json.loads(dry.stdout)["warnings"])
+    assert _count(db, LabelEdit) == 0
+    assert "no train sample left" not in kd("labels", "clean", "--run", "r", "--dry-run", "--min-score", "0.95", "--db", db).output
+
+
 def test_undoing_a_flag_restores_no_label_and_waits_for_no_later_edit(db):
     """A flag changes no label: its undo puts back neither a label nor the dropped flag it recorded
     (a drop undone since stayed undone; the sample was dropped again), and a later relabel or drop
