@@ -465,6 +465,8 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
         config = stage.config or {}
         teachers = "".join(f" --teacher-run {t}" for t in config.get("teacher_runs") or ())
         teachers += "".join(f" --teacher-weight {w:g}" for w in config.get("teacher_weights") or ())
+        if len(set(config.get("teacher_runs") or ())) > 1 and config.get("teacher_average", "probs") != "probs":  # (the target it learned)
+            teachers += f" --teacher-average {config['teacher_average']}"
         raise KdError(
             f"distill stage {name!r} of run {run!r} learned the labels of the {len(sample_ids)} train samples: its votes are "
             f"in-sample. Distill out-of-fold students (`kd distill --run {run}{teachers} --folds 5 --name {name}-oof`) and pass those "

@@ -280,6 +280,18 @@ def test_a_run_without_a_teacher_is_told_of_teacher_run_and_its_hints_name_the_t
     assert "(`kd distill --run b --teacher-run r --folds 5 --name s-oof`)" in line, line
 
 
+def test_in_sample_votes_name_the_students_teacher_average(db, noisy, error_line):
+    """The out-of-fold students the refusal of in-sample votes asks for are distilled from the teachers the
+    student learned from, with their weights: a student of `--teacher-average logits` was told to distill
+    from their mixture of probabilities (the default), another target than its own."""
+    kd("teach", "--run", "r2", "--model", str(noisy["model"]), "--epochs", "1", "--max-len", "32", "--db", db)
+    kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "r2", "--teacher-average", "logits", "--name", "s",
+       "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "c", "--teacher-run", "r", "--student-votes", "r:s", "--method",
+                         "cleanlab,ensemble", "--db", db, ok=False))
+    assert "(`kd distill --run r --teacher-run r --teacher-run r2 --teacher-average logits --folds 5 --name s-oof`)" in line, line
+
+
 def test_a_train_sample_ingested_after_a_folds_teacher_is_scored_not_refused_as_in_sample(db, tmp_path):
     """It has no logits yet: the fix is --logits-only (not --allow-in-sample); scored, it is out of
     sample (none of the K fold models saw it) and detect takes it."""
