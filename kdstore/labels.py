@@ -274,6 +274,9 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
                "oof_accuracy": float(np.mean(present[judged.argmax(axis=1)] == train.labels)),
                "majority_rate": float(np.bincount(train.labels).max() / len(train))}
     figures.update({f"flagged[{m}]": int(mask.sum()) for m, mask in found.masks.items()})
+    names = store.class_names()  # each train class's labels and how many of them are flagged (a rare class's flags)
+    figures.update({f"train_samples[{names[c]}]": int(np.sum(train.labels == c)) for c in present})
+    figures.update({f"flagged_of[{names[c]}]": int(np.sum(train.labels[flagged] == c)) for c in present})
     store.add_metrics(stage.id, "train", figures)
     return len(rows)
 
@@ -325,11 +328,16 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
     out = _replaced_teacher(store, run, stage) + _replaced_votes(store, run, stage)
     if not m.get("train_samples"):
         return out
-    return out + noise.reliability_warnings(
+    overall = noise.reliability_warnings(
         flagged=int(m.get("flagged", 0) if changes is None else changes), samples=int(m["train_samples"]),
         accuracy=m.get("oof_accuracy"), majority=m.get("majority_rate"),  # absent in stores older than these figures
         tfidf_member=bool((stage.config or {}).get("tfidf_member")), in_sample=bool(m.get("in_sample")),
     )
+    if overall:  # (a teacher weak over all: each class's share would say it again)
+        return out + overall
+    # a rare class the teacher answers as another: its share of the flags is small, its own share of flagged labels not
+    per_class = {k[len("train_samples["):-1]: int(v) for k, v in m.items() if k.startswith("train_samples[")}  # (not in older stores)
+    return out + noise.class_warnings({c: int(m.get(f"flagged_of[{c}]", 0)) for c in per_class}, per_class)
 
 
 def stale_warnings(store: Store, run: str) -> list[str]:

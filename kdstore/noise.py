@@ -68,6 +68,8 @@ DEFAULT_METHODS = ("cleanlab", "disagree")
 DEFAULT_COMBINE = "ranked"
 ISSUE_COUNTS = ("mean", "off_diagonal", "off_diagonal_calibrated")
 MAX_PLAUSIBLE_FRACTION = 0.3  # a larger flagged share is far more often a weak model than real noise
+MAX_CLASS_FRACTION = 0.5  # of one class's labels: a teacher that seldom answers that class, more often than that class mislabeled
+LEAST_CLASS_SAMPLES = 5  # (a class of fewer train labels is too small a count to judge a share of)
 DEFAULT_ISSUE_COUNT = "mean"
 ROW_SUM_TOL = 1e-3
 
@@ -406,6 +408,27 @@ def reliability_warnings(
             f"{flagged} of {samples} train labels ({flagged / samples:.0%}) flagged, more than {max_fraction:.0%}: "
             "far more often a weak teacher than real noise; review them (`kd labels show`) or clean with --min-score"
         )
+    return out
+
+
+def class_warnings(flagged: Mapping[str, int], samples: Mapping[str, int], *, max_fraction: float = MAX_CLASS_FRACTION,
+                   least: int = LEAST_CLASS_SAMPLES) -> list[str]:
+    """One sentence for each class whose train labels are flagged more than ``max_fraction`` of the time
+    (``flagged[c]`` of ``samples[c]``, classes of at least ``least`` labels): a rare class the teacher learned
+    too little of is answered another class out of fold, so the detection flags most of it, its overall
+    agreement and flagged share looking fine (a 3 % class is 3 % of the flags)."""
+    if not 0.0 < max_fraction <= 1.0:
+        raise KdError(f"max_fraction must be in (0, 1], got {max_fraction}")
+    out = []
+    for name, n in samples.items():
+        k = int(flagged.get(name, 0))
+        if not 0 <= k <= n:
+            raise KdError(f"flagged[{name!r}] must be in [0, samples], got {k} of {n}")
+        if n >= least and k > max_fraction * n:
+            out.append(f"{k} of the {n} train labels of class {name!r} ({k / n:.0%}) flagged: the teacher seldom answers that "
+                       "class out of fold (a rare class it learned too little of?), so these flags are more likely its errors "
+                       "than wrong labels; review them (`kd labels export`) rather than clean them, or train a stronger "
+                       "teacher (`kd teach --class-weight balanced`) first")
     return out
 
 

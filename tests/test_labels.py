@@ -24,7 +24,7 @@ from synthetic import edit_labels, flip, kd, labeled_rows, quick_speed_figures, 
 
 from kdstore import labels as lab
 from kdstore.errors import KdError
-from kdstore.schema import Base, LabelEdit, LabelIssue, Sample, Stage
+from kdstore.schema import Base, LabelEdit, LabelIssue, Logit, Sample, Stage
 from kdstore.store import Store
 
 TEACH = ["--epochs", "8", "--patience", "8", "--lr", "2e-3", "--batch-size", "8", "--max-len", "32"]
@@ -1886,6 +1886,28 @@ def test_a_dry_run_clean_that_would_empty_a_class_says_so(tmp_path):
     assert any("'pos' would have no train sample left" in w for w in json.loads(dry.stdout)["warnings"])
     assert _count(db, LabelEdit) == 0
     assert "no train sample left" not in kd("labels", "clean", "--run", "r", "--dry-run", "--min-score", "0.95", "--db", db).output
+
+
+def test_a_rare_class_the_teacher_never_answers_is_warned_of(tmp_path):
+    """Ads: a violation class of 6 % that the teacher never answers out of fold. Every one of its labels was
+    flagged and `kd labels clean` would relabel them all, while the overall figures (agreement 94 % against a
+    60 % majority, 6 % flagged) said nothing was amiss. Detect, and the clean's dry run, name the class."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["ok"] * 60 + ["exaggerated"] * 34 + ["contact"] * 6)
+    store = Store.open(db)
+    labels = store.samples(splits=["train"]).labels
+    logits = np.full((len(labels), 3), -4.0, dtype=np.float32)
+    logits[np.arange(len(labels)), np.where(labels == 2, 0, labels)] = 4.0  # 'contact' answered 'ok'
+    with store.engine.begin() as conn:
+        conn.execute(Logit.__table__.delete())
+    store.write_logits(1, store.samples(splits=["train"]).ids, logits)
+    store.close()
+    out = kd("labels", "detect", "--run", "r", "--db", db, "--json")
+    said = "6 of the 6 train labels of class 'contact' (100%) flagged: the teacher seldom answers that class out of fold"
+    assert f"warning: {said}" in out.stderr and out.stderr.count("warning: ") == 1
+    assert any(w.startswith(said) for w in json.loads(out.stdout)["warnings"])
+    figures = {m.name: m.value for m in _open(db).metrics(_open(db).find_stage("r", "detect").id)}
+    assert (figures["train_samples[contact]"], figures["flagged_of[contact]"], figures["flagged_of[ok]"]) == (6, 6, 0)
+    assert said in kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr
 
 
 def test_undoing_a_flag_restores_no_label_and_waits_for_no_later_edit(db):

@@ -30,6 +30,7 @@ from kdstore.noise import (
     disagreement,
     estimate_issue_count,
     quality_scores,
+    class_warnings,
     reliability_warnings,
     temperature_scale,
     validate,
@@ -367,6 +368,18 @@ def test_option_messages(kwargs, message):
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
     with pytest.raises(KdError, match=message):
         detect(labels, probs, **kwargs)
+
+
+def test_class_warnings_name_a_class_mostly_flagged():
+    """More than half of a class's labels flagged (a class of 5 labels or more): the teacher's blind spot."""
+    samples = {"ok": 60, "ad": 34, "contact": 6, "tiny": 4}
+    assert class_warnings({"ok": 30, "ad": 17, "contact": 3, "tiny": 4}, samples) == []  # half is not more than half; 4 too few
+    (only,) = class_warnings({"contact": 4}, samples)
+    assert only.startswith("4 of the 6 train labels of class 'contact' (67%) flagged")
+    assert len(class_warnings({"ok": 31, "contact": 6}, samples)) == 2
+    assert class_warnings({"contact": 2}, samples, max_fraction=0.3) != []
+    with pytest.raises(KdError, match="must be in"):
+        class_warnings({"contact": 7}, samples)
 
 
 def test_reliability_warnings_name_a_weak_model_and_an_implausible_share(problem):
