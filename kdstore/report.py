@@ -137,7 +137,7 @@ def metric_value(name: str, value: float) -> float | int:
 
 MODEL_KINDS = ("teach", "distill", "predict")
 COMPARE_FIGURES = (
-    ("test", "accuracy"), ("test", "macro_f1"), ("dev", "accuracy"), ("all", "parameters"), ("all", "flops_per_sample"), ("all", "size_mb"),
+    ("test", "accuracy"), ("test", "macro_f1"), ("dev", "accuracy"), ("dev", "macro_f1"), ("all", "parameters"), ("all", "flops_per_sample"), ("all", "size_mb"),
     ("all", "latency_p50_ms"), ("all", "latency_p99_ms"), ("all", "throughput_samples_per_s"),
 )
 

@@ -1309,8 +1309,9 @@ def test_compare_notes_a_teacher_that_trained_on_dev(store, invoke):
     with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={}) as st:
         store.add_metrics(st.id, "dev", {"accuracy": 0.8, "n": 2})
     with stage_scope(store, run="r2", kind="teach", config={"splits": ["train"]}) as st:
-        store.add_metrics(st.id, "dev", {"accuracy": 0.9, "n": 2})
+        store.add_metrics(st.id, "dev", {"accuracy": 0.9, "macro_f1": 0.6, "n": 2})
     rows = {(r["run"], r["stage"]): r for r in invoke.json(["report", "--compare", "r1", "r2"])}
+    assert rows[("r2", "teach")]["dev_macro_f1"] == 0.6  # (what picks the epochs, and an imbalanced task's figure)
     assert rows[("r1", "teach")]["dev_accuracy"] == 1.0 and "trained on dev" in rows[("r1", "teach")]["note"]
     assert rows[("r1", "distill-textcnn")]["note"] is None and rows[("r2", "teach")]["note"] is None
     assert "trained on dev" in invoke(["report", "--compare", "r1", "r2"]).stdout
