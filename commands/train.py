@@ -54,6 +54,10 @@ def _seed_option(f):
     return click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True)(f)
 
 
+GRAD_ACCUM_HELP = ("Run each --batch-size batch as K pieces whose gradients add up before the step (gradient accumulation): "
+                   "the same steps in about 1/K of the activation memory, for a model or a --max-len that does not fit.")
+
+
 def _warn(message: str) -> None:
     """``warning: MESSAGE`` on standard error, kept for the ``warnings`` of --json (``_finish`` lists it
     with the stage's own): an option a student does not use, a --max-len past pre-trained positions.
@@ -269,6 +273,7 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
 @click.option("--heads", type=int, default=0, help="Attention heads (default hidden/64).")
 @click.option("--max-len", type=int, default=128, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help=GRAD_ACCUM_HELP)
 @click.option("--lr", type=FLOAT, default=5e-4, show_default=True)
 @click.option("--steps", type=int, default=0, help="Training steps (or use --minutes; given both, it stops at whichever ends first).")
 @click.option("--minutes", type=FLOAT, default=0.0, help="Wall-clock budget of the training steps in minutes (reading the store, segmenting with jieba and saving come on top). Clock-bound: two runs stop at different steps, so their weights differ; --steps N reruns exactly.")
@@ -292,7 +297,7 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
 @overwrite_option
 @store_options
 @json_option
-def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes, mask_prob, objective, generator_layers, wwm, min_count, corpus, long_texts, splits, seed, device, overwrite, db, as_json):
+def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, steps, minutes, mask_prob, objective, generator_layers, wwm, min_count, corpus, long_texts, splits, seed, device, overwrite, db, as_json):
     """Pre-train a BERT-style encoder by masked-LM (or ELECTRA) on the store's own text.
 
     For machines without a model hub: the result is a Hugging Face directory that
@@ -318,7 +323,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
     for path in corpus:
         files.setdefault(str(Path(path).resolve()), path)
     cfg = PretrainConfig(
-        layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, lr=lr,
+        layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
         steps=steps, minutes=minutes, mask_prob=mask_prob, objective=objective, generator_layers=generator_layers, wwm=wwm, min_count=min_count,
         corpus=tuple(files.values()), long_texts=long_texts,
         splits=tuple(splits), seed=seed, device=device,
@@ -334,10 +339,6 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, lr, steps, minutes
             run_pretrain(store, stage, cfg, dist, corpus=corpus)
     if dist.is_main:
         _finish(store, run, "pretrain", as_json)
-
-
-GRAD_ACCUM_HELP = ("Run each --batch-size batch as K pieces whose gradients add up before the step (gradient accumulation): "
-                   "the same steps in about 1/K of the activation memory, for a model or a --max-len that does not fit.")
 
 
 @click.command()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, encode_flagged, pad
+from .batching import bucketed_batches, check_grad_accum, encode_flagged, micro_batches, pad
 from .chunking import split_long_texts
 from .context_free import collapsed, frequency_loss, learned_nothing, measured_loss
 from .distributed import SINGLE, Dist
@@ -33,7 +33,7 @@ from .schedules import check_lr, warmup_linear_decay
 from .segment import jieba_module, token_groups, word_starts
 from .serving import sha256_file
 from .store import Store
-from .torchutil import adam_options, autocast, check_finite, count_parameters, decay_exempt, grad_scaler, host_floats, pick_device, saving_model, scaled_step, set_seed, to_device
+from .torchutil import adam_options, autocast, check_finite, count_parameters, decay_exempt, grad_scaler, host_floats, pick_device, saving_model, scaled_update, set_seed, to_device
 from .vocab import SPECIALS, count_chars, make_tokenizer, vocab_from_counts
 
 MODEL_SUBDIR = "model"
@@ -60,6 +60,7 @@ class PretrainConfig:
     intermediate: int = 0  # 0: 4 * hidden
     max_len: int = 128
     batch_size: int = 64
+    grad_accum: int = 1  # K >= 2: each batch run as K pieces whose gradients add up (the same steps in less memory)
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: float = 0.06
@@ -93,6 +94,7 @@ class PretrainConfig:
                 zero = " (0: auto)" if option == "--heads" else ""
                 raise KdError(f"{option} must be at least {least}{zero}, got {value}")
         check_lr(self.lr)
+        check_grad_accum(self.grad_accum, self.batch_size)
         if self.long_texts not in LONG_TEXTS:
             raise KdError(f"--long-texts must be one of {', '.join(LONG_TEXTS)}, got {self.long_texts!r}")
         if not 0.0 <= self.warmup < 1.0 or self.weight_decay < 0:
@@ -299,16 +301,32 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 scored = (~special & mask.bool()).flatten().nonzero().squeeze(1)  # (ELECTRA's scored tokens)
                 counts = [positions.numel(), scored.numel()]
                 shares = dist.share_weights([c if weight else 0 for c in counts])
-                with autocast(device):
-                    if cfg.objective == "electra":
-                        loss, mlm, rtd = net(to_device(corrupted, device), to_device(mask, device), to_device(positions, device),
-                                             to_device(targets, device), to_device(input_ids, device), to_device(scored, device))
-                        step_loss = mlm * shares[0] + objective.weight * rtd * shares[1]
-                        recent_rtd.append(rtd.detach().float() * shares[1])
-                    else:
-                        loss = mlm = net(to_device(corrupted, device), to_device(mask, device), to_device(positions, device), to_device(targets, device))
-                        step_loss = loss * shares[0]
-                stepped = scaled_step(scaler, step_loss, optimizer, objective.parameters(), max_norm=1.0)
+                pieces = micro_batches(np.arange(len(idx)), cfg.grad_accum)  # (one, the whole share, unless --grad-accum)
+                recent_mlm = recent_rtd_step = 0.0
+                for k, (rows, part) in enumerate(pieces):
+                    piece = (corrupted, mask, positions, targets, input_ids, scored)
+                    weights = shares
+                    if len(pieces) > 1:  # this piece's rows, its tokens' means weighed by their share of the batch's tokens
+                        at_rows = torch.as_tensor(rows)
+                        p_labels, p_mask = labels[at_rows], mask[at_rows]
+                        p_positions, p_targets = masked_positions(p_labels)
+                        p_scored = (~special[at_rows] & p_mask.bool()).flatten().nonzero().squeeze(1)
+                        piece = (corrupted[at_rows], p_mask, p_positions, p_targets, input_ids[at_rows], p_scored)
+                        weights = [w * n / c if c and part else 0.0 for w, n, c in zip(shares, (p_positions.numel(), p_scored.numel()), counts)]
+                    with dist.accumulating(net, last=k == len(pieces) - 1):
+                        with autocast(device):
+                            if cfg.objective == "electra":
+                                loss, mlm, rtd = net(*(to_device(t, device) for t in piece))
+                                step_loss = mlm * weights[0] + objective.weight * rtd * weights[1]
+                                recent_rtd_step = recent_rtd_step + rtd.detach().float() * weights[1]
+                            else:
+                                loss = mlm = net(*(to_device(t, device) for t in piece[:4]))
+                                step_loss = loss * weights[0]
+                        scaler.scale(step_loss).backward()
+                    recent_mlm = recent_mlm + mlm.detach().float() * weights[0]
+                if cfg.objective == "electra":
+                    recent_rtd.append(recent_rtd_step)
+                stepped = scaled_update(scaler, optimizer, objective.parameters(), max_norm=1.0)
                 optimizer.zero_grad(set_to_none=True)
                 step += stepped  # (an fp16 step the scaler skipped is no step of --steps, nor of the warm-up)
                 seen += len(batch) if stepped else 0
@@ -321,7 +339,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 # this rank's part of the batch's mean (see _loss_figures), kept on the device: an .item() a step
                 # made a GPU wait for the host each step, the next batch's masking and kernel launches no longer
                 # overlapping the step before (read every 50 steps, one transfer)
-                recent.append(mlm.detach().float() * shares[0])
+                recent.append(recent_mlm)
                 del recent[:-50], recent_rtd[:-50]
                 if stepped and step % 50 == 0:
                     figures = _loss_figures(recent, recent_rtd, dist)  # (every rank alike: each stops at the same step)

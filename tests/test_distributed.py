@@ -880,11 +880,12 @@ def test_two_processes_distill_a_transformer_with_intermediate_losses_without_dd
     assert stage_of(two, "r", "narrow").status == "succeeded"
 
 
-@pytest.mark.parametrize("objective", ["mlm", "electra"])
-def test_two_processes_pretrain(taught, tmp_path, objective):
+@pytest.mark.parametrize("objective, extra", [("mlm", ()), ("electra", ()), ("electra", ("--grad-accum", "3"))],
+                         ids=["mlm", "electra", "electra-grad-accum"])
+def test_two_processes_pretrain(taught, tmp_path, objective, extra):
     db = copy_store(taught["two"], tmp_path)
     out = torchrun("pretrain", "--run", "p", "--objective", objective, "--layers", "2", "--hidden", "32", "--heads", "2",
-                   "--steps", "3", "--batch-size", "8", "--min-count", "1", "--json", "--db", str(db))
+                   "--steps", "3", "--batch-size", "8", "--min-count", "1", *extra, "--json", "--db", str(db))
     train = json.loads(out.stdout)["metrics"]["train"]
     assert train["processes"] == 2 and train["steps"] == 3
     assert ("rtd_loss" in train) == (objective == "electra")

@@ -1087,6 +1087,31 @@ def test_pretrain_with_steps_reruns_to_the_same_weights_and_records_its_corpus(s
     assert cfg["corpus_sha256"] == [hashlib.sha256((tmp_path / "news.txt").read_bytes()).hexdigest()]
 
 
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_pretrain_grad_accum_takes_the_same_steps_in_pieces(sample_store, monkeypatch, objective):
+    """`kd pretrain --grad-accum K`: the batch masked whole, then run as K pieces whose masked-token means are
+    weighed by their share of the batch's masked (and scored) tokens: without dropout, the weights of one
+    piece a batch, to float rounding (ELECTRA's generator samples its replacements anew: it runs, not equal)."""
+    import transformers
+    from safetensors.torch import load_file
+
+    made = transformers.BertConfig.__init__
+
+    def still(self, *args, **kwargs):  # (dropout draws its masks per forward pass: pieces would draw others)
+        made(self, *args, **{**kwargs, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+
+    monkeypatch.setattr(transformers.BertConfig, "__init__", still)
+    args = ("pretrain", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3", "--batch-size", "16", "--objective", objective,
+            "--min-count", "1", "--device", "cpu", "--db", str(sample_store), "--json")
+    outs = [json.loads(kd(*args, "--run", run, *extra).stdout) for run, extra in (("whole", ()), ("pieces", ("--grad-accum", "3")))]
+    assert [o["config"]["grad_accum"] for o in outs] == [1, 3]
+    whole, pieces = (load_file(str(Path(o["artifact_path"], "model.safetensors"))) for o in outs)
+    for k in whole if objective == "mlm" else ():  # (ELECTRA's generator samples each piece's replacements anew)
+        torch.testing.assert_close(pieces[k], whole[k], rtol=0, atol=1e-5)
+    bad = kd(*args, "--run", "bad", "--grad-accum", "17", ok=False)
+    assert "--grad-accum must be between 1 (off) and --batch-size 16" in bad.output
+
+
 def test_a_pretrain_corpus_with_no_text_or_of_json_lines_is_refused_before_a_run_is_recorded(sample_store, tmp_path):
     """A --corpus that cannot be read as texts (empty, binary, JSON lines whose keys and braces would
     be learned as text) is refused in one line naming the file, and the store is left as it was: no
@@ -1175,13 +1200,13 @@ def test_a_pretrain_step_the_fp16_scaler_skipped_is_no_step_of_steps(sample_stor
     towards --steps (and the warm-up) all the same, as teach's schedule did."""
     import kdstore.pretrain
 
-    real, calls = kdstore.pretrain.scaled_step, []
+    real, calls = kdstore.pretrain.scaled_update, []
 
     def first_skipped(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs) and len(calls) > 1
 
-    monkeypatch.setattr(kdstore.pretrain, "scaled_step", first_skipped)
+    monkeypatch.setattr(kdstore.pretrain, "scaled_update", first_skipped)
     out = json.loads(kd("pretrain", "--run", "sk", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3", "--batch-size", "16",
                         "--min-count", "1", "--device", "cpu", "--db", str(sample_store), "--json").stdout)
     assert len(calls) == 4 and out["metrics"]["train"]["steps"] == 3
@@ -3612,9 +3637,9 @@ def test_a_pretrain_whose_every_fp16_step_is_skipped_fails_instead_of_running_fo
     step: once a skipped step no longer counted towards --steps, --steps 2 never came."""
     import kdstore.pretrain
 
-    real, calls = kdstore.pretrain.scaled_step, []
+    real, calls = kdstore.pretrain.scaled_update, []
     monkeypatch.setattr(kdstore.pretrain, "MAX_SKIPPED_STEPS", 5, raising=False)
-    monkeypatch.setattr(kdstore.pretrain, "scaled_step", lambda *a, **k: calls.append(1) or (real(*a, **k) and False))
+    monkeypatch.setattr(kdstore.pretrain, "scaled_update", lambda *a, **k: calls.append(1) or (real(*a, **k) and False))
     out = kd("pretrain", "--run", "sk", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--batch-size", "16",
              "--min-count", "1", "--device", "cpu", "--db", str(sample_store), ok=False)
     assert len(calls) == 5 and "the fp16 grad scaler skipped the last 5 steps" in out.output
