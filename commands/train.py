@@ -666,13 +666,14 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
             raise click.UsageError("--student early-exit trains in one process: run it without torchrun")
         ignored = _options_given(STUDENT_ONLY)
         if ignored:
-            raise click.UsageError(f"{', '.join(ignored)}: for students, not --student early-exit (its branches copy the teacher at one --temperature)")
+            raise click.UsageError(f"{', '.join(ignored)}: for students, not --student early-exit (its branches copy the teacher at one --temperature)"
+                                   + _file_note(click.get_current_context(), "--student"))  # (a file's student, never typed, is named with the file)
         _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
                             temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
         return
     ignored = _options_given(EARLY_EXIT_ONLY)
     if ignored:
-        raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}")
+        raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}" + _file_note(click.get_current_context(), "--student"))
     _warn_unused(student, augment, relation=value_relation > 0 or qk_relation > 0)
     teacher_weights = _file_teacher_weights_fit(teacher_runs, teacher_weights)
     if len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_weights",)):

@@ -701,3 +701,19 @@ def test_a_files_logits_only_is_named_when_it_refuses_typed_training_options(oth
         "(kd.toml: [teach] logits-only = true)")
     assert invoke(["teach", "--run", "c", "--logits-only", "--epochs", "1"], db=None, ok=False).stderr.splitlines()[-1] == (
         "Error: --epochs: --logits-only scores with the run's teacher as it was trained (at its --max-len)")
+
+
+def test_a_typed_student_option_refused_by_the_files_student_names_the_file(other_db, invoke, write_file):
+    """`[distill] student = "early-exit"` refused a typed `--grad-accum 2` (or `--eval-every`, `--match`) with
+    "--grad-accum: for students, not --student early-exit", and a file's `student = "bilstm"` a typed `--speed`
+    with "not bilstm": a user who typed no --student was left to guess where it came from."""
+    write_file("kd.toml", 'db = "other.db"\n[distill]\nstudent = "early-exit"\n')
+    assert invoke(["distill", "--run", "c", "--grad-accum", "2"], db=None, ok=False).stderr.splitlines()[-1] == (
+        "Error: --grad-accum: for students, not --student early-exit (its branches copy the teacher at one --temperature) "
+        '(kd.toml: [distill] student = "early-exit")')
+    write_file("kd.toml", 'db = "other.db"\n[distill]\nstudent = "bilstm"\n')
+    assert invoke(["distill", "--run", "c", "--speed", "0.3"], db=None, ok=False).stderr.splitlines()[-1] == (
+        'Error: --speed: for --student early-exit, not bilstm (kd.toml: [distill] student = "bilstm")')
+    # typed, the student is no file's
+    assert invoke(["distill", "--run", "c", "--student", "textcnn", "--speed", "0.3"], db=None, ok=False).stderr.splitlines()[-1] == (
+        "Error: --speed: for --student early-exit, not textcnn")
