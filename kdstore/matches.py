@@ -71,7 +71,8 @@ def parse_match(text: str) -> Match:
         except ValueError:
             raise KdError(f"--match {text!r}: the weight must be a number, got {parts[3]!r}") from None
         if not (math.isfinite(weight) and weight > 0):
-            raise KdError(f"--match {text!r}: the weight must be above 0 (a match of weight 0 teaches nothing: leave it out), got {parts[3]}")
+            raise KdError(f"--match {text!r}: the weight must be a finite number above 0 (a match of weight 0 teaches nothing: leave it "
+                          f"out), got {parts[3]}")
     return Match(kind, layers[0], layers[1], weight)
 
 

@@ -27,7 +27,8 @@ def test_a_match_is_parsed_spelled_back_and_checked():
                        ("hidden_mse:1:-2", "the teacher layer must be counted from 0"),
                        ("hidden_mse:1:2:heavy", "the weight must be a number, got 'heavy'"),
                        ("hidden_mse:1:2:0", "a match of weight 0 teaches nothing"),
-                       ("hidden_mse:1:2:nan", "the weight must be above 0")):
+                       ("hidden_mse:1:2:nan", "the weight must be a finite number above 0"),
+                       ("hidden_mse:1:2:inf", "the weight must be a finite number above 0")):
         with pytest.raises(KdError, match=said.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
             parse_match(text)
     with pytest.raises(KdError, match="the same loss on the same layers twice"):
