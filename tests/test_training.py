@@ -504,6 +504,9 @@ def test_distill_eval_every_scores_dev_every_n_steps_and_keeps_the_best_step(tau
         per = folded[f"fold{k}/steps_per_epoch"]
         assert per < per_epoch and folded[f"fold{k}/best_epoch"] == -(-folded[f"fold{k}/best_step"] // per)
     assert "steps_per_epoch" not in folded
+    once = kd("distill", *common, "--name", "once", "--eval-every", "1000")  # longer than the training: one score, nothing compared
+    assert f"warning: --eval-every 1000: the training took {2 * per_epoch} steps, so dev was scored once, at the last" in once.stderr
+    assert "--eval-every" not in kd("distill", *common, "--name", "twice", "--eval-every", str(2 * per_epoch - 1)).stderr
     bad = kd("distill", *common, "--name", "bad", "--eval-every", "-1", ok=False)
     assert "--eval-every must be a number of training steps" in bad.output
     bad = kd("distill", *common, "--name", "bad", "--student", "early-exit", "--eval-every", "5", ok=False)
