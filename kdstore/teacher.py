@@ -63,6 +63,13 @@ class TeachConfig:
     class_weight: str = "none"  # or "balanced": each row's loss weighted n / (C x n_class), for imbalanced classes
     grad_accum: int = 1  # K >= 2: each batch run as K pieces whose gradients add up (the same steps in less memory)
 
+    @property
+    def scoring_batch(self) -> int:
+        """Rows a scoring batch takes: ``score_batch_size``, or under ``--grad-accum`` (a model whose training batch
+        did not fit) 4 pieces' worth at most: a forward pass keeps no activations for a backward one, but 256 rows
+        where 8 fitted in training ran out of memory after the training, at the logits."""
+        return scoring_batch(self.batch_size, self.grad_accum, self.score_batch_size)
+
     def validate(self) -> None:
         # one option a message: a message naming several was followed by a config file's value of one
         # that was fine (`--epochs 0` typed: "... (kd.toml: [teach] max-len = 256)")
@@ -471,7 +478,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         started = time.monotonic()
         mine = everything.subset(dist.shard(len(everything)))
         ids = mine.ids
-        logits = score(model, tokenizer, mine.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label="logits")
+        logits = score(model, tokenizer, mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch, device=device, label="logits")
         scoring += time.monotonic() - started
     else:
         out_dir = stage.artifact_dir if dist.is_main else None
@@ -482,7 +489,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
                 _save(model, tokenizer, out_dir / f"fold-{k}", cfg.max_len)
             texts = oof.texts(k)
             started = time.monotonic()
-            oof.add(score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"fold {k} logits"))
+            oof.add(score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch, device=device, label=f"fold {k} logits"))
             scoring += time.monotonic() - started
         ids, logits = oof.result()
         if dist.is_main:
@@ -732,7 +739,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 break
             if len(dev) == 0:
                 continue
-            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.score_batch_size, device=device, label=f"{tag.rstrip('/')} dev".strip())
+            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch, device=device, label=f"{tag.rstrip('/')} dev".strip())
             _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
             dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
@@ -799,8 +806,15 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def scoring_batch(batch_size: int, grad_accum: int, cap: int = 256) -> int:
+    """``TeachConfig.scoring_batch`` of a teacher trained at ``batch_size`` in ``grad_accum`` pieces."""
+    if grad_accum <= 1:
+        return cap
+    return max(1, min(cap, 4 * -(-batch_size // grad_accum)))
+
+
 def score_missing(
-    store: Store, run: str, *, batch_size: int = 256, device: str = "auto", dist: Dist = SINGLE, chunk: int = SCORE_CHUNK,
+    store: Store, run: str, *, batch_size: int | None = None, device: str = "auto", dist: Dist = SINGLE, chunk: int = SCORE_CHUNK,
     among: np.ndarray | None = None,
 ) -> int:
     """``--logits-only``: score, with the run's existing teacher, the samples that have no logits yet.
@@ -809,9 +823,13 @@ def score_missing(
     samples as it goes: a crashed rank keeps what it finished, and a re-run scores only what is still
     missing. Returns how many samples all ranks scored; raises when some are still missing.
     ``among``: only these samples (``kd distill --augment``'s new texts, not a train sample
-    ingested since, which distill refuses until ``--logits-only`` scores it knowingly).
+    ingested since, which distill refuses until ``--logits-only`` scores it knowingly). ``batch_size``: None,
+    the rows the teacher scored at (fewer where it trained with ``--grad-accum``).
     """
     stage = store.find_stage(run, "teach")
+    if batch_size is None:
+        config = stage.config or {}
+        batch_size = scoring_batch(int(config.get("batch_size") or 1), int(config.get("grad_accum") or 1))
     names = store.class_names()
     if stage.config.get("classes") not in (None, names):
         raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run `kd teach`")

@@ -581,6 +581,11 @@ def test_grad_accum_takes_the_same_steps_in_pieces(taught_store, tiny_model, tmp
         bad = kd(command, *args, ok=False)
         assert said in bad.output, (args, bad.output)
     assert not Store.open(db).run_exists("x") and "bad" not in {s.name for s in Store.open(db).stages_of("r")}
+    # a teacher whose batch did not fit scores in batches near its pieces (256 rows ran out of memory at the logits)
+    from kdstore.teacher import TeachConfig, scoring_batch
+
+    assert (TeachConfig(model="m").scoring_batch, TeachConfig(model="m", batch_size=32, grad_accum=4).scoring_batch) == (256, 32)
+    assert (scoring_batch(8, 8), scoring_batch(512, 2), scoring_batch(9, 2)) == (4, 256, 20)
 
 
 def test_a_transformer_student_starts_from_a_pretrained_checkpoint(taught_store, tiny_model, tmp_path):
