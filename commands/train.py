@@ -411,10 +411,10 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                 shown = ", ".join(f"{k} {split}" for split, k in late.items())
                 _warn(f"the teacher's stored figures leave out the labeled samples it scored now ({shown}): "
                       f"`kd predict --run {run} --model teacher --store --split {_first_split(set(late) - {'train'})}` measures it on today's samples")
-            elif late:  # (measured on train, it would be judged on the texts it learned from)
-                n = late["train"]
-                _warn(f"{n} train sample{'s' * (n != 1)} came after the teacher was trained: it scored {'them' if n != 1 else 'it'} now but "
-                      f"never learned from {'them' if n != 1 else 'it'}; `kd teach --run {run} --overwrite` (with the options `kd report --run {run}` lists) retrains it on them")
+            if "train" in late:  # (measured on train, it would be judged on the texts it learned from; beside late dev or test ones too)
+                k = late["train"]  # (not n: the samples scored, which the output then reports)
+                _warn(f"{k} train sample{'s' * (k != 1)} came after the teacher was trained: it scored {'them' if k != 1 else 'it'} now but "
+                      f"never learned from {'them' if k != 1 else 'it'}; `kd teach --run {run} --overwrite` (with the options `kd report --run {run}` lists) retrains it on them")
             if as_json:  # (run, stage and warnings as every teach --json carries them)
                 print_json({"run": run, "stage": store.find_stage(run, "teach").name, "scored": n, "warnings": _warned()})
             else:

@@ -198,6 +198,29 @@ def test_logits_only_scores_samples_ingested_later(taught_store, tmp_path):
     assert np.array(teach["confusion"]["dev"]).sum() == 20
 
 
+def test_logits_only_of_late_train_and_dev_samples_says_the_teacher_never_learned_the_train_ones(taught_store, tmp_path):
+    """Late train samples beside late dev ones: only the figures' warning came, and the one saying that the
+    teacher never learned the train samples it scored (the one a late train sample alone gets) was left out."""
+    db = str(taught_store)
+    kd("ingest", str(write_tsv(tmp_path / "train2.tsv", [("neg", "后来的训练样本太差")])), "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "dev2.tsv", [("pos", "后来的验证样本很好")])), "--split", "dev", "--db", db)
+    out = kd("teach", "--run", "r", "--logits-only", "--db", db, "--json")
+    warnings = _warnings(out)
+    assert any(w.startswith("the teacher's stored figures leave out the labeled samples it scored now (1 train, 1 dev)") for w in warnings)
+    assert any(w.startswith("1 train sample came after the teacher was trained: it scored it now but never learned from it") for w in warnings)
+
+
+def test_logits_only_counts_every_sample_it_scored_beside_late_train_ones(taught_store, tmp_path):
+    """The late train samples' warning reused the count of samples scored: a train text and two pool texts
+    scored were reported as "scored": 1 (and "scored 1 samples")."""
+    db = str(taught_store)
+    kd("ingest", str(write_tsv(tmp_path / "train2.tsv", [("neg", "后来的训练样本太差")])), "--db", db)
+    (tmp_path / "late.txt").write_text("这个很好用\n那个太差了\n", encoding="utf-8")
+    kd("ingest", str(tmp_path / "late.txt"), "--split", "unlabeled", "--db", db)
+    out = kd("teach", "--run", "r", "--logits-only", "--db", db, "--json")
+    assert json.loads(out.stdout)["scored"] == 3
+
+
 def test_logits_only_refuses_a_batch_size_below_one(taught_store, tmp_path):
     """A negative --batch-size scored nothing and stored zero logits for the new samples."""
     sample_store, db = taught_store, str(taught_store)
