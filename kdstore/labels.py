@@ -178,7 +178,8 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
         raise KdError(f"{message}; to detect with another run's teacher pass --teacher-run RUN "
                       f"(runs with a teacher: {', '.join(taught)})") from None
     if teacher.config.get("classes") not in (None, names):
-        raise KdError(f"the classes changed since the teacher of run {teacher_run!r} ran: re-run `kd teach`")
+        raise KdError(f"the classes changed since the teacher of run {teacher_run!r} ran: re-run `kd teach --run {teacher_run} --overwrite` "
+                      f"(with the options `kd report --run {teacher_run}` lists)")
     train = store.samples(splits=["train"], labeled=True)
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train labels have a single class: there is nothing to tell apart")

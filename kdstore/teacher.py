@@ -832,7 +832,8 @@ def score_missing(
         batch_size = scoring_batch(int(config.get("batch_size") or 1), int(config.get("grad_accum") or 1))
     names = store.class_names()
     if stage.config.get("classes") not in (None, names):
-        raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run `kd teach`")
+        raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run `kd teach --run {run} --overwrite` "
+                      f"(with the options `kd report --run {run}` lists)")
     dist.set_up()  # (the first collective of `kd teach --logits-only`: a rank that failed before it names its error)
     todo_ids = dist.broadcast_object(unscored(store, stage.id, among) if dist.is_main else None)
     if len(todo_ids) == 0:

@@ -970,7 +970,7 @@ def test_detect_refuses_a_single_train_class_and_a_changed_class_set(db, tmp_pat
     _add_class_mid(db, tmp_path)
     before = _state(db)
     line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
-    assert "the classes changed since the teacher of run 'r' ran" in line and "kd teach" in line
+    assert "the classes changed since the teacher of run 'r' ran" in line and "`kd teach --run r --overwrite`" in line
     assert _count(db, LabelIssue) == 0 and _state(db) == before
 
 
