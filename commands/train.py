@@ -1064,7 +1064,9 @@ def _embedding_width(teacher_config, embed_dim: int) -> int:
 def _options_given(names: tuple[str, ...]) -> list[str]:
     """Those of ``names`` given on the command line (a config file's defaults do not count)."""
     ctx = click.get_current_context()
-    return [f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    flags = {p.name: next((o for o in getattr(p, "opts", ()) if o.startswith("--")), None) for p in ctx.command.params}
+    # (named as typed: the parameter `matches` is the option --match)
+    return [flags.get(name) or f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
 
 
 def _resolve_unlabeled(store, cfg):

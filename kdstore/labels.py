@@ -472,7 +472,10 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
     if not store.read_folds(stage.id) and not allow_in_sample:  # --folds students score each train sample blind to it
         # from the teachers it learned from: another run's (--teacher-run) are named, ``run`` may have none
         config = stage.config or {}
-        teachers = "".join(f" --teacher-run {t}" for t in config.get("teacher_runs") or ())
+        # (of its kind: the default would distil TextCNNs; an early-exit stage has no --folds)
+        kind = config.get("student")
+        teachers = f" --student {kind}" if kind in ("bigru", "bilstm", "transformer") else ""
+        teachers += "".join(f" --teacher-run {t}" for t in config.get("teacher_runs") or ())
         teachers += "".join(f" --teacher-weight {w:g}" for w in config.get("teacher_weights") or ())
         if len(set(config.get("teacher_runs") or ())) > 1 and config.get("teacher_average", "probs") != "probs":  # (the target it learned)
             teachers += f" --teacher-average {config['teacher_average']}"

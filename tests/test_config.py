@@ -717,3 +717,11 @@ def test_a_typed_student_option_refused_by_the_files_student_names_the_file(othe
     # typed, the student is no file's
     assert invoke(["distill", "--run", "c", "--student", "textcnn", "--speed", "0.3"], db=None, ok=False).stderr.splitlines()[-1] == (
         "Error: --speed: for --student early-exit, not textcnn")
+
+
+def test_a_refused_option_is_named_as_typed_not_by_its_parameter(other_db, invoke):
+    """`kd distill --student early-exit --match hidden_mse:0:1` was refused naming `--matches`, an option
+    kd has not (the parameter behind `--match`)."""
+    said = invoke(["distill", "--run", "c", "--student", "early-exit", "--match", "hidden_mse:0:1"], db=other_db, ok=False)
+    assert said.stderr.splitlines()[-1] == (
+        "Error: --match: for students, not --student early-exit (its branches copy the teacher at one --temperature)")

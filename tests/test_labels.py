@@ -292,6 +292,16 @@ def test_in_sample_votes_name_the_students_teacher_average(db, noisy, error_line
     assert "(`kd distill --run r --teacher-run r --teacher-run r2 --teacher-average logits --folds 5 --name s-oof`)" in line, line
 
 
+def test_in_sample_votes_name_the_students_kind(db, error_line):
+    """The out-of-fold students asked for are of the refused student's kind: a BiLSTM's in-sample votes
+    were answered with `kd distill --run r --folds 5 --name s-oof`, which distils TextCNNs (the default)."""
+    kd("distill", "--run", "r", "--student", "bilstm", "--name", "s", "--epochs", "1", "--embed-dim", "8", "--hidden", "4",
+       "--max-len", "32", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "c", "--teacher-run", "r", "--student-votes", "r:s", "--method",
+                         "cleanlab,ensemble", "--db", db, ok=False))
+    assert "(`kd distill --run r --student bilstm --folds 5 --name s-oof`)" in line, line
+
+
 def test_a_train_sample_ingested_after_a_folds_teacher_is_scored_not_refused_as_in_sample(db, tmp_path):
     """It has no logits yet: the fix is --logits-only (not --allow-in-sample); scored, it is out of
     sample (none of the K fold models saw it) and detect takes it."""
