@@ -147,7 +147,8 @@ BIG5_SHARE = 0.1
 
 def _big5(data: bytes) -> bool:
     """Whether a file that reads as GB18030 is Big5 (CP950) instead: both read each other's bytes, but a
-    Big5 file read as GBK is full of kana and box-drawing characters, and Big5's common lead bytes say so."""
+    Big5 file read as GBK is full of kana, box-drawing and private-use characters, and Big5's common lead bytes
+    and the pairs GBK reads as private-use characters say so."""
     try:
         data.decode("cp950")
     except UnicodeDecodeError:
@@ -158,9 +159,19 @@ def _big5(data: bytes) -> bool:
             i += 1
             continue
         pairs += 1
-        common += data[i] in BIG5_COMMON_LEADS
+        common += data[i] in BIG5_COMMON_LEADS or _private_in_gbk(data[i:i + 2])
         i += 2
     return pairs > 0 and common / pairs >= BIG5_SHARE
+
+
+def _private_in_gbk(pair: bytes) -> bool:
+    """Whether a Big5 byte pair reads as a private-use character in GB18030 (GBK's user-defined rows, which
+    no GBK text holds): "很" (0xab 0xdc), "物" and the like, that a short Big5 line may hold without any of
+    Big5's commonest lead bytes ("服務很差")."""
+    try:
+        return 0xE000 <= ord(pair.decode("gb18030")) <= 0xF8FF
+    except (UnicodeDecodeError, TypeError):
+        return False
 
 
 _LINE_BOM = re.compile(r"(?:^|(?<=\r))\ufeff", re.MULTILINE)  # (after a bare \r too: old Mac line ends)

@@ -167,6 +167,18 @@ def test_a_big5_line_of_common_characters_is_named_big5():
             parse(text.encode("big5"), "t.tsv", IngestOptions())
 
 
+def test_a_short_big5_line_of_characters_private_use_in_gbk_is_named_big5():
+    """"服務很差" or "很棒" in Big5 holds none of its commonest lead bytes, but "很" (0xab 0xdc) reads as a
+    private-use character in GBK, which no GBK text holds: such a line (a review piped to kd predict) was
+    named GBK, and the iconv given turned it into "狝叭畉" with an invisible character, read as a text."""
+    for text in ("服務很差\n", "pos\t環境很棒\n", "物流很快\n", "難吃\n"):
+        with pytest.raises(KdError, match=r"it reads as Big5 .* iconv -f CP950 -t UTF-8"):
+            parse(text.encode("cp950"), "t.tsv", IngestOptions(split="unlabeled"))
+    for text in ("pos\t服务很差\n", "pos\t環境很棒\n"):  # (GBK, Simplified or Traditional, is still GBK)
+        with pytest.raises(KdError, match=r"it reads as GBK/GB18030 .* iconv -f GB18030 -t UTF-8"):
+            parse(text.encode("gbk"), "t.tsv", IngestOptions())
+
+
 def test_a_gbk_line_whose_first_bytes_read_as_utf8_is_named_gbk_not_joined():
     """GBK's "太" (0xcc 0xab) is valid UTF-8 (U+032B): a GBK line starting with it was told "the text
     before it is UTF-8: a file joined from two encodings?", not the iconv that converts it."""

@@ -1858,6 +1858,19 @@ def test_a_reject_of_a_label_changed_since_the_sheet_was_exported_is_refused(tmp
     assert "reject, label neg kept" in kd("labels", "history", "1", "--db", db).stdout
 
 
+def test_a_sheet_in_big5_is_named_big5_not_gbk(tmp_path, error_line):
+    """Excel in Taiwan or Hong Kong saves "CSV" as Big5 (CP950): the sheet was guessed "GBK/GB18030, as Excel
+    saves CSV on Chinese Windows?", as kd ingest no longer names such a file."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["很好", "很差", "普通"])
+    sheet = tmp_path / "review.csv"
+    sheet.write_bytes("run,sample_id,text,decision\r\nr,1,很好,drop\r\n".encode("cp950"))
+    line = error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+    assert "review.csv: line 2: field 'text': not UTF-8 (byte 0xab: Big5, as Excel saves CSV in Taiwan and Hong Kong?)" in line
+    assert "GBK" not in line and _count(db, LabelEdit) == 0
+    sheet.write_bytes("run,sample_id,text,decision\r\nr,1,很好,drop\r\n".encode("gbk"))  # (GBK is still named GBK)
+    assert "(byte 0xba: GBK/GB18030, as Excel saves CSV on Chinese Windows?)" in error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+
+
 def test_a_sheet_in_gbk_after_a_utf8_byte_order_mark_and_an_id_excel_reformatted_are_named_as_they_are(tmp_path, error_line):
     """A GBK sheet that kept the UTF-8 byte-order mark named the field 3 bytes before the bad one
     ("field 'sample_id': ... byte 0x38", the text's the real one); an undecided row whose id Excel wrote
