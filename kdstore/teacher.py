@@ -63,12 +63,12 @@ class TeachConfig:
     class_weight: str = "none"  # or "balanced": each row's loss weighted n / (C x n_class), for imbalanced classes
     grad_accum: int = 1  # K >= 2: each batch run as K pieces whose gradients add up (the same steps in less memory)
 
-    @property
-    def scoring_batch(self) -> int:
+    def scoring_batch(self, world: int = 1) -> int:
         """Rows a scoring batch takes: ``score_batch_size``, or under ``--grad-accum`` (a model whose training batch
         did not fit) 4 pieces' worth at most: a forward pass keeps no activations for a backward one, but 256 rows
-        where 8 fitted in training ran out of memory after the training, at the logits."""
-        return scoring_batch(self.batch_size, self.grad_accum, self.score_batch_size)
+        where 8 fitted in training ran out of memory after the training, at the logits. ``world``: torchrun's
+        processes, each of which trained on its share of a batch, so on pieces that much smaller."""
+        return scoring_batch(-(-self.batch_size // world), self.grad_accum, self.score_batch_size)
 
     def validate(self) -> None:
         # one option a message: a message naming several was followed by a config file's value of one
@@ -478,7 +478,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         started = time.monotonic()
         mine = everything.subset(dist.shard(len(everything)))
         ids = mine.ids
-        logits = score(model, tokenizer, mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch, device=device, label="logits")
+        logits = score(model, tokenizer, mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label="logits")
         scoring += time.monotonic() - started
     else:
         out_dir = stage.artifact_dir if dist.is_main else None
@@ -489,7 +489,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
                 _save(model, tokenizer, out_dir / f"fold-{k}", cfg.max_len)
             texts = oof.texts(k)
             started = time.monotonic()
-            oof.add(score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch, device=device, label=f"fold {k} logits"))
+            oof.add(score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=f"fold {k} logits"))
             scoring += time.monotonic() - started
         ids, logits = oof.result()
         if dist.is_main:
@@ -739,7 +739,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 break
             if len(dev) == 0:
                 continue
-            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch, device=device, label=f"{tag.rstrip('/')} dev".strip())
+            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=f"{tag.rstrip('/')} dev".strip())
             _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
             dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
@@ -829,7 +829,7 @@ def score_missing(
     stage = store.find_stage(run, "teach")
     if batch_size is None:
         config = stage.config or {}
-        batch_size = scoring_batch(int(config.get("batch_size") or 1), int(config.get("grad_accum") or 1))
+        batch_size = scoring_batch(-(-int(config.get("batch_size") or 1) // dist.world), int(config.get("grad_accum") or 1))
     names = store.class_names()
     if stage.config.get("classes") not in (None, names):
         raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run `kd teach --run {run} --overwrite` "

@@ -607,7 +607,8 @@ def test_grad_accum_takes_the_same_steps_in_pieces(taught_store, tiny_model, tmp
     # a teacher whose batch did not fit scores in batches near its pieces (256 rows ran out of memory at the logits)
     from kdstore.teacher import TeachConfig, scoring_batch
 
-    assert (TeachConfig(model="m").scoring_batch, TeachConfig(model="m", batch_size=32, grad_accum=4).scoring_batch) == (256, 32)
+    assert (TeachConfig(model="m").scoring_batch(), TeachConfig(model="m", batch_size=32, grad_accum=4).scoring_batch()) == (256, 32)
+    assert TeachConfig(model="m", batch_size=32, grad_accum=4).scoring_batch(world=4) == 8  # (each process trained on pieces of 2)
     assert (scoring_batch(8, 8), scoring_batch(512, 2), scoring_batch(9, 2)) == (4, 256, 20)
 
 
