@@ -392,13 +392,8 @@ def _warn(messages: list[str]) -> list[str]:
 
 def _emptied(store, before: dict[str, int], run: str, stage: str) -> list[str]:
     """The warning for classes that had train samples ``before`` a clean, set or import and have none now."""
-    after = store.counts().get("train", {})
-    emptied = [name for name, n in before.items() if n and name != "(none)" and not after.get(name)]
-    if not emptied:  # (a rare class of a moderation task, all of it flagged against the majority, or dropped by hand)
-        return []
-    one = len(emptied) == 1  # ("class '军事', '财经', '汽车' has ... learn it" of a weak teacher's clean)
-    return [f"{'class' if one else 'classes'} {', '.join(map(repr, emptied))} {'has' if one else 'have'} no train sample left: "
-            f"a teacher or student would never learn {'it' if one else 'them'}; `kd labels undo --run {run} --stage {stage}` puts them back"]
+    return _emptied_warning(before, store.counts().get("train", {}), would=False,
+                            advice=f"`kd labels undo --run {run} --stage {stage}` puts them back")
 
 
 def _emptied_by(store, items: list[dict]) -> list[str]:
@@ -410,13 +405,18 @@ def _emptied_by(store, items: list[dict]) -> list[str]:
             after[i["current"]] = after.get(i["current"], 0) - 1
             if i["action"] == "relabel":
                 after[i["new"]] = after.get(i["new"], 0) + 1
+    return _emptied_warning(before, after, would=True, advice="raise --min-score, or review the issues with `kd labels export`")
+
+
+def _emptied_warning(before: dict[str, int], after: dict[str, int], *, would: bool, advice: str) -> list[str]:
+    """The classes with train samples ``before`` and none ``after``, as one warning (or none)."""
     emptied = [name for name, n in before.items() if n and name != "(none)" and after.get(name, 0) <= 0]
-    if not emptied:
+    if not emptied:  # (a rare class of a moderation task, all of it flagged against the majority, or dropped by hand)
         return []
-    one = len(emptied) == 1
-    return [f"{'class' if one else 'classes'} {', '.join(map(repr, emptied))} would have no train sample left: "
-            f"a teacher or student would never learn {'it' if one else 'them'}; raise --min-score, or review the issues "
-            f"with `kd labels export`"]
+    one = len(emptied) == 1  # ("class '军事', '财经', '汽车' has ... learn it" of a weak teacher's clean)
+    have = "would have" if would else "has" if one else "have"
+    return [f"{'class' if one else 'classes'} {', '.join(map(repr, emptied))} {have} no train sample left: "
+            f"a teacher or student would never learn {'it' if one else 'them'}; {advice}"]
 
 
 def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = ()) -> None:

@@ -88,10 +88,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         warnings.append(message)
 
     every = int((stage["config"] or {}).get("eval_every") or 0)
-    per_epoch = {k: int(v) for k, v in (stage["metrics"].get("all") or {}).items() if k.endswith("steps_per_epoch")}
-    if every and per_epoch and every >= max(per_epoch.values()) * int(stage["config"].get("epochs") or 1) \
-            and stage["metrics"].get("dev"):  # (a fold's steps its own: the longest one's training)
-        total = max(per_epoch.values()) * int(stage["config"].get("epochs") or 1)
+    per_epoch = [int(v) for k, v in (stage["metrics"].get("all") or {}).items() if k.endswith("steps_per_epoch")]
+    total = max(per_epoch, default=0) * int(stage["config"].get("epochs") or 1)  # (a fold's steps its own: the longest one's)
+    if every and per_epoch and every >= total and stage["metrics"].get("dev"):
         warn(f"--eval-every {every}: the training took {total} steps, so dev was scored once, at the last: nothing was "
              f"compared and no step was kept over another (a smaller --eval-every, e.g. {max(1, total // 10)}, judges as it trains)")
     unscored = int(stage["metrics"].get("all", {}).get("pool_without_logits") or 0)

@@ -37,7 +37,7 @@ from .names import resolve_run_id
 from .runs import FAILED, PARKED, StageHandle, _replaced, process_state
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
 from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
-from .textfile import _big5, not_text
+from .textfile import looks_big5, not_text
 from .textkey import text_hash
 
 ACTIONS = ("relabel", "drop", "flag")
@@ -823,7 +823,7 @@ def _sheet_text(path: Path, data: bytes) -> str:
             header = next(csv.reader([first], delimiter=delimiter), [])
             column = len(next(csv.reader([data[line_start:at].decode("utf-8", "replace") + "x"], delimiter=delimiter))) - 1
             where = f" field {header[column]!r}:" if column < len(header) else ""
-        guess = ("Big5, as Excel saves CSV in Taiwan and Hong Kong" if _big5(data[bom:])
+        guess = ("Big5, as Excel saves CSV in Taiwan and Hong Kong" if looks_big5(data[bom:])
                  else "GBK/GB18030, as Excel saves CSV on Chinese Windows")
         raise KdError(f"{path}: line {line}:{where} not UTF-8 (byte 0x{data[at]:02x}: {guess}?): {SAVE_UTF8}") from None
 
