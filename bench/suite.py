@@ -556,6 +556,8 @@ def merge_files(paths: list[Path]) -> dict:
             raise ValueError(f"{path}: {exc.strerror or exc}") from None
         except ValueError as exc:
             raise ValueError(f"{path}: not a JSON file: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not the JSON of bench/distill.py (B1B2) or bench/labels.py (B3): only their seeds merge")
         if data.get("partial"):
             raise ValueError(f"{path}: a partial result (its run was stopped before the end): re-run that seed")
         datas.append(data)
@@ -568,8 +570,12 @@ def merge_files(paths: list[Path]) -> dict:
     module, name = MERGERS[kinds.pop()]
     merge = getattr(importlib.import_module(module), name)
     merged = datas[0]
-    for other in datas[1:]:
-        merged = merge(merged, other)
+    for i, (path, other) in enumerate(zip(paths[1:], datas[1:]), 1):
+        try:
+            merged = merge(merged, other)
+        except (KeyError, TypeError, AttributeError) as exc:  # (a hand edit, a file of another shape: a traceback)
+            raise ValueError(f"{path}: cannot be merged with {', '.join(map(str, paths[:i]))}: one of them is not a --json "
+                             f"result as its script writes it ({type(exc).__name__}: {exc})") from None
     return merged
 
 
@@ -592,7 +598,12 @@ def merge_main(argv: list[str]) -> int:
         import importlib
 
         module = MERGERS["B1B2" if "rows" in merged else "B3"][0]
-        outputs[args.markdown] = importlib.import_module(module).markdown_from_json(merged, merged_not_judged(merged))
+        try:
+            outputs[args.markdown] = importlib.import_module(module).markdown_from_json(merged, merged_not_judged(merged))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # (a file of another shape: a traceback)
+            print(f"python -m bench merge: {', '.join(map(str, args.files))}: cannot render their table "
+                  f"({type(exc).__name__}: {exc})", file=sys.stderr)
+            return 2
     written = []  # each beside its place first: an -o or --markdown that cannot be written leaves neither
     try:
         for path, content in outputs.items():
@@ -796,8 +807,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench.common import machine_info
 
-    if not (Path(os.environ.get("KD_SHARED") or ROOT.parent / "shared") / "data" / "reviews" / "train.tsv").exists():
-        print("benchmark data not found under ../shared (set KD_SHARED)", file=sys.stderr)
+    train = Path(os.environ.get("KD_SHARED") or ROOT.parent / "shared") / "data" / "reviews" / "train.tsv"
+    if not train.exists():
+        print(f"benchmark data not found: no {train} ({'fix KD_SHARED' if os.environ.get('KD_SHARED') else 'set KD_SHARED'})", file=sys.stderr)
         return 2
     started, t0 = _now(), time.monotonic()
     suite = {

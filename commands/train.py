@@ -99,10 +99,10 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         warn(f"{unscored} unlabeled texts have no teacher logits and were left out: run {fix} first")
     cut = _cut_share(stage)
-    texts = "texts" if stage["kind"] == "pretrain" else "train texts"
+    texts = {"pretrain": "texts", "distill": "texts it learned from"}.get(stage["kind"], "train texts")
     if cut is not None and cut >= CUT_WARN_SHARE:
         warn(f"{cut:.0%} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
-             f"and were cut to fit (the {'model' if stage['kind'] == 'pretrain' else 'teacher'} never saw their ends): "
+             f"and were cut to fit (the {CUT_READER.get(stage['kind'], 'teacher')} never saw their ends): "
              "a larger --max-len may help, at a cost in speed"
              + (" (or --long-texts split, which reads each long text as pieces)" if stage["kind"] == "pretrain" else ""))
     for message in _unlearned(stage, store):
@@ -180,22 +180,30 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
             if shares:
                 click.echo(f"  exits by layer on {held_out[0]}: {shares_line(shares)}")
     if cut:
-        click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
+        if stage["kind"] == "distill":
+            click.echo(f"  {texts}: {cut:.0%} cut to --max-len {stage['config'].get('max_len')} tokens")
+        else:
+            click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
     weak = _majority_note(run, stage)  # (after the figures it speaks of)
     if weak:
         click.echo(f"warning: {weak}", err=True)
 
 
+CUT_READER = {"pretrain": "model", "distill": "student"}  # who never read the end of a text cut to --max-len
 CUT_WARN_SHARE = 0.5  # a teacher that never sees the end of most train texts: a warning, not just a figure
 KD_PRETRAINED_LR = 3e-4  # kd teach's default --lr for a kd-pretrained model (TeachConfig.lr, a BERT's 5e-5, for any other)
 
 
 def _cut_share(stage: dict) -> float | None:
-    """The share of a teacher's train texts (a pre-training's texts) cut to its --max-len (None for other stages)."""
+    """The share of a teacher's train texts (a pre-training's texts, the texts a student learned from: each
+    fold's) cut to its --max-len (None for other stages)."""
     train = stage["metrics"].get("train") or {}
     cut = [v for k, v in train.items() if k == "truncated" or k.endswith("/truncated")]
     if stage["kind"] == "pretrain":
         return cut[0] / train["texts"] if cut and train.get("texts") else None
+    if stage["kind"] == "distill":  # (a stage before kd counted them has neither)
+        texts = sum(v for k, v in train.items() if k == "texts" or k.endswith("/texts"))
+        return sum(cut) / texts if cut and texts else None
     n = (stage["metrics"].get("all") or {}).get("train_samples")
     if stage["kind"] != "teach" or not cut or not n:
         return None
@@ -578,6 +586,18 @@ def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) ->
               f"untrained (pre-train with --max-len {max_len}, or teach with --max-len {trained})")
 
 
+def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
+    """A transformer student copied from a kd-pretrained teacher takes its position vectors: those past the
+    tokens the teacher was trained on are random ones (as kd teach warns of its own --max-len)."""
+    from kdstore.pretrain import trained_positions
+
+    trained = trained_positions(teacher_config)
+    if cfg.init_from_teacher and trained and cfg.max_len > trained:
+        _warn(f"--max-len {cfg.max_len} is longer than the {trained} tokens the teacher was trained on: the student copies its "
+              f"position vectors, and positions {trained + 1}-{cfg.max_len} start untrained (distill with --max-len {trained}, "
+              "or --no-init-from-teacher)")
+
+
 @click.command()
 @run_option
 @click.option("--student", type=click.Choice(KINDS + ("early-exit",)), default="textcnn", show_default=True, help="early-exit: FastBERT branches on the teacher's own layers.")
@@ -760,6 +780,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         if cfg.init_from_teacher is None:  # recorded as it runs (the stage decides so: _copies_layers), not as null, which
             # said nothing of it: teacher_layer[i] is on record whether the layers were copied or only matched
             cfg = replace(cfg, init_from_teacher=(cfg.width or teacher_config.hidden_size) == teacher_config.hidden_size)
+        _warn_student_past_trained_positions(teacher_config, cfg)
         if cfg.folds and cfg.init_from_teacher:  # the votes --folds is for would not be blind to the labels they judge
             _warn(f"--folds {cfg.folds} with a student copied from the teacher: each fold starts from teacher layers and head "
                   "that learned the train labels it is to be blind to, so its votes are not out-of-fold; "

@@ -148,6 +148,15 @@ def encode_flagged(tokenizer, texts: Sequence[str], *, max_len: int, special_tok
                               max_len=max_len, special_tokens=special_tokens)
 
 
+def count_cut(tokenizer, texts: Sequence[str], lengths, *, max_len: int, special_tokens: bool = True) -> int:
+    """How many of ``texts``, encoded to ``lengths`` tokens (``encode``'s), were cut to fit ``max_len``:
+    a cut text fills ``max_len`` exactly, so only those that do are encoded again, flagged."""
+    full = np.flatnonzero(np.asarray(lengths) >= max_len)
+    if not len(full):
+        return 0
+    return int(sum(encode_flagged(tokenizer, [texts[i] for i in full], max_len=max_len, special_tokens=special_tokens)[1]))
+
+
 def _tokenizer_flagged(tokenizer, texts: list[str], max_len: int, special_tokens: bool) -> tuple[list[list[int]], list[bool]]:
     out = _call(tokenizer, texts, max_len, special_tokens)
     ids = out["input_ids"]

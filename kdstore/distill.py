@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, check_grad_accum, encode_packed, micro_batches, pad
+from .batching import bucketed_batches, check_grad_accum, count_cut, encode_packed, micro_batches, pad
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
@@ -672,6 +672,9 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     net = dist.wrap(model) if matcher is None else dist.wrap(matcher, find_unused=unused)
     ids = encode_packed(tokenizer, data.texts, max_len=cfg.max_len, special_tokens=model.special_tokens)
     lengths = ids.lengths
+    # texts cut to --max-len (as kd teach counts its own): a student that never reads the end of most of them is warned of
+    add_metrics(stage.id, "train", {f"{tag}truncated": count_cut(tokenizer, data.texts, lengths, max_len=cfg.max_len,
+                                                                   special_tokens=model.special_tokens), f"{tag}texts": len(data)})
     labels = torch.as_tensor(data.labels)
     class_weights = balanced_class_weights(data.labels, len(names)) if cfg.class_weight == "balanced" else None
     if class_weights is not None:  # (of the labeled rows this student learns from: a fold's own)

@@ -150,7 +150,7 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
 
 def _lookalike(name: str, line: int | None, field_name: str, label: str, twin: str) -> str:
     return (f"{name}: line {line}: field {field_name!r}: label {label!r} differs from the class {twin!r} only in "
-            f"character width or case, in white space or in how its number is written: write it as {twin!r} "
+            f"character width or case, in white space, in a middle dot or in how its number is written: write it as {twin!r} "
             f"(it would be a class apart)")
 
 
@@ -540,12 +540,14 @@ def _label_key(label: str) -> str:
     (full-width letters and digits) folded, case ignored, white space left out ('体育  新闻' beside
     '体育 新闻', and '夸大 宣传' beside '夸大宣传': Chinese words have no space between them), and a whole
     number in any of its spellings as one ('1.0', as pandas writes an integer column holding a NaN, or
-    '01', as a spreadsheet keeps it, beside '1')."""
-    key = "".join(unicodedata.normalize("NFKC", label).casefold().split())
+    '01', as a spreadsheet keeps it, beside '1'), and the middle dots input methods type between the parts of
+    a name as one ('文化·艺术' beside '文化・艺术': U+00B7 and U+30FB look the same)."""
+    key = "".join(unicodedata.normalize("NFKC", label).casefold().translate(_MIDDLE_DOTS).split())
     number = _WHOLE_NUMBER.fullmatch(key)
     return str(int(number.group(1))) if number else key
 
 
+_MIDDLE_DOTS = str.maketrans(dict.fromkeys("\u30fb\u2027\u2022\u2219\u22c5\u0387", "\u00b7"))  # (NFKC made U+FF65 U+30FB)
 _WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)(?:\.0*)?")  # ASCII digits (NFKC made full-width ones so); not other scripts'
 
 
@@ -613,7 +615,7 @@ def read_class_file(path: Path) -> tuple[str, ...]:
         twin = keys.setdefault(_label_key(name), name)
         if twin != name:  # ('pos' and 'POS' pinned side by side: two classes ingest refuses to make from labels)
             raise KdError(f"{path}: line {number}: class {name!r} differs from the class {twin!r} only in character width or case, "
-                          f"in white space or in how its number is written: one class, give it once")
+                          f"in white space, in a middle dot or in how its number is written: one class, give it once")
         names[i] = name
     if not names:  # (every label was then refused as not among the "pinned classes: " none)
         raise KdError(f"{path}: no class names: give id<TAB>name lines, or one name a line")

@@ -1473,3 +1473,36 @@ def test_lent_side_by_side_refuses_one_seed_of_a_table_twice_under_two_names(tmp
         run = subprocess.run(["bash", "bench/lent.sh", *tables], cwd=repo, capture_output=True, text=True, env={**env, "KD_LENT_SEED": seed})
         assert run.returncode == 2 and said in run.stderr, run.stderr
         assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_merge_names_a_seed_file_that_is_json_but_not_a_table(tmp_path, capsys):
+    """A seed file holding JSON of another shape (``[]``, ``null``, a hand edit that lost ``seeds`` or
+    broke a row) ended `python -m bench merge` in a traceback (AttributeError, KeyError, TypeError)."""
+    good = tmp_path / "s1.json"
+    good.write_text(json.dumps(distill_data([1], {"teacher": [0.86], "alone": [0.84], "distilled": [0.85]})))
+    no_seeds = {k: v for k, v in distill_data([2], {"teacher": [0.88], "alone": [0.8], "distilled": [0.87]}).items() if k != "seeds"}
+    bad_row = distill_data([3], {"teacher": [0.88], "alone": [0.8], "distilled": [0.87]})
+    bad_row["rows"]["B1"]["teacher"] = "0.88"
+    for name, content in (("list", []), ("null", None), ("no-seeds", no_seeds), ("bad-row", bad_row)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(content))
+        assert suite.main(["merge", str(good), str(path), "-o", str(tmp_path / "m.json")]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"python -m bench merge: {path}: ") and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "m.json").exists()
+    no_seeds_file = tmp_path / "no-seeds.json"  # alone (nothing to merge onto), its table asked for
+    assert suite.main(["merge", str(no_seeds_file), "-o", str(tmp_path / "m.json"), "--markdown", str(tmp_path / "m.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"python -m bench merge: {no_seeds_file}: cannot render") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.md").exists()
+
+
+def test_the_suite_without_the_shared_data_names_the_folder_it_looked_in(tmp_path, monkeypatch, capsys):
+    """With KD_SHARED set to a folder lacking the data, the suite said "not found under ../shared (set
+    KD_SHARED)": neither the folder it had looked in nor that KD_SHARED was the one to correct."""
+    nowhere = tmp_path / "nowhere"
+    monkeypatch.setenv("KD_SHARED", str(nowhere))
+    assert suite.main(["B4", "--quick", "--device", "cpu", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(nowhere / "data" / "reviews" / "train.tsv") in err, err
+    assert not (tmp_path / "out").exists()

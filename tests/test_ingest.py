@@ -1310,6 +1310,21 @@ def test_a_whole_number_spelled_another_way_is_no_class_apart(invoke, write_file
     assert invoke.json(["ingest", "ok.tsv"])["new_classes"] == ["1.5"]
 
 
+def test_labels_apart_only_in_their_middle_dot_are_one_class(invoke, write_file, counts, read_classes, error_line):
+    """'文化·艺术' (U+00B7) then '文化・艺术' (U+30FB, a Japanese-layout input method's): two classes that
+    print alike were made without a word."""
+    write_file("a.tsv", "文化·艺术\t画展开幕\n体育\t比赛结束\n")
+    invoke(["ingest", "a.tsv"])
+    before = (counts(), read_classes())
+    for dot in ("\u30fb", "\uff65", "\u2027", "\u2022"):
+        write_file("b.tsv", f"体育\t又一场比赛\n文化{dot}艺术\t音乐会\n")
+        line = error_line(invoke(["ingest", "b.tsv"], ok=False))
+        assert f"b.tsv: line 2: field 'label': label '文化{dot}艺术' differs from the class '文化·艺术' only in" in line and "middle dot" in line, line
+        assert (counts(), read_classes()) == before
+    write_file("c.tsv", "文化·艺术\t音乐会\n文化艺术\t书展\n")  # no dot at all is another spelling: a class apart, as before
+    assert invoke.json(["ingest", "c.tsv"])["new_classes"] == ["文化艺术"]
+
+
 def test_look_alike_labels_of_a_first_ingest_leave_no_store_behind(invoke, write_file, db, error_line):
     """'pos' then 'Pos' in the file of a first ingest: refused only once the store was made, an empty one stayed."""
     write_file("first.tsv", "pos\tfine text\nneg\tother text\nPos\tthird text\n")

@@ -989,6 +989,14 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     longer = kd("teach", "--run", "p2", "--model", "pretrain:p", "--epochs", "1", "--max-len", "160", "--db", db)
     assert "warning: --max-len 160 is longer than the 128 tokens run 'p' was pre-trained on: positions 129-160 start untrained" in longer.stderr
     assert _stage(sample_store, "p2", "teach").status == "succeeded"
+    # a transformer student copied from that teacher takes its position vectors: said too (not without the copy)
+    student = kd("distill", "--run", "p", "--student", "transformer", "--layers", "1", "--epochs", "1", "--max-len", "160",
+                 "--no-unlabeled", "--db", db)
+    assert ("warning: --max-len 160 is longer than the 128 tokens the teacher was trained on: the student copies its position vectors, "
+            "and positions 129-160 start untrained") in student.stderr
+    blank = kd("distill", "--run", "p", "--student", "transformer", "--layers", "1", "--epochs", "1", "--max-len", "160",
+               "--no-init-from-teacher", "--no-unlabeled", "--name", "blank", "--db", db)
+    assert "start untrained" not in blank.stderr and _stage(sample_store, "p", "blank").status == "succeeded"
     # the folder itself says so in its config.json (given by path, not pretrain:p)
     by_path = kd("teach", "--run", "p3", "--model", stage.artifact_path, "--epochs", "1", "--max-len", "160", "--db", db)
     assert f"warning: --max-len 160 is longer than the 128 tokens model {stage.artifact_path!r} was trained on: positions 129-160 start untrained" in by_path.stderr
@@ -3230,6 +3238,33 @@ def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sam
     assert "were cut" not in roomy.stderr and "cut to --max-len" not in roomy.stdout
     assert "warning: no train samples of class 'mid': the model never learned it, and its dev and test samples count as errors" in roomy.stderr  # a dev-only class
     assert [m.value for m in store.metrics(_stage(sample_store, "roomy", "teach").id) if m.name == "truncated"] == [0]
+
+
+def test_distill_counts_the_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
+    """A news-topic user's long texts were cut to a student's --max-len without a word (kd teach counts its own)."""
+    from transformers import AutoTokenizer
+
+    db = str(sample_store)
+    kd("teach", "--run", "t", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    store = Store.open(db)
+    texts = store.samples(splits=["train"], labeled=True).texts
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    longer = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) > 6 for t in texts)  # (a TextCNN reads no [CLS]/[SEP])
+    assert 0 < longer < len(texts)
+    short = kd("distill", "--run", "t", "--epochs", "1", "--max-len", "6", "--no-unlabeled", "--name", "short", "--db", db)
+    figures = {m.name: m.value for m in store.metrics(_stage(sample_store, "t", "short").id) if m.split == "train" and m.step is None}
+    assert figures["truncated"] == longer and figures["texts"] == len(texts)
+    share = longer / len(texts)
+    assert f"texts it learned from: {share:.0%} cut to --max-len 6 tokens" in short.stdout
+    assert share >= 0.5 and f"warning: {share:.0%} of the texts it learned from are longer than --max-len 6 tokens and were cut to fit (the student never saw their ends)" in short.stderr
+    # each fold's own rows counted: every train text trains all folds but the one it is held out of
+    folds = kd("distill", "--run", "t", "--epochs", "1", "--max-len", "6", "--no-unlabeled", "--folds", "2", "--name", "folds", "--db", db)
+    figures = {m.name: m.value for m in store.metrics(_stage(sample_store, "t", "folds").id) if m.split == "train" and m.step is None}
+    assert figures["fold0/truncated"] + figures["fold1/truncated"] == longer and figures["fold0/texts"] + figures["fold1/texts"] == len(texts)
+    assert f"texts it learned from: {share:.0%} cut" in folds.stdout
+    roomy = kd("distill", "--run", "t", "--epochs", "1", "--no-unlabeled", "--name", "roomy", "--db", db)  # the teacher's 32
+    assert "cut to --max-len" not in roomy.stdout and "were cut" not in roomy.stderr
+    assert [m.value for m in store.metrics(_stage(sample_store, "t", "roomy").id) if m.name == "truncated"] == [0]
 
 
 def test_a_teacher_of_a_single_optimizer_step_trains(sample_store, tiny_model):
