@@ -173,7 +173,7 @@ def _config_value(value):
     if isinstance(value, list):
         if len(value) > 8 or any(isinstance(x, (dict, list)) for x in value):
             return _HIDDEN
-        return ",".join(map(str, value))
+        return ",".join(map(str, value)) if value else "[]"  # (not "labels=," beside the next option: an empty list as JSON writes it)
     return value
 
 
@@ -247,6 +247,13 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                  if v is not _HIDDEN and k not in _TEXT_HIDDEN}
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
+        trained = (st["config"] or {}).get("classes")
+        added = [c for c in data["classes"] if c not in (trained or data["classes"])]
+        if added and st["kind"] in ("teach", "distill", "predict") and st["status"] == "succeeded":
+            # (its confusion matrices below are of today's labels: a zero row, or the new class's samples as errors)
+            out.print(f"  classes: trained on {', '.join(trained)}; the store has since added {', '.join(added)}, which this "
+                      "model cannot answer: the confusion matrices below count its samples as errors (kd teach again to learn it)",
+                      markup=False)
         sources = st["sources"]
         if sources["teachers"]:  # (a list of dicts: hidden from the config line above)
             out.print("  teachers: " + ", ".join(sources["teachers"]), markup=False)

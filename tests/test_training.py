@@ -397,6 +397,8 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
     out = kd("teach", "--run", "w", "--model", str(tiny_model), "--where", "id % 2 = 0", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
     even = [i for i in store.samples(splits=["train"], labeled=True).ids if i % 2 == 0]
     assert json.loads(out.stdout)["metrics"]["all"]["train_samples"] == len(even)
+    config_line = next(line for line in kd("report", "--run", "w", "--db", db).stdout.splitlines() if line.startswith("  config: "))
+    assert "=," not in config_line and ", labels=[]," in config_line  # an empty list is [], not "labels=, score_batch_size=..."
     # an OR stays inside the filter: it cannot reach test or unlabeled rows (nor past a trailing comment)
     train = store.samples(splits=["train"], labeled=True)
     assert store.samples(splits=["train"], labeled=True, where="1 = 1 OR 1 = 1 -- all").ids.tolist() == train.ids.tolist()
@@ -1849,6 +1851,9 @@ def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught
     kd("ingest", str(tmp_path / "mid.tsv"), "--db", db)
     other = kd("distill", "--run", "r", "--epochs", "1", "--max-len", "32", "--overwrite", "--db", db, ok=False)
     assert "was trained on classes" in other.output and "re-run `kd teach`" in other.output
+    # kd report said nothing of it, its confusion matrices grown by a class the teacher cannot answer
+    shown = kd("report", "--run", "r", "--db", db).stdout
+    assert "  classes: trained on pos, neg; the store has since added mid, which this model cannot answer" in shown
     # refused before a stage is recorded (they left a failed distill-textcnn stage)
     assert [s.name for s in store.stages_of("r")] == ["teach", "g"] and teacher.status == "succeeded"
 
