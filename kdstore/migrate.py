@@ -145,7 +145,8 @@ def ensure_current(engine: Engine, *, create: bool = True) -> None:
     tables = set(inspect(engine).get_table_names())
     if not tables:
         if not create:
-            raise KdError(f"no kd store at {where} (the database is empty): run `kd ingest` first")
+            # (its --db spelled out: a bare `kd ingest FILE` makes ./kd.db or $KD_DB, not this store)
+            raise KdError(f"no kd store at {where} (the database is empty): run `kd ingest FILE --db {db_option(engine.url)}` first")
         upgrade(engine)
         return
     current, head = current_revision(engine), head_revision()
@@ -168,11 +169,16 @@ def upgrade_command(url) -> str:
     """The command that upgrades the store at ``url``, its ``--db`` spelled out: a bare
     ``kd db upgrade`` upgrades (or creates) ``$KD_DB`` or ./kd.db, not a store given by ``--db``
     (a server's password shown as ``***``, as every message shows it)."""
+    return f"kd db upgrade --db {db_option(url)}"
+
+
+def db_option(url) -> str:
+    """``url`` as a command's ``--db`` value, quoted for a shell: a SQLite store's file, a server's URL."""
     if url.get_backend_name() == "sqlite":  # (a sqlite:///file:PATH?uri=true URL's file is PATH: `--db file:PATH` made a new store)
         value = str(sqlite_path(url.render_as_string(hide_password=False)) or url.database)
     else:
         value = display_url(url)
-    return f"kd db upgrade --db {shlex.quote(value)}"
+    return shlex.quote(value)
 
 
 def unkeyed_duplicates(engine: Engine) -> list[dict[str, object]]:

@@ -4,6 +4,7 @@ out-of-date or foreign database is refused with a message that says what to do."
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -320,8 +321,11 @@ def test_an_empty_file_given_as_db_is_left_empty_by_the_commands_that_refuse_it(
     database in WAL mode, connecting having written a header into it. They change nothing; a command
     that creates a store (`kd db upgrade`, `kd ingest`) still makes one there."""
     db_path.touch()
-    for args in (["samples"], ["runs"], ["db", "current"], ["db", "current", "--json"]):
-        assert "(the database is empty)" in error_line(invoke(args, ok=False))
+    for args in (["samples"], ["runs"], ["report"], ["db", "current"], ["db", "current", "--json"]):
+        said = error_line(invoke(args, ok=False))
+        assert "(the database is empty)" in said
+        if args[0] != "db":  # the store to ingest into named: a bare `kd ingest FILE` made ./kd.db, not this one
+            assert said.endswith(f"run `kd ingest FILE --db {shlex.quote(str(db_path))}` first"), said
         assert db_path.stat().st_size == 0, args
         assert not Path(f"{db_path}-wal").exists() and not Path(f"{db_path}-shm").exists()
     assert "empty -> 0009" in invoke(["db", "upgrade"]).stdout
