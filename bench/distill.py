@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Partial, add_recipe_options, command_words, commit_words, meets, merged_source, shown, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
+from bench.common import Partial, add_recipe_options, command_words, commit_words, meets, merged_source, shown, add_work_option, apply_recipe, machine_info, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
 from bench.teacher import FULL, QUICK, TARGET_ACCURACY, check_seeds, check_train_rows, kd, prepare, pretrain_seed, run_seed  # noqa: E402
 
 AUG = ["--augment", "mask,pos,ngram", "--augment-n", "4"]
@@ -288,7 +288,13 @@ def check_args(parser, args) -> None:
             parser.error(f"{option} {given}: choose among {','.join(allowed)}, each once")
 
 
-OFF_PROTOCOL = ("student_epochs", "augment_n", "train_rows")  # shrink the table; the teacher's recipe is free
+def not_judged(result: dict) -> str | None:
+    """Why a run's targets are not judged, by the values it ran with, as ``python -m bench merge`` says it of
+    its seeds (``--augment-n 4`` or ``--student-epochs 10`` typed are the protocol's own; the teacher's
+    recipe is free): ``--quick``, ``--train-rows``, other student epochs or variants, fewer than 3 seeds."""
+    from bench.suite import merged_not_judged
+
+    return merged_not_judged(result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown({**got, "rows": tables}, info, command, "stopped before the end"))
         print(f"- {line}" if tables else f"B1/B2 stopped before any table: {line}")  # the markdown says why
         return 1
-    print(markdown(result, info, command, off_protocol(args, OFF_PROTOCOL)))
+    print(markdown(result, info, command, not_judged(result)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**result, "machine": info, "command": command}, indent=2))

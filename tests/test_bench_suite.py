@@ -168,6 +168,20 @@ def test_a_quality_table_of_fewer_than_3_seeds_is_not_judged():
         "not the protocol: --quick --train-rows; 1 seed; the targets are means over 3")
 
 
+def test_bench_distill_judges_a_run_by_the_values_it_ran_with_as_merge_does():
+    """`bench/distill.py --augment-n 4` (the protocol's own value, typed) was "not the protocol" in the
+    script's table and judged in `python -m bench merge`'s table of the same files."""
+    from bench import distill
+
+    protocol = {"seeds": [1, 2, 3], "rows": {}, "quick": False, "train_rows": None, "augment_n": 4,
+                "student_args": distill.with_epochs(distill.STUDENT_FULL, 10)}
+    assert distill.not_judged(protocol) is None and suite.merged_not_judged(protocol) is None
+    for change, said in (({"augment_n": 1}, "--augment-n"), ({"student_args": distill.with_epochs(distill.STUDENT_FULL, 2)}, "--student-epochs"),
+                         ({"train_rows": 2000}, "--train-rows"), ({"quick": True}, "--quick")):
+        assert distill.not_judged({**protocol, **change}) == f"not the protocol: {said}"
+    assert distill.not_judged({**protocol, "seeds": [1]}) == "1 seed; the targets are means over 3"
+
+
 def test_quick_run_judges_nothing():
     results = results_for("quick", labels_data(f1_10=0.70, f1_20=0.50, noisy=0.75, cleaned=0.78))
     targets = suite.collect_targets(results)
