@@ -109,6 +109,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         warn(message)
     if stage["kind"] == "pretrain":
         train = stage["metrics"].get("train") or {}
+        if train.get("unk_share", 0.0) >= UNK_WARN_SHARE:  # (a pre-training of before kd counted them has none)
+            warn(f"{train['unk_share']:.1%} of the text tokens are [UNK], characters seen fewer than --min-count "
+                 f"{stage['config'].get('min_count')} times: the model learns nothing of them (a lower --min-count, or more text)")
         if train.get("mlm_loss", float("nan")) >= train.get("frequency_loss", float("inf")):  # (kdstore.context_free: a long run this poor fails)
             steps = int(train.get("steps") or 0)
             measured = measured_loss(stage["config"].get("objective", "mlm"))
@@ -189,6 +192,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         click.echo(f"warning: {weak}", err=True)
 
 
+UNK_WARN_SHARE = 0.02  # [UNK] tokens of a pre-training's texts: a warning, not just a figure
 CUT_READER = {"pretrain": "model", "distill": "student"}  # who never read the end of a text cut to --max-len
 CUT_WARN_SHARE = 0.5  # a teacher that never sees the end of most train texts: a warning, not just a figure
 KD_PRETRAINED_LR = 3e-4  # kd teach's default --lr for a kd-pretrained model (TeachConfig.lr, a BERT's 5e-5, for any other)

@@ -229,6 +229,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     lengths = [len(x) for x in ids]
     special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
     baseline = _frequency_loss(ids, special_ids)  # what a model that learned no context scores
+    unk_share = _unk_share(ids, special_ids, tokenizer.unk_token_id)  # characters below --min-count (kd pretrain warns when many)
     if np.isnan(baseline):  # (every token [UNK] or special: a NaN bar, a masked-LM loss of 0, and a success on record)
         longest = tokenizer.backend_tokenizer.model.max_input_chars_per_word
         raise KdError(f"every word of the {len(texts)} texts is [UNK]: none is in the vocabulary built from them (a word "
@@ -383,6 +384,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
             "truncated": int(sum(cut)),  # texts cut to --max-len tokens: their ends are never learned (kd pretrain warns when most are)
             "split_texts": split,  # texts longer than --max-len read as several pieces (--long-texts split), counted in texts as their pieces
             "vocab_size": len(tokens),
+            "unk_share": unk_share,  # of the text tokens, [UNK]: a character seen fewer than --min-count times
             "parameters": count_parameters(model),
             **({"processes": dist.world} if dist.active else {}),
         },
@@ -395,6 +397,13 @@ def _frequency_loss(ids: list[list[int]], special_ids: torch.Tensor) -> float:
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64)
     counts = np.bincount(flat[~np.isin(flat, special_ids.numpy())])
     return frequency_loss(counts.tolist()) if counts.sum() else float("nan")
+
+
+def _unk_share(ids: list[list[int]], special_ids: torch.Tensor, unk_id: int) -> float:
+    """The share of the text tokens (every id but [PAD], [CLS], [SEP], [MASK]) that are [UNK]."""
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64)
+    text = flat[~np.isin(flat, special_ids[special_ids != unk_id].numpy())]
+    return float((text == unk_id).mean()) if len(text) else 0.0
 
 
 def _decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:

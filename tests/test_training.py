@@ -975,6 +975,28 @@ def test_a_jieba_cache_warning_is_in_pretrains_json_warnings(sample_store, tmp_p
     assert result.stderr.count("jieba could not write") == 1  # (said once on standard error, as before)
 
 
+def test_pretrain_counts_the_unk_tokens_and_warns_when_many(sample_store):
+    """A --min-count that left many characters out of the vocabulary said nothing: their tokens are [UNK],
+    which the model learns nothing of (nor the teacher fine-tuned from it)."""
+    from transformers import AutoTokenizer
+
+    db = str(sample_store)
+    rare_chars = "".join(chr(0x9F00 + i) for i in range(60))  # (each once: the synthetic texts' few characters all recur)
+    (sample_store.parent / "rare.txt").write_text("".join(rare_chars[i:i + 12] + "\n" for i in range(0, 60, 12)), encoding="utf-8")
+    kd("ingest", str(sample_store.parent / "rare.txt"), "--split", "unlabeled", "--db", db)
+    common = ("--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1", "--batch-size", "16")
+    rare = kd("pretrain", "--run", "rare", *common, "--min-count", "4", "--db", db)
+    stage = _stage(sample_store, "rare", "pretrain")
+    tokenizer = AutoTokenizer.from_pretrained(stage.artifact_path)
+    ids = [i for t in Store.open(db).samples(include_dropped=True).texts for i in tokenizer(t, add_special_tokens=False)["input_ids"]]
+    share = ids.count(tokenizer.unk_token_id) / len(ids)  # (every store text, as kd pretrain reads them by default)
+    figures = {m.name: m.value for m in Store.open(db).metrics(stage.id)}
+    assert share > 0.02 and figures["unk_share"] == pytest.approx(share)
+    assert f"warning: {share:.1%} of the text tokens are [UNK], characters seen fewer than --min-count 4 times" in rare.stderr
+    kd("pretrain", "--run", "all", *common, "--min-count", "1", "--db", db)
+    assert {m.name: m.value for m in Store.open(db).metrics(_stage(sample_store, "all", "pretrain").id)}["unk_share"] == 0.0
+
+
 def test_pretrain_produces_a_model_teach_loads(sample_store):
     db = str(sample_store)
     kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3",
