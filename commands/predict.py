@@ -442,23 +442,36 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
     results = iter(predictor.predict(texts, batch_size=batch_size))
     tally = cuts if cuts is not None else _Cuts(predictor.max_len)
     tally.texts += len(texts)
+    # under a bar on a terminal, rich's proxy of stdout prints the lines above the bar (given at once: rich renders each
+    # write, 1.5 ms a line): click's own stdout took the proxy, which names no encoding, for a misconfigured stream and
+    # wrote around it, each line after the bar's text
+    above = [] if hasattr(sys.stdout, "rich_proxied_file") else None
+
+    def put(line: str) -> None:
+        # color: click cut an ANSI colour code out of a text written to a file or pipe (the echo was another text)
+        if above is None:
+            click.echo(line, color=True)
+        else:
+            above.append(line)
+
     for n, text in items:
         echo = {} if fields is None else {"input": fields.get(n, {})}
         if not text:
             if as_json:
-                click.echo(dumps_line({"line": n, "error": "empty text", **echo}))
+                put(dumps_line({"line": n, "error": "empty text", **echo}))
             else:
                 tally.empty.append(n)
-                click.echo("\t\t")  # one output line per input line: `paste` lines them up
+                put("\t\t")  # one output line per input line: `paste` lines them up
             continue
         r = next(results)
         if as_json:
-            click.echo(dumps_line({"line": n, "text": text, **r, **echo}))
+            put(dumps_line({"line": n, "text": text, **r, **echo}))
         else:
             if r["truncated"]:
                 tally.lines.append(n)
-            # color: click cut an ANSI colour code out of a text written to a file or pipe (the echo was another text)
-            click.echo(f"{r['label']}\t{r['confidence']:.4f}\t{text.translate(_LINE_BREAKS)}", color=True)
+            put(f"{r['label']}\t{r['confidence']:.4f}\t{text.translate(_LINE_BREAKS)}")
+    if above:
+        click.echo("\n".join(above), file=sys.stdout, color=True)
     if cuts is None:
         tally.warn()
 

@@ -665,7 +665,7 @@ BAR_FROM = 50_000  # records: fewer are added in a few seconds, with no bar
 
 def _counted(items, bar, description: str, total: int):
     """``items``, advancing a task of ``bar`` by each ``CHUNK`` of them."""
-    task = bar.add_task(description, total=total)
+    task = bar.add_task(description, total=total, unit="rows")
     n = 0
     for n, item in enumerate(items, 1):
         yield item
@@ -751,7 +751,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
             conn.execute(
                 insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes[pinned_new:]]
             )
-        writing = bar.add_task("writing samples", total=len(rows))
+        writing = bar.add_task("writing samples", total=len(rows), unit="rows")
         bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows, on_chunk=lambda n: bar.advance(writing, n))
         for with_meta in (True, False):  # (no metadata: SQL NULL, as an ingested row has, not JSON 'null')
             part = [a for a in adopted if (a["new_meta"] is not None) == with_meta]

@@ -842,6 +842,7 @@ def test_a_big_ingest_shows_its_progress(invoke, write_file, monkeypatch, counts
     bars = [line for line in big.stderr.splitlines() if "7/7" in line]
     for task in ("hashing texts", "checking against the store", "writing samples"):
         assert sum(line.startswith(task) for line in bars) == 1, big.stderr
+    assert all(" rows/s " in line for line in bars), big.stderr  # (rich's own unit, "it/s", named nothing)
     assert "added 7 to train" in big.stdout
 
 

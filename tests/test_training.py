@@ -2036,6 +2036,36 @@ def test_predict_plain_output_keeps_a_texts_ansi_codes(capsys):
     assert capsys.readouterr().out == "pos\t0.5000\t\x1b[31m红色\x1b[0m很好\n"
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["plain", "json"])
+def test_predict_lines_written_under_a_bar_on_a_terminal_go_through_richs_proxy(monkeypatch, as_json):
+    """A FILE of more than FILE_PART lines predicted to a terminal: rich's bar puts a proxy of stdout in
+    place, to print each line above the bar; click.echo took the proxy (which names no encoding) for a
+    misconfigured stream and wrote to the file under it, so each line was written after the bar's text
+    ("predict ━━━ 0/40000 - 0:00:01 eta -:--:--neg	0.5360	...")."""
+    import io
+    import sys
+
+    from rich.console import Console
+    from rich.file_proxy import FileProxy
+
+    from commands.predict import _emit
+
+    class Fixed:
+        max_len = 16
+
+        def predict(self, texts, batch_size):
+            return [{"label": "pos", "confidence": 0.5, "truncated": False} for _ in texts]
+
+    screen = io.StringIO()
+    under = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # the terminal's stdout, with a buffer as a real one has
+    monkeypatch.setattr(sys, "stdout", FileProxy(Console(file=screen, force_terminal=True, width=200), under))
+    _emit(Fixed(), [(1, "很好"), (2, "")], 8, as_json)
+    sys.stdout.flush()
+    under.flush()
+    assert under.buffer.getvalue() == b""  # nothing written around the bar
+    assert "很好" in screen.getvalue()
+
+
 @pytest.mark.parametrize("text, empty", [
     ("好\u200b的", "\u200b\u200d \ufeff"),  # zero-width/format characters (a BOM, U+200B, a joiner)
     ("好\ue415评", "\ue415\ue056 \U000f0001"),  # private-use ones (an old phone's emoji such as U+E415, an icon font's glyphs)
