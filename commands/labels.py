@@ -32,7 +32,7 @@ def labels():
 
 @labels.command()
 @run_option
-@click.option("--teacher-run", callback=resolve_runs, help="Run whose (out-of-fold) teacher to use; default: --run.")
+@click.option("--teacher-run", multiple=True, callback=resolve_runs, help="Run whose (out-of-fold) teacher to use; default: --run.")
 @click.option("--method", "methods", default=",".join(noise.DEFAULT_METHODS), show_default=True, help=f"Comma-separated, from: {', '.join(noise.METHODS)} (ensemble: most --student-votes/--tfidf-member models disagree with the label; alias: votes).")
 @click.option("--combine", type=click.Choice(noise.COMBINES), default=noise.DEFAULT_COMBINE, show_default=True, help="How the methods' flags are combined.")
 @click.option("--filter-by", type=click.Choice(noise.FILTERS), default="prune_by_noise_rate", show_default=True, help="cleanlab find_label_issues filter_by; cleanlab sees the probabilities temperature-scaled to the given labels (one scalar, class ranking unchanged), so its flags can differ from cleanlab run on the raw ones (see --no-calibrate).")
@@ -55,8 +55,11 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     Example:
       kd labels detect --run r1 --method cleanlab,disagree --json
     """
+    if len(teacher_run) > 1:  # (click kept the last one typed, in silence: kd distill averages several, a detection reads one)
+        raise KdError(f"--teacher-run given {len(teacher_run)} times: a detection reads one teacher's out-of-fold "
+                      "probabilities; give one (--student-votes adds other models' votes)")
     cfg = lab.DetectConfig(
-        teacher_run=teacher_run, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        teacher_run=teacher_run[0] if teacher_run else None, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         combine=combine, filter_by=filter_by, frac_noise=frac_noise, quality_method=quality_method,
         student_votes=tuple(_vote_run_resolved(v) for v in student_votes), tfidf_member=tfidf_member, allow_in_sample=allow_in_sample,
         calibrate=calibrate,

@@ -182,6 +182,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
             shares = stored_shares(stage["metrics"][held_out[0]])
             if shares:
                 click.echo(f"  exits by layer on {held_out[0]}: {shares_line(shares)}")
+    kept = _kept_line(stage)
+    if kept:
+        click.echo(f"  {kept}")
     if cut:
         if stage["kind"] == "distill":
             click.echo(f"  {texts}: {cut:.0%} cut to --max-len {stage['config'].get('max_len')} tokens")
@@ -190,6 +193,27 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     weak = _majority_note(run, stage)  # (after the figures it speaks of)
     if weak:
         click.echo(f"warning: {weak}", err=True)
+
+
+def _kept_line(stage: dict) -> str | None:
+    """Which epoch (or --eval-every step) of one model was kept, where it is not the last trained, and whether
+    --patience stopped the training early: the summary said neither, and a bar left part-filled looked cut off."""
+    learned, config = stage["metrics"].get("all") or {}, stage["config"] or {}
+    every = int(config.get("eval_every") or 0)
+    best = learned.get("best_step" if every else "best_epoch")
+    if stage["kind"] not in ("teach", "distill") or best is None or not stage["metrics"].get("dev"):
+        return None  # (--folds: each fold's own; no dev: the last is kept, nothing judged)
+    unit = "step" if every else "epoch"
+    trained = max((h["step"] for h in stage["history"] if h["split"] == "train" and h["name"] == "loss"), default=None)
+    planned = int(config.get("epochs") or 0) * (int(learned.get("steps_per_epoch") or 0) if every else 1)
+    if trained is None:
+        return None
+    if trained < planned and not any(k.endswith("diverged_epoch") for k in learned):  # (a divergence is warned of above)
+        return (f"kept {unit} {int(best)} (the best dev macro-F1 of {int(trained)} {unit}s trained): "
+                f"--patience {config.get('patience')} stopped the training before its {planned}")
+    if best < trained:
+        return f"kept {unit} {int(best)} of {int(trained)} (the best dev macro-F1)"
+    return None
 
 
 UNK_WARN_SHARE = 0.02  # [UNK] tokens of a pre-training's texts: a warning, not just a figure

@@ -280,6 +280,15 @@ def test_a_run_without_a_teacher_is_told_of_teacher_run_and_its_hints_name_the_t
     assert "(`kd distill --run b --teacher-run r --folds 5 --name s-oof`)" in line, line
 
 
+def test_detect_refuses_several_teacher_runs(db, error_line):
+    """`kd labels detect --teacher-run r --teacher-run b` (as `kd distill` takes several teachers) judged with
+    b's teacher alone, the last typed, in silence (a config file's array of them was refused): it reads one
+    teacher's out-of-fold probabilities, so several are refused before anything is written."""
+    line = error_line(kd("labels", "detect", "--run", "c", "--teacher-run", "r", "--teacher-run", "r", "--db", db, ok=False))
+    assert "--teacher-run" in line and "one teacher" in line, line
+    assert not _open(db).run_exists("c") and _count(db, LabelIssue) == 0
+
+
 def test_in_sample_votes_name_the_students_teacher_average(db, noisy, error_line):
     """The out-of-fold students the refusal of in-sample votes asks for are distilled from the teachers the
     student learned from, with their weights: a student of `--teacher-average logits` was told to distill

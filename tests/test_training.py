@@ -3297,6 +3297,31 @@ def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sam
     assert [m.value for m in store.metrics(_stage(sample_store, "roomy", "teach").id) if m.name == "truncated"] == [0]
 
 
+def test_the_summary_says_which_epoch_was_kept_and_when_patience_stopped_the_training(taught_store):
+    """Stopped early by --patience, a training's bar was left part-filled and its summary said nothing of it,
+    nor which epoch (or --eval-every step) was kept."""
+    from commands.train import _kept_line
+
+    def stage(best, trained, *, epochs=5, every=0, dev=True, **more):
+        losses = [{"step": s, "split": "train", "name": "loss", "value": 0.1} for s in range(1, trained + 1)]
+        learned = {"best_step" if every else "best_epoch": best, **({"steps_per_epoch": 4} if every else {}), **more}
+        return {"kind": "distill", "config": {"epochs": epochs, "patience": 2, "eval_every": every}, "history": losses,
+                "metrics": {"all": learned, **({"dev": {"accuracy": 0.9}} if dev else {})}}
+
+    assert _kept_line(stage(2, 4)) == "kept epoch 2 (the best dev macro-F1 of 4 epochs trained): --patience 2 stopped the training before its 5"
+    assert _kept_line(stage(3, 5)) == "kept epoch 3 of 5 (the best dev macro-F1)"
+    assert _kept_line(stage(5, 5)) is None  # the last: nothing to say
+    assert _kept_line(stage(2, 5, dev=False)) is None  # (no dev: nothing judged)
+    assert _kept_line(stage(2, 3, diverged_epoch=3)) == "kept epoch 2 of 3 (the best dev macro-F1)"  # (a divergence is warned of)
+    assert _kept_line(stage(6, 12, every=3)) == "kept step 6 (the best dev macro-F1 of 12 steps trained): --patience 2 stopped the training before its 20"
+    # and the summary of a real training says what its figures say
+    db = str(taught_store)
+    out = kd("distill", "--run", "r", "--epochs", "4", "--patience", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    report = json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)
+    said = _kept_line(next(s for s in report["stages"] if s["name"] == "distill-textcnn"))
+    assert (said is None and "  kept " not in out.stdout) or f"  {said}\n" in out.stdout
+
+
 def test_distill_counts_the_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
     """A news-topic user's long texts were cut to a student's --max-len without a word (kd teach counts its own)."""
     from transformers import AutoTokenizer
