@@ -204,15 +204,16 @@ def _kept_line(stage: dict) -> str | None:
     if stage["kind"] not in ("teach", "distill") or best is None or not stage["metrics"].get("dev"):
         return None  # (--folds: each fold's own; no dev: the last is kept, nothing judged)
     unit = "step" if every else "epoch"
+    judge = "dev accuracy" if config.get("student") == "early-exit" else "dev macro-F1"  # (early exit: accuracy at its --speed)
     trained = max((h["step"] for h in stage["history"] if h["split"] == "train" and h["name"] == "loss"), default=None)
     planned = int(config.get("epochs") or 0) * (int(learned.get("steps_per_epoch") or 0) if every else 1)
     if trained is None:
         return None
     if trained < planned and not any(k.endswith("diverged_epoch") for k in learned):  # (a divergence is warned of above)
-        return (f"kept {unit} {int(best)} (the best dev macro-F1 of {int(trained)} {unit}s trained): "
-                f"--patience {config.get('patience')} stopped the training before its {planned}")
+        return (f"kept {unit} {int(best)} (the best {judge}): --patience {config.get('patience')} stopped the training "
+                f"after {int(trained)} of its {planned} {unit}s")
     if best < trained:
-        return f"kept {unit} {int(best)} of {int(trained)} (the best dev macro-F1)"
+        return f"kept {unit} {int(best)} of {int(trained)} (the best {judge})"
     return None
 
 

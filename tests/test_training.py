@@ -1880,6 +1880,19 @@ def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught
     assert [s.name for s in store.stages_of("r")] == ["teach", "g"] and teacher.status == "succeeded"
 
 
+def test_report_says_a_student_distilled_before_a_class_was_added_cannot_answer_it(taught_store, tmp_path):
+    """kd report said so of the teacher, not of the student distilled from it: a distill stage records no
+    classes of its own (kd distill refuses a teacher of other classes than the store's), so the note never
+    came for it, its confusion matrices grown by the new class as the teacher's."""
+    db = str(taught_store)
+    kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    write_tsv(tmp_path / "mid.tsv", [("mid", "不好不坏，一般般吧")])
+    kd("ingest", str(tmp_path / "mid.tsv"), "--db", db)
+    shown = kd("report", "--run", "r", "--db", db).stdout
+    student = shown[shown.index("distill-textcnn (distill)"):]
+    assert "  classes: trained on pos, neg; the store has since added mid, which this model cannot answer" in student
+
+
 def test_a_teacher_of_another_run_that_lacks_logits_or_classes_is_refused_before_a_stage(taught_store, tmp_path):
     """`kd distill --run B --teacher-run A` with train samples ingested after A's teacher ran names
     `kd teach --run A --logits-only` and records nothing: no run B holding a failed stage; once scored
@@ -3308,12 +3321,16 @@ def test_the_summary_says_which_epoch_was_kept_and_when_patience_stopped_the_tra
         return {"kind": "distill", "config": {"epochs": epochs, "patience": 2, "eval_every": every}, "history": losses,
                 "metrics": {"all": learned, **({"dev": {"accuracy": 0.9}} if dev else {})}}
 
-    assert _kept_line(stage(2, 4)) == "kept epoch 2 (the best dev macro-F1 of 4 epochs trained): --patience 2 stopped the training before its 5"
+    assert _kept_line(stage(2, 4)) == "kept epoch 2 (the best dev macro-F1): --patience 2 stopped the training after 4 of its 5 epochs"
     assert _kept_line(stage(3, 5)) == "kept epoch 3 of 5 (the best dev macro-F1)"
     assert _kept_line(stage(5, 5)) is None  # the last: nothing to say
     assert _kept_line(stage(2, 5, dev=False)) is None  # (no dev: nothing judged)
     assert _kept_line(stage(2, 3, diverged_epoch=3)) == "kept epoch 2 of 3 (the best dev macro-F1)"  # (a divergence is warned of)
-    assert _kept_line(stage(6, 12, every=3)) == "kept step 6 (the best dev macro-F1 of 12 steps trained): --patience 2 stopped the training before its 20"
+    assert _kept_line(stage(6, 12, every=3)) == "kept step 6 (the best dev macro-F1): --patience 2 stopped the training after 12 of its 20 steps"
+    # an early-exit student keeps the epoch of the best dev accuracy (at its --speed), not macro-F1
+    early = {**stage(2, 4), "config": {"epochs": 5, "patience": 2, "student": "early-exit"}}
+    assert _kept_line(early) == "kept epoch 2 (the best dev accuracy): --patience 2 stopped the training after 4 of its 5 epochs"
+    assert _kept_line({**stage(3, 5), "config": {"epochs": 5, "patience": 2, "student": "early-exit"}}) == "kept epoch 3 of 5 (the best dev accuracy)"
     # and the summary of a real training says what its figures say
     db = str(taught_store)
     out = kd("distill", "--run", "r", "--epochs", "4", "--patience", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
