@@ -528,6 +528,10 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
             f"{names}: its predictions cannot be stored against the store's labels"
         )
     model_stage = store.find_stage(run, predictor.stage_name)
+    if "~parked-" in model_stage.name:  # (its predict-STAGE name was refused as "not valid", a name never typed)
+        raise KdError(f"stage {model_stage.name!r} of run {run!r} is the one an --overwrite is replacing: its predictions are "
+                      f"not stored as a stage while it runs; run this again once it has ended (without --store, "
+                      f"`--model {model_stage.name}` serves it meanwhile)")
     if model_stage.ended_at is not None and model_stage.ended_at > loading:
         # an --overwrite ended while the model loaded: the stage by that name now is the new one, and the model
         # loaded may be the one it replaced (its predictions would be recorded under the new model's sha256)

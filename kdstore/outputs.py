@@ -91,12 +91,7 @@ def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np
     # failed as "database error: FOREIGN KEY constraint failed"
     with (store.write_transaction("stages", "logits", "predictions") if missing_only else store.writer()) as conn:
         if missing_only:
-            name = conn.execute(select(Stage.name).where(Stage.id == int(stage_id))).scalar()
-            if name is None or "~parked-" in name:
-                raise KdError("the run's teacher was deleted meanwhile (`kd runs delete`, or the end of a `kd teach --overwrite` "
-                              "that replaced it): its scores were not stored" if name is None else
-                              "the run's teacher is being replaced (`kd teach --overwrite` is running): its scores were not "
-                              "stored; score with the new one once it has ended")
+            check_teacher_kept(conn.execute(select(Stage.name).where(Stage.id == int(stage_id))).scalar())
             have: list[int] = []
             for part in chunks(sorted(int(i) for i in sample_ids), ID_CHUNK):
                 have += conn.execute(select(Logit.sample_id).where(Logit.stage_id == int(stage_id), Logit.sample_id.in_(part))).scalars().all()
@@ -119,6 +114,15 @@ def write_scores(store: Store, stage_id: int, sample_ids: np.ndarray, logits: np
                 on_chunk=step,
             )
     return len(ids)
+
+
+def check_teacher_kept(name: str | None) -> None:
+    """Refuse scores for the teacher stage now named ``name`` (None: gone) unless it still stands under its name."""
+    if name is None or "~parked-" in name:
+        raise KdError("the run's teacher was deleted meanwhile (`kd runs delete`, or the end of a `kd teach --overwrite` "
+                      "that replaced it): its scores were not stored" if name is None else
+                      "the run's teacher is being replaced (`kd teach --overwrite` is running): its scores were not "
+                      "stored; score with the new one once it has ended")
 
 
 SCORES_BAR_ROWS = 50_000  # samples whose scores write_scores shows a bar for (fewer: well under a second)

@@ -498,11 +498,13 @@ class Store:
             gone = lambda s: ", process gone" if s.status == "running" and process_state(s) is False else ""  # noqa: E731
             have = ", ".join(f"{s.name} ({s.status}{gone(s)})" for s in stages
                              if not (s.status == "running" and (s.process or "").startswith(mine))) or "none"
-            parked = [s.name for s in stages if s.name.startswith(f"{name_or_kind}~parked-") or
+            parked = [s for s in stages if s.name.startswith(f"{name_or_kind}~parked-") or
                       (s.kind == name_or_kind and "~parked-" in s.name)]
-            waiting = (f"; {parked[-1]!r} is the one an --overwrite is replacing: it gets its name back if the replacement "
-                       "fails (one whose process is gone is ended by the next kd stage started on its machine); until then, "
-                       f"`--model {parked[-1]}` (kd predict, kd export) serves it") if parked else ""
+            # (kd predict and kd export serve a teacher or a student: not a detection, a clean or a pretrain's MLM)
+            serves = (f"; until then, `--model {parked[-1].name}` (kd predict, kd export) serves it"
+                      if parked and parked[-1].kind in ("teach", "distill") else "")
+            waiting = (f"; {parked[-1].name!r} is the one an --overwrite is replacing: it gets its name back if the replacement "
+                       f"fails (one whose process is gone is ended by the next kd stage started on its machine){serves}") if parked else ""
             make = _MAKES.get(name_or_kind)  # (`kd labels show` on a run never detected said no more than this)
             makes = makes or (make and f"`{make.format(run=shlex.quote(run))}` makes one")
             how = f": {makes}" if makes and not parked else ""

@@ -24,7 +24,7 @@ from .errors import KdError
 from .labels import read_labeled, record_labels_state
 from .losses import CLASS_WEIGHTS, balanced_class_weights, weighted_cross_entropy
 from .metrics import class_support, classification_metrics, mean_log_loss
-from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_scores, write_sharded_scores
+from .outputs import OutOfFold, average_probs_as_logits, check_teacher_kept, store_split_metrics, unscored, write_scores, write_sharded_scores
 from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
@@ -847,9 +847,13 @@ def score_missing(
 
     def shard() -> int:  # (the teacher loaded in it: a rank that cannot load it is named by rank 0, not lost with the group)
         models = []
-        for directory in model_dirs(stage):
-            tokenizer, model = load_classifier(directory, names)
-            models.append(model.to(dev))
+        try:
+            for directory in model_dirs(stage):
+                tokenizer, model = load_classifier(directory, names)
+                models.append(model.to(dev))
+        except KdError:  # an --overwrite starting moved the folder away: "no such directory", or the new one half written
+            check_teacher_kept(next((s.name for s in store.stages_of(run) if s.id == stage.id), None))
+            raise
         return _score_in_chunks(store, stage.id, models, tokenizer, mine, max_len=max_len, batch_size=batch_size, device=dev, chunk=chunk)
 
     scored = sum(dist.all_gather_object(dist.all_succeed(shard)))

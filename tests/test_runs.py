@@ -486,6 +486,21 @@ def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stag
     assert len(store.read_logits(crashed.id)[0]) == 0
 
 
+def test_a_parked_stage_that_is_no_model_is_not_offered_to_kd_predict(store):
+    """`kd labels clean` while `kd labels detect --overwrite` ran was told "until then, `--model
+    detect~parked-ID` (kd predict, kd export) serves it": neither serves a detection (nor a pretrain's MLM)."""
+    for kind in ("detect", "pretrain"):
+        with stage_scope(store, run="r1", kind=kind, config={}):
+            pass
+        with pytest.raises(RuntimeError, match="the replacement fails"):
+            with stage_scope(store, run="r1", kind=kind, config={}, overwrite=True):
+                with pytest.raises(KdError, match=f"'{kind}~parked-\\d+' is the one an --overwrite is replacing") as refused:
+                    store.find_stage("r1", kind)
+                assert "serves it" not in str(refused.value) and "kd predict" not in str(refused.value), refused.value
+                raise RuntimeError("the replacement fails")
+        assert store.find_stage("r1", kind).name == kind
+
+
 def test_a_ctrl_c_just_after_the_stage_is_recorded_ends_it_failed(store, invoke, monkeypatch):
     """Ctrl-C right after the stage's row was committed, before stage_scope's own try, left it
     `running` (kd labels set / clean printed "Aborted!"), and an --overwrite's old stage parked,

@@ -3848,6 +3848,57 @@ def test_predict_store_refuses_a_model_replaced_while_it_loaded(taught_store, ti
     assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout
 
 
+def test_predict_store_while_an_overwrite_replaces_the_student_is_refused_in_plain_words(taught_store):
+    """`kd predict --store` while `kd distill --overwrite` ran: --model student is the parked student, and
+    the stage it named, predict-distill-textcnn~parked-ID, was refused as "not valid: use 1-64 ASCII
+    letters ..." (a name the user never typed). Told the student is being replaced; nothing stored."""
+    from kdstore.runs import stage_scope
+
+    db = str(taught_store)
+    kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    store = Store.open(db)
+    with pytest.raises(RuntimeError, match="the replacement fails"):
+        with stage_scope(store, run="r", kind="distill", name="distill-textcnn", config={}, overwrite=True):
+            [parked] = [s.name for s in store.stages_of("r") if "~parked-" in s.name]
+            for which in ("student", parked):
+                out = kd("predict", "--run", "r", "--model", which, "--store", "--db", db, ok=False)
+                assert out.output.startswith(f"Error: stage {parked!r} of run 'r' is the one an --overwrite is replacing: "), out.output
+                assert "not valid" not in out.output and len(out.output.splitlines()) == 1, out.output
+            assert not [s for s in store.stages_of("r") if s.kind == "predict"]
+            raise RuntimeError("the replacement fails")
+    kd("predict", "--run", "r", "--store", "--db", db)  # the student back under its name: stored
+    assert [s.name for s in store.stages_of("r") if s.kind == "predict"] == ["predict-distill-textcnn"]
+
+
+def test_logits_only_whose_teacher_an_overwrite_parks_as_it_loads_says_so(taught_store, tmp_path, monkeypatch):
+    """`kd teach --overwrite` starting while `kd teach --logits-only` loaded the teacher moves its folder away:
+    the load failed as "cannot load model '.../r/teach/model': no such directory" (or, the new folder begun,
+    "Repo id must be in the form ..."), as if the teacher were damaged. Told it is being replaced."""
+    import contextlib
+
+    import kdstore.teacher
+    from kdstore.runs import stage_scope
+
+    db = str(taught_store)
+    (tmp_path / "more.txt").write_text("这是一条新的评论\n", encoding="utf-8")
+    kd("ingest", str(tmp_path / "more.txt"), "--split", "unlabeled", "--db", db)
+    real, replacing = kdstore.teacher.load_classifier, contextlib.ExitStack()
+
+    def parked_as_it_loads(directory, names):
+        replacing.enter_context(stage_scope(Store.open(db), run="r", kind="teach", name="teach", config={}, overwrite=True))
+        return real(directory, names)
+
+    monkeypatch.setattr(kdstore.teacher, "load_classifier", parked_as_it_loads)
+    with pytest.raises(RuntimeError, match="the replacement fails"):
+        with replacing:
+            out = kd("teach", "--run", "r", "--logits-only", "--db", db, ok=False)
+            assert out.output == ("Error: the run's teacher is being replaced (`kd teach --overwrite` is running): its scores "
+                                  "were not stored; score with the new one once it has ended\n"), out.output
+            raise RuntimeError("the replacement fails")
+    monkeypatch.setattr(kdstore.teacher, "load_classifier", real)
+    assert "scored 1 samples" in kd("teach", "--run", "r", "--logits-only", "--db", db).stdout  # the teacher back: scored
+
+
 def test_report_says_when_a_predict_stages_teacher_was_replaced_since(taught_store, tiny_model):
     """`kd predict --model teacher --store` stored figures of the teacher; after `kd teach --overwrite`
     the report showed them under model_stage=teach alone, as if they measured the teacher there now."""
