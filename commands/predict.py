@@ -389,38 +389,57 @@ def _batches(lines: list[bytes], n: int, name: str, ascii_before: bool = False):
         yield batch
 
 
+class _Lines:
+    """Line numbers a warning names: how many in all, and the first ``KEEP`` of them (a pipe server running for
+    weeks kept every one, to name ten)."""
+
+    KEEP = 11  # (the first, named as soon as it is answered, then ten more)
+
+    def __init__(self):
+        self.first: list[int] = []
+        self.count = 0
+
+    def append(self, line: int) -> None:
+        self.count += 1
+        if len(self.first) < self.KEEP:
+            self.first.append(line)
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class _Cuts:
     """Line numbers of texts longer than the model reads, and of empty lines skipped: one warning for
     each kind, not one a line (a double-spaced file of 100k texts wrote 100k lines to standard error).
     Reading stdin, the first of each is named as soon as it is answered and the rest at the end."""
 
     def __init__(self, max_len: int):
-        self.max_len, self.lines, self.texts, self.told = max_len, [], 0, 0
-        self.empty, self.told_empty = [], 0
+        self.max_len, self.lines, self.texts, self.told = max_len, _Lines(), 0, 0
+        self.empty, self.told_empty = _Lines(), 0
 
     def warn_first(self) -> None:
-        if self.lines and not self.told:
-            self._one(self.lines[0])
+        if self.lines.count and not self.told:
+            self._one(self.lines.first[0])
             self.told = 1
-        if self.empty and not self.told_empty:
-            click.echo(f"warning: line {self.empty[0]}: empty text, skipped", err=True)
+        if self.empty.count and not self.told_empty:
+            click.echo(f"warning: line {self.empty.first[0]}: empty text, skipped", err=True)
             self.told_empty = 1
 
     def warn(self) -> None:
-        cut = self.lines[self.told:]
-        if len(cut) == 1 and not self.told:
+        n, cut = self.lines.count - self.told, self.lines.first[self.told:]
+        if n == 1 and not self.told:
             self._one(cut[0])
-        elif cut:
-            shown = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
+        elif n:
+            shown = ", ".join(map(str, cut[:10])) + (", ..." if n > 10 else "")
             more = " more" if self.told else ""
-            click.echo(f"warning: {len(cut)}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})", err=True)
-        empty = self.empty[self.told_empty:]
-        if len(empty) == 1 and not self.told_empty:
+            click.echo(f"warning: {n}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})", err=True)
+        n, empty = self.empty.count - self.told_empty, self.empty.first[self.told_empty:]
+        if n == 1 and not self.told_empty:
             click.echo(f"warning: line {empty[0]}: empty text, skipped", err=True)
-        elif empty:
-            shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
-            plural = "s" if len(empty) > 1 else ""
-            click.echo(f"warning: {len(empty)}{' more' if self.told_empty else ''} empty line{plural} skipped (line{plural} {shown})", err=True)
+        elif n:
+            shown = ", ".join(map(str, empty[:10])) + (", ..." if n > 10 else "")
+            plural = "s" if n > 1 else ""
+            click.echo(f"warning: {n}{' more' if self.told_empty else ''} empty line{plural} skipped (line{plural} {shown})", err=True)
 
     def _one(self, line: int) -> None:
         click.echo(f"warning: line {line}: longer than {self.max_len} tokens, truncated", err=True)

@@ -2171,6 +2171,17 @@ def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
     alone.warn_first()
     alone.warn()
     assert capsys.readouterr().err == "warning: line 2: longer than 4 tokens, truncated\n"
+    # a pipe server answering for weeks kept every such line's number (to name ten): the first ones and a count now
+    served = _Cuts(4)
+    for first in range(1, 5001, 1000):
+        _emit(Cutting(), [(n, "很长很长很长" if n % 3 else "") for n in range(first, first + 1000)], 64, False, served)
+        served.warn_first()
+    assert len(served.lines.first) == len(served.empty.first) == 11
+    capsys.readouterr()
+    served.warn()
+    assert capsys.readouterr().err == (
+        "warning: 3333 more of 3334 lines longer than 4 tokens, truncated (lines 2, 4, 5, 7, 8, 10, 11, 13, 14, 16, ...)\n"
+        "warning: 1665 more empty lines skipped (lines 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, ...)\n")
 
 
 def test_stdin_lines_are_taken_as_they_arrive():
