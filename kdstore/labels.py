@@ -10,6 +10,7 @@ exactly the state before one stage's edits. The original label of every sample
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import io
@@ -574,8 +575,16 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
         text, encoding = buf.getvalue(), "utf-8-sig"
     make_folder(path.parent, f"the review sheet {path}")
     try:
-        path.write_text(text, encoding=encoding, newline="")  # as built: csv's \r\n, not \r\r\n on Windows
+        handle = path.open("w", encoding=encoding, newline="")  # as built: csv's \r\n, not \r\r\n on Windows
     except OSError as exc:
+        raise KdError(f"{path}: cannot write the review sheet: {exc.strerror or exc}") from None
+    try:
+        with handle:
+            handle.write(text)
+    except OSError as exc:  # cut short (a full disk, a file-size limit): no half sheet left, which a rerun would refuse
+        with contextlib.suppress(OSError):
+            if path.is_file():  # (not --overwrite's /dev/full or a pipe)
+                path.unlink()
         raise KdError(f"{path}: cannot write the review sheet: {exc.strerror or exc}") from None
     return len(items)
 

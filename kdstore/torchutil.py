@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import sys
 
 import numpy as np
@@ -243,6 +244,9 @@ def _write_failure(exc: BaseException) -> str | None:
         text = str(e)
         if "No space left on device" in text:
             return "No space left on device"
+        os_error = re.search(r"I/O error: (.+?) \(os error \d+\)", text)  # safetensors' words for any failed write
+        if os_error:  # (ulimit -f's "File too large", a quota, a read-only file system)
+            return os_error.group(1)
         if any(w in text for w in WRITE_FAILURES):
             return text.strip().splitlines()[0]
     return None

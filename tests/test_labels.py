@@ -1724,6 +1724,36 @@ def test_a_sheet_path_with_a_quoted_tilde_or_a_missing_folder_is_written_and_a_f
     assert usage.exit_code == 2 and "'sheets' is a directory" in usage.stderr
 
 
+def test_a_sheet_cut_short_by_a_full_disk_or_a_file_size_limit_is_not_left_half_written(tmp_path, error_line, monkeypatch):
+    """A write that failed part way (a full disk, `ulimit -f`: File too large) left the cut sheet,
+    which the same command run again then refused as "exists (a sheet someone may be filling in)"."""
+    import errno
+
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    sheet = tmp_path / "review.csv"
+    real = Path.open
+
+    class Cut(io.TextIOWrapper):
+        def write(self, data):  # the first few characters reach the disk, then the limit is hit
+            super().write(data[:5])
+            self.flush()
+            raise OSError(errno.EFBIG, "File too large")
+
+    def cut(self, mode="r", *a, **k):
+        handle = real(self, mode, *a, **k)
+        if self != sheet or "w" not in mode:
+            return handle
+        return Cut(handle.detach(), encoding=handle.encoding, newline="")
+
+    monkeypatch.setattr(Path, "open", cut)
+    assert error_line(kd("labels", "export", "--run", "r", str(sheet), "--db", db, ok=False)) == (
+        f"Error: {sheet}: cannot write the review sheet: File too large")
+    assert not sheet.exists()
+    monkeypatch.setattr(Path, "open", real)
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    assert [r["text"] for r in csv.DictReader(sheet.open(encoding="utf-8-sig"))] == ["好的", "差的"]
+
+
 def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_is_refused(tmp_path):
     """Moderation data has classes such as reject and drop: a sheet's `reject` meant for the class
     kept the label instead, and `kd labels set 42=drop` could not relabel to the class drop."""

@@ -1130,6 +1130,20 @@ def test_saving_model_names_the_os_reason_under_torchs_own_error(tmp_path):
             raise RuntimeError("a bug in the model's state dict")
 
 
+def test_saving_model_names_any_os_error_safetensors_reports(tmp_path):
+    """safetensors words every failed write as ``I/O error: REASON (os error N)``: a file-size limit
+    (``ulimit -f``: File too large), a quota or a read-only file system was its traceback, only a full
+    disk one line."""
+    from safetensors import SafetensorError
+
+    from kdstore.errors import KdError
+    from kdstore.torchutil import saving_model
+
+    with pytest.raises(KdError, match=r": cannot save the model: File too large$"):
+        with saving_model(tmp_path):
+            raise SafetensorError("Error while serializing: I/O error: File too large (os error 27)")
+
+
 def test_pretrain_with_steps_reruns_to_the_same_weights_and_records_its_corpus(sample_store, tmp_path, monkeypatch):
     """Two `kd pretrain --steps N` runs with one --seed give the same weights, another seed others;
     a --corpus named relative to the working directory is recorded as the file it was (absolute
