@@ -14,7 +14,7 @@ from rich.text import Text
 
 from kdstore.deletion import delete_stages
 from kdstore.plots import write_plots
-from kdstore.report import compare, run_report, runs_overview
+from kdstore.report import compare, run_report, runs_overview, trained_classes
 
 from .common import KdPath, console, json_option, open_store, print_json, resolve_runs, run_option, store_options
 
@@ -165,22 +165,6 @@ _HIDDEN = object()
 _TEXT_HIDDEN = {"labels_read_at", "labels_stage_ids"}  # bookkeeping the text report leaves to --json
 
 
-def _trained_classes(store, stage: dict) -> list[str] | None:
-    """The classes a model stage learned: its config's, or a student's, its (first) teacher's, which kd distill
-    refuses unless they are the store's (a distill stage records none of its own); None where unknown."""
-    config = stage["config"] or {}
-    teachers = config.get("teacher_stages") or []
-    if config.get("classes") is not None or stage["kind"] != "distill" or not teachers or teachers[0].get("stage_id") is None:
-        return config.get("classes")
-    from kdstore.schema import Stage, iso_utc
-
-    with store.session() as s:
-        teacher = s.get(Stage, int(teachers[0]["stage_id"]))
-        if teacher is None or teachers[0].get("started_at") not in (None, iso_utc(teacher.started_at)):
-            return None  # (replaced or deleted since, its id taken again: not the teacher it learned from)
-        return (teacher.config or {}).get("classes")
-
-
 def _config_value(value):
     """A config value as the text report shows it: short lists of plain values joined by commas;
     ``_HIDDEN`` for what it leaves out (nested or long structures: ``--json`` has them)."""
@@ -263,7 +247,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                  if v is not _HIDDEN and k not in _TEXT_HIDDEN}
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
-        trained = _trained_classes(store, st)
+        trained = trained_classes(store, st["kind"], st["config"])
         added = [c for c in data["classes"] if c not in (trained or data["classes"])]
         if added and st["kind"] in ("teach", "distill", "predict") and st["status"] == "succeeded":
             # (its confusion matrices below are of today's labels: a zero row, or the new class's samples as errors)

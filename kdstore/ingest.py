@@ -547,7 +547,7 @@ def _label_key(label: str) -> str:
     return str(int(number.group(1))) if number else key
 
 
-_MIDDLE_DOTS = str.maketrans(dict.fromkeys("\u30fb\u2027\u2022\u2219\u22c5\u0387", "\u00b7"))  # (NFKC made U+FF65 U+30FB)
+_MIDDLE_DOTS = str.maketrans(dict.fromkeys("\u30fb\u2027\u2022\u2219\u22c5", "\u00b7"))  # (NFKC made U+FF65 U+30FB, U+0387 U+00B7)
 _WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)(?:\.0*)?")  # ASCII digits (NFKC made full-width ones so); not other scripts'
 
 

@@ -176,13 +176,8 @@ def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]], kind: st
     run's teacher now is not the one it learned from) or ``deleted since`` (``kd runs delete``: the run
     has no teacher now). ``kind="detect"``: the detection a clean decided the issues of (its
     ``detect_stages``), replaced by ``kd labels detect --overwrite``."""
-    found = []
     with store.session() as s:  # (a ``student_vote_stages`` entry names its stage: ``stage``)
-        for t in teacher_stages:
-            stage = s.get(Stage, int(t["stage_id"])) if t.get("stage_id") is not None else None
-            if stage is not None and t.get("started_at") not in (None, iso_utc(stage.started_at)):
-                stage = None  # its id taken again (SQLite reuses the newest row's id): not the stage it learned from
-            found.append(stage and stage.name)
+        found = [stage and stage.name for stage in (_recorded_stage(s, t) for t in teacher_stages)]
     out = []
     for t, name in zip(teacher_stages, found):
         if name is not None:
@@ -192,6 +187,26 @@ def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]], kind: st
             how = "replaced" if _holds(store, t.get("run"), named) else "deleted"
             out.append(f"{t.get('run')}/{named} (stage {t.get('stage_id')} of {t.get('started_at')}, {how} since)")
     return out
+
+
+def _recorded_stage(s, entry: dict[str, Any]) -> Stage | None:
+    """The stage a ``teacher_stages`` entry names, while it is still that stage: ``None`` when it is gone, or
+    its id was taken again (SQLite reuses the newest row's id) by another stage started since."""
+    stage = s.get(Stage, int(entry["stage_id"])) if entry.get("stage_id") is not None else None
+    return None if stage is None or entry.get("started_at") not in (None, iso_utc(stage.started_at)) else stage
+
+
+def trained_classes(store: Store, kind: str, config: dict[str, Any] | None) -> list[str] | None:
+    """The classes a model stage learned: its config's, or a student's, its (first) teacher's, which kd distill
+    refuses unless they are the store's (a distill stage records none of its own); None where unknown (its
+    teacher replaced or deleted since)."""
+    config = config or {}
+    teachers = config.get("teacher_stages") or []
+    if config.get("classes") is not None or kind != "distill" or not teachers:
+        return config.get("classes")
+    with store.session() as s:
+        teacher = _recorded_stage(s, teachers[0])
+        return None if teacher is None else (teacher.config or {}).get("classes")
 
 
 def _holds(store: Store, run: str | None, name: str) -> bool:

@@ -103,7 +103,6 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
 def test_refusal_names_the_command_that_upgrades_that_store(tmp_path, invoke, error_line):
     """A store given by --db is refused with an upgrade command that names it: a bare `kd db upgrade`
     made a new ./kd.db and left the old store as it was. The command, run as a shell reads it, works."""
-    import shlex
 
     folder = tmp_path / "旧 store"
     folder.mkdir()
