@@ -597,20 +597,19 @@ def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = Fal
 
 
 def stage_folder(store: Store, run: str, st: Stage) -> Path:
-    """The stage's ``RUN/STAGE`` folder: under this store's artifact root, or, for a server store
-    (whose root, ``kd-artifacts/NAME@HOST``, is in the working directory) used from another folder, the
-    one of its recorded path where that lies under a folder of this store's name, as ``kd predict``
-    finds the model there: the root in this working directory held none, and the model stayed behind.
-    (Not for a SQLite store: its root is beside its file, and a recorded path elsewhere is a copied
-    store's original's.)"""
+    """The stage's ``RUN/STAGE`` folder: under this store's artifact root, or, where none is there, the
+    one of its recorded path where that lies in this store's own ``kd-artifacts/STORE`` (``Store.owns``),
+    as ``kd predict`` finds the model there: a server store's used from another working directory, or
+    a stage made before KD_ARTIFACTS was set. (Not a folder of another store's, a copied store's
+    original's, nor one KD_ARTIFACTS named: two stores may record it.)"""
     here = store.artifact_root / run / st.name
-    if here.exists() or store.engine.dialect.name == "sqlite" or not st.artifact_path:
+    if here.exists() or not st.artifact_path:
         return here
     parts = Path(st.artifact_path).parts
     for i in range(len(parts) - 2, 1, -1):  # the last RUN/STAGE in the path, as Store._located reads it
         if parts[i] == run and parts[i + 1] == st.name:
             folder = Path(*parts[: i + 2])
-            if parts[i - 1] == store.artifact_root.name and parts[i - 2] == "kd-artifacts" and folder.is_dir():
+            if store.owns(folder) and folder.is_dir():
                 return folder
             break
     return here

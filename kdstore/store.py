@@ -123,9 +123,10 @@ def _copy_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Seq
 
 
 class Store:
-    def __init__(self, engine: Engine, artifact_root: Path, read_only: str | None = None):
+    def __init__(self, engine: Engine, artifact_root: Path, read_only: str | None = None, home_root: Path | None = None):
         self.engine = engine
         self.artifact_root = artifact_root
+        self.home_root = home_root or artifact_root  # kd-artifacts/STORE, whatever KD_ARTIFACTS says (see owns)
         self.read_only = read_only  # why a SQLite store is opened read-only (its file, or its folder, is): None when it is not
 
     @classmethod
@@ -177,7 +178,7 @@ class Store:
                     continue  # "locked" at once (a lock it does not wait for), so wait here
                 engine.dispose()
                 raise KdError(f"cannot open the store at {display_url(engine.url)}: {_first_line(exc)}") from None
-        return cls(engine, _artifact_root(path, engine.url), read_only)
+        return cls(engine, _artifact_root(path, engine.url), read_only, _home_root(path, engine.url))
 
     @property
     def url(self) -> str:
@@ -474,10 +475,25 @@ class Store:
             if parts[i] == run and parts[i + 1] == stage.name:
                 here = self.artifact_root.joinpath(run, stage.name, *parts[i + 2:])
                 stage.artifact_home = str(self.artifact_root / run / stage.name)
-                if here.exists():
+                # the recorded path wins where it is this store's own and still there: a stage retrained
+                # with KD_ARTIFACTS set, unset or changed since left the replaced model in the folder that
+                # is looked in first, and with the variable back as it was that model was served
+                if here.exists() and not (self.owns(Path(*parts[: i + 2])) is not False and Path(recorded).exists()):
                     stage.artifact_path = str(here.resolve())
                 break
         return stage
+
+    def owns(self, folder: Path) -> bool | None:
+        """Whether ``folder``, a ``RUN/STAGE`` folder a stage recorded, is this store's: True under its own
+        ``kd-artifacts/STORE`` (beside its file; a server store's in any working directory), False under
+        another's (a copied store's original's, whose models are not this one's to read or remove), None
+        elsewhere (a folder ``KD_ARTIFACTS`` named: whose, a path cannot say)."""
+        parts = Path(folder).parts
+        if len(parts) < 4 or parts[-4] != "kd-artifacts":
+            return None
+        if self.engine.dialect.name != "sqlite":
+            return parts[-3] == self.home_root.name
+        return Path(*parts[:-2]).resolve() == self.home_root.resolve()
 
     def find_stage(self, run: str, name_or_kind: str, *, succeeded: bool = True, makes: str | None = None) -> Stage:
         """The stage named ``name_or_kind`` in ``run``, else the latest stage of that kind. ``makes``: what
@@ -538,13 +554,18 @@ DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 14
 
 
 def _artifact_root(db_path: Path | None, url) -> Path:
-    """``$KD_ARTIFACTS``, else ``kd-artifacts/STORE`` beside the SQLite file (``STORE`` its file name)
-    or in the working directory (``STORE`` the server database's ``NAME@HOST``, ``NAME@HOST-PORT`` on
-    a port not the server's default): two stores in one folder, with runs and stages of the same
-    names, never share a stage's folder."""
+    """``$KD_ARTIFACTS``, else ``_home_root``."""
     env = os.environ.get("KD_ARTIFACTS")
     if env:
         return Path(env).expanduser()  # as --db and KD_DB: a quoted "~/模型 目录" is the home folder's
+    return _home_root(db_path, url)
+
+
+def _home_root(db_path: Path | None, url) -> Path:
+    """``kd-artifacts/STORE`` beside the SQLite file (``STORE`` its file name) or in the working
+    directory (``STORE`` the server database's ``NAME@HOST``, ``NAME@HOST-PORT`` on a port not the
+    server's default): two stores in one folder, with runs and stages of the same names, never share
+    a stage's folder."""
     if db_path is not None:
         return db_path.parent / "kd-artifacts" / db_path.name
     query = lambda name: url.query.get(name) if isinstance(url.query.get(name), str) else None  # noqa: E731 (libpq's own keys)

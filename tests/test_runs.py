@@ -1480,6 +1480,44 @@ def test_a_copied_project_folder_reads_its_own_models_not_the_originals(tmp_path
 
 
 @pytest.mark.sqlite_only
+@pytest.mark.parametrize("first, then", [(None, "other"), ("other", None), ("one", "other")])
+def test_a_stage_retrained_under_another_kd_artifacts_serves_the_new_model(tmp_path, monkeypatch, first, then):
+    """`--overwrite` with KD_ARTIFACTS set (or unset, or changed) since the stage was trained: the new
+    model went to the new folder, the old one stayed in the folder kd looks in first, and with the
+    variable back as it was `kd predict` served the replaced model under the new stage's record."""
+    def train(version, artifacts):
+        if artifacts:
+            monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / artifacts))
+        else:
+            monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+        store = Store.open(str(tmp_path / "k.db"))
+        try:
+            with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as stage:
+                (stage.artifact_dir / "model").mkdir()
+                (stage.artifact_dir / "model" / "w.txt").write_text(version, encoding="utf-8")
+                stage.record_artifact(stage.artifact_dir / "model")
+        finally:
+            store.close()
+
+    def served(artifacts):
+        if artifacts:
+            monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / artifacts))
+        else:
+            monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+        store = Store.open(str(tmp_path / "k.db"), create=False)
+        try:
+            return (pathlib.Path(store.find_stage("r1", "teach").artifact_path) / "w.txt").read_text(encoding="utf-8")
+        finally:
+            store.close()
+
+    train("v1", first)
+    train("v2", then)
+    assert [served(a) for a in (first, then)] == ["v2", "v2"]
+    if first is None:  # the replaced model in the store's own folder went with its record, as one replaced in place does
+        assert not (tmp_path / "kd-artifacts" / "k.db" / "r1" / "teach").exists()
+
+
+@pytest.mark.sqlite_only
 def test_a_moved_store_without_its_models_says_where_they_go_for_teach_and_distill(tmp_path, monkeypatch):
     """`kd teach --model teach:RUN` (or pretrain:RUN) and a distill reading the teacher said only
     "no such directory" / "is missing" of a store moved without its kd-artifacts folder; `kd predict`
