@@ -10,7 +10,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from kdstore.errors import make_folder
+from kdstore.errors import make_folder, write_whole
 from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, read_class_file
 from kdstore.names import SPLITS
 from kdstore.store import label_id_note
@@ -267,7 +267,7 @@ def classes(export_path, db, as_json):
         raise click.ClickException("the store has no classes yet: ingest labeled samples (or `kd ingest --classes FILE`) first")
     if export_path is not None:
         make_folder(Path(export_path).parent, f"the class file {export_path}")
-        Path(export_path).write_text(format_class_file(names), encoding="utf-8")
+        write_whole(export_path, format_class_file(names), "the class file")
     if as_json:
         print_json([{"id": i, "name": n} for i, n in enumerate(names)])
     else:

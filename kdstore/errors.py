@@ -32,3 +32,26 @@ def make_folder(folder, what: str) -> None:
         if blocking is not None:
             raise KdError(f"cannot write {what}: {blocking} is a file, not a folder") from None
         raise KdError(f"cannot write {what}: cannot create the folder {folder}: {exc.strerror or exc}") from None
+
+
+def write_whole(path, text: str, what: str, *, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` (``what`` it is: "the review sheet") or leave no part of it: a write cut
+    short (a full disk, a file-size limit) removes what it wrote, which a rerun refused as existing or a
+    reader took for the whole, and is a one-line ``KdError`` naming the file ("No space left on device"
+    named none). A device or a pipe (/dev/full) is not removed."""
+    import contextlib
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        handle = path.open("w", encoding=encoding, newline="")  # as built: csv's \r\n, not \r\r\n on Windows
+    except OSError as exc:
+        raise KdError(f"{path}: cannot write {what}: {exc.strerror or exc}") from None
+    try:
+        with handle:
+            handle.write(text)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                path.unlink()
+        raise KdError(f"{path}: cannot write {what}: {exc.strerror or exc}") from None

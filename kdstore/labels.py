@@ -10,7 +10,6 @@ exactly the state before one stage's edits. The original label of every sample
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv
 import hashlib
 import io
@@ -29,7 +28,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import aliased
 
 from . import noise, tfidf
-from .errors import KdError, make_folder
+from .errors import KdError, make_folder, write_whole
 from .ingest import allow_long_csv_fields
 from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
@@ -574,18 +573,7 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
         writer.writerows({**i, "text": _no_formula(i["text"])} for i in items)
         text, encoding = buf.getvalue(), "utf-8-sig"
     make_folder(path.parent, f"the review sheet {path}")
-    try:
-        handle = path.open("w", encoding=encoding, newline="")  # as built: csv's \r\n, not \r\r\n on Windows
-    except OSError as exc:
-        raise KdError(f"{path}: cannot write the review sheet: {exc.strerror or exc}") from None
-    try:
-        with handle:
-            handle.write(text)
-    except OSError as exc:  # cut short (a full disk, a file-size limit): no half sheet left, which a rerun would refuse
-        with contextlib.suppress(OSError):
-            if path.is_file():  # (not --overwrite's /dev/full or a pipe)
-                path.unlink()
-        raise KdError(f"{path}: cannot write the review sheet: {exc.strerror or exc}") from None
+    write_whole(path, text, "the review sheet", encoding=encoding)  # cut short: no half sheet a rerun would refuse
     return len(items)
 
 

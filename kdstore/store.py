@@ -145,6 +145,8 @@ class Store:
                 raise KdError(f"no kd store at {path}: run `kd ingest` first, or pass --db")
             if path.parent and not path.parent.exists():
                 raise KdError(f"cannot create {path}: folder {path.parent} does not exist")
+            if path.parent.exists() and not path.parent.is_dir():  # (SQLite: "unable to open database file")
+                raise KdError(f"cannot create {path}: {path.parent} is a file, not a folder")
             if not path.exists() and not os.access(path.parent, os.W_OK):  # (SQLite: "unable to open database file")
                 raise KdError(f"cannot create {path}: folder {path.parent} is read-only")
         # a store in a folder kd cannot write (a read-only share or mount) is read read-only: SQLite

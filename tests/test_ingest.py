@@ -1359,6 +1359,16 @@ def test_all_or_nothing_good_rows_before_a_bad_row_are_not_kept(invoke, write_fi
     assert [r["text"] for r in read_samples()] == ["already here one", "already here two"]
 
 
+def test_ingest_into_a_folder_that_is_a_file_says_so(tmp_path, invoke, write_file, error_line):
+    """--db notes.txt/kd.db, notes.txt a file: SQLite's "unable to open database file" was all it said."""
+    write_file("train.tsv", GOOD)
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    target = tmp_path / "notes.txt" / "kd.db"
+    line = error_line(invoke(["ingest", "train.tsv"], db=target, ok=False))
+    assert line == f"Error: cannot create {target}: {target.parent} is a file, not a folder"
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "x"
+
+
 def test_ingest_into_missing_folder_fails_cleanly(tmp_path, invoke, write_file, error_line):
     write_file("train.tsv", GOOD)
     target = tmp_path / "nowhere" / "kd.db"
@@ -1801,6 +1811,35 @@ def test_classes_export_of_a_store_without_classes_is_refused(invoke, write_file
     invoke(["ingest", "pool.txt", "--split", "unlabeled"])
     line = error_line(invoke(["classes", "--export", str(tmp_path / "class_id.txt")], ok=False))
     assert "no classes yet" in line and not (tmp_path / "class_id.txt").exists()
+
+
+def test_classes_export_cut_short_leaves_no_half_file_and_names_it(invoke, write_file, error_line, tmp_path, monkeypatch):
+    """A full disk said only "Error: No space left on device"; a write cut part way (`ulimit -f`)
+    left a class_id.txt missing classes, which `kd ingest --classes` then read as the whole list."""
+    import errno
+    import io
+
+    write_file("train.tsv", "pos\t好吃\nneg\t难吃\n")
+    invoke(["ingest", "train.tsv"])
+    if Path("/dev/full").exists():
+        assert error_line(invoke(["classes", "--export", "/dev/full"], ok=False)) == (
+            "Error: /dev/full: cannot write the class file: No space left on device")
+    target, real = tmp_path / "class_id.txt", Path.open
+
+    class Cut(io.TextIOWrapper):
+        def write(self, data):  # the first class reaches the disk, then the limit is hit
+            super().write(data[:4])
+            self.flush()
+            raise OSError(errno.EFBIG, "File too large")
+
+    def cut(self, mode="r", *a, **k):
+        handle = real(self, mode, *a, **k)
+        return Cut(handle.detach(), encoding="utf-8", newline="") if self == target and "w" in mode else handle
+
+    monkeypatch.setattr(Path, "open", cut)
+    assert error_line(invoke(["classes", "--export", str(target)], ok=False)) == (
+        f"Error: {target}: cannot write the class file: File too large")
+    assert not target.exists()
 
 
 def test_reingesting_a_file_after_a_label_edit_is_no_conflict_with_its_own_line(invoke, write_file, read_samples):
