@@ -46,7 +46,8 @@ def _lacking_pool_logits(store, runs) -> list[str]:
     from kdstore.outputs import unscored
 
     pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL").ids
-    return [r for r in runs if len(unscored(store, store.find_stage(r, "teach").id, pool))] or list(runs)
+    runs = list(dict.fromkeys(runs))  # (--teacher-run A --teacher-run A: one command to run)
+    return [r for r in runs if len(unscored(store, store.find_stage(r, "teach").id, pool))] or runs
 
 
 def _seed_option(f):
@@ -289,7 +290,7 @@ def _majority_note(run: str, stage: dict) -> str | None:
         teach_fix = "train longer (--epochs) or faster (--lr: a small `kd pretrain` model wants about 3e-4, as in the quick start)"
     fix = (teach_fix
            if stage["kind"] == "teach" else
-           "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in (cfg.get("teacher_runs") or [run])) + "), then --epochs")
+           "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in dict.fromkeys(cfg.get("teacher_runs") or [run])) + "), then --epochs")
     return (f"dev accuracy {m['accuracy']:.1%} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
             f"the model has learned next to nothing; {fix}")
 

@@ -3276,6 +3276,9 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
     assert "wants about 3e-4" in note("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "pretrain:r1", "lr": 5e-5}})
     # the teacher's run, not the student's
     assert "check the teacher first (`kd report --run w`)" in note("r3", {"kind": "distill", "metrics": {"dev": dev}, "config": {"teacher_runs": ["w"]}})
+    # a teacher given twice (--teacher-run w --teacher-run w: its logits weigh double) is named once
+    assert "check the teacher first (`kd report --run w`, `kd report --run v`)" in note(
+        "r3", {"kind": "distill", "metrics": {"dev": dev}, "config": {"teacher_runs": ["w", "v", "w"]}})
     assert note("r1", {"kind": "teach", "metrics": {"dev": {**dev, "accuracy": 0.9}}}) is None  # learned: silent
     assert note("r1", {"kind": "pretrain", "metrics": {"train": {"mlm_loss": 6.0}}}) is None  # no dev figures: silent
 
