@@ -783,8 +783,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     _teacher_runs_exist(store, teacher_runs or (run,))
     no_dev = not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)")
     if _options_given(("patience",)) and no_dev:
-        _warn("--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch "
-              "is kept (`kd ingest FILE --split dev` adds some)")
+        _warn_patience_without_dev()
     if _options_given(("eval_every",)) and no_dev:
         _warn("--eval-every: the store has no labeled dev samples to score: only the train loss is recorded every "
               f"{cfg.eval_every} steps, and the last step is kept (`kd ingest FILE --split dev` adds some)")
@@ -914,6 +913,11 @@ def _file_temperatures_fit(soft_loss: str, temperature: float, temperature_end: 
     elif schedule == "cwsm" and typed("temperature_schedule") and from_file("temperature_gamma"):
         gamma = default["temperature_gamma"]
     return temperature, temperature_end, schedule, beta, gamma
+
+
+def _warn_patience_without_dev() -> None:
+    _warn("--patience: not used, the store has no labeled dev samples to judge the epochs: the last epoch "
+          "is kept (`kd ingest FILE --split dev` adds some)")
 
 
 def _file_teacher_weights_fit(teacher_runs: tuple[str, ...], teacher_weights: tuple[float, ...]) -> tuple[float, ...]:
@@ -1167,6 +1171,8 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     _teacher_runs_exist(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
+    if _options_given(("patience",)) and not len(store.samples(splits=["dev"], labeled=True, limit=1)):
+        _warn_patience_without_dev()
     _teachers_usable(store, teacher_runs or (run,), scored=False)
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])
     if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded

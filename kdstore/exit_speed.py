@@ -166,7 +166,7 @@ def coarse_budget(n: int, max_loss: float, *, z: float = 1.0, speed: float | Non
     if n < 1 or max_loss <= 0 or one_lost <= max_loss:
         return None
     why = ("so only a speed that changes no dev answer could pass, and speed 0 (every layer) is served"
-           if speed is not None and speed <= 0 else "the speed passed because no dev answer was lost, which says little")
+           if speed is not None and speed <= 0 else "the speed passed because it lost no more dev answers than it gained, which says little")
     return (f"--max-loss {max_loss:g} chose the speed on {n} labeled dev samples, where one answer is {100.0 / n:.3g} points "
             f"and one answer lost counts {one_lost:.3g} with its standard error, more than the budget: {why}; "
             f"at least {math.ceil((1.0 + z) * 100.0 / max_loss)} dev samples resolve the budget")

@@ -586,11 +586,11 @@ def test_max_loss_on_a_dev_split_too_small_for_the_budget_is_warned(trained):
     assert coarse_budget(20, 100.0) is None and coarse_budget(4, 0.0) is None and coarse_budget(0, 0.5) is None
     assert "one answer is 25 points and one answer lost counts 50" in coarse_budget(4, 0.5)
     assert "at least 400 dev samples" in coarse_budget(4, 0.5)
-    # served at speed 0, no speed "passed because no dev answer was lost": none faster could pass at all
+    # served at speed 0, no speed "passed because it lost no more dev answers than it gained": none faster could pass at all
     said = coarse_budget(4, 0.5, speed=0.0)
     assert "only a speed that changes no dev answer could pass, and speed 0 (every layer) is served" in said
     assert "passed because" not in said and "at least 400 dev samples" in said
-    assert "the speed passed because no dev answer was lost" in coarse_budget(4, 0.5, speed=0.3)
+    assert "the speed passed because it lost no more dev answers than it gained" in coarse_budget(4, 0.5, speed=0.3)
     # between 100 / budget and 200 / budget samples the rule still passes only speeds that lose no answer:
     # 300 samples, one answer lost is 0.33 + 0.33 points, over a 0.5 budget (it was not warned of)
     assert "on 300 labeled dev samples" in coarse_budget(300, 0.5) and coarse_budget(300, 0.5, z=0.0) is None
@@ -605,6 +605,24 @@ def test_max_loss_on_a_dev_split_too_small_for_the_budget_is_warned(trained):
     warned = [w for w in json.loads(out.stdout)["warnings"] if "--max-loss 0.5" in w]
     assert len(warned) == 1 and "20 labeled dev samples" in warned[0] and "one answer is 5 points" in warned[0]
     assert "warning: --max-loss 0.5 chose the speed on 20 labeled dev samples" in out.stderr
+
+
+def test_the_coarse_budget_warning_does_not_say_no_answer_was_lost_where_gains_offset_one():
+    """kd distill --max-loss 2 on 80 dev texts warned that "the speed passed because no dev answer was
+    lost" where the speed chosen had lost one dev answer and gained four (the rule passes a loss that
+    gains offset): what the warning says must hold of every speed it can pass."""
+    from kdstore.exit_speed import coarse_budget, pick_speed
+
+    labels = np.zeros(80, dtype=int)
+    final = labels.copy()
+    final[1:5] = 1  # the full model wrong on rows 1-4
+    branch = np.zeros((80, 1), dtype=int)
+    branch[0, 0] = 1  # at the first layer: row 0 lost, rows 1-4 gained
+    chosen = pick_speed(np.zeros((80, 1)), branch, final, labels, max_loss=2.0, speeds=[0.5])
+    assert chosen["speed"] == 0.5 and chosen["changed"] == 5  # passed, one answer lost
+    said = coarse_budget(80, 2.0, speed=chosen["speed"])
+    assert "no dev answer was lost" not in said
+    assert "lost no more dev answers than it gained" in said
 
 
 def test_cli_max_loss_serves_at_the_speed_chosen_on_dev(trained):
@@ -748,6 +766,23 @@ def test_max_loss_without_labeled_dev_samples_is_refused_before_a_stage_is_recor
     refused = kd("distill", "--run", "r", "--student", "early-exit", "--max-loss", "0.5", "--db", db, ok=False)
     assert "--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples" in refused.output
     assert [s.name for s in Store.open(db).stages_of("r")] == ["teach"]
+
+
+def test_a_typed_patience_without_labeled_dev_samples_is_warned_of(tmp_path, monkeypatch):
+    """Early exit keeps the last epoch where no labeled dev sample judges the epochs: a typed --patience
+    did nothing, said nowhere (a student's and a teacher's is warned of)."""
+    import kdstore.early_exit as ee
+
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", labeled_rows(random.Random(0), 10))), "--split", "train", "--db", db)
+    with stage_scope(Store.open(db), run="r", kind="teach", name="teach", config={}):
+        pass  # a run to take a teacher from
+    monkeypatch.setattr(ee, "train_early_exit", lambda *a, **k: None)
+    out = kd("distill", "--run", "r", "--student", "early-exit", "--patience", "1", "--db", db, "--json")
+    assert "warning: --patience: not used, the store has no labeled dev samples" in out.stderr
+    assert any(w.startswith("--patience: not used") for w in json.loads(out.stdout)["warnings"])
+    quiet = kd("distill", "--run", "r", "--student", "early-exit", "--name", "b", "--db", db)  # (not typed: no warning)
+    assert "--patience" not in quiet.stderr
 
 
 def test_distill_help_says_early_exit_reads_at_the_teachers_max_len():
