@@ -10,7 +10,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from kdstore.errors import make_folder, write_whole
+from kdstore.errors import KdError, make_folder, write_whole
 from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, read_class_file
 from kdstore.names import SPLITS
 from kdstore.store import label_id_note
@@ -187,9 +187,14 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
     if split == "augmented":  # (they live in the unlabeled split, each with the sample it came from)
         split, where = None, "parent_id IS NOT NULL" if where is None else f"{where} AND parent_id IS NOT NULL"
     # one more than --limit: each form tells when it left samples out (a table of 20 said nothing of the rest)
-    rows = store.samples(
-        splits=[split] if split else None, where=where, include_dropped=dropped, limit=min(limit + 1, SQL_INT_MAX) if limit else None
-    )
+    try:
+        rows = store.samples(
+            splits=[split] if split else None, where=where, include_dropped=dropped, limit=min(limit + 1, SQL_INT_MAX) if limit else None
+        )
+    except KdError as exc:  # a condition that fails on the rows it reads (a cast, a JSON path), which the check read none of
+        if condition is None:
+            raise
+        raise KdError(str(exc).replace(f"--where {where!r}", f"--where {condition!r}", 1)) from exc
     more = bool(limit) and len(rows) > limit
     kept = set(store.samples(ids=rows.ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
     parents = {} if as_tsv else store.parents(rows.ids)  # a text kd distill --augment made: the sample it came from

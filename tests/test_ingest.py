@@ -1937,6 +1937,19 @@ def test_samples_where_selects_by_sql_as_teach_does(invoke, write_file, error_li
         'near ")" (at the end of the condition: it stops short, an operator or keyword with nothing after it)')
 
 
+def test_a_where_that_fails_on_the_rows_it_reads_is_named_as_typed(invoke, write_file, error_line):
+    """A condition that parses but fails on a row (PostgreSQL's cast of a text to int, SQLite's
+    json_extract of a text that is no JSON) passed kd samples' check, which reads no row, and its
+    error named the condition as kd joined it: "--where \"(text::int = 1\\n) AND label_id = 0\"",
+    where kd teach names it as typed."""
+    write_file("t.tsv", "pos\t很好\nneg\t太差\n")
+    invoke(["ingest", "t.tsv"])
+    where = "text::int = 1" if "postgresql" in invoke.db else "json_extract(text, '$.a') = 1"
+    for extra in ([], ["--label", "pos"], ["--split", "train", "--tsv"]):
+        line = error_line(invoke(["samples", "--where", where, *extra], ok=False))
+        assert line.startswith(f"Error: --where {where!r} failed: "), line
+
+
 def test_a_where_on_an_unknown_column_lists_the_columns_and_points_at_label(invoke, write_file, error_line, db, read_samples):
     """``--where "label = '3'"`` said only "no such column: label": the column is label_id, a class id,
     and ``label_id = 3`` selects the class whose id is 3, not the class named '3' (that is --label 3)."""
