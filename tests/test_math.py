@@ -1093,6 +1093,25 @@ def test_a_finished_bar_shows_its_mean_rate_not_its_last_seconds():
         assert RateColumn().render(bar.tasks[task]).plain == "4.2 step/s"  # 420 / 100 s
 
 
+def test_a_bar_whose_steps_take_longer_than_the_rate_window_shows_a_rate_and_an_eta():
+    """`kd labels detect --tfidf-member` on 100k rows: a fold took longer than rich's 30 s speed window,
+    so its bar said "0.0 fold/s" and no ETA for minutes."""
+    from kdstore.progress import EtaColumn, RateColumn, progress
+
+    now = [0.0]
+    with progress(disable=True) as bar:
+        bar.get_time = lambda: now[0]
+        task = bar.add_task("tf-idf folds", total=5, unit="fold")
+        for t in (40.0, 80.0):  # a fold each 40 s, a field updated between them
+            now[0] = t
+            bar.advance(task)
+            now[0] = t + 5
+            bar.update(task, description="tf-idf folds")
+        assert bar.tasks[task].speed in (None, 0.0)  # rich's own window holds no step
+        assert RateColumn().render(bar.tasks[task]).plain == "1.4 fold/min"  # 2 in 85 s (0.0 fold/s, rounded)
+        assert EtaColumn().render(bar.tasks[task]).plain == "0:02:07"  # 3 folds at 2 / 85 s
+
+
 def test_kd_no_progress_off_values_keep_the_bars(monkeypatch):
     from kdstore.progress import no_progress
 
