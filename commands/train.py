@@ -280,11 +280,13 @@ def _majority_note(run: str, stage: dict) -> str | None:
     name, share = weak
     cfg = stage.get("config") or {}
     lr, model = cfg.get("lr"), str(cfg.get("model") or "")
-    if lr is not None and lr >= 3e-4 and model.startswith("pretrain:"):  # already at (or above) what a small model wants
+    # a kd-pretrained model: `pretrain:R`, or its folder or a teacher fine-tuned from one, which took that lr default
+    small = model.startswith("pretrain:") or cfg.get("lr_default") == "kd-pretrained model"
+    if lr is not None and lr >= 3e-4 and small:  # already at (or above) what a small model wants
         # (a hub or directory model at such an --lr is no small one: it may well be too fast, and is told to try another)
         teach_fix = (f"train longer (--epochs: --lr {lr:g} is already as fast as a small model wants)"
                      " or pre-train longer (`kd pretrain --minutes`)")
-    elif lr is not None and not model.startswith("pretrain:"):
+    elif lr is not None and not small:
         teach_fix = f"train longer (--epochs) or try another --lr (now {lr:g})"
     else:
         teach_fix = "train longer (--epochs) or faster (--lr: a small `kd pretrain` model wants about 3e-4, as in the quick start)"

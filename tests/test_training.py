@@ -3274,6 +3274,11 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
     said = note("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "bert-base-chinese", "lr": 1e-3}})
     assert "small model" not in said and "try another --lr (now 0.001)" in said
     assert "wants about 3e-4" in note("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "pretrain:r1", "lr": 5e-5}})
+    # a kd-pretrained model given by its folder (or a teacher fine-tuned from one) took the small model's lr default
+    # and is a small model too: not told to try another --lr as a hub BERT is
+    said = note("r1", {"kind": "teach", "metrics": {"dev": dev},
+                       "config": {"model": "/m/pretrain/model", "lr": 3e-4, "lr_default": "kd-pretrained model"}})
+    assert "try another --lr" not in said and "already as fast as a small model wants" in said
     # the teacher's run, not the student's
     assert "check the teacher first (`kd report --run w`)" in note("r3", {"kind": "distill", "metrics": {"dev": dev}, "config": {"teacher_runs": ["w"]}})
     # a teacher given twice (--teacher-run w --teacher-run w: its logits weigh double) is named once
