@@ -23,7 +23,7 @@ from kdstore.environment import environment
 from kdstore.errors import KdError
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
-from kdstore.metrics import class_support, hardly_beats_majority, versus_majority
+from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.names import SPLITS, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import run_report, trained_on_dev
@@ -145,7 +145,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
              "student nothing (--alpha-end grows alpha; without --hard-weight they learn from the teacher at full weight)")
     if as_json:  # (run and warnings as the labels commands carry them)
         weak = _majority_note(run, stage)  # a script (bench/ is one) reads warnings, not figures against a share it must count
-        if weak:
+        if weak or (weak := _missed_note(stage)):
             warn(weak)
         print_json({"run": run, "stage": stage["name"], **stage, "warnings": warnings})
         return
@@ -191,9 +191,25 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
             click.echo(f"  {texts}: {cut:.0%} cut to --max-len {stage['config'].get('max_len')} tokens")
         else:
             click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
-    weak = _majority_note(run, stage)  # (after the figures it speaks of)
+    weak = _majority_note(run, stage) or _missed_note(stage)  # (after the figures it speaks of)
     if weak:
         click.echo(f"warning: {weak}", err=True)
+
+
+def _missed_note(stage: dict) -> str | None:
+    """A class of 3 or more dev samples the model got none of right, that it learned from train samples
+    of (one it had none of is ``_unlearned``'s): which, and what to try."""
+    cfg = stage.get("config") or {}
+    if stage["kind"] not in ("teach", "distill") or cfg.get("student") == "early-exit":
+        return None
+    train = class_support(stage["metrics"].get("train") or {})
+    missed = [(name, n) for name, n in missed_classes(stage["metrics"].get("dev") or {}) if train.get(name, 1.0)]
+    if not missed:
+        return None
+    shown = ", ".join(f"{name!r} (0 of {n})" for name, n in missed[:5]) + (", ..." if len(missed) > 5 else "")
+    fix = ("more --epochs, or more train samples of it" if cfg.get("class_weight") == "balanced" else
+           "--class-weight balanced (a rare class then counts as much as a common one), or more --epochs")
+    return f"on dev the model got no sample of class {shown} right: it does not answer {'it' if len(missed) == 1 else 'them'}; try {fix}"
 
 
 def _kept_line(stage: dict) -> str | None:

@@ -130,6 +130,17 @@ def hardly_beats_majority(accuracy: float, support, *, share_of_room: float = MI
     return (name, share) if below_room(accuracy, share, share_of_room=share_of_room) else None
 
 
+def missed_classes(figures: dict[str, float], *, min_support: int = 3) -> list[tuple[str, int]]:
+    """``(class, support)`` of each class with at least ``min_support`` samples in a split's figures
+    (``classification_metrics``'s) of which the model got none right (recall 0), most samples first: a
+    rare class a model never answers hides behind a fair accuracy (5 classes, one of 4 %: a macro-F1
+    of 0.50 said nothing of which class)."""
+    support = class_support(figures)
+    missed = [(name, int(n)) for name, n in support.items()
+              if n >= min_support and figures.get(f"recall[{name}]", 1.0) == 0.0]
+    return sorted(missed, key=lambda kv: -kv[1])
+
+
 def class_support(figures: dict[str, float]) -> dict[str, float]:
     """``{class: count}`` from a split's ``support[CLASS]`` figures (``classification_metrics``'s)."""
     return {k[len("support["):-1]: v for k, v in figures.items() if k.startswith("support[") and k.endswith("]")}

@@ -13,7 +13,7 @@ from kdstore.context_free import collapsed, frequency_loss, learned_nothing
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
 from kdstore.pretrain import masked_positions
-from kdstore.metrics import classification_metrics, confusion_matrix, hardly_beats_majority, versus_majority
+from kdstore.metrics import classification_metrics, confusion_matrix, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.schedules import layer_decay_scales, layer_depths, linear, over_steps, warmup_linear_decay, warmup_linear_decay_step
 from kdstore.textkey import normalize, text_hash
 from kdstore.vocab import SPECIALS, build_vocab
@@ -1049,6 +1049,18 @@ def test_a_late_divergence_stops_and_keeps_the_best_epoch(capsys):
     assert capsys.readouterr().err == ""
     best.restore(net)
     assert bool((net.weight == 0.5).all())
+
+
+def test_missed_classes_are_those_of_enough_samples_the_model_got_none_right():
+    names = ["合规", "夸大", "极限词", "医疗"]
+    y_true = np.array([0] * 20 + [1] * 5 + [2] * 4 + [3] * 2)
+    y_pred = np.array([0] * 20 + [1] * 4 + [0] + [0] * 4 + [0, 0])  # 极限词 never answered, 医疗 too but 2 samples
+    figures = classification_metrics(y_true, y_pred, num_classes=4, class_names=names)
+    assert figures["macro_f1"] > 0.4  # the figure that said nothing of which class
+    assert missed_classes(figures) == [("极限词", 4)]
+    assert missed_classes(figures, min_support=2) == [("极限词", 4), ("医疗", 2)]
+    assert missed_classes(classification_metrics(y_true, y_true, num_classes=4, class_names=names)) == []
+    assert missed_classes({}) == []
 
 
 def test_hardly_beats_majority_follows_detects_rule_on_dev_support():

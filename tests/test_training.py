@@ -3254,6 +3254,23 @@ def test_class_weight_balanced_weighs_the_rare_class_in_teach_and_distill(taught
     assert "--class-weight: for students, not --student early-exit" in refused.output
 
 
+def test_a_class_the_model_never_gets_right_on_dev_is_named_with_what_to_try():
+    """5 imbalanced ad classes: a teacher that never answered its 4 % class said only "macro-F1 0.50"."""
+    from commands.train import _missed_note as note
+
+    dev = {"accuracy": 0.9, "support[合规]": 70, "support[极限词]": 4, "recall[合规]": 1.0, "recall[极限词]": 0.0}
+    train = {"support[合规]": 350, "support[极限词]": 20}
+    said = note({"kind": "teach", "metrics": {"dev": dev, "train": train}, "config": {"class_weight": "none"}})
+    assert said == ("on dev the model got no sample of class '极限词' (0 of 4) right: it does not answer it; try "
+                    "--class-weight balanced (a rare class then counts as much as a common one), or more --epochs")
+    balanced = note({"kind": "distill", "metrics": {"dev": dev, "train": train}, "config": {"class_weight": "balanced"}})
+    assert balanced.endswith("try more --epochs, or more train samples of it")
+    # one with no train sample is _unlearned's warning; an early-exit model, a pre-training, a good model: silent
+    assert note({"kind": "teach", "metrics": {"dev": dev, "train": {**train, "support[极限词]": 0}}, "config": {}}) is None
+    assert note({"kind": "distill", "metrics": {"dev": dev}, "config": {"student": "early-exit"}}) is None
+    assert note({"kind": "teach", "metrics": {"dev": {**dev, "recall[极限词]": 0.25}}, "config": {}}) is None
+
+
 def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
     from commands.train import _majority_note as note
 
