@@ -14,7 +14,7 @@ from rich.text import Text
 
 from kdstore.deletion import delete_stages
 from kdstore.plots import write_plots
-from kdstore.report import compare, run_report, runs_overview, trained_classes
+from kdstore.report import compare, other_classes, run_report, runs_overview
 
 from .common import KdPath, console, json_option, open_store, print_json, resolve_runs, run_option, store_options
 
@@ -247,13 +247,10 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                  if v is not _HIDDEN and k not in _TEXT_HIDDEN}
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
-        trained = trained_classes(store, st["kind"], st["config"])
-        added = [c for c in data["classes"] if c not in (trained or data["classes"])]
-        if added and st["kind"] in ("teach", "distill", "predict") and st["status"] == "succeeded":
-            # (its confusion matrices below are of today's labels: a zero row, or the new class's samples as errors)
-            out.print(f"  classes: trained on {', '.join(trained)}; the store has since added {', '.join(added)}, which this "
-                      "model cannot answer: any of its samples in the confusion matrices below is an error (kd teach again to learn it)",
-                      markup=False)
+        added = other_classes(store, st) if st["kind"] in ("teach", "distill", "predict") and st["status"] == "succeeded" else None
+        if added:  # (its confusion matrices below are of today's labels: a zero row, or the new class's samples as errors)
+            out.print(f"  classes: {added}, which this model cannot answer: any of its samples in the confusion matrices "
+                      "below is an error (kd teach again to learn it)", markup=False)
         sources = st["sources"]
         if sources["teachers"]:  # (a list of dicts: hidden from the config line above)
             out.print("  teachers: " + ", ".join(sources["teachers"]), markup=False)

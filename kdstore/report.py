@@ -316,11 +316,20 @@ def trained_on_dev(stage: dict[str, Any]) -> str | None:
     return None
 
 
+def other_classes(store: Store, stage: dict[str, Any]) -> str | None:
+    """A note for a model stage trained before the store added a class (as ``kd report --run`` says it): its
+    figures are over fewer classes than a model trained since; ``None`` otherwise, or where unknown."""
+    trained = trained_classes(store, stage["kind"], stage["config"])
+    added = [c for c in store.class_names() if trained is not None and c not in trained]
+    return f"trained on {', '.join(trained)}; the store has since added {', '.join(added)}" if added else None
+
+
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     figures that compare them, the test samples they were measured on (``test_n``) and the labels
     they trained on (``labels_digest``: equal digests, equal labels); a teacher that trained on dev
-    says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from). A model stage that failed or is
+    says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from), and so does a model trained
+    before the store added a class (``other_classes``). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
     stage one row that says so (``stage`` None), not silence. ``status`` is the stage's (``succeeded``, ``failed``,
     ``running``), for a script to pick the rows that hold figures without reading the note."""
@@ -336,7 +345,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         stages = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")
                   and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
         models = [st for st in stages if st["status"] == "succeeded"]
-        rows.extend(row(run, stage, stage["metrics"], trained_on_dev(stage)) for stage in models)
+        rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage), other_classes(store, stage))))
+                        or None) for stage in models)
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)
             error = " ".join((stage["error"] or "").split())

@@ -1907,6 +1907,20 @@ def test_report_says_a_student_distilled_before_a_class_was_added_cannot_answer_
     assert "  classes: trained on pos, neg; the store has since added mid, which this model cannot answer" in student
 
 
+def test_report_compare_says_a_model_trained_before_a_class_was_added(taught_store, tmp_path):
+    """`kd report --run` said so of such a model, `kd report --compare` set it beside a model of the new
+    class set (its macro-F1 over other classes) without a word."""
+    db = str(taught_store)
+    kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    write_tsv(tmp_path / "mid.tsv", [("mid", "不好不坏，一般般吧")])
+    kd("ingest", str(tmp_path / "mid.tsv"), "--db", db)
+    rows = json.loads(kd("report", "--compare", "r", "--db", db, "--json").stdout)
+    assert [(r["stage"], r["note"]) for r in rows] == [
+        ("teach", "trained on pos, neg; the store has since added mid"),
+        ("distill-textcnn", "trained on pos, neg; the store has since added mid")]
+    assert "trained on pos, neg; the store has since added mid" in kd("report", "--compare", "r", "--db", db).stdout
+
+
 def test_a_teacher_of_another_run_that_lacks_logits_or_classes_is_refused_before_a_stage(taught_store, tmp_path):
     """`kd distill --run B --teacher-run A` with train samples ingested after A's teacher ran names
     `kd teach --run A --logits-only` and records nothing: no run B holding a failed stage; once scored
