@@ -280,6 +280,11 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             for n in names:
                 table.add_row(Text(n), *[_fmt(st["metrics"][split].get(n)) for split in splits])
             print_wide(out, table)
+            timed = st["metrics"].get("all") or {}
+            if timed.get("latency_p50_ms") is not None:  # (figures of this machine: what they were measured with)
+                threads = f", {int(timed['speed_threads'])} torch thread{'s' * (timed['speed_threads'] != 1)}" if timed.get("speed_threads") else ""
+                out.print(f"  speed: on the CPU{threads}, measured once after training: latency one text at a time, "
+                          "throughput in batches of 256 (bench/ times with repeats)", markup=False)
         for split, matrix in (st.get("confusion") or {}).items():
             cm = Table(title=f"{split} confusion (rows: label, columns: predicted)")
             cm.add_column("")

@@ -7,6 +7,7 @@ in ``bench/``; these are single measurements for orientation.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable, Sequence
 
@@ -50,8 +51,12 @@ def measure(
     start = time.perf_counter()
     logits_fn(many, batch_size)
     elapsed = time.perf_counter() - start
-    return {
+    figures = {
         "latency_p50_ms": float(np.percentile(latencies, 50)),
         "latency_p99_ms": float(np.percentile(latencies, 99)),
         "throughput_samples_per_s": len(many) / max(elapsed, 1e-9),
     }
+    torch = sys.modules.get("torch")  # the CPU threads they were timed with (a report beside another's says it)
+    if torch is not None:
+        figures["speed_threads"] = float(torch.get_num_threads())
+    return figures

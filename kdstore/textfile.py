@@ -25,7 +25,9 @@ def utf16_without_bom(data: bytes) -> str | None:
     head = head[: len(head) // 2 * 2]
     nuls = [i for i, b in enumerate(head) if b == 0]
     for codec, high in (("utf-16-le", 1), ("utf-16-be", 0)):  # (where an ASCII character's NUL byte is)
-        if len(nuls) < 2 or any(i % 2 != high for i in nuls):  # (one NUL, or NULs both odd and even: binary)
+        # (fewer than two NULs where ASCII's are: not this encoding; NULs on the other side too are the low bytes of
+        # characters such as 一, U+4E00: the decoding below, no NUL character and printable, tells binary data apart)
+        if sum(i % 2 == high for i in nuls) < 2:
             continue
         try:
             text = head.decode(codec)

@@ -964,6 +964,20 @@ BAD_INPUTS = [
         ["line 1", "looks UTF-16BE encoded"],
         id="utf-16be-without-bom",
     ),
+    pytest.param(  # 一 (U+4E00) has a NUL byte of its own, on the other side of ASCII's: still UTF-16, not "binary data"
+        "utf16_no_bom_yi.tsv",
+        "pos\t第一次买\nneg\t不好\n".encode("utf-16-le"),
+        [],
+        ["line 1", "looks UTF-16LE encoded, without a byte-order mark: convert it to UTF-8 first"],
+        id="utf-16le-without-bom-nul-in-chinese",
+    ),
+    pytest.param(
+        "utf16be_no_bom_yi.tsv",
+        "pos\t第一次买\nneg\t不好\n".encode("utf-16-be"),
+        [],
+        ["line 1", "looks UTF-16BE encoded"],
+        id="utf-16be-without-bom-nul-in-chinese",
+    ),
     pytest.param(  # a bare \r among \n line ends joins two rows: the error says where it is
         "mixed_line_ends.tsv",
         b"pos\tgood\nneg\tbad\rpos\tfine\n",

@@ -3009,6 +3009,9 @@ def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path)
     assert data["plots"] and all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in data["plots"])
     text = kd("report", "--run", "r", "--db", db).stdout
     assert "test confusion" in text and "latency_p99_ms" in text
+    # the speed figures say what they were measured with (a report read beside another machine's)
+    threads = int(student["metrics"]["all"]["speed_threads"])
+    assert threads >= 1 and f"  speed: on the CPU, {threads} torch thread" in text and "batches of 256" in text
     rows = json.loads(kd("report", "--compare", "r", "--compare", "r", "--db", db, "--json").stdout)
     assert {r["stage"] for r in rows} >= {"teach", "distill-textcnn"}
     assert all(r["test_accuracy"] is not None for r in rows)
