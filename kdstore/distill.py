@@ -479,7 +479,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
         if out_dir is not None:
             save_student(out_dir, model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
         mine = everything.subset(dist.shard(len(everything)))
-        ids, logits = mine.ids, student_logits(model, tokenizer, mine.texts, max_len=cfg.max_len, device=device, label="logits")
+        ids, logits = mine.ids, student_logits(model, tokenizer, mine.texts, max_len=cfg.max_len, device=device, label=dist.share_label("logits"))
     else:
         n_labeled = parts["labeled"]
         folds = stratified_folds(data.labels[:n_labeled], cfg.folds, seed=cfg.seed, class_names=names)
@@ -492,7 +492,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
             fold_fits.append(fitted)
             if dist.is_main:
                 save_student(out_dir / f"fold-{k}", model, scfg, tokenizer, max_len=cfg.max_len, class_names=names)
-            oof.add(student_logits(model, tokenizer, oof.texts(k), max_len=cfg.max_len, device=device, label=f"fold {k} logits"))
+            oof.add(student_logits(model, tokenizer, oof.texts(k), max_len=cfg.max_len, device=device, label=dist.share_label(f"fold {k} logits")))
             models.append(model.to(torch.device("cpu")))
         ids, logits = oof.result()
         if dist.is_main:
@@ -708,7 +708,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
         last_epoch = epoch
         if len(dev) == 0:
             return False
-        mine = student_logits(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, device=device, label=f"{tag.rstrip('/')} dev".strip())
+        mine = student_logits(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, device=device, label=dist.share_label(f"{tag.rstrip('/')} dev".strip()))
         _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
         m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
         dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)

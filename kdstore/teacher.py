@@ -478,7 +478,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         started = time.monotonic()
         mine = everything.subset(dist.shard(len(everything)))
         ids = mine.ids
-        logits = score(model, tokenizer, mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label="logits")
+        logits = score(model, tokenizer, mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=dist.share_label("logits"))
         scoring += time.monotonic() - started
     else:
         out_dir = stage.artifact_dir if dist.is_main else None
@@ -489,7 +489,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
                 _save(model, tokenizer, out_dir / f"fold-{k}", cfg.max_len)
             texts = oof.texts(k)
             started = time.monotonic()
-            oof.add(score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=f"fold {k} logits"))
+            oof.add(score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=dist.share_label(f"fold {k} logits")))
             scoring += time.monotonic() - started
         ids, logits = oof.result()
         if dist.is_main:
@@ -739,7 +739,7 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 break
             if len(dev) == 0:
                 continue
-            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=f"{tag.rstrip('/')} dev".strip())
+            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=dist.share_label(f"{tag.rstrip('/')} dev".strip()))
             _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
             dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
