@@ -297,11 +297,11 @@ def _refuse_utf16(data: bytes, name: str) -> None:
     byte-order mark: a first line of Chinese alone holds no NUL byte (its line end does), and was
     told "reads as GBK/GB18030" with an iconv that garbles it."""
     if b"\0" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        from kdstore.textfile import utf16_without_bom
+        from kdstore.textfile import utf16_error, utf16_without_bom
 
         utf16 = utf16_without_bom(data)
         if utf16:
-            raise click.ClickException(f"{name}: line 1: the input looks {utf16} encoded, without a byte-order mark: convert it to UTF-8 first")
+            raise click.ClickException(utf16_error(name, without_bom=utf16))
 
 
 def _lines_of(data: bytes) -> list[bytes]:
@@ -315,7 +315,9 @@ def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
     """Line ``n`` as text; ``ascii_before``: the lines before it were ASCII alone (a line in GBK is then
     named so, with the iconv that converts the file, as kd ingest names it)."""
     if n == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise click.ClickException(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
+        from kdstore.textfile import utf16_error
+
+        raise click.ClickException(utf16_error(name))
     if n == 1:
         from kdstore.textfile import not_text
 
@@ -323,13 +325,13 @@ def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
         if kind:
             raise click.ClickException(f"{name}: {kind}")
     if b"\0" in raw:  # (kd ingest refuses it so too) UTF-16 without its byte-order mark, or no text at all
-        from kdstore.textfile import utf16_without_bom
+        from kdstore.textfile import utf16_error, utf16_without_bom
 
         # the line as cut at its "\n" byte: UTF-16BE's line end whole ("\0\n"), UTF-16LE's first byte
         # ("\n", its "\0" starting the next line)
         utf16 = next(filter(None, map(utf16_without_bom, (raw + b"\n", raw + b"\n\0", raw[1:] + b"\n\0"))), None)
         if utf16:
-            raise click.ClickException(f"{name}: line {n}: the input looks {utf16} encoded, without a byte-order mark: convert it to UTF-8 first")
+            raise click.ClickException(utf16_error(name, line=n, without_bom=utf16))
         raise click.ClickException(f"{name}: line {n}: binary data (NUL byte): not a text file")
     try:
         return raw.decode("utf-8-sig")  # a byte-order mark is not text (on a later line: files joined by `cat`)

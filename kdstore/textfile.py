@@ -81,12 +81,12 @@ def decode(data: bytes, name: str, fmt: str) -> str:
     if kind:
         raise KdError(f"{name}: {kind}")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise KdError(f"{name}: line 1: the file is UTF-16 encoded: convert it to UTF-8 first")
+        raise KdError(utf16_error(name))
     nul = data.find(b"\0")
     if nul >= 0:
         utf16 = utf16_without_bom(data)
         if utf16:  # (its NULs are the high bytes of ASCII characters: not where a line starts in UTF-8 terms)
-            raise KdError(f"{name}: line 1: the file looks {utf16} encoded, without a byte-order mark: convert it to UTF-8 first")
+            raise KdError(utf16_error(name, without_bom=utf16, what="file"))
         line = data.count(_line_end(data), 0, nul) + 1
         raise KdError(
             f"{name}: line {line}:{_field_at(data, nul, fmt)} binary data (NUL byte): not a text file"
@@ -132,6 +132,15 @@ def _convert_hint(data: bytes, pos: int, name: str) -> str:
     if not chinese:
         return "convert the file to UTF-8 first"
     return f"it reads as GBK/GB18030 (as Excel and Notepad save on Chinese Windows): convert it to UTF-8 first, e.g. {_iconv('GB18030', name)}"
+
+
+def utf16_error(name: str, *, line: int = 1, without_bom: str | None = None, what: str = "input") -> str:
+    """The one-line error of UTF-16 text (``without_bom``: ``UTF-16LE`` or ``UTF-16BE``, its byte-order mark
+    cut off) in ``name``, with the iconv that converts it (as a GBK file's names one)."""
+    if without_bom:
+        return (f"{name}: line {line}: the {what} looks {without_bom} encoded, without a byte-order mark: convert it to "
+                f"UTF-8 first, e.g. {_iconv(without_bom, name)}")
+    return f"{name}: line {line}: the file is UTF-16 encoded: convert it to UTF-8 first, e.g. {_iconv('UTF-16', name)}"
 
 
 def _iconv(encoding: str, name: str) -> str:

@@ -637,10 +637,11 @@ def test_predict_input_in_utf16_of_chinese_without_a_mark_is_named_not_taken_for
         f = tmp_path / "u16.txt"
         f.write_bytes(data)
         name = codec.upper().replace("UTF-16-", "UTF-16")
-        want = f"line 1: the input looks {name} encoded, without a byte-order mark: convert it to UTF-8 first"
-        assert error_line(kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)) == f"Error: {f}: {want}"
+        want = f"line 1: the input looks {name} encoded, without a byte-order mark: convert it to UTF-8 first, e.g. "
+        assert error_line(kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)) == (
+            f"Error: {f}: {want}iconv -f {name} -t UTF-8 {f} > {tmp_path / 'utf8-u16.txt'}")
         out = kd("predict", "--artifact", str(cnn_onnx[0]), input=data, ok=False)
-        assert error_line(out) == f"Error: <stdin>: {want}" and out.stdout == ""
+        assert error_line(out) == f"Error: <stdin>: {want}pipe it through iconv -f {name} -t UTF-8" and out.stdout == ""
 
 
 @pytest.mark.parametrize("depth", [101, 500, 100_000])

@@ -453,7 +453,8 @@ def test_read_class_file_in_gbk_or_utf16_names_the_line_and_the_conversion(tmp_p
     with pytest.raises(KdError, match=r"gbk\.txt: line 1: not valid UTF-8 \(byte 0xd5\); it reads as GBK/GB18030.*iconv -f GB18030"):
         read_class_file(tmp_path / "gbk.txt")
     (tmp_path / "utf16.txt").write_bytes("0\t正面\n".encode("utf-16"))
-    with pytest.raises(KdError, match=r"utf16\.txt: line 1: the file is UTF-16 encoded: convert it to UTF-8 first"):
+    with pytest.raises(KdError, match=r"utf16\.txt: line 1: the file is UTF-16 encoded: convert it to UTF-8 first, e\.g\. "
+                                      r"iconv -f UTF-16 -t UTF-8 .*utf16\.txt > .*utf8-utf16\.txt$"):
         read_class_file(tmp_path / "utf16.txt")
 
 
@@ -954,7 +955,8 @@ BAD_INPUTS = [
         "utf16_no_bom.tsv",
         "pos\t很好\nneg\t太差\n".encode("utf-16-le"),
         [],
-        ["line 1", "looks UTF-16LE encoded, without a byte-order mark: convert it to UTF-8 first"],
+        ["line 1", "looks UTF-16LE encoded, without a byte-order mark: convert it to UTF-8 first",
+         "e.g. iconv -f UTF-16LE -t UTF-8 "],
         id="utf-16le-without-bom",
     ),
     pytest.param(

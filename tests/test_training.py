@@ -2251,7 +2251,7 @@ def test_predict_input_with_bare_cr_line_ends_nul_bytes_or_utf16_is_read_as_inge
     assert [pair for batch in got for pair in batch] == [(1, "很好"), (2, "太差")]
     with pytest.raises(click.ClickException, match=r"^f: line 2: binary data \(NUL byte\): not a text file$"):
         list(_numbered(_lines_of(b"ok\na\x00b\n"), "f"))
-    with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: the file is UTF-16 encoded: convert it to UTF-8 first$"):
+    with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: the file is UTF-16 encoded: convert it to UTF-8 first, e.g. pipe it through iconv -f UTF-16 -t UTF-8$"):
         list(_arriving(Chunks("很好\n".encode("utf-16")), "<stdin>"))
     with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: the input looks UTF-16LE encoded, without a byte-order mark"):
         list(_arriving(Chunks("ok\n".encode("utf-16-le")), "<stdin>"))
