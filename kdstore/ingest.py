@@ -371,7 +371,7 @@ def _parse_delimited(
         label_i = None
     for i, what in ((text_i, "text"), (label_i, "label")):
         if i is not None and i >= width:
-            raise KdError(f"{name}: line {rows[0][0]}: field {i}: missing {what} column (rows have {width} fields)")
+            raise KdError(f"{name}: line {rows[0][0]}: field {i}: missing {what} column (rows have {_fields(width)})")
 
     names = header or [str(i) for i in range(width)]
     if same:
@@ -381,7 +381,8 @@ def _parse_delimited(
     records = []
     for line, fields in body:
         if len(fields) != width:
-            raise KdError(f"{name}: line {line}: expected {width} fields, found {len(fields)} (ragged row){_bare_cr(rows)}")
+            raise KdError(f"{name}: line {line}: expected {_fields(width)}, found {len(fields)} (ragged row){_bare_cr(rows)}"
+                          f"{_row_names(body, width) if header is not None else ''}")
         if header is not None and width > 1 and [f.strip() for f in fields] == header:
             # (files joined with `cat`, each with its header): it was a sample, its label a class 'label'.
             # One column equal to its header is a text (a pool's "text", which `kd samples --tsv` writes under it)
@@ -448,6 +449,19 @@ def _refuse_unknown_header(body, text_i: int, label_i: int, width: int, name: st
             f"several lines: line {first_line} looks like a header naming the columns; give --text-col {shlex.quote(first[text_i])} "
             f"--label-col {shlex.quote(first[label_i])} to read it as one (or --no-header if it is a sample)"
         )
+
+
+def _fields(n: int) -> str:
+    return f"{n} field{'s' * (n != 1)}"
+
+
+def _row_names(body, width: int) -> str:
+    """A hint for a header one field short of every row: the rows start with row names, as R's
+    ``write.table`` writes them by default (the header names the columns after them)."""
+    if body and all(len(fields) == width + 1 for _, fields in body[:100]):
+        return ("; every row has one field more than the header: row names, as R's write.table writes them? "
+                "(write.table(..., row.names = FALSE) leaves them out)")
+    return ""
 
 
 def _bare_cr(rows) -> str:

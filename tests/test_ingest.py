@@ -987,6 +987,21 @@ BAD_INPUTS = [
         ["line 2", "ragged row", "line 2 holds a bare carriage return", "mixed line ends"],
         id="bare-cr-among-newlines",
     ),
+    pytest.param(  # R's write.table(df, sep="\t"): quoted, with row names the header has no name for
+        "r_write_table.tsv",
+        '"label"\t"text"\n"1"\t"pos"\t"很好"\n"2"\t"neg"\t"太差"\n'.encode(),
+        [],
+        ["line 2", "expected 2 fields, found 3 (ragged row)", "row names, as R's write.table writes them",
+         "row.names = FALSE"],
+        id="r-row-names",
+    ),
+    pytest.param(  # one column: "1 field", not "1 fields"
+        "one_column.tsv",
+        "很好\n太差\tneg\n".encode(),
+        ["--split", "unlabeled"],
+        ["line 2", "expected 1 field, found 2 (ragged row)"],
+        id="one-column-ragged",
+    ),
     pytest.param(  # only control characters (a stray \x01, DEL): BERT's tokenizer drops them too
         "control_text.tsv",
         "pos\tfine text\nneg\t\x01\x7f\x1b\n".encode(),
