@@ -582,10 +582,16 @@ def _warn_one_class_dev(store, labels: tuple[str, ...] = ()) -> None:
     one that slips once about 0.5; said, as it trains on regardless."""
     if labels and len(set(labels)) < 2:
         return  # (one --label: the stage refuses a single class, a warning first would only bury that)
-    dev = [c for c, n in store.counts().get("dev", {}).items() if c != "(none)" and n and (not labels or c in labels)]
+    counts = store.counts()
+    dev = [c for c, n in counts.get("dev", {}).items() if c != "(none)" and n and (not labels or c in labels)]
     if len(dev) == 1:
         _warn(f"the labeled dev samples are all of class {dev[0]!r}: the epoch kept is the one whose dev macro-F1 "
               f"is highest, which an epoch answering {dev[0]!r} to every text reaches; ingest a dev set of every class")
+    unjudged = [c for c, n in counts.get("train", {}).items() if c != "(none)" and n and c not in dev and (not labels or c in labels)]
+    if len(dev) > 1 and unjudged:  # (a rare class whose few samples all went to train)
+        shown = ", ".join(map(repr, unjudged[:5])) + (", ..." if len(unjudged) > 5 else "")
+        _warn(f"no labeled dev sample of class {shown}: the epoch kept is judged without {'it' if len(unjudged) == 1 else 'them'} "
+              "(dev macro-F1 leaves out a class dev does not hold); ingest some with `kd ingest FILE --split dev`")
 
 
 def _first_split(splits) -> str:

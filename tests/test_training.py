@@ -1848,6 +1848,18 @@ def test_a_dev_set_of_one_class_is_warned_of(taught_store, tiny_model):
     assert "labeled dev samples are all" not in kd(*teach, "--run", "t2", "--split", "train", "--split", "dev").stderr  # (dev trained on: it judges nothing)
 
 
+
+def test_a_class_dev_does_not_hold_is_warned_of(taught_store, tiny_model, tmp_path):
+    """A rare class whose few samples all went to train: dev macro-F1, which picks the epoch kept, leaves
+    it out, and nothing said so."""
+    db = str(taught_store)
+    kd("ingest", str(write_tsv(tmp_path / "rare.tsv", [("极限词", f"全网第一的好东西{i}") for i in range(3)])), "--db", db)
+    out = kd("teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--run", "t", "--db", db)
+    assert "warning: no labeled dev sample of class '极限词': the epoch kept is judged without it" in out.stderr
+    assert "no labeled dev sample" not in kd("teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--run", "t2",
+                                              "--label", "pos", "--label", "neg", "--db", db).stderr  # (a class it does not learn)
+
+
 def test_folds_of_a_student_copied_from_the_teacher_are_warned_of(taught_store):
     """--folds students are votes blind to their held-out labels; a transformer student copied from the
     teacher (its default at the teacher's width) starts from layers and a head that learned those labels."""
