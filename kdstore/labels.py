@@ -174,6 +174,11 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
             message = f"{message}; {folds}"
         if cfg.teacher_run is not None or not taught:
             raise KdError(message) from None
+        earlier = [st for st in store.stages_of(run) if st.kind == "detect" and st.status == "succeeded" and "~" not in st.name]
+        read = ((earlier[-1].config or {}).get("teacher_stages") or [{}])[0].get("run") if earlier else None
+        if read and read != run and read in taught:  # (`--overwrite` of a detection that read another run's teacher)
+            raise KdError(f"{message}; its detection {earlier[-1].name!r} read the teacher of run {read!r}: "
+                          f"`{redetect_command(run, earlier[-1], store)}` judges again as it did") from None
         # not another run's teacher taken silently: the one to use is named
         raise KdError(f"{message}; to detect with another run's teacher pass --teacher-run RUN "
                       f"(runs with a teacher: {', '.join(taught)})") from None

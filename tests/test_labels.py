@@ -267,9 +267,13 @@ def test_a_run_without_a_teacher_is_told_of_teacher_run_and_its_hints_name_the_t
     assert "no run 'b'" in line and "pass --teacher-run RUN (runs with a teacher: r)" in line, line
     assert not _open(db).run_exists("b")
     kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)
+    assert error_line(kd("labels", "detect", "--run", "b", "--overwrite", "--db", db, ok=False)).endswith(
+        "`kd labels detect --run b --teacher-run r --overwrite` judges again as it did")
     kd("labels", "clean", "--run", "b", "--db", db)
     line = error_line(kd("labels", "detect", "--run", "b", "--overwrite", "--db", db, ok=False))
-    assert "run 'b' has no succeeded 'teach' stage" in line and "--teacher-run RUN (runs with a teacher: r)" in line, line
+    # the teacher its detection read is named with the command that judges again as it did (not "--teacher-run RUN")
+    assert "run 'b' has no succeeded 'teach' stage" in line and line.endswith(
+        "its detection 'detect' read the teacher of run 'r': `kd labels detect --run NEW --teacher-run r` judges again as it did"), line
     line = error_line(kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--overwrite", "--db", db, ok=False))
     assert line.endswith("or detect again in another run (`kd labels detect --run NEW --teacher-run r`)"), line
     # a student of b distilled from r's teacher: the out-of-fold students it asks for are distilled from r too
