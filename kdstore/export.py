@@ -163,7 +163,7 @@ def export_model(
     # resolved: "." or "x/.." has no name to put the new folder beside (and a link is replaced where it points)
     out_dir = (Path(out) if out else default_dir(store, run, stage.name, "onnx-int8" if int8 else fmt)).resolve()
     _check_outside_stages(store, out_dir)
-    _check_target(out_dir, overwrite)
+    _check_target(out_dir, overwrite, run=run, stage=stage)
     module, model_info = _exportable(predictor, stage, fmt)
     module.eval()
     if int8 and sum(p.numel() * p.element_size() for p in module.parameters()) > ONNX_SINGLE_FILE_LIMIT:
@@ -272,7 +272,7 @@ def _require_onnx(int8: bool = False) -> None:
         raise KdError(f"--format onnx needs {', '.join(missing)}: pip install 'kd[serve]' (or use --format torchscript)")
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
+def _check_target(out_dir: Path, overwrite: bool, *, run: str | None = None, stage=None) -> None:
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
@@ -287,6 +287,10 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     except KdError:  # no manifest.json, or another program's
         raise KdError(f"{out_dir} is not empty and is not a kd export: pass another --out (kd will not replace it)") from None
     if not overwrite:
+        held = manifest.get("stage") if isinstance(manifest.get("stage"), dict) else {}
+        if stage is not None and (manifest.get("run"), held.get("name")) == (run, stage.name) and held.get("artifact_sha256") != stage.artifact_sha256:
+            raise KdError(f"{out_dir} holds the export of the model stage {stage.name!r} of run {run!r} had before it was replaced "
+                          f"(kd {stage.kind} --overwrite), not of its model now: pass --overwrite to replace it, or another --out")
         raise KdError(f"{out_dir} already holds an export: pass --overwrite to replace it, or another --out")
     here = Path.cwd().resolve()
     if here == out_dir or out_dir in here.parents:  # a shell there would be left in the deleted folder, seeing nothing

@@ -1086,6 +1086,23 @@ def test_runs_delete_names_an_export_of_a_replaced_model_it_keeps(built, tmp_pat
     assert any(w.startswith(f"{old} is kept: it is at the export place of a stage this would delete") for w in dry["warnings"])
 
 
+def test_exporting_again_over_an_export_of_a_replaced_model_says_it_is_stale(built, tmp_path, error_line):
+    """After ``kd distill --overwrite``, ``kd export`` of the stage without ``--overwrite`` found its
+    default folder holding the export of the model replaced since and said only "already holds an
+    export": read as "exported already", the old model went on being served."""
+    db = tmp_path / "kd.db"
+    with sqlite3.connect(built) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    args = ("--run", RUN, "--model", "distill-textcnn", "--format", "torchscript", "--db", str(db))
+    old = Path(kd_export(*args).stdout.strip())
+    line = error_line(kd_export(*args, ok=False))
+    assert "already holds an export" in line and "replaced" not in line  # the same model: exported already
+    kd("distill", "--run", RUN, "--student", "textcnn", *STUDENT_ARGS, "--seed", "3", "--overwrite", "--db", str(db))
+    line = error_line(kd_export(*args, ok=False))
+    assert line.startswith(f"Error: {old} holds the export of the model stage 'distill-textcnn' of run 'r' had before") and "--overwrite" in line
+    assert Path(kd_export(*args, "--overwrite").stdout.strip()) == old
+
+
 def test_artifact_refuses_one_str_or_a_non_text_for_its_texts(cnn_onnx):
     """``Artifact.predict("这个很好")`` answered each character as a text (four answers, the first one's
     label taken for the text's), and ``["很好", None]`` ended in a TypeError from the tokenizer."""
