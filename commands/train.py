@@ -145,7 +145,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
              "student nothing (--alpha-end grows alpha; without --hard-weight they learn from the teacher at full weight)")
     if as_json:  # (run and warnings as the labels commands carry them)
         weak = _majority_note(run, stage)  # a script (bench/ is one) reads warnings, not figures against a share it must count
-        if weak or (weak := _missed_note(stage)):
+        if weak or (weak := _missed_note(stage, store)):
             warn(weak)
         print_json({"run": run, "stage": stage["name"], **stage, "warnings": warnings})
         return
@@ -191,18 +191,18 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
             click.echo(f"  {texts}: {cut:.0%} cut to --max-len {stage['config'].get('max_len')} tokens")
         else:
             click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
-    weak = _majority_note(run, stage) or _missed_note(stage)  # (after the figures it speaks of)
+    weak = _majority_note(run, stage) or _missed_note(stage, store)  # (after the figures it speaks of)
     if weak:
         click.echo(f"warning: {weak}", err=True)
 
 
-def _missed_note(stage: dict) -> str | None:
+def _missed_note(stage: dict, store=None) -> str | None:
     """A class of 3 or more dev samples the model got none of right, that it learned from train samples
     of (one it had none of is ``_unlearned``'s): which, and what to try."""
     cfg = stage.get("config") or {}
     if stage["kind"] not in ("teach", "distill") or cfg.get("student") == "early-exit":
         return None
-    train = class_support(stage["metrics"].get("train") or {})
+    _, train = _learned_support(stage, store)  # (not a class --label or --where left out: never learned)
     missed = [(name, n) for name, n in missed_classes(stage["metrics"].get("dev") or {}) if train.get(name, 1.0)]
     if not missed:
         return None
@@ -256,23 +256,33 @@ def _cut_share(stage: dict) -> float | None:
     return sum(cut) / (n * (len(cut) - 1 if len(cut) > 1 else 1))  # with --folds K each text trains K - 1 fold models
 
 
-def _unlearned(stage: dict, store=None) -> list[str]:
-    """A class with no sample in the splits a model learned from (a teacher's --split, dev too say;
-    a student's train), or none its --where and --label select: it never learned it."""
-    if stage["kind"] not in ("teach", "distill"):
-        return []
+def _learned_support(stage: dict, store=None) -> tuple[list[str], dict[str, float]]:
+    """``(splits, {class: count})``: the splits a model learned from and its samples there of each class,
+    0 for one its --where and --label left out (the split's figures count every labeled row)."""
     cfg = stage["config"] or {}
     learned_from = (cfg.get("splits") or ["train"]) if stage["kind"] == "teach" else ["train"]
     support: dict[str, float] = {}
     for split in learned_from:
         for name, n in class_support(stage["metrics"].get(split) or {}).items():
             support[name] = support.get(name, 0.0) + n
-    if stage["kind"] == "teach" and store is not None and (cfg.get("where") or cfg.get("labels")):
-        # the split's figures count every labeled row; the teacher learned from those its filters select
-        names = store.class_names()
-        rows = store.samples(splits=list(learned_from), labeled=True, where=cfg.get("where"))
-        held = {names[int(c)] for c in rows.labels} & set(cfg.get("labels") or names)
+    if stage["kind"] == "teach" and (cfg.get("where") or cfg.get("labels")):
+        # the teacher learned from the rows its filters select
+        held = set(cfg.get("labels") or support)
+        if store is not None:
+            names = store.class_names()
+            rows = store.samples(splits=list(learned_from), labeled=True, where=cfg.get("where"))
+            held &= {names[int(c)] for c in rows.labels}
         support = {name: n if name in held else 0.0 for name, n in support.items()}
+    return learned_from, support
+
+
+def _unlearned(stage: dict, store=None) -> list[str]:
+    """A class with no sample in the splits a model learned from (a teacher's --split, dev too say;
+    a student's train), or none its --where and --label select: it never learned it."""
+    if stage["kind"] not in ("teach", "distill"):
+        return []
+    cfg = stage["config"] or {}
+    learned_from, support = _learned_support(stage, store)
     unlearned = [name for name, n in support.items() if not n]
     if unlearned:
         one = len(unlearned) == 1
@@ -297,7 +307,7 @@ def _majority_note(run: str, stage: dict) -> str | None:
     cfg = stage.get("config") or {}
     lr, model = cfg.get("lr"), str(cfg.get("model") or "")
     # a kd-pretrained model: `pretrain:R`, or its folder or a teacher fine-tuned from one, which took that lr default
-    small = model.startswith("pretrain:") or cfg.get("lr_default") == "kd-pretrained model"
+    small = model.startswith("pretrain:") or cfg.get("lr_default") == "kd-pretrained model" or cfg.get("kd_pretrained") is True
     if lr is not None and lr >= 3e-4 and small:  # already at (or above) what a small model wants
         # (a hub or directory model at such an --lr is no small one: it may well be too fast, and is told to try another)
         teach_fix = (f"train longer (--epochs: --lr {lr:g} is already as fast as a small model wants)"
@@ -496,11 +506,11 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             raise KdError(f"--model {model} is the teacher this --overwrite replaces (and deletes once the new one "
                           f"succeeds): fine-tune it further in another run (--run {run}-2 --model teach:{run})")
         checkpoint = _check_positions(store, cfg)  # (before the warning below: a --max-len refused is not one to warn about)
+        from kdstore.pretrain import trained_positions
+
+        kd_pretrained = source == "pretrain" or (checkpoint is not None and trained_positions(checkpoint) is not None)
         lr_default = None  # --lr typed, or a config file's
         if lr is None:  # a small kd-pretrained model learns little at a BERT's 5e-5 (the quick start's teacher: see README)
-            from kdstore.pretrain import trained_positions
-
-            kd_pretrained = source == "pretrain" or (checkpoint is not None and trained_positions(checkpoint) is not None)
             lr_default = "kd-pretrained model" if kd_pretrained else "other model"
             cfg = replace(cfg, lr=KD_PRETRAINED_LR if kd_pretrained else TeachConfig.lr)
         problem = getattr(checkpoint, "problem_type", None)
@@ -527,7 +537,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             stratified_folds(training_rows(store, cfg, names)[0].labels, cfg.folds, seed=cfg.seed, class_names=names)
             if dist.is_main:
                 _warn_folds_from_a_teacher(store, cfg, model)
-        config = {**teach_config(cfg), "lr_default": lr_default, "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
+        config = {**teach_config(cfg), "lr_default": lr_default, "kd_pretrained": kd_pretrained, "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
             train_teacher(store, stage, cfg, dist)
     if dist.is_main:
@@ -580,8 +590,8 @@ def _warn_one_class_dev(store, labels: tuple[str, ...] = ()) -> None:
     """Dev macro-F1 picks the epoch kept (teacher and student): with labeled dev samples of one class
     (of the ``--label`` classes, if given), an epoch answering that class to every text scores 1.0 and
     one that slips once about 0.5; said, as it trains on regardless."""
-    if labels and len(set(labels)) < 2:
-        return  # (one --label: the stage refuses a single class, a warning first would only bury that)
+    if labels and (len(set(labels)) < 2 or not set(labels) <= set(store.class_names())):
+        return  # (one --label, or an unknown one: the stage refuses it, a warning first would only bury that)
     counts = store.counts()
     dev = [c for c, n in counts.get("dev", {}).items() if c != "(none)" and n and (not labels or c in labels)]
     if len(dev) == 1:

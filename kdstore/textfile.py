@@ -140,7 +140,8 @@ def utf16_error(name: str, *, line: int = 1, without_bom: str | None = None, wha
     if without_bom:
         return (f"{name}: line {line}: the {what} looks {without_bom} encoded, without a byte-order mark: convert it to "
                 f"UTF-8 first, e.g. {_iconv(without_bom, name)}")
-    return f"{name}: line {line}: the file is UTF-16 encoded: convert it to UTF-8 first, e.g. {_iconv('UTF-16', name)}"
+    what = "input" if name == "<stdin>" else "file"
+    return f"{name}: line {line}: the {what} is UTF-16 encoded: convert it to UTF-8 first, e.g. {_iconv('UTF-16', name)}"
 
 
 def _iconv(encoding: str, name: str) -> str:

@@ -1858,6 +1858,8 @@ def test_a_class_dev_does_not_hold_is_warned_of(taught_store, tiny_model, tmp_pa
     assert "warning: no labeled dev sample of class '极限词': the epoch kept is judged without it" in out.stderr
     assert "no labeled dev sample" not in kd("teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--run", "t2",
                                               "--label", "pos", "--label", "neg", "--db", db).stderr  # (a class it does not learn)
+    typo = kd("teach", "--model", str(tiny_model), "--max-len", "32", "--run", "t3", "--label", "pos", "--label", "ng", "--db", db, ok=False)
+    assert "--label 'ng' is not a class" in typo.stderr and "warning" not in typo.stderr  # (the refusal alone, no dev warning first)
 
 
 def test_folds_of_a_student_copied_from_the_teacher_are_warned_of(taught_store):
@@ -2263,7 +2265,7 @@ def test_predict_input_with_bare_cr_line_ends_nul_bytes_or_utf16_is_read_as_inge
     assert [pair for batch in got for pair in batch] == [(1, "很好"), (2, "太差")]
     with pytest.raises(click.ClickException, match=r"^f: line 2: binary data \(NUL byte\): not a text file$"):
         list(_numbered(_lines_of(b"ok\na\x00b\n"), "f"))
-    with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: the file is UTF-16 encoded: convert it to UTF-8 first, e.g. pipe it through iconv -f UTF-16 -t UTF-8$"):
+    with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: the input is UTF-16 encoded: convert it to UTF-8 first, e.g. pipe it through iconv -f UTF-16 -t UTF-8$"):
         list(_arriving(Chunks("很好\n".encode("utf-16")), "<stdin>"))
     with pytest.raises(click.ClickException, match=r"^<stdin>: line 1: the input looks UTF-16LE encoded, without a byte-order mark"):
         list(_arriving(Chunks("ok\n".encode("utf-16-le")), "<stdin>"))
@@ -3298,6 +3300,8 @@ def test_a_class_the_model_never_gets_right_on_dev_is_named_with_what_to_try():
     assert note({"kind": "teach", "metrics": {"dev": dev, "train": {**train, "support[极限词]": 0}}, "config": {}}) is None
     assert note({"kind": "distill", "metrics": {"dev": dev}, "config": {"student": "early-exit"}}) is None
     assert note({"kind": "teach", "metrics": {"dev": {**dev, "recall[极限词]": 0.25}}, "config": {}}) is None
+    # a class --label left out of the training (the split's figures count it): never learned, not to be weighed
+    assert note({"kind": "teach", "metrics": {"dev": dev, "train": train}, "config": {"labels": ["合规", "医疗"]}}) is None
 
 
 def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
@@ -3327,6 +3331,9 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
     assert "try another --lr" not in said and "already as fast as a small model wants" in said
     # the teacher's run, not the student's
     assert "check the teacher first (`kd report --run w`)" in note("r3", {"kind": "distill", "metrics": {"dev": dev}, "config": {"teacher_runs": ["w"]}})
+    # a kd pretrain folder at a typed --lr 3e-4 (the quick start's) is a small model too: not told to try another --lr
+    said = note("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": {"model": "/m/pretrain", "lr": 3e-4, "kd_pretrained": True}})
+    assert "try another --lr" not in said and "already as fast as a small model wants" in said
     # a teacher given twice (--teacher-run w --teacher-run w: its logits weigh double) is named once
     assert "check the teacher first (`kd report --run w`, `kd report --run v`)" in note(
         "r3", {"kind": "distill", "metrics": {"dev": dev}, "config": {"teacher_runs": ["w", "v", "w"]}})
