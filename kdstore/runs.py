@@ -289,6 +289,7 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
             _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite, teachers=config.get("teacher_runs"))
             if old.status == "succeeded":  # kept until the replacement succeeds
                 _park(store, s, old, run, moved)
+                _refuse_foreign_files(store, run, name)  # (parked from its own folder elsewhere: what is here is not its)
             else:  # its folder goes with it, recorded or not: the new stage starts from an empty one
                 if old.status == "failed":  # its own files went when it failed: what is there now is not its
                     _refuse_foreign_files(store, run, name)
@@ -405,8 +406,9 @@ def _refuse_foreign_files(store: Store, run: str, name: str) -> None:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise KdError(
             f"{folder} already holds files no stage of this store made (a deleted store's, another store's sharing "
-            "the folder through KD_ARTIFACTS or a server database of the same name and host, or a failed attempt's that "
-            "could not be removed): move or delete them, or use another --run"
+            "the folder through KD_ARTIFACTS or a server database of the same name and host, a model an --overwrite with "
+            "KD_ARTIFACTS unset or changed left there, or a failed attempt's that could not be removed): move or delete them, "
+            "or use another --run"
         )
 
 
@@ -597,14 +599,16 @@ def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = Fal
 
 
 def stage_folder(store: Store, run: str, st: Stage) -> Path:
-    """The stage's ``RUN/STAGE`` folder: under this store's artifact root, or, where none is there, the
-    one of its recorded path where that lies in this store's own ``kd-artifacts/STORE`` (``Store.owns``),
+    """The stage's ``RUN/STAGE`` folder: the one of its recorded path where that lies in this store's own
+    ``kd-artifacts/STORE`` (``Store.owns``) and is there, else the one under this store's artifact root,
     as ``kd predict`` finds the model there: a server store's used from another working directory, or
     a stage made before KD_ARTIFACTS was set. (Not a folder of another store's, a copied store's
     original's, nor one KD_ARTIFACTS named: two stores may record it.)"""
     here = store.artifact_root / run / st.name
-    if here.exists() or not st.artifact_path:
+    if not st.artifact_path:
         return here
+    # its own recorded folder first, as Store._located serves it: one under KD_ARTIFACTS, there too, is a
+    # model an --overwrite left (parked and deleted in its place, the stage's own model stayed and was served)
     parts = Path(st.artifact_path).parts
     for i in range(len(parts) - 2, 1, -1):  # the last RUN/STAGE in the path, as Store._located reads it
         if parts[i] == run and parts[i + 1] == st.name:

@@ -1518,6 +1518,61 @@ def test_a_stage_retrained_under_another_kd_artifacts_serves_the_new_model(tmp_p
 
 
 @pytest.mark.sqlite_only
+def test_a_stage_retrained_back_under_kd_artifacts_replaces_its_own_model_not_a_leftover(tmp_path, monkeypatch):
+    """Trained without KD_ARTIFACTS, with it, without it, then with it again: the model the second left
+    in the KD_ARTIFACTS folder (kept: a folder it names may be another store's too) was parked and deleted
+    as if it were the stage's, and the stage's own model stayed in kd-artifacts/STORE, served under the new
+    stage's name once the KD_ARTIFACTS folder was gone. Now that leftover is refused, the stage's own model
+    is the one replaced (and given back by a replacement that fails)."""
+    own = tmp_path / "kd-artifacts" / "k.db" / "r1" / "teach"
+
+    def use(artifacts):
+        if artifacts:
+            monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / artifacts))
+        else:
+            monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+        return Store.open(str(tmp_path / "k.db"))
+
+    def train(version, artifacts, fail=False):
+        store = use(artifacts)
+        try:
+            with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as stage:
+                (stage.artifact_dir / "model").mkdir()
+                (stage.artifact_dir / "model" / "w.txt").write_text(version, encoding="utf-8")
+                stage.record_artifact(stage.artifact_dir / "model")
+                if fail:
+                    raise RuntimeError("boom")
+        except RuntimeError:
+            assert fail
+        finally:
+            store.close()
+
+    def served(artifacts=None):
+        store = use(artifacts)
+        try:
+            return (pathlib.Path(store.find_stage("r1", "teach").artifact_path) / "w.txt").read_text(encoding="utf-8")
+        finally:
+            store.close()
+
+    train("v1", None)
+    train("v2", "x")
+    train("v3", None)  # v2 stays in x/r1/teach
+    with pytest.raises(KdError, match="already holds files"):
+        train("v4", "x")
+    assert (served(), served("x"), (own / "model" / "w.txt").read_text(encoding="utf-8")) == ("v3", "v3", "v3")
+    shutil.rmtree(tmp_path / "x" / "r1" / "teach")
+    train("v4", "x", fail=True)  # the stage's own model back, in its own folder
+    assert (served(), served("x"), (own / "model" / "w.txt").read_text(encoding="utf-8")) == ("v3", "v3", "v3")
+    assert sorted(p.name for p in own.parent.iterdir()) == ["teach"]
+    train("v4", "x")
+    assert (served(), served("x")) == ("v4", "v4")
+    assert not own.exists()  # the replaced model left the store's own folder
+    shutil.rmtree(tmp_path / "x")
+    with pytest.raises(FileNotFoundError):  # missing, not the replaced model served under the new stage's name
+        served()
+
+
+@pytest.mark.sqlite_only
 def test_a_moved_store_without_its_models_says_where_they_go_for_teach_and_distill(tmp_path, monkeypatch):
     """`kd teach --model teach:RUN` (or pretrain:RUN) and a distill reading the teacher said only
     "no such directory" / "is missing" of a store moved without its kd-artifacts folder; `kd predict`
