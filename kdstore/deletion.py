@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .errors import KdError
-from .runs import _any_edits, _crashed, _live_edits, process_state, running_by, stage_folder, unchecked_why
+from .runs import _any_edits, _crashed, _live_edits, process_state, recorded_folder, running_by, stage_folder, unchecked_why
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import EXPORT_KINDS, default_export_dir, exports_of
 from .store import Store
@@ -64,6 +64,13 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
         # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
         folders = [stage_folder(store, run, st) for st in chosen if st.artifact_path]
+        # a model recorded in a folder KD_ARTIFACTS named when it was trained, and named otherwise (or not at all) now:
+        # not this deletion's to remove (another store may record it), and said, not kept in silence
+        left = [f for f in (recorded_folder(run, st) for st in gone if st.artifact_path)
+                if f is not None and f.resolve() not in {x.resolve() for x in folders} and store.owns(f) is None and f.is_dir()]
+        report["warnings"] += [f"{f} is kept: the model folder of a stage {'this would delete' if dry_run else 'deleted now'}, "
+                               "made with KD_ARTIFACTS set otherwise (another store may read it): delete it yourself once "
+                               "nothing serves it" for f in left]
         # and its exports where kd export put them without --out, beside its model (an --out elsewhere is the user's)
         exports, mixed, earlier = [], [], []
         for st in gone:

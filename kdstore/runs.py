@@ -605,18 +605,20 @@ def stage_folder(store: Store, run: str, st: Stage) -> Path:
     a stage made before KD_ARTIFACTS was set. (Not a folder of another store's, a copied store's
     original's, nor one KD_ARTIFACTS named: two stores may record it.)"""
     here = store.artifact_root / run / st.name
-    if not st.artifact_path:
-        return here
     # its own recorded folder first, as Store._located serves it: one under KD_ARTIFACTS, there too, is a
     # model an --overwrite left (parked and deleted in its place, the stage's own model stayed and was served)
-    parts = Path(st.artifact_path).parts
-    for i in range(len(parts) - 2, 1, -1):  # the last RUN/STAGE in the path, as Store._located reads it
+    folder = recorded_folder(run, st)
+    return folder if folder is not None and store.owns(folder) and folder.is_dir() else here
+
+
+def recorded_folder(run: str, st: Stage) -> Path | None:
+    """The ``RUN/STAGE`` folder the stage's recorded model path lies in (the last such in the path, as
+    ``Store._located`` reads it); None without a recorded path, or one not in such a folder."""
+    parts = Path(st.artifact_path or "").parts
+    for i in range(len(parts) - 2, 1, -1):
         if parts[i] == run and parts[i + 1] == st.name:
-            folder = Path(*parts[: i + 2])
-            if store.owns(folder) and folder.is_dir():
-                return folder
-            break
-    return here
+            return Path(*parts[: i + 2])
+    return None
 
 
 def _park(store: Store, s: Session, old: Stage, run: str, moved: list[tuple[Path, Path]]) -> None:

@@ -1572,6 +1572,41 @@ def test_a_stage_retrained_back_under_kd_artifacts_replaces_its_own_model_not_a_
         served()
 
 
+
+@pytest.mark.sqlite_only
+def test_deleting_a_stage_whose_model_lies_under_another_kd_artifacts_says_it_is_kept(tmp_path, monkeypatch):
+    """A model trained with KD_ARTIFACTS=x, its run deleted with the variable unset: the folder stays (another
+    store may record it), and nothing said so."""
+    from kdstore.deletion import delete_stages
+
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "x"))
+    store = Store.open(str(tmp_path / "k.db"))
+    with stage_scope(store, run="r1", kind="teach", config={}) as stage:
+        (stage.artifact_dir / "model").mkdir()
+        stage.record_artifact(stage.artifact_dir / "model")
+    store.close()
+    monkeypatch.delenv("KD_ARTIFACTS")
+    store = Store.open(str(tmp_path / "k.db"))
+    try:
+        kept = tmp_path / "x" / "r1" / "teach"
+        for dry_run in (True, False):
+            report = delete_stages(store, "r1", dry_run=dry_run)
+            assert [w for w in report["warnings"] if w.startswith(f"{kept} is kept: the model folder of a stage")], report
+        assert kept.is_dir() and not store.run_exists("r1")
+    finally:
+        store.close()
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "x"))  # deleted where it lies: removed, nothing to say
+    store = Store.open(str(tmp_path / "k.db"))
+    try:
+        with stage_scope(store, run="r2", kind="teach", config={}) as stage:
+            (stage.artifact_dir / "model").mkdir()
+            stage.record_artifact(stage.artifact_dir / "model")
+        report = delete_stages(store, "r2")
+        assert not [w for w in report["warnings"] if "is kept" in w] and not (tmp_path / "x" / "r2" / "teach").exists()
+    finally:
+        store.close()
+
+
 @pytest.mark.sqlite_only
 def test_a_moved_store_without_its_models_says_where_they_go_for_teach_and_distill(tmp_path, monkeypatch):
     """`kd teach --model teach:RUN` (or pretrain:RUN) and a distill reading the teacher said only
