@@ -172,8 +172,10 @@ def load_classifier(path: str, class_names: list[str]):
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # (transformers 5 makes an empty one where it finds no files)
         hint = "save the tokenizer it was trained with in its folder (tokenizer.save_pretrained)"
         if (Path(path).expanduser() / "vocab.txt").is_file():  # (a Chinese ALBERT: BERT's vocab.txt, no spiece.model; the hint misled)
-            hint = (f"its vocab.txt is not read for model type {getattr(config, 'model_type', '')!r} (a Chinese ALBERT's is a BERT "
-                    'vocabulary): say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json')
+            kind = getattr(config, "model_type", "")
+            albert = " (a Chinese ALBERT's is a BERT vocabulary)" if kind == "albert" else ""  # (not said of a RoBERTa)
+            hint = (f"its vocab.txt is not read for model type {kind!r}{albert}: "
+                    'say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json')
         raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer)} special tokens alone): {hint}")
     trained, reorder = head_classes(config, class_names, path)
     own_pad = tokenizer.pad_token_id is not None

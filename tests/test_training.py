@@ -3558,6 +3558,25 @@ def test_a_chinese_albert_with_a_bert_vocab_txt_is_told_which_tokenizer_class_to
     assert model.config.model_type == "albert"
 
 
+def test_a_roberta_with_a_bert_vocab_txt_is_told_the_tokenizer_class_without_a_word_of_albert(sample_store, tiny_model, tmp_path):
+    """A RoBERTa-type folder holding a BERT vocab.txt (no vocab.json, no merges.txt) got the ALBERT
+    hint word for word: "(a Chinese ALBERT's is a BERT vocabulary)", of a model that is no ALBERT.
+    The advice itself stands: named as BertTokenizer, it loads."""
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
+
+    roberta = tmp_path / "roberta_bert_vocab"
+    vocab = AutoTokenizer.from_pretrained(tiny_model).get_vocab()
+    config = RobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=66, type_vocab_size=1)
+    RobertaForMaskedLM(config).save_pretrained(roberta)
+    (roberta / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+    result = kd("teach", "--run", "ro", "--model", str(roberta), "--max-len", "32", "--db", str(sample_store), ok=False)
+    assert result.output.strip().splitlines() == [
+        f"Error: model {str(roberta)!r} has no tokenizer (its vocabulary is the 5 special tokens alone): "
+        "its vocab.txt is not read for model type 'roberta': "
+        'say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json']
+
+
 def test_a_checkpoint_without_a_tokenizer_or_with_weights_unlike_its_config_is_refused_before_training(sample_store, tiny_model, tmp_path):
     """transformers 5 makes an empty tokenizer (special tokens only) for a folder with none: every
     character read as [UNK], a teacher of nothing. ignore_mismatched_sizes (meant for the head)
