@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .errors import KdError
-from .runs import _any_edits, _crashed, _live_edits, process_state, recorded_folder, running_by, stage_folder, unchecked_why
+from .runs import _any_edits, _crashed, _live_edits, process_state, running_by, stage_folder, unchecked_why
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import EXPORT_KINDS, default_export_dir, exports_of
-from .store import Store
+from .store import Store, recorded_folder
 
 
 def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_run: bool = False) -> dict[str, Any]:

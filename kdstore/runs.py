@@ -33,7 +33,7 @@ from .errors import InterruptedAfterRecord, KdError, Terminated
 from .serving import sha256_file  # numpy-free, shared with the ONNX serving path
 from .names import check_stage_name
 from .schema import STAGE_KINDS, LabelEdit, LabelIssue, Run, Stage, utcnow
-from .store import Store
+from .store import Store, recorded_folder
 
 @dataclass
 class StageHandle:
@@ -609,16 +609,6 @@ def stage_folder(store: Store, run: str, st: Stage) -> Path:
     # model an --overwrite left (parked and deleted in its place, the stage's own model stayed and was served)
     folder = recorded_folder(run, st)
     return folder if folder is not None and store.owns(folder) and folder.is_dir() else here
-
-
-def recorded_folder(run: str, st: Stage) -> Path | None:
-    """The ``RUN/STAGE`` folder the stage's recorded model path lies in (the last such in the path, as
-    ``Store._located`` reads it); None without a recorded path, or one not in such a folder."""
-    parts = Path(st.artifact_path or "").parts
-    for i in range(len(parts) - 2, 1, -1):
-        if parts[i] == run and parts[i + 1] == st.name:
-            return Path(*parts[: i + 2])
-    return None
 
 
 def _park(store: Store, s: Session, old: Stage, run: str, moved: list[tuple[Path, Path]]) -> None:

@@ -465,24 +465,19 @@ class Store:
         """``stage`` (detached) with its artifact path where the model lies now: the recorded path is
         absolute, so a store moved or copied with its ``kd-artifacts`` folder (or given another
         ``KD_ARTIFACTS``) finds its models under this store's ``RUN/STAGE`` folder instead. That
-        folder wins over the recorded path while both exist: a copy of a project folder (store and
-        ``kd-artifacts``) read the original's models, and after the original retrained a stage
-        (``--overwrite``) served that new model under its own stage's name, logits and metrics.
+        folder wins over a recorded path of another store's (``owns``): a copy of a project folder (store
+        and ``kd-artifacts``) read the original's models, and after the original retrained a stage
+        (``--overwrite``) served that new model under its own stage's name, logits and metrics. The
+        recorded path wins where it is this store's own and still there: a stage retrained with
+        KD_ARTIFACTS set, unset or changed since left the replaced model in the folder looked in first.
         Where neither exists, ``stage.artifact_home`` says where kd looked (``missing_model``)."""
-        recorded = stage.artifact_path
-        if not recorded:
+        folder = recorded_folder(run, stage)
+        if folder is None:
             return stage
-        parts = Path(recorded).parts
-        for i in range(len(parts) - 2, -1, -1):  # the last RUN/STAGE in the path: what follows lies in the stage's folder
-            if parts[i] == run and parts[i + 1] == stage.name:
-                here = self.artifact_root.joinpath(run, stage.name, *parts[i + 2:])
-                stage.artifact_home = str(self.artifact_root / run / stage.name)
-                # the recorded path wins where it is this store's own and still there: a stage retrained
-                # with KD_ARTIFACTS set, unset or changed since left the replaced model in the folder that
-                # is looked in first, and with the variable back as it was that model was served
-                if here.exists() and not (self.owns(Path(*parts[: i + 2])) is not False and Path(recorded).exists()):
-                    stage.artifact_path = str(here.resolve())
-                break
+        here = self.artifact_root.joinpath(run, stage.name, Path(stage.artifact_path).relative_to(folder))
+        stage.artifact_home = str(self.artifact_root / run / stage.name)
+        if here.exists() and not (self.owns(folder) is not False and Path(stage.artifact_path).exists()):
+            stage.artifact_path = str(here.resolve())
         return stage
 
     def owns(self, folder: Path) -> bool | None:
@@ -534,6 +529,16 @@ class Store:
     def run_exists(self, run: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(Run.id).where(Run.uniqid == run)).first() is not None
+
+
+def recorded_folder(run: str, stage: Stage) -> Path | None:
+    """The ``RUN/STAGE`` folder the stage's recorded model path lies in (the last such in the path: what
+    follows lies in the stage's folder); None without a recorded path, or one not in such a folder."""
+    parts = Path(stage.artifact_path or "").parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == run and parts[i + 1] == stage.name:
+            return Path(*parts[: i + 2])
+    return None
 
 
 def _lock_tables(conn: Connection, tables: Sequence[str]) -> None:

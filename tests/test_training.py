@@ -3533,20 +3533,29 @@ def test_a_class_the_teachers_where_or_label_leaves_out_is_an_unlearned_class(sa
     assert "no train samples of class" not in kd("teach", "--run", "all", *short).stderr
 
 
+def _with_bert_vocab_txt(folder: Path, tiny_model, config_class, model_class, **sizes) -> Path:
+    """A tiny masked-LM of ``config_class`` saved in ``folder`` with the tiny BERT's vocab.txt and no
+    tokenizer files of its own (a Chinese ALBERT ships so)."""
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(tiny_model).get_vocab()
+    config = config_class(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, **sizes)
+    model_class(config).save_pretrained(folder)
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+    return folder
+
+
 def test_a_chinese_albert_with_a_bert_vocab_txt_is_told_which_tokenizer_class_to_name(sample_store, tiny_model, tmp_path):
     """Chinese ALBERTs (albert_chinese_tiny and the like) ship BERT's vocab.txt, no spiece.model: for
     model type albert transformers reads it with no vocabulary, and kd said "save the tokenizer it was
     trained with in its folder" of a folder that holds it. Named as BertTokenizer, it loads."""
-    from transformers import AlbertConfig, AlbertForMaskedLM, AutoTokenizer
+    from transformers import AlbertConfig, AlbertForMaskedLM
 
     from kdstore.teacher import load_classifier
 
-    albert = tmp_path / "albert_chinese_tiny"
-    vocab = AutoTokenizer.from_pretrained(tiny_model).get_vocab()
-    config = AlbertConfig(vocab_size=len(vocab), embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=64)
-    AlbertForMaskedLM(config).save_pretrained(albert)
-    (albert / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+    albert = _with_bert_vocab_txt(tmp_path / "albert_chinese_tiny", tiny_model, AlbertConfig, AlbertForMaskedLM,
+                                  embedding_size=16, max_position_embeddings=64)
     result = kd("teach", "--run", "al", "--model", str(albert), "--max-len", "32", "--db", str(sample_store), ok=False)
     assert result.output.strip().splitlines() == [
         f"Error: model {str(albert)!r} has no tokenizer (its vocabulary is the 5 special tokens alone): "
@@ -3562,14 +3571,10 @@ def test_a_roberta_with_a_bert_vocab_txt_is_told_the_tokenizer_class_without_a_w
     """A RoBERTa-type folder holding a BERT vocab.txt (no vocab.json, no merges.txt) got the ALBERT
     hint word for word: "(a Chinese ALBERT's is a BERT vocabulary)", of a model that is no ALBERT.
     The advice itself stands: named as BertTokenizer, it loads."""
-    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
+    from transformers import RobertaConfig, RobertaForMaskedLM
 
-    roberta = tmp_path / "roberta_bert_vocab"
-    vocab = AutoTokenizer.from_pretrained(tiny_model).get_vocab()
-    config = RobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=66, type_vocab_size=1)
-    RobertaForMaskedLM(config).save_pretrained(roberta)
-    (roberta / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+    roberta = _with_bert_vocab_txt(tmp_path / "roberta_bert_vocab", tiny_model, RobertaConfig, RobertaForMaskedLM,
+                                   max_position_embeddings=66, type_vocab_size=1)
     result = kd("teach", "--run", "ro", "--model", str(roberta), "--max-len", "32", "--db", str(sample_store), ok=False)
     assert result.output.strip().splitlines() == [
         f"Error: model {str(roberta)!r} has no tokenizer (its vocabulary is the 5 special tokens alone): "
