@@ -100,7 +100,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         warn(f"{unscored} unlabeled texts have no teacher logits and were left out: run {fix} first")
     cut = _cut_share(stage)
-    texts = {"pretrain": "texts", "distill": "texts it learned from"}.get(stage["kind"], "train texts")
+    splits = (stage["config"] or {}).get("splits") or ["train"]  # (a teacher of --split dev: not "train texts")
+    texts = {"pretrain": "texts", "distill": "texts it learned from"}.get(stage["kind"], f"{'/'.join(splits)} texts it learned from" if splits != ["train"] else "train texts")
     if cut is not None and cut >= CUT_WARN_SHARE:
         warn(f"{cut:.0%} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
              f"and were cut to fit (the {CUT_READER.get(stage['kind'], 'teacher')} never saw their ends): "
@@ -140,8 +141,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     if stage["kind"] == "distill" and config.get("hard_weight") is not None and pool + made and \
             max(config.get("alpha") or 0.0, config.get("alpha_end") or 0.0) == 0.0:
         # (with --hard-weight, alpha weighs every sample's soft loss: the texts without a gold label had none)
-        texts = " and ".join(t for t in (f"{pool} unlabeled" if pool else "", f"{made} augmented" if made else "") if t)
-        warn(f"--alpha 0 with --hard-weight weighs the teacher's loss 0 for every sample: the {texts} texts taught the "
+        unlabeled = " and ".join(t for t in (f"{pool} unlabeled" if pool else "", f"{made} augmented" if made else "") if t)
+        warn(f"--alpha 0 with --hard-weight weighs the teacher's loss 0 for every sample: the {unlabeled} texts taught the "
              "student nothing (--alpha-end grows alpha; without --hard-weight they learn from the teacher at full weight)")
     if as_json:  # (run and warnings as the labels commands carry them)
         weak = _majority_note(run, stage)  # a script (bench/ is one) reads warnings, not figures against a share it must count

@@ -446,6 +446,9 @@ def test_alpha_0_with_a_hard_weight_says_the_pool_taught_nothing(taught_store):
     for name, weights in (("grown", ["--alpha", "0", "--alpha-end", "1", "--hard-weight", "1"]), ("tied", ["--alpha", "0"]),
                           ("alone", ["--alpha", "0", "--hard-weight", "1", "--no-unlabeled"])):
         assert "taught the student nothing" not in kd("distill", "--run", "r", *weights, "--name", name, *common).stderr
+    # the summary's line of texts cut to --max-len named them as that warning did ("30 unlabeled: 100% cut")
+    cut = kd("distill", "--run", "r", "--alpha", "0", "--hard-weight", "1", "--name", "cut", *common[:-4], "--max-len", "4", "--db", db)
+    assert "\n  texts it learned from: 100% cut to --max-len 4 tokens" in cut.stdout and "unlabeled: 100%" not in cut.stdout
 
 
 def test_weights_that_leave_nothing_to_learn_are_refused_before_a_stage(taught_store):
@@ -3470,8 +3473,11 @@ def test_a_class_a_teacher_learned_from_dev_is_no_unlearned_class(sample_store, 
     db = str(sample_store)
     kd("ingest", str(write_tsv(sample_store.parent / "mid.tsv", [("mid", "不好不坏，一般般吧")])), "--split", "dev", "--db", db)
     out = kd("teach", "--run", "both", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--epochs", "1",
-             "--max-len", "32", "--db", db)
+             "--max-len", "4", "--db", db)
     assert "no train samples of class" not in out.stderr
+    # its texts cut to --max-len are of both splits: not "train texts"
+    assert "\n  train/dev texts it learned from cut to --max-len 4 tokens: " in out.stdout
+    assert "warning: 100% of the train/dev texts it learned from are longer than --max-len 4" in out.stderr
     # its dev figure is of rows it learned from: the summary says so, and the test figure is held out
     dev_line = next(l for l in out.stdout.splitlines() if l.strip().startswith("dev:"))
     assert dev_line.endswith("(trained on: not held out)")
@@ -3933,6 +3939,29 @@ def test_predict_names_the_student_it_chose_among_several(taught_store):
     assert len(out.stdout.splitlines()) == 1
     assert "note:" not in kd("predict", "--run", "r", "--model", "first", "--db", db, input="这个很好\n").stderr
 
+
+
+def test_predict_and_export_refuse_a_model_whose_files_changed_by_hand(taught_store, tmp_path):
+    """A stage's model file edited, replaced or added to by hand was served under the stage's name
+    (its figures in kd report another model's): its files' sha256 is checked against the recorded one."""
+    db = str(taught_store)
+    small = ("--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    kd("distill", "--run", "r", "--name", "cnn", *small)
+    folder = Path(_stage(taught_store, "r", "cnn").artifact_path)
+    weights = max((f for f in folder.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    kept = weights.read_bytes()
+    half = len(kept) // 2
+    weights.write_bytes(kept[:half] + bytes([kept[half] ^ 1]) + kept[half + 1:])  # one bit of it changed
+    for args in (("predict", "--run", "r", "--model", "cnn"), ("export", "--run", "r", "--model", "cnn", "--out", str(tmp_path / "x"))):
+        refused = kd(*args, "--db", db, input="这个很好\n", ok=False)
+        assert "Error: the model of stage 'cnn' in" in refused.output and "is not the one the run recorded" in refused.output
+        assert len(refused.output.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+    weights.write_bytes(kept)
+    teacher = Path(_stage(taught_store, "r", "teach").artifact_path)
+    (teacher / "notes.txt").write_text("my notes")  # a file added to the teacher's folder
+    assert "is not the one the run recorded" in kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="好\n", ok=False).output
+    (teacher / "notes.txt").unlink()
+    assert len(kd("predict", "--run", "r", "--model", "cnn", "--db", db, input="这个很好\n").stdout.splitlines()) == 1
 
 
 def test_predict_store_refuses_a_model_replaced_while_it_loaded(taught_store, tiny_model, monkeypatch):
