@@ -154,7 +154,7 @@ def export(run, path, overwrite, db, as_json):
 
 
 @labels.command(name="import")
-@run_option
+@run_option(default="Default: the run the sheet names (its run column), else a config file's run, else default.")
 @click.argument("path", type=KdPath(exists=True, dir_okay=False))
 @click.option("--name", "stage_name", help="Name of the clean stage it records [default: review, then review-2, review-3, ...].")
 @overwrite_option
@@ -176,7 +176,8 @@ def import_(run, path, stage_name, overwrite, db, as_json):
     given = click.get_current_context().get_parameter_source("run") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     numbered = stage_name is None and not overwrite  # a second sheet of a run: review-2 (--overwrite replaces review)
     stage_name = "review" if stage_name is None else stage_name
-    sheet = lab.read_sheet(store, path, run if given else None, replacing=stage_name if overwrite else None)  # every row checked first
+    sheet = lab.read_sheet(store, path, run if given else None, replacing=stage_name if overwrite else None,  # every row checked first
+                           default_run=run)  # (a config file's run: a sheet naming none is of it)
     run = sheet.run
     before = store.counts().get("train", {})
     where = Path(path).resolve()  # (as typed, `review.csv` named no file once the working folder changed)

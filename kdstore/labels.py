@@ -610,14 +610,15 @@ class Decision:
     new_label: int | None
 
 
-def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: str | None = None) -> Sheet:
+def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: str | None = None,
+               default_run: str | None = None) -> Sheet:
     """Parse an edited review sheet; every row is checked before anything changes.
 
     ``decision``: empty (skip), ``accept`` (the suggested label), ``reject``, ``drop``, or a class name.
     A decided row's sample must have an open issue in the run's detection (``issue_id``, if given, must
     be that issue), at most one row per sample, and its ``text``, if given, must be the sample's (as
     ``kd ingest`` compares texts). The run is ``run``, else the one the sheet's ``run`` column names,
-    else ``default``; a sheet naming another run than ``run``, or two runs, is refused. ``replacing``:
+    else ``default_run`` (a config file's run), else ``default``; a sheet naming another run than ``run``, or two runs, is refused. ``replacing``:
     the clean stage this import replaces (``--overwrite``), whose decisions count as open.
     """
     path = Path(path)
@@ -675,7 +676,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     if not any(_cell(r, "decision") for _, r in rows):  # (an empty clean stage would take the name the real import needs)
         raise KdError(f"{path}: field 'decision': empty on every row (give accept, reject, drop or a class): nothing to import (was the sheet saved?)")
     given = run
-    run = _sheet_run(path, rows, run)
+    run = _sheet_run(path, rows, run, default_run)
     try:
         stage = store.find_stage(run, "detect")  # the issues a sheet of this run can decide
     except KdError as exc:
@@ -878,8 +879,9 @@ def _column_name(name: str) -> str:
     return folded if folded in SHEET_COLUMNS else name
 
 
-def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None) -> str:
-    """The run a sheet's decisions answer: ``given``, else the sheet's ``run`` column, else ``default``."""
+def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None, default_run: str | None = None) -> str:
+    """The run a sheet's decisions answer: ``given``, else the sheet's ``run`` column, else ``default_run``
+    (a config file's run), else ``default``."""
     from .names import DEFAULT_RUN
 
     named = [(line, _cell(r, "run")) for line, r in rows]
@@ -889,7 +891,7 @@ def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None) -> s
             raise KdError(f"{path}: line {line}: field 'run': the row is of run {value!r}, not --run {given!r}")
         if value != named[0][1]:
             raise KdError(f"{path}: line {line}: field 'run': {value!r}, where line {named[0][0]} says {named[0][1]!r}: one run per sheet")
-    return given if given is not None else named[0][1] if named else DEFAULT_RUN
+    return given if given is not None else named[0][1] if named else default_run or DEFAULT_RUN
 
 
 def _cell(row: dict, name: str) -> str:

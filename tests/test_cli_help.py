@@ -199,6 +199,12 @@ def test_runs_delete_help_says_its_run_is_typed_not_defaulted(runner, tmp_path):
     assert result.exit_code == 2 and "name the run to delete with --run" in result.output
 
 
+def test_labels_import_help_says_its_run_is_the_sheets(runner):
+    """`kd labels import` takes the run its sheet names, but its --run help said "Default: default."."""
+    shown = " ".join(runner.invoke(cli, ["labels", "import", "--help"]).output.split())
+    assert "Default: default." not in shown and "Default: the run the sheet names" in shown
+
+
 @pytest.mark.parametrize("args", [["export", "--out", ""], ["classes", "--export", " "], ["report", "--plot", ""],
                                   ["predict", "--artifact", ""], ["labels", "export", "--run", "r", ""], ["ingest", ""], ["predict", " "]])
 def test_an_empty_path_is_refused_not_taken_for_the_default(runner, tmp_path, args):

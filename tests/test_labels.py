@@ -1204,6 +1204,25 @@ def test_a_sheet_names_its_run_and_import_follows_it(db, tmp_path, error_line, m
     assert (tmp_path / "no" / "such" / "dir.csv").read_bytes().startswith(b"\xef\xbb\xbf")
 
 
+def test_a_sheet_that_names_no_run_is_of_the_config_files_run_not_default(db, tmp_path, error_line, monkeypatch):
+    """A hand-made sheet of `sample_id,decision` names no run: a config file's `run = "r"` (which `kd labels
+    show` and `export` took) is its run, as for every other command; import took it for 'default' and was refused."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first = _issues(db)[0]
+    sheet = tmp_path / "hand.csv"
+    sheet.write_text(f"sample_id,decision\r\n{first['sample_id']},drop\r\n", encoding="utf-8")
+    config = tmp_path / "settings.toml"  # (not ./kd.toml: the working folder here, read with no KD_CONFIG)
+    config.write_text('run = "r"\n', encoding="utf-8")
+    monkeypatch.setenv("KD_CONFIG", str(config))
+    counts = json.loads(kd("labels", "import", str(sheet), "--db", db, "--json").stdout)
+    assert counts["run"] == "r" and counts["drop"] == 1
+    monkeypatch.delenv("KD_CONFIG")
+    assert {i["issue_id"]: i["status"] for i in _issues(db)}[first["issue_id"]] == "applied"
+    kd("labels", "undo", "--run", "r", "--db", db)
+    line = error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))  # no config, no --run: 'default', said so
+    assert "taken for 'default': pass --run" in line
+
+
 def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--db", db)
