@@ -1758,6 +1758,16 @@ def test_a_kernel_width_given_twice_is_refused(tmp_path):
     assert "'3,3': a width given twice: give distinct widths like 2,3,4" in bad.output and not (tmp_path / "never.db").exists()
 
 
+@pytest.mark.parametrize("args", [["--temperature", "1e30"], ["--temperature", "1e-30"], ["--temperature", "2", "--temperature-end", "1000"]])
+def test_a_temperature_past_what_float32_computes_is_refused(tmp_path, args):
+    """--temperature 1e30 failed as "training diverged: lower --lr" and 1e-30 trained on a soft loss that
+    underflowed to 0 without a word (float32 KL x T^2 is garbage past about 1e4)."""
+    db = str(tmp_path / "never.db")
+    bad = kd("distill", "--run", "r", *args, "--db", db, ok=False)
+    assert "must be between 0.1 and 100, got" in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+    assert not (tmp_path / "never.db").exists()
+
+
 def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
     """--temperature-gamma is flsw's exponent: cwsm never reads it, so a value given with cwsm was
     silently without effect (--temperature-beta without a schedule was already refused)."""
