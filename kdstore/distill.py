@@ -24,8 +24,8 @@ from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
 from .losses import (
-    CLASS_WEIGHTS, MAX_TEMPERATURE, MIN_TEMPERATURE, SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, balanced_class_weights, attention_mse, distillation_loss, fsp, hidden_cosine, hidden_mse,
-    neuron_selectivity, patient_kd, probability_shift, query_key_relation_kl, relation_kl, temperature_weights,
+    CLASS_WEIGHTS, SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, balanced_class_weights, attention_mse, distillation_loss, fsp, hidden_cosine, hidden_mse,
+    neuron_selectivity, patient_kd, probability_shift, query_key_relation_kl, relation_kl, temperature_refusal, temperature_weights,
     temperatures_from_weights,
 )
 from .matches import HIDDEN_KINDS, Match, check_matches, hidden_index
@@ -149,9 +149,8 @@ class DistillConfig:
         for name, t in (("--temperature", self.temperature), ("--temperature-end", self.temperature_end)):
             if t is not None and t <= 0:
                 raise KdError(f"{name} must be positive, got {t}")
-            if t is not None and not MIN_TEMPERATURE <= t <= MAX_TEMPERATURE:  # (1e30 "diverged: lower --lr"; 1e-30 learned nothing)
-                raise KdError(f"{name} must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}, got {t:g}: past them the soft "
-                              "loss (T² times the KL of the softened outputs) is lost to float32 rounding; 1 to 20 is usual")
+            if temperature_refusal(name, t):
+                raise KdError(temperature_refusal(name, t))
         if self.teacher_weights and len(self.teacher_weights) != max(1, len(self.teacher_runs)):
             raise KdError(f"{len(self.teacher_weights)} --teacher-weight values for {max(1, len(self.teacher_runs))} teacher run(s)")
         if self.teacher_average not in TEACHER_AVERAGES:

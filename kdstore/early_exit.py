@@ -45,7 +45,7 @@ from .errors import KdError
 from .exit_speed import exit_shares, share_metrics
 from .jsonl import is_number, is_whole
 from .labels import read_labeled, record_labels_state
-from .losses import kl_soft
+from .losses import kl_soft, temperature_refusal
 from .metrics import classification_metrics
 from .outputs import as_judged, store_outputs
 from .probs import answers, softmax
@@ -180,6 +180,8 @@ class EarlyExitConfig:
             raise KdError(f"--uncertainty must be one of {', '.join(UNCERTAINTIES)}")
         if self.temperature <= 0:
             raise KdError(f"--temperature must be positive, got {self.temperature}")
+        if temperature_refusal("--temperature", self.temperature):
+            raise KdError(temperature_refusal("--temperature", self.temperature))
         if self.pooling not in POOLINGS:
             raise KdError(f"--pooling must be one of {', '.join(POOLINGS)}")
         if self.branch_dim < 1 or not 0.0 <= self.dropout < 1.0:

@@ -17,6 +17,16 @@ MIN_TEMPERATURE = 0.1  # floor of a per-sample temperature, and of --temperature
 MAX_TEMPERATURE = 100.0  # past it float32 loses KL x T^2 (at 1e5 the mean loss came out at -70)
 
 
+def temperature_refusal(name: str, t: float | None) -> str | None:
+    """Why option ``name``'s temperature ``t`` is refused (``None``: it is not): outside
+    [MIN_TEMPERATURE, MAX_TEMPERATURE] float32 loses the soft loss (1e30 read as a diverged training,
+    1e-30 as a loss of 0 that taught nothing)."""
+    if t is None or MIN_TEMPERATURE <= t <= MAX_TEMPERATURE:
+        return None
+    return (f"{name} must be between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}, got {t:g}: past them the soft loss "
+            "(T\u00b2 times the KL of the softened outputs) is lost to float32 rounding; 1 to 20 is usual")
+
+
 def _column(temperature: float | torch.Tensor, scale: float | None) -> tuple[float | torch.Tensor, float]:
     """``(divisor, factor)``: one temperature (a number) or one per sample (a ``(B,)`` tensor, as a
     float32 column), and the loss factor: ``scale``, else ``T²`` of the one temperature, else the

@@ -1758,7 +1758,8 @@ def test_a_kernel_width_given_twice_is_refused(tmp_path):
     assert "'3,3': a width given twice: give distinct widths like 2,3,4" in bad.output and not (tmp_path / "never.db").exists()
 
 
-@pytest.mark.parametrize("args", [["--temperature", "1e30"], ["--temperature", "1e-30"], ["--temperature", "2", "--temperature-end", "1000"]])
+@pytest.mark.parametrize("args", [["--temperature", "1e30"], ["--temperature", "1e-30"], ["--temperature", "2", "--temperature-end", "1000"],
+                                  ["--student", "early-exit", "--temperature", "1e9"]])
 def test_a_temperature_past_what_float32_computes_is_refused(tmp_path, args):
     """--temperature 1e30 failed as "training diverged: lower --lr" and 1e-30 trained on a soft loss that
     underflowed to 0 without a word (float32 KL x T^2 is garbage past about 1e4)."""
