@@ -98,7 +98,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     if unscored:
         lacking = _lacking_pool_logits(store, stage["config"].get("teacher_runs") or [run])
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
-        warn(f"{unscored} unlabeled texts have no teacher logits and were left out: run {fix} first")
+        many = unscored != 1
+        warn(f"{unscored} unlabeled text{'s' * many} {'have' if many else 'has'} no teacher logits and {'were' if many else 'was'} left out: run {fix} first")
     cut = _cut_share(stage)
     splits = (stage["config"] or {}).get("splits") or ["train"]  # (a teacher of --split dev: not "train texts")
     texts = {"pretrain": "texts", "distill": "texts it learned from"}.get(stage["kind"], f"{'/'.join(splits)} texts it learned from" if splits != ["train"] else "train texts")
@@ -197,6 +198,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         click.echo(f"warning: {weak}", err=True)
 
 
+RARE_SHARE = 0.5  # a class of fewer train samples than half the commonest's: one --class-weight balanced helps
+
+
 def _missed_note(stage: dict, store=None) -> str | None:
     """A class of 3 or more dev samples the model got none of right, that it learned from train samples
     of (one it had none of is ``_unlearned``'s): which, and what to try."""
@@ -208,8 +212,10 @@ def _missed_note(stage: dict, store=None) -> str | None:
     if not missed:
         return None
     shown = ", ".join(f"{name!r} (0 of {n})" for name, n in missed[:5]) + (", ..." if len(missed) > 5 else "")
-    fix = ("more --epochs, or more train samples of it" if cfg.get("class_weight") == "balanced" else
-           "--class-weight balanced (a rare class then counts as much as a common one), or more --epochs")
+    # (a class as common as the others, 8 even news topics say, is not one class weights would help)
+    rare = any(train.get(name, 0.0) < RARE_SHARE * max(train.values(), default=0.0) for name, _ in missed)
+    fix = ("--class-weight balanced (a rare class then counts as much as a common one), or more --epochs"
+           if rare and cfg.get("class_weight") != "balanced" else f"more --epochs, or more train samples of {'it' if len(missed) == 1 else 'them'}")
     return f"on dev the model got no sample of class {shown} right: it does not answer {'it' if len(missed) == 1 else 'them'}; try {fix}"
 
 

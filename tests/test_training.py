@@ -2738,7 +2738,7 @@ def test_distill_options_are_checked_before_anything_is_written(taught_store, tm
              "--epochs", "1", "--embed-dim", "16", "--hidden", "16", "--max-len", "32", "--name", "warned", "--db", db)
     assert "warning: --kernel-sizes, --relation-heads: not used by --student bigru" in out.stderr
     assert "warning: --p-mask: not used by --augment (none)" in out.stderr
-    assert "warning: 1 unlabeled texts have no teacher logits and were left out: run `kd teach --run r --logits-only` first" in out.stderr
+    assert "warning: 1 unlabeled text has no teacher logits and was left out: run `kd teach --run r --logits-only` first" in out.stderr
 
 
 def test_a_student_shape_that_cannot_run_is_refused_before_a_stage_or_run(taught_store):
@@ -3310,6 +3310,9 @@ def test_a_class_the_model_never_gets_right_on_dev_is_named_with_what_to_try():
                     "--class-weight balanced (a rare class then counts as much as a common one), or more --epochs")
     balanced = note({"kind": "distill", "metrics": {"dev": dev, "train": train}, "config": {"class_weight": "balanced"}})
     assert balanced.endswith("try more --epochs, or more train samples of it")
+    # a class as common as the others (even news topics): class weights would change nothing
+    even = note({"kind": "teach", "metrics": {"dev": dev, "train": {**train, "support[极限词]": 300}}, "config": {}})
+    assert even.endswith("try more --epochs, or more train samples of it")
     # one with no train sample is _unlearned's warning; an early-exit model, a pre-training, a good model: silent
     assert note({"kind": "teach", "metrics": {"dev": dev, "train": {**train, "support[极限词]": 0}}, "config": {}}) is None
     assert note({"kind": "distill", "metrics": {"dev": dev}, "config": {"student": "early-exit"}}) is None
