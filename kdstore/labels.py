@@ -699,6 +699,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     for line, r in rows:
         decision = _cell(r, "decision")
         if not decision:
+            _check_skipped(path, line, r, issue_of_sample, names)
             continue
         sample_id = _sheet_id(path, line, r, "sample_id")
         if sample_id is None:
@@ -892,6 +893,20 @@ def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None, defa
         if value != named[0][1]:
             raise KdError(f"{path}: line {line}: field 'run': {value!r}, where line {named[0][0]} says {named[0][1]!r}: one run per sheet")
     return given if given is not None else named[0][1] if named else default_run or DEFAULT_RUN
+
+
+def _check_skipped(path: Path, line: int, row: dict, issue_of_sample: dict, names: list[str]) -> None:
+    """Refuse an undecided row whose ``suggested`` cell a reviewer retyped to another class: the row,
+    its decision empty, was skipped without a word, the relabel it meant never made."""
+    suggested = _cell(row, "suggested")
+    try:
+        issue = issue_of_sample.get(_sheet_id(path, line, row, "sample_id")) if suggested else None
+    except KdError:  # (an undecided JSONL row's id that is no id: left alone, as it was)
+        return
+    if issue is not None and issue.suggested_label_id is not None and suggested != names[issue.suggested_label_id]:
+        raise KdError(f"{path}: line {line}: field 'suggested': {suggested!r}, where kd suggested "
+                      f"{names[issue.suggested_label_id]!r}, and the decision is empty, so the row would be skipped: "
+                      f"write accept (or the class) in decision, or leave the row as exported")
 
 
 def _cell(row: dict, name: str) -> str:

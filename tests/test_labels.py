@@ -816,7 +816,8 @@ def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
 def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
     kd("labels", "detect", "--run", "r", "--db", db)
     before, issues = _labels(db), _issues(db)
-    (i1, s1), (i2, _) = [(i["issue_id"], i["sample_id"]) for i in issues[:2]]
+    (i1, s1), (i2, s2) = [(i["issue_id"], i["sample_id"]) for i in issues[:2]]
+    other = next(c for c in _open(db).class_names() if c != issues[1]["suggested"])  # (a reviewer's retyped suggestion)
     unflagged = next(int(i) for i in _open(db).samples(splits=["train"]).ids if int(i) not in {x["sample_id"] for x in issues})
     dev = int(_open(db).samples(splits=["dev"]).ids[0])
     bad = [  # (sheet, content, run, what the error names)
@@ -834,6 +835,8 @@ def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
         ("bad-run.csv", f"run,issue_id,sample_id,decision\nbad run!,{i1},{s1},drop\n", None, ("no run 'bad run!'",)),
         ("not-object.jsonl", f'{{"sample_id": {s1}, "decision": "drop"}}\n[{s1}, "drop"]\n', "r", ("line 2", "not a JSON object")),
         ("unclosed.csv", f'sample_id,decision,text\n{s1},drop,"a quote never closed\n', "r", ("line 2", "not valid CSV", "unexpected end of data")),
+        ("retyped.csv", f"sample_id,suggested,decision\n{s1},,drop\n{s2},{other},\n", "r",
+         ("line 3", "field 'suggested'", f"{other!r}, where kd suggested {issues[1]['suggested']!r}", "the decision is empty")),
     ]
     for name, content, run, expected in bad:
         sheet = tmp_path / name
