@@ -608,6 +608,7 @@ class Decision:
     issue_id: int | None
     action: str  # relabel, drop or reject
     new_label: int | None
+    note: str = ""  # a reviewer's comment (a sheet's ``comment`` column): recorded with the edit's reason
 
 
 def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: str | None = None,
@@ -757,7 +758,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             # the label it has now, written (or accepted) to keep it: a reject, on record as one (in ``history``, and
             # ``kept_in_review``: as "unchanged" it left no trace, and a new detection's clean relabeled it)
             action, label = "reject", None
-        decisions.append(Decision(sample_id, issue.id, action, label))
+        decisions.append(Decision(sample_id, issue.id, action, label, _note(r)))
     return Sheet(run, decisions)
 
 
@@ -870,6 +871,16 @@ def _check_row_width(path: Path, line: int, fields: list[str], fieldnames: list[
                if len(fields) != len(fieldnames) else "a spreadsheet wrote the id as a number (1.23E+05), or a cell moved?")
         raise KdError(f"{path}: line {line}: field 'sample_id': not an id (a whole number): {sample[:40]!r}, and the row has no "
                       f"decision: {why}")
+
+
+NOTE_COLUMNS = ("comment", "comments", "note", "notes", "备注")  # a reviewer's words on a row, kept with its edit
+
+
+def _note(row: dict) -> str:
+    """A sheet row's reviewer comment (a ``NOTE_COLUMNS`` column, in any case), one line."""
+    found = next((v for k, v in row.items() if isinstance(k, str) and k.strip().lstrip("\ufeff").strip().lower() in NOTE_COLUMNS
+                  and v is not None and str(v).strip()), None)
+    return "" if found is None else " ".join(str(found).split()).replace("\x00", "")
 
 
 def _column_name(name: str) -> str:
@@ -1062,6 +1073,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                           "no label was changed; run this again once it has ended, against the new detection")
         redecided: dict[str, list] = {}  # issue id: [status, deciding stage] before this stage re-decided it
         kept_labels: dict[str, int] = {}  # issue id: the label its reject kept, where not the issue's given one (``kept_in_review``)
+        notes: dict[str, str] = {}  # issue id: a reject's reviewer comment (a reject records no edit to carry it)
         kept = kept_in_review(s, {sid: row.label_id for sid, row in samples.items() if row.label_id is not None}) if skip_edited else set()
         task = bar.add_task("label edits", total=len(decisions), unit="decision")
         edits: list[dict[str, Any]] = []  # the chunk's changes, written at its end (an error after them: the transaction rolls back)
@@ -1087,6 +1099,8 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
             else:
                 if d.action == "reject":
                     counts["reject"] += 1
+                    if issue is not None and d.note:
+                        notes[str(issue.id)] = d.note
                     if issue is not None and sample.label_id != issue.given_label_id:  # (edited since detection: the label kept is this one)
                         kept_labels[str(issue.id)] = sample.label_id
                 elif (d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped)) or (d.action == "drop" and sample.dropped):
@@ -1100,7 +1114,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                     edits.append(dict(
                         sample_id=d.sample_id, stage_id=stage_id, action=d.action, old_label_id=old,
                         new_label_id=sample.label_id if d.action != "drop" else None, old_dropped=was_dropped,
-                        new_dropped=sample.dropped, reason=reason, created_at=now, reverted_at=None,
+                        new_dropped=sample.dropped, reason=f"{reason}: {d.note}" if d.note else reason, created_at=now, reverted_at=None,
                     ))
                     changed[d.sample_id] = sample
                     counts[d.action] += 1
@@ -1119,6 +1133,8 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
             stage.config = {**(stage.config or {}), "redecided": {**(stage.config or {}).get("redecided", {}), **redecided}}
         if kept_labels and stage is not None:
             stage.config = {**(stage.config or {}), "kept_labels": {**(stage.config or {}).get("kept_labels", {}), **kept_labels}}
+        if notes and stage is not None:
+            stage.config = {**(stage.config or {}), "notes": {**(stage.config or {}).get("notes", {}), **notes}}
     return counts
 
 
@@ -1480,12 +1496,19 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
             {
                 "issue_id": r.id, "run": r.uniqid, "detection": r.detection, "stage": r.name, "suggested": name(r.suggested_label_id),
                 "kept": name(((r.config or {}).get("kept_labels") or {}).get(str(r.id), r.given_label_id)), "score": round(r.score, 6),
-                "reason": f"review sheet {r.config['sheet']}" if (r.config or {}).get("sheet") else None,
+                "reason": _reject_reason(r.config or {}, r.id),
                 "at": iso_utc(r.at),
             }
             for r in rejected
         ],
     }
+
+
+def _reject_reason(config: dict, issue_id: int) -> str | None:
+    """Why a review's reject was made: its sheet, and the reviewer's comment on the row."""
+    note = (config.get("notes") or {}).get(str(issue_id))
+    sheet = f"review sheet {config['sheet']}" if config.get("sheet") else None
+    return f"{sheet}: {note}" if sheet and note else sheet or note
 
 
 def config_dict(cfg: DetectConfig) -> dict:

@@ -610,6 +610,26 @@ def test_a_sheet_that_keeps_a_label_by_naming_its_class_is_a_reject_on_record(db
     assert {i["sample_id"]: i["status"] for i in _issues(db)}[kept] == "open"
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_reviewers_comment_column_is_kept_with_each_decision(db, tmp_path, suffix):
+    """A sheet's `comment` (or note, 备注) column, where a reviewer says why: it was ignored, the audit
+    trail holding only "review sheet PATH". Now each edit's reason, and a reject's, carries it."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    a, b, c = _issues(db)[:3]
+    rows = [{"sample_id": a["sample_id"], "decision": "accept", "Comment": "明显是差评\n看第二句"},
+            {"sample_id": b["sample_id"], "decision": "reject", "Comment": "原标签没错"},
+            {"sample_id": c["sample_id"], "decision": "drop", "Comment": ""}]
+    sheet = _sheet(tmp_path / f"review{suffix}", rows)
+    kd("labels", "import", "--run", "r", str(sheet), "--db", db)
+    where = f"review sheet {sheet.resolve()}"
+    said = {i["sample_id"]: json.loads(kd("labels", "history", str(i["sample_id"]), "--db", db, "--json").stdout) for i in (a, b, c)}
+    assert [e["reason"] for e in said[a["sample_id"]]["edits"]] == [f"{where}: 明显是差评 看第二句"]  # (one line)
+    assert [r["reason"] for r in said[b["sample_id"]]["rejected"]] == [f"{where}: 原标签没错"]
+    assert [e["reason"] for e in said[c["sample_id"]]["edits"]] == [where]  # no comment: the sheet alone
+    shown = kd("labels", "history", str(b["sample_id"]), "--db", db).stdout
+    assert f"; {where}: 原标签没错)" in shown
+
+
 def test_a_review_that_rejected_an_issue_of_a_relabeled_sample_kept_the_label_it_had_then(db, tmp_path):
     """Another run's clean relabeled the sample before the reviewer rejected its issue: the review kept
     that label, not the one the issue judged. Set back to that one by hand, a new detection's clean
