@@ -377,14 +377,19 @@ def history(sample_id, db, as_json):
             change = "flag"
         else:
             change = f"{e['action']} {e['old']} -> {e['new']}" + (", no longer dropped" if e["old_dropped"] and not e["new_dropped"] else "")
-        lines.append((e["at"], f"  {e['at']} {where}: {change} ({e['reason']}){undone}"))
+        lines.append((e["at"], f"  {e['at']} {where}{_by(e)}: {change} ({e['reason']}){undone}"))
     for r in h["rejected"]:
         where = f"{r['run']}/{r['stage']}" if r["stage"] else "(a deleted stage)"
         why = f"; {r['reason']}" if r["reason"] else ""
-        lines.append((r["at"] or "", f"  {r['at'] or '(time unknown)'} {where}: reject, label {r['kept']} kept "
+        lines.append((r["at"] or "", f"  {r['at'] or '(time unknown)'} {where}{_by(r)}: reject, label {r['kept']} kept "
                                      f"({r['run']}/{r['detection']} suggested {r['suggested']}, issue {r['issue_id']}{why})"))
     for _, line in sorted(lines, key=lambda t: t[0]):
         click.echo(line)
+
+
+def _by(item: dict) -> str:
+    """" by NAME" where the stage that made a history line recorded who ran it (none before store revision 0010)."""
+    return f" by {item['by']}" if item.get("by") else ""
 
 
 def _warn(messages: list[str]) -> list[str]:

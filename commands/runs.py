@@ -236,7 +236,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         style = _STATUS_STYLE.get(st["status"], "")
         dur = "" if st["duration_s"] is None else f", {st['duration_s']:.1f} s"
         gone = " (process gone)" if st.get("process_gone") else ""
-        out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{gone}{dur}")
+        by = f", by {escape(st['run_by'])}" if st.get("run_by") else ""
+        out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{gone}{dur}{by}")
         if st["error"]:
             out.print(f"  error: {one_line(st['error'])}", markup=False)
         if st["artifact_found"] is False:  # (its figures stand; predict, export and a student's --init need the folder)

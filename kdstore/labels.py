@@ -1460,7 +1460,7 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
         if sample is None:
             raise KdError(f"no sample {sample_id} in the store")
         rows = s.execute(
-            select(LabelEdit, Stage.name, Run.uniqid).outerjoin(Stage, Stage.id == LabelEdit.stage_id)
+            select(LabelEdit, Stage.name, Run.uniqid, Stage.run_by).outerjoin(Stage, Stage.id == LabelEdit.stage_id)
             .outerjoin(Run, Run.id == Stage.run_id)
             .where(LabelEdit.sample_id == sample_id).order_by(LabelEdit.id)
         ).all()
@@ -1468,7 +1468,8 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
         by = aliased(Stage)
         rejected = s.execute(
             select(LabelIssue.id, LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.score,
-                   Stage.name.label("detection"), Run.uniqid, by.name, by.config, func.coalesce(by.ended_at, by.started_at).label("at"))
+                   Stage.name.label("detection"), Run.uniqid, by.name, by.config, by.run_by,
+                   func.coalesce(by.ended_at, by.started_at).label("at"))
             .join(Stage, Stage.id == LabelIssue.stage_id).join(Run, Run.id == Stage.run_id)
             .outerjoin(by, by.id == LabelIssue.decided_stage_id)
             .where(LabelIssue.sample_id == sample_id, LabelIssue.status == "rejected").order_by(LabelIssue.id)
@@ -1487,17 +1488,17 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
             {
                 "id": e.id, "run": run, "stage": stage, "action": e.action, "old": name(e.old_label_id), "new": name(e.new_label_id),
                 "old_dropped": e.old_dropped, "new_dropped": e.new_dropped,
-                "reason": e.reason, "at": iso_utc(e.created_at),
+                "reason": e.reason, "at": iso_utc(e.created_at), "by": who,
                 "reverted_at": iso_utc(e.reverted_at),
             }
-            for e, stage, run in rows
+            for e, stage, run, who in rows
         ],
         "rejected": [  # (the label kept: the one the sample had then, ``kept_labels`` where edited since detection)
             {
                 "issue_id": r.id, "run": r.uniqid, "detection": r.detection, "stage": r.name, "suggested": name(r.suggested_label_id),
                 "kept": name(((r.config or {}).get("kept_labels") or {}).get(str(r.id), r.given_label_id)), "score": round(r.score, 6),
                 "reason": _reject_reason(r.config or {}, r.id),
-                "at": iso_utc(r.at),
+                "at": iso_utc(r.at), "by": r.run_by,
             }
             for r in rejected
         ],

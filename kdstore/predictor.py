@@ -17,7 +17,7 @@ from .jsonl import is_whole
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax
 from .progress import progress
-from .runs import sha256_path
+from .runs import check_unchanged
 from .store import Store, missing_model
 from .textkey import text_list
 from .torchutil import ensure_eval, pick_device
@@ -138,18 +138,6 @@ def _check_unmoved(store: Store, run: str, stage) -> None:
     raise KdError(f"stage {stage.name!r} of run {run!r} was {how} while its model loaded: run this again")
 
 
-def _check_unchanged(stage) -> None:
-    """Refuse a model whose files are not those its stage recorded (their sha256): a file replaced,
-    edited or added in its folder by hand was served under the stage's name, beside figures (``kd
-    report``) and logits that are another model's."""
-    recorded = stage.artifact_sha256
-    now = recorded and sha256_path(Path(stage.artifact_path))
-    if recorded and now != recorded:
-        raise KdError(f"the model of stage {stage.name!r} in {stage.artifact_path} is not the one the run recorded: its files' "
-                      f"sha256 is {now[:12]}, the recorded {recorded[:12]} (changed by hand since?), so kd report's figures "
-                      f"are not of it: put the recorded files back, or retrain the stage with --overwrite")
-
-
 def _speed_refused(store: Store, run: str, stage) -> str:
     """Why ``--speed`` is refused for ``stage``: it is no early-exit model; the run's early-exit
     stages, where it has some, are the ones to name (not "kd distill --student early-exit", which
@@ -226,7 +214,7 @@ class Predictor:
             _check_unmoved(store, run, stage)  # (an --overwrite moving the folder away read as a model kd cannot load)
             raise
         _check_unmoved(store, run, stage)
-        _check_unchanged(stage)  # (after the load, whose refusals name the file and field a hand edit broke)
+        check_unchanged(stage)  # (after the load, whose refusals name the file and field a hand edit broke)
         return predictor
 
     @classmethod

@@ -35,6 +35,7 @@ def stage_summary(stage: Stage) -> dict[str, Any]:
         "ended_at": iso_utc(stage.ended_at),
         "duration_s": duration,
         "host": stage.host,
+        "run_by": stage.run_by,
         "artifact_path": stage.artifact_path,
         "artifact_sha256": stage.artifact_sha256,
         # (a model folder deleted or moved by hand, or on another machine's disk: a store on a server)

@@ -11,6 +11,7 @@ name back to it, keeping its own record as ``NAME~failed-ID``. A replaced clean 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import os
 import re
@@ -62,6 +63,18 @@ class StageHandle:
             stage.artifact_path = str(Path(path).resolve())
             stage.artifact_sha256 = digest
         return digest
+
+
+def check_unchanged(stage: Stage) -> None:
+    """Refuse a model whose files are not those its stage recorded (their sha256): a file replaced,
+    edited or added in its folder by hand was served under the stage's name, beside figures (``kd
+    report``) and logits that are another model's."""
+    recorded = stage.artifact_sha256
+    now = recorded and sha256_path(Path(stage.artifact_path))
+    if recorded and now != recorded:
+        raise KdError(f"the model of stage {stage.name!r} in {stage.artifact_path} is not the one the run recorded: its files' "
+                      f"sha256 is {now[:12]}, the recorded {recorded[:12]} (changed by hand since?), so kd report's figures "
+                      f"are not of it: put the recorded files back, or retrain the stage with --overwrite")
 
 
 def sha256_path(path: Path) -> str:
@@ -311,6 +324,7 @@ def _begin_locked(store: Store, *, run: str, kind: str, name: str, config: dict,
             status="running",
             host=socket.gethostname(),
             process=this_process(),
+            run_by=current_user(),
             started_at=utcnow(),
         )
         s.add(stage)
@@ -410,6 +424,19 @@ def _refuse_foreign_files(store: Store, run: str, name: str) -> None:
             "KD_ARTIFACTS unset or changed left there, or a failed attempt's that could not be removed): move or delete them, "
             "or use another --run"
         )
+
+
+def current_user() -> str | None:
+    """Who runs this kd, as a stage records it: ``KD_USER`` (a reviewer's name where many share one
+    login, or a service account), else the process's login name; ``None`` where neither is known (a
+    container's uid with no name)."""
+    named = os.environ.get("KD_USER", "").strip()
+    if named:
+        return named[:200].replace("\x00", "")
+    try:
+        return getpass.getuser()[:200] or None
+    except (KeyError, OSError):  # (no LOGNAME/USER and no passwd entry for the uid)
+        return None
 
 
 def this_process() -> str:

@@ -95,6 +95,7 @@ class Stage(Base):
     ended_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     host: Mapped[Optional[str]] = mapped_column(String(200))
     process: Mapped[Optional[str]] = mapped_column(String(64))  # PID:START of the process running it (see runs.this_process)
+    run_by: Mapped[Optional[str]] = mapped_column(String(200))  # who ran it: KD_USER, else the process's login name
     artifact_path: Mapped[Optional[str]] = mapped_column(Text)
     artifact_sha256: Mapped[Optional[str]] = mapped_column(String(64))
 

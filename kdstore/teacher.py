@@ -29,7 +29,7 @@ from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
 from .names import resolve_run_id
-from .runs import StageHandle, sha256_path
+from .runs import StageHandle, check_unchanged, sha256_path
 from .schedules import check_lr, layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
 from .folds import fold_count, stratified_folds
@@ -112,6 +112,7 @@ def resolve_model(store: Store, name: str) -> str:
                           f"one of them, {stage.artifact_path}/fold-0, or from a teacher trained without --folds")
         if not stage.artifact_path or not Path(stage.artifact_path).is_dir():
             raise missing_model(stage)  # ("cannot load model ...: no such directory" said not where to move it)
+        check_unchanged(stage)  # (a config.json edited by hand was fine-tuned from without a word)
         return stage.artifact_path
     return name
 

@@ -28,7 +28,7 @@ from kdstore.engine import resolve_url, sqlite_path
 from kdstore.schema import Base, KdClass, Sample
 from kdstore.store import Store
 
-KD_ENV = ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS")
+KD_ENV = ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS", "KD_USER")
 PG_URL = os.environ.get("KD_TEST_PG_URL")
 BACKENDS = [
     "sqlite",
@@ -102,6 +102,7 @@ def _kd_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, "")  # a bench it runs) that sets os.environ itself does not leak into later tests
         monkeypatch.delenv(name)
     monkeypatch.setenv("KD_NO_PROGRESS", "1")
+    monkeypatch.setenv("KD_USER", "tester")  # who every stage records (the login name differs from machine to machine)
     monkeypatch.chdir(tmp_path)
 
 

@@ -630,6 +630,26 @@ def test_a_reviewers_comment_column_is_kept_with_each_decision(db, tmp_path, suf
     assert f"; {where}: 原标签没错)" in shown
 
 
+def test_the_audit_trail_says_who_made_each_decision(db, tmp_path, monkeypatch):
+    """A label's history said when and why, not who: each stage records who ran it (KD_USER, else the
+    login name), and kd labels history, kd runs --json and kd report name them."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    a, b = _issues(db)[:2]
+    monkeypatch.setenv("KD_USER", "王审核")
+    sheet = _sheet(tmp_path / "review.csv", [{"sample_id": a["sample_id"], "decision": "accept"}, {"sample_id": b["sample_id"], "decision": "reject"}])
+    kd("labels", "import", "--run", "r", str(sheet), "--db", db)
+    monkeypatch.setenv("KD_USER", "bob")
+    kd("labels", "set", "--run", "h", f"{a['sample_id']}={a['given']}", "--db", db)
+    said = json.loads(kd("labels", "history", str(a["sample_id"]), "--db", db, "--json").stdout)
+    assert [(e["stage"], e["by"]) for e in said["edits"]] == [("review", "王审核"), ("edit-1", "bob")]
+    assert [r["by"] for r in json.loads(kd("labels", "history", str(b["sample_id"]), "--db", db, "--json").stdout)["rejected"]] == ["王审核"]
+    assert " r/review by 王审核: relabel " in kd("labels", "history", str(a["sample_id"]), "--db", db).stdout
+    stages = {st["name"]: st for run in json.loads(kd("runs", "--db", db, "--json").stdout) for st in run["stages"]}
+    assert stages["review"]["run_by"] == "王审核" and stages["edit-1"]["run_by"] == "bob"
+    assert "review (clean) succeeded" in kd("report", "--run", "r", "--db", db).stdout
+    assert ", by 王审核\n" in kd("report", "--run", "r", "--db", db).stdout
+
+
 def test_a_review_that_rejected_an_issue_of_a_relabeled_sample_kept_the_label_it_had_then(db, tmp_path):
     """Another run's clean relabeled the sample before the reviewer rejected its issue: the review kept
     that label, not the one the issue judged. Set back to that one by hand, a new detection's clean
@@ -1715,7 +1735,7 @@ def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_sa
         "Error: run 'r' has no clean stage 'detect' (its clean stages: edit-1)")
     out = kd("labels", "history", "3", "--db", db).stdout.splitlines()
     assert out[0] == "sample 3: original (unlabeled), now (unlabeled) (dropped)"
-    assert out[2].endswith("r/edit-1: drop (set by hand)") and "None" not in "".join(out)
+    assert out[2].endswith("r/edit-1 by tester: drop (set by hand)") and "None" not in "".join(out)
 
 
 def test_labels_set_of_an_unlabeled_sample_names_the_drop_it_takes(tmp_path, error_line):
@@ -2616,7 +2636,7 @@ def test_history_shows_a_reviews_reject_of_a_suggested_label(tmp_path):
     kd("labels", "import", str(sheet), "--db", db)
     out = kd("labels", "history", "1", "--db", db).stdout.splitlines()
     assert out[0] == "sample 1: original pos, now pos" and len(out) == 3
-    assert out[2].endswith(f" r/review: reject, label pos kept (r/detect suggested neg, issue 1; review sheet {sheet.resolve()})")
+    assert out[2].endswith(f" r/review by tester: reject, label pos kept (r/detect suggested neg, issue 1; review sheet {sheet.resolve()})")
     got = json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)
     assert got["edits"] == [] and [(r["stage"], r["detection"], r["suggested"], r["kept"], r["issue_id"]) for r in got["rejected"]] == [
         ("review", "detect", "neg", "pos", 1)]

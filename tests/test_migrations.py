@@ -26,8 +26,8 @@ def test_chain_is_linear_from_0001_to_head():
 
     script = ScriptDirectory.from_config(migrate._config())
     chain = [s.revision for s in reversed(list(script.walk_revisions()))]
-    assert chain == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"]
-    assert migrate.head_revision() == "0009"
+    assert chain == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"]
+    assert migrate.head_revision() == "0010"
 
 
 def test_new_store_is_migrated_to_head_and_matches_models(db):
@@ -35,7 +35,7 @@ def test_new_store_is_migrated_to_head_and_matches_models(db):
     store = Store.open(db)
     try:
         assert store_exists(db)
-        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0009"
+        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0010"
         tables = set(inspect(store.engine).get_table_names())
         assert tables == set(Base.metadata.tables) | {"alembic_version"}
         with store.engine.connect() as conn:
@@ -74,22 +74,22 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
         Store.open(db)
     message = str(info.value)
     assert f"`kd db upgrade --db {db}`" in message  # (the test's paths and URLs need no shell quoting)
-    assert "0001" in message and "0009" in message
+    assert "0001" in message and "0010" in message
 
     # the CLI refuses it too, as a one-line error, and does not upgrade it behind the user's back
     result = invoke(["samples"], ok=False)
     assert "kd db upgrade" in result.stderr
     state = invoke.json(["db", "current"])
-    assert state["current"] == "0001" and state["head"] == "0009"
+    assert state["current"] == "0001" and state["head"] == "0010"
     assert state["up_to_date"] is False
     assert invoke(["db", "current", "--check", "--json"], ok=False).exit_code == 1
 
     result = invoke(["db", "upgrade"])
-    assert "0001 -> 0009" in result.stdout
+    assert "0001 -> 0010" in result.stdout
 
     store = Store.open(db, create=False)
     try:
-        assert migrate.current_revision(store.engine) == "0009"
+        assert migrate.current_revision(store.engine) == "0010"
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(ctx, Base.metadata) == []
@@ -112,7 +112,7 @@ def test_refusal_names_the_command_that_upgrades_that_store(tmp_path, invoke, er
     command = line.split("run `")[1].split("`")[0]
     assert shlex.split(command) == ["kd", "db", "upgrade", "--db", str(old)]
     assert command in invoke(["db", "current"], db=old).stdout
-    assert "0005 -> 0009" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert "0005 -> 0010" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not (tmp_path / "kd.db").exists()
     invoke(["samples"], db=old)
 
@@ -131,7 +131,7 @@ def test_a_store_given_as_a_sqlite_uri_is_that_file_and_its_upgrade_command_name
     command = line.split("run `")[1].split("`")[0]
     assert shlex.split(command) == ["kd", "db", "upgrade", "--db", str(old)]
     assert invoke.json(["db", "current"], db=url)["state"] == "behind"
-    assert "0005 -> 0009" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert "0005 -> 0010" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not (tmp_path / "file:old.db").exists() and not (Path.cwd() / "file:old.db").exists()
     invoke(["samples"], db=url)
 
@@ -153,12 +153,12 @@ def test_a_read_only_store_file_is_not_upgraded_and_left_without_read_only_wal_f
         assert invoke.json(["db", "current"])["current"] == "0005"
         assert "run `kd db upgrade --db" in error_line(invoke(["runs"], ok=False))
         assert error_line(invoke(["db", "upgrade"], ok=False)) == (
-            f"Error: cannot upgrade sqlite:///{db_path} from revision 0005 to 0009: the file is read-only; nothing was changed")
+            f"Error: cannot upgrade sqlite:///{db_path} from revision 0005 to 0010: the file is read-only; nothing was changed")
         assert not Path(f"{db_path}-wal").exists() and not Path(f"{db_path}-shm").exists()
     finally:
         db_path.chmod(0o644)
     monkeypatch.setattr(os, "access", access)
-    assert "0005 -> 0009" in invoke(["db", "upgrade"]).stdout
+    assert "0005 -> 0010" in invoke(["db", "upgrade"]).stdout
     invoke(["runs"])
 
 
@@ -272,24 +272,24 @@ def test_db_current_json_reports_current_and_head(db, invoke):
     state = invoke.json(["db", "current"])
     assert state == {
         "db": resolve_url(db),
-        "current": "0009",
-        "head": "0009",
+        "current": "0010",
+        "head": "0010",
         "up_to_date": True,
         "state": "current",
     }
     text = invoke(["db", "current"]).stdout
-    assert "revision 0009" in text and "up to date" in text
+    assert "revision 0010" in text and "up to date" in text
     assert invoke(["db", "current", "--check"]).exit_code == 0
 
 
 def test_db_upgrade_on_new_path_creates_store(db, invoke):
     result = invoke(["db", "upgrade"])
-    assert "empty -> 0009" in result.stdout
+    assert "empty -> 0010" in result.stdout
     assert store_exists(db)
     # running it again is harmless
-    assert "0009 -> 0009" in invoke(["db", "upgrade"]).stdout
+    assert "0010 -> 0010" in invoke(["db", "upgrade"]).stdout
     again = invoke.json(["db", "upgrade"])
-    assert (again["before"], again["after"]) == ("0009", "0009") and again["db"]
+    assert (again["before"], again["after"]) == ("0010", "0010") and again["db"]
 
 
 def test_db_current_on_missing_store_fails_cleanly(db, invoke, error_line):
@@ -310,7 +310,7 @@ def test_db_current_on_an_empty_database_names_the_command_that_creates_that_sto
     line = error_line(invoke(["db", "current"], ok=False))
     command = line.split("or `")[1].split("`")[0]
     assert shlex.split(command)[:4] == ["kd", "db", "upgrade", "--db"] and shlex.split(command)[4] in (db, resolve_url(db))
-    assert "empty -> 0009" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert "empty -> 0010" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not Path("kd.db").exists() and invoke.json(["db", "current"])["state"] == "current"
 
 @pytest.mark.sqlite_only  # the file is the test's own
@@ -327,7 +327,7 @@ def test_an_empty_file_given_as_db_is_left_empty_by_the_commands_that_refuse_it(
             assert said.endswith(f"run `kd ingest FILE --db {shlex.quote(str(db_path))}` first"), said
         assert db_path.stat().st_size == 0, args
         assert not Path(f"{db_path}-wal").exists() and not Path(f"{db_path}-shm").exists()
-    assert "empty -> 0009" in invoke(["db", "upgrade"]).stdout
+    assert "empty -> 0010" in invoke(["db", "upgrade"]).stdout
     assert invoke.json(["db", "current"])["state"] == "current"
 
 
@@ -386,7 +386,7 @@ def test_newer_revision_than_kd_knows_is_refused(db, invoke, error_line):
     with pytest.raises(KdError, match="newer than this kd knows"):
         Store.open(db)
     # `kd db upgrade` cannot downgrade it (one line, not Alembic's traceback), and `current` says so
-    assert "newer than this kd knows (0009): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
+    assert "newer than this kd knows (0010): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
     assert invoke.json(["db", "current"])["state"] == "newer"
     assert "newer than this kd: upgrade kd" in invoke(["db", "current"]).stdout
     checked = invoke(["db", "current", "--check"], ok=False)
@@ -404,7 +404,7 @@ def test_a_store_with_more_than_one_revision_is_refused_in_one_line(db, invoke, 
         Store.open(db)
     write_file("train.tsv", "pos\tgood\n")
     for args in (["samples"], ["ingest", "train.tsv"], ["db", "upgrade"]):
-        assert "at schema revision 0009, 0010a, newer than this kd knows (0009): upgrade kd" in error_line(invoke(args, ok=False))
+        assert "at schema revision 0010, 0010a, newer than this kd knows (0010): upgrade kd" in error_line(invoke(args, ok=False))
     assert invoke.json(["db", "current"])["state"] == "newer"
     assert "newer than this kd: upgrade kd" in invoke(["db", "current", "--check"], ok=False).stdout
 
@@ -412,7 +412,7 @@ def test_a_store_with_more_than_one_revision_is_refused_in_one_line(db, invoke, 
 @pytest.mark.sqlite_only
 def test_db_upgrade_reports_the_revision_it_found_under_the_lock(db_path, invoke):
     """Two `kd db upgrade` at once: the second read the revision (0001), waited for the first's lock,
-    found the store upgraded and changed nothing, yet said `0001 -> 0009` as well."""
+    found the store upgraded and changed nothing, yet said `0001 -> 0010` as well."""
     import threading
     import time
 
@@ -438,7 +438,7 @@ def test_db_upgrade_reports_the_revision_it_found_under_the_lock(db_path, invoke
         worker.join(120)
     engine.dispose()
     assert "error" not in done, done.get("error")
-    assert (done["result"]["before"], done["result"]["after"]) == ("0009", "0009")
+    assert (done["result"]["before"], done["result"]["after"]) == ("0010", "0010")
 
 
 def test_db_upgrade_refuses_non_kd_database(db, invoke):
@@ -538,7 +538,7 @@ def test_an_upgrade_whose_step_fails_says_the_store_is_left_as_it_was(db, invoke
     for args in (["db", "upgrade"], ["db", "upgrade", "--json"]):
         result = invoke(args, ok=False)
         line = error_line(result)
-        assert "upgrading" in line and "from 0005 to 0009 failed" in line and "boom" in line, line
+        assert "upgrading" in line and "from 0005 to 0010 failed" in line and "boom" in line, line
         assert "still at revision 0005" in line and "nothing was changed" in line, line
         assert result.stdout == ""
     engine = make_engine(resolve_url(str(db)))
@@ -550,5 +550,5 @@ def test_an_upgrade_whose_step_fails_says_the_store_is_left_as_it_was(db, invoke
             conn.exec_driver_sql("DROP TRIGGER boom" if conn.dialect.name == "sqlite" else "DROP TRIGGER boom ON samples")
     finally:
         engine.dispose()
-    assert "0005 -> 0009" in invoke(["db", "upgrade"]).stdout
+    assert "0005 -> 0010" in invoke(["db", "upgrade"]).stdout
     assert [r["text"] for r in read_samples()] == ["好\u200b评"]

@@ -1787,6 +1787,21 @@ def test_a_stage_found_gone_days_later_is_given_no_duration(store, invoke):
     assert [st["duration_s"] for st in invoke.json(["report", "--run", "r1"])["stages"]][0] is None
 
 
+def test_a_stage_records_who_ran_it_from_kd_user_else_the_login_name(monkeypatch):
+    import getpass
+
+    from kdstore.runs import current_user
+
+    assert current_user() == "tester"  # (conftest's KD_USER)
+    monkeypatch.setenv("KD_USER", "  ")  # blank: not a name
+    monkeypatch.setenv("LOGNAME", "ann")  # (getpass reads LOGNAME first)
+    assert current_user() == getpass.getuser() == "ann"
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(getpass, "getuser", lambda: (_ for _ in ()).throw(OSError("no user")))  # a uid with no name
+    assert current_user() is None
+
+
 def test_a_command_missing_a_killed_stage_names_it_gone_not_running(store, invoke, error_line):
     """`kd predict` after a teacher was killed with -9 said the run's stages were "teach (running)", as
     if it were worth waiting for, where `kd runs` said "running (process gone)"."""
