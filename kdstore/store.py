@@ -519,6 +519,8 @@ class Store:
             waiting = (f"; {parked[-1].name!r} is the one an --overwrite is replacing: it gets its name back if the replacement "
                        f"fails (one whose process is gone is ended by the next kd stage started on its machine){serves}") if parked else ""
             make = _MAKES.get(name_or_kind)  # (`kd labels show` on a run never detected said no more than this)
+            if name_or_kind == "teach" and any(s.kind == "pretrain" and s.status == "succeeded" for s in stages):
+                make = make.replace("MODEL", "pretrain:{run}")  # (its own pre-trained model, not a MODEL to find)
             makes = makes or (make and f"`{make.format(run=shlex.quote(run))}` makes one")
             how = f": {makes}" if makes and not parked else ""
             raise KdError(

@@ -1007,6 +1007,9 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     stage = _stage(sample_store, "p", "pretrain")
     assert stage.status == "succeeded" and (Path(stage.artifact_path, "vocab.txt").exists() or Path(stage.artifact_path, "tokenizer.json").exists())
     assert (stage.config["heads"], stage.config["intermediate"]) == (2, 128)  # the sizes built (--intermediate: 4 x hidden), not 0
+    # kd predict on the run before its teacher: the teacher to make is of its own pre-trained model, not a MODEL to find
+    early = kd("predict", "--run", "p", "--db", db, input="好\n", ok=False)
+    assert "`kd teach --run p --model pretrain:p` makes one" in early.output
     taught = kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db)
     assert _stage(sample_store, "p", "teach").status == "succeeded" and "pre-trained on" not in taught.stderr
     for kind in ("pretrain", "teach"):  # what a rerun needs beside the options: kd's version, the libraries', the device
@@ -1039,6 +1042,14 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     from transformers import AutoConfig, AutoTokenizer  # plain transformers truncates to the model's positions
 
     assert AutoTokenizer.from_pretrained(stage.artifact_path).model_max_length == AutoConfig.from_pretrained(stage.artifact_path).max_position_embeddings
+    # its config.json edited by hand: pretrain:p is no longer the model the run recorded (fine-tuned without a word)
+    config = Path(stage.artifact_path, "config.json")
+    kept = config.read_text(encoding="utf-8")
+    config.write_text(kept.replace('"hidden_dropout_prob": 0.1', '"hidden_dropout_prob": 0.3'), encoding="utf-8")
+    assert config.read_text(encoding="utf-8") != kept
+    edited = kd("teach", "--run", "p6", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
+    assert "Error: the model of stage 'pretrain' in" in edited.output and "is not the one the run recorded" in edited.output
+    assert not Store.open(db).run_exists("p6")
 
 
 def test_teach_defaults_lr_by_model_kd_pretrained_or_not(sample_store, tiny_model, tmp_path):
