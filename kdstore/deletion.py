@@ -68,8 +68,11 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         # not this deletion's to remove (another store may record it), and said, not kept in silence
         left = [f for f in (recorded_folder(run, st) for st in gone if st.artifact_path)
                 if f is not None and f.resolve() not in {x.resolve() for x in folders} and store.owns(f) is None and f.is_dir()]
+        # (kd-artifacts/RUN/STAGE: the folder a kd from before each store had its own made, shared by the stores beside it)
         report["warnings"] += [f"{f} is kept: the model folder of a stage {'this would delete' if dry_run else 'deleted now'}, "
-                               "made with KD_ARTIFACTS set otherwise (another store may read it): delete it yourself once "
+                               + ("made by a kd from before each store had its own kd-artifacts/STORE folder, or "
+                                  if f.parent.parent.name == "kd-artifacts" else "")
+                               + "made with KD_ARTIFACTS set otherwise (another store may read it): delete it yourself once "
                                "nothing serves it" for f in left]
         # and its exports where kd export put them without --out, beside its model (an --out elsewhere is the user's)
         exports, mixed, earlier = [], [], []

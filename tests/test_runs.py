@@ -1608,6 +1608,32 @@ def test_deleting_a_stage_whose_model_lies_under_another_kd_artifacts_says_it_is
 
 
 @pytest.mark.sqlite_only
+def test_deleting_a_stage_of_a_store_made_before_each_store_had_its_folder_says_why_its_model_is_kept(tmp_path, monkeypatch):
+    """A store made by a kd before the kd-artifacts/STORE layout (upgraded since) recorded its models in
+    kd-artifacts/RUN/STAGE beside it, which the stores beside it shared: `kd runs delete` keeps that folder,
+    and said it was "made with KD_ARTIFACTS set otherwise", a variable its user never set."""
+    from kdstore.deletion import delete_stages
+
+    monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+    store = Store.open(str(tmp_path / "k.db"))
+    try:
+        with stage_scope(store, run="r1", kind="teach", config={}) as stage:
+            pass
+        legacy = tmp_path / "kd-artifacts" / "r1" / "teach"  # (where that kd put it)
+        (legacy / "model").mkdir(parents=True)
+        with store.session() as s:
+            s.execute(update(Stage).where(Stage.id == stage.id).values(artifact_path=str(legacy / "model")))
+            s.commit()
+        for dry_run in (True, False):
+            report = delete_stages(store, "r1", dry_run=dry_run)
+            kept = [w for w in report["warnings"] if w.startswith(f"{legacy} is kept: the model folder of a stage")]
+            assert kept and "from before each store had its own kd-artifacts/STORE folder" in kept[0], report
+        assert legacy.is_dir() and not store.run_exists("r1")
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite_only
 def test_a_moved_store_without_its_models_says_where_they_go_for_teach_and_distill(tmp_path, monkeypatch):
     """`kd teach --model teach:RUN` (or pretrain:RUN) and a distill reading the teacher said only
     "no such directory" / "is missing" of a store moved without its kd-artifacts folder; `kd predict`
