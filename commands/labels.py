@@ -381,8 +381,9 @@ def history(sample_id, db, as_json):
     for r in h["rejected"]:
         where = f"{r['run']}/{r['stage']}" if r["stage"] else "(a deleted stage)"
         why = f"; {r['reason']}" if r["reason"] else ""
+        undone = f", reverted {r['reverted_at']}" if r.get("reverted_at") else ""
         lines.append((r["at"] or "", f"  {r['at'] or '(time unknown)'} {where}{_by(r)}: reject, label {r['kept']} kept "
-                                     f"({r['run']}/{r['detection']} suggested {r['suggested']}, issue {r['issue_id']}{why})"))
+                                     f"({r['run']}/{r['detection']} suggested {r['suggested']}, issue {r['issue_id']}{why}){undone}"))
     for _, line in sorted(lines, key=lambda t: t[0]):
         click.echo(line)
 

@@ -1196,7 +1196,8 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
             raise KdError(f"run {run!r} has no clean stage {stage_name!r} (its clean stages: {', '.join(cleans)})")
         raise KdError(f"run {run!r} has no clean stage to undo")
     names = store.class_names()
-    with store.write_session("samples", "label_edits", "label_issues") as s:
+    # (stages too, in apply's order: the stage undone records the rejects it reopens, ``undone_rejects``)
+    with store.write_session("samples", "stages", "label_edits", "label_issues") as s:
         for stage in reversed(stages):
             edits = _standing_edits(s, stage)
             decided = s.scalar(select(func.count()).select_from(LabelIssue).where(LabelIssue.decided_stage_id == stage.id))
@@ -1222,6 +1223,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
         # undo does not revert it)
         held = _rows_by_id(s, Sample, {c["sample_id"] for c in confirmed}, Sample.label_id, Sample.dropped)
         confirmed = [c for c in confirmed if _holds(held[c["sample_id"]], c["action"], c["label_id"])]
+        _record_undone_rejects(s, stage.id)
         with progress(disable=len(edits) < BAR_FROM) as bar:
             task = bar.add_task("label edits undone", total=len(edits), unit="edit")
             reopened = _revert(s, stage, edits, on_chunk=lambda n: bar.advance(task, n))
@@ -1233,6 +1235,18 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
     return {"stage": stage.name, "reverted": len(edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id),
             "detected_on_it": stages_trained_on(store, stage.id, kinds=("detect",)),
             "set_since": [{"sample_id": c["sample_id"], "stage": c["stage"], "set": c["set"]} for c in undone]}
+
+
+def _record_undone_rejects(s, stage_id: int) -> None:
+    """Put the issues ``stage_id`` rejected, which its undo reopens, in its config (``undone_rejects``:
+    issue id to when): a reject records no edit, so once reopened it was gone from ``kd labels history``,
+    where the undone relabels of the same review stayed, marked reverted."""
+    rejected = s.scalars(select(LabelIssue.id).where(LabelIssue.decided_stage_id == stage_id, LabelIssue.status == "rejected")).all()
+    if rejected:
+        stage = s.get(Stage, stage_id)
+        at = iso_utc(utcnow())
+        stage.config = {**(stage.config or {}), "undone_rejects": {**(stage.config or {}).get("undone_rejects", {}),
+                                                                   **{str(i): at for i in rejected}}}
 
 
 def _set_since(s, stage: Stage, edits: list[Any], names: Sequence[str]) -> list[dict[str, Any]]:
@@ -1464,16 +1478,25 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
             .outerjoin(Run, Run.id == Stage.run_id)
             .where(LabelEdit.sample_id == sample_id).order_by(LabelEdit.id)
         ).all()
-        # a review sheet's reject records no edit (the label stays): the issue it decided says so
+        # a review sheet's reject records no edit (the label stays): the issue it decided says so, and an
+        # undone one the config of the stage that made it (``undone_rejects``)
         by = aliased(Stage)
-        rejected = s.execute(
-            select(LabelIssue.id, LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.score,
-                   Stage.name.label("detection"), Run.uniqid, by.name, by.config, by.run_by,
+        found = s.execute(
+            select(LabelIssue.id, LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.score, LabelIssue.status,
+                   Stage.name.label("detection"), Run.uniqid, by.id.label("by_id"), by.name, by.config, by.run_by,
                    func.coalesce(by.ended_at, by.started_at).label("at"))
             .join(Stage, Stage.id == LabelIssue.stage_id).join(Run, Run.id == Stage.run_id)
             .outerjoin(by, by.id == LabelIssue.decided_stage_id)
-            .where(LabelIssue.sample_id == sample_id, LabelIssue.status == "rejected").order_by(LabelIssue.id)
+            .where(LabelIssue.sample_id == sample_id).order_by(LabelIssue.id)
         ).all()
+        rejected = [(r, r.by_id, r.name, r.config, r.run_by, r.at, None) for r in found if r.status == "rejected"]
+        mine = {str(r.id): r for r in found}
+        if mine:
+            for st in s.execute(select(Stage.id, Stage.name, Stage.config, Stage.run_by, func.coalesce(Stage.ended_at, Stage.started_at).label("at"))
+                                .where(Stage.kind == "clean").order_by(Stage.id)):
+                for issue_id, undone_at in ((st.config or {}).get("undone_rejects") or {}).items():
+                    if issue_id in mine:
+                        rejected.append((mine[issue_id], st.id, st.name, st.config, st.run_by, st.at, undone_at))
 
     def name(i):
         return None if i is None else names[i]
@@ -1493,15 +1516,15 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
             }
             for e, stage, run, who in rows
         ],
-        "rejected": [  # (the label kept: the one the sample had then, ``kept_labels`` where edited since detection)
-            {
-                "issue_id": r.id, "run": r.uniqid, "detection": r.detection, "stage": r.name, "suggested": name(r.suggested_label_id),
-                "kept": name(((r.config or {}).get("kept_labels") or {}).get(str(r.id), r.given_label_id)), "score": round(r.score, 6),
-                "reason": _reject_reason(r.config or {}, r.id),
-                "at": iso_utc(r.at), "by": r.run_by,
-            }
-            for r in rejected
-        ],
+        "rejected": [r for _, r in sorted((  # (the label kept: the one the sample had then, ``kept_labels`` where edited since detection)
+            ((iso_utc(at) or "", stage_id or 0, r.id), {
+                "issue_id": r.id, "run": r.uniqid, "detection": r.detection, "stage": stage, "suggested": name(r.suggested_label_id),
+                "kept": name(((config or {}).get("kept_labels") or {}).get(str(r.id), r.given_label_id)), "score": round(r.score, 6),
+                "reason": _reject_reason(config or {}, r.id),
+                "at": iso_utc(at), "by": who, "reverted_at": undone_at,
+            })
+            for r, stage_id, stage, config, who, at, undone_at in rejected
+        ), key=lambda t: t[0])],
     }
 
 

@@ -2641,8 +2641,16 @@ def test_history_shows_a_reviews_reject_of_a_suggested_label(tmp_path):
     assert got["edits"] == [] and [(r["stage"], r["detection"], r["suggested"], r["kept"], r["issue_id"]) for r in got["rejected"]] == [
         ("review", "detect", "neg", "pos", 1)]
     assert json.loads(kd("labels", "history", "2", "--json", "--db", db).stdout)["rejected"] == []  # (accepted: its edit says so)
-    kd("labels", "undo", "--run", "r", "--db", db)  # the reject is undone: the issue is open again
-    assert json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)["rejected"] == []
+    assert got["rejected"][0]["reverted_at"] is None
+    kd("labels", "undo", "--run", "r", "--db", db)  # the reject is undone: the issue is open again, the reject on record
+    undone = json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)["rejected"]
+    assert [(r["stage"], r["kept"], r["by"]) for r in undone] == [("review", "pos", "tester")] and undone[0]["reverted_at"]
+    assert {i["sample_id"]: i["status"] for i in _issues(db)}[1] == "open"
+    assert kd("labels", "history", "1", "--db", db).stdout.splitlines()[2].endswith(f"), reverted {undone[0]['reverted_at']}")
+    # reviewed again and rejected again: the undone reject and the standing one, in the order made
+    kd("labels", "import", str(_sheet(tmp_path / "again.csv", [{"run": "r", "sample_id": 1, "decision": "reject"}])), "--db", db)
+    again = json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)["rejected"]
+    assert [(r["stage"], r["reverted_at"] is None) for r in again] == [("review", False), ("review-2", True)]
 
 
 def test_undo_refusal_says_when_more_samples_were_touched_than_it_names(tmp_path, error_line):
