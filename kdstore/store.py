@@ -274,6 +274,9 @@ class Store:
             query.where(Sample.id.in_(chunk)) for chunk in chunks(sorted({int(i) for i in ids}), ID_CHUNK)]
         try:
             with self.engine.connect() as conn:
+                if limit == 0 and where:  # a check of the --where: its condition run on every row (a LIMIT 0 runs it on none,
+                    # and PostgreSQL's `text::int > 3` fails on some rows only: the stage it was checked for failed)
+                    conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
                 rows = [r for part in parts for r in conn.execute(part).all()][:limit]
         except Exception as exc:  # a bad --where fragment is the usual cause
             if where:

@@ -550,6 +550,12 @@ def test_a_where_runs_as_written_on_each_backend(db, invoke, write_file):
             assert texts("length(text)::int > 3") == ["质量很好:x 123", "还行 7"]
     finally:
         store.close()
+    # one that fails on some rows only (PostgreSQL's cast of a text that is no number; SQLite casts it to 0): refused
+    # before a stage, as one that fails on every row is (a LIMIT 0 check ran it on none: the teach stage failed)
+    fails = "CAST(substr(text, 1, 1) AS INTEGER) > 0" if store.engine.dialect.name == "postgresql" else "no_such_column > 0"
+    for args in (["teach", "--run", "w", "--model", "./none", "--where", fails], ["samples", "--where", fails]):
+        assert f"--where {fails!r} failed" in invoke(args, ok=False).output
+    assert not Store.open(db, create=False).run_exists("w")
 
 
 def test_issue_scores_come_in_issue_order_on_each_backend(db, invoke, write_file):
