@@ -146,7 +146,9 @@ def export(run, path, overwrite, db, as_json):
     """
     store = open_store(db)
     n = lab.export_sheet(store, run, path, overwrite=overwrite)
-    warned = _warn(lab.stale_warnings(store, run))
+    # (a sheet of no issue: nothing for a reviewer, which import then refuses)
+    empty = [] if n else [f"run {run!r} has no undecided issue: the sheet lists none (`kd labels show --run {run}` lists its issues)"]
+    warned = _warn(empty + lab.stale_warnings(store, run))
     if as_json:
         print_json({"run": run, "path": str(path), "issues": n, "warnings": warned})
         return

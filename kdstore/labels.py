@@ -674,6 +674,8 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     names = store.class_names()
     for n, fields in lines_up[0]:
         _check_row_width(path, n, fields, lines_up[1], names)
+    if not rows:  # (an export of a run with no undecided issue: "empty on every row ... was the sheet saved?" was odd)
+        raise KdError(f"{path}: no row of decisions: nothing to import (`kd labels export` of a run with no undecided issue?)")
     if not any(_cell(r, "decision") for _, r in rows):  # (an empty clean stage would take the name the real import needs)
         raise KdError(f"{path}: field 'decision': empty on every row (give accept, reject, drop or a class): nothing to import (was the sheet saved?)")
     given = run

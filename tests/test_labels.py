@@ -2653,6 +2653,19 @@ def test_history_shows_a_reviews_reject_of_a_suggested_label(tmp_path):
     assert [(r["stage"], r["reverted_at"] is None) for r in again] == [("review", False), ("review-2", True)]
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_an_export_of_no_undecided_issue_says_so_and_its_import_names_why_it_is_refused(tmp_path, error_line, suffix):
+    """A run whose issues were all decided exported a sheet of its header alone, said "0 issues to review",
+    and its import was refused as "empty on every row ... (was the sheet saved?)"."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    kd("labels", "clean", "--run", "r", "--min-score", "0", "--db", db)
+    sheet = tmp_path / f"review{suffix}"
+    out = kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    assert "warning: run 'r' has no undecided issue: the sheet lists none" in out.stderr
+    line = error_line(kd("labels", "import", str(sheet), "--run", "r", "--db", db, ok=False))
+    assert line == f"Error: {sheet}: no row of decisions: nothing to import (`kd labels export` of a run with no undecided issue?)"
+
+
 def test_undo_refusal_says_when_more_samples_were_touched_than_it_names(tmp_path, error_line):
     """An undo refused for later edits named the first 20 samples and stopped, as if those were all:
     with 2,000 samples set by hand since, it read "touched samples 1, ..., 20"."""
