@@ -33,7 +33,7 @@ from .metrics import classification_metrics, mean_log_loss
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_sharded_scores
 from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
 from .progress import progress
-from .runs import StageHandle
+from .runs import StageHandle, check_unchanged
 from .schema import Stage
 from .store import SampleSet, Store
 from .augment import METHODS, UNK
@@ -921,6 +921,7 @@ def _loading_teacher(stage: Stage):
     """A teacher folder transformers cannot read (files gone, damaged weights) as a one-line KdError."""
     from safetensors import SafetensorError
 
+    check_unchanged(stage)  # (its logits are of the recorded model: intermediate losses of another would not match them)
     try:
         yield
     except (OSError, ValueError, SafetensorError) as exc:

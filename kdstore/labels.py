@@ -702,7 +702,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     for line, r in rows:
         decision = _cell(r, "decision")
         if not decision:
-            _check_skipped(path, line, r, issue_of_sample, names)
+            _check_skipped(path, line, r, issue_of_sample, names, replacing)
             continue
         sample_id = _sheet_id(path, line, r, "sample_id")
         if sample_id is None:
@@ -908,13 +908,16 @@ def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None, defa
     return given if given is not None else named[0][1] if named else default_run or DEFAULT_RUN
 
 
-def _check_skipped(path: Path, line: int, row: dict, issue_of_sample: dict, names: list[str]) -> None:
+def _check_skipped(path: Path, line: int, row: dict, issue_of_sample: dict, names: list[str], replacing: str | None = None) -> None:
     """Refuse an undecided row whose ``suggested`` cell a reviewer retyped to another class: the row,
-    its decision empty, was skipped without a word, the relabel it meant never made."""
+    its decision empty, was skipped without a word, the relabel it meant never made. (Not where its
+    issue is decided: a row an earlier import of the sheet decided, emptied as the stale-sheet error says.)"""
     suggested = _cell(row, "suggested")
     try:
         issue = issue_of_sample.get(_sheet_id(path, line, row, "sample_id")) if suggested else None
     except KdError:  # (an undecided JSONL row's id that is no id: left alone, as it was)
+        return
+    if issue is not None and issue.status not in UNDECIDED and not (replacing is not None and issue.name == replacing):
         return
     if issue is not None and issue.suggested_label_id is not None and suggested != names[issue.suggested_label_id]:
         raise KdError(f"{path}: line {line}: field 'suggested': {suggested!r}, where kd suggested "

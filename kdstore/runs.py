@@ -73,17 +73,22 @@ def check_unchanged(stage: Stage) -> None:
     now = recorded and sha256_path(Path(stage.artifact_path))
     if recorded and now != recorded:
         raise KdError(f"the model of stage {stage.name!r} in {stage.artifact_path} is not the one the run recorded: its files' "
-                      f"sha256 is {now[:12]}, the recorded {recorded[:12]} (changed by hand since?), so kd report's figures "
-                      f"are not of it: put the recorded files back, or retrain the stage with --overwrite")
+                      f"sha256 is {now[:12]}, the recorded {recorded[:12]} (changed by hand since?), so the run's figures and "
+                      f"logits are not of it: put the recorded files back, or retrain the stage with --overwrite")
+
+
+# what a file browser leaves in a folder it showed (macOS Finder, Windows Explorer): no part of a model
+BROWSER_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a directory as the sorted list of (relative path, file sha256)."""
+    """sha256 of a file, or of a directory as the sorted list of (relative path, file sha256), the
+    files a file browser leaves (``BROWSER_FILES``, macOS's ``._NAME``) left out."""
     path = Path(path)
     if path.is_file():
         return sha256_file(path)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in BROWSER_FILES and not p.name.startswith("._")):
         h.update(f.relative_to(path).as_posix().encode())
         h.update(b"\0")
         h.update(sha256_file(f).encode())
@@ -430,8 +435,13 @@ def current_user() -> str | None:
     """Who runs this kd, as a stage records it: ``KD_USER`` (a reviewer's name where many share one
     login, or a service account), else the process's login name; ``None`` where neither is known (a
     container's uid with no name)."""
-    named = os.environ.get("KD_USER", "").strip()
+    named = " ".join(os.environ.get("KD_USER", "").split())  # (one line: a line break split kd labels history's)
     if named:
+        try:
+            named.encode("utf-8")
+        except UnicodeEncodeError:  # (exported in a GBK terminal: the store's error named no KD_USER)
+            raise KdError(f"KD_USER is not valid UTF-8 ({ascii(named)}): set it in UTF-8 (a terminal in another "
+                          "encoding, such as GBK, wrote its bytes)") from None
         return named[:200].replace("\x00", "")
     try:
         return getpass.getuser()[:200] or None

@@ -921,6 +921,22 @@ def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, 
     kd("labels", "undo", "--run", "r", "--db", db, ok=False)  # nothing left to undo
 
 
+def test_a_decided_row_emptied_as_the_stale_sheet_error_says_is_not_refused_for_its_retyped_suggestion(db, tmp_path, error_line):
+    """The reviewer retyped a row's suggested class and accepted it; imported, then the same sheet again with
+    more rows decided: "already decided ... or leave the row's decision empty". Emptied, the row was refused
+    as a retyped suggestion whose decision is empty ("write accept"), which the first error refuses: no way out."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first, second = _issues(db)[:2]
+    other = next(c for c in _open(db).class_names() if c != first["suggested"])
+    row = {"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "suggested": other, "decision": "accept"}
+    kd("labels", "import", str(_sheet(tmp_path / "review.csv", [row])), "--db", db)
+    more = {"run": "r", "issue_id": second["issue_id"], "sample_id": second["sample_id"], "suggested": second["suggested"], "decision": "drop"}
+    line = error_line(kd("labels", "import", str(_sheet(tmp_path / "review.csv", [row, more])), "--db", db, ok=False))
+    assert "or leave the row's decision empty" in line
+    out = json.loads(kd("labels", "import", str(_sheet(tmp_path / "review.csv", [{**row, "decision": ""}, more])), "--db", db, "--json").stdout)
+    assert (out["stage"], out["drop"]) == ("review-2", 1)
+
+
 def test_a_second_sheet_without_a_name_is_its_own_stage(db, tmp_path):
     """The reviewer's second batch: `kd labels import` without --name records review, then
     review-2 (it failed with "choose another --name"); undo takes the last one first."""

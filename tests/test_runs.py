@@ -1828,6 +1828,21 @@ def test_a_stage_records_who_ran_it_from_kd_user_else_the_login_name(monkeypatch
     assert current_user() is None
 
 
+def test_a_kd_user_of_odd_bytes_or_lines_is_named_or_made_one_line(store, invoke, error_line, monkeypatch):
+    """KD_USER exported in a GBK terminal (王 as bytes that are no UTF-8) failed every stage with "not valid
+    UTF-8 (a file name or argument ...)", naming no KD_USER; one holding a line break split the
+    history line it is shown in."""
+    from kdstore.runs import current_user
+
+    monkeypatch.setenv("KD_USER", "王审核\n二组\tB")
+    assert current_user() == "王审核 二组 B"
+    monkeypatch.setenv("KD_USER", "王".encode("gbk").decode("utf-8", "surrogateescape"))
+    with pytest.raises(KdError, match="KD_USER is not valid UTF-8"):
+        current_user()
+    line = error_line(invoke(["labels", "set", "--run", "u", "1=neg"], ok=False))
+    assert "KD_USER is not valid UTF-8" in line and not store.run_exists("u")
+
+
 def test_a_command_missing_a_killed_stage_names_it_gone_not_running(store, invoke, error_line):
     """`kd predict` after a teacher was killed with -9 said the run's stages were "teach (running)", as
     if it were worth waiting for, where `kd runs` said "running (process gone)"."""

@@ -3985,7 +3985,13 @@ def test_predict_and_export_refuse_a_model_whose_files_changed_by_hand(taught_st
     teacher = Path(_stage(taught_store, "r", "teach").artifact_path)
     (teacher / "notes.txt").write_text("my notes")  # a file added to the teacher's folder
     assert "is not the one the run recorded" in kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="好\n", ok=False).output
+    # a student learning the teacher's layers loads that folder too: its logits were of the recorded model
+    layers = kd("distill", "--run", "r", "--name", "tf", "--student", "transformer", "--layers", "1", "--hidden-mse", "1",
+                "--epochs", "1", "--max-len", "32", "--no-unlabeled", "--db", db, ok=False)
+    assert "Error: the model of stage 'teach' in" in layers.output and "is not the one the run recorded" in layers.output
     (teacher / "notes.txt").unlink()
+    (teacher / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # what macOS Finder leaves in a folder it showed: no part of the model
+    assert len(kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="好\n").stdout.splitlines()) == 1
     assert len(kd("predict", "--run", "r", "--model", "cnn", "--db", db, input="这个很好\n").stdout.splitlines()) == 1
 
 
