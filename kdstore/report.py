@@ -55,7 +55,20 @@ def runs_overview(store: Store) -> list[dict[str, Any]]:
 
 
 def run_report(store: Store, run: str) -> dict[str, Any]:
-    """Every stage of ``run`` with its config, final metrics ``{split: {name: value}}`` and history."""
+    """Every stage of ``run`` with its config, final metrics ``{split: {name: value}}`` and history.
+    Read again where its stages changed while it read (`kd runs delete`, or a stage ending, in another
+    process): a stage read before a deletion and its figures after showed it succeeded with none."""
+    for _ in range(REPORT_READ_TRIES):
+        report, stages = _run_report(store, run)
+        if [(s.id, s.name, s.status) for s in store.stages_of(run)] == [(s.id, s.name, s.status) for s in stages]:
+            return report
+    raise KdError(f"the stages of run {run!r} changed each time they were read (stages ending or deleted meanwhile): run this again")
+
+
+REPORT_READ_TRIES = 5
+
+
+def _run_report(store: Store, run: str) -> tuple[dict[str, Any], list]:
     stages = store.stages_of(run)
     if not stages and not store.run_exists(run):
         raise KdError(f"no run {run!r} in {store.url}: `kd runs` lists the runs")
@@ -84,7 +97,7 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
         if stage.id in edits:  # its figures say what it changed; whether `kd labels undo` reverted it since, this
             entry["label_edits"] = edits[stage.id]
         out.append(entry)
-    return {"run": run, "classes": store.class_names(), "stages": out}
+    return {"run": run, "classes": store.class_names(), "stages": out}, stages
 
 
 def shown_config(config: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -2182,6 +2182,34 @@ def test_runs_delete_asks_after_saying_what_goes_with_the_stages(store, db):
     assert proc.returncode != 0 and export.is_dir() and [s.name for s in store.stages_of("r1")] == ["teach"]
 
 
+def test_a_report_read_while_its_run_is_deleted_is_the_run_before_or_no_run(store, monkeypatch):
+    """`kd report --run R` while `kd runs delete --run R` ran in another process: the stages read, then the
+    deletion committed, then their figures read: a stage `succeeded` with no figures and its model
+    `not found` beside a stage with all of its, as if the stage had stored nothing. It reads again now,
+    and says the run is gone."""
+    import kdstore.report as report_module
+    from kdstore.deletion import delete_stages
+
+    for name in ("teach", "distill-textcnn"):
+        with stage_scope(store, run="r1", kind="teach" if name == "teach" else "distill", name=name, config={}) as st:
+            store.add_metrics(st.id, "dev", {"accuracy": 0.9})
+    summary, calls = report_module.stage_summary, []
+
+    def deleted_meanwhile(stage):  # the other process's deletion commits between the stage list and the figures
+        calls.append(stage.name)
+        if len(calls) == 2:
+            other = Store.open(store.url, create=False)
+            try:
+                delete_stages(other, "r1")
+            finally:
+                other.close()
+        return summary(stage)
+
+    monkeypatch.setattr(report_module, "stage_summary", deleted_meanwhile)
+    with pytest.raises(KdError, match="no run 'r1'"):
+        report_module.run_report(store, "r1")
+
+
 def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke, counts, error_line):
     invoke(["labels", "set", "--run", "r1", "1=neg"])
     with stage_scope(store, run="r1", kind="teach", config={}):
