@@ -535,7 +535,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             _warn(f"--patience: not used, the store has no labeled dev samples{of} to judge the epochs: the last epoch "
                   "is kept (`kd ingest FILE --split dev` adds some)")
         if dist.is_main and not _dev_trains(store, cfg):
-            _warn_one_class_dev(store, cfg.labels)
+            _warn_one_class_dev(store, cfg.labels, cfg.where)
         if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
             from kdstore.folds import stratified_folds
             from kdstore.teacher import training_rows
@@ -593,7 +593,7 @@ def _dev_judges(store, cfg: TeachConfig) -> bool:
     return any(n for name, n in dev.items() if name != "(none)" and (not cfg.labels or name in cfg.labels))
 
 
-def _warn_one_class_dev(store, labels: tuple[str, ...] = ()) -> None:
+def _warn_one_class_dev(store, labels: tuple[str, ...] = (), where: str | None = None) -> None:
     """Dev macro-F1 picks the epoch kept (teacher and student): with labeled dev samples of one class
     (of the ``--label`` classes, if given), an epoch answering that class to every text scores 1.0 and
     one that slips once about 0.5; said, as it trains on regardless."""
@@ -604,7 +604,11 @@ def _warn_one_class_dev(store, labels: tuple[str, ...] = ()) -> None:
     if len(dev) == 1:
         _warn(f"the labeled dev samples are all of class {dev[0]!r}: the epoch kept is the one whose dev macro-F1 "
               f"is highest, which an epoch answering {dev[0]!r} to every text reaches; ingest a dev set of every class")
-    unjudged = [c for c, n in counts.get("train", {}).items() if c != "(none)" and n and c not in dev and (not labels or c in labels)]
+    trained = counts.get("train", {})
+    if where:  # (kd teach --where: the train rows it selects; a class it leaves out is never learned, nor to be judged)
+        names = store.class_names()
+        trained = {names[int(c)]: 1 for c in set(store.samples(splits=["train"], labeled=True, where=where).labels.tolist())}
+    unjudged = [c for c, n in trained.items() if c != "(none)" and n and c not in dev and (not labels or c in labels)]
     if len(dev) > 1 and unjudged:  # (a rare class whose few samples all went to train)
         shown = ", ".join(map(repr, unjudged[:5])) + (", ..." if len(unjudged) > 5 else "")
         _warn(f"no labeled dev sample of class {shown}: the epoch kept is judged without {'it' if len(unjudged) == 1 else 'them'} "

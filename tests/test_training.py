@@ -1883,6 +1883,8 @@ def test_a_class_dev_does_not_hold_is_warned_of(taught_store, tiny_model, tmp_pa
     assert "warning: no labeled dev sample of class '极限词': the epoch kept is judged without it" in out.stderr
     assert "no labeled dev sample" not in kd("teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--run", "t2",
                                               "--label", "pos", "--label", "neg", "--db", db).stderr  # (a class it does not learn)
+    assert "no labeled dev sample" not in kd("teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--run", "t4",
+                                              "--where", "source != 'rare.tsv'", "--db", db).stderr  # (--where leaves it out)
     typo = kd("teach", "--model", str(tiny_model), "--max-len", "32", "--run", "t3", "--label", "pos", "--label", "ng", "--db", db, ok=False)
     assert "--label 'ng' is not a class" in typo.stderr and "warning" not in typo.stderr  # (the refusal alone, no dev warning first)
 
