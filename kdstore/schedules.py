@@ -64,15 +64,17 @@ def lr_factor_step(step: int, total: int, *, schedule: str, warmup: float) -> fl
 
 
 def layer_depths(names: list[str]) -> list[int]:
-    """Depth of each parameter of a transformer by name: 0 for the embeddings, ``i + 1`` for encoder
-    layer ``i`` (``...layer.i.``, ``...layers.i.``, ``...h.i.``, ``...blocks.i.`` or
+    """Depth of each parameter of a transformer by name: 0 for the embeddings and the encoder's parts
+    outside its layers (DeBERTa-v2's shared relative-position table and its LayerNorm, MPNet's relative
+    bias, ALBERT's embedding projection: trained at the head's rate, or one part of a table at another's),
+    ``i + 1`` for encoder layer ``i`` (``...layer.i.``, ``...layers.i.``, ``...h.i.``, ``...blocks.i.`` or
     ``...albert_layers.i.``), and one above the deepest layer for everything else (pooler,
     classification head)."""
     import re
 
     found = [re.search(r"\.(?:layers?|h|blocks|albert_layers)\.(\d+)\.", "." + n) for n in names]
     top = max((int(m.group(1)) for m in found if m), default=-1) + 2
-    embedding = re.compile(r"embed|(?:^|\.)(?:wte|wpe)\.")
+    embedding = re.compile(r"embed|(?:^|\.)(?:wte|wpe|encoder)\.")
     return [0 if embedding.search(n) and not m else int(m.group(1)) + 1 if m else top for n, m in zip(names, found)]
 
 

@@ -251,6 +251,14 @@ def test_layer_decay_scales_follow_depth():
     # ALBERT's shared group, GPT-2's blocks and token embeddings
     assert layer_depths(["albert.embeddings.word_embeddings.weight", "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight", "classifier.bias"]) == [0, 1, 2]
     assert layer_depths(["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight", "transformer.h.1.mlp.c_fc.bias", "score.weight"]) == [0, 0, 1, 2, 3]
+    # the encoder's parts outside its layers: DeBERTa-v2's relative-position table and its norm (the norm was at the
+    # head's rate, the table at the embeddings'), MPNet's relative bias, ALBERT's embedding projection
+    assert layer_depths(["deberta.embeddings.word_embeddings.weight", "deberta.encoder.layer.0.attention.self.query_proj.weight",
+                         "deberta.encoder.rel_embeddings.weight", "deberta.encoder.LayerNorm.weight", "pooler.dense.weight",
+                         "classifier.weight"]) == [0, 1, 0, 0, 2, 2]
+    assert layer_depths(["mpnet.encoder.relative_attention_bias.weight", "mpnet.encoder.layer.1.output.dense.bias", "classifier.dense.bias"]) == [0, 2, 3]
+    assert layer_depths(["albert.encoder.embedding_hidden_mapping_in.weight", "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight",
+                         "albert.pooler.weight"]) == [0, 1, 2]
     with pytest.raises(ValueError, match="layer decay"):
         layer_decay_scales(names, 0.0)
     with pytest.raises(ValueError, match="numbered encoder layers"):  # names it cannot place: refused, not guessed
