@@ -622,8 +622,14 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
         if cfg.student_model and cfg.layer_map and len(cfg.layer_map) != bert["num_hidden_layers"]:
             raise KdError(f"--layer-map names {len(cfg.layer_map)} teacher layers for a student of {bert['num_hidden_layers']} "
                           f"(--student-model {cfg.student_model}'s layers): one each")
-        mapped = layer_map(bert["num_hidden_layers"], teacher_config.num_hidden_layers, cfg.layer_map)
-        check_matches(cfg.matches, student_layers=bert["num_hidden_layers"], teacher_layers=teacher_config.num_hidden_layers)
+        try:
+            mapped = layer_map(bert["num_hidden_layers"], teacher_config.num_hidden_layers, cfg.layer_map)
+            check_matches(cfg.matches, student_layers=bert["num_hidden_layers"], teacher_layers=teacher_config.num_hidden_layers)
+        except KdError as e:  # "the teacher" of several: the first, whose layers are copied and matched (README)
+            if len(set(cfg.teacher_runs)) > 1:
+                raise KdError(f"{e} (the teacher of run {cfg.teacher_runs[0]!r}, the first --teacher-run: a student's "
+                              "layers copy and match its layers alone)") from None
+            raise
         if cfg.fsp and any(b <= a for a, b in zip(mapped, mapped[1:])):
             how = f"--layer-map {','.join(map(str, mapped))}" if cfg.layer_map else \
                 f"a {cfg.layers}-layer student of a {teacher_config.num_hidden_layers}-layer teacher maps {','.join(map(str, mapped))}"

@@ -97,3 +97,23 @@ def test_each_match_of_other_widths_learns_its_own_projection():
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for proj in matcher.match_proj[:2] for p in proj.parameters())
     assert all(p.grad is None for p in matcher.proj.parameters())  # (no loss on the map: the shared one unused)
+
+
+def test_a_layer_several_teachers_lack_names_the_first_teacher_run():
+    """With --teacher-run F --teacher-run A (a 1-layer and a 2-layer teacher), `--match hidden_mse:0:1` or
+    `--layer-map 1` was refused as "the teacher has no layer 1: its layers are 0 to 0": of two teachers, which?
+    A has that layer. The error names the first --teacher-run, whose layers a student copies and matches."""
+    from transformers import BertConfig
+
+    from kdstore.distill import check_student_shape
+
+    first = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                       max_position_embeddings=32)
+    for options in ({"matches": tuple(parse_matches(["hidden_mse:0:1"]))}, {"layer_map": (1,), "hidden_mse": 1.0}):
+        cfg = DistillConfig(student="transformer", layers=1, teacher_runs=("F", "A"), max_len=16, **options)
+        with pytest.raises(KdError, match=r"layers are 0 to 0.*run 'F', the first --teacher-run"):
+            check_student_shape(cfg, first, 2)
+        one = DistillConfig(student="transformer", layers=1, teacher_runs=("F",), max_len=16, **options)
+        with pytest.raises(KdError) as raised:  # one teacher: "the teacher" says which
+            check_student_shape(one, first, 2)
+        assert "--teacher-run" not in str(raised.value)
