@@ -536,6 +536,8 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                   "is kept (`kd ingest FILE --split dev` adds some)")
         if dist.is_main and not _dev_trains(store, cfg):
             _warn_one_class_dev(store, cfg.labels, cfg.where)
+        if overwrite and dist.is_main:
+            _warn_learners_of_replaced(store, run)
         if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
             from kdstore.folds import stratified_folds
             from kdstore.teacher import training_rows
@@ -591,6 +593,27 @@ def _dev_judges(store, cfg: TeachConfig) -> bool:
         return True  # (an unknown --label is the stage's one-line error, not a warning first)
     dev = store.counts().get("dev", {})
     return any(n for name, n in dev.items() if name != "(none)" and (not cfg.labels or name in cfg.labels))
+
+
+def _warn_learners_of_replaced(store, run: str) -> None:
+    """`kd teach --overwrite`: the students and detections that learned from the teacher it replaces,
+    named before it trains (`kd runs delete` names them; an overwrite left them to kd report's
+    "replaced since")."""
+    try:
+        old = store.find_stage(run, "teach")
+    except KdError:
+        return
+    def used(r, st) -> bool:  # a student or detection of its logits, or kd predict --store's figures of it
+        config = st.config or {}
+        return any(t.get("stage_id") == old.id for t in config.get("teacher_stages") or []) or (
+            st.kind == "predict" and r.uniqid == run and (config.get("model_stage"), config.get("model_sha256")) == (old.name, old.artifact_sha256))
+
+    users = [f"{r.uniqid}/{st.name}" for r, stages in store.runs() for st in stages if used(r, st)]
+    if users:
+        shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+        _warn(f"--overwrite replaces the teacher that {shown} used: {'their' if len(users) > 1 else 'its'} figures stay "
+              "those of the old one (kd report will say \"replaced since\"); retrain "
+              f"{'them' if len(users) > 1 else 'it'} with --overwrite once the new teacher is done")
 
 
 def _warn_one_class_dev(store, labels: tuple[str, ...] = (), where: str | None = None) -> None:

@@ -4080,7 +4080,12 @@ def test_report_says_when_a_predict_stages_teacher_was_replaced_since(taught_sto
     assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout  # still the teacher it measured
     env = _stage(sample_store, "r", "predict-teach@dev").config["environment"]  # (its samples_per_s is this machine's)
     assert env["torch"] == torch.__version__ and env["device"] == "cpu", env
-    kd(*teach, "--overwrite", "--seed", "7")
+    kd("distill", "--run", "o", "--teacher-run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)
+    # said as it starts (kd runs delete names them; an --overwrite left them to kd report)
+    replaced = kd(*teach, "--overwrite", "--seed", "7")
+    assert ("warning: --overwrite replaces the teacher that r/predict-teach@dev, o/distill-textcnn used: their figures stay those "
+            "of the old one") in replaced.stderr
+    assert "--overwrite replaces the teacher" not in kd(*teach, "--run", "s").stderr  # (no --overwrite: nothing replaced)
     lines = kd("report", "--run", "r", "--db", db).stdout.splitlines()
     at = lines.index(next(line for line in lines if line.startswith("predict-teach@dev")))
     assert any(line.startswith("  model: teach (replaced since: these figures are of the model it replaced") for line in lines[at:at + 4]), lines
