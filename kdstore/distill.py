@@ -927,12 +927,14 @@ def _loading_teacher(stage: Stage):
     """A teacher folder transformers cannot read (files gone, damaged weights) as a one-line KdError."""
     from safetensors import SafetensorError
 
-    check_unchanged(stage)  # (its logits are of the recorded model: intermediate losses of another would not match them)
     try:
         yield
     except (OSError, ValueError, SafetensorError) as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         raise KdError(f"cannot load the teacher of stage {stage.name!r} in {stage.artifact_path}: {lines[0]}") from None
+    # (after the load, whose refusal names what is broken) its logits are of the recorded model: intermediate
+    # losses or embeddings of another would not match them
+    check_unchanged(stage)
 
 
 def _student_model_path(name: str) -> str:

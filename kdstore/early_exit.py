@@ -717,8 +717,8 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     record_labels_state(store, stage.id, labels)
     if cfg.max_loss is not None and not len(dev):
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
-    check_unchanged(teacher_stage)  # (the model whose logits and figures the run recorded)
     tokenizer, teacher = load_classifier(model_dirs(teacher_stage)[0], names)
+    check_unchanged(teacher_stage)  # (the model whose logits and figures the run recorded; after the load, which names a broken file)
     check_max_len(teacher.config, max_len, model_dirs(teacher_stage)[0])
     model = EarlyExitModel(teacher, branch_dim=cfg.branch_dim, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
     if model.num_layers < 2:
