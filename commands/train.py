@@ -603,10 +603,10 @@ def _warn_learners_of_replaced(store, run: str) -> None:
         old = store.find_stage(run, "teach")
     except KdError:
         return
-    def used(r, st) -> bool:  # a student or detection of its logits, or kd predict --store's figures of it
+    def used(r, st) -> bool:  # a student or detection of its logits, or kd predict --store's figures of it; not a failed one (no figures)
         config = st.config or {}
-        return any(t.get("stage_id") == old.id for t in config.get("teacher_stages") or []) or (
-            st.kind == "predict" and r.uniqid == run and (config.get("model_stage"), config.get("model_sha256")) == (old.name, old.artifact_sha256))
+        return st.status != "failed" and (any(t.get("stage_id") == old.id for t in config.get("teacher_stages") or []) or (
+            st.kind == "predict" and r.uniqid == run and (config.get("model_stage"), config.get("model_sha256")) == (old.name, old.artifact_sha256)))
 
     users = [f"{r.uniqid}/{st.name}" for r, stages in store.runs() for st in stages if used(r, st)]
     if users:

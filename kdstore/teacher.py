@@ -471,7 +471,13 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     if dist.is_main:  # (the checkpoint's sha256 once, not on every rank)
         record_labels_state(store, stage.id, started_from(path, probe.config))
     del probe
-    dist.agree("training rows", train, dev, everything)
+    try:
+        dist.agree("training rows", train, dev, everything)
+    except KdError as exc:  # (not the store changing where --where reads other rows each time: every rerun failed alike)
+        if not cfg.where:
+            raise
+        raise KdError(f"{exc}; or --where {cfg.where!r} selects other rows at each read (random()?), and each process "
+                      "reads its own: select a fixed set (such as id % 10 = 0)") from None
 
     # 2. train one teacher, or one per fold, and score this rank's shard of what each is responsible for
     scoring = 0.0  # seconds spent scoring and writing logits (the stored rate), training excluded
@@ -854,6 +860,8 @@ def score_missing(
             for directory in model_dirs(stage):
                 tokenizer, model = load_classifier(directory, names)
                 models.append(model.to(dev))
+            check_unchanged(stage)  # (the stage's logits are of the recorded model: an edited one's would join them; after the load,
+            # whose refusal names a broken file)
         except KdError:  # an --overwrite starting moved the folder away: "no such directory", or the new one half written
             check_teacher_kept(next((s.name for s in store.stages_of(run) if s.id == stage.id), None))
             raise

@@ -537,6 +537,29 @@ def test_logits_only_names_the_error_of_a_rank_that_cannot_load_the_teacher(taug
     assert error_lines(done) == ["Error: rank 1 failed: OSError: rank one cannot read the teacher"], done.stderr[-3000:]
 
 
+def test_logits_only_refuses_a_teacher_whose_files_changed_since(taught, tmp_path):
+    """A file added to the teacher's folder by hand since it was recorded (kd predict and kd export refuse
+    such a model): `kd teach --logits-only` scored the new samples with it without a word, so the stage
+    held two models' logits. Refused in one line, nothing scored."""
+    import shutil
+
+    db = copy_store(taught["two"], tmp_path / "store")
+    new = ingest_late(db, tmp_path)
+    store = Store.open(str(db), create=False)
+    try:  # (the copy's own RUN/STAGE folder, which it serves: the original's stays as the other tests read it)
+        own = store.artifact_root / "r" / "teach"
+    finally:
+        store.close()
+    shutil.copytree(Path(stage_of(taught["two"], "r", "teach").artifact_path).parent, own)
+    folder = Path(stage_of(db, "r", "teach").artifact_path)
+    assert folder.is_relative_to(own), folder
+    (folder / "notes.txt").write_text("tried a smaller head\n", encoding="utf-8")
+    done = torchrun("teach", "--run", "r", "--logits-only", "--db", str(db), ok=False)
+    lines = error_lines(done)
+    assert len(lines) == 1 and "is not the one the run recorded" in lines[0], done.stderr[-3000:]
+    assert not set(new.tolist()) & set(logits_of(db, stage_of(db, "r", "teach").id)[0].tolist())
+
+
 def test_a_crashed_shard_keeps_the_others_and_a_rerun_scores_only_what_is_missing(taught, tmp_path):
     db = copy_store(taught["one"], tmp_path / "store")
     stage = stage_of(db, "r", "teach")
@@ -802,6 +825,34 @@ def test_ranks_that_read_different_rows_stop_before_training(taught, tiny_model,
     stage = stage_of(db, "moved", "teach")
     assert stage.status == "failed" and "the ranks read different training rows: the store changed while they read it" in stage.error
     assert count(db, Logit, stage_id=stage.id) == 0
+
+
+def test_a_where_that_reads_other_rows_each_time_is_named_not_a_store_change(taught, tiny_model, tmp_path):
+    """`--where "random() % 2 = 0"` (a random half of train) works in one process; under torchrun each
+    process draws its own half, and the stage said the store changed while they read it, "run the stage
+    again", which failed alike every time."""
+    db = copy_store(taught["one"], tmp_path / "store")
+    done = torchrun("teach", "--run", "half", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32",
+                    "--where", "random() % 2 = 0", "--db", str(db), ok=False)
+    lines = error_lines(done)
+    assert len(lines) == 1 and "--where 'random() % 2 = 0' selects other rows at each read" in lines[0], done.stderr[-3000:]
+    stage = stage_of(db, "half", "teach")
+    assert stage.status == "failed" and count(db, Logit, stage_id=stage.id) == 0
+
+
+def test_overwrite_names_once_the_learners_of_the_replaced_teacher_but_no_failed_one(taught, tiny_model, tmp_path):
+    """The --overwrite warning is rank 0's alone; it named a student that failed (no figures to stay
+    those of the old teacher, nothing to retrain with --overwrite) beside the ones that succeeded."""
+    db = copy_store(taught["one"], tmp_path / "store")
+    with one_thread():
+        kd("teach", "--run", "ow", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db))
+        for name in ("good", "broke"):
+            kd("distill", "--run", "ow", *DISTILL, "--name", name, "--db", str(db))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE stages SET status = 'failed', error = 'disk on fire' WHERE name = 'broke'")
+    done = torchrun("teach", "--run", "ow", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--overwrite", "--db", str(db))
+    assert done.stderr.count("warning: --overwrite replaces the teacher that ow/good used: its figures stay") == 1, done.stderr[-3000:]
+    assert "ow/broke" not in done.stderr
 
 
 # distill ---------------------------------------------------------------------------------------------
