@@ -188,7 +188,8 @@ def _learned_from(s, gone: list[Stage], run: str, dry_run: bool = False) -> list
     models = {(st.kind, st.artifact_sha256): st.name for st in gone if st.kind in ("pretrain", "teach") and st.artifact_sha256}
     tail = ("which this would delete: its report would" if dry_run else "deleted now: its report will") + " call {} 'deleted since'"
     out = []
-    for st in s.scalars(select(Stage).where(Stage.id.not_in(set(names) or {-1})).order_by(Stage.id)):
+    # (not a failed stage: it has no figures for its report to call anything of)
+    for st in s.scalars(select(Stage).where(Stage.id.not_in(set(names) or {-1}), Stage.status != "failed").order_by(Stage.id)):
         config = st.config or {}
         kind, _, source = str(config.get("model") or "").partition(":")
         used = [(f"learned from {run}/{names[t['stage_id']]}", "that teacher")

@@ -2067,6 +2067,24 @@ def test_a_stage_failed_by_the_database_records_the_drivers_line_only():
 # kd runs delete ----------------------------------------------------------------------------------
 
 
+def test_runs_delete_names_no_failed_stage_as_learning_from_what_it_deletes(store, invoke):
+    """A failed student of the teacher deleted was named as one whose report would call that teacher
+    'deleted since': it has no figures, and its report says nothing of the kind."""
+    from commands.train import _teacher_stages
+
+    with stage_scope(store, run="r1", kind="teach", config={}):
+        pass
+    for name, fails in (("good", False), ("bad", True)):
+        try:
+            with stage_scope(store, run="r2", kind="distill", name=name, config={"teacher_stages": _teacher_stages(store, ("r1",))}):
+                if fails:
+                    raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+    said = invoke(["runs", "delete", "--run", "r1", "--dry-run"]).stderr
+    assert "warning: r2/good learned from r1/teach, which this would delete" in said and "r2/bad" not in said
+
+
 def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_else(store, invoke, counts, error_line):
     """A run's teacher logits (500,000 rows a pool) stayed in the store for good: no command deleted a run."""
     from commands.train import _teacher_stages
