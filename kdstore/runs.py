@@ -5,7 +5,7 @@ predictions are removed; a stage that already succeeded is never replaced withou
 with it only once the replacement succeeds: until then the old stage is parked (renamed
 ``NAME~parked-ID``, its artifact folder moved alongside), and a replacement that fails gives the
 name back to it, keeping its own record as ``NAME~failed-ID``. A replaced clean stage whose
-(undone) label edits are on record stays as ``NAME~replaced-ID``, so the audit trail names it.
+(undone) label edits (or undone review rejects) are on record stays as ``NAME~replaced-ID``, so the audit trail names it.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def check_unchanged(stage: Stage) -> None:
     edited or added in its folder by hand was served under the stage's name, beside figures (``kd
     report``) and logits that are another model's."""
     recorded = stage.artifact_sha256
+    if recorded and not Path(stage.artifact_path).exists():  # (gone: the loader's missing_model names where, not a sha256 of no file)
+        return
     now = recorded and sha256_path(Path(stage.artifact_path))
     if recorded and now != recorded:
         raise KdError(f"the model of stage {stage.name!r} in {stage.artifact_path} is not the one the run recorded: its files' "
@@ -770,8 +772,9 @@ def _drop_replaced(store: Store, *, run: str, name: str) -> None:
 
         reopen(s, LabelIssue.decided_stage_id.in_([g.id for g in gone] or [-1]))
         for row in gone:
-            if _any_edits(s, row):
+            if _any_edits(s, row) or (row.config or {}).get("undone_rejects"):
                 # the audit trail keeps naming the stage that made (and undid) these edits: not "a deleted stage"
+                # (and its undone rejects, which only its config records)
                 if row in parked:
                     row.name = f"{name}{REPLACED}{row.id}"  # (a failed attempt keeps its NAME~failed-ID)
                 row.artifact_path = None

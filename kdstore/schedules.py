@@ -69,13 +69,17 @@ def layer_depths(names: list[str]) -> list[int]:
     bias, ALBERT's embedding projection: trained at the head's rate, or one part of a table at another's),
     ``i + 1`` for encoder layer ``i`` (``...layer.i.``, ``...layers.i.``, ``...h.i.``, ``...blocks.i.`` or
     ``...albert_layers.i.``), and one above the deepest layer for everything else (pooler,
-    classification head)."""
+    classification head, a pre-LayerNorm encoder's final norm)."""
     import re
 
     found = [re.search(r"\.(?:layers?|h|blocks|albert_layers)\.(\d+)\.", "." + n) for n in names]
     top = max((int(m.group(1)) for m in found if m), default=-1) + 2
     embedding = re.compile(r"embed|(?:^|\.)(?:wte|wpe|encoder)\.")
-    return [0 if embedding.search(n) and not m else int(m.group(1)) + 1 if m else top for n, m in zip(names, found)]
+    # (a LayerNorm of the encoder's own is DeBERTa-v2's table's where it has one, else a pre-LayerNorm encoder's final
+    # norm after its last layer: MegatronBERT's encoder.ln, XLM-RoBERTa-XL's encoder.LayerNorm, at the head's rate)
+    final = None if any("encoder.rel_embeddings." in n for n in names) else re.compile(r"(?:^|\.)encoder\.(?:ln|LayerNorm)\.")
+    return [top if final and final.search(n) and not m else 0 if embedding.search(n) and not m else int(m.group(1)) + 1 if m else top
+            for n, m in zip(names, found)]
 
 
 def layer_decay_scales(names: list[str], decay: float) -> list[float]:

@@ -2669,6 +2669,19 @@ def test_history_shows_a_reviews_reject_of_a_suggested_label(tmp_path):
     assert [(r["stage"], r["reverted_at"] is None) for r in again] == [("review", False), ("review-2", True)]
 
 
+def test_an_undone_reject_stays_in_the_history_once_its_review_is_replaced(tmp_path):
+    """A review of rejects only, undone, then replaced by `kd labels import --overwrite`: the replaced
+    stage, having made no label edit, was deleted with its record of the undone reject, which
+    `kd labels history` showed before the overwrite and not after."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    kd("labels", "import", str(_sheet(tmp_path / "a.csv", [{"run": "r", "sample_id": 1, "decision": "reject"}])), "--db", db)
+    kd("labels", "undo", "--run", "r", "--db", db)
+    kd("labels", "import", str(_sheet(tmp_path / "b.csv", [{"run": "r", "sample_id": 2, "decision": "drop"}])), "--overwrite", "--db", db)
+    undone = json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)["rejected"]
+    assert [(r["stage"].split("~")[0], r["kept"], bool(r["reverted_at"])) for r in undone] == [("review", "pos", True)]
+    assert "~replaced-" in undone[0]["stage"]
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_an_export_of_no_undecided_issue_says_so_and_its_import_names_why_it_is_refused(tmp_path, error_line, suffix):
     """A run whose issues were all decided exported a sheet of its header alone, said "0 issues to review",

@@ -259,6 +259,12 @@ def test_layer_decay_scales_follow_depth():
     assert layer_depths(["mpnet.encoder.relative_attention_bias.weight", "mpnet.encoder.layer.1.output.dense.bias", "classifier.dense.bias"]) == [0, 2, 3]
     assert layer_depths(["albert.encoder.embedding_hidden_mapping_in.weight", "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight",
                          "albert.pooler.weight"]) == [0, 1, 2]
+    # a pre-LayerNorm encoder's final norm, after its last layer (MegatronBERT's encoder.ln, as Erlangshen-MegatronBert;
+    # XLM-RoBERTa-XL's and RoBERTa-PreLayerNorm's encoder.LayerNorm): not at the embeddings' rate, as DeBERTa-v2's table norm
+    assert layer_depths(["bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.attention.self.query.weight",
+                         "bert.encoder.layer.1.output.dense.bias", "bert.encoder.ln.weight", "classifier.weight"]) == [0, 1, 2, 3, 3]
+    assert layer_depths(["roberta.embeddings.word_embeddings.weight", "roberta.encoder.layer.0.output.dense.bias",
+                         "roberta.encoder.LayerNorm.weight", "classifier.out_proj.bias"]) == [0, 1, 2, 2]
     with pytest.raises(ValueError, match="layer decay"):
         layer_decay_scales(names, 0.0)
     with pytest.raises(ValueError, match="numbered encoder layers"):  # names it cannot place: refused, not guessed

@@ -1923,6 +1923,10 @@ def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught
     model.rename(tmp_path / "moved")
     gone = kd("distill", "--run", "r", "--name", "g", "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
     assert f"Error: the model of stage 'teach' is missing from {model}" in gone.output
+    # an early-exit student, which loads the teacher's folder: missing, not "not the one the run recorded: its files'
+    # sha256 is e3b0c44298fc (changed by hand since?)", the sha256 of no file at all
+    exits = kd("distill", "--run", "r", "--name", "ee", "--student", "early-exit", "--epochs", "1", "--max-len", "32", "--db", db, ok=False)
+    assert f"Error: the model of stage 'teach' is missing from {model}" in exits.output
     (tmp_path / "moved").rename(model)
     write_tsv(tmp_path / "mid.tsv", [("mid", "不好不坏，一般般吧")])  # a third class after the teacher ran
     kd("ingest", str(tmp_path / "mid.tsv"), "--db", db)
@@ -1932,7 +1936,7 @@ def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught
     shown = kd("report", "--run", "r", "--db", db).stdout
     assert "  classes: trained on pos, neg; the store has since added mid, which this model cannot answer" in shown
     # refused before a stage is recorded (they left a failed distill-textcnn stage)
-    assert [s.name for s in store.stages_of("r")] == ["teach", "g"] and teacher.status == "succeeded"
+    assert [s.name for s in store.stages_of("r")] == ["teach", "g", "ee"] and teacher.status == "succeeded"
 
 
 def test_report_says_a_student_distilled_before_a_class_was_added_cannot_answer_it(taught_store, tmp_path):
