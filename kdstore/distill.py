@@ -149,8 +149,8 @@ class DistillConfig:
         for name, t in (("--temperature", self.temperature), ("--temperature-end", self.temperature_end)):
             if t is not None and t <= 0:
                 raise KdError(f"{name} must be positive, got {t}")
-            if temperature_refusal(name, t):
-                raise KdError(temperature_refusal(name, t))
+            if refusal := temperature_refusal(name, t):
+                raise KdError(refusal)
         if self.teacher_weights and len(self.teacher_weights) != max(1, len(self.teacher_runs)):
             raise KdError(f"{len(self.teacher_weights)} --teacher-weight values for {max(1, len(self.teacher_runs))} teacher run(s)")
         if self.teacher_average not in TEACHER_AVERAGES:

@@ -180,8 +180,8 @@ class EarlyExitConfig:
             raise KdError(f"--uncertainty must be one of {', '.join(UNCERTAINTIES)}")
         if self.temperature <= 0:
             raise KdError(f"--temperature must be positive, got {self.temperature}")
-        if temperature_refusal("--temperature", self.temperature):
-            raise KdError(temperature_refusal("--temperature", self.temperature))
+        if refusal := temperature_refusal("--temperature", self.temperature):
+            raise KdError(refusal)
         if self.pooling not in POOLINGS:
             raise KdError(f"--pooling must be one of {', '.join(POOLINGS)}")
         if self.branch_dim < 1 or not 0.0 <= self.dropout < 1.0:

@@ -880,7 +880,7 @@ NOTE_COLUMNS = ("comment", "comments", "note", "notes", "备注")  # a reviewer'
 
 def _note(row: dict) -> str:
     """A sheet row's reviewer comment (a ``NOTE_COLUMNS`` column, in any case), one line."""
-    found = next((v for k, v in row.items() if isinstance(k, str) and k.strip().lstrip("\ufeff").strip().lower() in NOTE_COLUMNS
+    found = next((v for k, v in row.items() if isinstance(k, str) and _folded(k) in NOTE_COLUMNS
                   and v is not None and str(v).strip()), None)
     return "" if found is None else " ".join(str(found).split()).replace("\x00", "")
 
@@ -889,8 +889,12 @@ def _column_name(name: str) -> str:
     """A sheet header's cell as the column it names: one of ``SHEET_COLUMNS`` in any case and
     spacing (``Decision``, `` sample_id``; a second byte-order mark, left by a sheet read as plain
     UTF-8 and saved again with one), any other as it is."""
-    folded = name.strip().lstrip("\ufeff").strip().lower()
-    return folded if folded in SHEET_COLUMNS else name
+    return _folded(name) if _folded(name) in SHEET_COLUMNS else name
+
+
+def _folded(name: str) -> str:
+    """A sheet header's cell without its spacing, byte-order mark or case."""
+    return name.strip().lstrip("\ufeff").strip().lower()
 
 
 def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None, default_run: str | None = None) -> str:
@@ -1134,12 +1138,9 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                 _write_decisions(s, edits, changed, decided)
                 edits, changed, decided = [], {}, {}
                 bar.update(task, completed=n)
-        if redecided and stage is not None:  # (in the edits' transaction)
-            stage.config = {**(stage.config or {}), "redecided": {**(stage.config or {}).get("redecided", {}), **redecided}}
-        if kept_labels and stage is not None:
-            stage.config = {**(stage.config or {}), "kept_labels": {**(stage.config or {}).get("kept_labels", {}), **kept_labels}}
-        if notes and stage is not None:
-            stage.config = {**(stage.config or {}), "notes": {**(stage.config or {}).get("notes", {}), **notes}}
+        if stage is not None:  # (in the edits' transaction)
+            for key, more in (("redecided", redecided), ("kept_labels", kept_labels), ("notes", notes)):
+                _add_to_config(stage, key, more)
     return counts
 
 
@@ -1247,11 +1248,15 @@ def _record_undone_rejects(s, stage_id: int) -> None:
     issue id to when): a reject records no edit, so once reopened it was gone from ``kd labels history``,
     where the undone relabels of the same review stayed, marked reverted."""
     rejected = s.scalars(select(LabelIssue.id).where(LabelIssue.decided_stage_id == stage_id, LabelIssue.status == "rejected")).all()
-    if rejected:
-        stage = s.get(Stage, stage_id)
-        at = iso_utc(utcnow())
-        stage.config = {**(stage.config or {}), "undone_rejects": {**(stage.config or {}).get("undone_rejects", {}),
-                                                                   **{str(i): at for i in rejected}}}
+    at = iso_utc(utcnow())
+    _add_to_config(s.get(Stage, stage_id), "undone_rejects", {str(i): at for i in rejected})
+
+
+def _add_to_config(stage: Stage, key: str, more: dict) -> None:
+    """Merge ``more`` into the dict at ``key`` of ``stage``'s config (a new config object, which the ORM
+    sees as a change); nothing where ``more`` is empty."""
+    if more:
+        stage.config = {**(stage.config or {}), key: {**(stage.config or {}).get(key, {}), **more}}
 
 
 def _set_since(s, stage: Stage, edits: list[Any], names: Sequence[str]) -> list[dict[str, Any]]:

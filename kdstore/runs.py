@@ -444,7 +444,7 @@ def current_user() -> str | None:
         except UnicodeEncodeError:  # (exported in a GBK terminal: the store's error named no KD_USER)
             raise KdError(f"KD_USER is not valid UTF-8 ({ascii(named)}): set it in UTF-8 (a terminal in another "
                           "encoding, such as GBK, wrote its bytes)") from None
-        return named[:200].replace("\x00", "")
+        return named[:200]  # (an environment variable holds no NUL)
     try:
         return getpass.getuser()[:200] or None
     except (KeyError, OSError):  # (no LOGNAME/USER and no passwd entry for the uid)
