@@ -414,6 +414,8 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     corpus = read_corpus(cfg.corpus)
     store = open_store(db)
     with process_group(device) as dist:
+        if overwrite and dist.is_main:
+            _warn_learners_of_replaced(store, run, "pretrain")
         with shared_stage(dist, store, run=run, kind="pretrain", config={**pretrain_config(cfg), "environment": environment(device)}, overwrite=overwrite) as stage:
             run_pretrain(store, stage, cfg, dist, corpus=corpus)
     if dist.is_main:
@@ -595,25 +597,34 @@ def _dev_judges(store, cfg: TeachConfig) -> bool:
     return any(n for name, n in dev.items() if name != "(none)" and (not cfg.labels or name in cfg.labels))
 
 
-def _warn_learners_of_replaced(store, run: str) -> None:
-    """`kd teach --overwrite`: the students and detections that learned from the teacher it replaces,
-    named before it trains (`kd runs delete` names them; an overwrite left them to kd report's
-    "replaced since")."""
+def _warn_learners_of_replaced(store, run: str, kind: str = "teach") -> None:
+    """`kd teach --overwrite` (`kd pretrain --overwrite`): the stages that learned from the model it
+    replaces, named before it trains (`kd runs delete` names them; an overwrite left them to kd
+    report's "replaced since"): students and detections of the teacher's logits, `kd predict --store`
+    figures of it, and teachers that started from it (``--model teach:RUN`` / ``pretrain:RUN``)."""
     try:
-        old = store.find_stage(run, "teach")
+        old = store.find_stage(run, kind)
     except KdError:
         return
-    def used(r, st) -> bool:  # a student or detection of its logits, or kd predict --store's figures of it; not a failed one (no figures)
+    def started_from(config) -> bool:
+        source, _, source_run = str(config.get("model") or "").partition(":")
+        return (source == kind and source_run.strip() and "${" not in source_run and resolve_run_id(source_run) == run
+                and config.get("model_sha256") == old.artifact_sha256)
+
+    def used(r, st) -> bool:  # not a failed one (no figures)
         config = st.config or {}
-        return st.status != "failed" and (any(t.get("stage_id") == old.id for t in config.get("teacher_stages") or []) or (
-            st.kind == "predict" and r.uniqid == run and (config.get("model_stage"), config.get("model_sha256")) == (old.name, old.artifact_sha256)))
+        return st.status != "failed" and st.id != old.id and (
+            any(t.get("stage_id") == old.id for t in config.get("teacher_stages") or [])
+            or (st.kind == "predict" and r.uniqid == run and (config.get("model_stage"), config.get("model_sha256")) == (old.name, old.artifact_sha256))
+            or (st.kind == "teach" and bool(old.artifact_sha256) and started_from(config)))
 
     users = [f"{r.uniqid}/{st.name}" for r, stages in store.runs() for st in stages if used(r, st)]
     if users:
         shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
-        _warn(f"--overwrite replaces the teacher that {shown} used: {'their' if len(users) > 1 else 'its'} figures stay "
-              "those of the old one (kd report will say \"replaced since\"); retrain "
-              f"{'them' if len(users) > 1 else 'it'} with --overwrite once the new teacher is done")
+        what = "teacher" if kind == "teach" else "pre-trained model"
+        _warn(f"--overwrite replaces the {what} that {shown} used: {'their' if len(users) > 1 else 'its'} figures stay "
+              "those of the old one (kd report will say \"replaced since\"); rerun "
+              f"{'them' if len(users) > 1 else 'it'} with --overwrite once the new {what} is done")
 
 
 def _warn_one_class_dev(store, labels: tuple[str, ...] = (), where: str | None = None) -> None:

@@ -4097,6 +4097,26 @@ def test_report_says_when_a_predict_stages_teacher_was_replaced_since(taught_sto
     assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout  # measured anew
 
 
+def test_an_overwrite_names_the_teachers_that_started_from_the_model_it_replaces(sample_store, tiny_model):
+    """`kd teach --overwrite` named the students and predict stages of the teacher it replaced, not a
+    teacher fine-tuned from it (`--model teach:RUN`), whose report then said "replaced since"; and
+    `kd pretrain --overwrite` named no teacher of its model at all."""
+    db = str(sample_store)
+    kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2",
+       "--batch-size", "16", "--min-count", "1", "--db", db)
+    kd("teach", "--run", "q", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--db", db)
+    kd("teach", "--run", "s", "--model", "teach:q", "--epochs", "1", "--max-len", "32", "--db", db)
+    again = kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2",
+               "--batch-size", "16", "--min-count", "1", "--overwrite", "--db", db)
+    assert ("warning: --overwrite replaces the pre-trained model that q/teach used: its figures stay those of the old one "
+            "(kd report will say \"replaced since\"); rerun it with --overwrite once the new pre-trained model is done") in again.stderr
+    replaced = kd("teach", "--run", "q", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32", "--seed", "7", "--overwrite", "--db", db)
+    assert "warning: --overwrite replaces the teacher that s/teach used: its figures stay those of the old one" in replaced.stderr
+    # s started from a teacher q holds no more (another --seed: another sha256): no learner of the new one
+    assert "--overwrite replaces" not in kd("teach", "--run", "q", "--model", "pretrain:p", "--epochs", "1", "--max-len", "32",
+                                            "--overwrite", "--db", db).stderr
+
+
 def test_a_bar_inside_a_training_bar_is_shown_as_a_row_of_it(tiny_model, tmp_path, monkeypatch):
     """Each epoch's dev scoring (minutes for a large dev split on a CPU) ran inside the training bar, and
     a bar opened inside another drew nothing: the training bar stood still with no sign of the work.
