@@ -40,6 +40,8 @@ MODEL_SUBDIR = "model"
 # fp16 steps the grad scaler may skip in a row (it halves its scale each time: 2^16 is back to 1 in 16)
 # before the loss itself is taken as not finite, rather than --steps waited for forever
 MAX_SKIPPED_STEPS = 100
+# the steps before the 50th whose loss the bar shows (read on every rank alike: a collective)
+EARLY_SHOWN = frozenset((1, 5, 10, 20, 30, 40))
 OBJECTIVES = ("mlm", "electra")
 # config.json's record of the positions a model was trained on (kd pretrain's --max-len, then the longest
 # --max-len a kd teacher fine-tuned it with): past it, position vectors are as initialised, at random
@@ -267,7 +269,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     scaler = grad_scaler(device)
     budget_s = cfg.minutes * 60.0
     start, step, recent, recent_rtd, windows = time.monotonic(), 0, [], [], []
-    shown = "-"  # the loss the bar shows: the mean of the last 50 steps, when they are read
+    shown = "-"  # the loss the bar shows: the mean of the last 50 steps, when they are read (of those taken, early on)
     seen = 0  # texts of the steps taken (a store smaller than --batch-size makes smaller batches)
     skipped = 0  # fp16 steps the scaler skipped in a row
     net.train()
@@ -352,6 +354,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                         raise KdError(f"training diverged by step {step}: the {measured} fell to {min(windows):.2f} and is back at "
                                       f"{windows[-1]:.2f}, no better than predicting each character by its frequency "
                                       f"({baseline:.2f}); a teacher fine-tuned from the model would answer one class: lower --lr (now {cfg.lr:g})")
+                elif stepped and step in EARLY_SHOWN:  # (a slow model's first 50 steps took minutes under a bar saying "-")
+                    shown = f"{_loss_figures(recent, recent_rtd, dist)['mlm_loss']:.3f}"
                 bar.update(task, advance=int(stepped), loss=shown,
                            left_s=max(budget_s - elapsed, 0.0) if budget_s else None)  # --minutes: the ETA is the budget left
 

@@ -1287,6 +1287,33 @@ def test_pretrain_steps_1_trains_at_the_lr_given(sample_store):
     assert not torch.equal(a["bert.embeddings.word_embeddings.weight"], b["bert.embeddings.word_embeddings.weight"])
 
 
+def test_pretrains_bar_shows_a_loss_before_its_50th_step(sample_store, monkeypatch):
+    """The bar's loss was read every 50 steps: a model of a few seconds a step on a CPU trained for
+    minutes under "loss -". Now read at steps 1, 5, 10, 20, 30 and 40 too."""
+    import re
+
+    import kdstore.pretrain
+
+    real, shown = kdstore.pretrain.progress, []
+
+    def recording(**options):
+        bar = real(**options)
+        update = bar.update
+
+        def update_recorded(task, **fields):
+            if "loss" in fields:
+                shown.append(fields["loss"])
+            return update(task, **fields)
+        bar.update = update_recorded
+        return bar
+
+    monkeypatch.setattr(kdstore.pretrain, "progress", recording)
+    kd("pretrain", "--run", "bar", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "12",
+       "--batch-size", "16", "--min-count", "1", "--device", "cpu", "--db", str(sample_store))
+    assert len(shown) == 12 and all(re.fullmatch(r"\d+\.\d{3}", loss) for loss in shown), shown  # a figure from step 1 on
+    assert shown[0] != shown[4] != shown[9] and shown[5:9] == [shown[4]] * 4, shown  # read anew at steps 5 and 10
+
+
 def test_a_pretrain_step_the_fp16_scaler_skipped_is_no_step_of_steps(sample_store, monkeypatch):
     """On a GPU without bf16 the grad scaler skips a step whose gradients overflowed: it counted
     towards --steps (and the warm-up) all the same, as teach's schedule did."""
