@@ -411,12 +411,13 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     pick_device(cfg.device)  # --device cuda where there is none: refused before a stage (and a run) is on record
     # a missing or unreadable file, or one with no text (empty, binary, JSON lines), is refused before a run
     # or a stage is recorded (its texts handed to the stage, not read twice)
-    corpus = read_corpus(cfg.corpus)
+    digests: dict[str, str] = {}
+    corpus = read_corpus(cfg.corpus, digests)
     store = open_store(db)
     with process_group(device) as dist:
         if overwrite and dist.is_main:
             _warn_learners_of_replaced(store, run, "pretrain")
-        with shared_stage(dist, store, run=run, kind="pretrain", config={**pretrain_config(cfg), "environment": environment(device)}, overwrite=overwrite) as stage:
+        with shared_stage(dist, store, run=run, kind="pretrain", config={**pretrain_config(cfg, digests), "environment": environment(device)}, overwrite=overwrite) as stage:
             run_pretrain(store, stage, cfg, dist, corpus=corpus)
     if dist.is_main:
         _finish(store, run, "pretrain", as_json)

@@ -7,6 +7,7 @@ Hugging Face directory (config, weights, tokenizer) that ``kd teach --model pret
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -134,14 +135,16 @@ class PretrainConfig:
         return self.heads or max(1, self.hidden // 64)
 
 
-def read_corpus(paths: tuple[str, ...]) -> list[str]:
+def read_corpus(paths: tuple[str, ...], digests: dict[str, str] | None = None) -> list[str]:
     """The non-blank lines of plain-text corpora, read as ``kd ingest`` reads a file: UTF-8, a
     byte-order mark dropped (it stayed on the first line), another encoding refused naming the line;
     lines end at ``\n`` (a bare ``\r`` in a file without one), not at the other characters
     ``str.splitlines`` breaks at (U+2028, U+0085, form feed, ...), which cut a text in two; a file
     with no text at all (blank lines, or lines of zero-width characters only, which ``kd ingest``
     refuses as empty texts: skipped here) is refused, as ``kd ingest`` refuses it; so are JSON lines
-    and a table (every line holding the same tabs), whose keys or other columns would be learned as text."""
+    and a table (every line holding the same tabs), whose keys or other columns would be learned as text.
+    ``digests``: filled with each path's sha256 of the bytes read (a pipe, ``--corpus <(xzcat news.xz)``,
+    can be read once only; a file, not twice to record it)."""
     from .textfile import _line_end, decode
     from .textkey import unseen
 
@@ -151,6 +154,8 @@ def read_corpus(paths: tuple[str, ...]) -> list[str]:
             data = Path(p).read_bytes()
         except OSError as exc:
             raise KdError(f"{p}: cannot read corpus: {exc.strerror or exc}") from None
+        if digests is not None:
+            digests[str(p)] = hashlib.sha256(data).hexdigest()
         content = decode(data, str(p), "txt")
         # a line of zero-width or format characters only (U+200B, a BOM) is as blank to the tokenizer
         found = [t for t in (l.strip() for l in content.split(_line_end(content))) if t and not unseen(t)]
@@ -536,13 +541,15 @@ def _segmented_part(text: str, end: int) -> str:
     return text[: min(inside.end(), end + SEGMENT_MARGIN) if inside else end]
 
 
-def config_dict(cfg: PretrainConfig) -> dict:
+def config_dict(cfg: PretrainConfig, corpus_sha256: dict[str, str] | None = None) -> dict:
+    """``corpus_sha256``: ``read_corpus``'s digests of what it read, else each file is hashed here."""
     d = asdict(cfg)
     # each file as an absolute path with its sha256: a relative path names another file (or none)
-    # from another working directory, and a corpus edited since is no longer what the model read
+    # from another working directory, and a corpus edited since is no longer what the model read;
+    # a pipe (`<(xzcat news.xz)`, /dev/stdin) as named, its path resolving to no file ("pipe:[1147256]")
     files = [Path(p) for p in cfg.corpus]
-    d["corpus"] = [str(f.resolve()) for f in files]
-    d["corpus_sha256"] = [sha256_file(f) if f.is_file() else None for f in files]
+    d["corpus"] = [str(f.resolve()) if f.is_file() else str(f) for f in files]
+    d["corpus_sha256"] = [(corpus_sha256 or {}).get(str(f)) or (sha256_file(f) if f.is_file() else None) for f in files]
     d["splits"] = [s for s in SPLITS if s in cfg.splits] if cfg.splits else list(SPLITS)  # the splits read, default included
     # the sizes "0 (auto)" stood for, as the model has them (the report showed heads=0, intermediate=0)
     d["heads"], d["intermediate"] = cfg.n_heads, cfg.intermediate or 4 * cfg.hidden

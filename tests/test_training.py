@@ -1177,6 +1177,17 @@ def test_pretrain_with_steps_reruns_to_the_same_weights_and_records_its_corpus(s
     cfg = outs[0]["config"]
     assert cfg["corpus"] == [str((tmp_path / "news.txt").resolve())]
     assert cfg["corpus_sha256"] == [hashlib.sha256((tmp_path / "news.txt").read_bytes()).hexdigest()]
+    # a pipe (`--corpus <(xzcat news.txt.xz)`) was recorded as "/proc/PID/fd/pipe:[N]" with no sha256: the bytes read
+    import os
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, "龘靐齉爩\n鱻麤龘靐\n".encode())
+    os.close(write_end)
+    try:
+        piped = json.loads(kd(*args[:-6], f"/dev/fd/{read_end}", *args[-5:], "--run", "d").stdout)["config"]
+    finally:
+        os.close(read_end)
+    assert (piped["corpus"], piped["corpus_sha256"]) == ([f"/dev/fd/{read_end}"], cfg["corpus_sha256"]), piped
 
 
 @pytest.mark.parametrize("objective", ["mlm", "electra"])
