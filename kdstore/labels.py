@@ -1243,13 +1243,24 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
             "set_since": [{"sample_id": c["sample_id"], "stage": c["stage"], "set": c["set"]} for c in undone]}
 
 
-def _record_undone_rejects(s, stage_id: int) -> None:
+def _record_undone_rejects(s, stage_id: int, also: Sequence[int] = ()) -> None:
     """Put the issues ``stage_id`` rejected, which its undo reopens, in its config (``undone_rejects``:
     issue id to when): a reject records no edit, so once reopened it was gone from ``kd labels history``,
-    where the undone relabels of the same review stayed, marked reverted."""
-    rejected = s.scalars(select(LabelIssue.id).where(LabelIssue.decided_stage_id == stage_id, LabelIssue.status == "rejected")).all()
+    where the undone relabels of the same review stayed, marked reverted. ``also``: issues it rejected that
+    another stage decided since (an ``--overwrite`` replacing it). What each issue was is kept with it
+    (``undone_issues``): a detection replaced or deleted since takes its issues along."""
+    rows = s.execute(
+        select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.score,
+               Stage.name, Run.uniqid)
+        .join(Stage, Stage.id == LabelIssue.stage_id).join(Run, Run.id == Stage.run_id)
+        .where(((LabelIssue.decided_stage_id == stage_id) & (LabelIssue.status == "rejected")) | LabelIssue.id.in_(list(also) or [-1]))
+    ).all()
     at = iso_utc(utcnow())
-    _add_to_config(s.get(Stage, stage_id), "undone_rejects", {str(i): at for i in rejected})
+    stage = s.get(Stage, stage_id)
+    _add_to_config(stage, "undone_rejects", {str(r.id): at for r in rows})
+    _add_to_config(stage, "undone_issues", {str(r.id): {"sample_id": r.sample_id, "given_label_id": r.given_label_id,
+                                                        "suggested_label_id": r.suggested_label_id, "score": r.score,
+                                                        "detection": r.name, "run": r.uniqid} for r in rows})
 
 
 def _add_to_config(stage: Stage, key: str, more: dict) -> None:
@@ -1501,12 +1512,17 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
         ).all()
         rejected = [(r, r.by_id, r.name, r.config, r.run_by, r.at, None) for r in found if r.status == "rejected"]
         mine = {str(r.id): r for r in found}
-        if mine:
-            for st in s.execute(select(Stage.id, Stage.name, Stage.config, Stage.run_by, func.coalesce(Stage.ended_at, Stage.started_at).label("at"))
-                                .where(Stage.kind == "clean").order_by(Stage.id)):
-                for issue_id, undone_at in ((st.config or {}).get("undone_rejects") or {}).items():
-                    if issue_id in mine:
-                        rejected.append((mine[issue_id], st.id, st.name, st.config, st.run_by, st.at, undone_at))
+        for st in s.execute(select(Stage.id, Stage.name, Stage.config, Stage.run_by, func.coalesce(Stage.ended_at, Stage.started_at).label("at"))
+                            .where(Stage.kind == "clean").order_by(Stage.id)):
+            kept = (st.config or {}).get("undone_issues") or {}  # (what the issue was: its detection may be gone since)
+            for issue_id, undone_at in ((st.config or {}).get("undone_rejects") or {}).items():
+                was = kept.get(issue_id)
+                if was is not None and was.get("sample_id") == sample_id:
+                    rejected.append((SimpleNamespace(id=int(issue_id), given_label_id=was["given_label_id"], suggested_label_id=was["suggested_label_id"],
+                                                     score=was["score"], detection=was["detection"], uniqid=was["run"]),
+                                     st.id, st.name, st.config, st.run_by, st.at, undone_at))
+                elif was is None and issue_id in mine:  # (recorded before ``undone_issues``)
+                    rejected.append((mine[issue_id], st.id, st.name, st.config, st.run_by, st.at, undone_at))
 
     def name(i):
         return None if i is None else names[i]

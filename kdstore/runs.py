@@ -768,8 +768,15 @@ def _drop_replaced(store: Store, *, run: str, name: str) -> None:
         gone = parked + [f for f in failed if not _live_edits(s, f)]  # edits that stand keep their stage
         # issues a replaced review decided (rejections: its edits were undone before it could be
         # replaced) and the replacement did not decide again are open again, not orphaned
-        from .labels import reopen  # (labels imports this module)
+        from .labels import _record_undone_rejects, reopen  # (labels imports this module)
 
+        # a replaced review's rejects (no edit to undo first) are undone by the replacement: on record as such, as an
+        # undo records them, those the replacement decided again too (its ``redecided``)
+        new = s.scalars(select(Stage).join(Run, Run.id == Stage.run_id).where(Run.uniqid == run, Stage.name == name)).first()
+        redecided = ((new.config or {}).get("redecided") or {}) if new is not None else {}
+        for row in parked:
+            if row.kind == "clean":
+                _record_undone_rejects(s, row.id, also=[int(i) for i, (status, by) in redecided.items() if status == "rejected" and by == row.id])
         reopen(s, LabelIssue.decided_stage_id.in_([g.id for g in gone] or [-1]))
         for row in gone:
             if _any_edits(s, row) or (row.config or {}).get("undone_rejects"):

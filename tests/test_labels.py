@@ -2682,6 +2682,44 @@ def test_an_undone_reject_stays_in_the_history_once_its_review_is_replaced(tmp_p
     assert "~replaced-" in undone[0]["stage"]
 
 
+def test_a_standing_reject_replaced_by_import_overwrite_stays_in_the_history_as_undone(tmp_path):
+    """A review of rejects (nothing to undo first: no edit stands) replaced by `kd labels import
+    --overwrite`: the replacement reopened the issue it did not decide again, and re-decided the one it
+    did, and the person's reject, with its comment, was gone from `kd labels history` without a trace."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的", "一般"])
+    kd("labels", "import", str(_sheet(tmp_path / "a.csv", [{"run": "r", "sample_id": 1, "decision": "reject", "备注": "没错"},
+                                                            {"run": "r", "sample_id": 2, "decision": "reject"}])), "--db", db)
+    kd("labels", "import", str(_sheet(tmp_path / "b.csv", [{"run": "r", "sample_id": 2, "decision": "drop"},
+                                                            {"run": "r", "sample_id": 3, "decision": "drop"}])), "--overwrite", "--db", db)
+    assert {i["sample_id"]: i["status"] for i in _issues(db)} == {1: "open", 2: "applied", 3: "applied"}
+    one = json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)["rejected"]
+    assert [(r["stage"].split("~")[0], r["kept"], r["reason"].endswith(": 没错"), bool(r["reverted_at"])) for r in one] == [
+        ("review", "pos", True, True)]
+    two = json.loads(kd("labels", "history", "2", "--json", "--db", db).stdout)
+    assert [(r["stage"].split("~")[0], bool(r["reverted_at"])) for r in two["rejected"]] == [("review", True)]
+    assert [(e["stage"], e["action"]) for e in two["edits"]] == [("review", "drop")]
+
+
+def test_an_undone_reject_stays_in_the_history_once_its_detection_is_replaced(tmp_path):
+    """A review undone, then `kd labels detect --overwrite` (allowed once nothing of the review stands):
+    the old detection's issues went, and with them the undone reject in `kd labels history`, while the
+    undone relabel of the same review stayed listed."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 15)
+    kd("labels", "detect", "--run", "r", "--db", db)
+    a, b = _issues(db)[:2]
+    other = next(c for c in ("pos", "neg") if c != b["given"])
+    kd("labels", "import", str(_sheet(tmp_path / "a.csv", [{"run": "r", "sample_id": a["sample_id"], "decision": "reject", "comment": "fine"},
+                                                            {"run": "r", "sample_id": b["sample_id"], "decision": other}])), "--db", db)
+    kd("labels", "undo", "--run", "r", "--db", db)
+    before = json.loads(kd("labels", "history", str(a["sample_id"]), "--json", "--db", db).stdout)["rejected"]
+    kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
+    after = json.loads(kd("labels", "history", str(a["sample_id"]), "--json", "--db", db).stdout)["rejected"]
+    assert after == before and len(after) == 1 and after[0]["reverted_at"] and after[0]["reason"].endswith(": fine")
+    assert [bool(e["reverted_at"]) for e in json.loads(kd("labels", "history", str(b["sample_id"]), "--json", "--db", db).stdout)["edits"]] == [True]
+    shown = kd("labels", "history", str(a["sample_id"]), "--db", db).stdout
+    assert f"r/review by tester: reject, label {a['given']} kept (r/detect suggested {a['suggested']}, issue {a['issue_id']}; " in shown
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_an_export_of_no_undecided_issue_says_so_and_its_import_names_why_it_is_refused(tmp_path, error_line, suffix):
     """A run whose issues were all decided exported a sheet of its header alone, said "0 issues to review",
