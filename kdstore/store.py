@@ -180,7 +180,8 @@ class Store:
                     continue  # "locked" at once (a lock it does not wait for), so wait here
                 engine.dispose()
                 raise KdError(f"cannot open the store at {display_url(engine.url)}: {_first_line(exc)}") from None
-        return cls(engine, _artifact_root(path, engine.url), read_only, _home_root(path, engine.url))
+        schema = _server_schema(engine)
+        return cls(engine, _artifact_root(path, engine.url, schema), read_only, _home_root(path, engine.url, schema))
 
     @property
     def url(self) -> str:
@@ -565,26 +566,27 @@ OPEN_TRIES = 20  # opening a SQLite store that another process is creating: abou
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
 
 
-def _artifact_root(db_path: Path | None, url) -> Path:
+def _artifact_root(db_path: Path | None, url, schema: str | None = None) -> Path:
     """``$KD_ARTIFACTS``, else ``_home_root``."""
     env = os.environ.get("KD_ARTIFACTS")
     if env:
         return Path(env).expanduser()  # as --db and KD_DB: a quoted "~/模型 目录" is the home folder's
-    return _home_root(db_path, url)
+    return _home_root(db_path, url, schema)
 
 
-def _home_root(db_path: Path | None, url) -> Path:
+def _home_root(db_path: Path | None, url, schema: str | None = None) -> Path:
     """``kd-artifacts/STORE`` beside the SQLite file (``STORE`` its file name) or in the working
     directory (``STORE`` the server database's ``NAME@HOST``, ``NAME@HOST-PORT`` on a port not the
-    server's default): two stores in one folder, with runs and stages of the same names, never share
-    a stage's folder."""
+    server's default, ``~SCHEMA`` after it for a store in a schema other than ``public``): two stores
+    in one folder, with runs and stages of the same names, never share a stage's folder."""
     if db_path is not None:
         return db_path.parent / "kd-artifacts" / db_path.name
     query = lambda name: url.query.get(name) if isinstance(url.query.get(name), str) else None  # noqa: E731 (libpq's own keys)
     database = url.database or query("dbname") or url.username or "db"  # (libpq's default database is the user's name)
     host, port = url.host or query("host") or "local", url.port or query("port")  # (?host=/run/postgresql, ?port=5433)
     port = f"-{port}" if port and str(port) != str(DEFAULT_PORTS.get(url.get_backend_name())) else ""  # (two servers, one host)
-    return Path.cwd() / "kd-artifacts" / f"{_folder_part(database)}@{_folder_part(host)}{_folder_part(port)}"
+    schema = f"~{_folder_part(schema)}" if schema and schema != "public" else ""  # (search_path: two stores in one database)
+    return Path.cwd() / "kd-artifacts" / f"{_folder_part(database)}@{_folder_part(host)}{_folder_part(port)}{schema}"
 
 
 def _folder_part(name: str) -> str:
@@ -683,6 +685,16 @@ def _check_server_encoding(engine: Engine) -> None:
         engine.dispose()
         raise KdError(f"cannot open the store at {display_url(engine.url)}: the database's encoding is {encoding}; kd stores "
                       "any Unicode text, so it needs a UTF8 database (createdb -E UTF8 -T template0 NAME)")
+
+
+def _server_schema(engine: Engine) -> str | None:
+    """The schema a PostgreSQL store's tables are in (``current_schema()``: the first of its
+    ``search_path`` that exists, ``?options=-csearch_path%3DNAME`` or the role's own); ``None`` on
+    another backend."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT current_schema()").scalar_one()
 
 
 def _first_line(exc: BaseException) -> str:
