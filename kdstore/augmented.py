@@ -38,7 +38,8 @@ class Recipe:
         ordered = "+".join(m for m in METHODS if m in self.methods)
         unk = "" if self.unk == UNK else f":unk={self.unk}"
         # a probability of a method the recipe does not use is "-": it changes no text
-        probs = "/".join(str(p) if m in self.methods else "-" for m, p in zip(METHODS, (self.p_mask, self.p_pos, self.p_ngram)))
+        # (p + 0.0: a typed -0.0 is 0.0, one recipe, not another name for the same texts stored twice)
+        probs = "/".join(str(p + 0.0) if m in self.methods else "-" for m, p in zip(METHODS, (self.p_mask, self.p_pos, self.p_ngram)))
         return f"augment:{ordered}:n{self.n}:s{self.seed}:p{probs}{unk}"
 
 

@@ -489,6 +489,13 @@ def test_a_later_run_without_pos_does_not_segment_every_train_text(tmp_path, mon
     store.close()
 
 
+def test_a_probability_typed_as_minus_zero_names_the_recipe_of_zero():
+    """`--p-pos -0.0` named another recipe than `--p-pos 0` ("p0.1/-0.0/0.25"): the same texts stored twice."""
+    import kdstore.augmented as augmented
+
+    assert augmented.Recipe(p_pos=-0.0).source == augmented.Recipe(p_pos=0.0).source == "augment:mask+pos+ngram:n4:s42:p0.1/0.0/0.25"
+
+
 def test_a_train_text_of_emoji_alone_is_not_tried_again_by_every_run(tmp_path, monkeypatch):
     """A train text of emoji or punctuation alone, the newest one, gives no augmented text: each later
     run of a recipe with "pos" took it for one not tried yet and segmented every train text for the
