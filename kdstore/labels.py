@@ -343,7 +343,10 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
         return out + overall
     # a rare class the teacher answers as another: its share of the flags is small, its own share of flagged labels not
     per_class = {k[len("train_samples["):-1]: int(v) for k, v in m.items() if k.startswith("train_samples[")}  # (not in older stores)
-    return out + noise.class_warnings({c: int(m.get(f"flagged_of[{c}]", 0)) for c in per_class}, per_class)
+    read = ((stage.config or {}).get("teacher_stages") or [{}])[0]
+    teacher = next((s for s in store.stages_of(read.get("run") or run) if s.id == read.get("stage_id")), None)
+    balanced = teacher is not None and (teacher.config or {}).get("class_weight") == "balanced"
+    return out + noise.class_warnings({c: int(m.get(f"flagged_of[{c}]", 0)) for c in per_class}, per_class, balanced=balanced)
 
 
 def stale_warnings(store: Store, run: str) -> list[str]:

@@ -412,11 +412,12 @@ def reliability_warnings(
 
 
 def class_warnings(flagged: Mapping[str, int], samples: Mapping[str, int], *, max_fraction: float = MAX_CLASS_FRACTION,
-                   least: int = LEAST_CLASS_SAMPLES) -> list[str]:
+                   least: int = LEAST_CLASS_SAMPLES, balanced: bool = False) -> list[str]:
     """One sentence for each class whose train labels are flagged more than ``max_fraction`` of the time
     (``flagged[c]`` of ``samples[c]``, classes of at least ``least`` labels): a rare class the teacher learned
     too little of is answered another class out of fold, so the detection flags most of it, its overall
-    agreement and flagged share looking fine (a 3 % class is 3 % of the flags)."""
+    agreement and flagged share looking fine (a 3 % class is 3 % of the flags). ``balanced``: the teacher
+    already trained with ``--class-weight balanced`` (the advice leaves it out)."""
     if not 0.0 < max_fraction <= 1.0:
         raise KdError(f"max_fraction must be in (0, 1], got {max_fraction}")
     out = []
@@ -428,7 +429,7 @@ def class_warnings(flagged: Mapping[str, int], samples: Mapping[str, int], *, ma
             out.append(f"{k} of the {n} train labels of class {name!r} ({k / n:.0%}) flagged: the teacher seldom answers that "
                        "class out of fold (a rare class it learned too little of?), so these flags are more likely its errors "
                        "than wrong labels; review them (`kd labels export`) rather than clean them, or train a stronger "
-                       "teacher (`kd teach --class-weight balanced`) first")
+                       "teacher" + ("" if balanced else " (`kd teach --class-weight balanced`)") + " first")
     return out
 
 

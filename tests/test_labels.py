@@ -2052,6 +2052,27 @@ def test_a_rare_class_the_teacher_never_answers_is_warned_of(tmp_path):
     figures = {m.name: m.value for m in _open(db).metrics(_open(db).find_stage("r", "detect").id)}
     assert (figures["train_samples[contact]"], figures["flagged_of[contact]"], figures["flagged_of[ok]"]) == (6, 6, 0)
     assert said in kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr
+    assert "`kd teach --class-weight balanced`" in out.stderr  # (this teacher weighed its classes alike)
+
+
+def test_a_rare_class_warning_advises_no_class_weight_the_teacher_already_had(tmp_path):
+    """The teacher was trained with `--class-weight balanced` and still never answers the rare class:
+    the warning told the user to train it with `kd teach --class-weight balanced`, what it already was."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["ok"] * 60 + ["exaggerated"] * 34 + ["contact"] * 6)
+    store = Store.open(db)
+    labels = store.samples(splits=["train"]).labels
+    logits = np.full((len(labels), 3), -4.0, dtype=np.float32)
+    logits[np.arange(len(labels)), np.where(labels == 2, 0, labels)] = 4.0  # 'contact' answered 'ok'
+    with store.engine.begin() as conn:
+        conn.execute(Logit.__table__.delete())
+        conn.execute(Stage.__table__.update().where(Stage.__table__.c.id == 1).values(
+            config={"classes": ["ok", "exaggerated", "contact"], "folds": 2, "class_weight": "balanced"}))
+    store.write_logits(1, store.samples(splits=["train"]).ids, logits)
+    store.close()
+    out = kd("labels", "detect", "--run", "r", "--db", db, "--json")
+    assert "6 of the 6 train labels of class 'contact' (100%) flagged" in out.stderr
+    assert "--class-weight balanced" not in out.stderr and "--class-weight" not in out.stdout
+    assert "--class-weight balanced" not in kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr
 
 
 def test_undoing_a_flag_restores_no_label_and_waits_for_no_later_edit(db):
