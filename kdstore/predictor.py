@@ -144,7 +144,8 @@ def _speed_refused(store: Store, run: str, stage) -> str:
     told a run that has one to train another)."""
     from .early_exit import is_early_exit
 
-    exits = [s.name for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded" and is_early_exit(s.artifact_path)]
+    exits = [s.name for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"
+             and (is_early_exit(s.artifact_path) or (s.config or {}).get("student") == "early-exit")]
     if exits:
         return (f"--speed needs an early-exit model, and stage {stage.name!r} is not one: run {run!r} has "
                 f"{', '.join(exits)} (--model {exits[-1]})")
@@ -223,7 +224,8 @@ class Predictor:
         """The model of ``stage`` (found, its folder there), as ``from_run`` returns it."""
         from .early_exit import EarlyExitPredictor, is_early_exit
 
-        if stage.kind == "distill" and is_early_exit(stage.artifact_path):
+        # (by its config too: a folder that lost early_exit.json is a damaged early-exit model, not a student)
+        if stage.kind == "distill" and (is_early_exit(stage.artifact_path) or stage.config.get("student") == "early-exit"):
             return EarlyExitPredictor.from_directory(stage.artifact_path, device=device, speed=speed, uncertainty=uncertainty, stage_name=stage.name)
         if speed is not None and not speed_if_early_exit:
             raise KdError(_speed_refused(store, run, stage))

@@ -728,6 +728,24 @@ def test_predict_refuses_an_early_exit_json_whose_classes_are_reordered(trained)
     assert json.loads(kd(*args, input="这个很好\n").stdout)["label"] == before["label"]
 
 
+def test_an_early_exit_stage_missing_its_early_exit_json_is_named_an_early_exit_model(trained):
+    """An early-exit stage's folder without ``early_exit.json`` (a partial copy of kd-artifacts) was
+    loaded as a student ("cannot load the student ...: no student.json"), and with ``--speed`` refused
+    as "run 'r' has none" of the early-exit models it has: both name the early-exit model and the file."""
+    db = trained["db"]
+    kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--name", "ee-no-json", "--db", db)
+    path = Path(_stage(Store.open(db), "ee-no-json").artifact_path) / "early_exit.json"
+    good = path.read_text(encoding="utf-8")
+    try:
+        path.unlink()
+        for extra in ((), ("--speed", "0.3")):
+            refused = kd("predict", "--run", "r", "--model", "ee-no-json", *extra, "--db", db, input="这个很好\n", ok=False)
+            assert "cannot load the early-exit model in" in refused.output and "early_exit.json" in refused.output, refused.output
+            assert "student" not in refused.output and "has none" not in refused.output
+    finally:
+        path.write_text(good, encoding="utf-8")
+
+
 def test_a_config_file_speed_or_max_loss_gives_way_to_the_command_line(tmp_path, monkeypatch):
     """A kd.toml default serving ``speed`` does not turn ``--max-loss`` typed on the command line into
     "not both", nor a kd.toml ``max_loss`` a typed ``--speed``: the command line wins. Both typed, or
