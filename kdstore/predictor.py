@@ -225,7 +225,7 @@ class Predictor:
         from .early_exit import EarlyExitPredictor, is_early_exit
 
         # (by its config too: a folder that lost early_exit.json is a damaged early-exit model, not a student)
-        if stage.kind == "distill" and (is_early_exit(stage.artifact_path) or stage.config.get("student") == "early-exit"):
+        if stage.kind == "distill" and (is_early_exit(stage.artifact_path) or (stage.config or {}).get("student") == "early-exit"):
             return EarlyExitPredictor.from_directory(stage.artifact_path, device=device, speed=speed, uncertainty=uncertainty, stage_name=stage.name)
         if speed is not None and not speed_if_early_exit:
             raise KdError(_speed_refused(store, run, stage))
