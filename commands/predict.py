@@ -329,7 +329,8 @@ def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
 
         # the line as cut at its "\n" byte: UTF-16BE's line end whole ("\0\n"), UTF-16LE's first byte
         # ("\n", its "\0" starting the next line)
-        utf16 = next(filter(None, map(utf16_without_bom, (raw + b"\n", raw + b"\n\0", raw[1:] + b"\n\0"))), None)
+        # (a NUL of the line itself beside the one added: "a\0b" is no UTF-16 "戀\n")
+        utf16 = next(filter(None, (utf16_without_bom(r, least_nuls=2) for r in (raw + b"\n", raw + b"\n\0", raw[1:] + b"\n\0"))), None)
         if utf16:
             raise click.ClickException(utf16_error(name, line=n, without_bom=utf16))
         raise click.ClickException(f"{name}: line {n}: binary data (NUL byte): not a text file")

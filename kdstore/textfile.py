@@ -15,19 +15,22 @@ TEXT_NAMES = ("text", "sentence", "content", "query", "review")  # a table's tex
 HEADER_WORDS = {"label", *TEXT_NAMES}
 
 
-def utf16_without_bom(data: bytes) -> str | None:
+def utf16_without_bom(data: bytes, *, least_nuls: int = 1) -> str | None:
     """``"UTF-16LE"`` or ``"UTF-16BE"`` when bytes holding NULs read as text in that encoding (a
     spreadsheet's "Unicode text" export with its byte-order mark cut off), else None: the start
     decodes, holds no NUL character, is printable text, tabs and line ends only, and has a tab or a
     line end (nearly any bytes decode to printable CJK characters; a tab or line end needs its NUL
-    just where that encoding puts it)."""
+    just where that encoding puts it). ``least_nuls``: NULs where that encoding puts an ASCII character's
+    (a one-line file of Chinese has one, its line end's; 2 for a line given a line end of its own)."""
     head = data[:4096]
     head = head[: len(head) // 2 * 2]
     nuls = [i for i, b in enumerate(head) if b == 0]
     for codec, high in (("utf-16-le", 1), ("utf-16-be", 0)):  # (where an ASCII character's NUL byte is)
-        # (fewer than two NULs where ASCII's are: not this encoding; NULs on the other side too are the low bytes of
+        # (too few NULs where ASCII's are: not this encoding; NULs on the other side too are the low bytes of
         # characters such as 一, U+4E00: the decoding below, no NUL character and printable, tells binary data apart)
-        if sum(i % 2 == high for i in nuls) < 2:
+        # (one, its line end's, where no character's low byte is NUL too: with one, binary data as likely)
+        at_high = sum(i % 2 == high for i in nuls)
+        if at_high < least_nuls or at_high < 2 and len(nuls) > at_high:
             continue
         try:
             text = head.decode(codec)

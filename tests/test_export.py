@@ -632,8 +632,8 @@ def test_predict_input_in_utf16_of_chinese_without_a_mark_is_named_not_taken_for
     """UTF-16 without its byte-order mark whose first line is Chinese alone holds no NUL byte before its
     first line end: line 1 was told "reads as GBK/GB18030", with an iconv that garbles it (kd ingest of
     the same file names UTF-16LE)."""
-    for codec in ("utf-16-le", "utf-16-be"):
-        data = "质量很好\n太差了\n".encode(codec)
+    # (one line: a single NUL byte, its line end's; it was called GBK)
+    for codec, data in [(c, t.encode(c)) for c in ("utf-16-le", "utf-16-be") for t in ("质量很好\n太差了\n", "质量很好\n")]:
         f = tmp_path / "u16.txt"
         f.write_bytes(data)
         name = codec.upper().replace("UTF-16-", "UTF-16")

@@ -973,6 +973,13 @@ BAD_INPUTS = [
         ["line 1", "looks UTF-16LE encoded, without a byte-order mark: convert it to UTF-8 first"],
         id="utf-16le-without-bom-nul-in-chinese",
     ),
+    pytest.param(  # one line of Chinese alone: one NUL byte, its line end's (it was "reads as GBK/GB18030")
+        "utf16_one_line.txt",
+        "质量很好\n".encode("utf-16-le"),
+        [],
+        ["line 1", "looks UTF-16LE encoded, without a byte-order mark: convert it to UTF-8 first"],
+        id="utf-16le-without-bom-one-line",
+    ),
     pytest.param(
         "utf16be_no_bom_yi.tsv",
         "pos\t第一次买\nneg\t不好\n".encode("utf-16-be"),
