@@ -956,7 +956,7 @@ def test_pretrain_refuses_ranks_that_read_unlike_corpora(taught, tmp_path):
         "import os\n"
         "if os.environ.get('RANK') == '1':\n"
         "    import kdstore.pretrain\n"
-        "    kdstore.pretrain.read_corpus = lambda paths: ['另一台机器上的语料']\n"
+        "    kdstore.pretrain.read_corpus = lambda paths, digests=None: ['另一台机器上的语料']\n"
         "from commands.cli import main\nmain()\n", encoding="utf-8")
     torchrun("pretrain", "--run", "pc", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--min-count", "1",
              "--corpus", str(corpus), "--db", str(db), ok=False, script=wrapper)
