@@ -133,7 +133,23 @@ def _rank_says(message: str, show: Callable[[], None]) -> None:
         show()
 
 
-def _apply_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+def _apply_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return _read_config(ctx, param, value)
+    except KdError as exc:
+        if value is None and isinstance(ctx.command, click.Group):
+            # `kd runs` reads ./kd.toml (or $KD_CONFIG) for its own options before it knows of a subcommand, which
+            # may name another file (`kd runs delete --config cfg.toml` failed on a broken ./kd.toml): the group
+            # says the file's mistake when it runs alone (CONFIG_ERROR); a subcommand reads its own file
+            ctx.meta[CONFIG_ERROR] = exc
+            return value
+        raise
+
+
+CONFIG_ERROR = "kd.config_error"
+
+
+def _read_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     path = kdconfig.config_path(value)
     if path is None:
         return value

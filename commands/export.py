@@ -15,7 +15,7 @@ from .common import KdPath, check_file_model, json_option, open_store, print_jso
 @click.option("--format", "fmt", type=click.Choice(tuple(MODEL_FILES)), default="onnx", show_default=True, help="onnx: model.onnx for ONNX Runtime; torchscript: model.pt for torch.jit.")
 @click.option("--model", "which", default="student", show_default=True, help="student (the latest one that can be exported), teacher, or a stage name.")
 @click.option("--out", type=KdPath(file_okay=False), help="Folder to write (default: RUN/export-STAGE-FORMAT in the store's model folder: kd-artifacts/STORE/ beside a SQLite file, or KD_ARTIFACTS).")
-@click.option("--int8", is_flag=True, help="ONNX only: weights quantized to int8 (ONNX Runtime dynamic quantization), in "
+@click.option("--int8/--no-int8", is_flag=True, help="ONNX only: weights quantized to int8 (ONNX Runtime dynamic quantization), in "
               "RUN/export-STAGE-onnx-int8 by default: a transformer's file smaller (int8 matrices) and faster on a CPU; TextCNN and "
               "the RNNs mostly shrink. Checked by the share of texts whose class stays the float model's (at least 98%).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in that folder.")

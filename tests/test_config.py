@@ -365,10 +365,26 @@ def test_a_files_on_off_option_is_switched_off_on_the_command_line(other_db, inv
     assert invoke(["samples", "--no-json"], db=None).output.startswith("┏")  # the table, not JSON
     assert invoke(["classes", "--no-json"], db=None).output.splitlines()[0] == "0\tpos"
     assert json.loads(invoke(["classes"], db=None).output)[0] == {"id": 0, "name": "pos"}
-    for flag in ("--no-dry-run", "--no-logits-only", "--no-probability-shift", "--no-tfidf-member", "--no-tsv"):
+    for flag in ("--no-dry-run", "--no-logits-only", "--no-probability-shift", "--no-tfidf-member", "--no-tsv", "--no-int8"):
         command = {"--no-dry-run": ["labels", "clean"], "--no-logits-only": ["teach"], "--no-probability-shift": ["distill"],
-                   "--no-tfidf-member": ["labels", "detect"], "--no-tsv": ["samples"]}[flag]
+                   "--no-tfidf-member": ["labels", "detect"], "--no-tsv": ["samples"], "--no-int8": ["export"]}[flag]
         assert flag in invoke([*command, "--help"], db=None).output
+    # (`[export] int8 = true` refused every typed `kd export --format torchscript`, and `--no-int8` was no option):
+    # every on/off option a file may hold has its --no- form
+    import click
+
+    from commands.cli import cli
+
+    def flags(command, path):
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                yield from flags(command.get_command(ctx, name), [*path, name])
+        for p in command.params if path else ():  # (kd's own --version is no option a file gives)
+            if isinstance(p, click.Option) and p.is_flag and p.name not in kdconfig.COMMAND_LINE_ONLY:
+                yield " ".join(path), p.opts, p.secondary_opts
+
+    assert [f for f in flags(cli, []) if not f[2]] == []
 
 
 def test_an_empty_config_option_or_blank_kd_config_is_refused(other_db, invoke, write_file, monkeypatch, error_line):
@@ -583,6 +599,20 @@ def test_a_runs_table_applies_to_kd_runs_and_kd_runs_delete(other_db, invoke, wr
     write_file("kd.toml", 'db = "other.db"\n[runs.delet]\nrun = "r1"\n')
     assert error_line(invoke(["runs"], db=None, ok=False)) == (
         "Error: kd.toml: [runs.delet] is not a kd command (tables are named after commands: delete) (did you mean 'delete'?)")
+
+
+def test_kd_runs_delete_reads_the_config_file_it_is_given_not_kd_toml(other_db, invoke, write_file, error_line):
+    """`kd runs delete --config cfg.toml` failed on ./kd.toml (not TOML, or a value kd runs refuses): the
+    `kd runs` group read the default file for its own options before the subcommand named another one."""
+    invoke(["labels", "set", "--run", "r1", "1=neg"], db=other_db)
+    invoke(["labels", "undo", "--run", "r1"], db=other_db)
+    write_file("cfg.toml", 'db = "other.db"\n')
+    for broken in ("not toml\n", '[runs]\njson = "maybe"\n'):
+        write_file("kd.toml", broken)
+        out = invoke(["runs", "delete", "--config", "cfg.toml", "--run", "r1", "--dry-run", "--json"], db=None)
+        assert json.loads(out.output)["dry_run"] is True
+        for args in (["runs"], ["runs", "delete", "--run", "r1", "--dry-run"]):  # (./kd.toml's mistake, where it is read)
+            assert error_line(invoke(args, db=None, ok=False)).startswith("Error: kd.toml: ")
 
 
 def test_yes_is_taken_on_the_command_line_only(other_db, invoke, write_file, error_line, counts):
