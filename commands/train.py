@@ -31,7 +31,7 @@ from kdstore.runs import stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout
 from kdstore.store import label_id_note
-from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
+from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, check_labels, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES, pick_device
 
 from .common import FLOAT, KdPath, _file_note, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
@@ -507,6 +507,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         )
         cfg.validate()
         pick_device(cfg.device)  # --device cuda where there is none: refused before a stage (and a run) is on record
+        check_labels(cfg.labels, store.class_names())  # (so is a --label of no class: as a --where that cannot run)
         source, _, source_run = model.partition(":")
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "

@@ -541,12 +541,17 @@ def scored_with_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[
     return known(train), known(dev), everything
 
 
+def check_labels(labels: tuple[str, ...], names: list[str]) -> None:
+    """Refuse a ``--label`` that names no class of the store."""
+    unknown = [name for name in labels if name not in names]
+    if unknown:
+        raise KdError(f"--label {unknown[0]!r} is not a class of the store (classes: {', '.join(names)})")
+
+
 def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[SampleSet, SampleSet]:
     """``(train, dev)``: the labeled rows of ``cfg.splits`` matching ``--where``, and the dev rows
     that judge the epochs (none when dev rows train); both limited to ``cfg.labels`` if given."""
-    unknown = [name for name in cfg.labels if name not in names]
-    if unknown:
-        raise KdError(f"--label {unknown[0]!r} is not a class of the store (classes: {', '.join(names)})")
+    check_labels(cfg.labels, names)
     train = store.samples(splits=list(cfg.splits), labeled=True, where=cfg.where)
     keep = [names.index(name) for name in cfg.labels]
     if cfg.labels:

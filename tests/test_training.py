@@ -314,7 +314,6 @@ def test_a_where_that_closes_kds_parenthesis_is_refused_before_any_stage(sample_
         (["--model", str(Path(__file__).parent)], "cannot load model"),  # a folder without config.json
         (["--where", "source = 'nothing'"], "no labeled samples for the teacher (split train, --where \"source = 'nothing'\"): loosen the filters; "
                                             "the labeled samples' sources are 'train.tsv' ("),  # what it can select
-        (["--label", "nope"], "--label 'nope' is not a class of the store"),
         (["--label", "pos"], "the train samples that --where/--label select have a single class ('pos')"),  # (not the store's train samples)
         (["--where", "label_id = 0"], "the train samples that --where/--label select have a single class ("),
     ],
@@ -327,6 +326,15 @@ def test_teach_bad_input_is_recorded_as_failed(sample_store, tiny_model, args, m
     stage = _stage(sample_store, "bad", "teach")
     assert stage.status == "failed" and message in stage.error
     assert _count(sample_store, Logit) == 0
+
+
+def test_a_label_of_no_class_is_refused_before_any_stage(sample_store, tiny_model):
+    """`kd teach --label nope` left a run holding a failed stage; a --where that cannot run is refused
+    before one, and so is this now."""
+    result = kd("teach", "--run", "bad", "--model", str(tiny_model), "--max-len", "32", "--label", "pos", "--label", "nope",
+                "--db", str(sample_store), ok=False)
+    assert result.output.startswith("Error: --label 'nope' is not a class of the store (classes: ") and len(result.output.splitlines()) == 1
+    assert not Store.open(str(sample_store)).run_exists("bad")
 
 
 def test_a_max_len_past_the_models_positions_is_refused_before_any_stage(sample_store, tiny_model):
