@@ -332,7 +332,8 @@ def undo(run, stage_name, db, as_json):
     if done["trained_on_it"]:  # (their records keep the labels they learned from: labels_digest)
         trained = done["trained_on_it"]
         warned = _warn([f"{', '.join(trained[:5])}{f' and {len(trained) - 5} more' if len(trained) > 5 else ''} trained on the labels this undo "
-                        "reverted: re-run them to learn from the labels as they are now"])
+                        "reverted: re-run them to learn from the labels as they are now (each with --overwrite and the options `kd report --run RUN` "
+                        "lists for it)"])
     if done["detected_on_it"]:  # (a later clean of their issues would say "left alone (edited since detection)")
         warned += _warn([lab.rejudge_warning(store, done["detected_on_it"])])
     if done["set_since"]:  # (a set that found the label as this stage left it recorded no edit to stop the undo)
