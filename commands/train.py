@@ -911,8 +911,9 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     if cfg.layer_map and teacher_config is not None and not cfg.mapped_losses and not cfg.init_from_teacher:
         # (init_from_teacher resolved above, as _copies_layers decides): a student that copies no teacher layer and matches none
         _warn("--layer-map: not used: the student copies no teacher layer (--width or --no-init-from-teacher) and matches none "
-              f"on it (no {', '.join(INTERMEDIATE_OPTIONS[:-1])} or {INTERMEDIATE_OPTIONS[-1]})"
-              + ("; --match names its own layers" if cfg.matches else ""))
+              f"on it (no {', '.join(INTERMEDIATE_OPTIONS[:-3])} or {INTERMEDIATE_OPTIONS[-3]})"
+              + ("; --match names its own layers" if cfg.matches else "")
+              + ("; --value-relation and --qk-relation read the last layer of each" if cfg.value_relation or cfg.qk_relation else ""))
     if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
         from kdstore.folds import stratified_folds
 

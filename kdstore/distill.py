@@ -63,6 +63,7 @@ MAX_AUGMENT_N = 1000  # --augment-n: augmented variants per train text, at most
 # the weights of the intermediate losses of a transformer student, as options
 INTERMEDIATE_OPTIONS = ("--hidden-mse", "--hidden-cos", "--pkd", "--attention-kl", "--attention-mse", "--fsp", "--nst",
                         "--value-relation", "--qk-relation")
+RELATION_OPTIONS = INTERMEDIATE_OPTIONS[-2:]  # MiniLM's: the last layers, not the layer map
 
 # how several teachers' outputs become one target: a mixture of their answers, or TextBrewer's mean of logits
 TEACHER_AVERAGES = ("probs", "logits")
@@ -257,13 +258,15 @@ class DistillConfig:
 
     @property
     def mapped_losses(self) -> bool:
-        """Whether an intermediate loss is weighed on the layer map (``--hidden-mse`` and the like)."""
-        return max(self._intermediate_weights) > 0
+        """Whether an intermediate loss is weighed on the layer map (``--hidden-mse`` and the like; not
+        MiniLM's relations, which read the last layers whatever the map)."""
+        return max(self._intermediate_weights[:-len(RELATION_OPTIONS)]) > 0
 
     @property
     def intermediate(self) -> bool:
-        """Whether the student is matched to the teacher's internals: on the layer map or by ``--match``."""
-        return self.mapped_losses or bool(self.matches)
+        """Whether the student is matched to the teacher's internals: on the layer map, by MiniLM's last-layer
+        relations or by ``--match``."""
+        return max(self._intermediate_weights) > 0 or bool(self.matches)
 
     @property
     def matches_attentions(self) -> bool:

@@ -2922,6 +2922,21 @@ def test_a_layer_map_that_nothing_uses_is_warned_of(taught_store):
     assert "--match names its own layers" in said[0], said
 
 
+def test_a_layer_map_that_only_minilm_relations_would_read_is_warned_of_and_not_recorded(taught_store):
+    """MiniLM's --value-relation and --qk-relation read the last layers, whatever the map: a narrower
+    student (nothing copied) with no other intermediate loss took --layer-map 0 in silence and recorded
+    teacher_layer[0] = 0, a layer no loss matched (the relations read the teacher's last, 1)."""
+    db = str(taught_store)
+    for n, relation in enumerate(("--value-relation", "--qk-relation")):
+        out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--width", "16", "--layer-map", "0",
+                 relation, "1", "--epochs", "1", "--max-len", "32", "--name", f"rel{n}", "--db", db, "--json")
+        said = [w for w in _warnings(out) if w.startswith("--layer-map")]
+        assert len(said) == 1 and said[0].startswith("--layer-map: not used") and "last layer" in said[0], said
+        report = json.loads(out.stdout)
+        assert report["status"] == "succeeded"
+        assert not any(k.startswith("teacher_layer[") for k in report["metrics"]["all"]), report["metrics"]["all"]
+
+
 def test_a_teacher_weight_of_a_single_teacher_is_warned_of(taught_store):
     """--teacher-weight weighs several teachers against each other: given for one teacher (or one run
     named twice) it changed nothing and was taken in silence."""
