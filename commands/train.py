@@ -861,6 +861,10 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     pick_device(cfg.device)  # (as teach's)
     store = open_store(db, writer=True)
     cfg = _resolve_unlabeled(store, cfg)
+    soft_unused = _options_given(("temperature", "temperature_end", "temperature_schedule", "soft_loss"))
+    if soft_unused and not cfg.soft_weighed and not cfg.unlabeled and not cfg.augment:
+        _warn(f"{', '.join(soft_unused)}: not used: no soft loss is learned (--alpha 0 with --no-unlabeled and no --augment: "
+              "the labels alone)")
     _teacher_runs_exist(store, teacher_runs or (run,))
     no_dev = not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)")
     if _options_given(("patience",)) and no_dev:

@@ -744,6 +744,12 @@ def test_class_weight_and_probability_shift_where_their_loss_weighs_0_are_warned
                        ("d", ["--alpha", "1", "--hard-weight", "1", "--class-weight", "balanced"]),
                        ("e", ["--alpha", "0", "--alpha-end", "0.5", "--probability-shift"])):
         assert "not used" not in kd("distill", "--run", "r", *args, "--name", name, *common).stderr, args
+    # the baseline (--alpha 0 --no-unlabeled, no --augment) learns no soft loss: a temperature or soft loss typed changes nothing
+    out = kd("distill", "--run", "r", "--alpha", "0", "--no-unlabeled", "--temperature", "4", "--soft-loss", "soft_ce", "--name", "f", *common)
+    assert ("warning: --temperature, --soft-loss: not used: no soft loss is learned (--alpha 0 with --no-unlabeled and no --augment: "
+            "the labels alone)") in out.stderr
+    out = kd("distill", "--run", "r", "--alpha", "0", "--temperature", "4", "--name", "g", *common)  # (the pool's soft loss)
+    assert "not used" not in out.stderr
 
 
 def test_a_where_with_a_colon_in_a_literal_is_run_as_written(tmp_path):
