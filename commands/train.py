@@ -914,7 +914,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
                                                              (teacher_config.hidden_size, teacher_config.num_attention_heads)))
     if cfg.layer_map and teacher_config is not None and not cfg.mapped_losses and not cfg.init_from_teacher:
         # (init_from_teacher resolved above, as _copies_layers decides): a student that copies no teacher layer and matches none
-        _warn("--layer-map: not used: the student copies no teacher layer (--width or --no-init-from-teacher) and matches none "
+        why = "it starts from --student-model" if cfg.student_model else "--width or --no-init-from-teacher"
+        _warn(f"--layer-map: not used: the student copies no teacher layer ({why}) and matches none "
               f"on it (no {', '.join(INTERMEDIATE_OPTIONS[:-3])} or {INTERMEDIATE_OPTIONS[-3]})"
               + ("; --match names its own layers" if cfg.matches else "")
               + ("; --value-relation and --qk-relation read the last layer of each" if cfg.value_relation or cfg.qk_relation else ""))

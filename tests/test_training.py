@@ -726,6 +726,8 @@ def test_a_student_model_is_checked_before_a_stage_and_its_own_depth_takes_a_lay
     kd("distill", *common, "--student-model", str(small), "--layer-map", "0", "--hidden-mse", "1", "--name", "mapped")
     figures = {m.name: m.value for m in Store.open(db).metrics(_stage(Path(db), "r", "mapped").id) if m.split == "all"}
     assert figures["teacher_layer[0]"] == 0
+    unused = kd("distill", *common, "--student-model", str(small), "--layer-map", "0", "--name", "unmapped")  # (it was "(--width or --no-init-from-teacher)")
+    assert "warning: --layer-map: not used: the student copies no teacher layer (it starts from --student-model) and matches none" in unused.stderr
     (tmp_path / "kd.toml").write_text(f'[distill]\nstudent = "transformer"\nstudent-model = "{small}"\n', encoding="utf-8")
     kd("distill", "--run", "r", "--student", "textcnn", "--epochs", "1", "--name", "typed", "--db", db, "--config", str(tmp_path / "kd.toml"))
     assert _stage(Path(db), "r", "typed").config["student_model"] == ""
