@@ -966,7 +966,9 @@ def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
     if not Dist.from_env().is_main:
         return
     shaped = {name for names in FOR_KINDS.values() for name in names}
-    unused = [o for o in _options_given(tuple(sorted(shaped))) if o[2:].replace("-", "_") not in FOR_KINDS[student]]
+    params = click.get_current_context().params  # (an on/off flag turned off is named as typed: --no-init-from-teacher)
+    unused = [f"--no-{o[2:]}" if params.get(o[2:].replace("-", "_")) is False else o
+              for o in _options_given(tuple(sorted(shaped))) if o[2:].replace("-", "_") not in FOR_KINDS[student]]
     if unused:
         _warn(f"{', '.join(unused)}: not used by --student {student}")
     methods = {m.strip() for m in augment.split(",") if m.strip()}

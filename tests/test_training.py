@@ -2806,8 +2806,9 @@ def test_distill_options_are_checked_before_anything_is_written(taught_store, tm
     (tmp_path / "late.txt").write_text("后来才加进来的一条没有标签的评论\n", encoding="utf-8")
     kd("ingest", str(tmp_path / "late.txt"), "--split", "unlabeled", "--db", db)
     out = kd("distill", "--run", "r", "--student", "bigru", "--kernel-sizes", "2,3", "--p-mask", "0.2", "--relation-heads", "2",
-             "--epochs", "1", "--embed-dim", "16", "--hidden", "16", "--max-len", "32", "--name", "warned", "--db", db)
-    assert "warning: --kernel-sizes, --relation-heads: not used by --student bigru" in out.stderr
+             "--no-init-from-teacher", "--epochs", "1", "--embed-dim", "16", "--hidden", "16", "--max-len", "32", "--name", "warned", "--db", db)
+    # (an on/off flag named as typed: it was "--init-from-teacher")
+    assert "warning: --kernel-sizes, --no-init-from-teacher, --relation-heads: not used by --student bigru" in out.stderr
     assert "warning: --p-mask: not used by --augment (none)" in out.stderr
     assert "warning: 1 unlabeled text has no teacher logits and was left out: run `kd teach --run r --logits-only` first" in out.stderr
 
