@@ -2808,7 +2808,7 @@ def test_distill_options_are_checked_before_anything_is_written(taught_store, tm
     out = kd("distill", "--run", "r", "--student", "bigru", "--kernel-sizes", "2,3", "--p-mask", "0.2", "--relation-heads", "2",
              "--no-init-from-teacher", "--epochs", "1", "--embed-dim", "16", "--hidden", "16", "--max-len", "32", "--name", "warned", "--db", db)
     # (an on/off flag named as typed: it was "--init-from-teacher")
-    assert "warning: --kernel-sizes, --no-init-from-teacher, --relation-heads: not used by --student bigru" in out.stderr
+    assert "warning: --no-init-from-teacher, --kernel-sizes, --relation-heads: not used by --student bigru" in out.stderr
     assert "warning: --p-mask: not used by --augment (none)" in out.stderr
     assert "warning: 1 unlabeled text has no teacher logits and was left out: run `kd teach --run r --logits-only` first" in out.stderr
 
