@@ -223,7 +223,9 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     if in_sample and not cfg.allow_in_sample:
         raise KdError(
             f"{len(in_sample)} train samples have in-sample teacher probabilities: confident learning needs "
-            f"out-of-sample ones. Run `kd teach --run {teacher_run} --folds 5 ...` (or pass --allow-in-sample)"
+            f"out-of-sample ones. Run `kd teach --run {shlex.quote(teacher_run)} --model "
+            f"{shlex.quote(str((teacher.config or {}).get('model') or 'MODEL'))} --folds 5 --overwrite` (with the other options "
+            f"`kd report --run {shlex.quote(teacher_run)}` lists for it), or pass --allow-in-sample"
         )
     votes = [_student_votes(store, run, name, train.ids, allow_in_sample=cfg.allow_in_sample) for name in cfg.student_votes]
     named: dict[int, str] = {}  # one student given twice (STAGE and RUN:STAGE, or a repeated option) would vote twice
@@ -374,7 +376,9 @@ def _replaced_teacher(store: Store, run: str, detect_stage: Stage) -> list[str]:
     if _in_sample_teacher(store, now) and not (detect_stage.config or {}).get("allow_in_sample"):
         # (that detect would be refused: the new teacher learned the train labels it would judge)
         redetect = (f"the new one learned the train labels it would judge (no --folds), so a detection refuses it: "
-                    f"`kd teach --run {teacher_run} --folds 5 ... --overwrite`, then `{redetect_command(run, detect_stage, store)}`")
+                    f"`kd teach --run {shlex.quote(teacher_run)} --model {shlex.quote(str((now.config or {}).get('model') or 'MODEL'))} "
+                    f"--folds 5 --overwrite` (with the other options `kd report --run {shlex.quote(teacher_run)}` lists for it), "
+                    f"then `{redetect_command(run, detect_stage, store)}`")
     return [f"the teacher of run {teacher_run!r} was replaced after this detection ran (kd teach --overwrite): its issues "
             f"are the old teacher's; {redetect}"]
 

@@ -10,6 +10,7 @@ import io
 import json
 import re
 import random
+import shlex
 import shutil
 import uuid
 from pathlib import Path
@@ -236,6 +237,9 @@ def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     kd("teach", "--run", "plain", "--model", str(noisy["model"]), "--epochs", "1", "--max-len", "32", "--db", db)
     refused = kd("labels", "detect", "--run", "plain", "--db", db, ok=False)
     assert "out-of-sample" in refused.output and "--folds" in refused.output
+    # the command it names is one kd teach takes: "`kd teach --run plain --folds 5 ...`" left out --model
+    # (required) and --overwrite (the run has a teacher), each refused in turn
+    assert f"`kd teach --run plain --model {shlex.quote(str(noisy['model']))} --folds 5 --overwrite`" in refused.output, refused.output
     assert _count(db, LabelIssue) == 0
     kd("labels", "detect", "--run", "plain", "--allow-in-sample", "--db", db)
     nothing = kd("labels", "detect", "--run", "nowhere", "--db", db, ok=False)
@@ -1359,7 +1363,8 @@ def test_a_teacher_replaced_by_one_without_folds_is_not_pointed_to_as_one_detect
     kd(*again)
     said = " ".join(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr.split())
     assert ("its issues are the old teacher's; the new one learned the train labels it would judge (no --folds), so a detection "
-            "refuses it: `kd teach --run r --folds 5 ... --overwrite`, then `kd labels detect --run r --overwrite`") in said
+            f"refuses it: `kd teach --run r --model {noisy['model']} --folds 5 --overwrite` (with the other options `kd report --run r` "
+            "lists for it), then `kd labels detect --run r --overwrite`") in said
     assert "in-sample teacher probabilities" in kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False).output
     kd("labels", "detect", "--run", "r", "--allow-in-sample", "--overwrite", "--db", db)
     kd(*again, "--seed", "1")
