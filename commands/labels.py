@@ -239,13 +239,15 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
         else:
             print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
                        [[str(i["sample_id"]), _score(i["score"]), i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),
-                         i["new"] or "", EFFECTS[i["effect"]], i["text"]] for i in items[:top or None]],
+                         i["new"] or "", "flag" if action == "flag" and i["effect"] == "change" else EFFECTS[i["effect"]], i["text"]]
+                        for i in items[:top or None]],
                        title=f"kd labels clean --action {action} would decide (dry run: nothing written)")
             if top and len(items) > top:
                 click.echo(f"... {len(items) - top} more rows (--top 0 shows all, --json lists all)")
             n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
             kept = f", {n['rejected']} left alone (a review kept the label)" if n["rejected"] else ""
-            click.echo(f"{n['change']} changes, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
+            changed = f"{n['change']} flagged (no label changed)" if action == "flag" else f"{n['change']} changes"
+            click.echo(f"{changed}, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
                        f"detection){kept}; dry run: nothing written")
         return
     detection = store.find_stage(run, "detect")  # (its id and start: one replaced later by `detect --overwrite` is told from it)

@@ -206,6 +206,8 @@ def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):
     assert result.stderr.count("warning: ") == 2
     dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db)
     assert "stronger teacher" in dry.stderr and "nothing written" in dry.stdout
+    flagging = kd("labels", "clean", "--run", "r", "--action", "flag", "--dry-run", "--db", db).stdout  # (it said "N changes")
+    assert re.search(r"^\d+ flagged \(no label changed\), \d+ unchanged", flagging, re.M) and " change " not in flagging, flagging
     flag = kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db)
     assert flag.stderr == ""  # flagging changes no label: nothing to warn about
 
