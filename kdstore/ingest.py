@@ -196,7 +196,9 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
         # (every field of the first row in quotes: pandas' QUOTE_ALL or QUOTE_NONNUMERIC, R's write.table; read
         # line by line, the header '"text"' was a sample and each label a class in quotes)
         all_quoted = bool(out) and len(out[0][1]) >= 2 and all(len(f) >= 2 and f[0] == f[-1] == '"' for f in out[0][1])
-        quoted = _spreadsheet_tsv_rows(content, ragged=len({len(f) for _, f in out}) > 1, all_quoted=all_quoted) if '"' in content else None
+        # (rows ended in \r\n and a line in \n alone: Excel's line break inside a cell, which a one-column sheet shows in no ragged row)
+        ragged = len({len(f) for _, f in out}) > 1 or ("\r\n" in content and _BARE_LF.search(content) is not None)
+        quoted = _spreadsheet_tsv_rows(content, ragged=ragged, all_quoted=all_quoted) if '"' in content else None
         return out if quoted is None else quoted
     allow_long_csv_fields()
     content, kept = _keep_bare_cr(content)
@@ -229,6 +231,7 @@ def _keep_bare_cr(content: str) -> tuple[str, bool]:
 
 
 _BARE_CR = re.compile(r"\r(?!\n)")
+_BARE_LF = re.compile(r"(?<!\r)\n")
 
 
 def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = False) -> list[tuple[int, list[str]]] | None:
@@ -467,7 +470,7 @@ def _row_names(body, width: int) -> str:
 def _bare_cr(rows) -> str:
     """A hint for a column count gone wrong in a file whose lines end in ``\n`` but one holds a bare
     ``\r`` (line ends mixed by an old editor): it stays in its line, joining two rows into one."""
-    line = next((n for n, fields in rows if any("\r" in f for f in fields)), None)
+    line = next((n for n, fields in rows if any(_BARE_CR.search(f) for f in fields)), None)  # (not a quoted cell's \r\n)
     return "" if line is None else (f"; line {line} holds a bare carriage return (\\r) that joins two rows: "
                                     "mixed line ends? make them all \\n (e.g. `mac2unix`)")
 

@@ -125,6 +125,17 @@ def test_parse_json_lines_joined_by_a_bare_carriage_return_name_the_mixed_line_e
         parse(b'{"a": 1} {"b": 2}\n', "m.jsonl", IngestOptions())
 
 
+def test_a_windows_line_break_in_a_quoted_cell_is_no_bare_carriage_return():
+    """A CSV (or a spreadsheet's TSV) of \\r\\n line ends whose quoted cell holds a \\r\\n line break: a
+    ragged row after it was blamed on a "bare carriage return" in that cell, with `mac2unix` to run."""
+    for name, data in (("w.csv", b'text,label\r\n"a\r\nb",pos\r\ngood,neg,x\r\n'),
+                       ("w.tsv", b'label\ttext\r\npos\t"a\r\nb"\r\nneg\tgood\tx\r\n')):
+        with pytest.raises(KdError, match=r"line 4: expected 2 fields, found 3 \(ragged row\)$"):
+            parse(data, name, IngestOptions())
+    with pytest.raises(KdError, match=r"line 2 holds a bare carriage return"):  # (a bare one still is)
+        parse(b'text,label\n"a\rb",pos\ngood,neg,x\n', "b.csv", IngestOptions())
+
+
 def test_a_file_not_utf8_is_named_gbk_only_where_it_reads_as_chinese_in_gbk():
     """Excel and Notepad on Chinese Windows save GBK: the error names it and the iconv command; a
     Latin-1 file (or one GB18030 cannot read) is told to convert, with no encoding guessed."""
@@ -317,6 +328,17 @@ def test_parse_a_spreadsheets_quoted_tsv_fields_are_read_unquoted():
     assert [(r.label, r.text) for r in parse(data, "excel.tsv", IngestOptions())] == [("neg", "多行\n文本"), ("pos", "普通")]
     plain = '"太好了"\n他说"好"\n"开头\n结尾"\n'.encode()  # (a pool: no ragged row)
     assert [r.text for r in parse(plain, "p.tsv", IngestOptions(split="unlabeled"))] == ['"太好了"', '他说"好"', '"开头', '结尾"']
+
+
+def test_parse_a_spreadsheets_one_column_tsv_with_a_line_break_in_a_cell_is_read_unquoted():
+    """Excel on Windows ends its rows in \\r\\n and a line break inside a cell in \\n: a one-column sheet
+    (a pool of reviews) saved as tab-delimited text has no ragged row to tell, and each such text was
+    ingested as two, a stray quote in each. A pool of mixed line ends and no quoted break stays as read."""
+    data = 'text\r\n"第一行\n第二行"\r\n普通\r\n'.encode()
+    assert [(r.text, r.line) for r in parse(data, "pool.txt", IngestOptions(split="unlabeled"))] == [
+        ("第一行\n第二行", 2), ("普通", 4)]
+    mixed = '"太好了"\r\n开头\n结尾"\r\n'.encode()
+    assert [r.text for r in parse(mixed, "p.tsv", IngestOptions(split="unlabeled"))] == ['"太好了"', "开头", '结尾"']
 
 
 def test_parse_a_spreadsheets_quoted_tsv_fields_with_old_mac_line_ends_are_read_unquoted():
