@@ -870,7 +870,8 @@ def score_missing(
         except KdError:  # an --overwrite starting moved the folder away: "no such directory", or the new one half written
             check_teacher_kept(next((s.name for s in store.stages_of(run) if s.id == stage.id), None))
             raise
-        return _score_in_chunks(store, stage.id, models, tokenizer, mine, max_len=max_len, batch_size=batch_size, device=dev, chunk=chunk)
+        return _score_in_chunks(store, stage.id, models, tokenizer, mine, max_len=max_len, batch_size=batch_size, device=dev, chunk=chunk,
+                                label=dist.share_label("logits"))
 
     scored = sum(dist.all_gather_object(dist.all_succeed(shard)))
     still = unscored(store, stage.id, todo_ids) if dist.is_main else np.zeros(0)
@@ -889,11 +890,12 @@ def unscored_labeled(store: Store, run: str) -> dict[str, int]:
     return {split: int((splits == split).sum()) for split in ("train", "dev", "test") if (splits == split).any()}
 
 
-def _score_in_chunks(store: Store, stage_id: int, models: list, tokenizer, samples: SampleSet, *, max_len: int, batch_size: int, device, chunk: int) -> int:
+def _score_in_chunks(store: Store, stage_id: int, models: list, tokenizer, samples: SampleSet, *, max_len: int, batch_size: int, device, chunk: int,
+                     label: str = "logits") -> int:
     """Score ``samples`` with the models (their probabilities averaged) and store every ``chunk`` of
     them in its own transaction; returns how many were stored."""
     with progress(disable=len(samples) <= batch_size) as bar:
-        task = bar.add_task("logits", total=len(samples), unit="samples")
+        task = bar.add_task(label, total=len(samples), unit="samples")
         block = np.arange(len(samples)) // chunk
         stored = 0
         for b in range(-(-len(samples) // chunk)):

@@ -518,6 +518,33 @@ def test_logits_only_under_two_processes_scores_exactly_the_missing_samples(taug
     assert json.loads(again.output)["scored"] == 0
 
 
+def test_logits_only_s_bar_under_two_processes_says_it_counts_this_process_s_share(taught, tmp_path):
+    """`kd teach --logits-only` (and the teacher's scoring of `kd distill --augment` texts) drew rank 0's bar
+    as plain "logits 375/375" while 750 samples were scored: read as half of them left unscored."""
+    db = copy_store(taught["two"], tmp_path / "store")
+    ingest_late(db, tmp_path)
+    seen = tmp_path / "bars.txt"
+    wrapper = tmp_path / "record_bars.py"
+    wrapper.write_text(
+        "import os\n"
+        "import kdstore.teacher\n"
+        "real = kdstore.teacher.progress\n"
+        "def recording(*args, **kwargs):\n"
+        "    bar = real(*args, **kwargs)\n"
+        "    add = bar.add_task\n"
+        "    def add_task(description, *a, **k):\n"
+        f"        with open({str(seen)!r}, 'a', encoding='utf-8') as f:\n"
+        "            f.write(os.environ['RANK'] + ' ' + description + '\\n')\n"
+        "        return add(description, *a, **k)\n"
+        "    bar.add_task = add_task\n"
+        "    return bar\n"
+        "kdstore.teacher.progress = recording\n"
+        "from commands.cli import main\nmain()\n", encoding="utf-8")
+    torchrun("teach", "--run", "r", "--logits-only", "--db", str(db), script=wrapper)
+    bars = sorted(line for line in seen.read_text(encoding="utf-8").splitlines() if "logits" in line)
+    assert bars == ["0 logits (this process's share, 1 of 2)", "1 logits (this process's share, 1 of 2)"], bars
+
+
 def test_logits_only_names_the_error_of_a_rank_that_cannot_load_the_teacher(taught, tmp_path):
     """Rank 1 alone fails to load the teacher (before scoring): rank 0 printed only gloo's lost peer
     ("its own error says why"), and rank 1 its error 10 s later: two lines, the first saying nothing.
