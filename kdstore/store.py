@@ -736,6 +736,8 @@ def _check_sqlite_file(path: Path, *, read_only: bool = False) -> None:
         raise KdError(f"{path}: not a regular file (not a kd store): give a file path for --db")
     if not os.access(path, os.R_OK):
         raise KdError(f"{path}: cannot read the store: Permission denied")
+    if 0 < path.stat().st_size < 100:  # (shorter than SQLite's header, which SQLite took for an empty database and overwrote)
+        raise KdError(f"{path}: not a SQLite database (not a kd store): give another --db")
     try:
         uri = read_only_uri(path) if read_only else f"file:{quote(str(path.resolve()))}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=0)

@@ -1745,6 +1745,10 @@ def test_a_db_that_is_a_folder_or_no_sqlite_file_is_named(invoke, write_file, tm
     line = error_line(invoke(["samples"], db=tmp_path / "train.tsv", ok=False))
     assert line == f"Error: {tmp_path / 'train.tsv'}: not a SQLite database (not a kd store): give another --db"
     assert (tmp_path / "train.tsv").read_text(encoding="utf-8") == GOOD
+    (tmp_path / "one.tsv").write_bytes(b"\n")  # (SQLite took a file of one byte for an empty database, and overwrote it)
+    line = error_line(invoke(["ingest", "train.tsv"], db=tmp_path / "one.tsv", ok=False))
+    assert line == f"Error: {tmp_path / 'one.tsv'}: not a SQLite database (not a kd store): give another --db"
+    assert (tmp_path / "one.tsv").read_bytes() == b"\n"
     (tmp_path / "dir.db").mkdir()
     assert "dir.db: is a folder, not a store" in error_line(invoke(["ingest", "train.tsv"], db=tmp_path / "dir.db", ok=False))
     (tmp_path / "empty.db").touch()  # an empty file is a new SQLite database: kd makes its store there
