@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from kdstore import segment
+from kdstore.advice import reteach_command
 from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, TEACHER_AVERAGES, DistillConfig, check_student_shape, check_student_vocabulary, student_model_config, student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
 from kdstore.schedules import LR_SCHEDULES
 from kdstore.matches import parse_matches
@@ -1073,15 +1074,8 @@ def _warn_teachers_of_other_labels(store, config: dict) -> None:
 
 
 def _reteach_command(store, run: str) -> str:
-    """The command that retrains a run's teacher as it was trained: ``kd teach --overwrite`` with its
-    ``--model`` (required: a bare ``kd teach --run R --overwrite`` is refused) and ``--folds``; its
-    other options are the ones ``kd report`` shows."""
-    import shlex
-
-    taught = store.find_stage(run, "teach").config or {}
-    folds = f" --folds {taught['folds']}" if taught.get("folds") else ""
-    return (f"`kd teach --run {run} --model {shlex.quote(str(taught.get('model')))}{folds} --overwrite` "
-            f"(with the other options `kd report --run {run}` lists for it)")
+    """The command that retrains a run's teacher as it was trained (``advice.reteach_command``)."""
+    return reteach_command(run, store.find_stage(run, "teach").config)
 
 
 def _teacher_stages(store, runs) -> list[dict]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .advice import reteach_command
 from .batching import bucketed_batches, check_grad_accum, count_cut, encode_packed, micro_batches, pad
 from .distributed import SINGLE, Dist
 from .errors import KdError
@@ -297,7 +298,7 @@ def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
     if teacher_classes is not None and list(teacher_classes) != list(names):
         raise KdError(
             f"teacher of run {run!r} was trained on classes {teacher_classes}, the store now has "
-            f"{names}: re-run `kd teach`"
+            f"{names}: retrain it with {reteach_command(run, stage.config)}"
         )
     check_learned_every_class(stage, names, run=run, purpose="distillation")
     return stage

@@ -28,6 +28,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import aliased
 
 from . import noise, tfidf
+from .advice import reteach_command
 from .errors import KdError, make_folder, write_whole
 from .ingest import allow_long_csv_fields
 from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
@@ -183,8 +184,7 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
         raise KdError(f"{message}; to detect with another run's teacher pass --teacher-run RUN "
                       f"(runs with a teacher: {', '.join(taught)})") from None
     if teacher.config.get("classes") not in (None, names):
-        raise KdError(f"the classes changed since the teacher of run {teacher_run!r} ran: re-run `kd teach --run {teacher_run} --overwrite` "
-                      f"(with the options `kd report --run {teacher_run}` lists)")
+        raise KdError(f"the classes changed since the teacher of run {teacher_run!r} ran: re-run {reteach_command(teacher_run, teacher.config)}")
     train = store.samples(splits=["train"], labeled=True)
     if len(set(train.labels.tolist())) < 2:
         raise KdError("the train labels have a single class: there is nothing to tell apart")
@@ -223,9 +223,7 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     if in_sample and not cfg.allow_in_sample:
         raise KdError(
             f"{len(in_sample)} train samples have in-sample teacher probabilities: confident learning needs "
-            f"out-of-sample ones. Run `kd teach --run {shlex.quote(teacher_run)} --model "
-            f"{shlex.quote(str((teacher.config or {}).get('model') or 'MODEL'))} --folds 5 --overwrite` (with the other options "
-            f"`kd report --run {shlex.quote(teacher_run)}` lists for it), or pass --allow-in-sample"
+            f"out-of-sample ones. Run {reteach_command(teacher_run, teacher.config, folds=5)}, or pass --allow-in-sample"
         )
     votes = [_student_votes(store, run, name, train.ids, allow_in_sample=cfg.allow_in_sample) for name in cfg.student_votes]
     named: dict[int, str] = {}  # one student given twice (STAGE and RUN:STAGE, or a repeated option) would vote twice
@@ -376,9 +374,7 @@ def _replaced_teacher(store: Store, run: str, detect_stage: Stage) -> list[str]:
     if _in_sample_teacher(store, now) and not (detect_stage.config or {}).get("allow_in_sample"):
         # (that detect would be refused: the new teacher learned the train labels it would judge)
         redetect = (f"the new one learned the train labels it would judge (no --folds), so a detection refuses it: "
-                    f"`kd teach --run {shlex.quote(teacher_run)} --model {shlex.quote(str((now.config or {}).get('model') or 'MODEL'))} "
-                    f"--folds 5 --overwrite` (with the other options `kd report --run {shlex.quote(teacher_run)}` lists for it), "
-                    f"then `{redetect_command(run, detect_stage, store)}`")
+                    f"{reteach_command(teacher_run, now.config, folds=5)}, then `{redetect_command(run, detect_stage, store)}`")
     return [f"the teacher of run {teacher_run!r} was replaced after this detection ran (kd teach --overwrite): its issues "
             f"are the old teacher's; {redetect}"]
 

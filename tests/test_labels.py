@@ -1050,7 +1050,7 @@ def test_a_sheet_named_as_kd_ingest_reads_json_lines_is_json_lines(db, tmp_path,
     assert counts["reject"] == 1 and {i["issue_id"]: i["status"] for i in _issues(db)}[rows[0]["issue_id"]] == "rejected"
 
 
-def test_detect_refuses_a_single_train_class_and_a_changed_class_set(db, tmp_path, error_line):
+def test_detect_refuses_a_single_train_class_and_a_changed_class_set(db, tmp_path, error_line, noisy):
     ones = _read(db, select(Sample.id).where(Sample.split == "train", Sample.label_id == 1))
     edit_labels(db, "r", "review", {i: "drop" for (i,) in ones})
     line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
@@ -1059,7 +1059,10 @@ def test_detect_refuses_a_single_train_class_and_a_changed_class_set(db, tmp_pat
     _add_class_mid(db, tmp_path)
     before = _state(db)
     line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
-    assert "the classes changed since the teacher of run 'r' ran" in line and "`kd teach --run r --overwrite`" in line
+    assert "the classes changed since the teacher of run 'r' ran" in line, line
+    # the command it names is one kd teach takes: "`kd teach --run r --overwrite`" left out --model (required)
+    # and --folds (a detection needs the out-of-fold teacher it had)
+    assert f"`kd teach --run r --model {shlex.quote(str(noisy['model']))} --folds 3 --overwrite`" in line, line
     assert _count(db, LabelIssue) == 0 and _state(db) == before
 
 

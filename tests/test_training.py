@@ -1985,7 +1985,7 @@ def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught
     write_tsv(tmp_path / "mid.tsv", [("mid", "不好不坏，一般般吧")])  # a third class after the teacher ran
     kd("ingest", str(tmp_path / "mid.tsv"), "--db", db)
     other = kd("distill", "--run", "r", "--epochs", "1", "--max-len", "32", "--overwrite", "--db", db, ok=False)
-    assert "was trained on classes" in other.output and "re-run `kd teach`" in other.output
+    assert "was trained on classes" in other.output and "retrain it with `kd teach --run r --model " in other.output
     # kd report said nothing of it, its confusion matrices grown by a class the teacher cannot answer
     shown = kd("report", "--run", "r", "--db", db).stdout
     assert "  classes: trained on pos, neg; the store has since added mid, which this model cannot answer" in shown
@@ -2041,6 +2041,28 @@ def test_a_teacher_of_another_run_that_lacks_logits_or_classes_is_refused_before
     other = kd("distill", "--run", "B", "--teacher-run", "r", "--name", "after-mid", "--epochs", "1", "--db", db, ok=False)
     assert "teacher of run 'r' was trained on classes" in other.output and len(other.output.strip().splitlines()) == 1
     assert [s.name for s in store.stages_of("B")] == ["distill-textcnn"]
+
+
+def test_a_teacher_of_another_class_set_among_several_is_refused_naming_a_kd_teach_that_runs(taught_store, tiny_model, tmp_path):
+    """`kd distill --teacher-run f --teacher-run r` after a class was added said "re-run `kd teach`": a bare
+    `kd teach` is refused (--model is required, and --overwrite where the run has a teacher), and a --folds
+    teacher retrained without its --folds is no longer the teacher it was. It names the command that
+    retrains that run's teacher, and the second teacher is refused in turn once the first is retrained."""
+    db = str(taught_store)
+    store = Store.open(db)
+    kd("teach", "--run", "f", "--model", str(tiny_model), "--folds", "2", "--epochs", "1", "--max-len", "32", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "mid.tsv", [("mid", "不好不坏，一般般吧"), ("mid", "还行吧，中规中矩")])), "--split", "dev", "--db", db)
+    distill = ("distill", "--run", "s", "--teacher-run", "f", "--teacher-run", "r", "--epochs", "1", "--embed-dim", "8",
+               "--num-filters", "4", "--max-len", "32", "--db", db)
+    line = kd(*distill, ok=False).output.strip()
+    command = f"kd teach --run f --model {tiny_model} --folds 2 --overwrite"
+    assert line.startswith("Error: teacher of run 'f' was trained on classes ['pos', 'neg'], the store now has ['pos', 'neg', 'mid']")
+    assert f"`{command}`" in line and len(line.splitlines()) == 1, line
+    assert not store.run_exists("s")
+    kd(*command.split()[1:], "--epochs", "1", "--max-len", "32", "--db", db)  # the command it names runs
+    line = kd(*distill, ok=False).output.strip()
+    assert "teacher of run 'r' was trained on classes" in line and f"`kd teach --run r --model {tiny_model} --overwrite`" in line, line
+    assert not store.run_exists("s")
 
 
 def test_predict_stdin_file_and_json(taught_store, tmp_path, monkeypatch):

@@ -1,0 +1,17 @@
+"""The commands kd's messages advise, built from what a stage recorded, so that one copied from a
+message runs as it stands (a bare ``kd teach --run R`` is refused: ``--model`` is required, and
+``--overwrite`` where the run has a teacher)."""
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+
+def reteach_command(run: str, config: dict[str, Any] | None, *, folds: int | None = None) -> str:
+    """The ``kd teach`` that retrains run ``run``'s teacher (``config``: its stage's) as it was trained:
+    its ``--model`` and ``--folds`` (``folds``: another number, such as the 5 a detection needs), with
+    ``--overwrite``; its other options are the ones ``kd report`` lists."""
+    config = config or {}
+    k = config.get("folds") if folds is None else folds
+    return (f"`kd teach --run {shlex.quote(run)} --model {shlex.quote(str(config.get('model') or 'MODEL'))}"
+            f"{f' --folds {k}' if k else ''} --overwrite` (with the other options `kd report --run {shlex.quote(run)}` lists for it)")
