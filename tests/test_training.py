@@ -3130,6 +3130,29 @@ def test_a_roberta_teacher_and_its_transformer_student(sample_store, corpus, tmp
     assert full["layer"] == 2 and full["probs"] == pytest.approx(taught_answer["probs"], abs=1e-5)  # speed 0 is the teacher
 
 
+def test_a_deberta_of_relative_positions_alone_is_not_refused_a_max_len_past_its_max_position_embeddings(sample_store, tiny_model, tmp_path):
+    """DeBERTa-v3's layout (Erlangshen-DeBERTa-v2 and the like: position_biased_input false) has no
+    position table: max_position_embeddings sizes nothing it reads, and it reads texts longer than it.
+    kd teach refused --max-len past it ("can read (16 positions)"); a DeBERTa-v2 with a table still is."""
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForMaskedLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    db = str(sample_store)
+    for name, biased in (("deberta-v3", False), ("deberta-v2", True)):
+        config = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 max_position_embeddings=16, position_biased_input=biased, relative_attention=True, position_buckets=8,
+                                 pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", pad_token_id=tokenizer.pad_token_id, type_vocab_size=0)
+        seeded(DebertaV2ForMaskedLM, config).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    refused = kd("teach", "--run", "v2", "--model", str(tmp_path / "deberta-v2"), "--max-len", "32", "--db", db, ok=False)
+    assert "can read (16 positions): use --max-len 16 or less" in refused.output
+    taught = json.loads(kd("teach", "--run", "v3", "--model", str(tmp_path / "deberta-v3"), "--epochs", "1", "--max-len", "32",
+                           "--db", db, "--json").stdout)
+    assert taught["status"] == "succeeded"
+    answer = json.loads(kd("predict", "--run", "v3", "--model", "teacher", "--json", "--db", db, input="这个很好" * 6 + "\n").stdout)
+    assert answer["label"] in ("pos", "neg")  # (26 tokens, past its 16 max_position_embeddings)
+
+
 def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path):
     db = str(taught_store)
     kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
