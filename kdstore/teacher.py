@@ -415,10 +415,11 @@ def hub_unreachable(timeout: float = 3.0) -> str | None:
 @torch.no_grad()
 def score(
     model, tokenizer, texts: list[str], *, max_len: int, batch_size: int, device, label: str = "score", bar: bool = True,
-    ids: list[list[int]] | None = None,
+    ids: list[list[int]] | None = None, on_batch=None,
 ) -> np.ndarray:
     """Logits ``(len(texts), num_labels)`` in the order of ``texts``, computed in length-sorted batches;
-    ``ids``: the texts already encoded (``encode(tokenizer, texts, max_len=max_len)``)."""
+    ``ids``: the texts already encoded (``encode(tokenizer, texts, max_len=max_len)``); ``on_batch``: called
+    with each batch's number of texts as it is scored."""
     ensure_eval(model)
     if ids is None:
         ids = encode_packed(tokenizer, texts, max_len=max_len)
@@ -431,6 +432,8 @@ def score(
                 logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
             out[idx] = logits.float().cpu().numpy()
             bars.update(task, advance=len(idx))
+            if on_batch is not None:
+                on_batch(len(idx))
     return out
 
 
@@ -899,11 +902,20 @@ def _score_in_chunks(store: Store, stage_id: int, models: list, tokenizer, sampl
     with progress(disable=len(samples) <= batch_size) as bar:
         task = bar.add_task(label, total=len(samples), unit="samples")
         block = np.arange(len(samples)) // chunk
-        stored = 0
+        stored = done = 0
         for b in range(-(-len(samples) // chunk)):
             part = samples.subset(block == b)
-            parts = [score(m, tokenizer, part.texts, max_len=max_len, batch_size=batch_size, device=device, bar=False) for m in models]
+            parts = []
+            for k, m in enumerate(models):  # the bar moves with each batch (a block of a BERT on a CPU: minutes), each model's share
+                seen = [0]
+
+                def step(n: int, k: int = k, seen: list = seen) -> None:
+                    seen[0] += n
+                    bar.update(task, completed=done + (k * len(part) + seen[0]) // len(models))
+
+                parts.append(score(m, tokenizer, part.texts, max_len=max_len, batch_size=batch_size, device=device, bar=False, on_batch=step))
             # another process may have scored some of them meanwhile (alike: the same teacher): its rows stand
             stored += write_scores(store, stage_id, part.ids, parts[0] if len(parts) == 1 else average_probs_as_logits(parts), missing_only=True)
-            bar.update(task, advance=len(part))
+            done += len(part)
+            bar.update(task, completed=done)
     return stored
