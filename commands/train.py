@@ -439,7 +439,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
 @click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
               help="balanced: each row's loss weighted n / (classes x rows of its class), so a rare class (a few violations among many ads) counts as much as a common one; the weights are recorded (class_weight[NAME]).")
 @click.option("--where", help="SQL condition on samples selecting the train rows, e.g. \"source = 'a.tsv'\".")
-@click.option("--split", "splits", multiple=True, type=click.Choice(TRAINABLE_SPLITS), help="Split(s) whose labeled rows train the teacher (repeatable; default: train). With dev among them no dev rows judge the epochs: the last one is kept.")
+@click.option("--split", "splits", multiple=True, type=click.Choice(TRAINABLE_SPLITS), help="Split(s) whose labeled rows train the teacher (repeatable; default: train). When dev rows train (dev among them, and --where/--label select some), no dev rows judge the epochs: the last one is kept.")
 @click.option("--label", "labels", multiple=True, help="Train (and judge epochs on dev) only rows with this label (repeatable; default: all). The stored figures cover every labeled row.")
 @click.option("--folds", type=int, default=0, help="Train K teachers on K stratified folds: out-of-fold logits for train samples.")
 @click.option("--logits-only/--no-logits-only", is_flag=True, help="Only score samples that have no logits yet, with the run's teacher.")

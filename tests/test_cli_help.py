@@ -344,3 +344,13 @@ def test_top_level_example_retrains_the_teacher_on_the_cleaned_labels_before_it_
     retrain = [a for a in commands[clean + 1:distill] if a[0] == "teach"]
     assert retrain and "--overwrite" in retrain[0]
     assert set(first_teach) <= set(retrain[0])  # the same teacher (model, --folds) again, on the new labels
+
+
+def test_teach_split_help_says_dev_judges_unless_dev_rows_train(runner):
+    """`kd teach --split` said that with dev among the splits no dev rows judge the epochs and the last
+    one is kept; its own example beside it (`--split train --split dev --where "source = 'shop.tsv'"`),
+    whose --where selects no dev row, kept the best dev epoch: dev judges unless dev rows train."""
+    text = " ".join(runner.invoke(cli, ["teach", "--help"]).output.split())
+    split = text[text.index("--split [train|dev]"):text.index("--label TEXT")]
+    assert "With dev among them no dev rows judge" not in split
+    assert "When dev rows train" in split
