@@ -138,14 +138,19 @@ def _check_unmoved(store: Store, run: str, stage) -> None:
     raise KdError(f"stage {stage.name!r} of run {run!r} was {how} while its model loaded: run this again")
 
 
+def _early_exit_stage(stage) -> bool:
+    """Whether ``stage`` made an early-exit model: its folder says so, or its config (a folder that lost
+    early_exit.json is a damaged early-exit model, not a student)."""
+    from .early_exit import is_early_exit
+
+    return stage.kind == "distill" and (is_early_exit(stage.artifact_path) or (stage.config or {}).get("student") == "early-exit")
+
+
 def _speed_refused(store: Store, run: str, stage) -> str:
     """Why ``--speed`` is refused for ``stage``: it is no early-exit model; the run's early-exit
     stages, where it has some, are the ones to name (not "kd distill --student early-exit", which
     told a run that has one to train another)."""
-    from .early_exit import is_early_exit
-
-    exits = [s.name for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"
-             and (is_early_exit(s.artifact_path) or (s.config or {}).get("student") == "early-exit")]
+    exits = [s.name for s in store.stages_of(run) if s.status == "succeeded" and _early_exit_stage(s)]
     if exits:
         return (f"--speed needs an early-exit model, and stage {stage.name!r} is not one: run {run!r} has "
                 f"{', '.join(exits)} (--model {exits[-1]})")
@@ -222,10 +227,9 @@ class Predictor:
     def _load(cls, store: Store, run: str, stage, dev: torch.device, device: str, speed: float | None,
               uncertainty: str | None, speed_if_early_exit: bool) -> "Predictor":
         """The model of ``stage`` (found, its folder there), as ``from_run`` returns it."""
-        from .early_exit import EarlyExitPredictor, is_early_exit
+        from .early_exit import EarlyExitPredictor
 
-        # (by its config too: a folder that lost early_exit.json is a damaged early-exit model, not a student)
-        if stage.kind == "distill" and (is_early_exit(stage.artifact_path) or (stage.config or {}).get("student") == "early-exit"):
+        if _early_exit_stage(stage):
             return EarlyExitPredictor.from_directory(stage.artifact_path, device=device, speed=speed, uncertainty=uncertainty, stage_name=stage.name)
         if speed is not None and not speed_if_early_exit:
             raise KdError(_speed_refused(store, run, stage))

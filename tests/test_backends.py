@@ -729,13 +729,21 @@ def test_server_stores_whose_names_differ_in_characters_outside_ascii_keep_their
                      "alice@db.lan", "bob@db.lan"]
 
 
+def _ingest_and_teach_r(runner, corpus, tiny_model, db: str) -> None:
+    """Ingest the train file into the store at ``db`` and teach its run ``r``, through the CLI."""
+    from commands.cli import cli
+
+    assert runner.invoke(cli, ["ingest", str(corpus["train"]), "--db", db]).exit_code == 0
+    result = runner.invoke(cli, ["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "succeeded"
+
+
 def test_two_server_databases_named_in_chinese_each_train_a_run_of_one_name(pg_server, runner, corpus, tiny_model, tmp_path):
     """Through the CLI: the second store's `kd teach --run r` was refused, its stage folder holding the
     first store's model (both were kd-artifacts/__@HOST-PORT/r/teach)."""
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
-
-    from commands.cli import cli
 
     urls = []
     try:
@@ -744,11 +752,7 @@ def test_two_server_databases_named_in_chinese_each_train_a_run_of_one_name(pg_s
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
             urls.append(pg_server.url.set(database=name).render_as_string(hide_password=False))
         for url in urls:
-            assert runner.invoke(cli, ["ingest", str(corpus["train"]), "--db", url]).exit_code == 0
-            result = runner.invoke(cli, ["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1",
-                                         "--max-len", "32", "--db", url, "--json"])
-            assert result.exit_code == 0, result.output
-            assert json.loads(result.stdout)["status"] == "succeeded"
+            _ingest_and_teach_r(runner, corpus, tiny_model, url)
         folders = sorted(p.name.partition("@")[0] for p in (tmp_path / "kd-artifacts").iterdir())
         assert folders == sorted(make_url(u).database for u in urls)
     finally:
@@ -761,8 +765,6 @@ def test_two_schemas_of_one_server_database_each_train_a_run_of_one_name(pg_serv
     kd-artifacts/NAME@HOST: the second one's `kd teach --run r` was refused for the first one's model.
     A store in a schema other than `public` keeps its models in NAME@HOST~SCHEMA."""
     from sqlalchemy import create_engine, text
-
-    from commands.cli import cli
 
     name = f"kd_schemas_{os.getpid()}"
     with pg_server.admin.connect() as conn:
@@ -777,11 +779,7 @@ def test_two_schemas_of_one_server_database_each_train_a_run_of_one_name(pg_serv
         urls = [url.render_as_string(hide_password=False)] + [
             url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False) for schema in ("s1", "项目2")]
         for db in urls:
-            assert runner.invoke(cli, ["ingest", str(corpus["train"]), "--db", db]).exit_code == 0
-            result = runner.invoke(cli, ["teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1",
-                                         "--max-len", "32", "--db", db, "--json"])
-            assert result.exit_code == 0, result.output
-            assert json.loads(result.stdout)["status"] == "succeeded"
+            _ingest_and_teach_r(runner, corpus, tiny_model, db)
         folders = sorted(p.name.partition("@")[2].partition("~")[2] for p in (tmp_path / "kd-artifacts").iterdir())
         assert folders == ["", "s1", "项目2"]  # (public: the folder it always had)
     finally:

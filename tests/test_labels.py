@@ -2043,10 +2043,9 @@ def test_a_dry_run_clean_that_would_empty_a_class_says_so(tmp_path):
     assert "no train sample left" not in kd("labels", "clean", "--run", "r", "--dry-run", "--min-score", "0.95", "--db", db).output
 
 
-def test_a_rare_class_the_teacher_never_answers_is_warned_of(tmp_path):
-    """Ads: a violation class of 6 % that the teacher never answers out of fold. Every one of its labels was
-    flagged and `kd labels clean` would relabel them all, while the overall figures (agreement 94 % against a
-    60 % majority, 6 % flagged) said nothing was amiss. Detect, and the clean's dry run, name the class."""
+def _rare_class_never_answered(tmp_path, class_weight: str | None = None) -> str:
+    """A store of ads whose out-of-fold teacher answers 'ok' for every 'contact' (6 % of train);
+    ``class_weight``: recorded as the teacher's ``--class-weight``."""
     db = _hand_made_teacher(tmp_path / "kd.db", ["ok"] * 60 + ["exaggerated"] * 34 + ["contact"] * 6)
     store = Store.open(db)
     labels = store.samples(splits=["train"]).labels
@@ -2054,8 +2053,19 @@ def test_a_rare_class_the_teacher_never_answers_is_warned_of(tmp_path):
     logits[np.arange(len(labels)), np.where(labels == 2, 0, labels)] = 4.0  # 'contact' answered 'ok'
     with store.engine.begin() as conn:
         conn.execute(Logit.__table__.delete())
+        if class_weight:
+            conn.execute(Stage.__table__.update().where(Stage.__table__.c.id == 1).values(
+                config={"classes": ["ok", "exaggerated", "contact"], "folds": 2, "class_weight": class_weight}))
     store.write_logits(1, store.samples(splits=["train"]).ids, logits)
     store.close()
+    return db
+
+
+def test_a_rare_class_the_teacher_never_answers_is_warned_of(tmp_path):
+    """Ads: a violation class of 6 % that the teacher never answers out of fold. Every one of its labels was
+    flagged and `kd labels clean` would relabel them all, while the overall figures (agreement 94 % against a
+    60 % majority, 6 % flagged) said nothing was amiss. Detect, and the clean's dry run, name the class."""
+    db = _rare_class_never_answered(tmp_path)
     out = kd("labels", "detect", "--run", "r", "--db", db, "--json")
     said = "6 of the 6 train labels of class 'contact' (100%) flagged: the teacher seldom answers that class out of fold"
     assert f"warning: {said}" in out.stderr and out.stderr.count("warning: ") == 1
@@ -2069,17 +2079,7 @@ def test_a_rare_class_the_teacher_never_answers_is_warned_of(tmp_path):
 def test_a_rare_class_warning_advises_no_class_weight_the_teacher_already_had(tmp_path):
     """The teacher was trained with `--class-weight balanced` and still never answers the rare class:
     the warning told the user to train it with `kd teach --class-weight balanced`, what it already was."""
-    db = _hand_made_teacher(tmp_path / "kd.db", ["ok"] * 60 + ["exaggerated"] * 34 + ["contact"] * 6)
-    store = Store.open(db)
-    labels = store.samples(splits=["train"]).labels
-    logits = np.full((len(labels), 3), -4.0, dtype=np.float32)
-    logits[np.arange(len(labels)), np.where(labels == 2, 0, labels)] = 4.0  # 'contact' answered 'ok'
-    with store.engine.begin() as conn:
-        conn.execute(Logit.__table__.delete())
-        conn.execute(Stage.__table__.update().where(Stage.__table__.c.id == 1).values(
-            config={"classes": ["ok", "exaggerated", "contact"], "folds": 2, "class_weight": "balanced"}))
-    store.write_logits(1, store.samples(splits=["train"]).ids, logits)
-    store.close()
+    db = _rare_class_never_answered(tmp_path, class_weight="balanced")
     out = kd("labels", "detect", "--run", "r", "--db", db, "--json")
     assert "6 of the 6 train labels of class 'contact' (100%) flagged" in out.stderr
     assert "--class-weight balanced" not in out.stderr and "--class-weight" not in out.stdout
