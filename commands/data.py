@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, f
 from kdstore.names import SPLITS
 from kdstore.store import label_id_note
 
-from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_rows, store_options
+from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_json_items, print_rows, store_options
 
 
 @click.command()
@@ -196,19 +197,13 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
             raise
         raise KdError(str(exc).replace(f"--where {where!r}", f"--where {condition!r}", 1)) from exc
     more = bool(limit) and len(rows) > limit
-    kept = set(store.samples(ids=rows.ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
-    parents = {} if as_tsv else store.parents(rows.ids)  # a text kd distill --augment made: the sample it came from
-    items = [
-        {"id": int(i), "split": s, "label": names[y] if y >= 0 else None, "text": t,
-         "dropped": kept is not None and int(i) not in kept, "parent_id": parents.get(int(i))}
-        for i, t, y, s in zip(rows.ids, rows.texts, rows.labels, rows.splits)
-    ][:limit or None]
+    shown = min(len(rows), limit) if limit else len(rows)
     if as_json:  # `kd samples --split train --json > train.json` kept 20 samples without a word
-        origins = store.origins([it["id"] for it in items])  # where each came from, and the columns ingest kept (a row's own id)
-        print_json([{**it, **origins.get(it["id"], {})} for it in items])
+        print_json_items(_sample_items(store, rows, shown, names, dropped=dropped, with_origins=True))
         if more:
             click.echo(f"warning: listed the first {counted(limit, 'sample')} only (--limit 0 for all)", err=True)
         return
+    items = _sample_items(store, rows, shown, names, dropped=dropped, with_origins=False, with_parents=not as_tsv)
     if as_tsv:
         _print_tsv(items, labeled=split != "unlabeled")
         if more:  # `> train.tsv` without --limit 0 would keep 20 lines unseen
@@ -221,7 +216,25 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         click.echo(f"warning: listed the first {counted(limit, 'sample')} only (--limit 0 for all)", err=True)
 
 
-def _print_tsv(items: list[dict], *, labeled: bool) -> None:
+def _sample_items(store, rows, shown: int, names: list[str], *, dropped: bool, with_origins: bool, with_parents: bool = True):
+    """The first ``shown`` of ``rows`` as listing items, looked up a block at a time: which are dropped
+    (with --dropped), the sample each augmented text came from, and (``with_origins``) the file, line
+    and kept columns of each."""
+    for start in range(0, shown, ITEM_BLOCK):
+        ids = rows.ids[start:min(start + ITEM_BLOCK, shown)]
+        kept = set(store.samples(ids=ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
+        parents = store.parents(ids) if with_parents else {}  # a text kd distill --augment made: the sample it came from
+        origins = store.origins(ids) if with_origins else {}  # where each came from, and the columns ingest kept (a row's own id)
+        for k, i in enumerate(ids.tolist(), start):
+            y = int(rows.labels[k])
+            yield {"id": i, "split": rows.splits[k], "label": names[y] if y >= 0 else None, "text": rows.texts[k],
+                   "dropped": kept is not None and i not in kept, "parent_id": parents.get(i), **origins.get(i, {})}
+
+
+ITEM_BLOCK = 10_000  # samples looked up (dropped, parent, origin) at a time
+
+
+def _print_tsv(items: Iterable[dict], *, labeled: bool) -> None:
     """A ``label<TAB>text`` header and lines (``text`` alone for the unlabeled pool), in blocks. The
     header makes ``kd ingest`` read the columns by name: without it a first text or label that is a
     column word (``query``, ``text``) would be taken for a header and lost. A text that starts with a

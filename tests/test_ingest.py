@@ -744,24 +744,29 @@ def test_duplicates_are_looked_up_by_hash_not_by_reading_every_stored_row(invoke
 
 def test_samples_json_is_written_in_pieces_and_reads_back_whole(invoke, write_file, monkeypatch):
     """`kd samples --limit 0 --json` built the whole document as one string first: 1.7 GB of memory
-    for 700k samples (0.7 GB written in pieces). The pieces make the same document."""
+    for 700k samples (0.7 GB written in pieces), then its items and their copy for encoding (560 MB
+    for 300k). Items looked up and written a block at a time make the same document."""
     import json
 
     import click
 
     import commands.common as common
+    import commands.data as data
 
-    write_file("train.tsv", "".join(f"{'pos' if i % 2 else 'neg'}\t评论 {i} \"引号\"\n" for i in range(30)))
+    write_file("train.tsv", "".join(f"{'pos' if i % 2 else 'neg'}\t评论 {i} \"引号\"\\n\n" for i in range(30)))
     invoke(["ingest", "train.tsv"])
     writes = []
     echo = click.echo
-    monkeypatch.setattr(common, "JSON_PIECES", 50)
+    monkeypatch.setattr(common, "JSON_ITEMS", 4)
+    monkeypatch.setattr(data, "ITEM_BLOCK", 7)
     monkeypatch.setattr(click, "echo", lambda message=None, **kw: (writes.append(message), echo(message, **kw))[1])
     out = invoke(["samples", "--limit", "0", "--json"]).stdout
     items = json.loads(out)
-    assert [i["text"] for i in items] == [f'评论 {i} "引号"' for i in range(30)]
+    assert [i["text"] for i in items] == [f'评论 {i} "引号"\\n' for i in range(30)]
+    assert [i["line"] for i in items] == list(range(1, 31))  # (each block's origins, not only the first's)
     assert out == json.dumps(items, ensure_ascii=False, indent=2) + "\n"
-    assert len(writes) > 10
+    assert len(writes) > 7
+    assert invoke(["samples", "--limit", "0", "--json", "--where", "id < 0"]).stdout == "[]\n"
 
 
 def test_conflict_is_listed_and_first_label_kept(invoke, write_file, read_samples, read_classes):
