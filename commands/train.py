@@ -21,14 +21,14 @@ from kdstore.matches import parse_matches
 from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
-from kdstore.errors import KdError
+from kdstore.errors import KdError, Terminated
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.names import SPLITS, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import run_report, trained_on_dev
-from kdstore.runs import stage_scope
+from kdstore.runs import SignalGuard, stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout
 from kdstore.store import label_id_note
@@ -480,7 +480,13 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         if logits_only:
             scoring = {"batch_size": batch_size} if _options_given(("batch_size",)) else {}
             late = unscored_labeled(store, run)
-            n = score_missing(store, run, device=device, dist=dist, **scoring)
+            guard = SignalGuard()  # a kill raises as Ctrl-C does: no stage to mark failed (its blocks commit as they go), but one line
+            try:
+                n = score_missing(store, run, device=device, dist=dist, **scoring)
+            except Terminated as exc:  # (it ended with status 143 and not a word)
+                raise Terminated(f"{exc}: the samples scored before it are kept; `kd teach --run {run} --logits-only` scores the rest") from None
+            finally:
+                guard.close()
             if not dist.is_main:
                 return
             if set(late) - {"train"}:  # its figures stand as measured when it ran, on the labels of that time

@@ -4027,6 +4027,46 @@ def test_logits_only_bar_moves_with_each_batch_not_each_commit(taught_store, tmp
     assert counts[-1] == "6"
 
 
+def test_logits_only_killed_says_so_and_what_it_kept(taught_store, tmp_path):
+    """`kill` of `kd teach --logits-only` ended it with status 143 and not a word: no stage is on
+    record to mark failed (its blocks commit as they go), so the shell's "Terminated" was all a log
+    showed. It ends with a one-line error that says the blocks stored are kept and how to go on."""
+    import signal
+    import subprocess
+    import sys
+
+    db = str(taught_store)
+    late = tmp_path / "late.txt"
+    late.write_text("".join(f"后来的文本{i}\n" for i in range(6)), encoding="utf-8")
+    kd("ingest", str(late), "--split", "unlabeled", "--db", db)
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import sys, time\n"
+        "import kdstore.teacher as t\n"
+        "scored = t._score_in_chunks\n"
+        "def slow(store, stage_id, models, tokenizer, samples, **kw):\n"
+        "    done = scored(store, stage_id, models, tokenizer, samples.subset(samples.ids < samples.ids.min() + 2), **kw)\n"
+        "    print('scored', done, flush=True)\n"
+        "    time.sleep(120)\n"
+        "t._score_in_chunks = slow\n"
+        "from commands.cli import cli\n"
+        "cli(['teach', '--run', 'r', '--logits-only', '--db', sys.argv[1]], prog_name='kd')\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "scored 2", proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, (proc.returncode, err)
+    assert err.strip().splitlines()[-1] == ("Error: terminated (SIGTERM): the samples scored before it are kept; "
+                                            "`kd teach --run r --logits-only` scores the rest"), err
+    out = kd("teach", "--run", "r", "--logits-only", "--db", db, "--json")
+    assert json.loads(out.stdout)["scored"] == 4  # the 2 stored stood
+
+
 def test_an_encoder_keeps_its_tokenizers_pad_token_beside_a_stale_config_pad_id(tmp_path, corpus):
     """A BERT whose config.json names another pad id than its tokenizer's (a default nobody set, a
     RoBERTa config beside a BERT vocabulary) masks its padding whatever the id: the tokenizer's own
