@@ -25,7 +25,7 @@ from kdstore.errors import KdError, Terminated
 from kdstore.labels import labels_state
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
-from kdstore.names import SPLITS, resolve_run_id
+from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import run_report, trained_on_dev
 from kdstore.runs import SignalGuard, stage_scope
@@ -616,9 +616,7 @@ def _warn_learners_of_replaced(store, run: str, kind: str = "teach") -> None:
     except KdError:
         return
     def started_from(config) -> bool:
-        source, _, source_run = str(config.get("model") or "").partition(":")
-        return (source == kind and source_run.strip() and "${" not in source_run and resolve_run_id(source_run) == run
-                and config.get("model_sha256") == old.artifact_sha256)
+        return model_source(config) == (kind, run) and config.get("model_sha256") == old.artifact_sha256
 
     def used(r, st) -> bool:  # not a failed one (no figures)
         config = st.config or {}

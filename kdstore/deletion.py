@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .errors import KdError
+from .names import model_source
 from .runs import _any_edits, _crashed, _live_edits, process_state, running_by, stage_folder, unchecked_why
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import EXPORT_KINDS, default_export_dir, exports_of
@@ -191,11 +192,11 @@ def _learned_from(s, gone: list[Stage], run: str, dry_run: bool = False) -> list
     # (not a failed stage: it has no figures for its report to call anything of)
     for st in s.scalars(select(Stage).where(Stage.id.not_in(set(names) or {-1}), Stage.status != "failed").order_by(Stage.id)):
         config = st.config or {}
-        kind, _, source = str(config.get("model") or "").partition(":")
+        source = model_source(config)
         used = [(f"learned from {run}/{names[t['stage_id']]}", "that teacher")
                 for t in config.get("teacher_stages") or [] if t.get("stage_id") in names]
-        if st.kind == "teach" and source == run and (kind, config.get("model_sha256")) in models:
-            used.append((f"started from the model of {run}/{models[kind, config['model_sha256']]}", "that model"))
+        if st.kind == "teach" and source and source[1] == run and (source[0], config.get("model_sha256")) in models:
+            used.append((f"started from the model of {run}/{models[source[0], config['model_sha256']]}", "that model"))
         used += [(f"took votes from {run}/{names[t['stage_id']]}", "those votes")
                  for t in config.get("student_vote_stages") or [] if t.get("stage_id") in names]
         if used:

@@ -30,6 +30,18 @@ def resolve_run_id(value: str | None, today: dt.date | None = None) -> str:
     return value
 
 
+def model_source(config: dict | None) -> tuple[str, str] | None:
+    """``(kind, run)`` of a teacher that started from a kd stage's model (its config's ``model``:
+    ``pretrain:RUN`` or ``teach:RUN``, recorded as the run it named that day); ``None`` for a hub name
+    or a folder of the user's own, and for a ``${time}`` recorded before runs were (it is another day's
+    run now)."""
+    kind, _, run = str((config or {}).get("model") or "").partition(":")
+    run = run.strip()
+    if kind not in ("pretrain", "teach") or not run or "${" in run:
+        return None
+    return kind, run
+
+
 def _option_taken(what: str, value: str) -> str:
     """Why a run id or stage name starting with ``-`` is refused: it is the next option, taken as the
     value of ``--run $RUN`` (``--name $NAME``) when the shell dropped an unset or empty variable;

@@ -13,7 +13,7 @@ from .errors import KdError
 from .folds import fold_count
 from .metrics import confusion_matrix
 from .outputs import labels_as_of, labels_time
-from .names import SPLITS
+from .names import SPLITS, model_source
 from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
 from .store import MODEL_MEASURES, Store
 
@@ -262,11 +262,10 @@ def checkpoint_source(store: Store, config: dict[str, Any]) -> str | None:
     ``teach:RUN``) that is not there now: ``replaced since`` (``--overwrite``: the run's model now is
     another one than the teacher started from, its sha256 differs) or ``deleted since`` (``kd runs
     delete``); ``None`` while it is the same one, or for a hub name or folder of the user's own."""
-    model, digest = str(config.get("model") or ""), config.get("model_sha256")
-    kind, _, source_run = model.partition(":")
-    if kind not in ("pretrain", "teach") or not digest or not source_run.strip() or "${" in source_run:
-        return None  # (a ${time} run is today's now, not the day the teacher started)
-    how = _model_gone(store, source_run, kind, digest)
+    model, digest, source = str(config.get("model") or ""), config.get("model_sha256"), model_source(config)
+    if source is None or not digest:
+        return None
+    how = _model_gone(store, source[1], source[0], digest)
     if how == "deleted":
         return f"{model} (deleted since: it started from a model no longer in the store, sha256 {digest[:12]})"
     return how and f"{model} (replaced since: it started from the model that one replaced, sha256 {digest[:12]})"
