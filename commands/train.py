@@ -1118,12 +1118,10 @@ def _teachers_usable(store, runs, *, scored: bool = True) -> None:
     but before it is recorded: a teacher of another class set, or one that has not scored train
     samples ingested after it ran (the fix: `kd teach --run A --logits-only`), leaves no failed stage
     (nor a new run holding one). A run without a teacher is left to the stage, which fails with the reason."""
-    from kdstore.distill import check_train_scored, check_teacher
+    from kdstore.distill import check_train_scored, check_teachers
 
-    names = store.class_names()
     taught = [r for r in (resolve_run_id(r) for r in runs) if _has_teacher(store, r)]
-    for r in taught:
-        check_teacher(store, r, names)
+    check_teachers(store, taught, store.class_names())
     if scored:  # (early exit learns from the teacher network itself: its stored logits are not needed)
         check_train_scored(store, list(dict.fromkeys(taught)))
 

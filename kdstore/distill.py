@@ -304,6 +304,24 @@ def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
     return stage
 
 
+def check_teachers(store: Store, runs: list[str], names: list[str]) -> list[Stage]:
+    """``check_teacher`` of each of ``runs``; several whose classes are not the store's are refused
+    together, each with the command that retrains it (one at a time, the second was refused only once
+    the first had been retrained: minutes of a teacher each)."""
+    stale = []
+    for run in dict.fromkeys(runs):
+        stage = store.find_stage(run, "teach")
+        classes = stage.config.get("classes")
+        if classes is not None and list(classes) != list(names):
+            stale.append((run, stage, classes))
+    if len(stale) > 1:
+        trained = "; ".join(f"{run}: {classes}" for run, _, classes in stale)
+        raise KdError(f"teachers of runs {', '.join(repr(run) for run, _, _ in stale)} were trained on other classes than the "
+                      f"store's {names} ({trained}): retrain them with "
+                      + " and ".join(reteach_command(run, stage.config) for run, stage, _ in stale))
+    return [check_teacher(store, run, names) for run in runs]
+
+
 def load_teachers(store: Store, runs: list[str], names: list[str], weights: tuple[float, ...] = (), *, average: str = "probs") -> TeacherLogits:
     """The logits of the teach stage of ``runs`` (several: their weighted-average probabilities as logits, or with
     ``average="logits"`` their weighted-average logits), checked against the store's classes."""
@@ -422,7 +440,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     # 1. the teachers and the student's shape (every fold's too), checked before anything is written
     names = store.class_names()
     teacher_runs = list(cfg.teacher_runs) or [stage.run]
-    checked = [check_teacher(store, run, names) for run in teacher_runs]
+    checked = check_teachers(store, teacher_runs, names)
     first = checked[0]
     tokenizer = AutoTokenizer.from_pretrained(model_dirs(first)[0])
     if "mask" in cfg.augment:
