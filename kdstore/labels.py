@@ -675,8 +675,12 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             raise KdError(f"{path}: line {header_line}: field {twice!r}: the column appears twice: keep one")
         lines_up = records[1:], fieldnames  # (checked below, against the class names)
     names = store.class_names()
+    # a first column without a header holding distinct whole numbers is an index (pandas' ``to_csv``), not decisions
+    first = [fields[0].strip() for _, fields in lines_up[0] if fields]
+    index = bool(lines_up[1]) and not lines_up[1][0].strip() and all(v.isascii() and v.isdigit() for v in first) \
+        and len(set(first)) == len(first)
     for n, fields in lines_up[0]:
-        _check_row_width(path, n, fields, lines_up[1], names)
+        _check_row_width(path, n, fields, lines_up[1], names, index=index)
     if not rows:  # (an export of a run with no undecided issue: "empty on every row ... was the sheet saved?" was odd)
         raise KdError(f"{path}: no row of decisions: nothing to import (`kd labels export` of a run with no undecided issue?)")
     if not any(_cell(r, "decision") for _, r in rows):  # (an empty clean stage would take the name the real import needs)
@@ -851,18 +855,19 @@ def _sheet_delimiter(text: str) -> str:
     return ","
 
 
-def _check_row_width(path: Path, line: int, fields: list[str], fieldnames: list[str], names: Sequence[str]) -> None:
+def _check_row_width(path: Path, line: int, fields: list[str], fieldnames: list[str], names: Sequence[str], *,
+                     index: bool = False) -> None:
     """A CSV sheet row whose cells do not line up with the header: its decision would be read as
     empty and the row skipped unseen. Refused, where the row has no decision: a decision (a word or a
     class name) under no column (past the header, or under a header cell left empty: typed one column
     off; a note there is left alone), or a ``sample_id`` that is no id (a cell left out, the others
     moved left: ``r,1,drop``). (A row merely shorter than the header, its empty last cells left out,
-    is read as it is.)"""
+    is read as it is.) ``index``: the first column, without a header, is a table's index (pandas' ``to_csv``)."""
     at = fieldnames.index("decision")
     if at < len(fields) and fields[at].strip():
         return
     for i, value in enumerate(fields):
-        if value.strip() and (i >= len(fieldnames) or not fieldnames[i].strip()):
+        if value.strip() and (i >= len(fieldnames) or not fieldnames[i].strip()) and not (index and i == 0):
             try:
                 read_decision(value.strip(), names, SHEET_WORDS)
             except KdError:

@@ -1957,6 +1957,39 @@ def test_a_row_whose_cells_left_their_columns_or_a_run_of_no_detection_is_one_li
 
 
 
+def test_a_sheet_saved_by_pandas_with_its_index_column_is_read_in_a_store_of_numbered_classes(tmp_path, error_line):
+    """``DataFrame.to_csv`` writes its index first, under an empty header cell: in a store whose
+    classes are named 0 and 1 (most Chinese sentiment sets) the index 0 or 1 of an undecided row was
+    taken for a decision typed one column off, and the whole sheet refused. A first column without a
+    header whose cells are distinct whole numbers is an index; a decision typed one column off is still refused."""
+    from kdstore.schema import KdClass
+
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的", "一般"])
+    store = _open(db)
+    with store.session() as s, s.begin():  # (pos, neg renamed as a 0/1-labeled set names them)
+        s.execute(update(KdClass).where(KdClass.id == 0).values(name="1"))
+        s.execute(update(KdClass).where(KdClass.id == 1).values(name="0"))
+    store.close()
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
+    rows[2]["decision"] = "accept"
+    edited = tmp_path / "edited.csv"
+    with edited.open("w", encoding="utf-8", newline="") as fh:  # as pandas writes it: df.to_csv(path)
+        w = csv.writer(fh)
+        w.writerow(["", *rows[0]])
+        w.writerows([i, *r.values()] for i, r in enumerate(rows))
+    state = _state(db)
+    out = json.loads(kd("labels", "import", str(edited), "--db", db, "--json").stdout)
+    assert (out["relabel"], out["reject"], out["drop"]) == (1, 0, 0)
+    assert {k: v for k, v in _state(db).items() if v != state[k]} == {3: (1, False, 0)}
+    # a decision under an empty first header cell, beside another row's, is still one typed one column off
+    off = tmp_path / "off.csv"
+    off.write_text(",run,sample_id,decision\r\n0,r,1,\r\n0,r,2,\r\n", encoding="utf-8")
+    assert "off.csv: line 2: field 'decision': empty, while column 1 ('0') is under no header" in error_line(
+        kd("labels", "import", str(off), "--db", db, ok=False))
+
+
 def test_a_reject_of_a_label_changed_since_the_sheet_was_exported_is_refused(tmp_path, error_line):
     """A reviewer rejected the suggestion `neg` to keep the `pos` the sheet showed; the sample had been
     set to `neg` by hand since the export, and the import kept `neg` ("reject, label neg kept (r/detect
