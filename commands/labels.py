@@ -372,7 +372,7 @@ def history(sample_id, db, as_json):
 
     click.echo(f"sample {sample_id}: original {shown(h['original'])}, now {shown(h['current'])}{' (dropped)' if h['dropped'] else ''}")
     click.echo(f"  {h['text']}")
-    lines = []  # (time, line): the edits and a review's rejects (no edit of their own) in the order they were made
+    lines = []  # (time, stage id, line): the edits and a review's rejects (no edit of their own) in the order they were made
     for e in h["edits"]:
         undone = f", reverted {e['reverted_at']}" if e["reverted_at"] else ""
         where = f"{e['run']}/{e['stage']}" if e["stage"] else "(a deleted stage)"
@@ -382,14 +382,14 @@ def history(sample_id, db, as_json):
             change = "flag"
         else:
             change = f"{e['action']} {e['old']} -> {e['new']}" + (", no longer dropped" if e["old_dropped"] and not e["new_dropped"] else "")
-        lines.append((e["at"], f"  {e['at']} {where}{_by(e)}: {change} ({e['reason']}){undone}"))
+        lines.append((e["at"], e["stage_id"] or 0, f"  {e['at']} {where}{_by(e)}: {change} ({e['reason']}){undone}"))
     for r in h["rejected"]:
         where = f"{r['run']}/{r['stage']}" if r["stage"] else "(a deleted stage)"
         why = f"; {r['reason']}" if r["reason"] else ""
         undone = f", reverted {r['reverted_at']}" if r.get("reverted_at") else ""
-        lines.append((r["at"] or "", f"  {r['at'] or '(time unknown)'} {where}{_by(r)}: reject, label {r['kept']} kept "
+        lines.append((r["at"] or "", r["stage_id"] or 0, f"  {r['at'] or '(time unknown)'} {where}{_by(r)}: reject, label {r['kept']} kept "
                                      f"({r['run']}/{r['detection']} suggested {r['suggested']}, issue {r['issue_id']}{why}){undone}"))
-    for _, line in sorted(lines, key=lambda t: t[0]):
+    for _, _, line in sorted(lines, key=lambda t: t[:2]):  # (times are to the second: two stages within one, in the order they ran)
         click.echo(line)
 
 

@@ -1543,7 +1543,7 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
         "dropped": sample.dropped,
         "edits": [
             {
-                "id": e.id, "run": run, "stage": stage, "action": e.action, "old": name(e.old_label_id), "new": name(e.new_label_id),
+                "id": e.id, "run": run, "stage": stage, "stage_id": e.stage_id, "action": e.action, "old": name(e.old_label_id), "new": name(e.new_label_id),
                 "old_dropped": e.old_dropped, "new_dropped": e.new_dropped,
                 "reason": e.reason, "at": iso_utc(e.created_at), "by": who,
                 "reverted_at": iso_utc(e.reverted_at),
@@ -1552,7 +1552,7 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
         ],
         "rejected": [r for _, r in sorted((  # (the label kept: the one the sample had then, ``kept_labels`` where edited since detection)
             ((iso_utc(at) or "", stage_id or 0, r.id), {
-                "issue_id": r.id, "run": r.uniqid, "detection": r.detection, "stage": stage, "suggested": name(r.suggested_label_id),
+                "issue_id": r.id, "run": r.uniqid, "detection": r.detection, "stage": stage, "stage_id": stage_id, "suggested": name(r.suggested_label_id),
                 "kept": name(((config or {}).get("kept_labels") or {}).get(str(r.id), r.given_label_id)), "score": round(r.score, 6),
                 "reason": _reject_reason(config or {}, r.id),
                 "at": iso_utc(at), "by": who, "reverted_at": undone_at,

@@ -2763,6 +2763,14 @@ def test_a_standing_reject_replaced_by_import_overwrite_stays_in_the_history_as_
     two = json.loads(kd("labels", "history", "2", "--json", "--db", db).stdout)
     assert [(r["stage"].split("~")[0], bool(r["reverted_at"])) for r in two["rejected"]] == [("review", True)]
     assert [(e["stage"], e["action"]) for e in two["edits"]] == [("review", "drop")]
+    # both made within one second (a script's two imports; times are kept to the second): in the order made
+    store = _open(db)
+    with store.session() as s, s.begin():
+        at = s.scalars(select(LabelEdit.created_at).where(LabelEdit.sample_id == 2)).one()
+        s.execute(update(Stage).where(Stage.id == two["rejected"][0]["stage_id"]).values(ended_at=at))
+    store.close()
+    shown = kd("labels", "history", "2", "--db", db).stdout.splitlines()[2:]
+    assert [line.split(": ", 1)[1].split(" ")[0].rstrip(",") for line in shown] == ["reject", "drop"], shown
 
 
 def test_an_undone_reject_stays_in_the_history_once_its_detection_is_replaced(tmp_path):
