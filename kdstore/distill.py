@@ -292,8 +292,8 @@ class TeacherLogits:
 
 
 def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
-    """The teach stage of ``run``, refused when its classes are not the store's."""
-    stage = store.find_stage(run, "teach")
+    """The teach stage of ``run`` (``teach_stage``), refused when its classes are not the store's."""
+    stage = teach_stage(store, run)
     teacher_classes = stage.config.get("classes")
     if teacher_classes is not None and list(teacher_classes) != list(names):
         raise KdError(
@@ -304,13 +304,28 @@ def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
     return stage
 
 
+def teach_stage(store: Store, run: str) -> Stage:
+    """The teach stage of ``run``; where it has none but its students learned from other runs' teachers
+    (``--teacher-run A``), the refusal names those runs, not only `kd teach` in this one (as
+    ``predictor._run_teacher`` does)."""
+    try:
+        return store.find_stage(run, "teach")
+    except KdError as exc:
+        others = list(dict.fromkeys(r for s in store.stages_of(run) if s.kind == "distill"
+                                    for r in (s.config or {}).get("teacher_runs") or [] if r != run and store.run_exists(r)))
+        if not others:
+            raise
+        raise KdError(f"{exc}; its students learned from the teacher{'s' * (len(others) > 1)} of "
+                      f"run{'s' * (len(others) > 1)} {', '.join(others)} (`--teacher-run {others[0]}`)") from None
+
+
 def check_teachers(store: Store, runs: list[str], names: list[str]) -> list[Stage]:
     """``check_teacher`` of each of ``runs``; several whose classes are not the store's are refused
     together, each with the command that retrains it (one at a time, the second was refused only once
     the first had been retrained: minutes of a teacher each)."""
     stale = []
     for run in dict.fromkeys(runs):
-        stage = store.find_stage(run, "teach")
+        stage = teach_stage(store, run)
         classes = stage.config.get("classes")
         if classes is not None and list(classes) != list(names):
             stale.append((run, stage, classes))

@@ -2411,3 +2411,16 @@ def test_teacher_of_a_run_whose_students_learned_from_other_runs_names_those_run
         line = error_line(invoke(args, input="a\n", ok=False))
         assert "run 'S' has no succeeded 'teach' stage" in line and line.endswith(
             "; its students learned from the teachers of runs A, B (`--run A --model teacher`)"), line
+
+
+def test_distill_in_a_run_whose_students_learned_from_another_runs_teacher_names_that_run(store, invoke, error_line):
+    """`kd distill --run S --student bigru` (--teacher-run left out) where S's students learned from run A's
+    teacher said only that `kd teach --run S --model MODEL` makes one: training a new teacher, where the one
+    wanted is A's. A run named by a student but deleted since is not offered."""
+    with stage_scope(store, run="A", kind="teach", config={}):
+        pass
+    with stage_scope(store, run="S", kind="distill", name="distill-textcnn", config={"teacher_runs": ["A", "gone"]}):
+        pass
+    line = error_line(invoke(["distill", "--run", "S", "--student", "bigru", "--epochs", "1"], ok=False))
+    assert "run 'S' has no succeeded 'teach' stage" in line and line.endswith(
+        "; its students learned from the teacher of run A (`--teacher-run A`)"), line
