@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from .errors import KdError
 from .names import model_source
-from .runs import _any_edits, _crashed, _live_edits, process_state, running_by, stage_folder, unchecked_why
+from .runs import _any_edits, _crashed, _edits_not_undone, _live_edits, process_state, running_by, stage_folder, unchecked_why
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import EXPORT_KINDS, default_export_dir, exports_of
 from .store import Store, recorded_folder
@@ -138,7 +138,7 @@ def _refuse(s, st: Stage, run: str, ids: set[int], *, crashed: bool = False) -> 
     else:
         live = _live_edits(s, st)
     if live:
-        raise KdError(f"stage {st.name!r} of run {run!r} has {live} label edits that are not undone: "
+        raise KdError(f"stage {st.name!r} of run {run!r} has {_edits_not_undone(live)}: "
                       f"run `kd labels undo --run {run} --stage {st.name}` first")
     unsure = (f"stage {st.name!r} was marked running by {where}, which kd cannot check from here {unchecked_why(st)}: "
               "taken as ended") if alive is None else None

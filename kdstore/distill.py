@@ -32,7 +32,7 @@ from .losses import (
 from .matches import HIDDEN_KINDS, Match, check_matches, hidden_index
 from .metrics import classification_metrics, mean_log_loss
 from .outputs import OutOfFold, average_probs_as_logits, store_split_metrics, unscored, write_sharded_scores
-from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits
+from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits, teachers_elsewhere
 from .progress import progress
 from .runs import StageHandle, check_unchanged
 from .schema import Stage
@@ -306,17 +306,11 @@ def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
 
 def teach_stage(store: Store, run: str) -> Stage:
     """The teach stage of ``run``; where it has none but its students learned from other runs' teachers
-    (``--teacher-run A``), the refusal names those runs, not only `kd teach` in this one (as
-    ``predictor._run_teacher`` does)."""
+    (``--teacher-run A``), the refusal names those runs, not only `kd teach` in this one."""
     try:
         return store.find_stage(run, "teach")
     except KdError as exc:
-        others = list(dict.fromkeys(r for s in store.stages_of(run) if s.kind == "distill"
-                                    for r in (s.config or {}).get("teacher_runs") or [] if r != run and store.run_exists(r)))
-        if not others:
-            raise
-        raise KdError(f"{exc}; its students learned from the teacher{'s' * (len(others) > 1)} of "
-                      f"run{'s' * (len(others) > 1)} {', '.join(others)} (`--teacher-run {others[0]}`)") from None
+        raise teachers_elsewhere(store, run, exc, "`--teacher-run {}`") from None
 
 
 def check_teachers(store: Store, runs: list[str], names: list[str]) -> list[Stage]:

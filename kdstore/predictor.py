@@ -163,12 +163,18 @@ def _run_teacher(store: Store, run: str):
     try:
         return store.find_stage(run, "teach")
     except KdError as exc:
-        others = list(dict.fromkeys(r for s in store.stages_of(run) if s.kind == "distill"
-                                    for r in (s.config or {}).get("teacher_runs") or [] if r != run))
-        if not others:
-            raise
-        raise KdError(f"{exc}; its students learned from the teacher{'s' * (len(others) > 1)} of "
-                      f"run{'s' * (len(others) > 1)} {', '.join(others)} (`--run {others[0]} --model teacher`)") from None
+        raise teachers_elsewhere(store, run, exc, "`--run {} --model teacher`") from None
+
+
+def teachers_elsewhere(store: Store, run: str, exc: KdError, advice: str) -> KdError:
+    """``exc`` (``run`` has no teacher), naming the other runs whose teachers its students learned from
+    (``kd distill --teacher-run A``; not one deleted since) and ``advice`` for the first, where there are such."""
+    others = list(dict.fromkeys(r for s in store.stages_of(run) if s.kind == "distill"
+                                for r in (s.config or {}).get("teacher_runs") or [] if r != run and store.run_exists(r)))
+    if not others:
+        return exc
+    return KdError(f"{exc}; its students learned from the teacher{'s' * (len(others) > 1)} of "
+                   f"run{'s' * (len(others) > 1)} {', '.join(others)} ({advice.format(others[0])})")
 
 
 def default_student(store: Store, run: str):

@@ -603,7 +603,7 @@ def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = Fal
     live = 0 if edits_go else _live_edits(s, old)
     if live:
         raise KdError(
-            f"stage {old.name!r} of run {run!r} has {live} label edits that are not undone: "
+            f"stage {old.name!r} of run {run!r} has {_edits_not_undone(live)}: "
             f"run `kd labels undo --run {run} --stage {old.name}` first"
         )
     if old.kind != "detect":
@@ -621,7 +621,7 @@ def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = Fal
         if live:
             raise KdError(
                 f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r}, whose "
-                f"{live} label edits stand: run `kd labels undo --run {owner} --stage {clean.name}` first, "
+                f"{live} label edit{'s stand' if live != 1 else ' stands'}: run `kd labels undo --run {owner} --stage {clean.name}` first, "
                 f"or detect again in another run (`kd labels detect --run NEW --teacher-run {teacher_run}`)"
             )
         # decisions that changed no label (a reviewer's rejections, a label kept as it stood) are on record only in
@@ -853,3 +853,7 @@ def _describe(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _edits_not_undone(n: int) -> str:
+    return f"{n} label edit{'s that are' if n != 1 else ' that is'} not undone"

@@ -917,7 +917,7 @@ def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, 
     line = error_line(kd("labels", "clean", "--run", "r", "--name", "distill", "--db", db, ok=False))
     assert "the stage name 'distill' is kept for distill stages" in line
     line = error_line(kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False))
-    assert "were decided by stage 'review', whose 1 label edits stand" in line and "kd labels undo --run r --stage review" in line
+    assert "were decided by stage 'review', whose 1 label edit stands" in line and "kd labels undo --run r --stage review" in line
     assert _state(db) == state and _count(db, LabelEdit) == edits
     store = _open(db)
     assert [(s.name, s.kind) for s in store.stages_of("r")] == [("teach", "teach"), ("detect", "detect"), ("review", "clean")]

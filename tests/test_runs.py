@@ -2235,7 +2235,7 @@ def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke
         running = error_line(invoke(["runs", "delete", "--run", "r1", "--stage", "teach", "--yes"], ok=False))
         assert running.startswith("Error: stage 'teach' of run 'r1' is running (process ")
     line = error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False))
-    assert line == "Error: stage 'edit-1' of run 'r1' has 1 label edits that are not undone: run `kd labels undo --run r1 --stage edit-1` first"
+    assert line == "Error: stage 'edit-1' of run 'r1' has 1 label edit that is not undone: run `kd labels undo --run r1 --stage edit-1` first"
     assert counts() == before
     invoke(["labels", "undo", "--run", "r1", "--stage", "edit-1"])
     out = invoke.json(["runs", "delete", "--run", "r1", "--yes"])
@@ -2404,8 +2404,12 @@ def test_a_stage_left_running_by_a_kd_before_0007_is_named_so(store, invoke):
 def test_teacher_of_a_run_whose_students_learned_from_other_runs_names_those_runs(store, invoke, error_line):
     """`kd predict --run S --model teacher` (and `kd export`) where S's students learned from the teachers
     of runs A and B (`kd distill --run S --teacher-run A --teacher-run B`) said only that
-    `kd teach --run S --model MODEL` makes one: training a new teacher, where the one wanted is A's."""
-    with stage_scope(store, run="S", kind="distill", name="distill-textcnn", config={"teacher_runs": ["A", "B"]}):
+    `kd teach --run S --model MODEL` makes one: training a new teacher, where the one wanted is A's. A run
+    deleted since is not named."""
+    for run in ("A", "B"):
+        with stage_scope(store, run=run, kind="teach", config={}):
+            pass
+    with stage_scope(store, run="S", kind="distill", name="distill-textcnn", config={"teacher_runs": ["gone", "A", "B"]}):
         pass
     for args in (["predict", "--run", "S", "--model", "teacher"], ["export", "--run", "S", "--model", "teacher"]):
         line = error_line(invoke(args, input="a\n", ok=False))
