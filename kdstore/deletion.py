@@ -184,9 +184,14 @@ def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage], *, replacin
 def _learned_from(s, gone: list[Stage], run: str, dry_run: bool = False) -> list[str]:
     """The stages left that learned from a deleted stage: a teacher (``teacher_stages``), the model a
     teacher started from (``--model pretrain:RUN`` or ``teach:RUN``, by its sha256), a detection's
-    ``--student-votes``; their reports will say it went (``dry_run``: would go)."""
+    ``--student-votes``, and the figures ``kd predict --store`` measured of its model (``model_stage``,
+    by its sha256); their reports will say it went (``dry_run``: would go)."""
     names = {st.id: st.name for st in gone}
     models = {(st.kind, st.artifact_sha256): st.name for st in gone if st.kind in ("pretrain", "teach") and st.artifact_sha256}
+    measured_models: dict[int, set] = {}
+    for st in gone:
+        if st.artifact_sha256:
+            measured_models.setdefault(st.run_id, set()).add((st.name, st.artifact_sha256))
     tail = ("which this would delete: its report would" if dry_run else "deleted now: its report will") + " call {} 'deleted since'"
     out = []
     # (not a failed stage: it has no figures for its report to call anything of)
@@ -199,6 +204,9 @@ def _learned_from(s, gone: list[Stage], run: str, dry_run: bool = False) -> list
             used.append((f"started from the model of {run}/{models[source[0], config['model_sha256']]}", "that model"))
         used += [(f"took votes from {run}/{names[t['stage_id']]}", "those votes")
                  for t in config.get("student_vote_stages") or [] if t.get("stage_id") in names]
+        measured = (config.get("model_stage"), config.get("model_sha256"))  # (`kd predict --store`'s figures of a model)
+        if st.kind == "predict" and measured in measured_models.get(st.run_id, ()):
+            used.append((f"measured the model of {run}/{measured[0]}", "that model"))
         if used:
             owner = s.get(Run, st.run_id).uniqid
             what, it = used[0]

@@ -1262,6 +1262,26 @@ def test_report_says_deleted_not_replaced_for_a_teacher_or_model_kd_runs_delete_
     assert "replaced" not in invoke(["report", "--run", "r1"]).stdout
 
 
+def test_delete_of_a_stage_names_the_figures_kd_predict_store_measured_of_its_model(store, invoke):
+    """`kd runs delete --stage teach` left its `predict-teach@test` (figures `kd predict --store` measured
+    of that model) without a word, though `kd teach --overwrite` names it and kd report then calls its
+    model "deleted since". A predict stage of another model, or of a model replaced since, is not named."""
+    with stage_scope(store, run="r", kind="teach", config={}) as st:
+        (st.artifact_dir / "model").mkdir(parents=True, exist_ok=True)
+        (st.artifact_dir / "model" / "weights.bin").write_bytes(b"x")
+        digest = st.record_artifact(st.artifact_dir / "model")
+    for name, config in (("predict-teach@test", {"model_stage": "teach", "model_sha256": digest}),
+                         ("predict-teach@dev", {"model_stage": "teach", "model_sha256": "0" * 64}),
+                         ("predict-distill@test", {"model_stage": "distill", "model_sha256": digest})):
+        with stage_scope(store, run="r", kind="predict", name=name, config=config):
+            pass
+    dry = invoke(["runs", "delete", "--run", "r", "--stage", "teach", "--dry-run"]).stderr
+    said = [line for line in dry.splitlines() if "predict-" in line]
+    assert said == ["warning: r/predict-teach@test measured the model of r/teach, which this would delete: its report "
+                    "would call that model 'deleted since'"], dry
+    assert "r/predict-teach@test measured the model of r/teach, deleted now" in invoke(["runs", "delete", "--run", "r", "--stage", "teach", "--yes"]).stderr
+
+
 def test_report_names_a_teachers_starting_model_and_a_detections_votes_gone_since(store, invoke):
     """A teacher fine-tuned from `--model pretrain:r1` kept reporting "model=pretrain:r1" after that pre-training
     was replaced (`--overwrite`) or deleted, and a detection's `--student-votes` stages were named nowhere in
