@@ -135,7 +135,8 @@ def export_model(
     if fmt not in FORMATS:
         raise KdError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
     if int8 and fmt != "onnx":
-        raise KdError("--int8 quantizes an ONNX export (ONNX Runtime's dynamic quantization): use --format onnx")
+        # (--format named before the colon: a config file's `format` is then named with the file, as its `int8` is)
+        raise KdError(f"--int8 quantizes an ONNX export (ONNX Runtime's dynamic quantization), not --format {fmt}: use --format onnx")
     if fmt == "onnx":
         _require_onnx(int8)
     if which == "student":  # the latest student that can be exported: an early-exit model or fold votes cannot

@@ -1193,6 +1193,20 @@ def test_an_int8_export_is_smaller_keeps_the_float_models_classes_and_serves(bui
     assert "--int8 quantizes an ONNX export" in error_line(refused) and not (tmp_path / "ts").exists()
 
 
+def test_int8_against_a_config_files_format_names_the_file(built, tmp_path, monkeypatch, error_line):
+    """A typed --int8 with `[export] format = "torchscript"` in kd.toml: the refusal names the file's
+    key (it said "use --format onnx" to a user who had typed no --format), as the reverse case names
+    the file's `int8 = true`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kd.toml").write_text('[export]\nformat = "torchscript"\n', encoding="utf-8")
+    refused = kd_export("--run", RUN, "--model", "teacher", "--int8", "--out", str(tmp_path / "ts"), "--db", str(built), ok=False)
+    assert error_line(refused).endswith('(kd.toml: [export] format = "torchscript")'), refused.output
+    (tmp_path / "kd.toml").write_text("[export]\nint8 = true\n", encoding="utf-8")
+    refused = kd_export("--run", RUN, "--model", "teacher", "--format", "torchscript", "--out", str(tmp_path / "ts"), "--db", str(built), ok=False)
+    assert error_line(refused).endswith("(kd.toml: [export] int8 = true)"), refused.output
+    assert not (tmp_path / "ts").exists()
+
+
 def test_an_rnn_student_exported_twice_in_one_process_keeps_its_dynamic_axes(built, tmp_path):
     """torch.onnx exported a BiGRU student a second time in one process (a notebook, bench/speed.py's
     float and int8 exports) with its sequence axis fixed at the example's 5 tokens: every longer batch
