@@ -688,7 +688,8 @@ def _manifest(*, run, stage, fmt, model_file, model_info, predictor, special, pa
             "padding": "right",
             "min_len": min_len,
             "pad_multiple": max(1, multiple),
-            "truncation": f"to max_len ({int(predictor.max_len)}) tokens, special tokens included",
+            # (a student without [CLS]/[SEP], special_tokens false, has none to count)
+            "truncation": f"to max_len ({int(predictor.max_len)}) tokens" + (", special tokens included" if special else ""),
         },
         "output": {"name": OUTPUT_NAME, "shape": ["batch", len(predictor.class_names)], "dtype": "float32"},
         "tokenizer": {"runtime": tokenizer_runtime},

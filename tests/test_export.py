@@ -207,6 +207,7 @@ def test_manifest_files_and_hashes(built, cnn_onnx, tmp_path):
     assert manifest["model"]["kind"] == "student" and manifest["model"]["student"]["kind"] == "textcnn"
     assert manifest["model"]["student"]["num_filters"] == 8
     assert manifest["max_len"] == 32 and manifest["inputs"]["special_tokens"] is False
+    assert manifest["inputs"]["truncation"] == "to max_len (32) tokens"  # (it said "special tokens included" of none)
     assert manifest["inputs"]["min_len"] == 4 and manifest["inputs"]["pad_id"] == 0
     assert manifest["kd_version"] and manifest["exported_at"] and manifest["exporter"]["onnx_opset"] >= 17
     assert manifest["tokenizer"]["runtime"] == "tokenizers"
@@ -240,6 +241,7 @@ def test_manifest_files_and_hashes(built, cnn_onnx, tmp_path):
     assert teacher["model"]["kind"] == "teacher" and teacher["model"]["teacher"]["folds"] == 2
     assert "averaged" in teacher["model"]["teacher"]["ensemble"]
     assert teacher["inputs"]["special_tokens"] is True and teacher["model_file"] == "model.pt"
+    assert teacher["inputs"]["truncation"].endswith(" tokens, special tokens included")
     assert teacher["model"]["teacher"]["num_hidden_layers"] == 2
 
 
