@@ -59,6 +59,7 @@ from .serving import (
     sha256_file,
 )
 from .store import Store
+from .students import SIZES
 
 FORMATS = tuple(MODEL_FILES)
 TOLERANCE = 1e-3  # largest |logit difference| between the export and the PyTorch model that is accepted
@@ -396,6 +397,9 @@ def _remove_abandoned(out_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+STUDENT_KEYS = ("kind", "vocab_size", "num_classes", "pad_id", "bert")  # in a manifest beside the sizes of the student's kind
+
+
 def _exportable(predictor: Predictor, stage, fmt: str) -> tuple[nn.Module, dict[str, Any]]:
     """The module to trace (``forward(input_ids, attention_mask) -> logits``) and what it is."""
     if predictor.kind == "student":
@@ -405,7 +409,8 @@ def _exportable(predictor: Predictor, stage, fmt: str) -> tuple[nn.Module, dict[
         model = predictor.models[0]
         meta = json.loads((Path(stage.artifact_path) / STUDENT_CONFIG).read_text(encoding="utf-8"))
         kind = meta["student"]["kind"]
-        info = {"kind": "student", "student": meta["student"]}
+        # the sizes its kind is built from (student.json keeps every option's value: a BiGRU's "layers": 4 and kernel widths read as its own)
+        info = {"kind": "student", "student": {k: v for k, v in meta["student"].items() if k in STUDENT_KEYS or k in SIZES.get(kind, ())}}
         if kind in ("bigru", "bilstm"):
             return UnpackedBiRNN(model), info
         if kind == "transformer":

@@ -206,6 +206,9 @@ def test_manifest_files_and_hashes(built, cnn_onnx, tmp_path):
     }
     assert manifest["model"]["kind"] == "student" and manifest["model"]["student"]["kind"] == "textcnn"
     assert manifest["model"]["student"]["num_filters"] == 8
+    # the sizes a TextCNN is built from, not every option's value (a BiGRU's manifest showed "layers": 4 and kernel widths)
+    assert set(manifest["model"]["student"]) == {"kind", "vocab_size", "num_classes", "pad_id", "bert", "embed_dim", "kernel_sizes",
+                                                 "num_filters", "dropout"}
     assert manifest["max_len"] == 32 and manifest["inputs"]["special_tokens"] is False
     assert manifest["inputs"]["truncation"] == "to max_len (32) tokens"  # (it said "special tokens included" of none)
     assert manifest["inputs"]["min_len"] == 4 and manifest["inputs"]["pad_id"] == 0
