@@ -106,8 +106,9 @@ class PretrainConfig:
             raise KdError(f"the vocabulary must be larger than its {len(SPECIALS)} special tokens")
         if self.hidden % self.n_heads:
             # (the default heads, hidden // 64, were named as if typed: "--hidden 200 is not divisible by 3 heads")
-            auto = "" if self.heads else f" (the default, --hidden / 64): pass --heads, a divisor of {self.hidden}"
-            raise KdError(f"--hidden {self.hidden} is not divisible by {self.n_heads} heads{auto}")
+            # (heads given are named as the option: a config file's `heads = 3` is then named with the file)
+            heads = f"--heads {self.heads}" if self.heads else f"{self.n_heads} heads (the default, --hidden / 64): pass --heads, a divisor of {self.hidden}"
+            raise KdError(f"--hidden {self.hidden} is not divisible by {heads}")
         if self.max_len > MAX_POSITIONS:  # (99999999: a position table and attention no machine holds; the kernel killed kd)
             raise KdError(f"--max-len {self.max_len} is past {MAX_POSITIONS} tokens: a model kd pre-trains reads at most that many")
         if not 0.0 < self.mask_prob < 1.0:

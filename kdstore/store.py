@@ -525,6 +525,8 @@ class Store:
             make = _MAKES.get(name_or_kind)  # (`kd labels show` on a run never detected said no more than this)
             if name_or_kind == "teach" and any(s.kind == "pretrain" and s.status == "succeeded" for s in stages):
                 make = make.replace("MODEL", "pretrain:{run}")  # (its own pre-trained model, not a MODEL to find)
+                # (a caller's own command too: kd labels detect's `kd teach --run R --model MODEL --folds 5`)
+                makes = makes and makes.replace("--model MODEL", f"--model pretrain:{shlex.quote(run)}")
             makes = makes or (make and f"`{make.format(run=shlex.quote(run))}` makes one")
             how = f": {makes}" if makes and not parked else ""
             raise KdError(

@@ -556,6 +556,21 @@ def test_an_error_about_a_files_value_names_the_file_and_the_key(other_db, invok
     assert counts(str(other_db)) == before
 
 
+def test_heads_from_a_file_that_do_not_divide_a_typed_hidden_name_the_file(other_db, invoke, write_file, error_line, counts):
+    """`kd pretrain --hidden 100` under a kd.toml's `[pretrain] heads = 3` was "--hidden 100 is not divisible
+    by 3 heads": heads never typed, from a file the error did not name. The heads given are named as an
+    option, so the file's value is named with it; the default heads say so, as before."""
+    before = counts(str(other_db))
+    write_file("kd.toml", 'db = "other.db"\n[pretrain]\nsteps = 2\nlayers = 1\nheads = 3\n')
+    assert error_line(invoke(["pretrain", "--run", "c", "--hidden", "100"], db=None, ok=False)) == (
+        "Error: --hidden 100 is not divisible by --heads 3 (kd.toml: [pretrain] heads = 3)")
+    assert error_line(invoke(["pretrain", "--run", "c", "--hidden", "100", "--heads", "3"], db=None, ok=False)) == (
+        "Error: --hidden 100 is not divisible by --heads 3")
+    assert error_line(invoke(["pretrain", "--run", "c", "--hidden", "200", "--heads", "0"], db=None, ok=False)) == (
+        "Error: --hidden 200 is not divisible by 3 heads (the default, --hidden / 64): pass --heads, a divisor of 200")
+    assert counts(str(other_db)) == before  # refused before a run or stage is recorded
+
+
 def test_a_typed_values_error_names_no_file_value_that_is_fine(other_db, invoke, write_file, error_line):
     """`kd teach --epochs 0` under the README's kd.toml (`[teach] max-len = 256`) was "--epochs, --batch-size
     must be >= 1, --max-len >= 2 and --lr > 0 (kd.toml: [teach] max-len = 256)": the file's fine max-len

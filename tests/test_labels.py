@@ -262,6 +262,10 @@ def test_detect_without_a_teacher_names_the_out_of_fold_teach_command(tmp_path, 
     assert "run 'h' has no succeeded 'teach' stage" in line, line
     assert line.endswith(": `kd teach --run h --model MODEL --folds 5` makes the out-of-fold teacher a detection needs"), line
     assert not _open(db).run_exists("r") and _count(db, LabelIssue) == 0
+    # a run with its own pre-trained model (no model hub): the command names it, as kd predict's and kd distill's do
+    kd("pretrain", "--run", "h", "--steps", "1", "--layers", "1", "--hidden", "8", "--max-len", "16", "--no-wwm", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "h", "--db", db, ok=False))
+    assert line.endswith(": `kd teach --run h --model pretrain:h --folds 5` makes the out-of-fold teacher a detection needs"), line
 
 
 def test_a_run_without_a_teacher_is_told_of_teacher_run_and_its_hints_name_the_teacher_it_read(db, error_line):
