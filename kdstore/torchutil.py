@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import re
+import stat
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -225,6 +228,21 @@ def saving_model(out_dir) -> "contextlib.AbstractContextManager[None]":
         if reason is None:
             raise
         raise KdError(f"{out_dir}: cannot save the model: {reason}") from None
+    _readable_as_umask_allows(Path(out_dir))
+
+
+def _readable_as_umask_allows(folder: Path) -> None:
+    """Give the files saved in ``folder`` the permissions the umask gives a new file: safetensors writes
+    its weights readable by their owner alone (0600), so a teammate sharing the store and its artifact
+    folder read config.json but not the model (`kd predict`: Permission denied)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    wanted = 0o666 & ~umask
+    for path in folder.rglob("*") if folder.is_dir() else ():
+        if path.is_file() and not path.is_symlink():
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode | wanted != mode:
+                path.chmod(mode | wanted)
 
 
 WRITE_FAILURES = ("No space left on device", "unexpected pos", "PytorchStreamWriter failed", "Disk quota exceeded")

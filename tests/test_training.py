@@ -1174,6 +1174,31 @@ def test_saving_model_names_any_os_error_safetensors_reports(tmp_path):
             raise SafetensorError("Error while serializing: I/O error: File too large (os error 27)")
 
 
+def test_a_saved_models_files_are_readable_as_the_umask_allows(tmp_path):
+    """safetensors writes model.safetensors readable by its owner alone (0600), whatever the umask:
+    a teammate on a shared store and artifact folder could read config.json beside it but not the
+    weights (`kd predict`: Permission denied). The files saved take the mode the umask gives a new file."""
+    import os
+    import stat
+
+    from safetensors.torch import save_file
+
+    from kdstore.torchutil import saving_model
+
+    old = os.umask(0o022)
+    try:
+        with saving_model(tmp_path / "m"):
+            (tmp_path / "m" / "sub").mkdir(parents=True)
+            save_file({"w": torch.zeros(2)}, str(tmp_path / "m" / "model.safetensors"))
+            (tmp_path / "m" / "sub" / "x.bin").write_bytes(b"x")
+            os.chmod(tmp_path / "m" / "sub" / "x.bin", 0o600)
+            (tmp_path / "m" / "config.json").write_text("{}")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "m").rglob("*") if p.is_file()}
+    assert modes == {"model.safetensors": 0o644, "x.bin": 0o644, "config.json": 0o644}, modes
+
+
 def test_pretrain_with_steps_reruns_to_the_same_weights_and_records_its_corpus(sample_store, tmp_path, monkeypatch):
     """Two `kd pretrain --steps N` runs with one --seed give the same weights, another seed others;
     a --corpus named relative to the working directory is recorded as the file it was (absolute
