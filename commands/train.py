@@ -364,7 +364,7 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
 @click.option("--generator-layers", type=int, default=0, help="ELECTRA generator layers (default a third of --layers).")
 @click.option("--wwm/--no-wwm", default=True, show_default=True, help="Whole-word masking over jieba's word segmentation.")
 @click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often (an ASCII letter or digit: once, so that Latin words and numbers stay spelled).")
-@click.option("--corpus", multiple=True, type=KdPath(dir_okay=False), help="Extra plain-text file(s), one text a line.")
+@click.option("--corpus", multiple=True, type=KdPath(dir_okay=False), help="Extra plain-text file(s), one text a line; - reads standard input (`xzcat news.xz | kd pretrain ... --corpus -`).")
 @click.option("--long-texts", type=click.Choice(LONG_TEXTS), default="split", show_default=True,
               help="A text longer than --max-len: split into consecutive pieces, each learned whole (at sentence ends where it can), "
                    "or cut to its first --max-len tokens (the rest never learned).")
@@ -401,7 +401,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
         generator_layers = 0  # a typed --objective mlm over a file's ELECTRA generator size (refused as if typed)
     files: dict[str, str] = {}  # a file named twice (news.txt, ./news.txt): read once, not weighed double
     for path in corpus:
-        files.setdefault(str(Path(path).resolve()), path)
+        files.setdefault("-" if path == "-" else str(Path(path).resolve()), path)
     cfg = PretrainConfig(
         layers=layers, hidden=hidden, heads=heads, max_len=max_len, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
         steps=steps, minutes=minutes, mask_prob=mask_prob, objective=objective, generator_layers=generator_layers, wwm=wwm, min_count=min_count,

@@ -152,7 +152,7 @@ def read_corpus(paths: tuple[str, ...], digests: dict[str, str] | None = None) -
     lines: list[str] = []
     for p in paths:
         try:
-            data = Path(p).read_bytes()
+            data = _stdin_bytes() if str(p) == "-" else Path(p).read_bytes()
         except OSError as exc:
             raise KdError(f"{p}: cannot read corpus: {exc.strerror or exc}") from None
         if digests is not None:
@@ -542,15 +542,25 @@ def _segmented_part(text: str, end: int) -> str:
     return text[: min(inside.end(), end + SEGMENT_MARGIN) if inside else end]
 
 
+def _stdin_bytes() -> bytes:
+    """``--corpus -``: standard input, as ``kd ingest -`` reads it."""
+    import sys
+
+    stream = getattr(sys.stdin, "buffer", sys.stdin)
+    if stream is None:
+        raise KdError("--corpus -: standard input is closed: name a file, or pipe the text in")
+    return stream.read()
+
+
 def config_dict(cfg: PretrainConfig, corpus_sha256: dict[str, str] | None = None) -> dict:
     """``corpus_sha256``: ``read_corpus``'s digests of what it read, else each file is hashed here."""
     d = asdict(cfg)
     # each file as an absolute path with its sha256: a relative path names another file (or none)
     # from another working directory, and a corpus edited since is no longer what the model read;
-    # a pipe (`<(xzcat news.xz)`, /dev/stdin) as named, its path resolving to no file ("pipe:[1147256]")
-    files = [Path(p) for p in cfg.corpus]
-    d["corpus"] = [str(f.resolve()) if f.is_file() else str(f) for f in files]
-    d["corpus_sha256"] = [(corpus_sha256 or {}).get(str(f)) or (sha256_file(f) if f.is_file() else None) for f in files]
+    # a pipe (`<(xzcat news.xz)`, /dev/stdin, `-`) as named, its path resolving to no file ("pipe:[1147256]")
+    files = [Path(p) for p in cfg.corpus]  # (`-`: standard input, even beside a file of that name)
+    d["corpus"] = [str(f.resolve()) if f.is_file() and str(f) != "-" else str(f) for f in files]
+    d["corpus_sha256"] = [(corpus_sha256 or {}).get(str(f)) or (sha256_file(f) if f.is_file() and str(f) != "-" else None) for f in files]
     d["splits"] = [s for s in SPLITS if s in cfg.splits] if cfg.splits else list(SPLITS)  # the splits read, default included
     # the sizes "0 (auto)" stood for, as the model has them (the report showed heads=0, intermediate=0)
     d["heads"], d["intermediate"] = cfg.n_heads, cfg.intermediate or 4 * cfg.hidden

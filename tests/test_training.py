@@ -1603,6 +1603,21 @@ def test_a_corpus_named_twice_is_read_once(tmp_path, monkeypatch):
     assert out["metrics"]["train"]["texts"] == 2 + 2 and out["config"]["corpus"] == [str((tmp_path / "news.txt").resolve())]
 
 
+def test_a_corpus_of_dash_is_read_from_standard_input(tmp_path):
+    """`xzcat news.xz | kd pretrain --corpus -` was "-: cannot read corpus: No such file or directory", where
+    `kd ingest -` and `kd predict -` read standard input. Recorded as `-`, with the sha256 of the bytes read."""
+    import hashlib
+
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    news = "很好很差\n很差很好\n还不错吧\n"
+    out = json.loads(kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "16",
+                        "--corpus", "-", "--db", db, "--json", input=news).stdout)
+    assert out["metrics"]["train"]["texts"] == 2 + 3
+    assert out["config"]["corpus"] == ["-"] and out["config"]["corpus_sha256"] == [hashlib.sha256(news.encode()).hexdigest()]
+
+
 def test_pretrain_refuses_a_min_count_no_character_reaches_though_latin_letters_and_digits_are_kept(tmp_path):
     """The letters and digits kept below --min-count (to spell words) hid that no character reached it:
     a vocabulary of them alone was trained on, every Chinese character an [UNK], and nothing said so."""
