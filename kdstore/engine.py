@@ -193,6 +193,14 @@ def make_engine(url: str, *, read_only: Path | None = None) -> Engine:
         # text travels as UTF-8 whatever the database's encoding (a SQL_ASCII one made psycopg return
         # bytes for text, a traceback at connecting): Store.open then refuses a database not in UTF8
         kwargs["connect_args"] = {"client_encoding": "utf8"}
+    try:
+        host = make_url(url).host or ""
+    except (ArgumentError, ValueError):  # (said below, as create_engine refuses it)
+        host = ""
+    if "@" in host:  # a password's '@' typed as it is: SQLAlchemy read the password's rest as the host (and showed it)
+        shown = hide_query_password(re.sub(r"(://[^/:]*:)[^/]*@", r"\1***@", url))
+        raise KdError(f"cannot use the database URL {shown}: its password or user name holds an '@', read as part of "
+                      "the host: write each '@' in them as %40")
     if read_only is not None:
         import sqlite3
 

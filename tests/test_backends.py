@@ -628,6 +628,18 @@ def test_a_server_url_error_names_the_store_without_any_password(invoke, error_l
                           'invalid connection option "foo"')
 
 
+@pytest.mark.sqlite_only  # the URLs are the test's own (no server answers on port 1)
+def test_a_server_url_whose_password_holds_an_at_sign_is_refused_without_showing_it(invoke, error_line):
+    """A password typed with its '@' as it is (not %40): SQLAlchemy ends the password at the first
+    '@' and reads the rest as the host, so the error showed the password's tail as a host kd could
+    not resolve ("failed to resolve host 'ssQ@127.0.0.1'")."""
+    for args in (["runs"], ["db", "current"], ["samples"]):
+        refused = error_line(invoke(args, db="postgresql+psycopg://kd:Zp@ssQ@127.0.0.1:1/kd", ok=False))
+        assert "ssQ" not in refused and "Zp" not in refused
+        assert refused.startswith("Error: cannot use the database URL postgresql+psycopg://kd:***@127.0.0.1:1/kd: ")
+        assert "%40" in refused
+
+
 @pytest.mark.parametrize("encoding", ["SQL_ASCII", "EUC_CN", "LATIN1"])
 def test_a_server_database_not_in_utf8_is_refused_in_one_line(pg_server, runner, write_file, error_line, encoding):
     """A database made in another encoding (SQL_ASCII: what initdb gives under the C locale; EUC_CN,
