@@ -231,7 +231,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     # (the ASCII letters and digits kept below --min-count, to spell words, are no vocabulary on their
     # own: every other character of the texts would be [UNK], and the model would learn next to nothing)
     if len(tokens) == len(SPECIALS) or max(counts.values(), default=0) < cfg.min_count:
-        raise KdError(f"no character occurs {cfg.min_count} times in the {len(texts)} texts: lower --min-count")
+        # (the option first: a config file's min-count is then named with the file; the texts counted as read, not as split)
+        raise KdError(f"--min-count {cfg.min_count}: no character occurs that many times in the {len(stored.texts) + len(corpus)} texts: lower it")
     tokenizer = make_tokenizer(tokens)
     ids, groups, cut = _encode_with_groups(tokenizer, texts, cfg)
     lengths = [len(x) for x in ids]

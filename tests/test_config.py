@@ -569,6 +569,9 @@ def test_heads_from_a_file_that_do_not_divide_a_typed_hidden_name_the_file(other
     assert error_line(invoke(["pretrain", "--run", "c", "--hidden", "200", "--heads", "0"], db=None, ok=False)) == (
         "Error: --hidden 200 is not divisible by 3 heads (the default, --hidden / 64): pass --heads, a divisor of 200")
     assert counts(str(other_db)) == before  # refused before a run or stage is recorded
+    write_file("kd.toml", 'db = "other.db"\n[pretrain]\nsteps = 2\nlayers = 1\nhidden = 32\nmin-count = 100000\n')
+    assert error_line(invoke(["pretrain", "--run", "c"], db=None, ok=False)).endswith(  # (the stage's own refusal, likewise)
+        ": no character occurs that many times in the 3 texts: lower it (kd.toml: [pretrain] min-count = 100000)")
 
 
 def test_a_typed_values_error_names_no_file_value_that_is_fine(other_db, invoke, write_file, error_line):

@@ -1626,7 +1626,7 @@ def test_pretrain_refuses_a_min_count_no_character_reaches_though_latin_letters_
     kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
     args = ("pretrain", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1", "--max-len", "16", "--db", db)
     line = kd(*args, "--run", "p", "--min-count", "50", ok=False).output
-    assert line == "Error: no character occurs 50 times in the 3 texts: lower --min-count\n"
+    assert line == "Error: --min-count 50: no character occurs that many times in the 3 texts: lower it\n"
     stage = _stage(Path(db), "p", "pretrain")
     assert stage.status == "failed" and not stage.artifact_path
     kd(*args, "--run", "q", "--min-count", "2")  # 很 occurs twice: the rare letters and digits still come along
@@ -1663,7 +1663,7 @@ def test_a_pretrain_whose_every_token_is_unk_fails_saying_so(tmp_path, texts):
     (["--hidden", "0"], "--hidden must be at least 1, got 0"),
     (["--max-len", "4"], "--max-len must be at least 8, got 4"),
     (["--heads", "-2"], "--heads must be at least 0 (0: auto), got -2"),  # (no --intermediate option: the message named none)
-    (["--min-count", "100000"], "no character occurs 100000 times"),
+    (["--min-count", "100000"], "--min-count 100000: no character occurs that many times"),
     (["--minutes", "1e-9"], "ran out before the first training step"),  # with --steps 2: the clock ends it first
     (["--steps", "-1"], "--steps cannot be negative, got -1"),  # (not "give a training budget")
     (["--max-len", "99999999"], "--max-len 99999999 is past 16384 tokens"),  # (the kernel's OOM killer ended kd, the stage left running)
