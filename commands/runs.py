@@ -299,7 +299,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
     for p in data.get("plots", []):
         out.print(f"wrote {p}", markup=False)
     if plot_dir and not data["plots"]:
-        click.echo(f"no charts written to {plot_dir}: run {data['run']} has no confusion matrix, early-exit curve or label scores to chart", err=True)
+        click.echo(f"no charts written to {plot_dir}: run {data['run']} has no confusion matrix, learning curve, early-exit curve or label scores to chart", err=True)
 
 
 LAYER_FIGURES = ("exit_share", "teacher_layer")  # figures of a layer (``exit_share[K]``), not of a class

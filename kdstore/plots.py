@@ -82,13 +82,17 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
         curves = learning_curves(stage.get("history") or [])
         if any(len(points) > 1 for points in curves.values()):  # (one epoch is a point, not a curve)
             fig, ax = plt.subplots(figsize=(5.5, 3.5))
-            for key in ("train loss", "dev loss"):
+            for key in ("train loss", "train masked-LM loss", "dev loss"):
                 if curves.get(key):
                     # a student's train loss is its distillation objective (soft targets and labels mixed), not
                     # the dev loss's cross-entropy on labels: their gap is no overfitting
                     label = "train loss (distillation)" if key == "train loss" and stage.get("kind") == "distill" else key
                     ax.plot(*zip(*curves[key]), marker="o", label=label)
-            by_step = bool((stage.get("config") or {}).get("eval_every"))  # (kd distill --eval-every: scored every N steps)
+            baseline = stage["metrics"].get("train", {}).get("frequency_loss") if curves.get("train masked-LM loss") else None
+            if baseline:  # the loss of knowing no context: a curve not below it has learned none yet
+                ax.axhline(baseline, color="grey", linestyle="--", linewidth=1, label="no context (character frequencies)")
+            # (kd distill --eval-every: scored every N steps; kd pretrain's loss, every 50)
+            by_step = bool((stage.get("config") or {}).get("eval_every")) or stage.get("kind") == "pretrain"
             ax.set_xlabel("training step" if by_step else "epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # (epoch 1.25 is no epoch)
             ax.set_ylabel("loss")
@@ -98,7 +102,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                 right.set_ylabel("dev macro-F1")
                 right.legend(loc="upper right", fontsize=8)
             if ax.get_lines():
-                ax.legend(loc="upper left", fontsize=8)
+                ax.legend(loc="upper left" if curves.get("dev macro-F1") else "best", fontsize=8)  # (the F1 legend holds the upper right)
             best = stage["metrics"].get("all", {}).get("best_step" if by_step else "best_epoch")
             if best:
                 ax.axvline(best, color="grey", linestyle=":", linewidth=1)  # the epoch (or step) kept
@@ -175,9 +179,11 @@ def name_ems(name: str) -> float:
 
 def learning_curves(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     """A training stage's per-epoch figures (``run_report``'s ``history``) as curves of ``(epoch,
-    value)``: ``train loss``, ``dev loss`` and ``dev macro-F1``, each present where recorded. A folds
+    value)``: ``train loss``, ``dev loss`` and ``dev macro-F1``, each present where recorded (a
+    pre-training's ``train masked-LM loss``, by step). A folds
     teacher's figures, named ``fold-K/...``, are each fold's own and are left out."""
-    wanted = {("train", "loss"): "train loss", ("dev", "loss"): "dev loss", ("dev", "macro_f1"): "dev macro-F1"}
+    wanted = {("train", "loss"): "train loss", ("dev", "loss"): "dev loss", ("dev", "macro_f1"): "dev macro-F1",
+              ("train", "mlm_loss"): "train masked-LM loss"}  # (kd pretrain's, every 50 steps)
     curves: dict[str, list[tuple[float, float]]] = {}
     for h in history:
         key = wanted.get((h["split"], h["name"]))

@@ -250,6 +250,27 @@ def test_a_students_learning_curve_names_its_train_loss_the_distillation_objecti
     assert all(float(t).is_integer() for _, ticks in seen for t in ticks)
 
 
+def test_a_pretrain_stage_has_a_masked_lm_loss_curve_by_step(tmp_path, monkeypatch):
+    """`kd pretrain` records its masked-LM loss every 50 steps, in --json's history, but `kd report --plot`
+    drew no chart of it: whether pre-training still improved, and was worth more --minutes, needed a script."""
+    from kdstore import plots
+
+    seen = []
+
+    def save(fig, path, plt):
+        ax = fig.axes[0]
+        seen.append((path.name, [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")], ax.get_xlabel()))
+        plt.close(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", save)
+    history = [{"step": s, "split": "train", "name": "mlm_loss", "value": 7.0 - s / 100} for s in (50, 100, 150)]
+    stage = {"name": "pretrain", "kind": "pretrain", "metrics": {"train": {"mlm_loss": 5.5, "frequency_loss": 6.2}}, "history": history}
+    plots.write_plots({"run": "p", "classes": ["a", "b"], "stages": [stage]}, tmp_path)
+    # beside the loss of knowing no context, which kd pretrain warns of a loss no better than
+    assert seen == [("p-pretrain-learning-curve.png", ["train masked-LM loss", "no context (character frequencies)"], "training step")]
+
+
 def test_the_no_chinese_font_note_only_comes_with_a_chart_that_prints_class_names(tmp_path, capsys):
     """Chinese class names and no CJK font: the note is printed for a confusion chart (which draws the
     names), not for a run whose charts are only learning curves (which draw none)."""
