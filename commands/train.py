@@ -1270,6 +1270,12 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         check_max_len(teacher_config, cfg.max_len, model_dirs(store.find_stage(resolve_run_id((teacher_runs or (run,))[0]), "teach"))[0])
     if cfg.max_len is None:  # recorded as read: the teacher's --max-len (the stage reads the same one)
         cfg = replace(cfg, max_len=_teacher_max_len(store, (teacher_runs or (run,))[0], 128))
+    elif cfg.max_len != (own := _teacher_max_len(store, (teacher_runs or (run,))[0], cfg.max_len)):
+        # (typed, or a config file's [distill] max-len meant for the students): the full model it reads is no longer the teacher
+        message = (f"--max-len {cfg.max_len} is not the teacher's {own}: the branches and the full model read {cfg.max_len} tokens, "
+                   f"so speed 0 is not the teacher as kd teach measured it (its accuracy@0 and flops@0 are at {cfg.max_len} tokens); "
+                   "leave --max-len out to extend the teacher as it is")
+        _warn(message + _file_note(click.get_current_context(), message))
     name = "distill-early-exit" if stage_name is None else stage_name
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}

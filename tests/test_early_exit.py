@@ -810,6 +810,33 @@ def test_distill_help_says_early_exit_reads_at_the_teachers_max_len():
     assert "(the (first) teacher's; 128 if it has none)" in text
 
 
+def test_a_max_len_other_than_the_teachers_is_warned_of(tmp_path, monkeypatch):
+    """Speed 0 is the teacher only at the teacher's own --max-len: another one (typed, or a config
+    file's [distill] max-len meant for the students) made the branches and "the full model" read
+    that many tokens, its accuracy@0 and flops@0 below the teacher's, said nowhere (a 48-token
+    teacher's early exit at 8 tokens: test accuracy 0.65 at speed 0 against the teacher's 0.72)."""
+    import kdstore.early_exit as ee
+
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", labeled_rows(random.Random(0), 10))), "--split", "train", "--db", db)
+    with stage_scope(Store.open(db), run="r", kind="teach", name="teach", config={"max_len": 32}):
+        pass  # a 32-token teacher (training itself is replaced below)
+    seen: list[EarlyExitConfig] = []
+    monkeypatch.setattr(ee, "train_early_exit", lambda store, stage, cfg, teacher_run=None: seen.append(cfg))
+    typed = kd("distill", "--run", "r", "--student", "early-exit", "--max-len", "16", "--name", "a", "--db", db)
+    assert seen[-1].max_len == 16
+    assert "warning: --max-len 16 is not the teacher's 32" in typed.stderr and "speed 0" in typed.stderr
+    conf = tmp_path / "students.toml"
+    conf.write_text("[distill]\nmax-len = 16\n", encoding="utf-8")
+    monkeypatch.setenv("KD_CONFIG", str(conf))
+    filed = kd("distill", "--run", "r", "--student", "early-exit", "--name", "b", "--db", db)
+    assert "warning: --max-len 16 is not the teacher's 32" in filed.stderr and "[distill] max-len = 16" in filed.stderr
+    monkeypatch.delenv("KD_CONFIG")
+    for i, same in enumerate((["--max-len", "32"], [])):
+        quiet = kd("distill", "--run", "r", "--student", "early-exit", *same, "--name", f"c{i}", "--db", db)
+        assert "--max-len" not in quiet.stderr and seen[-1].max_len in (None, 32)
+
+
 def test_per_speed_figures_judge_against_the_labels_the_stage_read(trained, monkeypatch):
     """A label edit while the branches train (another process's `kd labels set`) changes neither the
     stage's figures nor its per-speed ones: accuracy@SPEED was over the labels at the end, accuracy
