@@ -879,6 +879,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
               f"{cfg.eval_every} steps, and the last step is kept (`kd ingest FILE --split dev` adds some)")
     _warn_one_class_dev(store)
     _teachers_usable(store, teacher_runs or (run,))
+    _warn_weak_teachers(store, teacher_runs or (run,))
     if "mask" in cfg.augment:
         _one_unknown_token(store, teacher_runs or (run,))
     if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):
@@ -1111,6 +1112,21 @@ def _teacher_runs_exist(store, runs) -> None:
     for r in runs:
         if not store.run_exists(r):
             raise KdError(f"no run {r!r} in {store.url} to take a teacher from: `kd runs` lists the runs")
+
+
+def _warn_weak_teachers(store, runs) -> None:
+    """A teacher no better on dev than always answering its most frequent class (``kd teach`` warned of it
+    once, when it ran): the soft targets it gives a student, the pool's only teacher, are near-uniform guesses."""
+    for r in dict.fromkeys(resolve_run_id(r) for r in runs):
+        if not _has_teacher(store, r):
+            continue
+        dev = {m.name: m.value for m in store.metrics(store.find_stage(r, "teach").id) if m.split == "dev"}
+        weak = hardly_beats_majority(dev.get("accuracy"), class_support(dev))
+        if weak:
+            name, share = weak
+            _warn(f"the teacher of run {r!r} has learned next to nothing (dev accuracy {dev['accuracy']:.1%}, "
+                  f"{versus_majority(dev['accuracy'], share)} always answering {name!r}, {share:.1%}): the soft targets it "
+                  f"gives the student are near-uniform guesses; train it better first (`kd report --run {r}` shows it)")
 
 
 def _teachers_usable(store, runs, *, scored: bool = True) -> None:
