@@ -177,6 +177,12 @@ def test_early_exit_speeds_on_one_point_share_one_label(tmp_path, monkeypatch):
         test.update({f"layers@{speed}": layers, f"accuracy@{speed}": acc, f"speedup@{speed}": wall})
     plots.write_plots({"run": "r", "classes": list("abcdefghijkl"), "stages": [{"name": "ee", "metrics": {"test": test}}]}, tmp_path)
     assert sorted(seen) == ["speed 0, 0.1, 0.3 (1.0× wall)", "speed 0.5 (2.9× wall)"]
+    # with FLOPs on record (every stage stores them), the speeds where no text exits cost their branches too:
+    # 0.998 of speed 0's, not 1.0, so each got its own label, printed over speed 0's
+    seen.clear()
+    test.update({"flops@0": 1_000_000.0, "flops@0.1": 1_001_700.0, "flops@0.3": 1_001_700.0, "flops@0.5": 400_000.0})
+    plots.write_plots({"run": "r", "classes": list("abcdefghijkl"), "stages": [{"name": "ee", "metrics": {"test": test}}]}, tmp_path)
+    assert sorted(seen) == ["speed 0, 0.1, 0.3 (1.0× wall)", "speed 0.5 (2.9× wall)"]
 
 
 def test_a_training_stage_has_a_learning_curve_chart(tmp_path, monkeypatch):
