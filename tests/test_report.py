@@ -275,6 +275,11 @@ def test_a_pretrain_stage_has_a_masked_lm_loss_curve_by_step(tmp_path, monkeypat
     plots.write_plots({"run": "p", "classes": ["a", "b"], "stages": [stage]}, tmp_path)
     # beside the loss of knowing no context, which kd pretrain warns of a loss no better than
     assert seen == [("p-pretrain-learning-curve.png", ["train masked-LM loss", "no context (character frequencies)"], "training step")]
+    # a stage that failed is drawn up to its failure, and its title says it failed
+    titles = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, plt: (titles.append(fig.axes[0].get_title()), plt.close(fig), path)[2])
+    plots.write_plots({"run": "p", "classes": ["a", "b"], "stages": [{**stage, "status": "failed"}, {**stage, "status": "succeeded"}]}, tmp_path)
+    assert titles == ["pretrain: learning curve (failed)", "pretrain: learning curve"]
 
 
 def test_the_no_chinese_font_note_only_comes_with_a_chart_that_prints_class_names(tmp_path, capsys):
