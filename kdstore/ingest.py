@@ -290,6 +290,10 @@ def _parse_delimited(
     rows = _rows(content, fmt, name)
     if not rows:
         raise KdError(f"{name}: no rows to ingest")
+    excel_sep = ("," if fmt == "csv" else "\t").join(rows[0][1])
+    if re.fullmatch(r"sep=.", excel_sep, re.DOTALL):  # (its header was then read as a sample; the hints named 'sep=' a column)
+        raise KdError(f"{name}: line {rows[0][0]}: field 0: {excel_sep!r} is the separator line Excel reads, no header or sample: "
+                      f"remove it (`tail -n +2`)")
     first = [c.strip() for c in rows[0][1]]
     if fmt == "tsv" and opts.format is None and len(first) == 1 and "," in first[0] and any(
         c.strip().strip('"').strip().lower() in HEADER_WORDS for c in first[0].split(",")

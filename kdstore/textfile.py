@@ -118,6 +118,9 @@ def _convert_hint(data: bytes, pos: int, name: str) -> str:
     reads as GB18030 too, garbled: iconv would have garbled the UTF-8 lines of a file joined from two
     encodings without a word). A few GBK bytes before the failing one may read as UTF-8 too ("太",
     0xcc 0xab, as U+032B): on the failing line only Chinese is the sign of UTF-8 text."""
+    cut = _utf8_but_here(data, pos)
+    if cut:  # (a UTF-8 file cut by `head -c`, or a text cut at a byte limit: no iconv converts it)
+        return cut
     end = _line_end(data)
     start, stop = data.rfind(end, 0, pos) + 1, data.find(end, pos)
     if not data[:start].isascii() or _CJK.search(data[start:pos].decode("utf-8", "replace")):
@@ -135,6 +138,26 @@ def _convert_hint(data: bytes, pos: int, name: str) -> str:
     if not chinese:
         return "convert the file to UTF-8 first"
     return f"it reads as GBK/GB18030 (as Excel and Notepad save on Chinese Windows): convert it to UTF-8 first, e.g. {_iconv('GB18030', name)}"
+
+
+def _utf8_but_here(data: bytes, pos: int) -> str | None:
+    """The hint for a UTF-8 file of Chinese whose only bytes that are not UTF-8 are the sequence at ``pos``
+    (the first): it ends inside a character, or one character is cut in half; None otherwise (another
+    encoding's text is not UTF-8 at many places)."""
+    try:
+        data[pos:].decode("utf-8")
+        return None
+    except UnicodeDecodeError as exc:
+        rest = data[pos + exc.end:]
+    try:
+        text = data[:pos].decode("utf-8") + rest.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not _CJK.search(text):  # (a Latin-1 é in ASCII text, a Big5 "很好" whose tail reads as UTF-8: no sign of UTF-8 Chinese)
+        return None
+    if not rest:
+        return "the file ends inside a character: cut short (as `head -c` cuts a file)? remove or complete its last line"
+    return "the rest of the file is UTF-8: a character cut in half or a stray byte on this line (a text cut at a byte limit?): fix or remove it"
 
 
 def utf16_error(name: str, *, line: int = 1, without_bom: str | None = None, what: str = "input") -> str:

@@ -202,6 +202,20 @@ def test_a_gbk_line_whose_first_bytes_read_as_utf8_is_named_gbk_not_joined():
         parse("pos\t质量".encode() + "太差\n".encode("gbk"), "j.tsv", IngestOptions())
 
 
+def test_a_utf8_file_cut_inside_a_character_is_not_told_to_convert():
+    """A UTF-8 file cut short inside a character (`head -c` to make a sample, a size limit) or with one
+    character cut in half (a text cut at a byte limit by an export) was told "convert the file to UTF-8
+    first (... a file joined from two encodings?)": it is UTF-8, and no iconv converts it."""
+    lines = "pos\t质量很好，物流也快\nneg\t房间太小了，隔音很差\n".encode()
+    with pytest.raises(KdError, match=r"^c\.tsv: line 2: field 1: not valid UTF-8 \(byte 0xe5\); the file ends inside a character: "
+                                      r"cut short \(as `head -c` cuts a file\)\? remove or complete its last line$"):
+        parse(lines[:-5], "c.tsv", IngestOptions())
+    cut = "pos\t质量很好，物流".encode()[:-1] + b"\n" + lines
+    with pytest.raises(KdError, match=r"^c\.tsv: line 1: field 1: not valid UTF-8 \(byte 0xe6\); the rest of the file is UTF-8: a character "
+                                      r"cut in half or a stray byte on this line \(a text cut at a byte limit\?\): fix or remove it$"):
+        parse(cut, "c.tsv", IngestOptions())
+
+
 def test_a_bad_byte_in_a_quoted_csv_field_holding_a_comma_names_that_field():
     """Excel quotes a CSV text holding a comma ("Thinkpad, 不错"): its comma separates no fields, but
     the error counted it and named the label column (field 1) for a bad byte in the text (field 0)."""
@@ -376,6 +390,19 @@ def test_parse_a_header_of_semicolon_or_tab_separated_columns_is_refused():
         parse(b"text\tlabel\ngood\tpos\n", "tab.csv", IngestOptions())
     assert [r.text for r in parse(data, "semi.csv", IngestOptions(split="unlabeled", format="csv"))][0] == "text;label"
     assert [r.text for r in parse("你好;世界\n".encode(), "semi.csv", IngestOptions(split="unlabeled"))] == ["你好;世界"]
+
+
+def test_parse_excels_separator_line_is_named():
+    """A CSV written for Excel may start with `sep=,` (the line Excel reads as its separator): kd took it for
+    the first row, the header after it for a sample, and advised `--text-col sep= --label-col ''` (which
+    it refuses) or "no such column (columns: sep=, )"."""
+    rows = "".join(f"{t},{l}\r\n" for t, l in (("好的", "pos"), ("坏的", "neg")) * 8)
+    for sep, fmt in ((",", None), (";", None), ("\t", "tsv")):
+        data = f"sep={sep}\r\ntext,label\r\n{rows}".encode()
+        for cols in ({}, {"text_col": "text", "label_col": "label"}):
+            with pytest.raises(KdError, match=rf"^x\.csv: line 1: field 0: {re.escape(repr('sep=' + sep))} is the separator line Excel reads, "
+                                              r"no header or sample: remove it \(`tail -n \+2`\)$"):
+                parse(data, "x.csv", IngestOptions(format=fmt, **cols))
 
 
 def test_parse_a_named_column_of_a_header_in_another_separator_names_the_format():
