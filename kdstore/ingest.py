@@ -610,7 +610,9 @@ def read_class_file(path: Path) -> tuple[str, ...]:
             raise KdError(f"{path}: line {number}: an empty field beside a tab: expected id<TAB>name (or one name a line)")
     given = [(number, line) for number, line in enumerate(lines, start=1) if line]
     spaced = [_SPACED_ID.fullmatch(line) for _, line in given]
-    if len(given) > 1 and "\t" not in "".join(lines) and all(m and m.group(1) == str(n) for n, m in enumerate(spaced)):
+    named_first = [_SPACED_NAME.fullmatch(line) for _, line in given]  # ('neg,0': pinned as a class named so)
+    if len(given) > 1 and "\t" not in "".join(lines) and (all(m and m.group(1) == str(n) for n, m in enumerate(spaced))
+                                                          or all(m and m.group(2) == str(n) for n, m in enumerate(named_first))):
         # (`kd classes` copied from a terminal, its tabs now spaces: each class was pinned, for good, as '0 neg')
         raise KdError(f"{path}: line {given[0][0]}: {given[0][1]!r} looks like an id and a name with no tab between them: "
                       f"write id<TAB>name lines (or one name a line)")
@@ -646,6 +648,7 @@ def read_class_file(path: Path) -> tuple[str, ...]:
 
 
 _SPACED_ID = re.compile(r"([0-9]+)(?: +|\s*[,;:=]\s*)\S.*")  # '0 neg', '0,neg', '0: neg'
+_SPACED_NAME = re.compile(r"(\S.*?)\s*[,;:=]\s*([0-9]+)")  # 'neg,0', 'neg: 0' (not 'level 0', a name)
 
 
 def format_class_file(names: Sequence[str]) -> str:

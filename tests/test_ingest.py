@@ -514,8 +514,14 @@ def test_read_class_file_of_ids_and_names_without_a_tab_is_refused(tmp_path):
         (tmp_path / name).write_text(text, encoding="utf-8")
         with pytest.raises(KdError, match=rf"{name}: line \d: '0[ ,:]+neg' looks like an id and a name with no tab between them"):
             read_class_file(tmp_path / name)
+    for name, text in (("name-first.txt", "neg,0\npos,1\n"), ("name-colon.txt", "负面: 0\n正面: 1\n")):  # (pinned as 'neg,0', 'pos,1')
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(KdError, match=rf"{name}: line 1: '[^']+' looks like an id and a name with no tab between them"):
+            read_class_file(tmp_path / name)
     (tmp_path / "stars.txt").write_text("1 star\n2 stars\n3 stars\n", encoding="utf-8")  # names, not ids from 0
     assert read_class_file(tmp_path / "stars.txt") == ("1 star", "2 stars", "3 stars")
+    (tmp_path / "levels.txt").write_text("level 0\nlevel 1\n", encoding="utf-8")  # names ending in a number
+    assert read_class_file(tmp_path / "levels.txt") == ("level 0", "level 1")
 
 
 def test_normalize_and_text_hash():
