@@ -338,7 +338,12 @@ def _decoded(n: int, raw: bytes, name: str, ascii_before: bool = False) -> str:
         return raw.decode("utf-8-sig")  # a byte-order mark is not text (on a later line: files joined by `cat`)
     except UnicodeDecodeError as exc:  # (its offsets are past a byte-order mark, which utf-8-sig took off)
         how = "convert it to UTF-8 first"
-        if ascii_before:  # after UTF-8 Chinese (lines before, or this one's before the byte) iconv would garble it
+        from kdstore.textfile import _CJK
+
+        if exc.reason == "unexpected end of data" and _CJK.search(exc.object[:exc.start].decode("utf-8", "replace")):
+            # (UTF-8 Chinese up to a character the line's end cuts short: no iconv converts that, as kd ingest says too)
+            how = "the line ends inside a character: cut short (a file cut by `head -c`, a text cut at a byte limit?): complete or remove it"
+        elif ascii_before:  # after UTF-8 Chinese (lines before, or this one's before the byte) iconv would garble it
             from kdstore.textfile import _convert_hint
 
             hint = _convert_hint(exc.object, exc.start, name)  # (the line, read whole as GB18030)

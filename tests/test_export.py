@@ -514,6 +514,11 @@ def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, cnn_onnx, tmp
     assert out.stdout == ""  # a file is read whole before anything is predicted
     out = kd("predict", "--artifact", str(cnn_onnx[0]), input=b"\xc3\n", ok=False)
     assert "<stdin>: line 1: not valid UTF-8" in error_line(out)
+    # a UTF-8 line of Chinese that ends inside a character (a file cut by `head -c`): no conversion to run
+    f.write_bytes("很好\n太差了".encode()[:-1])
+    out = kd("predict", str(f), "--run", RUN, "--model", "distill-textcnn", "--db", db, ok=False)
+    assert error_line(out) == (f"Error: {f}: line 2: not valid UTF-8 (byte 0xe4): the line ends inside a character: cut short "
+                               "(a file cut by `head -c`, a text cut at a byte limit?): complete or remove it")
 
 
 def test_predict_from_stdin_with_stdout_closed_is_no_traceback(built, tmp_path):
