@@ -1398,7 +1398,9 @@ def _revert(s, stage: Stage, edits: list[Any], *, kept: set[int] = frozenset(), 
         reopened = sum(reopen(s, LabelIssue.id.in_(chunk), undoing=stage.id) for chunk in chunks(ids, ID_CHUNK))
     else:
         reopened = reopen(s, LabelIssue.decided_stage_id == stage.id, undoing=stage.id)
-    if touched:  # issues decided before kd recorded the deciding stage: those of the same samples in this run
+    # issues decided before kd recorded the deciding stage: those of the same samples in this run (not by
+    # a `kd labels set` stage, its config holding its edits: it decides no issue, and came after 0005)
+    if touched and "edits" not in (stage.config or {}):
         reopened += s.execute(
             update(LabelIssue).where(
                 LabelIssue.decided_stage_id.is_(None), LabelIssue.sample_id.in_(select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage.id)),

@@ -552,3 +552,34 @@ def test_an_upgrade_whose_step_fails_says_the_store_is_left_as_it_was(db, invoke
         engine.dispose()
     assert "0005 -> 0010" in invoke(["db", "upgrade"]).stdout
     assert [r["text"] for r in read_samples()] == ["好\u200b评"]
+
+
+def test_undoing_a_hand_edit_keeps_an_issue_an_old_clean_decided(db, invoke):
+    """A store from before 0005 has applied issues with no deciding stage on record. Undoing a later
+    `kd labels set` of the same sample reopened such an issue (its relabel by the old clean still
+    standing): `kd labels set` never decides an issue, so only the issues its stage decided reopen."""
+    engine = _engine_at(db, "0004")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO classes (id, name) VALUES (0, 'pos'), (1, 'neg')")
+        conn.exec_driver_sql(
+            "INSERT INTO samples (text, text_hash, split, label_id, orig_label_id, dropped, source, line)"
+            " VALUES ('很好', 'h1', 'train', 1, 0, FALSE, 'old.tsv', 1), ('很差', 'h2', 'train', 1, 1, FALSE, 'old.tsv', 2)")
+        conn.exec_driver_sql("INSERT INTO runs (uniqid, created_at) VALUES ('r', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql(
+            "INSERT INTO stages (run_id, kind, name, config, status, started_at, ended_at) VALUES"
+            " (1, 'detect', 'detect', '{}', 'succeeded', '2026-01-01 00:00:00', '2026-01-01 00:00:01'),"
+            " (1, 'clean', 'clean', '{\"action\": \"relabel\"}', 'succeeded', '2026-01-01 00:00:02', '2026-01-01 00:00:03')")
+        conn.exec_driver_sql(
+            "INSERT INTO label_issues (stage_id, sample_id, given_label_id, suggested_label_id, score, methods, status)"
+            " VALUES (1, 1, 0, 1, 0.9, 'cl', 'applied')")
+        conn.exec_driver_sql(
+            "INSERT INTO label_edits (sample_id, stage_id, action, old_label_id, new_label_id, reason, created_at, old_dropped, new_dropped)"
+            " VALUES (1, 2, 'relabel', 0, 1, 'clean', '2026-01-01 00:00:02', FALSE, FALSE)")
+    engine.dispose()
+    invoke(["db", "upgrade"])
+    invoke(["labels", "set", "--run", "r", "1=drop"])
+    assert invoke.json(["labels", "undo", "--run", "r", "--stage", "edit-1"])["reopened"] == 0
+    issues = invoke.json(["labels", "show", "--run", "r", "--status", "applied"])
+    assert [i["sample_id"] for i in (issues["issues"] if isinstance(issues, dict) else issues)] == [1]
+    # the old clean's own undo still reopens it
+    assert invoke.json(["labels", "undo", "--run", "r", "--stage", "clean"])["reopened"] == 1
