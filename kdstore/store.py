@@ -602,7 +602,8 @@ def missing_model(stage: Stage) -> KdError:
     """The one-line error for a stage whose model is gone from its recorded path (and from this
     store's ``kd-artifacts/STORE/RUN/STAGE``): where kd looks for it, to move it there."""
     home = getattr(stage, "artifact_home", None)
-    elsewhere = home and stage.artifact_path and Path(home).resolve() not in Path(stage.artifact_path).parents
+    # (a --folds teacher's or fold students' recorded path is the RUN/STAGE folder itself: no other place to name)
+    elsewhere = home and stage.artifact_path and Path(home).resolve() not in (Path(stage.artifact_path), *Path(stage.artifact_path).parents)
     where = (f": a store moved or renamed finds its models in {home} (kd-artifacts/STORE beside the store file, "
              "or KD_ARTIFACTS): move them there") if elsewhere else ""
     return KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}{where}")

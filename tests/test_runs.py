@@ -1472,6 +1472,25 @@ def test_a_store_moved_with_its_model_folder_finds_its_models(tmp_path):
 
 
 @pytest.mark.sqlite_only
+def test_a_model_recorded_as_its_stage_folder_and_deleted_is_not_told_to_move_there(tmp_path):
+    """A `--folds` teacher or fold students record the RUN/STAGE folder itself: deleted by hand, the
+    error said "missing from F: a store moved or renamed finds its models in F: move them there", F twice."""
+    from kdstore.predictor import Predictor
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    try:
+        with stage_scope(store, run="r1", kind="distill", config={}) as stage:
+            stage.record_artifact(stage.artifact_dir)
+        folder = pathlib.Path(store.find_stage("r1", "distill").artifact_path)
+        shutil.rmtree(folder)
+        with pytest.raises(KdError, match="missing from") as exc:
+            Predictor.from_run(store, "r1", "distill", device="cpu")
+        assert "move them there" not in str(exc.value), str(exc.value)
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite_only
 def test_a_copied_project_folder_reads_its_own_models_not_the_originals(tmp_path, monkeypatch):
     """A project folder (store and kd-artifacts) copied while the original stays: the copy's stages
     pointed at the original's models (recorded absolute, still there), so after the original
