@@ -30,7 +30,7 @@ from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict
 from kdstore.report import run_report, trained_on_dev
 from kdstore.runs import SignalGuard, stage_scope
 from kdstore.schema import iso_utc
-from kdstore.students import KINDS, check_bert_layout
+from kdstore.students import KINDS, check_bert_layout, layer_map as student_layer_map
 from kdstore.store import label_id_note
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, check_labels, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
 from kdstore.torchutil import DEVICES, pick_device
@@ -914,6 +914,12 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     check_student_shape(cfg, teacher_config, len(store.class_names()))  # as the stage checks it, before it is recorded
     if teacher_config is not None and student == "transformer":  # recorded as it runs, not as 0 ("the default")
         cfg = replace(cfg, width=cfg.width or teacher_config.hidden_size)
+        depth = teacher_config.num_hidden_layers
+        if not cfg.student_model and cfg.layers > depth:  # (--layers' default, 4, of a small teacher: in silence)
+            mapped = ",".join(map(str, cfg.layer_map or student_layer_map(cfg.layers, depth)))
+            repeats = f": teacher layers {mapped} repeat in it" if cfg.init_from_teacher or cfg.mapped_losses else ""
+            _warn(f"--student transformer of {cfg.layers} layers (--layers) is deeper than its teacher of {depth}{repeats} "
+                  f"(a student is meant to be smaller: give --layers {depth} or fewer)")
         if cfg.value_relation or cfg.qk_relation:
             bert = student_shape(teacher_config, cfg, len(store.class_names()))
             cfg = replace(cfg, relation_heads=resolved_relation_heads(cfg, (bert["hidden_size"], bert["num_attention_heads"]),

@@ -1983,6 +1983,22 @@ def test_a_class_dev_does_not_hold_is_warned_of(taught_store, tiny_model, tmp_pa
     assert "--label 'ng' is not a class" in typo.stderr and "warning" not in typo.stderr  # (the refusal alone, no dev warning first)
 
 
+def test_a_transformer_student_deeper_than_its_teacher_is_warned_of(taught_store):
+    """--layers defaults to 4: of a 2-layer teacher (the quick start's pre-training has 2) the student
+    copied each teacher layer twice and cost more than the teacher it was to replace, in silence."""
+    db = str(taught_store)
+    common = ("distill", "--run", "r", "--student", "transformer", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
+    deep = kd(*common, "--name", "deep")
+    said = [w for w in _warnings(deep) if "deeper than its teacher" in w]
+    assert said == ["--student transformer of 4 layers (--layers) is deeper than its teacher of 2: teacher layers 0,0,1,1 "
+                    "repeat in it (a student is meant to be smaller: give --layers 2 or fewer)"], said
+    assert f"warning: {said[0]}" in deep.stderr
+    assert "deeper than its teacher" not in kd(*common, "--layers", "2", "--name", "same").stderr
+    narrow = [w for w in _warnings(kd(*common, "--width", "16", "--name", "narrow")) if "deeper than its teacher" in w]
+    assert narrow == ["--student transformer of 4 layers (--layers) is deeper than its teacher of 2 "
+                      "(a student is meant to be smaller: give --layers 2 or fewer)"], narrow  # (nothing copied or matched)
+
+
 def test_folds_of_a_student_copied_from_the_teacher_are_warned_of(taught_store):
     """--folds students are votes blind to their held-out labels; a transformer student copied from the
     teacher (its default at the teacher's width) starts from layers and a head that learned those labels."""
