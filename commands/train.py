@@ -724,7 +724,8 @@ def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
 @click.option("--alpha-end", type=FLOAT, help="Move alpha linearly to this value over training.")
 @click.option("--hard-weight", type=FLOAT, help="Weight of the hard (gold label) loss on labeled samples, on its own (default: 1 - alpha); alpha then weighs every sample's soft loss, the pool's too.")
 @click.option("--hard-weight-end", type=FLOAT, help="Move --hard-weight linearly to this value over training (e.g. 1 -> 0 while --alpha-end grows: TextBrewer's linear decay and growth).")
-@click.option("--temperature", type=FLOAT, default=2.0, show_default="2.0; 1.0 for early exit")
+@click.option("--temperature", type=FLOAT, default=2.0, show_default="2.0; 1.0 for early exit",
+              help="Softens the teacher's and the student's distributions in the soft loss (0.1 to 100; not with --soft-loss mse).")
 @click.option("--temperature-end", type=FLOAT, help="Move the temperature linearly to this value over training.")
 @click.option("--temperature-schedule", type=click.Choice(TEMPERATURE_SCHEDULES), default="constant", show_default=True, help="flsw | cwsm: a temperature per sample around the scheduled one (Wen et al. 2019, as TextBrewer): lower where the student disagrees with the teacher (flsw) or is unsure (cwsm).")
 @click.option("--temperature-beta", type=FLOAT, default=1.0, show_default=True, help="flsw/cwsm: how far a sample's temperature moves from the scheduled one.")
@@ -732,7 +733,8 @@ def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
 @click.option("--probability-shift/--no-probability-shift", is_flag=True, help="Where the teacher is wrong on a labeled sample, swap its top logit with the gold class's (Wen et al. 2019, as TextBrewer). Clean labels first: it trusts them.")
 @click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True, help="balanced: each labeled row's hard loss weighted n / (classes x rows of its class), for imbalanced classes (the teacher's soft loss is left as it is); the weights are recorded (class_weight[NAME]).")
 @click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (--embed-dim is then the width of its table, unless given: the hidden size for BERT, less for ALBERT/ELECTRA).")
-@click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True)
+@click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True,
+              help="KL divergence or soft cross entropy on the softened distributions (× T²), or MSE on the logits (Tang et al.).")
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
 @click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only).")
 @click.option("--augment-n", type=int, default=4, show_default=True, help="Augmented variants made per train text, at most (1 to 1000; a variant equal to its text or to another is not kept). Each --seed makes its own set, stored and scored once.")
