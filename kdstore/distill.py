@@ -293,7 +293,10 @@ class TeacherLogits:
 
 def check_teacher(store: Store, run: str, names: list[str]) -> Stage:
     """The teach stage of ``run`` (``teach_stage``), refused when its classes are not the store's."""
-    stage = teach_stage(store, run)
+    return _checked(teach_stage(store, run), run, names)
+
+
+def _checked(stage: Stage, run: str, names: list[str]) -> Stage:
     teacher_classes = stage.config.get("classes")
     if teacher_classes is not None and list(teacher_classes) != list(names):
         raise KdError(
@@ -317,18 +320,15 @@ def check_teachers(store: Store, runs: list[str], names: list[str]) -> list[Stag
     """``check_teacher`` of each of ``runs``; several whose classes are not the store's are refused
     together, each with the command that retrains it (one at a time, the second was refused only once
     the first had been retrained: minutes of a teacher each)."""
-    stale = []
-    for run in dict.fromkeys(runs):
-        stage = teach_stage(store, run)
-        classes = stage.config.get("classes")
-        if classes is not None and list(classes) != list(names):
-            stale.append((run, stage, classes))
+    stages = {run: teach_stage(store, run) for run in dict.fromkeys(runs)}
+    stale = [(run, stage, stage.config["classes"]) for run, stage in stages.items()
+             if stage.config.get("classes") is not None and list(stage.config["classes"]) != list(names)]
     if len(stale) > 1:
         trained = "; ".join(f"{run}: {classes}" for run, _, classes in stale)
         raise KdError(f"teachers of runs {', '.join(repr(run) for run, _, _ in stale)} were trained on other classes than the "
                       f"store's {names} ({trained}): retrain them with "
                       + " and ".join(reteach_command(run, stage.config) for run, stage, _ in stale))
-    return [check_teacher(store, run, names) for run in runs]
+    return [_checked(stages[run], run, names) for run in runs]
 
 
 def load_teachers(store: Store, runs: list[str], names: list[str], weights: tuple[float, ...] = (), *, average: str = "probs") -> TeacherLogits:

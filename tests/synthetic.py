@@ -164,6 +164,23 @@ def kill_9_inside_stage(db: str, folder: Path, *, run: str, inside: str = "", ki
     return line
 
 
+def terminate_when_ready(script: Path, *args: str, ready: str) -> tuple[int, str]:
+    """Run ``script`` (with ``args``) in a Python process, SIGTERM it once its first line of output is
+    ``ready``; its exit status and standard error."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == ready, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, err
+
+
 def quick_speed_figures(mp, *, single: int = 5, batch: int = 20) -> None:
     """Every teach and distill stage ends by timing its model (``kdstore.speed.measure``: 100 texts one
     at a time, then 1,000 in batches), most of a tiny 1-epoch stage's time: with ``mp`` (a

@@ -316,14 +316,10 @@ def test_sigterm_marks_the_stage_failed(db, tmp_path):
         "        time.sleep(120)\n",
         encoding="utf-8",
     )
-    proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "open", proc.stderr.read()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode != 0 and "terminated (SIGTERM)" in err
+    from synthetic import terminate_when_ready
+
+    returncode, err = terminate_when_ready(script, db, ready="open")
+    assert returncode != 0 and "terminated (SIGTERM)" in err
     store = Store.open(db, create=False)
     stage = store.find_stage("r1", "teach", succeeded=False)
     assert (stage.status, stage.error) == ("failed", "terminated (SIGTERM)")

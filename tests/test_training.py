@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
-from synthetic import corpus_files, edit_labels, kd, quick_speed_figures, seeded, tiny_bert_for, tiny_roberta_for, write_tsv
+from synthetic import corpus_files, edit_labels, kd, quick_speed_figures, seeded, terminate_when_ready, tiny_bert_for, tiny_roberta_for, write_tsv
 
 from kdstore.errors import KdError
 from kdstore.schema import AugmentedText, Logit, Prediction, Sample, Stage
@@ -4120,10 +4120,6 @@ def test_logits_only_killed_says_so_and_what_it_kept(taught_store, tmp_path):
     """`kill` of `kd teach --logits-only` ended it with status 143 and not a word: no stage is on
     record to mark failed (its blocks commit as they go), so the shell's "Terminated" was all a log
     showed. It ends with a one-line error that says the blocks stored are kept and how to go on."""
-    import signal
-    import subprocess
-    import sys
-
     db = str(taught_store)
     late = tmp_path / "late.txt"
     late.write_text("".join(f"后来的文本{i}\n" for i in range(6)), encoding="utf-8")
@@ -4142,14 +4138,8 @@ def test_logits_only_killed_says_so_and_what_it_kept(taught_store, tmp_path):
         "cli(['teach', '--run', 'r', '--logits-only', '--db', sys.argv[1]], prog_name='kd')\n",
         encoding="utf-8",
     )
-    proc = subprocess.Popen([sys.executable, str(script), db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "scored 2", proc.stderr.read()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 1, (proc.returncode, err)
+    returncode, err = terminate_when_ready(script, db, ready="scored 2")
+    assert returncode == 1, (returncode, err)
     assert err.strip().splitlines()[-1] == ("Error: terminated (SIGTERM): the samples scored before it are kept; "
                                             "`kd teach --run r --logits-only` scores the rest"), err
     out = kd("teach", "--run", "r", "--logits-only", "--db", db, "--json")
