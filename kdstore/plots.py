@@ -53,7 +53,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
         print("note: no font that draws Chinese is installed (e.g. fonts-noto-cjk): class names in the charts "
               "show as boxes", file=sys.stderr)
-    make_folder(out_dir, f"the charts to {out_dir}")
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # (left out again when nothing is charted)
+    make_folder(out_dir, f"the charts to {out_dir}")  # (first: a file in the way is said before any drawing)
     written = []
     names = report["classes"]
     for stage in report["stages"]:
@@ -134,6 +135,12 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.set_ylabel("flagged samples")
             ax.set_title(f"{stage['name']}: label-quality scores")
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-label-scores.png", plt))
+    if not written:  # a run with nothing to chart left an empty folder behind ("no charts written to ...")
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
     return written
 
 

@@ -1737,7 +1737,8 @@ def test_a_store_in_a_read_only_folder_is_read_and_writers_refused_in_one_line(s
 
 def test_a_quoted_tilde_in_plot_is_the_home_folder_and_a_file_in_the_way_is_one_line(invoke, write_file, tmp_path, monkeypatch, error_line):
     """`kd report --plot '~/charts'` (quoted: no shell expands it) made a folder called ~ in the working
-    directory; a --plot under a file said a bare "Not a directory"."""
+    directory; a --plot under a file said a bare "Not a directory". A run with nothing to chart leaves
+    no empty folder behind (nor its parents kd made)."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -1745,7 +1746,12 @@ def test_a_quoted_tilde_in_plot_is_the_home_folder_and_a_file_in_the_way_is_one_
     invoke(["ingest", "train.tsv"])
     invoke(["labels", "set", "--run", "r", "1=neg"])
     assert f"no charts written to {home / 'charts'}: run r" in invoke(["report", "--run", "r", "--plot", "~/charts"]).stderr
-    assert (home / "charts").is_dir() and not (tmp_path / "~").exists()
+    assert not (home / "charts").exists() and not (tmp_path / "~").exists()
+    assert "no charts written" in invoke(["report", "--run", "r", "--plot", "a/b/charts"]).stderr
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()
+    invoke(["report", "--run", "r", "--plot", "kept"])
+    assert (tmp_path / "kept").is_dir()  # (a folder that was there stays)
     write_file("afile", "x")
     assert error_line(invoke(["report", "--run", "r", "--plot", "afile/charts"], ok=False)) == (
         "Error: cannot write the charts to afile/charts: afile is a file, not a folder")
