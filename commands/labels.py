@@ -114,18 +114,19 @@ def show(run, top, status, db, as_json):
     items = lab.issues(store, run, top=min(top + 1, SQL_INT_MAX) if top else None, status=status)
     more = bool(top) and len(items) > top
     items = items[:top or None]
+    highest = "the highest score" if top == 1 else f"the {top} highest scores"  # ("the 1 highest scores")
     _warn(lab.stale_warnings(store, run))  # (on standard error: --json here is the list of issues)
     if as_json:
         print_json(items)
         if more:  # (on standard error, as kd samples --json says it: `> issues.json` kept 20 of them without a word)
-            click.echo(f"warning: listed the {top} highest scores only (--top 0 for all)", err=True)
+            click.echo(f"warning: listed {highest} only (--top 0 for all)", err=True)
         return
     print_rows(["sample", "score", "given", "suggested", "methods", "status", "text"],  # (methods wrap at ", ": cut at 80 columns)
                [[str(i["sample_id"]), _score(i["score"]), i["given"], i["suggested"], i["methods"].replace(",", ", "),
                  i["status"] + (" (dropped)" if i["dropped"] else ""), i["text"]]
                 for i in items], title=f"label issues of run {run}")
     if more:
-        click.echo(f"... more issues: the {top} highest scores shown (--top 0 shows all)")
+        click.echo(f"... more issues: {highest} shown (--top 0 shows all)")
 
 
 @labels.command()

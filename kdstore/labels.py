@@ -337,7 +337,7 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
     overall = noise.reliability_warnings(
         flagged=int(m.get("flagged", 0) if changes is None else changes), samples=int(m["train_samples"]),
         accuracy=m.get("oof_accuracy"), majority=m.get("majority_rate"),  # absent in stores older than these figures
-        tfidf_member=bool((stage.config or {}).get("tfidf_member")), in_sample=bool(m.get("in_sample")),
+        tfidf_member=bool((stage.config or {}).get("tfidf_member")), in_sample=bool(m.get("in_sample")), changes=changes is not None,
     )
     if overall:  # (a teacher weak over all: each class's share would say it again)
         return out + overall

@@ -206,6 +206,7 @@ def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):
     assert result.stderr.count("warning: ") == 2
     dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db)
     assert "stronger teacher" in dry.stderr and "nothing written" in dry.stdout
+    assert "would change, more than 30%" in dry.stderr and "flagged, more than" not in dry.stderr  # (its changes, not the flags)
     flagging = kd("labels", "clean", "--run", "r", "--action", "flag", "--dry-run", "--db", db).stdout  # (it said "N changes")
     assert re.search(r"^\d+ flagged \(no label changed\), \d+ unchanged", flagging, re.M) and " change " not in flagging, flagging
     flag = kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db)
@@ -1749,6 +1750,9 @@ def test_show_says_when_top_cut_the_list(tmp_path):
     assert listed.stderr == "warning: listed the 2 highest scores only (--top 0 for all)\n"  # (`> issues.json` kept 2 of 3 unsaid)
     for top in ("3", "0"):
         assert kd("labels", "show", "--run", "r", "--top", top, "--json", "--db", db).stderr == ""
+    assert kd("labels", "show", "--run", "r", "--top", "1", "--json", "--db", db).stderr == (
+        "warning: listed the highest score only (--top 0 for all)\n")  # (it said "the 1 highest scores")
+    assert "... more issues: the highest score shown" in kd("labels", "show", "--run", "r", "--top", "1", "--db", db).stdout
 
 
 def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_says_so(tmp_path, error_line):

@@ -398,6 +398,12 @@ def test_reliability_warnings_name_a_weak_model_and_an_implausible_share(problem
         flagged=40, samples=100, accuracy=0.56, majority=0.55, in_sample=True)[0]  # (--allow-in-sample: not called out-of-fold)
     assert reliability_warnings(flagged=30, samples=100, accuracy=None, majority=None) == []  # 30 % is not more than 30 %
     assert len(reliability_warnings(flagged=31, samples=100, accuracy=None, majority=0.5)) == 1  # unknown accuracy: not judged
+    # 182 of 600 is 30.3 %: it read "(30%) flagged, more than 30%"
+    assert reliability_warnings(flagged=182, samples=600, accuracy=None, majority=None)[0].startswith(
+        "182 of 600 train labels (30.3%) flagged, more than 30%")
+    # a clean's planned changes (of a --min-score cut) are not the detection's flags: "182 flagged" of 214 flagged
+    planned = reliability_warnings(flagged=182, samples=600, accuracy=None, majority=None, changes=True)[0]
+    assert planned.startswith("182 of 600 train labels (30.3%) would change, more than 30%") and "flagged" not in planned
     assert reliability_warnings(flagged=5, samples=100, accuracy=0.55, majority=0.50) == []  # a tenth of the way to 100 %: enough
     assert reliability_warnings(flagged=2, samples=100, accuracy=0.99, majority=0.96) == []  # imbalanced: judged on the room left
     assert len(reliability_warnings(flagged=2, samples=100, accuracy=0.962, majority=0.96)) == 1
