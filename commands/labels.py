@@ -251,6 +251,12 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             click.echo(f"{changed}, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
                        f"detection){kept}; dry run: nothing written")
         return
+    if not plan and not overwrite:  # (an --overwrite redoes the clean it replaces: its stage is recorded)
+        # a clean deciding nothing (--min-score above every score) recorded a stage of no edits, and the next clean,
+        # a lower --min-score, was refused as replacing it
+        check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # (a rerun is refused first, as ever)
+        _print_nothing_to_clean(store, run, min_score, as_json)
+        return
     detection = store.find_stage(run, "detect")  # (its id and start: one replaced later by `detect --overwrite` is told from it)
     config = {"action": action, "min_score": min_score, "detect": detection.name,
               "detect_stages": [{"run": run, "stage_id": detection.id, "started_at": iso_utc(detection.started_at)}]}
@@ -260,6 +266,21 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
         store.add_metrics(stage.id, "train", counts)
     warned = _warn(warnings) + _warn(_emptied(store, before, run, stage.name))
     _print_counts(run, stage_name, counts, as_json, warnings=warned)
+
+
+def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool) -> None:
+    """What a clean with no issue to decide says, recording no stage: the highest score it left undecided."""
+    undecided = lab.issues(store, run, top=1, status=lab.UNDECIDED)
+    if undecided:
+        why = f"no undecided issue scores at least --min-score {min_score:g} (the highest: {_score(undecided[0]['score'])})"
+    elif lab.issues(store, run, top=1):
+        why = f"every issue of its detection is decided (kd labels show --run {run} lists them)"
+    else:
+        why = "its detection flagged no label"
+    if as_json:
+        print_json({"run": run, "stage": None, "nothing_to_clean": why, "warnings": []})
+    else:
+        click.echo(f"run {run}: {why}; nothing cleaned, no stage recorded")
 
 
 def _storable(value: str) -> str:

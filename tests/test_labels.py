@@ -1674,6 +1674,22 @@ def _hand_made_detection(path: Path, texts: list[str]) -> str:
     return str(path)
 
 
+def test_a_clean_deciding_nothing_records_no_stage(tmp_path):
+    """`clean --min-score` above every score recorded a stage of no edits named clean, and the clean
+    that followed at a lower --min-score was refused as replacing it (--overwrite or --name)."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好", "坏"])
+    high = kd("labels", "clean", "--run", "r", "--min-score", "0.95", "--db", db).stdout
+    assert high == "run r: no undecided issue scores at least --min-score 0.95 (the highest: 0.900); nothing cleaned, no stage recorded\n"
+    said = json.loads(kd("labels", "clean", "--run", "r", "--min-score", "0.95", "--json", "--db", db).stdout)
+    assert said["stage"] is None and "0.95" in said["nothing_to_clean"]
+    store = Store.open(db)
+    assert [st.kind for st in store.stages_of("r")] == ["detect"]
+    store.close()
+    assert "relabel 2" in kd("labels", "clean", "--run", "r", "--min-score", "0.5", "--db", db).stdout  # (not refused)
+    again = kd("labels", "clean", "--run", "r", "--name", "c2", "--db", db).stdout
+    assert "every issue of its detection is decided" in again and "no stage recorded" in again
+
+
 def _hand_made_teacher(path: Path, labels: list[str]) -> str:
     """A store of train samples labeled ``labels`` (classes in order of appearance) whose run ``r``
     has an out-of-fold teacher (random logits, 2 folds): detect runs in a second, no training."""
