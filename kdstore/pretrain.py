@@ -544,9 +544,13 @@ def _segmented_part(text: str, end: int) -> str:
 
 
 def _stdin_bytes() -> bytes:
-    """``--corpus -``: standard input, as ``kd ingest -`` reads it."""
+    """``--corpus -``: standard input, as ``kd ingest -`` reads it; refused under torchrun, whose
+    processes share the pipe: one read it all, and the other found no text ("the file is empty")."""
     import sys
 
+    if Dist.from_env().active:
+        raise KdError("--corpus -: under torchrun every process reads --corpus, and standard input reaches only one "
+                      "of them: write the text to a file and give that file (on every host)")
     stream = getattr(sys.stdin, "buffer", sys.stdin)
     if stream is None:
         raise KdError("--corpus -: standard input is closed: name a file, or pipe the text in")

@@ -49,16 +49,16 @@ ATOL = 1e-3
 
 
 # the two ways of running kd ------------------------------------------------------------------
-def torchrun(*args: str, ok: bool = True, script: Path | None = None) -> subprocess.CompletedProcess:
+def torchrun(*args: str, ok: bool = True, script: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
     """``kd ARGS`` as 2 CPU processes under torch's own launcher (``--`` keeps torchrun's argument
     parser off kd's options: ``--run`` would be an ambiguous prefix of its ``--run-path``); ``script``
-    runs instead of ``-m commands.cli`` (a wrapper that breaks one rank)."""
+    runs instead of ``-m commands.cli`` (a wrapper that breaks one rank); ``stdin``: piped in."""
     env = {k: v for k, v in os.environ.items() if k not in ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS")}
     env.update(KD_NO_PROGRESS="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            *(["-m", "commands.cli"] if script is None else [str(script)]), "--", *args]
-    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300, input=stdin)
     assert (done.returncode == 0) == ok, f"torchrun kd {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr[-4000:]}"
     return done
 
@@ -989,6 +989,22 @@ def test_pretrain_refuses_ranks_that_read_unlike_corpora(taught, tmp_path):
              "--corpus", str(corpus), "--db", str(db), ok=False, script=wrapper)
     stage = stage_of(db, "pc", "pretrain")
     assert stage.status == "failed" and "the ranks hold different --corpus texts or vocabularies" in stage.error
+
+
+def test_pretrain_refuses_a_corpus_on_standard_input_under_torchrun(taught, tmp_path):
+    """`xzcat news.xz | torchrun ... kd -- pretrain --corpus -`: the processes share the pipe, and one
+    read it all; the other stopped with "-: no text in the corpus (the file is empty ...)", a misleading
+    cause. Refused in one line naming the cause, no stage."""
+    db = copy_store(taught["two"], tmp_path)
+    done = torchrun("pretrain", "--run", "pin", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--min-count", "1",
+                    "--corpus", "-", "--db", str(db), ok=False, stdin="这个很好用\n那个太差了\n" * 50)
+    lines = error_lines(done)
+    assert len(lines) == 1 and "--corpus -" in lines[0] and "torchrun" in lines[0] and "file" in lines[0], done.stderr[-3000:]
+    store = Store.open(str(db), create=False)
+    try:
+        assert not store.run_exists("pin")
+    finally:
+        store.close()
 
 
 def test_a_warning_said_before_the_stage_is_printed_by_rank_0_alone(monkeypatch, capsys):
