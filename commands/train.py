@@ -389,6 +389,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
       kd pretrain --run r2 --objective electra --minutes 10
       kd pretrain --run r3 --minutes 10 --split train --split dev --split unlabeled   # test texts left out
       kd teach --run r1 --model pretrain:r1
+      torchrun --nproc-per-node 4 --no-python kd -- pretrain --run r1 --minutes 10   # 4 GPUs (README: Several GPUs or machines)
     """
     source = click.get_current_context().get_parameter_source
     # (a typed 0 is no budget, "use the other one", as the default is: the file's other one stays)
@@ -459,6 +460,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
       kd teach --run r1 --logits-only          # score samples ingested later
       kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold, for `kd labels detect`
       kd teach --run r1 --model pretrain:r1 --split train --split dev --where "source = 'shop.tsv'"
+      torchrun --nproc-per-node 4 --no-python kd -- teach --run r1 --model bert-base-chinese   # 4 GPUs (README: Several GPUs or machines)
     """
     store = open_store(db, writer=True)
     if not logits_only and not model:
@@ -804,6 +806,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
       kd distill --run r1 --folds 5 --name votes   # out-of-fold students for kd labels detect --student-votes votes
       kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
       kd distill --run r1 --student early-exit --max-loss 0.5   # the fastest speed within 0.5 pt on dev
+      torchrun --nproc-per-node 4 --no-python kd -- distill --run r1 --student bigru   # 4 GPUs (not early-exit)
     """
     if student == "early-exit":
         if Dist.from_env().active:

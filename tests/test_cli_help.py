@@ -74,6 +74,9 @@ def _example_commands(text: str) -> list[list[str]]:
             if w in ("&&", "||", "|", ";", ">", ">>", "<"):
                 if part and part[0] == "kd":
                     out.append(part[1:])
+                elif part and part[0] == "torchrun" and "--" in part:  # (torchrun ... --no-python kd -- teach ...)
+                    assert part[part.index("--") - 1] == "kd", line
+                    out.append(part[part.index("--") + 1:])
                 part = []
             else:
                 part.append(w)
