@@ -462,5 +462,6 @@ def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings
     else:
         said = [f"{k} {v}" for k, v in counts.items() if v]  # (a sheet never flags: no "flag 0"; --json has every count)
         click.echo(f"run {run}, stage {stage}: " + (", ".join(said) or "no label changed"))
-        if counts.get("relabel") or counts.get("drop"):
+        # (an undo reopens the issues a stage decided too: a review of rejects, a flagging clean)
+        if any(counts.get(k) for k in ("relabel", "drop", "flag", "reject", "unchanged")):
             click.echo(f"  undo: kd labels undo --run {run} --stage {stage}")

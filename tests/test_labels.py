@@ -1690,6 +1690,17 @@ def test_a_clean_deciding_nothing_records_no_stage(tmp_path):
     assert "every issue of its detection is decided" in again and "no stage recorded" in again
 
 
+def test_every_stage_that_decided_issues_names_its_undo(tmp_path):
+    """A review of rejects only (or a flagging clean) decided issues an undo reopens, but printed no
+    `undo:` line: only relabels and drops did."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好", "坏"])
+    rejected = kd("labels", "import", str(_sheet(tmp_path / "r.csv", [{"sample_id": 1, "decision": "reject"}])), "--run", "r", "--db", db).stdout
+    assert "reject 1" in rejected and "  undo: kd labels undo --run r --stage review" in rejected
+    flagged = kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db).stdout
+    assert "flag 1" in flagged and "  undo: kd labels undo --run r --stage clean" in flagged
+    assert "reopened 1" in kd("labels", "undo", "--run", "r", "--stage", "clean", "--db", db).stdout
+
+
 def _hand_made_teacher(path: Path, labels: list[str]) -> str:
     """A store of train samples labeled ``labels`` (classes in order of appearance) whose run ``r``
     has an out-of-fold teacher (random logits, 2 folds): detect runs in a second, no training."""
