@@ -54,7 +54,7 @@ def export(run, fmt, which, out, int8, overwrite, db, as_json):
     check = manifest["verification"]
     quantized = manifest["exporter"].get("quantization")
     agreed = (f"int8 weights ({quantized['bytes_before'] / 1e6:.1f} -> {quantized['bytes_after'] / 1e6:.1f} MB): the float model's class "
-              f"on {check['argmax_agreement']:.1%} of" if quantized else "max |logit difference| " + f"{check['max_abs_logit_diff']:.2e} on")
+              f"on {round(check['argmax_agreement'] * check['texts'])} of" if quantized else "max |logit difference| " + f"{check['max_abs_logit_diff']:.2e} on")
     click.echo(
         f"exported stage {manifest['stage']['name']} of run {run} as {fmt}: {agreed} "
         f"{check['texts']} texts (the store's, one longer than --max-len, one of one character)",

@@ -530,7 +530,7 @@ def _emit_file(predictor, lines: list[tuple[int, str]], batch_size: int, as_json
 
 # characters a reader may take for the end of a line (str.splitlines does): one output line per input line
 # and a tab, which would add a column to label<TAB>confidence<TAB>text (--json keeps the text as it is)
-_LINE_BREAKS = str.maketrans({c: " " for c in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+_LINE_BREAKS = str.maketrans({c: " " for c in "\x00\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})  # (and NUL: csv readers refuse it)
 
 
 def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool,
