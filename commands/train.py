@@ -32,7 +32,7 @@ from kdstore.runs import SignalGuard, stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout, layer_map as student_layer_map
 from kdstore.store import label_id_note
-from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, check_labels, config_dict as teach_config, score_missing, train_teacher, unscored_labeled
+from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, check_labels, config_dict as teach_config, score_missing, train_teacher, unscored_labeled, unscored_to_learn
 from kdstore.torchutil import DEVICES, pick_device
 
 from .common import FLOAT, KdPath, _file_note, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
@@ -482,6 +482,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         if logits_only:
             scoring = {"batch_size": batch_size} if _options_given(("batch_size",)) else {}
             late = unscored_labeled(store, run)
+            to_learn = unscored_to_learn(store, run) if "train" in late else 0  # (not a late row its --where leaves out)
             guard = SignalGuard()  # a kill raises as Ctrl-C does: no stage to mark failed (its blocks commit as they go), but one line
             try:
                 n = score_missing(store, run, device=device, dist=dist, **scoring)
@@ -495,14 +496,14 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                 shown = ", ".join(f"{k} {split}" for split, k in late.items())
                 _warn(f"the teacher's stored figures leave out the labeled samples it scored now ({shown}): "
                       f"`kd predict --run {run} --model teacher --store --split {_first_split(set(late) - {'train'})}` measures it on today's samples")
-            if "train" in late:  # (measured on train, it would be judged on the texts it learned from; beside late dev or test ones too)
-                k = late["train"]  # (not n: the samples scored, which the output then reports)
+            if to_learn:  # (measured on train, it would be judged on the texts it learned from; beside late dev or test ones too)
+                k = to_learn  # (not n: the samples scored, which the output then reports)
                 _warn(f"{k} train sample{'s' * (k != 1)} came after the teacher was trained: it scored {'them' if k != 1 else 'it'} now but "
                       f"never learned from {'them' if k != 1 else 'it'}; `kd teach --run {run} --overwrite` (with the options `kd report --run {run}` lists) retrains it on them")
             if as_json:  # (run, stage and warnings as every teach --json carries them)
                 print_json({"run": run, "stage": store.find_stage(run, "teach").name, "scored": n, "warnings": _warned()})
             else:
-                click.echo(f"run {run}: scored {n} samples that had no teacher logits")
+                click.echo(f"run {run}: scored {n} sample{'s' * (n != 1)} that had no teacher logits")
             return
         source, _, source_run = model.partition(":")
         if source in ("teach", "pretrain") and source_run.strip():

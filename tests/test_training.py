@@ -221,6 +221,31 @@ def test_logits_only_counts_every_sample_it_scored_beside_late_train_ones(taught
     assert json.loads(out.stdout)["scored"] == 3
 
 
+def test_logits_only_says_one_sample_scored_in_the_singular(taught_store, tmp_path):
+    """One pool text ingested after the teacher: the summary said "scored 1 samples"."""
+    db = str(taught_store)
+    (tmp_path / "late.txt").write_text("这个很好用\n", encoding="utf-8")
+    kd("ingest", str(tmp_path / "late.txt"), "--split", "unlabeled", "--db", db)
+    assert "run r: scored 1 sample that had no teacher logits" in kd("teach", "--run", "r", "--logits-only", "--db", db).stdout
+    assert "run r: scored 0 samples that had no teacher logits" in kd("teach", "--run", "r", "--logits-only", "--db", db).stdout
+
+
+def test_logits_only_says_a_rerun_learns_only_the_late_train_samples_its_where_selects(sample_store, tiny_model, tmp_path):
+    """A teacher of `--where "source = 'train.tsv'"`: a late train file of another source was said to be
+    "never learned from" with `kd teach --overwrite` (its options, its --where) to retrain "it on them",
+    which would leave them out again."""
+    db = str(sample_store)
+    kd("teach", "--run", "w", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--where", "source = 'train.tsv'", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "shop.tsv", [("neg", "后来的训练样本太差"), ("pos", "后来的训练样本很好")])), "--db", db)
+    out = kd("teach", "--run", "w", "--logits-only", "--db", db)
+    assert "run w: scored 2 samples" in out.stdout and "came after the teacher was trained" not in out.stderr
+    late = tmp_path / "late" / "train.tsv"  # a file of the source its --where selects: a rerun learns from it
+    late.parent.mkdir()
+    kd("ingest", str(write_tsv(late, [("neg", "再后来的训练样本太差")])), "--db", db)
+    out = kd("teach", "--run", "w", "--logits-only", "--db", db)
+    assert "warning: 1 train sample came after the teacher was trained: it scored it now but never learned from it" in out.stderr
+
+
 def test_logits_only_refuses_a_batch_size_below_one(taught_store, tmp_path):
     """A negative --batch-size scored nothing and stored zero logits for the new samples."""
     sample_store, db = taught_store, str(taught_store)
@@ -4324,7 +4349,7 @@ def test_logits_only_whose_teacher_an_overwrite_parks_as_it_loads_says_so(taught
                                   "were not stored; score with the new one once it has ended\n"), out.output
             raise RuntimeError("the replacement fails")
     monkeypatch.setattr(kdstore.teacher, "load_classifier", real)
-    assert "scored 1 samples" in kd("teach", "--run", "r", "--logits-only", "--db", db).stdout  # the teacher back: scored
+    assert "scored 1 sample that" in kd("teach", "--run", "r", "--logits-only", "--db", db).stdout  # the teacher back: scored
 
 
 def test_report_says_when_a_predict_stages_teacher_was_replaced_since(taught_store, tiny_model):
