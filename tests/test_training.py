@@ -315,6 +315,18 @@ def test_a_detection_refuses_a_teacher_whose_where_left_a_train_class_out(sample
     kd("labels", "detect", "--run", "all", "--db", db)  # a teacher of every class still detects
 
 
+def test_a_where_of_random_rows_is_refused_before_any_stage(sample_store, tiny_model):
+    """`--where "random() < 0.5"` trained on one draw of rows, and kd labels detect and kd report, reading
+    the teacher's --where again, took another draw for the rows it learned from."""
+    db = str(sample_store)
+    for where in ("random() < 0.5", "abs(RANDOM ()) % 2 = 0 AND split = 'train'"):
+        result = kd("teach", "--run", "w", "--model", str(tiny_model), "--epochs", "1", "--where", where, "--db", db, ok=False)
+        assert result.output.startswith(f"Error: --where {where!r}: random() selects other rows at each read")
+        assert len(result.output.strip().splitlines()) == 1 and not Store.open(db).run_exists("w")
+    assert kd("samples", "--where", "random() < 2", "--db", db, "--json").stdout.startswith("[")  # (browsing: a draw is fine)
+    assert kd("teach", "--run", "w", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--where", "text <> 'random()'", "--db", db).stdout
+
+
 def test_a_where_that_closes_kds_parenthesis_is_refused_before_any_stage(sample_store, tiny_model):
     """``a) OR (b`` closed the parenthesis around --where: the split, labeled and dropped filters no
     longer held, and the teacher trained on the test rows (or crashed on the unlabeled ones)."""
