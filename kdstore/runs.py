@@ -360,6 +360,8 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
         verb = "succeeded" if old.status == "succeeded" else (
             f"is marked running by {running_by(old)}, which kd cannot check from here {unchecked_why(old)},")
         live = _live_edits(s, old) if kind == "clean" else 0
+        undone = kind == "clean" and not live and old.status == "succeeded" and s.scalar(
+            select(func.count()).select_from(LabelEdit).where(LabelEdit.stage_id == old.id))  # (the refusal read as if they stood)
         advice = (f"name this one with --name (its {live} edits stand; --overwrite would need "
                   f"`kd labels undo --run {run} --stage {name}` first)" if live
                   # (another --run holds no teacher, detection or model of this one's: a detection, a clean and
@@ -370,7 +372,8 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
                   else "pass --overwrite to replace it, or --name to keep both" if kind in NAMED_KINDS
                   else "pass --overwrite to replace it" if kind in ("detect", "predict")
                   else "pass --overwrite to replace it, or use another --run")
-        raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M} UTC: {advice}")
+        since = "kd labels undo reverted its edits since: " if undone else ""
+        raise KdError(f"stage {name!r} of run {run!r} {verb} on {old.started_at:%Y-%m-%d %H:%M} UTC: {since}{advice}")
     if old.status == "succeeded":  # its folder is moved away now, its logits go when the replacement succeeds
         from .deletion import _refuse_readers  # (deletion builds on this module)
 

@@ -1699,6 +1699,10 @@ def test_every_stage_that_decided_issues_names_its_undo(tmp_path):
     flagged = kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db).stdout
     assert "flag 1" in flagged and "  undo: kd labels undo --run r --stage clean" in flagged
     assert "reopened 1" in kd("labels", "undo", "--run", "r", "--stage", "clean", "--db", db).stdout
+    kd("labels", "clean", "--run", "r", "--name", "c2", "--db", db)
+    kd("labels", "undo", "--run", "r", "--stage", "c2", "--db", db)
+    again = kd("labels", "clean", "--run", "r", "--name", "c2", "--dry-run", "--db", db, ok=False).output
+    assert re.search(r"stage 'c2' of run 'r' succeeded on [0-9: -]+ UTC: kd labels undo reverted its edits since: pass --overwrite", again), again
 
 
 def _hand_made_teacher(path: Path, labels: list[str]) -> str:
