@@ -832,6 +832,10 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     if len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_weights",)):
         # (a weight of one teacher, or of one run named twice, weighs it against nothing: taken in silence)
         _warn("--teacher-weight: not used: it weighs several --teacher-run against each other, and this student has one teacher")
+    twice = [t for t in dict.fromkeys(teacher_runs or ()) if teacher_runs.count(t) > 1]
+    if twice and len(set(teacher_runs)) > 1 and not _options_given(("teacher_weights",)):  # (weighed by position: one's own choice)
+        _warn(f"--teacher-run {', '.join(twice)} named more than once: counted as often in the average of the teachers "
+              "(--teacher-weight weighs them)")
     if len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_average",)):
         _warn("--teacher-average: not used: it averages several --teacher-run, and this student has one teacher")
     temperature, temperature_end, temperature_schedule, temperature_beta, temperature_gamma = _file_temperatures_fit(

@@ -2788,6 +2788,9 @@ def test_distill_two_teachers_learns_their_probabilities_averaged_in_weight_orde
     one = kd("distill", "--run", "r", "--teacher-average", "logits", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
              "--max-len", "32", "--name", "one", "--db", db)
     assert "warning: --teacher-average: not used: it averages several --teacher-run, and this student has one teacher" in one.output
+    doubled = kd("distill", "--run", "zz", "--teacher-run", "r", "--teacher-run", "r2", "--teacher-run", "r", "--epochs", "1",
+                 "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)  # (r weighed 2/3, unsaid)
+    assert "warning: --teacher-run r named more than once: counted as often in the average of the teachers" in doubled.stderr
     bad = kd("distill", "--run", "r", "--student", "early-exit", "--teacher-average", "logits", "--name", "ee", "--db", db, ok=False)
     assert "--teacher-average: for students, not --student early-exit" in bad.output
 
