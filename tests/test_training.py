@@ -190,7 +190,7 @@ def test_logits_only_scores_samples_ingested_later(taught_store, tmp_path):
     kd("ingest", str(tmp_path / "train2.tsv"), "--db", db)
     out = kd("teach", "--run", "r", "--logits-only", "--db", db)
     assert "--split train" not in out.stderr and "warning: 1 train sample came after the teacher was trained: it scored it now " \
-        "but never learned from it; `kd teach --run r --overwrite` (with the options `kd report --run r` lists) retrains it on them" in out.stderr
+        "but never learned from it; `kd teach --run r --overwrite` (with the options `kd report --run r` lists) retrains it on that one" in out.stderr  # (not "on them")
     store = Store.open(db)
     assert [m.value for m in store.metrics(stage.id) if m.split == "dev" and m.name == "n"] == [20]
     report = json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)  # its matrix counts what its figures did
