@@ -374,6 +374,8 @@ def _parse_delimited(
     extra = [i for i in range(width) if i not in (text_i, label_i)]
     # (not an unnamed column blank in every row, Excel's trailing ",,": each sample's metadata was {"": ""} or {"2": ""})
     extra = [i for i in extra if (header is not None and header[i]) or any(i < len(f) and f[i].strip() for _, f in body)]
+    if header is not None and 0 in extra and not header[0].strip() and [f[0].strip() if f else "" for _, f in body] == [str(k) for k in range(len(body))]:
+        extra.remove(0)  # pandas' row numbers (df.to_csv), under an empty header: each sample's metadata was {"": "0"}
     if not want_label:
         label_i = None
     for i, what in ((text_i, "text"), (label_i, "label")):

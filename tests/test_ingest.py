@@ -279,6 +279,14 @@ def test_parse_headerless_file_with_trailing_blank_columns_reads_as_two_columns(
         parse(b"pos,good,\nneg,bad,x\n", "t.csv", IngestOptions())
 
 
+def test_parse_leaves_pandas_row_numbers_out_of_the_metadata():
+    """`df.to_csv("x.csv")` writes the frame's row numbers first, under an empty header: each sample's
+    metadata was {"": "0"}, {"": "1"}, ... An unnamed column of other values is kept."""
+    records = parse(b",label,text,who\n0,pos,good,ann\n1,neg,bad,bo\n", "x.csv", IngestOptions())
+    assert [(r.text, r.label, r.meta) for r in records] == [("good", "pos", {"who": "ann"}), ("bad", "neg", {"who": "bo"})]
+    assert [r.meta for r in parse(b",label,text\n7,pos,good\n3,neg,bad\n", "x.csv", IngestOptions())] == [{"": "7"}, {"": "3"}]
+
+
 def test_parse_unlabeled_keeps_no_label_in_the_metadata():
     """README: --split unlabeled drops any label column, as JSONL drops the label key."""
     for data, name in ((b"pos\tfirst\n", "pool.tsv"), (b"label,text,who\npos,first,ann\n", "pool.csv")):
