@@ -227,12 +227,14 @@ def _kept_line(stage: dict) -> str | None:
     learned, config = stage["metrics"].get("all") or {}, stage["config"] or {}
     every = int(config.get("eval_every") or 0)
     best = learned.get("best_step" if every else "best_epoch")
-    if stage["kind"] not in ("teach", "distill") or best is None or not stage["metrics"].get("dev"):
-        return None  # (--folds: each fold's own; no dev: the last is kept, nothing judged)
+    if stage["kind"] not in ("teach", "distill") or not stage["metrics"].get("dev"):
+        return None  # (no dev: the last is kept, nothing judged)
     unit = "step" if every else "epoch"
     judge = "dev accuracy" if config.get("student") == "early-exit" else "dev macro-F1"  # (early exit: accuracy at its --speed)
-    trained = max((h["step"] for h in stage["history"] if h["split"] == "train" and h["name"] == "loss"), default=None)
     planned = int(config.get("epochs") or 0) * (int(learned.get("steps_per_epoch") or 0) if every else 1)
+    if best is None:  # --folds: each fold's own (the summary said none of them)
+        return _folds_kept_line(stage, unit, judge, planned)
+    trained = max((h["step"] for h in stage["history"] if h["split"] == "train" and h["name"] == "loss"), default=None)
     if trained is None:
         return None
     if trained < planned and not any(k.endswith("diverged_epoch") for k in learned):  # (a divergence is warned of above)
@@ -241,6 +243,25 @@ def _kept_line(stage: dict) -> str | None:
     if best < trained:
         return f"kept {unit} {int(best)} of {int(trained)} (the best {judge})"
     return None
+
+
+def _folds_kept_line(stage: dict, unit: str, judge: str, planned: int) -> str | None:
+    """``_kept_line`` of a --folds model: the epoch (or step) each fold kept, where one is not the last planned."""
+    learned = stage["metrics"].get("all") or {}
+    kept = {}
+    for key, best in learned.items():
+        m = re.fullmatch(rf"fold(\d+)/best_{unit}", key)
+        if m:
+            fold = int(m.group(1))
+            trained = max((h["step"] for h in stage["history"] if h["split"] == "train" and h["name"] == f"fold{fold}/loss"), default=None)
+            kept[fold] = (int(best), int(trained) if trained is not None else None)
+    if not kept or all(best == trained and (trained == planned or not planned) for best, trained in kept.values()):
+        return None
+    folds = ", ".join(f"fold {k} {best} of {trained}" for k, (best, trained) in sorted(kept.items()) if trained is not None)
+    stopped = [k for k, (_, trained) in sorted(kept.items()) if trained is not None and trained < planned]  # (planned 0: not known)
+    said = f"; --patience {stage['config'].get('patience')} stopped {'fold' if len(stopped) == 1 else 'folds'} " \
+           f"{', '.join(map(str, stopped))} before {planned} {unit}s" if stopped else ""
+    return f"each fold kept the {unit} of its best {judge} ({unit}s trained): {folds}{said}" if folds else None
 
 
 UNK_WARN_SHARE = 0.02  # [UNK] tokens of a pre-training's texts: a warning, not just a figure

@@ -3695,6 +3695,16 @@ def test_the_summary_says_which_epoch_was_kept_and_when_patience_stopped_the_tra
     early = {**stage(2, 4), "config": {"epochs": 5, "patience": 2, "student": "early-exit"}}
     assert _kept_line(early) == "kept epoch 2 (the best dev accuracy): --patience 2 stopped the training after 4 of its 5 epochs"
     assert _kept_line({**stage(3, 5), "config": {"epochs": 5, "patience": 2, "student": "early-exit"}}) == "kept epoch 3 of 5 (the best dev accuracy)"
+    # --folds: each fold's own (the summary said none)
+    def folds(kept, trained, epochs=5):
+        losses = [{"step": e, "split": "train", "name": f"fold{k}/loss", "value": 0.1} for k, t in enumerate(trained) for e in range(1, t + 1)]
+        return {"kind": "teach", "config": {"epochs": epochs, "patience": 2}, "history": losses,
+                "metrics": {"all": {f"fold{k}/best_epoch": b for k, b in enumerate(kept)}, "dev": {"accuracy": 0.9}}}
+
+    assert _kept_line(folds([5, 5], [5, 5])) is None
+    assert _kept_line(folds([3, 5], [5, 5])) == "each fold kept the epoch of its best dev macro-F1 (epochs trained): fold 0 3 of 5, fold 1 5 of 5"
+    assert _kept_line(folds([2, 4], [4, 5])) == ("each fold kept the epoch of its best dev macro-F1 (epochs trained): fold 0 2 of 4, "
+                                                 "fold 1 4 of 5; --patience 2 stopped fold 0 before 5 epochs")
     # and the summary of a real training says what its figures say
     db = str(taught_store)
     out = kd("distill", "--run", "r", "--epochs", "4", "--patience", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
