@@ -811,6 +811,12 @@ def main(argv: list[str] | None = None) -> int:
     if not train.exists():
         print(f"benchmark data not found: no {train} ({'fix KD_SHARED' if os.environ.get('KD_SHARED') else 'set KD_SHARED'})", file=sys.stderr)
         return 2
+    if device == "cuda":  # (every table failed at its first kd command, and the run replaced the figures there)
+        import torch
+
+        if not torch.cuda.is_available():
+            print("python -m bench: --device cuda: no CUDA device is available here (use --device cpu or auto)", file=sys.stderr)
+            return 2
     started, t0 = _now(), time.monotonic()
     suite = {
         "command": "python -m bench " + shlex.join(argv),

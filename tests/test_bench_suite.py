@@ -1520,3 +1520,27 @@ def test_the_suite_without_the_shared_data_names_the_folder_it_looked_in(tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(nowhere / "data" / "reviews" / "train.tsv") in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_suite_refuses_cuda_without_a_gpu_before_replacing_any_figures(tmp_path, monkeypatch, capsys):
+    """`python -m bench all --device cuda` where torch sees no GPU ran every table, each failing once its
+    first kd command refused the device, and wrote results.json and the page (docs/BENCHMARKS.md for a
+    full run) over the figures there with five failed tables."""
+    import torch
+
+    shared = tmp_path / "shared"
+    (shared / "data" / "reviews").mkdir(parents=True)
+    (shared / "data" / "reviews" / "train.tsv").write_text("pos\t好\n", encoding="utf-8")
+    monkeypatch.setenv("KD_SHARED", str(shared))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def never(job, out_dir):
+        raise AssertionError("ran a table")
+
+    monkeypatch.setattr(suite, "run_job", never)
+    out = tmp_path / "out"
+    assert suite.main(["all", "--quick", "--device", "cuda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device cuda" in err and "no CUDA device" in err, err
+    assert not out.exists()
+    assert suite.main(["all", "--quick", "--device", "cuda", "--out", str(out), "--dry-run"]) == 0  # a plan for a GPU machine
