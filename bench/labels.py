@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         order = [float(x) for x in args.levels.split(",")]
     except ValueError:
         parser.error(f"--seeds wants comma-separated integers and --levels numbers, not {args.seeds!r} / {args.levels!r}")
+    if args.train_rows is not None and args.train_rows < 1:  # (a negative one sliced rows off the end, in silence)
+        parser.error(f"--train-rows {args.train_rows}: must be at least 1")
     levels = [(rate, seed) for wanted in order for rate, seed in LEVELS if rate == wanted]
     if len(levels) != len(order):
         parser.error(f"--levels: choose among {', '.join(str(r) for r, _ in LEVELS)}")

@@ -1066,6 +1066,19 @@ def test_distill_refuses_a_typo_before_any_training(tmp_path, monkeypatch, capsy
         assert exc.value.code == 2 and said in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rows", ["-5", "0"])
+def test_labels_refuses_train_rows_below_one(tmp_path, monkeypatch, capsys, rows):
+    """bench/labels.py --train-rows -5 sliced five rows off the end of train.tsv and ran on the rest."""
+    from bench import labels
+
+    (tmp_path / "data" / "reviews").mkdir(parents=True)
+    (tmp_path / "data" / "reviews" / "train.tsv").write_text("pos\tx\n", encoding="utf-8")
+    monkeypatch.setenv("KD_SHARED", str(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        labels.main(["--quick", "--train-rows", rows])
+    assert exc.value.code == 2 and f"--train-rows {rows}: must be at least 1" in capsys.readouterr().err
+
+
 def test_add_seeds_refuses_a_kept_seed_or_another_command_before_running(tmp_path, monkeypatch, capsys):
     """`python -m bench B1 --add-seeds` without --seeds re-ran the default seeds 1,2,3 (hours at full
     size) and only then refused to merge them with the kept seed 1; a kept run of another command alike."""
