@@ -436,7 +436,8 @@ def render(results: dict) -> str:
         "script in bench/ as a subprocess and renders this page from the raw figures in `results.json`. "
         "The protocol, with its tasks, data and targets, is `../shared/BENCHMARK.md`. " + scale,
         "",
-        f"- **Run:** `{suite['command']}` ({profile}; device {suite['device']}; quality seeds {suite['seeds']}); "
+        f"- **Run:** `{suite['command']}` ({profile}; device {suite['device']}; quality seeds {suite.get('seeds_all') or suite['seeds']}"
+        f"{'' if not suite.get('seeds_added_to') else f', this run adding ' + suite['seeds'] + ' to the kept ' + suite['seeds_added_to']}); "
         f"{suite['started']} to {suite['finished']}, {_fmt_seconds(suite['wall_seconds'])} in all.",
         f"- **Commit:** `{m['commit']}`" + (" (with uncommitted changes in kdstore/, migrations/, commands/ or bench/)" if m.get("kdstore_dirty") else ""),
         f"- **Machine:** {m['cpu']}, {m['cores_usable']} cores ({m['cores']} online), {m['memory']} RAM{gpu}; {m['os']}; "
@@ -752,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m bench: {exc}", file=sys.stderr)
         return 2
     kept: dict = {}
+    kept_seeds = None
     if (args.keep or args.add_seeds) and (out / "results.json").exists():
         try:
             old = _read_results(out / "results.json")
@@ -763,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{old['suite']['profile']} run, not a {profile} one: give the same size option, or another --out", file=sys.stderr)
             return 2
         kept = old["jobs"]
+        kept_seeds = old["suite"].get("seeds_all") or old["suite"].get("seeds")  # (the seeds the kept tables hold)
     rerun = {key for key, (covers, _, _) in JOBS.items() if set(covers) & set(only)}  # the kept jobs this run replaces
     for key in sorted(rerun & set(kept)):
         dropped = [t for t in kept[key].get("tables", ()) if t not in only]
@@ -821,6 +824,9 @@ def main(argv: list[str] | None = None) -> int:
     suite = {
         "command": "python -m bench " + shlex.join(argv),
         "profile": profile, "device": device, "device_requested": args.device, "seeds": seeds, "tables": only,
+        # --add-seeds: the page said only this run's seeds ("quality seeds 2,3") over tables of seeds 1, 2 and 3
+        **({"seeds_added_to": kept_seeds, "seeds_all": ",".join(sorted({*kept_seeds.split(","), *seeds.split(",")}, key=int))}
+           if args.add_seeds and kept_seeds else {}),
         "started": started, "machine": machine_info(), "out": str(out), "doc": str(doc),
     }
     not_merged: list[str] = []

@@ -1079,6 +1079,26 @@ def test_labels_refuses_train_rows_below_one(tmp_path, monkeypatch, capsys, rows
     assert exc.value.code == 2 and f"--train-rows {rows}: must be at least 1" in capsys.readouterr().err
 
 
+def test_the_page_of_added_seeds_names_every_seed_its_tables_hold(tmp_path, monkeypatch):
+    """After `--add-seeds --seeds 2,3` over a kept seed 1, the page's run line said "quality seeds 2,3"
+    above tables of seeds 1, 2 and 3."""
+    out, data, argv = _kept_seed_1(tmp_path, monkeypatch)
+
+    def ran(job, out_dir):
+        new = distill_data([2, 3], {"teacher": [0.90, 0.86], "alone": [0.82, 0.86], "distilled": [0.87, 0.87]})
+        (out_dir / "tables").mkdir(exist_ok=True)  # (as the script's --json makes it)
+        return {"key": job["key"], "tables": job["tables"], "script": job["script"], "command": "python bench/distill.py --seeds 2,3",
+                "argv": [argv[0], *[a if a != "1" else "2,3" for a in argv[1:]]], "returncode": 0, "wall_seconds": 5.0,
+                "json": "tables/B1B2.json", "log": "logs/B1B2.log", "data": new}
+
+    monkeypatch.setattr(suite, "run_job", ran)
+    assert suite.main(["B1", "--add-seeds", "--seeds", "2,3", "--device", "cpu", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["jobs"]["B1B2"]["data"]["seeds"] == [1, 2, 3]
+    page = (out / "BENCHMARKS.md").read_text()
+    assert "quality seeds 1,2,3, this run adding 2,3 to the kept 1)" in page, page[:1500]
+
+
 def test_add_seeds_refuses_a_kept_seed_or_another_command_before_running(tmp_path, monkeypatch, capsys):
     """`python -m bench B1 --add-seeds` without --seeds re-ran the default seeds 1,2,3 (hours at full
     size) and only then refused to merge them with the kept seed 1; a kept run of another command alike."""
