@@ -341,8 +341,9 @@ def fmt_rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
 
 
-def markdown(res: dict, args, info: dict, command: str, not_judged: str | None = None) -> str:
-    """The tables; with ``not_judged`` (a reason) the targets are shown but not judged."""
+def markdown(res: dict, args, info: dict, command: str | None, not_judged: str | None = None) -> str:
+    """The tables; with ``not_judged`` (a reason) the targets are shown but not judged; ``command``
+    None: no script and command lines (the suite's page names them above the table)."""
     cfg = res["config"]
     t = res["timing"]
     teacher_eager = t["teacher/eager"]["samples_per_s"]
@@ -351,8 +352,8 @@ def markdown(res: dict, args, info: dict, command: str, not_judged: str | None =
     ort_line = (f"onnxruntime {res['threads']['onnxruntime_version']} ({', '.join(res['threads']['onnxruntime_providers'])}, "
                 f"default intra-op threads = {res['threads']['onnxruntime_intra_op']})") if has_onnx else "no ONNX Runtime (--no-onnx)"
     lines = [
-        "- **Script:** `bench/speed.py`",
-        f"- **Command:** `{command}`",
+        # (not where the suite renders it: its own line above names the script and command, and they were said twice)
+        *(["- **Script:** `bench/speed.py`", f"- **Command:** `{command}`"] if command is not None else []),
         f"- **Commit:** `{info['commit']}`" + (" (with uncommitted changes in kdstore/, migrations/, commands/ or bench/)" if info.get("kdstore_dirty") else "") + f"; seed {args.seed}",
         f"- **Machine:** {info['cpu']}, {info['cores_usable']} cores ({info['cores']} online), {info['memory']}, {info['os']}; "
         f"{'CPU table below; GPU table after it' if res['threads'].get('gpu_forms') else 'CPU only'}. torch {info.get('torch')} with {res['threads']['torch']} intra-op threads "
@@ -510,7 +511,7 @@ def markdown_from_json(res: dict, not_judged: str | None = None) -> str:
     """The tables from what ``--json`` wrote (the suite renders them this way)."""
     from types import SimpleNamespace
 
-    return markdown(res, SimpleNamespace(seed=res["config"].get("seed", "?")), res["machine"], res.get("command", "?"), not_judged)
+    return markdown(res, SimpleNamespace(seed=res["config"].get("seed", "?")), res["machine"], None, not_judged)
 
 
 LABEL_POINTS, LABEL_OFFSET = 8, (4, 4)  # the early-exit chart's speed labels: font size, offset from the point (points)
