@@ -972,8 +972,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
 
         stratified_folds(store.samples(splits=["train"], labeled=True).labels, cfg.folds, seed=cfg.seed, class_names=store.class_names())
     name = f"distill-{student}" if stage_name is None else stage_name
-    config = {**distill_config(cfg), **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,)),
-              "environment": environment(device)}
+    config = {**distill_config(cfg), "classes": store.class_names(),  # (the teacher's, checked: its record may go, --overwrite)
+              **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}
     _warn_teachers_of_other_labels(store, config)
     with process_group(device) as dist:
         with shared_stage(dist, store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
@@ -1335,7 +1335,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
                    "leave --max-len out to extend the teacher as it is")
         _warn(message + _file_note(click.get_current_context(), message))
     name = "distill-early-exit" if stage_name is None else stage_name
-    config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), **labels_state(store),
+    config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), "classes": store.class_names(), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}
     _warn_teachers_of_other_labels(store, config)
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:

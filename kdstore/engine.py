@@ -105,7 +105,7 @@ def check_sqlite_url(url: str) -> None:
         unread = sorted(set(parsed.query) - _DRIVER_OPTIONS)
         if unread:
             raise KdError(f"{shown}: SQLite reads {unread[0]!r} only in a URI (here it would be ignored): "
-                          f"give sqlite:///file:{parsed.database}?{query}&uri=true")
+                          f"give sqlite:///file:{parsed.database.removeprefix('file:')}?{query}&uri=true")
     elif not parsed.database.startswith("file:"):
         uri = "&".join(f"{k}={v}" for k, v in sorted(parsed.query.items()) if k not in _DRIVER_OPTIONS)
         if uri:

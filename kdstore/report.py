@@ -211,9 +211,9 @@ def _recorded_stage(s, entry: dict[str, Any]) -> Stage | None:
 
 
 def trained_classes(store: Store, kind: str, config: dict[str, Any] | None) -> list[str] | None:
-    """The classes a model stage learned: its config's, or a student's, its (first) teacher's, which kd distill
-    refuses unless they are the store's (a distill stage records none of its own); None where unknown (its
-    teacher replaced or deleted since)."""
+    """The classes a model stage learned: its config's, or a student's recorded before distill stages recorded
+    their own, its (first) teacher's, which kd distill refuses unless they are the store's; None where unknown
+    (that teacher replaced or deleted since)."""
     config = config or {}
     teachers = config.get("teacher_stages") or []
     if config.get("classes") is not None or kind != "distill" or not teachers:

@@ -1757,6 +1757,9 @@ def test_a_sqlite_uri_url_opens_its_file_and_uri_parameters_sqlite_would_not_rea
     line = error_line(invoke(["ingest", "more.tsv"], db=f"sqlite:///{db_path}?mode=ro", ok=False))
     assert line == f"Error: sqlite:///{db_path}?mode=ro: SQLite reads 'mode' only in a URI (here it would be ignored): " \
                    f"give sqlite:///file:{db_path}?mode=ro&uri=true"
+    # its 'file:' already typed, uri=true left out: the URL to give was sqlite:///file:file:PATH
+    line = error_line(invoke(["ingest", "more.tsv"], db=f"sqlite:///file:{db_path}?mode=ro", ok=False))
+    assert line.endswith(f"give sqlite:///file:{db_path}?mode=ro&uri=true")
     line = error_line(invoke(["ingest", "more.tsv"], db=f"sqlite:///{db_path}?mode=ro&uri=true", ok=False))
     assert f"here it would open a new file named '{db_path}?mode=ro'" in line
     assert sorted(p.name for p in db_path.parent.iterdir() if "?" in p.name) == []

@@ -2113,6 +2113,23 @@ def test_report_compare_says_a_model_trained_before_a_class_was_added(taught_sto
     assert "trained on pos, neg; the store has since added mid" in kd("report", "--compare", "r", "--db", db).stdout
 
 
+def test_report_still_says_so_of_a_student_once_its_teacher_is_retrained_on_the_new_class(taught_store, tmp_path, tiny_model):
+    """A student's classes were read off its teacher's record: once the teacher was retrained on the new
+    class (`kd teach --overwrite`, what kd distill asks for), that record was gone and the student, still
+    of the old classes, was compared with no note (and `kd report --run` said nothing of it)."""
+    db = str(taught_store)
+    kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    write_tsv(tmp_path / "mid.tsv", [("mid", "不好不坏，一般般吧"), ("mid", "还行吧，中规中矩")])
+    kd("ingest", str(tmp_path / "mid.tsv"), "--db", db)
+    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--batch-size", "8", "--max-len", "32",
+       "--overwrite", "--db", db)
+    rows = json.loads(kd("report", "--compare", "r", "--db", db, "--json").stdout)
+    assert {r["stage"]: r["note"] for r in rows} == {
+        "teach": None, "distill-textcnn": "trained on pos, neg; the store has since added mid"}
+    shown = kd("report", "--run", "r", "--db", db).stdout
+    assert "  classes: trained on pos, neg; the store has since added mid, which this model cannot answer" in shown
+
+
 def test_a_teacher_of_another_run_that_lacks_logits_or_classes_is_refused_before_a_stage(taught_store, tmp_path):
     """`kd distill --run B --teacher-run A` with train samples ingested after A's teacher ran names
     `kd teach --run A --logits-only` and records nothing: no run B holding a failed stage; once scored
