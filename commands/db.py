@@ -6,7 +6,8 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from kdstore import migrate
-from kdstore.errors import KdError
+from kdstore.errors import InterruptedAfterRecord, KdError, Terminated
+from kdstore.runs import SignalGuard
 
 from .common import counted, json_option, open_store, print_json, store_options
 
@@ -42,17 +43,24 @@ def upgrade(db, as_json):
         raise KdError(f"cannot upgrade {store.url} from revision {current or 'empty'} to {migrate.head_revision()}: "
                       f"{store.read_only}; nothing was changed")
     # the revision found under the migration lock: another process may have upgraded the store meanwhile
+    guard = SignalGuard()  # (a kill raises as Ctrl-C does: one line saying where the store stands)
     try:
         before = migrate.upgrade(store.engine)
+    except (KeyboardInterrupt, Terminated) as exc:  # the one transaction rolled back: click said only "Aborted!"
+        left = _revision_left(store)
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        said = (f"{why}: the store {store.url} is still at revision {current or 'empty'}, nothing was changed" if left == current
+                else f"{why}: the store {store.url} is at revision {left}")
+        said += f"; `{migrate.upgrade_command(store.engine.url)}` upgrades it"
+        raise (InterruptedAfterRecord(said) if isinstance(exc, KeyboardInterrupt) else Terminated(said)) from None
     except DBAPIError as exc:  # a step that failed (a full disk, a lock): the one transaction rolled back
         first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
-        try:
-            left = migrate.current_revision(store.engine)
-        except DBAPIError:  # (the connection itself gone: what the store holds now is not known from here)
-            left = "?"
+        left = _revision_left(store)
         kept = (f"the store is still at revision {current or 'empty'}: nothing was changed" if left == current
                 else f"the store is at revision {left}")
         raise KdError(f"upgrading {store.url} from {current or 'empty'} to {migrate.head_revision()} failed: {first}; {kept}") from None
+    finally:
+        guard.close()
     after = migrate.current_revision(store.engine)
     # a store made before 0009 keyed a text with a zero-width space apart from the same text without one
     twins = migrate.unkeyed_duplicates(store.engine) if before is not None and before < "0009" else []
@@ -94,3 +102,12 @@ def current(db, check, as_json):
         click.echo(f"{store.url}: revision {cur or 'none'} (head {head}, {advice})")
     if check and state != "current":
         raise SystemExit(1)
+
+
+def _revision_left(store) -> str | None:
+    """The store's revision after an upgrade stopped ("?": the connection itself gone, what the store holds
+    now is not known from here)."""
+    try:
+        return migrate.current_revision(store.engine)
+    except DBAPIError:
+        return "?"

@@ -11,6 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
 from kdstore import migrate
 from kdstore.engine import make_engine, resolve_url
@@ -518,6 +519,32 @@ def test_upgrade_json_still_warns_of_the_duplicates_it_made(db, invoke):
     result = invoke(["db", "upgrade", "--json"])
     assert json.loads(result.stdout)["duplicates"] == [{"sample": 2, "split": "train", "of": 1, "of_split": "train"}]
     assert result.stderr.startswith("warning: 1 stored sample is now a duplicate of another") and "2 (train) of 1 (train)" in result.stderr
+
+
+def test_an_interrupted_upgrade_says_the_store_is_left_as_it_was(db, invoke, error_line, monkeypatch):
+    """Ctrl-C (or a kill) during `kd db upgrade` printed click's bare "Aborted!": nothing said whether the
+    store was half-upgraded. It says the revision the store is still at, and the command that upgrades it."""
+    from alembic import command
+
+    real = command.upgrade
+
+    def stopped(config, revision, **kw):  # 0006 and 0007 run in the one transaction, then Ctrl-C
+        real(config, "0007", **kw)
+        raise KeyboardInterrupt
+
+    engine = _engine_at(db, "0005")
+    engine.dispose()
+    monkeypatch.setattr(migrate.command, "upgrade", stopped)
+    line = error_line(invoke(["db", "upgrade"], ok=False))
+    assert line.startswith("Error: interrupted: the store ") and "is still at revision 0005, nothing was changed" in line, line
+    assert line.endswith("`" + migrate.upgrade_command(make_url(resolve_url(str(db)))) + "` upgrades it"), line
+    engine = make_engine(resolve_url(str(db)))
+    try:
+        assert migrate.current_revision(engine) == "0005"
+    finally:
+        engine.dispose()
+    monkeypatch.setattr(migrate.command, "upgrade", real)
+    assert "0005 -> 0010" in invoke(["db", "upgrade"]).stdout
 
 
 def test_an_upgrade_whose_step_fails_says_the_store_is_left_as_it_was(db, invoke, error_line, read_samples):
