@@ -29,7 +29,7 @@ from kdstore.metrics import class_support, hardly_beats_majority, missed_classes
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import run_report, trained_on_dev
-from kdstore.runs import SignalGuard, stage_scope
+from kdstore.runs import SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout, layer_map as student_layer_map
 from kdstore.store import label_id_note
@@ -439,6 +439,8 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     corpus = read_corpus(cfg.corpus, digests)
     store = open_store(db)
     with process_group(device) as dist:
+        if overwrite:  # a replacement refused (a stage running on the old model) is refused before the warning below
+            check_stage_free(store, run=run, kind="pretrain", name="pretrain", overwrite=True)
         if overwrite and dist.is_main:
             _warn_learners_of_replaced(store, run, "pretrain")
         with shared_stage(dist, store, run=run, kind="pretrain", config={**pretrain_config(cfg, digests), "environment": environment(device)}, overwrite=overwrite) as stage:
@@ -576,6 +578,8 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                   "is kept (`kd ingest FILE --split dev` adds some)")
         if dist.is_main and not _dev_trains(store, cfg):
             _warn_one_class_dev(store, cfg.labels, cfg.where)
+        if overwrite:  # a replacement refused (a stage running on the old logits or model) is refused before the warning below
+            check_stage_free(store, run=run, kind="teach", name="teach", overwrite=True)
         if overwrite and dist.is_main:
             _warn_learners_of_replaced(store, run)
         if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage

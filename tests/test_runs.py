@@ -2350,11 +2350,14 @@ def test_overwrite_refuses_a_model_a_running_teacher_fine_tunes(store, invoke, c
         st.record_artifact(st.artifact_dir / "model")
         model = st.artifact_dir / "model"
     before = counts()
-    with stage_scope(store, run="r2", kind="teach", config={"model": "pretrain:r1", "model_path": str(model)}):
-        line = error_line(invoke(["pretrain", "--run", "r1", "--overwrite", "--layers", "1", "--hidden", "32",
-                                  "--max-len", "16", "--steps", "1", "--min-count", "1"], ok=False))
-        assert line == ("Error: stage 'teach' of run 'r2' is running on the model of stage 'pretrain' of run 'r1': "
-                        "wait for it, then replace it (or use another --run)")
+    digest = _stage(store, "r1", "pretrain").artifact_sha256
+    with stage_scope(store, run="r2", kind="teach", config={"model": "pretrain:r1", "model_path": str(model), "model_sha256": digest}):
+        result = invoke(["pretrain", "--run", "r1", "--overwrite", "--layers", "1", "--hidden", "32",
+                         "--max-len", "16", "--steps", "1", "--min-count", "1"], ok=False)
+        assert error_line(result) == ("Error: stage 'teach' of run 'r2' is running on the model of stage 'pretrain' of run 'r1': "
+                                      "wait for it, then replace it (or use another --run)")
+        # refused before the warning that the replacement leaves r2/teach's figures to the old model: nothing is replaced
+        assert "--overwrite replaces" not in result.stderr
         assert (model / "weights.bin").read_bytes() == b"x" and _stage(store, "r1", "pretrain").status == "succeeded"
     assert counts()["stages"] == before["stages"] + 1  # the teacher's alone
 
