@@ -251,7 +251,8 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             click.echo(f"{changed}, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
                        f"detection){kept}; dry run: nothing written")
         return
-    if not plan and not overwrite:  # (an --overwrite redoes the clean it replaces: its stage is recorded)
+    replacing = overwrite and any(st.name == stage_name for st in store.stages_of(run))
+    if not plan and not replacing:  # (an --overwrite redoes the clean it replaces: its stage is recorded)
         # a clean deciding nothing (--min-score above every score) recorded a stage of no edits, and the next clean,
         # a lower --min-score, was refused as replacing it
         check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # (a rerun is refused first, as ever)

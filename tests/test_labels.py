@@ -1685,6 +1685,10 @@ def test_a_clean_deciding_nothing_records_no_stage(tmp_path):
     store = Store.open(db)
     assert [st.kind for st in store.stages_of("r")] == ["detect"]
     store.close()
+    kd("labels", "clean", "--run", "r", "--min-score", "0.95", "--name", "new", "--overwrite", "--db", db)  # (no stage named new to replace)
+    store = Store.open(db)
+    assert [st.kind for st in store.stages_of("r")] == ["detect"]
+    store.close()
     assert "relabel 2" in kd("labels", "clean", "--run", "r", "--min-score", "0.5", "--db", db).stdout  # (not refused)
     again = kd("labels", "clean", "--run", "r", "--name", "c2", "--db", db).stdout
     assert "every issue of its detection is decided" in again and "no stage recorded" in again
