@@ -335,6 +335,13 @@ def _majority_note(run: str, stage: dict) -> str | None:
         return None
     name, share = weak
     cfg = stage.get("config") or {}
+    full = m.get("accuracy@0")  # an early exit's own full model (the teacher): where it learned, the exits lost it
+    if cfg.get("student") == "early-exit" and full is not None and hardly_beats_majority(full, support) is None:
+        speed = (stage["metrics"].get("all") or {}).get("speed")
+        at = f" at speed {speed:g}" if speed is not None else ""
+        return (f"dev accuracy {m['accuracy']:.1%}{at} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}), "
+                f"while the full model (speed 0, every layer) scores {full:.1%}: the early exits lose what it knows; "
+                "serve at a lower --speed, or let --max-loss choose it")
     lr, model = cfg.get("lr"), str(cfg.get("model") or "")
     # a kd-pretrained model: `pretrain:R`, or its folder or a teacher fine-tuned from one, which took that lr default
     small = model.startswith("pretrain:") or cfg.get("lr_default") == "kd-pretrained model" or cfg.get("kd_pretrained") is True

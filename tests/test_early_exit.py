@@ -1155,3 +1155,20 @@ def test_the_stage_stores_flops_per_speed_and_at_the_serving_speed(trained):
             assert f["flops@0.8"] < f["flops@0"]
     assert final["test"]["flops@0"] == teacher["flops_per_sample"]  # both over the test texts, at full depth
     assert final["all"]["flops_per_sample"] == final["test"]["flops@0.3"]  # the serving speed of the fixture
+
+
+def test_exits_that_lose_what_the_full_model_knows_are_told_to_lower_the_speed_not_to_check_the_teacher():
+    """An early exit at --speed 1 (every text at layer 1) scored 57.5 % on dev, below always answering 'neg'
+    (58.3 %), while its own full model (speed 0, the teacher) scored 68.3 %: the warning said "check the
+    teacher first, then --epochs", neither of which is at fault. It now names the speed and the full model's figure."""
+    from commands.train import _majority_note as note
+
+    dev = {"accuracy": 0.575, "accuracy@0": 0.6833, "support[pos]": 50, "support[neg]": 70}
+    stage = {"kind": "distill", "metrics": {"dev": dev, "all": {"speed": 1.0}}, "config": {"student": "early-exit", "teacher_runs": []}}
+    said = note("r4", stage)
+    assert said.startswith("dev accuracy 57.5% at speed 1 is less than always answering 'neg' (58.3%)")
+    assert "check the teacher" not in said and "--epochs" not in said and "\n" not in said
+    assert "68.3%" in said and "a lower --speed" in said and "--max-loss" in said
+    # a full model no better than the majority either: the teacher is what to check, as before
+    weak = {"dev": {**dev, "accuracy@0": 0.5833}, "all": {"speed": 1.0}}
+    assert "check the teacher first (`kd report --run r4`), then --epochs" in note("r4", {**stage, "metrics": weak})
