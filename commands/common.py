@@ -180,16 +180,18 @@ def _file_note(ctx: click.Context, message: str) -> str:
     command, path, sources, values = given
     head = message.split(": ", 1)[0]  # (the option judged, not one a fix suggests after the colon)
 
-    def quoted(name: str) -> bool:  # the value itself, quoted ("no run 'r1' in ...": a file's run, named by no option)
+    def quoted(name: str, is_path: bool) -> bool:  # the value itself, quoted ("no run 'r1' in ...": a file's run, named by no option)
         value = command.params.get(name)
-        return any(isinstance(v, str) and v and repr(v) in head for v in (value if isinstance(value, (list, tuple)) else [value]))
+        return any(isinstance(v, str) and v and (repr(v) in head or is_path and any(  # or a path as a path is named
+            re.search(rf"(?<![\w./~-]){re.escape(w)}(?![\w./-])", head) for w in {v, os.path.normpath(v), os.path.abspath(v)}))
+            for v in (value if isinstance(value, (list, tuple)) else [value]))  # ("x.txt: cannot read corpus", "no exported model at x")
 
     named = [f"{sources.get(p.name, p.name)} = {json.dumps(values[p.name], ensure_ascii=False, default=str)}"
              for p in command.command.params
              if p.name in values and p.name != "db"  # (a server URL's password is no part of a message)
              and command.get_parameter_source(p.name) == click.core.ParameterSource.DEFAULT_MAP
              and (any(re.search(rf"{re.escape(o)}(?![\w-])", head) for o in getattr(p, "opts", ()) if o.startswith("--"))
-                  or quoted(p.name))]
+                  or quoted(p.name, isinstance(p.type, click.Path)))]
     return f" ({path}: {'; '.join(named)})" if named else ""
 
 
@@ -364,7 +366,10 @@ class FiniteFloat(click.ParamType):
     name = "float"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        number = click.FLOAT.convert(value, param, ctx)
+        try:
+            number = click.FLOAT.convert(value, param, ctx)
+        except OverflowError:  # a TOML whole number past a float's range (`alpha = 1000...0`): a traceback
+            number = math.inf
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number + 0.0  # (-0 read as 0: a stage's config showed "speed": -0.0)

@@ -142,6 +142,15 @@ def test_a_toml_array_gives_a_comma_separated_option(other_db, invoke, write_fil
     assert "kd.toml: [distill] augment = [1.5]: expected a string" in error_line(invoke(["distill", "--run", "c"], db=None, ok=False))
 
 
+def test_a_files_whole_number_too_large_for_a_float_option_is_refused_in_one_line(other_db, invoke, write_file, error_line):
+    """TOML's whole numbers have no bound: `alpha = 1000...0` (310 digits) crashed in float() with an
+    OverflowError traceback (typed, the same digits are a string that float() takes as inf, refused)."""
+    big = "1" + "0" * 309
+    write_file("kd.toml", f'db = "other.db"\n[distill]\nalpha = {big}\n')
+    assert error_line(invoke(["distill", "--run", "c"], db=None, ok=False)) == (
+        f"Error: kd.toml: [distill] alpha = {big}: {big} is not a finite number")
+
+
 def test_top_level_key_of_another_command_is_ignored(other_db, invoke, write_file):
     """A key some other command takes (``student`` of ``kd distill``) leaves ``kd samples`` alone."""
     write_file("kd.toml", 'db = "other.db"\nstudent = "textcnn"\n[labels]\nmethod = "disagree"\n')
@@ -695,6 +704,18 @@ def test_an_error_naming_a_files_value_names_the_file(other_db, invoke, write_fi
     write_file("kd.toml", 'db = "other.db"\n[samples]\nlimit = 1\n'.encode("utf-16"))  # (Windows PowerShell's `>`)
     assert error_line(invoke(["samples"], db=None, ok=False)) == (
         "Error: kd.toml: saved as UTF-16 (its byte order mark); save the file as UTF-8")
+
+
+def test_an_error_naming_a_files_path_unquoted_names_the_file(other_db, invoke, write_file, error_line):
+    """A file's path the error names as a path, not quoted ("nonexist.txt: cannot read corpus: ...", "no
+    exported model at nodir" for `artifact = "./nodir"`) named no file, section or key: the user who typed
+    neither --corpus nor --artifact was left to guess where the path came from."""
+    write_file("kd.toml", 'db = "other.db"\n[pretrain]\ncorpus = "nonexist.txt"\nsteps = 1\n')
+    assert error_line(invoke(["pretrain", "--run", "c"], db=None, ok=False)) == (
+        'Error: nonexist.txt: cannot read corpus: No such file or directory (kd.toml: [pretrain] corpus = "nonexist.txt")')
+    write_file("kd.toml", '[predict]\nartifact = "./nodir"\n')
+    assert error_line(invoke(["predict"], db=None, ok=False, input="好\n")).endswith('(kd.toml: [predict] artifact = "./nodir")')
+    assert error_line(invoke(["predict", "--artifact", "./nodir"], db=None, ok=False, input="好\n")).endswith("(make one with `kd export`)")  # typed: no file
 
 
 def test_an_array_of_tables_or_a_key_named_after_a_command_is_refused_naming_the_table(other_db, invoke, write_file, error_line):
