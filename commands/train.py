@@ -506,10 +506,6 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     elif where and where.strip():  # (an empty one is TeachConfig.validate's to refuse)
         store.samples(where=where, limit=0)  # a --where SQL cannot run: refused before a stage (and a run) is on record
-        if re.search(r"\brandom(?:blob)?\s*\(", re.sub(r"'(?:[^']|'')*'", "", where), re.IGNORECASE):  # (SQLite's randomblob too)
-            # (kd labels detect, kd report and --logits-only read the teacher's --where again: other rows each time)
-            raise KdError(f"--where {where!r}: random() selects other rows at each read, and kd reads a teacher's --where again "
-                          "(kd labels detect, kd report): select a fixed share by id instead, e.g. \"id % 10 < 3\"")
         note = label_id_note(where, store.class_names())
         if note:
             _warn(note)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -86,6 +87,10 @@ class TeachConfig:
                 raise KdError(f"--split {split!r}: choose from {', '.join(TRAINABLE_SPLITS)} (unlabeled samples have no labels to learn)")
         if self.where is not None and not self.where.strip():  # (an unset $FILTER: every row, as if none were given)
             raise KdError("--where is empty: give an SQL condition on the samples, or leave --where out to train on every labeled row")
+        if self.where is not None and re.search(r"\brandom(?:blob)?\s*\(", re.sub(r"'(?:[^']|'')*'", "", self.where), re.IGNORECASE):
+            # (kd labels detect and kd report read the teacher's --where again: another draw of rows each time; SQLite's randomblob too)
+            raise KdError(f"--where {self.where!r}: random() selects other rows at each read, and kd reads a teacher's --where again "
+                          "(kd labels detect, kd report): select a fixed share by id instead, e.g. \"id % 10 < 3\"")
         if self.folds == 1 or self.folds < 0:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         if not 0.0 < self.layer_decay <= 1.0:
