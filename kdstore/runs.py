@@ -139,7 +139,8 @@ def stage_scope(
         except BaseException as exc:
             guard.hold()  # from here on a kill or a second Ctrl-C waits: the failure's record is not cut short
             try:
-                _fail(store, stage_id, run=run, name=name, error=_describe(exc))
+                if _fail(store, stage_id, run=run, name=name, error=_describe(exc)):  # (the command warned, before it
+                    print(f"note: nothing was replaced: stage {name!r} of run {run!r} stays as it was", file=sys.stderr)  # ran, of what it replaces)
             except Exception as cleanup:  # (a folder that cannot be removed): the stage's own error is the one to tell
                 print(f"warning: stage {name!r} failed, and so did its cleanup: {_describe(cleanup)}", file=sys.stderr)
             raise
@@ -169,13 +170,14 @@ def _running_here(store: Store, stage_id: int) -> bool:
         return stage is not None and stage.status == "running" and stage.process == this_process()
 
 
-def _fail(store: Store, stage_id: int, *, run: str, name: str, error: str) -> None:
+def _fail(store: Store, stage_id: int, *, run: str, name: str, error: str) -> bool:
     """End a stage failed: its logits, predictions and folds removed, the error recorded, and the
-    stage it was replacing (if any) given back its name and folder; its own partial artifacts go."""
+    stage it was replacing (if any) given back its name and folder; its own partial artifacts go.
+    True when it gave one back."""
     store.clear_outputs(stage_id)
     note = _discard_label_work(store, stage_id)  # before its end is recorded: a kill here leaves it to mark_crashed
     _finish(store, stage_id, "failed", error if note is None else f"{error}; {note}")
-    _give_back(store, run=run, name=name, failed_id=stage_id)
+    return _give_back(store, run=run, name=name, failed_id=stage_id)
 
 
 def _discard_label_work(store: Store, stage_id: int) -> str | None:
@@ -688,17 +690,18 @@ def _replaced(s: Session, run: str, name: str) -> tuple[list[Stage], list[Stage]
     return parked, [r for r in rows if r.name.startswith(name + FAILED)]
 
 
-def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
+def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> bool:
     """A stage failed: its partial artifacts are removed. If it was replacing one, it keeps its
-    record as ``NAME~failed-ID`` and the stage it was to replace gets its name and folder back."""
+    record as ``NAME~failed-ID`` and the stage it was to replace gets its name and folder back
+    (True)."""
     with _folder_moves() as moved:  # not recorded: the parked stage's folder stays where its record says
         with store.write_session("stages") as s:
             parked, _ = _replaced(s, run, name)
             failed = s.get(Stage, failed_id)
             if failed is None:  # replaced meanwhile by a new attempt of the same name, which owns the folder now
-                return
+                return False
             if failed.name != name:  # given back already (by another process finishing what this one began)
-                return
+                return False
             failed.artifact_path, failed.artifact_sha256 = None, None
             folder = store.artifact_root / run / name
             if folder.exists():  # the failed stage's partial artifacts (a model, some folds)
@@ -709,7 +712,7 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
                     store.artifact_root.rmdir()  # models, whose stages fail on that, had `mv OLD NEW` (as the error
                     store.artifact_root.parent.rmdir()  # says) nest them in an empty kd-artifacts/NEW, unfound
             if not parked:  # nothing was replaced: the failed stage keeps its own name
-                return
+                return False
             back = parked[-1]
             failed.name = f"{name}{FAILED}{failed_id}"
             s.flush()
@@ -723,6 +726,7 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> None:
                 back.artifact_path = _moved(back.artifact_path, source, home)
             back.name = name
         moved.clear()  # committed: the folder stays where the record now says
+    return True
 
 
 def _unfinished(store: Store) -> list[tuple[int, str, str]]:

@@ -640,7 +640,7 @@ def test_a_stage_deleted_meanwhile_ends_with_one_line_not_a_traceback(store, fai
                 raise KdError("boom")
 
 
-def test_a_failed_overwrite_keeps_the_stage_it_was_to_replace(store):
+def test_a_failed_overwrite_keeps_the_stage_it_was_to_replace(store, capsys):
     """--overwrite replaces a stage only once the replacement succeeds: a failed one gives the name,
     outputs and artifacts back to the old stage and keeps its own record; a later success clears both."""
     ids = store.samples().ids
@@ -660,6 +660,8 @@ def test_a_failed_overwrite_keeps_the_stage_it_was_to_replace(store):
             (st.artifact_dir / "model.bin").write_bytes(b"half")
             raise KdError("bad input")
     failed_id = st.id
+    # said: the command warned, before it trained, of what its --overwrite would replace
+    assert "note: nothing was replaced: stage 'teach' of run 'r1' stays as it was" in capsys.readouterr().err
     back = _stage(store, "r1", "teach")
     assert (back.id, back.status, back.config) == (old_id, "succeeded", {"v": 1})
     assert back.artifact_path == str((folder / "model.bin").resolve()) and (folder / "model.bin").read_bytes() == b"old"
@@ -670,9 +672,13 @@ def test_a_failed_overwrite_keeps_the_stage_it_was_to_replace(store):
     assert len(store.read_logits(failed_id)[0]) == 0
     assert sorted(p.name for p in folder.parent.iterdir()) == ["teach"]
 
+    with pytest.raises(KdError, match="bad input"):  # (a failure that replaced nothing says nothing of it)
+        with stage_scope(store, run="r1", kind="distill", config={}, name="student"):
+            raise KdError("bad input")
+    assert "nothing was replaced" not in capsys.readouterr().err
     with stage_scope(store, run="r1", kind="teach", config={"v": 3}, overwrite=True) as st:
         store.write_logits(st.id, ids[:2], _logits(2, seed=3))
-    assert [(s.name, s.status) for s in store.stages_of("r1")] == [("teach", "succeeded")]
+    assert sorted((s.name, s.status) for s in store.stages_of("r1")) == [("student", "failed"), ("teach", "succeeded")]
     assert _stage(store, "r1", "teach").config == {"v": 3} and len(store.read_logits(old_id)[0]) == 0
     assert not folder.exists() or not any(folder.iterdir())
 
