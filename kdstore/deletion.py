@@ -11,6 +11,8 @@ on record there). A stage whose edits were all undone keeps its record, as the a
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -104,9 +106,17 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         if report["run_deleted"]:
             s.flush()  # (the stages first: the run's own ON DELETE CASCADE would take them before the ORM's deletes)
             s.delete(run_row)
+    for st in gone:  # the empty folder of a stage that recorded no model (made as it began): nobody's files
+        if not st.artifact_path:
+            with contextlib.suppress(OSError):
+                (store.artifact_root / run / st.name).rmdir()
     report["warnings"] += _remove_folders(folders + exports, store.artifact_root / run)
     for folder in {f.parent for f in folders} - {store.artifact_root / run}:  # (a server store's, from another folder)
         _remove_folders([], folder)
+    if report["run_deleted"] and not os.environ.get("KD_ARTIFACTS"):  # the last run's: kd-artifacts/STORE, made by kd,
+        with contextlib.suppress(OSError):  # and kd-artifacts, when nothing else is left in them (a stage's failure
+            store.artifact_root.rmdir()  # removes them so too)
+            store.artifact_root.parent.rmdir()
     return report
 
 

@@ -2170,10 +2170,15 @@ def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_e
     text = invoke(["runs", "delete", "--run", "r1", "--yes"]).stdout
     assert text.splitlines() == ["deleted r1/distill-bigru (distill, succeeded; 0 logits, 0 predictions)", "deleted run 'r1'"]
     assert [r["run"] for r in invoke.json(["runs"])] == ["r2"] and counts()["logits"] == 4  # r2's, untouched
+    assert folder.parent.parent == store.artifact_root and store.artifact_root.is_dir()  # (r2's folder is there)
     assert error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False)).startswith("Error: no run 'r1'")
     # a run no one typed (the default, or a config file's) is never the one deleted
     assert "name the run to delete with --run" in invoke(["runs", "delete", "--yes"], ok=False).stderr
     assert [r["run"] for r in invoke.json(["runs"])] == ["r2"]
+    # the last run deleted: the kd-artifacts/STORE folder kd made for the store goes too, and kd-artifacts when empty
+    (store.artifact_root / "r2").mkdir(exist_ok=True)
+    invoke(["runs", "delete", "--run", "r2", "--yes"])
+    assert not store.artifact_root.exists() and not store.artifact_root.parent.exists()
 
 
 def test_runs_delete_dry_run_changes_nothing_not_even_a_killed_stage_and_says_what_the_real_one_does(store, db, tmp_path, invoke):
