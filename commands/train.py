@@ -642,14 +642,17 @@ def _dev_judges(store, cfg: TeachConfig) -> bool:
     return any(n for name, n in dev.items() if name != "(none)" and (not cfg.labels or name in cfg.labels))
 
 
-def _warn_learners_of_replaced(store, run: str, kind: str = "teach") -> None:
-    """`kd teach --overwrite` (`kd pretrain --overwrite`): the stages that learned from the model it
-    replaces, named before it trains (`kd runs delete` names them; an overwrite left them to kd
-    report's "replaced since"): students and detections of the teacher's logits, `kd predict --store`
-    figures of it, and teachers that started from it (``--model teach:RUN`` / ``pretrain:RUN``)."""
+def _warn_learners_of_replaced(store, run: str, kind: str = "teach", name: str | None = None) -> None:
+    """`kd teach --overwrite` (`kd pretrain --overwrite`, `kd distill --overwrite` of stage ``name``): the
+    stages that learned from the model it replaces, named before it trains (`kd runs delete` names them;
+    an overwrite left them to kd report's "replaced since"): students and detections of the teacher's
+    logits, `kd predict --store` figures of it, teachers that started from it (``--model teach:RUN`` /
+    ``pretrain:RUN``), and detections that took a student's votes (``--student-votes``)."""
     try:
-        old = store.find_stage(run, kind)
+        old = store.find_stage(run, name or kind)
     except KdError:
+        return
+    if old.kind != kind or old.name != (name or kind):  # (find_stage falls back on the latest stage of the kind)
         return
     def started_from(config) -> bool:
         return model_source(config) == (kind, run) and config.get("model_sha256") == old.artifact_sha256
@@ -657,14 +660,14 @@ def _warn_learners_of_replaced(store, run: str, kind: str = "teach") -> None:
     def used(r, st) -> bool:  # not a failed one (no figures)
         config = st.config or {}
         return st.status != "failed" and st.id != old.id and (
-            any(t.get("stage_id") == old.id for t in config.get("teacher_stages") or [])
+            any(t.get("stage_id") == old.id for t in [*(config.get("teacher_stages") or []), *(config.get("student_vote_stages") or [])])
             or (st.kind == "predict" and r.uniqid == run and (config.get("model_stage"), config.get("model_sha256")) == (old.name, old.artifact_sha256))
             or (st.kind == "teach" and bool(old.artifact_sha256) and started_from(config)))
 
     users = [f"{r.uniqid}/{st.name}" for r, stages in store.runs() for st in stages if used(r, st)]
     if users:
         shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
-        what = "teacher" if kind == "teach" else "pre-trained model"
+        what = {"teach": "teacher", "pretrain": "pre-trained model"}.get(kind, "student")
         _warn(f"--overwrite replaces the {what} that {shown} used: {'their' if len(users) > 1 else 'its'} figures stay "
               "those of the old one (kd report will say \"replaced since\"); rerun "
               f"{'them' if len(users) > 1 else 'it'} with --overwrite once the new {what} is done")
@@ -983,6 +986,10 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
               **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}
     _warn_teachers_of_other_labels(store, config)
     with process_group(device) as dist:
+        if overwrite:  # a replacement refused (a detection running on its votes) is refused before the warning below
+            check_stage_free(store, run=run, kind="distill", name=name, overwrite=True)
+        if overwrite and dist.is_main:
+            _warn_learners_of_replaced(store, run, "distill", name)
         with shared_stage(dist, store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
             run_distill(store, stage, cfg, dist)
     if dist.is_main:
@@ -1345,6 +1352,9 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), "classes": store.class_names(), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}
     _warn_teachers_of_other_labels(store, config)
+    if overwrite:  # (refused first where the real start would be: then no warning)
+        check_stage_free(store, run=run, kind="distill", name=name, overwrite=True)
+        _warn_learners_of_replaced(store, run, "distill", name)
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
         train_early_exit(store, stage, cfg, teacher_run=teacher_runs[0] if teacher_runs else None)
     _finish(store, run, name, as_json)

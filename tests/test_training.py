@@ -4414,6 +4414,13 @@ def test_report_says_when_a_predict_stages_teacher_was_replaced_since(taught_sto
     assert any(line.startswith("  model: teach (replaced since: these figures are of the model it replaced") for line in lines[at:at + 4]), lines
     kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--overwrite", "--db", db)
     assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout  # measured anew
+    # a student's too: `kd distill --overwrite` named no figure `kd predict --store` measured of the one it replaces
+    kd("predict", "--run", "o", "--model", "distill-textcnn", "--store", "--split", "dev", "--db", db)
+    student = ("distill", "--run", "o", "--teacher-run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)
+    again = kd(*student, "--overwrite", "--seed", "7")
+    assert ("warning: --overwrite replaces the student that o/predict-distill-textcnn@dev used: its figures stay those of the "
+            "old one (kd report will say \"replaced since\"); rerun it with --overwrite once the new student is done") in again.stderr
+    assert "--overwrite replaces" not in kd(*student, "--overwrite").stderr  # (its figures are of a student replaced before)
 
 
 def test_an_overwrite_names_the_teachers_that_started_from_the_model_it_replaces(sample_store, tiny_model):
