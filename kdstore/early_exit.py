@@ -364,7 +364,10 @@ def load_early_exit(directory: str | Path, device: str | torch.device = "cpu") -
 
     directory = Path(directory)
     try:
-        meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        try:
+            meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:  # cut short or damaged: "line 3 column 14" named no file (kd predict's input's line?)
+            raise KdError(f"cannot load the early-exit model in {directory}: {CONFIG_FILE} is not valid JSON ({exc})") from None
         _check_meta(directory / CONFIG_FILE, meta)
         _check_meta_fits(directory, meta)
         _, teacher = load_classifier(str(directory), meta["classes"])

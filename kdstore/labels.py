@@ -477,16 +477,23 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
                                     f"({', '.join(names)}): re-run it or leave it out of --student-votes",
         source=f"distill stage {name!r} of run {run!r}: re-run it or leave it out of --student-votes",
     )
-    if not store.read_folds(stage.id) and not allow_in_sample:  # --folds students score each train sample blind to it
-        # from the teachers it learned from: another run's (--teacher-run) are named, ``run`` may have none
-        config = stage.config or {}
-        # (of its kind: the default would distil TextCNNs; an early-exit stage has no --folds)
-        kind = config.get("student")
-        teachers = f" --student {kind}" if kind in ("bigru", "bilstm", "transformer") else ""
-        teachers += "".join(f" --teacher-run {t}" for t in config.get("teacher_runs") or ())
-        teachers += "".join(f" --teacher-weight {w:g}" for w in config.get("teacher_weights") or ())
-        if len(set(config.get("teacher_runs") or ())) > 1 and config.get("teacher_average", "probs") != "probs":  # (the target it learned)
-            teachers += f" --teacher-average {config['teacher_average']}"
+    folds = store.read_folds(stage.id)  # --folds students score each train sample blind to it
+    # the advice names the teachers it learned from: another run's (--teacher-run) are named, ``run`` may have none
+    # (of its kind: the default would distil TextCNNs; an early-exit stage has no --folds)
+    config = stage.config or {}
+    kind = config.get("student")
+    teachers = f" --student {kind}" if kind in ("bigru", "bilstm", "transformer") else ""
+    teachers += "".join(f" --teacher-run {t}" for t in config.get("teacher_runs") or ())
+    teachers += "".join(f" --teacher-weight {w:g}" for w in config.get("teacher_weights") or ())
+    if len(set(config.get("teacher_runs") or ())) > 1 and config.get("teacher_average", "probs") != "probs":  # (the target it learned)
+        teachers += f" --teacher-average {config['teacher_average']}"
+    if folds and config.get("init_from_teacher") and not allow_in_sample:  # (each fold started from the teacher's layers and head)
+        raise KdError(
+            f"distill stage {name!r} of run {run!r} is --folds students copied from the teacher, whose layers and head learned "
+            f"the train labels they are to be blind to: its votes are in-sample. Distill blind ones (`kd distill --run {run}{teachers} "
+            f"--folds {len(set(folds.values()))} --no-init-from-teacher --name {name}-oof`) and pass those (or pass --allow-in-sample)"
+        )
+    if not folds and not allow_in_sample:
         raise KdError(
             f"distill stage {name!r} of run {run!r} learned the labels of the {len(sample_ids)} train samples: its votes are "
             f"in-sample. Distill out-of-fold students (`kd distill --run {run}{teachers} --folds 5 --name {name}-oof`) and pass those "

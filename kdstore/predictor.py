@@ -58,7 +58,10 @@ def load_student(directory: Path, device) -> tuple[Any, Any, dict]:
 
     directory = Path(directory)
     try:
-        meta = json.loads((directory / STUDENT_CONFIG).read_text(encoding="utf-8"))
+        try:
+            meta = json.loads((directory / STUDENT_CONFIG).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:  # cut short or damaged: "line 4 column 1" named no file (kd predict's input's line?)
+            raise KdError(f"cannot load the student in {directory}: {STUDENT_CONFIG} is not valid JSON ({exc})") from None
         try:
             model = build_student(_student_config(meta))
         except KdError as exc:  # a damaged or hand-edited student.json: the file and field, not a TypeError

@@ -696,6 +696,9 @@ def test_a_damaged_branches_file_is_a_one_line_error(tmp_path):
         (saved / "early_exit.json").write_text(json.dumps({**json.loads(good), field: value}), encoding="utf-8")
         with pytest.raises(KdError, match=rf"early_exit.json: field {field} is .*, not {want}: re-train it"):
             EarlyExitPredictor.from_directory(saved, device="cpu")
+    (saved / "early_exit.json").write_text(good[:40], encoding="utf-8")  # cut short: JSON's "line 3 column 14" named no file
+    with pytest.raises(KdError, match=r"cannot load the early-exit model in .*: early_exit.json is not valid JSON \("):
+        load_early_exit(saved)
     (saved / "early_exit.json").write_text(good, encoding="utf-8")
     (saved / "branches.pt").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n", encoding="utf-8")
     with pytest.raises(KdError, match=r"cannot load the early-exit model in .*: branches.pt is not a PyTorch weights file$"):

@@ -1733,6 +1733,29 @@ def _hand_made_teacher(path: Path, labels: list[str]) -> str:
     return str(path)
 
 
+def test_folds_students_copied_from_the_teacher_are_refused_as_in_sample_votes(tmp_path, error_line):
+    """A `kd distill --student transformer --folds K` copying the teacher (its default at the teacher's width)
+    starts each fold from layers and a head that learned the labels it is to be blind to: distill warns its
+    votes are not out-of-fold, and detect took them in silence as out-of-fold ones."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
+    store = Store.open(db)
+    ids = list(range(1, 21))
+    for sid, init in ((2, True), (3, False)):
+        with store.session() as s, s.begin():
+            s.add(Stage(id=sid, run_id=1, kind="distill", name=f"votes{sid}", status="succeeded",
+                        config={"student": "transformer", "folds": 2, "init_from_teacher": init, "classes": ["pos", "neg"]}))
+        store.write_logits(sid, ids, np.random.default_rng(sid).normal(size=(20, 2)).astype(np.float32))
+        store.write_folds(sid, ids, [i % 2 for i in ids])
+    store.close()
+    line = error_line(kd("labels", "detect", "--run", "r", "--student-votes", "votes2", "--method", "cleanlab,ensemble", "--db", db, ok=False))
+    assert "distill stage 'votes2' of run 'r'" in line and "in-sample" in line and "--no-init-from-teacher" in line, line
+    assert "--student transformer" in line and "--folds 2" in line, line
+    assert _count(db, LabelIssue) == 0
+    kd("labels", "detect", "--run", "r", "--student-votes", "votes3", "--method", "cleanlab,ensemble", "--db", db)  # blind folds
+    kd("labels", "detect", "--run", "r", "--student-votes", "votes2", "--method", "cleanlab,ensemble", "--allow-in-sample",
+       "--overwrite", "--db", db)
+
+
 def test_tfidf_oof_probs_refuses_labels_that_are_not_integer_class_ids():
     """Labels as floats (``[0.0, 1.0, ...]``, as pandas reads a column with a gap) passed the range check
     and the folds, then failed inside the fold loop with numpy's "IndexError: arrays used as indices must

@@ -3357,6 +3357,10 @@ def test_unused_sizes_pass_and_a_damaged_student_json_is_one_line(taught_store):
     meta_file.write_text("[]", encoding="utf-8")
     assert "student.json: a list, not an object" in kd("predict", "--run", "r", "--model", "distill-textcnn", "--db", db,
                                                        input="很好\n", ok=False).output
+    # cut short (a copy or a write that stopped): JSON's "line 2 column 1" named no file, read beside kd predict's input lines
+    meta_file.write_text(json.dumps(good, indent=2)[:40], encoding="utf-8")
+    bad = kd("predict", "--run", "r", "--model", "distill-textcnn", "--db", db, input="很好\n", ok=False).output
+    assert f"cannot load the student in {folder}: student.json is not valid JSON (" in bad, bad
 
 
 def test_a_student_of_a_vocabulary_naming_a_token_twice_reads_every_id(sample_store, corpus, tmp_path):
