@@ -691,8 +691,10 @@ def _warn_one_class_dev(store, labels: tuple[str, ...] = (), where: str | None =
     unjudged = [c for c, n in trained.items() if c != "(none)" and n and c not in dev and (not labels or c in labels)]
     if len(dev) > 1 and unjudged:  # (a rare class whose few samples all went to train)
         shown = ", ".join(map(repr, unjudged[:5])) + (", ..." if len(unjudged) > 5 else "")
-        _warn(f"no labeled dev sample of class {shown}: the epoch kept is judged without {'it' if len(unjudged) == 1 else 'them'} "
-              "(dev macro-F1 leaves out a class dev does not hold); ingest some with `kd ingest FILE --split dev`")
+        # (not left out: an epoch that answers such a class on dev counts it at an F1 of 0, as kd report does)
+        it = "it" if len(unjudged) == 1 else "them"
+        _warn(f"no labeled dev sample of class {shown}: dev macro-F1, which picks the epoch kept, cannot judge {it} "
+              f"(an epoch that answers {it} to a dev text counts {it} at an F1 of 0); ingest some with `kd ingest FILE --split dev`")
 
 
 def _first_split(splits) -> str:

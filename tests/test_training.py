@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from synthetic import corpus_files, edit_labels, kd, quick_speed_figures, seeded, terminate_when_ready, tiny_bert_for, tiny_roberta_for, write_tsv
 
 from kdstore.errors import KdError
+from kdstore.metrics import classification_metrics
 from kdstore.schema import AugmentedText, Logit, Prediction, Sample, Stage
 from kdstore.report import run_report
 from kdstore.store import Store
@@ -2006,12 +2007,17 @@ def test_a_dev_set_of_one_class_is_warned_of(taught_store, tiny_model):
 
 
 def test_a_class_dev_does_not_hold_is_warned_of(taught_store, tiny_model, tmp_path):
-    """A rare class whose few samples all went to train: dev macro-F1, which picks the epoch kept, leaves
-    it out, and nothing said so."""
+    """A rare class whose few samples all went to train: dev macro-F1, which picks the epoch kept, cannot
+    judge it, and nothing said so. Nor is it left out: an epoch that answers it on dev counts it at an F1
+    of 0 (the warning said "judged without it", while one such answer cost a 3-class dev a quarter of its figure)."""
     db = str(taught_store)
     kd("ingest", str(write_tsv(tmp_path / "rare.tsv", [("极限词", f"全网第一的好东西{i}") for i in range(3)])), "--db", db)
     out = kd("teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--run", "t", "--db", db)
-    assert "warning: no labeled dev sample of class '极限词': the epoch kept is judged without it" in out.stderr
+    assert ("warning: no labeled dev sample of class '极限词': dev macro-F1, which picks the epoch kept, cannot judge it "
+            "(an epoch that answers it to a dev text counts it at an F1 of 0)") in out.stderr
+    assert "judged without" not in out.stderr
+    figures = classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 2]), num_classes=3)  # (what the warning says)
+    assert figures["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert "no labeled dev sample" not in kd("teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--run", "t2",
                                               "--label", "pos", "--label", "neg", "--db", db).stderr  # (a class it does not learn)
     assert "no labeled dev sample" not in kd("teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--run", "t4",
