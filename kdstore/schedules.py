@@ -68,18 +68,24 @@ def layer_depths(names: list[str]) -> list[int]:
     outside its layers (DeBERTa-v2's shared relative-position table and its LayerNorm, MPNet's relative
     bias, ALBERT's embedding projection: trained at the head's rate, or one part of a table at another's),
     ``i + 1`` for encoder layer ``i`` (``...layer.i.``, ``...layers.i.``, ``...h.i.``, ``...blocks.i.`` or
-    ``...albert_layers.i.``), and one above the deepest layer for everything else (pooler,
+    ``...albert_layers.i.``, ALBERT's group g counted after the groups below it), and one above the deepest layer for everything else (pooler,
     classification head, a pre-LayerNorm encoder's final norm)."""
     import re
 
     found = [re.search(r"\.(?:layers?|h|blocks|albert_layers)\.(\d+)\.", "." + n) for n in names]
-    top = max((int(m.group(1)) for m in found if m), default=-1) + 2
+    index = [int(m.group(1)) if m else None for m in found]
+    # ALBERT's num_hidden_groups > 1: group g's inner layers (albert_layers.i, numbered from 0 in each group) run after
+    # those of the groups below it
+    groups = [re.search(r"\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.", "." + n) for n in names]
+    inner = max((int(g.group(2)) for g in groups if g), default=-1) + 1
+    index = [int(g.group(1)) * inner + int(g.group(2)) if g else i for g, i in zip(groups, index)]
+    top = max((i for i in index if i is not None), default=-1) + 2
     embedding = re.compile(r"embed|(?:^|\.)(?:wte|wpe|encoder)\.")
     # (a LayerNorm of the encoder's own is DeBERTa-v2's table's where it has one, else a pre-LayerNorm encoder's final
     # norm after its last layer: MegatronBERT's encoder.ln, XLM-RoBERTa-XL's encoder.LayerNorm, at the head's rate)
     final = None if any("encoder.rel_embeddings." in n for n in names) else re.compile(r"(?:^|\.)encoder\.(?:ln|LayerNorm)\.")
-    return [top if final and final.search(n) and not m else 0 if embedding.search(n) and not m else int(m.group(1)) + 1 if m else top
-            for n, m in zip(names, found)]
+    return [top if final and final.search(n) and not m else 0 if embedding.search(n) and not m else i + 1 if m else top
+            for n, m, i in zip(names, found, index)]
 
 
 def layer_decay_scales(names: list[str], decay: float) -> list[float]:

@@ -250,6 +250,13 @@ def test_layer_decay_scales_follow_depth():
     assert layer_depths(["embeddings.position_embeddings.weight", "transformer.layers.0.ffn.weight", "head.bias"]) == [0, 1, 2]
     # ALBERT's shared group, GPT-2's blocks and token embeddings
     assert layer_depths(["albert.embeddings.word_embeddings.weight", "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight", "classifier.bias"]) == [0, 1, 2]
+    # ALBERT with num_hidden_groups > 1: group 1 runs after group 0 (its layers are the upper ones), each group's
+    # albert_layers numbered from 0 again (both groups were at one depth, one rate)
+    assert layer_depths(["albert.embeddings.word_embeddings.weight", "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight",
+                         "albert.encoder.albert_layer_groups.1.albert_layers.0.ffn.weight", "classifier.bias"]) == [0, 1, 2, 3]
+    assert layer_depths(["albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight", "albert.encoder.albert_layer_groups.0.albert_layers.1.ffn.weight",
+                         "albert.encoder.albert_layer_groups.1.albert_layers.0.ffn.weight", "albert.encoder.albert_layer_groups.1.albert_layers.1.ffn.weight",
+                         "classifier.bias"]) == [1, 2, 3, 4, 5]
     assert layer_depths(["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight", "transformer.h.1.mlp.c_fc.bias", "score.weight"]) == [0, 0, 1, 2, 3]
     # the encoder's parts outside its layers: DeBERTa-v2's relative-position table and its norm (the norm was at the
     # head's rate, the table at the embeddings'), MPNet's relative bias, ALBERT's embedding projection
