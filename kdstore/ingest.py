@@ -198,7 +198,7 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
         all_quoted = bool(out) and len(out[0][1]) >= 2 and all(len(f) >= 2 and f[0] == f[-1] == '"' for f in out[0][1])
         # (rows ended in \r\n and a line in \n alone: Excel's line break inside a cell, which a one-column sheet shows in no ragged row)
         ragged = len({len(f) for _, f in out}) > 1 or ("\r\n" in content and _BARE_LF.search(content) is not None)
-        quoted = _spreadsheet_tsv_rows(content, ragged=ragged, all_quoted=all_quoted) if '"' in content else None
+        quoted = _spreadsheet_tsv_rows(content, ragged=ragged, all_quoted=all_quoted, name=name) if '"' in content else None
         return out if quoted is None else quoted
     allow_long_csv_fields()
     content, kept = _keep_bare_cr(content)
@@ -234,7 +234,7 @@ _BARE_CR = re.compile(r"\r(?!\n)")
 _BARE_LF = re.compile(r"(?<!\r)\n")
 
 
-def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = False) -> list[tuple[int, list[str]]] | None:
+def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = False, name: str = "") -> list[tuple[int, list[str]]] | None:
     """(line number, fields) of every non-blank row of a TSV as Excel or LibreOffice save it ("Text
     (Tab delimited)"): a field holding a quote, a tab or a line break is written in quotes, its quotes
     doubled. None for any other TSV, read line by line as before: one that does not parse so, or has
@@ -242,7 +242,9 @@ def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = Fals
     length) one holding a tab or line break, nor (``all_quoted``) one whose first row has every field in
     quotes (a text in plain quotes, '"太好了"', keeps them). Read line
     by line, the quotes stayed in the text (each doubled) and a field's line break cut its row in two
-    (a "ragged row" error)."""
+    (a "ragged row" error). A file whose first row has every field in quotes but that does not parse
+    so is refused (``name``: the file's, as the error names it): read line by line, its header was a
+    sample and each text in quotes a class (R's write.table writes a text's quote as \\" by default)."""
     allow_long_csv_fields()
     quoted = all_quoted or _DOUBLED_QUOTES.search(content) is not None
     content, kept = _keep_bare_cr(content)
@@ -255,7 +257,13 @@ def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = Fals
             if any(f.strip() for f in fields):
                 out.append((line, fields))
             line = reader.line_num + 1
-    except csv.Error:
+    except csv.Error as exc:
+        if all_quoted:
+            escaped = ' (a quote escaped as \\", as R\'s write.table writes it by default? write.table(..., qmethod = "double") ' \
+                      'doubles it)' if '\\"' in content else ""
+            why = str(exc).replace("\t", "\\t")  # (the csv module's "'\t' expected after '\"'" holds a tab)
+            raise KdError(f"{name}: line {line}: every field of the first row is in quotes, but this row does not parse so "
+                          f"({why}){escaped}") from None
         return None
     return out if quoted else None
 

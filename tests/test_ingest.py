@@ -384,6 +384,17 @@ def test_parse_a_tsv_with_every_field_quoted_is_read_unquoted():
     assert [(r.label, r.text) for r in parse(data, "p.tsv", IngestOptions())] == [("pos", '"太好了"'), ("neg", '"太差了"')]
 
 
+def test_parse_a_tsv_with_every_field_quoted_that_does_not_parse_so_is_refused():
+    """R's write.table(df, sep="\t", row.names = FALSE) quotes every field and, by default
+    (qmethod = "escape"), writes a quote in a text as \\": that row did not parse as quoted fields, so
+    the whole file was read line by line: its header '"text"' became a sample and every text in
+    quotes a class ('"很好"'), without a word. It is refused, naming the line."""
+    data = '"text"\t"label"\n"很好"\t"pos"\n"他说\\"好\\""\t"neg"\n"一般"\t"neg"\n'.encode()
+    with pytest.raises(KdError, match=r'^r\.tsv: line 3: every field of the first row is in quotes, but this row does not parse so .*'
+                                      r'qmethod = "double"'):
+        parse(data, "r.tsv", IngestOptions())
+
+
 def test_parse_a_header_of_semicolon_or_tab_separated_columns_is_refused():
     """A CSV saved by Excel where the comma is the decimal mark separates its columns by ';': its
     header `text;label` and every row became one pool text (a labeled split: "no label column");
@@ -1069,6 +1080,13 @@ BAD_INPUTS = [
         ["line 2", "expected 2 fields, found 3 (ragged row)", "row names, as R's write.table writes them",
          "row.names = FALSE"],
         id="r-row-names",
+    ),
+    pytest.param(  # R's write.table(df, sep="\t", row.names = FALSE): a quote in a text written \" (qmethod "escape")
+        "r_escaped_quote.tsv",
+        '"text"\t"label"\n"很好"\t"pos"\n"他说\\"好\\""\t"neg"\n'.encode(),
+        [],
+        ["line 3", "every field of the first row is in quotes", 'qmethod = "double"'],
+        id="r-escaped-quote",
     ),
     pytest.param(  # one column: "1 field", not "1 fields"
         "one_column.tsv",
