@@ -1264,12 +1264,16 @@ def _record_undone_rejects(s, stage_id: int, also: Sequence[int] = ()) -> None:
     where the undone relabels of the same review stayed, marked reverted. ``also``: issues it rejected that
     another stage decided since (an ``--overwrite`` replacing it). What each issue was is kept with it
     (``undone_issues``): a detection replaced or deleted since takes its issues along."""
-    rows = s.execute(
-        select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.score,
-               Stage.name, Run.uniqid)
-        .join(Stage, Stage.id == LabelIssue.stage_id).join(Run, Run.id == Stage.run_id)
-        .where(((LabelIssue.decided_stage_id == stage_id) & (LabelIssue.status == "rejected")) | LabelIssue.id.in_(list(also) or [-1]))
-    ).all()
+    def issues(condition) -> list[Any]:
+        return s.execute(
+            select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.score,
+                   Stage.name, Run.uniqid)
+            .join(Stage, Stage.id == LabelIssue.stage_id).join(Run, Run.id == Stage.run_id).where(condition)
+        ).all()
+
+    rows = issues((LabelIssue.decided_stage_id == stage_id) & (LabelIssue.status == "rejected"))
+    seen = {r.id for r in rows}  # (``also``: in blocks of ids, tens of thousands were past PostgreSQL's 65,535 parameters)
+    rows += [r for chunk in chunks(sorted(set(also) - seen), ID_CHUNK) for r in issues(LabelIssue.id.in_(chunk))]
     at = iso_utc(utcnow())
     stage = s.get(Stage, stage_id)
     _add_to_config(stage, "undone_rejects", {str(r.id): at for r in rows})

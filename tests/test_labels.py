@@ -2911,3 +2911,20 @@ def test_import_of_a_sheet_whose_chinese_was_saved_as_question_marks_says_so(tmp
                     "as UTF-8 (Excel: Save As \"CSV UTF-8\"), or leave the text cell empty)")
     sheet.write_text("sample_id,text,decision\n2,另一个,drop\n", encoding="utf-8")  # (not question marks: the other causes)
     assert "a sheet of another store" in error_line(kd("labels", "import", "--run", "r", str(sheet), "--db", db, ok=False))
+
+
+def test_the_rejects_an_overwrite_takes_over_are_read_in_blocks_of_ids(db):
+    """`kd labels clean --overwrite` of a review that rejected tens of thousands of issues, decided
+    again by the new one: their ids went to one IN list, past PostgreSQL's 65,535 parameters."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    store = _open(db)
+    try:
+        with store.session() as s, s.begin():
+            issue = s.scalars(select(LabelIssue).order_by(LabelIssue.id)).first()
+            stage = s.scalars(select(Stage).where(Stage.kind == "detect")).one()
+            many = [issue.id, *range(10**9, 10**9 + 70_000)]  # (ids of no issue: read, none found)
+            lab._record_undone_rejects(s, stage.id, also=many)
+            assert list(stage.config["undone_issues"]) == [str(issue.id)]
+            assert stage.config["undone_issues"][str(issue.id)]["sample_id"] == issue.sample_id
+    finally:
+        store.close()
