@@ -163,7 +163,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     for split in ("dev", "test"):
         m = stage["metrics"].get(split)
         if m:
-            seen = " (trained on: not held out)" if split == "dev" and trained_on_dev(stage) else ""
+            seen = " (trained on: not held out)" if split == "dev" and trained_on_dev(stage, store) else ""
             click.echo(f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} (n={int(m['n'])}){seen}")
     served = stage["metrics"].get("all", {})
     if config.get("student") == "early-exit" and served.get("speed") is not None:

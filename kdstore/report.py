@@ -316,16 +316,26 @@ def issue_scores(store: Store, stage_id: int) -> list[float]:
         return [float(v) for (v,) in conn.execute(select(LabelIssue.score).where(LabelIssue.stage_id == stage_id).order_by(LabelIssue.id))]
 
 
-def trained_on_dev(stage: dict[str, Any]) -> str | None:
+def trained_on_dev(stage: dict[str, Any], store: Store | None = None) -> str | None:
     """A note for a teacher that trained on dev (``kd teach --split train --split dev``): its dev
     figures are of rows it learned from, not held out as a student's are; ``None`` for any other stage,
     for one whose ``--where`` selected no dev row: dev judged its epochs (``dev_samples``), and for a
-    ``--folds`` teacher: each dev row's logits come from the fold model that did not learn from it."""
-    splits = (stage.get("config") or {}).get("splits") or []
+    ``--folds`` teacher: each dev row's logits come from the fold model that did not learn from it.
+    With ``store``, an early-exit stage on such a teacher (still in the store) too: its layers and head are
+    the teacher's (a ``--folds`` teacher's first fold model, which learned most dev rows)."""
+    config = stage.get("config") or {}
+    splits = config.get("splits") or []
     metrics = stage.get("metrics") or {}
-    folds = fold_count(stage.get("config"))
+    folds = fold_count(config)
     if stage["kind"] == "teach" and "dev" in splits and not folds and metrics.get("dev") and not (metrics.get("all") or {}).get("dev_samples"):
         return "trained on dev: its dev figures are not held out (its test figures are)"
+    teachers = config.get("teacher_stages") or []
+    if store is not None and stage["kind"] == "distill" and config.get("student") == "early-exit" and teachers and metrics.get("dev"):
+        with store.session() as s:
+            teacher = _recorded_stage(s, teachers[0])
+            teacher_id, teacher_splits = (None, []) if teacher is None else (teacher.id, (teacher.config or {}).get("splits") or [])
+        if "dev" in teacher_splits and not any(m.split == "all" and m.name == "dev_samples" and m.value for m in store.metrics(teacher_id)):
+            return "its teacher trained on dev: its dev figures are not held out (its test figures are)"
     return None
 
 
@@ -358,7 +368,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         stages = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")
                   and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
         models = [st for st in stages if st["status"] == "succeeded"]
-        rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage), other_classes(store, stage))))
+        rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage, store), other_classes(store, stage))))
                         or None) for stage in models)
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)

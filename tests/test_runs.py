@@ -1354,6 +1354,26 @@ def test_compare_notes_a_teacher_that_trained_on_dev(store, invoke):
     assert "trained on dev" in invoke(["report", "--compare", "r1", "r2"]).stdout
 
 
+def test_compare_notes_an_early_exit_on_a_teacher_that_trained_on_dev(store, invoke):
+    """`kd distill --student early-exit` reads dev through the teacher's own layers and head (speed 0 is
+    the teacher): on a teacher of `--split train --split dev` its dev figures are of rows the model learned
+    from too, and --compare gave them beside the teacher's, noted, without a word; a --folds teacher's
+    first fold model, which it lends, learned most dev rows as well."""
+    from commands.train import _teacher_stages
+
+    for run, splits, folds in (("r1", ["train", "dev"], 0), ("r2", ["train"], 0), ("r3", ["train", "dev"], 2)):
+        with stage_scope(store, run=run, kind="teach", config={"splits": splits, "folds": folds}) as st:
+            store.add_metrics(st.id, "dev", {"accuracy": 1.0, "n": 2})
+            store.add_metrics(st.id, "all", {"dev_samples": 0})
+        with stage_scope(store, run=run, kind="distill", name="distill-early-exit",
+                         config={"student": "early-exit", "teacher_stages": _teacher_stages(store, (run,))}) as st:
+            store.add_metrics(st.id, "dev", {"accuracy": 1.0, "n": 2})
+    rows = {(r["run"], r["stage"]): r for r in invoke.json(["report", "--compare", "r1", "r2", "r3"])}
+    assert "trained on dev" in rows[("r1", "distill-early-exit")]["note"]
+    assert "trained on dev" in rows[("r3", "distill-early-exit")]["note"]
+    assert rows[("r2", "distill-early-exit")]["note"] is None
+
+
 def test_report_of_missing_run(store, invoke, error_line):
     result = invoke(["report", "--run", "nope"], ok=False)
     assert "no run 'nope'" in error_line(result)
