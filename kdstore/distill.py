@@ -25,7 +25,7 @@ from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
 from .losses import (
-    CLASS_WEIGHTS, SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, balanced_class_weights, attention_mse, distillation_loss, fsp, hidden_cosine, hidden_mse,
+    CLASS_WEIGHTS, MAX_TEMPERATURE_GAMMA, SOFT_LOSSES, TEMPERATURE_SCHEDULES, attention_kl, balanced_class_weights, attention_mse, distillation_loss, fsp, hidden_cosine, hidden_mse,
     neuron_selectivity, patient_kd, probability_shift, query_key_relation_kl, relation_kl, temperature_refusal, temperature_weights,
     temperatures_from_weights,
 )
@@ -204,6 +204,9 @@ class DistillConfig:
             raise KdError("--temperature-beta and --temperature-gamma shape a per-sample temperature: add --temperature-schedule flsw or cwsm")
         if self.temperature_schedule == "cwsm" and self.temperature_gamma != 2.0:
             raise KdError(CWSM_GAMMA)
+        if self.temperature_gamma > MAX_TEMPERATURE_GAMMA:  # (1 - cosine) reaches 2: 2 ** 200 was inf, the temperatures NaN
+            raise KdError(f"--temperature-gamma must be at most {MAX_TEMPERATURE_GAMMA:g}, got {self.temperature_gamma:g}: flsw's weights "
+                          "(1 - cosine) ** gamma reach 2 ** gamma, which float32 cannot hold past 2 ** 128 (the default is 2)")
         if self.folds == 1 or self.folds < 0:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         # one option a message, so that a config file's value is named only when it is the one at fault

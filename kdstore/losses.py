@@ -15,6 +15,7 @@ SOFT_LOSSES = ("kl", "soft_ce", "mse")
 TEMPERATURE_SCHEDULES = ("constant", "flsw", "cwsm")
 MIN_TEMPERATURE = 0.1  # floor of a per-sample temperature, and of --temperature
 MAX_TEMPERATURE = 100.0  # past it float32 loses KL x T^2 (at 1e5 the mean loss came out at -70)
+MAX_TEMPERATURE_GAMMA = 100.0  # flsw's (1 - cosine) ** gamma reaches 2 ** gamma: inf in float32 past 2 ** 128, and NaN temperatures
 
 
 def temperature_refusal(name: str, t: float | None) -> str | None:

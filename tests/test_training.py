@@ -1924,6 +1924,24 @@ def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
     DistillConfig(temperature_schedule="cwsm", temperature_beta=0.5).validate()
 
 
+def test_a_temperature_gamma_past_what_float32_computes_is_refused(tmp_path):
+    """--temperature-schedule flsw --temperature-gamma 200: (1 - cosine) reaches 2, and 2**200 is inf in
+    float32; inf - inf made the per-sample temperatures NaN and the stage failed as "training diverged:
+    lower --lr", naming the wrong option."""
+    from kdstore.distill import DistillConfig
+    from kdstore.losses import MAX_TEMPERATURE_GAMMA, sample_temperatures
+
+    db = str(tmp_path / "never.db")
+    bad = kd("distill", "--run", "r", "--temperature-schedule", "flsw", "--temperature-gamma", "200", "--db", db, ok=False)
+    assert "--temperature-gamma must be at most 100, got 200" in bad.output and len(bad.output.strip().splitlines()) == 1, bad.output
+    assert not (tmp_path / "never.db").exists()
+    # at the bound, a student opposite its teacher (1 - cosine = 2) still gets finite temperatures
+    student, teacher = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([[3.0, 0.0], [3.0, 0.0]])
+    temps = sample_temperatures(student, teacher, base=2.0, kind="flsw", beta=1.0, gamma=MAX_TEMPERATURE_GAMMA)
+    assert not torch.isnan(temps).any(), temps
+    DistillConfig(temperature_schedule="flsw", temperature_gamma=MAX_TEMPERATURE_GAMMA).validate()
+
+
 def test_a_negative_intermediate_loss_weight_names_its_option_and_value(tmp_path):
     """"intermediate loss weights must be non-negative" named none of the nine options: neither the one
     typed wrong nor, for a config file's `fsp = -2`, the file and its key."""
