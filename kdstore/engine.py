@@ -143,6 +143,17 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _rollback_invalidated(dbapi_connection, _record, _exc) -> None:
+    """Roll back the transaction of a connection SQLAlchemy discards: it does so when Ctrl-C or a kill
+    lands in a statement, and SQLite closes a connection whose statement is still held (by the
+    traceback) only once that is freed, keeping its write lock meanwhile: the stage's failure, recorded
+    by this process, waited on its own lock (10 minutes, deaf to signals) and left the stage running."""
+    try:
+        dbapi_connection.rollback()
+    except Exception:  # noqa: BLE001 - closed already, or unusable: SQLite rolls back as it closes
+        pass
+
+
 _KD_MARK = frozenset({"alembic_version", "classes", "samples", "runs", "stages"})  # the tables every kd store has
 
 
@@ -220,4 +231,5 @@ def make_engine(url: str, *, read_only: Path | None = None) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
+        event.listen(engine, "invalidate", _rollback_invalidated)
     return engine

@@ -327,6 +327,32 @@ def test_sigterm_marks_the_stage_failed(db, tmp_path):
     store.close()
 
 
+def test_a_ctrl_c_as_a_write_transaction_reads_ends_the_stage_failed_at_once(store, monkeypatch):
+    """Ctrl-C (or a kill) landing as a statement of a write transaction returned (`kd labels clean`
+    reading its samples): SQLAlchemy invalidates the connection, and SQLite left it open, write lock
+    and all, while the traceback held the statement. The stage's failure then waited for that lock,
+    its own, for 10 minutes, deaf to a second Ctrl-C or a kill, and the stage stayed running."""
+    from sqlalchemy import text
+
+    from kdstore import engine
+
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 2000)  # (unfixed: the failure's record fails in 2 s, not 10 min)
+    do_execute = store.engine.dialect.do_execute
+
+    def interrupted(cursor, statement, parameters, context=None):
+        do_execute(cursor, statement, parameters, context)
+        if "kd_ctrl_c" in statement:  # the signal's KeyboardInterrupt, raised as the statement returns
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.engine.dialect, "do_execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with stage_scope(store, run="r1", kind="teach", config={}):
+            with store.write_session("samples") as s:
+                s.execute(text("SELECT id AS kd_ctrl_c FROM samples"))  # (rows left to read: its statement stays open)
+    stage = store.find_stage("r1", "teach", succeeded=False)
+    assert (stage.status, stage.error) == ("failed", "interrupted (KeyboardInterrupt)")
+
+
 def test_a_kill_inside_a_library_that_catches_exception_still_ends_the_stage(store):
     """A SIGTERM that lands inside a library's ``except Exception`` (jieba swallows errors while it
     loads its dictionary, where ``kd pretrain`` spends its first seconds) is not swallowed: the
