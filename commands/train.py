@@ -446,10 +446,8 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     corpus = read_corpus(cfg.corpus, digests)
     store = open_store(db)
     with process_group(device) as dist:
-        if overwrite:  # a replacement refused (a stage running on the old model) is refused before the warning below
-            check_stage_free(store, run=run, kind="pretrain", name="pretrain", overwrite=True)
-        if overwrite and dist.is_main:
-            _warn_learners_of_replaced(store, run, "pretrain")
+        if overwrite:
+            _before_replacing(store, run, "pretrain", warn=dist.is_main)
         with shared_stage(dist, store, run=run, kind="pretrain", config={**pretrain_config(cfg, digests), "environment": environment(device)}, overwrite=overwrite) as stage:
             run_pretrain(store, stage, cfg, dist, corpus=corpus)
     if dist.is_main:
@@ -581,10 +579,8 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                   "is kept (`kd ingest FILE --split dev` adds some)")
         if dist.is_main and not _dev_trains(store, cfg):
             _warn_one_class_dev(store, cfg.labels, cfg.where)
-        if overwrite:  # a replacement refused (a stage running on the old logits or model) is refused before the warning below
-            check_stage_free(store, run=run, kind="teach", name="teach", overwrite=True)
-        if overwrite and dist.is_main:
-            _warn_learners_of_replaced(store, run)
+        if overwrite:
+            _before_replacing(store, run, "teach", warn=dist.is_main)
         if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
             from kdstore.folds import stratified_folds
             from kdstore.teacher import training_rows
@@ -640,6 +636,15 @@ def _dev_judges(store, cfg: TeachConfig) -> bool:
         return True  # (an unknown --label is the stage's one-line error, not a warning first)
     dev = store.counts().get("dev", {})
     return any(n for name, n in dev.items() if name != "(none)" and (not cfg.labels or name in cfg.labels))
+
+
+def _before_replacing(store, run: str, kind: str, name: str | None = None, *, warn: bool = True) -> None:
+    """An --overwrite's checks before it trains: a replacement the stage's start would refuse (a stage
+    running on the old logits or model) is refused here, before the warning (``warn``: this process
+    says it, rank 0 under torchrun) of the stages that used what it replaces."""
+    check_stage_free(store, run=run, kind=kind, name=name or kind, overwrite=True)
+    if warn:
+        _warn_learners_of_replaced(store, run, kind, name)
 
 
 def _warn_learners_of_replaced(store, run: str, kind: str = "teach", name: str | None = None) -> None:
@@ -988,10 +993,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
               **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}
     _warn_teachers_of_other_labels(store, config)
     with process_group(device) as dist:
-        if overwrite:  # a replacement refused (a detection running on its votes) is refused before the warning below
-            check_stage_free(store, run=run, kind="distill", name=name, overwrite=True)
-        if overwrite and dist.is_main:
-            _warn_learners_of_replaced(store, run, "distill", name)
+        if overwrite:
+            _before_replacing(store, run, "distill", name, warn=dist.is_main)
         with shared_stage(dist, store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
             run_distill(store, stage, cfg, dist)
     if dist.is_main:
@@ -1354,9 +1357,8 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), "classes": store.class_names(), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}
     _warn_teachers_of_other_labels(store, config)
-    if overwrite:  # (refused first where the real start would be: then no warning)
-        check_stage_free(store, run=run, kind="distill", name=name, overwrite=True)
-        _warn_learners_of_replaced(store, run, "distill", name)
+    if overwrite:
+        _before_replacing(store, run, "distill", name)
     with stage_scope(store, run=run, kind="distill", name=name, config=config, overwrite=overwrite) as stage:
         train_early_exit(store, stage, cfg, teacher_run=teacher_runs[0] if teacher_runs else None)
     _finish(store, run, name, as_json)

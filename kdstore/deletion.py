@@ -12,7 +12,6 @@ on record there). A stage whose edits were all undone keeps its record, as the a
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import shutil
 from pathlib import Path
@@ -22,7 +21,7 @@ from sqlalchemy import func, select
 
 from .errors import KdError
 from .names import model_source
-from .runs import _any_edits, _crashed, _edits_not_undone, _live_edits, process_state, running_by, stage_folder, unchecked_why
+from .runs import _any_edits, _crashed, _edits_not_undone, _live_edits, process_state, remove_empty_store_folder, running_by, stage_folder, unchecked_why
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import EXPORT_KINDS, default_export_dir, exports_of
 from .store import Store, recorded_folder
@@ -113,10 +112,8 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
     report["warnings"] += _remove_folders(folders + exports, store.artifact_root / run)
     for folder in {f.parent for f in folders} - {store.artifact_root / run}:  # (a server store's, from another folder)
         _remove_folders([], folder)
-    if report["run_deleted"] and not os.environ.get("KD_ARTIFACTS"):  # the last run's: kd-artifacts/STORE, made by kd,
-        with contextlib.suppress(OSError):  # and kd-artifacts, when nothing else is left in them (a stage's failure
-            store.artifact_root.rmdir()  # removes them so too)
-            store.artifact_root.parent.rmdir()
+    if report["run_deleted"]:  # (the last run's: its folders were all kd-artifacts/STORE held)
+        remove_empty_store_folder(store)
     return report
 
 

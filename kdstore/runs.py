@@ -708,9 +708,9 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> bool:
                 shutil.rmtree(folder)
             with contextlib.suppress(OSError):  # the run's folder too, when this stage's was all it held
                 folder.parent.rmdir()
-                if not os.environ.get("KD_ARTIFACTS"):  # and kd-artifacts/STORE, made by it: a store moved without its
-                    store.artifact_root.rmdir()  # models, whose stages fail on that, had `mv OLD NEW` (as the error
-                    store.artifact_root.parent.rmdir()  # says) nest them in an empty kd-artifacts/NEW, unfound
+                # and kd-artifacts/STORE, made by it: a store moved without its models, whose stages fail on that,
+                # had `mv OLD NEW` (as the error says) nest them in an empty kd-artifacts/NEW, unfound
+                remove_empty_store_folder(store)
             if not parked:  # nothing was replaced: the failed stage keeps its own name
                 return False
             back = parked[-1]
@@ -727,6 +727,15 @@ def _give_back(store: Store, *, run: str, name: str, failed_id: int) -> bool:
             back.name = name
         moved.clear()  # committed: the folder stays where the record now says
     return True
+
+
+def remove_empty_store_folder(store: Store) -> None:
+    """Remove ``kd-artifacts/STORE`` and ``kd-artifacts``, the folders kd made for the store's models, where
+    nothing is left in them (not a ``KD_ARTIFACTS`` folder: the user named it)."""
+    if not os.environ.get("KD_ARTIFACTS"):
+        with contextlib.suppress(OSError):
+            store.artifact_root.rmdir()
+            store.artifact_root.parent.rmdir()
 
 
 def _unfinished(store: Store) -> list[tuple[int, str, str]]:
