@@ -538,14 +538,18 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     """Logits, predictions and per-split metrics of the store's samples, as stage ``predict-STAGE``."""
     from kdstore.environment import environment
     from kdstore.outputs import store_outputs
-    from kdstore.predictor import Predictor
+    from kdstore.predictor import Predictor, model_stage
     from kdstore.report import run_report
-    from kdstore.runs import stage_scope
+    from kdstore.runs import check_stage_free, stage_scope
 
     from kdstore.schema import utcnow
 
     store = open_store(db, writer=True)
     check_file_model(store, run, which)
+    # the stage it would write, refused (a rerun without --overwrite) before the model loads, as kd teach's is
+    planned = model_stage(store, run, which).name
+    if "~parked-" not in planned:  # (refused below in plain words)
+        check_stage_free(store, run=run, kind="predict", name=f"predict-{planned}" + (f"@{split}" if split else ""), overwrite=overwrite)
     loading = utcnow()
     predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
     names = store.class_names()

@@ -189,6 +189,19 @@ def default_student(store: Store, run: str):
     return (models or students or [None])[-1]
 
 
+def model_stage(store: Store, run: str, which: str = "student"):
+    """The teach or distill stage ``which`` names (as ``Predictor.from_run`` reads it), found without loading it."""
+    if which == "student":
+        stage = default_student(store, run) or store.find_stage(run, "teach")
+    elif which == "teacher":
+        stage = _run_teacher(store, run)
+    else:
+        stage = store.find_stage(run, which)
+    if stage.kind not in ("teach", "distill"):
+        raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
+    return stage
+
+
 @dataclass
 class Predictor:
     """A loaded model with its class names; ``logits(texts)`` works for teachers and students alike."""
@@ -213,14 +226,7 @@ class Predictor:
         where it can).
         """
         dev = pick_device(device)
-        if which == "student":
-            stage = default_student(store, run) or store.find_stage(run, "teach")
-        elif which == "teacher":
-            stage = _run_teacher(store, run)
-        else:
-            stage = store.find_stage(run, which)
-        if stage.kind not in ("teach", "distill"):
-            raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
+        stage = model_stage(store, run, which)
         if not stage.artifact_path or not Path(stage.artifact_path).exists():
             raise missing_model(stage)
         try:

@@ -4371,6 +4371,25 @@ def test_predict_store_refuses_a_model_replaced_while_it_loaded(taught_store, ti
     assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout
 
 
+def test_predict_store_refuses_an_existing_stage_before_it_loads_the_model(taught_store, monkeypatch):
+    """A second `kd predict --store` without --overwrite loaded the model (a large teacher: minutes on a
+    CPU) and only then was refused for the stage it already had. Refused first, as kd teach and kd distill are."""
+    from kdstore.predictor import Predictor
+
+    db = str(taught_store)
+    kd("predict", "--run", "r", "--model", "teacher", "--store", "--split", "dev", "--db", db)
+
+    def no_load(cls, *args, **kwargs):
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr(Predictor, "from_run", classmethod(no_load))
+    for which in ("teacher", "teach"):
+        refused = kd("predict", "--run", "r", "--model", which, "--store", "--split", "dev", "--db", db, ok=False)
+        assert "predict-teach@dev" in refused.output and "--overwrite" in refused.output, refused.output
+        assert "loaded before" not in refused.output
+    assert [s.name for s in Store.open(db).stages_of("r") if s.kind == "predict"] == ["predict-teach@dev"]
+
+
 def test_predict_store_while_an_overwrite_replaces_the_student_is_refused_in_plain_words(taught_store):
     """`kd predict --store` while `kd distill --overwrite` ran: --model student is the parked student, and
     the stage it named, predict-distill-textcnn~parked-ID, was refused as "not valid: use 1-64 ASCII
