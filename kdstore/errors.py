@@ -15,7 +15,8 @@ class InterruptedAfterRecord(KeyboardInterrupt):
     """A Ctrl-C held while a stage's success was recorded, raised once the record stands. Still a
     ``KeyboardInterrupt`` (a script stops on it); the CLI prints its message, which says the stage
     succeeded, as a one-line error: click's bare "Aborted!" read as if nothing had been done (a
-    clean's label edits stood)."""
+    clean's label edits stood). Raised too by a Ctrl-C inside a stage, once its failure is recorded
+    (saying so, where "Aborted!" said nothing of the stage)."""
 
 
 def make_folder(folder, what: str) -> None:

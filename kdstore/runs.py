@@ -138,11 +138,17 @@ def stage_scope(
             yield handle
         except BaseException as exc:
             guard.hold()  # from here on a kill or a second Ctrl-C waits: the failure's record is not cut short
+            gave_back = False
             try:
-                if _fail(store, stage_id, run=run, name=name, error=_describe(exc)):  # (the command warned, before it
-                    print(f"note: nothing was replaced: stage {name!r} of run {run!r} stays as it was", file=sys.stderr)  # ran, of what it replaces)
+                gave_back = _fail(store, stage_id, run=run, name=name, error=_describe(exc))
+                if gave_back:  # (the command warned, before it ran, of what it replaces)
+                    print(f"note: nothing was replaced: stage {name!r} of run {run!r} stays as it was", file=sys.stderr)
             except Exception as cleanup:  # (a folder that cannot be removed): the stage's own error is the one to tell
                 print(f"warning: stage {name!r} failed, and so did its cleanup: {_describe(cleanup)}", file=sys.stderr)
+            if type(exc) is KeyboardInterrupt:  # (click's bare "Aborted!" said nothing of the stage; still a KeyboardInterrupt)
+                what = f"the replacement of stage {name!r}" if gave_back else f"stage {name!r}"
+                raise InterruptedAfterRecord(f"{_describe(exc)}: {what} of run {run!r} is recorded failed; "
+                                             "run the command again to start it over") from None
             raise
         guard.hold()
         _finish(store, stage_id, "succeeded", None)

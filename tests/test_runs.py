@@ -548,6 +548,29 @@ def test_a_ctrl_c_just_after_the_stage_is_recorded_ends_it_failed(store, invoke,
     assert [(s.name, s.status) for s in store.stages_of("r2")] == [("edit-1", "failed")]
 
 
+def test_a_ctrl_c_inside_a_stage_says_the_stage_is_recorded_failed(store, invoke, monkeypatch):
+    """Ctrl-C while a stage ran (a teacher's epochs, a clean's edits) ended the command in click's bare
+    "Aborted!": nothing said what became of the stage. Its one-line error says it is recorded failed
+    (a rerun starts it over, no --overwrite needed); exit 1, still a KeyboardInterrupt to a script."""
+    import kdstore.labels as lab
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lab, "apply", ctrl_c)
+    result = invoke(["labels", "set", "--run", "r1", "1=neg"], ok=False)
+    assert result.exit_code == 1 and "Aborted!" not in result.output
+    assert result.stderr.strip() == ("Error: interrupted (KeyboardInterrupt): stage 'edit-1' of run 'r1' is recorded failed; "
+                                     "run the command again to start it over"), result.stderr
+    assert [(s.name, s.status, s.error) for s in store.stages_of("r1")] == [("edit-1", "failed", "interrupted (KeyboardInterrupt)")]
+    monkeypatch.undo()
+    invoke(["labels", "set", "--run", "r1", "--name", "edit-1", "1=neg"])  # (the failed stage's name is taken again)
+    assert store.counts()["train"] == {"pos": 1, "neg": 3}
+    with pytest.raises(KeyboardInterrupt):  # (a script calling the library still stops on it)
+        with stage_scope(store, run="r2", kind="teach", config={}):
+            raise KeyboardInterrupt
+
+
 def test_succeeded_stage_is_not_replaced_without_overwrite(store):
     ids = store.samples().ids
     with stage_scope(store, run="r1", kind="teach", config={"v": 1}) as st:
