@@ -14,7 +14,7 @@ from kdstore.names import resolve_run_id
 from kdstore.runs import check_stage_free, sha256_path, stage_scope
 from kdstore.schema import iso_utc
 
-from .common import FLOAT, SQL_INT_MAX, KdPath, counted, json_option, open_store, overwrite_option, print_json, print_rows, resolve_runs, run_option, store_options
+from .common import CELL_BREAKS, FLOAT, SHOWN_CONTROLS, SQL_INT_MAX, KdPath, counted, json_option, open_store, overwrite_option, print_json, print_rows, resolve_runs, run_option, store_options
 
 
 @click.group()
@@ -394,7 +394,10 @@ def history(sample_id, db, as_json):
         return "(unlabeled)" if label is None else label
 
     click.echo(f"sample {sample_id}: original {shown(h['original'])}, now {shown(h['current'])}{' (dropped)' if h['dropped'] else ''}")
-    click.echo(f"  {h['text']}")
+    def plain(line: str) -> str:  # (a text's line break or \r broke the listing, its ESC ran in the terminal: as kd samples shows them)
+        return line.translate(CELL_BREAKS).translate(SHOWN_CONTROLS)
+
+    click.echo(f"  {plain(h['text'])}")
     lines = []  # (time, stage id, line): the edits and a review's rejects (no edit of their own) in the order they were made
     for e in h["edits"]:
         undone = f", reverted {e['reverted_at']}" if e["reverted_at"] else ""
@@ -413,7 +416,7 @@ def history(sample_id, db, as_json):
         lines.append((r["at"] or "", r["stage_id"] or 0, f"  {r['at'] or '(time unknown)'} {where}{_by(r)}: reject, label {r['kept']} kept "
                                      f"({r['run']}/{r['detection']} suggested {r['suggested']}, issue {r['issue_id']}{why}){undone}"))
     for _, _, line in sorted(lines, key=lambda t: t[:2]):  # (times are to the second: two stages within one, in the order they ran)
-        click.echo(line)
+        click.echo(plain(line))
 
 
 def _by(item: dict) -> str:

@@ -321,9 +321,9 @@ def _check_methods(methods: Iterable[str]) -> frozenset[str]:
 
 def _check_options(methods: Iterable[str], p_mask: float, p_pos: float, p_ngram: float) -> frozenset[str]:
     chosen = _check_methods(methods)
-    _check_p("p_mask", p_mask)
-    _check_p("p_pos", p_pos)
-    _check_p("p_ngram", p_ngram)
+    for method, p in zip(METHODS, (p_mask, p_pos, p_ngram)):
+        if method in chosen:  # (a method left out counts as probability 0, whatever its value: `--p-mask` without mask)
+            _check_p(f"p_{method}", p)
     if {"mask", "pos"} <= chosen and p_mask + p_pos > 1.0:
         raise KdError(f"p_mask + p_pos must be at most 1, got {p_mask} + {p_pos}")
     return chosen

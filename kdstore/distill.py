@@ -171,7 +171,7 @@ class DistillConfig:
         if self.augment:  # checked here, before a stage is started, not when the texts are made
             probs = {"mask": self.p_mask, "pos": self.p_pos, "ngram": self.p_ngram}
             for method, p in probs.items():
-                if not 0.0 <= p <= 1.0:
+                if method in self.augment and not 0.0 <= p <= 1.0:  # (one of a method left out is not used: not judged)
                     raise KdError(f"--p-{method} must be a probability between 0 and 1, got {p}")
             if {"mask", "pos"} <= set(self.augment) and self.p_mask + self.p_pos > 1.0:
                 raise KdError(f"--p-mask + --p-pos must be at most 1, got {self.p_mask} + {self.p_pos}")

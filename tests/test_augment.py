@@ -438,6 +438,18 @@ def test_distill_refuses_bad_augmentation_probabilities_before_starting_a_stage(
     assert not db.exists()
 
 
+def test_a_probability_of_a_method_left_out_is_not_judged(tmp_path):
+    """`--augment ngram --p-mask 1.5` warned that --p-mask is not used, as the README says (its value
+    not judged), then refused it as no probability: the recipe names it "-" and never draws by it."""
+    from synthetic import kd
+
+    db = tmp_path / "kd.db"
+    out = kd("distill", "--run", "r", "--augment", "ngram", "--p-mask", "1.5", "--p-pos", "-2", "--db", str(db), ok=False)
+    assert "--p-mask, --p-pos: not used by --augment ngram" in out.output
+    assert "Error: no kd store at" in out.output and "must be a probability" not in out.output, out.output
+    assert augment(TEXTS[:2], n=1, seed=0, methods=("ngram",), p_mask=1.5, p_pos=-2, p_ngram=1.0)
+
+
 def test_mask_is_refused_for_a_teacher_whose_tokenizer_has_no_unknown_token(tmp_path):
     """A byte-level BPE tokenizer (Qwen2's, say) has no unknown token: `--augment mask` wrote the
     literal `[UNK]`, which teacher and student read as five plain characters, and said nothing. It

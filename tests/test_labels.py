@@ -2800,6 +2800,26 @@ def test_history_shows_a_reviews_reject_of_a_suggested_label(tmp_path):
     assert [(r["stage"], r["reverted_at"] is None) for r in again] == [("review", False), ("review-2", True)]
 
 
+def test_history_keeps_a_text_on_its_line_and_sends_no_control_character(tmp_path):
+    """`kd labels history` printed the sample's text (and an edit's --reason) as stored: a line break split
+    it off its indented line, a bare \\r made the terminal write over it, and an ESC of an ANSI code scraped
+    with it ran in the terminal (click strips only colour codes, and only when not writing to one), where
+    `kd labels show` and `kd samples` show them as symbols. --json keeps them as they are."""
+    from click.testing import CliRunner
+
+    from commands.cli import cli
+
+    db = _hand_made_detection(tmp_path / "kd.db", ["第一行\n第二行\r好\x1b]0;title\x07评\x1b[31m红"])
+    kd("labels", "set", "--run", "r", "1=neg", "--reason", "复核\x1b[2J\n第二行", "--db", db)
+    out = CliRunner().invoke(cli, ["labels", "history", "1", "--db", db], color=True).stdout  # (as on a terminal)
+    assert "\x1b" not in out and "\r" not in out and "\x07" not in out, repr(out)
+    lines = out.splitlines()
+    assert lines[1] == "  第一行 第二行 好␛]0;title␇评␛[31m红" and len(lines) == 3, lines
+    assert lines[2].endswith(": relabel pos -> neg (复核␛[2J 第二行)"), lines
+    got = json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)
+    assert got["text"] == "第一行\n第二行\r好\x1b]0;title\x07评\x1b[31m红" and got["edits"][0]["reason"] == "复核\x1b[2J\n第二行"
+
+
 def test_an_undone_reject_stays_in_the_history_once_its_review_is_replaced(tmp_path):
     """A review of rejects only, undone, then replaced by `kd labels import --overwrite`: the replaced
     stage, having made no label edit, was deleted with its record of the undone reject, which
