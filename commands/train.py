@@ -883,7 +883,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         kernels = tuple(int(k) for k in kernel_sizes.split(","))
     except ValueError:
         raise click.BadParameter(f"{kernel_sizes!r}: give widths like 2,3,4", param_hint="--kernel-sizes") from None
-    if len(set(kernels)) != len(kernels):  # (a typo for 2,3,4: two banks of one width, Kim's widths differ)
+    if student == "textcnn" and len(set(kernels)) != len(kernels):  # (a typo for 2,3,4: two banks of one width, Kim's widths differ;
+        # another student's are warned as not used, their value not judged)
         raise click.BadParameter(f"{kernel_sizes!r}: a width given twice: give distinct widths like 2,3,4", param_hint="--kernel-sizes")
     try:
         mapping = tuple(int(j) for j in layer_map.split(",")) if layer_map.strip() else ()

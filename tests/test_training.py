@@ -1899,6 +1899,10 @@ def test_a_kernel_width_given_twice_is_refused(tmp_path):
     db = str(tmp_path / "never.db")
     bad = kd("distill", "--run", "new", "--teacher-run", "r", "--kernel-sizes", "3,3", "--db", db, ok=False)
     assert "'3,3': a width given twice: give distinct widths like 2,3,4" in bad.output and not (tmp_path / "never.db").exists()
+    # a student that has no kernels (--student bigru) is warned that the option is not used: its value is not judged,
+    # as the README says (warned, then refused for a width given twice)
+    other = kd("distill", "--run", "new", "--teacher-run", "r", "--student", "bigru", "--kernel-sizes", "3,3", "--db", db, ok=False)
+    assert "warning: --kernel-sizes: not used by --student bigru" in other.output and "given twice" not in other.output, other.output
 
 
 @pytest.mark.parametrize("args", [["--temperature", "1e30"], ["--temperature", "1e-30"], ["--temperature", "2", "--temperature-end", "1000"],
