@@ -218,13 +218,18 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             return
         table = Table(title="runs compared")
         # (status: the note says a stage that did not succeed, and why; a succeeded one's figures say it)
-        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "status" and (k != "note" or any(r[k] for r in rows))] or ["run", "stage"]
+        threads = {r["speed_threads"] for r in rows if r["speed_threads"] is not None}  # (one count: no column, nothing to say)
+        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "status" and (k != "note" or any(r[k] for r in rows))
+                and (k != "speed_threads" or len(threads) > 1)] or ["run", "stage"]
         cells = [[Text(v) if isinstance(v, str) else _fmt(v) for v in (r.get(c) for c in cols)] for r in rows]
         for c in cols:
             table.add_column(c, justify="left" if c in ("run", "stage", "kind", "note") else "right")
         for row in cells:
             table.add_row(*row)
         print_wide(console(), table)
+        if len(threads) > 1:
+            click.echo("note: latency and throughput were timed with different numbers of torch threads (speed_threads): "
+                       "compare them between models timed alike (OMP_NUM_THREADS sets the count)")
         return
     data = run_report(store, run)
     if plot_dir:

@@ -350,7 +350,8 @@ def other_classes(store: Store, stage: dict[str, Any]) -> str | None:
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     figures that compare them, the test samples they were measured on (``test_n``) and the labels
-    they trained on (``labels_digest``: equal digests, equal labels); a teacher that trained on dev
+    they trained on (``labels_digest``: equal digests, equal labels), the torch threads their speed was
+    timed with (``speed_threads``); a teacher that trained on dev
     says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from), and so does a model trained
     before the store added a class (``other_classes``). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
@@ -361,6 +362,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         return {"run": run, "stage": stage and stage["name"], "kind": stage and stage["kind"], "status": stage and stage["status"],
                 **{f"{split}_{name}" if split != "all" else name: figures.get(split, {}).get(name) for split, name in COMPARE_FIGURES},
                 "test_n": figures.get("test", {}).get("n"),
+                "speed_threads": figures.get("all", {}).get("speed_threads"),  # (the latency and throughput's: two counts, two bases)
                 "labels_digest": ((stage or {}).get("config") or {}).get("labels_digest"), "note": note}
 
     rows = []

@@ -3322,6 +3322,33 @@ def test_a_deberta_of_relative_positions_alone_is_not_refused_a_max_len_past_its
     assert answer["label"] in ("pos", "neg")  # (26 tokens, past its 16 max_position_embeddings)
 
 
+def test_compare_says_when_speed_figures_were_timed_with_other_thread_counts(taught_store):
+    """`kd report --compare` set latency and throughput side by side with no word that one model was timed with
+    1 torch thread and another with 2 (a teacher taught in one shell, a student distilled in another): its
+    rows carry speed_threads, and the table shows them, with a note, where they differ."""
+    import torch
+
+    db = str(taught_store)
+    kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+    plain = kd("report", "--compare", "r", "--db", db).stdout
+    rows = json.loads(kd("report", "--compare", "r", "--db", db, "--json").stdout)
+    threads = {r["stage"]: r["speed_threads"] for r in rows}
+    assert set(threads.values()) == {torch.get_num_threads()}, threads
+    assert "speed_threads" not in plain and "thread" not in plain  # all alike: nothing to say
+    before = torch.get_num_threads()
+    torch.set_num_threads(before + 1)
+    try:
+        kd("distill", "--run", "r", "--name", "more-threads", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8",
+           "--max-len", "32", "--db", db)
+    finally:
+        torch.set_num_threads(before)
+    rows = json.loads(kd("report", "--compare", "r", "--db", db, "--json").stdout)
+    assert {r["stage"]: r["speed_threads"] for r in rows}["more-threads"] == before + 1
+    table = kd("report", "--compare", "r", "--db", db).stdout
+    assert "speed_threads" in table
+    assert "note: latency and throughput were timed with different numbers of torch threads (speed_threads)" in " ".join(table.split())
+
+
 def test_report_has_every_figure_compares_runs_and_plots(taught_store, tmp_path):
     db = str(taught_store)
     kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
