@@ -368,11 +368,11 @@ def _parse_delimited(
                 label_i = lowered.index("label")
             elif want_label:
                 raise KdError(f"{name}: line {rows[0][0]}: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)}); "
-                              f"name it with --label-col{guessed}")
+                              f"name it with --label-col{guessed}" + _POOL_HINT)
         elif width >= 2 and (want_label or not wide):  # (more columns: no default says which is a label)
             label_i = 0 if text_i != 0 else 1
         elif want_label:
-            raise KdError(f"{name}: line {rows[0][0]}: field 'label': missing: split '{opts.split}' needs a label column")
+            raise KdError(f"{name}: line {rows[0][0]}: field 'label': missing: split '{opts.split}' needs a label column" + _POOL_HINT)
     same = label_i is not None and label_i == text_i
     if header is None and label_i is not None and not same and opts.text_col is None and opts.label_col is None:
         _refuse_swapped_columns(body, text_i, label_i, width, name, rows[0][0])
@@ -489,6 +489,10 @@ def _bare_cr(rows) -> str:
                                     "mixed line ends? make them all \\n (e.g. `mac2unix`)")
 
 
+# (a labeled split's file with no label at all: an unlabeled pool ingested without --split unlabeled)
+_POOL_HINT = "; or --split unlabeled for texts without labels"
+
+
 def _key_hint(obj: dict, key: str, named: str | None, option: str) -> str:
     """Where a line lacks a default key kd was not told: the keys it has and the option that names
     another (a bare "missing" left a pool of {"body": ...} lines with no way forward)."""
@@ -546,7 +550,8 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
         if want_label:
             raw_label = obj.get(label_key)
             if raw_label is None or (isinstance(raw_label, str) and not raw_label.strip()):
-                raise KdError(f"{name}: line {line}: field '{label_key}': missing label{_key_hint(obj, label_key, opts.label_col, '--label-col')}")
+                pool = _POOL_HINT if not records and label_key not in obj else ""  # (the first line: a file of texts, no labels)
+                raise KdError(f"{name}: line {line}: field '{label_key}': missing label{_key_hint(obj, label_key, opts.label_col, '--label-col')}{pool}")
             if isinstance(raw_label, bool) or not isinstance(raw_label, (str, int)):
                 raise KdError(
                     f"{name}: line {line}: field '{label_key}': expected a string or an integer, "

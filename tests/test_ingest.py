@@ -639,7 +639,9 @@ def test_jsonl_without_the_default_keys_names_the_keys_it_has_and_the_option(inv
     assert error_line(result) == "Error: pool.jsonl: line 1: field 'text': missing (keys: 'doc_id', 'body'); name it with --text-col"
     write_file("news.jsonl", '{"body": "新闻正文", "category": "体育"}\n')
     result = invoke(["ingest", "news.jsonl", "--text-col", "body"], ok=False)
-    assert error_line(result) == "Error: news.jsonl: line 1: field 'label': missing label (keys: 'body', 'category'); name it with --label-col"
+    assert error_line(result) == (
+        "Error: news.jsonl: line 1: field 'label': missing label (keys: 'body', 'category'); name it with --label-col; "
+        "or --split unlabeled for texts without labels")
     assert not store_exists(invoke.db)
     # a key kd was told, or one present but empty, keeps the plain message
     assert error_line(invoke(["ingest", "pool.jsonl", "--text-col", "text"], ok=False)) == "Error: pool.jsonl: line 1: field 'text': missing"
@@ -651,6 +653,22 @@ def test_jsonl_without_the_default_keys_names_the_keys_it_has_and_the_option(inv
     assert error_line(invoke(["ingest", "empty.jsonl"], ok=False)) == "Error: empty.jsonl: line 1: field 'label': missing label"
     invoke(["ingest", "news.jsonl", "--text-col", "body", "--label-col", "category"])
     assert [(r["text"], r["label"]) for r in read_samples()] == [("新闻正文", "体育")]
+
+
+def test_a_pool_ingested_without_split_unlabeled_is_told_so(invoke, write_file, error_line):
+    """A new user's unlabeled pool, ingested without --split (train): the error said only to name a
+    label column with --label-col, which a file of texts does not have."""
+    write_file("pool.jsonl", '{"id": 0, "text": "全网最好的洗发水"}\n{"id": 1, "text": "本店支持七天无理由退货"}\n')
+    write_file("pool.csv", "text\n全网最好的洗发水\n本店支持七天无理由退货\n")
+    write_file("pool.txt", "全网最好的洗发水\n本店支持七天无理由退货\n")
+    for path in ("pool.jsonl", "pool.csv", "pool.txt"):
+        line = error_line(invoke(["ingest", path], ok=False))
+        assert line.startswith(f"Error: {path}: line 1: field 'label': ") and line.endswith(
+            "; or --split unlabeled for texts without labels"), line
+    assert not store_exists(invoke.db)
+    # a label missing on a later line is that row's error, not a pool's
+    write_file("late.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b"}\n')
+    assert "--split unlabeled" not in error_line(invoke(["ingest", "late.jsonl"], ok=False))
 
 
 def test_stdin(invoke, read_samples):
