@@ -391,7 +391,8 @@ def check_train_scored(store: Store, runs: list[str]) -> None:
             raise KdError(f"teacher of run {r!r} has no logits in the store for its train samples: re-run `kd teach`")
     if lacking:
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
-        raise KdError(f"{max(lacking.values())} train samples have no teacher logits (ingested after the teacher ran?): run {fix} first")
+        n = max(lacking.values())
+        raise KdError(f"{n} train sample{' has' if n == 1 else 's have'} no teacher logits (ingested after the teacher ran?): run {fix} first")
 
 
 def training_set(
@@ -410,7 +411,8 @@ def training_set(
     if missing:
         lacking = [r for r, seen in zip(teachers.runs, teachers.scored) if not seen.issuperset(missing)]
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
-        raise KdError(f"{len(missing)} train samples have no teacher logits (ingested after the teacher ran?): run {fix} first")
+        raise KdError(f"{len(missing)} train sample{' has' if len(missing) == 1 else 's have'} no teacher logits "
+                      f"(ingested after the teacher ran?): run {fix} first")
     pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL")
     if use_pool is None:
         use_pool = len(pool) > 0

@@ -2168,7 +2168,7 @@ def test_a_teacher_of_another_run_that_lacks_logits_or_classes_is_refused_before
     kd("ingest", str(write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条很好评论")])), "--db", db)
     for student in (["--student", "textcnn", "--embed-dim", "16", "--num-filters", "8"],):
         late = kd("distill", "--run", "B", "--teacher-run", "r", *student, "--epochs", "1", "--db", db, ok=False)
-        assert late.output.strip() == ("Error: 1 train samples have no teacher logits (ingested after the teacher ran?): "
+        assert late.output.strip() == ("Error: 1 train sample has no teacher logits (ingested after the teacher ran?): "
                                        "run `kd teach --run r --logits-only` first"), late.output
         assert not store.run_exists("B")
     kd("teach", "--run", "r", "--logits-only", "--db", db)
@@ -2915,7 +2915,7 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     kd("ingest", str(tmp_path / "late.tsv"), "--db", db)
     # --augment scores its own texts only: a train sample the teacher never saw is for --logits-only to score
     unseen = kd("distill", *common, "--name", "later", ok=False)
-    assert "1 train samples have no teacher logits" in unseen.output
+    assert "1 train sample has no teacher logits" in unseen.output
     assert _count(taught_store, Sample) == first["augmented_samples"] + samples_before + 1  # refused before --augment wrote
     kd("teach", "--run", "r", "--logits-only", "--db", db)
     later = json.loads(kd("distill", *common, "--name", "later", "--overwrite").stdout)["metrics"]["all"]
