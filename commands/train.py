@@ -547,6 +547,8 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         cfg.validate()
         pick_device(cfg.device)  # --device cuda where there is none: refused before a stage (and a run) is on record
         check_labels(cfg.labels, store.class_names())  # (so is a --label of no class: as a --where that cannot run)
+        if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
+            check_stage_free(store, run=run, kind="teach", name="teach")
         source, _, source_run = model.partition(":")
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
@@ -919,6 +921,9 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
               "it shifts only their targets")
     pick_device(cfg.device)  # (as teach's)
     store = open_store(db, writer=True)
+    if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
+        check_stage_free(store, run=run, kind="distill", name=f"distill-{student}" if stage_name is None else stage_name,
+                         teachers=list(teacher_runs))
     cfg = _resolve_unlabeled(store, cfg)
     soft_unused = _options_given(("temperature", "temperature_end", "temperature_schedule", "soft_loss"))
     if soft_unused and not cfg.soft_weighed and not cfg.unlabeled and not cfg.augment:
@@ -1330,6 +1335,9 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     cfg.validate()
     pick_device(cfg.device)  # --device cuda where there is none: refused before a stage is on record
     store = open_store(db, writer=True)
+    if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
+        check_stage_free(store, run=run, kind="distill", name="distill-early-exit" if stage_name is None else stage_name,
+                         teachers=list(teacher_runs))
     cfg = _resolve_unlabeled(store, cfg)
     _teacher_runs_exist(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded

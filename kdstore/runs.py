@@ -391,10 +391,12 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
         _refuse_live_edits(s, attempt, run)
 
 
-def check_stage_free(store: Store, *, run: str, kind: str, name: str, overwrite: bool = False) -> None:
+def check_stage_free(store: Store, *, run: str, kind: str, name: str, overwrite: bool = False,
+                     teachers: list[str] | None = None) -> None:
     """What starting the stage (``stage_scope``) would refuse about its name, checked without writing
     anything: a dry run says what the real run would (a stage of that name that succeeded, one whose
-    edits stand). A stage left running by a process that is gone counts as failed, as the real run marks it."""
+    edits stand). A stage left running by a process that is gone counts as failed, as the real run marks it.
+    ``teachers``: a distill stage's --teacher-run, as its config's ``teacher_runs`` gives them to ``stage_scope``."""
     _check_name_for(kind, name)
     with store.session() as s:
         old = s.scalars(select(Stage).join(Run, Run.id == Stage.run_id).where(Run.uniqid == run, Stage.name == name)).first()
@@ -406,7 +408,7 @@ def check_stage_free(store: Store, *, run: str, kind: str, name: str, overwrite:
                 edits_go = old.kind == "clean" and reverts_cleanly(s, old)  # its edits reverted first, as mark_crashed does
                 s.expunge(old)
                 old.status = "failed"  # (detached: nothing written)
-            _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite, edits_go=edits_go)
+            _refuse_replacing(s, old, run=run, kind=kind, name=name, overwrite=overwrite, edits_go=edits_go, teachers=teachers)
         else:
             _refuse_case_twin(s, run, s.scalars(select(Run.id).where(Run.uniqid == run)).first(), name)
 

@@ -4402,6 +4402,26 @@ def test_predict_store_refuses_a_model_replaced_while_it_loaded(taught_store, ti
     assert "replaced since" not in kd("report", "--run", "r", "--db", db).stdout
 
 
+def test_a_rerun_without_overwrite_is_refused_before_warnings_of_the_store(taught_store, tiny_model, monkeypatch):
+    """`kd teach` / `kd distill` run again without --overwrite printed the store's warnings (the classes dev
+    lacks, a weak teacher) and only then the refusal, as if the run had begun. The refusal comes first, alone."""
+    import commands.train as train
+
+    db = str(taught_store)
+    kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
+
+    def no_warnings(*args, **kwargs):
+        raise AssertionError("the store was judged before the refusal")
+
+    monkeypatch.setattr(train, "_warn_one_class_dev", no_warnings)
+    monkeypatch.setattr(train, "_warn_weak_teachers", no_warnings)
+    for args in (["teach", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32"],
+                 ["distill", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32"]):
+        refused = kd(*args, "--run", "r", "--db", db, ok=False)
+        assert "--overwrite" in refused.output and "judged before" not in refused.output, refused.output
+        assert refused.output.startswith("Error: ") and len(refused.output.strip().splitlines()) == 1, refused.output
+
+
 def test_predict_store_refuses_an_existing_stage_before_it_loads_the_model(taught_store, monkeypatch):
     """A second `kd predict --store` without --overwrite loaded the model (a large teacher: minutes on a
     CPU) and only then was refused for the stage it already had. Refused first, as kd teach and kd distill are."""
