@@ -39,7 +39,7 @@ from .schema import Stage
 from .store import SampleSet, Store
 from .augment import METHODS, UNK
 from .augmented import Recipe, ensure_augmented
-from .schedules import LR_SCHEDULES, check_lr, lr_factor_step, over_steps
+from .schedules import LR_SCHEDULES, check_epochs, check_lr, lr_factor_step, over_steps
 from .speed import measure, speed_texts
 from .students import (
     LastLayerVectors,
@@ -213,6 +213,7 @@ class DistillConfig:
         for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--max-len", self.max_len), ("--patience", self.patience)):
             if value < 1:
                 raise KdError(f"{option} must be at least 1, got {value}")
+        check_epochs(self.epochs)
         check_grad_accum(self.grad_accum, self.batch_size)
         if self.grad_accum > 1 and self.temperature_schedule != "constant":
             raise KdError(f"--grad-accum with --temperature-schedule {self.temperature_schedule}: its temperatures are set against the "

@@ -54,7 +54,7 @@ from .runs import StageHandle, check_unchanged
 from .speed import measure, speed_rows
 from .store import Store
 from .students import ENCODER_TYPES, encoder_flops_config, mean_early_exit_flops
-from .schedules import check_lr
+from .schedules import check_epochs, check_lr
 from .textkey import text_list
 from .torchutil import StepLosses, adam_options, autocast, check_finite, count_parameters, ensure_eval, grad_scaler, pick_device, saving_model, scaled_step, set_seed, to_device
 
@@ -171,6 +171,7 @@ class EarlyExitConfig:
         for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("the scoring batch size", self.eval_batch_size)):
             if value < 1:  # (one option a message: a config file's value is named only when it is at fault)
                 raise KdError(f"{option} must be at least 1, got {value}")
+        check_epochs(self.epochs)
         check_lr(self.lr)
         if self.max_len is not None and self.max_len < 2:
             raise KdError("--max-len must be at least 2")

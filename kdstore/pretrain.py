@@ -30,7 +30,7 @@ from .masking import IGNORE, mask_tokens
 from .progress import progress
 from .runs import StageHandle
 from .names import SPLITS
-from .schedules import check_lr, warmup_linear_decay
+from .schedules import check_lr, check_steps, warmup_linear_decay
 from .segment import jieba_module, token_groups, word_starts
 from .serving import sha256_file
 from .store import Store
@@ -90,6 +90,7 @@ class PretrainConfig:
                 raise KdError(f"{option} cannot be negative, got {value:g}")
         if self.steps == 0 and self.minutes == 0:
             raise KdError("give a training budget: --steps N or --minutes M")
+        check_steps(self.steps)
         for option, value, least in (("--hidden", self.hidden, 1), ("--heads", self.heads, 0), ("the feed-forward width", self.intermediate, 0),
                                      ("--batch-size", self.batch_size, 1), ("--min-count", self.min_count, 1),
                                      ("--layers", self.layers, 1), ("--max-len", self.max_len, 8)):

@@ -17,6 +17,29 @@ def check_lr(lr: float) -> None:
                       "(fine-tuning a pre-trained model wants 1e-5 to 1e-4, a small or new model up to 1e-3)")
 
 
+# no training needs more; a typo of many digits overflowed a float (the progress bar's ETA, a step's
+# share of --steps): a traceback, the stage failed with "OverflowError ... at rich/progress.py"
+MAX_EPOCHS = 100_000
+MAX_STEPS = 1_000_000_000
+
+
+def check_epochs(epochs: int) -> None:
+    """Refuse ``--epochs`` above ``MAX_EPOCHS`` (its floor is each command's own check)."""
+    _at_most("--epochs", epochs, MAX_EPOCHS)
+
+
+def check_steps(steps: int) -> None:
+    """Refuse ``--steps`` above ``MAX_STEPS``."""
+    _at_most("--steps", steps, MAX_STEPS)
+
+
+def _at_most(option: str, value: int, ceiling: int) -> None:
+    if value > ceiling:
+        digits = str(value)
+        shown = digits if len(digits) <= 15 else f"a number of {len(digits)} digits"
+        raise KdError(f"{option} must be at most {ceiling:,}, got {shown}")
+
+
 def linear(start: float, end: float, progress: float) -> float:
     """A value moving linearly from ``start`` to ``end`` as ``progress`` goes from 0 to 1."""
     progress = min(max(progress, 0.0), 1.0)

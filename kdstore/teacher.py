@@ -31,7 +31,7 @@ from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
 from .names import resolve_run_id
 from .runs import StageHandle, check_unchanged, sha256_path
-from .schedules import check_lr, layer_decay_scales, warmup_linear_decay_step
+from .schedules import check_epochs, check_lr, layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
 from .folds import fold_count, stratified_folds
 from .store import SampleSet, Store, missing_model
@@ -77,6 +77,7 @@ class TeachConfig:
         for option, value, least in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1), ("--max-len", self.max_len, 2)):
             if value < least:
                 raise KdError(f"{option} must be at least {least}, got {value}")
+        check_epochs(self.epochs)
         check_lr(self.lr)
         if self.class_weight not in CLASS_WEIGHTS:
             raise KdError(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")

@@ -1894,6 +1894,21 @@ def test_bad_student_sizes_and_init_embeddings_for_a_transformer_are_refused_bef
         assert not (tmp_path / "never.db").exists()
 
 
+def test_epochs_past_any_training_are_refused_in_one_line(taught_store, tiny_model):
+    """--epochs of many digits (a key held down) trained on, and the progress bar's ETA overflowed a
+    float: a traceback, the stage failed with "OverflowError ... at rich/progress.py". Refused first."""
+    db = str(taught_store)
+    huge = "9" * 400
+    for args in (["teach", "--model", str(tiny_model), "--overwrite"], ["distill"], ["distill", "--student", "early-exit"]):
+        for epochs, shown in ((huge, "a number of 400 digits"), ("100001", "100001")):
+            refused = kd(*args, "--run", "r", "--epochs", epochs, "--db", db, ok=False)
+            assert refused.output.strip() == f"Error: --epochs must be at most 100,000, got {shown}", (args, refused.output)
+    assert {s.name for s in Store.open(db).stages_of("r")} == {"teach"}
+    refused = kd("pretrain", "--run", "p", "--steps", huge, "--db", db, ok=False)  # (a step's share of --steps overflowed)
+    assert refused.output.strip() == "Error: --steps must be at most 1,000,000,000, got a number of 400 digits", refused.output
+    assert not Store.open(db).run_exists("p")
+
+
 def test_a_kernel_width_given_twice_is_refused(tmp_path):
     """--kernel-sizes 3,3 (a typo for 2,3,4) built two banks of one width without a word."""
     db = str(tmp_path / "never.db")
