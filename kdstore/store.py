@@ -619,6 +619,12 @@ def label_id_note(where: str | None, names: list[str]) -> str | None:
     read): ``label_id = 3`` selected the class of id 3, not the class named '3', without a word."""
     if not where or not re.search(r"label_id", where, re.IGNORECASE):
         return None
+    # a class's name where its id goes (`label_id = 'pos'`): SQLite compared it with no id and selected nothing
+    quoted = re.search(r"\b(?:orig_)?label_id\s*(?:=|!=|<>)\s*'((?:[^']|'')*)'", where, re.IGNORECASE)
+    value = quoted and quoted.group(1).replace("''", "'")
+    if value is not None and not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):  # (a number in quotes: read as that id)
+        which = f": class {value!r} has id {names.index(value)} (kd classes)" if value in names else " (kd classes lists their ids)"
+        return f"--where compares label_id, a class id, with the string {value!r}{which}; --label NAME selects a class by name"
     numbered = [(i, n) for i, n in enumerate(names) if re.fullmatch(r"[+-]?[0-9]+", n.strip())]
     if not any(int(n) != i for i, n in numbered):
         return None

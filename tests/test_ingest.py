@@ -2148,6 +2148,11 @@ def test_a_where_on_label_id_where_classes_are_named_by_numbers_warns(invoke, wr
     write_file("n.tsv", "pos\t好的\nneg\t差的\n")
     invoke(["ingest", "n.tsv"], db="named.db")  # classes named by words: label_id cannot be taken for a name
     assert "warning" not in invoke(["samples", "--where", "label_id = 1"], db="named.db").stderr
+    # a class's name where its id goes: SQLite selected nothing, without a word (PostgreSQL refuses the string)
+    quoted = invoke(["samples", "--where", "label_id = 'neg'"], db="named.db")
+    assert quoted.stderr.strip().splitlines() == [
+        "warning: --where compares label_id, a class id, with the string 'neg': class 'neg' has id 1 (kd classes); "
+        "--label NAME selects a class by name"]
 
 
 def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class(invoke, write_file, db, read_classes, error_line):
