@@ -1345,6 +1345,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     if _options_given(("patience",)) and not len(store.samples(splits=["dev"], labeled=True, limit=1)):
         _warn_patience_without_dev()
     _teachers_usable(store, teacher_runs or (run,), scored=False)
+    _warn_weak_teachers(store, teacher_runs or (run,))
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])
     if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_layerwise(teacher_config.model_type)

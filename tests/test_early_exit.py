@@ -1003,6 +1003,35 @@ def test_the_distill_summary_names_the_serving_speed_and_the_mean_exit_layer(tra
     assert f"  exits by layer on dev: {LAYERS}: 100%\n" in plain
 
 
+def test_early_exit_of_a_teacher_that_learned_next_to_nothing_is_warned_of_before_it_trains(trained):
+    """`kd distill` of a teacher no better on dev than always answering one class says so before it
+    trains (README); `--student early-exit`, whose branches copy that teacher, trained without a word
+    and only its summary spoke of it afterwards."""
+    from sqlalchemy import update
+
+    from kdstore.schema import Metric
+
+    db = trained["db"]
+    store = Store.open(db)
+    stage = _stage(store, "teach")
+    dev = {m.name: m.value for m in store.metrics(stage.id) if m.split == "dev" and m.step is None}
+    share = max(v for k, v in dev.items() if k.startswith("support[")) / dev["n"]
+
+    def set_accuracy(value: float) -> None:
+        with store.session() as s, s.begin():
+            s.execute(update(Metric).where(Metric.stage_id == stage.id, Metric.split == "dev", Metric.name == "accuracy",
+                                           Metric.step.is_(None)).values(value=value))
+
+    set_accuracy(share)  # (its dev accuracy, as a teacher that learned nothing has it)
+    try:
+        out = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--name", "ee-weak", "--json", "--db", db)
+    finally:
+        set_accuracy(dev["accuracy"])
+        store.close()
+    said = [w for w in json.loads(out.stdout)["warnings"] if w.startswith("the teacher of run 'r' has learned next to nothing")]
+    assert len(said) == 1 and f"warning: {said[0]}" in out.stderr, out.stderr
+
+
 def test_the_distill_summary_without_dev_samples_names_the_mean_exit_layer_on_test(trained):
     """With no labeled dev sample the summary's only figures are test's, and its mean exit layer was the
     one over every sample (the train rows the branches learned among them), unnamed: it is test's now."""
