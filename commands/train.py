@@ -1178,7 +1178,7 @@ def _teacher_runs_exist(store, runs) -> None:
     new run holding one failed stage. (A run that exists without a teacher gets its failed stage.)"""
     for r in runs:
         if not store.run_exists(r):
-            raise KdError(f"no run {r!r} in {store.url} to take a teacher from: `kd runs` lists the runs")
+            raise store.no_run(r, " to take a teacher from")
 
 
 def _warn_weak_teachers(store, runs) -> None:

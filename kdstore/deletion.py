@@ -36,7 +36,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
     with store.write_session("runs", "stages", "label_edits", "label_issues") as s:
         run_row = s.scalars(select(Run).where(Run.uniqid == run)).first()
         if run_row is None:
-            raise KdError(f"no run {run!r} in {store.url}: `kd runs` lists the runs")
+            raise store.no_run(run)
         stages = s.scalars(select(Stage).where(Stage.run_id == run_row.id).order_by(Stage.id)).all()
         chosen = _chosen(stages, run, names)
         ids = {st.id for st in chosen}

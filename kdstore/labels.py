@@ -1211,7 +1211,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
     stages = [s for s in store.stages_of(run) if s.kind == "clean" and (stage_name is None or s.name == stage_name)]
     if not stages:
         if not store.run_exists(run):
-            raise KdError(f"no run {run!r} in {store.url}: `kd runs` lists the runs")
+            raise store.no_run(run)
         cleans = [s.name for s in store.stages_of(run) if s.kind == "clean" and "~" not in s.name]  # (not replaced or failed attempts)
         if stage_name is not None and cleans:  # (not "no clean stage": it has some, none of that name)
             raise KdError(f"run {run!r} has no clean stage {stage_name!r} (its clean stages: {', '.join(cleans)})")

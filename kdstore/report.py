@@ -71,7 +71,7 @@ REPORT_READ_TRIES = 5
 def _run_report(store: Store, run: str) -> tuple[dict[str, Any], list]:
     stages = store.stages_of(run)
     if not stages and not store.run_exists(run):
-        raise KdError(f"no run {run!r} in {store.url}: `kd runs` lists the runs")
+        raise store.no_run(run)
     edits = label_edit_counts(store, [s.id for s in stages])
     out = []
     for stage in stages:

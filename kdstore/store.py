@@ -501,7 +501,7 @@ class Store:
         the refusal of a run without one says makes it (default: the plain command of ``_MAKES``)."""
         stages = self.stages_of(run)
         if not stages and not self.run_exists(run):
-            raise KdError(f"no run {run!r} in {self.url}: `kd runs` lists the runs")
+            raise self.no_run(run)
         matches = [s for s in stages if s.name == name_or_kind] or [
             s for s in stages if s.kind == name_or_kind
         ]
@@ -537,6 +537,14 @@ class Store:
     def run_exists(self, run: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(Run.id).where(Run.uniqid == run)).first() is not None
+
+    def no_run(self, run: str, purpose: str = "") -> KdError:
+        """The refusal of a run the store lacks (``purpose``: " to take a teacher from"), naming the runs
+        whose names differ from it only in case (`--run qq` where the store has `QQ` said only "no run")."""
+        with self.engine.connect() as conn:
+            twins = [u for u in conn.execute(select(Run.uniqid)).scalars() if u.lower() == run.lower()]
+        near = f" (it has {', '.join(map(repr, twins))}: run names are case-sensitive)" if twins else ""
+        return KdError(f"no run {run!r} in {self.url}{purpose}{near}: `kd runs` lists the runs")
 
 
 def recorded_folder(run: str, stage: Stage) -> Path | None:

@@ -1062,6 +1062,10 @@ def test_runs_or_stages_differing_only_in_case_are_refused(store, invoke, error_
     invoke(["labels", "set", "--run", "Demo", "--name", "EDIT-1", "2=neg"])
     assert invoke.json(["labels", "set", "--run", "Demo", "3=neg", "--json"])["stage"] == "edit-2"  # (not edit-1: EDIT-1's folder)
     assert not store.run_exists("demo") and not store.run_exists("DEMO")
+    # a run looked up by a name that differs only in case is named with the one the store has
+    line = error_line(invoke(["report", "--run", "demo"], ok=False))
+    assert line.endswith("no run 'demo' in " + store.url + " (it has 'Demo': run names are case-sensitive): `kd runs` lists the runs"), line
+    assert "case-sensitive" not in error_line(invoke(["report", "--run", "nope"], ok=False))
 
 
 def test_case_twins_are_refused_on_a_turkish_postgresql_database(pg_server, runner, write_file):
