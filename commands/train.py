@@ -1181,6 +1181,17 @@ def _teacher_runs_exist(store, runs) -> None:
             raise store.no_run(r, " to take a teacher from")
 
 
+def _warn_speed_chosen_on_learned_dev(store, teacher_run: str) -> None:
+    """--max-loss of an early exit on a teacher that trained on dev (``kd report``'s ``trained_on_dev``
+    condition): the speed is chosen on rows its layers and head learned, where exiting early loses less."""
+    teacher = store.find_stage(teacher_run, "teach")
+    if "dev" in ((teacher.config or {}).get("splits") or []) and not any(
+            m.split == "all" and m.name == "dev_samples" and m.value for m in store.metrics(teacher.id)):
+        _warn(f"--max-loss chooses the serving speed on dev, which the teacher of run {teacher_run!r} trained on (--split dev): "
+              "its layers and head learned those rows, where exiting early loses less than on new text, so the speed "
+              "chosen may lose more than --max-loss on it; a teacher of --split train leaves dev to judge")
+
+
 def _warn_weak_teachers(store, runs) -> None:
     """A teacher no better on dev than always answering its most frequent class (``kd teach`` warned of it
     once, when it ran): the soft targets it gives a student, the pool's only teacher, are near-uniform guesses."""
@@ -1346,6 +1357,8 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         _warn_patience_without_dev()
     _teachers_usable(store, teacher_runs or (run,), scored=False)
     _warn_weak_teachers(store, teacher_runs or (run,))
+    if max_loss is not None:
+        _warn_speed_chosen_on_learned_dev(store, (teacher_runs or (run,))[0])
     teacher_config = _teacher_config(store, (teacher_runs or (run,))[0])
     if teacher_config is not None:  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
         check_layerwise(teacher_config.model_type)

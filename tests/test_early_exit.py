@@ -607,6 +607,24 @@ def test_max_loss_on_a_dev_split_too_small_for_the_budget_is_warned(trained):
     assert "warning: --max-loss 0.5 chose the speed on 20 labeled dev samples" in out.stderr
 
 
+def test_max_loss_on_a_teacher_that_trained_on_dev_is_warned_of(trained, tmp_path):
+    """--max-loss chooses the serving speed on dev; on a teacher of `--split train --split dev` dev holds rows
+    its layers and head learned, where exiting early loses less than on new text: the speed was chosen
+    without a word (kd report notes the stage's dev figures only afterwards)."""
+    import shutil
+
+    copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
+    shutil.copytree(Path(trained["db"]).parent, copy)
+    db = str(copy / "kd.db")
+    kd("teach", "--run", "rd", "--model", str(copy / "tiny-bert"), "--split", "train", "--split", "dev", "--epochs", "2",
+       "--batch-size", "8", "--max-len", "32", "--db", db)
+    out = kd("distill", "--run", "rd", "--student", "early-exit", "--epochs", "1", "--max-loss", "100", "--db", db)
+    assert ("warning: --max-loss chooses the serving speed on dev, which the teacher of run 'rd' trained on (--split dev)"
+            in out.stderr), out.stderr
+    plain = kd("distill", "--run", "rd", "--student", "early-exit", "--epochs", "1", "--name", "ee-2", "--db", db)
+    assert "--max-loss" not in plain.stderr
+
+
 def test_the_coarse_budget_warning_does_not_say_no_answer_was_lost_where_gains_offset_one():
     """kd distill --max-loss 2 on 80 dev texts warned that "the speed passed because no dev answer was
     lost" where the speed chosen had lost one dev answer and gained four (the rule passes a loss that
