@@ -293,7 +293,10 @@ def _check_target(out_dir: Path, overwrite: bool, *, run: str | None = None, sta
         if stage is not None and (manifest.get("run"), held.get("name")) == (run, stage.name) and held.get("artifact_sha256") != stage.artifact_sha256:
             raise KdError(f"{out_dir} holds the export of the model stage {stage.name!r} of run {run!r} had before it was replaced "
                           f"(kd {stage.kind} --overwrite), not of its model now: pass --overwrite to replace it, or another --out")
-        raise KdError(f"{out_dir} already holds an export: pass --overwrite to replace it, or another --out")
+        of = f" of stage {held['name']!r} of run {manifest.get('run')!r}" if held.get("name") else ""  # (which: --overwrite replaces it)
+        other = "" if not of or stage is None or (manifest.get("run"), held.get("name")) == (run, stage.name) else (
+            f", not of stage {stage.name!r}" + (f" of run {run!r}" if manifest.get("run") != run else ""))
+        raise KdError(f"{out_dir} already holds an export{of}{other}: pass --overwrite to replace it, or another --out")
     here = Path.cwd().resolve()
     if here == out_dir or out_dir in here.parents:  # a shell there would be left in the deleted folder, seeing nothing
         raise KdError(f"{out_dir} is replaced whole by --overwrite, and the working directory is in it: "

@@ -1124,6 +1124,10 @@ def test_exporting_again_over_an_export_of_a_replaced_model_says_it_is_stale(bui
     old = Path(kd_export(*args).stdout.strip())
     line = error_line(kd_export(*args, ok=False))
     assert "already holds an export" in line and "replaced" not in line  # the same model: exported already
+    assert f"already holds an export of stage 'distill-textcnn' of run {RUN!r}: pass --overwrite" in line  # (which one: --overwrite replaces it)
+    other = error_line(kd_export("--run", RUN, "--model", "teacher", "--format", "torchscript", "--out", str(old), "--db", str(db), ok=False))
+    # another stage's export in the --out given: named, so that --overwrite does not replace it unawares
+    assert f"already holds an export of stage 'distill-textcnn' of run {RUN!r}, not of stage 'teach': pass --overwrite" in other, other
     kd("distill", "--run", RUN, "--student", "textcnn", *STUDENT_ARGS, "--seed", "3", "--overwrite", "--db", str(db))
     line = error_line(kd_export(*args, ok=False))
     assert line.startswith(f"Error: {old} holds the export of the model stage 'distill-textcnn' of run 'r' had before") and "--overwrite" in line
