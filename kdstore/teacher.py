@@ -176,14 +176,16 @@ def load_classifier(path: str, class_names: list[str]):
             raise KdError(f"cannot load model {path!r}: no such local directory, no downloaded copy, and the Hugging Face hub "
                           f"cannot be reached ({unreachable})") from None
         raise KdError(f"cannot load model {path!r}: {_unreadable_json(path) or _own_code(path, exc) or _first_line(exc)}") from None
-    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # (transformers 5 makes an empty one where it finds no files)
+    # (transformers 5 makes an empty one where it finds no files; counted by its distinct tokens: a DeBERTa-v2's, made so
+    # beside a BERT vocab.txt, lists [SEP] twice, and its length, 7 over 5 special ids, passed as a vocabulary)
+    if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_ids)):
         hint = "save the tokenizer it was trained with in its folder (tokenizer.save_pretrained)"
         if (Path(path).expanduser() / "vocab.txt").is_file():  # (a Chinese ALBERT: BERT's vocab.txt, no spiece.model; the hint misled)
             kind = getattr(config, "model_type", "")
             albert = " (a Chinese ALBERT's is a BERT vocabulary)" if kind == "albert" else ""  # (not said of a RoBERTa)
             hint = (f"its vocab.txt is not read for model type {kind!r}{albert}: "
                     'say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json')
-        raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer)} special tokens alone): {hint}")
+        raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer.get_vocab())} special tokens alone): {hint}")
     trained, reorder = head_classes(config, class_names, path)
     own_pad = tokenizer.pad_token_id is not None
     if tokenizer.pad_token_id is None:  # a GPT-style tokenizer: batches could not be padded

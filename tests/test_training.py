@@ -3964,6 +3964,22 @@ def test_a_roberta_with_a_bert_vocab_txt_is_told_the_tokenizer_class_without_a_w
         'say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json']
 
 
+def test_a_deberta_v2_with_a_bert_vocab_txt_is_refused_not_taught_on_unk_alone(sample_store, tiny_model, tmp_path):
+    """A Chinese DeBERTa-v2 folder holding a BERT vocab.txt (Erlangshen's layout, without its
+    tokenizer_config.json): transformers 5 makes a DebertaV2Tokenizer of the special tokens alone, one
+    of them counted twice (7 "tokens", 5 special ids), so the special-tokens-only check passed and kd
+    taught a teacher on "[CLS] [UNK] [SEP]" for every text, without a word."""
+    from transformers import DebertaV2Config, DebertaV2ForMaskedLM
+
+    deberta = _with_bert_vocab_txt(tmp_path / "deberta_bert_vocab", tiny_model, DebertaV2Config, DebertaV2ForMaskedLM,
+                                   max_position_embeddings=64)
+    result = kd("teach", "--run", "de", "--model", str(deberta), "--max-len", "32", "--db", str(sample_store), ok=False)
+    assert result.output.strip().splitlines() == [
+        f"Error: model {str(deberta)!r} has no tokenizer (its vocabulary is the 5 special tokens alone): "
+        "its vocab.txt is not read for model type 'deberta-v2': "
+        'say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json']
+
+
 def test_a_checkpoint_without_a_tokenizer_or_with_weights_unlike_its_config_is_refused_before_training(sample_store, tiny_model, tmp_path):
     """transformers 5 makes an empty tokenizer (special tokens only) for a folder with none: every
     character read as [UNK], a teacher of nothing. ignore_mismatched_sizes (meant for the head)
