@@ -572,6 +572,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                   "classification (one class a text, cross-entropy), and saves it so")
         if dist.is_main:
             _warn_past_trained_positions(store, model, checkpoint, max_len)
+            _warn_unknown_characters(store, cfg, checkpoint)
         if _options_given(("patience",)) and dist.is_main and _dev_trains(store, cfg):
             _warn("--patience: not used when dev is trained on (no dev rows are left to judge the epochs: "
                   "the last epoch is kept)")
@@ -728,6 +729,36 @@ def _check_positions(store, cfg: TeachConfig):
     check_max_len(config, cfg.max_len, path)
     head_classes(config, store.class_names(), path)
     return config
+
+
+UNK_TEACH_SHARE = 0.05  # a teacher's [UNK] tokens over the train texts: bert-base-chinese reads reviews at well under 1%
+
+
+def _warn_unknown_characters(store, cfg: TeachConfig, checkpoint) -> None:
+    """A teacher whose vocabulary lacks the store's characters (an English model on Chinese text) reads them as
+    [UNK], and learns from next to nothing: said before it trains, from its tokenizer alone. Only of a local
+    folder whose configuration transformers read (``checkpoint``); a model the stage cannot load, or a
+    tokenizer of special tokens alone, is the stage's to refuse."""
+    from kdstore.batching import unknown_share
+    from kdstore.teacher import resolve_model
+
+    if checkpoint is None:
+        return
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(Path(resolve_model(store, cfg.model)).expanduser()),
+                                                  trust_remote_code=False, local_files_only=True)  # (kd runs no model's own code)
+    except Exception:  # noqa: BLE001 (an unreadable folder: the stage says it)
+        return
+    if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_ids)):
+        return
+    texts = store.samples(splits=["train"], labeled=True, where=cfg.where, limit=1000).texts
+    share = unknown_share(tokenizer, texts, max_len=cfg.max_len)
+    if share is not None and share >= UNK_TEACH_SHARE:
+        _warn(f"--model {cfg.model}: its tokenizer reads {share:.0%} of the train texts' tokens as its unknown token "
+              f"{tokenizer.unk_token} (its vocabulary lacks their characters: a model of another language?), and the "
+              "teacher learns nothing of them: choose a model for the store's language, or `kd pretrain` one on the store's text")
 
 
 def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) -> None:

@@ -15,6 +15,17 @@ from .char_encoder import encode_flagged as chars_or_tokenizer
 from .errors import KdError
 
 
+def unknown_share(tokenizer, texts: Sequence[str], *, max_len: int) -> float | None:
+    """The share of the texts' tokens (special tokens aside, each text cut to ``max_len``) that are the
+    tokenizer's unknown token; ``None`` for a tokenizer without one (byte-level BPE) or texts of no token."""
+    unk = tokenizer.unk_token_id
+    if unk is None or not texts:
+        return None
+    ids = encode(tokenizer, texts, max_len=max_len, special_tokens=False)
+    total = sum(len(row) for row in ids)
+    return sum(list(row).count(unk) for row in ids) / total if total else None
+
+
 def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:
     """Token ids per text (no padding), truncated to ``max_len``: for a character-level BERT
     tokenizer (kd's own) a lookup per character (``kdstore.char_encoder``, the same ids), else one

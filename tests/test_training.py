@@ -1894,6 +1894,17 @@ def test_bad_student_sizes_and_init_embeddings_for_a_transformer_are_refused_bef
         assert not (tmp_path / "never.db").exists()
 
 
+def test_a_teacher_whose_vocabulary_lacks_the_stores_characters_is_warned_of(sample_store, tmp_path):
+    """An English model on Chinese reviews reads nearly every character as [UNK]: kd teach trained on and
+    "succeeded", the only sign a later "learned next to nothing". Said before it trains, with the share."""
+    from synthetic import save_tiny_bert
+
+    english = save_tiny_bert(["the quick brown fox jumps over the lazy dog"], tmp_path / "english-bert")
+    out = kd("teach", "--run", "en", "--model", str(english), "--epochs", "1", "--max-len", "32", "--db", str(sample_store))
+    [said] = [w for w in out.stderr.splitlines() if "unknown token" in w]
+    assert said.startswith(f"warning: --model {english}: its tokenizer reads 100% of the train texts' tokens as its unknown token [UNK]"), said
+
+
 def test_epochs_past_any_training_are_refused_in_one_line(taught_store, tiny_model):
     """--epochs of many digits (a key held down) trained on, and the progress bar's ETA overflowed a
     float: a traceback, the stage failed with "OverflowError ... at rich/progress.py". Refused first."""
