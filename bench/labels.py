@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import Partial, add_recipe_options, command_words, commit_words, meets, merged_source, shown, add_work_option, apply_recipe, machine_info, off_protocol, progress_line, recipe_words, report_stop, shared_dir, store_artifacts_beside_stores, work_dir  # noqa: E402
-from bench.teacher import FULL, QUICK, kd, write_lines  # noqa: E402
+from bench.teacher import FULL, QUICK, check_seeds, kd, write_lines  # noqa: E402
 
 LEVELS = ((0.10, 1), (0.20, 2))  # (noise rate, seed of its flips)
 PEER = "peer: cleanlab over TF-IDF+LR"
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also distil K out-of-fold TextCNN students (kd distill --folds K) and detect with their votes (2 more rows)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    check_seeds(parser, args.seeds)  # (a seed twice ran twice; -1 failed at the first kd pretrain)
     try:
         seeds = [int(x) for x in args.seeds.split(",")]
         order = [float(x) for x in args.levels.split(",")]

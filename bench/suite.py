@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import json
 import os
 import shlex
@@ -608,6 +609,8 @@ def merge_main(argv: list[str]) -> int:
     written = []  # each beside its place first: an -o or --markdown that cannot be written leaves neither
     try:
         for path, content in outputs.items():
+            if path.is_dir():  # (written beside it as PATH.tmp, then a traceback replacing the folder)
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(content, encoding="utf-8")
             written.append((tmp, path))
@@ -724,6 +727,12 @@ def main(argv: list[str] | None = None) -> int:
     profile = "medium" if args.medium else "quick" if args.quick else "smoke" if args.smoke else "full"
     out, doc = default_paths(profile, args.out, args.doc)
     out, doc = out.resolve(), doc.resolve()  # the scripts run from the repository root
+    # (a traceback: at once for --out, after the first table for --doc, the other tables never run)
+    bad = (f"--out {out}: not a folder" if out.exists() and not out.is_dir() else
+           f"--doc {doc}: a folder; give the Markdown file to write" if doc.is_dir() else None)
+    if bad:
+        print(f"python -m bench: {bad}", file=sys.stderr)
+        return 2
 
     if args.what == "render":
         src = out / "results.json"
@@ -786,6 +795,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if len(set(numbers)) != len(numbers):
         print(f"python -m bench: --seeds {seeds}: a seed given twice would count twice towards the 3 seeds", file=sys.stderr)
+        return 2
+    if any(not 0 <= n < 2**32 for n in numbers):  # (every quality table failed at its first kd pretrain)
+        print(f"python -m bench: --seeds {seeds}: a seed is from 0 to {2**32 - 1} (kd's --seed)", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
     jobs = plan(only, profile, device, seeds, out)

@@ -66,6 +66,8 @@ def check_seeds(parser, seeds: str) -> None:
         parser.error(f"--seeds wants comma-separated integers, not {seeds!r}")
     if len(set(numbers)) != len(numbers):
         parser.error(f"--seeds {seeds}: a seed given twice would count twice in the means")
+    if any(not 0 <= n < 2**32 for n in numbers):  # (kd's --seed: refused at the first kd pretrain, in a traceback)
+        parser.error(f"--seeds {seeds}: a seed is from 0 to {2**32 - 1} (kd's --seed)")
 
 
 def check_train_rows(parser, rows: int | None) -> None:

@@ -1041,6 +1041,7 @@ def test_b1b2_and_b3_stopped_after_pre_training_keep_its_figures_in_the_partial_
     (["--students", "textcnnn"], "--students textcnnn: choose among textcnn,bigru,bilstm,transformer"),
     (["--seeds", "1,a"], "--seeds wants comma-separated integers"),
     (["--seeds", "1,1"], "a seed given twice"),
+    (["--seeds", "-1"], "--seeds -1: a seed is from 0 to 4294967295"),
     (["--train-rows", "500"], "--train-rows 500: must be above 1000"),
 ])
 def test_distill_refuses_a_typo_before_any_training(tmp_path, monkeypatch, capsys, argv, said):
@@ -1078,6 +1079,25 @@ def test_labels_refuses_train_rows_below_one(tmp_path, monkeypatch, capsys, rows
     with pytest.raises(SystemExit) as exc:
         labels.main(["--quick", "--train-rows", rows])
     assert exc.value.code == 2 and f"--train-rows {rows}: must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seeds, said", [("1,1", "a seed given twice"), ("-1", "--seeds -1: a seed is from 0 to 4294967295"),
+                                         ("1,4294967296", "a seed is from 0 to 4294967295")])
+def test_a_seed_kd_refuses_or_a_seed_twice_is_refused_before_any_training(tmp_path, monkeypatch, capsys, seeds, said):
+    """--seeds -1 (kd's --seed is 0 to 2**32-1) ingested the stores and failed at the first `kd pretrain`
+    in a traceback (the suite: every quality table so); bench/labels.py ran --seeds 1,1 as two seeds."""
+    from bench import labels
+
+    (tmp_path / "data" / "reviews").mkdir(parents=True)
+    (tmp_path / "data" / "reviews" / "train.tsv").write_text("pos\tx\n", encoding="utf-8")
+    monkeypatch.setenv("KD_SHARED", str(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        labels.main(["--quick", "--seeds", seeds])
+    assert exc.value.code == 2 and said in capsys.readouterr().err
+    monkeypatch.setattr(suite, "run_job", lambda job, out_dir: pytest.fail("ran a table"))
+    assert suite.main(["B1,B3", "--quick", "--device", "cpu", "--seeds", seeds, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and said in err, err
 
 
 def test_the_page_of_added_seeds_names_every_seed_its_tables_hold(tmp_path, monkeypatch):
@@ -1506,6 +1526,24 @@ def test_merge_names_an_output_it_cannot_write_and_writes_neither(tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.json", "s2.json"]
 
 
+def test_merge_into_a_folder_is_one_line_and_writes_neither(tmp_path, capsys):
+    """`merge --markdown DIR` (or `-o DIR`) wrote DIR.tmp, then met a traceback replacing the folder with
+    it, after the -o file had been replaced: a stray .tmp beside the folder and half the outputs written."""
+    files = []
+    for seed in (1, 2):
+        files.append(tmp_path / f"s{seed}.json")
+        files[-1].write_text(json.dumps(distill_data([seed], {"teacher": [0.86], "alone": [0.84], "distilled": [0.85]})))
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    out = tmp_path / "m.json"
+    assert suite.main(["merge", *map(str, files), "-o", str(out), "--markdown", str(folder)]) == 2
+    assert capsys.readouterr().err.strip() == f"python -m bench merge: {folder}: Is a directory"
+    assert suite.main(["merge", *map(str, files), "-o", str(folder)]) == 2
+    assert capsys.readouterr().err.strip() == f"python -m bench merge: {folder}: Is a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.json", "s2.json", "tables"]
+    assert not any(folder.iterdir())
+
+
 def test_lent_side_by_side_refuses_one_seed_of_a_table_twice_under_two_names(tmp_path):
     """`B1B2 B1B2-s1` (a plain table is at KD_LENT_SEED, 1 by default) or `B1B2-s1 B1B2-s01` ran the same
     seed twice in the one sitting, into two sets of files that `python -m bench merge` then refused."""
@@ -1578,3 +1616,28 @@ def test_the_suite_refuses_cuda_without_a_gpu_before_replacing_any_figures(tmp_p
     assert len(err.splitlines()) == 1 and "--device cuda" in err and "no CUDA device" in err, err
     assert not out.exists()
     assert suite.main(["all", "--quick", "--device", "cuda", "--out", str(out), "--dry-run"]) == 0  # a plan for a GPU machine
+
+
+def test_an_out_that_is_a_file_or_a_doc_that_is_a_folder_is_refused_before_any_table(tmp_path, monkeypatch, capsys):
+    """`--doc FOLDER` ran the first table, then ended in a traceback writing the page (the other tables
+    never ran); `--out FILE` (a seed's JSON given by mistake) ended in a traceback; `render --doc FOLDER` too."""
+    shared = tmp_path / "shared"
+    (shared / "data" / "reviews").mkdir(parents=True)
+    (shared / "data" / "reviews" / "train.tsv").write_text("pos\t好\n", encoding="utf-8")
+    monkeypatch.setenv("KD_SHARED", str(shared))
+
+    def never(job, out_dir):
+        raise AssertionError("ran a table")
+
+    monkeypatch.setattr(suite, "run_job", never)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    a_file = tmp_path / "s1.json"
+    a_file.write_text("{}", encoding="utf-8")
+    for argv, said in ((["B5", "--quick", "--device", "cpu", "--out", str(tmp_path / "out"), "--doc", str(folder)], f"--doc {folder}: a folder"),
+                       (["B5", "--quick", "--device", "cpu", "--out", str(a_file)], f"--out {a_file}: not a folder"),
+                       (["render", "--out", str(tmp_path / "out"), "--doc", str(folder)], f"--doc {folder}: a folder")):
+        assert suite.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and said in err, err
+    assert not (tmp_path / "out").exists() and not any(folder.iterdir()) and a_file.read_text() == "{}"
