@@ -660,6 +660,9 @@ def stage_folder(store: Store, run: str, st: Stage) -> Path:
     # its own recorded folder first, as Store._located serves it: one under KD_ARTIFACTS, there too, is a
     # model an --overwrite left (parked and deleted in its place, the stage's own model stayed and was served)
     folder = recorded_folder(run, st)
+    if folder is not None and store.owns(folder) is False and not here.is_dir():  # (as Store._located serves it: a
+        home = store.home_root / run / st.name  # store moved or copied with its kd-artifacts/STORE, KD_ARTIFACTS set)
+        return home if home.is_dir() else here
     return folder if folder is not None and store.owns(folder) and folder.is_dir() else here
 
 
@@ -674,6 +677,10 @@ def _park(store: Store, s: Session, old: Stage, run: str, moved: list[tuple[Path
             shutil.rmtree(parked)
         folder.rename(parked)
         moved.append((folder, parked))
+        recorded = recorded_folder(run, old)
+        if recorded is not None and store.owns(recorded) is False:  # (recorded in the folder of the store it was moved
+            # or copied from: the model parked is the one served here, which a failure gives back and a success removes)
+            old.artifact_path = str(folder / Path(old.artifact_path).relative_to(recorded))
         old.artifact_path = _moved(old.artifact_path, folder, parked)
     old.name = parked.name
 

@@ -478,9 +478,13 @@ class Store:
         folder = recorded_folder(run, stage)
         if folder is None:
             return stage
-        here = self.artifact_root.joinpath(run, stage.name, Path(stage.artifact_path).relative_to(folder))
+        inside = Path(stage.artifact_path).relative_to(folder)
+        here = self.artifact_root.joinpath(run, stage.name, inside)
         stage.artifact_home = str(self.artifact_root / run / stage.name)
-        if here.exists() and not (self.owns(folder) is not False and Path(stage.artifact_path).exists()):
+        owned = self.owns(folder)
+        if owned is False and not here.exists():  # moved or copied with its kd-artifacts/STORE, KD_ARTIFACTS naming
+            here = self.home_root.joinpath(run, stage.name, inside)  # another folder: its models are here, not there
+        if here.exists() and not (owned is not False and Path(stage.artifact_path).exists()):
             stage.artifact_path = str(here.resolve())
         return stage
 

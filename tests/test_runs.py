@@ -1594,6 +1594,69 @@ def test_a_copied_project_folder_reads_its_own_models_not_the_originals(tmp_path
 
 
 @pytest.mark.sqlite_only
+def test_a_project_folder_moved_or_copied_finds_its_own_models_whatever_kd_artifacts_names(tmp_path, monkeypatch):
+    """A project folder (store and kd-artifacts) moved, or copied, while KD_ARTIFACTS names another folder
+    (set for other projects): kd looked for the models there only, so the moved store found none (and said
+    to move them into KD_ARTIFACTS), the copy served the original's, `kd runs delete` left the store's own
+    model folder behind without a word, and `--overwrite` left the replaced model there."""
+    from kdstore.deletion import delete_stages
+
+    monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+    old, copy, new = tmp_path / "实验 1", tmp_path / "实验 2", tmp_path / "实验 3"
+    old.mkdir()
+    store = Store.open(str(old / "k.db"))
+    with stage_scope(store, run="r1", kind="teach", config={}) as stage:
+        (stage.artifact_dir / "model").mkdir()
+        (stage.artifact_dir / "model" / "w.txt").write_text("v1", encoding="utf-8")
+        stage.record_artifact(stage.artifact_dir / "model")
+    store.close()
+    shutil.copytree(old, copy)
+    (old / "kd-artifacts" / "k.db" / "r1" / "teach" / "model" / "w.txt").write_text("v2", encoding="utf-8")  # retrained there
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "x"))
+
+    def served(folder):
+        store = Store.open(str(folder / "k.db"), create=False)
+        try:
+            path = pathlib.Path(store.find_stage("r1", "teach").artifact_path)
+            assert [s.artifact_path for _, stages in store.runs() for s in stages if s.name == "teach"] == [str(path)]
+            return path, (path / "w.txt").read_text(encoding="utf-8")
+        finally:
+            store.close()
+
+    own = copy / "kd-artifacts" / "k.db" / "r1" / "teach"
+    assert served(copy) == ((own / "model").resolve(), "v1")
+    old.rename(new)
+    assert served(new) == ((new / "kd-artifacts" / "k.db" / "r1" / "teach" / "model").resolve(), "v2")
+
+    def retrain(version, fail=False):
+        store = Store.open(str(new / "k.db"), create=False)
+        try:
+            with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as stage:
+                (stage.artifact_dir / "model").mkdir()
+                (stage.artifact_dir / "model" / "w.txt").write_text(version, encoding="utf-8")
+                stage.record_artifact(stage.artifact_dir / "model")
+                if fail:
+                    raise RuntimeError("boom")
+        except RuntimeError:
+            assert fail
+        finally:
+            store.close()
+
+    retrain("v3", fail=True)  # the replaced model back where it lay
+    assert served(new)[1] == "v2"
+    assert sorted(p.name for p in (new / "kd-artifacts" / "k.db" / "r1").iterdir()) == ["teach"]
+    retrain("v3")
+    assert served(new)[1] == "v3" and not (new / "kd-artifacts" / "k.db" / "r1").exists()  # the replaced model went
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "y"))  # (one per store: x holds the moved store's model now)
+    store = Store.open(str(copy / "k.db"), create=False)
+    try:
+        report = delete_stages(store, "r1")
+    finally:
+        store.close()
+    assert not own.exists() and not report["warnings"], report
+
+
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("first, then", [(None, "other"), ("other", None), ("one", "other")])
 def test_a_stage_retrained_under_another_kd_artifacts_serves_the_new_model(tmp_path, monkeypatch, first, then):
     """`--overwrite` with KD_ARTIFACTS set (or unset, or changed) since the stage was trained: the new
