@@ -51,7 +51,8 @@ class KdGroup(click.Group):
             _rank_says(exc.format_message(), exc.show)
             sys.exit(exc.exit_code)
         except click.Abort:  # (Ctrl-C: click printed the blank line after ^C)
-            _rank_says("Aborted!", lambda: click.echo("Aborted!", err=True))
+            # rank 0 says it: a Ctrl-C reaches every process, and torchrun passes it on as SIGINT, not the
+            # SIGTERM ``prints_its_error`` waits for (10 s, then "Aborted!" under rank 0's error)
             sys.exit(1)
         sys.exit(done if isinstance(done, int) else 0)  # (an Exit's code, as from --help; a command's return is no code)
 

@@ -1020,3 +1020,28 @@ def test_a_warning_said_before_the_stage_is_printed_by_rank_0_alone(monkeypatch,
         monkeypatch.setenv("RANK", rank)
         _warn("said once")
         assert capsys.readouterr().err == printed
+
+
+def test_a_ctrl_c_in_a_rank_other_than_0_ends_it_at_once_without_a_word(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C reaches every process (the terminal's, and torchrun passes it on): rank 0 says
+    "interrupted"; rank 1 waited STOP_WAIT_S for a SIGTERM that never came (torchrun sent SIGINT),
+    then printed "Aborted!" under rank 0's error, the command ending 10 s after the Ctrl-C."""
+    import threading
+
+    from commands.cli import cli
+    from kdstore import distributed as d
+
+    for event in ("STOPPED", "NOTED", "TOLD", "MAIN_GONE"):
+        monkeypatch.setattr(d, event, threading.Event())
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("commands.train.open_store", interrupted)
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["teach", "--run", "r", "--model", "m", "--db", str(tmp_path / "kd.db")], prog_name="kd")
+    assert exited.value.code == 1 and time.monotonic() - started < d.STOP_WAIT_S / 2
+    assert "Aborted!" not in capsys.readouterr().err
