@@ -107,6 +107,13 @@ def defaults_for(
                 name = ".".join(command_path[:depth] + [arrays[0]])
                 raise KdError(f"{where}: [[{name}]] is an array of tables (double brackets): write [{name}], once")
             unknown = [k for k, v in table.items() if (isinstance(v, dict) or k in arrays) and k not in tables[group]]
+            if unknown and group_keys is not None and unknown[0].replace("-", "_") in _keys(group_keys).get(group, ()):
+                # `limit = {n = 1}`, `teacher-weight = [{w = 1.0}]`: an option's value, not a table of a command
+                shown = f"[{group}] {unknown[0]}" if group else unknown[0]
+                value = table[unknown[0]]
+                raise KdError(f"{where}: {shown} = {value!r}: " + (
+                    f"a table is no value of --{unknown[0].replace('_', '-')}" if isinstance(value, dict)
+                    else "expected a value or an array of values, not an array or table inside one"))
             if unknown:
                 brackets = ("[[", "]]") if unknown[0] in arrays else ("[", "]")
                 raise KdError(f"{where}: {brackets[0]}{'.'.join(command_path[:depth] + [unknown[0]])}{brackets[1]} is not a kd command "

@@ -231,6 +231,25 @@ def test_a_table_inside_a_commands_table_is_an_error(other_db, invoke, write_fil
         kdconfig.defaults_for({"teach": {"fold": {"epochs": 1}}}, ["teach"], {"epochs"})
 
 
+def test_a_table_as_an_options_value_at_the_top_or_in_a_group_names_the_option(other_db, invoke, write_file, error_line):
+    """``limit = {n = 1}`` or ``teacher-weight = [{w = 1.0}]`` at the top level (or in ``[labels]``) was
+    "[limit] is not a kd command" / "[[teacher-weight]] is not a kd command": the user wrote an option's
+    value, as the same key in a command's own table is told ("a table is no value of --limit")."""
+    for content, command, expected in (
+        ('db = "other.db"\nlimit = {n = 1}\n', ["samples"],
+         "Error: kd.toml: limit = {'n': 1}: a table is no value of --limit"),
+        ('db = "other.db"\n[labels]\ntop = {n = 1}\n', ["labels", "show"],
+         "Error: kd.toml: [labels] top = {'n': 1}: a table is no value of --top"),
+        ('db = "other.db"\nteacher-weight = [{w = 1.0}]\n', ["samples"],
+         "Error: kd.toml: teacher-weight = [{'w': 1.0}]: expected a value or an array of values, not an array or table inside one"),
+    ):
+        write_file("kd.toml", content)
+        assert error_line(invoke(command, db=None, ok=False)) == expected, content
+    # a table named after no command, nor any option, is still no kd command
+    write_file("kd.toml", 'db = "other.db"\n[distil]\nalpha = 0.5\n')
+    assert error_line(invoke(["samples"], db=None, ok=False)).startswith("Error: kd.toml: [distil] is not a kd command")
+
+
 def test_one_option_under_two_spellings_is_an_error(other_db, invoke, write_file, error_line):
     """``max-len`` and ``max_len`` (or ``format`` and its parameter name ``fmt``) in one table: TOML
     takes both as keys, and one of them was dropped without a word."""
