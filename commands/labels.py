@@ -231,7 +231,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             f"--min-score ({counted(len(items), 'issue')} here): raise --min-score to decide fewer{cut}", param_hint="--top")
     changes = sum(i["effect"] == "change" for i in items)
     # flagging changes no label; printed once the clean is done (a refusal is its one line)
-    warnings = lab.detect_warnings(store, run, changes=changes) if action != "flag" else []
+    warnings = lab.detect_warnings(store, run, changes=changes, done=not dry_run) if action != "flag" else []
     if dry_run:
         check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # a refusal, as the real run's
         warned = _warn(warnings) + _warn(_emptied_by(store, items))

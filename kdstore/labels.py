@@ -325,10 +325,10 @@ def only_classes(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return np.divide(kept, total, out=np.full_like(kept, 1.0 / len(classes)), where=total > 0)
 
 
-def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> list[str]:
+def detect_warnings(store: Store, run: str, *, changes: int | None = None, done: bool = False) -> list[str]:
     """Why the run's latest detection should not be trusted (``noise.reliability_warnings``), from
     the figures its detect stage stored; ``changes``: judge that many planned edits instead of the
-    flagged count (``kd labels clean --min-score`` applies only some)."""
+    flagged count (``kd labels clean --min-score`` applies only some), ``done``: made, not planned."""
     stage = store.find_stage(run, "detect")
     m = {x.name: x.value for x in store.metrics(stage.id) if x.split == "train"}
     out = _replaced_teacher(store, run, stage) + _replaced_votes(store, run, stage)
@@ -338,6 +338,7 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None) -> li
         flagged=int(m.get("flagged", 0) if changes is None else changes), samples=int(m["train_samples"]),
         accuracy=m.get("oof_accuracy"), majority=m.get("majority_rate"),  # absent in stores older than these figures
         tfidf_member=bool((stage.config or {}).get("tfidf_member")), in_sample=bool(m.get("in_sample")), changes=changes is not None,
+        done=done,
     )
     if overall:  # (a teacher weak over all: each class's share would say it again)
         return out + overall

@@ -376,6 +376,7 @@ def detect(
 def reliability_warnings(
     *, flagged: int, samples: int, accuracy: float | None, majority: float | None,
     max_fraction: float = MAX_PLAUSIBLE_FRACTION, tfidf_member: bool = False, in_sample: bool = False, changes: bool = False,
+    done: bool = False,
 ) -> list[str]:
     """Why a detection should not be trusted, one sentence each (empty when nothing is amiss).
 
@@ -387,7 +388,8 @@ def reliability_warnings(
     labels flagged is, for a corpus someone labeled with care, the sign of a weak model.
     ``tfidf_member``: the detection had the TF-IDF member already (the advice leaves it out);
     ``in_sample``: its probabilities are of a teacher that learned these labels (``--allow-in-sample``);
-    ``changes``: ``flagged`` counts the label changes a clean plans (said "would change", not "flagged").
+    ``changes``: ``flagged`` counts the label changes a clean plans (said "would change", not "flagged");
+    with ``done``, changes it has made (said "changed", once the clean is done).
     """
     if samples <= 0 or not 0 <= flagged <= samples:
         raise KdError(f"flagged must be in [0, samples] and samples positive, got {flagged} of {samples}")
@@ -408,10 +410,11 @@ def reliability_warnings(
         share = f"{flagged / samples:.0%}"
         if share == f"{max_fraction:.0%}":  # (182 of 600 read "(30%) flagged, more than 30%")
             share = f"{flagged / samples:.1%}"
-        out.append(
-            f"{flagged} of {samples} train labels ({share}) {'would change' if changes else 'flagged'}, more than {max_fraction:.0%}: "
-            "far more often a weak teacher than real noise; review them (`kd labels show`) or clean with --min-score"
-        )
+        verb = ("changed" if done else "would change") if changes else "flagged"
+        advice = ("review them (`kd labels show`); `kd labels undo` reverts them" if changes and done
+                  else "review them (`kd labels show`) or clean with --min-score")
+        out.append(f"{flagged} of {samples} train labels ({share}) {verb}, more than {max_fraction:.0%}: "
+                   f"far more often a weak teacher than real noise; {advice}")
     return out
 
 

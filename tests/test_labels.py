@@ -211,6 +211,8 @@ def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):
     assert re.search(r"^\d+ flagged \(no label changed\), \d+ unchanged", flagging, re.M) and " change " not in flagging, flagging
     flag = kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db)
     assert flag.stderr == ""  # flagging changes no label: nothing to warn about
+    done = kd("labels", "clean", "--run", "r", "--name", "relabel", "--db", db)  # printed once the clean is done: it said "would change"
+    assert re.search(r"\d+ of \d+ train labels \([0-9.]+%\) changed, more than 30%", done.stderr) and "would change" not in done.stderr, done.stderr
 
 
 def test_every_labels_command_that_writes_says_run_stage_and_warnings_in_json(db, tmp_path):
