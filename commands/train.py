@@ -142,8 +142,10 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     config, learned = stage["config"], stage["metrics"].get("all", {})
     pool, made = int(learned.get("pool_samples") or 0), int(learned.get("augmented_samples") or 0)
     if stage["kind"] == "distill" and config.get("hard_weight") is not None and pool + made and \
-            max(config.get("alpha") or 0.0, config.get("alpha_end") or 0.0) == 0.0:
-        # (with --hard-weight, alpha weighs every sample's soft loss: the texts without a gold label had none)
+            max(config.get("alpha") or 0.0, config.get("alpha_end") or 0.0) == 0.0 and not config.get("matches") and \
+            not any(config.get(o[2:].replace("-", "_")) for o in INTERMEDIATE_OPTIONS):
+        # (with --hard-weight, alpha weighs every sample's soft loss: the texts without a gold label had none,
+        # nor, where they learned a transformer student's intermediate losses, were they taught nothing)
         unlabeled = " and ".join(t for t in (f"{pool} unlabeled" if pool else "", f"{made} augmented" if made else "") if t)
         warn(f"--alpha 0 with --hard-weight weighs the teacher's loss 0 for every sample: the {unlabeled} texts taught the "
              "student nothing (--alpha-end grows alpha; without --hard-weight they learn from the teacher at full weight)")
@@ -957,9 +959,11 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
                          teachers=list(teacher_runs))
     cfg = _resolve_unlabeled(store, cfg)
     soft_unused = _options_given(("temperature", "temperature_end", "temperature_schedule", "soft_loss"))
-    if soft_unused and not cfg.soft_weighed and not cfg.unlabeled and not cfg.augment:
-        _warn(f"{', '.join(soft_unused)}: not used: no soft loss is learned (--alpha 0 with --no-unlabeled and no --augment: "
-              "the labels alone)")
+    # (with --hard-weight, alpha weighs every sample's soft loss, the pool's and --augment's too)
+    if soft_unused and not cfg.soft_weighed and (cfg.hard_weight is not None or (not cfg.unlabeled and not cfg.augment)):
+        why = ("--alpha 0 with --hard-weight: alpha weighs every sample's soft loss, the pool's too" if cfg.hard_weight is not None
+               else "--alpha 0 with --no-unlabeled and no --augment: the labels alone")
+        _warn(f"{', '.join(soft_unused)}: not used: no soft loss is learned ({why})")
     _teacher_runs_exist(store, teacher_runs or (run,))
     no_dev = not any(n for c, n in store.counts().get("dev", {}).items() if c != "(none)")
     if _options_given(("patience",)) and no_dev:

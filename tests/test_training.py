@@ -792,6 +792,26 @@ def test_class_weight_and_probability_shift_where_their_loss_weighs_0_are_warned
     assert "not used" not in out.stderr
 
 
+def test_alpha_0_with_hard_weight_names_the_soft_options_unused_and_an_intermediate_loss_teaches_the_pool(taught_store):
+    """With --hard-weight, alpha weighs every sample's soft loss: --alpha 0 --hard-weight 1 learns no soft loss,
+    pool or not, yet a typed --temperature was taken in silence (the warning asked for --no-unlabeled too). And
+    the pool's texts do learn a transformer student's intermediate losses (--hidden-mse reads every row):
+    the summary's warning said they 'taught the student nothing'."""
+    db = str(taught_store)
+    common = ["--epochs", "1", "--max-len", "32", "--db", db]
+    cnn = ["--embed-dim", "8", "--num-filters", "4"]
+    out = kd("distill", "--run", "r", "--alpha", "0", "--hard-weight", "1", "--temperature", "4", "--name", "a", *cnn, *common)
+    assert ("warning: --temperature: not used: no soft loss is learned (--alpha 0 with --hard-weight: alpha weighs every "
+            "sample's soft loss, the pool's too)") in out.stderr
+    assert "unlabeled texts taught the student nothing" in out.stderr  # (the pool's soft loss weighs 0: true here)
+    out = kd("distill", "--run", "r", "--alpha", "0", "--alpha-end", "0.5", "--hard-weight", "1", "--temperature", "4", "--name", "b",
+             *cnn, *common)
+    assert "not used" not in out.stderr and "taught the student nothing" not in out.stderr
+    out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--alpha", "0", "--hard-weight", "1",
+             "--hidden-mse", "1", "--name", "c", *common)
+    assert "taught the student nothing" not in out.stderr
+
+
 def test_a_where_with_a_colon_in_a_literal_is_run_as_written(tmp_path):
     """SQLAlchemy took ":x" in a --where literal (a text with " :", PostgreSQL's '[[:digit:]]') for a
     bind parameter and refused valid SQL ("A value is required for bind parameter")."""
