@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import bucketed_batches, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
+from .batching import bucketed_batches, count_cut, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
 from .errors import KdError
 from .exit_speed import exit_shares, share_metrics
 from .jsonl import is_number, is_whole
@@ -729,6 +729,8 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
         raise KdError("the teacher has a single layer: there is nothing to exit early from")
     ids = encode_packed(tokenizer, data.texts, max_len=max_len)
     lengths = ids.lengths
+    # texts cut to --max-len (as the other students count them): kd distill warns when most are
+    store.add_metrics(stage.id, "train", {"truncated": count_cut(tokenizer, data.texts, lengths, max_len=max_len), "texts": len(data)})
     params = list(model.branches.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.lr, **adam_options(device))
     dev_teacher = None

@@ -951,6 +951,25 @@ def test_the_stage_config_records_the_max_len_the_branches_read_at(trained):
     assert out["config"]["max_len"] == 32 == out["metrics"]["all"]["max_len"]
 
 
+def test_early_exit_counts_the_texts_cut_to_max_len_and_warns_when_most_are(trained):
+    """A news-topic user's early exit at a --max-len that cut every text it learned from said only that the
+    length was not the teacher's: the other students count the texts cut (truncated of texts) and warn when
+    most are, and this student recorded neither."""
+    from transformers import AutoTokenizer
+
+    store, db = trained["store"], trained["db"]
+    data = store.samples(splits=["train", "unlabeled"])
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(db).parent / "tiny-bert"))
+    longer = sum(len(tokenizer(t)["input_ids"]) > 4 for t in data.texts)
+    assert longer > len(data.texts) / 2
+    out = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--max-len", "4", "--name", "ee-cut", "--db", db)
+    figures = {m.name: m.value for m in store.metrics(_stage(store, "ee-cut").id) if m.split == "train" and m.step is None}
+    assert figures["truncated"] == longer and figures["texts"] == len(data.texts)
+    share = longer / len(data.texts)
+    assert f"texts it learned from: {share:.0%} cut to --max-len 4 tokens" in out.stdout
+    assert f"warning: {share:.0%} of the texts it learned from are longer than --max-len 4 tokens and were cut to fit" in out.stderr
+
+
 def test_a_batch_served_under_autocast_takes_the_branches_half_precision_answers(trained):
     """On a GPU the serving loop runs under bf16/fp16 autocast, where a branch answers in half precision;
     rows that left early were written into the float32 result as they were, which torch refuses
