@@ -28,7 +28,7 @@ from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
-from kdstore.report import run_report, trained_on_dev
+from kdstore.report import learned_dev, run_report, trained_on_dev
 from kdstore.runs import SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout, layer_map as student_layer_map
@@ -1220,8 +1220,7 @@ def _warn_speed_chosen_on_learned_dev(store, teacher_run: str) -> None:
     """--max-loss of an early exit on a teacher that trained on dev (``kd report``'s ``trained_on_dev``
     condition): the speed is chosen on rows its layers and head learned, where exiting early loses less."""
     teacher = store.find_stage(teacher_run, "teach")
-    if "dev" in ((teacher.config or {}).get("splits") or []) and not any(
-            m.split == "all" and m.name == "dev_samples" and m.value for m in store.metrics(teacher.id)):
+    if learned_dev(store, teacher.id, (teacher.config or {}).get("splits") or []):
         _warn(f"--max-loss chooses the serving speed on dev, which the teacher of run {teacher_run!r} trained on (--split dev): "
               "its layers and head learned those rows, where exiting early loses less than on new text, so the speed "
               "chosen may lose more than --max-loss on it; a teacher of --split train leaves dev to judge")

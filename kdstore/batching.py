@@ -21,9 +21,15 @@ def unknown_share(tokenizer, texts: Sequence[str], *, max_len: int) -> float | N
     unk = tokenizer.unk_token_id
     if unk is None or not texts:
         return None
-    ids = encode(tokenizer, texts, max_len=max_len, special_tokens=False)
-    total = sum(len(row) for row in ids)
-    return sum(list(row).count(unk) for row in ids) / total if total else None
+    return unknown_fraction(encode(tokenizer, texts, max_len=max_len, special_tokens=False), unk)
+
+
+def unknown_fraction(ids, unk_id: int, special_ids: Sequence[int] = ()) -> float | None:
+    """The share of the text tokens of ``ids`` (every id but ``special_ids``, ``unk_id`` aside) that are
+    ``unk_id``; ``None`` where there is no text token."""
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64)
+    text = flat[~np.isin(flat, np.asarray([i for i in special_ids if i != unk_id], dtype=np.int64))]
+    return float((text == unk_id).mean()) if len(text) else None
 
 
 def encode(tokenizer, texts: Sequence[str], *, max_len: int, special_tokens: bool = True) -> list[list[int]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import bucketed_batches, check_grad_accum, encode_flagged, micro_batches, pad
+from .batching import bucketed_batches, check_grad_accum, encode_flagged, micro_batches, pad, unknown_fraction
 from .chunking import split_long_texts
 from .context_free import collapsed, frequency_loss, learned_nothing, measured_loss
 from .distributed import SINGLE, Dist
@@ -239,7 +239,8 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     lengths = [len(x) for x in ids]
     special_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in SPECIALS])
     baseline = _frequency_loss(ids, special_ids)  # what a model that learned no context scores
-    unk_share = _unk_share(ids, special_ids, tokenizer.unk_token_id)  # characters below --min-count (kd pretrain warns when many)
+    # characters below --min-count, of the text tokens (every id but [PAD], [CLS], [SEP], [MASK]): kd pretrain warns when many
+    unk_share = unknown_fraction(ids, tokenizer.unk_token_id, special_ids.tolist()) or 0.0
     if np.isnan(baseline):  # (every token [UNK] or special: a NaN bar, a masked-LM loss of 0, and a success on record)
         longest = tokenizer.backend_tokenizer.model.max_input_chars_per_word
         raise KdError(f"every word of the {len(texts)} texts is [UNK]: none is in the vocabulary built from them (a word "
@@ -409,13 +410,6 @@ def _frequency_loss(ids: list[list[int]], special_ids: torch.Tensor) -> float:
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64)
     counts = np.bincount(flat[~np.isin(flat, special_ids.numpy())])
     return frequency_loss(counts.tolist()) if counts.sum() else float("nan")
-
-
-def _unk_share(ids: list[list[int]], special_ids: torch.Tensor, unk_id: int) -> float:
-    """The share of the text tokens (every id but [PAD], [CLS], [SEP], [MASK]) that are [UNK]."""
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64)
-    text = flat[~np.isin(flat, special_ids[special_ids != unk_id].numpy())]
-    return float((text == unk_id).mean()) if len(text) else 0.0
 
 
 def _decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -334,9 +334,15 @@ def trained_on_dev(stage: dict[str, Any], store: Store | None = None) -> str | N
         with store.session() as s:
             teacher = _recorded_stage(s, teachers[0])
             teacher_id, teacher_splits = (None, []) if teacher is None else (teacher.id, (teacher.config or {}).get("splits") or [])
-        if "dev" in teacher_splits and not any(m.split == "all" and m.name == "dev_samples" and m.value for m in store.metrics(teacher_id)):
+        if teacher_id is not None and learned_dev(store, teacher_id, teacher_splits):
             return "its teacher trained on dev: its dev figures are not held out (its test figures are)"
     return None
+
+
+def learned_dev(store: Store, teacher_id: int, splits: list[str]) -> bool:
+    """Whether the teach stage ``teacher_id`` (trained on ``splits``) learned the dev rows: ``--split dev``
+    with no dev row left to judge its epochs (``dev_samples``)."""
+    return "dev" in splits and not any(m.split == "all" and m.name == "dev_samples" and m.value for m in store.metrics(teacher_id))
 
 
 def other_classes(store: Store, stage: dict[str, Any]) -> str | None:

@@ -1593,6 +1593,20 @@ def test_a_copied_project_folder_reads_its_own_models_not_the_originals(tmp_path
         store.close()
 
 
+def _teach_version(store, version: str, *, overwrite: bool = True, fail: bool = False) -> None:
+    """Run r1's teach stage recording a model folder whose w.txt reads ``version`` (an ``--overwrite`` by
+    default); with ``fail``, the stage fails once the model is written (a replacement that fails)."""
+    try:
+        with stage_scope(store, run="r1", kind="teach", config={}, overwrite=overwrite) as stage:
+            (stage.artifact_dir / "model").mkdir()
+            (stage.artifact_dir / "model" / "w.txt").write_text(version, encoding="utf-8")
+            stage.record_artifact(stage.artifact_dir / "model")
+            if fail:
+                raise RuntimeError("boom")
+    except RuntimeError:
+        assert fail
+
+
 @pytest.mark.sqlite_only
 def test_a_project_folder_moved_or_copied_finds_its_own_models_whatever_kd_artifacts_names(tmp_path, monkeypatch):
     """A project folder (store and kd-artifacts) moved, or copied, while KD_ARTIFACTS names another folder
@@ -1605,10 +1619,7 @@ def test_a_project_folder_moved_or_copied_finds_its_own_models_whatever_kd_artif
     old, copy, new = tmp_path / "实验 1", tmp_path / "实验 2", tmp_path / "实验 3"
     old.mkdir()
     store = Store.open(str(old / "k.db"))
-    with stage_scope(store, run="r1", kind="teach", config={}) as stage:
-        (stage.artifact_dir / "model").mkdir()
-        (stage.artifact_dir / "model" / "w.txt").write_text("v1", encoding="utf-8")
-        stage.record_artifact(stage.artifact_dir / "model")
+    _teach_version(store, "v1", overwrite=False)
     store.close()
     shutil.copytree(old, copy)
     (old / "kd-artifacts" / "k.db" / "r1" / "teach" / "model" / "w.txt").write_text("v2", encoding="utf-8")  # retrained there
@@ -1631,14 +1642,7 @@ def test_a_project_folder_moved_or_copied_finds_its_own_models_whatever_kd_artif
     def retrain(version, fail=False):
         store = Store.open(str(new / "k.db"), create=False)
         try:
-            with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as stage:
-                (stage.artifact_dir / "model").mkdir()
-                (stage.artifact_dir / "model" / "w.txt").write_text(version, encoding="utf-8")
-                stage.record_artifact(stage.artifact_dir / "model")
-                if fail:
-                    raise RuntimeError("boom")
-        except RuntimeError:
-            assert fail
+            _teach_version(store, version, fail=fail)
         finally:
             store.close()
 
@@ -1669,10 +1673,7 @@ def test_a_stage_retrained_under_another_kd_artifacts_serves_the_new_model(tmp_p
             monkeypatch.delenv("KD_ARTIFACTS", raising=False)
         store = Store.open(str(tmp_path / "k.db"))
         try:
-            with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as stage:
-                (stage.artifact_dir / "model").mkdir()
-                (stage.artifact_dir / "model" / "w.txt").write_text(version, encoding="utf-8")
-                stage.record_artifact(stage.artifact_dir / "model")
+            _teach_version(store, version)
         finally:
             store.close()
 
@@ -1713,14 +1714,7 @@ def test_a_stage_retrained_back_under_kd_artifacts_replaces_its_own_model_not_a_
     def train(version, artifacts, fail=False):
         store = use(artifacts)
         try:
-            with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as stage:
-                (stage.artifact_dir / "model").mkdir()
-                (stage.artifact_dir / "model" / "w.txt").write_text(version, encoding="utf-8")
-                stage.record_artifact(stage.artifact_dir / "model")
-                if fail:
-                    raise RuntimeError("boom")
-        except RuntimeError:
-            assert fail
+            _teach_version(store, version, fail=fail)
         finally:
             store.close()
 
