@@ -14,9 +14,13 @@ from rich.text import Text
 from kdstore.errors import KdError, make_folder, write_whole
 from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, read_class_file
 from kdstore.names import SPLITS
+from kdstore.progress import working
 from kdstore.store import label_id_note
 
 from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_json_items, print_rows, store_options
+
+
+READ_BAR_FROM = 16 * 2**20  # bytes: a smaller file is parsed in a few seconds, with no bar
 
 
 @click.command()
@@ -59,7 +63,10 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         classes_file=classes_file,
         source=source if source is not None else ("stdin" if path == "-" else Path(path).name),
     )
-    records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing
+    # (500k pool lines: some 9 s of parsing before the hashing bar, a pool of millions minutes with nothing shown)
+    with working(f"reading {name}", unit="rows", disable=len(data) < READ_BAR_FROM) as done:
+        records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing
+        done(len(records))
     store = open_store(db, create=True)
     report = add_records(store, records, name, opts)
     counts = store.counts()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.text import Text
@@ -117,6 +117,16 @@ def progress(*, extra: str = "", disable: bool = False, redirect_stdout: bool = 
         transient=False,
         redirect_stdout=redirect_stdout,
     )
+
+
+@contextmanager
+def working(description: str, *, unit: str = "it", disable: bool = False) -> Iterator[Callable[[int], None]]:
+    """A bar for work that counts its items only at the end (a big file parsed in several passes): it
+    shows what runs and for how long; the function it yields says how many items were done, for the
+    bar's last count and rate."""
+    with progress(disable=disable) as bar:
+        task = bar.add_task(description, total=None, unit=unit)
+        yield lambda n: bar.update(task, total=n, completed=n)
 
 
 class _FieldsColumn(TextColumn):

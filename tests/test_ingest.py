@@ -932,8 +932,9 @@ def test_a_big_ingest_shows_its_progress(invoke, write_file, monkeypatch, counts
     monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
     write_file("train.tsv", "".join(f"{'pos' if i % 2 else 'neg'}\ttext number {i}\n" for i in range(7)))
     small = invoke(["ingest", "train.tsv"])
-    assert "writing samples" not in small.stderr
+    assert "writing samples" not in small.stderr and "reading" not in small.stderr
     monkeypatch.setattr(ki, "BAR_FROM", 5)
+    monkeypatch.setattr("commands.data.READ_BAR_FROM", 10)  # (parsing 500k lines: some 9 s before the first bar)
     monkeypatch.setattr(ki, "CHUNK", 3)  # (the hashing and checking tasks advance by each CHUNK)
     write_file("more.tsv", "".join(f"{'pos' if i % 2 else 'neg'}\tmore text {i}\n" for i in range(7)))
     big = invoke(["ingest", "more.tsv"])
@@ -941,6 +942,7 @@ def test_a_big_ingest_shows_its_progress(invoke, write_file, monkeypatch, counts
     for task in ("hashing texts", "checking against the store", "writing samples"):
         assert sum(line.startswith(task) for line in bars) == 1, big.stderr
     assert all(" rows/s " in line for line in bars), big.stderr  # (rich's own unit, "it/s", named nothing)
+    assert sum(line.startswith("reading more.tsv") and " 7/7 " in line for line in big.stderr.splitlines()) == 1, big.stderr
     assert "added 7 to train" in big.stdout
 
 
