@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import socket
 import tempfile
@@ -157,11 +158,13 @@ def export_model(
         models = exportable_stages(store, run)
         what = (f"holds {folds} fold students (kd distill --folds), made for out-of-fold votes" if folds else
                 "is an early-exit model, whose depth changes with each text")
-        raise KdError(
-            f"stage {stage.name!r} {what}: it cannot be exported "
-            f"(kd predict --model {stage.name} serves it); export another model of run {run!r} with --model: "
-            f"{', '.join(models) or 'none yet'}"
-        )
+        teacher_run = next(iter((stage.config or {}).get("teacher_runs") or ()), None)
+        instead = (f"export another model of run {run!r} with --model: {', '.join(models)}" if models else
+                   # (an early-exit model of another run's teacher: "none yet" was all it said)
+                   f"run {run!r} has no other model: export its teacher with `kd export --run {shlex.quote(teacher_run)} --model teach`"
+                   if teacher_run and teacher_run != run and predictor.kind == "early-exit" else
+                   f"export another model of run {run!r} with --model: none yet")
+        raise KdError(f"stage {stage.name!r} {what}: it cannot be exported (kd predict --model {stage.name} serves it); {instead}")
     # resolved: "." or "x/.." has no name to put the new folder beside (and a link is replaced where it points)
     out_dir = (Path(out) if out else default_dir(store, run, stage.name, "onnx-int8" if int8 else fmt)).resolve()
     _check_outside_stages(store, out_dir)

@@ -499,6 +499,10 @@ def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path
     assert line.endswith("with --model: teach, distill-textcnn, distill-bigru, distill-bilstm, distill-transformer"), line
     assert not list((copy / "kd-artifacts" / "kd.db" / RUN).glob("export-distill-early-exit*"))
     kd_export("--run", RUN, "--model", "teach", "--format", "torchscript", "--overwrite", "--db", db)  # what it names exports
+    # an early-exit model of another run, on run r's teacher: that run has nothing to export, the teacher's does
+    kd("distill", "--run", "ee", "--teacher-run", RUN, "--student", "early-exit", "--epochs", "1", "--db", db)
+    line = error_line(kd_export("--run", "ee", "--db", db, ok=False))
+    assert line.endswith(f"run 'ee' has no other model: export its teacher with `kd export --run {RUN} --model teach`"), line
 
 
 def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, cnn_onnx, tmp_path, error_line):
