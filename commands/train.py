@@ -464,7 +464,8 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
               help="Peak learning rate. The default applied is recorded in the stage's config (lr_default).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--grad-accum", type=int, default=1, show_default=True, help=GRAD_ACCUM_HELP)
-@click.option("--max-len", type=int, default=128, show_default=True)
+@click.option("--max-len", type=int, default=128, show_default="the --max-len of the run --model pretrain:RUN or teach:RUN names; else 128",
+              help="Tokens read of each text (its first ones; [CLS] and [SEP] included).")
 @click.option("--warmup", type=FLOAT, default=0.1, show_default=True, help="Warm-up fraction of the steps.")
 @click.option("--patience", type=int, default=2, show_default=True, help="Epochs without dev gain before stopping.")
 @click.option("--layer-decay", type=FLOAT, default=1.0, show_default=True, help="Layer-wise learning-rate decay: the head trains at --lr, the top layer at lr x d, the one below at lr x d^2, ... (e.g. 0.8; 1 = off).")
@@ -541,6 +542,9 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             # recorded as the run it names today: `pretrain:${time}` read tomorrow was another run (or none), and
             # kd report / kd runs delete could not say that a teacher's checkpoint was replaced or deleted
             model = f"{source}:{resolve_run_id(source_run)}"
+            if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):
+                # (a model pre-trained on 256 tokens was fine-tuned on the first 128 of each text, one on 64 past its trained positions)
+                max_len = _source_max_len(store, model, max_len)
         cfg = TeachConfig(
             model=model, epochs=epochs, lr=TeachConfig.lr if lr is None else lr, batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, warmup=warmup,
             patience=patience, layer_decay=layer_decay, class_weight=class_weight, where=where, splits=tuple(dict.fromkeys(splits)) or ("train",), labels=tuple(dict.fromkeys(labels)),  # (one typed twice: once)
@@ -761,6 +765,16 @@ def _warn_unknown_characters(store, cfg: TeachConfig, checkpoint) -> None:
         _warn(f"--model {cfg.model}: its tokenizer reads {share:.0%} of the train texts' tokens as its unknown token "
               f"{tokenizer.unk_token} (its vocabulary lacks their characters: a model of another language?), and the "
               "teacher learns nothing of them: choose a model for the store's language, or `kd pretrain` one on the store's text")
+
+
+def _source_max_len(store, model: str, default: int) -> int:
+    """The --max-len of the stage ``pretrain:RUN`` or ``teach:RUN`` names (a teacher's default, as a student's
+    is its teacher's); ``default`` where it has none (the stage's own check names a missing run)."""
+    source, _, source_run = model.partition(":")
+    try:
+        return int(store.find_stage(source_run, source).config.get("max_len") or default)
+    except (KdError, TypeError, ValueError):
+        return default
 
 
 def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) -> None:

@@ -1074,6 +1074,20 @@ def test_pretrain_counts_the_unk_tokens_and_warns_when_many(sample_store):
     assert {m.name: m.value for m in Store.open(db).metrics(_stage(sample_store, "all", "pretrain").id)}["unk_share"] == 0.0
 
 
+def test_teach_reads_as_many_tokens_as_the_run_its_model_comes_from(sample_store):
+    """A model pre-trained on 40 tokens was fine-tuned at the default 128 (positions 41-128 untrained, said in a
+    warning), one pre-trained on 256 on the first 128 of each text: the default --max-len is the source run's."""
+    db = str(sample_store)
+    kd("pretrain", "--run", "q", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--max-len", "40",
+       "--batch-size", "16", "--min-count", "1", "--db", db)
+    taught = kd("teach", "--run", "q", "--model", "pretrain:q", "--epochs", "1", "--db", db)
+    assert _stage(sample_store, "q", "teach").config["max_len"] == 40 and "start untrained" not in taught.stderr
+    kd("teach", "--run", "q2", "--model", "teach:q", "--epochs", "1", "--db", db)  # fine-tuned further: the teacher's
+    assert _stage(sample_store, "q2", "teach").config["max_len"] == 40
+    kd("teach", "--run", "q3", "--model", "pretrain:q", "--epochs", "1", "--max-len", "32", "--db", db)  # typed: as typed
+    assert _stage(sample_store, "q3", "teach").config["max_len"] == 32
+
+
 def test_pretrain_produces_a_model_teach_loads(sample_store):
     db = str(sample_store)
     kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "3",
