@@ -491,6 +491,9 @@ def _bare_cr(rows) -> str:
 
 # (a labeled split's file with no label at all: an unlabeled pool ingested without --split unlabeled)
 _POOL_HINT = "; or --split unlabeled for texts without labels"
+# (a JSONL line with no label after labeled ones: an export of labeled and unlabeled rows together)
+_MIXED_HINT = (" (the lines before it have one: a file of labeled and unlabeled rows? "
+               "ingest its unlabeled rows apart, with --split unlabeled)")
 
 
 def _key_hint(obj: dict, key: str, named: str | None, option: str) -> str:
@@ -551,7 +554,9 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
             raw_label = obj.get(label_key)
             if raw_label is None or (isinstance(raw_label, str) and not raw_label.strip()):
                 pool = _POOL_HINT if not records and label_key not in obj else ""  # (the first line: a file of texts, no labels)
-                raise KdError(f"{name}: line {line}: field '{label_key}': missing label{_key_hint(obj, label_key, opts.label_col, '--label-col')}{pool}")
+                # (lines before it held the key: naming it with --label-col was no way forward for a mixed export)
+                hint = _MIXED_HINT if records else _key_hint(obj, label_key, opts.label_col, '--label-col')
+                raise KdError(f"{name}: line {line}: field '{label_key}': missing label{hint}{pool}")
             if isinstance(raw_label, bool) or not isinstance(raw_label, (str, int)):
                 raise KdError(
                     f"{name}: line {line}: field '{label_key}': expected a string or an integer, "

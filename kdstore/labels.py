@@ -305,6 +305,19 @@ def single_sample_warnings(store: Store, cfg: DetectConfig, inputs: DetectInputs
                if alone else f"so only the other methods can flag {them}")]
 
 
+def in_sample_warnings(store: Store, run: str, cfg: DetectConfig, inputs: DetectInputs) -> list[str]:
+    """A warning when ``--allow-in-sample`` let a teacher score train samples whose labels it learned
+    (accepted without a word: its probabilities lean toward those labels, wrong ones included)."""
+    if not inputs.in_sample:
+        return []
+    teacher_run = inputs.teacher_run
+    share = (f"all {inputs.in_sample}" if inputs.in_sample == len(inputs.train.ids)
+             else f"{inputs.in_sample} of {len(inputs.train.ids)}")
+    return [f"--allow-in-sample: {share} train samples were scored by a teacher that learned their labels: its "
+            "probabilities lean toward them, wrong ones included, so it flags fewer than an out-of-fold teacher would; "
+            f"{reteach_command(teacher_run, store.find_stage(teacher_run, 'teach').config, folds=5)} gives one"]
+
+
 TFIDF_FOLDS = 5
 
 

@@ -286,8 +286,14 @@ class Store:
                     # (the parenthesis is kd's, closing the condition: `--where 'x ='` said only 'near ")"')
                     said += " (at the end of the condition: it stops short, an operator or keyword with nothing after it)"
                 wide = re.search(f"[{FULL_WIDTH}]", re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "", where))  # (outside its strings)
+                # (meta.source: "no such column: meta.source" listed meta as a column, not how to read a key of its JSON)
+                keys = re.search(r'(?<![\w."])(?:samples\.)?meta((?:\.(?:\w+|"[^"]+"))+)', re.sub(r"'(?:[^']|'')*'", "", where))
                 if wide:  # an input method's ‘ or （: "no such column: ‘" and 'near "）"' named no cause
                     said += f" ({wide.group(0)} is a full-width or curly mark, which SQL reads as part of a name: type the ASCII one, ' \" ( ) = ; ,)"
+                elif keys:
+                    path = [k.strip('"') for k in re.findall(r'\.(\w+|"[^"]+")', keys.group(1))]
+                    expr = "meta" + "".join(f"->'{k}'" for k in path[:-1]) + f"->>'{path[-1]}'"  # (SQLite 3.38+ and PostgreSQL)
+                    said += f" (meta is a JSON column of each sample's other fields: {expr} reads one)"
                 elif "bindings supplied" in said:  # (SQLite, of a ? or :x: the count it gave was of kd's own parameters)
                     said += " (a ? or :name is a placeholder, with no value to fill it: write the value itself, 'quoted')"
                 elif re.search(r'no such column: |column \S+ does not exist', said):  # (SQLite's words; PostgreSQL's)

@@ -668,7 +668,21 @@ def test_a_pool_ingested_without_split_unlabeled_is_told_so(invoke, write_file, 
     assert not store_exists(invoke.db)
     # a label missing on a later line is that row's error, not a pool's
     write_file("late.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b"}\n')
-    assert "--split unlabeled" not in error_line(invoke(["ingest", "late.jsonl"], ok=False))
+    assert "or --split unlabeled for texts without labels" not in error_line(invoke(["ingest", "late.jsonl"], ok=False))
+
+
+def test_a_jsonl_of_labeled_and_unlabeled_rows_is_told_to_ingest_the_unlabeled_apart(invoke, write_file, error_line):
+    """An ad-compliance export whose unlabeled rows have no "label" key (or a null one) said, at the
+    first of them, "(keys: 'text', 'meta'); name it with --label-col": the label key, named on every
+    line before it, was not the problem, and the error did not say what was."""
+    hint = ("missing label (the lines before it have one: a file of labeled and unlabeled rows? "
+            "ingest its unlabeled rows apart, with --split unlabeled)")
+    write_file("ads.jsonl", '{"text": "全网最低价", "label": "exaggeration", "meta": {"source": "jd"}}\n'
+                            '{"text": "国家级产品", "meta": {"source": "jd"}}\n')
+    assert error_line(invoke(["ingest", "ads.jsonl"], ok=False)) == f"Error: ads.jsonl: line 2: field 'label': {hint}"
+    write_file("nulls.jsonl", '{"text": "全网最低价", "label": "exaggeration"}\n{"text": "国家级产品", "label": null}\n')
+    assert error_line(invoke(["ingest", "nulls.jsonl"], ok=False)) == f"Error: nulls.jsonl: line 2: field 'label': {hint}"
+    assert not store_exists(invoke.db)
 
 
 def test_stdin(invoke, read_samples):
@@ -2119,6 +2133,22 @@ def test_a_where_on_an_unknown_column_lists_the_columns_and_points_at_label(invo
             assert error_line(invoke(["samples", "--where", where], ok=False)).endswith(
                 "(a ? or :name is a placeholder, with no value to fill it: write the value itself, 'quoted')")
     assert read_samples() == before
+
+
+def test_a_where_on_a_meta_key_as_a_column_says_how_to_read_it(invoke, write_file, error_line):
+    """A JSONL file's other keys go into the JSON column meta: `--where "meta.source = 'jd'"` said
+    "no such column: meta.source" and listed meta among the columns, with no word of how to read a key
+    of it (neither the README nor any --help does), so a filter on the file's own fields was a guess."""
+    write_file("ads.jsonl", '{"text": "全网最低价", "label": "exaggeration", "shop": "jd", "meta": {"date": "2024-05"}}\n'
+                            '{"text": "国家级产品", "label": "forbidden", "shop": "pdd", "meta": {"date": "2024-07"}}\n')
+    invoke(["ingest", "ads.jsonl"])
+    for where, expr in (("meta.shop = 'jd'", "meta->>'shop'"), ("samples.meta.shop = 'jd'", "meta->>'shop'"),
+                        ('meta.meta."date" < \'2024-06\'', "meta->'meta'->>'date'")):
+        line = error_line(invoke(["samples", "--where", where], ok=False))
+        assert line.startswith(f"Error: --where {where!r} failed: "), line
+        assert line.endswith(f"(meta is a JSON column of each sample's other fields: {expr} reads one)"), line
+        fixed = where.replace("samples.", "").replace('meta.meta."date"', expr).replace("meta.shop", expr)
+        assert [r["text"] for r in invoke.json(["samples", "--where", fixed])] == ["全网最低价"]  # as the error says
 
 
 def test_a_where_typed_with_full_width_punctuation_says_so(invoke, write_file, error_line):

@@ -246,7 +246,11 @@ def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     # (required) and --overwrite (the run has a teacher), each refused in turn
     assert f"`kd teach --run plain --model {shlex.quote(str(noisy['model']))} --folds 5 --overwrite`" in refused.output, refused.output
     assert _count(db, LabelIssue) == 0
-    kd("labels", "detect", "--run", "plain", "--allow-in-sample", "--db", db)
+    allowed = kd("labels", "detect", "--run", "plain", "--allow-in-sample", "--db", db)
+    # accepted, but said (it was not a word): a teacher that learned the labels leans toward them, wrong ones included
+    n = _read(db, select(func.count()).select_from(Sample).where(Sample.split == "train"))[0][0]
+    assert (f"warning: --allow-in-sample: all {n} train samples were scored by a teacher that learned their labels" in allowed.stderr
+            and f"`kd teach --run plain --model {shlex.quote(str(noisy['model']))} --folds 5 --overwrite`" in allowed.stderr), allowed.stderr
     nothing = kd("labels", "detect", "--run", "nowhere", "--db", db, ok=False)
     assert "no run 'nowhere'" in nothing.output  # refused before a run or stage is recorded
 
