@@ -139,8 +139,9 @@ def is_empty(engine: Engine) -> bool:
     return not inspect(engine).get_table_names()
 
 
-def ensure_current(engine: Engine, *, create: bool = True) -> None:
-    """Create an empty database by migrating it; refuse one whose revision is not the head."""
+def ensure_current(engine: Engine, *, create: bool = True, read_only: str | None = None) -> None:
+    """Create an empty database by migrating it; refuse one whose revision is not the head.
+    ``read_only``: why the store was opened read-only (``Store.open``): `kd db upgrade` refuses it too."""
     where = display_url(engine.url)
     tables = set(inspect(engine).get_table_names())
     if not tables:
@@ -160,6 +161,10 @@ def ensure_current(engine: Engine, *, create: bool = True) -> None:
         raise KdError(
             f"{where} is at schema revision {current}, newer than this kd knows ({head}): upgrade kd"
         )
+    if read_only:  # (`kd db upgrade` would refuse it as read-only in its turn)
+        raise KdError(f"{where} is at schema revision {current}, kd needs {head}, and {read_only}: make it writable, then run "
+                      f"`{upgrade_command(engine.url)}` (or copy the store, with its kd-artifacts folder, to a folder kd can write "
+                      "and upgrade the copy)")
     raise KdError(
         f"{where} is at schema revision {current}, kd needs {head}: run `{upgrade_command(engine.url)}` first"
     )

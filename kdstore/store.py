@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from . import vectors
 from .engine import WRITE_LOCK, check_sqlite_url, display_url, make_engine, read_only_uri, resolve_url, sqlite_path
 from .errors import KdError
-from .migrate import ensure_current
+from .migrate import db_option, ensure_current
 from .names import SPLITS
 from .schema import AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
 
@@ -142,7 +142,11 @@ class Store:
         check_sqlite_url(url)
         if path is not None:
             if not path.exists() and not create:
-                raise KdError(f"no kd store at {path}: run `kd ingest` first, or pass --db")
+                if db is None and not os.environ.get("KD_DB"):  # ./kd.db, the default
+                    raise KdError(f"no kd store at {path}: run `kd ingest` first, or pass --db")
+                # (a store given by --db, a config file or KD_DB: a bare `kd ingest` makes ./kd.db or $KD_DB, not this one)
+                raise KdError(f"no kd store at {path} (no such file): check the path, or run "
+                              f"`kd ingest FILE --db {db_option(make_url(url))}` first to make one there")
             if path.parent and not path.parent.exists():
                 raise KdError(f"cannot create {path}: folder {path.parent} does not exist")
             if path.parent.exists() and not path.parent.is_dir():  # (SQLite: "unable to open database file")
@@ -170,7 +174,7 @@ class Store:
             try:
                 _check_server_encoding(engine)
                 if check:
-                    ensure_current(engine, create=create)
+                    ensure_current(engine, create=create, read_only=read_only)
                 else:  # (`kd db`): a server it cannot reach, or a file SQLite cannot open, is named as every command names it
                     engine.connect().close()
                 break

@@ -1834,7 +1834,8 @@ def test_a_sqlite_uri_path_ends_at_its_query_as_sqlite_reads_it(invoke, write_fi
     url = f"sqlite:///file:{tmp_path}/q%3Fx=1/kd.db?uri=true"
     assert sqlite_path(url) == tmp_path / "q"
     line = error_line(invoke(["samples"], db=url, ok=False))
-    assert line == f"Error: no kd store at {tmp_path / 'q'}: run `kd ingest` first, or pass --db"
+    assert line == (f"Error: no kd store at {tmp_path / 'q'} (no such file): check the path, or run "
+                    f"`kd ingest FILE --db {tmp_path / 'q'}` first to make one there")
     assert not (tmp_path / "q").exists()
 
 

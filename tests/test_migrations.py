@@ -163,6 +163,26 @@ def test_a_read_only_store_file_is_not_upgraded_and_left_without_read_only_wal_f
     invoke(["runs"])
 
 
+@pytest.mark.sqlite_only  # the paths are the test's own
+def test_an_old_store_in_a_read_only_folder_is_refused_with_what_lets_it_be_upgraded(db_path, invoke, error_line, monkeypatch):
+    """An older kd's store on a read-only share: every command said "run `kd db upgrade --db ...` first",
+    and that command then refused it as read-only. The refusal says why it cannot be upgraded there
+    and what can be done, changing nothing."""
+    import os
+
+    _engine_at(db_path, "0005").dispose()
+    folder = db_path.parent
+    access = os.access  # (root writes anywhere: the folder is read-only to kd as to any other user)
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(folder) and mode == os.W_OK else access(p, mode, *a, **k))
+    line = error_line(invoke(["runs"], ok=False))
+    assert line == (f"Error: sqlite:///{db_path} is at schema revision 0005, kd needs 0010, and its folder {folder} is read-only: "
+                    f"make it writable, then run `kd db upgrade --db {db_path}` (or copy the store, with its kd-artifacts folder, "
+                    "to a folder kd can write and upgrade the copy)")
+    assert invoke.json(["db", "current"])["current"] == "0005"
+    monkeypatch.setattr(os, "access", access)
+    assert "0005 -> 0010" in invoke(["db", "upgrade"]).stdout
+
+
 @pytest.mark.sqlite_only  # the URL is the test's own
 def test_db_commands_name_a_store_they_cannot_open(tmp_path, invoke, error_line):
     """`kd db current|upgrade` say which store they could not open, as every other command does
@@ -299,6 +319,23 @@ def test_db_current_on_missing_store_fails_cleanly(db, invoke, error_line):
     assert db.split("://")[-1].split("@")[-1] in line and "no kd store" in line
     assert not store_exists(db)
 
+
+@pytest.mark.sqlite_only  # the paths are the test's own
+def test_a_missing_store_given_by_db_is_refused_with_the_command_that_makes_that_store(tmp_path, invoke, error_line, monkeypatch):
+    """A --db (or KD_DB) naming no file, a path mistyped or a store moved away: the refusal said "run
+    `kd ingest` first, or pass --db", to a user who had passed --db, and a bare `kd ingest` makes
+    ./kd.db (or $KD_DB), not this store. It names the store's own --db, as an empty database's does."""
+    missing = tmp_path / "其他 folder" / "kd.db"
+    missing.parent.mkdir()
+    want = (f"Error: no kd store at {missing} (no such file): check the path, or run "
+            f"`kd ingest FILE --db {shlex.quote(str(missing))}` first to make one there")
+    for command in (["runs"], ["db", "current"], ["report", "--run", "r1"]):
+        assert error_line(invoke(command, db=missing, ok=False)) == want
+    monkeypatch.setenv("KD_DB", str(missing))
+    assert error_line(invoke(["runs"], db=None, ok=False)) == want
+    monkeypatch.delenv("KD_DB")
+    assert error_line(invoke(["runs"], db=None, ok=False)) == "Error: no kd store at kd.db: run `kd ingest` first, or pass --db"
+    assert not missing.exists() and not (tmp_path / "kd.db").exists()
 
 
 def test_db_current_on_an_empty_database_names_the_command_that_creates_that_store(db, invoke, error_line):
