@@ -7,6 +7,7 @@ The ``--artifact`` path imports ``kdstore.serving`` only: no store, no torch (fo
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 
@@ -537,6 +538,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
                    speed: float | None = None, *, speed_if_early_exit: bool = False) -> None:
     """Logits, predictions and per-split metrics of the store's samples, as stage ``predict-STAGE``."""
     from kdstore.environment import environment
+    from kdstore.advice import reteach_command
     from kdstore.outputs import store_outputs
     from kdstore.predictor import Predictor, model_stage
     from kdstore.report import run_report
@@ -554,9 +556,18 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
     names = store.class_names()
     if list(predictor.class_names) != names:
+        stage = store.find_stage(run, predictor.stage_name)
+        if stage.kind == "teach":
+            retrain = f"{reteach_command(run, stage.config)} retrains it on them"
+        else:  # (a student learns the classes of its teacher's logits)
+            student = (stage.config or {}).get("student") or "STUDENT"
+            retrain = (f"once its teacher knows them, `kd distill --run {shlex.quote(run)} --student {shlex.quote(student)} "
+                       f"--name {shlex.quote(stage.name)} --overwrite` "
+                       f"(with the options `kd report --run {shlex.quote(run)}` lists for it) retrains it")
         raise KdError(
             f"stage {predictor.stage_name!r} was trained on classes {predictor.class_names}, the store now has "
-            f"{names}: its predictions cannot be stored against the store's labels"
+            f"{names}: its predictions cannot be stored against the store's labels: {retrain}; "
+            "`kd predict` without --store serves it as it is"
         )
     model_stage = store.find_stage(run, predictor.stage_name)
     if "~parked-" in model_stage.name:  # (its predict-STAGE name was refused as "not valid", a name never typed)

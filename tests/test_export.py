@@ -505,6 +505,22 @@ def test_early_exit_stage_is_refused_naming_what_can_be_exported(built, tmp_path
     assert line.endswith(f"run 'ee' has no other model: export its teacher with `kd export --run {RUN} --model teach`"), line
 
 
+def test_predictions_of_a_model_older_than_a_new_class_are_refused_with_what_stores_them(built, tmp_path, error_line):
+    """A class added after the models were trained: `kd predict --store` refused each of them, saying only that
+    its predictions "cannot be stored against the store's labels", not what would store them."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built.parent, copy)
+    db = str(copy / "kd.db")
+    (tmp_path / "more.tsv").write_text("neutral\t一般般吧\n", encoding="utf-8")
+    kd("ingest", str(tmp_path / "more.tsv"), "--db", db)
+    line = error_line(kd("predict", "--run", RUN, "--model", "teach", "--store", "--db", db, ok=False))
+    assert "its predictions cannot be stored against the store's labels: `kd teach --run r --model " in line, line
+    assert line.endswith("retrains it on them; `kd predict` without --store serves it as it is"), line
+    line = error_line(kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, ok=False))
+    assert line.endswith("labels: once its teacher knows them, `kd distill --run r --student textcnn --name distill-textcnn --overwrite` (with the "
+                         "options `kd report --run r` lists for it) retrains it; `kd predict` without --store serves it as it is"), line
+
+
 def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, cnn_onnx, tmp_path, error_line):
     db = str(built)
     bad = "很好\n".encode() + b"\xff\xfe\xe5\n"
