@@ -493,6 +493,10 @@ def open_store(db: str | None, *, create: bool = False, check: bool = True, writ
     store = Store.open(db, create=create, check=check)
     url = store.engine.url
     OPENED.append(url.database if url.get_backend_name() == "sqlite" else display_url(url))
+    if (writer or create) and check and store.read_only:
+        # (refused at its first write, after a training's warnings, as SQLite's "attempt to write a readonly database")
+        raise KdError(f"{OPENED[-1]}: this command writes to the store, and {store.read_only}: nothing was changed; make it "
+                      "writable, or copy the store with its kd-artifacts folder to a folder kd can write")
     if writer and os.environ.get("RANK", "0") == "0":  # (torchrun: rank 0 alone, as it alone starts the stage)
         from kdstore.runs import mark_crashed
 

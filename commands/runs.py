@@ -121,6 +121,8 @@ def delete(run, stages, dry_run, yes, db, as_json):
         n = result["reopened"]
         click.echo(f"{n} label issue{'s' if n > 1 else ''} {'it' if len(result['deleted']) == 1 else 'they'} decided "
                    f"{'would be' if dry_run else 'are' if n > 1 else 'is'} open again (a review's rejections included)")
+    for folder in [d["folder"] for d in result["deleted"] if d["folder"]]:
+        click.echo(f"{verb} model folder {folder}")
     for folder in result["exports"]:
         click.echo(f"{verb} export {folder}")
     if result["run_deleted"]:

@@ -30,7 +30,7 @@ from .store import Store, recorded_folder
 def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_run: bool = False) -> dict[str, Any]:
     """Delete ``run``'s stages named ``names`` (with their ``NAME~...`` records of replaced and failed
     attempts), or all of them; ``dry_run``: say what would go, change nothing. Returns ``{"run",
-    "deleted": [{name, kind, status, logits, predictions, issues}], "kept": [{name, kind, label_edits}],
+    "deleted": [{name, kind, status, logits, predictions, issues, folder}], "kept": [{name, kind, label_edits}],
     "run_deleted", "reopened" (issues left whose decision goes), "dry_run", "warnings", "exports" (the deleted
     stages' export folders at ``kd export``'s default place, removed with them)}``."""
     with store.write_session("runs", "stages", "label_edits", "label_issues") as s:
@@ -54,7 +54,9 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             "deleted": [{"name": st.name, "kind": st.kind, "status": "failed" if st.id in crashed else st.status,
                          # (a crashed stage's partial logits and predictions go as it is marked failed)
                          "logits": 0 if st.id in crashed else counts[Logit].get(st.id, 0),
-                         "predictions": 0 if st.id in crashed else counts[Prediction].get(st.id, 0), "issues": counts[LabelIssue].get(st.id, 0)} for st in gone],
+                         "predictions": 0 if st.id in crashed else counts[Prediction].get(st.id, 0), "issues": counts[LabelIssue].get(st.id, 0),
+                         # (its model's folder, removed with it: a dry run listed the exports that go, not the models)
+                         "folder": str(stage_folder(store, run, st)) if st.artifact_path else None} for st in gone],
             "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st)} for st in kept],
             "run_deleted": len(gone) == len(stages),
             # the issues of detections left that a deleted review decided (a sheet's rejections among them): open again

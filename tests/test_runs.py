@@ -1864,7 +1864,10 @@ def test_a_store_in_a_read_only_folder_is_read_and_writers_refused_in_one_line(s
     try:
         assert [r["run"] for r in invoke.json(["runs"])] == ["r1"]
         assert invoke.json(["report", "--run", "r1"])["stages"][0]["status"] == "succeeded"
-        assert "readonly database" in error_line(invoke(["ingest", "more.tsv"], ok=False))
+        said = (f"Error: {db_path}: this command writes to the store, and its folder {folder} is read-only: nothing was changed; "
+                "make it writable, or copy the store with its kd-artifacts folder to a folder kd can write")
+        assert error_line(invoke(["ingest", "more.tsv"], ok=False)) == said  # (SQLite's "attempt to write a readonly database")
+        assert error_line(invoke(["labels", "set", "--run", "r2", "1=neg"], ok=False)) == said  # (a stage's writer too)
         assert "is read-only" in error_line(invoke(["ingest", "more.tsv"], ok=False, db=folder / "new.db"))
     finally:
         folder.chmod(0o755)
@@ -2280,9 +2283,11 @@ def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_e
         store.write_logits(other.id, ids, _logits(len(ids)))
     before = counts()
     dry = invoke.json(["runs", "delete", "--run", "r1", "--stage", "teach", "--dry-run"])
-    assert dry["deleted"] == [{"name": "teach", "kind": "teach", "status": "succeeded", "logits": 4, "predictions": 0, "issues": 0}]
+    assert dry["deleted"] == [{"name": "teach", "kind": "teach", "status": "succeeded", "logits": 4, "predictions": 0, "issues": 0,
+                               "folder": str(folder)}]  # (the model folder it removes: a dry run named only exports)
     assert dry["dry_run"] and not dry["run_deleted"] and counts() == before and folder.is_dir()
     dry_text = invoke(["runs", "delete", "--run", "r1", "--stage", "teach", "--dry-run"])  # (said "deleted now")
+    assert f"would delete model folder {folder}\n" in dry_text.stdout
     assert "warning: r1/distill-bigru learned from r1/teach, which this would delete: its report would" in dry_text.stderr
     # no terminal to answer the question: refused, nothing deleted
     assert error_line(invoke(["runs", "delete", "--run", "r1", "--stage", "teach"], ok=False)).endswith("pass --yes (or --dry-run)")
