@@ -203,6 +203,13 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         if condition is None:
             raise
         raise KdError(str(exc).replace(f"--where {where!r}", f"--where {condition!r}", 1)) from exc
+    if not len(rows) and condition is not None and "source" in condition.lower():
+        # (a file's own "source" column or key is in meta: `--where "source = 'jd'"` listed an empty table, no word why)
+        held = store.sources(splits=[split] if split else SPLITS, labeled=False)
+        if held:
+            listed = ", ".join(f"{src!r} ({n})" for src, n in list(held.items())[:5]) + (", ..." if len(held) > 5 else "")
+            click.echo(f"note: no sample matches --where {condition!r}; the samples' sources are {listed} (the file each came "
+                       "from, or its --source; a file's own columns are in meta: meta->>'source' reads one)", err=True)
     more = bool(limit) and len(rows) > limit
     shown = min(len(rows), limit) if limit else len(rows)
     if as_json:  # `kd samples --split train --json > train.json` kept 20 samples without a word

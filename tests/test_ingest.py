@@ -2150,6 +2150,14 @@ def test_a_where_on_a_meta_key_as_a_column_says_how_to_read_it(invoke, write_fil
         assert line.endswith(f"(meta is a JSON column of each sample's other fields: {expr} reads one)"), line
         fixed = where.replace("samples.", "").replace('meta.meta."date"', expr).replace("meta.shop", expr)
         assert [r["text"] for r in invoke.json(["samples", "--where", fixed])] == ["全网最低价"]  # as the error says
+    # the file's own "source" key is in meta too: a --where on the column source selects none, and says why
+    write_file("src.jsonl", '{"text": "第一名的品质", "label": "exaggeration", "source": "jd"}\n')
+    invoke(["ingest", "src.jsonl"])
+    empty = invoke(["samples", "--where", "source = 'jd'"])
+    assert empty.stderr == ("note: no sample matches --where \"source = 'jd'\"; the samples' sources are 'ads.jsonl' (2), "
+                            "'src.jsonl' (1) (the file each came from, or its --source; a file's own columns are in meta: "
+                            "meta->>'source' reads one)\n"), empty.stderr
+    assert [r["text"] for r in invoke.json(["samples", "--where", "meta->>'source' = 'jd'"])] == ["第一名的品质"]
 
 
 def test_a_where_typed_with_full_width_punctuation_says_so(invoke, write_file, error_line):
