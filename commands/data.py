@@ -96,7 +96,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     if made:  # (a short labeled text, 不错, is often an n-gram or masked variant that --augment stored first)
         out.print(f"  {counted(made, 'conflict')} with {'a text' if made == 1 else 'texts'} `kd distill --augment` made, which "
                   f"{'stays' if made == 1 else 'stay'} unlabeled: ingest labeled files before distilling with --augment", markup=False)
-    out.print(counts_table(counts, store.class_names(), out.width))
+    out.print(counts_table(counts, store.class_names(), out.width, dropped=store.dropped_count()))
 
 
 def _read(path: str) -> bytes:
@@ -106,11 +106,12 @@ def _read(path: str) -> bytes:
         raise click.ClickException(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int | None = None) -> Table:
+def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int | None = None, *, dropped: int = 0) -> Table:
     """The store's samples per split and class, the classes in id order (``names``: a class pinned by
     --classes shows before its first sample), the unlabeled ones last: a column per class, or, when
     those columns do not fit in ``width`` (40 classes on a 160-column screen showed each as "…" and
-    no count at all), a row per class and a column per split."""
+    no count at all), a row per class and a column per split. ``dropped``: the samples left out, said
+    under the table (450 read, 450 duplicates, and train showed 449 with no word why)."""
     unlabeled = ["(none)"] if any("(none)" in per for per in counts.values()) else []
     labels = [*names, *unlabeled]
     rows = [[split, *[str(per.get(l, 0)) for l in labels], str(sum(per.values()))] for split, per in counts.items()]
@@ -123,6 +124,7 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int
         for lab in labels:
             tall.add_row(Text(lab), *[str(per.get(lab, 0)) for per in counts.values()])
         tall.add_row("total", *[str(sum(per.values())) for per in counts.values()])
+        tall.caption = _dropped_caption(dropped)
         return tall
     table = Table(title="samples in the store")
     table.add_column("split")
@@ -131,7 +133,13 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int
     table.add_column("total", justify="right")
     for row in rows:  # train, dev, test, unlabeled, then augmented (kd distill --augment's texts)
         table.add_row(*row)
+    table.caption = _dropped_caption(dropped)
     return table
+
+
+def _dropped_caption(dropped: int) -> str | None:
+    return (f"{counted(dropped, 'dropped sample')} left out (`kd samples --dropped` lists {'it' if dropped == 1 else 'them'})"
+            if dropped else None)
 
 
 @click.command()

@@ -334,6 +334,11 @@ class Store:
             out.setdefault(split, {})[label] = n
         return out
 
+    def dropped_count(self) -> int:
+        """How many samples are dropped (``kd labels clean``/``set`` drops): ``counts`` leaves them out."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(Sample).where(Sample.dropped.is_(True))).scalar_one())
+
     def sources(self, *, splits: Iterable[str], labeled: bool = True) -> dict[str, int]:
         """``{source: count}`` of the samples of ``splits`` that are not dropped (the labeled ones by
         default), most samples first: what ``--where "source = '...'"`` can select."""

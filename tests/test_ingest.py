@@ -685,6 +685,18 @@ def test_a_jsonl_of_labeled_and_unlabeled_rows_is_told_to_ingest_the_unlabeled_a
     assert not store_exists(invoke.db)
 
 
+def test_the_counts_after_an_ingest_say_that_dropped_samples_are_left_out(invoke, write_file):
+    """A file ingested again after a clean dropped one of its rows: "read 3, added 0, skipped 3 duplicates" over a
+    table whose train held 2, with no word of the third."""
+    write_file("train.tsv", "pos\tgood one\nneg\tbad one\npos\tfine one\n")
+    first = invoke(["ingest", "train.tsv"]).stdout
+    assert "dropped" not in first
+    invoke(["labels", "set", "--run", "r", "1=drop"])
+    again = invoke(["ingest", "train.tsv"]).stdout
+    assert "skipped 3 duplicates" in again and "│ train │   1 │   1 │     2 │" in again, again
+    assert "1 dropped sample left out (`kd samples --dropped` lists it)" in again, again
+
+
 def test_stdin(invoke, read_samples):
     report = invoke.json(["ingest", "-"], input="pos\tfrom stdin\nneg\talso stdin\n")
     assert report["added"] == 2 and report["source"] == "stdin"
