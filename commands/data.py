@@ -182,6 +182,10 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
                                "leave --dropped out, or list them with --json (its 'dropped' field)")
     if as_tsv and split == "augmented":
         raise click.UsageError("--tsv leaves out the texts kd distill --augment made: `kd samples --split augmented --json` lists them")
+    if label is not None and split in ("unlabeled", "augmented"):  # (it listed nothing, and said nothing)
+        quoted = label.replace("'", "''")
+        raise click.BadParameter(f"{split} samples have no label; an augmented text's parent label is in its meta: "
+                                 f"--where \"meta->>'parent_label' = '{quoted}'\"", param_hint="--label")
     store = open_store(db)
     names = store.class_names()
     where = None

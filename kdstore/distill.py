@@ -176,8 +176,9 @@ class DistillConfig:
             if {"mask", "pos"} <= set(self.augment) and self.p_mask + self.p_pos > 1.0:
                 raise KdError(f"--p-mask + --p-pos must be at most 1, got {self.p_mask} + {self.p_pos}")
             if all(probs[m] == 0.0 for m in self.augment):
-                raise KdError(f"--augment {','.join(m for m in METHODS if m in self.augment)} would change nothing: "
-                              f"{', '.join(f'--p-{m}' for m in METHODS if m in self.augment)} all 0")
+                used = [m for m in METHODS if m in self.augment]
+                raise KdError(f"--augment {','.join(used)} would change nothing: "
+                              f"{', '.join(f'--p-{m}' for m in used)} {'is' if len(used) == 1 else 'all'} 0")
         if self.init_embeddings not in ("random", "teacher"):
             raise KdError("--init-embeddings must be random or teacher")
         # checked here, before a stage (and a run) is on record, not when the student is built

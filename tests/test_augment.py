@@ -421,7 +421,8 @@ def test_unknown_method_lists_the_allowed_ones():
     [
         (["--augment", "mask", "--p-mask", "1.5"], "--p-mask must be a probability between 0 and 1, got 1.5"),
         (["--augment", "mask,pos", "--p-mask", "0.6", "--p-pos", "0.6"], "--p-mask + --p-pos must be at most 1"),
-        (["--augment", "mask,ngram", "--p-mask", "0", "--p-ngram", "0"], "--augment mask,ngram would change nothing"),
+        (["--augment", "mask,ngram", "--p-mask", "0", "--p-ngram", "0"], "--augment mask,ngram would change nothing: --p-mask, --p-ngram all 0"),
+        (["--augment", "ngram", "--p-ngram", "0"], "--augment ngram would change nothing: --p-ngram is 0"),  # (not: "--p-ngram all 0")
         (["--augment", " , "], "Invalid value for --augment: ' , ': give methods like mask,pos,ngram"),  # (not: no augmentation)
         # (10**20 ran its max_tries * n passes a parent for ever, at full CPU, storing nothing)
         (["--augment", "mask", "--augment-n", str(10**20)], "--augment-n must be at most 1000"),

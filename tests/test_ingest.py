@@ -1736,6 +1736,28 @@ def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, 
     assert whole.stdout == "label\ttext\npos\t好吃\nneg\t难吃\n" and whole.stderr == ""
 
 
+def test_samples_label_with_a_split_of_no_labels_says_so(invoke, write_file, db):
+    """`kd samples --split augmented --label neg` (the texts made from negative reviews, one would
+    think) listed an empty table and said nothing: those texts have no label, their parent's is in
+    their meta. Refused with the --where that reads it; `--split unlabeled --label` alike."""
+    from kdstore.ingest import Record, add_records
+    from kdstore.store import Store
+
+    write_file("t.tsv", "pos\t好吃\nneg\t难吃\n")
+    invoke(["ingest", "t.tsv"])
+    store = Store.open(db)
+    add_records(store, [Record(text="[UNK]吃", label=None, line=None, parent_id=2, meta={"parent_label": "neg"})], "aug",
+                IngestOptions(split="unlabeled", source="aug"))
+    store.close()
+    for split in ("augmented", "unlabeled"):
+        out = invoke(["samples", "--split", split, "--label", "neg"], ok=False)
+        assert out.exit_code == 2 and "have no label" in out.output and "Traceback" not in out.output, out.output
+    assert "--where \"meta->>'parent_label' = 'neg'\"" in out.output
+    listed = invoke.json(["samples", "--split", "augmented", "--where", "meta->>'parent_label' = 'neg'"])
+    assert [r["text"] for r in listed] == ["[UNK]吃"]  # what the error says to type
+    assert [r["text"] for r in invoke.json(["samples", "--label", "neg"])] == ["难吃"]  # without --split, as before
+
+
 def test_samples_json_says_when_the_limit_left_samples_out(invoke, write_file):
     """`kd samples --split train --json > train.json` kept the default 20 samples without a word
     (--tsv warns): standard output stays one JSON document, the warning goes to standard error."""
