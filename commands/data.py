@@ -235,7 +235,8 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         if more:  # `> train.tsv` without --limit 0 would keep 20 lines unseen
             click.echo(f"warning: wrote the first {counted(limit, 'sample')} only (--limit 0 for all)", err=True)
         return
-    cells = [(str(it["id"]), it["split"] + ("" if it["parent_id"] is None else f" (augmented from {it['parent_id']})"),
+    cells = [(str(it["id"]), it["split"] + ("" if it["parent_id"] is None else
+                                           f" (augmented from {it['parent_id']}{', which is dropped' * it['parent_dropped']})"),
               (it["label"] or "") + (" (dropped)" if it["dropped"] else ""), it["text"]) for it in items]
     print_rows(["id", "split", "label", "text"], cells)
     if more:  # (on standard error: past 1,000 rows the listing is columns a script reads)
@@ -250,11 +251,14 @@ def _sample_items(store, rows, shown: int, names: list[str], *, dropped: bool, w
         ids = rows.ids[start:min(start + ITEM_BLOCK, shown)]
         kept = set(store.samples(ids=ids).ids.tolist()) if dropped else None  # (--dropped: say which are)
         parents = store.parents(ids) if with_parents else {}  # a text kd distill --augment made: the sample it came from
+        # (whose texts kd distill leaves out once it is dropped: listed unmarked, their count was not the distill summary's)
+        gone = set(parents.values()) - set(store.samples(ids=sorted(set(parents.values()))).ids.tolist()) if parents else set()
         origins = store.origins(ids) if with_origins else {}  # where each came from, and the columns ingest kept (a row's own id)
         for k, i in enumerate(ids.tolist(), start):
             y = int(rows.labels[k])
             yield {"id": i, "split": rows.splits[k], "label": names[y] if y >= 0 else None, "text": rows.texts[k],
-                   "dropped": kept is not None and i not in kept, "parent_id": parents.get(i), **origins.get(i, {})}
+                   "dropped": kept is not None and i not in kept, "parent_id": parents.get(i),
+                   "parent_dropped": parents.get(i) in gone, **origins.get(i, {})}
 
 
 ITEM_BLOCK = 10_000  # samples looked up (dropped, parent, origin) at a time

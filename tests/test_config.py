@@ -24,7 +24,7 @@ def test_kd_toml_in_cwd_gives_defaults(other_db, invoke, write_file, tmp_path):
     write_file("kd.toml", 'db = "other.db"\n\n[samples]\nlimit = 1\n')
     rows = invoke.json(["samples"], db=None)
     assert rows == [{"id": 1, "split": "train", "label": "pos", "text": "good one", "dropped": False, "parent_id": None,
-                     "source": "train.tsv", "line": 1, "meta": None}]
+                     "parent_dropped": False, "source": "train.tsv", "line": 1, "meta": None}]
     # nothing was created where the default kd.db would be
     assert not (tmp_path / "kd.db").exists()
 

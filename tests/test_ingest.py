@@ -1734,6 +1734,10 @@ def test_samples_tsv_leaves_out_augmented_texts_and_says_when_it_is_cut(invoke, 
     assert cut.stdout == "label\ttext\npos\t好吃\n" and "wrote the first 1 sample only (--limit 0 for all)" in cut.stderr
     whole = invoke(["samples", "--split", "train", "--limit", "2", "--tsv"])
     assert whole.stdout == "label\ttext\npos\t好吃\nneg\t难吃\n" and whole.stderr == ""
+    # its parent dropped, kd distill leaves it out: said (listed as before, its count was not the distill summary's)
+    invoke(["labels", "set", "--run", "r", "1=drop"])
+    assert "unlabeled (augmented from 1, which is dropped)" in invoke(["samples", "--split", "augmented"]).stdout
+    assert [r["parent_dropped"] for r in invoke.json(["samples", "--split", "unlabeled"])] == [False, False, True]
 
 
 def test_samples_label_with_a_split_of_no_labels_says_so(invoke, write_file, db):
