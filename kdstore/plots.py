@@ -107,7 +107,10 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
             best = stage["metrics"].get("all", {}).get("best_step" if by_step else "best_epoch")
             if best:
                 ax.axvline(best, color="grey", linestyle=":", linewidth=1)  # the epoch (or step) kept
-            ax.set_title(f"{stage['name']}: learning curve" + (" (failed)" if stage.get("status") == "failed" else ""))  # (its figures up to the failure)
+            # (its figures up to the failure, or so far: one `kill -9` left running has no more to come)
+            status = stage.get("status") if stage.get("status") in ("failed", "running") else None
+            status = " (running, process gone)" if stage.get("process_gone") else f" ({status})" if status else ""
+            ax.set_title(f"{stage['name']}: learning curve" + status)
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-learning-curve.png", plt))
         for split in ("test", "dev"):
             m = stage["metrics"].get(split, {})

@@ -353,13 +353,21 @@ def other_classes(store: Store, stage: dict[str, Any]) -> str | None:
     return f"trained on {', '.join(trained)}; the store has since added {', '.join(added)}" if added else None
 
 
+def gone_teachers(stage: dict[str, Any]) -> str | None:
+    """A note for a student whose teacher was replaced (``kd teach --overwrite``) or deleted since: the run's
+    teacher beside it in ``kd report --compare`` is not the one it learned from (or there is none)."""
+    gone = [t for t in stage["sources"]["teachers"] or [] if t.endswith(("replaced since)", "deleted since)"))]
+    return f"learned from {', '.join(gone)}" if gone else None
+
+
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     figures that compare them, the test samples they were measured on (``test_n``) and the labels
     they trained on (``labels_digest``: equal digests, equal labels), the torch threads their speed was
     timed with (``speed_threads``); a teacher that trained on dev
     says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from), and so does a model trained
-    before the store added a class (``other_classes``). A model stage that failed or is
+    before the store added a class (``other_classes``), and a student whose teacher was replaced or deleted
+    since (``gone_teachers``). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
     stage one row that says so (``stage`` None), not silence. ``status`` is the stage's (``succeeded``, ``failed``,
     ``running``), for a script to pick the rows that hold figures without reading the note."""
@@ -376,7 +384,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         stages = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")
                   and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
         models = [st for st in stages if st["status"] == "succeeded"]
-        rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage, store), other_classes(store, stage))))
+        rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage, store), other_classes(store, stage),
+                                                                              gone_teachers(stage))))
                         or None) for stage in models)
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)

@@ -295,3 +295,18 @@ def test_the_no_chinese_font_note_only_comes_with_a_chart_that_prints_class_name
         confusion = {"run": "r", "classes": ["正面", "负面"], "stages": [{"name": "teach", "metrics": {}, "confusion": {"dev": [[1, 0], [0, 1]]}}]}
         plots.write_plots(confusion, tmp_path)
         assert "no font that draws Chinese" in capsys.readouterr().err
+
+
+def test_a_learning_curve_of_a_stage_still_running_or_whose_process_is_gone_says_so(tmp_path, monkeypatch):
+    """A stage killed with `kill -9` (`running (process gone)` in kd report and kd runs) or still running keeps
+    the epochs it scored: its chart was titled as a finished stage's, a curve cut short read as a whole training."""
+    from kdstore import plots
+
+    titles = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, plt: (titles.append(fig.axes[0].get_title()), plt.close(fig), path)[2])
+    history = [{"step": e, "split": "train", "name": "loss", "value": 1.0 / e} for e in (1, 2, 3)]
+    stages = [{"name": name, "kind": "distill", "status": status, "process_gone": gone, "metrics": {}, "history": history}
+              for name, status, gone in (("a", "running", True), ("b", "running", False), ("c", "failed", False), ("d", "succeeded", False))]
+    plots.write_plots({"run": "r", "classes": ["x", "y"], "stages": stages}, tmp_path)
+    assert titles == ["a: learning curve (running, process gone)", "b: learning curve (running)",
+                      "c: learning curve (failed)", "d: learning curve"]

@@ -1427,6 +1427,31 @@ def test_compare_notes_an_early_exit_on_a_teacher_that_trained_on_dev(store, inv
     assert rows[("r2", "distill-early-exit")]["note"] is None
 
 
+def test_compare_notes_a_student_whose_teacher_was_replaced_or_deleted_since(store, invoke):
+    """`kd teach --overwrite` (or `kd runs delete --stage teach`) after a distill: `kd report --run` says the
+    student's teacher was "replaced since", but --compare set the student beside the new teacher, one it never
+    learned from, without a word (a student "beating" its teacher was another teacher's)."""
+    from commands.train import _teacher_stages
+
+    for run in ("r1", "r2"):
+        with stage_scope(store, run=run, kind="teach", config={}) as st:
+            store.add_metrics(st.id, "test", {"accuracy": 0.7, "n": 2})
+        with stage_scope(store, run=run, kind="distill", name="distill-textcnn",
+                         config={"teacher_stages": _teacher_stages(store, (run,))}) as st:
+            store.add_metrics(st.id, "test", {"accuracy": 0.8, "n": 2})
+    old = store.find_stage("r1", "teach").id
+    with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as st:  # kd teach --overwrite
+        store.add_metrics(st.id, "test", {"accuracy": 0.9, "n": 2})
+    rows = {(r["run"], r["stage"]): r for r in invoke.json(["report", "--compare", "r1", "r2"])}
+    note = rows[("r1", "distill-textcnn")]["note"]
+    assert note.startswith(f"learned from r1/teach (stage {old} of ") and note.endswith(", replaced since)"), note
+    assert rows[("r1", "teach")]["note"] is None and rows[("r2", "distill-textcnn")]["note"] is None
+    assert "replaced since" in invoke(["report", "--compare", "r1", "r2"]).stdout
+    invoke(["runs", "delete", "--run", "r2", "--stage", "teach", "--yes"])
+    note = {r["stage"]: r["note"] for r in invoke.json(["report", "--compare", "r2"])}["distill-textcnn"]
+    assert note.startswith("learned from r2/teach (stage ") and note.endswith(", deleted since)"), note
+
+
 def test_report_of_missing_run(store, invoke, error_line):
     result = invoke(["report", "--run", "nope"], ok=False)
     assert "no run 'nope'" in error_line(result)
