@@ -86,6 +86,7 @@ class DetectInputs:
     votes: list[np.ndarray]  # the students' probabilities for --student-votes
     in_sample: int  # train samples the teacher saw (accepted only with allow_in_sample)
     used: dict[str, Any] = field(default_factory=dict)  # which teach and distill stages it read (``stages_used``), for the config
+    in_sample_votes: list = field(default_factory=list)  # per --student-votes student, ``_in_sample_votes``: why it is in-sample (or None)
 
 
 def labels_version(store: Store) -> str:
@@ -227,13 +228,14 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
         )
     votes = [_student_votes(store, run, name, train.ids, allow_in_sample=cfg.allow_in_sample) for name in cfg.student_votes]
     named: dict[int, str] = {}  # one student given twice (STAGE and RUN:STAGE, or a repeated option) would vote twice
-    for given, (_, (vote_run, stage)) in zip(cfg.student_votes, votes):
+    for given, (_, (vote_run, stage), _) in zip(cfg.student_votes, votes):
         if stage.id in named:
             raise KdError(f"--student-votes {given!r}: distill stage {stage.name!r} of run {vote_run!r} is already a member "
                           f"(--student-votes {named[stage.id]!r}): give each student once")
         named[stage.id] = given
-    return DetectInputs(teacher_run=teacher_run, train=train, probs=probs, votes=[v for v, _ in votes], in_sample=len(in_sample),
-                        used=stages_used(teacher_run, teacher, [(r, st) for _, (r, st) in votes]))
+    return DetectInputs(teacher_run=teacher_run, train=train, probs=probs, votes=[v for v, _, _ in votes], in_sample=len(in_sample),
+                        used=stages_used(teacher_run, teacher, [(r, st) for _, (r, st), _ in votes]),
+                        in_sample_votes=[leak for _, _, leak in votes])
 
 
 def stages_used(teacher_run: str, teacher: Stage, students: list[tuple[str, Stage]]) -> dict[str, Any]:
@@ -307,15 +309,18 @@ def single_sample_warnings(store: Store, cfg: DetectConfig, inputs: DetectInputs
 
 def in_sample_warnings(store: Store, run: str, cfg: DetectConfig, inputs: DetectInputs) -> list[str]:
     """A warning when ``--allow-in-sample`` let a teacher score train samples whose labels it learned
-    (accepted without a word: its probabilities lean toward those labels, wrong ones included)."""
+    (accepted without a word: its probabilities lean toward those labels, wrong ones included), and one
+    for each ``--student-votes`` student it let in that learned them."""
+    votes = [f"--allow-in-sample: {why}: its votes lean toward those labels, wrong ones included, so the ensemble flags fewer; "
+             f"{command} distills {what} blind to them" for why, what, command in filter(None, inputs.in_sample_votes)]
     if not inputs.in_sample:
-        return []
+        return votes
     teacher_run = inputs.teacher_run
     share = (f"all {inputs.in_sample}" if inputs.in_sample == len(inputs.train.ids)
              else f"{inputs.in_sample} of {len(inputs.train.ids)}")
     return [f"--allow-in-sample: {share} train samples were scored by a teacher that learned their labels: its "
             "probabilities lean toward them, wrong ones included, so it flags fewer than an out-of-fold teacher would; "
-            f"{reteach_command(teacher_run, store.find_stage(teacher_run, 'teach').config, folds=5)} gives one"]
+            f"{reteach_command(teacher_run, store.find_stage(teacher_run, 'teach').config, folds=5)} gives one"] + votes
 
 
 TFIDF_FOLDS = 5
@@ -459,10 +464,12 @@ def _replaced_votes(store: Store, run: str, detect_stage: Stage) -> list[str]:
     return out
 
 
-def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *, allow_in_sample: bool) -> tuple[np.ndarray, tuple[str, Stage]]:
+def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
+                   allow_in_sample: bool) -> tuple[np.ndarray, tuple[str, Stage], tuple[str, str, str] | None]:
     """A distill stage's probabilities for the samples, to join the ensemble: out-of-fold ones, from
-    ``kd distill --folds K`` (a student that learned the labels it would judge only echoes them),
-    and ``(run, stage)``. ``name``: a stage of ``run``, or ``RUN:STAGE`` for another run's."""
+    ``kd distill --folds K`` (a student that learned the labels it would judge only echoes them);
+    ``(run, stage)``; and, for one ``allow_in_sample`` lets in, why it is in-sample (``_in_sample_votes``).
+    ``name``: a stage of ``run``, or ``RUN:STAGE`` for another run's."""
     if not name.split(":", 1)[-1].strip():  # (`--student-votes "$STAGE"` or "r:$STAGE" with STAGE unset: "no '' stage")
         raise KdError(f"--student-votes {name!r}: the stage is empty: name a distill stage (STAGE of --run, or RUN:STAGE)")
     given = None
@@ -491,6 +498,17 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
                                     f"({', '.join(names)}): re-run it or leave it out of --student-votes",
         source=f"distill stage {name!r} of run {run!r}: re-run it or leave it out of --student-votes",
     )
+    leak = _in_sample_votes(store, run, stage, sample_ids)
+    if leak and not allow_in_sample:
+        why, what, command = leak
+        raise KdError(f"{why}: its votes are in-sample. Distill {what} ({command}) and pass those (or pass --allow-in-sample)")
+    return probs, (run, stage), leak
+
+
+def _in_sample_votes(store: Store, run: str, stage: Stage, sample_ids: np.ndarray) -> tuple[str, str, str] | None:
+    """Why the distill ``stage`` of ``run`` learned the train labels it would vote on, what to distill instead
+    and the command that does (``None`` for out-of-fold students, ``kd distill --folds K``)."""
+    name = stage.name
     folds = store.read_folds(stage.id)  # --folds students score each train sample blind to it
     # the advice names the teachers it learned from: another run's (--teacher-run) are named, ``run`` may have none
     # (of its kind: the default would distil TextCNNs; an early-exit stage has no --folds)
@@ -501,19 +519,14 @@ def _student_votes(store: Store, run: str, name: str, sample_ids: np.ndarray, *,
     teachers += "".join(f" --teacher-weight {w:g}" for w in config.get("teacher_weights") or ())
     if len(set(config.get("teacher_runs") or ())) > 1 and config.get("teacher_average", "probs") != "probs":  # (the target it learned)
         teachers += f" --teacher-average {config['teacher_average']}"
-    if folds and config.get("init_from_teacher") and not allow_in_sample:  # (each fold started from the teacher's layers and head)
-        raise KdError(
-            f"distill stage {name!r} of run {run!r} is --folds students copied from the teacher, whose layers and head learned "
-            f"the train labels they are to be blind to: its votes are in-sample. Distill blind ones (`kd distill --run {run}{teachers} "
-            f"--folds {len(set(folds.values()))} --no-init-from-teacher --name {name}-oof`) and pass those (or pass --allow-in-sample)"
-        )
-    if not folds and not allow_in_sample:
-        raise KdError(
-            f"distill stage {name!r} of run {run!r} learned the labels of the {len(sample_ids)} train samples: its votes are "
-            f"in-sample. Distill out-of-fold students (`kd distill --run {run}{teachers} --folds 5 --name {name}-oof`) and pass those "
-            "(or pass --allow-in-sample)"
-        )
-    return probs, (run, stage)
+    if folds and config.get("init_from_teacher"):  # (each fold started from the teacher's layers and head)
+        return (f"distill stage {name!r} of run {run!r} is --folds students copied from the teacher, whose layers and head learned "
+                f"the train labels they are to be blind to", "blind ones", f"`kd distill --run {run}{teachers} "
+                f"--folds {len(set(folds.values()))} --no-init-from-teacher --name {name}-oof`")
+    if not folds:
+        return (f"distill stage {name!r} of run {run!r} learned the labels of the {len(sample_ids)} train samples", "out-of-fold students",
+                f"`kd distill --run {run}{teachers} --folds 5 --name {name}-oof`")
+    return None
 
 
 def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str, classes: int | None = None,

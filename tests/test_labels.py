@@ -332,6 +332,18 @@ def test_in_sample_votes_name_the_students_kind(db, error_line):
     assert "(`kd distill --run r --student bilstm --folds 5 --name s-oof`)" in line, line
 
 
+def test_in_sample_votes_let_in_by_allow_in_sample_are_warned_of(db):
+    """--allow-in-sample let a student that learned the train labels vote without a word (a teacher so let in
+    is warned of): its votes lean toward the labels, wrong ones included, and the ensemble flags fewer."""
+    kd("distill", "--run", "r", "--name", "s", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)
+    out = kd("labels", "detect", "--run", "r", "--student-votes", "s", "--method", "cleanlab,disagree,ensemble",
+             "--allow-in-sample", "--db", db, "--json")
+    warnings = json.loads(out.stdout)["warnings"]
+    assert any(w.startswith("--allow-in-sample: distill stage 's' of run 'r' learned the labels of the 150 train samples: its votes lean")
+               and "--folds 5 --name s-oof" in w for w in warnings), warnings
+    assert "warning: --allow-in-sample: distill stage 's'" in out.stderr
+
+
 def test_a_train_sample_ingested_after_a_folds_teacher_is_scored_not_refused_as_in_sample(db, tmp_path):
     """It has no logits yet: the fix is --logits-only (not --allow-in-sample); scored, it is out of
     sample (none of the K fold models saw it) and detect takes it."""
