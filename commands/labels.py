@@ -336,7 +336,8 @@ def set_(run, edits, reason, stage_name, db, as_json):
                      config={"edits": list(edits), "reason": reason}) as stage:  # edit-N: N chosen as the stage starts
         counts = lab.apply(store, stage.id, decisions, reason=reason)
         store.add_metrics(stage.id, "all", counts)
-    _print_counts(run, stage.name, counts, as_json, warnings=_warn(_emptied(store, before, run, stage.name)))
+    _print_counts(run, stage.name, counts, as_json, warnings=_warn(_emptied(store, before, run, stage.name)),
+                  undo=lab.undoable(store, stage.id))  # (a set that changed nothing: its undo said "nothing left to undo")
 
 
 @labels.command()
@@ -460,12 +461,12 @@ def _emptied_warning(before: dict[str, int], after: dict[str, int], *, would: bo
             f"a teacher or student would never learn {'it' if one else 'them'}; {advice}"]
 
 
-def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = ()) -> None:
+def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = (), undo: bool = True) -> None:
     if as_json:  # (as detect's and undo's: every labels command that writes carries run, stage and warnings)
         print_json({"run": run, "stage": stage, **counts, "warnings": list(warnings)})
     else:
         said = [f"{k} {v}" for k, v in counts.items() if v]  # (a sheet never flags: no "flag 0"; --json has every count)
         click.echo(f"run {run}, stage {stage}: " + (", ".join(said) or "no label changed"))
         # (an undo reopens the issues a stage decided too: a review of rejects, a flagging clean)
-        if any(counts.get(k) for k in ("relabel", "drop", "flag", "reject", "unchanged")):
+        if undo and any(counts.get(k) for k in ("relabel", "drop", "flag", "reject", "unchanged")):
             click.echo(f"  undo: kd labels undo --run {run} --stage {stage}")

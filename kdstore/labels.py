@@ -1358,6 +1358,15 @@ def _holds(sample: Sample, action: str, label: int | None) -> bool:
     return bool(sample.dropped) if action == "drop" else (sample.label_id == label and not sample.dropped)
 
 
+def undoable(store: Store, stage_id: int) -> bool:
+    """Whether ``kd labels undo`` has something to revert of the clean stage ``stage_id``: an edit not
+    reverted, or an issue it decided (a `kd labels set` that changed nothing has neither)."""
+    with store.engine.connect() as conn:
+        edits = conn.scalar(select(func.count()).select_from(LabelEdit).where(LabelEdit.stage_id == stage_id, LabelEdit.reverted_at.is_(None)))
+        decided = conn.scalar(select(func.count()).select_from(LabelIssue).where(LabelIssue.decided_stage_id == stage_id))
+    return bool(edits or decided)
+
+
 def _standing_edits(s, stage: Stage) -> list[Any]:
     """The stage's edits not reverted, newest first: rows of what an undo reads of them (id,
     sample_id, action, old_label_id, old_dropped)."""

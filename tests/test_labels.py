@@ -255,6 +255,17 @@ def test_detect_refuses_in_sample_probabilities_and_missing_teacher(db, noisy):
     assert "no run 'nowhere'" in nothing.output  # refused before a run or stage is recorded
 
 
+def test_a_set_that_changes_nothing_names_no_undo(tmp_path, error_line):
+    """`kd labels set 1=drop` of a sample already dropped printed "undo: kd labels undo --run r --stage edit-2",
+    which then said "nothing left to undo". The stage stays (it records the label confirmed), its undo line goes."""
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("pos", "很好"), ("neg", "太差"), ("pos", "不错")])), "--db", db)
+    assert "undo: kd labels undo --run r --stage edit-1" in kd("labels", "set", "--run", "r", "1=drop", "--db", db).stdout
+    again = kd("labels", "set", "--run", "r", "1=drop", "--db", db).stdout
+    assert again == "run r, stage edit-2: unchanged 1\n", again
+    assert "nothing left to undo" in error_line(kd("labels", "undo", "--run", "r", "--stage", "edit-2", "--db", db, ok=False))
+
+
 def test_detect_without_a_teacher_names_the_out_of_fold_teach_command(tmp_path, error_line):
     """`kd labels detect` on a store with no teacher said "no run 'r' ...: `kd runs` lists the runs"
     (kd runs listed nothing), and on a run without one "`kd teach --run h --model MODEL` makes one":
