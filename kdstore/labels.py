@@ -823,7 +823,7 @@ def read_decision(value: str, names: Sequence[str], words: Sequence[str]) -> tup
     listed = ", ".join(words)
     # (the prefixes as a Chinese input method types them too: `label：pos`, a full-width colon)
     prefix, rest = _prefixed(value)
-    if prefix == CLASS_PREFIX and value not in names:
+    if prefix.lower() == CLASS_PREFIX and value not in names:
         if rest not in names:
             raise KdError(f"{value!r}: no class {rest!r} ({', '.join(names)})")
         return "relabel", names.index(rest)

@@ -1956,6 +1956,7 @@ def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_
     assert read_decision("label：reject", names, SHEET) == ("relabel", 1)  # (its colon too)
     assert read_decision("decision：ＲＥＪＥＣＴ", names, SHEET) == ("reject", None)
     assert read_decision("ｌａｂｅｌ:Drop", names, SHEET) == ("relabel", 2)
+    assert read_decision("Label:reject", names, SHEET) == ("relabel", 1)  # (any case, as decision: is: it was "not ... or a class")
     for value, message in (("reject", "'reject' is a decision and also the class 'reject': write label:reject for the class, decision:reject"),
                            ("drop", "also the class 'Drop': write label:Drop"),
                            ("label:nope", "'label:nope': no class 'nope'"),
