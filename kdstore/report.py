@@ -383,7 +383,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     for run in dict.fromkeys(runs):
         stages = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")
                   and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
-        models = [st for st in stages if st["status"] == "succeeded"]
+        # the teacher first, then its students as they were made (one retrained by --overwrite was listed among them)
+        models = sorted((st for st in stages if st["status"] == "succeeded"), key=lambda st: st["kind"] != "teach")
         rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage, store), other_classes(store, stage),
                                                                               gone_teachers(stage))))
                         or None) for stage in models)

@@ -1442,7 +1442,10 @@ def test_compare_notes_a_student_whose_teacher_was_replaced_or_deleted_since(sto
     old = store.find_stage("r1", "teach").id
     with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as st:  # kd teach --overwrite
         store.add_metrics(st.id, "test", {"accuracy": 0.9, "n": 2})
-    rows = {(r["run"], r["stage"]): r for r in invoke.json(["report", "--compare", "r1", "r2"])}
+    listed = invoke.json(["report", "--compare", "r1", "r2"])
+    # the new teacher heads its run's rows, as the first did (it came after its students)
+    assert [(r["run"], r["stage"]) for r in listed] == [("r1", "teach"), ("r1", "distill-textcnn"), ("r2", "teach"), ("r2", "distill-textcnn")]
+    rows = {(r["run"], r["stage"]): r for r in listed}
     note = rows[("r1", "distill-textcnn")]["note"]
     assert note.startswith(f"learned from r1/teach (stage {old} of ") and note.endswith(", replaced since)"), note
     assert rows[("r1", "teach")]["note"] is None and rows[("r2", "distill-textcnn")]["note"] is None
