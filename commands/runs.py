@@ -293,7 +293,9 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             timed = st["metrics"].get("all") or {}
             if timed.get("latency_p50_ms") is not None:  # (figures of this machine: what they were measured with)
                 threads = f", {int(timed['speed_threads'])} torch thread{'s' * (timed['speed_threads'] != 1)}" if timed.get("speed_threads") else ""
-                out.print(f"  speed: on the CPU{threads}, measured once after training: latency one text at a time, "
+                # (an early-exit model's depth depends on its threshold: timed at the one it serves at)
+                serving = f" at its serving speed {timed['speed']:g}" if timed.get("speed") is not None else ""
+                out.print(f"  speed: on the CPU{threads}, measured once after training{serving}: latency one text at a time, "
                           "throughput in batches of 256 (bench/ times with repeats)", markup=False)
         for split, matrix in (st.get("confusion") or {}).items():
             cm = Table(title=f"{split} confusion (rows: label, columns: predicted)")
