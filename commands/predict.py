@@ -171,6 +171,8 @@ def _read_file(path: str, text_field: str | None) -> tuple[list[tuple[int, str]]
     except OSError as exc:
         why = "a folder, not a text file" if isinstance(exc, IsADirectoryError) else (exc.strerror or str(exc))
         raise click.ClickException(f"{path}: cannot read: {why}") from None
+    if not lines:  # (nothing on standard output and status 0: a file not yet written looked predicted)
+        click.echo(f"warning: {path} is empty: nothing to predict", err=True)
     if not text_field:
         _hint_json_lines(lines, path)
         return lines, None

@@ -521,6 +521,13 @@ def test_predictions_of_a_model_older_than_a_new_class_are_refused_with_what_sto
                          "options `kd report --run r` lists for it) retrains it; `kd predict` without --store serves it as it is"), line
 
 
+def test_predicting_an_empty_file_says_so(built, tmp_path):
+    """An empty FILE (an export not yet written) printed nothing and exited 0, as if predicted."""
+    (tmp_path / "empty.txt").write_bytes(b"")
+    result = kd("predict", "--run", RUN, "--model", "teach", str(tmp_path / "empty.txt"), "--db", str(built))
+    assert (result.stdout, result.stderr) == ("", f"warning: {tmp_path / 'empty.txt'} is empty: nothing to predict\n")
+
+
 def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, cnn_onnx, tmp_path, error_line):
     db = str(built)
     bad = "很好\n".encode() + b"\xff\xfe\xe5\n"
