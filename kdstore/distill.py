@@ -59,6 +59,13 @@ from .teacher import check_learned_every_class, model_dirs, quiet_transformers, 
 from .torchutil import BestCheckpoint, StepLosses, adam_options, count_parameters, pick_device, saving_model, set_seed, stop_if_diverged, to_device
 
 
+MAX_LOSS_WEIGHT = 1e6  # a loss weight past it (a key held down: 1e40 is float32's inf) diverged, said as "lower --lr"
+
+
+def _too_heavy(option: str, weight: float) -> str:
+    return f"{option} must be at most {MAX_LOSS_WEIGHT:g} (a loss weight; 1 to 500 is usual), got {weight:g}"
+
+
 MAX_AUGMENT_N = 1000  # --augment-n: augmented variants per train text, at most
 
 # the weights of the intermediate losses of a transformer student, as options
@@ -143,6 +150,8 @@ class DistillConfig:
         for name, w in (("--hard-weight", self.hard_weight), ("--hard-weight-end", self.hard_weight_end)):
             if w is not None and w < 0:
                 raise KdError(f"{name} must be non-negative, got {w}")
+            if w is not None and w > MAX_LOSS_WEIGHT:
+                raise KdError(_too_heavy(name, w))
         if self.hard_weight_end is not None and self.hard_weight is None:
             raise KdError("--hard-weight-end schedules --hard-weight: give its start with --hard-weight")
         if self.hard_weight is not None and not self.soft_weighed and not self.hard_weighed and not self.intermediate:
@@ -244,6 +253,8 @@ class DistillConfig:
         for option, weight in zip(INTERMEDIATE_OPTIONS, self._intermediate_weights):  # (a file's value is then named too)
             if weight < 0:
                 raise KdError(f"{option} must be non-negative (a loss weight), got {weight:g}")
+            if weight > MAX_LOSS_WEIGHT:
+                raise KdError(_too_heavy(option, weight))
 
     @property
     def soft_weighed(self) -> bool:

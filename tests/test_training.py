@@ -2015,6 +2015,10 @@ def test_a_negative_intermediate_loss_weight_names_its_option_and_value(tmp_path
     (tmp_path / "kd.toml").write_text('[distill]\nstudent = "transformer"\nfsp = -2\n', encoding="utf-8")
     bad = kd("distill", "--run", "r", "--db", db, ok=False)
     assert "--fsp must be non-negative (a loss weight), got -2 (kd.toml: [distill] fsp = -2)" in bad.output, bad.output
+    # and one float32 cannot hold (1e40 diverged, the error saying "lower --lr"): refused before a stage, as --temperature 1e30 is
+    for option in ("--pkd", "--hard-weight"):
+        bad = kd("distill", "--run", "r", "--student", "transformer", option, "1e40", "--db", db, ok=False)
+        assert f"{option} must be at most 1e+06 (a loss weight; 1 to 500 is usual), got 1e+40" in bad.output, bad.output
     assert not (tmp_path / "never.db").exists()
 
 
