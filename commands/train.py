@@ -193,10 +193,12 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     if kept:
         click.echo(f"  {kept}")
     if cut:
+        # (a few texts of many were "0%", most but not all "100%": a line saying texts were cut, and that none, or all, were)
+        shown = "<1%" if cut < 0.005 else ">99%" if 0.995 <= cut < 1 else f"{cut:.0%}"
         if stage["kind"] == "distill":
-            click.echo(f"  {texts}: {cut:.0%} cut to --max-len {stage['config'].get('max_len')} tokens")
+            click.echo(f"  {texts}: {shown} cut to --max-len {stage['config'].get('max_len')} tokens")
         else:
-            click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {cut:.0%}")
+            click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {shown}")
     weak = _majority_note(run, stage) or _missed_note(stage, store)  # (after the figures it speaks of)
     if weak:
         click.echo(f"warning: {weak}", err=True)

@@ -1612,6 +1612,21 @@ def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_pa
     assert shown["split_texts"] == 2 and isinstance(shown["split_texts"], int)
 
 
+def test_a_few_texts_cut_to_max_len_are_not_shown_as_0_percent(tmp_path):
+    """One text of 302 cut to --max-len was summed up as "texts cut to --max-len 8 tokens: 0%" (0.33%
+    rounded): a line saying texts were cut, and that none were."""
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    short = ["很好" if i % 2 else "很差" for i in range(299)]
+    (tmp_path / "lines.txt").write_text("\n".join(short + ["很好很差" * 10]) + "\n", encoding="utf-8")
+    out = kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "8", "--min-count", "1",
+             "--corpus", str(tmp_path / "lines.txt"), "--long-texts", "cut", "--db", db)
+    train = {m.name: m.value for m in Store.open(db).metrics(_stage(Path(db), "p", "pretrain").id) if m.split == "train"}
+    assert (train["truncated"], train["texts"]) == (1, 302)
+    assert "texts cut to --max-len 8 tokens: <1%" in out.stdout and ": 0%" not in out.stdout
+
+
 def _random_characters_store(tmp_path) -> str:
     """A store of 2,000 pool texts of 6 characters drawn at random from 20: no context to learn, so a masked
     LM can do no better than the frequency bar (log 20)."""
