@@ -77,6 +77,12 @@ def _warned() -> list[str]:
     return list(ctx.meta.get("kd.warnings", [])) if ctx is not None else []
 
 
+def _cut_shown(cut: float) -> str:
+    """A share of texts cut, as a percentage that is 0% or 100% only when it is: "<1%" and ">99%" for
+    a few texts of many cut, or most but not all."""
+    return "<1%" if 0 < cut < 0.005 else ">99%" if 0.995 <= cut < 1 else f"{cut:.0%}"
+
+
 def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     stage = next(s for s in run_report(store, run)["stages"] if s["name"] == stage_name)
     warnings: list[str] = _warned() + segment.cache_warnings()  # those said before and as the stage ran
@@ -106,7 +112,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     splits = (stage["config"] or {}).get("splits") or ["train"]  # (a teacher of --split dev: not "train texts")
     texts = {"pretrain": "texts", "distill": "texts it learned from"}.get(stage["kind"], f"{'/'.join(splits)} texts it learned from" if splits != ["train"] else "train texts")
     if cut is not None and cut >= CUT_WARN_SHARE:
-        warn(f"{cut:.0%} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
+        warn(f"{_cut_shown(cut)} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
              f"and were cut to fit (the {CUT_READER.get(stage['kind'], 'teacher')} never saw their ends): "
              "a larger --max-len may help, at a cost in speed"
              + (" (or --long-texts split, which reads each long text as pieces)" if stage["kind"] == "pretrain" else ""))
@@ -194,7 +200,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         click.echo(f"  {kept}")
     if cut:
         # (a few texts of many were "0%", most but not all "100%": a line saying texts were cut, and that none, or all, were)
-        shown = "<1%" if cut < 0.005 else ">99%" if 0.995 <= cut < 1 else f"{cut:.0%}"
+        shown = _cut_shown(cut)
         if stage["kind"] == "distill":
             click.echo(f"  {texts}: {shown} cut to --max-len {stage['config'].get('max_len')} tokens")
         else:
@@ -449,6 +455,10 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     digests: dict[str, str] = {}
     corpus = read_corpus(cfg.corpus, digests)
     store = open_store(db)
+    if not corpus and not len(store.samples(splits=cfg.splits or None, include_dropped=True, where="parent_id IS NULL", limit=1)):
+        # (refused by the stage: a failed stage, and a run, on record for a split with no text)
+        of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
+        raise KdError(f"the store has no texts{of} to pre-train on: ingest some text first" + (" (or leave --split out)" if cfg.splits else ""))
     with process_group(device) as dist:
         if overwrite:
             _before_replacing(store, run, "pretrain", warn=dist.is_main)

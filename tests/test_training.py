@@ -1582,7 +1582,10 @@ def test_pretrain_split_leaves_the_test_texts_out(tmp_path):
     assert held["metrics"]["train"]["texts"] == 2 and held["config"]["splits"] == ["train", "unlabeled"]
     assert "龘" not in AutoTokenizer.from_pretrained(held["artifact_path"]).get_vocab()
     line = kd(*args[:-1], "--run", "c", "--split", "dev", ok=False).output
-    assert line == "Error: the store has fewer than 2 texts of split dev to pre-train on: ingest some text first\n"
+    assert line == "Error: the store has no texts of split dev to pre-train on: ingest some text first (or leave --split out)\n"
+    assert not Store.open(db).run_exists("c")  # (refused before a stage: it was a failed one, and a run, on record)
+    line = kd(*args[:-1], "--run", "c", "--split", "test", "--long-texts", "cut", ok=False).output  # one text: the stage's refusal
+    assert line == "Error: the store has fewer than 2 texts of split test to pre-train on: ingest some text first\n"
 
 
 def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_path):
@@ -1625,6 +1628,9 @@ def test_a_few_texts_cut_to_max_len_are_not_shown_as_0_percent(tmp_path):
     train = {m.name: m.value for m in Store.open(db).metrics(_stage(Path(db), "p", "pretrain").id) if m.split == "train"}
     assert (train["truncated"], train["texts"]) == (1, 302)
     assert "texts cut to --max-len 8 tokens: <1%" in out.stdout and ": 0%" not in out.stdout
+    from commands.train import _cut_shown  # (the warning of most texts cut too: 99.6% was "100% ... were cut")
+
+    assert [_cut_shown(c) for c in (0.0, 0.003, 0.5, 0.996, 1.0)] == ["0%", "<1%", "50%", ">99%", "100%"]
 
 
 def _random_characters_store(tmp_path) -> str:
