@@ -128,7 +128,10 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
             measured = measured_loss(stage["config"].get("objective", "mlm"))
             warn(f"after {steps} step{'s' * (steps != 1)} the {measured} {train['mlm_loss']:.2f} is no better than predicting "
                  f"each character by its frequency ({train['frequency_loss']:.2f}): the model has learned no context yet, "
-                 "and a teacher fine-tuned from it may answer one class; give it more --minutes or --steps")
+                 "and a teacher fine-tuned from it may answer one class; give it more --minutes or --steps"
+                 # (at --lr 0.5 more steps do not help: the rate is the cause)
+                 + (f", or a lower --lr than {lr:g} (the default is {PretrainConfig.lr:g})"
+                    if (lr := float(stage["config"].get("lr") or 0)) > PretrainConfig.lr else ""))
     if stage["config"].get("student") == "early-exit" and stage["config"].get("max_loss") is not None:
         from kdstore.exit_speed import coarse_budget
 

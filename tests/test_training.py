@@ -1658,6 +1658,9 @@ def test_a_pretrain_no_better_than_character_frequencies_fails_or_warns(tmp_path
     assert young["warnings"] == [f"after 3 steps the masked-LM loss {train['mlm_loss']:.2f} is no better than predicting each "
                                  f"character by its frequency ({train['frequency_loss']:.2f}): the model has learned no context yet, "
                                  "and a teacher fine-tuned from it may answer one class; give it more --minutes or --steps"]
+    # at a rate above the default, more steps may not help: said (it said only "more --minutes or --steps")
+    hot = json.loads(kd("pretrain", "--run", "hot", "--steps", "3", "--lr", "0.5", *tiny, "--json").stdout)["warnings"]
+    assert hot[-1].endswith("give it more --minutes or --steps, or a lower --lr than 0.5 (the default is 0.0005)"), hot
     out = kd("pretrain", "--run", "stuck", "--steps", "210", "--lr", "1e-7", *tiny, "--batch-size", "1024", ok=False)
     assert out.output.count("\n") == 1 and "after 210 steps (2" in out.output and " texts) the masked-LM loss is 3." in out.output
     assert "no better than predicting each character by its frequency (2.99): the model learned no context" in out.output
