@@ -548,6 +548,11 @@ class Store:
                 makes = makes and makes.replace("--model MODEL", f"--model pretrain:{shlex.quote(run)}")
             makes = makes or (make and f"`{make.format(run=shlex.quote(run))}` makes one")
             how = f": {makes}" if makes and not parked else ""
+            if not parked and make is None:  # a name mistyped or shortened (`--model early-exit` for distill-early-exit)
+                import difflib
+
+                near = difflib.get_close_matches(name_or_kind, [s.name for s in stages if s.status == "succeeded" and "~" not in s.name], n=1)
+                how = how or (f": did you mean {near[0]!r}?" if near else "")
             raise KdError(
                 f"run {run!r} has no succeeded {name_or_kind!r} stage (stages: {have}){waiting}{how}"
             )

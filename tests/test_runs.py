@@ -1460,6 +1460,17 @@ def test_report_of_missing_run(store, invoke, error_line):
     assert "no run 'nope'" in error_line(result)
 
 
+def test_a_stage_name_shortened_or_mistyped_is_refused_with_the_one_meant(store, invoke, error_line):
+    """`kd export --model early-exit` of a stage named distill-early-exit said "no succeeded 'early-exit' stage"
+    and listed the stages, leaving the user to spot the one meant."""
+    with stage_scope(store, run="r", kind="distill", name="distill-early-exit", config={}):
+        pass
+    line = error_line(invoke(["predict", "--run", "r", "--model", "early-exit"], ok=False, input="好\n"))
+    assert line.endswith("has no succeeded 'early-exit' stage (stages: distill-early-exit (succeeded)): did you mean 'distill-early-exit'?"), line
+    line = error_line(invoke(["predict", "--run", "r", "--model", "bigru"], ok=False, input="好\n"))  # (nothing near: no guess)
+    assert line.endswith("has no succeeded 'bigru' stage (stages: distill-early-exit (succeeded))"), line
+
+
 def test_report_default_run(store, invoke):
     with stage_scope(store, run="default", kind="teach", config={}):
         pass
