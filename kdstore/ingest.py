@@ -308,7 +308,7 @@ def _parse_delimited(
     ):
         # a CSV read as TSV by default (stdin, .txt): its header `text,label` became a pool text, each row one
         raise KdError(f"{name}: line {rows[0][0]}: field 0: {first[0][:60]!r} looks like a CSV header: the file looks like CSV, "
-                      f"give --format csv (or --format tsv to read each line as text)")
+                      f"give --format csv" + ("" if want_label else " (or --format tsv to read each line as text)"))
     for sep, looks in ((";", "semicolon-separated columns (as Excel saves CSV where a comma is the decimal mark): kd reads "
                              "tab- or comma-separated ones, save it so"),
                        ("\t", "tab-separated columns: give --format tsv")):
@@ -317,8 +317,9 @@ def _parse_delimited(
         ):
             # its header `text;label` was a pool text, each row's label glued to its text (a labeled
             # split: "no label column"); a .csv of tab-separated columns, likewise
-            raise KdError(f"{name}: line {rows[0][0]}: field 0: {first[0][:60]!r} looks like the header of {looks} "
-                          f"(or --format {fmt} to read each line as text)")
+            # (reading each line as one text is a pool's way: a labeled split's lines have no label then)
+            raise KdError(f"{name}: line {rows[0][0]}: field 0: {first[0][:60]!r} looks like the header of {looks}"
+                          + ("" if want_label else f" (or --format {fmt} to read each line as text)"))
     has_header, guessed = opts.header, ""
     if has_header is None:
         named = [s for s in (opts.text_col, opts.label_col) if s is not None]

@@ -401,10 +401,15 @@ def test_parse_a_header_of_semicolon_or_tab_separated_columns_is_refused():
     a .csv of tab-separated columns, likewise."""
     data = "text;label\r\n好的;pos\r\n坏的;neg\r\n".encode()
     for name, fmt in (("semi.csv", "csv"), ("<stdin>", "tsv")):
-        for split in ("unlabeled", "train"):
-            with pytest.raises(KdError, match=rf"^{re.escape(name)}: line 1: field 0: 'text;label' looks like the header of "
-                                              rf"semicolon-separated columns .* \(or --format {fmt} to read each line as text\)"):
-                parse(data, name, IngestOptions(split=split))
+        with pytest.raises(KdError, match=rf"^{re.escape(name)}: line 1: field 0: 'text;label' looks like the header of "
+                                          rf"semicolon-separated columns .* \(or --format {fmt} to read each line as text\)$"):
+            parse(data, name, IngestOptions(split="unlabeled"))
+        # (a labeled split's lines read whole have no label: that way out is a pool's alone)
+        with pytest.raises(KdError, match=r"semicolon-separated columns \(as Excel .* save it so$"):
+            parse(data, name, IngestOptions(split="train"))
+    for split, tail in (("train", r"give --format csv$"), ("unlabeled", r"give --format csv \(or --format tsv to read each line as text\)$")):
+        with pytest.raises(KdError, match=r"looks like a CSV header: the file looks like CSV, " + tail):
+            parse("text,label\n好的,pos\n".encode(), "<stdin>", IngestOptions(split=split))
     with pytest.raises(KdError, match=r"^tab\.csv: line 1: field 0: .* tab-separated columns: give --format tsv"):
         parse(b"text\tlabel\ngood\tpos\n", "tab.csv", IngestOptions())
     assert [r.text for r in parse(data, "semi.csv", IngestOptions(split="unlabeled", format="csv"))][0] == "text;label"
