@@ -645,6 +645,9 @@ def read_class_file(path: Path) -> tuple[str, ...]:
             i, name = int(parts[0]), parts[1].strip()
         elif len(parts) == 2 and parts[1].strip().isascii() and parts[1].strip().isdigit():
             i, name = int(parts[1]), parts[0].strip()
+        elif len(parts) == 2:  # ('id<TAB>name' over the lines: "found 2 tab-separated fields" said what it expects)
+            raise KdError(f"{path}: line {number}: expected id<TAB>name (or one name a line), found {line!r}, "
+                          f"neither field a class id (a header? leave it out)")
         elif "\t" in line:  # ('0\tpos\tx' was pinned as a class named with tabs: no label matches it, its export is no class file)
             raise KdError(f"{path}: line {number}: expected id<TAB>name (or one name a line), found {len(parts)} tab-separated fields")
         else:
@@ -742,6 +745,9 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
             )
         names_by_id = {i: n for n, i in classes.items()}
         lookalikes = {_label_key(n): n for n in classes}
+        # a stored class set of names only (no number among them) takes no label that is one of their ids:
+        # a file of label ids (`label_id<TAB>text`) ingested without --classes made each id a class of its own
+        named_only = dict(names_by_id) if classes and not any(n.isascii() and n.isdigit() for n in classes) else {}
         rows = []
         adopted: list[dict[str, Any]] = []
         for r, h in _counted(zip(records, hashes), bar, "checking against the store", len(records)):
@@ -783,6 +789,11 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                     twin = lookalikes.setdefault(_label_key(r.label), r.label)
                     if twin != r.label:  # 'ｐｏｓ' (typed with a full-width input method) beside 'pos'
                         raise KdError(_lookalike(name, r.line, opts.label_col or "label", r.label, twin))
+                    if r.label.isascii() and r.label.isdigit() and int(r.label) in named_only:
+                        raise KdError(
+                            f"{name}: line {r.line}: field {opts.label_col or 'label'!r}: unknown label {r.label!r} "
+                            f"(the store's classes: {', '.join(named_only[i] for i in sorted(named_only))}): labels are class names, not ids "
+                            f"({r.label!r} is the id of {named_only[int(r.label)]!r}); --classes FILE naming it adds a class of that name")
                     label_id = len(classes)
                     classes[r.label] = label_id
                     names_by_id[label_id] = r.label

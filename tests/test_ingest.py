@@ -1020,6 +1020,33 @@ def test_pinned_classes_from_class_file(invoke, write_file, read_classes, read_s
     assert counts() == before
 
 
+def test_ids_as_labels_into_a_store_of_named_classes_are_refused(invoke, write_file, read_classes, counts, error_line):
+    """A store pinned by `--classes class_id.txt` (0 体育, 1 财经), then a dev file of label ids (ERNIE's
+    `label_id<TAB>text`) ingested without `--classes`: '1' and '0' became new classes 2 and 3, every dev
+    sample in a class no model learned, and the store kept them for good."""
+    write_file("class_id.txt", "0\t体育\n1\t财经\n")
+    write_file("train.tsv", "体育\t球赛\n财经\t股市\n")
+    invoke(["ingest", "train.tsv", "--classes", "class_id.txt"])
+    before = (counts(), read_classes())
+    write_file("dev.txt", "1\t基金\n0\t足球\n")
+    line = error_line(invoke(["ingest", "dev.txt", "--split", "dev"], ok=False))
+    assert line == ("Error: dev.txt: line 1: field 'label': unknown label '1' (the store's classes: 体育, 财经): "
+                    "labels are class names, not ids ('1' is the id of '财经'); --classes FILE naming it adds a class of that name")
+    assert (counts(), read_classes()) == before
+    # a number that is no class id is a name, as before
+    write_file("more.tsv", "7\t期货\n")
+    assert invoke.json(["ingest", "more.tsv"])["new_classes"] == ["7"]
+
+
+def test_class_file_with_a_header_line_says_so(tmp_path):
+    """A class_id.txt under an `id<TAB>name` header said "expected id<TAB>name ..., found 2 tab-separated
+    fields": two fields are what it expects; neither is an id."""
+    (tmp_path / "hdr.txt").write_text("id\tname\n0\t体育\n1\t财经\n", encoding="utf-8")
+    with pytest.raises(KdError, match=r"^.*hdr\.txt: line 1: expected id<TAB>name \(or one name a line\), found 'id\\tname', "
+                                      r"neither field a class id \(a header\? leave it out\)$"):
+        read_class_file(tmp_path / "hdr.txt")
+
+
 def test_class_file_disagreeing_with_store_is_refused(invoke, write_file, read_classes, counts, error_line):
     write_file("train.tsv", "pos\tgood\nneg\tbad\n")
     invoke(["ingest", "train.tsv"])  # pos=0, neg=1
