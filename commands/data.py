@@ -15,7 +15,7 @@ from kdstore.errors import KdError, make_folder, write_whole
 from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, read_class_file
 from kdstore.names import SPLITS
 from kdstore.progress import working
-from kdstore.store import label_id_note
+from kdstore.store import class_id_hint, label_id_note
 
 from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_json_items, print_rows, store_options
 
@@ -200,7 +200,7 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         where = f"({condition}\n)"  # (the newline: a trailing -- comment cannot eat what kd adds after it)
     if label is not None:
         if label not in names:
-            raise click.ClickException(f"no class {label!r} (classes: {', '.join(names)})")
+            raise click.ClickException(f"no class {label!r} (classes: {', '.join(names)}){class_id_hint(label, names)}")
         where = f"label_id = {names.index(label)}" if where is None else f"{where} AND label_id = {names.index(label)}"
     if as_tsv:  # the texts kd distill --augment made ([UNK]-masked, cut) are no data to hand on
         where = "parent_id IS NULL" if where is None else f"{where} AND parent_id IS NULL"

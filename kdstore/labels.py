@@ -37,7 +37,7 @@ from .progress import progress
 from .names import resolve_run_id
 from .runs import FAILED, PARKED, StageHandle, _replaced, process_state
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
-from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks
+from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks, class_id_hint
 from .textfile import looks_big5, not_text
 from .textkey import text_hash
 
@@ -841,7 +841,7 @@ def read_decision(value: str, names: Sequence[str], words: Sequence[str]) -> tup
         return low, None
     if value in names:
         return "relabel", names.index(value)
-    raise KdError(f"{value!r} is not {listed} or a class ({', '.join(names)})")
+    raise KdError(f"{value!r} is not {listed} or a class ({', '.join(names)}){class_id_hint(value.strip(), list(names))}")
 
 
 SAVE_UTF8 = 'save it as UTF-8 (Excel: Save As "CSV UTF-8")'

@@ -645,6 +645,15 @@ def missing_model(stage: Stage) -> KdError:
 _MAKES = {"teach": "kd teach --run {run} --model MODEL", "pretrain": "kd pretrain --run {run}", "detect": "kd labels detect --run {run}"}
 
 
+def class_id_hint(value: str, names: list[str]) -> str:
+    """``"; '3' is the id of class 'sports': name the class"`` where ``value``, no class's name, is a
+    class id and no class is named by a number (a label file of the Baidu tool's ids, typed as a class);
+    else empty."""
+    if not (value.isascii() and value.isdigit()) or int(value) >= len(names) or any(n.isascii() and n.isdigit() for n in names):
+        return ""
+    return f"; {value!r} is the id of class {names[int(value)]!r}: classes are named by their names, not ids"
+
+
 def label_id_note(where: str | None, names: list[str]) -> str | None:
     """A warning where ``where`` compares ``label_id`` (or ``orig_label_id``), a class id, and some class
     is named by a number that is not its id (star ratings 1..5 have ids 0..4, or in the order first

@@ -2228,6 +2228,9 @@ def test_a_where_on_a_meta_key_as_a_column_says_how_to_read_it(invoke, write_fil
                             "'src.jsonl' (1) (the file each came from, or its --source; a file's own columns are in meta: "
                             "meta->>'source' reads one)\n"), empty.stderr
     assert [r["text"] for r in invoke.json(["samples", "--where", "meta->>'source' = 'jd'"])] == ["第一名的品质"]
+    # a class's id for its name: said which class it is (a Baidu-tool user's label files hold ids)
+    assert error_line(invoke(["samples", "--label", "1"], ok=False)).endswith(
+        "no class '1' (classes: exaggeration, forbidden); '1' is the id of class 'forbidden': classes are named by their names, not ids")
 
 
 def test_a_where_typed_with_full_width_punctuation_says_so(invoke, write_file, error_line):

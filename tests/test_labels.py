@@ -1964,7 +1964,10 @@ def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_
                            ("drop", "also the class 'Drop': write label:Drop"),
                            ("label:nope", "'label:nope': no class 'nope'"),
                            ("decision:keep", "'decision:keep': 'keep' is not a decision (accept, reject, drop)"),
-                           ("maybe", "'maybe' is not accept, reject, drop or a class (pass, reject, Drop)")):
+                           ("maybe", "'maybe' is not accept, reject, drop or a class (pass, reject, Drop)"),
+                           # (a class's id typed for its name: the Baidu tool's label files hold ids)
+                           ("2", "'2' is not accept, reject, drop or a class (pass, reject, Drop); '2' is the id of class 'Drop': "
+                                 "classes are named by their names, not ids")):
         with pytest.raises(KdError, match=re.escape(message)):
             read_decision(value, names, SHEET)
     # through kd labels set, on a store with such classes
