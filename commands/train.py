@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 from kdstore import segment
 from kdstore.advice import reteach_command
-from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, TEACHER_AVERAGES, DistillConfig, check_student_shape, check_student_vocabulary, student_model_config, student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
+from kdstore.distill import CWSM_GAMMA, INTERMEDIATE_OPTIONS, MSE_TEMPERATURE, TEACHER_AVERAGES, DistillConfig, check_student_shape, check_student_vocabulary, first_teacher_note, student_model_config, student_shape, config_dict as distill_config, distill as run_distill, relation_heads as resolved_relation_heads
 from kdstore.schedules import LR_SCHEDULES
 from kdstore.matches import parse_matches
 from kdstore.context_free import measured_loss
@@ -1029,7 +1029,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
                   "that learned the train labels it is to be blind to, so its votes are not out-of-fold; "
                   "--no-init-from-teacher trains blind ones")
     if teacher_config is not None and cfg.init_embeddings == "teacher":
-        cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim))
+        cfg = replace(cfg, embed_dim=_embedding_width(teacher_config, cfg.embed_dim, note=first_teacher_note(cfg)))
     if cfg.folds and cfg.init_embeddings == "teacher":  # a table fine-tuned on the labels the votes are to be blind to
         _warn(f"--folds {cfg.folds} with --init-embeddings teacher: each fold starts from the teacher's token embeddings, "
               "fine-tuned on train labels it is to be blind to, so its votes are not strictly out-of-fold; "
@@ -1340,7 +1340,7 @@ def _teacher_tokenizer(store, run: str):
     return AutoTokenizer.from_pretrained(model_dirs(store.find_stage(resolve_run_id(run), "teach"))[0])
 
 
-def _embedding_width(teacher_config, embed_dim: int) -> int:
+def _embedding_width(teacher_config, embed_dim: int, *, note: str = "") -> int:
     """The student's --embed-dim with --init-embeddings teacher: the width of the teacher's table
     (its hidden size for BERT, less for ALBERT/ELECTRA) when none was given; one given that differs
     is refused before a stage is recorded (it failed inside the stage)."""
@@ -1353,7 +1353,7 @@ def _embedding_width(teacher_config, embed_dim: int) -> int:
         return width  # (a file's embed-dim, for students of their own table, is no use to a typed --init-embeddings teacher)
     if embed_dim != width:
         raise click.BadParameter(f"{embed_dim}: the teacher's token embeddings are {width} wide; leave --embed-dim out "
-                                 f"with --init-embeddings teacher (it takes their width) or give {width}", param_hint="--embed-dim")
+                                 f"with --init-embeddings teacher (it takes their width) or give {width}{note}", param_hint="--embed-dim")
     return embed_dim
 
 

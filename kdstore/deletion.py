@@ -56,7 +56,9 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
                          "logits": 0 if st.id in crashed else counts[Logit].get(st.id, 0),
                          "predictions": 0 if st.id in crashed else counts[Prediction].get(st.id, 0), "issues": counts[LabelIssue].get(st.id, 0),
                          # (its model's folder, removed with it: a dry run listed the exports that go, not the models)
-                         "folder": str(stage_folder(store, run, st)) if st.artifact_path else None} for st in gone],
+                         # (where it is: a copied store's own folder, its models left by the original's, is none)
+                         "folder": str(stage_folder(store, run, st)) if st.artifact_path and stage_folder(store, run, st).is_dir() else None}
+                        for st in gone],
             "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st)} for st in kept],
             "run_deleted": len(gone) == len(stages),
             # the issues of detections left that a deleted review decided (a sheet's rejections among them): open again

@@ -652,7 +652,26 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
     (``None``: none to read, the stage says why) and ``cfg.max_len`` as it will run: a kernel wider
     than --max-len, a transformer width its heads do not divide, --init-from-teacher with another
     width, --relation-heads that do not divide a width, or --max-len past the teacher's positions is
-    refused before a stage is recorded (each failed inside the stage)."""
+    refused before a stage is recorded (each failed inside the stage). Of several teachers, a refusal that
+    speaks of "the teacher" names the first --teacher-run (``first_teacher_note``)."""
+    try:
+        _check_student_shape(cfg, teacher_config, num_classes)
+    except KdError as e:
+        if "teacher" not in str(e) or not first_teacher_note(cfg):
+            raise
+        raise KdError(f"{e}{first_teacher_note(cfg)}") from None
+
+
+def first_teacher_note(cfg: DistillConfig) -> str:
+    """Of several --teacher-run, the words that say "the teacher" of a refusal is the first one, whose tokenizer,
+    token embeddings and layers the student takes (README); "" for one teacher."""
+    if len(set(cfg.teacher_runs)) < 2:
+        return ""
+    return (f" (the teacher of run {cfg.teacher_runs[0]!r}, the first --teacher-run: a student's tokenizer, "
+            "embeddings and layers are its alone)")
+
+
+def _check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) -> None:
     bert = None
     if cfg.student == "transformer" and teacher_config is not None:
         bert = student_shape(teacher_config, cfg, num_classes)
@@ -671,14 +690,8 @@ def check_student_shape(cfg: DistillConfig, teacher_config, num_classes: int) ->
         if cfg.student_model and cfg.layer_map and len(cfg.layer_map) != bert["num_hidden_layers"]:
             raise KdError(f"--layer-map names {len(cfg.layer_map)} teacher layers for a student of {bert['num_hidden_layers']} "
                           f"(--student-model {cfg.student_model}'s layers): one each")
-        try:
-            mapped = layer_map(bert["num_hidden_layers"], teacher_config.num_hidden_layers, cfg.layer_map)
-            check_matches(cfg.matches, student_layers=bert["num_hidden_layers"], teacher_layers=teacher_config.num_hidden_layers)
-        except KdError as e:  # "the teacher" of several: the first, whose layers are copied and matched (README)
-            if len(set(cfg.teacher_runs)) > 1:
-                raise KdError(f"{e} (the teacher of run {cfg.teacher_runs[0]!r}, the first --teacher-run: a student's "
-                              "layers copy and match its layers alone)") from None
-            raise
+        mapped = layer_map(bert["num_hidden_layers"], teacher_config.num_hidden_layers, cfg.layer_map)
+        check_matches(cfg.matches, student_layers=bert["num_hidden_layers"], teacher_layers=teacher_config.num_hidden_layers)
         if cfg.fsp and any(b <= a for a, b in zip(mapped, mapped[1:])):
             how = f"--layer-map {','.join(map(str, mapped))}" if cfg.layer_map else \
                 f"a {cfg.layers}-layer student of a {teacher_config.num_hidden_layers}-layer teacher maps {','.join(map(str, mapped))}"
@@ -1060,7 +1073,7 @@ def check_student_vocabulary(cfg: DistillConfig, tokenizer) -> None:
     if own.get_vocab() != tokenizer.get_vocab():
         raise KdError(f"--student-model {cfg.student_model}: its vocabulary ({len(own)} tokens) is not the teacher's ({len(tokenizer)}): "
                       "a student reads texts with its teacher's tokenizer; choose a checkpoint of the teacher's vocabulary "
-                      "(hfl's and UER's Chinese models share bert-base-chinese's)")
+                      f"(hfl's and UER's Chinese models share bert-base-chinese's){first_teacher_note(cfg)}")
 
 
 def _student_bert(stage: Stage, cfg: DistillConfig, num_classes: int) -> dict:

@@ -2304,6 +2304,26 @@ def test_runs_delete_names_no_failed_stage_as_learning_from_what_it_deletes(stor
     assert "warning: r2/good learned from r1/teach, which this would delete" in said and "r2/bad" not in said
 
 
+@pytest.mark.sqlite_only
+def test_runs_delete_of_a_copied_store_names_no_model_folder_it_never_had(store, db_path, invoke):
+    """A store file copied beside the original (its models left in the original's kd-artifacts folder):
+    `kd runs delete` said "deleted model folder .../kd-artifacts/COPY/r1/teach", a folder that never was."""
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "model").mkdir(parents=True)
+        (st.artifact_dir / "model" / "weights.bin").write_bytes(b"x")
+        st.record_artifact(st.artifact_dir / "model")
+        original = st.artifact_dir
+    store.close()
+    copy = db_path.parent / "copy.db"
+    import sqlite3
+
+    with sqlite3.connect(db_path) as src, sqlite3.connect(copy) as dst:  # (its WAL's pages too)
+        src.backup(dst)
+    out = invoke(["runs", "delete", "--run", "r1", "--yes"], db=copy)
+    assert "model folder" not in out.stdout and original.is_dir(), out.stdout
+    assert Store.open(str(db_path)).find_stage("r1", "teach").status == "succeeded"  # (the original keeps it)
+
+
 def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_else(store, invoke, counts, error_line):
     """A run's teacher logits (500,000 rows a pool) stayed in the store for good: no command deleted a run."""
     from commands.train import _teacher_stages

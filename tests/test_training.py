@@ -3113,6 +3113,37 @@ def test_a_student_shape_that_cannot_run_is_refused_before_a_stage_or_run(taught
         assert not Store.open(db).run_exists("fresh"), args
 
 
+def test_a_student_shape_refused_among_several_teachers_names_the_first_teacher_run(taught_store, corpus, tiny_model, tmp_path):
+    """`kd distill --teacher-run w --teacher-run r` (w 16 wide, 40 positions, its own vocabulary; r 32 wide, 64) was
+    refused as "teacher layers of width 16", "the teacher's 40 positions", "the teacher's token embeddings are 16
+    wide" or "its vocabulary is not the teacher's": of two teachers, which? r fits each. The error names the first
+    --teacher-run, whose tokenizer, table and layers the student takes (as a --layer-map refusal already did)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    db = str(taught_store)
+    texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
+    tokens = build_vocab(texts)[:-3]  # (another vocabulary than r's)
+    narrow = tmp_path / "narrow"
+    seeded(BertForMaskedLM, BertConfig(vocab_size=len(tokens), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=40)).save_pretrained(narrow)
+    make_tokenizer(tokens).save_pretrained(narrow)
+    kd("teach", "--run", "w", "--model", str(narrow), "--epochs", "1", "--max-len", "32", "--db", db)
+    for args, message in (
+        (["--student", "transformer", "--layers", "1", "--width", "32", "--init-from-teacher"], "copies teacher layers of width 16"),
+        (["--student", "transformer", "--layers", "1", "--max-len", "50"], "--max-len 50 exceeds the teacher's 40 positions"),
+        (["--student", "bigru", "--init-embeddings", "teacher", "--embed-dim", "32"], "the teacher's token embeddings are 16 wide"),
+        (["--student", "transformer", "--student-model", str(tiny_model)], "is not the teacher's"),
+    ):
+        bad = kd("distill", "--run", "fresh", "--teacher-run", "w", "--teacher-run", "r", "--epochs", "1", *args, "--db", db, ok=False)
+        line = bad.output.strip().splitlines()[-1]
+        assert message in line and "(the teacher of run 'w', the first --teacher-run" in line, (args, bad.output)
+        assert not Store.open(db).run_exists("fresh"), args
+        alone = kd("distill", "--run", "fresh", "--teacher-run", "w", "--epochs", "1", *args, "--db", db, ok=False)
+        assert message in alone.output and "first --teacher-run" not in alone.output, (args, alone.output)
+
+
 def test_student_sizes_past_the_machines_memory_are_one_line_before_a_stage_or_run(taught_store):
     """Sizes whose weights cannot be allocated failed the stage with PyTorch's traceback (an
     allocation failure, or an integer overflow for a size past 64 bits); a very deep transformer
