@@ -250,12 +250,32 @@ def _kept_line(stage: dict) -> str | None:
     trained = max((h["step"] for h in stage["history"] if h["split"] == "train" and h["name"] == "loss"), default=None)
     if trained is None:
         return None
+    if config.get("student") == "early-exit":  # (accuracy tied, at a speed no text exits at: its tie-breakers chose)
+        why = _early_exit_judge(stage["history"], int(best)) or f"the best {judge}"
+    else:
+        why = f"the best {judge}"
     if trained < planned and not any(k.endswith("diverged_epoch") for k in learned):  # (a divergence is warned of above)
-        return (f"kept {unit} {int(best)} (the best {judge}): --patience {config.get('patience')} stopped the training "
+        return (f"kept {unit} {int(best)} ({why}): --patience {config.get('patience')} stopped the training "
                 f"after {int(trained)} of its {planned} {unit}s")
     if best < trained:
-        return f"kept {unit} {int(best)} of {int(trained)} (the best {judge})"
+        return f"kept {unit} {int(best)} of {int(trained)} ({why})"
     return None
+
+
+def _early_exit_judge(history: list[dict], best: int) -> str | None:
+    """What chose an early exit's kept epoch where its dev accuracy tied with another epoch's (``train_early_exit``
+    keys on accuracy, then agreement with the full model, then the lower branch KL); ``None`` where accuracy did."""
+    dev = {}
+    for h in history:
+        if h["split"] == "dev" and h["name"] in ("accuracy", "agreement", "kl") and h["step"] is not None:
+            dev.setdefault(int(h["step"]), {})[h["name"]] = h["value"]
+    kept = dev.get(best, {})
+    tied = [m for e, m in dev.items() if e != best and m.get("accuracy") == kept.get("accuracy")]
+    if "accuracy" not in kept or not tied:
+        return None
+    if any(m.get("agreement") == kept.get("agreement") for m in tied):
+        return "the lowest branch KL on dev: the epochs tied on dev accuracy and agreement with the full model"
+    return "the best agreement with the full model: the epochs tied on dev accuracy"
 
 
 def _folds_kept_line(stage: dict, unit: str, judge: str, planned: int) -> str | None:

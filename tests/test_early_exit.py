@@ -1244,3 +1244,22 @@ def test_exits_that_lose_what_the_full_model_knows_are_told_to_lower_the_speed_n
     # a full model no better than the majority either: the teacher is what to check, as before
     weak = {"dev": {**dev, "accuracy@0": 0.5833}, "all": {"speed": 1.0}}
     assert "check the teacher first (`kd report --run r4`), then --epochs" in note("r4", {**stage, "metrics": weak})
+
+
+def test_the_kept_epoch_of_tied_dev_accuracies_is_said_to_be_chosen_by_the_tie_breakers():
+    """At --speed 0 (or any speed no text exits at) every epoch scores the full model's dev accuracy: the epoch
+    kept was the one of the lowest branch KL on dev, yet the summary said "(the best dev accuracy)"."""
+    from commands.train import _kept_line
+
+    def stage(accuracy, agreement, kl):
+        history = [{"step": e, "split": "train", "name": "loss", "value": 0.1} for e in range(1, len(accuracy) + 1)]
+        for name, values in (("accuracy", accuracy), ("agreement", agreement), ("kl", kl)):
+            history += [{"step": e, "split": "dev", "name": name, "value": v} for e, v in enumerate(values, 1)]
+        return {"kind": "distill", "config": {"epochs": len(accuracy), "patience": 2, "student": "early-exit"}, "history": history,
+                "metrics": {"all": {"best_epoch": 1}, "dev": {"accuracy": accuracy[0]}}}
+
+    assert _kept_line(stage([0.75, 0.75], [1.0, 1.0], [0.0015, 0.002])) == \
+        "kept epoch 1 of 2 (the lowest branch KL on dev: the epochs tied on dev accuracy and agreement with the full model)"
+    assert _kept_line(stage([0.7, 0.7], [0.9, 0.8], [0.003, 0.002])) == \
+        "kept epoch 1 of 2 (the best agreement with the full model: the epochs tied on dev accuracy)"
+    assert _kept_line(stage([0.8, 0.7], [0.9, 0.95], [0.003, 0.002])) == "kept epoch 1 of 2 (the best dev accuracy)"
