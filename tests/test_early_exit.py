@@ -856,6 +856,12 @@ def test_a_max_len_other_than_the_teachers_is_warned_of(tmp_path, monkeypatch):
     filed = kd("distill", "--run", "r", "--student", "early-exit", "--name", "b", "--db", db)
     assert "warning: --max-len 16 is not the teacher's 32" in filed.stderr and "[distill] max-len = 16" in filed.stderr
     monkeypatch.delenv("KD_CONFIG")
+    # --uncertainty max_prob on 2 classes reads at most 0.5: --speed 0.5 exits every text at the first layer, said
+    all_out = kd("distill", "--run", "r", "--student", "early-exit", "--uncertainty", "max_prob", "--speed", "0.5", "--name", "m1", "--db", db)
+    assert ("warning: --speed 0.5 with --uncertainty max_prob on 2 classes: 1 - the top probability is at most 0.5, so every "
+            "text exits at the first layer") in all_out.stderr, all_out.stderr
+    some = kd("distill", "--run", "r", "--student", "early-exit", "--uncertainty", "max_prob", "--speed", "0.4", "--name", "m2", "--db", db)
+    assert "every text exits" not in some.stderr
     for i, same in enumerate((["--max-len", "32"], [])):
         quiet = kd("distill", "--run", "r", "--student", "early-exit", *same, "--name", f"c{i}", "--db", db)
         assert "--max-len" not in quiet.stderr and seen[-1].max_len in (None, 32)
