@@ -8,6 +8,7 @@ import click
 
 from kdstore import labels as lab
 from kdstore import noise
+from kdstore.advice import reteach_command
 from kdstore.errors import KdError
 from kdstore.jsonl import has_surrogate
 from kdstore.names import resolve_run_id
@@ -71,12 +72,23 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     config = {**lab.config_dict(cfg), **inputs.used, **labels_read}
     with stage_scope(store, run=run, kind="detect", config=config, overwrite=overwrite) as stage:
         n = lab.detect(store, stage, cfg, inputs)
-    warned = _warn(lab.detect_warnings(store, run) + lab.single_sample_warnings(store, cfg, inputs) + lab.in_sample_warnings(store, run, cfg, inputs))
+    warned = _warn(lab.detect_warnings(store, run) + lab.single_sample_warnings(store, cfg, inputs) + lab.in_sample_warnings(store, run, cfg, inputs)
+                   + _teacher_of_other_labels(store, config))
     if as_json:
         print_json({"run": run, "stage": stage.name, "flagged": n, "warnings": warned, "top": lab.issues(store, run, top=10)})
     else:
         shown = f"; `kd labels show --run {run}` lists {'it' if n == 1 else 'them'}" if n else ""  # (nothing to list)
         click.echo(f"run {run}: {counted(n, 'likely wrong label')} flagged{shown}")
+
+
+def _teacher_of_other_labels(store, config: dict) -> list[str]:
+    """A warning where the teacher learned from labels changed since (a clean, set, import or undo after
+    its kd teach, the loop's next round detected before teaching again): its folds judge the labels as
+    they were, so the detection mostly finds the last round's leftovers (kd distill says it of a student's teacher)."""
+    return [f"the teacher of run {t['run']} learned from labels changed since (kd labels clean, set, import or undo): its "
+            f"out-of-fold probabilities follow the old ones; {reteach_command(t['run'], store.find_stage(t['run'], 'teach').config)} "
+            "retrains it on the current labels, then detect again"
+            for t in (config.get("teacher_stages") or [])[:1] if t.get("labels_digest") not in (None, config.get("labels_digest"))]
 
 
 def _vote_run_resolved(value: str) -> str:

@@ -23,7 +23,7 @@ from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
 from kdstore.errors import KdError, Terminated
-from kdstore.labels import labels_state
+from kdstore.labels import labels_state, redetect_command
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.names import SPLITS, model_source, resolve_run_id
@@ -713,13 +713,22 @@ def _warn_learners_of_replaced(store, run: str, kind: str = "teach", name: str |
             or (st.kind == "predict" and r.uniqid == run and (config.get("model_stage"), config.get("model_sha256")) == (old.name, old.artifact_sha256))
             or (st.kind == "teach" and bool(old.artifact_sha256) and started_from(config)))
 
-    users = [f"{r.uniqid}/{st.name}" for r, stages in store.runs() for st in stages if used(r, st)]
+    found = [(r, st) for r, stages in store.runs() for st in stages if used(r, st)]
+    users = [f"{r.uniqid}/{st.name}" for r, st in found]
+    # a detection whose issues a clean decided with edits that stand refuses --overwrite: the one in a new run instead
+    redetect = {f"{r.uniqid}/{st.name}": cmd for r, st in found if st.kind == "detect"
+                and not (cmd := redetect_command(r.uniqid, st, store)).endswith(" --overwrite")}
     if users:
         shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
         what = {"teach": "teacher", "pretrain": "pre-trained model"}.get(kind, "student")
+        rest = [u for u in users if u not in redetect]
+        rerun = ("; rerun " + ("them" if len(rest) > 1 else "it") if len(rest) == len(users)
+                 else "; rerun " + ", ".join(rest[:5]) + (f" and {len(rest) - 5} more" if len(rest) > 5 else "")) if rest else ""
         _warn(f"--overwrite replaces the {what} that {shown} used: {'their' if len(users) > 1 else 'its'} figures stay "
-              "those of the old one (kd report will say \"replaced since\"); rerun "
-              f"{'them' if len(users) > 1 else 'it'} with --overwrite once the new {what} is done")
+              f"those of the old one (kd report will say \"replaced since\"){rerun}"
+              + (f" with --overwrite once the new {what} is done" if rest else "")
+              + "".join(f"; {u}'s issues were decided by a clean whose edits stand: `{cmd}` detects again once the new {what} is done"
+                        for u, cmd in redetect.items()))
 
 
 def _warn_one_class_dev(store, labels: tuple[str, ...] = (), where: str | None = None) -> None:

@@ -201,9 +201,10 @@ def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):
     store.close()
     result = kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, "--json")
     out = json.loads(result.stdout)  # the warnings go to stderr: stdout stays the JSON
-    assert len(out["warnings"]) == 2 and "stronger teacher" in out["warnings"][0]
+    assert len(out["warnings"]) == 3 and "stronger teacher" in out["warnings"][0]
     assert "flagged, more than 30%" in out["warnings"][1]
-    assert result.stderr.count("warning: ") == 2
+    assert "the teacher of run r learned from labels changed since" in out["warnings"][2]  # (as they were: turned over since)
+    assert result.stderr.count("warning: ") == 3
     dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db)
     assert "stronger teacher" in dry.stderr and "nothing written" in dry.stdout
     assert "would change, more than 30%" in dry.stderr and "flagged, more than" not in dry.stderr  # (its changes, not the flags)
@@ -1409,6 +1410,39 @@ def test_a_teacher_replaced_by_one_without_folds_is_not_pointed_to_as_one_detect
     kd(*again, "--seed", "1")
     said = " ".join(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr.split())
     assert "its issues are the old teacher's; `kd labels detect --run r --allow-in-sample --overwrite` judges with the new one" in said
+
+
+def test_a_teach_overwrite_names_the_new_run_detect_for_a_detection_a_standing_clean_decided(db, noisy):
+    """Round two of the loop (detect, clean, `kd teach --overwrite`): the warning told to rerun the
+    detection with --overwrite, which is refused while the clean's edits stand; it names the detection
+    in a new run that `kd labels detect --overwrite`'s error names."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r", "--db", db)
+    again = kd("teach", "--run", "r", "--model", str(noisy["model"]), "--folds", "2", "--epochs", "1", "--max-len", "32",
+               "--overwrite", "--db", db, "--json")
+    said = [w for w in json.loads(again.stdout)["warnings"] if "--overwrite replaces the teacher" in w]
+    assert said == ["--overwrite replaces the teacher that r/detect used: its figures stay those of the old one (kd report will "
+                    "say \"replaced since\"); r/detect's issues were decided by a clean whose edits stand: "
+                    "`kd labels detect --run NEW --teacher-run r` detects again once the new teacher is done"], said
+    assert "kd labels detect --run NEW --teacher-run r" in kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False).output
+
+
+def test_detect_with_a_teacher_of_labels_changed_since_says_so(db, noisy):
+    """A second round's detection by a teacher not taught again after the first clean judges the
+    labels with folds that learned the old ones (it mostly finds the first round's leftovers): said,
+    with the `kd teach` that retrains it, as kd distill says of such a teacher."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r", "--db", db)
+    out = json.loads(kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--db", db, "--json").stdout)
+    said = ("the teacher of run r learned from labels changed since (kd labels clean, set, import or undo): its out-of-fold "
+            f"probabilities follow the old ones; `kd teach --run r --model {noisy['model']} --folds 3 --overwrite` (with the other "
+            "options `kd report --run r` lists for it) retrains it on the current labels, then detect again")
+    assert said in out["warnings"], out["warnings"]
+    fresh = json.loads(kd("labels", "detect", "--run", "r3", "--teacher-run", "r", "--db", db, "--json").stdout)  # (nothing changed since r2)
+    assert said in fresh["warnings"]
+    kd("labels", "undo", "--run", "r", "--db", db)
+    back = json.loads(kd("labels", "detect", "--run", "r4", "--teacher-run", "r", "--db", db, "--json").stdout)
+    assert not any("learned from labels changed since" in w for w in back["warnings"])  # (the labels it learned, back again)
 
 
 def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db, noisy, tmp_path, error_line):
