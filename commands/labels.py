@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -369,8 +370,10 @@ def undo(run, stage_name, db, as_json):
     warned = []
     if done["trained_on_it"]:  # (their records keep the labels they learned from: labels_digest)
         trained = done["trained_on_it"]
+        # (its run named: "`kd report --run RUN`" was a placeholder to fill in)
+        reports = " or ".join(f"`kd report --run {shlex.quote(r)}`" for r in list(dict.fromkeys(t.split("/", 1)[0] for t in trained))[:3])
         warned = _warn([f"{', '.join(trained[:5])}{f' and {len(trained) - 5} more' if len(trained) > 5 else ''} trained on the labels this undo "
-                        "reverted: re-run them to learn from the labels as they are now (each with --overwrite and the options `kd report --run RUN` "
+                        f"reverted: re-run them to learn from the labels as they are now (each with --overwrite and the options {reports} "
                         "lists for it)"])
     if done["detected_on_it"]:  # (a later clean of their issues would say "left alone (edited since detection)")
         warned += _warn([lab.rejudge_warning(store, done["detected_on_it"])])

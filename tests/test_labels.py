@@ -500,7 +500,7 @@ def test_drop_excludes_samples_from_later_training(db, noisy):
     assert dropped != original
     undone = kd("labels", "undo", "--run", "r", "--db", db, "--json")
     assert ("warning: r/distill-textcnn trained on the labels this undo reverted: re-run them to learn from the labels as they are now "
-            "(each with --overwrite and the options `kd report --run RUN` lists for it)") in undone.stderr
+            "(each with --overwrite and the options `kd report --run r` lists for it)") in undone.stderr
     assert json.loads(undone.stdout)["warnings"] == [undone.stderr.strip()[len("warning: "):]]
     assert lab.labels_state(_open(db)) == {"labels_from": "original", "labels_stages": [], "labels_stage_ids": [],
                                                 "labels_digest": original}
