@@ -86,10 +86,9 @@ def _teacher_of_other_labels(store, config: dict) -> list[str]:
     """A warning where the teacher learned from labels changed since (a clean, set, import or undo after
     its kd teach, the loop's next round detected before teaching again): its folds judge the labels as
     they were, so the detection mostly finds the last round's leftovers (kd distill says it of a student's teacher)."""
-    return [f"the teacher of run {t['run']} learned from labels changed since (kd labels clean, set, import or undo): its "
-            f"out-of-fold probabilities follow the old ones; {reteach_command(t['run'], store.find_stage(t['run'], 'teach').config)} "
-            "retrains it on the current labels, then detect again"
-            for t in (config.get("teacher_stages") or [])[:1] if t.get("labels_digest") not in (None, config.get("labels_digest"))]
+    return [f"the teacher of run {run} learned from labels changed since (kd labels clean, set, import or undo): its "
+            f"out-of-fold probabilities follow the old ones; {reteach_command(run, store.find_stage(run, 'teach').config)} "
+            "retrains it on the current labels, then detect again" for run in lab.stale_teacher_runs(config)[:1]]
 
 
 def _vote_run_resolved(value: str) -> str:

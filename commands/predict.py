@@ -542,7 +542,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     from kdstore.environment import environment
     from kdstore.advice import reteach_command
     from kdstore.outputs import store_outputs
-    from kdstore.predictor import Predictor, model_stage
+    from kdstore.predictor import Predictor, model_stage as stage_to_serve
     from kdstore.report import run_report
     from kdstore.runs import check_stage_free, stage_scope
 
@@ -551,27 +551,26 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     store = open_store(db, writer=True)
     check_file_model(store, run, which)
     # the stage it would write, refused (a rerun without --overwrite) before the model loads, as kd teach's is
-    planned = model_stage(store, run, which).name
+    planned = stage_to_serve(store, run, which).name
     if "~parked-" not in planned:  # (refused below in plain words)
         check_stage_free(store, run=run, kind="predict", name=f"predict-{planned}" + (f"@{split}" if split else ""), overwrite=overwrite)
     loading = utcnow()
     predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
     names = store.class_names()
+    model_stage = store.find_stage(run, predictor.stage_name)
     if list(predictor.class_names) != names:
-        stage = store.find_stage(run, predictor.stage_name)
-        if stage.kind == "teach":
-            retrain = f"{reteach_command(run, stage.config)} retrains it on them"
+        if model_stage.kind == "teach":
+            retrain = f"{reteach_command(run, model_stage.config)} retrains it on them"
         else:  # (a student learns the classes of its teacher's logits)
-            student = (stage.config or {}).get("student") or "STUDENT"
+            student = (model_stage.config or {}).get("student") or "STUDENT"
             retrain = (f"once its teacher knows them, `kd distill --run {shlex.quote(run)} --student {shlex.quote(student)} "
-                       f"--name {shlex.quote(stage.name)} --overwrite` "
+                       f"--name {shlex.quote(model_stage.name)} --overwrite` "
                        f"(with the options `kd report --run {shlex.quote(run)}` lists for it) retrains it")
         raise KdError(
             f"stage {predictor.stage_name!r} was trained on classes {predictor.class_names}, the store now has "
             f"{names}: its predictions cannot be stored against the store's labels: {retrain}; "
             "`kd predict` without --store serves it as it is"
         )
-    model_stage = store.find_stage(run, predictor.stage_name)
     if "~parked-" in model_stage.name:  # (its predict-STAGE name was refused as "not valid", a name never typed)
         raise KdError(f"stage {model_stage.name!r} of run {run!r} is the one an --overwrite is replacing: its predictions are "
                       f"not stored as a stage while it runs; run this again once it has ended (without --store, "

@@ -23,7 +23,7 @@ from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
 from kdstore.errors import KdError, Terminated
-from kdstore.labels import labels_state, redetect_command
+from kdstore.labels import labels_state, redetect_command, stale_teacher_runs
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.names import SPLITS, model_source, resolve_run_id
@@ -579,7 +579,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             model = f"{source}:{resolve_run_id(source_run)}"
             if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):
                 # (a model pre-trained on 256 tokens was fine-tuned on the first 128 of each text, one on 64 past its trained positions)
-                max_len = _source_max_len(store, model, max_len)
+                max_len = _teacher_max_len(store, source_run, max_len, kind=source)
         cfg = TeachConfig(
             model=model, epochs=epochs, lr=TeachConfig.lr if lr is None else lr, batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, warmup=warmup,
             patience=patience, layer_decay=layer_decay, class_weight=class_weight, where=where, splits=tuple(dict.fromkeys(splits)) or ("train",), labels=tuple(dict.fromkeys(labels)),  # (one typed twice: once)
@@ -809,16 +809,6 @@ def _warn_unknown_characters(store, cfg: TeachConfig, checkpoint) -> None:
         _warn(f"--model {cfg.model}: its tokenizer reads {share:.0%} of the train texts' tokens as its unknown token "
               f"{tokenizer.unk_token} (its vocabulary lacks their characters: a model of another language?), and the "
               "teacher learns nothing of them: choose a model for the store's language, or `kd pretrain` one on the store's text")
-
-
-def _source_max_len(store, model: str, default: int) -> int:
-    """The --max-len of the stage ``pretrain:RUN`` or ``teach:RUN`` names (a teacher's default, as a student's
-    is its teacher's); ``default`` where it has none (the stage's own check names a missing run)."""
-    source, _, source_run = model.partition(":")
-    try:
-        return int(store.find_stage(source_run, source).config.get("max_len") or default)
-    except (KdError, TypeError, ValueError):
-        return default
 
 
 def _warn_past_trained_positions(store, model: str, checkpoint, max_len: int) -> None:
@@ -1227,7 +1217,7 @@ def _warn_teachers_of_other_labels(store, config: dict) -> None:
     """A warning where a teacher learned from labels the store has changed since (a clean, set, import
     or undo after its kd teach): the student learns its soft targets, which still follow the old labels,
     without a word (the stage's config told only by two digests side by side)."""
-    stale = list(dict.fromkeys(t["run"] for t in config["teacher_stages"] if t.get("labels_digest") not in (None, config["labels_digest"])))
+    stale = stale_teacher_runs(config)
     if len(stale) == 1:
         _warn(f"the teacher of run {stale[0]} learned from labels changed since "
               f"(kd labels clean, set, import or undo): its soft targets follow the old ones; "
@@ -1258,10 +1248,11 @@ def _teacher_stages(store, runs) -> list[dict]:
     return out
 
 
-def _teacher_max_len(store, run: str, default: int) -> int:
-    """A teacher run's --max-len (``default`` when the run has no teacher yet: its stage says so)."""
+def _teacher_max_len(store, run: str, default: int, *, kind: str = "teach") -> int:
+    """A teacher run's --max-len (``default`` when the run has no teacher yet: its stage says so); ``kind``
+    pretrain: the pre-training's (kd teach --model pretrain:RUN reads as far as it did)."""
     try:
-        return int(store.find_stage(resolve_run_id(run), "teach").config.get("max_len") or default)
+        return int(store.find_stage(resolve_run_id(run), kind).config.get("max_len") or default)
     except KdError:
         return default
 

@@ -47,6 +47,9 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         _refuse_readers(s, ids, run, chosen)
         kept = [st for st in chosen if _any_edits(s, st)]
         gone = [st for st in chosen if st not in kept]
+        # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
+        # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
+        homes = {st.id: stage_folder(store, run, st) for st in chosen if st.artifact_path}
         counts = {table: dict(s.execute(select(table.stage_id, func.count()).where(table.stage_id.in_(ids or {-1}))
                                         .group_by(table.stage_id)).all()) for table in (Logit, Prediction, LabelIssue)}
         report = {
@@ -57,8 +60,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
                          "predictions": 0 if st.id in crashed else counts[Prediction].get(st.id, 0), "issues": counts[LabelIssue].get(st.id, 0),
                          # (its model's folder, removed with it: a dry run listed the exports that go, not the models)
                          # (where it is: a copied store's own folder, its models left by the original's, is none)
-                         "folder": str(stage_folder(store, run, st)) if st.artifact_path and stage_folder(store, run, st).is_dir() else None}
-                        for st in gone],
+                         "folder": str(homes[st.id]) if st.id in homes and homes[st.id].is_dir() else None} for st in gone],
             "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st)} for st in kept],
             "run_deleted": len(gone) == len(stages),
             # the issues of detections left that a deleted review decided (a sheet's rejections among them): open again
@@ -67,9 +69,7 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             "dry_run": dry_run,
             "warnings": [u for u in unsure if u] + _learned_from(s, gone, run, dry_run),
         }
-        # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
-        # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
-        folders = [stage_folder(store, run, st) for st in chosen if st.artifact_path]
+        folders = list(homes.values())
         # a model recorded in a folder KD_ARTIFACTS named when it was trained, and named otherwise (or not at all) now:
         # not this deletion's to remove (another store may record it), and said, not kept in silence
         left = [f for f in (recorded_folder(run, st) for st in gone if st.artifact_path)

@@ -25,7 +25,7 @@ from .jsonl import RepeatedKey, has_surrogate, loads_strict
 from .names import SPLITS
 from .schema import KdClass, Sample
 from .progress import progress
-from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks
+from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks, class_of_id
 from .textfile import HEADER_WORDS, TEXT_NAMES, _line_end, decode
 from .textkey import text_hash, unseen
 
@@ -747,7 +747,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         lookalikes = {_label_key(n): n for n in classes}
         # a stored class set of names only (no number among them) takes no label that is one of their ids:
         # a file of label ids (`label_id<TAB>text`) ingested without --classes made each id a class of its own
-        named_only = dict(names_by_id) if classes and not any(n.isascii() and n.isdigit() for n in classes) else {}
+        named = [names_by_id[i] for i in sorted(names_by_id)]  # (as they stood: the classes this file adds are no ids)
         rows = []
         adopted: list[dict[str, Any]] = []
         for r, h in _counted(zip(records, hashes), bar, "checking against the store", len(records)):
@@ -789,11 +789,11 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                     twin = lookalikes.setdefault(_label_key(r.label), r.label)
                     if twin != r.label:  # 'ｐｏｓ' (typed with a full-width input method) beside 'pos'
                         raise KdError(_lookalike(name, r.line, opts.label_col or "label", r.label, twin))
-                    if r.label.isascii() and r.label.isdigit() and int(r.label) in named_only:
+                    if (of := class_of_id(r.label, named)) is not None:
                         raise KdError(
                             f"{name}: line {r.line}: field {opts.label_col or 'label'!r}: unknown label {r.label!r} "
-                            f"(the store's classes: {', '.join(named_only[i] for i in sorted(named_only))}): labels are class names, not ids "
-                            f"({r.label!r} is the id of {named_only[int(r.label)]!r}); --classes FILE naming it adds a class of that name")
+                            f"(the store's classes: {', '.join(named)}): labels are class names, not ids "
+                            f"({r.label!r} is the id of {of!r}); --classes FILE naming it adds a class of that name")
                     label_id = len(classes)
                     classes[r.label] = label_id
                     names_by_id[label_id] = r.label

@@ -129,6 +129,13 @@ def labels_state(store: Store) -> dict[str, Any]:
             "labels_stage_ids": [i for _, _, i in stages], "labels_digest": digest.hexdigest()[:16]}
 
 
+def stale_teacher_runs(config: dict[str, Any]) -> list[str]:
+    """The runs of a stage config's ``teacher_stages`` whose teacher learned from other labels than the
+    stage read (``labels_digest``: a clean, set, import or undo since), each once, in order."""
+    return list(dict.fromkeys(t["run"] for t in config.get("teacher_stages") or []
+                              if t.get("labels_digest") not in (None, config.get("labels_digest"))))
+
+
 def read_labeled(store: Store, read: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
     """``(read(), state)``: what ``read`` returns and the ``labels_state`` of the labels it read, with
     when it read them (``labels_read_at``, naive UTC ISO). A label edit committed while it read (a clean or ``kd labels set`` in another process) makes it

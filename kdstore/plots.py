@@ -108,8 +108,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
             if best:
                 ax.axvline(best, color="grey", linestyle=":", linewidth=1)  # the epoch (or step) kept
             # (its figures up to the failure, or so far: one `kill -9` left running has no more to come)
-            status = stage.get("status") if stage.get("status") in ("failed", "running") else None
-            status = " (running, process gone)" if stage.get("process_gone") else f" ({status})" if status else ""
+            status = (" (running, process gone)" if stage.get("process_gone") else
+                      f" ({stage['status']})" if stage.get("status") in ("failed", "running") else "")
             ax.set_title(f"{stage['name']}: learning curve" + status)
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-learning-curve.png", plt))
         for split in ("test", "dev"):

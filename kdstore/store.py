@@ -6,6 +6,7 @@ logits, predictions) take each backend's fast path (``bulk_insert``) inside one 
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -549,8 +550,6 @@ class Store:
             makes = makes or (make and f"`{make.format(run=shlex.quote(run))}` makes one")
             how = f": {makes}" if makes and not parked else ""
             if not parked and make is None:  # a name mistyped or shortened (`--model early-exit` for distill-early-exit)
-                import difflib
-
                 near = difflib.get_close_matches(name_or_kind, [s.name for s in stages if s.status == "succeeded" and "~" not in s.name], n=1)
                 how = how or (f": did you mean {near[0]!r}?" if near else "")
             raise KdError(
@@ -645,13 +644,19 @@ def missing_model(stage: Stage) -> KdError:
 _MAKES = {"teach": "kd teach --run {run} --model MODEL", "pretrain": "kd pretrain --run {run}", "detect": "kd labels detect --run {run}"}
 
 
-def class_id_hint(value: str, names: list[str]) -> str:
-    """``"; '3' is the id of class 'sports': name the class"`` where ``value``, no class's name, is a
-    class id and no class is named by a number (a label file of the Baidu tool's ids, typed as a class);
-    else empty."""
+def class_of_id(value: str, names: Sequence[str]) -> str | None:
+    """The class ``value`` is the id of, where the classes (``names``, in id order) are named and none by a
+    number (a label file of the Baidu tool's ids, typed for class names); else ``None``."""
     if not (value.isascii() and value.isdigit()) or int(value) >= len(names) or any(n.isascii() and n.isdigit() for n in names):
-        return ""
-    return f"; {value!r} is the id of class {names[int(value)]!r}: classes are named by their names, not ids"
+        return None
+    return names[int(value)]
+
+
+def class_id_hint(value: str, names: Sequence[str]) -> str:
+    """``"; '3' is the id of class 'sports': classes are named ..."`` where ``value`` is a class id
+    (``class_of_id``); else empty."""
+    named = class_of_id(value, names)
+    return "" if named is None else f"; {value!r} is the id of class {named!r}: classes are named by their names, not ids"
 
 
 def label_id_note(where: str | None, names: list[str]) -> str | None:
