@@ -33,6 +33,10 @@ class Recipe:
     p_ngram: float = 0.25
     unk: str = UNK  # the teacher tokenizer's unknown token, what "mask" writes
 
+    def __post_init__(self) -> None:
+        if "mask" not in self.methods:  # (writes no unknown token: a RoBERTa teacher's <unk> named another recipe; migration 0011)
+            object.__setattr__(self, "unk", UNK)
+
     @property
     def source(self) -> str:
         ordered = "+".join(m for m in METHODS if m in self.methods)

@@ -509,6 +509,16 @@ def test_a_probability_typed_as_minus_zero_names_the_recipe_of_zero():
     assert augmented.Recipe(p_pos=-0.0).source == augmented.Recipe(p_pos=0.0).source == "augment:mask+pos+ngram:n4:s42:p0.1/0.0/0.25"
 
 
+def test_the_unknown_token_names_only_a_recipe_that_masks():
+    """A RoBERTa teacher's `<unk>` named a pos+ngram recipe, which writes no unknown token, apart from a BERT
+    teacher's: its texts were made and scored again for the same recipe. Only a masking recipe carries it."""
+    import kdstore.augmented as augmented
+
+    plain = augmented.Recipe(methods=("pos", "ngram"))
+    assert augmented.Recipe(methods=("pos", "ngram"), unk="<unk>") == plain and plain.source == "augment:pos+ngram:n4:s42:p-/0.1/0.25"
+    assert augmented.Recipe(methods=("mask",), unk="<unk>").source == "augment:mask:n4:s42:p0.1/-/-:unk=<unk>"
+
+
 def test_a_train_text_of_emoji_alone_is_not_tried_again_by_every_run(tmp_path, monkeypatch):
     """A train text of emoji or punctuation alone, the newest one, gives no augmented text: each later
     run of a recipe with "pos" took it for one not tried yet and segmented every train text for the

@@ -27,8 +27,8 @@ def test_chain_is_linear_from_0001_to_head():
 
     script = ScriptDirectory.from_config(migrate._config())
     chain = [s.revision for s in reversed(list(script.walk_revisions()))]
-    assert chain == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"]
-    assert migrate.head_revision() == "0010"
+    assert chain == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011"]
+    assert migrate.head_revision() == "0011"
 
 
 def test_new_store_is_migrated_to_head_and_matches_models(db):
@@ -36,7 +36,7 @@ def test_new_store_is_migrated_to_head_and_matches_models(db):
     store = Store.open(db)
     try:
         assert store_exists(db)
-        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0010"
+        assert migrate.current_revision(store.engine) == migrate.head_revision() == "0011"
         tables = set(inspect(store.engine).get_table_names())
         assert tables == set(Base.metadata.tables) | {"alembic_version"}
         with store.engine.connect() as conn:
@@ -75,22 +75,22 @@ def test_store_at_0001_is_refused_then_upgraded_by_cli(db, invoke, counts):
         Store.open(db)
     message = str(info.value)
     assert f"`kd db upgrade --db {db}`" in message  # (the test's paths and URLs need no shell quoting)
-    assert "0001" in message and "0010" in message
+    assert "0001" in message and "0011" in message
 
     # the CLI refuses it too, as a one-line error, and does not upgrade it behind the user's back
     result = invoke(["samples"], ok=False)
     assert "kd db upgrade" in result.stderr
     state = invoke.json(["db", "current"])
-    assert state["current"] == "0001" and state["head"] == "0010"
+    assert state["current"] == "0001" and state["head"] == "0011"
     assert state["up_to_date"] is False
     assert invoke(["db", "current", "--check", "--json"], ok=False).exit_code == 1
 
     result = invoke(["db", "upgrade"])
-    assert "0001 -> 0010" in result.stdout
+    assert "0001 -> 0011" in result.stdout
 
     store = Store.open(db, create=False)
     try:
-        assert migrate.current_revision(store.engine) == "0010"
+        assert migrate.current_revision(store.engine) == "0011"
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(ctx, Base.metadata) == []
@@ -113,7 +113,7 @@ def test_refusal_names_the_command_that_upgrades_that_store(tmp_path, invoke, er
     command = line.split("run `")[1].split("`")[0]
     assert shlex.split(command) == ["kd", "db", "upgrade", "--db", str(old)]
     assert command in invoke(["db", "current"], db=old).stdout
-    assert "0005 -> 0010" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert "0005 -> 0011" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not (tmp_path / "kd.db").exists()
     invoke(["samples"], db=old)
 
@@ -132,7 +132,7 @@ def test_a_store_given_as_a_sqlite_uri_is_that_file_and_its_upgrade_command_name
     command = line.split("run `")[1].split("`")[0]
     assert shlex.split(command) == ["kd", "db", "upgrade", "--db", str(old)]
     assert invoke.json(["db", "current"], db=url)["state"] == "behind"
-    assert "0005 -> 0010" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert "0005 -> 0011" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not (tmp_path / "file:old.db").exists() and not (Path.cwd() / "file:old.db").exists()
     invoke(["samples"], db=url)
 
@@ -154,12 +154,12 @@ def test_a_read_only_store_file_is_not_upgraded_and_left_without_read_only_wal_f
         assert invoke.json(["db", "current"])["current"] == "0005"
         assert "run `kd db upgrade --db" in error_line(invoke(["runs"], ok=False))
         assert error_line(invoke(["db", "upgrade"], ok=False)) == (
-            f"Error: cannot upgrade sqlite:///{db_path} from revision 0005 to 0010: the file is read-only; nothing was changed")
+            f"Error: cannot upgrade sqlite:///{db_path} from revision 0005 to 0011: the file is read-only; nothing was changed")
         assert not Path(f"{db_path}-wal").exists() and not Path(f"{db_path}-shm").exists()
     finally:
         db_path.chmod(0o644)
     monkeypatch.setattr(os, "access", access)
-    assert "0005 -> 0010" in invoke(["db", "upgrade"]).stdout
+    assert "0005 -> 0011" in invoke(["db", "upgrade"]).stdout
     invoke(["runs"])
 
 
@@ -175,12 +175,12 @@ def test_an_old_store_in_a_read_only_folder_is_refused_with_what_lets_it_be_upgr
     access = os.access  # (root writes anywhere: the folder is read-only to kd as to any other user)
     monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(folder) and mode == os.W_OK else access(p, mode, *a, **k))
     line = error_line(invoke(["runs"], ok=False))
-    assert line == (f"Error: sqlite:///{db_path} is at schema revision 0005, kd needs 0010, and its folder {folder} is read-only: "
+    assert line == (f"Error: sqlite:///{db_path} is at schema revision 0005, kd needs 0011, and its folder {folder} is read-only: "
                     f"make it writable, then run `kd db upgrade --db {db_path}` (or copy the store, with its kd-artifacts folder, "
                     "to a folder kd can write and upgrade the copy)")
     assert invoke.json(["db", "current"])["current"] == "0005"
     monkeypatch.setattr(os, "access", access)
-    assert "0005 -> 0010" in invoke(["db", "upgrade"]).stdout
+    assert "0005 -> 0011" in invoke(["db", "upgrade"]).stdout
 
 
 @pytest.mark.sqlite_only  # the URL is the test's own
@@ -246,10 +246,45 @@ def test_upgrade_to_0006_lists_the_augmented_samples_each_recipe_stored(db, invo
 
         full = Recipe(methods=("mask", "pos", "ngram"), n=1, seed=42).source
         ngram = Recipe(methods=("ngram",), n=4, seed=7, p_mask=0.3, p_ngram=0.5, unk="<unk>").source
-        assert (full, ngram) == ("augment:mask+pos+ngram:n1:s42:p0.1/0.1/0.25", "augment:ngram:n4:s7:p-/-/0.5:unk=<unk>")
+        assert (full, ngram) == ("augment:mask+pos+ngram:n1:s42:p0.1/0.1/0.25", "augment:ngram:n4:s7:p-/-/0.5")
         assert store.samples(augmented=full).ids.tolist() == [2] and store.samples(augmented=ngram).ids.tolist() == [4]
         with store.engine.connect() as conn:
             assert sorted(conn.execute(text("SELECT source, sample_id FROM augmented_texts")).all()) == [(full, 2), (ngram, 4)]
+    finally:
+        store.close()
+
+
+def test_upgrade_to_0011_names_a_recipe_that_does_not_mask_without_the_unknown_token(db, invoke):
+    """A pos/ngram recipe run with a RoBERTa teacher was named by its `<unk>`, which only mask writes: run
+    again with a BERT teacher it made and scored its texts twice. 0011 renames it; a text listed under both
+    names is listed once; a masking recipe keeps its token."""
+    engine = _engine_at(db, "0010")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO classes (id, name) VALUES (0, 'pos')")
+        conn.exec_driver_sql(
+            "INSERT INTO samples (id, text, text_hash, split, label_id, orig_label_id, dropped, source, line, parent_id) VALUES "
+            "(1, 'good', 'h1', 'train', 0, 0, FALSE, 'a.tsv', 1, NULL), "
+            "(2, 'go', 'h2', 'unlabeled', NULL, NULL, FALSE, 'augment:pos+ngram:n4:s42:p-/0.1/0.25:unk=<unk>', NULL, 1), "
+            "(3, 'od', 'h3', 'unlabeled', NULL, NULL, FALSE, 'augment:pos+ngram:n4:s42:p-/0.1/0.25', NULL, 1), "
+            "(4, 'g<unk>', 'h4', 'unlabeled', NULL, NULL, FALSE, 'augment:mask:n4:s42:p0.1/-/-:unk=<unk>', NULL, 1)")
+        conn.exec_driver_sql(
+            "INSERT INTO augmented_texts (source, sample_id) VALUES "
+            "('augment:pos+ngram:n4:s42:p-/0.1/0.25:unk=<unk>', 2), ('augment:pos+ngram:n4:s42:p-/0.1/0.25:unk=<unk>', 3), "
+            "('augment:pos+ngram:n4:s42:p-/0.1/0.25', 3), ('augment:mask:n4:s42:p0.1/-/-:unk=<unk>', 4)")
+    engine.dispose()
+    invoke(["db", "upgrade"])
+    store = Store.open(db, create=False)
+    try:
+        from kdstore.augmented import Recipe
+
+        plain = Recipe(methods=("pos", "ngram"), unk="<unk>").source
+        masking = Recipe(methods=("mask",), unk="<unk>").source
+        assert (plain, masking) == ("augment:pos+ngram:n4:s42:p-/0.1/0.25", "augment:mask:n4:s42:p0.1/-/-:unk=<unk>")
+        assert store.samples(augmented=plain).ids.tolist() == [2, 3] and store.samples(augmented=masking).ids.tolist() == [4]
+        with store.engine.connect() as conn:
+            assert sorted(conn.execute(text("SELECT source, sample_id FROM augmented_texts")).all()) == [
+                (masking, 4), (plain, 2), (plain, 3)]
+            assert conn.execute(text("SELECT source FROM samples ORDER BY id")).scalars().all() == ["a.tsv", plain, plain, masking]
     finally:
         store.close()
 
@@ -293,24 +328,24 @@ def test_db_current_json_reports_current_and_head(db, invoke):
     state = invoke.json(["db", "current"])
     assert state == {
         "db": resolve_url(db),
-        "current": "0010",
-        "head": "0010",
+        "current": "0011",
+        "head": "0011",
         "up_to_date": True,
         "state": "current",
     }
     text = invoke(["db", "current"]).stdout
-    assert "revision 0010" in text and "up to date" in text
+    assert "revision 0011" in text and "up to date" in text
     assert invoke(["db", "current", "--check"]).exit_code == 0
 
 
 def test_db_upgrade_on_new_path_creates_store(db, invoke):
     result = invoke(["db", "upgrade"])
-    assert "empty -> 0010" in result.stdout
+    assert "empty -> 0011" in result.stdout
     assert store_exists(db)
     # running it again is harmless
-    assert "0010 -> 0010" in invoke(["db", "upgrade"]).stdout
+    assert "0011 -> 0011" in invoke(["db", "upgrade"]).stdout
     again = invoke.json(["db", "upgrade"])
-    assert (again["before"], again["after"]) == ("0010", "0010") and again["db"]
+    assert (again["before"], again["after"]) == ("0011", "0011") and again["db"]
 
 
 def test_db_current_on_missing_store_fails_cleanly(db, invoke, error_line):
@@ -348,7 +383,7 @@ def test_db_current_on_an_empty_database_names_the_command_that_creates_that_sto
     line = error_line(invoke(["db", "current"], ok=False))
     command = line.split("or `")[1].split("`")[0]
     assert shlex.split(command)[:4] == ["kd", "db", "upgrade", "--db"] and shlex.split(command)[4] in (db, resolve_url(db))
-    assert "empty -> 0010" in invoke(shlex.split(command)[1:], db=None).stdout
+    assert "empty -> 0011" in invoke(shlex.split(command)[1:], db=None).stdout
     assert not Path("kd.db").exists() and invoke.json(["db", "current"])["state"] == "current"
 
 @pytest.mark.sqlite_only  # the file is the test's own
@@ -365,7 +400,7 @@ def test_an_empty_file_given_as_db_is_left_empty_by_the_commands_that_refuse_it(
             assert said.endswith(f"run `kd ingest FILE --db {shlex.quote(str(db_path))}` first"), said
         assert db_path.stat().st_size == 0, args
         assert not Path(f"{db_path}-wal").exists() and not Path(f"{db_path}-shm").exists()
-    assert "empty -> 0010" in invoke(["db", "upgrade"]).stdout
+    assert "empty -> 0011" in invoke(["db", "upgrade"]).stdout
     assert invoke.json(["db", "current"])["state"] == "current"
 
 
@@ -424,7 +459,7 @@ def test_newer_revision_than_kd_knows_is_refused(db, invoke, error_line):
     with pytest.raises(KdError, match="newer than this kd knows"):
         Store.open(db)
     # `kd db upgrade` cannot downgrade it (one line, not Alembic's traceback), and `current` says so
-    assert "newer than this kd knows (0010): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
+    assert "newer than this kd knows (0011): upgrade kd" in error_line(invoke(["db", "upgrade"], ok=False))
     assert invoke.json(["db", "current"])["state"] == "newer"
     assert "newer than this kd: upgrade kd" in invoke(["db", "current"]).stdout
     checked = invoke(["db", "current", "--check"], ok=False)
@@ -436,13 +471,13 @@ def test_a_store_with_more_than_one_revision_is_refused_in_one_line(db, invoke, 
     raised "more than one head present", a traceback from every command, `kd db current` included."""
     engine = _engine_at(db, "head")
     with engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('0010a')")
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('0011a')")
     engine.dispose()
     with pytest.raises(KdError, match="newer than this kd knows"):
         Store.open(db)
     write_file("train.tsv", "pos\tgood\n")
     for args in (["samples"], ["ingest", "train.tsv"], ["db", "upgrade"]):
-        assert "at schema revision 0010, 0010a, newer than this kd knows (0010): upgrade kd" in error_line(invoke(args, ok=False))
+        assert "at schema revision 0011, 0011a, newer than this kd knows (0011): upgrade kd" in error_line(invoke(args, ok=False))
     assert invoke.json(["db", "current"])["state"] == "newer"
     assert "newer than this kd: upgrade kd" in invoke(["db", "current", "--check"], ok=False).stdout
 
@@ -450,7 +485,7 @@ def test_a_store_with_more_than_one_revision_is_refused_in_one_line(db, invoke, 
 @pytest.mark.sqlite_only
 def test_db_upgrade_reports_the_revision_it_found_under_the_lock(db_path, invoke):
     """Two `kd db upgrade` at once: the second read the revision (0001), waited for the first's lock,
-    found the store upgraded and changed nothing, yet said `0001 -> 0010` as well."""
+    found the store upgraded and changed nothing, yet said `0001 -> 0011` as well."""
     import threading
     import time
 
@@ -476,7 +511,7 @@ def test_db_upgrade_reports_the_revision_it_found_under_the_lock(db_path, invoke
         worker.join(120)
     engine.dispose()
     assert "error" not in done, done.get("error")
-    assert (done["result"]["before"], done["result"]["after"]) == ("0010", "0010")
+    assert (done["result"]["before"], done["result"]["after"]) == ("0011", "0011")
 
 
 def test_db_upgrade_refuses_non_kd_database(db, invoke):
@@ -581,7 +616,7 @@ def test_an_interrupted_upgrade_says_the_store_is_left_as_it_was(db, invoke, err
     finally:
         engine.dispose()
     monkeypatch.setattr(migrate.command, "upgrade", real)
-    assert "0005 -> 0010" in invoke(["db", "upgrade"]).stdout
+    assert "0005 -> 0011" in invoke(["db", "upgrade"]).stdout
 
 
 def test_an_upgrade_whose_step_fails_says_the_store_is_left_as_it_was(db, invoke, error_line, read_samples):
@@ -602,7 +637,7 @@ def test_an_upgrade_whose_step_fails_says_the_store_is_left_as_it_was(db, invoke
     for args in (["db", "upgrade"], ["db", "upgrade", "--json"]):
         result = invoke(args, ok=False)
         line = error_line(result)
-        assert "upgrading" in line and "from 0005 to 0010 failed" in line and "boom" in line, line
+        assert "upgrading" in line and "from 0005 to 0011 failed" in line and "boom" in line, line
         assert "still at revision 0005" in line and "nothing was changed" in line, line
         assert result.stdout == ""
     engine = make_engine(resolve_url(str(db)))
@@ -614,7 +649,7 @@ def test_an_upgrade_whose_step_fails_says_the_store_is_left_as_it_was(db, invoke
             conn.exec_driver_sql("DROP TRIGGER boom" if conn.dialect.name == "sqlite" else "DROP TRIGGER boom ON samples")
     finally:
         engine.dispose()
-    assert "0005 -> 0010" in invoke(["db", "upgrade"]).stdout
+    assert "0005 -> 0011" in invoke(["db", "upgrade"]).stdout
     assert [r["text"] for r in read_samples()] == ["好\u200b评"]
 
 
