@@ -293,11 +293,20 @@ def _tsv_cell(value: str) -> str:
     return '"' + value.replace('"', '""') + '"' if value.startswith('"') else value
 
 
+def _read_or_none(path) -> str | None:
+    """The text of ``path`` as ``kd classes --export`` writes it, or None where it reads as no such text."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 @click.command()
 @click.option("--export", "export_path", type=KdPath(dir_okay=False), help="Write class_id.txt here.")
+@click.option("--overwrite", is_flag=True, help="Replace an --export file that holds something else (the same classes are written again without it).")
 @store_options
 @json_option
-def classes(export_path, db, as_json):
+def classes(export_path, overwrite, db, as_json):
     """List the classes with their stable ids; export them as class_id.txt.
 
     \b
@@ -313,6 +322,9 @@ def classes(export_path, db, as_json):
     names = open_store(db).class_names()
     if export_path is not None and not names:  # (an empty file, which `kd ingest --classes` then refused)
         raise click.ClickException("the store has no classes yet: ingest labeled samples (or `kd ingest --classes FILE`) first")
+    if export_path is not None and not overwrite and Path(export_path).is_file() and _read_or_none(export_path) != format_class_file(names):
+        # (`--export train.tsv`, a slip of the tab key, replaced the training data with the class list)
+        raise click.ClickException(f"{export_path} exists and holds something other than these classes: --overwrite replaces it")
     if export_path is not None:
         make_folder(Path(export_path).parent, f"the class file {export_path}")
         write_whole(export_path, format_class_file(names), "the class file")

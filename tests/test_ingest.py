@@ -1668,6 +1668,20 @@ def test_writing_into_a_missing_folder_makes_it_and_a_file_in_the_way_is_one_lin
     assert "out/ is a folder: give the file's name (out/class_id.txt)" in folder.output and not (tmp_path / "out").exists()
 
 
+def test_classes_export_onto_another_file_is_refused_without_overwrite(invoke, write_file, tmp_path, error_line):
+    """`kd classes --export train.tsv` (the tab key's slip) replaced the training data with the class list;
+    the same class file is written again as before, and --overwrite replaces another one."""
+    write_file("train.tsv", GOOD)
+    invoke(["ingest", "train.tsv"])
+    assert error_line(invoke(["classes", "--export", "train.tsv"], ok=False)) == (
+        "Error: train.tsv exists and holds something other than these classes: --overwrite replaces it")
+    assert (tmp_path / "train.tsv").read_text(encoding="utf-8") == GOOD
+    invoke(["classes", "--export", "class_id.txt"])
+    invoke(["classes", "--export", "class_id.txt"])  # the same classes: no --overwrite needed
+    invoke(["classes", "--export", "train.tsv", "--overwrite"])
+    assert (tmp_path / "train.tsv").read_text(encoding="utf-8") == (tmp_path / "class_id.txt").read_text(encoding="utf-8")
+
+
 def test_a_quoted_tilde_on_the_command_line_is_the_home_folder(invoke, write_file, tmp_path, monkeypatch, read_samples):
     """`kd ingest '~/train.tsv'` or `--classes '~/c.txt'` (quoted, so no shell expands it) said "No such
     file", and `kd classes --export '~/c.txt'` failed, as a config file's "~/..." did not."""
