@@ -314,6 +314,20 @@ def single_sample_warnings(store: Store, cfg: DetectConfig, inputs: DetectInputs
                if alone else f"so only the other methods can flag {them}")]
 
 
+def filter_by_warnings(cfg: DetectConfig) -> list[str]:
+    """A warning where the --filter-by typed changes no flag: with --combine ranked or union beside the
+    disagree method, whose flags hold every one of cleanlab's prune filters' (each drops a label the model
+    agrees with), the flagged set is the same whichever of those filters; only the methods column says otherwise."""
+    methods = tuple(noise.METHOD_ALIASES.get(m, m) for m in cfg.methods)
+    # (cleanlab's low_* filters alone keep a label the model agrees with; the default is not warned of)
+    if cfg.filter_by not in ("prune_by_class", "both", "confident_learning", "predicted_neq_given") or cfg.combine not in ("ranked", "union") \
+            or not {"cleanlab", "disagree"} <= set(methods):
+        return []
+    return [f"--filter-by {cfg.filter_by} changes no flag with --combine {cfg.combine} and the disagree method: every label "
+            "cleanlab flags with it is a disagreement too (only the methods column changes); --combine intersection "
+            "or majority, or --method cleanlab, applies it"]
+
+
 def in_sample_warnings(store: Store, run: str, cfg: DetectConfig, inputs: DetectInputs) -> list[str]:
     """A warning when ``--allow-in-sample`` let a teacher score train samples whose labels it learned
     (accepted without a word: its probabilities lean toward those labels, wrong ones included), and one

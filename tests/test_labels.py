@@ -1240,6 +1240,28 @@ def test_student_votes_refuse_a_student_without_logits_for_every_train_sample(db
     assert _count(db, LabelIssue) == 0
 
 
+def test_a_filter_by_that_changes_no_flag_beside_the_disagree_method_is_warned_of(db):
+    """--filter-by prune_by_class (the per-class filter a user of imbalanced classes reaches for) with the
+    default --combine ranked and --method cleanlab,disagree flagged exactly what the default did: every
+    label cleanlab's prune filters flag is a disagreement too, so only the methods column changed, in silence."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    default = {i["sample_id"] for i in _issues(db)}
+    for combine, filter_by in (("ranked", "prune_by_class"), ("union", "confident_learning")):
+        out = kd("labels", "detect", "--run", "r", "--filter-by", filter_by, "--combine", combine, "--overwrite",
+                 "--db", db, "--json")
+        said = [w for w in json.loads(out.stdout)["warnings"] if w.startswith("--filter-by")]
+        assert said == [f"--filter-by {filter_by} changes no flag with --combine {combine} and the disagree method: every "
+                        "label cleanlab flags with it is a disagreement too (only the methods column changes); "
+                        "--combine intersection or majority, or --method cleanlab, applies it"], combine
+        assert f"warning: {said[0]}" in out.stderr
+        if combine == "ranked":
+            assert {i["sample_id"] for i in _issues(db)} == default
+    # where it does change the flags: no such warning
+    for args in (["--combine", "intersection"], ["--method", "cleanlab"]):
+        out = kd("labels", "detect", "--run", "r", "--filter-by", "both", *args, "--overwrite", "--db", db, "--json")
+        assert not any(w.startswith("--filter-by") for w in json.loads(out.stdout)["warnings"]), args
+
+
 def test_a_refused_detect_writes_nothing_and_keeps_the_last_detection(db, tmp_path, error_line):
     kd("labels", "detect", "--run", "r", "--db", db)
     found = _issues(db)
