@@ -3867,6 +3867,13 @@ def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sam
     roomy = kd("teach", "--run", "roomy", "--model", str(tiny_model), "--epochs", "1", "--max-len", "64", "--db", db)
     assert "were cut" not in roomy.stderr and "cut to --max-len" not in roomy.stdout
     assert "warning: no train samples of class 'mid': the model never learned it, and its dev and test samples count as errors" in roomy.stderr  # a dev-only class
+    # a class of no sample at all beside it is not said to have dev and test samples that count as errors
+    classes = sample_store.parent / "classes.txt"
+    classes.write_text("".join(f"{n}\n" for n in store.class_names()) + "gone\n", encoding="utf-8")
+    kd("ingest", str(write_tsv(sample_store.parent / "mid2.tsv", [("mid", "还行吧")])), "--split", "dev", "--classes", str(classes), "--db", db)
+    both = kd("teach", "--run", "both", "--model", str(tiny_model), "--epochs", "1", "--max-len", "64", "--db", db)
+    assert ("warning: no train samples of class 'mid', 'gone': the model never learned them, and the dev and test samples of "
+            "'mid' count as errors ('gone' has none)") in both.stderr
     assert [m.value for m in store.metrics(_stage(sample_store, "roomy", "teach").id) if m.name == "truncated"] == [0]
 
 
