@@ -788,7 +788,7 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
     start = time.monotonic()
     stop = False
     with progress(extra="loss {task.fields[loss]}") as bar:
-        task = bar.add_task(f"distill {cfg.student} {tag}".strip(), total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
+        task = bar.add_task(f"distill {cfg.student} {tag.rstrip('/')}".strip(), total=steps_per_epoch * cfg.epochs, loss="-", unit="step")
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             if epoch == 1 or not cfg.eval_every:

@@ -2171,6 +2171,29 @@ def test_folds_of_a_student_copied_from_the_teacher_are_warned_of(taught_store):
     assert message not in kd(*rnn, "--name", "random").stderr
 
 
+def test_distill_folds_bars_name_each_fold_as_teach_s_do(taught_store, monkeypatch):
+    """`kd distill --folds 2` drew its bars as "distill textcnn fold0/" (the metrics' key prefix, slash
+    and all), where `kd teach --folds` draws "teach fold0"."""
+    import kdstore.distill
+
+    real, labels = kdstore.distill.progress, []
+
+    def recording(**options):
+        bar = real(**options)
+        add = bar.add_task
+
+        def add_task(description, *args, **kwargs):
+            labels.append(description)
+            return add(description, *args, **kwargs)
+        bar.add_task = add_task
+        return bar
+
+    monkeypatch.setattr(kdstore.distill, "progress", recording)
+    kd("distill", "--run", "r", "--student", "textcnn", "--folds", "2", "--epochs", "1", "--embed-dim", "8",
+       "--num-filters", "4", "--max-len", "32", "--no-unlabeled", "--db", str(taught_store))
+    assert labels == ["distill textcnn fold0", "distill textcnn fold1"], labels
+
+
 def test_distill_refuses_a_teacher_without_logits_or_of_another_class_set(taught_store, tmp_path):
     db = str(taught_store)
     store = Store.open(db)
