@@ -487,9 +487,12 @@ def open_store(db: str | None, *, create: bool = False, check: bool = True, writ
     machine that is gone are marked failed first (a replaced stage given its name back), before the
     command looks up the stage it builds on: a `kd teach --model pretrain:R` after a killed
     `kd pretrain --run R --overwrite` finds R's pretrain stage instead of refusing it each time."""
+    import kdstore.engine
     from kdstore.engine import display_url
     from kdstore.store import Store
 
+    # (a writer queued behind another process's long write waited up to 10 minutes with nothing said)
+    kdstore.engine.lock_notice = lambda line: click.echo(f"note: {line}", err=True)
     store = Store.open(db, create=create, check=check)
     url = store.engine.url
     OPENED.append(url.database if url.get_backend_name() == "sqlite" else display_url(url))

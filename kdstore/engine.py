@@ -158,6 +158,8 @@ _KD_MARK = frozenset({"alembic_version", "classes", "samples", "runs", "stages"}
 
 
 LOCK_POLL_MS = 250  # a writer queued for the lock looks up this often: Ctrl-C and kill reach it meanwhile
+LOCK_NOTICE_S = 2.0  # a writer queued this long is told so (``lock_notice``), once
+lock_notice = None  # the CLI's: called with one line when a writer has queued LOCK_NOTICE_S (it waited in silence)
 
 
 def _begin_sqlite(conn) -> None:
@@ -174,7 +176,8 @@ def _begin_sqlite(conn) -> None:
     raw = conn.connection.driver_connection
     raw.execute(f"PRAGMA busy_timeout={LOCK_POLL_MS}")
     try:
-        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        start = time.monotonic()
+        deadline, told = start + SQLITE_BUSY_TIMEOUT_MS / 1000, lock_notice is None
         while time.monotonic() < deadline:
             try:
                 raw.execute("BEGIN IMMEDIATE")
@@ -182,6 +185,11 @@ def _begin_sqlite(conn) -> None:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     break  # said as SQLAlchemy says it, below
+            if not told and time.monotonic() - start >= LOCK_NOTICE_S:
+                told = True
+                minutes = SQLITE_BUSY_TIMEOUT_MS / 60_000
+                lock_notice(f"waiting for another process that writes to the store (up to {minutes:g} minute{'s' * (minutes != 1)}; "
+                            "`kd runs` shows what is running; Ctrl-C stops)")
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # the last try: its error is SQLAlchemy's, as every other statement's
     finally:
         raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

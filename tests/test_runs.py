@@ -2241,6 +2241,32 @@ def test_a_writer_waiting_past_the_busy_timeout_is_told_what_to_do(invoke, write
     assert "`kd runs` shows what is running" in line
 
 
+@pytest.mark.sqlite_only  # SQLite's queue for the writer lock
+def test_a_writer_queued_behind_another_says_it_waits(invoke, write_file, db, monkeypatch):
+    """A writer behind another process's long write (a teacher scoring a pool) waited up to 10 minutes
+    with nothing on screen; it says so once, then goes on when the lock is free."""
+    import sqlite3
+    import threading
+
+    import kdstore.engine as engine
+
+    write_file("t.tsv", "pos\t好\nneg\t差\n")
+    invoke(["ingest", "t.tsv"])
+    monkeypatch.setattr(engine, "LOCK_NOTICE_S", 0.5)
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(2.0, lambda: other.execute("ROLLBACK"))
+    release.start()
+    try:
+        result = invoke(["labels", "set", "--run", "r", "1=neg"])
+    finally:
+        release.join()
+        other.close()
+    assert result.stderr.count("note: waiting for another process that writes to the store (up to 10 minutes; "
+                               "`kd runs` shows what is running; Ctrl-C stops)") == 1
+    assert "note: waiting" not in invoke(["labels", "set", "--run", "r", "2=pos"]).stderr  # no one else writing: nothing said
+
+
 def test_report_cells_show_a_perfect_rate_as_a_rate_and_a_count_as_a_count():
     """An accuracy of exactly 1 (or 0) printed as "1" (or "0") beside "0.9500": a count, not a rate."""
     from commands.runs import _fmt
