@@ -43,6 +43,7 @@ import errno
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -483,15 +484,28 @@ def run_job(job: dict, out: Path) -> dict:
         fh.write(f"$ {command}\n")
         fh.flush()
         proc = subprocess.Popen([sys.executable, *job["argv"]], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        # a time limit's or kill's SIGTERM (`timeout 20m python -m bench ...`) is taken as Ctrl-C (it ended the
+        # suite at once: no results.json, no page, no word of the table it was in)
+        termed = []
+
+        def on_term(signum, frame):
+            termed.append(signum)
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
         try:
             proc.wait()
         except KeyboardInterrupt:  # Ctrl-C reaches the script too: it stops itself (its figures so far, its
             interrupted = True  # temporary stores removed); it was killed 0.25 s later, and the suite left a traceback
+            if termed and proc.poll() is None:  # (a time limit signals the suite alone: the script is told as well)
+                proc.terminate()
             try:
                 proc.wait(timeout=STOP_GRACE_S)
             except (KeyboardInterrupt, subprocess.TimeoutExpired):
                 proc.kill()
                 proc.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     wall = time.monotonic() - t0
     rec = {
         "key": job["key"], "tables": job["tables"], "script": job["script"], "command": command,

@@ -1641,3 +1641,58 @@ def test_an_out_that_is_a_file_or_a_doc_that_is_a_folder_is_refused_before_any_t
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and said in err, err
     assert not (tmp_path / "out").exists() and not any(folder.iterdir()) and a_file.read_text() == "{}"
+
+
+def test_a_kill_of_the_suite_by_a_time_limit_marks_the_table_interrupted_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """`timeout 20m python -m bench all --quick` (or `kill`) sends SIGTERM: the suite died at once, with no
+    results.json and no page at all (the table's script had stopped itself and saved its figures so far),
+    and no word of which table it was in. Now a SIGTERM is taken as Ctrl-C is: the table marked interrupted."""
+    import signal
+    import textwrap
+
+    shared = tmp_path / "shared"
+    (shared / "data" / "reviews").mkdir(parents=True)
+    (shared / "data" / "reviews" / "train.tsv").write_text("pos\tok\n")
+    monkeypatch.setenv("KD_SHARED", str(shared))
+    writer, stopper = tmp_path / "writer.py", tmp_path / "stopper.py"
+    writer.write_text(f"import json, sys\nopen(sys.argv[1], 'w').write(json.dumps({labels_data(0.7, 0.8, 0.75, 0.78)!r}))\n")
+    stopper.write_text(textwrap.dedent("""\
+        import os, signal, time
+        def stop(signum, frame):  # as a table's script stops: its figures so far saved
+            print("stopped: terminated (SIGTERM)", flush=True)
+            os._exit(1)
+        signal.signal(signal.SIGTERM, stop)
+        time.sleep(0.3)
+        os.kill(os.getppid(), signal.SIGTERM)  # timeout's signal, to the suite alone
+        time.sleep(20)  # (not told, it ran on until the suite's grace ran out)
+        raise SystemExit(2)
+    """))
+    out = tmp_path / "out"
+
+    def plan(tables, profile, device, seeds, out_dir):
+        return [{"key": key, "tables": [table], "script": str(script), "title": key, "argv": [str(script), str(out_dir / f"{key}.json")],
+                 "json": str(out_dir / f"{key}.json")} for key, table, script in (("B3", "B3", writer), ("B4", "B4", stopper), ("B5", "B5", writer))]
+
+    monkeypatch.setattr(suite, "plan", plan)
+    monkeypatch.setattr("bench.common.machine_info", lambda: MACHINE)
+
+    class Killed(Exception):
+        pass
+
+    def killed(signum, frame):  # (the default action ends the process: here, the test's own process)
+        raise Killed
+
+    saved = signal.signal(signal.SIGTERM, killed)
+    try:
+        rc = suite.main(["all", "--quick", "--device", "cpu", "--out", str(out)])
+    except Killed:
+        pytest.fail("a SIGTERM ended python -m bench without a word of the table it was in")
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert signal.getsignal(signal.SIGTERM) is saved  # (put back)
+    assert rc == 130
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert list(results["jobs"]) == ["B3", "B4"] and results["jobs"]["B4"]["interrupted"]
+    assert "stopped: terminated (SIGTERM)" in (out / "logs" / "B4.log").read_text()
+    assert "**interrupted** (exit 1)" in (out / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert "not run: B5" in capsys.readouterr().err
