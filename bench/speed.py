@@ -364,7 +364,8 @@ def markdown(res: dict, args, info: dict, command: str | None, not_judged: str |
         f"{cfg['transformer_layers']} layers (width = the teacher's). ONNX = `kd export --format onnx`, served by `kdstore.serving.Artifact`.",
         f"- **Training (not a quality result):** {cfg['pretrain_steps']} masked-LM steps on the train texts, "
         f"{cfg['teach_epochs']} fine-tuning epoch(s) on the first {cfg['train_rows']:,} of the 14,363 train rows "
-        f"(on this CPU, short of the protocol's teacher); students {cfg['student_epochs']} epoch(s); "
+        f"({'on this CPU' if cfg.get('train_device', 'cpu') == 'cpu' else 'with --train-device ' + cfg['train_device']}, short of the "
+        "protocol's teacher); students {cfg['student_epochs']} epoch(s); "
         f"early-exit branches {cfg['ee_epochs']} epoch(s). Accuracies below come from this briefly trained teacher "
         f"and are on the first {cfg['test_rows']:,} rows of test.tsv; they are not quality results"
         + (f" (the teacher is at chance level, {res['accuracy']['teacher']:.1%}: it has learned nothing yet)."

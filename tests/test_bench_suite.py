@@ -531,6 +531,10 @@ def test_b4_renders_a_gpu_table_next_to_the_cpu_one():
     }
     text = markdown_from_json(res)
     assert "**Script:**" not in text and "**Command:**" not in text  # (the suite's page says them above it: they were said twice)
+    assert "(on this CPU, short of the protocol's teacher)" in text  # (no train_device recorded: a CPU run)
+    res["config"]["train_device"] = "cuda"  # a teacher trained on the GPU was said to be trained "on this CPU"
+    assert "(with --train-device cuda, short of the protocol's teacher)" in markdown_from_json(res)
+    del res["config"]["train_device"]
     assert "CPU table below; GPU table after it" in text
     assert "On the GPU (Test GPU)" in text and "| textcnn | PyTorch eager, CUDA | 40,000 (36,000–44,000) | 10.0× |" in text
     assert "| CPU batch throughput ≥ 50× the teacher's, teacher also in ONNX Runtime | 60.0× | **met** |" in text
