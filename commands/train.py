@@ -1043,7 +1043,17 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         if teacher_config is not None:
             check_student_vocabulary(cfg, _teacher_tokenizer(store, (teacher_runs or (run,))[0]))
     if teacher_config is not None and student == "transformer":  # an ALBERT or DistilBERT teacher: refused before a stage is recorded
-        check_bert_layout(teacher_config)
+        if not cfg.student_model:
+            check_bert_layout(teacher_config)
+        elif cfg.intermediate:  # (a --student-model without them reads no layer of the teacher: its logits alone)
+            try:
+                check_bert_layout(teacher_config)
+            except KdError:
+                losses = [o for o in INTERMEDIATE_OPTIONS if getattr(cfg, o[2:].replace("-", "_"))] + (["--match"] if cfg.matches else [])
+                raise KdError(f"{', '.join(losses)} {'reads' if len(losses) == 1 else 'read'} the teacher's layers, which a transformer "
+                              "student matches in a BERT-layout encoder (BERT, RoBERTa, XLM-R, ERNIE, ELECTRA); this teacher's "
+                              f"{getattr(teacher_config, 'model_type', '?')!r} is laid out otherwise: leave the intermediate losses out "
+                              f"(--student-model {cfg.student_model} learns from its logits alone)") from None
         if cfg.init_from_teacher is None:  # recorded as it runs (the stage decides so: _copies_layers), not as null, which
             # said nothing of it: teacher_layer[i] is on record whether the layers were copied or only matched
             cfg = replace(cfg, init_from_teacher=(cfg.width or teacher_config.hidden_size) == teacher_config.hidden_size)

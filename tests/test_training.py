@@ -3413,6 +3413,39 @@ def test_a_teacher_not_laid_out_like_bert_is_refused_by_early_exit_and_transform
     assert cnn["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("kind", ["albert", "distilbert"])
+def test_a_student_model_learns_from_a_teacher_not_laid_out_like_bert_by_its_logits(sample_store, corpus, tiny_model, tmp_path, kind):
+    """--student-model (a pre-trained BERT of the teacher's vocabulary) reads no layer of the teacher: an
+    ALBERT or DistilBERT teacher (a Chinese DeBERTa's or ALBERT's fine-tuned model, an RBT3 student) was
+    refused with "a transformer student copies a BERT-layout encoder ... choose --student textcnn", of a
+    student that copies nothing. It learns from the teacher's logits; its intermediate losses are refused."""
+    from transformers import AlbertConfig, AlbertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
+
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
+    tokenizer = make_tokenizer(build_vocab(texts))
+    if kind == "albert":
+        net = AlbertForMaskedLM(AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    else:
+        net = DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                                     max_position_embeddings=64))
+    net.save_pretrained(tmp_path / kind)
+    tokenizer.save_pretrained(tmp_path / kind)
+    db = str(sample_store)
+    kd("teach", "--run", "a", "--model", str(tmp_path / kind), "--epochs", "1", "--max-len", "32", "--db", db)
+    common = ["distill", "--run", "a", "--student", "transformer", "--student-model", str(tiny_model), "--epochs", "1", "--db", db]
+    out = json.loads(kd(*common, "--json").stdout)
+    assert out["status"] == "succeeded"
+    assert json.loads(kd("predict", "--run", "a", "--model", "distill-transformer", "--json", "--db", db, input="这个很好\n").stdout)["label"] in ("pos", "neg")
+    matched = kd(*common, "--hidden-mse", "1", "--name", "matched", ok=False)
+    assert matched.output.strip().splitlines()[-1:] == [  # (after the warning of a teacher of 1 epoch)
+        f"Error: --hidden-mse reads the teacher's layers, which a transformer student matches in a BERT-layout encoder (BERT, RoBERTa, "
+        f"XLM-R, ERNIE, ELECTRA); this teacher's {kind!r} is laid out otherwise: leave the intermediate losses out "
+        f"(--student-model {tiny_model} learns from its logits alone)"]
+
+
 def test_a_roberta_teacher_and_its_transformer_student(sample_store, corpus, tmp_path):
     """Not only BERT: a RoBERTa teacher is fine-tuned, and a transformer student of its own type is
     built from it, initialised from its layers and matched to its internals, then served."""
