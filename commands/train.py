@@ -22,7 +22,7 @@ from kdstore.matches import parse_matches
 from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
-from kdstore.errors import KdError, Terminated
+from kdstore.errors import InterruptedAfterRecord, KdError, Terminated
 from kdstore.labels import labels_state, redetect_command, stale_teacher_runs
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
@@ -560,6 +560,9 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                 n = score_missing(store, run, device=device, dist=dist, **scoring)
             except Terminated as exc:  # (it ended with status 143 and not a word)
                 raise Terminated(f"{exc}: the samples scored before it are kept; `kd teach --run {run} --logits-only` scores the rest") from None
+            except KeyboardInterrupt:  # (a Ctrl-C said only click's "Aborted!")
+                raise InterruptedAfterRecord("interrupted (KeyboardInterrupt): the samples scored before it are kept; "
+                                             f"`kd teach --run {run} --logits-only` scores the rest") from None
             finally:
                 guard.close()
             if not dist.is_main:

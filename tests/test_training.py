@@ -4471,6 +4471,38 @@ def test_logits_only_killed_says_so_and_what_it_kept(taught_store, tmp_path):
     assert json.loads(out.stdout)["scored"] == 4  # the 2 stored stood
 
 
+def test_logits_only_interrupted_says_what_it_kept(taught_store, tmp_path):
+    """Ctrl-C of `kd teach --logits-only` said only click's "Aborted!", where a kill says that the blocks
+    stored are kept and how to go on: a Ctrl-C says so too."""
+    import subprocess
+    import sys
+
+    db = str(taught_store)
+    late = tmp_path / "late.txt"
+    late.write_text("".join(f"后来的文本{i}\n" for i in range(6)), encoding="utf-8")
+    kd("ingest", str(late), "--split", "unlabeled", "--db", db)
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "import kdstore.teacher as t\n"
+        "scored = t._score_in_chunks\n"
+        "def interrupted(store, stage_id, models, tokenizer, samples, **kw):\n"
+        "    scored(store, stage_id, models, tokenizer, samples.subset(samples.ids < samples.ids.min() + 2), **kw)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(120)\n"
+        "t._score_in_chunks = interrupted\n"
+        "from commands.cli import cli\n"
+        "cli(['teach', '--run', 'r', '--logits-only', '--db', sys.argv[1]], prog_name='kd')\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run([sys.executable, str(script), db], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert done.stderr.strip().splitlines()[-1] == ("Error: interrupted (KeyboardInterrupt): the samples scored before it are kept; "
+                                                    "`kd teach --run r --logits-only` scores the rest"), done.stderr
+    out = kd("teach", "--run", "r", "--logits-only", "--db", db, "--json")
+    assert json.loads(out.stdout)["scored"] == 4  # the 2 stored stood
+
+
 def test_an_encoder_keeps_its_tokenizers_pad_token_beside_a_stale_config_pad_id(tmp_path, corpus):
     """A BERT whose config.json names another pad id than its tokenizer's (a default nobody set, a
     RoBERTa config beside a BERT vocabulary) masks its padding whatever the id: the tokenizer's own
