@@ -503,7 +503,8 @@ def open_store(db: str | None, *, create: bool = False, check: bool = True, writ
     if writer and os.environ.get("RANK", "0") == "0":  # (torchrun: rank 0 alone, as it alone starts the stage)
         from kdstore.runs import mark_crashed
 
-        mark_crashed(store)
+        for line in mark_crashed(store):
+            click.echo(f"note: {line}", err=True)
     elif writer and os.environ.get("GROUP_RANK", "0") == "0":  # the other ranks of rank 0's machine: their
         from kdstore.runs import wait_for_marking  # lookups see the stages as rank 0 will (read only)
 

@@ -553,10 +553,11 @@ def _crashed_here(store: Store) -> dict[int, str]:
         return {r.id: r.process for r in rows if _crashed(r)}
 
 
-def mark_crashed(store: Store) -> int:
+def mark_crashed(store: Store) -> list[str]:
     """Mark failed every stage left 'running' by a process of this machine that is gone, so that its
-    name can be used again; returns how many. Called by writers only (a stage starting): readers
-    never take the writer lock, ``kd runs`` shows such a stage as ``running (process gone)``."""
+    name can be used again; returns a line for each, saying so (and, of a clean, that its label edits
+    were reverted). Called by writers only (a stage starting): readers never take the writer lock,
+    ``kd runs`` shows such a stage as ``running (process gone)``."""
     gone = _crashed_here(store)
     for stage_id, run, name in _unfinished(store):  # a failure's end cut short: its outputs and the old stage's name
         store.clear_outputs(stage_id)
@@ -564,9 +565,9 @@ def mark_crashed(store: Store) -> int:
     for run, name in _unswept(store):  # a success's end cut short: the stages it replaced, still parked
         _drop_replaced(store, run=run, name=name)
     if not gone:
-        return 0
+        return []
     notes = {stage_id: _discard_label_work(store, stage_id) for stage_id in gone}  # before the mark: a kill between retries it
-    marked = []
+    marked, said = [], []
     with store.write_session("stages") as s:
         for stage, run in s.execute(
             select(Stage, Run.uniqid).join(Run, Run.id == Stage.run_id).where(Stage.id.in_(list(gone)), Stage.status == "running")
@@ -575,10 +576,14 @@ def mark_crashed(store: Store) -> int:
                 note = notes.get(stage.id)
                 stage.status, stage.error, stage.ended_at = "failed", _gone(stage) + (f"; {note}" if note else ""), utcnow()
                 marked.append((stage.id, run, stage.name))
+                # (a killed clean's edits were reverted in silence: `kd samples --tsv` taken before showed them)
+                undone = {"clean": "its label edits reverted and its issues reopened", "detect": "its issues removed"}.get(stage.kind)
+                said.append(f"stage {run}/{stage.name} was left running by process {stage.process.split(':')[0]}, which is gone: "
+                            "recorded failed" + (f", {undone}" if undone and not note else f"; {note}" if note else ""))
     for stage_id, run, name in marked:  # as if it had failed in its own process: outputs gone, a replaced stage back
         store.clear_outputs(stage_id)
         _give_back(store, run=run, name=name, failed_id=stage_id)
-    return len(marked)
+    return said
 
 
 def wait_for_marking(store: Store, *, timeout: float = 120.0, poll: float = 0.5) -> bool:

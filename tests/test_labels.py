@@ -572,7 +572,7 @@ def test_a_clean_killed_with_9_after_its_edits_is_taken_back_by_the_next_stage(d
         "    from kdstore import labels as lab\n"
         "    lab.apply(store, st.id, lab.parse_edits(store, ['1=drop', '2=drop']), reason='test')\n"))
     assert _state(db) != before  # as the kill left it
-    kd("labels", "set", "--run", "r", "3=drop", "--db", db)
+    next_stage = kd("labels", "set", "--run", "r", "3=drop", "--db", db)
     after = _state(db)
     assert {i: after[i] for i in (1, 2)} == {i: before[i] for i in (1, 2)} and after[3][1]
     store = _open(db)
@@ -581,6 +581,10 @@ def test_a_clean_killed_with_9_after_its_edits_is_taken_back_by_the_next_stage(d
         assert stage.status == "failed" and stage.error.startswith("crashed: process")
     finally:
         store.close()
+    # and says so (the edits went in silence: a `kd samples --tsv` taken before had them)
+    process = stage.error.split()[2]
+    assert (f"note: stage r/{stage.name} was left running by process {process}, which is gone: recorded failed, its label "
+            "edits reverted and its issues reopened") in next_stage.stderr
 
 
 def test_clean_leaves_a_persons_edits_alone_and_its_dry_run_says_so(db):
