@@ -609,7 +609,8 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         checkpoint = _check_positions(store, cfg)  # (before the warning below: a --max-len refused is not one to warn about)
         from kdstore.pretrain import trained_positions
 
-        kd_pretrained = source == "pretrain" or (checkpoint is not None and trained_positions(checkpoint) is not None)
+        kd_pretrained = (source == "pretrain" or (checkpoint is not None and trained_positions(checkpoint) is not None)
+                         or (source == "teach" and _teacher_kd_pretrained(store, source_run)))
         lr_default = None  # --lr typed, or a config file's
         if lr is None:  # a small kd-pretrained model learns little at a BERT's 5e-5 (the quick start's teacher: see README)
             lr_default = "kd-pretrained model" if kd_pretrained else "other model"
@@ -1273,6 +1274,17 @@ def _teacher_max_len(store, run: str, default: int, *, kind: str = "teach") -> i
         return int(store.find_stage(resolve_run_id(run), kind).config.get("max_len") or default)
     except KdError:
         return default
+
+
+def _teacher_kd_pretrained(store, run: str) -> bool:
+    """Whether run ``run``'s teacher was fine-tuned from a kd-pretrained model, as its stage recorded it: a
+    teacher an older kd fine-tuned from ``pretrain:RUN`` has no kd_trained_positions in its config.json."""
+    try:
+        cfg = store.find_stage(resolve_run_id(run), "teach").config or {}
+    except KdError:
+        return False
+    return (str(cfg.get("model") or "").startswith("pretrain:") or cfg.get("kd_pretrained") is True
+            or cfg.get("lr_default") == "kd-pretrained model")
 
 
 def _teacher_runs_exist(store, runs) -> None:

@@ -1170,6 +1170,31 @@ def test_teach_defaults_lr_by_model_kd_pretrained_or_not(sample_store, tiny_mode
     assert "3e-4 for a kd-pretrained model" in " ".join(helped.split())
 
 
+def test_teach_from_an_older_kds_teacher_of_a_pretrain_run_takes_the_kd_pretrained_lr(sample_store):
+    """A teacher an older kd fine-tuned from `pretrain:RUN` has no kd_trained_positions in its config.json
+    and no kd_pretrained in its stage config, only its `model`: `--model teach:THAT` trained at a BERT's
+    5e-5, at which the quick start's teacher learned next to nothing, not at the 3e-4 its own stage says."""
+    from sqlalchemy import update
+
+    from kdstore.runs import sha256_path
+
+    db = str(sample_store)
+    kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1",
+       "--batch-size", "16", "--min-count", "1", "--db", db)
+    kd("teach", "--run", "a", "--model", "pretrain:p", "--epochs", "1", "--max-len", "16", "--db", db)
+    old = _stage(sample_store, "a", "teach")  # made as an older kd made it: neither record of a kd-pretrained model
+    config = Path(old.artifact_path, "config.json")
+    written = json.loads(config.read_text(encoding="utf-8"))
+    written.pop("kd_trained_positions")
+    config.write_text(json.dumps(written), encoding="utf-8")
+    recorded = {k: v for k, v in old.config.items() if k not in ("kd_pretrained", "lr_default")}
+    store = Store.open(db, create=False)
+    with store.engine.begin() as conn:
+        conn.execute(update(Stage).where(Stage.id == old.id).values(config=recorded, artifact_sha256=sha256_path(Path(old.artifact_path))))
+    out = json.loads(kd("teach", "--run", "b", "--model", "teach:a", "--epochs", "1", "--db", db, "--json").stdout)
+    assert (out["config"]["lr"], out["config"]["lr_default"], out["config"]["kd_pretrained"]) == (3e-4, "kd-pretrained model", True)
+
+
 def test_a_teacher_from_pretrain_time_records_the_run_it_started_from(sample_store):
     """`--model 'pretrain:${time}'` (a config file's `model = "pretrain:${time}"` beside `run = "${time}"`) was
     recorded as typed: a rerun another day named another run, and kd runs delete and kd report, which
