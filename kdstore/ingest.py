@@ -639,6 +639,7 @@ def read_class_file(path: Path) -> tuple[str, ...]:
                       f"write id<TAB>name lines (or one name a line)")
     names: dict[int, str] = {}
     keys: dict[str, str] = {}  # _label_key -> the name that has it
+    line_of: dict[int, int] = {}  # id -> the line that gives it
     for n, (number, line) in enumerate(((i, l) for i, l in enumerate(lines, start=1) if l), start=0):
         parts = line.split("\t")
         if len(parts) == 2 and parts[0].strip().isascii() and parts[0].strip().isdigit():
@@ -660,14 +661,22 @@ def read_class_file(path: Path) -> tuple[str, ...]:
         if hidden is not None:  # (as a label: refused) 'pos\u200b' would be a class apart from 'pos' that prints alike
             raise KdError(f"{path}: line {number}: class {name!r} contains an invisible character (U+{ord(hidden):04X})")
         twin = keys.setdefault(_label_key(name), name)
+        if twin == name and name in names.values():  # ("class ids must be 0..K-1 with distinct names" named no line)
+            first = line_of[next(k for k, v in names.items() if v == name)]
+            raise KdError(f"{path}: line {number}: class {name!r} is given twice (first on line {first}): class names must be distinct")
         if twin != name:  # ('pos' and 'POS' pinned side by side: two classes ingest refuses to make from labels)
             raise KdError(f"{path}: line {number}: class {name!r} differs from the class {twin!r} only in character width or case, "
                           f"in white space, in a middle dot or in how its number is written: one class, give it once")
         names[i] = name
+        line_of[i] = number
     if not names:  # (every label was then refused as not among the "pinned classes: " none)
         raise KdError(f"{path}: no class names: give id<TAB>name lines, or one name a line")
-    if sorted(names) != list(range(len(names))) or len(set(names.values())) != len(names):
-        raise KdError(f"{path}: class ids must be 0..K-1 with distinct names")
+    if sorted(names) != list(range(len(names))):  # (the line of the first id past K-1, and an id none has)
+        k = len(names)
+        number, i = min((line_of[i], i) for i in names if i >= k)
+        missing = min(set(range(k)) - set(names))
+        raise KdError(f"{path}: line {number}: class id {i}, where class ids must be 0..K-1 (0..{k - 1} for {k} classes): "
+                      f"no class has id {missing}")
     return tuple(names[i] for i in range(len(names)))
 
 
