@@ -293,11 +293,14 @@ def _tsv_cell(value: str) -> str:
     return '"' + value.replace('"', '""') + '"' if value.startswith('"') else value
 
 
-def _read_or_none(path) -> str | None:
-    """The text of ``path`` as ``kd classes --export`` writes it, or None where it reads as no such text."""
+def _classes_in(path) -> tuple[str, ...] | None:
+    """The classes a class file ``path`` pins (in any form ``kd ingest --classes`` reads: names alone, a BOM,
+    \r\n), or None where it is no class file."""
+    from kdstore.ingest import read_class_file
+
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return read_class_file(Path(path))
+    except (KdError, OSError, UnicodeDecodeError):
         return None
 
 
@@ -322,7 +325,7 @@ def classes(export_path, overwrite, db, as_json):
     names = open_store(db).class_names()
     if export_path is not None and not names:  # (an empty file, which `kd ingest --classes` then refused)
         raise click.ClickException("the store has no classes yet: ingest labeled samples (or `kd ingest --classes FILE`) first")
-    if export_path is not None and not overwrite and Path(export_path).is_file() and _read_or_none(export_path) != format_class_file(names):
+    if export_path is not None and not overwrite and Path(export_path).is_file() and _classes_in(export_path) != tuple(names):
         # (`--export train.tsv`, a slip of the tab key, replaced the training data with the class list)
         raise click.ClickException(f"{export_path} exists and holds something other than these classes: --overwrite replaces it")
     if export_path is not None:

@@ -1678,6 +1678,8 @@ def test_classes_export_onto_another_file_is_refused_without_overwrite(invoke, w
     assert (tmp_path / "train.tsv").read_text(encoding="utf-8") == GOOD
     invoke(["classes", "--export", "class_id.txt"])
     invoke(["classes", "--export", "class_id.txt"])  # the same classes: no --overwrite needed
+    write_file("saved.txt", "\ufeffpos\r\nneg\r\n")  # (saved on Windows: a BOM, \r\n, names alone) the same classes too
+    invoke(["classes", "--export", "saved.txt"])
     invoke(["classes", "--export", "train.tsv", "--overwrite"])
     assert (tmp_path / "train.tsv").read_text(encoding="utf-8") == (tmp_path / "class_id.txt").read_text(encoding="utf-8")
 
@@ -2130,6 +2132,21 @@ def test_a_class_file_line_of_three_fields_or_an_empty_class_file_is_refused(inv
     before = counts()
     assert "no class names" in error_line(invoke(["ingest", "train.tsv", "--classes", "empty.txt"], ok=False))
     assert counts() == before and read_classes() == [(0, "pos")]
+
+
+def test_a_class_file_naming_a_class_twice_or_skipping_an_id_names_the_line(invoke, write_file, error_line):
+    """A class file of 40 lines with one class given twice, or an id left out, said only "class ids must be
+    0..K-1 with distinct names": no line, no class, where every other class-file error names its line."""
+    write_file("train.tsv", "pos\t好吃\n")
+    write_file("twice.txt", "pos\nneg\nmid\nneg\n")
+    write_file("twice_ids.txt", "0\tpos\n1\tneg\n2\tpos\n")
+    write_file("gap.txt", "0\tpos\n\n5\tneg\n1\tmid\n")
+    assert error_line(invoke(["ingest", "train.tsv", "--classes", "twice.txt"], ok=False)) == (
+        "Error: twice.txt: line 4: class 'neg' is given twice (first on line 2): class names must be distinct")
+    assert error_line(invoke(["ingest", "train.tsv", "--classes", "twice_ids.txt"], ok=False)) == (
+        "Error: twice_ids.txt: line 3: class 'pos' is given twice (first on line 1): class names must be distinct")
+    assert error_line(invoke(["ingest", "train.tsv", "--classes", "gap.txt"], ok=False)) == (
+        "Error: gap.txt: line 3: class id 5, where class ids must be 0..K-1 (0..2 for 3 classes): no class has id 2")
 
 
 def test_a_text_then_label_file_read_by_the_default_columns_is_refused_not_turned_into_a_class_per_text(
