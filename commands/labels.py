@@ -244,11 +244,12 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     changes = sum(i["effect"] == "change" for i in items)
     # flagging changes no label; printed once the clean is done (a refusal is its one line)
     warnings = lab.detect_warnings(store, run, changes=changes, done=not dry_run) if action != "flag" else []
+    replacing = overwrite and any(st.name == stage_name for st in store.stages_of(run))
     if dry_run:
         check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # a refusal, as the real run's
         warned = _warn(warnings) + _warn(_emptied_by(store, items))
-        if as_json:
-            print_json({"run": run, "stage": stage_name, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
+        if as_json:  # (the stage it would write: none where the clean decides nothing, as the real one records none)
+            print_json({"run": run, "stage": stage_name if plan or replacing else None, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
         else:
             print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
                        [[str(i["sample_id"]), _score(i["score"]), i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),
@@ -263,7 +264,6 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             click.echo(f"{changed}, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
                        f"detection){kept}; dry run: nothing written")
         return
-    replacing = overwrite and any(st.name == stage_name for st in store.stages_of(run))
     if not plan and not replacing:  # (an --overwrite redoes the clean it replaces: its stage is recorded)
         # a clean deciding nothing (--min-score above every score) recorded a stage of no edits, and the next clean,
         # a lower --min-score, was refused as replacing it

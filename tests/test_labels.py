@@ -1786,6 +1786,18 @@ def test_a_clean_deciding_nothing_records_no_stage(tmp_path):
     assert "every issue of its detection is decided" in again and "no stage recorded" in again
 
 
+def test_a_dry_run_of_a_clean_deciding_nothing_names_no_stage_in_json(tmp_path):
+    """`clean --dry-run --json` gives the stage the clean would write: where the clean itself records
+    none (nothing scores --min-score), it said "stage": "clean" all the same, and a script read that a
+    stage would be written."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好", "坏"])
+    dry = json.loads(kd("labels", "clean", "--run", "r", "--min-score", "0.95", "--dry-run", "--json", "--db", db).stdout)
+    real = json.loads(kd("labels", "clean", "--run", "r", "--min-score", "0.95", "--json", "--db", db).stdout)
+    assert dry["stage"] is None and real["stage"] is None and dry["changes"] == []
+    some = json.loads(kd("labels", "clean", "--run", "r", "--min-score", "0.5", "--dry-run", "--json", "--db", db).stdout)
+    assert some["stage"] == "clean" and len(some["changes"]) == 2
+
+
 def test_every_stage_that_decided_issues_names_its_undo(tmp_path):
     """A review of rejects only (or a flagging clean) decided issues an undo reopens, but printed no
     `undo:` line: only relabels and drops did."""
