@@ -7,6 +7,7 @@ the stage, writes figures and artifacts, and prints the result.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -114,7 +115,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     if cut is not None and cut >= CUT_WARN_SHARE:
         warn(f"{_cut_shown(cut)} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
              f"and were cut to fit (the {CUT_READER.get(stage['kind'], 'teacher')} never saw their ends): "
-             "a larger --max-len may help, at a cost in speed"
+             + (f"its model reads no more than {limit} tokens (its position table): a model with more positions may help, at a cost in speed"
+                if (limit := _position_limit(stage)) is not None and limit <= int(stage["config"].get("max_len") or 0)
+                else "a larger --max-len may help, at a cost in speed")
              + (" (or --long-texts split, which reads each long text as pieces)" if stage["kind"] == "pretrain" else ""))
     for message in _unlearned(stage, store):
         warn(message)
@@ -301,6 +304,27 @@ UNK_WARN_SHARE = 0.02  # [UNK] tokens of a pre-training's texts: a warning, not 
 CUT_READER = {"pretrain": "model", "distill": "student"}  # who never read the end of a text cut to --max-len
 CUT_WARN_SHARE = 0.5  # a teacher that never sees the end of most train texts: a warning, not just a figure
 KD_PRETRAINED_LR = 3e-4  # kd teach's default --lr for a kd-pretrained model (TeachConfig.lr, a BERT's 5e-5, for any other)
+
+
+def _position_limit(stage: dict) -> int | None:
+    """The most tokens the model of a teach stage (or a distill stage's transformer student, which has its
+    teacher's position table) reads, None where a longer --max-len would be read (a TextCNN, a pre-training)."""
+    from types import SimpleNamespace
+
+    from kdstore.teacher import position_limit
+
+    folder = Path(stage.get("artifact_path") or "")
+    try:
+        if stage["kind"] == "teach":
+            found = next((f for f in (folder / "config.json", folder / "fold-0" / "config.json") if f.is_file()), None)
+            config = json.loads(found.read_text(encoding="utf-8")) if found else None
+        elif stage["kind"] == "distill" and (folder / "student.json").is_file():
+            config = (json.loads((folder / "student.json").read_text(encoding="utf-8")).get("student") or {}).get("bert")
+        else:
+            config = None
+    except (OSError, ValueError):
+        return None
+    return position_limit(SimpleNamespace(**config)) if isinstance(config, dict) else None
 
 
 def _cut_share(stage: dict) -> float | None:

@@ -817,15 +817,20 @@ ABSOLUTE_POSITION_OFFSET = dict.fromkeys((
 ), 2)
 
 
-def check_max_len(config, max_len: int, path: str) -> None:
-    """Refuse a ``--max-len`` longer than the model's position embeddings (it would fail mid-training)."""
+def position_limit(config) -> int | None:
+    """The most tokens a model of ``config`` reads (its position embeddings), None where it has no such limit."""
     positions = getattr(config, "max_position_embeddings", None)
     if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
-        return  # (none, or XLNet's -1: no limit)
+        return None  # (none, or XLNet's -1: no limit)
     if getattr(config, "model_type", "") in ("deberta", "deberta-v2") and not getattr(config, "position_biased_input", True):
-        return  # (DeBERTa-v3's layout: relative positions alone, no table that max_position_embeddings sizes)
-    limit = positions - ABSOLUTE_POSITION_OFFSET.get(getattr(config, "model_type", ""), 0)
-    if max_len > limit:
+        return None  # (DeBERTa-v3's layout: relative positions alone, no table that max_position_embeddings sizes)
+    return positions - ABSOLUTE_POSITION_OFFSET.get(getattr(config, "model_type", ""), 0)
+
+
+def check_max_len(config, max_len: int, path: str) -> None:
+    """Refuse a ``--max-len`` longer than the model's position embeddings (it would fail mid-training)."""
+    limit = position_limit(config)
+    if limit is not None and max_len > limit:
         raise KdError(f"--max-len {max_len} is longer than model {path!r} can read ({limit} positions): use --max-len {limit} or less")
 
 

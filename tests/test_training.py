@@ -3935,6 +3935,28 @@ def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tau
     assert scored == {"run": "r", "stage": "teach", "scored": 30, "warnings": []}
 
 
+def test_texts_cut_at_all_the_positions_a_model_has_are_not_told_a_larger_max_len_may_help(tmp_path, corpus, tiny_model):
+    """News articles cut at --max-len 64 of a 64-position teacher were told "a larger --max-len may help",
+    which the teacher (and a transformer student copying its positions) refuses."""
+    db = str(tmp_path / "kd.db")
+    for split in ("train", "dev"):
+        rows = [line.split("\t") for line in corpus[split].read_text(encoding="utf-8").splitlines()]
+        kd("ingest", str(write_tsv(tmp_path / f"long-{split}.tsv", [(label, text * 20) for label, text in rows])), "--split", split, "--db", db)
+    full = kd("teach", "--run", "full", "--model", str(tiny_model), "--epochs", "1", "--max-len", "64", "--db", db)
+    assert ("warning: 100% of the train texts are longer than --max-len 64 tokens and were cut to fit (the teacher never saw their ends): "
+            "its model reads no more than 64 tokens (its position table): a model with more positions may help, at a cost in speed") in full.stderr
+    assert "a larger --max-len" not in full.stderr
+    student = kd("distill", "--run", "full", "--student", "transformer", "--layers", "1", "--epochs", "1", "--no-unlabeled", "--db", db)
+    assert ("(the student never saw their ends): its model reads no more than 64 tokens (its position table): "
+            "a model with more positions may help") in student.stderr
+    assert "a larger --max-len" not in student.stderr
+    # where more positions are there to read (or a student of none), a larger --max-len is the advice
+    short = kd("teach", "--run", "short", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    assert "(the teacher never saw their ends): a larger --max-len may help, at a cost in speed" in short.stderr
+    cnn = kd("distill", "--run", "full", "--student", "textcnn", "--epochs", "1", "--no-unlabeled", "--db", db)
+    assert "(the student never saw their ends): a larger --max-len may help, at a cost in speed" in cnn.stderr
+
+
 def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
     db = str(sample_store)
     short = kd("teach", "--run", "cut", "--model", str(tiny_model), "--epochs", "1", "--max-len", "6", "--folds", "2", "--db", db)
