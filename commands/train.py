@@ -311,18 +311,17 @@ def _position_limit(stage: dict) -> int | None:
     teacher's position table) reads, None where a longer --max-len would be read (a TextCNN, a pre-training)."""
     from types import SimpleNamespace
 
-    from kdstore.teacher import position_limit
+    from kdstore.predictor import STUDENT_CONFIG
+    from kdstore.teacher import model_dirs, position_limit
 
-    folder = Path(stage.get("artifact_path") or "")
+    if stage["kind"] not in ("teach", "distill") or not stage.get("artifact_path"):
+        return None
     try:
-        if stage["kind"] == "teach":
-            found = next((f for f in (folder / "config.json", folder / "fold-0" / "config.json") if f.is_file()), None)
-            config = json.loads(found.read_text(encoding="utf-8")) if found else None
-        elif stage["kind"] == "distill" and (folder / "student.json").is_file():
-            config = (json.loads((folder / "student.json").read_text(encoding="utf-8")).get("student") or {}).get("bert")
+        if stage["kind"] == "teach":  # (of --folds K, the first fold's: every fold has the same)
+            config = json.loads((Path(model_dirs(SimpleNamespace(**stage))[0]) / "config.json").read_text(encoding="utf-8"))
         else:
-            config = None
-    except (OSError, ValueError):
+            config = (json.loads((Path(stage["artifact_path"]) / STUDENT_CONFIG).read_text(encoding="utf-8")).get("student") or {}).get("bert")
+    except (KdError, OSError, ValueError):
         return None
     return position_limit(SimpleNamespace(**config)) if isinstance(config, dict) else None
 

@@ -319,8 +319,7 @@ def filter_by_warnings(cfg: DetectConfig) -> list[str]:
     disagree method, whose flags hold every one of cleanlab's prune filters' (each drops a label the model
     agrees with), the flagged set is the same whichever of those filters; only the methods column says otherwise."""
     methods = tuple(noise.METHOD_ALIASES.get(m, m) for m in cfg.methods)
-    # (cleanlab's low_* filters alone keep a label the model agrees with; the default is not warned of)
-    if cfg.filter_by not in ("prune_by_class", "both", "confident_learning", "predicted_neq_given") or cfg.combine not in ("ranked", "union") \
+    if cfg.filter_by not in noise.DISAGREEING_FILTERS or cfg.filter_by == "prune_by_noise_rate" or cfg.combine not in ("ranked", "union") \
             or not {"cleanlab", "disagree"} <= set(methods):
         return []
     return [f"--filter-by {cfg.filter_by} changes no flag with --combine {cfg.combine} and the disagree method: every label "

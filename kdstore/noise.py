@@ -60,6 +60,8 @@ FILTERS = (
     "low_normalized_margin",
     "low_self_confidence",
 )
+# the filters whose flags cleanlab cuts to labels the model disagrees with (all but the low_* ones): "disagree" holds them all
+DISAGREEING_FILTERS = tuple(f for f in FILTERS if not f.startswith("low_"))
 QUALITY_METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 METHODS = ("cleanlab", "disagree", "ensemble")
 METHOD_ALIASES = {"votes": "ensemble"}

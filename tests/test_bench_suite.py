@@ -1342,6 +1342,26 @@ def test_lent_runs_seeds_side_by_side_and_packs_more_files_than_the_device_retur
     assert run.returncode == 2 and "B1B2-sx: a seed is a number" in run.stderr
 
 
+def _suite_of_a_stopping_table(tmp_path, monkeypatch, stopper_source: str) -> Path:
+    """The suite planned as B3, B4, B5: B3 and B5 write a table, B4 runs ``stopper_source`` (which signals
+    the suite and stops); returns the suite's --out folder."""
+    shared = tmp_path / "shared"
+    (shared / "data" / "reviews").mkdir(parents=True)
+    (shared / "data" / "reviews" / "train.tsv").write_text("pos\tok\n")
+    monkeypatch.setenv("KD_SHARED", str(shared))
+    writer, stopper = tmp_path / "writer.py", tmp_path / "stopper.py"
+    writer.write_text(f"import json, sys\nopen(sys.argv[1], 'w').write(json.dumps({labels_data(0.7, 0.8, 0.75, 0.78)!r}))\n")
+    stopper.write_text(stopper_source)
+
+    def plan(tables, profile, device, seeds, out_dir):
+        return [{"key": key, "tables": [table], "script": str(script), "title": key, "argv": [str(script), str(out_dir / f"{key}.json")],
+                 "json": str(out_dir / f"{key}.json")} for key, table, script in (("B3", "B3", writer), ("B4", "B4", stopper), ("B5", "B5", writer))]
+
+    monkeypatch.setattr(suite, "plan", plan)
+    monkeypatch.setattr("bench.common.machine_info", lambda: MACHINE)
+    return tmp_path / "out"
+
+
 def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(tmp_path, monkeypatch, capsys):
     """Ctrl-C in the middle of B3: the script, which stops itself on it (its figures so far, its temporary
     stores removed), was killed 0.25 s later, and the suite ended in a traceback with results.json
@@ -1350,13 +1370,7 @@ def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(t
     import signal
     import textwrap
 
-    shared = tmp_path / "shared"
-    (shared / "data" / "reviews").mkdir(parents=True)
-    (shared / "data" / "reviews" / "train.tsv").write_text("pos\tok\n")
-    monkeypatch.setenv("KD_SHARED", str(shared))
-    writer, stopper = tmp_path / "writer.py", tmp_path / "stopper.py"
-    writer.write_text(f"import json, sys\nopen(sys.argv[1], 'w').write(json.dumps({labels_data(0.7, 0.8, 0.75, 0.78)!r}))\n")
-    stopper.write_text(textwrap.dedent("""\
+    out = _suite_of_a_stopping_table(tmp_path, monkeypatch, textwrap.dedent("""\
         import os, signal, time
         time.sleep(0.3)
         os.kill(os.getppid(), signal.SIGINT)  # the Ctrl-C, as the suite sees it
@@ -1364,14 +1378,6 @@ def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(t
         print("stopped: KeyboardInterrupt", flush=True)
         raise SystemExit(1)
     """))
-    out = tmp_path / "out"
-
-    def plan(tables, profile, device, seeds, out_dir):
-        return [{"key": key, "tables": [table], "script": str(script), "title": key, "argv": [str(script), str(out_dir / f"{key}.json")],
-                 "json": str(out_dir / f"{key}.json")} for key, table, script in (("B3", "B3", writer), ("B4", "B4", stopper), ("B5", "B5", writer))]
-
-    monkeypatch.setattr(suite, "plan", plan)
-    monkeypatch.setattr("bench.common.machine_info", lambda: MACHINE)
     # Ctrl-C raises, as in a terminal: a test run started in the background (`bash .ci/run &`) ignores SIGINT
     saved = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -1385,7 +1391,7 @@ def test_ctrl_c_during_a_table_lets_it_stop_and_leaves_a_readable_results_json(t
     assert list(results["jobs"]) == ["B3", "B4"] and results["jobs"]["B3"]["data"]["seeds"] == [1, 2, 3]
     assert results["jobs"]["B4"]["interrupted"] and "interrupted during B4" in results["suite"]["finished"]
     assert "stopped: KeyboardInterrupt" in (out / "logs" / "B4.log").read_text()  # not killed while stopping
-    assert {"table": "B4", "figure": f"every target of {stopper}", "target": "—", "measured": "—",
+    assert {"table": "B4", "figure": f"every target of {tmp_path / 'stopper.py'}", "target": "—", "measured": "—",
             "verdict": "not measured (interrupted)"} in results["targets"]
     assert "**interrupted** (exit 1)" in (out / "BENCHMARKS.md").read_text(encoding="utf-8")
     err = capsys.readouterr().err
@@ -1654,13 +1660,7 @@ def test_a_kill_of_the_suite_by_a_time_limit_marks_the_table_interrupted_as_ctrl
     import signal
     import textwrap
 
-    shared = tmp_path / "shared"
-    (shared / "data" / "reviews").mkdir(parents=True)
-    (shared / "data" / "reviews" / "train.tsv").write_text("pos\tok\n")
-    monkeypatch.setenv("KD_SHARED", str(shared))
-    writer, stopper = tmp_path / "writer.py", tmp_path / "stopper.py"
-    writer.write_text(f"import json, sys\nopen(sys.argv[1], 'w').write(json.dumps({labels_data(0.7, 0.8, 0.75, 0.78)!r}))\n")
-    stopper.write_text(textwrap.dedent("""\
+    out = _suite_of_a_stopping_table(tmp_path, monkeypatch, textwrap.dedent("""\
         import os, signal, time
         def stop(signum, frame):  # as a table's script stops: its figures so far saved
             print("stopped: terminated (SIGTERM)", flush=True)
@@ -1671,14 +1671,6 @@ def test_a_kill_of_the_suite_by_a_time_limit_marks_the_table_interrupted_as_ctrl
         time.sleep(20)  # (not told, it ran on until the suite's grace ran out)
         raise SystemExit(2)
     """))
-    out = tmp_path / "out"
-
-    def plan(tables, profile, device, seeds, out_dir):
-        return [{"key": key, "tables": [table], "script": str(script), "title": key, "argv": [str(script), str(out_dir / f"{key}.json")],
-                 "json": str(out_dir / f"{key}.json")} for key, table, script in (("B3", "B3", writer), ("B4", "B4", stopper), ("B5", "B5", writer))]
-
-    monkeypatch.setattr(suite, "plan", plan)
-    monkeypatch.setattr("bench.common.machine_info", lambda: MACHINE)
 
     class Killed(Exception):
         pass

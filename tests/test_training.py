@@ -3406,11 +3406,8 @@ def test_a_transformer_student_of_a_teacher_with_per_layer_types_is_one_line(kin
         check_bert_layout(teacher)
 
 
-@pytest.mark.parametrize("kind", ["albert", "distilbert"])
-def test_a_teacher_not_laid_out_like_bert_is_refused_by_early_exit_and_transformer_before_a_stage(sample_store, corpus, tmp_path, kind):
-    """An ALBERT (embedding_size < hidden) or DistilBERT teacher teaches and a TextCNN learns from it,
-    while --student early-exit and --student transformer are refused in one line before any stage
-    is recorded (they left a failed distill stage behind)."""
+def _tiny_non_bert(kind: str, corpus, tmp_path) -> Path:
+    """A tiny ALBERT (embedding_size < hidden) or DistilBERT of the corpus's characters, saved under tmp_path/kind."""
     from transformers import AlbertConfig, AlbertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
 
     from kdstore.vocab import build_vocab, make_tokenizer
@@ -3425,8 +3422,16 @@ def test_a_teacher_not_laid_out_like_bert_is_refused_by_early_exit_and_transform
                                                      max_position_embeddings=64))
     net.save_pretrained(tmp_path / kind)
     tokenizer.save_pretrained(tmp_path / kind)
+    return tmp_path / kind
+
+
+@pytest.mark.parametrize("kind", ["albert", "distilbert"])
+def test_a_teacher_not_laid_out_like_bert_is_refused_by_early_exit_and_transformer_before_a_stage(sample_store, corpus, tmp_path, kind):
+    """An ALBERT (embedding_size < hidden) or DistilBERT teacher teaches and a TextCNN learns from it,
+    while --student early-exit and --student transformer are refused in one line before any stage
+    is recorded (they left a failed distill stage behind)."""
     db = str(sample_store)
-    kd("teach", "--run", "a", "--model", str(tmp_path / kind), "--epochs", "1", "--max-len", "32", "--db", db)
+    kd("teach", "--run", "a", "--model", str(_tiny_non_bert(kind, corpus, tmp_path)), "--epochs", "1", "--max-len", "32", "--db", db)
     for student in ("early-exit", "transformer"):
         out = kd("distill", "--run", "a", "--student", student, "--epochs", "1", "--db", db, ok=False)
         assert f"this one is {kind!r}" in out.output if student == "early-exit" else f"this teacher's {kind!r} is laid out otherwise" in out.output
@@ -3444,22 +3449,8 @@ def test_a_student_model_learns_from_a_teacher_not_laid_out_like_bert_by_its_log
     ALBERT or DistilBERT teacher (a Chinese DeBERTa's or ALBERT's fine-tuned model, an RBT3 student) was
     refused with "a transformer student copies a BERT-layout encoder ... choose --student textcnn", of a
     student that copies nothing. It learns from the teacher's logits; its intermediate losses are refused."""
-    from transformers import AlbertConfig, AlbertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
-
-    from kdstore.vocab import build_vocab, make_tokenizer
-
-    texts = [line.split("\t")[-1] for p in corpus.values() for line in p.read_text(encoding="utf-8").splitlines()]
-    tokenizer = make_tokenizer(build_vocab(texts))
-    if kind == "albert":
-        net = AlbertForMaskedLM(AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
-    else:
-        net = DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                                     max_position_embeddings=64))
-    net.save_pretrained(tmp_path / kind)
-    tokenizer.save_pretrained(tmp_path / kind)
     db = str(sample_store)
-    kd("teach", "--run", "a", "--model", str(tmp_path / kind), "--epochs", "1", "--max-len", "32", "--db", db)
+    kd("teach", "--run", "a", "--model", str(_tiny_non_bert(kind, corpus, tmp_path)), "--epochs", "1", "--max-len", "32", "--db", db)
     common = ["distill", "--run", "a", "--student", "transformer", "--student-model", str(tiny_model), "--epochs", "1", "--db", db]
     out = json.loads(kd(*common, "--json").stdout)
     assert out["status"] == "succeeded"
@@ -4488,28 +4479,35 @@ def test_logits_only_bar_moves_with_each_batch_not_each_commit(taught_store, tmp
     assert counts[-1] == "6"
 
 
+def _logits_only_stopping_after_two(db: str, tmp_path, then: str) -> Path:
+    """6 unlabeled texts ingested into ``db``, and a script running `kd teach --run r --logits-only` that
+    stores the logits of 2 of them, runs the line ``then`` (``done``: how many it stored), and hangs."""
+    late = tmp_path / "late.txt"
+    late.write_text("".join(f"后来的文本{i}\n" for i in range(6)), encoding="utf-8")
+    kd("ingest", str(late), "--split", "unlabeled", "--db", db)
+    script = tmp_path / "stopping.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "import kdstore.teacher as t\n"
+        "scored = t._score_in_chunks\n"
+        "def stopping(store, stage_id, models, tokenizer, samples, **kw):\n"
+        "    done = scored(store, stage_id, models, tokenizer, samples.subset(samples.ids < samples.ids.min() + 2), **kw)\n"
+        f"    {then}\n"
+        "    time.sleep(120)\n"
+        "t._score_in_chunks = stopping\n"
+        "from commands.cli import cli\n"
+        "cli(['teach', '--run', 'r', '--logits-only', '--db', sys.argv[1]], prog_name='kd')\n",
+        encoding="utf-8",
+    )
+    return script
+
+
 def test_logits_only_killed_says_so_and_what_it_kept(taught_store, tmp_path):
     """`kill` of `kd teach --logits-only` ended it with status 143 and not a word: no stage is on
     record to mark failed (its blocks commit as they go), so the shell's "Terminated" was all a log
     showed. It ends with a one-line error that says the blocks stored are kept and how to go on."""
     db = str(taught_store)
-    late = tmp_path / "late.txt"
-    late.write_text("".join(f"后来的文本{i}\n" for i in range(6)), encoding="utf-8")
-    kd("ingest", str(late), "--split", "unlabeled", "--db", db)
-    script = tmp_path / "slow.py"
-    script.write_text(
-        "import sys, time\n"
-        "import kdstore.teacher as t\n"
-        "scored = t._score_in_chunks\n"
-        "def slow(store, stage_id, models, tokenizer, samples, **kw):\n"
-        "    done = scored(store, stage_id, models, tokenizer, samples.subset(samples.ids < samples.ids.min() + 2), **kw)\n"
-        "    print('scored', done, flush=True)\n"
-        "    time.sleep(120)\n"
-        "t._score_in_chunks = slow\n"
-        "from commands.cli import cli\n"
-        "cli(['teach', '--run', 'r', '--logits-only', '--db', sys.argv[1]], prog_name='kd')\n",
-        encoding="utf-8",
-    )
+    script = _logits_only_stopping_after_two(db, tmp_path, "print('scored', done, flush=True)")
     returncode, err = terminate_when_ready(script, db, ready="scored 2")
     assert returncode == 1, (returncode, err)
     assert err.strip().splitlines()[-1] == ("Error: terminated (SIGTERM): the samples scored before it are kept; "
@@ -4525,23 +4523,7 @@ def test_logits_only_interrupted_says_what_it_kept(taught_store, tmp_path):
     import sys
 
     db = str(taught_store)
-    late = tmp_path / "late.txt"
-    late.write_text("".join(f"后来的文本{i}\n" for i in range(6)), encoding="utf-8")
-    kd("ingest", str(late), "--split", "unlabeled", "--db", db)
-    script = tmp_path / "interrupted.py"
-    script.write_text(
-        "import os, signal, sys, time\n"
-        "import kdstore.teacher as t\n"
-        "scored = t._score_in_chunks\n"
-        "def interrupted(store, stage_id, models, tokenizer, samples, **kw):\n"
-        "    scored(store, stage_id, models, tokenizer, samples.subset(samples.ids < samples.ids.min() + 2), **kw)\n"
-        "    os.kill(os.getpid(), signal.SIGINT)\n"
-        "    time.sleep(120)\n"
-        "t._score_in_chunks = interrupted\n"
-        "from commands.cli import cli\n"
-        "cli(['teach', '--run', 'r', '--logits-only', '--db', sys.argv[1]], prog_name='kd')\n",
-        encoding="utf-8",
-    )
+    script = _logits_only_stopping_after_two(db, tmp_path, "os.kill(os.getpid(), signal.SIGINT)")
     done = subprocess.run([sys.executable, str(script), db], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert done.stderr.strip().splitlines()[-1] == ("Error: interrupted (KeyboardInterrupt): the samples scored before it are kept; "
