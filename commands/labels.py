@@ -107,7 +107,8 @@ def _vote_run_resolved(value: str) -> str:
 
 @labels.command()
 @run_option
-@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True, help="At most this many, highest scores first (0: all).")
+@click.option("--top", "--limit", "top", type=click.IntRange(min=0), default=20, show_default=True,
+              help="At most this many, highest scores first (0: all; --limit is the same option, as in `kd samples`).")
 @click.option("--status", type=click.Choice(["open", "applied", "rejected", "flagged"]),
               help="Only issues in this state (default: all): open = undecided, applied = decided by a clean or a sheet (relabeled or dropped, or a clean's relabel to the label it had), "
                    "rejected = label kept by a decision (a sheet's reject, or its class as it stood), flagged = marked by `clean --action flag`.")

@@ -177,6 +177,8 @@ def test_detect_finds_most_injected_flips(db, noisy):
     assert 0 <= top["score"] <= 1 and top["suggested"] != top["given"]
     shown = json.loads(kd("labels", "show", "--run", "r", "--top", "5", "--db", db, "--json").stdout)
     assert [s["score"] for s in shown] == sorted((s["score"] for s in shown), reverse=True)
+    # --limit, as `kd samples` spells it, is the same option
+    assert json.loads(kd("labels", "show", "--run", "r", "--limit", "5", "--db", db, "--json").stdout) == shown
     # --no-calibrate: cleanlab's own flags on the teacher's out-of-fold probabilities, exactly
     from cleanlab.filter import find_label_issues
 
