@@ -371,7 +371,7 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
 def _stopped_by_another(exc: BaseException) -> bool:
     """Whether rank 0's error is only what another rank's failure did to it: torchrun's SIGTERM, or a
     collective whose other side is gone."""
-    return str(exc) == SIGTERM_MESSAGE or _lost(exc)
+    return str(exc).startswith(SIGTERM_MESSAGE) or _lost(exc)  # (stage_scope adds what became of the stage)
 
 
 def _lost(exc: BaseException) -> bool:

@@ -145,10 +145,10 @@ def stage_scope(
                     print(f"note: nothing was replaced: stage {name!r} of run {run!r} stays as it was", file=sys.stderr)
             except Exception as cleanup:  # (a folder that cannot be removed): the stage's own error is the one to tell
                 print(f"warning: stage {name!r} failed, and so did its cleanup: {_describe(cleanup)}", file=sys.stderr)
-            if type(exc) is KeyboardInterrupt:  # (click's bare "Aborted!" said nothing of the stage; still a KeyboardInterrupt)
-                what = f"the replacement of stage {name!r}" if gave_back else f"stage {name!r}"
-                raise InterruptedAfterRecord(f"{_describe(exc)}: {what} of run {run!r} is recorded failed; "
-                                             "run the command again to start it over") from None
+            if type(exc) in (KeyboardInterrupt, Terminated):  # (click's bare "Aborted!" said nothing of the stage, nor
+                what = f"the replacement of stage {name!r}" if gave_back else f"stage {name!r}"  # a kill's one line)
+                said = f"{_describe(exc)}: {what} of run {run!r} is recorded failed; run the command again to start it over"
+                raise (InterruptedAfterRecord if type(exc) is KeyboardInterrupt else Terminated)(said) from None
             raise
         guard.hold()
         _finish(store, stage_id, "succeeded", None)
