@@ -42,6 +42,8 @@ def load(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise KdError(f"{path}: config file not found") from None
+    except OSError as exc:  # a folder, no permission: "conf: Is a directory" named no config file
+        raise KdError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8-sig")  # a BOM (an editor on Windows) is dropped, as ingest drops it
     except UnicodeDecodeError as exc:  # (a traceback, from read_text)
@@ -107,7 +109,8 @@ def defaults_for(
                 name = ".".join(command_path[:depth] + [arrays[0]])
                 raise KdError(f"{where}: [[{name}]] is an array of tables (double brackets): write [{name}], once")
             unknown = [k for k, v in table.items() if (isinstance(v, dict) or k in arrays) and k not in tables[group]]
-            if unknown and group_keys is not None and unknown[0].replace("-", "_") in _keys(group_keys).get(group, ()):
+            if (unknown and group_keys is not None and unknown[0].replace("-", "_") in _keys(group_keys).get(group, ())
+                    and not _misspelt_table(unknown[0], table[unknown[0]], command_path[:depth], tables[group], owners)):
                 # `limit = {n = 1}`, `teacher-weight = [{w = 1.0}]`: an option's value, not a table of a command
                 shown = f"[{group}] {unknown[0]}" if group else unknown[0]
                 value = table[unknown[0]]
@@ -118,7 +121,7 @@ def defaults_for(
                 brackets = ("[[", "]]") if unknown[0] in arrays else ("[", "]")
                 raise KdError(f"{where}: {brackets[0]}{'.'.join(command_path[:depth] + [unknown[0]])}{brackets[1]} is not a kd command "
                               f"(tables are named after commands: {', '.join(sorted(tables[group]))})"
-                              f"{_close(unknown[0].replace('-', '_'), tables[group])}")
+                              f"{_close(unknown[0].replace('-', '_'), tables[group]) or _nested(unknown[0], command_path[:depth], owners)}")
         own = depth == len(command_path)
         has_commands = own and tables is not None and group in tables  # (`kd runs`: a group that runs on its own too)
         given: dict[str, str] = {}  # parameter -> the key of this table that set it
@@ -146,7 +149,7 @@ def defaults_for(
                 below = f"`kd {group.replace('.', ' ')}`" if group else "kd"
                 hint = (f" (`kd {' '.join(command_path[:depth] + [key])}` is a command: its options go under "
                         f"[{'.'.join(command_path[:depth] + [key])}])" if tables is not None and key in tables.get(group, ())
-                        else _close(name, group_keys[group]))
+                        else _close(name, group_keys[group]) or _owned(name, owners))
                 raise KdError(f"{where}: {scope} {key!r} is not an option of any command of {below}{hint}")
         if own:
             break
@@ -162,6 +165,35 @@ def _close(name: str, keys) -> str:
 
     close = difflib.get_close_matches(name.lower(), sorted(keys), n=1)
     return f" (did you mean {close[0].replace('_', '-')!r}?)" if close else ""
+
+
+def _misspelt_table(key: str, value: Any, path: list[str], commands, owners) -> bool:
+    """Whether ``key = value``, ``key`` an option's name, is rather a command's table misspelt into it:
+    ``[label.detect]`` (a table inside), or ``[label]`` holding keys of the close command (``[labels]``'s)."""
+    if not isinstance(value, dict):
+        return False
+    if any(isinstance(v, dict) for v in value.values()):
+        return True
+    import difflib
+
+    close = difflib.get_close_matches(key.replace("-", "_").lower(), sorted(commands), n=1)
+    if not close or not value or owners is None:
+        return False
+    command, taken = " ".join(path + [close[0]]), owners()
+    return all(any(c == command or c.startswith(command + " ") for c in taken.get(k.replace("-", "_"), ())) for k in value)
+
+
+def _nested(name: str, path: list[str], owners) -> str:
+    """`` (`kd labels detect` is a command of `kd labels`: its options go under [labels.detect])`` for a
+    table named after a command of a group below ``path`` (``[detect]``), else ``""``."""
+    if owners is None:
+        return ""
+    commands = sorted({c for cs in owners().values() for c in cs
+                       if len(c.split()) > len(path) + 1 and c.split()[:len(path)] == path and c.split()[-1] == name.lower()})
+    if not commands:
+        return ""
+    words = commands[0].split()
+    return f" (`kd {commands[0]}` is a command of `kd {' '.join(words[:-1])}`: its options go under [{'.'.join(words)}])"
 
 
 def _owned(name: str, owners) -> str:

@@ -62,6 +62,16 @@ def test_explicit_config_file(other_db, invoke, write_file):
     assert len(invoke.json(["samples", "--config", "settings.toml"], db=None)) == 2
 
 
+def test_a_config_path_that_is_a_folder_says_it_is_the_config_file(other_db, invoke, write_file, tmp_path, monkeypatch, error_line):
+    """``--config conf`` (a folder, say of several TOML files) was "Error: conf: Is a directory": no word
+    that the config file was the path at fault."""
+    (tmp_path / "conf").mkdir()
+    expected = "Error: conf: cannot read the config file: Is a directory"
+    assert error_line(invoke(["samples", "--config", "conf"], db=None, ok=False)) == expected
+    monkeypatch.setenv("KD_CONFIG", "conf")
+    assert error_line(invoke(["samples"], db=None, ok=False)) == expected
+
+
 def test_kd_config_env(other_db, invoke, write_file, monkeypatch, tmp_path):
     write_file("env.toml", 'db = "other.db"\n\n[samples]\nlimit = 2\n')
     monkeypatch.setenv("KD_CONFIG", str(tmp_path / "env.toml"))
@@ -248,6 +258,44 @@ def test_a_table_as_an_options_value_at_the_top_or_in_a_group_names_the_option(o
     # a table named after no command, nor any option, is still no kd command
     write_file("kd.toml", 'db = "other.db"\n[distil]\nalpha = 0.5\n')
     assert error_line(invoke(["samples"], db=None, ok=False)).startswith("Error: kd.toml: [distil] is not a kd command")
+
+
+def test_a_misspelt_commands_table_is_named_as_a_table_not_an_options_value(other_db, invoke, write_file, error_line):
+    """``[label.detect]`` (``labels`` without its s) was "label = {'detect': {...}}: a table is no value
+    of --label": a value the user never wrote, of an option they never meant; ``[label]`` holding
+    ``[labels]``'s keys was told so too. A table of an option's name still is its value (``limit = {n = 1}``)."""
+    for content, expected in (
+        ('db = "other.db"\n[label.detect]\nmethod = "disagree"\n',
+         "Error: kd.toml: [label] is not a kd command (tables are named after commands: "),
+        ('db = "other.db"\n[label]\nrun = "r1"\n',
+         "Error: kd.toml: [label] is not a kd command (tables are named after commands: "),
+    ):
+        write_file("kd.toml", content)
+        line = error_line(invoke(["labels", "show"], db=None, ok=False))
+        assert line.startswith(expected) and line.endswith("(did you mean 'labels'?)"), (content, line)
+    write_file("kd.toml", 'db = "other.db"\nlabel = {n = 1}\n')
+    assert error_line(invoke(["samples"], db=None, ok=False)) == "Error: kd.toml: label = {'n': 1}: a table is no value of --label"
+
+
+def test_a_subcommands_table_at_the_top_level_names_its_place(other_db, invoke, write_file, error_line):
+    """``[detect]`` or ``[clean]`` (for ``kd labels detect``/``clean``) listed the top-level commands and
+    said nothing of where the table goes."""
+    for content in ('db = "other.db"\n[detect]\nmethod = "disagree"\n', 'db = "other.db"\n[clean]\nmin-score = 0.5\n'):
+        write_file("kd.toml", content)
+        name = content.split("[")[1].split("]")[0]
+        for args in (["labels", "show"], ["samples"]):
+            line = error_line(invoke(args, db=None, ok=False))
+            assert line.startswith(f"Error: kd.toml: [{name}] is not a kd command"), line
+            assert line.endswith(f"(`kd labels {name}` is a command of `kd labels`: its options go under [labels.{name}])"), line
+
+
+def test_a_key_of_another_command_in_a_groups_table_names_that_command(other_db, invoke, write_file, error_line):
+    """``epochs = 3`` in ``[labels]`` (no command of ``kd labels`` trains) said only that it was not an
+    option of ``kd labels``, not whose it is, as a command's own table says."""
+    write_file("kd.toml", 'db = "other.db"\n[labels]\nepochs = 3\n')
+    assert error_line(invoke(["labels", "show"], db=None, ok=False)) == (
+        "Error: kd.toml: [labels] 'epochs' is not an option of any command of `kd labels` "
+        "(an option of `kd distill`, `kd teach`: put it under [distill] or [teach])")
 
 
 def test_one_option_under_two_spellings_is_an_error(other_db, invoke, write_file, error_line):
