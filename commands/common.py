@@ -92,9 +92,12 @@ class KdGroup(click.Group):
             shown = (getattr(sys.stdout, "encoding", None) or "", getattr(sys.stderr, "encoding", None) or "")
             if exc.encoding and _codec(exc.encoding) != "utf8" and _codec(exc.encoding) in map(_codec, shown):
                 # output to a terminal or pipe whose encoding cannot show the text (PYTHONIOENCODING=ascii, a
-                # latin-1 locale): one line, in ASCII so it can be shown, not rich's traceback
+                # latin-1 locale): one line, in ASCII so it can be shown, not rich's traceback; a long run (a
+                # review kd predict answered) by its start: quoted whole, a 2-million-character text was a 12 MB line
+                bad = exc.object[exc.start:exc.end]
+                quoted = ascii(bad) if len(bad) <= 20 else f"{ascii(bad[:10])}... ({len(bad)} characters)"
                 raise click.ClickException(f"this output's encoding ({exc.encoding}) cannot show "
-                                           f"{ascii(exc.object[exc.start:exc.end])}: set PYTHONIOENCODING=utf-8 "
+                                           f"{quoted}: set PYTHONIOENCODING=utf-8 "
                                            "(or a UTF-8 locale) and run it again") from None
             drivers = ("sqlalchemy", "psycopg", "sqlite3")  # a value sent to the store, not output to a terminal that cannot show it
             if "surrogates not allowed" not in str(exc) or not any(

@@ -323,6 +323,22 @@ def test_output_an_encoding_cannot_show_is_a_one_line_error(tmp_path):
         "set PYTHONIOENCODING=utf-8 (or a UTF-8 locale) and run it again")
 
 
+def test_output_an_encoding_cannot_show_names_a_long_text_by_its_start(tmp_path):
+    """A latin-1 output and a long Chinese text (kd predict of a review file, kd samples --tsv): the error
+    quoted every character it could not show, a 12 MB line for a 2-million-character text."""
+    from click.testing import CliRunner
+
+    db, data = str(tmp_path / "kd.db"), tmp_path / "a.tsv"
+    data.write_text("pos\t" + "好吃的东西" * 2000 + "\n", encoding="utf-8")
+    assert CliRunner().invoke(cli, ["ingest", str(data), "--db", db]).exit_code == 0
+    result = CliRunner(charset="latin-1").invoke(cli, ["samples", "--split", "train", "--tsv", "--db", db])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(r"Error: this output's encoding (latin-1) cannot show '\u597d\u5403\u7684")
+    assert "10000 characters" in line and line.endswith("set PYTHONIOENCODING=utf-8 (or a UTF-8 locale) and run it again")
+    assert len(line) < 400
+
+
 def test_budget_and_speed_help_say_how_the_two_options_combine(runner, tmp_path):
     """`kd distill --speed` said it was, "with --max-loss", the speed epochs are judged at, as if the two
     went together: typed together they are refused. `kd pretrain --steps` said nothing of --minutes given
