@@ -1409,3 +1409,25 @@ def test_an_rnn_student_reads_its_rows_unpacked_with_the_logits_and_gradients_of
         assert torch.allclose(got, expected, atol=1e-6)
         assert all(torch.allclose(g, e, atol=1e-6) for g, e in zip(grads, expected_grads))
     assert not packs
+    # the GPU's path (cuDNN reads packed rows) gives them too
+    assert torch.allclose(model.packed(model.embed(ids), padded.sum(1).clamp(min=1)), packed(ids, padded), atol=1e-6)
+    assert packs
+
+
+@pytest.mark.parametrize("kind", ["bigru", "bilstm"])
+def test_an_rnn_student_runs_each_direction_once_over_a_padded_batch(kind, monkeypatch):
+    """Rows of several lengths ran the bidirectional RNN twice (over the rows, then over them shifted for the
+    backward direction): both directions twice, half of it thrown away. Each direction runs once now."""
+    from kdstore.students import BiRNN, StudentConfig
+
+    model = BiRNN(StudentConfig(kind=kind, vocab_size=50, num_classes=3, embed_dim=6, hidden=5, dropout=0.0))
+    steps = []  # (directions, tokens) of each RNN call
+    for where in (torch, torch._VF):  # (nn.GRU and nn.LSTM call torch._VF's)
+        for name in ("gru", "lstm"):
+            real = getattr(where, name)
+            monkeypatch.setattr(where, name, lambda x, *a, real=real: steps.append((2 if a[6] else 1, x.shape[1])) or real(x, *a))
+    ids = torch.randint(1, 50, (3, 8))
+    mask = torch.ones_like(ids)
+    mask[1, 3:] = 0
+    model(ids, mask).sum().backward()
+    assert sum(d * n for d, n in steps) == 2 * 8, steps
