@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -177,8 +178,16 @@ def _config_value(value):
     if isinstance(value, list):
         if len(value) > 8 or any(isinstance(x, (dict, list)) for x in value):
             return _HIDDEN
-        return ",".join(map(str, value)) if value else "[]"  # (not "labels=," beside the next option: an empty list as JSON writes it)
-    return value
+        return ",".join(map(_plain, value)) if value else "[]"  # (not "labels=," beside the next option: an empty list as JSON writes it)
+    return _plain(value)
+
+
+def _plain(value) -> str:
+    """A plain config value as ``--json`` spells it where Python's own would differ: null, true, false, and an
+    empty string as "" (not "where=None", nor "student_model=, hidden_mse=0.0")."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return '""' if value == "" else str(value)
 
 
 @click.command()

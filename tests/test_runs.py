@@ -1269,6 +1269,19 @@ def test_report_json_stages_have_the_same_keys_whatever_their_kind(store, invoke
     assert "dev confusion" in text and "out of memory" in text
 
 
+def test_report_text_config_line_spells_nulls_and_flags_as_json_does(store, invoke):
+    """The config line showed Python's reprs (``where=None``, ``kd_pretrained=False``, ``wwm=True``) where
+    ``--json`` says null, false and true, and an empty string as nothing (``student_model=, hidden_mse=0.0``)."""
+    config = {"where": None, "kd_pretrained": False, "wwm": True, "student_model": "", "lr": 0.002,
+              "teacher_weights": [1.0, None], "splits": ["train"]}
+    with stage_scope(store, run="r1", kind="teach", config=config):
+        pass
+    assert invoke.json(["report", "--run", "r1"])["stages"][0]["config"] == config
+    line = next(ln for ln in invoke(["report", "--run", "r1"]).stdout.splitlines() if ln.startswith("  config: "))
+    assert line == ('  config: where=null, kd_pretrained=false, wwm=true, student_model="", lr=0.002, '
+                    "teacher_weights=1.0,null, splits=train")
+
+
 def test_report_text_names_the_teacher_stages_a_student_learned_from(store, invoke):
     """The --json has them in the config (``teacher_stages``); the text named none of them."""
     from commands.train import _teacher_stages
