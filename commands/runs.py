@@ -234,7 +234,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                 and (k != "speed_threads" or len(threads) > 1)] or ["run", "stage"]
         cells = [[Text(v) if isinstance(v, str) else _fmt(v) for v in (r.get(c) for c in cols)] for r in rows]
         for c in cols:
-            table.add_column(c, justify="left" if c in ("run", "stage", "kind", "note") else "right")
+            table.add_column(c, justify="left" if c in ("run", "stage", "kind", "model", "note") else "right")
         for row in cells:
             table.add_row(*row)
         print_wide(console(), table)

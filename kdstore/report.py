@@ -362,7 +362,7 @@ def gone_teachers(stage: dict[str, Any]) -> str | None:
 
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
-    figures that compare them, the test samples they were measured on (``test_n``) and the labels
+    model (``model``: a student's kind, a teacher's ``--model``), the figures that compare them, the test samples they were measured on (``test_n``) and the labels
     they trained on (``labels_digest``: equal digests, equal labels), the torch threads their speed was
     timed with (``speed_threads``); a teacher that trained on dev
     says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from), and so does a model trained
@@ -373,11 +373,15 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     ``running``), for a script to pick the rows that hold figures without reading the note."""
     def row(run: str, stage: dict | None, figures: dict, note: str | None) -> dict[str, Any]:
         """Every row with the same keys, whatever it says (a script reads them alike)."""
-        return {"run": run, "stage": stage and stage["name"], "kind": stage and stage["kind"], "status": stage and stage["status"],
+        config = (stage or {}).get("config") or {}
+        return {"run": run, "stage": stage and stage["name"], "kind": stage and stage["kind"],
+                # what the model is: a stage named with --name said only "distill"
+                "model": config.get("student") if (stage or {}).get("kind") == "distill" else config.get("model"),
+                "status": stage and stage["status"],
                 **{f"{split}_{name}" if split != "all" else name: figures.get(split, {}).get(name) for split, name in COMPARE_FIGURES},
                 "test_n": figures.get("test", {}).get("n"),
                 "speed_threads": figures.get("all", {}).get("speed_threads"),  # (the latency and throughput's: two counts, two bases)
-                "labels_digest": ((stage or {}).get("config") or {}).get("labels_digest"), "note": note}
+                "labels_digest": config.get("labels_digest"), "note": note}
 
     rows = []
     for run in dict.fromkeys(runs):

@@ -1866,6 +1866,9 @@ def test_distill_each_student_stores_predictions_and_metrics(taught_store, stude
     assert np.mean(lengths) != round(np.mean(lengths))  # (the figures would agree for a whole mean)
     scfg = StudentConfig.from_dict(meta["student"])
     assert report["metrics"]["all"]["flops_per_sample"] == round(np.mean([flops_per_sample(scfg, n) for n in lengths]))
+    # kd report --compare names each model: a student's kind (a stage named with --name said only "distill"), a teacher's --model
+    compared = {r["stage"]: r["model"] for r in json.loads(kd("report", "--compare", "r", "--db", db, "--json").stdout)}
+    assert compared == {"teach": teacher.config["model"], f"distill-{student}": student}
 
 
 @pytest.fixture(scope="module")
