@@ -299,6 +299,11 @@ class Store:
                     path = [k.strip('"') for k in re.findall(r'\.(\w+|"[^"]+")', keys.group(1))]
                     expr = "meta" + "".join(f"->'{k}'" for k in path[:-1]) + f"->>'{path[-1]}'"  # (SQLite 3.38+ and PostgreSQL)
                     said += f" (meta is a JSON column of each sample's other fields: {expr} reads one)"
+                elif "invalid input syntax for type integer" in said and (note := label_id_note(where, self.class_names())):
+                    # (PostgreSQL, of label_id = 'neg': SQLite ran it, selecting nothing, and warned with the class's id)
+                    said += f" ({note})"
+                elif re.search(r"operator does not exist: boolean [<>=!]+ integer", said):  # (PostgreSQL, of dropped = 0)
+                    said += " (dropped is true or false: dropped, or NOT dropped, runs on both stores)"
                 elif "bindings supplied" in said:  # (SQLite, of a ? or :x: the count it gave was of kd's own parameters)
                     said += " (a ? or :name is a placeholder, with no value to fill it: write the value itself, 'quoted')"
                 elif re.search(r'no such column: |column \S+ does not exist', said):  # (SQLite's words; PostgreSQL's)

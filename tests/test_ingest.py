@@ -2300,6 +2300,25 @@ def test_a_where_on_label_id_where_classes_are_named_by_numbers_warns(invoke, wr
         "--label NAME selects a class by name"]
 
 
+def test_a_where_postgresql_refuses_for_its_types_names_the_fix_on_every_backend(invoke, write_file, db, error_line):
+    """PostgreSQL refuses ``label_id = 'neg'`` (a class's name for its id) and ``dropped = 0`` (a boolean
+    compared with a number) with its bare type error ('invalid input syntax for type integer: "neg"',
+    'operator does not exist: boolean = integer'), where on SQLite the first warns with the class's id
+    and --label, and the second runs: the error names the fix too."""
+    write_file("n.tsv", "pos\t好的\nneg\t差的\n")
+    invoke(["ingest", "n.tsv"])
+    quoted = invoke(["samples", "--where", "label_id = 'neg'"], ok=not db.startswith("postgresql"))
+    assert "with the string 'neg': class 'neg' has id 1 (kd classes); --label NAME selects a class by name" in quoted.stderr
+    teach = invoke(["teach", "--run", "r1", "--model", "nowhere", "--where", "label_id = 'neg'"], ok=False)
+    assert "class 'neg' has id 1 (kd classes); --label NAME selects a class by name" in teach.stderr
+    if db.startswith("postgresql"):
+        assert error_line(quoted).startswith("Error: --where \"label_id = 'neg'\" failed: invalid input syntax for type integer")
+        line = error_line(invoke(["samples", "--where", "dropped = 0"], ok=False))
+        assert line.endswith("(dropped is true or false: dropped, or NOT dropped, runs on both stores)"), line
+    else:
+        assert [r["text"] for r in invoke.json(["samples", "--where", "dropped = 0"])] == ["好的", "差的"]
+
+
 def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class(invoke, write_file, db, read_classes, error_line):
     """A spreadsheet's 类别,内容 (label column first, a header kd does not know) was read as a headerless
     label,text file: its header became a sample of a class '类别' with id 0, for good, with exit 0."""
