@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import noise, tfidf
@@ -686,17 +686,22 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
         raise KdError(f"{path}: cannot read: {exc.strerror or exc}") from None
     raw = _sheet_text(path, data)
     if path.suffix.lower() in SHEET_JSONL:
-        rows = []
-        for n, line in enumerate(split_lines(raw), start=1):
+        rows, lines = [], split_lines(raw)
+        json_lines = "kd reads JSON Lines: one object a line"
+        for n, line in enumerate(lines, start=1):
             if line.strip():
                 try:
                     item = json.loads(line, object_pairs_hook=unique_keys)
-                except json.JSONDecodeError as exc:
-                    raise KdError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+                except json.JSONDecodeError as exc:  # (a sheet saved as a JSON array, or pretty-printed as `jq .` prints it)
+                    hint = (f" ({json_lines}, not a JSON array)" if line.lstrip().startswith("[") else
+                            f" (the object goes on past its line: {json_lines}, as `jq -c` writes them)"
+                            if line.lstrip().startswith("{") and exc.pos >= len(line.rstrip()) and any(r.strip() for r in lines[n:]) else "")
+                    raise KdError(f"{path}: line {n}: not valid JSON ({exc.msg}){hint}") from None
                 except RepeatedKey as exc:  # json.loads keeps the last: a decision before an empty one was dropped unseen
                     raise KdError(f"{path}: line {n}: field {exc.key!r}: the object names this key twice: keep one") from None
                 if not isinstance(item, dict):
-                    raise KdError(f"{path}: line {n}: not a JSON object of the sheet's fields ({', '.join(SHEET_COLUMNS)})")
+                    hint = f" ({json_lines}, not a JSON array)" if isinstance(item, list) and any(isinstance(i, dict) for i in item) else ""
+                    raise KdError(f"{path}: line {n}: not a JSON object of the sheet's fields ({', '.join(SHEET_COLUMNS)}){hint}")
                 named: dict = {}  # the sheet's keys in any case, as a CSV header's ("Decision" was ignored)
                 for k, v in item.items():
                     if _column_name(k) in named:
@@ -752,18 +757,24 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
     with store.engine.connect() as conn:
         existing = {int(i) for (i,) in conn.execute(select(Sample.id))}
         found = conn.execute(
-            select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.suggested_label_id, LabelIssue.status, Stage.name, Sample.text,
+            select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.status,
+                   Stage.name, Sample.text,
                    Sample.label_id, Sample.dropped)
             .join(Sample, Sample.id == LabelIssue.sample_id)
             .outerjoin(Stage, Stage.id == LabelIssue.decided_stage_id)
             .where(LabelIssue.stage_id == stage.id)
         ).all()
+        # the samples whose label changed since the detection (made or undone): their exported ``current`` may be stale
+        changed = {int(i) for (i,) in conn.execute(
+            select(LabelEdit.sample_id).distinct().join(LabelIssue, LabelIssue.sample_id == LabelEdit.sample_id)
+            .where(LabelIssue.stage_id == stage.id,
+                   or_(LabelEdit.created_at >= stage.started_at, LabelEdit.reverted_at >= stage.started_at)))}
     issue_of_sample = {r.sample_id: r for r in found}
     decisions, first_line = [], {}
     for line, r in rows:
         decision = _cell(r, "decision")
         if not decision:
-            _check_skipped(path, line, r, issue_of_sample, names, replacing)
+            _check_skipped(path, line, r, issue_of_sample, names, replacing, changed)
             continue
         sample_id = _sheet_id(path, line, r, "sample_id")
         if sample_id is None:
@@ -844,6 +855,7 @@ def read_decision(value: str, names: Sequence[str], words: Sequence[str]) -> tup
     # (the prefixes as a Chinese input method types them too: `label：pos`, a full-width colon)
     prefix, rest = _prefixed(value)
     if prefix.lower() == CLASS_PREFIX and value not in names:
+        rest = rest if rest in names else rest.strip()  # (`label: reject`, spaced as `decision: drop` is read)
         if rest not in names:
             raise KdError(f"{value!r}: no class {rest!r} ({', '.join(names)})")
         return "relabel", names.index(rest)
@@ -974,18 +986,27 @@ def _sheet_run(path: Path, rows: list[tuple[int, dict]], given: str | None, defa
     return given if given is not None else named[0][1] if named else default_run or DEFAULT_RUN
 
 
-def _check_skipped(path: Path, line: int, row: dict, issue_of_sample: dict, names: list[str], replacing: str | None = None) -> None:
-    """Refuse an undecided row whose ``suggested`` cell a reviewer retyped to another class: the row,
-    its decision empty, was skipped without a word, the relabel it meant never made. (Not where its
-    issue is decided: a row an earlier import of the sheet decided, emptied as the stale-sheet error says.)"""
-    suggested = _cell(row, "suggested")
+def _check_skipped(path: Path, line: int, row: dict, issue_of_sample: dict, names: list[str], replacing: str | None = None,
+                   changed: frozenset[int] | set[int] = frozenset()) -> None:
+    """Refuse an undecided row whose ``suggested``, ``given`` or ``current`` cell a reviewer retyped to another
+    class: the row, its decision empty, was skipped without a word, the relabel it meant never made. (Not where
+    its issue is decided: a row an earlier import of the sheet decided, emptied as the stale-sheet error says;
+    nor a ``current`` cell of a sample in ``changed``, relabeled since its detection: the export's, stale.)"""
+    suggested, given, current = _cell(row, "suggested"), _cell(row, "given"), _cell(row, "current")
     try:
-        issue = issue_of_sample.get(_sheet_id(path, line, row, "sample_id")) if suggested else None
+        issue = issue_of_sample.get(_sheet_id(path, line, row, "sample_id")) if suggested or given or current else None
     except KdError:  # (an undecided JSONL row's id that is no id: left alone, as it was)
         return
     if issue is not None and issue.status not in UNDECIDED and not (replacing is not None and issue.name == replacing):
         return
-    if issue is not None and issue.suggested_label_id is not None and suggested != names[issue.suggested_label_id]:
+    skipped = "and the decision is empty, so the row would be skipped: write the class in decision, or leave the row as exported"
+    if issue is not None and given and issue.given_label_id is not None and given != names[issue.given_label_id]:
+        raise KdError(f"{path}: line {line}: field 'given': {given!r}, where sample {issue.sample_id} was given "
+                      f"{names[issue.given_label_id]!r}, {skipped}")
+    now = None if issue is None else sheet_current(None if issue.label_id is None else names[issue.label_id], issue.dropped)
+    if current and now is not None and current != now and issue.sample_id not in changed:
+        raise KdError(f"{path}: line {line}: field 'current': {current!r}, where sample {issue.sample_id} is {now!r}, {skipped}")
+    if suggested and issue is not None and issue.suggested_label_id is not None and suggested != names[issue.suggested_label_id]:
         raise KdError(f"{path}: line {line}: field 'suggested': {suggested!r}, where kd suggested "
                       f"{names[issue.suggested_label_id]!r}, and the decision is empty, so the row would be skipped: "
                       f"write accept (or the class) in decision, or leave the row as exported")

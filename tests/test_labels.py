@@ -1642,6 +1642,55 @@ def test_a_sheet_as_spreadsheets_save_it_imports_or_is_refused_in_one_line(db, t
     assert (counts["stage"], counts["relabel"] + counts["unchanged"], counts["drop"]) == ("review", 1, 1)
 
 
+def test_a_label_cell_retyped_in_an_undecided_row_is_refused_and_a_stale_one_is_not(db, tmp_path, error_line):
+    """A reviewer relabels in the spreadsheet by overwriting the row's ``current`` (the label now) or
+    ``given`` cell and leaves ``decision`` empty: the row was skipped without a word ("drop 1" for the
+    other row), the relabel never made, as a retyped ``suggested`` cell was. A ``current`` cell that is
+    stale (the sample relabeled since the export) is the export's, not a reviewer's: still read."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
+    names = _open(db).class_names()
+
+    def other(name):
+        return next(n for n in names if n != name)
+
+    state = _state(db)
+    for column in ("current", "given"):
+        edited = [dict(r) for r in rows]
+        edited[0]["decision"], edited[1][column] = "drop", other(rows[1][column])
+        path = _sheet(tmp_path / f"{column}.csv", edited)
+        line = error_line(kd("labels", "import", str(path), "--db", db, ok=False))
+        assert all(e in line for e in (str(path), "line 3", f"field '{column}'", f"{other(rows[1][column])!r}",
+                                       "the decision is empty, so the row would be skipped")), line
+    assert _state(db) == state and _count(db, LabelEdit) == 0
+    kd("labels", "set", "--run", "r", f"{rows[1]['sample_id']}={other(rows[1]['current'])}", "--db", db)  # after the export
+    rows[0]["decision"] = "drop"
+    out = json.loads(kd("labels", "import", str(_sheet(tmp_path / "stale.csv", rows)), "--db", db, "--json").stdout)
+    assert (out["stage"], out["drop"]) == ("review", 1)
+
+
+def test_a_json_sheet_saved_as_an_array_or_pretty_printed_says_kd_reads_json_lines(db, tmp_path, error_line):
+    """The JSONL sheet edited in a tool and saved as `json.dump(rows, indent=2)`, pandas'
+    `to_json(orient="records")` or `jq .`: "line 1: not valid JSON (Expecting value)" named no cause."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    sheet = tmp_path / "review.json"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = [json.loads(line) for line in sheet.read_text(encoding="utf-8").splitlines()]
+    rows[0]["decision"] = "drop"
+    state = _state(db)
+    for name, content, expected in (
+        ("indented.json", json.dumps(rows, ensure_ascii=False, indent=2), "not a JSON array"),
+        ("records.json", json.dumps(rows, ensure_ascii=False), "not a JSON array"),
+        ("jq.json", "".join(json.dumps(r, ensure_ascii=False, indent=2) + "\n" for r in rows), "the object goes on past its line"),
+    ):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        line = error_line(kd("labels", "import", str(tmp_path / name), "--db", db, ok=False))
+        assert all(e in line for e in (str(tmp_path / name), "line 1", "kd reads JSON Lines", expected)), (name, line)
+    assert _state(db) == state and _count(db, LabelEdit) == 0
+
+
 def test_dropping_a_dropped_sample_records_no_edit(db):
     """``kd labels set 5=drop`` twice recorded a second drop edit (counted ``drop 1``) that changed
     nothing, yet blocked undoing the first stage on its own."""
@@ -2034,6 +2083,8 @@ def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_
     assert read_decision("decision：ＲＥＪＥＣＴ", names, SHEET) == ("reject", None)
     assert read_decision("ｌａｂｅｌ:Drop", names, SHEET) == ("relabel", 2)
     assert read_decision("Label:reject", names, SHEET) == ("relabel", 1)  # (any case, as decision: is: it was "not ... or a class")
+    assert read_decision("label: reject", names, SHEET) == ("relabel", 1)  # (a space after the colon, as decision: takes it: "no class ' reject'")
+    assert read_decision("label：\u3000Drop", names, SHEET) == ("relabel", 2)
     for value, message in (("reject", "'reject' is a decision and also the class 'reject': write label:reject for the class, decision:reject"),
                            ("drop", "also the class 'Drop': write label:Drop"),
                            ("label:nope", "'label:nope': no class 'nope'"),
