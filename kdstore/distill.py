@@ -255,6 +255,9 @@ class DistillConfig:
                 raise KdError(f"{option} must be non-negative (a loss weight), got {weight:g}")
             if weight > MAX_LOSS_WEIGHT:
                 raise KdError(_too_heavy(option, weight))
+        for m in self.matches:  # (an intermediate loss's weight too: README's "at most 10^6")
+            if m.weight > MAX_LOSS_WEIGHT:
+                raise KdError(_too_heavy(f"--match {m.spelled}: the weight", m.weight))
 
     @property
     def soft_weighed(self) -> bool:

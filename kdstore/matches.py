@@ -35,7 +35,9 @@ class Match:
     def spelled(self) -> str:
         """As ``--match`` takes it (and the stage's config records it): ``hidden_mse:emb:3:0.5``."""
         side = lambda layer: "emb" if layer == EMBEDDINGS else str(layer)  # noqa: E731
-        return f"{self.kind}:{side(self.student)}:{side(self.teacher)}:{self.weight:g}"
+        weight = f"{self.weight:g}"  # (six digits: the shortest exact spelling where they lose some of it)
+        weight = weight if float(weight) == self.weight else repr(float(self.weight))
+        return f"{self.kind}:{side(self.student)}:{side(self.teacher)}:{weight}"
 
     @property
     def projected(self) -> bool:

@@ -41,6 +41,17 @@ def test_a_match_is_parsed_spelled_back_and_checked():
         check_matches([parse_match("nst:0:4")], student_layers=2, teacher_layers=4)
 
 
+def test_a_match_is_recorded_with_the_weight_it_ran_at():
+    """A stage records its matches spelled (`matches`), to be passed back for a rerun: a weight spelled with
+    six digits (`{:g}`) recorded `hidden_mse:1:3:0.3333333` as 0.333333 and 1234567 as 1.23457e+06, not the
+    weights that ran. Spelled back, each parses to the same weight; a short one keeps its short spelling."""
+    for text in ("hidden_mse:1:3:0.3333333", "attention_kl:0:1:1234567", f"nst:0:1:{2 / 3}", "pkd:emb:emb:0.1"):
+        match = parse_match(text)
+        assert parse_match(match.spelled) == match, (text, match.spelled)
+    assert parse_match("pkd:emb:emb:0.1").spelled == "pkd:emb:emb:0.1"
+    assert parse_match("hidden_mse:1:3").spelled == "hidden_mse:1:3:1"
+
+
 def _nets(width: int):
     from transformers import AutoModelForSequenceClassification, BertConfig
 

@@ -619,6 +619,19 @@ def test_distill_match_gives_intermediate_losses_their_own_layers_and_weights(ta
     assert f"the teacher has no layer 9: its layers are 0 to 1 (or emb) ({config}: [distill] match = " in bad.output, bad.output
 
 
+def test_distill_match_weight_is_capped_as_every_loss_weight(taught_store):
+    """README: "a loss weight, this or an intermediate loss's, is at most 10^6". A --match weight was not:
+    `hidden_mse:0:1:1e30` trained (and 1e39, float32's inf, failed the stage with "training diverged ...
+    lower --lr"). Refused before a stage, in one line naming the match, as --hidden-mse 1e30 is."""
+    db = str(taught_store)
+    common = ["--run", "r", "--student", "transformer", "--layers", "1", "--epochs", "1", "--max-len", "32", "--db", db]
+    for weight in ("1e30", "1e39"):
+        bad = kd("distill", *common, "--match", f"hidden_mse:0:1:{weight}", "--name", "heavy", ok=False)
+        errors = [line for line in bad.output.strip().splitlines() if not line.startswith("warning:")]
+        assert len(errors) == 1 and "--match hidden_mse:0:1:" in errors[0] and "must be at most 1e+06" in errors[0], bad.output
+    assert "heavy" not in {s.name for s in Store.open(db).stages_of("r")}
+
+
 def test_grad_accum_takes_the_same_steps_in_pieces(taught_store, tiny_model, tmp_path):
     """--grad-accum K runs each batch as K pieces whose gradients add up before the step (a teacher too large for
     the GPU's memory at its batch size): without dropout, the teacher and the student it trains are those of
