@@ -249,7 +249,8 @@ class DistillConfig:
         if self.width < 0 or self.relation_heads < 0:
             raise KdError(f"--width and --relation-heads must be positive (0: the default), got {self.width} and {self.relation_heads}")
         if self.intermediate and self.student != "transformer":
-            raise KdError(f"{'/'.join(INTERMEDIATE_OPTIONS)}/--match need --student transformer")
+            used = [o for o, w in zip(INTERMEDIATE_OPTIONS, self._intermediate_weights) if w] + (["--match"] if self.matches else [])
+            raise KdError(f"intermediate losses ({', '.join(used)}) need --student transformer")  # (the ones given: all ten read as a list to choose from)
         for option, weight in zip(INTERMEDIATE_OPTIONS, self._intermediate_weights):  # (a file's value is then named too)
             if weight < 0:
                 raise KdError(f"{option} must be non-negative (a loss weight), got {weight:g}")
