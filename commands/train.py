@@ -234,7 +234,7 @@ def _missed_note(stage: dict, store=None) -> str | None:
     rare = any(train.get(name, 0.0) < RARE_SHARE * max(train.values(), default=0.0) for name, _ in missed)
     fix = ("--class-weight balanced (a rare class then counts as much as a common one), or more --epochs"
            if rare and cfg.get("class_weight") != "balanced" else f"more --epochs, or more train samples of {'it' if len(missed) == 1 else 'them'}")
-    return f"on dev the model got no sample of class {shown} right: it does not answer {'it' if len(missed) == 1 else 'them'}; try {fix}"
+    return f"on dev the model got no sample of class {shown} right: it has not learned {'it' if len(missed) == 1 else 'them'}; try {fix}"  # (not "does not answer": it may predict it, wrongly)
 
 
 def _kept_line(stage: dict) -> str | None:

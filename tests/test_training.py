@@ -3846,7 +3846,7 @@ def test_a_class_the_model_never_gets_right_on_dev_is_named_with_what_to_try():
     dev = {"accuracy": 0.9, "support[合规]": 70, "support[极限词]": 4, "recall[合规]": 1.0, "recall[极限词]": 0.0}
     train = {"support[合规]": 350, "support[极限词]": 20}
     said = note({"kind": "teach", "metrics": {"dev": dev, "train": train}, "config": {"class_weight": "none"}})
-    assert said == ("on dev the model got no sample of class '极限词' (0 of 4) right: it does not answer it; try "
+    assert said == ("on dev the model got no sample of class '极限词' (0 of 4) right: it has not learned it; try "
                     "--class-weight balanced (a rare class then counts as much as a common one), or more --epochs")
     balanced = note({"kind": "distill", "metrics": {"dev": dev, "train": train}, "config": {"class_weight": "balanced"}})
     assert balanced.endswith("try more --epochs, or more train samples of it")
