@@ -140,6 +140,36 @@ def one_line(error: str, limit: int | None = None) -> str:
 PROSE = ("error", "note")  # the columns that may wrap (at spaces); every other cell is a name or a figure
 
 
+LONG_CELL = 24  # characters: a name longer than this goes below a table of a row a figure (``_compared_by_figure``)
+
+
+def _cell(value):
+    return Text(value) if isinstance(value, str) else _fmt(value)
+
+
+def _compared_by_model(rows: list[dict], cols: list[str]) -> Table:
+    """`kd report --compare` as a row per model, a column per figure (the form piped output always has)."""
+    table = Table(title="runs compared")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("run", "stage", "kind", "model", "note") else "right")
+    for r in rows:
+        table.add_row(*(_cell(r.get(c)) for c in cols))
+    return table
+
+
+def _compared_by_figure(rows: list[dict], cols: list[str]) -> Table:
+    """The same figures as a row per figure, a column per model (``run/stage``): a terminal too narrow
+    for a row per model."""
+    table = Table(title="runs compared")
+    table.add_column("figure")
+    for r in rows:
+        table.add_column(f"{r['run']}/{r['stage'] or '-'}", justify="right")
+    for c in cols:
+        if c not in ("run", "stage"):
+            table.add_row(c, *(_cell(r.get(c)) for r in rows))
+    return table
+
+
 def print_wide(out, table) -> None:
     """Print ``table``; when the output is not a terminal (piped, or a file), as wide as the table
     needs: rich would otherwise cut names and figures to 80 columns with "…". In a terminal too
@@ -227,17 +257,23 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         if as_json:
             print_json(rows)
             return
-        table = Table(title="runs compared")
         # (status: the note says a stage that did not succeed, and why; a succeeded one's figures say it)
         threads = {r["speed_threads"] for r in rows if r["speed_threads"] is not None}  # (one count: no column, nothing to say)
         cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "status" and (k != "note" or any(r[k] for r in rows))
                 and (k != "speed_threads" or len(threads) > 1)] or ["run", "stage"]
-        cells = [[Text(v) if isinstance(v, str) else _fmt(v) for v in (r.get(c) for c in cols)] for r in rows]
-        for c in cols:
-            table.add_column(c, justify="left" if c in ("run", "stage", "kind", "model", "note") else "right")
-        for row in cells:
-            table.add_row(*row)
-        print_wide(console(), table)
+        out = console()
+        table = _compared_by_model(rows, cols)
+        if out.is_terminal and out.measure(table, options=out.options.update_width(10**6)).maximum > out.width:
+            # a row a model, 15 figures wide, wrapped every line of an 80-column terminal: a row a figure then
+            # (a long name, a teacher's --model directory say, and the notes: lines below it, not a column that wide)
+            below = [c for c in cols if c == "note" or any(isinstance(r.get(c), str) and len(r[c]) > LONG_CELL for r in rows)]
+            print_wide(out, _compared_by_figure(rows, [c for c in cols if c not in below]))
+            for c in below:
+                for r in rows:
+                    if r.get(c):
+                        click.echo(f"{c}: {r['run']}/{r['stage'] or '-'}: {r[c]}")
+        else:
+            print_wide(out, table)
         if len(threads) > 1:
             click.echo("note: latency and throughput were timed with different numbers of torch threads (speed_threads): "
                        "compare them between models timed alike (OMP_NUM_THREADS sets the count)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -352,7 +353,7 @@ def _report(db: str, *args: str) -> dict[str, dict]:
     return {"classes": data["classes"], "plots": data.get("plots", []), **{s["name"]: s for s in data["stages"]}}
 
 
-def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(trained, tmp_path):
+def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(trained, tmp_path, monkeypatch):
     """After label edits (6 train labels flipped, a dev sample relabeled, another dropped), every model
     stage still shows its figures with the confusion matrix of the labels its metrics used; a stage
     run after the edits uses the new labels without the dropped sample. Detect flags the flips, and
@@ -432,6 +433,17 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
     assert set(broken[0]) == set(one[0]) and broken[0]["test_accuracy"] is None  # a model row's keys, no figures
     piped = kd("report", "--compare", "r", "bare", "--db", db).stdout  # not a terminal: nothing cut to 80 columns
     assert "…" not in piped and "no succeeded model" in piped and "throughput_samples_per_s" in piped
+    # an 80-column terminal: a row a figure, a column a model (a row a model was ~250 columns, every line wrapped)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # (rich's own switch: a terminal, as a user's)
+    screen = re.sub(r"\x1b\[[0-9;]*m", "", kd("report", "--compare", "r", "bare", "--db", db).stdout).splitlines()
+    assert max(map(len, screen)) <= 80, "\n".join(screen)
+    header = next(line for line in screen if "figure" in line)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == ["figure", *(f"r/{r['stage']}" for r in one), "bare/-"]
+    accuracy = next(line for line in screen if line.startswith("│ test_accuracy "))
+    assert [c.strip() for c in accuracy.split("│")[2:-1]] == [f"{r['test_accuracy']:.4f}" for r in one] + [""]
+    assert "note: bare/-: no succeeded model" in screen
+    assert f"model: r/teach: {one[0]['model']}" in screen  # (a directory: below the table, not a column as wide)
     assert "…" not in kd("runs", "--db", db).stdout
     assert "go with --compare" in kd("report", "r", "--db", db, ok=False).stderr
     assert "needs the runs" in kd("report", "--compare", "--db", db, ok=False).stderr
