@@ -111,6 +111,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         warn(f"{unscored} unlabeled text{'s' * many} {'have' if many else 'has'} no teacher logits and {'were' if many else 'was'} left out: run {fix} first")
     cut = _cut_share(stage)
     splits = (stage["config"] or {}).get("splits") or ["train"]  # (a teacher of --split dev: not "train texts")
+    if stage["metrics"].get("all", {}).get("dev_samples"):  # (dev judged: --where/--label selected no dev row to learn)
+        splits = [s for s in splits if s != "dev"] or splits
     texts = {"pretrain": "texts", "distill": "texts it learned from"}.get(stage["kind"], f"{'/'.join(splits)} texts it learned from" if splits != ["train"] else "train texts")
     if cut is not None and cut >= CUT_WARN_SHARE:
         warn(f"{_cut_shown(cut)} of the {texts} are longer than --max-len {stage['config'].get('max_len')} tokens "
@@ -256,7 +258,7 @@ def _kept_line(stage: dict) -> str | None:
     if config.get("student") == "early-exit":  # (accuracy tied, at a speed no text exits at: its tie-breakers chose)
         why = _early_exit_judge(stage["history"], int(best)) or f"the best {judge}"
     else:
-        why = f"the best {judge}"
+        why = _tie_judge(stage["history"], int(best), unit) or f"the best {judge}"
     if trained < planned and not any(k.endswith("diverged_epoch") for k in learned):  # (a divergence is warned of above)
         return (f"kept {unit} {int(best)} ({why}): --patience {config.get('patience')} stopped the training "
                 f"after {int(trained)} of its {planned} {unit}s")
@@ -281,6 +283,29 @@ def _early_exit_judge(history: list[dict], best: int) -> str | None:
     return "the best agreement with the full model: the epochs tied on dev accuracy"
 
 
+def _dev_tied(history: list[dict], best: int, tag: str = "") -> list[float] | None:
+    """The dev losses of the other epochs (or steps) whose dev macro-F1 ties ``best``'s (BestCheckpoint then kept the
+    lower dev loss), with ``best``'s first; ``None`` where none ties or the history lacks them."""
+    dev: dict[int, dict[str, float]] = {}
+    for h in history:
+        if h["split"] == "dev" and h["name"] in (f"{tag}macro_f1", f"{tag}loss") and h["step"] is not None:
+            dev.setdefault(int(h["step"]), {})[h["name"][len(tag):]] = h["value"]
+    kept = dev.get(best, {})
+    tied = [m.get("loss") for e, m in dev.items() if e != best and "macro_f1" in kept and m.get("macro_f1") == kept["macro_f1"]]
+    return [kept.get("loss"), *tied] if tied else None
+
+
+def _tie_judge(history: list[dict], best: int, unit: str) -> str | None:
+    """What chose the kept epoch where its dev macro-F1 tied another's: the lower dev loss, or on a tie of both the
+    earlier; ``None`` where macro-F1 alone did (the summary said "the best dev macro-F1" of three epochs at 0.3103)."""
+    losses = _dev_tied(history, best)
+    if losses is None:
+        return None
+    if losses[0] is not None and any(loss == losses[0] for loss in losses[1:]):
+        return f"the first of the {unit}s tied on dev macro-F1 and dev loss"
+    return f"the lowest dev loss of the {unit}s tied on dev macro-F1"
+
+
 def _folds_kept_line(stage: dict, unit: str, judge: str, planned: int) -> str | None:
     """``_kept_line`` of a --folds model: the epoch (or step) each fold kept, where one is not the last planned."""
     learned = stage["metrics"].get("all") or {}
@@ -297,7 +322,9 @@ def _folds_kept_line(stage: dict, unit: str, judge: str, planned: int) -> str | 
     stopped = [k for k, (_, trained) in sorted(kept.items()) if trained is not None and trained < planned]  # (planned 0: not known)
     said = f"; --patience {stage['config'].get('patience')} stopped {'fold' if len(stopped) == 1 else 'folds'} " \
            f"{', '.join(map(str, stopped))} before {planned} {unit}s" if stopped else ""
-    return f"each fold kept the {unit} of its best {judge} ({unit}s trained): {folds}{said}" if folds else None
+    tie = ", a tie going to the lower dev loss" if judge == "dev macro-F1" and any(
+        _dev_tied(stage["history"], best, f"fold{k}/") for k, (best, _) in kept.items()) else ""
+    return f"each fold kept the {unit} of its best {judge}{tie} ({unit}s trained): {folds}{said}" if folds else None
 
 
 UNK_WARN_SHARE = 0.02  # [UNK] tokens of a pre-training's texts: a warning, not just a figure

@@ -4026,6 +4026,28 @@ def test_the_summary_says_which_epoch_was_kept_and_when_patience_stopped_the_tra
     assert (said is None and "  kept " not in out.stdout) or f"  {said}\n" in out.stdout
 
 
+def test_the_summary_says_when_a_tie_of_dev_macro_f1_chose_the_epoch_kept():
+    """Epochs tied on dev macro-F1 (a small model answering the commonest class at every epoch) keep the one of the
+    lower dev loss: the summary said "kept epoch 2 of 3 (the best dev macro-F1)" of three epochs at the same 0.3103."""
+    from commands.train import _kept_line
+
+    def stage(best, f1, loss, *, tag=""):
+        history = [{"step": e, "split": "train", "name": f"{tag}loss", "value": 0.7} for e in range(1, len(f1) + 1)]
+        history += [{"step": e, "split": "dev", "name": f"{tag}{name}", "value": v}
+                    for name, values in (("macro_f1", f1), ("loss", loss)) for e, v in enumerate(values, 1)]
+        return {"kind": "teach", "config": {"epochs": len(f1), "patience": 5}, "history": history,
+                "metrics": {"all": {f"{tag}best_epoch": best}, "dev": {"accuracy": 0.45}}}
+
+    assert _kept_line(stage(2, [0.31, 0.31, 0.31], [0.698, 0.696, 0.697])) == \
+        "kept epoch 2 of 3 (the lowest dev loss of the epochs tied on dev macro-F1)"
+    assert _kept_line(stage(1, [0.31, 0.31], [0.695, 0.695])) == \
+        "kept epoch 1 of 2 (the first of the epochs tied on dev macro-F1 and dev loss)"
+    assert _kept_line(stage(2, [0.31, 0.62, 0.60], [0.70, 0.65, 0.60])) == "kept epoch 2 of 3 (the best dev macro-F1)"  # no tie
+    folds = stage(2, [0.31, 0.31, 0.31], [0.698, 0.696, 0.697], tag="fold0/")
+    assert _kept_line(folds) == ("each fold kept the epoch of its best dev macro-F1, a tie going to the lower dev loss "
+                                 "(epochs trained): fold 0 2 of 3")
+
+
 def test_distill_counts_the_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
     """A news-topic user's long texts were cut to a student's --max-len without a word (kd teach counts its own)."""
     from transformers import AutoTokenizer
@@ -4110,6 +4132,15 @@ def test_split_dev_with_a_where_that_selects_no_dev_row_keeps_dev_as_the_judge(s
     out = kd("teach", "--run", "wd", "--overwrite", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--where",
              "split = 'train'", "--epochs", "1", "--max-len", "32", "--db", db)
     assert "not held out" not in out.stdout and "  dev: accuracy" in out.stdout
+
+
+def test_split_dev_with_a_where_that_selects_no_dev_row_counts_train_texts_cut(sample_store, tiny_model):
+    """`--split train --split dev --where "split = 'train'"` learned from no dev text, yet its summary and warning
+    said "train/dev texts it learned from" were cut."""
+    out = kd("teach", "--run", "wd", "--model", str(tiny_model), "--split", "train", "--split", "dev", "--where", "split = 'train'",
+             "--epochs", "1", "--max-len", "4", "--db", str(sample_store))
+    assert "\n  train texts cut to --max-len 4 tokens: " in out.stdout and "train/dev" not in out.stdout
+    assert "of the train texts are longer than --max-len 4" in out.stderr and "train/dev" not in out.stderr
 
 
 def test_split_dev_whose_where_selects_dev_rows_of_other_labels_only_keeps_dev_as_the_judge(sample_store, tiny_model):
