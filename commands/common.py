@@ -344,7 +344,7 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path, sources: dict[str
     return out
 
 
-# the options that take a comma-separated list (distill --augment, --kernel-sizes; labels detect --method):
+# the options that take a comma-separated list (distill --augment, --kernel-sizes, --layer-map; labels detect --method):
 # a TOML array is theirs joined; for any other string option (db = ["a.db", "b.db"]) it is an error, not
 # one value "a.db,b.db" (ingest created that store)
 COMMA_SEPARATED = {"augment", "kernel_sizes", "methods", "layer_map"}

@@ -252,6 +252,24 @@ def test_readme_config_example_is_accepted(runner, tmp_path):
         assert result.exit_code == 1 and "no kd store at reviews.db" in result.output, (args, result.output)
 
 
+def test_readme_names_every_option_a_config_file_may_give_as_a_list(runner, tmp_path):
+    """README.md's Configuration section lists the comma-separated options a TOML array may give
+    (`augment`, `kernel-sizes`, `method`) and says any other takes a single value: `layer-map = [3, 7, 11]`
+    is taken too, and was not named."""
+    import re
+    from pathlib import Path
+
+    from commands.common import COMMA_SEPARATED
+
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").split())
+    named = re.search(r"a comma-separated one \(([^)]*)\) a string or a list", readme).group(1)
+    keys = {"methods": "method"}  # (the parameter's name → the option's, as a file writes it)
+    assert set(re.findall(r"`([a-z-]+)`", named)) == {keys.get(n, n.replace("_", "-")) for n in COMMA_SEPARATED}
+    (tmp_path / "kd.toml").write_text('[distill]\nstudent = "transformer"\nlayers = 2\nlayer-map = [0, 1]\n', encoding="utf-8")
+    result = runner.invoke(cli, ["distill", "--db", str(tmp_path / "none.db"), "--config", str(tmp_path / "kd.toml")])
+    assert result.exit_code == 1 and "no kd store at " in result.output, result.output
+
+
 def test_readme_layout_lists_every_folder_of_the_source_tree():
     """README.md's Layout table names each folder of the source tree, the wheel's packages and what
     MANIFEST.in grafts into the sdist (`docs/` and `.ci/` were missing), and each one it names exists."""
@@ -265,6 +283,24 @@ def test_readme_layout_lists_every_folder_of_the_source_tree():
     grafted = set(re.findall(r"^graft (\S+)$", (root / "MANIFEST.in").read_text(encoding="utf-8"), re.M))
     assert rows == grafted | {"kdstore", "commands", "migrations"}
     assert all((root / name).is_dir() for name in rows), rows
+
+
+def test_readme_layout_says_what_docs_holds():
+    """The Layout row of `docs/` named `BENCHMARKS.md` and its plots; the folder also holds each GPU
+    sitting's raw files (`docs/gpu-2026-12-04/`: JSON, logs, the GPU's description), which the page cites."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    row = re.search(r"^\| `docs/` \| (.*) \|$", readme, re.M).group(1)
+    for entry in (root / "docs").iterdir():
+        if entry.is_dir():
+            assert re.fullmatch(r"gpu-\d{4}-\d\d-\d\d[a-z]?", entry.name) and "`gpu-DATE/`" in row, (entry.name, row)
+        elif entry.suffix == ".png":
+            assert "plots" in row, row
+        else:
+            assert f"`{entry.name}`" in row, (entry.name, row)
 
 
 def test_readme_does_not_call_the_benchmark_page_protocol_figures_it_lacks():
