@@ -395,6 +395,12 @@ class KdPath(click.Path):
                 raise click.ClickException(f"{param.human_readable_name} is empty: give {what}")
             name = next((o for o in getattr(param, "opts", ()) if o.startswith("--")), "the path")
             raise click.ClickException(f"{name} is empty: give {what}, or omit {name}")
+        if (isinstance(value, str) and ctx is not None and param is not None and param.param_type_name == "option"
+                and value in {o for p in ctx.command.params for o in getattr(p, "opts", ())}):
+            # (`kd report --plot --db kd.db`: the folder taken was "--db", and the store's path was refused as a run id)
+            what = "a folder" if not self.file_okay else "a file name" if not self.dir_okay else "a path"
+            name = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            raise click.UsageError(f"{name} takes {what}, and the next word is the option {value}: write {name} PATH", ctx)
         return super().convert(os.path.expanduser(value) if isinstance(value, str) else value, param, ctx)
 
 

@@ -218,6 +218,16 @@ def test_an_empty_path_is_refused_not_taken_for_the_default(runner, tmp_path, ar
     assert not db.exists()
 
 
+@pytest.mark.parametrize("args", [["report", "--plot"], ["export", "--out"], ["classes", "--export"]])
+def test_a_path_option_left_without_its_value_names_it(runner, tmp_path, args):
+    """`kd report --plot --db kd.db` took "--db" for the charts' folder, then refused the store's path as a
+    run id ("run id 'kd.db' is not valid"): the option missing its value is named."""
+    db = tmp_path / "kd.db"
+    result = runner.invoke(cli, [*args, "--db", str(db)])
+    assert result.exit_code == 2 and f"Error: {args[-1]} takes a " in result.output, result.output
+    assert "the next word is the option --db" in result.output and not db.exists()
+
+
 def _all_examples(runner) -> list[list[str]]:
     commands = [args for path in [()] + COMMANDS for args in _example_commands(runner.invoke(cli, [*path, "--help"]).output)]
     return commands + _doc_commands()
