@@ -504,7 +504,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     if cfg.augment:
         recipe = Recipe(methods=cfg.augment, n=cfg.augment_n, seed=cfg.seed, p_mask=cfg.p_mask, p_pos=cfg.p_pos,
                         p_ngram=cfg.p_ngram, unk=tokenizer.unk_token or UNK)
-        augmented, added = dist.broadcast_object(ensure_augmented(store, recipe) if dist.is_main else None)
+        augmented, added = dist.broadcast_object(ensure_augmented(store, recipe) if dist.is_main else None, patient=True)
         add_metrics(stage.id, "all", {"augmented_added": added})
         made = dist.broadcast_object(store.samples(splits=["unlabeled"], augmented=augmented).ids if dist.is_main else None)
         for run in teacher_runs:  # the teachers score the recipe's texts once; later runs reuse the logits

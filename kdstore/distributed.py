@@ -45,6 +45,11 @@ T = TypeVar("T")
 # How long a rank waits in a collective (a barrier while another rank saves, scores or fails)
 # before the group gives up with an error; scoring shards are balanced, so waits are short.
 TIMEOUT = dt.timedelta(minutes=30)
+# How long the other ranks wait for work rank 0 does alone (``broadcast_object(..., patient=True)``: the texts
+# `kd distill --augment` makes, 8 ms a train text at --augment-n 20, half an hour for 250,000 of them); a rank
+# that is gone is still noticed at once (its connection closes).
+PATIENT_TIMEOUT = dt.timedelta(days=7)
+PATIENT: dict[str, Any] = {}  # the process group of those waits (gloo, PATIENT_TIMEOUT), made as the group starts
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Dist:
         except ValueError as exc:  # env:// without MASTER_ADDR/MASTER_PORT: WORLD_SIZE set, but by no launcher
             raise KdError(f"WORLD_SIZE is {self.world}, but the process group cannot start ({_one_line(exc)}): "
                           "run kd under torchrun, or unset WORLD_SIZE") from None
+        PATIENT["group"] = torch.distributed.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
         signal.signal(signal.SIGTERM, _raise_on_sigterm)
         SET_UP.clear()
         _stop_with_launcher()
@@ -114,6 +120,7 @@ class Dist:
         ("terminate called without an active exception"), so the GIL is given up for a moment."""
         if self.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+            PATIENT.clear()
             time.sleep(0.1)
 
     # collectives -------------------------------------------------------------------------
@@ -139,12 +146,13 @@ class Dist:
         if self.active:
             torch.distributed.barrier()
 
-    def broadcast_object(self, obj: T) -> T:
-        """Rank 0's ``obj`` on every rank (the others pass anything, e.g. ``None``)."""
+    def broadcast_object(self, obj: T, *, patient: bool = False) -> T:
+        """Rank 0's ``obj`` on every rank (the others pass anything, e.g. ``None``); ``patient``: the
+        others may wait longer than ``TIMEOUT`` for it (``PATIENT_TIMEOUT``)."""
         if not self.active:
             return obj
         box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
+        torch.distributed.broadcast_object_list(box, src=0, group=PATIENT.get("group") if patient else None)
         return box[0]
 
     def all_gather_object(self, obj: Any) -> list[Any]:

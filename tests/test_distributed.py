@@ -942,6 +942,32 @@ def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
         assert metrics_of(two, s2.id)["best_step"] == metrics_of(one, s1.id)["best_step"]
 
 
+def test_augmenting_longer_than_the_collective_timeout_does_not_fail_the_other_rank(taught, tmp_path):
+    """`--augment` texts are made by rank 0 alone (8 ms a train text at --augment-n 20: half an hour for
+    a quarter of a million) while the other ranks wait for them: they waited in a collective bound by the
+    group's 30-minute timeout, and the stage failed with gloo's "Timed out waiting 1800000ms for recv".
+    Here the group's timeout is cut to 4 s and rank 0's augmenting takes 8 s longer."""
+    db = copy_store(taught["one"], tmp_path / "store")
+    wrapper = tmp_path / "slow_augment.py"
+    wrapper.write_text(
+        "import datetime, os, time\n"
+        "import kdstore.distributed\n"
+        "kdstore.distributed.TIMEOUT = datetime.timedelta(seconds=4)\n"
+        "if os.environ.get('RANK') == '0':\n"
+        "    import kdstore.distill\n"
+        "    made = kdstore.distill.ensure_augmented\n"
+        "    def slow(*args, **kwargs):\n"
+        "        time.sleep(8)\n"
+        "        return made(*args, **kwargs)\n"
+        "    kdstore.distill.ensure_augmented = slow\n"
+        "from commands.cli import main\nmain()\n", encoding="utf-8")
+    done = torchrun("distill", "--run", "r", *DISTILL, "--epochs", "1", "--augment", "mask", "--augment-n", "1", "--name", "slow",
+                    "--db", str(db), script=wrapper)
+    stage = stage_of(db, "r", "slow")
+    assert (stage.status, stage.error) == ("succeeded", None)
+    assert error_lines(done) == [], done.stderr[-3000:]
+
+
 def test_two_processes_distill_a_transformer_with_intermediate_losses_without_ddp_noise(taught, tmp_path):
     """The intermediate losses train through DDP as in one process. DDP searched every step for unused
     parameters (``find_unused_parameters``) where none can be: each rank printed torch's warning that it
