@@ -431,9 +431,14 @@ def _refuse_swapped_columns(body, text_i: int, label_i: int, width: int, name: s
     rows = [fields for _, fields in body if len(fields) == width]
     labels = {fields[label_i].strip() for fields in rows}
     texts = {fields[text_i].strip() for fields in rows}
-    if len(labels) >= MIN_SWAPPED_LABELS and len(labels) > 2 * len(texts):
+    # (or "texts" that are all whole numbers, but for a header's, under many different "labels": a text<TAB>id
+    # pool, whose reviews --split unlabeled dropped as the labels, the pool left holding the ids)
+    number = re.compile(r"[0-9]+").fullmatch
+    ids = len(rows) > 1 and all(number(fields[text_i].strip()) for fields in rows[1:]) and not all(number(label) for label in labels)
+    if len(labels) >= MIN_SWAPPED_LABELS and (len(labels) > 2 * len(texts) or ids):
         first = [f.strip() for f in body[0][1]] if body and len(body[0][1]) == width else []
-        if first and first[label_i] != first[text_i] and sum(fields[text_i].strip() == first[text_i] for fields in rows) == 1:
+        if first and first[label_i] != first[text_i] and sum(fields[text_i].strip() == first[text_i] for fields in rows) == 1 \
+                and not number(first[text_i]):
             # its "class" on line 1 is on no other line: a header kd does not know (内容,类别), which the
             # indexes would ingest as a sample of a class of its own; the names read it as the header
             fix = f"give --text-col {shlex.quote(first[label_i])} --label-col {shlex.quote(first[text_i])} (line {first_line} " \
@@ -442,7 +447,7 @@ def _refuse_swapped_columns(body, text_i: int, label_i: int, width: int, name: s
             fix = f"give --text-col {label_i} --label-col {text_i} (or, if line {first_line} names the columns, their names)"
         raise KdError(
             f"{name}: line {first_line}: field 'label': column {label_i} read as the labels holds {len(labels)} different values "
-            f"for {len(texts)} different texts in column {text_i}: the columns look swapped (two columns are read as "
+            f"for {len(texts)} different texts in column {text_i}{', whole numbers (ids?)' if ids else ''}: the columns look swapped (two columns are read as "
             f"label, then text); {fix}"
         )
 

@@ -2177,6 +2177,28 @@ def test_a_text_then_label_file_read_by_the_default_columns_is_refused_not_turne
     assert sorted({(r["text"], r["label"]) for r in read_samples()}) == sorted(set(rows))
 
 
+def test_a_headerless_text_then_id_pool_is_refused_not_stored_as_its_ids(invoke, write_file, db, read_samples, error_line):
+    """A headerless pool of reviews and their ids (text<TAB>id) was read as label, text: with
+    --split unlabeled the reviews were dropped as the labels and the pool was 40 numbers, exit 0 (as
+    many different ids as texts, so the swapped-columns check let it by). A text column of numbers
+    only under a label column of many different values is refused; the indexes read it."""
+    reviews = [f"第{i}条评论：房间干净，服务周到" for i in range(40)]
+    write_file("pool.tsv", "".join(f"{text}\t{100000 + i}\n" for i, text in enumerate(reviews)))
+    line = error_line(invoke(["ingest", "pool.tsv", "--split", "unlabeled"], ok=False))
+    assert line.startswith("Error: pool.tsv: line 1: field 'label': column 0 read as the labels holds 40 different values") \
+        and "in column 1, whole numbers (ids?): the columns look swapped" in line \
+        and line.endswith("give --text-col 0 --label-col 1 (or, if line 1 names the columns, their names)"), line
+    assert not store_exists(db)
+    write_file("named.tsv", "评论\t编号\n" + "".join(f"{text}\t{100000 + i}\n" for i, text in enumerate(reviews)))
+    line = error_line(invoke(["ingest", "named.tsv", "--split", "unlabeled"], ok=False))
+    assert "whole numbers (ids?)" in line and "give --text-col '评论' --label-col '编号' (line 1 looks like a header" in line, line
+    invoke(["ingest", "pool.tsv", "--split", "unlabeled", "--text-col", "0", "--label-col", "1"])
+    assert sorted(r["text"] for r in read_samples()) == sorted(reviews)
+    # a pool under a label column of star ratings (numbers as labels, not as texts) still reads by the default columns
+    write_file("rated.tsv", "".join(f"{i % 5 + 1}\t第{i}条评分评论\n" for i in range(40)))
+    invoke(["ingest", "rated.tsv", "--split", "unlabeled"])
+
+
 def test_parse_a_few_conflicting_rows_are_no_swapped_columns():
     """The refusal of swapped columns needs many labels: a small file with one text labeled twice reads."""
     records = parse("pos\t好\nneg\t好\n".encode(), "c.tsv", IngestOptions())
