@@ -16,6 +16,7 @@ from rich.text import Text
 from kdstore.deletion import delete_stages
 from kdstore.plots import write_plots
 from kdstore.report import compare, other_classes, run_report, runs_overview
+from kdstore.store import moved_store_advice
 
 from .common import CONFIG_ERROR, KdPath, console, json_option, open_store, print_json, resolve_runs, run_option, store_options
 
@@ -296,8 +297,11 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             out.print(f"  error: {one_line(st['error'])}", markup=False)
         if st["artifact_found"] is False:  # (its figures stand; predict, export and a student's --init need the folder)
             host = f" ({st['host']})" if st["host"] else ""
+            # (as kd predict says it: where this store looks for it, when that is not where it was recorded)
+            where = moved_store_advice(store.artifact_root / data["run"] / st["name"], st["artifact_path"])
+            where = where and f"; {where}"
             out.print(f"  model folder not found here: {st['artifact_path']}: deleted or moved by hand, or on the disk of "
-                      f"the machine that trained it{host}", markup=False)
+                      f"the machine that trained it{host}{where}", markup=False)
         shown = {k: v for k, v in ((k, _config_value(v)) for k, v in st["config"].items())
                  if v is not _HIDDEN and k not in _TEXT_HIDDEN}
         if shown:

@@ -637,12 +637,17 @@ def _folder_part(name: str) -> str:
 def missing_model(stage: Stage) -> KdError:
     """The one-line error for a stage whose model is gone from its recorded path (and from this
     store's ``kd-artifacts/STORE/RUN/STAGE``): where kd looks for it, to move it there."""
-    home = getattr(stage, "artifact_home", None)
-    # (a --folds teacher's or fold students' recorded path is the RUN/STAGE folder itself: no other place to name)
-    elsewhere = home and stage.artifact_path and Path(home).resolve() not in (Path(stage.artifact_path), *Path(stage.artifact_path).parents)
-    where = (f": a store moved or renamed finds its models in {home} (kd-artifacts/STORE beside the store file, "
-             "or KD_ARTIFACTS): move them there") if elsewhere else ""
-    return KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}{where}")
+    where = moved_store_advice(getattr(stage, "artifact_home", None), stage.artifact_path)
+    return KdError(f"the model of stage {stage.name!r} is missing from {stage.artifact_path}{where and ': ' + where}")
+
+
+def moved_store_advice(home, recorded: str | None) -> str:
+    """Where a store looks for a stage's model (``home``, its ``kd-artifacts/STORE/RUN/STAGE``) and to move it there,
+    when that is not where the model was recorded (``recorded``); else ``""``. (A --folds teacher's or fold students'
+    recorded path is the RUN/STAGE folder itself: no other place to name.)"""
+    if not home or not recorded or Path(home).resolve() in (Path(recorded), *Path(recorded).parents):
+        return ""
+    return f"a store moved or renamed finds its models in {home} (kd-artifacts/STORE beside the store file, or KD_ARTIFACTS): move them there"
 
 
 # the command that makes a stage of each kind another command reads

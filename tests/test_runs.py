@@ -1601,6 +1601,23 @@ def test_a_store_moved_with_its_model_folder_finds_its_models(tmp_path):
 
 
 @pytest.mark.sqlite_only
+def test_report_of_a_store_moved_without_its_models_says_where_they_go(tmp_path, invoke, monkeypatch):
+    """`kd report` on a store moved without its kd-artifacts folder said only "model folder not found
+    here: OLD: deleted or moved by hand", where `kd predict` said where kd looks for it: move it there."""
+    monkeypatch.delenv("KD_ARTIFACTS", raising=False)
+    old, new = tmp_path / "数据 集", tmp_path / "新 家"
+    old.mkdir()
+    _store_with_models(old / "k d.db", ("teach",))
+    new.mkdir()
+    (old / "k d.db").rename(new / "k d.db")  # the store alone: its models stay behind, then go
+    shutil.rmtree(old / "kd-artifacts")
+    out = invoke(["report", "--run", "r1"], db=new / "k d.db").stdout
+    assert "model folder not found here" in out
+    assert f"finds its models in {new / 'kd-artifacts' / 'k d.db' / 'r1' / 'teach'} (kd-artifacts/STORE" in out, out
+    assert out.count("move them there") == 1
+
+
+@pytest.mark.sqlite_only
 def test_a_model_recorded_as_its_stage_folder_and_deleted_is_not_told_to_move_there(tmp_path):
     """A `--folds` teacher or fold students record the RUN/STAGE folder itself: deleted by hand, the
     error said "missing from F: a store moved or renamed finds its models in F: move them there", F twice."""
