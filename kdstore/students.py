@@ -227,9 +227,7 @@ class BiRNN(nn.Module):
         x = self.embed(input_ids)
         lengths = attention_mask.sum(1).clamp(min=1)
         if bool((lengths == x.shape[1]).all()):  # every row full (texts cut to --max-len): one pass reads them all
-            _, state = self.rnn(x)
-            h = state[0] if isinstance(state, tuple) else state  # (2, B, H)
-            return self.mlp(torch.cat([h[0], h[1]], dim=1))
+            return self._read_final(self.rnn(x)[1])
         if x.is_cuda:  # cuDNN reads packed rows as they are
             return self.packed(x, lengths)
         last = (lengths - 1).view(-1, 1)
@@ -254,8 +252,10 @@ class BiRNN(nn.Module):
 
     def packed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The logits of the embedded rows ``x`` read through packed sequences (the CPU's path gives the same)."""
-        x = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(x)
+        return self._read_final(self.rnn(nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False))[1])
+
+    def _read_final(self, state) -> torch.Tensor:
+        """The logits of the RNN's final states (``h_n``, or an LSTM's ``(h_n, c_n)``: (2, B, H), a direction each)."""
         h = state[0] if isinstance(state, tuple) else state
         return self.mlp(torch.cat([h[0], h[1]], dim=1))
 
