@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
@@ -116,6 +117,11 @@ def shown(value: float, fmt: str, target: float, *, at_most: bool = False) -> st
         if meets(number, target, at_most=at_most) == ok:
             break
     return text
+
+
+def spread(values: list[float]) -> dict:
+    """A timing's figures over its rounds: the median, with the min and max."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def commit_words(info: dict) -> str:

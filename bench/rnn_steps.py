@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info  # noqa: E402
+from bench.common import command_words, commit_words, machine_info, spread  # noqa: E402
 
 VOCAB = 21128  # kd pretrain's default vocabulary size (and bert-base-chinese's)
 FORMS = ("unpacked (kd)", "packed (before)")
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "threads": torch.get_num_threads(),
         "rows": [{"kind": k, "length": L, "batch": b,
-                  **{f: {"median": statistics.median(v), "min": min(v), "max": max(v), "rounds": v} for f, v in s.items()}}
+                  **{f: {**spread(v), "rounds": v} for f, v in s.items()}}
                  for (k, L, b), s in seconds.items()],
         "machine": machine_info(),
         "command": "python bench/rnn_steps.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -139,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(res: dict) -> str:
     m = res["machine"]
     lines = [
-        f"- **Command:** `{res['command']}`",
-        f"- **Commit:** `{m['commit']}`" + (" (with uncommitted changes in kdstore/, migrations/, commands/ or bench/)" if m.get("kdstore_dirty") else ""),
+        f"- **Command:** {command_words(res['command'])}",
+        f"- **Commit:** {commit_words(m)}",
         f"- **Machine:** {m['cpu']}, {m['cores']} cores, torch {m.get('torch')} ({res['threads']} threads)",
         f"- **Step:** forward, soft cross entropy, backward, AdamW; {res['batch_size']} rows a batch; "
         f"median of {res['repeats']} rounds (min-max); both forms gave the same logits.",

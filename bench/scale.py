@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, meets, shown, shared_dir  # noqa: E402
+from bench.common import machine_info, meets, shown, shared_dir, spread  # noqa: E402
 from bench.ingest import _peak_mib, _reset_peak, _rss_mib, build_pool  # noqa: E402
 
 RUN = "scale"
@@ -251,10 +251,6 @@ def _copy_store(src: str, dst: str) -> None:
 
 
 # reporting ----------------------------------------------------------------------------------------------
-def _spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def summarize(runs: list[dict]) -> dict:
     out = {}
     parts = {s: [r[s] for r in runs] for s in STEPS}
@@ -262,7 +258,7 @@ def summarize(runs: list[dict]) -> dict:
     for step, xs in parts.items():
         rows = xs[0]["rows"]
         secs = [x["seconds"] for x in xs]
-        s = {"rows": rows, "seconds": _spread(secs), "rows_per_s": _spread([rows / t for t in secs]),
+        s = {"rows": rows, "seconds": spread(secs), "rows_per_s": spread([rows / t for t in secs]),
              "peak_rss_mib_max": max(x["peak_rss_mib"] for x in xs),
              "start_rss_mib_median": statistics.median(x["start_rss_mib"] for x in xs)}
         gpu = [x["gpu_peak_mib"] for x in xs if x.get("gpu_peak_mib") is not None]
@@ -270,8 +266,8 @@ def summarize(runs: list[dict]) -> dict:
             s["gpu_peak_mib_max"] = max(gpu)
         if step == "distill":
             epoch = [x["train_seconds"] for x in xs]
-            s["train_seconds"] = _spread(epoch)
-            s["epoch_rows_per_s"] = _spread([rows / t for t in epoch])
+            s["train_seconds"] = spread(epoch)
+            s["epoch_rows_per_s"] = spread([rows / t for t in epoch])
             s["pool_samples"], s["train_samples"] = xs[0]["pool_samples"], xs[0]["train_samples"]
         if step == "tokenize":
             s["mean_tokens"] = xs[0]["mean_tokens"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, meets, shared_dir, shown  # noqa: E402
+from bench.common import machine_info, meets, shared_dir, shown, spread  # noqa: E402
 
 TARGET_S = 3.0  # B5: per-character tokenization of 500k texts, 17-21 s in the reference tool
 
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_len": args.max_len,
         "mean_tokens": float(lengths.mean()),
         "identical_ids": True,
-        "seconds": {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "rounds": v} for k, v in seconds.items()},
+        "seconds": {k: {**spread(v), "rounds": v} for k, v in seconds.items()},
         "machine": machine_info(),
         "command": "python bench/tokenization.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }

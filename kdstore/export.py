@@ -60,7 +60,7 @@ from .serving import (
     sha256_file,
 )
 from .store import Store
-from .students import SIZES
+from .students import SIZES, reversed_within_length
 
 FORMATS = tuple(MODEL_FILES)
 TOLERANCE = 1e-3  # largest |logit difference| between the export and the PyTorch model that is accepted
@@ -112,11 +112,8 @@ class UnpackedBiRNN(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x = self.embed(input_ids)  # (B, L, E)
         last = (attention_mask.sum(1).clamp(min=1) - 1).view(-1, 1)  # (B, 1) index of the last real token
-        pos = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
-        rev = torch.where(pos <= last, last - pos, pos)  # each row reversed within its length
-        x_rev = torch.gather(x, 1, rev.unsqueeze(-1).expand(-1, -1, x.shape[2]))
         out_f, _ = self.fwd(x)
-        out_b, _ = self.bwd(x_rev)
+        out_b, _ = self.bwd(reversed_within_length(x, last))
         at = last.unsqueeze(-1).expand(-1, 1, out_f.shape[2])
         h_f = torch.gather(out_f, 1, at).squeeze(1)
         h_b = torch.gather(out_b, 1, at).squeeze(1)

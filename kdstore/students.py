@@ -230,14 +230,10 @@ class BiRNN(nn.Module):
             return self._read_final(self.rnn(x)[1])
         if x.is_cuda:  # cuDNN reads packed rows as they are
             return self.packed(x, lengths)
-        last = (lengths - 1).view(-1, 1)
-        pos = torch.arange(x.shape[1], device=x.device).view(1, -1)
-        flipped = torch.where(pos <= last, last - pos, pos)  # each row's tokens last to first, its padding after them
-        x_rev = torch.gather(x, 1, flipped.unsqueeze(-1).expand(-1, -1, x.shape[2]))
         rows = torch.arange(x.shape[0], device=x.device)
         # each direction once, with its own weights (a bidirectional pass over each form ran both directions twice)
         h_f = self._one_direction(x, "")[rows, lengths - 1]
-        h_b = self._one_direction(x_rev, "_reverse")[rows, lengths - 1]
+        h_b = self._one_direction(reversed_within_length(x, (lengths - 1).view(-1, 1)), "_reverse")[rows, lengths - 1]
         return self.mlp(torch.cat([h_f, h_b], dim=1))
 
     def _one_direction(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
@@ -258,6 +254,14 @@ class BiRNN(nn.Module):
         """The logits of the RNN's final states (``h_n``, or an LSTM's ``(h_n, c_n)``: (2, B, H), a direction each)."""
         h = state[0] if isinstance(state, tuple) else state
         return self.mlp(torch.cat([h[0], h[1]], dim=1))
+
+
+def reversed_within_length(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, L, E) with each row's tokens up to ``last`` (B, 1: the index of its last real token) last to first,
+    its padding after them as it was: the backward direction read left to right, never after padding."""
+    pos = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    flipped = torch.where(pos <= last, last - pos, pos)
+    return torch.gather(x, 1, flipped.unsqueeze(-1).expand(-1, -1, x.shape[2]))
 
 
 class TransformerStudent(nn.Module):
