@@ -151,8 +151,12 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         # (a pool none of whose texts the teacher scored is the warning above's: "no unlabeled pool" would be untrue)
         # (with --augment it learned from the augmented texts too: "alone" would say otherwise)
         learned = "and the augmented texts" if stage["metrics"].get("all", {}).get("augmented_samples") else "alone"
-        warn(f"--unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
-             f"samples {learned} (`kd ingest FILE --split unlabeled` adds one)")
+        if stage["config"].get("where"):  # (the store may have a pool: none of it matched)
+            warn(f"--unlabeled, but --where {stage['config']['where']!r} selects no unlabeled sample: the student learned "
+                 f"from the labeled samples {learned}")
+        else:
+            warn(f"--unlabeled, but the store has no unlabeled pool: the student learned from the labeled "
+                 f"samples {learned} (`kd ingest FILE --split unlabeled` adds one)")
     config, learned = stage["config"], stage["metrics"].get("all", {})
     pool, made = int(learned.get("pool_samples") or 0), int(learned.get("augmented_samples") or 0)
     if stage["kind"] == "distill" and config.get("hard_weight") is not None and pool + made and \
@@ -172,10 +176,11 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     click.echo(f"run {run}: stage {stage_name} {stage['status']} in {stage['duration_s']:.1f} s")
     if stage["artifact_path"]:
         click.echo(f"  model: {stage['artifact_path']}")
-    if stage["kind"] == "distill" and learned.get("train_samples") is not None and pool + made:
-        # what the student learned from, where the pool or --augment added texts (said by --json and kd report alone)
+    if stage["kind"] == "distill" and learned.get("train_samples") is not None and (pool + made or config.get("where")):
+        # what the student learned from, where the pool or --augment added texts or --where chose them (said by --json and kd report alone)
         parts = [f"{int(learned['train_samples']):,} labeled", f"{pool:,} unlabeled" if pool else "", f"{made:,} augmented" if made else ""]
-        click.echo(f"  learned from {', '.join(p for p in parts if p)} texts")
+        chosen = " that --where selects" if config.get("where") else ""
+        click.echo(f"  learned from {', '.join(p for p in parts if p)} texts{chosen}")
     for split in ("dev", "test"):
         m = stage["metrics"].get(split)
         if m:
@@ -595,11 +600,8 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                                    + _file_note(click.get_current_context(), "--logits-only"))
         if batch_size < 1:  # (a negative one scored nothing and stored zero logits)
             raise click.BadParameter("must be at least 1", param_hint="--batch-size")
-    elif where and where.strip():  # (an empty one is TeachConfig.validate's to refuse)
-        store.samples(where=where, limit=0)  # a --where SQL cannot run: refused before a stage (and a run) is on record
-        note = label_id_note(where, store.class_names())
-        if note:
-            _warn(note)
+    else:
+        _check_where_runs(store, where)
     with process_group(device) as dist:
         if logits_only:
             scoring = {"batch_size": batch_size} if _options_given(("batch_size",)) else {}
@@ -924,6 +926,7 @@ def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True,
               help="KL divergence or soft cross entropy on the softened distributions (× T²), or MSE on the logits (Tang et al.).")
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
+@click.option("--where", help="SQL condition on the samples selecting the train and pool rows learned from, e.g. \"source = 'a.tsv'\" (all of dev still judges, every sample is still scored; --augment texts go with their train rows).")
 @click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only).")
 @click.option("--augment-n", type=int, default=4, show_default=True, help="Augmented variants made per train text, at most (1 to 1000; a variant equal to its text or to another is not kept). Each --seed makes its own set, stored and scored once.")
 @click.option("--p-mask", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word becomes the teacher tokenizer's unknown token ([UNK], <unk>, ...).")
@@ -972,7 +975,7 @@ def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
 @store_options
 @json_option
 def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha, alpha_end, hard_weight, hard_weight_end, temperature, temperature_end,
-            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, grad_accum, max_len, patience, eval_every, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, student_model, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, matches, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
+            temperature_schedule, temperature_beta, temperature_gamma, probability_shift, class_weight, init_embeddings, soft_loss, unlabeled, where, augment, augment_n, p_mask, p_pos, p_ngram, epochs, lr, lr_schedule, warmup, batch_size, grad_accum, max_len, patience, eval_every, embed_dim, kernel_sizes, num_filters, hidden, dropout, layers, folds, width, student_model, init_from_teacher, layer_map, hidden_mse, hidden_cos, pkd, attention_kl, attention_mse, fsp, nst, value_relation, qk_relation, matches, relation_heads, speed, max_loss, uncertainty, branch_dim, pooling, stage_name, seed, device, overwrite, db, as_json):
     """Train a small student from the teacher logits in the store.
 
     \b
@@ -990,6 +993,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
       kd distill --run r1 --student transformer --layers 3 --match hidden_mse:emb:emb --match hidden_mse:2:11 --match attention_kl:2:11:0.5
       kd distill --run r1 --eval-every 500 --patience 5   # a big pool: dev scored every 500 steps
       kd distill --run r1 --folds 5 --name votes   # out-of-fold students for kd labels detect --student-votes votes
+      kd distill --run r1 --where "source = 'shop.tsv'" --name shop   # a student of one source's rows
       kd distill --run r1 --student early-exit --speed 0.3   # FastBERT self-distillation
       kd distill --run r1 --student early-exit --max-loss 0.5   # the fastest speed within 0.5 pt on dev
       torchrun --nproc-per-node 4 --no-python kd -- distill --run r1 --student bigru   # 4 GPUs (not early-exit)
@@ -1002,7 +1006,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
             raise click.UsageError(f"{', '.join(ignored)}: for students, not --student early-exit (its branches copy the teacher at one --temperature)"
                                    + _file_note(click.get_current_context(), "--student"))  # (a file's student, never typed, is named with the file)
         _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
-                            temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
+                            temperature, unlabeled, where, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
         return
     ignored = _options_given(EARLY_EXIT_ONLY)
     if ignored:
@@ -1040,7 +1044,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         temperature=temperature, temperature_end=temperature_end,
         temperature_schedule=temperature_schedule, temperature_beta=temperature_beta, temperature_gamma=temperature_gamma,
         probability_shift=probability_shift, class_weight=class_weight,
-        init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled,
+        init_embeddings=init_embeddings, soft_loss=soft_loss, unlabeled=unlabeled, where=where,
         augment=tuple(dict.fromkeys(m.strip() for m in augment.split(",") if m.strip())), augment_n=augment_n,  # (one typed twice: once)
         p_mask=p_mask, p_pos=p_pos, p_ngram=p_ngram, epochs=epochs, lr=lr, lr_schedule=lr_schedule, warmup=warmup, batch_size=batch_size, grad_accum=grad_accum,
         max_len=max_len, patience=patience, eval_every=eval_every, embed_dim=embed_dim, kernel_sizes=kernels,
@@ -1065,6 +1069,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         check_stage_free(store, run=run, kind="distill", name=f"distill-{student}" if stage_name is None else stage_name,
                          teachers=list(teacher_runs))
     cfg = _resolve_unlabeled(store, cfg)
+    _check_where_runs(store, cfg.where)
     soft_unused = _options_given(("temperature", "temperature_end", "temperature_schedule", "soft_loss"))
     # (with --hard-weight, alpha weighs every sample's soft loss, the pool's and --augment's too)
     if soft_unused and not cfg.soft_weighed and (cfg.hard_weight is not None or (not cfg.unlabeled and not cfg.augment)):
@@ -1079,7 +1084,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         _warn("--eval-every: the store has no labeled dev samples to score: only the train loss is recorded every "
               f"{cfg.eval_every} steps, and the last step is kept (`kd ingest FILE --split dev` adds some)")
     _warn_one_class_dev(store)
-    _teachers_usable(store, teacher_runs or (run,))
+    _teachers_usable(store, teacher_runs or (run,), where=cfg.where)
     _warn_weak_teachers(store, teacher_runs or (run,))
     if "mask" in cfg.augment:
         _one_unknown_token(store, teacher_runs or (run,))
@@ -1370,17 +1375,29 @@ def _warn_weak_teachers(store, runs) -> None:
                   f"gives the student are near-uniform guesses; train it better first (`kd report --run {r}` shows it)")
 
 
-def _teachers_usable(store, runs, *, scored: bool = True) -> None:
+def _check_where_runs(store, where: str | None) -> None:
+    """A --where SQL that cannot run, refused before a stage (and a run) is on record; one comparing
+    label_id with a class's name, warned (``label_id_note``). An empty one is the config's to refuse."""
+    if where and where.strip():
+        store.samples(where=where, limit=0)
+        note = label_id_note(where, store.class_names())
+        if note:
+            _warn(note)
+
+
+def _teachers_usable(store, runs, *, scored: bool = True, where: str | None = None) -> None:
     """The teachers' classes and their logits of the train samples, checked as the stage checks them
     but before it is recorded: a teacher of another class set, or one that has not scored train
     samples ingested after it ran (the fix: `kd teach --run A --logits-only`), leaves no failed stage
     (nor a new run holding one). A run without a teacher is left to the stage, which fails with the reason."""
-    from kdstore.distill import check_train_scored, check_teachers
+    from kdstore.distill import check_train_scored, check_teachers, none_selected
 
     taught = [r for r in (resolve_run_id(r) for r in runs) if _has_teacher(store, r)]
     check_teachers(store, taught, store.class_names())
     if scored:  # (early exit learns from the teacher network itself: its stored logits are not needed)
-        check_train_scored(store, list(dict.fromkeys(taught)))
+        check_train_scored(store, list(dict.fromkeys(taught)), where)
+    elif where and not len(store.samples(splits=["train"], labeled=True, where=where, limit=1)):
+        raise none_selected(store, where)
 
 
 def _one_unknown_token(store, runs) -> None:
@@ -1474,7 +1491,7 @@ def _resolve_unlabeled(store, cfg):
 
 
 def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
-                        temperature, unlabeled, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json):
+                        temperature, unlabeled, where, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json):
     """FastBERT: classifiers after every teacher layer, trained by self-distillation (backbone frozen)."""
     from kdstore.early_exit import EarlyExitConfig, check_layerwise, config_dict as early_exit_config, train_early_exit
 
@@ -1503,7 +1520,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         epochs=epochs, lr=1e-3 if lr is None else lr, batch_size=batch_size,
         max_len=max_len if given("max_len") else None,  # None: the teacher's, so speed 0 is the teacher
         speed=speed, max_loss=max_loss, uncertainty=uncertainty, temperature=temperature if given("temperature") else 1.0,
-        unlabeled=unlabeled, branch_dim=branch_dim, pooling=pooling, dropout=dropout if given("dropout") else 0.1,
+        unlabeled=unlabeled, where=where, branch_dim=branch_dim, pooling=pooling, dropout=dropout if given("dropout") else 0.1,
         patience=patience, seed=seed, device=device,
     )
     cfg.validate()
@@ -1513,12 +1530,13 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         check_stage_free(store, run=run, kind="distill", name="distill-early-exit" if stage_name is None else stage_name,
                          teachers=list(teacher_runs))
     cfg = _resolve_unlabeled(store, cfg)
+    _check_where_runs(store, cfg.where)
     _teacher_runs_exist(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
     if _options_given(("patience",)) and not len(store.samples(splits=["dev"], labeled=True, limit=1)):
         _warn_patience_without_dev()
-    _teachers_usable(store, teacher_runs or (run,), scored=False)
+    _teachers_usable(store, teacher_runs or (run,), scored=False, where=cfg.where)
     _warn_weak_teachers(store, teacher_runs or (run,))
     if max_loss is not None:
         _warn_speed_chosen_on_learned_dev(store, (teacher_runs or (run,))[0])

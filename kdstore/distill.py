@@ -36,7 +36,7 @@ from .predictor import STUDENT_CONFIG, STUDENT_WEIGHTS, student_logits, teachers
 from .progress import progress
 from .runs import StageHandle, check_unchanged
 from .schema import Stage
-from .store import SampleSet, Store
+from .store import SampleSet, Store, check_where, sources_hint
 from .augment import METHODS, UNK
 from .augmented import Recipe, ensure_augmented
 from .schedules import LR_SCHEDULES, check_epochs, check_lr, lr_factor_step, over_steps
@@ -104,6 +104,7 @@ class DistillConfig:
     soft_loss: str = "kl"
     init_embeddings: str = "random"  # or "teacher": copy the teacher's token embeddings
     unlabeled: bool | None = None  # None: use the pool when the store has one
+    where: str | None = None  # SQL condition on the samples: the train and pool rows learned from (None: all)
     augment: tuple[str, ...] = ()  # e.g. ("mask", "pos", "ngram"): augmented train texts, soft targets only
     augment_n: int = 4
     p_mask: float = 0.1
@@ -242,6 +243,7 @@ class DistillConfig:
             raise KdError(f"--warmup must be in [0, 1) (a fraction of the training steps), got {self.warmup:g}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise KdError(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
+        check_where(self.where, every="learn from every train and pool row", rereads="a rerun, or each process under torchrun, reads it again")
         if self.student == "transformer" and self.max_len < 2:  # the tokenizer would not truncate at all
             raise KdError(f"--student transformer needs --max-len of at least 2 (its special tokens), got {self.max_len}")
         if self.soft_loss == "mse" and (self.temperature != 2.0 or self.temperature_end is not None):
@@ -398,9 +400,12 @@ def weighted_common_logits(found: list[tuple[np.ndarray, np.ndarray]], weights: 
     return common, average_probs_as_logits(rows, weights=w)
 
 
-def check_train_scored(store: Store, runs: list[str]) -> None:
-    """Refuse, naming the fix, when a teacher has no logits for some labeled train sample."""
-    train = store.samples(splits=["train"], labeled=True).ids
+def check_train_scored(store: Store, runs: list[str], where: str | None = None) -> None:
+    """Refuse, naming the fix, when a teacher has no logits for some labeled train sample (of those
+    ``where`` selects)."""
+    train = store.samples(splits=["train"], labeled=True, where=where).ids
+    if where and not len(train):
+        raise none_selected(store, where)
     lacking = {r: len(unscored(store, store.find_stage(r, "teach").id, train)) for r in runs}
     lacking = {r: n for r, n in lacking.items() if n}
     for r, n in lacking.items():
@@ -412,16 +417,25 @@ def check_train_scored(store: Store, runs: list[str]) -> None:
         raise KdError(f"{n} train sample{' has' if n == 1 else 's have'} no teacher logits (ingested after the teacher ran?): run {fix} first")
 
 
+def none_selected(store: Store, where: str) -> KdError:
+    """The error for a ``--where`` that selects no labeled train sample (the sources it could compare with)."""
+    return KdError(f"no labeled train samples match --where {where!r}: loosen it{sources_hint(store, where, ['train'])}")
+
+
 def training_set(
-    store: Store, teachers: TeacherLogits, *, use_pool: bool | None, augmented: str | None = None, need_logits: bool = True
+    store: Store, teachers: TeacherLogits, *, use_pool: bool | None, augmented: str | None = None, need_logits: bool = True,
+    where: str | None = None,
 ) -> tuple[SampleSet, dict[str, int]]:
     """Labeled train samples, plus the unlabeled pool and augmented samples if asked, with teacher logits.
 
     Returns the joined set and how many samples each part contributed (and how many pool samples
     were left out for want of teacher logits). ``need_logits=False`` (early exit: its targets come
     from the teacher network, not from the stored logits) takes every sample, scored or not.
+    ``where`` (``--where``) selects the train and pool samples; augmented texts go with their parents.
     """
-    train = store.samples(splits=["train"], labeled=True)
+    train = store.samples(splits=["train"], labeled=True, where=where)
+    if len(train) == 0 and where:
+        raise none_selected(store, where)
     if len(train) == 0:
         raise KdError("no labeled train samples in the store")
     missing = [int(i) for i in train.ids if need_logits and int(i) not in teachers.by_id]
@@ -430,14 +444,15 @@ def training_set(
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         raise KdError(f"{len(missing)} train sample{' has' if len(missing) == 1 else 's have'} no teacher logits "
                       f"(ingested after the teacher ran?): run {fix} first")
-    pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL")
+    pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL" + (f" AND ({where})" if where else ""))
     if use_pool is None:
         use_pool = len(pool) > 0
     aug = store.samples(splits=["unlabeled"], augmented=augmented) if augmented else pool.subset(np.zeros(len(pool), bool))
     if len(aug):  # the texts of a train sample dropped by `kd labels clean` go with it
         parents = store.parents()
         parent = np.array([parents.get(int(i), -1) for i in aug.ids], dtype=np.int64)  # -1: a pool text the recipe made too
-        aug = aug.subset((parent == -1) | np.isin(parent, train.ids))
+        # (-1: a pool text the recipe made too, of no one parent: with --where, kept where it selects it)
+        aug = aug.subset(((parent == -1) & (not where or np.isin(aug.ids, pool.ids))) | np.isin(parent, train.ids))
     if not use_pool:
         pool = pool.subset(np.zeros(len(pool), bool))
     aug = aug.subset(~np.isin(aug.ids, pool.ids))  # a recipe's text that is also a pool text is used once
@@ -499,7 +514,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
                        (teacher_net.config.hidden_size, teacher_net.config.num_attention_heads))
 
     # 2. teacher logits and data (every train sample scored by every teacher: checked before --augment writes)
-    check_train_scored(store, teacher_runs)
+    check_train_scored(store, teacher_runs, cfg.where)
     augmented = None
     if cfg.augment:
         recipe = Recipe(methods=cfg.augment, n=cfg.augment_n, seed=cfg.seed, p_mask=cfg.p_mask, p_pos=cfg.p_pos,
@@ -513,7 +528,7 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     # the labels learned from, as they are when read, and the samples it scores, read with them: one ingested
     # while it trains (another process's kd ingest) is not scored, nor counted in the figures of the rows it learned from
     (data, parts, dev, everything), labels = read_labeled(store, lambda: (
-        *training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented), store.samples(splits=["dev"], labeled=True),
+        *training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented, where=cfg.where), store.samples(splits=["dev"], labeled=True),
         store.samples(include_dropped=True)))
     dist.agree("training rows", data, dev)
     dist.agree("samples to score", everything)

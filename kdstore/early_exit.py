@@ -52,7 +52,7 @@ from .probs import answers, softmax
 from .progress import progress
 from .runs import StageHandle, check_unchanged
 from .speed import measure, speed_rows
-from .store import Store
+from .store import Store, check_where
 from .students import ENCODER_TYPES, encoder_flops_config, mean_early_exit_flops
 from .schedules import check_epochs, check_lr
 from .textkey import text_list
@@ -158,6 +158,7 @@ class EarlyExitConfig:
     uncertainty: str = "entropy"  # or "max_prob"
     temperature: float = 1.0
     unlabeled: bool | None = None  # None: use the unlabeled pool when the store has one
+    where: str | None = None  # SQL condition on the samples: the train and pool rows learned from (None: all)
     branch_dim: int = 128
     pooling: str = "mean"  # "mean" over real tokens, or "cls"
     dropout: float = 0.1
@@ -177,6 +178,7 @@ class EarlyExitConfig:
             raise KdError("--max-len must be at least 2")
         if not 0.0 <= self.speed <= 1.0:
             raise KdError(f"--speed must be in [0, 1], got {self.speed}")
+        check_where(self.where, every="learn from every train and pool row", rereads="a rerun reads it again")
         if self.uncertainty not in UNCERTAINTIES:
             raise KdError(f"--uncertainty must be one of {', '.join(UNCERTAINTIES)}")
         if self.temperature <= 0:
@@ -716,7 +718,7 @@ def train_early_exit(store: Store, stage: StageHandle, cfg: EarlyExitConfig, tea
     teacher_stage = teachers.stages[0]
     max_len = cfg.max_len or int(teacher_stage.config.get("max_len") or 128)
     (data, parts, dev, everything), labels = read_labeled(store, lambda: (  # the labels learned from, as they are when read,
-        *training_set(store, teachers, use_pool=cfg.unlabeled, need_logits=False), store.samples(splits=["dev"], labeled=True),
+        *training_set(store, teachers, use_pool=cfg.unlabeled, need_logits=False, where=cfg.where), store.samples(splits=["dev"], labeled=True),
         store.samples(include_dropped=True)))  # and the samples it scores (one ingested while it trains is not)
     record_labels_state(store, stage.id, labels)
     if cfg.max_loss is not None and not len(dev):

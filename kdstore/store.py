@@ -669,6 +669,29 @@ def class_id_hint(value: str, names: Sequence[str]) -> str:
     return "" if named is None else f"; {value!r} is the id of class {named!r}: classes are named by their names, not ids"
 
 
+def check_where(where: str | None, *, every: str, rereads: str) -> None:
+    """Refuse a ``--where`` that is empty (an unset ``$FILTER``: ``every`` says what leaving it out does)
+    or draws its rows with ``random()`` (SQLite's ``randomblob`` too): other rows at each read, and
+    ``rereads`` says who reads it again."""
+    if where is not None and not where.strip():
+        raise KdError(f"--where is empty: give an SQL condition on the samples, or leave --where out to {every}")
+    if where is not None and re.search(r"\brandom(?:blob)?\s*\(", re.sub(r"'(?:[^']|'')*'", "", where), re.IGNORECASE):
+        raise KdError(f"--where {where!r}: random() selects other rows at each read, and {rereads}: "
+                      "select a fixed share by id instead, e.g. \"id % 10 < 3\"")
+
+
+def sources_hint(store: Store, where: str | None, splits: Sequence[str]) -> str:
+    """``"; the labeled samples' sources are ..."`` where ``where`` (one that selected no row) names
+    ``source``: the values it could have compared with, of the labeled samples of ``splits``; else empty."""
+    if not where or "source" not in where.lower():  # (a file's own `source` column is in meta, not here)
+        return ""
+    held = store.sources(splits=splits)
+    if not held:
+        return ""
+    shown = ", ".join(f"{src!r} ({n})" for src, n in list(held.items())[:5]) + (", ..." if len(held) > 5 else "")
+    return f"; the labeled samples' sources are {shown} (the file each came from, or its --source; a file's own columns are in meta)"
+
+
 def label_id_note(where: str | None, names: list[str]) -> str | None:
     """A warning where ``where`` compares ``label_id`` (or ``orig_label_id``), a class id, and some class
     is named by a number that is not its id (star ratings 1..5 have ids 0..4, or in the order first

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import pickle
-import re
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -34,7 +33,7 @@ from .runs import StageHandle, check_unchanged, sha256_path
 from .schedules import check_epochs, check_lr, layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
 from .folds import fold_count, stratified_folds
-from .store import SampleSet, Store, missing_model
+from .store import SampleSet, Store, check_where, missing_model, sources_hint
 from .students import encoder_flops_config, mean_flops_per_sample
 from .torchutil import BestCheckpoint, StepLosses, adam_options, autocast, count_parameters, decay_exempt, ensure_eval, grad_scaler, pick_device, saving_model, scaled_update, set_seed, stop_if_diverged, to_device
 
@@ -86,12 +85,8 @@ class TeachConfig:
         for split in self.splits:
             if split not in TRAINABLE_SPLITS:
                 raise KdError(f"--split {split!r}: choose from {', '.join(TRAINABLE_SPLITS)} (unlabeled samples have no labels to learn)")
-        if self.where is not None and not self.where.strip():  # (an unset $FILTER: every row, as if none were given)
-            raise KdError("--where is empty: give an SQL condition on the samples, or leave --where out to train on every labeled row")
-        if self.where is not None and re.search(r"\brandom(?:blob)?\s*\(", re.sub(r"'(?:[^']|'')*'", "", self.where), re.IGNORECASE):
-            # (kd labels detect and kd report read the teacher's --where again: another draw of rows each time; SQLite's randomblob too)
-            raise KdError(f"--where {self.where!r}: random() selects other rows at each read, and kd reads a teacher's --where again "
-                          "(kd labels detect, kd report): select a fixed share by id instead, e.g. \"id % 10 < 3\"")
+        # (kd labels detect and kd report read the teacher's --where again: another draw of rows each time)
+        check_where(self.where, every="train on every labeled row", rereads="kd reads a teacher's --where again (kd labels detect, kd report)")
         if self.folds == 1 or self.folds < 0:
             raise KdError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
         if not 0.0 < self.layer_decay <= 1.0:
@@ -580,12 +575,7 @@ def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[Sam
             query.append(f"labels {'/'.join(cfg.labels)}")
         into = "" if "train" in cfg.splits else f" --split {cfg.splits[0]}"  # (kd ingest FILE adds train samples)
         hint = "loosen the filters" if cfg.where or cfg.labels else f"ingest some with `kd ingest FILE{into}`"
-        if cfg.where and "source" in cfg.where.lower():  # (a file's own `source` column is in meta, not here)
-            held = store.sources(splits=cfg.splits)
-            if held:
-                shown = ", ".join(f"{src!r} ({n})" for src, n in list(held.items())[:5]) + (", ..." if len(held) > 5 else "")
-                hint += (f"; the labeled samples' sources are {shown} (the file each came from, or its --source; "
-                         "a file's own columns are in meta)")
+        hint += sources_hint(store, cfg.where, cfg.splits)
         raise KdError(f"no labeled samples for the teacher ({', '.join(query)}): {hint}")
     return train, dev
 

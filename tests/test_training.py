@@ -1924,6 +1924,59 @@ def test_distill_without_pool_and_with_mse(taught_store):
     assert json.loads(out.stdout)["metrics"]["all"]["pool_samples"] == 0
 
 
+def test_distill_where_learns_from_the_train_and_pool_rows_it_selects(taught_store):
+    """`kd teach --where` chose the teacher's rows, but a student learned from every train and pool
+    row: one source's student (or a share, by id) could not be distilled."""
+    db, store = str(taught_store), Store.open(str(taught_store))
+    where = "id % 3 = 0"
+    train = store.samples(splits=["train"], labeled=True, where=where)
+    pool = store.samples(splits=["unlabeled"], where=where)
+    assert 0 < len(train) < len(store.samples(splits=["train"], labeled=True)) and 0 < len(pool)
+    common = ["--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db]
+    out = kd("distill", *common, "--where", where, "--name", "third", "--json")
+    result = json.loads(out.stdout)
+    assert result["config"]["where"] == where and result["status"] == "succeeded"
+    assert (result["metrics"]["all"]["train_samples"], result["metrics"]["all"]["pool_samples"]) == (len(train), len(pool))
+    # every sample is still scored, and all of dev judged the epochs (its figures are over every dev row)
+    stage = _stage(taught_store, "r", "third")
+    assert _count(taught_store, Prediction, stage_id=stage.id) == _count(taught_store, Sample)
+    assert result["metrics"]["dev"]["n"] == len(store.samples(splits=["dev"], labeled=True))
+    said = kd("distill", *common, "--where", where, "--name", "said", "--no-unlabeled").stdout
+    assert f"  learned from {len(train):,} labeled texts that --where selects\n" in said
+    # --augment: the recipe's texts of every train row are stored (and reused), those of the chosen rows learned from
+    made = json.loads(kd("distill", *common, "--where", where, "--name", "aug", "--no-unlabeled", "--augment", "mask",
+                         "--augment-n", "2", "--p-mask", "0.5", "--json").stdout)["metrics"]["all"]
+    parents = Store.open(db).parents()
+    assert made["augmented_added"] == len(parents) and {p % 3 for p in parents.values()} == {0, 1, 2}
+    assert 0 < made["augmented_samples"] == sum(p % 3 == 0 for p in parents.values())
+    # a condition the pool fails: the store's pool is there, --where chose none of it
+    none = kd("distill", *common, "--where", "split = 'train'", "--name", "labeled-only", "--json")
+    assert json.loads(none.stdout)["metrics"]["all"]["pool_samples"] == 0
+    assert "warning: --unlabeled, but --where \"split = 'train'\" selects no unlabeled sample" in none.stderr
+    # refused before any stage: SQL that cannot run, no train row, an empty one, random() rows
+    stages = len(store.stages_of("r"))
+    for bad, message in (("nope = 1", "Error: --where 'nope = 1' failed:"),
+                         ("source = 'nothing'", "Error: no labeled train samples match --where \"source = 'nothing'\": loosen it; "
+                                                "the labeled samples' sources are 'train.tsv' (60)"),
+                         (" ", "Error: --where is empty: give an SQL condition on the samples, or leave --where out to learn "
+                               "from every train and pool row"),
+                         ("random() < 0.5", "Error: --where 'random() < 0.5': random() selects other rows at each read, and a rerun")):
+        for student in ("textcnn", "early-exit"):
+            refused = kd("distill", "--run", "r", "--student", student, "--where", bad, "--db", db, ok=False)
+            assert refused.output.startswith(message) and len(refused.output.strip().splitlines()) == 1, refused.output
+    assert len(store.stages_of("r")) == stages
+
+
+def test_early_exit_where_learns_from_the_rows_it_selects(taught_store):
+    db, store = str(taught_store), Store.open(str(taught_store))
+    where = "id % 2 = 0"
+    out = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--where", where, "--db", db, "--json")
+    result = json.loads(out.stdout)
+    assert result["config"]["where"] == where
+    assert result["metrics"]["all"]["train_samples"] == len(store.samples(splits=["train"], labeled=True, where=where))
+    assert result["metrics"]["all"]["pool_samples"] == len(store.samples(splits=["unlabeled"], where=where))
+
+
 def test_distill_bad_input(taught_store, sample_store):
     db = str(taught_store)
     no_teacher = kd("distill", "--run", "elsewhere", "--db", db, ok=False)  # a typo: nothing written, no new run
