@@ -4390,6 +4390,21 @@ def test_a_model_folder_given_with_a_quoted_tilde_or_through_a_symlink_loads(tin
         load_classifier(str(Path(tiny_model) / "config.json"), ["pos", "neg"])
 
 
+def test_the_reteach_advised_names_a_model_folder_by_its_absolute_path(sample_store, tiny_model, monkeypatch):
+    """A teacher of `--model ../m` was advised retrained with `kd teach ... --model ../m`: from another
+    folder, another model or none."""
+    from kdstore.advice import reteach_command
+
+    monkeypatch.chdir(Path(tiny_model).parent)
+    kd("teach", "--run", "rel", "--model", f"../{Path(tiny_model).parent.name}/{Path(tiny_model).name}", "--epochs", "1",
+       "--max-len", "32", "--db", str(sample_store))
+    config = _stage(sample_store, "rel", "teach").config
+    assert config["model"].startswith("../")  # (recorded as typed, for kd report)
+    assert reteach_command("rel", config, folds=5).startswith(f"`kd teach --run rel --model {Path(tiny_model).resolve()} --folds 5 --overwrite`")
+    for kept in ({"model": "pretrain:p", "model_path": "/x/p", "model_sha256": "ab"}, {"model": "bert-base-chinese", "model_path": "bert-base-chinese"}):
+        assert reteach_command("r", kept).startswith(f"`kd teach --run r --model {kept['model']} --overwrite`")
+
+
 def test_teach_records_the_checkpoint_it_started_from(sample_store, tiny_model):
     """A teacher fine-tuned from teach:RUN (which --overwrite may replace) or a folder (which may be
     edited) says which checkpoint it started from: its absolute path and sha256."""
