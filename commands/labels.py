@@ -243,6 +243,9 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             f"{top} trims the table of a --dry-run; clean itself decides every undecided issue scoring at least "
             f"--min-score ({counted(len(items), 'issue')} here): raise --min-score to decide fewer{cut}", param_hint="--top")
     changes = sum(i["effect"] == "change" for i in items)
+    # (a plan whose every issue is left alone, edited since detection or kept by a review, or a flag of flagged
+    # ones, changes nothing: recorded, it was a stage of no edit that the next clean was refused as replacing)
+    decides = bool(changes)
     # flagging changes no label; printed once the clean is done (a refusal is its one line)
     warnings = lab.detect_warnings(store, run, changes=changes, done=not dry_run) if action != "flag" else []
     replacing = overwrite and any(st.name == stage_name for st in store.stages_of(run))
@@ -250,7 +253,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
         check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # a refusal, as the real run's
         warned = _warn(warnings) + _warn(_emptied_by(store, items))
         if as_json:  # (the stage it would write: none where the clean decides nothing, as the real one records none)
-            print_json({"run": run, "stage": stage_name if plan or replacing else None, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
+            print_json({"run": run, "stage": stage_name if decides or replacing else None, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
         else:
             print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
                        [[str(i["sample_id"]), _score(i["score"]), i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),
@@ -265,11 +268,11 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             click.echo(f"{changed}, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
                        f"detection){kept}; dry run: nothing written")
         return
-    if not plan and not replacing:  # (an --overwrite redoes the clean it replaces: its stage is recorded)
+    if not decides and not replacing:  # (an --overwrite redoes the clean it replaces: its stage is recorded)
         # a clean deciding nothing (--min-score above every score) recorded a stage of no edits, and the next clean,
         # a lower --min-score, was refused as replacing it
         check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # (a rerun is refused first, as ever)
-        _print_nothing_to_clean(store, run, min_score, as_json)
+        _print_nothing_to_clean(store, run, min_score, as_json, items, action)
         return
     detection = store.find_stage(run, "detect")  # (its id and start: one replaced later by `detect --overwrite` is told from it)
     config = {"action": action, "min_score": min_score, "detect": detection.name,
@@ -282,17 +285,28 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     _print_counts(run, stage_name, counts, as_json, warnings=warned)
 
 
-def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool) -> None:
-    """What a clean with no issue to decide says, recording no stage: the highest score it left undecided."""
+def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool, items: list[dict] = (), action: str = "relabel") -> None:
+    """What a clean with no issue to decide says, recording no stage: the highest score it left undecided,
+    or why it leaves alone every issue it would decide (``items``, the plan's preview)."""
     undecided = lab.issues(store, run, top=1, status=lab.UNDECIDED)
-    if undecided:
+    if items:
+        n = {e: sum(i["effect"] == e for i in items) for e in ("edited", "rejected", "unchanged")}
+        why = ", ".join(f"{n[e]} {said}" for e, said in (("edited", "edited since detection"), ("rejected", "kept by a review"),
+                                                          ("unchanged", "flagged already")) if n[e])
+        why = (f"the {counted(len(items), 'undecided issue')} scoring at least --min-score {min_score:g} would change nothing "
+               f"({why}; `kd labels clean --run {run} --action {action} --min-score {min_score:g} --dry-run` lists "
+               f"{'them' if len(items) > 1 else 'it'})")
+    elif undecided:
         why = f"no undecided issue scores at least --min-score {min_score:g} (the highest: {_score(undecided[0]['score'])})"
     elif lab.issues(store, run, top=1):
         why = f"every issue of its detection is decided (kd labels show --run {run} lists them)"
     else:
         why = "its detection flagged no label"
     if as_json:
-        print_json({"run": run, "stage": None, "nothing_to_clean": why, "warnings": []})
+        # (the counts a clean's --json carries: a script reading skipped_edited found no key)
+        counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": sum(i["effect"] == "unchanged" for i in items),
+                  "skipped_edited": sum(i["effect"] == "edited" for i in items), "skipped_rejected": sum(i["effect"] == "rejected" for i in items)}
+        print_json({"run": run, "stage": None, **counts, "nothing_to_clean": why, "warnings": []})
     else:
         click.echo(f"run {run}: {why}; nothing cleaned, no stage recorded")
 

@@ -1849,6 +1849,28 @@ def test_a_dry_run_of_a_clean_deciding_nothing_names_no_stage_in_json(tmp_path):
     assert some["stage"] == "clean" and len(some["changes"]) == 2
 
 
+def test_a_clean_that_leaves_every_issue_alone_records_no_stage(tmp_path):
+    """Every issue at --min-score edited by hand since detection (or, for a flag, flagged already): the clean
+    changed nothing yet recorded a stage (`skipped_edited 2`; `unchanged 2`, with an undo that had nothing
+    to undo), and the next clean of that name was refused as replacing it."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好", "坏"])
+    kd("labels", "set", "--run", "hand", "1=neg", "2=drop", "--db", db)
+    for action in ("relabel", "drop", "flag", "flag"):  # (the second flag: both flagged already by the first)
+        dry = json.loads(kd("labels", "clean", "--run", "r", "--action", action, "--dry-run", "--json", "--db", db).stdout)
+        if action == "flag" and dry["stage"] is not None:
+            kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "f", "--db", db)
+            continue
+        assert dry["stage"] is None and {c["effect"] for c in dry["changes"]} <= {"edited", "unchanged"}
+        out = kd("labels", "clean", "--run", "r", "--action", action, "--db", db).stdout
+        assert "nothing cleaned, no stage recorded" in out and "--dry-run" in out, out
+        said = json.loads(kd("labels", "clean", "--run", "r", "--action", action, "--json", "--db", db).stdout)
+        assert said["stage"] is None and said["skipped_edited"] + said["unchanged"] == 2 and said["relabel"] == said["flag"] == 0
+    store = Store.open(db)
+    assert sorted(st.name for st in store.stages_of("r")) == ["detect", "f"]
+    store.close()
+    kd("labels", "undo", "--run", "hand", "--db", db)
+    assert "relabel 2" in kd("labels", "clean", "--run", "r", "--db", db).stdout  # (not refused as replacing a clean)
+
 def test_every_stage_that_decided_issues_names_its_undo(tmp_path):
     """A review of rejects only (or a flagging clean) decided issues an undo reopens, but printed no
     `undo:` line: only relabels and drops did."""
