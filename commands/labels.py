@@ -387,8 +387,8 @@ def undo(run, stage_name, db, as_json):
         # (its run named: "`kd report --run RUN`" was a placeholder to fill in)
         reports = " or ".join(f"`kd report --run {shlex.quote(r)}`" for r in list(dict.fromkeys(t.split("/", 1)[0] for t in trained))[:3])
         warned = _warn([f"{', '.join(trained[:5])}{f' and {len(trained) - 5} more' if len(trained) > 5 else ''} trained on the labels this undo "
-                        f"reverted: re-run them to learn from the labels as they are now (each with --overwrite and the options {reports} "
-                        "lists for it)"])
+                        f"reverted: re-run {'them' if len(trained) > 1 else 'it'} to learn from the labels as they are now "
+                        f"({'each ' if len(trained) > 1 else ''}with --overwrite and the options {reports} lists for it)"])
     if done["detected_on_it"]:  # (a later clean of their issues would say "left alone (edited since detection)")
         warned += _warn([lab.rejudge_warning(store, done["detected_on_it"])])
     if done["set_since"]:  # (a set that found the label as this stage left it recorded no edit to stop the undo)
@@ -402,7 +402,10 @@ def undo(run, stage_name, db, as_json):
     if as_json:
         print_json({"run": run, **done, "warnings": warned})
     else:
-        click.echo(f"run {run}, stage {done['stage']}: reverted {counted(done['reverted'], 'label edit')}, reopened {counted(done['reopened'], 'issue')}")
+        edits = done["reverted"] - done["flags"]  # (a flag changed no label: "reverted 3 label edits" said it had)
+        undone = [f"reverted {counted(edits, 'label edit')}" if edits or not done["flags"] else "",
+                  f"removed {counted(done['flags'], 'flag')}" if done["flags"] else ""]
+        click.echo(f"run {run}, stage {done['stage']}: {', '.join(u for u in undone if u)}, reopened {counted(done['reopened'], 'issue')}")
 
 
 @labels.command()

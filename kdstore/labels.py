@@ -1273,7 +1273,8 @@ def _rows_by_id(s, model, ids, *columns) -> dict[int, Any]:
 def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any]:
     """Revert the edits of the run's latest clean stage (or ``stage_name``) and reopen the issues it
     decided (rejections included); refuses when a later edit touched the same samples, naming them.
-    Returns ``{"stage": the stage undone, "reverted": edits reverted, "reopened": issues reopened}``,
+    Returns ``{"stage": the stage undone, "reverted": edits reverted, "flags": how many of them were
+    flags (``--action flag``: no label changed), "reopened": issues reopened}``,
     the stages that trained on or judged its labels, and ``set_since``: the later ``kd labels set``
     pairs that confirmed a label it made (no edit recorded) and that the undo reverted."""
     stages = [s for s in store.stages_of(run) if s.kind == "clean" and (stage_name is None or s.name == stage_name)]
@@ -1321,7 +1322,7 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
         # set alike twice once, the latest set: the command the warning gives names each sample once
         undone = list({c["sample_id"]: c for c in confirmed
                        if not _holds(samples[c["sample_id"]], c["action"], c["label_id"])}.values())
-    return {"stage": stage.name, "reverted": len(edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id),
+    return {"stage": stage.name, "reverted": len(edits), "flags": sum(e.action == "flag" for e in edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id),
             "detected_on_it": stages_trained_on(store, stage.id, kinds=("detect",)),
             "set_since": [{"sample_id": c["sample_id"], "stage": c["stage"], "set": c["set"]} for c in undone]}
 

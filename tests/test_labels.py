@@ -214,6 +214,10 @@ def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):
     assert re.search(r"^\d+ flagged \(no label changed\), \d+ unchanged", flagging, re.M) and " change " not in flagging, flagging
     flag = kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db)
     assert flag.stderr == ""  # flagging changes no label: nothing to warn about
+    flagged = json.loads(kd("labels", "show", "--run", "r", "--top", "0", "--status", "flagged", "--db", db, "--json").stdout)
+    unflagged = kd("labels", "undo", "--run", "r", "--db", db).stdout  # (it said "reverted N label edits": no label had changed)
+    assert unflagged == f"run r, stage clean: removed {len(flagged)} flags, reopened {len(flagged)} issues\n"
+    kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "flag", "--db", db)
     done = kd("labels", "clean", "--run", "r", "--name", "relabel", "--db", db)  # printed once the clean is done: it said "would change"
     assert re.search(r"\d+ of \d+ train labels \([0-9.]+%\) changed, more than 30%", done.stderr) and "would change" not in done.stderr, done.stderr
 
@@ -501,8 +505,8 @@ def test_drop_excludes_samples_from_later_training(db, noisy):
     dropped = out["config"]["labels_digest"]
     assert dropped != original
     undone = kd("labels", "undo", "--run", "r", "--db", db, "--json")
-    assert ("warning: r/distill-textcnn trained on the labels this undo reverted: re-run them to learn from the labels as they are now "
-            "(each with --overwrite and the options `kd report --run r` lists for it)") in undone.stderr
+    assert ("warning: r/distill-textcnn trained on the labels this undo reverted: re-run it to learn from the labels as they are now "
+            "(with --overwrite and the options `kd report --run r` lists for it)") in undone.stderr  # (one stage: it said "them", "each")
     assert json.loads(undone.stdout)["warnings"] == [undone.stderr.strip()[len("warning: "):]]
     assert lab.labels_state(_open(db)) == {"labels_from": "original", "labels_stages": [], "labels_stage_ids": [],
                                                 "labels_digest": original}
@@ -1019,7 +1023,7 @@ def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_o
     exported = tmp_path / "again.csv"
     kd("labels", "export", "--run", "r", str(exported), "--db", db)
     assert {int(r["issue_id"]) for r in csv.DictReader(exported.open(encoding="utf-8-sig"))} >= {three[1]["issue_id"], three[2]["issue_id"]}
-    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "set_since": [], "warnings": []}
+    assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout) == {"run": "r", "stage": "review", "reverted": 1, "flags": 0, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "set_since": [], "warnings": []}
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
@@ -1370,7 +1374,7 @@ def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
     sheet = _sheet(tmp_path / "reject.csv", [{"run": "r2", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"}])
     kd("labels", "import", str(sheet), "--name", "rejects", "--db", db)
     assert _issues(db, "r2")[0]["status"] == "rejected"
-    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "set_since": [], "warnings": []}
+    assert json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout) == {"run": "r2", "stage": "rejects", "reverted": 0, "flags": 0, "reopened": 1, "trained_on_it": [], "detected_on_it": [], "set_since": [], "warnings": []}
     assert {i["status"] for i in _issues(db, "r2")} == {"open"}
     kd("labels", "undo", "--run", "r", "--db", db)
     assert {i["status"] for i in _issues(db, "r")} == {"open"}
