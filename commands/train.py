@@ -181,6 +181,10 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         parts = [f"{int(learned['train_samples']):,} labeled", f"{pool:,} unlabeled" if pool else "", f"{made:,} augmented" if made else ""]
         chosen = " that --where selects" if config.get("where") else ""
         click.echo(f"  learned from {', '.join(p for p in parts if p)} texts{chosen}")
+    oof = stage["metrics"].get("train") if stage["kind"] == "teach" and int(config.get("folds") or 0) > 1 else None
+    if oof and oof.get("accuracy") is not None:  # (dev and test are the folds' average; detect reads each fold's own)
+        click.echo(f"  train (out of fold, as kd labels detect reads it): accuracy {oof['accuracy']:.4f}, "
+                   f"macro-F1 {oof['macro_f1']:.4f} (n={int(oof['n'])})")
     for split in ("dev", "test"):
         m = stage["metrics"].get(split)
         if m:

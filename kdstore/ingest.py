@@ -510,8 +510,10 @@ def _key_hint(obj: dict, key: str, named: str | None, option: str) -> str:
     keys = ", ".join(repr(k) for k in list(obj)[:10]) + (", ..." if len(obj) > 10 else "")
     if named is not None:  # (a path into a nested object, --text-col data.text: "missing" alone did not say why)
         head = key.split(".")[0]
-        return (f" (keys: {keys}): kd reads top-level keys only, not a path into the object {head!r} (flatten the lines "
-                f"first, e.g. with jq)") if "." in key and isinstance(obj.get(head), dict) else ""
+        if "." in key and isinstance(obj.get(head), dict):
+            return (f" (keys: {keys}): kd reads top-level keys only, not a path into the object {head!r} (flatten the lines "
+                    f"first, e.g. with jq)")
+        return f" (keys: {keys})" if obj else ""  # (a mistyped --label-col lable: the keys to pick from, as a CSV's columns)
     return f" (keys: {keys}); name it with {option}" if obj else f"; name it with {option}"
 
 

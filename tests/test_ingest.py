@@ -648,8 +648,9 @@ def test_jsonl_without_the_default_keys_names_the_keys_it_has_and_the_option(inv
         "Error: news.jsonl: line 1: field 'label': missing label (keys: 'body', 'category'); name it with --label-col; "
         "or --split unlabeled for texts without labels")
     assert not store_exists(invoke.db)
-    # a key kd was told, or one present but empty, keeps the plain message
-    assert error_line(invoke(["ingest", "pool.jsonl", "--text-col", "text"], ok=False)) == "Error: pool.jsonl: line 1: field 'text': missing"
+    # a key kd was told names the keys the line has (not the option it was given); one present but empty: the plain message
+    assert error_line(invoke(["ingest", "pool.jsonl", "--text-col", "text"], ok=False)) == (
+        "Error: pool.jsonl: line 1: field 'text': missing (keys: 'doc_id', 'body')")
     write_file("nested.jsonl", '{"data": {"text": "正文"}, "label": "体育"}\n')  # a path into an object is no key kd reads
     assert error_line(invoke(["ingest", "nested.jsonl", "--text-col", "data.text"], ok=False)) == (
         "Error: nested.jsonl: line 1: field 'data.text': missing (keys: 'data', 'label'): kd reads top-level keys only, "
@@ -658,6 +659,20 @@ def test_jsonl_without_the_default_keys_names_the_keys_it_has_and_the_option(inv
     assert error_line(invoke(["ingest", "empty.jsonl"], ok=False)) == "Error: empty.jsonl: line 1: field 'label': missing label"
     invoke(["ingest", "news.jsonl", "--text-col", "body", "--label-col", "category"])
     assert [(r["text"], r["label"]) for r in read_samples()] == [("新闻正文", "体育")]
+
+
+def test_jsonl_with_a_mistyped_key_option_names_the_keys_it_has(invoke, write_file, error_line):
+    """`--label-col lable` (or `--text-col txt`) on a JSONL said only "field 'lable': missing label; or --split
+    unlabeled ...", where a CSV with that header lists its columns: the user was not shown the keys to pick from."""
+    write_file("ads.jsonl", '{"text": "全网最低价", "label": "夸大宣传"}\n{"text": "本店支持退换", "label": "合规"}\n')
+    assert error_line(invoke(["ingest", "ads.jsonl", "--label-col", "lable"], ok=False)) == (
+        "Error: ads.jsonl: line 1: field 'lable': missing label (keys: 'text', 'label'); "
+        "or --split unlabeled for texts without labels")
+    assert error_line(invoke(["ingest", "ads.jsonl", "--text-col", "txt"], ok=False)) == (
+        "Error: ads.jsonl: line 1: field 'txt': missing (keys: 'text', 'label')")
+    assert error_line(invoke(["ingest", "ads.jsonl", "--text-col", "txt", "--split", "unlabeled"], ok=False)) == (
+        "Error: ads.jsonl: line 1: field 'txt': missing (keys: 'text', 'label')")
+    assert not store_exists(invoke.db)
 
 
 def test_a_pool_ingested_without_split_unlabeled_is_told_so(invoke, write_file, error_line):

@@ -2752,6 +2752,20 @@ def test_predict_input_with_bare_cr_line_ends_nul_bytes_or_utf16_is_read_as_inge
         list(_arriving(Chunks(b"o\x00k\x00\x00\n"), "<stdin>"))  # (NULs at both parities: no UTF-16)
 
 
+def test_a_folds_teachers_summary_gives_its_out_of_fold_train_figures(sample_store, tiny_model):
+    """`kd teach --folds 4` on an ad task printed only dev 0.97 and test 0.93: the figures of the folds' averaged
+    probabilities, while the fold models each scored 0.53 to 0.93 on dev and their out-of-fold train accuracy, what
+    `kd labels detect` reads, was 0.67 (72 flags, most of them the folds' errors), said nowhere but kd report."""
+    db = str(sample_store)
+    out = kd("teach", "--run", "oof", "--model", str(tiny_model), "--folds", "2", "--epochs", "1", "--max-len", "32", "--db", db)
+    train = {m.name: m.value for m in Store.open(db).metrics(_stage(sample_store, "oof", "teach").id) if m.split == "train"}
+    assert (f"  train (out of fold, as kd labels detect reads it): accuracy {train['accuracy']:.4f}, "
+            f"macro-F1 {train['macro_f1']:.4f} (n={int(train['n'])})") in out.stdout.splitlines()
+    assert out.stdout.index("train (out of fold") < out.stdout.index("  dev: ")
+    plain = kd("teach", "--run", "plain", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    assert "train (" not in plain.stdout  # (in-sample figures of the rows it learned: not worth a line)
+
+
 def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_model):
     from kdstore.outputs import average_probs_as_logits
     from kdstore.schema import SampleFold
