@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdstore.errors import KdError, make_folder, write_whole
-from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, read_class_file
+from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, rare_new_classes, read_class_file
 from kdstore.names import SPLITS
 from kdstore.progress import working
 from kdstore.store import class_id_hint, label_id_note
@@ -70,8 +70,12 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     store = open_store(db, create=True)
     report = add_records(store, records, name, opts)
     counts = store.counts()
+    labeled = sum(n for per in counts.values() for c, n in per.items() if c != "(none)")
+    warnings = rare_new_classes(name, report, records, store.class_names(), labeled) if opts.classes is None else []
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
     if as_json:
-        print_json({**report.as_dict(), "store": counts})
+        print_json({**report.as_dict(), "store": counts, "warnings": warnings})
         return
     out = console()
     out.print(Text.assemble(

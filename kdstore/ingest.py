@@ -8,6 +8,7 @@ transaction, so a bad row anywhere leaves the store exactly as it was.
 from __future__ import annotations
 
 import csv
+import difflib
 import functools
 import io
 import json
@@ -81,6 +82,31 @@ class IngestReport:
             "new_classes": self.new_classes,
             "added_per_class": self.added_per_class,
         }
+
+
+RARE_NEW_CLASS = 2  # rows: a class an ingest adds with this few, beside RARE_BESIDE labeled samples or more, is likely a typo
+RARE_BESIDE = 50
+
+
+def rare_new_classes(name: str, report: IngestReport, records: Sequence[Record], classes: Sequence[str], labeled: int) -> list[str]:
+    """A warning for each class the ingest added with at most ``RARE_NEW_CLASS`` samples while the store
+    (``classes``, ``labeled`` samples, after it) holds ``RARE_BESIDE`` or more: '违规' on one line of an
+    ad file labeled '违禁' elsewhere became a class of its own in silence, and class ids only grow."""
+    if labeled < RARE_BESIDE:
+        return []
+    out = []
+    for label in report.new_classes:
+        n = report.added_per_class.get(label, 0)
+        if not 0 < n <= RARE_NEW_CLASS:  # (0: a class --classes pinned, chosen, not typed)
+            continue
+        lines = [str(r.line) for r in records if r.label == label and r.line is not None][:n]
+        where = f"line{'s' if len(lines) > 1 else ''} {', '.join(lines)}: " if lines else ""
+        close = difflib.get_close_matches(label, [c for c in classes if c != label], n=1, cutoff=0.5)
+        out.append(f"{name}: {where}label {label!r} is a new class of {n} sample{'s' if n > 1 else ''} beside {labeled:,} labeled "
+                   f"ones: a typo{f' of {close[0]!r}' if close else ''}? `kd samples --label {shlex.quote(label)}` lists "
+                   f"{'them' if n > 1 else 'it'} and `kd labels set` relabels (the class stays in the store, empty); "
+                   "--classes FILE refuses labels not in it")
+    return out
 
 
 # parsing (pure) ------------------------------------------------------------------------------

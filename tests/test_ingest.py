@@ -2370,3 +2370,25 @@ def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class
     write_file("rare.csv", "稀有,一个少见的类别\r\n" + body)  # a sample after all: --no-header reads it
     invoke(["ingest", "rare.csv", "--no-header", "--split", "dev"])
     assert [name for _, name in read_classes()] == ["体育", "财经", "稀有"]
+
+
+def test_a_new_class_of_one_or_two_rows_beside_many_labeled_ones_is_warned_of_as_a_typo(invoke, write_file, read_classes):
+    """'违规' on one line of an ad file labeled '违禁' elsewhere became a class of its own in silence
+    (class ids only grow: every later model had an output for it)."""
+    rows = [("合规" if i % 3 else "违禁", f"第{i}条广告文案内容") for i in range(60)]
+    rows[57] = ("违规", "全网最低价第一品牌")
+    write_file("ads.tsv", "".join(f"{label}\t{text}\n" for label, text in rows))
+    result = invoke(["ingest", "ads.tsv", "--json"])
+    warning = ("ads.tsv: line 58: label '违规' is a new class of 1 sample beside 60 labeled ones: a typo of '违禁'? "
+               "`kd samples --label '违规'` lists it and `kd labels set` relabels (the class stays in the store, empty); "
+               "--classes FILE refuses labels not in it")
+    assert json.loads(result.stdout)["warnings"] == [warning] and result.stderr == f"warning: {warning}\n"
+    assert read_classes() == [(0, "违禁"), (1, "合规"), (2, "违规")]  # (ingested as written: a warning, not a refusal)
+    # a top-up of a new class with rows enough, a small first file, and a class file's labels: no warning
+    write_file("more.tsv", "".join(f"夸大\t第{i}条夸大宣传文案\n" for i in range(3)))
+    assert invoke(["ingest", "more.tsv"]).stderr == ""
+    write_file("small.tsv", "好\t很好\n差\t很差\n中\t一般\n")
+    assert invoke(["ingest", "small.tsv"], db=str(Path(invoke.db).with_name("small.db"))).stderr == ""
+    write_file("classes.txt", "违禁\n合规\n违规\n夸大\n新类\n")
+    write_file("pinned.tsv", "新类\t一条新类别的文案\n")
+    assert invoke(["ingest", "pinned.tsv", "--classes", "classes.txt"]).stderr == ""
