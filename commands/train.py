@@ -237,15 +237,25 @@ def _missed_note(stage: dict, store=None) -> str | None:
     if stage["kind"] not in ("teach", "distill") or cfg.get("student") == "early-exit":
         return None
     _, train = _learned_support(stage, store)  # (not a class --label or --where left out: never learned)
-    missed = [(name, n) for name, n in missed_classes(stage["metrics"].get("dev") or {}) if train.get(name, 1.0)]
-    if not missed:
+    dev = stage["metrics"].get("dev") or {}
+    missed = [(name, n) for name, n in missed_classes(dev) if train.get(name, 1.0)]
+    # a class of too few dev samples to judge (2 of 40 ad texts): its train samples, none of which it got right either
+    # (out of fold for a --folds teacher; the very samples it learned from otherwise), were said nothing of
+    on_train = [(name, n) for name, n in missed_classes(stage["metrics"].get("train") or {})
+                if train.get(name, 0.0) and name not in dict(missed)]
+    if not missed and not on_train:
         return None
-    shown = ", ".join(f"{name!r} (0 of {n})" for name, n in missed[:5]) + (", ..." if len(missed) > 5 else "")
+    shown = lambda found: ", ".join(f"{name!r} (0 of {n})" for name, n in found[:5]) + (", ..." if len(found) > 5 else "")  # noqa: E731
+    said = [f"on dev the model got no sample of class {shown(missed)} right" if missed else "",
+            f"{'nor' if missed else 'the model got no'} train sample of class {shown(on_train)} right"
+            f"{' (out of fold)' if int(cfg.get('folds') or 0) > 1 else ''}" if on_train else ""]
+    found = missed + on_train
     # (a class as common as the others, 8 even news topics say, is not one class weights would help)
-    rare = any(train.get(name, 0.0) < RARE_SHARE * max(train.values(), default=0.0) for name, _ in missed)
+    rare = any(train.get(name, 0.0) < RARE_SHARE * max(train.values(), default=0.0) for name, _ in found)
     fix = ("--class-weight balanced (a rare class then counts as much as a common one), or more --epochs"
-           if rare and cfg.get("class_weight") != "balanced" else f"more --epochs, or more train samples of {'it' if len(missed) == 1 else 'them'}")
-    return f"on dev the model got no sample of class {shown} right: it has not learned {'it' if len(missed) == 1 else 'them'}; try {fix}"  # (not "does not answer": it may predict it, wrongly)
+           if rare and cfg.get("class_weight") != "balanced" else f"more --epochs, or more train samples of {'it' if len(found) == 1 else 'them'}")
+    # (not "does not answer": it may predict it, wrongly)
+    return f"{', '.join(p for p in said if p)}: it has not learned {'it' if len(found) == 1 else 'them'}; try {fix}"
 
 
 def _kept_line(stage: dict) -> str | None:
@@ -387,8 +397,8 @@ def _learned_support(stage: dict, store=None) -> tuple[list[str], dict[str, floa
     for split in learned_from:
         for name, n in class_support(stage["metrics"].get(split) or {}).items():
             support[name] = support.get(name, 0.0) + n
-    if stage["kind"] == "teach" and (cfg.get("where") or cfg.get("labels")):
-        # the teacher learned from the rows its filters select
+    if stage["kind"] in ("teach", "distill") and (cfg.get("where") or cfg.get("labels")):
+        # the model learned from the rows its filters select
         held = set(cfg.get("labels") or support)
         if store is not None:
             names = store.class_names()

@@ -3926,6 +3926,17 @@ def test_a_class_the_model_never_gets_right_on_dev_is_named_with_what_to_try():
     assert note({"kind": "teach", "metrics": {"dev": {**dev, "recall[极限词]": 0.25}}, "config": {}}) is None
     # a class --label left out of the training (the split's figures count it): never learned, not to be weighed
     assert note({"kind": "teach", "metrics": {"dev": dev, "train": train}, "config": {"labels": ["合规", "医疗"]}}) is None
+    # too few dev samples to judge (2): the train samples it got none of right say it (it said nothing)
+    few = {**dev, "support[极限词]": 2}
+    missed_train = {**train, "recall[合规]": 0.97, "recall[极限词]": 0.0}
+    said = note({"kind": "teach", "metrics": {"dev": few, "train": missed_train}, "config": {"folds": 5}})
+    assert said == ("the model got no train sample of class '极限词' (0 of 20) right (out of fold): it has not learned it; try "
+                    "--class-weight balanced (a rare class then counts as much as a common one), or more --epochs")
+    both = {**missed_train, "support[医疗]": 15, "recall[医疗]": 0.0}
+    said = note({"kind": "distill", "metrics": {"dev": dev, "train": both}, "config": {}})
+    assert said.startswith("on dev the model got no sample of class '极限词' (0 of 4) right, nor train sample of class "
+                           "'医疗' (0 of 15) right: it has not learned them; try --class-weight balanced")
+    assert note({"kind": "teach", "metrics": {"dev": few, "train": train}, "config": {}}) is None  # (train recalls unknown)
 
 
 def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
