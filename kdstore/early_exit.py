@@ -187,12 +187,16 @@ class EarlyExitConfig:
             raise KdError(refusal)
         if self.pooling not in POOLINGS:
             raise KdError(f"--pooling must be one of {', '.join(POOLINGS)}")
-        if self.branch_dim < 1 or not 0.0 <= self.dropout < 1.0:
-            raise KdError("--branch-dim must be positive and --dropout in [0, 1)")
+        if self.branch_dim < 1:  # (the option at fault, with its value: a config file's is then named too)
+            raise KdError(f"--branch-dim must be positive, got {self.branch_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise KdError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.max_loss is not None and not 0.0 <= self.max_loss <= 100.0:
             raise KdError(f"--max-loss is in accuracy points, in [0, 100]; got {self.max_loss}")
-        if self.patience < 1 or self.timing_repeats < 1:
-            raise KdError("--patience must be at least 1")
+        if self.patience < 1:
+            raise KdError(f"--patience must be at least 1, got {self.patience}")
+        if self.timing_repeats < 1:
+            raise KdError(f"the timing repeats must be at least 1, got {self.timing_repeats}")
 
 
 def config_dict(cfg: EarlyExitConfig) -> dict:

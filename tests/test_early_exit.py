@@ -840,6 +840,21 @@ def test_a_typed_patience_without_labeled_dev_samples_is_warned_of(tmp_path, mon
     assert "--patience" not in quiet.stderr
 
 
+def test_a_bad_branch_dim_dropout_or_patience_names_the_option_at_fault_and_its_value(tmp_path):
+    """`--branch-dim 0` was told "--branch-dim must be positive and --dropout in [0, 1)" (and a config
+    file's `dropout = 1.5` the same, blaming --branch-dim too), `--patience -2` no value: one line
+    naming the option at fault and the value given, as a student's sizes and a teacher's patience are."""
+    db = str(tmp_path / "never.db")
+    for args, message in (
+        (["--branch-dim", "0"], "Error: --branch-dim must be positive, got 0"),
+        (["--dropout", "1.5"], "Error: --dropout must be in [0, 1), got 1.5"),
+        (["--patience", "-2"], "Error: --patience must be at least 1, got -2"),
+    ):
+        bad = kd("distill", "--run", "r", "--student", "early-exit", *args, "--db", db, ok=False)
+        assert bad.output.strip() == message, (args, bad.output)
+    assert not (tmp_path / "never.db").exists()
+
+
 def test_distill_help_says_early_exit_reads_at_the_teachers_max_len():
     """Without --max-len the branches read at the teacher's own --max-len (so speed 0 is the
     teacher), not at the students' 128: the help says so."""
