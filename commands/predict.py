@@ -110,6 +110,7 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         check_file_model(store, run, which)
         predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
         _name_the_student(store, run, which, predictor.stage_name)
+        _warn_first_layer_speed(predictor, typed("speed"))
     if path == "-":
         from kdstore.progress import silenced
 
@@ -536,6 +537,16 @@ def _emit_file(predictor, lines: list[tuple[int, str]], batch_size: int, as_json
 _LINE_BREAKS = str.maketrans({c: " " for c in "\x00\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})  # (and NUL: csv readers refuse it)
 
 
+def _warn_first_layer_speed(predictor, typed: bool) -> None:
+    """A typed --speed at which an early-exit model of max_prob uncertainty exits every text at its first
+    layer (kd distill warns of its own --speed so; a --speed 0.6 here exited all in silence)."""
+    from kdstore.early_exit import first_layer_speed_note
+
+    note = first_layer_speed_note(predictor.speed, predictor.uncertainty, len(predictor.class_names)) if typed and hasattr(predictor, "uncertainty") else None
+    if note:
+        click.echo(f"warning: {note}", err=True)
+
+
 def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool,
                    speed: float | None = None, *, speed_if_early_exit: bool = False) -> None:
     """Logits, predictions and per-split metrics of the store's samples, as stage ``predict-STAGE``."""
@@ -556,6 +567,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         check_stage_free(store, run=run, kind="predict", name=f"predict-{planned}" + (f"@{split}" if split else ""), overwrite=overwrite)
     loading = utcnow()
     predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
+    _warn_first_layer_speed(predictor, not speed_if_early_exit)
     names = store.class_names()
     model_stage = store.find_stage(run, predictor.stage_name)
     if list(predictor.class_names) != names:

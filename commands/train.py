@@ -1507,7 +1507,7 @@ def _resolve_unlabeled(store, cfg):
 def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
                         temperature, unlabeled, where, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json):
     """FastBERT: classifiers after every teacher layer, trained by self-distillation (backbone frozen)."""
-    from kdstore.early_exit import EarlyExitConfig, check_layerwise, config_dict as early_exit_config, train_early_exit
+    from kdstore.early_exit import EarlyExitConfig, check_layerwise, config_dict as early_exit_config, first_layer_speed_note, train_early_exit
 
     source = click.get_current_context().get_parameter_source
 
@@ -1571,11 +1571,10 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
                    f"so speed 0 is not the teacher as kd teach measured it (its accuracy@0 and flops@0 are at {cfg.max_len} tokens); "
                    "leave --max-len out to extend the teacher as it is")
         _warn(message + _file_note(click.get_current_context(), message))
-    classes = len(store.class_names())
-    if cfg.uncertainty == "max_prob" and max_loss is None and classes >= 2 and cfg.speed >= 1 - 1 / classes:
-        # (1 - max p is at most 1 - 1/C: on a binary task --speed 0.5 exited every text at the first layer, unsaid)
-        _warn(f"--speed {cfg.speed:g} with --uncertainty max_prob on {classes} classes: 1 - the top probability is at most "
-              f"{1 - 1 / classes:.3g}, so every text exits at the first layer; a speed below {1 - 1 / classes:.3g} lets some go on")
+    # (1 - max p is at most 1 - 1/C: on a binary task --speed 0.5 exited every text at the first layer, unsaid)
+    note = first_layer_speed_note(cfg.speed, cfg.uncertainty, len(store.class_names())) if max_loss is None else None
+    if note:
+        _warn(note)
     name = "distill-early-exit" if stage_name is None else stage_name
     config = {**early_exit_config(cfg), "student": "early-exit", "teacher_runs": list(teacher_runs), "classes": store.class_names(), **labels_state(store),
               "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}

@@ -135,6 +135,16 @@ ROW_UNCERTAINTIES: dict[str, Callable[[list[float]], float]] = {
 }
 
 
+def first_layer_speed_note(speed: float, uncertainty: str, classes: int) -> str | None:
+    """Where ``speed`` exits every text at the first layer because ``uncertainty`` never exceeds it:
+    1 - the top probability (``max_prob``) is at most 1 - 1/C (0.5 on a binary task). ``None`` otherwise."""
+    if uncertainty != "max_prob" or classes < 2 or speed < 1 - 1 / classes:
+        return None
+    top = 1 - 1 / classes
+    return (f"--speed {speed:g} with --uncertainty max_prob on {classes} classes: 1 - the top probability is at most "
+            f"{top:.3g}, so every text exits at the first layer; a speed below {top:.3g} lets some go on")
+
+
 def _uncertainty_fn(uncertainty: str | Callable) -> Callable[[torch.Tensor], torch.Tensor]:
     """The uncertainty as a function of a branch's *logits*: a name's logit form, or a function of
     probabilities (``UNCERTAINTIES``' signature) applied after a softmax."""

@@ -895,6 +895,19 @@ def test_a_max_len_other_than_the_teachers_is_warned_of(tmp_path, monkeypatch):
         assert "--max-len" not in quiet.stderr and seen[-1].max_len in (None, 32)
 
 
+def test_predict_at_a_speed_that_exits_every_text_at_the_first_layer_warns(trained):
+    """kd distill warned of --speed 0.5 with max_prob uncertainty on 2 classes (1 - the top probability is
+    at most 0.5: every text exits at layer 1); kd predict --speed 0.6 on that model did so in silence."""
+    db = trained["db"]
+    kd("distill", "--run", "r", "--student", "early-exit", "--uncertainty", "max_prob", "--epochs", "1", "--name", "mp", "--db", db)
+    at = kd("predict", "--run", "r", "--model", "mp", "--speed", "0.6", "--json", "--db", db, input="这个很好\n")
+    assert json.loads(at.stdout)["layer"] == 1
+    assert at.stderr == ("warning: --speed 0.6 with --uncertainty max_prob on 2 classes: 1 - the top probability is at most 0.5, "
+                         "so every text exits at the first layer; a speed below 0.5 lets some go on\n")
+    assert kd("predict", "--run", "r", "--model", "mp", "--speed", "0.3", "--db", db, input="这个很好\n").stderr == ""
+    assert kd("predict", "--run", "r", "--model", "early-exit", "--speed", "0.6", "--db", db, input="这个很好\n").stderr == ""  # (entropy)
+
+
 def test_per_speed_figures_judge_against_the_labels_the_stage_read(trained, monkeypatch):
     """A label edit while the branches train (another process's `kd labels set`) changes neither the
     stage's figures nor its per-speed ones: accuracy@SPEED was over the labels at the end, accuracy
