@@ -242,10 +242,11 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
         raise click.BadParameter(
             f"{top} trims the table of a --dry-run; clean itself decides every undecided issue scoring at least "
             f"--min-score ({counted(len(items), 'issue')} here): raise --min-score to decide fewer{cut}", param_hint="--top")
-    changes = sum(i["effect"] == "change" for i in items)
+    # (a relabel flags an issue whose suggestion is its given label: a flag, no label changed)
+    changes = sum(i["effect"] == "change" and i["action"] != "flag" for i in items)
     # (a plan whose every issue is left alone, edited since detection or kept by a review, or a flag of flagged
     # ones, changes nothing: recorded, it was a stage of no edit that the next clean was refused as replacing)
-    decides = bool(changes)
+    decides = any(i["effect"] == "change" for i in items)
     # flagging changes no label; printed once the clean is done (a refusal is its one line)
     warnings = lab.detect_warnings(store, run, changes=changes, done=not dry_run) if action != "flag" else []
     replacing = overwrite and any(st.name == stage_name for st in store.stages_of(run))
@@ -257,14 +258,16 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
         else:
             print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
                        [[str(i["sample_id"]), _score(i["score"]), i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),
-                         i["new"] or "", "flag" if action == "flag" and i["effect"] == "change" else EFFECTS[i["effect"]], i["text"]]
+                         i["new"] or "", "flag" if i["action"] == "flag" and i["effect"] == "change" else EFFECTS[i["effect"]], i["text"]]
                         for i in items[:top or None]],
                        title=f"kd labels clean --action {action} would decide (dry run: nothing written)")
             if top and len(items) > top:
                 click.echo(f"... {len(items) - top} more rows (--top 0 shows all, --json lists all)")
             n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
             kept = f", {n['rejected']} left alone (a review kept the label)" if n["rejected"] else ""
-            changed = f"{n['change']} flagged (no label changed)" if action == "flag" else f"{n['change']} changes"
+            flags = sum(i["action"] == "flag" and i["effect"] == "change" for i in items)  # (a relabel's too: its suggestion is the label)
+            changed = (f"{n['change']} flagged (no label changed)" if action == "flag" else
+                       f"{changes} changes" + (f", {flags} flagged (its suggestion is the label it has)" if flags else ""))
             click.echo(f"{changed}, {n['unchanged']} unchanged, {n['edited']} left alone (edited since "
                        f"detection){kept}; dry run: nothing written")
         return

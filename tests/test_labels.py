@@ -735,6 +735,10 @@ def test_a_relabel_clean_flags_an_issue_whose_suggestion_is_its_label(db, tmp_pa
     before = _labels(db)
     preview = {c["sample_id"]: c for c in json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json").stdout)["changes"]}
     assert (preview[first["sample_id"]]["action"], preview[first["sample_id"]]["effect"]) == ("flag", "change")
+    plain = kd("labels", "clean", "--run", "r", "--dry-run", "--top", "0", "--db", db).stdout  # (it said "N changes", the flag among them)
+    assert re.search(rf"^{len(rest)} changes, 1 flagged \(its suggestion is the label it has\), 0 unchanged", plain, re.M), plain
+    row = next(line for line in plain.splitlines() if re.match(rf"\W*{first['sample_id']}\W", line))
+    assert " flag " in row and " change " not in row, row
     counts = json.loads(kd("labels", "clean", "--run", "r", "--db", db, "--json").stdout)
     assert counts["flag"] == 1 and counts["relabel"] == len(rest)
     after = _labels(db)
