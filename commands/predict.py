@@ -77,6 +77,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         if typed("split"):
             raise click.UsageError("--split goes with --store")
         split = None
+    if overwrite and not from_store:  # (it replaces the stage --store writes: without it, it did nothing, unsaid)
+        raise click.UsageError("--overwrite goes with --store (it replaces the predict-STAGE stage --store writes)")
     if speed is not None and artifact and not typed("speed"):
         speed = None
     if from_store:

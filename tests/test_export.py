@@ -606,6 +606,16 @@ def test_predict_option_mistakes_are_caught_before_any_model_or_store_opens(tmp_
     assert not (tmp_path / "none.db").exists()
 
 
+def test_predict_overwrite_without_store_is_refused_not_ignored(tmp_path):
+    """`kd predict --overwrite` replaces a predict-STAGE stage, which only --store writes: without it
+    (texts from stdin or a FILE, or an --artifact) the option did nothing, without a word."""
+    db = str(tmp_path / "none.db")
+    for source in (["--run", RUN, "--db", db], ["--artifact", str(tmp_path / "no-export")]):
+        out = kd("predict", *source, "--overwrite", input="很好\n", ok=False)
+        assert out.exit_code == 2 and "Error: --overwrite goes with --store" in out.output, out.output
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_predict_file_missing_or_bad_is_refused_before_any_model_or_store_opens(tmp_path, error_line):
     """A mistyped FILE, or a bad line in it, was found only once the model had loaded (minutes for a big teacher)."""
     db = str(tmp_path / "none.db")  # no store there: the FILE's error must come first
