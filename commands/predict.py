@@ -33,7 +33,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @click.option("--split", type=click.Choice(SPLITS), help="With --store: only the samples of this split.")
 @click.option("--speed", type=FLOAT, help="Early-exit model: exit at the first layer whose uncertainty <= SPEED (default: as trained; 0 = the full teacher model it extends).")
 @click.option("--text-field", metavar="NAME", help="Read JSON lines: each line an object whose NAME field is the text (it may hold line breaks and tabs); --json gives its other fields back under \"input\".")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Texts predicted together (a FILE's, and --store's, sorted by length first); lower it for a big model's memory.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @overwrite_option
 @store_options
