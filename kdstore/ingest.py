@@ -469,6 +469,9 @@ def _refuse_swapped_columns(body, text_i: int, label_i: int, width: int, name: s
             # indexes would ingest as a sample of a class of its own; the names read it as the header
             fix = f"give --text-col {shlex.quote(first[label_i])} --label-col {shlex.quote(first[text_i])} (line {first_line} " \
                   f"looks like a header naming the columns; --text-col {label_i} --label-col {text_i} would read it as a sample)"
+            # (counted without it: "60 different values" of a header and 59 rows)
+            labels = {fields[label_i].strip() for fields in rows[1:]}
+            texts = {fields[text_i].strip() for fields in rows[1:]}
         else:
             fix = f"give --text-col {label_i} --label-col {text_i} (or, if line {first_line} names the columns, their names)"
         raise KdError(

@@ -2181,7 +2181,9 @@ def test_a_text_then_label_file_read_by_the_default_columns_is_refused_not_turne
         assert not store_exists(db)
     # the fix the error gave for cn.csv, the indexes, ingested its header as a sample of a new class '类别':
     # a line 1 whose "class" is on no other line is named as the header, by the names that read it
-    assert "give --text-col '内容' --label-col '类别' (line 1 looks like a header" in error_line(invoke(["ingest", "cn.csv"], ok=False))
+    header = error_line(invoke(["ingest", "cn.csv"], ok=False))
+    assert "give --text-col '内容' --label-col '类别' (line 1 looks like a header" in header
+    assert "holds 20 different values for 4 different texts" in header, header  # (the rows': not 21 for 5, the header counted)
     assert "give --text-col 0 --label-col 1 (or, if line 1 names" in error_line(invoke(["ingest", "news.csv"], ok=False))
     invoke(["ingest", "news.csv", "--text-col", "0", "--label-col", "1"])
     assert [name for _, name in read_classes()] == list(topics)
