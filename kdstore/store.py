@@ -554,6 +554,11 @@ class Store:
                 makes = makes and makes.replace("--model MODEL", f"--model pretrain:{shlex.quote(run)}")
             makes = makes or (make and f"`{make.format(run=shlex.quote(run))}` makes one")
             how = f": {makes}" if makes and not parked else ""
+            # one still training (not gone, not this process's own): the command that makes one is refused while it runs
+            running = [s for s in stages if s.status == "running" and (s.name == name_or_kind or s.kind == name_or_kind)
+                       and not gone(s) and not (s.process or "").startswith(mine)]
+            if running and not parked:
+                how = f": {running[-1].name!r} is running: wait for it to end (`kd runs` shows it), then run this again"
             if not parked and make is None:  # a name mistyped or shortened (`--model early-exit` for distill-early-exit)
                 near = difflib.get_close_matches(name_or_kind, [s.name for s in stages if s.status == "succeeded" and "~" not in s.name], n=1)
                 how = how or (f": did you mean {near[0]!r}?" if near else "")

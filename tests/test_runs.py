@@ -2041,6 +2041,32 @@ def test_a_running_stage_is_never_replaced_and_a_killed_ones_is_marked_failed(st
         alive.wait()
 
 
+def test_a_command_needing_a_teacher_still_training_says_to_wait_not_to_train_one(store, invoke, error_line):
+    """`kd distill` (or `kd labels detect`) on a run whose `kd teach` still runs said "`kd teach --run r1
+    --model MODEL` makes one": that command is refused while the teacher runs. It says to wait for it;
+    one whose process is gone (kill -9) is still one to train again."""
+    from kdstore.runs import _machine, _start_time
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _left_running(store, "teach", f"{alive.pid}:{_start_time(alive.pid) or '?'}:{_machine()}")
+        for args in (["distill", "--run", "r1", "--student", "textcnn"], ["labels", "detect", "--run", "r1"]):
+            line = error_line(invoke(args, ok=False))
+            assert "run 'r1' has no succeeded 'teach' stage (stages: teach (running)" in line, line
+            assert "kd teach --run r1" not in line and "'teach' is running: wait for it to end" in line, line
+    finally:
+        alive.kill()
+        alive.wait()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with store.write_session("stages") as s:
+        s.execute(update(Stage).where(Stage.name == "teach").values(process=f"{dead.pid}:{_start_time(os.getpid())}:{_machine()}"))
+    line = invoke(["labels", "detect", "--run", "r1"], ok=False).stderr.splitlines()[-1]  # marked failed as it starts: train one
+    assert "wait for it" not in line and "kd teach --run r1" in line, line
+
+
 def test_a_stage_found_gone_days_later_is_given_no_duration(store, invoke):
     """A stage killed with -9 is marked failed when the next stage starts, maybe days later: `kd runs`
     and `kd report` gave it that wait as its seconds (259,200 s for a run that died in its first minute)."""
