@@ -418,7 +418,8 @@ def _unlearned(stage: dict, store=None) -> list[str]:
     unlearned = [name for name, n in support.items() if not n]
     if unlearned:
         one = len(unlearned) == 1
-        filtered = " that --where/--label select" if stage["kind"] == "teach" and (cfg.get("where") or cfg.get("labels")) else ""
+        filtered = " that --where/--label select" if stage["kind"] == "teach" and (cfg.get("where") or cfg.get("labels")) else \
+            " that --where selects" if cfg.get("where") else ""  # (a student's: it has no --label)
         scored = [name for name in unlearned if sum(class_support(stage["metrics"].get(split) or {}).get(name, 0.0)
                                                     for split in ("dev", "test") if split not in learned_from)]
         bare = [name for name in unlearned if name not in scored]
@@ -1082,8 +1083,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
         check_stage_free(store, run=run, kind="distill", name=f"distill-{student}" if stage_name is None else stage_name,
                          teachers=list(teacher_runs))
+    _check_where_runs(store, cfg.where)  # (before the pool is read by it)
     cfg = _resolve_unlabeled(store, cfg)
-    _check_where_runs(store, cfg.where)
     soft_unused = _options_given(("temperature", "temperature_end", "temperature_schedule", "soft_loss"))
     # (with --hard-weight, alpha weighs every sample's soft loss, the pool's and --augment's too)
     if soft_unused and not cfg.soft_weighed and (cfg.hard_weight is not None or (not cfg.unlabeled and not cfg.augment)):
@@ -1164,7 +1165,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
         from kdstore.folds import stratified_folds
 
-        stratified_folds(store.samples(splits=["train"], labeled=True).labels, cfg.folds, seed=cfg.seed, class_names=store.class_names())
+        stratified_folds(store.samples(splits=["train"], labeled=True, where=cfg.where).labels, cfg.folds, seed=cfg.seed,
+                         class_names=store.class_names())  # (of the rows --where selects: the folds split those)
     name = f"distill-{student}" if stage_name is None else stage_name
     config = {**distill_config(cfg), "classes": store.class_names(),  # (the teacher's, checked: its record may go, --overwrite)
               **labels_state(store), "teacher_stages": _teacher_stages(store, teacher_runs or (run,)), "environment": environment(device)}
@@ -1501,7 +1503,9 @@ def _resolve_unlabeled(store, cfg):
     has an unlabeled pool now (the stage config recorded null, and `kd report` showed unlabeled=None)."""
     if cfg.unlabeled is not None:
         return cfg
-    return replace(cfg, unlabeled=bool(len(store.samples(splits=["unlabeled"], where="parent_id IS NULL", limit=1))))
+    # (of the pool rows its --where selects: one that selects none used none, recorded true and warned of as if typed)
+    where = "parent_id IS NULL" + (f" AND ({cfg.where})" if cfg.where else "")
+    return replace(cfg, unlabeled=bool(len(store.samples(splits=["unlabeled"], where=where, limit=1))))
 
 
 def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
@@ -1543,8 +1547,8 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
         check_stage_free(store, run=run, kind="distill", name="distill-early-exit" if stage_name is None else stage_name,
                          teachers=list(teacher_runs))
+    _check_where_runs(store, cfg.where)  # (before the pool is read by it)
     cfg = _resolve_unlabeled(store, cfg)
-    _check_where_runs(store, cfg.where)
     _teacher_runs_exist(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")

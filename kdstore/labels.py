@@ -539,12 +539,18 @@ def _in_sample_votes(store: Store, run: str, stage: Stage, sample_ids: np.ndarra
     teachers += "".join(f" --teacher-weight {w:g}" for w in config.get("teacher_weights") or ())
     if len(set(config.get("teacher_runs") or ())) > 1 and config.get("teacher_average", "probs") != "probs":  # (the target it learned)
         teachers += f" --teacher-average {config['teacher_average']}"
+    if config.get("where"):  # (the rows it learned from: out-of-fold students of other rows are another student)
+        teachers += f" --where {shlex.quote(config['where'])}"
     if folds and config.get("init_from_teacher"):  # (each fold started from the teacher's layers and head)
         return (f"distill stage {name!r} of run {run!r} is --folds students copied from the teacher, whose layers and head learned "
                 f"the train labels they are to be blind to", "blind ones", f"`kd distill --run {run}{teachers} "
                 f"--folds {len(set(folds.values()))} --no-init-from-teacher --name {name}-oof`")
     if not folds:
-        return (f"distill stage {name!r} of run {run!r} learned the labels of the {len(sample_ids)} train samples", "out-of-fold students",
+        # (a --where student learned the labels of the train rows it selects, not of every one)
+        learned = int(np.isin(sample_ids, store.samples(splits=["train"], labeled=True, where=config["where"]).ids).sum()) \
+            if config.get("where") else None
+        of = "the" if learned is None or learned == len(sample_ids) else f"{learned} of the"
+        return (f"distill stage {name!r} of run {run!r} learned the labels of {of} {len(sample_ids)} train samples", "out-of-fold students",
                 f"`kd distill --run {run}{teachers} --folds 5 --name {name}-oof`")
     return None
 

@@ -350,6 +350,19 @@ def test_in_sample_votes_name_the_students_kind(db, error_line):
     assert "(`kd distill --run r --student bilstm --folds 5 --name s-oof`)" in line, line
 
 
+def test_in_sample_votes_of_a_where_student_count_and_keep_its_rows(db, error_line):
+    """A student of the rows its --where selects was said to have learned the labels of every train sample
+    (150 of a 50-row student), and the out-of-fold students advised left its --where out: students of other rows."""
+    where = "id % 3 = 0"
+    learned = len(Store.open(db).samples(splits=["train"], labeled=True, where=where))
+    kd("distill", "--run", "r", "--name", "s", "--where", where, "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+       "--max-len", "32", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "r", "--student-votes", "s", "--method", "cleanlab,ensemble",
+                         "--db", db, ok=False))
+    assert f"learned the labels of {learned} of the 150 train samples" in line, line
+    assert "(`kd distill --run r --where 'id % 3 = 0' --folds 5 --name s-oof`)" in line, line
+
+
 def test_in_sample_votes_let_in_by_allow_in_sample_are_warned_of(db):
     """--allow-in-sample let a student that learned the train labels vote without a word (a teacher so let in
     is warned of): its votes lean toward the labels, wrong ones included, and the ensemble flags fewer."""

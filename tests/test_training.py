@@ -1949,10 +1949,12 @@ def test_distill_where_learns_from_the_train_and_pool_rows_it_selects(taught_sto
     parents = Store.open(db).parents()
     assert made["augmented_added"] == len(parents) and {p % 3 for p in parents.values()} == {0, 1, 2}
     assert 0 < made["augmented_samples"] == sum(p % 3 == 0 for p in parents.values())
-    # a condition the pool fails: the store's pool is there, --where chose none of it
-    none = kd("distill", *common, "--where", "split = 'train'", "--name", "labeled-only", "--json")
-    assert json.loads(none.stdout)["metrics"]["all"]["pool_samples"] == 0
-    assert "warning: --unlabeled, but --where \"split = 'train'\" selects no unlabeled sample" in none.stderr
+    # a condition the pool fails: the store's pool is there, --where chose none of it (unlabeled by default: as none is used)
+    none = json.loads(kd("distill", *common, "--where", "split = 'train'", "--name", "labeled-only", "--json").stdout)
+    assert none["metrics"]["all"]["pool_samples"] == 0 and none["config"]["unlabeled"] is False
+    assert not any("--unlabeled" in w for w in none["warnings"])
+    typed = kd("distill", *common, "--where", "split = 'train'", "--unlabeled", "--name", "typed")
+    assert "warning: --unlabeled, but --where \"split = 'train'\" selects no unlabeled sample" in typed.stderr
     # refused before any stage: SQL that cannot run, no train row, an empty one, random() rows
     stages = len(store.stages_of("r"))
     for bad, message in (("nope = 1", "Error: --where 'nope = 1' failed:"),
@@ -1965,6 +1967,20 @@ def test_distill_where_learns_from_the_train_and_pool_rows_it_selects(taught_sto
             refused = kd("distill", "--run", "r", "--student", student, "--where", bad, "--db", db, ok=False)
             assert refused.output.startswith(message) and len(refused.output.strip().splitlines()) == 1, refused.output
     assert len(store.stages_of("r")) == stages
+
+
+def test_distill_folds_of_a_where_with_too_few_rows_of_a_class_is_refused_before_a_stage(taught_store):
+    """--folds 3 with a --where selecting 2 rows of a class passed the check of every train row, then
+    failed the stage it had opened (a failed stage on record, a new run with it)."""
+    store = Store.open(str(taught_store))
+    names, train = store.class_names(), store.samples(splits=["train"], labeled=True)
+    pos = [int(i) for i, label in zip(train.ids, train.labels) if names[label] == "pos"][:2]
+    where = f"label_id = {names.index('neg')} OR id IN ({pos[0]}, {pos[1]})"
+    refused = kd("distill", "--run", "fresh", "--teacher-run", "r", "--folds", "3", "--where", where, "--epochs", "1",
+                 "--db", str(taught_store), ok=False)
+    assert refused.output.startswith("Error: --folds 3: every class needs at least 3 train samples, and 'pos' (2) has fewer: "
+                                     "use --folds 2 or fewer") and len(refused.output.strip().splitlines()) == 1, refused.output
+    assert not Store.open(str(taught_store)).run_exists("fresh")
 
 
 def test_early_exit_where_learns_from_the_rows_it_selects(taught_store):
@@ -4244,6 +4260,15 @@ def test_a_class_the_teachers_where_or_label_leaves_out_is_an_unlearned_class(sa
     label = kd("teach", "--run", "l", "--label", "pos", "--label", "neg", *short)
     assert "warning: no train samples that --where/--label select of class 'mid': the model never learned it" in label.stderr
     assert "no train samples of class" not in kd("teach", "--run", "all", *short).stderr
+
+
+def test_a_class_the_students_where_leaves_out_is_named_as_its_where_s(taught_store):
+    """A student whose --where selected one class's train rows was warned of "no train samples of class
+    'neg'", where the store holds some: its --where left them out, as a teacher's warning says."""
+    db, names = str(taught_store), Store.open(str(taught_store)).class_names()
+    out = kd("distill", "--run", "r", "--where", f"label_id = {names.index('pos')}", "--no-unlabeled", "--epochs", "1",
+             "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)
+    assert "warning: no train samples that --where selects of class 'neg': the model never learned it" in out.stderr, out.stderr
 
 
 def _with_bert_vocab_txt(folder: Path, tiny_model, config_class, model_class, **sizes) -> Path:
