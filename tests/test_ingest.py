@@ -2374,7 +2374,7 @@ def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class
     assert [name for _, name in read_classes()] == ["体育", "财经", "稀有"]
 
 
-def test_a_new_class_of_one_or_two_rows_beside_many_labeled_ones_is_warned_of_as_a_typo(invoke, write_file, read_classes):
+def test_a_new_class_of_one_or_two_rows_beside_many_labeled_ones_is_warned_of_as_a_typo(invoke, write_file, read_classes, tmp_path):
     """'违规' on one line of an ad file labeled '违禁' elsewhere became a class of its own in silence
     (class ids only grow: every later model had an output for it)."""
     rows = [("合规" if i % 3 else "违禁", f"第{i}条广告文案内容") for i in range(60)]
@@ -2390,7 +2390,7 @@ def test_a_new_class_of_one_or_two_rows_beside_many_labeled_ones_is_warned_of_as
     write_file("more.tsv", "".join(f"夸大\t第{i}条夸大宣传文案\n" for i in range(3)))
     assert invoke(["ingest", "more.tsv"]).stderr == ""
     write_file("small.tsv", "好\t很好\n差\t很差\n中\t一般\n")
-    assert invoke(["ingest", "small.tsv"], db=str(Path(invoke.db).with_name("small.db"))).stderr == ""
+    assert invoke(["ingest", "small.tsv"], db=str(tmp_path / "small.db")).stderr == ""  # (a store of its own)
     write_file("classes.txt", "违禁\n合规\n违规\n夸大\n新类\n")
     write_file("pinned.tsv", "新类\t一条新类别的文案\n")
     assert invoke(["ingest", "pinned.tsv", "--classes", "classes.txt"]).stderr == ""
