@@ -548,11 +548,13 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     )
     cfg.validate()
     pick_device(cfg.device)  # --device cuda where there is none: refused before a stage (and a run) is on record
+    store = open_store(db)
+    if not overwrite:  # a rerun refused before --corpus is read (a pipe's gigabytes were read, then refused)
+        check_stage_free(store, run=run, kind="pretrain", name="pretrain")
     # a missing or unreadable file, or one with no text (empty, binary, JSON lines), is refused before a run
     # or a stage is recorded (its texts handed to the stage, not read twice)
     digests: dict[str, str] = {}
     corpus = read_corpus(cfg.corpus, digests)
-    store = open_store(db)
     if not corpus and not len(store.samples(splits=cfg.splits or None, include_dropped=True, where="parent_id IS NULL", limit=1)):
         # (refused by the stage: a failed stage, and a run, on record for a split with no text)
         of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""

@@ -223,6 +223,9 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         texts, split = split_long_texts(texts, max_chars=cfg.max_len - 2)  # ([CLS] and [SEP]; a character is at most a token)
     if len(texts) < 2:
         of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
+        if corpus:  # (its text counted too: "the store has fewer than 2 texts" read as if --corpus were not)
+            raise KdError(f"fewer than 2 texts to pre-train on: {len(stored.texts)}{of} in the store and {len(corpus)} in --corpus: "
+                          "ingest some text first, or give --corpus more lines")
         raise KdError(f"the store has fewer than 2 texts{of} to pre-train on: ingest some text first")
     counts = count_chars(texts)
     tokens = vocab_from_counts(counts, min_count=cfg.min_count, max_size=cfg.max_vocab)
@@ -367,11 +370,13 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     shown = f"{_loss_figures(recent, recent_rtd, dist)['mlm_loss']:.3f}"
                 bar.update(task, advance=int(stepped), loss=shown,
                            left_s=max(budget_s - elapsed, 0.0) if budget_s else None)  # --minutes: the ETA is the budget left
+        if step:  # the bar ends on the loss recorded, the last 50 steps', not the one read at the last 50th step (or step 5)
+            losses = _loss_figures(recent, recent_rtd, dist)  # a collective: every rank (step is every rank's), before rank 0 goes on alone
+            bar.update(task, loss=f"{losses['mlm_loss']:.3f}")
 
     if step == 0:  # every rank sees it (rank 0's clock decides): an untrained model is no result
         raise KdError(f"--minutes {cfg.minutes:g} ran out before the first training step: give it more time or --steps")
     check_finite(objective, when=f"by step {step}")
-    losses = _loss_figures(recent, recent_rtd, dist)  # a collective: every rank, before rank 0 goes on alone
     if learned_nothing(losses["mlm_loss"], baseline, texts_seen=seen):
         raise KdError(f"after {step} steps ({seen:,} texts) the {measured} is {losses['mlm_loss']:.2f}, no better than predicting each "
                       f"character by its frequency ({baseline:.2f}): the model learned no context, and a teacher fine-tuned "

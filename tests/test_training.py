@@ -1384,6 +1384,21 @@ def test_a_pretrain_corpus_with_no_text_or_of_json_lines_is_refused_before_a_run
     assert "JSON" in out.output and "line 1" in out.output
 
 
+def test_a_pretrain_rerun_is_refused_before_its_corpus_is_read(sample_store, tmp_path, monkeypatch):
+    """A second `kd pretrain` into a run whose pre-training succeeded read its whole --corpus first (a
+    pipe's gigabytes, `xzcat news.xz | kd pretrain --corpus -`, consumed for nothing) and was refused after."""
+    import commands.train
+
+    args = ("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1", "--device", "cpu",
+            "--db", str(sample_store))
+    kd(*args)
+    read = []
+    monkeypatch.setattr(commands.train, "read_corpus", lambda *a, **k: read.append(a) or ["新闻"])
+    line = kd(*args, "--corpus", "-", input="今天的新闻\n", ok=False).output
+    assert line.startswith("Error: stage 'pretrain' of run 'p' succeeded on ") and "pass --overwrite" in line, line
+    assert read == []
+
+
 def test_a_json_lines_corpus_is_refused_naming_its_text_key(tmp_path):
     """The refusal's hint said `jq -r .text FILE` whatever the file's keys: for JSON lines whose text
     is under `内容` (the user's own key, as kd ingest --text-col reads it) it printed nothing but null
@@ -1472,8 +1487,32 @@ def test_pretrains_bar_shows_a_loss_before_its_50th_step(sample_store, monkeypat
     monkeypatch.setattr(kdstore.pretrain, "progress", recording)
     kd("pretrain", "--run", "bar", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "12",
        "--batch-size", "16", "--min-count", "1", "--device", "cpu", "--db", str(sample_store))
-    assert len(shown) == 12 and all(re.fullmatch(r"\d+\.\d{3}", loss) for loss in shown), shown  # a figure from step 1 on
+    assert len(shown) == 12 + 1 and all(re.fullmatch(r"\d+\.\d{3}", loss) for loss in shown), shown  # a figure from step 1 on (and the one recorded, at the end)
     assert shown[0] != shown[4] != shown[9] and shown[5:9] == [shown[4]] * 4, shown  # read anew at steps 5 and 10
+
+
+def test_pretrains_bar_ends_on_the_loss_it_records(sample_store, monkeypatch):
+    """The bar kept the loss read at its last 50th step (or step 5): `--steps 60` ended on "loss 7.522"
+    over a recorded mlm_loss of 7.40, `--minutes` 34 steps stale. It ends on the figure recorded."""
+    import kdstore.pretrain
+
+    real, shown = kdstore.pretrain.progress, []
+
+    def recording(**options):
+        bar = real(**options)
+        update = bar.update
+
+        def update_recorded(task, **fields):
+            if "loss" in fields:
+                shown.append(fields["loss"])
+            return update(task, **fields)
+        bar.update = update_recorded
+        return bar
+
+    monkeypatch.setattr(kdstore.pretrain, "progress", recording)
+    out = json.loads(kd("pretrain", "--run", "end", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "7",
+                        "--batch-size", "16", "--min-count", "1", "--device", "cpu", "--db", str(sample_store), "--json").stdout)
+    assert shown[-1] == f"{out['metrics']['train']['mlm_loss']:.3f}", (shown, out["metrics"]["train"])
 
 
 def test_a_pretrain_step_the_fp16_scaler_skipped_is_no_step_of_steps(sample_store, monkeypatch):
@@ -1624,6 +1663,19 @@ def test_pretrain_split_leaves_the_test_texts_out(tmp_path):
     assert not Store.open(db).run_exists("c")  # (refused before a stage: it was a failed one, and a run, on record)
     line = kd(*args[:-1], "--run", "c", "--split", "test", "--long-texts", "cut", ok=False).output  # one text: the stage's refusal
     assert line == "Error: the store has fewer than 2 texts of split test to pre-train on: ingest some text first\n"
+
+
+def test_pretrain_of_too_few_texts_counts_the_corpus_in_its_error(tmp_path):
+    """An empty split and a --corpus of one line said "the store has fewer than 2 texts of split dev
+    to pre-train on: ingest some text first", as if the corpus had not been read."""
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    (tmp_path / "news.txt").write_text("今天的新闻\n", encoding="utf-8")
+    line = kd("pretrain", "--run", "c", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "16", "--split", "dev",
+              "--corpus", str(tmp_path / "news.txt"), "--db", db, ok=False).output
+    assert line == ("Error: fewer than 2 texts to pre-train on: 0 of split dev in the store and 1 in --corpus: "
+                    "ingest some text first, or give --corpus more lines\n")
 
 
 def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_path):
