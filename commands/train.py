@@ -181,6 +181,12 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         parts = [f"{int(learned['train_samples']):,} labeled", f"{pool:,} unlabeled" if pool else "", f"{made:,} augmented" if made else ""]
         chosen = " that --where selects" if config.get("where") else ""
         click.echo(f"  learned from {', '.join(p for p in parts if p)} texts{chosen}")
+    pretrained = (stage["metrics"].get("train") or {}) if stage["kind"] == "pretrain" else {}
+    if pretrained.get("mlm_loss") is not None:  # (said by kd report alone: the summary gave the time and the folder)
+        baseline = f" (by each character's frequency: {pretrained['frequency_loss']:.3f})" if pretrained.get("frequency_loss") is not None else ""
+        steps = int(pretrained.get("steps") or 0)
+        click.echo(f"  {steps:,} step{'s' * (steps != 1)}, {measured_loss(config.get('objective', 'mlm'))} "
+                   f"{pretrained['mlm_loss']:.3f}{baseline}")
     oof = stage["metrics"].get("train") if stage["kind"] == "teach" and int(config.get("folds") or 0) > 1 else None
     if oof and oof.get("accuracy") is not None:  # (dev and test are the folds' average; detect reads each fold's own)
         click.echo(f"  train (out of fold, as kd labels detect reads it): accuracy {oof['accuracy']:.4f}, "

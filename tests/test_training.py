@@ -1083,6 +1083,9 @@ def test_pretrain_counts_the_unk_tokens_and_warns_when_many(sample_store):
     figures = {m.name: m.value for m in Store.open(db).metrics(stage.id)}
     assert share > 0.02 and figures["unk_share"] == pytest.approx(share)
     assert f"warning: {share:.1%} of the text tokens are [UNK], characters seen fewer than --min-count 4 times" in rare.stderr
+    # the summary gives the steps and the loss recorded, beside the frequency bar (kd report alone said them)
+    assert (f"  1 step, masked-LM loss {figures['mlm_loss']:.3f} (by each character's frequency: {figures['frequency_loss']:.3f})\n"
+            in rare.stdout), rare.stdout
     kd("pretrain", "--run", "all", *common, "--min-count", "1", "--db", db)
     assert {m.name: m.value for m in Store.open(db).metrics(_stage(sample_store, "all", "pretrain").id)}["unk_share"] == 0.0
 
