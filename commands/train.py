@@ -1511,9 +1511,10 @@ def _resolve_unlabeled(store, cfg):
     has an unlabeled pool now (the stage config recorded null, and `kd report` showed unlabeled=None)."""
     if cfg.unlabeled is not None:
         return cfg
+    from kdstore.distill import pool_where
+
     # (of the pool rows its --where selects: one that selects none used none, recorded true and warned of as if typed)
-    where = "parent_id IS NULL" + (f" AND ({cfg.where})" if cfg.where else "")
-    return replace(cfg, unlabeled=bool(len(store.samples(splits=["unlabeled"], where=where, limit=1))))
+    return replace(cfg, unlabeled=bool(len(store.samples(splits=["unlabeled"], where=pool_where(cfg.where), limit=1))))
 
 
 def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,

@@ -417,6 +417,11 @@ def check_train_scored(store: Store, runs: list[str], where: str | None = None) 
         raise KdError(f"{n} train sample{' has' if n == 1 else 's have'} no teacher logits (ingested after the teacher ran?): run {fix} first")
 
 
+def pool_where(where: str | None) -> str:
+    """The SQL condition of the unlabeled pool rows a ``--where`` selects (the pool: texts no recipe made)."""
+    return "parent_id IS NULL" + (f" AND ({where})" if where else "")
+
+
 def none_selected(store: Store, where: str) -> KdError:
     """The error for a ``--where`` that selects no labeled train sample (the sources it could compare with)."""
     return KdError(f"no labeled train samples match --where {where!r}: loosen it{sources_hint(store, where, ['train'])}")
@@ -444,7 +449,7 @@ def training_set(
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         raise KdError(f"{len(missing)} train sample{' has' if len(missing) == 1 else 's have'} no teacher logits "
                       f"(ingested after the teacher ran?): run {fix} first")
-    pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL" + (f" AND ({where})" if where else ""))
+    pool = store.samples(splits=["unlabeled"], where=pool_where(where))
     if use_pool is None:
         use_pool = len(pool) > 0
     aug = store.samples(splits=["unlabeled"], augmented=augmented) if augmented else pool.subset(np.zeros(len(pool), bool))
