@@ -1091,7 +1091,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
         check_stage_free(store, run=run, kind="distill", name=f"distill-{student}" if stage_name is None else stage_name,
                          teachers=list(teacher_runs))
-    _check_where_runs(store, cfg.where)  # (before the pool is read by it)
+    _check_where_runs(store, cfg.where, by_name=False)  # (before the pool is read by it; distill has no --label)
     cfg = _resolve_unlabeled(store, cfg)
     soft_unused = _options_given(("temperature", "temperature_end", "temperature_schedule", "soft_loss"))
     # (with --hard-weight, alpha weighs every sample's soft loss, the pool's and --augment's too)
@@ -1399,12 +1399,13 @@ def _warn_weak_teachers(store, runs) -> None:
                   f"gives the student are near-uniform guesses; train it better first (`kd report --run {r}` shows it)")
 
 
-def _check_where_runs(store, where: str | None) -> None:
+def _check_where_runs(store, where: str | None, *, by_name: bool = True) -> None:
     """A --where SQL that cannot run, refused before a stage (and a run) is on record; one comparing
-    label_id with a class's name, warned (``label_id_note``). An empty one is the config's to refuse."""
+    label_id with a class's name, warned (``label_id_note``). An empty one is the config's to refuse.
+    ``by_name``: whether the command has --label NAME to advise (kd distill has none)."""
     if where and where.strip():
-        store.samples(where=where, limit=0)
-        note = label_id_note(where, store.class_names())
+        store.samples(where=where, limit=0, by_name=by_name)
+        note = label_id_note(where, store.class_names(), by_name=by_name)
         if note:
             _warn(note)
 
@@ -1556,7 +1557,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
     if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
         check_stage_free(store, run=run, kind="distill", name="distill-early-exit" if stage_name is None else stage_name,
                          teachers=list(teacher_runs))
-    _check_where_runs(store, cfg.where)  # (before the pool is read by it)
+    _check_where_runs(store, cfg.where, by_name=False)  # (before the pool is read by it; distill has no --label)
     cfg = _resolve_unlabeled(store, cfg)
     _teacher_runs_exist(store, teacher_runs or (run,))
     if max_loss is not None and not len(store.samples(splits=["dev"], labeled=True, limit=1)):  # before a stage is recorded

@@ -149,7 +149,7 @@ def _refuse(s, st: Stage, run: str, ids: set[int], *, crashed: bool = False) -> 
     else:
         live = _live_edits(s, st)
     if live:
-        raise KdError(f"stage {st.name!r} of run {run!r} has {_edits_not_undone(live)}: "
+        raise KdError(f"stage {st.name!r} of run {run!r} has {_edits_not_undone(live, _live_edits(s, st, flags=True))}: "
                       f"run `kd labels undo --run {run} --stage {st.name}` first")
     unsure = (f"stage {st.name!r} was marked running by {where}, which kd cannot check from here {unchecked_why(st)}: "
               "taken as ended") if alive is None else None

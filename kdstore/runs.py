@@ -621,7 +621,7 @@ def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = Fal
     live = 0 if edits_go else _live_edits(s, old)
     if live:
         raise KdError(
-            f"stage {old.name!r} of run {run!r} has {_edits_not_undone(live)}: "
+            f"stage {old.name!r} of run {run!r} has {_edits_not_undone(live, _live_edits(s, old, flags=True))}: "
             f"run `kd labels undo --run {run} --stage {old.name}` first"
         )
     if old.kind != "detect":
@@ -637,9 +637,10 @@ def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = Fal
         live = _live_edits(s, clean)
         owner = s.get(Run, clean.run_id).uniqid
         if live:
+            flags = _live_edits(s, clean, flags=True)  # (a flag changes no label: a flag clean's are no label edits)
             raise KdError(
                 f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r}, whose "
-                f"{live} label edit{'s stand' if live != 1 else ' stands'}: run `kd labels undo --run {owner} --stage {clean.name}` first, "
+                f"{live} {'flag' if flags == live else 'label edit'}{'s stand' if live != 1 else ' stands'}: run `kd labels undo --run {owner} --stage {clean.name}` first, "
                 f"or detect again in another run (`kd labels detect --run NEW --teacher-run {teacher_run}`)"
             )
         # decisions that changed no label (a reviewer's rejections, a label kept as it stood) are on record only in
@@ -835,10 +836,10 @@ def _any_edits(s: Session, stage: Stage) -> bool:
     return s.scalar(select(LabelEdit.id).where(LabelEdit.stage_id == stage.id).limit(1)) is not None
 
 
-def _live_edits(s: Session, stage: Stage) -> int:
-    return s.scalar(
-        select(func.count()).select_from(LabelEdit).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None))
-    )
+def _live_edits(s: Session, stage: Stage, *, flags: bool = False) -> int:
+    """The stage's label edits not undone (``flags``: those of them that are flags, which change no label)."""
+    query = select(func.count()).select_from(LabelEdit).where(LabelEdit.stage_id == stage.id, LabelEdit.reverted_at.is_(None))
+    return s.scalar(query.where(LabelEdit.action == "flag") if flags else query)
 
 
 def _remove_artifact(store: Store, path: Path) -> None:
@@ -891,5 +892,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _edits_not_undone(n: int) -> str:
-    return f"{n} label edit{'s that are' if n != 1 else ' that is'} not undone"
+def _edits_not_undone(n: int, flags: int = 0) -> str:
+    """``n`` edits not undone, ``flags`` of them flags: a flag clean's are named as flags, not label edits."""
+    return f"{n} {'flag' if flags == n else 'label edit'}{'s that are' if n != 1 else ' that is'} not undone"

@@ -247,10 +247,12 @@ class Store:
         include_dropped: bool = False,
         ids: Sequence[int] | None = None,
         limit: int | None = None,
+        by_name: bool = True,
     ) -> SampleSet:
         """Samples in id order, filtered by split, labeled-ness, a SQL ``where`` fragment on ``samples``
         (the user's ``--where``), the exact ``source`` they came from and the augmentation recipe
-        that made them (``augmented``: a recipe's source, see ``augmented_texts``)."""
+        that made them (``augmented``: a recipe's source, see ``augmented_texts``). ``by_name``: whether a bad
+        ``where``'s error may advise --label NAME (kd samples and kd teach have it; kd distill does not)."""
         query = select(Sample.id, Sample.text, Sample.label_id, Sample.split).order_by(Sample.id)
         if splits is not None:
             splits = list(splits)
@@ -299,7 +301,7 @@ class Store:
                     path = [k.strip('"') for k in re.findall(r'\.(\w+|"[^"]+")', keys.group(1))]
                     expr = "meta" + "".join(f"->'{k}'" for k in path[:-1]) + f"->>'{path[-1]}'"  # (SQLite 3.38+ and PostgreSQL)
                     said += f" (meta is a JSON column of each sample's other fields: {expr} reads one)"
-                elif "invalid input syntax for type integer" in said and (note := label_id_note(where, self.class_names())):
+                elif "invalid input syntax for type integer" in said and (note := label_id_note(where, self.class_names(), by_name=by_name)):
                     # (PostgreSQL, of label_id = 'neg': SQLite ran it, selecting nothing, and warned with the class's id)
                     said += f" ({note})"
                 elif re.search(r"operator does not exist: boolean [<>=!]+ integer", said):  # (PostgreSQL, of dropped = 0)
@@ -309,7 +311,7 @@ class Store:
                 elif re.search(r'no such column: |column \S+ does not exist', said):  # (SQLite's words; PostgreSQL's)
                     # "no such column: label" said neither what there is nor that label_id = 3 is the class of id 3
                     said += (f" (the columns a --where may use: {', '.join(c.name for c in Sample.__table__.columns)}; label_id is a "
-                             "class id, not its name (kd classes lists both): --label NAME selects a class by name)")
+                             "class id, not its name (kd classes lists both)" + (": --label NAME selects a class by name)" if by_name else ")"))
                 raise KdError(f"--where {where!r} failed: {said}") from exc
             raise
         return SampleSet(
@@ -697,10 +699,12 @@ def sources_hint(store: Store, where: str | None, splits: Sequence[str]) -> str:
     return f"; the labeled samples' sources are {shown} (the file each came from, or its --source; a file's own columns are in meta)"
 
 
-def label_id_note(where: str | None, names: list[str]) -> str | None:
+def label_id_note(where: str | None, names: list[str], *, by_name: bool = True) -> str | None:
     """A warning where ``where`` compares ``label_id`` (or ``orig_label_id``), a class id, and some class
     is named by a number that is not its id (star ratings 1..5 have ids 0..4, or in the order first
-    read): ``label_id = 3`` selected the class of id 3, not the class named '3', without a word."""
+    read): ``label_id = 3`` selected the class of id 3, not the class named '3', without a word. ``by_name``: whether
+    to advise --label NAME (kd distill has none)."""
+    label = "; --label NAME selects a class by name" if by_name else ""
     if not where or not re.search(r"label_id", where, re.IGNORECASE):
         return None
     # a class's name where its id goes (`label_id = 'pos'`): SQLite compared it with no id and selected nothing
@@ -708,14 +712,13 @@ def label_id_note(where: str | None, names: list[str]) -> str | None:
     value = quoted and quoted.group(1).replace("''", "'")
     if value is not None and not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):  # (a number in quotes: read as that id)
         which = f": class {value!r} has id {names.index(value)} (kd classes)" if value in names else " (kd classes lists their ids)"
-        return f"--where compares label_id, a class id, with the string {value!r}{which}; --label NAME selects a class by name"
+        return f"--where compares label_id, a class id, with the string {value!r}{which}{label}"
     numbered = [(i, n) for i, n in enumerate(names) if re.fullmatch(r"[+-]?[0-9]+", n.strip())]
     if not any(int(n) != i for i, n in numbered):
         return None
     shown = ", ".join(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered[:5]))
     more = ", ..." if len(numbered) > 5 else ""
-    return (f"--where compares label_id, a class id, not its name: class {shown}{more} (kd classes); "
-            "--label NAME selects a class by name")
+    return f"--where compares label_id, a class id, not its name: class {shown}{more} (kd classes){label}"
 
 
 # the marks a Chinese input method types for SQL's quotes, parentheses and operators

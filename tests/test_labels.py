@@ -809,6 +809,20 @@ def test_flags_change_no_label_and_an_undo_gives_them_back(db):
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
+def test_a_flag_clean_that_stands_is_refused_for_its_flags_not_label_edits(db, error_line):
+    """A flag clean's --overwrite, its kd runs delete and its detection's --overwrite were refused for
+    "N label edits that are not undone" (or "whose N label edits stand"): a flag changes no label."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    flagged = json.loads(kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db, "--json").stdout)["flag"]
+    assert flagged > 1
+    stands = f"stage 'clean' of run 'r' has {flagged} flags that are not undone: run `kd labels undo --run r --stage clean` first"
+    assert error_line(kd("labels", "clean", "--run", "r", "--action", "flag", "--overwrite", "--db", db, ok=False)) == f"Error: {stands}"
+    assert error_line(kd("runs", "delete", "--run", "r", "--stage", "clean", "--yes", "--db", db, ok=False)) == f"Error: {stands}"
+    detect = error_line(kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False))
+    assert f"decided by stage 'clean', whose {flagged} flags stand: run `kd labels undo --run r --stage clean` first" in detect
+    assert "label edit" not in detect
+
+
 def test_a_score_shown_typed_as_min_score_keeps_its_row(db):
     """The tables show scores with 3 decimals: 0.8499 read 0.850, and `clean --min-score 0.85`, the
     figure the user read, left that issue out. A score shown is cut, never rounded up."""
@@ -2533,7 +2547,7 @@ def test_a_dry_run_clean_is_refused_as_the_real_one_would_be(tmp_path, error_lin
     dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db, "--json", ok=False)
     assert error_line(dry) == real and dry.stdout == "" and "stage 'clean' of run 'r' succeeded" in real
     overwrite = kd("labels", "clean", "--run", "r", "--dry-run", "--overwrite", "--db", db, ok=False)  # its flags stand
-    assert "label edits that are not undone" in error_line(overwrite)
+    assert "has 3 flags that are not undone" in error_line(overwrite)  # (a flag changes no label: no label edits)
     assert "kept for teach stages" in error_line(kd("labels", "clean", "--run", "r", "--dry-run", "--name", "teach", "--db", db, ok=False))
     other = json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--name", "c2", "--db", db, "--json").stdout)
     assert other["stage"] == "c2" and len(other["changes"]) == 3

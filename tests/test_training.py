@@ -2038,6 +2038,19 @@ def test_distill_folds_of_a_where_with_too_few_rows_of_a_class_is_refused_before
     assert not Store.open(str(taught_store)).run_exists("fresh")
 
 
+def test_distill_where_on_label_id_advises_no_label_option_it_lacks(taught_store):
+    """kd distill --where "label_id = 'pos'" (or a column it lacks) said "--label NAME selects a class by name":
+    kd distill has no --label (kd samples and kd teach do), so the advice was an option it refuses."""
+    db = str(taught_store)
+    names = Store.open(db).class_names()
+    common = ["distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db]
+    quoted = kd(*common, "--where", "label_id = 'pos'", "--name", "q", ok=False)
+    assert quoted.stderr.splitlines()[0] == (f"warning: --where compares label_id, a class id, with the string 'pos': class 'pos' "
+                                             f"has id {names.index('pos')} (kd classes)")
+    missing = kd(*common, "--where", "label = 'pos'", "--name", "m", ok=False)
+    assert missing.output.strip().endswith("label_id is a class id, not its name (kd classes lists both))"), missing.output
+    assert "--label" not in quoted.output + missing.output
+
 def test_early_exit_where_learns_from_the_rows_it_selects(taught_store):
     db, store = str(taught_store), Store.open(str(taught_store))
     where = "id % 2 = 0"
