@@ -92,17 +92,15 @@ def rare_new_classes(name: str, report: IngestReport, records: Sequence[Record],
     """A warning for each class the ingest added with at most ``RARE_NEW_CLASS`` samples while the store
     (``classes``, ``labeled`` samples, after it) holds ``RARE_BESIDE`` or more: '违规' on one line of an
     ad file labeled '违禁' elsewhere became a class of its own in silence, and class ids only grow."""
-    if labeled < RARE_BESIDE:
-        return []
     out = []
     for label in report.new_classes:
         n = report.added_per_class.get(label, 0)
-        if not 0 < n <= RARE_NEW_CLASS:  # (0: a class --classes pinned, chosen, not typed)
+        if not 0 < n <= RARE_NEW_CLASS or labeled - n < RARE_BESIDE:  # (0: a class --classes pinned, chosen, not typed)
             continue
         lines = [str(r.line) for r in records if r.label == label and r.line is not None][:n]
         where = f"line{'s' if len(lines) > 1 else ''} {', '.join(lines)}: " if lines else ""
         close = difflib.get_close_matches(label, [c for c in classes if c != label], n=1, cutoff=0.5)
-        out.append(f"{name}: {where}label {label!r} is a new class of {n} sample{'s' if n > 1 else ''} beside {labeled:,} labeled "
+        out.append(f"{name}: {where}label {label!r} is a new class of {n} sample{'s' if n > 1 else ''} beside {labeled - n:,} labeled "
                    f"ones: a typo{f' of {close[0]!r}' if close else ''}? `kd samples --label {shlex.quote(label)}` lists "
                    f"{'them' if n > 1 else 'it'} and `kd labels set` relabels (the class stays in the store, empty); "
                    "--classes FILE refuses labels not in it")

@@ -360,14 +360,24 @@ def gone_teachers(stage: dict[str, Any]) -> str | None:
     return f"learned from {', '.join(gone)}" if gone else None
 
 
+def chosen_rows(stage: dict) -> str | None:
+    """``learned from the rows --where ... selects`` for a model that learned from some rows only (a teacher's
+    ``--where`` or ``--label``, a student's ``--where``): beside others, its figures are of another training set."""
+    config = stage.get("config") or {}
+    chosen = [f"--where {config['where']!r}" if config.get("where") else "",
+              f"--label {' --label '.join(config['labels'])}" if config.get("labels") else ""]
+    chosen = [c for c in chosen if c]
+    return f"learned from the rows {' and '.join(chosen)} {'selects' if len(chosen) == 1 else 'select'}" if chosen else None
+
+
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     model (``model``: a student's kind, a teacher's ``--model``), the figures that compare them, the test samples they were measured on (``test_n``) and the labels
     they trained on (``labels_digest``: equal digests, equal labels), the torch threads their speed was
     timed with (``speed_threads``); a teacher that trained on dev
     says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from), and so does a model trained
-    before the store added a class (``other_classes``), and a student whose teacher was replaced or deleted
-    since (``gone_teachers``). A model stage that failed or is
+    before the store added a class (``other_classes``), a student whose teacher was replaced or deleted
+    since (``gone_teachers``), and one that learned from the rows a --where or --label chose (``chosen_rows``). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
     stage one row that says so (``stage`` None), not silence. ``status`` is the stage's (``succeeded``, ``failed``,
     ``running``), for a script to pick the rows that hold figures without reading the note."""
@@ -390,7 +400,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         # the teacher first, then its students as they were made (one retrained by --overwrite was listed among them)
         models = sorted((st for st in stages if st["status"] == "succeeded"), key=lambda st: st["kind"] != "teach")
         rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage, store), other_classes(store, stage),
-                                                                              gone_teachers(stage))))
+                                                                              gone_teachers(stage), chosen_rows(stage))))
                         or None) for stage in models)
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)

@@ -2381,7 +2381,7 @@ def test_a_new_class_of_one_or_two_rows_beside_many_labeled_ones_is_warned_of_as
     rows[57] = ("违规", "全网最低价第一品牌")
     write_file("ads.tsv", "".join(f"{label}\t{text}\n" for label, text in rows))
     result = invoke(["ingest", "ads.tsv", "--json"])
-    warning = ("ads.tsv: line 58: label '违规' is a new class of 1 sample beside 60 labeled ones: a typo of '违禁'? "
+    warning = ("ads.tsv: line 58: label '违规' is a new class of 1 sample beside 59 labeled ones: a typo of '违禁'? "
                "`kd samples --label '违规'` lists it and `kd labels set` relabels (the class stays in the store, empty); "
                "--classes FILE refuses labels not in it")
     assert json.loads(result.stdout)["warnings"] == [warning] and result.stderr == f"warning: {warning}\n"

@@ -1997,6 +1997,8 @@ def test_distill_where_learns_from_the_train_and_pool_rows_it_selects(taught_sto
     assert _count(taught_store, Prediction, stage_id=stage.id) == _count(taught_store, Sample)
     assert result["metrics"]["dev"]["n"] == len(store.samples(splits=["dev"], labeled=True))
     said = kd("distill", *common, "--where", where, "--name", "said", "--no-unlabeled").stdout
+    notes = {r["stage"]: r["note"] for r in json.loads(kd("report", "--compare", "r", "--db", db, "--json").stdout)}
+    assert notes["said"] == f"learned from the rows --where {where!r} selects" and notes["teach"] is None  # (beside the others)
     assert f"  learned from {len(train):,} labeled texts that --where selects\n" in said
     # --augment: the recipe's texts of every train row are stored (and reused), those of the chosen rows learned from
     made = json.loads(kd("distill", *common, "--where", where, "--name", "aug", "--no-unlabeled", "--augment", "mask",
