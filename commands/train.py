@@ -1036,7 +1036,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}" + _file_note(click.get_current_context(), "--student"))
     _warn_unused(student, augment, relation=value_relation > 0 or qk_relation > 0)
     teacher_weights = _file_teacher_weights_fit(teacher_runs, teacher_weights)
-    if len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_weights",)):
+    if (len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_weights",))
+            and len(teacher_weights) == max(1, len(teacher_runs))):  # (a count that does not fit is refused: not "not used" too)
         # (a weight of one teacher, or of one run named twice, weighs it against nothing: taken in silence)
         _warn("--teacher-weight: not used: it weighs several --teacher-run against each other, and this student has one teacher")
     twice = [t for t in dict.fromkeys(teacher_runs or ()) if teacher_runs.count(t) > 1]

@@ -3485,6 +3485,15 @@ def test_a_teacher_weight_of_a_single_teacher_is_warned_of(taught_store):
         assert len(said) == 1 and "one teacher" in said[0] and f"warning: {said[0]}" in out.stderr, args
 
 
+def test_a_teacher_weight_count_refused_is_not_also_warned_unused(taught_store):
+    """Two --teacher-weight for one teacher: warned "not used" on the line above the error that refuses
+    the command for them (told both that the weights were ignored and that they stopped it)."""
+    out = kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-weight", "1", "--teacher-weight", "2",
+             "--epochs", "1", "--db", str(taught_store), ok=False)
+    assert "2 --teacher-weight values for 1 teacher run(s)" in out.output, out.output
+    assert "not used" not in out.output, out.output
+
+
 def test_several_teachers_of_changed_labels_each_get_the_command_that_retrains_them(taught_store, tiny_model):
     """Teachers of runs r and r2 (a --folds one) both learned from labels changed since: the warning
     gave `kd teach --run r ... --overwrite` alone, "retrains it", as if r were the one stale teacher."""
