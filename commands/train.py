@@ -1080,6 +1080,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     )
     cfg = _file_student_options_fit(cfg)
     cfg.validate()
+    if len(set(cfg.teacher_runs or (run,))) == 1:  # recorded as used: one teacher is weighed and averaged against none (warned above)
+        cfg = replace(cfg, teacher_weights=(), teacher_average=DistillConfig.teacher_average)
     if cfg.class_weight != "none" and not cfg.hard_weighed:
         _warn(f"--class-weight {cfg.class_weight}: not used: the hard (gold label) loss weighs 0 throughout "
               "(--alpha 1, or --hard-weight 0)")

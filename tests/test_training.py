@@ -3139,6 +3139,8 @@ def test_distill_two_teachers_learns_their_probabilities_averaged_in_weight_orde
     one = kd("distill", "--run", "r", "--teacher-average", "logits", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
              "--max-len", "32", "--name", "one", "--db", db)
     assert "warning: --teacher-average: not used: it averages several --teacher-run, and this student has one teacher" in one.output
+    recorded = next(s for s in Store.open(db).stages_of("r") if s.name == "one").config  # (as used: kd report showed logits)
+    assert (recorded["teacher_average"], recorded["teacher_weights"]) == ("probs", [])
     doubled = kd("distill", "--run", "zz", "--teacher-run", "r", "--teacher-run", "r2", "--teacher-run", "r", "--epochs", "1",
                  "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)  # (r weighed 2/3, unsaid)
     assert "warning: --teacher-run r named more than once: counted as often in the average of the teachers" in doubled.stderr
