@@ -845,11 +845,11 @@ def _first_split(splits) -> str:
 
 
 def _check_positions(store, cfg: TeachConfig):
-    """A --max-len longer than a local model folder's positions, or a head it names other classes for,
-    refused before a stage is recorded (the stage's own check, after loading the model, left a failed
+    """A --max-len longer than a local model folder's positions, a --layer-decay of an encoder-decoder, or a
+    head it names other classes for, refused before a stage is recorded (the stage's own check, after loading the model, left a failed
     stage). Anything else about the model (a hub name, an unreadable folder) is the stage's to say.
     Returns the folder's configuration (``None`` for a hub name or an unreadable folder)."""
-    from kdstore.teacher import check_max_len, head_classes, resolve_model
+    from kdstore.teacher import check_layer_decay, check_max_len, head_classes, resolve_model
 
     path = resolve_model(store, cfg.model)
     if not (Path(path).expanduser() / "config.json").is_file():
@@ -861,6 +861,7 @@ def _check_positions(store, cfg: TeachConfig):
     except Exception:  # noqa: BLE001 (named by the stage, as it loads the model)
         return None
     check_max_len(config, cfg.max_len, path)
+    check_layer_decay(config, cfg.layer_decay)  # (an encoder-decoder's: refused once the stage loaded the model, a failed stage)
     head_classes(config, store.class_names(), path)
     return config
 

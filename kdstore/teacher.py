@@ -671,14 +671,20 @@ def learned_by(store: Store, stage, fold: int | None) -> set[int]:
     return {i for i, k in store.read_folds(stage.id).items() if k != fold}
 
 
+def check_layer_decay(config, layer_decay: float) -> None:
+    """Refuse ``--layer-decay`` below 1 for an encoder-decoder model (read from its configuration, so
+    that ``kd teach`` refuses it before a stage is recorded)."""
+    if layer_decay < 1.0 and getattr(config, "is_encoder_decoder", False):
+        # encoder and decoder layers share their numbers, T5 numbers blocks, and the shared embeddings
+        # would get the head's rate: no depth order to decay by
+        raise KdError(f"--layer-decay: {config.model_type!r} is an encoder-decoder model, whose layers it cannot order; leave --layer-decay out")
+
+
 def _param_groups(model, cfg: TeachConfig) -> list[dict]:
     """AdamW groups: no weight decay on biases and LayerNorm weights; with ``layer_decay`` < 1 each
     parameter's learning rate is scaled by its depth (:func:`layer_decay_scales`)."""
     named = decay_exempt(model)
-    if cfg.layer_decay < 1.0 and getattr(model.config, "is_encoder_decoder", False):
-        # encoder and decoder layers share their numbers, T5 numbers blocks, and the shared embeddings
-        # would get the head's rate: no depth order to decay by
-        raise KdError(f"--layer-decay: {model.config.model_type!r} is an encoder-decoder model, whose layers it cannot order; leave --layer-decay out")
+    check_layer_decay(model.config, cfg.layer_decay)
     try:
         scales = layer_decay_scales([n for n, _, _ in named], cfg.layer_decay)
     except ValueError as exc:

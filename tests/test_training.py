@@ -870,6 +870,27 @@ def test_layer_decay_refuses_an_encoder_decoder_model_in_one_line():
     assert {g["lr"] for g in _param_groups(model, TeachConfig(model="m", lr=1e-3))} == {1e-3}  # without decay it trains
 
 
+def test_layer_decay_of_an_encoder_decoder_folder_is_refused_before_any_stage(sample_store, tiny_model, tmp_path):
+    """`kd teach --model ./bart --layer-decay 0.8`: refused only once the stage had loaded the model, it left a
+    new run holding a failed stage; its config.json says it is an encoder-decoder, as a --max-len too long is read there."""
+    from transformers import BartConfig, BartForSequenceClassification
+
+    bart = tmp_path / "bart"
+    shutil.copytree(tiny_model, bart)
+    for weights in bart.glob("*.safetensors"):
+        weights.unlink()
+    vocab_size = json.loads((bart / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    BartForSequenceClassification(BartConfig(
+        vocab_size=vocab_size, d_model=16, encoder_layers=2,
+        decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_position_embeddings=64, pad_token_id=0, num_labels=2)).save_pretrained(bart)
+    result = kd("teach", "--run", "ed", "--model", str(bart), "--layer-decay", "0.8", "--epochs", "1", "--max-len", "32",
+                "--db", str(sample_store), ok=False)
+    assert result.output.strip().splitlines() == [
+        "Error: --layer-decay: 'bart' is an encoder-decoder model, whose layers it cannot order; leave --layer-decay out"]
+    assert not Store.open(str(sample_store)).run_exists("ed")  # no failed stage, no new run on record
+
+
 def test_normalization_weights_of_any_name_have_no_weight_decay():
     """GPT-2's ``ln_1``/``ln_f`` and Llama's RMSNorm weights are not named LayerNorm: they were decayed."""
     from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
