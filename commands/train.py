@@ -187,7 +187,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         steps = int(pretrained.get("steps") or 0)
         click.echo(f"  {steps:,} step{'s' * (steps != 1)}, {measured_loss(config.get('objective', 'mlm'))} "
                    f"{pretrained['mlm_loss']:.3f}{baseline}")
-    oof = stage["metrics"].get("train") if stage["kind"] == "teach" and int(config.get("folds") or 0) > 1 else None
+    # (the train rows folded: not with --split dev alone, whose train rows no fold learned)
+    oof = stage["metrics"].get("train") if stage["kind"] == "teach" and int(config.get("folds") or 0) > 1 \
+        and "train" in (config.get("splits") or ["train"]) else None
     if oof and oof.get("accuracy") is not None:  # (dev and test are the folds' average; detect reads each fold's own)
         click.echo(f"  train (out of fold, as kd labels detect reads it): accuracy {oof['accuracy']:.4f}, "
                    f"macro-F1 {oof['macro_f1']:.4f} (n={int(oof['n'])})")

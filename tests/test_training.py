@@ -2871,6 +2871,8 @@ def test_a_folds_teachers_summary_gives_its_out_of_fold_train_figures(sample_sto
     assert out.stdout.index("train (out of fold") < out.stdout.index("  dev: ")
     plain = kd("teach", "--run", "plain", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
     assert "train (" not in plain.stdout  # (in-sample figures of the rows it learned: not worth a line)
+    dev = kd("teach", "--run", "dev", "--model", str(tiny_model), "--split", "dev", "--folds", "2", "--epochs", "1", "--max-len", "32", "--db", db)
+    assert "train (out of fold" not in dev.stdout  # (its train rows no fold learned: held out, not out of fold)
 
 
 def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_model):
