@@ -291,15 +291,14 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
 def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool, items: list[dict] = (), action: str = "relabel") -> None:
     """What a clean with no issue to decide says, recording no stage: the highest score it left undecided,
     or why it leaves alone every issue it would decide (``items``, the plan's preview)."""
-    undecided = lab.issues(store, run, top=1, status=lab.UNDECIDED)
+    n = {e: sum(i["effect"] == e for i in items) for e in ("edited", "rejected", "unchanged")}
     if items:
-        n = {e: sum(i["effect"] == e for i in items) for e in ("edited", "rejected", "unchanged")}
         why = ", ".join(f"{n[e]} {said}" for e, said in (("edited", "edited since detection"), ("rejected", "kept by a review"),
                                                           ("unchanged", "flagged already")) if n[e])
         why = (f"the {counted(len(items), 'undecided issue')} scoring at least --min-score {min_score:g} would change nothing "
                f"({why}; `kd labels clean --run {run} --action {action} --min-score {min_score:g} --dry-run` lists "
                f"{'them' if len(items) > 1 else 'it'})")
-    elif undecided:
+    elif undecided := lab.issues(store, run, top=1, status=lab.UNDECIDED):
         why = f"no undecided issue scores at least --min-score {min_score:g} (the highest: {_score(undecided[0]['score'])})"
     elif lab.issues(store, run, top=1):
         why = f"every issue of its detection is decided (kd labels show --run {run} lists them)"
@@ -307,8 +306,8 @@ def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool, it
         why = "its detection flagged no label"
     if as_json:
         # (the counts a clean's --json carries: a script reading skipped_edited found no key)
-        counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": sum(i["effect"] == "unchanged" for i in items),
-                  "skipped_edited": sum(i["effect"] == "edited" for i in items), "skipped_rejected": sum(i["effect"] == "rejected" for i in items)}
+        counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": n["unchanged"],
+                  "skipped_edited": n["edited"], "skipped_rejected": n["rejected"]}
         print_json({"run": run, "stage": None, **counts, "nothing_to_clean": why, "warnings": []})
     else:
         click.echo(f"run {run}: {why}; nothing cleaned, no stage recorded")

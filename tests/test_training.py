@@ -1488,11 +1488,8 @@ def test_pretrain_steps_1_trains_at_the_lr_given(sample_store):
     assert not torch.equal(a["bert.embeddings.word_embeddings.weight"], b["bert.embeddings.word_embeddings.weight"])
 
 
-def test_pretrains_bar_shows_a_loss_before_its_50th_step(sample_store, monkeypatch):
-    """The bar's loss was read every 50 steps: a model of a few seconds a step on a CPU trained for
-    minutes under "loss -". Now read at steps 1, 5, 10, 20, 30 and 40 too."""
-    import re
-
+def _bar_losses(monkeypatch) -> list[str]:
+    """The loss figures kd pretrain's bar is updated with, in order (a list filled as it trains)."""
     import kdstore.pretrain
 
     real, shown = kdstore.pretrain.progress, []
@@ -1509,6 +1506,15 @@ def test_pretrains_bar_shows_a_loss_before_its_50th_step(sample_store, monkeypat
         return bar
 
     monkeypatch.setattr(kdstore.pretrain, "progress", recording)
+    return shown
+
+
+def test_pretrains_bar_shows_a_loss_before_its_50th_step(sample_store, monkeypatch):
+    """The bar's loss was read every 50 steps: a model of a few seconds a step on a CPU trained for
+    minutes under "loss -". Now read at steps 1, 5, 10, 20, 30 and 40 too."""
+    import re
+
+    shown = _bar_losses(monkeypatch)
     kd("pretrain", "--run", "bar", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "12",
        "--batch-size", "16", "--min-count", "1", "--device", "cpu", "--db", str(sample_store))
     assert len(shown) == 12 + 1 and all(re.fullmatch(r"\d+\.\d{3}", loss) for loss in shown), shown  # a figure from step 1 on (and the one recorded, at the end)
@@ -1518,22 +1524,7 @@ def test_pretrains_bar_shows_a_loss_before_its_50th_step(sample_store, monkeypat
 def test_pretrains_bar_ends_on_the_loss_it_records(sample_store, monkeypatch):
     """The bar kept the loss read at its last 50th step (or step 5): `--steps 60` ended on "loss 7.522"
     over a recorded mlm_loss of 7.40, `--minutes` 34 steps stale. It ends on the figure recorded."""
-    import kdstore.pretrain
-
-    real, shown = kdstore.pretrain.progress, []
-
-    def recording(**options):
-        bar = real(**options)
-        update = bar.update
-
-        def update_recorded(task, **fields):
-            if "loss" in fields:
-                shown.append(fields["loss"])
-            return update(task, **fields)
-        bar.update = update_recorded
-        return bar
-
-    monkeypatch.setattr(kdstore.pretrain, "progress", recording)
+    shown = _bar_losses(monkeypatch)
     out = json.loads(kd("pretrain", "--run", "end", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "7",
                         "--batch-size", "16", "--min-count", "1", "--device", "cpu", "--db", str(sample_store), "--json").stdout)
     assert shown[-1] == f"{out['metrics']['train']['mlm_loss']:.3f}", (shown, out["metrics"]["train"])
