@@ -87,6 +87,7 @@ class DetectInputs:
     in_sample: int  # train samples the teacher saw (accepted only with allow_in_sample)
     used: dict[str, Any] = field(default_factory=dict)  # which teach and distill stages it read (``stages_used``), for the config
     in_sample_votes: list = field(default_factory=list)  # per --student-votes student, ``_in_sample_votes``: why it is in-sample (or None)
+    folds: dict = field(default_factory=dict)  # sample id -> the fold that held it out, of a --folds teacher
 
 
 def labels_version(store: Store) -> str:
@@ -242,7 +243,7 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
         named[stage.id] = given
     return DetectInputs(teacher_run=teacher_run, train=train, probs=probs, votes=[v for v, _, _ in votes], in_sample=len(in_sample),
                         used=stages_used(teacher_run, teacher, [(r, st) for _, (r, st), _ in votes]),
-                        in_sample_votes=[leak for _, _, leak in votes])
+                        in_sample_votes=[leak for _, _, leak in votes], folds=folds)
 
 
 def stages_used(teacher_run: str, teacher: Stage, students: list[tuple[str, Stage]]) -> dict[str, Any]:
@@ -289,6 +290,13 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
                "oof_accuracy": float(np.mean(present[judged.argmax(axis=1)] == train.labels)),
                "majority_rate": float(np.bincount(train.labels).max() / len(train))}
     figures.update({f"flagged[{m}]": int(mask.sum()) for m, mask in found.masks.items()})
+    # each fold's own agreement (a fold whose model learned nothing floods its share of the labels with flags)
+    fold_of = np.array([inputs.folds.get(int(i), -1) for i in train.ids], dtype=np.int64)
+    agree = present[judged.argmax(axis=1)] == train.labels
+    for k in np.unique(fold_of[fold_of >= 0]):
+        held = fold_of == k
+        figures.update({f"fold{k}/train_samples": int(held.sum()), f"fold{k}/oof_accuracy": float(agree[held].mean()),
+                        f"fold{k}/majority_rate": float(np.bincount(train.labels[held]).max() / held.sum())})
     names = store.class_names()  # each train class's labels and how many of them are flagged (a rare class's flags)
     figures.update({f"train_samples[{names[c]}]": int(np.sum(train.labels == c)) for c in present})
     figures.update({f"flagged_of[{names[c]}]": int(np.sum(train.labels[flagged] == c)) for c in present})
@@ -380,11 +388,19 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None, done:
     )
     if overall:  # (a teacher weak over all: each class's share would say it again)
         return out + overall
+    folds = {int(k[len("fold"):-len("/oof_accuracy")]): v for k, v in m.items() if re.fullmatch(r"fold\d+/oof_accuracy", k)}
+    weak_folds = noise.fold_warnings(folds, {k: m.get(f"fold{k}/majority_rate") for k in folds},
+                                     {k: int(m.get(f"fold{k}/train_samples", 0)) for k in folds})
     # a rare class the teacher answers as another: its share of the flags is small, its own share of flagged labels not
     per_class = {k[len("train_samples["):-1]: int(v) for k, v in m.items() if k.startswith("train_samples[")}  # (not in older stores)
     read = ((stage.config or {}).get("teacher_stages") or [{}])[0]
     teacher = next((s for s in store.stages_of(read.get("run") or run) if s.id == read.get("stage_id")), None)
     balanced = teacher is not None and (teacher.config or {}).get("class_weight") == "balanced"
+    if weak_folds:  # (its flags are of that fold's labels: a class's share of them says it again, less clearly)
+        config = (teacher.config or {}) if teacher is not None else {}
+        seed = int(config.get("seed") or 0) + 1
+        again = reteach_command(read.get("run") or run, config).replace(" --overwrite`", f" --seed {seed} --overwrite`")
+        return out + [f"{w}; review them rather than clean them, or re-run the teacher with another seed, {again}" for w in weak_folds]
     return out + noise.class_warnings({c: int(m.get(f"flagged_of[{c}]", 0)) for c in per_class}, per_class, balanced=balanced)
 
 

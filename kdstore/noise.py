@@ -442,6 +442,30 @@ def class_warnings(flagged: Mapping[str, int], samples: Mapping[str, int], *, ma
     return out
 
 
+def fold_warnings(accuracy: Mapping[int, float], majority: Mapping[int, float], samples: Mapping[int, int], *,
+                  least: int = LEAST_CLASS_SAMPLES) -> list[str]:
+    """One sentence for each fold of a ``--folds`` teacher whose out-of-fold predictions agree with its own
+    ``samples[k]`` train labels (``accuracy[k]``) hardly more often than always answering their most frequent
+    class (``majority[k]``), where some other fold does better: one fold's model that learned nothing (a
+    training that stalled) gives a fifth of the labels a guess, its flags drowning the real ones while the
+    overall agreement (``reliability_warnings``'s) still looks fair. Folds of fewer than ``least`` labels are
+    not judged."""
+    for k in accuracy:
+        for name, value in (("accuracy", accuracy[k]), ("majority", majority.get(k))):
+            if value is None or not 0.0 <= value <= 1.0:
+                raise KdError(f"{name} of fold {k} must be in [0, 1], got {value}")
+    judged = [k for k in sorted(accuracy) if int(samples.get(k, 0)) >= least]
+    weak = [k for k in judged if below_room(accuracy[k], majority[k])]
+    fine = [accuracy[k] for k in judged if k not in weak]
+    if not weak or not fine:  # (every fold weak: the teacher as a whole is, which reliability_warnings says)
+        return []
+    others = f"{min(fine):.1%}" if len(fine) == 1 or f"{min(fine):.1%}" == f"{max(fine):.1%}" else f"{min(fine):.1%}-{max(fine):.1%}"
+    return [f"fold {k}'s model agrees with {accuracy[k]:.1%} of its {int(samples[k])} train labels out of fold, "
+            f"{versus_majority(accuracy[k], majority[k])} always answering their most frequent class ({majority[k]:.1%}), "
+            f"while the other folds agree with {others}: that fold learned next to nothing, and its flags are mostly its own "
+            "errors" for k in weak]
+
+
 def _as_probs(pred_probs, what: str) -> np.ndarray:
     try:
         probs = np.asarray(pred_probs)

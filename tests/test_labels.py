@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from synthetic import edit_labels, flip, kd, labeled_rows, quick_speed_figures, save_tiny_bert, write_tsv
 
 from kdstore import labels as lab
+from kdstore import vectors
 from kdstore.errors import KdError
 from kdstore.schema import Base, LabelEdit, LabelIssue, Logit, Sample, Stage
 from kdstore.store import Store
@@ -220,6 +221,33 @@ def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):
     kd("labels", "clean", "--run", "r", "--action", "flag", "--name", "flag", "--db", db)
     done = kd("labels", "clean", "--run", "r", "--name", "relabel", "--db", db)  # printed once the clean is done: it said "would change"
     assert re.search(r"\d+ of \d+ train labels \([0-9.]+%\) changed, more than 30%", done.stderr) and "would change" not in done.stderr, done.stderr
+
+
+def test_a_fold_whose_model_learned_nothing_is_named_though_the_teacher_as_a_whole_looks_fair(db):
+    """One fold of a --folds 3 teacher whose model answers the same for every text (a training that stalled)
+    gives a third of the train labels a guess: the detection flags them by the dozen while the overall
+    agreement stays above the bar a weak teacher fails. Its warning names that fold, its figures, and the
+    reteach with another seed; each fold's agreement is stored with the detection."""
+    store = _open(db)
+    teacher = store.find_stage("r", "teach")
+    fold1 = [i for i, k in store.read_folds(teacher.id).items() if k == 1]
+    stalled = vectors.encode(np.array([0.3, -0.3], dtype=np.float32))  # (a flat guess, class 0 for every text)
+    with store.engine.begin() as conn:
+        conn.execute(update(Logit).where(Logit.stage_id == teacher.id, Logit.sample_id.in_(fold1)).values(vector=stalled))
+    store.close()
+    result = kd("labels", "detect", "--run", "r", "--db", db, "--json")
+    out = json.loads(result.stdout)
+    store = _open(db)
+    figures = {m.name: m.value for m in store.metrics(store.find_stage("r", "detect").id) if m.split == "train"}
+    store.close()
+    assert figures["fold1/train_samples"] == len(fold1) and figures["fold1/oof_accuracy"] <= figures["fold1/majority_rate"] + 0.05
+    assert figures["fold0/oof_accuracy"] >= 0.8 and figures["oof_accuracy"] >= 0.6  # (the whole looks fair)
+    [weak] = [w for w in out["warnings"] if w.startswith("fold 1's model")]
+    assert re.match(rf"fold 1's model agrees with [0-9.]+% of its {len(fold1)} train labels out of fold, (no|less|hardly) more than "
+                    r"always answering their most frequent class \([0-9.]+%\), while the other folds agree with [0-9.]+%(-[0-9.]+%)?: "
+                    "that fold learned next to nothing", weak), weak
+    assert weak.endswith(" --folds 3 --seed 43 --overwrite` (with the other options `kd report --run r` lists for it)"), weak
+    assert not any(w.startswith(("fold 0", "fold 2")) for w in out["warnings"]) and f"warning: {weak}" in result.stderr
 
 
 def test_every_labels_command_that_writes_says_run_stage_and_warnings_in_json(db, tmp_path):

@@ -31,6 +31,7 @@ from kdstore.noise import (
     estimate_issue_count,
     quality_scores,
     class_warnings,
+    fold_warnings,
     reliability_warnings,
     temperature_scale,
     validate,
@@ -368,6 +369,23 @@ def test_option_messages(kwargs, message):
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]])
     with pytest.raises(KdError, match=message):
         detect(labels, probs, **kwargs)
+
+
+def test_fold_warnings_name_a_fold_that_learned_nothing_beside_folds_that_did():
+    """A fold agreeing with its labels no better than its majority class, where another fold does better:
+    named with its figures and the other folds' range; every fold weak (the teacher's, said elsewhere),
+    a fold of fewer than 5 labels, or no weak fold: nothing."""
+    samples = {0: 50, 1: 50, 2: 50}
+    (only,) = fold_warnings({0: 0.90, 1: 0.52, 2: 0.88}, {0: 0.5, 1: 0.55, 2: 0.5}, samples)
+    assert only == ("fold 1's model agrees with 52.0% of its 50 train labels out of fold, less than always answering their most "
+                    "frequent class (55.0%), while the other folds agree with 88.0%-90.0%: that fold learned next to nothing, "
+                    "and its flags are mostly its own errors")
+    assert "other folds agree with 90.0%:" in fold_warnings({0: 0.9, 1: 0.5}, {0: 0.5, 1: 0.5}, {0: 50, 1: 50})[0]
+    assert fold_warnings({0: 0.5, 1: 0.52}, {0: 0.5, 1: 0.55}, {0: 50, 1: 50}) == []  # (every fold weak)
+    assert fold_warnings({0: 0.9, 1: 0.5}, {0: 0.5, 1: 0.5}, {0: 50, 1: 4}) == []  # (4 labels: too few to judge)
+    assert fold_warnings({0: 0.9, 1: 0.85}, {0: 0.5, 1: 0.5}, {0: 50, 1: 50}) == []
+    with pytest.raises(KdError, match="accuracy of fold 1 must be in"):
+        fold_warnings({0: 0.9, 1: 1.5}, {0: 0.5, 1: 0.5}, {0: 50, 1: 50})
 
 
 def test_class_warnings_name_a_class_mostly_flagged():
