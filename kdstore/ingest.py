@@ -166,16 +166,20 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
             first.setdefault(r.label, r.line)
     keys: dict[str, str] = {}
     for label, line in first.items():
-        twin = keys.setdefault(_label_key(label), label)
+        twin = keys.setdefault(label_key(label), label)
         if twin != label:
             raise KdError(_lookalike(name, line, label_name, label, twin))
     return records
 
 
 def _lookalike(name: str, line: int | None, field_name: str, label: str, twin: str) -> str:
-    return (f"{name}: line {line}: field {field_name!r}: label {label!r} differs from the class {twin!r} only in "
-            f"character width or case, in white space, in a middle dot or in how its number is written: write it as {twin!r} "
-            f"(it would be a class apart)")
+    return f"{name}: line {line}: field {field_name!r}: label {label!r}{lookalike_of(twin)} (it would be a class apart)"
+
+
+def lookalike_of(twin: str) -> str:
+    """What a label that ``label_key`` makes ``twin`` differs from it by, and how to write it."""
+    return (f" differs from the class {twin!r} only in character width or case, in white space, in a middle dot or in how "
+            f"its number is written: write it as {twin!r}")
 
 
 def _refuse_json_lines(content: str, name: str, fmt: str = "tsv") -> None:
@@ -611,7 +615,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
     return records
 
 
-def _label_key(label: str) -> str:
+def label_key(label: str) -> str:
     """What two labels that a reader would take for one class share: Unicode compatibility forms
     (full-width letters and digits) folded, case ignored, white space left out ('体育  新闻' beside
     '体育 新闻', and '夸大 宣传' beside '夸大宣传': Chinese words have no space between them), and a whole
@@ -672,7 +676,7 @@ def read_class_file(path: Path) -> tuple[str, ...]:
         raise KdError(f"{path}: line {given[0][0]}: {given[0][1]!r} looks like an id and a name with no tab between them: "
                       f"write id<TAB>name lines (or one name a line)")
     names: dict[int, str] = {}
-    keys: dict[str, str] = {}  # _label_key -> the name that has it
+    keys: dict[str, str] = {}  # label_key -> the name that has it
     line_of: dict[int, int] = {}  # id -> the line that gives it
     for n, (number, line) in enumerate(((i, l) for i, l in enumerate(lines, start=1) if l), start=0):
         parts = line.split("\t")
@@ -694,7 +698,7 @@ def read_class_file(path: Path) -> tuple[str, ...]:
         hidden = _invisible(name)
         if hidden is not None:  # (as a label: refused) 'pos\u200b' would be a class apart from 'pos' that prints alike
             raise KdError(f"{path}: line {number}: class {name!r} contains an invisible character (U+{ord(hidden):04X})")
-        twin = keys.setdefault(_label_key(name), name)
+        twin = keys.setdefault(label_key(name), name)
         if twin == name and name in names.values():  # ("class ids must be 0..K-1 with distinct names" named no line)
             first = line_of[next(k for k, v in names.items() if v == name)]
             raise KdError(f"{path}: line {number}: class {name!r} is given twice (first on line {first}): class names must be distinct")
@@ -787,7 +791,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                 for h, label_id, src, line, split, parent, orig in conn.execute(query.where(Sample.text_hash.in_(part)))
             )
         names_by_id = {i: n for n, i in classes.items()}
-        lookalikes = {_label_key(n): n for n in classes}
+        lookalikes = {label_key(n): n for n in classes}
         # a stored class set of names only (no number among them) takes no label that is one of their ids:
         # a file of label ids (`label_id<TAB>text`) ingested without --classes made each id a class of its own
         named = [names_by_id[i] for i in sorted(names_by_id)]  # (as they stood: the classes this file adds are no ids)
@@ -829,7 +833,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
             if r.label is not None:
                 label_id = classes.get(r.label)
                 if label_id is None:
-                    twin = lookalikes.setdefault(_label_key(r.label), r.label)
+                    twin = lookalikes.setdefault(label_key(r.label), r.label)
                     if twin != r.label:  # 'ｐｏｓ' (typed with a full-width input method) beside 'pos'
                         raise KdError(_lookalike(name, r.line, opts.label_col or "label", r.label, twin))
                     if (of := class_of_id(r.label, named)) is not None:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import aliased
 from . import noise, tfidf
 from .advice import reteach_command
 from .errors import KdError, make_folder, write_whole
-from .ingest import allow_long_csv_fields
+from .ingest import label_key, lookalike_of, allow_long_csv_fields
 from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
 from .progress import progress
@@ -895,7 +895,9 @@ def read_decision(value: str, names: Sequence[str], words: Sequence[str]) -> tup
         return low, None
     if value in names:
         return "relabel", names.index(value)
-    raise KdError(f"{value!r} is not {listed} or a class ({', '.join(names)}){class_id_hint(value.strip(), list(names))}")
+    twins = [n for n in names if label_key(n) == label_key(value)]  # ('ｎｅｇ', typed in full width, looks like 'neg')
+    twin = f"; {value!r}{lookalike_of(twins[0])}" if len(twins) == 1 else ""
+    raise KdError(f"{value!r} is not {listed} or a class ({', '.join(names)}){class_id_hint(value.strip(), list(names))}{twin}")
 
 
 SAVE_UTF8 = 'save it as UTF-8 (Excel: Save As "CSV UTF-8")'

@@ -2191,6 +2191,23 @@ def test_a_class_named_like_a_decision_is_written_label_colon_and_the_bare_word_
     assert (state[1][0], state[1][1]) == (names.index("drop"), False) and state[2][1] is True
 
 
+def test_a_decision_that_differs_from_a_class_only_in_width_case_or_spacing_names_the_class(tmp_path):
+    """A class typed with a Chinese input method's full width (`ｎｅｇ`), in another case (`Neg`), with a
+    space (`体育 新闻`) or as pandas writes a number (`1.0`) was refused as "'ｎｅｇ' is not accept, reject,
+    drop or a class (pos, neg)": the two look the same, and the error did not say which differs."""
+    from kdstore.labels import read_decision
+
+    for value, names, twin in (("ｎｅｇ", ["pos", "neg"], "neg"), ("Neg", ["pos", "neg"], "neg"),
+                               ("体育 新闻", ["体育新闻", "财经"], "体育新闻"), ("1.0", ["1", "2", "3"], "1")):
+        with pytest.raises(KdError, match=re.escape(f"; {value!r} differs from the class {twin!r} only in character width or case, "
+                                                    f"in white space, in a middle dot or in how its number is written: write it as {twin!r}")):
+            read_decision(value, names, SHEET)
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "t.tsv", [("pos", "质量很好"), ("neg", "太差了")])), "--db", db)
+    line = kd("labels", "set", "--run", "m", "1=ｎｅｇ", "--db", db, ok=False).output
+    assert "'ｎｅｇ' differs from the class 'neg' only in character width or case" in line
+
+
 SHEET = ("accept", "reject", "drop")
 
 
