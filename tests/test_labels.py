@@ -1001,6 +1001,29 @@ def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
     assert not store.run_exists("bad run!")
 
 
+def test_a_sheet_imported_again_names_the_import_that_replaces_its_stage(db, tmp_path, error_line):
+    """A review sheet edited further and imported again was refused as stale with `kd labels undo` or an
+    emptied decision for remedy; the import in place of its own stage, which the user wants, was not said.
+    The import it names runs, and the stage then holds the sheet's new decisions."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first, second = _issues(db)[:2]
+    rows = [{"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"},
+            {"run": "r", "issue_id": second["issue_id"], "sample_id": second["sample_id"], "decision": "reject"}]
+    sheet = _sheet(tmp_path / "review.csv", rows)
+    kd("labels", "import", str(sheet), "--db", db)
+    _sheet(sheet, [rows[0], {**rows[1], "decision": "accept"}])  # (the reviewer changed their mind on one row)
+    line = error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+    assert line.endswith(f"`kd labels undo --run r --stage review` reopens it, `kd labels import --run r {shlex.quote(str(sheet))} "
+                         "--overwrite` replaces that stage with this sheet's decisions, or leave the row's decision empty"), line
+    again = kd("labels", "import", "--run", "r", str(sheet), "--overwrite", "--db", db, "--json")
+    assert json.loads(again.stdout)["stage"] == "review"
+    assert {i["sample_id"]: i["status"] for i in _issues(db)}[second["sample_id"]] == "applied"
+    kd("labels", "undo", "--run", "r", "--db", db)
+    kd("labels", "import", "--run", "r", str(sheet), "--name", "second-look", "--db", db)  # (a stage of another --name: named)
+    assert "`kd labels import --run r " + shlex.quote(str(sheet)) + " --name second-look --overwrite`" in error_line(
+        kd("labels", "import", str(sheet), "--db", db, ok=False))
+
+
 def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, error_line):
     """A sheet's decided issues cannot be decided again (a second import would move their undo to
     the wrong stage); ``--name X --overwrite`` replaces a clean stage only, never the teacher; and a
@@ -1014,7 +1037,8 @@ def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, 
     state, edits = _state(db), _count(db, LabelEdit)
     line = error_line(kd("labels", "import", str(sheet), "--name", "review2", "--db", db, ok=False))
     assert "line 2" in line and f"issue {first['issue_id']} (sample {first['sample_id']}) was already rejected by stage 'review'" in line
-    assert "`kd labels undo --run r --stage review` reopens it, or leave the row's decision empty" in line
+    assert ("`kd labels undo --run r --stage review` reopens it, `kd labels import --run r " + shlex.quote(str(sheet)) + " --overwrite` "
+            "replaces that stage with this sheet's decisions, or leave the row's decision empty") in line
     for name in ("teach", "detect"):
         line = error_line(kd("labels", "clean", "--run", "r", "--name", name, "--overwrite", "--db", db, ok=False))
         assert f"the stage name {name!r} is kept for {name} stages: choose another --name" in line
