@@ -610,8 +610,11 @@ def print_rows(columns: list[str], rows: list[list[str]], *, title: str | None =
     table = Table(title=title)
     for col in columns:
         table.add_column(col)
+    # a cell other than the text's folds over lines rather than being cut to "…": in an 80-column terminal a
+    # long class name ('体育赛事与运动员新闻报道') read "体育赛事 …", two classes of one prefix alike
     for row in rows:
-        table.add_row(*(Text(c.translate(SHOWN_CONTROLS)) for c in row))
+        table.add_row(*(Text(c.translate(SHOWN_CONTROLS), overflow="ellipsis" if col == "text" else "fold")
+                        for col, c in zip(columns, row)))
     console().print(table)
 
 

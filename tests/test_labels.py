@@ -26,7 +26,7 @@ from synthetic import edit_labels, flip, kd, labeled_rows, quick_speed_figures, 
 from kdstore import labels as lab
 from kdstore import vectors
 from kdstore.errors import KdError
-from kdstore.schema import Base, LabelEdit, LabelIssue, Logit, Sample, Stage
+from kdstore.schema import Base, KdClass, LabelEdit, LabelIssue, Logit, Sample, Stage
 from kdstore.store import Store
 
 TEACH = ["--epochs", "8", "--patience", "8", "--lr", "2e-3", "--batch-size", "8", "--max-len", "32"]
@@ -878,6 +878,28 @@ def test_show_at_80_columns_keeps_every_method_name(db, monkeypatch):
     assert "…" not in "".join(line.split("│")[5] for line in shown.splitlines() if line.count("│") > 6)
     for name in both[0]["methods"].split(","):
         assert name in shown
+
+
+def test_show_and_dry_run_at_80_columns_keep_long_class_names_whole(db, monkeypatch):
+    """A 10-topic news task's class '体育赛事与运动员新闻报道' read "体育赛事与…" in the given column of
+    `kd labels show` in an 80-column terminal: cut, so two classes of one prefix read alike."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    long = {"pos": "体育赛事与运动员新闻报道", "neg": "体育赛事与运动员新闻报导"}
+    store = _open(db)
+    with store.engine.begin() as conn:
+        for old, new in long.items():
+            conn.execute(update(KdClass).where(KdClass.name == old).values(name=new))
+    store.close()
+    from rich.cells import cell_len
+
+    monkeypatch.setenv("COLUMNS", "80")
+    for args in (["labels", "show"], ["labels", "clean", "--dry-run"]):
+        shown = kd(*args, "--run", "r", "--top", "3", "--db", db).stdout
+        rows = [line.split("│") for line in shown.splitlines() if line.count("│") > 6]
+        assert max(cell_len(line) for line in shown.splitlines() if line[:1] in "┏┃┡│└") <= 80, shown
+        for column in (3, 4) if args[1] == "show" else (4, 5):  # given, suggested / label now, new
+            cells = "".join(row[column].strip() for row in rows)
+            assert "…" not in cells and ("新闻报道" in cells or "新闻报导" in cells), shown
 
 
 def test_show_top_and_the_sheets_current_label(db, tmp_path):
