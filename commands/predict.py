@@ -212,8 +212,12 @@ def _json_texts(lines: list[tuple[int, str]], field: str, name: str):
             obj = loads_strict(raw)
         except RepeatedKey as exc:  # json.loads keeps the last value: which text was meant is not known
             return out, fields, click.ClickException(f"{name}: line {n}: field {exc.key!r}: the object names this key twice")
-        except json.JSONDecodeError as exc:
-            return out, fields, click.ClickException(f"{name}: line {n}: not JSON ({exc.msg}): --text-field reads one JSON object a line")
+        except json.JSONDecodeError as exc:  # (as kd ingest says it: "Unterminated string starting at" gave no column)
+            msg = exc.msg.removesuffix(" at")
+            how = ("--text-field reads one JSON object a line, not a JSON array" if raw.lstrip().startswith("[") else
+                   "the object goes on past its line: --text-field reads one JSON object a line, as `jq -c` writes them"
+                   if raw.lstrip().startswith("{") and exc.pos >= len(raw.rstrip()) else "--text-field reads one JSON object a line")
+            return out, fields, click.ClickException(f"{name}: line {n}: not JSON ({msg} at column {exc.colno}): {how}")
         except ValueError as exc:  # NaN, Infinity, 1e400
             return out, fields, click.ClickException(f"{name}: line {n}: {exc}")
         if not isinstance(obj, dict):
@@ -239,6 +243,9 @@ def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
     and field names included, unless --text-field names the text; where the lines look like a table
     kd ingest reads by columns, :func:`_hint_columns`."""
     n, first = next(((n, t) for n, t in lines if t.strip()), (1, ""))
+    if first.lstrip().startswith("["):  # a JSON array (a .json of records): one text, the whole array, or its brackets
+        _hint_json_array(lines, n, first, name)
+        return
     if not first.lstrip().startswith("{"):
         _hint_columns(lines, name)
         return
@@ -250,6 +257,31 @@ def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
         pick = text_key(obj, "NAME")  # the longest string, not the first ({"id": "a1", "body": ...} named --text-field id)
         click.echo(f"warning: {name}: line {n} is a JSON object, predicted as it stands: "
                    f"--text-field {pick} reads the text out of JSON lines", err=True)
+
+
+def _hint_json_array(lines: list[tuple[int, str]], n: int, first: str, name: str) -> None:
+    """A warning where line ``n`` starts a JSON array (``[{...}, ...]`` on one line, or a lone ``[`` of a
+    pretty-printed one): it was predicted as one text, or its brackets and objects' lines were, silently.
+    A text that starts with a bracket and is no JSON (``[好评] 很好``) is left alone."""
+    try:
+        items = [None] if first.strip() == "[" else json.loads(first)
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(items, list):
+        return
+    obj = next((i for i in items if isinstance(i, dict)), None)
+    if obj is None and items != [None]:  # (an array of numbers or strings: no objects to read the texts of)
+        return
+    if obj is None:  # pretty-printed: the next line's object, where it holds one whole
+        after = next((t for m, t in lines if m > n and t.strip()), "")
+        try:
+            obj = json.loads(after.strip().rstrip(","))
+        except (ValueError, RecursionError):
+            obj = None
+    pick = text_key(obj, "NAME") if isinstance(obj, dict) else "NAME"
+    source = "FILE" if name == "<stdin>" else shlex.quote(name)
+    click.echo(f"warning: {name}: line {n} starts a JSON array, predicted as it stands: kd predict reads one text a line; "
+               f"`jq -c '.[]' {source} | kd predict --text-field {pick}` reads its objects' texts", err=True)
 
 
 HINT_ROWS = 100  # the first lines looked at for columns

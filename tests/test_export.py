@@ -631,6 +631,43 @@ def test_predict_file_missing_or_bad_is_refused_before_any_model_or_store_opens(
     assert not (tmp_path / "none.db").exists()
 
 
+def test_predict_json_lines_that_do_not_parse_say_where_and_why_as_kd_ingest_does(tmp_path, error_line):
+    """--text-field of a line that is no JSON said Python's message cut short, "not JSON (Unterminated string
+    starting at)", with no column; a pretty-printed JSON array (`json.dump(rows, f, indent=2)`, a `.json`
+    file) was "not JSON (Expecting value)" and a pretty-printed object "Expecting property name enclosed in
+    double quotes", where kd ingest names the column and says kd reads one object a line."""
+    f = tmp_path / "in.jsonl"
+    none = ["--artifact", str(tmp_path / "no-export"), "--text-field", "text"]  # the FILE is checked before a model loads
+    f.write_text('{"text": "很好"}\n{"text": "太差\n', encoding="utf-8")  # cut short
+    out = kd("predict", str(f), *none, ok=False)
+    assert error_line(out) == (f"Error: {f}: line 2: not JSON (Unterminated string starting at column 10): "
+                               "--text-field reads one JSON object a line"), out.output
+    f.write_text('[\n  {"text": "很好"},\n  {"text": "太差"}\n]\n', encoding="utf-8")
+    out = kd("predict", str(f), *none, ok=False)
+    assert error_line(out) == (f"Error: {f}: line 1: not JSON (Expecting value at column 2): "
+                               "--text-field reads one JSON object a line, not a JSON array"), out.output
+    f.write_text('{\n  "text": "很好"\n}\n', encoding="utf-8")
+    out = kd("predict", str(f), *none, ok=False)
+    assert error_line(out) == (f"Error: {f}: line 1: not JSON (Expecting property name enclosed in double quotes at column 2): "
+                               "the object goes on past its line: --text-field reads one JSON object a line, as `jq -c` writes them"), out.output
+
+
+def test_predict_of_a_json_array_file_warns_that_it_is_predicted_as_it_stands(tmp_path):
+    """A `.json` file of records (pandas' `to_json(orient="records")`: one line) was predicted as one text,
+    the whole array, with no word (a first line that is a JSON object is warned of); pretty-printed, its
+    brackets and each object's line were answered as texts, silently too. A text that starts with a
+    bracket is no JSON: no warning."""
+    f = tmp_path / "reviews.json"
+    none = ["--artifact", str(tmp_path / "no-export")]  # the FILE is read (and warned of) before a model loads
+    for content in ('[{"id": 1, "review": "很好"}, {"id": 2, "review": "太差"}]\n', '[\n  {"id": 1, "review": "很好"}\n]\n'):
+        f.write_text(content, encoding="utf-8")
+        out = kd("predict", str(f), *none, ok=False)
+        assert (f"warning: {f}: line 1 starts a JSON array, predicted as it stands: kd predict reads one text a line; "
+                f"`jq -c '.[]' {f} | kd predict --text-field review` reads its objects' texts") in out.stderr, out.output
+    f.write_text("[好评] 很好\n[差评] 太差\n", encoding="utf-8")
+    assert "JSON" not in kd("predict", str(f), *none, ok=False).stderr
+
+
 def test_predict_of_an_image_or_a_compressed_file_names_what_it_is(tmp_path, error_line):
     """A PNG given to kd predict was "not valid UTF-8 (byte 0x89): it reads as GBK/GB18030 ...: iconv
     -f GB18030 -t UTF-8 shot.png > utf8-shot.png"; a gzip was "binary data", not "decompress it"."""
