@@ -807,7 +807,8 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
         m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
         dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
         add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"], f"{tag}loss": dev_loss}, step=at)
-        return dist.broadcast_object(best.update(m["macro_f1"], model, at, loss=dev_loss))  # rank 0 decides for all
+        warming = step <= cfg.warmup * total_steps  # (its rate not yet at --lr: not counted toward --patience)
+        return dist.broadcast_object(best.update(m["macro_f1"], model, at, loss=dev_loss, warming=warming))  # rank 0 decides for all
 
     start = time.monotonic()
     stop = False

@@ -765,7 +765,8 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
             m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
             dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
             add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"], f"{tag}loss": dev_loss}, step=epoch)
-            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch, loss=dev_loss)):  # rank 0 decides for all
+            warming = epoch * -(-len(train) // cfg.batch_size) <= cfg.warmup * total_steps  # (its rate not yet at --lr)
+            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch, loss=dev_loss, warming=warming)):  # rank 0 decides for all
                 break
     best.restore(model)
     best_epoch = best.epoch or cfg.epochs  # no dev split: the last epoch

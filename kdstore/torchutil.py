@@ -190,13 +190,17 @@ class BestCheckpoint:
         self.state: dict | None = None
         self._stale = 0
 
-    def update(self, score: float, model: torch.nn.Module, epoch: int, *, loss: float | None = None) -> bool:
+    def update(self, score: float, model: torch.nn.Module, epoch: int, *, loss: float | None = None, warming: bool = False) -> bool:
         """Record an epoch's dev score (and dev loss, which breaks a tie of scores: the lower one is
-        better); returns True when training should stop."""
+        better); returns True when training should stop. ``warming``: the score is of a model still in
+        its learning-rate warmup, kept if best but not counted toward the patience (``--epochs 25`` warms
+        up over 2.5 epochs: ``--patience 2`` stopped a teacher before its rate ever reached ``--lr``)."""
         loss = float("inf") if loss is None else loss
         if score > self.score or (score == self.score and loss < self.loss):
             self.score, self.loss, self.epoch, self._stale = score, loss, epoch, 0
             self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            return False
+        if warming:
             return False
         self._stale += 1
         return self._stale >= self.patience

@@ -822,6 +822,19 @@ def test_best_checkpoint_keeps_the_best_epoch_and_stops_on_patience():
     assert best.epoch == 2 and model.weight.item() == 2.0
 
 
+def test_best_checkpoint_counts_no_score_of_the_warmup_toward_patience():
+    """A score taken while the learning rate still warms up is kept when best, but a worse one does not
+    count toward --patience: the first epoch after the warmup starts the count."""
+    from kdstore.torchutil import BestCheckpoint
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    best = BestCheckpoint(patience=2)
+    scores = [(0.6, True), (0.5, True), (0.4, True), (0.5, False), (0.7, False), (0.6, False), (0.6, False)]
+    stops = [best.update(score, model, epoch, warming=warming) for epoch, (score, warming) in enumerate(scores, start=1)]
+    assert stops == [False, False, False, False, False, False, True] and best.epoch == 5
+    assert BestCheckpoint(patience=1).update(0.5, model, 1, warming=True) is False
+
+
 def test_a_tie_of_dev_scores_goes_to_the_lower_dev_loss():
     """A small dev set all right at epoch 1 (near-uniform probabilities) kept that barely trained
     epoch over a confident one of the same macro-F1."""

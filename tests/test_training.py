@@ -453,6 +453,35 @@ def test_teach_split_and_label_filters_choose_the_training_rows(sample_store, ti
         assert "Invalid value for '--split'" in bad.output
 
 
+def test_patience_does_not_stop_a_training_in_its_warmup(sample_store, tiny_model, monkeypatch):
+    """`kd teach --epochs 25` warms its rate up over 2.5 epochs: with dev scores that fell at first, the
+    default --patience 2 stopped it after epoch 3, its rate never at --lr for a whole epoch. A score of an
+    epoch still in the warmup counts no more toward --patience; a student's --warmup alike. (The dev
+    macro-F1 is made to fall at every epoch: the training itself is real.)"""
+    import kdstore.distill
+    import kdstore.teacher
+
+    def falling(labels, predicted, **kwargs):
+        falling.calls += 1
+        return {**classification_metrics(labels, predicted, **kwargs), "macro_f1": 1.0 / falling.calls}
+
+    db = str(sample_store)
+    for module in (kdstore.teacher, kdstore.distill):
+        falling.calls = 0
+        monkeypatch.setattr(module, "classification_metrics", falling)
+        if module is kdstore.teacher:
+            out = kd("teach", "--run", "w", "--model", str(tiny_model), "--epochs", "10", "--warmup", "0.35", "--patience", "2",
+                     "--max-len", "32", "--db", db, "--json")
+        else:
+            out = kd("distill", "--run", "w", "--epochs", "10", "--warmup", "0.35", "--patience", "2", "--embed-dim", "8",
+                     "--num-filters", "4", "--max-len", "32", "--db", db, "--json")
+        report = json.loads(out.stdout)
+        trained = [h["step"] for h in report["history"] if h["split"] == "train" and h["name"] == "loss"]
+        # epochs 1-3 warm up (3.5 of 10 epochs): not counted; 4 and 5 are, and stop it
+        assert report["metrics"]["all"]["best_epoch"] == 1 and max(trained) == 5, (module.__name__, report["metrics"]["all"], trained)
+        monkeypatch.undo()
+
+
 def test_patience_without_labeled_dev_samples_is_warned_of(tmp_path, corpus, tiny_model):
     """--patience was ignored without a word on a store without dev samples (or without dev samples
     of the --label classes): nothing judges the epochs, the last one is kept."""
