@@ -1295,6 +1295,8 @@ def test_an_int8_export_is_smaller_keeps_the_float_models_classes_and_serves(bui
         said = kd_export("--run", RUN, "--model", "teacher", "--int8", "--out", str(tmp_path / "q"), "--db", db).stderr
         agreed = round(check["argmax_agreement"] * check["texts"])
         assert f"the float model's class on {agreed} of {check['texts']} texts" in said, said
+        # in MiB, as kd report's size_mb (it said MB, of 10**6 bytes: one model's size told 5 % apart)
+        assert f"int8 weights ({quantized['bytes_before'] / 2**20:.1f} -> {quantized['bytes_after'] / 2**20:.1f} MiB)" in said, said
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
