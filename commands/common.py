@@ -210,7 +210,7 @@ def check_file_model(store: Store, run: str, which: str) -> None:
     if not store.run_exists(run):  # (the run's error, not the model's)
         return
     try:
-        store.find_stage(run, which)
+        store.find_stage(run, which, kinds=("teach", "distill"))
     except KdError as exc:
         message = f"--model {which}: {exc}"
         raise click.ClickException(message + _file_note(ctx, message)) from None

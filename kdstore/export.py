@@ -142,7 +142,7 @@ def export_model(
         students = exportable_stages(store, run, kinds=("distill",))
         which = students[-1] if students else which  # (none: the teacher, as kd predict falls back to it)
     if which not in ("student", "teacher"):
-        named = store.find_stage(run, which)
+        named = store.find_stage(run, which, kinds=("teach", "distill"))
         if named.kind not in ("teach", "distill"):
             raise KdError(f"stage {named.name!r} is a {named.kind} stage, not a model: export a teach or distill stage")
     predictor = Predictor.from_run(store, run, which, device="cpu")

@@ -196,7 +196,7 @@ def model_stage(store: Store, run: str, which: str = "student"):
     elif which == "teacher":
         stage = _run_teacher(store, run)
     else:
-        stage = store.find_stage(run, which)
+        stage = store.find_stage(run, which, kinds=("teach", "distill"))
     if stage.kind not in ("teach", "distill"):
         raise KdError(f"stage {stage.name!r} is a {stage.kind} stage, not a model: use a teach or distill stage")
     return stage

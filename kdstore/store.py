@@ -523,9 +523,12 @@ class Store:
             return parts[-3] == self.home_root.name
         return Path(*parts[:-2]).resolve() == self.home_root.resolve()
 
-    def find_stage(self, run: str, name_or_kind: str, *, succeeded: bool = True, makes: str | None = None) -> Stage:
+    def find_stage(self, run: str, name_or_kind: str, *, succeeded: bool = True, makes: str | None = None,
+                   kinds: tuple[str, ...] | None = None) -> Stage:
         """The stage named ``name_or_kind`` in ``run``, else the latest stage of that kind. ``makes``: what
-        the refusal of a run without one says makes it (default: the plain command of ``_MAKES``)."""
+        the refusal of a run without one says makes it (default: the plain command of ``_MAKES``); ``kinds``:
+        the stages the refusal lists and guesses from, where only those would do (a --model's teach and
+        distill stages, listed as models: a detection or a stored prediction is none)."""
         stages = self.stages_of(run)
         if not stages and not self.run_exists(run):
             raise self.no_run(run)
@@ -541,7 +544,7 @@ class Store:
             # one whose process is gone (`kill -9`) as `kd runs` says it: not one to wait for
             gone = lambda s: ", process gone" if s.status == "running" and process_state(s) is False else ""  # noqa: E731
             have = ", ".join(f"{s.name} ({s.status}{gone(s)})" for s in stages
-                             if not (s.status == "running" and (s.process or "").startswith(mine))) or "none"
+                             if not (s.status == "running" and (s.process or "").startswith(mine)) and (kinds is None or s.kind in kinds)) or "none"
             parked = [s for s in stages if s.name.startswith(f"{name_or_kind}~parked-") or
                       (s.kind == name_or_kind and "~parked-" in s.name)]
             # (kd predict and kd export serve a teacher or a student: not a detection, a clean or a pretrain's MLM)
@@ -562,10 +565,11 @@ class Store:
             if running and not parked:
                 how = f": {running[-1].name!r} is running: wait for it to end (`kd runs` shows it), then run this again"
             if not parked and make is None:  # a name mistyped or shortened (`--model early-exit` for distill-early-exit)
-                near = difflib.get_close_matches(name_or_kind, [s.name for s in stages if s.status == "succeeded" and "~" not in s.name], n=1)
+                near = difflib.get_close_matches(name_or_kind, [s.name for s in stages if s.status == "succeeded" and "~" not in s.name
+                                                                 and (kinds is None or s.kind in kinds)], n=1)
                 how = how or (f": did you mean {near[0]!r}?" if near else "")
             raise KdError(
-                f"run {run!r} has no succeeded {name_or_kind!r} stage (stages: {have}){waiting}{how}"
+                f"run {run!r} has no succeeded {name_or_kind!r} stage ({'models' if kinds else 'stages'}: {have}){waiting}{how}"
             )
         return matches[-1]
 

@@ -390,14 +390,14 @@ def test_a_files_model_for_teach_is_named_when_predict_or_export_cannot_find_it(
     export's --model too, and their error named a stage 'pretrain:r1' of the run, not the option or the file."""
     invoke(["labels", "set", "--run", "r1", "1=neg"], db=other_db)  # run r1 exists, with no model
     write_file("kd.toml", 'db = "other.db"\nrun = "r1"\nmodel = "pretrain:r1"\n')
-    said = ("Error: --model pretrain:r1: run 'r1' has no succeeded 'pretrain:r1' stage (stages: edit-1 (succeeded)) "
+    said = ("Error: --model pretrain:r1: run 'r1' has no succeeded 'pretrain:r1' stage (models: none) "
             '(kd.toml: model = "pretrain:r1")')
     assert error_line(invoke(["predict"], db=None, ok=False, input="好\n")) == said
     assert error_line(invoke(["predict", "--store"], db=None, ok=False)) == said
     assert error_line(invoke(["export"], db=None, ok=False)) == said
     # typed, it is the option the user just gave: only the file's run, which the error names, is the file's
     assert error_line(invoke(["predict", "--model", "pretrain:r1"], db=None, ok=False, input="好\n")) == (
-        "Error: run 'r1' has no succeeded 'pretrain:r1' stage (stages: edit-1 (succeeded)) (kd.toml: run = \"r1\")")
+        "Error: run 'r1' has no succeeded 'pretrain:r1' stage (models: none) (kd.toml: run = \"r1\")")
 
 
 def test_a_config_path_with_a_tilde_is_the_home_folder(other_db, invoke, write_file, tmp_path, monkeypatch):

@@ -1480,10 +1480,14 @@ def test_a_stage_name_shortened_or_mistyped_is_refused_with_the_one_meant(store,
     and listed the stages, leaving the user to spot the one meant."""
     with stage_scope(store, run="r", kind="distill", name="distill-early-exit", config={}):
         pass
+    with stage_scope(store, run="r", kind="detect", name="detect", config={}):  # (no model: neither listed nor guessed)
+        pass
     line = error_line(invoke(["predict", "--run", "r", "--model", "early-exit"], ok=False, input="好\n"))
-    assert line.endswith("has no succeeded 'early-exit' stage (stages: distill-early-exit (succeeded)): did you mean 'distill-early-exit'?"), line
+    assert line.endswith("has no succeeded 'early-exit' stage (models: distill-early-exit (succeeded)): did you mean 'distill-early-exit'?"), line
     line = error_line(invoke(["predict", "--run", "r", "--model", "bigru"], ok=False, input="好\n"))  # (nothing near: no guess)
-    assert line.endswith("has no succeeded 'bigru' stage (stages: distill-early-exit (succeeded))"), line
+    assert line.endswith("has no succeeded 'bigru' stage (models: distill-early-exit (succeeded))"), line
+    line = error_line(invoke(["export", "--run", "r", "--model", "detec"], ok=False))  # (near the detection's name, no model)
+    assert line.endswith("has no succeeded 'detec' stage (models: distill-early-exit (succeeded))"), line
 
 
 def test_report_default_run(store, invoke):
