@@ -73,7 +73,8 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     config = {**lab.config_dict(cfg), **inputs.used, **labels_read}
     with stage_scope(store, run=run, kind="detect", config=config, overwrite=overwrite) as stage:
         n = lab.detect(store, stage, cfg, inputs)
-    warned = _warn(lab.detect_warnings(store, run) + lab.single_sample_warnings(store, cfg, inputs) + lab.filter_by_warnings(cfg) + lab.in_sample_warnings(store, run, cfg, inputs)
+    warned = _warn(lab.detect_warnings(store, run) + lab.single_sample_warnings(store, cfg, inputs) + lab.filter_by_warnings(cfg) + lab.quality_method_warnings(cfg, inputs)
+                   + lab.in_sample_warnings(store, run, cfg, inputs)
                    + _teacher_of_other_labels(store, config))
     if as_json:
         print_json({"run": run, "stage": stage.name, "flagged": n, "warnings": warned, "top": lab.issues(store, run, top=10)})

@@ -335,6 +335,17 @@ def filter_by_warnings(cfg: DetectConfig) -> list[str]:
             "or majority, or --method cleanlab, applies it"]
 
 
+def quality_method_warnings(cfg: DetectConfig, inputs: DetectInputs) -> list[str]:
+    """A warning where --quality-method normalized_margin judges train labels of two classes: cleanlab's
+    normalized margin, ``(p - (1 - p) + 1) / 2`` of a label's probability ``p``, is ``p`` itself, its
+    self-confidence, so the detection scores and flags what the default does, to the digit."""
+    if cfg.quality_method != "normalized_margin" or len(np.unique(inputs.train.labels)) != 2:
+        return []
+    return ["--quality-method normalized_margin scores labels of two classes as self_confidence (the default) does: "
+            "a label's margin over the one other class, (p - (1 - p) + 1) / 2, is its probability p; the flags and scores "
+            "are the same (confidence_weighted_entropy ranks them otherwise)"]
+
+
 def in_sample_warnings(store: Store, run: str, cfg: DetectConfig, inputs: DetectInputs) -> list[str]:
     """A warning when ``--allow-in-sample`` let a teacher score train samples whose labels it learned
     (accepted without a word: its probabilities lean toward those labels, wrong ones included), and one

@@ -250,6 +250,20 @@ def test_a_fold_whose_model_learned_nothing_is_named_though_the_teacher_as_a_who
     assert not any(w.startswith(("fold 0", "fold 2")) for w in out["warnings"]) and f"warning: {weak}" in result.stderr
 
 
+def test_normalized_margin_on_two_classes_is_said_to_score_as_the_default(db):
+    """cleanlab's normalized margin of a label of two classes is its probability: --quality-method
+    normalized_margin flagged and scored exactly what the default did, without a word."""
+    default = json.loads(kd("labels", "detect", "--run", "r", "--db", db, "--json").stdout)
+    margin = kd("labels", "detect", "--run", "r", "--quality-method", "normalized_margin", "--overwrite", "--db", db, "--json")
+    said = json.loads(margin.stdout)
+    assert [(i["sample_id"], round(i["score"], 6)) for i in said["top"]] == [(i["sample_id"], round(i["score"], 6)) for i in default["top"]]
+    assert said["flagged"] == default["flagged"]
+    [warned] = [w for w in said["warnings"] if w.startswith("--quality-method")]
+    assert warned.startswith("--quality-method normalized_margin scores labels of two classes as self_confidence (the default) does")
+    entropy = kd("labels", "detect", "--run", "r", "--quality-method", "confidence_weighted_entropy", "--overwrite", "--db", db, "--json")
+    assert not any(w.startswith("--quality-method") for w in json.loads(entropy.stdout)["warnings"])
+
+
 def test_every_labels_command_that_writes_says_run_stage_and_warnings_in_json(db, tmp_path):
     """detect carried no ``stage``, a dry run no ``stage``, set and import no ``warnings``: a script
     reading them alike (as undo's and clean's) got a KeyError."""
