@@ -109,8 +109,9 @@ def labels_version(store: Store) -> str:
 def labels_state(store: Store) -> dict[str, Any]:
     """What a training stage records about the labels it learned from: ``labels_from`` (the latest
     clean stage in force, ``labels_version``), ``labels_stages`` (every clean stage with edits in
-    force, oldest first) and ``labels_digest``, a hash of every sample's label and dropped flag where
-    they differ from the original: two stages with the same digest learned from the same labels."""
+    force, oldest first) and ``labels_digest``, a hash of every labeled sample's label and dropped flag where
+    they differ from the original: two stages with the same digest learned from the same labels. A pool or
+    augmented text has no label: its drop is left out (a teacher was warned as trained on changed labels)."""
     digest = hashlib.sha256()
     with store.session() as s:
         stages = s.execute(
@@ -120,7 +121,7 @@ def labels_state(store: Store) -> dict[str, Any]:
         ).all()
         changed = s.execute(
             select(Sample.id, Sample.label_id, Sample.dropped)
-            .where((Sample.label_id.is_distinct_from(Sample.orig_label_id)) | Sample.dropped)
+            .where(Sample.orig_label_id.is_not(None) & ((Sample.label_id.is_distinct_from(Sample.orig_label_id)) | Sample.dropped))
             .order_by(Sample.id)
         )
         for sid, label, dropped in changed:

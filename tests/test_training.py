@@ -3556,6 +3556,25 @@ def test_several_teachers_of_changed_labels_each_get_the_command_that_retrains_t
     assert said[0].endswith("retrain them on the current labels"), said[0]
 
 
+def test_dropping_pool_or_augmented_texts_leaves_the_teacher_current(taught_store):
+    """A pool text or a text --augment made has no label: dropping it (`kd labels set ID=drop`, as the
+    README allows) changed the labels digest, and every later distill warned that the teacher "learned
+    from labels changed since", with a command that retrains it on the very labels it learned."""
+    db = str(taught_store)
+    common = ("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--db", db, "--json")
+    kd(*common, "--augment", "mask,ngram", "--augment-n", "1", "--name", "first")
+    store = Store.open(db, create=False)
+    pool = store.samples(splits=["unlabeled"], where="parent_id IS NULL").ids
+    made = store.samples(splits=["unlabeled"], where="parent_id IS NOT NULL").ids
+    teacher = store.find_stage("r", "teach").config["labels_digest"]
+    store.close()
+    assert len(pool) and len(made)
+    kd("labels", "set", "--run", "r", f"{int(pool[0])}=drop", f"{int(made[0])}=drop", "--db", db)
+    out = kd(*common, "--augment", "mask,ngram", "--augment-n", "1", "--name", "second")
+    assert not any("learned from labels changed since" in w for w in json.loads(out.stdout)["warnings"]), out.stderr
+    assert json.loads(out.stdout)["config"]["labels_digest"] == teacher
+
+
 def test_a_distill_name_taken_names_the_teacher_runs_it_learned_from(taught_store):
     """A student of run s learning from run r's teacher, its name taken: the advice was "another --run
     with --teacher-run s", a run with no teacher (that command fails); it names the teachers given."""
