@@ -60,14 +60,14 @@ class KdGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KdError as exc:
-            raise click.ClickException(str(exc) + _file_note(ctx, str(exc))) from None
+            raise click.ClickException(str(exc) + file_note(ctx, str(exc))) from None
         except (Terminated, InterruptedAfterRecord) as exc:  # (the latter: a Ctrl-C once a stage had succeeded)
             raise click.ClickException(str(exc)) from None
         except click.UsageError as exc:  # ("Invalid value for --min-score: 2 is not a score", of a file's min-score)
-            exc.message += _file_note(ctx, exc.format_message())
+            exc.message += file_note(ctx, exc.format_message())
             raise
         except click.ClickException as exc:  # ("no class '好'", of a file's label)
-            note = _file_note(ctx, exc.format_message())
+            note = file_note(ctx, exc.format_message())
             if not exc.message.endswith(note):  # (check_file_model names the file itself)
                 exc.message += note
             raise
@@ -170,11 +170,11 @@ def _read_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     except KdError as exc:  # a server URL's password, as the file has it, is no part of a message
         raise KdError(_hide_passwords(str(exc), defaults.get("db"))) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    ctx.meta["kd.config"] = (ctx, path, sources, written)  # (shared with the group's context: _file_note reads it)
+    ctx.meta["kd.config"] = (ctx, path, sources, written)  # (shared with the group's context: file_note reads it)
     return value
 
 
-def _file_note(ctx: click.Context, message: str) -> str:
+def file_note(ctx: click.Context, message: str) -> str:
     """What to add to an error ``message``: where the config file gave each option its first clause
     names, when the value came from the file rather than the command line (``--epochs, --batch-size
     must be >= 1 ...`` + `` (kd.toml: [teach] epochs = 0)``); it named an option never typed, and no file."""
@@ -213,7 +213,7 @@ def check_file_model(store: Store, run: str, which: str) -> None:
         store.find_stage(run, which, kinds=("teach", "distill"))
     except KdError as exc:
         message = f"--model {which}: {exc}"
-        raise click.ClickException(message + _file_note(ctx, message)) from None
+        raise click.ClickException(message + file_note(ctx, message)) from None
 
 
 def _command_tables(ctx: click.Context) -> dict[str, set[str]]:

@@ -17,7 +17,7 @@ from kdstore.names import SPLITS
 from kdstore.progress import working
 from kdstore.store import class_id_hint, label_id_note
 
-from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, home_path, json_option, open_store, print_json, print_json_items, print_rows, store_options
+from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, file_note, home_path, json_option, open_store, print_json, print_json_items, print_rows, store_options
 
 
 READ_BAR_FROM = 16 * 2**20  # bytes: a smaller file is parsed in a few seconds, with no bar
@@ -65,7 +65,10 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     )
     # (500k pool lines: some 9 s of parsing before the hashing bar, a pool of millions minutes with nothing shown)
     with working(f"reading {name}", unit="rows", disable=len(data) < READ_BAR_FROM) as done:
-        records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing
+        try:
+            records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing
+        except KdError as exc:  # (its line named the data file only: a config file's format or columns, never typed, went unsaid)
+            raise click.ClickException(str(exc) + _reading_options_note(str(exc))) from None
         done(len(records))
     store = open_store(db, create=True)
     report = add_records(store, records, name, opts)
@@ -101,6 +104,14 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         out.print(f"  {counted(made, 'conflict')} with {'a text' if made == 1 else 'texts'} `kd distill --augment` made, which "
                   f"{'stays' if made == 1 else 'stay'} unlabeled: ingest labeled files before distilling with --augment", markup=False)
     out.print(counts_table(counts, store.class_names(), out.width, dropped=store.dropped_count()))
+
+
+def _reading_options_note(message: str) -> str:
+    """`` (kd.toml: [ingest] format = "jsonl")``: the options a config file gave that decide how a file is
+    read (its --split and --source where the error is about them), for an error of reading its rows."""
+    options = ["--format", "--text-col", "--label-col", "--header"] if ": line " in message or "column" in message else []
+    options += [o for o, said in (("--split", "split "), ("--source", "source name")) if said in message]
+    return file_note(click.get_current_context(), " ".join(options))
 
 
 def _read(path: str) -> bytes:

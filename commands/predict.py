@@ -19,7 +19,7 @@ from kdstore.jsonl import RepeatedKey, dumps_line, has_surrogate, loads_strict, 
 from kdstore.names import SPLITS
 from kdstore.textkey import unseen  # (light: the --artifact path loads no store)
 
-from .common import FLOAT, KdPath, binary_stdin, check_file_model, home_path, open_store, overwrite_option, print_json, run_option, store_options
+from .common import FLOAT, KdPath, file_note, binary_stdin, check_file_model, home_path, open_store, overwrite_option, print_json, run_option, store_options
 
 DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importing torch here
 
@@ -128,7 +128,7 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
                         sys.stdout.flush()
                     cuts.warn_first()  # at once, while the lines go on arriving
                     if error is not None:
-                        raise error
+                        raise _text_field_noted(error)
         finally:
             cuts.warn()  # the rest in one line at the end (one a 64 KiB read was one a few hundred lines)
     else:
@@ -181,8 +181,15 @@ def _read_file(path: str, text_field: str | None) -> tuple[list[tuple[int, str]]
         return lines, None
     lines, fields, error = _json_texts(lines, text_field, path)
     if error is not None:
-        raise error
+        raise _text_field_noted(error)
     return lines, fields
+
+
+def _text_field_noted(error: click.ClickException) -> click.ClickException:
+    """``error`` (a JSON line's) naming a config file's --text-field, as it names a typed one's lines: plain
+    lines predicted under a kd.toml's `text-field` were "not JSON" to a user who had typed no --text-field."""
+    error.message += file_note(click.get_current_context(), "--text-field")
+    return error
 
 
 def _name_the_student(store, run: str, which: str, chosen: str) -> None:

@@ -37,7 +37,7 @@ from kdstore.store import label_id_note
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, check_labels, config_dict as teach_config, score_missing, train_teacher, unscored_labeled, unscored_to_learn
 from kdstore.torchutil import DEVICES, pick_device
 
-from .common import FLOAT, KdPath, _file_note, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
+from .common import FLOAT, KdPath, file_note, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
 
 
 def _device_option(f):
@@ -622,7 +622,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         unused = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in unused]  # (the options' names, not their parameters')
         if unused:  # (a config file's logits-only, never typed, is named with the file)
             raise click.UsageError(f"{', '.join(unused)}: --logits-only scores with the run's teacher as it was trained (at its --max-len)"
-                                   + _file_note(click.get_current_context(), "--logits-only"))
+                                   + file_note(click.get_current_context(), "--logits-only"))
         if batch_size < 1:  # (a negative one scored nothing and stored zero logits)
             raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     else:
@@ -1030,13 +1030,13 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         ignored = _options_given(STUDENT_ONLY)
         if ignored:
             raise click.UsageError(f"{', '.join(ignored)}: for students, not --student early-exit (its branches copy the teacher at one --temperature)"
-                                   + _file_note(click.get_current_context(), "--student"))  # (a file's student, never typed, is named with the file)
+                                   + file_note(click.get_current_context(), "--student"))  # (a file's student, never typed, is named with the file)
         _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
                             temperature, unlabeled, where, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)
         return
     ignored = _options_given(EARLY_EXIT_ONLY)
     if ignored:
-        raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}" + _file_note(click.get_current_context(), "--student"))
+        raise click.UsageError(f"{', '.join(ignored)}: for --student early-exit, not {student}" + file_note(click.get_current_context(), "--student"))
     _warn_unused(student, augment, relation=value_relation > 0 or qk_relation > 0)
     teacher_weights = _file_teacher_weights_fit(teacher_runs, teacher_weights)
     if (len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_weights",))
@@ -1590,7 +1590,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         message = (f"--max-len {cfg.max_len} is not the teacher's {own}: the branches and the full model read {cfg.max_len} tokens, "
                    f"so speed 0 is not the teacher as kd teach measured it (its accuracy@0 and flops@0 are at {cfg.max_len} tokens); "
                    "leave --max-len out to extend the teacher as it is")
-        _warn(message + _file_note(click.get_current_context(), message))
+        _warn(message + file_note(click.get_current_context(), message))
     # (1 - max p is at most 1 - 1/C: on a binary task --speed 0.5 exited every text at the first layer, unsaid)
     note = first_layer_speed_note(cfg.speed, cfg.uncertainty, len(store.class_names())) if max_loss is None else None
     if note:

@@ -211,6 +211,26 @@ def test_config_key_for_renamed_option(other_db, invoke, write_file):
     assert report["added"] == 1
 
 
+def test_an_ingest_error_names_the_config_files_reading_options(other_db, invoke, write_file, error_line):
+    """`[ingest] format = "jsonl"` (or a text-col, label-col, header) in kd.toml, then a TSV ingested: the
+    error named the data file's line ("not valid JSON", "field 'body': no such column") and nothing of
+    the config file that made kd read it so, where a typed --format is in the user's own command."""
+    write_file("plain.tsv", "pos\tgood one\n")
+    for key, shown in (('format = "jsonl"', '[ingest] format = "jsonl"'),
+                       ('text-col = "body"', '[ingest] text-col = "body"'),
+                       ('label-col = "2"', '[ingest] label-col = "2"')):
+        write_file("kd.toml", f'db = "other.db"\n[ingest]\n{key}\n')
+        line = error_line(invoke(["ingest", "plain.tsv"], db=None, ok=False))
+        assert line.startswith("Error: plain.tsv: line 1: ") and line.endswith(f"(kd.toml: {shown})"), line
+    write_file("kd.toml", 'db = "other.db"\n[ingest]\nsource = " "\n')  # (an empty one, as `--source "$SHOP"` unset)
+    line = error_line(invoke(["ingest", "plain.tsv"], db=None, ok=False))
+    assert line.endswith('(kd.toml: [ingest] source = " ")'), line
+    # typed, the option is the user's own: no file named
+    write_file("kd.toml", 'db = "other.db"\n')
+    line = error_line(invoke(["ingest", "plain.tsv", "--format", "jsonl"], db=None, ok=False))
+    assert "kd.toml" not in line, line
+
+
 def test_config_run_goes_through_the_run_rule(other_db, invoke, write_file):
     from kdstore.runs import stage_scope
     from kdstore.store import Store

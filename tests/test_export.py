@@ -652,6 +652,22 @@ def test_predict_json_lines_that_do_not_parse_say_where_and_why_as_kd_ingest_doe
                                "the object goes on past its line: --text-field reads one JSON object a line, as `jq -c` writes them"), out.output
 
 
+def test_predict_json_line_errors_name_a_config_files_text_field(tmp_path, error_line):
+    """`[predict] text-field = "text"` in kd.toml (for the JSON lines a pipeline predicts), then plain
+    lines predicted: "line 1: not JSON ...: --text-field reads one JSON object a line" named no file,
+    to a user who typed no --text-field."""
+    (tmp_path / "kd.toml").write_text('[predict]\ntext-field = "text"\n', encoding="utf-8")
+    f = tmp_path / "in.txt"
+    f.write_text("很好\n", encoding="utf-8")
+    none = ["--artifact", str(tmp_path / "no-export")]  # the FILE is checked before a model loads
+    out = kd("predict", str(f), *none, ok=False)
+    assert error_line(out) == (f"Error: {f}: line 1: not JSON (Expecting value at column 1): "
+                               '--text-field reads one JSON object a line (kd.toml: [predict] text-field = "text")'), out.output
+    f.write_text('{"body": "很好"}\n', encoding="utf-8")
+    out = kd("predict", str(f), *none, ok=False)
+    assert error_line(out) == f"Error: {f}: line 1: no field 'text' (its fields: 'body') (kd.toml: [predict] text-field = \"text\")"
+
+
 def test_predict_of_a_json_array_file_warns_that_it_is_predicted_as_it_stands(tmp_path):
     """A `.json` file of records (pandas' `to_json(orient="records")`: one line) was predicted as one text,
     the whole array, with no word (a first line that is a JSON object is warned of); pretty-printed, its
