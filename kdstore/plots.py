@@ -123,12 +123,11 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                 by_layers = all(p[2] is not None for p in points)  # steady; the wall clock is where it is not on record
                 xs = [(p[2] if by_layers else p[3]) or 1.0 for p in points]
                 ax.plot(xs, [100 * p[1] for p in points], marker="o")
-                for (x, acc), label in _exit_labels(xs, points, by_layers).items():
-                    ax.annotate(label, (x, 100 * acc), fontsize=8)
                 ax.set_xlabel("FLOPs at speed 0 / FLOPs at the speed" if by_layers and steady == "flops" else
                               "layers at speed 0 / mean layers run" if by_layers else "wall-clock speedup over speed 0 (every layer)")
                 ax.set_ylabel(f"{split} accuracy (%)")
                 ax.set_title(f"{stage['name']}: early exit")
+                _label_points(fig, ax, _exit_labels(xs, points, by_layers))
                 written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-early-exit-{split}.png", plt))
                 break
         if stage.get("issue_scores"):
@@ -219,6 +218,43 @@ def _exit_labels(xs: list[float], points: list[tuple], by_layers: bool) -> dict[
         wall = f" ({'-'.join(span)}× wall)" if walls else ""
         labels[at] = "speed " + ", ".join(f"{s:g}" for s, _ in group) + wall
     return labels
+
+
+LABEL_POINTS = 8  # the early-exit chart's labels: font size (points)
+LABEL_OFFSETS = ((4, 4), (4, -12), (4, 16), (4, -24), (4, 28), (4, -36))  # from the point, in points: the first that overlaps no other label
+
+
+def place_labels(at: list[tuple[float, float]], sizes: list[tuple[float, float]],
+                 offsets: tuple[tuple[float, float], ...] = LABEL_OFFSETS) -> list[tuple[float, float]]:
+    """Each label's offset from its point (``at``, and ``sizes`` of the labels, in one unit, y up): the
+    first of ``offsets`` where its box overlaps no label placed before it, else the first offset. Speeds
+    a little apart (0.2 and 0.3, an exit or two between them) had their labels printed over one another."""
+    placed: list[tuple[float, float, float, float]] = []
+    chosen = []
+    for (x, y), (w, h) in zip(at, sizes):
+        boxes = [(x + dx, y + dy, x + dx + w, y + dy + h) for dx, dy in offsets]
+        free = next((b for b in boxes if not any(b[0] < p[2] and p[0] < b[2] and b[1] < p[3] and p[1] < b[3] for p in placed)), boxes[0])
+        placed.append(free)
+        chosen.append(offsets[boxes.index(free)])
+    return chosen
+
+
+def _label_points(fig, ax, labels: dict[tuple[float, float], str]) -> None:
+    """Draw the early-exit chart's ``labels`` (``{(x, accuracy): text}``) where they overlap no other,
+    measured once the axes are laid out (``place_labels``)."""
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    scale = fig.dpi / 72.0  # points to the pixels the renderer measures in
+    items = sorted(labels.items())
+    at = [tuple(p / scale for p in ax.transData.transform((x, 100 * acc))) for (x, acc), _ in items]
+    sizes = []
+    for _, text in items:
+        probe = ax.text(0, 0, text, fontsize=LABEL_POINTS)
+        box = probe.get_window_extent(renderer=renderer)
+        probe.remove()
+        sizes.append((box.width / scale, box.height / scale))
+    for ((x, acc), text), offset in zip(items, place_labels(at, sizes)):
+        ax.annotate(text, (x, 100 * acc), textcoords="offset points", xytext=offset, fontsize=LABEL_POINTS)
 
 
 def _exit_speedups(metrics: dict[str, float], speed: str, steady: str | None = "layers") -> tuple[float | None, float | None]:

@@ -185,6 +185,32 @@ def test_early_exit_speeds_on_one_point_share_one_label(tmp_path, monkeypatch):
     assert sorted(seen) == ["speed 0, 0.1, 0.3 (1.0× wall)", "speed 0.5 (2.9× wall)"]
 
 
+def test_early_exit_labels_of_points_a_little_apart_are_drawn_apart(tmp_path, monkeypatch):
+    """Speeds 0.2 and 0.3 (an exit or two between them) land near one another, not on one point: each
+    label was printed at its point, over the other's. Each is now moved to the first place clear of the
+    labels placed before it."""
+    from kdstore import plots
+
+    assert plots.place_labels([(0, 0), (2, 1), (100, 0)], [(40, 10)] * 3) == [(4, 4), (4, -12), (4, 4)]
+    assert plots.place_labels([(0, 0)] * 3, [(40, 10)] * 3) == [(4, 4), (4, -12), (4, 16)]
+    assert plots.place_labels([], []) == []
+    boxes = []
+    real = plots._save
+
+    def save(fig, path, plt):
+        renderer = fig.canvas.get_renderer()
+        boxes.extend(t.get_window_extent(renderer=renderer) for ax in fig.axes for t in ax.texts)
+        return real(fig, path, plt)
+
+    monkeypatch.setattr(plots, "_save", save)
+    test = {"layers@0": 12.0, "accuracy@0": 0.90, "speedup@0": 1.0}
+    for speed, layers, acc in (("0.2", 11.8, 0.899), ("0.3", 11.6, 0.898), ("0.8", 3.0, 0.70)):
+        test.update({f"layers@{speed}": layers, f"accuracy@{speed}": acc, f"speedup@{speed}": 12.0 / layers})
+    plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": "ee", "metrics": {"test": test}}]}, tmp_path)
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), [tuple(b.bounds) for b in boxes]
+
+
 def test_a_training_stage_has_a_learning_curve_chart(tmp_path, monkeypatch):
     """Per-epoch train loss, dev loss and dev macro-F1 were in the store and in --json's history, but no
     chart showed them (whether a teacher overfit, or stopped early, needed a script)."""
