@@ -224,24 +224,30 @@ LABEL_POINTS = 8  # the early-exit chart's labels: font size (points)
 LABEL_OFFSETS = ((4, 4), (4, -12), (4, 16), (4, -24), (4, 28), (4, -36))  # from the point, in points: the first that overlaps no other label
 
 
-def place_labels(at: list[tuple[float, float]], sizes: list[tuple[float, float]],
+def place_labels(at: list[tuple[float, float]], sizes: list[tuple[float, float]], *,
+                 bounds: tuple[float, float, float, float] | None = None,
                  offsets: tuple[tuple[float, float], ...] = LABEL_OFFSETS) -> list[tuple[float, float]]:
     """Each label's offset from its point (``at``, and ``sizes`` of the labels, in one unit, y up): the
-    first of ``offsets`` where its box overlaps no label placed before it, else the first offset. Speeds
-    a little apart (0.2 and 0.3, an exit or two between them) had their labels printed over one another."""
+    first of ``offsets``, right of the point, then left of it (``(-4 - width, dy)``), where its box overlaps
+    no label placed before it and lies within ``bounds`` (``x0, y0, x1, y1``: the axes), else the first
+    within bounds, else the first. Speeds a little apart (0.2 and 0.3, an exit or two between them) had
+    their labels printed over one another, and the last speed's ran off the chart."""
     placed: list[tuple[float, float, float, float]] = []
     chosen = []
     for (x, y), (w, h) in zip(at, sizes):
-        boxes = [(x + dx, y + dy, x + dx + w, y + dy + h) for dx, dy in offsets]
-        free = next((b for b in boxes if not any(b[0] < p[2] and p[0] < b[2] and b[1] < p[3] and p[1] < b[3] for p in placed)), boxes[0])
+        tries = list(offsets) + [(-dx - w, dy) for dx, dy in offsets]
+        boxes = [(x + dx, y + dy, x + dx + w, y + dy + h) for dx, dy in tries]
+        inside = [b for b in boxes if bounds is None or (bounds[0] <= b[0] and b[2] <= bounds[2] and bounds[1] <= b[1] and b[3] <= bounds[3])]
+        free = next((b for b in inside if not any(b[0] < p[2] and p[0] < b[2] and b[1] < p[3] and p[1] < b[3] for p in placed)),
+                    (inside or boxes)[0])
         placed.append(free)
-        chosen.append(offsets[boxes.index(free)])
+        chosen.append(tries[boxes.index(free)])
     return chosen
 
 
 def _label_points(fig, ax, labels: dict[tuple[float, float], str]) -> None:
     """Draw the early-exit chart's ``labels`` (``{(x, accuracy): text}``) where they overlap no other,
-    measured once the axes are laid out (``place_labels``)."""
+    within the axes, measured once they are laid out (``place_labels``)."""
     fig.tight_layout()
     renderer = fig.canvas.get_renderer()
     scale = fig.dpi / 72.0  # points to the pixels the renderer measures in
@@ -253,7 +259,9 @@ def _label_points(fig, ax, labels: dict[tuple[float, float], str]) -> None:
         box = probe.get_window_extent(renderer=renderer)
         probe.remove()
         sizes.append((box.width / scale, box.height / scale))
-    for ((x, acc), text), offset in zip(items, place_labels(at, sizes)):
+    frame = ax.get_window_extent(renderer=renderer)
+    bounds = (frame.x0 / scale, frame.y0 / scale, frame.x1 / scale, frame.y1 / scale)
+    for ((x, acc), text), offset in zip(items, place_labels(at, sizes, bounds=bounds)):
         ax.annotate(text, (x, 100 * acc), textcoords="offset points", xytext=offset, fontsize=LABEL_POINTS)
 
 

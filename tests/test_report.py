@@ -194,20 +194,25 @@ def test_early_exit_labels_of_points_a_little_apart_are_drawn_apart(tmp_path, mo
     assert plots.place_labels([(0, 0), (2, 1), (100, 0)], [(40, 10)] * 3) == [(4, 4), (4, -12), (4, 4)]
     assert plots.place_labels([(0, 0)] * 3, [(40, 10)] * 3) == [(4, 4), (4, -12), (4, 16)]
     assert plots.place_labels([], []) == []
+    # within the axes: a label at the right edge goes left of its point, one at the top below it
+    assert plots.place_labels([(190, 50)], [(40, 10)], bounds=(0, 0, 200, 100)) == [(-44, 4)]
+    assert plots.place_labels([(50, 95)], [(40, 10)], bounds=(0, 0, 200, 100)) == [(4, -12)]
     boxes = []
     real = plots._save
 
     def save(fig, path, plt):
         renderer = fig.canvas.get_renderer()
         boxes.extend(t.get_window_extent(renderer=renderer) for ax in fig.axes for t in ax.texts)
+        frame.extend(ax.get_window_extent(renderer=renderer) for ax in fig.axes)
         return real(fig, path, plt)
 
+    frame = []
     monkeypatch.setattr(plots, "_save", save)
     test = {"layers@0": 12.0, "accuracy@0": 0.90, "speedup@0": 1.0}
     for speed, layers, acc in (("0.2", 11.8, 0.899), ("0.3", 11.6, 0.898), ("0.8", 3.0, 0.70)):
         test.update({f"layers@{speed}": layers, f"accuracy@{speed}": acc, f"speedup@{speed}": 12.0 / layers})
     plots.write_plots({"run": "r", "classes": ["a", "b"], "stages": [{"name": "ee", "metrics": {"test": test}}]}, tmp_path)
-    assert len(boxes) == 4
+    assert len(boxes) == 4 and all(b.x1 <= frame[0].x1 and b.y1 <= frame[0].y1 for b in boxes)  # (none off the chart)
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), [tuple(b.bounds) for b in boxes]
 
 
