@@ -172,11 +172,15 @@ def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage], *, replacin
     ``replacing``: by ``--overwrite``, which moves its folder away at once (the next fold found no model)."""
     models = {f"{st.kind}:{run}" for st in chosen if st.kind in ("pretrain", "teach") and st.status == "succeeded"}
     folders = [Path(st.artifact_path).resolve() for st in chosen if st.artifact_path]
+    # (`kd predict --store`'s model: deleted as it scored, its figures were recorded of a model gone; an --overwrite
+    # leaves them to the model it replaced, said in its warning)
+    measured = set() if replacing else {(st.run_id, st.name, st.artifact_sha256) for st in chosen if st.artifact_sha256}
     for st in s.scalars(select(Stage).where(Stage.status == "running", Stage.id.not_in(ids or {-1}))):
         config = st.config or {}
         used = {int(t["stage_id"]) for t in config.get("teacher_stages") or [] if t.get("stage_id") is not None}
         path = Path(config["model_path"]).resolve() if config.get("model_path") else None
-        model = config.get("model") in models or any(path == f or f in path.parents for f in folders if path)
+        model = config.get("model") in models or any(path == f or f in path.parents for f in folders if path) or (
+            st.kind == "predict" and (st.run_id, config.get("model_stage"), config.get("model_sha256")) in measured)
         alive = process_state(st) if used & ids or model else False
         if alive is not False:
             owner = s.get(Run, st.run_id).uniqid

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -188,8 +189,12 @@ def _begin_sqlite(conn) -> None:
             if not told and time.monotonic() - start >= LOCK_NOTICE_S:
                 told = True
                 minutes = SQLITE_BUSY_TIMEOUT_MS / 60_000
-                lock_notice(f"waiting for another process that writes to the store (up to {minutes:g} minute{'s' * (minutes != 1)}; "
-                            "`kd runs` shows what is running; Ctrl-C stops)")
+                # (a stage's end being recorded holds a Ctrl-C back until it is: "Ctrl-C stops" had a second one wait in silence)
+                runs = sys.modules.get("kdstore.runs")
+                ending = runs is not None and runs.HOLD["on"]
+                lock_notice(f"waiting for another process that writes to the store{', to record how the stage ended' * ending} "
+                            f"(up to {minutes:g} minute{'s' * (minutes != 1)}; `kd runs` shows what is running; "
+                            + ("a Ctrl-C now waits for the record too)" if ending else "Ctrl-C stops)"))
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # the last try: its error is SQLAlchemy's, as every other statement's
     finally:
         raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

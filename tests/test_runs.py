@@ -2329,6 +2329,34 @@ def test_a_writer_queued_behind_another_says_it_waits(invoke, write_file, db, mo
     assert "note: waiting" not in invoke(["labels", "set", "--run", "r", "2=pos"]).stderr  # no one else writing: nothing said
 
 
+@pytest.mark.sqlite_only  # SQLite's queue for the writer lock
+def test_a_stage_ending_queued_behind_another_writer_does_not_say_ctrl_c_stops_it(store, db, monkeypatch):
+    """A stage interrupted (Ctrl-C) while another process held the writer lock queued to record its failure,
+    saying again "Ctrl-C stops": a second Ctrl-C then was held back until the record was made, up to 10 minutes."""
+    import sqlite3
+    import threading
+
+    import kdstore.engine as engine
+
+    monkeypatch.setattr(engine, "LOCK_NOTICE_S", 0.5)
+    said: list[str] = []
+    monkeypatch.setattr(engine, "lock_notice", said.append)
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    release = threading.Timer(1.5, lambda: other.execute("ROLLBACK"))
+    try:
+        with pytest.raises(KdError, match="out of memory"):
+            with stage_scope(store, run="r1", kind="teach", config={}):
+                other.execute("BEGIN IMMEDIATE")  # another process's long write, as the stage fails
+                release.start()
+                raise KdError("out of memory")
+    finally:
+        release.join()
+        other.close()
+    assert said == ["waiting for another process that writes to the store, to record how the stage ended (up to 10 minutes; "
+                    "`kd runs` shows what is running; a Ctrl-C now waits for the record too)"]
+    assert _stage(store, "r1", "teach").status == "failed"
+
+
 def test_report_cells_show_a_perfect_rate_as_a_rate_and_a_count_as_a_count():
     """An accuracy of exactly 1 (or 0) printed as "1" (or "0") beside "0.9500": a count, not a rate."""
     from commands.runs import _fmt
@@ -2631,6 +2659,26 @@ def test_runs_delete_refuses_a_model_a_running_teacher_fine_tunes(store, invoke,
                         "then delete (marked running by process 4242 on gpu-box-7, which kd cannot check from here: if it "
                         "has ended, `kd runs delete --run r2 --stage teach` first)")
     invoke(["runs", "delete", "--run", "r1", "--yes"])  # its teacher done: the model may go
+    assert not model.exists()
+
+
+def test_runs_delete_refuses_a_model_a_running_predict_store_scores(store, invoke, counts, error_line):
+    """`kd runs delete --stage s1` while `kd predict --store --model s1` scored the store deleted s1 and its folder:
+    the predict, its model loaded, went on and recorded figures of a model deleted under it (or, still loading it,
+    failed)."""
+    with stage_scope(store, run="r1", kind="distill", name="s1", config={}) as st:
+        (st.artifact_dir / "student").mkdir(parents=True)
+        st.record_artifact(st.artifact_dir / "student")
+        model = st.artifact_dir / "student"
+    digest = _stage(store, "r1", "s1").artifact_sha256
+    before = counts()
+    with stage_scope(store, run="r1", kind="predict", name="predict-s1", config={"model_stage": "s1", "model_sha256": digest}):
+        line = error_line(invoke(["runs", "delete", "--run", "r1", "--stage", "s1", "--yes"], ok=False))
+        assert line == ("Error: stage 'predict-s1' of run 'r1' is running on the model of a stage being deleted: "
+                        "wait for it, then delete")
+        assert model.is_dir()
+    assert counts()["stages"] == before["stages"] + 1
+    invoke(["runs", "delete", "--run", "r1", "--stage", "s1", "--yes"])  # its predictions stored: the model may go
     assert not model.exists()
 
 
