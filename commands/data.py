@@ -11,7 +11,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from kdstore.errors import KdError, make_folder, write_whole
+from kdstore.errors import InterruptedAfterRecord, KdError, make_folder, write_whole
 from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, rare_new_classes, read_class_file
 from kdstore.names import SPLITS
 from kdstore.progress import working
@@ -67,11 +67,19 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     with working(f"reading {name}", unit="rows", disable=len(data) < READ_BAR_FROM) as done:
         try:
             records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing
+        except KeyboardInterrupt:
+            raise InterruptedAfterRecord(f"interrupted: nothing of {name} was stored (it was being read); run it again") from None
         except KdError as exc:  # (its line named the data file only: a config file's format or columns, never typed, went unsaid)
             raise click.ClickException(str(exc) + _reading_options_note(str(exc))) from None
         done(len(records))
     store = open_store(db, create=True)
-    report = add_records(store, records, name, opts)
+    before = sum(n for per in store.counts().values() for n in per.values())
+    try:
+        report = add_records(store, records, name, opts)
+    except KeyboardInterrupt:  # (click said only "Aborted!": whether any of the file was stored went unsaid)
+        after = sum(n for per in store.counts().values() for n in per.values())
+        raise InterruptedAfterRecord(f"interrupted: nothing of {name} was stored (an ingest is one transaction); run it again"
+                                     if after == before else f"interrupted once {name} was stored ({after - before:,} samples added)") from None
     counts = store.counts()
     labeled = sum(n for per in counts.values() for c, n in per.items() if c != "(none)")
     warnings = rare_new_classes(name, report, records, store.class_names(), labeled) if opts.classes is None else []

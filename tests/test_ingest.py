@@ -1576,6 +1576,35 @@ def test_all_or_nothing_good_rows_before_a_bad_row_are_not_kept(invoke, write_fi
     assert [r["text"] for r in read_samples()] == ["already here one", "already here two"]
 
 
+def test_a_ctrl_c_in_the_middle_of_an_ingest_says_nothing_was_stored(invoke, write_file, read_samples, monkeypatch, error_line):
+    """Ctrl-C while the rows were written (the transaction rolled back) or read printed click's bare
+    "Aborted!": whether part of the file had reached the store went unsaid."""
+    import kdstore.ingest as ingest_mod
+
+    write_file("good.tsv", GOOD)
+    invoke(["ingest", "good.tsv"])
+    real = ingest_mod.bulk_insert
+
+    def interrupted(conn, table, columns, rows, **kwargs):
+        real(conn, table, columns, list(rows)[:1], **kwargs)  # (one row written, then the Ctrl-C)
+        raise KeyboardInterrupt
+
+    write_file("more.tsv", "".join(f"pos\tmore row {i}\n" for i in range(20)))
+    monkeypatch.setattr(ingest_mod, "bulk_insert", interrupted)
+    line = error_line(invoke(["ingest", "more.tsv"], ok=False))
+    assert line == "Error: interrupted: nothing of more.tsv was stored (an ingest is one transaction); run it again", line
+    assert [r["text"] for r in read_samples()] == ["already here one", "already here two"]
+    monkeypatch.setattr(ingest_mod, "bulk_insert", real)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("commands.data.parse", stopped)
+    line = error_line(invoke(["ingest", "more.tsv"], ok=False))
+    assert line == "Error: interrupted: nothing of more.tsv was stored (it was being read); run it again", line
+    assert len(read_samples()) == 2
+
+
 def test_ingest_into_a_folder_that_is_a_file_says_so(tmp_path, invoke, write_file, error_line):
     """--db notes.txt/kd.db, notes.txt a file: SQLite's "unable to open database file" was all it said."""
     write_file("train.tsv", GOOD)
