@@ -278,6 +278,25 @@ def _hide_passwords(message: str, db: Any) -> str:
     return message
 
 
+def _several_elsewhere(ctx: click.Context, key: str, shown: str) -> str:
+    """Where a top-level key's array is meant for other commands (``split = ["train", "dev"]``, kd teach's):
+    the tables to put it under, whose option takes several values; every command reads a top-level key,
+    and "expected a single value" told a kd predict user nothing of where the key belongs."""
+    if shown.startswith("["):  # (a command's own table: it is that command's value)
+        return ""
+    tables = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            for sub in command.list_commands(ctx):
+                walk(command.get_command(ctx, sub), path + [sub])
+        elif any(f"--{key}" in getattr(p, "opts", ()) and getattr(p, "multiple", False) for p in command.params):
+            tables.append(f"[{'.'.join(path)}]")
+
+    walk(ctx.find_root().command, [])
+    return f" (a top-level key is every command's: put it under {' or '.join(tables)}, which take{'s' * (len(tables) == 1)} several)" if tables else ""
+
+
 def _typed(ctx: click.Context, defaults: dict[str, Any], path, sources: dict[str, str] | None = None) -> dict[str, Any]:
     """Each config value converted as its option converts a command-line value (a single value for a
     repeatable option becomes a one-item list), so that a wrong type names the file, the table
@@ -298,7 +317,7 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path, sources: dict[str
                 raise KdError(f"{path}: {shown} = {written!r}: expected a string, or an array of strings or whole numbers")
             value = ",".join(str(v) for v in value)
         if isinstance(value, list) and not getattr(param, "multiple", False):  # (click crashed on it)
-            raise KdError(f"{path}: {shown} = {written!r}: expected a single value, not an array")
+            raise KdError(f"{path}: {shown} = {written!r}: expected a single value, not an array{_several_elsewhere(ctx, key, shown)}")
         if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
             # an array or table inside the array: float() crashed on it (teacher-weight = [[1.0]]), and a
             # string option took its text (label = [["pos"]] was the class "['pos']")

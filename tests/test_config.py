@@ -348,6 +348,11 @@ def test_a_toml_array_for_a_single_valued_option_is_an_error(other_db, invoke, w
     line = error_line(invoke(["ingest", "train.tsv"], db=None, ok=False))
     assert "kd.toml: db = ['a.db', 'b.db']: expected a single value, not an array" in line
     assert not list(tmp_path.glob("a.db*"))
+    # a top-level array meant for the commands whose option takes several: the tables to put it under
+    write_file("kd.toml", 'db = "other.db"\nsplit = ["train", "dev"]\n')
+    line = error_line(invoke(["predict", "--store"], db=None, ok=False))
+    assert line.endswith("kd.toml: split = ['train', 'dev']: expected a single value, not an array (a top-level key is every "
+                         "command's: put it under [pretrain] or [teach], which take several)"), line
     write_file("kd.toml", 'db = "other.db"\n[ingest]\ntext-col = ["text", "body"]\n')
     assert "expected a single value, not an array" in error_line(invoke(["ingest", "train.tsv"], db=None, ok=False))
     write_file("kd.toml", 'db = "other.db"\n[labels.detect]\nmethod = ["disagree", "nope"]\n')
