@@ -336,21 +336,25 @@ def _tie_judge(history: list[dict], best: int, unit: str) -> str | None:
 def _folds_kept_line(stage: dict, unit: str, judge: str, planned: int) -> str | None:
     """``_kept_line`` of a --folds model: the epoch (or step) each fold kept, where one is not the last planned."""
     learned = stage["metrics"].get("all") or {}
+    epochs = int((stage["config"] or {}).get("epochs") or 0)
     kept = {}
     for key, best in learned.items():
         m = re.fullmatch(rf"fold(\d+)/best_{unit}", key)
         if m:
             fold = int(m.group(1))
             trained = max((h["step"] for h in stage["history"] if h["split"] == "train" and h["name"] == f"fold{fold}/loss"), default=None)
-            kept[fold] = (int(best), int(trained) if trained is not None else None)
-    if not kept or all(best == trained and (trained == planned or not planned) for best, trained in kept.values()):
+            # (--eval-every: a fold's steps an epoch are its own, fold{k}/steps_per_epoch: planned 0 said no stop)
+            plan = planned or epochs * int(learned.get(f"fold{fold}/steps_per_epoch") or 0)
+            kept[fold] = (int(best), int(trained) if trained is not None else None, plan)
+    if not kept or all(best == trained and (trained == plan or not plan) for best, trained, plan in kept.values()):
         return None
-    folds = ", ".join(f"fold {k} {best} of {trained}" for k, (best, trained) in sorted(kept.items()) if trained is not None)
-    stopped = [k for k, (_, trained) in sorted(kept.items()) if trained is not None and trained < planned]  # (planned 0: not known)
+    folds = ", ".join(f"fold {k} {best} of {trained}" for k, (best, trained, _) in sorted(kept.items()) if trained is not None)
+    stopped = [k for k, (_, trained, plan) in sorted(kept.items()) if trained is not None and trained < plan]  # (plan 0: not known)
+    plans = list(dict.fromkeys(str(kept[k][2]) for k in stopped))
     said = f"; --patience {stage['config'].get('patience')} stopped {'fold' if len(stopped) == 1 else 'folds'} " \
-           f"{', '.join(map(str, stopped))} before {planned} {unit}s" if stopped else ""
+           f"{', '.join(map(str, stopped))} before {'their ' if len(plans) > 1 else ''}{', '.join(plans)} {unit}s" if stopped else ""
     tie = ", a tie going to the lower dev loss" if judge == "dev macro-F1" and any(
-        _dev_tied(stage["history"], best, f"fold{k}/") for k, (best, _) in kept.items()) else ""
+        _dev_tied(stage["history"], best, f"fold{k}/") for k, (best, _, _) in kept.items()) else ""
     return f"each fold kept the {unit} of its best {judge}{tie} ({unit}s trained): {folds}{said}" if folds else None
 
 
@@ -471,9 +475,24 @@ def _majority_note(run: str, stage: dict) -> str | None:
         teach_fix = "train longer (--epochs) or faster (--lr: a small `kd pretrain` model wants about 3e-4, as in the quick start)"
     fix = (teach_fix
            if stage["kind"] == "teach" else
+           "it learned from the labels alone (no soft loss): train longer (--epochs) or try another --lr"
+           + (f" (now {lr:g})" if lr is not None else "")
+           if _labels_alone(cfg) else
            "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in dict.fromkeys(cfg.get("teacher_runs") or [run])) + "), then --epochs")
     return (f"dev accuracy {m['accuracy']:.1%} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
             f"the model has learned next to nothing; {fix}")
+
+
+def _labels_alone(config: dict) -> bool:
+    """Whether a student of the recorded ``config`` learned nothing of its teacher: alpha 0 throughout, with
+    --hard-weight (alpha weighs the pool's soft loss too) or with no pool or augmented text, and no intermediate
+    loss (`--alpha 0 --no-unlabeled`, README's baseline without the teacher)."""
+    if config.get("alpha") is None or config.get("student") == "early-exit":
+        return False
+    if max(config["alpha"], config.get("alpha_end") or 0.0) > 0 or config.get("matches") or \
+            any(config.get(o[2:].replace("-", "_")) for o in INTERMEDIATE_OPTIONS):
+        return False
+    return config.get("hard_weight") is not None or (not config.get("unlabeled") and not config.get("augment"))
 
 
 def _inside_own_teacher(store, run: str, model: str) -> bool:
@@ -1114,7 +1133,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
               f"{cfg.eval_every} steps, and the last step is kept (`kd ingest FILE --split dev` adds some)")
     _warn_one_class_dev(store)
     _teachers_usable(store, teacher_runs or (run,), where=cfg.where)
-    _warn_weak_teachers(store, teacher_runs or (run,))
+    if not _labels_alone(distill_config(cfg)):  # (the baseline without the teacher learns none of its soft targets)
+        _warn_weak_teachers(store, teacher_runs or (run,))
     if "mask" in cfg.augment:
         _one_unknown_token(store, teacher_runs or (run,))
     if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):

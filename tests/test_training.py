@@ -2540,6 +2540,41 @@ def test_distilling_from_a_teacher_that_learned_next_to_nothing_is_warned_of(tau
     assert "`kd report --run r`" in said[0] and f"warning: {said[0]}" in out.stderr
 
 
+def test_a_student_learning_from_the_labels_alone_is_not_told_to_check_its_teacher(taught_store):
+    """The baseline distillation is judged against, `--alpha 0 --no-unlabeled` (README: the same student without the
+    teacher), was warned that the teacher's soft targets are near-uniform guesses to train better first, and, no better
+    than the majority class, told to check the teacher first: it learned no soft target of it."""
+    from sqlalchemy import update
+
+    from commands.train import _majority_note as note
+    from kdstore.schema import Metric
+
+    db = str(taught_store)
+    store = Store.open(db)
+    stage = _stage(taught_store, "r", "teach")
+    dev = {m.name: m.value for m in store.metrics(stage.id) if m.split == "dev"}
+    share = max(v for k, v in dev.items() if k.startswith("support[")) / dev["n"]
+    with store.session() as s, s.begin():  # (a teacher that learned nothing)
+        s.execute(update(Metric).where(Metric.stage_id == stage.id, Metric.split == "dev", Metric.name == "accuracy",
+                                       Metric.step.is_(None)).values(value=share))
+    store.close()
+    args = ("distill", "--run", "r", "--student", "textcnn", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+            "--max-len", "32", "--db", db, "--json")
+    out = kd(*args, "--alpha", "0", "--no-unlabeled", "--name", "baseline")
+    assert not [w for w in json.loads(out.stdout)["warnings"] if "teacher" in w], out.stderr
+    out = kd(*args, "--alpha", "0", "--hard-weight", "1", "--name", "hard")  # (the pool's soft loss weighed 0 too)
+    assert not [w for w in json.loads(out.stdout)["warnings"] if w.startswith("the teacher of run 'r'")], out.stderr
+    # a student of the pool's soft targets (alpha 0 alone) still is
+    out = kd(*args, "--alpha", "0", "--name", "pooled")
+    assert [w for w in json.loads(out.stdout)["warnings"] if w.startswith("the teacher of run 'r' has learned next to nothing")]
+    weak = {"accuracy": 0.528, "support[pos]": 472, "support[neg]": 528}
+    alone = {"alpha": 0.0, "alpha_end": None, "hard_weight": None, "unlabeled": False, "augment": [], "lr": 1e-3}
+    said = note("r1", {"kind": "distill", "metrics": {"dev": weak}, "config": alone})
+    assert "check the teacher" not in said and "--epochs" in said and "--lr" in said and "\n" not in said
+    for taught in ({"unlabeled": True}, {"alpha_end": 0.5}, {"hidden_mse": 1.0}, {"matches": ["hidden_mse:0:1:1"]}):
+        assert "check the teacher first" in note("r1", {"kind": "distill", "metrics": {"dev": weak}, "config": {**alone, **taught}})
+
+
 def test_a_teacher_of_another_class_set_among_several_is_refused_naming_a_kd_teach_that_runs(taught_store, tiny_model, tmp_path):
     """`kd distill --teacher-run f --teacher-run r` after a class was added said "re-run `kd teach`": a bare
     `kd teach` is refused (--model is required, and --overwrite where the run has a teacher), and a --folds
@@ -4261,6 +4296,25 @@ def test_the_summary_says_which_epoch_was_kept_and_when_patience_stopped_the_tra
     report = json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)
     said = _kept_line(next(s for s in report["stages"] if s["name"] == "distill-textcnn"))
     assert (said is None and "  kept " not in out.stdout) or f"  {said}\n" in out.stdout
+
+
+def test_the_summary_says_when_patience_stopped_folds_scored_every_n_steps():
+    """`kd distill --folds 2 --eval-every 2 --patience 1 --epochs 3`: fold 0 stopped after 4 of its 24 steps, and the
+    summary said "fold 0 2 of 4, fold 1 6 of 8" and nothing of --patience (each fold's steps an epoch are under its
+    own key, so no step was planned), where the same folds judged by the epoch are said to be stopped."""
+    from commands.train import _kept_line
+
+    trained = {0: 4, 1: 8}
+    history = [{"step": s, "split": "train", "name": f"fold{k}/loss", "value": 0.1} for k, t in trained.items() for s in range(2, t + 1, 2)]
+    learned = {"fold0/best_step": 2, "fold0/steps_per_epoch": 8, "fold1/best_step": 6, "fold1/steps_per_epoch": 8}
+    stage = {"kind": "distill", "config": {"epochs": 3, "patience": 1, "eval_every": 2}, "history": history,
+             "metrics": {"all": learned, "dev": {"accuracy": 0.9}}}
+    assert _kept_line(stage) == ("each fold kept the step of its best dev macro-F1 (steps trained): fold 0 2 of 4, fold 1 6 of 8; "
+                                 "--patience 1 stopped folds 0, 1 before 24 steps")
+    # folds that trained every step planned, their last kept: nothing to say
+    done = {"fold0/best_step": 24, "fold0/steps_per_epoch": 8}
+    last = [{"step": s, "split": "train", "name": "fold0/loss", "value": 0.1} for s in range(2, 25, 2)]
+    assert _kept_line({**stage, "history": last, "metrics": {"all": done, "dev": {"accuracy": 0.9}}}) is None
 
 
 def test_the_summary_says_when_a_tie_of_dev_macro_f1_chose_the_epoch_kept():
