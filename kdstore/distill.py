@@ -215,6 +215,9 @@ class DistillConfig:
             raise KdError("--temperature-beta and --temperature-gamma shape a per-sample temperature: add --temperature-schedule flsw or cwsm")
         if self.temperature_schedule == "cwsm" and self.temperature_gamma != 2.0:
             raise KdError(CWSM_GAMMA)
+        if self.temperature_schedule != "constant" and self.temperature_beta == 0:  # (it trained as a constant one, without a word)
+            raise KdError(f"--temperature-beta 0 gives every sample the base --temperature: --temperature-schedule {self.temperature_schedule} "
+                          "would change nothing; leave the schedule out for a constant temperature, or give a beta above 0")
         if self.temperature_gamma > MAX_TEMPERATURE_GAMMA:  # (1 - cosine) reaches 2: 2 ** 200 was inf, the temperatures NaN
             raise KdError(f"--temperature-gamma must be at most {MAX_TEMPERATURE_GAMMA:g}, got {self.temperature_gamma:g}: flsw's weights "
                           "(1 - cosine) ** gamma reach 2 ** gamma, which float32 cannot hold past 2 ** 128 (the default is 2)")

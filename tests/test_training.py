@@ -2231,6 +2231,11 @@ def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
     from kdstore.distill import DistillConfig
     DistillConfig(temperature_schedule="flsw", temperature_gamma=3.0).validate()
     DistillConfig(temperature_schedule="cwsm", temperature_beta=0.5).validate()
+    # beta 0: every sample's temperature the base one, a constant temperature trained without a word
+    bad = kd("distill", "--run", "r", "--temperature-schedule", "flsw", "--temperature-beta", "0", "--db", db, ok=False)
+    assert ("--temperature-beta 0 gives every sample the base --temperature: --temperature-schedule flsw would change nothing"
+            in bad.output and len(bad.output.strip().splitlines()) == 1), bad.output
+    assert not (tmp_path / "never.db").exists()
 
 
 def test_a_temperature_gamma_past_what_float32_computes_is_refused(tmp_path):
