@@ -174,6 +174,7 @@ class Store:
         for attempt in range(OPEN_TRIES):
             try:
                 _check_server_encoding(engine)
+                _check_server_schema(engine)
                 if check:
                     ensure_current(engine, create=create, read_only=read_only)
                 else:  # (`kd db`): a server it cannot reach, or a file SQLite cannot open, is named as every command names it
@@ -785,6 +786,21 @@ def _check_server_encoding(engine: Engine) -> None:
         engine.dispose()
         raise KdError(f"cannot open the store at {display_url(engine.url)}: the database's encoding is {encoding}; kd stores "
                       "any Unicode text, so it needs a UTF8 database (createdb -E UTF8 -T template0 NAME)")
+
+
+def _check_server_schema(engine: Engine) -> None:
+    """Refuse a PostgreSQL URL whose ``search_path`` names no schema of the database (a mistyped
+    ``?options=-csearch_path%3DNAME``): readers called it an empty database, and creating the store in
+    it failed with "no schema has been selected to create in"."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+        path = conn.exec_driver_sql("SHOW search_path").scalar_one()
+    if schema is None:
+        engine.dispose()
+        raise KdError(f"cannot open the store at {display_url(engine.url)}: no schema of its search_path ({path}) exists in the "
+                      "database: create it (CREATE SCHEMA NAME) or name one that exists (?options=-csearch_path%3DNAME)")
 
 
 def _server_schema(engine: Engine) -> str | None:

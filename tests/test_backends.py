@@ -858,3 +858,35 @@ def test_a_server_store_stage_overwritten_from_another_folder_replaces_its_model
     (run,) = invoke.json(["runs"])
     assert [(st["name"], st["artifact_path"]) for st in run["stages"]] == [
         ("teach", str((elsewhere / "kd-artifacts" / root.name / "r" / "teach" / "model").resolve()))]
+
+
+def test_a_server_store_url_naming_a_schema_that_does_not_exist_is_refused_in_one_line(pg_server, runner, write_file, error_line):
+    """A URL whose search_path names no schema of the database (`?options=-csearch_path%3Dteam_2` for
+    `team2`, a typo) was called "no kd store (the database is empty): run `kd ingest`", and that
+    ingest then failed with PostgreSQL's "no schema has been selected to create in". Every command
+    now says the schema does not exist, in one line, and creates nothing."""
+    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy.engine import make_url
+
+    from commands.cli import cli
+    from kdstore.store import display_url
+
+    url = make_url(pg_server.create())
+    try:
+        bad = url.update_query_dict({"options": "-csearch_path=team_2"}).render_as_string(hide_password=False)
+        write_file("train.tsv", "pos\t很好\nneg\t太差\n")
+        for args in (["ingest", "train.tsv"], ["runs"], ["db", "current"], ["db", "upgrade"], ["samples"]):
+            result = runner.invoke(cli, [*args, "--db", bad])
+            assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit)), result.exception
+            assert error_line(result) == (f"Error: cannot open the store at {display_url(make_url(bad))}: no schema of its "
+                                          "search_path (team_2) exists in the database: create it (CREATE SCHEMA NAME) "
+                                          "or name one that exists (?options=-csearch_path%3DNAME)")
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM pg_namespace WHERE nspname = 'team_2'")).scalar_one() == 0
+            assert inspect(engine).get_table_names() == []
+        finally:
+            engine.dispose()
+    finally:
+        pg_server.drop(url.render_as_string(hide_password=False))
