@@ -19,7 +19,7 @@ from kdstore.jsonl import RepeatedKey, dumps_line, has_surrogate, loads_strict, 
 from kdstore.names import SPLITS
 from kdstore.textkey import unseen  # (light: the --artifact path loads no store)
 
-from .common import FLOAT, KdPath, file_note, binary_stdin, check_file_model, home_path, open_store, overwrite_option, print_json, run_option, store_options
+from .common import FLOAT, KdPath, binary_stdin, check_file_model, file_note, home_path, open_store, overwrite_option, print_json, run_option, store_options
 
 DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importing torch here
 

@@ -30,7 +30,7 @@ from sqlalchemy.orm import aliased
 from . import noise, tfidf
 from .advice import reteach_command
 from .errors import KdError, make_folder, write_whole
-from .ingest import label_key, lookalike_of, allow_long_csv_fields
+from .ingest import allow_long_csv_fields, label_key, lookalike_of
 from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
 from .progress import progress
