@@ -321,11 +321,21 @@ def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
                    f"whole as one text (the other columns read with it): `cut -f{column} {source} | kd predict` predicts the text column alone",
                    err=True)
         return
-    commas = first.count(",")  # a CSV under a header kd does not know (文本,标签), or none: every row alike, 3 rows at least
-    if commas and len(rows) >= 3 and all(t.count(",") == commas for _, t in rows):  # (free text seldom keeps one count of ASCII commas)
-        click.echo(f"warning: {name}: lines {n}-{rows[-1][0]} each hold {commas + 1} comma-separated columns, each line predicted whole "
-                   f"as one text (a header line too): `cut -d, -fN {source} | kd predict` predicts column N alone "
-                   "(`tail -n +2` first leaves out a header line)", err=True)
+    import csv  # a CSV under a header kd does not know (文本,标签), or none: every row alike, 3 rows at least
+    texts = [t for _, t in rows]  # (read as CSV: Excel quotes a cell holding a comma or a line break, which raw counts miss)
+    try:
+        records = list(csv.reader(texts))
+    except csv.Error:  # (a bare \r or a NUL inside a line: no CSV as a spreadsheet writes it)
+        return
+    if "".join(texts).count('"') % 2:  # the lines looked at end inside a quoted cell: its record is cut
+        records = records[:-1]
+    fields = len(records[0]) if records else 0
+    if fields > 1 and len(records) >= 3 and all(len(r) == fields for r in records):  # (free text seldom keeps one count of ASCII commas)
+        how = (f"`cut -d, -fN {source} | kd predict` predicts column N alone (`tail -n +2` first leaves out a header line)"
+               if not any(t.startswith('"') or ',"' in t for t in texts) else
+               "its quoted cells hold commas or line breaks, which `cut` splits: save the text column alone, one text a line, and predict that file")
+        click.echo(f"warning: {name}: lines {n}-{rows[-1][0]} each hold {fields} comma-separated columns, each line predicted whole "
+                   f"as one text (a header line too): {how}", err=True)
 
 
 def _numbered(lines, name: str):

@@ -473,6 +473,9 @@ def _majority_note(run: str, stage: dict) -> str | None:
         teach_fix = f"train longer (--epochs) or try another --lr (now {lr:g})"
     else:
         teach_fix = "train longer (--epochs) or faster (--lr: a small `kd pretrain` model wants about 3e-4, as in the quick start)"
+    train = _learned_support({**stage, "config": cfg})[1]  # (imbalanced classes: the rare-class warning's advice, which this one's stands in for)
+    if cfg.get("class_weight") != "balanced" and any(0 < n < RARE_SHARE * max(train.values()) for n in train.values()):
+        teach_fix += ", or --class-weight balanced (a rare class then counts as much as a common one)"
     fix = (teach_fix
            if stage["kind"] == "teach" else
            "it learned from the labels alone (no soft loss): train longer (--epochs) or try another --lr"

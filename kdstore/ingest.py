@@ -372,6 +372,8 @@ def _parse_delimited(
     label_i = _column(opts.label_col, header, "label", name, rows[0][0])
     # (columns past the second blank in every row, Excel's trailing "," or tab, are no third column)
     wide = width > 2 and any(f.strip() for _, fields in rows for f in fields[2:])
+    # (one column and blank ones, a one-column sheet's trailing ",,": one column, texts only)
+    used = 1 if width > 1 and not any(f.strip() for _, fields in rows for f in fields[1:]) else width
     if header is None and wide and (text_i is None or (label_i is None and want_label)):
         # only one or two columns have a default: with more, a header kd does not know (id,body,category)
         # would be read as a sample, and the id column as the labels
@@ -390,7 +392,7 @@ def _parse_delimited(
                 raise KdError(f"{name}: line {rows[0][0]}: field 'text': no text column (columns: {', '.join(header)}); name it with --text-col{guessed}")
             text_i = found[0]
         else:
-            text_i = 1 if width >= 2 and label_i != 1 else 0
+            text_i = 1 if used >= 2 and label_i != 1 else 0
     if label_i is None:  # (for --split unlabeled: the column to leave out, found as for a labeled split)
         if header is not None:
             if "label" in lowered:
@@ -398,7 +400,7 @@ def _parse_delimited(
             elif want_label:
                 raise KdError(f"{name}: line {rows[0][0]}: field 'label': no label column for split '{opts.split}' (columns: {', '.join(header)}); "
                               f"name it with --label-col{guessed}" + _POOL_HINT)
-        elif width >= 2 and (want_label or not wide):  # (more columns: no default says which is a label)
+        elif used >= 2 and (want_label or not wide):  # (more columns: no default says which is a label)
             label_i = 0 if text_i != 0 else 1
         elif want_label:
             raise KdError(f"{name}: line {rows[0][0]}: field 'label': missing: split '{opts.split}' needs a label column" + _POOL_HINT)

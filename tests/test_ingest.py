@@ -279,6 +279,20 @@ def test_parse_headerless_file_with_trailing_blank_columns_reads_as_two_columns(
         parse(b"pos,good,\nneg,bad,x\n", "t.csv", IngestOptions())
 
 
+def test_parse_headerless_one_column_with_trailing_blank_columns_reads_as_texts():
+    """A pool of one text column as Excel saves it (`质量很好,,`) was read as label,text with the blank column as
+    the texts: refused as "columns look swapped ... 1 different texts in column 1", and told to pass
+    `--label-col 1`, a blank column. The blank columns do not count: one column, texts only."""
+    data = "\ufeff质量很好,,\r\n\"太差了,不买\",,\r\n还行吧,,\r\n".encode()
+    for name in ("pool.csv", "pool.tsv"):
+        raw = data if name.endswith(".csv") else data.replace(b",,", b"\t\t").replace('"太差了,不买"'.encode(), "太差了，不买".encode())
+        records = parse(raw, name, IngestOptions(split="unlabeled"))
+        assert [(r.text, r.label, r.meta) for r in records] == [
+            ("质量很好", None, None), ("太差了,不买" if name.endswith(".csv") else "太差了，不买", None, None), ("还行吧", None, None)]
+    with pytest.raises(KdError, match="split 'train' needs a label column"):  # a labeled split: no label to read
+        parse(data, "train.csv", IngestOptions())
+
+
 def test_parse_leaves_pandas_row_numbers_out_of_the_metadata():
     """`df.to_csv("x.csv")` writes the frame's row numbers first, under an empty header: each sample's
     metadata was {"": "0"}, {"": "1"}, ... An unnamed column of other values is kept."""

@@ -2836,6 +2836,32 @@ def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monk
     assert kd(*args, input="很好\n\n\n太差\n").stderr == "warning: line 2: empty text, skipped\nwarning: 1 more empty line skipped (line 3)\n"
 
 
+def test_predict_warns_of_an_excel_csv_whose_quoted_cells_hold_commas_or_line_breaks(tmp_path, monkeypatch):
+    """`kd predict test.csv` of a CSV as Excel saves it (BOM, CRLF, `编号,文本,标签` and two trailing empty
+    columns, a text holding an ASCII comma or a line break in quotes) predicted the header, the ids and the
+    gold labels as texts and said nothing: the check counted raw commas, which a quoted cell's change. Now
+    the rows are read as CSV, and the advice does not give a `cut` that would split the quoted cells."""
+    from kdstore.predictor import Predictor
+
+    class Fixed:
+        stage_name, max_len = "teach", 32
+
+        def predict(self, texts, batch_size):
+            return [{"label": "合规", "confidence": 0.5, "truncated": False} for _ in texts]
+
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, *a, **k: Fixed()))
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("合规", "很好"), ("违规", "最好的")])), "--db", db)
+    sheet = tmp_path / "test.csv"
+    sheet.write_bytes("\ufeff编号,文本,标签,,\r\nAD1,\"质量很好,物流也快\",合规,,\r\nAD2,\"全网最低价。\n假一赔十\",违规,,\r\n"
+                      "AD3,还行,合规,,\r\n".encode("utf-8"))
+    out = kd("predict", "--run", "r", "--model", "teacher", "--db", db, str(sheet))
+    assert len(out.stdout.splitlines()) == 5  # still predicted, one line each
+    assert out.stderr == (f"warning: {sheet}: lines 1-5 each hold 5 comma-separated columns, each line predicted whole as one text "
+                          "(a header line too): its quoted cells hold commas or line breaks, which `cut` splits: save the text "
+                          "column alone, one text a line, and predict that file\n")
+
+
 def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
     """Reading stdin, each 64 KiB read (a few hundred lines) gave its own warning: a piped file of
     long reviews filled stderr. Now the first cut line is named as it is answered, the rest once."""
@@ -4173,6 +4199,24 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
         "r3", {"kind": "distill", "metrics": {"dev": dev}, "config": {"teacher_runs": ["w", "v", "w"]}})
     assert note("r1", {"kind": "teach", "metrics": {"dev": {**dev, "accuracy": 0.9}}}) is None  # learned: silent
     assert note("r1", {"kind": "pretrain", "metrics": {"train": {"mlm_loss": 6.0}}}) is None  # no dev figures: silent
+
+
+def test_a_majority_class_teacher_of_imbalanced_classes_is_told_of_class_weights():
+    """An 85/12/3 % ad-compliance teacher that answered '合规' to every text was told "train longer (--epochs)
+    or try another --lr" only: the rare-class warning, which names --class-weight balanced, gives way to this
+    one, so a first-time user never heard of the option made for this case."""
+    from commands.train import _majority_note as note
+
+    dev = {"accuracy": 0.9, "support[合规]": 54, "support[违规]": 5, "support[待定]": 1}
+    train = {"support[合规]": 252, "support[违规]": 39, "support[待定]": 9}
+    config = {"model": "/m/tiny", "lr": 1e-3, "class_weight": "none"}
+    said = note("r1", {"kind": "teach", "metrics": {"dev": dev, "train": train}, "config": config})
+    assert said.endswith("try another --lr (now 0.001), or --class-weight balanced (a rare class then counts as much as a common one)")
+    # already weighed, or classes as common as each other: not told
+    assert "--class-weight" not in note("r1", {"kind": "teach", "metrics": {"dev": dev, "train": train},
+                                               "config": {**config, "class_weight": "balanced"}})
+    even = {"support[合规]": 100, "support[违规]": 100, "support[待定]": 100}
+    assert "--class-weight" not in note("r1", {"kind": "teach", "metrics": {"dev": dev, "train": even}, "config": config})
 
 
 def test_a_majority_class_teacher_is_in_its_json_warnings(sample_store, tiny_model):
