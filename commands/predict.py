@@ -589,8 +589,8 @@ _LINE_BREAKS = str.maketrans({c: " " for c in "\x00\t\n\r\x0b\x0c\x1c\x1d\x1e\x8
 
 
 def _warn_first_layer_speed(predictor, typed: bool) -> None:
-    """A typed --speed at which an early-exit model of max_prob uncertainty exits every text at its first
-    layer (kd distill warns of its own --speed so; a --speed 0.6 here exited all in silence)."""
+    """A typed --speed at which an early-exit model exits every text at its first layer (max_prob uncertainty, or
+    entropy at 1; kd distill warns of its own --speed so; a --speed 0.6 here exited all in silence)."""
     from kdstore.early_exit import first_layer_speed_note
 
     note = first_layer_speed_note(predictor.speed, predictor.uncertainty, len(predictor.class_names)) if typed and hasattr(predictor, "uncertainty") else None

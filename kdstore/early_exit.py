@@ -137,7 +137,11 @@ ROW_UNCERTAINTIES: dict[str, Callable[[list[float]], float]] = {
 
 def first_layer_speed_note(speed: float, uncertainty: str, classes: int) -> str | None:
     """Where ``speed`` exits every text at the first layer because ``uncertainty`` never exceeds it:
-    1 - the top probability (``max_prob``) is at most 1 - 1/C (0.5 on a binary task). ``None`` otherwise."""
+    1 - the top probability (``max_prob``) is at most 1 - 1/C (0.5 on a binary task), the normalized
+    entropy at most 1. ``None`` otherwise."""
+    if uncertainty == "entropy" and classes >= 2 and speed >= 1.0:
+        return (f"--speed {speed:g} with --uncertainty entropy: the normalized entropy is at most 1, so every text exits "
+                "at the first layer; a speed below 1 lets some go on")
     if uncertainty != "max_prob" or classes < 2 or speed < 1 - 1 / classes:
         return None
     top = 1 - 1 / classes

@@ -573,6 +573,10 @@ def _in_sample_votes(store: Store, run: str, stage: Stage, sample_ids: np.ndarra
         return (f"distill stage {name!r} of run {run!r} is --folds students copied from the teacher, whose layers and head learned "
                 f"the train labels they are to be blind to", "blind ones", f"`kd distill --run {run}{teachers} "
                 f"--folds {len(set(folds.values()))} --no-init-from-teacher --name {name}-oof`")
+    if kind == "early-exit":  # (its branches learned no label, its teacher's layers and head did; no --folds: other students vote)
+        return (f"distill stage {name!r} of run {run!r} is an early exit on its teacher's layers and head, which learned the train "
+                "labels (an early exit has no --folds)", "out-of-fold students of another kind",
+                f"`kd distill --run {run}{teachers} --student textcnn --folds 5 --name votes`")
     if not folds:
         # (a --where student learned the labels of the train rows it selects, not of every one)
         learned = int(np.isin(sample_ids, store.samples(splits=["train"], labeled=True, where=config["where"]).ids).sum()) \

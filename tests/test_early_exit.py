@@ -908,6 +908,29 @@ def test_predict_at_a_speed_that_exits_every_text_at_the_first_layer_warns(train
     assert kd("predict", "--run", "r", "--model", "early-exit", "--speed", "0.6", "--db", db, input="这个很好\n").stderr == ""  # (entropy)
 
 
+def test_speed_1_with_entropy_exits_every_text_at_the_first_layer_and_is_warned_of(trained, tmp_path, monkeypatch):
+    """The normalized entropy is at most 1: --speed 1 exits every text at the first layer, as --speed 0.5 with
+    max_prob on 2 classes does; that one was warned of, kd distill --speed 1 and kd predict --speed 1 said nothing."""
+    import kdstore.early_exit as ee
+
+    from kdstore.early_exit import first_layer_speed_note
+
+    assert first_layer_speed_note(1.0, "entropy", 2) == (
+        "--speed 1 with --uncertainty entropy: the normalized entropy is at most 1, so every text exits at the first layer; "
+        "a speed below 1 lets some go on")
+    assert first_layer_speed_note(0.99, "entropy", 2) is None
+    at = kd("predict", "--run", "r", "--model", "early-exit", "--speed", "1", "--json", "--db", trained["db"], input="这个很好\n")
+    assert json.loads(at.stdout)["layer"] == 1
+    assert at.stderr == f"warning: {first_layer_speed_note(1.0, 'entropy', 2)}\n"
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", labeled_rows(random.Random(0), 10))), "--split", "train", "--db", db)
+    with stage_scope(Store.open(db), run="r", kind="teach", name="teach", config={"max_len": 32}):
+        pass  # (training itself is replaced below)
+    monkeypatch.setattr(ee, "train_early_exit", lambda store, stage, cfg, teacher_run=None: None)
+    said = kd("distill", "--run", "r", "--student", "early-exit", "--speed", "1", "--name", "e1", "--db", db)
+    assert "warning: --speed 1 with --uncertainty entropy: the normalized entropy is at most 1" in said.stderr, said.stderr
+
+
 def test_per_speed_figures_judge_against_the_labels_the_stage_read(trained, monkeypatch):
     """A label edit while the branches train (another process's `kd labels set`) changes neither the
     stage's figures nor its per-speed ones: accuracy@SPEED was over the labels at the end, accuracy

@@ -392,6 +392,18 @@ def test_in_sample_votes_name_the_students_kind(db, error_line):
     assert "(`kd distill --run r --student bilstm --folds 5 --name s-oof`)" in line, line
 
 
+def test_in_sample_votes_of_an_early_exit_ask_for_out_of_fold_textcnns_not_an_early_exit_named_oof(db, error_line):
+    """An early exit (the teacher's own layers and head, which learned the train labels) refused as in-sample was
+    answered with `kd distill --run r --folds 5 --name ee-oof`: TextCNNs (the default; an early exit has no
+    --folds) under a name that reads as out-of-fold early exits."""
+    kd("distill", "--run", "r", "--student", "early-exit", "--name", "ee", "--epochs", "1", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "r", "--student-votes", "ee", "--method", "cleanlab,ensemble",
+                         "--db", db, ok=False))
+    assert ("distill stage 'ee' of run 'r' is an early exit on its teacher's layers and head, which learned the train labels "
+            "(an early exit has no --folds): its votes are in-sample. Distill out-of-fold students of another kind "
+            "(`kd distill --run r --student textcnn --folds 5 --name votes`)") in line, line
+
+
 def test_in_sample_votes_of_a_where_student_count_and_keep_its_rows(db, error_line):
     """A student of the rows its --where selects was said to have learned the labels of every train sample
     (150 of a 50-row student), and the out-of-fold students advised left its --where out: students of other rows."""
