@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .advice import reteach_command
 from .batching import bucketed_batches, check_grad_accum, encode_flagged, encode_packed, iter_padded, lengths_of, max_token_id, micro_batches, pad, sorted_batches
 from .distributed import SINGLE, Dist
 from .errors import KdError
@@ -861,8 +862,7 @@ def score_missing(
         batch_size = scoring_batch(-(-int(config.get("batch_size") or 1) // dist.world), int(config.get("grad_accum") or 1))
     names = store.class_names()
     if stage.config.get("classes") not in (None, names):
-        raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run `kd teach --run {run} --overwrite` "
-                      f"(with the options `kd report --run {run}` lists)")
+        raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run {reteach_command(run, stage.config)}")
     dist.set_up()  # (the first collective of `kd teach --logits-only`: a rank that failed before it names its error)
     todo_ids = dist.broadcast_object(unscored(store, stage.id, among) if dist.is_main else None)
     if len(todo_ids) == 0:

@@ -1403,7 +1403,7 @@ def test_a_filter_by_that_changes_no_flag_beside_the_disagree_method_is_warned_o
         assert not any(w.startswith("--filter-by") for w in json.loads(out.stdout)["warnings"]), args
 
 
-def test_a_refused_detect_writes_nothing_and_keeps_the_last_detection(db, tmp_path, error_line):
+def test_a_refused_detect_writes_nothing_and_keeps_the_last_detection(db, noisy, tmp_path, error_line):
     kd("labels", "detect", "--run", "r", "--db", db)
     found = _issues(db)
     store = _open(db)
@@ -1417,6 +1417,10 @@ def test_a_refused_detect_writes_nothing_and_keeps_the_last_detection(db, tmp_pa
     _add_class_mid(db, tmp_path)
     changed = kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False)
     assert "the classes changed" in error_line(changed)
+    # kd teach --logits-only's refusal names the kd teach that runs (it said `kd teach --run r --overwrite`, refused for want of --model)
+    line = error_line(kd("teach", "--run", "r", "--logits-only", "--db", db, ok=False))
+    assert line.endswith(f"the classes changed since the teacher of run 'r' ran: re-run `kd teach --run r --model "
+                         f"{shlex.quote(str(noisy['model']))} --folds 3 --overwrite` (with the other options `kd report --run r` lists for it)"), line
     assert [(s.id, s.name, s.status) for s in store.stages_of("r")] == stages  # no failed stage either
     assert _issues(db) == found  # the detection it was to replace stands
 
