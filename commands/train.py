@@ -53,6 +53,29 @@ def _lacking_pool_logits(store, runs) -> list[str]:
     return [r for r in runs if len(unscored(store, store.find_stage(r, "teach").id, pool))] or runs
 
 
+def _warn_pool_without_logits(store, runs, where: str | None) -> int:
+    """Name the pool texts (of those ``where`` selects) some teacher has no logits for, which the student
+    leaves out, before it trains (said at its end only, hours of a large pool's training went by first);
+    returns how many."""
+    import numpy as np
+
+    from kdstore.distill import pool_where
+    from kdstore.outputs import unscored
+
+    runs = list(dict.fromkeys(runs))
+    try:
+        missing = {r: unscored(store, store.find_stage(r, "teach").id) for r in runs}
+    except KdError:  # no teacher to speak of: the stage says so
+        return 0
+    pool = store.samples(ids=np.unique(np.concatenate(list(missing.values()))), splits=["unlabeled"], where=pool_where(where)).ids
+    if not len(pool):
+        return 0
+    fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in runs if len(np.intersect1d(missing[r], pool)))
+    many = len(pool) != 1
+    _warn(f"{len(pool)} unlabeled text{'s' * many} {'have' if many else 'has'} no teacher logits and {'are' if many else 'is'} left out: run {fix} first")
+    return len(pool)
+
+
 def _seed_option(f):
     # numpy seeds its generator with 0 .. 2**32 - 1 and raised a ValueError mid-stage for any other
     return click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True)(f)
@@ -104,11 +127,13 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         warn(f"--eval-every {every}: the training took {total} steps, so dev was scored once, at the last: nothing was "
              f"compared and no step was kept over another (a smaller --eval-every, e.g. {max(1, total // 10)}, judges as it trains)")
     unscored = int(stage["metrics"].get("all", {}).get("pool_without_logits") or 0)
-    if unscored:
+    ctx = click.get_current_context(silent=True)
+    said = ctx.meta.get("kd.pool_without_logits") if ctx is not None else None
+    if unscored and unscored != said:  # (said before the student trained: again only where an ingest meanwhile changed it)
         lacking = _lacking_pool_logits(store, stage["config"].get("teacher_runs") or [run])
         fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
         many = unscored != 1
-        warn(f"{unscored} unlabeled text{'s' * many} {'have' if many else 'has'} no teacher logits and {'were' if many else 'was'} left out: run {fix} first")
+        warn(f"{unscored} unlabeled text{'s' * many} {'have' if many else 'has'} no teacher logits and {'are' if many else 'is'} left out: run {fix} first")
     cut = _cut_share(stage)
     splits = (stage["config"] or {}).get("splits") or ["train"]  # (a teacher of --split dev: not "train texts")
     if stage["metrics"].get("all", {}).get("dev_samples"):  # (dev judged: --where/--label selected no dev row to learn)
@@ -1138,6 +1163,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     _teachers_usable(store, teacher_runs or (run,), where=cfg.where)
     if not _labels_alone(distill_config(cfg)):  # (the baseline without the teacher learns none of its soft targets)
         _warn_weak_teachers(store, teacher_runs or (run,))
+    if cfg.unlabeled:
+        click.get_current_context().meta["kd.pool_without_logits"] = _warn_pool_without_logits(store, teacher_runs or (run,), cfg.where)
     if "mask" in cfg.augment:
         _one_unknown_token(store, teacher_runs or (run,))
     if click.get_current_context().get_parameter_source("max_len") in (ParameterSource.DEFAULT, None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import weakref
 from collections.abc import Sequence
 from typing import Iterator
@@ -231,6 +232,15 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
         raise ValueError("batch_size must be at least 1")
     order = np.argsort(np.asarray(lengths), kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def spread_by_length(batches: list[np.ndarray]) -> list[np.ndarray]:
+    """``sorted_batches``' batches (the same ones: the same logits) in an order whose every stretch holds
+    short and long ones alike, for a progress bar that counts texts: run shortest first, scoring a
+    380,000-text pool said 27 s left of the 65 s it took. Strides of about the square root of their
+    number, each pass going from short to long."""
+    stride = max(1, round(math.sqrt(len(batches))))
+    return [batches[i] for start in range(stride) for i in range(start, len(batches), stride)]
 
 
 def pad(ids: Sequence[Sequence[int]], pad_id: int, *, min_len: int = 1, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import bucketed_batches, count_cut, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches
+from .batching import bucketed_batches, count_cut, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches, spread_by_length
 from .errors import KdError
 from .exit_speed import exit_shares, share_metrics
 from .jsonl import is_number, is_whole
@@ -556,7 +556,7 @@ def early_exit_logits(
     layers = np.zeros(len(texts), dtype=np.int64)
     with progress(disable=label is None or len(texts) <= batch_size) as bars:  # every sample of a large store: minutes
         task = bars.add_task(label or "score", total=len(texts), unit="samples")
-        for idx, input_ids, mask in iter_padded(ids, sorted_batches(lengths_of(ids), batch_size), tokenizer.pad_token_id):
+        for idx, input_ids, mask in iter_padded(ids, spread_by_length(sorted_batches(lengths_of(ids), batch_size)), tokenizer.pad_token_id):
             with autocast(device):
                 logits, used = predict_logits(model, input_ids.to(device), mask.to(device), speed=speed, uncertainty=uncertainty)
             out[idx] = logits.float().cpu().numpy()

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import encode_flagged, encode_packed, iter_padded, lengths_of, sorted_batches
+from .batching import encode_flagged, encode_packed, iter_padded, lengths_of, sorted_batches, spread_by_length
 from .errors import KdError
 from .folds import fold_count
 from .jsonl import is_whole
@@ -38,7 +38,7 @@ def student_logits(model, tokenizer, texts: list[str], *, max_len: int, device, 
     out = None
     with progress(disable=not bar or len(texts) <= batch_size) as bars:  # scoring a large pool is minutes of work to watch
         task = bars.add_task(label, total=len(texts), unit="samples")
-        for idx, input_ids, mask in iter_padded(ids, sorted_batches(lengths_of(ids), batch_size), tokenizer.pad_token_id,
+        for idx, input_ids, mask in iter_padded(ids, spread_by_length(sorted_batches(lengths_of(ids), batch_size)), tokenizer.pad_token_id,
                                              min_len=model.min_len, multiple=model.pad_multiple):
             logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
             if out is None:

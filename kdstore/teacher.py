@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .advice import reteach_command
-from .batching import bucketed_batches, check_grad_accum, encode_flagged, encode_packed, iter_padded, lengths_of, max_token_id, micro_batches, pad, sorted_batches
+from .batching import bucketed_batches, check_grad_accum, encode_flagged, encode_packed, iter_padded, lengths_of, max_token_id, micro_batches, pad, sorted_batches, spread_by_length
 from .distributed import SINGLE, Dist
 from .errors import KdError
 from .labels import read_labeled, record_labels_state
@@ -428,7 +428,7 @@ def score(
     if ids is None:
         ids = encode_packed(tokenizer, texts, max_len=max_len)
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    batches = sorted_batches(lengths_of(ids), batch_size)
+    batches = spread_by_length(sorted_batches(lengths_of(ids), batch_size))  # (long texts spread over the bar: its ETA holds)
     with progress(disable=not bar or len(texts) <= batch_size) as bars:  # no bar for a single batch
         task = bars.add_task(label, total=len(texts), unit="samples")
         for idx, input_ids, mask in iter_padded(ids, batches, tokenizer.pad_token_id):

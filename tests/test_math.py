@@ -211,6 +211,36 @@ def test_batching_covers_every_index_once_and_groups_lengths():
     assert ids.shape == (2, 8) and mask.sum().item() == 6 and pad([[5] * 8], 0, multiple=4)[0].shape == (1, 8)
 
 
+def test_scoring_a_large_pool_spreads_long_texts_over_its_progress_bar():
+    """Scoring ran its length-sorted batches shortest first, and its bar counts texts: a minute into a
+    380,000-text pool (a 2-core CPU, kd distill's logits) it said 27 s left of 65 s, at the start 10 s of
+    37 s. The batches are the same (so are the logits), run in an order whose every part holds short
+    and long texts alike, so that the texts counted track the work done."""
+    from kdstore.predictor import student_logits
+    from kdstore.students import StudentConfig, build_student
+    from kdstore.teacher import score
+    from kdstore.vocab import build_vocab, make_tokenizer
+    from transformers import BertConfig, BertForSequenceClassification
+
+    rng = np.random.default_rng(0)
+    texts = ["好" * int(n) for n in rng.integers(1, 60, size=1200)]
+    tokenizer = make_tokenizer(build_vocab(texts + ["差"]))
+    student = build_student(StudentConfig(kind="textcnn", vocab_size=len(tokenizer), num_classes=2, embed_dim=8, num_filters=4)).eval()
+    teacher = BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=16, num_labels=2)).eval()
+    for model, run in ((student, lambda: student_logits(student, tokenizer, texts, max_len=64, device=torch.device("cpu"), batch_size=32)),
+                       (teacher, lambda: score(teacher, tokenizer, texts, max_len=64, batch_size=32, device=torch.device("cpu")))):
+        widths = []  # the tokens of each batch, in the order run
+        hook = model.register_forward_pre_hook(lambda m, args, kwargs: widths.append(
+            (kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]).numel()), with_kwargs=True)
+        first = run()
+        hook.remove()
+        done = np.cumsum(widths) / np.sum(widths)
+        quarter, half = done[len(done) // 4 - 1], done[len(done) // 2 - 1]  # the work done when the bar shows 1/4, 1/2 of the texts
+        assert 0.15 < quarter < 0.35 and 0.4 < half < 0.6, (type(model).__name__, quarter, half)
+        assert first.shape == (len(texts), 2)
+
+
 def test_schedules():
     assert warmup_linear_decay(0.0, warmup=0.1) == 0.0
     assert warmup_linear_decay(0.05, warmup=0.1) == pytest.approx(0.5)

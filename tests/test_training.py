@@ -3418,7 +3418,7 @@ def test_distill_options_are_checked_before_anything_is_written(taught_store, tm
     # (an on/off flag named as typed: it was "--init-from-teacher")
     assert "warning: --no-init-from-teacher, --kernel-sizes, --relation-heads: not used by --student bigru" in out.stderr
     assert "warning: --p-mask: not used by --augment (none)" in out.stderr
-    assert "warning: 1 unlabeled text has no teacher logits and was left out: run `kd teach --run r --logits-only` first" in out.stderr
+    assert "warning: 1 unlabeled text has no teacher logits and is left out: run `kd teach --run r --logits-only` first" in out.stderr
 
 
 def test_a_student_shape_that_cannot_run_is_refused_before_a_stage_or_run(taught_store):
@@ -4241,7 +4241,7 @@ def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tau
     # a pool ingested after the teacher ran has no logits: one warning naming the fix, not "no unlabeled pool"
     kd("ingest", str(corpus["unlabeled"]), "--split", "unlabeled", "--db", db)
     unscored = kd(*common, "--unlabeled", "--name", "unscored").stderr
-    assert "30 unlabeled texts have no teacher logits and were left out: run `kd teach --run r --logits-only` first" in unscored
+    assert "30 unlabeled texts have no teacher logits and are left out: run `kd teach --run r --logits-only` first" in unscored
     assert "no unlabeled pool" not in unscored, unscored
     # --json carries the run and the same warnings (stdout stays one JSON object; stderr says them too)
     said = kd(*common, "--unlabeled", "--name", "said", "--json")
@@ -4261,6 +4261,29 @@ def test_unlabeled_without_a_pool_says_the_student_learned_from_labels_alone(tau
     # and --logits-only carries run, stage and its warnings as every teach --json does
     scored = json.loads(kd("teach", "--run", "r", "--logits-only", "--db", db, "--json").stdout)
     assert scored == {"run": "r", "stage": "teach", "scored": 30, "warnings": []}
+
+
+def test_pool_texts_without_teacher_logits_are_named_before_the_student_trains(taught_without_pool, corpus, monkeypatch):
+    """A pool ingested after the teacher ran (155,000 texts) was named as left out only once the stage had
+    ended: minutes of training on a 2-core CPU (hours on a real pool) without it, before `kd teach
+    --logits-only` was named; a distillation stopped meanwhile said nothing of it. Said before the
+    student trains now, once."""
+    db = str(taught_without_pool)
+    kd("ingest", str(corpus["unlabeled"]), "--split", "unlabeled", "--db", db)
+
+    def stopped(*args, **kwargs):
+        raise KdError("stopped while training")
+
+    common = ["distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--db", db]
+    with monkeypatch.context() as m:
+        m.setattr("kdstore.distill._fit", stopped)
+        out = kd(*common, ok=False)
+    assert "stopped while training" in out.stderr
+    said = "warning: 30 unlabeled texts have no teacher logits and are left out: run `kd teach --run r --logits-only` first"
+    assert said in out.stderr
+    assert kd(*common, "--name", "whole").stderr.count(said) == 1  # (not again at its end)
+    assert "no teacher logits" not in kd(*common, "--name", "none", "--no-unlabeled").stderr  # no pool asked for
+    assert "no teacher logits" not in kd(*common, "--name", "some", "--where", "id < 0 OR split = 'train'").stderr  # none selected
 
 
 def test_texts_cut_at_all_the_positions_a_model_has_are_not_told_a_larger_max_len_may_help(tmp_path, corpus, tiny_model):
