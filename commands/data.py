@@ -73,11 +73,11 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
             raise click.ClickException(str(exc) + _reading_options_note(str(exc))) from None
         done(len(records))
     store = open_store(db, create=True)
-    before = sum(n for per in store.counts().values() for n in per.values())
+    before = store.last_sample_id()
     try:
         report = add_records(store, records, name, opts)
     except KeyboardInterrupt:  # (click said only "Aborted!": whether any of the file was stored went unsaid)
-        after = sum(n for per in store.counts().values() for n in per.values())
+        after = store.last_sample_id()
         raise InterruptedAfterRecord(f"interrupted: nothing of {name} was stored (an ingest is one transaction); run it again"
                                      if after == before else f"interrupted once {name} was stored ({after - before:,} samples added)") from None
     counts = store.counts()

@@ -70,10 +70,15 @@ def _warn_pool_without_logits(store, runs, where: str | None) -> int:
     pool = store.samples(ids=np.unique(np.concatenate(list(missing.values()))), splits=["unlabeled"], where=pool_where(where)).ids
     if not len(pool):
         return 0
-    fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in runs if len(np.intersect1d(missing[r], pool)))
-    many = len(pool) != 1
-    _warn(f"{len(pool)} unlabeled text{'s' * many} {'have' if many else 'has'} no teacher logits and {'are' if many else 'is'} left out: run {fix} first")
+    _warn(_pool_left_out(len(pool), [r for r in runs if len(np.intersect1d(missing[r], pool))]))
     return len(pool)
+
+
+def _pool_left_out(n: int, runs: list[str]) -> str:
+    """The warning of ``n`` unlabeled texts the student leaves out, for want of logits of the teachers of ``runs``."""
+    fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in runs)
+    many = n != 1
+    return f"{n} unlabeled text{'s' * many} {'have' if many else 'has'} no teacher logits and {'are' if many else 'is'} left out: run {fix} first"
 
 
 def _seed_option(f):
@@ -130,10 +135,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
     ctx = click.get_current_context(silent=True)
     said = ctx.meta.get("kd.pool_without_logits") if ctx is not None else None
     if unscored and unscored != said:  # (said before the student trained: again only where an ingest meanwhile changed it)
-        lacking = _lacking_pool_logits(store, stage["config"].get("teacher_runs") or [run])
-        fix = " and ".join(f"`kd teach --run {r} --logits-only`" for r in lacking)
-        many = unscored != 1
-        warn(f"{unscored} unlabeled text{'s' * many} {'have' if many else 'has'} no teacher logits and {'are' if many else 'is'} left out: run {fix} first")
+        warn(_pool_left_out(unscored, _lacking_pool_logits(store, stage["config"].get("teacher_runs") or [run])))
     cut = _cut_share(stage)
     splits = (stage["config"] or {}).get("splits") or ["train"]  # (a teacher of --split dev: not "train texts")
     if stage["metrics"].get("all", {}).get("dev_samples"):  # (dev judged: --where/--label selected no dev row to learn)

@@ -796,7 +796,7 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
         existing = {int(i) for (i,) in conn.execute(select(Sample.id))}
         found = conn.execute(
             select(LabelIssue.id, LabelIssue.sample_id, LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.status,
-                   Stage.name, Stage.config, Sample.text,
+                   LabelIssue.decided_stage_id, Stage.name, Sample.text,
                    Sample.label_id, Sample.dropped)
             .join(Sample, Sample.id == LabelIssue.sample_id)
             .outerjoin(Stage, Stage.id == LabelIssue.decided_stage_id)
@@ -834,7 +834,9 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
         if issue.status not in UNDECIDED and not (replacing is not None and issue.name == replacing):
             remedy = (f"`kd labels undo --run {run} --stage {issue.name}` reopens it" if issue.name
                       else f"its deciding stage is gone; `kd labels detect --run {run} --overwrite` starts afresh")
-            if issue.name and (issue.config or {}).get("sheet"):  # (a sheet's own stage: edited further, it is imported again in its place)
+            # (its config read here, on the error's path: one per issue row copied a clean's config 10,000 times)
+            decider = next((st for st in store.stages_of(run) if st.id == issue.decided_stage_id), None) if issue.name else None
+            if decider is not None and (decider.config or {}).get("sheet"):  # (a sheet's own stage: edited further, it is imported again in its place)
                 named = "" if issue.name == "review" else f" --name {shlex.quote(issue.name)}"
                 remedy += f", `kd labels import --run {shlex.quote(run)} {shlex.quote(str(path))}{named} --overwrite` replaces that stage with this sheet's decisions"
             raise KdError(

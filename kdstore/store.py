@@ -173,8 +173,7 @@ class Store:
         engine = make_engine(url, read_only=path if read_only or empty else None)
         for attempt in range(OPEN_TRIES):
             try:
-                _check_server_encoding(engine)
-                _check_server_schema(engine)
+                _check_server(engine)
                 if check:
                     ensure_current(engine, create=create, read_only=read_only)
                 else:  # (`kd db`): a server it cannot reach, or a file SQLite cannot open, is named as every command names it
@@ -321,6 +320,11 @@ class Store:
             labels=np.array([-1 if r[2] is None else r[2] for r in rows], dtype=np.int64),
             splits=[r[3] for r in rows],
         )
+
+    def last_sample_id(self) -> int:
+        """The highest sample id (0 for none): whether an ingest stored rows, read from the primary key's index."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(Sample.id))).scalar() or 0)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class name or '(none)': count}}`` over samples that are not dropped, splits in
@@ -774,29 +778,23 @@ def _parenthesized(where: str) -> bool:
     return depth == 0
 
 
-def _check_server_encoding(engine: Engine) -> None:
+def _check_server(engine: Engine) -> None:
     """Refuse a PostgreSQL database not in UTF8 (SQL_ASCII, EUC_CN, LATIN1): it cannot hold every text
     kd stores (an emoji, a character outside GB2312), and SQL_ASCII checks nothing, so one file's
-    ingest would fail at its first such character, or store bytes the next read cannot decode."""
+    ingest would fail at its first such character, or store bytes the next read cannot decode. And
+    one whose URL's ``search_path`` names no schema of the database (a mistyped
+    ``?options=-csearch_path%3DNAME``): readers called it an empty database, and creating the store in
+    it failed with "no schema has been selected to create in". One connection asks both."""
     if engine.dialect.name != "postgresql":
         return
     with engine.connect() as conn:
         encoding = conn.exec_driver_sql("SHOW server_encoding").scalar_one()
+        schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+        path = conn.exec_driver_sql("SHOW search_path").scalar_one() if schema is None else None
     if encoding.upper() not in ("UTF8", "UTF-8"):
         engine.dispose()
         raise KdError(f"cannot open the store at {display_url(engine.url)}: the database's encoding is {encoding}; kd stores "
                       "any Unicode text, so it needs a UTF8 database (createdb -E UTF8 -T template0 NAME)")
-
-
-def _check_server_schema(engine: Engine) -> None:
-    """Refuse a PostgreSQL URL whose ``search_path`` names no schema of the database (a mistyped
-    ``?options=-csearch_path%3DNAME``): readers called it an empty database, and creating the store in
-    it failed with "no schema has been selected to create in"."""
-    if engine.dialect.name != "postgresql":
-        return
-    with engine.connect() as conn:
-        schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
-        path = conn.exec_driver_sql("SHOW search_path").scalar_one()
     if schema is None:
         engine.dispose()
         raise KdError(f"cannot open the store at {display_url(engine.url)}: no schema of its search_path ({path}) exists in the "

@@ -2793,19 +2793,25 @@ def test_predict_answers_a_line_of_characters_the_model_drops_as_an_empty_text(c
     assert seen == [text, "差"] and lines[1] == {"line": 2, "error": "empty text"}
 
 
-def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monkeypatch):
-    """`kd predict test.tsv` (label<TAB>text, as kd ingest reads it) predicted each line whole, its gold
-    label read with the text and changing the answer, and a header line was answered as a review: said
-    nothing. Now a warning names the columns (or the header) and how to give the texts alone."""
+def _answering(monkeypatch, label: str) -> None:
+    """``kd predict --model teacher`` served by a model that answers ``label`` to every text: what the
+    warnings about its input say is what these tests read, not the answers."""
     from kdstore.predictor import Predictor
 
     class Fixed:
         stage_name, max_len = "teach", 32
 
         def predict(self, texts, batch_size):
-            return [{"label": "pos", "confidence": 0.5, "truncated": False} for _ in texts]
+            return [{"label": label, "confidence": 0.5, "truncated": False} for _ in texts]
 
     monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, *a, **k: Fixed()))
+
+
+def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monkeypatch):
+    """`kd predict test.tsv` (label<TAB>text, as kd ingest reads it) predicted each line whole, its gold
+    label read with the text and changing the answer, and a header line was answered as a review: said
+    nothing. Now a warning names the columns (or the header) and how to give the texts alone."""
+    _answering(monkeypatch, "pos")
     db = str(tmp_path / "kd.db")
     kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("pos", "很好"), ("neg", "太差")])), "--db", db)
     args = ["predict", "--run", "r", "--model", "teacher", "--db", db]
@@ -2841,15 +2847,7 @@ def test_predict_warns_of_an_excel_csv_whose_quoted_cells_hold_commas_or_line_br
     columns, a text holding an ASCII comma or a line break in quotes) predicted the header, the ids and the
     gold labels as texts and said nothing: the check counted raw commas, which a quoted cell's change. Now
     the rows are read as CSV, and the advice does not give a `cut` that would split the quoted cells."""
-    from kdstore.predictor import Predictor
-
-    class Fixed:
-        stage_name, max_len = "teach", 32
-
-        def predict(self, texts, batch_size):
-            return [{"label": "合规", "confidence": 0.5, "truncated": False} for _ in texts]
-
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, *a, **k: Fixed()))
+    _answering(monkeypatch, "合规")
     db = str(tmp_path / "kd.db")
     kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("合规", "很好"), ("违规", "最好的")])), "--db", db)
     sheet = tmp_path / "test.csv"
