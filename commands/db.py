@@ -92,15 +92,20 @@ def current(db, check, as_json):
     """
     store = open_store(db, create=False, check=False)
     if migrate.is_empty(store.engine):
-        raise KdError(f"no kd store at {store.url} (the database is empty): run `kd ingest` or `{migrate.upgrade_command(store.engine.url)}`")
+        raise KdError(f"no kd store at {store.url} (the database is empty): run `kd ingest FILE --db {migrate.db_option(store.engine.url)}` "
+                      f"or `{migrate.upgrade_command(store.engine.url)}`")  # (a bare `kd ingest` makes ./kd.db or $KD_DB)
     cur, head, state = migrate.current_revision(store.engine), migrate.head_revision(), migrate.state(store.engine)
     if as_json:
         print_json({"db": store.url, "current": cur, "head": head, "up_to_date": cur == head, "state": state})
     else:
-        advice = {"current": "up to date", "behind": f"run `{migrate.upgrade_command(store.engine.url)}`", "newer": "newer than this kd: upgrade kd",
+        upgrade = f"run `{migrate.upgrade_command(store.engine.url)}`"
+        if store.read_only:  # (that command refuses a store kd cannot write)
+            upgrade = f"{store.read_only}: make it writable, then {upgrade}"
+        advice = {"current": "up to date", "behind": upgrade, "newer": "newer than this kd: upgrade kd",
                   "foreign": "not a kd store"}[state]
         click.echo(f"{store.url}: revision {cur or 'none'} (head {head}, {advice})")
-    if check and state != "current":
+    if check and state != "current":  # (standard error says why: with --json, or stdout sent away, it said nothing)
+        migrate.ensure_current(store.engine, create=False, read_only=store.read_only)
         raise SystemExit(1)
 
 

@@ -146,6 +146,9 @@ class Store:
                 if db is None and not os.environ.get("KD_DB"):  # ./kd.db, the default
                     raise KdError(f"no kd store at {path}: run `kd ingest` first, or pass --db")
                 # (a store given by --db, a config file or KD_DB: a bare `kd ingest` makes ./kd.db or $KD_DB, not this one)
+                if not path.parent.exists():  # (`kd ingest --db PATH` would be refused: kd creates the store, not its folder)
+                    raise KdError(f"no kd store at {path} (folder {path.parent} does not exist): check the path, or make the "
+                                  f"folder, then run `kd ingest FILE --db {db_option(make_url(url))}` to make one there")
                 raise KdError(f"no kd store at {path} (no such file): check the path, or run "
                               f"`kd ingest FILE --db {db_option(make_url(url))}` first to make one there")
             if path.parent and not path.parent.exists():

@@ -183,6 +183,23 @@ def test_an_old_store_in_a_read_only_folder_is_refused_with_what_lets_it_be_upgr
     assert "0005 -> 0011" in invoke(["db", "upgrade"]).stdout
 
 
+@pytest.mark.sqlite_only  # the paths are the test's own
+def test_db_current_of_an_old_read_only_store_does_not_advise_an_upgrade_that_is_refused(db_path, invoke, monkeypatch):
+    """`kd db current` of an older kd's store in a folder kd cannot write said "run `kd db upgrade --db ...`",
+    which then refused it as read-only; every other command's refusal says why and what to do first."""
+    import os
+
+    _engine_at(db_path, "0005").dispose()
+    folder = db_path.parent
+    access = os.access  # (root writes anywhere: the folder is read-only to kd as to any other user)
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(folder) and mode == os.W_OK else access(p, mode, *a, **k))
+    said = invoke(["db", "current"]).stdout
+    assert said == (f"sqlite:///{db_path}: revision 0005 (head 0011, its folder {folder} is read-only: make it writable, "
+                    f"then run `kd db upgrade --db {db_path}`)\n")
+    monkeypatch.setattr(os, "access", access)
+    assert invoke(["db", "current"]).stdout.endswith(f"(head 0011, run `kd db upgrade --db {db_path}`)\n")
+
+
 @pytest.mark.sqlite_only  # the URL is the test's own
 def test_db_commands_name_a_store_they_cannot_open(tmp_path, invoke, error_line):
     """`kd db current|upgrade` say which store they could not open, as every other command does
@@ -338,6 +355,19 @@ def test_db_current_json_reports_current_and_head(db, invoke):
     assert invoke(["db", "current", "--check"]).exit_code == 0
 
 
+def test_db_current_check_says_why_it_fails_on_standard_error(db, invoke, error_line):
+    """`kd db current --check --json` (and `--check` with its output sent to /dev/null) exited 1 with no
+    Error line: a deploy check's log said nothing of why. Its JSON stays the whole of standard output."""
+    _engine_at(db, "0005").dispose()
+    checked = invoke(["db", "current", "--check", "--json"], ok=False)
+    assert checked.exit_code == 1 and json.loads(checked.stdout)["state"] == "behind"
+    line = error_line(checked)
+    assert "revision 0005" in line and "0011" in line and "kd db upgrade --db" in line
+    assert "kd db upgrade --db" in error_line(invoke(["db", "current", "--check"], ok=False))
+    invoke(["db", "upgrade"])
+    assert invoke(["db", "current", "--check", "--json"]).stderr == ""
+
+
 def test_db_upgrade_on_new_path_creates_store(db, invoke):
     result = invoke(["db", "upgrade"])
     assert "empty -> 0011" in result.stdout
@@ -373,6 +403,19 @@ def test_a_missing_store_given_by_db_is_refused_with_the_command_that_makes_that
     assert not missing.exists() and not (tmp_path / "kd.db").exists()
 
 
+@pytest.mark.sqlite_only  # the paths are the test's own
+def test_a_store_in_a_missing_folder_is_not_refused_with_a_command_that_fails(tmp_path, invoke, error_line):
+    """A --db whose folder does not exist (a mistyped folder, a relative path run from elsewhere): the
+    refusal advised `kd ingest FILE --db PATH` to make one there, which then failed with "cannot create
+    PATH: folder ... does not exist". It says the folder is missing, and creates nothing."""
+    missing = tmp_path / "no such folder" / "kd.db"
+    want = (f"Error: no kd store at {missing} (folder {missing.parent} does not exist): check the path, or make the "
+            f"folder, then run `kd ingest FILE --db {shlex.quote(str(missing))}` to make one there")
+    for command in (["runs"], ["db", "current"], ["db", "current", "--check", "--json"]):
+        assert error_line(invoke(command, db=missing, ok=False)) == want
+    assert not missing.parent.exists()
+
+
 def test_db_current_on_an_empty_database_names_the_command_that_creates_that_store(db, invoke, error_line):
     """An empty database given by --db (a PostgreSQL database just made by createdb, an empty file):
     `kd db current` advised a bare `kd db upgrade`, which makes ./kd.db (or $KD_DB), not this store."""
@@ -381,6 +424,8 @@ def test_db_current_on_an_empty_database_names_the_command_that_creates_that_sto
     if "://" not in db:
         Path(db).touch()
     line = error_line(invoke(["db", "current"], ok=False))
+    # (the ingest it names makes this store: a bare `kd ingest FILE` made ./kd.db, or $KD_DB)
+    assert shlex.split(line.split("run `")[1].split("`")[0])[:4] == ["kd", "ingest", "FILE", "--db"]
     command = line.split("or `")[1].split("`")[0]
     assert shlex.split(command)[:4] == ["kd", "db", "upgrade", "--db"] and shlex.split(command)[4] in (db, resolve_url(db))
     assert "empty -> 0011" in invoke(shlex.split(command)[1:], db=None).stdout
