@@ -96,7 +96,7 @@ def current(db, check, as_json):
                       f"or `{migrate.upgrade_command(store.engine.url)}`")  # (a bare `kd ingest` makes ./kd.db or $KD_DB)
     cur, head, state = migrate.current_revision(store.engine), migrate.head_revision(), migrate.state(store.engine)
     if as_json:
-        print_json({"db": store.url, "current": cur, "head": head, "up_to_date": cur == head, "state": state})
+        print_json({"db": store.url, "current": cur, "head": head, "up_to_date": state == "current", "state": state})
     else:
         upgrade = f"run `{migrate.upgrade_command(store.engine.url)}`"
         if store.read_only:  # (that command refuses a store kd cannot write)

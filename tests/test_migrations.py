@@ -473,6 +473,19 @@ def test_non_kd_database_is_refused(db, invoke, error_line, write_file):
     engine.dispose()
 
 
+def test_another_applications_alembic_database_at_kds_head_number_is_not_up_to_date(db, invoke):
+    """Another application's Alembic database whose revision happens to read like kd's head
+    (``0011``) was reported ``"up_to_date": true`` beside ``"state": "foreign"``."""
+    engine = _foreign_database(db)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES (:v)"), {"v": migrate.head_revision()})
+    engine.dispose()
+    state = invoke.json(["db", "current"])
+    assert state["state"] == "foreign" and state["up_to_date"] is False
+    assert invoke(["db", "current", "--check", "--json"], ok=False).exit_code == 1
+
+
 @pytest.mark.sqlite_only
 def test_a_non_kd_sqlite_file_is_refused_without_switching_its_journal(db_path, invoke, error_line, write_file):
     """Every connection set WAL mode, which SQLite writes into the file: another application's
