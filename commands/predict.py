@@ -62,8 +62,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
     ctx = click.get_current_context()
     typed = lambda p: ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE  # noqa: E731 (a config file's defaults apply where they can)
     given = [p for p in ("run", "which") if typed(p)]
-    if artifact and not typed("artifact") and (given or (from_store and typed("from_store"))):
-        artifact = None  # a config file's [predict] artifact: a typed --run, --model or --store wins over it
+    if artifact and not typed("artifact") and (given or typed("db") or (from_store and typed("from_store"))):
+        artifact = None  # a config file's [predict] artifact: a typed --run, --model, --db or --store wins over it
     piped = from_store and path == "-" and _stdin_has_text()  # (texts piped in were ignored without a word)
     if from_store and not typed("from_store") and (typed("artifact") or path != "-" or typed("text_field") or piped):
         from_store = False  # and a typed --artifact, FILE, --text-field (JSON lines to read) or text on stdin, over its store = true
@@ -96,6 +96,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         raise click.UsageError("--speed is for an early-exit model of a run; an export serves the full model")
     if artifact and given:
         raise click.UsageError("--artifact is the model: leave out --run and --model")
+    if artifact and typed("db"):  # (served, the store never opened, without a word; KD_DB stays ignored)
+        raise click.UsageError("--artifact serves the export without a store: leave out --db")
     stdin = binary_stdin() if path == "-" else None  # found closed before the model loads
     read = None if path == "-" else _read_file(path, text_field)  # (a FILE missing or bad was found once the model had loaded)
     if artifact:

@@ -404,6 +404,8 @@ def test_a_typed_run_wins_over_a_config_artifact(other_db, invoke, write_file):
     assert "no run 'nosuch'" in invoke(["predict", "--run", "nosuch"], db=None, ok=False, input="好\n").stderr
     assert "no run 'nosuch'" in invoke(["predict", "--run", "nosuch", "--store"], db=None, ok=False).stderr
     assert "serve/r1" in invoke(["predict"], db=None, ok=False, input="好\n").stderr  # untyped, the file's artifact
+    # a typed --db too: the file's artifact served, the typed store never opened
+    assert "no run 'default'" in invoke(["predict"], db=other_db, ok=False, input="好\n").stderr
     write_file("kd.toml", 'db = "other.db"\n[predict]\nstore = true\nrun = "nosuch"\n')
     assert "no exported model at nowhere" in invoke(["predict", "--artifact", "nowhere"], db=None, ok=False, input="好\n").stderr
     write_file("in.txt", "好\n")

@@ -260,9 +260,9 @@ def test_artifact_serves_without_the_store(built, cnn_onnx, tmp_path):
     store_dir.rename(aside)
     try:
         assert not store_dir.exists()
-        got = kd("predict", "--artifact", str(served), "--json", "--db", str(built), input="这个很好\n那个太差\n").stdout
+        got = kd("predict", "--artifact", str(served), "--json", input="这个很好\n那个太差\n").stdout
         assert [json.loads(l)["label"] for l in got.splitlines()] == [json.loads(l)["label"] for l in expected.splitlines()]
-        assert not store_dir.exists()  # --db was ignored, nothing was created
+        assert not store_dir.exists()  # nothing was created
 
         # the serving path needs neither the store (nor SQLAlchemy) nor kd's training code, nor torch or transformers for ONNX;
         # then through the kd group, with a kd.toml of the command's own options: no other command is looked at
@@ -613,6 +613,22 @@ def test_predict_overwrite_without_store_is_refused_not_ignored(tmp_path):
     for source in (["--run", RUN, "--db", db], ["--artifact", str(tmp_path / "no-export")]):
         out = kd("predict", *source, "--overwrite", input="很好\n", ok=False)
         assert out.exit_code == 2 and "Error: --overwrite goes with --store" in out.output, out.output
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_predict_artifact_with_a_typed_db_is_refused_not_ignored(cnn_onnx, tmp_path):
+    """`kd predict --artifact DIR --db STORE` served the export and never opened STORE, without a word, where
+    a typed --run or --model is refused: a --db of a store that does not exist, or of another store than the
+    export's, looked read. KD_DB (the environment's store) stays ignored, as the artifact needs none."""
+    db = str(tmp_path / "none.db")
+    out = kd("predict", "--artifact", str(cnn_onnx[0]), "--db", db, input="很好\n", ok=False)
+    assert out.exit_code == 2 and "Error: --artifact serves the export without a store: leave out --db" in out.output, out.output
+    assert not (tmp_path / "none.db").exists()
+    os.environ["KD_DB"] = db  # (the autouse fixture puts the environment back)
+    try:
+        assert kd("predict", "--artifact", str(cnn_onnx[0]), input="很好\n").stdout.strip()
+    finally:
+        del os.environ["KD_DB"]
     assert not (tmp_path / "none.db").exists()
 
 
