@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from .errors import KdError
 from .folds import fold_count
+from .labels import stale_teacher_runs
 from .metrics import confusion_matrix
 from .outputs import labels_as_of, labels_time
 from .names import SPLITS, model_source
@@ -360,6 +361,19 @@ def gone_teachers(stage: dict[str, Any]) -> str | None:
     return f"learned from {', '.join(gone)}" if gone else None
 
 
+def stale_teachers(stage: dict[str, Any]) -> str | None:
+    """A note for a student whose teacher learned from other labels than it did (distilled after a clean, the
+    teacher not retrained): its ``labels_digest`` is of its hard labels, while its soft targets follow the
+    teacher's (``kd distill`` warned so as it ran)."""
+    config = stage.get("config") or {}
+    stale = stale_teacher_runs(config) if config.get("labels_digest") else []
+    if not stale:
+        return None
+    digests = {t["run"]: t["labels_digest"] for t in config["teacher_stages"] if t["run"] in stale}
+    return (f"its teacher{'s' if len(stale) > 1 else ''} {', '.join(r + '/teach' for r in stale)} learned from other labels "
+            f"(labels_digest {', '.join(digests[r] for r in stale)})")
+
+
 def chosen_rows(stage: dict) -> str | None:
     """``learned from the rows --where ... selects`` for a model that learned from some rows only (a teacher's
     ``--where`` or ``--label``, a student's ``--where``): beside others, its figures are of another training set."""
@@ -377,7 +391,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     timed with (``speed_threads``); a teacher that trained on dev
     says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from), and so does a model trained
     before the store added a class (``other_classes``), a student whose teacher was replaced or deleted
-    since (``gone_teachers``), and one that learned from the rows a --where or --label chose (``chosen_rows``). A model stage that failed or is
+    since (``gone_teachers``), one whose teacher learned from other labels (``stale_teachers``), and one that learned from the rows a --where or --label chose (``chosen_rows``). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
     stage one row that says so (``stage`` None), not silence. ``status`` is the stage's (``succeeded``, ``failed``,
     ``running``), for a script to pick the rows that hold figures without reading the note."""
@@ -400,7 +414,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         # the teacher first, then its students as they were made (one retrained by --overwrite was listed among them)
         models = sorted((st for st in stages if st["status"] == "succeeded"), key=lambda st: st["kind"] != "teach")
         rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage, store), other_classes(store, stage),
-                                                                              gone_teachers(stage), chosen_rows(stage))))
+                                                                              gone_teachers(stage), stale_teachers(stage), chosen_rows(stage))))
                         or None) for stage in models)
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)

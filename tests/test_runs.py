@@ -1470,6 +1470,25 @@ def test_compare_notes_a_student_whose_teacher_was_replaced_or_deleted_since(sto
     assert note.startswith("learned from r2/teach (stage ") and note.endswith(", deleted since)"), note
 
 
+def test_compare_notes_a_student_whose_teacher_learned_from_other_labels(store, invoke):
+    """The wrong-label loop: teach r1 on the noisy labels, clean, distill r1 (its teacher not retrained),
+    teach and distill r2. --compare gave r1's student the cleaned labels' digest, r2's own, without a word:
+    its soft targets follow the labels before the clean (kd distill warned so as it ran), so r1 and r2
+    read as one label set, and the gap between their students went unexplained."""
+    from commands.train import _teacher_stages
+
+    for run, teacher_digest in (("r1", "e3b0c44298fc1c14"), ("r2", "807c49de2c232a8e")):
+        with stage_scope(store, run=run, kind="teach", config={"labels_digest": teacher_digest}) as st:
+            store.add_metrics(st.id, "test", {"accuracy": 0.7, "n": 2})
+        with stage_scope(store, run=run, kind="distill", name="distill-textcnn",
+                         config={"labels_digest": "807c49de2c232a8e", "teacher_stages": _teacher_stages(store, (run,))}) as st:
+            store.add_metrics(st.id, "test", {"accuracy": 0.8, "n": 2})
+    rows = {(r["run"], r["stage"]): r for r in invoke.json(["report", "--compare", "r1", "r2"])}
+    assert rows[("r1", "distill-textcnn")]["note"] == "its teacher r1/teach learned from other labels (labels_digest e3b0c44298fc1c14)"
+    assert rows[("r2", "distill-textcnn")]["note"] is None and rows[("r1", "teach")]["note"] is None
+    assert "learned from other labels" in invoke(["report", "--compare", "r1", "r2"]).stdout
+
+
 def test_report_of_missing_run(store, invoke, error_line):
     result = invoke(["report", "--run", "nope"], ok=False)
     assert "no run 'nope'" in error_line(result)
