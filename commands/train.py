@@ -926,10 +926,11 @@ def _warn_unknown_characters(store, cfg: TeachConfig, checkpoint) -> None:
     folder whose configuration transformers read (``checkpoint``); a model the stage cannot load, or a
     tokenizer of special tokens alone, is the stage's to refuse."""
     from kdstore.batching import unknown_share
-    from kdstore.teacher import resolve_model
+    from kdstore.teacher import quiet_transformers, resolve_model
 
     if checkpoint is None:
         return
+    quiet_transformers()  # (a tokenizer's load warnings, five lines of a SentencePiece file, came before the stage's one-line error)
     try:
         from transformers import AutoTokenizer
 

@@ -171,7 +171,12 @@ def load_classifier(path: str, class_names: list[str]):
         if unreachable:
             raise KdError(f"cannot load model {path!r}: no such local directory, no downloaded copy, and the Hugging Face hub "
                           f"cannot be reached ({unreachable})") from None
-        raise KdError(f"cannot load model {path!r}: {_unreadable_json(path) or _own_code(path, exc) or _first_line(exc)}") from None
+        offline = _offline_variable() if isinstance(exc, OSError) and not Path(path).expanduser().is_dir() else None
+        if offline:  # (transformers said "We couldn't connect to 'https://huggingface.co'... Check your internet connection")
+            raise KdError(f"cannot load model {path!r}: no such local directory, and no downloaded copy ({offline} is set: "
+                          "the Hugging Face hub is not asked)") from None
+        why = _unreadable_json(path) or _own_code(path, exc) or _no_sentencepiece(path, exc) or _first_line(exc)
+        raise KdError(f"cannot load model {path!r}: {why}") from None
     # (transformers 5 makes an empty one where it finds no files; counted by its distinct tokens: a DeBERTa-v2's, made so
     # beside a BERT vocab.txt, lists [SEP] twice, and its length, 7 over 5 special ids, passed as a vocabulary)
     if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_ids)):
@@ -362,6 +367,20 @@ def _unreadable_json(path) -> str | None:
     return None
 
 
+def _no_sentencepiece(path, exc: BaseException) -> str | None:
+    """Why a folder's SentencePiece tokenizer (spiece.model, sentencepiece.bpe.model) did not load where the
+    sentencepiece package is missing: transformers then reads the file as tiktoken's, and asked for tiktoken."""
+    import importlib.util
+
+    if "tiktoken" not in str(exc) or importlib.util.find_spec("sentencepiece") is not None:
+        return None
+    folder = Path(path).expanduser()
+    models = sorted(p.name for p in folder.glob("*.model")) if folder.is_dir() else []
+    if not models:
+        return None
+    return f"its tokenizer is the SentencePiece model {models[0]}, which needs the sentencepiece package (pip install sentencepiece)"
+
+
 def _own_code(path, exc: BaseException) -> str | None:
     """Why a model that needs its own code cannot load (transformers' message asked for a
     ``trust_remote_code=True`` kd has no option for), or ``None`` for another error."""
@@ -393,6 +412,15 @@ def _reorder_head(model, order: list[int], path) -> None:
         heads[0].weight.copy_(heads[0].weight[index])
         if heads[0].bias is not None:
             heads[0].bias.copy_(heads[0].bias[index])
+
+
+def _offline_variable() -> str | None:
+    """The variable that switched the Hugging Face hub off (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE), or ``None``."""
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        return None
+    return next((v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v)), "HF_HUB_OFFLINE")
 
 
 def hub_unreachable(timeout: float = 3.0) -> str | None:

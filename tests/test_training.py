@@ -404,6 +404,27 @@ def test_teach_an_unknown_hub_name_is_one_line_and_a_failed_stage(sample_store):
     assert stage.status == "failed" and "no-such-org/no-such-model" in stage.error
 
 
+def test_a_model_name_that_is_no_folder_in_offline_mode_says_there_is_no_such_folder(sample_store, tmp_path):
+    """With the hub switched off (TRANSFORMERS_OFFLINE=1 or HF_HUB_OFFLINE=1), a mistyped folder was answered
+    "We couldn't connect to 'https://huggingface.co' ... Check your internet connection or see how to run
+    the library in offline mode": no connection was tried, offline mode was on, and no word said that
+    there is no such folder. A fresh process: the hub library reads the variable at import."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRANSFORMERS_OFFLINE": "1", "KD_NO_PROGRESS": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", "from commands.cli import main; main()", "teach", "--run", "off", "--model", "models/chinese-robertaa",
+         "--db", str(sample_store)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: cannot load model 'models/chinese-robertaa': no such local directory, and no downloaded copy "
+        "(TRANSFORMERS_OFFLINE is set: the Hugging Face hub is not asked)"], result.stderr
+
+
 def test_a_model_needing_its_own_code_is_refused_in_one_line_without_asking(sample_store, tiny_model, tmp_path):
     """A folder whose config.json names a model type transformers does not know, with code of its own
     (``auto_map``, trust_remote_code): transformers asked "Do you wish to run the custom code? [y/N]"
@@ -4585,6 +4606,37 @@ def test_a_roberta_with_a_bert_vocab_txt_is_told_the_tokenizer_class_without_a_w
         f"Error: model {str(roberta)!r} has no tokenizer (its vocabulary is the 5 special tokens alone): "
         "its vocab.txt is not read for model type 'roberta': "
         'say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json']
+
+
+def test_a_sentencepiece_tokenizer_without_the_sentencepiece_package_says_so_in_one_line(sample_store, tiny_model, tmp_path):
+    """An XLM-R folder whose tokenizer is its sentencepiece.bpe.model alone (no tokenizer.json, as a slow
+    tokenizer saved it), on a machine without the sentencepiece package: transformers fell back to
+    reading it as a tiktoken file, and kd printed its five-line SentencePiece warning, then "`tiktoken` is
+    required ... pip install tiktoken", which reads no such model either. A fresh process: the warning
+    goes to the stderr transformers' logging handler was made with."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("the sentencepiece package is installed here")
+    folder = tmp_path / "xlmr_spm"
+    XLMRobertaForMaskedLM(XLMRobertaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                           intermediate_size=64, max_position_embeddings=66, type_vocab_size=1)).save_pretrained(folder)
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "XLMRobertaTokenizer"}', encoding="utf-8")
+    (folder / "sentencepiece.bpe.model").write_bytes(bytes(range(256)) * 4)
+    env = {**os.environ, "KD_NO_PROGRESS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from commands.cli import main; main()", "teach", "--run", "spm", "--model", str(folder),
+         "--max-len", "32", "--db", str(sample_store)], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot load model {str(folder)!r}: its tokenizer is the SentencePiece model sentencepiece.bpe.model, "
+        "which needs the sentencepiece package (pip install sentencepiece)"], result.stderr
 
 
 def test_a_deberta_v2_with_a_bert_vocab_txt_is_refused_not_taught_on_unk_alone(sample_store, tiny_model, tmp_path):
