@@ -37,7 +37,7 @@ DEVICES = ("auto", "cpu", "cuda")  # kdstore.torchutil.DEVICES, without importin
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @overwrite_option
 @store_options
-@click.option("--json/--no-json", "as_json", is_flag=True, help="One JSON object a line: line, text, label, confidence, probs (per class), truncated (an early-exit model: layer, layers); an empty line: line and error (with --store: run, stage and the stage as kd report --json shows it).")
+@click.option("--json/--no-json", "as_json", is_flag=True, help="One JSON object a line: line, text, label, confidence, probs (per class), truncated, unknown (no token the model's vocabulary holds; an early-exit model: layer, layers); an empty line: line and error (with --store: run, stage and the stage as kd report --json shows it).")
 def predict(path, run, which, artifact, from_store, split, speed, text_field, batch_size, device, overwrite, db, as_json):
     """Predict a label for each line of text (stdin or FILE).
 
@@ -474,40 +474,45 @@ class _Lines:
 
 
 class _Cuts:
-    """Line numbers of texts longer than the model reads, and of empty lines skipped: one warning for
-    each kind, not one a line (a double-spaced file of 100k texts wrote 100k lines to standard error).
-    Reading stdin, the first of each is named as soon as it is answered and the rest at the end."""
+    """Line numbers of texts longer than the model reads, of texts of which its vocabulary holds no token,
+    and of empty lines skipped: one warning for each kind, not one a line (a double-spaced file of 100k
+    texts wrote 100k lines to standard error). Reading stdin, the first of each is named as soon as it is
+    answered and the rest at the end."""
 
     def __init__(self, max_len: int):
-        self.max_len, self.lines, self.texts, self.told = max_len, _Lines(), 0, 0
-        self.empty, self.told_empty = _Lines(), 0
+        self.max_len, self.texts = max_len, 0
+        self.lines, self.unknown, self.empty = _Lines(), _Lines(), _Lines()
+        self.told = dict.fromkeys(("lines", "unknown", "empty"), 0)
+
+    def _kinds(self):
+        """Per kind: its name, its warning of one line, and of ``n`` lines (``more``: after the first, ``shown``: ten)."""
+        unknown = "the model's vocabulary holds none of {} tokens (all unknown): {} nothing of {} text{}"
+        return (
+            ("lines", lambda line: f"line {line}: longer than {self.max_len} tokens, truncated",
+             lambda n, more, shown: f"{n}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})"),
+            ("unknown", lambda line: f"line {line}: " + unknown.format("its", "its answer says", "its", ""),
+             lambda n, more, shown: f"{n}{more} of {self.texts} lines: " + unknown.format("their", "their answers say", "their", "s")
+             + f" (lines {shown})"),
+            ("empty", lambda line: f"line {line}: empty text, skipped",
+             lambda n, more, shown: f"{n}{more} empty line{'s' * (n > 1)} skipped (line{'s' * (n > 1)} {shown})"),
+        )
 
     def warn_first(self) -> None:
-        if self.lines.count and not self.told:
-            self._one(self.lines.first[0])
-            self.told = 1
-        if self.empty.count and not self.told_empty:
-            click.echo(f"warning: line {self.empty.first[0]}: empty text, skipped", err=True)
-            self.told_empty = 1
+        for kind, one, _ in self._kinds():
+            found = getattr(self, kind)
+            if found.count and not self.told[kind]:
+                click.echo(f"warning: {one(found.first[0])}", err=True)
+                self.told[kind] = 1
 
     def warn(self) -> None:
-        n, cut = self.lines.count - self.told, self.lines.first[self.told:]
-        if n == 1 and not self.told:
-            self._one(cut[0])
-        elif n:
-            shown = ", ".join(map(str, cut[:10])) + (", ..." if n > 10 else "")
-            more = " more" if self.told else ""
-            click.echo(f"warning: {n}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})", err=True)
-        n, empty = self.empty.count - self.told_empty, self.empty.first[self.told_empty:]
-        if n == 1 and not self.told_empty:
-            click.echo(f"warning: line {empty[0]}: empty text, skipped", err=True)
-        elif n:
-            shown = ", ".join(map(str, empty[:10])) + (", ..." if n > 10 else "")
-            plural = "s" if n > 1 else ""
-            click.echo(f"warning: {n}{' more' if self.told_empty else ''} empty line{plural} skipped (line{plural} {shown})", err=True)
-
-    def _one(self, line: int) -> None:
-        click.echo(f"warning: line {line}: longer than {self.max_len} tokens, truncated", err=True)
+        for kind, one, many in self._kinds():
+            found, told = getattr(self, kind), self.told[kind]
+            n, rest = found.count - told, found.first[told:]
+            if n == 1 and not told:
+                click.echo(f"warning: {one(rest[0])}", err=True)
+            elif n:
+                shown = ", ".join(map(str, rest[:10])) + (", ..." if n > 10 else "")
+                click.echo(f"warning: {many(n, ' more' if told else '', shown)}", err=True)
 
 
 def _visible(text: str) -> str:
@@ -553,6 +558,8 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
         else:
             if r["truncated"]:
                 tally.lines.append(n)
+            if r.get("unknown"):  # (a predictor of another kind may not say)
+                tally.unknown.append(n)
             put(f"{r['label']}\t{r['confidence']:.4f}\t{text.translate(_LINE_BREAKS)}")
     if above:
         click.echo("\n".join(above), file=sys.stdout, color=True)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .batching import encode_flagged, encode_packed, iter_padded, lengths_of, sorted_batches, spread_by_length
+from .char_encoder import unknown_only
 from .errors import KdError
 from .folds import fold_count
 from .jsonl import is_whole
@@ -281,11 +282,13 @@ class Predictor:
         return encode_flagged(self.tokenizer, texts, max_len=self.max_len, special_tokens=special)
 
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
-        """One dict per text: label, confidence, per-class probabilities, and ``truncated`` (the text
-        was longer than ``max_len`` tokens and only its start was read). Each text is tokenized once."""
+        """One dict per text: label, confidence, per-class probabilities, ``truncated`` (the text
+        was longer than ``max_len`` tokens and only its start was read) and ``unknown`` (the vocabulary
+        holds none of its tokens: ``batching.unknown_only``). Each text is tokenized once."""
         texts = text_list(texts)  # (one str was answered as its characters, each a text: see textkey)
         if not texts:
             return []
         ids, cut = self.encode(texts)
         found = answers(softmax(self.logits(texts, batch_size=batch_size, ids=ids)), self.class_names)
-        return [{**a, "truncated": c} for a, c in zip(found, cut)]
+        unknown = unknown_only(ids, self.tokenizer.unk_token_id, self.tokenizer.all_special_ids)
+        return [{**a, "truncated": c, "unknown": u} for a, c, u in zip(found, cut, unknown)]

@@ -19,6 +19,7 @@ import numpy as np
 
 from .char_encoder import CharEncoder
 from .char_encoder import encode_flagged as chars_or_tokenizer
+from .char_encoder import unknown_only
 from .errors import KdError
 from .jsonl import is_whole
 from .probs import answers, softmax
@@ -120,6 +121,9 @@ class _Tokenizer:
             self._cut.enable_truncation(max_len)
             self._hf = None
             self._chars = CharEncoder.for_backend(self._cut)
+            unk = getattr(self._cut.model, "unk_token", None)  # (a byte-level BPE has none)
+            self.unk_id = None if unk is None else self._cut.token_to_id(unk)
+            self.special_ids = [i for i, t in self._cut.get_added_tokens_decoder().items() if t.special]
         elif runtime == "transformers":
             try:
                 from transformers import AutoTokenizer
@@ -131,6 +135,7 @@ class _Tokenizer:
             except (OSError, ValueError) as exc:
                 raise KdError(f"cannot load the tokenizer in {directory}: {_first_line(exc)}") from None
             self._chars = CharEncoder.for_tokenizer(self._hf)
+            self.unk_id, self.special_ids = self._hf.unk_token_id, self._hf.all_special_ids
         else:
             raise KdError(f"unknown tokenizer runtime {runtime!r} in {MANIFEST}")
 
@@ -240,14 +245,16 @@ class Artifact:
         return out
 
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
-        """One dict per text: label, confidence, per-class probabilities and ``truncated`` (longer
-        than ``max_len`` tokens: only the start was read). Each text is tokenized once."""
+        """One dict per text: label, confidence, per-class probabilities, ``truncated`` (longer
+        than ``max_len`` tokens: only the start was read) and ``unknown`` (no token the vocabulary
+        holds). Each text is tokenized once."""
         texts = text_list(texts)  # (one str, a None, a numpy array: see textkey)
         if not texts:
             return []
         ids, cut = self.tokenizer.encode_flagged(texts)
         found = answers(softmax(self.logits(texts, batch_size=batch_size, ids=ids)), self.class_names)
-        return [{**a, "truncated": c} for a, c in zip(found, cut)]
+        unknown = unknown_only(ids, self.tokenizer.unk_id, self.tokenizer.special_ids)
+        return [{**a, "truncated": c, "unknown": u} for a, c, u in zip(found, cut, unknown)]
 
     def _pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         width = max(self.min_len, max((len(r) for r in rows), default=0))

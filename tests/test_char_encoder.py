@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kdstore.batching import _tokenizer_flagged, char_encoder, encode, encode_flagged, tokenizer_encode
-from kdstore.char_encoder import CharEncoder
+from kdstore.char_encoder import CharEncoder, unknown_only
 from kdstore.vocab import SPECIALS, build_vocab, make_tokenizer
 
 EDGE = [
@@ -230,3 +230,12 @@ def test_the_vocabulary_stands_alone_exactly_the_characters_the_normalizer_pads(
     assert all(tok.unk_token not in tok.tokenize(t) for t in texts)
     assert tok.tokenize(texts[0]) == ["好", rare, "##" + rare]
     assert "##好" not in tok.get_vocab() and "##书" not in tok.get_vocab()  # padded: alone, as before
+
+
+def test_unknown_only_marks_rows_whose_every_text_token_is_unknown():
+    cls, sep, unk, pad = 2, 3, 1, 0
+    rows = [[cls, unk, unk, sep], [cls, unk, 7, sep], [cls, sep], [unk], [cls, 7, sep], (cls, unk, pad)]
+    assert unknown_only(rows, unk, [pad, unk, cls, sep]) == [True, False, False, True, False, True]
+    assert unknown_only(rows, None, [pad, cls, sep]) == [False] * 6  # (a byte-level BPE has no unknown token)
+    assert unknown_only([[unk, cls]], unk) == [False]  # (no special ids given: cls reads as a text token)
+    assert unknown_only([], unk, [cls]) == []

@@ -212,8 +212,9 @@ def test_predictor_one_sample_at_a_time(trained):
     default = EarlyExitPredictor.from_directory(trained["out_dir"], device="cpu")
     assert default.speed == trained["cfg"].speed and default.uncertainty == "entropy"
     long, short = "很好" * 40, "这个很好"  # 80 characters: past max_len 32
-    found = slow.predict([long, short])
-    assert [r["truncated"] for r in found] == [True, False]
+    found = slow.predict([long, short, "😀😀"])  # (an emoji the tiny vocabulary lacks: all [UNK])
+    assert [r["truncated"] for r in found] == [True, False, False]
+    assert [r["unknown"] for r in found] == [False, False, True]
     assert np.allclose(slow.logits([long, short]), slow.logits([long, short], ids=slow.encode([long, short])[0]))
 
 

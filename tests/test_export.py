@@ -328,6 +328,7 @@ def test_bad_inputs_are_one_line_errors(built, cnn_onnx, tmp_path, error_line, m
     (slow / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     sample = fresh_texts()
     np.testing.assert_array_equal(Artifact.load(slow).logits(sample), Artifact.load(good).logits(sample))
+    assert [r["unknown"] for r in Artifact.load(slow).predict(["🙂🙂", "很好", "🙂 很好"])] == [True, False, False]
     del manifest["inputs"]
     (slow / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     assert "is incomplete" in error_line(kd("predict", "--artifact", str(slow), input="很好\n", ok=False))
@@ -729,7 +730,9 @@ def test_predict_input_in_gbk_names_the_encoding_as_kd_ingest_does(cnn_onnx, tmp
                "convert it to UTF-8 first, e.g. ")
         assert error_line(out) == f"Error: {f}: line {1 + bool(head)}: {gbk}iconv -f GB18030 -t UTF-8 {f} > {tmp_path / 'utf8-gbk.txt'}"
     out = kd("predict", "--artifact", str(cnn_onnx[0]), input=b"ok\n" + "太差了\n".encode("gbk"), ok=False)
-    assert error_line(out) == f"Error: <stdin>: line 2: {gbk}pipe it through iconv -f GB18030 -t UTF-8"
+    warned, said = out.stderr.splitlines()  # ("ok" is all [UNK] to the tiny vocabulary: line 1 answered, and warned of)
+    assert warned.startswith("warning: line 1: the model's vocabulary holds none of its tokens")
+    assert said == f"Error: <stdin>: line 2: {gbk}pipe it through iconv -f GB18030 -t UTF-8"
     assert out.stdout.count("\t") == 2  # line 1 was answered
     f.write_bytes("很好\n".encode() + "太差了\n".encode("gbk"))  # UTF-8 Chinese before: no iconv of the whole file
     out = kd("predict", str(f), "--artifact", str(tmp_path / "no-export"), ok=False)
@@ -1261,6 +1264,15 @@ def test_artifact_serves_a_numpy_array_of_texts(cnn_onnx):
         assert artifact.predict(array) == artifact.predict(texts)
         np.testing.assert_array_equal(artifact.logits(array), artifact.logits(texts))
     assert artifact.predict(np.array([], dtype=object)) == [] and artifact.logits(np.array([])).shape == (0, 2)
+
+
+def test_artifact_says_which_texts_its_vocabulary_holds_nothing_of(cnn_onnx):
+    """As the store's model does (``unknown``): an emoji-only text is all [UNK] to it."""
+    answers = Artifact.load(cnn_onnx[0]).predict(["🙂🙂", "很好", "🙂 很好", "Hello"])
+    assert [r["unknown"] for r in answers] == [True, False, False, True]  # (the tiny vocabulary has no Latin letter)
+    out = kd("predict", "--artifact", str(cnn_onnx[0]), input="很好\n🙂🙂\n")
+    assert out.stderr.splitlines() == ["warning: line 2: the model's vocabulary holds none of its tokens (all unknown): "
+                                       "its answer says nothing of its text"]
 
 
 def test_a_full_disk_while_saving_a_torchscript_model_is_one_line_not_an_abort(tmp_path):

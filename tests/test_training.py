@@ -2716,6 +2716,34 @@ def test_predict_names_truncated_lines_in_one_warning(capsys):
     assert capsys.readouterr().err == "warning: line 7: longer than 4 tokens, truncated\n"
 
 
+def test_predict_says_which_texts_the_vocabulary_holds_nothing_of(taught_store):
+    """An emoji-only review (no token of a Chinese BERT vocabulary: all [UNK]) was answered as confidently
+    as any other, in silence: its answer is the model's for [UNK], whatever the text. --json says so per
+    line (``unknown``), the plain output in one warning."""
+    db = str(taught_store)
+    out = kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="这个很好\n😀😀😀\n那个太差\n")
+    assert len(out.stdout.splitlines()) == 3
+    assert out.stderr.splitlines() == ["warning: line 2: the model's vocabulary holds none of its tokens (all unknown): "
+                                       "its answer says nothing of its text"]
+    rows = [json.loads(l) for l in kd("predict", "--run", "r", "--model", "teacher", "--json", "--db", db,
+                                      input="这个很好\n😀😀😀\n👍 👍\n").stdout.splitlines()]
+    assert [r["unknown"] for r in rows] == [False, True, True]
+
+
+def test_predict_names_texts_of_unknown_tokens_in_one_warning(capsys):
+    from commands.predict import _emit
+
+    class Unknowing:
+        max_len = 8
+
+        def predict(self, texts, batch_size):
+            return [{"label": "pos", "confidence": 0.9, "truncated": False, "unknown": t.startswith("😀")} for t in texts]
+
+    _emit(Unknowing(), [(n, "😀😀" if n % 3 == 0 else "好") for n in range(1, 10)], 8, False)
+    assert capsys.readouterr().err == ("warning: 3 of 9 lines: the model's vocabulary holds none of their tokens (all unknown): "
+                                       "their answers say nothing of their texts (lines 3, 6, 9)\n")
+
+
 def test_predict_file_is_answered_part_by_part_with_one_warning_for_cut_lines(monkeypatch, capsys):
     """A FILE's answers were all built before the first was written (about 5 KB a line held: a
     million-line file took gigabytes); now FILE_PART lines at a time, the output unchanged."""
