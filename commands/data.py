@@ -82,7 +82,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
                                      if after == before else f"interrupted once {name} was stored ({after - before:,} samples added)") from None
     counts = store.counts()
     labeled = sum(n for per in counts.values() for c, n in per.items() if c != "(none)")
-    warnings = rare_new_classes(name, report, records, store.class_names(), labeled) if opts.classes is None else []
+    warnings = rare_new_classes(name, report, store.class_names(), labeled) if opts.classes is None else []
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     if as_json:

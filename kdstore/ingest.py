@@ -69,6 +69,8 @@ class IngestReport:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     new_classes: list[str] = field(default_factory=list)
     added_per_class: dict[str, int] = field(default_factory=dict)
+    # the first lines each class's added samples came from (not a conflict's or a duplicate's), for the rare-class warning
+    added_lines: dict[str, list[int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,7 +90,7 @@ RARE_NEW_CLASS = 2  # rows: a class an ingest adds with this few, beside RARE_BE
 RARE_BESIDE = 50
 
 
-def rare_new_classes(name: str, report: IngestReport, records: Sequence[Record], classes: Sequence[str], labeled: int) -> list[str]:
+def rare_new_classes(name: str, report: IngestReport, classes: Sequence[str], labeled: int) -> list[str]:
     """A warning for each class the ingest added with at most ``RARE_NEW_CLASS`` samples while the store
     (``classes``, ``labeled`` samples, after it) holds ``RARE_BESIDE`` or more: '违规' on one line of an
     ad file labeled '违禁' elsewhere became a class of its own in silence, and class ids only grow."""
@@ -97,7 +99,7 @@ def rare_new_classes(name: str, report: IngestReport, records: Sequence[Record],
         n = report.added_per_class.get(label, 0)
         if not 0 < n <= RARE_NEW_CLASS or labeled - n < RARE_BESIDE:  # (0: a class --classes pinned, chosen, not typed)
             continue
-        lines = [str(r.line) for r in records if r.label == label and r.line is not None][:n]
+        lines = [str(line) for line in report.added_lines.get(label, [])]
         where = f"line{'s' if len(lines) > 1 else ''} {', '.join(lines)}: " if lines else ""
         close = difflib.get_close_matches(label, [c for c in classes if c != label], n=1, cutoff=0.5)
         out.append(f"{name}: {where}label {label!r} is a new class of {n} sample{'s' if n > 1 else ''} beside {labeled - n:,} labeled "
@@ -367,6 +369,12 @@ def _parse_delimited(
             raise KdError(f"{name}: line {rows[0][0]}: field {twice[0]!r}: the header names this column twice")
     body = rows[1:] if has_header else rows
     width = len(rows[0][1])
+    rest = {len(f) for _, f in rows[1:]}
+    if header is None and len(rows) > 2 and len(rest) == 1 and width not in rest:
+        # (line 1's text holding a tab: "3 columns and no header kd knows", then, those named, line 2 "ragged")
+        why = f": {'a tab' if fmt == 'tsv' else 'a comma outside quotes'} in its text?" if width > min(rest) else ""
+        raise KdError(f"{name}: line {rows[0][0]}: {_fields(width)}, where every row after it has {min(rest)} (ragged row{why})"
+                      f"{_bare_cr(rows)}")
 
     text_i = _column(opts.text_col, header, "text", name, rows[0][0])  # (the first row: blank lines may come before it)
     label_i = _column(opts.label_col, header, "label", name, rows[0][0])
@@ -852,6 +860,9 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
             rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta, r.parent_id))
             if r.label is not None:
                 report.added_per_class[r.label] = report.added_per_class.get(r.label, 0) + 1
+                added = report.added_lines.setdefault(r.label, [])
+                if r.line is not None and len(added) < RARE_NEW_CLASS:
+                    added.append(r.line)
         if report.new_classes[pinned_new:]:
             conn.execute(
                 insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes[pinned_new:]]

@@ -2437,3 +2437,28 @@ def test_a_new_class_of_one_or_two_rows_beside_many_labeled_ones_is_warned_of_as
     write_file("classes.txt", "违禁\n合规\n违规\n夸大\n新类\n")
     write_file("pinned.tsv", "新类\t一条新类别的文案\n")
     assert invoke(["ingest", "pinned.tsv", "--classes", "classes.txt"]).stderr == ""
+
+
+def test_a_first_row_with_a_field_more_than_every_row_after_it_is_named_as_the_ragged_one(invoke, write_file, db, error_line):
+    """A headerless label<TAB>text file whose line 1 holds a tab in its text was refused as "3 columns and no
+    header kd knows: name the text and label columns", and with them named as "line 2: expected 3 fields,
+    found 2 (ragged row)": line 2 was fine, line 1 was the ragged row. A one-text-a-line pool likewise."""
+    body = "".join(f"{'pos' if i % 2 else 'neg'}\t第{i}条评论\n" for i in range(2, 8))
+    write_file("tab.tsv", "pos\t很好\t非常满意\n" + body)
+    for args in ([], ["--text-col", "1", "--label-col", "0"]):
+        line = error_line(invoke(["ingest", "tab.tsv", *args], ok=False))
+        assert line.startswith("Error: tab.tsv: line 1: 3 fields, where every row after it has 2 (ragged row"), line
+    write_file("pool.txt", "标题\t正文\n" + "".join(f"第{i}条新闻\n" for i in range(5)))
+    line = error_line(invoke(["ingest", "pool.txt", "--split", "unlabeled"], ok=False))
+    assert line.startswith("Error: pool.txt: line 1: 2 fields, where every row after it has 1 (ragged row"), line
+    assert not store_exists(db)
+
+
+def test_a_rare_new_class_warning_names_the_lines_of_the_samples_it_added(invoke, write_file):
+    """The warning named the first lines holding the new label, a conflict among them (a text already
+    stored with another label, not added): line 1 of a file whose one new sample was on line 8."""
+    write_file("ads.tsv", "".join(f"{'合规' if i % 3 else '违禁'}\t第{i}条广告文案内容\n" for i in range(60)))
+    invoke(["ingest", "ads.tsv"])
+    write_file("more.tsv", "违规\t第0条广告文案内容\n" + "".join(f"合规\t又一条文案{i}\n" for i in range(6)) + "违规\t全网最低价第一品牌\n")
+    warnings = invoke.json(["ingest", "more.tsv"])["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("more.tsv: line 8: label '违规' is a new class of 1 sample"), warnings
