@@ -365,6 +365,8 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
             f"{old.started_at:%Y-%m-%d %H:%M} UTC): wait for it, or stop it, then run this again"
         )
     if old.status in ("succeeded", "running") and not overwrite:
+        if old.kind == "detect":  # (a clean decided its issues: --overwrite, the advice below, would be refused too)
+            _refuse_live_edits(s, old, run, edits_go=edits_go)
         verb = "succeeded" if old.status == "succeeded" else (
             f"is marked running by {running_by(old)}, which kd cannot check from here {unchecked_why(old)},")
         live = _live_edits(s, old) if kind == "clean" else 0

@@ -335,6 +335,20 @@ def test_detect_without_a_teacher_names_the_out_of_fold_teach_command(tmp_path, 
     assert line.endswith(": `kd teach --run h --model pretrain:h --folds 5` makes the out-of-fold teacher a detection needs"), line
 
 
+def test_a_second_detection_after_a_clean_is_told_at_once_that_overwrite_would_be_refused_too(db, error_line):
+    """The loop's second round, `kd labels detect --run r` after a clean whose edits stand, said "pass --overwrite to
+    replace it", and `--overwrite` was then refused as the clean's edits stand: the first refusal names the way out
+    (undo the clean, or detect in another run) and nothing is written."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r", "--db", db)
+    issues = _count(db, LabelIssue)
+    line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
+    assert "pass --overwrite" not in line, line
+    assert "were decided by stage 'clean'" in line and "`kd labels undo --run r --stage clean` first" in line, line
+    assert line.endswith("or detect again in another run (`kd labels detect --run NEW --teacher-run r`)"), line
+    assert _count(db, LabelIssue) == issues
+
+
 def test_a_run_without_a_teacher_is_told_of_teacher_run_and_its_hints_name_the_teacher_it_read(db, error_line):
     """`kd labels detect --run b` where only run r has a teacher names --teacher-run and r (it is not
     taken silently, and nothing is written); a detection of b that read r's teacher names r again
