@@ -589,7 +589,10 @@ class Store:
         """The refusal of a run the store lacks (``purpose``: " to take a teacher from"), naming the runs
         whose names differ from it only in case (`--run qq` where the store has `QQ` said only "no run")."""
         with self.engine.connect() as conn:
-            twins = [u for u in conn.execute(select(Run.uniqid)).scalars() if u.lower() == run.lower()]
+            runs = list(conn.execute(select(Run.uniqid)).scalars())
+        if not runs:  # (`kd runs` would list none)
+            return KdError(f"no run {run!r} in {self.url}{purpose}: it has no runs yet: `kd teach --run R` (or `kd pretrain --run R`) starts one")
+        twins = [u for u in runs if u.lower() == run.lower()]
         near = f" (it has {', '.join(map(repr, twins))}: run names are case-sensitive)" if twins else ""
         return KdError(f"no run {run!r} in {self.url}{purpose}{near}: `kd runs` lists the runs")
 

@@ -235,7 +235,7 @@ def test_a_store_path_is_the_file_it_names(invoke, write_file, tmp_path, error_l
     assert invoke.json(["ingest", "train.tsv"], db=db)["added"] == 2
     assert db.is_file() and not (tmp_path / "d").exists() and not (tmp_path / "a b").exists()
     assert error_line(invoke(["report", "--run", "nope"], db=db, ok=False)) == (
-        f"Error: no run 'nope' in sqlite:///{db}: `kd runs` lists the runs")
+        f"Error: no run 'nope' in sqlite:///{db}: it has no runs yet: `kd teach --run R` (or `kd pretrain --run R`) starts one")
 
 
 def test_storing_a_large_stores_scores_shows_a_bar_but_not_inside_another(db, invoke, write_file, monkeypatch, capsys):

@@ -789,7 +789,8 @@ def test_an_error_naming_a_files_value_names_the_file(other_db, invoke, write_fi
     assert error_line(invoke(["report"], db=None, ok=False)).endswith("(kd.toml: run = \"nosuch\")")
     assert error_line(invoke(["samples"], db=None, ok=False)) == (
         "Error: no class 'maybe' (classes: pos, neg) (kd.toml: [samples] label = \"maybe\")")
-    assert error_line(invoke(["report", "--run", "nosuch"], db=None, ok=False)).endswith("lists the runs")  # typed: no file
+    # typed: no file named; a store of no runs names the command that starts one (`kd runs` would list none)
+    assert error_line(invoke(["report", "--run", "nosuch"], db=None, ok=False)).endswith("it has no runs yet: `kd teach --run R` (or `kd pretrain --run R`) starts one")
     write_file("kd.toml", 'db = "other.db"\n[teach]\nsplit = 1\n')
     assert error_line(invoke(["teach", "--run", "c"], db=None, ok=False)).startswith("Error: kd.toml: [teach] split = 1: ")
     write_file("kd.toml", 'db = "other.db"\n[samples]\nlimit = 3.0\n')
