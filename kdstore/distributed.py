@@ -355,6 +355,9 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
         except BaseException as exc:
             _note_error(store, stage_id, dist.rank, exc)
             _fail_if_main_gone(store, stage_id, lost=_lost(exc))
+            if MAIN_GONE.is_set():  # this rank marked it, and prints the one error: rank 0's end, not its own SIGTERM
+                raise KdError(f"rank 0 is gone, killed outright (kill -9, or the out-of-memory killer: see `dmesg`): "
+                              f"stage {name!r} of run {run!r} is recorded failed; run the command again to start it over") from None
             raise
         return
     opened: StageHandle | None = None

@@ -683,6 +683,35 @@ def test_a_rank_0_killed_outright_leaves_its_stage_failed_not_running(taught, ti
     assert len(error_lines(done)) == 1, done.stderr[-3000:]  # rank 1 says it: rank 0 cannot
 
 
+def test_a_rank_stopped_by_torchrun_after_rank_0_was_killed_outright_says_rank_0_is_gone(taught, tiny_model, tmp_path):
+    """Rank 0 killed outright while rank 1 is busy outside a collective (a long forward, waiting on rank 0's
+    augmenting): torchrun's SIGTERM reaches rank 1 before any lost peer does. It marks the stage failed
+    (crashed: rank 0's process is gone) and prints the one error, which said "terminated (SIGTERM): ...
+    another rank failed (then its error says why)", an error no rank printed."""
+    db = copy_store(taught["one"], tmp_path / "store")
+    wrapper = tmp_path / "rank0_killed.py"
+    wrapper.write_text(
+        "import os, signal, time\n"
+        "import kdstore.teacher\n"
+        "pad, calls = kdstore.teacher.pad, []\n"
+        "def patched(*args, **kwargs):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:\n"
+        "        if os.environ.get('RANK') == '0':\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        time.sleep(60)\n"  # rank 1: busy outside any collective when torchrun stops it
+        "    return pad(*args, **kwargs)\n"
+        "kdstore.teacher.pad = patched\n"
+        "from commands.cli import main\nmain()\n", encoding="utf-8")
+    done = torchrun("teach", "--run", "gone0", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db),
+                    ok=False, script=wrapper)
+    stage = stage_of(db, "gone0", "teach")
+    assert stage.status == "failed" and stage.error.startswith("crashed: process "), stage.error
+    lines = error_lines(done)
+    assert len(lines) == 1 and "rank 0" in lines[0] and "killed outright" in lines[0], done.stderr[-3000:]
+    assert "stage 'teach' of run 'gone0' is recorded failed" in lines[0] and "then its error says why" not in lines[0], lines
+
+
 def test_a_rank_that_loses_rank_0_marks_its_stage_once_its_process_is_gone(tmp_path, monkeypatch):
     """gloo reports the lost peer as rank 0's sockets close, before its process is gone (not yet a
     zombie): one look found it alive and left the stage 'running'; the rank looks again for a while."""
