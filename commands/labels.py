@@ -163,7 +163,7 @@ def export(run, path, overwrite, db, as_json):
     n = lab.export_sheet(store, run, path, overwrite=overwrite)
     # (a sheet of no issue: nothing for a reviewer, which import then refuses)
     empty = [] if n else [f"run {run!r} has no undecided issue: the sheet lists none (`kd labels show --run {run}` lists its issues)"]
-    warned = _warn(empty + lab.stale_warnings(store, run))
+    warned = _warn(empty + lab.stale_warnings(store, run) + lab.kept_by_review_warnings(store, run))
     if as_json:
         print_json({"run": run, "path": str(path), "issues": n, "warnings": warned})
         return
@@ -449,7 +449,9 @@ def history(sample_id, db, as_json):
         where = f"{r['run']}/{r['stage']}" if r["stage"] else "(a deleted stage)"
         why = f"; {r['reason']}" if r["reason"] else ""
         undone = f", reverted {r['reverted_at']}" if r.get("reverted_at") else ""
-        lines.append((r["at"] or "", r["stage_id"] or 0, f"  {r['at'] or '(time unknown)'} {where}{_by(r)}: reject, label {r['kept']} kept "
+        # (an accept, or the class, of a suggestion the sample already had: on record as a reject, which keeps it)
+        kept = f"accept, label {r['kept']} already set" if r.get("accepted") else f"reject, label {r['kept']} kept"
+        lines.append((r["at"] or "", r["stage_id"] or 0, f"  {r['at'] or '(time unknown)'} {where}{_by(r)}: {kept} "
                                      f"({r['run']}/{r['detection']} suggested {r['suggested']}, issue {r['issue_id']}{why}){undone}"))
     for _, _, line in sorted(lines, key=lambda t: t[:2]):  # (times are to the second: two stages within one, in the order they ran)
         click.echo(plain(line))

@@ -18,7 +18,7 @@ from kdstore.plots import write_plots
 from kdstore.report import compare, other_classes, run_report, runs_overview
 from kdstore.store import moved_store_advice
 
-from .common import CONFIG_ERROR, KdPath, console, json_option, open_store, print_json, resolve_runs, run_option, store_options
+from .common import CONFIG_ERROR, KdPath, console, counted, json_option, open_store, print_json, resolve_runs, run_option, store_options
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "yellow"}
 
@@ -325,9 +325,13 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         if any(x.endswith(("replaced since)", "undone since)")) for x in learned):  # (the config line's labels_stages name the new ones)
             out.print("  labels from: " + ", ".join(learned), markup=False)
         edits = st.get("label_edits")
+        rejects = edits and edits["rejects_undone"]  # (a review's rejects, reopened by its undo or an import --overwrite)
         if edits and edits["undone"]:  # its figures below are what it changed then
             some = "all" if edits["undone"] == edits["edits"] else f"{edits['undone']} of them"
-            out.print(f"  label edits: {edits['edits']}, {some} undone (kd labels undo, last at {edits['undone_at']})", markup=False)
+            too = f"; its {counted(rejects, 'reject')} undone too" if rejects else ""
+            out.print(f"  label edits: {edits['edits']}, {some} undone (kd labels undo, last at {edits['undone_at']}){too}", markup=False)
+        elif rejects:  # ("reject 3" below, with no edit to say it was undone)
+            out.print(f"  rejects: {rejects}, undone (last at {edits['undone_at']})", markup=False)
         if st["metrics"]:
             order = ("train", "dev", "test", "unlabeled", "all")
             splits = sorted(st["metrics"], key=lambda x: order.index(x) if x in order else len(order))

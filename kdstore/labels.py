@@ -677,6 +677,22 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
     return len(items)
 
 
+def kept_by_review_warnings(store: Store, run: str) -> list[str]:
+    """A warning naming the samples of the run's undecided issues whose label a review kept (``kept_in_review``:
+    an earlier sheet's reject, which ``clean`` honours): a sheet listed them as any other row, with no word of it."""
+    names = store.class_names()
+    undecided = {i["sample_id"]: names.index(i["current"]) for i in issues(store, run, status=UNDECIDED) if i["current"] is not None}
+    with store.session() as s:
+        kept = sorted(kept_in_review(s, undecided))
+    if not kept:
+        return []
+    ids = ", ".join(map(str, kept[:10])) + (f" and {len(kept) - 10} more" if len(kept) > 10 else "")
+    one = len(kept) == 1
+    return [f"sample{'' if one else 's'} {ids} had {'its label' if one else 'their labels'} kept by an earlier review (a reject, "
+            f"`kd labels history {kept[0]}` shows it): `kd labels clean --run {run}` leaves {'it' if one else 'them'} alone, "
+            "a decision in this sheet overrides it"]
+
+
 def sheet_current(label: str | None, dropped: bool) -> str:
     """A sheet's ``current`` cell: the sample's label now (its class name), ``(dropped)`` after it when dropped."""
     return f"{label or ''}{' (dropped)' if dropped else ''}"
@@ -873,8 +889,9 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             action, label = "relabel", names.index(suggested) if suggested else issue.suggested_label_id
         if action == "relabel" and label == issue.label_id and not issue.dropped:
             # the label it has now, written (or accepted) to keep it: a reject, on record as one (in ``history``, and
-            # ``kept_in_review``: as "unchanged" it left no trace, and a new detection's clean relabeled it)
-            action, label = "reject", None
+            # ``kept_in_review``: as "unchanged" it left no trace, and a new detection's clean relabeled it); the class
+            # named stays with it: an accept of the suggestion it already had is told as one (``accepted``), not a reject
+            action = "reject"
         decisions.append(Decision(sample_id, issue.id, action, label, _note(r)))
     return Sheet(run, decisions)
 
@@ -1197,7 +1214,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
         # (their columns, not ORM rows: the decisions change them here, and each chunk's changes are written set-based)
         samples = _rows_by_id(s, Sample, [d.sample_id for d in decisions], Sample.label_id, Sample.dropped)
         issues = _rows_by_id(s, LabelIssue, [d.issue_id for d in decisions if d.issue_id is not None], LabelIssue.stage_id,
-                             LabelIssue.given_label_id, LabelIssue.status, LabelIssue.decided_stage_id)
+                             LabelIssue.given_label_id, LabelIssue.suggested_label_id, LabelIssue.status, LabelIssue.decided_stage_id)
         deciders = dict(s.execute(select(Stage.id, Stage.name).where(
             Stage.id.in_({i.decided_stage_id for i in issues.values() if i.decided_stage_id is not None} or {-1}))).all())
         # a detection an --overwrite is replacing (parked while the new one runs): its issues go when the
@@ -1211,6 +1228,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
         redecided: dict[str, list] = {}  # issue id: [status, deciding stage] before this stage re-decided it
         kept_labels: dict[str, int] = {}  # issue id: the label its reject kept, where not the issue's given one (``kept_in_review``)
         notes: dict[str, str] = {}  # issue id: a reject's reviewer comment (a reject records no edit to carry it)
+        accepted: dict[str, bool] = {}  # issue id: a "reject" that named (accepted) the suggestion the sample already had
         kept = kept_in_review(s, {sid: row.label_id for sid, row in samples.items() if row.label_id is not None}) if skip_edited else set()
         task = bar.add_task("label edits", total=len(decisions), unit="decision")
         edits: list[dict[str, Any]] = []  # the chunk's changes, written at its end (an error after them: the transaction rolls back)
@@ -1238,6 +1256,8 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                     counts["reject"] += 1
                     if issue is not None and d.note:
                         notes[str(issue.id)] = d.note
+                    if issue is not None and d.new_label is not None and d.new_label == issue.suggested_label_id:
+                        accepted[str(issue.id)] = True
                     if issue is not None and sample.label_id != issue.given_label_id:  # (edited since detection: the label kept is this one)
                         kept_labels[str(issue.id)] = sample.label_id
                 elif (d.action == "relabel" and (sample.label_id == d.new_label and not sample.dropped)) or (d.action == "drop" and sample.dropped):
@@ -1267,7 +1287,7 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                 edits, changed, decided = [], {}, {}
                 bar.update(task, completed=n)
         if stage is not None:  # (in the edits' transaction)
-            for key, more in (("redecided", redecided), ("kept_labels", kept_labels), ("notes", notes)):
+            for key, more in (("redecided", redecided), ("kept_labels", kept_labels), ("notes", notes), ("accepted", accepted)):
                 _add_to_config(stage, key, more)
     return counts
 
@@ -1691,6 +1711,7 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
                 "issue_id": r.id, "run": r.uniqid, "detection": r.detection, "stage": stage, "stage_id": stage_id, "suggested": name(r.suggested_label_id),
                 "kept": name(((config or {}).get("kept_labels") or {}).get(str(r.id), r.given_label_id)), "score": round(r.score, 6),
                 "reason": _reject_reason(config or {}, r.id),
+                "accepted": bool(((config or {}).get("accepted") or {}).get(str(r.id))),  # (the suggestion it had, accepted)
                 "at": iso_utc(at), "by": who, "reverted_at": undone_at,
             })
             for r, stage_id, stage, config, who, at, undone_at in rejected

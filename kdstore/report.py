@@ -74,6 +74,12 @@ def _run_report(store: Store, run: str) -> tuple[dict[str, Any], list]:
     if not stages and not store.run_exists(run):
         raise store.no_run(run)
     edits = label_edit_counts(store, [s.id for s in stages])
+    for stage in stages:  # a review's rejects (no edit of their own) undone by its undo or an `import --overwrite`
+        undone_rejects = (stage.config or {}).get("undone_rejects") or {} if stage.kind == "clean" else {}
+        if stage.id in edits or undone_rejects:
+            counts = edits.setdefault(stage.id, {"edits": 0, "undone": 0, "undone_at": None})
+            counts["rejects_undone"] = len(undone_rejects)
+            counts["undone_at"] = max([t for t in (counts["undone_at"], *undone_rejects.values()) if t], default=None)
     out = []
     for stage in stages:
         final: dict[str, dict[str, float]] = {}

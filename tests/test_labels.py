@@ -537,7 +537,7 @@ def test_clean_then_undo_restores_every_label_exactly(db):
     hist = json.loads(kd("labels", "history", str(some), "--db", db, "--json").stdout)
     assert hist["edits"][0]["action"] == "relabel" and hist["original"] != hist["current"]
     clean = lambda: next(s for s in json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)["stages"] if s["kind"] == "clean")  # noqa: E731
-    assert clean()["label_edits"] == {"edits": counts["relabel"], "undone": 0, "undone_at": None}
+    assert clean()["label_edits"] == {"edits": counts["relabel"], "undone": 0, "undone_at": None, "rejects_undone": 0}
     undone = json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)
     assert undone["reverted"] == counts["relabel"]
     assert _labels(db) == before
@@ -718,6 +718,23 @@ def test_a_clean_of_a_new_detection_leaves_alone_a_label_a_review_kept(db, tmp_p
     assert next(st for st in report["stages"] if st["kind"] == "clean")["metrics"]["train"]["skipped_rejected"] == 1
 
 
+def test_a_sheet_of_a_new_detection_names_the_samples_a_review_kept(db, tmp_path):
+    """A reviewer rejected an issue; a detection in a new run flagged the sample again, and its sheet
+    listed the row like any other, with no word of the earlier decision that its clean honours: the next
+    reviewer judged it afresh, and an accept overturned the first one unseen. The export names them."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    a, b = _issues(db)[:2]
+    kd("labels", "import", str(_sheet(tmp_path / "review.csv", [{"sample_id": a["sample_id"], "decision": "reject"}])), "--run", "r", "--db", db)
+    kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)  # the same flags, another run
+    out = kd("labels", "export", "--run", "b", str(tmp_path / "b.csv"), "--db", db)
+    assert f"warning: sample {a['sample_id']} had its label kept by an earlier review (a reject, `kd labels history " in out.stderr, out.stderr
+    assert str(b["sample_id"]) not in out.stderr.split("earlier review")[0]
+    said = json.loads(kd("labels", "export", "--run", "b", str(tmp_path / "b.csv"), "--overwrite", "--db", db, "--json").stdout)
+    assert len(said["warnings"]) == 1 and f"sample {a['sample_id']} had its label kept" in said["warnings"][0]
+    kd("labels", "undo", "--run", "r", "--db", db)  # the review undone: nothing kept any more
+    assert "earlier review" not in kd("labels", "export", "--run", "b", str(tmp_path / "b.csv"), "--overwrite", "--db", db).stderr
+
+
 def test_a_sheet_that_keeps_a_label_by_naming_its_class_is_a_reject_on_record(db, tmp_path):
     """A reviewer kept a label by writing its class (the one the sheet's current cell shows; the
     advice a reject of a changed label gives) rather than reject: the import said "unchanged 1", the
@@ -741,6 +758,26 @@ def test_a_sheet_that_keeps_a_label_by_naming_its_class_is_a_reject_on_record(db
     kd("labels", "undo", "--run", "b", "--db", db)
     kd("labels", "undo", "--run", "r", "--db", db)  # the keep reopened, as a reject's undo reopens it
     assert {i["sample_id"]: i["status"] for i in _issues(db)}[kept] == "open"
+
+
+def test_an_accept_of_a_suggestion_the_sample_already_has_is_not_told_as_a_reject(db, tmp_path):
+    """Relabeled by hand to the suggestion before the review, a row the reviewer accepted keeps that label
+    (on record as a reject, so a new detection's clean leaves it alone); `kd labels history` said
+    "reject, label neg kept (r/detect suggested neg, ...)": the reviewer's accept read as a refusal of itself."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    a = _issues(db)[0]
+    kd("labels", "set", "--run", "h", f"{a['sample_id']}={a['suggested']}", "--db", db)
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8-sig"))))
+    row = next(r for r in rows if int(r["sample_id"]) == a["sample_id"])
+    assert row["current"] == row["suggested"] == a["suggested"]
+    kd("labels", "import", str(_sheet(sheet, [dict(row, decision="accept")])), "--db", db)
+    history = json.loads(kd("labels", "history", str(a["sample_id"]), "--db", db, "--json").stdout)
+    assert [(r["kept"], r["suggested"], r["accepted"]) for r in history["rejected"]] == [(a["suggested"], a["suggested"], True)]
+    shown = kd("labels", "history", str(a["sample_id"]), "--db", db).stdout
+    assert f" r/review by tester: accept, label {a['suggested']} already set (r/detect suggested {a['suggested']}, issue " in shown, shown
+    assert "reject" not in shown, shown
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
@@ -1529,6 +1566,31 @@ def test_undo_reopens_exactly_the_issues_its_stage_decided(db, tmp_path):
     assert {i["status"] for i in _issues(db, "r")} == {"open"}
 
 
+def test_the_report_says_a_reviews_rejects_were_undone_too(db, tmp_path):
+    """An undone review's report said "label edits: 1, all undone" beside "reject 2", which read as two
+    rejects still standing (a later clean leaving those labels alone); a review of rejects only said
+    nothing at all, nor did one whose rejects an `import --overwrite` undid. Each now says so."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    a, b, c = _issues(db)[:3]
+    rows = [{"sample_id": a["sample_id"], "decision": "accept"}, {"sample_id": b["sample_id"], "decision": "reject"},
+            {"sample_id": c["sample_id"], "decision": "reject"}]
+    kd("labels", "import", "--run", "r", str(_sheet(tmp_path / "review.csv", rows)), "--db", db)
+    stage = lambda name: next(s for s in json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)["stages"] if s["name"] == name)  # noqa: E731
+    assert stage("review")["label_edits"] == {"edits": 1, "undone": 0, "undone_at": None, "rejects_undone": 0}
+    kd("labels", "undo", "--run", "r", "--db", db)
+    edits = stage("review")["label_edits"]
+    assert (edits["edits"], edits["undone"], edits["rejects_undone"]) == (1, 1, 2) and edits["undone_at"]
+    shown = kd("report", "--run", "r", "--db", db).stdout
+    assert "  label edits: 1, all undone (kd labels undo, last at " in shown and "; its 2 rejects undone too\n" in shown, shown
+    # rejects only, replaced by an import --overwrite: no label edit, its rejects undone all the same
+    kd("labels", "import", "--run", "r", str(_sheet(tmp_path / "rejects.csv", rows[1:])), "--name", "rv", "--db", db)
+    first = _open(db).find_stage("r", "rv").id
+    kd("labels", "import", "--run", "r", str(_sheet(tmp_path / "one.csv", rows[1:2])), "--name", "rv", "--overwrite", "--db", db)
+    edits = stage(f"rv~replaced-{first}")["label_edits"]
+    assert (edits["edits"], edits["undone"], edits["rejects_undone"]) == (0, 0, 2) and edits["undone_at"]
+    assert stage("rv")["label_edits"] is None  # (its reject stands: nothing undone to say)
+    shown = kd("report", "--run", "r", "--db", db).stdout
+    assert "  rejects: 2, undone (last at " in shown, shown
 def test_out_of_fold_students_join_the_ensemble_and_in_sample_ones_are_refused(db, error_line):
     from kdstore.predictor import load_student, student_logits
 
