@@ -164,7 +164,9 @@ class DistillConfig:
             if refusal := temperature_refusal(name, t):
                 raise KdError(refusal)
         if self.teacher_weights and len(self.teacher_weights) != max(1, len(self.teacher_runs)):
-            raise KdError(f"{len(self.teacher_weights)} --teacher-weight values for {max(1, len(self.teacher_runs))} teacher run(s)")
+            # (the runs named: a config file's teacher-run, never typed, is then named with the file)
+            runs = f" (--teacher-run {', '.join(self.teacher_runs)})" if self.teacher_runs else ""
+            raise KdError(f"{len(self.teacher_weights)} --teacher-weight values for {max(1, len(self.teacher_runs))} teacher run(s){runs}")
         if self.teacher_average not in TEACHER_AVERAGES:
             raise KdError(f"--teacher-average must be one of {', '.join(TEACHER_AVERAGES)}, got {self.teacher_average!r}")
         if any(not w > 0 for w in self.teacher_weights):  # (a NaN too)

@@ -141,7 +141,7 @@ def export_model(
     if which == "student":  # the latest student that can be exported: an early-exit model or fold votes cannot
         students = exportable_stages(store, run, kinds=("distill",))
         which = students[-1] if students else which  # (none: the teacher, as kd predict falls back to it)
-    if which not in ("student", "teacher"):
+    if which not in ("student", "teacher", "teach"):  # (teach: found as the teacher, whose refusal names other runs' teachers)
         named = store.find_stage(run, which, kinds=("teach", "distill"))
         if named.kind not in ("teach", "distill"):
             raise KdError(f"stage {named.name!r} is a {named.kind} stage, not a model: export a teach or distill stage")

@@ -194,7 +194,7 @@ def model_stage(store: Store, run: str, which: str = "student"):
     """The teach or distill stage ``which`` names (as ``Predictor.from_run`` reads it), found without loading it."""
     if which == "student":
         stage = default_student(store, run) or store.find_stage(run, "teach")
-    elif which == "teacher":
+    elif which in ("teacher", "teach"):  # (the teacher's stage name, as `kd runs` lists it: its refusal names the same runs)
         stage = _run_teacher(store, run)
     else:
         stage = store.find_stage(run, which, kinds=("teach", "distill"))

@@ -2815,7 +2815,9 @@ def test_teacher_of_a_run_whose_students_learned_from_other_runs_names_those_run
             pass
     with stage_scope(store, run="S", kind="distill", name="distill-textcnn", config={"teacher_runs": ["gone", "A", "B"]}):
         pass
-    for args in (["predict", "--run", "S", "--model", "teacher"], ["export", "--run", "S", "--model", "teacher"]):
+    for args in (["predict", "--run", "S", "--model", "teacher"], ["export", "--run", "S", "--model", "teacher"],
+                 # the teacher's stage name, as `kd runs` lists it, said no more than `kd teach --run S`
+                 ["predict", "--run", "S", "--model", "teach"], ["export", "--run", "S", "--model", "teach"]):
         line = error_line(invoke(args, input="a\n", ok=False))
         assert "run 'S' has no succeeded 'teach' stage" in line and line.endswith(
             "; its students learned from the teachers of runs A, B (`--run A --model teacher`)"), line

@@ -3652,6 +3652,17 @@ def test_a_teacher_weight_count_refused_is_not_also_warned_unused(taught_store):
     assert "not used" not in out.output, out.output
 
 
+def test_a_teacher_weight_count_refused_names_a_config_files_teacher_runs(taught_store, tmp_path):
+    """Two typed --teacher-weight where the config file's `teacher-run` names three runs and none is typed:
+    "2 --teacher-weight values for 3 teacher run(s)" named neither the runs nor the file they came from."""
+    (tmp_path / "kd.toml").write_text('[distill]\nteacher-run = ["r", "r", "r"]\n', encoding="utf-8")
+    out = kd("distill", "--run", "r", "--teacher-weight", "1", "--teacher-weight", "2", "--epochs", "1",
+             "--db", str(taught_store), ok=False)
+    line = [ln for ln in out.output.splitlines() if ln.startswith("Error:")][-1]
+    assert "2 --teacher-weight values for 3 teacher run(s) (--teacher-run r, r, r)" in line, out.output
+    assert line.endswith('(kd.toml: [distill] teacher-run = ["r", "r", "r"])'), line
+
+
 def test_several_teachers_of_changed_labels_each_get_the_command_that_retrains_them(taught_store, tiny_model):
     """Teachers of runs r and r2 (a --folds one) both learned from labels changed since: the warning
     gave `kd teach --run r ... --overwrite` alone, "retrains it", as if r were the one stale teacher."""
