@@ -123,7 +123,8 @@ class _Tokenizer:
             self._chars = CharEncoder.for_backend(self._cut)
             unk = getattr(self._cut.model, "unk_token", None)  # (a byte-level BPE has none)
             self.unk_id = None if unk is None else self._cut.token_to_id(unk)
-            self.special_ids = [i for i, t in self._cut.get_added_tokens_decoder().items() if t.special]
+            added = getattr(self._cut, "get_added_tokens_decoder", dict)()  # (tokenizers >= 0.15; before it: none known, no text marked)
+            self.special_ids = [i for i, t in added.items() if t.special]
         elif runtime == "transformers":
             try:
                 from transformers import AutoTokenizer
