@@ -943,8 +943,19 @@ def _warn_unknown_characters(store, cfg: TeachConfig, checkpoint) -> None:
     texts = store.samples(splits=["train"], labeled=True, where=cfg.where, limit=1000).texts
     share = unknown_share(tokenizer, texts, max_len=cfg.max_len)
     if share is not None and share >= UNK_TEACH_SHARE:
-        _warn(f"--model {cfg.model}: its tokenizer reads {share:.0%} of the train texts' tokens as its unknown token "
-              f"{tokenizer.unk_token} (its vocabulary lacks their characters: a model of another language?), and the "
+        from kdstore.pretrain import trained_positions
+
+        said = f"--model {cfg.model}: its tokenizer reads {share:.0%} of the train texts' tokens as its unknown token {tokenizer.unk_token}"
+        if trained_positions(checkpoint) is not None:  # kd pretrain's vocabulary: the store's characters, a rare one left out
+            source, _, source_run = cfg.model.partition(":")
+            try:
+                min_count = f" {int(store.find_stage(resolve_run_id(source_run), 'pretrain').config['min_count'])}" if source == "pretrain" else ""
+            except (KdError, KeyError, TypeError, ValueError):
+                min_count = ""
+            _warn(f"{said} (characters `kd pretrain` saw fewer than --min-count{min_count} times, or not at all), and the "
+                  "teacher learns nothing of them: pre-train with a lower --min-count, or on more text (--corpus)")
+            return
+        _warn(f"{said} (its vocabulary lacks their characters: a model of another language?), and the "
               "teacher learns nothing of them: choose a model for the store's language, or `kd pretrain` one on the store's text")
 
 

@@ -158,7 +158,7 @@ def read_corpus(paths: tuple[str, ...], digests: dict[str, str] | None = None) -
             raise KdError(f"{p}: cannot read corpus: {exc.strerror or exc}") from None
         if digests is not None:
             digests[str(p)] = hashlib.sha256(data).hexdigest()
-        content = decode(data, str(p), "txt")
+        content = decode(data, "<stdin>" if str(p) == "-" else str(p), "txt")  # (stdin: "pipe it through iconv", as kd ingest - says)
         # a line of zero-width or format characters only (U+200B, a BOM) is as blank to the tokenizer
         found = [t for t in (l.strip() for l in content.split(_line_end(content))) if t and not unseen(t)]
         if not found:

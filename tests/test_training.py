@@ -1869,6 +1869,26 @@ def test_a_corpus_of_dash_is_read_from_standard_input(tmp_path):
     assert out["config"]["corpus"] == ["-"] and out["config"]["corpus_sha256"] == [hashlib.sha256(news.encode()).hexdigest()]
 
 
+def test_a_corpus_on_standard_input_in_another_encoding_is_told_to_pipe_it_through_a_converter(tmp_path):
+    """`iconv ... | kd pretrain --corpus -` of GBK, UTF-16 or xz bytes was told to run
+    `iconv -f GB18030 -t UTF-8 - > utf8--` (a file named `utf8--`) or `unxz < - > unpacked--`: standard
+    input is piped through the converter, as `kd ingest -` says; no stage is recorded."""
+    import lzma
+
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    news = "今天的新闻很好\n明天的天气不错\n"
+    for data, tool in ((news.encode("gb18030"), "pipe it through iconv -f GB18030 -t UTF-8"),
+                       (news.encode("utf-16"), "pipe it through iconv -f UTF-16 -t UTF-8"),
+                       (lzma.compress(news.encode()), "pipe it through")):
+        line = kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--steps", "1", "--corpus", "-",
+                  "--db", db, input=data, ok=False).output
+        assert line.startswith("Error: ") and tool in line and "--" not in line.split("pipe it through")[-1], line
+        assert len(line.strip().splitlines()) == 1, line
+    assert not Store.open(db).run_exists("p")
+
+
 def test_pretrain_refuses_a_min_count_no_character_reaches_though_latin_letters_and_digits_are_kept(tmp_path):
     """The letters and digits kept below --min-count (to spell words) hid that no character reached it:
     a vocabulary of them alone was trained on, every Chinese character an [UNK], and nothing said so."""
@@ -2203,6 +2223,21 @@ def test_a_teacher_whose_vocabulary_lacks_the_stores_characters_is_warned_of(sam
     out = kd("teach", "--run", "en", "--model", str(english), "--epochs", "1", "--max-len", "32", "--db", str(sample_store))
     [said] = [w for w in out.stderr.splitlines() if "unknown token" in w]
     assert said.startswith(f"warning: --model {english}: its tokenizer reads 100% of the train texts' tokens as its unknown token [UNK]"), said
+
+
+def test_a_kd_pretrained_teacher_of_many_unk_tokens_is_told_of_min_count_not_of_another_language(tmp_path):
+    """A `kd pretrain` model reads the store's own characters seen fewer than --min-count times as [UNK]:
+    kd teach --model pretrain:R said "a model of another language?" and to "`kd pretrain` one on the
+    store's text", which it was. It names --min-count (the run's) instead."""
+    db = str(tmp_path / "kd.db")
+    rare = [chr(0x9F00 + i) for i in range(20)]  # (each once: below --min-count 2)
+    write_tsv(tmp_path / "t.tsv", [("pos" if i % 2 else "neg", ("很好很好" if i % 2 else "很差很差") + c) for i, c in enumerate(rare)])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1", "--max-len", "16", "--db", db)
+    out = kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--db", db)
+    [said] = [w for w in out.stderr.splitlines() if "unknown token" in w]
+    assert said.startswith("warning: --model pretrain:p: its tokenizer reads 20% of the train texts' tokens as its unknown token [UNK]"), said
+    assert "another language" not in said and "--min-count 2" in said, said
 
 
 def test_epochs_past_any_training_are_refused_in_one_line(taught_store, tiny_model):
