@@ -252,6 +252,10 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             raise click.UsageError("--compare takes its runs as arguments: kd report --compare A B (leave out --run)")
         if plot_dir and typed("plot_dir"):  # (a config file's [report] plot is for kd report --run)
             raise click.UsageError("--plot charts one run: kd report --run A --plot DIR")
+    if plot_dir and Path(plot_dir).suffix.lower() in (".png", ".jpg", ".jpeg", ".svg", ".pdf") and not Path(plot_dir).is_dir():
+        # (`--plot x.png` made a folder named x.png)
+        raise click.BadParameter(f"{str(plot_dir)!r} names an image file: --plot takes a folder, where it writes one PNG a chart "
+                                 "(e.g. --plot charts)", param_hint="'--plot'")
     store = open_store(db)
     if comparing:
         rows = compare(store, list(compare_runs))

@@ -76,6 +76,10 @@ def test_time_names_today_wherever_a_run_is_named(invoke, write_file, error_line
     invoke(["ingest", "train.tsv"])
     invoke(["labels", "set", "--run", "${time}", "1=neg"])  # run `today` exists, with no teacher
     assert "no charts written to charts: run " + today in invoke(["report", "--run", "${time}", "--plot", "charts"]).stderr
+    # a file's name for the folder (`--plot x.png`) made a folder named x.png
+    assert ("Error: Invalid value for '--plot': 'chart.png' names an image file: --plot takes a folder, "
+            "where it writes one PNG a chart (e.g. --plot charts)") in invoke(["report", "--run", "${time}", "--plot", "chart.png"], ok=False).stderr
+    assert not pathlib.Path("chart.png").exists()
     assert error_line(invoke(["distill", "--run", "x", "--teacher-run", "${time}"], ok=False)).startswith(
         f"Error: run '{today}' has no succeeded 'teach' stage")
     assert f"run '{today}' has no succeeded 'teach' stage" in error_line(
