@@ -29,7 +29,7 @@ from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
-from kdstore.report import learned_dev, run_report, trained_on_dev
+from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
 from kdstore.runs import SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout, layer_map as student_layer_map
@@ -171,6 +171,13 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
                                speed=stage["metrics"].get("all", {}).get("speed"))
         if coarse:
             warn(coarse)
+    if stage["kind"] == "distill" and (larger := larger_than_teacher(store, stage)):  # (a TextCNN's 128-wide table over a tiny teacher's vocabulary)
+        student = stage["config"].get("student")
+        sizes = {"textcnn": ["--embed-dim", "--num-filters"], "transformer": ["--layers", "--width"]}.get(student, ["--embed-dim", "--hidden"])
+        if stage["config"].get("init_embeddings") == "teacher":  # (its width is the teacher's table's)
+            sizes = [o for o in sizes if o != "--embed-dim"]
+        lower = "a smaller --student-model" if stage["config"].get("student_model") else f"lower {', '.join(sizes)}"
+        warn(f"the {student} student is {larger} (a student is meant to be smaller and faster: {lower})")
     if stage["kind"] == "distill" and stage["config"].get("augment") and not stage["metrics"].get("all", {}).get("augmented_samples"):
         warn("--augment made no text the student could learn from (each variant was its parent text, "
              "another sample's, or empty: --p-mask 1 on one-word texts, say): try other probabilities or methods")
@@ -1299,6 +1306,10 @@ def _warn_unused(student: str, augment: str, *, relation: bool) -> None:
     unused = [o for o in _options_given(tuple(FOR_METHODS)) if not methods or FOR_METHODS[o[2:].replace("-", "_")] not in methods | {""}]
     if unused:
         _warn(f"{', '.join(unused)}: not used by --augment {augment or '(none)'}")
+    if student == "transformer" and _options_given(("init_embeddings",)) and params.get("init_embeddings") != "teacher":
+        # (teacher is refused for it); a transformer's table is copied with its layers, or not: this option changed nothing
+        _warn("--init-embeddings: not used by --student transformer (its token embeddings come with its layers: "
+              "the teacher's, random with --no-init-from-teacher, or --student-model's)")
     if student == "transformer" and not relation and _options_given(("relation_heads",)):
         _warn("--relation-heads: not used without --value-relation or --qk-relation")
 

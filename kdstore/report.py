@@ -380,6 +380,27 @@ def stale_teachers(stage: dict[str, Any]) -> str | None:
             f"(labels_digest {', '.join(digests[r] for r in stale)})")
 
 
+def larger_than_teacher(store: Store, stage: dict[str, Any]) -> str | None:
+    """A note for a student with more parameters, or more FLOPs a text, than the (first) teacher it learned from,
+    still in the store (a TextCNN's 128-wide table over a tiny teacher's vocabulary): a student is meant to be
+    smaller and faster than the model it replaces; ``None`` otherwise, for an early-exit stage (the teacher
+    itself) and where either figure is unknown."""
+    config = stage.get("config") or {}
+    teachers = config.get("teacher_stages") or []
+    if stage["kind"] != "distill" or config.get("student") == "early-exit" or not teachers:
+        return None
+    with store.session() as s:
+        teacher = _recorded_stage(s, teachers[0])
+        teacher_id, name = (None, None) if teacher is None else (teacher.id, teacher.name)
+    if teacher_id is None:
+        return None
+    theirs = {m.name: m.value for m in store.metrics(teacher_id) if m.split == "all"}
+    mine = (stage.get("metrics") or {}).get("all") or {}
+    over = [f"{mine[key]:,.0f} {what} against {theirs[key]:,.0f}" for key, what in (("parameters", "parameters"), ("flops_per_sample", "FLOPs a text"))
+            if mine.get(key) and theirs.get(key) and mine[key] > theirs[key]]
+    return f"larger than its teacher {teachers[0].get('run')}/{name}: {', '.join(over)}" if over else None
+
+
 def chosen_rows(stage: dict) -> str | None:
     """``learned from the rows --where ... selects`` for a model that learned from some rows only (a teacher's
     ``--where`` or ``--label``, a student's ``--where``): beside others, its figures are of another training set."""
@@ -397,7 +418,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     timed with (``speed_threads``); a teacher that trained on dev
     says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from), and so does a model trained
     before the store added a class (``other_classes``), a student whose teacher was replaced or deleted
-    since (``gone_teachers``), one whose teacher learned from other labels (``stale_teachers``), and one that learned from the rows a --where or --label chose (``chosen_rows``). A model stage that failed or is
+    since (``gone_teachers``), one whose teacher learned from other labels (``stale_teachers``), one that learned from the rows a --where or --label chose (``chosen_rows``), and one larger than its teacher
+    (``larger_than_teacher``). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
     stage one row that says so (``stage`` None), not silence. ``status`` is the stage's (``succeeded``, ``failed``,
     ``running``), for a script to pick the rows that hold figures without reading the note."""
@@ -420,7 +442,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         # the teacher first, then its students as they were made (one retrained by --overwrite was listed among them)
         models = sorted((st for st in stages if st["status"] == "succeeded"), key=lambda st: st["kind"] != "teach")
         rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage, store), other_classes(store, stage),
-                                                                              gone_teachers(stage), stale_teachers(stage), chosen_rows(stage))))
+                                                                              gone_teachers(stage), stale_teachers(stage), chosen_rows(stage),
+                                                                              larger_than_teacher(store, stage))))
                         or None) for stage in models)
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)

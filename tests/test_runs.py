@@ -1493,6 +1493,29 @@ def test_compare_notes_a_student_whose_teacher_learned_from_other_labels(store, 
     assert "learned from other labels" in invoke(["report", "--compare", "r1", "r2"]).stdout
 
 
+def test_compare_notes_a_student_larger_than_its_teacher(store, invoke):
+    """A TextCNN of 128-wide embeddings over a tiny teacher's vocabulary: 0.70 M parameters against the teacher's
+    0.42 M, and more FLOPs a text, sat beside it in --compare without a word, though a student is meant to be
+    smaller and faster than the model it replaces."""
+    from commands.train import _teacher_stages
+
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        store.add_metrics(st.id, "all", {"parameters": 420_000, "flops_per_sample": 2_000_000})
+    for name, params, flops in (("distill-textcnn", 700_000, 11_000_000), ("distill-bigru", 300_000, 3_000_000),
+                                ("distill-transformer", 100_000, 1_000_000)):
+        with stage_scope(store, run="r1", kind="distill", name=name,
+                         config={"student": name[8:], "teacher_stages": _teacher_stages(store, ("r1",))}) as st:
+            store.add_metrics(st.id, "all", {"parameters": params, "flops_per_sample": flops})
+    notes = {r["stage"]: r["note"] for r in invoke.json(["report", "--compare", "r1"])}
+    assert notes == {
+        "teach": None, "distill-transformer": None,
+        "distill-textcnn": "larger than its teacher r1/teach: 700,000 parameters against 420,000, "
+                           "11,000,000 FLOPs a text against 2,000,000",
+        "distill-bigru": "larger than its teacher r1/teach: 3,000,000 FLOPs a text against 2,000,000",
+    }, notes
+    assert "larger than its teacher" in invoke(["report", "--compare", "r1"]).stdout
+
+
 def test_report_of_missing_run(store, invoke, error_line):
     result = invoke(["report", "--run", "nope"], ok=False)
     assert "no run 'nope'" in error_line(result)

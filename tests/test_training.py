@@ -2434,6 +2434,35 @@ def test_a_transformer_student_deeper_than_its_teacher_is_warned_of(taught_store
                       "(a student is meant to be smaller: give --layers 2 or fewer)"], narrow  # (nothing copied or matched)
 
 
+def test_a_student_larger_than_its_teacher_is_warned_of(taught_store):
+    """A TextCNN of the default sizes over a small teacher's vocabulary (128 floats a token) came out with more
+    parameters and more FLOPs a text than the teacher it was to replace, and kd distill said nothing."""
+    db = str(taught_store)
+    common = ("distill", "--run", "r", "--epochs", "1", "--max-len", "32", "--db", db, "--json")
+    big = kd(*common, "--name", "big")
+    teacher = _stage(taught_store, "r", "teach")
+    theirs = {m.name: m.value for m in Store.open(db).metrics(teacher.id) if m.split == "all"}
+    mine = json.loads(big.stdout)["metrics"]["all"]
+    said = [w for w in _warnings(big) if "larger than its teacher" in w]
+    assert said == [f"the textcnn student is larger than its teacher r/teach: {mine['parameters']:,.0f} parameters against "
+                    f"{theirs['parameters']:,.0f}, {mine['flops_per_sample']:,.0f} FLOPs a text against {theirs['flops_per_sample']:,.0f} "
+                    "(a student is meant to be smaller and faster: lower --embed-dim, --num-filters)"], said
+    assert f"warning: {said[0]}" in big.stderr
+    small = kd(*common, "--embed-dim", "16", "--num-filters", "8", "--name", "small")
+    assert "larger than its teacher" not in small.stderr
+
+
+def test_init_embeddings_typed_for_a_transformer_student_is_warned_of_as_unused(taught_store):
+    """`--init-embeddings random` for a transformer student was taken in silence, while the student started from the
+    teacher's token embeddings (copied with its layers): the option did nothing."""
+    db = str(taught_store)
+    out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "1", "--init-embeddings", "random",
+             "--epochs", "1", "--max-len", "32", "--db", db, "--json")
+    assert json.loads(out.stdout)["status"] == "succeeded"
+    assert ("warning: --init-embeddings: not used by --student transformer (its token embeddings come with its layers: "
+            "the teacher's, random with --no-init-from-teacher, or --student-model's)") in out.stderr, out.stderr
+
+
 def test_folds_of_a_student_copied_from_the_teacher_are_warned_of(taught_store):
     """--folds students are votes blind to their held-out labels; a transformer student copied from the
     teacher (its default at the teacher's width) starts from layers and a head that learned those labels."""
