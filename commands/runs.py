@@ -15,7 +15,7 @@ from rich.text import Text
 
 from kdstore.deletion import delete_stages
 from kdstore.plots import write_plots
-from kdstore.report import compare, other_classes, run_report, runs_overview
+from kdstore.report import compare, larger_than_teacher, other_classes, run_report, runs_overview
 from kdstore.store import moved_store_advice
 
 from .common import CONFIG_ERROR, KdPath, console, counted, json_option, open_store, print_json, resolve_runs, run_option, store_options
@@ -317,6 +317,9 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         sources = st["sources"]
         if sources["teachers"]:  # (a list of dicts: hidden from the config line above)
             out.print("  teachers: " + ", ".join(sources["teachers"]), markup=False)
+        larger = larger_than_teacher(store, st) if st["status"] == "succeeded" else None
+        if larger:  # (as kd distill warned and --compare notes)
+            out.print(f"  size: {larger}", markup=False)
         if sources["model"]:  # (replaced since: the config line's model_stage names the run's model now)
             out.print(f"  model: {sources['model']}", markup=False)
         if sources["checkpoint"]:  # (gone since: the config line's model= names the run's model now)

@@ -1514,6 +1514,8 @@ def test_compare_notes_a_student_larger_than_its_teacher(store, invoke):
         "distill-bigru": "larger than its teacher r1/teach: 3,000,000 FLOPs a text against 2,000,000",
     }, notes
     assert "larger than its teacher" in invoke(["report", "--compare", "r1"]).stdout
+    said = [l.strip() for l in invoke(["report", "--run", "r1"]).stdout.splitlines() if l.strip().startswith("size:")]
+    assert said == ["size: " + notes["distill-textcnn"], "size: " + notes["distill-bigru"]]  # (one run's report too)
 
 
 def test_report_of_missing_run(store, invoke, error_line):
