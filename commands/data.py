@@ -238,7 +238,14 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         if condition is None:
             raise
         raise KdError(str(exc).replace(f"--where {where!r}", f"--where {condition!r}", 1)) from exc
-    if not len(rows) and condition is not None and "source" in condition.lower():
+    gone = 0
+    if not len(rows) and not dropped and not as_tsv and (condition is not None or label is not None):
+        # (`--where dropped`, or the id of a sample dropped by hand: an empty table, read as "none")
+        gone = len(store.samples(splits=[split] if split else None, where=where, include_dropped=True))
+        if gone:
+            click.echo(f"note: no sample matches but {counted(gone, 'dropped sample')}, left out "
+                       f"(`kd samples --dropped` lists {'it' if gone == 1 else 'them'})", err=True)
+    if not len(rows) and not gone and condition is not None and "source" in condition.lower():
         # (a file's own "source" column or key is in meta: `--where "source = 'jd'"` listed an empty table, no word why)
         held = store.sources(splits=[split] if split else SPLITS, labeled=False)
         if held:
@@ -358,3 +365,5 @@ def classes(export_path, overwrite, db, as_json):
         print_json([{"id": i, "name": n} for i, n in enumerate(names)])
     else:
         click.echo(format_class_file(names), nl=False)
+        if not names:  # (it printed nothing, exit 0: `kd classes > class_id.txt` an empty file, no word why)
+            click.echo("note: the store has no classes yet: ingest labeled samples (or `kd ingest --classes FILE`) first", err=True)

@@ -731,6 +731,20 @@ def test_the_counts_after_an_ingest_say_that_dropped_samples_are_left_out(invoke
     assert "1 dropped sample left out (`kd samples --dropped` lists it)" in again, again
 
 
+def test_samples_that_only_dropped_samples_match_say_so(invoke, write_file):
+    """`kd samples --where dropped` (a column --where lists) or `--where "id = 1"` for a sample dropped
+    by hand printed an empty table, no word why: dropped samples are left out without --dropped, so
+    "none dropped" read as the answer."""
+    write_file("train.tsv", "pos\tgood one\nneg\tbad one\n")
+    invoke(["ingest", "train.tsv"])
+    invoke(["labels", "set", "--run", "r", "1=drop"])
+    for where in ("dropped", "id = 1"):
+        empty = invoke(["samples", "--where", where])
+        assert empty.stderr == "note: no sample matches but 1 dropped sample, left out (`kd samples --dropped` lists it)\n", empty.stderr
+        assert [r["id"] for r in invoke.json(["samples", "--where", where, "--dropped"])] == [1]
+    assert invoke(["samples", "--where", "id = 5"]).stderr == ""  # none at all: nothing to say
+
+
 def test_stdin(invoke, read_samples):
     report = invoke.json(["ingest", "-"], input="pos\tfrom stdin\nneg\talso stdin\n")
     assert report["added"] == 2 and report["source"] == "stdin"
@@ -1740,6 +1754,17 @@ def test_classes_export_onto_another_file_is_refused_without_overwrite(invoke, w
     invoke(["classes", "--export", "saved.txt"])
     invoke(["classes", "--export", "train.tsv", "--overwrite"])
     assert (tmp_path / "train.tsv").read_text(encoding="utf-8") == (tmp_path / "class_id.txt").read_text(encoding="utf-8")
+
+
+def test_classes_of_a_store_without_any_says_so(invoke, write_file):
+    """`kd classes` on a store of unlabeled samples alone printed nothing and exited 0 (`kd classes >
+    class_id.txt` an empty file, no word), where `--export` says the store has no classes yet."""
+    write_file("pool.tsv", "text\n只有文本\n另一条\n")
+    invoke(["ingest", "pool.tsv", "--split", "unlabeled"])
+    listed = invoke(["classes"])
+    assert listed.stdout == "" and listed.stderr == (
+        "note: the store has no classes yet: ingest labeled samples (or `kd ingest --classes FILE`) first\n"), listed.stderr
+    assert invoke.json(["classes"]) == []
 
 
 def test_a_quoted_tilde_on_the_command_line_is_the_home_folder(invoke, write_file, tmp_path, monkeypatch, read_samples):
