@@ -239,8 +239,9 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
             raise
         raise KdError(str(exc).replace(f"--where {where!r}", f"--where {condition!r}", 1)) from exc
     gone = 0
-    if not len(rows) and not dropped and not as_tsv and (condition is not None or label is not None):
-        # (`--where dropped`, or the id of a sample dropped by hand: an empty table, read as "none")
+    if not len(rows) and not dropped and not as_tsv and (condition is not None or label is not None) and store.dropped_count():
+        # (`--where dropped`, or the id of a sample dropped by hand: an empty table, read as "none"; a store of no
+        # dropped sample, the common case, is not read again)
         gone = len(store.samples(splits=[split] if split else None, where=where, include_dropped=True))
         if gone:
             click.echo(f"note: no sample matches but {counted(gone, 'dropped sample')}, left out "

@@ -284,7 +284,7 @@ class Predictor:
     def predict(self, texts: list[str], *, batch_size: int = 256) -> list[dict[str, Any]]:
         """One dict per text: label, confidence, per-class probabilities, ``truncated`` (the text
         was longer than ``max_len`` tokens and only its start was read) and ``unknown`` (the vocabulary
-        holds none of its tokens: ``batching.unknown_only``). Each text is tokenized once."""
+        holds none of its tokens: ``char_encoder.unknown_only``). Each text is tokenized once."""
         texts = text_list(texts)  # (one str was answered as its characters, each a text: see textkey)
         if not texts:
             return []

@@ -75,7 +75,7 @@ def _run_report(store: Store, run: str) -> tuple[dict[str, Any], list]:
         raise store.no_run(run)
     edits = label_edit_counts(store, [s.id for s in stages])
     for stage in stages:  # a review's rejects (no edit of their own) undone by its undo or an `import --overwrite`
-        undone_rejects = (stage.config or {}).get("undone_rejects") or {} if stage.kind == "clean" else {}
+        undone_rejects = ((stage.config or {}).get("undone_rejects") or {}) if stage.kind == "clean" else {}
         if stage.id in edits or undone_rejects:
             counts = edits.setdefault(stage.id, {"edits": 0, "undone": 0, "undone_at": None})
             counts["rejects_undone"] = len(undone_rejects)
