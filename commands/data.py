@@ -222,6 +222,8 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
             click.echo(f"warning: {note}", err=True)
         where = f"({condition}\n)"  # (the newline: a trailing -- comment cannot eat what kd adds after it)
     if label is not None:
+        if not names:
+            raise click.ClickException(f"no class {label!r}: the store has no classes yet: kd ingest a labeled file first")
         if label not in names:
             raise click.ClickException(f"no class {label!r} (classes: {', '.join(names)}){class_id_hint(label, names)}")
         where = f"label_id = {names.index(label)}" if where is None else f"{where} AND label_id = {names.index(label)}"

@@ -1615,6 +1615,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         augment = ""
     if teacher_weights and source("teacher_weights") != ParameterSource.COMMANDLINE:
         teacher_weights = ()
+    teacher_runs = tuple(dict.fromkeys(teacher_runs))  # (one run named twice is one teacher)
     if len(teacher_runs) > 1 or augment or teacher_weights:
         # the option at fault first: a config file's teacher-run (several, for the students) is then named with the file
         head = "--teacher-run" if len(teacher_runs) > 1 else "--augment" if augment else "--teacher-weight"

@@ -336,6 +336,10 @@ def test_cli_distill_early_exit_and_predict_with_speed(trained):
     assert "--speed needs an early-exit model" in refused.output
     mixed = kd("distill", "--run", "r", "--student", "early-exit", "--augment", "mask", "--name", "x", "--db", db, ok=False)
     assert "extends one teacher" in mixed.output
+    # one teacher named twice (a config's teacher-run and the same typed again) is one teacher: not refused as two
+    again = json.loads(kd("distill", "--run", "r", "--student", "early-exit", "--teacher-run", "r", "--teacher-run", "r",
+                          "--epochs", "1", "--name", "again", "--db", db, "--json").stdout)
+    assert again["status"] == "succeeded" and again["config"]["teacher_runs"] == ["r"], again["config"]
     ignored = kd("distill", "--run", "r", "--student", "early-exit", "--alpha", "0.2", "--hard-weight", "1", "--pkd", "1", "--fsp", "1",
                  "--name", "x", "--db", db, ok=False)
     assert "--alpha, --hard-weight, --pkd, --fsp: for students, not --student early-exit" in ignored.output

@@ -2371,6 +2371,14 @@ def test_a_where_on_a_meta_key_as_a_column_says_how_to_read_it(invoke, write_fil
         "no class '1' (classes: exaggeration, forbidden); '1' is the id of class 'forbidden': classes are named by their names, not ids")
 
 
+def test_samples_label_in_a_store_of_no_classes_says_so(invoke, write_file, error_line):
+    """`kd samples --label pos` on a store of unlabeled text only said "no class 'pos' (classes: )"."""
+    write_file("pool.txt", "还没有标注的评论\n另一条评论\n")
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    assert error_line(invoke(["samples", "--label", "pos"], ok=False)) == (
+        "Error: no class 'pos': the store has no classes yet: kd ingest a labeled file first")
+
+
 def test_a_where_typed_with_full_width_punctuation_says_so(invoke, write_file, error_line):
     """A Chinese input method types ‘’ “” （） ＝ ；: the error said "no such column: ‘" or 'near "）"',
     naming no cause, where the fix is the ASCII quote, parenthesis or operator."""
