@@ -28,7 +28,7 @@ from kdstore.labels import labels_state, redetect_command, stale_teacher_runs
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.names import SPLITS, model_source, resolve_run_id
-from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
+from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
 from kdstore.runs import SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
@@ -623,6 +623,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
         # (refused by the stage: a failed stage, and a run, on record for a split with no text)
         of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
         raise KdError(f"the store has no texts{of} to pre-train on: ingest some text first" + (" (or leave --split out)" if cfg.splits else ""))
+    check_enough_texts(store.samples(splits=cfg.splits or None, include_dropped=True, where="parent_id IS NULL", limit=2).texts, corpus, cfg)
     with process_group(device) as dist:
         if overwrite:
             _before_replacing(store, run, "pretrain", warn=dist.is_main)

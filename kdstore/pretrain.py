@@ -191,6 +191,21 @@ def read_corpus(paths: tuple[str, ...], digests: dict[str, str] | None = None) -
     return lines
 
 
+def check_enough_texts(stored: list[str], corpus: list[str], cfg: PretrainConfig) -> None:
+    """Refuse fewer than 2 texts to pre-train on, as ``--long-texts split`` would make them of the store's
+    texts ``stored`` (any 2 of them tell) and ``--corpus``'s ``corpus``."""
+    texts = stored + corpus
+    if len(texts) < 2 and cfg.long_texts == "split":
+        texts, _ = split_long_texts(texts, max_chars=cfg.max_len - 2)
+    if len(texts) >= 2:
+        return
+    of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
+    if corpus:  # (its text counted too: "the store has fewer than 2 texts" read as if --corpus were not)
+        raise KdError(f"fewer than 2 texts to pre-train on: {len(stored)}{of} in the store and {len(corpus)} in --corpus: "
+                      "ingest some text first, or give --corpus more lines")
+    raise KdError(f"the store has fewer than 2 texts{of} to pre-train on: ingest some text first")
+
+
 def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist = SINGLE, *,
              corpus: list[str] | None = None) -> Path | None:
     """Build a vocabulary, pre-train an encoder within the budget (masked LM, or ELECTRA's
@@ -217,16 +232,11 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     stored = store.samples(splits=cfg.splits or None, include_dropped=True, where="parent_id IS NULL")
     dist.agree("texts", stored)
     corpus = read_corpus(cfg.corpus) if corpus is None else corpus  # (kd pretrain read it before the stage)
+    check_enough_texts(stored.texts, corpus, cfg)
     texts = stored.texts + corpus
     split = 0
     if cfg.long_texts == "split":  # every character learned, not a long line's first --max-len tokens alone
         texts, split = split_long_texts(texts, max_chars=cfg.max_len - 2)  # ([CLS] and [SEP]; a character is at most a token)
-    if len(texts) < 2:
-        of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
-        if corpus:  # (its text counted too: "the store has fewer than 2 texts" read as if --corpus were not)
-            raise KdError(f"fewer than 2 texts to pre-train on: {len(stored.texts)}{of} in the store and {len(corpus)} in --corpus: "
-                          "ingest some text first, or give --corpus more lines")
-        raise KdError(f"the store has fewer than 2 texts{of} to pre-train on: ingest some text first")
     counts = count_chars(texts)
     tokens = vocab_from_counts(counts, min_count=cfg.min_count, max_size=cfg.max_vocab)
     # each rank reads --corpus from its own disk: unlike files would give unlike vocabularies, and DDP

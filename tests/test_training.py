@@ -1728,6 +1728,7 @@ def test_pretrain_split_leaves_the_test_texts_out(tmp_path):
     assert not Store.open(db).run_exists("c")  # (refused before a stage: it was a failed one, and a run, on record)
     line = kd(*args[:-1], "--run", "c", "--split", "test", "--long-texts", "cut", ok=False).output  # one text: the stage's refusal
     assert line == "Error: the store has fewer than 2 texts of split test to pre-train on: ingest some text first\n"
+    assert not Store.open(db).run_exists("c")  # (refused before a stage too: it was a failed one on record)
 
 
 def test_pretrain_of_too_few_texts_counts_the_corpus_in_its_error(tmp_path):
@@ -1741,6 +1742,7 @@ def test_pretrain_of_too_few_texts_counts_the_corpus_in_its_error(tmp_path):
               "--corpus", str(tmp_path / "news.txt"), "--db", db, ok=False).output
     assert line == ("Error: fewer than 2 texts to pre-train on: 0 of split dev in the store and 1 in --corpus: "
                     "ingest some text first, or give --corpus more lines\n")
+    assert not Store.open(db).run_exists("c")
 
 
 def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_path):
