@@ -216,6 +216,7 @@ def allow_long_csv_fields() -> None:
 
 def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every non-blank row."""
+    _refuse_mostly_bare_cr(content, name)
     if fmt == "tsv":
         out = []
         # (split on "\n" alone, a file of old Mac line ends was one row, its lines run together into one text)
@@ -262,6 +263,19 @@ def _keep_bare_cr(content: str) -> tuple[str, bool]:
 
 _BARE_CR = re.compile(r"\r(?!\n)")
 _BARE_LF = re.compile(r"(?<!\r)\n")
+
+
+def _refuse_mostly_bare_cr(content: str, name: str) -> None:
+    """Refuse a ``\\n`` file most of whose line ends are bare ``\\r`` (old Mac ones, a ``\\n`` added at the
+    end or files joined): each bare ``\\r`` stays in its line, so a pool's lines ran together into one text
+    unseen (a one-column file has no ragged row to tell). A few stray ones inside lines stay in their texts."""
+    if "\n" not in content:
+        return
+    cr, lf = content.count("\r") - content.count("\r\n"), content.count("\n")
+    if cr > lf:
+        line = content.count("\n", 0, _BARE_CR.search(content).start()) + 1
+        raise KdError(f"{name}: line {line}: {cr} bare carriage returns (\\r) against {lf} line end{'s' if lf > 1 else ''} in \\n: "
+                      "old Mac line ends mixed with \\n ones (a line added, files joined)? make them all \\n (e.g. `mac2unix`)")
 
 
 def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = False, name: str = "") -> list[tuple[int, list[str]]] | None:

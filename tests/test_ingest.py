@@ -814,6 +814,23 @@ def test_a_bare_carriage_return_inside_a_line_of_a_newline_file_stays_in_its_tex
     assert [r.text for r in parse(b"text,label\ra,pos\rb,neg\r", "mac.csv", IngestOptions())] == ["a", "b"]
 
 
+def test_old_mac_line_ends_with_one_newline_added_are_refused_not_one_text(invoke, write_file, db):
+    """A pool of old Mac line ends (bare \\r) with a \\n added at its end (`echo >>`, files joined) is a
+    \\n file: each bare \\r stayed in its line, and 50 reviews were ingested as one text ("read 1"), with
+    no ragged row to tell, since a pool has one column."""
+    texts = [f"第{i}条评论，质量很好" for i in range(50)]
+    write_file("mac.txt", ("\r".join(texts) + "\n").encode())
+    result = invoke(["ingest", "mac.txt", "--split", "unlabeled"], ok=False)
+    assert "Error: mac.txt: line 1: 49 bare carriage returns (\\r) against 1 line end in \\n" in result.stderr
+    assert "mac2unix" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not store_exists(db)
+    write_file("mac.csv", ("text\r" + "\r".join(texts) + "\n").encode())
+    invoke(["ingest", "mac.csv", "--split", "unlabeled"], ok=False)
+    # (a few stray \r inside the lines of a \n file still stay in their texts)
+    write_file("pool.txt", "第一条\r中间\n第二条\n第三条\r中间\n".encode())
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+
+
 def test_unlabeled_two_columns_drops_label(invoke, write_file, read_samples, read_classes):
     write_file("pool.tsv", "pos\tfirst text\nneg\tsecond text\n")
     invoke(["ingest", "pool.tsv", "--split", "unlabeled"])
