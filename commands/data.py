@@ -12,7 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from kdstore.errors import InterruptedAfterRecord, KdError, make_folder, write_whole
-from kdstore.ingest import FORMATS, IngestOptions, add_records, detect_format, format_class_file, parse, rare_new_classes, read_class_file
+from kdstore.ingest import (FORMATS, IngestOptions, add_records, detect_format, format_class_file, label_key, lookalike_of, parse, rare_new_classes,
+                            read_class_file)
 from kdstore.names import SPLITS
 from kdstore.progress import working
 from kdstore.store import class_id_hint, label_id_note
@@ -225,7 +226,9 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         if not names:
             raise click.ClickException(f"no class {label!r}: the store has no classes yet: kd ingest a labeled file first")
         if label not in names:
-            raise click.ClickException(f"no class {label!r} (classes: {', '.join(names)}){class_id_hint(label, names)}")
+            twins = [n for n in names if label_key(n) == label_key(label)]  # ('ｐｏｓ', typed in full width)
+            raise click.ClickException(f"no class {label!r} (classes: {', '.join(names)}){class_id_hint(label, names)}"
+                                       + (f"; {label!r}{lookalike_of(twins[0])}" if len(twins) == 1 else ""))
         where = f"label_id = {names.index(label)}" if where is None else f"{where} AND label_id = {names.index(label)}"
     if as_tsv:  # the texts kd distill --augment made ([UNK]-masked, cut) are no data to hand on
         where = "parent_id IS NULL" if where is None else f"{where} AND parent_id IS NULL"

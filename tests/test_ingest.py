@@ -2386,6 +2386,10 @@ def test_a_where_on_a_meta_key_as_a_column_says_how_to_read_it(invoke, write_fil
     # a class's id for its name: said which class it is (a Baidu-tool user's label files hold ids)
     assert error_line(invoke(["samples", "--label", "1"], ok=False)).endswith(
         "no class '1' (classes: exaggeration, forbidden); '1' is the id of class 'forbidden': classes are named by their names, not ids")
+    # a class typed in full width (a Chinese input method's) is told apart from the class it looks like
+    assert error_line(invoke(["samples", "--label", "ｆｏｒｂｉｄｄｅｎ"], ok=False)).endswith(
+        "no class 'ｆｏｒｂｉｄｄｅｎ' (classes: exaggeration, forbidden); 'ｆｏｒｂｉｄｄｅｎ' differs from the class 'forbidden' only in "
+        "character width or case, in white space, in a middle dot or in how its number is written: write it as 'forbidden'")
 
 
 def test_samples_label_in_a_store_of_no_classes_says_so(invoke, write_file, error_line):
