@@ -1097,8 +1097,10 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
     names = store.class_names()
     decisions, seen = [], set()
     for pair in pairs:
-        sample, sep, value = pair.partition("=")
-        sample, value = sample.strip(), value.strip()
+        # (`３＝neg`: the id and the sign as a Chinese input method types them, in full width)
+        at = min((i for i in (pair.find("="), pair.find("＝")) if i >= 0), default=-1)
+        sample, sep, value = (pair[:at], "=", pair[at + 1:]) if at >= 0 else (pair, "", "")
+        sample, value = unicodedata.normalize("NFKC", sample).strip(), value.strip()
         if not sep or not (sample.isascii() and sample.isdigit()) or not value:
             raise KdError(f"{pair!r}: give SAMPLE_ID=LABEL or SAMPLE_ID=drop (e.g. 42=pos)")
         sample_id = int(sample)

@@ -2245,6 +2245,20 @@ def test_labels_set_of_an_unlabeled_sample_names_the_drop_it_takes(tmp_path, err
     kd("labels", "set", "--run", "r", "3=drop", "--db", db)
 
 
+def test_labels_set_takes_ids_and_equals_typed_in_full_width(tmp_path):
+    """`kd labels set ３=neg` or `3＝neg`, as a Chinese input method types them, was refused as "give
+    SAMPLE_ID=LABEL": the id and the sign are read as their ASCII forms."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    kd("labels", "set", "--run", "r", "１＝neg", "２=drop", "--db", db)
+    store = _open(db)
+    try:
+        with store.session() as s:
+            edits = sorted((e.sample_id, e.action) for e in s.scalars(select(LabelEdit)))
+    finally:
+        store.close()
+    assert edits == [(1, "relabel"), (2, "drop")], edits
+
+
 def test_a_sheet_path_with_a_quoted_tilde_or_a_missing_folder_is_written_and_a_file_in_the_way_is_named(tmp_path, error_line, monkeypatch):
     """`kd labels export --run r sheets/review.csv` said a bare "No such file or directory" where kd
     export and kd report --plot make their folders; a quoted `~/review.csv` wrote nowhere (no folder
