@@ -202,13 +202,15 @@ _TEXT_HIDDEN = {"labels_read_at", "labels_stage_ids"}  # bookkeeping the text re
 
 
 def _config_value(value):
-    """A config value as the text report shows it: short lists of plain values joined by commas;
-    ``_HIDDEN`` for what it leaves out (nested or long structures: ``--json`` has them)."""
+    """A config value as the text report shows it: short lists of plain values joined by commas, a longer
+    one's count; ``_HIDDEN`` for what it leaves out (nested structures: ``--json`` has them)."""
     if isinstance(value, dict):
         return _HIDDEN
     if isinstance(value, list):
-        if len(value) > 8 or any(isinstance(x, (dict, list)) for x in value):
+        if any(isinstance(x, (dict, list)) for x in value):
             return _HIDDEN
+        if len(value) > 8:  # (named, not left out in silence: a rerun from this line lost 9 --match or --label values)
+            return f"({len(value)} values: kd report --json lists them)"
         return ",".join(map(_plain, value)) if value else "[]"  # (not "labels=," beside the next option: an empty list as JSON writes it)
     return _plain(value)
 

@@ -1286,6 +1286,16 @@ def test_report_text_config_line_spells_nulls_and_flags_as_json_does(store, invo
                     "teacher_weights=1.0,null, splits=train")
 
 
+def test_report_text_config_line_names_a_long_list_it_leaves_to_json(store, invoke):
+    """A list of more than 8 values (a TinyBERT student's 9 --match, a teacher's --label of 9 classes) was left
+    out of the config line without a word: a student rerun from the text report trained with no --match at all."""
+    matches = [f"hidden_mse:{i}:{i}:1" for i in range(9)]
+    with stage_scope(store, run="r1", kind="distill", config={"lr": 0.001, "matches": matches, "seed": 3}):
+        pass
+    line = next(ln for ln in invoke(["report", "--run", "r1"]).stdout.splitlines() if ln.startswith("  config: "))
+    assert line == "  config: lr=0.001, matches=(9 values: kd report --json lists them), seed=3"
+
+
 def test_report_text_names_the_teacher_stages_a_student_learned_from(store, invoke):
     """The --json has them in the config (``teacher_stages``); the text named none of them."""
     from commands.train import _teacher_stages
