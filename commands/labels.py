@@ -10,6 +10,7 @@ import click
 from kdstore import labels as lab
 from kdstore import noise
 from kdstore.advice import reteach_command
+from kdstore.environment import environment
 from kdstore.errors import KdError
 from kdstore.jsonl import has_surrogate
 from kdstore.names import resolve_run_id
@@ -70,7 +71,7 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     store = open_store(db, writer=True)
     # bad input is refused before anything is written; the labels judged and the stages read are recorded
     inputs, labels_read = lab.read_labeled(store, lambda: lab.detect_inputs(store, run, cfg))
-    config = {**lab.config_dict(cfg), **inputs.used, **labels_read}
+    config = {**lab.config_dict(cfg), **inputs.used, **labels_read, "environment": environment()}
     with stage_scope(store, run=run, kind="detect", config=config, overwrite=overwrite) as stage:
         n = lab.detect(store, stage, cfg, inputs)
     warned = _warn(lab.detect_warnings(store, run) + lab.single_sample_warnings(store, cfg, inputs) + lab.filter_by_warnings(cfg) + lab.quality_method_warnings(cfg, inputs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from .errors import KdError
 def environment(device: str | None = None) -> dict[str, Any]:
     """What a training stage ran with, recorded in its config (``environment``) so that a figure can
     be rerun: kd's version and, run from a git checkout, its commit (``-dirty`` with uncommitted
-    changes to tracked files); the Python, torch, transformers and numpy versions; the device
+    changes to tracked files); the Python, torch, transformers and numpy versions (and cleanlab's and
+    jieba's, where installed); the device
     ``--device`` resolved to (``auto`` names none) and torch's CPU threads (which move the results
     by float rounding only); under torchrun, its number of processes (``processes``, ``WORLD_SIZE``:
     pretrain's masks and the float rounding of the averaged gradients depend on it)."""
@@ -40,6 +42,11 @@ def environment(device: str | None = None) -> dict[str, Any]:
             except ImportError:
                 continue
         env[module] = getattr(mod, "__version__", None)
+    for package in ("cleanlab", "jieba"):  # (a detection's scores and --augment pos's words: read, not imported)
+        try:
+            env[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
     torch = sys.modules.get("torch")
     if torch is not None:
         if device is not None:

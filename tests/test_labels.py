@@ -187,7 +187,11 @@ def test_detect_finds_most_injected_flips(db, noisy):
     inputs = lab.detect_inputs(store, "r", lab.DetectConfig())
     expected = set(inputs.train.ids[find_label_issues(inputs.train.labels, inputs.probs, filter_by="prune_by_noise_rate")].tolist())
     assert {i["sample_id"] for i in lab.issues(_open(db), "r")} == expected
-    assert _open(db).find_stage("r", "detect").config["calibrate"] is False
+    config = _open(db).find_stage("r", "detect").config
+    assert config["calibrate"] is False
+    import cleanlab  # (a rerun of these flags needs the cleanlab that made them: recorded with the stage)
+
+    assert config["environment"]["cleanlab"] == cleanlab.__version__ and config["environment"]["kd"], config["environment"]
 
 
 def test_detect_and_clean_warn_when_the_teacher_cannot_be_trusted(db):

@@ -13,6 +13,7 @@ import re
 import shutil
 import sqlite3
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -1190,6 +1191,7 @@ def test_pretrain_produces_a_model_teach_loads(sample_store):
     for kind in ("pretrain", "teach"):  # what a rerun needs beside the options: kd's version, the libraries', the device
         env = _stage(sample_store, "p", kind).config["environment"]
         assert env["kd"] and env["torch"] == torch.__version__ and env["transformers"] and env["device"] == "cpu", env
+        assert env["cleanlab"] == metadata.version("cleanlab") and env["jieba"] == metadata.version("jieba"), env
     # positions past the pre-training's --max-len (128) were never trained: said, and trained on regardless
     longer = kd("teach", "--run", "p2", "--model", "pretrain:p", "--epochs", "1", "--max-len", "160", "--db", db)
     assert "warning: --max-len 160 is longer than the 128 tokens run 'p' was pre-trained on: positions 129-160 start untrained" in longer.stderr
