@@ -109,6 +109,22 @@ def rare_new_classes(name: str, report: IngestReport, classes: Sequence[str], la
     return out
 
 
+def numbered_classes(name: str, report: IngestReport, classes: Sequence[str]) -> list[str]:
+    """A warning where the ingest added classes named by whole numbers that could be their own ids (the
+    Baidu tool's labels, 0..K-1) and one got another id, in the order first read: class '1' id 0, '0' id 1
+    (``classes``: the store's names in id order, after it)."""
+    numbered = [(i, n) for i, n in enumerate(classes) if n.isascii() and n.isdigit()]
+    if not any(n in report.new_classes for _, n in numbered) or not all(int(n) < len(classes) for _, n in numbered):
+        return []  # (star ratings 1..5: no order makes them ids 0..4)
+    if all(int(n) == i for i, n in numbered):
+        return []
+    shown = ", ".join(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered[:5]))
+    more = ", ..." if len(numbered) > 5 else ""
+    return [f"{name}: classes named by numbers got other ids (in the order first read): {shown}{more}: kd names them right, "
+            "but its ids (`kd classes --export`, an export's logits) are not the numbers; to pin them, ingest into a new store "
+            "with --classes FILE naming them in id order (0, 1, ... one a line)"]
+
+
 # parsing (pure) ------------------------------------------------------------------------------
 def detect_format(name: str, explicit: str | None) -> str:
     if explicit:
@@ -154,7 +170,8 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
             if r.label not in pinned:
                 # labels that are the ids of an id<TAB>name class file: the file was read, the labels are no names
                 as_id = int(r.label) if r.label.isascii() and r.label.isdigit() else None
-                hint = (f": labels are class names, not ids ({r.label!r} is the id of {opts.classes[as_id]!r})"
+                hint = (f": labels are class names, not ids ({r.label!r} is the id of {opts.classes[as_id]!r}): write the class "
+                        "names into the file, or give --classes a file of the ids (0, 1, ... one a line) to make them the names"
                         if as_id is not None and as_id < len(opts.classes) else "")
                 raise KdError(
                     f"{name}: line {r.line}: field {label_name!r}: unknown label {r.label!r} "

@@ -486,10 +486,13 @@ def test_parse_pinned_classes_rejects_unknown_label():
 def test_parse_a_label_that_is_a_pinned_class_id_says_labels_are_names():
     """Data whose labels are class ids (`"类别": 2`, as CLUE-style files keep them) beside a class_id.txt
     of `id<TAB>name` lines: "unknown label '2' (pinned classes: 合规, 夸大宣传, 违禁词)" read as though
-    the id file were not read. The error says labels are names and which class the id is."""
+    the id file were not read. The error says labels are names and which class the id is, and (it was a dead
+    end for the Baidu tool's id-labeled files) the two ways in: the names written into the file, or the ids
+    pinned as the class names."""
     opts = IngestOptions(classes=("合规", "夸大宣传", "违禁词"), format="jsonl", text_col="内容", label_col="类别")
     with pytest.raises(KdError, match=r"^t\.jsonl: line 1: field '类别': unknown label '2' \(pinned classes: 合规, 夸大宣传, 违禁词\): "
-                                      r"labels are class names, not ids \('2' is the id of '违禁词'\)$"):
+                                      r"labels are class names, not ids \('2' is the id of '违禁词'\): write the class names "
+                                      r"into the file, or give --classes a file of the ids \(0, 1, ... one a line\) to make them the names$"):
         parse('{"内容": "最好的", "类别": 2}\n'.encode(), "t.jsonl", opts)
     with pytest.raises(KdError, match=r"unknown label '7' \(pinned classes: 合规, 夸大宣传, 违禁词\)$"):
         parse('{"内容": "最好的", "类别": 7}\n'.encode(), "t.jsonl", opts)
@@ -2506,6 +2509,26 @@ def test_a_first_row_with_a_field_more_than_every_row_after_it_is_named_as_the_r
     line = error_line(invoke(["ingest", "pool.txt", "--split", "unlabeled"], ok=False))
     assert line.startswith("Error: pool.txt: line 1: 2 fields, where every row after it has 1 (ragged row"), line
     assert not store_exists(db)
+
+
+def test_classes_named_by_ids_that_get_other_ids_are_warned_of(invoke, write_file, read_classes, tmp_path):
+    """The Baidu tool's text<TAB>label_id file (its first row labeled 1) made class '1' id 0 and class '0'
+    id 1 in silence: `kd classes --export class_id.txt` then wrote `0<TAB>1`, and an export's logits put
+    class '1' first, where that tool's scripts read a column as its id. A warning names the ids and the
+    --classes file that pins them; star ratings 1..5, which no order makes ids 0..4, and a pinned set say nothing."""
+    write_file("train.tsv", "质量很好\t1\n太差了\t0\n还行吧\t1\n")
+    result = invoke(["ingest", "train.tsv", "--text-col", "0", "--label-col", "1", "--json"])
+    assert read_classes() == [(0, "1"), (1, "0")]
+    warnings = json.loads(result.stdout)["warnings"]
+    assert len(warnings) == 1 and result.stderr == f"warning: {warnings[0]}\n", result.stderr
+    assert warnings[0].startswith("train.tsv: classes named by numbers got other ids (in the order first read): "
+                                  "'1' has id 0, '0' id 1"), warnings[0]
+    assert "--classes" in warnings[0] and "\n" not in warnings[0]
+    write_file("stars.tsv", "5\t很好\n1\t很差\n3\t一般\n")
+    assert invoke(["ingest", "stars.tsv"], db=str(tmp_path / "stars.db")).stderr == ""
+    write_file("ids.txt", "0\n1\n")
+    assert invoke(["ingest", "train.tsv", "--text-col", "0", "--label-col", "1", "--classes", "ids.txt"],
+                  db=str(tmp_path / "pinned.db")).stderr == ""
 
 
 def test_a_rare_new_class_warning_names_the_lines_of_the_samples_it_added(invoke, write_file):

@@ -2959,6 +2959,22 @@ def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monk
     assert kd(*args, input="很好\n\n\n太差\n").stderr == "warning: line 2: empty text, skipped\nwarning: 1 more empty line skipped (line 3)\n"
 
 
+def test_predict_s_hint_cuts_a_text_first_tsv_s_text_column_not_its_labels(tmp_path, monkeypatch):
+    """`kd predict test.tsv` of the Baidu tool's text<TAB>label_id lines was told `cut -f2 FILE | kd predict`,
+    which predicts the ids alone ('1', '0'). The hint names the column of the longest cells, as kd pretrain's
+    --corpus error does; label<TAB>text still gets `cut -f2`."""
+    _answering(monkeypatch, "pos")
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("pos", "很好"), ("neg", "太差")])), "--db", db)
+    args = ["predict", "--run", "r", "--model", "teacher", "--db", db]
+    text_first = kd(*args, input="质量很好，物流也快\t1\n太差了，再也不买\t0\n").stderr
+    assert "`cut -f1 FILE | kd predict` predicts the text column alone" in text_first, text_first
+    label_first = kd(*args, input="1\t质量很好，物流也快\n0\t太差了，再也不买\n").stderr
+    assert "`cut -f2 FILE | kd predict` predicts the text column alone" in label_first, label_first
+    three = kd(*args, input="a1\t1\t质量很好，物流也快\na2\t0\t太差了，再也不买\n").stderr
+    assert "`cut -f3 FILE | kd predict`" in three, three
+
+
 def test_predict_warns_of_an_excel_csv_whose_quoted_cells_hold_commas_or_line_breaks(tmp_path, monkeypatch):
     """`kd predict test.csv` of a CSV as Excel saves it (BOM, CRLF, `编号,文本,标签` and two trailing empty
     columns, a text holding an ASCII comma or a line break in quotes) predicted the header, the ids and the
