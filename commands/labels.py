@@ -499,11 +499,16 @@ def _emptied_warning(before: dict[str, int], after: dict[str, int], *, would: bo
             f"a teacher or student would never learn {'it' if one else 'them'}; {advice}"]
 
 
+_COUNT_WORDS = {"relabel": "relabeled", "drop": "dropped", "flag": "flagged", "reject": "rejected (label kept)",
+                "skipped_edited": "skipped (edited since detection)", "skipped_rejected": "skipped (kept by an earlier review)"}
+
+
 def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = (), undo: bool = True) -> None:
     if as_json:  # (as detect's and undo's: every labels command that writes carries run, stage and warnings)
         print_json({"run": run, "stage": stage, **counts, "warnings": list(warnings)})
     else:
-        said = [f"{k} {v}" for k, v in counts.items() if v]  # (a sheet never flags: no "flag 0"; --json has every count)
+        # (a sheet never flags: no "0 flagged"; --json has every count, by its key: "relabel 71" read as sample 71)
+        said = [f"{v} {_COUNT_WORDS.get(k, k)}" for k, v in counts.items() if v]
         click.echo(f"run {run}, stage {stage}: " + (", ".join(said) or "no label changed"))
         # (an undo reopens the issues a stage decided too: a review of rejects, a flagging clean)
         if undo and any(counts.get(k) for k in ("relabel", "drop", "flag", "reject", "unchanged")):

@@ -315,7 +315,7 @@ def test_a_set_that_changes_nothing_names_no_undo(tmp_path, error_line):
     kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("pos", "很好"), ("neg", "太差"), ("pos", "不错")])), "--db", db)
     assert "undo: kd labels undo --run r --stage edit-1" in kd("labels", "set", "--run", "r", "1=drop", "--db", db).stdout
     again = kd("labels", "set", "--run", "r", "1=drop", "--db", db).stdout
-    assert again == "run r, stage edit-2: unchanged 1\n", again
+    assert again == "run r, stage edit-2: 1 unchanged\n", again
     assert "nothing left to undo" in error_line(kd("labels", "undo", "--run", "r", "--stage", "edit-2", "--db", db, ok=False))
 
 
@@ -1182,7 +1182,7 @@ def test_a_second_sheet_without_a_name_is_its_own_stage(db, tmp_path):
     first, second = _issues(db)[:2]
     said = kd("labels", "import", str(_sheet(tmp_path / "a.csv", [
         {"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "drop"}])), "--db", db).output
-    assert "run r, stage review: drop 1\n" in said and "flag" not in said  # the counts that are not 0
+    assert "run r, stage review: 1 dropped\n" in said and "flag" not in said  # the counts that are not 0
     out = json.loads(kd("labels", "import", str(_sheet(tmp_path / "b.csv", [
         {"run": "r", "issue_id": second["issue_id"], "sample_id": second["sample_id"], "decision": "drop"}])), "--db", db, "--json").stdout)
     assert (out["stage"], out["drop"]) == ("review-2", 1)
@@ -2051,7 +2051,7 @@ def test_a_clean_deciding_nothing_records_no_stage(tmp_path):
     store = Store.open(db)
     assert [st.kind for st in store.stages_of("r")] == ["detect"]
     store.close()
-    assert "relabel 2" in kd("labels", "clean", "--run", "r", "--min-score", "0.5", "--db", db).stdout  # (not refused)
+    assert "2 relabeled" in kd("labels", "clean", "--run", "r", "--min-score", "0.5", "--db", db).stdout  # (not refused)
     again = kd("labels", "clean", "--run", "r", "--name", "c2", "--db", db).stdout
     assert "every issue of its detection is decided" in again and "no stage recorded" in again
 
@@ -2088,16 +2088,16 @@ def test_a_clean_that_leaves_every_issue_alone_records_no_stage(tmp_path):
     assert sorted(st.name for st in store.stages_of("r")) == ["detect", "f"]
     store.close()
     kd("labels", "undo", "--run", "hand", "--db", db)
-    assert "relabel 2" in kd("labels", "clean", "--run", "r", "--db", db).stdout  # (not refused as replacing a clean)
+    assert "2 relabeled" in kd("labels", "clean", "--run", "r", "--db", db).stdout  # (not refused as replacing a clean)
 
 def test_every_stage_that_decided_issues_names_its_undo(tmp_path):
     """A review of rejects only (or a flagging clean) decided issues an undo reopens, but printed no
     `undo:` line: only relabels and drops did."""
     db = _hand_made_detection(tmp_path / "kd.db", ["好", "坏"])
     rejected = kd("labels", "import", str(_sheet(tmp_path / "r.csv", [{"sample_id": 1, "decision": "reject"}])), "--run", "r", "--db", db).stdout
-    assert "reject 1" in rejected and "  undo: kd labels undo --run r --stage review" in rejected
+    assert "1 rejected (label kept)" in rejected and "  undo: kd labels undo --run r --stage review" in rejected
     flagged = kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db).stdout
-    assert "flag 1" in flagged and "  undo: kd labels undo --run r --stage clean" in flagged
+    assert "1 flagged" in flagged and "  undo: kd labels undo --run r --stage clean" in flagged
     assert "reopened 1" in kd("labels", "undo", "--run", "r", "--stage", "clean", "--db", db).stdout
     kd("labels", "clean", "--run", "r", "--name", "c2", "--db", db)
     kd("labels", "undo", "--run", "r", "--stage", "c2", "--db", db)
