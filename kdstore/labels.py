@@ -227,13 +227,13 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
         raise KdError(
             f"{len(in_sample)} train samples have in-sample teacher probabilities: the teacher of run {teacher_run!r} started "
             f"from run {source!r}'s teacher, which learned their labels, so its folds are not blind to them. Run "
-            f"`kd teach --run {shlex.quote(teacher_run)} --model MODEL --folds 5 --overwrite` from a model that did not learn "
+            f"`kd teach --run {shlex.quote(teacher_run)} --model MODEL --folds {teacher_folds(train.labels)} --overwrite` from a model that did not learn "
             "them (the base model, or pretrain:RUN), or pass --allow-in-sample"
         )
     if in_sample and not cfg.allow_in_sample:
         raise KdError(
             f"{len(in_sample)} train samples have in-sample teacher probabilities: confident learning needs "
-            f"out-of-sample ones. Run {reteach_command(teacher_run, teacher.config, folds=5)}, or pass --allow-in-sample"
+            f"out-of-sample ones. Run {reteach_command(teacher_run, teacher.config, folds=teacher_folds(train.labels))}, or pass --allow-in-sample"
         )
     votes = [_student_votes(store, run, name, train.ids, allow_in_sample=cfg.allow_in_sample) for name in cfg.student_votes]
     named: dict[int, str] = {}  # one student given twice (STAGE and RUN:STAGE, or a repeated option) would vote twice
@@ -360,7 +360,7 @@ def in_sample_warnings(store: Store, run: str, cfg: DetectConfig, inputs: Detect
              else f"{inputs.in_sample} of {len(inputs.train.ids)}")
     return [f"--allow-in-sample: {share} train samples were scored by a teacher that learned their labels: its "
             "probabilities lean toward them, wrong ones included, so it flags fewer than an out-of-fold teacher would; "
-            f"{reteach_command(teacher_run, store.find_stage(teacher_run, 'teach').config, folds=5)} gives one"] + votes
+            f"{reteach_command(teacher_run, store.find_stage(teacher_run, 'teach').config, folds=teacher_folds(inputs.train.labels))} gives one"] + votes
 
 
 TFIDF_FOLDS = 5
@@ -371,6 +371,12 @@ def tfidf_folds(labels: np.ndarray) -> int:
     fewer samples than that (stratified folds put each class in every fold)."""
     present = np.unique(labels)
     return min(TFIDF_FOLDS, int(np.bincount(labels)[present].min())) if len(present) else TFIDF_FOLDS
+
+
+def teacher_folds(labels: np.ndarray) -> int:
+    """The ``kd teach --folds`` a detection's advice names: 5, fewer when a train class has fewer samples
+    (kd teach refuses more folds than its smallest class has samples; 2 at least, whose refusal explains one of 1)."""
+    return max(2, tfidf_folds(labels))
 
 
 def only_classes(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -392,10 +398,12 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None, done:
     out = _replaced_teacher(store, run, stage) + _replaced_votes(store, run, stage)
     if not m.get("train_samples"):
         return out
+    # (nor advised where detect refuses it: a train class of one sample, a rare news topic, has no out-of-fold TF-IDF opinion)
+    single = min((v for k, v in m.items() if k.startswith("train_samples[") and v > 0), default=2) < 2
     overall = noise.reliability_warnings(
         flagged=int(m.get("flagged", 0) if changes is None else changes), samples=int(m["train_samples"]),
         accuracy=m.get("oof_accuracy"), majority=m.get("majority_rate"),  # absent in stores older than these figures
-        tfidf_member=bool((stage.config or {}).get("tfidf_member")), in_sample=bool(m.get("in_sample")), changes=changes is not None,
+        tfidf_member=bool((stage.config or {}).get("tfidf_member")) or single, in_sample=bool(m.get("in_sample")), changes=changes is not None,
         done=done,
     )
     if overall:  # (a teacher weak over all: each class's share would say it again)
@@ -441,7 +449,7 @@ def _replaced_teacher(store: Store, run: str, detect_stage: Stage) -> list[str]:
     if _in_sample_teacher(store, now) and not (detect_stage.config or {}).get("allow_in_sample"):
         # (that detect would be refused: the new teacher learned the train labels it would judge)
         redetect = (f"the new one learned the train labels it would judge (no --folds), so a detection refuses it: "
-                    f"{reteach_command(teacher_run, now.config, folds=5)}, then `{redetect_command(run, detect_stage, store)}`")
+                    f"{reteach_command(teacher_run, now.config, folds=teacher_folds(store.samples(splits=['train'], labeled=True).labels))}, then `{redetect_command(run, detect_stage, store)}`")
     return [f"the teacher of run {teacher_run!r} was replaced after this detection ran (kd teach --overwrite): its issues "
             f"are the old teacher's; {redetect}"]
 

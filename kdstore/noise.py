@@ -388,7 +388,8 @@ def reliability_warnings(
     tenth of the way from always answering the majority class to a perfect score (5 points on a
     balanced binary task, 0.5 on a 95 % majority) flag mostly their own errors; more than ``max_fraction`` of the
     labels flagged is, for a corpus someone labeled with care, the sign of a weak model.
-    ``tfidf_member``: the detection had the TF-IDF member already (the advice leaves it out);
+    ``tfidf_member``: the detection had the TF-IDF member already, or cannot take it (a train class of one
+    sample): the advice leaves it out;
     ``in_sample``: its probabilities are of a teacher that learned these labels (``--allow-in-sample``);
     ``changes``: ``flagged`` counts the label changes a clean plans (said "would change", not "flagged");
     with ``done``, changes it has made (said "changed", once the clean is done).

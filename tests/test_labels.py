@@ -3381,3 +3381,33 @@ def test_the_rejects_an_overwrite_takes_over_are_read_in_blocks_of_ids(db):
             assert stage.config["undone_issues"][str(issue.id)]["sample_id"] == issue.sample_id
     finally:
         store.close()
+
+
+def test_an_in_sample_teacher_is_sent_to_a_folds_count_its_smallest_train_class_allows(tmp_path, error_line):
+    """A news-topic store whose rarest train class has 3 samples: detect with a teacher of no folds said to run
+    `kd teach ... --folds 5 --overwrite` (its refusal and its --allow-in-sample warning), which kd teach then refused:
+    "--folds 5: every class needs at least 5 train samples, and 'mid' (3) has fewer". It names --folds 3."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10 + ["mid"] * 3)
+    store = Store.open(db)
+    with store.session() as s, s.begin():
+        s.get(Stage, 1).config = {"classes": ["pos", "neg", "mid"], "model": "/m"}
+        s.execute(text("DELETE FROM sample_folds"))
+    store.close()
+    line = error_line(kd("labels", "detect", "--run", "r", "--db", db, ok=False))
+    assert "in-sample teacher probabilities" in line and "`kd teach --run r --model /m --folds 3 --overwrite`" in line, line
+    allowed = kd("labels", "detect", "--run", "r", "--allow-in-sample", "--db", db)
+    assert "`kd teach --run r --model /m --folds 3 --overwrite`" in allowed.stderr, allowed.stderr
+    assert "--folds 5" not in allowed.stderr
+
+
+def test_a_weak_teacher_warning_names_the_tfidf_member_only_where_detect_takes_it(tmp_path):
+    """A weak teacher's warning said "train a stronger teacher (or detect with --tfidf-member)" on a store with a
+    train class of one sample (a rare news topic), where `kd labels detect --tfidf-member` is refused ("class 'mid'
+    has 1 train sample ... leave --tfidf-member out"): the advice is left out there, kept where it runs."""
+    lonely = _hand_made_teacher(tmp_path / "lonely.db", ["pos", "neg"] * 10 + ["mid"])
+    said = kd("labels", "detect", "--run", "r", "--db", lonely).stderr
+    assert "stronger teacher before cleaning" in said and "--tfidf-member" not in said, said
+    kd("labels", "detect", "--run", "r", "--tfidf-member", "--overwrite", "--db", lonely, ok=False)
+    pairs = _hand_made_teacher(tmp_path / "pairs.db", ["pos", "neg"] * 10 + ["mid"] * 2)
+    said = kd("labels", "detect", "--run", "r", "--db", pairs).stderr
+    assert "stronger teacher (or detect with --tfidf-member) before cleaning" in said, said
