@@ -17,6 +17,7 @@ from kdstore.ingest import (FORMATS, IngestOptions, add_records, detect_format, 
 from kdstore.names import SPLITS
 from kdstore.progress import working
 from kdstore.store import class_id_hint, label_id_note
+from kdstore.wording import first_few
 
 from .common import CELL_BREAKS, SHOWN_CONTROLS, SQL_INT_MAX, TABLE_ROWS, KdPath, binary_stdin, console, counted, file_note, home_path, json_option, open_store, print_json, print_json_items, print_rows, store_options
 
@@ -256,7 +257,7 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         # (a file's own "source" column or key is in meta: `--where "source = 'jd'"` listed an empty table, no word why)
         held = store.sources(splits=[split] if split else SPLITS, labeled=False)
         if held:
-            listed = ", ".join(f"{src!r} ({n})" for src, n in list(held.items())[:5]) + (", ..." if len(held) > 5 else "")
+            listed = first_few(f"{src!r} ({n})" for src, n in held.items())
             click.echo(f"note: no sample matches --where {condition!r}; the samples' sources are {listed} (the file each came "
                        "from, or its --source; a file's own columns are in meta: meta->>'source' reads one)", err=True)
     more = bool(limit) and len(rows) > limit

@@ -35,6 +35,7 @@ from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout, layer_map as student_layer_map
 from kdstore.store import label_id_note
 from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, check_labels, config_dict as teach_config, score_missing, train_teacher, unscored_labeled, unscored_to_learn
+from kdstore.wording import first_few
 from kdstore.torchutil import DEVICES, pick_device
 
 from .common import FLOAT, KdPath, file_note, json_option, open_store, overwrite_option, print_json, resolve_runs, run_option, store_options
@@ -287,7 +288,7 @@ def _missed_note(stage: dict, store=None) -> str | None:
                 if train.get(name, 0.0) and name not in dict(missed)]
     if not missed and not on_train:
         return None
-    shown = lambda found: ", ".join(f"{name!r} (0 of {n})" for name, n in found[:5]) + (", ..." if len(found) > 5 else "")  # noqa: E731
+    shown = lambda found: first_few(f"{name!r} (0 of {n})" for name, n in found)  # noqa: E731
     said = [f"on dev the model got no sample of class {shown(missed)} right" if missed else "",
             f"{'nor' if missed else 'the model got no'} train sample of class {shown(on_train)} right"
             f"{' (out of fold)' if int(cfg.get('folds') or 0) > 1 else ''}" if on_train else ""]
@@ -891,7 +892,7 @@ def _warn_one_class_dev(store, labels: tuple[str, ...] = (), where: str | None =
         trained = {names[int(c)]: 1 for c in set(store.samples(splits=["train"], labeled=True, where=where).labels.tolist())}
     unjudged = [c for c, n in trained.items() if c != "(none)" and n and c not in dev and (not labels or c in labels)]
     if len(dev) > 1 and unjudged:  # (a rare class whose few samples all went to train)
-        shown = ", ".join(map(repr, unjudged[:5])) + (", ..." if len(unjudged) > 5 else "")
+        shown = first_few(map(repr, unjudged))
         # (not left out: an epoch that answers such a class on dev counts it at an F1 of 0, as kd report does)
         it = "it" if len(unjudged) == 1 else "them"
         _warn(f"no labeled dev sample of class {shown}: dev macro-F1, which picks the epoch kept, cannot judge {it} "

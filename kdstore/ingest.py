@@ -29,6 +29,7 @@ from .progress import progress
 from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks, class_of_id
 from .textfile import HEADER_WORDS, TEXT_NAMES, _line_end, decode
 from .textkey import text_hash, unseen
+from .wording import first_few
 
 FORMATS = ("tsv", "csv", "jsonl")
 MAX_LABEL = 200  # classes.name holds this many characters (PostgreSQL refuses more)
@@ -118,9 +119,8 @@ def numbered_classes(name: str, report: IngestReport, classes: Sequence[str]) ->
         return []  # (star ratings 1..5: no order makes them ids 0..4)
     if all(int(n) == i for i, n in numbered):
         return []
-    shown = ", ".join(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered[:5]))
-    more = ", ..." if len(numbered) > 5 else ""
-    return [f"{name}: classes named by numbers got other ids (in the order first read): {shown}{more}: kd names them right, "
+    shown = first_few(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered))
+    return [f"{name}: classes named by numbers got other ids (in the order first read): {shown}: kd names them right, "
             "but its ids (`kd classes --export`, an export's logits) are not the numbers; to pin them, ingest into a new store "
             "with --classes FILE naming them in id order (0, 1, ... one a line)"]
 

@@ -32,6 +32,7 @@ from .errors import KdError
 from .migrate import db_option, ensure_current
 from .names import SPLITS
 from .schema import AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
+from .wording import first_few
 
 # figures under "all" that measure a stage's model (kept only while its folder is): speed.measure's,
 # the teacher's scoring rate, record_artifact's size, the counted parameters and FLOPs
@@ -710,7 +711,7 @@ def sources_hint(store: Store, where: str | None, splits: Sequence[str]) -> str:
     held = store.sources(splits=splits)
     if not held:
         return ""
-    shown = ", ".join(f"{src!r} ({n})" for src, n in list(held.items())[:5]) + (", ..." if len(held) > 5 else "")
+    shown = first_few(f"{src!r} ({n})" for src, n in held.items())
     return f"; the labeled samples' sources are {shown} (the file each came from, or its --source; a file's own columns are in meta)"
 
 
@@ -731,9 +732,8 @@ def label_id_note(where: str | None, names: list[str], *, by_name: bool = True) 
     numbered = [(i, n) for i, n in enumerate(names) if re.fullmatch(r"[+-]?[0-9]+", n.strip())]
     if not any(int(n) != i for i, n in numbered):
         return None
-    shown = ", ".join(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered[:5]))
-    more = ", ..." if len(numbered) > 5 else ""
-    return f"--where compares label_id, a class id, not its name: class {shown}{more} (kd classes){label}"
+    shown = first_few(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered))
+    return f"--where compares label_id, a class id, not its name: class {shown} (kd classes){label}"
 
 
 # the marks a Chinese input method types for SQL's quotes, parentheses and operators

@@ -2524,6 +2524,10 @@ def test_classes_named_by_ids_that_get_other_ids_are_warned_of(invoke, write_fil
     assert warnings[0].startswith("train.tsv: classes named by numbers got other ids (in the order first read): "
                                   "'1' has id 0, '0' id 1"), warnings[0]
     assert "--classes" in warnings[0] and "\n" not in warnings[0]
+    # (of more numbers than it names, it counts the rest: ", ..." said nothing of how many)
+    write_file("seven.tsv", "".join(f"{k}\t第{k}类的文本\n" for k in range(6, -1, -1)))
+    seven = invoke(["ingest", "seven.tsv"], db=str(tmp_path / "seven.db")).stderr
+    assert "'6' has id 0, '5' id 1, '4' id 2, '3' id 3, '2' id 4 and 2 more: kd names them right" in seven, seven
     write_file("stars.tsv", "5\t很好\n1\t很差\n3\t一般\n")
     assert invoke(["ingest", "stars.tsv"], db=str(tmp_path / "stars.db")).stderr == ""
     write_file("ids.txt", "0\n1\n")
