@@ -34,7 +34,8 @@ def stratified_folds(labels: np.ndarray, k: int, *, seed: int, class_names: Sequ
         which = ", ".join(f"{class_names[c]!r} ({n})" if class_names is not None else f"id {c} ({n})" for c, n in small)
         fewest = min(n for _, n in small)
         # (a class of one sample fits no number of folds: "use fewer folds" was advice that cannot be followed)
-        advice = (f"use --folds {fewest} or fewer" if fewest >= 2 else
+        # (nor "--folds 2 or fewer" where 2 is the only number: --folds 1 is refused)
+        advice = (f"use --folds {fewest} or fewer" if fewest > 2 else "use --folds 2" if fewest == 2 else
                   "no number of folds splits a class of 1 sample: add train samples of it, or relabel or drop it (`kd labels set`)")
         raise KdError(f"--folds {k}: every class needs at least {k} train samples, and {which} {'has' if len(small) == 1 else 'have'} fewer: {advice}")
     rng = np.random.default_rng(seed)
