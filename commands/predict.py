@@ -199,6 +199,13 @@ def _name_the_student(store, run: str, which: str, chosen: str) -> None:
     latest: a weaker one trained last answered, and nothing said which)."""
     if which != "student":
         return
+    from kdstore.runs import PARKED
+
+    base, parked, _ = chosen.rpartition(PARKED)
+    if parked:  # (a killed or running --overwrite: the old model answers, under a name the user never typed)
+        click.echo(f"note: --model student is {chosen!r}, the one an --overwrite of {base!r} is replacing (not yet succeeded): "
+                   "it answers until then", err=True)
+        return
     students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"]
     others = [s.name for s in students if s.name != chosen]
     if others:

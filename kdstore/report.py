@@ -411,6 +411,21 @@ def chosen_rows(stage: dict) -> str | None:
     return f"learned from the rows {' and '.join(chosen)} {'selects' if len(chosen) == 1 else 'select'}" if chosen else None
 
 
+def parked_base(stage: dict) -> str | None:
+    """``NAME`` of a stage parked as ``NAME~parked-ID`` by an ``--overwrite`` (no name a user gives holds a
+    ``~``); None for any other."""
+    from .runs import PARKED
+
+    base, _, tail = stage["name"].rpartition(PARKED)
+    return base if base and tail.isdigit() else None
+
+
+def parked_note(stage: dict) -> str:
+    """What a parked model is, as ``kd predict`` says it of the name being replaced."""
+    return (f"the one an --overwrite is replacing: it gets its name back if the replacement fails; "
+            f"until then, `--model {stage['name']}` (kd predict, kd export) serves it")
+
+
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     model (``model``: a student's kind, a teacher's ``--model``), the figures that compare them, the test samples they were measured on (``test_n``) and the labels
@@ -437,13 +452,18 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
 
     rows = []
     for run in dict.fromkeys(runs):
-        stages = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")
-                  and "~" not in st["name"]]  # (a replaced or parked attempt is history, not a model)
+        every = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")]
+        # (a replaced or failed attempt is history, not a model; a parked one is the model served while its
+        # --overwrite runs, or was killed, and no stage of its name has succeeded)
+        serving = {st["name"] for st in every if parked_base(st) is not None and st["status"] == "succeeded"
+                   and not any(o["name"] == parked_base(st) and o["status"] == "succeeded" for o in every)}
+        stages = [st for st in every if "~" not in st["name"] or st["name"] in serving]
         # the teacher first, then its students as they were made (one retrained by --overwrite was listed among them)
         models = sorted((st for st in stages if st["status"] == "succeeded"), key=lambda st: st["kind"] != "teach")
         rows.extend(row(run, stage, stage["metrics"], "; ".join(filter(None, (trained_on_dev(stage, store), other_classes(store, stage),
                                                                               gone_teachers(stage), stale_teachers(stage), chosen_rows(stage),
-                                                                              larger_than_teacher(store, stage))))
+                                                                              larger_than_teacher(store, stage),
+                                                                              parked_note(stage) if stage["name"] in serving else None)))
                         or None) for stage in models)
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)

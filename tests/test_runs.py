@@ -1528,6 +1528,28 @@ def test_compare_notes_a_student_larger_than_its_teacher(store, invoke):
     assert said == ["size: " + notes["distill-textcnn"], "size: " + notes["distill-bigru"]]  # (one run's report too)
 
 
+def test_compare_lists_the_parked_model_an_overwrite_is_replacing(store, invoke):
+    """`kd distill --overwrite` running (or killed with -9): the old student waits as NAME~parked-ID and is
+    the model kd predict and kd export serve, but --compare left it out as history and showed only its
+    replacement, running or dead, with no figures: the run's usable model was nowhere in the table."""
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        store.add_metrics(st.id, "test", {"accuracy": 0.7, "n": 2})
+    with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={"student": "textcnn"}) as st:
+        store.add_metrics(st.id, "test", {"accuracy": 0.8, "n": 2})
+    old = st.id
+    with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={"student": "textcnn"}, overwrite=True) as st:
+        rows = {r["stage"]: r for r in invoke.json(["report", "--compare", "r1"])}
+        parked = rows.get(f"distill-textcnn~parked-{old}")
+        assert parked is not None, list(rows)
+        assert parked["status"] == "succeeded" and parked["test_accuracy"] == 0.8 and parked["model"] == "textcnn"
+        assert f"until then, `--model distill-textcnn~parked-{old}` (kd predict, kd export) serves it" in parked["note"]
+        assert rows["distill-textcnn"]["status"] == "running" and rows["distill-textcnn"]["test_accuracy"] is None
+        assert f"distill-textcnn~parked-{old}" in invoke(["report", "--compare", "r1"]).stdout
+        store.add_metrics(st.id, "test", {"accuracy": 0.9, "n": 2})
+    # replaced: the old one is history again, out of the table
+    assert [(r["stage"], r["test_accuracy"]) for r in invoke.json(["report", "--compare", "r1"])] == [("teach", 0.7), ("distill-textcnn", 0.9)]
+
+
 def test_report_of_missing_run(store, invoke, error_line):
     result = invoke(["report", "--run", "nope"], ok=False)
     assert "no run 'nope'" in error_line(result)
