@@ -23,7 +23,7 @@ from .errors import KdError
 from .names import model_source
 from .runs import _any_edits, _crashed, _edits_not_undone, _live_edits, process_state, remove_empty_store_folder, running_by, stage_folder, unchecked_why
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
-from .serving import EXPORT_KINDS, default_export_dir, exports_of
+from .serving import export_dirs, exports_of
 from .store import Store, recorded_folder
 
 
@@ -88,8 +88,9 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             exports += own
             mixed += other
             # at its default place, an export of the model an --overwrite replaced (or another program's folder): kept, and said
-            defaults = (default_export_dir(run_folder, st.name, fmt) for fmt in EXPORT_KINDS)
-            earlier += [f for f in defaults if f.is_dir() and not f.is_symlink() and f not in own and f not in other]
+            earlier += [f for f in export_dirs(run_folder, st.name) if f.is_dir() and not f.is_symlink()]
+        # (not one that another stage deleted owns: a parked stage's export is at the place its name's stage looks too)
+        earlier = list(dict.fromkeys(f for f in earlier if f not in exports and f not in mixed))
         report["exports"] = [str(f) for f in exports]
         report["warnings"] += [f"{f} is an export of a stage {'this would delete' if dry_run else 'deleted now'}, kept: "
                                "it holds files kd export did not write" for f in mixed]

@@ -10,6 +10,7 @@ code, torch (for ONNX) or transformers (unless the manifest asks for its tokeniz
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 from pathlib import Path
@@ -68,13 +69,20 @@ def default_export_dir(run_folder: Path, stage_name: str, fmt: str) -> Path:
     return Path(run_folder) / f"export-{stage_name}-{fmt}"
 
 
+def export_dirs(run_folder: Path, stage_name: str) -> list[Path]:
+    """The default places (``default_export_dir``) of a stage's exports, of each format, and those kd export
+    wrote while the stage waited as ``NAME~parked-ID`` (an ``--overwrite`` running, or killed: its name back since)."""
+    folder = Path(run_folder)
+    return [path for fmt in EXPORT_KINDS for path in (default_export_dir(folder, stage_name, fmt),
+                                                        *sorted(folder.glob(f"export-{glob.escape(stage_name)}~parked-*-{fmt}")))]
+
+
 def exports_of(run_folder: Path, run: str, stage_name: str, artifact_sha256: str | None) -> tuple[list[Path], list[Path]]:
-    """The exports of one model stage at their default place (``default_export_dir``), a folder whose
-    manifest names this run, stage and model (its sha256): ``(only files the export wrote, others
-    put there too)``, the second not the stage's to remove (nor another model's export, left out)."""
+    """The exports of one model stage at their default places (``export_dirs``), a folder whose
+    manifest names this run, stage (or the name it had parked) and model (its sha256): ``(only files the export
+    wrote, others put there too)``, the second not the stage's to remove (nor another model's export, left out)."""
     found, mixed = [], []
-    for fmt in EXPORT_KINDS:
-        folder = default_export_dir(run_folder, stage_name, fmt)
+    for folder in export_dirs(run_folder, stage_name):
         if folder.is_symlink() or not folder.is_dir():
             continue
         try:
@@ -83,7 +91,10 @@ def exports_of(run_folder: Path, run: str, stage_name: str, artifact_sha256: str
             listed = set(manifest.get("files") or {}) | {MANIFEST}
         except (KdError, AttributeError, TypeError):
             continue
-        if (manifest.get("run"), stage.get("name"), stage.get("artifact_sha256")) != (run, stage_name, artifact_sha256):
+        named = stage.get("name")
+        if (manifest.get("run"), stage.get("artifact_sha256")) != (run, artifact_sha256) or not (
+                named == stage_name or (isinstance(named, str) and named.startswith(f"{stage_name}~parked-")
+                                        and folder.name.startswith(f"export-{named}-"))):
             continue
         own = all(p.relative_to(folder).as_posix() in listed for p in folder.rglob("*") if p.is_file() or p.is_symlink())
         (found if own else mixed).append(folder)

@@ -1222,6 +1222,24 @@ def test_runs_delete_names_an_export_of_a_replaced_model_it_keeps(built, tmp_pat
     assert any(w.startswith(f"{old} is kept: it is at the export place of a stage this would delete") for w in dry["warnings"])
 
 
+def test_runs_delete_removes_an_export_made_while_its_stage_was_parked(built, tmp_path):
+    """``kd export`` of a stage parked by an ``--overwrite`` (killed, or running) writes RUN/export-NAME~parked-ID-FORMAT;
+    once the replacement failed and the stage had its name back, ``kd runs delete`` looked for RUN/export-NAME-FORMAT
+    alone and left that folder behind for good, serving a model the store no longer has, without a word."""
+    db = tmp_path / "kd.db"
+    with sqlite3.connect(built) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    rename = lambda old, new: sqlite3.connect(db).execute("UPDATE stages SET name = ? WHERE name = ?", (new, old)).connection.commit()  # noqa: E731
+    rename("distill-textcnn", "distill-textcnn~parked-99")  # (as an --overwrite that is running, or was killed, leaves it)
+    parked = Path(kd_export("--run", RUN, "--model", "distill-textcnn~parked-99", "--format", "torchscript", "--db", str(db)).stdout.strip())
+    assert parked.name == "export-distill-textcnn~parked-99-torchscript"
+    rename("distill-textcnn~parked-99", "distill-textcnn")  # (the replacement failed: the stage has its name back)
+    dry = json.loads(kd("runs", "delete", "--run", RUN, "--stage", "distill-textcnn", "--dry-run", "--json", "--db", str(db)).stdout)
+    assert dry["exports"] == [str(parked)], dry
+    kd("runs", "delete", "--run", RUN, "--stage", "distill-textcnn", "--yes", "--db", str(db))
+    assert not parked.exists()
+
+
 def test_exporting_again_over_an_export_of_a_replaced_model_says_it_is_stale(built, tmp_path, error_line):
     """After ``kd distill --overwrite``, ``kd export`` of the stage without ``--overwrite`` found its
     default folder holding the export of the model replaced since and said only "already holds an
