@@ -315,6 +315,20 @@ def bounded(fallback, texts: list[str], *, max_len: int) -> tuple[list[list[int]
     return ids, cut
 
 
+def word_marker_ids(token_to_id, unk_id: int | None) -> list[int]:
+    """The id of SentencePiece's word-start marker ``▁`` as a token of its own (an XLM-R's reads "😀" as
+    ``▁ <unk>``): no text of its own, so no token of the text for ``unknown_only``; none where the
+    vocabulary lacks it (``token_to_id``: a tokenizer's, giving ``None`` or ``unk_id`` for a token it lacks)."""
+    i = token_to_id("\u2581")
+    return [] if i is None or i == unk_id else [int(i)]
+
+
+def non_text_ids(tokenizer) -> list[int]:
+    """The ids of a Hugging Face ``tokenizer`` that hold no text of their own, for ``unknown_only``: its special
+    tokens and SentencePiece's bare word marker (``word_marker_ids``)."""
+    return [*tokenizer.all_special_ids, *word_marker_ids(tokenizer.convert_tokens_to_ids, tokenizer.unk_token_id)]
+
+
 def unknown_only(ids, unk_id: int | None, special_ids: Sequence[int] = ()) -> list[bool]:
     """Per row of ``ids``: whether it has text tokens (every id but ``special_ids``, ``unk_id`` aside) and
     each is ``unk_id``, a text of which the vocabulary holds nothing (an emoji-only review for a

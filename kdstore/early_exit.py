@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .batching import bucketed_batches, count_cut, encode, encode_flagged, encode_packed, iter_padded, lengths_of, pad, sorted_batches, spread_by_length
-from .char_encoder import unknown_only
+from .char_encoder import non_text_ids, unknown_only
 from .errors import KdError
 from .exit_speed import exit_shares, share_metrics
 from .jsonl import is_number, is_whole
@@ -924,6 +924,6 @@ class EarlyExitPredictor:
         ids, cut = self.encode(texts)
         logits, self.last_layers = self.logits_and_layers(texts, batch_size=batch_size, ids=ids)
         found = answers(softmax(logits), self.class_names)
-        unknown = unknown_only(ids, self.tokenizer.unk_token_id, self.tokenizer.all_special_ids)
+        unknown = unknown_only(ids, self.tokenizer.unk_token_id, non_text_ids(self.tokenizer))
         return [{**a, "truncated": c, "unknown": u, "layer": int(k), "layers": self.model.num_layers}
                 for a, c, u, k in zip(found, cut, unknown, self.last_layers)]

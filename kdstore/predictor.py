@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .batching import encode_flagged, encode_packed, iter_padded, lengths_of, sorted_batches, spread_by_length
-from .char_encoder import unknown_only
+from .char_encoder import non_text_ids, unknown_only
 from .errors import KdError
 from .folds import fold_count
 from .jsonl import is_whole
@@ -290,5 +290,5 @@ class Predictor:
             return []
         ids, cut = self.encode(texts)
         found = answers(softmax(self.logits(texts, batch_size=batch_size, ids=ids)), self.class_names)
-        unknown = unknown_only(ids, self.tokenizer.unk_token_id, self.tokenizer.all_special_ids)
+        unknown = unknown_only(ids, self.tokenizer.unk_token_id, non_text_ids(self.tokenizer))
         return [{**a, "truncated": c, "unknown": u} for a, c, u in zip(found, cut, unknown)]

@@ -20,7 +20,7 @@ import numpy as np
 
 from .char_encoder import CharEncoder
 from .char_encoder import encode_flagged as chars_or_tokenizer
-from .char_encoder import unknown_only
+from .char_encoder import non_text_ids, unknown_only, word_marker_ids
 from .errors import KdError
 from .jsonl import is_whole
 from .probs import answers, softmax
@@ -134,8 +134,10 @@ class _Tokenizer:
             self._chars = CharEncoder.for_backend(self._cut)
             unk = getattr(self._cut.model, "unk_token", None)  # (a byte-level BPE has none)
             self.unk_id = None if unk is None else self._cut.token_to_id(unk)
+            if unk is None and type(self._cut.model).__name__ == "Unigram":  # (a SentencePiece one names it by id alone)
+                self.unk_id = _unigram_unk_id(path)
             added = getattr(self._cut, "get_added_tokens_decoder", dict)()  # (tokenizers >= 0.15; before it: none known, no text marked)
-            self.special_ids = [i for i, t in added.items() if t.special]
+            self.special_ids = [i for i, t in added.items() if t.special] + word_marker_ids(self._cut.token_to_id, self.unk_id)
         elif runtime == "transformers":
             try:
                 from transformers import AutoTokenizer
@@ -147,7 +149,8 @@ class _Tokenizer:
             except (OSError, ValueError) as exc:
                 raise KdError(f"cannot load the tokenizer in {directory}: {_first_line(exc)}") from None
             self._chars = CharEncoder.for_tokenizer(self._hf)
-            self.unk_id, self.special_ids = self._hf.unk_token_id, self._hf.all_special_ids
+            self.unk_id = self._hf.unk_token_id
+            self.special_ids = non_text_ids(self._hf)
         else:
             raise KdError(f"unknown tokenizer runtime {runtime!r} in {MANIFEST}")
 
@@ -350,6 +353,16 @@ def _torchscript_runner(path: Path, device: str):
         return out.float().cpu().numpy()
 
     return run
+
+
+def _unigram_unk_id(path: Path) -> int | None:
+    """The unknown token's id of the Unigram (SentencePiece) model in the tokenizer.json ``path``: the
+    tokenizers library's Python object does not give it; ``None`` where the file names none."""
+    try:
+        unk = json.loads(path.read_text(encoding="utf-8"))["model"].get("unk_id")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return unk if isinstance(unk, int) and not isinstance(unk, bool) else None
 
 
 def _first_line(exc: BaseException) -> str:

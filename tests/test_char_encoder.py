@@ -239,3 +239,15 @@ def test_unknown_only_marks_rows_whose_every_text_token_is_unknown():
     assert unknown_only(rows, None, [pad, cls, sep]) == [False] * 6  # (a byte-level BPE has no unknown token)
     assert unknown_only([[unk, cls]], unk) == [False]  # (no special ids given: cls reads as a text token)
     assert unknown_only([], unk, [cls]) == []
+
+
+def test_word_marker_ids_names_sentencepieces_bare_marker_as_no_text():
+    """An XLM-R reads "😀" as ``▁ <unk>``: the bare marker holds no text, so the row is all unknown."""
+    from kdstore.char_encoder import word_marker_ids
+
+    vocab = {"<unk>": 3, "\u2581": 6, "好": 9}
+    lookup = lambda unk: (lambda token: vocab.get(token, unk))  # noqa: E731 (a tokenizer gives its unknown id, or None)
+    assert word_marker_ids(lookup(3), 3) == [6]
+    assert unknown_only([[0, 6, 3, 2], [0, 6, 9, 2]], 3, [0, 2, *word_marker_ids(lookup(3), 3)]) == [True, False]
+    del vocab["\u2581"]
+    assert word_marker_ids(lookup(3), 3) == [] and word_marker_ids(lookup(None), 3) == []  # (a BERT vocabulary: none)

@@ -1293,6 +1293,41 @@ def test_artifact_says_which_texts_its_vocabulary_holds_nothing_of(cnn_onnx):
                                        "its answer says nothing of its text"]
 
 
+def test_a_sentencepiece_teachers_all_unknown_texts_are_marked_in_the_store_and_its_export(tmp_path):
+    """An XLM-R style teacher (SentencePiece Unigram) reads an emoji-only text as ``▁ <unk>``: the word-start
+    marker standing alone made it a text token, so the text was ``"unknown": false`` from the store's model;
+    its export, whose tokenizer.json names the Unigram's unknown token by id, marked no text at all."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaTokenizerFast
+
+    rng = random.Random(3)
+    files = {split: write_tsv(tmp_path / f"{split}.tsv", labeled_rows(rng, n)) for split, n in (("train", 24), ("dev", 8))}
+    chars = sorted({c for p in files.values() for line in p.read_text(encoding="utf-8").splitlines() for c in line.split("\t")[1]})
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("<mask>", 0.0), ("\u2581", -2.0)] + [(c, -5.0) for c in chars]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=3))
+    backend.normalizer, backend.pre_tokenizer, backend.decoder = normalizers.NFKC(), pre_tokenizers.Metaspace(), decoders.Metaspace()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                           special_tokens=[("<s>", 0), ("</s>", 2)])
+    tok = XLMRobertaTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                  pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
+    assert tok.convert_ids_to_tokens(tok("😀")["input_ids"]) == ["<s>", "\u2581", "<unk>", "</s>"]
+    model = tmp_path / "tiny-xlmr"
+    XLMRobertaForSequenceClassification(XLMRobertaConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=66, num_labels=2, pad_token_id=tok.pad_token_id)).save_pretrained(model)
+    tok.save_pretrained(model)
+    db = str(tmp_path / "kd.db")
+    for split, path in files.items():
+        kd("ingest", str(path), "--split", split, "--db", db)
+    kd("teach", "--run", "spm", "--model", str(model), "--epochs", "1", "--max-len", "32", "--db", db)
+    lines = "很好\n😀😀\n🙂 🎉\n好😀\n"
+    store = [json.loads(l)["unknown"] for l in kd("predict", "--run", "spm", "--model", "teacher", "--json", "--db", db, input=lines).stdout.splitlines()]
+    assert store == [False, True, True, False]
+    out = Path(kd_export("--run", "spm", "--model", "teacher", "--format", "torchscript", "--out", str(tmp_path / "ts"), "--db", db).stdout.strip())
+    served = [json.loads(l)["unknown"] for l in kd("predict", "--artifact", str(out), "--json", input=lines).stdout.splitlines()]
+    assert served == store
+
+
 def test_a_full_disk_while_saving_a_torchscript_model_is_one_line_not_an_abort(tmp_path):
     """``torch.jit.save`` onto a full disk aborted the whole process (``terminate called after throwing
     an instance of 'c10::Error'``, exit 134), leaving its hidden folder beside --out. (``/dev/full``:
