@@ -518,7 +518,7 @@ class _Cuts:
         for kind, one, many in self._kinds():
             found, told = getattr(self, kind), self.told[kind]
             n, rest = found.count - told, found.first[told:]
-            if n == 1 and not told:
+            if n == 1:  # (one more after the first: "1 more of 30 lines: ... their answers say ... (lines 5)" read as several)
                 click.echo(f"warning: {one(rest[0])}", err=True)
             elif n:
                 shown = ", ".join(map(str, rest[:10])) + (", ..." if n > 10 else "")

@@ -2810,6 +2810,17 @@ def test_predict_names_texts_of_unknown_tokens_in_one_warning(capsys):
     _emit(Unknowing(), [(n, "😀😀" if n % 3 == 0 else "好") for n in range(1, 10)], 8, False)
     assert capsys.readouterr().err == ("warning: 3 of 9 lines: the model's vocabulary holds none of their tokens (all unknown): "
                                        "their answers say nothing of their texts (lines 3, 6, 9)\n")
+    # one more after the first (stdin names the first at once): said as one line, not as "1 more of 9 lines: their answers"
+    from commands.predict import _Cuts
+
+    cuts = _Cuts(8)
+    _emit(Unknowing(), [(1, "😀"), (2, "好")], 8, False, cuts)
+    cuts.warn_first()
+    _emit(Unknowing(), [(3, "好"), (4, "😀😀")], 8, False, cuts)
+    cuts.warn()
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: line 1: the model's vocabulary holds none of its tokens (all unknown): its answer says nothing of its text",
+        "warning: line 4: the model's vocabulary holds none of its tokens (all unknown): its answer says nothing of its text"]
 
 
 def test_predict_file_is_answered_part_by_part_with_one_warning_for_cut_lines(monkeypatch, capsys):
@@ -2956,7 +2967,7 @@ def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monk
     spaced.write_text("很好\n\n太差\n\n\n还行\n", encoding="utf-8")
     out = kd(*args, str(spaced))
     assert out.stderr == "warning: 3 empty lines skipped (lines 2, 4, 5)\n" and len(out.stdout.splitlines()) == 6
-    assert kd(*args, input="很好\n\n\n太差\n").stderr == "warning: line 2: empty text, skipped\nwarning: 1 more empty line skipped (line 3)\n"
+    assert kd(*args, input="很好\n\n\n太差\n").stderr == "warning: line 2: empty text, skipped\nwarning: line 3: empty text, skipped\n"
 
 
 def test_predict_s_hint_cuts_a_text_first_tsv_s_text_column_not_its_labels(tmp_path, monkeypatch):
