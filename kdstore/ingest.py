@@ -26,10 +26,9 @@ from .jsonl import RepeatedKey, has_surrogate, loads_strict
 from .names import SPLITS
 from .schema import KdClass, Sample
 from .progress import progress
-from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks, class_of_id
+from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks, class_ids_shown, class_of_id, numbered_classes
 from .textfile import HEADER_WORDS, TEXT_NAMES, _line_end, decode
 from .textkey import text_hash, unseen
-from .wording import first_few
 
 FORMATS = ("tsv", "csv", "jsonl")
 MAX_LABEL = 200  # classes.name holds this many characters (PostgreSQL refuses more)
@@ -110,17 +109,16 @@ def rare_new_classes(name: str, report: IngestReport, classes: Sequence[str], la
     return out
 
 
-def numbered_classes(name: str, report: IngestReport, classes: Sequence[str]) -> list[str]:
+def misnumbered_classes(name: str, report: IngestReport, classes: Sequence[str]) -> list[str]:
     """A warning where the ingest added classes named by whole numbers that could be their own ids (the
     Baidu tool's labels, 0..K-1) and one got another id, in the order first read: class '1' id 0, '0' id 1
     (``classes``: the store's names in id order, after it)."""
-    numbered = [(i, n) for i, n in enumerate(classes) if n.isascii() and n.isdigit()]
-    if not any(n in report.new_classes for _, n in numbered) or not all(int(n) < len(classes) for _, n in numbered):
+    numbered = numbered_classes(classes)
+    if not any(n in report.new_classes for _, n in numbered) or not all(0 <= int(n) < len(classes) for _, n in numbered):
         return []  # (star ratings 1..5: no order makes them ids 0..4)
     if all(int(n) == i for i, n in numbered):
         return []
-    shown = first_few(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered))
-    return [f"{name}: classes named by numbers got other ids (in the order first read): {shown}: kd names them right, "
+    return [f"{name}: classes named by numbers got other ids (in the order first read): {class_ids_shown(numbered)}: kd names them right, "
             "but its ids (`kd classes --export`, an export's logits) are not the numbers; to pin them, ingest into a new store "
             "with --classes FILE naming them in id order (0, 1, ... one a line)"]
 

@@ -729,11 +729,20 @@ def label_id_note(where: str | None, names: list[str], *, by_name: bool = True) 
     if value is not None and not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):  # (a number in quotes: read as that id)
         which = f": class {value!r} has id {names.index(value)} (kd classes)" if value in names else " (kd classes lists their ids)"
         return f"--where compares label_id, a class id, with the string {value!r}{which}{label}"
-    numbered = [(i, n) for i, n in enumerate(names) if re.fullmatch(r"[+-]?[0-9]+", n.strip())]
+    numbered = numbered_classes(names)
     if not any(int(n) != i for i, n in numbered):
         return None
-    shown = first_few(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered))
-    return f"--where compares label_id, a class id, not its name: class {shown} (kd classes){label}"
+    return f"--where compares label_id, a class id, not its name: class {class_ids_shown(numbered)} (kd classes){label}"
+
+
+def numbered_classes(names: Sequence[str]) -> list[tuple[int, str]]:
+    """``(id, name)`` of the classes named by a whole number, which a reader may take for their ids."""
+    return [(i, n) for i, n in enumerate(names) if re.fullmatch(r"[+-]?[0-9]+", n.strip())]
+
+
+def class_ids_shown(numbered: Sequence[tuple[int, str]]) -> str:
+    """``"'1' has id 0, '0' id 1"``: the first few ``(id, name)`` pairs, and a count of the rest."""
+    return first_few(f"{n!r} has id {i}" if k == 0 else f"{n!r} id {i}" for k, (i, n) in enumerate(numbered))
 
 
 # the marks a Chinese input method types for SQL's quotes, parentheses and operators
