@@ -15,7 +15,7 @@ from rich.text import Text
 
 from kdstore.deletion import delete_stages
 from kdstore.plots import write_plots
-from kdstore.report import compare, larger_than_teacher, other_classes, run_report, runs_overview
+from kdstore.report import compare, larger_than_teacher, other_classes, parked_note, run_report, runs_overview, serving_parked
 from kdstore.store import moved_store_advice
 
 from .common import CONFIG_ERROR, KdPath, console, counted, json_option, open_store, print_json, resolve_runs, run_option, store_options
@@ -293,6 +293,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         return
     out = console()
     out.print(f"[bold]run {escape(data['run'])}[/]")
+    serving = serving_parked(data["stages"])
     for st in data["stages"]:
         style = _STATUS_STYLE.get(st["status"], "")
         dur = "" if st["duration_s"] is None else f", {st['duration_s']:.1f} s"
@@ -301,6 +302,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{gone}{dur}{by}")
         if st["error"]:
             out.print(f"  error: {one_line(st['error'])}", markup=False)
+        if st["name"] in serving:  # (as kd report --compare notes it: "succeeded" alone read as history)
+            out.print(f"  parked: {parked_note(st)}", markup=False)
         if st["artifact_found"] is False:  # (its figures stand; predict, export and a student's --init need the folder)
             host = f" ({st['host']})" if st["host"] else ""
             # (as kd predict says it: where this store looks for it, when that is not where it was recorded)

@@ -420,6 +420,13 @@ def parked_base(stage: dict) -> str | None:
     return base if base and tail.isdigit() else None
 
 
+def serving_parked(stages: list[dict]) -> set[str]:
+    """The names of the parked stages among a run's ``stages`` that are the models served: succeeded, and
+    no stage of the name their ``--overwrite`` is replacing has succeeded (it runs, or was killed)."""
+    return {st["name"] for st in stages if parked_base(st) is not None and st["status"] == "succeeded"
+            and not any(o["name"] == parked_base(st) and o["status"] == "succeeded" for o in stages)}
+
+
 def parked_note(stage: dict) -> str:
     """What a parked model is, as ``kd predict`` says it of the name being replaced."""
     return (f"the one an --overwrite is replacing: it gets its name back if the replacement fails; "
@@ -455,8 +462,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
         every = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")]
         # (a replaced or failed attempt is history, not a model; a parked one is the model served while its
         # --overwrite runs, or was killed, and no stage of its name has succeeded)
-        serving = {st["name"] for st in every if parked_base(st) is not None and st["status"] == "succeeded"
-                   and not any(o["name"] == parked_base(st) and o["status"] == "succeeded" for o in every)}
+        serving = serving_parked(every)
         stages = [st for st in every if "~" not in st["name"] or st["name"] in serving]
         # the teacher first, then its students as they were made (one retrained by --overwrite was listed among them)
         models = sorted((st for st in stages if st["status"] == "succeeded"), key=lambda st: st["kind"] != "teach")

@@ -1545,9 +1545,13 @@ def test_compare_lists_the_parked_model_an_overwrite_is_replacing(store, invoke)
         assert f"until then, `--model distill-textcnn~parked-{old}` (kd predict, kd export) serves it" in parked["note"]
         assert rows["distill-textcnn"]["status"] == "running" and rows["distill-textcnn"]["test_accuracy"] is None
         assert f"distill-textcnn~parked-{old}" in invoke(["report", "--compare", "r1"]).stdout
+        # kd report --run says it too ("succeeded" alone read as history)
+        assert (f"  parked: the one an --overwrite is replacing: it gets its name back if the replacement fails; until then, "
+                f"`--model distill-textcnn~parked-{old}` (kd predict, kd export) serves it") in invoke(["report", "--run", "r1"]).stdout
         store.add_metrics(st.id, "test", {"accuracy": 0.9, "n": 2})
     # replaced: the old one is history again, out of the table
     assert [(r["stage"], r["test_accuracy"]) for r in invoke.json(["report", "--compare", "r1"])] == [("teach", 0.7), ("distill-textcnn", 0.9)]
+    assert "parked:" not in invoke(["report", "--run", "r1"]).stdout
 
 
 def test_report_of_missing_run(store, invoke, error_line):
