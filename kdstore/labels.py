@@ -1613,11 +1613,13 @@ def discard_failed(store: Store, stage_id: int) -> str | None:
 def stages_trained_on(store: Store, clean_stage_id: int, *, kinds: tuple[str, ...] = ("teach", "distill")) -> list[str]:
     """The teach and distill stages (``RUN/NAME``; or the stages of ``kinds``: detect, for the
     detections that judged them) whose labels had the edits of clean stage ``clean_stage_id`` in force
-    (their ``labels_stage_ids``): an undo leaves them trained on labels that are no longer the store's."""
+    (their ``labels_stage_ids``): an undo leaves them trained on labels that are no longer the store's.
+    A stage still running (a distill started after the clean) read them too, recorded as it started."""
     with store.session() as s:
-        rows = s.execute(select(Run.uniqid, Stage.name, Stage.config).join(Run, Run.id == Stage.run_id)
-                         .where(Stage.kind.in_(kinds), Stage.status == "succeeded").order_by(Stage.id)).all()
-    return [f"{run}/{name}" for run, name, config in rows if clean_stage_id in ((config or {}).get("labels_stage_ids") or ())]
+        rows = s.execute(select(Run.uniqid, Stage).join(Run, Run.id == Stage.run_id)
+                         .where(Stage.kind.in_(kinds), Stage.status.in_(("succeeded", "running"))).order_by(Stage.id)).all()
+    return [f"{run}/{st.name}" for run, st in rows if clean_stage_id in ((st.config or {}).get("labels_stage_ids") or ())
+            and (st.status == "succeeded" or process_state(st) is not False)]  # (not one a killed process left running)
 
 
 def rejudge_warning(store: Store, detections: list[str]) -> str:

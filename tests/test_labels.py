@@ -2840,6 +2840,27 @@ def test_undo_warns_of_the_detections_that_judged_the_labels_it_reverts(tmp_path
     assert f"warning: {said}" in out.stderr
 
 
+def test_undo_warns_of_a_stage_still_training_on_the_labels_it_reverts(tmp_path):
+    """A distill started after a clean (its labels read, recorded on the stage) and still running when
+    that clean was undone: the undo named the finished stages trained on those labels, not the running
+    one, which then ended without a word about them."""
+    import socket
+
+    from kdstore.runs import this_process
+
+    db = _hand_made_teacher(tmp_path / "kd.db", ["pos", "neg"] * 10)
+    kd("labels", "set", "--run", "r", "1=neg", "--db", db)
+    store = _open(db)
+    edit = store.find_stage("r", "edit-1")
+    with store.write_session("stages") as s:  # as a kd distill leaves it while it trains, its labels read
+        s.add(Stage(run_id=edit.run_id, kind="distill", name="distill-textcnn", status="running", host=socket.gethostname(),
+                    process=this_process(), config={"labels_stage_ids": [edit.id]}))
+    store.close()
+    done = json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)
+    assert done["trained_on_it"] == ["r/distill-textcnn"]
+    assert done["warnings"][0].startswith("r/distill-textcnn trained on the labels this undo reverted")
+
+
 def _flagged_rejected_then_detected_again(tmp_path: Path) -> str:
     """A store whose run ``r`` flagged its first detection's issues (``fl``), had a reviewer reject
     them all (so ``fl``'s flags stand and the detection may be replaced), then detected again. (The
