@@ -11,11 +11,12 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from kdstore.errors import InterruptedAfterRecord, KdError, make_folder, write_whole
+from kdstore.errors import InterruptedAfterRecord, KdError, Terminated, make_folder, write_whole
 from kdstore.ingest import (FORMATS, IngestOptions, add_records, detect_format, format_class_file, label_key, lookalike_of, parse, rare_new_classes,
                             misnumbered_classes, read_class_file)
 from kdstore.names import SPLITS
 from kdstore.progress import working
+from kdstore.runs import SignalGuard
 from kdstore.store import class_id_hint, label_id_note
 from kdstore.wording import first_few
 
@@ -65,23 +66,27 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         classes_file=classes_file,
         source=source if source is not None else ("stdin" if path == "-" else Path(path).name),
     )
-    # (500k pool lines: some 9 s of parsing before the hashing bar, a pool of millions minutes with nothing shown)
-    with working(f"reading {name}", unit="rows", disable=len(data) < READ_BAR_FROM) as done:
-        try:
-            records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing
-        except KeyboardInterrupt:
-            raise InterruptedAfterRecord(f"interrupted: nothing of {name} was stored (it was being read); run it again") from None
-        except KdError as exc:  # (its line named the data file only: a config file's format or columns, never typed, went unsaid)
-            raise click.ClickException(str(exc) + _reading_options_note(str(exc))) from None
-        done(len(records))
-    store = open_store(db, create=True)
-    before = store.last_sample_id()
+    guard = SignalGuard()  # a kill (SIGTERM, SIGHUP) raises as Ctrl-C does: one line saying what was stored (it said nothing)
     try:
-        report = add_records(store, records, name, opts)
-    except KeyboardInterrupt:  # (click said only "Aborted!": whether any of the file was stored went unsaid)
-        after = store.last_sample_id()
-        raise InterruptedAfterRecord(f"interrupted: nothing of {name} was stored (an ingest is one transaction); run it again"
-                                     if after == before else f"interrupted once {name} was stored ({after - before:,} samples added)") from None
+        # (500k pool lines: some 9 s of parsing before the hashing bar, a pool of millions minutes with nothing shown)
+        with working(f"reading {name}", unit="rows", disable=len(data) < READ_BAR_FROM) as done:
+            try:
+                records = parse(data, name, opts)  # before the store is touched: a bad file creates nothing
+            except (KeyboardInterrupt, Terminated) as exc:
+                raise _stopped(exc, f"nothing of {name} was stored (it was being read); run it again") from None
+            except KdError as exc:  # (its line named the data file only: a config file's format or columns, never typed, went unsaid)
+                raise click.ClickException(str(exc) + _reading_options_note(str(exc))) from None
+            done(len(records))
+        store = open_store(db, create=True)
+        before = store.last_sample_id()
+        try:
+            report = add_records(store, records, name, opts)
+        except (KeyboardInterrupt, Terminated) as exc:  # (click said only "Aborted!": whether any of the file was stored went unsaid)
+            after = store.last_sample_id()
+            raise _stopped(exc, f"nothing of {name} was stored (an ingest is one transaction); run it again"
+                           if after == before else f"after {name} was stored ({after - before:,} samples added)") from None
+    finally:
+        guard.close()
     counts = store.counts()
     labeled = sum(n for per in counts.values() for c, n in per.items() if c != "(none)")
     warnings = [*rare_new_classes(name, report, store.class_names(), labeled),
@@ -115,6 +120,11 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         out.print(f"  {counted(made, 'conflict')} with {'a text' if made == 1 else 'texts'} `kd distill --augment` made, which "
                   f"{'stays' if made == 1 else 'stay'} unlabeled: ingest labeled files before distilling with --augment", markup=False)
     out.print(counts_table(counts, store.class_names(), out.width, dropped=store.dropped_count()))
+
+
+def _stopped(exc: BaseException, said: str) -> BaseException:
+    """Ctrl-C's or a kill's one line: ``"interrupted: SAID"`` or ``"terminated (SIGTERM): SAID"``."""
+    return InterruptedAfterRecord(f"interrupted: {said}") if isinstance(exc, KeyboardInterrupt) else Terminated(f"{exc}: {said}")
 
 
 def _reading_options_note(message: str) -> str:

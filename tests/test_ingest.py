@@ -1653,6 +1653,30 @@ def test_a_ctrl_c_in_the_middle_of_an_ingest_says_nothing_was_stored(invoke, wri
     assert len(read_samples()) == 2
 
 
+def test_a_kill_in_the_middle_of_an_ingest_says_nothing_was_stored(invoke, write_file, read_samples, monkeypatch, error_line):
+    """`kill` (SIGTERM) of an ingest ended it with exit status 143 and not a word, where Ctrl-C says that
+    nothing of the file was stored: a kill raises as Ctrl-C does, and says so in one line."""
+    import os
+    import signal
+
+    import kdstore.ingest as ingest_mod
+
+    write_file("good.tsv", GOOD)
+    invoke(["ingest", "good.tsv"])
+    real = ingest_mod.bulk_insert
+
+    def killed(conn, table, columns, rows, **kwargs):
+        real(conn, table, columns, list(rows)[:1], **kwargs)  # (one row written, then the kill)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    write_file("more.tsv", "".join(f"pos\tmore row {i}\n" for i in range(20)))
+    monkeypatch.setattr(ingest_mod, "bulk_insert", killed)
+    line = error_line(invoke(["ingest", "more.tsv"], ok=False))
+    assert line == "Error: terminated (SIGTERM): nothing of more.tsv was stored (an ingest is one transaction); run it again", line
+    assert [r["text"] for r in read_samples()] == ["already here one", "already here two"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # (the handler of the ingest put back)
+
+
 def test_ingest_into_a_folder_that_is_a_file_says_so(tmp_path, invoke, write_file, error_line):
     """--db notes.txt/kd.db, notes.txt a file: SQLite's "unable to open database file" was all it said."""
     write_file("train.tsv", GOOD)
