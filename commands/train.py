@@ -481,15 +481,32 @@ def _unlearned(stage: dict, store=None) -> list[str]:
     return []
 
 
-def _majority_note(run: str, stage: dict) -> str | None:
-    """A model no better on dev than always answering its most frequent class: what to say, and what to try."""
+def _learned_dev(stage: dict) -> tuple[dict, dict[str, float], str]:
+    """``(figures, support, note)``: a model's dev figures and class counts, of the classes it learned where it
+    learned some only (a teacher's --label or --where, a class with no train sample left): its dev figures count the
+    others' rows as errors, which it could not answer ('mid', 60% of dev, was "always answering" it); ``note`` says so."""
     m = stage["metrics"].get("dev") or {}
     support = class_support(m)
+    cfg = stage.get("config") or {}
+    learned = cfg.get("learned_classes")
+    if learned is None and stage["kind"] in ("teach", "distill") and cfg.get("student") != "early-exit":  # (a student, or an older teacher)
+        learned = [k for k, n in _learned_support({**stage, "config": cfg})[1].items() if n] or None
+    if not learned or not set(support) - set(learned) or not all(f"recall[{k}]" in m for k in learned if k in support):
+        return m, support, ""
+    support = {k: v for k, v in support.items() if k in learned}
+    total = sum(support.values())
+    m = {**m, "accuracy": sum(m[f"recall[{k}]"] * v for k, v in support.items()) / total if total else None}
+    return m, support, f" on the dev samples of the classes it learned ({', '.join(k for k, v in support.items() if v)})"
+
+
+def _majority_note(run: str, stage: dict) -> str | None:
+    """A model no better on dev than always answering its most frequent class: what to say, and what to try."""
+    m, support, on = _learned_dev(stage)
+    cfg = stage.get("config") or {}
     weak = hardly_beats_majority(m.get("accuracy"), support) if support else None
     if weak is None:
         return None
     name, share = weak
-    cfg = stage.get("config") or {}
     full = m.get("accuracy@0")  # an early exit's own full model (the teacher): where it learned, the exits lost it
     if cfg.get("student") == "early-exit" and full is not None and hardly_beats_majority(full, support) is None:
         speed = (stage["metrics"].get("all") or {}).get("speed")
@@ -517,7 +534,7 @@ def _majority_note(run: str, stage: dict) -> str | None:
            + (f" (now {lr:g})" if lr is not None else "")
            if _labels_alone(cfg) else
            "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in dict.fromkeys(cfg.get("teacher_runs") or [run])) + "), then --epochs")
-    return (f"dev accuracy {m['accuracy']:.1%} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
+    return (f"dev accuracy {m['accuracy']:.1%}{on} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
             f"the model has learned next to nothing; {fix}")
 
 
@@ -1473,11 +1490,15 @@ def _warn_weak_teachers(store, runs) -> None:
     for r in dict.fromkeys(resolve_run_id(r) for r in runs):
         if not _has_teacher(store, r):
             continue
-        dev = {m.name: m.value for m in store.metrics(store.find_stage(r, "teach").id) if m.split == "dev"}
-        weak = hardly_beats_majority(dev.get("accuracy"), class_support(dev))
+        teacher = store.find_stage(r, "teach")
+        figures: dict[str, dict] = {}
+        for m in store.metrics(teacher.id):
+            figures.setdefault(m.split, {})[m.name] = m.value
+        dev, support, on = _learned_dev({"kind": "teach", "metrics": figures, "config": teacher.config or {}})
+        weak = hardly_beats_majority(dev.get("accuracy"), support)
         if weak:
             name, share = weak
-            _warn(f"the teacher of run {r!r} has learned next to nothing (dev accuracy {dev['accuracy']:.1%}, "
+            _warn(f"the teacher of run {r!r} has learned next to nothing (dev accuracy {dev['accuracy']:.1%}{on}, "
                   f"{versus_majority(dev['accuracy'], share)} always answering {name!r}, {share:.1%}): the soft targets it "
                   f"gives the student are near-uniform guesses; train it better first (`kd report --run {r}` shows it)")
 

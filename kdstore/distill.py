@@ -540,6 +540,9 @@ def distill(store: Store, stage: StageHandle, cfg: DistillConfig, dist: Dist = S
     (data, parts, dev, everything), labels = read_labeled(store, lambda: (
         *training_set(store, teachers, use_pool=cfg.unlabeled, augmented=augmented, where=cfg.where), store.samples(splits=["dev"], labeled=True),
         store.samples(include_dropped=True)))
+    # the dev rows of a class no labeled train row holds (its samples all dropped or relabeled away) judge no epoch, as
+    # a teacher's do not (teacher.training_rows): their loss only grows as the others are learned, and epoch 1 was kept
+    dev = dev.subset(np.isin(dev.labels, np.unique(data.labels[data.labels >= 0])))
     dist.agree("training rows", data, dev)
     dist.agree("samples to score", everything)
     dist.on_main(record_labels_state)(store, stage.id, {**labels, **started})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shlex
 from typing import Any
 
 import numpy as np
@@ -406,7 +407,7 @@ def chosen_rows(stage: dict) -> str | None:
     ``--where`` or ``--label``, a student's ``--where``): beside others, its figures are of another training set."""
     config = stage.get("config") or {}
     chosen = [f"--where {config['where']!r}" if config.get("where") else "",
-              f"--label {' --label '.join(config['labels'])}" if config.get("labels") else ""]
+              f"--label {' --label '.join(map(shlex.quote, config['labels']))}" if config.get("labels") else ""]
     chosen = [c for c in chosen if c]
     return f"learned from the rows {' and '.join(chosen)} {'selects' if len(chosen) == 1 else 'select'}" if chosen else None
 

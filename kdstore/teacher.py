@@ -585,7 +585,8 @@ def check_labels(labels: tuple[str, ...], names: list[str]) -> None:
 
 def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[SampleSet, SampleSet]:
     """``(train, dev)``: the labeled rows of ``cfg.splits`` matching ``--where``, and the dev rows
-    that judge the epochs (none when dev rows train); both limited to ``cfg.labels`` if given."""
+    that judge the epochs (none when dev rows train); both limited to ``cfg.labels`` if given, and dev to the
+    classes the train rows hold."""
     check_labels(cfg.labels, names)
     train = store.samples(splits=list(cfg.splits), labeled=True, where=cfg.where)
     keep = [names.index(name) for name in cfg.labels]
@@ -596,6 +597,9 @@ def training_rows(store: Store, cfg: TeachConfig, names: list[str]) -> tuple[Sam
     dev = store.samples(splits=["dev"], labeled=True) if "dev" not in train.splits else store.samples(ids=[])
     if cfg.labels:
         dev = dev.subset(np.isin(dev.labels, keep))
+    if len(train):  # nor the dev rows of a class no train row holds (its samples all dropped or relabeled away): never
+        # learned, their loss only grows as the others are, and the tie-break on dev loss kept the first epoch
+        dev = dev.subset(np.isin(dev.labels, np.unique(train.labels)))
     if len(train) == 0:
         query = [f"split {'/'.join(cfg.splits)}"]
         if cfg.where:

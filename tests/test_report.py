@@ -341,3 +341,13 @@ def test_a_learning_curve_of_a_stage_still_running_or_whose_process_is_gone_says
     plots.write_plots({"run": "r", "classes": ["x", "y"], "stages": stages}, tmp_path)
     assert titles == ["a: learning curve (running, process gone)", "b: learning curve (running)",
                       "c: learning curve (failed)", "d: learning curve"]
+
+
+def test_the_note_of_a_label_teacher_quotes_a_class_name_a_shell_would_split():
+    """`kd report --compare` said "learned from the rows --label pos --label 中 评 selects" of a teacher of
+    `--label pos --label '中 评'`: typed back as shown, the shell split '中 评' in two ('评' a stray argument)."""
+    from kdstore.report import chosen_rows
+
+    assert chosen_rows({"config": {"labels": ["pos", "中 评"]}}) == "learned from the rows --label pos --label '中 评' selects"
+    assert chosen_rows({"config": {"labels": ["pos", "neg"], "where": "id % 2 = 0"}}) == \
+        "learned from the rows --where 'id % 2 = 0' and --label pos --label neg select"

@@ -4372,6 +4372,27 @@ def test_a_majority_class_teacher_of_imbalanced_classes_is_told_of_class_weights
     assert "--class-weight" not in note("r1", {"kind": "teach", "metrics": {"dev": dev, "train": even}, "config": config})
 
 
+def test_a_label_teacher_is_judged_on_the_dev_samples_of_the_classes_it_learned():
+    """`kd teach --label pos --label neg` on a store whose dev holds 30 'mid' texts beside 10 pos and 10 neg:
+    a teacher right on every pos and neg dev text (test 100 %) was told "dev accuracy 40.0% is less than always
+    answering 'mid' (60.0%): the model has learned next to nothing", of a class it was told not to learn."""
+    from commands.train import _majority_note as note
+
+    dev = {"accuracy": 0.4, "support[pos]": 10, "support[neg]": 10, "support[mid]": 30,
+           "recall[pos]": 1.0, "recall[neg]": 1.0, "recall[mid]": 0.0}
+    config = {"model": "/m/tiny", "lr": 1e-3, "labels": ["pos", "neg"], "learned_classes": ["pos", "neg"]}
+    assert note("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": config}) is None
+    # one that answers 'neg' to every pos and neg text is still told, of the dev samples of its classes
+    weak = {**dev, "accuracy": 0.2, "recall[pos]": 0.0}
+    said = note("r1", {"kind": "teach", "metrics": {"dev": weak}, "config": config})
+    assert said.startswith("dev accuracy 50.0% on the dev samples of the classes it learned (pos, neg) is no more than always answering"), said
+    # a student (or a teacher) of a store whose 'mid' train samples were all relabeled away: the same
+    train = {"support[pos]": 60, "support[neg]": 30, "support[mid]": 0}
+    assert note("r1", {"kind": "distill", "metrics": {"dev": dev, "train": train}, "config": {"teacher_runs": ["r1"]}}) is None
+    assert note("r1", {"kind": "teach", "metrics": {"dev": dev, "train": train}, "config": {"model": "/m/tiny", "lr": 1e-3}}) is None
+    assert "learned next to nothing" in note("r1", {"kind": "distill", "metrics": {"dev": dev}, "config": {}})  # (no train figures: as before)
+
+
 def test_a_majority_class_teacher_is_in_its_json_warnings(sample_store, tiny_model):
     """A lent H200's teacher answered one class (52.6 %): kd teach said so on its text output only, and
     bench/, which reads --json, logged nothing. A script now finds it in the warnings too."""
@@ -4669,6 +4690,26 @@ def test_split_dev_whose_where_selects_dev_rows_of_other_labels_only_keeps_dev_a
     assert "--patience: not used" not in result.stderr
     store = Store.open(db)
     assert {m.name: m.value for m in store.metrics(_stage(sample_store, "mix", "teach").id) if m.split == "all"}["dev_samples"] == 20
+
+
+def test_dev_rows_of_a_class_with_no_train_sample_left_do_not_judge_the_epochs(sample_store, tiny_model):
+    """Every 'mid' train sample dropped (`kd labels set 7=drop ...`), its dev samples kept: they judged the
+    teacher's epochs, a class it could never answer. Their loss grows as it learns pos and neg, so the tie-break on
+    dev loss kept epoch 1 and --patience stopped it (dev macro-F1 flat at 0.11 over 4 epochs, where --label
+    pos --label neg, whose dev rows are limited so, learned to 1.0). Judged as --label judges: on its classes' rows."""
+    db = str(sample_store)
+    kd("ingest", str(write_tsv(sample_store.parent / "mid.tsv", [("mid", "不好不坏"), ("mid", "一般般吧"), ("mid", "还行一般")])), "--db", db)
+    kd("ingest", str(write_tsv(sample_store.parent / "mid-dev.tsv", [("mid", f"一般般的{i}") for i in range(7)])), "--split", "dev", "--db", db)
+    mids = [s["id"] for s in json.loads(kd("samples", "--split", "train", "--label", "mid", "--json", "--db", db).stdout)]
+    kd("labels", "set", "--run", "e", *[f"{i}=drop" for i in mids], "--db", db)
+    out = json.loads(kd("teach", "--run", "t", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db, "--json").stdout)
+    assert out["metrics"]["all"]["dev_samples"] == 20  # pos and neg's, not mid's 7
+    assert out["metrics"]["dev"]["n"] == 27  # (its stored dev figures still count every labeled row, mid's as errors)
+    # a student the same: each epoch's dev accuracy is of the 20 pos and neg rows (k/20), not of 27
+    out = json.loads(kd("distill", "--run", "t", "--epochs", "2", "--embed-dim", "8", "--num-filters", "4", "--db", db, "--json").stdout)
+    judged = [h["value"] for h in out["history"] if h["split"] == "dev" and h["name"] == "accuracy"]
+    assert judged and all(abs(a * 20 - round(a * 20)) < 1e-6 for a in judged), judged
+    assert out["metrics"]["dev"]["n"] == 27
 
 
 def test_a_class_the_teachers_where_or_label_leaves_out_is_an_unlearned_class(sample_store, tiny_model):
