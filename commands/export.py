@@ -38,6 +38,7 @@ def export(run, fmt, which, out, int8, overwrite, db, as_json):
       kd predict --artifact kd-artifacts/kd.db/r1/export-distill-textcnn-onnx reviews.txt
     """
     from kdstore.export import export_model, student_passed_over
+    from kdstore.report import classes_added
 
     try:
         store = open_store(db)
@@ -46,6 +47,9 @@ def export(run, fmt, which, out, int8, overwrite, db, as_json):
         if passed_over:
             click.echo(f"warning: {passed_over}", err=True)
         path, manifest = export_model(store, run, which=which, fmt=fmt, out=out, overwrite=overwrite, int8=int8)
+        added = classes_added(list(manifest["classes"]), store.class_names())
+        if added:  # (served by the export in silence: never the new class)
+            click.echo(f"warning: {manifest['stage']['name']} was {added}, which the export never answers", err=True)
     except (KdError, Terminated) as exc:  # also one line when the command is invoked outside the kd group
         raise click.ClickException(str(exc)) from None
     if as_json:

@@ -114,6 +114,11 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         check_file_model(store, run, which)
         predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=not typed("speed"))
         _name_the_student(store, run, which, predictor.stage_name)
+        from kdstore.report import classes_added
+
+        added = classes_added(list(predictor.class_names), store.class_names())
+        if added:  # (kd report said so; predict answered in silence, never the new class)
+            click.echo(f"warning: {predictor.stage_name} was {added}, which it never answers", err=True)
         _warn_first_layer_speed(predictor, typed("speed"))
     if path == "-":
         from kdstore.progress import silenced

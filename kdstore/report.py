@@ -356,8 +356,13 @@ def learned_dev(store: Store, teacher_id: int, splits: list[str]) -> bool:
 def other_classes(store: Store, stage: dict[str, Any]) -> str | None:
     """A note for a model stage trained before the store added a class (as ``kd report --run`` says it): its
     figures are over fewer classes than a model trained since; ``None`` otherwise, or where unknown."""
-    trained = trained_classes(store, stage["kind"], stage["config"])
-    added = [c for c in store.class_names() if trained is not None and c not in trained]
+    return classes_added(trained_classes(store, stage["kind"], stage["config"]), store.class_names())
+
+
+def classes_added(trained: list[str] | None, names: list[str]) -> str | None:
+    """``"trained on pos, neg; the store has since added mid"`` where the store's classes ``names`` hold some
+    that a model's ``trained`` do not (``None``: unknown); ``None`` otherwise."""
+    added = [c for c in names if trained is not None and c not in trained]
     return f"trained on {', '.join(trained)}; the store has since added {', '.join(added)}" if added else None
 
 

@@ -520,6 +520,11 @@ def test_predictions_of_a_model_older_than_a_new_class_are_refused_with_what_sto
     line = error_line(kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, ok=False))
     assert line.endswith("labels: once its teacher knows them, `kd distill --run r --student textcnn --name distill-textcnn --overwrite` (with the "
                          "options `kd report --run r` lists for it) retrains it; `kd predict` without --store serves it as it is"), line
+    # without --store it answers as it is, and says which class it never answers (kd report alone said so); its export too
+    said = kd("predict", "--run", RUN, "--model", "distill-textcnn", "--db", db, input="很好\n").stderr
+    assert "warning: distill-textcnn was trained on neg, pos; the store has since added neutral, which it never answers" in said, said
+    exported = kd_export("--run", RUN, "--model", "teach", "--format", "torchscript", "--out", str(tmp_path / "served"), "--db", db).stderr
+    assert "warning: teach was trained on neg, pos; the store has since added neutral, which the export never answers" in exported, exported
 
 
 def test_predicting_an_empty_file_says_so(built, tmp_path):

@@ -2929,10 +2929,13 @@ def _answering(monkeypatch, label: str) -> None:
     class Fixed:
         stage_name, max_len = "teach", 32
 
+        def __init__(self, class_names):
+            self.class_names = class_names  # (the store's: a model of every class)
+
         def predict(self, texts, batch_size):
             return [{"label": label, "confidence": 0.5, "truncated": False} for _ in texts]
 
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, *a, **k: Fixed()))
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, store, *a, **k: Fixed(store.class_names())))
 
 
 def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monkeypatch):
