@@ -293,7 +293,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         return
     out = console()
     out.print(f"[bold]run {escape(data['run'])}[/]")
-    serving = serving_parked(data["stages"])
+    parked = serving_parked(data["stages"])
     for st in data["stages"]:
         style = _STATUS_STYLE.get(st["status"], "")
         dur = "" if st["duration_s"] is None else f", {st['duration_s']:.1f} s"
@@ -302,7 +302,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         out.print(f"\n[bold]{escape(st['name'])}[/] ({st['kind']}) [{style}]{st['status']}[/]{gone}{dur}{by}")
         if st["error"]:
             out.print(f"  error: {one_line(st['error'])}", markup=False)
-        if st["name"] in serving:  # (as kd report --compare notes it: "succeeded" alone read as history)
+        if st["name"] in parked:  # (as kd report --compare notes it: "succeeded" alone read as history)
             out.print(f"  parked: {parked_note(st)}", markup=False)
         if st["artifact_found"] is False:  # (its figures stand; predict, export and a student's --init need the folder)
             host = f" ({st['host']})" if st["host"] else ""

@@ -90,7 +90,13 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             # at its default place, an export of the model an --overwrite replaced (or another program's folder): kept, and said
             earlier += [f for f in export_dirs(run_folder, st.name) if f.is_dir() and not f.is_symlink()]
         # (not one that another stage deleted owns: a parked stage's export is at the place its name's stage looks too)
-        earlier = list(dict.fromkeys(f for f in earlier if f not in exports and f not in mixed))
+        # (compared resolved: a stage with no model folder looks under the store's artifact root as --db spelled it)
+        listed, kept = {f.resolve() for f in exports + mixed}, []
+        for f in earlier:
+            if f.resolve() not in listed:
+                listed.add(f.resolve())
+                kept.append(f)
+        earlier = kept
         report["exports"] = [str(f) for f in exports]
         report["warnings"] += [f"{f} is an export of a stage {'this would delete' if dry_run else 'deleted now'}, kept: "
                                "it holds files kd export did not write" for f in mixed]

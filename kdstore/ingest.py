@@ -231,7 +231,7 @@ def allow_long_csv_fields() -> None:
 
 def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every non-blank row."""
-    _refuse_mostly_bare_cr(content, name)
+    _refuse_mostly_bare_cr(content, name, fmt)
     if fmt == "tsv":
         out = []
         # (split on "\n" alone, a file of old Mac line ends was one row, its lines run together into one text)
@@ -278,17 +278,25 @@ def _keep_bare_cr(content: str) -> tuple[str, bool]:
 
 _BARE_CR = re.compile(r"\r(?!\n)")
 _BARE_LF = re.compile(r"(?<!\r)\n")
+_CSV_QUOTED = re.compile(r'(?:^|(?<=[,\r\n]))"(?:[^"]|"")*"(?=[,\r\n]|$)')  # a quoted field, as the csv module reads one
 
 
-def _refuse_mostly_bare_cr(content: str, name: str) -> None:
+def _refuse_mostly_bare_cr(content: str, name: str, fmt: str) -> None:
     """Refuse a ``\\n`` file most of whose line ends are bare ``\\r`` (old Mac ones, a ``\\n`` added at the
     end or files joined): each bare ``\\r`` stays in its line, so a pool's lines ran together into one text
     unseen (a one-column file has no ragged row to tell). A few stray ones inside lines stay in their texts."""
     if "\n" not in content:
         return
-    cr, lf = content.count("\r") - content.count("\r\n"), content.count("\n")
+    # (not a text's own: a CSV's quoted cell holds its line breaks, and in a TSV of columns a row's \r ends a
+    # text beside a tab and begins one that has one: `pos<TAB>好\rneg<TAB>差`, not `pos<TAB>第一段\r第二段`)
+    seen = _CSV_QUOTED.sub(lambda m: " " * len(m.group()), content) if fmt == "csv" else content
+    ends = [m.start() for m in _BARE_CR.finditer(seen)]
+    if fmt == "tsv" and "\t" in seen:
+        ends = [i for i in ends if "\t" in seen[max(seen.rfind("\r", 0, i), seen.rfind("\n", 0, i)) + 1:i]
+                and "\t" in seen[i + 1:min((j for j in (seen.find("\r", i + 1), seen.find("\n", i + 1)) if j >= 0), default=len(seen))]]
+    cr, lf = len(ends), seen.count("\n")
     if cr > lf:
-        line = content.count("\n", 0, _BARE_CR.search(content).start()) + 1
+        line = content.count("\n", 0, ends[0]) + 1
         raise KdError(f"{name}: line {line}: {cr} bare carriage returns (\\r) against {lf} line end{'s' if lf > 1 else ''} in \\n: "
                       "old Mac line ends mixed with \\n ones (a line added, files joined)? make them all \\n (e.g. `mac2unix`)")
 

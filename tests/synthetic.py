@@ -134,8 +134,8 @@ def edit_labels(db: str, run: str, name: str, decisions: dict[int, str]) -> None
         store.close()
 
 
-def kill_9_inside_stage(db: str, folder: Path, *, run: str, inside: str = "", kind: str = "teach") -> str:
-    """A ``--overwrite`` stage of ``kind`` (teach) and ``run`` started in a child process, ``inside`` (Python lines
+def kill_9_inside_stage(db: str, folder: Path, *, run: str, inside: str = "", kind: str = "teach", name: str | None = None) -> str:
+    """A ``--overwrite`` stage of ``kind`` (teach), ``name`` (its kind's default) and ``run`` started in a child process, ``inside`` (Python lines
     indented four spaces, ``store``, ``st`` and ``numpy`` at hand) run in it, then the child killed
     with SIGKILL, as an OOM killer would: returns the killed stage's id."""
     import subprocess
@@ -147,7 +147,7 @@ def kill_9_inside_stage(db: str, folder: Path, *, run: str, inside: str = "", ki
         "from kdstore.runs import stage_scope\n"
         "from kdstore.store import Store\n"
         "store = Store.open(sys.argv[1])\n"
-        f"with stage_scope(store, run={run!r}, kind={kind!r}, config={{}}, overwrite=True) as st:\n"
+        f"with stage_scope(store, run={run!r}, kind={kind!r}, name={name!r}, config={{}}, overwrite=True) as st:\n"
         f"{inside}"
         "    print(st.id, flush=True)\n"
         "    time.sleep(120)\n",

@@ -1245,6 +1245,25 @@ def test_runs_delete_removes_an_export_made_while_its_stage_was_parked(built, tm
     assert not parked.exists()
 
 
+def test_runs_delete_dry_run_does_not_call_a_parked_export_it_deletes_kept(built, tmp_path):
+    """A `kd distill --overwrite` killed with -9, the old student exported as it waited parked: `kd runs delete
+    --stage NAME --dry-run` (a store given by a relative --db) listed that export among those it deletes, and warned
+    it was kept, "not an export of its model": the dead stage, which has no model folder, looked for it by another
+    spelling of the same folder."""
+    from synthetic import kill_9_inside_stage
+
+    shutil.copytree(built.parent, tmp_path / "copy")
+    db = "copy/kd.db"  # (relative: the test's working directory is tmp_path)
+    kd("distill", "--run", RUN, "--name", "fresh", *STUDENT_ARGS, "--db", db)  # (trained here: its folder recorded in the copy)
+    kill_9_inside_stage(db, tmp_path, run=RUN, kind="distill", name="fresh")
+    name = next(st["name"] for st in json.loads(kd("report", "--run", RUN, "--json", "--db", db).stdout)["stages"]
+                if st["name"].startswith("fresh~parked-"))
+    parked = Path(kd_export("--run", RUN, "--model", name, "--format", "torchscript", "--db", db).stdout.strip())
+    dry = json.loads(kd("runs", "delete", "--run", RUN, "--stage", "fresh", "--dry-run", "--json", "--db", db).stdout)
+    assert [Path(p).resolve() for p in dry["exports"]] == [parked.resolve()], dry
+    assert not [w for w in dry["warnings"] if parked.name in w], dry["warnings"]
+
+
 def test_exporting_again_over_an_export_of_a_replaced_model_says_it_is_stale(built, tmp_path, error_line):
     """After ``kd distill --overwrite``, ``kd export`` of the stage without ``--overwrite`` found its
     default folder holding the export of the model replaced since and said only "already holds an

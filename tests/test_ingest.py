@@ -834,6 +834,21 @@ def test_old_mac_line_ends_with_one_newline_added_are_refused_not_one_text(invok
     invoke(["ingest", "pool.txt", "--split", "unlabeled"])
 
 
+def test_texts_holding_more_bare_carriage_returns_than_rows_are_no_old_mac_lines(invoke, write_file, read_samples):
+    """Reviews whose paragraphs a bare \\r breaks, in a CSV's quoted cells or in the text column of a
+    label<TAB>text file, were refused as old Mac line ends once the \\r outnumbered the rows ("8 bare carriage
+    returns against 4 line ends"), though each row reads unambiguously (and was read before the refusal)."""
+    write_file("cr.csv", 'text,label\n"本本不错，\r散热好，\r到货快，\r很满意",pos\n"房间，\r气味大",neg\n"很好，\r很好",pos\n'.encode())
+    invoke(["ingest", "cr.csv"])
+    write_file("cr.tsv", "pos\t样子不错，\r配置强，\r很轻\nneg\t通风不好，\r气味大\n".encode())
+    invoke(["ingest", "cr.tsv"])
+    assert [r["text"] for r in read_samples()] == ["本本不错，\r散热好，\r到货快，\r很满意", "房间，\r气味大", "很好，\r很好",
+                                                   "样子不错，\r配置强，\r很轻", "通风不好，\r气味大"]
+    # (old Mac rows of two columns, a \n added at the end, are still refused)
+    write_file("mac.tsv", "pos\t很好\rneg\t很差\rpos\t不错\n".encode())
+    invoke(["ingest", "mac.tsv"], ok=False)
+
+
 def test_unlabeled_two_columns_drops_label(invoke, write_file, read_samples, read_classes):
     write_file("pool.tsv", "pos\tfirst text\nneg\tsecond text\n")
     invoke(["ingest", "pool.tsv", "--split", "unlabeled"])

@@ -1554,6 +1554,21 @@ def test_compare_lists_the_parked_model_an_overwrite_is_replacing(store, invoke)
     assert "parked:" not in invoke(["report", "--run", "r1"]).stdout
 
 
+def test_report_run_says_parked_after_a_teacher_whose_speed_it_shows(store, invoke):
+    """Every trained teacher has its speed measured: the report's speed line reused the name that held the parked
+    stages, so after it (the teacher comes first) no parked student got its `parked:` line."""
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        store.add_metrics(st.id, "all", {"latency_p50_ms": 3.0, "speed_threads": 1})
+    with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={"student": "textcnn"}) as st:
+        store.add_metrics(st.id, "all", {"latency_p50_ms": 1.0, "speed_threads": 1})
+    old = st.id
+    with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={"student": "textcnn"}, overwrite=True):
+        out = invoke(["report", "--run", "r1"]).stdout
+        assert "  speed: on the CPU, 1 torch thread" in out
+        assert f"  parked: the one an --overwrite is replacing: it gets its name back if the replacement fails; until then, " \
+               f"`--model distill-textcnn~parked-{old}` (kd predict, kd export) serves it" in out, out
+
+
 def test_report_of_missing_run(store, invoke, error_line):
     result = invoke(["report", "--run", "nope"], ok=False)
     assert "no run 'nope'" in error_line(result)
