@@ -7,6 +7,7 @@ train with early stopping on dev macro-F1, save the best model, score every samp
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import time
@@ -186,6 +187,18 @@ def load_classifier(path: str, class_names: list[str]):
             albert = " (a Chinese ALBERT's is a BERT vocabulary)" if kind == "albert" else ""  # (not said of a RoBERTa)
             hint = (f"its vocab.txt is not read for model type {kind!r}{albert}: "
                     'say {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json')
+            folder = Path(path).expanduser()
+            if (folder / "tokenizer.json").is_file():  # (transformers 5's BertTokenizerFast(vocab_file=...) saves one so, and
+                # a tokenizer_config.json that already names BertTokenizer: the hint above asked for what the folder said)
+                try:
+                    named = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+                except (OSError, ValueError, AttributeError):
+                    named = None
+                lines = (folder / "vocab.txt").read_text(encoding="utf-8", errors="replace").splitlines()
+                hint = (f"its tokenizer.json holds the special tokens alone, beside a vocab.txt of "
+                        f"{len({t.strip() for t in lines if t.strip()})} tokens: remove tokenizer.json, and vocab.txt is read"
+                        + ("" if named in ("BertTokenizer", "BertTokenizerFast")
+                           else ' (with {"tokenizer_class": "BertTokenizer"} in its tokenizer_config.json)'))
         raise KdError(f"model {path!r} has no tokenizer (its vocabulary is the {len(tokenizer.get_vocab())} special tokens alone): {hint}")
     trained, reorder = head_classes(config, class_names, path)
     own_pad = tokenizer.pad_token_id is not None

@@ -4771,6 +4771,36 @@ def test_a_chinese_albert_with_a_bert_vocab_txt_is_told_which_tokenizer_class_to
     assert model.config.model_type == "albert"
 
 
+def test_a_bert_whose_tokenizer_json_holds_the_special_tokens_alone_is_told_to_remove_it(sample_store, tiny_model, tmp_path):
+    """transformers 5's `BertTokenizerFast(vocab_file="vocab.txt").save_pretrained(folder)` writes a
+    tokenizer.json of the five special tokens beside the full vocab.txt, and a tokenizer_config.json
+    that already names BertTokenizer: kd told the user to say {"tokenizer_class": "BertTokenizer"},
+    which the folder says. The tokenizer.json is what transformers reads: without it, vocab.txt is."""
+    from kdstore.teacher import load_classifier
+
+    bert = tmp_path / "my_bert"
+    shutil.copytree(tiny_model, bert)
+    tokenizer_json = json.loads((bert / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = tokenizer_json["model"]["vocab"]
+    (bert / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer_json["model"]["vocab"] = {t: i for i, t in enumerate(specials)}
+    tokenizer_json["added_tokens"] = [a for a in tokenizer_json["added_tokens"] if a["content"] in specials]
+    for a in tokenizer_json["added_tokens"]:
+        a["id"] = specials.index(a["content"])
+    (bert / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False), encoding="utf-8")
+    config = json.loads((bert / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (bert / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "BertTokenizer"}), encoding="utf-8")
+    result = kd("teach", "--run", "tj", "--model", str(bert), "--max-len", "32", "--db", str(sample_store), ok=False)
+    assert result.output.strip().splitlines() == [
+        f"Error: model {str(bert)!r} has no tokenizer (its vocabulary is the 5 special tokens alone): "
+        f"its tokenizer.json holds the special tokens alone, beside a vocab.txt of {len(vocab)} tokens: "
+        "remove tokenizer.json, and vocab.txt is read"]
+    (bert / "tokenizer.json").unlink()
+    tokenizer, model = load_classifier(str(bert), ["pos", "neg"])
+    assert len(tokenizer.get_vocab()) == len(vocab)
+
+
 def test_a_roberta_with_a_bert_vocab_txt_is_told_the_tokenizer_class_without_a_word_of_albert(sample_store, tiny_model, tmp_path):
     """A RoBERTa-type folder holding a BERT vocab.txt (no vocab.json, no merges.txt) got the ALBERT
     hint word for word: "(a Chinese ALBERT's is a BERT vocabulary)", of a model that is no ALBERT.
