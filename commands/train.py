@@ -491,7 +491,8 @@ def _learned_dev(stage: dict) -> tuple[dict, dict[str, float], str]:
     learned = cfg.get("learned_classes")
     if learned is None and stage["kind"] in ("teach", "distill") and cfg.get("student") != "early-exit":  # (a student, or an older teacher)
         learned = [k for k, n in _learned_support({**stage, "config": cfg})[1].items() if n] or None
-    if not learned or not set(support) - set(learned) or not all(f"recall[{k}]" in m for k in learned if k in support):
+    # (not where no dev row is of another class: a class of test samples alone left its figure as it was, said to be of some)
+    if not learned or not any(v for k, v in support.items() if k not in learned) or not all(f"recall[{k}]" in m for k in learned if k in support):
         return m, support, ""
     support = {k: v for k, v in support.items() if k in learned}
     total = sum(support.values())
