@@ -638,11 +638,12 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     # or a stage is recorded (its texts handed to the stage, not read twice)
     digests: dict[str, str] = {}
     corpus = read_corpus(cfg.corpus, digests)
-    if not corpus and not len(store.samples(splits=cfg.splits or None, include_dropped=True, where="parent_id IS NULL", limit=1)):
+    first = store.samples(splits=cfg.splits or None, include_dropped=True, where="parent_id IS NULL", limit=2).texts  # (any 2 tell)
+    if not corpus and not first:
         # (refused by the stage: a failed stage, and a run, on record for a split with no text)
         of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
         raise KdError(f"the store has no texts{of} to pre-train on: ingest some text first" + (" (or leave --split out)" if cfg.splits else ""))
-    check_enough_texts(store.samples(splits=cfg.splits or None, include_dropped=True, where="parent_id IS NULL", limit=2).texts, corpus, cfg)
+    check_enough_texts(first, corpus, cfg)
     with process_group(device) as dist:
         if overwrite:
             _before_replacing(store, run, "pretrain", warn=dist.is_main)

@@ -5423,28 +5423,15 @@ def test_predict_store_while_an_overwrite_replaces_the_student_is_refused_in_pla
                 assert out.output.startswith(f"Error: stage {parked!r} of run 'r' is the one an --overwrite is replacing: "), out.output
                 assert "not valid" not in out.output and len(out.output.splitlines()) == 1, out.output
             assert not [s for s in store.stages_of("r") if s.kind == "predict"]
-            raise RuntimeError("the replacement fails")
-    kd("predict", "--run", "r", "--store", "--db", db)  # the student back under its name: stored
-    assert [s.name for s in store.stages_of("r") if s.kind == "predict"] == ["predict-distill-textcnn"]
-
-
-def test_predict_names_the_parked_student_it_serves_while_an_overwrite_replaces_it(taught_store):
-    """`kd distill --overwrite` running, or killed (kill -9): `kd predict --run r` served the parked old
-    student, the run's one succeeded distill stage, without a word, to a user who took the answers for the
-    new student's."""
-    from kdstore.runs import stage_scope
-
-    db = str(taught_store)
-    kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "16", "--num-filters", "8", "--max-len", "32", "--db", db)
-    store = Store.open(db)
-    with pytest.raises(RuntimeError, match="the replacement fails"):
-        with stage_scope(store, run="r", kind="distill", name="distill-textcnn", config={}, overwrite=True):
-            [parked] = [s.name for s in store.stages_of("r") if "~parked-" in s.name]
+            # without --store it serves the parked student, and says so (it did without a word, to a user who took the
+            # answers for the new student's, as while a killed --overwrite waits)
             out = kd("predict", "--run", "r", "--db", db, input="这个很好\n")
             assert len(out.stdout.splitlines()) == 1
             assert f"note: --model student is {parked!r}, the one an --overwrite of 'distill-textcnn' is replacing" in out.stderr, out.stderr
             raise RuntimeError("the replacement fails")
     assert "note:" not in kd("predict", "--run", "r", "--db", db, input="这个很好\n").stderr  # its name back: nothing to say
+    kd("predict", "--run", "r", "--store", "--db", db)  # the student back under its name: stored
+    assert [s.name for s in store.stages_of("r") if s.kind == "predict"] == ["predict-distill-textcnn"]
 
 
 def test_logits_only_whose_teacher_an_overwrite_parks_as_it_loads_says_so(taught_store, tmp_path, monkeypatch):
