@@ -15,7 +15,7 @@ from rich.text import Text
 
 from kdstore.deletion import delete_stages
 from kdstore.plots import write_plots
-from kdstore.report import compare, larger_than_teacher, other_classes, parked_note, run_report, runs_overview, serving_parked
+from kdstore.report import LEADING_FIGURES, compare, larger_than_teacher, other_classes, parked_note, run_report, runs_overview, serving_parked
 from kdstore.store import moved_store_advice
 
 from .common import CONFIG_ERROR, KdPath, console, counted, json_option, open_store, print_json, resolve_runs, run_option, store_options
@@ -158,6 +158,21 @@ def _compared_by_model(rows: list[dict], cols: list[str]) -> Table:
     return table
 
 
+def _leaders_line(rows: list[dict]) -> str | None:
+    """`kd report --compare`'s answer to "which is better": the model that leads each figure, with its value
+    (ties: each of them), and why test figures are not ranked where the models were tested on unequal sets."""
+    parts = []
+    for figure, _ in LEADING_FIGURES:
+        at = [r for r in rows if figure in r["leads"]]
+        if at:
+            models = " and ".join(f"{r['run']}/{r['stage']}" for r in at)
+            parts.append(f"{figure} {models} ({_fmt(at[0][figure])})")
+    sizes = sorted({r["test_n"] for r in rows if r["test_n"] is not None})
+    if len(sizes) > 1:  # (a model tested on 2,000 samples beside one tested on 1,000 after a clean dropped some)
+        parts.append(f"test figures not ranked: measured on {', '.join(map(str, sizes))} test samples (test_n)")
+    return "best: " + "; ".join(parts) if parts else None
+
+
 def _compared_by_figure(rows: list[dict], cols: list[str]) -> Table:
     """The same figures as a row per figure, a column per model (``run/stage``): a terminal too narrow
     for a row per model."""
@@ -266,7 +281,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             return
         # (status: the note says a stage that did not succeed, and why; a succeeded one's figures say it)
         threads = {r["speed_threads"] for r in rows if r["speed_threads"] is not None}  # (one count: no column, nothing to say)
-        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "status" and (k != "note" or any(r[k] for r in rows))
+        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("status", "leads") and (k != "note" or any(r[k] for r in rows))
                 and (k != "speed_threads" or len(threads) > 1)] or ["run", "stage"]
         out = console()
         table = _compared_by_model(rows, cols)
@@ -281,6 +296,9 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                         click.echo(f"{c}: {r['run']}/{r['stage'] or '-'}: {r[c]}")
         else:
             print_wide(out, table)
+        best = _leaders_line(rows)
+        if best:
+            click.echo(best)
         if len(threads) > 1:
             click.echo("note: latency and throughput were timed with different numbers of torch threads (speed_threads): "
                        "compare them between models timed alike (OMP_NUM_THREADS sets the count)")

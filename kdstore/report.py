@@ -439,6 +439,28 @@ def parked_note(stage: dict) -> str:
             f"until then, `--model {stage['name']}` (kd predict, kd export) serves it")
 
 
+# the figures `kd report --compare` names a leader of: (column, better is higher)
+LEADING_FIGURES = (("test_macro_f1", True), ("test_accuracy", True), ("latency_p50_ms", False),
+                   ("throughput_samples_per_s", True), ("parameters", False))
+
+
+def leaders(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """For each figure of ``LEADING_FIGURES``, the indices of the ``rows`` (as :func:`compare` gives them) that
+    lead it, ties included. A figure is judged only where at least two rows hold it and they were measured
+    alike: test figures on the same number of test samples (``test_n``), speed with the same torch threads
+    (``speed_threads``); otherwise it has no leader (an empty list), not a winner of an unequal race."""
+    out = {}
+    for figure, higher in LEADING_FIGURES:
+        held = [(i, r) for i, r in enumerate(rows) if r.get(figure) is not None]
+        basis = "test_n" if figure.startswith("test_") else "speed_threads" if figure != "parameters" else None
+        if len(held) < 2 or (basis and len({r.get(basis) for _, r in held}) > 1):
+            out[figure] = []
+            continue
+        best = (max if higher else min)(r[figure] for _, r in held)
+        out[figure] = [i for i, r in held if r[figure] == best]
+    return out
+
+
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     model (``model``: a student's kind, a teacher's ``--model``), the figures that compare them, the test samples they were measured on (``test_n``) and the labels
@@ -450,7 +472,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     (``larger_than_teacher``). A model stage that failed or is
     running gets a row with the same keys, its figures None and a ``note`` (status and error), and a run with no model
     stage one row that says so (``stage`` None), not silence. ``status`` is the stage's (``succeeded``, ``failed``,
-    ``running``), for a script to pick the rows that hold figures without reading the note."""
+    ``running``), for a script to pick the rows that hold figures without reading the note; ``leads`` names the
+    figures in which the row is the best of those compared (see :func:`leaders`)."""
     def row(run: str, stage: dict | None, figures: dict, note: str | None) -> dict[str, Any]:
         """Every row with the same keys, whatever it says (a script reads them alike)."""
         config = (stage or {}).get("config") or {}
@@ -484,4 +507,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
             rows.append(row(run, stage, {}, status + (f": {error[:100]}{'...' if len(error) > 100 else ''}" if error else "")))
         if not models and not unfinished:
             rows.append(row(run, None, {}, "no succeeded model"))
+    led = leaders(rows)
+    for i, r in enumerate(rows):
+        r["leads"] = [figure for figure, at in led.items() if i in at]
     return rows

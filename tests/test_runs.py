@@ -2914,3 +2914,33 @@ def test_distill_in_a_run_whose_students_learned_from_another_runs_teacher_names
     line = error_line(invoke(["distill", "--run", "S", "--student", "bigru", "--epochs", "1"], ok=False))
     assert "run 'S' has no succeeded 'teach' stage" in line and line.endswith(
         "; its students learned from the teacher of run A (`--teacher-run A`)"), line
+
+
+def test_compare_says_which_model_leads_each_figure(store, invoke):
+    """`kd report --compare` set 15 figures side by side and left the user to find the best: it names the model
+    that leads each (ties: both), in its table's last line and in each JSON row's ``leads``; test figures of
+    models tested on unequal sets are not ranked, and it says why."""
+    def model(run, kind, name, test, speed):
+        with stage_scope(store, run=run, kind=kind, name=name, config={"student": "textcnn"} if kind == "distill" else {}) as st:
+            store.add_metrics(st.id, "test", test)
+            store.add_metrics(st.id, "all", speed)
+
+    model("r1", "teach", "teach", {"accuracy": 0.8, "macro_f1": 0.7, "n": 10},
+          {"latency_p50_ms": 9.0, "parameters": 1000, "speed_threads": 1})
+    model("r1", "distill", "distill-textcnn", {"accuracy": 0.8, "macro_f1": 0.75, "n": 10},
+          {"latency_p50_ms": 1.5, "parameters": 100, "speed_threads": 1})
+    rows = invoke.json(["report", "--compare", "r1"])
+    assert {r["stage"]: r["leads"] for r in rows} == {"teach": ["test_accuracy"],
+                                                     "distill-textcnn": ["test_macro_f1", "test_accuracy", "latency_p50_ms", "parameters"]}
+    out = " ".join(invoke(["report", "--compare", "r1"]).stdout.split())
+    assert ("best: test_macro_f1 r1/distill-textcnn (0.7500); test_accuracy r1/teach and r1/distill-textcnn (0.8000); "
+            "latency_p50_ms r1/distill-textcnn (1.5000); parameters r1/distill-textcnn (100)") in out, out
+    assert "leads" not in out.split("best:")[0]  # (a line, not a column)
+    # a model tested on fewer samples (a clean dropped some): its test figures race no one
+    model("r2", "distill", "distill-textcnn", {"accuracy": 0.9, "macro_f1": 0.9, "n": 8},
+          {"latency_p50_ms": 2.0, "parameters": 100, "speed_threads": 1})
+    rows = invoke.json(["report", "--compare", "r1", "r2"])
+    assert {(r["run"], r["stage"]): r["leads"] for r in rows} == {
+        ("r1", "teach"): [], ("r1", "distill-textcnn"): ["latency_p50_ms", "parameters"], ("r2", "distill-textcnn"): ["parameters"]}
+    out = " ".join(invoke(["report", "--compare", "r1", "r2"]).stdout.split())
+    assert "test figures not ranked: measured on 8, 10 test samples (test_n)" in out, out
