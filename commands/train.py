@@ -27,6 +27,7 @@ from kdstore.errors import InterruptedAfterRecord, KdError, Terminated
 from kdstore.labels import labels_state, redetect_command, stale_teacher_runs
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
+from kdstore.noise import LEAST_CLASS_SAMPLES
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
@@ -151,6 +152,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
              + (" (or --long-texts split, which reads each long text as pieces)" if stage["kind"] == "pretrain" else ""))
     for message in _unlearned(stage, store):
         warn(message)
+    if heavy := _overweighted_note(stage, store):
+        warn(heavy)
     if stage["kind"] == "pretrain":
         train = stage["metrics"].get("train") or {}
         if train.get("unk_share", 0.0) >= UNK_WARN_SHARE:  # (a pre-training of before kd counted them has none)
@@ -271,6 +274,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
 
 
 RARE_SHARE = 0.5  # a class of fewer train samples than half the commonest's: one --class-weight balanced helps
+OVERWEIGHT = 10.0  # --class-weight balanced's weight of a class of fewer than LEAST_CLASS_SAMPLES samples worth a warning
 
 
 def _missed_note(stage: dict, store=None) -> str | None:
@@ -299,6 +303,29 @@ def _missed_note(stage: dict, store=None) -> str | None:
            if rare and cfg.get("class_weight") != "balanced" else f"more --epochs, or more train samples of {'it' if len(found) == 1 else 'them'}")
     # (not "does not answer": it may predict it, wrongly)
     return f"{', '.join(p for p in said if p)}: it has not learned {'it' if len(found) == 1 else 'them'}; try {fix}"
+
+
+def _overweighted_note(stage: dict, store=None) -> str | None:
+    """--class-weight balanced over a class of fewer than LEAST_CLASS_SAMPLES samples it learned from: n / (C x n_c)
+    weighs each of them tens or thousands of times an average row (2 of 10,000 reviews: 2,500 times), and a
+    model learns that handful by heart while the weight swings its steps; which class, its count and weight."""
+    cfg = stage.get("config") or {}
+    if stage["kind"] not in ("teach", "distill") or cfg.get("class_weight") != "balanced":
+        return None
+    weights: dict[str, float] = {}
+    for key, value in (stage["metrics"].get("all") or {}).items():  # (a --folds model's each fold's: the largest)
+        name = key.rsplit("/", 1)[-1]
+        if name.startswith("class_weight[") and name.endswith("]"):
+            weights[name[13:-1]] = max(weights.get(name[13:-1], 0.0), float(value))
+    _, support = _learned_support(stage, store)
+    few = [(name, int(support[name]), w) for name, w in weights.items()
+           if 0 < support.get(name, 0.0) < LEAST_CLASS_SAMPLES and w >= OVERWEIGHT]
+    if not few:
+        return None
+    shown = first_few(f"{name!r} ({n} sample{'s' * (n != 1)}, weight {w:,.0f})" for name, n, w in few)
+    return (f"--class-weight balanced weighs each sample of class {shown} far above an average one (weight 1): "
+            f"so few samples at that weight are learned by heart and swing the training; more samples of "
+            f"{'it' if len(few) == 1 else 'them'}, or no --class-weight, may serve better")
 
 
 def _kept_line(stage: dict) -> str | None:

@@ -5533,3 +5533,21 @@ def test_a_bar_inside_a_training_bar_is_shown_as_a_row_of_it(tiny_model, tmp_pat
     assert dev and dev[0].split()[1] == "256/300", err  # the dev scoring's row, logged as it went (a batch of 256 scored)
     assert any(line.startswith("teach ") for line in err.splitlines())
     assert kp._LIVE == []
+
+
+def test_class_weight_balanced_over_a_class_of_a_few_samples_is_warned_of():
+    """`--class-weight balanced` with a class of 2 train samples among 1,000 weighed each of them 250 times an average
+    row, without a word: the model learns them by heart while their weight swings its steps."""
+    from commands.train import _overweighted_note as note
+
+    train = {"support[ok]": 998, "support[rare]": 2}
+    stage = {"kind": "teach", "config": {"class_weight": "balanced"}, "metrics": {"train": train, "all": {
+        "f0/class_weight[ok]": 0.5, "f0/class_weight[rare]": 250.0, "f1/class_weight[ok]": 0.5, "f1/class_weight[rare]": 125.0}}}
+    assert note(stage) == ("--class-weight balanced weighs each sample of class 'rare' (2 samples, weight 250) far above an "
+                           "average one (weight 1): so few samples at that weight are learned by heart and swing the training; "
+                           "more samples of it, or no --class-weight, may serve better")
+    assert note({**stage, "config": {"class_weight": "none"}}) is None  # (unweighted: nothing to say)
+    # a rare class of enough samples (40 of 1,000 ads): its weight is what balanced is for
+    common = {"kind": "distill", "config": {"class_weight": "balanced"},
+              "metrics": {"train": {"support[ok]": 960, "support[ad]": 40}, "all": {"class_weight[ok]": 0.52, "class_weight[ad]": 12.5}}}
+    assert note(common) is None
