@@ -1069,7 +1069,7 @@ def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
               help="KL divergence or soft cross entropy on the softened distributions (× T²), or MSE on the logits (Tang et al.).")
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
 @click.option("--where", help="SQL condition on the samples selecting the train and pool rows learned from, e.g. \"source = 'a.tsv'\" (all of dev still judges, every sample is still scored; --augment texts go with their train rows).")
-@click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only).")
+@click.option("--augment", default="", help="Augment the train texts: any of mask,pos,ngram (stored, scored by the teacher, soft targets only). A recipe's texts are made of every train text once, whatever --where selects, and reused by later runs.")
 @click.option("--augment-n", type=int, default=4, show_default=True, help="Augmented variants made per train text, at most (1 to 1000; a variant equal to its text or to another is not kept). Each --seed makes its own set, stored and scored once.")
 @click.option("--p-mask", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word becomes the teacher tokenizer's unknown token ([UNK], <unk>, ...).")
 @click.option("--p-pos", type=FLOAT, default=0.1, show_default=True, help="Augmentation: chance a word is swapped for one of the same part of speech.")
