@@ -332,8 +332,11 @@ def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
     if tabs and len(rows) > 1 and all(t.count("\t") == tabs for _, t in rows):
         # the column of the longest cells is the text (text<TAB>label_id too: cut -f2 kept the ids alone), as
         # kd pretrain's --corpus error says; where none is longest, kd ingest's label<TAB>text, else no default says which
+        # one column alone holding other than ASCII is the text, however short (pos<TAB>很好 beside neg<TAB>差)
         widths = [sum(len(t.split("\t")[c]) for _, t in rows) for c in range(tabs + 1)]
-        column = str(widths.index(max(widths)) + 1) if widths.count(max(widths)) == 1 else "2" if tabs == 1 else "N"
+        worded = [c for c in range(tabs + 1) if any(not t.split("\t")[c].isascii() for _, t in rows)]
+        column = str(worded[0] + 1) if len(worded) == 1 else str(widths.index(max(widths)) + 1) \
+            if widths.count(max(widths)) == 1 else "2" if tabs == 1 else "N"
         click.echo(f"warning: {name}: lines {n}-{rows[-1][0]} each hold {tabs + 1} tab-separated columns, each line predicted "
                    f"whole as one text (the other columns read with it): `cut -f{column} {source} | kd predict` predicts the text column alone",
                    err=True)

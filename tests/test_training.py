@@ -2987,6 +2987,11 @@ def test_predict_s_hint_cuts_a_text_first_tsv_s_text_column_not_its_labels(tmp_p
     assert "`cut -f2 FILE | kd predict` predicts the text column alone" in label_first, label_first
     three = kd(*args, input="a1\t1\t质量很好，物流也快\na2\t0\t太差了，再也不买\n").stderr
     assert "`cut -f3 FILE | kd predict`" in three, three
+    # English labels longer than short Chinese texts: the column of Chinese is the text, not the longest one
+    short = kd(*args, input="pos\t很好\nneg\t差\n").stderr
+    assert "`cut -f2 FILE | kd predict` predicts the text column alone" in short, short
+    english = kd(*args, input="pos\tvery good indeed\nneg\tbad\n").stderr  # (no column of other than ASCII: the longest)
+    assert "`cut -f2 FILE | kd predict` predicts the text column alone" in english, english
 
 
 def test_predict_warns_of_an_excel_csv_whose_quoted_cells_hold_commas_or_line_breaks(tmp_path, monkeypatch):
