@@ -15,6 +15,7 @@ from .folds import fold_count
 from .labels import stale_teacher_runs
 from .metrics import confusion_matrix
 from .outputs import labels_as_of, labels_time
+from .runs import PARKED
 from .names import SPLITS, model_source
 from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
 from .store import MODEL_MEASURES, Store
@@ -234,11 +235,17 @@ def trained_classes(store: Store, kind: str, config: dict[str, Any] | None) -> l
 def _holds(store: Store, run: str | None, name: str) -> bool:
     """Whether ``run`` holds a succeeded stage ``name`` (or of that kind) now: what replaced one gone since;
     none (``kd runs delete``, the run deleted) and it was deleted, not replaced."""
+    return _held(store, run, name) is not None
+
+
+def _held(store: Store, run: str | None, name: str) -> Stage | None:
+    """``run``'s succeeded stage ``name`` (or of that kind) now, or the one waiting as ``NAME~parked-ID`` while
+    an ``--overwrite`` replaces it (running, or killed with -9): still the run's; ``None`` where there is none."""
     try:
-        store.find_stage(run, name)
+        return store.find_stage(run, name)
     except KdError:
-        return False
-    return True
+        parked = [s for s in store.stages_of(run) if s.status == "succeeded" and s.name.startswith(f"{name}{PARKED}")]
+        return parked[-1] if parked else None
 
 
 def predicted_with(store: Store, run: str, config: dict[str, Any]) -> str | None:
@@ -258,9 +265,8 @@ def predicted_with(store: Store, run: str, config: dict[str, Any]) -> str | None
 def _model_gone(store: Store, run: str, name: str, digest: str) -> str | None:
     """``None`` while ``run``'s stage ``name`` (or of that kind) holds the model of sha256 ``digest``;
     ``"replaced"`` when it holds another (``--overwrite``), ``"deleted"`` when there is none (`kd runs delete`)."""
-    try:
-        now = store.find_stage(run, name)
-    except KdError:  # (deleted since, or failed now)
+    now = _held(store, run, name)
+    if now is None:  # (deleted since, or failed now)
         return "deleted"
     return None if now.artifact_sha256 == digest else "replaced"
 

@@ -606,6 +606,21 @@ def test_drop_excludes_samples_from_later_training(db, noisy):
     assert student["sources"]["labels_from"] == [f"r/clean (stage {first}, replaced since)"]
 
 
+def test_report_says_a_teacher_learned_from_labels_changed_since(db, noisy):
+    """A clean (or `kd labels set`) after `kd teach`: kd distill and detect warn that the teacher learned
+    from the old labels, but `kd report --run` of the teacher's own run said nothing of it."""
+    assert "labels changed since" not in kd("report", "--run", "r", "--db", db).stdout
+    train = _open(db).samples(splits=["train"])
+    other = _open(db).class_names()[1 - int(train.labels[0])]
+    kd("labels", "set", "--run", "r2", f"{int(train.ids[0])}={other}", "--db", db)
+    said = ("  labels: this teacher learned from labels changed since (kd labels clean, set, import or undo): its logits and "
+            f"figures follow the old ones; `kd teach --run r --model {noisy['model']} --folds 3 --overwrite` (with the other "
+            "options `kd report --run r` lists for it) retrains it on the current labels")
+    assert said in kd("report", "--run", "r", "--db", db).stdout
+    kd("labels", "undo", "--run", "r2", "--db", db)  # the labels it learned from again: nothing to say
+    assert "labels changed since" not in kd("report", "--run", "r", "--db", db).stdout
+
+
 def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):
     assert "no succeeded 'detect' stage" in kd("labels", "clean", "--run", "r", "--db", db, ok=False).output
     kd("labels", "detect", "--run", "r", "--db", db)

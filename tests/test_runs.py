@@ -1484,6 +1484,25 @@ def test_compare_notes_a_student_whose_teacher_was_replaced_or_deleted_since(sto
     assert note.startswith("learned from r2/teach (stage ") and note.endswith(", deleted since)"), note
 
 
+def test_a_replaced_teacher_is_not_called_deleted_while_its_replacement_is_replaced_again(store, invoke):
+    """A student's teacher replaced by `kd teach --overwrite`, then another --overwrite running (or killed with
+    -9): the run's teacher waits as teach~parked-ID, yet the student's report called its teacher "deleted since"
+    (the run has none), as if `kd runs delete` had taken it."""
+    from commands.train import _teacher_stages
+
+    with stage_scope(store, run="r1", kind="teach", config={}):
+        pass
+    with stage_scope(store, run="r1", kind="distill", name="distill-textcnn", config={"teacher_stages": _teacher_stages(store, ("r1",))}):
+        pass
+    with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True):
+        pass
+    with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True):  # running: the last one parked
+        student = next(st for st in invoke.json(["report", "--run", "r1"])["stages"] if st["name"] == "distill-textcnn")
+        assert student["sources"]["teachers"][0].endswith(", replaced since)"), student["sources"]
+        note = {r["stage"]: r["note"] for r in invoke.json(["report", "--compare", "r1"])}["distill-textcnn"]
+        assert note.endswith(", replaced since)"), note
+
+
 def test_compare_notes_a_student_whose_teacher_learned_from_other_labels(store, invoke):
     """The wrong-label loop: teach r1 on the noisy labels, clean, distill r1 (its teacher not retrained),
     teach and distill r2. --compare gave r1's student the cleaned labels' digest, r2's own, without a word:
