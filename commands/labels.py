@@ -255,8 +255,13 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     if dry_run:
         check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # a refusal, as the real run's
         warned = _warn(warnings) + _warn(_emptied_by(store, items))
+        n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
         if as_json:  # (the stage it would write: none where the clean decides nothing, as the real one records none)
-            print_json({"run": run, "stage": stage_name if decides or replacing else None, "dry_run": True, "action": action, "min_score": min_score, "changes": items, "warnings": warned})
+            # (the counts the clean's --json gives: a script checking the preview read no key)
+            counts = {**{a: sum(i["effect"] == "change" and i["action"] == a for i in items) for a in ("relabel", "drop", "flag")},
+                      "reject": 0, "unchanged": n["unchanged"], "skipped_edited": n["edited"], "skipped_rejected": n["rejected"]}
+            print_json({"run": run, "stage": stage_name if decides or replacing else None, "dry_run": True, "action": action, "min_score": min_score,
+                        **counts, "changes": items, "warnings": warned})
         else:
             print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
                        [[str(i["sample_id"]), _score(i["score"]), i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),
@@ -265,7 +270,6 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
                        title=f"kd labels clean --action {action} would decide (dry run: nothing written)")
             if top and len(items) > top:
                 click.echo(f"... {len(items) - top} more rows (--top 0 shows all, --json lists all)")
-            n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
             kept = f", {n['rejected']} left alone (a review kept the label)" if n["rejected"] else ""
             flags = sum(i["action"] == "flag" and i["effect"] == "change" for i in items)  # (a relabel's too: its suggestion is the label)
             changed = (f"{n['change']} flagged (no label changed)" if action == "flag" else

@@ -2083,6 +2083,19 @@ def test_a_dry_run_of_a_clean_deciding_nothing_names_no_stage_in_json(tmp_path):
     assert some["stage"] == "clean" and len(some["changes"]) == 2
 
 
+def test_a_dry_run_of_a_clean_gives_in_json_the_counts_the_clean_gives(tmp_path):
+    """`clean --dry-run --json` carried the list of changes but none of the counts its table's last line
+    and the clean's --json give (relabel, skipped_edited, ...): a script checking the preview before the
+    clean read no key."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好", "坏", "行"])
+    kd("labels", "set", "--run", "hand", "1=neg", "--db", db)  # edited since detection: left alone
+    dry = json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--json", "--db", db).stdout)
+    real = json.loads(kd("labels", "clean", "--run", "r", "--json", "--db", db).stdout)
+    counts = ("relabel", "drop", "flag", "reject", "unchanged", "skipped_edited", "skipped_rejected")
+    assert (real["relabel"], real["skipped_edited"]) == (2, 1)
+    assert {k: dry.get(k) for k in counts} == {k: real[k] for k in counts}
+
+
 def test_a_clean_that_leaves_every_issue_alone_records_no_stage(tmp_path):
     """Every issue at --min-score edited by hand since detection (or, for a flag, flagged already): the clean
     changed nothing yet recorded a stage (`skipped_edited 2`; `unchanged 2`, with an undo that had nothing
