@@ -13,7 +13,7 @@ from rich.text import Text
 
 from kdstore.errors import InterruptedAfterRecord, KdError, Terminated, make_folder, write_whole
 from kdstore.ingest import (FORMATS, IngestOptions, add_records, detect_format, format_class_file, label_key, lookalike_of, parse, rare_new_classes,
-                            misnumbered_classes, read_class_file)
+                            misnumbered_classes, missing_value_classes, read_class_file)
 from kdstore.names import SPLITS
 from kdstore.progress import working
 from kdstore.runs import SignalGuard
@@ -90,7 +90,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     counts = store.counts()
     labeled = sum(n for per in counts.values() for c, n in per.items() if c != "(none)")
     warnings = [*rare_new_classes(name, report, store.class_names(), labeled),
-                *misnumbered_classes(name, report, store.class_names())] if opts.classes is None else []
+                *misnumbered_classes(name, report, store.class_names()), *missing_value_classes(name, report)] if opts.classes is None else []
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     if as_json:

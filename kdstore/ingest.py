@@ -124,6 +124,23 @@ def misnumbered_classes(name: str, report: IngestReport, classes: Sequence[str])
             "with --classes FILE naming them in id order (0, 1, ... one a line)"]
 
 
+# a missing value written out as text: Python's str(None), pandas' NaN and <NA>, SQL's NULL, kd's own "(none)"
+MISSING_WORDS = frozenset(("none", "null", "nan", "<na>", "n/a", "nil", "undefined", "(none)"))
+
+
+def missing_value_classes(name: str, report: IngestReport) -> list[str]:
+    """A warning where the ingest added classes named like a missing value written as text (a DataFrame's
+    empty labels saved with ``astype(str)``: 'nan'), their rows stored labeled with a class of that name."""
+    missing = [c for c in report.new_classes if c.strip().lower() in MISSING_WORDS]
+    if not missing:
+        return []
+    rows = sum(report.added_per_class.get(c, 0) for c in missing)
+    return [f"{name}: {'class' if len(missing) == 1 else 'classes'} {', '.join(map(repr, missing))} "
+            f"({rows:,} sample{'s' * (rows != 1)}) {'reads' if len(missing) == 1 else 'read'} like a missing label written as text "
+            "(Python's None, pandas' NaN): stored as a class the models learn; if those samples have no label, ingest them "
+            f"with --split unlabeled instead (`kd samples --label {shlex.quote(missing[0])}` lists them, `kd labels set ID=drop` leaves one out)"]
+
+
 # parsing (pure) ------------------------------------------------------------------------------
 def detect_format(name: str, explicit: str | None) -> str:
     if explicit:

@@ -2594,3 +2594,25 @@ def test_a_rare_new_class_warning_names_the_lines_of_the_samples_it_added(invoke
     write_file("more.tsv", "违规\t第0条广告文案内容\n" + "".join(f"合规\t又一条文案{i}\n" for i in range(6)) + "违规\t全网最低价第一品牌\n")
     warnings = invoke.json(["ingest", "more.tsv"])["warnings"]
     assert len(warnings) == 1 and warnings[0].startswith("more.tsv: line 8: label '违规' is a new class of 1 sample"), warnings
+
+
+def test_classes_named_like_a_missing_value_are_warned_of(invoke, write_file, read_classes, tmp_path):
+    """A DataFrame whose unlabeled rows were saved with `astype(str)` wrote 'nan' (Python: 'None') as their
+    label: kd ingest made classes 'nan' and 'None' in silence, and every model then learned them as classes."""
+    write_file("train.tsv", "pos\t质量很好\nnan\t还没看\nneg\t太差了\nNone\t不知道\nnan\t再说吧\n")
+    result = invoke(["ingest", "train.tsv", "--json"])
+    assert [name for _, name in read_classes()] == ["pos", "nan", "neg", "None"]  # (stored as written: a warning, not a refusal)
+    warnings = json.loads(result.stdout)["warnings"]
+    assert warnings == ["train.tsv: classes 'nan', 'None' (3 samples) read like a missing label written as text (Python's None, "
+                        "pandas' NaN): stored as a class the models learn; if those samples have no label, ingest them with "
+                        "--split unlabeled instead (`kd samples --label nan` lists them, `kd labels set ID=drop` leaves one out)"]
+    assert result.stderr == f"warning: {warnings[0]}\n"
+    write_file("more.tsv", "nan\t又一条\npos\t很好用\n")  # (the class exists now: said once, when it was made)
+    assert json.loads(invoke(["ingest", "more.tsv", "--json"]).stdout)["warnings"] == []
+    # kd's own word for no label, quoted for the shell; a set of classes named by --classes is the user's own
+    write_file("other.tsv", "(none)\t没有标签\npos\t很好\n")
+    said = invoke(["ingest", "other.tsv"], db=str(tmp_path / "other.db")).stderr
+    assert "class '(none)' (1 sample) reads like a missing label" in said and "`kd samples --label '(none)'` lists them" in said, said
+    write_file("classes.txt", "pos\nNone\n")
+    write_file("pinned.tsv", "None\t没有\npos\t很好\n")
+    assert invoke(["ingest", "pinned.tsv", "--classes", "classes.txt"], db=str(tmp_path / "pinned.db")).stderr == ""
