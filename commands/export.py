@@ -44,9 +44,9 @@ def export(run, fmt, which, out, int8, overwrite, db, as_json):
         store = open_store(db)
         check_file_model(store, run, which)
         passed_over = student_passed_over(store, run) if which == "student" and store.run_exists(run) else None
-        if passed_over:
-            click.echo(f"warning: {passed_over}", err=True)
         path, manifest = export_model(store, run, which=which, fmt=fmt, out=out, overwrite=overwrite, int8=int8)
+        if passed_over:  # (once exported: an export refused, --int8 with --format torchscript say, exported no other student)
+            click.echo(f"warning: {passed_over}", err=True)
         added = classes_added(list(manifest["classes"]), store.class_names())
         if added:  # (served by the export in silence: never the new class)
             click.echo(f"warning: {manifest['stage']['name']} was {added}, which the export never answers", err=True)

@@ -74,14 +74,20 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     config = {**lab.config_dict(cfg), **inputs.used, **labels_read, "environment": environment()}
     with stage_scope(store, run=run, kind="detect", config=config, overwrite=overwrite) as stage:
         n = lab.detect(store, stage, cfg, inputs)
+    figures = {m.name: m.value for m in store.metrics(stage.id) if m.split == "train"}
+    estimated, judged = int(figures.get("estimated_issues", n)), int(figures.get("train_samples") or 0)
     warned = _warn(lab.detect_warnings(store, run) + lab.single_sample_warnings(store, cfg, inputs) + lab.filter_by_warnings(cfg) + lab.quality_method_warnings(cfg, inputs)
                    + lab.in_sample_warnings(store, run, cfg, inputs)
                    + _teacher_of_other_labels(store, config))
     if as_json:
-        print_json({"run": run, "stage": stage.name, "flagged": n, "warnings": warned, "top": lab.issues(store, run, top=10)})
+        print_json({"run": run, "stage": stage.name, "flagged": n, "estimated_issues": estimated, "warnings": warned,
+                    "top": lab.issues(store, run, top=10)})
     else:
         shown = f"; `kd labels show --run {run}` lists {'it' if n == 1 else 'them'}" if n else ""  # (nothing to list)
-        click.echo(f"run {run}: {counted(n, 'likely wrong label')} flagged{shown}")
+        # (the default ranked cut flags the estimate: said where --combine or --frac-noise made the count another)
+        guess = f" (cleanlab estimates {estimated:,} of the {judged:,} train labels wrong, {estimated / judged:.0%})" \
+            if estimated != n and judged else ""
+        click.echo(f"run {run}: {counted(n, 'likely wrong label')} flagged{guess}{shown}")
 
 
 def _teacher_of_other_labels(store, config: dict) -> list[str]:

@@ -286,6 +286,9 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
     with store.writer() as conn:
         bulk_insert(conn, LabelIssue.__table__, ("stage_id", "sample_id", "given_label_id", "suggested_label_id", "score", "methods", "status"), rows)
     figures = {"flagged": len(rows), "train_samples": len(train), "in_sample": inputs.in_sample,
+               # cleanlab's estimate of how many labels are wrong (the ranked cut's size before --frac-noise; --combine
+               # union, intersection or majority flag by their own rule, and the flagged count is no estimate then)
+               "estimated_issues": int(found.num_issues),
                # (over the train classes: a prediction of a class no train label holds is no disagreement the
                # detection can flag, and counted as one the warning took a teacher right on the rest for a weak one)
                "oof_accuracy": float(np.mean(present[judged.argmax(axis=1)] == train.labels)),

@@ -1511,3 +1511,15 @@ def test_int8_of_a_model_too_large_for_one_onnx_file_is_refused_before_the_expor
     with pytest.raises(KdError, match="over 1.8 GB"):
         export.export_model(Store.open(str(built)), RUN, which="distill-textcnn", fmt="onnx", out=tmp_path / "big", int8=True)
     assert calls == [] and list(tmp_path.iterdir()) == []
+
+
+def test_an_export_refused_for_its_options_does_not_say_it_is_exporting_another_student(built, tmp_path, error_line):
+    """``kd export --run R --int8 --format torchscript`` where R's latest student is early-exit: the one line
+    refusing the options, not first a warning "exporting the latest one that can be: ..." for an export
+    that never ran."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built.parent, copy)
+    db = str(copy / "kd.db")
+    kd("distill", "--run", RUN, "--student", "early-exit", "--epochs", "1", "--db", db)
+    line = error_line(kd_export("--run", RUN, "--int8", "--format", "torchscript", "--db", db, ok=False))
+    assert "--int8 quantizes an ONNX export" in line, line

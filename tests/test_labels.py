@@ -171,6 +171,7 @@ def test_detect_finds_most_injected_flips(db, noisy):
     flagged = {line_of[i["sample_id"]] for i in lab.issues(store, "r")}
     truth = noisy["flipped_lines"]
     assert out["flagged"] == len(flagged) > 0
+    assert out["estimated_issues"] >= out["flagged"]  # (the ranked cut: cleanlab's estimate, of the flagged candidates)
     hits = len(flagged & truth)
     assert hits / len(truth) >= 0.7, (hits, len(truth), len(flagged))  # recall
     assert hits / len(flagged) >= 0.6, (hits, len(truth), len(flagged))  # precision
@@ -183,10 +184,17 @@ def test_detect_finds_most_injected_flips(db, noisy):
     # --no-calibrate: cleanlab's own flags on the teacher's out-of-fold probabilities, exactly
     from cleanlab.filter import find_label_issues
 
-    kd("labels", "detect", "--run", "r", "--method", "cleanlab", "--combine", "union", "--no-calibrate", "--overwrite", "--db", db)
+    said = kd("labels", "detect", "--run", "r", "--method", "cleanlab", "--combine", "union", "--no-calibrate", "--overwrite", "--db", db).stdout
     inputs = lab.detect_inputs(store, "r", lab.DetectConfig())
     expected = set(inputs.train.ids[find_label_issues(inputs.train.labels, inputs.probs, filter_by="prune_by_noise_rate")].tolist())
     assert {i["sample_id"] for i in lab.issues(_open(db), "r")} == expected
+    # cleanlab's estimate of the wrong labels, which union's flags are not: said beside them, and recorded
+    from kdstore.noise import estimate_issue_count
+
+    estimate, n = estimate_issue_count(inputs.train.labels, inputs.probs), len(inputs.train.ids)
+    figures = {m.name: m.value for m in _open(db).metrics(_open(db).find_stage("r", "detect").id) if m.split == "train"}
+    assert figures["estimated_issues"] == estimate
+    assert (f"(cleanlab estimates {estimate} of the {n} train labels wrong, {estimate / n:.0%})" in said) == (estimate != len(expected)), said
     config = _open(db).find_stage("r", "detect").config
     assert config["calibrate"] is False
     import cleanlab  # (a rerun of these flags needs the cleanlab that made them: recorded with the stage)
