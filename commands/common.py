@@ -186,17 +186,20 @@ def file_note(ctx: click.Context, message: str) -> str:
 
     def quoted(name: str, is_path: bool) -> bool:  # the value itself, quoted ("no run 'r1' in ...": a file's run, named by no option)
         value = command.params.get(name)
+        if name == "db":  # ("no kd store at x.db"; a server URL as the message shows it, its password hidden)
+            value = _hide_passwords(value, value) if isinstance(value, str) else value
         return any(isinstance(v, str) and v and (repr(v) in head or is_path and any(  # or a path as a path is named
             re.search(rf"(?<![\w./~-]){re.escape(w)}(?![\w./-])", head) for w in {v, os.path.normpath(v), os.path.abspath(v)}))
             for v in (value if isinstance(value, (list, tuple)) else [value]))  # ("x.txt: cannot read corpus", "no exported model at x")
 
     named = [f"{sources.get(p.name, p.name)} = {json.dumps(values[p.name], ensure_ascii=False, default=str)}"
              for p in command.command.params
-             if p.name in values and p.name != "db"  # (a server URL's password is no part of a message)
+             if p.name in values
              and command.get_parameter_source(p.name) == click.core.ParameterSource.DEFAULT_MAP
              and (any(re.search(rf"{re.escape(o)}(?![\w-])", head) for o in getattr(p, "opts", ()) if o.startswith("--"))
-                  or quoted(p.name, isinstance(p.type, click.Path)))]
-    return f" ({path}: {'; '.join(named)})" if named else ""
+                  or quoted(p.name, isinstance(p.type, click.Path) or p.name == "db"))]
+    # (a server URL's password is no part of a message)
+    return _hide_passwords(f" ({path}: {'; '.join(named)})", values.get("db")) if named else ""
 
 
 def check_file_model(store: Store, run: str, which: str) -> None:

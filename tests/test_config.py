@@ -813,6 +813,22 @@ def test_an_error_naming_a_files_path_unquoted_names_the_file(other_db, invoke, 
     assert error_line(invoke(["predict", "--artifact", "./nodir"], db=None, ok=False, input="好\n")).endswith("(make one with `kd export`)")  # typed: no file
 
 
+def test_an_error_about_a_files_db_names_the_file(invoke, write_file, error_line, monkeypatch):
+    """A file's `db = "nothere.db"` (a typo, or a store moved) was "no kd store at nothere.db ... run `kd ingest
+    FILE --db nothere.db`" with no word of the file: a user who typed no --db and set no KD_DB was left to guess
+    where the path came from. A server URL's password stays hidden in the note as in the message."""
+    monkeypatch.delenv("KD_DB", raising=False)
+    write_file("kd.toml", 'db = "nothere.db"\n')
+    assert error_line(invoke(["runs"], db=None, ok=False)).endswith('(kd.toml: db = "nothere.db")')
+    write_file("kd.toml", '[ingest]\ndb = "nofolder/x.db"\n')
+    write_file("train.tsv", TRAIN)
+    assert error_line(invoke(["ingest", "train.tsv"], db=None, ok=False)).endswith('(kd.toml: [ingest] db = "nofolder/x.db")')
+    assert "kd.toml" not in error_line(invoke(["runs", "--db", "nothere.db"], db=None, ok=False))  # typed: no file
+    write_file("kd.toml", 'db = "postgresql+psycopg://kd:s3cret@127.0.0.1:1/kd"\n')  # (a port nothing listens on)
+    line = error_line(invoke(["runs"], db=None, ok=False))
+    assert "s3cret" not in line and line.endswith('(kd.toml: db = "postgresql+psycopg://kd:***@127.0.0.1:1/kd")'), line
+
+
 def test_an_array_of_tables_or_a_key_named_after_a_command_is_refused_naming_the_table(other_db, invoke, write_file, error_line):
     """`[[export]]` (TOML's array of tables, double brackets) was passed over in silence by `kd export`: its
     `run` and `format` were not used, the command ran on the defaults; `[[teach]]` and `[[labels.detect]]`
