@@ -265,6 +265,14 @@ def _parents(ctx: click.Context):
         ctx = ctx.parent
 
 
+def _exponent_form(n: int) -> str:
+    """``n`` as TOML's float with an exponent writes it: 1000 is ``1e3``, 3 is ``3e0``."""
+    mantissa, exponent = n, 0
+    while mantissa and mantissa % 10 == 0:
+        mantissa, exponent = mantissa // 10, exponent + 1
+    return f"{mantissa}e{exponent}"
+
+
 def _hide_passwords(message: str, db: Any) -> str:
     """``message`` with the password of each server URL given as ``db`` (a string or an array) hidden."""
     for value in db if isinstance(db, list) else [db]:
@@ -332,8 +340,9 @@ def _typed(ctx: click.Context, defaults: dict[str, Any], path, sources: dict[str
         if isinstance(param.type, click.types.IntParamType) and any(isinstance(v, float) for v in wholes):
             whole = [v for v in wholes if isinstance(v, float)]
             if all(v.is_integer() and abs(v) < 2**53 for v in whole):  # (`epochs = 3.0` was "not a whole number")
+                # (TOML reads 1e3 as the float 1000.0: "not 1000.0" named what was never written)
                 raise KdError(f"{path}: {shown} = {written!r}: --{key} takes a whole number, written without a "
-                              f"decimal point ({int(whole[0])}, not {whole[0]})")
+                              f"decimal point or exponent ({int(whole[0])}, not {whole[0]} or {_exponent_form(int(whole[0]))})")
             raise KdError(f"{path}: {shown} = {written!r}: not a whole number")  # click would cut 1.5 to 1
         # click takes these as they come: `header = 1` crashed in click's bool parsing, `classes = 3`
         # in kd's (a path of 3), `text-col = true` became the column "True" and `alpha = true` 1.0

@@ -795,7 +795,9 @@ def test_an_error_naming_a_files_value_names_the_file(other_db, invoke, write_fi
     assert error_line(invoke(["teach", "--run", "c"], db=None, ok=False)).startswith("Error: kd.toml: [teach] split = 1: ")
     write_file("kd.toml", 'db = "other.db"\n[samples]\nlimit = 3.0\n')
     assert error_line(invoke(["samples"], db=None, ok=False)) == (
-        "Error: kd.toml: [samples] limit = 3.0: --limit takes a whole number, written without a decimal point (3, not 3.0)")
+        "Error: kd.toml: [samples] limit = 3.0: --limit takes a whole number, written without a decimal point or exponent (3, not 3.0 or 3e0)")
+    write_file("kd.toml", 'db = "other.db"\n[samples]\nlimit = 1e3\n')  # (TOML's float: it said "not 1000.0", never written)
+    assert error_line(invoke(["samples"], db=None, ok=False)).endswith("(1000, not 1000.0 or 1e3)")
     write_file("kd.toml", 'db = "other.db"\n[samples]\nlimit = 1\n'.encode("utf-16"))  # (Windows PowerShell's `>`)
     assert error_line(invoke(["samples"], db=None, ok=False)) == (
         "Error: kd.toml: saved as UTF-16 (its byte order mark); save the file as UTF-8")
