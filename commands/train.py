@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -314,7 +315,7 @@ def _overweighted_note(stage: dict, store=None) -> str | None:
         return None
     weights: dict[str, float] = {}
     for key, value in (stage["metrics"].get("all") or {}).items():  # (a --folds model's each fold's: the largest)
-        name = key.rsplit("/", 1)[-1]
+        name = key if key.startswith("class_weight[") else key.split("/", 1)[-1]  # (a class's name may hold a '/': 体育/新闻)
         if name.startswith("class_weight[") and name.endswith("]"):
             weights[name[13:-1]] = max(weights.get(name[13:-1], 0.0), float(value))
     _, support = _learned_support(stage, store)
@@ -464,7 +465,7 @@ def _cut_share(stage: dict) -> float | None:
 
 def _learned_support(stage: dict, store=None) -> tuple[list[str], dict[str, float]]:
     """``(splits, {class: count})``: the splits a model learned from and its samples there of each class,
-    0 for one its --where and --label left out (the split's figures count every labeled row)."""
+    those its --where and --label select where they filter (the split's figures count every labeled row), 0 for one they left out."""
     cfg = stage["config"] or {}
     learned_from = (cfg.get("splits") or ["train"]) if stage["kind"] == "teach" else ["train"]
     support: dict[str, float] = {}
@@ -477,7 +478,9 @@ def _learned_support(stage: dict, store=None) -> tuple[list[str], dict[str, floa
         if store is not None:
             names = store.class_names()
             rows = store.samples(splits=list(learned_from), labeled=True, where=cfg.get("where"))
-            held &= {names[int(c)] for c in rows.labels}
+            selected = Counter(names[int(c)] for c in rows.labels)  # (the rows it learned from, not the split's)
+            held &= set(selected)
+            support = {name: float(selected[name]) for name in support}
         support = {name: n if name in held else 0.0 for name, n in support.items()}
     return learned_from, support
 

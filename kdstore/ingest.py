@@ -137,8 +137,9 @@ def missing_value_classes(name: str, report: IngestReport) -> list[str]:
     rows = sum(report.added_per_class.get(c, 0) for c in missing)
     return [f"{name}: {'class' if len(missing) == 1 else 'classes'} {', '.join(map(repr, missing))} "
             f"({rows:,} sample{'s' * (rows != 1)}) {'reads' if len(missing) == 1 else 'read'} like a missing label written as text "
-            "(Python's None, pandas' NaN): stored as a class the models learn; if those samples have no label, ingest them "
-            f"with --split unlabeled instead (`kd samples --label {shlex.quote(missing[0])}` lists them, `kd labels set ID=drop` leaves one out)"]
+            "(Python's None, pandas' NaN): stored as a class the models learn; if those samples have no label, `kd labels set ID=drop` "
+            f"leaves each out (`kd samples --label {shlex.quote(missing[0])}` lists them): their texts are stored now, so an ingest of them "
+            "with --split unlabeled skips them as duplicates (a store without them takes them so)"]
 
 
 # parsing (pure) ------------------------------------------------------------------------------

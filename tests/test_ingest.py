@@ -2604,9 +2604,13 @@ def test_classes_named_like_a_missing_value_are_warned_of(invoke, write_file, re
     assert [name for _, name in read_classes()] == ["pos", "nan", "neg", "None"]  # (stored as written: a warning, not a refusal)
     warnings = json.loads(result.stdout)["warnings"]
     assert warnings == ["train.tsv: classes 'nan', 'None' (3 samples) read like a missing label written as text (Python's None, "
-                        "pandas' NaN): stored as a class the models learn; if those samples have no label, ingest them with "
-                        "--split unlabeled instead (`kd samples --label nan` lists them, `kd labels set ID=drop` leaves one out)"]
+                        "pandas' NaN): stored as a class the models learn; if those samples have no label, `kd labels set ID=drop` "
+                        "leaves each out (`kd samples --label nan` lists them): their texts are stored now, so an ingest of them "
+                        "with --split unlabeled skips them as duplicates (a store without them takes them so)"]
     assert result.stderr == f"warning: {warnings[0]}\n"
+    # (what the warning said to do, "ingest them with --split unlabeled instead", added none of them to this store)
+    write_file("pool.txt", "还没看\n不知道\n再说吧\n")
+    assert json.loads(invoke(["ingest", "pool.txt", "--split", "unlabeled", "--json"]).stdout)["added"] == 0
     write_file("more.tsv", "nan\t又一条\npos\t很好用\n")  # (the class exists now: said once, when it was made)
     assert json.loads(invoke(["ingest", "more.tsv", "--json"]).stdout)["warnings"] == []
     # kd's own word for no label, quoted for the shell; a set of classes named by --classes is the user's own

@@ -5556,3 +5556,29 @@ def test_class_weight_balanced_over_a_class_of_a_few_samples_is_warned_of():
     common = {"kind": "distill", "config": {"class_weight": "balanced"},
               "metrics": {"train": {"support[ok]": 960, "support[ad]": 40}, "all": {"class_weight[ok]": 0.52, "class_weight[ad]": 12.5}}}
     assert note(common) is None
+
+
+def test_class_weight_balanced_warning_reads_a_class_named_with_a_slash():
+    """A class named `体育/新闻` (its weight recorded as class_weight[体育/新闻], a fold's as fold0/class_weight[体育/新闻])
+    was cut at its slash and never warned of, at weight 50."""
+    from commands.train import _overweighted_note as note
+
+    for tag in ("", "fold0/"):
+        stage = {"kind": "teach", "config": {"class_weight": "balanced"},
+                 "metrics": {"train": {"support[ok]": 198, "support[体育/新闻]": 2},
+                             "all": {f"{tag}class_weight[ok]": 0.5, f"{tag}class_weight[体育/新闻]": 50.0}}}
+        assert "class '体育/新闻' (2 samples, weight 50)" in (note(stage) or ""), (tag, note(stage))
+
+
+def test_class_weight_balanced_warning_counts_the_rows_where_selects(taught_store, tiny_model):
+    """--where kept 1 sample of a class (weight 15 times an average row's): the warning read the split's
+    count of that class, dozens, and said nothing."""
+    db = str(taught_store)
+    store = Store.open(db)
+    train = store.samples(splits=["train"], labeled=True)
+    names = store.class_names()
+    one = next(int(i) for i, y in zip(train.ids, train.labels) if y == 1)
+    where = f"label_id = 0 OR id = {one}"
+    out = kd("teach", "--run", "few", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--class-weight", "balanced",
+             "--where", where, "--db", db)
+    assert f"--class-weight balanced weighs each sample of class {names[1]!r} (1 sample, weight" in out.stderr, out.stderr
