@@ -674,6 +674,10 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
         of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
         raise KdError(f"the store has no texts{of} to pre-train on: ingest some text first" + (" (or leave --split out)" if cfg.splits else ""))
     check_enough_texts(first, corpus, cfg)
+    if not first:  # (a split not ingested yet, or named by mistake: the store's own texts, and their characters, never reach the model)
+        of = f" of split {', '.join(cfg.splits)}" if cfg.splits else ""
+        _warn(f"the store has no texts{of}: the model is pre-trained on --corpus alone, its vocabulary the corpus's characters "
+              + ("(leave --split out, or ingest the split first)" if cfg.splits else "(ingest the store's texts first)"))
     with process_group(device) as dist:
         if overwrite:
             _before_replacing(store, run, "pretrain", warn=dist.is_main)
@@ -1007,9 +1011,16 @@ def _warn_unknown_characters(store, cfg: TeachConfig, checkpoint) -> None:
         if trained_positions(checkpoint) is not None:  # kd pretrain's vocabulary: the store's characters, a rare one left out
             source, _, source_run = cfg.model.partition(":")
             try:
-                min_count = f" {int(store.find_stage(resolve_run_id(source_run), 'pretrain').config['min_count'])}" if source == "pretrain" else ""
+                pretrained = store.find_stage(resolve_run_id(source_run), 'pretrain').config if source == "pretrain" else {}
+                min_count = f" {int(pretrained['min_count'])}" if source == "pretrain" else ""
             except (KdError, KeyError, TypeError, ValueError):
-                min_count = ""
+                pretrained, min_count = {}, ""
+            splits = pretrained.get("splits") or ["train"]  # (an older stage: every split)
+            if "train" not in splits:  # its --split left the train texts out: a lower --min-count or more --corpus adds none of their characters
+                read = f"split {', '.join(splits)}" + (" and --corpus" if pretrained.get("corpus") else "")
+                _warn(f"{said} (run {source_run!r} pre-trained on {read}, not on the train texts), and the teacher learns "
+                      "nothing of them: pre-train with --split train too (or leave --split out)")
+                return
             _warn(f"{said} (characters `kd pretrain` saw fewer than --min-count{min_count} times, or not at all), and the "
                   "teacher learns nothing of them: pre-train with a lower --min-count, or on more text (--corpus)")
             return

@@ -1747,6 +1747,24 @@ def test_pretrain_of_too_few_texts_counts_the_corpus_in_its_error(tmp_path):
     assert not Store.open(db).run_exists("c")
 
 
+def test_pretrain_of_a_split_without_texts_says_it_read_the_corpus_alone(tmp_path):
+    """--split unlabeled before the pool was ingested (or a split named by mistake) with a --corpus pre-trained on
+    the corpus alone without a word: the store's own texts, and their characters, never reached the model."""
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos", "很好很好"), ("neg", "很差很差")])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    (tmp_path / "news.txt").write_text("今天的新闻\n明天的新闻\n", encoding="utf-8")
+    out = kd("pretrain", "--run", "c", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "16", "--min-count", "1",
+             "--split", "unlabeled", "--corpus", str(tmp_path / "news.txt"), "--db", db, "--json")
+    said = ("the store has no texts of split unlabeled: the model is pre-trained on --corpus alone, its vocabulary the "
+            "corpus's characters (leave --split out, or ingest the split first)")
+    assert f"warning: {said}\n" in out.stderr and said in json.loads(out.stdout)["warnings"]
+    assert _stage(Path(db), "c", "pretrain").status == "succeeded"
+    both = kd("pretrain", "--run", "d", "--layers", "1", "--hidden", "32", "--steps", "1", "--max-len", "16", "--min-count", "1",
+              "--split", "unlabeled", "--split", "train", "--corpus", str(tmp_path / "news.txt"), "--db", db)
+    assert "--corpus alone" not in both.stderr  # (train's texts read)
+
+
 def test_pretrain_counts_the_texts_cut_to_max_len_and_warns_when_most_are(tmp_path):
     """A corpus of long lines (articles, one a line) was silently cut to --max-len tokens each: most of
     it never reached the model, and nothing said so (kd teach counts and warns)."""
@@ -2242,6 +2260,22 @@ def test_a_kd_pretrained_teacher_of_many_unk_tokens_is_told_of_min_count_not_of_
     [said] = [w for w in out.stderr.splitlines() if "unknown token" in w]
     assert said.startswith("warning: --model pretrain:p: its tokenizer reads 20% of the train texts' tokens as its unknown token [UNK]"), said
     assert "another language" not in said and "--min-count 2" in said, said
+
+
+def test_a_kd_pretrained_teacher_of_a_pretraining_without_the_train_texts_is_told_to_read_them(tmp_path):
+    """A `kd pretrain --split unlabeled --corpus news.txt` (train's texts left out) reads the reviews' own characters as
+    [UNK]: kd teach said to lower --min-count or add --corpus, neither of which adds them; --split train does."""
+    db = str(tmp_path / "kd.db")
+    write_tsv(tmp_path / "t.tsv", [("pos" if i % 2 else "neg", "很好很好" if i % 2 else "很差很差") for i in range(2)]
+              + [("pos" if i % 2 else "neg", ("很好" if i % 2 else "很差") + chr(0x9F00 + i) * 3) for i in range(20)])
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    (tmp_path / "news.txt").write_text("很好的新闻\n很差的新闻\n", encoding="utf-8")
+    kd("pretrain", "--run", "p", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "1", "--max-len", "16",
+       "--split", "unlabeled", "--corpus", str(tmp_path / "news.txt"), "--db", db)
+    out = kd("teach", "--run", "p", "--model", "pretrain:p", "--epochs", "1", "--db", db)
+    [said] = [w for w in out.stderr.splitlines() if "unknown token" in w]
+    assert "run 'p' pre-trained on split unlabeled and --corpus, not on the train texts" in said, said
+    assert said.endswith("pre-train with --split train too (or leave --split out)"), said
 
 
 def test_epochs_past_any_training_are_refused_in_one_line(taught_store, tiny_model):
