@@ -206,6 +206,11 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         unlabeled = " and ".join(t for t in (f"{pool} unlabeled" if pool else "", f"{made} augmented" if made else "") if t)
         warn(f"--alpha 0 with --hard-weight weighs the teacher's loss 0 for every sample: the {unlabeled} texts taught the "
              "student nothing (--alpha-end grows alpha; without --hard-weight they learn from the teacher at full weight)")
+    if config.get("labels_digest") not in (None, labels_state(store)["labels_digest"]):
+        # a label edit of another process after the stage read its labels: its figures read as those of the labels now
+        warn(f"the labels changed while stage {stage_name!r} ran (kd labels clean, set, import or undo meanwhile): it learned "
+             "from the labels as it read them, and its figures judge against those; re-run it with --overwrite (and the options "
+             f"`kd report --run {run}` lists for it) to learn from the labels as they are now")
     if as_json:  # (run and warnings as the labels commands carry them)
         weak = _majority_note(run, stage)  # a script (bench/ is one) reads warnings, not figures against a share it must count
         if weak or (weak := _missed_note(stage, store)):

@@ -573,6 +573,8 @@ class Store:
                        and not gone(s) and not (s.process or "").startswith(mine)]
             if running and not parked:
                 how = f": {running[-1].name!r} is running: wait for it to end (`kd runs` shows it), then run this again"
+            elif running:  # (the replacement: a distill, a detection or a --store told only what kd predict serves meanwhile)
+                how = f"; the replacement {running[-1].name!r} is running: wait for it to end (`kd runs` shows it), then run this again"
             if not parked and make is None:  # a name mistyped or shortened (`--model early-exit` for distill-early-exit)
                 near = difflib.get_close_matches(name_or_kind, [s.name for s in stages if s.status == "succeeded" and "~" not in s.name
                                                                  and (kinds is None or s.kind in kinds)], n=1)

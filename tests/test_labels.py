@@ -1983,6 +1983,38 @@ def test_a_stage_records_the_labels_it_read_not_those_of_its_start(db, noisy, mo
         assert out["metrics"]["train"]["n"] == 150 - sample and "labels_read_at" in out["config"]
 
 
+def test_a_label_edit_made_while_a_stage_trains_is_said_as_it_ends(db, noisy, monkeypatch):
+    """A `kd labels clean` (or set, import, undo) in another process after `kd distill` or `kd teach` read its labels:
+    the stage learned from, and judged its figures against, the labels of before the edit, and it ended saying
+    nothing of it (a student's `kd report` says nothing either): its figures read as those of the labels now."""
+    import kdstore.distill as distill_mod
+    import kdstore.teacher as teacher_mod
+
+    for mod, sample, name, args in (
+        (distill_mod, 1, "during", ("distill", "--run", "r", "--name", "during", "--epochs", "1", "--embed-dim", "8",
+                                    "--num-filters", "4", "--max-len", "32")),
+        (teacher_mod, 2, "teach", ("teach", "--run", "t", "--model", str(noisy["model"]), "--epochs", "1", "--max-len", "32")),
+    ):
+        recorded, edited = mod.record_labels_state, []
+
+        def edit_after_read(*a, recorded=recorded, sample=sample, edited=edited, **k):
+            recorded(*a, **k)
+            if not edited:  # once: another process's `kd labels set`, after the stage read its labels
+                edited.append(sample)
+                edit_labels(db, "meanwhile", f"drop-{sample}", {sample: "drop"})
+
+        monkeypatch.setattr(mod, "record_labels_state", edit_after_read)
+        result = kd(*args, "--db", db, "--json")
+        assert edited
+        said = (f"warning: the labels changed while stage {name!r} ran (kd labels clean, set, import or undo meanwhile): "
+                "it learned from the labels as it read them, and its figures judge against those")
+        assert said in result.stderr, result.stderr
+        assert any(w.startswith(said[len("warning: "):]) for w in json.loads(result.stdout)["warnings"])
+    # a stage that read the labels as they are now: nothing to say
+    assert "labels changed while" not in kd("distill", "--run", "r", "--name", "after", "--epochs", "1", "--embed-dim", "8",
+                                            "--num-filters", "4", "--max-len", "32", "--db", db).stderr
+
+
 def test_jsonl_sheet_number_decision_is_the_class_of_that_name(db, tmp_path):
     """A JSONL decision written as the number 0 is the class "0", not an empty cell skipped unseen."""
     kd("labels", "detect", "--run", "r", "--db", db)

@@ -2189,6 +2189,33 @@ def test_a_command_needing_a_teacher_still_training_says_to_wait_not_to_train_on
     assert "wait for it" not in line and "kd teach --run r1" in line, line
 
 
+def test_a_command_needing_a_teacher_being_replaced_says_to_wait_for_the_replacement(store, invoke, error_line):
+    """`kd distill` (or `kd labels detect`, `kd predict --store`) while `kd teach --overwrite` ran was told only that
+    `--model teach~parked-ID` (kd predict, kd export) serves the old teacher meanwhile: no way on for a distill, and
+    `kd predict --store --model teach~parked-ID` is refused in its turn. It says to wait for the replacement."""
+    from kdstore.runs import _machine, _start_time
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    old_id = _old_teacher(store)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(RuntimeError, match="the replacement fails"):
+            with stage_scope(store, run="r1", kind="teach", config={}, overwrite=True) as st:
+                with store.write_session("stages") as s:  # another process's replacement, still running
+                    s.execute(update(Stage).where(Stage.id == st.id).values(process=f"{alive.pid}:{_start_time(alive.pid) or '?'}:{_machine()}"))
+                for args in (["distill", "--run", "r1", "--student", "textcnn"], ["labels", "detect", "--run", "r1"],
+                             ["predict", "--run", "r1", "--model", "teacher", "--store"]):
+                    line = error_line(invoke(args, ok=False))
+                    assert f"'teach~parked-{old_id}' is the one an --overwrite is replacing" in line, line
+                    assert line.endswith("the replacement 'teach' is running: wait for it to end (`kd runs` shows it), "
+                                         "then run this again"), line
+                raise RuntimeError("the replacement fails")
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_a_stage_found_gone_days_later_is_given_no_duration(store, invoke):
     """A stage killed with -9 is marked failed when the next stage starts, maybe days later: `kd runs`
     and `kd report` gave it that wait as its seconds (259,200 s for a run that died in its first minute)."""
