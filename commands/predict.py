@@ -137,7 +137,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
                     if error is not None:
                         raise _text_field_noted(error)
         finally:
-            cuts.warn()  # the rest in one line at the end (one a 64 KiB read was one a few hundred lines)
+            if not isinstance(sys.exc_info()[1], BrokenPipeError):  # (the reader gone, as `| head -n 3`: no word of lines it never read)
+                cuts.warn()  # the rest in one line at the end (one a 64 KiB read was one a few hundred lines)
     else:
         lines, fields = read
         _emit_file(predictor, lines, batch_size, as_json, fields)

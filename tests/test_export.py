@@ -565,6 +565,18 @@ def test_predict_from_stdin_with_stdout_closed_is_no_traceback(built, tmp_path):
         assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()
 
 
+def test_predict_from_stdin_into_head_says_nothing_of_the_lines_head_never_read(built, tmp_path):
+    """`cat texts | kd predict | head -n 1`: once the reader had gone, kd still warned of the cut lines it had
+    predicted ("103 of 318 lines longer than 64 tokens, truncated"), lines no one read; a FILE said nothing."""
+    env = {**os.environ, "KD_DB": str(built), "KD_NO_PROGRESS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    texts = "".join(f"{i}这个东西非常很好大家已经觉得比较一般今天我们的那里时候还是可以这个东西非常很好大家已经觉得\n" for i in range(20000))
+    proc = subprocess.run(["sh", "-c", '"$0" -m commands.cli predict "$@" | head -n 1 >/dev/null', sys.executable,
+                           "--run", RUN, "--model", "distill-textcnn"],
+                          input=texts.encode(), capture_output=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.stderr == b"", proc.stderr.decode()
+
+
 def test_predict_json_lines_with_a_lone_surrogate_escape_are_a_one_line_error(built, tmp_path, error_line):
     """JSON may escape half an emoji ("\\ud83d"): no UTF-8 text, which the tokenizer (and a --json
     line echoing it under "input") failed on with a traceback; kd ingest refuses it in one line too."""
