@@ -161,19 +161,20 @@ def _compared_by_model(rows: list[dict], cols: list[str]) -> Table:
     return table
 
 
-def _leaders_line(rows: list[dict]) -> str | None:
-    """`kd report --compare`'s answer to "which is better": the model that leads each figure, with its value
-    (ties: each of them), and why test figures are not ranked where the models were tested on unequal sets."""
-    parts = []
+def _leaders_lines(rows: list[dict]) -> list[str]:
+    """`kd report --compare`'s answer to "which is better": a line a figure naming the model that leads it, with
+    its value (ties: each of them), and why test figures are not ranked where the models were tested on unequal
+    sets (a line each: one line of them all was wider than a terminal)."""
+    lines = []
     for figure, _ in LEADING_FIGURES:
         at = [r for r in rows if figure in r["leads"]]
         if at:
             models = " and ".join(f"{r['run']}/{r['stage']}" for r in at)
-            parts.append(f"{figure} {models} ({_fmt(at[0][figure])})")
+            lines.append(f"best {figure}: {models} ({_fmt(at[0][figure])})")
     sizes = sorted({r["test_n"] for r in rows if r["test_n"] is not None})
     if len(sizes) > 1:  # (a model tested on 2,000 samples beside one tested on 1,000 after a clean dropped some)
-        parts.append(f"test figures not ranked: measured on {', '.join(map(str, sizes))} test samples (test_n)")
-    return "best: " + "; ".join(parts) if parts else None
+        lines.append(f"test figures not ranked: measured on {', '.join(map(str, sizes))} test samples (test_n)")
+    return lines
 
 
 def _compared_by_figure(rows: list[dict], cols: list[str]) -> Table:
@@ -299,9 +300,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                         click.echo(f"{c}: {r['run']}/{r['stage'] or '-'}: {r[c]}")
         else:
             print_wide(out, table)
-        best = _leaders_line(rows)
-        if best:
-            click.echo(best)
+        for line in _leaders_lines(rows):
+            click.echo(line)
         if len(threads) > 1:
             click.echo("note: latency and throughput were timed with different numbers of torch threads (speed_threads): "
                        "compare them between models timed alike (OMP_NUM_THREADS sets the count)")

@@ -427,7 +427,7 @@ def test_report_figures_confusion_and_charts_of_the_teacher_and_early_exit(train
     kd("labels", "set", "--run", "bare", f"{now.ids[0]}=drop", "--db", db)  # a run with no model: a row that says so
     bare = json.loads(kd("report", "--compare", "r", "bare", "--db", db, "--json").stdout)[-1]
     assert set(bare) == set(one[0]) and bare["note"] == "no succeeded model"  # every row has every key (a script reads them alike)
-    assert {k: v for k, v in bare.items() if v is not None} == {"run": "bare", "note": "no succeeded model"}
+    assert {k: v for k, v in bare.items() if v is not None} == {"run": "bare", "note": "no succeeded model", "leads": []}
     assert all(r["note"] is None for r in one)
     kd("teach", "--run", "broken", "--model", str(tmp_path / "no-such-model"), "--db", db, ok=False)
     broken = json.loads(kd("report", "--compare", "broken", "--db", db, "--json").stdout)
