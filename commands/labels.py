@@ -261,13 +261,10 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     if dry_run:
         check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # a refusal, as the real run's
         warned = _warn(warnings) + _warn(_emptied_by(store, items))
-        n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
         if as_json:  # (the stage it would write: none where the clean decides nothing, as the real one records none)
             # (the counts the clean's --json gives: a script checking the preview read no key)
-            counts = {**{a: sum(i["effect"] == "change" and i["action"] == a for i in items) for a in ("relabel", "drop", "flag")},
-                      "reject": 0, "unchanged": n["unchanged"], "skipped_edited": n["edited"], "skipped_rejected": n["rejected"]}
             print_json({"run": run, "stage": stage_name if decides or replacing else None, "dry_run": True, "action": action, "min_score": min_score,
-                        **counts, "changes": items, "warnings": warned})
+                        **_planned_counts(items), "changes": items, "warnings": warned})
         else:
             print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
                        [[str(i["sample_id"]), _score(i["score"]), i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),
@@ -276,6 +273,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
                        title=f"kd labels clean --action {action} would decide (dry run: nothing written)")
             if top and len(items) > top:
                 click.echo(f"... {len(items) - top} more rows (--top 0 shows all, --json lists all)")
+            n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
             kept = f", {n['rejected']} left alone (a review kept the label)" if n["rejected"] else ""
             flags = sum(i["action"] == "flag" and i["effect"] == "change" for i in items)  # (a relabel's too: its suggestion is the label)
             changed = (f"{n['change']} flagged (no label changed)" if action == "flag" else
@@ -300,6 +298,14 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     _print_counts(run, stage_name, counts, as_json, warnings=warned)
 
 
+def _planned_counts(items: list[dict]) -> dict[str, int]:
+    """The counts a clean's --json gives (``lab.apply``'s), of a plan's preview ``items``: a dry run's, or one deciding
+    nothing (a clean's own rejects come from review sheets alone: none)."""
+    effects = {e: sum(i["effect"] == e for i in items) for e in ("change", "unchanged", "edited", "rejected")}
+    return {**{a: sum(i["effect"] == "change" and i["action"] == a for i in items) for a in ("relabel", "drop", "flag")},
+            "reject": 0, "unchanged": effects["unchanged"], "skipped_edited": effects["edited"], "skipped_rejected": effects["rejected"]}
+
+
 def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool, items: list[dict] = (), action: str = "relabel") -> None:
     """What a clean with no issue to decide says, recording no stage: the highest score it left undecided,
     or why it leaves alone every issue it would decide (``items``, the plan's preview)."""
@@ -318,9 +324,7 @@ def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool, it
         why = "its detection flagged no label"
     if as_json:
         # (the counts a clean's --json carries: a script reading skipped_edited found no key)
-        counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": n["unchanged"],
-                  "skipped_edited": n["edited"], "skipped_rejected": n["rejected"]}
-        print_json({"run": run, "stage": None, **counts, "nothing_to_clean": why, "warnings": []})
+        print_json({"run": run, "stage": None, **_planned_counts(items), "nothing_to_clean": why, "warnings": []})
     else:
         click.echo(f"run {run}: {why}; nothing cleaned, no stage recorded")
 
