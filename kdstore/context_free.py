@@ -42,9 +42,10 @@ def collapsed(losses: list[float], baseline: float, *, margin: float = MARGIN) -
     return len(losses) >= 2 and min(losses[:-1]) <= baseline - margin and losses[-1] >= baseline
 
 
-def learned_nothing(loss: float, baseline: float, *, texts_seen: int, min_texts: int = NO_CONTEXT_TEXTS) -> bool:
-    """True when a finished run that saw at least ``min_texts`` texts ends no better than ``baseline``."""
-    return texts_seen >= min_texts and loss >= baseline
+def learned_nothing(loss: float, baseline: float, *, texts_seen: int, min_texts: int | None = None) -> bool:
+    """True when a finished run that saw at least ``min_texts`` texts (``NO_CONTEXT_TEXTS`` when None,
+    read at the call) ends no better than ``baseline``."""
+    return texts_seen >= (NO_CONTEXT_TEXTS if min_texts is None else min_texts) and loss >= baseline
 
 
 def measured_loss(objective: str) -> str:
