@@ -499,30 +499,14 @@ def test_two_processes_teach_the_same_logits_as_one(taught):
 
 
 def test_logits_only_under_two_processes_scores_exactly_the_missing_samples(taught, tmp_path):
+    """Only the new samples are scored, as one process's saved teacher scores them. The bars each rank
+    drew are recorded too: `kd teach --logits-only` (and the teacher's scoring of `kd distill --augment`
+    texts) drew rank 0's bar as plain "logits 375/375" while 750 samples were scored: read as half of them
+    left unscored. (The recording wrapper changes nothing else; it shares this test's launch.)"""
     db = copy_store(taught["two"], tmp_path / "store")
     stage = stage_of(db, "r", "teach")
     _, before = logits_of(db, stage.id)
     new = ingest_late(db, tmp_path)
-    out = torchrun("teach", "--run", "r", "--logits-only", "--json", "--db", str(db))
-    assert json.loads(out.stdout) == {"run": "r", "stage": "teach", "scored": len(LATE), "warnings": []}  # rank 0 alone prints
-    ids, logits = logits_of(db, stage.id)
-    assert np.array_equal(ids, sample_ids(db)) and count(db, Prediction, stage_id=stage.id) == len(ids)
-    np.testing.assert_array_equal(logits[~np.isin(ids, new)], before)  # the old rows are untouched
-    # the new rows are what the saved teacher says in one process
-    from kdstore.teacher import load_classifier, score
-
-    tokenizer, model = load_classifier(stage.artifact_path, stage.config["classes"])
-    fresh = score(model, tokenizer, LATE, max_len=32, batch_size=64, device=torch.device("cpu"))
-    np.testing.assert_allclose(logits[np.isin(ids, new)], fresh, atol=1e-4, rtol=0)
-    again = kd("teach", "--run", "r", "--logits-only", "--json", "--db", str(db))
-    assert json.loads(again.output)["scored"] == 0
-
-
-def test_logits_only_s_bar_under_two_processes_says_it_counts_this_process_s_share(taught, tmp_path):
-    """`kd teach --logits-only` (and the teacher's scoring of `kd distill --augment` texts) drew rank 0's bar
-    as plain "logits 375/375" while 750 samples were scored: read as half of them left unscored."""
-    db = copy_store(taught["two"], tmp_path / "store")
-    ingest_late(db, tmp_path)
     seen = tmp_path / "bars.txt"
     wrapper = tmp_path / "record_bars.py"
     wrapper.write_text(
@@ -540,9 +524,21 @@ def test_logits_only_s_bar_under_two_processes_says_it_counts_this_process_s_sha
         "    return bar\n"
         "kdstore.teacher.progress = recording\n"
         "from commands.cli import main\nmain()\n", encoding="utf-8")
-    torchrun("teach", "--run", "r", "--logits-only", "--db", str(db), script=wrapper)
+    out = torchrun("teach", "--run", "r", "--logits-only", "--json", "--db", str(db), script=wrapper)
+    assert json.loads(out.stdout) == {"run": "r", "stage": "teach", "scored": len(LATE), "warnings": []}  # rank 0 alone prints
     bars = sorted(line for line in seen.read_text(encoding="utf-8").splitlines() if "logits" in line)
     assert bars == ["0 logits (this process's share, 1 of 2)", "1 logits (this process's share, 1 of 2)"], bars
+    ids, logits = logits_of(db, stage.id)
+    assert np.array_equal(ids, sample_ids(db)) and count(db, Prediction, stage_id=stage.id) == len(ids)
+    np.testing.assert_array_equal(logits[~np.isin(ids, new)], before)  # the old rows are untouched
+    # the new rows are what the saved teacher says in one process
+    from kdstore.teacher import load_classifier, score
+
+    tokenizer, model = load_classifier(stage.artifact_path, stage.config["classes"])
+    fresh = score(model, tokenizer, LATE, max_len=32, batch_size=64, device=torch.device("cpu"))
+    np.testing.assert_allclose(logits[np.isin(ids, new)], fresh, atol=1e-4, rtol=0)
+    again = kd("teach", "--run", "r", "--logits-only", "--json", "--db", str(db))
+    assert json.loads(again.output)["scored"] == 0
 
 
 def test_logits_only_names_the_error_of_a_rank_that_cannot_load_the_teacher(taught, tmp_path):
@@ -820,26 +816,6 @@ def test_a_rank_whose_launcher_is_killed_stops(tmp_path):
     assert out.read_text() == f"Terminated: {ORPHAN_MESSAGE}"
 
 
-def test_a_late_divergence_is_warned_about_once_not_by_every_rank(corpus, tiny_model, tmp_path):
-    """Every rank holds the same (DDP-averaged) weights, so every rank sees them diverge; rank 0
-    alone prints the warning, as it prints the stage's other warnings (each rank printed it)."""
-    db = tmp_path / "kd.db"
-    for split in ("train", "dev"):
-        kd("ingest", str(corpus[split]), "--split", split, "--db", str(db))
-    wrapper = tmp_path / "diverges.py"
-    wrapper.write_text(
-        "import kdstore.torchutil\n"
-        "calls = []\n"
-        "def diverged_from_epoch_2(module):\n"
-        "    calls.append(1)\n"
-        "    return 'bert.embeddings.word_embeddings.weight' if len(calls) >= 2 else None\n"
-        "kdstore.torchutil.nonfinite_weight = diverged_from_epoch_2\n"
-        "from commands.cli import main\nmain()\n", encoding="utf-8")
-    done = torchrun("teach", "--run", "dv", "--model", str(tiny_model), "--epochs", "3", "--max-len", "32", "--db", str(db), script=wrapper)
-    assert done.stderr.count("warning: training diverged in epoch 2") == 1, done.stderr[-3000:]
-    assert stage_of(db, "dv", "teach").status == "succeeded"
-
-
 def test_rank_0s_own_failure_is_not_reported_as_the_rank_that_heard_of_it(taught, tiny_model, tmp_path):
     db = copy_store(taught["one"], tmp_path / "store")
     teach_with_one_rank_patched(db, tiny_model, "r0", tmp_path, 0, (
@@ -900,9 +876,11 @@ def test_a_where_that_reads_other_rows_each_time_is_named_not_a_store_change(tau
         store.close()
 
 
-def test_overwrite_names_once_the_learners_of_the_replaced_teacher_but_no_failed_one(taught, tiny_model, tmp_path):
-    """The --overwrite warning is rank 0's alone; it named a student that failed (no figures to stay
-    those of the old teacher, nothing to retrain with --overwrite) beside the ones that succeeded."""
+def test_a_stages_warnings_are_rank_0s_alone(taught, tiny_model, tmp_path):
+    """Every rank holds the same (DDP-averaged) weights, so every rank sees them diverge; rank 0 alone
+    prints the warning, as it prints the stage's other warnings (each rank printed it). The --overwrite
+    warning is rank 0's alone too; it named a student that failed (no figures to stay those of the old
+    teacher, nothing to retrain with --overwrite) beside the ones that succeeded. (One launch for both.)"""
     db = copy_store(taught["one"], tmp_path / "store")
     with one_thread():
         kd("teach", "--run", "ow", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", str(db))
@@ -910,9 +888,21 @@ def test_overwrite_names_once_the_learners_of_the_replaced_teacher_but_no_failed
             kd("distill", "--run", "ow", *DISTILL, "--name", name, "--db", str(db))
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE stages SET status = 'failed', error = 'disk on fire' WHERE name = 'broke'")
-    done = torchrun("teach", "--run", "ow", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--overwrite", "--db", str(db))
+    wrapper = tmp_path / "diverges.py"
+    wrapper.write_text(
+        "import kdstore.torchutil\n"
+        "calls = []\n"
+        "def diverged_from_epoch_2(module):\n"
+        "    calls.append(1)\n"
+        "    return 'bert.embeddings.word_embeddings.weight' if len(calls) >= 2 else None\n"
+        "kdstore.torchutil.nonfinite_weight = diverged_from_epoch_2\n"
+        "from commands.cli import main\nmain()\n", encoding="utf-8")
+    done = torchrun("teach", "--run", "ow", "--model", str(tiny_model), "--epochs", "3", "--max-len", "32", "--overwrite", "--db", str(db),
+                    script=wrapper)
+    assert done.stderr.count("warning: training diverged in epoch 2") == 1, done.stderr[-3000:]
     assert done.stderr.count("warning: --overwrite replaces the teacher that ow/good used: its figures stay") == 1, done.stderr[-3000:]
     assert "ow/broke" not in done.stderr
+    assert stage_of(db, "ow", "teach").status == "succeeded"
 
 
 # distill ---------------------------------------------------------------------------------------------
@@ -944,9 +934,12 @@ def test_accelerate_launch_runs_two_processes_as_torchrun_does(taught, tmp_path)
     np.testing.assert_allclose(logits2, logits1, atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("extra", [[], ["--temperature-schedule", "cwsm", "--temperature-beta", "0.5"], ["--folds", "2"],
-                                   ["--eval-every", "4", "--patience", "1"], ["--grad-accum", "3"]],
-                         ids=["plain", "per-sample-temperature", "folds", "eval-every", "grad-accum"])
+# (a plain distill under two processes is the accelerate test's; each launch of two processes costs a
+# dozen seconds of this 2-core CI before any training, so the options that take paths of their own
+# share one launch where they can)
+@pytest.mark.parametrize("extra", [["--temperature-schedule", "cwsm", "--temperature-beta", "0.5", "--eval-every", "4", "--patience", "1"],
+                                   ["--folds", "2", "--grad-accum", "3"]],
+                         ids=["per-sample-temperature-eval-every", "folds-grad-accum"])
 def test_two_processes_distill_the_same_student_as_one(taught, tmp_path, extra):
     """Per-sample temperatures are set against the whole global batch's mean weight, not a rank's share;
     fold students score their held-out shards and the rest on every rank alike; dev scored every N steps
@@ -1020,8 +1013,7 @@ def test_two_processes_distill_a_transformer_with_intermediate_losses_without_dd
     assert stage_of(two, "r", "narrow").status == "succeeded"
 
 
-@pytest.mark.parametrize("objective, extra", [("mlm", ()), ("electra", ()), ("electra", ("--grad-accum", "3"))],
-                         ids=["mlm", "electra", "electra-grad-accum"])
+@pytest.mark.parametrize("objective, extra", [("mlm", ()), ("electra", ("--grad-accum", "3"))], ids=["mlm", "electra-grad-accum"])
 def test_two_processes_pretrain(taught, tmp_path, objective, extra):
     db = copy_store(taught["two"], tmp_path)
     out = torchrun("pretrain", "--run", "p", "--objective", objective, "--layers", "2", "--hidden", "32", "--heads", "2",

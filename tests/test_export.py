@@ -1462,7 +1462,7 @@ def test_an_rnn_student_exported_twice_in_one_process_keeps_its_dynamic_axes(bui
     store = Store.open(str(built))
     sample = fresh_texts()
     reference = Predictor.from_run(store, RUN, "distill-bigru", device="cpu").logits(sample)
-    for i, int8 in enumerate((False, False, True)):
+    for i, int8 in enumerate((False, True)):  # (the file's parity test exported it already: both are further exports)
         path, _ = export_model(store, RUN, which="distill-bigru", fmt="onnx", out=tmp_path / f"e{i}", int8=int8)
         inputs = onnx.load(str(path / "model.onnx")).graph.input
         assert all(d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim), [i.type.tensor_type.shape for i in inputs]
