@@ -671,6 +671,7 @@ def test_a_server_database_not_in_utf8_is_refused_in_one_line(pg_server, runner,
         pg_server.drop(url)
 
 
+@pytest.mark.new_database
 def test_an_ingest_of_names_no_backend_can_store_is_refused_before_anything_is_written(db, invoke, write_file, error_line):
     """A file named in another encoding (GBK bytes: lone surrogates in Python) crashed the ingest with
     a traceback on both backends; a --classes name longer than classes.name holds was stored on
