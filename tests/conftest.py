@@ -75,16 +75,16 @@ class PgServer:
 
     A test's store database is a copy (``CREATE DATABASE ... TEMPLATE``) of one that kd created once in
     this process, through the same migration chain: walking the chain for each of some 450 tests took
-    a minute of CI. ``empty=True`` gives a database kd has never touched."""
+    a minute of CI. ``create()`` alone gives a database kd has never touched."""
 
     def __init__(self, url: str):
         self.url = make_url(url)
         self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT")
         self.template: str | None = None
 
-    def create(self, *, empty: bool = False) -> str:
+    def create(self, *, copy_of_a_store: bool = False) -> str:
         name = f"kd_test_{uuid.uuid4().hex[:12]}"
-        source = "" if empty else f' TEMPLATE "{self._template()}"'
+        source = f' TEMPLATE "{self._template()}"' if copy_of_a_store else ""
         with self.admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"{source}'))
         return self.url.set(database=name).render_as_string(hide_password=False)
@@ -93,7 +93,7 @@ class PgServer:
         """The database the test databases are copied from: a store kd created (its engine disposed:
         a template must have no connection while it is copied)."""
         if self.template is None:
-            url = self.create(empty=True)
+            url = self.create()
             Store.open(url).close()
             self.template = make_url(url).database
         return self.template
@@ -168,7 +168,7 @@ def db(request: pytest.FixtureRequest, db_path: Path) -> str:
         yield str(db_path)
         return
     server: PgServer = request.getfixturevalue("pg_server")
-    url = server.create(empty=request.node.get_closest_marker("new_database") is not None)
+    url = server.create(copy_of_a_store=request.node.get_closest_marker("new_database") is None)
     yield url
     server.drop(url)
 
