@@ -124,11 +124,13 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         from kdstore.progress import silenced
 
         cuts = _Cuts(predictor.max_len)
+        read_lines = 0
         try:
             with silenced():  # (each read its own bar: a stream of 50k lines left 27 finished bars on stderr)
                 for n, lines in enumerate(_arriving(stdin, "<stdin>")):
                     if n == 0 and text_field is None:
                         _hint_json_lines(lines, "<stdin>")
+                    read_lines += len(lines)
                     lines, fields, error = _json_texts(lines, text_field, "<stdin>") if text_field else (lines, None, None)
                     _emit(predictor, lines, batch_size, as_json, cuts, fields)  # the lines before a bad one are answered
                     if sys.stdout is not None:  # (started with stdout closed, `>&-`: written nowhere, as a FILE's answers are)
@@ -139,6 +141,8 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         finally:
             if not isinstance(sys.exc_info()[1], BrokenPipeError):  # (the reader gone, as `| head -n 3`: no word of lines it never read)
                 cuts.warn()  # the rest in one line at the end (one a 64 KiB read was one a few hundred lines)
+        if not read_lines:  # (as an empty FILE is told: nothing on standard output and status 0 looked predicted)
+            click.echo("warning: standard input is empty: nothing to predict", err=True)
     else:
         lines, fields = read
         _emit_file(predictor, lines, batch_size, as_json, fields)

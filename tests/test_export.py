@@ -532,6 +532,9 @@ def test_predicting_an_empty_file_says_so(built, tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     result = kd("predict", "--run", RUN, "--model", "teach", str(tmp_path / "empty.txt"), "--db", str(built))
     assert (result.stdout, result.stderr) == ("", f"warning: {tmp_path / 'empty.txt'} is empty: nothing to predict\n")
+    # so does standard input that ends before any line (`kd predict < empty.txt`, a grep that matched nothing)
+    result = kd("predict", "--run", RUN, "--model", "teach", "--db", str(built), input=b"")
+    assert (result.stdout, result.stderr) == ("", "warning: standard input is empty: nothing to predict\n")
 
 
 def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, cnn_onnx, tmp_path, error_line):
