@@ -119,7 +119,7 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
         added = classes_added(list(predictor.class_names), store.class_names())
         if added:  # (kd report said so; predict answered in silence, never the new class)
             click.echo(f"warning: {predictor.stage_name} was {added}, which it never answers", err=True)
-        _warn_first_layer_speed(predictor, typed("speed"))
+        _warn_first_layer_speed(predictor, speed is not None)
     if path == "-":
         from kdstore.progress import silenced
 
@@ -620,12 +620,12 @@ def _emit_file(predictor, lines: list[tuple[int, str]], batch_size: int, as_json
 _LINE_BREAKS = str.maketrans({c: " " for c in "\x00\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})  # (and NUL: csv readers refuse it)
 
 
-def _warn_first_layer_speed(predictor, typed: bool) -> None:
-    """A typed --speed at which an early-exit model exits every text at its first layer (max_prob uncertainty, or
-    entropy at 1; kd distill warns of its own --speed so; a --speed 0.6 here exited all in silence)."""
+def _warn_first_layer_speed(predictor, chosen: bool) -> None:
+    """A --speed, typed or a config file's, at which an early-exit model exits every text at its first layer (max_prob
+    uncertainty, or entropy at 1; kd distill warns of its own --speed so; a --speed 0.6 here exited all in silence)."""
     from kdstore.early_exit import first_layer_speed_note
 
-    note = first_layer_speed_note(predictor.speed, predictor.uncertainty, len(predictor.class_names)) if typed and hasattr(predictor, "uncertainty") else None
+    note = first_layer_speed_note(predictor.speed, predictor.uncertainty, len(predictor.class_names)) if chosen and hasattr(predictor, "uncertainty") else None
     if note:
         click.echo(f"warning: {note}", err=True)
 
@@ -650,7 +650,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         check_stage_free(store, run=run, kind="predict", name=f"predict-{planned}" + (f"@{split}" if split else ""), overwrite=overwrite)
     loading = utcnow()
     predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
-    _warn_first_layer_speed(predictor, not speed_if_early_exit)
+    _warn_first_layer_speed(predictor, speed is not None)
     names = store.class_names()
     model_stage = store.find_stage(run, predictor.stage_name)
     if list(predictor.class_names) != names:

@@ -936,6 +936,20 @@ def test_speed_1_with_entropy_exits_every_text_at_the_first_layer_and_is_warned_
     assert "warning: --speed 1 with --uncertainty entropy: the normalized entropy is at most 1" in said.stderr, said.stderr
 
 
+def test_a_config_files_speed_that_exits_every_text_at_the_first_layer_is_warned_of_too(trained, tmp_path):
+    """A kd.toml `[predict] speed = 1` serves an early-exit model at that speed as a typed --speed 1 does (every
+    text at the first layer): the typed one was warned of, the config file's exited every text in silence."""
+    db, conf = trained["db"], tmp_path / "kd.toml"
+    conf.write_text("[predict]\nspeed = 1\n", encoding="utf-8")
+    note = "warning: --speed 1 with --uncertainty entropy: the normalized entropy is at most 1"
+    at = kd("predict", "--run", "r", "--model", "early-exit", "--json", "--config", str(conf), "--db", db, input="这个很好\n")
+    assert json.loads(at.stdout)["layer"] == 1
+    assert note in at.stderr, at.stderr
+    stored = kd("predict", "--run", "r", "--model", "early-exit", "--store", "--split", "test", "--overwrite", "--config", str(conf), "--db", db)
+    assert "speed 1: mean exit layer 1.00" in stored.stdout and note in stored.stderr, stored.output
+    assert kd("predict", "--run", "r", "--model", "teacher", "--config", str(conf), "--db", db, input="这个很好\n").stderr == ""
+
+
 def test_per_speed_figures_judge_against_the_labels_the_stage_read(trained, monkeypatch):
     """A label edit while the branches train (another process's `kd labels set`) changes neither the
     stage's figures nor its per-speed ones: accuracy@SPEED was over the labels at the end, accuracy
