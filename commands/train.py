@@ -1083,7 +1083,7 @@ def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
 @click.option("--temperature-gamma", type=FLOAT, default=2.0, show_default=True, help="flsw: exponent on (1 - cosine(student, teacher)), at most 100.")
 @click.option("--probability-shift/--no-probability-shift", is_flag=True, help="Where the teacher is wrong on a labeled sample, swap its top logit with the gold class's (Wen et al. 2019, as TextBrewer). Clean labels first: it trusts them.")
 @click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True, help="balanced: each labeled row's hard loss weighted n / (classes x rows of its class), for imbalanced classes (the teacher's soft loss is left as it is); the weights are recorded (class_weight[NAME]).")
-@click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (--embed-dim is then the width of its table, unless given: the hidden size for BERT, less for ALBERT/ELECTRA).")
+@click.option("--init-embeddings", type=click.Choice(["random", "teacher"]), default="random", show_default=True, help="teacher: start from the teacher's token embeddings (--embed-dim is then the width of its table: the hidden size for BERT, less for ALBERT/ELECTRA; another width is refused).")
 @click.option("--soft-loss", type=click.Choice(SOFT_LOSSES), default="kl", show_default=True,
               help="KL divergence or soft cross entropy on the softened distributions (× T²), or MSE on the logits (Tang et al.).")
 @click.option("--unlabeled/--no-unlabeled", default=None, help="Learn from the unlabeled pool too (default: when there is one).")
@@ -1102,7 +1102,7 @@ def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
 @click.option("--max-len", type=int, default=128, show_default="the (first) teacher's; 128 if it has none")
 @click.option("--patience", type=int, default=3, show_default=True, help="Dev scores without a gain before stopping (one an epoch, or one each --eval-every steps).")
 @click.option("--eval-every", type=int, default=0, help="Score dev every N training steps (and at the last), keeping the best of those, instead of at each epoch's end: for a pool much larger than the labels, whose epoch is long.")
-@click.option("--embed-dim", type=int, default=128, show_default=True, help="Token embedding width (with --init-embeddings teacher: the width of the teacher's table, unless given).")
+@click.option("--embed-dim", type=int, default=128, show_default=True, help="Token embedding width (with --init-embeddings teacher: the width of the teacher's table; another width is refused).")
 @click.option("--kernel-sizes", default="2,3,4", show_default=True, help="TextCNN kernel widths.")
 @click.option("--num-filters", type=int, default=128, show_default=True)
 @click.option("--hidden", type=int, default=128, show_default=True, help="BiGRU/BiLSTM hidden size.")

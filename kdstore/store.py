@@ -576,8 +576,9 @@ class Store:
             elif running:  # (the replacement: a distill, a detection or a --store told only what kd predict serves meanwhile)
                 how = f"; the replacement {running[-1].name!r} is running: wait for it to end (`kd runs` shows it), then run this again"
             if not parked and make is None:  # a name mistyped or shortened (`--model early-exit` for distill-early-exit)
-                near = difflib.get_close_matches(name_or_kind, [s.name for s in stages if s.status == "succeeded" and "~" not in s.name
-                                                                 and (kinds is None or s.kind in kinds)], n=1)
+                names = [s.name for s in stages if s.status == "succeeded" and "~" not in s.name and (kinds is None or s.kind in kinds)]
+                # a student's kind (`--model textcnn`): the stage kd distill names after it, not a closer rerun-textcnn
+                near = [f"distill-{name_or_kind}"] if f"distill-{name_or_kind}" in names else difflib.get_close_matches(name_or_kind, names, n=1)
                 how = how or (f": did you mean {near[0]!r}?" if near else "")
             raise KdError(
                 f"run {run!r} has no succeeded {name_or_kind!r} stage ({'models' if kinds else 'stages'}: {have}){waiting}{how}"

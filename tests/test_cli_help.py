@@ -420,3 +420,12 @@ def test_teach_split_help_says_dev_judges_unless_dev_rows_train(runner):
     split = text[text.index("--split [train|dev]"):text.index("--label TEXT")]
     assert "With dev among them no dev rows judge" not in split
     assert "When dev rows train" in split
+
+
+def test_distill_help_says_a_typed_embed_dim_must_be_the_teachers_table_width():
+    """--help said --init-embeddings teacher takes the width of the teacher's table "unless given", as if a
+    typed --embed-dim were used instead; another width is refused ("leave --embed-dim out ... or give 32")."""
+    helps = {p.name: p.help for p in cli.get_command(click.Context(cli), "distill").params}
+    for name in ("embed_dim", "init_embeddings"):
+        assert "unless given" not in helps[name], helps[name]
+        assert "another width is refused" in helps[name], helps[name]

@@ -1608,6 +1608,16 @@ def test_a_stage_name_shortened_or_mistyped_is_refused_with_the_one_meant(store,
     assert line.endswith("has no succeeded 'detec' stage (models: distill-early-exit (succeeded))"), line
 
 
+def test_a_student_kind_given_as_model_is_refused_with_its_default_stage(store, invoke, error_line):
+    """`kd predict --model textcnn` in a run holding distill-textcnn and a rerun of it named rerun-textcnn
+    guessed 'rerun-textcnn' (closer by difflib's ratio), not the stage kd distill names after the kind."""
+    for name in ("distill-textcnn", "rerun-textcnn"):
+        with stage_scope(store, run="r", kind="distill", name=name, config={"student": "textcnn"}):
+            pass
+    line = error_line(invoke(["predict", "--run", "r", "--model", "textcnn"], ok=False, input="好\n"))
+    assert line.endswith("did you mean 'distill-textcnn'?"), line
+
+
 def test_report_default_run(store, invoke):
     with stage_scope(store, run="default", kind="teach", config={}):
         pass
