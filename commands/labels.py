@@ -301,7 +301,7 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
 def _planned_counts(items: list[dict]) -> dict[str, int]:
     """The counts a clean's --json gives (``lab.apply``'s), of a plan's preview ``items``: a dry run's, or one deciding
     nothing (a clean's own rejects come from review sheets alone: none)."""
-    effects = {e: sum(i["effect"] == e for i in items) for e in ("change", "unchanged", "edited", "rejected")}
+    effects = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
     return {**{a: sum(i["effect"] == "change" and i["action"] == a for i in items) for a in ("relabel", "drop", "flag")},
             "reject": 0, "unchanged": effects["unchanged"], "skipped_edited": effects["edited"], "skipped_rejected": effects["rejected"]}
 
