@@ -4,7 +4,12 @@ library.
 The store tests run on every backend: ``db`` is a fresh SQLite file, and, when ``KD_TEST_PG_URL``
 names a PostgreSQL server (``.ci/postgres.sh`` starts one), a fresh PostgreSQL database created
 for the test and dropped after it. Tests about SQLite files as such take ``db_path`` and carry
-``@pytest.mark.sqlite_only``.
+``@pytest.mark.sqlite_only``. Which store tests take the PostgreSQL database: those marked
+``on_postgresql`` (every store test of the files about the backends, migrations and ingest; in the
+others, the tests of what differs between the two: transactions taken back, locks and concurrent
+writers, killed stages, id lists past a statement's parameters); ``KD_TEST_PG_ALL=1`` runs every
+store test on both. The rest ran on both for months: the whole matrix took a third of CI's time
+for the same outcome as the marked ones.
 
 Every test runs in its own ``tmp_path`` as the working directory, with the kd environment variables
 cleared, so a stray ``kd.toml`` or ``kd.db`` (or a developer's ``KD_DB``) is never picked up.
@@ -30,6 +35,7 @@ from kdstore.store import Store
 
 KD_ENV = ("KD_DB", "KD_CONFIG", "KD_ARTIFACTS", "KD_USER")
 PG_URL = os.environ.get("KD_TEST_PG_URL")
+PG_ALL = os.environ.get("KD_TEST_PG_ALL", "") not in ("", "0")
 BACKENDS = [
     "sqlite",
     pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="KD_TEST_PG_URL not set (bash .ci/postgres.sh starts a server)")),
@@ -45,6 +51,7 @@ HEAVY_FIRST = ("test_distributed.py", "test_labels.py", "test_training.py", "tes
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite files; it runs on the sqlite backend only")
+    config.addinivalue_line("markers", "on_postgresql: the store test runs on PostgreSQL too (without it, only where KD_TEST_PG_ALL=1)")
     config.addinivalue_line("markers", "new_database: on PostgreSQL the test's database is one kd never touched, not a copy "
                             "of a store kd created (tests of how a store is born)")
     if hasattr(config.option, "loadscopereorder"):  # (xdist's own order for loadfile: the most tests first)
@@ -57,16 +64,26 @@ def _heavy_rank(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop the postgresql instance of tests marked ``sqlite_only`` (rather than listing them as
-    skipped); run the ``HEAVY_FIRST`` files first (a stable sort: each file's tests keep their order)."""
+    """Drop the postgresql instance of tests marked ``sqlite_only``, and of those not marked
+    ``on_postgresql`` unless ``KD_TEST_PG_ALL`` is set (rather than listing them as skipped); run the
+    ``HEAVY_FIRST`` files first (a stable sort: each file's tests keep their order)."""
     items.sort(key=_heavy_rank)
     keep = []
     for item in items:
         spec = getattr(item, "callspec", None)
-        if spec is not None and spec.params.get("db") == "postgresql" and item.get_closest_marker("sqlite_only"):
+        if spec is not None and spec.params.get("db") == "postgresql" and (
+            item.get_closest_marker("sqlite_only") or not (PG_ALL or item.get_closest_marker("on_postgresql"))
+        ):
             continue
         keep.append(item)
     items[:] = keep
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if not PG_URL:
+        return "PostgreSQL: none (KD_TEST_PG_URL not set): store tests on SQLite only"
+    return ("PostgreSQL: every store test (KD_TEST_PG_ALL)" if PG_ALL else
+            "PostgreSQL: the store tests marked on_postgresql (KD_TEST_PG_ALL=1: every store test)")
 
 
 class PgServer:

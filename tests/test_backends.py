@@ -25,6 +25,7 @@ from kdstore.schema import LabelEdit, Logit, Prediction, Sample, SampleFold
 from kdstore.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.on_postgresql  # (the file about the backends: every store test runs on both)
 
 
 def _kd_process(db: str, *args: str) -> subprocess.Popen:

@@ -211,6 +211,7 @@ def test_config_key_for_renamed_option(other_db, invoke, write_file):
     assert report["added"] == 1
 
 
+@pytest.mark.on_postgresql
 def test_an_ingest_error_names_the_config_files_reading_options(other_db, invoke, write_file, error_line):
     """`[ingest] format = "jsonl"` (or a text-col, label-col, header) in kd.toml, then a TSV ingested: the
     error named the data file's line ("not valid JSON", "field 'body': no such column") and nothing of
@@ -522,6 +523,7 @@ def test_a_files_values_are_checked_as_typed_ones_and_named_with_the_file(other_
     assert invoke.json(["labels", "set", "1=neg", "--json"], db=None)["stage"] == "by-hand"
 
 
+@pytest.mark.on_postgresql
 def test_a_config_files_server_url_keeps_its_password_out_of_errors(invoke, write_file, error_line):
     """A wrong-typed db in a config file was quoted as written, password and all."""
     for content in ('db = ["postgresql+psycopg://kd:s3cret@db.example/kd"]\n',

@@ -29,7 +29,8 @@ from kdstore.ingest import (
 from kdstore.textkey import normalize, text_hash
 from conftest import store_exists
 
-pytestmark = pytest.mark.new_database  # (where stores are born: a first ingest on a database kd never touched)
+# where stores are born (a first ingest on a database kd never touched), in one transaction: on both backends
+pytestmark = [pytest.mark.new_database, pytest.mark.on_postgresql]
 
 # parse (pure) --------------------------------------------------------------------------------
 

@@ -163,6 +163,7 @@ def _add_class_mid(db: str, tmp_path: Path) -> None:
     kd("ingest", str(write_tsv(tmp_path / "mid.tsv", [("mid", "不好也不差的一个东西")])), "--split", "dev", "--db", db)
 
 
+@pytest.mark.on_postgresql
 def test_detect_finds_most_injected_flips(db, noisy):
     out = json.loads(kd("labels", "detect", "--run", "r", "--db", db, "--json").stdout)
     store = _open(db)
@@ -518,6 +519,7 @@ def test_a_folds_teacher_started_from_a_teacher_that_learned_the_labels_is_in_sa
     kd("teach", "--run", "leak0", "--model", str(fold0), "--folds", "2", *short, "--db", db)
     line = error_line(kd("labels", "detect", "--run", "leak0", "--db", db, ok=False))
     assert line.startswith(f"Error: {sum(f != 0 for f in fold_of.values())} train samples have in-sample"), line
+@pytest.mark.on_postgresql
 def test_clean_then_undo_restores_every_label_exactly(db):
     before = _labels(db)
     kd("labels", "detect", "--run", "r", "--db", db)
@@ -650,6 +652,7 @@ def _metrics_write_fails(monkeypatch) -> None:
     monkeypatch.setattr(Store, "add_metrics", broken)
 
 
+@pytest.mark.on_postgresql
 def test_a_clean_or_detect_that_fails_after_its_writes_takes_them_back(db, monkeypatch, error_line):
     """A clean whose edits were committed, then failed (its metrics not written: a lost connection, a
     full disk, Ctrl-C) reverts them and reopens its issues as it fails; a detection that failed after
@@ -672,6 +675,7 @@ def test_a_clean_or_detect_that_fails_after_its_writes_takes_them_back(db, monke
     assert _state(db) != before
 
 
+@pytest.mark.on_postgresql
 def test_a_clean_killed_with_9_after_its_edits_is_taken_back_by_the_next_stage(db, tmp_path):
     """`kill -9` of a clean between its edits' commit and its end: the next stage started on the
     machine marks it failed and reverts its edits first."""
@@ -1026,6 +1030,7 @@ def test_show_top_and_the_sheets_current_label(db, tmp_path):
     assert "--top" in kd("labels", "show", "--run", "r", "--top", "-1", "--db", db, ok=False).output
 
 
+@pytest.mark.on_postgresql
 def test_two_cleans_at_once_never_decide_an_issue_twice(db):
     """Each clean plans from the open issues, then applies under the writer lock: the one that comes
     second finds its issues decided meanwhile and changes nothing."""
@@ -1062,6 +1067,7 @@ def test_a_clean_planned_before_a_detect_overwrite_parked_its_detection_changes_
     assert _count(db, LabelEdit) == 0 and set(_labels(db).values()) == {0}
 
 
+@pytest.mark.on_postgresql
 def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     sheet = tmp_path / "review.csv"
@@ -1090,6 +1096,7 @@ def test_export_edit_import_applies_exactly_the_edited_rows(db, tmp_path):
     assert stage.config["sheet"] == str(sheet.resolve()) and stage.config["sheet_sha256"] == hashlib.sha256(sheet.read_bytes()).hexdigest()
 
 
+@pytest.mark.on_postgresql
 def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
     kd("labels", "detect", "--run", "r", "--db", db)
     before, issues = _labels(db), _issues(db)
@@ -1236,6 +1243,7 @@ def test_a_review_replaced_by_overwrite_leaves_the_issues_it_no_longer_decides_o
     assert {i["status"] for i in _issues(db)} == {"open"}
 
 
+@pytest.mark.on_postgresql
 def test_a_failed_overwrite_of_a_review_gives_the_old_one_back_with_its_decisions(db, tmp_path, monkeypatch):
     """`kd labels import --overwrite` that decides the old review's issues again and then fails (its
     metrics write, Ctrl-C, kill -9): its own edits go, and the issues the old review decided are the
@@ -1320,6 +1328,7 @@ def test_detect_refuses_a_single_train_class_and_a_changed_class_set(db, tmp_pat
     assert _count(db, LabelIssue) == 0 and _state(db) == before
 
 
+@pytest.mark.on_postgresql
 def test_drop_and_flag_cleans_undo_exactly(db):
     kd("labels", "detect", "--run", "r", "--db", db)
     before, flagged = _state(db), {i["sample_id"] for i in _issues(db)}
@@ -1401,6 +1410,7 @@ def test_undo_refuses_when_a_later_edit_lost_its_stage(db, tmp_path):
     assert f"touched samples {touched}" in refused.output and _state(db) == cleaned
 
 
+@pytest.mark.on_postgresql
 def test_undo_refuses_when_a_later_edit_touched_the_same_samples(db, tmp_path):
     kd("labels", "detect", "--run", "r", "--db", db)
     kd("labels", "clean", "--run", "r", "--db", db)
@@ -1827,6 +1837,7 @@ def test_an_empty_stage_name_is_refused_not_recorded_as_another(db, tmp_path):
     assert [s.name for s in _open(db).stages_of("r")] == ["teach", "detect"]
 
 
+@pytest.mark.on_postgresql
 def test_a_count_beyond_what_sql_holds_means_all(db):
     """``--top``/``--limit`` 99999999999999999999 was an OverflowError traceback (SQLite's INTEGER)."""
     kd("labels", "detect", "--run", "r", "--db", db)
@@ -1983,6 +1994,7 @@ def test_a_stage_records_the_labels_it_read_not_those_of_its_start(db, noisy, mo
         assert out["metrics"]["train"]["n"] == 150 - sample and "labels_read_at" in out["config"]
 
 
+@pytest.mark.on_postgresql
 def test_a_label_edit_made_while_a_stage_trains_is_said_as_it_ends(db, noisy, monkeypatch):
     """A `kd labels clean` (or set, import, undo) in another process after `kd distill` or `kd teach` read its labels:
     the stage learned from, and judged its figures against, the labels of before the edit, and it ended saying
@@ -3455,6 +3467,7 @@ def test_import_of_a_sheet_whose_chinese_was_saved_as_question_marks_says_so(tmp
     assert "a sheet of another store" in error_line(kd("labels", "import", "--run", "r", str(sheet), "--db", db, ok=False))
 
 
+@pytest.mark.on_postgresql
 def test_the_rejects_an_overwrite_takes_over_are_read_in_blocks_of_ids(db):
     """`kd labels clean --overwrite` of a review that rejected tens of thousands of issues, decided
     again by the new one: their ids went to one IN list, past PostgreSQL's 65,535 parameters."""

@@ -21,7 +21,7 @@ from kdstore.store import Store
 
 from conftest import store_exists
 
-pytestmark = pytest.mark.new_database  # (every database here starts as kd never touched it)
+pytestmark = [pytest.mark.new_database, pytest.mark.on_postgresql]  # (every database here starts as kd never touched it)
 
 
 def test_chain_is_linear_from_0001_to_head():

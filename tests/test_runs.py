@@ -218,6 +218,7 @@ def test_report_says_a_model_folder_not_found_here(store, invoke):
     assert f"model folder not found here: {folder}: deleted or moved by hand" in invoke(["report", "--run", "r1"]).stdout
 
 
+@pytest.mark.on_postgresql
 def test_stage_exception_marks_failed_and_removes_partial_outputs(store):
     ids = store.samples().ids
     with pytest.raises(RuntimeError, match="boom"):
@@ -302,6 +303,7 @@ def test_a_stage_whose_process_is_gone_reports_none_of_its_figures_before_it_is_
     invoke(["labels", "set", "--run", "r2", "1=neg"])  # a stage starts: it marks the teacher failed
     assert invoke.json(["report", "--run", "r1"])["stages"][0]["metrics"] == teach["metrics"]
 
+@pytest.mark.on_postgresql
 def test_sigterm_marks_the_stage_failed(db, tmp_path):
     """``kill`` of a single kd process (no torchrun) ends its stage failed, outputs removed."""
     script = tmp_path / "stage.py"
@@ -331,6 +333,7 @@ def test_sigterm_marks_the_stage_failed(db, tmp_path):
     store.close()
 
 
+@pytest.mark.on_postgresql
 def test_a_ctrl_c_as_a_write_transaction_reads_ends_the_stage_failed_at_once(store, monkeypatch):
     """Ctrl-C (or a kill) landing as a statement of a write transaction returned (`kd labels clean`
     reading its samples): SQLAlchemy invalidates the connection, and SQLite left it open, write lock
@@ -477,6 +480,7 @@ def _old_teacher(store) -> int:
     return st.id
 
 
+@pytest.mark.on_postgresql
 def test_a_replacement_killed_with_9_gives_the_old_stage_back_when_the_next_stage_starts(store, db, tmp_path, invoke):
     """``kill -9`` (or an OOM kill) of a ``--overwrite`` leaves the old stage parked: the next
     stage that starts finds the process gone and does what the failed process could not: the
@@ -650,6 +654,7 @@ def test_overwrite_replaces_stage_and_its_outputs(store):
         assert len(store.read_logits(old_id)[0]) == 0
 
 
+@pytest.mark.on_postgresql
 def test_a_replacements_end_and_a_label_edit_at_once_do_not_deadlock(store, monkeypatch):
     """A replacement's end deletes the stage it replaced while `kd labels set` starts: on PostgreSQL
     the edit held label_edits waiting for label_issues, the end held label_issues and needed
@@ -680,6 +685,7 @@ def test_a_replacements_end_and_a_label_edit_at_once_do_not_deadlock(store, monk
         assert [(st.name, st.config) for st in s.scalars(select(Stage))] == [("x", {"v": 2})]
 
 
+@pytest.mark.on_postgresql
 @pytest.mark.parametrize("fails", [False, True])
 def test_a_stage_deleted_meanwhile_ends_with_one_line_not_a_traceback(store, fails):
     """Another machine's `--overwrite` of a stage it saw as "marked running by a process kd cannot
@@ -1049,6 +1055,7 @@ def test_an_export_name_is_kept_for_kd_exports_folders(store, invoke, error_line
             pytest.fail("the body must not run")
 
 
+@pytest.mark.on_postgresql
 def test_runs_or_stages_differing_only_in_case_are_refused(store, invoke, error_line, counts):
     """On a case-insensitive file system (macOS, Windows) runs Demo and demo, or stages Votes and
     votes of one run, share one folder: the second stage wrote its model into the first's."""
@@ -1125,6 +1132,7 @@ def test_unknown_stage_kind_is_refused(store):
 # logits and vectors --------------------------------------------------------------------------
 
 
+@pytest.mark.on_postgresql
 def test_write_read_logits_round_trip_is_exact(store):
     ids = store.samples().ids
     matrix = _logits(len(ids), k=5, seed=3)
@@ -1186,6 +1194,7 @@ def teach_id(store: Store) -> int:
 
 
 
+@pytest.mark.on_postgresql
 def test_runs_and_report_json(store, invoke):
     with stage_scope(store, run="r1", kind="teach", config={"lr": 0.01, "epochs": 2}) as st:
         store.add_metrics(st.id, "dev", {"loss": 0.9, "acc": 0.6}, step=1)
@@ -1624,6 +1633,7 @@ def test_report_default_run(store, invoke):
     assert invoke.json(["report"])["run"] == "default"
 
 
+@pytest.mark.on_postgresql
 def test_report_figures_agree_with_the_stored_predictions(db, invoke, write_file):
     """Accuracy, macro-F1, support and the confusion matrix `kd report` prints, recomputed by hand
     from the predictions in the store, over the labels as the stage read them: three classes, one
@@ -2138,6 +2148,7 @@ def _left_running(store, name: str, process: str) -> None:
         s.add(Stage(run_id=run.id, kind="teach", name=name, config={}, status="running", host=socket.gethostname(), process=process))
 
 
+@pytest.mark.on_postgresql
 def test_a_running_stage_is_never_replaced_and_a_killed_ones_is_marked_failed(store, invoke, error_line):
     """--overwrite of a stage whose process still runs would delete it under that process: refused.
     A stage whose process is gone (kill -9) shows so in `kd runs` (a reader writes nothing) and is
@@ -2293,6 +2304,7 @@ def test_a_command_missing_a_killed_stage_names_it_gone_not_running(store, invok
     assert "run 'r1' has no succeeded 'teach' stage (stages: teach (running, process gone))" in line
 
 
+@pytest.mark.on_postgresql
 def test_id_lists_longer_than_a_statement_takes_are_read_in_chunks(store):
     """PostgreSQL takes at most 65,535 parameters a statement: 70,000 ids must still work."""
     from kdstore import labels as lab
@@ -2303,6 +2315,7 @@ def test_id_lists_longer_than_a_statement_takes_are_read_in_chunks(store):
         lab.parse_edits(store, [f"{i}=pos" for i in range(1, 70_000)])
 
 
+@pytest.mark.on_postgresql
 def test_labels_set_at_once_take_their_own_edit_numbers(store, db):
     """Two or three `kd labels set` without --name on one run at once (a team editing by hand):
     each takes the next free edit-N as its stage starts, under the writer lock; none is refused for
@@ -2317,6 +2330,7 @@ def test_labels_set_at_once_take_their_own_edit_numbers(store, db):
     assert sorted((s.name, s.status) for s in store.stages_of("r1")) == [(f"edit-{n}", "succeeded") for n in (1, 2, 3)]
 
 
+@pytest.mark.on_postgresql
 def test_a_numbered_stage_takes_the_next_free_number_as_it_starts(store):
     with stage_scope(store, run="r1", kind="clean", name="edit", numbered=True, config={}) as first:
         with stage_scope(store, run="r1", kind="clean", name="edit", numbered=True, config={}) as second:
@@ -2595,6 +2609,7 @@ def test_runs_delete_of_a_copied_store_names_no_model_folder_it_never_had(store,
     assert Store.open(str(db_path)).find_stage("r1", "teach").status == "succeeded"  # (the original keeps it)
 
 
+@pytest.mark.on_postgresql
 def test_runs_delete_removes_stages_with_their_outputs_and_folders_and_nothing_else(store, invoke, counts, error_line):
     """A run's teacher logits (500,000 rows a pool) stayed in the store for good: no command deleted a run."""
     from commands.train import _teacher_stages
@@ -2717,6 +2732,7 @@ def test_runs_delete_asks_after_saying_what_goes_with_the_stages(store, db):
     assert proc.returncode != 0 and export.is_dir() and [s.name for s in store.stages_of("r1")] == ["teach"]
 
 
+@pytest.mark.on_postgresql
 def test_a_report_read_while_its_run_is_deleted_is_the_run_before_or_no_run(store, monkeypatch):
     """`kd report --run R` while `kd runs delete --run R` ran in another process: the stages read, then the
     deletion committed, then their figures read: a stage `succeeded` with no figures and its model
@@ -2745,6 +2761,7 @@ def test_a_report_read_while_its_run_is_deleted_is_the_run_before_or_no_run(stor
         report_module.run_report(store, "r1")
 
 
+@pytest.mark.on_postgresql
 def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke, counts, error_line):
     invoke(["labels", "set", "--run", "r1", "1=neg"])
     with stage_scope(store, run="r1", kind="teach", config={}):
@@ -2919,6 +2936,7 @@ def test_runs_delete_takes_a_stage_another_machine_marked_running_as_ended_and_s
     assert invoke.json(["runs"]) == []
 
 
+@pytest.mark.on_postgresql
 def test_a_stage_left_running_by_a_kd_before_0007_is_named_so(store, invoke):
     """A stage a kd from before store revision 0007 left `running` has no process on record: it was said to
     be "marked running by a process kd cannot check from here (another machine or container, or before a
