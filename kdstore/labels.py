@@ -35,7 +35,7 @@ from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
 from .probs import softmax
 from .progress import progress
 from .names import resolve_run_id
-from .runs import FAILED, PARKED, StageHandle, _replaced, process_state
+from .runs import FAILED, PARKED, StageHandle, _live_edits, _replaced, process_state
 from .schema import LabelEdit, LabelIssue, Run, Sample, Stage, iso_utc, utcnow
 from .store import ID_CHUNK, MAX_ID, Store, bulk_insert, chunks, class_id_hint
 from .textfile import looks_big5, not_text
@@ -865,7 +865,9 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             decider = next((st for st in store.stages_of(run) if st.id == issue.decided_stage_id), None) if issue.name else None
             if decider is not None and (decider.config or {}).get("sheet"):  # (a sheet's own stage: edited further, it is imported again in its place)
                 named = "" if issue.name == "review" else f" --name {shlex.quote(issue.name)}"
-                remedy += f", `kd labels import --run {shlex.quote(run)} {shlex.quote(str(path))}{named} --overwrite` replaces that stage with this sheet's decisions"
+                with store.session() as s:  # (its edits standing, --overwrite is refused until the undo)
+                    then = ", then" if _live_edits(s, decider) else ","
+                remedy += f"{then} `kd labels import --run {shlex.quote(run)} {shlex.quote(str(path))}{named} --overwrite` replaces that stage with this sheet's decisions"
             raise KdError(
                 f"{path}: line {line}: field 'decision': issue {issue.id} (sample {sample_id}) was already "
                 f"{issue.status}{f' by stage {issue.name!r}' if issue.name else ''} (a stale sheet?): {remedy}, "

@@ -1157,6 +1157,28 @@ def test_a_sheet_imported_again_names_the_import_that_replaces_its_stage(db, tmp
         kd("labels", "import", str(sheet), "--db", db, ok=False))
 
 
+def test_a_sheet_imported_again_over_standing_edits_names_the_undo_before_the_overwrite(db, tmp_path, error_line):
+    """A review sheet that relabeled or dropped rows, filled in further and imported again, was refused as
+    stale with "`kd labels import ... --overwrite` replaces that stage", and that import was then refused in
+    turn (the stage's edits stand: undo first). The refusal names the undo first, and the two commands it
+    names, run in order, import the sheet in place of its stage."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first, second, third = _issues(db)[:3]
+    rows = [{"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "drop"},
+            {"run": "r", "issue_id": second["issue_id"], "sample_id": second["sample_id"], "decision": "reject"},
+            {"run": "r", "issue_id": third["issue_id"], "sample_id": third["sample_id"], "decision": ""}]
+    sheet = _sheet(tmp_path / "review.csv", rows)
+    kd("labels", "import", str(sheet), "--db", db)
+    _sheet(sheet, [*rows[:2], {**rows[2], "decision": "reject"}])  # (the reviewer went on down the sheet)
+    line = error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+    assert line.endswith(f"`kd labels undo --run r --stage review` reopens it, then `kd labels import --run r {shlex.quote(str(sheet))} "
+                         "--overwrite` replaces that stage with this sheet's decisions, or leave the row's decision empty"), line
+    kd("labels", "undo", "--run", "r", "--stage", "review", "--db", db)
+    again = kd("labels", "import", "--run", "r", str(sheet), "--overwrite", "--db", db, "--json")
+    assert json.loads(again.stdout)["stage"] == "review"
+    assert [{i["sample_id"]: i["status"] for i in _issues(db)}[r["sample_id"]] for r in rows] == ["applied", "rejected", "rejected"]
+
+
 def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, error_line):
     """A sheet's decided issues cannot be decided again (a second import would move their undo to
     the wrong stage); ``--name X --overwrite`` replaces a clean stage only, never the teacher; and a
@@ -1170,8 +1192,8 @@ def test_a_stale_sheet_is_refused_and_overwrite_keeps_to_its_kind(db, tmp_path, 
     state, edits = _state(db), _count(db, LabelEdit)
     line = error_line(kd("labels", "import", str(sheet), "--name", "review2", "--db", db, ok=False))
     assert "line 2" in line and f"issue {first['issue_id']} (sample {first['sample_id']}) was already rejected by stage 'review'" in line
-    assert ("`kd labels undo --run r --stage review` reopens it, `kd labels import --run r " + shlex.quote(str(sheet)) + " --overwrite` "
-            "replaces that stage with this sheet's decisions, or leave the row's decision empty") in line
+    assert ("`kd labels undo --run r --stage review` reopens it, then `kd labels import --run r " + shlex.quote(str(sheet)) + " --overwrite` "
+            "replaces that stage with this sheet's decisions, or leave the row's decision empty") in line  # (its drop stands: the undo first)
     for name in ("teach", "detect"):
         line = error_line(kd("labels", "clean", "--run", "r", "--name", name, "--overwrite", "--db", db, ok=False))
         assert f"the stage name {name!r} is kept for {name} stages: choose another --name" in line
