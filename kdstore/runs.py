@@ -635,27 +635,32 @@ def _refuse_live_edits(s: Session, old: Stage, run: str, *, edits_go: bool = Fal
     ).all()
     config = old.config or {}  # the teacher it read: another run's with --teacher-run (``run`` may have none)
     teacher_run = (config.get("teacher_stages") or [{}])[0].get("run") or config.get("teacher_run") or run
+    # decisions that changed no label (a reviewer's rejections, a label kept as it stood) are on record only in
+    # these issues: replaced, they went unseen, and a clean of the new detection relabeled what a person had kept
+    blocking = []  # (stage, its run, edits that stand, of them flags, issues decided with no label changed)
     for clean in deciders:
         live = _live_edits(s, clean)
-        owner = s.get(Run, clean.run_id).uniqid
-        if live:
-            flags = _live_edits(s, clean, flags=True)  # (a flag changes no label: a flag clean's are no label edits)
-            raise KdError(
-                f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r}, whose "
-                f"{live} {'flag' if flags == live else 'label edit'}{'s stand' if live != 1 else ' stands'}: run `kd labels undo --run {owner} --stage {clean.name}` first, "
-                f"or detect again in another run (`kd labels detect --run NEW --teacher-run {teacher_run}`)"
-            )
-        # decisions that changed no label (a reviewer's rejections, a label kept as it stood) are on record only in
-        # these issues: replaced, they went unseen, and a clean of the new detection relabeled what a person had kept
-        kept = s.scalar(select(func.count()).select_from(LabelIssue).where(
+        kept = 0 if live else s.scalar(select(func.count()).select_from(LabelIssue).where(
             LabelIssue.stage_id == old.id, LabelIssue.decided_stage_id == clean.id))
-        if kept:
-            raise KdError(
-                f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r} ({kept} "
-                f"rejected or kept as labeled, no label changed), which a new detection would forget: run `kd labels undo "
-                f"--run {owner} --stage {clean.name}` first, or detect again in another run "
-                f"(`kd labels detect --run NEW --teacher-run {teacher_run}`)"
-            )
+        if live or kept:
+            blocking.append((clean, s.get(Run, clean.run_id).uniqid, live, _live_edits(s, clean, flags=True) if live else 0, kept))
+    if not blocking:
+        return
+    # every stage to undo named at once, the latest first as undo takes them (one at a time, each retry named the next)
+    (clean, owner, live, flags, kept), *others = blocking[::-1]
+    also = f" (then stage{'s' if len(others) > 1 else ''} {', '.join(repr(o[0].name) for o in others)} likewise)" if others else ""
+    if live:
+        raise KdError(
+            f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r}, whose "
+            f"{live} {'flag' if flags == live else 'label edit'}{'s stand' if live != 1 else ' stands'}: run `kd labels undo --run {owner} --stage {clean.name}` first{also}, "
+            f"or detect again in another run (`kd labels detect --run NEW --teacher-run {teacher_run}`)"
+        )
+    raise KdError(
+        f"the issues of stage {old.name!r} of run {run!r} were decided by stage {clean.name!r} ({kept} "
+        f"rejected or kept as labeled, no label changed), which a new detection would forget: run `kd labels undo "
+        f"--run {owner} --stage {clean.name}` first{also}, or detect again in another run "
+        f"(`kd labels detect --run NEW --teacher-run {teacher_run}`)"
+    )
 
 
 def stage_folder(store: Store, run: str, st: Stage) -> Path:

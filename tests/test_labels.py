@@ -1241,6 +1241,10 @@ def test_a_second_sheet_without_a_name_is_its_own_stage(db, tmp_path):
     store = _open(db)
     assert [s.name for s in store.stages_of("r") if s.kind == "clean"] == ["review", "review-2"]
     store.close()
+    # a new detection waits for both undone: both named at once, the last one first (each retry named the next)
+    line = kd("labels", "detect", "--run", "r", "--overwrite", "--db", db, ok=False).stderr
+    assert "were decided by stage 'review-2', whose 1 label edit stands: run `kd labels undo --run r --stage review-2` first " \
+           "(then stage 'review' likewise), or detect again" in line, line
     assert json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)["stage"] == "review-2"
     third = _issues(db)[2]
     unnamed = kd("labels", "import", str(_sheet(tmp_path / "c.csv", [{"sample_id": third["sample_id"], "decision": "drop"}])),
