@@ -474,9 +474,10 @@ def _parse_delimited(
         elif want_label:
             raise KdError(f"{name}: line {rows[0][0]}: field 'label': missing: split '{opts.split}' needs a label column" + _POOL_HINT)
     same = label_i is not None and label_i == text_i
-    if header is None and label_i is not None and not same and opts.text_col is None and opts.label_col is None:
-        _refuse_swapped_columns(body, text_i, label_i, width, name, rows[0][0])
-        if opts.header is None:
+    if header is None and label_i is not None and not same:
+        if opts.text_col is None and opts.label_col is None:
+            _refuse_swapped_columns(body, text_i, label_i, width, name, rows[0][0])
+        if opts.header is None:  # (columns given by index too: `id,body,sentiment` read by --text-col 1 --label-col 2)
             _refuse_unknown_header(body, text_i, label_i, width, name, rows[0][0])
     # the unlabeled pool carries no label, not even in the metadata
     extra = [i for i in range(width) if i not in (text_i, label_i)]
@@ -650,6 +651,8 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
             hint = " (kd reads JSON Lines: one object a line, not a JSON array)" if isinstance(obj, list) else ""
             raise KdError(f"{name}: line {line}: expected a JSON object, found {type(obj).__name__}{hint}")
         value = obj.get(text_key)
+        if value is None and text_key in obj:  # (pandas writes an empty text as null: the key is there)
+            raise KdError(f"{name}: line {line}: field '{text_key}': null, not text")
         if value is None:
             raise KdError(f"{name}: line {line}: field '{text_key}': missing{_key_hint(obj, text_key, opts.text_col, '--text-col')}")
         if not isinstance(value, str):

@@ -682,6 +682,15 @@ def test_jsonl_without_the_default_keys_names_the_keys_it_has_and_the_option(inv
     assert [(r["text"], r["label"]) for r in read_samples()] == [("新闻正文", "体育")]
 
 
+def test_jsonl_with_a_null_text_says_null_not_missing(invoke, write_file, error_line):
+    """A pool exported by pandas (`to_json(orient="records", lines=True)`) writes an empty text as null: the
+    error said the key was "missing" from a line that holds it (kd predict says "is null, not text")."""
+    write_file("pool.jsonl", '{"id": 1, "content": "很好"}\n{"id": 2, "content": null}\n')
+    assert error_line(invoke(["ingest", "pool.jsonl", "--split", "unlabeled", "--text-col", "content"], ok=False)) == (
+        "Error: pool.jsonl: line 2: field 'content': null, not text")
+    assert not store_exists(invoke.db)
+
+
 def test_jsonl_with_a_mistyped_key_option_names_the_keys_it_has(invoke, write_file, error_line):
     """`--label-col lable` (or `--text-col txt`) on a JSONL said only "field 'lable': missing label; or --split
     unlabeled ...", where a CSV with that header lists its columns: the user was not shown the keys to pick from."""
@@ -2526,6 +2535,23 @@ def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class
     write_file("rare.csv", "稀有,一个少见的类别\r\n" + body)  # a sample after all: --no-header reads it
     invoke(["ingest", "rare.csv", "--no-header", "--split", "dev"])
     assert [name for _, name in read_classes()] == ["体育", "财经", "稀有"]
+
+
+def test_an_unknown_header_read_by_column_indexes_is_refused_not_ingested_as_a_class(invoke, write_file, db, read_classes, error_line):
+    """An export `id,body,sentiment` (a header kd does not know) ingested with --text-col 1 --label-col 2, as
+    --help says to give a headerless file's columns: the header became a sample of a class 'sentiment', id 0
+    for good, with exit 0 and a warning calling it "a typo?"."""
+    body = "".join(f"{2 * i + 1},比赛{i},正面\r\n{2 * i + 2},股市{i},负面\r\n" for i in range(6))
+    write_file("export.csv", "\ufeffid,body,sentiment\r\n" + body)
+    line = error_line(invoke(["ingest", "export.csv", "--text-col", "1", "--label-col", "2"], ok=False))
+    assert line.startswith("Error: export.csv: line 1: field 'label': 'sentiment' is a label on this line only") and \
+        "give --text-col body --label-col sentiment to read it as one (or --no-header if it is a sample)" in line
+    assert not store_exists(db)
+    invoke(["ingest", "export.csv", "--text-col", "body", "--label-col", "sentiment"])  # the fix the error gives
+    assert [name for _, name in read_classes()] == ["正面", "负面"]
+    write_file("rare.csv", "0,一个少见的类别,稀有\r\n" + body)  # a sample after all: --no-header reads it
+    invoke(["ingest", "rare.csv", "--text-col", "1", "--label-col", "2", "--no-header", "--split", "dev"])
+    assert [name for _, name in read_classes()] == ["正面", "负面", "稀有"]
 
 
 def test_a_new_class_of_one_or_two_rows_beside_many_labeled_ones_is_warned_of_as_a_typo(invoke, write_file, read_classes, tmp_path):
