@@ -188,6 +188,7 @@ class Artifact:
         self.directory = Path(directory)
         self.manifest = manifest
         try:
+            _check_fields(self.directory / MANIFEST, manifest)  # (first: a null that int() failed on was named by no field)
             inputs = manifest["inputs"]
             self.format = manifest["format"]
             self.class_names: list[str] = list(manifest["classes"])
@@ -202,7 +203,6 @@ class Artifact:
             model_path = self.directory / manifest["model_file"]
         except (KeyError, TypeError, ValueError) as exc:
             raise KdError(f"{self.directory / MANIFEST} is incomplete ({type(exc).__name__}: {exc}): re-run `kd export`") from None
-        _check_fields(self.directory / MANIFEST, manifest)
         self.model_path = model_path
         listed = self.directory / CLASSES  # covered by a sha256 in the manifest; the manifest's own list is not
         if listed.is_file():  # compared as kd export writes it: any character may be in a class name
@@ -289,6 +289,9 @@ def _check_fields(path: Path, manifest: dict[str, Any]) -> None:
     """One line naming the field of a hand-edited or damaged manifest whose value kd never writes
     (``"max_len": -1`` or ``"pad_id": 1e20`` ended in a traceback, ``"max_len": 0`` served every text
     unread, ``"special_tokens": "false"`` was read as true). The manifest itself has no sha256."""
+    for name in ("inputs", "stage", "model", "tokenizer"):
+        if name in manifest and not isinstance(manifest[name], dict):  # (a missing one: a KeyError, "incomplete" naming it)
+            raise KdError(f"{path}: field {name} is {json.dumps(manifest[name], ensure_ascii=False)[:40]}, not an object: re-run `kd export`")
     inputs = manifest["inputs"]
     checks = [
         ("max_len", manifest["max_len"], 1, 2**31 - 1),

@@ -535,6 +535,12 @@ def test_predicting_an_empty_file_says_so(built, tmp_path):
     # so does standard input that ends before any line (`kd predict < empty.txt`, a grep that matched nothing)
     result = kd("predict", "--run", RUN, "--model", "teach", "--db", str(built), input=b"")
     assert (result.stdout, result.stderr) == ("", "warning: standard input is empty: nothing to predict\n")
+    # a byte-order mark alone is no line either (Notepad's empty file saved as "UTF-8 with BOM"): it got an answer line
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf")
+    result = kd("predict", "--run", RUN, "--model", "teach", str(tmp_path / "bom.txt"), "--db", str(built))
+    assert (result.stdout, result.stderr) == ("", f"warning: {tmp_path / 'bom.txt'} is empty: nothing to predict\n")
+    result = kd("predict", "--run", RUN, "--model", "teach", "--db", str(built), input=b"\xef\xbb\xbf")
+    assert (result.stdout, result.stderr) == ("", "warning: standard input is empty: nothing to predict\n")
 
 
 def test_predict_input_that_is_not_utf8_is_a_one_line_error(built, cnn_onnx, tmp_path, error_line):
@@ -1127,6 +1133,8 @@ def test_a_damaged_manifest_field_or_a_model_that_does_not_fit_it_is_one_line(bu
             ("pad_multiple", 0, "field inputs.pad_multiple is 0, not a whole number from 1 to 65536"),
             ("special_tokens", "false", 'field inputs.special_tokens is "false", not true or false'),
             ("classes", "neg", 'field classes is "neg", not a list of class names'),
+            ("min_len", None, "field inputs.min_len is null, not a whole number from 0 to 65536"),  # (a TypeError, no field named)
+            ("stage", None, "field stage is null, not an object"),
             ("pad_id", 10**6, f"{model}: the model failed on a batch of 2 texts ("),  # in range, but no token of its vocabulary
         ]
         for field, value, expected in cases:
