@@ -261,10 +261,14 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
     if dry_run:
         check_stage_free(store, run=run, kind="clean", name=stage_name, overwrite=overwrite)  # a refusal, as the real run's
         warned = _warn(warnings) + _warn(_emptied_by(store, items))
+        # (no issue to decide: why, as the real clean says it; an empty table and "0 changes" named no highest score)
+        nothing = None if items else _nothing_to_clean(store, run, min_score, items, action)
         if as_json:  # (the stage it would write: none where the clean decides nothing, as the real one records none)
             # (the counts the clean's --json gives: a script checking the preview read no key)
             print_json({"run": run, "stage": stage_name if decides or replacing else None, "dry_run": True, "action": action, "min_score": min_score,
-                        **_planned_counts(items), "changes": items, "warnings": warned})
+                        **_planned_counts(items), "changes": items, **({"nothing_to_clean": nothing} if nothing else {}), "warnings": warned})
+        elif nothing:
+            click.echo(f"run {run}: {nothing}; a clean would decide nothing (dry run: nothing written)")
         else:
             print_rows(["sample", "score", "action", "label now", "new", "effect", "text"],
                        [[str(i["sample_id"]), _score(i["score"]), i["action"], (i["current"] or "") + (" (dropped)" if i["dropped"] else ""),
@@ -307,8 +311,18 @@ def _planned_counts(items: list[dict]) -> dict[str, int]:
 
 
 def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool, items: list[dict] = (), action: str = "relabel") -> None:
-    """What a clean with no issue to decide says, recording no stage: the highest score it left undecided,
-    or why it leaves alone every issue it would decide (``items``, the plan's preview)."""
+    """What a clean with no issue to decide says, recording no stage."""
+    why = _nothing_to_clean(store, run, min_score, items, action)
+    if as_json:
+        # (the counts a clean's --json carries: a script reading skipped_edited found no key)
+        print_json({"run": run, "stage": None, **_planned_counts(items), "nothing_to_clean": why, "warnings": []})
+    else:
+        click.echo(f"run {run}: {why}; nothing cleaned, no stage recorded")
+
+
+def _nothing_to_clean(store, run: str, min_score: float, items: list[dict], action: str) -> str:
+    """Why a clean decides nothing: the highest score it left undecided, or why it leaves alone every
+    issue it would decide (``items``, the plan's preview)."""
     n = {e: sum(i["effect"] == e for i in items) for e in ("edited", "rejected", "unchanged")}
     if items:
         why = ", ".join(f"{n[e]} {said}" for e, said in (("edited", "edited since detection"), ("rejected", "kept by a review"),
@@ -322,11 +336,7 @@ def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool, it
         why = f"every issue of its detection is decided (kd labels show --run {run} lists them)"
     else:
         why = "its detection flagged no label"
-    if as_json:
-        # (the counts a clean's --json carries: a script reading skipped_edited found no key)
-        print_json({"run": run, "stage": None, **_planned_counts(items), "nothing_to_clean": why, "warnings": []})
-    else:
-        click.echo(f"run {run}: {why}; nothing cleaned, no stage recorded")
+    return why
 
 
 def _storable(value: str) -> str:

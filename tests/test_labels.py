@@ -2137,6 +2137,11 @@ def test_a_clean_deciding_nothing_records_no_stage(tmp_path):
     assert high == "run r: no undecided issue scores at least --min-score 0.95 (the highest: 0.900); nothing cleaned, no stage recorded\n"
     said = json.loads(kd("labels", "clean", "--run", "r", "--min-score", "0.95", "--json", "--db", db).stdout)
     assert said["stage"] is None and "0.95" in said["nothing_to_clean"]
+    # its dry run says the same, not an empty table and "0 changes" without the highest score left undecided
+    dry = kd("labels", "clean", "--run", "r", "--min-score", "0.95", "--dry-run", "--db", db).stdout
+    assert dry == "run r: no undecided issue scores at least --min-score 0.95 (the highest: 0.900); a clean would decide nothing (dry run: nothing written)\n"
+    said = json.loads(kd("labels", "clean", "--run", "r", "--min-score", "0.95", "--dry-run", "--json", "--db", db).stdout)
+    assert said["stage"] is None and said["changes"] == [] and "0.95" in said["nothing_to_clean"]
     store = Store.open(db)
     assert [st.kind for st in store.stages_of("r")] == ["detect"]
     store.close()
