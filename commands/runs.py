@@ -174,6 +174,10 @@ def _leaders_lines(rows: list[dict]) -> list[str]:
     sizes = sorted({r["test_n"] for r in rows if r["test_n"] is not None})
     if len(sizes) > 1:  # (a model tested on 2,000 samples beside one tested on 1,000 after a clean dropped some)
         lines.append(f"test figures not ranked: measured on {', '.join(map(str, sizes))} test samples (test_n)")
+    elif sum(r["test_accuracy"] is not None for r in rows) > 1 and not any(f.startswith("test_") for r in rows for f in r["leads"]):
+        # (one test_n: the labels differ, `kd labels set`, import or undo between the models, or the samples)
+        lines.append("test figures not ranked: measured against other test labels or samples (edited between them: "
+                     "kd labels set, import or undo)")
     return lines
 
 

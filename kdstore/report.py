@@ -173,6 +173,16 @@ def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
     the ingested label), so later edits do not change it; samples dropped by then are left out.
     """
     names = store.class_names()
+    pairs = [(y, pred) for _, y, pred in judged(store, stage, split)]
+    if not pairs:
+        return np.zeros((len(names), len(names)), dtype=np.int64)
+    y, p = np.array(pairs).T
+    return confusion_matrix(y, p, num_classes=len(names))
+
+
+def judged(store: Store, stage: Stage, split: str) -> list[tuple[int, int, int]]:
+    """``(sample id, label, prediction)`` of the samples a stage's figures of ``split`` counted, in id order, the
+    labels as :func:`confusion` reads them."""
     with store.engine.connect() as conn:
         rows = conn.execute(
             select(Sample.id, Prediction.label_id)
@@ -186,11 +196,7 @@ def confusion(store: Store, stage: Stage, split: str) -> np.ndarray:
     counted = next((int(m.value) for m in store.metrics(stage.id) if m.split == split and m.name == "n"), None)
     if counted is not None and len(kept) > counted:
         kept = kept[:counted]
-    pairs = [(y, pred) for _, y, pred in kept]
-    if not pairs:
-        return np.zeros((len(names), len(names)), dtype=np.int64)
-    y, p = np.array(pairs).T
-    return confusion_matrix(y, p, num_classes=len(names))
+    return kept
 
 
 def teacher_sources(store: Store, teacher_stages: list[dict[str, Any]], kind: str = "teach") -> list[str]:
@@ -450,16 +456,19 @@ LEADING_FIGURES = (("test_macro_f1", True), ("test_accuracy", True), ("latency_p
                    ("throughput_samples_per_s", True), ("parameters", False))
 
 
-def leaders(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
+def leaders(rows: list[dict[str, Any]], test_sets: list[Any] | None = None) -> dict[str, list[int]]:
     """For each figure of ``LEADING_FIGURES``, the indices of the ``rows`` (as :func:`compare` gives them) that
     lead it, ties included. A figure is judged only where at least two rows hold it and they were measured
-    alike: test figures on the same number of test samples (``test_n``), speed with the same torch threads
-    (``speed_threads``); otherwise it has no leader (an empty list), not a winner of an unequal race."""
+    alike: test figures on the same number of test samples (``test_n``) and, where ``test_sets`` gives each
+    row's test samples and labels, on the same ones (a `kd labels set` corrected some between them), speed with
+    the same torch threads (``speed_threads``); otherwise it has no leader (an empty list), not a winner of an
+    unequal race."""
     out = {}
     for figure, higher in LEADING_FIGURES:
         held = [(i, r) for i, r in enumerate(rows) if r.get(figure) is not None]
         basis = "test_n" if figure.startswith("test_") else "speed_threads" if figure != "parameters" else None
-        if len(held) < 2 or (basis and len({r.get(basis) for _, r in held}) > 1):
+        alike = {(r.get(basis), test_sets[i] if test_sets and basis == "test_n" else None) for i, r in held} if basis else set()
+        if len(held) < 2 or len(alike) > 1:
             out[figure] = []
             continue
         best = (max if higher else min)(r[figure] for _, r in held)
@@ -492,9 +501,10 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
                 "speed_threads": figures.get("all", {}).get("speed_threads"),  # (the latency and throughput's: two counts, two bases)
                 "labels_digest": config.get("labels_digest"), "note": note}
 
-    rows = []
+    rows, test_sets = [], []
     for run in dict.fromkeys(runs):
         every = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")]
+        recorded = {s.name: s for s in store.stages_of(run)}
         # (a replaced or failed attempt is history, not a model; a parked one is the model served while its
         # --overwrite runs, or was killed, and no stage of its name has succeeded)
         serving = serving_parked(every)
@@ -506,6 +516,9 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
                                                                               larger_than_teacher(store, stage),
                                                                               parked_note(stage) if stage["name"] in serving else None)))
                         or None) for stage in models)
+        # the test samples and labels each model's test figures are of (one test_n, other labels: not one benchmark)
+        test_sets.extend(tuple((sid, y) for sid, y, _ in judged(store, recorded[stage["name"]], "test")) if stage["name"] in recorded else None
+                         for stage in models)
         unfinished = [st for st in stages if st["status"] != "succeeded"]
         for stage in unfinished:  # no figures, a note (status and error)
             error = " ".join((stage["error"] or "").split())
@@ -513,7 +526,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
             rows.append(row(run, stage, {}, status + (f": {error[:100]}{'...' if len(error) > 100 else ''}" if error else "")))
         if not models and not unfinished:
             rows.append(row(run, None, {}, "no succeeded model"))
-    led = leaders(rows)
+        test_sets.extend([None] * (len(rows) - len(test_sets)))  # (the rows with no figures)
+    led = leaders(rows, test_sets)
     for i, r in enumerate(rows):
         r["leads"] = [figure for figure, at in led.items() if i in at]
     return rows

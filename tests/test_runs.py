@@ -3018,3 +3018,40 @@ def test_compare_says_which_model_leads_each_figure(store, invoke):
         ("r1", "teach"): [], ("r1", "distill-textcnn"): ["latency_p50_ms", "parameters"], ("r2", "distill-textcnn"): ["parameters"]}
     out = " ".join(invoke(["report", "--compare", "r1", "r2"]).stdout.split())
     assert "test figures not ranked: measured on 8, 10 test samples (test_n)" in out, out
+
+
+def test_compare_does_not_rank_test_figures_measured_against_other_test_labels(db, invoke, write_file):
+    """Two students answering every test text alike, one scored before `kd labels set` corrected two test labels and
+    one after: the same test_n, and the second "led" test accuracy 1.0 to 0.5, a race of label sets, not of models.
+    Models scored against the same test labels are still ranked."""
+    from kdstore.outputs import store_outputs
+    from synthetic import edit_labels
+
+    write_file("train.tsv", "pos\ta\nneg\tb\n")
+    write_file("test.tsv", "pos\tt1\npos\tt2\nneg\tt3\nneg\tt4\n")  # ids 3..6
+    invoke(["ingest", "train.tsv"])
+    invoke(["ingest", "test.tsv", "--split", "test"])
+    store = Store.open(db, create=False)
+    try:
+        names = store.class_names()
+
+        def student(run):  # answers pos to every text
+            with stage_scope(store, run=run, kind="distill", name="distill-textcnn", config={"student": "textcnn"}) as st:
+                samples = store.samples(include_dropped=True)
+                logits = np.tile(np.eye(len(names), dtype=np.float32)[names.index("pos")], (len(samples), 1))
+                store_outputs(store, st.id, samples, logits, names)
+
+        student("r1")
+        edit_labels(db, "fix", "edit-1", {5: "pos", 6: "pos"})  # t3, t4 were wrong
+        student("r2")
+        student("r3")
+    finally:
+        store.close()
+    rows = invoke.json(["report", "--compare", "r1", "r2"])
+    assert [(r["test_n"], r["test_accuracy"]) for r in rows] == [(4, 0.5), (4, 1.0)]
+    assert not any(f.startswith("test_") for r in rows for f in r["leads"]), rows
+    out = " ".join(invoke(["report", "--compare", "r1", "r2"]).stdout.split())
+    assert "best test_" not in out and "test figures not ranked: measured against other test labels" in out, out
+    # scored against the same labels: ranked (a tie)
+    rows = invoke.json(["report", "--compare", "r2", "r3"])
+    assert all({"test_macro_f1", "test_accuracy"} <= set(r["leads"]) for r in rows), rows
