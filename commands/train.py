@@ -747,7 +747,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         if logits_only:
             scoring = {"batch_size": batch_size} if _options_given(("batch_size",)) else {}
             late = unscored_labeled(store, run)
-            to_learn = unscored_to_learn(store, run) if "train" in late else 0  # (not a late row its --where leaves out)
+            to_learn = unscored_to_learn(store, run) if late else {}  # (not a late row its --where leaves out)
             guard = SignalGuard()  # a kill raises as Ctrl-C does: no stage to mark failed (its blocks commit as they go), but one line
             try:
                 n = score_missing(store, run, device=device, dist=dist, **scoring)
@@ -765,8 +765,8 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                 _warn(f"the teacher's stored figures leave out the labeled samples it scored now ({shown}): "
                       f"`kd predict --run {run} --model teacher --store --split {_first_split(set(late) - {'train'})}` measures it on today's samples")
             if to_learn:  # (measured on train, it would be judged on the texts it learned from; beside late dev or test ones too)
-                k = to_learn  # (not n: the samples scored, which the output then reports)
-                _warn(f"{k} train sample{'s' * (k != 1)} came after the teacher was trained: it scored {'them' if k != 1 else 'it'} now but "
+                k = sum(to_learn.values())  # (not n: the samples scored, which the output then reports)
+                _warn(f"{k} {'/'.join(to_learn)} sample{'s' * (k != 1)} came after the teacher was trained: it scored {'them' if k != 1 else 'it'} now but "
                       f"never learned from {'them' if k != 1 else 'it'}; `kd teach --run {run} --overwrite` (with the options `kd report --run {run}` lists) retrains it on {'them' if k != 1 else 'that one'}")
             if as_json:  # (run, stage and warnings as every teach --json carries them)
                 print_json({"run": run, "stage": store.find_stage(run, "teach").name, "scored": n, "warnings": _warned()})

@@ -950,18 +950,18 @@ def unscored_labeled(store: Store, run: str) -> dict[str, int]:
     return {split: int((splits == split).sum()) for split in ("train", "dev", "test") if (splits == split).any()}
 
 
-def unscored_to_learn(store: Store, run: str) -> int:
-    """How many of the train samples the run's teacher has no logits for its query (``--split``, ``--where``,
-    ``--label``) selects: those a rerun with its options learns from (one its --where leaves out it never would)."""
+def unscored_to_learn(store: Store, run: str) -> dict[str, int]:
+    """``{split: n}``: the samples the run's teacher has no logits for that its query (``--split``, ``--where``,
+    ``--label``) selects: those a rerun with its options learns from (one its --where leaves out it never would;
+    a late dev sample of a teacher of ``--split train --split dev`` too)."""
     stage = store.find_stage(run, "teach")
     cfg = stage.config or {}
-    if "train" not in (cfg.get("splits") or ["train"]):
-        return 0
-    late = store.samples(ids=unscored(store, stage.id), splits=["train"], labeled=True, where=cfg.get("where"))
+    late = store.samples(ids=unscored(store, stage.id), splits=list(cfg.get("splits") or ["train"]), labeled=True, where=cfg.get("where"))
     if cfg.get("labels"):
         names = store.class_names()
         late = late.subset(np.isin(late.labels, [names.index(n) for n in cfg["labels"] if n in names]))
-    return len(late)
+    splits = np.asarray(late.splits, dtype=object)
+    return {split: int((splits == split).sum()) for split in TRAINABLE_SPLITS if (splits == split).any()}
 
 
 def _score_in_chunks(store: Store, stage_id: int, models: list, tokenizer, samples: SampleSet, *, max_len: int, batch_size: int, device, chunk: int,

@@ -248,6 +248,16 @@ def test_logits_only_says_a_rerun_learns_only_the_late_train_samples_its_where_s
     assert "warning: 1 train sample came after the teacher was trained: it scored it now but never learned from it" in out.stderr
 
 
+def test_logits_only_says_a_teacher_of_dev_never_learned_the_late_dev_samples(sample_store, tiny_model, tmp_path):
+    """A teacher of `--split train --split dev`: a late dev sample is one of its training rows, yet it was
+    scored without the warning a late train sample gets (a rerun with its options learns from it)."""
+    db = str(sample_store)
+    kd("teach", "--run", "d", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--split", "train", "--split", "dev", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "dev2.tsv", [("pos", "后来的验证样本很好")])), "--split", "dev", "--db", db)
+    out = kd("teach", "--run", "d", "--logits-only", "--db", db)
+    assert "warning: 1 dev sample came after the teacher was trained: it scored it now but never learned from it" in out.stderr
+
+
 def test_logits_only_refuses_a_batch_size_below_one(taught_store, tmp_path):
     """A negative --batch-size scored nothing and stored zero logits for the new samples."""
     sample_store, db = taught_store, str(taught_store)
