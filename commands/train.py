@@ -856,7 +856,7 @@ def _warn_folds_from_a_teacher(store, cfg: TeachConfig, model: str) -> None:
     run, source, fold = found
     rows = {int(i) for i in training_rows(store, cfg, store.class_names())[0].ids} & learned_by(store, source, fold)
     if rows:
-        _warn(f"--folds {cfg.folds} from --model {model}: run {run!r}'s teacher learned the labels of {len(rows)} of the rows "
+        _warn(f"--folds {cfg.folds} from --model {model}: the teacher of run {run!r} learned the labels of {len(rows)} of the rows "
               "these folds are to be blind to, so their logits are not out-of-fold (`kd labels detect` refuses them as "
               "in-sample); start from a model that did not learn them (the base model, or pretrain:RUN)")
 

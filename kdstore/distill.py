@@ -894,11 +894,11 @@ def _check_one_unknown_token(tokenizer, teacher_runs: list[str], stages: list) -
     for i, (run, stage) in enumerate(zip(teacher_runs, stages)):
         other = unk if i == 0 else AutoTokenizer.from_pretrained(model_dirs(stage)[0]).unk_token
         if other is None:  # (a byte-level BPE, Qwen2's: a written [UNK] was read as plain characters, unsaid)
-            raise KdError(f"--augment mask writes the teacher tokenizer's unknown token, and run {run!r}'s tokenizer has no unknown token "
+            raise KdError(f"--augment mask writes the teacher tokenizer's unknown token, and the tokenizer of run {run!r} has no unknown token "
                           "(it would read [UNK] as plain characters): leave mask out of --augment")
         if other != unk:
-            raise KdError(f"--augment mask writes {unk!r}, the unknown token of run {teacher_runs[0]!r}'s teacher, where run {run!r}'s "
-                          f"tokenizer has {other!r} (it would read {unk!r} as plain characters): give teachers of one tokenizer, "
+            raise KdError(f"--augment mask writes {unk!r}, the unknown token of the teacher of run {teacher_runs[0]!r}, where the tokenizer of "
+                          f"run {run!r} has {other!r} (it would read {unk!r} as plain characters): give teachers of one tokenizer, "
                           "or leave mask out of --augment")
 
 

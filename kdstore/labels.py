@@ -226,7 +226,7 @@ def detect_inputs(store: Store, run: str, cfg: DetectConfig) -> DetectInputs:
     if in_sample and not cfg.allow_in_sample and folds:
         raise KdError(
             f"{len(in_sample)} train samples have in-sample teacher probabilities: the teacher of run {teacher_run!r} started "
-            f"from run {source!r}'s teacher, which learned their labels, so its folds are not blind to them. Run "
+            f"from the teacher of run {source!r}, which learned their labels, so its folds are not blind to them. Run "
             f"`kd teach --run {shlex.quote(teacher_run)} --model MODEL --folds {teacher_folds(train.labels)} --overwrite` from a model that did not learn "
             "them (the base model, or pretrain:RUN), or pass --allow-in-sample"
         )

@@ -503,10 +503,10 @@ def test_a_folds_teacher_started_from_a_teacher_that_learned_the_labels_is_in_sa
     n_train = len(noisy["rows"])
     kd("teach", "--run", "base", "--model", model, *short, "--db", db)
     taught = kd("teach", "--run", "leak", "--model", "teach:base", "--folds", "2", *short, "--db", db)
-    assert "--folds 2 from --model teach:base: run 'base''s teacher learned" in taught.stderr, taught.stderr
+    assert "--folds 2 from --model teach:base: the teacher of run 'base' learned" in taught.stderr, taught.stderr
     line = error_line(kd("labels", "detect", "--run", "leak", "--db", db, ok=False))
     assert line.startswith(f"Error: {n_train} train samples have in-sample teacher probabilities: the teacher of run 'leak' "
-                           "started from run 'base''s teacher, which learned their labels"), line
+                           "started from the teacher of run 'base', which learned their labels"), line
     assert _count(db, LabelIssue) == 0
     kd("labels", "detect", "--run", "leak", "--allow-in-sample", "--db", db)
     store = _open(db)

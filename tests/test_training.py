@@ -3483,7 +3483,7 @@ def test_mask_augmentation_with_teachers_of_unlike_unknown_tokens_is_refused(tau
     kd("teach", "--run", "u", "--model", str(other), "--epochs", "1", "--max-len", "32", "--db", db)
     refused = kd("distill", "--run", "r", "--teacher-run", "r", "--teacher-run", "u", "--augment", "mask", "--epochs", "1",
                  "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--name", "masked", "--db", db, ok=False)
-    assert ("--augment mask writes '[UNK]', the unknown token of run 'r''s teacher, where run 'u''s tokenizer has '<unk>'"
+    assert ("--augment mask writes '[UNK]', the unknown token of the teacher of run 'r', where the tokenizer of run 'u' has '<unk>'"
             in refused.output), refused.output
     assert _count(taught_store, AugmentedText) == 0  # nothing written
     # refused before a stage is recorded (it was a failed stage, and a new run holding one for a --run of its own)
