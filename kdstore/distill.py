@@ -158,6 +158,10 @@ class DistillConfig:
         if self.hard_weight is not None and not self.soft_weighed and not self.hard_weighed and not self.intermediate:
             raise KdError("--alpha 0 and --hard-weight 0 weigh every loss 0: the student would learn nothing; give either a "
                           "weight above 0 (or grow one with --alpha-end or --hard-weight-end)")
+        if self.augment and self.hard_weight is not None and not self.soft_weighed and not self.intermediate:
+            # (refused before the texts are made, stored and scored: the summary said so only once the student had trained)
+            raise KdError("--augment with --alpha 0 and --hard-weight: the augmented texts learn from the teacher alone, whose loss "
+                          "alpha then weighs 0 for every sample: they would teach nothing; grow alpha with --alpha-end, or leave --augment out")
         for name, t in (("--temperature", self.temperature), ("--temperature-end", self.temperature_end)):
             if t is not None and t <= 0:
                 raise KdError(f"{name} must be positive, got {t}")

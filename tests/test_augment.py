@@ -426,6 +426,9 @@ def test_unknown_method_lists_the_allowed_ones():
         (["--augment", " , "], "Invalid value for --augment: ' , ': give methods like mask,pos,ngram"),  # (not: no augmentation)
         # (10**20 ran its max_tries * n passes a parent for ever, at full CPU, storing nothing)
         (["--augment", "mask", "--augment-n", str(10**20)], "--augment-n must be at most 1000"),
+        # (the augmented texts learn from the teacher alone, which --alpha 0 with --hard-weight weighs 0: they were made,
+        # stored and scored, then taught nothing, said only once the student had trained)
+        (["--augment", "ngram", "--alpha", "0", "--hard-weight", "1"], "--augment with --alpha 0 and --hard-weight: the augmented texts"),
     ],
 )
 def test_distill_refuses_bad_augmentation_probabilities_before_starting_a_stage(tmp_path, options, message):
