@@ -6,6 +6,7 @@ The ``--artifact`` path imports ``kdstore.serving`` only: no store, no torch (fo
 
 from __future__ import annotations
 
+import codecs
 import json
 import shlex
 import sys
@@ -387,7 +388,7 @@ def _refuse_utf16(data: bytes, name: str) -> None:
 def _lines_of(data: bytes) -> list[bytes]:
     """The lines of a file's bytes: ended by ``\\n``, or by a bare ``\\r`` where there is no ``\\n``
     at all (old Mac line ends: kd ingest reads them so too, and one line would be one prediction)."""
-    if data == BOM:  # (Notepad's empty file saved as "UTF-8 with BOM": no line, not one empty line)
+    if data == codecs.BOM_UTF8:  # (Notepad's empty file saved as "UTF-8 with BOM": no line, not one empty line)
         return []
     lines = data.split(b"\r" if b"\n" not in data and b"\r" in data else b"\n")
     return lines[:-1] if lines[-1] == b"" else lines
@@ -457,7 +458,7 @@ def _arriving(stream, name: str, chunk: int = 1 << 16):
     if not n and b"\r" in rest:  # not one \n in it all: bare \r line ends (old Mac), read as a FILE's are
         lines, rest = _lines_of(rest), b""
         yield from _batches(lines, 0, name, True)
-    if rest and not (n == 0 and rest == BOM):  # a last line without its line break (a mark alone is none)
+    if rest and not (n == 0 and rest == codecs.BOM_UTF8):  # a last line without its line break (a mark alone is none)
         yield [(n + 1, _decoded(n + 1, rest, name, ascii_before))]
 
 
@@ -591,8 +592,6 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
     if cuts is None:
         tally.warn()
 
-
-BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark
 
 FILE_PART = 16384  # lines of a FILE predicted and written at a time
 

@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -946,8 +946,13 @@ def unscored_labeled(store: Store, run: str) -> dict[str, int]:
     stage = store.find_stage(run, "teach")
     # only the samples without logits: reading every labeled text of a large store to count a few held ~100 MB
     late = store.samples(ids=unscored(store, stage.id), splits=["train", "dev", "test"], labeled=True)
-    splits = np.asarray(late.splits, dtype=object)
-    return {split: int((splits == split).sum()) for split in ("train", "dev", "test") if (splits == split).any()}
+    return _per_split(late, ("train", "dev", "test"))
+
+
+def _per_split(samples: SampleSet, splits: Sequence[str]) -> dict[str, int]:
+    """``{split: n}`` of ``samples``, for each of ``splits`` that holds any."""
+    held = np.asarray(samples.splits, dtype=object)
+    return {split: int((held == split).sum()) for split in splits if (held == split).any()}
 
 
 def unscored_to_learn(store: Store, run: str) -> dict[str, int]:
@@ -960,8 +965,7 @@ def unscored_to_learn(store: Store, run: str) -> dict[str, int]:
     if cfg.get("labels"):
         names = store.class_names()
         late = late.subset(np.isin(late.labels, [names.index(n) for n in cfg["labels"] if n in names]))
-    splits = np.asarray(late.splits, dtype=object)
-    return {split: int((splits == split).sum()) for split in TRAINABLE_SPLITS if (splits == split).any()}
+    return _per_split(late, TRAINABLE_SPLITS)
 
 
 def _score_in_chunks(store: Store, stage_id: int, models: list, tokenizer, samples: SampleSet, *, max_len: int, batch_size: int, device, chunk: int,
