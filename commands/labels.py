@@ -278,7 +278,8 @@ def clean(run, action, min_score, dry_run, top, stage_name, overwrite, db, as_js
             if top and len(items) > top:
                 click.echo(f"... {len(items) - top} more rows (--top 0 shows all, --json lists all)")
             n = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
-            kept = f", {n['rejected']} left alone (a review kept the label)" if n["rejected"] else ""
+            kept = (f", {n['rejected']} left alone (a review kept the label)" if n["rejected"] else "") + \
+                (f", {n['set']} left alone (set by hand)" if n["set"] else "")
             flags = sum(i["action"] == "flag" and i["effect"] == "change" for i in items)  # (a relabel's too: its suggestion is the label)
             changed = (f"{n['change']} flagged (no label changed)" if action == "flag" else
                        f"{changes} changes" + (f", {flags} flagged (its suggestion is the label it has)" if flags else ""))
@@ -307,7 +308,8 @@ def _planned_counts(items: list[dict]) -> dict[str, int]:
     nothing (a clean's own rejects come from review sheets alone: none)."""
     effects = {e: sum(i["effect"] == e for i in items) for e in EFFECTS}
     return {**{a: sum(i["effect"] == "change" and i["action"] == a for i in items) for a in ("relabel", "drop", "flag")},
-            "reject": 0, "unchanged": effects["unchanged"], "skipped_edited": effects["edited"], "skipped_rejected": effects["rejected"]}
+            "reject": 0, "unchanged": effects["unchanged"], "skipped_edited": effects["edited"], "skipped_rejected": effects["rejected"],
+            "skipped_set": effects["set"]}
 
 
 def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool, items: list[dict] = (), action: str = "relabel") -> None:
@@ -323,10 +325,10 @@ def _print_nothing_to_clean(store, run: str, min_score: float, as_json: bool, it
 def _nothing_to_clean(store, run: str, min_score: float, items: list[dict], action: str) -> str:
     """Why a clean decides nothing: the highest score it left undecided, or why it leaves alone every
     issue it would decide (``items``, the plan's preview)."""
-    n = {e: sum(i["effect"] == e for i in items) for e in ("edited", "rejected", "unchanged")}
+    n = {e: sum(i["effect"] == e for i in items) for e in ("edited", "rejected", "set", "unchanged")}
     if items:
         why = ", ".join(f"{n[e]} {said}" for e, said in (("edited", "edited since detection"), ("rejected", "kept by a review"),
-                                                          ("unchanged", "flagged already")) if n[e])
+                                                          ("set", "set by hand"), ("unchanged", "flagged already")) if n[e])
         why = (f"the {counted(len(items), 'undecided issue')} scoring at least --min-score {min_score:g} would change nothing "
                f"({why}; `kd labels clean --run {run} --action {action} --min-score {min_score:g} --dry-run` lists "
                f"{'them' if len(items) > 1 else 'it'})")
@@ -360,7 +362,7 @@ def _ordinal(n: int) -> str:
 
 
 EFFECTS = {"change": "change", "unchanged": "unchanged", "edited": "left alone (edited since detection)",
-           "rejected": "left alone (a review kept this label)"}
+           "rejected": "left alone (a review kept this label)", "set": "left alone (set by hand)"}
 
 
 @labels.command(name="set")
@@ -524,7 +526,8 @@ def _emptied_warning(before: dict[str, int], after: dict[str, int], *, would: bo
 
 
 _COUNT_WORDS = {"relabel": "relabeled", "drop": "dropped", "flag": "flagged", "reject": "rejected (label kept)",
-                "skipped_edited": "skipped (edited since detection)", "skipped_rejected": "skipped (kept by an earlier review)"}
+                "skipped_edited": "skipped (edited since detection)", "skipped_rejected": "skipped (kept by an earlier review)",
+                "skipped_set": "skipped (set by hand)"}
 
 
 def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = (), undo: bool = True) -> None:

@@ -1110,13 +1110,10 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
     names = store.class_names()
     decisions, seen = [], set()
     for pair in pairs:
-        # (`３＝neg`: the id and the sign as a Chinese input method types them, in full width)
-        at = min((i for i in (pair.find("="), pair.find("＝")) if i >= 0), default=-1)
-        sample, sep, value = (pair[:at], "=", pair[at + 1:]) if at >= 0 else (pair, "", "")
-        sample, value = unicodedata.normalize("NFKC", sample).strip(), value.strip()
-        if not sep or not (sample.isascii() and sample.isdigit()) or not value:
+        split = split_pair(pair)
+        if split is None:
             raise KdError(f"{pair!r}: give SAMPLE_ID=LABEL or SAMPLE_ID=drop (e.g. 42=pos)")
-        sample_id = int(sample)
+        sample_id, value = split
         if sample_id in seen:
             raise KdError(f"{pair!r}: sample {sample_id} is given twice")
         seen.add(sample_id)
@@ -1136,6 +1133,52 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
     return decisions
 
 
+def split_pair(pair: str) -> tuple[int, str] | None:
+    """A ``kd labels set`` pair's sample id and value (``42=pos``; ``４２＝pos`` as a Chinese input method
+    types the id and the sign, in full width), or None where it is no such pair."""
+    at = min((i for i in (pair.find("="), pair.find("＝")) if i >= 0), default=-1)
+    if at < 0:
+        return None
+    sample, value = unicodedata.normalize("NFKC", pair[:at]).strip(), pair[at + 1:].strip()
+    if not (sample.isascii() and sample.isdigit()) or not value:
+        return None
+    return int(sample), value
+
+
+def set_by_hand(s, labels: dict[int, int], names: Sequence[str]) -> set[int]:
+    """The samples among ``labels`` (sample id: its label now) whose label a person gave or confirmed with
+    ``kd labels set`` (any run): a pair naming the label it has now, in a set not undone. A confirmation
+    (the label it had) records no edit, only the pair in its stage's config; ``clean`` leaves both alone."""
+    out: set[int] = set()
+    for stage_id, _, _, named in set_stages(s, set(labels)):
+        if s.scalar(select(LabelEdit.id).where(LabelEdit.stage_id == stage_id, LabelEdit.reverted_at.is_not(None)).limit(1)):
+            continue  # (the set undone: every edit of a stage is reverted at once)
+        for sample_id, value in named.items():
+            try:
+                action, label = read_decision(value, names, ("drop",))
+            except KdError:
+                continue
+            if action == "relabel" and label == labels[sample_id]:
+                out.add(sample_id)
+    return out
+
+
+def set_stages(s, within: set[int], *, after: int | None = None) -> list[tuple[int, str, str, dict[int, str]]]:
+    """The succeeded ``kd labels set`` stages (any run; only those later than stage ``after``, where given),
+    each as ``(stage id, name, run, {sample id: value})`` of its pairs naming a sample in ``within``."""
+    query = select(Stage.id, Stage.name, Stage.config, Run.uniqid).join(Run, Run.id == Stage.run_id).where(
+        Stage.kind == "clean", Stage.status == "succeeded")
+    out = []
+    for stage_id, name, config, run in s.execute(query.where(Stage.id > after) if after is not None else query).all():
+        pairs = (config or {}).get("edits")  # (a `kd labels set` stage's SAMPLE_ID=LABEL pairs)
+        if not isinstance(pairs, list):
+            continue
+        named = {split[0]: split[1] for split in map(split_pair, map(str, pairs)) if split is not None and split[0] in within}
+        if named:
+            out.append((stage_id, name, run, named))
+    return sorted(out)
+
+
 # clean, undo, history ----------------------------------------------------------------------
 def plan_clean(store: Store, run: str, *, action: str, min_score: float) -> list[Decision]:
     """The decisions ``kd labels clean`` hands to :func:`apply` (with ``skip_edited``): one for each
@@ -1151,9 +1194,10 @@ def preview_clean(store: Store, run: str, *, action: str, min_score: float) -> l
 def clean_plan(store: Store, run: str, *, action: str, min_score: float) -> tuple[list[Decision], list[dict[str, Any]]]:
     """``(decisions, preview)`` read once: the preview has each issue the decisions decide, with the
     sample's text, its current label, the new one, the issue's score and ``effect``: ``change``,
-    ``unchanged`` (a relabel to the label it has, a flag of a flagged issue), or ``edited``: its label
+    ``unchanged`` (a relabel to the label it has, a flag of a flagged issue), ``edited``: its label
     or dropped flag changed since detection (by hand, or by another run's clean), so clean leaves it
-    to a person."""
+    to a person, ``rejected``: a review kept its label (:func:`kept_in_review`), or ``set``: a person
+    gave or confirmed it with ``kd labels set`` (:func:`set_by_hand`)."""
     planned = _planned(store, run, action=action, min_score=min_score)
     preview = [
         {"sample_id": d.sample_id, "issue_id": d.issue_id, "action": d.action, "current": i["current"],
@@ -1171,7 +1215,8 @@ def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[t
     out = []
     undecided = [i for i in issues(store, run, status=UNDECIDED) if i["score"] >= min_score]
     with store.session() as s:
-        kept = kept_in_review(s, {i["sample_id"]: names.index(i["current"]) for i in undecided if i["current"] is not None})
+        current = {i["sample_id"]: names.index(i["current"]) for i in undecided if i["current"] is not None}
+        kept, hand = kept_in_review(s, current), set_by_hand(s, current, names)
     for i in undecided:
         # an issue whose suggestion is its given label (a low-confidence flag, an ensemble that still sides with
         # the label) has nothing to relabel to: flagged for a person (relabel "applied" it unchanged, and it left
@@ -1182,6 +1227,8 @@ def _planned(store: Store, run: str, *, action: str, min_score: float) -> list[t
             state = "edited"
         elif act != "flag" and i["sample_id"] in kept:
             state = "rejected"
+        elif act != "flag" and i["sample_id"] in hand:
+            state = "set"
         elif (act == "relabel" and i["current"] == i["suggested"]) or (act == "flag" and i["status"] == "flagged"):
             state = "unchanged"
         else:
@@ -1213,13 +1260,15 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
     since detection (a person's edit, another run's clean) is left undecided and counted as
     ``skipped_edited``: an automatic rule does not override it (a person's sheet or ``kd labels set`` may);
     nor one whose label a person kept in an earlier review (:func:`kept_in_review`, a new detection flagging
-    it again), counted as ``skipped_rejected``. The rows are written set-based, ``EDIT_CHUNK`` decisions
+    it again), counted as ``skipped_rejected``; nor one a person set or confirmed with ``kd labels set``
+    (:func:`set_by_hand`), counted as ``skipped_set``. The rows are written set-based, ``EDIT_CHUNK`` decisions
     at a time (a bar from ``BAR_FROM`` of them), all in the one transaction."""
     counts = {"relabel": 0, "drop": 0, "flag": 0, "reject": 0, "unchanged": 0,
-              **({"skipped_edited": 0, "skipped_rejected": 0} if skip_edited else {})}
+              **({"skipped_edited": 0, "skipped_rejected": 0, "skipped_set": 0} if skip_edited else {})}
     # stages too, and before the label tables, as every writer of stages takes them (``runs``: starting a stage,
     # ending an --overwrite): the stage's config is written below (``redecided``), and taken then, with the label
     # tables held, PostgreSQL found a deadlock with an --overwrite starting or ending meanwhile (one of them failed)
+    names = store.class_names() if skip_edited else []
     with store.write_session("samples", "stages", "label_edits", "label_issues") as s, \
             progress(disable=len(decisions) < BAR_FROM) as bar:
         now = utcnow()  # dated under the writer lock: a stage reading labels meanwhile (``read_labeled``) has it or not by this date
@@ -1244,7 +1293,9 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
         kept_labels: dict[str, int] = {}  # issue id: the label its reject kept, where not the issue's given one (``kept_in_review``)
         notes: dict[str, str] = {}  # issue id: a reject's reviewer comment (a reject records no edit to carry it)
         accepted: dict[str, bool] = {}  # issue id: a "reject" that named (accepted) the suggestion the sample already had
-        kept = kept_in_review(s, {sid: row.label_id for sid, row in samples.items() if row.label_id is not None}) if skip_edited else set()
+        current = {sid: row.label_id for sid, row in samples.items() if row.label_id is not None}
+        kept = kept_in_review(s, current) if skip_edited else set()
+        hand = set_by_hand(s, current, names) if skip_edited else set()
         task = bar.add_task("label edits", total=len(decisions), unit="decision")
         edits: list[dict[str, Any]] = []  # the chunk's changes, written at its end (an error after them: the transaction rolls back)
         changed: dict[int, Any] = {}
@@ -1264,6 +1315,8 @@ def apply(store: Store, stage_id: int, decisions: Sequence[Decision], *, reason:
                 counts["skipped_edited"] += 1  # (read under the writer lock: an edit made since the plan counts too)
             elif skip_edited and d.action != "flag" and issue is not None and d.sample_id in kept:
                 counts["skipped_rejected"] += 1  # a person kept this label (a review's reject): no rule overrides it
+            elif skip_edited and d.action != "flag" and issue is not None and d.sample_id in hand:
+                counts["skipped_set"] += 1  # a person set or confirmed it (`kd labels set`), before the detection or since
             elif d.action == "flag" and issue is not None and issue.status == "flagged":
                 counts["unchanged"] += 1  # flagged already: the first flag stands (and its undo)
             else:
@@ -1446,22 +1499,8 @@ def _set_since(s, stage: Stage, edits: list[Any], names: Sequence[str]) -> list[
     touched = {e.sample_id for e in edits if e.action != "flag"}
     if not touched:
         return []
-    later = s.execute(
-        select(Stage.id, Stage.name, Stage.config, Run.uniqid).join(Run, Run.id == Stage.run_id)
-        .where(Stage.kind == "clean", Stage.status == "succeeded", Stage.id > stage.id).order_by(Stage.id)
-    ).all()
     out = []
-    for stage_id, name, config, run in later:
-        pairs = (config or {}).get("edits")  # (a `kd labels set` stage's SAMPLE_ID=LABEL pairs)
-        if not isinstance(pairs, list):
-            continue
-        named = {}
-        for pair in pairs:
-            sample, _, value = str(pair).partition("=")
-            if sample.strip().isascii() and sample.strip().isdigit() and int(sample) in touched:
-                named[int(sample)] = value.strip()
-        if not named:
-            continue
+    for stage_id, name, run, named in set_stages(s, touched, after=stage.id):
         edited = {i for chunk in chunks(sorted(named), ID_CHUNK)
                   for i in s.scalars(select(LabelEdit.sample_id).where(LabelEdit.stage_id == stage_id, LabelEdit.sample_id.in_(chunk)))}
         for sample_id, value in named.items():

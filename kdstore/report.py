@@ -143,7 +143,7 @@ def label_edit_counts(store: Store, stage_ids: list[int]) -> dict[int, dict[str,
 COUNT_METRICS = frozenset({
     "n", "support", "flagged", "train_samples", "dev_samples", "samples", "truncated", "best_epoch", "best_step", "steps_per_epoch",
     "diverged_epoch", "processes", "augmented_added", "parameters", "flops_per_sample", "steps", "texts",
-    "vocab_size", "split_texts", "folds", "in_sample", "relabel", "drop", "flag", "reject", "unchanged", "skipped_edited", "skipped_rejected",
+    "vocab_size", "split_texts", "folds", "in_sample", "relabel", "drop", "flag", "reject", "unchanged", "skipped_edited", "skipped_rejected", "skipped_set",
     "chosen_changed", "pool_samples", "augmented_samples", "pool_without_logits", "teacher_layer",
     "branch_parameters", "num_layers", "max_len", "flops", "flagged_of", "speed_threads",
 })

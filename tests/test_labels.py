@@ -853,8 +853,8 @@ def test_the_audit_trail_says_who_made_each_decision(db, tmp_path, monkeypatch):
 
 def test_a_review_that_rejected_an_issue_of_a_relabeled_sample_kept_the_label_it_had_then(db, tmp_path):
     """Another run's clean relabeled the sample before the reviewer rejected its issue: the review kept
-    that label, not the one the issue judged. Set back to that one by hand, a new detection's clean
-    relabeled it rather than leaving it alone as a label a review kept."""
+    that label, not the one the issue judged: set back to that one by hand, the sample was left alone as a
+    label a review kept. It is left alone as one set by hand (the latest a person said), not as kept."""
     kd("labels", "detect", "--run", "r", "--db", db)
     kd("labels", "detect", "--run", "b", "--teacher-run", "r", "--db", db)
     first = _issues(db)[0]
@@ -864,11 +864,16 @@ def test_a_review_that_rejected_an_issue_of_a_relabeled_sample_kept_the_label_it
     kd("labels", "detect", "--run", "c", "--teacher-run", "r", "--db", db)
     assert {i["sample_id"] for i in _issues(db, "c")} >= {first["sample_id"]}
     preview = {c["sample_id"]: c for c in json.loads(kd("labels", "clean", "--run", "c", "--dry-run", "--db", db, "--json").stdout)["changes"]}
-    assert preview[first["sample_id"]]["effect"] == "change"
+    assert preview[first["sample_id"]]["effect"] == "set"
     counts = json.loads(kd("labels", "clean", "--run", "c", "--db", db, "--json").stdout)
-    assert counts["skipped_rejected"] == 0
-    names = _open(db).class_names()
-    assert names[_labels(db)[first["sample_id"]]] == first["suggested"]  # the label the review kept
+    assert (counts["skipped_rejected"], counts["skipped_set"]) == (0, 1)
+    store = _open(db)
+    names = store.class_names()
+    assert names[_labels(db)[first["sample_id"]]] == first["given"]
+    with store.session() as s:  # the review kept the suggested label, not the given one
+        assert lab.kept_in_review(s, {first["sample_id"]: names.index(first["given"])}) == set()
+        assert lab.kept_in_review(s, {first["sample_id"]: names.index(first["suggested"])}) == {first["sample_id"]}
+    store.close()
 
 def test_a_relabel_clean_flags_an_issue_whose_suggestion_is_its_label(db, tmp_path):
     """An issue suggested its own given label (a low-confidence flag, an ensemble still siding with
@@ -2127,6 +2132,26 @@ def _hand_made_detection(path: Path, texts: list[str]) -> str:
                               methods="cleanlab", status="open") for i in range(1, len(texts) + 1)])
     store.close()
     return str(path)
+
+
+def test_a_clean_leaves_alone_a_label_set_by_hand_even_the_one_it_had(tmp_path):
+    """A person confirmed a flagged sample's label with `kd labels set 1=pos` (the label it had: no edit
+    recorded) and another relabeled sample 2 by hand before the detection flagged it; the clean relabeled
+    both, overriding what a person had set. Left alone now (``skipped_set``); an undone set keeps nothing."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好", "坏", "行", "差"])
+    kd("labels", "set", "--run", "hand", "1=pos", "--db", db)  # a confirmation: the label it has (full width below)
+    kd("labels", "set", "--run", "hand", "２＝neg", "--db", db)
+    kd("labels", "set", "--run", "hand", "2=pos", "--db", db)  # set back by hand: the label the detection saw
+    kd("labels", "set", "--run", "hand", "3=neg", "--db", db)
+    kd("labels", "undo", "--run", "hand", "--db", db)  # 3's set undone: its label no longer one a person set
+    dry = kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stdout
+    assert "2 changes, 0 unchanged, 0 left alone (edited since detection), 2 left alone (set by hand); dry run" in dry, dry
+    preview = {c["sample_id"]: c["effect"] for c in json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--json", "--db", db).stdout)["changes"]}
+    assert preview == {1: "set", 2: "set", 3: "change", 4: "change"}
+    counts = json.loads(kd("labels", "clean", "--run", "r", "--json", "--db", db).stdout)
+    assert (counts["skipped_set"], counts["relabel"]) == (2, 2)
+    assert _labels(db) == {1: 0, 2: 0, 3: 1, 4: 1}  # (pos 0, neg 1)
+    assert {i["sample_id"]: i["status"] for i in _issues(db)} == {1: "open", 2: "open", 3: "applied", 4: "applied"}
 
 
 def test_a_clean_deciding_nothing_records_no_stage(tmp_path):
