@@ -162,6 +162,8 @@ def parse(data: bytes, name: str, opts: IngestOptions) -> list[Record]:
         if spec == "":  # (`--text-col "$COL"` with COL unset: JSONL read the default key unseen, a TSV took its first row for a header)
             raise KdError(f"{name}: --{what}-col is empty: give the column (a 0-based index or a name) or JSON key, or leave it out for the default")
     fmt = detect_format(name, opts.format)
+    if fmt == "csv":
+        allow_long_csv_fields()  # (decode's error names a CSV's field as the csv module reads it: a text may be long)
     content = decode(data, name, fmt)
     want_label = opts.split != "unlabeled"
     if fmt != "jsonl" and opts.format is None:  # (a .csv of JSON lines: each object's "text":... became a class)

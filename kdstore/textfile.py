@@ -5,6 +5,10 @@ to convert them; old Mac line ends read as line ends. Light on purpose (no store
 
 from __future__ import annotations
 
+import collections
+import csv
+import io
+import json
 import re
 import shlex
 from pathlib import Path
@@ -224,20 +228,32 @@ def _line_end(data):
     return cr if nl not in data and cr in data else nl
 
 
+# a JSON key and the string value after it, open to the end of the text: the value a byte cut there is in
+_JSON_VALUE_OPEN = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*"(?:[^"\\]|\\.)*\Z')
+
+
 def _field_at(data: bytes, pos: int, fmt: str) -> str:
-    """`` field N:`` for the delimited field holding byte ``pos`` (empty for JSONL)."""
+    """`` field N:`` for the delimited field holding byte ``pos``, `` field 'KEY':`` for a JSON line's string
+    value holding it (it named the line alone: a line of an export holds several strings)."""
+    if fmt == "jsonl":
+        head = data[data.rfind(_line_end(data), 0, pos) + 1:pos].decode("utf-8", "replace")
+        key = _JSON_VALUE_OPEN.search(head)  # (none where it is in a key, or outside a string)
+        if key is None:
+            return ""
+        try:
+            return f" field {json.loads(chr(34) + key.group(1) + chr(34))!r}:"
+        except ValueError:
+            return f" field {key.group(1)!r}:"
     if fmt not in ("tsv", "csv"):
         return ""
-    line_start = data.rfind(_line_end(data), 0, pos) + 1
     if fmt == "tsv":
+        line_start = data.rfind(_line_end(data), 0, pos) + 1
         tabs = data.count(b"\t", line_start, pos)
         return f" field {tabs}:"
     # (a comma inside a CSV field in quotes, "Thinkpad, 不错", separates no fields: counted, the text's bad
-    # byte was named in the label's field; a doubled quote turns the quoting off and on again)
-    quoted, field = False, 0
-    for byte in data[line_start:pos]:
-        if byte == 0x22:
-            quoted = not quoted
-        elif byte == 0x2C and not quoted:
-            field += 1
-    return f" field {field}:"
+    # byte was named in the label's field; and a line break in one ends no row: counted from that line's
+    # start, a bad byte on a cell's second line was named in field 0, or past a comma in a field the rows
+    # do not have). The csv module reads the rows up to it, a character in its place: the last row's last field.
+    read = data[:pos].decode("utf-8", "replace").removeprefix("\ufeff") + "?"
+    last = collections.deque(csv.reader(io.StringIO(read, newline="")), maxlen=1)[0]
+    return f" field {len(last) - 1}:"

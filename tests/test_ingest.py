@@ -230,6 +230,31 @@ def test_a_bad_byte_in_a_quoted_csv_field_holding_a_comma_names_that_field():
         parse(b'text,label\n"a, ""b"", c",' + "中性\n".encode("gbk"), "g.csv", IngestOptions())
 
 
+def test_a_bad_byte_in_a_json_line_names_its_key():
+    """An encoding error names the line and the field: in JSON Lines it named the line alone, though a line
+    of an export holds several strings (the text, a title, a shop) and the README promises the field."""
+    data = '{"id": 1, "text": "很好", "label": "pos"}\n{"id": 2, "shop": "jd", "text": "质量'.encode() + "很差".encode("gbk") + b'", "label": "neg"}\n'
+    with pytest.raises(KdError, match=r"^g\.jsonl: line 2: field 'text': not valid UTF-8 \(byte 0xba\)"):
+        parse(data, "g.jsonl", IngestOptions())
+    with pytest.raises(KdError, match=r"^g\.jsonl: line 1: field 'a\"b': not valid UTF-8 \(byte 0xe9\)"):  # (a key with a quote in it)
+        parse(b'{"x": "y\\": \\"z", "a\\"b": "caf\xe9"}\n', "g.jsonl", IngestOptions(split="unlabeled", text_col="x"))
+    with pytest.raises(KdError, match=r"^g\.jsonl: line 1: not valid UTF-8 \(byte 0xe9\)"):  # (in a key: no field to name)
+        parse(b'{"text": "y", "caf\xe9": 1}\n', "g.jsonl", IngestOptions(split="unlabeled"))
+
+
+def test_a_bad_byte_on_a_later_line_of_a_quoted_csv_field_names_that_field():
+    """A CSV text in quotes holding a line break (Excel's Alt+Enter in a cell): a bad byte on its second
+    line was counted from that line's start, as if a row began there: field 0 (the label) for the text of
+    a label,text file, or, past a comma, field 2 of a file of two columns."""
+    data = b'label,text\npos,"Great laptop\nbattery, screen, ' + "电池很好".encode("gbk") + b'"\n'
+    with pytest.raises(KdError, match=r"^g\.csv: line 3: field 1: not valid UTF-8 \(byte 0xb5\); it reads as GBK"):
+        parse(data, "g.csv", IngestOptions())
+    with pytest.raises(KdError, match=r"^u\.csv: line 3: field 1: not valid UTF-8 \(byte 0xe9\)"):
+        parse('label,text\nneg,"很好\n差'.encode() + b'caf\xe9"\n', "u.csv", IngestOptions())
+    with pytest.raises(KdError, match=r"^u\.csv: line 4: field 0: not valid UTF-8 \(byte 0xe9\)"):  # (a row after it)
+        parse('label,text\nneg,"很好\n差"\nca'.encode() + b'f\xe9,pos\n', "u.csv", IngestOptions())
+
+
 def test_old_mac_line_ends_errors_name_the_line_and_a_line_bom_goes():
     """In a bare-\r file a bad byte's line and field were counted by \n (all "line 1"), and the BOM
     of a file joined after it (`cat`) stayed on its label: a class "\ufeffneg" beside "neg"."""
