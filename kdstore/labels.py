@@ -948,7 +948,8 @@ def read_decision(value: str, names: Sequence[str], words: Sequence[str]) -> tup
         return "relabel", names.index(value)
     twins = [n for n in names if label_key(n) == label_key(value)]  # ('ｎｅｇ', typed in full width, looks like 'neg')
     twin = f"; {value!r}{lookalike_of(twins[0])}" if len(twins) == 1 else ""
-    raise KdError(f"{value!r} is not {listed} or a class ({', '.join(names)}){class_id_hint(value.strip(), list(names))}{twin}")
+    classes = ", ".join(names) if names else "the store has none: no labeled sample was ingested"  # (not "a class ()")
+    raise KdError(f"{value!r} is not {listed} or a class ({classes}){class_id_hint(value.strip(), list(names))}{twin}")
 
 
 SAVE_UTF8 = 'save it as UTF-8 (Excel: Save As "CSV UTF-8")'

@@ -2134,6 +2134,16 @@ def _hand_made_detection(path: Path, texts: list[str]) -> str:
     return str(path)
 
 
+def test_labels_set_on_a_store_of_no_class_says_it_has_none(tmp_path):
+    """A store holding only a pool: `kd labels set 1=neg` said "'neg' is not drop or a class ()"."""
+    pool = tmp_path / "pool.txt"
+    pool.write_text("很好\n很差\n", encoding="utf-8")
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(pool), "--split", "unlabeled", "--db", db)
+    out = kd("labels", "set", "1=neg", "--db", db, ok=False).output
+    assert "'neg' is not drop or a class (the store has none: no labeled sample was ingested)" in out, out
+
+
 def test_a_clean_leaves_alone_a_label_set_by_hand_even_the_one_it_had(tmp_path):
     """A person confirmed a flagged sample's label with `kd labels set 1=pos` (the label it had: no edit
     recorded) and another relabeled sample 2 by hand before the detection flagged it; the clean relabeled
