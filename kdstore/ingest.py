@@ -501,8 +501,10 @@ def _parse_delimited(
     records = []
     for line, fields in body:
         if len(fields) != width:
-            raise KdError(f"{name}: line {line}: expected {_fields(width)}, found {len(fields)} (ragged row){_bare_cr(rows)}"
-                          f"{_row_names(body, width) if header is not None else ''}")
+            names_hint = _row_names(body, width) if header is not None else ""
+            # (a hand-made label,text CSV whose text holds a comma: the row "ragged" with no word of why)
+            why = f": {'a tab' if fmt == 'tsv' else 'a comma outside quotes'} in its text?" if len(fields) > width and not names_hint else ""
+            raise KdError(f"{name}: line {line}: expected {_fields(width)}, found {len(fields)} (ragged row{why}){_bare_cr(rows)}{names_hint}")
         if header is not None and width > 1 and [f.strip() for f in fields] == header:
             # (files joined with `cat`, each with its header): it was a sample, its label a class 'label'.
             # One column equal to its header is a text (a pool's "text", which `kd samples --tsv` writes under it)

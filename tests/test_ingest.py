@@ -129,12 +129,21 @@ def test_parse_json_lines_joined_by_a_bare_carriage_return_name_the_mixed_line_e
         parse(b'{"a": 1} {"b": 2}\n', "m.jsonl", IngestOptions())
 
 
+def test_a_ragged_row_of_more_fields_asks_for_a_separator_in_its_text():
+    """A hand-made label,text CSV whose text holds a comma: "expected 2 fields, found 4 (ragged row)", with no
+    word of the likely cause; a row short of fields has none to ask about."""
+    with pytest.raises(KdError, match=r"^h.csv: line 3: expected 2 fields, found 4 \(ragged row: a comma outside quotes in its text\?\)$"):
+        parse("label,text\npos,很好\nneg,屏幕一般,电池差,不推荐\n".encode(), "h.csv", IngestOptions())
+    with pytest.raises(KdError, match=r"^h.csv: line 3: expected 2 fields, found 1 \(ragged row\)$"):
+        parse("label,text\npos,很好\n不推荐\n".encode(), "h.csv", IngestOptions())
+
+
 def test_a_windows_line_break_in_a_quoted_cell_is_no_bare_carriage_return():
     """A CSV (or a spreadsheet's TSV) of \\r\\n line ends whose quoted cell holds a \\r\\n line break: a
     ragged row after it was blamed on a "bare carriage return" in that cell, with `mac2unix` to run."""
     for name, data in (("w.csv", b'text,label\r\n"a\r\nb",pos\r\ngood,neg,x\r\n'),
                        ("w.tsv", b'label\ttext\r\npos\t"a\r\nb"\r\nneg\tgood\tx\r\n')):
-        with pytest.raises(KdError, match=r"line 4: expected 2 fields, found 3 \(ragged row\)$"):
+        with pytest.raises(KdError, match=r"line 4: expected 2 fields, found 3 \(ragged row: a (comma outside quotes|tab) in its text\?\)$"):
             parse(data, name, IngestOptions())
     with pytest.raises(KdError, match=r"line 2 holds a bare carriage return"):  # (a bare one still is)
         parse(b'text,label\n"a\rb",pos\ngood,neg,x\n', "b.csv", IngestOptions())
@@ -1297,7 +1306,7 @@ BAD_INPUTS = [
         "one_column.tsv",
         "很好\n太差\tneg\n".encode(),
         ["--split", "unlabeled"],
-        ["line 2", "expected 1 field, found 2 (ragged row)"],
+        ["line 2", "expected 1 field, found 2 (ragged row: a tab in its text?)"],
         id="one-column-ragged",
     ),
     pytest.param(  # only control characters (a stray \x01, DEL): BERT's tokenizer drops them too
