@@ -409,11 +409,11 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None, done:
         tfidf_member=bool((stage.config or {}).get("tfidf_member")) or single, in_sample=bool(m.get("in_sample")), changes=changes is not None,
         done=done,
     )
-    if overall:  # (a teacher weak over all: each class's share would say it again)
-        return out + overall
     folds = {int(k[len("fold"):-len("/oof_accuracy")]): v for k, v in m.items() if re.fullmatch(r"fold\d+/oof_accuracy", k)}
     weak_folds = noise.fold_warnings(folds, {k: m.get(f"fold{k}/majority_rate") for k in folds},
                                      {k: int(m.get(f"fold{k}/train_samples", 0)) for k in folds})
+    if overall and not weak_folds:  # (a teacher weak over all: each class's share would say it again)
+        return out + overall
     # a rare class the teacher answers as another: its share of the flags is small, its own share of flagged labels not
     per_class = {k[len("train_samples["):-1]: int(v) for k, v in m.items() if k.startswith("train_samples[")}  # (not in older stores)
     read = ((stage.config or {}).get("teacher_stages") or [{}])[0]
@@ -423,7 +423,8 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None, done:
         config = (teacher.config or {}) if teacher is not None else {}
         seed = int(config.get("seed") or 0) + 1
         again = reteach_command(read.get("run") or run, config).replace(" --overwrite`", f" --seed {seed} --overwrite`")
-        return out + [f"{w}; review them rather than clean them, or re-run the teacher with another seed, {again}" for w in weak_folds]
+        # (beside a weak teacher's warnings: folds that learned nothing are the likely cause of them, and the seed its remedy)
+        return out + overall + [f"{w}; review them rather than clean them, or re-run the teacher with another seed, {again}" for w in weak_folds]
     return out + noise.class_warnings({c: int(m.get(f"flagged_of[{c}]", 0)) for c in per_class}, per_class, balanced=balanced)
 
 

@@ -263,6 +263,25 @@ def test_a_fold_whose_model_learned_nothing_is_named_though_the_teacher_as_a_who
     assert not any(w.startswith(("fold 0", "fold 2")) for w in out["warnings"]) and f"warning: {weak}" in result.stderr
 
 
+def test_weak_folds_are_named_beside_the_warnings_of_a_weak_teacher(db):
+    """Two folds of three whose models learned the labels backwards flag two thirds of them: the warnings
+    of a weak teacher (too many flags, out-of-fold agreement under the majority's) hid the fold warnings,
+    which name the cause and the reteach with another seed."""
+    store = _open(db)
+    teacher = store.find_stage("r", "teach")
+    wrong = [i for i, k in store.read_folds(teacher.id).items() if k in (1, 2)]
+    labels = dict(_read(db, select(Sample.id, Sample.label_id).where(Sample.id.in_(wrong))))
+    against = {label: vectors.encode(np.array([3.0, -3.0] if label else [-3.0, 3.0], dtype=np.float32)) for label in (0, 1)}
+    with store.engine.begin() as conn:
+        for label in (0, 1):
+            ids = [i for i in wrong if labels[i] == label]
+            conn.execute(update(Logit).where(Logit.stage_id == teacher.id, Logit.sample_id.in_(ids)).values(vector=against[label]))
+    store.close()
+    warnings = json.loads(kd("labels", "detect", "--run", "r", "--db", db, "--json").stdout)["warnings"]
+    assert any(re.search(r"train labels \([0-9.]+%\) flagged, more than 30%", w) for w in warnings), warnings
+    assert [w.split("'")[0] for w in warnings if w.startswith("fold ")] == ["fold 1", "fold 2"], warnings
+
+
 def test_normalized_margin_on_two_classes_is_said_to_score_as_the_default(db):
     """cleanlab's normalized margin of a label of two classes is its probability: --quality-method
     normalized_margin flagged and scored exactly what the default did, without a word."""
