@@ -352,6 +352,9 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
         try:
             with _peer_loss_as_error(dist):
                 yield StageHandle(store=store, id=stage_id, run=run, name=name, kind=kind)
+                # idle until rank 0 has done the stage's work: it times the model's CPU speed last, which a rank
+                # exiting meanwhile (its interpreter and torch torn down) slowed by half on 2 cores
+                dist.broadcast_object(None, patient=True)
         except BaseException as exc:
             _note_error(store, stage_id, dist.rank, exc)
             _fail_if_main_gone(store, stage_id, lost=_lost(exc))
@@ -367,6 +370,7 @@ def shared_stage(dist: Dist, store: Store, *, run: str, kind: str, name: str | N
             dist.broadcast_object(stage.id)
             with _peer_loss_as_error(dist):  # the stage records the one line, not gloo's
                 yield stage
+                dist.broadcast_object(None, patient=True)  # (the other ranks wait for it, idle: see above)
     except (KdError, Terminated) as exc:
         # stopped by torchrun, or by the group losing a rank, after another rank noted its error on the
         # stage: that error is the one line rank 0 prints (the other ranks print none, see ``prints_its_error``)

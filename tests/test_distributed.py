@@ -990,6 +990,35 @@ def test_augmenting_longer_than_the_collective_timeout_does_not_fail_the_other_r
     assert error_lines(done) == [], done.stderr[-3000:]
 
 
+def test_the_other_ranks_stay_idle_while_rank_0_times_the_model(taught, tmp_path):
+    """Rank 0 times the CPU speed of the model (latency, throughput) once the stage's work is done; the
+    other ranks had returned and were exiting (interpreter and torch teardown) meanwhile: on 2 cores
+    the stored latency was 2-4x and the throughput half a one-process run's. They wait, idle, for
+    rank 0 to end the stage's work before they exit."""
+    db = copy_store(taught["one"], tmp_path / "store")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    wrapper = tmp_path / "timed.py"
+    wrapper.write_text(
+        "import atexit, os, pathlib, time\n"
+        f"marks = pathlib.Path({str(marks)!r})\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    atexit.register(lambda: (marks / 'rank1-exited').touch())\n"
+        "else:\n"
+        "    import kdstore.distill\n"
+        "    measure = kdstore.distill.measure\n"
+        "    def timed(*args, **kwargs):\n"
+        "        time.sleep(2)  # (rank 1, exiting, has ended by then)\n"
+        "        (marks / 'timed-with-rank1-gone').write_text(str((marks / 'rank1-exited').exists()))\n"
+        "        return measure(*args, **kwargs)\n"
+        "    kdstore.distill.measure = timed\n"
+        "from commands.cli import main\nmain()\n", encoding="utf-8")
+    torchrun("distill", "--run", "r", *DISTILL, "--epochs", "1", "--name", "timed", "--db", str(db), script=wrapper)
+    assert (marks / "timed-with-rank1-gone").read_text() == "False"
+    assert (marks / "rank1-exited").exists()
+    assert stage_of(db, "r", "timed").status == "succeeded"
+
+
 def test_two_processes_distill_a_transformer_with_intermediate_losses_without_ddp_noise(taught, tmp_path):
     """The intermediate losses train through DDP as in one process. DDP searched every step for unused
     parameters (``find_unused_parameters``) where none can be: each rank printed torch's warning that it
