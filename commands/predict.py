@@ -210,7 +210,7 @@ def _name_the_student(store, run: str, which: str, chosen: str) -> None:
     latest: a weaker one trained last answered, and nothing said which)."""
     if which != "student":
         return
-    from kdstore.runs import PARKED
+    from kdstore.runs import FAILED, PARKED
 
     base, parked, _ = chosen.rpartition(PARKED)
     if parked:  # (a killed or running --overwrite: the old model answers, under a name the user never typed)
@@ -218,6 +218,12 @@ def _name_the_student(store, run: str, which: str, chosen: str) -> None:
                    "it answers until then", err=True)
         return
     students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"]
+    tried = [s for s in store.stages_of(run) if s.kind == "distill" and PARKED not in s.name and FAILED not in s.name]
+    if not students and tried:  # (a Ctrl-C'd or failing kd distill: the teacher answered as if it were the student)
+        click.echo(f"note: --model student: run {run!r} has no distill stage that succeeded "
+                   f"({', '.join(f'{s.name}: {s.status}' for s in tried)}): its teacher {chosen!r} answers "
+                   f"(`kd report --run {run}` says why)", err=True)
+        return
     others = [s.name for s in students if s.name != chosen]
     if others:
         votes = students[-1].name != chosen  # (passed over: fold students, votes for kd labels detect, after it)

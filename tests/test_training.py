@@ -5366,6 +5366,22 @@ def test_predict_names_the_student_it_chose_among_several(taught_store):
     assert "note:" not in kd("predict", "--run", "r", "--model", "first", "--db", db, input="这个很好\n").stderr
 
 
+def test_predict_says_the_teacher_answers_where_the_runs_student_failed(taught_store):
+    """`kd distill` stopped by Ctrl-C, then `kd predict --run R`: --model student fell back to the teacher
+    and answered without a word, as if the student had been trained."""
+    from kdstore.runs import stage_scope
+
+    db = str(taught_store)
+    with pytest.raises(KeyboardInterrupt):
+        with stage_scope(Store.open(db), run="r", kind="distill", name="distill-textcnn", config={}):
+            raise KeyboardInterrupt
+    out = kd("predict", "--run", "r", "--db", db, input="这个很好\n")
+    assert ("note: --model student: run 'r' has no distill stage that succeeded (distill-textcnn: failed): its teacher "
+            "'teach' answers (`kd report --run r` says why)") in out.stderr, out.stderr
+    assert len(out.stdout.splitlines()) == 1
+    assert "note:" not in kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="这个很好\n").stderr
+
+
 
 def test_predict_and_export_refuse_a_model_whose_files_changed_by_hand(taught_store, tmp_path):
     """A stage's model file edited, replaced or added to by hand was served under the stage's name
