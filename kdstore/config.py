@@ -134,7 +134,13 @@ def defaults_for(
                 continue
             name = key.replace("-", "_")
             if name in options:
-                if options[name] in given:  # max-len and max_len (or format and fmt): one was silently dropped
+                if (options[name] in given and not own and given[options[name]].replace("-", "_") != name
+                        and options[name] in (name, given[options[name]].replace("-", "_"))):
+                    # a shared table's `limit` (kd samples') and `top` (kd labels clean's): two options elsewhere, one
+                    # here (kd labels show's --top/--limit): its own name is taken (refused, show could not run at all)
+                    if name != options[name]:
+                        continue
+                elif options[name] in given:  # max-len and max_len (or format and fmt): one was silently dropped
                     scope = f"[{group}]" if group else "top level"
                     raise KdError(f"{where}: {scope} {given[options[name]]!r} and {key!r} are the same option: keep one")
                 given[options[name]] = key

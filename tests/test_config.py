@@ -331,6 +331,22 @@ def test_one_option_under_two_spellings_is_an_error(other_db, invoke, write_file
     assert kdconfig.defaults_for({"max-len": 3, "teach": {"max_len": 4}}, ["teach"], {"max_len"}) == {"max_len": 4}
 
 
+def test_two_top_level_options_of_other_commands_that_one_command_takes_as_one(other_db, invoke, write_file, error_line):
+    """``limit`` (kd samples') and ``top`` (kd labels clean's dry runs) at the top level are two options
+    elsewhere and one in ``kd labels show`` (``--top``/``--limit``): it was refused, typed ``--top`` or not,
+    as one option written twice, with no way to keep both keys; there its own name, ``top``, is taken."""
+    write_file("kd.toml", 'db = "other.db"\nrun = "nope"\nlimit = 100\ntop = 10\n')
+    assert error_line(invoke(["labels", "show"], db=None, ok=False)).startswith("Error: no run 'nope'")
+    assert len(invoke.json(["samples"], db=None)) == 3
+    options = {"top": "top", "limit": "top"}
+    for table in ({"limit": 100, "top": 10}, {"top": 10, "limit": 100}):
+        assert kdconfig.defaults_for(table, ["labels", "show"], options) == {"top": 10}
+        assert kdconfig.defaults_for({"labels": table}, ["labels", "show"], options) == {"top": 10}
+        # in the command's own table both are its one option: still refused
+        with pytest.raises(KdError, match="are the same option"):
+            kdconfig.defaults_for({"labels": {"show": table}}, ["labels", "show"], options)
+
+
 def test_config_file_encoding(other_db, invoke, write_file, error_line):
     """A kd.toml saved with a BOM (Notepad) is read, as ingest reads such files; one that is not
     UTF-8 is a one-line error naming the file and line (it was a UnicodeDecodeError traceback)."""
