@@ -443,7 +443,8 @@ def undo(run, stage_name, db, as_json):
 @store_options
 @json_option
 def history(sample_id, db, as_json):
-    """Show a sample's original label, current label, every edit and a review's rejects.
+    """Show a sample's original label, current label, every edit, a review's rejects and the labels
+    `kd labels set` confirmed (the one it had: no edit).
 
     \b
     Example:
@@ -480,6 +481,9 @@ def history(sample_id, db, as_json):
         kept = f"accept, label {r['kept']} already set" if r.get("accepted") else f"reject, label {r['kept']} kept"
         lines.append((r["at"] or "", r["stage_id"] or 0, f"  {r['at'] or '(time unknown)'} {where}{_by(r)}: {kept} "
                                      f"({r['run']}/{r['detection']} suggested {r['suggested']}, issue {r['issue_id']}{why}){undone}"))
+    for c in h["confirmed"]:  # (a `kd labels set` of the label or dropped flag it had: no edit, yet clean leaves it alone)
+        lines.append((c["at"] or "", c["stage_id"], f"  {c['at'] or '(time unknown)'} {c['run']}/{c['stage']}{_by(c)}: set {c['set']}, "
+                                                      f"as it was (confirmed: no edit; {c['reason']})"))
     for _, _, line in sorted(lines, key=lambda t: t[:2]):  # (times are to the second: two stages within one, in the order they ran)
         click.echo(plain(line))
 

@@ -691,18 +691,23 @@ def export_sheet(store: Store, run: str, path: Path, *, overwrite: bool = False)
 
 def kept_by_review_warnings(store: Store, run: str) -> list[str]:
     """A warning naming the samples of the run's undecided issues whose label a review kept (``kept_in_review``:
-    an earlier sheet's reject, which ``clean`` honours): a sheet listed them as any other row, with no word of it."""
+    an earlier sheet's reject, which ``clean`` honours): a sheet listed them as any other row, with no word of it;
+    and one naming those whose label a person set by hand (``set_by_hand``), which ``clean`` honours too."""
     names = store.class_names()
-    undecided = {i["sample_id"]: names.index(i["current"]) for i in issues(store, run, status=UNDECIDED) if i["current"] is not None}
+    undecided = {i["sample_id"]: names.index(i["current"]) for i in issues(store, run, status=UNDECIDED)
+                 if i["current"] is not None and not i["dropped"]}
     with store.session() as s:
         kept = sorted(kept_in_review(s, undecided))
-    if not kept:
-        return []
-    ids = ", ".join(map(str, kept[:10])) + (f" and {len(kept) - 10} more" if len(kept) > 10 else "")
-    one = len(kept) == 1
-    return [f"sample{'' if one else 's'} {ids} had {'its label' if one else 'their labels'} kept by an earlier review (a reject, "
-            f"`kd labels history {kept[0]}` shows it): `kd labels clean --run {run}` leaves {'it' if one else 'them'} alone, "
-            "a decision in this sheet overrides it"]
+        hand = sorted(set_by_hand(s, undecided, names) - set(kept))  # (`kd labels set`: clean leaves them alone too)
+    out = []
+    for which, how in ((kept, "kept by an earlier review (a reject, `kd labels history {}` shows it)"),
+                       (hand, "set by hand (`kd labels set`, `kd labels history {}` shows it)")):
+        if which:
+            ids = ", ".join(map(str, which[:10])) + (f" and {len(which) - 10} more" if len(which) > 10 else "")
+            one = len(which) == 1
+            out.append(f"sample{'' if one else 's'} {ids} had {'its label' if one else 'their labels'} {how.format(which[0])}: "
+                       f"`kd labels clean --run {run}` leaves {'it' if one else 'them'} alone, a decision in this sheet overrides it")
+    return out
 
 
 def sheet_current(label: str | None, dropped: bool) -> str:
@@ -1745,6 +1750,14 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
                                      st.id, st.name, st.config, st.run_by, st.at, undone_at))
                 elif was is None and issue_id in mine:  # (recorded before ``undone_issues``)
                     rejected.append((mine[issue_id], st.id, st.name, st.config, st.run_by, st.at, undone_at))
+        # a `kd labels set` pair that found the sample as it set it records no edit: its stage's config has it
+        # (a person's confirmation, which `kd labels clean` honours: ``set_by_hand``)
+        confirmed = []
+        for stage_id, stage_name, run, named in set_stages(s, {sample_id}):
+            if s.scalar(select(LabelEdit.id).where(LabelEdit.stage_id == stage_id, LabelEdit.sample_id == sample_id).limit(1)) is None:
+                st = s.get(Stage, stage_id)
+                confirmed.append({"run": run, "stage": stage_name, "stage_id": stage_id, "set": named[sample_id],
+                                  "reason": (st.config or {}).get("reason"), "at": iso_utc(st.ended_at or st.started_at), "by": st.run_by})
 
     def name(i):
         return None if i is None else names[i]
@@ -1774,6 +1787,7 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
             })
             for r, stage_id, stage, config, who, at, undone_at in rejected
         ), key=lambda t: t[0])],
+        "confirmed": confirmed,
     }
 
 

@@ -2177,6 +2177,12 @@ def test_a_clean_leaves_alone_a_label_set_by_hand_even_the_one_it_had(tmp_path):
     assert "2 changes, 0 unchanged, 0 left alone (edited since detection), 2 left alone (set by hand); dry run" in dry, dry
     preview = {c["sample_id"]: c["effect"] for c in json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--json", "--db", db).stdout)["changes"]}
     assert preview == {1: "set", 2: "set", 3: "change", 4: "change"}
+    said = kd("labels", "history", "1", "--db", db).stdout  # the confirmation on record, though it made no edit
+    assert re.search(r"hand/edit-1( by \S+)?: set pos, as it was \(confirmed: no edit; set by hand\)", said), said
+    assert [c["set"] for c in json.loads(kd("labels", "history", "2", "--db", db, "--json").stdout)["confirmed"]] == []  # (its edits listed)
+    sheet = kd("labels", "export", "--run", "r", str(tmp_path / "review.csv"), "--db", db)  # (the reviewer is told)
+    assert ("warning: samples 1, 2 had their labels set by hand (`kd labels set`, `kd labels history 1` shows it): "
+            "`kd labels clean --run r` leaves them alone, a decision in this sheet overrides it") in sheet.stderr, sheet.stderr
     counts = json.loads(kd("labels", "clean", "--run", "r", "--json", "--db", db).stdout)
     assert (counts["skipped_set"], counts["relabel"]) == (2, 2)
     assert _labels(db) == {1: 0, 2: 0, 3: 1, 4: 1}  # (pos 0, neg 1)
