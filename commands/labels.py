@@ -394,7 +394,8 @@ def set_(run, edits, reason, stage_name, db, as_json):
         counts = lab.apply(store, stage.id, decisions, reason=reason)
         store.add_metrics(stage.id, "all", counts)
     _print_counts(run, stage.name, counts, as_json, warnings=_warn(_emptied(store, before, run, stage.name)),
-                  undo=lab.undoable(store, stage.id))  # (a set that changed nothing: its undo said "nothing left to undo")
+                  undo=lab.undoable(store, stage.id),  # (a set that changed nothing: its undo said "nothing left to undo")
+                  words={"unchanged": "unchanged (confirmed, as `kd labels history` lists: clean leaves it alone)"})
 
 
 @labels.command()
@@ -534,12 +535,13 @@ _COUNT_WORDS = {"relabel": "relabeled", "drop": "dropped", "flag": "flagged", "r
                 "skipped_set": "skipped (set by hand)"}
 
 
-def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = (), undo: bool = True) -> None:
+def _print_counts(run: str, stage: str, counts: dict, as_json: bool, *, warnings: list[str] = (), undo: bool = True,
+                  words: dict[str, str] | None = None) -> None:
     if as_json:  # (as detect's and undo's: every labels command that writes carries run, stage and warnings)
         print_json({"run": run, "stage": stage, **counts, "warnings": list(warnings)})
     else:
         # (a sheet never flags: no "0 flagged"; --json has every count, by its key: "relabel 71" read as sample 71)
-        said = [f"{v} {_COUNT_WORDS.get(k, k)}" for k, v in counts.items() if v]
+        said = [f"{v} {(words or {}).get(k) or _COUNT_WORDS.get(k, k)}" for k, v in counts.items() if v]
         click.echo(f"run {run}, stage {stage}: " + (", ".join(said) or "no label changed"))
         # (an undo reopens the issues a stage decided too: a review of rejects, a flagging clean)
         if undo and any(counts.get(k) for k in ("relabel", "drop", "flag", "reject", "unchanged")):

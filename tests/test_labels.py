@@ -343,7 +343,7 @@ def test_a_set_that_changes_nothing_names_no_undo(tmp_path, error_line):
     kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("pos", "很好"), ("neg", "太差"), ("pos", "不错")])), "--db", db)
     assert "undo: kd labels undo --run r --stage edit-1" in kd("labels", "set", "--run", "r", "1=drop", "--db", db).stdout
     again = kd("labels", "set", "--run", "r", "1=drop", "--db", db).stdout
-    assert again == "run r, stage edit-2: 1 unchanged\n", again
+    assert again == "run r, stage edit-2: 1 unchanged (confirmed, as `kd labels history` lists: clean leaves it alone)\n", again
     assert "nothing left to undo" in error_line(kd("labels", "undo", "--run", "r", "--stage", "edit-2", "--db", db, ok=False))
 
 
