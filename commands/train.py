@@ -1198,7 +1198,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         mapping = tuple(int(j) for j in layer_map.split(",")) if layer_map.strip() else ()
     except ValueError:
         raise click.BadParameter(f"{layer_map!r}: give teacher layers like 3,7,11 (0-based, one per student layer)", param_hint="--layer-map") from None
-    if augment.strip() and not augment.replace(",", "").strip():
+    if not augment.replace(",", "").strip() and (augment.strip() or _options_given(("augment",))):  # (typed empty: `--augment "$AUG"`, AUG unset)
         raise click.BadParameter(f"{augment!r}: give methods like mask,pos,ngram (or leave it out)", param_hint="--augment")
     cfg = DistillConfig(
         student=student, teacher_runs=tuple(teacher_runs), teacher_weights=tuple(teacher_weights), teacher_average=teacher_average,

@@ -52,7 +52,8 @@ PUNCT_TAGS = frozenset({"x", "w"})
 
 
 @functools.cache  # once: jieba.setLogLevel clears every logger's cache, a cost per call that grows with the loggers
-def _posseg():
+def posseg():
+    """jieba's part-of-speech segmenter, quietened and remembering its HMM runs; a one-line error without jieba."""
     try:
         import jieba
         import jieba.posseg
@@ -96,7 +97,7 @@ def segment_pos(text: str, *, hmm: bool = True) -> list[tuple[str, str]]:
     ``hmm=False`` skips jieba's HMM for unknown words: about ten times faster, slightly coarser.
     """
     pairs: list[tuple[str, str]] = []
-    for pair in _posseg().lcut(text, HMM=hmm):
+    for pair in posseg().lcut(text, HMM=hmm):
         word, flag = pair.word, pair.flag
         if pairs and _continues(pairs[-1][0], word):  # one user-perceived character: never masked, swapped or cut apart
             pairs[-1] = (pairs[-1][0] + word, pairs[-1][1])

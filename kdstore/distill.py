@@ -37,7 +37,7 @@ from .progress import progress
 from .runs import StageHandle, check_unchanged
 from .schema import Stage
 from .store import SampleSet, Store, check_where, sources_hint
-from .augment import METHODS, UNK
+from .augment import METHODS, UNK, posseg
 from .augmented import Recipe, ensure_augmented
 from .schedules import LR_SCHEDULES, check_epochs, check_lr, lr_factor_step, over_steps
 from .speed import measure, speed_texts
@@ -195,6 +195,7 @@ class DistillConfig:
                 used = [m for m in METHODS if m in self.augment]
                 raise KdError(f"--augment {','.join(used)} would change nothing: "
                               f"{', '.join(f'--p-{m}' for m in used)} {'is' if len(used) == 1 else 'all'} 0")
+            posseg()  # every recipe segments with jieba: a missing one is said before a stage is recorded
         if self.init_embeddings not in ("random", "teacher"):
             raise KdError("--init-embeddings must be random or teacher")
         # checked here, before a stage (and a run) is on record, not when the student is built

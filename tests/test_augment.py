@@ -424,6 +424,7 @@ def test_unknown_method_lists_the_allowed_ones():
         (["--augment", "mask,ngram", "--p-mask", "0", "--p-ngram", "0"], "--augment mask,ngram would change nothing: --p-mask, --p-ngram all 0"),
         (["--augment", "ngram", "--p-ngram", "0"], "--augment ngram would change nothing: --p-ngram is 0"),  # (not: "--p-ngram all 0")
         (["--augment", " , "], "Invalid value for --augment: ' , ': give methods like mask,pos,ngram"),  # (not: no augmentation)
+        (["--augment", ""], "Invalid value for --augment: '': give methods like mask,pos,ngram"),  # (`--augment "$AUG"`, AUG unset)
         # (10**20 ran its max_tries * n passes a parent for ever, at full CPU, storing nothing)
         (["--augment", "mask", "--augment-n", str(10**20)], "--augment-n must be at most 1000"),
         # (the augmented texts learn from the teacher alone, which --alpha 0 with --hard-weight weighs 0: they were made,
@@ -440,6 +441,23 @@ def test_distill_refuses_bad_augmentation_probabilities_before_starting_a_stage(
     out = kd("distill", "--run", "r", *options, "--db", str(db), ok=False)
     assert f"Error: {message}" in out.output and "Traceback" not in out.output
     assert not db.exists()
+
+
+def test_distill_without_jieba_is_refused_before_a_stage(tmp_path, monkeypatch):
+    """Every recipe segments with jieba: without it `kd distill --augment` recorded a stage, warned about
+    the teacher, then failed it with "needs jieba"; it is one line before the store is opened."""
+    from synthetic import kd
+
+    from kdstore import augment as augment_module
+
+    augment_module.posseg.cache_clear()
+    monkeypatch.setitem(sys.modules, "jieba", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "jieba.posseg", None)
+    db = tmp_path / "kd.db"
+    out = kd("distill", "--run", "r", "--augment", "ngram", "--db", str(db), ok=False)
+    augment_module.posseg.cache_clear()
+    assert out.output.strip().splitlines()[-1] == "Error: data augmentation needs jieba: pip install jieba", out.output
+    assert "Traceback" not in out.output and not db.exists()
 
 
 def test_a_probability_of_a_method_left_out_is_not_judged(tmp_path):
