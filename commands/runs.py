@@ -16,7 +16,7 @@ from rich.text import Text
 
 from kdstore.advice import reteach_command
 from kdstore.deletion import delete_stages
-from kdstore.labels import labels_state
+from kdstore.labels import labels_state, learned_other_labels
 from kdstore.plots import write_plots
 from kdstore.report import LEADING_FIGURES, compare, larger_than_teacher, other_classes, parked_note, run_report, runs_overview, serving_parked
 from kdstore.store import moved_store_advice
@@ -317,7 +317,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         print_json(data)
         return
     out = console()
-    current_digest = functools.cache(lambda: labels_state(store)["labels_digest"])  # (read once, where a teacher asks)
+    current_labels = functools.cache(lambda: labels_state(store))  # (read once, where a teacher asks)
     out.print(f"[bold]run {escape(data['run'])}[/]")
     parked = serving_parked(data["stages"])
     for st in data["stages"]:
@@ -362,7 +362,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         learned = sources["labels_from"] or []
         if any(x.endswith(("replaced since)", "undone since)")) for x in learned):  # (the config line's labels_stages name the new ones)
             out.print("  labels from: " + ", ".join(learned), markup=False)
-        if st["kind"] == "teach" and st["status"] == "succeeded" and (st["config"] or {}).get("labels_digest") not in (None, current_digest()):
+        if st["kind"] == "teach" and st["status"] == "succeeded" and learned_other_labels(st["config"] or {}, current_labels()):
             # (a clean, set, import or undo since it ran: kd distill and kd labels detect warn so, the run's own report said nothing)
             out.print(f"  labels: this teacher learned from labels changed since (kd labels clean, set, import or undo): its logits and "
                       f"figures follow the old ones; {reteach_command(data['run'], st['config'])} retrains it on the current labels",

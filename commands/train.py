@@ -25,7 +25,7 @@ from kdstore.context_free import measured_loss
 from kdstore.distributed import Dist, process_group, shared_stage
 from kdstore.environment import environment
 from kdstore.errors import InterruptedAfterRecord, KdError, Terminated
-from kdstore.labels import labels_state, redetect_command, stale_teacher_runs
+from kdstore.labels import digests, labels_state, redetect_command, stale_teacher_runs
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.noise import LEAST_CLASS_SAMPLES
@@ -1489,8 +1489,7 @@ def _teacher_stages(store, runs) -> list[dict]:
             st = store.find_stage(r, "teach")
         except KdError:
             continue
-        out.append({"run": r, "stage_id": st.id, "started_at": iso_utc(st.started_at),
-                    "labels_digest": (st.config or {}).get("labels_digest")})
+        out.append({"run": r, "stage_id": st.id, "started_at": iso_utc(st.started_at), **digests(st.config or {})})
     return out
 
 

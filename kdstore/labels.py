@@ -112,7 +112,7 @@ def labels_state(store: Store) -> dict[str, Any]:
     force, oldest first) and ``labels_digest``, a hash of every labeled sample's label and dropped flag where
     they differ from the original: two stages with the same digest learned from the same labels. A pool or
     augmented text has no label: its drop is left out (a teacher was warned as trained on changed labels)."""
-    digest = hashlib.sha256()
+    digest, fit = hashlib.sha256(), hashlib.sha256()
     with store.session() as s:
         stages = s.execute(
             select(Run.uniqid, Stage.name, Stage.id).join(Stage, Stage.run_id == Run.id)
@@ -120,22 +120,40 @@ def labels_state(store: Store) -> dict[str, Any]:
             .order_by(Stage.id)
         ).all()
         changed = s.execute(
-            select(Sample.id, Sample.label_id, Sample.dropped)
+            select(Sample.id, Sample.label_id, Sample.dropped, Sample.split)
             .where(Sample.orig_label_id.is_not(None) & ((Sample.label_id.is_distinct_from(Sample.orig_label_id)) | Sample.dropped))
             .order_by(Sample.id)
         )
-        for sid, label, dropped in changed:
+        for sid, label, dropped, split in changed:
             digest.update(f"{sid}:{label}:{int(bool(dropped))};".encode())
+            if split != "test":
+                fit.update(f"{sid}:{label}:{int(bool(dropped))};".encode())
     # (the ids too: a clean stage replaced since, `kd labels clean --overwrite` after an undo, gives its name to another)
     return {"labels_from": labels_version(store), "labels_stages": [f"{r}/{n}" for r, n, _ in stages],
-            "labels_stage_ids": [i for _, _, i in stages], "labels_digest": digest.hexdigest()[:16]}
+            "labels_stage_ids": [i for _, _, i in stages], "labels_digest": digest.hexdigest()[:16],
+            "labels_fit_digest": fit.hexdigest()[:16]}
+
+
+def learned_other_labels(recorded: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether a model that recorded ``recorded`` (``labels_state``'s keys, in its config) learned from other
+    labels than ``now``: by ``labels_fit_digest``, of the train and dev labels, where both have it (a test
+    label's edit changes no model, and "retrain it" had a teacher retrained to the same weights), else by
+    ``labels_digest`` (a stage recorded before there was one); False where either is unknown."""
+    for key in ("labels_fit_digest", "labels_digest"):
+        if recorded.get(key) is not None and now.get(key) is not None:
+            return recorded[key] != now[key]
+    return False
+
+
+def digests(config: dict[str, Any]) -> dict[str, Any]:
+    """The labels digests of a stage's config, which the stages that read its outputs record with it."""
+    return {k: config.get(k) for k in ("labels_digest", "labels_fit_digest") if k == "labels_digest" or config.get(k) is not None}
 
 
 def stale_teacher_runs(config: dict[str, Any]) -> list[str]:
     """The runs of a stage config's ``teacher_stages`` whose teacher learned from other labels than the
-    stage read (``labels_digest``: a clean, set, import or undo since), each once, in order."""
-    return list(dict.fromkeys(t["run"] for t in config.get("teacher_stages") or []
-                              if t.get("labels_digest") not in (None, config.get("labels_digest"))))
+    stage read (``learned_other_labels``: a clean, set, import or undo since), each once, in order."""
+    return list(dict.fromkeys(t["run"] for t in config.get("teacher_stages") or [] if learned_other_labels(t, config)))
 
 
 def read_labeled(store: Store, read: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
@@ -254,9 +272,9 @@ def stages_used(teacher_run: str, teacher: Stage, students: list[tuple[str, Stag
     (``--overwrite``) is told from the one it read."""
     return {
         "teacher_stages": [{"run": teacher_run, "stage_id": teacher.id, "started_at": iso_utc(teacher.started_at),
-                            "labels_digest": (teacher.config or {}).get("labels_digest")}],
+                            **digests(teacher.config or {})}],
         "student_vote_stages": [{"run": r, "stage": st.name, "stage_id": st.id, "started_at": iso_utc(st.started_at),
-                                 "labels_digest": (st.config or {}).get("labels_digest")} for r, st in students],
+                                 **digests(st.config or {})} for r, st in students],
     }
 
 

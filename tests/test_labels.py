@@ -623,7 +623,7 @@ def test_drop_excludes_samples_from_later_training(db, noisy):
             "(with --overwrite and the options `kd report --run r` lists for it)") in undone.stderr  # (one stage: it said "them", "each")
     assert json.loads(undone.stdout)["warnings"] == [undone.stderr.strip()[len("warning: "):]]
     assert lab.labels_state(_open(db)) == {"labels_from": "original", "labels_stages": [], "labels_stage_ids": [],
-                                                "labels_digest": original}
+                                                "labels_digest": original, "labels_fit_digest": original}
     # the report says the student learned from edits undone since; a clean replaced after its undo
     # gives its name to the new one: the report says the student's was replaced
     assert "labels from: r/clean (undone since)" in kd("report", "--run", "r", "--db", db).stdout
@@ -635,7 +635,7 @@ def test_drop_excludes_samples_from_later_training(db, noisy):
     assert student["sources"]["labels_from"] == [f"r/clean (stage {first}, replaced since)"]
 
 
-def test_report_says_a_teacher_learned_from_labels_changed_since(db, noisy):
+def test_report_says_a_teacher_learned_from_labels_changed_since(db, noisy, tmp_path):
     """A clean (or `kd labels set`) after `kd teach`: kd distill and detect warn that the teacher learned
     from the old labels, but `kd report --run` of the teacher's own run said nothing of it."""
     assert "labels changed since" not in kd("report", "--run", "r", "--db", db).stdout
@@ -648,6 +648,17 @@ def test_report_says_a_teacher_learned_from_labels_changed_since(db, noisy):
     assert said in kd("report", "--run", "r", "--db", db).stdout
     kd("labels", "undo", "--run", "r2", "--db", db)  # the labels it learned from again: nothing to say
     assert "labels changed since" not in kd("report", "--run", "r", "--db", db).stdout
+    # a test label's edit changes no model (it learns from train and is chosen on dev): "retrain it" had the
+    # teacher retrained to the same weights, and detect and distill said so too
+    names = _open(db).class_names()
+    kd("ingest", str(write_tsv(tmp_path / "test.tsv", [(names[0], "一个测试评论"), (names[1], "另一个测试评论")])), "--split", "test", "--db", db)
+    test = _open(db).samples(splits=["test"], labeled=True)
+    kd("labels", "set", "--run", "r2", f"{int(test.ids[0])}={names[1 - int(test.labels[0])]}", "--db", db)
+    assert "labels changed since" not in kd("report", "--run", "r", "--db", db).stdout
+    detected = kd("labels", "detect", "--run", "r", "--db", db, "--json")
+    assert not any("labels changed since" in w for w in json.loads(detected.stdout)["warnings"]), detected.stdout
+    distilled = kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db, "--json")
+    assert not any("labels changed since" in w for w in json.loads(distilled.stdout)["warnings"]), distilled.stdout
 
 
 def test_clean_needs_detect_and_a_failed_clean_leaves_no_edits(db):
