@@ -174,7 +174,10 @@ def export(run, path, overwrite, db, as_json):
     if as_json:
         print_json({"run": run, "path": str(path), "issues": n, "warnings": warned})
         return
-    click.echo(f"{path}: {counted(n, 'issue')} to review")
+    # (the next step said: the column to fill in, and the command that applies it)
+    then = (": fill in its decision column (accept, reject, drop or a class), then "
+            f"`kd labels import {shlex.quote(str(path))}`") if n else ""
+    click.echo(f"{path}: {counted(n, 'issue')} to review{then}")
 
 
 @labels.command(name="import")

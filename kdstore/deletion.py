@@ -43,7 +43,15 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         # a dry run opens the store without marking the stages a killed process left running (that changes the store):
         # each is judged as the real deletion will find it, failed, a clean's edits reverted where they revert cleanly
         crashed = {st.id for st in chosen if dry_run and _crashed(st)}
-        unsure = [_refuse(s, st, run, ids, crashed=st.id in crashed) for st in chosen]
+        standing: list[tuple[Stage, str]] = []
+        unsure = [_refuse(s, st, run, ids, standing, crashed=st.id in crashed) for st in chosen]
+        if len(standing) > 1:  # every one named at once, not one per try (undone latest first: an undo refuses under a later edit)
+            undos = " and ".join(f"`kd labels undo --run {run} --stage {st.name}`" for st, _ in reversed(standing))
+            raise KdError(f"stages {', '.join(f'{st.name!r} ({why})' for st, why in standing)} of run {run!r} have "
+                          f"edits that stand: run {undos} first")
+        if standing:
+            st, why = standing[0]
+            raise KdError(f"stage {st.name!r} of run {run!r} has {why}: run `kd labels undo --run {run} --stage {st.name}` first")
         _refuse_readers(s, ids, run, chosen)
         kept = [st for st in chosen if _any_edits(s, st)]
         gone = [st for st in chosen if st not in kept]
@@ -140,9 +148,11 @@ def _chosen(stages: list[Stage], run: str, names: tuple[str, ...]) -> list[Stage
     return [st for st in stages if st.name in wanted or st.name.split("~", 1)[0] in wanted]
 
 
-def _refuse(s, st: Stage, run: str, ids: set[int], *, crashed: bool = False) -> str | None:
-    """Why ``st`` may not be deleted (raised); a warning for a stage marked running by a process kd
-    cannot check from here, deleted as --overwrite replaces one (only a certain live process refuses).
+def _refuse(s, st: Stage, run: str, ids: set[int], standing: list[tuple[Stage, str]], *,
+            crashed: bool = False) -> str | None:
+    """Why ``st`` may not be deleted (raised; its label edits that stand: added to ``standing``); a warning for a
+    stage marked running by a process kd cannot check from here, deleted as --overwrite replaces one (only a
+    certain live process refuses).
     ``crashed``: left running by a process that is gone, not yet marked failed (a dry run): judged as
     ``mark_crashed`` leaves it, a clean's edits reverted where they revert cleanly."""
     alive = process_state(st) if st.status == "running" else False
@@ -155,9 +165,8 @@ def _refuse(s, st: Stage, run: str, ids: set[int], *, crashed: bool = False) -> 
         live = 0 if reverts_cleanly(s, st) else _live_edits(s, st)
     else:
         live = _live_edits(s, st)
-    if live:
-        raise KdError(f"stage {st.name!r} of run {run!r} has {_edits_not_undone(live, _live_edits(s, st, flags=True))}: "
-                      f"run `kd labels undo --run {run} --stage {st.name}` first")
+    if live:  # (refused by the caller, naming every such stage at once)
+        standing.append((st, _edits_not_undone(live, _live_edits(s, st, flags=True))))
     unsure = (f"stage {st.name!r} was marked running by {where}, which kd cannot check from here {unchecked_why(st)}: "
               "taken as ended") if alive is None else None
     if st.kind != "detect":

@@ -372,7 +372,9 @@ def _refuse_replacing(s: Session, old: Stage, *, run: str, kind: str, name: str,
         live = _live_edits(s, old) if kind == "clean" else 0
         undone = kind == "clean" and not live and old.status == "succeeded" and s.scalar(
             select(func.count()).select_from(LabelEdit).where(LabelEdit.stage_id == old.id))  # (the refusal read as if they stood)
-        advice = (f"name this one with --name (its {live} edits stand; --overwrite would need "
+        # (a flag clean's are flags, which change no label, as _edits_not_undone names them)
+        edits = f"{'flag' if live and _live_edits(s, old, flags=True) == live else 'edit'}{'s stand' if live != 1 else ' stands'}"
+        advice = (f"name this one with --name (its {live} {edits}; --overwrite would need "
                   f"`kd labels undo --run {run} --stage {name}` first)" if live
                   # (another --run holds no teacher, detection or model of this one's: a detection, a clean and
                   # kd predict --store read their own run's; a student takes this run's teacher by --teacher-run)

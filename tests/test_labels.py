@@ -994,6 +994,15 @@ def test_a_flag_clean_that_stands_is_refused_for_its_flags_not_label_edits(db, e
     assert "label edit" not in detect
 
 
+def test_a_clean_over_a_standing_flag_clean_names_its_flags(db, error_line):
+    """A second `kd labels clean` over a flag clean was told "its N edits stand": a flag changes no label,
+    as the refusals of its --overwrite and its kd runs delete say."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    flagged = json.loads(kd("labels", "clean", "--run", "r", "--action", "flag", "--db", db, "--json").stdout)["flag"]
+    line = error_line(kd("labels", "clean", "--run", "r", "--db", db, ok=False))
+    assert f"name this one with --name (its {flagged} flags stand; --overwrite would need " in line
+
+
 def test_a_score_shown_typed_as_min_score_keeps_its_row(db):
     """The tables show scores with 3 decimals: 0.8499 read 0.850, and `clean --min-score 0.85`, the
     figure the user read, left that issue out. A score shown is cut, never rounded up."""
@@ -3513,6 +3522,16 @@ def test_an_undone_reject_stays_in_the_history_once_its_detection_is_replaced(tm
     assert [bool(e["reverted_at"]) for e in json.loads(kd("labels", "history", str(b["sample_id"]), "--json", "--db", db).stdout)["edits"]] == [True]
     shown = kd("labels", "history", str(a["sample_id"]), "--db", db).stdout
     assert f"r/review by tester: reject, label {a['given']} kept (r/detect suggested {a['suggested']}, issue {a['issue_id']}; " in shown
+
+
+def test_an_export_says_what_to_do_with_the_sheet(tmp_path):
+    """`kd labels export` said "review.csv: 2 issues to review" and no more: the column to fill in and the
+    command that applies it were in the README and --help alone."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    sheet = tmp_path / "my sheets" / "review.csv"
+    out = kd("labels", "export", "--run", "r", str(sheet), "--db", db).stdout
+    assert out == (f"{sheet}: 2 issues to review: fill in its decision column (accept, reject, drop or a class), "
+                   f"then `kd labels import '{sheet}'`\n")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])

@@ -2780,6 +2780,22 @@ def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke
     assert [s.name for s in store.stages_of("r1")] == ["edit-1"] and counts()["label_edits"] == before["label_edits"]
 
 
+def test_runs_delete_names_every_stage_whose_edits_stand(store, invoke, counts, error_line):
+    """A run with two clean stages whose edits stood was refused naming the first alone ("run `kd labels undo
+    ... --stage edit-1` first"): that undo done, the next try was refused for the other one."""
+    invoke(["labels", "set", "--run", "r1", "1=neg"])
+    invoke(["labels", "set", "--run", "r1", "2=pos"])
+    before = counts()
+    line = error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False))
+    assert line == ("Error: stages 'edit-1' (1 label edit that is not undone), 'edit-2' (1 label edit that is not undone) "
+                    "of run 'r1' have edits that stand: run `kd labels undo --run r1 --stage edit-2` and "
+                    "`kd labels undo --run r1 --stage edit-1` first")
+    assert counts() == before
+    invoke(["labels", "undo", "--run", "r1", "--stage", "edit-2"])
+    invoke(["labels", "undo", "--run", "r1", "--stage", "edit-1"])
+    assert [k["name"] for k in invoke.json(["runs", "delete", "--run", "r1", "--yes"])["kept"]] == ["edit-1", "edit-2"]
+
+
 def test_runs_delete_leaves_a_failed_stages_folder_to_the_model_there_now(db, invoke, write_file, tmp_path, monkeypatch):
     """A failed stage's files went when it failed: its folder, under a KD_ARTIFACTS two stores share,
     held the other store's model of the same run and stage names, which the deletion took with it."""
