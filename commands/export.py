@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import click
 
 from kdstore.errors import KdError, Terminated
@@ -62,7 +64,8 @@ def export(run, fmt, which, out, int8, overwrite, db, as_json):
               f"on {round(check['argmax_agreement'] * check['texts'])} of" if quantized else "max |logit difference| " + f"{check['max_abs_logit_diff']:.2e} on")
     click.echo(
         f"exported stage {manifest['stage']['name']} of run {run} as {fmt}: {agreed} "
-        f"{check['texts']} texts (the store's, one longer than --max-len, one of one character)",
+        f"{check['texts']} texts (the store's, one longer than --max-len, one of one character); "
+        f"`kd predict --artifact {shlex.quote(str(path))}` serves it",  # (the next step: the folder alone was printed)
         err=True,
     )
     click.echo(str(path))

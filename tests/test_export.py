@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import random
 import re
 import shutil
@@ -136,6 +137,7 @@ def test_export_serves_the_same_logits_as_pytorch(built, tmp_path, run, which, f
         hf_logging.set_verbosity(level)
     assert "loss_type" not in capfd.readouterr().err  # the exporters' and transformers' chatter stays out of kd's output
     path = Path(out.stdout.strip())
+    assert f"`kd predict --artifact {shlex.quote(str(path))}` serves it" in out.stderr  # (the next step, not the folder alone)
     store = Store.open(db)
     assert path == (store.artifact_root / run / f"export-{stage_name}-{fmt}").resolve()
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
