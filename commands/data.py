@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -385,3 +386,6 @@ def classes(export_path, overwrite, db, as_json):
         click.echo(format_class_file(names), nl=False)
         if not names:  # (it printed nothing, exit 0: `kd classes > class_id.txt` an empty file, no word why)
             click.echo("note: the store has no classes yet: ingest labeled samples (or `kd ingest --classes FILE`) first", err=True)
+        elif export_path is not None:  # (the list alone: nothing said the file was written)
+            click.echo(f"wrote {len(names)} classes to {export_path} (`kd ingest --classes {shlex.quote(export_path)}` pins them, ids and all, "
+                       "in another store)", err=True)

@@ -1845,8 +1845,9 @@ def test_writing_into_a_missing_folder_makes_it_and_a_file_in_the_way_is_one_lin
     write_file("train.tsv", GOOD)
     invoke(["ingest", "train.tsv"])
     target = tmp_path / "no" / "such" / "class_id.txt"
-    invoke(["classes", "--export", str(target)])
+    said = invoke(["classes", "--export", str(target)])
     assert target.read_text(encoding="utf-8").split() == ["0", "pos", "1", "neg"]
+    assert f"wrote 2 classes to {target} (`kd ingest --classes {target}` pins them" in said.stderr  # (the list alone was printed)
     write_file("afile", "x")
     assert error_line(invoke(["classes", "--export", "afile/class_id.txt"], ok=False)) == (
         "Error: cannot write the class file afile/class_id.txt: afile is a file, not a folder")
