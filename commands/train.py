@@ -1164,7 +1164,7 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
             raise click.UsageError("--student early-exit trains in one process: run it without torchrun")
         ignored = _options_given(STUDENT_ONLY)
         if ignored:
-            raise click.UsageError(f"{', '.join(ignored)}: for students, not --student early-exit (its branches copy the teacher at one --temperature)"
+            raise click.UsageError(f"{', '.join(ignored)}: for students, not --student early-exit (it trains exit branches on the teacher's own layers, each learning the final layer's answers at one --temperature: no student's model, loss or schedule)"
                                    + file_note(click.get_current_context(), "--student"))  # (a file's student, never typed, is named with the file)
         _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr, batch_size, max_len, speed, max_loss, uncertainty,
                             temperature, unlabeled, where, branch_dim, pooling, dropout, patience, seed, device, stage_name, overwrite, db, as_json)

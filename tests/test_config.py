@@ -909,7 +909,7 @@ def test_a_typed_student_option_refused_by_the_files_student_names_the_file(othe
     with "not bilstm": a user who typed no --student was left to guess where it came from."""
     write_file("kd.toml", 'db = "other.db"\n[distill]\nstudent = "early-exit"\n')
     assert invoke(["distill", "--run", "c", "--grad-accum", "2"], db=None, ok=False).stderr.splitlines()[-1] == (
-        "Error: --grad-accum: for students, not --student early-exit (its branches copy the teacher at one --temperature) "
+        "Error: --grad-accum: for students, not --student early-exit (it trains exit branches on the teacher's own layers, each learning the final layer's answers at one --temperature: no student's model, loss or schedule) "
         '(kd.toml: [distill] student = "early-exit")')
     write_file("kd.toml", 'db = "other.db"\n[distill]\nstudent = "bilstm"\n')
     assert invoke(["distill", "--run", "c", "--speed", "0.3"], db=None, ok=False).stderr.splitlines()[-1] == (
@@ -924,4 +924,4 @@ def test_a_refused_option_is_named_as_typed_not_by_its_parameter(other_db, invok
     kd has not (the parameter behind `--match`)."""
     said = invoke(["distill", "--run", "c", "--student", "early-exit", "--match", "hidden_mse:0:1"], db=other_db, ok=False)
     assert said.stderr.splitlines()[-1] == (
-        "Error: --match: for students, not --student early-exit (its branches copy the teacher at one --temperature)")
+        "Error: --match: for students, not --student early-exit (it trains exit branches on the teacher's own layers, each learning the final layer's answers at one --temperature: no student's model, loss or schedule)")
