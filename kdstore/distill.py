@@ -163,9 +163,7 @@ class DistillConfig:
             raise KdError("--augment with --alpha 0 and --hard-weight: the augmented texts learn from the teacher alone, whose loss "
                           "alpha then weighs 0 for every sample: they would teach nothing; grow alpha with --alpha-end, or leave --augment out")
         for name, t in (("--temperature", self.temperature), ("--temperature-end", self.temperature_end)):
-            if t is not None and t <= 0:
-                raise KdError(f"{name} must be positive, got {t}")
-            if refusal := temperature_refusal(name, t):
+            if refusal := temperature_refusal(name, t):  # (0 too: "must be positive" beside 0.05's "between 0.1 and 100")
                 raise KdError(refusal)
         if self.teacher_weights and len(self.teacher_weights) != max(1, len(self.teacher_runs)):
             # (the runs named: a config file's teacher-run, never typed, is then named with the file)

@@ -196,8 +196,6 @@ class EarlyExitConfig:
         check_where(self.where, every="learn from every train and pool row", rereads="a rerun reads it again")
         if self.uncertainty not in UNCERTAINTIES:
             raise KdError(f"--uncertainty must be one of {', '.join(UNCERTAINTIES)}")
-        if self.temperature <= 0:
-            raise KdError(f"--temperature must be positive, got {self.temperature}")
         if refusal := temperature_refusal("--temperature", self.temperature):
             raise KdError(refusal)
         if self.pooling not in POOLINGS:
