@@ -420,9 +420,12 @@ def undo(run, stage_name, db, as_json):
         trained = done["trained_on_it"]
         # (its run named: "`kd report --run RUN`" was a placeholder to fill in)
         reports = " or ".join(f"`kd report --run {shlex.quote(r)}`" for r in list(dict.fromkeys(t.split("/", 1)[0] for t in trained))[:3])
+        # (one still training read them as it started: an --overwrite now is refused as replacing a running stage)
+        running = [t for t in trained if any(st.name == t.split("/", 1)[1] and st.status == "running" for st in store.stages_of(t.split("/", 1)[0]))]
+        later = f" ({', '.join(running)} still running: once {'they end' if len(running) > 1 else 'it ends'})" if running else ""
         warned = _warn([f"{', '.join(trained[:5])}{f' and {len(trained) - 5} more' if len(trained) > 5 else ''} trained on the labels this undo "
                         f"reverted: re-run {'them' if len(trained) > 1 else 'it'} to learn from the labels as they are now "
-                        f"({'each ' if len(trained) > 1 else ''}with --overwrite and the options {reports} lists for it)"])
+                        f"({'each ' if len(trained) > 1 else ''}with --overwrite and the options {reports} lists for it){later}"])
     if done["detected_on_it"]:  # (a later clean of their issues would say "left alone (edited since detection)")
         warned += _warn([lab.rejudge_warning(store, done["detected_on_it"])])
     if done["set_since"]:  # (a set that found the label as this stage left it recorded no edit to stop the undo)

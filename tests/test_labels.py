@@ -3050,6 +3050,8 @@ def test_undo_warns_of_a_stage_still_training_on_the_labels_it_reverts(tmp_path)
     done = json.loads(kd("labels", "undo", "--run", "r", "--db", db, "--json").stdout)
     assert done["trained_on_it"] == ["r/distill-textcnn"]
     assert done["warnings"][0].startswith("r/distill-textcnn trained on the labels this undo reverted")
+    # (its --overwrite is refused while it runs: the advice says when)
+    assert done["warnings"][0].endswith(" (r/distill-textcnn still running: once it ends)"), done["warnings"][0]
 
 
 def _flagged_rejected_then_detected_again(tmp_path: Path) -> str:
