@@ -1475,13 +1475,16 @@ def undo(store: Store, run: str, stage_name: str | None = None) -> dict[str, Any
         with progress(disable=len(edits) < BAR_FROM) as bar:
             task = bar.add_task("label edits undone", total=len(edits), unit="edit")
             reopened = _revert(s, stage, edits, on_chunk=lambda n: bar.advance(task, n))
+        # a stage of test labels alone (a fixed test set): no model learned or was chosen on them, nor a detection judged them
+        learned = any(row.split != "test" for row in _rows_by_id(s, Sample, {e.sample_id for e in edits if e.action != "flag"}, Sample.split).values())
         samples = _rows_by_id(s, Sample, {c["sample_id"] for c in confirmed}, Sample.label_id, Sample.dropped)
         # (what the set said no longer holds: the undo put back the label from before the stage); a sample
         # set alike twice once, the latest set: the command the warning gives names each sample once
         undone = list({c["sample_id"]: c for c in confirmed
                        if not _holds(samples[c["sample_id"]], c["action"], c["label_id"])}.values())
-    return {"stage": stage.name, "reverted": len(edits), "flags": sum(e.action == "flag" for e in edits), "reopened": reopened, "trained_on_it": stages_trained_on(store, stage.id),
-            "detected_on_it": stages_trained_on(store, stage.id, kinds=("detect",)),
+    return {"stage": stage.name, "reverted": len(edits), "flags": sum(e.action == "flag" for e in edits), "reopened": reopened,
+            "trained_on_it": stages_trained_on(store, stage.id) if learned else [],
+            "detected_on_it": stages_trained_on(store, stage.id, kinds=("detect",)) if learned else [],
             "set_since": [{"sample_id": c["sample_id"], "stage": c["stage"], "set": c["set"]} for c in undone]}
 
 

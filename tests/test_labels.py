@@ -655,6 +655,9 @@ def test_report_says_a_teacher_learned_from_labels_changed_since(db, noisy, tmp_
     test = _open(db).samples(splits=["test"], labeled=True)
     kd("labels", "set", "--run", "r2", f"{int(test.ids[0])}={names[1 - int(test.labels[0])]}", "--db", db)
     assert "labels changed since" not in kd("report", "--run", "r", "--db", db).stdout
+    undone = json.loads(kd("labels", "undo", "--run", "r2", "--db", db, "--json").stdout)  # nor "re-run r/teach" when undone
+    assert (undone["reverted"], undone["trained_on_it"], undone["warnings"]) == (1, [], [])
+    kd("labels", "set", "--run", "r2", f"{int(test.ids[0])}={names[1 - int(test.labels[0])]}", "--db", db)
     detected = kd("labels", "detect", "--run", "r", "--db", db, "--json")
     assert not any("labels changed since" in w for w in json.loads(detected.stdout)["warnings"]), detected.stdout
     distilled = kd("distill", "--run", "r", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db, "--json")
