@@ -902,9 +902,12 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
                 text.startswith("'") and text_hash(text[1:]) == text_hash(issue.text)):  # (see _no_formula)
             lost = "?" in text and len(text) == len(issue.text) and all(
                 a == b or a == "?" for a, b in zip(text, issue.text))  # ('好评' saved as '??' where the text is)
+            cut = len(text) == EXCEL_CELL_CHARS and issue.text.lstrip().startswith(text.strip())
             raise KdError(
                 f"{path}: line {line}: field 'text': not the text of sample {sample_id} in this store "
-                + ("(its characters were saved as '?': a program that could not write them, as Excel on a non-Chinese "
+                + (f"(the first {EXCEL_CELL_CHARS:,} of its {len(issue.text):,} characters: Excel keeps no more in a cell, "
+                   "and saved it cut; leave the text cell empty)" if cut else
+                   "(its characters were saved as '?': a program that could not write them, as Excel on a non-Chinese "
                    f"Windows saves plain CSV; {SAVE_UTF8}, or leave the text cell empty)" if lost else
                    "(a sheet of another store, or a text a spreadsheet reformatted as a number or a date? "
                    "an empty text cell skips this check)")
@@ -977,6 +980,7 @@ def read_decision(value: str, names: Sequence[str], words: Sequence[str]) -> tup
 
 
 SAVE_UTF8 = 'save it as UTF-8 (Excel: Save As "CSV UTF-8")'
+EXCEL_CELL_CHARS = 32_767  # the most characters an Excel cell holds: a longer review's text is cut to them as the sheet is saved
 
 
 def _sheet_text(path: Path, data: bytes) -> str:

@@ -2212,6 +2212,21 @@ def test_a_clean_leaves_alone_a_label_set_by_hand_even_the_one_it_had(tmp_path):
     assert {i["sample_id"]: i["status"] for i in _issues(db)} == {1: "open", 2: "open", 3: "applied", 4: "applied"}
 
 
+def test_a_sheet_whose_long_text_excel_cut_says_so(tmp_path, error_line):
+    """A review of 40,000 characters: Excel keeps 32,767 in a cell and saved the sheet with it cut, which the
+    import refused as "a sheet of another store, or a text a spreadsheet reformatted as a number or a date?"."""
+    long = "这款手机电池不耐用" * 4445  # (40,005 characters)
+    db = _hand_made_detection(tmp_path / "kd.db", [long, "好"])
+    sheet = tmp_path / "review.csv"
+    kd("labels", "export", "--run", "r", str(sheet), "--db", db)
+    rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8-sig"))))
+    assert rows[0]["text"] == long  # (kd writes it whole)
+    cut = _sheet(tmp_path / "saved.csv", [dict(rows[0], text=long[:32_767], decision="reject")])
+    assert error_line(kd("labels", "import", str(cut), "--db", db, ok=False)) == (
+        f"Error: {cut}: line 2: field 'text': not the text of sample 1 in this store (the first 32,767 of its 40,005 "
+        "characters: Excel keeps no more in a cell, and saved it cut; leave the text cell empty)")
+
+
 def test_a_clean_deciding_nothing_records_no_stage(tmp_path):
     """`clean --min-score` above every score recorded a stage of no edits named clean, and the clean
     that followed at a lower --min-score was refused as replacing it (--overwrite or --name)."""
