@@ -521,9 +521,10 @@ class _Cuts:
         unknown = "the model's vocabulary holds none of {} tokens (all unknown): {} nothing of {} text{}"
         return (
             ("lines", lambda line: f"line {line}: longer than {self.max_len} tokens, truncated",
-             lambda n, more, shown: f"{n}{more} of {self.texts} lines longer than {self.max_len} tokens, truncated (lines {shown})"),
+             # (of the texts read: a double-spaced file's empty lines are none, and "15 of 30 lines" was half of them)
+             lambda n, more, shown: f"{n}{more} of {self.texts} texts longer than {self.max_len} tokens, truncated (lines {shown})"),
             ("unknown", lambda line: f"line {line}: " + unknown.format("its", "its answer says", "its", ""),
-             lambda n, more, shown: f"{n}{more} of {self.texts} lines: " + unknown.format("their", "their answers say", "their", "s")
+             lambda n, more, shown: f"{n}{more} of {self.texts} texts: " + unknown.format("their", "their answers say", "their", "s")
              + f" (lines {shown})"),
             ("empty", lambda line: f"line {line}: empty text, skipped",
              lambda n, more, shown: f"{n}{more} empty line{'s' * (n > 1)} skipped (line{'s' * (n > 1)} {shown})"),

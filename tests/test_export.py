@@ -578,7 +578,7 @@ def test_predict_from_stdin_with_stdout_closed_is_no_traceback(built, tmp_path):
 
 def test_predict_from_stdin_into_head_says_nothing_of_the_lines_head_never_read(built, tmp_path):
     """`cat texts | kd predict | head -n 1`: once the reader had gone, kd still warned of the cut lines it had
-    predicted ("103 of 318 lines longer than 64 tokens, truncated"), lines no one read; a FILE said nothing."""
+    predicted ("103 of 318 texts longer than 64 tokens, truncated"), lines no one read; a FILE said nothing."""
     env = {**os.environ, "KD_DB": str(built), "KD_NO_PROGRESS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     texts = "".join(f"{i}这个东西非常很好大家已经觉得比较一般今天我们的那里时候还是可以这个东西非常很好大家已经觉得\n" for i in range(20000))

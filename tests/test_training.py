@@ -2826,7 +2826,7 @@ def test_predict_names_truncated_lines_in_one_warning(capsys):
     _emit(Cutting(), [(n, "很长很长很长" if n % 2 else "短") for n in range(1, 31)], 8, False)
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 30
-    assert err.splitlines() == ["warning: 15 of 30 lines longer than 4 tokens, truncated (lines 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, ...)"]
+    assert err.splitlines() == ["warning: 15 of 30 texts longer than 4 tokens, truncated (lines 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, ...)"]
     _emit(Cutting(), [(7, "很长很长很长"), (8, "短")], 8, False)  # one alone reads as before
     assert capsys.readouterr().err == "warning: line 7: longer than 4 tokens, truncated\n"
 
@@ -2855,7 +2855,7 @@ def test_predict_names_texts_of_unknown_tokens_in_one_warning(capsys):
             return [{"label": "pos", "confidence": 0.9, "truncated": False, "unknown": t.startswith("😀")} for t in texts]
 
     _emit(Unknowing(), [(n, "😀😀" if n % 3 == 0 else "好") for n in range(1, 10)], 8, False)
-    assert capsys.readouterr().err == ("warning: 3 of 9 lines: the model's vocabulary holds none of their tokens (all unknown): "
+    assert capsys.readouterr().err == ("warning: 3 of 9 texts: the model's vocabulary holds none of their tokens (all unknown): "
                                        "their answers say nothing of their texts (lines 3, 6, 9)\n")
     # one more after the first (stdin names the first at once): said as one line, not as "1 more of 9 lines: their answers"
     from commands.predict import _Cuts
@@ -2894,7 +2894,7 @@ def test_predict_file_is_answered_part_by_part_with_one_warning_for_cut_lines(mo
     out, err = capsys.readouterr()
     assert calls == [4, 5, 5, 5, 3]  # line 5 is empty: never given to the model
     assert out == whole and len(out.splitlines()) == 23
-    assert err == whole_err and "warning: 3 of 22 lines longer than 4 tokens, truncated (lines 7, 14, 21)" in err
+    assert err == whole_err and "warning: 3 of 22 texts longer than 4 tokens, truncated (lines 7, 14, 21)" in err
 
 
 def test_predict_plain_output_keeps_a_texts_ansi_codes(capsys):
@@ -3076,7 +3076,7 @@ def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
         cuts.warn_first()
     assert capsys.readouterr().err == "warning: line 1: longer than 4 tokens, truncated\n"
     cuts.warn()
-    assert capsys.readouterr().err == "warning: 14 more of 30 lines longer than 4 tokens, truncated (lines 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, ...)\n"
+    assert capsys.readouterr().err == "warning: 14 more of 30 texts longer than 4 tokens, truncated (lines 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, ...)\n"
     alone = _Cuts(4)
     _emit(Cutting(), [(1, "短"), (2, "很长很长很长")], 8, False, alone)
     alone.warn_first()
@@ -3091,7 +3091,7 @@ def test_stdin_names_the_first_cut_line_at_once_and_the_rest_at_the_end(capsys):
     capsys.readouterr()
     served.warn()
     assert capsys.readouterr().err == (
-        "warning: 3333 more of 3334 lines longer than 4 tokens, truncated (lines 2, 4, 5, 7, 8, 10, 11, 13, 14, 16, ...)\n"
+        "warning: 3333 more of 3334 texts longer than 4 tokens, truncated (lines 2, 4, 5, 7, 8, 10, 11, 13, 14, 16, ...)\n"
         "warning: 1665 more empty lines skipped (lines 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, ...)\n")
 
 
