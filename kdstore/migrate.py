@@ -12,6 +12,7 @@ command that upgrades it, never upgraded behind the user's back.
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .engine import WRITE_LOCK, display_url, sqlite_path
 from .errors import KdError
@@ -173,7 +176,16 @@ def ensure_current(engine: Engine, *, create: bool = True, read_only: str | None
 def upgrade_command(url) -> str:
     """The command that upgrades the store at ``url``, its ``--db`` spelled out: a bare
     ``kd db upgrade`` upgrades (or creates) ``$KD_DB`` or ./kd.db, not a store given by ``--db``
-    (a server's password shown as ``***``, as every message shows it)."""
+    (a server's password shown as ``***``, as every message shows it), so bare where ``$KD_DB`` is that
+    store's URL with a password (spelled out, the command pasted failed to log in with ``***``)."""
+    env = os.environ.get("KD_DB")
+    if url.password and env and "://" in env:
+        try:
+            same = make_url(env).render_as_string(hide_password=False) == url.render_as_string(hide_password=False)
+        except ArgumentError:
+            same = False
+        if same:
+            return "kd db upgrade"
     return f"kd db upgrade --db {db_option(url)}"
 
 

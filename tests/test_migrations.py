@@ -742,3 +742,15 @@ def test_undoing_a_hand_edit_keeps_an_issue_an_old_clean_decided(db, invoke):
     assert [i["sample_id"] for i in (issues["issues"] if isinstance(issues, dict) else issues)] == [1]
     # the old clean's own undo still reopens it
     assert invoke.json(["labels", "undo", "--run", "r", "--stage", "clean"])["reopened"] == 1
+
+
+def test_the_upgrade_command_of_the_store_kd_db_names_is_bare_where_a_password_is_hidden(monkeypatch):
+    """A server store out of date named by $KD_DB: its upgrade command spelled the URL out with the password
+    as ***, which pasted failed to log in, where a bare `kd db upgrade` upgrades $KD_DB's store."""
+    url = make_url("postgresql+psycopg://kd:s3cret@db.example/kd")
+    spelled = migrate.upgrade_command(url)
+    assert spelled.startswith("kd db upgrade --db ") and "***" in spelled and "s3cret" not in spelled
+    monkeypatch.setenv("KD_DB", "postgresql+psycopg://kd:s3cret@db.example/kd")
+    assert migrate.upgrade_command(url) == "kd db upgrade"
+    monkeypatch.setenv("KD_DB", "postgresql+psycopg://kd:s3cret@db.example/other")  # (another store: spelled out)
+    assert migrate.upgrade_command(url) == spelled
