@@ -208,8 +208,11 @@ def _refuse_readers(s, ids: set[int], run: str, chosen: list[Stage], *, replacin
             if replacing:
                 raise KdError(f"stage {st.name!r} of run {owner!r} is running on the {what} of stage {chosen[0].name!r} of "
                               f"run {run!r}: wait for it, then replace it (or use another --run){unsure}")
-            raise KdError(f"stage {st.name!r} of run {owner!r} is running on the {what} of a stage being deleted: "
-                          f"wait for it, then delete{unsure}")
+            # (the one it reads named, as the --overwrite's refusal names it: a run's delete takes every stage)
+            read = [c for c in chosen if c.id in used or f"{c.kind}:{run}" == config.get("model") or (st.kind == "predict" and c.name == config.get(
+                "model_stage")) or (path and c.artifact_path and (path == Path(c.artifact_path).resolve() or Path(c.artifact_path).resolve() in path.parents))]
+            raise KdError(f"stage {st.name!r} of run {owner!r} is running on the {what} of stage {(read or chosen)[0].name!r} of run {run!r}, "
+                          f"which this deletes: wait for it, then delete{unsure}")
 
 
 def _learned_from(s, gone: list[Stage], run: str, dry_run: bool = False) -> list[str]:

@@ -2834,8 +2834,8 @@ def test_runs_delete_refuses_a_model_a_running_teacher_fine_tunes(store, invoke,
     for config in ({"model": "pretrain:r1"}, {"model": str(model), "model_path": str(model)}):
         with stage_scope(store, run="r2", kind="teach", config=config, overwrite=True):
             line = error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False))
-            assert line == ("Error: stage 'teach' of run 'r2' is running on the model of a stage being deleted: "
-                            "wait for it, then delete")
+            assert line == ("Error: stage 'teach' of run 'r2' is running on the model of stage 'pretrain' of run 'r1', "
+                            "which this deletes: wait for it, then delete")
             assert model.is_dir()
     assert counts()["stages"] == before["stages"] + 1
     # a teacher marked running on another machine (a shared store) is taken as running: the error says how to clear it
@@ -2843,11 +2843,22 @@ def test_runs_delete_refuses_a_model_a_running_teacher_fine_tunes(store, invoke,
         with store.engine.begin() as conn:
             conn.execute(update(Stage).where(Stage.id == st.id).values(host="gpu-box-7", process="4242:1:m"))
         line = error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False))
-        assert line == ("Error: stage 'teach' of run 'r2' is running on the model of a stage being deleted: wait for it, "
-                        "then delete (marked running by process 4242 on gpu-box-7, which kd cannot check from here: if it "
+        assert line == ("Error: stage 'teach' of run 'r2' is running on the model of stage 'pretrain' of run 'r1', which "
+                        "this deletes: wait for it, then delete (marked running by process 4242 on gpu-box-7, which kd cannot check from here: if it "
                         "has ended, `kd runs delete --run r2 --stage teach` first)")
     invoke(["runs", "delete", "--run", "r1", "--yes"])  # its teacher done: the model may go
     assert not model.exists()
+
+
+def test_runs_delete_of_a_teacher_a_running_student_reads_names_that_teacher(store, invoke, error_line):
+    """A run's delete refused while another run's student read its teacher's logits, saying "the logits of a stage
+    being deleted", where the --overwrite's refusal names the stage."""
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        teacher = st.id
+    with stage_scope(store, run="r2", kind="distill", config={"teacher_stages": [{"run": "r1", "stage_id": teacher}]}):
+        line = error_line(invoke(["runs", "delete", "--run", "r1", "--yes"], ok=False))
+        assert line == ("Error: stage 'distill' of run 'r2' is running on the logits of stage 'teach' of run 'r1', "
+                        "which this deletes: wait for it, then delete")
 
 
 def test_runs_delete_refuses_a_model_a_running_predict_store_scores(store, invoke, counts, error_line):
@@ -2862,8 +2873,8 @@ def test_runs_delete_refuses_a_model_a_running_predict_store_scores(store, invok
     before = counts()
     with stage_scope(store, run="r1", kind="predict", name="predict-s1", config={"model_stage": "s1", "model_sha256": digest}):
         line = error_line(invoke(["runs", "delete", "--run", "r1", "--stage", "s1", "--yes"], ok=False))
-        assert line == ("Error: stage 'predict-s1' of run 'r1' is running on the model of a stage being deleted: "
-                        "wait for it, then delete")
+        assert line == ("Error: stage 'predict-s1' of run 'r1' is running on the model of stage 's1' of run 'r1', "
+                        "which this deletes: wait for it, then delete")
         assert model.is_dir()
     assert counts()["stages"] == before["stages"] + 1
     invoke(["runs", "delete", "--run", "r1", "--stage", "s1", "--yes"])  # its predictions stored: the model may go
