@@ -144,7 +144,9 @@ def stage_scope(
                 if gave_back:  # (the command warned, before it ran, of what it replaces)
                     print(f"note: nothing was replaced: stage {name!r} of run {run!r} stays as it was", file=sys.stderr)
             except Exception as cleanup:  # (a folder that cannot be removed): the stage's own error is the one to tell
-                print(f"warning: stage {name!r} failed, and so did its cleanup: {_describe(cleanup)}", file=sys.stderr)
+                # (the store itself gone, a server stopped: the record may still say running, with no word of what follows)
+                print(f"warning: stage {name!r} failed, and so did its cleanup: {_describe(cleanup)} (should `kd runs` still show it "
+                      f"running (process gone), the next stage started in run {run!r} records it failed)", file=sys.stderr)
             if type(exc) in (KeyboardInterrupt, Terminated):  # (click's bare "Aborted!" said nothing of the stage, nor
                 what = f"the replacement of stage {name!r}" if gave_back else f"stage {name!r}"  # a kill's one line)
                 said = f"{_describe(exc)}: {what} of run {run!r} is recorded failed; run the command again to start it over"

@@ -2551,7 +2551,9 @@ def test_a_failing_cleanup_does_not_hide_the_stages_own_error(store, monkeypatch
             raise RuntimeError("the real failure")
     stage = _stage(store, "r1", "teach")
     assert stage.status == "failed" and stage.error.startswith("RuntimeError: the real failure")
-    assert "warning: stage 'teach' failed, and so did its cleanup: PermissionError" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: stage 'teach' failed, and so did its cleanup: PermissionError" in err
+    assert "the next stage started in run 'r1' records it failed)" in err  # (where the store could not record it)
 
 
 def test_a_stage_failed_by_the_database_records_the_drivers_line_only():
