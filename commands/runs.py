@@ -365,7 +365,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         if st["kind"] == "teach" and st["status"] == "succeeded" and learned_other_labels(st["config"] or {}, current_labels()):
             # (a clean, set, import or undo since it ran: kd distill and kd labels detect warn so, the run's own report said nothing)
             out.print(f"  labels: this teacher learned from labels changed since (kd labels clean, set, import or undo): its logits and "
-                      f"figures follow the old ones; {reteach_command(data['run'], st['config'])} retrains it on the current labels",
+                      f"figures follow the old ones; {reteach_command(data['run'], st['config'], listed='its config line lists')} retrains it on the current labels",
                       markup=False)
         edits = st.get("label_edits")
         rejects = edits and edits["rejects_undone"]  # (a review's rejects, reopened by its undo or an import --overwrite)

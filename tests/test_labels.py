@@ -644,7 +644,7 @@ def test_report_says_a_teacher_learned_from_labels_changed_since(db, noisy, tmp_
     kd("labels", "set", "--run", "r2", f"{int(train.ids[0])}={other}", "--db", db)
     said = ("  labels: this teacher learned from labels changed since (kd labels clean, set, import or undo): its logits and "
             f"figures follow the old ones; `kd teach --run r --model {noisy['model']} --folds 3 --overwrite` (with the other "
-            "options `kd report --run r` lists for it) retrains it on the current labels")
+            "options its config line lists for it) retrains it on the current labels")  # (it named `kd report --run r`, the command run)
     assert said in kd("report", "--run", "r", "--db", db).stdout
     kd("labels", "undo", "--run", "r2", "--db", db)  # the labels it learned from again: nothing to say
     assert "labels changed since" not in kd("report", "--run", "r", "--db", db).stdout
