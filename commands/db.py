@@ -67,7 +67,8 @@ def upgrade(db, as_json):
     if as_json:
         print_json({"db": store.url, "before": before, "after": after, "duplicates": twins})
     else:
-        click.echo(f"{store.url}: {before or 'empty'} -> {after}")
+        click.echo(f"{store.url}: already at revision {after}, nothing to do" if before == after
+                   else f"{store.url}: {before or 'empty'} -> {after}")
     if twins:  # (standard error, with --json too)
         shown = ", ".join(f"{t['sample']} ({t['split']}) of {t['of']} ({t['of_split']})" for t in twins[:20])
         crossed = sum(t["split"] != t["of_split"] for t in twins)

@@ -375,7 +375,7 @@ def test_db_upgrade_on_new_path_creates_store(db, invoke):
     assert "empty -> 0011" in result.stdout
     assert store_exists(db)
     # running it again is harmless
-    assert "0011 -> 0011" in invoke(["db", "upgrade"]).stdout
+    assert "already at revision 0011, nothing to do" in invoke(["db", "upgrade"]).stdout
     again = invoke.json(["db", "upgrade"])
     assert (again["before"], again["after"]) == ("0011", "0011") and again["db"]
 
