@@ -39,8 +39,20 @@ class RepeatedKey(ValueError):
         self.key = key
 
 
+class _NotJson:
+    """A number JSON has no room for (NaN, Infinity, 1e400), as the parser met it: refused by the object
+    that holds it, naming its field, or after parsing (in an array, or alone)."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook`` for ``json.loads``: the object, or ``RepeatedKey`` naming a key given twice."""
+    """``object_pairs_hook`` for ``json.loads``: the object, or ``RepeatedKey`` naming a key given twice
+    (a ``ValueError`` naming the field of a number out of range)."""
+    bad = next(((k, v) for k, v in pairs if isinstance(v, _NotJson)), None)
+    if bad is not None:
+        raise ValueError(f"field {bad[0]!r}: {bad[1].message}")
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
@@ -68,10 +80,13 @@ def loads_strict(line: str) -> Any:
 
 
 def _depth(value: Any) -> int:
-    """How deep arrays and objects nest in a parsed JSON value (0: a scalar), without recursion."""
+    """How deep arrays and objects nest in a parsed JSON value (0: a scalar), without recursion; a
+    ``ValueError`` for a number out of range that no object's field held."""
     deepest, level = 0, [(value, 0)]
     while level:
         item, depth = level.pop()
+        if isinstance(item, _NotJson):  # (in an array, or the line's whole value)
+            raise ValueError(item.message)
         if isinstance(item, (dict, list)):
             depth += 1
             deepest = max(deepest, depth)
@@ -81,15 +96,13 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _finite_number(text: str) -> float:
+def _finite_number(text: str) -> float | _NotJson:
     value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text} is out of range")
-    return value
+    return value if math.isfinite(value) else _NotJson(f"the number {text} is out of range")
 
 
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
+def _no_constant(name: str) -> _NotJson:
+    return _NotJson(f"{name} is not a JSON number")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

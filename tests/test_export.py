@@ -812,6 +812,22 @@ def test_predict_json_lines_nested_too_deep_are_one_line_errors(tmp_path, error_
     assert value == []
 
 
+def test_a_number_json_has_no_room_for_names_its_field():
+    """NaN, Infinity and 1e400 are refused naming the field that holds them (an error named the line
+    alone: which of a wide line's fields?); in an array, or alone, they are named as numbers."""
+    from kdstore.jsonl import loads_strict
+
+    cases = (('{"text": "好", "score": 1e400}', "field 'score': the number 1e400 is out of range"),
+             ('{"meta": {"p": -Infinity}}', "field 'p': -Infinity is not a JSON number"),
+             ('{"xs": [1, NaN]}', "NaN is not a JSON number"),
+             ("1e400", "the number 1e400 is out of range"))
+    for line, said in cases:
+        with pytest.raises(ValueError) as caught:
+            loads_strict(line)
+        assert str(caught.value) == said, line
+    assert loads_strict('{"x": 1e300, "y": [2.5]}') == {"x": 1e300, "y": [2.5]}
+
+
 def test_out_dot_exports_into_the_current_folder(built, tmp_path, monkeypatch, error_line):
     """`--out .` (or a path ending in `..`) has no name of its own: it is the folder it resolves to.
     (TorchScript: where the export goes is the same for both formats, and it exports in a fraction of the time.)"""

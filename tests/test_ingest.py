@@ -1488,7 +1488,7 @@ BAD_INPUTS = [
         "huge.jsonl",
         b'{"text": "fine text", "label": "pos"}\n{"text": "other", "label": "neg", "score": 1e400}\n',
         [],
-        ["line 2", "the number 1e400 is out of range"],
+        ["line 2: field 'score': the number 1e400 is out of range"],
         id="jsonl-infinite-number",
     ),
     pytest.param(

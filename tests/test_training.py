@@ -2774,8 +2774,8 @@ def test_predict_stdin_file_and_json(taught_store, tmp_path, monkeypatch):
     assert "<stdin>: line 1: field 'text' is 5, not text" in numeric.output
     # as kd ingest reads JSONL: a NaN given back under "input" made the --json line no JSON, a key named
     # twice predicted the last text silently
-    for line, said in (('{"id": NaN, "text": "很好"}', "<stdin>: line 1: NaN is not a JSON number"),
-                       ('{"id": 1e999, "text": "很好"}', "<stdin>: line 1: the number 1e999 is out of range"),
+    for line, said in (('{"id": NaN, "text": "很好"}', "<stdin>: line 1: field 'id': NaN is not a JSON number"),
+                       ('{"id": 1e999, "text": "很好"}', "<stdin>: line 1: field 'id': the number 1e999 is out of range"),
                        ('{"text": "很好", "text": "太差"}', "<stdin>: line 1: field 'text': the object names this key twice")):
         odd = kd("predict", "--text-field", "text", "--run", "r", "--json", "--db", db, input=line + "\n", ok=False)
         assert odd.stdout == "" and odd.stderr.strip() == f"Error: {said}", odd.output
