@@ -1181,6 +1181,20 @@ def test_import_refuses_bad_sheets_without_changes(db, tmp_path, error_line):
     assert not store.run_exists("bad run!")
 
 
+def test_a_sheet_of_a_replaced_detection_says_so(db, tmp_path, error_line):
+    """A sheet exported before `kd labels detect --overwrite` carries the old detection's issue ids, which went
+    with it: its import said only "N is not an issue of sample S", as if the reviewer had mistyped the id. It
+    names the replaced detection and the fresh export that lists the issues to decide."""
+    kd("labels", "detect", "--run", "r", "--db", db)
+    first = _issues(db)[0]
+    sheet = _sheet(tmp_path / "review.csv", [{"run": "r", "issue_id": first["issue_id"], "sample_id": first["sample_id"], "decision": "reject"}])
+    kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
+    assert first["sample_id"] in {i["sample_id"] for i in _issues(db)}  # (flagged again, under a new issue id)
+    line = error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+    assert f"field 'issue_id': issue {first['issue_id']} is of a detection of run 'r' replaced since" in line, line
+    assert "`kd labels export --run r`" in line, line
+
+
 def test_a_sheet_imported_again_names_the_import_that_replaces_its_stage(db, tmp_path, error_line):
     """A review sheet edited further and imported again was refused as stale with `kd labels undo` or an
     emptied decision for remedy; the import in place of its own stage, which the user wants, was not said.
