@@ -210,7 +210,7 @@ def _name_the_student(store, run: str, which: str, chosen: str) -> None:
     latest: a weaker one trained last answered, and nothing said which)."""
     if which != "student":
         return
-    from kdstore.runs import FAILED, PARKED
+    from kdstore.runs import FAILED, PARKED, process_state
 
     base, parked, _ = chosen.rpartition(PARKED)
     if parked:  # (a killed or running --overwrite: the old model answers, under a name the user never typed)
@@ -220,8 +220,10 @@ def _name_the_student(store, run: str, which: str, chosen: str) -> None:
     students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"]
     tried = [s for s in store.stages_of(run) if s.kind == "distill" and PARKED not in s.name and FAILED not in s.name]
     if not students and tried:  # (a Ctrl-C'd or failing kd distill: the teacher answered as if it were the student)
+        gone = {s.name for s in tried if s.status == "running" and process_state(s) is False}  # (killed: as `kd runs` says it)
         click.echo(f"note: --model student: run {run!r} has no distill stage that succeeded "
-                   f"({', '.join(f'{s.name}: {s.status}' for s in tried)}): its teacher {chosen!r} answers "
+                   f"({', '.join(f'{s.name}: {s.status}' + (', process gone' if s.name in gone else '') for s in tried)}): "
+                   f"its teacher {chosen!r} answers "
                    f"(`kd report --run {run}` says why)", err=True)
         return
     others = [s.name for s in students if s.name != chosen]

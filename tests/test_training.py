@@ -5382,6 +5382,22 @@ def test_predict_says_the_teacher_answers_where_the_runs_student_failed(taught_s
     assert "note:" not in kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="这个很好\n").stderr
 
 
+def test_predict_note_names_a_killed_student_gone_not_running(taught_store, tmp_path):
+    """`kd distill` killed with -9, then `kd predict --run R`: the note said the student was "running", as if
+    worth waiting for, where `kd runs` (and kd predict's own error for --model NAME) say "running (process gone)"."""
+    from kdstore.runs import _machine
+    from synthetic import kill_9_inside_stage
+
+    if _machine() is None:
+        pytest.skip("no /proc boot id or pid namespace here: kd judges no stage's process")
+    db = str(taught_store)
+    kill_9_inside_stage(db, tmp_path, run="r", kind="distill", name="distill-textcnn")
+    out = kd("predict", "--run", "r", "--db", db, input="这个很好\n")
+    assert ("note: --model student: run 'r' has no distill stage that succeeded (distill-textcnn: running, process gone): "
+            "its teacher 'teach' answers") in out.stderr, out.stderr
+    assert len(out.stdout.splitlines()) == 1
+
+
 
 def test_predict_and_export_refuse_a_model_whose_files_changed_by_hand(taught_store, tmp_path):
     """A stage's model file edited, replaced or added to by hand was served under the stage's name
