@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -16,9 +15,8 @@ from rich.text import Text
 
 from kdstore.advice import reteach_command
 from kdstore.deletion import delete_stages
-from kdstore.labels import labels_state, learned_other_labels
 from kdstore.plots import write_plots
-from kdstore.report import LEADING_FIGURES, compare, larger_than_teacher, other_classes, parked_note, run_report, runs_overview, serving_parked
+from kdstore.report import LEADING_FIGURES, compare, parked_note, run_report, runs_overview, serving_parked
 from kdstore.store import moved_store_advice
 
 from .common import CONFIG_ERROR, KdPath, console, counted, json_option, open_store, print_json, resolve_runs, run_option, store_options
@@ -317,7 +315,6 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         print_json(data)
         return
     out = console()
-    current_labels = functools.cache(lambda: labels_state(store))  # (read once, where a teacher asks)
     out.print(f"[bold]run {escape(data['run'])}[/]")
     parked = serving_parked(data["stages"])
     for st in data["stages"]:
@@ -341,14 +338,14 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                  if v is not _HIDDEN and k not in _TEXT_HIDDEN}
         if shown:
             out.print("  config: " + ", ".join(f"{k}={v}" for k, v in shown.items()), markup=False)
-        added = other_classes(store, st) if st["kind"] in ("teach", "distill", "predict") and st["status"] == "succeeded" else None
+        added = st["notes"]["classes"]
         if added:  # (its confusion matrices below are of today's labels: a zero row, or the new class's samples as errors)
             out.print(f"  classes: {added}, which this model cannot answer: any of its samples in the confusion matrices "
                       "below is an error (kd teach again to learn it)", markup=False)
         sources = st["sources"]
         if sources["teachers"]:  # (a list of dicts: hidden from the config line above)
             out.print("  teachers: " + ", ".join(sources["teachers"]), markup=False)
-        larger = larger_than_teacher(store, st) if st["status"] == "succeeded" else None
+        larger = st["notes"]["size"]
         if larger:  # (as kd distill warned and --compare notes)
             out.print(f"  size: {larger}", markup=False)
         if sources["model"]:  # (replaced since: the config line's model_stage names the run's model now)
@@ -362,7 +359,7 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
         learned = sources["labels_from"] or []
         if any(x.endswith(("replaced since)", "undone since)")) for x in learned):  # (the config line's labels_stages name the new ones)
             out.print("  labels from: " + ", ".join(learned), markup=False)
-        if st["kind"] == "teach" and st["status"] == "succeeded" and learned_other_labels(st["config"] or {}, current_labels()):
+        if st["notes"]["labels_changed"]:
             # (a clean, set, import or undo since it ran: kd distill and kd labels detect warn so, the run's own report said nothing)
             out.print(f"  labels: this teacher learned from labels changed since (kd labels clean, set, import or undo): its logits and "
                       f"figures follow the old ones; {reteach_command(data['run'], st['config'], listed='its config line lists')} retrains it on the current labels",

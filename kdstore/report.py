@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from .errors import KdError
 from .folds import fold_count
-from .labels import stale_teacher_runs
+from .labels import labels_state, learned_other_labels, stale_teacher_runs
 from .metrics import confusion_matrix
 from .outputs import labels_as_of, labels_time
 from .runs import PARKED
@@ -64,11 +64,29 @@ def run_report(store: Store, run: str) -> dict[str, Any]:
     for _ in range(REPORT_READ_TRIES):
         report, stages = _run_report(store, run)
         if [(s.id, s.name, s.status) for s in store.stages_of(run)] == [(s.id, s.name, s.status) for s in stages]:
+            _add_notes(store, report["stages"])
             return report
     raise KdError(f"the stages of run {run!r} changed each time they were read (stages ending or deleted meanwhile): run this again")
 
 
 REPORT_READ_TRIES = 5
+
+
+def _add_notes(store: Store, stages: list[dict[str, Any]]) -> None:
+    """Each stage's ``notes``, the warnings ``kd report --run`` prints beside its figures, for a script to read
+    too (``--json`` had none of them): ``classes``, a model trained before the store added a class
+    (:func:`other_classes`); ``size``, a student larger than its teacher (:func:`larger_than_teacher`);
+    ``labels_changed``, a teacher that learned from labels edited since (``learned_other_labels``). Null
+    (false for ``labels_changed``) where a stage has no such note."""
+    now: dict[str, Any] | None = None
+    for st in stages:
+        done = st["status"] == "succeeded"
+        stale = False
+        if done and st["kind"] == "teach":
+            now = labels_state(store) if now is None else now  # (read once, where a teacher asks)
+            stale = learned_other_labels(st["config"] or {}, now)
+        st["notes"] = {"classes": other_classes(store, st) if done and st["kind"] in ("teach", "distill", "predict") else None,
+                       "size": larger_than_teacher(store, st) if done else None, "labels_changed": stale}
 
 
 def _run_report(store: Store, run: str) -> tuple[dict[str, Any], list]:

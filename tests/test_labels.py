@@ -646,8 +646,15 @@ def test_report_says_a_teacher_learned_from_labels_changed_since(db, noisy, tmp_
             f"figures follow the old ones; `kd teach --run r --model {noisy['model']} --folds 3 --overwrite` (with the other "
             "options its config line lists for it) retrains it on the current labels")  # (it named `kd report --run r`, the command run)
     assert said in kd("report", "--run", "r", "--db", db).stdout
+
+    def changed() -> dict:  # (--json, for a script: it had no word of it)
+        stages = json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)["stages"]
+        return {st["name"]: st["notes"]["labels_changed"] for st in stages}
+
+    assert changed()["teach"] is True
     kd("labels", "undo", "--run", "r2", "--db", db)  # the labels it learned from again: nothing to say
     assert "labels changed since" not in kd("report", "--run", "r", "--db", db).stdout
+    assert not any(changed().values())
     # a test label's edit changes no model (it learns from train and is chosen on dev): "retrain it" had the
     # teacher retrained to the same weights, and detect and distill said so too
     names = _open(db).class_names()

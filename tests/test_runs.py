@@ -1554,6 +1554,10 @@ def test_compare_notes_a_student_larger_than_its_teacher(store, invoke):
     assert "larger than its teacher" in invoke(["report", "--compare", "r1"]).stdout
     said = [l.strip() for l in invoke(["report", "--run", "r1"]).stdout.splitlines() if l.strip().startswith("size:")]
     assert said == ["size: " + notes["distill-textcnn"], "size: " + notes["distill-bigru"]]  # (one run's report too)
+    # and its --json, for a script (it had none of the notes the text prints beside the figures)
+    stages = {st["name"]: st["notes"] for st in invoke.json(["report", "--run", "r1"])["stages"]}
+    assert {name: n["size"] for name, n in stages.items()} == notes, stages
+    assert all(n["classes"] is None and n["labels_changed"] is False for n in stages.values()), stages
 
 
 def test_compare_lists_the_parked_model_an_overwrite_is_replacing(store, invoke):

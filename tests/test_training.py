@@ -2598,6 +2598,8 @@ def test_report_says_a_student_distilled_before_a_class_was_added_cannot_answer_
     shown = kd("report", "--run", "r", "--db", db).stdout
     student = shown[shown.index("distill-textcnn (distill)"):]
     assert "  classes: trained on pos, neg; the store has since added mid, which this model cannot answer" in student
+    notes = {st["name"]: st["notes"]["classes"] for st in json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)["stages"]}
+    assert notes == {"teach": "trained on pos, neg; the store has since added mid", "distill-textcnn": "trained on pos, neg; the store has since added mid"}, notes
 
 
 def test_report_compare_says_a_model_trained_before_a_class_was_added(taught_store, tmp_path):
