@@ -127,6 +127,25 @@ class PretrainConfig:
             # replaced tokens become too hard to detect, and the time goes to a network that is thrown away)
             raise KdError(f"--generator-layers {self.generator_layers} is more than --layers {self.layers}: ELECTRA's "
                           "generator is the smaller network (a quarter to a half of it works best; 0 takes a third)")
+        self.check_fits_memory()
+
+    def check_fits_memory(self) -> None:
+        """Refuse, in one line, sizes whose weights alone (the vocabulary's rows left out: not yet built)
+        would not fit this machine's memory, as a student's are (``StudentConfig.check_fits_memory``):
+        PyTorch failed the stage with its allocation traceback (``--hidden 100000``: 40 GB a matrix)."""
+        from .students import StudentConfig, machine_memory, parameter_count
+
+        memory = machine_memory()
+        if memory is None:  # no way to tell (Windows): left to PyTorch
+            return
+        bert = {"hidden_size": self.hidden, "intermediate_size": self.intermediate or 4 * self.hidden,
+                "vocab_size": len(SPECIALS), "max_position_embeddings": max(512, self.max_len), "type_vocab_size": 2}
+        layers = self.layers + (self.n_generator_layers if self.objective == "electra" else 0)
+        params = parameter_count(StudentConfig(kind="transformer", vocab_size=len(SPECIALS), num_classes=1,
+                                               layers=layers, bert={**bert, "num_hidden_layers": layers}))
+        if 4 * params > memory:
+            raise KdError(f"an encoder of these sizes has over {params:,} parameters ({4 * params / 2**30:,.1f} GiB in float32), "
+                          f"more than this machine's {memory / 2**30:,.1f} GiB of memory: lower --layers, --hidden")
 
     @property
     def n_generator_layers(self) -> int:

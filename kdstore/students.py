@@ -45,6 +45,17 @@ def _size_problem(name: str, value) -> str | None:
     return None if value >= 1 else f"{option} must be positive (a student size), got {value}"
 
 
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes, ``None`` where it cannot be told (Windows)."""
+    import os
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return memory if memory > 0 else None
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     kind: str
@@ -79,14 +90,11 @@ class StudentConfig:
         """Refuse, in one line, sizes whose weights alone would not fit this machine's memory (the
         student is built in it, whatever the device): PyTorch failed with a traceback (or an integer
         overflow), or, for a very deep transformer, built layers for hours before running out."""
-        import os
-
-        try:
-            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, ValueError, OSError):  # no way to tell (Windows): left to PyTorch
+        memory = machine_memory()
+        if memory is None:  # no way to tell (Windows): left to PyTorch
             return
         params = parameter_count(self)
-        if memory > 0 and 4 * params > memory:
+        if 4 * params > memory:
             sizes = {"textcnn": "--embed-dim, --num-filters", "transformer": "--layers, --width"}.get(self.kind, "--embed-dim, --hidden")
             raise KdError(f"a {self.kind} student of these sizes has {params:,} parameters ({4 * params / 2**30:,.1f} GiB in float32), "
                           f"more than this machine's {memory / 2**30:,.1f} GiB of memory: lower {sizes}")

@@ -1470,6 +1470,19 @@ def test_a_pretrain_corpus_with_no_text_or_of_json_lines_is_refused_before_a_run
     assert "JSON" in out.output and "line 1" in out.output
 
 
+def test_pretrain_sizes_past_the_machines_memory_are_one_line_before_a_stage_or_run(sample_store):
+    """--hidden 100000 failed the stage with PyTorch's allocation traceback (40 GB a matrix), as a
+    student's sizes once did: refused in one line, from the configuration, before a run or stage."""
+    from kdstore.schema import Run, Stage
+
+    for args in (["--hidden", "100000", "--heads", "1"], ["--layers", "100000000", "--hidden", "64"],
+                 ["--objective", "electra", "--hidden", "100000", "--heads", "1"]):
+        out = kd("pretrain", "--run", "p", "--steps", "1", *args, "--device", "cpu", "--db", str(sample_store), ok=False)
+        assert out.exit_code == 1 and "Traceback" not in out.output, (args, out.output)
+        assert len(out.output.strip().splitlines()) == 1 and "lower --layers, --hidden" in out.output, (args, out.output)
+        assert _count(sample_store, Run) == 0 and _count(sample_store, Stage) == 0, (args, out.output)
+
+
 def test_a_pretrain_rerun_is_refused_before_its_corpus_is_read(sample_store, tmp_path, monkeypatch):
     """A second `kd pretrain` into a run whose pre-training succeeded read its whole --corpus first (a
     pipe's gigabytes, `xzcat news.xz | kd pretrain --corpus -`, consumed for nothing) and was refused after."""
