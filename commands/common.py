@@ -86,6 +86,11 @@ class KdGroup(click.Group):
                 first += (": this command writes, and the store was opened read-only (a read-only file or folder, "
                           "or mode=ro in a sqlite:///file:...?uri=true URL); nothing was changed")
             raise click.ClickException(f"database error{where}: {first}") from None
+        except RuntimeError as exc:  # (torch.OutOfMemoryError is one)
+            said = _out_of_memory(exc, self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None)
+            if said is None:
+                raise
+            raise click.ClickException(said) from None
         except UnicodeEncodeError as exc:
             import traceback
 
@@ -111,6 +116,33 @@ class KdGroup(click.Group):
             bad = text[start:min(min(ends, default=len(text)), exc.end + 100)]
             raise click.ClickException(f"{bad!r}: not valid UTF-8 (a file name or argument in another encoding, such "
                                        "as GBK): the store takes UTF-8 text only; rename it, or give it in UTF-8") from None
+
+
+def _out_of_memory(exc: RuntimeError, command: click.Command | None) -> str | None:
+    """One line for PyTorch running out of memory (CUDA's ``OutOfMemoryError``, the CPU allocator's "can't
+    allocate memory"), naming what it tried to allocate and the options of ``command`` that lower it: its
+    traceback came, 40 lines of frames ending in a paragraph about allocator settings. ``None`` for any
+    other error. The stage it ran in is already recorded failed, with PyTorch's message."""
+    import re
+
+    torch = sys.modules.get("torch")
+    text = str(exc)
+    cpu = re.search(r"can't allocate memory: you tried to allocate (\d+) bytes", text)
+    if not (cpu or (torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())))
+            or "out of memory" in text.split(".", 1)[0].lower()):
+        return None
+    if cpu:
+        what = f"the CPU: it tried to allocate {int(cpu.group(1)) / 2**30:,.1f} GiB more"
+    else:
+        tried = re.search(r"Tried to allocate ([\d.]+ \w+)", text)
+        low = text.lower()
+        device = "the GPU (CUDA)" if "cuda" in low else "the GPU (MPS)" if "mps" in low else "the device"
+        what = device + (f": it tried to allocate {tried.group(1)} more" if tried else "")
+    names = {o for p in command.params for o in p.opts} if command is not None and not isinstance(command, click.Group) else set()
+    lower = [o for o in ("--batch-size", "--max-len") if o in names]
+    advice = (f"lower {' or '.join(lower)}" + (" (--grad-accum N keeps the batch each update learns from)" if "--grad-accum" in names else "")
+              if lower else "free memory, or run it on a machine with more")
+    return f"out of memory on {what}: {advice}"
 
 
 def _codec(name: str) -> str:

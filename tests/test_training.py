@@ -377,6 +377,32 @@ def test_teach_bad_input_is_recorded_as_failed(sample_store, tiny_model, args, m
     assert _count(sample_store, Logit) == 0
 
 
+@pytest.mark.parametrize("raised, said", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which "
+                            "1.06 GiB is free. Of the allocated memory ... If reserved but unallocated memory is large try setting "
+                            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation."),
+     "Error: out of memory on the GPU (CUDA): it tried to allocate 2.00 GiB more: lower --batch-size or --max-len "
+     "(--grad-accum N keeps the batch each update learns from)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 42949672960 bytes. Error code 12 (Cannot allocate memory)"),
+     "Error: out of memory on the CPU: it tried to allocate 40.0 GiB more: lower --batch-size or --max-len "
+     "(--grad-accum N keeps the batch each update learns from)"),
+])
+def test_running_out_of_memory_in_training_is_one_line_naming_the_options_that_lower_it(sample_store, tiny_model, monkeypatch, raised, said):
+    """A batch too big for the GPU (or the CPU) in a stage: PyTorch's OutOfMemoryError came as a traceback of
+    40 frames ending in a paragraph on allocator settings; the stage was recorded failed, as it still is."""
+    import kdstore.teacher
+
+    def out_of_memory(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(kdstore.teacher, "_fit", out_of_memory)
+    result = kd("teach", "--run", "big", "--model", str(tiny_model), "--max-len", "32", "--db", str(sample_store), ok=False)
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [said], result.output
+    stage = _stage(sample_store, "big", "teach")
+    assert stage.status == "failed" and str(raised).split(".")[0] in stage.error
+
+
 def test_a_label_of_no_class_is_refused_before_any_stage(sample_store, tiny_model):
     """`kd teach --label nope` left a run holding a failed stage; a --where that cannot run is refused
     before one, and so is this now."""
