@@ -105,6 +105,7 @@ def delete(run, stages, dry_run, yes, db, as_json):
         for warning in preview["warnings"]:  # (said before the question, not once the answer has been acted on)
             click.echo(f"warning: {warning}", err=True)
         listed = ", ".join(d["name"] for d in preview["deleted"]) or "nothing"
+        listed += "".join(f"; model folder {d['folder']}" for d in preview["deleted"] if d["folder"])  # (files on disk go too)
         listed += "".join(f"; export {folder}" for folder in preview["exports"])  # (a server may load one: it goes too)
         click.confirm(f"delete {what} ({listed})?", abort=True, err=True)
     result = delete_stages(store, run, stages, dry_run=dry_run)

@@ -3,6 +3,7 @@ and ``kd runs`` / ``kd report`` through the CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -2717,25 +2718,36 @@ def test_runs_delete_asks_after_saying_what_goes_with_the_stages(store, db):
     export.mkdir()
     (export / MANIFEST).write_text(json.dumps({"format_version": FORMAT_VERSION, "run": "r1", "files": {},
                                                "stage": {"name": "teach", "artifact_sha256": sha}}), encoding="utf-8")
-    main, terminal = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", "from commands.cli import main; main()", "runs", "delete", "--run", "r1", "--db", db],
-                            stdin=terminal, stdout=terminal, stderr=terminal)
-    os.close(terminal)
-    shown = b""
-    try:
-        while b"[y/N]" not in shown:
-            chunk = os.read(main, 4096)
-            assert chunk, shown
-            shown += chunk
-        os.write(main, b"n\n")
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-        os.close(main)
-    asked = " ".join(shown.decode().split())  # (the terminal's line breaks)
+
+    def answered(answer: bytes) -> tuple[str, int]:
+        main, terminal = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-c", "from commands.cli import main; main()", "runs", "delete", "--run", "r1", "--db", db],
+                                stdin=terminal, stdout=terminal, stderr=terminal)
+        os.close(terminal)
+        shown = b""
+        try:
+            while b"[y/N]" not in shown:
+                chunk = os.read(main, 4096)
+                assert chunk, shown
+                shown += chunk
+            os.write(main, answer)
+            proc.wait(timeout=60)
+            with contextlib.suppress(OSError):  # (the rest, once it has answered; EIO at the end on Linux)
+                while chunk := os.read(main, 4096):
+                    shown += chunk
+        finally:
+            proc.kill()
+            os.close(main)
+        return " ".join(shown.decode().split()), proc.returncode  # (the terminal's line breaks)
+
+    asked, code = answered(b"n\n")
     assert "warning: r2/distill-bigru learned from r1/teach, which this would delete" in asked
-    assert f"delete run 'r1' (teach; export {export})? [y/N]" in asked
-    assert proc.returncode != 0 and export.is_dir() and [s.name for s in store.stages_of("r1")] == ["teach"]
+    # the model folder that goes with it named too (a folder on disk, which no question mentioned)
+    assert f"delete run 'r1' (teach; model folder {st.artifact_dir}; export {export})? [y/N]" in asked, asked
+    assert code != 0 and export.is_dir() and [s.name for s in store.stages_of("r1")] == ["teach"]
+    asked, code = answered(b"y\n")  # (said before the question as what would happen, and once done as what did)
+    assert code == 0 and "learned from r1/teach, deleted now" in asked and f"deleted model folder {st.artifact_dir}" in asked, asked
+    assert not store.run_exists("r1")
 
 
 @pytest.mark.on_postgresql
