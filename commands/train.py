@@ -27,7 +27,7 @@ from kdstore.environment import environment
 from kdstore.errors import InterruptedAfterRecord, KdError, Terminated
 from kdstore.labels import digests, labels_state, redetect_command, stale_teacher_runs
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
-from kdstore.metrics import class_support, hardly_beats_majority, missed_classes, versus_majority
+from kdstore.metrics import below_room, chance_macro_f1, class_support, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.noise import LEAST_CLASS_SAMPLES
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
@@ -543,6 +543,11 @@ def _majority_note(run: str, stage: dict) -> str | None:
     if weak is None:
         return None
     name, share = weak
+    # (--class-weight balanced trades accuracy for the rare classes: a macro-F1, the figure epochs are judged by, well
+    # above what answering by chance reaches, is a model that learned)
+    chance = chance_macro_f1(support)
+    if m.get("macro_f1") is not None and chance is not None and not below_room(m["macro_f1"], chance):
+        return None
     full = m.get("accuracy@0")  # an early exit's own full model (the teacher): where it learned, the exits lost it
     if cfg.get("student") == "early-exit" and full is not None and hardly_beats_majority(full, support) is None:
         speed = (stage["metrics"].get("all") or {}).get("speed")

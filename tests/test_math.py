@@ -13,7 +13,7 @@ from kdstore.context_free import collapsed, frequency_loss, learned_nothing
 from kdstore.losses import distillation_loss, kl_soft, logit_mse, soft_cross_entropy
 from kdstore.masking import IGNORE, mask_tokens
 from kdstore.pretrain import masked_positions
-from kdstore.metrics import classification_metrics, confusion_matrix, hardly_beats_majority, missed_classes, versus_majority
+from kdstore.metrics import chance_macro_f1, classification_metrics, confusion_matrix, hardly_beats_majority, missed_classes, versus_majority
 from kdstore.schedules import layer_decay_scales, layer_depths, linear, over_steps, warmup_linear_decay, warmup_linear_decay_step
 from kdstore.textkey import normalize, text_hash
 from kdstore.vocab import SPECIALS, build_vocab
@@ -1125,6 +1125,24 @@ def test_missed_classes_are_those_of_enough_samples_the_model_got_none_right():
     assert missed_classes(figures, min_support=2) == [("极限词", 4), ("医疗", 2)]
     assert missed_classes(classification_metrics(y_true, y_true, num_classes=4, class_names=names)) == []
     assert missed_classes({}) == []
+
+
+def test_chance_macro_f1_is_the_best_a_model_that_learned_nothing_reaches():
+    """Checked against classification_metrics of each baseline's answers: always the majority class, at
+    random in the classes' shares, and each class alike at random (their expected confusion matrices)."""
+    rng = np.random.default_rng(0)
+    for counts in ([50, 50], [67, 47, 12], [900, 100], [10, 10, 10, 10], [5]):
+        y = np.repeat(np.arange(len(counts)), counts)
+        k = len(counts)
+        figures = []
+        always = np.full_like(y, int(np.argmax(counts)))
+        figures.append(classification_metrics(y, always, num_classes=k)["macro_f1"])
+        for weights in (np.array(counts) / sum(counts), np.full(k, 1 / k)):  # many draws: the expectation
+            draws = [classification_metrics(y, rng.choice(k, size=len(y), p=weights), num_classes=k)["macro_f1"] for _ in range(400)]
+            figures.append(float(np.mean(draws)))
+        assert chance_macro_f1(dict(enumerate(counts))) == pytest.approx(max(figures), abs=0.02), counts
+    assert chance_macro_f1({"pos": 50, "neg": 50}) == pytest.approx(0.5)
+    assert chance_macro_f1({"pos": 0}) is None and chance_macro_f1({}) is None
 
 
 def test_hardly_beats_majority_follows_detects_rule_on_dev_support():

@@ -5702,3 +5702,22 @@ def test_class_weight_balanced_warning_counts_the_rows_where_selects(taught_stor
     out = kd("teach", "--run", "few", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--class-weight", "balanced",
              "--where", where, "--db", db)
     assert f"--class-weight balanced weighs each sample of class {names[1]!r} (1 sample, weight" in out.stderr, out.stderr
+
+
+def test_a_balanced_teacher_whose_macro_f1_beats_the_majority_is_not_said_to_have_learned_nothing():
+    """`kd teach --class-weight balanced` on 3 imbalanced classes (dev 67 neg, 47 pos, 12 mid): dev accuracy 50.8 %
+    below always answering 'neg' (53.2 %), as a model that answers the rare classes trades accuracy for, but dev macro-F1
+    0.44 against the 0.23 of always answering 'neg'; it was told "the model has learned next to nothing"."""
+    from commands.train import _majority_note as note
+
+    dev = {"accuracy": 0.508, "macro_f1": 0.4436, "support[neg]": 67, "support[pos]": 47, "support[mid]": 12,
+           "recall[neg]": 0.55, "recall[pos]": 0.5, "recall[mid]": 0.33}
+    config = {"model": "/m/tiny", "lr": 1e-3, "class_weight": "balanced"}
+    assert note("r1", {"kind": "teach", "metrics": {"dev": dev}, "config": config}) is None
+    # one whose macro-F1 is the majority's (0.23: every text 'neg') is still told
+    weak = {**dev, "accuracy": 0.532, "macro_f1": 0.2314, "recall[neg]": 1.0, "recall[pos]": 0.0, "recall[mid]": 0.0}
+    assert "learned next to nothing" in note("r1", {"kind": "teach", "metrics": {"dev": weak}, "config": config})
+    # a balanced binary model at 52 %: a macro-F1 of 0.52 is well above always answering one class (0.33), not above
+    # chance (0.50): still told
+    coin = {"accuracy": 0.52, "macro_f1": 0.52, "support[neg]": 50, "support[pos]": 50, "recall[neg]": 0.52, "recall[pos]": 0.52}
+    assert "learned next to nothing" in note("r1", {"kind": "teach", "metrics": {"dev": coin}, "config": config})
