@@ -1200,6 +1200,8 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         # another student's are warned as not used, their value not judged)
         raise click.BadParameter(f"{kernel_sizes!r}: a width given twice: give distinct widths like 2,3,4", param_hint="--kernel-sizes")
     try:
+        if not layer_map.strip() and _options_given(("layer_map",)):  # (typed empty: `--layer-map "$MAP"`, MAP unset)
+            raise ValueError(layer_map)
         mapping = tuple(int(j) for j in layer_map.split(",")) if layer_map.strip() else ()
     except ValueError:
         raise click.BadParameter(f"{layer_map!r}: give teacher layers like 3,7,11 (0-based, one per student layer)", param_hint="--layer-map") from None

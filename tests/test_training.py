@@ -3756,6 +3756,17 @@ def test_a_layer_map_chooses_the_teacher_layers_a_transformer_student_copies_and
     assert "bad" not in {s.name for s in Store.open(db).stages_of("r")}  # refused before a stage
 
 
+def test_distill_refuses_an_empty_layer_map_typed(tmp_path):
+    """`--layer-map "$MAP"` with MAP unset was taken in silence as the default, evenly spaced map (a
+    student copying and matching other layers than the ones meant), where an empty --augment or --match is refused."""
+    db = tmp_path / "kd.db"
+    for typed in ("", " , "):
+        out = kd("distill", "--run", "r", "--student", "transformer", "--layers", "2", "--layer-map", typed, "--db", str(db), ok=False)
+        assert f"Invalid value for --layer-map: {typed!r}: give teacher layers like 3,7,11" in out.output, out.output
+        assert "Traceback" not in out.output
+    assert not db.exists()
+
+
 def test_distill_records_what_it_ran_with_each_folds_kept_epoch_and_whether_layers_were_copied(taught_store):
     """A --folds student recorded no kept epoch at all (`kd teach --folds` records each fold's), and a
     transformer student's config said init_from_teacher null whether it copied the teacher's layers or
