@@ -837,7 +837,9 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             from kdstore.teacher import training_rows
 
             names = store.class_names()
-            stratified_folds(training_rows(store, cfg, names)[0].labels, cfg.folds, seed=cfg.seed, class_names=names)
+            chosen = training_rows(store, cfg, names)[0].labels
+            if len(set(chosen.tolist())) > 1:  # (one class: the stage says that, not "too few for --folds")
+                stratified_folds(chosen, cfg.folds, seed=cfg.seed, class_names=names)
             if dist.is_main:
                 _warn_folds_from_a_teacher(store, cfg, model)
         config = {**teach_config(cfg), "lr_default": lr_default, "kd_pretrained": kd_pretrained, "classes": store.class_names(), **labels_state(store), "environment": environment(device)}

@@ -364,6 +364,7 @@ def test_a_where_that_closes_kds_parenthesis_is_refused_before_any_stage(sample_
         (["--where", "source = 'nothing'"], "no labeled samples for the teacher (split train, --where \"source = 'nothing'\"): loosen the filters; "
                                             "the labeled samples' sources are 'train.tsv' ("),  # what it can select
         (["--label", "pos"], "the train samples that --where/--label select have a single class ('pos')"),  # (not the store's train samples)
+        (["--label", "pos", "--folds", "40"], "have a single class ('pos')"),  # (not "too few for --folds 40", then this once lowered)
         (["--where", "label_id = 0"], "the train samples that --where/--label select have a single class ("),
     ],
 )
