@@ -175,7 +175,7 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int
 
 
 def _dropped_caption(dropped: int) -> str | None:
-    return (f"{counted(dropped, 'dropped sample')} left out (`kd samples --dropped` lists {'it' if dropped == 1 else 'them'})"
+    return (f"{counted(dropped, 'dropped sample')} left out (`kd samples --dropped --where dropped` lists {'it' if dropped == 1 else 'them'})"
             if dropped else None)
 
 
@@ -263,7 +263,7 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         gone = len(store.samples(splits=[split] if split else None, where=where, include_dropped=True))
         if gone:
             click.echo(f"note: no sample matches but {counted(gone, 'dropped sample')}, left out "
-                       f"(`kd samples --dropped` lists {'it' if gone == 1 else 'them'})", err=True)
+                       f"(add --dropped to list {'it' if gone == 1 else 'them'})", err=True)
     if not len(rows) and not gone and condition is not None and "source" in condition.lower():
         # (a file's own "source" column or key is in meta: `--where "source = 'jd'"` listed an empty table, no word why)
         held = store.sources(splits=[split] if split else SPLITS, labeled=False)

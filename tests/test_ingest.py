@@ -778,7 +778,19 @@ def test_the_counts_after_an_ingest_say_that_dropped_samples_are_left_out(invoke
     invoke(["labels", "set", "--run", "r", "1=drop"])
     again = invoke(["ingest", "train.tsv"]).stdout
     assert "skipped 3 duplicates" in again and "│ train │   1 │   1 │     2 │" in again, again
-    assert "1 dropped sample left out (`kd samples --dropped` lists it)" in again, again
+    assert "1 dropped sample left out (`kd samples --dropped --where dropped` lists it)" in again, again
+
+
+def test_the_command_the_counts_name_for_dropped_samples_lists_them(invoke, write_file):
+    """The table under an ingest said "`kd samples --dropped` lists them", which listed the first 20 samples with
+    the dropped ones among them: a sample dropped past the 20th was in none of its rows."""
+    write_file("train.tsv", "".join(f"{'pos' if i % 2 else 'neg'}\t第{i}条评论\n" for i in range(30)))
+    invoke(["ingest", "train.tsv"])
+    invoke(["labels", "set", "--run", "r", "28=drop"])
+    again = invoke(["ingest", "train.tsv"]).stdout
+    named = re.search(r"`kd (samples[^`]*)` lists it", again)
+    assert named, again
+    assert [r["id"] for r in invoke.json([*named.group(1).split(), "--json"])] == [28]
 
 
 def test_samples_that_only_dropped_samples_match_say_so(invoke, write_file):
@@ -790,7 +802,8 @@ def test_samples_that_only_dropped_samples_match_say_so(invoke, write_file):
     invoke(["labels", "set", "--run", "r", "1=drop"])
     for where in ("dropped", "id = 1"):
         empty = invoke(["samples", "--where", where])
-        assert empty.stderr == "note: no sample matches but 1 dropped sample, left out (`kd samples --dropped` lists it)\n", empty.stderr
+        # (not "`kd samples --dropped` lists it": that lists the first 20 samples, whatever --where chose)
+        assert empty.stderr == "note: no sample matches but 1 dropped sample, left out (add --dropped to list it)\n", empty.stderr
         assert [r["id"] for r in invoke.json(["samples", "--where", where, "--dropped"])] == [1]
     assert invoke(["samples", "--where", "id = 5"]).stderr == ""  # none at all: nothing to say
 
