@@ -120,6 +120,12 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     if made:  # (a short labeled text, 不错, is often an n-gram or masked variant that --augment stored first)
         out.print(f"  {counted(made, 'conflict')} with {'a text' if made == 1 else 'texts'} `kd distill --augment` made, which "
                   f"{'stays' if made == 1 else 'stay'} unlabeled: ingest labeled files before distilling with --augment", markup=False)
+    pool = sum(1 for c in report.conflicts if c["kept_label"] is None) - made
+    if pool:  # (labels of pool texts, from an annotation round: the user was left with "N conflicts" and no way on)
+        out.print(f"  {counted(pool, 'conflict')} with {'a text' if pool == 1 else 'texts'} of the unlabeled pool, which "
+                  f"{'stays' if pool == 1 else 'stay'} unlabeled: kd gives no pool text a label in place (the teachers that scored "
+                  "it as pool would count it in their labeled figures); ingest labeled files before the pool, whose copies "
+                  "of labeled texts are then skipped as duplicates", markup=False)
     out.print(counts_table(counts, store.class_names(), out.width, dropped=store.dropped_count()))
 
 

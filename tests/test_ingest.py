@@ -1053,7 +1053,12 @@ def test_a_labeled_row_whose_text_is_stored_unlabeled_is_a_conflict(invoke, writ
     report = invoke.json(["ingest", "test.tsv", "--split", "test"])
     assert (report["added"], report["duplicates"]) == (1, 0)
     assert [(c["line"], c["label"], c["kept_label"], c["kept_from"]) for c in report["conflicts"]] == [(1, "pos", None, "pool.txt:1")]
-    assert "has no label: 好吃" in invoke(["ingest", "test.tsv", "--split", "test"]).stdout
+    said = invoke(["ingest", "test.tsv", "--split", "test"]).stdout
+    assert "has no label: 好吃" in said
+    # and what that means, and the way to have those labels learned from (it said "1 conflict" and no more)
+    assert ("1 conflict with a text of the unlabeled pool, which stays unlabeled: kd gives no pool text a label in place "
+            "(the teachers that scored it as pool would count it in their labeled figures); ingest labeled files before the "
+            "pool") in " ".join(said.split()), said
     # the other way round stays a duplicate: a pool text that is already a labeled sample
     write_file("more.txt", "难吃\n")
     again = invoke.json(["ingest", "more.txt", "--split", "unlabeled"])
