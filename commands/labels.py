@@ -12,6 +12,7 @@ from kdstore import noise
 from kdstore.advice import reteach_command
 from kdstore.environment import environment
 from kdstore.errors import KdError
+from kdstore.folds import fold_count
 from kdstore.jsonl import has_surrogate
 from kdstore.names import resolve_run_id
 from kdstore.runs import check_stage_free, sha256_path, stage_scope
@@ -96,7 +97,13 @@ def _teacher_of_other_labels(store, config: dict) -> list[str]:
     they were, so the detection mostly finds the last round's leftovers (kd distill says it of a student's teacher)."""
     return [f"the teacher of run {run} learned from labels changed since (kd labels clean, set, import or undo): its "
             f"out-of-fold probabilities follow the old ones; {reteach_command(run, store.find_stage(run, 'teach').config)} "
-            "retrains it on the current labels, then detect again" for run in lab.stale_teacher_runs(config)[:1]]
+            "retrains it on the current labels, then detect again" for run in lab.stale_teacher_runs(config)[:1]] + [
+        # (--student-votes students learned the old labels too, and the old teacher's logits: said once the teacher is taught again)
+        f"distill stage {st['stage']!r} of run {st['run']!r} (--student-votes) learned from labels changed since (kd labels clean, set, "
+        f"import or undo): its out-of-fold votes follow the old ones; `kd distill --run {shlex.quote(st['run'])}"
+        f"{f' --folds {k}' if (k := fold_count(store.find_stage(st['run'], st['stage']).config)) else ''} --name {st['stage']} --overwrite` "
+        f"(with the other options `kd report --run {shlex.quote(st['run'])}` lists for it), after its teacher, redistills it on the current labels"
+        for st in config.get("student_vote_stages") or [] if lab.learned_other_labels(st, config)]
 
 
 def _vote_run_resolved(value: str) -> str:

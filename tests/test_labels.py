@@ -1819,6 +1819,21 @@ def test_detect_with_a_teacher_of_labels_changed_since_says_so(db, noisy):
     assert not any("learned from labels changed since" in w for w in back["warnings"])  # (the labels it learned, back again)
 
 
+def test_detect_with_student_votes_of_labels_changed_since_says_so(db):
+    """--student-votes students distilled before a clean learned the old labels (and the old teacher's
+    logits): their votes follow them, as a stale teacher's do, yet only the teacher was said to be stale
+    (once it was taught again, nothing was said at all)."""
+    kd("distill", "--run", "r", "--folds", "2", "--name", "votes", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+       "--max-len", "32", "--db", db)
+    kd("labels", "detect", "--run", "r", "--db", db)
+    kd("labels", "clean", "--run", "r", "--db", db)
+    out = json.loads(kd("labels", "detect", "--run", "r2", "--teacher-run", "r", "--student-votes", "r:votes", "--db", db,
+                        "--json").stdout)
+    said = [w for w in out["warnings"] if w.startswith("distill stage 'votes' of run 'r' (--student-votes) learned from labels changed since")]
+    assert len(said) == 1, out["warnings"]
+    assert "`kd distill --run r --folds 2 --name votes --overwrite`" in said[0], said[0]
+
+
 def test_detect_records_the_stages_it_read_and_refuses_votes_of_fewer_classes(db, noisy, tmp_path, error_line):
     """A detect stage records which teach and distill stages it read (ids: one replaced later by
     --overwrite is told apart) and which labels it judged, as distill does; a student distilled
