@@ -153,8 +153,9 @@ def show(run, top, status, db, as_json):
                [[str(i["sample_id"]), _score(i["score"]), i["given"], i["suggested"], i["methods"].replace(",", ", "),
                  i["status"] + (" (dropped)" if i["dropped"] else ""), i["text"]]
                 for i in items], title=f"label issues of run {run}")
-    if more:
-        click.echo(f"... more issues: {highest} shown (--top 0 shows all)")
+    if more:  # (how many: "... more issues" left the user to guess whether --top 0 listed 30 or 30,000)
+        total = lab.issue_count(store, run, status=status)
+        click.echo(f"... {total - top:,} more issue{'' if total - top == 1 else 's'}: {highest} of {total:,} shown (--top 0 shows all)")
 
 
 @labels.command()

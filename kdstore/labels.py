@@ -640,6 +640,17 @@ def _probs(store: Store, stage_id: int, sample_ids: np.ndarray, *, missing: str,
 
 
 # reading issues --------------------------------------------------------------------------------
+def issue_count(store: Store, run: str, *, status: str | tuple[str, ...] | None = None) -> int:
+    """How many label issues the run's detection holds (``status``: of one or several states), as
+    ``issues`` would list them all."""
+    stage = store.find_stage(run, "detect")
+    query = select(func.count()).select_from(LabelIssue).where(LabelIssue.stage_id == stage.id)
+    if status:
+        query = query.where(LabelIssue.status.in_((status,) if isinstance(status, str) else status))
+    with store.session() as s:
+        return int(s.scalar(query) or 0)
+
+
 def issues(store: Store, run: str, *, top: int | None = None, status: str | tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """The run's label issues, highest score first, with text, label names and whether the sample
     is dropped now (``status``: one or several)."""

@@ -2440,7 +2440,7 @@ def test_show_says_when_top_cut_the_list(tmp_path):
     rows with nothing to say the list went on (clean --dry-run and kd samples say so)."""
     db = _hand_made_detection(tmp_path / "kd.db", ["体育新闻", "财经新闻", "科技新闻"])
     cut = kd("labels", "show", "--run", "r", "--top", "2", "--db", db).stdout
-    assert cut.count("新闻") == 2 and "... more issues: the 2 highest scores shown (--top 0 shows all)" in cut
+    assert cut.count("新闻") == 2 and "... 1 more issue: the 2 highest scores of 3 shown (--top 0 shows all)" in cut
     for top in ("3", "0"):
         whole = kd("labels", "show", "--run", "r", "--top", top, "--db", db).stdout
         assert whole.count("新闻") == 3 and "more issues" not in whole
@@ -2451,7 +2451,7 @@ def test_show_says_when_top_cut_the_list(tmp_path):
         assert kd("labels", "show", "--run", "r", "--top", top, "--json", "--db", db).stderr == ""
     assert kd("labels", "show", "--run", "r", "--top", "1", "--json", "--db", db).stderr == (
         "warning: listed the highest score only (--top 0 for all)\n")  # (it said "the 1 highest scores")
-    assert "... more issues: the highest score shown" in kd("labels", "show", "--run", "r", "--top", "1", "--db", db).stdout
+    assert "... 2 more issues: the highest score of 3 shown" in kd("labels", "show", "--run", "r", "--top", "1", "--db", db).stdout
 
 
 def test_undo_of_an_unknown_stage_names_it_and_history_of_an_unlabeled_sample_says_so(tmp_path, error_line):
