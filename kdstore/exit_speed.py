@@ -51,7 +51,16 @@ def exit_layers(uncertainty: np.ndarray, speed: float) -> np.ndarray:
 def exit_predictions(branch_pred: np.ndarray, final_pred: np.ndarray, layers: np.ndarray) -> np.ndarray:
     """The answer each row gets when it leaves at ``layers`` (1-based; ``branches + 1``: the full model)."""
     branch_pred, final_pred, layers = np.asarray(branch_pred), np.asarray(final_pred), np.asarray(layers)
+    if branch_pred.ndim != 2:
+        raise ValueError(f"branch_pred must be (n, branches), got shape {branch_pred.shape}")
     n, branches = branch_pred.shape
+    for name, a in (("final_pred", final_pred), ("layers", layers)):
+        if a.shape != (n,):
+            raise ValueError(f"{name} must be ({n},), got {a.shape}")
+    if layers.dtype == bool or not np.issubdtype(layers.dtype, np.integer):
+        raise ValueError(f"layers must hold integer exit layers, got dtype {layers.dtype}")
+    if n and (layers.min() < 1 or layers.max() > branches + 1):  # (0 read the last branch's answer)
+        raise ValueError(f"layers must be exit layers in 1..{branches + 1}, got {int(layers.min())}..{int(layers.max())}")
     out = final_pred.copy()
     early = layers <= branches
     out[early] = branch_pred[np.arange(n)[early], layers[early] - 1]

@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .metrics import _class_ids
+
 SOFT_LOSSES = ("kl", "soft_ce", "mse")
 TEMPERATURE_SCHEDULES = ("constant", "flsw", "cwsm")
 MIN_TEMPERATURE = 0.1  # floor of a per-sample temperature, and of --temperature
@@ -154,7 +156,10 @@ def balanced_class_weights(labels, num_classes: int) -> torch.Tensor:
     """``n / (C x n_c)`` for each class ``c`` of the labeled rows (label >= 0), as scikit-learn's
     "balanced": a rare class's rows weigh more, and over the rows the weights average 1, so the loss
     keeps its scale. ``C`` counts the classes present; a class with no row gets weight 0 (it adds nothing)."""
-    labels = torch.as_tensor(labels, dtype=torch.long)
+    ids = _class_ids("labels", labels.cpu() if isinstance(labels, torch.Tensor) else labels)  # (a float 0.9 was class 0)
+    if ids.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of class ids, got shape {ids.shape}")
+    labels = torch.as_tensor(ids, dtype=torch.long)
     labels = labels[labels >= 0]
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")

@@ -64,6 +64,8 @@ def mean_log_loss(y_true, logits) -> float:
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D (samples x classes), got shape {logits.shape}")
     y = _class_ids("y_true", y_true)
+    if y.ndim != 1:  # (a column of labels broadcast against the rows: the mean of an (N, N) matrix)
+        raise ValueError(f"y_true must be a 1-D array of class ids, got shape {y.shape}")
     if len(y) != len(logits):
         raise ValueError(f"y_true has {len(y)} labels for {len(logits)} rows of logits")
     if len(y) == 0:

@@ -521,6 +521,16 @@ def test_exit_speed_curve_and_pick_by_hand():
     assert exit_layers(u, 0.25).tolist() == [1, 2, 3, 3]
     assert exit_layers(u, 0.35).tolist() == [1, 2, 3, 1]
     assert exit_predictions(branch, final, exit_layers(u, 0.35)).tolist() == [1, 1, 1, 1]
+    # an exit layer outside 1..branches + 1 read a branch from the end (layer 0: the last branch's answer),
+    # and layers or answers of other lengths were an IndexError of numpy's
+    with pytest.raises(ValueError, match=r"layers must be exit layers in 1..3, got 0..3"):
+        exit_predictions(branch, final, np.array([0, 3, 3, 3]))
+    with pytest.raises(ValueError, match=r"final_pred must be \(4,\), got \(3,\)"):
+        exit_predictions(branch, final[:3], exit_layers(u, 0.35))
+    with pytest.raises(ValueError, match=r"layers must be \(4,\), got \(2,\)"):
+        exit_predictions(branch, final, np.array([1, 2]))
+    with pytest.raises(ValueError, match="layers must hold integer exit layers, got dtype float64"):
+        exit_predictions(branch, final, np.array([1.0, 2.0, 3.0, 3.0]))
     curve = {r["speed"]: r for r in speed_curve(u, branch, final, labels, speeds=(0.0, 0.25, 0.35, 0.95))}
     assert curve[0.0]["loss_pt"] == 0.0 and curve[0.0]["layers"] == 3.0 and curve[0.0]["changed"] == 0
     assert curve[0.25]["loss_pt"] == 25.0 and curve[0.25]["layers"] == 2.25 and curve[0.25]["changed"] == 1

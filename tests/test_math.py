@@ -894,6 +894,28 @@ def test_mean_log_loss_by_hand():
         mean_log_loss([0, 1], [[0.0, 1.0]])
 
 
+def test_mean_log_loss_refuses_labels_that_are_not_one_dimensional():
+    """A column of labels (``df[["label"]].values``, shape (N, 1)) broadcast against the rows' indexes and
+    gave the mean of an (N, N) matrix: 1.34 where the loss is 0.088, with no error."""
+    from kdstore.metrics import mean_log_loss
+
+    logits = np.array([[2.0, 0.0], [0.0, 3.0]])
+    with pytest.raises(ValueError, match=r"y_true must be a 1-D array of class ids, got shape \(2, 1\)"):
+        mean_log_loss([[0], [1]], logits)
+
+
+def test_balanced_class_weights_refuse_labels_that_are_not_class_ids():
+    """Float labels were truncated (0.9 read as class 0) and a 2-D array flattened: weights of other classes
+    than the rows have, with no error."""
+    from kdstore.losses import balanced_class_weights
+
+    with pytest.raises(ValueError, match="labels must hold integer class ids, got dtype float64 with non-integer values such as 0.9"):
+        balanced_class_weights([0.9, 0.9, 1.2], 2)
+    with pytest.raises(ValueError, match=r"labels must be a 1-D array of class ids, got shape \(2, 2\)"):
+        balanced_class_weights([[0, 0], [0, 1]], 2)
+    assert balanced_class_weights(np.array([0.0, 1.0, 1.0, -1.0]), 2).tolist() == pytest.approx([1.5, 0.75])  # whole floats are ids
+
+
 def test_encode_flags_truncated_texts_from_one_call_fast_or_slow(tmp_path):
     from synthetic import save_tiny_bert
     from transformers import AutoTokenizer
