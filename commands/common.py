@@ -132,7 +132,8 @@ def _out_of_memory(exc: RuntimeError, command: click.Command | None) -> str | No
             or "out of memory" in text.split(".", 1)[0].lower()):
         return None
     if cpu:
-        what = f"the CPU: it tried to allocate {int(cpu.group(1)) / 2**30:,.1f} GiB more"
+        size = int(cpu.group(1))
+        what = f"the CPU: it tried to allocate {f'{size / 2**30:,.1f} GiB' if size >= 2**30 else f'{size / 2**20:,.1f} MiB'} more"
     else:
         tried = re.search(r"Tried to allocate ([\d.]+ \w+)", text)
         low = text.lower()

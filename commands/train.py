@@ -535,19 +535,26 @@ def _learned_dev(stage: dict) -> tuple[dict, dict[str, float], str]:
     return m, support, f" on the dev samples of the classes it learned ({', '.join(k for k, v in support.items() if v)})"
 
 
+def _learned_nothing(m: dict, support: dict) -> tuple[str, float] | None:
+    """``(class, share)`` of the most frequent class where dev figures ``m`` hardly beat always answering it
+    (``hardly_beats_majority``), unless their macro-F1 is well above chance: --class-weight balanced trades
+    accuracy for the rare classes, and a macro-F1, the figure epochs are judged by, well above what answering
+    by chance reaches, is a model that learned. kd teach's note and kd distill's of its teacher judge alike."""
+    weak = hardly_beats_majority(m.get("accuracy"), support) if support else None
+    chance = chance_macro_f1(support) if weak is not None else None
+    if chance is not None and m.get("macro_f1") is not None and not below_room(m["macro_f1"], chance):
+        return None
+    return weak
+
+
 def _majority_note(run: str, stage: dict) -> str | None:
     """A model no better on dev than always answering its most frequent class: what to say, and what to try."""
     m, support, on = _learned_dev(stage)
     cfg = stage.get("config") or {}
-    weak = hardly_beats_majority(m.get("accuracy"), support) if support else None
+    weak = _learned_nothing(m, support)
     if weak is None:
         return None
     name, share = weak
-    # (--class-weight balanced trades accuracy for the rare classes: a macro-F1, the figure epochs are judged by, well
-    # above what answering by chance reaches, is a model that learned)
-    chance = chance_macro_f1(support)
-    if m.get("macro_f1") is not None and chance is not None and not below_room(m["macro_f1"], chance):
-        return None
     full = m.get("accuracy@0")  # an early exit's own full model (the teacher): where it learned, the exits lost it
     if cfg.get("student") == "early-exit" and full is not None and hardly_beats_majority(full, support) is None:
         speed = (stage["metrics"].get("all") or {}).get("speed")
@@ -1551,7 +1558,7 @@ def _warn_weak_teachers(store, runs) -> None:
         for m in store.metrics(teacher.id):
             figures.setdefault(m.split, {})[m.name] = m.value
         dev, support, on = _learned_dev({"kind": "teach", "metrics": figures, "config": teacher.config or {}})
-        weak = hardly_beats_majority(dev.get("accuracy"), support)
+        weak = _learned_nothing(dev, support)  # (as kd teach judged it: a balanced teacher's macro-F1 above chance learned)
         if weak:
             name, share = weak
             _warn(f"the teacher of run {r!r} has learned next to nothing (dev accuracy {dev['accuracy']:.1%}{on}, "

@@ -57,14 +57,17 @@ def runs_overview(store: Store) -> list[dict[str, Any]]:
     ]
 
 
-def run_report(store: Store, run: str) -> dict[str, Any]:
+def run_report(store: Store, run: str, *, notes: bool = True) -> dict[str, Any]:
     """Every stage of ``run`` with its config, final metrics ``{split: {name: value}}`` and history.
     Read again where its stages changed while it read (`kd runs delete`, or a stage ending, in another
-    process): a stage read before a deletion and its figures after showed it succeeded with none."""
+    process): a stage read before a deletion and its figures after showed it succeeded with none.
+    ``notes=False`` leaves out each stage's ``notes`` (:func:`compare`, which says its own: they read the
+    store's labels, every changed sample, once a run)."""
     for _ in range(REPORT_READ_TRIES):
         report, stages = _run_report(store, run)
         if [(s.id, s.name, s.status) for s in store.stages_of(run)] == [(s.id, s.name, s.status) for s in stages]:
-            _add_notes(store, report["stages"])
+            if notes:
+                _add_notes(store, report["stages"])
             return report
     raise KdError(f"the stages of run {run!r} changed each time they were read (stages ending or deleted meanwhile): run this again")
 
@@ -521,7 +524,7 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
 
     rows, test_sets = [], []
     for run in dict.fromkeys(runs):
-        every = [st for st in run_report(store, run)["stages"] if st["kind"] in ("teach", "distill")]
+        every = [st for st in run_report(store, run, notes=False)["stages"] if st["kind"] in ("teach", "distill")]
         recorded = {s.name: s for s in store.stages_of(run)}
         # (a replaced or failed attempt is history, not a model; a parked one is the model served while its
         # --overwrite runs, or was killed, and no stage of its name has succeeded)

@@ -1561,6 +1561,23 @@ def test_compare_notes_a_student_larger_than_its_teacher(store, invoke):
     assert all(n["classes"] is None and n["labels_changed"] is False for n in stages.values()), stages
 
 
+def test_compare_reads_the_store_labels_once_a_report_not_once_a_run(store, monkeypatch):
+    """`kd report --compare` read each run's report, notes and all: every succeeded teacher's labels_changed
+    note read the store's labels (``labels_state``, every changed sample), once a run compared, for a note
+    --compare never shows; `kd report --run` reads them once."""
+    import kdstore.report
+    from kdstore.report import compare, run_report
+
+    for run in ("r1", "r2", "r3"):
+        with stage_scope(store, run=run, kind="teach", config={"labels_digest": "0" * 16}) as st:
+            store.add_metrics(st.id, "all", {"parameters": 1000})
+    real, reads = kdstore.report.labels_state, []
+    monkeypatch.setattr(kdstore.report, "labels_state", lambda s: reads.append(1) or real(s))
+    assert [r["run"] for r in compare(store, ["r1", "r2", "r3"])] == ["r1", "r2", "r3"]
+    assert reads == [], len(reads)
+    assert run_report(store, "r1")["stages"][0]["notes"]["labels_changed"] is True and reads == [1]
+
+
 def test_compare_lists_the_parked_model_an_overwrite_is_replacing(store, invoke):
     """`kd distill --overwrite` running (or killed with -9): the old student waits as NAME~parked-ID and is
     the model kd predict and kd export serve, but --compare left it out as history and showed only its

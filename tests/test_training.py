@@ -2712,15 +2712,39 @@ def test_distilling_from_a_teacher_that_learned_next_to_nothing_is_warned_of(tau
     stage = _stage(taught_store, "r", "teach")
     dev = {m.name: m.value for m in store.metrics(stage.id) if m.split == "dev"}
     share = max(v for k, v in dev.items() if k.startswith("support[")) / dev["n"]
-    with store.session() as s, s.begin():  # (its dev accuracy, as a teacher that learned nothing has it)
-        s.execute(update(Metric).where(Metric.stage_id == stage.id, Metric.split == "dev", Metric.name == "accuracy",
-                                       Metric.step.is_(None)).values(value=share))
+    k = sum(1 for key, v in dev.items() if key.startswith("support[") and v)
+    with store.session() as s, s.begin():  # (its dev accuracy and macro-F1, as a teacher that always answers one class has them)
+        for name, value in (("accuracy", share), ("macro_f1", 2 * share / (1 + share) / k)):
+            s.execute(update(Metric).where(Metric.stage_id == stage.id, Metric.split == "dev", Metric.name == name,
+                                           Metric.step.is_(None)).values(value=value))
     store.close()
     out = kd(*args, "--run", "r", "--name", "weak", "--json")
     said = [w for w in json.loads(out.stdout)["warnings"] if "learned next to nothing" in w]
     assert len(said) == 1 and said[0].startswith(f"the teacher of run 'r' has learned next to nothing (dev accuracy {share:.1%}, no more than "
                                                   "always answering "), said
     assert "`kd report --run r`" in said[0] and f"warning: {said[0]}" in out.stderr
+
+
+def test_distilling_from_a_balanced_teacher_whose_macro_f1_beats_chance_is_not_warned_of(taught_store):
+    """A --class-weight balanced teacher below the majority's accuracy but well above chance in macro-F1: kd teach
+    no longer says it learned next to nothing (``_majority_note``), and kd distill said so of it, by accuracy alone."""
+    from sqlalchemy import update
+
+    from kdstore.schema import Metric
+
+    db = str(taught_store)
+    store = Store.open(db)
+    stage = _stage(taught_store, "r", "teach")
+    dev = {m.name: m.value for m in store.metrics(stage.id) if m.split == "dev"}
+    share = max(v for k, v in dev.items() if k.startswith("support[")) / dev["n"]
+    with store.session() as s, s.begin():  # (accuracy just below the majority's, macro-F1 far above chance)
+        for name, value in (("accuracy", share - 0.01), ("macro_f1", 0.9)):
+            s.execute(update(Metric).where(Metric.stage_id == stage.id, Metric.split == "dev", Metric.name == name,
+                                           Metric.step.is_(None)).values(value=value))
+    store.close()
+    out = kd("distill", "--run", "r", "--student", "textcnn", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
+             "--max-len", "32", "--name", "balanced", "--db", db, "--json")
+    assert not [w for w in json.loads(out.stdout)["warnings"] if w.startswith("the teacher of run 'r'")], out.stderr
 
 
 def test_a_student_learning_from_the_labels_alone_is_not_told_to_check_its_teacher(taught_store):
@@ -2737,9 +2761,11 @@ def test_a_student_learning_from_the_labels_alone_is_not_told_to_check_its_teach
     stage = _stage(taught_store, "r", "teach")
     dev = {m.name: m.value for m in store.metrics(stage.id) if m.split == "dev"}
     share = max(v for k, v in dev.items() if k.startswith("support[")) / dev["n"]
-    with store.session() as s, s.begin():  # (a teacher that learned nothing)
-        s.execute(update(Metric).where(Metric.stage_id == stage.id, Metric.split == "dev", Metric.name == "accuracy",
-                                       Metric.step.is_(None)).values(value=share))
+    k = sum(1 for key, v in dev.items() if key.startswith("support[") and v)
+    with store.session() as s, s.begin():  # (a teacher that learned nothing: always one class)
+        for name, value in (("accuracy", share), ("macro_f1", 2 * share / (1 + share) / k)):
+            s.execute(update(Metric).where(Metric.stage_id == stage.id, Metric.split == "dev", Metric.name == name,
+                                           Metric.step.is_(None)).values(value=value))
     store.close()
     args = ("distill", "--run", "r", "--student", "textcnn", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4",
             "--max-len", "32", "--db", db, "--json")
