@@ -892,8 +892,8 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
             with store.engine.connect() as conn:  # (ids only grow: one older than the issue now, gone, went with a replaced detection)
                 gone = issue_id < issue.id and conn.scalar(select(LabelIssue.id).where(LabelIssue.id == issue_id)) is None
             if gone:  # (a sheet exported before `kd labels detect --overwrite`)
-                raise KdError(f"{path}: line {line}: field 'issue_id': issue {issue_id} is of a detection of run {run!r} replaced since "
-                              f"(`kd labels detect --overwrite`): `kd labels export --run {run}` writes a fresh sheet of its issues")
+                raise KdError(f"{path}: line {line}: field 'issue_id': issue {issue_id} is of a detection of run {run!r} replaced or deleted since "
+                              f"(`kd labels detect --overwrite`, `kd runs delete`): `kd labels export --run {run}` writes a fresh sheet of its issues")
             raise KdError(f"{path}: line {line}: field 'issue_id': {issue_id} is not an issue of sample {sample_id} detected in run {run!r}")
         if sample_id in first_line:
             raise KdError(f"{path}: line {line}: field 'sample_id': sample {sample_id} is decided twice (first on line {first_line[sample_id]})")

@@ -1198,7 +1198,7 @@ def test_a_sheet_of_a_replaced_detection_says_so(db, tmp_path, error_line):
     kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
     assert first["sample_id"] in {i["sample_id"] for i in _issues(db)}  # (flagged again, under a new issue id)
     line = error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
-    assert f"field 'issue_id': issue {first['issue_id']} is of a detection of run 'r' replaced since" in line, line
+    assert f"field 'issue_id': issue {first['issue_id']} is of a detection of run 'r' replaced or deleted since" in line, line
     assert "`kd labels export --run r`" in line, line
 
 
