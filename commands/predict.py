@@ -207,15 +207,16 @@ def _text_field_noted(error: click.ClickException) -> click.ClickException:
 
 def _name_the_student(store, run: str, which: str, chosen: str) -> None:
     """A note on standard error where ``--model student`` chose among several distill stages (the
-    latest: a weaker one trained last answered, and nothing said which)."""
-    if which != "student":
-        return
+    latest: a weaker one trained last answered, and nothing said which), and where the student or the
+    teacher that answers is the parked one an --overwrite is replacing."""
     from kdstore.runs import FAILED, PARKED, process_state
 
     base, parked, _ = chosen.rpartition(PARKED)
-    if parked:  # (a killed or running --overwrite: the old model answers, under a name the user never typed)
-        click.echo(f"note: --model student is {chosen!r}, the one an --overwrite of {base!r} is replacing (not yet succeeded): "
+    if parked and which in ("student", "teacher", "teach"):  # (a killed or running --overwrite: the old model answers, under a name the user never typed)
+        click.echo(f"note: --model {which} is {chosen!r}, the one an --overwrite of {base!r} is replacing (not yet succeeded): "
                    "it answers until then", err=True)
+        return
+    if which != "student":
         return
     students = [s for s in store.stages_of(run) if s.kind == "distill" and s.status == "succeeded"]
     tried = [s for s in store.stages_of(run) if s.kind == "distill" and PARKED not in s.name and FAILED not in s.name]

@@ -161,11 +161,23 @@ def _speed_refused(store: Store, run: str, stage) -> str:
     return f"--speed needs an early-exit model, and run {run!r} has none (kd distill --student early-exit trains one)"
 
 
-def _run_teacher(store: Store, run: str):
-    """``run``'s teach stage; where it has none but its students learned from other runs' teachers
-    (``kd distill --teacher-run A``), the refusal names those runs, not only `kd teach` in this one."""
+def _teach_stage(store: Store, run: str):
+    """``run``'s teach stage, or while ``kd teach --overwrite`` replaces it (or was killed doing so) the
+    parked one it replaces, which serves until then, as a parked student does (README)."""
     try:
         return store.find_stage(run, "teach")
+    except KdError:
+        parked = [s for s in store.stages_of(run) if s.kind == "teach" and s.status == "succeeded" and "~parked-" in s.name]
+        if parked:
+            return parked[-1]
+        raise
+
+
+def _run_teacher(store: Store, run: str):
+    """``run``'s teach stage (``_teach_stage``); where it has none but its students learned from other runs'
+    teachers (``kd distill --teacher-run A``), the refusal names those runs, not only `kd teach` in this one."""
+    try:
+        return _teach_stage(store, run)
     except KdError as exc:
         raise teachers_elsewhere(store, run, exc, "`--run {} --model teacher`") from None
 
@@ -193,7 +205,7 @@ def default_student(store: Store, run: str):
 def model_stage(store: Store, run: str, which: str = "student"):
     """The teach or distill stage ``which`` names (as ``Predictor.from_run`` reads it), found without loading it."""
     if which == "student":
-        stage = default_student(store, run) or store.find_stage(run, "teach")
+        stage = default_student(store, run) or _teach_stage(store, run)
     elif which in ("teacher", "teach"):  # (the teacher's stage name, as `kd runs` lists it: its refusal names the same runs)
         stage = _run_teacher(store, run)
     else:

@@ -5597,6 +5597,25 @@ def test_predict_store_while_an_overwrite_replaces_the_student_is_refused_in_pla
     assert [s.name for s in store.stages_of("r") if s.kind == "predict"] == ["predict-distill-textcnn"]
 
 
+def test_predict_while_an_overwrite_replaces_the_teacher_serves_the_parked_teacher_and_says_so(taught_store):
+    """`kd predict --model teacher` (or a run with no student) while `kd teach --overwrite` ran was refused
+    ("until then, `--model teach~parked-ID` serves it"), where the README says the old model answers, as a
+    parked student does: a nightly script predicting then stopped. It answers, and says whose answers they are."""
+    from kdstore.runs import stage_scope
+
+    db = str(taught_store)
+    store = Store.open(db)
+    with pytest.raises(RuntimeError, match="the replacement fails"):
+        with stage_scope(store, run="r", kind="teach", name="teach", config={}, overwrite=True):
+            [parked] = [s.name for s in store.stages_of("r") if "~parked-" in s.name]
+            for which in ("teacher", "teach", "student"):  # (student: the run has none, its teacher answers)
+                out = kd("predict", "--run", "r", "--model", which, "--db", db, input="这个很好\n")
+                assert len(out.stdout.splitlines()) == 1, out.output
+                assert f"note: --model {which} is {parked!r}, the one an --overwrite of 'teach' is replacing" in out.stderr, out.stderr
+            raise RuntimeError("the replacement fails")
+    assert "note:" not in kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="这个很好\n").stderr
+
+
 def test_logits_only_whose_teacher_an_overwrite_parks_as_it_loads_says_so(taught_store, tmp_path, monkeypatch):
     """`kd teach --overwrite` starting while `kd teach --logits-only` loaded the teacher moves its folder away:
     the load failed as "cannot load model '.../r/teach/model': no such directory" (or, the new folder begun,
