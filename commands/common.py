@@ -246,7 +246,12 @@ def check_file_model(store: Store, run: str, which: str) -> None:
     if not store.run_exists(run):  # (the run's error, not the model's)
         return
     try:
-        store.find_stage(run, which, kinds=("teach", "distill"))
+        if which == "teach":  # (the teacher, as kd predict serves it: the parked one while kd teach --overwrite runs)
+            from kdstore.predictor import model_stage
+
+            model_stage(store, run, which)
+        else:
+            store.find_stage(run, which, kinds=("teach", "distill"))
     except KdError as exc:
         message = f"--model {which}: {exc}"
         raise click.ClickException(message + file_note(ctx, message)) from None

@@ -643,6 +643,13 @@ def _warn_first_layer_speed(predictor, chosen: bool) -> None:
         click.echo(f"warning: {note}", err=True)
 
 
+def _parked_refusal(run: str, name: str) -> KdError:
+    """``kd predict --store`` of the model an --overwrite is replacing (``NAME~parked-ID``)."""
+    return KdError(f"stage {name!r} of run {run!r} is the one an --overwrite is replacing: its predictions are "
+                   f"not stored as a stage while it runs; run this again once it has ended (without --store, "
+                   f"`--model {name}` serves it meanwhile)")
+
+
 def _predict_store(run: str, which: str, split: str | None, batch_size: int, device: str, overwrite: bool, db, as_json: bool,
                    speed: float | None = None, *, speed_if_early_exit: bool = False) -> None:
     """Logits, predictions and per-split metrics of the store's samples, as stage ``predict-STAGE``."""
@@ -659,8 +666,9 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     check_file_model(store, run, which)
     # the stage it would write, refused (a rerun without --overwrite) before the model loads, as kd teach's is
     planned = stage_to_serve(store, run, which).name
-    if "~parked-" not in planned:  # (refused below in plain words)
-        check_stage_free(store, run=run, kind="predict", name=f"predict-{planned}" + (f"@{split}" if split else ""), overwrite=overwrite)
+    if "~parked-" in planned:  # (before the model loads: a parked teacher is each of its folds' models)
+        raise _parked_refusal(run, planned)
+    check_stage_free(store, run=run, kind="predict", name=f"predict-{planned}" + (f"@{split}" if split else ""), overwrite=overwrite)
     loading = utcnow()
     predictor = Predictor.from_run(store, run, which, device=device, speed=speed, speed_if_early_exit=speed_if_early_exit)
     _warn_first_layer_speed(predictor, speed is not None)
@@ -680,9 +688,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
             "`kd predict` without --store serves it as it is"
         )
     if "~parked-" in model_stage.name:  # (its predict-STAGE name was refused as "not valid", a name never typed)
-        raise KdError(f"stage {model_stage.name!r} of run {run!r} is the one an --overwrite is replacing: its predictions are "
-                      f"not stored as a stage while it runs; run this again once it has ended (without --store, "
-                      f"`--model {model_stage.name}` serves it meanwhile)")
+        raise _parked_refusal(run, model_stage.name)
     if model_stage.ended_at is not None and model_stage.ended_at > loading:
         # an --overwrite ended while the model loaded: the stage by that name now is the new one, and the model
         # loaded may be the one it replaced (its predictions would be recorded under the new model's sha256)

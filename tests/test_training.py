@@ -5616,6 +5616,30 @@ def test_predict_while_an_overwrite_replaces_the_teacher_serves_the_parked_teach
     assert "note:" not in kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="这个很好\n").stderr
 
 
+def test_predict_store_while_an_overwrite_replaces_the_teacher_is_refused_before_it_loads(taught_store, tmp_path, monkeypatch):
+    """`kd predict --store --model teacher` while `kd teach --overwrite` ran was refused at once (no teacher);
+    served the parked teacher since, it loaded the whole teacher (each fold's model) before refusing it as parked.
+    And a config file's `model = "teach"` was refused as a stage the run lacks, where a typed --model teach answered."""
+    from kdstore.predictor import Predictor
+    from kdstore.runs import stage_scope
+
+    db = str(taught_store)
+    store = Store.open(db)
+    loads, real = [], Predictor.from_run.__func__
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, *a, **k: loads.append(a[1:]) or real(cls, *a, **k)))
+    (tmp_path / "kd.toml").write_text('[predict]\nmodel = "teach"\n', encoding="utf-8")
+    with pytest.raises(RuntimeError, match="the replacement fails"):
+        with stage_scope(store, run="r", kind="teach", name="teach", config={}, overwrite=True):
+            [parked] = [s.name for s in store.stages_of("r") if "~parked-" in s.name]
+            for which in ("teacher", "teach"):
+                out = kd("predict", "--run", "r", "--model", which, "--store", "--db", db, ok=False)
+                assert out.output.startswith(f"Error: stage {parked!r} of run 'r' is the one an --overwrite is replacing: "), out.output
+            assert loads == [], loads
+            out = kd("predict", "--run", "r", "--config", str(tmp_path / "kd.toml"), "--db", db, input="这个很好\n")
+            assert f"note: --model teach is {parked!r}" in out.stderr, out.output
+            raise RuntimeError("the replacement fails")
+
+
 def test_logits_only_whose_teacher_an_overwrite_parks_as_it_loads_says_so(taught_store, tmp_path, monkeypatch):
     """`kd teach --overwrite` starting while `kd teach --logits-only` loaded the teacher moves its folder away:
     the load failed as "cannot load model '.../r/teach/model': no such directory" (or, the new folder begun,
