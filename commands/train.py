@@ -1442,7 +1442,8 @@ def _file_teacher_weights_fit(teacher_runs: tuple[str, ...], teacher_weights: tu
     file_runs = resolve_runs(ctx, None, [file_runs] if isinstance(file_runs, str) else file_runs)
     if tuple(file_runs) == tuple(teacher_runs):
         return teacher_weights
-    _warn(f"--teacher-weight: the config file's {', '.join(f'{w:g}' for w in teacher_weights)} weigh its teacher runs "
+    _warn(f"--teacher-weight: the config file's {', '.join(f'{w:g}' for w in teacher_weights)} "
+          f"weigh{'s' if len(teacher_weights) == 1 else ''} its teacher run{'' if len(file_runs) == 1 else 's'} "
           f"{', '.join(file_runs)}, not the typed {', '.join(teacher_runs)}: not used (equal weights; type --teacher-weight "
           "for these)")
     return ()
