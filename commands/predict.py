@@ -665,8 +665,11 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     store = open_store(db, writer=True)
     check_file_model(store, run, which)
     # the stage it would write, refused (a rerun without --overwrite) before the model loads, as kd teach's is
-    planned = stage_to_serve(store, run, which).name
+    serving = stage_to_serve(store, run, which)
+    planned = serving.name
     if "~parked-" in planned:  # (before the model loads: a parked teacher is each of its folds' models)
+        if serving.kind == "teach":  # (as kd distill and detect say it: whether the replacement runs, or its process is gone)
+            store.find_stage(run, planned.split("~parked-")[0])
         raise _parked_refusal(run, planned)
     check_stage_free(store, run=run, kind="predict", name=f"predict-{planned}" + (f"@{split}" if split else ""), overwrite=overwrite)
     loading = utcnow()
