@@ -115,17 +115,16 @@ def below_room(accuracy: float, majority: float, *, share_of_room: float = MIN_S
 
 def chance_macro_f1(support) -> float | None:
     """The macro-F1 a model that learned nothing reaches on a split of ``support`` (class name -> count):
-    the best of always answering the most frequent class (F1 2s / (1 + s) for its share s, 0 for the
-    others), answering at random in the classes' shares (F1 p for a class of share p: 1 / K over K
-    classes) and answering each class alike at random (2p (1/K) / (p + 1/K)). ``None`` for no samples."""
+    the better of always answering the most frequent class (F1 2s / (1 + s) for its share s, 0 for the
+    others) and answering at random in the classes' shares (F1 p for a class of share p: 1 / K over K
+    classes). Answering each class alike at random does no better: its F1, 2p (1/K) / (p + 1/K), is at
+    most the mean of p and 1/K, which averages 1/K over the classes. ``None`` for no samples."""
     counts = [float(v) for v in support.values() if v]
     total = sum(counts)
     if total <= 0:
         return None
-    shares, k = [c / total for c in counts], len(counts)
-    majority = 2 * max(shares) / (1 + max(shares)) / k
-    uniform = sum(2 * p / k / (p + 1 / k) for p in shares) / k
-    return max(majority, 1 / k, uniform)
+    share, k = max(counts) / total, len(counts)
+    return max(2 * share / (1 + share) / k, 1 / k)
 
 
 def versus_majority(accuracy: float, majority: float) -> str:
