@@ -630,6 +630,7 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
     if text_key == label_key:  # (for the pool too, as a TSV's: the line's "label" went into its metadata)
         raise KdError(f"{name}: field {text_key!r}: the text key is also the label key")
     records = []
+    first, held = None, False  # (the first object and whether any line holds the label key: a pool's mistyped --label-col)
     lines = content.split(_line_end(content))
     for line, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -690,6 +691,9 @@ def _parse_jsonl(content: str, name: str, opts: IngestOptions, want_label: bool)
                     f"(\\ud800-\\udfff without its pair, e.g. an emoji cut in half): not valid Unicode"
                 )
         records.append(Record(text=text, label=label, line=line, meta=meta))
+        first, held = first or (line, obj), held or label_key in obj
+    if not want_label and opts.label_col is not None and first and not held:  # (its key was kept in every line's metadata)
+        raise KdError(f"{name}: line {first[0]}: field {label_key!r}: no line holds this key{_key_hint(first[1], label_key, opts.label_col, '--label-col')}")
     return records
 
 

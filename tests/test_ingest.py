@@ -2420,6 +2420,21 @@ def test_a_headerless_text_then_id_pool_is_refused_not_stored_as_its_ids(invoke,
     invoke(["ingest", "rated.tsv", "--split", "unlabeled"])
 
 
+def test_a_pool_of_json_lines_refuses_a_label_key_no_line_holds(invoke, write_file, db, read_samples, error_line):
+    """`--split unlabeled --label-col lable` on JSON lines holding "label" stored the pool with each
+    line's label kept in its metadata, exit 0: the mistyped key was left out of nothing (a TSV's
+    header refuses the column). A --label-col no line holds is refused, naming the keys there are."""
+    write_file("pool.jsonl", '{"text": "很好", "label": "1"}\n{"text": "不好", "label": "0"}\n')
+    line = error_line(invoke(["ingest", "pool.jsonl", "--split", "unlabeled", "--label-col", "lable"], ok=False))
+    assert line == "Error: pool.jsonl: line 1: field 'lable': no line holds this key (keys: 'text', 'label')", line
+    assert not store_exists(db)
+    invoke(["ingest", "pool.jsonl", "--split", "unlabeled", "--label-col", "label"])
+    assert [(r["text"], r["label"], r["meta"]) for r in read_samples()] == [("很好", None, None), ("不好", None, None)]
+    write_file("some.jsonl", '{"text": "一般"}\n{"text": "还行", "stars": 3}\n')  # (held by one line: read)
+    invoke(["ingest", "some.jsonl", "--split", "unlabeled", "--label-col", "stars"])
+    assert {r["text"]: r["meta"] for r in read_samples()}["还行"] is None
+
+
 def test_parse_a_few_conflicting_rows_are_no_swapped_columns():
     """The refusal of swapped columns needs many labels: a small file with one text labeled twice reads."""
     records = parse("pos\t好\nneg\t好\n".encode(), "c.tsv", IngestOptions())
