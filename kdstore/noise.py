@@ -310,6 +310,8 @@ def detect(
         raise KdError(f"min_margin must be in [0, 1), got {min_margin}")
     if not (np.isfinite(vote_weight) and vote_weight > 0):
         raise KdError(f"vote_weight must be a positive number, got {vote_weight}")
+    if not isinstance(calibrate, (bool, np.bool_)):  # (calibrate="no" is truthy: it calibrated)
+        raise KdError(f"calibrate must be True or False, got {calibrate!r}")
     extras = _members(extra_votes, n, k)
     if "ensemble" in methods and not extras:
         raise KdError("the 'ensemble' method needs extra_votes (other models' predictions)")

@@ -355,6 +355,7 @@ def test_validate_returns_normalized_arrays():
          "frac_noise 0.5 has no effect with combine 'union' and the disagree method"),
         (dict(min_margin=1.0), r"min_margin must be in \[0, 1\)"),
         (dict(vote_weight=0.0), "vote_weight must be a positive"),
+        (dict(calibrate="no"), "calibrate must be True or False, got 'no'"),  # (a truthy string calibrated)
         (dict(extra_votes=[np.array([0, 1])]), "2 predictions for 4 samples"),
         (dict(extra_votes=[np.array([0, 1, 2, 0])]), r"class ids outside 0\.\.1"),
         (dict(extra_votes=[np.array([0.0, 1.0, 0.0, 1.0])]), "integer class ids"),
