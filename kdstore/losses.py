@@ -140,6 +140,11 @@ def logit_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 def soft_loss(student: torch.Tensor, teacher: torch.Tensor, *, kind: str, temperature: float | torch.Tensor,
               scale: float | None = None) -> torch.Tensor:
+    # (shapes only, no values read: a (1, K) teacher broadcast over the batch without a word)
+    if student.ndim != 2 or teacher.shape != student.shape:
+        raise ValueError(f"student and teacher logits must both be (batch, classes), got {tuple(student.shape)} and {tuple(teacher.shape)}")
+    if isinstance(temperature, torch.Tensor) and temperature.shape != student.shape[:1]:
+        raise ValueError(f"per-sample temperatures must be ({student.shape[0]},), one a row, got {tuple(temperature.shape)}")
     if kind == "kl":
         return kl_soft(student, teacher, temperature=temperature, scale=scale)
     if kind == "soft_ce":
@@ -207,6 +212,8 @@ def distillation_loss(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if hard_weight is not None and hard_weight < 0:
         raise ValueError(f"hard_weight must be non-negative, got {hard_weight}")
+    if labels.shape != student.shape[:1]:  # (a (B, 1) column spread the per-row losses into a (B, B) table)
+        raise ValueError(f"labels must be ({student.shape[0]},), one class id (or -1) a row, got {tuple(labels.shape)}")
     soft = soft_loss(student, teacher, kind=kind, temperature=temperature, scale=scale)
     labeled = labels >= 0
     # every row scored with its label (class 0 standing in for none) and the unlabeled rows' losses

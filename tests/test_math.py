@@ -94,6 +94,20 @@ def test_distillation_loss_mixes_hard_and_soft_and_skips_hard_for_unlabeled():
         distillation_loss(student, teacher, labels, alpha=0.5, temperature=1.0, hard_weight=-1.0)
 
 
+def test_distillation_loss_refuses_shapes_that_would_broadcast():
+    """A (1, K) teacher broadcast over a batch of K-class students, and a (B, 1) column of labels
+    spread the per-row losses into a (B, B) table: both gave a loss, without a word."""
+    student, teacher, labels = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, -1, 2])
+    with pytest.raises(ValueError, match=r"both be \(batch, classes\), got \(4, 3\) and \(1, 3\)"):
+        distillation_loss(student, teacher[:1], labels, alpha=0.5, temperature=2.0)
+    with pytest.raises(ValueError, match=r"labels must be \(4,\), one class id \(or -1\) a row, got \(4, 1\)"):
+        distillation_loss(student, teacher, labels.view(4, 1), alpha=0.5, temperature=2.0)
+    with pytest.raises(ValueError, match=r"per-sample temperatures must be \(4,\)"):
+        distillation_loss(student, teacher, labels, alpha=0.5, temperature=torch.full((4, 1), 2.0))
+    assert distillation_loss(student, teacher, labels, alpha=0.5, temperature=torch.full((4,), 2.0)) == \
+        pytest.approx(float(distillation_loss(student, teacher, labels, alpha=0.5, temperature=2.0)))
+
+
 def test_distillation_loss_edge_weights_and_a_batch_without_labels_by_hand():
     """alpha 1 ignores the labels, alpha 0 leaves an unlabeled sample its soft loss whole, a batch of
     unlabeled samples only has no hard loss averaged over zero rows (no NaN), hard weight 0 is alpha * soft."""
