@@ -232,10 +232,12 @@ def export_model(
 
 def exportable_stages(store: Store, run: str, *, kinds: tuple[str, ...] = ("teach", "distill")) -> list[str]:
     """The succeeded model stages of ``run`` that can be exported, oldest first: not early-exit
-    models (their depth changes per text) nor fold students (``kd distill --folds``: votes)."""
+    models (their depth changes per text) nor fold students (``kd distill --folds``: votes). A stage
+    an ``--overwrite`` is replacing (``NAME~parked-ID``) is one: kd predict serves it meanwhile."""
     from .early_exit import is_early_exit
+    from .runs import PARKED
 
-    return [s.name for s in store.stages_of(run) if s.kind in kinds and s.status == "succeeded" and "~" not in s.name
+    return [s.name for s in store.stages_of(run) if s.kind in kinds and s.status == "succeeded" and ("~" not in s.name or PARKED in s.name)
             and not is_early_exit(s.artifact_path) and not (s.kind == "distill" and fold_count(s.config))]
 
 

@@ -1286,6 +1286,22 @@ def test_runs_delete_removes_an_export_made_while_its_stage_was_parked(built, tm
     assert not parked.exists()
 
 
+def test_export_without_model_exports_the_parked_student_kd_predict_serves(built, tmp_path):
+    """While ``kd distill --overwrite`` replaces the latest student, it waits as ``NAME~parked-ID`` and
+    ``kd predict --run`` serves it (README): ``kd export --run`` passed over it for an older student and
+    warned that the parked one "is fold students (kd distill --folds) and cannot be exported"."""
+    db = tmp_path / "kd.db"
+    with sqlite3.connect(built) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    with sqlite3.connect(db) as c:  # (as an --overwrite that is running, or was killed, leaves it)
+        c.execute("UPDATE stages SET name = ? WHERE name = ?", ("distill-transformer~parked-99", "distill-transformer"))
+    assert Predictor.from_run(Store.open(str(db)), RUN, device="cpu").stage_name == "distill-transformer~parked-99"
+    out = kd_export("--run", RUN, "--format", "torchscript", "--out", str(tmp_path / "x"), "--db", str(db))
+    assert "fold students" not in out.stderr and "cannot be exported" not in out.stderr, out.stderr
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["stage"]["name"] == "distill-transformer~parked-99"
+
+
 def test_runs_delete_dry_run_does_not_call_a_parked_export_it_deletes_kept(built, tmp_path):
     """A `kd distill --overwrite` killed with -9, the old student exported as it waited parked: `kd runs delete
     --stage NAME --dry-run` (a store given by a relative --db) listed that export among those it deletes, and warned
