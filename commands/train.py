@@ -91,6 +91,9 @@ def _seed_option(f):
 
 GRAD_ACCUM_HELP = ("Run each --batch-size batch as K pieces whose gradients add up before the step (gradient accumulation): "
                    "the same steps in about 1/K of the activation memory, for a model or a --max-len that does not fit.")
+# (kd distill's intermediate losses are token means, each piece's weighed by its rows: near the whole batch's, not equal)
+DISTILL_GRAD_ACCUM_HELP = GRAD_ACCUM_HELP.replace("the same steps in", "the same steps (nearly, with a transformer student's "
+                                                  "intermediate losses: token means, each piece's weighed by its rows) in")
 
 
 def _warn(message: str) -> None:
@@ -1112,7 +1115,7 @@ def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True, help="linear: the learning rate falls to 0 at the last step (after --warmup), as kd teach trains; a transformer student wants it.")
 @click.option("--warmup", type=FLOAT, default=0.0, show_default=True, help="Fraction of the training steps over which the learning rate rises from 0 (e.g. 0.1 with --lr-schedule linear).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--grad-accum", type=int, default=1, show_default=True, help=GRAD_ACCUM_HELP)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help=DISTILL_GRAD_ACCUM_HELP)
 @click.option("--max-len", type=int, default=128, show_default="the (first) teacher's; 128 if it has none")
 @click.option("--patience", type=int, default=3, show_default=True, help="Dev scores without a gain before stopping (one an epoch, or one each --eval-every steps).")
 @click.option("--eval-every", type=int, default=0, help="Score dev every N training steps (and at the last), keeping the best of those, instead of at each epoch's end: for a pool much larger than the labels, whose epoch is long.")
