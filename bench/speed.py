@@ -25,7 +25,7 @@ Timing (texts in, logits out: tokenization and padding are inside every timing):
   - early exit: ``EarlyExitPredictor`` one text at a time at each speed, speeds interleaved text by text,
     median over the rounds of the total time; speedup = time at speed 0 / time at speed S. Accuracy at
     each speed is over the same texts; the store's per-speed test figures (``kd distill`` measures them in
-    batches of 64, fastest of 3) are shown beside them. The target is judged at the speed
+    batches of 64, median of 5 passes) are shown beside them. The target is judged at the speed
     ``kdstore.early_exit.calibrate_speed`` chooses on dev.tsv for ``--ee-max-loss`` points (as
     ``kd distill --max-loss`` does), so no test text takes part in choosing it.
 """
@@ -365,7 +365,7 @@ def markdown(res: dict, args, info: dict, command: str | None, not_judged: str |
         f"- **Training (not a quality result):** {cfg['pretrain_steps']} masked-LM steps on the train texts, "
         f"{cfg['teach_epochs']} fine-tuning epoch(s) on the first {cfg['train_rows']:,} of the 14,363 train rows "
         f"({'on this CPU' if cfg.get('train_device', 'cpu') == 'cpu' else 'with --train-device ' + cfg['train_device']}, short of the "
-        "protocol's teacher); students {cfg['student_epochs']} epoch(s); "
+        f"protocol's teacher); students {cfg['student_epochs']} epoch(s); "
         f"early-exit branches {cfg['ee_epochs']} epoch(s). Accuracies below come from this briefly trained teacher "
         f"and are on the first {cfg['test_rows']:,} rows of test.tsv; they are not quality results"
         + (f" (the teacher is at chance level, {res['accuracy']['teacher']:.1%}: it has learned nothing yet)."
@@ -448,6 +448,8 @@ def markdown(res: dict, args, info: dict, command: str | None, not_judged: str |
         lines += ["", f"Tokenizing the {cfg['batch_texts']:,} batch texts (median of {cfg['repeats']}): " + "; ".join(parts) + "." + share]
     ee = res.get("early_exit")
     if ee:
+        from kdstore.early_exit import EarlyExitConfig
+
         one = ee["one_at_a_time"]
         stored = ee["stored_test"]
         base_acc = one["0"]["accuracy"]
@@ -456,7 +458,7 @@ def markdown(res: dict, args, info: dict, command: str | None, not_judged: str |
             f"Early exit (FastBERT, `kd distill --student early-exit`, uncertainty {one['uncertainty']}, {one['num_layers']} layers), "
             f"one text at a time over the first {cfg['ee_texts']:,} texts of test.tsv, {cfg['repeats']} rounds, speeds interleaved text by text; "
             f"speedup = median time at speed 0 / median time at speed S. The store columns are what `kd distill` recorded on its "
-            f"{cfg['test_rows']:,} test rows (batches of 64, fastest of 3).",
+            f"{cfg['test_rows']:,} test rows (batches of 64, median of {EarlyExitConfig().timing_repeats} passes).",
             "",
             "| speed | accuracy, one at a time | Δ vs speed 0 (pt) | mean exit layer | p50 / p99 ms | speedup, one at a time (median; min-max) | store: test acc. | store: speedup, batch 64 | store: FLOPs speedup |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -1692,3 +1692,48 @@ def test_a_kill_of_the_suite_by_a_time_limit_marks_the_table_interrupted_as_ctrl
     assert "stopped: terminated (SIGTERM)" in (out / "logs" / "B4.log").read_text()
     assert "**interrupted** (exit 1)" in (out / "BENCHMARKS.md").read_text(encoding="utf-8")
     assert "not run: B5" in capsys.readouterr().err
+
+
+def _b4_with_early_exit() -> dict:
+    """What bench/speed.py --json writes for a CPU run of the teacher alone, with its early-exit figures."""
+    from bench.speed import SPEEDS
+
+    def row(acc, speedup, layers):
+        return {"accuracy": acc, "speedup": speedup, "mean_layers": layers, "p50_ms": 1.0, "p99_ms": 2.0, "speedup_rounds": [speedup]}
+
+    one = {f"{s:g}": row(0.8, 1.0 + s, 6 - 4 * s) for s in SPEEDS}
+    one.update({"num_layers": 6, "texts": 30, "uncertainty": "entropy"})
+    res = {
+        "config": {"layers": 6, "hidden": 384, "max_len": 128, "pretrain_steps": 20, "teach_epochs": 1, "train_rows": 1000, "dev_rows": 300,
+                   "test_rows": 500, "students": [], "student_epochs": 1, "transformer_layers": 3, "ee_epochs": 1, "ee_texts": 30,
+                   "batch_texts": 2000, "batch_size": 256, "single_texts": 300, "repeats": 5, "seed": 1},
+        "threads": {"torch": 2, "torch_interop": 2, "onnxruntime_version": None, "onnxruntime_providers": [], "onnxruntime_intra_op": None},
+        "texts": {"batch_mean_chars": 100.0, "batch_truncated_pct": 5.0, "batch_mean_tokens_after_cut": 90.0},
+        "params": {"teacher": 20_000_000}, "accuracy": {"teacher": 0.9},
+        "timing": {"teacher/eager": {"samples_per_s": 100.0, "samples_per_s_min": 90.0, "samples_per_s_max": 110.0, "p50_ms": 10.0, "p99_ms": 20.0}},
+        "early_exit": {"one_at_a_time": one, "stored_test": {"speedup@0.5": 1.4, "accuracy@0.5": 0.8}, "stored_test_rows": 500},
+        "phases": {"timing": 10.0}, "machine": MACHINE,
+    }
+    return res
+
+
+def test_b4_early_exit_caption_says_how_kd_distill_timed_the_store_speedups():
+    """The store's speed-ups are what `kd distill` measured: the median of EarlyExitConfig.timing_repeats
+    side-by-side passes (measure_speeds), not "the fastest of 3" the caption said."""
+    from bench.speed import markdown_from_json
+    from kdstore.early_exit import EarlyExitConfig
+
+    text = markdown_from_json(_b4_with_early_exit())
+    assert "fastest of 3" not in text
+    assert f"batches of 64, median of {EarlyExitConfig().timing_repeats} passes" in text
+
+
+def test_b4_training_line_names_the_students_epochs():
+    """The B4 page read "students {cfg['student_epochs']} epoch(s)": the figure, not the code that should give it."""
+    from bench.speed import markdown_from_json
+
+    res = _b4_with_early_exit()
+    res["config"]["student_epochs"] = 7
+    text = markdown_from_json(res)
+    assert "{cfg[" not in text
+    assert "students 7 epoch(s); early-exit branches 1 epoch(s)." in text
