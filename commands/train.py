@@ -782,7 +782,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             if to_learn:  # (measured on train, it would be judged on the texts it learned from; beside late dev or test ones too)
                 k = sum(to_learn.values())  # (not n: the samples scored, which the output then reports)
                 _warn(f"{k} {'/'.join(to_learn)} sample{'s' * (k != 1)} came after the teacher was trained: it scored {'them' if k != 1 else 'it'} now but "
-                      f"never learned from {'them' if k != 1 else 'it'}; `kd teach --run {run} --overwrite` (with the options `kd report --run {run}` lists) retrains it on {'them' if k != 1 else 'that one'}")
+                      f"never learned from {'them' if k != 1 else 'it'}; {_reteach_command(store, run)} retrains it on {'them' if k != 1 else 'that one'}")
             if as_json:  # (run, stage and warnings as every teach --json carries them)
                 print_json({"run": run, "stage": store.find_stage(run, "teach").name, "scored": n, "warnings": _warned()})
             else:

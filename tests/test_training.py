@@ -10,6 +10,7 @@ import json
 import math
 import random
 import re
+import shlex
 import shutil
 import sqlite3
 from contextlib import contextmanager
@@ -192,12 +193,26 @@ def test_logits_only_scores_samples_ingested_later(taught_store, tmp_path):
     kd("ingest", str(tmp_path / "train2.tsv"), "--db", db)
     out = kd("teach", "--run", "r", "--logits-only", "--db", db)
     assert "--split train" not in out.stderr and "warning: 1 train sample came after the teacher was trained: it scored it now " \
-        "but never learned from it; `kd teach --run r --overwrite` (with the options `kd report --run r` lists) retrains it on that one" in out.stderr  # (not "on them")
+        "but never learned from it; `kd teach --run r --model " in out.stderr and " --overwrite` (with the other options " \
+        "`kd report --run r` lists for it) retrains it on that one" in out.stderr  # (not "on them"; --model: refused without it)
     store = Store.open(db)
     assert [m.value for m in store.metrics(stage.id) if m.split == "dev" and m.name == "n"] == [20]
     report = json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)  # its matrix counts what its figures did
     teach = next(st for st in report["stages"] if st["name"] == "teach")
     assert np.array(teach["confusion"]["dev"]).sum() == 20
+
+
+def test_logits_only_late_train_sample_advises_a_kd_teach_that_runs_when_pasted(taught_store, tmp_path):
+    """The late train sample's warning advised `kd teach --run r --overwrite`, which kd teach refuses for want
+    of --model: the command named is the teacher's own (``reteach_command``), and pasted (with the other options
+    kd report lists) it retrains the teacher."""
+    db = str(taught_store)
+    kd("ingest", str(write_tsv(tmp_path / "train2.tsv", [("neg", "后来的训练样本太差")])), "--db", db)
+    out = kd("teach", "--run", "r", "--logits-only", "--db", db)
+    line = next(l for l in out.stderr.splitlines() if "came after the teacher was trained" in l)
+    command = shlex.split(line.split("`")[1])
+    assert command[:2] == ["kd", "teach"] and "--model" in command, line
+    kd(*command[1:], "--epochs", "1", "--max-len", "32", "--db", db)  # (the other options kd report lists)
 
 
 def test_logits_only_of_late_train_and_dev_samples_says_the_teacher_never_learned_the_train_ones(taught_store, tmp_path):
