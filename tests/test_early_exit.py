@@ -1253,6 +1253,18 @@ def test_predict_store_summary_names_the_speed_and_the_mean_exit_layer(trained):
     assert "mean exit layer" not in plain
 
 
+def test_predict_store_again_at_another_speed_names_the_speed_of_the_stored_predictions(trained):
+    """`kd predict --store --speed 0.2` after one at 0.9 was refused as "pass --overwrite to replace it",
+    not saying that the stored predictions are at another speed, which --overwrite would lose."""
+    db = trained["db"]
+    kd("predict", "--run", "r", "--model", "early-exit", "--store", "--split", "dev", "--speed", "0.9", "--overwrite", "--db", db)
+    out = kd("predict", "--run", "r", "--model", "early-exit", "--store", "--split", "dev", "--speed", "0.2", "--db", db, ok=False).output
+    assert out.strip().endswith("pass --overwrite to replace it (its predictions are at speed 0.9; they would be replaced by "
+                                "those at --speed 0.2)"), out
+    same = kd("predict", "--run", "r", "--model", "early-exit", "--store", "--split", "dev", "--speed", "0.9", "--db", db, ok=False).output
+    assert same.strip().endswith("pass --overwrite to replace it"), same
+
+
 def test_pick_speed_refuses_a_nan_budget_or_z():
     """``max_loss=nan`` (or ``z=nan``) passed ``max_loss < 0`` and failed no ``loss + z se > nan``
     comparison: every speed passed, and the fastest was chosen, losing 75 points here."""
