@@ -190,7 +190,7 @@ def export(run, path, overwrite, db, as_json):
 
 @labels.command(name="import")
 @run_option(default="Default: the run the sheet names (its run column), else a config file's run, else default.")
-@click.argument("path", type=KdPath(exists=True, dir_okay=False))
+@click.argument("path", type=KdPath(dir_okay=False))  # (a missing sheet: read_sheet's one line, exit 1, as a missing input file elsewhere)
 @click.option("--name", "stage_name", help="Name of the clean stage it records [default: review, then review-2, review-3, ...].")
 @overwrite_option
 @store_options

@@ -3690,3 +3690,14 @@ def test_a_weak_teacher_warning_names_the_tfidf_member_only_where_detect_takes_i
     pairs = _hand_made_teacher(tmp_path / "pairs.db", ["pos", "neg"] * 10 + ["mid"] * 2)
     said = kd("labels", "detect", "--run", "r", "--db", pairs).stderr
     assert "stronger teacher (or detect with --tfidf-member) before cleaning" in said, said
+
+
+def test_import_of_a_missing_sheet_is_an_error_as_a_missing_input_file_is_elsewhere(tmp_path, error_line):
+    """`kd labels import missing.csv` exited 2 with click's usage wording ("Invalid value for 'PATH': File ...
+    does not exist"), where a missing input file of kd ingest, kd predict or --classes is one error line, exit 1."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["甲很好", "乙很好"])
+    sheet = tmp_path / "review.csv"
+    result = kd("labels", "import", "--run", "r", str(sheet), "--db", db, ok=False)
+    assert result.exit_code == 1
+    assert error_line(result) == f"Error: {sheet}: cannot read: No such file or directory"
+    assert _count(db, LabelEdit) == 0 and {i["status"] for i in _issues(db)} == {"open"}
