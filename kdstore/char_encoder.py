@@ -330,11 +330,13 @@ def non_text_ids(tokenizer) -> list[int]:
 
 
 def unknown_only(ids, unk_id: int | None, special_ids: Sequence[int] = ()) -> list[bool]:
-    """Per row of ``ids``: whether it has text tokens (every id but ``special_ids``, ``unk_id`` aside) and
-    each is ``unk_id``, a text of which the vocabulary holds nothing (an emoji-only review for a
-    Chinese BERT's): its answer is the model's for ``[UNK]``, not for its text. All false where
-    ``unk_id`` is ``None`` (a byte-level tokenizer has no unknown token)."""
+    """Per row of ``ids``: whether each of its text tokens (every id but ``special_ids``, ``unk_id`` aside)
+    is ``unk_id``, a text of which the vocabulary holds nothing (an emoji-only review for a
+    Chinese BERT's): its answer is the model's for ``[UNK]``, not for its text. A row of no text token
+    at all (a line of combining marks or zero-width spaces, which a BERT tokenizer drops) is one too: its
+    answer is the model's for nothing. All false where ``unk_id`` is ``None`` (a byte-level tokenizer has
+    no unknown token)."""
     if unk_id is None:
         return [False] * len(ids)
     special = set(special_ids) - {unk_id}
-    return [unk_id in row and all(i == unk_id or i in special for i in row) for row in ids]  # (`in` first: C speed)
+    return [all(i == unk_id or i in special for i in row) for row in ids]  # (stops at the first text token)

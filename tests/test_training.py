@@ -2926,6 +2926,11 @@ def test_predict_says_which_texts_the_vocabulary_holds_nothing_of(taught_store):
     rows = [json.loads(l) for l in kd("predict", "--run", "r", "--model", "teacher", "--json", "--db", db,
                                       input="这个很好\n😀😀😀\n👍 👍\n").stdout.splitlines()]
     assert [r["unknown"] for r in rows] == [False, True, True]
+    # a line of combining marks alone: the tokenizer drops it whole, and [CLS] [SEP] was answered in silence,
+    # "unknown": false (zero-width spaces alone are an empty line)
+    rows = [json.loads(l) for l in kd("predict", "--run", "r", "--model", "teacher", "--json", "--db", db,
+                                      input="这个很好\n\u0301\n\u0300\u0301\n").stdout.splitlines()]
+    assert [r.get("unknown") for r in rows] == [False, True, True], rows
 
 
 def test_predict_names_texts_of_unknown_tokens_in_one_warning(capsys):
