@@ -166,7 +166,7 @@ COUNT_METRICS = frozenset({
     "diverged_epoch", "processes", "augmented_added", "parameters", "flops_per_sample", "steps", "texts",
     "vocab_size", "split_texts", "folds", "in_sample", "relabel", "drop", "flag", "reject", "unchanged", "skipped_edited", "skipped_rejected", "skipped_set",
     "chosen_changed", "pool_samples", "augmented_samples", "pool_without_logits", "teacher_layer",
-    "branch_parameters", "num_layers", "max_len", "flops", "flagged_of", "speed_threads",
+    "branch_parameters", "num_layers", "max_len", "flops", "flagged_of", "speed_threads", "estimated_issues",
 })
 
 

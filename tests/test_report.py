@@ -351,3 +351,12 @@ def test_the_note_of_a_label_teacher_quotes_a_class_name_a_shell_would_split():
     assert chosen_rows({"config": {"labels": ["pos", "中 评"]}}) == "learned from the rows --label pos --label '中 评' selects"
     assert chosen_rows({"config": {"labels": ["pos", "neg"], "where": "id % 2 = 0"}}) == \
         "learned from the rows --where 'id % 2 = 0' and --label pos --label neg select"
+
+
+def test_a_detections_estimate_of_wrong_labels_reads_back_as_a_count():
+    """``estimated_issues`` (cleanlab's estimate of how many labels are wrong, a detection's figure) is a count:
+    ``kd report --json`` gave 3.0 and the text table "3.0000", where every other count is a whole number."""
+    from commands.runs import _fmt
+    from kdstore.report import metric_value
+
+    assert type(metric_value("estimated_issues", 3.0)) is int and _fmt(metric_value("estimated_issues", 3.0)) == "3"
