@@ -97,7 +97,10 @@ def check_matches(matches: Sequence[Match], *, student_layers: int, teacher_laye
     for m in matches:
         for side, layer, depth in (("student", m.student, student_layers), ("teacher", m.teacher, teacher_layers)):
             if layer >= depth:
-                raise KdError(f"--match {m.spelled}: the {side} has no layer {layer}: its layers are 0 to {depth - 1} (or emb)")
+                # (TextBrewer's hidden-state indices count the embedding output as 0: its last layer is `depth`)
+                shifted = (f" (TextBrewer's hidden layer {layer}, counted from the embeddings as 0, is {layer - 1} here; its 0 is emb)"
+                           if m.kind in HIDDEN_KINDS and layer == depth else "")
+                raise KdError(f"--match {m.spelled}: the {side} has no layer {layer}{shifted}: its layers are 0 to {depth - 1} (or emb)")
 
 
 def hidden_index(layer: int) -> int:

@@ -128,3 +128,37 @@ def test_a_layer_several_teachers_lack_names_the_first_teacher_run():
         with pytest.raises(KdError) as raised:  # one teacher: "the teacher" says which
             check_student_shape(one, first, 2)
         assert "--teacher-run" not in str(raised.value)
+
+
+def test_a_textbrewer_hidden_layer_index_past_the_last_says_how_kd_counts():
+    """TextBrewer's hidden-state `layer_T`/`layer_S` index `hidden_states`, where 0 is the embedding output:
+    its last layer of a 4-layer teacher is 4, which kd counts as 3. `--match hidden_mse:1:4` was refused with
+    "the teacher has no layer 4" alone; it says that TextBrewer's hidden layer N is N-1 here (emb its 0).
+    An attention match counts alike in both: no such hint there."""
+    with pytest.raises(KdError, match=r"the teacher has no layer 4 \(TextBrewer's hidden layer 4, counted from the embeddings as 0, "
+                                      r"is 3 here; its 0 is emb\): its layers are 0 to 3 \(or emb\)"):
+        check_matches([parse_match("hidden_mse:1:4")], student_layers=2, teacher_layers=4)
+    with pytest.raises(KdError, match=r"the student has no layer 2 \(TextBrewer's hidden layer 2, .* is 1 here"):
+        check_matches([parse_match("nst:2:3")], student_layers=2, teacher_layers=4)
+    with pytest.raises(KdError) as raised:
+        check_matches([parse_match("attention_kl:1:4")], student_layers=2, teacher_layers=4)
+    assert "TextBrewer" not in str(raised.value)
+    with pytest.raises(KdError) as raised:  # past the last by more: no TextBrewer index either
+        check_matches([parse_match("hidden_mse:1:7")], student_layers=2, teacher_layers=4)
+    assert "TextBrewer" not in str(raised.value)
+
+
+def test_match_help_says_textbrewer_hidden_layers_count_the_embeddings():
+    """A TextBrewer `{'layer_T': 8, 'layer_S': 2, 'feature': 'hidden'}` is `hidden_mse:1:7` here: its hidden
+    indices count the embedding output as 0. Copied as `hidden_mse:2:8` it silently matched the layers above;
+    the help and README say the shift."""
+    from click.testing import CliRunner
+
+    from commands.cli import cli
+
+    shown = " ".join(CliRunner().invoke(cli, ["distill", "--help"]).output.split())
+    assert "TextBrewer's hidden layer N (0: the embeddings) is N-1 here" in shown, shown
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert "TextBrewer's hidden-state `layer_T`/`layer_S` count the embedding output as 0" in readme
