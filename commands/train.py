@@ -1242,10 +1242,6 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     if cfg.class_weight != "none" and not cfg.hard_weighed:
         _warn(f"--class-weight {cfg.class_weight}: not used: the hard (gold label) loss weighs 0 throughout "
               "(--alpha 1, or --hard-weight 0)")
-    if cfg.probability_shift and not cfg.soft_weighed and (cfg.hard_weight is not None or cfg.temperature_schedule == "constant"):
-        # (tied, under flsw/cwsm, the shifted targets still move the batch's mean weight, so the pool's temperatures)
-        _warn("--probability-shift: not used: the labeled samples' soft loss weighs 0 throughout (--alpha 0): "
-              "it shifts only their targets")
     pick_device(cfg.device)  # (as teach's)
     store = open_store(db, writer=True)
     if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
@@ -1253,6 +1249,12 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
                          teachers=list(teacher_runs))
     _check_where_runs(store, cfg.where, by_name=False)  # (before the pool is read by it; distill has no --label)
     cfg = _resolve_unlabeled(store, cfg)
+    if cfg.probability_shift and not cfg.soft_weighed and (cfg.hard_weight is not None or cfg.temperature_schedule == "constant"
+                                                          or (not cfg.unlabeled and not cfg.augment)):
+        # (tied, under flsw/cwsm, the shifted targets still move the batch's mean weight, so the pool's temperatures:
+        # where there is a pool or augmented text to move; unlabeled is resolved above, the pool's presence with it)
+        _warn("--probability-shift: not used: the labeled samples' soft loss weighs 0 throughout (--alpha 0): "
+              "it shifts only their targets")
     soft_unused = _options_given(("temperature", "temperature_end", "temperature_schedule", "soft_loss"))
     # (with --hard-weight, alpha weighs every sample's soft loss, the pool's and --augment's too)
     if soft_unused and not cfg.soft_weighed and (cfg.hard_weight is not None or (not cfg.unlabeled and not cfg.augment)):

@@ -53,6 +53,7 @@ def parse_match(text: str) -> Match:
     if kind not in MATCH_KINDS:
         raise KdError(f"--match {text!r}: unknown loss {parts[0]!r}: choose from {', '.join(MATCH_KINDS)}")
     layers = []
+    emb = " (or emb)" if kind in HIDDEN_KINDS else ""  # (an attention match refuses emb: not offered)
     for side, value in (("student", parts[1]), ("teacher", parts[2])):
         if value.lower() == "emb":
             if kind not in HIDDEN_KINDS:
@@ -62,9 +63,9 @@ def parse_match(text: str) -> Match:
         try:
             layer = int(value)
         except ValueError:
-            raise KdError(f"--match {text!r}: the {side} layer must be a number counted from 0 (or emb), got {value!r}") from None
+            raise KdError(f"--match {text!r}: the {side} layer must be a number counted from 0{emb}, got {value!r}") from None
         if layer < 0:
-            raise KdError(f"--match {text!r}: the {side} layer must be counted from 0 (or emb), got {layer}")
+            raise KdError(f"--match {text!r}: the {side} layer must be counted from 0{emb}, got {layer}")
         layers.append(layer)
     weight = 1.0
     if len(parts) == 4:
@@ -100,7 +101,8 @@ def check_matches(matches: Sequence[Match], *, student_layers: int, teacher_laye
                 # (TextBrewer's hidden-state indices count the embedding output as 0: its last layer is `depth`)
                 shifted = (f" (TextBrewer's hidden layer {layer}, counted from the embeddings as 0, is {layer - 1} here; its 0 is emb)"
                            if m.kind in HIDDEN_KINDS and layer == depth else "")
-                raise KdError(f"--match {m.spelled}: the {side} has no layer {layer}{shifted}: its layers are 0 to {depth - 1} (or emb)")
+                emb = " (or emb)" if m.kind in HIDDEN_KINDS else ""  # (an attention match refuses emb)
+                raise KdError(f"--match {m.spelled}: the {side} has no layer {layer}{shifted}: its layers are 0 to {depth - 1}{emb}")
 
 
 def hidden_index(layer: int) -> int:

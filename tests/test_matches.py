@@ -35,11 +35,30 @@ def test_a_match_is_parsed_spelled_back_and_checked():
         parse_matches(["hidden_mse:1:2", "hidden_mse:1:2:3"])
     assert len(parse_matches(["hidden_mse:1:2", "hidden_cos:1:2", "hidden_mse:1:3"])) == 3
     check_matches(parse_matches(["hidden_mse:emb:emb", "attention_kl:1:3"]), student_layers=2, teacher_layers=4)
-    with pytest.raises(KdError, match=r"--match attention_kl:2:3:1: the student has no layer 2: its layers are 0 to 1 \(or emb\)"):
+    with pytest.raises(KdError, match=r"--match attention_kl:2:3:1: the student has no layer 2: its layers are 0 to 1$"):
         check_matches([parse_match("attention_kl:2:3")], student_layers=2, teacher_layers=4)
     with pytest.raises(KdError, match="the teacher has no layer 4"):
         check_matches([parse_match("nst:0:4")], student_layers=2, teacher_layers=4)
 
+
+
+def test_an_attention_match_is_not_offered_emb_it_refuses():
+    """`emb` is the embedding output, which has no attention: a refusal of an attention match's layer said
+    "counted from 0 (or emb)" and "its layers are 0 to 1 (or emb)", and the emb it offered was then refused
+    ("attention_kl compares attentions, and the embeddings have none"). A hidden-state match keeps it."""
+    refusals = (("attention_kl:x:1", None), ("attention_mse:1:-2", None), ("attention_kl:5:1", (2, 4)), ("attention_mse:0:4", (2, 4)))
+    for text, depths in refusals:
+        with pytest.raises(KdError) as raised:
+            if depths is None:
+                parse_match(text)
+            else:
+                check_matches([parse_match(text)], student_layers=depths[0], teacher_layers=depths[1])
+        assert "emb" not in str(raised.value), str(raised.value)
+    for text in ("hidden_mse:x:1", "nst:1:-2"):
+        with pytest.raises(KdError, match=r"\(or emb\)"):
+            parse_match(text)
+    with pytest.raises(KdError, match=r"its layers are 0 to 3 \(or emb\)"):
+        check_matches([parse_match("pkd:0:4")], student_layers=2, teacher_layers=4)
 
 def test_a_match_is_recorded_with_the_weight_it_ran_at():
     """A stage records its matches spelled (`matches`), to be passed back for a rerun: a weight spelled with

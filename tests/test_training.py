@@ -908,6 +908,20 @@ def test_class_weight_and_probability_shift_where_their_loss_weighs_0_are_warned
     assert "not used" not in out.stderr
 
 
+
+def test_probability_shift_under_a_temperature_schedule_without_a_pool_is_warned_of(taught_store):
+    """--alpha 0 (tied) weighs the labeled samples' soft loss 0: under flsw/cwsm the shifted targets were let off
+    the warning because they move the batch's mean weight, so the pool's temperatures; with no pool nor
+    augmented text (--no-unlabeled) there are none to move, and the shift changed nothing, in silence."""
+    db = str(taught_store)
+    common = ["--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db]
+    said = "warning: --probability-shift: not used: the labeled samples' soft loss weighs 0 throughout"
+    out = kd("distill", "--run", "r", "--alpha", "0", "--no-unlabeled", "--probability-shift", "--temperature-schedule", "flsw",
+             "--name", "a", *common)
+    assert said in out.stderr, out.stderr
+    out = kd("distill", "--run", "r", "--alpha", "0", "--probability-shift", "--temperature-schedule", "flsw", "--name", "b", *common)
+    assert said not in out.stderr, out.stderr  # (the pool's temperatures move with the shifted targets)
+
 def test_alpha_0_with_hard_weight_names_the_soft_options_unused_and_an_intermediate_loss_teaches_the_pool(taught_store):
     """With --hard-weight, alpha weighs every sample's soft loss: --alpha 0 --hard-weight 1 learns no soft loss,
     pool or not, yet a typed --temperature was taken in silence (the warning asked for --no-unlabeled too). And
