@@ -1088,7 +1088,7 @@ def _warn_student_past_trained_positions(teacher_config, cfg) -> None:
 @click.option("--teacher-run", "teacher_runs", multiple=True, callback=resolve_runs, help="Run(s) whose teacher logits to use (averaged); default: --run.")
 @click.option("--teacher-weight", "teacher_weights", multiple=True, type=FLOAT, help="Weight of each --teacher-run (default: equal).")
 @click.option("--teacher-average", type=click.Choice(TEACHER_AVERAGES), default="probs", show_default=True, help="Several --teacher-run: average their probabilities (a mixture of their answers), or their logits, as TextBrewer's multi-teacher distillation does (a confident teacher weighs more).")
-@click.option("--alpha", type=FLOAT, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples (with --hard-weight: on every sample, the pool's too).")
+@click.option("--alpha", type=FLOAT, default=0.5, show_default=True, help="Weight of the soft loss on labeled samples, in [0, 1] (with --hard-weight: on every sample, the pool's too, and it may pass 1, as TextBrewer's kd_loss_weight).")
 @click.option("--alpha-end", type=FLOAT, help="Move alpha linearly to this value over training.")
 @click.option("--hard-weight", type=FLOAT, help="Weight of the hard (gold label) loss on labeled samples, on its own (default: 1 - alpha); alpha then weighs every sample's soft loss, the pool's too.")
 @click.option("--hard-weight-end", type=FLOAT, help="Move --hard-weight linearly to this value over training (e.g. 1 -> 0 while --alpha-end grows: TextBrewer's linear decay and growth).")

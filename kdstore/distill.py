@@ -146,8 +146,11 @@ class DistillConfig:
 
     def validate(self) -> None:
         for name, a in (("--alpha", self.alpha), ("--alpha-end", self.alpha_end)):
-            if a is not None and not 0.0 <= a <= 1.0:
-                raise KdError(f"{name} must be in [0, 1], got {a}")
+            if a is not None and self.hard_weight is None and not 0.0 <= a <= 1.0:
+                raise KdError(f"{name} must be in [0, 1], got {a}" + (" (past 1 with --hard-weight, the hard loss's own weight, as "
+                                                                     "TextBrewer's kd_loss_weight)" if a > 1 else ""))
+            if a is not None and self.hard_weight is not None and not 0.0 <= a <= MAX_LOSS_WEIGHT:  # (untied: a loss weight)
+                raise KdError(f"{name} must be non-negative, got {a}" if not a >= 0 else _too_heavy(name, a))
         for name, w in (("--hard-weight", self.hard_weight), ("--hard-weight-end", self.hard_weight_end)):
             if w is not None and w < 0:
                 raise KdError(f"{name} must be non-negative, got {w}")

@@ -204,12 +204,15 @@ def distillation_loss(
     unlabeled ones (label -1): a sample without a gold label learns from the teacher only.
     ``hard_weight``: the hard loss's own weight in place of ``1 - alpha`` (TextBrewer's separate
     hard-label weight), so that the two weights may follow schedules of their own; ``alpha`` then
-    weighs every sample's soft loss, an unlabeled one's too (``alpha * soft``), as TextBrewer's KD weight does.
+    weighs every sample's soft loss, an unlabeled one's too (``alpha * soft``), as TextBrewer's KD weight
+    does, and may pass 1 as it may.
     ``temperature`` and ``scale``: as in ``kl_soft``. ``class_weights``: each labeled row's hard loss
     times its class's weight (``balanced_class_weights``; the soft loss is the teacher's, unweighted).
     """
-    if not 0.0 <= alpha <= 1.0:
+    if hard_weight is None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if hard_weight is not None and not (0.0 <= alpha < math.inf):  # (untied: TextBrewer's kd_loss_weight, past 1 too)
+        raise ValueError(f"alpha must be a non-negative number, got {alpha}")
     if hard_weight is not None and hard_weight < 0:
         raise ValueError(f"hard_weight must be non-negative, got {hard_weight}")
     if labels.shape != student.shape[:1]:  # (a (B, 1) column spread the per-row losses into a (B, B) table)

@@ -80,6 +80,11 @@ def test_distillation_loss_mixes_hard_and_soft_and_skips_hard_for_unlabeled():
     assert hard_only.item() == pytest.approx(math.log(2), abs=1e-6)
     with pytest.raises(ValueError):
         distillation_loss(student, teacher, labels, alpha=1.5, temperature=1.0)
+    # untied, alpha is a loss weight of its own (TextBrewer's kd_loss_weight), past 1 too
+    assert distillation_loss(student, teacher, labels, alpha=2.0, temperature=1.0, hard_weight=1.0).item() == \
+        pytest.approx(2.0 * distillation_loss(student, teacher, labels, alpha=1.0, temperature=1.0, hard_weight=0.5).item(), abs=1e-6)
+    with pytest.raises(ValueError, match="alpha must be a non-negative number"):
+        distillation_loss(student, teacher, labels, alpha=-0.5, temperature=1.0, hard_weight=1.0)
     # the hard weight on its own (not 1 - alpha): labeled 1.0 * soft + 2.0 * hard, unlabeled soft alone
     untied = distillation_loss(student, teacher, labels, alpha=1.0, temperature=1.0, hard_weight=2.0)
     assert untied.item() == pytest.approx((kl_a + 2.0 * math.log(2) + 0.0) / 2, abs=1e-6)

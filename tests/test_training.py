@@ -2397,6 +2397,23 @@ def test_a_temperature_past_what_float32_computes_is_refused(tmp_path, args):
     assert not (tmp_path / "never.db").exists()
 
 
+def test_alpha_past_1_is_a_loss_weight_of_its_own_beside_hard_weight(taught_store):
+    """TextBrewer's kd_loss_weight may pass 1 beside its hard_label_weight: `--alpha 2 --hard-weight 1` was
+    refused as "--alpha must be in [0, 1]", so its setup had no translation. Untied, alpha is a loss weight
+    (at most 10^6); tied (no --hard-weight), 1 - alpha weighs the hard loss and [0, 1] stands, its refusal
+    saying where alpha may pass 1."""
+    db = str(taught_store)
+    tied = kd("distill", "--run", "r", "--alpha", "2", "--db", db, ok=False).output
+    assert "--alpha must be in [0, 1], got 2.0 (past 1 with --hard-weight, the hard loss's own weight" in tied, tied
+    out = json.loads(kd("distill", "--run", "r", "--name", "heavy", "--alpha", "2", "--alpha-end", "3", "--hard-weight", "1",
+                        "--epochs", "1", "--db", db, "--json").stdout)
+    assert out["status"] == "succeeded"
+    config = Store.open(db).find_stage("r", "heavy").config
+    assert (config["alpha"], config["alpha_end"], config["hard_weight"]) == (2.0, 3.0, 1.0)
+    bad = kd("distill", "--run", "r", "--alpha", "-1", "--hard-weight", "1", "--db", db, ok=False).output
+    assert "--alpha must be non-negative, got -1.0" in bad, bad
+
+
 def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
     """--temperature-gamma is flsw's exponent: cwsm never reads it, so a value given with cwsm was
     silently without effect (--temperature-beta without a schedule was already refused)."""
