@@ -808,7 +808,11 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
         """Record the train loss since the last judgement and score dev at ``at`` (an epoch, or a step under
         --eval-every); True when training stops (diverged after a scored point, or patience ran out)."""
         nonlocal losses, last_epoch
-        add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses.floats())}, step=at)
+        # (a scheduled weight or temperature as its span's last step used it: the schedule seen after the run)
+        moved = {name: over_steps(start, end, max(step - 1, 0), total_steps) for name, start, end in (
+            ("alpha", cfg.alpha, cfg.alpha_end), ("hard_weight", cfg.hard_weight, cfg.hard_weight_end),
+            ("temperature", cfg.temperature, cfg.temperature_end)) if end is not None and start is not None}
+        add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses.floats()), **{f"{tag}{k}": v for k, v in moved.items()}}, step=at)
         losses = StepLosses(dist=dist)
         if stop_if_diverged(model, best, epoch=at, tag=tag, warn=dist.is_main, unit=unit):
             fitted["diverged_epoch"] = epoch

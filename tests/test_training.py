@@ -2414,6 +2414,26 @@ def test_alpha_past_1_is_a_loss_weight_of_its_own_beside_hard_weight(taught_stor
     assert "--alpha must be non-negative, got -1.0" in bad, bad
 
 
+def test_scheduled_weights_and_temperature_are_stored_at_each_epoch(taught_store):
+    """--alpha-end, --hard-weight-end and --temperature-end moved the weights in training, but only their
+    start and end were on record: a TextBrewer user could not see the schedule after the run. Each epoch's
+    train figures hold the values its last step used (kd report --json's history)."""
+    db = str(taught_store)
+    kd("distill", "--run", "r", "--name", "moving", "--alpha", "0", "--alpha-end", "1", "--hard-weight", "1", "--hard-weight-end", "0",
+       "--temperature", "4", "--temperature-end", "2", "--epochs", "3", "--db", db)
+    stage = next(s for s in json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)["stages"] if s["name"] == "moving")
+    seen = {}
+    for h in stage["history"]:
+        if h["split"] == "train" and h["name"] in ("alpha", "hard_weight", "temperature"):
+            seen.setdefault(h["name"], []).append((h["step"], h["value"]))
+    alpha, hard, temperature = (sorted(seen[k]) for k in ("alpha", "hard_weight", "temperature"))
+    assert [e for e, _ in alpha] == [1, 2, 3] and alpha[-1][1] == 1.0 and hard[-1][1] == 0.0 and temperature[-1][1] == 2.0
+    assert 0 < alpha[0][1] < alpha[1][1] < 1 and all(a + h == pytest.approx(1.0) for (_, a), (_, h) in zip(alpha, hard))
+    assert 4 > temperature[0][1] > temperature[1][1] > 2
+    plain = next(s for s in json.loads(kd("report", "--run", "r", "--db", db, "--json").stdout)["stages"] if s["kind"] == "teach")
+    assert not any(h["name"] in ("alpha", "temperature") for h in plain["history"])
+
+
 def test_temperature_gamma_with_cwsm_is_refused_not_ignored(tmp_path):
     """--temperature-gamma is flsw's exponent: cwsm never reads it, so a value given with cwsm was
     silently without effect (--temperature-beta without a schedule was already refused)."""
