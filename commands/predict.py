@@ -671,11 +671,14 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
         if serving.kind == "teach":  # (as kd distill and detect say it: whether the replacement runs, or its process is gone)
             store.find_stage(run, planned.split("~parked-")[0])
         raise _parked_refusal(run, planned)
+    stored = f"predict-{planned}" + (f"@{split}" if split else "")
     try:
-        check_stage_free(store, run=run, kind="predict", name=f"predict-{planned}" + (f"@{split}" if split else ""), overwrite=overwrite)
+        check_stage_free(store, run=run, kind="predict", name=stored, overwrite=overwrite)
     except KdError as exc:  # (an early-exit model's predictions at another speed: the refusal said not which they were)
-        was = (store.find_stage(run, f"predict-{planned}" + (f"@{split}" if split else "")).config or {}).get("speed") \
+        # (a succeeded one's: one marked running elsewhere is refused alike, and find_stage's "no succeeded stage" replaced that)
+        old = next((s for s in store.stages_of(run) if s.name == stored and s.status == "succeeded"), None) \
             if speed is not None and not speed_if_early_exit and str(exc).endswith("pass --overwrite to replace it") else None
+        was = None if old is None else (old.config or {}).get("speed")
         if was is None or was == speed:
             raise
         raise KdError(f"{exc} (its predictions are at speed {was:g}; they would be replaced by those at --speed {speed:g})") from None

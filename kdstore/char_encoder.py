@@ -329,14 +329,17 @@ def non_text_ids(tokenizer) -> list[int]:
     return [*tokenizer.all_special_ids, *word_marker_ids(tokenizer.convert_tokens_to_ids, tokenizer.unk_token_id)]
 
 
-def unknown_only(ids, unk_id: int | None, special_ids: Sequence[int] = ()) -> list[bool]:
+def unknown_only(ids, unk_id: int | None, special_ids: Sequence[int] = (), cut: Sequence[bool] | None = None) -> list[bool]:
     """Per row of ``ids``: whether each of its text tokens (every id but ``special_ids``, ``unk_id`` aside)
     is ``unk_id``, a text of which the vocabulary holds nothing (an emoji-only review for a
     Chinese BERT's): its answer is the model's for ``[UNK]``, not for its text. A row of no text token
     at all (a line of combining marks or zero-width spaces, which a BERT tokenizer drops) is one too: its
-    answer is the model's for nothing. All false where ``unk_id`` is ``None`` (a byte-level tokenizer has
-    no unknown token)."""
+    answer is the model's for nothing. ``cut``: whether each row was cut to the model's length; a cut row of no
+    text token is none (a --max-len 2 model reads [CLS] [SEP] of any text: its text was there, cut away). All
+    false where ``unk_id`` is ``None`` (a byte-level tokenizer has no unknown token)."""
     if unk_id is None:
         return [False] * len(ids)
     special = set(special_ids) - {unk_id}
-    return [all(i == unk_id or i in special for i in row) for row in ids]  # (stops at the first text token)
+    cut = [False] * len(ids) if cut is None else cut
+    # (`all` stops at the first text token; `unk_id in row` only where no text token was left at all)
+    return [all(i == unk_id or i in special for i in row) and (not c or unk_id in row) for row, c in zip(ids, cut)]

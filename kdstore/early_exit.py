@@ -922,6 +922,6 @@ class EarlyExitPredictor:
         ids, cut = self.encode(texts)
         logits, self.last_layers = self.logits_and_layers(texts, batch_size=batch_size, ids=ids)
         found = answers(softmax(logits), self.class_names)
-        unknown = unknown_only(ids, self.tokenizer.unk_token_id, non_text_ids(self.tokenizer))
+        unknown = unknown_only(ids, self.tokenizer.unk_token_id, non_text_ids(self.tokenizer), cut)
         return [{**a, "truncated": c, "unknown": u, "layer": int(k), "layers": self.model.num_layers}
                 for a, c, u, k in zip(found, cut, unknown, self.last_layers)]

@@ -302,5 +302,5 @@ class Predictor:
             return []
         ids, cut = self.encode(texts)
         found = answers(softmax(self.logits(texts, batch_size=batch_size, ids=ids)), self.class_names)
-        unknown = unknown_only(ids, self.tokenizer.unk_token_id, non_text_ids(self.tokenizer))
+        unknown = unknown_only(ids, self.tokenizer.unk_token_id, non_text_ids(self.tokenizer), cut)
         return [{**a, "truncated": c, "unknown": u} for a, c, u in zip(found, cut, unknown)]

@@ -268,7 +268,7 @@ class Artifact:
             return []
         ids, cut = self.tokenizer.encode_flagged(texts)
         found = answers(softmax(self.logits(texts, batch_size=batch_size, ids=ids)), self.class_names)
-        unknown = unknown_only(ids, self.tokenizer.unk_id, self.tokenizer.special_ids)
+        unknown = unknown_only(ids, self.tokenizer.unk_id, self.tokenizer.special_ids, cut)
         return [{**a, "truncated": c, "unknown": u} for a, c, u in zip(found, cut, unknown)]
 
     def _pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

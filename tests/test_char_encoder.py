@@ -240,6 +240,8 @@ def test_unknown_only_marks_rows_whose_every_text_token_is_unknown():
     assert unknown_only(rows, None, [pad, cls, sep]) == [False] * 6  # (a byte-level BPE has no unknown token)
     assert unknown_only([[unk, cls]], unk) == [False]  # (no special ids given: cls reads as a text token)
     assert unknown_only([], unk, [cls]) == []
+    # a row cut to its special tokens alone (a --max-len 2 student) read text the vocabulary holds, cut away: not one
+    assert unknown_only([[cls, sep], [cls, sep], [cls, unk]], unk, [pad, unk, cls, sep], cut=[True, False, True]) == [False, True, True]
 
 
 def test_word_marker_ids_names_sentencepieces_bare_marker_as_no_text():

@@ -1265,6 +1265,26 @@ def test_predict_store_again_at_another_speed_names_the_speed_of_the_stored_pred
     assert same.strip().endswith("pass --overwrite to replace it"), same
 
 
+def test_predict_store_at_another_speed_over_one_marked_running_elsewhere_keeps_its_refusal(trained, tmp_path):
+    """The speed note looked the stored predictions up as a succeeded stage: one marked running by a process on
+    another machine (its refusal also ends "pass --overwrite to replace it") is none, and the refusal became
+    find_stage's "no stage" error, which said the predictions were not there."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "copy"  # a copy: the other tests keep the module's store as it was built
+    shutil.copytree(Path(trained["db"]).parent, copy)
+    db = str(copy / "kd.db")
+    kd("predict", "--run", "r", "--model", "early-exit", "--store", "--split", "dev", "--speed", "0.9", "--overwrite", "--db", db)
+    with sqlite3.connect(db) as c:  # (as a kd on another machine sharing the store leaves it while it runs)
+        c.execute("UPDATE stages SET status = 'running', ended_at = NULL, host = 'gpu-box-7', process = '4242:1:m' "
+                  "WHERE name = 'predict-early-exit@dev'")
+    out = kd("predict", "--run", "r", "--model", "early-exit", "--store", "--split", "dev", "--speed", "0.2", "--db", db, ok=False).output
+    line = out.strip().splitlines()[-1]
+    assert line.startswith("Error: stage 'predict-early-exit@dev' of run 'r' is marked running by process 4242 on gpu-box-7"), out
+    assert line.endswith("pass --overwrite to replace it"), out
+
+
 def test_pick_speed_refuses_a_nan_budget_or_z():
     """``max_loss=nan`` (or ``z=nan``) passed ``max_loss < 0`` and failed no ``loss + z se > nan``
     comparison: every speed passed, and the fastest was chosen, losing 75 points here."""

@@ -2984,6 +2984,19 @@ def test_predict_says_which_texts_the_vocabulary_holds_nothing_of(taught_store):
     assert [r.get("unknown") for r in rows] == [False, True, True], rows
 
 
+def test_a_model_that_reads_no_text_token_does_not_call_known_texts_unknown(taught_store):
+    """A row of no text token was made "unknown" for a line the tokenizer drops whole; a model whose --max-len
+    leaves room for its special tokens alone (a transformer student or early exit of --max-len 2) cuts every
+    text to [CLS] [SEP], and every answer said that the vocabulary holds none of its tokens, "这个很好" too."""
+    from dataclasses import replace
+
+    from kdstore.predictor import Predictor
+
+    predictor = replace(Predictor.from_run(Store.open(str(taught_store)), "r", "teacher", device="cpu"), max_len=2)
+    rows = predictor.predict(["这个很好", "\u0301"])
+    assert [(r["truncated"], r["unknown"]) for r in rows] == [(True, False), (False, True)], rows
+
+
 def test_predict_names_texts_of_unknown_tokens_in_one_warning(capsys):
     from commands.predict import _emit
 
