@@ -498,7 +498,8 @@ def history(sample_id, db, as_json):
                                      f"({r['run']}/{r['detection']} suggested {r['suggested']}, issue {r['issue_id']}{why}){undone}"))
     for c in h["confirmed"]:  # (a `kd labels set` of the label or dropped flag it had: no edit, yet clean leaves it alone)
         lines.append((c["at"] or "", c["stage_id"], f"  {c['at'] or '(time unknown)'} {c['run']}/{c['stage']}{_by(c)}: set {c['set']}, "
-                                                      f"as it was (confirmed: no edit; {c['reason']})"))
+                                                      f"as it was (confirmed: no edit; {c['reason']})"
+                                                      + (f", reverted {c['reverted_at']}" if c.get("reverted_at") else "")))
     for _, _, line in sorted(lines, key=lambda t: t[:2]):  # (times are to the second: two stages within one, in the order they ran)
         click.echo(plain(line))
 

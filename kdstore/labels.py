@@ -31,7 +31,7 @@ from . import noise, tfidf
 from .advice import reteach_command
 from .errors import KdError, make_folder, write_whole
 from .ingest import allow_long_csv_fields, label_key, lookalike_of
-from .jsonl import RepeatedKey, dumps_line, split_lines, unique_keys
+from .jsonl import RepeatedKey, dumps_line, has_surrogate, split_lines, unique_keys
 from .probs import softmax
 from .progress import progress
 from .names import resolve_run_id
@@ -807,6 +807,9 @@ def read_sheet(store: Store, path: Path, run: str | None = None, *, replacing: s
                     if _column_name(k) in named:
                         raise KdError(f"{path}: line {n}: field {k!r}: the object names the sheet's {_column_name(k)!r} twice: keep one")
                     named[_column_name(k)] = v
+                    if has_surrogate(k) or has_surrogate(v):  # ("\\ud83d" alone parses: the edits' write failed on it, a stage left failed)
+                        raise KdError(f"{path}: line {n}: field {k!r}: contains a lone surrogate escape "
+                                      "(\\ud800-\\udfff without its pair, e.g. an emoji cut in half): not valid Unicode")
                 rows.append((n, named))
         lines_up = [], []  # (a JSON object's fields are named)
     else:
@@ -1797,8 +1800,11 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
         for stage_id, stage_name, run, named in set_stages(s, {sample_id}):
             if s.scalar(select(LabelEdit.id).where(LabelEdit.stage_id == stage_id, LabelEdit.sample_id == sample_id).limit(1)) is None:
                 st = s.get(Stage, stage_id)
+                # (a set undone since: every edit of a stage is reverted at once, and clean no longer honours it)
+                undone = s.scalar(select(func.max(LabelEdit.reverted_at)).where(LabelEdit.stage_id == stage_id))
                 confirmed.append({"run": run, "stage": stage_name, "stage_id": stage_id, "set": named[sample_id],
-                                  "reason": (st.config or {}).get("reason"), "at": iso_utc(st.ended_at or st.started_at), "by": st.run_by})
+                                  "reason": (st.config or {}).get("reason"), "at": iso_utc(st.ended_at or st.started_at), "by": st.run_by,
+                                  "reverted_at": iso_utc(undone)})
 
     def name(i):
         return None if i is None else names[i]

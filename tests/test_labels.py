@@ -2212,6 +2212,33 @@ def _hand_made_detection(path: Path, texts: list[str]) -> str:
     return str(path)
 
 
+def test_history_says_when_a_confirming_set_was_undone(tmp_path):
+    """`kd labels set 1=pos 2=neg` confirmed 1 (the label it had: no edit) and relabeled 2; `kd labels undo`
+    reverted the set, so a clean no longer leaves 1 alone, yet `kd labels history 1` still listed the
+    confirmation as standing, with no word of the undo (its edits and a review's rejects say "reverted")."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好", "坏"])
+    kd("labels", "set", "--run", "hand", "1=pos", "2=neg", "--db", db)
+    kd("labels", "undo", "--run", "hand", "--db", db)
+    preview = {c["sample_id"]: c["effect"] for c in json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--json", "--db", db).stdout)["changes"]}
+    assert preview[1] == "change"  # (no longer honoured)
+    confirmed = json.loads(kd("labels", "history", "1", "--db", db, "--json").stdout)["confirmed"]
+    assert [c["set"] for c in confirmed] == ["pos"] and confirmed[0]["reverted_at"], confirmed
+    said = kd("labels", "history", "1", "--db", db).stdout
+    assert re.search(r"hand/edit-1( by \S+)?: set pos, as it was \(confirmed: no edit; set by hand\), reverted \S+", said), said
+
+
+def test_a_json_lines_sheet_with_a_lone_surrogate_is_refused_before_any_stage(tmp_path, error_line):
+    """A JSON Lines sheet whose comment (or text) holds "\\ud800" without its pair parses, passed every check,
+    and failed as the edits were written: a failed `review` stage left behind, and an error naming "a file name
+    or argument in another encoding". Refused as the sheet is read, naming its line and field."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好", "坏"])
+    sheet = tmp_path / "review.jsonl"
+    sheet.write_text('{"run": "r", "sample_id": 1, "decision": "drop", "comment": "bad \\ud800 half"}\n', encoding="utf-8")
+    line = error_line(kd("labels", "import", str(sheet), "--db", db, ok=False))
+    assert f"{sheet}: line 1: field 'comment': contains a lone surrogate escape" in line, line
+    assert [st.name for st in _open(db).stages_of("r")] == ["detect"] and _count(db, LabelEdit) == 0
+
+
 def test_labels_set_on_a_store_of_no_class_says_it_has_none(tmp_path):
     """A store holding only a pool: `kd labels set 1=neg` said "'neg' is not drop or a class ()"."""
     pool = tmp_path / "pool.txt"
