@@ -505,16 +505,17 @@ def _unlearned(stage: dict, store=None) -> list[str]:
         one = len(unlearned) == 1
         filtered = " that --where/--label select" if stage["kind"] == "teach" and (cfg.get("where") or cfg.get("labels")) else \
             " that --where selects" if cfg.get("where") else ""  # (a student's: it has no --label)
+        held_out = [split for split in ("dev", "test") if split not in learned_from]  # (a teacher of --split dev: test alone)
         scored = [name for name in unlearned if sum(class_support(stage["metrics"].get(split) or {}).get(name, 0.0)
-                                                    for split in ("dev", "test") if split not in learned_from)]
+                                                    for split in held_out)]
         bare = [name for name in unlearned if name not in scored]
         if scored and bare:  # (each named for what it is: 'phone' of no dev or test sample was said to count as errors)
-            errors = (f", and the dev and test samples of {', '.join(map(repr, scored))} count as errors "
+            errors = (f", and the {' and '.join(held_out)} samples of {', '.join(map(repr, scored))} count as errors "
                       f"({', '.join(map(repr, bare))} {'has' if len(bare) == 1 else 'have'} none)")
         else:
-            errors = (f", and {'its' if one else 'their'} dev and test samples count as errors" if scored else
-                      f" ({'it has' if one else 'they have'} no dev or test samples either)")
-        return [f"no train samples{filtered} of class {', '.join(map(repr, unlearned))}: the model never learned "
+            errors = (f", and {'its' if one else 'their'} {' and '.join(held_out)} samples count as errors" if scored else
+                      f" ({'it has' if one else 'they have'} no {' or '.join(held_out) or 'other'} samples either)")
+        return [f"no {'/'.join(learned_from)} samples{filtered} of class {', '.join(map(repr, unlearned))}: the model never learned "
                 f"{'it' if one else 'them'}{errors}"]
     return []
 

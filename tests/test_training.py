@@ -4736,6 +4736,20 @@ def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sam
     assert [m.value for m in store.metrics(_stage(sample_store, "roomy", "teach").id) if m.name == "truncated"] == [0]
 
 
+def test_a_dev_only_teacher_names_the_split_it_learned_from_for_a_class_it_never_learned():
+    """A teacher of --split dev whose dev rows hold no 'mid' (the store's train rows do) was warned of "no train
+    samples of class 'mid'" and that "its dev and test samples count as errors": it has train samples, and no dev one."""
+    from commands.train import _unlearned
+
+    def figures(support):
+        return {f"support[{k}]": float(v) for k, v in support.items()}
+
+    stage = {"kind": "teach", "config": {"splits": ["dev"]},
+             "metrics": {"train": figures({"pos": 20, "neg": 20, "mid": 20}), "dev": figures({"pos": 6, "neg": 6, "mid": 0}),
+                         "test": figures({"pos": 5, "neg": 5, "mid": 5})}}
+    assert _unlearned(stage) == ["no dev samples of class 'mid': the model never learned it, and its test samples count as errors"]
+
+
 def test_the_summary_says_which_epoch_was_kept_and_when_patience_stopped_the_training(taught_store):
     """Stopped early by --patience, a training's bar was left part-filled and its summary said nothing of it,
     nor which epoch (or --eval-every step) was kept."""
