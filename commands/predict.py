@@ -675,9 +675,9 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     try:
         check_stage_free(store, run=run, kind="predict", name=stored, overwrite=overwrite)
     except KdError as exc:  # (an early-exit model's predictions at another speed: the refusal said not which they were)
-        # (a succeeded one's: one marked running elsewhere is refused alike, and find_stage's "no succeeded stage" replaced that)
+        # (a succeeded one's, the refusal that names --overwrite: one marked running elsewhere keeps its own)
         old = next((s for s in store.stages_of(run) if s.name == stored and s.status == "succeeded"), None) \
-            if speed is not None and not speed_if_early_exit and str(exc).endswith("pass --overwrite to replace it") else None
+            if speed is not None and not speed_if_early_exit and not overwrite else None
         was = None if old is None else (old.config or {}).get("speed")
         if was is None or was == speed:
             raise

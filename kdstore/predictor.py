@@ -18,7 +18,7 @@ from .jsonl import is_whole
 from .outputs import average_probs_as_logits
 from .probs import answers, softmax
 from .progress import progress
-from .runs import check_unchanged
+from .runs import PARKED, check_unchanged
 from .store import Store, missing_model
 from .textkey import text_list
 from .torchutil import ensure_eval, pick_device
@@ -167,7 +167,7 @@ def _teach_stage(store: Store, run: str):
     try:
         return store.find_stage(run, "teach")
     except KdError:
-        parked = [s for s in store.stages_of(run) if s.kind == "teach" and s.status == "succeeded" and "~parked-" in s.name]
+        parked = [s for s in store.stages_of(run) if s.kind == "teach" and s.status == "succeeded" and PARKED in s.name]
         if parked:
             return parked[-1]
         raise
