@@ -1499,7 +1499,8 @@ def test_int8_against_a_config_files_format_names_the_file(built, tmp_path, monk
 def test_an_rnn_student_exported_twice_in_one_process_keeps_its_dynamic_axes(built, tmp_path):
     """torch.onnx exported a BiGRU student a second time in one process (a notebook, bench/speed.py's
     float and int8 exports) with its sequence axis fixed at the example's 5 tokens: every longer batch
-    was refused, and the export reported as damaged. Each export now has both axes dynamic."""
+    was refused, and the export reported as damaged. Each export now has both axes dynamic. (The file's
+    parity test exported it already: this int8 export, a float export quantized, is a further one.)"""
     import onnx
 
     from kdstore.export import export_model
@@ -1507,12 +1508,11 @@ def test_an_rnn_student_exported_twice_in_one_process_keeps_its_dynamic_axes(bui
     store = Store.open(str(built))
     sample = fresh_texts()
     reference = Predictor.from_run(store, RUN, "distill-bigru", device="cpu").logits(sample)
-    for i, int8 in enumerate((False, True)):  # (the file's parity test exported it already: both are further exports)
-        path, _ = export_model(store, RUN, which="distill-bigru", fmt="onnx", out=tmp_path / f"e{i}", int8=int8)
-        inputs = onnx.load(str(path / "model.onnx")).graph.input
-        assert all(d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim), [i.type.tensor_type.shape for i in inputs]
-        served = Artifact.load(path, device="cpu").logits(sample)  # (texts of 1 to 32 tokens)
-        assert np.abs(served - reference).max() < (1.0 if int8 else 1e-4)
+    path, _ = export_model(store, RUN, which="distill-bigru", fmt="onnx", out=tmp_path / "e", int8=True)
+    inputs = onnx.load(str(path / "model.onnx")).graph.input
+    assert all(d.dim_param for i in inputs for d in i.type.tensor_type.shape.dim), [i.type.tensor_type.shape for i in inputs]
+    served = Artifact.load(path, device="cpu").logits(sample)  # (texts of 1 to 32 tokens)
+    assert np.abs(served - reference).max() < 1.0
 
 
 def test_a_full_disk_while_quantizing_to_int8_is_named_not_blamed_on_onnxruntime(tmp_path):

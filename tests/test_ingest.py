@@ -29,8 +29,10 @@ from kdstore.ingest import (
 from kdstore.textkey import normalize, text_hash
 from conftest import store_exists
 
-# where stores are born (a first ingest on a database kd never touched), in one transaction: on both backends
-pytestmark = [pytest.mark.new_database, pytest.mark.on_postgresql]
+# every store test on both backends; where a store is born (a first ingest that fails leaves none), on a database
+# kd never touched (new_database): the others start from a copy of a store, as walking the migration chain for
+# each of 370 tests took half a minute of CI
+pytestmark = [pytest.mark.on_postgresql]
 
 # parse (pure) --------------------------------------------------------------------------------
 
@@ -691,6 +693,7 @@ def test_jsonl(invoke, write_file, read_samples):
     ]
 
 
+@pytest.mark.new_database
 def test_jsonl_without_the_default_keys_names_the_keys_it_has_and_the_option(invoke, write_file, read_samples, error_line):
     """A pool of {"doc_id": .., "body": ..} lines said only "field 'text': missing" (the CSV path names
     the columns and --label-col): the user was not told how to name the key."""
@@ -716,6 +719,7 @@ def test_jsonl_without_the_default_keys_names_the_keys_it_has_and_the_option(inv
     assert [(r["text"], r["label"]) for r in read_samples()] == [("新闻正文", "体育")]
 
 
+@pytest.mark.new_database
 def test_jsonl_with_a_null_text_says_null_not_missing(invoke, write_file, error_line):
     """A pool exported by pandas (`to_json(orient="records", lines=True)`) writes an empty text as null: the
     error said the key was "missing" from a line that holds it (kd predict says "is null, not text")."""
@@ -725,6 +729,7 @@ def test_jsonl_with_a_null_text_says_null_not_missing(invoke, write_file, error_
     assert not store_exists(invoke.db)
 
 
+@pytest.mark.new_database
 def test_jsonl_with_a_mistyped_key_option_names_the_keys_it_has(invoke, write_file, error_line):
     """`--label-col lable` (or `--text-col txt`) on a JSONL said only "field 'lable': missing label; or --split
     unlabeled ...", where a CSV with that header lists its columns: the user was not shown the keys to pick from."""
@@ -739,6 +744,7 @@ def test_jsonl_with_a_mistyped_key_option_names_the_keys_it_has(invoke, write_fi
     assert not store_exists(invoke.db)
 
 
+@pytest.mark.new_database
 def test_a_pool_ingested_without_split_unlabeled_is_told_so(invoke, write_file, error_line):
     """A new user's unlabeled pool, ingested without --split (train): the error said only to name a
     label column with --label-col, which a file of texts does not have."""
@@ -755,6 +761,7 @@ def test_a_pool_ingested_without_split_unlabeled_is_told_so(invoke, write_file, 
     assert "or --split unlabeled for texts without labels" not in error_line(invoke(["ingest", "late.jsonl"], ok=False))
 
 
+@pytest.mark.new_database
 def test_a_jsonl_of_labeled_and_unlabeled_rows_is_told_to_ingest_the_unlabeled_apart(invoke, write_file, error_line):
     """An ad-compliance export whose unlabeled rows have no "label" key (or a null one) said, at the
     first of them, "(keys: 'text', 'meta'); name it with --label-col": the label key, named on every
@@ -877,6 +884,7 @@ def test_a_bare_carriage_return_inside_a_line_of_a_newline_file_stays_in_its_tex
     assert [r.text for r in parse(b"text,label\ra,pos\rb,neg\r", "mac.csv", IngestOptions())] == ["a", "b"]
 
 
+@pytest.mark.new_database
 def test_old_mac_line_ends_with_one_newline_added_are_refused_not_one_text(invoke, write_file, db):
     """A pool of old Mac line ends (bare \\r) with a \\n added at its end (`echo >>`, files joined) is a
     \\n file: each bare \\r stayed in its line, and 50 reviews were ingested as one text ("read 1"), with
@@ -1682,6 +1690,7 @@ def test_labels_apart_only_in_their_middle_dot_are_one_class(invoke, write_file,
     assert invoke.json(["ingest", "c.tsv"])["new_classes"] == ["文化艺术"]
 
 
+@pytest.mark.new_database
 def test_look_alike_labels_of_a_first_ingest_leave_no_store_behind(invoke, write_file, db, error_line):
     """'pos' then 'Pos' in the file of a first ingest: refused only once the store was made, an empty one stayed."""
     write_file("first.tsv", "pos\tfine text\nneg\tother text\nPos\tthird text\n")
@@ -1826,6 +1835,7 @@ def test_an_empty_db_option_is_refused_not_taken_for_kd_db(invoke, write_file, t
     assert not (tmp_path / "kd.db").exists()
 
 
+@pytest.mark.new_database
 def test_missing_input_file_fails_cleanly(invoke, db, error_line):
     result = invoke(["ingest", "absent.tsv"], ok=False)
     line = error_line(result)
@@ -1833,6 +1843,7 @@ def test_missing_input_file_fails_cleanly(invoke, db, error_line):
     assert not store_exists(db)
 
 
+@pytest.mark.new_database
 def test_failed_first_ingest_leaves_no_store_behind(invoke, write_file, db):
     write_file("bad.tsv", b"pos\tok\nneg\t\n")
     invoke(["ingest", "bad.tsv"], ok=False)
@@ -2162,6 +2173,7 @@ def test_a_db_that_is_a_folder_or_no_sqlite_file_is_named(invoke, write_file, tm
     assert invoke.json(["ingest", "train.tsv"], db=tmp_path / "empty.db")["added"] == 2
 
 
+@pytest.mark.new_database
 def test_a_compressed_file_an_image_or_a_workbook_is_named_as_what_it_is(invoke, tmp_path, error_line):
     """A gzip of a TSV was "line 1: field 0: binary data (NUL byte): not a text file", with no word of
     decompressing it; kd pretrain --corpus and --classes read it so too."""
@@ -2368,6 +2380,7 @@ def test_a_class_file_naming_a_class_twice_or_skipping_an_id_names_the_line(invo
         "Error: gap.txt: line 3: class id 5, where class ids must be 0..K-1 (0..2 for 3 classes): no class has id 2")
 
 
+@pytest.mark.new_database
 def test_a_text_then_label_file_read_by_the_default_columns_is_refused_not_turned_into_a_class_per_text(
     invoke, write_file, db, counts, read_samples, read_classes, error_line
 ):
@@ -2398,6 +2411,7 @@ def test_a_text_then_label_file_read_by_the_default_columns_is_refused_not_turne
     assert sorted({(r["text"], r["label"]) for r in read_samples()}) == sorted(set(rows))
 
 
+@pytest.mark.new_database
 def test_a_headerless_text_then_id_pool_is_refused_not_stored_as_its_ids(invoke, write_file, db, read_samples, error_line):
     """A headerless pool of reviews and their ids (text<TAB>id) was read as label, text: with
     --split unlabeled the reviews were dropped as the labels and the pool was 40 numbers, exit 0 (as
@@ -2420,6 +2434,7 @@ def test_a_headerless_text_then_id_pool_is_refused_not_stored_as_its_ids(invoke,
     invoke(["ingest", "rated.tsv", "--split", "unlabeled"])
 
 
+@pytest.mark.new_database
 def test_a_pool_of_json_lines_refuses_a_label_key_no_line_holds(invoke, write_file, db, read_samples, error_line):
     """`--split unlabeled --label-col lable` on JSON lines holding "label" stored the pool with each
     line's label kept in its metadata, exit 0: the mistyped key was left out of nothing (a TSV's
@@ -2589,6 +2604,7 @@ def test_a_where_postgresql_refuses_for_its_types_names_the_fix_on_every_backend
         assert [r["text"] for r in invoke.json(["samples", "--where", "dropped = 0"])] == ["好的", "差的"]
 
 
+@pytest.mark.new_database
 def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class(invoke, write_file, db, read_classes, error_line):
     """A spreadsheet's 类别,内容 (label column first, a header kd does not know) was read as a headerless
     label,text file: its header became a sample of a class '类别' with id 0, for good, with exit 0."""
@@ -2605,6 +2621,7 @@ def test_an_unknown_header_label_column_first_is_refused_not_ingested_as_a_class
     assert [name for _, name in read_classes()] == ["体育", "财经", "稀有"]
 
 
+@pytest.mark.new_database
 def test_an_unknown_header_read_by_column_indexes_is_refused_not_ingested_as_a_class(invoke, write_file, db, read_classes, error_line):
     """An export `id,body,sentiment` (a header kd does not know) ingested with --text-col 1 --label-col 2, as
     --help says to give a headerless file's columns: the header became a sample of a class 'sentiment', id 0
@@ -2644,6 +2661,7 @@ def test_a_new_class_of_one_or_two_rows_beside_many_labeled_ones_is_warned_of_as
     assert invoke(["ingest", "pinned.tsv", "--classes", "classes.txt"]).stderr == ""
 
 
+@pytest.mark.new_database
 def test_a_first_row_with_a_field_more_than_every_row_after_it_is_named_as_the_ragged_one(invoke, write_file, db, error_line):
     """A headerless label<TAB>text file whose line 1 holds a tab in its text was refused as "3 columns and no
     header kd knows: name the text and label columns", and with them named as "line 2: expected 3 fields,
