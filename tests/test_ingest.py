@@ -30,8 +30,8 @@ from kdstore.textkey import normalize, text_hash
 from conftest import store_exists
 
 # every store test on both backends; where a store is born (a first ingest that fails leaves none), on a database
-# kd never touched (new_database): the others start from a copy of a store, as walking the migration chain for
-# each of 370 tests took half a minute of CI
+# kd never touched (new_database): the others start from a copy of a store kd created, sparing each its own walk of
+# the migration chain (test_migrations walks it)
 pytestmark = [pytest.mark.on_postgresql]
 
 # parse (pure) --------------------------------------------------------------------------------
