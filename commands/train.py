@@ -1589,14 +1589,15 @@ def _teachers_usable(store, runs, *, scored: bool = True, where: str | None = No
     but before it is recorded: a teacher of another class set, or one that has not scored train
     samples ingested after it ran (the fix: `kd teach --run A --logits-only`), leaves no failed stage
     (nor a new run holding one). A run without a teacher is left to the stage, which fails with the reason."""
-    from kdstore.distill import check_train_scored, check_teachers, none_selected
+    from kdstore.distill import check_train_scored, check_teachers, none_selected, pool_where
 
     taught = [r for r in (resolve_run_id(r) for r in runs) if _has_teacher(store, r)]
     check_teachers(store, taught, store.class_names())
     if scored:  # (early exit learns from the teacher network itself: its stored logits are not needed)
         check_train_scored(store, list(dict.fromkeys(taught)), where)
-    elif where and not len(store.samples(splits=["train"], labeled=True, where=where, limit=1)):
-        raise none_selected(store, where)
+    elif where and not any(len(store.samples(splits=[split], labeled=True if split == "train" else None, where=w, limit=1))
+                           for split, w in (("train", where), ("unlabeled", pool_where(where)))):
+        raise none_selected(store, where, pool=True)  # (early exit learns from the pool alone too)
 
 
 def _one_unknown_token(store, runs) -> None:

@@ -433,9 +433,11 @@ def pool_where(where: str | None) -> str:
     return "parent_id IS NULL" + (f" AND ({where})" if where else "")
 
 
-def none_selected(store: Store, where: str) -> KdError:
-    """The error for a ``--where`` that selects no labeled train sample (the sources it could compare with)."""
-    return KdError(f"no labeled train samples match --where {where!r}: loosen it{sources_hint(store, where, ['train'])}")
+def none_selected(store: Store, where: str, *, pool: bool = False) -> KdError:
+    """The error for a ``--where`` that selects no labeled train sample (the sources it could compare with);
+    ``pool``: nor any pool text (early exit, which learns from either)."""
+    rows = "train or pool samples" if pool else "labeled train samples"
+    return KdError(f"no {rows} match --where {where!r}: loosen it{sources_hint(store, where, ['train'])}")
 
 
 def training_set(
@@ -450,10 +452,8 @@ def training_set(
     ``where`` (``--where``) selects the train and pool samples; augmented texts go with their parents.
     """
     train = store.samples(splits=["train"], labeled=True, where=where)
-    if len(train) == 0 and where:
-        raise none_selected(store, where)
-    if len(train) == 0:
-        raise KdError("no labeled train samples in the store")
+    if len(train) == 0 and need_logits:  # (early exit needs no label: the pool alone will do, checked below)
+        raise none_selected(store, where) if where else KdError("no labeled train samples in the store")
     missing = [int(i) for i in train.ids if need_logits and int(i) not in teachers.by_id]
     if missing:
         lacking = [r for r, seen in zip(teachers.runs, teachers.scored) if not seen.issuperset(missing)]
@@ -471,6 +471,8 @@ def training_set(
         aug = aug.subset(((parent == -1) & (not where or np.isin(aug.ids, pool.ids))) | np.isin(parent, train.ids))
     if not use_pool:
         pool = pool.subset(np.zeros(len(pool), bool))
+    if len(train) == 0 and len(pool) == 0:  # early exit: FastBERT's self-distillation learns from unlabeled texts alone
+        raise none_selected(store, where, pool=True) if where else KdError("no train or pool samples in the store")
     aug = aug.subset(~np.isin(aug.ids, pool.ids))  # a recipe's text that is also a pool text is used once
     scored = [np.array([not need_logits or int(i) in teachers.by_id for i in p.ids], dtype=bool) for p in (pool, aug)]
     parts = [train] + [p.subset(keep) for p, keep in zip((pool, aug), scored)]
