@@ -463,9 +463,13 @@ def fold_warnings(accuracy: Mapping[int, float], majority: Mapping[int, float], 
     if not weak or not fine:  # (every fold weak: the teacher as a whole is, which reliability_warnings says)
         return []
     others = f"{min(fine):.1%}" if len(fine) == 1 or f"{min(fine):.1%}" == f"{max(fine):.1%}" else f"{min(fine):.1%}-{max(fine):.1%}"
+    learned = [k for k in judged if k not in weak]
+    # (two weak folds: "the other folds" of one took in the other, whose figure is not among those given)
+    folds = ("the other folds agree" if len(weak) == 1 else f"fold {learned[0]} agrees" if len(learned) == 1
+             else f"folds {', '.join(map(str, learned[:-1]))} and {learned[-1]} agree")
     return [f"fold {k}'s model agrees with {accuracy[k]:.1%} of its {int(samples[k])} train labels out of fold, "
             f"{versus_majority(accuracy[k], majority[k])} always answering their most frequent class ({majority[k]:.1%}), "
-            f"while the other folds agree with {others}: that fold learned next to nothing, and its flags are mostly its own "
+            f"while {folds} with {others}: that fold learned next to nothing, and its flags are mostly its own "
             "errors" for k in weak]
 
 

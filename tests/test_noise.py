@@ -389,6 +389,17 @@ def test_fold_warnings_name_a_fold_that_learned_nothing_beside_folds_that_did():
         fold_warnings({0: 0.9, 1: 1.5}, {0: 0.5, 1: 0.5}, {0: 50, 1: 50})
 
 
+def test_fold_warnings_of_two_weak_folds_name_the_folds_that_learned():
+    """Two weak folds of three: fold 0's warning said "while the other folds agree with 100.0%", the other
+    folds being fold 1 (100 %) and fold 2 (72.6 %, itself warned of): the figure is of the folds that learned."""
+    first, second = fold_warnings({0: 0.982, 1: 1.0, 2: 0.726}, {0: 0.982, 1: 0.6, 2: 0.726}, {0: 55, 1: 54, 2: 73})
+    assert first.startswith("fold 0's model") and "while fold 1 agrees with 100.0%:" in first, first
+    assert second.startswith("fold 2's model") and "while fold 1 agrees with 100.0%:" in second, second
+    weak_1, weak_3 = fold_warnings({0: 0.9, 1: 0.5, 2: 0.8, 3: 0.5}, dict.fromkeys(range(4), 0.55), dict.fromkeys(range(4), 50))
+    assert "while folds 0 and 2 agree with 80.0%-90.0%:" in weak_1 and "while folds 0 and 2 agree" in weak_3, weak_1
+    assert "other folds" not in weak_1 + weak_3
+
+
 def test_class_warnings_name_a_class_mostly_flagged():
     """More than half of a class's labels flagged (a class of 5 labels or more): the teacher's blind spot."""
     samples = {"ok": 60, "ad": 34, "contact": 6, "tiny": 4}
