@@ -495,10 +495,11 @@ def _learned_support(stage: dict, store=None) -> tuple[list[str], dict[str, floa
 
 def _unlearned(stage: dict, store=None) -> list[str]:
     """A class with no sample in the splits a model learned from (a teacher's --split, dev too say;
-    a student's train), or none its --where and --label select: it never learned it."""
-    if stage["kind"] not in ("teach", "distill"):
-        return []
+    a student's train), or none its --where and --label select: it never learned it. (An early exit learns its
+    teacher's answers, of every class the teacher learned, from texts labeled or not.)"""
     cfg = stage["config"] or {}
+    if stage["kind"] not in ("teach", "distill") or cfg.get("student") == "early-exit":
+        return []
     learned_from, support = _learned_support(stage, store)
     unlearned = [name for name, n in support.items() if not n]
     if unlearned:

@@ -469,9 +469,13 @@ def training_set(
         parent = np.array([parents.get(int(i), -1) for i in aug.ids], dtype=np.int64)  # -1: a pool text the recipe made too
         # (-1: a pool text the recipe made too, of no one parent: with --where, kept where it selects it)
         aug = aug.subset(((parent == -1) & (not where or np.isin(aug.ids, pool.ids))) | np.isin(parent, train.ids))
+    left_out = 0 if use_pool else len(pool)
     if not use_pool:
         pool = pool.subset(np.zeros(len(pool), bool))
     if len(train) == 0 and len(pool) == 0:  # early exit: FastBERT's self-distillation learns from unlabeled texts alone
+        if left_out:
+            raise KdError(f"no labeled train samples{' match --where ' + repr(where) if where else ''}, and --no-unlabeled leaves out "
+                          f"the {left_out} pool texts{' it selects' if where else ''}: an early exit learns from either")
         raise none_selected(store, where, pool=True) if where else KdError("no train or pool samples in the store")
     aug = aug.subset(~np.isin(aug.ids, pool.ids))  # a recipe's text that is also a pool text is used once
     scored = [np.array([not need_logits or int(i) in teachers.by_id for i in p.ids], dtype=bool) for p in (pool, aug)]

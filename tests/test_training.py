@@ -2253,9 +2253,14 @@ def test_early_exit_where_learns_from_the_rows_it_selects(taught_store):
     # train samples match --where")
     pool = "split = 'unlabeled'"
     out = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--where", pool, "--name", "pool-only", "--db", db, "--json")
+    assert "never learned" not in out.stderr, out.stderr  # (it learns the teacher's answers, of every class: no train row needed)
     figures = json.loads(out.stdout)["metrics"]["all"]
     assert (figures["train_samples"], figures["pool_samples"]) == (0, len(store.samples(splits=["unlabeled"], where=pool)))
     assert _stage(taught_store, "r", "pool-only").status == "succeeded"
+    refused = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--where", pool, "--no-unlabeled", "--name", "none",
+                 "--db", db, ok=False)
+    assert f"Error: no labeled train samples match --where \"{pool}\", and --no-unlabeled leaves out the 30 pool texts it selects" \
+        in refused.output, refused.output
 
 
 def test_distill_bad_input(taught_store, sample_store):
