@@ -1585,20 +1585,24 @@ def _check_where_runs(store, where: str | None, *, by_name: bool = True) -> None
             _warn(note)
 
 
-def _teachers_usable(store, runs, *, scored: bool = True, where: str | None = None) -> None:
+def _teachers_usable(store, runs, *, scored: bool = True, where: str | None = None, pool: bool = True) -> None:
     """The teachers' classes and their logits of the train samples, checked as the stage checks them
     but before it is recorded: a teacher of another class set, or one that has not scored train
     samples ingested after it ran (the fix: `kd teach --run A --logits-only`), leaves no failed stage
-    (nor a new run holding one). A run without a teacher is left to the stage, which fails with the reason."""
-    from kdstore.distill import check_train_scored, check_teachers, none_selected, pool_where
+    (nor a new run holding one). A run without a teacher is left to the stage, which fails with the reason.
+    ``pool``: whether an early exit may learn from the pool (not --no-unlabeled)."""
+    from kdstore.distill import check_train_scored, check_teachers, no_unlabeled_refusal, none_selected, pool_where
 
     taught = [r for r in (resolve_run_id(r) for r in runs) if _has_teacher(store, r)]
     check_teachers(store, taught, store.class_names())
     if scored:  # (early exit learns from the teacher network itself: its stored logits are not needed)
         check_train_scored(store, list(dict.fromkeys(taught)), where)
-    elif where and not any(len(store.samples(splits=[split], labeled=True if split == "train" else None, where=w, limit=1))
-                           for split, w in (("train", where), ("unlabeled", pool_where(where)))):
-        raise none_selected(store, where, pool=True)  # (early exit learns from the pool alone too)
+    elif where and not len(store.samples(splits=["train"], labeled=True, where=where, limit=1)):
+        held = len(store.samples(splits=["unlabeled"], where=pool_where(where)))  # (early exit learns from the pool alone too)
+        if not held:
+            raise none_selected(store, where, pool=True)
+        if not pool:
+            raise no_unlabeled_refusal(where, held)
 
 
 def _one_unknown_token(store, runs) -> None:
@@ -1741,7 +1745,7 @@ def _distill_early_exit(run, teacher_runs, teacher_weights, augment, epochs, lr,
         raise KdError("--max-loss chooses the serving speed on the dev split, and the store has no labeled dev samples")
     if _options_given(("patience",)) and not len(store.samples(splits=["dev"], labeled=True, limit=1)):
         _warn_patience_without_dev()
-    _teachers_usable(store, teacher_runs or (run,), scored=False, where=cfg.where)
+    _teachers_usable(store, teacher_runs or (run,), scored=False, where=cfg.where, pool=cfg.unlabeled is not False)
     _warn_weak_teachers(store, teacher_runs or (run,))
     if max_loss is not None:
         _warn_speed_chosen_on_learned_dev(store, (teacher_runs or (run,))[0])

@@ -440,6 +440,13 @@ def none_selected(store: Store, where: str, *, pool: bool = False) -> KdError:
     return KdError(f"no {rows} match --where {where!r}: loosen it{sources_hint(store, where, ['train'])}")
 
 
+def no_unlabeled_refusal(where: str | None, left_out: int) -> KdError:
+    """Early exit's error where no labeled train row is selected and ``--no-unlabeled`` leaves out the ``left_out``
+    pool texts it would learn from (not "no pool samples match": some do)."""
+    return KdError(f"no labeled train samples{' match --where ' + repr(where) if where else ''}, and --no-unlabeled leaves out "
+                   f"the {left_out} pool texts{' it selects' if where else ''}: an early exit learns from either")
+
+
 def training_set(
     store: Store, teachers: TeacherLogits, *, use_pool: bool | None, augmented: str | None = None, need_logits: bool = True,
     where: str | None = None,
@@ -474,8 +481,7 @@ def training_set(
         pool = pool.subset(np.zeros(len(pool), bool))
     if len(train) == 0 and len(pool) == 0:  # early exit: FastBERT's self-distillation learns from unlabeled texts alone
         if left_out:
-            raise KdError(f"no labeled train samples{' match --where ' + repr(where) if where else ''}, and --no-unlabeled leaves out "
-                          f"the {left_out} pool texts{' it selects' if where else ''}: an early exit learns from either")
+            raise no_unlabeled_refusal(where, left_out)
         raise none_selected(store, where, pool=True) if where else KdError("no train or pool samples in the store")
     aug = aug.subset(~np.isin(aug.ids, pool.ids))  # a recipe's text that is also a pool text is used once
     scored = [np.array([not need_logits or int(i) in teachers.by_id for i in p.ids], dtype=bool) for p in (pool, aug)]

@@ -465,7 +465,10 @@ def fold_warnings(accuracy: Mapping[int, float], majority: Mapping[int, float], 
     others = f"{min(fine):.1%}" if len(fine) == 1 or f"{min(fine):.1%}" == f"{max(fine):.1%}" else f"{min(fine):.1%}-{max(fine):.1%}"
     learned = [k for k in judged if k not in weak]
     # (two weak folds: "the other folds" of one took in the other, whose figure is not among those given)
-    folds = ("the other folds agree" if len(weak) == 1 else f"fold {learned[0]} agrees" if len(learned) == 1
+    # ("the other folds" only where they are the folds that learned, more than one: not beside a fold too small to
+    # judge, whose figure is not given, nor of --folds 2's one other fold)
+    every_other = len(weak) == 1 and len(learned) > 1 and len(learned) == len(accuracy) - 1
+    folds = ("the other folds agree" if every_other else f"fold {learned[0]} agrees" if len(learned) == 1
              else f"folds {', '.join(map(str, learned[:-1]))} and {learned[-1]} agree")
     return [f"fold {k}'s model agrees with {accuracy[k]:.1%} of its {int(samples[k])} train labels out of fold, "
             f"{versus_majority(accuracy[k], majority[k])} always answering their most frequent class ({majority[k]:.1%}), "

@@ -381,7 +381,7 @@ def test_fold_warnings_name_a_fold_that_learned_nothing_beside_folds_that_did():
     assert only == ("fold 1's model agrees with 52.0% of its 50 train labels out of fold, less than always answering their most "
                     "frequent class (55.0%), while the other folds agree with 88.0%-90.0%: that fold learned next to nothing, "
                     "and its flags are mostly its own errors")
-    assert "other folds agree with 90.0%:" in fold_warnings({0: 0.9, 1: 0.5}, {0: 0.5, 1: 0.5}, {0: 50, 1: 50})[0]
+    assert "while fold 0 agrees with 90.0%:" in fold_warnings({0: 0.9, 1: 0.5}, {0: 0.5, 1: 0.5}, {0: 50, 1: 50})[0]  # (--folds 2)
     assert fold_warnings({0: 0.5, 1: 0.52}, {0: 0.5, 1: 0.55}, {0: 50, 1: 50}) == []  # (every fold weak)
     assert fold_warnings({0: 0.9, 1: 0.5}, {0: 0.5, 1: 0.5}, {0: 50, 1: 4}) == []  # (4 labels: too few to judge)
     assert fold_warnings({0: 0.9, 1: 0.85}, {0: 0.5, 1: 0.5}, {0: 50, 1: 50}) == []
@@ -398,6 +398,17 @@ def test_fold_warnings_of_two_weak_folds_name_the_folds_that_learned():
     weak_1, weak_3 = fold_warnings({0: 0.9, 1: 0.5, 2: 0.8, 3: 0.5}, dict.fromkeys(range(4), 0.55), dict.fromkeys(range(4), 50))
     assert "while folds 0 and 2 agree with 80.0%-90.0%:" in weak_1 and "while folds 0 and 2 agree" in weak_3, weak_1
     assert "other folds" not in weak_1 + weak_3
+
+
+def test_fold_warnings_of_one_weak_fold_say_the_other_folds_only_where_all_learned():
+    """One weak fold beside a fold too small to judge (its figure not given) or beside one other fold (--folds 2):
+    "the other folds agree with 95.0%" took in the unjudged fold's 30 %, and named one fold as several."""
+    beside_small, = fold_warnings({0: 0.5, 1: 0.95, 2: 0.3}, dict.fromkeys(range(3), 0.55), {0: 50, 1: 50, 2: 3})
+    assert "while fold 1 agrees with 95.0%:" in beside_small, beside_small
+    of_two, = fold_warnings({0: 0.5, 1: 0.95}, dict.fromkeys(range(2), 0.55), dict.fromkeys(range(2), 50))
+    assert "while fold 1 agrees with 95.0%:" in of_two, of_two
+    of_three, = fold_warnings({0: 0.5, 1: 0.95, 2: 0.9}, dict.fromkeys(range(3), 0.55), dict.fromkeys(range(3), 50))
+    assert "while the other folds agree with 90.0%-95.0%:" in of_three, of_three
 
 
 def test_class_warnings_name_a_class_mostly_flagged():

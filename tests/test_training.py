@@ -2257,8 +2257,10 @@ def test_early_exit_where_learns_from_the_rows_it_selects(taught_store):
     figures = json.loads(out.stdout)["metrics"]["all"]
     assert (figures["train_samples"], figures["pool_samples"]) == (0, len(store.samples(splits=["unlabeled"], where=pool)))
     assert _stage(taught_store, "r", "pool-only").status == "succeeded"
+    stages = len(Store.open(db).stages_of("r"))
     refused = kd("distill", "--run", "r", "--student", "early-exit", "--epochs", "1", "--where", pool, "--no-unlabeled", "--name", "none",
                  "--db", db, ok=False)
+    assert len(Store.open(db).stages_of("r")) == stages  # refused before a stage is recorded (review sessrev7)
     assert f"Error: no labeled train samples match --where \"{pool}\", and --no-unlabeled leaves out the 30 pool texts it selects" \
         in refused.output, refused.output
 
