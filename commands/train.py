@@ -1598,11 +1598,11 @@ def _teachers_usable(store, runs, *, scored: bool = True, where: str | None = No
     if scored:  # (early exit learns from the teacher network itself: its stored logits are not needed)
         check_train_scored(store, list(dict.fromkeys(taught)), where)
     elif where and not len(store.samples(splits=["train"], labeled=True, where=where, limit=1)):
-        held = len(store.samples(splits=["unlabeled"], where=pool_where(where)))  # (early exit learns from the pool alone too)
-        if not held:
+        selected = pool_where(where)  # (early exit learns from the pool alone too)
+        if not len(store.samples(splits=["unlabeled"], where=selected, limit=1)):
             raise none_selected(store, where, pool=True)
-        if not pool:
-            raise no_unlabeled_refusal(where, held)
+        if not pool:  # (the pool's rows read whole only for this refusal's count; the stage reads them itself)
+            raise no_unlabeled_refusal(where, len(store.samples(splits=["unlabeled"], where=selected)))
 
 
 def _one_unknown_token(store, runs) -> None:

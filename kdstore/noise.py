@@ -459,14 +459,13 @@ def fold_warnings(accuracy: Mapping[int, float], majority: Mapping[int, float], 
                 raise KdError(f"{name} of fold {k} must be in [0, 1], got {value}")
     judged = [k for k in sorted(accuracy) if int(samples.get(k, 0)) >= least]
     weak = [k for k in judged if below_room(accuracy[k], majority[k])]
-    fine = [accuracy[k] for k in judged if k not in weak]
+    learned = [k for k in judged if k not in weak]
+    fine = [accuracy[k] for k in learned]
     if not weak or not fine:  # (every fold weak: the teacher as a whole is, which reliability_warnings says)
         return []
     others = f"{min(fine):.1%}" if len(fine) == 1 or f"{min(fine):.1%}" == f"{max(fine):.1%}" else f"{min(fine):.1%}-{max(fine):.1%}"
-    learned = [k for k in judged if k not in weak]
-    # (two weak folds: "the other folds" of one took in the other, whose figure is not among those given)
-    # ("the other folds" only where they are the folds that learned, more than one: not beside a fold too small to
-    # judge, whose figure is not given, nor of --folds 2's one other fold)
+    # ("the other folds" only where they are the folds that learned, more than one: not beside another weak fold or
+    # one too small to judge, whose figures are not given, nor of --folds 2's one other fold)
     every_other = len(weak) == 1 and len(learned) > 1 and len(learned) == len(accuracy) - 1
     folds = ("the other folds agree" if every_other else f"fold {learned[0]} agrees" if len(learned) == 1
              else f"folds {', '.join(map(str, learned[:-1]))} and {learned[-1]} agree")
