@@ -180,6 +180,33 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int
     return table
 
 
+def _no_match(counts: dict[str, dict[str, int]], split: str | None, label: str | None, condition: str | None, *,
+              left: int = 0, dropped: bool = False) -> str | None:
+    """Why ``kd samples`` lists nothing, from the store's counts (of samples not dropped; ``left``: the dropped
+    samples of a split that holds no other; ``dropped``: --dropped was given): the split holds no sample, or
+    none of the class asked for (with what it does hold); None where a --where matched none, which needs no word."""
+    if left and not dropped:
+        return f"the store's {split} samples are all dropped: {counted(left, 'sample')}, left out (add --dropped to list {'it' if left == 1 else 'them'})"
+    if left and (label is None or condition is not None):
+        return None
+    if left:
+        return f"no {split} sample is labeled {label!r} ({split} samples: {counted(left, 'dropped sample')})"
+    if split is not None and split not in counts:
+        if split == "augmented":
+            return "the store holds no augmented texts: `kd distill --augment` makes them"
+        return f"the store holds no {split} samples: `kd ingest FILE --split {split}` adds them"
+    if label is None or condition is not None:
+        return None  # (a --where that matches none: the empty answer is the answer)
+    held: dict[str, int] = {}
+    for name, per in counts.items():
+        if split is None and name not in ("unlabeled", "augmented") or name == split:
+            for lab, n in per.items():
+                held[lab] = held.get(lab, 0) + n
+    where = f"{split} samples" if split else "labeled samples"
+    return (f"no {split + ' ' if split else ''}sample is labeled {label!r} ({where}: "
+            + (first_few(f"{lab} {n:,}" for lab, n in held.items()) if held else "none") + ")")
+
+
 def _dropped_caption(dropped: int) -> str | None:
     return (f"{counted(dropped, 'dropped sample')} left out (`kd samples --dropped --where dropped` lists {'it' if dropped == 1 else 'them'})"
             if dropped else None)
@@ -251,6 +278,7 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         where = f"label_id = {names.index(label)}" if where is None else f"{where} AND label_id = {names.index(label)}"
     if as_tsv:  # the texts kd distill --augment made ([UNK]-masked, cut) are no data to hand on
         where = "parent_id IS NULL" if where is None else f"{where} AND parent_id IS NULL"
+    asked_split = split
     if split == "augmented":  # (they live in the unlabeled split, each with the sample it came from)
         split, where = None, "parent_id IS NOT NULL" if where is None else f"{where} AND parent_id IS NOT NULL"
     # one more than --limit: each form tells when it left samples out (a table of 20 said nothing of the rest)
@@ -263,20 +291,31 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
             raise
         raise KdError(str(exc).replace(f"--where {where!r}", f"--where {condition!r}", 1)) from exc
     gone = 0
-    if not len(rows) and not dropped and not as_tsv and (condition is not None or label is not None) and store.dropped_count():
+    if not len(rows) and not dropped and not as_tsv and (condition is not None or label is not None or split) and store.dropped_count():
         # (`--where dropped`, or the id of a sample dropped by hand: an empty table, read as "none"; a store of no
         # dropped sample, the common case, is not read again)
         gone = len(store.samples(splits=[split] if split else None, where=where, include_dropped=True))
         if gone:
             click.echo(f"note: no sample matches but {counted(gone, 'dropped sample')}, left out "
                        f"(add --dropped to list {'it' if gone == 1 else 'them'})", err=True)
+    said = bool(gone)
     if not len(rows) and not gone and condition is not None and "source" in condition.lower():
         # (a file's own "source" column or key is in meta: `--where "source = 'jd'"` listed an empty table, no word why)
         held = store.sources(splits=[split] if split else SPLITS, labeled=False)
         if held:
+            said = True
             listed = first_few(f"{src!r} ({n})" for src, n in held.items())
             click.echo(f"note: no sample matches --where {condition!r}; the samples' sources are {listed} (the file each came "
                        "from, or its --source; a file's own columns are in meta: meta->>'source' reads one)", err=True)
+    why = None
+    if not len(rows) and not said:
+        counts, left = store.counts(), 0
+        if asked_split is not None and asked_split not in counts and store.dropped_count():
+            left = len(store.samples(splits=[split] if split else None, include_dropped=True,
+                                     where="parent_id IS NOT NULL" if asked_split == "augmented" else None))
+        why = _no_match(counts, asked_split, label, condition, left=left, dropped=dropped)
+    if why:  # (an empty table or [] said nothing: a split never ingested, a class it lacks)
+        click.echo(f"note: {why}", err=True)
     more = bool(limit) and len(rows) > limit
     shown = min(len(rows), limit) if limit else len(rows)
     if as_json:  # `kd samples --split train --json > train.json` kept 20 samples without a word

@@ -815,6 +815,29 @@ def test_samples_that_only_dropped_samples_match_say_so(invoke, write_file):
     assert invoke(["samples", "--where", "id = 5"]).stderr == ""  # none at all: nothing to say
 
 
+def test_samples_that_list_nothing_say_why(invoke, write_file):
+    """`kd samples --split test` before any test file was ingested, or `--split dev --label neg` where dev holds
+    none, printed an empty table (or []) and no word: read as an answer about the data, not about the store."""
+    write_file("classes.txt", "pos\nneg\nmid\n")
+    write_file("train.tsv", "pos\tgood one\nneg\tbad one\n")
+    write_file("dev.tsv", "pos\tfine\n")
+    invoke(["ingest", "train.tsv", "--classes", "classes.txt"])
+    invoke(["ingest", "dev.tsv", "--split", "dev"])
+    empty = invoke(["samples", "--split", "test", "--json"])
+    assert json.loads(empty.stdout) == [] and empty.stderr == (
+        "note: the store holds no test samples: `kd ingest FILE --split test` adds them\n")
+    assert invoke(["samples", "--split", "augmented"]).stderr == (
+        "note: the store holds no augmented texts: `kd distill --augment` makes them\n")
+    assert invoke(["samples", "--split", "dev", "--label", "neg"]).stderr == "note: no dev sample is labeled 'neg' (dev samples: pos 1)\n"
+    assert invoke(["samples", "--label", "mid"]).stderr == "note: no sample is labeled 'mid' (labeled samples: pos 2, neg 1)\n"
+    assert invoke(["samples", "--split", "dev", "--where", "id > 99"]).stderr == ""  # a --where that matches none: the answer
+    invoke(["labels", "set", "--run", "r", "3=drop"])  # dev's only sample, a pos
+    assert invoke(["samples", "--split", "dev", "--label", "neg"]).stderr == (
+        "note: the store's dev samples are all dropped: 1 sample, left out (add --dropped to list it)\n")
+    assert invoke(["samples", "--split", "dev", "--label", "neg", "--dropped"]).stderr == (
+        "note: no dev sample is labeled 'neg' (dev samples: 1 dropped sample)\n")
+
+
 def test_stdin(invoke, read_samples):
     report = invoke.json(["ingest", "-"], input="pos\tfrom stdin\nneg\talso stdin\n")
     assert report["added"] == 2 and report["source"] == "stdin"
