@@ -709,6 +709,18 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
         _finish(store, run, "pretrain", as_json)
 
 
+def _logits_only_reason(unused: list[str]) -> str:
+    """Why --logits-only takes none of ``unused`` (option names as typed): it trains nothing and scores every
+    sample the run's teacher has no logits for, whichever it learned from."""
+    reason = "--logits-only scores with the run's teacher as it was trained (at its --max-len)"
+    if all(o in ("--where", "--split", "--label") for o in unused):  # (it was told "as it was trained (at its --max-len)": no word on choosing)
+        return ("--logits-only scores every sample the run's teacher has no logits for, not a chosen few "
+                "(kd distill reads a row of logits for each; scoring teaches the teacher nothing)")
+    if unused == ["--overwrite"]:
+        return reason + ", adding the logits it lacks and replacing none: leave --logits-only out to train it again"
+    return reason
+
+
 @click.command()
 @run_option
 @click.option("--model", help="Hugging Face model name or directory; pretrain:RUN for `kd pretrain`'s model, teach:RUN to fine-tune a run's teacher further. Its path and sha256 are recorded (model_path, model_sha256).")
@@ -754,8 +766,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         unused = _options_given(("model", "epochs", "lr", "grad_accum", "max_len", "warmup", "patience", "layer_decay", "class_weight", "where", "splits", "labels", "folds", "seed", "overwrite"))
         unused = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in unused]  # (the options' names, not their parameters')
         if unused:  # (a config file's logits-only, never typed, is named with the file)
-            raise click.UsageError(f"{', '.join(unused)}: --logits-only scores with the run's teacher as it was trained (at its --max-len)"
-                                   + file_note(click.get_current_context(), "--logits-only"))
+            raise click.UsageError(f"{', '.join(unused)}: {_logits_only_reason(unused)}" + file_note(click.get_current_context(), "--logits-only"))
         if batch_size < 1:  # (a negative one scored nothing and stored zero logits)
             raise click.BadParameter("must be at least 1", param_hint="--batch-size")
     else:

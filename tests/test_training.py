@@ -177,6 +177,10 @@ def test_logits_only_scores_samples_ingested_later(taught_store, tmp_path):
     assert "--epochs, --max-len: --logits-only scores with the run's teacher as it was trained" in refused.output
     refused = kd("teach", "--run", "r", "--logits-only", "--label", "pos", "--split", "dev", "--db", db, ok=False)
     assert "Error: --split, --label: --logits-only" in refused.output  # the options' names (it said --splits, --labels)
+    # and the reason is choosing's, not training's (it said "as it was trained (at its --max-len)")
+    assert "scores every sample the run's teacher has no logits for, not a chosen few" in refused.output
+    refused = kd("teach", "--run", "r", "--logits-only", "--overwrite", "--db", db, ok=False)
+    assert "replacing none: leave --logits-only out to train it again" in refused.output
     out = kd("teach", "--run", "r", "--logits-only", "--batch-size", "3", "--db", db, "--json")
     assert json.loads(out.stdout)["scored"] == 4
     stage = _stage(sample_store, "r", "teach")
