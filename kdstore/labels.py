@@ -322,6 +322,11 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
     names = store.class_names()  # each train class's labels and how many of them are flagged (a rare class's flags)
     figures.update({f"train_samples[{names[c]}]": int(np.sum(train.labels == c)) for c in present})
     figures.update({f"flagged_of[{names[c]}]": int(np.sum(train.labels[flagged] == c)) for c in present})
+    if votes:  # each member's share of each class's labels it answers as that class: a warning names the members that miss one
+        labels = np.searchsorted(present, train.labels)
+        for j, member in enumerate([judged, *(only_classes(v, present) for v in votes)]):
+            rates = noise.answer_rates(labels, member)
+            figures.update({f"member{j}/answered[{names[c]}]": float(r) for c, r in zip(present, rates)})
     store.add_metrics(stage.id, "train", figures)
     return len(rows)
 
@@ -443,7 +448,37 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None, done:
         again = reteach_command(read.get("run") or run, config).replace(" --overwrite`", f" --seed {seed} --overwrite`")
         # (beside a weak teacher's warnings: folds that learned nothing are the likely cause of them, and the seed its remedy)
         return out + overall + [f"{w}; review them rather than clean them, or re-run the teacher with another seed, {again}" for w in weak_folds]
-    return out + noise.class_warnings({c: int(m.get(f"flagged_of[{c}]", 0)) for c in per_class}, per_class, balanced=balanced)
+    return out + noise.class_warnings({c: int(m.get(f"flagged_of[{c}]", 0)) for c in per_class}, per_class, balanced=balanced,
+                                      members=_members(store, stage, m, balanced=balanced))
+
+
+def _members(store: Store, stage: Stage, figures: dict[str, float], *,
+             balanced: bool) -> list[tuple[str, dict[str, float], tuple[str, str]]] | None:
+    """A detection's ensemble members as ``noise.class_warnings`` takes them: the teacher, each
+    ``--student-votes`` student, the TF-IDF member, in the order its ``member{j}/answered[CLASS]`` figures
+    number them, each with what would mend it (None for a teacher alone)."""
+    config = stage.config or {}
+    students = config.get("student_vote_stages") or []
+    if not students and not config.get("tfidf_member"):
+        return None
+    who = [("the teacher", ("train a stronger teacher", "" if balanced else "`kd teach --class-weight balanced`"))]
+    for read in students:
+        run, name = str(read.get("run")), str(read.get("stage"))
+        try:
+            student = store.find_stage(run, name, succeeded=False).config or {}
+        except KdError:
+            student = {}
+        again = (f"`kd distill --run {shlex.quote(run)} --student {student.get('student') or 'textcnn'} --folds {student.get('folds') or 5} "
+                 f"--name {shlex.quote(name)} --class-weight balanced --overwrite` with the other options `kd report --run {shlex.quote(run)}` "
+                 "lists for it")
+        who.append((f"student {name!r} of run {run!r}", ("distill stronger students", "" if student.get("class_weight") == "balanced" else again)))
+    if config.get("tfidf_member"):
+        who.append(("the TF-IDF member", ("leave --tfidf-member out", "")))
+    out = []
+    for j, (name, remedy) in enumerate(who):
+        prefix = f"member{j}/answered["
+        out.append((name, {k[len(prefix):-1]: v for k, v in figures.items() if k.startswith(prefix)}, remedy))
+    return out
 
 
 def stale_warnings(store: Store, run: str) -> list[str]:

@@ -423,13 +423,34 @@ def reliability_warnings(
     return out
 
 
+def answer_rates(labels, pred_probs) -> np.ndarray:
+    """``(K,)``: for each class, the share of its labels that ``pred_probs`` answers as that class (its
+    argmax: a model's recall of the class, out of fold where the probabilities are), NaN for a class no
+    label holds. Labels need not hold every class, unlike ``validate``'s."""
+    probs = _as_probs(pred_probs, "pred_probs")
+    n, k = probs.shape
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != n or y.dtype == bool or not np.issubdtype(y.dtype, np.integer) or (n and (y.min() < 0 or y.max() >= k)):
+        raise KdError(f"labels must be {n} class ids in 0..{k - 1}, one per pred_probs row; got {y.dtype} of shape {y.shape}")
+    held = np.bincount(y, minlength=k)
+    hit = np.bincount(y, weights=(probs.argmax(axis=1) == y).astype(np.float64), minlength=k)
+    return np.divide(hit, held, out=np.full(k, np.nan), where=held > 0)
+
+
 def class_warnings(flagged: Mapping[str, int], samples: Mapping[str, int], *, max_fraction: float = MAX_CLASS_FRACTION,
-                   least: int = LEAST_CLASS_SAMPLES, balanced: bool = False) -> list[str]:
+                   least: int = LEAST_CLASS_SAMPLES, balanced: bool = False,
+                   members: Sequence[tuple[str, Mapping[str, float], tuple[str, str]]] | None = None) -> list[str]:
     """One sentence for each class whose train labels are flagged more than ``max_fraction`` of the time
     (``flagged[c]`` of ``samples[c]``, classes of at least ``least`` labels): a rare class the teacher learned
     too little of is answered another class out of fold, so the detection flags most of it, its overall
     agreement and flagged share looking fine (a 3 % class is 3 % of the flags). ``balanced``: the teacher
-    already trained with ``--class-weight balanced`` (the advice leaves it out)."""
+    already trained with ``--class-weight balanced`` (the advice leaves it out).
+
+    ``members``: an ensemble's (``--student-votes``, ``--tfidf-member``), each as ``(who, answered, remedy)``:
+    its name ("the teacher", "student 'cnn' of run 'r'"), ``answer_rates`` by class name, and what would
+    mend it as ``(what, how)`` ("distill stronger students", a command or ""; members of one ``what`` are
+    advised once, their commands together). The sentence names the members that answer the class for at
+    most ``1 - max_fraction`` of its labels, not the teacher (which may answer it well while the students never do)."""
     if not 0.0 < max_fraction <= 1.0:
         raise KdError(f"max_fraction must be in (0, 1], got {max_fraction}")
     out = []
@@ -437,11 +458,35 @@ def class_warnings(flagged: Mapping[str, int], samples: Mapping[str, int], *, ma
         k = int(flagged.get(name, 0))
         if not 0 <= k <= n:
             raise KdError(f"flagged[{name!r}] must be in [0, samples], got {k} of {n}")
-        if n >= least and k > max_fraction * n:
-            out.append(f"{k} of the {n} train labels of class {name!r} ({k / n:.0%}) flagged: the teacher seldom answers that "
-                       "class out of fold (a rare class it learned too little of?), so these flags are more likely its errors "
-                       "than wrong labels; review them (`kd labels export`) rather than clean them, or train a stronger "
-                       "teacher" + ("" if balanced else " (`kd teach --class-weight balanced`)") + " first")
+        if not (n >= least and k > max_fraction * n):
+            continue
+        head = f"{k} of the {n} train labels of class {name!r} ({k / n:.0%}) flagged: "
+        if not members:
+            out.append(head + "the teacher seldom answers that class out of fold (a rare class it learned too little of?), so "
+                       "these flags are more likely its errors than wrong labels; review them (`kd labels export`) rather than "
+                       "clean them, or train a stronger teacher" + ("" if balanced else " (`kd teach --class-weight balanced`)") + " first")
+            continue
+        rates = {who: answered.get(name) for who, answered, _ in members}
+        if any(r is not None and not 0.0 <= r <= 1.0 for r in rates.values()):
+            raise KdError(f"answer rates of class {name!r} must be in [0, 1], got {rates}")
+        missing = [(who, remedy) for who, _, remedy in members if rates[who] is not None and rates[who] <= 1.0 - max_fraction]
+        shares = ", ".join(f"{who} {rates[who]:.0%}" for who, _, _ in members if rates[who] is not None)
+        seen = f" (each member's share of them answered {name!r}: {shares})" if shares else ""
+        if missing:
+            many = len(missing) > 1
+            who = ", ".join(w for w, _ in missing[:-1]) + (" and " if many else "") + missing[-1][0]
+            how: dict[str, list[str]] = {}
+            for _, (what, command) in missing:
+                how.setdefault(what, [])
+                if command and command not in how[what]:
+                    how[what].append(command)
+            remedies = [what + (f" ({'; '.join(commands)})" if commands else "") for what, commands in how.items()]
+            out.append(head + f"{who} seldom {'answer' if many else 'answers'} that class out of fold{seen}, so these flags are "
+                       "more likely the ensemble's errors than wrong labels; review them (`kd labels export`) rather than clean them"
+                       + (f", or {' and '.join(remedies)} first" if remedies else ""))
+        else:  # (no member alone misses it: their average does)
+            out.append(head + f"the ensemble seldom answers that class out of fold{seen}, so these flags are more likely "
+                       "its errors than wrong labels; review them (`kd labels export`) rather than clean them")
     return out
 
 

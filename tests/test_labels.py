@@ -2890,6 +2890,42 @@ def test_a_rare_class_warning_advises_no_class_weight_the_teacher_already_had(tm
     assert "--class-weight balanced" not in kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr
 
 
+def test_a_rare_class_the_students_never_answer_names_them_not_the_teacher(tmp_path):
+    """With --student-votes, a class the teacher answers every time out of fold but the fold students never do
+    was flagged through the ensemble's average, and the warning blamed the teacher ("the teacher seldom answers
+    that class") and advised retraining it: it names the members that miss the class, with each one's share."""
+    db = _hand_made_teacher(tmp_path / "kd.db", ["ok"] * 60 + ["exaggerated"] * 34 + ["contact"] * 6)
+    store = Store.open(db)
+    train = store.samples(splits=["train"])
+    right = np.full((len(train), 3), -4.0, dtype=np.float32)
+    right[np.arange(len(train)), train.labels] = 4.0  # the teacher: every label answered
+    with store.engine.begin() as conn:
+        conn.execute(Logit.__table__.delete())
+    store.write_logits(1, train.ids, right)
+    for sid in (2, 3):  # two out-of-fold TextCNNs that answer 'ok' for every 'contact'
+        with store.session() as s, s.begin():
+            s.add(Stage(id=sid, run_id=1, kind="distill", name=f"cnn{sid}", status="succeeded",
+                        config={"student": "textcnn", "folds": 2, "classes": ["ok", "exaggerated", "contact"],
+                                **({"class_weight": "balanced"} if sid == 3 else {})}))
+        wrong = right.copy()
+        wrong[train.labels == 2] = [4.0, -4.0, -4.0]
+        store.write_logits(sid, train.ids, wrong)
+        store.write_folds(sid, train.ids, [i % 2 for i in train.ids])
+    store.close()
+    out = kd("labels", "detect", "--run", "r", "--student-votes", "cnn2", "--student-votes", "cnn3", "--combine", "union", "--db", db, "--json")
+    (said,) = [w for w in json.loads(out.stdout)["warnings"] if "train labels of class 'contact'" in w]
+    assert said.startswith("6 of the 6 train labels of class 'contact' (100%) flagged: student 'cnn2' of run 'r' and student 'cnn3' "
+                           "of run 'r' seldom answer that class out of fold (each member's share of them answered 'contact': "
+                           "the teacher 100%, student 'cnn2' of run 'r' 0%, student 'cnn3' of run 'r' 0%)"), said
+    assert "the teacher seldom" not in out.stderr and "kd teach" not in said
+    # the remedy of the student that weighed its classes alike, not of the one already balanced
+    assert said.endswith("or distill stronger students (`kd distill --run r --student textcnn --folds 2 --name cnn2 "
+                         "--class-weight balanced --overwrite` with the other options `kd report --run r` lists for it) first"), said
+    assert said in kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr  # (read back from the stored figures)
+    figures = {m.name: m.value for m in _open(db).metrics(_open(db).find_stage("r", "detect").id)}
+    assert (figures["member0/answered[contact]"], figures["member1/answered[contact]"], figures["member2/answered[ok]"]) == (1.0, 0.0, 1.0)
+
+
 def test_undoing_a_flag_restores_no_label_and_waits_for_no_later_edit(db):
     """A flag changes no label: its undo puts back neither a label nor the dropped flag it recorded
     (a drop undone since stayed undone; the sample was dropped again), and a later relabel or drop

@@ -30,6 +30,7 @@ from kdstore.noise import (
     disagreement,
     estimate_issue_count,
     quality_scores,
+    answer_rates,
     class_warnings,
     fold_warnings,
     reliability_warnings,
@@ -409,6 +410,37 @@ def test_fold_warnings_of_one_weak_fold_say_the_other_folds_only_where_all_learn
     assert "while fold 1 agrees with 95.0%:" in of_two, of_two
     of_three, = fold_warnings({0: 0.5, 1: 0.95, 2: 0.9}, dict.fromkeys(range(3), 0.55), dict.fromkeys(range(3), 50))
     assert "while the other folds agree with 90.0%-95.0%:" in of_three, of_three
+
+
+def test_answer_rates_are_each_class_recall_and_nan_for_a_class_no_label_holds():
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0], [0.1, 0.9, 0.0]])
+    rates = answer_rates(np.array([0, 0, 0, 1]), probs)
+    np.testing.assert_allclose(rates[:2], [2 / 3, 1.0])
+    assert np.isnan(rates[2])
+    with pytest.raises(KdError, match="class ids in 0..2"):
+        answer_rates(np.array([0, 0, 3, 1]), probs)
+
+
+def test_class_warnings_of_an_ensemble_name_the_members_that_miss_the_class():
+    """An ensemble's rare class flagged: the members that answer it for at most half its labels are named (not
+    "the teacher", which may answer it well), their shared remedy said once with each command; where none
+    misses it alone, the ensemble's average is named."""
+    samples, flagged = {"ok": 60, "contact": 6}, {"contact": 6}
+    members = [("the teacher", {"ok": 1.0, "contact": 0.9}, ("train a stronger teacher", "`kd teach`")),
+               ("student 'a'", {"ok": 1.0, "contact": 0.0}, ("distill stronger students", "`A`")),
+               ("student 'b'", {"ok": 1.0, "contact": 0.5}, ("distill stronger students", "`B`"))]
+    (said,) = class_warnings(flagged, samples, members=members)
+    assert said.startswith("6 of the 6 train labels of class 'contact' (100%) flagged: student 'a' and student 'b' seldom answer that "
+                           "class out of fold (each member's share of them answered 'contact': the teacher 90%, student 'a' 0%, "
+                           "student 'b' 50%)"), said
+    assert said.endswith("or distill stronger students (`A`; `B`) first") and "kd teach" not in said, said
+    members[1:] = [("student 'a'", {"ok": 1.0, "contact": 0.6}, ("distill stronger students", ""))]
+    (average,) = class_warnings(flagged, samples, members=members)
+    assert "flagged: the ensemble seldom answers that class out of fold (each member's share" in average, average
+    (old,) = class_warnings(flagged, samples, members=[(w, {}, r) for w, _, r in members])  # a store without the figures
+    assert "flagged: the ensemble seldom answers that class out of fold, so" in old, old
+    with pytest.raises(KdError, match="must be in"):
+        class_warnings(flagged, samples, members=[("m", {"contact": 1.5}, ("x", ""))])
 
 
 def test_class_warnings_name_a_class_mostly_flagged():
