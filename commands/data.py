@@ -37,9 +37,12 @@ READ_BAR_FROM = 16 * 2**20  # bytes: a smaller file is parsed in a few seconds, 
 @click.option("--header/--no-header", default=None, help="Whether the first row names the columns (default: detect).")
 @click.option("--classes", "classes_file", type=KdPath(dir_okay=False), help="class_id.txt pinning the label set.")
 @click.option("--source", help="Source name recorded on each sample (default: the file name).")
+@click.option("--take-pool/--no-take-pool", is_flag=True,
+              help="Labeled texts already in the unlabeled pool (an annotation round's) move into train with this file's labels, "
+                   "as had the file come before the pool (without it: listed as conflicts, the pool unchanged). Train only.")
 @store_options
 @json_option
-def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, db, as_json):
+def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, take_pool, db, as_json):
     """Load labeled or unlabeled text into the store, all or nothing.
 
     \b
@@ -47,6 +50,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
       kd ingest train.tsv                      # headerless label<TAB>text
       kd ingest pool.txt --split unlabeled     # one text a line
       cat more.jsonl | kd ingest - --format jsonl --split dev
+      kd ingest annotated.tsv --take-pool      # labels for texts of the pool: they move into train
 
     Duplicates (same normalized text) are skipped and counted; the same text with another label is
     listed as a conflict. Any bad row stops the ingest with file, line and field, and nothing changes.
@@ -66,6 +70,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         classes=read_class_file(Path(classes_file)) if classes_file else None,
         classes_file=classes_file,
         source=source if source is not None else ("stdin" if path == "-" else Path(path).name),
+        take_pool=take_pool,
     )
     guard = SignalGuard()  # a kill (SIGTERM, SIGHUP) raises as Ctrl-C does: one line saying what was stored (it said nothing)
     try:
@@ -100,7 +105,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     out = console()
     out.print(Text.assemble(
         f"{name}: read {report.read}, added {report.added} to ", (split, "bold"),
-        f", skipped {counted(report.duplicates, 'duplicate')}, {counted(len(report.conflicts), 'conflict')}",
+        f" ({report.taken} taken from the unlabeled pool)" if report.taken else "", f", skipped {counted(report.duplicates, 'duplicate')}, {counted(len(report.conflicts), 'conflict')}",
     ))
     elsewhere = {k: n for k, n in report.duplicates_in.items() if k != split}
     if elsewhere:  # e.g. test texts already in train: not added to test, so the test set is smaller
@@ -123,9 +128,10 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
     pool = sum(1 for c in report.conflicts if c["kept_label"] is None) - made
     if pool:  # (labels of pool texts, from an annotation round: the user was left with "N conflicts" and no way on)
         out.print(f"  {counted(pool, 'conflict')} with {'a text' if pool == 1 else 'texts'} of the unlabeled pool, which "
-                  f"{'stays' if pool == 1 else 'stay'} unlabeled: kd gives no pool text a label in place (the teachers that scored "
-                  "it as pool would count it in their labeled figures); ingest labeled files before the pool, whose copies "
-                  "of labeled texts are then skipped as duplicates", markup=False)
+                  f"{'stays' if pool == 1 else 'stay'} unlabeled"
+                  + (": --take-pool moves them into train with this file's labels" if split == "train" and not take_pool else
+                     " (--take-pool takes pool texts into train only: students distilled on the pool learned them)" if split != "train" else
+                     " (dropped: `kd labels undo` the drop first)"), markup=False)
     out.print(counts_table(counts, store.class_names(), out.width, dropped=store.dropped_count()))
 
 

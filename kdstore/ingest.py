@@ -48,6 +48,7 @@ class IngestOptions:
     classes: tuple[str, ...] | None = None  # pinned class set (from class_id.txt)
     classes_file: str | None = None  # the file ``classes`` came from, named where it disagrees with the store
     source: str | None = None  # recorded on every sample; default: the file name
+    take_pool: bool = False  # a labeled train row whose text is a pool text moves that sample into train (else: a conflict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class IngestReport:
     added_per_class: dict[str, int] = field(default_factory=dict)
     # the first lines each class's added samples came from (not a conflict's or a duplicate's), for the rare-class warning
     added_lines: dict[str, list[int]] = field(default_factory=dict)
+    taken: int = 0  # pool samples moved into train with the file's labels (--take-pool), counted in added
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class IngestReport:
             "conflicts": self.conflicts,
             "new_classes": self.new_classes,
             "added_per_class": self.added_per_class,
+            "taken_from_pool": self.taken,
         }
 
 
@@ -853,6 +856,9 @@ def _counted(items, bar, description: str, total: int):
 
 def _add_records(store: Store, records: list[Record], name: str, opts: IngestOptions, bar) -> IngestReport:
     source = _source(name, opts)
+    if opts.take_pool and opts.split != "train":  # (a student distilled on the pool learned the text: its dev or test figures would count it)
+        raise KdError(f"--take-pool moves pool texts into train only (--split {opts.split}: students distilled on the pool learned "
+                      f"those texts from the teacher, and {opts.split} figures would count them)")
     report = IngestReport(source=source, split=opts.split, read=len(records))
     # (before the writer lock: seconds for a big pool)
     hashes = [text_hash(r.text) for r in _counted(records, bar, "hashing texts", len(records))]
@@ -866,12 +872,13 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         # (hash -> current label, where from, split, the label it was ingested with: `kd labels` may have changed it since)
         seen: dict[str, tuple[int | None, str, str, int | None]] = {}
         query = select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id,
-                       Sample.orig_label_id)
+                       Sample.orig_label_id, Sample.dropped)
+        kept_pool: set[str] = set()  # the pool texts --take-pool may take: not made by --augment, not dropped
         for part in chunks(sorted(set(hashes)), ID_CHUNK):
-            seen.update(
-                (h, (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split, orig))
-                for h, label_id, src, line, split, parent, orig in conn.execute(query.where(Sample.text_hash.in_(part)))
-            )
+            for h, label_id, src, line, split, parent, orig, dropped in conn.execute(query.where(Sample.text_hash.in_(part))):
+                seen[h] = (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split, orig)
+                if split == "unlabeled" and parent is None and not dropped:
+                    kept_pool.add(h)
         names_by_id = {i: n for n, i in classes.items()}
         lookalikes = {label_key(n): n for n in classes}
         # a stored class set of names only (no number among them) takes no label that is one of their ids:
@@ -879,9 +886,11 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         named = [names_by_id[i] for i in sorted(names_by_id)]  # (as they stood: the classes this file adds are no ids)
         rows = []
         adopted: list[dict[str, Any]] = []
+        taken: list[dict[str, Any]] = []
         for r, h in _counted(zip(records, hashes), bar, "checking against the store", len(records)):
             prior = seen.get(h)
-            if prior is not None:
+            take = opts.take_pool and prior is not None and r.label is not None and h in kept_pool
+            if prior is not None and not take:
                 prior_label, where, prior_split, prior_orig = prior
                 if prior_split == "augmented" and prior_label is None and r.label is None and r.parent_id is None:
                     # a pool text that kd distill --augment made first becomes the pool's, as it would
@@ -929,7 +938,12 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                     report.new_classes.append(r.label)
             seen[h] = (label_id, f"{source}:{r.line}" if r.line else source,
                        "augmented" if r.parent_id is not None else opts.split, label_id)
-            rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta, r.parent_id))
+            if take:  # the pool's sample becomes this row, as had this file come before the pool (its copy then a duplicate)
+                kept_pool.discard(h)
+                taken.append({"h": h, "new_split": opts.split, "new_label": label_id, "new_source": source, "new_line": r.line,
+                              "new_meta": r.meta})
+            else:
+                rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta, r.parent_id))
             if r.label is not None:
                 report.added_per_class[r.label] = report.added_per_class.get(r.label, 0) + 1
                 added = report.added_lines.setdefault(r.label, [])
@@ -950,7 +964,18 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                             meta=bindparam("new_meta") if with_meta else null()),
                     part,
                 )
-        report.added = len(rows) + len(adopted)
+        for with_meta in (True, False):
+            part = [t for t in taken if (t["new_meta"] is not None) == with_meta]
+            if part:
+                conn.execute(
+                    update(Sample.__table__).where(Sample.text_hash == bindparam("h"))
+                    .values(split=bindparam("new_split"), label_id=bindparam("new_label"), orig_label_id=bindparam("new_label"),
+                            source=bindparam("new_source"), line=bindparam("new_line"),
+                            meta=bindparam("new_meta") if with_meta else null()),
+                    part,
+                )
+        report.taken = len(taken)
+        report.added = len(rows) + len(adopted) + len(taken)
     return report
 
 

@@ -1075,6 +1075,36 @@ def test_conflict_is_listed_and_first_label_kept(invoke, write_file, read_sample
     assert read_classes() == [(0, "pos"), (1, "neg")]
 
 
+def test_take_pool_moves_annotated_pool_texts_into_train(invoke, write_file, read_samples, error_line):
+    """An annotation round labels texts drawn from the pool: their labeled file was only conflicts ("which stays
+    unlabeled"), and no way led on but a new store. --take-pool moves each into train with the file's label, as had
+    the file come first; augmented and dropped pool texts, and any split but train, stay as they were."""
+    write_file("train.tsv", "pos\t好吃\nneg\t难吃\n")
+    invoke(["ingest", "train.tsv"])
+    write_file("pool.txt", "还行\n一般\n太咸了\n凑合\n")
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    invoke(["labels", "set", "--run", "r", "6=drop"])  # 凑合, dropped from the pool
+    write_file("annotated.tsv", "pos\t还行\nneg\t太咸了\nneg\t凑合\npos\t很香\nmid\t一般\n")
+    said = invoke(["ingest", "annotated.tsv"]).stdout
+    assert "4 conflicts with texts of the unlabeled pool, which stay unlabeled: --take-pool moves them into train" in " ".join(said.split())
+    before = read_samples()
+    refused = error_line(invoke(["ingest", "annotated.tsv", "--take-pool", "--split", "dev"], ok=False))
+    assert refused == ("Error: --take-pool moves pool texts into train only (--split dev: students distilled on the pool learned "
+                       "those texts from the teacher, and dev figures would count them)")
+    assert read_samples() == before
+    report = invoke.json(["ingest", "annotated.tsv", "--take-pool"])
+    assert (report["added"], report["taken_from_pool"], report["duplicates"]) == (3, 3, 1)  # 很香 (new) was added before
+    assert [(c["line"], c["kept_from"]) for c in report["conflicts"]] == [(3, "pool.txt:4")]  # the dropped one
+    rows = {r["text"]: r for r in read_samples()}
+    assert [(rows[t]["id"], rows[t]["split"], rows[t]["label"], rows[t]["source"], rows[t]["line"]) for t in ("还行", "一般", "太咸了")] == [
+        (3, "train", "pos", "annotated.tsv", 1), (4, "train", "mid", "annotated.tsv", 5), (5, "train", "neg", "annotated.tsv", 2)]
+    assert (rows["凑合"]["split"], rows["凑合"]["label"]) == ("unlabeled", None)
+    assert invoke.json(["samples", "--split", "train", "--label", "mid"])[0]["id"] == 4  # a class the take added
+    # taken as ingested: the label it came with is its original one, and a second take is duplicates only
+    again = invoke.json(["ingest", "annotated.tsv", "--take-pool"])
+    assert (again["added"], again["taken_from_pool"], again["duplicates"]) == (0, 0, 4)
+
+
 def test_a_labeled_row_whose_text_is_stored_unlabeled_is_a_conflict(invoke, write_file, read_samples):
     """Counting it as a duplicate would drop its label without a word (a test row equal to a pool
     text, or to an augmented text, would shrink the test set unseen)."""
@@ -1087,9 +1117,8 @@ def test_a_labeled_row_whose_text_is_stored_unlabeled_is_a_conflict(invoke, writ
     said = invoke(["ingest", "test.tsv", "--split", "test"]).stdout
     assert "has no label: 好吃" in said
     # and what that means, and the way to have those labels learned from (it said "1 conflict" and no more)
-    assert ("1 conflict with a text of the unlabeled pool, which stays unlabeled: kd gives no pool text a label in place "
-            "(the teachers that scored it as pool would count it in their labeled figures); ingest labeled files before the "
-            "pool") in " ".join(said.split()), said
+    assert ("1 conflict with a text of the unlabeled pool, which stays unlabeled (--take-pool takes pool texts into train only: "
+            "students distilled on the pool learned them)") in " ".join(said.split()), said
     # the other way round stays a duplicate: a pool text that is already a labeled sample
     write_file("more.txt", "难吃\n")
     again = invoke.json(["ingest", "more.txt", "--split", "unlabeled"])

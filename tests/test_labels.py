@@ -2510,7 +2510,8 @@ def test_labels_set_of_an_unlabeled_sample_names_the_drop_it_takes(tmp_path, err
     store.close()
     line = error_line(kd("labels", "set", "--run", "r", "3=pos", "--db", db, ok=False))
     assert line == ("Error: sample 3 is unlabeled: kd labels set can drop it (3=drop), not label it "
-                    "(a pool or augmented text takes no label in a store: kd ingest lists a labeled copy of it as a conflict)")
+                    "(a pool text takes a label as it moves into train: `kd ingest FILE --take-pool` of a labeled copy of it; "
+                    "an augmented text takes none)")
     store = _open(db)
     try:
         with store.session() as s:
