@@ -36,7 +36,7 @@ from kdstore.runs import SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout, layer_map as student_layer_map
 from kdstore.store import label_id_note
-from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, check_labels, config_dict as teach_config, score_missing, train_teacher, unscored_labeled, unscored_to_learn
+from kdstore.teacher import TRAINABLE_SPLITS, TeachConfig, check_labels, config_dict as teach_config, score_missing, train_teacher, unscored_labeled, unscored_note, unscored_to_learn
 from kdstore.wording import first_few
 from kdstore.torchutil import DEVICES, pick_device
 
@@ -214,6 +214,8 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         warn(f"the labels changed while stage {stage_name!r} ran (kd labels clean, set, import or undo meanwhile): it learned "
              "from the labels as it read them, and its figures judge against those; re-run it with --overwrite (and the options "
              f"`kd report --run {run}` lists for it) to learn from the labels as they are now")
+    if stage["kind"] == "teach" and stage["status"] == "succeeded" and (late := unscored_note(store, run, stage_name)):
+        warn(late)  # (an ingest while it trained: the next `kd distill` was refused with no word from this one)
     if as_json:  # (run and warnings as the labels commands carry them)
         weak = _majority_note(run, stage)  # a script (bench/ is one) reads warnings, not figures against a share it must count
         if weak or (weak := _missed_note(stage, store)):
@@ -788,6 +790,8 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
                 guard.close()
             if not dist.is_main:
                 return
+            if not n:  # (another `--logits-only` at once scored them: "it scored them now" was said by each)
+                late, to_learn = {}, {}
             if set(late) - {"train"}:  # its figures stand as measured when it ran, on the labels of that time
                 shown = ", ".join(f"{k} {split}" for split, k in late.items())
                 _warn(f"the teacher's stored figures leave out the labeled samples it scored now ({shown}): "

@@ -940,6 +940,18 @@ def score_missing(
     return scored
 
 
+def unscored_note(store: Store, run: str, name: str = "teach") -> str | None:
+    """What a teach stage that just succeeded left unscored: the samples ingested (by another process) after
+    it read the samples to score, which it neither learned from nor scored (``scored_with_rows``); ``None``
+    when it scored every sample of the store (a student refuses a teacher with train samples unscored)."""
+    missing = len(unscored(store, store.find_stage(run, name).id))
+    if not missing:
+        return None
+    them = "them" if missing != 1 else "it"
+    return (f"{missing} sample{'s' * (missing != 1)} ingested while stage {name!r} ran "
+            f"{'have' if missing != 1 else 'has'} no logits of its teacher: `kd teach --run {run} --logits-only` scores {them}")
+
+
 def unscored_labeled(store: Store, run: str) -> dict[str, int]:
     """``{split: n}``: the labeled train/dev/test samples the run's teacher has no logits for (its
     stored figures, computed when it ran, leave them out)."""

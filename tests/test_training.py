@@ -5920,3 +5920,25 @@ def test_a_balanced_teacher_whose_macro_f1_beats_the_majority_is_not_said_to_hav
     # chance (0.50): still told
     coin = {"accuracy": 0.52, "macro_f1": 0.52, "support[neg]": 50, "support[pos]": 50, "recall[neg]": 0.52, "recall[pos]": 0.52}
     assert "learned next to nothing" in note("r1", {"kind": "teach", "metrics": {"dev": coin}, "config": config})
+
+
+def test_teach_says_which_samples_an_ingest_during_its_training_left_unscored(sample_store, tiny_model, monkeypatch):
+    """A sample ingested (by another process) while `kd teach` trained gets no teacher logits: the teach
+    said only 'succeeded', and the next `kd distill` was refused with '2 train samples have no teacher logits'."""
+    import kdstore.teacher
+    from kdstore.ingest import IngestOptions, ingest
+
+    db = str(sample_store)
+    real = kdstore.teacher._fit
+
+    def ingest_while_training(*args, **kwargs):
+        ingest(Store.open(db), "pos\t训练时加进来的很好\nneg\t训练时加进来的太差\n".encode(), "late.tsv", IngestOptions(split="train"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kdstore.teacher, "_fit", ingest_while_training)
+    out = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    assert ("warning: 2 samples ingested while stage 'teach' ran have no logits of its teacher: "
+            "`kd teach --run r --logits-only` scores them") in out.stderr, out.stderr
+    monkeypatch.setattr(kdstore.teacher, "_fit", real)
+    out = kd("teach", "--run", "r2", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
+    assert "have no logits of its teacher" not in out.stderr  # (every sample scored: no such warning)
