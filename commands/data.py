@@ -126,12 +126,14 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         out.print(f"  {counted(made, 'conflict')} with {'a text' if made == 1 else 'texts'} `kd distill --augment` made, which "
                   f"{'stays' if made == 1 else 'stay'} unlabeled: ingest labeled files before distilling with --augment", markup=False)
     pool = sum(1 for c in report.conflicts if c["kept_label"] is None) - made
+    gone = report.pool_dropped  # (dropped pool texts: --take-pool leaves them, "moves them" was said of them too)
     if pool:  # (labels of pool texts, from an annotation round: the user was left with "N conflicts" and no way on)
         out.print(f"  {counted(pool, 'conflict')} with {'a text' if pool == 1 else 'texts'} of the unlabeled pool, which "
                   f"{'stays' if pool == 1 else 'stay'} unlabeled"
-                  + (": --take-pool moves them into train with this file's labels" if split == "train" and not take_pool else
-                     " (--take-pool takes pool texts into train only: students distilled on the pool learned them)" if split != "train" else
-                     " (dropped: `kd labels undo` the drop first)"), markup=False)
+                  + (" (--take-pool takes pool texts into train only: students distilled on the pool learned them)" if split != "train" else
+                     " (dropped: `kd labels undo` the drop first)" if take_pool or gone == pool else
+                     f": --take-pool moves {f'{pool - gone} of them' if gone else 'them'} into train with this file's labels"
+                     + (f" ({gone} dropped: `kd labels undo` the drop first)" if gone else "")), markup=False)
     out.print(counts_table(counts, store.class_names(), out.width, dropped=store.dropped_count()))
 
 
@@ -187,12 +189,15 @@ def counts_table(counts: dict[str, dict[str, int]], names: list[str], width: int
 
 
 def _no_match(counts: dict[str, dict[str, int]], split: str | None, label: str | None, condition: str | None, *,
-              left: int = 0, dropped: bool = False) -> str | None:
+              left: int = 0, dropped: bool = False, matched: bool = False, tsv: bool = False) -> str | None:
     """Why ``kd samples`` lists nothing, from the store's counts (of samples not dropped; ``left``: the dropped
-    samples of a split that holds no other; ``dropped``: --dropped was given): the split holds no sample, or
-    none of the class asked for (with what it does hold); None where a --where matched none, which needs no word."""
-    if left and not dropped:
-        return f"the store's {split} samples are all dropped: {counted(left, 'sample')}, left out (add --dropped to list {'it' if left == 1 else 'them'})"
+    samples of a split that holds no other; ``dropped``: --dropped was given; ``matched``: some of them match what
+    was asked, so listing the dropped ones lists them; ``tsv``: --tsv, which takes no --dropped): the split holds no
+    sample, or none of the class asked for (with what it does hold); None where a --where matched none, which needs no word."""
+    if left and not dropped and matched:  # (not "add --dropped" where that lists nothing again, nor to --tsv, which refuses it)
+        them = "it" if left == 1 else "them"
+        how = f"`kd samples --split {split} --dropped --json` lists {them}" if tsv else f"add --dropped to list {them}"
+        return f"the store's {split} samples are all dropped: {counted(left, 'sample')}, left out ({how})"
     if left and (label is None or condition is not None):
         return None
     if left:
@@ -319,7 +324,8 @@ def samples(split, label, condition, limit, dropped, as_tsv, db, as_json):
         if asked_split is not None and asked_split not in counts and store.dropped_count():
             left = len(store.samples(splits=[split] if split else None, include_dropped=True,
                                      where="parent_id IS NOT NULL" if asked_split == "augmented" else None))
-        why = _no_match(counts, asked_split, label, condition, left=left, dropped=dropped)
+        matched = bool(left) and bool(len(store.samples(splits=[split] if split else None, where=where, include_dropped=True, limit=1)))
+        why = _no_match(counts, asked_split, label, condition, left=left, dropped=dropped, matched=matched, tsv=as_tsv)
     if why:  # (an empty table or [] said nothing: a split never ingested, a class it lacks)
         click.echo(f"note: {why}", err=True)
     more = bool(limit) and len(rows) > limit

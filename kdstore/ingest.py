@@ -74,6 +74,7 @@ class IngestReport:
     # the first lines each class's added samples came from (not a conflict's or a duplicate's), for the rare-class warning
     added_lines: dict[str, list[int]] = field(default_factory=dict)
     taken: int = 0  # pool samples moved into train with the file's labels (--take-pool), counted in added
+    pool_dropped: int = 0  # conflicts with a dropped pool text (which --take-pool leaves): the summary tells them apart
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -874,11 +875,12 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         query = select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id,
                        Sample.orig_label_id, Sample.dropped)
         kept_pool: set[str] = set()  # the pool texts --take-pool may take: not made by --augment, not dropped
+        dropped_pool: set[str] = set()  # (and those it may not, dropped)
         for part in chunks(sorted(set(hashes)), ID_CHUNK):
             for h, label_id, src, line, split, parent, orig, dropped in conn.execute(query.where(Sample.text_hash.in_(part))):
                 seen[h] = (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split, orig)
-                if split == "unlabeled" and parent is None and not dropped:
-                    kept_pool.add(h)
+                if split == "unlabeled" and parent is None:
+                    (dropped_pool if dropped else kept_pool).add(h)
         names_by_id = {i: n for n, i in classes.items()}
         lookalikes = {label_key(n): n for n in classes}
         # a stored class set of names only (no number among them) takes no label that is one of their ids:
@@ -906,6 +908,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                 # with the label the sample was ingested with (the same file again, after `kd labels`
                 # corrected it) is a duplicate: it was listed as a conflict with its own line
                 if r.label is not None and r.label not in (prior_name, orig_name):
+                    report.pool_dropped += prior_label is None and h in dropped_pool
                     report.conflicts.append(
                         {
                             "line": r.line,

@@ -832,9 +832,24 @@ def test_samples_that_list_nothing_say_why(invoke, write_file):
     assert invoke(["samples", "--label", "mid"]).stderr == "note: no sample is labeled 'mid' (labeled samples: pos 2, neg 1)\n"
     assert invoke(["samples", "--split", "dev", "--where", "id > 99"]).stderr == ""  # a --where that matches none: the answer
     invoke(["labels", "set", "--run", "r", "3=drop"])  # dev's only sample, a pos
-    assert invoke(["samples", "--split", "dev", "--label", "neg"]).stderr == (
-        "note: the store's dev samples are all dropped: 1 sample, left out (add --dropped to list it)\n")
     assert invoke(["samples", "--split", "dev", "--label", "neg", "--dropped"]).stderr == (
+        "note: no dev sample is labeled 'neg' (dev samples: 1 dropped sample)\n")
+
+
+def test_samples_note_on_a_dropped_split_names_a_way_that_lists_them(invoke, write_file):
+    """A split of dropped samples alone: `--label neg` of a dev set whose one sample (a pos) is dropped was told
+    "add --dropped to list it", which listed nothing again; `--tsv` was told the same, and --tsv refuses --dropped."""
+    write_file("train.tsv", "pos\tgood one\nneg\tbad one\n")
+    write_file("dev.tsv", "pos\tfine\n")
+    invoke(["ingest", "train.tsv"])
+    invoke(["ingest", "dev.tsv", "--split", "dev"])
+    invoke(["labels", "set", "--run", "r", "3=drop"])  # dev's only sample, a pos
+    assert invoke(["samples", "--split", "dev", "--label", "neg"]).stderr == (
+        "note: no dev sample is labeled 'neg' (dev samples: 1 dropped sample)\n")
+    for asked in (["--split", "dev", "--tsv"], ["--split", "dev", "--label", "pos", "--tsv"]):
+        assert invoke(["samples", *asked]).stderr == (
+            "note: the store's dev samples are all dropped: 1 sample, left out (`kd samples --split dev --dropped --json` lists it)\n"), asked
+    assert invoke(["samples", "--split", "dev", "--label", "neg", "--tsv"]).stderr == (
         "note: no dev sample is labeled 'neg' (dev samples: 1 dropped sample)\n")
 
 
@@ -1086,7 +1101,9 @@ def test_take_pool_moves_annotated_pool_texts_into_train(invoke, write_file, rea
     invoke(["labels", "set", "--run", "r", "6=drop"])  # 凑合, dropped from the pool
     write_file("annotated.tsv", "pos\t还行\nneg\t太咸了\nneg\t凑合\npos\t很香\nmid\t一般\n")
     said = invoke(["ingest", "annotated.tsv"]).stdout
-    assert "4 conflicts with texts of the unlabeled pool, which stay unlabeled: --take-pool moves them into train" in " ".join(said.split())
+    # (not "moves them": the dropped one it leaves, and says why)
+    assert ("4 conflicts with texts of the unlabeled pool, which stay unlabeled: --take-pool moves 3 of them into train with this "
+            "file's labels (1 dropped: `kd labels undo` the drop first)") in " ".join(said.split()), said
     before = read_samples()
     refused = error_line(invoke(["ingest", "annotated.tsv", "--take-pool", "--split", "dev"], ok=False))
     assert refused == ("Error: --take-pool moves pool texts into train only (--split dev: students distilled on the pool learned "
