@@ -480,8 +480,10 @@ def history(sample_id, db, as_json):
     lines = []  # (time, stage id, line): the edits and a review's rejects (no edit of their own) in the order they were made
     for e in h["edits"]:
         undone = f", reverted {e['reverted_at']}" if e["reverted_at"] else ""
-        where = f"{e['run']}/{e['stage']}" if e["stage"] else "(a deleted stage)"
-        if e["action"] == "drop":
+        where = f"{e['run']}/{e['stage']}" if e["stage"] else "kd ingest" if e["action"] == "take" else "(a deleted stage)"
+        if e["action"] == "take":  # (a pool text an annotated file labeled: `kd ingest --take-pool`)
+            change = f"taken from the pool into train, labeled {e['new']}"
+        elif e["action"] == "drop":
             change = "drop" if e["old"] is None else f"drop (label {e['old']} kept)"
         elif e["action"] == "flag":
             change = "flag"

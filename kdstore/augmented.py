@@ -58,7 +58,9 @@ def ensure_augmented(store: Store, recipe: Recipe) -> tuple[str, int]:
             .where(AugmentedText.source == recipe.source, Sample.parent_id.is_not(None)).distinct()
         ).scalars())
         # a train sample that was dropped at some time may have been left out of an earlier run
-        restored = set(conn.execute(select(LabelEdit.sample_id).where(or_(LabelEdit.new_dropped.is_(True), LabelEdit.action == "drop")).distinct()).scalars())
+        # and one `kd ingest --take-pool` took from the pool keeps its older id
+        restored = set(conn.execute(select(LabelEdit.sample_id).where(
+            or_(LabelEdit.new_dropped.is_(True), LabelEdit.action.in_(("drop", "take")))).distinct()).scalars())
     newest = max(done, default=None)
     # the train samples none of the recipe's texts came from and that no earlier run tried: ingested
     # since (ids grow with every ingest), or back from a drop; one below the newest parent that gave

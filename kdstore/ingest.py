@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, insert, null, select, update
 from .errors import KdError
 from .jsonl import RepeatedKey, has_surrogate, loads_strict
 from .names import SPLITS
-from .schema import KdClass, Sample
+from .schema import KdClass, LabelEdit, Sample, utcnow
 from .progress import progress
 from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks, class_ids_shown, class_of_id, numbered_classes
 from .textfile import HEADER_WORDS, TEXT_NAMES, _line_end, decode
@@ -863,7 +863,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
     report = IngestReport(source=source, split=opts.split, read=len(records))
     # (before the writer lock: seconds for a big pool)
     hashes = [text_hash(r.text) for r in _counted(records, bar, "hashing texts", len(records))]
-    with store.write_transaction("classes", "samples") as conn:
+    with store.write_transaction("classes", "samples", *(("label_edits",) if opts.take_pool else ())) as conn:
         classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())
         if opts.classes is not None:  # the class file's classes the store did not have are new too
             report.new_classes.extend(_pin_classes(conn, classes, opts.classes, opts.classes_file or name))
@@ -873,14 +873,17 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         # (hash -> current label, where from, split, the label it was ingested with: `kd labels` may have changed it since)
         seen: dict[str, tuple[int | None, str, str, int | None]] = {}
         query = select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id,
-                       Sample.orig_label_id, Sample.dropped)
-        kept_pool: set[str] = set()  # the pool texts --take-pool may take: not made by --augment, not dropped
+                       Sample.orig_label_id, Sample.dropped, Sample.id)
+        kept_pool: dict[str, int] = {}  # the pool texts --take-pool may take (their ids): not made by --augment, not dropped
         dropped_pool: set[str] = set()  # (and those it may not, dropped)
         for part in chunks(sorted(set(hashes)), ID_CHUNK):
-            for h, label_id, src, line, split, parent, orig, dropped in conn.execute(query.where(Sample.text_hash.in_(part))):
+            for h, label_id, src, line, split, parent, orig, dropped, sample_id in conn.execute(query.where(Sample.text_hash.in_(part))):
                 seen[h] = (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split, orig)
                 if split == "unlabeled" and parent is None:
-                    (dropped_pool if dropped else kept_pool).add(h)
+                    if dropped:
+                        dropped_pool.add(h)
+                    else:
+                        kept_pool[h] = sample_id
         names_by_id = {i: n for n, i in classes.items()}
         lookalikes = {label_key(n): n for n in classes}
         # a stored class set of names only (no number among them) takes no label that is one of their ids:
@@ -942,9 +945,8 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
             seen[h] = (label_id, f"{source}:{r.line}" if r.line else source,
                        "augmented" if r.parent_id is not None else opts.split, label_id)
             if take:  # the pool's sample becomes this row, as had this file come before the pool (its copy then a duplicate)
-                kept_pool.discard(h)
                 taken.append({"h": h, "new_split": opts.split, "new_label": label_id, "new_source": source, "new_line": r.line,
-                              "new_meta": r.meta})
+                              "new_meta": r.meta, "sample_id": kept_pool.pop(h)})
             else:
                 rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta, r.parent_id))
             if r.label is not None:
@@ -977,6 +979,14 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                             meta=bindparam("new_meta") if with_meta else null()),
                     part,
                 )
+        if taken:  # on record, each as a "take" edit of no stage: `kd labels history` shows it, and a figure judged as of
+            # an earlier time (``outputs.labels_as_of``) counts the sample as the pool text it was then
+            now = utcnow()  # (Core inserts, not bulk_insert's driver-level one: the DateTime column is SQLAlchemy's to write)
+            for part in chunks(taken, CHUNK):
+                conn.execute(insert(LabelEdit.__table__), [
+                    {"sample_id": t["sample_id"], "action": "take", "old_label_id": None, "new_label_id": t["new_label"], "old_dropped": False,
+                     "new_dropped": False, "reason": f"kd ingest --take-pool: {source}" + (f":{t['new_line']}" if t["new_line"] else ""),
+                     "created_at": now} for t in part])
         report.taken = len(taken)
         report.added = len(rows) + len(adopted) + len(taken)
     return report

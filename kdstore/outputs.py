@@ -183,9 +183,13 @@ def labels_as_of(store: Store, when, split: str | None = None) -> tuple[dict[int
     if split is not None:
         samples = samples.where(Sample.split == split)
         edits = edits.join(Sample, Sample.id == LabelEdit.sample_id).where(Sample.split == split)
+    # a pool text `kd ingest --take-pool` took into train later was unlabeled then (its original label is the take's)
+    taken = select(LabelEdit.sample_id).where(LabelEdit.action == "take", LabelEdit.created_at > when)
     with store.engine.connect() as conn:
         label = {int(sid): orig for sid, orig in conn.execute(samples)}
         rows = conn.execute(edits).all()
+        for sid in conn.execute(taken).scalars():
+            label.pop(int(sid), None)
     dropped: set[int] = set()
     for sid, action, new in rows:
         if action == "relabel":

@@ -558,6 +558,27 @@ def test_a_train_text_of_emoji_alone_is_not_tried_again_by_every_run(tmp_path, m
     store.close()
 
 
+def test_a_pool_text_taken_into_train_is_augmented_though_its_id_is_older(tmp_path):
+    """`kd ingest --take-pool` moves a pool sample into train keeping its id, older than the parents a recipe
+    already gave texts: the recipe took ids below its newest parent for tried already, and never augmented it."""
+    import kdstore.augmented as augmented
+    from kdstore.ingest import IngestOptions, ingest
+    from kdstore.store import Store
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    ingest(store, "物流很快，包装也很结实\n".encode(), "pool.txt", IngestOptions(split="unlabeled"))  # sample 1
+    ingest(store, "pos\t质量很好，物流也快\nneg\t包装破损，很失望\n".encode(), "t.tsv", IngestOptions())
+    recipe = augmented.Recipe(methods=("ngram",), n=2, p_ngram=1.0)
+    _, first = augmented.ensure_augmented(store, recipe)
+    assert first > 0 and set(store.parents().values()) == {2, 3}
+    report = ingest(store, "pos\t物流很快，包装也很结实\n".encode(), "annotated.tsv", IngestOptions(take_pool=True))
+    assert report.taken == 1
+    _, more = augmented.ensure_augmented(store, recipe)
+    assert more > 0 and 1 in set(store.parents().values())
+    assert augmented.ensure_augmented(store, recipe) == (recipe.source, 0)
+    store.close()
+
+
 def test_a_pool_text_ingested_after_augmentation_made_it_joins_the_pool(tmp_path):
     """Ingested after `kd distill --augment` stored the same text, a pool text was skipped as a
     duplicate of the augmented one: it stayed out of the pool (distill's, pretrain's, --tsv's) and

@@ -1117,9 +1117,36 @@ def test_take_pool_moves_annotated_pool_texts_into_train(invoke, write_file, rea
         (3, "train", "pos", "annotated.tsv", 1), (4, "train", "mid", "annotated.tsv", 5), (5, "train", "neg", "annotated.tsv", 2)]
     assert (rows["凑合"]["split"], rows["凑合"]["label"]) == ("unlabeled", None)
     assert invoke.json(["samples", "--split", "train", "--label", "mid"])[0]["id"] == 4  # a class the take added
+    # on record: the sample's history says when and from which line it was taken
+    said = invoke(["labels", "history", "3"]).stdout
+    assert said.startswith("sample 3: original pos, now pos\n") and "kd ingest: taken from the pool into train, labeled pos " \
+        "(kd ingest --take-pool: annotated.tsv:1)" in said, said
+    assert [(e["action"], e["new"], e["stage"]) for e in invoke.json(["labels", "history", "3", "--json"])["edits"]] == [("take", "pos", None)]
     # taken as ingested: the label it came with is its original one, and a second take is duplicates only
     again = invoke.json(["ingest", "annotated.tsv", "--take-pool"])
     assert (again["added"], again["taken_from_pool"], again["duplicates"]) == (0, 0, 4)
+
+
+def test_labels_as_of_a_time_before_a_take_count_the_taken_sample_as_pool(tmp_path):
+    """A stage's figures judge the labels as they were when it read them (``labels_as_of``): a pool text taken
+    into train later, its original label the take's, counted as a train label then, and a teacher's train
+    confusion (which keeps the first ``n`` of its judged rows by id) dropped a real train sample for it."""
+    import datetime as dt
+
+    from kdstore.ingest import IngestOptions, ingest
+    from kdstore.outputs import labels_as_of
+    from kdstore.schema import utcnow
+    from kdstore.store import Store
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    ingest(store, "还行\n".encode(), "pool.txt", IngestOptions(split="unlabeled"))
+    ingest(store, "pos\t好吃\nneg\t难吃\n".encode(), "train.tsv", IngestOptions())
+    before = utcnow()
+    time.sleep(0.01)
+    ingest(store, "neg\t还行\n".encode(), "annotated.tsv", IngestOptions(take_pool=True))
+    assert labels_as_of(store, before, "train") == ({2: 0, 3: 1}, set())
+    assert labels_as_of(store, utcnow() + dt.timedelta(seconds=1), "train") == ({1: 1, 2: 0, 3: 1}, set())
+    store.close()
 
 
 def test_a_labeled_row_whose_text_is_stored_unlabeled_is_a_conflict(invoke, write_file, read_samples):
