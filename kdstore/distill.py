@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -854,6 +855,9 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                 hard_weight = None if cfg.hard_weight is None else over_steps(cfg.hard_weight, cfg.hard_weight_end, step, total_steps)
                 temperature = over_steps(cfg.temperature, cfg.temperature_end, step, total_steps)
                 pieces = micro_batches(idx, cfg.grad_accum)  # (one, the rows themselves, unless --grad-accum)
+                if matcher is not None:  # the intermediate losses' weights: each piece's share of what its loss is a mean over
+                    held = normalizer_counts([len(ids[i]) for i in idx] if weight else [])
+                    across = dict(zip(NORMALIZERS, dist.share_weights([held[n] for n in NORMALIZERS])))
                 loss = None  # this rank's share's mean loss: the pieces' means weighed by their shares
                 for k, (piece, share) in enumerate(pieces):
                     input_ids, mask = pad([ids[i] for i in piece], tokenizer.pad_token_id, min_len=model.min_len, multiple=model.pad_multiple)
@@ -862,7 +866,11 @@ def _fit(add_metrics, stage: StageHandle, cfg: DistillConfig, built: tuple[torch
                         if matcher is None:
                             logits, matched = net(input_ids, mask), 0.0
                         else:
-                            logits, matched = net(input_ids, mask)
+                            logits, by_normalizer = net(input_ids, mask)
+                            # (scaled so that times the piece's row share and the rank's weight below, each is weighed by its count's share)
+                            mine = normalizer_counts([len(ids[i]) for i in piece])
+                            matched = sum(by_normalizer[n] * (across[n] * mine[n] / held[n] / (weight * share) if weight * share and held[n] else 0.0)
+                                          for n in NORMALIZERS)
                         targets = to_device(soft_targets[piece], device)
                         if cfg.probability_shift:
                             targets = probability_shift(targets, to_device(labels[piece], device))
@@ -943,6 +951,19 @@ def relation_heads(cfg: DistillConfig, student: tuple[int, int], teacher: tuple[
     return heads
 
 
+# what each intermediate loss is a mean over: the batch's real tokens, its pairs of real tokens, or its rows.
+# A --grad-accum piece's loss is weighed by its share of that count (its rows' share weighed a piece of
+# long texts as one of short ones), and each torchrun process's by its share of the whole batch's
+NORMALIZERS = ("tokens", "pairs", "rows")
+MATCH_NORMALIZERS = {"hidden_mse": "tokens", "hidden_cos": "tokens", "pkd": "rows", "nst": "pairs", "attention_kl": "tokens",
+                     "attention_mse": "pairs"}
+
+
+def normalizer_counts(lengths: Sequence[int]) -> dict[str, int]:
+    """``NORMALIZERS``' counts of rows of ``lengths`` real tokens each."""
+    return {"tokens": int(sum(lengths)), "pairs": int(sum(n * n for n in lengths)), "rows": len(lengths)}
+
+
 class IntermediateMatcher(torch.nn.Module):
     """Student logits plus the weighted intermediate losses against a frozen teacher network:
     hidden-state MSE and cosine, Patient KD on [CLS] and FSP (through a learned projection when widths
@@ -974,39 +995,40 @@ class IntermediateMatcher(torch.nn.Module):
         self._t_last.arm()
         with torch.no_grad():
             t = self.teacher[0](input_ids=input_ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
-        loss = logits.new_zeros(())
+        loss = {kind: logits.new_zeros(()) for kind in NORMALIZERS}  # each loss by what it is a mean over
         pairs = list(enumerate(self.map))
         if self.cfg.hidden_mse:
             terms = [hidden_mse(self.proj(s_hidden[0]), t.hidden_states[0], mask)]
             terms += [hidden_mse(self.proj(s_hidden[i + 1]), t.hidden_states[j + 1], mask) for i, j in pairs]
-            loss = loss + self.cfg.hidden_mse * torch.stack(terms).mean()
+            loss["tokens"] = loss["tokens"] + self.cfg.hidden_mse * torch.stack(terms).mean()
         if self.cfg.hidden_cos:
             terms = [hidden_cosine(self.proj(s_hidden[i + 1]), t.hidden_states[j + 1], mask) for i, j in pairs]
-            loss = loss + self.cfg.hidden_cos * torch.stack(terms).mean()
+            loss["tokens"] = loss["tokens"] + self.cfg.hidden_cos * torch.stack(terms).mean()
         if self.cfg.pkd:
             terms = [patient_kd(self.proj(s_hidden[i + 1][:, 0]), t.hidden_states[j + 1][:, 0]) for i, j in pairs]
-            loss = loss + self.cfg.pkd * torch.stack(terms).mean()
+            loss["rows"] = loss["rows"] + self.cfg.pkd * torch.stack(terms).mean()
         if self.cfg.attention_kl:
             terms = [attention_kl(s_att[i], t.attentions[j], mask) for i, j in pairs]
-            loss = loss + self.cfg.attention_kl * torch.stack(terms).mean()
+            loss["tokens"] = loss["tokens"] + self.cfg.attention_kl * torch.stack(terms).mean()
         if self.cfg.attention_mse:
             terms = [attention_mse(s_att[i], t.attentions[j], mask) for i, j in pairs]
-            loss = loss + self.cfg.attention_mse * torch.stack(terms).mean()
+            loss["pairs"] = loss["pairs"] + self.cfg.attention_mse * torch.stack(terms).mean()
         if self.cfg.fsp:  # student layer i against the teacher's layers after the previous mapped one up to map[i]
             starts = [0] + [j + 1 for j in self.map[:-1]]
             terms = [fsp(self.proj(s_hidden[i]), self.proj(s_hidden[i + 1]), t.hidden_states[a], t.hidden_states[j + 1], mask)
                      for (i, j), a in zip(pairs, starts)]
-            loss = loss + self.cfg.fsp * torch.stack(terms).mean()
+            loss["rows"] = loss["rows"] + self.cfg.fsp * torch.stack(terms).mean()
         if self.cfg.nst:
             terms = [neuron_selectivity(s_hidden[i + 1], t.hidden_states[j + 1], mask) for i, j in pairs]
-            loss = loss + self.cfg.nst * torch.stack(terms).mean()
+            loss["pairs"] = loss["pairs"] + self.cfg.nst * torch.stack(terms).mean()
         for m, proj in zip(self.cfg.matches, self.match_proj):  # each its own weight, summed (as TextBrewer sums its matches)
-            loss = loss + m.weight * self._matched(m, proj, s_hidden, s_att, t, mask)
+            kind = MATCH_NORMALIZERS[m.kind]
+            loss[kind] = loss[kind] + m.weight * self._matched(m, proj, s_hidden, s_att, t, mask)
         t_last = self._t_last.take()
         if self.cfg.value_relation:
-            loss = loss + self.cfg.value_relation * relation_kl(s_last["value"], t_last["value"], mask, heads=self.heads)
+            loss["tokens"] = loss["tokens"] + self.cfg.value_relation * relation_kl(s_last["value"], t_last["value"], mask, heads=self.heads)
         if self.cfg.qk_relation:
-            loss = loss + self.cfg.qk_relation * query_key_relation_kl(
+            loss["tokens"] = loss["tokens"] + self.cfg.qk_relation * query_key_relation_kl(
                 s_last["query"], s_last["key"], t_last["query"], t_last["key"], mask, heads=self.heads
             )
         return logits, loss
