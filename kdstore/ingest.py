@@ -27,6 +27,7 @@ from .jsonl import RepeatedKey, has_surrogate, loads_strict
 from .names import SPLITS
 from .schema import KdClass, LabelEdit, Sample, utcnow
 from .progress import progress
+from .runs import current_user
 from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks, class_ids_shown, class_of_id, numbered_classes
 from .textfile import HEADER_WORDS, TEXT_NAMES, _line_end, decode
 from .textkey import text_hash, unseen
@@ -982,11 +983,12 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         if taken:  # on record, each as a "take" edit of no stage: `kd labels history` shows it, and a figure judged as of
             # an earlier time (``outputs.labels_as_of``) counts the sample as the pool text it was then
             now = utcnow()  # (Core inserts, not bulk_insert's driver-level one: the DateTime column is SQLAlchemy's to write)
+            by = current_user()  # (an edit of no stage has no stage's run_by: who took it is in its reason)
             for part in chunks(taken, CHUNK):
                 conn.execute(insert(LabelEdit.__table__), [
                     {"sample_id": t["sample_id"], "action": "take", "old_label_id": None, "new_label_id": t["new_label"], "old_dropped": False,
-                     "new_dropped": False, "reason": f"kd ingest --take-pool: {source}" + (f":{t['new_line']}" if t["new_line"] else ""),
-                     "created_at": now} for t in part])
+                     "new_dropped": False, "reason": f"kd ingest --take-pool: {source}" + (f":{t['new_line']}" if t["new_line"] else "")
+                     + (f", by {by}" if by else ""), "created_at": now} for t in part])
         report.taken = len(taken)
         report.added = len(rows) + len(adopted) + len(taken)
     return report

@@ -183,13 +183,12 @@ def labels_as_of(store: Store, when, split: str | None = None) -> tuple[dict[int
     if split is not None:
         samples = samples.where(Sample.split == split)
         edits = edits.join(Sample, Sample.id == LabelEdit.sample_id).where(Sample.split == split)
-    # a pool text `kd ingest --take-pool` took into train later was unlabeled then (its original label is the take's)
-    taken = select(LabelEdit.sample_id).where(LabelEdit.action == "take", LabelEdit.created_at > when)
     with store.engine.connect() as conn:
         label = {int(sid): orig for sid, orig in conn.execute(samples)}
         rows = conn.execute(edits).all()
-        for sid in conn.execute(taken).scalars():
-            label.pop(int(sid), None)
+    # a pool text `kd ingest --take-pool` took into train later was unlabeled then (its original label is the take's)
+    for sid in taken_since(store, when):
+        label.pop(sid, None)
     dropped: set[int] = set()
     for sid, action, new in rows:
         if action == "relabel":
@@ -198,6 +197,13 @@ def labels_as_of(store: Store, when, split: str | None = None) -> tuple[dict[int
         elif action == "drop":
             dropped.add(sid)
     return {sid: int(y) for sid, y in label.items() if y is not None}, dropped
+
+
+def taken_since(store: Store, when) -> set[int]:
+    """Ids of the pool texts `kd ingest --take-pool` took into train after ``when``: unlabeled then."""
+    with store.engine.connect() as conn:
+        return {int(i) for i in conn.execute(
+            select(LabelEdit.sample_id).where(LabelEdit.action == "take", LabelEdit.created_at > when)).scalars()}
 
 
 def unscored(store: Store, stage_id: int, sample_ids: np.ndarray | None = None) -> np.ndarray:

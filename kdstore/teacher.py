@@ -26,7 +26,7 @@ from .errors import KdError
 from .labels import read_labeled, record_labels_state
 from .losses import CLASS_WEIGHTS, balanced_class_weights, weighted_cross_entropy
 from .metrics import class_support, classification_metrics, mean_log_loss
-from .outputs import OutOfFold, average_probs_as_logits, check_teacher_kept, store_split_metrics, unscored, write_scores, write_sharded_scores
+from .outputs import OutOfFold, average_probs_as_logits, check_teacher_kept, labels_time, store_split_metrics, taken_since, unscored, write_scores, write_sharded_scores
 from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
@@ -665,13 +665,14 @@ def learned_classes(store: Store, stage) -> set[str] | None:
 def trained_on(store: Store, stage) -> set[int]:
     """Ids of the samples a teach stage learned from, as its query selects them now: the labeled
     rows of its ``splits`` (train before ``--split`` existed) matching its ``--where`` and ``--label``,
-    dropped ones included (they may have been dropped after it ran)."""
+    dropped ones included (they may have been dropped after it ran), pool texts `kd ingest --take-pool` took into
+    train after it read the labels left out (it scored them as pool texts)."""
     cfg = stage.config
     rows = store.samples(splits=list(cfg.get("splits") or ["train"]), labeled=True, where=cfg.get("where"), include_dropped=True)
     if cfg.get("labels"):
         names = store.class_names()
         rows = rows.subset(np.isin(rows.labels, [names.index(n) for n in cfg["labels"] if n in names]))
-    return {int(i) for i in rows.ids}
+    return {int(i) for i in rows.ids} - taken_since(store, labels_time(stage))
 
 
 def teacher_at(store: Store, path) -> tuple[str, Any, int | None] | None:

@@ -1117,10 +1117,12 @@ def test_take_pool_moves_annotated_pool_texts_into_train(invoke, write_file, rea
         (3, "train", "pos", "annotated.tsv", 1), (4, "train", "mid", "annotated.tsv", 5), (5, "train", "neg", "annotated.tsv", 2)]
     assert (rows["凑合"]["split"], rows["凑合"]["label"]) == ("unlabeled", None)
     assert invoke.json(["samples", "--split", "train", "--label", "mid"])[0]["id"] == 4  # a class the take added
-    # on record: the sample's history says when and from which line it was taken
+    # on record: the sample's history says when, from which line and by whom it was taken
+    from kdstore.runs import current_user
+
     said = invoke(["labels", "history", "3"]).stdout
     assert said.startswith("sample 3: original pos, now pos\n") and "kd ingest: taken from the pool into train, labeled pos " \
-        "(kd ingest --take-pool: annotated.tsv:1)" in said, said
+        f"(kd ingest --take-pool: annotated.tsv:1, by {current_user()})" in said, said
     assert [(e["action"], e["new"], e["stage"]) for e in invoke.json(["labels", "history", "3", "--json"])["edits"]] == [("take", "pos", None)]
     # taken as ingested: the label it came with is its original one, and a second take is duplicates only
     again = invoke.json(["ingest", "annotated.tsv", "--take-pool"])

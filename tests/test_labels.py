@@ -3765,3 +3765,25 @@ def test_import_of_a_missing_sheet_is_an_error_as_a_missing_input_file_is_elsewh
     assert result.exit_code == 1
     assert error_line(result) == f"Error: {sheet}: cannot read: No such file or directory"
     assert _count(db, LabelEdit) == 0 and {i["status"] for i in _issues(db)} == {"open"}
+
+
+def test_detect_counts_pool_texts_taken_after_the_teacher_as_out_of_sample(db, noisy, tmp_path):
+    """A teacher without folds trained before `kd ingest --take-pool` scored the taken texts as pool texts: it never
+    learned their labels. kd labels detect counted them among its in-sample rows ("74 train samples have in-sample
+    teacher probabilities" of a teacher that learned 60), and recorded them so (in_sample) under --allow-in-sample."""
+    from synthetic import MARKERS, texts
+
+    pool = texts(random.Random(11), MARKERS["pos"], 6)
+    (tmp_path / "pool.txt").write_text("\n".join(pool) + "\n", encoding="utf-8")
+    kd("ingest", str(tmp_path / "pool.txt"), "--split", "unlabeled", "--db", db)
+    kd("teach", "--run", "plain", "--model", str(noisy["model"]), "--epochs", "1", "--max-len", "32", "--db", db)
+    n_train = len(noisy["rows"])
+    write_tsv(tmp_path / "annotated.tsv", [("pos", t) for t in pool[:4]])
+    kd("ingest", str(tmp_path / "annotated.tsv"), "--take-pool", "--db", db)
+    refused = kd("labels", "detect", "--run", "plain", "--db", db, ok=False)
+    assert f"{n_train} train samples have in-sample teacher probabilities" in refused.output, refused.output
+    kd("labels", "detect", "--run", "plain", "--allow-in-sample", "--db", db)
+    store = _open(db)
+    figures = {m.name: m.value for m in store.metrics(store.find_stage("plain", "detect").id)}
+    store.close()
+    assert (figures["in_sample"], figures["train_samples"]) == (n_train, n_train + 4)
