@@ -31,7 +31,7 @@ from .engine import WRITE_LOCK, check_sqlite_url, display_url, make_engine, read
 from .errors import KdError
 from .migrate import db_option, ensure_current
 from .names import SPLITS
-from .schema import AugmentedText, KdClass, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
+from .schema import AugmentedText, KdClass, LabelEdit, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
 from .wording import first_few
 
 # figures under "all" that measure a stage's model (kept only while its folder is): speed.measure's,
@@ -329,6 +329,11 @@ class Store:
         """The highest sample id (0 for none): whether an ingest stored rows, read from the primary key's index."""
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.max(Sample.id))).scalar() or 0)
+
+    def last_edit_id(self) -> int:
+        """The highest label edit id (0 for none): whether an ingest ``--take-pool`` took pool texts, which adds no sample id."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(LabelEdit.id))).scalar() or 0)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class name or '(none)': count}}`` over samples that are not dropped, splits in

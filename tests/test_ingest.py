@@ -1851,6 +1851,25 @@ def test_a_ctrl_c_in_the_middle_of_an_ingest_says_nothing_was_stored(invoke, wri
     assert len(read_samples()) == 2
 
 
+def test_a_ctrl_c_just_after_a_take_only_ingest_committed_says_what_was_stored(invoke, write_file, monkeypatch, error_line):
+    """A take adds no sample id: a Ctrl-C landing after an ingest that only took pool texts had committed said
+    "nothing of annotated.tsv was stored" (the check read the highest sample id alone)."""
+    import commands.data as data
+
+    write_file("pool.txt", "还行\n一般\n")
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    write_file("annotated.tsv", "pos\t还行\nneg\t一般\n")
+    real = data.add_records
+
+    def committed_then_stopped(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "add_records", committed_then_stopped)
+    line = error_line(invoke(["ingest", "annotated.tsv", "--take-pool"], ok=False))
+    assert line == "Error: interrupted: after annotated.tsv was stored (0 samples added, 2 taken from the pool)", line
+
+
 def test_a_kill_in_the_middle_of_an_ingest_says_nothing_was_stored(invoke, write_file, read_samples, monkeypatch, error_line):
     """`kill` (SIGTERM) of an ingest ended it with exit status 143 and not a word, where Ctrl-C says that
     nothing of the file was stored: a kill raises as Ctrl-C does, and says so in one line."""
