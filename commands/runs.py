@@ -220,7 +220,7 @@ def print_wide(out, table) -> None:
 
 
 _HIDDEN = object()
-_TEXT_HIDDEN = {"labels_read_at", "labels_stage_ids"}  # bookkeeping the text report leaves to --json
+_TEXT_HIDDEN = {"labels_read_at", "labels_stage_ids", "newest_sample_read"}  # bookkeeping the text report leaves to --json
 
 
 def _config_value(value):

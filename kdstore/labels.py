@@ -158,7 +158,8 @@ def stale_teacher_runs(config: dict[str, Any]) -> list[str]:
 
 def read_labeled(store: Store, read: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
     """``(read(), state)``: what ``read`` returns and the ``labels_state`` of the labels it read, with
-    when it read them (``labels_read_at``, naive UTC ISO). A label edit committed while it read (a clean or ``kd labels set`` in another process) makes it
+    when it read them (``labels_read_at``, naive UTC ISO) and the newest sample id then (``newest_sample_read``:
+    an ingest's samples have higher ids, so a sample above it came later and was not read). A label edit committed while it read (a clean or ``kd labels set`` in another process) makes it
     read again, so that a stage records the labels it learned from, not those of its start."""
     for _ in range(LABEL_READ_TRIES):
         # under the writer lock that label edits take: none is half-way, so every edit dated before
@@ -167,8 +168,9 @@ def read_labeled(store: Store, read: Callable[[], Any]) -> tuple[Any, dict[str, 
             at = utcnow()  # (the figures judge against the labels as of this moment: outputs.labels_time)
             before = labels_state(store)
         rows = read()
+        newest = store.last_sample_id()  # (after the read: a sample ingested meanwhile counts as read, never the reverse)
         if labels_state(store) == before:
-            return rows, {**before, "labels_read_at": at.isoformat()}
+            return rows, {**before, "labels_read_at": at.isoformat(), "newest_sample_read": newest}
     raise KdError("the labels changed each time they were read (label edits running meanwhile): run this again")
 
 

@@ -665,14 +665,16 @@ def learned_classes(store: Store, stage) -> set[str] | None:
 def trained_on(store: Store, stage) -> set[int]:
     """Ids of the samples a teach stage learned from, as its query selects them now: the labeled
     rows of its ``splits`` (train before ``--split`` existed) matching its ``--where`` and ``--label``,
-    dropped ones included (they may have been dropped after it ran), pool texts `kd ingest --take-pool` took into
-    train after it read the labels left out (it scored them as pool texts)."""
+    dropped ones included (they may have been dropped after it ran); samples ingested after it read them
+    (``newest_sample_read``) and pool texts `kd ingest --take-pool` took into train since left out (it scored
+    them later, or as pool texts)."""
     cfg = stage.config
     rows = store.samples(splits=list(cfg.get("splits") or ["train"]), labeled=True, where=cfg.get("where"), include_dropped=True)
     if cfg.get("labels"):
         names = store.class_names()
         rows = rows.subset(np.isin(rows.labels, [names.index(n) for n in cfg["labels"] if n in names]))
-    return {int(i) for i in rows.ids} - taken_since(store, labels_time(stage))
+    newest = cfg.get("newest_sample_read")  # (samples ingested after it read its rows, scored by a later --logits-only)
+    return {int(i) for i in rows.ids if newest is None or int(i) <= newest} - taken_since(store, labels_time(stage))
 
 
 def teacher_at(store: Store, path) -> tuple[str, Any, int | None] | None:

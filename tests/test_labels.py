@@ -3787,3 +3787,10 @@ def test_detect_counts_pool_texts_taken_after_the_teacher_as_out_of_sample(db, n
     figures = {m.name: m.value for m in store.metrics(store.find_stage("plain", "detect").id)}
     store.close()
     assert (figures["in_sample"], figures["train_samples"]) == (n_train, n_train + 4)
+    # and so are train samples ingested after it read its rows, which a later --logits-only scored (annot10)
+    late = texts(random.Random(12), MARKERS["pos"], 3)
+    write_tsv(tmp_path / "late.tsv", [("pos", t) for t in late])
+    kd("ingest", str(tmp_path / "late.tsv"), "--db", db)
+    kd("teach", "--run", "plain", "--logits-only", "--db", db)
+    refused = kd("labels", "detect", "--run", "plain", "--overwrite", "--db", db, ok=False)
+    assert f"{n_train} train samples have in-sample teacher probabilities" in refused.output, refused.output
