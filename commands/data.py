@@ -84,11 +84,11 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
                 raise click.ClickException(str(exc) + _reading_options_note(str(exc))) from None
             done(len(records))
         store = open_store(db, create=True)
-        before, edits = store.last_sample_id(), store.last_edit_id() if take_pool else 0
+        before, takes = store.last_sample_id(), store.last_take_id() if take_pool else 0
         try:
             report = add_records(store, records, name, opts)
         except (KeyboardInterrupt, Terminated) as exc:  # (click said only "Aborted!": whether any of the file was stored went unsaid)
-            after, took = store.last_sample_id(), store.last_edit_id() - edits if take_pool else 0  # (a take adds no sample id)
+            after, took = store.last_sample_id(), store.takes_after(takes) if take_pool else 0  # (a take adds no sample id)
             raise _stopped(exc, f"nothing of {name} was stored (an ingest is one transaction); run it again"
                            if after == before and not took else f"after {name} was stored ({after - before:,} samples added"
                            + (f", {took:,} taken from the pool" if took else "") + ")") from None

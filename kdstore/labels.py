@@ -166,10 +166,12 @@ def read_labeled(store: Store, read: Callable[[], Any]) -> tuple[Any, dict[str, 
         # ``at`` (dated under that lock, see ``apply`` and ``undo``) is in ``before``, any later one not
         with store.write_transaction("label_edits"):
             at = utcnow()  # (the figures judge against the labels as of this moment: outputs.labels_time)
-            before = labels_state(store)
+            before, took = labels_state(store), store.last_take_id()
         rows = read()
         newest = store.last_sample_id()  # (after the read: a sample ingested meanwhile counts as read, never the reverse)
-        if labels_state(store) == before:
+        # (a `kd ingest --take-pool` meanwhile too: it changes no label state, yet a sample taken after ``at`` counts
+        # as the pool text it was, unlearned, where this read may have learned its label)
+        if labels_state(store) == before and store.last_take_id() == took:
             return rows, {**before, "labels_read_at": at.isoformat(), "newest_sample_read": newest}
     raise KdError("the labels changed each time they were read (label edits running meanwhile): run this again")
 

@@ -330,10 +330,16 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.max(Sample.id))).scalar() or 0)
 
-    def last_edit_id(self) -> int:
-        """The highest label edit id (0 for none): whether an ingest ``--take-pool`` took pool texts, which adds no sample id."""
+    def last_take_id(self) -> int:
+        """The id of the newest ``kd ingest --take-pool`` edit (0 for none): whether one took pool texts, which adds no
+        sample id, since an earlier read (another process's ``kd labels set`` meanwhile is no take)."""
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.max(LabelEdit.id))).scalar() or 0)
+            return int(conn.execute(select(func.max(LabelEdit.id)).where(LabelEdit.action == "take")).scalar() or 0)
+
+    def takes_after(self, edit_id: int) -> int:
+        """How many ``kd ingest --take-pool`` edits are newer than ``edit_id`` (a ``last_take_id``)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(LabelEdit).where(LabelEdit.action == "take", LabelEdit.id > edit_id)).scalar())
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class name or '(none)': count}}`` over samples that are not dropped, splits in

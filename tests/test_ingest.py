@@ -6,6 +6,7 @@ every table of the store exactly as it was (all or nothing).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -1148,6 +1149,31 @@ def test_labels_as_of_a_time_before_a_take_count_the_taken_sample_as_pool(tmp_pa
     ingest(store, "neg\t还行\n".encode(), "annotated.tsv", IngestOptions(take_pool=True))
     assert labels_as_of(store, before, "train") == ({2: 0, 3: 1}, set())
     assert labels_as_of(store, utcnow() + dt.timedelta(seconds=1), "train") == ({1: 1, 2: 0, 3: 1}, set())
+    store.close()
+
+
+def test_a_take_while_a_stage_reads_its_rows_is_read_again_not_counted_as_a_pool_text(tmp_path):
+    """A take adds no clean stage's edit, so the labels a stage read compared equal before and after a take that
+    committed while it read: it kept the time from before its read (``labels_read_at``), so a teacher that learned
+    the taken sample's label counted it as the pool text it was (``taken_since``): out-of-sample to a detection."""
+    from kdstore import labels as lab
+    from kdstore.ingest import ingest
+    from kdstore.outputs import taken_since
+    from kdstore.store import Store
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    ingest(store, "还行\n".encode(), "pool.txt", IngestOptions(split="unlabeled"))
+    ingest(store, "pos\t好吃\nneg\t难吃\n".encode(), "train.tsv", IngestOptions())
+    took = []
+
+    def read():  # (another process's take committing while the stage reads its rows)
+        if not took:
+            took.append(ingest(store, "neg\t还行\n".encode(), "annotated.tsv", IngestOptions(take_pool=True)).taken)
+        return {int(i) for i in store.samples(splits=["train"], labeled=True).ids}
+
+    rows, state = lab.read_labeled(store, read)
+    assert took == [1] and rows == {1, 2, 3}
+    assert not taken_since(store, dt.datetime.fromisoformat(state["labels_read_at"])) & rows  # (it learned them all)
     store.close()
 
 
