@@ -959,20 +959,20 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
             conn.execute(
                 insert(KdClass), [{"id": classes[n], "name": n} for n in report.new_classes[pinned_new:]]
             )
-        writing = bar.add_task("writing samples", total=len(rows), unit="rows")
+        # (a take or an adoption is an update of a stored sample: 300,000 taken were 20 s under a "0/0" bar)
+        writing = bar.add_task("writing samples", total=len(rows) + len(adopted) + len(taken), unit="rows")
         bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows, on_chunk=lambda n: bar.advance(writing, n))
         for with_meta in (True, False):  # (no metadata: SQL NULL, as an ingested row has, not JSON 'null')
-            part = [a for a in adopted if (a["new_meta"] is not None) == with_meta]
-            if part:
+            for part in chunks([a for a in adopted if (a["new_meta"] is not None) == with_meta], CHUNK):
                 conn.execute(
                     update(Sample.__table__).where(Sample.text_hash == bindparam("h"))
                     .values(parent_id=None, source=bindparam("new_source"), line=bindparam("new_line"),
                             meta=bindparam("new_meta") if with_meta else null()),
                     part,
                 )
+                bar.advance(writing, len(part))
         for with_meta in (True, False):
-            part = [t for t in taken if (t["new_meta"] is not None) == with_meta]
-            if part:
+            for part in chunks([t for t in taken if (t["new_meta"] is not None) == with_meta], CHUNK):
                 conn.execute(
                     update(Sample.__table__).where(Sample.text_hash == bindparam("h"))
                     .values(split=bindparam("new_split"), label_id=bindparam("new_label"), orig_label_id=bindparam("new_label"),
@@ -980,6 +980,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                             meta=bindparam("new_meta") if with_meta else null()),
                     part,
                 )
+                bar.advance(writing, len(part))
         if taken:  # on record, each as a "take" edit of no stage: `kd labels history` shows it, and a figure judged as of
             # an earlier time (``outputs.labels_as_of``) counts the sample as the pool text it was then
             now = utcnow()  # (Core inserts, not bulk_insert's driver-level one: the DateTime column is SQLAlchemy's to write)

@@ -1263,6 +1263,23 @@ def test_a_big_ingest_shows_its_progress(invoke, write_file, monkeypatch, counts
     assert "added 7 to train" in big.stdout
 
 
+def test_a_big_take_pool_counts_its_takes_on_the_writing_bar(invoke, write_file, monkeypatch):
+    """`kd ingest annot.tsv --take-pool` of 300,000 pool texts spent 20 s updating them under a
+    "writing samples 0/0" bar with no rate or ETA: the bar counted only the new rows."""
+    import kdstore.ingest as ki
+
+    monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(ki, "BAR_FROM", 5)
+    monkeypatch.setattr(ki, "CHUNK", 3)
+    write_file("pool.txt", "".join(f"pool text {i}\n" for i in range(7)))
+    invoke(["ingest", "pool.txt", "--split", "unlabeled"])
+    write_file("annot.tsv", "".join(f"{'pos' if i % 2 else 'neg'}\tpool text {i}\n" for i in range(7)))
+    taken = invoke(["ingest", "annot.tsv", "--take-pool"])
+    assert "7 taken from the unlabeled pool" in taken.stdout
+    writing = [line for line in taken.stderr.splitlines() if line.startswith("writing samples")]
+    assert writing and all(" 7/7 " in line and " rows/s " in line for line in writing), taken.stderr
+
+
 def test_a_store_of_many_classes_is_counted_a_row_per_class(invoke, write_file, monkeypatch):
     """40 classes (IFLYTEK has 119) were 40 columns squeezed into the screen: every class name and the
     split shown as '…', some counts not at all."""
