@@ -15,6 +15,7 @@ from kdstore.errors import KdError
 from kdstore.folds import fold_count
 from kdstore.jsonl import has_surrogate
 from kdstore.names import resolve_run_id
+from kdstore.progress import working
 from kdstore.runs import check_stage_free, sha256_path, stage_scope
 from kdstore.schema import iso_utc
 
@@ -74,7 +75,10 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
     inputs, labels_read = lab.read_labeled(store, lambda: lab.detect_inputs(store, run, cfg))
     config = {**lab.config_dict(cfg), **inputs.used, **labels_read, "environment": environment()}
     with stage_scope(store, run=run, kind="detect", config=config, overwrite=overwrite) as stage:
-        n = lab.detect(store, stage, cfg, inputs)
+        # (110,000 train labels: some 7 s of cleanlab and scoring with nothing on screen; the TF-IDF member's folds more)
+        with working(f"detecting wrong labels (run {run})", unit="labels", disable=len(inputs.train) < DETECT_BAR_FROM) as done:
+            n = lab.detect(store, stage, cfg, inputs)
+            done(len(inputs.train))
     figures = {m.name: m.value for m in store.metrics(stage.id) if m.split == "train"}
     estimated, judged = int(figures.get("estimated_issues", n)), int(figures.get("train_samples") or 0)
     warned = _warn(lab.detect_warnings(store, run) + lab.single_sample_warnings(store, cfg, inputs) + lab.filter_by_warnings(cfg) + lab.quality_method_warnings(cfg, inputs)
@@ -89,6 +93,9 @@ def detect(run, teacher_run, methods, combine, filter_by, frac_noise, quality_me
         guess = f" (cleanlab estimates {estimated:,} of the {judged:,} train labels wrong, {estimated / judged:.0%})" \
             if estimated != n and judged else ""
         click.echo(f"run {run}: {counted(n, 'likely wrong label')} flagged{guess}{shown}")
+
+
+DETECT_BAR_FROM = 20_000  # train labels: fewer are judged in a second or two, with no bar
 
 
 def _teacher_of_other_labels(store, config: dict) -> list[str]:

@@ -2866,6 +2866,19 @@ def _rare_class_never_answered(tmp_path, class_weight: str | None = None) -> str
     return db
 
 
+def test_a_big_detection_shows_its_progress(tmp_path, monkeypatch):
+    """110,000 train labels were some 7 s of cleanlab and scoring with nothing on screen (500,000, some 20 s):
+    a big detection shows a bar with its count and rate; a small one none."""
+    db = _rare_class_never_answered(tmp_path)
+    monkeypatch.delenv("KD_NO_PROGRESS", raising=False)
+    small = kd("labels", "detect", "--run", "r", "--db", db)
+    assert "detecting wrong labels" not in small.stderr
+    monkeypatch.setattr("commands.labels.DETECT_BAR_FROM", 50)
+    big = kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
+    bars = [line for line in big.stderr.splitlines() if line.startswith("detecting wrong labels (run r)")]
+    assert bars and all(" 100/100 " in line and " labels/s " in line for line in bars), big.stderr
+
+
 def test_a_rare_class_the_teacher_never_answers_is_warned_of(tmp_path):
     """Ads: a violation class of 6 % that the teacher never answers out of fold. Every one of its labels was
     flagged and `kd labels clean` would relabel them all, while the overall figures (agreement 94 % against a
