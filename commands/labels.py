@@ -151,6 +151,11 @@ def show(run, top, status, db, as_json):
     items = items[:top or None]
     highest = "the highest score" if top == 1 else f"the {top} highest scores"  # ("the 1 highest scores")
     _warn(lab.stale_warnings(store, run))  # (on standard error: --json here is the list of issues)
+    if not items:  # (an empty table or [] said nothing: a detection that flagged none, or none in that state)
+        held = lab.issue_statuses(store, run)
+        click.echo(f"note: the detection of run {run} " + (
+            f"holds no {status} issue (its issues: {', '.join(f'{k} {n:,}' for k, n in held.items())})" if held
+            else "flagged no label"), err=True)
     if as_json:
         print_json(items)
         if more:  # (on standard error, as kd samples --json says it: `> issues.json` kept 20 of them without a word)

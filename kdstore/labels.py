@@ -690,6 +690,15 @@ def issue_count(store: Store, run: str, *, status: str | tuple[str, ...] | None 
         return int(s.scalar(query) or 0)
 
 
+def issue_statuses(store: Store, run: str) -> dict[str, int]:
+    """``{status: n}`` of the run's detection's issues, in ``open, applied, rejected, flagged`` order (states held only)."""
+    stage = store.find_stage(run, "detect")
+    with store.session() as s:
+        held = dict(s.execute(select(LabelIssue.status, func.count()).where(LabelIssue.stage_id == stage.id).group_by(LabelIssue.status)).all())
+    order = ("open", "applied", "rejected", "flagged")
+    return {k: int(held[k]) for k in (*order, *sorted(set(held) - set(order))) if held.get(k)}
+
+
 def issues(store: Store, run: str, *, top: int | None = None, status: str | tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """The run's label issues, highest score first, with text, label names and whether the sample
     is dropped now (``status``: one or several)."""

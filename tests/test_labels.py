@@ -2866,6 +2866,28 @@ def _rare_class_never_answered(tmp_path, class_weight: str | None = None) -> str
     return db
 
 
+def test_labels_show_that_lists_nothing_says_why(tmp_path):
+    """`kd labels show --status flagged` of a detection with no flagged issue printed an empty table (or []) and
+    no word: read as "nothing wrong", where the issues were all open."""
+    db = _rare_class_never_answered(tmp_path)
+    kd("labels", "detect", "--run", "r", "--db", db)
+    for extra in ([], ["--json"]):
+        empty = kd("labels", "show", "--run", "r", "--status", "flagged", *extra, "--db", db)
+        assert "note: the detection of run r holds no flagged issue (its issues: open 6)" in empty.stderr, empty.stderr
+    assert json.loads(kd("labels", "show", "--run", "r", "--status", "flagged", "--json", "--db", db).stdout) == []
+    assert "note:" not in kd("labels", "show", "--run", "r", "--db", db).stderr
+    store = Store.open(db)  # a teacher that answers every label: nothing flagged
+    train = store.samples(splits=["train"])
+    right = np.full((len(train), 3), -4.0, dtype=np.float32)
+    right[np.arange(len(train)), train.labels] = 4.0
+    with store.engine.begin() as conn:
+        conn.execute(Logit.__table__.delete())
+    store.write_logits(1, train.ids, right)
+    store.close()
+    kd("labels", "detect", "--run", "r", "--overwrite", "--db", db)
+    assert "note: the detection of run r flagged no label" in kd("labels", "show", "--run", "r", "--db", db).stderr
+
+
 def test_a_big_detection_shows_its_progress(tmp_path, monkeypatch):
     """110,000 train labels were some 7 s of cleanlab and scoring with nothing on screen (500,000, some 20 s):
     a big detection shows a bar with its count and rate; a small one none."""
