@@ -469,9 +469,13 @@ def _members(store: Store, stage: Stage, figures: dict[str, float], *,
     for read in students:
         run, name = str(read.get("run")), str(read.get("stage"))
         try:
-            student = store.find_stage(run, name, succeeded=False).config or {}
+            found = store.find_stage(run, name, succeeded=False)
         except KdError:
-            student = {}
+            found = None
+        if found is None or found.id != read.get("stage_id"):  # (deleted or replaced since: not the options of the one that voted)
+            who.append((f"student {name!r} of run {run!r}", ("distill stronger students", "")))
+            continue
+        student = found.config or {}
         again = (f"`kd distill --run {shlex.quote(run)} --student {student.get('student') or 'textcnn'} --folds {student.get('folds') or 5} "
                  f"--name {shlex.quote(name)} --class-weight balanced --overwrite` with the other options `kd report --run {shlex.quote(run)}` "
                  "lists for it")

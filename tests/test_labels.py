@@ -2960,6 +2960,10 @@ def test_a_rare_class_the_students_never_answer_names_them_not_the_teacher(tmp_p
     assert said in kd("labels", "clean", "--run", "r", "--dry-run", "--db", db).stderr  # (read back from the stored figures)
     figures = {m.name: m.value for m in _open(db).metrics(_open(db).find_stage("r", "detect").id)}
     assert (figures["member0/answered[contact]"], figures["member1/answered[contact]"], figures["member2/answered[ok]"]) == (1.0, 0.0, 1.0)
+    kd("runs", "delete", "--run", "r", "--stage", "cnn2", "--yes", "--db", db)  # gone since: no command made up of defaults for it
+    (again,) = [w for w in json.loads(kd("labels", "clean", "--run", "r", "--dry-run", "--json", "--db", db).stdout)["warnings"]
+                if "train labels of class 'contact'" in w]
+    assert again.endswith("rather than clean them, or distill stronger students first"), again
 
 
 def test_undoing_a_flag_restores_no_label_and_waits_for_no_later_edit(db):
