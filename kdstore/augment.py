@@ -106,7 +106,36 @@ def segment_pos(text: str, *, hmm: bool = True) -> list[tuple[str, str]]:
             pairs[-1] = (before + word, flag if tag in PUNCT_TAGS else tag)  # (caf + é: eng, ｉ + Ｐ: x)
         else:
             pairs.append((word, flag))
-    return pairs
+    return _join_inner_marks(pairs)
+
+
+_INNER_MARKS = frozenset("-'\u2019")  # Wi-Fi, T-shirt, don't, don’t: jieba cuts them at the mark
+
+
+def _join_inner_marks(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``pairs`` with an ASCII word, a hyphen or apostrophe and the ASCII word right after it made one
+    word (Wi-Fi, USB-C, don't), where one side holds a letter: a swap or a mask of one half made
+    'Wi-example' or '[UNK]-Fi'. Numbers on both sides (3-5天, a range) stay as jieba cut them."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(pairs):
+        word, tag = pairs[i]
+        if (out and word in _INNER_MARKS and i + 1 < len(pairs) and _ascii_word(out[-1][0], marks=True)
+                and _ascii_word(pairs[i + 1][0]) and any(c.isalpha() for c in out[-1][0] + pairs[i + 1][0])):
+            before, before_tag = out[-1]
+            after, after_tag = pairs[i + 1]
+            joined_tag = next((t for t in (before_tag, after_tag) if t not in PUNCT_TAGS and t != "m"), "eng")
+            out[-1] = (before + word + after, joined_tag)
+            i += 2
+            continue
+        out.append((word, tag))
+        i += 1
+    return out
+
+
+def _ascii_word(word: str, *, marks: bool = False) -> bool:
+    """ASCII letters and digits only (``marks``: and the marks a word joined before, Wi-Fi in Wi-Fi-6)."""
+    return bool(word) and word.isascii() and word[-1].isalnum() and all(c.isalnum() or marks and c in _INNER_MARKS for c in word)
 
 
 _ZWJ = "\u200d"
