@@ -109,22 +109,25 @@ def segment_pos(text: str, *, hmm: bool = True) -> list[tuple[str, str]]:
     return _join_inner_marks(pairs)
 
 
-_INNER_MARKS = frozenset("-'\u2019")  # Wi-Fi, T-shirt, don't, don’t: jieba cuts them at the mark
+_INNER_MARKS = frozenset("-'\u2019\u2010\u2011\uff0d\uff07")  # Wi-Fi, T-shirt, don't, don’t, Ｗｉ－Ｆｉ: jieba cuts them at the mark
 
 
 def _join_inner_marks(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``pairs`` with an ASCII word, a hyphen or apostrophe and the ASCII word right after it made one
-    word (Wi-Fi, USB-C, don't), where one side holds a letter: a swap or a mask of one half made
-    'Wi-example' or '[UNK]-Fi'. Numbers on both sides (3-5天, a range) stay as jieba cut them."""
+    """``pairs`` with a word of spaced letters (ASCII, accented, full-width, Cyrillic ...), a hyphen or apostrophe
+    and such a word right after it made one word (Wi-Fi, USB-C, don't, Pokémon-Go), where one side holds a
+    letter: a swap or a mask of one half made 'Wi-example' or '[UNK]-Fi'. Numbers on both sides (3-5天, a
+    range) stay as jieba cut them. Halves jieba tags punctuation only (full-width, Cyrillic) stay so, as
+    ｉＰｈｏｎｅ alone does: no swap touches them."""
     out: list[tuple[str, str]] = []
     i = 0
     while i < len(pairs):
         word, tag = pairs[i]
-        if (out and word in _INNER_MARKS and i + 1 < len(pairs) and _ascii_word(out[-1][0], marks=True)
-                and _ascii_word(pairs[i + 1][0]) and any(c.isalpha() for c in out[-1][0] + pairs[i + 1][0])):
+        if (out and word in _INNER_MARKS and i + 1 < len(pairs) and _spelled(out[-1][0], marks=True)
+                and _spelled(pairs[i + 1][0]) and any(c.isalpha() for c in out[-1][0] + pairs[i + 1][0])):
             before, before_tag = out[-1]
             after, after_tag = pairs[i + 1]
-            joined_tag = next((t for t in (before_tag, after_tag) if t not in PUNCT_TAGS and t != "m"), "eng")
+            joined_tag = next((t for t in (before_tag, after_tag) if t not in PUNCT_TAGS and t != "m"),
+                              "eng" if (before + after).isascii() else "x")
             out[-1] = (before + word + after, joined_tag)
             i += 2
             continue
@@ -133,9 +136,12 @@ def _join_inner_marks(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-def _ascii_word(word: str, *, marks: bool = False) -> bool:
-    """ASCII letters and digits only (``marks``: and the marks a word joined before, Wi-Fi in Wi-Fi-6)."""
-    return bool(word) and word.isascii() and word[-1].isalnum() and all(c.isalnum() or marks and c in _INNER_MARKS for c in word)
+def _spelled(word: str, *, marks: bool = False) -> bool:
+    """Letters and digits of a script written with spaces between words only, with their combining marks (``marks``:
+    and the marks a word joined before, Wi-Fi in Wi-Fi-6); ending in a letter or digit."""
+    if not word or not (word[-1].isalnum() or unicodedata.category(word[-1])[0] == "M") or not _spaced_letter(word[0]):
+        return False
+    return all(_spaced_letter(c) or unicodedata.category(c)[0] == "M" or marks and c in _INNER_MARKS for c in word)
 
 
 _ZWJ = "\u200d"

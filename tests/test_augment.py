@@ -755,3 +755,14 @@ def test_a_hyphenated_or_apostrophe_latin_word_is_masked_and_swapped_whole(tmp_p
     assert made and any("[UNK]" in t for t in made)
     halves = re.compile(r"Wi-(?!Fi)|(?<!Wi)-Fi|T-(?!shirt)|(?<!T)-shirt|don'(?!t)|(?<!don)'t")  # (a half kept, the other masked or swapped)
     assert not [t for t in made if halves.search(t)], made
+
+
+def test_a_hyphenated_word_of_accented_or_other_letters_is_one_word_too():
+    """Wi-Fi was joined, but only of ASCII halves: Pokémon-Go, café-bar or full-width Ｗｉ－Ｆｉ stayed three words,
+    and the mask made '[UNK]-Go' of the very kind of word the README says is masked whole."""
+    assert ("Pokémon-Go", "eng") in segment_pos("买了Pokémon-Go的卡") and ("café-bar", "eng") in segment_pos("café-bar不错")
+    assert segment_pos("Ｗｉ－Ｆｉ很好")[0] == ("Ｗｉ－Ｆｉ", "x")  # (full-width: punctuation to jieba, as ｉＰｈｏｎｅ, never swapped)
+    assert segment_pos("Санкт-Петербург很大")[0] == ("Санкт-Петербург", "x")
+    assert [w for w, _ in segment_pos("３－５天到")][:3] == ["３", "－", "５"]  # (a range of numbers stays cut)
+    masked = augment(["Pokémon-Go好玩"], n=10, seed=0, methods=("mask",), p_mask=0.5)
+    assert {t for _, t, _ in masked} == {"[UNK]好玩", "Pokémon-Go[UNK]"}
