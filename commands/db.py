@@ -42,6 +42,10 @@ def upgrade(db, as_json):
     if state != "current" and store.read_only:  # (SQLite said "attempt to write a readonly database", naming no cause)
         raise KdError(f"cannot upgrade {store.url} from revision {current or 'empty'} to {migrate.head_revision()}: "
                       f"{store.read_only}; nothing was changed")
+    denied = migrate.cannot_migrate(store.engine) if state != "current" else None
+    if denied:  # (PostgreSQL said only "permission denied for schema public")
+        raise KdError(f"cannot upgrade {store.url} from revision {current or 'empty'} to {migrate.head_revision()}: "
+                      f"{denied}; nothing was changed")
     # the revision found under the migration lock: another process may have upgraded the store meanwhile
     guard = SignalGuard()  # (a kill raises as Ctrl-C does: one line saying where the store stands)
     try:
@@ -102,6 +106,8 @@ def current(db, check, as_json):
         upgrade = f"run `{migrate.upgrade_command(store.engine.url)}`"
         if store.read_only:  # (that command refuses a store kd cannot write)
             upgrade = f"{store.read_only}: make it writable, then {upgrade}"
+        elif state == "behind" and (denied := migrate.cannot_migrate(store.engine)):
+            upgrade = f"{upgrade}; {denied}"
         advice = {"current": "up to date", "behind": upgrade, "newer": "newer than this kd: upgrade kd",
                   "foreign": "not a kd store"}[state]
         click.echo(f"{store.url}: revision {cur or 'none'} (head {head}, {advice})")

@@ -138,6 +138,28 @@ def state(engine: Engine) -> str:
     return "behind" if current in known_revisions() else "newer"
 
 
+def cannot_migrate(engine: Engine) -> str | None:
+    """Why the server's user cannot migrate this store (``None`` where it can, and on SQLite): a
+    migration alters the store's tables, which only their owner (or a member of its role) may; a new
+    store needs CREATE on the schema. Without it, `kd db upgrade` failed with "permission denied"."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        user, schema, superuser = conn.exec_driver_sql(
+            "SELECT current_user, current_schema(), (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)").one()
+        if superuser or schema is None:
+            return None
+        owner = conn.exec_driver_sql(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'alembic_version'").scalar()
+        if owner is None:
+            if conn.exec_driver_sql("SELECT has_schema_privilege(current_schema(), 'CREATE')").scalar():
+                return None
+            return f"the user {user} may not create tables in schema {schema}: run it as a user who may (GRANT CREATE ON SCHEMA {schema} TO {user})"
+        if conn.exec_driver_sql("SELECT pg_has_role(current_user, %(owner)s, 'USAGE')", {"owner": owner}).scalar():
+            return None
+        return f"the user {user} does not own the store's tables ({owner} does), and only their owner may change them: run it as {owner}"
+
+
 def is_empty(engine: Engine) -> bool:
     return not inspect(engine).get_table_names()
 
@@ -168,8 +190,10 @@ def ensure_current(engine: Engine, *, create: bool = True, read_only: str | None
         raise KdError(f"{where} is at schema revision {current}, kd needs {head}, and {read_only}: make it writable, then run "
                       f"`{upgrade_command(engine.url)}` (or copy the store, with its kd-artifacts folder, to a folder kd can write "
                       "and upgrade the copy)")
+    denied = cannot_migrate(engine)
     raise KdError(
         f"{where} is at schema revision {current}, kd needs {head}: run `{upgrade_command(engine.url)}` first"
+        + (f" ({denied})" if denied else "")
     )
 
 

@@ -754,3 +754,31 @@ def test_the_upgrade_command_of_the_store_kd_db_names_is_bare_where_a_password_i
     assert migrate.upgrade_command(url) == "kd db upgrade"
     monkeypatch.setenv("KD_DB", "postgresql+psycopg://kd:s3cret@db.example/other")  # (another store: spelled out)
     assert migrate.upgrade_command(url) == spelled
+
+
+def test_an_old_store_whose_user_may_not_alter_its_tables_names_who_may_upgrade_it(db, invoke, error_line):
+    """A team member's role may read and write the store's rows but not alter its tables (their owner
+    made it): `kd db current` and the refusal advised `kd db upgrade`, which then failed with only
+    "permission denied for schema public". Each names the owner who may run it; nothing changes."""
+    if not str(db).startswith("postgresql"):
+        pytest.skip("PostgreSQL roles")
+    url = make_url(db)
+    role = f"kd_rw_{url.database}"[:60]
+    engine = _engine_at(db, "0005")
+    owner = engine.url.username
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+        conn.exec_driver_sql(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"')
+    as_role = url.set(username=role).render_as_string(hide_password=False)
+    try:
+        advice = invoke(["db", "current"], db=as_role).stdout
+        assert f"({owner} does)" in advice and f"run it as {owner}" in advice
+        assert f"run it as {owner}" in error_line(invoke(["samples"], db=as_role, ok=False))
+        line = error_line(invoke(["db", "upgrade"], db=as_role, ok=False))
+        assert f"does not own the store's tables ({owner} does)" in line and "nothing was changed" in line
+        assert migrate.current_revision(engine) == "0005"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')
+        engine.dispose()
