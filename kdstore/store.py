@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from . import vectors
 from .engine import WRITE_LOCK, check_sqlite_url, display_url, make_engine, read_only_uri, resolve_url, sqlite_path
 from .errors import KdError
-from .migrate import db_option, ensure_current
+from .migrate import cannot_migrate, db_option, ensure_current
 from .names import SPLITS
 from .schema import AugmentedText, KdClass, LabelEdit, Logit, Metric, Prediction, Run, Sample, SampleFold, Stage
 from .wording import first_few
@@ -187,8 +187,15 @@ class Store:
                 if path is not None and "locked" in str(exc) and attempt < OPEN_TRIES - 1:
                     time.sleep(0.1 * (attempt + 1))  # another process is creating the same new store: SQLite said
                     continue  # "locked" at once (a lock it does not wait for), so wait here
+                why = _first_line(exc)
+                if path is None and "permission denied" in why:  # (an empty database whose user may not create tables: the GRANT it needs)
+                    try:
+                        denied = cannot_migrate(engine)
+                    except DBAPIError:
+                        denied = None
+                    why += f" ({denied})" if denied else ""
                 engine.dispose()
-                raise KdError(f"cannot open the store at {display_url(engine.url)}: {_first_line(exc)}") from None
+                raise KdError(f"cannot open the store at {display_url(engine.url)}: {why}") from None
         schema = _server_schema(engine)
         return cls(engine, _artifact_root(path, engine.url, schema), read_only, _home_root(path, engine.url, schema))
 

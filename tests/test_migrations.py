@@ -756,7 +756,7 @@ def test_the_upgrade_command_of_the_store_kd_db_names_is_bare_where_a_password_i
     assert migrate.upgrade_command(url) == spelled
 
 
-def test_an_old_store_whose_user_may_not_alter_its_tables_names_who_may_upgrade_it(db, invoke, error_line):
+def test_an_old_store_whose_user_may_not_alter_its_tables_names_who_may_upgrade_it(db, invoke, error_line, write_file):
     """A team member's role may read and write the store's rows but not alter its tables (their owner
     made it): `kd db current` and the refusal advised `kd db upgrade`, which then failed with only
     "permission denied for schema public". Each names the owner who may run it; nothing changes."""
@@ -777,6 +777,14 @@ def test_an_old_store_whose_user_may_not_alter_its_tables_names_who_may_upgrade_
         line = error_line(invoke(["db", "upgrade"], db=as_role, ok=False))
         assert f"does not own the store's tables ({owner} does)" in line and "nothing was changed" in line
         assert migrate.current_revision(engine) == "0005"
+        # an empty database (another schema) where the user may not create tables: the first ingest names the GRANT
+        with engine.begin() as conn:
+            conn.exec_driver_sql('CREATE SCHEMA "empty_one"')
+            conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "empty_one" TO "{role}"')
+        in_empty = url.set(username=role, query={"options": "-csearch_path=empty_one"}).render_as_string(hide_password=False)
+        write_file("t.tsv", "pos\tgood\n")
+        line = error_line(invoke(["ingest", "t.tsv"], db=in_empty, ok=False))
+        assert f"GRANT CREATE ON SCHEMA empty_one TO {role}" in line, line
     finally:
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
