@@ -388,6 +388,10 @@ def student_bert_config(teacher_config, *, layers: int, hidden: int | None, num_
         intermediate_size=4 * width if width != teacher_config.hidden_size else teacher_config.intermediate_size,
         num_labels=num_classes, architectures=None,
     )
+    if width != teacher_config.hidden_size and (getattr(teacher_config, "embedding_size", None) or 0) > width:
+        # (ELECTRA: a token table of the teacher's embedding_size, 768 for ELECTRA-base, projected down to a
+        # narrower student that copies nothing from it, doubled the student; no wider than its layers)
+        cfg["embedding_size"] = width
     for key in ("id2label", "label2id"):
         cfg.pop(key, None)
     cfg["id2label"] = {i: f"LABEL_{i}" for i in range(num_classes)}

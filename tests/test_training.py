@@ -5966,3 +5966,27 @@ def test_teach_says_which_samples_an_ingest_during_its_training_left_unscored(sa
     monkeypatch.setattr(kdstore.teacher, "_fit", real)
     out = kd("teach", "--run", "r2", "--model", str(tiny_model), "--epochs", "1", "--max-len", "32", "--db", db)
     assert "have no logits of its teacher" not in out.stderr  # (every sample scored: no such warning)
+
+
+def test_a_narrower_electra_student_has_embeddings_no_wider_than_itself(sample_store, tiny_model, tmp_path):
+    """An ELECTRA teacher whose embeddings are as wide as its layers (ELECTRA-base: 768 and 768) gave a
+    --width student the teacher's embedding_size: a token table 768 wide projected down to 312, nothing
+    copied into it (another width copies no layer), and a student twice a BERT teacher's of the same
+    options (21.6 M parameters against 11.5 M). Its embeddings are at most its own width."""
+    from transformers import AutoTokenizer, ElectraConfig, ElectraForPreTraining
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=64)
+    seeded(ElectraForPreTraining, config).save_pretrained(tmp_path / "electra")
+    tokenizer.save_pretrained(tmp_path / "electra")
+    db = str(sample_store)
+    kd("teach", "--run", "el", "--model", str(tmp_path / "electra"), "--epochs", "1", "--max-len", "32", "--db", db)
+    kd("distill", "--run", "el", "--student", "transformer", "--layers", "1", "--width", "16", "--hidden-mse", "1", "--epochs", "1", "--db", db)
+    stage = _stage(sample_store, "el", "distill-transformer")
+    meta = json.loads(Path(stage.artifact_path, "student.json").read_text(encoding="utf-8"))
+    assert meta["student"]["bert"]["hidden_size"] == 16 and meta["student"]["bert"]["embedding_size"] == 16
+    from kdstore.predictor import load_student
+
+    student, _, _ = load_student(Path(stage.artifact_path), "cpu")
+    assert not any("embeddings_project" in name for name, _ in student.named_parameters())
