@@ -332,22 +332,26 @@ class LastLayerVectors:
         return seen
 
 
-def _self_attention(encoder_model) -> nn.Module:
+def _self_attention(encoder_model, *, of_teacher: bool = False) -> nn.Module:
     """The last layer's self-attention of a BERT-layout encoder (BERT, RoBERTa, XLM-R, ERNIE, ELECTRA:
-    ``encoder.layer[i].attention.self`` with query, key and value projections)."""
+    ``encoder.layer[i].attention.self`` with query, key and value projections); ``of_teacher``: the encoder is
+    a student built like the teacher (the refusal names a ``--student-model`` as a way on)."""
     try:
         attention = encoder_model.encoder.layer[-1].attention.self
         for name in LastLayerVectors.NAMES:
             getattr(attention, name)
     except (AttributeError, IndexError, TypeError):
-        raise _not_bert_layout(getattr(encoder_model.config, "model_type", type(encoder_model).__name__)) from None
+        raise _not_bert_layout(getattr(encoder_model.config, "model_type", type(encoder_model).__name__), of_teacher=of_teacher) from None
     return attention
 
 
-def _not_bert_layout(kind: str) -> KdError:
+def _not_bert_layout(kind: str, *, of_teacher: bool = True) -> KdError:
+    # (a --student-model transformer reads no layer of the teacher: it works beside such a teacher, without intermediate losses)
+    other = (", or a pre-trained --student-model NAME_OR_DIR of the teacher's vocabulary (--student transformer, no intermediate losses)"
+             if of_teacher else "")
     return KdError(
         f"a transformer student copies a BERT-layout encoder (BERT, RoBERTa, XLM-R, ERNIE, ELECTRA); "
-        f"this teacher's {kind!r} is laid out otherwise: choose --student textcnn, bigru or bilstm"
+        f"this teacher's {kind!r} is laid out otherwise: choose --student textcnn, bigru or bilstm{other}"
     )
 
 
@@ -417,7 +421,7 @@ def check_bert_layout(teacher_config) -> None:
     except Exception:  # a configuration with one entry a layer (ModernBERT's, Qwen2's layer_types) cannot be cut shorter
         raise _not_bert_layout(getattr(teacher_config, "model_type", type(teacher_config).__name__)) from None
     with torch.device("meta"):
-        _self_attention(AutoModel.from_config(config))
+        _self_attention(AutoModel.from_config(config), of_teacher=True)
 
 
 def layer_map(student_layers: int, teacher_layers: int, given: Sequence[int] = ()) -> list[int]:

@@ -4159,6 +4159,8 @@ def test_a_teacher_not_laid_out_like_bert_is_refused_by_early_exit_and_transform
         out = kd("distill", "--run", "a", "--student", student, "--epochs", "1", "--db", db, ok=False)
         assert f"this one is {kind!r}" in out.output if student == "early-exit" else f"this teacher's {kind!r} is laid out otherwise" in out.output
         assert "choose --student textcnn, bigru or bilstm" in out.output  # (early exit named no way on)
+        # (and a transformer the way it does work beside such a teacher, which the refusal did not name)
+        assert ("--student-model NAME_OR_DIR" in out.output) == (student == "transformer"), out.output
         assert "Traceback" not in out.output
     runs = json.loads(kd("runs", "--db", db, "--json").stdout)
     assert [s["name"] for r in runs for s in r["stages"]] == ["teach"]
