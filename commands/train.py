@@ -28,7 +28,7 @@ from kdstore.errors import InterruptedAfterRecord, KdError, Terminated
 from kdstore.labels import digests, labels_state, redetect_command, stale_teacher_runs
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import below_room, chance_macro_f1, class_support, hardly_beats_majority, missed_classes, versus_majority
-from kdstore.noise import LEAST_CLASS_SAMPLES
+from kdstore.noise import LEAST_CLASS_SAMPLES, fold_warnings
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
@@ -216,6 +216,9 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
              f"`kd report --run {run}` lists for it) to learn from the labels as they are now")
     if stage["kind"] == "teach" and stage["status"] == "succeeded" and (late := unscored_note(store, run, stage_name)):
         warn(late)  # (an ingest while it trained: the next `kd distill` was refused with no word from this one)
+    if stage["kind"] == "teach" and stage["status"] == "succeeded":
+        for w in _weak_fold_notes(run, stage):  # (dev read 100%, the folds' average, while one fold guessed its fifth of train)
+            warn(w)
     if as_json:  # (run and warnings as the labels commands carry them)
         weak = _majority_note(run, stage)  # a script (bench/ is one) reads warnings, not figures against a share it must count
         if weak or (weak := _missed_note(stage, store)):
@@ -552,6 +555,19 @@ def _learned_nothing(m: dict, support: dict) -> tuple[str, float] | None:
     if chance is not None and m.get("macro_f1") is not None and not below_room(m["macro_f1"], chance):
         return None
     return weak
+
+
+def _weak_fold_notes(run: str, stage: dict) -> list[str]:
+    """A warning for each fold of a ``--folds`` teacher whose own out-of-fold agreement with its train labels
+    hardly beats always answering their most frequent class, where another fold learned (``noise.fold_warnings``):
+    its logits for a fifth of train are guesses, which kd labels detect judges those labels by."""
+    m = stage["metrics"].get("train") or {}
+    folds = {int(k[len("fold"):-len("/oof_accuracy")]): v for k, v in m.items() if re.fullmatch(r"fold\d+/oof_accuracy", k)}
+    config = stage.get("config") or {}
+    again = reteach_command(run, config).replace(" --overwrite`", f" --seed {int(config.get('seed') or 0) + 1} --overwrite`")
+    return [f"{w}; re-run it with another seed, {again}" for w in fold_warnings(
+        folds, {k: m.get(f"fold{k}/majority_rate") for k in folds}, {k: int(m.get(f"fold{k}/train_samples", 0)) for k in folds},
+        consequence="its out-of-fold logits, by which kd labels detect judges those labels, are guesses")]
 
 
 def _majority_note(run: str, stage: dict) -> str | None:

@@ -491,13 +491,13 @@ def class_warnings(flagged: Mapping[str, int], samples: Mapping[str, int], *, ma
 
 
 def fold_warnings(accuracy: Mapping[int, float], majority: Mapping[int, float], samples: Mapping[int, int], *,
-                  least: int = LEAST_CLASS_SAMPLES) -> list[str]:
+                  least: int = LEAST_CLASS_SAMPLES, consequence: str = "its flags are mostly its own errors") -> list[str]:
     """One sentence for each fold of a ``--folds`` teacher whose out-of-fold predictions agree with its own
     ``samples[k]`` train labels (``accuracy[k]``) hardly more often than always answering their most frequent
     class (``majority[k]``), where some other fold does better: one fold's model that learned nothing (a
     training that stalled) gives a fifth of the labels a guess, its flags drowning the real ones while the
     overall agreement (``reliability_warnings``'s) still looks fair. Folds of fewer than ``least`` labels are
-    not judged."""
+    not judged. ``consequence``: what follows (a detection's flags; for ``kd teach``, its out-of-fold logits)."""
     for k in accuracy:
         for name, value in (("accuracy", accuracy[k]), ("majority", majority.get(k))):
             if value is None or not 0.0 <= value <= 1.0:
@@ -516,8 +516,7 @@ def fold_warnings(accuracy: Mapping[int, float], majority: Mapping[int, float], 
              else f"folds {', '.join(map(str, learned[:-1]))} and {learned[-1]} agree")
     return [f"fold {k}'s model agrees with {accuracy[k]:.1%} of its {int(samples[k])} train labels out of fold, "
             f"{versus_majority(accuracy[k], majority[k])} always answering their most frequent class ({majority[k]:.1%}), "
-            f"while {folds} with {others}: that fold learned next to nothing, and its flags are mostly its own "
-            "errors" for k in weak]
+            f"while {folds} with {others}: that fold learned next to nothing, and {consequence}" for k in weak]
 
 
 def _as_probs(pred_probs, what: str) -> np.ndarray:

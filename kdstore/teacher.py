@@ -561,6 +561,15 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         return None
     stage.record_artifact(out_dir)
     store_split_metrics(store, stage.id, everything, logits, names)
+    if cfg.folds:  # each fold's own out-of-fold agreement (a fold whose model learned nothing: kd teach says so, not only detect)
+        row = {int(i): r for r, i in enumerate(everything.ids)}
+        agree = logits[[row[int(i)] for i in train.ids]].argmax(axis=1) == train.labels
+        for k in range(cfg.folds):
+            held = folds == k
+            if held.any():
+                store.add_metrics(stage.id, "train", {f"fold{k}/oof_accuracy": float(agree[held].mean()),
+                                                      f"fold{k}/majority_rate": float(np.bincount(train.labels[held]).max() / held.sum()),
+                                                      f"fold{k}/train_samples": int(held.sum())})
     cpu = torch.device("cpu")
     # what `kd predict` serves: the model, or for --folds the K fold models' average (as size_mb counts them)
     served = [model.to(cpu)] if not cfg.folds else [load_classifier(str(out_dir / f"fold-{k}"), names)[1].to(cpu) for k in range(cfg.folds)]

@@ -3352,6 +3352,32 @@ def test_a_folds_teachers_summary_gives_its_out_of_fold_train_figures(sample_sto
     assert "train (" not in plain.stdout  # (in-sample figures of the rows it learned: not worth a line)
     dev = kd("teach", "--run", "dev", "--model", str(tiny_model), "--split", "dev", "--folds", "2", "--epochs", "1", "--max-len", "32", "--db", db)
     assert "train (out of fold" not in dev.stdout  # (its train rows no fold learned: held out, not out of fold)
+    # each fold's own out-of-fold figures, as kd labels detect computes them (a fold that learned nothing is warned of)
+    store = Store.open(db)
+    stage = _stage(sample_store, "oof", "teach")
+    ids, logits = store.read_logits(stage.id)
+    rows = store.samples(splits=["train"], labeled=True)
+    folds, at = store.read_folds(stage.id), {int(i): r for r, i in enumerate(ids)}
+    for k in (0, 1):
+        held = np.array([folds[int(i)] == k for i in rows.ids])
+        agree = logits[[at[int(i)] for i in rows.ids[held]]].argmax(axis=1) == rows.labels[held]
+        assert train[f"fold{k}/oof_accuracy"] == pytest.approx(agree.mean()) and train[f"fold{k}/train_samples"] == held.sum()
+        assert train[f"fold{k}/majority_rate"] == pytest.approx(np.bincount(rows.labels[held]).max() / held.sum())
+
+
+def test_a_teacher_fold_that_learned_nothing_is_warned_of_by_kd_teach():
+    """A --folds 3 teacher scored dev 100% (the folds' average) while fold 0 agreed with 53% of its train labels
+    out of fold, a coin: kd teach said nothing, only kd labels detect and clean did, after the fact."""
+    from commands.train import _weak_fold_notes
+
+    figures = {"fold0/oof_accuracy": 0.53, "fold1/oof_accuracy": 0.95, "fold2/oof_accuracy": 0.93,
+               **{f"fold{k}/majority_rate": 0.52 for k in range(3)}, **{f"fold{k}/train_samples": 100 for k in range(3)}}
+    stage = {"metrics": {"train": figures}, "config": {"model": "bert-base-chinese", "folds": 3, "seed": 42}}
+    (said,) = _weak_fold_notes("r", stage)
+    assert said.startswith("fold 0's model agrees with 53.0% of its 100 train labels out of fold"), said
+    assert "its out-of-fold logits, by which kd labels detect judges those labels, are guesses; re-run it with another seed, " \
+        "`kd teach --run r --model bert-base-chinese --folds 3 --seed 43 --overwrite`" in said, said
+    assert _weak_fold_notes("r", {"metrics": {"train": {**figures, "fold0/oof_accuracy": 0.9}}, "config": {}}) == []
 
 
 def test_folds_give_out_of_fold_logits_for_train_samples(sample_store, tiny_model):
