@@ -439,7 +439,8 @@ def render(results: dict) -> str:
         "The protocol, with its tasks, data and targets, is `../shared/BENCHMARK.md`. " + scale,
         "",
         f"- **Run:** `{suite['command']}` ({profile}; device {suite['device']}; quality seeds {suite.get('seeds_all') or suite['seeds']}"
-        f"{'' if not suite.get('seeds_added_to') else f', this run adding ' + suite['seeds'] + ' to the kept ' + suite['seeds_added_to']}); "
+        f"{'' if not suite.get('seeds_added_to') or not _added(suite) else f', this run adding ' + _added(suite) + ' to the kept ' + suite['seeds_added_to']}"
+        f"{'' if not suite.get('seeds_not_added') else '; seed(s) ' + suite['seeds_not_added'] + ' NOT added: their run failed or was stopped'}); "
         f"{suite['started']} to {suite['finished']}, {_fmt_seconds(suite['wall_seconds'])} in all.",
         f"- **Commit:** `{m['commit']}`" + (" (with uncommitted changes in kdstore/, migrations/, commands/ or bench/)" if m.get("kdstore_dirty") else ""),
         f"- **Machine:** {m['cpu']}, {m['cores_usable']} cores ({m['cores']} online), {m['memory']} RAM{gpu}; {m['os']}; "
@@ -668,7 +669,31 @@ def _now() -> str:
 EARLIER = "<!-- figures from before this python -m bench run, kept below it -->"
 
 
+def _added(suite: dict) -> str:
+    """The seeds an ``--add-seeds`` run did add (its ``seeds`` less ``seeds_not_added``)."""
+    lost = set((suite.get("seeds_not_added") or "").split(","))
+    return ",".join(s for s in suite["seeds"].split(",") if s not in lost)
+
+
+def settle_added_seeds(suite: dict, jobs: dict) -> None:
+    """``--add-seeds``: the seeds the re-run quality tables hold now, and this run's seeds that a failed
+    or stopped run did not add (the page said "quality seeds 1,2, this run adding 2" over seed 1 alone)."""
+    if not suite.get("seeds_added_to"):
+        return
+    ran = [j for k, j in jobs.items() if k in MERGERS and set(j.get("tables", ())) & set(suite.get("tables", ()))]
+    held = [{int(s) for s in (j.get("data") or {}).get("seeds") or []} for j in ran]
+    if not ran:
+        return
+    suite["seeds_all"] = ",".join(map(str, sorted(set().union(*held))))
+    missing = [s for s in suite["seeds"].split(",") if any(int(s) not in h for h in held)]
+    if missing:
+        suite["seeds_not_added"] = ",".join(missing)
+    else:
+        suite.pop("seeds_not_added", None)
+
+
 def write_outputs(results: dict, out: Path, doc: Path) -> None:
+    settle_added_seeds(results["suite"], results["jobs"])
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "results.json.tmp"  # replaced whole: a run stopped while writing it left a cut-off file
     tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

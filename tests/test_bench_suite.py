@@ -1737,3 +1737,22 @@ def test_b4_training_line_names_the_students_epochs():
     text = markdown_from_json(res)
     assert "{cfg[" not in text
     assert "students 7 epoch(s); early-exit branches 1 epoch(s)." in text
+
+
+def test_a_failed_add_seeds_run_does_not_name_its_seeds_on_the_page(tmp_path, monkeypatch):
+    """`--add-seeds --seeds 2` whose run failed (or was stopped) kept seed 1's figures, but the page's run
+    line said "quality seeds 1,2, this run adding 2 to the kept 1", and the next --add-seeds built on it."""
+    out, data, argv = _kept_seed_1(tmp_path, monkeypatch)
+
+    def failed(job, out_dir):
+        return {"key": job["key"], "tables": job["tables"], "script": job["script"], "command": "python bench/distill.py --seeds 2",
+                "argv": ["py", *job["argv"]], "returncode": 1, "wall_seconds": 5.0, "json": "tables/B1B2.json",
+                "log": "logs/B1B2.log", "data": None, "error": "boom"}
+
+    monkeypatch.setattr(suite, "run_job", failed)
+    assert suite.main(["B1", "--add-seeds", "--seeds", "2", "--device", "cpu", "--out", str(out)]) == 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["jobs"]["B1B2"]["data"]["seeds"] == [1]
+    assert results["suite"].get("seeds_all", "1") == "1", results["suite"]
+    page = (out / "BENCHMARKS.md").read_text()
+    assert "quality seeds 1,2" not in page and "seed(s) 2 NOT added" in page and "this run adding" not in page, page[:1200]
