@@ -28,7 +28,7 @@ from kdstore.errors import InterruptedAfterRecord, KdError, Terminated
 from kdstore.labels import digests, labels_state, redetect_command, stale_teacher_runs
 from kdstore.losses import SOFT_LOSSES, TEMPERATURE_SCHEDULES
 from kdstore.metrics import below_room, chance_macro_f1, class_support, hardly_beats_majority, missed_classes, versus_majority
-from kdstore.noise import LEAST_CLASS_SAMPLES, fold_warnings
+from kdstore.noise import LEAST_CLASS_SAMPLES, fold_warnings_of
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
@@ -561,13 +561,10 @@ def _weak_fold_notes(run: str, stage: dict) -> list[str]:
     """A warning for each fold of a ``--folds`` teacher whose own out-of-fold agreement with its train labels
     hardly beats always answering their most frequent class, where another fold learned (``noise.fold_warnings``):
     its logits for a fifth of train are guesses, which kd labels detect judges those labels by."""
-    m = stage["metrics"].get("train") or {}
-    folds = {int(k[len("fold"):-len("/oof_accuracy")]): v for k, v in m.items() if re.fullmatch(r"fold\d+/oof_accuracy", k)}
-    config = stage.get("config") or {}
-    again = reteach_command(run, config).replace(" --overwrite`", f" --seed {int(config.get('seed') or 0) + 1} --overwrite`")
-    return [f"{w}; re-run it with another seed, {again}" for w in fold_warnings(
-        folds, {k: m.get(f"fold{k}/majority_rate") for k in folds}, {k: int(m.get(f"fold{k}/train_samples", 0)) for k in folds},
-        consequence="its out-of-fold logits, by which kd labels detect judges those labels, are guesses")]
+    weak = fold_warnings_of(stage["metrics"].get("train") or {},
+                            consequence="its out-of-fold logits, by which kd labels detect judges those labels, are guesses")
+    again = reteach_command(run, stage.get("config") or {}, next_seed=True) if weak else ""
+    return [f"{w}; re-run it with another seed, {again}" for w in weak]
 
 
 def _majority_note(run: str, stage: dict) -> str | None:

@@ -18,7 +18,7 @@ import shlex
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import bindparam, insert, null, select, update
 
@@ -961,26 +961,11 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
             )
         # (a take or an adoption is an update of a stored sample: 300,000 taken were 20 s under a "0/0" bar)
         writing = bar.add_task("writing samples", total=len(rows) + len(adopted) + len(taken), unit="rows")
-        bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows, on_chunk=lambda n: bar.advance(writing, n))
-        for with_meta in (True, False):  # (no metadata: SQL NULL, as an ingested row has, not JSON 'null')
-            for part in chunks([a for a in adopted if (a["new_meta"] is not None) == with_meta], CHUNK):
-                conn.execute(
-                    update(Sample.__table__).where(Sample.text_hash == bindparam("h"))
-                    .values(parent_id=None, source=bindparam("new_source"), line=bindparam("new_line"),
-                            meta=bindparam("new_meta") if with_meta else null()),
-                    part,
-                )
-                bar.advance(writing, len(part))
-        for with_meta in (True, False):
-            for part in chunks([t for t in taken if (t["new_meta"] is not None) == with_meta], CHUNK):
-                conn.execute(
-                    update(Sample.__table__).where(Sample.text_hash == bindparam("h"))
-                    .values(split=bindparam("new_split"), label_id=bindparam("new_label"), orig_label_id=bindparam("new_label"),
-                            source=bindparam("new_source"), line=bindparam("new_line"),
-                            meta=bindparam("new_meta") if with_meta else null()),
-                    part,
-                )
-                bar.advance(writing, len(part))
+        advance = functools.partial(bar.advance, writing)
+        bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows, on_chunk=advance)
+        _update_by_hash(conn, adopted, {"parent_id": None}, advance)
+        _update_by_hash(conn, taken, {"split": bindparam("new_split"), "label_id": bindparam("new_label"),
+                                      "orig_label_id": bindparam("new_label")}, advance)
         if taken:  # on record, each as a "take" edit of no stage: `kd labels history` shows it, and a figure judged as of
             # an earlier time (``outputs.labels_as_of``) counts the sample as the pool text it was then
             now = utcnow()  # (Core inserts, not bulk_insert's driver-level one: the DateTime column is SQLAlchemy's to write)
@@ -993,6 +978,20 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         report.taken = len(taken)
         report.added = len(rows) + len(adopted) + len(taken)
     return report
+
+
+def _update_by_hash(conn, items: list[dict[str, Any]], values: dict[str, Any], advance: Callable[[int], None]) -> None:
+    """Give the stored samples of ``items`` (each by its text hash ``h``) ``values`` and the source, line and
+    metadata of the row that now stands for them (``new_source``, ``new_line``, ``new_meta``), ``CHUNK`` at a time."""
+    for with_meta in (True, False):  # (no metadata: SQL NULL, as an ingested row has, not JSON 'null')
+        for part in chunks([a for a in items if (a["new_meta"] is not None) == with_meta], CHUNK):
+            conn.execute(
+                update(Sample.__table__).where(Sample.text_hash == bindparam("h"))
+                .values(**values, source=bindparam("new_source"), line=bindparam("new_line"),
+                        meta=bindparam("new_meta") if with_meta else null()),
+                part,
+            )
+            advance(len(part))
 
 
 _CLASS_FILE_FIX = " (ids are fixed once stored: `kd classes --export FILE` writes the store's own class file to start from)"

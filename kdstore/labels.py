@@ -317,12 +317,8 @@ def detect(store: Store, stage: StageHandle, cfg: DetectConfig, inputs: DetectIn
                "majority_rate": float(np.bincount(train.labels).max() / len(train))}
     figures.update({f"flagged[{m}]": int(mask.sum()) for m, mask in found.masks.items()})
     # each fold's own agreement (a fold whose model learned nothing floods its share of the labels with flags)
-    fold_of = np.array([inputs.folds.get(int(i), -1) for i in train.ids], dtype=np.int64)
-    agree = present[judged.argmax(axis=1)] == train.labels
-    for k in np.unique(fold_of[fold_of >= 0]):
-        held = fold_of == k
-        figures.update({f"fold{k}/train_samples": int(held.sum()), f"fold{k}/oof_accuracy": float(agree[held].mean()),
-                        f"fold{k}/majority_rate": float(np.bincount(train.labels[held]).max() / held.sum())})
+    figures.update(noise.fold_figures(present[judged.argmax(axis=1)] == train.labels, train.labels,
+                                      [inputs.folds.get(int(i), -1) for i in train.ids]))
     names = store.class_names()  # each train class's labels and how many of them are flagged (a rare class's flags)
     figures.update({f"train_samples[{names[c]}]": int(np.sum(train.labels == c)) for c in present})
     figures.update({f"flagged_of[{names[c]}]": int(np.sum(train.labels[flagged] == c)) for c in present})
@@ -436,9 +432,7 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None, done:
         tfidf_member=bool((stage.config or {}).get("tfidf_member")) or single, in_sample=bool(m.get("in_sample")), changes=changes is not None,
         done=done,
     )
-    folds = {int(k[len("fold"):-len("/oof_accuracy")]): v for k, v in m.items() if re.fullmatch(r"fold\d+/oof_accuracy", k)}
-    weak_folds = noise.fold_warnings(folds, {k: m.get(f"fold{k}/majority_rate") for k in folds},
-                                     {k: int(m.get(f"fold{k}/train_samples", 0)) for k in folds})
+    weak_folds = noise.fold_warnings_of(m)
     if overall and not weak_folds:  # (a teacher weak over all: each class's share would say it again)
         return out + overall
     # a rare class the teacher answers as another: its share of the flags is small, its own share of flagged labels not
@@ -447,9 +441,7 @@ def detect_warnings(store: Store, run: str, *, changes: int | None = None, done:
     teacher = next((s for s in store.stages_of(read.get("run") or run) if s.id == read.get("stage_id")), None)
     balanced = teacher is not None and (teacher.config or {}).get("class_weight") == "balanced"
     if weak_folds:  # (its flags are of that fold's labels: a class's share of them says it again, less clearly)
-        config = (teacher.config or {}) if teacher is not None else {}
-        seed = int(config.get("seed") or 0) + 1
-        again = reteach_command(read.get("run") or run, config).replace(" --overwrite`", f" --seed {seed} --overwrite`")
+        again = reteach_command(read.get("run") or run, (teacher.config or {}) if teacher is not None else {}, next_seed=True)
         # (beside a weak teacher's warnings: folds that learned nothing are the likely cause of them, and the seed its remedy)
         return out + overall + [f"{w}; review them rather than clean them, or re-run the teacher with another seed, {again}" for w in weak_folds]
     return out + noise.class_warnings({c: int(m.get(f"flagged_of[{c}]", 0)) for c in per_class}, per_class, balanced=balanced,

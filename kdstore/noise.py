@@ -40,6 +40,7 @@ not, so the same rule serves an under-confident linear model and an over-confide
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -488,6 +489,28 @@ def class_warnings(flagged: Mapping[str, int], samples: Mapping[str, int], *, ma
             out.append(head + f"the ensemble seldom answers that class out of fold{seen}, so these flags are more likely "
                        "its errors than wrong labels; review them (`kd labels export`) rather than clean them")
     return out
+
+
+def fold_figures(agree, labels, fold_of) -> dict[str, float]:
+    """Each fold's own figures of a ``--folds`` model's out-of-fold answers: ``fold{k}/train_samples``,
+    ``fold{k}/oof_accuracy`` (its share of ``agree``, answers equal to their labels) and ``fold{k}/majority_rate``
+    (its most frequent label's share), for every fold ``k >= 0`` of ``fold_of`` (-1: a row no fold held out)."""
+    agree, labels, fold_of = np.asarray(agree, dtype=bool), np.asarray(labels), np.asarray(fold_of)
+    if not len(agree) == len(labels) == len(fold_of):
+        raise KdError(f"agree, labels and fold_of must be as long, got {len(agree)}, {len(labels)} and {len(fold_of)}")
+    out: dict[str, float] = {}
+    for k in np.unique(fold_of[fold_of >= 0]):
+        held = fold_of == k
+        out.update({f"fold{k}/train_samples": int(held.sum()), f"fold{k}/oof_accuracy": float(agree[held].mean()),
+                    f"fold{k}/majority_rate": float(np.bincount(labels[held]).max() / held.sum())})
+    return out
+
+
+def fold_warnings_of(figures: Mapping[str, float], **options) -> list[str]:
+    """``fold_warnings`` of a stage's ``fold_figures`` as stored (its other figures left aside)."""
+    accuracy = {int(k[len("fold"):-len("/oof_accuracy")]): v for k, v in figures.items() if re.fullmatch(r"fold\d+/oof_accuracy", k)}
+    return fold_warnings(accuracy, {k: figures.get(f"fold{k}/majority_rate") for k in accuracy},
+                         {k: int(figures.get(f"fold{k}/train_samples", 0)) for k in accuracy}, **options)
 
 
 def fold_warnings(accuracy: Mapping[int, float], majority: Mapping[int, float], samples: Mapping[int, int], *,

@@ -26,6 +26,7 @@ from .errors import KdError
 from .labels import read_labeled, record_labels_state
 from .losses import CLASS_WEIGHTS, balanced_class_weights, weighted_cross_entropy
 from .metrics import class_support, classification_metrics, mean_log_loss
+from .noise import fold_figures
 from .outputs import OutOfFold, average_probs_as_logits, check_teacher_kept, labels_time, store_split_metrics, taken_since, unscored, write_scores, write_sharded_scores
 from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
@@ -564,12 +565,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     if cfg.folds:  # each fold's own out-of-fold agreement (a fold whose model learned nothing: kd teach says so, not only detect)
         row = {int(i): r for r, i in enumerate(everything.ids)}
         agree = logits[[row[int(i)] for i in train.ids]].argmax(axis=1) == train.labels
-        for k in range(cfg.folds):
-            held = folds == k
-            if held.any():
-                store.add_metrics(stage.id, "train", {f"fold{k}/oof_accuracy": float(agree[held].mean()),
-                                                      f"fold{k}/majority_rate": float(np.bincount(train.labels[held]).max() / held.sum()),
-                                                      f"fold{k}/train_samples": int(held.sum())})
+        store.add_metrics(stage.id, "train", fold_figures(agree, train.labels, folds))
     cpu = torch.device("cpu")
     # what `kd predict` serves: the model, or for --folds the K fold models' average (as size_mb counts them)
     served = [model.to(cpu)] if not cfg.folds else [load_classifier(str(out_dir / f"fold-{k}"), names)[1].to(cpu) for k in range(cfg.folds)]
