@@ -44,6 +44,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -616,7 +617,8 @@ def merge_main(argv: list[str]) -> int:
 
         module = MERGERS["B1B2" if "rows" in merged else "B3"][0]
         try:
-            outputs[args.markdown] = importlib.import_module(module).markdown_from_json(merged, merged_not_judged(merged))
+            table = importlib.import_module(module).markdown_from_json(merged, merged_not_judged(merged))
+            outputs[args.markdown] = table.rstrip("\n") + "\n"  # (a text file ends in one: `cat` of two ran them together)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:  # (a file of another shape: a traceback)
             print(f"python -m bench merge: {', '.join(map(str, args.files))}: cannot render their table "
                   f"({type(exc).__name__}: {exc})", file=sys.stderr)
@@ -915,7 +917,10 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"; not run: {', '.join(left)}" if left else ""), file=sys.stderr)
             return 130
         # the document after every table: a long run shows its progress, and a crash loses nothing
-        partial = {"suite": {**suite, "finished": "(running)", "wall_seconds": time.monotonic() - t0},
+        # ("running" alone read so forever once the suite was killed: the process it names tells a reader)
+        unfinished = (f"(not finished: written after {job['key']} by process {os.getpid()} on {socket.gethostname()}; "
+                      "if that process is gone, the suite stopped there)")
+        partial = {"suite": {**suite, "finished": unfinished, "wall_seconds": time.monotonic() - t0},
                    "jobs": {k: jobs_done[k] for k in JOBS if k in jobs_done}}
         partial["targets"] = collect_targets(partial)
         write_outputs(partial, out, doc)

@@ -1246,6 +1246,7 @@ def test_merge_writes_the_merged_table_as_markdown(tmp_path):
     assert suite.main(["merge", *map(str, files), "-o", str(tmp_path / "B1B2.json"), "--markdown", str(tmp_path / "B1B2.md")]) == 0
     text = (tmp_path / "B1B2.md").read_text(encoding="utf-8")
     assert "| teacher | 88.00% (86.00%–90.00%) |" in text and "| textcnn distilled | 86.67% (86.00%–87.00%) |" in text
+    assert text.endswith("\n") and not text.endswith("\n\n")  # one final newline, as a text file has
     assert json.loads((tmp_path / "B1B2.json").read_text())["seeds"] == [1, 2, 3]
 
 
@@ -1756,3 +1757,30 @@ def test_a_failed_add_seeds_run_does_not_name_its_seeds_on_the_page(tmp_path, mo
     assert results["suite"].get("seeds_all", "1") == "1", results["suite"]
     page = (out / "BENCHMARKS.md").read_text()
     assert "quality seeds 1,2" not in page and "seed(s) 2 NOT added" in page and "this run adding" not in page, page[:1200]
+
+
+def test_a_suite_killed_mid_way_leaves_a_document_that_says_who_wrote_it_and_where_it_stopped(tmp_path, monkeypatch):
+    """The document written after each table said "(running)" as its end: a suite killed (SIGKILL, an
+    out-of-memory kill, a lost lease) left it so for good. It names the table it was written after and
+    the process, so a reader can tell a running suite from a dead one."""
+    import os
+    import signal
+    import socket
+    import textwrap
+
+    out = _suite_of_a_stopping_table(tmp_path, monkeypatch, textwrap.dedent("""\
+        import os, pathlib, signal, sys
+        # what a reader sees while this table runs: the document the suite wrote after B3
+        doc = next(p for p in pathlib.Path(sys.argv[1]).parents if (p / "BENCHMARKS.md").exists()) / "BENCHMARKS.md"
+        print(doc.read_text(encoding="utf-8"), flush=True)
+        os.kill(os.getppid(), signal.SIGINT)  # (then stopped, as in a terminal: B5 is not run)
+        raise SystemExit(1)
+    """))
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert suite.main(["all", "--quick", "--device", "cpu", "--out", str(out)]) == 130
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    seen = (out / "logs" / "B4.log").read_text(encoding="utf-8")
+    assert f"(not finished: written after B3 by process {os.getpid()} on {socket.gethostname()}; " in seen
+    assert "(running)" not in seen
