@@ -38,6 +38,7 @@ import bisect
 import functools
 import numbers
 import random
+import re
 import unicodedata
 from collections import Counter
 from itertools import accumulate
@@ -106,7 +107,50 @@ def segment_pos(text: str, *, hmm: bool = True) -> list[tuple[str, str]]:
             pairs[-1] = (before + word, flag if tag in PUNCT_TAGS else tag)  # (caf + é: eng, ｉ + Ｐ: x)
         else:
             pairs.append((word, flag))
-    return _join_inner_marks(pairs)
+    return _join_spans(text, _join_inner_marks(pairs))
+
+
+# an address or a number jieba cuts into pieces (https + : + / + / + www + . + example ..., 1 + , + 299): a mask or
+# a swap of one piece made www.[UNK].com or ¥1,example, an n-gram cut one in two. Each is one word: an address is
+# tagged "url" (swapped only for another address the store's texts hold), a number "m" as jieba tags numbers.
+_URL_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&*+;=%,'()]"
+_TLDS = "com|cn|net|org|edu|gov|io|co|me|cc|tv|top|xyz|info|vip|shop|club|site|online|hk|tw|jp|uk|us"
+_SPANS = re.compile(
+    r"(?P<url>(?<![A-Za-z0-9.@])(?:(?:https?|ftp)://|www\.)" + _URL_CHARS + r"+"  # an address with its path
+    r"|(?<![A-Za-z0-9.@_%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"  # an e-mail address
+    r"|(?<![A-Za-z0-9.@/-])[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.(?:" + _TLDS + r")(?![A-Za-z0-9])"  # a bare domain
+    r"(?:/" + _URL_CHARS + r"*)?)"
+    r"|(?P<number>(?<![0-9.,])[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?(?![0-9]))"  # 1,299 or 12,500.50
+)
+_URL_END = ".,;:!?'()"  # (what ends a sentence after an address is not part of it: "见 www.a.com." or "(www.a.com)")
+
+
+def _join_spans(text: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``pairs`` with the pieces of each address (URL, e-mail, domain) or thousands-grouped number in ``text``
+    made one word: tagged ``url`` or ``m``."""
+    spans = []
+    for match in _SPANS.finditer(text):
+        start, end = match.span()
+        if match.group("url"):
+            while end > start and text[end - 1] in _URL_END and not (text[end - 1] == ")" and "(" in text[start:end - 1]):
+                end -= 1
+        spans.append((start, end, "url" if match.group("url") else "m"))
+    if not spans:
+        return pairs
+    out: list[tuple[str, str]] = []
+    at, i = 0, 0  # (the offset where the next pair starts, the next span)
+    for word, tag in pairs:
+        while i < len(spans) and spans[i][1] <= at:
+            i += 1
+        inside = i < len(spans) and spans[i][0] < at + len(word) and at < spans[i][1]
+        if inside and out and out[-1][1] == ("span", i):  # (a piece of the span begun before)
+            out[-1] = (out[-1][0] + word, ("span", i))
+        elif inside:
+            out.append((word, ("span", i)))
+        else:
+            out.append((word, tag))
+        at += len(word)
+    return [(word, spans[tag[1]][2] if isinstance(tag, tuple) else tag) for word, tag in out]
 
 
 _INNER_MARKS = frozenset("-'\u2019\u2010\u2011\uff0d\uff07")  # Wi-Fi, T-shirt, don't, don’t, Ｗｉ－Ｆｉ: jieba cuts them at the mark

@@ -766,3 +766,24 @@ def test_a_hyphenated_word_of_accented_or_other_letters_is_one_word_too():
     assert [w for w, _ in segment_pos("３－５天到")][:3] == ["３", "－", "５"]  # (a range of numbers stays cut)
     masked = augment(["Pokémon-Go好玩"], n=10, seed=0, methods=("mask",), p_mask=0.5)
     assert {t for _, t, _ in masked} == {"[UNK]好玩", "Pokémon-Go[UNK]"}
+
+
+def test_an_address_or_a_grouped_number_is_one_word():
+    """An ad's address or price came out of jieba in pieces (https + : + / + / + www + . + example ...,
+    1 + , + 299): a mask made www.[UNK].com, a same-POS swap www.example.iPhone or ¥1,4567, and an n-gram
+    kept half of one. Each is one word now, tagged url (swapped only for another address) or m."""
+    text = "特价¥1,299，详见https://www.example.com/a?b=1_c 或 www.taobao.com。邮箱 a.b@qq.com，(见jd.com/x)"
+    tagged = segment_pos(text)
+    assert "".join(w for w, _ in tagged) == text
+    assert [p for p in tagged if p[1] in ("url", "m")] == [
+        ("1,299", "m"), ("https://www.example.com/a?b=1_c", "url"), ("www.taobao.com", "url"), ("a.b@qq.com", "url"), ("jd.com/x", "url")]
+    assert [w for w, _ in segment_pos("版本1,2,3和3.5GHz")][:6] == ["版本", "1", ",", "2", ",", "3"]  # (no thousands groups: as jieba cut it)
+    addresses = {"https://www.example.com/a?b=1_c", "www.taobao.com", "a.b@qq.com", "jd.com/x"}
+    vocab = build_pos_vocab([tagged, segment_pos("去 www.tmall.com 看看 iPhone 12,000 元")])
+    assert set(vocab["url"]) == addresses | {"www.tmall.com"}
+    made = augment([text], n=20, seed=1, pos_vocab=vocab, methods=("mask", "pos", "ngram"), p_mask=0.3, p_pos=0.5, p_ngram=0.5)
+    assert len(made) >= 10
+    whole = sorted(addresses | {"www.tmall.com", "1,299", "12,000"}, key=len, reverse=True)
+    left = [functools.reduce(lambda t, w: t.replace(w, ""), whole, t) for _, t, _ in made]  # (what is not a whole address or number)
+    assert not [t for t in left if re.search(r"www|\.com|\.cn|@|://|\d,\d|,\d{3}", t)], made
+    assert any("www.tmall.com" in t for _, t, _ in made)  # (swapped for another address)
