@@ -12,7 +12,8 @@ Per word one draw ``x ~ U(0, 1)`` decides: ``x < p_mask`` masks, ``p_mask <= x <
 then, with probability ``p_ngram``, n-gram sampling cuts the result. Punctuation and white space are
 words for jieba but are never masked or swapped (they may still end up outside an n-gram span); an
 n-gram counts punctuation as words, white space not. A word jieba cuts into letters (Pokémon as
-Pok + é + mon, full-width ｉＰｈｏｎｅ or Москва letter by letter) is one word again.
+Pok + é + mon, full-width ｉＰｈｏｎｅ or Москва letter by letter) is one word again, and so is an
+address (URL, domain, e-mail: tagged ``url``) or a number with thousands separators (``1,299``: ``m``).
 
 Everything is a pure function; randomness comes only from an explicit ``random.Random``, and
 :func:`augment` seeds one per parent text from ``(seed, index)`` through a string seed, so its output
