@@ -649,7 +649,9 @@ PIPED_WIDTH = 160  # a table written to a file or pipe: rich's 80 columns would 
 def console() -> Console:
     # (no stdout at all, as under `kd runs >&-`: rich writes nowhere, as it did before the width)
     piped = sys.stdout is not None and not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(file=sys.stdout, soft_wrap=True, width=PIPED_WIDTH if piped else None)
+    # (emoji=False: rich turned a ``:name:`` in a text or a name into an emoji, printed even with markup=False: an
+    # augmented text's source ``augment:mask:n1:...`` read ``augment😷n1:...``, a review's ``:thumbs_up:`` read 👍)
+    return Console(file=sys.stdout, soft_wrap=True, width=PIPED_WIDTH if piped else None, emoji=False)
 
 
 TABLE_ROWS = 1_000  # past this many rows a listing is plain columns: rich took minutes to lay out 300,000
@@ -688,4 +690,4 @@ def print_rows(columns: list[str], rows: list[list[str]], *, title: str | None =
 
 
 def err_console() -> Console:
-    return Console(file=sys.stderr, soft_wrap=True)
+    return Console(file=sys.stderr, soft_wrap=True, emoji=False)  # (a text's ``:name:`` as it is: see ``console``)

@@ -858,6 +858,9 @@ def _counted(items, bar, description: str, total: int):
 
 def _add_records(store: Store, records: list[Record], name: str, opts: IngestOptions, bar) -> IngestReport:
     source = _source(name, opts)
+    if opts.take_pool and opts.split == "unlabeled":
+        raise KdError("--take-pool moves pool texts into train only (--split unlabeled: a pool text stays one; "
+                      "the annotated file of pool texts is ingested with --split train --take-pool)")
     if opts.take_pool and opts.split != "train":  # (a student distilled on the pool learned the text: its dev or test figures would count it)
         raise KdError(f"--take-pool moves pool texts into train only (--split {opts.split}: students distilled on the pool learned "
                       f"those texts from the teacher, and {opts.split} figures would count them)")

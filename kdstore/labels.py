@@ -643,10 +643,15 @@ def _in_sample_votes(store: Store, run: str, stage: Stage, sample_ids: np.ndarra
                 "labels (an early exit has no --folds)", "out-of-fold students of another kind",
                 f"`kd distill --run {run}{teachers} --student textcnn --folds 5 --name votes`")
     if not folds:
-        # (a --where student learned the labels of the train rows it selects, not of every one)
-        learned = int(np.isin(sample_ids, store.samples(splits=["train"], labeled=True, where=config["where"]).ids).sum()) \
-            if config.get("where") else None
-        of = "the" if learned is None or learned == len(sample_ids) else f"{learned} of the"
+        from .outputs import labels_time, taken_since
+
+        # (a --where student learned the labels of the train rows it selects, not of every one; a pool text
+        # `kd ingest --take-pool` took into train after it read its rows it learned from the teacher alone, as a pool text)
+        selected = store.samples(splits=["train"], labeled=True, where=config.get("where")).ids
+        learned = int(np.isin(sample_ids, np.setdiff1d(selected, np.array(sorted(taken_since(store, labels_time(stage))), dtype=np.int64))).sum())
+        if not learned:
+            return None
+        of = "the" if learned == len(sample_ids) else f"{learned} of the"
         return (f"distill stage {name!r} of run {run!r} learned the labels of {of} {len(sample_ids)} train samples", "out-of-fold students",
                 f"`kd distill --run {run}{teachers} --folds 5 --name {name}-oof`")
     return None

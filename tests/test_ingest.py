@@ -1110,6 +1110,10 @@ def test_take_pool_moves_annotated_pool_texts_into_train(invoke, write_file, rea
     assert refused == ("Error: --take-pool moves pool texts into train only (--split dev: students distilled on the pool learned "
                        "those texts from the teacher, and dev figures would count them)")
     assert read_samples() == before
+    refused = error_line(invoke(["ingest", "annotated.tsv", "--take-pool", "--split", "unlabeled"], ok=False))
+    assert refused == ("Error: --take-pool moves pool texts into train only (--split unlabeled: a pool text stays one; "
+                       "the annotated file of pool texts is ingested with --split train --take-pool)")  # (not "unlabeled figures")
+    assert read_samples() == before
     report = invoke.json(["ingest", "annotated.tsv", "--take-pool"])
     assert (report["added"], report["taken_from_pool"], report["duplicates"]) == (3, 3, 1)  # 很香 (new) was added before
     assert [(c["line"], c["kept_from"]) for c in report["conflicts"]] == [(3, "pool.txt:4")]  # the dropped one
@@ -2895,3 +2899,18 @@ def test_classes_named_like_a_missing_value_are_warned_of(invoke, write_file, re
     write_file("classes.txt", "pos\nNone\n")
     write_file("pinned.tsv", "None\t没有\npos\t很好\n")
     assert invoke(["ingest", "pinned.tsv", "--classes", "classes.txt"], db=str(tmp_path / "pinned.db")).stderr == ""
+
+
+def test_a_conflict_line_shows_texts_and_sources_as_stored_not_as_emoji(invoke, write_file):
+    """rich read ``:name:`` as an emoji code though the line was printed without markup: the conflict with a
+    ``--augment mask`` text named its source ``augment😷n1:...`` (every mask recipe's), a review's ``:thumbs_up:`` read 👍."""
+    write_file("train.tsv", "pos\t好评:thumbs_up:真不错\n")
+    invoke(["ingest", "train.tsv"])
+    write_file("again.tsv", "neg\t好评:thumbs_up:真不错\n")
+    said = invoke(["ingest", "again.tsv"]).stdout
+    assert "conflict line 1: label 'neg' but train.tsv:1 has 'pos': 好评:thumbs_up:真不错" in said, said
+    write_file("pool.txt", "一般\n")
+    invoke(["ingest", "pool.txt", "--split", "unlabeled", "--source", "augment:mask:n1:s42"])
+    write_file("annotated.tsv", "pos\t一般\n")
+    said = invoke(["ingest", "annotated.tsv"]).stdout
+    assert "but augment:mask:n1:s42:1 has no label" in said, said

@@ -3833,3 +3833,15 @@ def test_detect_counts_pool_texts_taken_after_the_teacher_as_out_of_sample(db, n
     kd("teach", "--run", "plain", "--logits-only", "--db", db)
     refused = kd("labels", "detect", "--run", "plain", "--overwrite", "--db", db, ok=False)
     assert f"{n_train} train samples have in-sample teacher probabilities" in refused.output, refused.output
+
+
+def test_in_sample_votes_do_not_count_pool_texts_taken_since_as_labels_the_student_learned(db, tmp_path, error_line):
+    """A student distilled without --folds learned the pool texts from its teacher alone; taken into train since
+    (`kd ingest --take-pool`), their labels are none it learned: the refusal said it learned "the 153 train samples"."""
+    pool = ["这个东西今天很好用", "那里大家觉得太差", "时候已经可以很好"]
+    kd("ingest", str(write_tsv(tmp_path / "pool.txt", [("x", t) for t in pool])), "--split", "unlabeled", "--text-col", "1", "--db", db)
+    kd("teach", "--run", "r", "--logits-only", "--db", db)
+    kd("distill", "--run", "r", "--name", "s", "--epochs", "1", "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)
+    kd("ingest", str(write_tsv(tmp_path / "annotated.tsv", [("pos", pool[0]), ("neg", pool[1]), ("pos", pool[2])])), "--take-pool", "--db", db)
+    line = error_line(kd("labels", "detect", "--run", "r", "--student-votes", "s", "--method", "cleanlab,ensemble", "--db", db, ok=False))
+    assert "learned the labels of 150 of the 153 train samples" in line, line
