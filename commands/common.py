@@ -35,6 +35,14 @@ def _dbapi_error() -> type[Exception]:
     return module.DBAPIError if module is not None else _NeverRaised
 
 
+def _writing_output(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised writing the command's output (click's echo, rich's console)."""
+    import traceback
+
+    return any(frame.f_code.co_filename.endswith((os.path.join("click", "utils.py"), os.path.join("rich", "console.py")))
+               for frame, _ in traceback.walk_tb(exc.__traceback__))
+
+
 class KdGroup(click.Group):
     """A group whose commands' ``KdError`` s, database driver errors and file-system errors become
     one-line ``click.ClickException`` s.
@@ -57,6 +65,8 @@ class KdGroup(click.Group):
         sys.exit(done if isinstance(done, int) else 0)  # (an Exit's code, as from --help; a command's return is no code)
 
     def invoke(self, ctx: click.Context) -> Any:
+        runs = sys.modules.get("kdstore.runs")
+        succeeded_before = len(runs.SUCCEEDED) if runs is not None else 0  # (this command's stages come after: a test runs many in one process)
         try:
             return super().invoke(ctx)
         except KdError as exc:
@@ -75,7 +85,13 @@ class KdGroup(click.Group):
             raise
         except OSError as exc:  # a path kd was told to write or read (``--export``, ``--plot`` ...)
             where = f"{exc.filename}: " if exc.filename else ""
-            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+            if not where and _writing_output(exc):  # (`> out.json` on a full disk: "No space left on device" named nothing)
+                where = "standard output: "
+            runs = sys.modules.get("kdstore.runs")
+            ours = runs.SUCCEEDED[succeeded_before if len(runs.SUCCEEDED) >= succeeded_before else 0:] if runs is not None else []
+            stands = (f" (stage {ours[-1][1]!r} of run {ours[-1][0]!r} succeeded: its results stand (`kd report --run {ours[-1][0]}` "
+                      "shows them))") if ours else ""  # (a script read the error as nothing done)
+            raise click.ClickException(f"{where}{exc.strerror or exc}{stands}") from None
         except _dbapi_error() as exc:  # the driver's own errors (connection lost, constraint, lock timeout)
             first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
             where = f" in {OPENED[-1]}" if OPENED else ""  # (a full disk: which store's)

@@ -154,6 +154,7 @@ def stage_scope(
             raise
         guard.hold()
         _finish(store, stage_id, "succeeded", None)
+        SUCCEEDED.append((run, name))  # (an error after this, its output unwritable, says the stage stands)
         _drop_replaced(store, run=run, name=name)
     finally:  # (a signal held while the success was recorded: raised saying so, not as if nothing was done)
         guard.close(after=f"stage {name!r} of run {run!r} succeeded: its results stand (`kd report --run {run}` shows them)")
@@ -212,6 +213,7 @@ def _check_name_for(kind: str, name: str, *, numbered: bool = False) -> None:
                       "beside the stages' (RUN/export-STAGE-FORMAT): choose another --name")
 
 
+SUCCEEDED: list[tuple[str, str]] = []  # (run, stage) of each stage this process recorded succeeded
 HOLD = {"on": False, "held": None}  # set while a stage's end is recorded: handlers kd did not install (torchrun's) look here
 
 

@@ -473,6 +473,25 @@ def test_a_ctrl_c_while_a_success_is_recorded_says_the_stage_succeeded(db, invok
     assert history["current"] == "pos" and history["edits"][0]["stage"] == "edit-1"  # the edit stands, as the error says
 
 
+def test_stdout_that_cannot_be_written_after_a_success_says_the_stage_succeeded(db, invoke, write_file, tmp_path):
+    """`kd labels set ... --json > out.json` on a full disk (or a teach's hour of work so written): the stage was
+    recorded succeeded, its edit stood, and the command ended in a bare "Error: No space left on device" naming
+    neither the output nor the stage, read by a script as nothing done (a rerun of a teach: "pass --overwrite")."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    write_file("train.tsv", "neg\t太差\nneg\t很差\npos\t很好\n")
+    invoke(["ingest", "train.tsv"])
+    env = {**os.environ, "KD_DB": db, "KD_NO_PROGRESS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "-m", "commands.cli", "labels", "set", "--run", "r1", "1=pos", "--json"],
+                              env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("Error: standard output: No space left on device (stage 'edit-1' of run 'r1' succeeded: "
+                                   "its results stand (`kd report --run r1` shows them))")
+    history = json.loads(invoke(["labels", "history", "1", "--json"]).stdout)
+    assert history["current"] == "pos"  # the edit stands, as the error says
+
+
 def _old_teacher(store) -> int:
     """Run r1's teach stage, succeeded with a model file reading "old": the stage a replacement parks (its id)."""
     with stage_scope(store, run="r1", kind="teach", config={}) as st:
