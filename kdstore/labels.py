@@ -1868,10 +1868,10 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
             {
                 "id": e.id, "run": run, "stage": stage, "stage_id": e.stage_id, "action": e.action, "old": name(e.old_label_id), "new": name(e.new_label_id),
                 "old_dropped": e.old_dropped, "new_dropped": e.new_dropped,
-                "reason": e.reason, "at": iso_utc(e.created_at), "by": who,
+                "reason": reason, "at": iso_utc(e.created_at), "by": who,
                 "reverted_at": iso_utc(e.reverted_at),
             }
-            for e, stage, run, who in rows
+            for (e, stage, run, _), (who, reason) in ((row, _taken_by(row[0], row[3])) for row in rows)
         ],
         "rejected": [r for _, r in sorted((  # (the label kept: the one the sample had then, ``kept_labels`` where edited since detection)
             ((iso_utc(at) or "", stage_id or 0, r.id), {
@@ -1885,6 +1885,15 @@ def history(store: Store, sample_id: int) -> dict[str, Any]:
         ), key=lambda t: t[0])],
         "confirmed": confirmed,
     }
+
+
+def _taken_by(edit: Any, who: str | None) -> tuple[str | None, str | None]:
+    """``(by, reason)`` of a history edit: a take (of no stage, so no stage's ``run_by``) records who took it
+    at the end of its reason, ``kd ingest --take-pool: FILE:LINE, by USER``, which ``by`` gets as a stage's edit does."""
+    if edit.action == "take" and who is None and edit.reason and ", by " in edit.reason:
+        reason, by = edit.reason.rsplit(", by ", 1)
+        return by, reason
+    return who, edit.reason
 
 
 def _reject_reason(config: dict, issue_id: int) -> str | None:

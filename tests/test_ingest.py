@@ -1126,9 +1126,11 @@ def test_take_pool_moves_annotated_pool_texts_into_train(invoke, write_file, rea
     from kdstore.runs import current_user
 
     said = invoke(["labels", "history", "3"]).stdout
-    assert said.startswith("sample 3: original pos, now pos\n") and "kd ingest: taken from the pool into train, labeled pos " \
-        f"(kd ingest --take-pool: annotated.tsv:1, by {current_user()})" in said, said
-    assert [(e["action"], e["new"], e["stage"]) for e in invoke.json(["labels", "history", "3", "--json"])["edits"]] == [("take", "pos", None)]
+    assert said.startswith("sample 3: original pos, now pos\n") and f"kd ingest by {current_user()}: taken from the pool into train, " \
+        "labeled pos (kd ingest --take-pool: annotated.tsv:1)" in said, said
+    # (who took it in "by", as a stage's edit has it: it was null, the name in the reason alone)
+    assert [(e["action"], e["new"], e["stage"], e["by"], e["reason"]) for e in invoke.json(["labels", "history", "3", "--json"])["edits"]] == [
+        ("take", "pos", None, current_user(), "kd ingest --take-pool: annotated.tsv:1")]
     # taken as ingested: the label it came with is its original one, and a second take is duplicates only
     again = invoke.json(["ingest", "annotated.tsv", "--take-pool"])
     assert (again["added"], again["taken_from_pool"], again["duplicates"]) == (0, 0, 4)
