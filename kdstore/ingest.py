@@ -877,17 +877,20 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         # (hash -> current label, where from, split, the label it was ingested with: `kd labels` may have changed it since)
         seen: dict[str, tuple[int | None, str, str, int | None]] = {}
         query = select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id,
-                       Sample.orig_label_id, Sample.dropped, Sample.id)
+                       Sample.orig_label_id, Sample.dropped, Sample.id, *((Sample.meta,) if opts.take_pool else ()))
         kept_pool: dict[str, int] = {}  # the pool texts --take-pool may take (their ids): not made by --augment, not dropped
+        pool_meta: dict[str, dict] = {}  # (and their metadata, which a take keeps beside the file's: a pool's own id)
         dropped_pool: set[str] = set()  # (and those it may not, dropped)
         for part in chunks(sorted(set(hashes)), ID_CHUNK):
-            for h, label_id, src, line, split, parent, orig, dropped, sample_id in conn.execute(query.where(Sample.text_hash.in_(part))):
+            for h, label_id, src, line, split, parent, orig, dropped, sample_id, *meta in conn.execute(query.where(Sample.text_hash.in_(part))):
                 seen[h] = (label_id, f"{src}:{line}" if line else src, "augmented" if parent is not None else split, orig)
                 if split == "unlabeled" and parent is None:
                     if dropped:
                         dropped_pool.add(h)
                     else:
                         kept_pool[h] = sample_id
+                        if meta and isinstance(meta[0], dict):
+                            pool_meta[h] = meta[0]
         names_by_id = {i: n for n, i in classes.items()}
         lookalikes = {label_key(n): n for n in classes}
         # a stored class set of names only (no number among them) takes no label that is one of their ids:
@@ -949,8 +952,10 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
             seen[h] = (label_id, f"{source}:{r.line}" if r.line else source,
                        "augmented" if r.parent_id is not None else opts.split, label_id)
             if take:  # the pool's sample becomes this row, as had this file come before the pool (its copy then a duplicate)
+                # (the pool's metadata kept, the file's over it where both name a field: a pool's own id found it no more)
+                meta = {**pool_meta[h], **(r.meta or {})} if h in pool_meta else r.meta
                 taken.append({"h": h, "new_split": opts.split, "new_label": label_id, "new_source": source, "new_line": r.line,
-                              "new_meta": r.meta, "sample_id": kept_pool.pop(h)})
+                              "new_meta": meta, "sample_id": kept_pool.pop(h)})
             else:
                 rows.append((r.text, h, opts.split, label_id, label_id, False, source, r.line, r.meta, r.parent_id))
             if r.label is not None:

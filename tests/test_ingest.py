@@ -1136,6 +1136,24 @@ def test_take_pool_moves_annotated_pool_texts_into_train(invoke, write_file, rea
     assert (again["added"], again["taken_from_pool"], again["duplicates"]) == (0, 0, 4)
 
 
+def test_a_take_keeps_the_pool_texts_metadata_beside_the_files(invoke, write_file, read_samples):
+    """A pool ingested from JSONL with its own ids: a take gave the sample the annotated file's metadata alone (none
+    for a TSV), and `--where "meta->>'pid' = ..."` found the taken texts no more. The pool's fields stay, the
+    file's over them where both name one."""
+    write_file("train.tsv", "pos\t很好\nneg\t很差\n")
+    invoke(["ingest", "train.tsv"])
+    write_file("pool.jsonl", '{"text": "还行", "pid": 7, "channel": "app"}\n{"text": "太咸了", "pid": 8, "channel": "web"}\n')
+    invoke(["ingest", "pool.jsonl", "--split", "unlabeled"])
+    write_file("round1.jsonl", '{"text": "还行", "label": "pos", "channel": "recheck", "annotator": "li"}\n')
+    write_file("round2.tsv", "neg\t太咸了\n")
+    assert invoke.json(["ingest", "round1.jsonl", "--take-pool"])["taken_from_pool"] == 1
+    assert invoke.json(["ingest", "round2.tsv", "--take-pool"])["taken_from_pool"] == 1
+    meta = {r["text"]: r["meta"] for r in read_samples()}
+    assert meta["还行"] == {"pid": 7, "channel": "recheck", "annotator": "li"}
+    assert meta["太咸了"] == {"pid": 8, "channel": "web"}
+    assert [r["text"] for r in invoke.json(["samples", "--split", "train", "--where", "CAST(meta->>'pid' AS INTEGER) = 8"])] == ["太咸了"]
+
+
 def test_labels_as_of_a_time_before_a_take_count_the_taken_sample_as_pool(tmp_path):
     """A stage's figures judge the labels as they were when it read them (``labels_as_of``): a pool text taken
     into train later, its original label the take's, counted as a train label then, and a teacher's train
