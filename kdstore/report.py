@@ -500,7 +500,8 @@ def leaders(rows: list[dict[str, Any]], test_sets: list[Any] | None = None) -> d
 def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     model (``model``: a student's kind, a teacher's ``--model``), the figures that compare them, the test samples they were measured on (``test_n``) and the labels
-    they trained on (``labels_digest``: equal digests, equal labels), the torch threads their speed was
+    as they stood (``labels_digest``, of every label, test included: equal digests, equal labels; ``labels_fit_digest``,
+    of the train and dev labels alone, which the model learned from), the torch threads their speed was
     timed with (``speed_threads``); a teacher that trained on dev
     says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from), and so does a model trained
     before the store added a class (``other_classes``), a student whose teacher was replaced or deleted
@@ -520,7 +521,9 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
                 **{f"{split}_{name}" if split != "all" else name: figures.get(split, {}).get(name) for split, name in COMPARE_FIGURES},
                 "test_n": figures.get("test", {}).get("n"),
                 "speed_threads": figures.get("all", {}).get("speed_threads"),  # (the latency and throughput's: two counts, two bases)
-                "labels_digest": config.get("labels_digest"), "note": note}
+                # (every label, test included; the fit one of the train and dev labels alone, which a model learns from:
+                # a test label fixed between two runs made their digests differ, read as "trained on other labels")
+                "labels_digest": config.get("labels_digest"), "labels_fit_digest": config.get("labels_fit_digest"), "note": note}
 
     rows, test_sets = [], []
     for run in dict.fromkeys(runs):

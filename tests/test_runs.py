@@ -1551,6 +1551,18 @@ def test_compare_notes_a_student_whose_teacher_learned_from_other_labels(store, 
     assert "learned from other labels" in invoke(["report", "--compare", "r1", "r2"]).stdout
 
 
+def test_compare_gives_the_digest_of_the_labels_a_model_learned_from_beside_that_of_every_label(store, invoke):
+    """A test label fixed between two teachers (`kd labels set` on a test sample): --compare gave only
+    ``labels_digest``, of every label, so two models that learned from the same train and dev labels read as
+    trained on other labels. ``labels_fit_digest`` (train and dev alone) is beside it."""
+    for run, digest, fit in (("r1", "1111111111111111", "aaaaaaaaaaaaaaaa"), ("r2", "2222222222222222", "aaaaaaaaaaaaaaaa")):
+        with stage_scope(store, run=run, kind="teach", config={"labels_digest": digest, "labels_fit_digest": fit}) as st:
+            store.add_metrics(st.id, "test", {"accuracy": 0.7, "n": 2})
+    rows = invoke.json(["report", "--compare", "r1", "r2"])
+    assert [(r["labels_digest"], r["labels_fit_digest"]) for r in rows] == [
+        ("1111111111111111", "aaaaaaaaaaaaaaaa"), ("2222222222222222", "aaaaaaaaaaaaaaaa")]
+
+
 def test_compare_notes_a_student_larger_than_its_teacher(store, invoke):
     """A TextCNN of 128-wide embeddings over a tiny teacher's vocabulary: 0.70 M parameters against the teacher's
     0.42 M, and more FLOPs a text, sat beside it in --compare without a word, though a student is meant to be
