@@ -501,7 +501,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     """One row per model stage (teach, distill) of each run (a run named twice, once), with the
     model (``model``: a student's kind, a teacher's ``--model``), the figures that compare them, the test samples they were measured on (``test_n``) and the labels
     as they stood (``labels_digest``, of every label, test included: equal digests, equal labels; ``labels_fit_digest``,
-    of the train and dev labels alone, which the model learned from), the torch threads their speed was
+    of the train and dev labels alone, which the model learned from), the test samples and labels its test figures
+    are of (``test_digest``: two rows of other digests are not ranked against each other), the torch threads their speed was
     timed with (``speed_threads``); a teacher that trained on dev
     says so in its ``note`` (its ``dev_accuracy`` is of rows it learned from), and so does a model trained
     before the store added a class (``other_classes``), a student whose teacher was replaced or deleted
@@ -523,7 +524,8 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
                 "speed_threads": figures.get("all", {}).get("speed_threads"),  # (the latency and throughput's: two counts, two bases)
                 # (every label, test included; the fit one of the train and dev labels alone, which a model learns from:
                 # a test label fixed between two runs made their digests differ, read as "trained on other labels")
-                "labels_digest": config.get("labels_digest"), "labels_fit_digest": config.get("labels_fit_digest"), "note": note}
+                "labels_digest": config.get("labels_digest"), "labels_fit_digest": config.get("labels_fit_digest"),
+                "test_digest": None, "note": note}
 
     rows, test_sets = [], []
     for run in dict.fromkeys(runs):
@@ -554,4 +556,14 @@ def compare(store: Store, runs: list[str]) -> list[dict[str, Any]]:
     led = leaders(rows, test_sets)
     for i, r in enumerate(rows):
         r["leads"] = [figure for figure, at in led.items() if i in at]
+        # (the test samples and labels its test figures are of: a script tells "not ranked, other test sets" by it,
+        # which `leads` empty alone did not say)
+        r["test_digest"] = _test_digest(test_sets[i]) if test_sets[i] else None
     return rows
+
+
+def _test_digest(test_set: tuple) -> str:
+    """16 hex digits of sha256 over a model's judged test ``(sample id, label id)`` pairs."""
+    import hashlib
+
+    return hashlib.sha256(";".join(f"{sid}:{y}" for sid, y in sorted(test_set)).encode()).hexdigest()[:16]

@@ -3143,8 +3143,10 @@ def test_compare_does_not_rank_test_figures_measured_against_other_test_labels(d
     rows = invoke.json(["report", "--compare", "r1", "r2"])
     assert [(r["test_n"], r["test_accuracy"]) for r in rows] == [(4, 0.5), (4, 1.0)]
     assert not any(f.startswith("test_") for r in rows for f in r["leads"]), rows
+    assert rows[0]["test_digest"] != rows[1]["test_digest"] and None not in (rows[0]["test_digest"], rows[1]["test_digest"])  # (--json says why)
     out = " ".join(invoke(["report", "--compare", "r1", "r2"]).stdout.split())
     assert "best test_" not in out and "test figures not ranked: measured against other test labels" in out, out
     # scored against the same labels: ranked (a tie)
     rows = invoke.json(["report", "--compare", "r2", "r3"])
     assert all({"test_macro_f1", "test_accuracy"} <= set(r["leads"]) for r in rows), rows
+    assert rows[0]["test_digest"] == rows[1]["test_digest"]
