@@ -126,11 +126,16 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
 
         cuts = _Cuts(predictor.max_len)
         read_lines = 0
+        # the lines the column hints look at: lines typed or sent one at a time come one a read, so the first
+        # read alone (one line) never showed a label<TAB>text stream as the table it is
+        looked, hinted = [], text_field is not None
         try:
             with silenced():  # (each read its own bar: a stream of 50k lines left 27 finished bars on stderr)
-                for n, lines in enumerate(_arriving(stdin, "<stdin>")):
-                    if n == 0 and text_field is None:
-                        _hint_json_lines(lines, "<stdin>")
+                for lines in _arriving(stdin, "<stdin>"):
+                    if not hinted:
+                        looked += lines[:HINT_ROWS - len(looked)]
+                        hinted = (_hint_json_lines(looked, "<stdin>") or len(looked) >= HINT_ROWS
+                                  or sum(1 for _, t in looked if t.strip()) >= HINT_ENOUGH)
                     read_lines += len(lines)
                     lines, fields, error = _json_texts(lines, text_field, "<stdin>") if text_field else (lines, None, None)
                     _emit(predictor, lines, batch_size, as_json, cuts, fields)  # the lines before a bad one are answered
@@ -274,40 +279,39 @@ def _json_texts(lines: list[tuple[int, str]], field: str, name: str):
     return out, fields, None
 
 
-def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> None:
+def _hint_json_lines(lines: list[tuple[int, str]], name: str) -> bool:
     """A warning where the first line is a JSON object: each line is predicted as it stands, braces
     and field names included, unless --text-field names the text; where the lines look like a table
-    kd ingest reads by columns, :func:`_hint_columns`."""
+    kd ingest reads by columns, :func:`_hint_columns`. Whether it warned."""
     n, first = next(((n, t) for n, t in lines if t.strip()), (1, ""))
     if first.lstrip().startswith("["):  # a JSON array (a .json of records): one text, the whole array, or its brackets
-        _hint_json_array(lines, n, first, name)
-        return
+        return _hint_json_array(lines, n, first, name)
     if not first.lstrip().startswith("{"):
-        _hint_columns(lines, name)
-        return
+        return _hint_columns(lines, name)
     try:
         obj = json.loads(first)
     except (ValueError, RecursionError):  # ([[[...]]] nested past Python's recursion limit)
-        return
+        return False
     if isinstance(obj, dict):
         pick = text_key(obj, "NAME")  # the longest string, not the first ({"id": "a1", "body": ...} named --text-field id)
         click.echo(f"warning: {name}: line {n} is a JSON object, predicted as it stands: "
                    f"--text-field {pick} reads the text out of JSON lines", err=True)
+    return isinstance(obj, dict)
 
 
-def _hint_json_array(lines: list[tuple[int, str]], n: int, first: str, name: str) -> None:
+def _hint_json_array(lines: list[tuple[int, str]], n: int, first: str, name: str) -> bool:
     """A warning where line ``n`` starts a JSON array (``[{...}, ...]`` on one line, or a lone ``[`` of a
     pretty-printed one): it was predicted as one text, or its brackets and objects' lines were, silently.
     A text that starts with a bracket and is no JSON (``[好评] 很好``) is left alone."""
     try:
         items = [None] if first.strip() == "[" else json.loads(first)
     except (ValueError, RecursionError):
-        return
+        return False
     if not isinstance(items, list):
-        return
+        return False
     obj = next((i for i in items if isinstance(i, dict)), None)
     if obj is None and items != [None]:  # (an array of numbers or strings: no objects to read the texts of)
-        return
+        return False
     if obj is None:  # pretty-printed: the next line's object, where it holds one whole
         after = next((t for m, t in lines if m > n and t.strip()), "")
         try:
@@ -318,12 +322,14 @@ def _hint_json_array(lines: list[tuple[int, str]], n: int, first: str, name: str
     source = "FILE" if name == "<stdin>" else shlex.quote(name)
     click.echo(f"warning: {name}: line {n} starts a JSON array, predicted as it stands: kd predict reads one text a line; "
                f"`jq -c '.[]' {source} | kd predict --text-field {pick}` reads its objects' texts", err=True)
+    return True
 
 
 HINT_ROWS = 100  # the first lines looked at for columns
+HINT_ENOUGH = 3  # the non-empty lines that decide the hints (commas are judged on 3): stdin's lines wait no longer
 
 
-def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
+def _hint_columns(lines: list[tuple[int, str]], name: str) -> bool:
     """A warning where the lines look like a table kd ingest reads by columns: a header line naming a
     text or label column (predicted as a text), or every line holding the same tabs (label<TAB>text,
     as kd ingest reads a TSV: the label was read with the text, and changed the answer) or, over 3
@@ -332,7 +338,7 @@ def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
 
     rows = [(n, t.rstrip("\r\n")) for n, t in lines if t.strip()][:HINT_ROWS]
     if not rows:
-        return
+        return False
     n, first = rows[0]
     source = "FILE" if name == "<stdin>" else name
     cells = [c.strip().strip('"').strip().lower() for c in first.split("\t" if "\t" in first else ",")]
@@ -342,7 +348,7 @@ def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
         how = "give it the text column alone" if cut is None else f"`tail -n +2 {source}{cut} | kd predict` reads the texts alone"
         click.echo(f"warning: {name}: line {n} looks like a header ({first.strip()[:60]!r}), predicted as a text: "
                    f"kd predict reads one text a line, no header or columns ({how})", err=True)
-        return
+        return True
     tabs = first.count("\t")
     if tabs and len(rows) > 1 and all(t.count("\t") == tabs for _, t in rows):
         # the column of the longest cells is the text (text<TAB>label_id too: cut -f2 kept the ids alone), as
@@ -355,13 +361,13 @@ def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
         click.echo(f"warning: {name}: lines {n}-{rows[-1][0]} each hold {tabs + 1} tab-separated columns, each line predicted "
                    f"whole as one text (the other columns read with it): `cut -f{column} {source} | kd predict` predicts the text column alone",
                    err=True)
-        return
+        return True
     import csv  # a CSV under a header kd does not know (文本,标签), or none: every row alike, 3 rows at least
     texts = [t for _, t in rows]  # (read as CSV: Excel quotes a cell holding a comma or a line break, which raw counts miss)
     try:
         records = list(csv.reader(texts))
     except csv.Error:  # (a bare \r or a NUL inside a line: no CSV as a spreadsheet writes it)
-        return
+        return False
     if "".join(texts).count('"') % 2:  # the lines looked at end inside a quoted cell: its record is cut
         records = records[:-1]
     fields = len(records[0]) if records else 0
@@ -371,6 +377,8 @@ def _hint_columns(lines: list[tuple[int, str]], name: str) -> None:
                "its quoted cells hold commas or line breaks, which `cut` splits: save the text column alone, one text a line, and predict that file")
         click.echo(f"warning: {name}: lines {n}-{rows[-1][0]} each hold {fields} comma-separated columns, each line predicted whole "
                    f"as one text (a header line too): {how}", err=True)
+        return True
+    return False
 
 
 def _numbered(lines, name: str):

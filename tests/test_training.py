@@ -6018,3 +6018,28 @@ def test_a_narrower_electra_student_has_embeddings_no_wider_than_itself(sample_s
 
     student, _, _ = load_student(Path(stage.artifact_path), "cpu")
     assert not any("embeddings_project" in name for name, _ in student.named_parameters())
+
+
+def test_stdin_lines_sent_one_at_a_time_are_warned_of_as_columns_as_a_pipe_is(taught_store, tmp_path):
+    """`kd predict` on stdin answers each line as it arrives; the warning that label<TAB>text lines are predicted
+    whole (the label read with the text) looked at the first read alone: a stream sent one line at a time
+    (`tail -f reviews.tsv | kd predict`) was one line a read, never two alike, and got wrong answers in silence."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KD_DB": str(taught_store), "KD_NO_PROGRESS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "predict", "--run", "r", "--model", "teacher"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    answers = []
+    for line in ("pos\t这个很好", "neg\t那个太差", "pos\t很好很好"):
+        proc.stdin.write(f"{line}\n".encode())
+        proc.stdin.flush()
+        answers.append(proc.stdout.readline().decode())  # answered before the next line is sent
+    proc.stdin.close()
+    assert proc.wait(timeout=120) == 0
+    assert all(a.split("\t")[0] in ("pos", "neg") for a in answers)
+    assert proc.stderr.read().decode() == (
+        "warning: <stdin>: lines 1-2 each hold 2 tab-separated columns, each line predicted whole as one text (the other "
+        "columns read with it): `cut -f2 FILE | kd predict` predicts the text column alone\n")
