@@ -160,6 +160,18 @@ def _compared_by_model(rows: list[dict], cols: list[str]) -> Table:
     return table
 
 
+def _timed_on(timed: dict) -> str:
+    """How many texts the latency was timed on, where fewer than the 100 it takes: its p99 is about their slowest."""
+    n = timed.get("latency_texts")
+    return f" on {n} text{'s' * (n != 1)} (p99 of so few: about their slowest)" if n is not None and n < 100 else ""
+
+
+def _timed_in_batches(timed: dict) -> str:
+    """How many distinct texts the throughput was timed over, where fewer than the texts it runs (1,000: repeated to fill them)."""
+    n, of = timed.get("throughput_texts"), timed.get("throughput_of")
+    return f" over {n} distinct text{'s' * (n != 1)} repeated to {of:,}" if n is not None and of is not None and n < of else ""
+
+
 def _leaders_lines(rows: list[dict]) -> list[str]:
     """`kd report --compare`'s answer to "which is better": a line a figure naming the model that leads it, with
     its value (ties: each of them), and why test figures are not ranked where the models were tested on unequal
@@ -389,8 +401,8 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
                 threads = f", {int(timed['speed_threads'])} torch thread{'s' * (timed['speed_threads'] != 1)}" if timed.get("speed_threads") else ""
                 # (an early-exit model's depth depends on its threshold: timed at the one it serves at)
                 serving = f" at its serving speed {timed['speed']:g}" if timed.get("speed") is not None else ""
-                out.print(f"  speed: on the CPU{threads}, measured once after training{serving}: latency one text at a time, "
-                          "throughput in batches of 256 (bench/ times with repeats)", markup=False)
+                out.print(f"  speed: on the CPU{threads}, measured once after training{serving}: latency one text at a time"
+                          f"{_timed_on(timed)}, throughput in batches of 256{_timed_in_batches(timed)} (bench/ times with repeats)", markup=False)
         for split, matrix in (st.get("confusion") or {}).items():
             cm = Table(title=f"{split} confusion (rows: label, columns: predicted)")
             cm.add_column("")

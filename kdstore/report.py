@@ -167,6 +167,7 @@ COUNT_METRICS = frozenset({
     "vocab_size", "split_texts", "folds", "in_sample", "relabel", "drop", "flag", "reject", "unchanged", "skipped_edited", "skipped_rejected", "skipped_set",
     "chosen_changed", "pool_samples", "augmented_samples", "pool_without_logits", "teacher_layer",
     "branch_parameters", "num_layers", "max_len", "flops", "flagged_of", "speed_threads", "estimated_issues",
+    "latency_texts", "throughput_texts", "throughput_of",
 })
 
 

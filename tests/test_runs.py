@@ -1635,6 +1635,25 @@ def test_compare_lists_the_parked_model_an_overwrite_is_replacing(store, invoke)
     assert "parked:" not in invoke(["report", "--run", "r1"]).stdout
 
 
+def test_the_speed_line_says_how_few_texts_the_latency_and_throughput_were_timed_on(tmp_path, store, invoke):
+    """A store of 20 test texts: the latency p99 of 20 is about their slowest, and the throughput of 20 texts repeated
+    to 1,000; `kd report` said neither (the README's 100 and 1,000 texts read as what was measured)."""
+    from kdstore.speed import measure
+
+    figures = measure(lambda texts, batch_size: np.zeros((len(texts), 2)), [f"text {i}" for i in range(20)] + [" "])
+    assert (figures["latency_texts"], figures["throughput_texts"]) == (20, 20)
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        store.add_metrics(st.id, "all", figures)
+    with stage_scope(store, run="r2", kind="teach", config={}) as st:  # (as many as it takes: nothing to say)
+        store.add_metrics(st.id, "all", measure(lambda texts, batch_size: np.zeros((len(texts), 2)), [f"t{i}" for i in range(1200)]))
+    out = " ".join(invoke(["report", "--run", "r1"]).stdout.split())
+    assert ("latency one text at a time on 20 texts (p99 of so few: about their slowest), throughput in batches of 256 over 20 "
+            "distinct texts repeated to 1,000 (bench/ times with repeats)") in out, out
+    out = " ".join(invoke(["report", "--run", "r2"]).stdout.split())
+    assert "latency one text at a time, throughput in batches of 256 (bench/" in out, out
+    assert invoke.json(["report", "--run", "r1"])["stages"][0]["metrics"]["all"]["latency_texts"] == 20  # (a count: an int)
+
+
 def test_report_run_says_parked_after_a_teacher_whose_speed_it_shows(store, invoke):
     """Every trained teacher has its speed measured: the report's speed line reused the name that held the parked
     stages, so after it (the teacher comes first) no parked student got its `parked:` line."""
