@@ -890,9 +890,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def scoring_batch(batch_size: int, grad_accum: int, cap: int = 256) -> int:
-    """``TeachConfig.scoring_batch`` of a teacher trained at ``batch_size`` in ``grad_accum`` pieces."""
+    """``TeachConfig.scoring_batch`` of a teacher trained at ``batch_size`` in ``grad_accum`` pieces: 4 pieces'
+    rows under --grad-accum, else 8 batches' (256 from the default --batch-size 32 up), at most ``cap``. A
+    --batch-size lowered for a long --max-len lowers it too: 256 rows a batch whatever the --batch-size ran
+    out of memory at the logits after the training, and the advice "lower --batch-size" changed nothing."""
     if grad_accum <= 1:
-        return cap
+        return max(1, min(cap, 8 * batch_size))
     return max(1, min(cap, 4 * -(-batch_size // grad_accum)))
 
 

@@ -423,6 +423,26 @@ def test_running_out_of_memory_in_training_is_one_line_naming_the_options_that_l
     assert stage.status == "failed" and str(raised).split(".")[0] in stage.error
 
 
+def test_a_lowered_batch_size_lowers_the_rows_the_logits_are_scored_at(sample_store, tiny_model, monkeypatch):
+    """Long articles: --batch-size 4 fitted a long --max-len in training, then the dev and every sample's
+    logits were scored 256 rows a batch and ran out of memory, and the one-line error said "lower
+    --batch-size", which changed nothing there."""
+    import kdstore.teacher
+
+    seen = []
+    real = kdstore.teacher.score
+
+    def score(*args, batch_size, **kwargs):
+        if kwargs.get("bar", True):  # (not the speed figures: 1,000 texts timed in batches of 256, as every model's)
+            seen.append(batch_size)
+        return real(*args, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(kdstore.teacher, "score", score)
+    kd("teach", "--run", "long", "--model", str(tiny_model), "--max-len", "32", "--epochs", "1", "--batch-size", "4",
+       "--db", str(sample_store))
+    assert seen and max(seen) == 32, seen  # (8 batches' rows; 256 from --batch-size 32 up, as before)
+
+
 def test_a_label_of_no_class_is_refused_before_any_stage(sample_store, tiny_model):
     """`kd teach --label nope` left a run holding a failed stage; a --where that cannot run is refused
     before one, and so is this now."""
