@@ -79,7 +79,9 @@ class StudentConfig:
         if bad:
             raise KdError(bad)
         if self.kind == "transformer" and self.bert and max_len > readable_positions(self.bert):
-            raise KdError(f"--max-len {max_len} exceeds the teacher's {readable_positions(self.bert)} positions")
+            # (a transformer student takes the teacher's configuration, position table included, --no-init-from-teacher too)
+            raise KdError(f"--max-len {max_len} exceeds the teacher's {readable_positions(self.bert)} positions, which a transformer "
+                          f"student takes with its configuration: use --max-len {readable_positions(self.bert)} or less")
         if self.kind == "textcnn" and max(self.kernel_sizes) > max_len:
             raise KdError(
                 f"kernel width {max(self.kernel_sizes)} is wider than --max-len {max_len}"

@@ -3866,7 +3866,7 @@ def test_a_student_shape_that_cannot_run_is_refused_before_a_stage_or_run(taught
     db = str(taught_store)
     for args, message in (
         (["--kernel-sizes", "2,40"], "kernel width 40 is wider than --max-len 32"),  # the teacher's --max-len
-        (["--student", "transformer", "--layers", "1", "--max-len", "100"], "--max-len 100 exceeds the teacher's 64 positions"),
+        (["--student", "transformer", "--layers", "1", "--max-len", "100"], "--max-len 100 exceeds the teacher's 64 positions, which a transformer student takes with its configuration: use --max-len 64 or less"),
         (["--student", "transformer", "--layers", "1", "--width", "129"], "--width 129 is not divisible by its 2 attention heads"),
         (["--student", "transformer", "--layers", "1", "--width", "16", "--init-from-teacher", "--hidden-mse", "1"],
          "--init-from-teacher copies teacher layers of width 32: the student is 16 wide"),
