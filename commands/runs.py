@@ -119,6 +119,11 @@ def delete(run, stages, dry_run, yes, db, as_json):
         issues = f", {d['issues']} label issues" if d["issues"] else ""
         click.echo(f"{verb} {run}/{d['name']} ({d['kind']}, {d['status']}; {d['logits']} logits, {d['predictions']} predictions{issues})")
     for k in result["kept"]:
+        if k.get("confirmations"):  # (a `kd labels set` that changed no label: nothing to undo, still honoured)
+            n = k["confirmations"]
+            click.echo(f"kept {run}/{k['name']} ({k['kind']}): its {n} label{'s' if n > 1 else ''} confirmed by `kd labels set` "
+                       f"(no edit; `kd labels clean` leaves {'them' if n > 1 else 'it'} alone) {'are' if n > 1 else 'is'} on record")
+            continue
         edits = "its 1 label edit, undone, is" if k["label_edits"] == 1 else f"its {k['label_edits']} label edits, undone, are"
         click.echo(f"kept {run}/{k['name']} ({k['kind']}): {edits} the audit trail")
     if result["reopened"]:

@@ -53,7 +53,9 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             st, why = standing[0]
             raise KdError(f"stage {st.name!r} of run {run!r} has {why}: run `kd labels undo --run {run} --stage {st.name}` first")
         _refuse_readers(s, ids, run, chosen)
-        kept = [st for st in chosen if _any_edits(s, st)]
+        # (a `kd labels set` that only confirmed labels records no edit and has nothing to undo: its pairs, which
+        # `kd labels history` lists and `kd labels clean` honours, are on record in its config alone)
+        kept = [st for st in chosen if _any_edits(s, st) or _confirmations(st)]
         gone = [st for st in chosen if st not in kept]
         # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
         # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
@@ -69,7 +71,8 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
                          # (its model's folder, removed with it: a dry run listed the exports that go, not the models)
                          # (where it is: a copied store's own folder, its models left by the original's, is none)
                          "folder": str(homes[st.id]) if st.id in homes and homes[st.id].is_dir() else None} for st in gone],
-            "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st)} for st in kept],
+            "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st),
+                      "confirmations": 0 if _any_edits(s, st) else _confirmations(st)} for st in kept],
             "run_deleted": len(gone) == len(stages),
             # the issues of detections left that a deleted review decided (a sheet's rejections among them): open again
             "reopened": s.scalar(select(func.count()).select_from(LabelIssue).where(
@@ -246,6 +249,17 @@ def _learned_from(s, gone: list[Stage], run: str, dry_run: bool = False) -> list
             what, it = used[0]
             out.append(f"{owner}/{st.name} {what}, " + tail.format(it))
     return out
+
+
+def _confirmations(st: Stage) -> int:
+    """The ``kd labels set`` pairs of a succeeded clean stage (its config's ``edits``): counted for a stage
+    with no label edit, where each confirmed the label a sample had (``labels.set_by_hand``)."""
+    pairs = (st.config or {}).get("edits") if st.kind == "clean" and st.status == "succeeded" else None
+    if not isinstance(pairs, list):
+        return 0
+    from .labels import split_pair  # (labels builds on runs, as this module does)
+
+    return sum(split_pair(str(p)) is not None for p in pairs)
 
 
 def _edit_count(s, st: Stage) -> int:

@@ -2760,7 +2760,7 @@ def test_runs_delete_dry_run_changes_nothing_not_even_a_killed_stage_and_says_wh
     assert state() == ("running", True)
     dry = invoke.json(["runs", "delete", "--run", "r", "--dry-run"])
     assert state() == ("running", True)
-    assert (dry["deleted"], dry["kept"], dry["run_deleted"]) == ([], [{"name": "clean", "kind": "clean", "label_edits": 1}], False)
+    assert (dry["deleted"], dry["kept"], dry["run_deleted"]) == ([], [{"name": "clean", "kind": "clean", "label_edits": 1, "confirmations": 0}], False)
     done = invoke.json(["runs", "delete", "--run", "r", "--yes"])  # the real one marks it failed (its edit reverted) first
     assert (done["deleted"], done["kept"], done["run_deleted"]) == (dry["deleted"], dry["kept"], dry["run_deleted"])
     assert state() == ("failed", False)
@@ -2859,7 +2859,7 @@ def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke
     invoke(["labels", "undo", "--run", "r1", "--stage", "edit-1"])
     out = invoke.json(["runs", "delete", "--run", "r1", "--yes"])
     assert [d["name"] for d in out["deleted"]] == ["teach"] and not out["run_deleted"]
-    assert out["kept"] == [{"name": "edit-1", "kind": "clean", "label_edits": 1}]
+    assert out["kept"] == [{"name": "edit-1", "kind": "clean", "label_edits": 1, "confirmations": 0}]
     history = invoke.json(["labels", "history", "1"])  # the audit trail still names the stage that made the edit
     assert history["edits"][0]["stage"] == "edit-1" and history["edits"][0]["reverted_at"]
     assert [s.name for s in store.stages_of("r1")] == ["edit-1"] and counts()["label_edits"] == before["label_edits"]
@@ -3169,3 +3169,18 @@ def test_compare_does_not_rank_test_figures_measured_against_other_test_labels(d
     rows = invoke.json(["report", "--compare", "r2", "r3"])
     assert all({"test_macro_f1", "test_accuracy"} <= set(r["leads"]) for r in rows), rows
     assert rows[0]["test_digest"] == rows[1]["test_digest"]
+
+
+def test_runs_delete_keeps_a_labels_set_that_only_confirmed_labels(store, invoke, write_file):
+    """`kd labels set --run r1 1=pos` of a pos sample records no edit, only its pair (a person's confirmation, which
+    `kd labels history` lists and `kd labels clean` honours), and has nothing to undo: `kd runs delete --run r1`
+    deleted its stage and run, the confirmation gone from the history and from what clean leaves alone."""
+    invoke(["labels", "set", "--run", "r1", "1=pos"])
+    assert len(invoke.json(["labels", "history", "1"])["confirmed"]) == 1
+    out = invoke.json(["runs", "delete", "--run", "r1", "--yes"])
+    assert out["kept"] == [{"name": "edit-1", "kind": "clean", "label_edits": 0, "confirmations": 1}] and not out["run_deleted"]
+    assert [s.name for s in store.stages_of("r1")] == ["edit-1"]
+    confirmed = invoke.json(["labels", "history", "1"])["confirmed"]
+    assert [(c["run"], c["stage"], c["set"]) for c in confirmed] == [("r1", "edit-1", "pos")]
+    line = invoke(["runs", "delete", "--run", "r1", "--yes"]).output.strip()
+    assert line == "kept r1/edit-1 (clean): its 1 label confirmed by `kd labels set` (no edit; `kd labels clean` leaves it alone) is on record"
