@@ -124,11 +124,17 @@ def delete(run, stages, dry_run, yes, db, as_json):
             click.echo(f"kept {run}/{k['name']} ({k['kind']}): its {n} label{'s' if n > 1 else ''} confirmed by `kd labels set` "
                        f"(no edit; `kd labels clean` leaves {'them' if n > 1 else 'it'} alone) {'are' if n > 1 else 'is'} on record")
             continue
+        if not k["label_edits"] and k.get("rejects"):  # (a review that only rejected: its rejects undone, on record)
+            n = k["rejects"]
+            click.echo(f"kept {run}/{k['name']} ({k['kind']}): its {n} review reject{'s' if n > 1 else ''}, undone, "
+                       f"{'are' if n > 1 else 'is'} on record")
+            continue
         edits = "its 1 label edit, undone, is" if k["label_edits"] == 1 else f"its {k['label_edits']} label edits, undone, are"
         click.echo(f"kept {run}/{k['name']} ({k['kind']}): {edits} the audit trail")
     if result["reopened"]:
         n = result["reopened"]
-        click.echo(f"{n} label issue{'s' if n > 1 else ''} {'it' if len(result['deleted']) == 1 else 'they'} decided "
+        deciders = len(result["deleted"]) + sum(bool(k.get("rejects")) for k in result["kept"])  # (a review kept, its rejects undone)
+        click.echo(f"{n} label issue{'s' if n > 1 else ''} {'it' if deciders == 1 else 'they'} decided "
                    f"{'would be' if dry_run else 'are' if n > 1 else 'is'} open again (a review's rejections included)")
     for folder in [d["folder"] for d in result["deleted"] if d["folder"]]:
         click.echo(f"{verb} model folder {folder}")

@@ -55,8 +55,11 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         _refuse_readers(s, ids, run, chosen)
         # (a `kd labels set` that only confirmed labels records no edit and has nothing to undo: its pairs, which
         # `kd labels history` lists and `kd labels clean` honours, are on record in its config alone)
-        kept = [st for st in chosen if _any_edits(s, st) or _confirmations(st)]
+        # and a review's rejects (no edit either): on record as undone, as its undo or an --overwrite keeps them
+        rejects = {st.id: _rejects(s, st) for st in chosen if st.kind == "clean"}
+        kept = [st for st in chosen if _any_edits(s, st) or _confirmations(st) or rejects.get(st.id)]
         gone = [st for st in chosen if st not in kept]
+        undecided = [st.id for st in gone] + [st.id for st in kept if rejects.get(st.id)]  # (the stages whose decisions go)
         # only a stage that recorded its model owns its folder: a failed stage's files went when it failed, so
         # what lies there now is another's (a store sharing KD_ARTIFACTS, as _refuse_foreign_files says)
         homes = {st.id: stage_folder(store, run, st) for st in chosen if st.artifact_path}
@@ -72,11 +75,11 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
                          # (where it is: a copied store's own folder, its models left by the original's, is none)
                          "folder": str(homes[st.id]) if st.id in homes and homes[st.id].is_dir() else None} for st in gone],
             "kept": [{"name": st.name, "kind": st.kind, "label_edits": _edit_count(s, st),
-                      "confirmations": 0 if _any_edits(s, st) else _confirmations(st)} for st in kept],
+                      "confirmations": 0 if _any_edits(s, st) else _confirmations(st), "rejects": len(rejects.get(st.id, ()))} for st in kept],
             "run_deleted": len(gone) == len(stages),
             # the issues of detections left that a deleted review decided (a sheet's rejections among them): open again
             "reopened": s.scalar(select(func.count()).select_from(LabelIssue).where(
-                LabelIssue.decided_stage_id.in_([st.id for st in gone] or [-1]), LabelIssue.stage_id.not_in(ids or {-1}))),
+                LabelIssue.decided_stage_id.in_(undecided or [-1]), LabelIssue.stage_id.not_in(ids or {-1}))),
             "dry_run": dry_run,
             "warnings": [u for u in unsure if u] + _learned_from(s, gone, run, dry_run),
         }
@@ -102,12 +105,12 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             earlier += [f for f in export_dirs(run_folder, st.name) if f.is_dir() and not f.is_symlink()]
         # (not one that another stage deleted owns: a parked stage's export is at the place its name's stage looks too)
         # (compared resolved: a stage with no model folder looks under the store's artifact root as --db spelled it)
-        listed, kept = {f.resolve() for f in exports + mixed}, []
+        listed, unlisted = {f.resolve() for f in exports + mixed}, []  # (not ``kept``: the stages kept, below, are)
         for f in earlier:
             if f.resolve() not in listed:
                 listed.add(f.resolve())
-                kept.append(f)
-        earlier = kept
+                unlisted.append(f)
+        earlier = unlisted
         report["exports"] = [str(f) for f in exports]
         report["warnings"] += [f"{f} is an export of a stage {'this would delete' if dry_run else 'deleted now'}, kept: "
                                "it holds files kd export did not write" for f in mixed]
@@ -116,10 +119,13 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
                                "program's files): delete it yourself once nothing serves it" for f in earlier]
         if dry_run:  # (nothing written: the transaction ends empty)
             return report
-        from .labels import reopen  # (labels builds on runs, as this module does)
+        from .labels import _record_undone_rejects, reopen  # (labels builds on runs, as this module does)
 
+        for st in kept:  # (its standing rejects, undone now: in its config with what each issue was, its detection may go)
+            if rejects.get(st.id):
+                _record_undone_rejects(s, st.id)
         # the issues a deleted review decided are open again (their decisions went with it), not left decided by no stage
-        reopen(s, LabelIssue.decided_stage_id.in_([st.id for st in gone] or [-1]))
+        reopen(s, LabelIssue.decided_stage_id.in_(undecided or [-1]))
         for st in kept:  # (a clean stage's folder holds no model)
             st.artifact_path, st.artifact_sha256 = None, None
         for st in gone:
@@ -260,6 +266,12 @@ def _confirmations(st: Stage) -> int:
     from .labels import split_pair  # (labels builds on runs, as this module does)
 
     return sum(split_pair(str(p)) is not None for p in pairs)
+
+
+def _rejects(s, st: Stage) -> set[str]:
+    """The issue ids a review (a clean stage) rejected: standing, and undone before (``undone_rejects``)."""
+    standing = s.scalars(select(LabelIssue.id).where(LabelIssue.decided_stage_id == st.id, LabelIssue.status == "rejected"))
+    return {str(i) for i in standing} | set(((st.config or {}).get("undone_rejects") or {}))
 
 
 def _edit_count(s, st: Stage) -> int:

@@ -3663,6 +3663,21 @@ def test_a_standing_reject_replaced_by_import_overwrite_stays_in_the_history_as_
     assert [line.split(": ", 1)[1].split(" ")[0].rstrip(",") for line in shown] == ["reject", "drop"], shown
 
 
+def test_runs_delete_of_a_review_of_rejects_keeps_them_in_the_history_as_undone(tmp_path):
+    """`kd runs delete --stage review` of a review that only rejected (no edit stands, nothing to undo first): its
+    issue was open again, as after its undo, but the person's reject, with its comment, was gone from `kd labels
+    history`, where an undo or an --overwrite keeps it, marked reverted."""
+    db = _hand_made_detection(tmp_path / "kd.db", ["好的", "差的"])
+    kd("labels", "import", str(_sheet(tmp_path / "a.csv", [{"run": "r", "sample_id": 1, "decision": "reject", "备注": "没错"}])), "--db", db)
+    out = json.loads(kd("runs", "delete", "--run", "r", "--stage", "review", "--yes", "--json", "--db", db).stdout)
+    assert [(k["name"], k["rejects"]) for k in out["kept"]] == [("review", 1)] and out["reopened"] == 1 and out["deleted"] == []
+    assert {i["sample_id"]: i["status"] for i in _issues(db)}[1] == "open"
+    one = json.loads(kd("labels", "history", "1", "--json", "--db", db).stdout)["rejected"]
+    assert [(r["stage"], r["kept"], r["reason"].endswith(": 没错"), bool(r["reverted_at"])) for r in one] == [("review", "pos", True, True)]
+    said = kd("runs", "delete", "--run", "r", "--stage", "review", "--yes", "--db", db).stdout
+    assert "kept r/review (clean): its 1 review reject, undone, is on record" in said, said
+
+
 def test_an_undone_reject_stays_in_the_history_once_its_detection_is_replaced(tmp_path):
     """A review undone, then `kd labels detect --overwrite` (allowed once nothing of the review stands):
     the old detection's issues went, and with them the undone reject in `kd labels history`, while the

@@ -2760,7 +2760,7 @@ def test_runs_delete_dry_run_changes_nothing_not_even_a_killed_stage_and_says_wh
     assert state() == ("running", True)
     dry = invoke.json(["runs", "delete", "--run", "r", "--dry-run"])
     assert state() == ("running", True)
-    assert (dry["deleted"], dry["kept"], dry["run_deleted"]) == ([], [{"name": "clean", "kind": "clean", "label_edits": 1, "confirmations": 0}], False)
+    assert (dry["deleted"], dry["kept"], dry["run_deleted"]) == ([], [{"name": "clean", "kind": "clean", "label_edits": 1, "confirmations": 0, "rejects": 0}], False)
     done = invoke.json(["runs", "delete", "--run", "r", "--yes"])  # the real one marks it failed (its edit reverted) first
     assert (done["deleted"], done["kept"], done["run_deleted"]) == (dry["deleted"], dry["kept"], dry["run_deleted"])
     assert state() == ("failed", False)
@@ -2859,7 +2859,7 @@ def test_runs_delete_never_deletes_label_edits_nor_a_running_stage(store, invoke
     invoke(["labels", "undo", "--run", "r1", "--stage", "edit-1"])
     out = invoke.json(["runs", "delete", "--run", "r1", "--yes"])
     assert [d["name"] for d in out["deleted"]] == ["teach"] and not out["run_deleted"]
-    assert out["kept"] == [{"name": "edit-1", "kind": "clean", "label_edits": 1, "confirmations": 0}]
+    assert out["kept"] == [{"name": "edit-1", "kind": "clean", "label_edits": 1, "confirmations": 0, "rejects": 0}]
     history = invoke.json(["labels", "history", "1"])  # the audit trail still names the stage that made the edit
     assert history["edits"][0]["stage"] == "edit-1" and history["edits"][0]["reverted_at"]
     assert [s.name for s in store.stages_of("r1")] == ["edit-1"] and counts()["label_edits"] == before["label_edits"]
@@ -3178,7 +3178,7 @@ def test_runs_delete_keeps_a_labels_set_that_only_confirmed_labels(store, invoke
     invoke(["labels", "set", "--run", "r1", "1=pos"])
     assert len(invoke.json(["labels", "history", "1"])["confirmed"]) == 1
     out = invoke.json(["runs", "delete", "--run", "r1", "--yes"])
-    assert out["kept"] == [{"name": "edit-1", "kind": "clean", "label_edits": 0, "confirmations": 1}] and not out["run_deleted"]
+    assert out["kept"] == [{"name": "edit-1", "kind": "clean", "label_edits": 0, "confirmations": 1, "rejects": 0}] and not out["run_deleted"]
     assert [s.name for s in store.stages_of("r1")] == ["edit-1"]
     confirmed = invoke.json(["labels", "history", "1"])["confirmed"]
     assert [(c["run"], c["stage"], c["set"]) for c in confirmed] == [("r1", "edit-1", "pos")]
