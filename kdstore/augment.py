@@ -13,7 +13,7 @@ then, with probability ``p_ngram``, n-gram sampling cuts the result. Punctuation
 words for jieba but are never masked or swapped (they may still end up outside an n-gram span); an
 n-gram counts punctuation as words, white space not. A word jieba cuts into letters (Pokémon as
 Pok + é + mon, full-width ｉＰｈｏｎｅ or Москва letter by letter) is one word again, and so is an
-address (URL, domain, e-mail: tagged ``url``) or a number with thousands separators (``1,299``: ``m``).
+address (URL, domain, e-mail: tagged ``url``) or a number with thousands separators (``1,299``: ``num``).
 
 Everything is a pure function; randomness comes only from an explicit ``random.Random``, and
 :func:`augment` seeds one per parent text from ``(seed, index)`` through a string seed, so its output
@@ -113,7 +113,8 @@ def segment_pos(text: str, *, hmm: bool = True) -> list[tuple[str, str]]:
 
 # an address or a number jieba cuts into pieces (https + : + / + / + www + . + example ..., 1 + , + 299): a mask or
 # a swap of one piece made www.[UNK].com or ¥1,example, an n-gram cut one in two. Each is one word: an address is
-# tagged "url" (swapped only for another address the store's texts hold), a number "m" as jieba tags numbers.
+# tagged "url" (swapped only for another address the store's texts hold), a number "num" (only for another such
+# number: jieba's "m" holds 元 and 三天 too, and a price ¥1,299 became ¥三天).
 _URL_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&*+;=%,'()]"
 _TLDS = "com|cn|net|org|edu|gov|io|co|me|cc|tv|top|xyz|info|vip|shop|club|site|online|hk|tw|jp|uk|us"
 _SPANS = re.compile(
@@ -128,14 +129,14 @@ _URL_END = ".,;:!?'()"  # (what ends a sentence after an address is not part of 
 
 def _join_spans(text: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``pairs`` with the pieces of each address (URL, e-mail, domain) or thousands-grouped number in ``text``
-    made one word: tagged ``url`` or ``m``."""
+    made one word: tagged ``url`` or ``num``."""
     spans = []
     for match in _SPANS.finditer(text):
         start, end = match.span()
         if match.group("url"):
             while end > start and text[end - 1] in _URL_END and not (text[end - 1] == ")" and "(" in text[start:end - 1]):
                 end -= 1
-        spans.append((start, end, "url" if match.group("url") else "m"))
+        spans.append((start, end, "url" if match.group("url") else "num"))
     if not spans:
         return pairs
     out: list[tuple[str, str]] = []
@@ -154,12 +155,13 @@ def _join_spans(text: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]
     return [(word, spans[tag[1]][2] if isinstance(tag, tuple) else tag) for word, tag in out]
 
 
-_INNER_MARKS = frozenset("-'\u2019\u2010\u2011\uff0d\uff07")  # Wi-Fi, T-shirt, don't, don’t, Ｗｉ－Ｆｉ: jieba cuts them at the mark
+# Wi-Fi, T-shirt, don't, don’t, Ｗｉ－Ｆｉ, an ad's WeChat id wx_abc123 (a swap of one half made hb-2024_abc123): jieba cuts them at the mark
+_INNER_MARKS = frozenset("-'_\u2019\u2010\u2011\uff0d\uff07\uff3f")
 
 
 def _join_inner_marks(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``pairs`` with a word of spaced letters (ASCII, accented, full-width, Cyrillic ...), a hyphen or apostrophe
-    and such a word right after it made one word (Wi-Fi, USB-C, don't, Pokémon-Go), where one side holds a
+    (or an underscore) and such a word right after it made one word (Wi-Fi, USB-C, don't, Pokémon-Go, wx_abc123), where one side holds a
     letter: a swap or a mask of one half made 'Wi-example' or '[UNK]-Fi'. Numbers on both sides (3-5天, a
     range) stay as jieba cut them. Halves jieba tags punctuation only (full-width, Cyrillic) stay so, as
     ｉＰｈｏｎｅ alone does: no swap touches them."""

@@ -771,19 +771,47 @@ def test_a_hyphenated_word_of_accented_or_other_letters_is_one_word_too():
 def test_an_address_or_a_grouped_number_is_one_word():
     """An ad's address or price came out of jieba in pieces (https + : + / + / + www + . + example ...,
     1 + , + 299): a mask made www.[UNK].com, a same-POS swap www.example.iPhone or ¥1,4567, and an n-gram
-    kept half of one. Each is one word now, tagged url (swapped only for another address) or m."""
+    kept half of one. Each is one word now, tagged url (swapped only for another address) or num (only for another
+    such number: jieba's m holds 元 and 三天, and ¥1,299 became ¥三天)."""
     text = "特价¥1,299，详见https://www.example.com/a?b=1_c 或 www.taobao.com。邮箱 a.b@qq.com，(见jd.com/x)"
     tagged = segment_pos(text)
     assert "".join(w for w, _ in tagged) == text
-    assert [p for p in tagged if p[1] in ("url", "m")] == [
-        ("1,299", "m"), ("https://www.example.com/a?b=1_c", "url"), ("www.taobao.com", "url"), ("a.b@qq.com", "url"), ("jd.com/x", "url")]
+    assert [p for p in tagged if p[1] in ("url", "num")] == [
+        ("1,299", "num"), ("https://www.example.com/a?b=1_c", "url"), ("www.taobao.com", "url"), ("a.b@qq.com", "url"), ("jd.com/x", "url")]
     assert [w for w, _ in segment_pos("版本1,2,3和3.5GHz")][:6] == ["版本", "1", ",", "2", ",", "3"]  # (no thousands groups: as jieba cut it)
     addresses = {"https://www.example.com/a?b=1_c", "www.taobao.com", "a.b@qq.com", "jd.com/x"}
     vocab = build_pos_vocab([tagged, segment_pos("去 www.tmall.com 看看 iPhone 12,000 元")])
-    assert set(vocab["url"]) == addresses | {"www.tmall.com"}
+    assert set(vocab["url"]) == addresses | {"www.tmall.com"} and set(vocab["num"]) == {"1,299", "12,000"}
     made = augment([text], n=20, seed=1, pos_vocab=vocab, methods=("mask", "pos", "ngram"), p_mask=0.3, p_pos=0.5, p_ngram=0.5)
     assert len(made) >= 10
     whole = sorted(addresses | {"www.tmall.com", "1,299", "12,000"}, key=len, reverse=True)
     left = [functools.reduce(lambda t, w: t.replace(w, ""), whole, t) for _, t, _ in made]  # (what is not a whole address or number)
     assert not [t for t in left if re.search(r"www|\.com|\.cn|@|://|\d,\d|,\d{3}", t)], made
     assert any("www.tmall.com" in t for _, t, _ in made)  # (swapped for another address)
+
+
+def test_an_id_joined_by_an_underscore_is_masked_and_swapped_whole(tmp_path):
+    """An ad's WeChat id, wx_abc123 or abc_888, came out of jieba as wx + _ + abc123: a same-POS swap of one half
+    made hb-2024_abc123 (an id no ad held), a mask [UNK]_abc123, an n-gram kept wx alone. It is one word, as Wi-Fi is
+    (numbers on both sides, 123_456, stay as jieba cut them)."""
+    from synthetic import kd
+
+    assert ("wx_abc123", "eng") in segment_pos("加微信 wx_abc123 领取") and ("abc_888", "eng") in segment_pos("加V信 abc_888 送")
+    assert ("kd_888-99", "eng") in segment_pos("微信：kd_888-99")
+    assert [w for w, _ in segment_pos("编号123_456")][-3:] == ["123", "_", "456"]
+    rows = ["限时特价，加微信 wx_abc123 领取优惠券", "第一品牌Nike运动鞋，加V信 abc_888 抢购", "国家级产品，联系 hb-2024 送礼品",
+            "Adidas跑步鞋，透气舒适", "办公椅，支持Wi-Fi智能调节"]
+    (tmp_path / "t.tsv").write_text("".join(f"{('bad', 'ok')[i % 2]}\t{t}\n" for i, t in enumerate(rows)), encoding="utf-8")
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(tmp_path / "t.tsv"), "--db", db)
+    from kdstore.store import Store
+    import kdstore.augmented as augmented
+
+    store = Store.open(db)
+    for recipe in (augmented.Recipe(methods=("pos",), n=8, p_pos=1.0), augmented.Recipe(methods=("mask", "ngram"), n=8, p_mask=0.5, p_ngram=1.0)):
+        augmented.ensure_augmented(store, recipe)
+    store.close()
+    made = [s["text"] for s in json.loads(kd("samples", "--split", "augmented", "--limit", "0", "--json", "--db", db).stdout)]
+    assert made and any("[UNK]" in t for t in made)
+    halves = re.compile(r"_(?!abc123|888)|(?<!wx)_abc123|(?<!abc)_888|(?<![A-Za-z_])(wx|abc)(?!_)")  # (one half kept, the other changed or cut away)
+    assert not [t for t in made if halves.search(t)], made
