@@ -1350,7 +1350,9 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
         cfg = replace(cfg, width=cfg.width or teacher_config.hidden_size)
         depth = teacher_config.num_hidden_layers
         if not cfg.student_model and cfg.layers > depth:  # (--layers' default, 4, of a small teacher: in silence)
-            mapped = ",".join(map(str, cfg.layer_map or student_layer_map(cfg.layers, depth)))
+            layers = list(cfg.layer_map or student_layer_map(cfg.layers, depth))
+            # (the first 12: --layers 100000 printed a line of 100,000 layer indices)
+            mapped = ",".join(map(str, layers[:12])) + (f",... ({len(layers)} in all)" if len(layers) > 12 else "")
             repeats = f": teacher layers {mapped} repeat in it" if cfg.init_from_teacher or cfg.mapped_losses else ""
             _warn(f"--student transformer of {cfg.layers} layers (--layers) is deeper than its teacher of {depth}{repeats} "
                   f"(a student is meant to be smaller: give --layers {depth} or fewer)")

@@ -2650,6 +2650,9 @@ def test_a_transformer_student_deeper_than_its_teacher_is_warned_of(taught_store
                     "repeat in it (a student is meant to be smaller: give --layers 2 or fewer)"], said
     assert f"warning: {said[0]}" in deep.stderr
     assert "deeper than its teacher" not in kd(*common, "--layers", "2", "--name", "same").stderr
+    # (the first 12 layers named: --layers 100000 printed a line of 100,000 indices)
+    assert ("teacher layers 0,0,0,0,0,0,0,1,1,1,1,1,... (14 in all) repeat in it" in
+            " ".join(_warnings(kd(*common, "--layers", "14", "--name", "deep14")))), "14 layers"
     narrow = [w for w in _warnings(kd(*common, "--width", "16", "--name", "narrow")) if "deeper than its teacher" in w]
     assert narrow == ["--student transformer of 4 layers (--layers) is deeper than its teacher of 2 "
                       "(a student is meant to be smaller: give --layers 2 or fewer)"], narrow  # (nothing copied or matched)
