@@ -134,8 +134,7 @@ def predict(path, run, which, artifact, from_store, split, speed, text_field, ba
                 for lines in _arriving(stdin, "<stdin>"):
                     if not hinted:
                         looked += lines[:HINT_ROWS - len(looked)]
-                        hinted = (_hint_json_lines(looked, "<stdin>") or len(looked) >= HINT_ROWS
-                                  or sum(1 for _, t in looked if t.strip()) >= HINT_ENOUGH)
+                        hinted = _hint_json_lines(looked, "<stdin>") or len(looked) >= HINT_ROWS or _enough_to_hint(looked)
                     read_lines += len(lines)
                     lines, fields, error = _json_texts(lines, text_field, "<stdin>") if text_field else (lines, None, None)
                     _emit(predictor, lines, batch_size, as_json, cuts, fields)  # the lines before a bad one are answered
@@ -327,6 +326,23 @@ def _hint_json_array(lines: list[tuple[int, str]], n: int, first: str, name: str
 
 HINT_ROWS = 100  # the first lines looked at for columns
 HINT_ENOUGH = 3  # the non-empty lines that decide the hints (commas are judged on 3): stdin's lines wait no longer
+
+
+def _enough_to_hint(lines: list[tuple[int, str]]) -> bool:
+    """Whether ``lines`` decide the hints: ``HINT_ENOUGH`` non-empty lines, and as many CSV records where a quoted
+    cell holds a line break (3 lines of one were 2 records, short of the 3 the comma check takes, which a FILE got)."""
+    rows = [t.rstrip("\r\n") for _, t in lines if t.strip()]
+    if len(rows) < HINT_ENOUGH:
+        return False
+    if '"' not in "".join(rows):
+        return True
+    import csv
+
+    try:
+        records = list(csv.reader(rows))
+    except csv.Error:
+        return True
+    return len(records) - ("".join(rows).count('"') % 2) >= HINT_ENOUGH
 
 
 def _hint_columns(lines: list[tuple[int, str]], name: str) -> bool:

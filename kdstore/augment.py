@@ -115,14 +115,14 @@ def segment_pos(text: str, *, hmm: bool = True) -> list[tuple[str, str]]:
 # a swap of one piece made www.[UNK].com or ¥1,example, an n-gram cut one in two. Each is one word: an address is
 # tagged "url" (swapped only for another address the store's texts hold), a number "num" (only for another such
 # number: jieba's "m" holds 元 and 三天 too, and a price ¥1,299 became ¥三天).
-_URL_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&*+;=%,'()]"
+_URL_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&*+;=%()]"  # (no comma or quote: "www.jd.com,it's" took the English after it)
 _TLDS = "com|cn|net|org|edu|gov|io|co|me|cc|tv|top|xyz|info|vip|shop|club|site|online|hk|tw|jp|uk|us"
 _SPANS = re.compile(
-    r"(?P<url>(?<![A-Za-z0-9.@])(?:(?:https?|ftp)://|www\.)" + _URL_CHARS + r"+"  # an address with its path
+    r"(?P<url>(?<![A-Za-z0-9.@])(?:(?i:https?|ftp)://|(?i:www)\.)" + _URL_CHARS + r"+"  # an address with its path (WWW. too)
     r"|(?<![A-Za-z0-9.@_%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"  # an e-mail address
     r"|(?<![A-Za-z0-9.@/-])[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*\.(?:" + _TLDS + r")(?![A-Za-z0-9])"  # a bare domain
     r"(?:/" + _URL_CHARS + r"*)?)"
-    r"|(?P<number>(?<![0-9.,])[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?(?![0-9]))"  # 1,299 or 12,500.50
+    r"|(?P<number>(?<![0-9A-Za-z.,])[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?(?![0-9]))"  # 1,299 or 12,500.50 (not RMB1,299: jieba's RMB1)
 )
 _URL_END = ".,;:!?'()"  # (what ends a sentence after an address is not part of it: "见 www.a.com." or "(www.a.com)")
 
@@ -134,7 +134,9 @@ def _join_spans(text: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]
     for match in _SPANS.finditer(text):
         start, end = match.span()
         if match.group("url"):
-            while end > start and text[end - 1] in _URL_END and not (text[end - 1] == ")" and "(" in text[start:end - 1]):
+            # (a ")" stays where it closes a "(" of the address, A_(b), not one before it: "(见 https://…/A_(b))")
+            while end > start and text[end - 1] in _URL_END and not (
+                    text[end - 1] == ")" and text.count("(", start, end) >= text.count(")", start, end)):
                 end -= 1
         spans.append((start, end, "url" if match.group("url") else "num"))
     if not spans:

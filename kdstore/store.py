@@ -37,7 +37,7 @@ from .wording import first_few
 # figures under "all" that measure a stage's model (kept only while its folder is): speed.measure's,
 # the teacher's scoring rate, record_artifact's size, the counted parameters and FLOPs
 MODEL_MEASURES = ("size_mb", "latency_p50_ms", "latency_p99_ms", "throughput_samples_per_s", "score_samples_per_s",
-                  "parameters", "branch_parameters", "flops_per_sample")
+                  "parameters", "branch_parameters", "flops_per_sample", "latency_texts", "throughput_texts", "throughput_of", "speed_threads")
 
 CHUNK = 20_000
 ID_CHUNK = 10_000  # values per IN list: PostgreSQL takes at most 65,535 parameters a statement

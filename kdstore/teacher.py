@@ -67,10 +67,10 @@ class TeachConfig:
     grad_accum: int = 1  # K >= 2: each batch run as K pieces whose gradients add up (the same steps in less memory)
 
     def scoring_batch(self, world: int = 1) -> int:
-        """Rows a scoring batch takes: ``score_batch_size``, or under ``--grad-accum`` (a model whose training batch
-        did not fit) 4 pieces' worth at most: a forward pass keeps no activations for a backward one, but 256 rows
-        where 8 fitted in training ran out of memory after the training, at the logits. ``world``: torchrun's
-        processes, each of which trained on its share of a batch, so on pieces that much smaller."""
+        """Rows a scoring batch takes (:func:`scoring_batch`): 8 training batches' worth, or under ``--grad-accum`` (a model
+        whose training batch did not fit) 4 pieces' worth, at most ``score_batch_size``: a forward pass keeps no activations
+        for a backward one, but 256 rows where 8 fitted in training ran out of memory after the training, at the logits.
+        ``world``: torchrun's processes, each of which trained on its share of a batch, so on pieces that much smaller."""
         return scoring_batch(-(-self.batch_size // world), self.grad_accum, self.score_batch_size)
 
     def validate(self) -> None:
@@ -915,7 +915,8 @@ def score_missing(
     stage = store.find_stage(run, "teach")
     if batch_size is None:
         config = stage.config or {}
-        batch_size = scoring_batch(-(-int(config.get("batch_size") or 1) // dist.world), int(config.get("grad_accum") or 1))
+        # (a config of no batch size: the default's, 256 rows, not 8 of a batch of 1)
+        batch_size = scoring_batch(-(-int(config.get("batch_size") or TeachConfig.batch_size) // dist.world), int(config.get("grad_accum") or 1))
     names = store.class_names()
     if stage.config.get("classes") not in (None, names):
         raise KdError(f"the classes changed since the teacher of run {run!r} ran: re-run {reteach_command(run, stage.config)}")

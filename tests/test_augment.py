@@ -779,6 +779,11 @@ def test_an_address_or_a_grouped_number_is_one_word():
     assert [p for p in tagged if p[1] in ("url", "num")] == [
         ("1,299", "num"), ("https://www.example.com/a?b=1_c", "url"), ("www.taobao.com", "url"), ("a.b@qq.com", "url"), ("jd.com/x", "url")]
     assert [w for w, _ in segment_pos("版本1,2,3和3.5GHz")][:6] == ["版本", "1", ",", "2", ",", "3"]  # (no thousands groups: as jieba cut it)
+    # (an address in capitals; no comma in one, "www.jd.com,it's" took the English after it; letters glued before a
+    # number, RMB1,299: joined as a number, a swap dropped the letters, so left as jieba cut it)
+    assert [w for w, t in segment_pos("见WWW.JD.COM或HTTPS://A.COM/x 好") if t == "url"] == ["WWW.JD.COM", "HTTPS://A.COM/x"]
+    assert [w for w, t in segment_pos("www.jd.com,it's ok") if t == "url"] == ["www.jd.com"]
+    assert [w for w, t in segment_pos("RMB1,299元 iPhone15,999") if t == "num"] == []
     addresses = {"https://www.example.com/a?b=1_c", "www.taobao.com", "a.b@qq.com", "jd.com/x"}
     vocab = build_pos_vocab([tagged, segment_pos("去 www.tmall.com 看看 iPhone 12,000 元")])
     assert set(vocab["url"]) == addresses | {"www.tmall.com"} and set(vocab["num"]) == {"1,299", "12,000"}
@@ -815,3 +820,14 @@ def test_an_id_joined_by_an_underscore_is_masked_and_swapped_whole(tmp_path):
     assert made and any("[UNK]" in t for t in made)
     halves = re.compile(r"_(?!abc123|888)|(?<!wx)_abc123|(?<!abc)_888|(?<![A-Za-z_])(wx|abc)(?!_)")  # (one half kept, the other changed or cut away)
     assert not [t for t in made if halves.search(t)], made
+
+
+def test_an_address_in_brackets_leaves_the_closing_bracket_out():
+    """An address with brackets of its own (a Wikipedia page, A_(b)) inside a bracketed remark: the remark's closing
+    bracket was kept in the address, since the address held an opening one, and a swap or a mask of the address
+    took it away, leaving the remark unclosed: ``(见[UNK]``."""
+    text = "(见https://en.wikipedia.org/wiki/A_(b))很好"
+    tagged = segment_pos(text)
+    assert "".join(w for w, _ in tagged) == text
+    assert [w for w, t in tagged if t == "url"] == ["https://en.wikipedia.org/wiki/A_(b)"]
+    assert [w for w, t in segment_pos("见https://en.wikipedia.org/wiki/A_(b)。") if t == "url"] == ["https://en.wikipedia.org/wiki/A_(b)"]

@@ -1654,6 +1654,21 @@ def test_the_speed_line_says_how_few_texts_the_latency_and_throughput_were_timed
     assert invoke.json(["report", "--run", "r1"])["stages"][0]["metrics"]["all"]["latency_texts"] == 20  # (a count: an int)
 
 
+def test_a_failed_stage_keeps_no_count_of_the_texts_its_cleared_speed_was_timed_on(store, invoke):
+    """A stage that failed after its model was timed (a Ctrl-C, or out of memory at the logits) has its latency and
+    throughput cleared with its model; the counts of texts they were timed on stayed, and its report listed
+    latency_texts, throughput_texts and throughput_of of a speed it no longer has."""
+    from kdstore.speed import measure
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with stage_scope(store, run="r1", kind="teach", config={}) as st:
+            store.add_metrics(st.id, "all", measure(lambda texts, batch_size: np.zeros((len(texts), 2)), [f"t{i}" for i in range(20)]))
+            raise RuntimeError("out of memory")
+    timed = invoke.json(["report", "--run", "r1"])["stages"][0]["metrics"].get("all") or {}
+    assert "latency_p50_ms" not in timed
+    assert not {"latency_texts", "throughput_texts", "throughput_of"} & set(timed), timed
+
+
 def test_report_run_says_parked_after_a_teacher_whose_speed_it_shows(store, invoke):
     """Every trained teacher has its speed measured: the report's speed line reused the name that held the parked
     stages, so after it (the teacher comes first) no parked student got its `parked:` line."""

@@ -3239,6 +3239,32 @@ def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monk
     assert kd(*args, input="很好\n\n\n太差\n").stderr == "warning: line 2: empty text, skipped\nwarning: line 3: empty text, skipped\n"
 
 
+def test_stdin_csv_lines_sent_one_at_a_time_are_warned_of_as_a_file_s_are(tmp_path, monkeypatch):
+    """A CSV whose quoted cell holds a line break (Excel's), sent one line a read: the hints stopped at 3 non-empty
+    lines, 2 records of it, fewer than the 3 rows the comma check takes, and the table a FILE of the same lines is
+    warned of was predicted line by line in silence."""
+    import commands.predict
+
+    class OneLineARead:
+        def __init__(self, data: bytes):
+            self.lines = data.splitlines(keepends=True)
+
+        def read1(self, _n):
+            return self.lines.pop(0) if self.lines else b""
+
+    _answering(monkeypatch, "pos")
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("pos", "很好"), ("neg", "太差")])), "--db", db)
+    text = '"质量很好,\n真的",合规\n最好的产品,夸大宣传\n还行,合规\n'
+    (tmp_path / "sheet.csv").write_text(text, encoding="utf-8")
+    args = ["predict", "--run", "r", "--model", "teacher", "--db", db]
+    warned = kd(*args, str(tmp_path / "sheet.csv")).stderr
+    assert "each hold 2 comma-separated columns" in warned, warned
+    monkeypatch.setattr(commands.predict, "binary_stdin", lambda: OneLineARead(text.encode()))
+    piped = kd(*args, "-").stderr
+    assert "<stdin>: lines 1-4 each hold 2 comma-separated columns" in piped, piped
+
+
 def test_predict_s_hint_cuts_a_text_first_tsv_s_text_column_not_its_labels(tmp_path, monkeypatch):
     """`kd predict test.tsv` of the Baidu tool's text<TAB>label_id lines was told `cut -f2 FILE | kd predict`,
     which predicts the ids alone ('1', '0'). The hint names the column of the longest cells, as kd pretrain's
