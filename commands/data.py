@@ -124,8 +124,11 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         out.print(f"  ... {len(report.conflicts) - 20} more (use --json for all)")
     made = sum(1 for c in report.conflicts if c["kept_label"] is None and str(c["kept_from"]).startswith("augment:"))
     if made:  # (a short labeled text, 不错, is often an n-gram or masked variant that --augment stored first)
+        how = (f"students distilled with --augment learned {'it' if made == 1 else 'them'} from the teacher, and {split} figures would "
+               "count it: --take-pool takes such texts into train only" if split != "train" else
+               "dropped ones stay" if take_pool else "--take-pool moves them into train with this file's labels")
         out.print(f"  {counted(made, 'conflict')} with {'a text' if made == 1 else 'texts'} `kd distill --augment` made, which "
-                  f"{'stays' if made == 1 else 'stay'} unlabeled: ingest labeled files before distilling with --augment", markup=False)
+                  f"{'stays' if made == 1 else 'stay'} unlabeled ({how})", markup=False)
     pool = sum(1 for c in report.conflicts if c["kept_label"] is None) - made
     gone = report.pool_dropped  # (dropped pool texts: --take-pool leaves them, "moves them" was said of them too)
     if pool:  # (labels of pool texts, from an annotation round: the user was left with "N conflicts" and no way on)

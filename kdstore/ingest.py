@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import bindparam, insert, null, select, update
+from sqlalchemy import bindparam, delete, insert, null, select, update
 
 from .errors import KdError
 from .jsonl import RepeatedKey, has_surrogate, loads_strict
 from .names import SPLITS
-from .schema import KdClass, LabelEdit, Sample, utcnow
+from .schema import AugmentedText, KdClass, LabelEdit, Sample, utcnow
 from .progress import progress
 from .runs import current_user
 from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks, class_ids_shown, class_of_id, numbered_classes
@@ -867,7 +867,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
     report = IngestReport(source=source, split=opts.split, read=len(records))
     # (before the writer lock: seconds for a big pool)
     hashes = [text_hash(r.text) for r in _counted(records, bar, "hashing texts", len(records))]
-    with store.write_transaction("classes", "samples", *(("label_edits",) if opts.take_pool else ())) as conn:
+    with store.write_transaction("classes", "samples", *(("label_edits", "augmented_texts") if opts.take_pool else ())) as conn:
         classes = dict(conn.execute(select(KdClass.name, KdClass.id)).all())
         if opts.classes is not None:  # the class file's classes the store did not have are new too
             report.new_classes.extend(_pin_classes(conn, classes, opts.classes, opts.classes_file or name))
@@ -878,8 +878,9 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         seen: dict[str, tuple[int | None, str, str, int | None]] = {}
         query = select(Sample.text_hash, Sample.label_id, Sample.source, Sample.line, Sample.split, Sample.parent_id,
                        Sample.orig_label_id, Sample.dropped, Sample.id, *((Sample.meta,) if opts.take_pool else ()))
-        kept_pool: dict[str, int] = {}  # the pool texts --take-pool may take (their ids): not made by --augment, not dropped
-        pool_meta: dict[str, dict] = {}  # (and their metadata, which a take keeps beside the file's: a pool's own id)
+        kept_pool: dict[str, int] = {}  # the unlabeled texts --take-pool may take (their ids): the pool's and --augment's, not dropped
+        pool_meta: dict[str, dict] = {}  # (and the pool's metadata, which a take keeps beside the file's: a pool's own id)
+        made: set[int] = set()  # (those --augment made: a take makes them samples of their own, no recipe's text)
         dropped_pool: set[str] = set()  # (and those it may not, dropped)
         for part in chunks(sorted(set(hashes)), ID_CHUNK):
             for h, label_id, src, line, split, parent, orig, dropped, sample_id, *meta in conn.execute(query.where(Sample.text_hash.in_(part))):
@@ -891,6 +892,9 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                         kept_pool[h] = sample_id
                         if meta and isinstance(meta[0], dict):
                             pool_meta[h] = meta[0]
+                elif split == "unlabeled" and not dropped:  # (an n-gram or a masked copy a person labeled since: 好吃, [UNK]好吃)
+                    kept_pool[h] = sample_id
+                    made.add(sample_id)
         names_by_id = {i: n for n, i in classes.items()}
         lookalikes = {label_key(n): n for n in classes}
         # a stored class set of names only (no number among them) takes no label that is one of their ids:
@@ -973,7 +977,10 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         bulk_insert(conn, Sample.__table__, _SAMPLE_COLUMNS, rows, on_chunk=advance)
         _update_by_hash(conn, adopted, {"parent_id": None}, advance)
         _update_by_hash(conn, taken, {"split": bindparam("new_split"), "label_id": bindparam("new_label"),
-                                      "orig_label_id": bindparam("new_label")}, advance)
+                                      "orig_label_id": bindparam("new_label"), "parent_id": None}, advance)
+        gone = sorted(made & {t["sample_id"] for t in taken})  # (a recipe's text no more: its students read it as a train sample)
+        for part in chunks(gone, ID_CHUNK):
+            conn.execute(delete(AugmentedText.__table__).where(AugmentedText.sample_id.in_(part)))
         if taken:  # on record, each as a "take" edit of no stage: `kd labels history` shows it, and a figure judged as of
             # an earlier time (``outputs.labels_as_of``) counts the sample as the pool text it was then
             now = utcnow()  # (Core inserts, not bulk_insert's driver-level one: the DateTime column is SQLAlchemy's to write)

@@ -1136,6 +1136,37 @@ def test_take_pool_moves_annotated_pool_texts_into_train(invoke, write_file, rea
     assert (again["added"], again["taken_from_pool"], again["duplicates"]) == (0, 0, 4)
 
 
+def test_take_pool_moves_a_text_augment_made_that_an_annotator_labeled(invoke, write_file, read_samples, db):
+    """A short labeled text of a later annotation round (好吃) that `kd distill --augment` had made first, an n-gram of
+    a train text: a conflict "which stays unlabeled: ingest labeled files before distilling", advice no ongoing
+    annotation could follow. --take-pool takes it into train as it takes a pool text: no parent, no recipe's text."""
+    from sqlalchemy import func, insert, select
+
+    from kdstore.ingest import Record, add_records
+    from kdstore.schema import AugmentedText
+    from kdstore.store import Store
+
+    write_file("t.tsv", "pos\t好吃，下次还来\nneg\t难吃\n")
+    invoke(["ingest", "t.tsv"])
+    store = Store.open(db)
+    add_records(store, [Record(text="好吃", label=None, line=None, meta={"method": "ngram", "parent_label": "pos"}, parent_id=1)],
+                "augment:ngram:n1", IngestOptions(split="unlabeled", source="augment:ngram:n1"))
+    with store.engine.begin() as conn:  # (as ensure_augmented records a recipe's texts)
+        conn.execute(insert(AugmentedText), [{"source": "augment:ngram:n1", "sample_id": 3}])
+    write_file("round2.tsv", "pos\t好吃\nneg\t太咸\n")
+    said = " ".join(invoke(["ingest", "round2.tsv"]).stdout.split())
+    assert "1 conflict with a text `kd distill --augment` made, which stays unlabeled (--take-pool moves them into train " \
+           "with this file's labels)" in said, said
+    report = invoke.json(["ingest", "round2.tsv", "--take-pool"])
+    assert (report["taken_from_pool"], report["conflicts"]) == (1, [])
+    row = {r["id"]: r for r in read_samples()}[3]
+    assert (row["split"], row["label"], row["parent_id"], row["source"], row["line"], row["meta"]) == ("train", "pos", None, "round2.tsv", 1, None)
+    with store.engine.connect() as conn:  # (no recipe's text: a train sample)
+        assert conn.execute(select(func.count()).select_from(AugmentedText)).scalar() == 0
+    store.close()
+    assert [e["action"] for e in invoke.json(["labels", "history", "3", "--json"])["edits"]] == ["take"]
+
+
 def test_a_take_keeps_the_pool_texts_metadata_beside_the_files(invoke, write_file, read_samples):
     """A pool ingested from JSONL with its own ids: a take gave the sample the annotated file's metadata alone (none
     for a TSV), and `--where "meta->>'pid' = ..."` found the taken texts no more. The pool's fields stay, the

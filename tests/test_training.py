@@ -3793,11 +3793,12 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     # a labeled file ingested after --augment whose text is one it made: a conflict, and the ingest says why
     write_tsv(tmp_path / "test-late.tsv", [("pos", augmented[0].text)])
     out = kd("ingest", str(tmp_path / "test-late.tsv"), "--split", "test", "--db", db).stdout
-    assert ("  1 conflict with a text `kd distill --augment` made, which stays unlabeled: ingest labeled files before "
-            "distilling with --augment\n") in out
-    # a train sample ingested later is augmented (and scored) by the next run of the same recipe
-    write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条评论，质量不错，物流也很快")])
-    kd("ingest", str(tmp_path / "late.tsv"), "--db", db)
+    assert ("  1 conflict with a text `kd distill --augment` made, which stays unlabeled (students distilled with --augment "
+            "learned it from the teacher, and test figures would count it: --take-pool takes such texts into train only)\n") in out
+    # a train sample ingested later is augmented (and scored) by the next run of the same recipe; and a text --augment
+    # made that an annotator labeled since, taken into train (--take-pool): a train sample, no recipe's text
+    write_tsv(tmp_path / "late.tsv", [("pos", "后来补充的一条评论，质量不错，物流也很快"), ("neg", augmented[1].text)])
+    assert json.loads(kd("ingest", str(tmp_path / "late.tsv"), "--take-pool", "--json", "--db", db).stdout)["taken_from_pool"] == 1
     # --augment scores its own texts only: a train sample the teacher never saw is for --logits-only to score
     unseen = kd("distill", *common, "--name", "later", ok=False)
     assert "1 train sample has no teacher logits" in unseen.output
@@ -3805,11 +3806,12 @@ def test_distill_with_augmentation_stores_and_reuses_augmented_samples(taught_st
     kd("teach", "--run", "r", "--logits-only", "--db", db)
     later = json.loads(kd("distill", *common, "--name", "later", "--overwrite").stdout)["metrics"]["all"]
     assert later["augmented_added"] > 0
-    assert later["augmented_samples"] == first["augmented_samples"] + later["augmented_added"]
+    assert later["augmented_samples"] == first["augmented_samples"] - 1 + later["augmented_added"]  # (the one taken is no more)
+    assert later["train_samples"] == first["train_samples"] + 2
     with store.session() as s:
-        late_id = s.scalar(select(Sample.id).where(Sample.source != augmented[0].source).order_by(Sample.id.desc()).limit(1))
+        late_id = s.scalar(select(Sample.id).where(Sample.source.like("%late.tsv"), Sample.line == 1))
         children = s.scalars(select(Sample.parent_id).where(Sample.id > late_id)).all()
-    assert set(children) == {late_id} and len(children) == later["augmented_added"]
+    assert late_id in set(children) <= {late_id, augmented[1].id} and len(children) == later["augmented_added"]
     bad = kd("distill", "--run", "r", "--augment", "synonym", "--db", db, ok=False)
     assert "unknown augmentation method" in bad.output
     # the cost of a forward pass is over the texts latency is timed on, not the (shorter) augmented ones
