@@ -311,7 +311,9 @@ def report(compare_runs, run, comparing, plot_dir, db, as_json):
             return
         # (status: the note says a stage that did not succeed, and why; a succeeded one's figures say it)
         threads = {r["speed_threads"] for r in rows if r["speed_threads"] is not None}  # (one count: no column, nothing to say)
-        cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("status", "leads") and (k != "note" or any(r[k] for r in rows))
+        # (the fit and test digests are for a script: the lines below the table say what they tell)
+        cols = [k for k in dict.fromkeys(k for r in rows for k in r)
+                if k not in ("status", "leads", "labels_fit_digest", "test_digest") and (k != "note" or any(r[k] for r in rows))
                 and (k != "speed_threads" or len(threads) > 1)] or ["run", "stage"]
         out = console()
         table = _compared_by_model(rows, cols)

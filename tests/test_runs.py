@@ -3184,6 +3184,7 @@ def test_compare_does_not_rank_test_figures_measured_against_other_test_labels(d
     rows = invoke.json(["report", "--compare", "r2", "r3"])
     assert all({"test_macro_f1", "test_accuracy"} <= set(r["leads"]) for r in rows), rows
     assert rows[0]["test_digest"] == rows[1]["test_digest"]
+    assert "test_digest" not in invoke(["report", "--compare", "r2", "r3"]).stdout  # (for a script: --json)
 
 
 def test_runs_delete_keeps_a_labels_set_that_only_confirmed_labels(store, invoke, write_file):
