@@ -13,6 +13,7 @@ from kdstore.advice import reteach_command
 from kdstore.environment import environment
 from kdstore.errors import KdError
 from kdstore.folds import fold_count
+from kdstore.ingest import MADE_BY_AUGMENT
 from kdstore.jsonl import has_surrogate
 from kdstore.names import resolve_run_id
 from kdstore.progress import working
@@ -494,7 +495,8 @@ def history(sample_id, db, as_json):
         undone = f", reverted {e['reverted_at']}" if e["reverted_at"] else ""
         where = f"{e['run']}/{e['stage']}" if e["stage"] else "kd ingest" if e["action"] == "take" else "(a deleted stage)"
         if e["action"] == "take":  # (a pool text an annotated file labeled: `kd ingest --take-pool`)
-            change = f"taken from the pool into train, labeled {e['new']}"
+            made = MADE_BY_AUGMENT in (e["reason"] or "")  # (a text --augment made, no pool text: its reason says whose)
+            change = f"taken {'' if made else 'from the pool '}into train, labeled {e['new']}"
         elif e["action"] == "drop":
             change = "drop" if e["old"] is None else f"drop (label {e['old']} kept)"
         elif e["action"] == "flag":

@@ -126,8 +126,8 @@ def delete(run, stages, dry_run, yes, db, as_json):
             continue
         if not k["label_edits"] and k.get("rejects"):  # (a review that only rejected: its rejects undone, on record)
             n = k["rejects"]
-            click.echo(f"kept {run}/{k['name']} ({k['kind']}): its {n} review reject{'s' if n > 1 else ''}, undone, "
-                       f"{'are' if n > 1 else 'is'} on record")
+            click.echo(f"{'would keep' if dry_run else 'kept'} {run}/{k['name']} ({k['kind']}): its {n} review reject{'s' if n > 1 else ''}, "
+                       + ("undone (those that stand), would be on record" if dry_run else f"undone, {'are' if n > 1 else 'is'} on record"))
             continue
         edits = "its 1 label edit, undone, is" if k["label_edits"] == 1 else f"its {k['label_edits']} label edits, undone, are"
         click.echo(f"kept {run}/{k['name']} ({k['kind']}): {edits} the audit trail")

@@ -139,6 +139,9 @@ def _join_spans(text: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]
                     text[end - 1] == ")" and text.count("(", start, end) >= text.count(")", start, end)):
                 end -= 1
         spans.append((start, end, "url" if match.group("url") else "num"))
+    # (a number that starts inside a word joined before, sku_1,299 or ＲＭＢ1,299: no number, as RMB1,299 is not)
+    starts = set(accumulate((len(w) for w, _ in pairs), initial=0)) if spans else set()
+    spans = [sp for sp in spans if sp[2] != "num" or sp[0] in starts]
     if not spans:
         return pairs
     out: list[tuple[str, str]] = []

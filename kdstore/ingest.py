@@ -880,7 +880,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                        Sample.orig_label_id, Sample.dropped, Sample.id, *((Sample.meta,) if opts.take_pool else ()))
         kept_pool: dict[str, int] = {}  # the unlabeled texts --take-pool may take (their ids): the pool's and --augment's, not dropped
         pool_meta: dict[str, dict] = {}  # (and the pool's metadata, which a take keeps beside the file's: a pool's own id)
-        made: set[int] = set()  # (those --augment made: a take makes them samples of their own, no recipe's text)
+        made: dict[int, int] = {}  # (those --augment made, to their parents: a take makes them samples of their own, no recipe's text)
         dropped_pool: set[str] = set()  # (and those it may not, dropped)
         for part in chunks(sorted(set(hashes)), ID_CHUNK):
             for h, label_id, src, line, split, parent, orig, dropped, sample_id, *meta in conn.execute(query.where(Sample.text_hash.in_(part))):
@@ -894,7 +894,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                             pool_meta[h] = meta[0]
                 elif split == "unlabeled" and not dropped:  # (an n-gram or a masked copy a person labeled since: 好吃, [UNK]好吃)
                     kept_pool[h] = sample_id
-                    made.add(sample_id)
+                    made[sample_id] = parent
         names_by_id = {i: n for n, i in classes.items()}
         lookalikes = {label_key(n): n for n in classes}
         # a stored class set of names only (no number among them) takes no label that is one of their ids:
@@ -978,7 +978,7 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
         _update_by_hash(conn, adopted, {"parent_id": None}, advance)
         _update_by_hash(conn, taken, {"split": bindparam("new_split"), "label_id": bindparam("new_label"),
                                       "orig_label_id": bindparam("new_label"), "parent_id": None}, advance)
-        gone = sorted(made & {t["sample_id"] for t in taken})  # (a recipe's text no more: its students read it as a train sample)
+        gone = sorted(made.keys() & {t["sample_id"] for t in taken})  # (a recipe's text no more: its students read it as a train sample)
         for part in chunks(gone, ID_CHUNK):
             conn.execute(delete(AugmentedText.__table__).where(AugmentedText.sample_id.in_(part)))
         if taken:  # on record, each as a "take" edit of no stage: `kd labels history` shows it, and a figure judged as of
@@ -989,10 +989,15 @@ def _add_records(store: Store, records: list[Record], name: str, opts: IngestOpt
                 conn.execute(insert(LabelEdit.__table__), [
                     {"sample_id": t["sample_id"], "action": "take", "old_label_id": None, "new_label_id": t["new_label"], "old_dropped": False,
                      "new_dropped": False, "reason": f"kd ingest --take-pool: {source}" + (f":{t['new_line']}" if t["new_line"] else "")
+                     # (no pool text: `kd labels history` says what it was, its parent and metadata gone now)
+                     + (f", {MADE_BY_AUGMENT} of sample {made[t['sample_id']]}" if t["sample_id"] in made else "")
                      + (f", by {by}" if by else ""), "created_at": now} for t in part])
         report.taken = len(taken)
         report.added = len(rows) + len(adopted) + len(taken)
     return report
+
+
+MADE_BY_AUGMENT = "a text `kd distill --augment` made"  # (a take's reason, of a text no pool held)
 
 
 def _update_by_hash(conn, items: list[dict[str, Any]], values: dict[str, Any], advance: Callable[[int], None]) -> None:

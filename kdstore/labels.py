@@ -1226,7 +1226,7 @@ def parse_edits(store: Store, pairs: Sequence[str]) -> list[Decision]:
             raise KdError(f"no sample {d.sample_id} in the store")
         if rows[d.sample_id] is None and d.action == "relabel":
             raise KdError(f"sample {d.sample_id} is unlabeled: kd labels set can drop it ({d.sample_id}=drop), not label it "
-                          "(a pool text takes a label as it moves into train: `kd ingest FILE --take-pool` of a labeled copy of it; an augmented text takes none)")  # ("edits labeled samples" hid the drop it takes)
+                          "(a pool text, or one `kd distill --augment` made, takes a label as it moves into train: `kd ingest FILE --take-pool` of a labeled copy of it)")  # ("edits labeled samples" hid the drop it takes)
     return decisions
 
 

@@ -831,3 +831,14 @@ def test_an_address_in_brackets_leaves_the_closing_bracket_out():
     assert "".join(w for w, _ in tagged) == text
     assert [w for w, t in tagged if t == "url"] == ["https://en.wikipedia.org/wiki/A_(b)"]
     assert [w for w, t in segment_pos("见https://en.wikipedia.org/wiki/A_(b)。") if t == "url"] == ["https://en.wikipedia.org/wiki/A_(b)"]
+
+
+def test_a_number_glued_to_a_word_joined_before_it_is_no_thousands_number():
+    """RMB1,299 is left as jieba cut it (a swap of the number dropped the letters), but a word the underscore or a
+    full-width join made first, sku_1 or ＲＭＢ1, was taken into the number: sku_1,299 tagged num, in the vocabulary
+    of numbers, and a swap of it for 12,000 dropped sku_."""
+    for text in ("型号sku_1,299元", "券码wx_12,000", "ＲＭＢ1,299元"):
+        tagged = segment_pos(text)
+        assert "".join(w for w, _ in tagged) == text
+        assert [w for w, t in tagged if t == "num"] == [], tagged
+    assert [w for w, t in segment_pos("价格¥1,299，编号sku_1") if t == "num"] == ["1,299"]

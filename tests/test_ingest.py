@@ -1167,6 +1167,33 @@ def test_take_pool_moves_a_text_augment_made_that_an_annotator_labeled(invoke, w
     assert [e["action"] for e in invoke.json(["labels", "history", "3", "--json"])["edits"]] == ["take"]
 
 
+def test_the_history_of_a_taken_text_augment_made_does_not_say_it_came_from_the_pool(invoke, write_file, db):
+    """`kd labels history` of a text `kd distill --augment` made (an n-gram of sample 1) that --take-pool took into train
+    said "taken from the pool into train": it was no pool text (a stage before the take had it as an augmented text,
+    of its parent), and nothing said so once its parent and metadata were gone."""
+    from sqlalchemy import insert
+
+    from kdstore.ingest import Record, add_records
+    from kdstore.schema import AugmentedText
+    from kdstore.store import Store
+
+    write_file("t.tsv", "pos\t好吃，下次还来\nneg\t难吃\n")
+    invoke(["ingest", "t.tsv"])
+    store = Store.open(db)
+    add_records(store, [Record(text="好吃", label=None, line=None, meta={"method": "ngram", "parent_label": "pos"}, parent_id=1)],
+                "augment:ngram:n1", IngestOptions(split="unlabeled", source="augment:ngram:n1"))
+    with store.engine.begin() as conn:
+        conn.execute(insert(AugmentedText), [{"source": "augment:ngram:n1", "sample_id": 3}])
+    store.close()
+    write_file("round2.tsv", "pos\t好吃\n")
+    invoke(["ingest", "round2.tsv", "--take-pool"])
+    said = invoke(["labels", "history", "3"]).stdout
+    assert "from the pool" not in said and "taken into train, labeled pos" in said, said
+    assert "a text `kd distill --augment` made of sample 1" in said, said
+    edit = invoke.json(["labels", "history", "3", "--json"])["edits"][0]
+    assert edit["action"] == "take" and edit["reason"].startswith("kd ingest --take-pool: round2.tsv:1"), edit
+
+
 def test_a_take_keeps_the_pool_texts_metadata_beside_the_files(invoke, write_file, read_samples):
     """A pool ingested from JSONL with its own ids: a take gave the sample the annotated file's metadata alone (none
     for a TSV), and `--where "meta->>'pid' = ..."` found the taken texts no more. The pool's fields stay, the

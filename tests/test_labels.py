@@ -2510,8 +2510,8 @@ def test_labels_set_of_an_unlabeled_sample_names_the_drop_it_takes(tmp_path, err
     store.close()
     line = error_line(kd("labels", "set", "--run", "r", "3=pos", "--db", db, ok=False))
     assert line == ("Error: sample 3 is unlabeled: kd labels set can drop it (3=drop), not label it "
-                    "(a pool text takes a label as it moves into train: `kd ingest FILE --take-pool` of a labeled copy of it; "
-                    "an augmented text takes none)")
+                    "(a pool text, or one `kd distill --augment` made, takes a label as it moves into train: `kd ingest FILE "
+                    "--take-pool` of a labeled copy of it)")  # (an augmented text "takes none" was so before --take-pool took them)
     store = _open(db)
     try:
         with store.session() as s:
@@ -3676,6 +3676,8 @@ def test_runs_delete_of_a_review_of_rejects_keeps_them_in_the_history_as_undone(
     assert [(r["stage"], r["kept"], r["reason"].endswith(": 没错"), bool(r["reverted_at"])) for r in one] == [("review", "pos", True, True)]
     said = kd("runs", "delete", "--run", "r", "--stage", "review", "--yes", "--db", db).stdout
     assert "kept r/review (clean): its 1 review reject, undone, is on record" in said, said
+    said = kd("runs", "delete", "--run", "r", "--stage", "review", "--dry-run", "--db", db).stdout
+    assert "would keep r/review (clean): its 1 review reject, undone (those that stand), would be on record" in said, said
 
 
 def test_an_undone_reject_stays_in_the_history_once_its_detection_is_replaced(tmp_path):
