@@ -30,7 +30,7 @@ from .progress import progress
 from .runs import current_user
 from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks, class_ids_shown, class_of_id, numbered_classes
 from .textfile import HEADER_WORDS, TEXT_NAMES, _line_end, decode
-from .textkey import text_hash, unseen
+from .textkey import _SELECTORS, text_hash, unseen
 
 FORMATS = ("tsv", "csv", "jsonl")
 MAX_LABEL = 200  # classes.name holds this many characters (PostgreSQL refuses more)
@@ -221,8 +221,8 @@ def _lookalike(name: str, line: int | None, field_name: str, label: str, twin: s
 
 def lookalike_of(twin: str) -> str:
     """What a label that ``label_key`` makes ``twin`` differs from it by, and how to write it."""
-    return (f" differs from the class {twin!r} only in character width or case, in white space, in a middle dot or in how "
-            f"its number is written: write it as {twin!r}")
+    return (f" differs from the class {twin!r} only in character width or case, in white space, in a middle dot, in a variation "
+            f"selector or in how its number is written: write it as {twin!r}")
 
 
 def _refuse_json_lines(content: str, name: str, fmt: str = "tsv") -> None:
@@ -708,8 +708,9 @@ def label_key(label: str) -> str:
     '体育 新闻', and '夸大 宣传' beside '夸大宣传': Chinese words have no space between them), and a whole
     number in any of its spellings as one ('1.0', as pandas writes an integer column holding a NaN, or
     '01', as a spreadsheet keeps it, beside '1'), and the middle dots input methods type between the parts of
-    a name as one ('文化·艺术' beside '文化・艺术': U+00B7 and U+30FB look the same)."""
-    key = "".join(unicodedata.normalize("NFKC", label).casefold().translate(_MIDDLE_DOTS).split())
+    a name as one ('文化·艺术' beside '文化・艺术': U+00B7 and U+30FB look the same), and variation selectors
+    left out ('❤️' beside '❤', as a text's key takes them: a phone's keyboard types U+FE0F after an emoji)."""
+    key = "".join(unicodedata.normalize("NFKC", _SELECTORS.sub("", label)).casefold().translate(_MIDDLE_DOTS).split())
     number = _WHOLE_NUMBER.fullmatch(key)
     return str(int(number.group(1))) if number else key
 
@@ -791,7 +792,7 @@ def read_class_file(path: Path) -> tuple[str, ...]:
             raise KdError(f"{path}: line {number}: class {name!r} is given twice (first on line {first}): class names must be distinct")
         if twin != name:  # ('pos' and 'POS' pinned side by side: two classes ingest refuses to make from labels)
             raise KdError(f"{path}: line {number}: class {name!r} differs from the class {twin!r} only in character width or case, "
-                          f"in white space, in a middle dot or in how its number is written: one class, give it once")
+                          f"in white space, in a middle dot, in a variation selector or in how its number is written: one class, give it once")
         names[i] = name
         line_of[i] = number
     if not names:  # (every label was then refused as not among the "pinned classes: " none)

@@ -1913,6 +1913,21 @@ def test_labels_apart_only_in_their_middle_dot_are_one_class(invoke, write_file,
     assert invoke.json(["ingest", "c.tsv"])["new_classes"] == ["文化艺术"]
 
 
+def test_emoji_labels_apart_only_in_a_variation_selector_are_one_class(invoke, write_file, counts, read_classes, error_line):
+    """Emoji labels (an emoji-prediction task) '❤' then '❤️' (U+FE0F, what a phone's keyboard types after
+    it): two classes that print alike were made without a word, where texts treat the two as one ('❤️' is '❤')."""
+    write_file("a.tsv", "❤\t很好\n👎\t太差\n")
+    invoke(["ingest", "a.tsv"])
+    before = (counts(), read_classes())
+    write_file("b.tsv", "👎\t又差了\n❤\ufe0f\t喜欢\n")
+    line = error_line(invoke(["ingest", "b.tsv"], ok=False))
+    assert "b.tsv: line 2: field 'label': label '❤\ufe0f' differs from the class '❤' only in" in line and "variation selector" in line, line
+    assert (counts(), read_classes()) == before
+    write_file("c.tsv", "👍\ufe0f\t好\n👍\t赞\n")  # within one file too
+    assert "c.tsv: line 2: field 'label': label '👍' differs from the class '👍\ufe0f'" in error_line(invoke(["ingest", "c.tsv"], ok=False))
+    assert (counts(), read_classes()) == before
+
+
 @pytest.mark.new_database
 def test_look_alike_labels_of_a_first_ingest_leave_no_store_behind(invoke, write_file, db, error_line):
     """'pos' then 'Pos' in the file of a first ingest: refused only once the store was made, an empty one stayed."""
@@ -2780,7 +2795,7 @@ def test_a_where_on_a_meta_key_as_a_column_says_how_to_read_it(invoke, write_fil
     # a class typed in full width (a Chinese input method's) is told apart from the class it looks like
     assert error_line(invoke(["samples", "--label", "ｆｏｒｂｉｄｄｅｎ"], ok=False)).endswith(
         "no class 'ｆｏｒｂｉｄｄｅｎ' (classes: exaggeration, forbidden); 'ｆｏｒｂｉｄｄｅｎ' differs from the class 'forbidden' only in "
-        "character width or case, in white space, in a middle dot or in how its number is written: write it as 'forbidden'")
+        "character width or case, in white space, in a middle dot, in a variation selector or in how its number is written: write it as 'forbidden'")
 
 
 def test_samples_label_in_a_store_of_no_classes_says_so(invoke, write_file, error_line):

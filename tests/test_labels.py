@@ -2643,7 +2643,7 @@ def test_a_decision_that_differs_from_a_class_only_in_width_case_or_spacing_name
     for value, names, twin in (("ｎｅｇ", ["pos", "neg"], "neg"), ("Neg", ["pos", "neg"], "neg"),
                                ("体育 新闻", ["体育新闻", "财经"], "体育新闻"), ("1.0", ["1", "2", "3"], "1")):
         with pytest.raises(KdError, match=re.escape(f"; {value!r} differs from the class {twin!r} only in character width or case, "
-                                                    f"in white space, in a middle dot or in how its number is written: write it as {twin!r}")):
+                                                    f"in white space, in a middle dot, in a variation selector or in how its number is written: write it as {twin!r}")):
             read_decision(value, names, SHEET)
     db = str(tmp_path / "kd.db")
     kd("ingest", str(write_tsv(tmp_path / "t.tsv", [("pos", "质量很好"), ("neg", "太差了")])), "--db", db)
