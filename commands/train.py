@@ -650,7 +650,7 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
                    "learns from every token whether it was replaced).")
 @click.option("--generator-layers", type=int, default=0, help="ELECTRA generator layers (default a third of --layers).")
 @click.option("--wwm/--no-wwm", default=True, show_default=True, help="Whole-word masking over jieba's word segmentation.")
-@click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often (an ASCII letter or digit: once, so that Latin words and numbers stay spelled).")
+@click.option("--min-count", type=int, default=2, show_default=True, help="Keep characters seen this often (an ASCII or full-width letter or digit: once, so that Latin words and numbers stay spelled).")
 @click.option("--corpus", multiple=True, type=KdPath(dir_okay=False), help="Extra plain-text file(s), one text a line; - reads standard input (`xzcat news.xz | kd pretrain ... --corpus -`).")
 @click.option("--long-texts", type=click.Choice(LONG_TEXTS), default="split", show_default=True,
               help="A text longer than --max-len: split into consecutive pieces, each learned whole (at sentence ends where it can), "

@@ -13,7 +13,8 @@ from collections import Counter
 from typing import Iterable
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-_SPELLING = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")  # lowercase: counted after the normalizer
+# lowercase: counted after the normalizer; full-width too (ＧＯＯＤ with a rare ｄ was one [UNK], where GOOD's d was kept)
+_SPELLING = frozenset("abcdefghijklmnopqrstuvwxyz0123456789ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ０１２３４５６７８９")
 
 
 def _pre_tokenizer():
@@ -50,7 +51,7 @@ def count_chars(texts: Iterable[str]) -> Counter[str]:
 
 
 def build_vocab(texts: Iterable[str], *, min_count: int = 1, max_size: int = 21128) -> list[str]:
-    """Tokens in id order: specials, then characters seen ``min_count`` times (an ASCII letter or
+    """Tokens in id order: specials, then characters seen ``min_count`` times (an ASCII or full-width letter or
     digit: once) by descending frequency (ties by code point)."""
     return vocab_from_counts(count_chars(texts), min_count=min_count, max_size=max_size)
 

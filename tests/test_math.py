@@ -337,6 +337,8 @@ def test_vocab_and_text_keys():
     # a Latin word with one rare letter was one [UNK] at --min-count 2: letters and digits seen once stay
     rare_letter = build_vocab(["好好 zoom", "好 too 7"], min_count=2)
     assert {"z", "##z", "7", "##7", "m", "##m"} <= set(rare_letter) and "##o" in rare_letter
+    # full-width ones too: ＧＯＯＤ with its ｄ and ｇ seen once was one [UNK] (review i18n29)
+    assert {"ｇ", "##ｄ", "７"} <= set(build_vocab(["好好 ＧＯＯＤ ｏｏ", "好 ７"], min_count=2))
     # what is punctuation is the tokenizer's call, not Python's newer Unicode tables': ⹗ (U+2E57) and ؝
     # (U+061D) stay inside a word, and were kept as words of their own only, making the word [UNK]
     from kdstore.vocab import make_tokenizer
