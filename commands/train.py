@@ -1568,11 +1568,18 @@ def _teacher_kd_pretrained(store, run: str) -> bool:
 
 
 def _teacher_runs_exist(store, runs) -> None:
-    """A teacher run that is not in the store (a typo) is refused before anything is written: no
-    new run holding one failed stage. (A run that exists without a teacher gets its failed stage.)"""
+    """A teacher run that is not in the store (a typo), or that has no succeeded teacher (none yet, one still
+    running, one that failed), is refused before anything is written: no run holding one failed stage that
+    says so (``find_stage``'s refusal, which names the run's stages and what makes a teacher)."""
+    from kdstore.predictor import teachers_elsewhere
+
     for r in runs:
         if not store.run_exists(r):
             raise store.no_run(r, " to take a teacher from")
+        try:
+            store.find_stage(r, "teach")
+        except KdError as exc:  # (as the stage refused it: naming the runs whose teachers its students learned from)
+            raise teachers_elsewhere(store, r, exc, "`--teacher-run {}`") from None
 
 
 def _warn_speed_chosen_on_learned_dev(store, teacher_run: str) -> None:
