@@ -80,7 +80,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                     ax.text(j, i, str(v), ha="center", va="center")
             ax.set_title(title)
             written.append(_save(fig, out_dir / f"{report['run']}-{stage['name']}-confusion-{split}.png", plt))
-        curves = learning_curves(stage.get("history") or [])
+        curves = learning_curves(stage.get("history") or [], stage.get("metrics"))
         if any(len(points) > 1 for points in curves.values()):  # (one epoch is a point, not a curve)
             fig, ax = plt.subplots(figsize=(5.5, 3.5))
             for key in ("train loss", "train masked-LM loss", "dev loss"):
@@ -88,6 +88,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
                     # a student's train loss is its distillation objective (soft targets and labels mixed), not
                     # the dev loss's cross-entropy on labels: their gap is no overfitting
                     label = "train loss (distillation)" if key == "train loss" and stage.get("kind") == "distill" else key
+                    if key == "train masked-LM loss" and (stage.get("config") or {}).get("objective") == "electra":
+                        label += " (ELECTRA's generator)"  # (the encoder saved is the discriminator, as kd pretrain says)
                     ax.plot(*zip(*curves[key]), marker="o", label=label)
             baseline = stage["metrics"].get("train", {}).get("frequency_loss") if curves.get("train masked-LM loss") else None
             if baseline:  # the loss of knowing no context: a curve not below it has learned none yet
@@ -186,11 +188,12 @@ def name_ems(name: str) -> float:
     return sum(1.0 if unicodedata.east_asian_width(c) in "WF" else 0.6 for c in str(name))
 
 
-def learning_curves(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+def learning_curves(history: list[dict[str, Any]], metrics: dict[str, dict[str, float]] | None = None) -> dict[str, list[tuple[float, float]]]:
     """A training stage's per-epoch figures (``run_report``'s ``history``) as curves of ``(epoch,
     value)``: ``train loss``, ``dev loss`` and ``dev macro-F1``, each present where recorded (a
-    pre-training's ``train masked-LM loss``, by step). A folds
-    teacher's figures, named ``fold-K/...``, are each fold's own and are left out."""
+    pre-training's ``train masked-LM loss``, by step, ending at its final figure in ``metrics``, the stage's,
+    recorded at its last step: a run stopped between two 50th steps ended its curve up to 49 steps early).
+    A folds teacher's figures, named ``fold-K/...``, are each fold's own and are left out."""
     wanted = {("train", "loss"): "train loss", ("dev", "loss"): "dev loss", ("dev", "macro_f1"): "dev macro-F1",
               ("train", "mlm_loss"): "train masked-LM loss"}  # (kd pretrain's, every 50 steps)
     curves: dict[str, list[tuple[float, float]]] = {}
@@ -198,6 +201,9 @@ def learning_curves(history: list[dict[str, Any]]) -> dict[str, list[tuple[float
         key = wanted.get((h["split"], h["name"]))
         if key is not None and h["value"] is not None:
             curves.setdefault(key, []).append((float(h["step"]), float(h["value"])))
+    final = (metrics or {}).get("train", {})
+    if final.get("mlm_loss") is not None and final.get("steps") and float(final["steps"]) not in dict(curves.get("train masked-LM loss", [])):
+        curves.setdefault("train masked-LM loss", []).append((float(final["steps"]), float(final["mlm_loss"])))
     return {k: sorted(v) for k, v in curves.items()}
 
 

@@ -360,3 +360,33 @@ def test_a_detections_estimate_of_wrong_labels_reads_back_as_a_count():
     from kdstore.report import metric_value
 
     assert type(metric_value("estimated_issues", 3.0)) is int and _fmt(metric_value("estimated_issues", 3.0)) == "3"
+
+
+def test_pretrain_curve_ends_at_the_last_step_and_names_electras_generator(db, tmp_path, monkeypatch):
+    """`kd pretrain --steps 120` records its masked-LM loss at steps 50 and 100, and its final one (the one it
+    prints) at step 120: the chart stopped at step 100, and a --minutes run of under 100 steps drew none. And an
+    ELECTRA run's masked-LM loss is its generator's (the saved encoder is the discriminator): the legend said
+    "train masked-LM loss" as for an MLM encoder."""
+    import random
+
+    from synthetic import kd, labeled_rows, write_tsv
+
+    from kdstore import plots
+
+    write_tsv(tmp_path / "train.tsv", labeled_rows(random.Random(0), 60))
+    kd("ingest", str(tmp_path / "train.tsv"), "--db", db)
+    seen = {}
+
+    def save(fig, path, plt):
+        ax = fig.axes[0]
+        seen[path.name] = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines() if not line.get_label().startswith("_")}
+        plt.close(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", save)
+    for run, objective in (("m", "mlm"), ("e", "electra")):
+        kd("pretrain", "--run", run, "--layers", "3", "--hidden", "32", "--steps", "120", "--max-len", "32", "--batch-size", "16",
+           "--objective", objective, "--db", db)
+        kd("report", "--run", run, "--plot", str(tmp_path / "charts"), "--db", db, "--json")
+    assert seen["m-pretrain-learning-curve.png"]["train masked-LM loss"] == [50, 100, 120]
+    assert seen["e-pretrain-learning-curve.png"]["train masked-LM loss (ELECTRA's generator)"] == [50, 100, 120]
