@@ -220,7 +220,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
         for w in _weak_fold_notes(run, stage):  # (dev read 100%, the folds' average, while one fold guessed its fifth of train)
             warn(w)
     if as_json:  # (run and warnings as the labels commands carry them)
-        weak = _majority_note(run, stage)  # a script (bench/ is one) reads warnings, not figures against a share it must count
+        weak = _majority_note(run, stage, store)  # a script (bench/ is one) reads warnings, not figures against a share it must count
         if weak or (weak := _missed_note(stage, store)):
             warn(weak)
         print_json({"run": run, "stage": stage["name"], **stage, "warnings": warnings})
@@ -282,7 +282,7 @@ def _finish(store, run: str, stage_name: str, as_json: bool) -> None:
             click.echo(f"  {texts}: {shown} cut to --max-len {stage['config'].get('max_len')} tokens")
         else:
             click.echo(f"  {texts} cut to --max-len {stage['config'].get('max_len')} tokens: {shown}")
-    weak = _majority_note(run, stage) or _missed_note(stage, store)  # (after the figures it speaks of)
+    weak = _majority_note(run, stage, store) or _missed_note(stage, store)  # (after the figures it speaks of)
     if weak:
         click.echo(f"warning: {weak}", err=True)
 
@@ -567,8 +567,27 @@ def _weak_fold_notes(run: str, stage: dict) -> list[str]:
     return [f"{w}; re-run it with another seed, {again}" for w in weak]
 
 
-def _majority_note(run: str, stage: dict) -> str | None:
-    """A model no better on dev than always answering its most frequent class: what to say, and what to try."""
+def _teachers_learned(store, runs) -> list[tuple[str, float]] | None:
+    """``(run, dev accuracy)`` of each teacher of ``runs`` where every one learned (beat always answering the most
+    frequent class on dev, as kd teach judged it); ``None`` where one did not, or cannot be judged."""
+    out = []
+    for r in dict.fromkeys(runs):
+        if not _has_teacher(store, r):
+            return None
+        teacher = store.find_stage(r, "teach")
+        figures: dict[str, dict] = {}
+        for m in store.metrics(teacher.id):
+            figures.setdefault(m.split, {})[m.name] = m.value
+        dev, support, _ = _learned_dev({"kind": "teach", "metrics": figures, "config": teacher.config or {}})
+        if dev.get("accuracy") is None or not support or _learned_nothing(dev, support) is not None:
+            return None
+        out.append((r, dev["accuracy"]))
+    return out or None
+
+
+def _majority_note(run: str, stage: dict, store=None) -> str | None:
+    """A model no better on dev than always answering its most frequent class: what to say, and what to try
+    (``store``: a student's teachers are read, and one that learned is not blamed)."""
     m, support, on = _learned_dev(stage)
     cfg = stage.get("config") or {}
     weak = _learned_nothing(m, support)
@@ -596,12 +615,18 @@ def _majority_note(run: str, stage: dict) -> str | None:
     train = _learned_support({**stage, "config": cfg})[1]  # (imbalanced classes: the rare-class warning's advice, which this one's stands in for)
     if cfg.get("class_weight") != "balanced" and any(0 < n < RARE_SHARE * max(train.values()) for n in train.values()):
         teach_fix += ", or --class-weight balanced (a rare class then counts as much as a common one)"
+    teachers = cfg.get("teacher_runs") or [run]
+    learned = _teachers_learned(store, teachers) if store is not None and stage["kind"] == "distill" and not _labels_alone(cfg) else None
     fix = (teach_fix
            if stage["kind"] == "teach" else
            "it learned from the labels alone (no soft loss): train longer (--epochs) or try another --lr"
            + (f" (now {lr:g})" if lr is not None else "")
            if _labels_alone(cfg) else
-           "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in dict.fromkeys(cfg.get("teacher_runs") or [run])) + "), then --epochs")
+           # (a teacher that learned, blamed all the same: "check the teacher first" of one at 88% on dev)
+           f"its teacher{'s' * (len(learned) > 1)} learned ({', '.join(f'run {r}: dev accuracy {a:.1%}' for r, a in learned)}): "
+           "train the student longer (--epochs) or try another --lr" + (f" (now {lr:g})" if lr is not None else "")
+           if learned else
+           "check the teacher first (" + ", ".join(f"`kd report --run {t}`" for t in dict.fromkeys(teachers)) + "), then --epochs")
     return (f"dev accuracy {m['accuracy']:.1%}{on} is {versus_majority(m['accuracy'], share)} always answering {name!r} ({share:.1%}): "
             f"the model has learned next to nothing; {fix}")
 

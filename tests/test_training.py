@@ -4695,6 +4695,27 @@ def test_a_model_no_better_than_the_majority_class_is_named_with_what_to_try():
     assert note("r1", {"kind": "pretrain", "metrics": {"train": {"mlm_loss": 6.0}}}) is None  # no dev figures: silent
 
 
+def test_a_student_that_learned_nothing_from_a_teacher_that_learned_is_not_told_to_check_the_teacher(tmp_path):
+    """A student at the majority class's share beside a teacher at 88% on dev was told "check the teacher first":
+    the teacher is fine, and the student is what to train longer or at another rate (review defaults32)."""
+    from commands.train import _majority_note
+    from kdstore.runs import stage_scope
+    from kdstore.store import Store
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    figures = {"accuracy": 0.88, "macro_f1": 0.88, "support[pos]": 50, "support[neg]": 50}
+    with stage_scope(store, run="t", kind="teach", config={}) as st:
+        store.add_metrics(st.id, "dev", figures)
+    with stage_scope(store, run="w", kind="teach", config={}) as st:  # (one that learned nothing)
+        store.add_metrics(st.id, "dev", {**figures, "accuracy": 0.5, "macro_f1": 0.33})
+    student = {"kind": "distill", "metrics": {"dev": {**figures, "accuracy": 0.5, "macro_f1": 0.33}}, "config": {"teacher_runs": ["t"], "lr": 1e-3}}
+    said = _majority_note("s", student, store)
+    assert "its teacher learned (run t: dev accuracy 88.0%): train the student longer (--epochs) or try another --lr (now 0.001)" in said, said
+    assert "check the teacher first (`kd report --run w`)" in _majority_note("s", {**student, "config": {"teacher_runs": ["w"]}}, store)
+    assert "check the teacher first" in _majority_note("s", {**student, "config": {"teacher_runs": ["t", "w"]}}, store)
+    store.close()
+
+
 def test_a_majority_class_teacher_of_imbalanced_classes_is_told_of_class_weights():
     """An 85/12/3 % ad-compliance teacher that answered '合规' to every text was told "train longer (--epochs)
     or try another --lr" only: the rare-class warning, which names --class-weight balanced, gives way to this
