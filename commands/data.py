@@ -61,6 +61,13 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         raise click.UsageError("--header/--no-header: for TSV and CSV files; JSON lines have no header row (--text-col and --label-col name the keys)")
     data = binary_stdin().read() if path == "-" else _read(path)
     name = "<stdin>" if path == "-" else path
+    try:  # (a store made before a look-alike was refused may hold two: a file of its own labels is taken)
+        peek = open_store(db)
+    except KdError:  # (none yet: the file's labels alone are compared, before one is made)
+        stored: tuple[str, ...] = ()
+    else:
+        stored = tuple(peek.class_names())
+        peek.close()
     opts = IngestOptions(
         split=split,
         format=fmt,
@@ -71,6 +78,7 @@ def ingest(path, split, fmt, text_col, label_col, header, classes_file, source, 
         classes_file=classes_file,
         source=source if source is not None else ("stdin" if path == "-" else Path(path).name),
         take_pool=take_pool,
+        stored=stored,
     )
     guard = SignalGuard()  # a kill (SIGTERM, SIGHUP) raises as Ctrl-C does: one line saying what was stored (it said nothing)
     try:

@@ -569,12 +569,17 @@ def _weak_fold_notes(run: str, stage: dict) -> list[str]:
 
 def _teachers_learned(store, runs) -> list[tuple[str, float]] | None:
     """``(run, dev accuracy)`` of each teacher of ``runs`` where every one learned (beat always answering the most
-    frequent class on dev, as kd teach judged it); ``None`` where one did not, or cannot be judged."""
+    frequent class on dev, as kd teach judged it); ``None`` where one did not, or cannot be judged (one trained on
+    dev too: its dev figures are of rows it learned)."""
+    from kdstore.report import learned_dev
+
     out = []
     for r in dict.fromkeys(runs):
         if not _has_teacher(store, r):
             return None
         teacher = store.find_stage(r, "teach")
+        if learned_dev(store, teacher.id, (teacher.config or {}).get("splits") or []):
+            return None
         figures: dict[str, dict] = {}
         for m in store.metrics(teacher.id):
             figures.setdefault(m.split, {})[m.name] = m.value

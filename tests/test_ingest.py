@@ -1928,6 +1928,28 @@ def test_emoji_labels_apart_only_in_a_variation_selector_are_one_class(invoke, w
     assert (counts(), read_classes()) == before
 
 
+def test_a_store_holding_both_spellings_of_an_emoji_class_takes_its_labels_again(invoke, write_file, db, counts, read_classes):
+    """A store an older kd made, holding '❤' and '❤️' as two classes (labels apart only in a variation selector were
+    classes apart then): a file labeled with both, its classes as they are stored, was refused ("differs from the
+    class '❤'"), so the store could take no more of its own labels; only a new spelling is a look-alike."""
+    from sqlalchemy import insert
+
+    from kdstore.schema import KdClass
+    from kdstore.store import Store
+
+    write_file("a.tsv", "❤\t很好\n👎\t太差\n")
+    invoke(["ingest", "a.tsv"])
+    store = Store.open(db, create=False)
+    with store.engine.begin() as conn:  # (as an older kd stored it)
+        conn.execute(insert(KdClass), [{"id": 2, "name": "❤\ufe0f"}])
+    store.close()
+    write_file("b.tsv", "❤\t真好\n❤\ufe0f\t爱了\n")
+    assert invoke.json(["ingest", "b.tsv"])["added"] == 2
+    assert read_classes() == [(0, "❤"), (1, "👎"), (2, "❤\ufe0f")]
+    write_file("c.tsv", "❤\t好看\n❤\ufe0e\t美\n")  # (a third spelling: a look-alike still)
+    assert "label '❤\ufe0e' differs from the class '❤'" in invoke(["ingest", "c.tsv"], ok=False).stderr
+
+
 @pytest.mark.new_database
 def test_look_alike_labels_of_a_first_ingest_leave_no_store_behind(invoke, write_file, db, error_line):
     """'pos' then 'Pos' in the file of a first ingest: refused only once the store was made, an empty one stayed."""

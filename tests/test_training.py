@@ -4716,6 +4716,24 @@ def test_a_student_that_learned_nothing_from_a_teacher_that_learned_is_not_told_
     store.close()
 
 
+def test_a_student_beside_a_teacher_that_learned_dev_is_not_told_its_teacher_learned(tmp_path):
+    """A teacher trained on dev too (--split train --split dev, no dev row left to judge it) scores its own
+    training rows on dev: 100% there is no sign it learned, and the student that learned nothing beside it was
+    told "its teacher learned (run t: dev accuracy 100.0%): train the student longer"; its teacher is to check."""
+    from commands.train import _majority_note
+    from kdstore.runs import stage_scope
+    from kdstore.store import Store
+
+    store = Store.open(str(tmp_path / "kd.db"))
+    figures = {"accuracy": 1.0, "macro_f1": 1.0, "support[pos]": 50, "support[neg]": 50}
+    with stage_scope(store, run="t", kind="teach", config={"splits": ["train", "dev"]}) as st:
+        store.add_metrics(st.id, "dev", figures)
+    student = {"kind": "distill", "metrics": {"dev": {**figures, "accuracy": 0.5, "macro_f1": 0.33}}, "config": {"teacher_runs": ["t"], "lr": 1e-3}}
+    said = _majority_note("s", student, store)
+    assert "its teacher learned" not in said and "check the teacher first (`kd report --run t`)" in said, said
+    store.close()
+
+
 def test_a_majority_class_teacher_of_imbalanced_classes_is_told_of_class_weights():
     """An 85/12/3 % ad-compliance teacher that answered '合规' to every text was told "train longer (--epochs)
     or try another --lr" only: the rare-class warning, which names --class-weight balanced, gives way to this
