@@ -742,7 +742,7 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def read_class_file(path: Path) -> tuple[str, ...]:
+def read_class_file(path: Path, stored: Sequence[str] = ()) -> tuple[str, ...]:
     """Class names in id order from ``class_id.txt``: ``id<TAB>name`` lines, or one name a line."""
     try:
         data = Path(path).read_bytes()
@@ -791,7 +791,9 @@ def read_class_file(path: Path) -> tuple[str, ...]:
         if twin == name and name in names.values():  # ("class ids must be 0..K-1 with distinct names" named no line)
             first = line_of[next(k for k, v in names.items() if v == name)]
             raise KdError(f"{path}: line {number}: class {name!r} is given twice (first on line {first}): class names must be distinct")
-        if twin != name:  # ('pos' and 'POS' pinned side by side: two classes ingest refuses to make from labels)
+        # ('pos' and 'POS' pinned side by side: two classes ingest refuses to make from labels; not two the store holds,
+        # made before such a pair was refused, ❤ and ❤️, whose own `kd classes --export` file this is)
+        if twin != name and not {twin, name} <= set(stored):
             raise KdError(f"{path}: line {number}: class {name!r} differs from the class {twin!r} only in character width or case, "
                           f"in white space, in a middle dot, in a variation selector or in how its number is written: one class, give it once")
         names[i] = name

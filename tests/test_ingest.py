@@ -1948,6 +1948,10 @@ def test_a_store_holding_both_spellings_of_an_emoji_class_takes_its_labels_again
     assert read_classes() == [(0, "❤"), (1, "👎"), (2, "❤\ufe0f")]
     write_file("c.tsv", "❤\t好看\n❤\ufe0e\t美\n")  # (a third spelling: a look-alike still)
     assert "label '❤\ufe0e' differs from the class '❤'" in invoke(["ingest", "c.tsv"], ok=False).stderr
+    # and its own class file (`kd classes --export`), pinned to the next file, was refused as "one class, give it once"
+    invoke(["classes", "--export", "cls.txt"])
+    write_file("d.tsv", "❤\ufe0f\t喜欢\n")
+    assert invoke.json(["ingest", "d.tsv", "--classes", "cls.txt"])["added"] == 1
 
 
 @pytest.mark.new_database
