@@ -256,13 +256,24 @@ def allow_long_csv_fields() -> None:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
 
 
+def _mac_rows_with_cell_breaks(content: str, fmt: str) -> bool:
+    """Whether ``content`` is a file of bare ``\r`` row ends (Excel for Mac 2011's "CSV (Macintosh)" or "Tab
+    delimited Text") whose every ``\n`` is a line break inside a quoted cell (Alt+Enter): a ``\r`` file, not a
+    ``\n`` one (its rows were refused as old Mac line ends mixed with ``\n`` ones, or cut at each cell's break)."""
+    if "\n" not in content or '"' not in content or not _BARE_CR.search(content):
+        return False
+    return "\n" not in (_CSV_QUOTED if fmt == "csv" else _TSV_QUOTED).sub("", content)
+
+
 def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every non-blank row."""
-    _refuse_mostly_bare_cr(content, name, fmt)
+    mac = _mac_rows_with_cell_breaks(content, fmt)
+    if not mac:
+        _refuse_mostly_bare_cr(content, name, fmt)
     if fmt == "tsv":
         out = []
         # (split on "\n" alone, a file of old Mac line ends was one row, its lines run together into one text)
-        for i, raw in enumerate(content.split(_line_end(content)), start=1):
+        for i, raw in enumerate(content.split("\r" if mac else _line_end(content)), start=1):
             raw = raw.rstrip("\r")
             if raw.strip():
                 out.append((i, raw.split("\t")))
@@ -270,11 +281,12 @@ def _rows(content: str, fmt: str, name: str) -> list[tuple[int, list[str]]]:
         # line by line, the header '"text"' was a sample and each label a class in quotes)
         all_quoted = bool(out) and len(out[0][1]) >= 2 and all(len(f) >= 2 and f[0] == f[-1] == '"' for f in out[0][1])
         # (rows ended in \r\n and a line in \n alone: Excel's line break inside a cell, which a one-column sheet shows in no ragged row)
-        ragged = len({len(f) for _, f in out}) > 1 or ("\r\n" in content and _BARE_LF.search(content) is not None)
-        quoted = _spreadsheet_tsv_rows(content, ragged=ragged, all_quoted=all_quoted, name=name) if '"' in content else None
+        # (``mac``: every \n is in a quoted cell of a \r file, a line break only a spreadsheet's quotes hold)
+        ragged = mac or len({len(f) for _, f in out}) > 1 or ("\r\n" in content and _BARE_LF.search(content) is not None)
+        quoted = _spreadsheet_tsv_rows(content, ragged=ragged, all_quoted=all_quoted, name=name, mac=mac) if '"' in content else None
         return out if quoted is None else quoted
     allow_long_csv_fields()
-    content, kept = _keep_bare_cr(content)
+    content, kept = (content, False) if mac else _keep_bare_cr(content)
     reader = csv.reader(io.StringIO(content, newline=""), strict=True)  # an unclosed quote is an error, not a text that swallows the rows after it
     out, line = [], 1
     try:
@@ -307,6 +319,7 @@ _BARE_CR = re.compile(r"\r(?!\n)")
 _BARE_LF = re.compile(r"(?<!\r)\n")
 _LINE_BREAK = re.compile(r"[\r\n]")
 _CSV_QUOTED = re.compile(r'(?:^|(?<=[,\r\n]))"(?:[^"]|"")*"(?=[,\r\n]|$)')  # a quoted field, as the csv module reads one
+_TSV_QUOTED = re.compile(r'(?:^|(?<=[\t\r\n]))"(?:[^"]|"")*"(?=[\t\r\n]|$)')  # (a spreadsheet's TSV: a tab between fields)
 
 
 def _refuse_mostly_bare_cr(content: str, name: str, fmt: str) -> None:
@@ -333,7 +346,8 @@ def _refuse_mostly_bare_cr(content: str, name: str, fmt: str) -> None:
                       "old Mac line ends mixed with \\n ones (a line added, files joined)? make them all \\n (e.g. `mac2unix`)")
 
 
-def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = False, name: str = "") -> list[tuple[int, list[str]]] | None:
+def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = False, name: str = "",
+                          mac: bool = False) -> list[tuple[int, list[str]]] | None:
     """(line number, fields) of every non-blank row of a TSV as Excel or LibreOffice save it ("Text
     (Tab delimited)"): a field holding a quote, a tab or a line break is written in quotes, its quotes
     doubled. None for any other TSV, read line by line as before: one that does not parse so, or has
@@ -346,7 +360,7 @@ def _spreadsheet_tsv_rows(content: str, *, ragged: bool, all_quoted: bool = Fals
     sample and each text in quotes a class (R's write.table writes a text's quote as \\" by default)."""
     allow_long_csv_fields()
     quoted = all_quoted or _DOUBLED_QUOTES.search(content) is not None
-    content, kept = _keep_bare_cr(content)
+    content, kept = (content, False) if mac else _keep_bare_cr(content)  # (``mac``: its bare \r end its rows)
     reader = csv.reader(io.StringIO(content, newline=""), dialect="excel-tab", strict=True)
     out, line = [], 1
     try:

@@ -956,6 +956,18 @@ def test_texts_holding_more_bare_carriage_returns_than_rows_are_no_old_mac_lines
     invoke(["ingest", "mac.tsv"], ok=False)
 
 
+def test_old_mac_rows_with_a_line_break_in_a_quoted_cell_are_read(invoke, write_file, read_samples, db):
+    """Excel for Mac (2011) ends its CSV and TSV rows in a bare \\r and writes a cell's Alt+Enter line break as a
+    \\n in quotes: the CSV was refused as "3 bare carriage returns (\\r) against 0 line end in \\n: old Mac line
+    ends mixed with \\n ones", the TSV cut at the cell's \\n (its header read as 'label', 'textpos', '"第一行')."""
+    write_file("mac.csv", 'text,label\r"第一行\n第二行",pos\r很差,neg\r'.encode())
+    invoke(["ingest", "mac.csv"])
+    write_file("mac.tsv", 'label\ttext\rpos\t"第三行\n第四行"\rneg\t他说"好"\r'.encode())
+    invoke(["ingest", "mac.tsv"])
+    assert [(r["text"], r["label"], r["line"]) for r in read_samples()] == [
+        ("第一行\n第二行", "pos", 2), ("很差", "neg", 4), ("第三行\n第四行", "pos", 2), ('他说"好"', "neg", 4)]
+
+
 def test_a_large_old_mac_labeled_file_is_refused_at_once():
     """A 40,000-row label<TAB>text file of old Mac line ends with a \\n added: each bare \\r looked back to the
     line's start and on to its end for a tab, past every other \\r, to the file's one \\n: 11 s here, and
