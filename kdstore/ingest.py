@@ -756,6 +756,9 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+_CLASS_HEADERS = frozenset({"label", "labels", "class", "classes", "class_name", "name", "category", "标签", "类别", "类名", "分类"})
+
+
 def read_class_file(path: Path, stored: Sequence[str] = ()) -> tuple[str, ...]:
     """Class names in id order from ``class_id.txt``: ``id<TAB>name`` lines, or one name a line."""
     try:
@@ -778,6 +781,10 @@ def read_class_file(path: Path, stored: Sequence[str] = ()) -> tuple[str, ...]:
         # (`kd classes` copied from a terminal, its tabs now spaces: each class was pinned, for good, as '0 neg')
         raise KdError(f"{path}: line {given[0][0]}: {given[0][1]!r} looks like an id and a name with no tab between them: "
                       f"write id<TAB>name lines (or one name a line)")
+    if (len(given) > 1 and "\t" not in "".join(lines) and given[0][1].casefold() in _CLASS_HEADERS
+            and given[0][1] not in stored):  # ('label' over one name a line: a class 'label' of id 0, every id one off)
+        raise KdError(f"{path}: line {given[0][0]}: {given[0][1]!r} looks like a header: a class file holds one class name a line "
+                      "(or id<TAB>name lines), no header: leave it out")
     names: dict[int, str] = {}
     keys: dict[str, str] = {}  # label_key -> the name that has it
     line_of: dict[int, int] = {}  # id -> the line that gives it

@@ -1442,6 +1442,12 @@ def test_class_file_with_a_header_line_says_so(tmp_path):
     with pytest.raises(KdError, match=r"^.*hdr\.txt: line 1: expected id<TAB>name \(or one name a line\), found 'id\\tname', "
                                       r"neither field a class id \(a header\? leave it out\)$"):
         read_class_file(tmp_path / "hdr.txt")
+    # one name a line under a header: 'label' was class 0, every real class's id one off, without a word (review ingest34)
+    (tmp_path / "names.txt").write_text("标签\n体育\n财经\n", encoding="utf-8")
+    with pytest.raises(KdError, match=r"names\.txt: line 1: '标签' looks like a header: a class file holds one class name a line "
+                                      r"\(or id<TAB>name lines\), no header: leave it out$"):
+        read_class_file(tmp_path / "names.txt")
+    assert read_class_file(tmp_path / "names.txt", stored=("标签", "体育", "财经")) == ("标签", "体育", "财经")  # (a class the store holds)
 
 
 def test_class_file_disagreeing_with_store_is_refused(invoke, write_file, read_classes, counts, error_line):
