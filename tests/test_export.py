@@ -1216,6 +1216,22 @@ def test_the_readmes_python_serves_an_onnx_export_as_kd_predict_does(cnn_onnx):
     assert namespace["predict"]([]) == []  # no texts, no answers (max() of min_len alone was a TypeError)
 
 
+def test_the_readmes_python_answers_no_texts_of_an_rnn_export(built, tmp_path):
+    """The README's serving code promises ``predict([])`` a batch of none; with a BiGRU or BiLSTM export
+    it sent ONNX Runtime a batch of 0 rows, whose GRU/LSTM kernel aborts the whole process
+    ("terminate called without an active exception", SIGABRT): one empty request killed the server.
+    Run in a fresh Python, as a serving team runs it (no kd imported)."""
+    folder = Path(kd_export("--run", RUN, "--model", "distill-bigru", "--out", str(tmp_path / "rnn"), "--db", str(built)).stdout.strip())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    code = readme.split("### Serving an export without kd", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = re.sub(r"^folder = .*$", f"folder = {str(folder)!r}", code, count=1, flags=re.M)
+    code = re.sub(r"^print\(.*$", "", code, flags=re.M)
+    code += "\nprint(predict([]), len(predict(['很好'])))\nimport sys; assert 'kdstore' not in sys.modules\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[] 1"
+
+
 def test_runs_delete_removes_a_stages_exports_at_their_default_place(built, tmp_path):
     """A deleted stage's exports in the run's artifact folder (``kd export`` without ``--out``) stayed,
     serving a model the store no longer has, and kept the run's folder after the run was deleted; an
