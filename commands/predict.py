@@ -540,6 +540,7 @@ class _Cuts:
 
     def __init__(self, max_len: int):
         self.max_len, self.texts = max_len, 0
+        self.json_lines = False  # (--text-field: an empty text is an object's, on a line that is not empty)
         self.lines, self.unknown, self.empty = _Lines(), _Lines(), _Lines()
         self.told = dict.fromkeys(("lines", "unknown", "empty"), 0)
 
@@ -554,7 +555,8 @@ class _Cuts:
              lambda n, more, shown: f"{n}{more} of {self.texts} texts: " + unknown.format("their", "their answers say", "their", "s")
              + f" (lines {shown})"),
             ("empty", lambda line: f"line {line}: empty text, skipped",
-             lambda n, more, shown: f"{n}{more} empty line{'s' * (n > 1)} skipped (line{'s' * (n > 1)} {shown})"),
+             lambda n, more, shown: f"{n}{more} empty {'text' if self.json_lines else 'line'}{'s' * (n > 1)} skipped "
+             f"(line{'s' * (n > 1)} {shown})"),
         )
 
     def warn_first(self) -> None:
@@ -591,6 +593,7 @@ def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: boo
     results = iter(predictor.predict(texts, batch_size=batch_size))
     tally = cuts if cuts is not None else _Cuts(predictor.max_len)
     tally.texts += len(texts)
+    tally.json_lines = tally.json_lines or fields is not None
     # under a bar on a terminal, rich's proxy of stdout prints the lines above the bar (given at once: rich renders each
     # write, 1.5 ms a line): click's own stdout took the proxy, which names no encoding, for a misconfigured stream and
     # wrote around it, each line after the bar's text

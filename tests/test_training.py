@@ -3239,6 +3239,21 @@ def test_predict_warns_of_a_tsv_or_a_header_it_would_read_as_text(tmp_path, monk
     assert kd(*args, input="很好\n\n\n太差\n").stderr == "warning: line 2: empty text, skipped\nwarning: line 3: empty text, skipped\n"
 
 
+def test_json_lines_of_an_empty_text_are_not_called_empty_lines(tmp_path, monkeypatch):
+    """`kd predict FILE --text-field content` of objects whose text is "" said "2 empty lines skipped (lines 2, 3)":
+    lines 2 and 3 hold objects ({"id": 2, "content": ""}), and the user looked for blank lines that are not there."""
+    _answering(monkeypatch, "pos")
+    db = str(tmp_path / "kd.db")
+    kd("ingest", str(write_tsv(tmp_path / "train.tsv", [("pos", "很好"), ("neg", "太差")])), "--db", db)
+    jsonl = tmp_path / "ads.jsonl"
+    jsonl.write_text('{"id": 1, "content": "很好"}\n{"id": 2, "content": ""}\n{"id": 3, "content": " "}\n', encoding="utf-8")
+    out = kd("predict", str(jsonl), "--run", "r", "--model", "teacher", "--text-field", "content", "--db", db)
+    assert out.stderr == "warning: 2 empty texts skipped (lines 2, 3)\n" and len(out.stdout.splitlines()) == 3
+    # plain lines keep their wording: an empty line is one
+    assert kd("predict", "--run", "r", "--model", "teacher", "--db", db, input="很好\n\n\n").stderr == \
+        "warning: line 2: empty text, skipped\nwarning: line 3: empty text, skipped\n"
+
+
 def test_stdin_csv_lines_sent_one_at_a_time_are_warned_of_as_a_file_s_are(tmp_path, monkeypatch):
     """A CSV whose quoted cell holds a line break (Excel's), sent one line a read: the hints stopped at 3 non-empty
     lines, 2 records of it, fewer than the 3 rows the comma check takes, and the table a FILE of the same lines is
