@@ -583,6 +583,22 @@ def _visible(text: str) -> str:
     return "" if text and unseen(text) else text
 
 
+def _other_classes(run: str, model_stage, trained: list[str], names: list[str]) -> KdError:
+    """The refusal of `kd predict --store` with a model trained on classes ``trained`` where the store has ``names``."""
+    from kdstore.advice import reteach_command
+
+    if model_stage.kind == "teach":
+        retrain = f"{reteach_command(run, model_stage.config)} retrains it on them"
+    else:  # (a student learns the classes of its teacher's logits)
+        student = (model_stage.config or {}).get("student") or "STUDENT"
+        retrain = (f"once its teacher knows them, `kd distill --run {shlex.quote(run)} --student {shlex.quote(student)} "
+                   f"--name {shlex.quote(model_stage.name)} --overwrite` "
+                   f"(with the options `kd report --run {shlex.quote(run)}` lists for it) retrains it")
+    return KdError(f"stage {model_stage.name!r} was trained on classes {trained}, the store now has "
+                   f"{names}: its predictions cannot be stored against the store's labels: {retrain}; "
+                   "`kd predict` without --store serves it as it is")
+
+
 def _emit(predictor, lines: list[tuple[int, str]], batch_size: int, as_json: bool, cuts: _Cuts | None = None,
           fields: dict[int, dict] | None = None) -> None:
     """``predictor``: a ``kdstore.predictor.Predictor`` or a ``kdstore.serving.Artifact``. Texts
@@ -681,7 +697,6 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
                    speed: float | None = None, *, speed_if_early_exit: bool = False) -> None:
     """Logits, predictions and per-split metrics of the store's samples, as stage ``predict-STAGE``."""
     from kdstore.environment import environment
-    from kdstore.advice import reteach_command
     from kdstore.outputs import store_outputs
     from kdstore.predictor import Predictor, model_stage as stage_to_serve
     from kdstore.report import run_report
@@ -699,6 +714,9 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
             store.find_stage(run, planned.split("~parked-")[0])
         raise _parked_refusal(run, planned)
     stored = f"predict-{planned}" + (f"@{split}" if split else "")
+    recorded = (serving.config or {}).get("classes")
+    if recorded is not None and list(recorded) != store.class_names():  # (before "pass --overwrite", which then refused this)
+        raise _other_classes(run, serving, list(recorded), store.class_names())
     try:
         check_stage_free(store, run=run, kind="predict", name=stored, overwrite=overwrite)
     except KdError as exc:  # (an early-exit model's predictions at another speed: the refusal said not which they were)
@@ -715,18 +733,7 @@ def _predict_store(run: str, which: str, split: str | None, batch_size: int, dev
     names = store.class_names()
     model_stage = store.find_stage(run, predictor.stage_name)
     if list(predictor.class_names) != names:
-        if model_stage.kind == "teach":
-            retrain = f"{reteach_command(run, model_stage.config)} retrains it on them"
-        else:  # (a student learns the classes of its teacher's logits)
-            student = (model_stage.config or {}).get("student") or "STUDENT"
-            retrain = (f"once its teacher knows them, `kd distill --run {shlex.quote(run)} --student {shlex.quote(student)} "
-                       f"--name {shlex.quote(model_stage.name)} --overwrite` "
-                       f"(with the options `kd report --run {shlex.quote(run)}` lists for it) retrains it")
-        raise KdError(
-            f"stage {predictor.stage_name!r} was trained on classes {predictor.class_names}, the store now has "
-            f"{names}: its predictions cannot be stored against the store's labels: {retrain}; "
-            "`kd predict` without --store serves it as it is"
-        )
+        raise _other_classes(run, model_stage, list(predictor.class_names), names)
     if "~parked-" in model_stage.name:  # (its predict-STAGE name was refused as "not valid", a name never typed)
         raise _parked_refusal(run, model_stage.name)
     if model_stage.ended_at is not None and model_stage.ended_at > loading:

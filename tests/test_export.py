@@ -514,10 +514,14 @@ def test_predictions_of_a_model_older_than_a_new_class_are_refused_with_what_sto
     copy = tmp_path / "copy"
     shutil.copytree(built.parent, copy)
     db = str(copy / "kd.db")
+    kd("predict", "--run", RUN, "--model", "teach", "--store", "--split", "test", "--db", db)  # (stored before the new class)
     (tmp_path / "more.tsv").write_text("neutral\t一般般吧\n", encoding="utf-8")
     kd("ingest", str(tmp_path / "more.tsv"), "--db", db)
     line = error_line(kd("predict", "--run", RUN, "--model", "teach", "--store", "--db", db, ok=False))
     assert "its predictions cannot be stored against the store's labels: `kd teach --run r --model " in line, line
+    # its earlier predictions' stage: "pass --overwrite", which was then refused for the classes (review predict36)
+    again = error_line(kd("predict", "--run", RUN, "--model", "teach", "--store", "--split", "test", "--db", db, ok=False))
+    assert "its predictions cannot be stored against the store's labels" in again and "--overwrite to replace" not in again, again
     assert line.endswith("retrains it on them; `kd predict` without --store serves it as it is"), line
     line = error_line(kd("predict", "--run", RUN, "--model", "distill-textcnn", "--store", "--db", db, ok=False))
     assert line.endswith("labels: once its teacher knows them, `kd distill --run r --student textcnn --name distill-textcnn --overwrite` (with the "
