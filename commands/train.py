@@ -580,10 +580,7 @@ def _teachers_learned(store, runs) -> list[tuple[str, float]] | None:
         teacher = store.find_stage(r, "teach")
         if learned_dev(store, teacher.id, (teacher.config or {}).get("splits") or []):
             return None
-        figures: dict[str, dict] = {}
-        for m in store.metrics(teacher.id):
-            figures.setdefault(m.split, {})[m.name] = m.value
-        dev, support, _ = _learned_dev({"kind": "teach", "metrics": figures, "config": teacher.config or {}})
+        dev, support, _ = _teacher_dev(store, teacher)
         if dev.get("accuracy") is None or not support or _learned_nothing(dev, support) is not None:
             return None
         out.append((r, dev["accuracy"]))
@@ -1622,17 +1619,21 @@ def _warn_speed_chosen_on_learned_dev(store, teacher_run: str) -> None:
               "chosen may lose more than --max-loss on it; a teacher of --split train leaves dev to judge")
 
 
+def _teacher_dev(store, teacher) -> tuple[dict, dict[str, float], str]:
+    """``_learned_dev`` of a teacher stage, its figures read from the store."""
+    figures: dict[str, dict] = {}
+    for m in store.metrics(teacher.id):
+        figures.setdefault(m.split, {})[m.name] = m.value
+    return _learned_dev({"kind": "teach", "metrics": figures, "config": teacher.config or {}})
+
+
 def _warn_weak_teachers(store, runs) -> None:
     """A teacher no better on dev than always answering its most frequent class (``kd teach`` warned of it
     once, when it ran): the soft targets it gives a student, the pool's only teacher, are near-uniform guesses."""
     for r in dict.fromkeys(resolve_run_id(r) for r in runs):
         if not _has_teacher(store, r):
             continue
-        teacher = store.find_stage(r, "teach")
-        figures: dict[str, dict] = {}
-        for m in store.metrics(teacher.id):
-            figures.setdefault(m.split, {})[m.name] = m.value
-        dev, support, on = _learned_dev({"kind": "teach", "metrics": figures, "config": teacher.config or {}})
+        dev, support, on = _teacher_dev(store, store.find_stage(r, "teach"))
         weak = _learned_nothing(dev, support)  # (as kd teach judged it: a balanced teacher's macro-F1 above chance learned)
         if weak:
             name, share = weak

@@ -30,7 +30,7 @@ from .progress import progress
 from .runs import current_user
 from .store import CHUNK, ID_CHUNK, Store, bulk_insert, chunks, class_ids_shown, class_of_id, numbered_classes
 from .textfile import HEADER_WORDS, TEXT_NAMES, _line_end, decode
-from .textkey import _SELECTORS, text_hash, unseen
+from .textkey import VARIATION_SELECTORS, text_hash, unseen
 
 FORMATS = ("tsv", "csv", "jsonl")
 MAX_LABEL = 200  # classes.name holds this many characters (PostgreSQL refuses more)
@@ -725,7 +725,7 @@ def label_key(label: str) -> str:
     '01', as a spreadsheet keeps it, beside '1'), and the middle dots input methods type between the parts of
     a name as one ('文化·艺术' beside '文化・艺术': U+00B7 and U+30FB look the same), and variation selectors
     left out ('❤️' beside '❤', as a text's key takes them: a phone's keyboard types U+FE0F after an emoji)."""
-    key = "".join(unicodedata.normalize("NFKC", _SELECTORS.sub("", label)).casefold().translate(_MIDDLE_DOTS).split())
+    key = "".join(unicodedata.normalize("NFKC", VARIATION_SELECTORS.sub("", label)).casefold().translate(_MIDDLE_DOTS).split())
     number = _WHOLE_NUMBER.fullmatch(key)
     return str(int(number.group(1))) if number else key
 

@@ -229,14 +229,14 @@ def unkeyed_duplicates(engine: Engine) -> list[dict[str, object]]:
     Each is ``{"sample", "split", "of", "of_split"}``, ``of`` the sample holding the key. Only texts
     a newer rule can key otherwise are hashed (``isprintable`` and no variation selector: the rest)."""
     from .schema import Sample
-    from .textkey import _SELECTORS, text_hash
+    from .textkey import VARIATION_SELECTORS, text_hash
 
     stale = []
     with engine.connect() as conn:
         rows = conn.execute(select(Sample.id, Sample.text, Sample.text_hash, Sample.split).order_by(Sample.id)
                             .execution_options(yield_per=5_000))
         for sample_id, text, key, split in rows:
-            if text is not None and (not text.isprintable() or _SELECTORS.search(text)):
+            if text is not None and (not text.isprintable() or VARIATION_SELECTORS.search(text)):
                 new = text_hash(text)
                 if new != key:
                     stale.append((sample_id, split, new))

@@ -11,7 +11,7 @@ from .errors import KdError
 _SPACE = re.compile(r"\s+")
 # variation selectors: zero-width marks that pick a glyph (emoji or text style, an ideograph's
 # variant), left behind on their own when an emoji is cut out of a text; BERT's normalizer strips them
-_SELECTORS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+VARIATION_SELECTORS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 
 
 def normalize(text: str) -> str:
@@ -20,7 +20,7 @@ def normalize(text: str) -> str:
     hyphen, a BOM, as text copied from web pages carries them) and control characters (BERT's
     tokenizer drops both), so that ``好\u200b评`` is a duplicate of ``好评`` (a test copy of a train
     text is found); variation selectors too (``❤️`` is ``❤``). (``isprintable`` first: C speed for nearly every text.)"""
-    text = _SELECTORS.sub("", text)
+    text = VARIATION_SELECTORS.sub("", text)
     if not text.isprintable():
         text = "".join(c for c in text if c.isspace() or unicodedata.category(c) not in ("Cf", "Cc"))
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
@@ -38,7 +38,7 @@ def unseen(text: str) -> bool:
     variation selectors (the ``\u200d\ufe0f`` an emoji leaves behind), U+FFFD (what a conversion that
     could not decode a character put in its place: "��" is all that is left of such a text) and white
     space: nothing a model reads. (``isprintable`` first: C speed for nearly all.)"""
-    text = _SELECTORS.sub("", text).replace("\ufffd", "").strip()  # (U+FFFD too: BERT's normalizer drops it, as a control character)
+    text = VARIATION_SELECTORS.sub("", text).replace("\ufffd", "").strip()  # (U+FFFD too: BERT's normalizer drops it, as a control character)
     return not text or not text.isprintable() and all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc", "Co") for c in text)
 
 
