@@ -65,7 +65,8 @@ def runs(ctx, db, as_json):
                 run["run"] if i == 0 else "",
                 Text(st["name"]),
                 st["kind"],
-                f"[{style}]{st['status']}[/]" + (" (process gone)" if st.get("process_gone") else ""),
+                f"[{style}]{st['status']}[/]" + (" (process gone)" if st.get("process_gone") else "")
+                + (" (resumable: kd teach --resume)" if st.get("resumable") else ""),
                 st["started_at"],
                 "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
                 Text(one_line(st["error"] or "", 80)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import replace
+from dataclasses import fields as dataclass_fields, replace
 from pathlib import Path
 
 import click
@@ -31,6 +31,7 @@ from kdstore.metrics import below_room, chance_macro_f1, class_support, hardly_b
 from kdstore.noise import LEAST_CLASS_SAMPLES, fold_warnings_of
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
+from kdstore.resume import read_meta, resume_folder, saved_point
 from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
 from kdstore.runs import SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
@@ -783,12 +784,16 @@ def _logits_only_reason(unused: list[str]) -> str:
 @click.option("--label", "labels", multiple=True, help="Train (and judge epochs on dev) only rows with this label (repeatable; default: all). The stored figures cover every labeled row.")
 @click.option("--folds", type=int, default=0, help="Train K teachers on K stratified folds: out-of-fold logits for train samples.")
 @click.option("--logits-only/--no-logits-only", is_flag=True, help="Only score samples that have no logits yet, with the run's teacher.")
+@click.option("--resume", is_flag=True, help="Continue the run's teacher that failed or was killed from its last finished epoch (or fold), "
+              "with the options it was started with: a teach stage saves its training state after each epoch in RUN/teach~resume beside "
+              "its model, and removes it once it succeeds. --device may differ; with --overwrite it continues a replacement of a "
+              "teacher that succeeded.")
 @_seed_option
 @_device_option
 @overwrite_option
 @store_options
 @json_option
-def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patience, layer_decay, class_weight, where, splits, labels, folds, logits_only, seed, device, overwrite, db, as_json):
+def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patience, layer_decay, class_weight, where, splits, labels, folds, logits_only, resume, seed, device, overwrite, db, as_json):
     """Fine-tune a transformer teacher and store its logits for every sample.
 
     \b
@@ -797,11 +802,15 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
       kd teach --run r1 --model ./my-ernie --max-len 256
       kd teach --run r1 --model hfl/chinese-roberta-wwm-ext-large --batch-size 32 --grad-accum 4   # in a quarter of the memory
       kd teach --run r1 --logits-only          # score samples ingested later
+      kd teach --run r1 --resume               # continue a teacher killed mid-training from its last epoch
       kd teach --run r1 --model pretrain:r1 --folds 5   # out-of-fold, for `kd labels detect`
       kd teach --run r1 --model pretrain:r1 --split train --split dev --where "source = 'shop.tsv'"
       torchrun --nproc-per-node 4 --no-python kd -- teach --run r1 --model bert-base-chinese   # 4 GPUs (README: Several GPUs or machines)
     """
     store = open_store(db, writer=True)
+    if resume:
+        _resume_teach(store, run, device, overwrite, as_json)
+        return
     if not logits_only and not model:
         raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
     if logits_only:
@@ -863,6 +872,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         check_labels(cfg.labels, store.class_names())  # (so is a --label of no class: as a --where that cannot run)
         if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
             check_stage_free(store, run=run, kind="teach", name="teach")
+            _refuse_discarding_state(store, run)
         source, _, source_run = model.partition(":")
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
@@ -910,8 +920,62 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             if dist.is_main:
                 _warn_folds_from_a_teacher(store, cfg, model)
         config = {**teach_config(cfg), "lr_default": lr_default, "kd_pretrained": kd_pretrained, "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
+        _teach_stage(store, dist, cfg, run=run, config=config, overwrite=overwrite)
+    if dist.is_main:
+        _finish(store, run, "teach", as_json)
+
+
+def _teach_stage(store, dist, cfg: TeachConfig, *, run: str, config: dict, overwrite: bool, resume: bool = False) -> None:
+    """Train the teacher in its stage; a failure after an epoch was saved says how to continue from it."""
+    try:
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
-            train_teacher(store, stage, cfg, dist)
+            train_teacher(store, stage, cfg, dist, resume=resume, stage_config=config)
+    except (KdError, KeyboardInterrupt, Terminated) as exc:
+        point = saved_point(resume_folder(store, run)) if dist.is_main and not (resume and str(exc).startswith("--resume:")) else None
+        if point is None:
+            raise
+        said = str(exc).replace("; run the command again to start it over", "")
+        raise type(exc)(f"{said}; `kd teach --run {run} --resume{' --overwrite' * overwrite}` continues it from its saved "
+                        f"state ({point})") from None
+
+
+def _refuse_discarding_state(store, run: str) -> None:
+    """A new teacher of ``run`` would discard the saved state of one that failed (hours of training on a
+    GPU): refused, saying how to continue it, unless --overwrite says to start over."""
+    point = saved_point(resume_folder(store, run))
+    if point is not None:
+        raise KdError(f"run {run!r}'s teacher failed or was killed with its training state saved ({point}): "
+                      f"`kd teach --run {run} --resume` continues it; pass --overwrite to start over")
+
+
+def _resume_teach(store, run: str, device: str, overwrite: bool, as_json: bool) -> None:
+    """``kd teach --resume``: the failed teacher's stage again, with the options it was started with, from
+    its saved training state."""
+    typed = [o for o in _options_given(("model", "epochs", "lr", "batch_size", "grad_accum", "max_len", "warmup", "patience", "layer_decay",
+                                        "class_weight", "where", "splits", "labels", "folds", "logits_only", "seed"))]
+    typed = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in typed]
+    if typed:
+        raise click.UsageError(f"{', '.join(typed)}: --resume trains with the options the teacher was started with "
+                               "(only --device may differ): leave them out, or start over with --overwrite and them")
+    meta = read_meta(resume_folder(store, run))
+    if meta is None or saved_point(resume_folder(store, run)) is None:
+        raise KdError(f"--resume: run {run!r} has no saved training state of a teacher (a teach stage saves it after each "
+                      "epoch but the last, and removes it once it succeeds): run `kd teach` without --resume")
+    saved = meta["config"]
+    cfg = TeachConfig(**{f.name: tuple(saved[f.name]) if isinstance(saved[f.name], list) else saved[f.name]
+                         for f in dataclass_fields(TeachConfig) if f.name in saved})
+    if _options_given(("device",)):
+        cfg = replace(cfg, device=device)
+    cfg.validate()
+    pick_device(cfg.device)
+    if not overwrite:
+        check_stage_free(store, run=run, kind="teach", name="teach")
+    with process_group(cfg.device) as dist:
+        if overwrite:
+            _before_replacing(store, run, "teach", warn=dist.is_main)
+        config = {**saved, "device": cfg.device, "classes": store.class_names(), **labels_state(store), "environment": environment(cfg.device),
+                  "resumed_from": saved_point(resume_folder(store, run))}
+        _teach_stage(store, dist, cfg, run=run, config=config, overwrite=overwrite, resume=True)
     if dist.is_main:
         _finish(store, run, "teach", as_json)
 

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from .errors import KdError
 from .names import model_source
+from .resume import resume_folder
 from .runs import _any_edits, _crashed, _edits_not_undone, _live_edits, process_state, remove_empty_store_folder, running_by, stage_folder, unchecked_why
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import export_dirs, exports_of
@@ -84,6 +85,8 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             "warnings": [u for u in unsure if u] + _learned_from(s, gone, run, dry_run),
         }
         folders = list(homes.values())
+        # a failed teacher's saved training state (`kd teach --resume`), of no use once its stage is gone
+        folders += [f for f in dict.fromkeys(resume_folder(store, run, st.name.split("~")[0]) for st in gone if st.kind == "teach") if f.exists()]
         # a model recorded in a folder KD_ARTIFACTS named when it was trained, and named otherwise (or not at all) now:
         # not this deletion's to remove (another store may record it), and said, not kept in silence
         left = [f for f in (recorded_folder(run, st) for st in gone if st.artifact_path)

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import pickle
+import shutil
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
 from .names import resolve_run_id
+from .resume import TrainingState, link_or_copy, resume_folder, rows_digest, settings_key
 from .runs import StageHandle, check_unchanged, sha256_path
 from .schedules import check_epochs, check_lr, layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
@@ -483,7 +485,8 @@ def score(
     return out
 
 
-def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist = SINGLE) -> Path | None:
+def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist = SINGLE, *, resume: bool = False,
+                  stage_config: dict | None = None) -> Path | None:
     """Fine-tune (K times with ``folds``), save, and store logits for every sample in the store.
 
     With ``folds = K`` each train sample's logits come from the teacher that did not train on it
@@ -493,6 +496,9 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     Under torchrun every rank trains on its share of each global batch (DDP) and scores its shard of
     the samples; rank 0 alone saves the model and records figures, after checking that every sample
     has its logits. Returns the model directory (``None`` on the other ranks).
+
+    Each epoch's end and each finished fit are saved beside the stage (:mod:`kdstore.resume`, with
+    ``stage_config``, the stage's config): ``resume`` continues from that saved state.
     """
     cfg.validate()
     rng = set_seed(cfg.seed)
@@ -517,8 +523,9 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     path = resolve_model(store, cfg.model)
     _, probe = load_classifier(path, names)  # every model problem surfaces before any training starts
     check_max_len(probe.config, cfg.max_len, path)
-    if dist.is_main:  # (the checkpoint's sha256 once, not on every rank)
-        record_labels_state(store, stage.id, started_from(path, probe.config))
+    origin = started_from(path, probe.config) if dist.is_main else {}  # (the checkpoint's sha256 once, not on every rank)
+    if dist.is_main:
+        record_labels_state(store, stage.id, origin)
     del probe
     try:
         dist.agree("training rows", train, dev, everything)
@@ -530,9 +537,12 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
 
     # 2. train one teacher, or one per fold, and score this rank's shard of what each is responsible for
     scoring = 0.0  # seconds spent scoring and writing logits (the stored rate), training excluded
+    state = TrainingState(resume_folder(store, stage.run, stage.name), config=stage_config, resume=resume, run=stage.run, writes=dist.is_main,
+                          key={"settings": settings_key(config_dict(cfg)), "model": origin.get("model_sha256") or origin.get("model_revision"),
+                               "classes": names, "train": rows_digest(train.ids, train.labels), "dev": rows_digest(dev.ids, dev.labels)})
     if folds is None:
-        model, tokenizer = _fit(add_metrics, stage, cfg, path, names, train, dev, device, rng, dist, tag="")
-        out_dir = _save(model, tokenizer, stage.artifact_dir / MODEL_SUBDIR, cfg.max_len) if dist.is_main else None
+        model, tokenizer, rows = _fit(add_metrics, stage, cfg, path, names, train, dev, device, rng, dist, tag="", state=state)
+        out_dir = _kept(model, tokenizer, stage.artifact_dir / MODEL_SUBDIR, cfg, state, "", rows, rng) if dist.is_main else None
         started = time.monotonic()
         mine = everything.subset(dist.shard(len(everything)))
         ids = mine.ids
@@ -542,9 +552,9 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         out_dir = stage.artifact_dir if dist.is_main else None
         oof = OutOfFold(everything, train, folds, dist)
         for k in range(cfg.folds):
-            model, tokenizer = _fit(add_metrics, stage, cfg, path, names, train.subset(folds != k), dev, device, rng, dist, tag=f"fold{k}/")
+            model, tokenizer, rows = _fit(add_metrics, stage, cfg, path, names, train.subset(folds != k), dev, device, rng, dist, tag=f"fold{k}/", state=state)
             if dist.is_main:
-                _save(model, tokenizer, out_dir / f"fold-{k}", cfg.max_len)
+                _kept(model, tokenizer, out_dir / f"fold-{k}", cfg, state, f"fold{k}/", rows, rng)
             texts = oof.texts(k)
             started = time.monotonic()
             oof.add(score(model, tokenizer, texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=dist.share_label(f"fold {k} logits")))
@@ -582,6 +592,7 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         average_probs_as_logits([score(m, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu, bar=False) for m in served]),
         timed,
     ))
+    state.finish()  # (nothing left to resume)
     return out_dir
 
 
@@ -752,12 +763,29 @@ def _param_groups(model, cfg: TeachConfig) -> list[dict]:
     ]
 
 
-def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev: SampleSet, device, rng, dist: Dist, *, tag: str):
-    """Fine-tune a fresh copy of the model at ``path`` on ``train``; return the best epoch's model.
+def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSet, dev: SampleSet, device, rng, dist: Dist, *, tag: str,
+         state: TrainingState):
+    """Fine-tune a fresh copy of the model at ``path`` on ``train``; return the best epoch's model and the
+    metric rows it recorded. A fit the saved ``state`` finished is loaded from it, one it saved after an
+    epoch goes on from there (``kd teach --resume``); each epoch's end is saved in it.
 
     Every rank draws the same global batches and trains on its share of each (DDP); dev is scored
     in shards and gathered, so every rank takes the same early-stopping decision.
     """
+    rows: list = []  # this fit's metric rows, as the saved state keeps them for a resume to record again
+    saved = state.replay(tag, add_metrics, stage.id, rows)
+    done = state.done(tag)
+    if done is not None:
+        state.restore_random(tag, rng)  # (the next fold draws its batches as it would have)
+        tokenizer, model = load_classifier(str(done), names)
+        model.kd_saved = done  # (its files, saved already: train_teacher links them, not a second save)
+        return model.to(device), tokenizer, rows
+
+    def add_metrics(stage_id, split, values, step=None, _record=add_metrics):
+        values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
+        rows.append([split, values, step])
+        _record(stage_id, split, values, step=step)
+
     tokenizer, model = load_classifier(path, names)
     model.to(device)
     net = dist.wrap(model)
@@ -780,10 +808,15 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
 
     best = BestCheckpoint(cfg.patience)
     scaler = grad_scaler(device)
-    start = time.monotonic()
+    start, first = time.monotonic(), 1
+    if saved is not None:  # --resume: as it was after its last saved epoch
+        state.restore_epoch(saved, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, best=best, rng=rng)
+        start, first = start - saved["elapsed"], saved["epoch"] + 1
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
     with progress(extra="loss {task.fields[loss]}") as bar:
-        task = bar.add_task(f"teach {tag.rstrip('/')}".strip(), total=total_steps, loss="-", unit="step")
-        for epoch in range(1, cfg.epochs + 1):
+        task = bar.add_task(f"teach {tag.rstrip('/')}".strip(), total=total_steps, loss="-", unit="step",
+                            completed=(first - 1) * steps_per_epoch)
+        for epoch in range(first, cfg.epochs + 1):
             net.train()
             losses = StepLosses(dist=dist)
             for batch in bucketed_batches(lengths, cfg.batch_size, rng):
@@ -812,20 +845,36 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
             if stop_if_diverged(model, best, epoch=epoch, tag=tag, warn=dist.is_main):
                 add_metrics(stage.id, "all", {f"{tag}diverged_epoch": epoch})
                 break
-            if len(dev) == 0:
-                continue
-            mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=dist.share_label(f"{tag.rstrip('/')} dev".strip()))
-            _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
-            m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
-            dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
-            add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"], f"{tag}loss": dev_loss}, step=epoch)
-            warming = epoch * -(-len(train) // cfg.batch_size) <= cfg.warmup * total_steps  # (its rate not yet at --lr)
-            if dist.broadcast_object(best.update(m["macro_f1"], model, epoch, loss=dev_loss, warming=warming)):  # rank 0 decides for all
-                break
+            if len(dev):
+                mine = score(model, tokenizer, dev_mine.texts, max_len=cfg.max_len, batch_size=cfg.scoring_batch(dist.world), device=device, label=dist.share_label(f"{tag.rstrip('/')} dev".strip()))
+                _, dev_logits = dist.gather_rows(dev_mine.ids, mine)  # dev is in id order too
+                m = classification_metrics(dev.labels, dev_logits.argmax(1), num_classes=len(names), class_names=names)
+                dev_loss = mean_log_loss(dev.labels, dev_logits)  # (breaks a tie of macro-F1)
+                add_metrics(stage.id, "dev", {f"{tag}accuracy": m["accuracy"], f"{tag}macro_f1": m["macro_f1"], f"{tag}loss": dev_loss}, step=epoch)
+                warming = epoch * steps_per_epoch <= cfg.warmup * total_steps  # (its rate not yet at --lr)
+                if dist.broadcast_object(best.update(m["macro_f1"], model, epoch, loss=dev_loss, warming=warming)):  # rank 0 decides for all
+                    break
+            if epoch < cfg.epochs:  # (what a --resume continues from, should this process be killed)
+                state.save_epoch(tag, epoch, rows, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, best=best, rng=rng,
+                                 elapsed=time.monotonic() - start)
     best.restore(model)
     best_epoch = best.epoch or cfg.epochs  # no dev split: the last epoch
     add_metrics(stage.id, "all", {f"{tag}best_epoch": best_epoch, f"{tag}train_seconds": time.monotonic() - start})
-    return model, tokenizer
+    return model, tokenizer, rows
+
+
+def _kept(model, tokenizer, out_dir: Path, cfg: TeachConfig, state: TrainingState, tag: str, rows: list, rng) -> Path:
+    """Save a fit's model in ``out_dir`` (rank 0), or link there the files a resumed state holds of it, and
+    record it finished in the state."""
+    saved = getattr(model, "kd_saved", None)
+    if saved is None:
+        _save(model, tokenizer, out_dir, cfg.max_len)
+        state.save_done(tag, out_dir, rows, rng)
+    else:
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        shutil.copytree(saved, out_dir, copy_function=link_or_copy)
+    return out_dir
 
 
 def _save(model, tokenizer, out_dir: Path, max_len: int) -> Path:

@@ -1,0 +1,277 @@
+"""A teach stage's training state, saved as it trains, so that ``kd teach --resume`` continues a run that
+was killed (an out-of-memory kill, a lost machine, Ctrl-C) from its last finished epoch instead of its first.
+
+The state lives beside the stage's model folder, in ``RUN/teach~resume`` (a name no stage can take), and
+outlives the stage's failure, which removes the stage's own folder. It holds:
+
+- ``meta.json``: the stage's config (what ``--resume`` trains with again), the digests that must still
+  match (the model's files, the classes, the train and dev rows with their labels), and for each finished
+  fit (the one model, or each ``--folds`` model) its metric rows and the random state it ended with;
+- ``fit-TAG/``: each finished fit's best model (hard links to the stage's own files where it can);
+- ``state.pt``: the fit in progress after its last finished epoch: weights, optimizer, schedule, loss
+  scaler, early-stopping record, random states, and its metric rows so far.
+
+Rank 0 writes it (under torchrun every rank reads it back); the stage's success removes it. A state
+that cannot be written (a full disk) is warned of once and training goes on without it. (torch is
+imported where a state is read or written: ``kd runs`` asks only whether one is there.)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import KdError
+
+RESUME = "~resume"  # (stage names cannot hold "~": no stage's folder is called so)
+META, STATE = "meta.json", "state.pt"
+VERSION = 1
+# what the key's parts are, in the refusal that names those that changed
+CHANGED = {
+    "model": "the starting model's files",
+    "classes": "the store's classes",
+    "train": "the train rows or their labels (an ingest, a label edit, a clean)",
+    "dev": "the dev rows or their labels",
+}
+# settings that change no trained weight: left out of the key (--device may differ on the machine that resumes)
+NOT_KEYED = ("device", "score_batch_size")
+
+
+def resume_folder(store, run: str, name: str = "teach") -> Path:
+    """Where the training state of stage ``name`` of ``run`` is saved."""
+    return store.artifact_root / run / f"{name}{RESUME}"
+
+
+def rows_digest(ids, labels) -> str:
+    """sha256 of rows' ids with their labels, in order."""
+    h = hashlib.sha256()
+    h.update(np.asarray(ids, dtype=np.int64).tobytes())
+    h.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def settings_key(settings: dict[str, Any]) -> dict[str, Any]:
+    """The training settings that decide the weights (``NOT_KEYED`` left out)."""
+    return {k: v for k, v in settings.items() if k not in NOT_KEYED}
+
+
+def fit_folder_name(tag: str) -> str:
+    """``fit-model`` for the one model, ``fit-fold-K`` for a fold's (its tag ``foldK/``)."""
+    return "fit-" + (f"fold-{tag[4:].rstrip('/')}" if tag else "model")
+
+
+def read_meta(folder: Path) -> dict | None:
+    """The saved state's meta.json, or ``None`` when there is none (or one this kd cannot read)."""
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("version") == VERSION else None
+
+
+def saved_point(folder: Path) -> str | None:
+    """Where a saved state would resume ("epoch 2 of 3", "fold 1 of 5, epoch 2 of 3", "fold 2 of 5"), or
+    ``None`` where nothing is saved to resume from."""
+    meta = read_meta(folder)
+    if meta is None:
+        return None
+    epochs, folds = meta["config"].get("epochs"), meta["config"].get("folds") or 0
+    current = meta.get("current")
+    if current is not None and current["tag"] not in meta["done"]:
+        epoch = f"after epoch {current['epoch']} of {epochs}"
+        return f"fold {int(current['tag'][4:-1]) + 1} of {folds}, {epoch}" if current["tag"] else epoch
+    if not meta["done"]:
+        return None
+    return f"{len(meta['done'])} of {folds} folds trained" if folds else "the model trained, not yet scored"
+
+
+def _random_state(rng: np.random.Generator) -> dict:
+    import torch
+
+    state = {"numpy": rng.bit_generator.state, "python": base64.b64encode(_pickled(random.getstate())).decode(),
+             "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_random_state(rng: np.random.Generator, state: dict) -> None:
+    import pickle
+
+    import torch
+
+    rng.bit_generator.state = state["numpy"]
+    random.setstate(pickle.loads(base64.b64decode(state["python"])))
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _pickled(obj: Any) -> bytes:
+    import pickle
+
+    return pickle.dumps(obj)
+
+
+class TrainingState:
+    """The saved state of one teach stage's training (see the module's docstring).
+
+    ``resume``: continue from what ``folder`` holds (refused where its key no longer matches);
+    otherwise whatever it holds is discarded and a new state begins. ``writes``: this process saves
+    (rank 0), the others only read."""
+
+    def __init__(self, folder: Path, *, config: dict, key: dict[str, Any], resume: bool, writes: bool, run: str):
+        self.folder, self.writes, self.run = folder, writes, run
+        self.broken: str | None = None  # why saving stopped (a full disk): said once
+        key = json.loads(json.dumps(key))  # (as meta.json gives it back: tuples as lists)
+        if resume:
+            meta = read_meta(folder)
+            if meta is None:
+                raise KdError(f"--resume: {folder} holds no saved training state of run {run!r}'s teacher")
+            # (checked by rank 0, which alone read the model's digest: its refusal stops every rank)
+            changed = [CHANGED.get(part, part) for part in key if meta["key"].get(part) != key[part]] if writes else []
+            if changed:
+                raise KdError(f"--resume: {'; '.join(changed)} changed since the state in {folder} was saved, so its weights "
+                              f"are not of this training: start over with `kd teach --run {run} --overwrite ...`")
+            self.meta = meta
+        else:
+            self.meta = {"version": VERSION, "config": config, "key": key, "done": {}, "current": None}
+            if writes:
+                self._discard()
+                self._write(self._write_meta)
+
+    # -- reading back (every rank) ---------------------------------------------------------------
+
+    def done(self, tag: str) -> Path | None:
+        """The folder of the fit ``tag`` finished before (its best model), or ``None``."""
+        folder = self.folder / fit_folder_name(tag)
+        return folder if tag in self.meta["done"] and folder.is_dir() else None
+
+    def replay(self, tag: str, add_metrics: Callable[..., Any], stage_id: int, rows: list) -> dict | None:
+        """Re-record the metric rows of fit ``tag`` saved before (into ``rows`` too, which the fit goes on
+        appending to) and return its saved epoch state (``None``: it starts at its first epoch). A fit
+        finished before replays all of its rows and sets the random state it ended with."""
+        saved = None
+        if tag in self.meta["done"]:
+            record = self.meta["done"][tag]
+        else:
+            saved = self._epoch_state(tag)
+            record = saved
+        if record is None:
+            return None
+        for split, values, step in record["rows"]:
+            add_metrics(stage_id, split, values, step=step)
+            rows.append([split, values, step])
+        return saved
+
+    def restore_random(self, tag: str, rng: np.random.Generator) -> None:
+        """Set the random state that fit ``tag`` finished with."""
+        _set_random_state(rng, self.meta["done"][tag]["random"])
+
+    def _epoch_state(self, tag: str) -> dict | None:
+        import torch
+
+        current = self.meta.get("current")
+        if current is None or current["tag"] != tag or not (self.folder / STATE).is_file():
+            return None
+        state = torch.load(self.folder / STATE, map_location="cpu", weights_only=False)
+        return state if state.get("tag") == tag and state.get("epoch") == current["epoch"] else None
+
+    @staticmethod
+    def restore_epoch(state: dict, *, model, optimizer, scheduler, scaler, best, rng: np.random.Generator) -> None:
+        """Put a fit back as it was after its saved epoch."""
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        b = state["best"]
+        best.score, best.loss, best.epoch, best._stale = b["score"], b["loss"], b["epoch"], b["stale"]
+        best.state = state["model"] if b["current"] else b["state"]
+        if best.state is not None:
+            best.state = {k: v.clone() for k, v in best.state.items()}
+        _set_random_state(rng, state["random"])
+
+    # -- saving (rank 0) -------------------------------------------------------------------------
+
+    def save_epoch(self, tag: str, epoch: int, rows: list, *, model, optimizer, scheduler, scaler, best, rng, elapsed: float) -> None:
+        """Save fit ``tag`` as it is after ``epoch`` (what a resume continues from)."""
+        if not self.writes or self.broken:
+            return
+        current = best.epoch == epoch and best.state is not None
+        state = {
+            "tag": tag, "epoch": epoch, "rows": rows, "elapsed": elapsed, "random": _random_state(rng),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "best": {"score": best.score, "loss": best.loss, "epoch": best.epoch, "stale": best._stale, "current": current,
+                     "state": None if current else best.state},
+        }
+        def save() -> None:
+            import torch
+
+            temporary = self.folder / f"{STATE}.partial"
+            torch.save(state, temporary)
+            os.replace(temporary, self.folder / STATE)
+            self.meta["current"] = {"tag": tag, "epoch": epoch}
+            self._write_meta()
+
+        self._write(save)
+
+    def save_done(self, tag: str, model_dir: Path, rows: list, rng: np.random.Generator) -> None:
+        """Fit ``tag`` is finished: keep its best model (saved in ``model_dir``) and its rows."""
+        if not self.writes or self.broken:
+            return
+        def save() -> None:
+            target = self.folder / fit_folder_name(tag)
+            if target.exists():  # (a copy cut short before it was recorded)
+                shutil.rmtree(target)
+            shutil.copytree(model_dir, target, copy_function=link_or_copy)
+            self.meta["done"][tag] = {"rows": rows, "random": _random_state(rng)}
+            self._write_meta()
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / STATE).unlink()  # (the finished fit's epochs: nothing resumes from them now)
+
+        self._write(save)
+
+    def finish(self) -> None:
+        """The stage succeeded: nothing is left to resume."""
+        if self.writes:
+            self._discard()
+
+    def _discard(self) -> None:
+        if self.folder.exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _write_meta(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.folder / f"{META}.partial"
+        temporary.write_text(json.dumps(self.meta), encoding="utf-8")
+        os.replace(temporary, self.folder / META)
+
+    def _write(self, action: Callable[[], None]) -> None:
+        """Do ``action`` (the writes of a save); one that fails is warned of, and no save is tried again."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            action()
+        except (OSError, RuntimeError) as exc:  # (torch.save on a full disk: RuntimeError)
+            self.broken = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"warning: cannot save the training state in {self.folder} ({self.broken}): training goes on, but a "
+                  "failure from here on cannot be resumed (--resume)", file=sys.stderr)
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the file system makes one (no second copy of a model's weights), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,200 @@
+"""``kd teach --resume``: a teacher killed mid-training goes on from its last finished epoch (or fold)
+and ends with the very model, logits and figures of a run that was never stopped (CPU, one thread)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from synthetic import corpus_files, edit_labels, kd, quick_speed_figures, tiny_bert_for
+
+import kdstore.teacher
+from kdstore.schema import Metric
+from kdstore.store import Store
+
+TEACH = ("--lr", "2e-3", "--batch-size", "8", "--max-len", "32")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    return corpus_files(tmp_path_factory.mktemp("corpus"), 0, pool_per_class=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(corpus, tmp_path_factory) -> Path:
+    return tiny_bert_for(corpus, tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(autouse=True)
+def _quick_speed(monkeypatch) -> None:
+    quick_speed_figures(monkeypatch)
+
+
+def _store(folder: Path, corpus: dict[str, Path]) -> str:
+    db = str(folder / "kd.db")
+    for split, path in corpus.items():
+        kd("ingest", str(path), "--split", split, "--db", db)
+    return db
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _interrupted_at(monkeypatch, call: int) -> None:
+    """A Ctrl-C as the ``call``-th epoch of the whole stage (every fold's counted) draws its batches."""
+    real, calls = kdstore.teacher.bucketed_batches, []
+
+    def batches(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kdstore.teacher, "bucketed_batches", batches)
+
+
+def _outcome(db: str, run: str) -> tuple[np.ndarray, np.ndarray, list, dict]:
+    """The teacher's logits (by sample id), its per-epoch figures, and its folds."""
+    store = Store.open(db)
+    try:
+        stage = store.find_stage(run, "teach")
+        ids, logits = store.read_logits(stage.id)
+        with store.session() as s:
+            rows = sorted((m.split, m.name, m.step, round(m.value, 6)) for m in s.scalars(select(Metric).where(Metric.stage_id == stage.id))
+                          if m.step is not None)
+        return ids, logits, rows, store.read_folds(stage.id)
+    finally:
+        store.close()
+
+
+def _state(db: str, run: str = "r") -> Path:
+    return Path(db).parent / "kd-artifacts" / Path(db).name / run / "teach~resume"
+
+
+@pytest.mark.parametrize("folds, stop_at, point", [
+    (0, 3, "after epoch 2 of 3"),
+    (2, 4, "fold 2 of 2, after epoch 1 of 2"),
+])
+def test_resume_ends_as_a_run_never_stopped(tmp_path, corpus, tiny_model, monkeypatch, folds, stop_at, point):
+    epochs = "3" if not folds else "2"
+    args = ("teach", "--model", str(tiny_model), "--epochs", epochs, "--patience", "3", "--folds", str(folds), *TEACH)
+    whole = _store(_folder(tmp_path / "whole"), corpus)
+    kd(*args, "--run", "r", "--db", whole)
+    assert not _state(whole).exists()  # (a stage that succeeded leaves nothing to resume)
+
+    db = _store(_folder(tmp_path / "cut"), corpus)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, stop_at)
+        stopped = kd(*args, "--run", "r", "--db", db, ok=False)
+    assert "`kd teach --run r --resume` continues it" in stopped.output and point in stopped.output, stopped.output
+    assert (_state(db) / "meta.json").is_file()
+    # a new teacher would throw the saved epochs away: refused, saying how to go on or start over
+    again = kd(*args, "--run", "r", "--db", db, ok=False)
+    assert "--resume" in again.output and "--overwrite" in again.output and point in again.output, again.output
+    # --resume takes the options the teacher was started with; another value is refused
+    other = kd("teach", "--run", "r", "--resume", "--epochs", "5", "--db", db, ok=False)
+    assert "--epochs" in other.output and "started with" in other.output
+
+    out = json.loads(kd("teach", "--run", "r", "--resume", "--db", db, "--json").stdout)
+    assert out["status"] == "succeeded"
+    assert not _state(db).exists()
+    ids, logits, rows, fold_of = _outcome(db, "r")
+    ids0, logits0, rows0, fold_of0 = _outcome(whole, "r")
+    np.testing.assert_array_equal(ids, ids0)
+    np.testing.assert_allclose(logits, logits0, atol=1e-5)
+    assert rows == rows0 and len(rows) >= 2 * int(epochs) * max(folds, 1)  # every epoch's train loss and dev figures
+    assert fold_of == fold_of0
+    store = Store.open(db)
+    try:
+        stage = store.find_stage("r", "teach")
+        assert stage.config["resumed_from"] == point and stage.config["epochs"] == int(epochs)
+    finally:
+        store.close()
+
+
+def test_resume_is_refused_where_the_rows_changed_and_overwrite_starts_over(tmp_path, corpus, tiny_model, monkeypatch):
+    db = _store(tmp_path, corpus)
+    args = ("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH, "--db", db)
+    nothing = kd("teach", "--run", "r", "--resume", "--db", db, ok=False)
+    assert "no saved training state" in nothing.output
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 2)
+        kd(*args, ok=False)
+    saved = sorted(p.name for p in _state(db).iterdir())
+    assert saved == ["fit-model"] or "state.pt" in saved
+    store = Store.open(db)
+    try:
+        first_train = int(store.samples(splits=["train"]).ids[0])
+    finally:
+        store.close()
+    edit_labels(db, "r", "fix", {first_train: "drop"})
+    changed = kd("teach", "--run", "r", "--resume", "--db", db, ok=False)
+    assert "the train rows or their labels" in changed.output and "--overwrite" in changed.output, changed.output
+    assert (_state(db) / "state.pt").is_file()  # (kept: a refusal changes nothing)
+    kd(*args, "--overwrite")
+    assert not _state(db).exists()
+
+
+def test_a_state_that_cannot_be_saved_is_warned_of_and_the_teacher_trains(tmp_path, corpus, tiny_model):
+    db = _store(tmp_path, corpus)
+    _state(db).parent.mkdir(parents=True)
+    _state(db).write_text("in the way", encoding="utf-8")  # (a file where the folder goes)
+    out = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "2", *TEACH, "--db", db)
+    assert "cannot save the training state" in out.stderr
+    assert _state(db).read_text(encoding="utf-8") == "in the way"
+
+
+def test_runs_delete_removes_a_failed_teachers_saved_state(tmp_path, corpus, tiny_model, monkeypatch):
+    db = _store(tmp_path, corpus)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 2)
+        kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH, "--db", db, ok=False)
+    assert _state(db).is_dir()
+    listed = json.loads(kd("runs", "--json", "--db", db).stdout)[0]["stages"][0]
+    assert listed["status"] == "failed" and listed["resumable"] == "after epoch 1 of 3"
+    assert "resumable" in kd("runs", "--db", db).stdout
+    kd("runs", "delete", "--run", "r", "--yes", "--db", db)
+    assert not _state(db).exists()
+
+
+def test_a_teacher_killed_outright_resumes(tmp_path, corpus, tiny_model):
+    """kill -9 (an out-of-memory kill) after an epoch was saved: the next command marks the stage
+    failed, and --resume trains the epochs left."""
+    db = _store(tmp_path, corpus)
+    env = {**os.environ, "KD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", "from commands.cli import main; main()", "teach", "--run", "r", "--model", str(tiny_model),
+                             "--epochs", "60", "--patience", "60", *TEACH, "--db", db], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (_state(db) / "state.pt").is_file():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    saved = json.loads((_state(db) / "meta.json").read_text(encoding="utf-8"))["current"]["epoch"]
+    assert 1 <= saved < 60
+    out = json.loads(kd("teach", "--run", "r", "--resume", "--db", db, "--json").stdout)
+    assert out["status"] == "succeeded"
+    store = Store.open(db)
+    try:
+        stage = store.find_stage("r", "teach")
+        with store.session() as s:
+            epochs = sorted({m.step for m in s.scalars(select(Metric).where(Metric.stage_id == stage.id, Metric.split == "train",
+                                                                               Metric.name == "loss"))})
+        assert epochs == list(range(1, 61))  # the killed run's epochs recorded again, then the rest
+    finally:
+        store.close()
