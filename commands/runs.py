@@ -66,7 +66,8 @@ def runs(ctx, db, as_json):
                 Text(st["name"]),
                 st["kind"],
                 f"[{style}]{st['status']}[/]" + (" (process gone)" if st.get("process_gone") else "")
-                + (" (resumable: kd teach --resume)" if st.get("resumable") else ""),
+                # (a failed replacement of a teacher that stands, NAME~failed-ID: continued in its place)
+                + (f" (resumable: kd teach --resume{' --overwrite' * (st['name'] != 'teach')})" if st.get("resumable") else ""),
                 st["started_at"],
                 "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
                 Text(one_line(st["error"] or "", 80)),
@@ -108,6 +109,7 @@ def delete(run, stages, dry_run, yes, db, as_json):
         listed = ", ".join(d["name"] for d in preview["deleted"]) or "nothing"
         listed += "".join(f"; model folder {d['folder']}" for d in preview["deleted"] if d["folder"])  # (files on disk go too)
         listed += "".join(f"; export {folder}" for folder in preview["exports"])  # (a server may load one: it goes too)
+        listed += "".join(f"; saved training state {folder}" for folder in preview["resume_states"])  # (kd teach --resume's)
         click.confirm(f"delete {what} ({listed})?", abort=True, err=True)
     result = delete_stages(store, run, stages, dry_run=dry_run)
     for warning in result["warnings"]:
@@ -141,6 +143,8 @@ def delete(run, stages, dry_run, yes, db, as_json):
         click.echo(f"{verb} model folder {folder}")
     for folder in result["exports"]:
         click.echo(f"{verb} export {folder}")
+    for folder in result["resume_states"]:
+        click.echo(f"{verb} saved training state {folder} (kd teach --resume's)")
     if result["run_deleted"]:
         click.echo(f"{verb} run {run!r}")
 

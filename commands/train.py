@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter
 from dataclasses import fields as dataclass_fields, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from kdstore.metrics import below_room, chance_macro_f1, class_support, hardly_b
 from kdstore.noise import LEAST_CLASS_SAMPLES, fold_warnings_of
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
-from kdstore.resume import read_meta, resume_folder, saved_point
+from kdstore.resume import resume_folder, saved_meta, saved_point
 from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
 from kdstore.runs import SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
@@ -909,6 +910,10 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             _warn_one_class_dev(store, cfg.labels, cfg.where)
         if overwrite:
             _before_replacing(store, run, "teach", warn=dist.is_main)
+            point = saved_point(store, run) if dist.is_main else None
+            if point is not None:
+                _warn(f"--overwrite starts the teacher over, discarding the saved training state of the one that failed ({point}; "
+                      f"`kd teach --run {run} --resume --overwrite` would have continued it)")
         if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
             from kdstore.folds import stratified_folds
             from kdstore.teacher import training_rows
@@ -927,12 +932,18 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
 
 def _teach_stage(store, dist, cfg: TeachConfig, *, run: str, config: dict, overwrite: bool, resume: bool = False) -> None:
     """Train the teacher in its stage; a failure after an epoch was saved says how to continue from it."""
+    began = False  # (a refusal to begin, of a teacher running elsewhere, says nothing of its state, nor touches it)
     try:
         with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
+            began = True
             train_teacher(store, stage, cfg, dist, resume=resume, stage_config=config)
     except (KdError, KeyboardInterrupt, Terminated) as exc:
-        point = saved_point(resume_folder(store, run)) if dist.is_main and not (resume and str(exc).startswith("--resume:")) else None
+        if not began or not dist.is_main or (resume and str(exc).startswith("--resume:")):  # (a refused resume keeps it)
+            raise
+        point = saved_point(store, run)
         if point is None:
+            if saved_meta(store, run) is not None:  # (failed before an epoch was saved: nothing to resume)
+                shutil.rmtree(resume_folder(store, run), ignore_errors=True)
             raise
         said = str(exc).replace("; run the command again to start it over", "")
         raise type(exc)(f"{said}; `kd teach --run {run} --resume{' --overwrite' * overwrite}` continues it from its saved "
@@ -942,9 +953,9 @@ def _teach_stage(store, dist, cfg: TeachConfig, *, run: str, config: dict, overw
 def _refuse_discarding_state(store, run: str) -> None:
     """A new teacher of ``run`` would discard the saved state of one that failed (hours of training on a
     GPU): refused, saying how to continue it, unless --overwrite says to start over."""
-    point = saved_point(resume_folder(store, run))
+    point = saved_point(store, run)
     if point is not None:
-        raise KdError(f"run {run!r}'s teacher failed or was killed with its training state saved ({point}): "
+        raise KdError(f"the teacher of run {run!r} failed or was killed with its training state saved ({point}): "
                       f"`kd teach --run {run} --resume` continues it; pass --overwrite to start over")
 
 
@@ -957,24 +968,30 @@ def _resume_teach(store, run: str, device: str, overwrite: bool, as_json: bool) 
     if typed:
         raise click.UsageError(f"{', '.join(typed)}: --resume trains with the options the teacher was started with "
                                "(only --device may differ): leave them out, or start over with --overwrite and them")
-    meta = read_meta(resume_folder(store, run))
-    if meta is None or saved_point(resume_folder(store, run)) is None:
+    meta = saved_meta(store, run)
+    if meta is None or saved_point(store, run) is None:
         raise KdError(f"--resume: run {run!r} has no saved training state of a teacher (a teach stage saves it after each "
                       "epoch but the last, and removes it once it succeeds): run `kd teach` without --resume")
     saved = meta["config"]
     cfg = TeachConfig(**{f.name: tuple(saved[f.name]) if isinstance(saved[f.name], list) else saved[f.name]
                          for f in dataclass_fields(TeachConfig) if f.name in saved})
-    if _options_given(("device",)):
+    if click.get_current_context().get_parameter_source("device") != ParameterSource.DEFAULT:  # (typed, or a config file's)
         cfg = replace(cfg, device=device)
     cfg.validate()
     pick_device(cfg.device)
     if not overwrite:
-        check_stage_free(store, run=run, kind="teach", name="teach")
+        try:
+            check_stage_free(store, run=run, kind="teach", name="teach")
+        except KdError:
+            if store.find_stage(run, "teach", succeeded=False).status != "succeeded":
+                raise
+            raise KdError(f"--resume: the teacher of run {run!r} succeeded; the saved state is of its replacement (--overwrite) that "
+                          f"failed: `kd teach --run {run} --resume --overwrite` continues that one in its place") from None
     with process_group(cfg.device) as dist:
         if overwrite:
             _before_replacing(store, run, "teach", warn=dist.is_main)
         config = {**saved, "device": cfg.device, "classes": store.class_names(), **labels_state(store), "environment": environment(cfg.device),
-                  "resumed_from": saved_point(resume_folder(store, run))}
+                  "resumed_from": saved_point(store, run)}
         _teach_stage(store, dist, cfg, run=run, config=config, overwrite=overwrite, resume=True)
     if dist.is_main:
         _finish(store, run, "teach", as_json)

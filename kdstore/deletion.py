@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from .errors import KdError
 from .names import model_source
-from .resume import resume_folder
+from .resume import resume_folder, saved_meta
 from .runs import _any_edits, _crashed, _edits_not_undone, _live_edits, process_state, remove_empty_store_folder, running_by, stage_folder, unchecked_why
 from .schema import LabelEdit, LabelIssue, Logit, Prediction, Run, Stage
 from .serving import export_dirs, exports_of
@@ -85,8 +85,11 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             "warnings": [u for u in unsure if u] + _learned_from(s, gone, run, dry_run),
         }
         folders = list(homes.values())
-        # a failed teacher's saved training state (`kd teach --resume`), of no use once its stage is gone
-        folders += [f for f in dict.fromkeys(resume_folder(store, run, st.name.split("~")[0]) for st in gone if st.kind == "teach") if f.exists()]
+        # a failed teacher's saved training state (`kd teach --resume`), of no use once its stage is gone (not
+        # another store's, sharing KD_ARTIFACTS)
+        states = [resume_folder(store, run)] if any(st.kind == "teach" for st in gone) and saved_meta(store, run) is not None else []
+        report["resume_states"] = [str(f) for f in states]
+        folders += states
         # a model recorded in a folder KD_ARTIFACTS named when it was trained, and named otherwise (or not at all) now:
         # not this deletion's to remove (another store may record it), and said, not kept in silence
         left = [f for f in (recorded_folder(run, st) for st in gone if st.artifact_path)
@@ -141,6 +144,11 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
             with contextlib.suppress(OSError):
                 (store.artifact_root / run / st.name).rmdir()
     report["warnings"] += _remove_folders(folders + exports, store.artifact_root / run)
+    for d in report["deleted"]:  # (one that could not be removed is the warning's, not listed as deleted)
+        if d["folder"] and Path(d["folder"]).exists():
+            d["folder"] = None
+    report["exports"] = [f for f in report["exports"] if not Path(f).exists()]
+    report["resume_states"] = [f for f in report["resume_states"] if not Path(f).exists()]
     for folder in {f.parent for f in folders} - {store.artifact_root / run}:  # (a server store's, from another folder)
         _remove_folders([], folder)
     if report["run_deleted"]:  # (the last run's: its folders were all kd-artifacts/STORE held)
@@ -292,7 +300,8 @@ def _remove_folders(folders: list[Path], run_folder: Path) -> list[str]:
             elif folder.exists():
                 folder.unlink()
         except OSError as exc:
-            out.append(f"could not remove {folder}: {exc.strerror or exc}")
+            out.append(f"could not remove {folder}: {exc.strerror or exc}: delete it yourself once it can be written "
+                       "(a stage trained there again is refused while it holds files)")
     try:
         run_folder.rmdir()  # (only when empty: files kd did not put there stay)
     except OSError:

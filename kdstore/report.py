@@ -15,7 +15,7 @@ from .folds import fold_count
 from .labels import labels_state, learned_other_labels, stale_teacher_runs
 from .metrics import confusion_matrix
 from .outputs import labels_as_of, labels_time
-from .resume import resume_folder, saved_point
+from .resume import saved_point
 from .runs import PARKED
 from .names import SPLITS, model_source
 from .schema import LabelEdit, LabelIssue, Prediction, Sample, Stage, iso_utc
@@ -55,7 +55,7 @@ def runs_overview(store: Store) -> list[dict[str, Any]]:
         summaries = [{**stage_summary(s), "resumable": None} for s in stages]
         failed = [(s.id, summary) for s, summary in zip(stages, summaries) if s.kind == "teach" and (summary["status"] == "failed" or summary["process_gone"])]
         if failed:  # (the latest failed teacher's: a new attempt discards an older one's state)
-            max(failed, key=lambda pair: pair[0])[1]["resumable"] = saved_point(resume_folder(store, run.uniqid))
+            max(failed, key=lambda pair: pair[0])[1]["resumable"] = saved_point(store, run.uniqid)
         out.append({"run": run.uniqid, "created_at": iso_utc(run.created_at), "stages": summaries})
     return out
 

@@ -79,10 +79,34 @@ def read_meta(folder: Path) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("version") == VERSION else None
 
 
-def saved_point(folder: Path) -> str | None:
-    """Where a saved state would resume ("epoch 2 of 3", "fold 1 of 5, epoch 2 of 3", "fold 2 of 5"), or
-    ``None`` where nothing is saved to resume from."""
-    meta = read_meta(folder)
+def store_mark(store) -> str:
+    """Whose a saved state is: the store's own ``kd-artifacts/STORE`` folder (its file, or its server
+    database's name and host), recorded in the state: two stores that share ``KD_ARTIFACTS`` share
+    ``RUN/teach~resume`` for runs of the same name."""
+    return str(store.home_root)
+
+
+def _foreign(store, meta: dict) -> bool:
+    # (in the store's own kd-artifacts/STORE the state is its own, moved there with it or not)
+    return store.artifact_root != store.home_root and meta.get("store") not in (None, store_mark(store))
+
+
+def saved_meta(store, run: str) -> dict | None:
+    """The meta.json of the saved state of ``run``'s teacher, ``None`` where there is none of this store's."""
+    meta = read_meta(resume_folder(store, run))
+    return None if meta is None or _foreign(store, meta) else meta
+
+
+def other_store(store, run: str) -> str | None:
+    """The store whose saved state ``RUN/teach~resume`` holds, where that is another store's (sharing KD_ARTIFACTS)."""
+    meta = read_meta(resume_folder(store, run))
+    return meta["store"] if meta is not None and _foreign(store, meta) else None
+
+
+def saved_point(store, run: str) -> str | None:
+    """Where the saved state of ``run``'s teacher would resume ("after epoch 2 of 3", "fold 2 of 5, after
+    epoch 1 of 3", "1 of 5 folds trained"), or ``None`` where nothing is saved to resume from."""
+    meta = saved_meta(store, run)
     if meta is None:
         return None
     epochs, folds = meta["config"].get("epochs"), meta["config"].get("folds") or 0
@@ -93,6 +117,16 @@ def saved_point(folder: Path) -> str | None:
     if not meta["done"]:
         return None
     return f"{len(meta['done'])} of {folds} folds trained" if folds else "the model trained, not yet scored"
+
+
+def resume_model(store, run: str, model: str) -> str:
+    """Where a resumed teacher started with ``--model model`` loads it from: the folder its saved state
+    recorded (absolute) where ``model`` was a folder's path, perhaps relative to another working
+    directory (a re-queued job's); else ``model`` itself (``pretrain:R``, ``teach:R``, a hub name)."""
+    saved = (saved_meta(store, run) or {}).get("model_dir")
+    if saved and not model.startswith(("pretrain:", "teach:")) and Path(saved).is_dir():
+        return saved
+    return model
 
 
 def _random_state(rng: np.random.Generator) -> dict:
@@ -130,23 +164,29 @@ class TrainingState:
     otherwise whatever it holds is discarded and a new state begins. ``writes``: this process saves
     (rank 0), the others only read."""
 
-    def __init__(self, folder: Path, *, config: dict, key: dict[str, Any], resume: bool, writes: bool, run: str):
-        self.folder, self.writes, self.run = folder, writes, run
+    def __init__(self, store, run: str, *, config: dict, key: dict[str, Any], resume: bool, writes: bool, model_dir: str | None = None):
+        self.folder, self.writes, self.run = resume_folder(store, run), writes, run
         self.broken: str | None = None  # why saving stopped (a full disk): said once
         key = json.loads(json.dumps(key))  # (as meta.json gives it back: tuples as lists)
         if resume:
-            meta = read_meta(folder)
+            meta = saved_meta(store, run)
             if meta is None:
-                raise KdError(f"--resume: {folder} holds no saved training state of run {run!r}'s teacher")
+                raise KdError(f"--resume: {self.folder} holds no saved training state of the teacher of run {run!r}")
             # (checked by rank 0, which alone read the model's digest: its refusal stops every rank)
             changed = [CHANGED.get(part, part) for part in key if meta["key"].get(part) != key[part]] if writes else []
             if changed:
-                raise KdError(f"--resume: {'; '.join(changed)} changed since the state in {folder} was saved, so its weights "
+                raise KdError(f"--resume: {'; '.join(changed)} changed since the state in {self.folder} was saved, so its weights "
                               f"are not of this training: start over with `kd teach --run {run} --overwrite ...`")
             self.meta = meta
         else:
-            self.meta = {"version": VERSION, "config": config, "key": key, "done": {}, "current": None}
+            # (model_dir: the local folder it starts from, absolute: --resume loads it from any working directory)
+            self.meta = {"version": VERSION, "config": config, "key": key, "store": store_mark(store), "done": {}, "current": None,
+                         "model_dir": model_dir}
             if writes:
+                other = other_store(store, run)
+                if other is not None:  # (not another store's to discard: its teacher may be resumed there)
+                    raise KdError(f"{self.folder} holds the saved training state of a teacher of another store ({other}) that shares "
+                                  "KD_ARTIFACTS with this one: use another --run, or let that store resume or delete its run first")
                 self._discard()
                 self._write(self._write_meta)
 
@@ -181,11 +221,12 @@ class TrainingState:
     def _epoch_state(self, tag: str) -> dict | None:
         import torch
 
-        current = self.meta.get("current")
-        if current is None or current["tag"] != tag or not (self.folder / STATE).is_file():
+        if not (self.folder / STATE).is_file():
             return None
+        # (state.pt, not meta.json's "current", says which epoch it holds: a kill between the two writes left
+        # meta.json an epoch behind)
         state = torch.load(self.folder / STATE, map_location="cpu", weights_only=False)
-        return state if state.get("tag") == tag and state.get("epoch") == current["epoch"] else None
+        return state if state.get("tag") == tag else None
 
     @staticmethod
     def restore_epoch(state: dict, *, model, optimizer, scheduler, scaler, best, rng: np.random.Generator) -> None:
@@ -265,6 +306,9 @@ class TrainingState:
             action()
         except (OSError, RuntimeError) as exc:  # (torch.save on a full disk: RuntimeError)
             self.broken = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            for partial in (f"{STATE}.partial", f"{META}.partial"):  # (a full disk: the space a half-written state took, back)
+                with contextlib.suppress(OSError):
+                    (self.folder / partial).unlink()
             print(f"warning: cannot save the training state in {self.folder} ({self.broken}): training goes on, but a "
                   "failure from here on cannot be resumed (--resume)", file=sys.stderr)
 

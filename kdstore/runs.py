@@ -140,7 +140,14 @@ def stage_scope(
             guard.hold()  # from here on a kill or a second Ctrl-C waits: the failure's record is not cut short
             gave_back = False
             try:
-                gave_back = _fail(store, stage_id, run=run, name=name, error=_describe(exc))
+                try:
+                    gave_back = _fail(store, stage_id, run=run, name=name, error=_describe(exc))
+                except Exception:
+                    # a full disk: the record could not be written while the stage's partial files took the space
+                    # (a half-saved model); they are this attempt's while it is recorded running here: freed, then again
+                    if not _free_partial_files(store, stage_id, run=run, name=name):
+                        raise
+                    gave_back = _fail(store, stage_id, run=run, name=name, error=_describe(exc))
                 if gave_back:  # (the command warned, before it ran, of what it replaces)
                     print(f"note: nothing was replaced: stage {name!r} of run {run!r} stays as it was", file=sys.stderr)
             except Exception as cleanup:  # (a folder that cannot be removed): the stage's own error is the one to tell
@@ -158,6 +165,20 @@ def stage_scope(
         _drop_replaced(store, run=run, name=name)
     finally:  # (a signal held while the success was recorded: raised saying so, not as if nothing was done)
         guard.close(after=f"stage {name!r} of run {run!r} succeeded: its results stand (`kd report --run {run}` shows them)")
+
+
+def _free_partial_files(store: Store, stage_id: int, *, run: str, name: str) -> bool:
+    """Remove the partial artifacts of stage ``stage_id``, still recorded running in this process (so its
+    folder is its own: a replaced stage's is parked under another name), before its failure is recorded
+    again; True when there were some."""
+    folder = store.artifact_root / run / name
+    try:
+        if not folder.exists() or not _running_here(store, stage_id):
+            return False
+        shutil.rmtree(folder)
+    except Exception:  # noqa: BLE001 - the first cleanup error is the one told
+        return False
+    return True
 
 
 def _writable_folder(handle: StageHandle) -> bool:

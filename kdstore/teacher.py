@@ -33,7 +33,7 @@ from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
 from .names import resolve_run_id
-from .resume import TrainingState, link_or_copy, resume_folder, rows_digest, settings_key
+from .resume import TrainingState, link_or_copy, resume_model, rows_digest, settings_key
 from .runs import StageHandle, check_unchanged, sha256_path
 from .schedules import check_epochs, check_lr, layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
@@ -520,7 +520,8 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
     dist.on_main(record_labels_state)(store, stage.id, {"learned_classes": [names[c] for c in np.unique(train.labels)]})
     add_metrics(stage.id, "all", {"train_samples": len(train), "dev_samples": len(dev)})
     folds = stratified_folds(train.labels, cfg.folds, seed=cfg.seed, class_names=names) if cfg.folds else None
-    path = resolve_model(store, cfg.model)
+    # (resumed: the folder it started from, whatever the working directory now; cfg.model stays as typed)
+    path = resolve_model(store, resume_model(store, stage.run, cfg.model) if resume else cfg.model)
     _, probe = load_classifier(path, names)  # every model problem surfaces before any training starts
     check_max_len(probe.config, cfg.max_len, path)
     origin = started_from(path, probe.config) if dist.is_main else {}  # (the checkpoint's sha256 once, not on every rank)
@@ -537,9 +538,10 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
 
     # 2. train one teacher, or one per fold, and score this rank's shard of what each is responsible for
     scoring = 0.0  # seconds spent scoring and writing logits (the stored rate), training excluded
-    state = TrainingState(resume_folder(store, stage.run, stage.name), config=stage_config, resume=resume, run=stage.run, writes=dist.is_main,
+    state = TrainingState(store, stage.run, config=stage_config or config_dict(cfg), resume=resume, writes=dist.is_main,
                           key={"settings": settings_key(config_dict(cfg)), "model": origin.get("model_sha256") or origin.get("model_revision"),
-                               "classes": names, "train": rows_digest(train.ids, train.labels), "dev": rows_digest(dev.ids, dev.labels)})
+                               "classes": names, "train": rows_digest(train.ids, train.labels), "dev": rows_digest(dev.ids, dev.labels)},
+                          model_dir=origin.get("model_path") if origin.get("model_sha256") else None)
     if folds is None:
         model, tokenizer, rows = _fit(add_metrics, stage, cfg, path, names, train, dev, device, rng, dist, tag="", state=state)
         out_dir = _kept(model, tokenizer, stage.artifact_dir / MODEL_SUBDIR, cfg, state, "", rows, rng) if dist.is_main else None
@@ -790,14 +792,16 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     model.to(device)
     net = dist.wrap(model)
     train_ids, cut = encode_flagged(tokenizer, train.texts, max_len=cfg.max_len)
-    add_metrics(stage.id, "train", {f"{tag}truncated": int(sum(cut))})  # texts cut to --max-len tokens (kd teach warns when many)
+    if saved is None:  # (a resumed fit's were among the rows replayed)
+        add_metrics(stage.id, "train", {f"{tag}truncated": int(sum(cut))})  # texts cut to --max-len tokens (kd teach warns when many)
     lengths = [len(x) for x in train_ids]
     model.kd_longest_trained = max(lengths, default=0)  # the positions this fine-tuning reaches (_save records them)
     labels = torch.as_tensor(train.labels)
     dev_mine = dev.subset(dist.shard(len(dev)))
     class_weights = balanced_class_weights(train.labels, len(names)) if cfg.class_weight == "balanced" else None
-    if class_weights is not None:  # (of the rows this model trains on: a fold's own)
+    if class_weights is not None and saved is None:  # (of the rows this model trains on: a fold's own)
         add_metrics(stage.id, "all", {f"{tag}class_weight[{n}]": float(w) for n, w in zip(names, class_weights)})
+    if class_weights is not None:
         class_weights = to_device(class_weights, device)  # once: a pageable copy at each step made the host wait for the GPU
 
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, **adam_options(device))

@@ -77,6 +77,15 @@ def _outcome(db: str, run: str) -> tuple[np.ndarray, np.ndarray, list, dict]:
         store.close()
 
 
+def _saved_epoch(db: str) -> int:
+    """The epoch the saved state's meta.json names (0: none yet); written after state.pt."""
+    try:
+        current = json.loads((_state(db) / "meta.json").read_text(encoding="utf-8"))["current"]
+    except (OSError, ValueError):  # (not there yet, or being replaced)
+        return 0
+    return current["epoch"] if current else 0
+
+
 def _state(db: str, run: str = "r") -> Path:
     return Path(db).parent / "kd-artifacts" / Path(db).name / run / "teach~resume"
 
@@ -141,7 +150,8 @@ def test_resume_is_refused_where_the_rows_changed_and_overwrite_starts_over(tmp_
     changed = kd("teach", "--run", "r", "--resume", "--db", db, ok=False)
     assert "the train rows or their labels" in changed.output and "--overwrite" in changed.output, changed.output
     assert (_state(db) / "state.pt").is_file()  # (kept: a refusal changes nothing)
-    kd(*args, "--overwrite")
+    over = kd(*args, "--overwrite")
+    assert "discarding the saved training state" in over.stderr and "after epoch 1 of 3" in over.stderr
     assert not _state(db).exists()
 
 
@@ -162,8 +172,9 @@ def test_runs_delete_removes_a_failed_teachers_saved_state(tmp_path, corpus, tin
     assert _state(db).is_dir()
     listed = json.loads(kd("runs", "--json", "--db", db).stdout)[0]["stages"][0]
     assert listed["status"] == "failed" and listed["resumable"] == "after epoch 1 of 3"
-    assert "resumable" in kd("runs", "--db", db).stdout
-    kd("runs", "delete", "--run", "r", "--yes", "--db", db)
+    assert "(resumable: kd teach --resume)" in kd("runs", "--db", db).stdout
+    deleted = kd("runs", "delete", "--run", "r", "--yes", "--db", db)
+    assert f"deleted saved training state {_state(db)}" in deleted.stdout
     assert not _state(db).exists()
 
 
@@ -177,7 +188,7 @@ def test_a_teacher_killed_outright_resumes(tmp_path, corpus, tiny_model):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while not (_state(db) / "state.pt").is_file():
+        while not _saved_epoch(db):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline
             time.sleep(0.01)
@@ -185,8 +196,7 @@ def test_a_teacher_killed_outright_resumes(tmp_path, corpus, tiny_model):
         proc.wait(timeout=60)
     finally:
         proc.kill()
-    saved = json.loads((_state(db) / "meta.json").read_text(encoding="utf-8"))["current"]["epoch"]
-    assert 1 <= saved < 60
+    assert 1 <= _saved_epoch(db) < 60
     out = json.loads(kd("teach", "--run", "r", "--resume", "--db", db, "--json").stdout)
     assert out["status"] == "succeeded"
     store = Store.open(db)
@@ -196,5 +206,117 @@ def test_a_teacher_killed_outright_resumes(tmp_path, corpus, tiny_model):
             epochs = sorted({m.step for m in s.scalars(select(Metric).where(Metric.stage_id == stage.id, Metric.split == "train",
                                                                                Metric.name == "loss"))})
         assert epochs == list(range(1, 61))  # the killed run's epochs recorded again, then the rest
+    finally:
+        store.close()
+
+
+def test_a_teacher_resumed_twice_records_each_figure_once(tmp_path, corpus, tiny_model, monkeypatch):
+    """Killed, resumed, killed again and resumed: the stage holds the figures of a run never stopped, each
+    once (a resume recorded again the fit's texts cut to --max-len and its class weights, which the saved
+    state's rows had already replayed: twice after one resume, three times after two)."""
+    args = ("teach", "--model", str(tiny_model), "--epochs", "4", "--class-weight", "balanced", *TEACH)
+    whole = _store(_folder(tmp_path / "whole"), corpus)
+    kd(*args, "--run", "r", "--db", whole)
+    db = _store(_folder(tmp_path / "cut"), corpus)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 2)
+        kd(*args, "--run", "r", "--db", db, ok=False)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 2)  # (the resumed run's second epoch, the stage's third)
+        again = kd("teach", "--run", "r", "--resume", "--db", db, ok=False)
+    assert "after epoch 2 of 4" in again.output, again.output
+    kd("teach", "--run", "r", "--resume", "--db", db)
+
+    def figures(path: str) -> list:
+        store = Store.open(path)
+        try:
+            stage = store.find_stage("r", "teach")
+            with store.session() as s:  # (names and steps: the seconds and speeds differ from run to run)
+                return sorted((m.split, m.name, -1 if m.step is None else m.step)
+                              for m in s.scalars(select(Metric).where(Metric.stage_id == stage.id)))
+        finally:
+            store.close()
+
+    assert figures(db) == figures(whole)
+    _, logits, rows, _ = _outcome(db, "r")
+    _, logits0, rows0, _ = _outcome(whole, "r")
+    np.testing.assert_allclose(logits, logits0, atol=1e-5)
+    assert rows == rows0
+
+
+def test_a_failed_replacement_resumes_in_the_place_of_the_teacher_that_stands(tmp_path, corpus, tiny_model, monkeypatch):
+    db = _store(tmp_path, corpus)
+    args = ("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH, "--db", db)
+    kd(*args)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 2)
+        failed = kd(*args, "--overwrite", ok=False)
+    assert "`kd teach --run r --resume --overwrite` continues it" in failed.output, failed.output
+    assert "(resumable: kd teach --resume --overwrite)" in kd("runs", "--db", db).stdout
+    plain = kd("teach", "--run", "r", "--resume", "--db", db, ok=False)
+    assert "`kd teach --run r --resume --overwrite` continues that one" in plain.output, plain.output
+    kd("teach", "--run", "r", "--resume", "--overwrite", "--db", db)
+    assert not _state(db).exists()
+    assert [(st["name"], st["status"]) for st in json.loads(kd("runs", "--json", "--db", db).stdout)[0]["stages"]] == [("teach", "succeeded")]
+
+
+def test_resume_goes_on_from_the_epoch_state_pt_holds_where_meta_json_is_behind(tmp_path, corpus, tiny_model, monkeypatch):
+    """A kill between writing state.pt and meta.json leaves meta.json an epoch behind: the resume takes the
+    epoch state.pt holds, as a run never stopped would have gone on."""
+    args = ("teach", "--model", str(tiny_model), "--epochs", "3", *TEACH)
+    whole = _store(_folder(tmp_path / "whole"), corpus)
+    kd(*args, "--run", "r", "--db", whole)
+    db = _store(_folder(tmp_path / "cut"), corpus)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 3)
+        kd(*args, "--run", "r", "--db", db, ok=False)
+    meta = json.loads((_state(db) / "meta.json").read_text(encoding="utf-8"))
+    meta["current"]["epoch"] = 1  # (as if killed before meta.json said epoch 2)
+    (_state(db) / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    kd("teach", "--run", "r", "--resume", "--db", db)
+    np.testing.assert_allclose(_outcome(db, "r")[1], _outcome(whole, "r")[1], atol=1e-5)
+    assert _outcome(db, "r")[2] == _outcome(whole, "r")[2]
+
+
+def test_stores_sharing_kd_artifacts_keep_their_own_saved_states(tmp_path, corpus, tiny_model, monkeypatch):
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "shared"))
+    a, b = _store(_folder(tmp_path / "a"), corpus), _store(_folder(tmp_path / "b"), corpus)
+    args = ("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 2)
+        kd(*args, "--db", a, ok=False)
+    state = tmp_path / "shared" / "r" / "teach~resume"
+    assert (state / "state.pt").is_file()
+    # store b's teacher of a run of the same name neither resumes nor discards store a's state
+    assert "no saved training state" in kd("teach", "--run", "r", "--resume", "--db", b, ok=False).output
+    other = kd(*args, "--db", b, ok=False)
+    assert "another store" in other.output and "KD_ARTIFACTS" in other.output, other.output
+    kd("runs", "delete", "--run", "r", "--yes", "--db", b)
+    assert (state / "state.pt").is_file()
+    kd("teach", "--run", "r", "--resume", "--db", a)
+    assert not state.exists()
+
+
+def test_a_relative_model_folder_resumes_from_another_working_directory(tmp_path, corpus, tiny_model, monkeypatch):
+    """A teacher started with --model ./bert (relative) is resumed by a job whose working directory is
+    another: --resume loads the folder it started from, not the typed path read from the new directory."""
+    db = _store(_folder(tmp_path / "store"), corpus)
+    jobs = _folder(tmp_path / "jobs")
+    (jobs / "bert").symlink_to(tiny_model)
+    monkeypatch.chdir(jobs)
+    args = ("teach", "--run", "r", "--model", "bert", "--epochs", "3", "--class-weight", "balanced", *TEACH, "--db", db)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 3)
+        kd(*args, ok=False)
+    monkeypatch.chdir(tmp_path)
+    out = json.loads(kd("teach", "--run", "r", "--resume", "--db", db, "--json").stdout)
+    assert out["status"] == "succeeded"
+    store = Store.open(db)
+    try:
+        stage = store.find_stage("r", "teach")
+        assert stage.config["model"] == "bert" and stage.config["resumed_from"] == "after epoch 2 of 3"
+        with store.session() as s:  # the figures recorded once each: none of the fit's stepless rows twice
+            names = [(m.split, m.name) for m in s.scalars(select(Metric).where(Metric.stage_id == stage.id, Metric.step.is_(None)))]
+        assert len(names) == len(set(names)), sorted(names)
     finally:
         store.close()

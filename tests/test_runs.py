@@ -3200,3 +3200,53 @@ def test_runs_delete_keeps_a_labels_set_that_only_confirmed_labels(store, invoke
     assert [(c["run"], c["stage"], c["set"]) for c in confirmed] == [("r1", "edit-1", "pos")]
     line = invoke(["runs", "delete", "--run", "r1", "--yes"]).output.strip()
     assert line == "kept r1/edit-1 (clean): its 1 label confirmed by `kd labels set` (no edit; `kd labels clean` leaves it alone) is on record"
+
+
+def test_runs_delete_does_not_say_it_deleted_a_folder_it_could_not_remove(store, invoke, monkeypatch):
+    """A model folder kd cannot remove (a read-only KD_ARTIFACTS disk) was warned of, then listed as
+    `deleted model folder X` (and as `folder` in --json) all the same."""
+    import errno
+
+    import kdstore.deletion
+
+    with stage_scope(store, run="r1", kind="teach", config={}) as st:
+        (st.artifact_dir / "w.bin").write_bytes(b"x")
+        st.record_artifact(st.artifact_dir)
+    folder = pathlib.Path(_stage(store, "r1", "teach").artifact_path)
+
+    def read_only(path, *a, **kw):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(kdstore.deletion.shutil, "rmtree", read_only)
+    result = invoke(["runs", "delete", "--run", "r1", "--yes"])
+    assert folder.is_dir()
+    assert f"deleted model folder {folder}" not in result.stdout
+    assert f"could not remove {folder}: Read-only file system" in result.stderr
+    assert "delete it yourself" in result.stderr  # (the fix: a stage trained there again is refused until it goes)
+
+
+def test_a_stage_failing_on_a_full_disk_frees_its_partial_files_and_is_recorded_failed(store, monkeypatch):
+    """A student whose save filled the disk left its half-written model there; recording the failure then
+    failed too ("database or disk is full", the partial file taking the space), so the stage stayed
+    `running` and the half-written file stayed. Its partial files go first, then the failure is recorded."""
+    import sqlite3
+
+    import kdstore.runs
+
+    real_finish = kdstore.runs._finish
+    partial: list[pathlib.Path] = []
+
+    def finish(store_, stage_id, status, error):  # (the store's disk, full while the partial file is on it)
+        if status == "failed" and partial and partial[0].exists():
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_finish(store_, stage_id, status, error)
+
+    monkeypatch.setattr(kdstore.runs, "_finish", finish)
+    with pytest.raises(OSError, match="No space left"):
+        with stage_scope(store, run="r1", kind="distill", config={}) as st:
+            partial.append(st.artifact_dir / "student.pt")
+            partial[0].write_bytes(b"half")
+            raise OSError(28, "No space left on device")
+    assert not partial[0].exists()
+    stage = _stage(store, "r1", "distill")
+    assert stage.status == "failed" and "No space left" in stage.error
