@@ -688,12 +688,16 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
               help="Split(s) of the store whose texts it reads (repeatable; default: every split, test included: "
                    "its texts, not its labels, are learned, so test figures are transductive; "
                    "--split train --split dev --split unlabeled leaves test out).")
+@click.option("--resume", is_flag=True, help="Continue the run's pre-training that failed or was killed from its last saved state, with "
+              "the options (and --corpus files) it was started with: a pretrain stage saves its training state every 10 minutes of "
+              "training in RUN/pretrain~resume beside its model, and removes it once it succeeds. --device may differ; "
+              "--steps N resumes to the very model of a run never stopped, --minutes M spends the minutes left.")
 @_seed_option
 @_device_option
 @overwrite_option
 @store_options
 @json_option
-def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, steps, minutes, mask_prob, objective, generator_layers, wwm, min_count, corpus, long_texts, splits, seed, device, overwrite, db, as_json):
+def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, steps, minutes, mask_prob, objective, generator_layers, wwm, min_count, corpus, long_texts, splits, resume, seed, device, overwrite, db, as_json):
     """Pre-train a BERT-style encoder by masked-LM (or ELECTRA) on the store's own text.
 
     For machines without a model hub: the result is a Hugging Face directory that
@@ -705,8 +709,12 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
       kd pretrain --run r2 --objective electra --minutes 10
       kd pretrain --run r3 --minutes 10 --split train --split dev --split unlabeled   # test texts left out
       kd teach --run r1 --model pretrain:r1
+      kd pretrain --run r1 --resume            # continue a pre-training killed midway from its last save
       torchrun --nproc-per-node 4 --no-python kd -- pretrain --run r1 --minutes 10   # 4 GPUs (README: Several GPUs or machines)
     """
+    if resume:
+        _resume_pretrain(open_store(db), run, device, overwrite, as_json)
+        return
     source = click.get_current_context().get_parameter_source
     # (a typed 0 is no budget, "use the other one", as the default is: the file's other one stays)
     if steps and source("steps") == ParameterSource.COMMANDLINE and source("minutes") == ParameterSource.DEFAULT_MAP:
@@ -730,6 +738,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     store = open_store(db)
     if not overwrite:  # a rerun refused before --corpus is read (a pipe's gigabytes were read, then refused)
         check_stage_free(store, run=run, kind="pretrain", name="pretrain")
+        _refuse_discarding_state(store, run, "pretrain")
     # a missing or unreadable file, or one with no text (empty, binary, JSON lines), is refused before a run
     # or a stage is recorded (its texts handed to the stage, not read twice)
     digests: dict[str, str] = {}
@@ -747,8 +756,11 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     with process_group(device) as dist:
         if overwrite:
             _before_replacing(store, run, "pretrain", warn=dist.is_main)
-        with shared_stage(dist, store, run=run, kind="pretrain", config={**pretrain_config(cfg, digests), "environment": environment(device)}, overwrite=overwrite) as stage:
-            run_pretrain(store, stage, cfg, dist, corpus=corpus)
+            if dist.is_main:
+                _warn_discarding_state(store, run, "pretrain")
+        config = {**pretrain_config(cfg, digests), "environment": environment(device)}
+        _stage_with_state(store, dist, kind="pretrain", run=run, config=config, overwrite=overwrite, resume=False,
+                          train=lambda stage: run_pretrain(store, stage, cfg, dist, corpus=corpus, stage_config=config))
     if dist.is_main:
         _finish(store, run, "pretrain", as_json)
 
@@ -873,7 +885,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         check_labels(cfg.labels, store.class_names())  # (so is a --label of no class: as a --where that cannot run)
         if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
             check_stage_free(store, run=run, kind="teach", name="teach")
-            _refuse_discarding_state(store, run)
+            _refuse_discarding_state(store, run, "teach")
         source, _, source_run = model.partition(":")
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
@@ -910,10 +922,8 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             _warn_one_class_dev(store, cfg.labels, cfg.where)
         if overwrite:
             _before_replacing(store, run, "teach", warn=dist.is_main)
-            point = saved_point(store, run) if dist.is_main else None
-            if point is not None:
-                _warn(f"--overwrite starts the teacher over, discarding the saved training state of the one that failed ({point}; "
-                      f"`kd teach --run {run} --resume --overwrite` would have continued it)")
+            if dist.is_main:
+                _warn_discarding_state(store, run, "teach")
         if cfg.folds:  # a class with fewer train samples than folds: refused here, not by a failed stage
             from kdstore.folds import stratified_folds
             from kdstore.teacher import training_rows
@@ -925,76 +935,120 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
             if dist.is_main:
                 _warn_folds_from_a_teacher(store, cfg, model)
         config = {**teach_config(cfg), "lr_default": lr_default, "kd_pretrained": kd_pretrained, "classes": store.class_names(), **labels_state(store), "environment": environment(device)}
-        _teach_stage(store, dist, cfg, run=run, config=config, overwrite=overwrite)
+        _stage_with_state(store, dist, kind="teach", run=run, config=config, overwrite=overwrite, resume=False,
+                          train=lambda stage: train_teacher(store, stage, cfg, dist, stage_config=config))
     if dist.is_main:
         _finish(store, run, "teach", as_json)
 
 
-def _teach_stage(store, dist, cfg: TeachConfig, *, run: str, config: dict, overwrite: bool, resume: bool = False) -> None:
-    """Train the teacher in its stage; a failure after an epoch was saved says how to continue from it."""
-    began = False  # (a refusal to begin, of a teacher running elsewhere, says nothing of its state, nor touches it)
+WHAT = {"teach": "teacher", "pretrain": "pre-trained model"}  # what a stage of the kind trains, in messages
+
+
+def _stage_with_state(store, dist, *, kind: str, run: str, config: dict, overwrite: bool, resume: bool, train) -> None:
+    """``train(stage)`` in a stage of ``kind`` (teach, pretrain) whose training state is saved as it goes; a
+    failure after a save says how to continue from it (``kd KIND --resume``)."""
+    began = False  # (a refusal to begin, of a stage running elsewhere, says nothing of its state, nor touches it)
     try:
-        with shared_stage(dist, store, run=run, kind="teach", config=config, overwrite=overwrite) as stage:
+        with shared_stage(dist, store, run=run, kind=kind, config=config, overwrite=overwrite) as stage:
             began = True
-            train_teacher(store, stage, cfg, dist, resume=resume, stage_config=config)
+            train(stage)
     except (KdError, KeyboardInterrupt, Terminated) as exc:
         if not began or not dist.is_main or (resume and str(exc).startswith("--resume:")):  # (a refused resume keeps it)
             raise
-        point = saved_point(store, run)
+        point = saved_point(store, run, kind)
         if point is None:
-            if saved_meta(store, run) is not None:  # (failed before an epoch was saved: nothing to resume)
-                shutil.rmtree(resume_folder(store, run), ignore_errors=True)
+            if saved_meta(store, run, kind) is not None:  # (failed before anything was saved: nothing to resume)
+                shutil.rmtree(resume_folder(store, run, kind), ignore_errors=True)
             raise
         said = str(exc).replace("; run the command again to start it over", "")
-        raise type(exc)(f"{said}; `kd teach --run {run} --resume{' --overwrite' * overwrite}` continues it from its saved "
+        raise type(exc)(f"{said}; `kd {kind} --run {run} --resume{' --overwrite' * overwrite}` continues it from its saved "
                         f"state ({point})") from None
 
 
-def _refuse_discarding_state(store, run: str) -> None:
-    """A new teacher of ``run`` would discard the saved state of one that failed (hours of training on a
-    GPU): refused, saying how to continue it, unless --overwrite says to start over."""
-    point = saved_point(store, run)
+def _refuse_discarding_state(store, run: str, kind: str) -> None:
+    """A new stage of ``kind`` in ``run`` would discard the saved state of one that failed (hours of training
+    on a GPU): refused, saying how to continue it, unless --overwrite says to start over."""
+    point = saved_point(store, run, kind)
     if point is not None:
-        raise KdError(f"the teacher of run {run!r} failed or was killed with its training state saved ({point}): "
-                      f"`kd teach --run {run} --resume` continues it; pass --overwrite to start over")
+        raise KdError(f"the {WHAT[kind]} of run {run!r} failed or was killed with its training state saved ({point}): "
+                      f"`kd {kind} --run {run} --resume` continues it; pass --overwrite to start over")
 
 
-def _resume_teach(store, run: str, device: str, overwrite: bool, as_json: bool) -> None:
-    """``kd teach --resume``: the failed teacher's stage again, with the options it was started with, from
-    its saved training state."""
-    typed = [o for o in _options_given(("model", "epochs", "lr", "batch_size", "grad_accum", "max_len", "warmup", "patience", "layer_decay",
-                                        "class_weight", "where", "splits", "labels", "folds", "logits_only", "seed"))]
-    typed = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in typed]
+def _warn_discarding_state(store, run: str, kind: str) -> None:
+    """--overwrite starts over: said where that discards a saved state."""
+    point = saved_point(store, run, kind)
+    if point is not None:
+        _warn(f"--overwrite starts the {WHAT[kind]} over, discarding the saved training state of the one that failed ({point}; "
+              f"`kd {kind} --run {run} --resume --overwrite` would have continued it)")
+
+
+def _resumed_config(store, run: str, kind: str, config_class, options: tuple[str, ...], device: str, overwrite: bool):
+    """``kd KIND --resume``: ``(cfg, saved stage config)``, the options the failed stage was started with (the
+    ``options`` typed refused; --device may differ), after checking its name is free to start again."""
+    typed = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in _options_given(options)]
     if typed:
-        raise click.UsageError(f"{', '.join(typed)}: --resume trains with the options the teacher was started with "
+        raise click.UsageError(f"{', '.join(typed)}: --resume trains with the options the {WHAT[kind]} was started with "
                                "(only --device may differ): leave them out, or start over with --overwrite and them")
-    meta = saved_meta(store, run)
-    if meta is None or saved_point(store, run) is None:
-        raise KdError(f"--resume: run {run!r} has no saved training state of a teacher (a teach stage saves it after each "
-                      "epoch but the last, and removes it once it succeeds): run `kd teach` without --resume")
+    meta = saved_meta(store, run, kind)
+    if meta is None or saved_point(store, run, kind) is None:
+        saves = "after each epoch but the last" if kind == "teach" else "every 10 minutes of training"
+        raise KdError(f"--resume: run {run!r} has no saved training state of a {WHAT[kind]} (a {kind} stage saves it {saves}, "
+                      f"and removes it once it succeeds): run `kd {kind}` without --resume")
     saved = meta["config"]
-    cfg = TeachConfig(**{f.name: tuple(saved[f.name]) if isinstance(saved[f.name], list) else saved[f.name]
-                         for f in dataclass_fields(TeachConfig) if f.name in saved})
+    cfg = config_class(**{f.name: tuple(saved[f.name]) if isinstance(saved[f.name], list) else saved[f.name]
+                          for f in dataclass_fields(config_class) if f.name in saved})
     if click.get_current_context().get_parameter_source("device") != ParameterSource.DEFAULT:  # (typed, or a config file's)
         cfg = replace(cfg, device=device)
     cfg.validate()
     pick_device(cfg.device)
     if not overwrite:
         try:
-            check_stage_free(store, run=run, kind="teach", name="teach")
+            check_stage_free(store, run=run, kind=kind, name=kind)
         except KdError:
-            if store.find_stage(run, "teach", succeeded=False).status != "succeeded":
+            if store.find_stage(run, kind, succeeded=False).status != "succeeded":
                 raise
-            raise KdError(f"--resume: the teacher of run {run!r} succeeded; the saved state is of its replacement (--overwrite) that "
-                          f"failed: `kd teach --run {run} --resume --overwrite` continues that one in its place") from None
+            raise KdError(f"--resume: the {WHAT[kind]} of run {run!r} succeeded; the saved state is of its replacement (--overwrite) "
+                          f"that failed: `kd {kind} --run {run} --resume --overwrite` continues that one in its place") from None
+    return cfg, saved
+
+
+def _resume_teach(store, run: str, device: str, overwrite: bool, as_json: bool) -> None:
+    """``kd teach --resume``: the failed teacher's stage again, with the options it was started with, from
+    its saved training state."""
+    cfg, saved = _resumed_config(store, run, "teach", TeachConfig, (
+        "model", "epochs", "lr", "batch_size", "grad_accum", "max_len", "warmup", "patience", "layer_decay", "class_weight", "where",
+        "splits", "labels", "folds", "logits_only", "seed"), device, overwrite)
     with process_group(cfg.device) as dist:
         if overwrite:
             _before_replacing(store, run, "teach", warn=dist.is_main)
         config = {**saved, "device": cfg.device, "classes": store.class_names(), **labels_state(store), "environment": environment(cfg.device),
                   "resumed_from": saved_point(store, run)}
-        _teach_stage(store, dist, cfg, run=run, config=config, overwrite=overwrite, resume=True)
+        _stage_with_state(store, dist, kind="teach", run=run, config=config, overwrite=overwrite, resume=True,
+                          train=lambda stage: train_teacher(store, stage, cfg, dist, resume=True, stage_config=config))
     if dist.is_main:
         _finish(store, run, "teach", as_json)
+
+
+def _resume_pretrain(store, run: str, device: str, overwrite: bool, as_json: bool) -> None:
+    """``kd pretrain --resume``: the failed pre-training again, with the options (and --corpus files, by their
+    absolute paths) it was started with, from its saved training state."""
+    cfg, saved = _resumed_config(store, run, "pretrain", PretrainConfig, (
+        "layers", "hidden", "heads", "max_len", "batch_size", "grad_accum", "lr", "steps", "minutes", "mask_prob", "objective",
+        "generator_layers", "wwm", "min_count", "corpus", "long_texts", "splits", "seed"), device, overwrite)
+    if "-" in cfg.corpus or any(not Path(f).is_file() for f in cfg.corpus):  # (a pipe, read once, or a file gone)
+        gone = next(f for f in cfg.corpus if f == "-" or not Path(f).is_file())
+        raise KdError(f"--resume: the pre-training read --corpus {gone}, which cannot be read again"
+                      + (" (standard input)" if gone == "-" else " (no such file now)") + f": start over with `kd pretrain --run {run} --overwrite ...`")
+    digests: dict[str, str] = {}
+    corpus = read_corpus(cfg.corpus, digests)
+    with process_group(cfg.device) as dist:
+        if overwrite:
+            _before_replacing(store, run, "pretrain", warn=dist.is_main)
+        config = {**saved, "device": cfg.device, "environment": environment(cfg.device), "resumed_from": saved_point(store, run, "pretrain")}
+        _stage_with_state(store, dist, kind="pretrain", run=run, config=config, overwrite=overwrite, resume=True,
+                          train=lambda stage: run_pretrain(store, stage, cfg, dist, corpus=corpus, resume=True, stage_config=config))
+    if dist.is_main:
+        _finish(store, run, "pretrain", as_json)
 
 
 def _warn_folds_from_a_teacher(store, cfg: TeachConfig, model: str) -> None:

@@ -87,7 +87,8 @@ def delete_stages(store: Store, run: str, names: tuple[str, ...] = (), *, dry_ru
         folders = list(homes.values())
         # a failed teacher's saved training state (`kd teach --resume`), of no use once its stage is gone (not
         # another store's, sharing KD_ARTIFACTS)
-        states = [resume_folder(store, run)] if any(st.kind == "teach" for st in gone) and saved_meta(store, run) is not None else []
+        states = [resume_folder(store, run, kind) for kind in ("pretrain", "teach")
+                  if any(st.kind == kind for st in gone) and saved_meta(store, run, kind) is not None]
         report["resume_states"] = [str(f) for f in states]
         folders += states
         # a model recorded in a folder KD_ARTIFACTS named when it was trained, and named otherwise (or not at all) now:

@@ -28,6 +28,7 @@ from .errors import KdError
 from .jsonl import text_key
 from .masking import IGNORE, mask_tokens
 from .progress import progress
+from .resume import TrainingState, random_state, set_random_state, settings_key
 from .runs import StageHandle
 from .names import SPLITS
 from .schedules import check_lr, check_steps, warmup_linear_decay
@@ -53,6 +54,7 @@ MAX_POSITIONS = 16_384  # --max-len at most: a position table, and attention mem
 
 
 LONG_TEXTS = ("split", "cut")
+SAVE_EVERY_S = 600.0  # seconds of training between two saves of the state `kd pretrain --resume` continues from
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ def check_enough_texts(stored: list[str], corpus: list[str], cfg: PretrainConfig
 
 
 def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist = SINGLE, *,
-             corpus: list[str] | None = None) -> Path | None:
+             corpus: list[str] | None = None, resume: bool = False, stage_config: dict | None = None) -> Path | None:
     """Build a vocabulary, pre-train an encoder within the budget (masked LM, or ELECTRA's
     discriminator with ``objective="electra"``), save it; returns its directory. ``corpus``: the texts of
     ``cfg.corpus`` already read (``read_corpus``), else read here.
@@ -234,6 +236,10 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     Under torchrun every rank builds the same vocabulary and batches and trains on its share of each
     global batch (DDP); rank 0 decides when the time budget is spent, saves the model and records
     figures (``None`` is returned on the other ranks).
+
+    Every ``SAVE_EVERY_S`` seconds of training (at a 50-step figure) rank 0 saves the training state
+    beside the stage (:mod:`kdstore.resume`, with ``stage_config``, the stage's config); ``resume`` goes
+    on from it: with ``--steps`` (one process) to the very model of a run never stopped.
     """
     from transformers import BertConfig, BertForMaskedLM
     from transformers.utils import logging as hf_logging
@@ -313,12 +319,39 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     shown = "-"  # the loss the bar shows: the mean of the last 50 steps, when they are read (of those taken, early on)
     seen = 0  # texts of the steps taken (a store smaller than --batch-size makes smaller batches)
     skipped = 0  # fp16 steps the scaler skipped in a row
+    # the training state saved as it goes, and what a --resume takes back from it
+    state = TrainingState(store, stage.run, name=stage.name, config=stage_config or config_dict(cfg), resume=resume, writes=dist.is_main,
+                          key={"settings": settings_key(settings_dict(cfg)), "texts": _texts_digest(texts)})
+    add_metrics = _recording(add_metrics, figure_rows := [])  # (its figures, which a resume records again)
+    saved = state.load() if resume else None
+    position = 0  # batches of the current pass already trained on (a resumed pass's skipped)
+    if saved is not None:
+        figure_rows[:] = state.rows(add_metrics.__wrapped__, stage.id, saved)
+        objective.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if saved["scaler"]:
+            scaler.load_state_dict(saved["scaler"])
+        step, seen, windows, position = saved["step"], saved["seen"], saved["windows"], saved["position"]
+        recent = [torch.tensor(v, device=device) for v in saved["recent"]]
+        recent_rtd = [torch.tensor(v, device=device) for v in saved["recent_rtd"]]
+        set_random_state(rng, saved["random"])
+        rng.bit_generator.state = saved["pass_random"]  # (the pass it was in, drawn again: its first `position` batches skipped)
+        if dist.rank == 0:  # (each other rank masks anew, from where it is: torchrun's masks are each rank's own anyway)
+            gen.set_state(saved["masks"])
+        else:
+            gen.manual_seed(cfg.seed + dist.rank + 7919 * step)
+        start -= saved["seconds"]
+    last_save = time.monotonic()
     net.train()
     with progress(extra="loss {task.fields[loss]}") as bar:
-        task = bar.add_task("pre-train", total=cfg.steps or None, loss="-", unit="step", left_s=budget_s or None)
+        task = bar.add_task("pre-train", total=cfg.steps or None, loss="-", unit="step", left_s=budget_s or None, completed=step)
         done = False
         while not done:
-            for batch in bucketed_batches(lengths, cfg.batch_size, rng):
+            pass_random = rng.bit_generator.state  # (before the pass's shuffle: what a resume draws it from again)
+            for at_batch, batch in enumerate(bucketed_batches(lengths, cfg.batch_size, rng)):
+                if at_batch < position:
+                    continue
+                position = 0
                 elapsed = time.monotonic() - start - (groups.seconds if groups is not None else 0.0)
                 frac = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s if budget_s else 0.0)
                 if budget_s:
@@ -395,6 +428,16 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                         raise KdError(f"training diverged by step {step}: the {measured} fell to {min(windows):.2f} and is back at "
                                       f"{windows[-1]:.2f}, no better than predicting each character by its frequency "
                                       f"({baseline:.2f}); a teacher fine-tuned from the model would answer one class: lower --lr (now {cfg.lr:g})")
+                    if dist.is_main and time.monotonic() - last_save >= SAVE_EVERY_S:  # (rank 0's alone: no collective)
+                        state.save({
+                            "step": step, "seen": seen, "windows": windows, "position": at_batch + 1, "pass_random": pass_random,
+                            "recent": host_floats(recent), "recent_rtd": host_floats(recent_rtd) if recent_rtd else [],
+                            "random": random_state(rng), "masks": gen.get_state(), "rows": figure_rows,
+                            "seconds": time.monotonic() - start - (groups.seconds if groups is not None else 0.0),
+                            "model": {k: v.detach().cpu() for k, v in objective.state_dict().items()},
+                            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                        }, {"step": step, "seconds": elapsed})
+                        last_save = time.monotonic()
                 elif stepped and step in EARLY_SHOWN:  # (a slow model's first 50 steps took minutes under a bar saying "-")
                     shown = f"{_loss_figures(recent, recent_rtd, dist)['mlm_loss']:.3f}"
                 bar.update(task, advance=int(stepped), loss=shown,
@@ -436,7 +479,28 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
             **({"processes": dist.world} if dist.active else {}),
         },
     )
+    state.finish()  # (nothing left to resume)
     return out
+
+
+def _texts_digest(texts: list[str]) -> str:
+    """sha256 of the texts pre-trained on, in order."""
+    h = hashlib.sha256()
+    for text in texts:
+        h.update(text.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _recording(add_metrics, rows: list):
+    """``add_metrics`` that also keeps each row in ``rows`` (the saved state's, which a resume records again)."""
+    def add(stage_id, split, values, step=None):
+        values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
+        rows.append([split, values, step])
+        return add_metrics(stage_id, split, values, step=step)
+
+    add.__wrapped__ = add_metrics
+    return add
 
 
 def _frequency_loss(ids: list[list[int]], special_ids: torch.Tensor) -> float:
@@ -588,13 +652,19 @@ def _stdin_bytes() -> bytes:
 
 def config_dict(cfg: PretrainConfig, corpus_sha256: dict[str, str] | None = None) -> dict:
     """``corpus_sha256``: ``read_corpus``'s digests of what it read, else each file is hashed here."""
-    d = asdict(cfg)
+    d = settings_dict(cfg)
     # each file as an absolute path with its sha256: a relative path names another file (or none)
     # from another working directory, and a corpus edited since is no longer what the model read;
     # a pipe (`<(xzcat news.xz)`, /dev/stdin, `-`) as named, its path resolving to no file ("pipe:[1147256]")
     files = [Path(p) for p in cfg.corpus]  # (`-`: standard input, even beside a file of that name)
     d["corpus"] = [str(f.resolve()) if f.is_file() and str(f) != "-" else str(f) for f in files]
     d["corpus_sha256"] = [(corpus_sha256 or {}).get(str(f)) or (sha256_file(f) if f.is_file() and str(f) != "-" else None) for f in files]
+    return d
+
+
+def settings_dict(cfg: PretrainConfig) -> dict:
+    """The settings as the stage's config records them (``config_dict`` less the corpus files' paths and digests)."""
+    d = asdict(cfg)
     d["splits"] = [s for s in SPLITS if s in cfg.splits] if cfg.splits else list(SPLITS)  # the splits read, default included
     # the sizes "0 (auto)" stood for, as the model has them (the report showed heads=0, intermediate=0)
     d["heads"], d["intermediate"] = cfg.n_heads, cfg.intermediate or 4 * cfg.hidden

@@ -48,14 +48,15 @@ def stage_summary(stage: Stage) -> dict[str, Any]:
 
 
 def runs_overview(store: Store) -> list[dict[str, Any]]:
-    """Every run with its stages' summaries; a failed teacher whose training state is saved has
-    ``resumable``, where ``kd teach --resume`` would go on from (null for every other stage)."""
+    """Every run with its stages' summaries; a failed teacher or pre-training whose training state is saved
+    has ``resumable``, where ``kd teach|pretrain --resume`` would go on from (null for every other stage)."""
     out = []
     for run, stages in store.runs():
         summaries = [{**stage_summary(s), "resumable": None} for s in stages]
-        failed = [(s.id, summary) for s, summary in zip(stages, summaries) if s.kind == "teach" and (summary["status"] == "failed" or summary["process_gone"])]
-        if failed:  # (the latest failed teacher's: a new attempt discards an older one's state)
-            max(failed, key=lambda pair: pair[0])[1]["resumable"] = saved_point(store, run.uniqid)
+        for kind in ("pretrain", "teach"):
+            failed = [(s.id, summary) for s, summary in zip(stages, summaries) if s.kind == kind and (summary["status"] == "failed" or summary["process_gone"])]
+            if failed:  # (the latest failed one's: a new attempt discards an older one's state)
+                max(failed, key=lambda pair: pair[0])[1]["resumable"] = saved_point(store, run.uniqid, kind)
         out.append({"run": run.uniqid, "created_at": iso_utc(run.created_at), "stages": summaries})
     return out
 

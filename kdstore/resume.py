@@ -1,5 +1,7 @@
 """A teach stage's training state, saved as it trains, so that ``kd teach --resume`` continues a run that
-was killed (an out-of-memory kill, a lost machine, Ctrl-C) from its last finished epoch instead of its first.
+was killed (an out-of-memory kill, a lost machine, Ctrl-C) from its last finished epoch instead of its first;
+and a pretrain stage's, in ``RUN/pretrain~resume``, saved every few minutes (``kd pretrain --resume``:
+``state.pt`` holds the step, and where the pass over the texts was, instead of an epoch).
 
 The state lives beside the stage's model folder, in ``RUN/teach~resume`` (a name no stage can take), and
 outlives the stage's failure, which removes the stage's own folder. It holds:
@@ -38,13 +40,15 @@ META, STATE = "meta.json", "state.pt"
 VERSION = 1
 # what the key's parts are, in the refusal that names those that changed
 CHANGED = {
+    "texts": "the texts it learns from (the store's of its --split, and --corpus)",
     "model": "the starting model's files",
     "classes": "the store's classes",
     "train": "the train rows or their labels (an ingest, a label edit, a clean)",
     "dev": "the dev rows or their labels",
 }
 # settings that change no trained weight: left out of the key (--device may differ on the machine that resumes)
-NOT_KEYED = ("device", "score_batch_size")
+# (and --corpus as typed: the texts' digest keys what it read, from any working directory)
+NOT_KEYED = ("device", "score_batch_size", "corpus")
 
 
 def resume_folder(store, run: str, name: str = "teach") -> Path:
@@ -91,26 +95,32 @@ def _foreign(store, meta: dict) -> bool:
     return store.artifact_root != store.home_root and meta.get("store") not in (None, store_mark(store))
 
 
-def saved_meta(store, run: str) -> dict | None:
-    """The meta.json of the saved state of ``run``'s teacher, ``None`` where there is none of this store's."""
-    meta = read_meta(resume_folder(store, run))
+def saved_meta(store, run: str, name: str = "teach") -> dict | None:
+    """The meta.json of the saved state of stage ``name`` (teach or pretrain) of ``run``, ``None`` where there
+    is none of this store's."""
+    meta = read_meta(resume_folder(store, run, name))
     return None if meta is None or _foreign(store, meta) else meta
 
 
-def other_store(store, run: str) -> str | None:
-    """The store whose saved state ``RUN/teach~resume`` holds, where that is another store's (sharing KD_ARTIFACTS)."""
-    meta = read_meta(resume_folder(store, run))
+def other_store(store, run: str, name: str = "teach") -> str | None:
+    """The store whose saved state ``RUN/NAME~resume`` holds, where that is another store's (sharing KD_ARTIFACTS)."""
+    meta = read_meta(resume_folder(store, run, name))
     return meta["store"] if meta is not None and _foreign(store, meta) else None
 
 
-def saved_point(store, run: str) -> str | None:
-    """Where the saved state of ``run``'s teacher would resume ("after epoch 2 of 3", "fold 2 of 5, after
-    epoch 1 of 3", "1 of 5 folds trained"), or ``None`` where nothing is saved to resume from."""
-    meta = saved_meta(store, run)
+def saved_point(store, run: str, name: str = "teach") -> str | None:
+    """Where the saved state of stage ``name`` of ``run`` would resume ("after epoch 2 of 3", "fold 2 of 5,
+    after epoch 1 of 3", "1 of 5 folds trained"; a pre-training's "after step 400 of 1000", "after step 400,
+    12.5 of 60 minutes"), or ``None`` where nothing is saved to resume from."""
+    meta = saved_meta(store, run, name)
     if meta is None:
         return None
-    epochs, folds = meta["config"].get("epochs"), meta["config"].get("folds") or 0
     current = meta.get("current")
+    if current is not None and "step" in current:  # (kd pretrain's: steps, within --steps or --minutes)
+        steps, minutes = meta["config"].get("steps") or 0, meta["config"].get("minutes") or 0
+        return f"after step {current['step']}" + (f" of {steps}" if steps and not minutes else
+                                                  f", {current['seconds'] / 60:.1f} of {minutes:g} minutes" if minutes else "")
+    epochs, folds = meta["config"].get("epochs"), meta["config"].get("folds") or 0
     if current is not None and current["tag"] not in meta["done"]:
         epoch = f"after epoch {current['epoch']} of {epochs}"
         return f"fold {int(current['tag'][4:-1]) + 1} of {folds}, {epoch}" if current["tag"] else epoch
@@ -129,7 +139,7 @@ def resume_model(store, run: str, model: str) -> str:
     return model
 
 
-def _random_state(rng: np.random.Generator) -> dict:
+def random_state(rng: np.random.Generator) -> dict:
     import torch
 
     state = {"numpy": rng.bit_generator.state, "python": base64.b64encode(_pickled(random.getstate())).decode(),
@@ -139,7 +149,7 @@ def _random_state(rng: np.random.Generator) -> dict:
     return state
 
 
-def _set_random_state(rng: np.random.Generator, state: dict) -> None:
+def set_random_state(rng: np.random.Generator, state: dict) -> None:
     import pickle
 
     import torch
@@ -158,34 +168,36 @@ def _pickled(obj: Any) -> bytes:
 
 
 class TrainingState:
-    """The saved state of one teach stage's training (see the module's docstring).
+    """The saved state of one teach (or pretrain: ``name``) stage's training (see the module's docstring).
 
     ``resume``: continue from what ``folder`` holds (refused where its key no longer matches);
     otherwise whatever it holds is discarded and a new state begins. ``writes``: this process saves
     (rank 0), the others only read."""
 
-    def __init__(self, store, run: str, *, config: dict, key: dict[str, Any], resume: bool, writes: bool, model_dir: str | None = None):
-        self.folder, self.writes, self.run = resume_folder(store, run), writes, run
+    def __init__(self, store, run: str, *, config: dict, key: dict[str, Any], resume: bool, writes: bool, model_dir: str | None = None,
+                 name: str = "teach"):
+        self.folder, self.writes, self.run = resume_folder(store, run, name), writes, run
         self.broken: str | None = None  # why saving stopped (a full disk): said once
         key = json.loads(json.dumps(key))  # (as meta.json gives it back: tuples as lists)
+        what = "pre-trained model" if name == "pretrain" else "teacher"
         if resume:
-            meta = saved_meta(store, run)
+            meta = saved_meta(store, run, name)
             if meta is None:
-                raise KdError(f"--resume: {self.folder} holds no saved training state of the teacher of run {run!r}")
+                raise KdError(f"--resume: {self.folder} holds no saved training state of the {what} of run {run!r}")
             # (checked by rank 0, which alone read the model's digest: its refusal stops every rank)
             changed = [CHANGED.get(part, part) for part in key if meta["key"].get(part) != key[part]] if writes else []
             if changed:
                 raise KdError(f"--resume: {'; '.join(changed)} changed since the state in {self.folder} was saved, so its weights "
-                              f"are not of this training: start over with `kd teach --run {run} --overwrite ...`")
+                              f"are not of this training: start over with `kd {name} --run {run} --overwrite ...`")
             self.meta = meta
         else:
             # (model_dir: the local folder it starts from, absolute: --resume loads it from any working directory)
             self.meta = {"version": VERSION, "config": config, "key": key, "store": store_mark(store), "done": {}, "current": None,
                          "model_dir": model_dir}
             if writes:
-                other = other_store(store, run)
+                other = other_store(store, run, name)
                 if other is not None:  # (not another store's to discard: its teacher may be resumed there)
-                    raise KdError(f"{self.folder} holds the saved training state of a teacher of another store ({other}) that shares "
+                    raise KdError(f"{self.folder} holds the saved training state of a {what} of another store ({other}) that shares "
                                   "KD_ARTIFACTS with this one: use another --run, or let that store resume or delete its run first")
                 self._discard()
                 self._write(self._write_meta)
@@ -216,17 +228,20 @@ class TrainingState:
 
     def restore_random(self, tag: str, rng: np.random.Generator) -> None:
         """Set the random state that fit ``tag`` finished with."""
-        _set_random_state(rng, self.meta["done"][tag]["random"])
+        set_random_state(rng, self.meta["done"][tag]["random"])
 
     def _epoch_state(self, tag: str) -> dict | None:
+        state = self.load()
+        return state if state is not None and state.get("tag") == tag else None
+
+    def load(self) -> dict | None:
+        """What state.pt holds (``save``'s ``state``), or ``None``. It, not meta.json's ``current``, says where
+        it was saved: a kill between the two writes left meta.json one save behind."""
         import torch
 
         if not (self.folder / STATE).is_file():
             return None
-        # (state.pt, not meta.json's "current", says which epoch it holds: a kill between the two writes left
-        # meta.json an epoch behind)
-        state = torch.load(self.folder / STATE, map_location="cpu", weights_only=False)
-        return state if state.get("tag") == tag else None
+        return torch.load(self.folder / STATE, map_location="cpu", weights_only=False)
 
     @staticmethod
     def restore_epoch(state: dict, *, model, optimizer, scheduler, scaler, best, rng: np.random.Generator) -> None:
@@ -241,7 +256,7 @@ class TrainingState:
         best.state = state["model"] if b["current"] else b["state"]
         if best.state is not None:
             best.state = {k: v.clone() for k, v in best.state.items()}
-        _set_random_state(rng, state["random"])
+        set_random_state(rng, state["random"])
 
     # -- saving (rank 0) -------------------------------------------------------------------------
 
@@ -251,22 +266,36 @@ class TrainingState:
             return
         current = best.epoch == epoch and best.state is not None
         state = {
-            "tag": tag, "epoch": epoch, "rows": rows, "elapsed": elapsed, "random": _random_state(rng),
+            "tag": tag, "epoch": epoch, "rows": rows, "elapsed": elapsed, "random": random_state(rng),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "best": {"score": best.score, "loss": best.loss, "epoch": best.epoch, "stale": best._stale, "current": current,
                      "state": None if current else best.state},
         }
+        self.save(state, {"tag": tag, "epoch": epoch})
+
+    def save(self, state: dict, current: dict) -> None:
+        """Write ``state`` as state.pt, and ``current`` (where it was saved, as ``saved_point`` tells it) in meta.json."""
+        if not self.writes or self.broken:
+            return
+
         def save() -> None:
             import torch
 
             temporary = self.folder / f"{STATE}.partial"
             torch.save(state, temporary)
             os.replace(temporary, self.folder / STATE)
-            self.meta["current"] = {"tag": tag, "epoch": epoch}
+            self.meta["current"] = current
             self._write_meta()
 
         self._write(save)
+
+    def rows(self, add_metrics: Callable[..., Any], stage_id: int, state: dict | None) -> list:
+        """Re-record the metric rows a saved ``state`` holds; returns them, for the training to go on appending to."""
+        rows = [] if state is None else [list(row) for row in state["rows"]]
+        for split, values, step in rows:
+            add_metrics(stage_id, split, values, step=step)
+        return rows
 
     def save_done(self, tag: str, model_dir: Path, rows: list, rng: np.random.Generator) -> None:
         """Fit ``tag`` is finished: keep its best model (saved in ``model_dir``) and its rows."""
@@ -277,7 +306,7 @@ class TrainingState:
             if target.exists():  # (a copy cut short before it was recorded)
                 shutil.rmtree(target)
             shutil.copytree(model_dir, target, copy_function=link_or_copy)
-            self.meta["done"][tag] = {"rows": rows, "random": _random_state(rng)}
+            self.meta["done"][tag] = {"rows": rows, "random": random_state(rng)}
             self._write_meta()
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / STATE).unlink()  # (the finished fit's epochs: nothing resumes from them now)

@@ -320,3 +320,79 @@ def test_a_relative_model_folder_resumes_from_another_working_directory(tmp_path
         assert len(names) == len(set(names)), sorted(names)
     finally:
         store.close()
+
+
+def _pretrained(db: str, run: str = "r") -> dict:
+    """The pre-trained model's weights, and its stage's per-step figures."""
+    from safetensors.torch import load_file
+
+    store = Store.open(db)
+    try:
+        stage = store.find_stage(run, "pretrain")
+        with store.session() as s:
+            rows = sorted((m.split, m.name, m.step, round(m.value, 6)) for m in s.scalars(select(Metric).where(Metric.stage_id == stage.id))
+                          if m.step is not None)
+        return {"weights": load_file(str(Path(stage.artifact_path) / "model.safetensors")), "rows": rows, "config": stage.config}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_pretrain_resume_ends_as_a_run_never_stopped(tmp_path, corpus, monkeypatch, objective):
+    """Saved at every 50-step figure (SAVE_EVERY_S 0), stopped at step 130 of 200, resumed: the very model
+    and figures of a run never stopped (--steps: not clock-bound)."""
+    import kdstore.pretrain
+
+    monkeypatch.setattr(kdstore.pretrain, "SAVE_EVERY_S", 0.0)
+    args = ("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "200", "--max-len", "32",
+            "--batch-size", "8", "--objective", objective, *(["--no-wwm"] if objective == "mlm" else []))
+    whole = _store(_folder(tmp_path / "whole"), corpus)
+    kd(*args, "--db", whole)
+    db = _store(_folder(tmp_path / "cut"), corpus)
+    real, calls = kdstore.pretrain.mask_tokens, []
+
+    def masks(*a, **k):
+        calls.append(1)
+        if len(calls) == 130:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(kdstore.pretrain, "mask_tokens", masks)
+        stopped = kd(*args, "--db", db, ok=False)
+    assert "`kd pretrain --run r --resume` continues it" in stopped.output and "after step 100 of 200" in stopped.output, stopped.output
+    state = Path(db).parent / "kd-artifacts" / Path(db).name / "r" / "pretrain~resume"
+    assert (state / "state.pt").is_file()
+    assert "(resumable: kd pretrain --resume)" in kd("runs", "--db", db).stdout
+    assert "--resume" in kd(*args, "--db", db, ok=False).output  # (a plain rerun would discard it)
+    assert "--steps" in kd("pretrain", "--run", "r", "--resume", "--steps", "300", "--db", db, ok=False).output
+    kd("pretrain", "--run", "r", "--resume", "--db", db)
+    assert not state.exists()
+    got, want = _pretrained(db), _pretrained(whole)
+    assert got["rows"] == want["rows"] and len(want["rows"]) >= 4
+    assert got["weights"].keys() == want["weights"].keys()
+    for name, tensor in want["weights"].items():
+        np.testing.assert_allclose(got["weights"][name].numpy(), tensor.numpy(), atol=1e-5, err_msg=name)
+    assert got["config"]["resumed_from"] == "after step 100 of 200"
+    kd("teach", "--run", "r", "--model", "pretrain:r", "--epochs", "1", *TEACH, "--db", db)  # (what it is for)
+
+
+def test_pretrain_resume_refuses_a_corpus_read_from_standard_input(tmp_path, corpus, monkeypatch):
+    import kdstore.pretrain
+
+    monkeypatch.setattr(kdstore.pretrain, "SAVE_EVERY_S", 0.0)
+    db = _store(tmp_path, corpus)
+    real, calls = kdstore.pretrain.mask_tokens, []
+
+    def masks(*a, **k):
+        calls.append(1)
+        if len(calls) == 60:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(kdstore.pretrain, "mask_tokens", masks)
+        kd("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "100", "--max-len", "32", "--no-wwm",
+           "--corpus", "-", "--db", db, input="外面的新闻文本一行\n另一行新闻文本\n" * 20, ok=False)
+    refused = kd("pretrain", "--run", "r", "--resume", "--db", db, ok=False)
+    assert "--corpus -" in refused.output and "standard input" in refused.output and "--overwrite" in refused.output, refused.output
