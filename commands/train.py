@@ -448,13 +448,13 @@ def _position_limit(stage: dict) -> int | None:
     from types import SimpleNamespace
 
     from kdstore.predictor import STUDENT_CONFIG
-    from kdstore.teacher import model_dirs, position_limit
+    from kdstore.teacher import folder_position_limit, model_dirs, position_limit
 
     if stage["kind"] not in ("teach", "distill") or not stage.get("artifact_path"):
         return None
     try:
         if stage["kind"] == "teach":  # (of --folds K, the first fold's: every fold has the same)
-            config = json.loads((Path(model_dirs(SimpleNamespace(**stage))[0]) / "config.json").read_text(encoding="utf-8"))
+            return folder_position_limit(model_dirs(SimpleNamespace(**stage))[0])
         else:
             config = (json.loads((Path(stage["artifact_path"]) / STUDENT_CONFIG).read_text(encoding="utf-8")).get("student") or {}).get("bert")
     except (KdError, OSError, ValueError):

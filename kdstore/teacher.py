@@ -931,6 +931,21 @@ def position_limit(config) -> int | None:
     return positions - ABSOLUTE_POSITION_OFFSET.get(getattr(config, "model_type", ""), 0)
 
 
+def folder_position_limit(folder) -> int | None:
+    """``position_limit`` of the model saved in ``folder``: its config.json read as transformers reads it (a GPT-2's
+    says ``n_positions``, which only its config class maps to ``max_position_embeddings``); None where unreadable."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+        from types import SimpleNamespace
+
+        from transformers import AutoConfig
+
+        config = AutoConfig.for_model(**config) if isinstance(config, dict) and config.get("model_type") else SimpleNamespace(**config)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return position_limit(config)
+
+
 def check_max_len(config, max_len: int, path: str) -> None:
     """Refuse a ``--max-len`` longer than the model's position embeddings (it would fail mid-training)."""
     limit = position_limit(config)

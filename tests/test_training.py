@@ -4890,6 +4890,25 @@ def test_texts_cut_at_all_the_positions_a_model_has_are_not_told_a_larger_max_le
     assert "(the student never saw their ends): a larger --max-len may help, at a cost in speed" in cnn.stderr
 
 
+def test_gpt2_texts_cut_at_all_its_positions_are_not_told_a_larger_max_len_may_help(tmp_path, corpus):
+    """A GPT-2's config.json names its positions n_positions, not max_position_embeddings: its texts cut at
+    --max-len 64 of a 64-position GPT-2 were told "a larger --max-len may help", which kd teach then refuses."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kdstore.vocab import build_vocab, make_tokenizer
+
+    db = str(tmp_path / "kd.db")
+    for split in ("train", "dev"):
+        rows = [line.split("\t") for line in corpus[split].read_text(encoding="utf-8").splitlines()]
+        kd("ingest", str(write_tsv(tmp_path / f"long-{split}.tsv", [(label, text * 20) for label, text in rows])), "--split", split, "--db", db)
+    tokens = build_vocab([line.split("\t")[-1] for line in corpus["train"].read_text(encoding="utf-8").splitlines()])
+    seeded(GPT2LMHeadModel, GPT2Config(vocab_size=len(tokens), n_embd=16, n_layer=2, n_head=2, n_positions=64)).save_pretrained(tmp_path / "gpt2")
+    make_tokenizer(tokens).save_pretrained(tmp_path / "gpt2")
+    full = kd("teach", "--run", "g", "--model", str(tmp_path / "gpt2"), "--epochs", "1", "--max-len", "64", "--db", db)
+    assert "(the teacher never saw their ends): its model reads no more than 64 tokens (its position table)" in full.stderr
+    assert "a larger --max-len" not in full.stderr
+
+
 def test_teach_counts_the_train_texts_cut_to_max_len_and_warns_when_most_are(sample_store, tiny_model):
     db = str(sample_store)
     short = kd("teach", "--run", "cut", "--model", str(tiny_model), "--epochs", "1", "--max-len", "6", "--folds", "2", "--db", db)
