@@ -411,7 +411,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 if skipped >= MAX_SKIPPED_STEPS:  # (every rank alike: the scaler reads the gradients DDP averaged)
                     # a scale halved this often fixes no overflow of the gradients: the loss itself is not finite,
                     # and --steps would never be reached (nor the end of --minutes told apart from no time)
-                    raise KdError(f"training diverged by step {step}: the fp16 grad scaler skipped the last {skipped} steps "
+                    raise _unresumable(state, f"training diverged by step {step}: the fp16 grad scaler skipped the last {skipped} steps "
                                   f"(the loss is {loss.item()}); lower --lr")
                 # this rank's part of the batch's mean (see _loss_figures), kept on the device: an .item() a step
                 # made a GPU wait for the host each step, the next batch's masking and kernel launches no longer
@@ -421,11 +421,11 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                 if stepped and step % 50 == 0:
                     figures = _loss_figures(recent, recent_rtd, dist)  # (every rank alike: each stops at the same step)
                     add_metrics(stage.id, "train", figures, step=step)
-                    check_finite(objective, when=f"by step {step}")
+                    _check_finite(state, objective, when=f"by step {step}")
                     windows.append(figures["mlm_loss"])
                     shown = f"{figures['mlm_loss']:.3f}"
                     if collapsed(windows, baseline):  # no more steps bring it back: stop now, not at the end of --minutes
-                        raise KdError(f"training diverged by step {step}: the {measured} fell to {min(windows):.2f} and is back at "
+                        raise _unresumable(state, f"training diverged by step {step}: the {measured} fell to {min(windows):.2f} and is back at "
                                       f"{windows[-1]:.2f}, no better than predicting each character by its frequency "
                                       f"({baseline:.2f}); a teacher fine-tuned from the model would answer one class: lower --lr (now {cfg.lr:g})")
                     if dist.is_main and time.monotonic() - last_save >= SAVE_EVERY_S:  # (rank 0's alone: no collective)
@@ -442,15 +442,16 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     shown = f"{_loss_figures(recent, recent_rtd, dist)['mlm_loss']:.3f}"
                 bar.update(task, advance=int(stepped), loss=shown,
                            left_s=max(budget_s - elapsed, 0.0) if budget_s else None)  # --minutes: the ETA is the budget left
+            position = 0  # (a state saved at the last batch of a pass: that pass skipped whole, the next one trains)
         if step:  # the bar ends on the loss recorded, the last 50 steps', not the one read at the last 50th step (or step 5)
             losses = _loss_figures(recent, recent_rtd, dist)  # a collective: every rank (step is every rank's), before rank 0 goes on alone
             bar.update(task, loss=f"{losses['mlm_loss']:.3f}")
 
     if step == 0:  # every rank sees it (rank 0's clock decides): an untrained model is no result
         raise KdError(f"--minutes {cfg.minutes:g} ran out before the first training step: give it more time or --steps")
-    check_finite(objective, when=f"by step {step}")
+    _check_finite(state, objective, when=f"by step {step}")
     if learned_nothing(losses["mlm_loss"], baseline, texts_seen=seen):
-        raise KdError(f"after {step} steps ({seen:,} texts) the {measured} is {losses['mlm_loss']:.2f}, no better than predicting each "
+        raise _unresumable(state, f"after {step} steps ({seen:,} texts) the {measured} is {losses['mlm_loss']:.2f}, no better than predicting each "
                       f"character by its frequency ({baseline:.2f}): the model learned no context, and a teacher fine-tuned "
                       f"from it may answer one class; check --lr (now {cfg.lr:g}): too high a rate collapses a model to this, "
                       "too low leaves it where it started")
@@ -481,6 +482,22 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     )
     state.finish()  # (nothing left to resume)
     return out
+
+
+def _unresumable(state: TrainingState, message: str) -> KdError:
+    """The error of a failure that ``--resume`` (the same options, --lr included) would only repeat: a loss
+    no better than the frequencies', a collapse, a divergence. Its saved state goes with it, so that the
+    error offers no resume (it offered one beside "check --lr", which a resume cannot change)."""
+    state.finish()
+    return KdError(message)
+
+
+def _check_finite(state: TrainingState, module: torch.nn.Module, *, when: str) -> None:
+    """``check_finite``, its failure one ``--resume`` would repeat (``_unresumable``)."""
+    try:
+        check_finite(module, when=when)
+    except KdError as exc:
+        raise _unresumable(state, str(exc)) from None
 
 
 def _texts_digest(texts: list[str]) -> str:

@@ -396,3 +396,59 @@ def test_pretrain_resume_refuses_a_corpus_read_from_standard_input(tmp_path, cor
            "--corpus", "-", "--db", db, input="外面的新闻文本一行\n另一行新闻文本\n" * 20, ok=False)
     refused = kd("pretrain", "--run", "r", "--resume", "--db", db, ok=False)
     assert "--corpus -" in refused.output and "standard input" in refused.output and "--overwrite" in refused.output, refused.output
+
+
+def test_pretrain_resume_saved_at_the_end_of_a_pass_goes_on(tmp_path, corpus, monkeypatch):
+    """60 train texts at --batch-size 12 make passes of 5 batches: the save at step 50 is at the end of a
+    pass. The resume skipped that pass's batches, and then every later pass's too (its place in the pass,
+    5, was never reset): `kd pretrain --resume` ran forever at 0 steps."""
+    import kdstore.pretrain
+
+    monkeypatch.setattr(kdstore.pretrain, "SAVE_EVERY_S", 0.0)
+    args = ("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "100", "--max-len", "32",
+            "--batch-size", "12", "--split", "train", "--no-wwm")
+    whole = _store(_folder(tmp_path / "whole"), corpus)
+    kd(*args, "--db", whole)
+    db = _store(_folder(tmp_path / "cut"), corpus)
+    real, calls = kdstore.pretrain.mask_tokens, []
+
+    def masks(*a, **k):
+        calls.append(1)
+        if len(calls) == 60:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(kdstore.pretrain, "mask_tokens", masks)
+        assert "after step 50 of 100" in kd(*args, "--db", db, ok=False).output
+    real_batches, passes = kdstore.pretrain.bucketed_batches, []
+
+    def batches(*a, **k):
+        passes.append(1)
+        assert len(passes) < 100, "the resumed pre-training trains no step: every pass skipped"
+        return real_batches(*a, **k)
+
+    monkeypatch.setattr(kdstore.pretrain, "bucketed_batches", batches)
+    kd("pretrain", "--run", "r", "--resume", "--db", db)
+    got, want = _pretrained(db), _pretrained(whole)
+    assert got["rows"] == want["rows"]
+    for name, tensor in want["weights"].items():
+        np.testing.assert_allclose(got["weights"][name].numpy(), tensor.numpy(), atol=1e-5, err_msg=name)
+
+
+def test_a_pretraining_that_learned_nothing_is_not_offered_a_resume(tmp_path, corpus, monkeypatch):
+    """A pre-training failed for a loss no better than the frequencies' (or collapsed, or diverged) was told
+    "`kd pretrain --run r --resume` continues it", beside "check --lr": a resume, which takes no --lr, ran
+    to the very same failure (and, saved at the end of a pass, never ended). The state goes with the failure."""
+    import kdstore.pretrain
+
+    monkeypatch.setattr(kdstore.pretrain, "SAVE_EVERY_S", 0.0)
+    db = _store(tmp_path, corpus)
+    with monkeypatch.context() as mp:
+        mp.setattr(kdstore.pretrain, "learned_nothing", lambda *a, **k: True)
+        failed = kd("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "60", "--max-len", "32",
+                    "--batch-size", "8", "--no-wwm", "--db", db, ok=False)
+    assert "no better than predicting each character by its frequency" in failed.output and "--resume" not in failed.output, failed.output
+    assert not (Path(db).parent / "kd-artifacts" / Path(db).name / "r" / "pretrain~resume").exists()
+    assert "resumable" not in kd("runs", "--db", db).stdout
+    kd("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--max-len", "32", "--db", db)
