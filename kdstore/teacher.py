@@ -846,7 +846,12 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
                 # batches is the mean of the batch means, as in one process
                 bar.update(task, advance=1, loss=losses.add(loss, weight))
             add_metrics(stage.id, "train", {f"{tag}loss": dist.mean_of(losses.floats())}, step=epoch)
-            if stop_if_diverged(model, best, epoch=epoch, tag=tag, warn=dist.is_main):
+            try:
+                diverged = stop_if_diverged(model, best, epoch=epoch, tag=tag, warn=dist.is_main)
+            except KdError:  # (no epoch to fall back on: a --resume, at the same --lr, would only diverge again)
+                state.finish()
+                raise
+            if diverged:
                 add_metrics(stage.id, "all", {f"{tag}diverged_epoch": epoch})
                 break
             if len(dev):

@@ -452,3 +452,18 @@ def test_a_pretraining_that_learned_nothing_is_not_offered_a_resume(tmp_path, co
     assert not (Path(db).parent / "kd-artifacts" / Path(db).name / "r" / "pretrain~resume").exists()
     assert "resumable" not in kd("runs", "--db", db).stdout
     kd("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "2", "--max-len", "32", "--db", db)
+
+
+def test_a_teacher_that_diverged_with_no_epoch_to_keep_is_not_offered_a_resume(tmp_path, corpus, tiny_model, monkeypatch):
+    """Trained on dev too (no epoch judged), diverged in epoch 2: the stage fails, and a --resume, at the same
+    --lr, would only diverge again: its saved state goes, and the error offers none."""
+    import kdstore.torchutil
+
+    db = _store(tmp_path, corpus)
+    calls = []
+    monkeypatch.setattr(kdstore.torchutil, "nonfinite_weight", lambda module: calls.append(1) or ("w" if len(calls) >= 2 else None))
+    out = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", "--split", "train", "--split", "dev", *TEACH,
+             "--db", db, ok=False)
+    assert "training diverged in epoch 2" in out.output and "--resume" not in out.output, out.output
+    assert not _state(db).exists()
+    assert "resumable" not in kd("runs", "--db", db).stdout
