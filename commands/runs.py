@@ -109,7 +109,7 @@ def delete(run, stages, dry_run, yes, db, as_json):
         listed = ", ".join(d["name"] for d in preview["deleted"]) or "nothing"
         listed += "".join(f"; model folder {d['folder']}" for d in preview["deleted"] if d["folder"])  # (files on disk go too)
         listed += "".join(f"; export {folder}" for folder in preview["exports"])  # (a server may load one: it goes too)
-        listed += "".join(f"; saved training state {folder}" for folder in preview["resume_states"])  # (kd teach --resume's)
+        listed += "".join(f"; saved training state {folder}" for folder in preview["resume_states"])  # (kd teach|pretrain --resume's)
         click.confirm(f"delete {what} ({listed})?", abort=True, err=True)
     result = delete_stages(store, run, stages, dry_run=dry_run)
     for warning in result["warnings"]:
@@ -144,7 +144,7 @@ def delete(run, stages, dry_run, yes, db, as_json):
     for folder in result["exports"]:
         click.echo(f"{verb} export {folder}")
     for folder in result["resume_states"]:
-        click.echo(f"{verb} saved training state {folder} (kd teach --resume's)")
+        click.echo(f"{verb} saved training state {folder} (kd {Path(folder).name.removesuffix('~resume')} --resume's)")  # (teach~resume, pretrain~resume)
     if result["run_deleted"]:
         click.echo(f"{verb} run {run!r}")
 

@@ -321,7 +321,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     skipped = 0  # fp16 steps the scaler skipped in a row
     # the training state saved as it goes, and what a --resume takes back from it
     state = TrainingState(store, stage.run, name=stage.name, config=stage_config or config_dict(cfg), resume=resume, writes=dist.is_main,
-                          key={"settings": settings_key(settings_dict(cfg)), "texts": _texts_digest(texts)})
+                          key={"settings": settings_key(settings_dict(cfg)), "texts": _texts_digest(stored.texts), "corpus": _texts_digest(corpus)})
     add_metrics = _recording(add_metrics, figure_rows := [])  # (its figures, which a resume records again)
     saved = state.load() if resume else None
     position = 0  # batches of the current pass already trained on (a resumed pass's skipped)
@@ -348,10 +348,11 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
         done = False
         while not done:
             pass_random = rng.bit_generator.state  # (before the pass's shuffle: what a resume draws it from again)
+            # (a save at the end of a pass skips all of it, once: the pass after is drawn and trained on)
+            skip, position = position, 0
             for at_batch, batch in enumerate(bucketed_batches(lengths, cfg.batch_size, rng)):
-                if at_batch < position:
+                if at_batch < skip:
                     continue
-                position = 0
                 elapsed = time.monotonic() - start - (groups.seconds if groups is not None else 0.0)
                 frac = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s if budget_s else 0.0)
                 if budget_s:
@@ -442,7 +443,6 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                     shown = f"{_loss_figures(recent, recent_rtd, dist)['mlm_loss']:.3f}"
                 bar.update(task, advance=int(stepped), loss=shown,
                            left_s=max(budget_s - elapsed, 0.0) if budget_s else None)  # --minutes: the ETA is the budget left
-            position = 0  # (a state saved at the last batch of a pass: that pass skipped whole, the next one trains)
         if step:  # the bar ends on the loss recorded, the last 50 steps', not the one read at the last 50th step (or step 5)
             losses = _loss_figures(recent, recent_rtd, dist)  # a collective: every rank (step is every rank's), before rank 0 goes on alone
             bar.update(task, loss=f"{losses['mlm_loss']:.3f}")

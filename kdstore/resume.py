@@ -40,7 +40,8 @@ META, STATE = "meta.json", "state.pt"
 VERSION = 1
 # what the key's parts are, in the refusal that names those that changed
 CHANGED = {
-    "texts": "the texts it learns from (the store's of its --split, and --corpus)",
+    "texts": "the store's texts it learns from (those of its --split: an ingest since?)",
+    "corpus": "the texts of its --corpus files",
     "model": "the starting model's files",
     "classes": "the store's classes",
     "train": "the train rows or their labels (an ingest, a label edit, a clean)",

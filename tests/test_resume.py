@@ -77,6 +77,21 @@ def _outcome(db: str, run: str) -> tuple[np.ndarray, np.ndarray, list, dict]:
         store.close()
 
 
+def _pretraining_interrupted_at(monkeypatch, step: int) -> None:
+    """A Ctrl-C as the pre-training masks the batch of its ``step``-th step."""
+    import kdstore.pretrain
+
+    real, calls = kdstore.pretrain.mask_tokens, []
+
+    def masks(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kdstore.pretrain, "mask_tokens", masks)
+
+
 def _saved_epoch(db: str) -> int:
     """The epoch the saved state's meta.json names (0: none yet); written after state.pt."""
     try:
@@ -349,16 +364,8 @@ def test_pretrain_resume_ends_as_a_run_never_stopped(tmp_path, corpus, monkeypat
     whole = _store(_folder(tmp_path / "whole"), corpus)
     kd(*args, "--db", whole)
     db = _store(_folder(tmp_path / "cut"), corpus)
-    real, calls = kdstore.pretrain.mask_tokens, []
-
-    def masks(*a, **k):
-        calls.append(1)
-        if len(calls) == 130:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     with monkeypatch.context() as mp:
-        mp.setattr(kdstore.pretrain, "mask_tokens", masks)
+        _pretraining_interrupted_at(mp, 130)
         stopped = kd(*args, "--db", db, ok=False)
     assert "`kd pretrain --run r --resume` continues it" in stopped.output and "after step 100 of 200" in stopped.output, stopped.output
     state = Path(db).parent / "kd-artifacts" / Path(db).name / "r" / "pretrain~resume"
@@ -382,56 +389,41 @@ def test_pretrain_resume_refuses_a_corpus_read_from_standard_input(tmp_path, cor
 
     monkeypatch.setattr(kdstore.pretrain, "SAVE_EVERY_S", 0.0)
     db = _store(tmp_path, corpus)
-    real, calls = kdstore.pretrain.mask_tokens, []
-
-    def masks(*a, **k):
-        calls.append(1)
-        if len(calls) == 60:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     with monkeypatch.context() as mp:
-        mp.setattr(kdstore.pretrain, "mask_tokens", masks)
+        _pretraining_interrupted_at(mp, 60)
         kd("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "100", "--max-len", "32", "--no-wwm",
            "--corpus", "-", "--db", db, input="外面的新闻文本一行\n另一行新闻文本\n" * 20, ok=False)
     refused = kd("pretrain", "--run", "r", "--resume", "--db", db, ok=False)
     assert "--corpus -" in refused.output and "standard input" in refused.output and "--overwrite" in refused.output, refused.output
 
 
-def test_pretrain_resume_saved_at_the_end_of_a_pass_goes_on(tmp_path, corpus, monkeypatch):
-    """60 train texts at --batch-size 12 make passes of 5 batches: the save at step 50 is at the end of a
-    pass. The resume skipped that pass's batches, and then every later pass's too (its place in the pass,
-    5, was never reset): `kd pretrain --resume` ran forever at 0 steps."""
+def test_pretrain_resume_from_a_save_at_the_end_of_a_pass(tmp_path, corpus, monkeypatch):
+    """A store smaller than --batch-size: one batch a pass, so every save lands at the end of a pass
+    (position == the pass's batches). The resumed run skipped every batch of every pass from then on, for
+    ever (a CPU at 100%, no step taken); it goes on to the very model of a run never stopped."""
     import kdstore.pretrain
 
     monkeypatch.setattr(kdstore.pretrain, "SAVE_EVERY_S", 0.0)
-    args = ("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "100", "--max-len", "32",
-            "--batch-size", "12", "--split", "train", "--no-wwm")
+    args = ("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "150", "--max-len", "32",
+            "--batch-size", "256", "--no-wwm")
     whole = _store(_folder(tmp_path / "whole"), corpus)
     kd(*args, "--db", whole)
     db = _store(_folder(tmp_path / "cut"), corpus)
-    real, calls = kdstore.pretrain.mask_tokens, []
-
-    def masks(*a, **k):
-        calls.append(1)
-        if len(calls) == 60:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    with monkeypatch.context() as mp:
-        mp.setattr(kdstore.pretrain, "mask_tokens", masks)
-        assert "after step 50 of 100" in kd(*args, "--db", db, ok=False).output
     real_batches, passes = kdstore.pretrain.bucketed_batches, []
 
     def batches(*a, **k):
         passes.append(1)
-        assert len(passes) < 100, "the resumed pre-training trains no step: every pass skipped"
+        assert len(passes) < 1000, "the resumed run draws pass after pass and trains on none"
         return real_batches(*a, **k)
 
-    monkeypatch.setattr(kdstore.pretrain, "bucketed_batches", batches)
-    kd("pretrain", "--run", "r", "--resume", "--db", db)
+    with monkeypatch.context() as mp:
+        _pretraining_interrupted_at(mp, 70)
+        assert "after step 50 of 150" in kd(*args, "--db", db, ok=False).output
+    with monkeypatch.context() as mp:
+        mp.setattr(kdstore.pretrain, "bucketed_batches", batches)
+        kd("pretrain", "--run", "r", "--resume", "--db", db)
     got, want = _pretrained(db), _pretrained(whole)
-    assert got["rows"] == want["rows"]
+    assert got["rows"] == want["rows"] and len(want["rows"]) == 3
     for name, tensor in want["weights"].items():
         np.testing.assert_allclose(got["weights"][name].numpy(), tensor.numpy(), atol=1e-5, err_msg=name)
 
@@ -467,3 +459,36 @@ def test_a_teacher_that_diverged_with_no_epoch_to_keep_is_not_offered_a_resume(t
     assert "training diverged in epoch 2" in out.output and "--resume" not in out.output, out.output
     assert not _state(db).exists()
     assert "resumable" not in kd("runs", "--db", db).stdout
+
+
+def test_runs_delete_of_a_failed_pretraining_names_its_state_as_kd_pretrain_resume_s(tmp_path, corpus, monkeypatch):
+    """`kd runs delete --stage pretrain` removes RUN/pretrain~resume and says so: it said "(kd teach --resume's)"."""
+    import kdstore.pretrain
+
+    monkeypatch.setattr(kdstore.pretrain, "SAVE_EVERY_S", 0.0)
+    db = _store(tmp_path, corpus)
+    with monkeypatch.context() as mp:
+        _pretraining_interrupted_at(mp, 60)
+        kd("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "100", "--max-len", "32", "--no-wwm",
+           "--db", db, ok=False)
+    state = Path(db).parent / "kd-artifacts" / Path(db).name / "r" / "pretrain~resume"
+    assert (state / "state.pt").is_file()
+    deleted = kd("runs", "delete", "--run", "r", "--stage", "pretrain", "--yes", "--db", db)
+    assert f"deleted saved training state {state} (kd pretrain --resume's)" in deleted.stdout, deleted.stdout
+    assert not state.exists()
+
+
+def test_pretrain_resume_names_what_changed_the_store_or_a_corpus_file(tmp_path, corpus, monkeypatch):
+    import kdstore.pretrain
+
+    monkeypatch.setattr(kdstore.pretrain, "SAVE_EVERY_S", 0.0)
+    db = _store(tmp_path, corpus)
+    news = tmp_path / "news.txt"
+    news.write_text("外面的新闻文本一行\n另一行新闻文本\n" * 20, encoding="utf-8")
+    with monkeypatch.context() as mp:
+        _pretraining_interrupted_at(mp, 60)
+        kd("pretrain", "--run", "r", "--layers", "1", "--hidden", "32", "--heads", "2", "--steps", "100", "--max-len", "32", "--no-wwm",
+           "--corpus", str(news), "--db", db, ok=False)
+    news.write_text("外面的新闻文本一行\n" * 40, encoding="utf-8")
+    refused = kd("pretrain", "--run", "r", "--resume", "--db", db, ok=False)
+    assert "the texts of its --corpus files changed since" in refused.output and "store's texts" not in refused.output, refused.output
