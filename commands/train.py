@@ -1391,6 +1391,9 @@ def distill(run, student, teacher_runs, teacher_weights, teacher_average, alpha,
     if twice and len(set(teacher_runs)) > 1 and not _options_given(("teacher_weights",)):  # (weighed by position: one's own choice)
         _warn(f"--teacher-run {', '.join(twice)} named more than once: counted as often in the average of the teachers "
               "(--teacher-weight weighs them)")
+    elif twice and len(set(teacher_runs)) == 1:  # (`--teacher-run A --teacher-run A`: a typo for B, recorded as two teachers)
+        _warn(f"--teacher-run {twice[0]} named {len(teacher_runs)} times: this student has one teacher, that of run {twice[0]!r} "
+              "(another run meant?)")
     if len(set(teacher_runs or (run,))) == 1 and _options_given(("teacher_average",)):
         _warn("--teacher-average: not used: it averages several --teacher-run, and this student has one teacher")
     temperature, temperature_end, temperature_schedule, temperature_beta, temperature_gamma = _file_temperatures_fit(

@@ -3736,6 +3736,9 @@ def test_distill_two_teachers_learns_their_probabilities_averaged_in_weight_orde
     doubled = kd("distill", "--run", "zz", "--teacher-run", "r", "--teacher-run", "r2", "--teacher-run", "r", "--epochs", "1",
                  "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)  # (r weighed 2/3, unsaid)
     assert "warning: --teacher-run r named more than once: counted as often in the average of the teachers" in doubled.stderr
+    same = kd("distill", "--run", "zz", "--teacher-run", "r", "--teacher-run", "r", "--epochs", "1", "--name", "same",
+              "--embed-dim", "8", "--num-filters", "4", "--max-len", "32", "--db", db)  # (a typo for r2: one teacher, in silence)
+    assert "warning: --teacher-run r named 2 times: this student has one teacher, that of run 'r'" in same.stderr, same.stderr
     bad = kd("distill", "--run", "r", "--student", "early-exit", "--teacher-average", "logits", "--name", "ee", "--db", db, ok=False)
     assert "--teacher-average: for students, not --student early-exit" in bad.output
 
