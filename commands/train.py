@@ -32,7 +32,7 @@ from kdstore.metrics import below_room, chance_macro_f1, class_support, hardly_b
 from kdstore.noise import LEAST_CLASS_SAMPLES, fold_warnings_of
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
-from kdstore.resume import resume_folder, saved_meta, saved_point
+from kdstore.resume import STATE_RECORD, in_working_directory, resume_folder, saved_meta, saved_point
 from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
 from kdstore.runs import SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
@@ -948,6 +948,8 @@ def _stage_with_state(store, dist, *, kind: str, run: str, config: dict, overwri
     """``train(stage)`` in a stage of ``kind`` (teach, pretrain) whose training state is saved as it goes; a
     failure after a save says how to continue from it (``kd KIND --resume``)."""
     began = False  # (a refusal to begin, of a stage running elsewhere, says nothing of its state, nor touches it)
+    if in_working_directory(store):  # (found from a job in another working directory: resume_folder)
+        config = {**config, STATE_RECORD: str(resume_folder(store, run, kind).resolve())}
     try:
         with shared_stage(dist, store, run=run, kind=kind, config=config, overwrite=overwrite) as stage:
             began = True
@@ -963,6 +965,10 @@ def _stage_with_state(store, dist, *, kind: str, run: str, config: dict, overwri
         said = str(exc).replace("; run the command again to start it over", "")
         raise type(exc)(f"{said}; `kd {kind} --run {run} --resume{' --overwrite' * overwrite}` continues it from its saved "
                         f"state ({point})") from None
+    # the success on record: nothing is left to resume (removed only then: a success not recorded, the store lost
+    # as it was written, resumes from it)
+    if dist.is_main and saved_meta(store, run, kind) is not None:
+        shutil.rmtree(resume_folder(store, run, kind), ignore_errors=True)
 
 
 def _refuse_discarding_state(store, run: str, kind: str) -> None:
@@ -1035,8 +1041,8 @@ def _resume_pretrain(store, run: str, device: str, overwrite: bool, as_json: boo
     cfg, saved = _resumed_config(store, run, "pretrain", PretrainConfig, (
         "layers", "hidden", "heads", "max_len", "batch_size", "grad_accum", "lr", "steps", "minutes", "mask_prob", "objective",
         "generator_layers", "wwm", "min_count", "corpus", "long_texts", "splits", "seed"), device, overwrite)
-    if "-" in cfg.corpus or any(not Path(f).is_file() for f in cfg.corpus):  # (a pipe, read once, or a file gone)
-        gone = next(f for f in cfg.corpus if f == "-" or not Path(f).is_file())
+    gone = next((f for f in cfg.corpus if f == "-" or not Path(f).is_file()), None)  # (a pipe, read once, or a file gone)
+    if gone is not None:
         raise KdError(f"--resume: the pre-training read --corpus {gone}, which cannot be read again"
                       + (" (standard input)" if gone == "-" else " (no such file now)") + f": start over with `kd pretrain --run {run} --overwrite ...`")
     digests: dict[str, str] = {}

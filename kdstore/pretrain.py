@@ -28,7 +28,7 @@ from .errors import KdError
 from .jsonl import text_key
 from .masking import IGNORE, mask_tokens
 from .progress import progress
-from .resume import TrainingState, random_state, set_random_state, settings_key
+from .resume import TrainingState, random_state, recorded_again, recording, set_random_state, settings_key
 from .runs import StageHandle
 from .names import SPLITS
 from .schedules import check_lr, check_steps, warmup_linear_decay
@@ -322,11 +322,11 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
     # the training state saved as it goes, and what a --resume takes back from it
     state = TrainingState(store, stage.run, name=stage.name, config=stage_config or config_dict(cfg), resume=resume, writes=dist.is_main,
                           key={"settings": settings_key(settings_dict(cfg)), "texts": _texts_digest(stored.texts), "corpus": _texts_digest(corpus)})
-    add_metrics = _recording(add_metrics, figure_rows := [])  # (its figures, which a resume records again)
     saved = state.load() if resume else None
+    # (its figures, which the saved state keeps and a resume records again)
+    add_metrics = recording(add_metrics, recorded_again(add_metrics, stage.id, saved["rows"] if saved is not None else []))
     position = 0  # batches of the current pass already trained on (a resumed pass's skipped)
     if saved is not None:
-        figure_rows[:] = state.rows(add_metrics.__wrapped__, stage.id, saved)
         objective.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if saved["scaler"]:
@@ -433,7 +433,7 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
                         state.save({
                             "step": step, "seen": seen, "windows": windows, "position": at_batch + 1, "pass_random": pass_random,
                             "recent": host_floats(recent), "recent_rtd": host_floats(recent_rtd) if recent_rtd else [],
-                            "random": random_state(rng), "masks": gen.get_state(), "rows": figure_rows,
+                            "random": random_state(rng), "masks": gen.get_state(), "rows": add_metrics.rows,
                             "seconds": time.monotonic() - start - (groups.seconds if groups is not None else 0.0),
                             "model": {k: v.detach().cpu() for k, v in objective.state_dict().items()},
                             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -480,7 +480,6 @@ def pretrain(store: Store, stage: StageHandle, cfg: PretrainConfig, dist: Dist =
             **({"processes": dist.world} if dist.active else {}),
         },
     )
-    state.finish()  # (nothing left to resume)
     return out
 
 
@@ -507,17 +506,6 @@ def _texts_digest(texts: list[str]) -> str:
         h.update(text.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()
-
-
-def _recording(add_metrics, rows: list):
-    """``add_metrics`` that also keeps each row in ``rows`` (the saved state's, which a resume records again)."""
-    def add(stage_id, split, values, step=None):
-        values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
-        rows.append([split, values, step])
-        return add_metrics(stage_id, split, values, step=step)
-
-    add.__wrapped__ = add_metrics
-    return add
 
 
 def _frequency_loss(ids: list[list[int]], special_ids: torch.Tensor) -> float:

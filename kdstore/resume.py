@@ -53,8 +53,23 @@ NOT_KEYED = ("device", "score_batch_size", "corpus")
 
 
 def resume_folder(store, run: str, name: str = "teach") -> Path:
-    """Where the training state of stage ``name`` of ``run`` is saved."""
-    return store.artifact_root / run / f"{name}{RESUME}"
+    """Where the training state of stage ``name`` of ``run`` is saved: in the store's ``RUN`` folder, or,
+    for a server store's (``kd-artifacts/DB@HOST`` in the working directory), where the run's latest stage
+    of ``name`` recorded it (``STATE_RECORD``) when it ran from another working directory."""
+    here = store.artifact_root / run / f"{name}{RESUME}"
+    if not in_working_directory(store) or (here / META).is_file():
+        return here
+    recorded = next(((st.config or {}).get(STATE_RECORD) for st in reversed(store.stages_of(run)) if st.kind == name), None)
+    return Path(recorded) if recorded and (Path(recorded) / META).is_file() else here
+
+
+STATE_RECORD = "resume_state"  # the stage config's record of its state's folder (absolute), where in_working_directory
+
+
+def in_working_directory(store) -> bool:
+    """Whether the store's saved states are in the working directory's ``kd-artifacts/DB@HOST`` (a server
+    store's, ``KD_ARTIFACTS`` unset): a job in another directory finds them by the stage's record."""
+    return store.engine.dialect.name != "sqlite" and store.artifact_root == store.home_root
 
 
 def rows_digest(ids, labels) -> str:
@@ -128,6 +143,27 @@ def saved_point(store, run: str, name: str = "teach") -> str | None:
     if not meta["done"]:
         return None
     return f"{len(meta['done'])} of {folds} folds trained" if folds else "the model trained, not yet scored"
+
+
+def recording(add_metrics: Callable[..., Any], rows: list) -> Callable[..., Any]:
+    """``add_metrics`` (``Store.add_metrics``'s signature) that also keeps each row in ``rows``, its values as
+    plain numbers: the rows a saved state holds, which a resume records again (``recorded_again``)."""
+    def add(stage_id, split, values, step=None):
+        values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
+        rows.append([split, values, step])
+        return add_metrics(stage_id, split, values, step=step)
+
+    add.rows = rows  # (what a save keeps)
+    return add
+
+
+def recorded_again(add_metrics: Callable[..., Any], stage_id: int, saved_rows: list) -> list:
+    """Record the metric rows of a saved state on the resumed stage; returns them (a new list), for the training
+    to go on appending to through ``recording``."""
+    rows = [list(row) for row in saved_rows]
+    for split, values, step in rows:
+        add_metrics(stage_id, split, values, step=step)
+    return rows
 
 
 def resume_model(store, run: str, model: str) -> str:
@@ -210,22 +246,14 @@ class TrainingState:
         folder = self.folder / fit_folder_name(tag)
         return folder if tag in self.meta["done"] and folder.is_dir() else None
 
-    def replay(self, tag: str, add_metrics: Callable[..., Any], stage_id: int, rows: list) -> dict | None:
-        """Re-record the metric rows of fit ``tag`` saved before (into ``rows`` too, which the fit goes on
-        appending to) and return its saved epoch state (``None``: it starts at its first epoch). A fit
-        finished before replays all of its rows and sets the random state it ended with."""
-        saved = None
+    def replay(self, tag: str) -> tuple[dict | None, list]:
+        """``(epoch state, metric rows)`` of fit ``tag`` saved before: the state it goes on from (``None``: it
+        starts at its first epoch, or finished before: ``done``) and the rows it recorded so far (all of
+        them for a finished fit), for ``recorded_again``."""
         if tag in self.meta["done"]:
-            record = self.meta["done"][tag]
-        else:
-            saved = self._epoch_state(tag)
-            record = saved
-        if record is None:
-            return None
-        for split, values, step in record["rows"]:
-            add_metrics(stage_id, split, values, step=step)
-            rows.append([split, values, step])
-        return saved
+            return None, self.meta["done"][tag]["rows"]
+        saved = self._epoch_state(tag)
+        return saved, [] if saved is None else saved["rows"]
 
     def restore_random(self, tag: str, rng: np.random.Generator) -> None:
         """Set the random state that fit ``tag`` finished with."""
@@ -290,13 +318,6 @@ class TrainingState:
             self._write_meta()
 
         self._write(save)
-
-    def rows(self, add_metrics: Callable[..., Any], stage_id: int, state: dict | None) -> list:
-        """Re-record the metric rows a saved ``state`` holds; returns them, for the training to go on appending to."""
-        rows = [] if state is None else [list(row) for row in state["rows"]]
-        for split, values, step in rows:
-            add_metrics(stage_id, split, values, step=step)
-        return rows
 
     def save_done(self, tag: str, model_dir: Path, rows: list, rng: np.random.Generator) -> None:
         """Fit ``tag`` is finished: keep its best model (saved in ``model_dir``) and its rows."""

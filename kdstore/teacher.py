@@ -33,7 +33,7 @@ from .predictor import STUDENT_CONFIG
 from .pretrain import TRAINED_POSITIONS, trained_positions
 from .progress import progress
 from .names import resolve_run_id
-from .resume import TrainingState, link_or_copy, resume_model, rows_digest, settings_key
+from .resume import TrainingState, link_or_copy, recorded_again, recording, resume_model, rows_digest, settings_key
 from .runs import StageHandle, check_unchanged, sha256_path
 from .schedules import check_epochs, check_lr, layer_decay_scales, warmup_linear_decay_step
 from .speed import measure, speed_texts
@@ -594,7 +594,6 @@ def train_teacher(store: Store, stage: StageHandle, cfg: TeachConfig, dist: Dist
         average_probs_as_logits([score(m, tokenizer, texts, max_len=cfg.max_len, batch_size=bs, device=cpu, bar=False) for m in served]),
         timed,
     ))
-    state.finish()  # (nothing left to resume)
     return out_dir
 
 
@@ -774,19 +773,15 @@ def _fit(add_metrics, stage, cfg: TeachConfig, path: str, names, train: SampleSe
     Every rank draws the same global batches and trains on its share of each (DDP); dev is scored
     in shards and gathered, so every rank takes the same early-stopping decision.
     """
-    rows: list = []  # this fit's metric rows, as the saved state keeps them for a resume to record again
-    saved = state.replay(tag, add_metrics, stage.id, rows)
+    saved, saved_rows = state.replay(tag)
+    rows = recorded_again(add_metrics, stage.id, saved_rows)  # this fit's metric rows, as the saved state keeps them
+    add_metrics = recording(add_metrics, rows)
     done = state.done(tag)
     if done is not None:
         state.restore_random(tag, rng)  # (the next fold draws its batches as it would have)
         tokenizer, model = load_classifier(str(done), names)
         model.kd_saved = done  # (its files, saved already: train_teacher links them, not a second save)
         return model.to(device), tokenizer, rows
-
-    def add_metrics(stage_id, split, values, step=None, _record=add_metrics):
-        values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
-        rows.append([split, values, step])
-        _record(stage_id, split, values, step=step)
 
     tokenizer, model = load_classifier(path, names)
     model.to(device)

@@ -492,3 +492,55 @@ def test_pretrain_resume_names_what_changed_the_store_or_a_corpus_file(tmp_path,
     news.write_text("外面的新闻文本一行\n" * 40, encoding="utf-8")
     refused = kd("pretrain", "--run", "r", "--resume", "--db", db, ok=False)
     assert "the texts of its --corpus files changed since" in refused.output and "store's texts" not in refused.output, refused.output
+
+
+def test_a_server_stores_teacher_resumes_from_another_working_directory(tmp_path, corpus, tiny_model, monkeypatch, pg_server):
+    """A PostgreSQL store keeps its models in the working directory's kd-artifacts/DB@HOST: a teacher killed
+    in one directory is resumed by a job in another (kd runs marks it there too), not told it saved nothing."""
+    url = pg_server.create()
+    try:
+        for split, path in corpus.items():
+            kd("ingest", str(path), "--split", split, "--db", url)
+        first, second = _folder(tmp_path / "first"), _folder(tmp_path / "second")
+        monkeypatch.chdir(first)
+        with monkeypatch.context() as mp:
+            _interrupted_at(mp, 3)
+            kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH, "--db", url, ok=False)
+        state = next(first.glob("kd-artifacts/*/r/teach~resume"))
+        monkeypatch.chdir(second)
+        assert "resumable: kd teach --resume" in kd("runs", "--db", url).output
+        out = json.loads(kd("teach", "--run", "r", "--resume", "--db", url, "--json").stdout)
+        assert out["status"] == "succeeded"
+        assert not state.exists()  # (the success removes the state it resumed from)
+    finally:
+        pg_server.drop(url)
+
+
+
+def test_a_teacher_whose_success_was_not_recorded_resumes(tmp_path, corpus, tiny_model, monkeypatch):
+    """The state goes once the stage's success is on record, not before: a store lost as it records it
+    (then the stage marked failed, its process gone) leaves the teacher resumable."""
+    import sqlalchemy.exc
+
+    import kdstore.runs
+    from kdstore.runs import _fail
+
+    db = _store(tmp_path, corpus)
+    real = kdstore.runs._finish
+
+    def lost(store, stage_id, status, error):
+        if status == "succeeded":
+            raise sqlalchemy.exc.OperationalError("UPDATE stages", {}, Exception("server closed the connection"))
+        return real(store, stage_id, status, error)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(kdstore.runs, "_finish", lost)
+        kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "2", "--folds", "2", *TEACH, "--db", db, ok=False)
+    store = Store.open(db)
+    try:
+        _fail(store, store.find_stage("r", "teach", succeeded=False).id, run="r", name="teach", error="process gone")
+    finally:
+        store.close()
+    assert _state(db).is_dir()
+    assert json.loads(kd("teach", "--run", "r", "--resume", "--db", db, "--json").stdout)["status"] == "succeeded"
+    assert not _state(db).exists()
