@@ -690,7 +690,7 @@ def _inside_own_teacher(store, run: str, model: str) -> bool:
                    "--split train --split dev --split unlabeled leaves test out).")
 @click.option("--resume", is_flag=True, help="Continue the run's pre-training that failed or was killed from its last saved state, with "
               "the options (and --corpus files) it was started with: a pretrain stage saves its training state every 10 minutes of "
-              "training in RUN/pretrain~resume beside its model, and removes it once it succeeds. --device may differ; "
+              "training in RUN/pretrain~resume beside its model, and removes it once it succeeds. --device and --grad-accum may differ; "
               "--steps N resumes to the very model of a run never stopped, --minutes M spends the minutes left.")
 @_seed_option
 @_device_option
@@ -713,7 +713,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
       torchrun --nproc-per-node 4 --no-python kd -- pretrain --run r1 --minutes 10   # 4 GPUs (README: Several GPUs or machines)
     """
     if resume:
-        _resume_pretrain(open_store(db), run, device, overwrite, as_json)
+        _resume_pretrain(open_store(db), run, device, grad_accum, overwrite, as_json)
         return
     source = click.get_current_context().get_parameter_source
     # (a typed 0 is no budget, "use the other one", as the default is: the file's other one stays)
@@ -798,9 +798,9 @@ def _logits_only_reason(unused: list[str]) -> str:
 @click.option("--folds", type=int, default=0, help="Train K teachers on K stratified folds: out-of-fold logits for train samples.")
 @click.option("--logits-only/--no-logits-only", is_flag=True, help="Only score samples that have no logits yet, with the run's teacher.")
 @click.option("--resume", is_flag=True, help="Continue the run's teacher that failed or was killed from its last finished epoch (or fold), "
-              "with the options it was started with: a teach stage saves its training state after each epoch in RUN/teach~resume beside "
-              "its model, and removes it once it succeeds. --device may differ; with --overwrite it continues a replacement of a "
-              "teacher that succeeded.")
+              "with the options it was started with: a teach stage saves its training state after each epoch but the last (and each finished fold) in RUN/teach~resume beside "
+              "its model, and removes it once it succeeds. --device and --grad-accum may differ (a teacher out of GPU memory "
+              "resumes in pieces that fit); with --overwrite it continues a replacement of a teacher that succeeded.")
 @_seed_option
 @_device_option
 @overwrite_option
@@ -822,7 +822,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
     """
     store = open_store(db, writer=True)
     if resume:
-        _resume_teach(store, run, device, overwrite, as_json)
+        _resume_teach(store, run, device, grad_accum, overwrite, as_json)
         return
     if not logits_only and not model:
         raise click.UsageError("--model is required (a Hugging Face name or directory, or pretrain:RUN)")
@@ -965,6 +965,12 @@ def _stage_with_state(store, dist, *, kind: str, run: str, config: dict, overwri
         said = str(exc).replace("; run the command again to start it over", "")
         raise type(exc)(f"{said}; `kd {kind} --run {run} --resume{' --overwrite' * overwrite}` continues it from its saved "
                         f"state ({point})") from None
+    except Exception:  # (out of memory on the GPU, a full disk: its own one-line error follows, which names no resume)
+        point = saved_point(store, run, kind) if began and dist.is_main else None
+        if point is not None:
+            _warn(f"the {WHAT[kind]}'s training state is saved ({point}): `kd {kind} --run {run} --resume"
+                  f"{' --overwrite' * overwrite}` continues it with the options it was started with")
+        raise
     # the success on record: nothing is left to resume (removed only then: a success not recorded, the store lost
     # as it was written, resumes from it)
     if dist.is_main and saved_meta(store, run, kind) is not None:
@@ -988,13 +994,14 @@ def _warn_discarding_state(store, run: str, kind: str) -> None:
               f"`kd {kind} --run {run} --resume --overwrite` would have continued it)")
 
 
-def _resumed_config(store, run: str, kind: str, config_class, options: tuple[str, ...], device: str, overwrite: bool):
+def _resumed_config(store, run: str, kind: str, config_class, options: tuple[str, ...], overwrite: bool, **free):
     """``kd KIND --resume``: ``(cfg, saved stage config)``, the options the failed stage was started with (the
-    ``options`` typed refused; --device may differ), after checking its name is free to start again."""
+    ``options`` typed refused) but the ``free`` ones given (``device``, ``grad_accum``: the same training on
+    another device, or in pieces that fit its memory), after checking its name is free to start again."""
     typed = [{"--splits": "--split", "--labels": "--label"}.get(o, o) for o in _options_given(options)]
     if typed:
         raise click.UsageError(f"{', '.join(typed)}: --resume trains with the options the {WHAT[kind]} was started with "
-                               "(only --device may differ): leave them out, or start over with --overwrite and them")
+                               "(only --device and --grad-accum may differ): leave them out, or start over with --overwrite and them")
     meta = saved_meta(store, run, kind)
     if meta is None or saved_point(store, run, kind) is None:
         saves = "after each epoch but the last" if kind == "teach" else "every 10 minutes of training"
@@ -1003,8 +1010,8 @@ def _resumed_config(store, run: str, kind: str, config_class, options: tuple[str
     saved = meta["config"]
     cfg = config_class(**{f.name: tuple(saved[f.name]) if isinstance(saved[f.name], list) else saved[f.name]
                           for f in dataclass_fields(config_class) if f.name in saved})
-    if click.get_current_context().get_parameter_source("device") != ParameterSource.DEFAULT:  # (typed, or a config file's)
-        cfg = replace(cfg, device=device)
+    source = click.get_current_context().get_parameter_source
+    cfg = replace(cfg, **{name: value for name, value in free.items() if source(name) != ParameterSource.DEFAULT})  # (typed, or a file's)
     cfg.validate()
     pick_device(cfg.device)
     if not overwrite:
@@ -1015,19 +1022,19 @@ def _resumed_config(store, run: str, kind: str, config_class, options: tuple[str
                 raise
             raise KdError(f"--resume: the {WHAT[kind]} of run {run!r} succeeded; the saved state is of its replacement (--overwrite) "
                           f"that failed: `kd {kind} --run {run} --resume --overwrite` continues that one in its place") from None
-    return cfg, saved
+    return cfg, {**saved, **{name: getattr(cfg, name) for name in free}}
 
 
-def _resume_teach(store, run: str, device: str, overwrite: bool, as_json: bool) -> None:
+def _resume_teach(store, run: str, device: str, grad_accum: int, overwrite: bool, as_json: bool) -> None:
     """``kd teach --resume``: the failed teacher's stage again, with the options it was started with, from
     its saved training state."""
     cfg, saved = _resumed_config(store, run, "teach", TeachConfig, (
-        "model", "epochs", "lr", "batch_size", "grad_accum", "max_len", "warmup", "patience", "layer_decay", "class_weight", "where",
-        "splits", "labels", "folds", "logits_only", "seed"), device, overwrite)
+        "model", "epochs", "lr", "batch_size", "max_len", "warmup", "patience", "layer_decay", "class_weight", "where",
+        "splits", "labels", "folds", "logits_only", "seed"), overwrite, device=device, grad_accum=grad_accum)
     with process_group(cfg.device) as dist:
         if overwrite:
             _before_replacing(store, run, "teach", warn=dist.is_main)
-        config = {**saved, "device": cfg.device, "classes": store.class_names(), **labels_state(store), "environment": environment(cfg.device),
+        config = {**saved, "classes": store.class_names(), **labels_state(store), "environment": environment(cfg.device),
                   "resumed_from": saved_point(store, run)}
         _stage_with_state(store, dist, kind="teach", run=run, config=config, overwrite=overwrite, resume=True,
                           train=lambda stage: train_teacher(store, stage, cfg, dist, resume=True, stage_config=config))
@@ -1035,12 +1042,12 @@ def _resume_teach(store, run: str, device: str, overwrite: bool, as_json: bool) 
         _finish(store, run, "teach", as_json)
 
 
-def _resume_pretrain(store, run: str, device: str, overwrite: bool, as_json: bool) -> None:
+def _resume_pretrain(store, run: str, device: str, grad_accum: int, overwrite: bool, as_json: bool) -> None:
     """``kd pretrain --resume``: the failed pre-training again, with the options (and --corpus files, by their
     absolute paths) it was started with, from its saved training state."""
     cfg, saved = _resumed_config(store, run, "pretrain", PretrainConfig, (
-        "layers", "hidden", "heads", "max_len", "batch_size", "grad_accum", "lr", "steps", "minutes", "mask_prob", "objective",
-        "generator_layers", "wwm", "min_count", "corpus", "long_texts", "splits", "seed"), device, overwrite)
+        "layers", "hidden", "heads", "max_len", "batch_size", "lr", "steps", "minutes", "mask_prob", "objective",
+        "generator_layers", "wwm", "min_count", "corpus", "long_texts", "splits", "seed"), overwrite, device=device, grad_accum=grad_accum)
     gone = next((f for f in cfg.corpus if f == "-" or not Path(f).is_file()), None)  # (a pipe, read once, or a file gone)
     if gone is not None:
         raise KdError(f"--resume: the pre-training read --corpus {gone}, which cannot be read again"
@@ -1050,7 +1057,7 @@ def _resume_pretrain(store, run: str, device: str, overwrite: bool, as_json: boo
     with process_group(cfg.device) as dist:
         if overwrite:
             _before_replacing(store, run, "pretrain", warn=dist.is_main)
-        config = {**saved, "device": cfg.device, "environment": environment(cfg.device), "resumed_from": saved_point(store, run, "pretrain")}
+        config = {**saved, "environment": environment(cfg.device), "resumed_from": saved_point(store, run, "pretrain")}
         _stage_with_state(store, dist, kind="pretrain", run=run, config=config, overwrite=overwrite, resume=True,
                           train=lambda stage: run_pretrain(store, stage, cfg, dist, corpus=corpus, resume=True, stage_config=config))
     if dist.is_main:

@@ -48,8 +48,9 @@ CHANGED = {
     "dev": "the dev rows or their labels",
 }
 # settings that change no trained weight: left out of the key (--device may differ on the machine that resumes)
-# (and --corpus as typed: the texts' digest keys what it read, from any working directory)
-NOT_KEYED = ("device", "score_batch_size", "corpus")
+# (and --corpus as typed: the texts' digest keys what it read, from any working directory; and --grad-accum,
+# the same steps in pieces, to float rounding: what a teacher out of GPU memory resumes with)
+NOT_KEYED = ("device", "score_batch_size", "corpus", "grad_accum")
 
 
 def resume_folder(store, run: str, name: str = "teach") -> Path:
@@ -100,10 +101,14 @@ def read_meta(folder: Path) -> dict | None:
 
 
 def store_mark(store) -> str:
-    """Whose a saved state is: the store's own ``kd-artifacts/STORE`` folder (its file, or its server
-    database's name and host), recorded in the state: two stores that share ``KD_ARTIFACTS`` share
-    ``RUN/teach~resume`` for runs of the same name."""
-    return str(store.home_root)
+    """Whose a saved state is: the store's own ``kd-artifacts/STORE`` folder (its file's, absolute, or its server
+    database's ``NAME@HOST``), recorded in the state: two stores that share ``KD_ARTIFACTS`` share
+    ``RUN/teach~resume`` for runs of the same name. The same from any working directory and --db spelling (a
+    relative one, ``kd-artifacts/kd.db``, took a job re-queued elsewhere for another store, and two ``kd.db``
+    files of two folders for one)."""
+    if store.engine.dialect.name == "sqlite":
+        return str(store.home_root.resolve())
+    return store.home_root.name  # (its folder is in the working directory: the name is the store's, not the path)
 
 
 def _foreign(store, meta: dict) -> bool:

@@ -187,7 +187,7 @@ def test_runs_delete_removes_a_failed_teachers_saved_state(tmp_path, corpus, tin
     assert _state(db).is_dir()
     listed = json.loads(kd("runs", "--json", "--db", db).stdout)[0]["stages"][0]
     assert listed["status"] == "failed" and listed["resumable"] == "after epoch 1 of 3"
-    assert "(resumable: kd teach --resume)" in kd("runs", "--db", db).stdout
+    assert "(resumable: kd teach --run r --resume)" in kd("runs", "--db", db).stdout
     deleted = kd("runs", "delete", "--run", "r", "--yes", "--db", db)
     assert f"deleted saved training state {_state(db)}" in deleted.stdout
     assert not _state(db).exists()
@@ -267,7 +267,7 @@ def test_a_failed_replacement_resumes_in_the_place_of_the_teacher_that_stands(tm
         _interrupted_at(mp, 2)
         failed = kd(*args, "--overwrite", ok=False)
     assert "`kd teach --run r --resume --overwrite` continues it" in failed.output, failed.output
-    assert "(resumable: kd teach --resume --overwrite)" in kd("runs", "--db", db).stdout
+    assert "(resumable: kd teach --run r --resume --overwrite)" in kd("runs", "--db", db).stdout
     plain = kd("teach", "--run", "r", "--resume", "--db", db, ok=False)
     assert "`kd teach --run r --resume --overwrite` continues that one" in plain.output, plain.output
     kd("teach", "--run", "r", "--resume", "--overwrite", "--db", db)
@@ -370,7 +370,7 @@ def test_pretrain_resume_ends_as_a_run_never_stopped(tmp_path, corpus, monkeypat
     assert "`kd pretrain --run r --resume` continues it" in stopped.output and "after step 100 of 200" in stopped.output, stopped.output
     state = Path(db).parent / "kd-artifacts" / Path(db).name / "r" / "pretrain~resume"
     assert (state / "state.pt").is_file()
-    assert "(resumable: kd pretrain --resume)" in kd("runs", "--db", db).stdout
+    assert "(resumable: kd pretrain --run r --resume)" in kd("runs", "--db", db).stdout
     assert "--resume" in kd(*args, "--db", db, ok=False).output  # (a plain rerun would discard it)
     assert "--steps" in kd("pretrain", "--run", "r", "--resume", "--steps", "300", "--db", db, ok=False).output
     kd("pretrain", "--run", "r", "--resume", "--db", db)
@@ -508,7 +508,7 @@ def test_a_server_stores_teacher_resumes_from_another_working_directory(tmp_path
             kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH, "--db", url, ok=False)
         state = next(first.glob("kd-artifacts/*/r/teach~resume"))
         monkeypatch.chdir(second)
-        assert "resumable: kd teach --resume" in kd("runs", "--db", url).output
+        assert "resumable: kd teach --run r --resume" in kd("runs", "--db", url).output
         out = json.loads(kd("teach", "--run", "r", "--resume", "--db", url, "--json").stdout)
         assert out["status"] == "succeeded"
         assert not state.exists()  # (the success removes the state it resumed from)
@@ -544,3 +544,54 @@ def test_a_teacher_whose_success_was_not_recorded_resumes(tmp_path, corpus, tiny
     assert _state(db).is_dir()
     assert json.loads(kd("teach", "--run", "r", "--resume", "--db", db, "--json").stdout)["status"] == "succeeded"
     assert not _state(db).exists()
+
+
+def test_a_kd_artifacts_state_resumes_from_another_working_directory(tmp_path, corpus, tiny_model, monkeypatch):
+    """With KD_ARTIFACTS set, a teacher killed in a job that named its store relatively (--db kd.db) is resumed by a
+    job in another working directory (the store's absolute path): the state is the store's own, not another's."""
+    monkeypatch.setenv("KD_ARTIFACTS", str(tmp_path / "shared"))
+    db = _store(_folder(tmp_path / "store"), corpus)
+    monkeypatch.chdir(tmp_path / "store")
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 3)
+        kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH, "--db", "kd.db", ok=False)
+    monkeypatch.chdir(_folder(tmp_path / "job"))
+    assert json.loads(kd("runs", "--db", db, "--json").stdout)[0]["stages"][0]["resumable"] == "after epoch 2 of 3"
+    out = json.loads(kd("teach", "--run", "r", "--resume", "--db", db, "--json").stdout)
+    assert out["status"] == "succeeded"
+    assert not (tmp_path / "shared" / "r" / "teach~resume").exists()
+
+
+def test_a_teacher_out_of_gpu_memory_names_its_saved_state(tmp_path, corpus, tiny_model, monkeypatch):
+    """A teacher that ran out of GPU memory after an epoch was saved (a RuntimeError, not a KdError): its one-line
+    error is the out-of-memory advice, and beside it the saved state and the command that continues it."""
+    db = _store(_folder(tmp_path / "s"), corpus)
+    real, calls = kdstore.teacher.bucketed_batches, []
+
+    def batches(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kdstore.teacher, "bucketed_batches", batches)
+    out = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH, "--db", db, ok=False).output
+    assert "out of memory on the GPU" in out, out
+    assert "`kd teach --run r --resume` continues it" in out and "after epoch 2 of 3" in out, out
+
+
+def test_a_teacher_out_of_memory_resumes_in_pieces_that_fit(tmp_path, corpus, tiny_model, monkeypatch):
+    """--grad-accum (the same steps in pieces: less memory) may differ on --resume, as --device may; the
+    stage records the one it finished with."""
+    db = _store(tmp_path, corpus)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 2)
+        kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH, "--db", db, ok=False)
+    out = json.loads(kd("teach", "--run", "r", "--resume", "--grad-accum", "4", "--device", "cpu", "--db", db, "--json").stdout)
+    assert out["status"] == "succeeded"
+    store = Store.open(db)
+    try:
+        config = store.find_stage("r", "teach").config
+        assert (config["grad_accum"], config["device"], config["batch_size"]) == (4, "cpu", 8)
+    finally:
+        store.close()
