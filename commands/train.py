@@ -34,7 +34,7 @@ from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.resume import STATE_RECORD, in_working_directory, resume_folder, saved_meta, saved_point
 from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
-from kdstore.runs import SignalGuard, check_stage_free, stage_scope
+from kdstore.runs import SUCCEEDED, SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout, layer_map as student_layer_map
 from kdstore.store import label_id_note
@@ -946,35 +946,38 @@ WHAT = {"teach": "teacher", "pretrain": "pre-trained model"}  # what a stage of 
 
 def _stage_with_state(store, dist, *, kind: str, run: str, config: dict, overwrite: bool, resume: bool, train) -> None:
     """``train(stage)`` in a stage of ``kind`` (teach, pretrain) whose training state is saved as it goes; a
-    failure after a save says how to continue from it (``kd KIND --resume``)."""
+    failure after a save says how to continue from it (``kd KIND --resume``); the state goes once the stage's
+    success is on record (a success not recorded, the store lost as it was written, resumes from it), and
+    with a failure that saved nothing to resume from."""
     began = False  # (a refusal to begin, of a stage running elsewhere, says nothing of its state, nor touches it)
     if in_working_directory(store):  # (found from a job in another working directory: resume_folder)
         config = {**config, STATE_RECORD: str(resume_folder(store, run, kind).resolve())}
+    succeeded_before = len(SUCCEEDED)
+
+    def discard() -> None:
+        if saved_meta(store, run, kind) is not None:
+            shutil.rmtree(resume_folder(store, run, kind), ignore_errors=True)
+
     try:
         with shared_stage(dist, store, run=run, kind=kind, config=config, overwrite=overwrite) as stage:
             began = True
             train(stage)
-    except (KdError, KeyboardInterrupt, Terminated) as exc:
+    except BaseException as exc:
         if not began or not dist.is_main or (resume and str(exc).startswith("--resume:")):  # (a refused resume keeps it)
             raise
         point = saved_point(store, run, kind)
-        if point is None:
-            if saved_meta(store, run, kind) is not None:  # (failed before anything was saved: nothing to resume)
-                shutil.rmtree(resume_folder(store, run, kind), ignore_errors=True)
+        if (run, kind) in SUCCEEDED[succeeded_before:] or point is None:  # (a signal held while the success was recorded:
+            discard()  # the stage stands; or nothing was saved to go on from)
+            raise
+        if not isinstance(exc, (KdError, KeyboardInterrupt, Terminated)):  # (out of memory on the GPU: its own one-line
+            _warn(f"the {WHAT[kind]}'s training state is saved ({point}): `kd {kind} --run {run} --resume"  # error follows)
+                  f"{' --overwrite' * overwrite}` continues it with the options it was started with")
             raise
         said = str(exc).replace("; run the command again to start it over", "")
         raise type(exc)(f"{said}; `kd {kind} --run {run} --resume{' --overwrite' * overwrite}` continues it from its saved "
                         f"state ({point})") from None
-    except Exception:  # (out of memory on the GPU, a full disk: its own one-line error follows, which names no resume)
-        point = saved_point(store, run, kind) if began and dist.is_main else None
-        if point is not None:
-            _warn(f"the {WHAT[kind]}'s training state is saved ({point}): `kd {kind} --run {run} --resume"
-                  f"{' --overwrite' * overwrite}` continues it with the options it was started with")
-        raise
-    # the success on record: nothing is left to resume (removed only then: a success not recorded, the store lost
-    # as it was written, resumes from it)
-    if dist.is_main and saved_meta(store, run, kind) is not None:
-        shutil.rmtree(resume_folder(store, run, kind), ignore_errors=True)
+    if dist.is_main:
+        discard()
 
 
 def _refuse_discarding_state(store, run: str, kind: str) -> None:

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -182,9 +183,10 @@ def resume_model(store, run: str, model: str) -> str:
 
 
 def random_state(rng: np.random.Generator) -> dict:
+    """The random states a training draws from (``rng``'s, Python's, torch's, and CUDA's where in use), as JSON."""
     import torch
 
-    state = {"numpy": rng.bit_generator.state, "python": base64.b64encode(_pickled(random.getstate())).decode(),
+    state = {"numpy": rng.bit_generator.state, "python": base64.b64encode(pickle.dumps(random.getstate())).decode(),
              "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
@@ -192,8 +194,7 @@ def random_state(rng: np.random.Generator) -> dict:
 
 
 def set_random_state(rng: np.random.Generator, state: dict) -> None:
-    import pickle
-
+    """Put back the random states ``random_state`` gave (CUDA's where this machine has as many devices)."""
     import torch
 
     rng.bit_generator.state = state["numpy"]
@@ -203,16 +204,10 @@ def set_random_state(rng: np.random.Generator, state: dict) -> None:
         torch.cuda.set_rng_state_all([torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]])
 
 
-def _pickled(obj: Any) -> bytes:
-    import pickle
-
-    return pickle.dumps(obj)
-
-
 class TrainingState:
     """The saved state of one teach (or pretrain: ``name``) stage's training (see the module's docstring).
 
-    ``resume``: continue from what ``folder`` holds (refused where its key no longer matches);
+    ``resume``: continue from what ``resume_folder`` holds (refused where its ``key`` no longer matches);
     otherwise whatever it holds is discarded and a new state begins. ``writes``: this process saves
     (rank 0), the others only read."""
 
@@ -231,7 +226,9 @@ class TrainingState:
             if changed:
                 raise KdError(f"--resume: {'; '.join(changed)} changed since the state in {self.folder} was saved, so its weights "
                               f"are not of this training: start over with `kd {name} --run {run} --overwrite ...`")
-            self.meta = meta
+            # (the pieces it resumed in, which the next resume takes: a teacher out of GPU memory resumed with
+            # --grad-accum, stopped again, ran out of memory again in those it was started with)
+            self.meta = {**meta, "config": {**meta["config"], **{k: config[k] for k in ("grad_accum",) if k in config}}}
         else:
             # (model_dir: the local folder it starts from, absolute: --resume loads it from any working directory)
             self.meta = {"version": VERSION, "config": config, "key": key, "store": store_mark(store), "done": {}, "current": None,

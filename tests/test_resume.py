@@ -595,3 +595,44 @@ def test_a_teacher_out_of_memory_resumes_in_pieces_that_fit(tmp_path, corpus, ti
         assert (config["grad_accum"], config["device"], config["batch_size"]) == (4, "cpu", 8)
     finally:
         store.close()
+
+
+def test_a_ctrl_c_held_while_the_success_is_recorded_leaves_no_state_to_resume(tmp_path, corpus, tiny_model, monkeypatch):
+    """A Ctrl-C held while the teacher's success was recorded (raised once it stands): its error says the stage
+    succeeded, and named beside it a `--resume` that "continues it from its saved state", which the success kept."""
+    import signal
+
+    import kdstore.runs
+
+    db = _store(tmp_path, corpus)
+    recorded = kdstore.runs._drop_replaced  # (called once the success is recorded, signals held)
+
+    def ctrl_c(*args, **kwargs):
+        kdstore.runs.HOLD["held"] = signal.SIGINT
+        return recorded(*args, **kwargs)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(kdstore.runs, "_drop_replaced", ctrl_c)
+        out = kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "2", *TEACH, "--db", db, ok=False).output
+    assert "succeeded: its results stand" in out and "--resume" not in out, out
+    assert not _state(db).exists()
+    assert "resumable" not in kd("runs", "--db", db).stdout
+
+
+def test_a_teacher_resumed_in_pieces_and_stopped_again_resumes_in_those_pieces(tmp_path, corpus, tiny_model, monkeypatch):
+    """A teacher out of GPU memory resumed with --grad-accum 4, then stopped again: the next plain --resume went
+    back to the pieces it was started with (meta.json kept the first config), out of memory once more."""
+    db = _store(tmp_path, corpus)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 2)
+        kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "3", *TEACH, "--db", db, ok=False)
+    with monkeypatch.context() as mp:
+        _interrupted_at(mp, 2)
+        kd("teach", "--run", "r", "--resume", "--grad-accum", "4", "--db", db, ok=False)
+    out = json.loads(kd("teach", "--run", "r", "--resume", "--db", db, "--json").stdout)
+    assert out["status"] == "succeeded"
+    store = Store.open(db)
+    try:
+        assert store.find_stage("r", "teach").config["grad_accum"] == 4
+    finally:
+        store.close()
