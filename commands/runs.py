@@ -66,9 +66,7 @@ def runs(ctx, db, as_json):
                 Text(st["name"]),
                 st["kind"],
                 f"[{style}]{st['status']}[/]" + (" (process gone)" if st.get("process_gone") else "")
-                # (a failed replacement of a teacher that stands, NAME~failed-ID: continued in its place)
-                + (f" (resumable: kd {st['kind']} --run {run['run']} --resume{' --overwrite' * (st['name'] != st['kind'])})"
-                   if st.get("resumable") else ""),
+                + (f" (resumable: {st['resume']})" if st.get("resume") else ""),
                 st["started_at"],
                 "" if st["duration_s"] is None else f"{st['duration_s']:.1f}",
                 Text(one_line(st["error"] or "", 80)),

@@ -33,7 +33,7 @@ from kdstore.noise import LEAST_CLASS_SAMPLES, fold_warnings_of
 from kdstore.names import SPLITS, model_source, resolve_run_id
 from kdstore.pretrain import LONG_TEXTS, OBJECTIVES, PretrainConfig, check_enough_texts, config_dict as pretrain_config, pretrain as run_pretrain, read_corpus
 from kdstore.resume import STATE_RECORD, in_working_directory, resume_folder, saved_meta, saved_point
-from kdstore.report import larger_than_teacher, learned_dev, run_report, trained_on_dev
+from kdstore.report import larger_than_teacher, learned_dev, resume_command, run_report, trained_on_dev
 from kdstore.runs import SUCCEEDED, SignalGuard, check_stage_free, stage_scope
 from kdstore.schema import iso_utc
 from kdstore.students import KINDS, check_bert_layout, layer_map as student_layer_map
@@ -737,8 +737,7 @@ def pretrain(run, layers, hidden, heads, max_len, batch_size, grad_accum, lr, st
     pick_device(cfg.device)  # --device cuda where there is none: refused before a stage (and a run) is on record
     store = open_store(db)
     if not overwrite:  # a rerun refused before --corpus is read (a pipe's gigabytes were read, then refused)
-        check_stage_free(store, run=run, kind="pretrain", name="pretrain")
-        _refuse_discarding_state(store, run, "pretrain")
+        _check_free_keeping_state(store, run, "pretrain")
     # a missing or unreadable file, or one with no text (empty, binary, JSON lines), is refused before a run
     # or a stage is recorded (its texts handed to the stage, not read twice)
     digests: dict[str, str] = {}
@@ -884,8 +883,7 @@ def teach(run, model, epochs, lr, batch_size, grad_accum, max_len, warmup, patie
         pick_device(cfg.device)  # --device cuda where there is none: refused before a stage (and a run) is on record
         check_labels(cfg.labels, store.class_names())  # (so is a --label of no class: as a --where that cannot run)
         if not overwrite:  # a rerun refused before the warnings about the store, as if it had begun
-            check_stage_free(store, run=run, kind="teach", name="teach")
-            _refuse_discarding_state(store, run, "teach")
+            _check_free_keeping_state(store, run, "teach")
         source, _, source_run = model.partition(":")
         if source == "teach" and overwrite and source_run.strip() and resolve_run_id(source_run) == run:
             raise KdError(f"--model teach:{source_run} is the teacher this --overwrite replaces (and deletes once the new one "
@@ -980,13 +978,28 @@ def _stage_with_state(store, dist, *, kind: str, run: str, config: dict, overwri
         discard()
 
 
+def _check_free_keeping_state(store, run: str, kind: str) -> None:
+    """``check_stage_free`` for a new stage of ``kind`` without --overwrite, and ``_refuse_discarding_state``: a
+    stage of the kind that succeeded is refused as ever, but where a replacement of it failed with its state
+    saved, the refusal says how to continue that (its "pass --overwrite" would discard it)."""
+    try:
+        check_stage_free(store, run=run, kind=kind, name=kind)
+    except KdError:  # (not a stage running: its own process saves that state)
+        if saved_point(store, run, kind) is None or store.find_stage(run, kind, succeeded=False).status != "succeeded":
+            raise
+        _refuse_discarding_state(store, run, kind)
+        raise
+    _refuse_discarding_state(store, run, kind)
+
+
 def _refuse_discarding_state(store, run: str, kind: str) -> None:
     """A new stage of ``kind`` in ``run`` would discard the saved state of one that failed (hours of training
     on a GPU): refused, saying how to continue it, unless --overwrite says to start over."""
     point = saved_point(store, run, kind)
     if point is not None:
+        command = resume_command(run, kind, [(st.kind, st.status) for st in store.stages_of(run)])
         raise KdError(f"the {WHAT[kind]} of run {run!r} failed or was killed with its training state saved ({point}): "
-                      f"`kd {kind} --run {run} --resume` continues it; pass --overwrite to start over")
+                      f"`{command}` continues it; pass --overwrite to start over")
 
 
 def _warn_discarding_state(store, run: str, kind: str) -> None:

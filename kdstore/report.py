@@ -49,16 +49,28 @@ def stage_summary(stage: Stage) -> dict[str, Any]:
 
 def runs_overview(store: Store) -> list[dict[str, Any]]:
     """Every run with its stages' summaries; a failed teacher or pre-training whose training state is saved
-    has ``resumable``, where ``kd teach|pretrain --resume`` would go on from (null for every other stage)."""
+    has ``resumable``, where ``kd teach|pretrain --resume`` would go on from, and ``resume``, the command
+    (:func:`resume_command`; both null for every other stage)."""
     out = []
     for run, stages in store.runs():
-        summaries = [{**stage_summary(s), "resumable": None} for s in stages]
+        summaries = [{**stage_summary(s), "resumable": None, "resume": None} for s in stages]
         for kind in ("pretrain", "teach"):
             failed = [(s.id, summary) for s, summary in zip(stages, summaries) if s.kind == kind and (summary["status"] == "failed" or summary["process_gone"])]
             if failed:  # (the latest failed one's: a new attempt discards an older one's state)
-                max(failed, key=lambda pair: pair[0])[1]["resumable"] = saved_point(store, run.uniqid, kind)
+                latest = max(failed, key=lambda pair: pair[0])[1]
+                latest["resumable"] = saved_point(store, run.uniqid, kind)
+                if latest["resumable"]:  # (and the command that does it, for a script to run)
+                    latest["resume"] = resume_command(run.uniqid, kind, [(s.kind, s.status) for s in stages])
         out.append({"run": run.uniqid, "created_at": iso_utc(run.created_at), "stages": summaries})
     return out
+
+
+def resume_command(run: str, kind: str, stages: list[tuple[str, str]]) -> str:
+    """The command that continues the saved state of ``run``'s stage of ``kind`` (teach, pretrain), given the run's
+    stages' ``(kind, status)``: with ``--overwrite`` where a stage of that kind succeeded (standing, or parked
+    while a replacement killed before any command marked it failed still holds its name)."""
+    replaces = any(k == kind and status == "succeeded" for k, status in stages)
+    return f"kd {kind} --run {run} --resume" + " --overwrite" * replaces
 
 
 def run_report(store: Store, run: str, *, notes: bool = True) -> dict[str, Any]:

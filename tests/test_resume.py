@@ -268,8 +268,12 @@ def test_a_failed_replacement_resumes_in_the_place_of_the_teacher_that_stands(tm
         failed = kd(*args, "--overwrite", ok=False)
     assert "`kd teach --run r --resume --overwrite` continues it" in failed.output, failed.output
     assert "(resumable: kd teach --run r --resume --overwrite)" in kd("runs", "--db", db).stdout
+    listed = [st for st in json.loads(kd("runs", "--json", "--db", db).stdout)[0]["stages"] if st["resumable"]]
+    assert [st["resume"] for st in listed] == ["kd teach --run r --resume --overwrite"]  # (the command, for a script)
     plain = kd("teach", "--run", "r", "--resume", "--db", db, ok=False)
     assert "`kd teach --run r --resume --overwrite` continues that one" in plain.output, plain.output
+    again = kd(*args, ok=False)  # (a plain teach: "pass --overwrite" would discard the saved state)
+    assert "`kd teach --run r --resume --overwrite` continues it; pass --overwrite to start over" in again.output, again.output
     kd("teach", "--run", "r", "--resume", "--overwrite", "--db", db)
     assert not _state(db).exists()
     assert [(st["name"], st["status"]) for st in json.loads(kd("runs", "--json", "--db", db).stdout)[0]["stages"]] == [("teach", "succeeded")]
@@ -636,3 +640,27 @@ def test_a_teacher_resumed_in_pieces_and_stopped_again_resumes_in_those_pieces(t
         assert store.find_stage("r", "teach").config["grad_accum"] == 4
     finally:
         store.close()
+
+
+def test_a_replacement_killed_outright_is_offered_resume_overwrite(tmp_path, corpus, tiny_model):
+    """kill -9 of a teacher's --overwrite after an epoch was saved: before any command marks it failed
+    (still named `teach`, the one that stands parked), `kd runs` names the resume that is not refused."""
+    db = _store(tmp_path, corpus)
+    kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "2", *TEACH, "--db", db)
+    env = {**os.environ, "KD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", "from commands.cli import main; main()", "teach", "--run", "r", "--model", str(tiny_model),
+                             "--epochs", "60", "--patience", "60", "--overwrite", *TEACH, "--db", db], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not _saved_epoch(db):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    listing = kd("runs", "--db", db).stdout
+    assert "(resumable: kd teach --run r --resume --overwrite)" in listing, listing
+    kd("teach", "--run", "r", "--resume", "--overwrite", "--db", db)
