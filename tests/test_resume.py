@@ -101,6 +101,25 @@ def _saved_epoch(db: str) -> int:
     return current["epoch"] if current else 0
 
 
+def _killed_after_a_save(db: str, model: Path, folder: Path, *more: str) -> None:
+    """A 60-epoch teacher of run r (with ``more`` options) in a child process, killed with SIGKILL (as an
+    out-of-memory killer would) once an epoch is saved."""
+    env = {**os.environ, "KD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", "from commands.cli import main; main()", "teach", "--run", "r", "--model", str(model),
+                             "--epochs", "60", "--patience", "60", *more, *TEACH, "--db", db], env=env, cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not _saved_epoch(db):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+
+
 def _state(db: str, run: str = "r") -> Path:
     return Path(db).parent / "kd-artifacts" / Path(db).name / run / "teach~resume"
 
@@ -197,20 +216,7 @@ def test_a_teacher_killed_outright_resumes(tmp_path, corpus, tiny_model):
     """kill -9 (an out-of-memory kill) after an epoch was saved: the next command marks the stage
     failed, and --resume trains the epochs left."""
     db = _store(tmp_path, corpus)
-    env = {**os.environ, "KD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", "from commands.cli import main; main()", "teach", "--run", "r", "--model", str(tiny_model),
-                             "--epochs", "60", "--patience", "60", *TEACH, "--db", db], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while not _saved_epoch(db):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    _killed_after_a_save(db, tiny_model, tmp_path)
     assert 1 <= _saved_epoch(db) < 60
     out = json.loads(kd("teach", "--run", "r", "--resume", "--db", db, "--json").stdout)
     assert out["status"] == "succeeded"
@@ -647,20 +653,7 @@ def test_a_replacement_killed_outright_is_offered_resume_overwrite(tmp_path, cor
     (still named `teach`, the one that stands parked), `kd runs` names the resume that is not refused."""
     db = _store(tmp_path, corpus)
     kd("teach", "--run", "r", "--model", str(tiny_model), "--epochs", "2", *TEACH, "--db", db)
-    env = {**os.environ, "KD_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", "from commands.cli import main; main()", "teach", "--run", "r", "--model", str(tiny_model),
-                             "--epochs", "60", "--patience", "60", "--overwrite", *TEACH, "--db", db], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while not _saved_epoch(db):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
+    _killed_after_a_save(db, tiny_model, tmp_path, "--overwrite")
     listing = kd("runs", "--db", db).stdout
     assert "(resumable: kd teach --run r --resume --overwrite)" in listing, listing
     kd("teach", "--run", "r", "--resume", "--overwrite", "--db", db)
