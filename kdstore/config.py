@@ -64,6 +64,7 @@ def load(path: Path) -> dict[str, Any]:
 COMMAND_LINE_ONLY = {
     "overwrite": "replaces what a stage, an export or a sheet holds",
     "yes": "deletes without asking",  # (kd runs delete: `yes = true` deleted every later run asked for, unasked)
+    "resume": "continues the saved state of a teacher or pre-training that failed",  # (`resume = true`: every teach a resume)
 }
 
 

@@ -657,3 +657,11 @@ def test_a_replacement_killed_outright_is_offered_resume_overwrite(tmp_path, cor
     listing = kd("runs", "--db", db).stdout
     assert "(resumable: kd teach --run r --resume --overwrite)" in listing, listing
     kd("teach", "--run", "r", "--resume", "--overwrite", "--db", db)
+
+
+def test_resume_is_taken_on_the_command_line_only(tmp_path, corpus):
+    """In a config file `resume = true` would make every later `kd teach` a resume: refused, naming the file."""
+    db = _store(tmp_path, corpus)
+    (tmp_path / "kd.toml").write_text("[teach]\nresume = true\n", encoding="utf-8")
+    refused = kd("teach", "--run", "r", "--model", "m", "--db", db, ok=False)
+    assert "kd.toml" in refused.output and "'resume'" in refused.output and "command line only" in refused.output, refused.output
