@@ -213,7 +213,7 @@ class TrainingState:
 
     def __init__(self, store, run: str, *, config: dict, key: dict[str, Any], resume: bool, writes: bool, model_dir: str | None = None,
                  name: str = "teach"):
-        self.folder, self.writes, self.run = resume_folder(store, run, name), writes, run
+        self.folder, self.writes = resume_folder(store, run, name), writes
         self.broken: str | None = None  # why saving stopped (a full disk): said once
         key = json.loads(json.dumps(key))  # (as meta.json gives it back: tuples as lists)
         what = "pre-trained model" if name == "pretrain" else "teacher"

@@ -50,17 +50,29 @@ def _folder(path: Path) -> Path:
     return path
 
 
-def _interrupted_at(monkeypatch, call: int) -> None:
-    """A Ctrl-C as the ``call``-th epoch of the whole stage (every fold's counted) draws its batches."""
-    real, calls = kdstore.teacher.bucketed_batches, []
+def _ctrl_c_at(monkeypatch, module, name: str, call: int) -> None:
+    """A Ctrl-C at the ``call``-th call of ``module.name``."""
+    real, calls = getattr(module, name), []
 
-    def batches(*args, **kwargs):
+    def counted(*args, **kwargs):
         calls.append(1)
         if len(calls) == call:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(kdstore.teacher, "bucketed_batches", batches)
+    monkeypatch.setattr(module, name, counted)
+
+
+def _interrupted_at(monkeypatch, call: int) -> None:
+    """A Ctrl-C as the ``call``-th epoch of the whole stage (every fold's counted) draws its batches."""
+    _ctrl_c_at(monkeypatch, kdstore.teacher, "bucketed_batches", call)
+
+
+def _step_rows(store: Store, stage_id: int) -> list:
+    """A stage's per-step (per-epoch) figures, sorted, to 6 decimals."""
+    with store.session() as s:
+        return sorted((m.split, m.name, m.step, round(m.value, 6)) for m in s.scalars(select(Metric).where(Metric.stage_id == stage_id))
+                      if m.step is not None)
 
 
 def _outcome(db: str, run: str) -> tuple[np.ndarray, np.ndarray, list, dict]:
@@ -69,10 +81,7 @@ def _outcome(db: str, run: str) -> tuple[np.ndarray, np.ndarray, list, dict]:
     try:
         stage = store.find_stage(run, "teach")
         ids, logits = store.read_logits(stage.id)
-        with store.session() as s:
-            rows = sorted((m.split, m.name, m.step, round(m.value, 6)) for m in s.scalars(select(Metric).where(Metric.stage_id == stage.id))
-                          if m.step is not None)
-        return ids, logits, rows, store.read_folds(stage.id)
+        return ids, logits, _step_rows(store, stage.id), store.read_folds(stage.id)
     finally:
         store.close()
 
@@ -81,15 +90,7 @@ def _pretraining_interrupted_at(monkeypatch, step: int) -> None:
     """A Ctrl-C as the pre-training masks the batch of its ``step``-th step."""
     import kdstore.pretrain
 
-    real, calls = kdstore.pretrain.mask_tokens, []
-
-    def masks(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == step:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(kdstore.pretrain, "mask_tokens", masks)
+    _ctrl_c_at(monkeypatch, kdstore.pretrain, "mask_tokens", step)
 
 
 def _saved_epoch(db: str) -> int:
@@ -354,10 +355,8 @@ def _pretrained(db: str, run: str = "r") -> dict:
     store = Store.open(db)
     try:
         stage = store.find_stage(run, "pretrain")
-        with store.session() as s:
-            rows = sorted((m.split, m.name, m.step, round(m.value, 6)) for m in s.scalars(select(Metric).where(Metric.stage_id == stage.id))
-                          if m.step is not None)
-        return {"weights": load_file(str(Path(stage.artifact_path) / "model.safetensors")), "rows": rows, "config": stage.config}
+        return {"weights": load_file(str(Path(stage.artifact_path) / "model.safetensors")), "rows": _step_rows(store, stage.id),
+                "config": stage.config}
     finally:
         store.close()
 
